@@ -1,0 +1,7 @@
+"""Measures (filled in by the measures stage)."""
+
+from ci_pipeline.config.base import StrictModel
+
+
+class MeasuresConfig(StrictModel):
+    """Customer attribute, customer and business measures."""

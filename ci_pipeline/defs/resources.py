@@ -1,0 +1,73 @@
+"""Resources shared by every stage: the data lake and the IO manager that stores asset outputs in it."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from ci_pipeline.config import ProjectConfig
+from ci_pipeline.config.lake import LakeConfig
+from ci_pipeline.lake import Lake
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The data lake of the configured environment (a local folder, or ADLS Gen2 / Blob storage).
+
+    Secret references (``env:``/``file:``) are resolved when the lake is first used, not when the definitions
+    load, so `dagster dev` starts even where a production secret is absent.
+    """
+
+    url: str
+    base_dir: str
+    connection_string: str | None = None
+    account_name: str | None = None
+    account_key: str | None = None
+    sas_token: str | None = None
+    credential: str = "default"
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> "LakeResource":
+        return cls(base_dir=str(config.base_dir), **config.lake.model_dump())
+
+    def get_lake(self) -> Lake:
+        settings = LakeConfig.model_validate(self.model_dump(exclude={"base_dir"}))
+        return Lake.from_config(settings, Path(self.base_dir))
+
+
+def asset_path(key: dg.AssetKey) -> str:
+    """Where an asset's table lives in the lake: ``ci_pipeline/<key parts>.parquet``."""
+    return "ci_pipeline/" + "/".join(key.path) + ".parquet"
+
+
+class LakeParquetIOManager(dg.ConfigurableIOManager):
+    """Stores every DataFrame asset as one Parquet file in the lake, at a path derived from its asset key."""
+
+    lake: dg.ResourceDependency[LakeResource]
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
+        if obj is None:
+            return
+        if not isinstance(obj, pd.DataFrame):
+            raise TypeError(
+                f"{context.asset_key.to_user_string()}: expected a pandas DataFrame, got {type(obj)}"
+            )
+        lake = self.lake.get_lake()
+        relative = asset_path(context.asset_key)
+        lake.write_parquet(relative, obj)
+        context.add_output_metadata(
+            {
+                "dagster/row_count": dg.MetadataValue.int(len(obj)),
+                "path": dg.MetadataValue.path(lake.url(relative)),
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        return self.lake.get_lake().read_parquet(asset_path(context.asset_key))
+
+
+def shared_resources(config: ProjectConfig) -> dict:
+    lake = LakeResource.from_config(config)
+    return {"lake": lake, "io_manager": LakeParquetIOManager(lake=lake)}

@@ -1,0 +1,22 @@
+"""Errors a user can cause and fix. The CLI prints them without a traceback and exits non-zero."""
+
+
+class UserError(Exception):
+    """A mistake in configuration, input data or environment that the user can fix.
+
+    The message names the file, key, row or column involved and says what to do.
+    """
+
+
+class ConfigError(UserError):
+    """The configuration file is unreadable or invalid. Holds every problem found, not just the first."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem(s) in the configuration:\n{lines}")
+
+
+class StorageError(UserError):
+    """The data lake or a source location cannot be reached or read."""

@@ -1,0 +1,214 @@
+"""The data lake: one fsspec-based storage for a local folder (default) and Azure Data Lake Storage / Blob.
+
+The same code runs on ``file://``, on the Azurite emulator (tests) and on ADLS Gen2 (``abfss://``): only the
+filesystem object differs. Every write is atomic, so a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ci_pipeline.config.base import resolve_secret
+from ci_pipeline.config.lake import LakeConfig
+from ci_pipeline.errors import StorageError
+
+AZURE_PROTOCOLS = ("abfs", "abfss", "az")
+
+
+@dataclass(frozen=True)
+class Lake:
+    """A root folder on some filesystem, with atomic writes and Parquet helpers.
+
+    Paths given to the methods are relative to the root, with ``/`` separators.
+
+    Examples:
+        >>> lake = Lake.local("/tmp/my-lake")
+        >>> lake.write_parquet("unify/customer_profile.parquet", df)  # doctest: +SKIP
+    """
+
+    fs: Any
+    root: str
+    protocol: str = "file"
+    storage_options: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def local(cls, folder: str | os.PathLike) -> Lake:
+        path = Path(folder).expanduser().resolve()
+        return cls(fs=fsspec.filesystem("file"), root=path.as_posix(), protocol="file")
+
+    @classmethod
+    def from_url(cls, url: str, storage_options: dict | None = None) -> Lake:
+        """A lake rooted at ``url`` (``file://``, a plain path, ``abfs://``, ``abfss://`` or ``az://``)."""
+        parsed = urlparse(url)
+        protocol = parsed.scheme if "://" in url else "file"
+        if protocol == "file":
+            return cls.local(parsed.path if "://" in url else url)
+        if protocol not in AZURE_PROTOCOLS:
+            raise StorageError(
+                f"lake url {url!r}: unsupported scheme {protocol!r}; use a local folder, file://, abfs://, "
+                "abfss:// or az://"
+            )
+        options = dict(storage_options or {})
+        container, _, account_host = parsed.netloc.partition("@")
+        if account_host and "account_name" not in options and "connection_string" not in options:
+            options["account_name"] = account_host.split(".")[0]
+        fs = fsspec.filesystem("abfs", **options)
+        root = posixpath.join(container, parsed.path.lstrip("/")).rstrip("/")
+        return cls(fs=fs, root=root, protocol=protocol, storage_options=options)
+
+    @classmethod
+    def from_config(cls, config: LakeConfig, base_dir: Path | None = None) -> Lake:
+        """Build the lake a configuration describes, resolving secrets now (at call time)."""
+        url = config.url
+        if "://" not in url:
+            path = Path(url).expanduser()
+            return cls.local(path if path.is_absolute() else (base_dir or Path.cwd()) / path)
+        return cls.from_url(url, azure_storage_options(config, base_dir))
+
+    # -- paths -------------------------------------------------------------------------------------------------
+    def path(self, relative: str = "") -> str:
+        """The full filesystem path of a lake-relative path."""
+        return posixpath.join(self.root, relative.lstrip("/")) if relative else self.root
+
+    def url(self, relative: str = "") -> str:
+        """A URL for a lake-relative path, for messages and metadata."""
+        full = self.path(relative)
+        return f"file://{full}" if self.protocol == "file" else f"{self.protocol}://{full}"
+
+    def filesystem_for(self, location: str) -> tuple[Any, str]:
+        """The filesystem and path for a source location: local paths use the local filesystem, Azure URLs use
+        the lake's credentials, so sources can live in the same storage account as the lake."""
+        parsed = urlparse(location)
+        protocol = parsed.scheme if "://" in location else "file"
+        if protocol == "file":
+            return fsspec.filesystem("file"), (parsed.path if "://" in location else location)
+        if protocol not in AZURE_PROTOCOLS:
+            raise StorageError(
+                f"{location}: unsupported scheme {protocol!r}; use a path, file://, abfs:// or abfss://"
+            )
+        fs = (
+            self.fs if self.protocol in AZURE_PROTOCOLS else fsspec.filesystem("abfs", **self.storage_options)
+        )
+        container = parsed.netloc.partition("@")[0]
+        return fs, posixpath.join(container, parsed.path.lstrip("/")).rstrip("/")
+
+    # -- reading -----------------------------------------------------------------------------------------------
+    def exists(self, relative: str) -> bool:
+        return self._call("exists", relative, lambda: self.fs.exists(self.path(relative)))
+
+    def read_bytes(self, relative: str) -> bytes:
+        return self._call("read", relative, lambda: self.fs.cat_file(self.path(relative)))
+
+    def read_parquet(self, relative: str) -> pd.DataFrame:
+        data = self.read_bytes(relative)
+        return pq.read_table(io.BytesIO(data)).to_pandas()
+
+    def find(self, relative: str = "") -> list[str]:
+        """Every file below a folder, as lake-relative paths, sorted."""
+        base = self.path(relative)
+        if not self._call("list", relative, lambda: self.fs.exists(base)):
+            return []
+        found = self._call("list", relative, lambda: self.fs.find(base))
+        prefix = self.root.rstrip("/") + "/"
+        return sorted(p[len(prefix) :] if p.startswith(prefix) else p for p in found)
+
+    def info(self, relative: str) -> dict:
+        return self._call("stat", relative, lambda: self.fs.info(self.path(relative)))
+
+    # -- writing -----------------------------------------------------------------------------------------------
+    def write_bytes(self, relative: str, data: bytes) -> str:
+        """Write a file atomically and return its full path.
+
+        Locally the data goes to a temporary name in the same folder and is renamed into place; Azure commits a
+        blob only when the upload is complete, so a single put is already atomic there.
+        """
+        full = self.path(relative)
+        if self.protocol == "file":
+            folder = posixpath.dirname(full)
+            os.makedirs(folder, exist_ok=True)
+            tmp = posixpath.join(folder, f".{posixpath.basename(full)}.{uuid.uuid4().hex}.tmp")
+            try:
+                with open(tmp, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, full)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+            return full
+        self._call("write", relative, lambda: self.fs.pipe_file(full, data))
+        return full
+
+    def write_parquet(self, relative: str, df: pd.DataFrame) -> str:
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buffer, compression="zstd")
+        return self.write_bytes(relative, buffer.getvalue())
+
+    def delete(self, relative: str, recursive: bool = False) -> None:
+        full = self.path(relative)
+        if self.exists(relative):
+            self._call("delete", relative, lambda: self.fs.rm(full, recursive=recursive))
+
+    # -- errors ------------------------------------------------------------------------------------------------
+    def _call(self, action: str, relative: str, fn):
+        try:
+            return fn()
+        except FileNotFoundError:
+            raise StorageError(f"{self.url(relative)}: not found in the lake") from None
+        except StorageError:
+            raise
+        except Exception as exc:  # network, auth and SDK errors all surface as one clear message
+            raise StorageError(
+                f"{self.url(relative)}: cannot {action} ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+                "check the lake url, the credentials and that the storage account is reachable"
+            ) from exc
+
+
+def azure_storage_options(config: LakeConfig, base_dir: Path | None = None) -> dict:
+    """adlfs keyword arguments for the credentials a :class:`LakeConfig` names."""
+    key = "lake"
+    if config.connection_string:
+        return {
+            "connection_string": resolve_secret(
+                config.connection_string, f"{key}.connection_string", base_dir
+            )
+        }
+    options: dict[str, Any] = {}
+    if config.account_name:
+        options["account_name"] = config.account_name
+    if config.account_key:
+        options["account_key"] = resolve_secret(config.account_key, f"{key}.account_key", base_dir)
+    elif config.sas_token:
+        options["sas_token"] = resolve_secret(config.sas_token, f"{key}.sas_token", base_dir)
+    elif config.credential == "client_secret":
+        from azure.identity import ClientSecretCredential
+
+        if not (config.tenant_id and config.client_id and config.client_secret):
+            raise StorageError(
+                "lake: credential 'client_secret' needs tenant_id, client_id and client_secret"
+            )
+        options["credential"] = ClientSecretCredential(
+            config.tenant_id,
+            config.client_id,
+            resolve_secret(config.client_secret, f"{key}.client_secret", base_dir),
+        )
+    elif config.credential == "managed_identity":
+        from azure.identity import ManagedIdentityCredential
+
+        options["credential"] = ManagedIdentityCredential(client_id=config.client_id)
+    elif config.credential == "default":
+        options["anon"] = False
+    return options

@@ -1,0 +1,107 @@
+"""The output-table contract (spec/output-tables.md): column lists, identifiers and deterministic GUIDs.
+
+Every stage that produces one of the seven Dataverse-shaped tables builds it with these helpers, so the columns
+and GUIDs are the same wherever a table is made or published.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pandas as pd
+
+#: The one fixed namespace of every GUID the project derives: uuid5(NAMESPACE, msdynci_identifier).
+#: It is uuid5(NAMESPACE_URL, "https://ci-pipeline.dev/output-tables") and must never change: changing it
+#: would give every published row a new GUID.
+NAMESPACE = uuid.UUID("07e3607e-db94-5423-b773-540dff3be29c")
+
+ALTERNATE_KEY_COLUMNS = [
+    "DataSourceName",
+    "EntityName",
+    "AlternateValue",
+    "KeyRing",
+    "CustomerId",
+    "AlternateKeyId",
+    "msdynci_identifier",
+]
+UNIFIED_ACTIVITY_COLUMNS = [
+    "CustomerId",
+    "ActivityId",
+    "SourceEntityName",
+    "SourceActivityId",
+    "ActivityType",
+    "ActivityTimeStamp",
+    "Title",
+    "Description",
+    "URL",
+    "SemanticData",
+    "RangeIndex",
+    "msdynci_unifiedactivityid",
+]
+CUSTOMER_MEASURE_COLUMNS = ["CustomerId", "Measures", "msdynci_identifier", "msdynci_customermeasureid"]
+ENRICHMENT_COLUMNS = [
+    "CustomerId",
+    "EnrichmentProvider",
+    "EnrichmentType",
+    "Values",
+    "msdynci_enrichmentid",
+    "msdynci_identifier",
+]
+PREDICTION_COLUMNS = [
+    "CustomerId",
+    "ModelProvider",
+    "Model",
+    "Values",
+    "msdynci_predictionid",
+    "msdynci_identifier",
+]
+SEGMENT_MEMBERSHIP_COLUMNS = [
+    "CustomerId",
+    "SegmentProvider",
+    "SegmentMembershipType",
+    "Segments",
+    "msdynci_identifier",
+    "msdynci_segmentmembershipid",
+]
+
+#: Table name -> (columns, GUID primary-key column). CustomerProfile's columns depend on the unify config.
+OUTPUT_TABLES: dict[str, tuple[list[str] | None, str | None]] = {
+    "CustomerProfile": (None, None),
+    "AlternateKey": (ALTERNATE_KEY_COLUMNS, "AlternateKeyId"),
+    "UnifiedActivity": (UNIFIED_ACTIVITY_COLUMNS, "msdynci_unifiedactivityid"),
+    "CustomerMeasure": (CUSTOMER_MEASURE_COLUMNS, "msdynci_customermeasureid"),
+    "Enrichment": (ENRICHMENT_COLUMNS, "msdynci_enrichmentid"),
+    "Prediction": (PREDICTION_COLUMNS, "msdynci_predictionid"),
+    "SegmentMembership": (SEGMENT_MEMBERSHIP_COLUMNS, "msdynci_segmentmembershipid"),
+}
+
+
+def guid(identifier: str) -> str:
+    """The deterministic GUID of one msdynci_identifier string.
+
+    Examples:
+        >>> guid("crm|contacts|c-1") == guid("crm|contacts|c-1")
+        True
+    """
+    return str(uuid.uuid5(NAMESPACE, identifier))
+
+
+def guids(identifiers: pd.Series) -> pd.Series:
+    """Deterministic GUIDs for a column of identifiers (uuid5 is a hash; there is no vector form to use)."""
+    return pd.Series([guid(i) for i in identifiers.astype(str)], index=identifiers.index, dtype="string")
+
+
+def identifiers(*parts: pd.Series | str) -> pd.Series:
+    """Join columns (or constants) with ``|`` into msdynci_identifier strings."""
+    series = [p for p in parts if isinstance(p, pd.Series)]
+    if not series:
+        raise ValueError("identifiers() needs at least one column")
+    index = series[0].index
+    columns = [
+        p.astype("string") if isinstance(p, pd.Series) else pd.Series(p, index=index, dtype="string")
+        for p in parts
+    ]
+    out = columns[0]
+    for column in columns[1:]:
+        out = out + "|" + column
+    return out

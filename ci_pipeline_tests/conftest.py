@@ -1,0 +1,109 @@
+"""Fixtures shared by every test layer: a tiny configuration, a temporary lake, and a real Azurite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = ROOT / "data" / "sample"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_config(monkeypatch):
+    # Tests choose their configuration explicitly; a developer's exported one must not leak in.
+    monkeypatch.delenv("CI_PIPELINE_CONFIG", raising=False)
+
+
+def _azurite_binary() -> Path:
+    node_dir = Path(os.environ.get("CI_PIPELINE_NODE_DIR", ROOT / ".ci" / "node"))
+    binary = node_dir / "node_modules" / ".bin" / "azurite-blob"
+    if not binary.exists():
+        pytest.fail(f"Azurite is not installed at {binary}; run the tests with `python3 dev.py test`")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory) -> dict:
+    """A real Azure Blob emulator on loopback for the whole test session.
+
+    Yields ``{"connection_string", "port"}``. Each test should use its own container.
+    """
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("azurite")
+    process = subprocess.Popen(
+        [
+            str(_azurite_binary()),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--inMemoryPersistence",
+            "--extentMemoryLimit",
+            "512",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--silent",
+            "--disableTelemetry",
+            "--location",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"Azurite exited at start: {process.stderr.read().decode()[:500]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("Azurite did not answer within 30 s")
+    connection_string = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+    )
+    yield {"connection_string": connection_string, "port": port}
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture
+def azure_container(azurite, monkeypatch) -> str:
+    """A fresh, empty container in Azurite; its connection string is exported as AZURE_TEST_CONNECTION."""
+    import adlfs
+
+    name = f"t{uuid.uuid4().hex[:12]}"
+    fs = adlfs.AzureBlobFileSystem(connection_string=azurite["connection_string"])
+    fs.mkdir(name)
+    monkeypatch.setenv("AZURE_TEST_CONNECTION", azurite["connection_string"])
+    return name
+
+
+@pytest.fixture
+def sample_copy(tmp_path) -> Path:
+    """A private copy of the bundled sample folder (its config writes the lake next to itself)."""
+    target = tmp_path / "sample"
+    shutil.copytree(SAMPLE_DIR, target, ignore=shutil.ignore_patterns("lake"))
+    return target

@@ -1,0 +1,26 @@
+"""The Definitions object loads for the bundled sample and for a user's own configuration."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ci_pipeline.config import SAMPLE_CONFIG, load_config
+from ci_pipeline.defs import build_definitions
+
+
+def test_sample_definitions_load():
+    defs = build_definitions(load_config(SAMPLE_CONFIG))
+    dg.Definitions.validate_loadable(defs)
+    assert defs.resolve_asset_graph().get_all_asset_keys()
+
+
+def test_definitions_module_reads_the_configured_file_when_loaded(tmp_path, monkeypatch):
+    (tmp_path / "ci_pipeline.yaml").write_text(
+        "sources:\n  crm:\n    owner: me\n    tables:\n      contacts:\n"
+        "        format: csv\n        path: c.csv\n        primary_key: id\n"
+    )
+    monkeypatch.setenv("CI_PIPELINE_CONFIG", str(tmp_path / "ci_pipeline.yaml"))
+    from ci_pipeline.definitions import defs
+
+    loaded = defs()
+    dg.Definitions.validate_loadable(loaded)

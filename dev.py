@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Set up the project and run it: the two commands of the README.
+
+    python3 dev.py run     # install, then run the whole pipeline on the bundled sample
+    python3 dev.py test    # install (with test services), then run the full test suite
+
+Only Python 3.11 is assumed. Everything else (the virtual environment, Python packages, the Azure Storage
+emulator from npm, Chromium for the UI test) is installed here, once, and skipped when already current.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+STAMP = VENV / ".dev-stamp"
+DAGSTER_HOME = ROOT / ".dagster_home"
+NODE_DIR = ROOT / ".ci" / "node"
+
+
+def say(message: str) -> None:
+    print(f"[dev] {message}", flush=True)
+
+
+def sh(*args: str | Path, **kwargs) -> None:
+    subprocess.run([str(a) for a in args], check=True, **kwargs)
+
+
+def python_env() -> None:
+    """Create .venv and install the project with its dev extra, unless pyproject.toml has not changed."""
+    if sys.version_info[:2] != (3, 11):
+        sys.exit(f"[dev] Python 3.11 is required; this is {sys.version.split()[0]}. Run it with python3.11.")
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted and PY.exists():
+        return
+    if not PY.exists():
+        say("creating .venv")
+        sh(sys.executable, "-m", "venv", VENV)
+    say("installing Python packages (first time: a few minutes)")
+    sh(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    sh(PY, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]")
+    STAMP.write_text(wanted)
+
+
+def apt_install(*packages: str) -> None:
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        sys.exit(f"[dev] please install {' '.join(packages)} with your system's package manager")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    sh("apt-get", "update", "-qq", env=env)
+    sh("apt-get", "install", "-y", "-qq", *packages, env=env, stdout=subprocess.DEVNULL)
+
+
+def test_services() -> None:
+    """Azurite (Azure Blob emulator) from npm, and Chromium for the browser test of the UI."""
+    if shutil.which("npm") is None:
+        say("installing Node.js and npm")
+        apt_install("nodejs", "npm")
+    azurite = NODE_DIR / "node_modules" / ".bin" / "azurite-blob"
+    if not azurite.exists():
+        say("installing Azurite (Azure Storage emulator) from npm")
+        NODE_DIR.mkdir(parents=True, exist_ok=True)
+        sh(
+            "npm",
+            "install",
+            "--silent",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            NODE_DIR,
+            "azurite@3",
+            "playwright-core@1",
+        )
+    if shutil.which("chromium") is None:
+        say("installing Chromium for the UI test")
+        apt_install("chromium")
+
+
+def dagster_env() -> dict[str, str]:
+    DAGSTER_HOME.mkdir(exist_ok=True)
+    shutil.copyfile(ROOT / "dagster.yaml", DAGSTER_HOME / "dagster.yaml")
+    env = dict(os.environ)
+    env["DAGSTER_HOME"] = str(DAGSTER_HOME)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["CI_PIPELINE_NODE_DIR"] = str(NODE_DIR)
+    return env
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"run", "test"}:
+        print(__doc__)
+        return 2
+    python_env()
+    env = dagster_env()
+    if argv[0] == "run":
+        return subprocess.run([str(BIN / "ci-pipeline"), "run", *argv[1:]], cwd=ROOT, env=env).returncode
+    test_services()
+    return subprocess.run([str(PY), "-m", "pytest", *argv[1:]], cwd=ROOT, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
