@@ -84,7 +84,7 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     stops = np.concatenate([breaks, [size]]).astype(np.int64)  # exclusive, before the line break
     lines = np.searchsorted(newlines, starts) + 1
     ends = stops.copy()
-    has_cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13)
+    has_cr = (ends > starts) & (np.append(buf, 0)[np.maximum(ends - 1, 0)] == 13)
     ends[has_cr] -= 1
     keep = ends > starts  # blank lines are not rows
     starts, stops, ends, lines = starts[keep], stops[keep], ends[keep], lines[keep]
@@ -103,7 +103,7 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     broken_quoting = quote_count % 2 == 1
     # Fields = delimiters outside quotes + 1; a delimiter is outside quotes when the quotes before it in its
     # record are even.
-    delims = np.flatnonzero(is_delim)
+    delims = np.flatnonzero(is_delim) if len(starts) else np.array([], dtype=np.int64)
     record = np.searchsorted(starts, delims, side="right") - 1
     inside = (record >= 0) & (delims < ends[np.maximum(record, 0)])
     delims, record = delims[inside], record[inside]
