@@ -50,23 +50,18 @@ OPERATOR_ALIASES = {
     "ge": ">=",
     "between": "between",
     "in": "in",
-    "not_in": "not_in",
     "not in": "not_in",
     "contains": "contains",
-    "starts_with": "starts_with",
     "starts with": "starts_with",
-    "ends_with": "ends_with",
     "ends with": "ends_with",
-    "is_null": "is_null",
     "is null": "is_null",
-    "not_null": "not_null",
     "not null": "not_null",
     "is not null": "not_null",
     "before": "before",
     "date before": "before",
     "after": "after",
     "date after": "after",
-    "in_last": "in_last",
+    "in last": "in_last",
     "in the last": "in_last",
 }
 OPERATORS = tuple(dict.fromkeys(OPERATOR_ALIASES.values()))
@@ -89,7 +84,8 @@ class Condition(StrictModel):
     @field_validator("op")
     @classmethod
     def _known_operator(cls, value: str) -> str:
-        canonical = OPERATOR_ALIASES.get(value.strip().lower())
+        # ``not_in``, ``not in`` and ``NOT IN`` are the same operator.
+        canonical = OPERATOR_ALIASES.get(" ".join(value.strip().lower().replace("_", " ").split()))
         if canonical is None:
             raise ValueError(f"unknown operator {value!r}; use one of {', '.join(OPERATORS)}")
         return canonical
