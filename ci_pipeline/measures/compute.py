@@ -140,25 +140,26 @@ def aggregate(frame: pd.DataFrame, keys: list[str], spec: MeasureSpec, end: pd.T
 
 def measure_frame(index: FactIndex, spec: MeasureSpec, key: str, by_customer: bool) -> pd.DataFrame:
     """The rows a measure aggregates, with columns ``code`` (if by customer), dimensions, value, ts, order."""
-    mask = index.rows(spec, key)
     facts = index.facts
     for column in [spec.field, spec.order_by, *spec.dimensions]:
         if column is not None and column not in facts.columns:
             raise _unknown_field(key, column, facts.columns)
+    rows = np.flatnonzero(index.rows(spec, key))
+
+    def take(column: str) -> pd.Series:
+        # Positional take keeps the column's dtype (tz-aware timestamps, categoricals) without object round trips.
+        return facts[column].iloc[rows].reset_index(drop=True)
+
     data = {
-        "value": facts[spec.field].to_numpy()[mask] if spec.field else np.zeros(int(mask.sum())),
-        "ts": facts["ActivityTimeStamp"].to_numpy()[mask],
-        "order": facts[spec.order_by].to_numpy()[mask] if spec.order_by else np.zeros(int(mask.sum())),
+        "value": take(spec.field) if spec.field else pd.Series(np.zeros(len(rows))),
+        "ts": take("ActivityTimeStamp"),
+        "order": take(spec.order_by) if spec.order_by else pd.Series(np.zeros(len(rows))),
     }
     if by_customer:
-        data["code"] = index.codes[mask]
+        data["code"] = pd.Series(index.codes[rows])
     for dim in spec.dimensions:
-        data[dim] = facts[dim].to_numpy()[mask]
-    frame = pd.DataFrame(data)
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    if spec.field and spec.field in facts.columns:
-        frame["value"] = frame["value"].astype(facts[spec.field].dtype)
-    return frame
+        data[dim] = take(dim)
+    return pd.DataFrame(data)
 
 
 def _finish(values: pd.Series, spec: MeasureSpec) -> pd.Series:
