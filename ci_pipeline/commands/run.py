@@ -38,17 +38,13 @@ def run(args) -> int:
             try:
                 job = defs.resolve_job_def(args.job)
             except Exception:
-                raise UserError(
-                    f"--job {args.job}: no such job; see the jobs listed in `dagster dev`"
-                ) from None
+                raise UserError(f"--job {args.job}: no such job; see the jobs listed in `dagster dev`") from None
         else:
             job = defs.resolve_implicit_global_asset_job_def()
             if args.select:
                 try:
                     job = job.get_subset(
-                        asset_selection=dg.AssetSelection.from_string(args.select).resolve(
-                            defs.resolve_asset_graph()
-                        )
+                        asset_selection=dg.AssetSelection.from_string(args.select).resolve(defs.resolve_asset_graph())
                     )
                 except Exception as exc:
                     raise UserError(f"--select {args.select!r}: {exc}") from None
