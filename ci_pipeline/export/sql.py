@@ -35,13 +35,13 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def connect(lake: Lake, exports: list[str], folder: str = "exports", default: str | None = None):
+def connect(lake: Lake, exports: list[str], folder: str | dict[str, str] = "exports", default: str | None = None):
     """A DuckDB connection with a schema per export holding one view per table.
 
     Args:
         lake: the data lake.
         exports: export names.
-        folder: lake folder of the exports.
+        folder: lake folder of the exports (or one per export name).
         default: the export whose views are also created unqualified (default: the only export, if one).
     """
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
@@ -52,7 +52,8 @@ def connect(lake: Lake, exports: list[str], folder: str = "exports", default: st
         default = exports[0]
     for export in exports:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(export)}")
-        for entity in read_export(lake, export, folder):
+        where = folder.get(export, "exports") if isinstance(folder, dict) else folder
+        for entity in read_export(lake, export, where):
             paths = [_location(lake, f) for f in entity.files]
             listed = "[" + ", ".join(_lit(p) for p in paths) + "]"
             if entity.format == "parquet":
@@ -79,7 +80,7 @@ def _location(lake: Lake, relative: str) -> str:
 
 
 def query(
-    lake: Lake, sql: str, exports: list[str], folder: str = "exports", default: str | None = None
+    lake: Lake, sql: str, exports: list[str], folder: str | dict[str, str] = "exports", default: str | None = None
 ) -> pd.DataFrame:
     """Run one SQL query over the exports and return the result.
 
