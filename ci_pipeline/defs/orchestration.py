@@ -291,6 +291,9 @@ def failure_notice(config: ProjectConfig, run: dg.DagsterRun, step_failures: lis
     steps = []
     for event in step_failures:
         error = event.event_specific_data.error if event.event_specific_data else None
+        # Dagster wraps the asset's own exception; the innermost cause is what the user needs to read.
+        while error is not None and error.cause is not None:
+            error = error.cause
         message = error.message.strip().splitlines()[0][:500] if error and error.message else "no error message"
         steps.append({"step": event.step_key, "error": message})
     where = ", ".join(step["step"] for step in steps) or "before any step started"
