@@ -98,8 +98,7 @@ def identifiers(*parts: pd.Series | str) -> pd.Series:
         raise ValueError("identifiers() needs at least one column")
     index = series[0].index
     columns = [
-        p.astype("string") if isinstance(p, pd.Series) else pd.Series(p, index=index, dtype="string")
-        for p in parts
+        p.astype("string") if isinstance(p, pd.Series) else pd.Series(p, index=index, dtype="string") for p in parts
     ]
     out = columns[0]
     for column in columns[1:]:

@@ -8,9 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ci_pipeline.config.base import Name, StrictModel
 
-ColumnType = Literal[
-    "string", "int64", "double", "decimal", "boolean", "date", "datetime", "time", "guid", "json"
-]
+ColumnType = Literal["string", "int64", "double", "decimal", "boolean", "date", "datetime", "time", "guid", "json"]
 
 
 class ColumnSpec(StrictModel):
@@ -62,14 +60,8 @@ class TableConfig(StrictModel):
     @model_validator(mode="after")
     def _headerless_needs_columns(self):
         if self.format == "csv" and not self.csv.header and not self.columns:
-            raise ValueError(
-                "a CSV file without a header row needs 'columns' listing every column in file order"
-            )
-        if (
-            self.columns
-            and self.primary_key not in self.columns
-            and (self.format == "csv" and not self.csv.header)
-        ):
+            raise ValueError("a CSV file without a header row needs 'columns' listing every column in file order")
+        if self.columns and self.primary_key not in self.columns and (self.format == "csv" and not self.csv.header):
             raise ValueError(f"primary_key '{self.primary_key}' is not one of the declared columns")
         return self
 
