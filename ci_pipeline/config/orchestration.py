@@ -125,6 +125,26 @@ class Freshness(StrictModel):
         return self
 
 
+class Executor(StrictModel):
+    """How the steps of a run execute: processes on this machine, or one Kubernetes pod per step."""
+
+    #: ``multiprocess`` (default, one process per step), ``in_process`` (one process, least memory) or ``k8s``
+    #: (one pod per step; needs the dagster-k8s package and the K8sRunLauncher, see docs/operations.md).
+    kind: Literal["multiprocess", "in_process", "k8s"] = "multiprocess"
+    #: Steps running at the same time; the default suits a 2-core machine.
+    max_concurrent: int = Field(2, ge=1, le=256)
+    #: ``k8s`` only: namespace of the step pods (default: the run's namespace).
+    job_namespace: str | None = None
+    #: ``k8s`` only: Kubernetes settings for every step pod (``container_config: {resources: ...}``, ...).
+    step_k8s_config: dict = {}
+
+    @model_validator(mode="after")
+    def _k8s_only(self):
+        if self.kind != "k8s" and (self.job_namespace or self.step_k8s_config):
+            raise ValueError("job_namespace and step_k8s_config apply only to kind: k8s")
+        return self
+
+
 class OrchestrationConfig(StrictModel):
     """When the pipeline runs and who hears about failures."""
 
@@ -136,6 +156,7 @@ class OrchestrationConfig(StrictModel):
     new_files: NewFileSensor = NewFileSensor()
     notifications: Notifications = Notifications()
     freshness: Freshness = Freshness()
+    executor: Executor = Executor()
 
     @field_validator("timezone")
     @classmethod

@@ -366,6 +366,32 @@ def with_freshness(config: ProjectConfig, stages: dg.Definitions, graph) -> dg.D
     )
 
 
+def executor_for(config: ProjectConfig) -> dg.ExecutorDefinition:
+    """The executor ``orchestration.executor`` names (default: :data:`EXECUTOR`)."""
+    settings = config.orchestration.executor
+    if settings.kind == "in_process":
+        return dg.in_process_executor
+    if settings.kind == "multiprocess":
+        if settings.max_concurrent == 2:
+            return EXECUTOR
+        return dg.multiprocess_executor.configured(
+            {"max_concurrent": settings.max_concurrent}, name="multiprocess_bounded"
+        )
+    try:
+        from dagster_k8s import k8s_job_executor
+    except ImportError:
+        raise UserError(
+            "orchestration.executor.kind: k8s needs the dagster-k8s package; install it with "
+            "`pip install dagster-k8s==0.29.27` in the image that runs the code location"
+        ) from None
+    k8s_config: dict = {"max_concurrent": settings.max_concurrent}
+    if settings.job_namespace:
+        k8s_config["job_namespace"] = settings.job_namespace
+    if settings.step_k8s_config:
+        k8s_config["step_k8s_config"] = settings.step_k8s_config
+    return k8s_job_executor.configured(k8s_config, name="k8s_steps")
+
+
 def build(config: ProjectConfig, stages: dg.Definitions | None = None) -> dg.Definitions:
     """Jobs, schedules, sensors, freshness and the default executor over the assets of ``stages``.
 
@@ -385,5 +411,5 @@ def build(config: ProjectConfig, stages: dg.Definitions | None = None) -> dg.Def
             sensors.append(sensor)
     return dg.Definitions.merge(
         with_freshness(config, stages, graph),
-        dg.Definitions(jobs=list(jobs.values()), schedules=schedules, sensors=sensors, executor=EXECUTOR),
+        dg.Definitions(jobs=list(jobs.values()), schedules=schedules, sensors=sensors, executor=executor_for(config)),
     )
