@@ -181,13 +181,13 @@ def profile(frame: pd.DataFrame, top: int = 3) -> str:
         values = frame[column]
         nulls = int(values.isna().sum())
         present = values.dropna()
-        counts = present.value_counts().head(top)
-        tops = ", ".join(f"{_cell(v)} ({n})" for v, n in counts.items())
+        counts = present.value_counts()
+        tops = ", ".join(f"{_cell(v)} ({n})" for v, n in counts.head(top).items())
         low = high = ""
         if len(present) and not pd.api.types.is_bool_dtype(values.dtype):
             low, high = _cell(present.min()), _cell(present.max())
         null_pct = f"{100 * nulls / total:.1f}" if total else "0.0"
-        lines.append(f"| {column} | {values.dtype} | {null_pct} | {present.nunique()} | {tops} | {low} | {high} |")
+        lines.append(f"| {column} | {values.dtype} | {null_pct} | {len(counts)} | {tops} | {low} | {high} |")
     return "\n".join(lines)
 
 
