@@ -99,7 +99,7 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
         if len(starts) == 0:
             raise UserError(f"{file}: the file is empty but csv.header is true; it needs at least a header row")
         header = text[starts[0] : ends[0]].decode("utf-8")
-        columns = _header(header, options, file)
+        columns = header_names(header, options, file)
         starts, stops, ends, lines = starts[1:], stops[1:], ends[1:], lines[1:]
     else:
         columns = list(names or [])
@@ -160,7 +160,7 @@ def _cut(text: bytes, starts: np.ndarray, cut_starts: np.ndarray, cut_stops: np.
     return body if body.endswith(b"\n") else body + b"\n"
 
 
-def _header(line: str, options: CsvOptions, file: str) -> list[str]:
+def header_names(line: str, options: CsvOptions, file: str) -> list[str]:
     fields = next(
         csv.reader([line], delimiter=options.delimiter, quotechar=options.quotechar, escapechar=options.escapechar)
     )
