@@ -39,9 +39,9 @@ def delta_storage_options(lake, location: str) -> dict[str, str]:
         if "SharedAccessSignature" in parts:
             found["sas_token"] = parts["SharedAccessSignature"]
         if "BlobEndpoint" in parts:
-            found["endpoint"] = parts["BlobEndpoint"].rstrip("/").rsplit("/", 1)[0]
-            found["allow_http"] = "true"
-            found["use_emulator"] = "true" if "127.0.0.1" in parts["BlobEndpoint"] else "false"
+            # A custom endpoint (the Azurite emulator, a private link) is used as given, account path included.
+            found["endpoint"] = parts["BlobEndpoint"].rstrip("/")
+            found["allow_http"] = str(parts["BlobEndpoint"].startswith("http://")).lower()
     for key in ("account_name", "account_key", "sas_token"):
         if options.get(key):
             found[key] = options[key]
