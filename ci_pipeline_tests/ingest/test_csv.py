@@ -186,3 +186,12 @@ def test_preflight_names_missing_paths_and_primary_keys(tmp_path):
     assert len(problems) == 2
     assert problems[0].startswith("sources.src.tables.a.primary_key: column 'id' is not in a.csv (columns: ident, v)")
     assert problems[1].startswith("sources.src.tables.c.path: ") and "gone: file or folder not found" in problems[1]
+
+
+def test_escapechar_and_utf16(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text('id|text\n1|a \\| b\n2|say \\"x\\"\n')
+    result = ingest(csv_table(csv={"delimiter": "|", "escapechar": "\\"}))
+    assert result.data["text"].tolist() == ["a | b", 'say "x"']
+    (tmp_path / "u.csv").write_bytes("id,name\n1,Zoë\n".encode("utf-16"))
+    result = ingest(csv_table(path="u.csv", csv={"encoding": "utf-16"}))
+    assert result.data["name"].tolist() == ["Zoë"]
