@@ -137,7 +137,7 @@ def read_csv(location: SourceLocation, table: TableConfig) -> Batch:
     return combine([read_csv_file(f, table.csv, names) for f in data_files(location, ".csv")], names)
 
 
-def read_parquet(location: SourceLocation, table: TableConfig) -> Batch:
+def read_parquet(location: SourceLocation) -> Batch:
     """A Parquet file or a folder of Parquet files (e.g. a Spark output folder)."""
     return combine([read_parquet_file(f) for f in data_files(location, ".parquet")])
 

@@ -88,7 +88,7 @@ def ingest_table(
     elif table.format == "csv":
         batch = read_csv(location, table)
     elif table.format == "parquet":
-        batch = read_parquet(location, table)
+        batch = read_parquet(location)
     elif table.format == "cdm":
         batch = read_cdm(location, table, table_name)
     else:
