@@ -27,9 +27,10 @@ def membership_table(
     matrix = np.column_stack([np.asarray(masks[n], dtype=bool) for n in names])
     members = matrix.any(axis=1)
     packed = np.packbits(matrix[members], axis=1)
-    patterns, inverse = np.unique(packed, axis=0, return_inverse=True)
+    inverse, patterns = pd.factorize(np.array([row.tobytes() for row in packed], dtype=object))
     texts = []
-    for row in np.unpackbits(patterns, axis=1)[:, : len(names)].astype(bool):
+    for pattern in patterns:
+        row = np.unpackbits(np.frombuffer(pattern, dtype=np.uint8))[: len(names)].astype(bool)
         texts.append(json.dumps([n for n, on in zip(names, row, strict=True) if on]))
     ids = pd.Series(customers[members], dtype="string").reset_index(drop=True)
     identifier = identifiers(ids, provider, membership_type, list_name)
