@@ -12,7 +12,7 @@ from ci_pipeline.activities.jsoncols import json_objects
 from ci_pipeline.config.measures import COUNTING, MeasuresConfig, MeasureSpec, Window
 from ci_pipeline.measures.conditions import condition_mask, period_start
 from ci_pipeline.measures.expression import evaluate, parse
-from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS, guids, identifiers
+from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS, CUSTOMER_MEASURE_PREFIX, guids, identifiers
 
 _DAY = pd.Timedelta(days=1)
 
@@ -287,7 +287,7 @@ def customer_measure_table(attributes: pd.DataFrame) -> pd.DataFrame:
     """CustomerMeasure: one row per customer, ``Measures`` = JSON of every attribute measure (sorted keys)."""
     names = {c: c for c in attributes.columns if c != "CustomerId"}
     ids = attributes["CustomerId"].astype("string")
-    identifier = identifiers("Customer_Measure", ids)
+    identifier = identifiers(CUSTOMER_MEASURE_PREFIX, ids)
     out = pd.DataFrame(
         {
             "CustomerId": ids,
