@@ -28,10 +28,10 @@ def membership_table(
     members = matrix.any(axis=1)
     packed = np.packbits(matrix[members], axis=1)
     inverse, patterns = pd.factorize(np.array([row.tobytes() for row in packed], dtype=object))
-    texts = []
-    for pattern in patterns:
-        row = np.unpackbits(np.frombuffer(pattern, dtype=np.uint8))[: len(names)].astype(bool)
-        texts.append(json.dumps([n for n, on in zip(names, row, strict=True) if on]))
+    quoted = np.array([json.dumps(n) for n in names], dtype=object)
+    bits = np.unpackbits(np.frombuffer(b"".join(patterns), dtype=np.uint8).reshape(len(patterns), -1), axis=1)
+    # Same text as json.dumps(sorted names): the names are sorted and quoted once.
+    texts = ["[" + ", ".join(quoted[np.flatnonzero(row)]) + "]" for row in bits[:, : len(names)]]
     ids = pd.Series(customers[members], dtype="string").reset_index(drop=True)
     identifier = identifiers(ids, provider, membership_type, list_name)
     out = pd.DataFrame(
