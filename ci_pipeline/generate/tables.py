@@ -320,23 +320,23 @@ def orders_and_lines(people, customers, persons, signup, rng, catalog, end_day: 
     line_amount = np.round(unit_price * quantity, 2)
     total = np.round(np.bincount(line_order, weights=line_amount, minlength=n_orders), 2)
 
-    customer_id = customers["customer_id"].to_numpy(dtype=object)[account]
+    customer_id = noise.rows(customers["customer_id"], account)
     churned = p["churned"].to_numpy()[account]
     is_return = rng.random(n_orders) < np.where(churned, 0.09, 0.035)
     age = end_day - seconds // DAY
-    status = np.where(age < 2, "processing", np.where(age < 7, "shipped", "delivered")).astype(object)
-    status = np.where(rng.random(n_orders) < 0.02, "cancelled", status)
-    status = np.where(is_return, "returned", status)
+    status = np.where(age < 2, 0, np.where(age < 7, 1, 2))
+    status = np.where(rng.random(n_orders) < 0.02, 3, status)
+    status = np.where(is_return, 4, status)
     timestamps = pd.to_datetime(seconds, unit="s").as_unit("us")
     orders = pd.DataFrame(
         {
             "order_id": order_id,
-            "customer_id": pd.Series(customer_id, dtype=STR),
+            "customer_id": customer_id,
             "order_date": timestamps,
             "total_amount": total,
-            "currency": pd.Series(["USD"] * n_orders, dtype=STR),
+            "currency": noise.constant("USD", n_orders),
             "channel": _choose(("web", "mobile_app", "phone", "store_pickup"), (0.58, 0.32, 0.04, 0.06), n_orders, rng),
-            "status": pd.Series(status, dtype=STR),
+            "status": take(ORDER_STATUSES, status),
             "is_return": is_return,
         }
     )
@@ -345,7 +345,7 @@ def orders_and_lines(people, customers, persons, signup, rng, catalog, end_day: 
         {
             "line_id": order_id.iloc[line_order].reset_index(drop=True) + "-" + pd.Series(line_no).astype(STR),
             "order_id": order_id.iloc[line_order].reset_index(drop=True),
-            "customer_id": pd.Series(customer_id[line_order], dtype=STR),
+            "customer_id": noise.rows(customer_id, line_order),
             "product_id": take(catalog["product_id"], product),
             "product_name": take(catalog["product_name"], product),
             "brand": take(catalog["brand"], product),
@@ -376,7 +376,7 @@ def web_sessions(people, customers, persons, signup, orders_per_account, rng, ca
     category_slug = take(catalog["category"], product).str.lower().str.replace(r"[^a-z]+", "-", regex=True)
     landing = rng.choice(6, p=[0.3, 0.25, 0.2, 0.1, 0.1, 0.05], size=n)
     base = "https://shop.contoso.example/"
-    url = pd.Series(base, index=range(n), dtype=STR)
+    url = noise.constant(base, n)
     url = url.mask(landing == 1, base + "c/" + category_slug)
     url = url.mask(landing == 2, base + "p/" + take(catalog["product_id"], product).str.lower())
     url = url.mask(landing == 3, base + "search?q=" + take(catalog["brand"], product).str.lower().str.replace(" ", "+"))
@@ -385,7 +385,7 @@ def web_sessions(people, customers, persons, signup, orders_per_account, rng, ca
     return pd.DataFrame(
         {
             "session_id": noise.sequential_ids("WS", n, 9),
-            "customer_id": pd.Series(customers["customer_id"].to_numpy(dtype=object)[account], dtype=STR),
+            "customer_id": noise.rows(customers["customer_id"], account),
             "started_at": noise.datetime_text(seconds, "%Y-%m-%d", sep="T"),
             "page_views": pd.Series(page_views).astype(STR),
             "duration_seconds": pd.Series(duration).astype(STR),
@@ -396,6 +396,8 @@ def web_sessions(people, customers, persons, signup, orders_per_account, rng, ca
 
 
 TIERS = ("Bronze", "Silver", "Gold", "Platinum")
+ORDER_STATUSES = np.array(["processing", "shipped", "delivered", "cancelled", "returned"], dtype=object)
+TICKET_STATUSES = np.array(["open", "pending", "closed", "solved"], dtype=object)
 
 
 def loyalty_members(people, pools, emails, rng, end_day: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -457,7 +459,7 @@ def loyalty_points(people, members_frame, persons, joined, rng, end_day: int, vo
     return pd.DataFrame(
         {
             "transaction_id": noise.sequential_ids("PT", n, 9),
-            "member_id": pd.Series(members_frame["member_id"].to_numpy(dtype=object)[member], dtype=STR),
+            "member_id": noise.rows(members_frame["member_id"], member),
             "transaction_date": noise.datetime_text(seconds, "%Y-%m-%d", sep="T"),
             "points": points,
             "reason": take(np.array(POINT_REASONS, dtype=object), reason),
@@ -508,8 +510,8 @@ def support_tickets(people, pools, emails, rng, catalog, end_day: int) -> tuple[
     closer = _choose(TICKET_CLOSERS, (3, 3, 1, 1, 1, 1), n, rng)
     description = (opener + " " + issue + " " + closer).str.strip()
     age = end_day - seconds // DAY
-    status = np.where(age < 3, "open", np.where(age < 10, "pending", "closed")).astype(object)
-    status = np.where((status == "closed") & (rng.random(n) < 0.4), "solved", status)
+    status = np.where(age < 3, 0, np.where(age < 10, 1, 2))
+    status = np.where((status == 2) & (rng.random(n) < 0.4), 3, status)
     channel = rng.choice(4, p=[0.4, 0.3, 0.2, 0.1], size=n)
     frame = pd.DataFrame(
         {
@@ -522,7 +524,7 @@ def support_tickets(people, pools, emails, rng, catalog, end_day: int) -> tuple[
             "subject": subject,
             "description": blank(description, rng, 0.02),
             "priority": _choose(("low", "normal", "high", "urgent"), (0.25, 0.5, 0.2, 0.05), n, rng),
-            "status": pd.Series(status, dtype=STR),
+            "status": take(TICKET_STATUSES, status),
         }
     )
     return frame, persons, seconds
@@ -546,7 +548,7 @@ def surveys(people, tickets, persons, opened, rng, end_day: int) -> pd.DataFrame
     return pd.DataFrame(
         {
             "survey_id": noise.sequential_ids("S", n, 7),
-            "ticket_id": pd.Series(tickets["ticket_id"].to_numpy(dtype=object)[answered], dtype=STR),
+            "ticket_id": noise.rows(tickets["ticket_id"], answered),
             "submitted_at": noise.datetime_text(submitted, "%Y-%m-%d"),
             "rating": pd.Series(rating).astype(STR),
             "comment": blank(comment, rng, 0.3),
