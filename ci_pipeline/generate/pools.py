@@ -290,6 +290,7 @@ def build_pools(seed: int, size: int = 1000) -> Pools:
         "".join(ch for ch in c.split(",")[0].split(" ")[0].split("-")[0].lower() if ch.isalnum()) + ".example"
         for c in companies
     ]
+    codes = rng.integers(201, 990, size=len(keys))
     return Pools(
         first_names=first_names,
         female_first=np.array([position[n] for n in female]),
@@ -303,7 +304,7 @@ def build_pools(seed: int, size: int = 1000) -> Pools:
         cities=np.array([c for c, _ in keys], dtype=object),
         states=np.array([s for _, s in keys], dtype=object),
         zips=np.array([city_rows[k] for k in keys], dtype=object),
-        area_codes=rng.integers(201, 990, size=len(keys)),
+        area_codes=np.where(codes % 100 == 11, codes + 1, codes),
         companies=np.array(companies, dtype=object),
         company_domains=np.array(domains, dtype=object),
     )

@@ -255,11 +255,10 @@ def ecommerce_customers(people, pools, emails, rng, end_day: int) -> tuple[pd.Da
     until = who.p["active_until"].to_numpy()
     signup = np.where(second, _days_between(since, until, rng), since)
     last_login = np.maximum(until - rng.integers(0, 45, n), signup)
-    name = who.name_noise(who.first, 0.015, 0.0, 0.0, 0.0) + " " + who.name_noise(who.last, 0.015, 0.0, 0.0, 0.0)
-    style = rng.random(n)
-    name = name.mask(
-        style < 0.04, name + " " + take(np.array(list("ABCDEHJKLMRST"), dtype=object), rng.integers(0, 13, n)) + "."
-    )
+    first = who.name_noise(who.first, 0.015, 0.0, 0.0, 0.0)
+    last = who.name_noise(who.last, 0.015, 0.0, 0.0, 0.0)
+    initial = take(np.array(list("ABCDEHJKLMRST"), dtype=object), rng.integers(0, 13, n))
+    name = (first + " " + last).mask(chance(rng, n, 0.04), first + " " + initial + ". " + last)
     name = respace(recase(name, rng, 0.02, 0.14), rng, 0.03)
     frame = pd.DataFrame(
         {
@@ -279,6 +278,12 @@ def ecommerce_customers(people, pools, emails, rng, end_day: int) -> tuple[pd.Da
     return frame, persons, signup
 
 
+#: Relative order volume per calendar month (peak in the holiday season), as a keep probability.
+MONTH_WEIGHTS = np.array([0.8, 0.75, 0.85, 0.85, 0.9, 0.9, 0.85, 0.9, 0.85, 0.9, 1.1, 1.4]) / 1.4
+#: Customers who leave buy half as often in their last months.
+FADE_DAYS = 120
+
+
 def orders_and_lines(people, customers, persons, signup, rng, catalog, end_day: int, volume: float = 1.0):
     """Orders and order lines at each customer's own rate, until they churn, from their favourite brands."""
     p = people.iloc[persons].reset_index(drop=True)
@@ -287,9 +292,16 @@ def orders_and_lines(people, customers, persons, signup, rng, catalog, end_day: 
     is_second = np.zeros(len(persons), bool)
     is_second[pd.Series(persons).duplicated().to_numpy()] = True
     rate = p["order_rate"].to_numpy() * np.where(is_second, 0.5, 1.0) * volume
-    counts = rng.poisson(rate * years)
+    counts = rng.poisson(rate * years / MONTH_WEIGHTS.mean())
     account = np.repeat(np.arange(len(persons)), counts)
     day = _days_between(signup[account], until[account], rng)
+    # Thin the draws so that the holiday season sells more and leavers fade out before they stop for good.
+    month = day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) % 12
+    keep = MONTH_WEIGHTS[month]
+    fading = p["churned"].to_numpy()[account] & (until[account] - day < FADE_DAYS)
+    keep = np.where(fading, keep * 0.5, keep)
+    kept = rng.random(len(day)) < keep
+    account, day = account[kept], day[kept]
     seconds = _seconds(day, rng)
     seconds = np.minimum(seconds, (end_day + 1) * DAY - 1)
     order = np.lexsort((account, seconds))

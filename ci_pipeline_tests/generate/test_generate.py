@@ -289,3 +289,10 @@ def test_cli_unwritable_out_and_bad_date(tmp_path, capsys):
     assert re.search(r"--out .*a-file/sub: cannot write there", err) and "Traceback" not in err
     assert main(["generate", "--people", "5", "--out", str(tmp_path / "d"), "--as-of", "30/06/2026"]) == 2
     assert "--as-of" in capsys.readouterr().err
+
+
+def test_bench_generate_prints_one_json_line(capsys):
+    assert main(["bench", "generate", "--people", "30"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip())
+    assert figures["people"] == 30 and figures["seconds"] > 0 and figures["peak_rss_mb"] > 0
+    assert figures["rows"]["ecommerce.customers"] > 0
