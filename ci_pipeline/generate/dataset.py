@@ -103,6 +103,34 @@ def _write_parquet(frame: pd.DataFrame, target: Path) -> None:
     partial.replace(target)
 
 
+class ParquetChunks:
+    """One Parquet file written frame by frame (one row group each), renamed into place when complete."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        self.partial = target.with_name(f".{target.name}.partial")
+        self.writer: pq.ParquetWriter | None = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        """Append a frame; every frame must have the same columns and types."""
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.partial, table.schema, compression="zstd")
+        self.writer.write_table(table)
+
+    def __enter__(self) -> ParquetChunks:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            if kind is None:
+                self.partial.replace(self.target)
+            else:
+                self.partial.unlink(missing_ok=True)
+
+
 def parse_as_of(value: str) -> str:
     """Check an ``--as-of`` date (ISO ``YYYY-MM-DD``) and return it."""
     try:
@@ -178,13 +206,13 @@ def generate(
     _write_parquet(customers, folder / "ecommerce" / "customers.parquet")
     record("ecommerce", "customers", customers, "customer_id", persons)
     step("ecommerce")
-    orders, lines, per_account = tables.orders_and_lines(
-        person, customers, persons, signup, rng(), catalog, end_day, ACTIVITY_VOLUME
-    )
+    with ParquetChunks(folder / "ecommerce" / "order_lines.parquet") as lines:
+        orders, counts["ecommerce.order_lines"], per_account = tables.orders_and_lines(
+            person, customers, persons, signup, rng(), catalog, end_day, lines.write, ACTIVITY_VOLUME
+        )
     _write_parquet(orders, folder / "ecommerce" / "orders.parquet")
-    _write_parquet(lines, folder / "ecommerce" / "order_lines.parquet")
-    counts["ecommerce.orders"], counts["ecommerce.order_lines"] = len(orders), len(lines)
-    del orders, lines
+    counts["ecommerce.orders"] = len(orders)
+    del orders
     step("orders")
     sessions = tables.web_sessions(
         person, customers, persons, signup, per_account, rng(), catalog, end_day, ACTIVITY_VOLUME
