@@ -296,3 +296,21 @@ def test_bench_generate_prints_one_json_line(capsys):
     figures = json.loads(capsys.readouterr().out.strip())
     assert figures["people"] == 30 and figures["seconds"] > 0 and figures["peak_rss_mb"] > 0
     assert figures["rows"]["ecommerce.customers"] > 0
+
+
+@pytest.mark.slow
+def test_bundled_sample_is_what_the_generator_writes_now(tmp_path):
+    """data/sample must be regenerated with `ci-pipeline generate --people 2000 --seed 7 --out data/sample`."""
+    sample = ROOT / "data" / "sample"
+    fresh = tmp_path / "sample"
+    generate(people=2000, seed=7, out=fresh)
+    files = sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
+    committed = sorted(
+        p.relative_to(sample) for p in sample.rglob("*") if p.is_file() and "lake" not in p.relative_to(sample).parts
+    )
+    assert files == committed
+    for rel in files:
+        if rel.suffix == ".parquet":
+            pd.testing.assert_frame_equal(pd.read_parquet(fresh / rel), pd.read_parquet(sample / rel))
+        else:
+            assert filecmp.cmp(fresh / rel, sample / rel, shallow=False), rel
