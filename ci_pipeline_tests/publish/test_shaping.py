@@ -108,6 +108,7 @@ def test_customer_profile_key_and_logical_names():
     assert table.frame.iloc[0, 0] == expected_guid("C1")
     assert table.entity_set == "contoso_customerprofiles"
     assert entity_set("UnifiedActivity") == "msdynci_unifiedactivities"
+    assert entity_set("AlternateKey") == "msdynci_alternatekeys"
     assert logical_column("msdynci_identifier", "abc") == "abc_identifier"
     assert primary_key("AlternateKey") == "msdynci_alternatekeyid"
 
