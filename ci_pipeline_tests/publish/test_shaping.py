@@ -122,3 +122,9 @@ def test_bad_input_names_table_and_columns():
         sink_table(
             "CustomerProfile", outputs.shape_customer_profile(pd.DataFrame({"CustomerId": ["A"], "customerid": ["x"]}))
         )
+
+
+def test_bulk_guids_equal_uuid5_one_by_one():
+    names = pd.Series(["", "crm|contacts|c-1", "Zoë|Ärger|€", "x" * 500, *[f"k{i}" for i in range(1000)]])
+    assert outputs.guids(names).tolist() == [expected_guid(n) for n in names]
+    assert outputs.guids(pd.Series([], dtype="string")).tolist() == []
