@@ -199,3 +199,36 @@ def test_secrets_are_resolved_at_the_first_request(server, monkeypatch, tmp_path
     with pytest.raises(UserError, match="environment variable CI_TEST_DV is not set"):
         client.request("GET", "x", stats=__import__("ci_pipeline.dataverse.webapi", fromlist=["Stats"]).Stats())
     client.close()
+
+
+def test_publish_assets_write_to_dataverse_through_the_configured_sink(server, tmp_path, monkeypatch):
+    import dagster as dg
+
+    from ci_pipeline.config import load_config
+    from ci_pipeline.config.unify import UnifyConfig
+    from ci_pipeline.dataverse import webapi
+    from ci_pipeline.defs import publish
+    from ci_pipeline.defs.resources import shared_resources
+    from ci_pipeline_tests.publish.test_assets import upstream_assets
+
+    (tmp_path / "ci_pipeline.yaml").write_text(
+        "sources:\n  crm:\n    owner: me\n    tables:\n      contacts: {format: csv, path: c.csv, primary_key: id}\n"
+        f"publish:\n  prefix: contoso\n  sink:\n    kind: dataverse\n    dataverse:\n      url: {server.org_url}\n"
+        "      elastic_chunk_size: 2\n      max_concurrency: 2\n"
+    )
+    config = load_config(tmp_path / "ci_pipeline.yaml").model_copy(update={"unify": UnifyConfig.model_construct()})
+    monkeypatch.setattr(webapi, "credential_factory", lambda cfg, base: lambda: ServerCredential(server))
+    result = dg.materialize(
+        [*upstream_assets(["C1", "C2", "C3"]), *publish.build(config).assets], resources=shared_resources(config)
+    )
+    assert result.success
+    assert len(server.rows("contoso_alternatekeys")) == 3 and len(server.rows("contoso_customerprofiles")) == 3
+    assert server.rows("contoso_enrichments") == {}
+    # Chunks of two: one UpsertMultiple, and the last single row as PATCH.
+    assert len(server.records("POST", "contoso_alternatekeys/Microsoft.Dynamics.CRM.UpsertMultiple")) == 1
+    assert len(server.records("PATCH", "contoso_alternatekeys(")) == 1
+    metadata = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
+    assert metadata["publish/sink_alternate_key"]["requests"].value >= 3
+    assert metadata["publish/sink_capacity"]["profiles"].value == 3
