@@ -319,8 +319,17 @@ class DataverseClient:
         started = time.monotonic()
         progress = _Progress(table.name, len(records), stats, started)
 
+        failed = threading.Event()
+
         def send(chunk: list[dict]) -> None:
-            rejected.extend(self._upsert_chunk(table, chunk, stats))
+            # After one chunk has failed for good the table fails anyway: stop sending the rest.
+            if failed.is_set():
+                return
+            try:
+                rejected.extend(self._upsert_chunk(table, chunk, stats))
+            except BaseException:
+                failed.set()
+                raise
             progress.report()
 
         with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="dataverse") as pool:

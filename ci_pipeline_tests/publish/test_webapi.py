@@ -232,3 +232,17 @@ def test_publish_assets_write_to_dataverse_through_the_configured_sink(server, t
     }
     assert metadata["publish/sink_alternate_key"]["requests"].value >= 3
     assert metadata["publish/sink_capacity"]["profiles"].value == 3
+
+
+def test_failed_publish_deletes_nothing_and_a_rerun_equals_a_clean_run(server):
+    stale = "00000000-0000-0000-0000-000000000009"
+    server.tables[KEYS_SET] = {stale: {"x": 9}}
+    server.faults = [Fault("503", times=1, path_contains="UpsertMultiple")]
+    table = prepare("AlternateKey", keys_frame(30))
+    with WebApiSink(client_for(server, max_retries=0)) as sink, pytest.raises(DataverseError, match="gave up"):
+        sink.publish(table)
+    assert stale in server.rows(KEYS_SET)  # no reconciliation after a failed upsert
+    assert server.records("POST", "$batch") == []
+    with WebApiSink(client_for(server)) as sink:
+        sink.publish(table)
+    assert server.rows(KEYS_SET) == expected_rows(table)
