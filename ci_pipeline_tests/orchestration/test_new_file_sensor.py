@@ -67,6 +67,9 @@ def test_baseline_then_new_file_requests_the_table_and_everything_downstream(loc
     assert keys(request) == CONTACTS_RUN
     assert request.tags["ci_pipeline/mode"] == "incremental"
     assert request.tags["ci_pipeline/changed_tables"] == "crm/contacts"
+    # The request is runnable as is: the sensor's job accepts exactly this selection.
+    job = tick.defs.resolve_job_def("incremental_refresh").get_subset(asset_selection=set(request.asset_selection))
+    assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), tags=request.tags).success
     saved = json.loads(result.cursor)["tables"]["crm/contacts"]["seen"]
     [(path, (size, mtime, etag))] = saved.items()
     assert path.endswith("crm/contacts.csv") and size == 5 and mtime > 0 and etag is None

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from ci_pipeline.config import load_config
+from ci_pipeline.defs import build_definitions
 from ci_pipeline_tests.conftest import ROOT, free_port
 
 SCRIPT = Path(__file__).with_name("ui_materialize.js")
@@ -145,6 +146,9 @@ def test_materialize_all_from_the_ui(sample_copy, tmp_path):
     config_file.write_text(yaml.safe_dump(settings, sort_keys=False))
     config = load_config(config_file)
     asset = os.environ.get("CI_PIPELINE_UI_ASSET", "unify/customer_profile")
+    keys = {key.to_user_string() for key in build_definitions(config).resolve_asset_graph().get_all_asset_keys()}
+    if asset not in keys:
+        pytest.fail(f"the sample configuration {config_file} defines no asset {asset}; its assets: {sorted(keys)}")
 
     found = drive_ui(ROOT / "workspace.yaml", config_file, tmp_path, asset)
 
