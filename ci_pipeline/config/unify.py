@@ -1,7 +1,383 @@
-"""Unification settings: map, deduplicate, match, merge (filled in by the unification stage)."""
+"""Unification settings: map, deduplicate, match, merge (see docs/config/unify.md)."""
 
-from ci_pipeline.config.base import StrictModel
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from ci_pipeline.config.base import Name, StrictModel
+
+if TYPE_CHECKING:
+    from ci_pipeline.config.model import ProjectConfig
+
+#: Semantic types a customer-table column can be mapped to. ``custom`` keeps the column under its own name.
+SEMANTIC_TYPES = (
+    "full_name",
+    "first_name",
+    "middle_name",
+    "last_name",
+    "email",
+    "phone",
+    "street",
+    "city",
+    "state",
+    "postal_code",
+    "country",
+    "birth_date",
+    "gender",
+    "company",
+    "custom",
+)
+SemanticType = Literal[
+    "full_name",
+    "first_name",
+    "middle_name",
+    "last_name",
+    "email",
+    "phone",
+    "street",
+    "city",
+    "state",
+    "postal_code",
+    "country",
+    "birth_date",
+    "gender",
+    "company",
+    "custom",
+]
+
+#: Normalizations a condition can apply (``alias:<name>`` names an alias map of ``unify.normalize.aliases``).
+NORMALIZATIONS = (
+    "whitespace",
+    "symbols",
+    "case",
+    "ascii",
+    "numerals",
+    "phone",
+    "name",
+    "address",
+    "organization",
+    "email",
+    "date",
+)
+
+#: Named precisions and the similarity each requires.
+PRECISIONS = {"exact": 1.0, "high": 0.8, "medium": 0.6, "low": 0.3}
+
+
+def _check_normalization(value: str) -> str:
+    if value in NORMALIZATIONS or (value.startswith("alias:") and len(value) > len("alias:")):
+        return value
+    raise ValueError(f"unknown normalization {value!r}; use one of {', '.join(NORMALIZATIONS)} or 'alias:<name>'")
+
+
+Normalization = Annotated[str, AfterValidator(_check_normalization)]
+
+
+def _check_precision(value: str | float) -> str | float:
+    if isinstance(value, str):
+        if value not in PRECISIONS:
+            raise ValueError(f"precision {value!r} is not one of exact, high, medium, low or a number in (0, 1]")
+        return value
+    if not 0 < float(value) <= 1:
+        raise ValueError(f"precision {value} is out of range; a custom precision is a similarity in (0, 1]")
+    return float(value)
+
+
+Precision = Annotated[str | float, AfterValidator(_check_precision)]
+
+
+class Condition(StrictModel):
+    """One comparison: the same attribute of two records, normalized, compared at a precision."""
+
+    #: A semantic type (``email``, ``first_name``, ...) or the name of a ``custom`` column.
+    field: str
+    #: ``exact`` (default), ``high`` (0.8), ``medium`` (0.6), ``low`` (0.3) or a custom similarity in (0, 1].
+    precision: Precision = "exact"
+    #: Normalizations applied before comparing; default: the usual ones for the field's semantic type.
+    normalize: list[Normalization] | None = None
+
+    @property
+    def threshold(self) -> float:
+        return PRECISIONS[self.precision] if isinstance(self.precision, str) else float(self.precision)
+
+    @property
+    def is_exact(self) -> bool:
+        return self.threshold >= 1.0
+
+
+class Rule(StrictModel):
+    """Records match when every condition holds (conditions are AND-ed; rules are OR-ed, tried in order)."""
+
+    name: Name
+    conditions: list[Condition] = Field(min_length=1)
+    #: Fields whose normalized values must be equal for two records to be compared at all. Default: the fields
+    #: of the exact conditions. A rule without an exact condition must name its blocking fields.
+    blocking: list[str] = []
+
+    def blocking_fields(self) -> list[Condition]:
+        """The conditions that form the blocking key (exact ones, or the configured blocking fields)."""
+        if self.blocking:
+            by_field = {c.field: c for c in self.conditions}
+            return [by_field.get(f, Condition(field=f)) for f in self.blocking]
+        return [c for c in self.conditions if c.is_exact]
+
+
+class Winner(StrictModel):
+    """How the surviving record of a duplicate group is chosen; ties go to the highest primary key."""
+
+    policy: Literal["most_filled", "most_recent", "least_recent"] = "most_filled"
+    #: The date/time column for ``most_recent`` / ``least_recent``.
+    column: str | None = None
+
+    @model_validator(mode="after")
+    def _recent_needs_column(self):
+        if self.policy != "most_filled" and not self.column:
+            raise ValueError(f"winner policy {self.policy!r} needs 'column' (a date or time column)")
+        return self
+
+
+class Dedup(StrictModel):
+    """Deduplication inside one table."""
+
+    rules: list[Rule] = []
+    winner: Winner = Winner()
+
+
+class UnifyTable(StrictModel):
+    """One customer table taking part in unification, in priority order."""
+
+    source: Name
+    table: Name
+    #: The map: column -> semantic type. Only mapped columns take part in matching and merging.
+    columns: dict[str, SemanticType] = Field(min_length=1)
+    #: Date/time column telling how recent a record is (for ``most_recent`` / ``least_recent`` merge policies).
+    recency_column: str | None = None
+    dedup: Dedup = Dedup()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.source}.{self.table}"
+
+    def attributes(self) -> dict[str, str]:
+        """Attribute name -> column (a ``custom`` column is an attribute of its own name)."""
+        return {(column if kind == "custom" else kind): column for column, kind in self.columns.items()}
+
+    @model_validator(mode="after")
+    def _one_column_per_type(self):
+        seen: dict[str, str] = {}
+        for column, kind in self.columns.items():
+            if kind != "custom" and kind in seen:
+                raise ValueError(
+                    f"columns {seen[kind]!r} and {column!r} are both mapped to {kind!r}; map one of them to "
+                    "'custom' (each semantic type takes one column per table)"
+                )
+            seen[kind] = column
+        return self
+
+
+#: A record reference in an override pair: [source, table, key].
+RecordRef = Annotated[list[str], Field(min_length=3, max_length=3)]
+
+
+class Pair(StrictModel):
+    """Two records named by ``[source, table, key]``."""
+
+    left: RecordRef
+    right: RecordRef
+
+
+class MatchConfig(StrictModel):
+    """Matching across tables: each later table matches against all tables above it."""
+
+    rules: list[Rule] = []
+    never_match: list[Pair] = []
+    always_match: list[Pair] = []
+    #: CSV files (header ``left_source,left_table,left_key,right_source,right_table,right_key``) with more pairs.
+    never_match_file: str | None = None
+    always_match_file: str | None = None
+
+
+class GuardConfig(StrictModel):
+    """The over-merge guard (see docs/config/unify.md for the exact rule)."""
+
+    #: A customer may hold at most this many records; larger clusters are rebuilt from their strongest links.
+    max_cluster_size: int = Field(50, ge=2)
+    #: A normalized value held by more records than this (a household e-mail, a store phone) is ignored for
+    #: blocking and matching.
+    max_value_frequency: int = Field(25, ge=2)
+
+
+DEFAULT_BYPASS = [
+    "n/a",
+    "na",
+    "none",
+    "null",
+    "nil",
+    "unknown",
+    "not available",
+    "not provided",
+    "test",
+    "test@test.com",
+    "noemail@noemail.com",
+    "none@none.com",
+    "no@email.com",
+    "-",
+    "--",
+    ".",
+    "?",
+    "x",
+    "xxx",
+    "0",
+]
+
+
+class NormalizeConfig(StrictModel):
+    """Settings for the matching normalizations."""
+
+    #: Values that never make records match (compared case- and whitespace-insensitively). All-zero phone
+    #: numbers are always bypassed.
+    bypass_values: list[str] = DEFAULT_BYPASS
+    #: Region for phone numbers written without a country code (ISO 3166 alpha-2).
+    default_region: str = Field("US", pattern=r"^[A-Z]{2}$")
+    #: Alias maps: name -> CSV file with header ``alias,canonical``; use as normalization ``alias:<name>``.
+    aliases: dict[Name, str] = {}
+
+
+class FieldSpec(StrictModel):
+    """One unified profile field."""
+
+    #: Where the values come from: an attribute (semantic type or custom column name) or explicit
+    #: ``source.table.column`` references, combined into one field. Default: the attribute of the field's name.
+    sources: list[str] = []
+    policy: Literal["priority", "most_recent", "least_recent"] | None = None
+    #: Table order for ``priority`` (``source.table``); default: the order of ``unify.tables``.
+    priority: list[str] = []
+
+
+class MergeConfig(StrictModel):
+    """How the records of one customer become one profile."""
+
+    default_policy: Literal["priority", "most_recent", "least_recent"] = "priority"
+    #: Extra or overridden fields: unified name -> spec (override the default fields or combine columns).
+    fields: dict[str, FieldSpec] = {}
+    #: Fields taken together from one record, so that (for example) street and city never mix.
+    groups: dict[Name, list[str]] = {"address": ["Address1", "City", "State", "PostalCode", "Country"]}
+    exclude: list[str] = []
+    #: Unified name -> output column name.
+    rename: dict[str, str] = {}
 
 
 class UnifyConfig(StrictModel):
     """How customer records from several tables become one profile per person."""
+
+    #: Customer tables in priority order: the first is the primary table.
+    tables: list[UnifyTable] = Field(min_length=1)
+    match: MatchConfig = MatchConfig()
+    merge: MergeConfig = MergeConfig()
+    guard: GuardConfig = GuardConfig()
+    normalize: NormalizeConfig = NormalizeConfig()
+
+    def table(self, source: str, table: str) -> UnifyTable:
+        for t in self.tables:
+            if t.source == source and t.table == table:
+                return t
+        raise KeyError(f"{source}.{table}")
+
+    def warnings(self) -> list[str]:
+        """Legal but risky settings, reported when unification runs."""
+        found = []
+        for where, rules in self._all_rules():
+            for i, rule in enumerate(rules):
+                if not any(c.is_exact for c in rule.conditions):
+                    found.append(
+                        f"{where}[{i}] ({rule.name}): no exact condition; records are compared only within "
+                        f"blocks of equal {', '.join(rule.blocking)}, so matches outside those blocks are not found"
+                    )
+        return found
+
+    def _all_rules(self):
+        for ti, t in enumerate(self.tables):
+            yield f"unify.tables[{ti}].dedup.rules", t.dedup.rules
+        yield "unify.match.rules", self.match.rules
+
+    def problems(self, project: ProjectConfig) -> list[str]:
+        """Cross-section problems: tables that do not exist, rules naming unmapped fields, unknown aliases."""
+        found: list[str] = []
+        seen = set()
+        mapped_anywhere: set[str] = set()
+        for i, t in enumerate(self.tables):
+            key = f"unify.tables[{i}]"
+            if (t.source, t.table) in seen:
+                found.append(f"{key}: {t.ref} is listed twice; list each table once")
+            seen.add((t.source, t.table))
+            source = project.sources.get(t.source)
+            if source is None:
+                found.append(f"{key}.source: no source named {t.source!r}; add it under 'sources' or fix the name")
+                continue
+            table = source.tables.get(t.table)
+            if table is None:
+                found.append(
+                    f"{key}.table: source {t.source!r} has no table {t.table!r}; known: {sorted(source.tables)}"
+                )
+                continue
+            if table.columns and not table.csv.header:
+                for column in list(t.columns) + [c for c in [t.recency_column, t.dedup.winner.column] if c]:
+                    if column not in table.columns:
+                        found.append(f"{key}.columns: {t.ref} has no column {column!r}")
+            attrs = set(_derived(t.attributes()))
+            mapped_anywhere |= attrs
+            for ri, rule in enumerate(t.dedup.rules):
+                found += _rule_problems(rule, f"{key}.dedup.rules[{ri}]", attrs, self.normalize)
+        for ri, rule in enumerate(self.match.rules):
+            found += _rule_problems(rule, f"unify.match.rules[{ri}]", mapped_anywhere, self.normalize)
+        refs = {t.ref for t in self.tables}
+        for name, spec in self.merge.fields.items():
+            for ref in spec.priority:
+                if ref not in refs:
+                    found.append(f"unify.merge.fields.{name}.priority: {ref!r} is not a unify table ({sorted(refs)})")
+            for src in spec.sources:
+                parts = src.split(".")
+                if len(parts) == 3 and f"{parts[0]}.{parts[1]}" in refs:
+                    continue
+                if len(parts) == 1 and src in mapped_anywhere:
+                    continue
+                found.append(
+                    f"unify.merge.fields.{name}.sources: {src!r} is neither a mapped attribute nor "
+                    "'source.table.column' of a unify table"
+                )
+        return found
+
+
+def _derived(attrs: dict[str, str]) -> dict[str, str]:
+    """Attributes a table offers for matching, including names derived from each other."""
+    out = dict(attrs)
+    if "full_name" not in out and ("first_name" in out or "last_name" in out):
+        out["full_name"] = "(first_name last_name)"
+    if "full_name" in attrs:
+        out.setdefault("first_name", f"(first word of {attrs['full_name']})")
+        out.setdefault("last_name", f"(last word of {attrs['full_name']})")
+    return out
+
+
+def _rule_problems(rule: Rule, key: str, attrs: set[str], normalize: NormalizeConfig) -> list[str]:
+    found = []
+    for ci, cond in enumerate(rule.conditions):
+        if cond.field not in attrs:
+            found.append(
+                f"{key}.conditions[{ci}].field: {cond.field!r} is not mapped in any table it applies to; map a "
+                f"column to it in unify.tables[*].columns (mapped: {sorted(attrs)})"
+            )
+        for n in cond.normalize or []:
+            if n.startswith("alias:") and n[6:] not in normalize.aliases:
+                found.append(f"{key}.conditions[{ci}].normalize: alias map {n[6:]!r} is not in unify.normalize.aliases")
+    for f in rule.blocking:
+        if f not in attrs:
+            found.append(f"{key}.blocking: {f!r} is not a mapped field")
+    if not rule.blocking and not any(c.is_exact for c in rule.conditions):
+        found.append(
+            f"{key} ({rule.name}): no exact condition and no 'blocking' fields; comparing every pair of records "
+            "does not scale: add an exact condition or list blocking fields"
+        )
+    return found

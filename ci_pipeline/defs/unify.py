@@ -1,10 +1,204 @@
-"""Dagster definitions of the unify stage."""
+"""Dagster definitions of the unify stage: one multi-asset runs unification and emits every unify table.
+
+Run modes are asset selections (see :func:`selections`): ``match`` (dedup tables, match pairs, statistics: no id
+is issued or changed), ``unify`` (the whole group, identity map included) and ``unify_downstream``.
+"""
+
+import json
 
 import dagster as dg
+import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.defs.resources import LakeResource, asset_path
+from ci_pipeline.errors import StorageError
+from ci_pipeline.unify import unify
+from ci_pipeline.unify.engine import UnifyResult
+
+GROUP = "unify"
+KINDS = {"pandas"}
+
+
+def key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([GROUP, name])
+
+
+def dedup_name(source: str, table: str) -> str:
+    return f"dedup_{source}_{table}"
+
+
+def selections(config: ProjectConfig) -> dict[str, dg.AssetSelection]:
+    """Asset selections for the run modes: ``match``, ``unify``, ``unify_downstream`` (empty without unify)."""
+    if config.unify is None:
+        return {}
+    match_keys = [key("match_pairs"), key("unify_stats")] + [
+        key(dedup_name(t.source, t.table)) for t in config.unify.tables
+    ]
+    group = dg.AssetSelection.groups(GROUP)
+    return {
+        "match": dg.AssetSelection.assets(*match_keys),
+        "unify": group,
+        "unify_downstream": group | group.downstream(),
+    }
 
 
 def build(config: ProjectConfig) -> dg.Definitions:
-    """The unify assets, checks and jobs for a configuration."""
-    return dg.Definitions()
+    """The unify assets and checks for a configuration (nothing when ``unify`` is not configured)."""
+    if config.unify is None:
+        return dg.Definitions()
+    return dg.Definitions(assets=[_unify_asset(config)])
+
+
+def _unify_asset(config: ProjectConfig):
+    ucfg = config.unify
+    tables = [(t.source, t.table) for t in ucfg.tables]
+    ins = {f"{s}__{t}": dg.AssetIn(key=dg.AssetKey([s, t])) for s, t in tables}
+    described = {
+        "customer_profile": "One row per unified customer: CustomerId, unified attributes, one key column per table.",
+        "alternate_key": "One row per source record that took part in unification, with its customer and KeyRing.",
+        "match_pairs": "One row per candidate pair and rule evaluated: both records, per-condition scores, accepted.",
+        "id_change": "One row per CustomerId change in any run: old id, new id, reason (new/merged/split/removed).",
+        "identity_map": "One row per source record: the CustomerId it had in the last unify run.",
+        "unify_stats": "One row per customer table: records, duplicates, matched and unmatched records.",
+    }
+    names = dict(described)
+    names |= {
+        dedup_name(s, t): f"One row per record of {s}.{t}: its duplicate group's winner key and whether it won."
+        for s, t in tables
+    }
+    outs = {
+        key(name).to_python_identifier(): dg.AssetOut(
+            key=key(name), description=text, group_name=GROUP, kinds=KINDS, is_required=False
+        )
+        for name, text in names.items()
+    }
+    profile, alternate = key("customer_profile"), key("alternate_key")
+    check_specs = [
+        dg.AssetCheckSpec("every_record_one_customer", asset=alternate, description="each record maps to one customer"),
+        dg.AssetCheckSpec("customer_ids_unique", asset=profile, description="CustomerId is unique"),
+        dg.AssetCheckSpec("no_customer_without_record", asset=profile, description="every customer has a record"),
+        dg.AssetCheckSpec(
+            "cluster_size_guard",
+            asset=profile,
+            description=f"no customer holds more than {ucfg.guard.max_cluster_size} records",
+        ),
+    ]
+    primary_keys = {(s, t): config.sources[s].tables[t].primary_key for s, t in tables}
+
+    @dg.multi_asset(
+        name="unify",
+        outs=outs,
+        ins=ins,
+        check_specs=check_specs,
+        can_subset=True,
+    )
+    def _unify(context: dg.AssetExecutionContext, lake: LakeResource, **inputs):
+        store = lake.get_lake()
+        previous = _read_optional(store, key("identity_map"))
+        history = _read_optional(store, key("id_change"))
+        frames = {(s, t): inputs[f"{s}__{t}"] for s, t in tables}
+        result = unify(ucfg, frames, primary_keys, previous, history, context.run_id, config.base_dir)
+        for warning in result.warnings:
+            context.log.warning(warning)
+        selected = context.selected_asset_keys
+        outputs = {
+            "customer_profile": result.customer_profile,
+            "alternate_key": result.alternate_key,
+            "match_pairs": result.match_pairs,
+            "id_change": result.identity.id_change,
+            "identity_map": result.identity.identity_map,
+            "unify_stats": pd.DataFrame(result.stats["tables"]),
+        }
+        outputs |= {dedup_name(s, t): frame for (s, t), frame in result.dedup.items()}
+        for name, frame in outputs.items():
+            if key(name) not in selected:
+                continue
+            metadata = {"dagster/row_count": len(frame)}
+            if name == "unify_stats":
+                metadata |= _stats_metadata(result)
+            yield dg.Output(frame, output_name=key(name).to_python_identifier(), metadata=metadata)
+        yield from _checks(context, result, ucfg.guard.max_cluster_size)
+
+    return _unify
+
+
+def _read_optional(store, asset_key: dg.AssetKey) -> pd.DataFrame | None:
+    relative = asset_path(asset_key)
+    try:
+        return store.read_parquet(relative) if store.exists(relative) else None
+    except StorageError:
+        raise
+    except Exception as exc:  # a damaged file must not silently reset every CustomerId
+        raise StorageError(
+            f"{store.url(relative)}: cannot read the last run's {asset_key.path[-1]} ({exc}); restore it or delete it "
+            "on purpose to issue ids afresh"
+        ) from exc
+
+
+def _checks(context, result: UnifyResult, cap: int):
+    wanted = context.selected_asset_check_keys
+    profile, alternate = key("customer_profile"), key("alternate_key")
+    ak = result.alternate_key
+    prof = result.customer_profile
+    checks = {
+        (alternate, "every_record_one_customer"): lambda: _result(
+            len(ak) == len(result.records)
+            and ak["msdynci_identifier"].is_unique
+            and ak["CustomerId"].notna().all()
+            and ak["CustomerId"].isin(prof["CustomerId"]).all(),
+            {"records_in": len(result.records), "alternate_keys": len(ak)},
+        ),
+        (profile, "customer_ids_unique"): lambda: _result(
+            prof["CustomerId"].is_unique and prof["CustomerId"].notna().all(),
+            {"duplicates": int(prof["CustomerId"].duplicated().sum())},
+        ),
+        (profile, "no_customer_without_record"): lambda: _result(
+            prof["CustomerId"].isin(ak["CustomerId"]).all(),
+            {"customers_without_record": int((~prof["CustomerId"].isin(ak["CustomerId"])).sum())},
+        ),
+        (profile, "cluster_size_guard"): lambda: _result(
+            result.stats["largest_cluster"] <= cap,
+            {"largest_cluster": result.stats["largest_cluster"], "guard_events": len(result.stats["guard_events"])},
+            severity=dg.AssetCheckSeverity.WARN,
+        ),
+    }
+    for (asset, name), run in checks.items():
+        if dg.AssetCheckKey(asset, name) in wanted:
+            passed, metadata, severity = run()
+            yield dg.AssetCheckResult(
+                asset_key=asset, check_name=name, passed=bool(passed), metadata=metadata, severity=severity
+            )
+
+
+def _result(passed, metadata, severity=dg.AssetCheckSeverity.ERROR):
+    return passed, metadata, severity
+
+
+def _stats_metadata(result: UnifyResult) -> dict:
+    s = result.stats
+    lines = ["| table | records | duplicates | matched | unmatched |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        f"| {t['table']} | {t['records']} | {t['duplicates']} | {t['matched']} | {t['unmatched']} |"
+        for t in s["tables"]
+    ]
+    lines += ["", f"**{s['records_in']} records -> {s['customers']} customers**", ""]
+    lines += ["| stage | rule | candidates | accepted | linked |", "|---|---|---:|---:|---:|"]
+    lines += [
+        f"| {r['stage']} | {r['rule']} | {r['candidates']} | {r['accepted']} | {r['linked']} |" for r in s["rules"]
+    ]
+    top = max(s["cluster_sizes"].values()) or 1
+    lines += ["", "Cluster sizes (records per customer):", "", "```"]
+    lines += [
+        f"{size:>6} | {'#' * max(1 if n else 0, round(40 * n / top)):<40} {n}" for size, n in s["cluster_sizes"].items()
+    ]
+    lines += ["```"]
+    return {
+        "summary": dg.MetadataValue.md("\n".join(lines)),
+        "records_in": s["records_in"],
+        "customers": s["customers"],
+        "largest_cluster": s["largest_cluster"],
+        "guard_events": dg.MetadataValue.json(s["guard_events"]),
+        "frequent_values_ignored": dg.MetadataValue.json(json.loads(json.dumps(s["frequent_values_ignored"]))),
+        "seconds_per_phase": dg.MetadataValue.json(result.timings),
+        "warnings": dg.MetadataValue.json(result.warnings),
+    }

@@ -1,0 +1,74 @@
+"""`ci-pipeline explain`: why a record belongs to its customer, and why two records did (not) match."""
+
+from __future__ import annotations
+
+import json
+
+from ci_pipeline.config import load_config
+from ci_pipeline.errors import UserError
+from ci_pipeline.lake import Lake
+from ci_pipeline.unify.engine import make_normalizer
+from ci_pipeline.unify.explain import explain_pair, explain_record, render_pair, render_record
+from ci_pipeline.unify.records import build_records
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "explain",
+        help="show the customer of a record, its records and the links that made it (from the last run)",
+    )
+    parser.add_argument("source")
+    parser.add_argument("table")
+    parser.add_argument("key")
+    parser.add_argument(
+        "--pair",
+        nargs=3,
+        metavar=("SOURCE", "TABLE", "KEY"),
+        help="explain why this second record did or did not match the first: per rule and condition",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    config = load_config(args.config)
+    if config.unify is None:
+        raise UserError(f"{config.path}: no 'unify' section; there is nothing to explain")
+    lake = Lake.from_config(config.lake, config.base_dir)
+    alternate = _read(lake, "unify/alternate_key")
+    if args.pair:
+        frames, keys = {}, {}
+        for t in config.unify.tables:
+            frames[(t.source, t.table)] = _read(lake, f"{t.source}/{t.table}")
+            keys[(t.source, t.table)] = config.sources[t.source].tables[t.table].primary_key
+        records = build_records(config.unify, frames, keys)
+        info = explain_pair(
+            records,
+            config.unify,
+            make_normalizer(config.unify, config.base_dir),
+            (args.source, args.table, args.key),
+            tuple(args.pair),
+            alternate,
+        )
+        print(json.dumps(info, indent=2, default=str) if args.json else render_pair(info))
+        return 0
+    info = explain_record(
+        args.source,
+        args.table,
+        args.key,
+        alternate,
+        _read(lake, "unify/match_pairs"),
+        _read(lake, "unify/customer_profile"),
+    )
+    print(json.dumps(info, indent=2, default=str) if args.json else render_record(info))
+    return 0
+
+
+def _read(lake: Lake, name: str):
+    relative = f"ci_pipeline/{name}.parquet"
+    if not lake.exists(relative):
+        raise UserError(
+            f"{lake.url(relative)} does not exist: run the pipeline first (`ci-pipeline run`) so that the "
+            "unification outputs are in the lake"
+        )
+    return lake.read_parquet(relative)

@@ -1,0 +1,40 @@
+"""`ci-pipeline suggest-mapping`: propose semantic types for a customer table's columns."""
+
+from __future__ import annotations
+
+from ci_pipeline.config import load_config
+from ci_pipeline.errors import UserError
+from ci_pipeline.lake import Lake
+from ci_pipeline.unify.suggest import mapping_yaml, suggest_mapping
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "suggest-mapping",
+        help="propose semantic types (email, phone, first_name, ...) for a table's columns from names and values",
+    )
+    parser.add_argument("source")
+    parser.add_argument("table")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    config = load_config(args.config)
+    source = config.sources.get(args.source)
+    if source is None or args.table not in source.tables:
+        raise UserError(f"{config.path}: no table {args.source}.{args.table} under 'sources'")
+    lake = Lake.from_config(config.lake, config.base_dir)
+    relative = f"ci_pipeline/{args.source}/{args.table}.parquet"
+    if not lake.exists(relative):
+        raise UserError(
+            f"{lake.url(relative)} does not exist: ingest the table first "
+            f"(`ci-pipeline run --select {args.source}/{args.table}`)"
+        )
+    frame = lake.read_parquet(relative)
+    suggestions = suggest_mapping(frame)
+    width = max(len(str(c)) for c in suggestions["column"])
+    for row in suggestions.itertuples(index=False):
+        print(f"{str(row.column):<{width}}  {row.suggested or '-':<12} {row.confidence:<7} {row.reason}")
+    print("\n# paste under unify.tables and confirm:")
+    print(mapping_yaml(suggestions, args.source, args.table))
+    return 0

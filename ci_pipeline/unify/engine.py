@@ -1,0 +1,435 @@
+"""Unification end to end on DataFrames: map -> normalize -> deduplicate -> match -> cluster -> merge -> ids."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.config.unify import Rule, UnifyConfig
+from ci_pipeline.errors import UserError
+from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
+from ci_pipeline.unify.cluster import components, guarded_clusters
+from ci_pipeline.unify.compare import Prepared, evaluate_rules
+from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
+from ci_pipeline.unify.merge import merge_profiles
+from ci_pipeline.unify.normalize import Normalizer, read_alias_file
+from ci_pipeline.unify.records import BASE, build_records
+
+MATCH_PAIR_COLUMNS = [
+    "Stage",
+    "LeftSource",
+    "LeftTable",
+    "LeftKey",
+    "RightSource",
+    "RightTable",
+    "RightKey",
+    "Rule",
+    "Scores",
+    "Accepted",
+    "Linked",
+    "Note",
+]
+DEDUP_COLUMNS = ["Key", "WinnerKey", "IsWinner", "GroupSize"]
+SIZE_BINS = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 25), (26, 10**12)]
+
+
+@dataclass
+class UnifyResult:
+    """Everything one unification run produces (see the ``unify`` assets)."""
+
+    records: pd.DataFrame
+    customer_profile: pd.DataFrame
+    alternate_key: pd.DataFrame
+    match_pairs: pd.DataFrame
+    dedup: dict[tuple[str, str], pd.DataFrame]
+    identity: IdentityResult
+    stats: dict
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def make_normalizer(config: UnifyConfig, base_dir: Path | None = None) -> Normalizer:
+    """The configured normalizer, with alias maps read from their files (relative to ``base_dir``)."""
+    aliases = {}
+    for name, path in config.normalize.aliases.items():
+        p = Path(path)
+        aliases[name] = read_alias_file(p if p.is_absolute() or base_dir is None else base_dir / p, name)
+    return Normalizer(
+        bypass_values=tuple(config.normalize.bypass_values),
+        default_region=config.normalize.default_region,
+        aliases=aliases,
+    )
+
+
+def unify(
+    config: UnifyConfig,
+    frames: dict[tuple[str, str], pd.DataFrame],
+    primary_keys: dict[tuple[str, str], str],
+    previous_identity: pd.DataFrame | None = None,
+    id_history: pd.DataFrame | None = None,
+    run_id: str = "",
+    base_dir: Path | None = None,
+) -> UnifyResult:
+    """Unify customer tables into one profile per person with stable CustomerIds.
+
+    Args:
+        config: the ``unify`` section.
+        frames: (source, table) -> ingested table, for every table of ``config.tables``.
+        primary_keys: (source, table) -> primary-key column.
+        previous_identity: the identity map of the last run (None on the first run).
+        id_history: the cumulative id change log of earlier runs.
+        run_id: the orchestrator's run id (for the change log).
+        base_dir: folder that relative override and alias files are resolved against.
+
+    Raises:
+        UserError: a configured column is missing, a key is empty or duplicated, or an alias / override file is bad.
+    """
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    missing = [t.ref for t in config.tables if (t.source, t.table) not in frames]
+    if missing:
+        raise UserError(f"unify: no data for table(s) {missing}; check unify.tables against sources")
+    extra: dict[tuple[str, str], list[str]] = {}
+    for spec in config.merge.fields.values():
+        for src in spec.sources:
+            parts = src.split(".")
+            if len(parts) == 3:
+                extra.setdefault((parts[0], parts[1]), []).append(parts[2])
+    records = build_records(config, frames, primary_keys, extra)
+    normalizer = make_normalizer(config, base_dir)
+    prep = Prepared(records, normalizer, config.guard.max_value_frequency)
+    lap("prepare")
+    warnings = config.warnings()
+
+    ranks = records["rank"].to_numpy()
+    n = len(records)
+    dedup_pairs = []
+    for r, t in enumerate(config.tables):
+        subset = np.flatnonzero(ranks == r)
+        pairs = evaluate_rules(prep, t.dedup.rules, subset, across_ranks=False)
+        pairs["stage"] = "dedup"
+        pairs["rule_name"] = [t.dedup.rules[i].name for i in pairs["rule"]] if len(pairs) else []
+        dedup_pairs.append(pairs)
+    dedup_pairs = pd.concat(dedup_pairs, ignore_index=True)
+    acc = dedup_pairs[dedup_pairs["accepted"]]
+    groups = components(n, acc["left"].to_numpy(), acc["right"].to_numpy())
+    attr_cols = [c for c in records.columns[len(BASE) :] if "." not in c]
+    records["filled"] = records[attr_cols].notna().sum(axis=1).astype(np.int64)
+    records["key_rank"] = pd.factorize(records["key"], sort=True)[0]
+    records["dedup_group"] = groups
+    records["is_winner"] = _winners(records, config)
+    lap("dedup")
+
+    match = evaluate_rules(prep, config.match.rules, np.arange(n), across_ranks=True)
+    match["stage"] = "match"
+    match["rule_name"] = _names(config.match.rules, match["rule"])
+    lap("match")
+
+    ident = (records["source"] + "|" + records["table"] + "|" + records["key"]).to_numpy(dtype=object)
+    position = pd.Series(np.arange(n), index=ident)
+    never, never_notes = _override_pairs(config, "never_match", position, base_dir)
+    always, always_notes = _override_pairs(config, "always_match", position, base_dir)
+    warnings += never_notes + always_notes
+    pairs = pd.concat([dedup_pairs, match], ignore_index=True)
+    pairs["note"] = ""
+    if len(never[0]):
+        never_ids = set(zip(np.minimum(*never).tolist(), np.maximum(*never).tolist(), strict=True))
+        lo = np.minimum(pairs["left"], pairs["right"]).to_numpy()
+        hi = np.maximum(pairs["left"], pairs["right"]).to_numpy()
+        hit = np.array([(a, b) in never_ids for a, b in zip(lo, hi, strict=True)], dtype=bool)
+        pairs.loc[hit & pairs["accepted"].to_numpy(), "note"] = "never_match"
+        pairs.loc[hit, "accepted"] = False
+    if len(always[0]):
+        lo, hi = np.minimum(*always), np.maximum(*always)
+        pairs = pd.concat(
+            [
+                pairs,
+                pd.DataFrame(
+                    {
+                        "left": lo,
+                        "right": hi,
+                        "rule": -1,
+                        "scores": "{}",
+                        "strength": 1.0,
+                        "accepted": True,
+                        "stage": "override",
+                        "rule_name": "always_match",
+                        "note": "always_match",
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
+    links = pairs[pairs["accepted"]].copy()
+    stage_order = links["stage"].map({"override": 0, "dedup": 1, "match": 2}).to_numpy()
+    links["order"] = np.lexsort(
+        [
+            links["right"].to_numpy(),
+            links["left"].to_numpy(),
+            -links["strength"].to_numpy(),
+            links["rule"].to_numpy(),
+            stage_order,
+        ]
+    ).argsort()
+    labels, used, events = guarded_clusters(n, links, never, config.guard.max_cluster_size)
+    pairs["linked"] = False
+    pairs.loc[links.index, "linked"] = used
+    pairs.loc[links.index[~used], "note"] = "over-merge guard"
+    records["label"] = labels
+    lap("cluster")
+
+    profiles = merge_profiles(records, labels, config, primary_keys)
+    lap("merge")
+
+    identity = assign_ids(records[["source", "table", "key", "label"]], previous_identity, id_history, run_id)
+    records["CustomerId"] = records["label"].map(identity.ids).astype("string")
+    profiles.insert(0, "CustomerId", identity.ids.reindex(profiles.index).astype("string").to_numpy())
+    profiles["PreviousCustomerId"] = previous_ids(identity.id_change, profiles["CustomerId"]).to_numpy()
+    profiles = profiles.sort_values("CustomerId", kind="stable").reset_index(drop=True)
+    alternate = _alternate_keys(records, config, primary_keys, profiles)
+    lap("ids")
+
+    dedup_tables = _dedup_tables(records, config)
+    match_pairs = _match_pairs(pairs, records)
+    stats = _stats(records, config, pairs, events, prep, profiles)
+    lap("outputs")
+    return UnifyResult(
+        records=records,
+        customer_profile=profiles,
+        alternate_key=alternate,
+        match_pairs=match_pairs,
+        dedup=dedup_tables,
+        identity=identity,
+        stats=stats,
+        timings=timings,
+        warnings=warnings,
+    )
+
+
+def _names(rules: list[Rule], index: pd.Series) -> list[str]:
+    return [rules[i].name for i in index] if len(index) else []
+
+
+def _winners(records: pd.DataFrame, config: UnifyConfig) -> np.ndarray:
+    """True for the surviving record of each dedup group (policy per table; ties: highest key)."""
+    t_ns = records["winner_time"]
+    ns = np.where(t_ns.isna(), 0, t_ns.dt.tz_convert("UTC").astype("int64").fillna(0).to_numpy() if len(records) else 0)
+    policy = records["rank"].map({r: t.dedup.winner.policy for r, t in enumerate(config.tables)}).to_numpy()
+    missing = t_ns.isna().to_numpy()
+    recent = np.where(missing, np.iinfo(np.int64).max, -ns)
+    least = np.where(missing, np.iinfo(np.int64).max, ns)
+    primary = np.where(
+        policy == "most_recent", recent, np.where(policy == "least_recent", least, -records["filled"].to_numpy())
+    )
+    order = np.lexsort([-records["key_rank"].to_numpy(), primary, records["dedup_group"].to_numpy()])
+    first = pd.Series(records["dedup_group"].to_numpy()[order]).duplicated().to_numpy()
+    winner = np.zeros(len(records), dtype=bool)
+    winner[order[~first]] = True
+    return winner
+
+
+def _override_pairs(
+    config: UnifyConfig, kind: str, position: pd.Series, base_dir: Path | None
+) -> tuple[tuple[np.ndarray, np.ndarray], list[str]]:
+    pairs = [
+        (tuple(p.left), tuple(p.right), f"unify.match.{kind}[{i}]") for i, p in enumerate(getattr(config.match, kind))
+    ]
+    path = getattr(config.match, f"{kind}_file")
+    if path:
+        p = Path(path) if Path(path).is_absolute() or base_dir is None else base_dir / path
+        pairs += _read_pair_file(p, kind)
+    left, right, notes = [], [], []
+    for a, b, where in pairs:
+        ia, ib = "|".join(a), "|".join(b)
+        if ia not in position.index or ib not in position.index:
+            notes.append(f"{where}: record {ia if ia not in position.index else ib} is not in this run; pair ignored")
+            continue
+        left.append(int(position[ia]))
+        right.append(int(position[ib]))
+    return (np.array(left, dtype=np.int64), np.array(right, dtype=np.int64)), notes
+
+
+def _read_pair_file(path: Path, kind: str) -> list[tuple]:
+    header = ["left_source", "left_table", "left_key", "right_source", "right_table", "right_key"]
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    except OSError as exc:
+        raise UserError(f"unify.match.{kind}_file: cannot read {path} ({exc.strerror}); fix the path") from None
+    if not rows or [c.strip() for c in rows[0]] != header:
+        raise UserError(f"{path}: the first line must be the header {','.join(header)}")
+    out, bad = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != 6 or not all(c.strip() for c in row):
+            bad.append(line)
+            continue
+        out.append((tuple(row[:3]), tuple(row[3:]), f"{path}:{line}"))
+    if bad:
+        raise UserError(f"{path}: line(s) {bad[:20]} need 6 non-empty values ({','.join(header)})")
+    return out
+
+
+def _alternate_keys(
+    records: pd.DataFrame, config: UnifyConfig, primary_keys: dict, profiles: pd.DataFrame
+) -> pd.DataFrame:
+    """AlternateKey rows with KeyRing: every (source, table) of the customer with its preferred key and all keys."""
+    prof = profiles.set_index("CustomerId")
+    preferred = pd.Series(pd.NA, index=records.index, dtype="string")
+    for rank, t in enumerate(config.tables):
+        column = config.merge.rename.get(
+            f"{t.source}_{t.table}_{primary_keys[(t.source, t.table)]}",
+            f"{t.source}_{t.table}_{primary_keys[(t.source, t.table)]}",
+        )
+        mask = (records["rank"] == rank).to_numpy()
+        preferred[mask] = records.loc[mask, "CustomerId"].map(prof[column]).to_numpy()
+    esc = records["key"].str.replace("\\", "\\\\", regex=False).str.replace('"', '\\"', regex=False)
+    quoted = '"' + esc + '"'
+    work = pd.DataFrame(
+        {
+            "cid": records["CustomerId"],
+            "rank": records["rank"],
+            "k": quoted,
+            "src": records["source"],
+            "tbl": records["table"],
+            "pref": preferred,
+        }
+    ).sort_values(["cid", "rank", "k"], kind="stable")
+    entries = work.groupby(["cid", "rank"], sort=True).agg(
+        keys=("k", ", ".join), src=("src", "first"), tbl=("tbl", "first"), pref=("pref", "first")
+    )
+    pref_esc = entries["pref"].str.replace("\\", "\\\\", regex=False).str.replace('"', '\\"', regex=False)
+    entries["json"] = (
+        '{"dataSourceName": "'
+        + entries["src"]
+        + '", "entityName": "'
+        + entries["tbl"]
+        + '", "preferredKey": "'
+        + pref_esc
+        + '", "keys": ['
+        + entries["keys"]
+        + "]}"
+    )
+    ring = "[" + entries["json"].groupby(level="cid", sort=True).agg(", ".join) + "]"
+    ident = identifiers(records["source"], records["table"], records["key"])
+    out = pd.DataFrame(
+        {
+            "DataSourceName": records["source"].astype("string"),
+            "EntityName": records["table"].astype("string"),
+            "AlternateValue": records["key"].astype("string"),
+            "KeyRing": records["CustomerId"].map(ring).astype("string"),
+            "CustomerId": records["CustomerId"].astype("string"),
+            "AlternateKeyId": guids(ident),
+            "msdynci_identifier": ident,
+        }
+    )[ALTERNATE_KEY_COLUMNS]
+    return out.sort_values("msdynci_identifier", kind="stable", ignore_index=True)
+
+
+def _dedup_tables(records: pd.DataFrame, config: UnifyConfig) -> dict[tuple[str, str], pd.DataFrame]:
+    out = {}
+    winner_key = records["key"].where(records["is_winner"]).groupby(records["dedup_group"]).transform("first")
+    size = records.groupby("dedup_group")["key"].transform("size")
+    for rank, t in enumerate(config.tables):
+        mask = (records["rank"] == rank).to_numpy()
+        out[(t.source, t.table)] = pd.DataFrame(
+            {
+                "Key": records.loc[mask, "key"].astype("string"),
+                "WinnerKey": winner_key[mask].astype("string"),
+                "IsWinner": records.loc[mask, "is_winner"].astype(bool),
+                "GroupSize": size[mask].astype("int64"),
+            }
+        ).sort_values("Key", kind="stable", ignore_index=True)
+    return out
+
+
+def _match_pairs(pairs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    left, right = pairs["left"].to_numpy(), pairs["right"].to_numpy()
+    out = pd.DataFrame(
+        {
+            "Stage": pairs["stage"].astype("string"),
+            "LeftSource": records["source"].to_numpy()[left],
+            "LeftTable": records["table"].to_numpy()[left],
+            "LeftKey": records["key"].to_numpy()[left],
+            "RightSource": records["source"].to_numpy()[right],
+            "RightTable": records["table"].to_numpy()[right],
+            "RightKey": records["key"].to_numpy()[right],
+            "Rule": pairs["rule_name"].astype("string"),
+            "Scores": pairs["scores"].astype("string"),
+            "Accepted": pairs["accepted"].astype(bool),
+            "Linked": pairs["linked"].astype(bool),
+            "Note": pairs["note"].astype("string"),
+        }
+    )
+    for c in ("LeftSource", "LeftTable", "LeftKey", "RightSource", "RightTable", "RightKey"):
+        out[c] = out[c].astype("string")
+    return out.sort_values(
+        ["LeftSource", "LeftTable", "LeftKey", "RightSource", "RightTable", "RightKey", "Stage", "Rule"],
+        kind="stable",
+        ignore_index=True,
+    )
+
+
+def _stats(records, config, pairs, events, prep, profiles) -> dict:
+    per_table = []
+    label_tables = records.groupby("label")["rank"].nunique()
+    multi = records["label"].map(label_tables).to_numpy() > 1
+    for rank, t in enumerate(config.tables):
+        mask = (records["rank"] == rank).to_numpy()
+        per_table.append(
+            {
+                "table": t.ref,
+                "records": int(mask.sum()),
+                "duplicates": int(mask.sum() - records.loc[mask, "dedup_group"].nunique()),
+                "matched": int((mask & multi).sum()),
+                "unmatched": int((mask & ~multi).sum()),
+            }
+        )
+    rules = []
+    for (stage, rule), g in pairs.groupby(["stage", "rule_name"], sort=False):
+        rules.append(
+            {
+                "stage": stage,
+                "rule": rule,
+                "candidates": int(len(g)),
+                "accepted": int(g["accepted"].sum()),
+                "linked": int(g["linked"].sum()),
+            }
+        )
+    sizes = records.groupby("label").size()
+    hist = {
+        (f"{lo}" if lo == hi else (f"{lo}+" if hi > 10**9 else f"{lo}-{hi}")): int(
+            ((sizes >= lo) & (sizes <= hi)).sum()
+        )
+        for lo, hi in SIZE_BINS
+    }
+    frequent = {
+        f"{field} ({', '.join(steps)})": {
+            "values": len(v),
+            "records": sum(v.values()),
+            "top": sorted(v.items(), key=lambda kv: -kv[1])[:5],
+        }
+        for (field, steps), v in prep.frequent.items()
+    }
+    return {
+        "records_in": int(len(records)),
+        "customers": int(len(profiles)),
+        "tables": per_table,
+        "rules": rules,
+        "cluster_sizes": hist,
+        "largest_cluster": int(sizes.max()) if len(sizes) else 0,
+        "guard_events": events,
+        "frequent_values_ignored": frequent,
+    }

@@ -1,0 +1,225 @@
+"""Explanations: which customer a record belongs to and why, and why two records did not match."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.config.unify import UnifyConfig
+from ci_pipeline.errors import UserError
+from ci_pipeline.unify.compare import Prepared, score
+from ci_pipeline.unify.normalize import Normalizer
+
+
+def explain_record(
+    source: str,
+    table: str,
+    key: str,
+    alternate_key: pd.DataFrame,
+    match_pairs: pd.DataFrame,
+    customer_profile: pd.DataFrame,
+) -> dict:
+    """The customer of one record, every record in it, and each link (rule and scores) between them.
+
+    Raises:
+        UserError: the record did not take part in the last unification run.
+    """
+    ak = alternate_key
+    hit = ak[(ak["DataSourceName"] == source) & (ak["EntityName"] == table) & (ak["AlternateValue"] == str(key))]
+    if hit.empty:
+        raise UserError(
+            f"record {source}.{table} key {key!r} is not in the last unification run; check the key, or run "
+            "`ci-pipeline run` first"
+        )
+    cid = hit["CustomerId"].iloc[0]
+    members = ak[ak["CustomerId"] == cid]
+    idents = set(members["msdynci_identifier"])
+    mp = match_pairs
+    left = mp["LeftSource"] + "|" + mp["LeftTable"] + "|" + mp["LeftKey"]
+    right = mp["RightSource"] + "|" + mp["RightTable"] + "|" + mp["RightKey"]
+    inside = left.isin(idents) & right.isin(idents)
+    touching = left.isin(idents) | right.isin(idents)
+    profile = customer_profile[customer_profile["CustomerId"] == cid]
+    return {
+        "record": f"{source}|{table}|{key}",
+        "customer_id": cid,
+        "profile": {k: v for k, v in profile.iloc[0].items() if pd.notna(v)} if len(profile) else {},
+        "records": sorted(idents),
+        "links": _pairs(mp[inside & mp["Accepted"]]),
+        "rejected": _pairs(mp[touching & ~mp["Accepted"]])[:20],
+        "outside_links": _pairs(mp[touching & ~inside & mp["Accepted"]]),
+    }
+
+
+def _pairs(frame: pd.DataFrame) -> list[dict]:
+    return [
+        {
+            "left": f"{r.LeftSource}|{r.LeftTable}|{r.LeftKey}",
+            "right": f"{r.RightSource}|{r.RightTable}|{r.RightKey}",
+            "stage": r.Stage,
+            "rule": r.Rule,
+            "scores": json.loads(r.Scores) if isinstance(r.Scores, str) and r.Scores else {},
+            "accepted": bool(r.Accepted),
+            "linked": bool(r.Linked),
+            "note": r.Note if isinstance(r.Note, str) else "",
+        }
+        for r in frame.itertuples(index=False)
+    ]
+
+
+def explain_pair(
+    records: pd.DataFrame,
+    config: UnifyConfig,
+    normalizer: Normalizer,
+    a: tuple[str, str, str],
+    b: tuple[str, str, str],
+    alternate_key: pd.DataFrame | None = None,
+) -> dict:
+    """Why two records did (not) match: per rule, blocking and each condition's values, score and threshold.
+
+    Args:
+        records: the record frame of every customer table (:func:`ci_pipeline.unify.records.build_records`),
+            so that value-frequency limits are judged as in the run.
+        a, b: ``(source, table, key)`` of the two records.
+    """
+    ident = records["source"] + "|" + records["table"] + "|" + records["key"]
+    pos = {}
+    for name, ref in (("first", a), ("second", b)):
+        hit = np.flatnonzero((ident == "|".join(ref)).to_numpy())
+        if len(hit) == 0:
+            raise UserError(f"record {'|'.join(ref)} is not in the customer tables; check source, table and key")
+        pos[name] = int(hit[0])
+    i, j = sorted(pos.values())
+    same_table = records["rank"].iloc[i] == records["rank"].iloc[j]
+    if same_table:
+        rules = config.tables[int(records["rank"].iloc[i])].dedup.rules
+        stage = "dedup"
+    else:
+        rules = config.match.rules
+        stage = "match"
+    prep = Prepared(records, normalizer, config.guard.max_value_frequency)
+    out_rules = []
+    for rule in rules:
+        blocking = []
+        for cond in rule.blocking_fields():
+            codes = prep.codes(cond)
+            blocking.append({"field": cond.field, "equal": bool(codes[i] >= 0 and codes[i] == codes[j])})
+        conds = []
+        for cond in rule.conditions:
+            values = prep.normalized(cond)
+            s = float(score(prep, cond, np.array([i]), np.array([j]))[0])
+            key = (cond.field, prep.steps(cond))
+            frequent = prep.frequent.get(key, {})
+            raw_i = records[cond.field].iloc[i] if cond.field in records.columns else None
+            raw_j = records[cond.field].iloc[j] if cond.field in records.columns else None
+            conds.append(
+                {
+                    "field": cond.field,
+                    "values": [_text(raw_i), _text(raw_j)],
+                    "normalized": [_text(values.iloc[i]), _text(values.iloc[j])],
+                    "too_frequent": [
+                        v for v in (_basic_norm(prep, cond, raw_i), _basic_norm(prep, cond, raw_j)) if v in frequent
+                    ],
+                    "score": round(s, 3),
+                    "threshold": cond.threshold,
+                    "passed": s >= cond.threshold - 1e-9,
+                }
+            )
+        out_rules.append(
+            {
+                "rule": rule.name,
+                "blocked_together": all(b["equal"] for b in blocking),
+                "blocking": blocking,
+                "conditions": conds,
+                "matched": all(b["equal"] for b in blocking) and all(c["passed"] for c in conds),
+            }
+        )
+    result = {
+        "records": ["|".join(a), "|".join(b)],
+        "stage": stage,
+        "rules": out_rules,
+        "matched_by": next((r["rule"] for r in out_rules if r["matched"]), None),
+    }
+    overrides = {
+        kind: any({tuple(p.left), tuple(p.right)} == {tuple(a), tuple(b)} for p in getattr(config.match, kind))
+        for kind in ("never_match", "always_match")
+    }
+    result["overrides"] = [k for k, v in overrides.items() if v]
+    if alternate_key is not None:
+        ak = alternate_key.set_index("msdynci_identifier")["CustomerId"]
+        ids = [ak.get("|".join(a)), ak.get("|".join(b))]
+        result["customer_ids"] = ids
+        result["same_customer"] = ids[0] is not None and ids[0] == ids[1]
+    return result
+
+
+def _text(v) -> str | None:
+    return None if v is None or pd.isna(v) else str(v)
+
+
+def _basic_norm(prep: Prepared, cond, raw) -> str | None:
+    if raw is None or pd.isna(raw):
+        return None
+    v = prep.normalizer.apply(pd.Series([raw], dtype="string"), prep.steps(cond)).iloc[0]
+    return None if pd.isna(v) else str(v)
+
+
+def render_record(info: dict) -> str:
+    """Plain-text form of :func:`explain_record`."""
+    lines = [f"{info['record']} belongs to customer {info['customer_id']} ({len(info['records'])} record(s))"]
+    prev = info["profile"].get("PreviousCustomerId")
+    if prev:
+        lines.append(f"  previous ids: {prev}")
+    lines.append("records:")
+    lines += [f"  - {r}" for r in info["records"]]
+    lines.append("links (why these records are one customer):")
+    if not info["links"]:
+        lines.append("  (none: the record matched nothing and is a customer of its own)")
+    for link in info["links"]:
+        state = "" if link["linked"] else f"  [not used: {link['note']}]"
+        lines.append(
+            f"  {link['left']} <-> {link['right']}: {link['stage']} rule {link['rule']} {_fmt(link['scores'])}{state}"
+        )
+    if info["rejected"]:
+        lines.append("candidates compared and rejected:")
+        for link in info["rejected"]:
+            note = f" [{link['note']}]" if link["note"] else ""
+            lines.append(f"  {link['left']} <-> {link['right']}: rule {link['rule']} {_fmt(link['scores'])}{note}")
+    lines.append("profile:")
+    lines += [f"  {k}: {v}" for k, v in info["profile"].items()]
+    return "\n".join(lines)
+
+
+def render_pair(info: dict) -> str:
+    """Plain-text form of :func:`explain_pair`."""
+    a, b = info["records"]
+    head = f"{a} vs {b} ({info['stage']} rules)"
+    lines = [head]
+    if "customer_ids" in info:
+        same = "the same customer" if info["same_customer"] else "different customers"
+        lines.append(f"  last run: {same} ({info['customer_ids'][0]} / {info['customer_ids'][1]})")
+    if info["overrides"]:
+        lines.append(f"  override: {', '.join(info['overrides'])}")
+    for rule in info["rules"]:
+        verdict = "MATCH" if rule["matched"] else "no match"
+        lines.append(f"rule {rule['rule']}: {verdict}")
+        if not rule["blocked_together"]:
+            unequal = [b["field"] for b in rule["blocking"] if not b["equal"]]
+            lines.append(f"  never compared: blocking field(s) {', '.join(unequal)} differ or are missing")
+        for c in rule["conditions"]:
+            mark = "ok " if c["passed"] else "NO "
+            extra = f"  (ignored: value shared by too many records: {c['too_frequent']})" if c["too_frequent"] else ""
+            lines.append(
+                f"  {mark} {c['field']}: {c['values'][0]!r} vs {c['values'][1]!r} -> {c['normalized'][0]!r} vs "
+                f"{c['normalized'][1]!r}: score {c['score']} (needs {c['threshold']}){extra}"
+            )
+    if not info["rules"]:
+        lines.append("  no rules apply to this pair of tables")
+    lines.append(f"verdict: matched by {info['matched_by']}" if info["matched_by"] else "verdict: no rule matches")
+    return "\n".join(lines)
+
+
+def _fmt(scores: dict) -> str:
+    return "(" + ", ".join(f"{k} {v}" for k, v in scores.items()) + ")" if scores else ""

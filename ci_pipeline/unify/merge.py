@@ -1,0 +1,156 @@
+"""Merge: one profile per cluster, each unified field chosen by its policy, field groups taken from one record."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.config.unify import UnifyConfig
+
+#: Semantic type -> Common Data Model CustomerProfile attribute name.
+CDM_NAMES = {
+    "full_name": "FullName",
+    "first_name": "FirstName",
+    "middle_name": "MiddleName",
+    "last_name": "LastName",
+    "email": "Email",
+    "phone": "Phone",
+    "street": "Address1",
+    "city": "City",
+    "state": "State",
+    "postal_code": "PostalCode",
+    "country": "Country",
+    "birth_date": "BirthDate",
+    "gender": "Gender",
+    "company": "CompanyName",
+}
+
+
+def pascal(name: str) -> str:
+    """``loyalty_tier`` -> ``LoyaltyTier``."""
+    return "".join(w[:1].upper() + w[1:] for w in re.split(r"[^0-9A-Za-z]+", name) if w)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One unified field: its output name, record-frame columns (first non-empty wins) and policy."""
+
+    name: str
+    columns: tuple[str, ...]
+    policy: str
+    priority: tuple[str, ...]
+
+
+def unified_fields(config: UnifyConfig, record_columns: list[str]) -> list[Field]:
+    """The profile's fields in output order: defaults from the map, then configured ones; minus excluded."""
+    attrs: list[str] = []
+    for t in config.tables:
+        for attr in t.attributes():
+            if attr not in attrs:
+                attrs.append(attr)
+    for derived in ("full_name", "first_name", "last_name"):
+        if derived in record_columns and derived not in attrs:
+            attrs.append(derived)
+    order = {a: i for i, a in enumerate(CDM_NAMES)}
+    first_seen = {a: i for i, a in enumerate(attrs)}
+    attrs.sort(key=lambda a: (order.get(a, len(order)), first_seen[a]))
+    fields: dict[str, Field] = {}
+    for attr in attrs:
+        name = CDM_NAMES.get(attr) or pascal(attr)
+        fields[name] = Field(name, (attr,), config.merge.default_policy, ())
+    for name, spec in config.merge.fields.items():
+        base = fields.get(name)
+        columns = tuple(spec.sources) if spec.sources else (base.columns if base else (name,))
+        fields[name] = Field(name, columns, spec.policy or config.merge.default_policy, tuple(spec.priority))
+    return [f for n, f in fields.items() if n not in config.merge.exclude]
+
+
+def record_order(records: pd.DataFrame, policy: str, priority: tuple[str, ...], n_tables: int) -> np.ndarray:
+    """Record positions best-first for a policy (ties: table priority, dedup winner, most filled, highest key)."""
+    refs = (records["source"] + "." + records["table"]).to_numpy(dtype=object)
+    if priority:
+        prio = pd.Series(refs).map({r: i for i, r in enumerate(priority)}).fillna(len(priority)).to_numpy()
+        prio = prio * (n_tables + 1) + records["rank"].to_numpy()
+    else:
+        prio = records["rank"].to_numpy()
+    keys = [
+        -records["key_rank"].to_numpy(),
+        -records["filled"].to_numpy(),
+        -records["is_winner"].to_numpy().astype(np.int64),
+        prio,
+    ]
+    if policy != "priority":
+        t = records["recency"]
+        ns = t.dt.tz_convert("UTC").astype("int64").to_numpy() if hasattr(t, "dt") else np.zeros(len(records))
+        ns = np.where(t.isna().to_numpy(), np.iinfo(np.int64).max, -ns if policy == "most_recent" else ns)
+        keys.append(ns)
+    return np.lexsort(keys)
+
+
+def merge_profiles(
+    records: pd.DataFrame, labels: np.ndarray, config: UnifyConfig, primary_keys: dict[tuple[str, str], str]
+) -> pd.DataFrame:
+    """One row per cluster label (index ``label``): the unified fields, then one key column per table.
+
+    ``records`` must carry ``key_rank``, ``filled`` and ``is_winner`` (see :mod:`ci_pipeline.unify.engine`).
+    The ``<source>_<table>_<primary key>`` column holds the key of that table's preferred record in the cluster
+    (the dedup winner, else the most filled, else the highest key); every key is in AlternateKey.
+    """
+    fields = unified_fields(config, list(records.columns))
+    n_tables = len(config.tables)
+    values = pd.DataFrame(index=records.index)
+    for f in fields:
+        present = [c for c in f.columns if c in records.columns]
+        col = pd.Series(pd.NA, index=records.index, dtype="string")
+        for c in present:
+            col = col.fillna(records[c].astype("string"))
+        values[f.name] = col
+    # placeholders ("N/A", "unknown") never win a field over a real value
+    bypass = {" ".join(str(b).lower().split()) for b in config.normalize.bypass_values}
+    values = values.where(
+        values.apply(lambda c: (c.str.strip().str.len() > 0) & ~c.str.lower().str.split().str.join(" ").isin(bypass))
+    )
+    values["label"] = labels
+    out = pd.DataFrame(index=pd.Index(np.unique(labels), name="label"))
+    grouped_names: set[str] = set()
+    by_name = {f.name: f for f in fields}
+    for group in config.merge.groups.values():
+        members = [g for g in group if g in by_name]
+        if not members:
+            continue
+        lead = by_name[members[0]]
+        order = record_order(records, lead.policy, lead.priority, n_tables)
+        ranked = values.iloc[order]
+        has_any = ranked[members].notna().any(axis=1).to_numpy()
+        chosen = ranked[has_any].drop_duplicates("label").set_index("label")[members]
+        out = out.join(chosen)
+        grouped_names |= set(members)
+    singles: dict[tuple, list[str]] = {}
+    for f in fields:
+        if f.name not in grouped_names:
+            singles.setdefault((f.policy, f.priority), []).append(f.name)
+    for (policy, priority), names in singles.items():
+        order = record_order(records, policy, priority, n_tables)
+        chosen = values.iloc[order][names + ["label"]].groupby("label", sort=True).first()
+        out = out.join(chosen)
+    out = out[[f.name for f in fields]]
+    best = np.lexsort(
+        [
+            -records["key_rank"].to_numpy(),
+            -records["filled"].to_numpy(),
+            -records["is_winner"].to_numpy().astype(np.int64),
+        ]
+    )
+    keyed = pd.DataFrame({"label": labels, "rank": records["rank"].to_numpy(), "key": records["key"].to_numpy()}).iloc[
+        best
+    ]
+    keyed = keyed.drop_duplicates(["label", "rank"])
+    for rank, t in enumerate(config.tables):
+        column = f"{t.source}_{t.table}_{primary_keys[(t.source, t.table)]}"
+        part = keyed[keyed["rank"] == rank].set_index("label")["key"].rename(column)
+        out = out.join(part)
+    out = out.rename(columns=config.merge.rename)
+    return out.astype("string")

@@ -1,0 +1,306 @@
+"""Normalizations for matching only: outputs always keep the original values.
+
+Every function takes and returns a pandas ``string`` Series; missing, empty and bypass values become ``<NA>``,
+which never matches anything (not even another ``<NA>``). Expensive steps (Unicode folding, nickname and
+abbreviation tables, phone parsing) run once per distinct value, not once per record.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+import phonenumbers
+from unidecode import unidecode
+
+from ci_pipeline.errors import UserError
+
+#: Default normalizations per semantic type, used when a condition lists none.
+DEFAULTS: dict[str, tuple[str, ...]] = {
+    "full_name": ("ascii", "case", "name", "whitespace"),
+    "first_name": ("ascii", "case", "name", "whitespace"),
+    "middle_name": ("ascii", "case", "symbols", "whitespace"),
+    "last_name": ("ascii", "case", "symbols", "whitespace"),
+    "email": ("ascii", "case", "whitespace", "email"),
+    "phone": ("phone",),
+    "street": ("ascii", "case", "numerals", "symbols", "whitespace", "address"),
+    "city": ("ascii", "case", "symbols", "whitespace"),
+    "state": ("ascii", "case", "symbols", "whitespace"),
+    "postal_code": ("ascii", "case", "symbols", "whitespace"),
+    "country": ("ascii", "case", "symbols", "whitespace"),
+    "birth_date": ("date",),
+    "gender": ("ascii", "case", "symbols", "whitespace"),
+    "company": ("ascii", "case", "symbols", "whitespace", "organization"),
+}
+GENERIC = ("ascii", "case", "symbols", "whitespace")
+
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+            "twenty",
+        ]
+    )
+}
+_ORDINAL_WORDS = {
+    w: str(i + 1)
+    for i, w in enumerate(
+        [
+            "first",
+            "second",
+            "third",
+            "fourth",
+            "fifth",
+            "sixth",
+            "seventh",
+            "eighth",
+            "ninth",
+            "tenth",
+            "eleventh",
+            "twelfth",
+            "thirteenth",
+        ]
+    )
+}
+
+
+def default_normalizations(semantic_type: str) -> tuple[str, ...]:
+    """The normalizations a condition on this semantic type gets when it lists none."""
+    return DEFAULTS.get(semantic_type, GENERIC)
+
+
+@cache
+def nicknames() -> dict[str, str]:
+    """The shipped nickname table (``bob`` -> ``robert``), lower-case ASCII."""
+    return _read_pairs("nicknames.csv")
+
+
+@cache
+def address_abbreviations() -> dict[str, str]:
+    """The shipped address word table (``street`` -> ``st``)."""
+    return _read_pairs("address_abbreviations.csv")
+
+
+@cache
+def organization_noise_words() -> frozenset[str]:
+    """Words dropped from organization names (``inc``, ``llc``, ``the``, ...)."""
+    text = resources.files("ci_pipeline.unify").joinpath("data/organization_noise_words.txt").read_text("utf-8")
+    return frozenset(w.strip() for w in text.splitlines() if w.strip())
+
+
+def _read_pairs(name: str) -> dict[str, str]:
+    text = resources.files("ci_pipeline.unify").joinpath(f"data/{name}").read_text("utf-8")
+    rows = list(csv.reader(text.splitlines()))[1:]
+    return {a: b for a, b in rows}
+
+
+def read_alias_file(path: str | Path, name: str) -> dict[str, str]:
+    """Read a user alias map: CSV with header ``alias,canonical``.
+
+    Raises:
+        UserError: naming the file and every bad row (missing file, wrong header, wrong column count, empty cell).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(
+            f"unify.normalize.aliases.{name}: cannot read {path} ({exc.strerror}); create the file or fix the path"
+        ) from None
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or [c.strip().lower() for c in rows[0]] != ["alias", "canonical"]:
+        raise UserError(f"{path}: the first line must be the header 'alias,canonical' (alias map {name!r})")
+    problems = []
+    mapping: dict[str, str] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != 2:
+            problems.append(f"line {line}: expected 2 values (alias,canonical), got {len(row)}")
+        elif not row[0].strip() or not row[1].strip():
+            problems.append(f"line {line}: alias and canonical must both be non-empty")
+        else:
+            mapping[_basic(row[0])] = _basic(row[1])
+    if problems:
+        raise UserError(
+            f"{path}: {len(problems)} bad row(s) in alias map {name!r}; fix or delete them:\n  - "
+            + "\n  - ".join(problems[:20])
+        )
+    return mapping
+
+
+def _basic(value: str) -> str:
+    return " ".join(re.sub(r"[^0-9a-z@ ]+", " ", unidecode(value).lower()).split())
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Applies named normalizations to a Series.
+
+    Args:
+        bypass_values: values that never match (compared after case and whitespace folding).
+        default_region: region for phone numbers written without a country code.
+        aliases: alias-map name -> {alias: canonical}, both already basic-normalized.
+    """
+
+    bypass_values: Iterable[str] = ()
+    default_region: str = "US"
+    aliases: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def apply(self, values: pd.Series, steps: Iterable[str]) -> pd.Series:
+        """Normalize a column for matching; empty, missing and bypass values become ``<NA>``."""
+        steps = tuple(steps)
+        s = values.astype("string")
+        codes, uniques = pd.factorize(s, use_na_sentinel=True)
+        u = pd.Series(uniques, dtype="string")
+        u = self._mask_bypass(u.str.strip())
+        for step in steps:
+            u = self._step(step)(u)
+            u = u.where(u.str.len() > 0)
+        u = self._mask_bypass(u)
+        out = pd.array(u.to_numpy(dtype=object, na_value=None)[codes] if len(u) else [None] * len(codes), "string")
+        out[codes < 0] = pd.NA
+        return pd.Series(out, index=values.index, dtype="string")
+
+    def _mask_bypass(self, u: pd.Series) -> pd.Series:
+        folded = u.str.lower().str.split().str.join(" ")
+        bypass = {" ".join(str(b).lower().split()) for b in self.bypass_values}
+        return u.where(~folded.isin(bypass) & (u.str.len() > 0))
+
+    def _step(self, name: str) -> Callable[[pd.Series], pd.Series]:
+        if name.startswith("alias:"):
+            mapping = self.aliases.get(name[6:])
+            if mapping is None:
+                raise UserError(f"alias map {name[6:]!r} is not configured under unify.normalize.aliases")
+            return lambda u: _alias(u, mapping)
+        steps = {
+            "whitespace": lambda u: u.str.split().str.join(" "),
+            "symbols": lambda u: u.str.replace(r"[^\w@ ]+|_", " ", regex=True).str.split().str.join(" "),
+            "case": lambda u: u.str.lower(),
+            "ascii": _ascii,
+            "numerals": _numerals,
+            "phone": lambda u: phone_digits(u, self.default_region),
+            "name": _names,
+            "address": lambda u: _map_words(u, address_abbreviations()),
+            "organization": _organization,
+            "email": _email,
+            "date": _date,
+        }
+        return steps[name]
+
+
+def _ascii(u: pd.Series) -> pd.Series:
+    non_ascii = u.str.contains(r"[^\x00-\x7f]", regex=True).fillna(False).astype(bool)
+    if non_ascii.any():
+        u = u.copy()
+        u[non_ascii] = [unidecode(v) for v in u[non_ascii]]
+    return u
+
+
+def _numerals(u: pd.Series) -> pd.Series:
+    words = {**_NUMBER_WORDS, **_ORDINAL_WORDS}
+    u = _map_words(u, words, lower=True)
+    # 1st / 2nd / 3rd / 4th -> 1 / 2 / 3 / 4, so "1st Ave" and "First Avenue" agree
+    return u.str.replace(r"\b(\d+)(?:st|nd|rd|th)\b", r"\1", regex=True, case=False)
+
+
+def _map_words(u: pd.Series, table: dict[str, str], lower: bool = False) -> pd.Series:
+    def one(v):
+        if v is None or v is pd.NA:
+            return None
+        return " ".join(table.get(w.lower() if lower else w, w) for w in v.split())
+
+    return pd.Series([one(v) for v in u.to_numpy(dtype=object, na_value=None)], index=u.index, dtype="string")
+
+
+def _names(u: pd.Series) -> pd.Series:
+    """Personal names: "Smith, Bob" -> "Bob Smith", punctuation dropped, nicknames -> formal names."""
+    parts = u.str.extract(r"^([^,]*),(.*)$")
+    u = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(u).astype("string")
+    u = u.str.replace(r"[^\w ]+|_", " ", regex=True)
+    return _map_words(u, nicknames(), lower=True)
+
+
+def _organization(u: pd.Series) -> pd.Series:
+    noise = organization_noise_words()
+    cleaned = u.str.replace(r"[.,&]", " ", regex=True)
+    return pd.Series(
+        [
+            None if v is None else " ".join(w for w in v.split() if w.lower() not in noise)
+            for v in cleaned.to_numpy(dtype=object, na_value=None)
+        ],
+        index=u.index,
+        dtype="string",
+    )
+
+
+def _email(u: pd.Series) -> pd.Series:
+    # An address without exactly one "@" and a dotted domain is not an address: it never matches.
+    valid = u.str.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+").fillna(False).astype(bool)
+    return u.where(valid)
+
+
+def _date(u: pd.Series) -> pd.Series:
+    parsed = pd.to_datetime(u, errors="coerce", format="mixed")
+    return parsed.dt.strftime("%Y-%m-%d").astype("string")
+
+
+def _alias(u: pd.Series, mapping: dict[str, str]) -> pd.Series:
+    basic = pd.Series(
+        [None if v is None else _basic(v) for v in u.to_numpy(dtype=object, na_value=None)],
+        dtype="string",
+        index=u.index,
+    )
+    mapped = basic.map(mapping)
+    return u.where(mapped.isna(), mapped).astype("string")
+
+
+_EXTENSION = re.compile(r"\s*(?:ext\.?|extension|x|#)\s*\d+\s*$", re.IGNORECASE)
+
+
+def phone_digits(u: pd.Series, default_region: str = "US") -> pd.Series:
+    """Phone numbers as digits with the country code (``+1 (555) 010-9999 x12`` -> ``15550109999``).
+
+    The extension is dropped; numbers without ``+`` or ``00`` get the default region's country code after
+    its national trunk prefix (``0`` in most of Europe, ``1`` in North America) is removed. All-zero and
+    too-short numbers (under 7 digits) become ``<NA>``.
+    """
+    country = str(phonenumbers.country_code_for_region(default_region) or "")
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(default_region)
+    trunk = (metadata.national_prefix if metadata is not None else None) or ""
+    s = u.str.replace(_EXTENSION, "", regex=True).str.strip()
+    international = s.str.startswith("+").fillna(False) | s.str.startswith("00").fillna(False)
+    digits = s.str.replace(r"\D+", "", regex=True)
+    digits = digits.where(~s.str.startswith("00").fillna(False), digits.str[2:])
+    national = digits.where(~international)
+    if trunk:
+        national = national.where(~national.str.startswith(trunk).fillna(False), national.str[len(trunk) :])
+    digits = digits.where(international, country + national)
+    all_zero = digits.str.fullmatch(r"0*").fillna(True).astype(bool) | national.str.fullmatch(r"0+").fillna(False)
+    return digits.where(~all_zero & (digits.str.len() >= 7))

@@ -1,0 +1,119 @@
+"""The record frame: every customer record of every unify table, one row each, with its mapped attributes."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ci_pipeline.config.unify import UnifyConfig, UnifyTable
+from ci_pipeline.errors import UserError
+
+#: Columns every record frame has before its attributes.
+BASE = ["source", "table", "key", "rank", "recency", "winner_time"]
+
+
+def build_records(
+    config: UnifyConfig,
+    frames: dict[tuple[str, str], pd.DataFrame],
+    keys: dict[tuple[str, str], str],
+    extra_columns: dict[tuple[str, str], list[str]] | None = None,
+) -> pd.DataFrame:
+    """Stack the customer tables into one frame (original values, as strings).
+
+    Args:
+        config: the unify section.
+        frames: (source, table) -> the ingested table.
+        keys: (source, table) -> its primary-key column.
+        extra_columns: (source, table) -> unmapped columns that merge fields name as ``source.table.column``;
+            each becomes a column of that name, empty on other tables' rows.
+
+    Returns:
+        One row per source record, in table order then key order: ``source, table, key, rank, recency`` plus one
+        column per attribute (semantic type or custom column name). ``full_name`` is derived from first and last
+        name where a table has no full name, and first/last name from the full name where it has no parts.
+
+    Raises:
+        UserError: a mapped, key or recency column is missing, or a key is empty or duplicated.
+    """
+    parts = []
+    for rank, t in enumerate(config.tables):
+        df = frames[(t.source, t.table)]
+        key = keys[(t.source, t.table)]
+        _check_columns(t, df, key)
+        out = pd.DataFrame(
+            {
+                "source": pd.Series(t.source, index=df.index, dtype="string"),
+                "table": pd.Series(t.table, index=df.index, dtype="string"),
+                "key": df[key].astype("string"),
+                "rank": rank,
+                "recency": _to_time(df[t.recency_column]) if t.recency_column else pd.NaT,
+                "winner_time": _to_time(df[t.dedup.winner.column]) if t.dedup.winner.column else pd.NaT,
+            }
+        )
+        bad = out["key"].isna() | (out["key"].str.strip() == "")
+        if bad.any():
+            raise UserError(
+                f"unify: {t.ref}: {int(bad.sum())} record(s) have an empty primary key {key!r}; ingestion should "
+                "have quarantined them; check sources.{t.source}.tables.{t.table}.primary_key"
+            )
+        dup = out["key"].duplicated()
+        if dup.any():
+            raise UserError(
+                f"unify: {t.ref}: primary key {key!r} is not unique (e.g. {out['key'][dup].iloc[0]!r}); "
+                "fix the key column or choose another primary_key"
+            )
+        for attr, column in t.attributes().items():
+            out[attr] = df[column].astype("string")
+        for column in (extra_columns or {}).get((t.source, t.table), []):
+            if column not in df.columns:
+                raise UserError(
+                    f"unify.merge.fields: table {t.ref} has no column {column!r}; it has {list(df.columns)}"
+                )
+            out[f"{t.source}.{t.table}.{column}"] = df[column].astype("string")
+        _derive_names(out)
+        parts.append(out)
+    records = pd.concat(parts, ignore_index=True, sort=False)
+    records["recency"] = pd.to_datetime(records["recency"], utc=True)
+    records["winner_time"] = pd.to_datetime(records["winner_time"], utc=True)
+    for column in records.columns[len(BASE) :]:
+        records[column] = records[column].astype("string")
+    records = records.sort_values(["rank", "key"], kind="stable").reset_index(drop=True)
+    return records
+
+
+def _check_columns(t: UnifyTable, df: pd.DataFrame, key: str) -> None:
+    wanted = {column: f"columns.{column}" for column in t.columns}
+    wanted[key] = "primary key"
+    if t.recency_column:
+        wanted[t.recency_column] = "recency_column"
+    if t.dedup.winner.column:
+        wanted[t.dedup.winner.column] = "dedup.winner.column"
+    missing = [f"{column!r} ({why})" for column, why in wanted.items() if column not in df.columns]
+    if missing:
+        raise UserError(
+            f"unify: table {t.ref} has no column {', '.join(missing)}; it has {list(df.columns)}; fix the unify "
+            "mapping or the source table"
+        )
+
+
+def _to_time(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return pd.to_datetime(values, utc=True)
+    return pd.to_datetime(values.astype("string"), errors="coerce", format="mixed", utc=True)
+
+
+def _derive_names(out: pd.DataFrame) -> None:
+    cols = out.columns
+    if "full_name" not in cols and ("first_name" in cols or "last_name" in cols):
+        first = out["first_name"] if "first_name" in cols else pd.Series(pd.NA, index=out.index, dtype="string")
+        last = out["last_name"] if "last_name" in cols else pd.Series(pd.NA, index=out.index, dtype="string")
+        full = (first.fillna("") + " " + last.fillna("")).str.strip()
+        out["full_name"] = full.where(full.str.len() > 0)
+    elif "full_name" in cols:
+        full = out["full_name"].str.strip()
+        # "Smith, John" is last name first
+        parts = full.str.extract(r"^([^,]*),(.*)$")
+        words = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(full).astype("string").str.split()
+        if "first_name" not in cols:
+            out["first_name"] = words.str[0].astype("string")
+        if "last_name" not in cols:
+            out["last_name"] = words.str[-1].where(words.str.len() > 1).astype("string")

@@ -1,0 +1,62 @@
+"""`explain` and `suggest-mapping` on the lake outputs of a real unify run."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from ci_pipeline.cli import main
+from ci_pipeline.unify.suggest import suggest_mapping
+from ci_pipeline_tests.unify.test_assets import project, run
+
+
+@pytest.fixture
+def unified(tmp_path):
+    cfg, lake = project(tmp_path)
+    assert run(cfg).success
+    return str(cfg.path)
+
+
+def test_explain_record_lists_customer_records_and_links(unified, capsys):
+    assert main(["--config", unified, "explain", "crm", "contacts", "c1"]) == 0
+    out = capsys.readouterr().out
+    assert "crm|contacts|c1 belongs to customer" in out and "(3 record(s))" in out
+    assert "shop|customers|s1" in out and "loyalty|members|m1" in out
+    assert "match rule email_name (email 1.0, first_name 1.0)" in out
+    assert main(["--config", unified, "explain", "crm", "contacts", "c1", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {link["rule"] for link in info["links"]} == {"email_name", "phone_last_name"}
+
+
+def test_explain_pair_shows_each_condition(unified, capsys):
+    assert main(["--config", unified, "explain", "crm", "contacts", "c2", "--pair", "shop", "customers", "s3"]) == 0
+    out = capsys.readouterr().out
+    assert "rule email_name: no match" in out
+    assert "never compared: blocking field(s) email differ or are missing" in out
+    assert "verdict: no rule matches" in out
+    assert "different customers" in out
+    assert main(["--config", unified, "explain", "crm", "contacts", "c1", "--pair", "shop", "customers", "s1"]) == 0
+    out = capsys.readouterr().out
+    assert "verdict: matched by email_name" in out
+    assert "'Bob.Smith@Example.com ' vs 'bob.smith@example.com' -> 'bob.smith@example.com'" in out
+
+
+def test_explain_unknown_record_is_a_clear_error(unified, capsys):
+    assert main(["--config", unified, "explain", "crm", "contacts", "nope"]) == 2
+    assert "not in the last unification run" in capsys.readouterr().err
+
+
+def test_suggest_mapping_from_names_and_values(unified, capsys):
+    assert main(["--config", unified, "suggest-mapping", "shop", "customers"]) == 0
+    out = capsys.readouterr().out
+    assert "full_name: full_name" in out and "address: street" in out and "town: city" in out
+
+
+def test_suggest_mapping_uses_values_when_names_say_nothing():
+    frame = pd.DataFrame(
+        {"c1": ["a@x.com", "b@y.org", "c@z.net"], "c2": ["555-010-1234", "(555) 010-9999", "+1 555 010 7777"]}
+    )
+    got = suggest_mapping(frame).set_index("column")["suggested"].to_dict()
+    assert got == {"c1": "email", "c2": "phone"}

@@ -1,0 +1,113 @@
+"""The unify section: every mistake is reported with its key path and a fix."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from ci_pipeline.config import load_config
+from ci_pipeline.errors import ConfigError
+
+BASE = """
+sources:
+  crm:
+    owner: me
+    tables:
+      contacts: {format: csv, path: c.csv, primary_key: id}
+  shop:
+    owner: me
+    tables:
+      customers: {format: parquet, path: s, primary_key: cid}
+unify:
+  tables:
+    - source: crm
+      table: contacts
+      columns: {email: email, first: first_name}
+    - source: shop
+      table: customers
+      columns: {mail: email}
+  match:
+    rules:
+      - name: email
+        conditions: [{field: email}]
+"""
+
+
+def load(tmp_path, mutate=None):
+    raw = yaml.safe_load(BASE)
+    if mutate:
+        mutate(raw)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    return load_config(tmp_path / "c.yaml")
+
+
+def problems(tmp_path, mutate):
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, mutate)
+    return "\n".join(err.value.problems)
+
+
+def test_valid_section_loads(tmp_path):
+    cfg = load(tmp_path)
+    assert cfg.unify.tables[1].attributes() == {"email": "mail"}
+    assert cfg.unify.match.rules[0].conditions[0].threshold == 1.0
+
+
+def test_rule_naming_an_unmapped_field(tmp_path):
+    text = problems(tmp_path, lambda r: r["unify"]["match"]["rules"][0]["conditions"].append({"field": "phone"}))
+    assert "unify.match.rules[0].conditions[1].field: 'phone' is not mapped" in text
+
+
+def test_precision_out_of_range(tmp_path):
+    def bad(r):
+        r["unify"]["match"]["rules"][0]["conditions"].append({"field": "first_name", "precision": 1.5})
+
+    assert "out of range" in problems(tmp_path, bad)
+
+    def unknown(r):
+        r["unify"]["match"]["rules"][0]["conditions"][0]["precision"] = "very"
+
+    assert "not one of exact, high, medium, low" in problems(tmp_path, unknown)
+
+
+def test_unknown_table_and_normalization(tmp_path):
+    text = problems(tmp_path, lambda r: r["unify"]["tables"][1].update(table="nope"))
+    assert "unify.tables[1].table: source 'shop' has no table 'nope'" in text
+
+    def bad(r):
+        r["unify"]["match"]["rules"][0]["conditions"][0]["normalize"] = ["sparkle"]
+
+    assert "unknown normalization 'sparkle'" in problems(tmp_path, bad)
+
+
+def test_table_with_no_key_is_refused(tmp_path):
+    text = problems(tmp_path, lambda r: r["sources"]["crm"]["tables"]["contacts"].pop("primary_key"))
+    assert "primary_key" in text
+
+
+def test_fuzzy_rule_needs_blocking_and_gets_a_warning(tmp_path):
+    def fuzzy(r):
+        r["unify"]["match"]["rules"][0]["conditions"][0]["precision"] = "high"
+
+    assert "no exact condition and no 'blocking' fields" in problems(tmp_path, fuzzy)
+
+    def blocked(r):
+        fuzzy(r)
+        r["unify"]["match"]["rules"][0]["blocking"] = ["first_name"]
+
+    cfg = load(tmp_path, blocked)
+    assert "no exact condition" in cfg.unify.warnings()[0]
+
+
+def test_unknown_alias_map(tmp_path):
+    def bad(r):
+        r["unify"]["match"]["rules"][0]["conditions"][0]["normalize"] = ["case", "alias:domains"]
+
+    assert "alias map 'domains' is not in unify.normalize.aliases" in problems(tmp_path, bad)
+
+
+def test_two_columns_one_type(tmp_path):
+    def bad(r):
+        r["unify"]["tables"][0]["columns"]["email2"] = "email"
+
+    assert "both mapped to 'email'" in problems(tmp_path, bad)

@@ -1,0 +1,237 @@
+"""Dedup, match, clusters, guard and merge on tiny tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ci_pipeline.errors import UserError
+from ci_pipeline.unify import unify
+from ci_pipeline.unify.cluster import components
+from ci_pipeline_tests.unify.helpers import KEYS, config, frames
+
+
+def customer_of(result, source, table, key):
+    ak = result.alternate_key
+    row = ak[(ak.DataSourceName == source) & (ak.EntityName == table) & (ak.AlternateValue == key)]
+    assert len(row) == 1
+    return row.CustomerId.iloc[0]
+
+
+def test_everyone_included_and_linked_as_expected():
+    r = unify(config(), frames(), KEYS)
+    assert len(r.alternate_key) == 9  # every record, none dropped
+    c = lambda *k: customer_of(r, *k)  # noqa: E731
+    # Bob Smith: email (case/whitespace) + nickname first name; loyalty "Rob" via phone + last name
+    assert c("crm", "contacts", "c1") == c("shop", "customers", "s1") == c("loyalty", "members", "m1")
+    # José García vs Jose Garcia: phone with 0034 prefix vs +34, accents folded
+    assert c("crm", "contacts", "c4") == c("shop", "customers", "s2")
+    # dedup within crm on email
+    assert c("crm", "contacts", "c2") == c("crm", "contacts", "c3")
+    assert r.stats["customers"] == len(r.customer_profile) == 5
+    assert r.customer_profile.CustomerId.is_unique
+    assert r.customer_profile.CustomerId.str.fullmatch(r"[0-9a-f]{32}").all()
+
+
+def test_rules_tried_in_order_and_scores_recorded():
+    r = unify(config(), frames(), KEYS)
+    mp = r.match_pairs
+    bob = mp[(mp.LeftKey == "c1") & (mp.RightKey == "s1")]
+    assert bob.Rule.tolist() == ["email_name"]  # accepted by rule 1, never re-tried by rule 2
+    assert json.loads(bob.Scores.iloc[0]) == {"email": 1.0, "first_name": 1.0}
+
+
+def test_fuzzy_threshold_decides():
+    f = frames()
+    f[("shop", "customers")].loc[0, "full_name"] = "Roberta Smith"  # "roberta" vs "robert": 6/7 = 0.857
+    strict = config()
+    strict_rules = strict.model_dump()
+    strict_rules["match"]["rules"][0]["conditions"][1]["precision"] = 0.9
+    strict_rules["match"]["rules"] = strict_rules["match"]["rules"][:1]
+    r = unify(type(strict).model_validate(strict_rules), f, KEYS)
+    pair = r.match_pairs[(r.match_pairs.LeftKey == "c1") & (r.match_pairs.RightKey == "s1")]
+    assert not pair.Accepted.iloc[0]
+    assert json.loads(pair.Scores.iloc[0])["first_name"] == pytest.approx(0.857, abs=1e-3)
+    r = unify(config(), f, KEYS)
+    assert customer_of(r, "crm", "contacts", "c1") == customer_of(r, "shop", "customers", "s1")
+
+
+def test_null_and_empty_never_match_each_other():
+    f = frames()
+    f[("crm", "contacts")]["email"] = pd.Series([None, "", " ", "N/A"], dtype="string")
+    f[("shop", "customers")]["email"] = pd.Series(["", None, ""], dtype="string")
+    f[("crm", "contacts")]["phone"] = pd.Series([None] * 4, dtype="string")
+    f[("loyalty", "members")]["phone"] = pd.Series(["", None], dtype="string")
+    r = unify(config(), f, KEYS)
+    assert r.alternate_key.CustomerId.nunique() == 9
+    assert not r.match_pairs.Accepted.any()
+
+
+def test_all_records_sharing_one_value_make_no_giant_customer():
+    n = 60
+    crm = pd.DataFrame(
+        {
+            "contact_id": [f"c{i}" for i in range(n)],
+            "first_name": ["Pat"] * n,
+            "last_name": ["Doe"] * n,
+            "email": ["family@example.com"] * n,
+            "phone": ["555-010-0000"] * n,
+            "street": [None] * n,
+            "city": [None] * n,
+            "modified_at": [None] * n,
+        }
+    ).astype("string")
+    f = frames()
+    f[("crm", "contacts")] = crm
+    r = unify(config(), f, KEYS)
+    crm_ids = r.alternate_key[r.alternate_key.DataSourceName == "crm"].CustomerId
+    assert crm_ids.nunique() == n
+    assert r.stats["largest_cluster"] <= 2
+    frequent = r.stats["frequent_values_ignored"]
+    assert any(k.startswith("email") for k in frequent)
+
+
+def test_cluster_size_cap_splits_by_strongest_links():
+    # a chain of 6 crm records linked by email pairs: a-b, b-c, ... with cap 3
+    emails = ["e1@x.com", "e1@x.com", "e2@x.com", "e2@x.com", "e3@x.com", "e3@x.com"]
+    crm = pd.DataFrame(
+        {
+            "contact_id": [f"c{i}" for i in range(6)],
+            "first_name": ["A"] * 6,
+            "last_name": ["B"] * 6,
+            "email": emails,
+            "phone": ["555-010-1111"] * 2 + ["555-010-2222"] * 2 + [None] * 2,
+            "street": [None] * 6,
+            "city": [None] * 6,
+            "modified_at": [None] * 6,
+        }
+    ).astype("string")
+    raw = config().model_dump()
+    raw["tables"][0]["dedup"]["rules"].append({"name": "same_phone", "conditions": [{"field": "phone"}]})
+    raw["guard"] = {"max_cluster_size": 3}
+    f = frames()
+    f[("crm", "contacts")] = crm.assign(
+        phone=["555-010-1111", "555-010-5555", "555-010-5555", "555-010-6666", "555-010-6666", None]
+    )
+    cfg = type(config()).model_validate(raw)
+    r = unify(cfg, f, KEYS)
+    assert r.stats["largest_cluster"] <= 3
+    assert r.stats["guard_events"] and r.stats["guard_events"][0]["reason"] == "size cap"
+    assert (r.match_pairs.Note == "over-merge guard").any()
+
+
+def test_never_and_always_match_overrides():
+    raw = config().model_dump()
+    raw["match"]["never_match"] = [{"left": ["crm", "contacts", "c1"], "right": ["shop", "customers", "s1"]}]
+    raw["match"]["always_match"] = [{"left": ["crm", "contacts", "c2"], "right": ["loyalty", "members", "m2"]}]
+    r = unify(type(config()).model_validate(raw), frames(), KEYS)
+    c = lambda *k: customer_of(r, *k)  # noqa: E731
+    # the direct link is refused, and the transitive path through m1 is cut by the guard as well
+    assert c("crm", "contacts", "c1") != c("shop", "customers", "s1")
+    assert c("crm", "contacts", "c2") == c("loyalty", "members", "m2")
+    assert (r.match_pairs.Note == "never_match").any()
+
+
+def test_override_file(tmp_path):
+    (tmp_path / "always.csv").write_text(
+        "left_source,left_table,left_key,right_source,right_table,right_key\ncrm,contacts,c2,shop,customers,s3\n"
+    )
+    raw = config().model_dump()
+    raw["match"]["always_match_file"] = "always.csv"
+    r = unify(type(config()).model_validate(raw), frames(), KEYS, base_dir=tmp_path)
+    assert customer_of(r, "crm", "contacts", "c2") == customer_of(r, "shop", "customers", "s3")
+    (tmp_path / "always.csv").write_text("left_source,left_table,left_key,right_source,right_table,right_key\nx,y\n")
+    with pytest.raises(UserError, match="line"):
+        unify(type(config()).model_validate(raw), frames(), KEYS, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("winner", "expected"),
+    [
+        ({"policy": "most_filled"}, "c2"),
+        ({"policy": "most_recent", "column": "modified_at"}, "c3"),
+        ({"policy": "least_recent", "column": "modified_at"}, "c2"),
+    ],
+)
+def test_dedup_winner_policies(winner, expected):
+    raw = config().model_dump()
+    raw["tables"][0]["dedup"]["winner"] = winner
+    r = unify(type(config()).model_validate(raw), frames(), KEYS)
+    d = r.dedup[("crm", "contacts")].set_index("Key")
+    assert d.loc["c3", "WinnerKey"] == expected and d.loc[expected, "IsWinner"]
+    assert d.loc["c2", "GroupSize"] == 2
+    assert r.customer_profile.crm_contacts_contact_id.isin([expected]).any()
+
+
+def test_dedup_tie_goes_to_highest_key():
+    f = frames()
+    f[("crm", "contacts")].loc[2, ["street", "phone"]] = ["1 First Avenue", "555"]
+    r = unify(config(), f, KEYS)
+    assert r.dedup[("crm", "contacts")].set_index("Key").loc["c2", "WinnerKey"] == "c3"
+
+
+def test_merge_policies_and_groups():
+    raw = config().model_dump()
+    raw["tables"][1]["recency_column"] = None
+    raw["merge"] = {
+        "fields": {"Email": {"policy": "priority", "priority": ["shop.customers"]}, "Tier": {"policy": "least_recent"}},
+        "exclude": ["ModifiedAt"],
+        "rename": {"Tier": "LoyaltyTier"},
+    }
+    r = unify(type(config()).model_validate(raw), frames(), KEYS)
+    prof = r.customer_profile.set_index("crm_contacts_contact_id")
+    assert prof.loc["c1", "Email"] == "bob.smith@example.com"  # shop has priority for Email
+    assert prof.loc["c1", "FirstName"] == "Robert"  # crm first by default
+    assert "ModifiedAt" not in prof.columns and prof.loc["c1", "LoyaltyTier"] == "gold"
+    # the address group comes from one record: street and city of c4 (crm) even though shop has a city too
+    assert (prof.loc["c4", "Address1"], prof.loc["c4", "City"]) == ("Calle Mayor 3", "Madrid")
+
+
+def test_most_recent_policy_and_combined_field():
+    raw = config().model_dump()
+    raw["merge"] = {
+        "fields": {
+            "Phone": {"policy": "most_recent"},
+            "Contact": {"sources": ["shop.customers.email", "loyalty.members.tier"]},
+        }
+    }
+    r = unify(type(config()).model_validate(raw), frames(), KEYS)
+    prof = r.customer_profile.set_index("crm_contacts_contact_id")
+    assert prof.loc["c2", "Phone"] == "555-010-9999"  # c3 (2026-05) is more recent than c2, and c2 says N/A
+    assert prof.loc["c1", "Contact"] == "gold" or prof.loc["c1", "Contact"] == "bob.smith@example.com"
+
+
+def test_alternate_key_and_keyring():
+    r = unify(config(), frames(), KEYS)
+    ak = r.alternate_key
+    row = ak[ak.AlternateValue == "c3"].iloc[0]
+    ring = json.loads(row.KeyRing)
+    assert ring == [{"dataSourceName": "crm", "entityName": "contacts", "preferredKey": "c2", "keys": ["c2", "c3"]}]
+    assert row.msdynci_identifier == "crm|contacts|c3"
+    assert ak.AlternateKeyId.is_unique
+
+
+def test_missing_column_and_duplicate_key_are_clear_errors():
+    f = frames()
+    f[("shop", "customers")] = f[("shop", "customers")].drop(columns=["town"])
+    with pytest.raises(UserError, match="shop.customers has no column 'town'"):
+        unify(config(), f, KEYS)
+    f = frames()
+    f[("crm", "contacts")] = f[("crm", "contacts")].drop(columns=["contact_id"])
+    with pytest.raises(UserError, match="primary key"):
+        unify(config(), f, KEYS)
+    f = frames()
+    f[("crm", "contacts")].loc[1, "contact_id"] = "c1"
+    with pytest.raises(UserError, match="not unique"):
+        unify(config(), f, KEYS)
+
+
+def test_components_are_transitive():
+    labels = components(6, np.array([0, 2, 3]), np.array([1, 3, 4]))
+    assert labels.tolist() == [0, 0, 2, 2, 2, 5]
+    chain = np.arange(999)
+    labels = components(1000, chain[::-1], chain[::-1] + 1)
+    assert (labels == 0).all()

@@ -1,0 +1,102 @@
+"""CustomerIds stay stable across runs: shuffled input, a new record, a merge, a split, a removal."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ci_pipeline.unify import assign_ids, new_customer_id, unify
+from ci_pipeline_tests.unify.helpers import KEYS, config, frames
+
+
+def members(*clusters):
+    rows = []
+    for label, cluster in enumerate(clusters):
+        for ident in cluster:
+            source, table, key = ident.split("|")
+            rows.append((source, table, key, label))
+    return pd.DataFrame(rows, columns=["source", "table", "key", "label"])
+
+
+def ids_by_record(result):
+    m = result.identity_map
+    return dict(zip(m.DataSourceName + "|" + m.EntityName + "|" + m.AlternateValue, m.CustomerId, strict=True))
+
+
+def test_new_id_depends_only_on_members():
+    a = new_customer_id(["crm|contacts|1", "shop|customers|9"])
+    assert a == new_customer_id(["shop|customers|9", "crm|contacts|1"])
+    assert len(a) == 32 and int(a, 16) >= 0
+    assert new_customer_id(["crm|contacts|1", "shop|customers|9"], {a}) != a
+
+
+def test_same_input_in_any_order_changes_no_id():
+    first = unify(config(), frames(), KEYS)
+    shuffled = {k: v.sample(frac=1, random_state=3).reset_index(drop=True) for k, v in frames().items()}
+    again = unify(config(), shuffled, KEYS, first.identity.identity_map, first.identity.id_change)
+    assert ids_by_record(again.identity) == ids_by_record(first.identity)
+    assert len(again.identity.id_change) == len(first.identity.id_change)  # nothing new logged
+    assert again.identity.run == 2
+    cold = unify(config(), shuffled, KEYS)  # even without history, ids come from the members only
+    assert ids_by_record(cold.identity) == ids_by_record(first.identity)
+
+
+def test_new_record_keeps_existing_ids():
+    first = assign_ids(members(["crm|c|1", "shop|s|1"]), None, None, "r1")
+    second = assign_ids(
+        members(["crm|c|1", "shop|s|1", "loy|m|1"], ["crm|c|2"]), first.identity_map, first.id_change, "r2"
+    )
+    old = first.ids.iloc[0]
+    assert second.ids.iloc[0] == old
+    log = second.id_change[second.id_change.Run == 2]
+    assert log.Reason.tolist() == ["new"] and log.NewCustomerId.iloc[0] == second.ids.iloc[1]
+
+
+def test_merge_keeps_the_oldest_surviving_id():
+    first = assign_ids(members(["crm|c|1"]), None, None, "r1")
+    second = assign_ids(members(["crm|c|1"], ["shop|s|1"]), first.identity_map, first.id_change, "r2")
+    oldest, younger = first.ids.iloc[0], second.ids.iloc[1]
+    third = assign_ids(members(["crm|c|1", "shop|s|1"]), second.identity_map, second.id_change, "r3")
+    assert third.ids.tolist() == [oldest]
+    log = third.id_change[third.id_change.Run == 3]
+    assert log[["OldCustomerId", "NewCustomerId", "Reason"]].values.tolist() == [[younger, oldest, "merged"]]
+
+
+def test_merge_keeps_oldest_even_when_younger_id_sorts_first():
+    # whatever the hex order, the id issued in the earliest run survives
+    first = assign_ids(members(["b|b|b"]), None, None)
+    second = assign_ids(members(["b|b|b"], ["a|a|a"]), first.identity_map, first.id_change)
+    third = assign_ids(members(["a|a|a", "b|b|b"]), second.identity_map, second.id_change)
+    assert third.ids.tolist() == [first.ids.iloc[0]]
+
+
+def test_split_biggest_part_keeps_the_id():
+    first = assign_ids(members(["crm|c|1", "crm|c|2", "shop|s|1"]), None, None)
+    old = first.ids.iloc[0]
+    second = assign_ids(members(["crm|c|1"], ["crm|c|2", "shop|s|1"]), first.identity_map, first.id_change, "r2")
+    assert second.ids.iloc[1] == old
+    assert second.ids.iloc[0] != old
+    log = second.id_change[second.id_change.Run == 2]
+    assert log[["OldCustomerId", "NewCustomerId", "Reason"]].values.tolist() == [[old, second.ids.iloc[0], "split"]]
+
+
+def test_removed_customer_is_logged_and_ids_are_never_reused():
+    first = assign_ids(members(["crm|c|1"], ["crm|c|2"]), None, None)
+    second = assign_ids(members(["crm|c|1"]), first.identity_map, first.id_change)
+    log = second.id_change[second.id_change.Run == 2]
+    assert log.Reason.tolist() == ["removed"] and log.OldCustomerId.iloc[0] == first.ids.iloc[1]
+    # the same member comes back: it gets a fresh id, not the retired one
+    third = assign_ids(members(["crm|c|1"], ["crm|c|2"]), second.identity_map, second.id_change)
+    assert third.ids.iloc[1] != first.ids.iloc[1]
+
+
+def test_previous_customer_id_on_profile():
+    f = frames()
+    first = unify(config(), f, KEYS)
+    f2 = frames()
+    f2[("crm", "contacts")].loc[0, "phone"] = None  # c1-m1 link now only through s1, still one customer
+    f2[("shop", "customers")].loc[0, "email"] = None
+    f2[("shop", "customers")].loc[0, "phone"] = None  # s1 falls out: a split
+    second = unify(config(), f2, KEYS, first.identity.identity_map, first.identity.id_change, "r2")
+    prof = second.customer_profile.set_index("shop_customers_customer_id")
+    old = first.customer_profile.set_index("shop_customers_customer_id").loc["s1", "CustomerId"]
+    assert prof.loc["s1", "PreviousCustomerId"] == old

@@ -1,0 +1,101 @@
+"""Matching normalizations: each turns variants of one value into the same string, and placeholders into <NA>."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ci_pipeline.errors import UserError
+from ci_pipeline.unify.normalize import Normalizer, nicknames, phone_digits, read_alias_file
+
+
+def norm(values, steps, **kw):
+    return (
+        Normalizer(bypass_values=("n/a", "unknown", "test@test.com"), **kw)
+        .apply(pd.Series(values, dtype="string"), steps)
+        .tolist()
+    )
+
+
+def test_phone_keeps_country_code_and_drops_extension():
+    got = phone_digits(
+        pd.Series(
+            ["(555) 010-1234", "+1 555 010 1234 ext 7", "555.010.1234 x12", "+44 20 7946 0000", "0000000000", "12"]
+        )
+    ).tolist()
+    assert got[:3] == ["15550101234"] * 3
+    assert got[3] == "442079460000"
+    assert pd.isna(got[4]) and pd.isna(got[5])
+
+
+def test_phone_default_region_strips_trunk_prefix():
+    got = phone_digits(pd.Series(["020 7946 0000", "0044 20 7946 0000"]), "GB").tolist()
+    assert got == ["442079460000", "442079460000"]
+
+
+def test_names_use_nicknames_and_ascii():
+    assert nicknames()["bob"] == "robert"
+    assert len(nicknames()) >= 300
+    assert norm(["Bob", "ROBERT ", "Róbert"], ["ascii", "case", "whitespace", "name"]) == ["robert"] * 3
+
+
+def test_address_numerals_and_abbreviations():
+    steps = ["ascii", "case", "numerals", "symbols", "whitespace", "address"]
+    assert norm(["1st Avenue North", "First Ave. N", "1 ave n"], steps) == ["1 ave n"] * 3
+
+
+def test_organization_noise_words():
+    steps = ["case", "symbols", "whitespace", "organization"]
+    assert norm(["The Contoso Group, Inc.", "contoso llc"], steps) == ["contoso", "contoso"]
+
+
+def test_symbols_and_whitespace():
+    assert norm(["  O'Brien-Smith ", "o brien smith"], ["case", "symbols", "whitespace"]) == ["o brien smith"] * 2
+
+
+def test_null_empty_and_bypass_values_become_missing():
+    got = norm([None, "", "   ", "N/A", "Unknown", "TEST@test.com", "ok@x.com"], ["case", "whitespace", "email"])
+    assert all(pd.isna(v) for v in got[:6])
+    assert got[6] == "ok@x.com"
+
+
+def test_invalid_email_never_matches():
+    assert pd.isna(norm(["not-an-email"], ["case", "email"])[0])
+
+
+def test_dates_compare_whatever_the_format():
+    assert norm(["03/04/1990", "1990-03-04"], ["date"]) == ["1990-03-04", "1990-03-04"]
+
+
+def test_alias_map(tmp_path):
+    path = tmp_path / "companies.csv"
+    path.write_text("alias,canonical\nMSFT,Microsoft\nBig Blue,IBM\n")
+    mapping = read_alias_file(path, "companies")
+    got = Normalizer(aliases={"companies": mapping}).apply(
+        pd.Series(["msft", "Big  Blue", "other"]), ["alias:companies"]
+    )
+    assert got.tolist() == ["microsoft", "ibm", "other"]
+
+
+def test_alias_file_with_bad_rows_names_the_lines(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("alias,canonical\nok,fine\nonly-one\n,empty\na,b,c\n")
+    with pytest.raises(UserError) as err:
+        read_alias_file(path, "bad")
+    text = str(err.value)
+    assert "bad.csv" in text and "line 3" in text and "line 4" in text and "line 5" in text
+
+
+def test_alias_file_missing_or_without_header(tmp_path):
+    with pytest.raises(UserError, match="cannot read"):
+        read_alias_file(tmp_path / "nope.csv", "x")
+    (tmp_path / "h.csv").write_text("a,b\n")
+    with pytest.raises(UserError, match="header"):
+        read_alias_file(tmp_path / "h.csv", "x")
+
+
+def test_last_name_first_and_punctuation():
+    assert (
+        norm(["Smith, Bob", "bob smith", "Bob  Smith."], ["ascii", "case", "name", "whitespace"])
+        == ["robert smith"] * 3
+    )
