@@ -211,3 +211,10 @@ def test_round_trip_of_awkward_values_written_by_pandas(tmp_path, ingest, seed):
     expected = frame.replace({"": None})
     assert result.data["text"].tolist() == expected["text"].tolist()
     assert result.data["other"].tolist() == expected["other"].tolist()
+
+
+def test_large_integers_are_exact(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text("id,n\n1,12345678901234567\n2,oops\n")
+    result = ingest(csv_table(columns={"n": "int64"}))
+    assert result.data["n"].tolist() == [12345678901234567]
+    assert result.quarantine["reason"].tolist() == ["malformed value in column 'n': 'oops' is not a valid int64"]
