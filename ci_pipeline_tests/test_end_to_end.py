@@ -132,6 +132,9 @@ def test_sink_holds_the_seven_tables_matching_the_lake(runs):
 def test_sql_over_the_lake_export_counts_the_profiles(runs, capsys):
     config, _, first, _, _ = runs
     capsys.readouterr()
-    assert main(["--config", str(config.path), "sql", "SELECT count(*) AS n FROM CustomerProfile", "--format", "json"]) == 0
+    assert (
+        main(["--config", str(config.path), "sql", "SELECT count(*) AS n FROM CustomerProfile", "--format", "json"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert json.loads(out)[0]["n"] == len(first["profile"])
