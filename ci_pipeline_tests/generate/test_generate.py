@@ -314,3 +314,22 @@ def test_bundled_sample_is_what_the_generator_writes_now(tmp_path):
             pd.testing.assert_frame_equal(pd.read_parquet(fresh / rel), pd.read_parquet(sample / rel))
         else:
             assert filecmp.cmp(fresh / rel, sample / rel, shallow=False), rel
+
+
+def test_as_of_moves_the_end_of_all_activity(tmp_path):
+    out = tmp_path / "early"
+    generate(people=150, seed=5, out=out, as_of="2024-12-31")
+    assert pd.read_parquet(out / "ecommerce" / "orders.parquet")["order_date"].max() <= pd.Timestamp("2025-01-01")
+    points = read_table(out, "loyalty", "points")["transaction_date"]
+    assert pd.to_datetime(points, format="%Y-%m-%dT%H:%M:%S").max() < pd.Timestamp("2025-01-01")
+    people = pd.read_parquet(out / "ground_truth" / "people.parquet")
+    assert people["churn_date"].dropna().max() <= pd.Timestamp("2024-12-31").date()
+
+
+@pytest.mark.parametrize("people", [1, 3])
+def test_tiny_populations_still_write_every_file(tmp_path, people):
+    counts = generate(people=people, seed=1, out=tmp_path)
+    assert set(counts) == {f"{s}.{t}" for s, t in COLUMNS}
+    load_config(tmp_path / "ci_pipeline.yaml")
+    for (source, table), columns in COLUMNS.items():
+        assert list(read_table(tmp_path, source, table).columns) == columns
