@@ -189,7 +189,7 @@ class Normalizer:
         return pd.Series(out, index=values.index, dtype="string")
 
     def _mask_bypass(self, u: pd.Series) -> pd.Series:
-        folded = u.str.lower().str.split().str.join(" ")
+        folded = _squash(u.str.lower())
         bypass = {" ".join(str(b).lower().split()) for b in self.bypass_values}
         return u.where(~folded.isin(bypass) & (u.str.len() > 0))
 
@@ -200,8 +200,8 @@ class Normalizer:
                 raise UserError(f"alias map {name[6:]!r} is not configured under unify.normalize.aliases")
             return lambda u: _alias(u, mapping)
         steps = {
-            "whitespace": lambda u: u.str.split().str.join(" "),
-            "symbols": lambda u: u.str.replace(r"[^\w@ ]+|_", " ", regex=True).str.split().str.join(" "),
+            "whitespace": _squash,
+            "symbols": lambda u: _squash(u.str.replace(r"[^\w@ ]+|_", " ", regex=True)),
             "case": lambda u: u.str.lower(),
             "ascii": _ascii,
             "numerals": _numerals,
@@ -213,6 +213,10 @@ class Normalizer:
             "date": _date,
         }
         return steps[name]
+
+
+def _squash(u: pd.Series) -> pd.Series:
+    return u.str.replace(r"\s+", " ", regex=True).str.strip()
 
 
 def _ascii(u: pd.Series) -> pd.Series:
