@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ class Lake:
         container, _, account_host = parsed.netloc.partition("@")
         if account_host and "account_name" not in options and "connection_string" not in options:
             options["account_name"] = account_host.split(".")[0]
+        _check_reachable(url, options)
         fs = fsspec.filesystem("abfs", **options)
         root = posixpath.join(container, parsed.path.lstrip("/")).rstrip("/")
         return cls(fs=fs, root=root, protocol=protocol, storage_options=options)
@@ -95,12 +97,8 @@ class Lake:
         if protocol == "file":
             return fsspec.filesystem("file"), (parsed.path if "://" in location else location)
         if protocol not in AZURE_PROTOCOLS:
-            raise StorageError(
-                f"{location}: unsupported scheme {protocol!r}; use a path, file://, abfs:// or abfss://"
-            )
-        fs = (
-            self.fs if self.protocol in AZURE_PROTOCOLS else fsspec.filesystem("abfs", **self.storage_options)
-        )
+            raise StorageError(f"{location}: unsupported scheme {protocol!r}; use a path, file://, abfs:// or abfss://")
+        fs = self.fs if self.protocol in AZURE_PROTOCOLS else fsspec.filesystem("abfs", **self.storage_options)
         container = parsed.netloc.partition("@")[0]
         return fs, posixpath.join(container, parsed.path.lstrip("/")).rstrip("/")
 
@@ -181,11 +179,7 @@ def azure_storage_options(config: LakeConfig, base_dir: Path | None = None) -> d
     """adlfs keyword arguments for the credentials a :class:`LakeConfig` names."""
     key = "lake"
     if config.connection_string:
-        return {
-            "connection_string": resolve_secret(
-                config.connection_string, f"{key}.connection_string", base_dir
-            )
-        }
+        return {"connection_string": resolve_secret(config.connection_string, f"{key}.connection_string", base_dir)}
     options: dict[str, Any] = {}
     if config.account_name:
         options["account_name"] = config.account_name
@@ -197,9 +191,7 @@ def azure_storage_options(config: LakeConfig, base_dir: Path | None = None) -> d
         from azure.identity import ClientSecretCredential
 
         if not (config.tenant_id and config.client_id and config.client_secret):
-            raise StorageError(
-                "lake: credential 'client_secret' needs tenant_id, client_id and client_secret"
-            )
+            raise StorageError("lake: credential 'client_secret' needs tenant_id, client_id and client_secret")
         options["credential"] = ClientSecretCredential(
             config.tenant_id,
             config.client_id,
@@ -211,4 +203,35 @@ def azure_storage_options(config: LakeConfig, base_dir: Path | None = None) -> d
         options["credential"] = ManagedIdentityCredential(client_id=config.client_id)
     elif config.credential == "default":
         options["anon"] = False
+    else:
+        options["anon"] = True
     return options
+
+
+def _blob_endpoint(url: str, options: dict) -> tuple[str, int]:
+    connection_string = options.get("connection_string")
+    if connection_string:
+        parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+        if "BlobEndpoint" in parts:
+            endpoint = urlparse(parts["BlobEndpoint"])
+            return endpoint.hostname or "", endpoint.port or (443 if endpoint.scheme == "https" else 80)
+        account = parts.get("AccountName", "")
+        suffix = parts.get("EndpointSuffix", "core.windows.net")
+        return f"{account}.blob.{suffix}", 443
+    account = options.get("account_name") or urlparse(url).netloc.partition("@")[2].split(".")[0]
+    return f"{account}.blob.core.windows.net", 443
+
+
+def _check_reachable(url: str, options: dict) -> None:
+    """Fail in seconds, not after the Azure SDK's minute of retries, when the storage account cannot be reached."""
+    host, port = _blob_endpoint(url, options)
+    if not host or host.startswith("."):
+        raise StorageError(f"{url}: no storage account named; give account_name, a connection string or an abfss URL")
+    try:
+        with socket.create_connection((host, port), timeout=10):
+            pass
+    except OSError as exc:
+        raise StorageError(
+            f"{url}: storage endpoint {host}:{port} is unreachable ({exc.strerror or exc}); check the account name, "
+            "the network and the connection string"
+        ) from None

@@ -59,9 +59,8 @@ def azurite(tmp_path_factory) -> dict:
             "--loose",
             "--silent",
             "--disableTelemetry",
-            "--location",
-            str(workdir),
         ],
+        cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

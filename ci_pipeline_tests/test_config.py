@@ -30,10 +30,7 @@ def test_minimal_config_loads_and_resolves_paths_against_its_folder(tmp_path):
     table = config.sources["crm"].tables["contacts"]
     assert table.csv.delimiter == ","
     assert config.resolve_location(table.path) == str(tmp_path / "contacts.csv")
-    assert (
-        config.resolve_location("abfss://c@acct.dfs.core.windows.net/x")
-        == "abfss://c@acct.dfs.core.windows.net/x"
-    )
+    assert config.resolve_location("abfss://c@acct.dfs.core.windows.net/x") == "abfss://c@acct.dfs.core.windows.net/x"
 
 
 def test_env_variable_chooses_the_file(tmp_path, monkeypatch):
@@ -66,9 +63,7 @@ def test_headerless_csv_must_declare_columns(tmp_path):
 
 def test_secrets_are_references_never_plain_text(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="lake.connection_string: secrets are never written"):
-        load_config(
-            write(tmp_path, MINIMAL + "lake:\n  url: abfs://c/x\n  connection_string: AccountKey=abc\n")
-        )
+        load_config(write(tmp_path, MINIMAL + "lake:\n  url: abfs://c/x\n  connection_string: AccountKey=abc\n"))
     monkeypatch.setenv("MY_SECRET", "s3cret")
     assert resolve_secret("env:MY_SECRET", "lake.account_key") == "s3cret"
     (tmp_path / "key.txt").write_text("from-file\n")

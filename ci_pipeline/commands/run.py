@@ -1,4 +1,4 @@
-"""`ci-pipeline run`: materialise the whole asset graph in-process and print a summary per stage."""
+"""`ci-pipeline run`: materialise the asset graph (or a job, or a selection) in-process and print a summary."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import dagster as dg
 
 from ci_pipeline.config import load_config
 from ci_pipeline.defs import build_definitions
+from ci_pipeline.defs.orchestration import MODE_TAG, TRIGGER_TAG
 from ci_pipeline.errors import UserError
 
 
@@ -19,7 +20,8 @@ def register(subparsers) -> None:
         "--select",
         help="Dagster asset selection, e.g. 'group:unify' or 'crm/contacts+' (default: everything)",
     )
-    parser.add_argument("--job", help="run a named job instead (see `dagster dev` for the list)")
+    parser.add_argument("--job", help="run a named job (see --list), e.g. 'ingest_crm' or 'unify_and_downstream'")
+    parser.add_argument("--list", action="store_true", help="list the jobs of this configuration and exit")
     parser.set_defaults(func=run)
 
 
@@ -29,60 +31,98 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
 
+def job_names(defs: dg.Definitions) -> list[str]:
+    """The named jobs a user can run (Dagster's internal asset job left out)."""
+    return sorted(job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__"))
+
+
+def choose_job(defs: dg.Definitions, job_name: str | None, select: str | None) -> tuple[dg.JobDefinition, str]:
+    """The job to execute for ``--job``/``--select`` and the run mode it stands for (full or partial)."""
+    if job_name:
+        names = job_names(defs)
+        if job_name not in names:
+            raise UserError(f"--job {job_name}: no such job; the jobs of this configuration are: {', '.join(names)}")
+        job = defs.resolve_job_def(job_name)
+        mode = job.tags.get(MODE_TAG, "partial")
+    else:
+        job, mode = defs.resolve_implicit_global_asset_job_def(), "full"
+    if select:
+        try:
+            selection = dg.AssetSelection.from_string(select).required_multi_asset_neighbors()
+            keys = selection.resolve(defs.resolve_asset_graph())
+        except Exception as exc:
+            raise UserError(f"--select {select!r}: {exc}") from None
+        if job_name:
+            keys &= job.asset_layer.selected_asset_keys
+        if not keys:
+            raise UserError(f"--select {select!r}: selects no assets{f' of job {job_name}' if job_name else ''}")
+        job, mode = job.get_subset(asset_selection=keys), "partial"
+    return job, mode
+
+
 def run(args) -> int:
     config = load_config(args.config)
     defs = build_definitions(config)
+    if args.list:
+        for name in job_names(defs):
+            print(f"{name:<28} {defs.resolve_job_def(name).description or ''}")
+        return 0
+    job, mode = choose_job(defs, args.job, args.select)
     started = time.monotonic()
     with _instance() as instance:
-        if args.job:
-            try:
-                job = defs.resolve_job_def(args.job)
-            except Exception:
-                raise UserError(
-                    f"--job {args.job}: no such job; see the jobs listed in `dagster dev`"
-                ) from None
-        else:
-            job = defs.resolve_implicit_global_asset_job_def()
-            if args.select:
-                try:
-                    job = job.get_subset(
-                        asset_selection=dg.AssetSelection.from_string(args.select).resolve(
-                            defs.resolve_asset_graph()
-                        )
-                    )
-                except Exception as exc:
-                    raise UserError(f"--select {args.select!r}: {exc}") from None
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
-    print_summary(result, config, time.monotonic() - started)
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, tags={MODE_TAG: mode, TRIGGER_TAG: "cli"}
+        )
+        records = list(instance.all_logs(result.run_id))
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    print_summary(result, records, config, time.monotonic() - started, groups)
     return 0 if result.success else 1
 
 
-def print_summary(result: dg.ExecuteInProcessResult, config, seconds: float) -> None:
-    """Per asset: rows, seconds, status; per stage: totals; then where the outputs are."""
+def print_summary(result: dg.ExecuteInProcessResult, records: list, config, seconds: float, groups=None) -> None:
+    """Per asset: rows, seconds, status; per stage: steps and seconds; then where the outputs are.
+
+    Args:
+        result: the finished run.
+        records: the run's event log entries (``instance.all_logs(run_id)``), which carry the timestamps.
+        config: the project configuration (for the lake location).
+        seconds: wall time of the whole command.
+        groups: asset key string -> stage (group) name, for the per-stage totals.
+    """
+    groups = groups or {}
     step_start: dict[str, float] = {}
     step_time: dict[str, float] = {}
     step_status: dict[str, str] = defaultdict(lambda: "skipped")
     rows: dict[str, tuple[str, int | None]] = {}
-    asset_step: dict[str, str] = {}
-    for event in result.all_events:
+    for record in records:
+        event = record.dagster_event
+        if event is None:
+            continue
         step = event.step_key
         if event.event_type_value == "STEP_START":
-            step_start[step] = event.timestamp
+            step_start[step] = record.timestamp
             step_status[step] = "running"
         elif event.event_type_value in {"STEP_SUCCESS", "STEP_FAILURE"}:
-            step_time[step] = event.timestamp - step_start.get(step, event.timestamp)
+            step_time[step] = record.timestamp - step_start.get(step, record.timestamp)
             step_status[step] = "ok" if event.event_type_value == "STEP_SUCCESS" else "FAILED"
         elif event.event_type_value == "ASSET_MATERIALIZATION":
             materialization = event.event_specific_data.materialization
             key = materialization.asset_key.to_user_string()
             count = materialization.metadata.get("dagster/row_count")
             rows[key] = (step, count.value if count is not None else None)
-            asset_step[key] = step
     print(f"\n{'asset':<52} {'rows':>10} {'seconds':>8}  status")
-    for key in sorted(rows, key=lambda k: (step_start.get(asset_step[k], 0), k)):
+    for key in sorted(rows, key=lambda k: (step_start.get(rows[k][0], 0), k)):
         step, count = rows[key]
         shown = "" if count is None else f"{count:,}"
         print(f"{key:<52} {shown:>10} {step_time.get(step, 0):8.1f}  {step_status[step]}")
+    stage_steps: dict[str, set[str]] = defaultdict(set)
+    for key, (step, _) in rows.items():
+        stage_steps[groups.get(key, key.split("/")[0])].add(step)
+    if stage_steps:
+        print(f"\n{'stage':<52} {'steps':>10} {'seconds':>8}")
+        for stage, steps in sorted(stage_steps.items(), key=lambda item: min(step_start.get(s, 0) for s in item[1])):
+            print(f"{stage:<52} {len(steps):>10} {sum(step_time.get(s, 0) for s in steps):8.1f}")
     failed = [s for s, status in step_status.items() if status == "FAILED"]
     for step in failed:
         print(f"FAILED step: {step}")

@@ -7,9 +7,7 @@ from ci_pipeline.config import load_config
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("validate", help="check a configuration file and report every problem")
-    parser.add_argument(
-        "path", nargs="?", help="configuration file (default: --config, $CI_PIPELINE_CONFIG, sample)"
-    )
+    parser.add_argument("path", nargs="?", help="configuration file (default: --config, $CI_PIPELINE_CONFIG, sample)")
     parser.set_defaults(func=run)
 
 

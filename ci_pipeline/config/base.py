@@ -49,9 +49,7 @@ def resolve_secret(ref: str, key: str, base_dir: Path | None = None) -> str:
     if kind == "env":
         value = os.environ.get(target)
         if not value:
-            raise UserError(
-                f"{key}: environment variable {target} is not set; export it or change the reference"
-            )
+            raise UserError(f"{key}: environment variable {target} is not set; export it or change the reference")
         return value
     path = Path(target)
     if not path.is_absolute() and base_dir is not None:
@@ -59,6 +57,4 @@ def resolve_secret(ref: str, key: str, base_dir: Path | None = None) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise UserError(
-            f"{key}: cannot read secret file {path}: {exc.strerror}; create it or fix the path"
-        ) from exc
+        raise UserError(f"{key}: cannot read secret file {path}: {exc.strerror}; create it or fix the path") from exc

@@ -98,9 +98,7 @@ def load_config(path: str | os.PathLike | None = None) -> ProjectConfig:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            str(file), [f"the file does not exist; pass --config PATH or set {CONFIG_ENV}"]
-        ) from None
+        raise ConfigError(str(file), [f"the file does not exist; pass --config PATH or set {CONFIG_ENV}"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(file), [f"the file cannot be read ({exc}); save it as UTF-8 text"]) from None
     try:
@@ -133,7 +131,5 @@ def _describe(err: dict) -> str:
     elif kind == "extra_forbidden":
         fix = "remove it or correct its spelling (see docs/configuration.md)"
     else:
-        fix = (
-            f"got {err.get('input')!r}" if not isinstance(err.get("input"), dict | list) else "fix the value"
-        )
+        fix = f"got {err.get('input')!r}" if not isinstance(err.get("input"), dict | list) else "fix the value"
     return f"{key}: {msg}; {fix}"

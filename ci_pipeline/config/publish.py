@@ -1,7 +1,130 @@
-"""Publishing: the Dataverse sink and lake exports (filled in by the publish stage)."""
+"""Publishing: the Dataverse sink (embedded SQLite or the Dataverse Web API) and CDM exports to the lake."""
 
-from ci_pipeline.config.base import StrictModel
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ci_pipeline.config.base import Name, SecretRef, StrictModel
+
+#: The seven output tables of spec/output-tables.md, in publishing order.
+OUTPUT_TABLE_NAMES = (
+    "CustomerProfile",
+    "AlternateKey",
+    "UnifiedActivity",
+    "CustomerMeasure",
+    "Enrichment",
+    "Prediction",
+    "SegmentMembership",
+)
+
+
+class DataverseConfig(StrictModel):
+    """How to reach a Dataverse environment through its Web API."""
+
+    #: Environment URL, e.g. ``https://contoso.crm.dynamics.com`` (the token scope is ``<url>/.default``).
+    url: str
+    api_path: str = "/api/data/v9.2/"
+    #: azure-identity credential: ``client_secret``, ``certificate``, ``managed_identity`` or ``default``.
+    credential: Literal["client_secret", "certificate", "managed_identity", "default"] = "default"
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: SecretRef | None = None
+    #: PEM or PFX certificate file for ``credential: certificate`` (a path, not a secret).
+    certificate_path: str | None = None
+    certificate_password: SecretRef | None = None
+    #: Rows per UpsertMultiple request for standard and elastic tables.
+    chunk_size: int = Field(1000, ge=1, le=1000)
+    elastic_chunk_size: int = Field(100, ge=1, le=1000)
+    #: Output tables created as elastic tables in Dataverse (they take smaller chunks).
+    elastic_tables: list[str] = ["AlternateKey", "UnifiedActivity"]
+    #: Requests in flight at once (Dataverse allows 52 per user; leave room for other clients).
+    max_concurrency: int = Field(8, ge=1, le=52)
+    #: Retries of one request on 5xx, dropped connections and 429 before the table fails.
+    max_retries: int = Field(8, ge=0, le=50)
+    timeout_seconds: float = Field(120.0, gt=0)
+    #: Requests per $batch when deleting stale rows.
+    delete_batch_size: int = Field(500, ge=1, le=1000)
+    page_size: int = Field(5000, ge=1, le=5000)
+    #: Entity-set names per output table, when they differ from ``<prefix>_<table>s``.
+    entity_sets: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _credential_settings(self):
+        if self.credential == "client_secret" and not (self.tenant_id and self.client_id and self.client_secret):
+            raise ValueError("credential 'client_secret' needs tenant_id, client_id and client_secret")
+        if self.credential == "certificate" and not (self.tenant_id and self.client_id and self.certificate_path):
+            raise ValueError("credential 'certificate' needs tenant_id, client_id and certificate_path")
+        if not self.url.startswith(("https://", "http://")):
+            raise ValueError(f"url {self.url!r} must start with https:// (e.g. https://contoso.crm.dynamics.com)")
+        return self
+
+
+class SinkConfig(StrictModel):
+    """Where the seven Dataverse-shaped tables are published."""
+
+    #: ``sqlite``: one embedded database file (the default); ``dataverse``: the Web API; ``none``: no sink.
+    kind: Literal["sqlite", "dataverse", "none"] = "sqlite"
+    #: The SQLite file (relative to the configuration file's folder).
+    path: str = "sink.sqlite"
+    dataverse: DataverseConfig | None = None
+
+    @model_validator(mode="after")
+    def _dataverse_needs_settings(self):
+        if self.kind == "dataverse" and self.dataverse is None:
+            raise ValueError("kind 'dataverse' needs a 'dataverse' block with at least 'url'")
+        return self
+
+
+class ExportConfig(StrictModel):
+    """One CDM folder in the lake holding a snapshot of the output tables."""
+
+    name: Name
+    #: ``csv``: headerless CSV partitions + model.json; ``parquet``: Parquet partitions + default.manifest.cdm.json.
+    format: Literal["csv", "parquet"] = "csv"
+    #: Output tables to export (default: every available one).
+    tables: list[str] | None = None
+    #: Folder in the lake that holds the export folders.
+    folder: str = "exports"
+    #: Rows per data file; larger tables are split into parts.
+    rows_per_part: int = Field(1_000_000, ge=1)
+    #: Snapshots kept per table; older ones are deleted after a successful export.
+    retention: int = Field(3, ge=1)
+    #: ``every_refresh`` exports with each pipeline run; ``on_demand`` only when materialised explicitly (or by a
+    #: schedule of the orchestration section).
+    refresh: Literal["every_refresh", "on_demand"] = "every_refresh"
 
 
 class PublishConfig(StrictModel):
-    """Where the output tables go."""
+    """Where the output tables go: a Dataverse sink and any number of CDM exports."""
+
+    #: Prefix of Dataverse logical names (``msdynci_customerid``). Change it where Customer Insights itself runs:
+    #: its ``msdynci_*`` tables belong to that service.
+    prefix: str = Field("msdynci", pattern=r"^[a-z][a-z0-9]{1,15}$")
+    sink: SinkConfig = SinkConfig()
+    exports: list[ExportConfig] = []
+
+    def problems(self, project) -> list[str]:
+        """Cross-section problems: unknown table names, duplicate export names."""
+        found: list[str] = []
+        seen: set[str] = set()
+        for i, export in enumerate(self.exports):
+            if export.name in seen:
+                found.append(f"publish.exports[{i}].name: export {export.name!r} is defined twice; rename one")
+            seen.add(export.name)
+            for table in export.tables or []:
+                if table not in OUTPUT_TABLE_NAMES:
+                    found.append(
+                        f"publish.exports[{i}].tables: {table!r} is not an output table; "
+                        f"use one of {', '.join(OUTPUT_TABLE_NAMES)}"
+                    )
+        dataverse = self.sink.dataverse
+        if dataverse is not None:
+            for table in [*dataverse.elastic_tables, *dataverse.entity_sets]:
+                if table not in OUTPUT_TABLE_NAMES:
+                    found.append(
+                        f"publish.sink.dataverse: {table!r} is not an output table; "
+                        f"use one of {', '.join(OUTPUT_TABLE_NAMES)}"
+                    )
+        return found

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ci_pipeline.config.base import Name, StrictModel
 
-ColumnType = Literal[
-    "string", "int64", "double", "decimal", "boolean", "date", "datetime", "time", "guid", "json"
-]
+ColumnType = Literal["string", "int64", "double", "decimal", "boolean", "date", "datetime", "time", "guid", "json"]
+Severity = Literal["warning", "error"]
+#: Why a row was quarantined; each can get its own severity under ``bad_rows_by_reason``.
+ReasonKind = Literal["missing_key", "duplicate_key", "column_count", "broken_quoting", "malformed_value"]
+
+#: What Dagster accepts as an asset owner: an e-mail address or ``team:<name>``.
+_OWNER = re.compile(r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
 
 
 class ColumnSpec(StrictModel):
     """The declared type of one column. Values that do not parse as this type are quarantined."""
 
     type: ColumnType = "string"
-    #: strptime format for date/datetime columns (e.g. ``%m/%d/%Y``); else ``date_formats`` of the table.
+    #: strptime format for date/datetime/time columns (e.g. ``%m/%d/%Y``); else ``date_formats`` of the table.
     format: str | None = None
 
 
@@ -26,17 +31,44 @@ class CsvOptions(StrictModel):
 
     delimiter: str = Field(",", min_length=1, max_length=1)
     header: bool = True
+    #: Any Python codec name: ``utf-8`` (default; a byte-order mark is skipped), ``cp1252``, ``latin-1``, ``utf-16``.
     encoding: str = "utf-8"
     quotechar: str = Field('"', min_length=1, max_length=1)
     escapechar: str | None = Field(None, min_length=1, max_length=1)
+    #: Quoted values may contain line breaks. Off by default, so one unbalanced quote cannot swallow later rows.
+    multiline: bool = False
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}; use a Python codec name such as utf-8 or cp1252") from None
+        return value
+
+
+class IncrementalOptions(StrictModel):
+    """The incremental folder layout: ``FullData/`` plus ``IncrementalData/yyyy/mm/dd/hh/{Upserts,Deletes}/``."""
+
+    #: Column with the time a row was last changed; the newest version of a key wins.
+    last_modified: str | None = None
+    #: Hour folders are applied only once closed (their hour has ended), so a half-written hour is never read.
+    closed_hours_only: bool = True
+    #: ``cdm`` only: the entity's folder (holding FullData/IncrementalData), relative to the model/manifest;
+    #: default: a folder named like the entity next to the document.
+    folder: str | None = None
 
 
 class TableConfig(StrictModel):
     """One table of a source. Each becomes one ingestion asset keyed ``<source>/<table>``."""
 
     format: Literal["csv", "parquet", "cdm", "delta"]
-    #: File, folder, CDM ``model.json`` / ``*.manifest.cdm.json``, or Delta table folder. Relative paths are
-    #: resolved against the configuration file's folder; URLs (``abfss://...``) are read in place.
+    #: File, folder, CDM ``model.json`` / ``*.manifest.cdm.json``, Delta table folder, or (with ``incremental``)
+    #: the table folder holding ``FullData``/``IncrementalData``. Relative paths are resolved against the
+    #: configuration file's folder; URLs (``abfss://...``) are read in place.
     path: str
     #: CDM entity name inside the model/manifest (default: the table name).
     entity: str | None = None
@@ -48,7 +80,14 @@ class TableConfig(StrictModel):
     #: Formats tried in order for date/datetime columns that declare no format of their own.
     date_formats: list[str] = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]
     #: What quarantined rows mean for the run: ``warning`` lets downstream go on without them, ``error`` blocks.
-    bad_rows: Literal["warning", "error"] = "warning"
+    bad_rows: Severity = "warning"
+    #: Per-reason severity overriding ``bad_rows`` (e.g. ``{duplicate_key: error}``).
+    bad_rows_by_reason: dict[ReasonKind, Severity] = {}
+    #: A table with no rows is an error (an empty export usually means a failed one) unless this is true.
+    allow_empty: bool = False
+    #: Read the incremental CDM folder layout. With csv or parquet, ``path`` is the table folder and the format is
+    #: that of the part files; with cdm, the entity's attributes give columns and types.
+    incremental: IncrementalOptions | None = None
     description: str = ""
 
     @field_validator("columns", mode="before")
@@ -60,24 +99,29 @@ class TableConfig(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _headerless_needs_columns(self):
+    def _consistent(self):
         if self.format == "csv" and not self.csv.header and not self.columns:
-            raise ValueError(
-                "a CSV file without a header row needs 'columns' listing every column in file order"
-            )
-        if (
-            self.columns
-            and self.primary_key not in self.columns
-            and (self.format == "csv" and not self.csv.header)
-        ):
+            raise ValueError("a CSV file without a header row needs 'columns' listing every column in file order")
+        if self.columns and self.primary_key not in self.columns and (self.format == "csv" and not self.csv.header):
             raise ValueError(f"primary_key '{self.primary_key}' is not one of the declared columns")
+        if self.incremental is not None and self.format == "delta":
+            raise ValueError("'incremental' is the CDM folder layout; a Delta table tracks its own versions")
         return self
+
+    def severity(self, kind: str) -> str:
+        """The severity of a quarantined row of this reason kind."""
+        return self.bad_rows_by_reason.get(kind, self.bad_rows)
 
 
 class SourceConfig(StrictModel):
     """A data source: a system such as a CRM or a web shop, with an owner and its tables."""
 
-    #: Who owns the source (an e-mail or team name); used for governance.
+    #: Who owns the source (an e-mail or ``team:name``); used for governance and as the assets' owner.
     owner: str
     description: str = ""
     tables: dict[Name, TableConfig] = Field(min_length=1)
+
+    @property
+    def dagster_owner(self) -> str | None:
+        """The owner in the form Dagster accepts (an e-mail or ``team:name``), or None."""
+        return self.owner if _OWNER.match(self.owner) else None

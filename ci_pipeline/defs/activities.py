@@ -1,10 +1,123 @@
-"""Dagster definitions of the activities stage."""
+"""Dagster definitions of the activities stage: the unified timeline, its quarantine and typed facts."""
+
+import datetime as dt
 
 import dagster as dg
+import pandas as pd
 
+from ci_pipeline.activities import build_timeline
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS
+
+UNIFIED = dg.AssetKey(["activities", "unified_activity"])
+CORRUPT = dg.AssetKey(["activities", "unified_activity_corrupt"])
+FACTS = dg.AssetKey(["activities", "activity_facts"])
+ALTERNATE_KEY = dg.AssetKey(["unify", "alternate_key"])
+
+
+def input_name(source: str, table: str) -> str:
+    return f"{source}__{table}"
 
 
 def build(config: ProjectConfig) -> dg.Definitions:
-    """The activities assets, checks and jobs for a configuration."""
-    return dg.Definitions()
+    """The activities assets and checks; none when no activity tables are configured."""
+    section = config.activities
+    if not section.tables:
+        return dg.Definitions()
+    tables = {(t.source, t.table) for t in section.tables.values()}
+    ins = {input_name(s, t): dg.AssetIn(key=[s, t]) for s, t in sorted(tables)}
+    ins["alternate_key"] = dg.AssetIn(key=ALTERNATE_KEY)
+
+    @dg.multi_asset(
+        name="activities",
+        group_name="activities",
+        ins=ins,
+        outs={
+            "unified_activity": dg.AssetOut(
+                key=UNIFIED,
+                description="One row per activity of a unified customer (UnifiedActivity), from every activity table.",
+                kinds={"pandas", "parquet"},
+            ),
+            "unified_activity_corrupt": dg.AssetOut(
+                key=CORRUPT,
+                description="One row per activity that could not be placed on the timeline, with the reason.",
+                kinds={"pandas", "parquet"},
+            ),
+            "activity_facts": dg.AssetOut(
+                key=FACTS,
+                description="One row per activity with typed semantic fields, for measures and segments.",
+                kinds={"pandas", "parquet"},
+            ),
+        },
+        check_specs=[
+            dg.AssetCheckSpec(
+                "matches_output_contract", asset=UNIFIED, description="Columns are exactly UnifiedActivity's."
+            ),
+            dg.AssetCheckSpec("activity_ids_unique", asset=UNIFIED, description="ActivityId identifies one row."),
+            dg.AssetCheckSpec(
+                "every_row_accounted_for", asset=UNIFIED, description="Rows read = rows placed + rows quarantined."
+            ),
+            dg.AssetCheckSpec(
+                "no_quarantined_activities", asset=CORRUPT, description="Every activity found its customer."
+            ),
+        ],
+    )
+    def activities(context: dg.AssetExecutionContext, alternate_key: pd.DataFrame, **frames: pd.DataFrame):
+        now = pd.Timestamp(dt.datetime.now(dt.UTC)) + pd.Timedelta(hours=section.future_tolerance_hours)
+        inputs = {}
+        for name, spec in section.tables.items():
+            key = spec.primary_key or config.sources[spec.source].tables[spec.table].primary_key
+            inputs[name] = (spec, frames[input_name(spec.source, spec.table)], key)
+        timeline = build_timeline(inputs, alternate_key, now)
+        placed = timeline.facts["Activity"].value_counts().to_dict()
+        quarantined = timeline.corrupt["Activity"].value_counts().to_dict()
+        per_table = {
+            name: {"read": read, "placed": int(placed.get(name, 0)), "quarantined": int(quarantined.get(name, 0))}
+            for name, read in timeline.rows_read.items()
+        }
+        by_type = timeline.unified["ActivityType"].value_counts().sort_index()
+        yield dg.Output(
+            timeline.unified,
+            output_name="unified_activity",
+            metadata={
+                "per_table": dg.MetadataValue.json(per_table),
+                "per_type": dg.MetadataValue.json({k: int(v) for k, v in by_type.items()}),
+                "customers": dg.MetadataValue.int(int(timeline.unified["CustomerId"].nunique())),
+            },
+        )
+        reasons = timeline.corrupt["Reason"].str.replace(r"'[^']*'", "'…'", regex=True).value_counts()
+        yield dg.Output(
+            timeline.corrupt,
+            output_name="unified_activity_corrupt",
+            metadata={"reasons": dg.MetadataValue.json({k: int(v) for k, v in reasons.head(20).items()})},
+        )
+        yield dg.Output(timeline.facts, output_name="activity_facts")
+        yield dg.AssetCheckResult(
+            check_name="matches_output_contract",
+            asset_key=UNIFIED,
+            passed=list(timeline.unified.columns) == UNIFIED_ACTIVITY_COLUMNS,
+            metadata={"columns": list(timeline.unified.columns)},
+        )
+        duplicates = int(timeline.unified["ActivityId"].duplicated().sum())
+        yield dg.AssetCheckResult(
+            check_name="activity_ids_unique",
+            asset_key=UNIFIED,
+            passed=duplicates == 0,
+            metadata={"duplicates": duplicates},
+        )
+        unbalanced = {n: c for n, c in per_table.items() if c["read"] != c["placed"] + c["quarantined"]}
+        yield dg.AssetCheckResult(
+            check_name="every_row_accounted_for",
+            asset_key=UNIFIED,
+            passed=not unbalanced,
+            metadata={"unbalanced": dg.MetadataValue.json(unbalanced)},
+        )
+        yield dg.AssetCheckResult(
+            check_name="no_quarantined_activities",
+            asset_key=CORRUPT,
+            passed=timeline.corrupt.empty,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"quarantined": len(timeline.corrupt)},
+        )
+
+    return dg.Definitions(assets=[activities])

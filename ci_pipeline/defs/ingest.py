@@ -1,10 +1,158 @@
-"""Dagster definitions of the ingest stage."""
+"""Dagster definitions of the ingest stage: one multi-asset per configured table (its data and its quarantine)."""
 
 import dagster as dg
 
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.config.sources import SourceConfig, TableConfig
+from ci_pipeline.defs.resources import LakeResource, asset_path
+from ci_pipeline.ingest import ingest_table, remember
+
+GROUP = "ingest"
+_KIND = {"csv": "csv", "parquet": "parquet", "cdm": "cdm", "delta": "delta"}
 
 
 def build(config: ProjectConfig) -> dg.Definitions:
-    """The ingest assets, checks and jobs for a configuration."""
-    return dg.Definitions()
+    """The ingest assets and their checks for a configuration."""
+    assets = [
+        _table_asset(config, source_name, source, table_name, table)
+        for source_name, source in config.sources.items()
+        for table_name, table in source.tables.items()
+    ]
+    return dg.Definitions(assets=assets)
+
+
+def _table_asset(
+    config: ProjectConfig, source_name: str, source: SourceConfig, table_name: str, table: TableConfig
+) -> dg.AssetsDefinition:
+    key = dg.AssetKey([source_name, table_name])
+    corrupt = dg.AssetKey([source_name, f"{source_name}_{table_name}_corrupt"])
+    owners = [source.dagster_owner] if source.dagster_owner else []
+    kinds = {_KIND[table.format], "pandas"}
+    where = table.path if table.format != "cdm" else f"{table.path} (entity {table.entity or table_name})"
+    common = {"source_owner": source.owner, "source_path": where, "format": table.format}
+    outs = {
+        key.to_python_identifier(): dg.AssetOut(
+            key=key,
+            description=(
+                f"One row per {table_name} record of {source_name} by {table.primary_key}, read in place from "
+                f"{where}. {table.description or source.description}"
+            ).strip(),
+            group_name=GROUP,
+            kinds=kinds,
+            owners=owners,
+            metadata={**common, "primary_key": table.primary_key},
+        ),
+        corrupt.to_python_identifier(): dg.AssetOut(
+            key=corrupt,
+            description=(
+                f"One row per {source_name}.{table_name} input row that was quarantined, with its file, line, raw "
+                "text, reason and severity."
+            ),
+            group_name=GROUP,
+            kinds=kinds,
+            owners=owners,
+            metadata=common,
+        ),
+    }
+    checks = [
+        dg.AssetCheckSpec(
+            "rows_balance",
+            asset=key,
+            blocking=True,
+            description="Rows read = rows accepted + rows quarantined (+ rows merged by incremental changes).",
+        ),
+        dg.AssetCheckSpec(
+            "quarantine_severity",
+            asset=key,
+            blocking=True,
+            description=(
+                f"Fails when rows were quarantined; blocks downstream when their severity is error "
+                f"(bad_rows: {table.bad_rows})."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            "schema_drift",
+            asset=key,
+            description="Warns when a column appeared, disappeared or changed type since the previous run.",
+        ),
+    ]
+
+    @dg.multi_asset(
+        name=f"ingest_{source_name}__{table_name}",
+        outs=outs,
+        check_specs=checks,
+        can_subset=False,
+    )
+    def _ingest(context: dg.AssetExecutionContext, lake: LakeResource):
+        store = lake.get_lake()
+        previous = None
+        if table.format == "delta" and store.exists(asset_path(key)):
+            previous = store.read_parquet(asset_path(key))
+        result = ingest_table(config, store, source_name, table_name, previous=previous)
+        for note in result.notes:
+            context.log.info(f"{source_name}.{table_name}: {note}")
+        for message in result.drift:
+            context.log.warning(message)
+        if result.rows_quarantined:
+            context.log.warning(
+                f"{source_name}.{table_name}: {result.rows_quarantined} row(s) quarantined "
+                f"(worst severity {result.worst_severity}); see {corrupt.to_user_string()}"
+            )
+        counts = {
+            "rows_read": dg.MetadataValue.int(result.rows_read),
+            "rows_accepted": dg.MetadataValue.int(result.rows_accepted),
+            "rows_quarantined": dg.MetadataValue.int(result.rows_quarantined),
+        }
+        if table.incremental is not None:
+            counts["rows_merged"] = dg.MetadataValue.int(result.rows_merged)
+        reasons = result.quarantine["kind"].value_counts().sort_index()
+        yield dg.Output(
+            result.data,
+            output_name=key.to_python_identifier(),
+            metadata={
+                **counts,
+                "drift": dg.MetadataValue.md(
+                    "\n".join(f"- {m}" for m in result.drift) or "No schema change since the previous run."
+                ),
+                "profile": dg.MetadataValue.md(result.profile),
+                "schema": dg.MetadataValue.json(result.schema),
+                "files": dg.MetadataValue.md("\n".join(f"- {f}" for f in result.files[:50])),
+                "notes": dg.MetadataValue.text("\n".join(result.notes)),
+            },
+        )
+        yield dg.Output(
+            result.quarantine,
+            output_name=corrupt.to_python_identifier(),
+            metadata={**counts, "reasons": dg.MetadataValue.json({k: int(v) for k, v in reasons.items()})},
+        )
+        # Only now that both outputs are stored does the next run compare against this schema / Delta version.
+        remember(store, result)
+        yield dg.AssetCheckResult(
+            check_name="rows_balance",
+            asset_key=key,
+            passed=result.balanced,
+            metadata={**counts, "rows_merged": dg.MetadataValue.int(result.rows_merged)},
+            description=None if result.balanced else "rows read differ from rows accepted + quarantined",
+        )
+        severity = result.worst_severity
+        yield dg.AssetCheckResult(
+            check_name="quarantine_severity",
+            asset_key=key,
+            passed=severity is None,
+            severity=dg.AssetCheckSeverity.ERROR if severity == "error" else dg.AssetCheckSeverity.WARN,
+            metadata={"rows_quarantined": dg.MetadataValue.int(result.rows_quarantined)},
+            description=(
+                None
+                if severity is None
+                else f"{result.rows_quarantined} row(s) in {corrupt.to_user_string()}, worst severity {severity}"
+            ),
+        )
+        yield dg.AssetCheckResult(
+            check_name="schema_drift",
+            asset_key=key,
+            passed=not result.drift,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"changes": dg.MetadataValue.md("\n".join(f"- {m}" for m in result.drift) or "none")},
+        )
+
+    return _ingest

@@ -1,10 +1,101 @@
-"""Dagster definitions of the measures stage."""
+"""Dagster definitions of the measures stage: CustomerMeasure, typed measure values, one table per measure."""
 
 import dagster as dg
+import pandas as pd
 
+from ci_pipeline.activities import FACT_COLUMNS
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.measures.compute import compute_measures, customer_measure_table, distribution
+from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS
+
+CUSTOMER_MEASURE = dg.AssetKey(["measures", "customer_measure"])
+VALUES = dg.AssetKey(["measures", "customer_measure_values"])
+PROFILE = dg.AssetKey(["unify", "customer_profile"])
+FACTS = dg.AssetKey(["activities", "activity_facts"])
 
 
 def build(config: ProjectConfig) -> dg.Definitions:
-    """The measures assets, checks and jobs for a configuration."""
-    return dg.Definitions()
+    """The measures assets and checks; none when no measures are configured."""
+    section = config.measures
+    if not (section.attributes or section.customer or section.business):
+        return dg.Definitions()
+    has_activities = bool(config.activities.tables)
+    outs: dict[str, dg.AssetOut] = {}
+    checks: list[dg.AssetCheckSpec] = []
+    if section.attributes:
+        outs["customer_measure"] = dg.AssetOut(
+            key=CUSTOMER_MEASURE,
+            description="One row per customer with every customer attribute measure as JSON (CustomerMeasure).",
+            kinds={"pandas", "parquet"},
+        )
+        outs["customer_measure_values"] = dg.AssetOut(
+            key=VALUES,
+            description="One row per customer with one typed column per customer attribute measure.",
+            kinds={"pandas", "parquet"},
+        )
+        checks += [
+            dg.AssetCheckSpec("matches_output_contract", asset=CUSTOMER_MEASURE, description="Columns are exact."),
+            dg.AssetCheckSpec(
+                "every_customer_present", asset=CUSTOMER_MEASURE, description="One row per profile customer."
+            ),
+        ]
+    for name, spec in sorted({**section.customer, **section.business}.items()):
+        kind = "customer" if name in section.customer else "business"
+        what = (
+            "customer and " + ", ".join(spec.dimensions)
+            if kind == "customer"
+            else (", ".join(spec.dimensions) or "the whole business (a single row)")
+        )
+        outs[name] = dg.AssetOut(
+            key=["measures", name],
+            description=f"One row per {what}: the {kind} measure {name}. {spec.description}".strip(),
+            kinds={"pandas", "parquet"},
+        )
+    ins = {"customer_profile": dg.AssetIn(key=PROFILE)}
+    if has_activities:
+        ins["activity_facts"] = dg.AssetIn(key=FACTS)
+
+    @dg.multi_asset(name="measures", group_name="measures", ins=ins, outs=outs, check_specs=checks)
+    def measures(context: dg.AssetExecutionContext, customer_profile: pd.DataFrame, **inputs):
+        facts = inputs.get("activity_facts")
+        if facts is None:
+            facts = pd.DataFrame({c: pd.Series(dtype="string") for c in FACT_COLUMNS})
+            facts["ActivityTimeStamp"] = pd.Series(dtype="datetime64[ns, UTC]")
+        as_of = section.as_of_date()
+        result = compute_measures(section, customer_profile["CustomerId"], facts, as_of)
+        context.log.info(f"measures as of {as_of}: {len(result.attributes)} customers")
+        if section.attributes:
+            table = customer_measure_table(result.attributes)
+            stats = {name: distribution(result.attributes[name]) for name in sorted(section.attributes)}
+            yield dg.Output(
+                table,
+                output_name="customer_measure",
+                metadata={
+                    "as_of": str(as_of),
+                    "distribution": dg.MetadataValue.json(stats),
+                    **{f"measure/{n}": dg.MetadataValue.json(s) for n, s in stats.items()},
+                },
+            )
+            yield dg.Output(result.attributes, output_name="customer_measure_values", metadata={"as_of": str(as_of)})
+            yield dg.AssetCheckResult(
+                check_name="matches_output_contract",
+                asset_key=CUSTOMER_MEASURE,
+                passed=list(table.columns) == CUSTOMER_MEASURE_COLUMNS,
+            )
+            expected = customer_profile["CustomerId"].astype("string").nunique()
+            yield dg.AssetCheckResult(
+                check_name="every_customer_present",
+                asset_key=CUSTOMER_MEASURE,
+                passed=len(table) == expected and table["CustomerId"].is_unique,
+                metadata={"rows": len(table), "customers": int(expected)},
+            )
+        for name, frame in sorted({**result.customer, **result.business}.items()):
+            metadata = {"as_of": str(as_of), "distribution": dg.MetadataValue.json(distribution(frame["Value"]))}
+            if name in result.business and len(frame) == 1 and not section.business[name].dimensions:
+                value = frame["Value"].iloc[0]
+                metadata["value"] = dg.MetadataValue.float(float(value)) if pd.notna(value) else "null"
+            elif name in result.business:
+                metadata["values"] = dg.MetadataValue.json(frame.head(50).astype(str).to_dict("records"))
+            yield dg.Output(frame, output_name=name, metadata=metadata)
+
+    return dg.Definitions(assets=[measures])

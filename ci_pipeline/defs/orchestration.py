@@ -1,10 +1,421 @@
-"""Dagster definitions of the orchestration stage."""
+"""Dagster definitions of orchestration: jobs, schedules, the new-file and failure sensors, freshness, executor.
+
+Everything here is built over the assets the other stages actually produced (``build(config, stages)``), so a
+configuration without unification or publishing simply has no jobs or policies for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
+import httpx
 
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.config.base import resolve_secret
+from ci_pipeline.config.orchestration import When
+from ci_pipeline.defs.resources import LakeResource
+from ci_pipeline.errors import UserError
+from ci_pipeline.orchestration.files import list_location, plan_table, run_key, watch_root
+
+#: Retry policy for steps that call external services (Dataverse, ADLS, enrichment); use it on such assets:
+#: ``@dg.asset(retry_policy=EXTERNAL_RETRY)``. Three more tries, 10 s, 20 s, 40 s apart (with jitter).
+EXTERNAL_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+#: The default executor: one process per step, at most two at a time (a 2-core machine).
+EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": 2}, name="multiprocess_bounded")
+#: Run tags that the run history shows: how a run was started and whether it refreshed everything.
+MODE_TAG = "ci_pipeline/mode"
+TRIGGER_TAG = "ci_pipeline/trigger"
+NEW_FILES_SENSOR = "new_files"
+FAILURE_SENSOR = "failure_notification"
+log = logging.getLogger("ci_pipeline.orchestration")
 
 
-def build(config: ProjectConfig) -> dg.Definitions:
-    """The orchestration assets, checks and jobs for a configuration."""
-    return dg.Definitions()
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    selection: dg.AssetSelection
+    description: str
+    mode: str
+
+
+def job_specs(config: ProjectConfig, graph) -> list[JobSpec]:
+    """The run modes that exist for this configuration (a job whose selection is empty is left out)."""
+    keys = graph.get_all_asset_keys()
+    unify, publish = dg.AssetSelection.groups("unify"), dg.AssetSelection.groups("publish")
+    candidates = [
+        JobSpec("full_refresh", dg.AssetSelection.all(), "Every stage, ingest to publish.", "full"),
+        JobSpec(
+            "incremental_refresh",
+            dg.AssetSelection.all(),
+            "Started by the new-file sensor for the sources whose files changed and everything downstream.",
+            "incremental",
+        ),
+    ]
+    candidates += [
+        JobSpec(
+            f"ingest_{source}",
+            dg.AssetSelection.groups("ingest") & dg.AssetSelection.key_prefixes([source]),
+            f"Ingest the tables of source {source} (and their quarantine tables) only.",
+            "partial",
+        )
+        for source in config.sources
+    ]
+    if dg.AssetKey(["unify", "match_pairs"]) in keys:
+        candidates.append(
+            JobSpec(
+                "match_only",
+                dg.AssetSelection.assets(dg.AssetKey(["unify", "match_pairs"])).upstream() & unify,
+                "Re-run matching on the last ingested data: the unify steps up to the match pairs.",
+                "partial",
+            )
+        )
+    candidates += [
+        JobSpec("unify", unify, "Unification only, on the last ingested data.", "partial"),
+        JobSpec("unify_and_downstream", unify.downstream(), "Unification and every stage after it.", "partial"),
+        JobSpec("publish_only", publish, "Publish the last computed tables to the sink and the lake.", "partial"),
+    ]
+    # A stage may produce several tables in one step that cannot run apart (a table and its quarantine table).
+    specs = [replace(spec, selection=spec.selection.required_multi_asset_neighbors()) for spec in candidates]
+    return [spec for spec in specs if spec.selection.resolve(graph)]
+
+
+def _job(spec: JobSpec) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        spec.name, selection=spec.selection, description=spec.description, tags={MODE_TAG: spec.mode}
+    )
+
+
+def _resolve_selection(text: str, graph, key: str) -> dg.AssetSelection:
+    try:
+        selection = dg.AssetSelection.from_string(text).required_multi_asset_neighbors()
+        found = selection.resolve(graph)
+    except Exception as exc:
+        raise UserError(f"{key}: {text!r} is not a valid asset selection ({exc}); e.g. 'group:publish'") from None
+    if not found:
+        groups = sorted({g for g in (graph.get(k).group_name for k in graph.get_all_asset_keys()) if g})
+        raise UserError(
+            f"{key}: {text!r} selects no assets; the groups of this configuration are {', '.join(groups) or 'none'}"
+        )
+    return selection
+
+
+def schedule_for(
+    name: str, when: When, timezone: str, job, mode: str, description: str, enabled: bool
+) -> dg.ScheduleDefinition:
+    """A schedule firing on ``when`` in ``timezone``; each tick's run is tagged with its local scheduled time."""
+    crons = when.cron_schedules()
+    zone = ZoneInfo(timezone)
+
+    @dg.schedule(
+        name=name,
+        cron_schedule=crons[0] if len(crons) == 1 else crons,
+        execution_timezone=timezone,
+        job=job,
+        description=description,
+        default_status=dg.DefaultScheduleStatus.RUNNING if enabled else dg.DefaultScheduleStatus.STOPPED,
+        tags={MODE_TAG: mode, TRIGGER_TAG: f"schedule:{name}"},
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        scheduled = context.scheduled_execution_time or datetime.now(UTC)
+        local = scheduled.astimezone(zone).isoformat(timespec="minutes")
+        return dg.RunRequest(
+            run_key=f"{name}@{local}",
+            tags={MODE_TAG: mode, TRIGGER_TAG: f"schedule:{name}", "ci_pipeline/scheduled_for": local},
+        )
+
+    return _schedule
+
+
+def build_schedules(config: ProjectConfig, graph, jobs: dict[str, dg.UnresolvedAssetJobDefinition]) -> list:
+    """The system refresh and the per-item schedules of the configuration."""
+    orchestration = config.orchestration
+    schedules = []
+    refresh = orchestration.refresh
+    if refresh is not None and graph.get_all_asset_keys():
+        if refresh.select.strip() == "*" and "full_refresh" in jobs:
+            job, mode = jobs["full_refresh"], "full"
+        else:
+            selection = _resolve_selection(refresh.select, graph, "orchestration.refresh.select")
+            job, mode = dg.define_asset_job("refresh_job", selection=selection), "partial"
+        schedules.append(
+            schedule_for(
+                "refresh",
+                refresh,
+                orchestration.timezone_of(refresh),
+                job,
+                mode,
+                f"System refresh of {refresh.select!r} ({', '.join(refresh.cron_schedules())}, "
+                f"{orchestration.timezone_of(refresh)}).",
+                refresh.enabled,
+            )
+        )
+    for index, item in enumerate(orchestration.schedules):
+        selection = _resolve_selection(item.select, graph, f"orchestration.schedules[{index}].select")
+        job = dg.define_asset_job(f"{item.name}_job", selection=selection, description=item.description or None)
+        schedules.append(
+            schedule_for(
+                item.name,
+                item,
+                orchestration.timezone_of(item),
+                job,
+                "partial",
+                item.description or f"Refresh {item.select!r} ({', '.join(item.cron_schedules())}).",
+                item.enabled,
+            )
+        )
+    return schedules
+
+
+@dataclass(frozen=True)
+class WatchedTable:
+    """A source table the new-file sensor lists, and the assets one of its changes re-runs."""
+
+    location: str
+    root: str
+    assets: tuple[dg.AssetKey, ...]
+
+
+def watched_tables(config: ProjectConfig, graph) -> dict[str, WatchedTable]:
+    """``"source/table"`` -> what to watch, for every configured table that has an ingestion asset."""
+    keys = graph.get_all_asset_keys()
+    watched = {}
+    for source_name, source in config.sources.items():
+        for table_name, table in source.tables.items():
+            key = dg.AssetKey([source_name, table_name])
+            if key not in keys:
+                continue
+            location = config.resolve_location(table.path)
+            affected = dg.AssetSelection.assets(key).downstream().required_multi_asset_neighbors().resolve(graph)
+            corrupt = dg.AssetKey([source_name, f"{source_name}_{table_name}_corrupt"])
+            if corrupt in keys:
+                affected |= {corrupt}
+            watched[f"{source_name}/{table_name}"] = WatchedTable(
+                location, watch_root(location), tuple(sorted(affected, key=lambda k: k.path))
+            )
+    return watched
+
+
+def evaluate_new_files(
+    cursor: str | None, lake: LakeResource, watched: dict[str, WatchedTable], settle_seconds: float, now: datetime
+) -> tuple[dg.RunRequest | None, str, list[str], str]:
+    """One tick of the new-file sensor.
+
+    Returns:
+        (the run request or None, the new cursor, problems to report, a one-line summary of what waits and why).
+    """
+    state = json.loads(cursor) if cursor else {}
+    tables = dict(state.get("tables", {}))
+    changes, removed, waiting, problems = {}, {}, {}, []
+    try:
+        opened = lake.get_lake()
+    except UserError as exc:
+        return None, cursor or "", [f"cannot open the lake: {exc}"], ""
+    for table_id, watch in watched.items():
+        try:
+            fs, root = opened.filesystem_for(watch.root)
+            current = list_location(fs, root)
+        except Exception as exc:  # an unreachable location must not stop the others or lose the cursor
+            first_line = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            problems.append(
+                f"{table_id}: cannot list {watch.location} ({type(exc).__name__}: {first_line}); check the path, "
+                "the credentials and that the storage is reachable"
+            )
+            continue
+        plan = plan_table(tables.get(table_id), current, now, settle_seconds)
+        tables[table_id] = plan.cursor
+        if plan.changed:
+            changes[table_id], removed[table_id] = plan.ready, plan.removed
+        if plan.waiting:
+            waiting[table_id] = plan.waiting
+    new_cursor = json.dumps({"version": 1, "tables": tables}, sort_keys=True)
+    waits = "; ".join(
+        f"{table_id}: {len(files)} file(s) waiting ({sorted(set(files.values()))[0]})"
+        for table_id, files in sorted(waiting.items())
+    )
+    if not changes:
+        return None, new_cursor, problems, waits
+    assets = sorted({key for table_id in changes for key in watched[table_id].assets}, key=lambda k: k.path)
+    request = dg.RunRequest(
+        run_key=run_key(changes, removed),
+        asset_selection=assets,
+        tags={
+            MODE_TAG: "incremental",
+            TRIGGER_TAG: NEW_FILES_SENSOR,
+            "ci_pipeline/changed_tables": ",".join(sorted(changes)),
+            "ci_pipeline/changed_files": str(sum(len(f) + len(removed[t]) for t, f in changes.items())),
+        },
+    )
+    return request, new_cursor, problems, waits
+
+
+def build_new_file_sensor(config: ProjectConfig, graph, job) -> dg.SensorDefinition | None:
+    """The sensor that starts one incremental run when source files are added or changed."""
+    watched = watched_tables(config, graph)
+    if not watched:
+        return None
+    settings = config.orchestration.new_files
+
+    @dg.sensor(
+        name=NEW_FILES_SENSOR,
+        job=job,
+        minimum_interval_seconds=settings.interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING if settings.enabled else dg.DefaultSensorStatus.STOPPED,
+        description=(
+            f"Watches {len(watched)} source table location(s) and starts one run of the changed tables and "
+            "everything downstream when files are added or changed (files still being written wait)."
+        ),
+    )
+    def new_files(context: dg.SensorEvaluationContext, lake: LakeResource):
+        request, cursor, problems, waits = evaluate_new_files(
+            context.cursor, lake, watched, settings.settle_seconds, datetime.now(UTC)
+        )
+        for problem in problems:
+            context.log.warning(problem)
+        if request is not None:
+            return dg.SensorResult(run_requests=[request], cursor=cursor)
+        if not context.cursor:
+            reason = "recorded the files present now as the baseline; new or changed files from now on start a run"
+        else:
+            reason = "no new or changed files"
+        reason = "; ".join(part for part in (reason, waits, *problems) if part)
+        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
+
+    return new_files
+
+
+def failure_notice(config: ProjectConfig, run: dg.DagsterRun, step_failures: list) -> dict:
+    """The notification for a failed run: who, what, where it broke, and a link when the UI address is known."""
+    steps = []
+    for event in step_failures:
+        error = event.event_specific_data.error if event.event_specific_data else None
+        # Dagster wraps the asset's own exception; the innermost cause is what the user needs to read.
+        while error is not None and error.cause is not None:
+            error = error.cause
+        message = error.message.strip().splitlines()[0][:500] if error and error.message else "no error message"
+        steps.append({"step": event.step_key, "error": message})
+    where = ", ".join(step["step"] for step in steps) or "before any step started"
+    text = f"{config.name}: run {run.run_id} of job {run.job_name} failed at {where}"
+    if steps:
+        text += f": {steps[0]['error']}"
+    notice = {
+        "text": text,
+        "project": config.name,
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "status": "FAILURE",
+        "failed_steps": steps,
+        "tags": {k: v for k, v in run.tags.items() if k.startswith("ci_pipeline/")},
+    }
+    ui_url = config.orchestration.notifications.ui_url
+    if ui_url:
+        notice["url"] = f"{ui_url.rstrip('/')}/runs/{run.run_id}"
+    return notice
+
+
+def send_webhook(config: ProjectConfig, notice: dict) -> str | None:
+    """POST the notice to the configured webhook; return an error message instead of raising."""
+    settings = config.orchestration.notifications
+    if not settings.webhook_url:
+        return None
+    url = settings.webhook_url
+    try:
+        if url.startswith(("env:", "file:")):
+            url = resolve_secret(url, "orchestration.notifications.webhook_url", config.base_dir)
+        response = httpx.post(url, json=notice, timeout=settings.timeout_seconds)
+        response.raise_for_status()
+    except (UserError, httpx.HTTPError) as exc:
+        return f"orchestration.notifications.webhook_url: the notification was not delivered ({exc})"
+    return None
+
+
+def build_failure_sensor(config: ProjectConfig) -> dg.SensorDefinition:
+    """Writes a log line for every failed run of this project, and POSTs it to the webhook if one is set."""
+
+    @dg.run_failure_sensor(
+        name=FAILURE_SENSOR,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Reports every failed run: a log line, and a JSON POST to the configured webhook.",
+    )
+    def failure_notification(context: dg.RunFailureSensorContext):
+        notice = failure_notice(config, context.dagster_run, context.get_step_failure_events())
+        log.error("run failed: %s", notice["text"])
+        context.log.error(notice["text"])
+        problem = send_webhook(config, notice)
+        if problem:
+            log.error(problem)
+            context.log.error(problem)
+
+    return failure_notification
+
+
+def with_freshness(config: ProjectConfig, stages: dg.Definitions, graph) -> dg.Definitions:
+    """Attach a freshness policy to the published tables (group ``publish``): overdue after ``max_age_hours``."""
+    published = sorted(dg.AssetSelection.groups("publish").resolve(graph), key=lambda k: k.path)
+    if not published:
+        return stages
+    settings = config.orchestration.freshness
+    policy = dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=settings.max_age_hours),
+        warn_window=timedelta(hours=settings.warn_age_hours) if settings.warn_age_hours else None,
+    )
+    with warnings.catch_warnings():
+        # The 1.13 replacement for the superseded freshness checks; its preview status is not news at every load.
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return stages.map_resolved_asset_specs(
+            func=lambda spec: spec.replace_attributes(freshness_policy=policy), selection=published
+        )
+
+
+def executor_for(config: ProjectConfig) -> dg.ExecutorDefinition:
+    """The executor ``orchestration.executor`` names (default: :data:`EXECUTOR`)."""
+    settings = config.orchestration.executor
+    if settings.kind == "in_process":
+        return dg.in_process_executor
+    if settings.kind == "multiprocess":
+        if settings.max_concurrent == 2:
+            return EXECUTOR
+        return dg.multiprocess_executor.configured(
+            {"max_concurrent": settings.max_concurrent}, name="multiprocess_bounded"
+        )
+    try:
+        from dagster_k8s import k8s_job_executor
+    except ImportError:
+        raise UserError(
+            "orchestration.executor.kind: k8s needs the dagster-k8s package; install it with "
+            "`pip install dagster-k8s==0.29.27` in the image that runs the code location"
+        ) from None
+    k8s_config: dict = {"max_concurrent": settings.max_concurrent}
+    if settings.job_namespace:
+        k8s_config["job_namespace"] = settings.job_namespace
+    if settings.step_k8s_config:
+        k8s_config["step_k8s_config"] = settings.step_k8s_config
+    return k8s_job_executor.configured(k8s_config, name="k8s_steps")
+
+
+def build(config: ProjectConfig, stages: dg.Definitions | None = None) -> dg.Definitions:
+    """Jobs, schedules, sensors, freshness and the default executor over the assets of ``stages``.
+
+    Args:
+        config: the project configuration.
+        stages: the merged definitions of every other stage; the result contains them (with freshness policies on
+            the published tables) plus the orchestration definitions.
+    """
+    stages = stages if stages is not None else dg.Definitions()
+    graph = stages.resolve_asset_graph()
+    jobs = {spec.name: _job(spec) for spec in job_specs(config, graph)}
+    schedules = build_schedules(config, graph, jobs)
+    sensors = [build_failure_sensor(config)]
+    if "incremental_refresh" in jobs:
+        sensor = build_new_file_sensor(config, graph, jobs["incremental_refresh"])
+        if sensor is not None:
+            sensors.append(sensor)
+    return dg.Definitions.merge(
+        with_freshness(config, stages, graph),
+        dg.Definitions(jobs=list(jobs.values()), schedules=schedules, sensors=sensors, executor=executor_for(config)),
+    )

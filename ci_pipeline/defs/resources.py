@@ -51,9 +51,7 @@ class LakeParquetIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         if not isinstance(obj, pd.DataFrame):
-            raise TypeError(
-                f"{context.asset_key.to_user_string()}: expected a pandas DataFrame, got {type(obj)}"
-            )
+            raise TypeError(f"{context.asset_key.to_user_string()}: expected a pandas DataFrame, got {type(obj)}")
         lake = self.lake.get_lake()
         relative = asset_path(context.asset_key)
         lake.write_parquet(relative, obj)

@@ -1,10 +1,130 @@
-"""Dagster definitions of the segments stage."""
+"""Dagster definitions of the segments stage: SegmentMembership, member-count history and static segment state."""
+
+import datetime as dt
 
 import dagster as dg
+import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.defs.resources import asset_path
+from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS
+from ci_pipeline.segments.run import SegmentInputs, evaluate_segments
+
+MEMBERSHIP = dg.AssetKey(["segments", "segment_membership"])
+HISTORY = dg.AssetKey(["segments", "segment_member_history"])
+STATIC = dg.AssetKey(["segments", "static_segment_state"])
+PROFILE = dg.AssetKey(["unify", "customer_profile"])
+VALUES = dg.AssetKey(["measures", "customer_measure_values"])
+FACTS = dg.AssetKey(["activities", "activity_facts"])
+
+
+class SegmentRunConfig(dg.Config):
+    """Run options: static segments to evaluate again this run (``["*"]`` = every static segment)."""
+
+    refresh_static: list[str] = []
 
 
 def build(config: ProjectConfig) -> dg.Definitions:
-    """The segments assets, checks and jobs for a configuration."""
-    return dg.Definitions()
+    """The segments assets and checks; none when no segments are configured."""
+    section = config.segments
+    if not section.definitions:
+        return dg.Definitions()
+    ins = {"customer_profile": dg.AssetIn(key=PROFILE)}
+    if config.measures.attributes:
+        ins["customer_measure_values"] = dg.AssetIn(key=VALUES)
+    if config.activities.tables:
+        ins["activity_facts"] = dg.AssetIn(key=FACTS)
+    provider = section.provider or config.name
+    measures_section = config.measures
+
+    @dg.multi_asset(
+        name="segments",
+        group_name="segments",
+        ins=ins,
+        required_resource_keys={"lake"},
+        outs={
+            "segment_membership": dg.AssetOut(
+                key=MEMBERSHIP,
+                description="One row per customer in at least one segment, with the sorted list of its segments.",
+                kinds={"pandas", "parquet"},
+            ),
+            "segment_member_history": dg.AssetOut(
+                key=HISTORY,
+                description="One row per run and segment: members, added and removed since the previous run.",
+                kinds={"pandas", "parquet"},
+            ),
+            "static_segment_state": dg.AssetOut(
+                key=STATIC,
+                description="One row per member of a static segment, kept until the segment is refreshed by hand.",
+                kinds={"pandas", "parquet"},
+            ),
+        },
+        check_specs=[
+            dg.AssetCheckSpec("matches_output_contract", asset=MEMBERSHIP, description="Columns are exact."),
+            dg.AssetCheckSpec(
+                "members_are_profile_customers", asset=MEMBERSHIP, description="Every member is a current customer."
+            ),
+            dg.AssetCheckSpec(
+                "no_empty_segments",
+                asset=MEMBERSHIP,
+                description="Every configured segment has at least one member.",
+            ),
+        ],
+    )
+    def segments(context: dg.AssetExecutionContext, config: SegmentRunConfig, customer_profile: pd.DataFrame, **inputs):
+        lake = context.resources.lake.get_lake()
+
+        def previous(key: dg.AssetKey) -> pd.DataFrame | None:
+            path = asset_path(key)
+            return lake.read_parquet(path) if lake.exists(path) else None
+
+        result = evaluate_segments(
+            section=section,
+            as_of=measures_section.as_of_date(),
+            inputs=SegmentInputs(
+                profile=customer_profile,
+                measures=inputs.get("customer_measure_values"),
+                facts=inputs.get("activity_facts"),
+            ),
+            previous_membership=previous(MEMBERSHIP),
+            previous_history=previous(HISTORY),
+            previous_static=previous(STATIC),
+            refresh_static=config.refresh_static,
+            provider=provider,
+            run_time=pd.Timestamp(dt.datetime.now(dt.UTC)),
+        )
+        counts = {name: int(mask.sum()) for name, mask in result.masks.items()}
+        yield dg.Output(
+            result.membership,
+            output_name="segment_membership",
+            metadata={
+                "members": dg.MetadataValue.json(counts),
+                "conditions_evaluated": result.conditions_evaluated,
+                "static_refreshed": dg.MetadataValue.json(result.refreshed),
+            },
+        )
+        yield dg.Output(result.history, output_name="segment_member_history")
+        yield dg.Output(result.static, output_name="static_segment_state")
+        yield dg.AssetCheckResult(
+            check_name="matches_output_contract",
+            asset_key=MEMBERSHIP,
+            passed=list(result.membership.columns) == SEGMENT_MEMBERSHIP_COLUMNS,
+        )
+        known = set(customer_profile["CustomerId"].astype(str))
+        strangers = int((~result.membership["CustomerId"].isin(known)).sum())
+        yield dg.AssetCheckResult(
+            check_name="members_are_profile_customers",
+            asset_key=MEMBERSHIP,
+            passed=strangers == 0,
+            metadata={"unknown_customers": strangers},
+        )
+        empty = sorted(name for name, n in counts.items() if n == 0)
+        yield dg.AssetCheckResult(
+            check_name="no_empty_segments",
+            asset_key=MEMBERSHIP,
+            passed=not empty,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"empty_segments": dg.MetadataValue.json(empty)},
+        )
+
+    return dg.Definitions(assets=[segments])

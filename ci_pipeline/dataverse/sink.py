@@ -1,0 +1,116 @@
+"""The sink interface shared by the embedded SQLite database and the Dataverse Web API."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from ci_pipeline.config.publish import PublishConfig
+    from ci_pipeline.lake import Lake
+
+
+@dataclass(frozen=True)
+class SinkTable:
+    """One output table ready for a sink: logical column names, text values, primary key first, sorted by it."""
+
+    name: str
+    logical_name: str
+    entity_set: str
+    primary_key: str
+    frame: pd.DataFrame
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.frame.columns)
+
+
+@dataclass
+class TableResult:
+    """What one publish of one table did."""
+
+    table: str
+    rows: int
+    upserted: int = 0
+    deleted: int = 0
+    #: Rows already identical in the sink (the Web API cannot tell, so it reports 0 and sends every row).
+    unchanged: int = 0
+    #: Rows the sink rejected; each is dead-lettered with its error.
+    rejected: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    requests: int = 0
+    retries: int = 0
+    throttles: int = 0
+    dead_letter: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict:
+        """Plain values for asset metadata and logs."""
+        return {
+            "rows": self.rows,
+            "rows_upserted": self.upserted,
+            "rows_deleted": self.deleted,
+            "rows_unchanged": self.unchanged,
+            "rows_rejected": self.rejected,
+            "bytes": self.bytes,
+            "duration_seconds": round(self.seconds, 3),
+            "requests": self.requests,
+            "retries": self.retries,
+            "throttles": self.throttles,
+        }
+
+
+@dataclass(frozen=True)
+class TableUsage:
+    """Rows and bytes a sink holds for one table."""
+
+    rows: int
+    bytes: int
+
+
+class Sink(abc.ABC):
+    """A place the seven output tables are published to. Publishing a table makes the sink hold exactly its rows:
+    new and changed rows are upserted by primary key, then rows whose key is no longer present are deleted."""
+
+    @abc.abstractmethod
+    def publish(self, table: SinkTable) -> TableResult:
+        """Upsert every row of ``table``, then delete the sink's rows whose key is not in it."""
+
+    @abc.abstractmethod
+    def usage(self) -> dict[str, TableUsage]:
+        """Rows and bytes held per logical table name."""
+
+    def close(self) -> None:  # noqa: B027 - most sinks hold nothing to release
+        """Release connections."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_sink(config: PublishConfig, base_dir: Path, lake: Lake | None = None, run_id: str = "manual") -> Sink | None:
+    """The sink the configuration names, or None for ``kind: none``.
+
+    Args:
+        config: the ``publish`` section.
+        base_dir: folder relative paths are resolved against (the configuration file's folder).
+        lake: where the Web API sink dead-letters rejected rows.
+        run_id: names the dead-letter files of this run.
+    """
+    if config.sink.kind == "none":
+        return None
+    if config.sink.kind == "sqlite":
+        from ci_pipeline.dataverse.sqlite import SqliteSink
+
+        path = Path(config.sink.path).expanduser()
+        return SqliteSink(path if path.is_absolute() else base_dir / path)
+    from ci_pipeline.dataverse.webapi import DataverseClient, WebApiSink
+
+    return WebApiSink(DataverseClient.from_config(config.sink.dataverse, base_dir), lake=lake, run_id=run_id)

@@ -1,0 +1,307 @@
+"""Write output tables to the lake as a Common Data Model folder, one snapshot per run.
+
+Layout (the reference product's): ``<folder>/<Export>/<Table>/<yyyy>/<mm>/<dd>/<HHMM>/<Table>_<n>.csv`` plus
+``<folder>/<Export>/model.json``; with Parquet, ``<Table>_<n>.parquet`` plus ``default.manifest.cdm.json`` and one
+``<Table>.cdm.json`` per table. Data files are written before the metadata, so a reader never sees metadata that
+points at missing files; older snapshots are deleted only after the new metadata is in place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import posixpath
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from ci_pipeline.errors import StorageError, UserError
+from ci_pipeline.lake import Lake
+
+MODEL_JSON = "model.json"
+MANIFEST = "default.manifest.cdm.json"
+CSV_SETTINGS = {
+    "$type": "CsvFormatSettings",
+    "columnHeaders": False,
+    "delimiter": ",",
+    "quoteStyle": "QuoteStyle.Csv",
+    "csvStyle": "CsvStyle.QuoteAlways",
+    "encoding": "UTF-8",
+}
+#: Columns holding GUIDs (typed ``guid`` in the metadata).
+GUID_COLUMNS = {
+    "AlternateKeyId",
+    "msdynci_unifiedactivityid",
+    "msdynci_customermeasureid",
+    "msdynci_enrichmentid",
+    "msdynci_predictionid",
+    "msdynci_segmentmembershipid",
+}
+
+
+@dataclass
+class ExportResult:
+    """What one export run wrote."""
+
+    name: str
+    root: str
+    snapshot: str
+    tables: dict[str, dict] = field(default_factory=dict)
+    removed_snapshots: list[str] = field(default_factory=list)
+    metadata_file: str = ""
+
+    def metadata(self) -> dict:
+        return {
+            "export": self.name,
+            "root": self.root,
+            "snapshot": self.snapshot,
+            "rows": sum(t["rows"] for t in self.tables.values()),
+            "bytes": sum(t["bytes"] for t in self.tables.values()),
+            "files": sum(t["parts"] for t in self.tables.values()),
+            "removed_snapshots": len(self.removed_snapshots),
+        }
+
+
+def cdm_type(column: str, dtype) -> str:
+    """The CDM data type of a column."""
+    if column in GUID_COLUMNS:
+        return "guid"
+    if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+        return "dateTime"
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int64"
+    if pd.api.types.is_float_dtype(dtype):
+        return "double"
+    return "string"
+
+
+def public_url(lake: Lake, relative: str) -> str:
+    """An absolute URL of a lake path as other tools see it (``file:///...`` or the storage account's https)."""
+    if lake.protocol == "file":
+        return "file://" + lake.path(relative)
+    client = getattr(lake.fs, "service_client", None)
+    if client is None:
+        return lake.url(relative)
+    # The dfs endpoint is what Customer Insights writes and what the CDM SDK's ADLS adapter understands.
+    account_url = client.url.rstrip("/").replace(".blob.core.windows.net", ".dfs.core.windows.net")
+    return account_url + "/" + lake.path(relative)
+
+
+def _csv_bytes(df: pd.DataFrame) -> bytes:
+    out = df.copy()
+    for column in out.columns:
+        dtype = out[column].dtype
+        if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+            out[column] = pd.to_datetime(out[column], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    buffer = io.StringIO()
+    out.to_csv(buffer, header=False, index=False, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    return buffer.getvalue().encode("utf-8")
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def _snapshot(timestamp: datetime) -> str:
+    stamp = timestamp.astimezone(UTC)
+    return f"{stamp:%Y}/{stamp:%m}/{stamp:%d}/{stamp:%H%M}"
+
+
+def write_export(
+    lake: Lake,
+    name: str,
+    tables: dict[str, pd.DataFrame],
+    timestamp: datetime,
+    folder: str = "exports",
+    fmt: str = "csv",
+    rows_per_part: int = 1_000_000,
+    retention: int = 3,
+) -> ExportResult:
+    """Write one snapshot of ``tables`` as a CDM folder, then drop snapshots beyond ``retention``.
+
+    Args:
+        lake: the data lake.
+        name: export name (the folder under ``folder``).
+        tables: output table name -> shaped frame (spec column names).
+        timestamp: the run's start (names the snapshot folder; never the wall clock, so reruns are idempotent).
+        folder: lake folder holding the exports.
+        fmt: ``csv`` (model.json) or ``parquet`` (manifest).
+        rows_per_part: rows per data file.
+        retention: snapshots kept per table.
+    """
+    if timestamp.tzinfo is None:
+        raise ValueError("export timestamp must be timezone-aware")
+    root = posixpath.join(folder, name)
+    snapshot = _snapshot(timestamp)
+    result = ExportResult(name=name, root=lake.url(root), snapshot=snapshot)
+    written: dict[str, list[str]] = {}
+    entities = []
+    extension = "csv" if fmt == "csv" else "parquet"
+    for table, df in tables.items():
+        parts = [df.iloc[i : i + rows_per_part] for i in range(0, len(df), rows_per_part)] or [df.iloc[0:0]]
+        files: list[str] = []
+        size = 0
+        for n, part in enumerate(parts, start=1):
+            relative = f"{table}/{snapshot}/{table}_{n}.{extension}"
+            data = _csv_bytes(part) if fmt == "csv" else _parquet_bytes(part.reset_index(drop=True))
+            lake.write_bytes(posixpath.join(root, relative), data)
+            files.append(relative)
+            size += len(data)
+        written[table] = files
+        result.tables[table] = {"rows": len(df), "parts": len(files), "bytes": size}
+        attributes = [{"name": str(c), "dataType": cdm_type(str(c), df[c].dtype)} for c in df.columns]
+        entities.append((table, attributes, files))
+    modified = timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if fmt == "csv":
+        model = {
+            "name": name,
+            "description": f"Output tables exported by ci_pipeline ({name})",
+            "version": "1.0",
+            "modifiedTime": modified,
+            "entities": [
+                {
+                    "$type": "LocalEntity",
+                    "name": table,
+                    "description": "",
+                    "attributes": attributes,
+                    "partitions": [
+                        {
+                            "name": posixpath.basename(f).rsplit(".", 1)[0],
+                            "refreshTime": modified,
+                            "location": public_url(lake, posixpath.join(root, f)),
+                            "fileFormatSettings": CSV_SETTINGS,
+                        }
+                        for f in files
+                    ],
+                }
+                for table, attributes, files in entities
+            ],
+        }
+        result.metadata_file = lake.write_bytes(posixpath.join(root, MODEL_JSON), _json(model))
+    else:
+        for table, attributes, _files in entities:
+            definition = {
+                "jsonSchemaSemanticVersion": "1.1.0",
+                "imports": [{"corpusPath": "cdm:/foundations.cdm.json"}],
+                "definitions": [
+                    {
+                        "entityName": table,
+                        "hasAttributes": [
+                            {"name": a["name"], "purpose": "hasA", "dataType": a["dataType"]} for a in attributes
+                        ],
+                    }
+                ],
+            }
+            lake.write_bytes(posixpath.join(root, f"{table}.cdm.json"), _json(definition))
+        manifest = {
+            "jsonSchemaSemanticVersion": "1.1.0",
+            "imports": [{"corpusPath": "cdm:/foundations.cdm.json"}],
+            "manifestName": "default",
+            "lastFileModifiedTime": modified,
+            "entities": [
+                {
+                    "type": "LocalEntity",
+                    "entityName": table,
+                    "entityPath": f"{table}.cdm.json/{table}",
+                    "dataPartitions": [
+                        {
+                            "name": posixpath.basename(f).rsplit(".", 1)[0],
+                            "location": f,
+                            "exhibitsTraits": [{"traitReference": "is.partition.format.parquet"}],
+                        }
+                        for f in files
+                    ],
+                }
+                for table, _attributes, files in entities
+            ],
+        }
+        result.metadata_file = lake.write_bytes(posixpath.join(root, MANIFEST), _json(manifest))
+    result.removed_snapshots = _clean_up(lake, root, written, retention)
+    return result
+
+
+def _json(obj) -> bytes:
+    return json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8")
+
+
+def _clean_up(lake: Lake, root: str, written: dict[str, list[str]], retention: int) -> list[str]:
+    """Delete part files of the current snapshot that this run did not write (a rerun with fewer parts), then
+    whole snapshots beyond ``retention`` per table."""
+    removed: list[str] = []
+    for table, files in written.items():
+        keep = set(files)
+        snapshots: dict[str, list[str]] = {}
+        for path in lake.find(posixpath.join(root, table)):
+            relative = path[len(root) + 1 :] if path.startswith(root + "/") else path
+            pieces = relative.split("/")
+            if len(pieces) != 6 or posixpath.basename(relative).startswith("."):
+                continue
+            snapshots.setdefault("/".join(pieces[:5]), []).append(relative)
+        current = posixpath.dirname(files[0])
+        for relative in snapshots.get(current, []):
+            if relative not in keep:
+                lake.delete(posixpath.join(root, relative))
+        for old in sorted(snapshots)[: max(0, len(snapshots) - retention)]:
+            if old != current:
+                lake.delete(posixpath.join(root, old), recursive=True)
+                removed.append(old)
+    return removed
+
+
+@dataclass(frozen=True)
+class ExportedEntity:
+    """One table of an export as its metadata describes it."""
+
+    name: str
+    attributes: list[tuple[str, str]]
+    files: list[str]
+    format: str
+
+
+def read_export(lake: Lake, name: str, folder: str = "exports") -> list[ExportedEntity]:
+    """The entities of an export, from its model.json or manifest; files as lake-relative paths."""
+    root = posixpath.join(folder, name)
+    if lake.exists(posixpath.join(root, MODEL_JSON)):
+        model = json.loads(lake.read_bytes(posixpath.join(root, MODEL_JSON)))
+        prefix = public_url(lake, root).rstrip("/") + "/"
+        entities = []
+        for entity in model.get("entities", []):
+            files = []
+            for partition in entity.get("partitions", []):
+                location = partition["location"]
+                if location.startswith(prefix):
+                    files.append(posixpath.join(root, location[len(prefix) :]))
+                elif f"/{name}/" in location:
+                    files.append(posixpath.join(root, location.split(f"/{name}/", 1)[1]))
+                else:
+                    raise UserError(
+                        f"{lake.url(posixpath.join(root, MODEL_JSON))}: partition {location} lies outside the "
+                        "export folder; re-export it"
+                    )
+            attributes = [(a["name"], a.get("dataType", "string")) for a in entity.get("attributes", [])]
+            entities.append(ExportedEntity(entity["name"], attributes, files, "csv"))
+        return entities
+    if lake.exists(posixpath.join(root, MANIFEST)):
+        manifest = json.loads(lake.read_bytes(posixpath.join(root, MANIFEST)))
+        entities = []
+        for entity in manifest.get("entities", []):
+            table = entity["entityName"]
+            document = entity["entityPath"].split("/", 1)[0]
+            definition = json.loads(lake.read_bytes(posixpath.join(root, document)))["definitions"][0]
+            attributes = [(a["name"], a.get("dataType", "string")) for a in definition["hasAttributes"]]
+            files = [posixpath.join(root, p["location"]) for p in entity.get("dataPartitions", [])]
+            entities.append(ExportedEntity(table, attributes, files, "parquet"))
+        return entities
+    raise StorageError(
+        f"{lake.url(root)}: no export here (neither {MODEL_JSON} nor {MANIFEST}); run the pipeline with this export "
+        "configured, or check publish.exports"
+    )

@@ -1,0 +1,222 @@
+"""CSV parsing that keeps every row accountable: its file, line and raw text, or why it could not be read.
+
+Record boundaries, quoting and column counts are worked out on the raw bytes with numpy (no loop per row); the
+rows that are structurally sound are then parsed by pyarrow, so each parsed row maps to exactly one record.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ci_pipeline.config.sources import CsvOptions
+from ci_pipeline.errors import UserError
+
+#: Internal columns carried next to the data until quarantine is decided.
+FILE, LINE, START, END = "__file", "__line", "__start", "__end"
+STRING = pd.StringDtype()
+
+
+@dataclass
+class ParsedCsv:
+    """One CSV file: its sound rows as strings (plus position columns) and its structurally broken rows."""
+
+    frame: pd.DataFrame
+    broken: pd.DataFrame  # columns: file, line, raw, reason, kind
+    columns: list[str]
+    text: bytes  # the file as UTF-8, for the raw text of rows quarantined later
+
+
+def decode(data: bytes, encoding: str, file: str) -> bytes:
+    """The file as UTF-8 bytes without a byte-order mark, or a clear error naming the line of the first bad byte."""
+    name = codecs.lookup(encoding).name
+    try:
+        if name == "utf-8":
+            data.decode("utf-8")
+            return data[3:] if data.startswith(codecs.BOM_UTF8) else data
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{file}: line {line}: byte 0x{data[exc.start]:02x} is not valid {encoding}; the file is in another "
+            "encoding: set csv.encoding for this table (for example cp1252, latin-1 or utf-16)"
+        ) from None
+    return text.lstrip("\ufeff").encode("utf-8")
+
+
+def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | None = None) -> ParsedCsv:
+    """Parse one CSV file.
+
+    Args:
+        data: the file's bytes.
+        options: delimiter, header, encoding, quoting.
+        file: the file's name for messages and the ``__file`` column.
+        names: the columns of a headerless file, in order (ignored when the file has a header).
+
+    Raises:
+        UserError: undecodable bytes, or a header that is empty or repeats a column name.
+    """
+    text = decode(data, options.encoding, file)
+    buf = np.frombuffer(text, dtype=np.uint8)
+    size = len(buf)
+    quote = ord(options.quotechar)
+    delim = ord(options.delimiter)
+    newlines = np.flatnonzero(buf == 10)
+    is_quote = buf == quote
+    is_delim = buf == delim
+    if options.escapechar:
+        escaped = np.zeros(size, dtype=bool)
+        escaped[1:] = buf[:-1] == ord(options.escapechar)
+        is_quote &= ~escaped
+        is_delim &= ~escaped
+    # Quotes are sparse: "how many quotes before byte i" is a binary search in their positions, which is much
+    # cheaper than a running sum over every byte.
+    quote_positions = np.flatnonzero(is_quote)
+
+    def quotes_before(positions: np.ndarray) -> np.ndarray:
+        return np.searchsorted(quote_positions, positions)
+
+    # With multiline values, a line break inside quotes (odd number of quotes before it) does not end the record.
+    breaks = newlines[quotes_before(newlines) % 2 == 0] if options.multiline else newlines
+    starts = np.concatenate([[0], breaks + 1]).astype(np.int64)
+    stops = np.concatenate([breaks, [size]]).astype(np.int64)  # exclusive, before the line break
+    lines = np.searchsorted(newlines, starts) + 1
+    ends = stops.copy()
+    has_cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13) if size else np.zeros(len(ends), dtype=bool)
+    ends[has_cr] -= 1
+    keep = ends > starts  # blank lines are not rows
+    starts, stops, ends, lines = starts[keep], stops[keep], ends[keep], lines[keep]
+
+    columns: list[str]
+    if options.header:
+        if len(starts) == 0:
+            raise UserError(f"{file}: the file is empty but csv.header is true; it needs at least a header row")
+        header = text[starts[0] : ends[0]].decode("utf-8")
+        columns = header_names(header, options, file)
+        starts, stops, ends, lines = starts[1:], stops[1:], ends[1:], lines[1:]
+    else:
+        columns = list(names or [])
+
+    quote_count = quotes_before(ends) - quotes_before(starts)
+    broken_quoting = quote_count % 2 == 1
+    # Fields = delimiters outside quotes + 1; a delimiter is outside quotes when the quotes before it in its
+    # record are even.
+    delims = np.flatnonzero(is_delim) if len(starts) else np.array([], dtype=np.int64)
+    record = np.searchsorted(starts, delims, side="right") - 1
+    inside = (record >= 0) & (delims < ends[np.maximum(record, 0)])
+    delims, record = delims[inside], record[inside]
+    outside = (quotes_before(delims) - quotes_before(starts[record])) % 2 == 0
+    fields = np.bincount(record[outside], minlength=len(starts)) + 1
+    wrong_count = (fields != len(columns)) & ~broken_quoting
+    bad = broken_quoting | wrong_count
+
+    broken = pd.DataFrame(
+        {
+            "file": pd.array([file] * int(bad.sum()), dtype=STRING),
+            "line": pd.array(lines[bad], dtype="Int64"),
+            "raw": pd.array(
+                [text[s:e].decode("utf-8", "replace") for s, e in zip(starts[bad], ends[bad], strict=True)],
+                dtype=STRING,
+            ),
+            "reason": pd.array(
+                np.where(
+                    broken_quoting[bad],
+                    "broken quoting: a quoted value is not closed on this line",
+                    np.char.add(f"expected {len(columns)} columns, found ", fields[bad].astype(str)),
+                ),
+                dtype=STRING,
+            ),
+            "kind": np.where(broken_quoting[bad], "broken_quoting", "column_count"),
+        }
+    )
+
+    good = ~bad
+    frame = _parse_records(text, starts[good], stops[bad] + 1, starts[bad], size, columns, options, file)
+    frame[FILE] = pd.array([file] * len(frame), dtype=STRING)
+    frame[LINE] = pd.array(lines[good], dtype="Int64")
+    frame[START] = starts[good]
+    frame[END] = ends[good]
+    return ParsedCsv(frame=frame, broken=broken, columns=columns, text=text)
+
+
+def _cut(text: bytes, starts: np.ndarray, cut_starts: np.ndarray, cut_stops: np.ndarray, size: int) -> bytes:
+    """The bytes from the first sound record to the end, without the ranges [cut_start, cut_stop)."""
+    begin = int(starts[0])
+    pieces = []
+    for cut_start, cut_stop in zip(cut_starts.tolist(), cut_stops.tolist(), strict=True):
+        if cut_stop <= begin:
+            continue
+        pieces.append(text[begin:cut_start])
+        begin = cut_stop
+    pieces.append(text[begin:size])
+    body = b"".join(pieces)
+    return body if body.endswith(b"\n") else body + b"\n"
+
+
+def header_names(line: str, options: CsvOptions, file: str) -> list[str]:
+    fields = next(
+        csv.reader([line], delimiter=options.delimiter, quotechar=options.quotechar, escapechar=options.escapechar)
+    )
+    names = [f.strip() for f in fields]
+    if any(n == "" for n in names):
+        raise UserError(f"{file}: line 1: the header has an empty column name; name every column")
+    seen = pd.Series(names)
+    repeated = sorted(set(seen[seen.duplicated()]))
+    if repeated:
+        raise UserError(f"{file}: line 1: the header repeats column(s) {', '.join(repeated)}; rename them")
+    return names
+
+
+def _parse_records(
+    text: bytes,
+    starts: np.ndarray,
+    cut_stops: np.ndarray,
+    cut_starts: np.ndarray,
+    size: int,
+    columns: list[str],
+    options: CsvOptions,
+    file: str,
+) -> pd.DataFrame:
+    if len(starts) == 0:
+        return pd.DataFrame({c: pd.array([], dtype=STRING) for c in columns})
+    # The body is the file from the first sound record on, with the broken records cut out (there are few, so
+    # this is a handful of slices). Blank lines are left in: the parser skips them as we do.
+    body = _cut(text, starts, cut_starts, cut_stops, size)
+    invalid: list[int] = []
+
+    def _invalid(row) -> str:
+        invalid.append(row.number)
+        return "skip"
+
+    table = pacsv.read_csv(
+        io.BytesIO(body),
+        read_options=pacsv.ReadOptions(column_names=columns, block_size=1 << 24),
+        parse_options=pacsv.ParseOptions(
+            delimiter=options.delimiter,
+            quote_char=options.quotechar,
+            double_quote=True,
+            escape_char=options.escapechar or False,
+            newlines_in_values=options.multiline,
+            ignore_empty_lines=True,
+            invalid_row_handler=_invalid,
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in columns},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
+    if invalid or table.num_rows != len(starts):
+        raise UserError(
+            f"{file}: the CSV parser and the quoting analysis disagree on {max(len(invalid), 1)} row(s); check "
+            "csv.quotechar, csv.escapechar and csv.multiline for this table"
+        )
+    return table.to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)

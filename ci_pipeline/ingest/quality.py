@@ -1,0 +1,213 @@
+"""Types, keys and quarantine: every row read is either accepted or quarantined with a reason.
+
+Also the light profile and schema-drift comparison that go into asset metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import get_args
+
+import pandas as pd
+
+from ci_pipeline.config.sources import ReasonKind, TableConfig
+from ci_pipeline.errors import UserError
+from ci_pipeline.ingest.csvfile import FILE, LINE, STRING
+from ci_pipeline.ingest.read import OP, ORDER, Batch
+from ci_pipeline.ingest.types import coerce, normalise
+
+QUARANTINE_COLUMNS = ["source", "table", "file", "line", "key", "reason", "kind", "severity", "raw"]
+
+
+@dataclass
+class Checked:
+    """The outcome of validating one batch."""
+
+    accepted: pd.DataFrame
+    quarantine: pd.DataFrame
+    rows_read: int
+    #: Incremental layout only: versions superseded by a newer one and rows removed by a delete.
+    rows_merged: int
+
+
+def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, label: str) -> Checked:
+    """Apply declared types, check the primary key, and split rows into accepted and quarantined.
+
+    Args:
+        batch: the rows as read.
+        table: the table's configuration.
+        source, table_name: for the quarantine's ``source``/``table`` columns.
+        label: the configuration key of the table (``sources.crm.tables.contacts``) for messages.
+
+    Raises:
+        UserError: the primary key or a declared column is not in the data, or the table is empty.
+    """
+    frame = batch.frame
+    columns = batch.data_columns
+    where = batch.files[0] if len(batch.files) == 1 else f"{len(batch.files)} files"
+    key = table.primary_key
+    if key not in columns:
+        raise UserError(
+            f"{where}: primary key column '{key}' ({label}.primary_key) is not in the data; the columns are "
+            f"{', '.join(columns) or '(none)'}; fix primary_key"
+        )
+    missing = [c for c in table.columns if c not in columns]
+    if missing:
+        raise UserError(
+            f"{where}: declared column(s) {', '.join(missing)} ({label}.columns) are not in the data; fix the "
+            "column names or remove them"
+        )
+    if batch.rows_read == 0 and not table.allow_empty:
+        raise UserError(
+            f"{where}: the table has no rows ({label}); an empty export usually means a failed one: fix the source, "
+            f"or set {label}.allow_empty: true if empty is expected"
+        )
+
+    typed = {}
+    reasons = pd.Series(pd.NA, index=frame.index, dtype=STRING)
+    for column in columns:
+        declared = table.columns.get(column)
+        kind = declared.type if declared else batch.types.get(column)
+        if kind is None:
+            typed[column] = normalise(frame[column])
+            continue
+        own = declared.format if declared and declared.format else batch.formats.get(column)
+        formats = ([own] if own else []) + list(table.date_formats)
+        typed[column], bad = coerce(frame[column], kind, formats)
+        if bad.any():
+            shown = frame.loc[bad, column].astype(STRING).str.slice(0, 80)
+            message = f"malformed value in column '{column}': '" + shown + f"' is not a valid {kind}"
+            reasons[bad] = (reasons[bad] + "; ").fillna("") + message
+    data = pd.DataFrame(typed, index=frame.index)
+    malformed = reasons.notna()
+    kinds = pd.Series(pd.NA, index=frame.index, dtype=STRING)
+    kinds[malformed] = "malformed_value"
+
+    key_values = data[key]
+    blank = key_values.isna()
+    if isinstance(key_values.dtype, pd.StringDtype):
+        blank |= key_values.str.strip().eq("").fillna(True)
+    blank &= ~malformed
+    reasons[blank] = f"missing primary key '{key}'"
+    kinds[blank] = "missing_key"
+
+    candidate = ~(malformed | blank)
+    incremental = OP in frame.columns
+    merged = 0
+    if incremental:
+        keep = _newest_wins(data, frame, candidate, key, table)
+        merged = int((candidate & ~keep).sum())
+    else:
+        duplicate = candidate & data[key].where(candidate).duplicated(keep="first")
+        if duplicate.any():
+            first = pd.DataFrame({"k": data.loc[candidate, key], "f": frame.loc[candidate, FILE]})
+            first["l"] = frame.loc[candidate, LINE].astype(STRING)
+            seen = first.groupby("k", sort=False).first()
+            dup_keys = data.loc[duplicate, key]
+            where_first = seen.loc[dup_keys, "f"].to_numpy()
+            line_first = seen.loc[dup_keys, "l"].to_numpy()
+            reasons[duplicate] = (
+                f"duplicate primary key '{key}' = '"
+                + dup_keys.astype(STRING)
+                + "' (first seen in "
+                + pd.Series(where_first, index=dup_keys.index, dtype=STRING)
+                + " line "
+                + pd.Series(line_first, index=dup_keys.index, dtype=STRING)
+                + ")"
+            )
+            kinds[duplicate] = "duplicate_key"
+        keep = candidate & ~duplicate
+
+    accepted = data[keep]
+    accepted = accepted.sort_values(key, kind="stable").reset_index(drop=True)
+
+    bad_rows = frame[reasons.notna()]
+    quarantined = pd.DataFrame(
+        {
+            "file": bad_rows[FILE].astype(STRING),
+            "line": bad_rows[LINE].astype("Int64"),
+            "key": data.loc[bad_rows.index, key].astype(STRING),
+            "reason": reasons[bad_rows.index],
+            "kind": kinds[bad_rows.index],
+            "raw": batch.raw_text(bad_rows),
+        }
+    )
+    broken = batch.broken.assign(key=pd.array([pd.NA] * len(batch.broken), dtype=STRING))
+    quarantine = pd.concat([broken, quarantined], ignore_index=True) if len(broken) else quarantined
+    quarantine = quarantine.reset_index(drop=True)
+    quarantine["source"] = pd.array([source] * len(quarantine), dtype=STRING)
+    quarantine["table"] = pd.array([table_name] * len(quarantine), dtype=STRING)
+    severities = {kind: table.severity(kind) for kind in get_args(ReasonKind)}
+    quarantine["severity"] = quarantine["kind"].astype(object).map(severities).astype(STRING)
+    quarantine = quarantine[QUARANTINE_COLUMNS].astype({c: STRING for c in QUARANTINE_COLUMNS if c != "line"})
+    quarantine = quarantine.sort_values(["file", "line"], kind="stable").reset_index(drop=True)
+    return Checked(accepted=accepted, quarantine=quarantine, rows_read=batch.rows_read, rows_merged=merged)
+
+
+def _newest_wins(data: pd.DataFrame, frame: pd.DataFrame, candidate: pd.Series, key: str, table) -> pd.Series:
+    """Keep the newest version of each key; a key whose newest version is a delete is dropped.
+
+    Newest = latest ``last_modified`` (when configured), then the latest hour folder, then the later file and line.
+    """
+    column = table.incremental.last_modified if table.incremental else None
+    order = pd.DataFrame(
+        {
+            "key": data[key],
+            "modified": data[column] if column else 0,
+            "order": frame[ORDER],
+            "file": frame[FILE],
+            "line": frame[LINE],
+        }
+    )[candidate]
+    if column:
+        # A delete without a timestamp takes effect at its hour folder's time.
+        modified = order["modified"]
+        if isinstance(modified.dtype, pd.DatetimeTZDtype):
+            order["modified"] = modified.fillna(pd.to_datetime(order["order"], unit="s", utc=True))
+    order = order.sort_values(["modified", "order", "file", "line"], kind="stable", na_position="first")
+    newest = order.index[~order["key"].duplicated(keep="last")]
+    keep = pd.Series(False, index=data.index)
+    keep[newest] = True
+    return keep & (frame[OP] != "delete")
+
+
+def profile(frame: pd.DataFrame, top: int = 3) -> str:
+    """A Markdown table: per column its type, null %, distinct count, top values and min/max."""
+    lines = ["| column | type | null % | distinct | top values | min | max |", "|---|---|---|---|---|---|---|"]
+    total = len(frame)
+    for column in frame.columns:
+        values = frame[column]
+        nulls = int(values.isna().sum())
+        present = values.dropna()
+        counts = present.value_counts()
+        tops = ", ".join(f"{_cell(v)} ({n})" for v, n in counts.head(top).items())
+        low = high = ""
+        if len(present) and not pd.api.types.is_bool_dtype(values.dtype):
+            low, high = _cell(present.min()), _cell(present.max())
+        null_pct = f"{100 * nulls / total:.1f}" if total else "0.0"
+        lines.append(f"| {column} | {values.dtype} | {null_pct} | {len(counts)} | {tops} | {low} | {high} |")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    text = str(value).replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def schema_of(frame: pd.DataFrame) -> dict[str, str]:
+    """Column name -> dtype name, as kept between runs for drift detection."""
+    return {c: str(frame[c].dtype) for c in frame.columns}
+
+
+def drift(previous: dict[str, str] | None, current: dict[str, str], label: str) -> list[str]:
+    """What changed in a table's schema since the last run, one message per column (empty when nothing did)."""
+    if previous is None:
+        return []
+    messages = [f"{label}: column '{c}' appeared ({current[c]})" for c in current if c not in previous]
+    messages += [f"{label}: column '{c}' disappeared (was {previous[c]})" for c in previous if c not in current]
+    messages += [
+        f"{label}: column '{c}' changed type from {previous[c]} to {current[c]}"
+        for c in current
+        if c in previous and previous[c] != current[c]
+    ]
+    return messages

@@ -1,0 +1,185 @@
+"""Readers: every format becomes one :class:`Batch` of rows that still know their file and line."""
+
+from __future__ import annotations
+
+import io
+import posixpath
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ci_pipeline.config.sources import CsvOptions, TableConfig
+from ci_pipeline.errors import UserError
+from ci_pipeline.ingest import cdm
+from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, STRING, parse_csv
+from ci_pipeline.ingest.storage import SourceLocation
+
+#: Incremental layout: the operation (upsert/delete) and when the change was written (seconds since epoch).
+OP, ORDER = "__op", "__order"
+POSITION = [FILE, LINE, START, END, OP, ORDER]
+BROKEN_COLUMNS = ["file", "line", "raw", "reason", "kind"]
+
+
+@dataclass
+class Batch:
+    """Rows read from a table's files, before types, keys and quarantine are applied.
+
+    ``frame`` holds the data columns plus position columns (file, line, byte range of the raw text or -1);
+    ``broken`` holds rows that could not even be split into columns.
+    """
+
+    frame: pd.DataFrame
+    broken: pd.DataFrame
+    texts: dict[str, bytes] = field(default_factory=dict)
+    #: Types and formats the source itself declares (CDM attributes); configured columns override them.
+    types: dict[str, str] = field(default_factory=dict)
+    formats: dict[str, str] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows_read(self) -> int:
+        return len(self.frame) + len(self.broken)
+
+    @property
+    def data_columns(self) -> list[str]:
+        return [c for c in self.frame.columns if c not in POSITION]
+
+    def raw_text(self, rows: pd.DataFrame) -> pd.Series:
+        """The raw text of some rows of ``frame``: the file's bytes for CSV rows, JSON of the values otherwise."""
+        raw = pd.Series(pd.NA, index=rows.index, dtype=STRING)
+        from_text = rows[START] >= 0
+        for file, group in rows[from_text].groupby(FILE, sort=False):
+            text = self.texts.get(file)
+            if text is not None:
+                raw[group.index] = [
+                    text[s:e].decode("utf-8", "replace") for s, e in zip(group[START], group[END], strict=True)
+                ]
+        others = rows.loc[~from_text, self.data_columns]
+        if len(others):
+            raw[others.index] = others.to_json(orient="records", lines=True, date_format="iso").splitlines()
+        return raw
+
+
+def empty_broken() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "file": pd.array([], dtype=STRING),
+            "line": pd.array([], dtype="Int64"),
+            "raw": pd.array([], dtype=STRING),
+            "reason": pd.array([], dtype=STRING),
+            "kind": pd.array([], dtype=STRING),
+        }
+    )
+
+
+def combine(batches: list[Batch], columns: list[str] | None = None) -> Batch:
+    """One batch from several files (columns are the union, in first-seen order)."""
+    frames = [b.frame for b in batches if len(b.frame.columns)]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in columns or []})
+    broken = pd.concat([b.broken for b in batches] or [empty_broken()], ignore_index=True)
+    merged = Batch(frame=frame, broken=broken)
+    for b in batches:
+        merged.texts.update(b.texts)
+        merged.files.extend(b.files)
+        merged.notes.extend(b.notes)
+    return merged
+
+
+# -- files ---------------------------------------------------------------------------------------------------------
+def read_csv_file(location: SourceLocation, options: CsvOptions, names: list[str] | None = None) -> Batch:
+    """One CSV file (names: the columns when it has no header)."""
+    parsed = parse_csv(location.read_bytes(), options, location.url, names)
+    return Batch(
+        frame=parsed.frame,
+        broken=parsed.broken,
+        texts={location.url: parsed.text},
+        files=[location.url],
+    )
+
+
+def read_parquet_file(location: SourceLocation) -> Batch:
+    """One Parquet file; line = the row's number in the file (from 1)."""
+    try:
+        table = pq.read_table(io.BytesIO(location.read_bytes()))
+    except pa.ArrowInvalid as exc:
+        raise UserError(f"{location.url}: not a readable Parquet file ({exc}); replace or remove it") from None
+    frame = table.to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)
+    frame[FILE] = pd.array([location.url] * len(frame), dtype=STRING)
+    frame[LINE] = pd.array(np.arange(1, len(frame) + 1), dtype="Int64")
+    frame[START] = -1
+    frame[END] = -1
+    return Batch(frame=frame, broken=empty_broken(), files=[location.url])
+
+
+def data_files(location: SourceLocation, suffix: str) -> list[SourceLocation]:
+    """A file, or every ``*<suffix>`` file below a folder (hidden and ``_``-prefixed files such as ``_SUCCESS``
+    skipped), sorted."""
+    location.require("file or folder", "path")
+    if not location.isdir():
+        return [location]
+    found = [
+        location.with_path(p)
+        for p in location.find()
+        if p.lower().endswith(suffix) and not posixpath.basename(p).startswith((".", "_"))
+    ]
+    if not found:
+        raise UserError(f"{location.url}: the folder holds no {suffix} files; check the path and the format")
+    return found
+
+
+def read_csv(location: SourceLocation, table: TableConfig) -> Batch:
+    """A CSV file or a folder of CSV files with the same layout."""
+    names = list(table.columns) if not table.csv.header else None
+    return combine([read_csv_file(f, table.csv, names) for f in data_files(location, ".csv")], names)
+
+
+def read_parquet(location: SourceLocation) -> Batch:
+    """A Parquet file or a folder of Parquet files (e.g. a Spark output folder)."""
+    return combine([read_parquet_file(f) for f in data_files(location, ".parquet")])
+
+
+def read_cdm(location: SourceLocation, table: TableConfig, table_name: str) -> Batch:
+    """An entity of a CDM folder: CSV partitions (headerless ones take the attribute list) or Parquet ones."""
+    entity = cdm.read_entity(location, table.entity or table_name)
+    if not entity.partitions:
+        raise UserError(f"{location.url}: entity {entity.name} has no partitions; nothing to read")
+    parts = []
+    for part in entity.partitions:
+        if part.format == "parquet":
+            parts.append(read_parquet_file(part.location))
+        else:
+            # A configured csv.encoding overrides what the CDM document says.
+            options = part.csv
+            if _user_encoding(table):
+                options = options.model_copy(update={"encoding": table.csv.encoding})
+            parts.append(read_csv_file(part.location, options, entity.columns))
+    batch = combine(parts, entity.columns)
+    batch.types, batch.formats = entity.types, entity.formats
+    return batch
+
+
+def read_cdm_incremental(location: SourceLocation, table: TableConfig, table_name: str, now=None) -> Batch:
+    """An entity of a CDM document whose rows are in the incremental layout in the entity's folder."""
+    from ci_pipeline.ingest.incremental import PartLayout, read_incremental
+
+    entity = cdm.read_entity(location, table.entity or table_name, partitions=False)
+    first = entity.partitions[0] if entity.partitions else None
+    if first is not None and first.format == "parquet":
+        layout = PartLayout("parquet", table.csv, None)
+    else:
+        options = first.csv if first is not None else table.csv.model_copy(update={"header": False})
+        if _user_encoding(table):
+            options = options.model_copy(update={"encoding": table.csv.encoding})
+        layout = PartLayout("csv", options, entity.columns)
+    folder = location.sibling(table.incremental.folder or entity.name)
+    batch = read_incremental(folder, table, now, layout)
+    batch.types, batch.formats = entity.types, entity.formats
+    return batch
+
+
+def _user_encoding(table: TableConfig) -> bool:
+    return "encoding" in table.csv.model_fields_set

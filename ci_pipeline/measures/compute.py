@@ -1,0 +1,334 @@
+"""Compute every configured measure with vectorised group-bys over the activity facts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.activities.jsoncols import json_objects
+from ci_pipeline.config.measures import COUNTING, MeasuresConfig, MeasureSpec, Window
+from ci_pipeline.measures.conditions import condition_mask, period_start
+from ci_pipeline.measures.expression import evaluate, parse
+from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS, CUSTOMER_MEASURE_PREFIX, guids, identifiers
+
+_DAY = pd.Timedelta(days=1)
+
+
+def run_end(as_of: dt.date) -> pd.Timestamp:
+    """The exclusive end of the run date: midnight UTC after ``as_of``."""
+    return pd.Timestamp(as_of, tz="UTC") + _DAY
+
+
+def window_bounds(window: Window, end: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[start, end) of a window relative to the run date's exclusive end."""
+    if window.last is not None:
+        return period_start(end, f"{window.last} {window.unit}"), end
+    day = end - _DAY
+    quarter_start = pd.Timestamp(dt.date(day.year, 3 * ((day.month - 1) // 3) + 1, 1), tz="UTC")
+    month_start = pd.Timestamp(dt.date(day.year, day.month, 1), tz="UTC")
+    year_start = pd.Timestamp(dt.date(day.year, 1, 1), tz="UTC")
+    return {
+        "this_month": (month_start, end),
+        "this_quarter": (quarter_start, end),
+        "this_year": (year_start, end),
+        "last_month": (month_start - pd.DateOffset(months=1), month_start),
+        "last_quarter": (quarter_start - pd.DateOffset(months=3), quarter_start),
+        "last_year": (year_start - pd.DateOffset(years=1), year_start),
+    }[window.period]
+
+
+@dataclass
+class FactIndex:
+    """Activity facts prepared once for many measures and segment conditions: customer codes, cached masks."""
+
+    facts: pd.DataFrame
+    customers: pd.Index
+    end: pd.Timestamp
+    codes: np.ndarray = field(init=False)
+    _masks: dict = field(default_factory=dict, init=False)
+
+    def __post_init__(self):
+        stamps = pd.to_datetime(self.facts["ActivityTimeStamp"], utc=True)
+        # Activities after the run date are not counted: a re-run for an earlier date gives that date's values.
+        keep = (stamps < self.end).to_numpy()
+        # Factorise the (many) activity rows once, then look the (fewer) distinct ids up among the customers.
+        row_codes, uniques = pd.factorize(self.facts["CustomerId"])
+        lookup = self.customers.get_indexer(pd.Index(uniques).astype("string"))
+        codes = np.where(row_codes >= 0, lookup[row_codes], -1)
+        keep = keep & (codes >= 0)
+        if keep.all():
+            self.facts = self.facts.reset_index(drop=True)
+            self.facts["ActivityTimeStamp"] = stamps.reset_index(drop=True)
+        else:
+            self.facts = self.facts.loc[keep].reset_index(drop=True)
+            self.facts["ActivityTimeStamp"] = stamps[keep].reset_index(drop=True)
+        self.codes = codes[keep].astype(np.int64)
+
+    def activity_mask(self, names: tuple[str, ...]) -> np.ndarray:
+        """Rows of the named activities (activity names, or activity types)."""
+        key = ("activity", names)
+        if key not in self._masks:
+            mask = np.zeros(len(self.facts), dtype=bool)
+            for column in ("Activity", "ActivityType"):
+                codes, uniques = self._factorized(column)
+                wanted = np.flatnonzero(pd.Index(uniques).astype(str).isin(names))
+                if len(wanted):
+                    mask |= np.isin(codes, wanted)
+            self._masks[key] = mask
+        return self._masks[key]
+
+    def _factorized(self, column: str) -> tuple[np.ndarray, pd.Index]:
+        # Few distinct names over many rows: compare small integer codes instead of strings.
+        key = ("codes", column)
+        if key not in self._masks:
+            self._masks[key] = pd.factorize(self.facts[column])
+        return self._masks[key]
+
+    def window_mask(self, start: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:
+        key = ("window", start, end)
+        if key not in self._masks:
+            stamps = self.facts["ActivityTimeStamp"]
+            self._masks[key] = ((stamps >= start) & (stamps < end)).to_numpy(dtype=bool)
+        return self._masks[key]
+
+    def condition(self, field_name: str, op: str, value, key: str) -> np.ndarray:
+        cache = ("cond", field_name, op, repr(value))
+        if cache not in self._masks:
+            if field_name not in self.facts.columns:
+                raise _unknown_field(key, field_name, self.facts.columns)
+            self._masks[cache] = condition_mask(
+                self.facts[field_name], op, value, now=self.end, key=key, field=field_name
+            )
+        return self._masks[cache]
+
+    def rows(self, spec: MeasureSpec, key: str) -> np.ndarray:
+        """Rows a measure reads: its activities, filters and window."""
+        mask = self.activity_mask(tuple(spec.activity))
+        for i, cond in enumerate(spec.where):
+            mask = mask & self.condition(cond.field, cond.op, cond.value, f"{key}.where[{i}]")
+        if spec.window is not None:
+            mask = mask & self.window_mask(*window_bounds(spec.window, self.end))
+        return mask
+
+
+def _unknown_field(key: str, name: str, columns) -> Exception:
+    from ci_pipeline.errors import UserError
+
+    return UserError(f"{key}: unknown field {name!r}; the activity data has {', '.join(map(str, columns))}")
+
+
+def aggregate(frame: pd.DataFrame, keys: list[str], spec: MeasureSpec, end: pd.Timestamp) -> pd.Series:
+    """One aggregated value per group of ``keys`` (``frame`` has the key columns plus ``value``, ``ts``, ``order``).
+
+    Groups with no non-null values give null, except for counts.
+    """
+    how = spec.aggregate
+    grouped = frame.groupby(keys, sort=True, observed=True)
+    if how == "count":
+        return grouped.size().astype("float64")
+    if how == "count_distinct":
+        return grouped["value"].nunique().astype("float64")
+    if how in ("sum", "average"):
+        values = grouped["value"]
+        out = values.sum(min_count=1) if how == "sum" else values.mean()
+        return out.astype("float64")
+    if how in ("min", "max"):
+        return getattr(grouped["value"], how)()
+    if how in ("days_since_latest", "days_since_earliest", "span_days"):
+        stamps = grouped["ts"]
+        last_day = end - _DAY
+        if how == "days_since_latest":
+            delta = last_day.normalize() - stamps.max().dt.normalize()
+        elif how == "days_since_earliest":
+            delta = last_day.normalize() - stamps.min().dt.normalize()
+        else:
+            delta = stamps.max().dt.normalize() - stamps.min().dt.normalize()
+        return (delta / _DAY).astype("float64")
+    # first/last/argmax/argmin: the value of the row that wins, ties broken by row order (ActivityId order).
+    pick = frame.dropna(subset=["order"] if how in ("argmax", "argmin") else ["ts"])
+    sort_col = "order" if how in ("argmax", "argmin") else "ts"
+    ascending = how in ("first", "argmin")
+    ordered = pick.sort_values(sort_col, ascending=ascending, kind="stable")
+    winners = ordered.groupby(keys, sort=True, observed=True).head(1).set_index(keys)["value"]
+    return winners.sort_index()
+
+
+def measure_frame(index: FactIndex, spec: MeasureSpec, key: str, by_customer: bool) -> pd.DataFrame:
+    """The rows a measure aggregates, with columns ``code`` (if by customer), dimensions, value, ts, order."""
+    facts = index.facts
+    for column in [spec.field, spec.order_by, *spec.dimensions]:
+        if column is not None and column not in facts.columns:
+            raise _unknown_field(key, column, facts.columns)
+    rows = np.flatnonzero(index.rows(spec, key))
+
+    def take(column: str) -> pd.Series:
+        # Positional take keeps the column's dtype (tz-aware timestamps, categoricals) without object round trips.
+        return facts[column].iloc[rows].reset_index(drop=True)
+
+    data = {
+        "value": take(spec.field) if spec.field else pd.Series(np.zeros(len(rows))),
+        "ts": take("ActivityTimeStamp"),
+        "order": take(spec.order_by) if spec.order_by else pd.Series(np.zeros(len(rows))),
+    }
+    if by_customer:
+        data["code"] = pd.Series(index.codes[rows])
+    for dim in spec.dimensions:
+        data[dim] = take(dim)
+    return pd.DataFrame(data)
+
+
+def _finish(values: pd.Series, spec: MeasureSpec) -> pd.Series:
+    if spec.divide_by:
+        values = values / spec.divide_by
+    if spec.aggregate in COUNTING:
+        values = values.fillna(0)
+    elif spec.null_value is not None:
+        values = values.fillna(spec.null_value)
+    return values
+
+
+def quantile_score(values: pd.Series, buckets: int, higher_is_better: bool) -> pd.Series:
+    """1..buckets by rank across customers with a value (the best bucket is ``buckets``); nulls stay null."""
+    ranks = pd.to_numeric(values, errors="coerce").rank(method="average", pct=True, ascending=higher_is_better)
+    return np.ceil(ranks * buckets).clip(1, buckets)
+
+
+@dataclass(frozen=True)
+class MeasureResults:
+    """Everything the measures stage produces."""
+
+    #: CustomerId + one typed column per customer attribute measure, for every customer (sorted).
+    attributes: pd.DataFrame
+    #: Name -> table of a customer measure (CustomerId, dimensions..., Value).
+    customer: dict[str, pd.DataFrame]
+    #: Name -> table of a business measure (dimensions..., Value); one row when it has no dimensions.
+    business: dict[str, pd.DataFrame]
+
+
+def compute_measures(
+    config: MeasuresConfig, customers: pd.Series, facts: pd.DataFrame, as_of: dt.date, index: FactIndex | None = None
+) -> MeasureResults:
+    """Compute every configured measure.
+
+    Args:
+        config: the measures section.
+        customers: every CustomerId of the profile.
+        facts: the typed activity facts (``activities.FACT_COLUMNS`` + semantic fields).
+        as_of: the run date; windows end at its end, later activities are ignored.
+        index: a prepared :class:`FactIndex` to share masks with segment evaluation.
+    """
+    ids = pd.Index(sorted(customers.astype("string").dropna().unique()), dtype="string")
+    index = index or FactIndex(facts, ids, run_end(as_of))
+    n = len(ids)
+    values: dict[str, np.ndarray | pd.Series] = {}
+
+    def attribute(name: str, stack: tuple = ()) -> pd.Series:
+        if name in values:
+            return values[name]
+        spec = config.attributes[name]
+        key = f"measures.attributes.{name}"
+        if spec.expression is not None:
+            node = parse(spec.expression)
+            refs = {ref: attribute(ref).to_numpy(dtype="float64", na_value=np.nan) for ref in spec.references()}
+            out = pd.Series(evaluate(node, refs) * np.ones(n), dtype="float64")
+            out = _finish(out, spec)
+        else:
+            frame = measure_frame(index, spec, key, by_customer=True)
+            out = aggregate(frame, ["code"], spec, index.end).reindex(range(n))
+            out = _finish(out.reset_index(drop=True), spec)
+        if spec.score:
+            out = quantile_score(out, spec.score, spec.higher_is_better)
+            if spec.null_value is not None:
+                out = out.fillna(spec.null_value)
+        values[name] = out
+        return out
+
+    wide = pd.DataFrame({"CustomerId": ids.to_numpy()})
+    wide["CustomerId"] = wide["CustomerId"].astype("string")
+    for name in sorted(config.attributes):
+        wide[name] = attribute(name).to_numpy()
+
+    customer_tables = {}
+    for name, spec in sorted(config.customer.items()):
+        frame = measure_frame(index, spec, f"measures.customer.{name}", by_customer=True)
+        series = _finish(aggregate(frame, ["code", *spec.dimensions], spec, index.end), spec)
+        table = series.rename("Value").reset_index()
+        table.insert(0, "CustomerId", pd.Series(ids.to_numpy()[table.pop("code").to_numpy()], dtype="string"))
+        customer_tables[name] = table.sort_values(["CustomerId", *spec.dimensions], kind="stable").reset_index(
+            drop=True
+        )
+
+    business_tables: dict[str, pd.DataFrame] = {}
+    scalars: dict[str, float] = {}
+
+    def business(name: str) -> pd.DataFrame:
+        if name in business_tables:
+            return business_tables[name]
+        spec = config.business[name]
+        key = f"measures.business.{name}"
+        if spec.expression is not None:
+            for ref in spec.references():
+                business(ref)
+            value = evaluate(parse(spec.expression), {r: scalars.get(r, np.nan) for r in spec.references()})
+            table = pd.DataFrame({"Value": [_finish(pd.Series([value], dtype="float64"), spec).iloc[0]]})
+        elif spec.of_measure is not None:
+            frame = pd.DataFrame({"value": wide[spec.of_measure], "ts": pd.NaT, "order": 0, "all": 0})
+            frame = frame[frame["value"].notna()]
+            table = _scalar_table(frame, spec, index.end)
+        else:
+            frame = measure_frame(index, spec, key, by_customer=False)
+            if spec.dimensions:
+                series = _finish(aggregate(frame, spec.dimensions, spec, index.end), spec)
+                table = series.rename("Value").reset_index()
+            else:
+                frame["all"] = 0
+                table = _scalar_table(frame, spec, index.end)
+        if not spec.dimensions and len(table) == 1:
+            scalars[name] = pd.to_numeric(table["Value"], errors="coerce").iloc[0]
+        business_tables[name] = table.reset_index(drop=True)
+        return business_tables[name]
+
+    for name in sorted(config.business):
+        business(name)
+    return MeasureResults(attributes=wide, customer=customer_tables, business=business_tables)
+
+
+def _scalar_table(frame: pd.DataFrame, spec: MeasureSpec, end: pd.Timestamp) -> pd.DataFrame:
+    series = aggregate(frame, ["all"], spec, end).reindex([0])
+    return pd.DataFrame({"Value": _finish(series, spec).to_numpy()})
+
+
+def customer_measure_table(attributes: pd.DataFrame) -> pd.DataFrame:
+    """CustomerMeasure: one row per customer, ``Measures`` = JSON of every attribute measure (sorted keys)."""
+    names = {c: c for c in attributes.columns if c != "CustomerId"}
+    ids = attributes["CustomerId"].astype("string")
+    identifier = identifiers(CUSTOMER_MEASURE_PREFIX, ids)
+    out = pd.DataFrame(
+        {
+            "CustomerId": ids,
+            "Measures": json_objects(attributes, names),
+            "msdynci_identifier": identifier,
+            "msdynci_customermeasureid": guids(identifier),
+        }
+    )
+    return out.sort_values("CustomerId", kind="stable").reset_index(drop=True)[CUSTOMER_MEASURE_COLUMNS]
+
+
+def distribution(values: pd.Series) -> dict:
+    """Count, nulls, min, mean, median and max of a measure (numbers) or count and distinct values (others)."""
+    present = values.dropna()
+    out = {"customers": int(len(values)), "nulls": int(values.isna().sum())}
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        if len(present):
+            out.update(
+                min=float(present.min()),
+                mean=round(float(present.mean()), 6),
+                median=float(present.median()),
+                max=float(present.max()),
+            )
+    else:
+        out["distinct"] = int(present.nunique())
+    return out

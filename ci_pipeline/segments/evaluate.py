@@ -1,0 +1,165 @@
+"""Evaluate segment rule trees over customers with numpy masks shared across every segment.
+
+Every distinct condition is computed once per run (masks are cached by the condition itself), and activity
+conditions count per customer with one ``bincount``; so adding segments that reuse conditions costs almost nothing,
+and the cost grows with the data size rather than data size times the number of segments.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.errors import UserError
+from ci_pipeline.measures.compute import FactIndex
+from ci_pipeline.measures.conditions import column_kind, condition_mask, period_start
+from ci_pipeline.segments.rules import ActivityTest, AllOf, AnyOf, FieldTest, Not, Rule, SegmentTest
+
+_DATE_OPS = ("before", "after", "in_last")
+
+
+class SegmentEngine:
+    """Evaluates segments for one set of customers.
+
+    Args:
+        customers: every CustomerId, sorted; masks are aligned to it.
+        profile: the customer profile (a ``CustomerId`` column plus attributes).
+        measures: ``CustomerId`` plus one column per customer attribute measure.
+        facts: a :class:`FactIndex` over the activity facts (or None when there are no activities).
+        end: exclusive end of the run date, for ``in the last ...`` conditions.
+        rules: segment name -> parsed rules.
+        frozen: static segment name -> CustomerIds kept from an earlier run.
+    """
+
+    def __init__(
+        self,
+        customers: pd.Index,
+        profile: pd.DataFrame | None,
+        measures: pd.DataFrame | None,
+        facts: FactIndex | None,
+        end: pd.Timestamp,
+        rules: dict[str, list[Rule]],
+        frozen: dict[str, pd.Series] | None = None,
+    ):
+        self.customers = customers
+        self.n = len(customers)
+        self.end = end
+        self.rules = rules
+        self.frozen = frozen or {}
+        self.tables = {
+            "profile": self._aligned(profile, "profile"),
+            "measure": self._aligned(measures, "measure"),
+        }
+        self.facts = facts
+        self._cache: dict = {}
+        self._segments: dict[str, np.ndarray] = {}
+        self._columns: dict = {}
+        self.conditions_evaluated = 0
+
+    def _aligned(self, frame: pd.DataFrame | None, what: str) -> pd.DataFrame | None:
+        if frame is None:
+            return None
+        frame = frame.drop_duplicates("CustomerId").set_index(frame["CustomerId"].astype("string").rename(None))
+        return frame.reindex(self.customers)
+
+    def segment(self, name: str, stack: tuple[str, ...] = ()) -> np.ndarray:
+        """Members of one segment as a boolean mask over ``customers``."""
+        if name in self._segments:
+            return self._segments[name]
+        if name in stack:
+            raise UserError(
+                f"segments.definitions.{name}: segments reference each other in a cycle {' -> '.join(stack + (name,))}"
+            )
+        if name in self.frozen:
+            mask = self.customers.isin(self.frozen[name].astype("string")).astype(bool)
+            mask = np.asarray(mask)
+        else:
+            if name not in self.rules:
+                raise UserError(f"segments: unknown segment {name!r}; defined: {', '.join(sorted(self.rules))}")
+            mask = None
+            for rule in self.rules[name]:
+                current = self.mask(rule.node, stack + (name,))
+                if mask is None:
+                    mask = current.copy()
+                elif rule.combine == "union":
+                    mask |= current
+                elif rule.combine == "intersect":
+                    mask &= current
+                else:
+                    mask &= ~current
+        self._segments[name] = mask
+        return mask
+
+    def mask(self, node, stack: tuple[str, ...] = ()) -> np.ndarray:
+        """Customers that satisfy one condition tree."""
+        if isinstance(node, SegmentTest):
+            return self.segment(node.name, stack)
+        if isinstance(node, AllOf | AnyOf):
+            parts = [self.mask(item, stack) for item in node.items]
+            return np.logical_and.reduce(parts) if isinstance(node, AllOf) else np.logical_or.reduce(parts)
+        if isinstance(node, Not):
+            return ~self.mask(node.item, stack)
+        if node not in self._cache:
+            self.conditions_evaluated += 1
+            self._cache[node] = self._field(node) if isinstance(node, FieldTest) else self._activity(node)
+        return self._cache[node]
+
+    def column(self, namespace: str, name: str, key: str, wants_date: bool = False) -> pd.Series:
+        """A profile or measure column aligned to the customers (text that holds dates is read as dates)."""
+        table = self.tables[namespace]
+        label = "profile attribute" if namespace == "profile" else "customer attribute measure"
+        if table is None or name not in table.columns or name == "CustomerId":
+            have = [] if table is None else [c for c in table.columns if c != "CustomerId"]
+            raise UserError(f"{key}.field: unknown {label} {name!r}; available: {', '.join(map(str, have)) or 'none'}")
+        values = table[name]
+        if wants_date and column_kind(values) == "text":
+            cache = (namespace, name)
+            if cache not in self._columns:
+                parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+                if parsed.notna().sum() != values.notna().sum():
+                    raise UserError(
+                        f"{key}: {namespace}.{name} is text, not a date; compare it with text or use a date field"
+                    )
+                self._columns[cache] = parsed
+            values = self._columns[cache]
+        return values
+
+    def _field(self, node: FieldTest) -> np.ndarray:
+        import datetime as dt
+
+        values = node.value if isinstance(node.value, tuple) else (node.value,)
+        wants_date = node.op in _DATE_OPS or any(isinstance(v, dt.date) for v in values)
+        column = self.column(node.namespace, node.name, node.key, wants_date)
+        value = list(node.value) if isinstance(node.value, tuple) and node.op != "in_last" else node.value
+        return condition_mask(column, node.op, value, now=self.end, key=node.key, field=f"{node.namespace}.{node.name}")
+
+    def _activity(self, node: ActivityTest) -> np.ndarray:
+        if self.facts is None:
+            raise UserError(f"{node.key}: no activities are configured; add activities.tables or drop this condition")
+        mask = self.facts.activity_mask(node.activities)
+        if node.within is not None:
+            mask = mask & self.facts.window_mask(period_start(self.end, _thaw(node.within)), self.end)
+        for i, (name, op, value) in enumerate(node.where):
+            mask = mask & self.facts.condition(name, op, _thaw(value), f"{node.key}.where[{i}]")
+        counts = np.bincount(self.facts.codes[mask], minlength=self.n)
+        compare = {
+            "=": np.equal,
+            "!=": np.not_equal,
+            "<": np.less,
+            "<=": np.less_equal,
+            ">": np.greater,
+            ">=": np.greater_equal,
+        }[node.count_op]
+        return compare(counts, node.count_value)
+
+    def evaluate_all(self) -> dict[str, np.ndarray]:
+        """Every segment's mask, by name (sorted)."""
+        return {name: self.segment(name) for name in sorted(set(self.rules) | set(self.frozen))}
+
+
+def _thaw(value):
+    if isinstance(value, tuple):
+        if value and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value):
+            return {k: _thaw(v) for k, v in value}
+        return [_thaw(v) for v in value]
+    return value

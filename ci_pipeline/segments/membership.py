@@ -1,0 +1,110 @@
+"""SegmentMembership rows, member-count history, and static segment state."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS, guids, identifiers
+
+HISTORY_COLUMNS = ["RunTime", "Segment", "Members", "Added", "Removed"]
+STATIC_COLUMNS = ["Segment", "CustomerId", "FrozenAt"]
+
+
+def membership_table(
+    customers: pd.Index, masks: dict[str, np.ndarray], provider: str, membership_type: str, list_name: str
+) -> pd.DataFrame:
+    """One row per customer in at least one segment; ``Segments`` is the sorted JSON list of segment names.
+
+    The JSON text is built once per distinct combination of segments (usually far fewer than customers).
+    msdynci_identifier is ``CustomerId|SegmentProvider|SegmentMembershipType|Name`` where Name is ``list_name``.
+    """
+    names = sorted(masks)
+    if not names or len(customers) == 0:
+        return pd.DataFrame({c: pd.Series(dtype="string") for c in SEGMENT_MEMBERSHIP_COLUMNS})
+    matrix = np.column_stack([np.asarray(masks[n], dtype=bool) for n in names])
+    members = matrix.any(axis=1)
+    packed = np.packbits(matrix[members], axis=1)
+    inverse, patterns = pd.factorize(np.array([row.tobytes() for row in packed], dtype=object))
+    quoted = np.array([json.dumps(n) for n in names], dtype=object)
+    bits = np.unpackbits(np.frombuffer(b"".join(patterns), dtype=np.uint8).reshape(len(patterns), -1), axis=1)
+    # Same text as json.dumps(sorted names): the names are sorted and quoted once.
+    texts = ["[" + ", ".join(quoted[np.flatnonzero(row)]) + "]" for row in bits[:, : len(names)]]
+    ids = pd.Series(customers[members], dtype="string").reset_index(drop=True)
+    identifier = identifiers(ids, provider, membership_type, list_name)
+    out = pd.DataFrame(
+        {
+            "CustomerId": ids,
+            "SegmentProvider": pd.Series(provider, index=ids.index, dtype="string"),
+            "SegmentMembershipType": pd.Series(membership_type, index=ids.index, dtype="string"),
+            "Segments": pd.Series(np.asarray(texts, dtype=object)[inverse.ravel()], dtype="string"),
+            "msdynci_identifier": identifier,
+            "msdynci_segmentmembershipid": guids(identifier),
+        }
+    )
+    return out.sort_values("CustomerId", kind="stable").reset_index(drop=True)[SEGMENT_MEMBERSHIP_COLUMNS]
+
+
+def members_by_segment(membership: pd.DataFrame | None) -> dict[str, pd.Index]:
+    """Segment name -> CustomerIds, read back from a SegmentMembership table."""
+    if membership is None or membership.empty:
+        return {}
+    codes, uniques = pd.factorize(membership["Segments"])
+    out: dict[str, list[np.ndarray]] = {}
+    ids = membership["CustomerId"].astype("string").to_numpy()
+    for code, text in enumerate(uniques):
+        rows = ids[codes == code]
+        for name in json.loads(text):
+            out.setdefault(name, []).append(rows)
+    return {name: pd.Index(np.concatenate(parts)) for name, parts in out.items()}
+
+
+def history_rows(
+    run_time: pd.Timestamp, customers: pd.Index, masks: dict[str, np.ndarray], previous: dict[str, pd.Index]
+) -> pd.DataFrame:
+    """Members, added and removed per segment since the previous run (removed counts vanished customers too)."""
+    rows = []
+    for name in sorted(set(masks) | set(previous)):
+        now = customers[masks[name]] if name in masks else pd.Index([], dtype="string")
+        before = previous.get(name, pd.Index([], dtype="string"))
+        added = int((~now.isin(before)).sum())
+        removed = int((~before.isin(now)).sum())
+        rows.append((run_time, name, len(now), added, removed))
+    frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    frame["RunTime"] = pd.to_datetime(frame["RunTime"], utc=True)
+    frame["Segment"] = frame["Segment"].astype("string")
+    return frame.astype({"Members": "int64", "Added": "int64", "Removed": "int64"})
+
+
+def frozen_members(state: pd.DataFrame | None) -> dict[str, pd.Series]:
+    """Static segment name -> kept CustomerIds, from the static state table."""
+    if state is None or state.empty:
+        return {}
+    return {name: group["CustomerId"].astype("string") for name, group in state.groupby("Segment", sort=True)}
+
+
+def static_state(
+    customers: pd.Index, masks: dict[str, np.ndarray], static: list[str], previous: pd.DataFrame | None, now
+) -> pd.DataFrame:
+    """The kept members of static segments: earlier state for segments already frozen, today's for new ones."""
+    kept = previous[previous["Segment"].isin(static)] if previous is not None and not previous.empty else None
+    frozen_names = set() if kept is None else set(kept["Segment"])
+    parts = [] if kept is None else [kept]
+    for name in sorted(set(static) - frozen_names):
+        ids = customers[masks[name]]
+        parts.append(pd.DataFrame({"Segment": name, "CustomerId": ids, "FrozenAt": now}))
+    if not parts:
+        return pd.DataFrame(
+            {
+                "Segment": pd.Series(dtype="string"),
+                "CustomerId": pd.Series(dtype="string"),
+                "FrozenAt": pd.Series(dtype="datetime64[ns, UTC]"),
+            }
+        )
+    state = pd.concat(parts, ignore_index=True)
+    state["Segment"] = state["Segment"].astype("string")
+    state["CustomerId"] = state["CustomerId"].astype("string")
+    state["FrozenAt"] = pd.to_datetime(state["FrozenAt"], utc=True)
+    return state.sort_values(["Segment", "CustomerId"], kind="stable").reset_index(drop=True)[STATIC_COLUMNS]

@@ -1,0 +1,96 @@
+"""One segment run: evaluate every segment, keep static ones, and build membership, history and state tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.config.segments import SegmentsConfig
+from ci_pipeline.errors import UserError
+from ci_pipeline.measures.compute import FactIndex, run_end
+from ci_pipeline.segments.evaluate import SegmentEngine
+from ci_pipeline.segments.membership import (
+    HISTORY_COLUMNS,
+    frozen_members,
+    history_rows,
+    members_by_segment,
+    membership_table,
+    static_state,
+)
+from ci_pipeline.segments.rules import RuleError
+
+
+@dataclass(frozen=True)
+class SegmentInputs:
+    """What segments are evaluated over."""
+
+    profile: pd.DataFrame
+    measures: pd.DataFrame | None = None
+    facts: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class SegmentRun:
+    masks: dict[str, np.ndarray]
+    membership: pd.DataFrame
+    history: pd.DataFrame
+    static: pd.DataFrame
+    refreshed: list[str]
+    conditions_evaluated: int
+
+
+def build_engine(
+    section: SegmentsConfig, as_of: dt.date, inputs: SegmentInputs, frozen: dict | None = None
+) -> SegmentEngine:
+    """A :class:`SegmentEngine` over the inputs, with the configured segments' rules parsed."""
+    try:
+        rules = section.parsed()
+    except RuleError as exc:
+        raise UserError(str(exc)) from None
+    customers = pd.Index(sorted(inputs.profile["CustomerId"].astype("string").dropna().unique()), dtype="string")
+    end = run_end(as_of)
+    facts = FactIndex(inputs.facts, customers, end) if inputs.facts is not None else None
+    return SegmentEngine(customers, inputs.profile, inputs.measures, facts, end, rules, frozen)
+
+
+def evaluate_segments(
+    section: SegmentsConfig,
+    as_of: dt.date,
+    inputs: SegmentInputs,
+    previous_membership: pd.DataFrame | None,
+    previous_history: pd.DataFrame | None,
+    previous_static: pd.DataFrame | None,
+    refresh_static: list[str],
+    provider: str,
+    run_time: pd.Timestamp,
+) -> SegmentRun:
+    """Evaluate every segment.
+
+    Static segments with kept members use them (minus customers that no longer exist) unless named in
+    ``refresh_static`` (``*`` = all); the others are evaluated and their members kept from now on.
+    """
+    static = sorted(n for n, s in section.definitions.items() if s.type == "static")
+    unknown = sorted(set(refresh_static) - set(static) - {"*"})
+    if unknown:
+        raise UserError(
+            f"refresh_static: {', '.join(unknown)} is not a static segment; "
+            f"static segments: {', '.join(static) or 'none'}"
+        )
+    refresh = set(static) if "*" in refresh_static else set(refresh_static)
+    kept = previous_static
+    if kept is not None and not kept.empty:
+        kept = kept[kept["Segment"].isin(set(static) - refresh)]
+    frozen = frozen_members(kept)
+    engine = build_engine(section, as_of, inputs, frozen)
+    masks = engine.evaluate_all()
+    masks = {name: masks[name] for name in section.definitions}
+    membership = membership_table(engine.customers, masks, provider, section.membership_type, section.membership_name)
+    history = history_rows(run_time, engine.customers, masks, members_by_segment(previous_membership))
+    if previous_history is not None and not previous_history.empty:
+        history = pd.concat([previous_history[HISTORY_COLUMNS], history], ignore_index=True)
+    state = static_state(engine.customers, masks, static, kept, run_time)
+    refreshed = sorted(set(static) - set(frozen))
+    return SegmentRun(masks, membership, history, state, refreshed, engine.conditions_evaluated)

@@ -1,0 +1,197 @@
+"""CSV tables: layouts, quoting, encodings, dates, and every kind of bad row going to quarantine."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ci_pipeline.config.model import ConfigError
+from ci_pipeline.errors import UserError
+
+
+def csv_table(path="t.csv", **extra):
+    return {"t": {"format": "csv", "path": path, "primary_key": "id", **extra}}
+
+
+def test_header_delimiter_quoting_crlf_bom_and_blank_lines(tmp_path, ingest):
+    (tmp_path / "t.csv").write_bytes('\ufeffid;name;note\r\n2;"Smith; Bob";"said ""hi"""\r\n\r\n1;Ann;\r\n'.encode())
+    result = ingest(csv_table(csv={"delimiter": ";"}))
+    assert result.data["id"].tolist() == ["1", "2"]  # sorted by key
+    assert result.data["name"].tolist() == ["Ann", "Smith; Bob"]
+    assert result.data["note"].tolist()[1] == 'said "hi"'
+    assert pd.isna(result.data["note"].iloc[0])
+    assert all(isinstance(t, pd.StringDtype) for t in result.data.dtypes)
+    assert (result.rows_read, result.rows_quarantined) == (2, 0)
+
+
+def test_headerless_file_takes_the_declared_columns(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text("b,2\na,1\n")
+    result = ingest(csv_table(csv={"header": False}, columns={"id": "string", "n": "int64"}))
+    assert list(result.data.columns) == ["id", "n"]
+    assert result.data["n"].dtype == "Int64"
+    assert result.data["n"].tolist() == [1, 2]
+
+
+def test_bad_rows_are_quarantined_with_file_line_raw_text_and_reason(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text(
+        "id,n,born\n"
+        "1,10,01/02/2000\n"  # line 2: good
+        "2,x,01/02/2000\n"  # line 3: malformed int
+        "3,30\n"  # line 4: wrong column count
+        '4,"40,01/02/2000\n'  # line 5: broken quoting
+        ",50,01/02/2000\n"  # line 6: missing key
+        "1,60,01/02/2000\n"  # line 7: duplicate of line 2
+        "7,70,2000-13-45\n"  # line 8: malformed date
+        "8,80,\n"  # line 9: good, date missing
+    )
+    result = ingest(csv_table(columns={"n": "int64", "born": {"type": "date", "format": "%m/%d/%Y"}}, date_formats=[]))
+    assert result.data["id"].tolist() == ["1", "8"]
+    assert result.data["born"].dtype == "datetime64[ns]"
+    assert result.data["born"].iloc[0] == pd.Timestamp("2000-01-02")
+    q = result.quarantine.set_index("line")
+    assert q.index.tolist() == [3, 4, 5, 6, 7, 8]
+    assert q.loc[3, "kind"] == "malformed_value" and "column 'n': 'x' is not a valid int64" in q.loc[3, "reason"]
+    assert q.loc[4, "kind"] == "column_count" and q.loc[4, "reason"] == "expected 3 columns, found 2"
+    assert q.loc[5, "kind"] == "broken_quoting" and q.loc[5, "raw"] == '4,"40,01/02/2000'
+    assert q.loc[6, "kind"] == "missing_key"
+    assert q.loc[7, "kind"] == "duplicate_key" and "line 2" in q.loc[7, "reason"]
+    assert q.loc[7, "raw"] == "1,60,01/02/2000"
+    assert q.loc[8, "kind"] == "malformed_value" and "born" in q.loc[8, "reason"]
+    assert set(q["severity"]) == {"warning"}
+    assert q["file"].str.endswith("t.csv").all()
+    assert result.rows_read == 8 == result.rows_accepted + result.rows_quarantined
+    assert result.balanced
+
+
+def test_severity_per_reason(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text("id,n\n1,a\n1,2\n2,3\n")
+    result = ingest(csv_table(columns={"n": "int64"}, bad_rows_by_reason={"malformed_value": "error"}))
+    assert result.quarantine["severity"].tolist() == ["error"]
+    assert result.worst_severity == "error"
+    # the malformed first row does not make the second one a duplicate
+    assert result.data["id"].tolist() == ["1", "2"]
+
+
+def test_quoted_values_may_span_lines_when_multiline(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text('id,text\n1,"two\nlines"\n2,one\n')
+    result = ingest(csv_table(csv={"multiline": True}))
+    assert result.data["text"].tolist() == ["two\nlines", "one"]
+    single = ingest(csv_table())
+    assert single.quarantine["kind"].tolist() == ["broken_quoting", "broken_quoting"]
+    assert single.rows_read == 3 and single.balanced
+
+
+def test_typed_columns_get_pandas_dtypes(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text(
+        "id,amount,flag,at,g,doc,clock\n"
+        "1,1.5,yes,2024-03-04T10:00:00,6F9619FF-8B86-D011-B42D-00C04FC964FF,{},10:30\n"
+        "2,,no,2024-03-04 12:00:00+02:00,,,\n"
+    )
+    result = ingest(
+        csv_table(
+            columns={
+                "amount": "double",
+                "flag": "boolean",
+                "at": "datetime",
+                "g": "guid",
+                "doc": "json",
+                "clock": "time",
+            },
+            date_formats=["%Y-%m-%dT%H:%M:%S", "ISO8601"],
+        )
+    )
+    data = result.data
+    assert data["amount"].dtype == "float64"
+    assert data["flag"].dtype == "boolean" and data["flag"].tolist() == [True, False]
+    assert str(data["at"].dtype) == "datetime64[ns, UTC]"
+    assert data["at"].tolist() == [
+        pd.Timestamp("2024-03-04 10:00", tz="UTC"),
+        pd.Timestamp("2024-03-04 10:00", tz="UTC"),
+    ]
+    assert data["g"].iloc[0] == "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+    assert data["clock"].iloc[0] == "10:30:00"
+    assert result.rows_quarantined == 0
+
+
+def test_configured_encoding_and_non_utf8_file(tmp_path, ingest):
+    (tmp_path / "t.csv").write_bytes("id,name\n1,José\n2,Zoë\n".encode("cp1252"))
+    with pytest.raises(UserError, match=r"t\.csv: line 2: .*not valid utf-8.*csv\.encoding"):
+        ingest(csv_table())
+    result = ingest(csv_table(csv={"encoding": "cp1252"}))
+    assert result.data["name"].tolist() == ["José", "Zoë"]
+
+
+def test_folder_of_csv_files(tmp_path, ingest):
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "a.csv").write_text("id,v\n1,a\n")
+    (tmp_path / "parts" / "b.csv").write_text("id,v\n2,b\n1,dup\n")
+    (tmp_path / "parts" / "_SUCCESS").write_text("")
+    result = ingest(csv_table(path="parts"))
+    assert result.data["id"].tolist() == ["1", "2"]
+    assert result.quarantine["file"].iloc[0].endswith("parts/b.csv")
+    assert result.quarantine["line"].iloc[0] == 3
+    assert len(result.files) == 2
+
+
+def test_missing_file(tmp_path, ingest):
+    with pytest.raises(UserError, match=r"nothing\.csv: file or folder not found \(path\)"):
+        ingest(csv_table(path="nothing.csv"))
+
+
+def test_primary_key_column_that_does_not_exist(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text("ident,v\n1,a\n")
+    with pytest.raises(UserError, match=r"primary key column 'id' \(sources\.src\.tables\.t\.primary_key\).*ident, v"):
+        ingest(csv_table())
+
+
+def test_declared_column_that_does_not_exist(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text("id,v\n1,a\n")
+    with pytest.raises(UserError, match=r"declared column\(s\) amount"):
+        ingest(csv_table(columns={"amount": "double"}))
+
+
+def test_empty_table_is_an_error_unless_allowed(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text("id,v\n")
+    with pytest.raises(UserError, match=r"the table has no rows.*allow_empty: true"):
+        ingest(csv_table())
+    result = ingest(csv_table(allow_empty=True))
+    assert result.rows_read == 0 and list(result.data.columns) == ["id", "v"]
+    with pytest.raises(UserError, match="the file is empty"):
+        (tmp_path / "t.csv").write_text("")
+        ingest(csv_table())
+
+
+def test_unknown_format_is_a_configuration_error(tmp_path):
+    from ci_pipeline_tests.ingest.conftest import write_config
+
+    with pytest.raises(ConfigError, match=r"sources\.src\.tables\.t\.format: .*'csv', 'parquet', 'cdm' or 'delta'"):
+        write_config(tmp_path, {"t": {"format": "xlsx", "path": "t.xlsx", "primary_key": "id"}})
+
+
+def test_preflight_names_missing_paths_and_primary_keys(tmp_path):
+    from ci_pipeline.ingest.preflight import source_problems
+    from ci_pipeline_tests.ingest.conftest import write_config
+
+    (tmp_path / "a.csv").write_text("ident,v\n1,x\n")
+    (tmp_path / "b.csv").write_text("id,v\n1,x\n")
+    config = write_config(
+        tmp_path,
+        {
+            "a": {"format": "csv", "path": "a.csv", "primary_key": "id"},
+            "b": {"format": "csv", "path": "b.csv", "primary_key": "id"},
+            "c": {"format": "parquet", "path": "gone", "primary_key": "id"},
+        },
+    )
+    problems = source_problems(config)
+    assert len(problems) == 2
+    assert problems[0].startswith("sources.src.tables.a.primary_key: column 'id' is not in a.csv (columns: ident, v)")
+    assert problems[1].startswith("sources.src.tables.c.path: ") and "gone: file or folder not found" in problems[1]
+
+
+def test_escapechar_and_utf16(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text('id|text\n1|a \\| b\n2|say \\"x\\"\n')
+    result = ingest(csv_table(csv={"delimiter": "|", "escapechar": "\\"}))
+    assert result.data["text"].tolist() == ["a | b", 'say "x"']
+    (tmp_path / "u.csv").write_bytes("id,name\n1,Zoë\n".encode("utf-16"))
+    result = ingest(csv_table(path="u.csv", csv={"encoding": "utf-16"}))
+    assert result.data["name"].tolist() == ["Zoë"]

@@ -1,0 +1,217 @@
+"""Every aggregation, filter, window, expression and template on tiny frames with known answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ci_pipeline.config.measures import MeasuresConfig
+from ci_pipeline.measures.compute import compute_measures, customer_measure_table, distribution
+from ci_pipeline.measures.expression import ExpressionError, evaluate, parse
+from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS, guid
+
+AS_OF = dt.date(2026, 6, 30)
+CUSTOMERS = pd.Series(["A", "B", "C"], dtype="string")
+
+
+def facts():
+    rows = [
+        # id, customer, activity, type, timestamp, amount, channel, product, points
+        ("o1", "A", "orders", "SalesOrder", "2026-06-29", 10.0, "web", "hat", None),
+        ("o2", "A", "orders", "SalesOrder", "2026-01-10", 30.0, "store", "shoe", None),
+        ("o3", "A", "orders", "SalesOrder", "2025-06-30", 20.0, "web", "hat", None),
+        ("o4", "B", "orders", "SalesOrder", "2026-06-01", 5.0, "web", "sock", None),
+        ("o5", "B", "orders", "SalesOrder", "2026-07-05", 99.0, "web", "sock", None),
+        ("p1", "A", "points", "Loyalty", "2026-02-01", None, None, None, 100),
+        ("p2", "A", "points", "Loyalty", "2026-03-01", None, None, None, -40),
+    ]
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "ActivityId",
+            "CustomerId",
+            "Activity",
+            "ActivityType",
+            "ts",
+            "amount",
+            "channel",
+            "product",
+            "points",
+        ],
+    )
+    frame["ActivityTimeStamp"] = pd.to_datetime(frame.pop("ts"), utc=True)
+    frame["points"] = frame["points"].astype("Int64")
+    return frame
+
+
+def measures(attributes=None, customer=None, business=None):
+    config = MeasuresConfig.model_validate(
+        {"as_of": AS_OF, "attributes": attributes or {}, "customer": customer or {}, "business": business or {}}
+    )
+    return compute_measures(config, CUSTOMERS, facts(), AS_OF)
+
+
+def attr(spec):
+    result = measures({"m": {"activity": "orders", **spec}})
+    return result.attributes["m"].tolist()
+
+
+def test_aggregations_have_known_answers():
+    assert attr({"aggregate": "sum", "field": "amount"}) == [60.0, 5.0, None] or np.isnan(
+        attr({"aggregate": "sum", "field": "amount"})[2]
+    )
+    values = {
+        "sum": [60.0, 5.0],
+        "average": [20.0, 5.0],
+        "count": [3.0, 1.0],
+        "count_distinct": [2.0, 1.0],
+        "min": [10.0, 5.0],
+        "max": [30.0, 5.0],
+        "days_since_latest": [1.0, 29.0],
+        "days_since_earliest": [365.0, 29.0],
+        "span_days": [364.0, 0.0],
+    }
+    for how, expected in values.items():
+        field = "product" if how == "count_distinct" else "amount"
+        got = attr({"aggregate": how, "field": field})
+        assert got[:2] == expected, how
+    assert attr({"aggregate": "first", "field": "product"})[:2] == ["hat", "sock"]
+    assert attr({"aggregate": "last", "field": "channel"})[:2] == ["web", "web"]
+    assert attr({"aggregate": "argmax", "field": "channel", "order_by": "amount"})[:2] == ["store", "web"]
+    assert attr({"aggregate": "argmin", "field": "product", "order_by": "amount"})[:2] == ["hat", "sock"]
+
+
+def test_null_rule_counts_are_zero_others_null_unless_configured():
+    assert attr({"aggregate": "count"})[2] == 0
+    assert pd.isna(attr({"aggregate": "sum", "field": "amount"})[2])
+    assert attr({"aggregate": "sum", "field": "amount", "null_value": 0})[2] == 0
+    assert pd.isna(attr({"aggregate": "first", "field": "product"})[2])
+
+
+def test_filters_and_windows_relative_to_the_run_date():
+    assert attr({"aggregate": "sum", "field": "amount", "where": [{"field": "channel", "op": "=", "value": "web"}]})[
+        :2
+    ] == [30.0, 5.0]
+    assert attr({"aggregate": "sum", "field": "amount", "window": {"last": 90, "unit": "days"}})[:2] == [10.0, 5.0]
+    assert attr({"aggregate": "count", "window": {"period": "this_year"}}) == [2.0, 1.0, 0.0]
+    assert attr({"aggregate": "count", "window": {"period": "last_year"}}) == [1.0, 0.0, 0.0]
+    assert attr({"aggregate": "count", "window": {"last": 12, "unit": "months"}}) == [2.0, 1.0, 0.0]
+
+
+def test_a_measure_over_an_empty_window_has_a_defined_result():
+    result = measures(
+        {
+            "n": {"activity": "orders", "aggregate": "count", "window": {"period": "last_month"}, "where": []},
+            "s": {"activity": "orders", "aggregate": "sum", "field": "amount", "window": {"last": 1, "unit": "days"}},
+        },
+        business={"total": {"activity": "orders", "aggregate": "sum", "field": "amount", "window": {"last": 1}}},
+    )
+    assert result.attributes["n"].tolist() == [0.0, 0.0, 0.0]
+    assert result.attributes["s"].isna().all()
+    assert pd.isna(result.business["total"]["Value"].iloc[0])
+
+
+def test_activities_after_the_run_date_are_ignored():
+    assert attr({"aggregate": "max", "field": "amount"})[1] == 5.0
+
+
+def test_expressions_measures_of_measures_and_templates():
+    result = measures(
+        {
+            "spend": {"template": "total_transaction_value", "activity": "orders"},
+            "orders_n": {"template": "transaction_count", "activity": "orders"},
+            "aov": {"expression": "spend / orders_n"},
+            "aov_plus": {"expression": "-(aov - 1) * 2"},
+            "balance": {"template": "loyalty_balance", "activity": "points"},
+            "monthly": {"template": "average_monthly_revenue", "activity": "orders"},
+            "recency": {"template": "rfm_recency_score", "activity": "orders"},
+            "monetary": {"template": "rfm_monetary_score", "activity": "orders"},
+            "lifespan": {"template": "active_lifespan", "activity": "orders"},
+            "since": {"template": "days_since_last_purchase", "activity": "orders"},
+            "atv": {"template": "average_transaction_value", "activity": "orders"},
+        },
+        business={
+            "avg_spend": {"of_measure": "spend", "aggregate": "average"},
+            "buyers": {"of_measure": "spend", "aggregate": "count"},
+            "revenue": {"activity": "orders", "aggregate": "sum", "field": "amount"},
+            "per_buyer": {"expression": "revenue / buyers"},
+            "by_channel": {"activity": "orders", "aggregate": "sum", "field": "amount", "dimensions": ["channel"]},
+        },
+    )
+    a = result.attributes.set_index("CustomerId")
+    assert a.loc["A", "aov"] == 20.0 and a.loc["B", "aov"] == 5.0 and pd.isna(a.loc["C", "aov"])
+    assert a.loc["A", "aov_plus"] == -38.0
+    assert a.loc["A", "balance"] == 60 and pd.isna(a.loc["B", "balance"])
+    assert a.loc["A", "monthly"] == pytest.approx(40.0 / 12)
+    assert a.loc["A", "recency"] == 5 and a.loc["B", "recency"] == 3 and pd.isna(a.loc["C", "recency"])
+    assert a.loc["A", "monetary"] == 5 and a.loc["B", "monetary"] == 3
+    assert a.loc["A", "lifespan"] == 364 and a.loc["A", "since"] == 1 and a.loc["A", "atv"] == 20
+    b = result.business
+    assert b["avg_spend"]["Value"].tolist() == [32.5]
+    assert b["buyers"]["Value"].tolist() == [2.0]
+    assert b["per_buyer"]["Value"].tolist() == [32.5]
+    assert b["by_channel"].to_dict("list") == {"channel": ["store", "web"], "Value": [30.0, 35.0]}
+
+
+def test_customer_measures_have_dimensions():
+    result = measures(
+        customer={
+            "spend_by_channel": {"activity": "orders", "aggregate": "sum", "field": "amount", "dimensions": ["channel"]}
+        }
+    )
+    table = result.customer["spend_by_channel"]
+    assert table.to_dict("list") == {
+        "CustomerId": ["A", "A", "B"],
+        "channel": ["store", "web", "web"],
+        "Value": [30.0, 30.0, 5.0],
+    }
+
+
+def test_customer_measure_table_has_every_customer_and_sorted_json():
+    result = measures(
+        {
+            "z": {"activity": "orders", "aggregate": "count"},
+            "a": {"activity": "orders", "aggregate": "sum", "field": "amount"},
+        }
+    )
+    table = customer_measure_table(result.attributes)
+    assert list(table.columns) == CUSTOMER_MEASURE_COLUMNS
+    assert table["CustomerId"].tolist() == ["A", "B", "C"]
+    assert table["Measures"].iloc[0] == json.dumps({"a": 60, "z": 3}, sort_keys=True)
+    assert json.loads(table["Measures"].iloc[2]) == {"a": None, "z": 0.0}
+    assert table["msdynci_identifier"].iloc[0] == "Customer_Measure|A"
+    assert table["msdynci_customermeasureid"].iloc[0] == guid("Customer_Measure|A")
+    assert distribution(result.attributes["a"]) == {
+        "customers": 3,
+        "nulls": 1,
+        "min": 5.0,
+        "mean": 32.5,
+        "median": 32.5,
+        "max": 60.0,
+    }
+
+
+def test_expression_parser_builds_a_tree_and_never_evaluates_python():
+    assert evaluate(parse("2 * (a + 1) / b"), {"a": 3.0, "b": 4.0}) == 2.0
+    assert np.isnan(evaluate(parse("a / 0"), {"a": 1.0}))
+    for bad in ["__import__('os')", "a +", "(a", "a ** 2", "a; b", "a b"]:
+        with pytest.raises(ExpressionError):
+            parse(bad)
+
+
+def test_config_errors_name_the_key_path():
+    from ci_pipeline.config.measures import find_cycles
+
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"d"}}) == [["a", "b", "c", "a"], ["d", "d"]]
+    with pytest.raises(ValueError, match="unknown template"):
+        MeasuresConfig.model_validate({"attributes": {"x": {"template": "nope", "activity": "orders"}}})
+    with pytest.raises(ValueError, match="needs 'field'"):
+        MeasuresConfig.model_validate({"attributes": {"x": {"aggregate": "sum", "activity": "orders"}}})
+    with pytest.raises(ValueError, match="unknown operator"):
+        MeasuresConfig.model_validate(
+            {"attributes": {"x": {"aggregate": "count", "activity": "o", "where": [{"field": "a", "op": "~"}]}}}
+        )

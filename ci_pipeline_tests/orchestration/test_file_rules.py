@@ -1,0 +1,105 @@
+"""The rules that decide which source files a run picks up: new, changed, partial, temporary, hour folders."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from ci_pipeline.orchestration.files import FileState, hour_folder_closes_at, is_temporary, plan_table, run_key
+
+NOW = datetime(2026, 6, 30, 15, 30, tzinfo=UTC)
+OLD = NOW.timestamp() - 3600
+FRESH = NOW.timestamp() - 5
+
+
+def tick(previous, files, settle=60, now=NOW):
+    return plan_table(previous, files, now, settle)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a.csv.tmp", "a_tmp", "a.csv~", "a.csv.crdownload", "a.csv._COPYING_", ".a.csv.1f2e.tmp", "x/_temporary/0/a"],
+)
+def test_temporary_names(name):
+    assert is_temporary(f"container/folder/{name}")
+
+
+@pytest.mark.parametrize("name", ["a.csv", "part-0001.parquet", "_delta_log/00000.json", "model.json"])
+def test_final_names(name):
+    assert not is_temporary(f"container/folder/{name}")
+
+
+def test_file_state_from_azure_and_local_info():
+    azure = FileState.from_info({"size": 3, "last_modified": NOW, "etag": '"0x8D"', "type": "file"})
+    assert azure == FileState(3, NOW.timestamp(), "0x8D")
+    assert FileState.from_info({"size": 3, "mtime": 12.5}) == FileState(3, 12.5, None)
+
+
+def test_first_tick_is_the_baseline():
+    plan = tick(None, {"t/a.csv": FileState(10, OLD), "t/b.tmp": FileState(1, OLD)})
+    assert not plan.changed
+    assert plan.cursor == {"seen": {"t/a.csv": [10, OLD, None]}, "pending": {}}
+
+
+def test_new_settled_file_is_ready_and_then_seen():
+    baseline = tick(None, {}).cursor
+    plan = tick(baseline, {"t/a.csv": FileState(10, OLD)})
+    assert plan.ready == {"t/a.csv": FileState(10, OLD)}
+    again = tick(plan.cursor, {"t/a.csv": FileState(10, OLD)})
+    assert not again.changed and not again.waiting
+
+
+def test_changed_file_is_ready_again():
+    seen = tick(None, {"t/a.csv": FileState(10, OLD, "e1")}).cursor
+    plan = tick(seen, {"t/a.csv": FileState(10, OLD + 1, "e2")})
+    assert list(plan.ready) == ["t/a.csv"]
+
+
+def test_growing_file_waits_until_its_size_holds_between_ticks():
+    baseline = tick(None, {}).cursor
+    first = tick(baseline, {"t/a.csv": FileState(10, FRESH)})
+    assert not first.changed and "still being written" in first.waiting["t/a.csv"]
+    second = tick(first.cursor, {"t/a.csv": FileState(20, FRESH + 1)})
+    assert not second.changed
+    third = tick(second.cursor, {"t/a.csv": FileState(20, FRESH + 1)})
+    assert third.ready == {"t/a.csv": FileState(20, FRESH + 1)}
+
+
+def test_a_burst_waits_for_its_last_file_then_is_one_change():
+    baseline = tick(None, {}).cursor
+    burst = {f"t/part-{i:04}.parquet": FileState(100, OLD) for i in range(300)}
+    writing = tick(baseline, {**burst, "t/part-0300.parquet._COPYING_": FileState(5, FRESH)})
+    assert not writing.changed and len(writing.waiting) == 301
+    burst["t/part-0300.parquet"] = FileState(100, OLD)
+    done = tick(writing.cursor, burst)
+    assert len(done.ready) == 301
+
+
+def test_removed_file_is_a_change():
+    seen = tick(None, {"t/a.csv": FileState(10, OLD), "t/b.csv": FileState(10, OLD)}).cursor
+    plan = tick(seen, {"t/a.csv": FileState(10, OLD)})
+    assert plan.changed and plan.removed == ["t/b.csv"] and not plan.ready
+
+
+def test_incremental_hour_folder_is_processed_once_the_hour_is_over():
+    assert hour_folder_closes_at("c/x/IncrementalData/2026/06/30/15/Upserts/1.csv") == datetime(
+        2026, 6, 30, 16, tzinfo=UTC
+    )
+    baseline = tick(None, {}).cursor
+    files = {
+        "c/x/IncrementalData/2026/06/30/14/Upserts/1.csv": FileState(5, OLD),
+        "c/x/IncrementalData/2026/06/30/15/Upserts/2.csv": FileState(5, FRESH),
+    }
+    plan = tick(baseline, files)
+    # The closed 14:00 folder goes now; the open 15:00 folder neither runs nor holds the closed one back.
+    assert list(plan.ready) == ["c/x/IncrementalData/2026/06/30/14/Upserts/1.csv"]
+    assert "closes at 2026-06-30 16:00 UTC" in plan.waiting["c/x/IncrementalData/2026/06/30/15/Upserts/2.csv"]
+    later = tick(plan.cursor, files, now=datetime(2026, 6, 30, 16, 5, tzinfo=UTC))
+    assert list(later.ready) == ["c/x/IncrementalData/2026/06/30/15/Upserts/2.csv"]
+
+
+def test_run_key_is_stable_for_the_same_batch():
+    changes = {"crm/contacts": {"a": FileState(1, 2.0, "e")}}
+    assert run_key(changes, {}) == run_key(dict(changes), {"crm/contacts": []})
+    assert run_key(changes, {}) != run_key({"crm/contacts": {"a": FileState(2, 2.0, "e")}}, {})

@@ -1,0 +1,123 @@
+"""Run modes: the jobs exist only for the stages that are configured, and `ci-pipeline run` runs them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from ci_pipeline import cli
+from ci_pipeline.commands import run as run_command
+from ci_pipeline.config import load_config
+from ci_pipeline.defs import build_definitions, orchestration
+from ci_pipeline.defs.orchestration import EXECUTOR
+from ci_pipeline.defs.resources import shared_resources
+from ci_pipeline_tests.orchestration.conftest import build_project, write_project
+
+ALL_JOBS = [
+    "full_refresh",
+    "incremental_refresh",
+    "ingest_crm",
+    "ingest_shop",
+    "match_only",
+    "publish_only",
+    "unify",
+    "unify_and_downstream",
+]
+
+
+def selected(defs: dg.Definitions, job: str) -> list[list[str]]:
+    return sorted(key.path for key in defs.resolve_job_def(job).asset_layer.selected_asset_keys)
+
+
+def test_every_run_mode_selects_its_stage(project):
+    _, _, defs = project
+    dg.Definitions.validate_loadable(defs)
+    assert run_command.job_names(defs) == ALL_JOBS
+    assert selected(defs, "ingest_crm") == [["crm", "contacts"], ["crm", "crm_contacts_corrupt"]]
+    assert selected(defs, "match_only") == [["unify", "match_pairs"]]
+    assert selected(defs, "unify") == [["unify", "customer_profile"], ["unify", "match_pairs"]]
+    assert selected(defs, "unify_and_downstream") == [
+        ["publish", "customer"],
+        ["unify", "customer_profile"],
+        ["unify", "match_pairs"],
+    ]
+    assert selected(defs, "publish_only") == [["publish", "customer"]]
+    assert len(selected(defs, "full_refresh")) == 6
+    assert defs.resolve_job_def("full_refresh").tags["ci_pipeline/mode"] == "full"
+
+
+def test_stages_that_are_not_configured_get_no_jobs(tmp_path):
+    config = load_config(write_project(tmp_path, {}))
+    defs = build_project(config, with_unify=False)
+    dg.Definitions.validate_loadable(defs)
+    assert run_command.job_names(defs) == ["full_refresh", "incremental_refresh", "ingest_crm", "ingest_shop"]
+
+
+def test_definitions_without_any_assets_still_load(tmp_path):
+    config = load_config(write_project(tmp_path, {"refresh": {"at": "02:00"}}))
+    defs = orchestration.build(config, dg.Definitions(resources=shared_resources(config)))
+    dg.Definitions.validate_loadable(defs)
+    assert [s.name for s in defs.sensors] == ["failure_notification"]
+    assert not run_command.job_names(defs) and not defs.schedules
+
+
+def test_the_project_definitions_carry_the_orchestration(tmp_path):
+    config = load_config(write_project(tmp_path, {"refresh": {"at": "02:00"}}))
+    defs = build_definitions(config)
+    dg.Definitions.validate_loadable(defs)
+    assert {"full_refresh", "ingest_crm", "ingest_shop"} <= set(run_command.job_names(defs))
+    assert {s.name for s in defs.sensors} == {"failure_notification", "new_files"}
+
+
+def test_bounded_multiprocess_executor_and_freshness_on_published_tables(project):
+    _, _, defs = project
+    job = defs.resolve_job_def("full_refresh")
+    assert job.executor_def.name == EXECUTOR.name
+    assert job.executor_def.config_schema.resolve_config({}).value["config"]["max_concurrent"] == 2
+    graph = defs.resolve_asset_graph()
+    policy = graph.get(dg.AssetKey(["publish", "customer"])).freshness_policy
+    assert policy.fail_window.to_timedelta() == timedelta(hours=26)
+    assert graph.get(dg.AssetKey(["unify", "customer_profile"])).freshness_policy is None
+
+
+@pytest.fixture
+def cli_project(project, monkeypatch):
+    folder, config, _ = project
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setattr(run_command, "build_definitions", build_project)
+    return folder / "ci_pipeline.yaml"
+
+
+def test_run_a_named_job(cli_project, capsys):
+    assert cli.main(["--config", str(cli_project), "run", "--job", "ingest_shop"]) == 0
+    out = capsys.readouterr().out
+    assert "shop/orders" in out and "crm/contacts" not in out and "succeeded" in out
+
+
+def test_run_a_selection_and_list_jobs(cli_project, capsys):
+    assert cli.main(["--config", str(cli_project), "run", "--select", "crm/contacts+"]) == 0
+    out = capsys.readouterr().out
+    assert "crm/contacts " in out and "unify/match_pairs" in out and "shop/orders" not in out
+    assert cli.main(["--config", str(cli_project), "run", "--list"]) == 0
+    assert "unify_and_downstream" in capsys.readouterr().out
+
+
+def test_run_a_selection_inside_a_job(cli_project, capsys):
+    assert cli.main(["--config", str(cli_project), "run", "--job", "unify", "--select", "key:unify/match_pairs"]) == 0
+    out = capsys.readouterr().out
+    assert "unify/match_pairs" in out and "unify/customer_profile" not in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--job", "nightly"], "--job nightly: no such job; the jobs of this configuration are: full_refresh"),
+        (["--select", "group:nothing"], "--select 'group:nothing': selects no assets"),
+        (["--job", "ingest_crm", "--select", "group:unify"], "selects no assets of job ingest_crm"),
+    ],
+)
+def test_bad_job_or_selection_is_a_clear_error(cli_project, capsys, argv, message):
+    assert cli.main(["--config", str(cli_project), "run", *argv]) != 0
+    assert message in capsys.readouterr().err

@@ -1,0 +1,130 @@
+"""Publish assets via dagster.materialize: sink tables downstream of their inputs, metadata, exports, capacity."""
+
+from __future__ import annotations
+
+import sqlite3
+from types import SimpleNamespace
+
+import dagster as dg
+import pandas as pd
+
+from ci_pipeline.config import load_config
+from ci_pipeline.config.unify import UnifyConfig
+from ci_pipeline.dataverse.sqlite import SqliteSink
+from ci_pipeline.defs import publish
+from ci_pipeline.defs.resources import shared_resources
+from ci_pipeline.export import query
+
+CONFIG = """
+name: contoso
+sources:
+  crm:
+    owner: me
+    tables:
+      contacts: {format: csv, path: c.csv, primary_key: id}
+publish:
+  exports:
+    - name: warehouse
+      rows_per_part: 2
+"""
+
+
+def load(tmp_path):
+    (tmp_path / "ci_pipeline.yaml").write_text(CONFIG)
+    config = load_config(tmp_path / "ci_pipeline.yaml")
+    # The unify section's own settings do not matter here: only that unification is configured.
+    return config.model_copy(update={"unify": UnifyConfig.model_construct()})
+
+
+def upstream_assets(customers: list[str]):
+    @dg.asset(key=["unify", "customer_profile"])
+    def customer_profile() -> pd.DataFrame:
+        return pd.DataFrame({"CustomerId": customers, "FullName": [f"N {c}" for c in customers]})
+
+    @dg.asset(key=["unify", "alternate_key"])
+    def alternate_key() -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "DataSourceName": "crm",
+                "EntityName": "contacts",
+                "AlternateValue": [f"k-{c}" for c in customers],
+                "KeyRing": "[]",
+                "CustomerId": customers,
+            }
+        )
+
+    return [customer_profile, alternate_key]
+
+
+def run(config, customers):
+    defs = publish.build(config)
+    assets = [*upstream_assets(customers), *defs.assets]
+    result = dg.materialize(assets, resources=shared_resources(config))
+    assert result.success
+    return {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[0] == "publish"
+    }
+
+
+def test_available_tables_follow_the_configured_sections():
+    bare = SimpleNamespace(
+        unify=None,
+        activities=SimpleNamespace(tables={}),
+        measures=SimpleNamespace(attributes={}),
+        segments=SimpleNamespace(definitions={}),
+    )
+    assert publish.available_tables(bare) == {}
+    full = SimpleNamespace(
+        unify=object(),
+        activities=SimpleNamespace(tables={"orders": 1}),
+        measures=SimpleNamespace(attributes={"ltv": 1}),
+        segments=SimpleNamespace(definitions={"vip": 1}),
+    )
+    assert set(publish.available_tables(full)) == {
+        "CustomerProfile",
+        "AlternateKey",
+        "UnifiedActivity",
+        "CustomerMeasure",
+        "SegmentMembership",
+    }
+    assert publish.available_tables(full)["UnifiedActivity"] == dg.AssetKey(["activities", "unified_activity"])
+
+
+def test_publish_assets_fill_the_sink_export_and_report(tmp_path):
+    config = load(tmp_path)
+    defs = publish.build(config)
+    keys = {a.key for a in defs.assets}
+    assert publish.sink_asset_key("CustomerProfile") in keys and publish.CAPACITY_KEY in keys
+    assert publish.export_asset_keys(config) == [dg.AssetKey(["publish", "export_warehouse"])]
+    graph = dg.Definitions(
+        assets=[*upstream_assets(["C1"]), *defs.assets], resources=shared_resources(config)
+    ).resolve_asset_graph()
+    assert graph.get(publish.sink_asset_key("AlternateKey")).parent_keys == {dg.AssetKey(["unify", "alternate_key"])}
+
+    first = run(config, ["C1", "C2", "C3"])
+    profile = first["publish/sink_customer_profile"]
+    assert profile["rows_upserted"].value == 3 and profile["rows_deleted"].value == 0
+    assert first["publish/sink_enrichment"]["rows"].value == 0
+    assert first["publish/sink_capacity"]["profiles"].value == 3
+    assert first["publish/export_warehouse"]["rows"].value == 6
+    sink_file = tmp_path / "sink.sqlite"
+    tables = {r[0] for r in sqlite3.connect(sink_file).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert len(tables) == 7 and "msdynci_segmentmembership" in tables
+
+    second = run(config, ["C1", "C3"])
+    assert second["publish/sink_customer_profile"]["rows_deleted"].value == 1
+    assert second["publish/sink_customer_profile"]["rows_unchanged"].value == 2
+    with SqliteSink(sink_file) as sink:
+        assert sorted(sink.read("msdynci_alternatekey")["msdynci_customerid"]) == ["C1", "C3"]
+    lake = config_lake(config)
+    assert query(lake, "SELECT count(*) AS n FROM AlternateKey", ["warehouse"])["n"].iloc[0] == 2
+    snapshot = second["publish/export_warehouse"]["snapshot"].value
+    assert len(snapshot.split("/")) == 4
+
+
+def config_lake(config):
+    from ci_pipeline.lake import Lake
+
+    return Lake.from_config(config.lake, config.base_dir)

@@ -1,0 +1,178 @@
+"""CDM exports on file:// and Azurite: layout, parts, metadata after data, retention, read back with Microsoft's
+CDM SDK, and SQL over them with DuckDB."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from ci_pipeline import outputs
+from ci_pipeline.errors import UserError
+from ci_pipeline.export import query, read_export, write_export
+from ci_pipeline.lake import Lake
+
+T0 = datetime(2026, 6, 30, 12, 5, tzinfo=UTC)
+
+
+def tables() -> dict[str, pd.DataFrame]:
+    profile = outputs.shape_customer_profile(
+        pd.DataFrame({"CustomerId": ["C1", "C2", "C3"], "FullName": ['Ann "A", B', None, "Cy"]})
+    )
+    activity = outputs.shape_unified_activity(
+        pd.DataFrame(
+            {
+                "CustomerId": ["C1", "C2"],
+                "ActivityId": ["orders|1", "orders|2"],
+                "SourceEntityName": ["orders"] * 2,
+                "SourceActivityId": ["1", "2"],
+                "ActivityType": ["SalesOrder"] * 2,
+                "ActivityTimeStamp": ["2026-06-30T12:00:00Z", "2026-01-02T03:04:05Z"],
+                "SemanticData": [{"amount": 10.5}, {"amount": 3}],
+            }
+        )
+    )
+    return {"CustomerProfile": profile, "UnifiedActivity": activity, "Enrichment": outputs.empty_table("Enrichment")}
+
+
+def test_csv_export_layout_parts_and_model_json(tmp_path):
+    lake = Lake.local(tmp_path)
+    result = write_export(lake, "warehouse", tables(), T0, rows_per_part=2)
+    files = lake.find("exports/warehouse")
+    assert "exports/warehouse/CustomerProfile/2026/06/30/1205/CustomerProfile_1.csv" in files
+    assert "exports/warehouse/CustomerProfile/2026/06/30/1205/CustomerProfile_2.csv" in files
+    assert result.tables["CustomerProfile"] == {
+        "rows": 3,
+        "parts": 2,
+        "bytes": result.tables["CustomerProfile"]["bytes"],
+    }
+    first = lake.read_bytes("exports/warehouse/CustomerProfile/2026/06/30/1205/CustomerProfile_1.csv").decode()
+    assert first == '"C1","Ann ""A"", B"\n"C2",""\n'
+    model = json.loads(lake.read_bytes("exports/warehouse/model.json"))
+    entity = {e["name"]: e for e in model["entities"]}["UnifiedActivity"]
+    types = {a["name"]: a["dataType"] for a in entity["attributes"]}
+    assert types["ActivityTimeStamp"] == "dateTime" and types["msdynci_unifiedactivityid"] == "guid"
+    assert entity["partitions"][0]["location"] == "file://" + str(tmp_path) + (
+        "/exports/warehouse/UnifiedActivity/2026/06/30/1205/UnifiedActivity_1.csv"
+    )
+    # The metadata is the last thing written: every data file is older than or as old as model.json.
+    newest_data = max(lake.info(f)["mtime"] for f in files if f.endswith(".csv"))
+    assert lake.info("exports/warehouse/model.json")["mtime"] >= newest_data
+
+
+def test_retention_keeps_n_snapshots_and_rerun_in_same_minute_replaces_parts(tmp_path):
+    lake = Lake.local(tmp_path)
+    for minutes in range(4):
+        write_export(lake, "wh", tables(), T0 + timedelta(minutes=minutes), rows_per_part=1, retention=2)
+    snapshots = {f.split("/")[6] for f in lake.find("exports/wh/CustomerProfile")}
+    assert snapshots == {"1207", "1208"}
+    # Same run again with bigger parts: the extra part files of the earlier attempt are removed.
+    result = write_export(lake, "wh", tables(), T0 + timedelta(minutes=3), rows_per_part=10, retention=2)
+    assert [f for f in lake.find("exports/wh/CustomerProfile") if "/1208/" in f] == [
+        "exports/wh/CustomerProfile/2026/06/30/1208/CustomerProfile_1.csv"
+    ]
+    assert result.removed_snapshots == []
+    assert len(query(lake, "SELECT * FROM CustomerProfile", ["wh"])) == 3
+
+
+def test_sql_over_csv_and_parquet_exports(tmp_path):
+    lake = Lake.local(tmp_path)
+    write_export(lake, "csvwh", tables(), T0, rows_per_part=1)
+    write_export(lake, "pqwh", tables(), T0, fmt="parquet", rows_per_part=1)
+    for name in ["csvwh", "pqwh"]:
+        profile = query(lake, "SELECT * FROM CustomerProfile ORDER BY CustomerId", [name])
+        assert profile["CustomerId"].tolist() == ["C1", "C2", "C3"]
+        assert profile["FullName"].tolist()[0] == 'Ann "A", B'
+        stamp = query(lake, "SELECT max(ActivityTimeStamp) AS t FROM UnifiedActivity", [name])["t"].iloc[0]
+        assert pd.Timestamp(stamp) == pd.Timestamp("2026-06-30T12:00:00Z")
+        assert query(lake, "SELECT count(*) AS n FROM Enrichment", [name])["n"].iloc[0] == 0
+    both = query(
+        lake,
+        "SELECT count(*) AS n FROM csvwh.CustomerProfile JOIN pqwh.CustomerProfile USING (CustomerId)",
+        ["csvwh", "pqwh"],
+    )
+    assert both["n"].iloc[0] == 3
+    with pytest.raises(UserError, match="no export here"):
+        query(lake, "SELECT 1", ["missing"])
+    with pytest.raises(UserError, match="sql: .*the views are"):
+        query(lake, "SELECT * FROM Nope", ["csvwh"])
+
+
+def _sdk_read(folder, document):
+    import warnings
+
+    from cdm.objectmodel import CdmCorpusDefinition
+    from cdm.storage import LocalAdapter
+
+    class FileUrlAdapter(LocalAdapter):
+        """The SDK's local adapter, also understanding the file:// URLs a local model.json holds."""
+
+        def create_corpus_path(self, adapter_path):
+            return super().create_corpus_path(adapter_path.removeprefix("file://") if adapter_path else adapter_path)
+
+    async def read():
+        corpus = CdmCorpusDefinition()
+        corpus.storage.mount("local", FileUrlAdapter(root=str(folder)))
+        corpus.storage.default_namespace = "local"
+        manifest = await corpus.fetch_object_async(f"local:/{document}")
+        assert manifest is not None, f"the CDM SDK could not load {document}"
+        found = {}
+        for entity in manifest.entities:
+            definition = await corpus.fetch_object_async(
+                corpus.storage.create_absolute_corpus_path(entity.entity_path, manifest)
+            )
+            found[entity.entity_name] = (
+                [a.name for a in definition.attributes],
+                [p.location for p in entity.data_partitions],
+            )
+        return found
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return asyncio.run(read())
+
+
+@pytest.mark.slow
+def test_cdm_sdk_reads_model_json_and_manifest(tmp_path):
+    lake = Lake.local(tmp_path)
+    write_export(lake, "csvwh", tables(), T0, rows_per_part=2)
+    write_export(lake, "pqwh", tables(), T0, fmt="parquet", rows_per_part=2)
+    model = _sdk_read(tmp_path / "exports" / "csvwh", "model.json")
+    assert set(model) == {"CustomerProfile", "UnifiedActivity", "Enrichment"}
+    assert model["CustomerProfile"][0] == ["CustomerId", "FullName"]
+    assert model["UnifiedActivity"][0] == outputs.UNIFIED_ACTIVITY_COLUMNS
+    assert [p.rsplit("/", 1)[1] for p in model["CustomerProfile"][1]] == [
+        "CustomerProfile_1.csv",
+        "CustomerProfile_2.csv",
+    ]
+    manifest = _sdk_read(tmp_path / "exports" / "pqwh", "default.manifest.cdm.json")
+    assert manifest["Enrichment"][0] == outputs.ENRICHMENT_COLUMNS
+    assert manifest["CustomerProfile"][1] == [
+        "CustomerProfile/2026/06/30/1205/CustomerProfile_1.parquet",
+        "CustomerProfile/2026/06/30/1205/CustomerProfile_2.parquet",
+    ]
+
+
+@pytest.mark.slow
+def test_export_and_sql_on_azurite(azure_container):
+    import os
+
+    lake = Lake.from_url(f"abfs://{azure_container}/lake", {"connection_string": os.environ["AZURE_TEST_CONNECTION"]})
+    for minutes in range(3):
+        write_export(lake, "wh", tables(), T0 + timedelta(minutes=minutes), rows_per_part=2, retention=2)
+    write_export(lake, "pq", tables(), T0, fmt="parquet")
+    snapshots = {f.split("/")[6] for f in lake.find("exports/wh/CustomerProfile")}
+    assert snapshots == {"1206", "1207"}
+    entities = {e.name: e for e in read_export(lake, "wh")}
+    assert entities["CustomerProfile"].files == [
+        "exports/wh/CustomerProfile/2026/06/30/1207/CustomerProfile_1.csv",
+        "exports/wh/CustomerProfile/2026/06/30/1207/CustomerProfile_2.csv",
+    ]
+    model = json.loads(lake.read_bytes("exports/wh/model.json"))
+    assert model["entities"][0]["partitions"][0]["location"].startswith("http://127.0.0.1:")
+    result = query(lake, "SELECT CustomerId FROM wh.CustomerProfile ORDER BY 1", ["wh", "pq"], default="wh")
+    assert result["CustomerId"].tolist() == ["C1", "C2", "C3"]
+    assert query(lake, "SELECT count(*) AS n FROM pq.UnifiedActivity", ["wh", "pq"])["n"].iloc[0] == 2

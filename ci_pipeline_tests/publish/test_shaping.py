@@ -1,0 +1,130 @@
+"""Output shaping: exact spec columns, identifiers and uuid5 GUIDs computed here independently."""
+
+from __future__ import annotations
+
+import uuid
+
+import pandas as pd
+import pytest
+
+from ci_pipeline import outputs
+from ci_pipeline.dataverse import logical_column, primary_key, sink_table
+from ci_pipeline.dataverse.naming import entity_set
+from ci_pipeline.errors import UserError
+
+NS = uuid.UUID("07e3607e-db94-5423-b773-540dff3be29c")
+
+
+def expected_guid(text: str) -> str:
+    return str(uuid.uuid5(NS, text))
+
+
+def test_namespace_is_the_documented_one():
+    assert uuid.uuid5(uuid.NAMESPACE_URL, "https://ci-pipeline.dev/output-tables") == NS == outputs.NAMESPACE
+
+
+def test_alternate_key_rows_by_hand():
+    df = pd.DataFrame(
+        {
+            "DataSourceName": ["crm", "loyalty"],
+            "EntityName": ["contacts", "members"],
+            "AlternateValue": ["c-1", "m-7"],
+            "KeyRing": [[{"dataSourceName": "crm"}], '[{"x": 1}]'],
+            "CustomerId": ["CU1", "CU1"],
+        }
+    )
+    out = outputs.shape_alternate_key(df)
+    assert list(out.columns) == outputs.ALTERNATE_KEY_COLUMNS
+    rows = {r.msdynci_identifier: r for r in out.itertuples()}
+    assert set(rows) == {"crm|contacts|c-1", "loyalty|members|m-7"}
+    assert rows["crm|contacts|c-1"].AlternateKeyId == expected_guid("crm|contacts|c-1")
+    assert rows["crm|contacts|c-1"].KeyRing == '[{"dataSourceName":"crm"}]'
+    assert rows["loyalty|members|m-7"].KeyRing == '[{"x": 1}]'
+    assert out["AlternateKeyId"].tolist() == sorted(out["AlternateKeyId"].tolist())
+
+
+def test_customer_measure_enrichment_prediction_by_hand():
+    measure = outputs.shape_customer_measure(pd.DataFrame({"CustomerId": ["A"], "Measures": [{"b": 2, "a": 1.5}]}))
+    assert measure.iloc[0].to_dict() == {
+        "CustomerId": "A",
+        "Measures": '{"a":1.5,"b":2}',
+        "msdynci_identifier": "Customer_Measure|A",
+        "msdynci_customermeasureid": expected_guid("Customer_Measure|A"),
+    }
+    enrichment = outputs.shape_enrichment(
+        pd.DataFrame({"CustomerId": ["A"], "EnrichmentProvider": ["P"], "EnrichmentType": ["T"], "Values": [{}]})
+    )
+    assert list(enrichment.columns) == outputs.ENRICHMENT_COLUMNS
+    assert enrichment.iloc[0]["msdynci_identifier"] == "P|T|A"
+    assert enrichment.iloc[0]["msdynci_enrichmentid"] == expected_guid("P|T|A")
+    prediction = outputs.shape_prediction(
+        pd.DataFrame({"CustomerId": ["A"], "ModelProvider": ["ci"], "Model": ["Churn"], "Values": ['{"s":1}']})
+    )
+    assert list(prediction.columns) == outputs.PREDICTION_COLUMNS
+    assert prediction.iloc[0]["msdynci_identifier"] == "Churn|ci|A"
+    assert prediction.iloc[0]["msdynci_predictionid"] == expected_guid("Churn|ci|A")
+
+
+def test_segment_membership_sorts_unique_names_and_documents_name():
+    out = outputs.shape_segment_membership(
+        pd.DataFrame({"CustomerId": ["A"], "Segments": [["vip", "churn_risk", "vip"]]}), provider="proj"
+    )
+    assert list(out.columns) == outputs.SEGMENT_MEMBERSHIP_COLUMNS
+    row = out.iloc[0]
+    assert row["Segments"] == '["churn_risk","vip"]'
+    assert row["msdynci_identifier"] == "A|proj|Customer|Segments"
+    assert row["msdynci_segmentmembershipid"] == expected_guid("A|proj|Customer|Segments")
+
+
+def test_unified_activity_timestamp_range_index_and_guid():
+    out = outputs.shape_unified_activity(
+        pd.DataFrame(
+            {
+                "CustomerId": ["A"],
+                "ActivityId": ["orders|o-1"],
+                "SourceEntityName": ["orders"],
+                "SourceActivityId": ["o-1"],
+                "ActivityType": ["SalesOrder"],
+                "ActivityTimeStamp": ["2026-06-30T12:00:00Z"],
+                "SemanticData": [{"amount": 10}],
+            }
+        )
+    )
+    assert list(out.columns) == outputs.UNIFIED_ACTIVITY_COLUMNS
+    row = out.iloc[0]
+    assert row["RangeIndex"] == "1782820800"
+    assert row["SemanticData"] == '{"amount":10}'
+    assert row["msdynci_unifiedactivityid"] == expected_guid("orders|o-1")
+    table = sink_table("UnifiedActivity", out)
+    assert table.frame.loc[0, "msdynci_activitytimestamp"] == "2026-06-30T12:00:00Z"
+
+
+def test_customer_profile_key_and_logical_names():
+    shaped = outputs.shape_customer_profile(pd.DataFrame({"Email": ["a@x"], "CustomerId": ["C1"]}))
+    assert list(shaped.columns) == ["CustomerId", "Email"]
+    table = sink_table("CustomerProfile", shaped, prefix="contoso")
+    assert table.primary_key == "contoso_customerprofileid"
+    assert table.columns == ["contoso_customerprofileid", "contoso_customerid", "contoso_email"]
+    assert table.frame.iloc[0, 0] == expected_guid("C1")
+    assert table.entity_set == "contoso_customerprofiles"
+    assert entity_set("UnifiedActivity") == "msdynci_unifiedactivities"
+    assert entity_set("AlternateKey") == "msdynci_alternatekeys"
+    assert logical_column("msdynci_identifier", "abc") == "abc_identifier"
+    assert primary_key("AlternateKey") == "msdynci_alternatekeyid"
+
+
+def test_bad_input_names_table_and_columns():
+    with pytest.raises(UserError, match="AlternateKey: the input has no column.*KeyRing"):
+        outputs.shape_alternate_key(pd.DataFrame({"DataSourceName": ["a"]}))
+    with pytest.raises(UserError, match="CustomerProfile: 2 rows share a CustomerId"):
+        outputs.shape_customer_profile(pd.DataFrame({"CustomerId": ["A", "A"]}))
+    with pytest.raises(UserError, match="maps to the Dataverse column"):
+        sink_table(
+            "CustomerProfile", outputs.shape_customer_profile(pd.DataFrame({"CustomerId": ["A"], "customerid": ["x"]}))
+        )
+
+
+def test_bulk_guids_equal_uuid5_one_by_one():
+    names = pd.Series(["", "crm|contacts|c-1", "Zoë|Ärger|€", "x" * 500, *[f"k{i}" for i in range(1000)]])
+    assert outputs.guids(names).tolist() == [expected_guid(n) for n in names]
+    assert outputs.guids(pd.Series([], dtype="string")).tolist() == []

@@ -1,0 +1,178 @@
+"""The activities, measures and segments assets materialised over a lake pre-filled with upstream tables."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from ci_pipeline.config import ProjectConfig
+from ci_pipeline.defs import activities, measures, segments
+from ci_pipeline.defs.resources import shared_resources
+from ci_pipeline.lake import Lake
+from ci_pipeline.outputs import (
+    CUSTOMER_MEASURE_COLUMNS,
+    SEGMENT_MEMBERSHIP_COLUMNS,
+    UNIFIED_ACTIVITY_COLUMNS,
+)
+
+CONFIG = {
+    "name": "demo",
+    "sources": {
+        "shop": {
+            "owner": "web",
+            "tables": {
+                "customers": {"format": "parquet", "path": "c", "primary_key": "customer_id"},
+                "orders": {"format": "parquet", "path": "o", "primary_key": "order_id"},
+            },
+        }
+    },
+    "activities": {
+        "tables": {
+            "orders": {
+                "source": "shop",
+                "table": "orders",
+                "type": "SalesOrder",
+                "timestamp": "order_date",
+                "fields": {"amount": "total", "channel": "channel"},
+                "customer": {"source": "shop", "table": "customers", "column": "customer_id"},
+            }
+        }
+    },
+    "measures": {
+        "as_of": "2026-06-30",
+        "attributes": {
+            "spend": {"template": "total_transaction_value", "activity": "orders"},
+            "orders_count": {"template": "transaction_count", "activity": "orders"},
+        },
+        "customer": {
+            "spend_by_channel": {"activity": "orders", "aggregate": "sum", "field": "amount", "dimensions": ["channel"]}
+        },
+        "business": {"revenue": {"activity": "orders", "aggregate": "sum", "field": "amount"}},
+    },
+    "segments": {
+        "definitions": {
+            "big": {"rules": [{"field": "measure.spend", "op": ">=", "value": 50}]},
+            "recent": {"type": "static", "rules": [{"activity": "orders", "within": "30 days"}]},
+            "seattle": {"rules": [{"field": "profile.City", "op": "=", "value": "Seattle"}]},
+        }
+    },
+}
+
+
+def prefill(lake: Lake, orders: pd.DataFrame) -> None:
+    lake.write_parquet(
+        "ci_pipeline/unify/alternate_key.parquet",
+        pd.DataFrame(
+            {
+                "DataSourceName": ["shop"] * 3,
+                "EntityName": ["customers"] * 3,
+                "AlternateValue": ["1", "2", "3"],
+                "KeyRing": ["[]"] * 3,
+                "CustomerId": ["A", "B", "C"],
+                "AlternateKeyId": ["g1", "g2", "g3"],
+                "msdynci_identifier": ["shop|customers|1", "shop|customers|2", "shop|customers|3"],
+            }
+        ),
+    )
+    lake.write_parquet(
+        "ci_pipeline/unify/customer_profile.parquet",
+        pd.DataFrame({"CustomerId": ["A", "B", "C"], "City": ["Seattle", "Boston", "Seattle"]}),
+    )
+    lake.write_parquet("ci_pipeline/shop/orders.parquet", orders)
+
+
+def orders(rows):
+    frame = pd.DataFrame(rows, columns=["order_id", "customer_id", "order_date", "total", "channel"])
+    frame["order_date"] = pd.to_datetime(frame["order_date"])
+    return frame
+
+
+def materialize(config: ProjectConfig, run_config=None) -> dg.ExecuteInProcessResult:
+    defs = dg.Definitions.merge(activities.build(config), measures.build(config), segments.build(config))
+    upstream = [
+        dg.SourceAsset(key=key)
+        for key in (["shop", "orders"], ["unify", "alternate_key"], ["unify", "customer_profile"])
+    ]
+    return dg.materialize(
+        [*defs.assets, *upstream], resources=shared_resources(config), run_config=run_config, raise_on_error=True
+    )
+
+
+@pytest.fixture
+def project(tmp_path):
+    config = ProjectConfig.model_validate({**CONFIG, "lake": {"url": str(tmp_path / "lake")}})
+    assert [p for p in config.cross_reference_problems() if "unify" not in p] == []
+    return config
+
+
+def test_stages_materialise_with_checks_and_history_across_runs(project, tmp_path):
+    lake = Lake.local(tmp_path / "lake")
+    prefill(
+        lake,
+        orders(
+            [
+                ("o1", 1, "2026-06-20 10:00", 40.0, "web"),
+                ("o2", 1, "2026-05-01 10:00", 20.0, "store"),
+                ("o3", 2, "2026-01-01 10:00", 10.0, "web"),
+                ("o4", 9, "2026-01-01 10:00", 10.0, "web"),
+            ]
+        ),
+    )
+    result = materialize(project)
+    assert all(c.passed for c in result.get_asset_check_evaluations() if c.check_name != "no_quarantined_activities")
+
+    unified = lake.read_parquet("ci_pipeline/activities/unified_activity.parquet")
+    assert list(unified.columns) == UNIFIED_ACTIVITY_COLUMNS and len(unified) == 3
+    corrupt = lake.read_parquet("ci_pipeline/activities/unified_activity_corrupt.parquet")
+    assert corrupt["SourceActivityId"].tolist() == ["o4"]
+
+    cm = lake.read_parquet("ci_pipeline/measures/customer_measure.parquet")
+    assert list(cm.columns) == CUSTOMER_MEASURE_COLUMNS
+    assert [json.loads(m) for m in cm["Measures"]] == [
+        {"orders_count": 2.0, "spend": 60.0},
+        {"orders_count": 1.0, "spend": 10.0},
+        {"orders_count": 0.0, "spend": None},
+    ]
+    assert lake.read_parquet("ci_pipeline/measures/revenue.parquet")["Value"].tolist() == [70.0]
+    assert len(lake.read_parquet("ci_pipeline/measures/spend_by_channel.parquet")) == 3
+    mats = {
+        e.event_specific_data.materialization.asset_key.to_user_string(): e.event_specific_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    assert mats["measures/revenue"]["value"].value == 70.0
+    assert mats["measures/customer_measure"]["measure/spend"].data["max"] == 60.0
+
+    membership = lake.read_parquet("ci_pipeline/segments/segment_membership.parquet")
+    assert list(membership.columns) == SEGMENT_MEMBERSHIP_COLUMNS
+    assert dict(zip(membership["CustomerId"], membership["Segments"], strict=True)) == {
+        "A": '["big", "recent", "seattle"]',
+        "C": '["seattle"]',
+    }
+    assert set(membership["SegmentProvider"]) == {"demo"}
+
+    # Second run: A's recent order is gone; the static segment keeps A until refreshed.
+    prefill(lake, orders([("o2", 1, "2026-05-01 10:00", 20.0, "store"), ("o3", 2, "2026-06-25 10:00", 60.0, "web")]))
+    materialize(project)
+    membership = lake.read_parquet("ci_pipeline/segments/segment_membership.parquet")
+    assert dict(zip(membership["CustomerId"], membership["Segments"], strict=True)) == {
+        "A": '["recent", "seattle"]',
+        "B": '["big"]',
+        "C": '["seattle"]',
+    }
+    history = lake.read_parquet("ci_pipeline/segments/segment_member_history.parquet")
+    assert history[["Segment", "Members", "Added", "Removed"]].values.tolist() == [
+        ["big", 1, 1, 0],
+        ["recent", 1, 1, 0],
+        ["seattle", 2, 2, 0],
+        ["big", 1, 1, 1],
+        ["recent", 1, 0, 0],
+        ["seattle", 2, 0, 0],
+    ]
+
+    materialize(project, {"ops": {"segments": {"config": {"refresh_static": ["recent"]}}}})
+    membership = lake.read_parquet("ci_pipeline/segments/segment_membership.parquet")
+    assert dict(zip(membership["CustomerId"], membership["Segments"], strict=True))["B"] == '["big", "recent"]'
+    assert "A" in set(membership["CustomerId"])  # still in seattle

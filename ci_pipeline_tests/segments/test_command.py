@@ -1,0 +1,91 @@
+"""`ci-pipeline segment preview` and `segment refresh` over tables in a local lake."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ci_pipeline import cli
+from ci_pipeline.commands import segment
+from ci_pipeline.config import ProjectConfig
+from ci_pipeline.lake import Lake
+
+CONFIG = """
+lake: {url: lake}
+sources:
+  shop:
+    owner: me
+    tables:
+      customers: {format: csv, path: c.csv, primary_key: id}
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "ci_pipeline.yaml").write_text(CONFIG)
+    lake = Lake.local(tmp_path / "lake")
+    lake.write_parquet(
+        segment.PROFILE, pd.DataFrame({"CustomerId": ["A", "B", "C", "D"], "City": ["Oslo", "Rome", "Oslo", None]})
+    )
+    lake.write_parquet(
+        segment.VALUES, pd.DataFrame({"CustomerId": ["A", "B", "C", "D"], "spend": [5.0, 50, 500, None]})
+    )
+    return tmp_path
+
+
+def preview(project, capsys, *args) -> tuple[int, str, str]:
+    code = cli.main(["--config", str(project / "ci_pipeline.yaml"), "segment", "preview", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_preview_prints_the_estimated_size(project, capsys):
+    assert preview(project, capsys, "--field", "measure.spend", "--op", ">=", "--value", "50")[1] == (
+        "estimated size: 2 of 4 customers (50.0%)\n"
+    )
+    assert "1 of 4" in preview(project, capsys, "--field", "profile.City", "--op", "is null")[1]
+    assert "3 of 4" in preview(project, capsys, "--field", "measure.spend", "--op", "between", "--value", "[1, 500]")[1]
+    assert "2 of 4" in preview(project, capsys, "--field", "profile.City", "--op", "in", "--value", "[Oslo, Paris]")[1]
+
+
+def test_preview_errors_are_clear_and_never_execute_the_value(project, capsys):
+    code, _, err = preview(project, capsys, "--field", "measure.spend", "--op", "~", "--value", "1")
+    assert code == 2 and "unknown operator '~'" in err
+    code, _, err = preview(project, capsys, "--field", "measure.spend", "--op", ">", "--value", "__import__('os')")
+    assert code == 2 and "measure.spend is a number but the value" in err
+    code, _, err = preview(project, capsys, "--field", "profile.Nope", "--op", "=", "--value", "x")
+    assert code == 2 and "unknown profile attribute 'Nope'" in err
+
+
+def test_preview_without_a_run_says_what_to_do(tmp_path, capsys):
+    (tmp_path / "ci_pipeline.yaml").write_text(CONFIG)
+    code, _, err = preview(tmp_path, capsys, "--field", "measure.spend", "--op", ">", "--value", "1")
+    assert code == 2 and "run `ci-pipeline run` first" in err
+
+
+def test_refresh_releases_kept_members_of_static_segments(project, capsys, monkeypatch):
+    config = ProjectConfig.model_validate(
+        {
+            "lake": {"url": str(project / "lake")},
+            "sources": {"shop": {"owner": "me", "tables": {"c": {"format": "csv", "path": "c", "primary_key": "id"}}}},
+            "segments": {
+                "definitions": {
+                    "frozen": {"type": "static", "rules": [{"field": "profile.City", "op": "=", "value": "Oslo"}]},
+                    "other": {"type": "static", "rules": [{"field": "profile.City", "op": "=", "value": "Rome"}]},
+                    "live": {"rules": [{"field": "profile.City", "op": "=", "value": "Rome"}]},
+                }
+            },
+        }
+    )
+    monkeypatch.setattr(segment, "load_config", lambda path: config)
+    lake = Lake.local(project / "lake")
+    lake.write_parquet(
+        segment.STATIC,
+        pd.DataFrame({"Segment": ["frozen", "frozen", "other"], "CustomerId": ["A", "C", "B"], "FrozenAt": pd.NaT}),
+    )
+    assert cli.main(["segment", "refresh", "frozen"]) == 0
+    assert lake.read_parquet(segment.STATIC)["Segment"].tolist() == ["other"]
+    assert cli.main(["segment", "refresh", "live"]) == 2
+    assert "live is not a static segment" in capsys.readouterr().err
+    assert cli.main(["segment", "refresh", "--all"]) == 0
+    assert lake.read_parquet(segment.STATIC).empty

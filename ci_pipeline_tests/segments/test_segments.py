@@ -1,0 +1,248 @@
+"""Segment rules on tiny frames: every operator, AND/OR/NOT, union/intersect/except, references, errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ci_pipeline.config.segments import SegmentsConfig
+from ci_pipeline.errors import UserError
+from ci_pipeline.measures.compute import FactIndex, run_end
+from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS, guid
+from ci_pipeline.segments.evaluate import SegmentEngine
+from ci_pipeline.segments.membership import (
+    frozen_members,
+    history_rows,
+    members_by_segment,
+    membership_table,
+    static_state,
+)
+from ci_pipeline.segments.rules import RuleError, parse_node, parse_rules
+
+END = run_end(dt.date(2026, 6, 30))
+IDS = pd.Index(["A", "B", "C", "D"], dtype="string")
+
+
+def profile():
+    return pd.DataFrame(
+        {
+            "CustomerId": ["A", "B", "C", "D"],
+            "City": ["Seattle", "Boston", "seattle west", None],
+            "BirthDate": ["1990-01-01", "1985-05-05", "2001-12-31", None],
+            "Created": pd.to_datetime(["2026-06-01", "2024-01-01", "2026-04-15", "2026-06-29"], utc=True),
+            "Age": [36, 41, 24, None],
+        }
+    ).astype({"City": "string", "BirthDate": "string"})
+
+
+def measures():
+    return pd.DataFrame(
+        {"CustomerId": ["A", "B", "C", "D"], "spend": [500.0, 50.0, np.nan, 0.0], "orders": [5, 1, 0, 0]}
+    )
+
+
+def facts():
+    frame = pd.DataFrame(
+        {
+            "ActivityId": ["1", "2", "3", "4"],
+            "CustomerId": ["A", "A", "B", "C"],
+            "Activity": ["orders", "orders", "surveys", "orders"],
+            "ActivityType": ["SalesOrder", "SalesOrder", "Feedback", "SalesOrder"],
+            "ActivityTimeStamp": pd.to_datetime(["2026-06-20", "2026-01-01", "2026-06-01", "2025-01-01"], utc=True),
+            "rating": [np.nan, np.nan, 1.0, np.nan],
+        }
+    )
+    return FactIndex(frame, IDS, END)
+
+
+def engine(rules: dict, frozen=None):
+    parsed = {name: parse_rules(r, f"segments.definitions.{name}.rules") for name, r in rules.items()}
+    return SegmentEngine(IDS, profile(), measures(), facts(), END, parsed, frozen)
+
+
+def members(condition) -> list[str]:
+    masks = engine({"s": [condition]}).evaluate_all()
+    return list(IDS[masks["s"]])
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ({"field": "measure.spend", "op": "=", "value": 50}, ["B"]),
+        ({"field": "measure.spend", "op": "!=", "value": 50}, ["A", "D"]),
+        ({"field": "measure.spend", "op": "<", "value": 50}, ["D"]),
+        ({"field": "measure.spend", "op": "<=", "value": 50}, ["B", "D"]),
+        ({"field": "measure.spend", "op": ">", "value": 50}, ["A"]),
+        ({"field": "measure.spend", "op": ">=", "value": 50}, ["A", "B"]),
+        ({"field": "measure.spend", "op": "between", "value": [0, 100]}, ["B", "D"]),
+        ({"field": "profile.City", "op": "in", "value": ["Boston", "Seattle"]}, ["A", "B"]),
+        ({"field": "profile.City", "op": "not in", "value": ["Boston"]}, ["A", "C"]),
+        ({"field": "profile.City", "op": "contains", "value": "SEATTLE"}, ["A", "C"]),
+        ({"field": "profile.City", "op": "starts with", "value": "sea"}, ["A", "C"]),
+        ({"field": "profile.City", "op": "ends_with", "value": "west"}, ["C"]),
+        ({"field": "profile.City", "op": "is null"}, ["D"]),
+        ({"field": "measure.spend", "op": "not_null"}, ["A", "B", "D"]),
+        ({"field": "profile.Created", "op": "before", "value": "2026-05-01"}, ["B", "C"]),
+        ({"field": "profile.Created", "op": "after", "value": dt.date(2026, 6, 1)}, ["D"]),
+        ({"field": "profile.Created", "op": "in the last", "value": 30}, ["A", "D"]),
+        ({"field": "profile.Created", "op": "in_last", "value": "3 months"}, ["A", "C", "D"]),
+        ({"field": "profile.BirthDate", "op": "after", "value": "1989-01-01"}, ["A", "C"]),
+        ({"activity": "orders", "within": "30 days"}, ["A"]),
+        ({"activity": "SalesOrder"}, ["A", "C"]),
+        ({"activity": "orders", "count": {"op": ">=", "value": 2}}, ["A"]),
+        ({"activity": "orders", "count": {"op": "=", "value": 0}}, ["B", "D"]),
+        ({"activity": "surveys", "where": [{"field": "rating", "op": "<=", "value": 2}]}, ["B"]),
+        (
+            {
+                "all": [
+                    {"field": "measure.orders", "op": ">", "value": 0},
+                    {"field": "profile.Age", "op": "<", "value": 40},
+                ]
+            },
+            ["A"],
+        ),
+        (
+            {
+                "any": [
+                    {"field": "measure.orders", "op": ">", "value": 1},
+                    {"field": "profile.Age", "op": "<", "value": 30},
+                ]
+            },
+            ["A", "C"],
+        ),
+        ({"not": {"field": "measure.orders", "op": ">", "value": 0}}, ["C", "D"]),
+    ],
+)
+def test_operators_and_groups(condition, expected):
+    assert members(condition) == expected
+
+
+def test_rules_combine_by_union_intersect_except_and_segments_reference_segments():
+    rules = {
+        "buyers": [{"field": "measure.orders", "op": ">", "value": 0}],
+        "young": [{"field": "profile.Age", "op": "<", "value": 40}],
+        "u": [{"segment": "buyers"}, {"combine": "union", "segment": "young"}],
+        "i": [{"segment": "buyers"}, {"combine": "intersect", "segment": "young"}],
+        "e": [{"segment": "buyers"}, {"combine": "except", "segment": "young"}],
+    }
+    masks = engine(rules).evaluate_all()
+    got = {name: list(IDS[m]) for name, m in masks.items()}
+    assert got["u"] == ["A", "B", "C"] and got["i"] == ["A"] and got["e"] == ["B"]
+
+
+def test_masks_are_shared_across_segments():
+    cond = {"field": "measure.spend", "op": ">", "value": 10}
+    eng = engine({f"s{i}": [{"all": [cond, {"activity": "orders", "within": 90}]}] for i in range(50)})
+    eng.evaluate_all()
+    assert eng.conditions_evaluated == 2
+
+
+def test_user_strings_are_values_never_code():
+    assert members({"field": "profile.City", "op": "=", "value": "__import__('os').system('echo hi')"}) == []
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ({"field": "profile.Nope", "op": "=", "value": "x"}, "unknown profile attribute 'Nope'"),
+        ({"field": "measure.spend", "op": ">", "value": "a lot"}, "is a number but the value 'a lot' is not"),
+        ({"field": "profile.City", "op": "after", "value": "2026-01-01"}, "profile.City is text, not a date"),
+        ({"field": "profile.City", "op": "=", "value": dt.date(2026, 1, 1)}, "profile.City is text, not a date"),
+        ({"field": "profile.Created", "op": "=", "value": "soon"}, "is a date but the value 'soon' is not"),
+        ({"field": "measure.spend", "op": "contains", "value": "5"}, "needs a text field"),
+    ],
+)
+def test_type_mismatches_and_unknown_fields_name_the_key(condition, message):
+    with pytest.raises(UserError, match="segments.definitions.s.rules\\[0\\]") as err:
+        members(condition)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"field": "profile.City", "op": "~="}, "rules[0].op: unknown operator '~='"),
+        ({"field": "City", "op": "=", "value": 1}, "rules[0].field: 'City' names no known field"),
+        ({"field": "profile.City", "op": "between", "value": 1}, "between needs a list of two"),
+        ({"all": [{"field": "profile.City", "op": "in", "value": "x"}]}, "rules[0].all[0]: operator in needs a list"),
+        ({"activity": "orders", "within": "soon"}, "rules[0].within"),
+        ({"activity": "orders", "colour": "red"}, "rules[0].colour: unknown key"),
+        ({"wat": 1}, "rules[0]: a condition has"),
+    ],
+)
+def test_bad_rules_are_reported_with_their_key_path(raw, message):
+    with pytest.raises(RuleError) as err:
+        parse_rules([raw], "segments.definitions.s.rules")
+    assert message in str(err.value)
+
+
+def test_config_problems_unknown_segment_measure_activity_and_cycles():
+    from types import SimpleNamespace
+
+    from ci_pipeline.config.measures import MeasuresConfig
+
+    segments = SegmentsConfig.model_validate(
+        {
+            "definitions": {
+                "a": {"rules": [{"segment": "b"}]},
+                "b": {"rules": [{"segment": "c"}, {"combine": "except", "segment": "a"}]},
+                "c": {"rules": [{"segment": "ghost"}]},
+                "d": {"rules": [{"field": "measure.nope", "op": "=", "value": 1}]},
+                "e": {"rules": [{"activity": "nowhere"}]},
+                "f": {"rules": [{"field": "measure.spend", "op": ">", "value": "2026-01-01"}]},
+                "g": {"rules": [{"field": "measure.spend", "op": "after", "value": "2026-01-01"}]},
+            }
+        }
+    )
+    measures = MeasuresConfig.model_validate(
+        {"attributes": {"spend": {"aggregate": "sum", "field": "amount", "activity": "orders"}}}
+    )
+    project = SimpleNamespace(unify=object(), measures=measures, activities=SimpleNamespace(tables={}))
+    problems = segments.problems(project)
+    text = "\n".join(problems)
+    assert "segments.definitions.a: segments reference each other in a cycle a -> b -> a" in text
+    assert "segments.definitions.c.rules[0].segment: unknown segment 'ghost'" in text
+    assert "segments.definitions.d.rules[0].field: unknown measure 'nope'" in text
+    assert "segments.definitions.e.rules[0].activity: unknown activity 'nowhere'" in text
+    assert "segments.definitions.f.rules[0].value: measure spend is a number" in text
+    assert "segments.definitions.g.rules[0].op: after does not apply to measure spend" in text
+
+
+def test_membership_table_history_and_static_state():
+    masks = engine(
+        {
+            "buyers": [{"field": "measure.orders", "op": ">", "value": 0}],
+            "young": [{"field": "profile.Age", "op": "<", "value": 40}],
+        }
+    ).evaluate_all()
+    table = membership_table(IDS, masks, "proj", "Customer", "Segments")
+    assert list(table.columns) == SEGMENT_MEMBERSHIP_COLUMNS
+    assert table["CustomerId"].tolist() == ["A", "B", "C"]
+    assert [json.loads(s) for s in table["Segments"]] == [["buyers", "young"], ["buyers"], ["young"]]
+    assert table["msdynci_identifier"].iloc[0] == "A|proj|Customer|Segments"
+    assert table["msdynci_segmentmembershipid"].iloc[0] == guid("A|proj|Customer|Segments")
+
+    previous = members_by_segment(table.iloc[1:])
+    history = history_rows(pd.Timestamp("2026-07-01", tz="UTC"), IDS, masks, previous)
+    assert history[["Segment", "Members", "Added", "Removed"]].values.tolist() == [
+        ["buyers", 2, 1, 0],
+        ["young", 2, 1, 0],
+    ]
+    gone = history_rows(pd.Timestamp("2026-07-02", tz="UTC"), IDS, {"young": masks["young"]}, members_by_segment(table))
+    assert gone[["Segment", "Members", "Added", "Removed"]].values.tolist() == [["buyers", 0, 0, 2], ["young", 2, 0, 0]]
+
+    state = static_state(IDS, masks, ["buyers"], None, pd.Timestamp("2026-07-01", tz="UTC"))
+    assert state["CustomerId"].tolist() == ["A", "B"]
+    kept = engine({"buyers": [{"field": "measure.orders", "op": ">", "value": 100}]}, frozen_members(state))
+    assert list(IDS[kept.evaluate_all()["buyers"]]) == ["A", "B"]
+
+
+def test_rfm_templates_parse():
+    config = SegmentsConfig.model_validate({"definitions": {"champions": {"template": "rfm_champions"}}})
+    assert config.parsed()["champions"][0].node.items[0].name == "rfm_recency_score"
+    with pytest.raises(RuleError):
+        parse_node({"segment": 3}, "k")

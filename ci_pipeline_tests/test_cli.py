@@ -1,0 +1,42 @@
+"""The `ci-pipeline` command: user mistakes give one clear message and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from ci_pipeline.cli import main
+
+CONFIG = """
+sources:
+  crm:
+    owner: sales-ops
+    tables:
+      contacts: {format: csv, path: contacts.csv, primary_key: contact_id}
+"""
+
+
+def test_validate_reports_ok(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    assert main(["validate", str(tmp_path / "c.yaml")]) == 0
+    assert "OK (1 sources, 1 tables)" in capsys.readouterr().out
+
+
+def test_validate_reports_every_problem_and_exits_2(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text(CONFIG.replace("format: csv", "format: xls").replace("owner: sales-ops", ""))
+    assert main(["--config", str(tmp_path / "c.yaml"), "validate"]) == 2
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err
+    assert "sources.crm.owner: Field required" in err
+    assert "sources.crm.tables.contacts.format" in err
+
+
+def test_user_errors_print_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ci_pipeline", "--config", str(tmp_path / "missing.yaml"), "validate"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "missing.yaml" in result.stderr and "does not exist" in result.stderr
