@@ -110,7 +110,13 @@ def unify(
                 extra.setdefault((parts[0], parts[1]), []).append(parts[2])
     records = build_records(config, frames, primary_keys, extra)
     normalizer = make_normalizer(config, base_dir)
-    prep = Prepared(records, normalizer, config.guard.max_value_frequency)
+    prep = Prepared(
+        records,
+        normalizer,
+        config.guard.max_value_frequency,
+        tuple(config.guard.frequency_fields),
+        config.guard.max_block_size,
+    )
     lap("prepare")
     warnings = config.warnings()
 
@@ -440,4 +446,5 @@ def _stats(records, config, pairs, events, prep, profiles) -> dict:
         "largest_cluster": int(sizes.max()) if len(sizes) else 0,
         "guard_events": events,
         "frequent_values_ignored": frequent,
+        "oversized_blocks": prep.oversized_blocks,
     }

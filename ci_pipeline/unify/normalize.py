@@ -32,7 +32,7 @@ DEFAULTS: dict[str, tuple[str, ...]] = {
     "street": ("ascii", "case", "numerals", "symbols", "whitespace", "address"),
     "city": ("ascii", "case", "symbols", "whitespace"),
     "state": ("ascii", "case", "symbols", "whitespace"),
-    "postal_code": ("ascii", "case", "symbols", "whitespace"),
+    "postal_code": ("ascii", "case", "postal"),
     "country": ("ascii", "case", "symbols", "whitespace"),
     "birth_date": ("date",),
     "gender": ("ascii", "case", "symbols", "whitespace"),
@@ -207,10 +207,12 @@ class Normalizer:
             "numerals": _numerals,
             "phone": lambda u: phone_digits(u, self.default_region),
             "name": _names,
+            "name_plain": lambda u: _names(u, nick=False),
             "address": lambda u: _map_words(u, address_abbreviations()),
             "organization": _organization,
             "email": _email,
             "date": _date,
+            "postal": _postal,
         }
         return steps[name]
 
@@ -243,12 +245,17 @@ def _map_words(u: pd.Series, table: dict[str, str], lower: bool = False) -> pd.S
     return pd.Series([one(v) for v in u.to_numpy(dtype=object, na_value=None)], index=u.index, dtype="string")
 
 
-def _names(u: pd.Series) -> pd.Series:
-    """Personal names: "Smith, Bob" -> "Bob Smith", punctuation dropped, nicknames -> formal names."""
+_SUFFIX = r"(?i)\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$"
+
+
+def _names(u: pd.Series, nick: bool = True) -> pd.Series:
+    """Personal names: "Smith, Bob" -> "Bob Smith", trailing initials and Jr/Sr dropped, punctuation dropped,
+    nicknames -> formal names."""
     parts = u.str.extract(r"^([^,]*),(.*)$")
     u = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(u).astype("string")
+    u = u.str.strip().str.replace(_SUFFIX, "", regex=True)
     u = u.str.replace(r"[^\w ]+|_", " ", regex=True)
-    return _map_words(u, nicknames(), lower=True)
+    return _map_words(u, nicknames(), lower=True) if nick else u
 
 
 def _organization(u: pd.Series) -> pd.Series:
@@ -273,6 +280,16 @@ def _email(u: pd.Series) -> pd.Series:
 def _date(u: pd.Series) -> pd.Series:
     parsed = pd.to_datetime(u, errors="coerce", format="mixed")
     return parsed.dt.strftime("%Y-%m-%d").astype("string")
+
+
+def _postal(u: pd.Series) -> pd.Series:
+    """Postal codes without blanks and dashes; US ZIP+4 -> ZIP, and ZIPs that lost leading zeros are re-padded."""
+    compact = u.str.replace(r"[\s\-.]+", "", regex=True)
+    digits = compact.str.fullmatch(r"\d+").fillna(False).astype(bool)
+    zip4 = digits & (compact.str.len() == 9)
+    short = digits & compact.str.len().between(3, 4).fillna(False).astype(bool)
+    out = compact.where(~zip4, compact.str[:5])
+    return out.where(~short, compact.str.zfill(5))
 
 
 def _alias(u: pd.Series, mapping: dict[str, str]) -> pd.Series:

@@ -109,7 +109,8 @@ def _derive_names(out: pd.DataFrame) -> None:
         full = (first.fillna("") + " " + last.fillna("")).str.strip()
         out["full_name"] = full.where(full.str.len() > 0)
     elif "full_name" in cols:
-        full = out["full_name"].str.strip()
+        # trailing initials and generational suffixes ("Smith Jr.", "Smith B.") are not the last name
+        full = out["full_name"].str.strip().str.replace(r"(?i)\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$", "", regex=True)
         # "Smith, John" is last name first
         parts = full.str.extract(r"^([^,]*),(.*)$")
         words = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(full).astype("string").str.split()
