@@ -20,6 +20,10 @@ import phonenumbers
 from unidecode import unidecode
 
 from ci_pipeline.errors import UserError
+from ci_pipeline.unify.records import parse_times
+
+#: Arrow-backed strings: regex and string kernels run in C over whole columns.
+STR = "string[pyarrow]"
 
 #: Default normalizations per semantic type, used when a condition lists none.
 DEFAULTS: dict[str, tuple[str, ...]] = {
@@ -176,17 +180,16 @@ class Normalizer:
     def apply(self, values: pd.Series, steps: Iterable[str]) -> pd.Series:
         """Normalize a column for matching; empty, missing and bypass values become ``<NA>``."""
         steps = tuple(steps)
-        s = values.astype("string")
+        s = values.astype(STR)
         codes, uniques = pd.factorize(s, use_na_sentinel=True)
-        u = pd.Series(uniques, dtype="string")
+        u = pd.Series(uniques, dtype=STR)
         u = self._mask_bypass(u.str.strip())
         for step in steps:
             u = self._step(step)(u)
             u = u.where(u.str.len() > 0)
         u = self._mask_bypass(u)
-        out = pd.array(u.to_numpy(dtype=object, na_value=None)[codes] if len(u) else [None] * len(codes), "string")
-        out[codes < 0] = pd.NA
-        return pd.Series(out, index=values.index, dtype="string")
+        u = u.astype(STR)
+        return pd.Series(u.array.take(codes, allow_fill=True), index=values.index, dtype=STR)
 
     def _mask_bypass(self, u: pd.Series) -> pd.Series:
         folded = _squash(u.str.lower())
@@ -242,7 +245,7 @@ def _map_words(u: pd.Series, table: dict[str, str], lower: bool = False) -> pd.S
             return None
         return " ".join(table.get(w.lower() if lower else w, w) for w in v.split())
 
-    return pd.Series([one(v) for v in u.to_numpy(dtype=object, na_value=None)], index=u.index, dtype="string")
+    return pd.Series([one(v) for v in u.to_numpy(dtype=object, na_value=None)], index=u.index, dtype=STR)
 
 
 _SUFFIX = r"(?i)\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$"
@@ -267,7 +270,7 @@ def _organization(u: pd.Series) -> pd.Series:
             for v in cleaned.to_numpy(dtype=object, na_value=None)
         ],
         index=u.index,
-        dtype="string",
+        dtype=STR,
     )
 
 
@@ -278,8 +281,7 @@ def _email(u: pd.Series) -> pd.Series:
 
 
 def _date(u: pd.Series) -> pd.Series:
-    parsed = pd.to_datetime(u, errors="coerce", format="mixed")
-    return parsed.dt.strftime("%Y-%m-%d").astype("string")
+    return parse_times(u).dt.strftime("%Y-%m-%d").astype("string")
 
 
 def _postal(u: pd.Series) -> pd.Series:
@@ -295,7 +297,7 @@ def _postal(u: pd.Series) -> pd.Series:
 def _alias(u: pd.Series, mapping: dict[str, str]) -> pd.Series:
     basic = pd.Series(
         [None if v is None else _basic(v) for v in u.to_numpy(dtype=object, na_value=None)],
-        dtype="string",
+        dtype=STR,
         index=u.index,
     )
     mapped = basic.map(mapping)
