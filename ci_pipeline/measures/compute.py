@@ -10,6 +10,7 @@ import pandas as pd
 
 from ci_pipeline.activities.jsoncols import json_objects
 from ci_pipeline.config.measures import COUNTING, MeasuresConfig, MeasureSpec, Window
+from ci_pipeline.errors import UserError
 from ci_pipeline.measures.conditions import condition_mask, period_start
 from ci_pipeline.measures.expression import evaluate, parse
 from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS, CUSTOMER_MEASURE_PREFIX, guids, identifiers
@@ -115,8 +116,6 @@ class FactIndex:
 
 
 def _unknown_field(key: str, name: str, columns) -> Exception:
-    from ci_pipeline.errors import UserError
-
     return UserError(f"{key}: unknown field {name!r}; the activity data has {', '.join(map(str, columns))}")
 
 
