@@ -115,3 +115,19 @@ def test_load_config_reports_rule_errors_with_key_paths(sample_copy):
     assert "segments.definitions.broken.rules[0].op: after does not apply to measure total_spend" in text
     assert "segments reference each other in a cycle broken -> loop -> broken" in text
     assert "segments.definitions.typo.rules[0].op: unknown operator 'greater'" in text
+
+
+def test_activity_customer_table_must_take_part_in_unification(sample_copy):
+    from ci_pipeline.config import load_config
+    from ci_pipeline.errors import ConfigError
+
+    path = sample_copy / "ci_pipeline.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["activities"]["tables"]["orders"]["customer"] = {
+        "source": "ecommerce",
+        "table": "orders",
+        "column": "order_id",
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError, match="activities.tables.orders.customer: ecommerce.orders does not take part"):
+        load_config(path)
