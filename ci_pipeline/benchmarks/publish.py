@@ -69,18 +69,20 @@ def run(args) -> int:
 
     profiles, keys = frames(args.people, args.keys_per_person)
     figures: dict = {"people": args.people, "alternate_keys": len(keys)}
-    (profile_table, key_table), shape_s, _ = _timed(
+    (profile_table, key_table), shape_s, shape_cpu = _timed(
         lambda: (prepare("CustomerProfile", profiles), prepare("AlternateKey", keys))
     )
     figures["shape_seconds"] = round(shape_s, 2)
     with tempfile.TemporaryDirectory() as folder, SqliteSink(Path(folder) / "sink.sqlite") as sink:
-        _, first_s, _ = _timed(lambda: (sink.publish(profile_table), sink.publish(key_table)))
+        _, first_s, first_cpu = _timed(lambda: (sink.publish(profile_table), sink.publish(key_table)))
         _, again_s, _ = _timed(lambda: (sink.publish(profile_table), sink.publish(key_table)))
         rows = len(profile_table.frame) + len(key_table.frame)
         figures["sqlite_first_publish_seconds"] = round(first_s, 2)
         figures["sqlite_republish_seconds"] = round(again_s, 2)
         figures["sqlite_rows_per_second"] = round(rows / first_s)
         figures["sqlite_total_seconds_with_shaping"] = round(shape_s + first_s, 2)
+        # CPU seconds tell the cost apart from waiting for a busy machine.
+        figures["sqlite_total_cpu_seconds_with_shaping"] = round(shape_cpu + first_cpu, 2)
         figures["sqlite_file_mb"] = round((Path(folder) / "sink.sqlite").stat().st_size / 1e6, 1)
     if not args.skip_webapi:
         figures.update(_webapi(args, keys))
