@@ -246,3 +246,34 @@ def test_failed_publish_deletes_nothing_and_a_rerun_equals_a_clean_run(server):
     with WebApiSink(client_for(server)) as sink:
         sink.publish(table)
     assert server.rows(KEYS_SET) == expected_rows(table)
+
+
+def test_rejected_rows_fail_the_warning_check_of_the_sink_asset(server, tmp_path, monkeypatch):
+    import dagster as dg
+
+    from ci_pipeline.config import load_config
+    from ci_pipeline.config.unify import UnifyConfig
+    from ci_pipeline.dataverse import webapi
+    from ci_pipeline.defs import publish
+    from ci_pipeline.defs.resources import shared_resources
+    from ci_pipeline_tests.publish.test_assets import upstream_assets
+
+    (tmp_path / "ci_pipeline.yaml").write_text(
+        "sources:\n  crm:\n    owner: me\n    tables:\n      contacts: {format: csv, path: c.csv, primary_key: id}\n"
+        f"publish:\n  sink:\n    kind: dataverse\n    dataverse:\n      url: {server.org_url}\n"
+    )
+    config = load_config(tmp_path / "ci_pipeline.yaml").model_copy(update={"unify": UnifyConfig.model_construct()})
+    monkeypatch.setattr(webapi, "credential_factory", lambda cfg, base: lambda: ServerCredential(server))
+    defs = publish.build(config)
+    profile_asset = next(a for a in defs.assets if a.key == publish.sink_asset_key("CustomerProfile"))
+    result = dg.materialize(
+        [*upstream_assets(["C1", "REJECT-ME", "C3"]), profile_asset],
+        resources=shared_resources(config),
+        selection=[publish.sink_asset_key("CustomerProfile"), dg.AssetKey(["unify", "customer_profile"])],
+    )
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert len(server.rows("msdynci_customerprofiles")) == 2
+    metadata = result.asset_materializations_for_node("publish__sink_customer_profile")[0].metadata
+    assert metadata["rows_rejected"].value == 1 and "dead_letter" in metadata
