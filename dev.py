@@ -64,8 +64,9 @@ def test_services() -> None:
         say("installing Node.js and npm")
         apt_install("nodejs", "npm")
     azurite = NODE_DIR / "node_modules" / ".bin" / "azurite-blob"
-    if not azurite.exists():
-        say("installing Azurite (Azure Storage emulator) from npm")
+    playwright = NODE_DIR / "node_modules" / "playwright-core" / "package.json"
+    if not (azurite.exists() and playwright.exists()):
+        say("installing Azurite (Azure Storage emulator) and playwright-core (UI test driver) from npm")
         NODE_DIR.mkdir(parents=True, exist_ok=True)
         sh(
             "npm",
@@ -78,7 +79,8 @@ def test_services() -> None:
             "azurite@3",
             "playwright-core@1",
         )
-    if shutil.which("chromium") is None:
+    # The UI test drives Debian's Chromium at this path (playwright cannot download its own browsers here).
+    if not Path("/usr/bin/chromium").exists():
         say("installing Chromium for the UI test")
         apt_install("chromium")
 

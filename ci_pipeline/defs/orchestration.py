@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -79,7 +80,9 @@ def job_specs(config: ProjectConfig, graph) -> list[JobSpec]:
         JobSpec("unify_and_downstream", unify.downstream(), "Unification and every stage after it.", "partial"),
         JobSpec("publish_only", publish, "Publish the last computed tables to the sink and the lake.", "partial"),
     ]
-    return [spec for spec in candidates if spec.selection.resolve(graph)]
+    # A stage may produce several tables in one step that cannot run apart (a table and its quarantine table).
+    specs = [replace(spec, selection=spec.selection.required_multi_asset_neighbors()) for spec in candidates]
+    return [spec for spec in specs if spec.selection.resolve(graph)]
 
 
 def _job(spec: JobSpec) -> dg.UnresolvedAssetJobDefinition:
@@ -90,7 +93,7 @@ def _job(spec: JobSpec) -> dg.UnresolvedAssetJobDefinition:
 
 def _resolve_selection(text: str, graph, key: str) -> dg.AssetSelection:
     try:
-        selection = dg.AssetSelection.from_string(text)
+        selection = dg.AssetSelection.from_string(text).required_multi_asset_neighbors()
         found = selection.resolve(graph)
     except Exception as exc:
         raise UserError(f"{key}: {text!r} is not a valid asset selection ({exc}); e.g. 'group:publish'") from None
@@ -361,9 +364,12 @@ def with_freshness(config: ProjectConfig, stages: dg.Definitions, graph) -> dg.D
         fail_window=timedelta(hours=settings.max_age_hours),
         warn_window=timedelta(hours=settings.warn_age_hours) if settings.warn_age_hours else None,
     )
-    return stages.map_resolved_asset_specs(
-        func=lambda spec: spec.replace_attributes(freshness_policy=policy), selection=published
-    )
+    with warnings.catch_warnings():
+        # The 1.13 replacement for the superseded freshness checks; its preview status is not news at every load.
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return stages.map_resolved_asset_specs(
+            func=lambda spec: spec.replace_attributes(freshness_policy=policy), selection=published
+        )
 
 
 def executor_for(config: ProjectConfig) -> dg.ExecutorDefinition:

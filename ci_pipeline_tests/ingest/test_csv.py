@@ -166,3 +166,32 @@ def test_unknown_format_is_a_configuration_error(tmp_path):
 
     with pytest.raises(ConfigError, match=r"sources\.src\.tables\.t\.format: .*'csv', 'parquet', 'cdm' or 'delta'"):
         write_config(tmp_path, {"t": {"format": "xlsx", "path": "t.xlsx", "primary_key": "id"}})
+
+
+def test_preflight_names_missing_paths_and_primary_keys(tmp_path):
+    from ci_pipeline.ingest.preflight import source_problems
+    from ci_pipeline_tests.ingest.conftest import write_config
+
+    (tmp_path / "a.csv").write_text("ident,v\n1,x\n")
+    (tmp_path / "b.csv").write_text("id,v\n1,x\n")
+    config = write_config(
+        tmp_path,
+        {
+            "a": {"format": "csv", "path": "a.csv", "primary_key": "id"},
+            "b": {"format": "csv", "path": "b.csv", "primary_key": "id"},
+            "c": {"format": "parquet", "path": "gone", "primary_key": "id"},
+        },
+    )
+    problems = source_problems(config)
+    assert len(problems) == 2
+    assert problems[0].startswith("sources.src.tables.a.primary_key: column 'id' is not in a.csv (columns: ident, v)")
+    assert problems[1].startswith("sources.src.tables.c.path: ") and "gone: file or folder not found" in problems[1]
+
+
+def test_escapechar_and_utf16(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text('id|text\n1|a \\| b\n2|say \\"x\\"\n')
+    result = ingest(csv_table(csv={"delimiter": "|", "escapechar": "\\"}))
+    assert result.data["text"].tolist() == ["a | b", 'say "x"']
+    (tmp_path / "u.csv").write_bytes("id,name\n1,Zoë\n".encode("utf-16"))
+    result = ingest(csv_table(path="u.csv", csv={"encoding": "utf-16"}))
+    assert result.data["name"].tolist() == ["Zoë"]

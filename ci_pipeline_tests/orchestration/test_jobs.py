@@ -10,8 +10,9 @@ import pytest
 from ci_pipeline import cli
 from ci_pipeline.commands import run as run_command
 from ci_pipeline.config import load_config
-from ci_pipeline.defs import build_definitions
+from ci_pipeline.defs import build_definitions, orchestration
 from ci_pipeline.defs.orchestration import EXECUTOR
+from ci_pipeline.defs.resources import shared_resources
 from ci_pipeline_tests.orchestration.conftest import build_project, write_project
 
 ALL_JOBS = [
@@ -56,9 +57,18 @@ def test_stages_that_are_not_configured_get_no_jobs(tmp_path):
 
 def test_definitions_without_any_assets_still_load(tmp_path):
     config = load_config(write_project(tmp_path, {"refresh": {"at": "02:00"}}))
-    defs = build_definitions(config)
+    defs = orchestration.build(config, dg.Definitions(resources=shared_resources(config)))
     dg.Definitions.validate_loadable(defs)
     assert [s.name for s in defs.sensors] == ["failure_notification"]
+    assert not run_command.job_names(defs) and not defs.schedules
+
+
+def test_the_project_definitions_carry_the_orchestration(tmp_path):
+    config = load_config(write_project(tmp_path, {"refresh": {"at": "02:00"}}))
+    defs = build_definitions(config)
+    dg.Definitions.validate_loadable(defs)
+    assert {"full_refresh", "ingest_crm", "ingest_shop"} <= set(run_command.job_names(defs))
+    assert {s.name for s in defs.sensors} == {"failure_notification", "new_files"}
 
 
 def test_bounded_multiprocess_executor_and_freshness_on_published_tables(project):

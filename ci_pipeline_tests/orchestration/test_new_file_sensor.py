@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import UTC, datetime, timedelta
 
 import adlfs
 import dagster as dg
 import pytest
+import yaml
 
 from ci_pipeline.config import load_config
 from ci_pipeline.defs.resources import LakeResource
@@ -65,6 +67,9 @@ def test_baseline_then_new_file_requests_the_table_and_everything_downstream(loc
     assert keys(request) == CONTACTS_RUN
     assert request.tags["ci_pipeline/mode"] == "incremental"
     assert request.tags["ci_pipeline/changed_tables"] == "crm/contacts"
+    # The request is runnable as is: the sensor's job accepts exactly this selection.
+    job = tick.defs.resolve_job_def("incremental_refresh").get_subset(asset_selection=set(request.asset_selection))
+    assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), tags=request.tags).success
     saved = json.loads(result.cursor)["tables"]["crm/contacts"]["seen"]
     [(path, (size, mtime, etag))] = saved.items()
     assert path.endswith("crm/contacts.csv") and size == 5 and mtime > 0 and etag is None
@@ -197,3 +202,27 @@ def test_new_and_changed_blobs_on_azure_storage(tmp_path, azure_container):
     fs.pipe_file(f"{azure_container}/shop/orders/part-0.parquet", b"PAR1-rewritten")
     [changed] = tick().run_requests
     assert changed.tags["ci_pipeline/changed_tables"] == "shop/orders"
+
+
+def test_incremental_hour_folders_start_a_run_once_closed(tmp_path):
+    config_file = write_project(tmp_path, SETTLED, orders="shop/orders_incremental")
+    settings = yaml.safe_load(config_file.read_text())
+    settings["sources"]["shop"]["tables"]["orders"].update({"format": "csv", "incremental": {}})
+    config_file.write_text(yaml.safe_dump(settings))
+    tick = Ticker(load_config(config_file))
+    table = tmp_path / "shop" / "orders_incremental"
+    (table / "FullData").mkdir(parents=True)
+    (table / "FullData" / "part-0.csv").write_text("id\no1\n")
+    tick()
+    now = datetime.now(UTC)
+    open_hour = table / "IncrementalData" / now.strftime("%Y/%m/%d/%H") / "Upserts"
+    closed_hour = table / "IncrementalData" / (now - timedelta(hours=1)).strftime("%Y/%m/%d/%H") / "Upserts"
+    for folder in (open_hour, closed_hour):
+        folder.mkdir(parents=True)
+        (folder / "1.csv").write_text("id\no2\n")
+    result = tick()
+    [request] = result.run_requests
+    assert request.tags["ci_pipeline/changed_files"] == "1"
+    seen = json.loads(result.cursor)["tables"]["shop/orders"]["seen"]
+    assert any(str(closed_hour) in path for path in seen) and not any(str(open_hour) in path for path in seen)
+    assert "hour folder closes at" in tick().skip_message

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from dagster._utils.schedules import is_valid_cron_string
 
 from ci_pipeline.config import load_config
 from ci_pipeline.errors import ConfigError
 from ci_pipeline.orchestration.schedule import cron_for_times, parse_cron, validate_cron, validate_timezone
+from ci_pipeline_tests.conftest import ROOT
 from ci_pipeline_tests.orchestration.conftest import write_project
 
 VALID = ["0 2 * * *", "*/15 6-18 * * mon-fri", "30 1 1,15 * *", "0 0 29 2 *", "5 4 * jan,jul sun", "@daily"]
@@ -99,3 +101,11 @@ def test_bad_schedules_are_reported_with_their_key_path(tmp_path, section, messa
     with pytest.raises(ConfigError) as raised:
         load_config(write_project(tmp_path, section))
     assert any(problem.startswith(message) for problem in raised.value.problems), raised.value.problems
+
+
+def test_the_sample_section_loads(tmp_path):
+    template = ROOT / "ci_pipeline" / "generate" / "templates" / "orchestration.yaml"
+    section = yaml.safe_load(template.read_text())["orchestration"]
+    config = load_config(write_project(tmp_path, section))
+    assert config.orchestration.refresh.cron_schedules() == ["0 2 * * *"]
+    assert config.orchestration.timezone == "Europe/Amsterdam"

@@ -106,3 +106,14 @@ def test_a_schedule_selecting_nothing_is_a_clear_error(tmp_path):
     )
     with pytest.raises(UserError, match=r"orchestration.schedules\[0\].select: 'group:exports' selects no assets"):
         build_project(config)
+
+
+def test_a_schedule_of_one_table_takes_its_quarantine_table_along(tmp_path):
+    section = {"schedules": [{"name": "crm_hourly", "select": "crm/contacts", "cron": "@hourly"}]}
+    config = load_config(write_project(tmp_path, section))
+    defs = build_project(config)
+    job = defs.resolve_job_def("crm_hourly_job")
+    assert sorted(key.path for key in job.asset_layer.selected_asset_keys) == [
+        ["crm", "contacts"],
+        ["crm", "crm_contacts_corrupt"],
+    ]

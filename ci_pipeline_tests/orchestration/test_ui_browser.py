@@ -1,0 +1,165 @@
+"""End to end in a real browser: `dagster dev` on loopback, headless Chromium clicks Materialize all.
+
+Needs Node.js with playwright-core (installed by `python3 dev.py test` into .ci/node) and Debian's Chromium
+(/usr/bin/chromium, also installed by dev.py). Missing tools fail the test with the command that installs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from ci_pipeline.config import load_config
+from ci_pipeline.defs import build_definitions
+from ci_pipeline_tests.conftest import ROOT, free_port
+
+SCRIPT = Path(__file__).with_name("ui_materialize.js")
+TEMPLATE = ROOT / "ci_pipeline" / "generate" / "templates" / "orchestration.yaml"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def node_modules() -> Path:
+    return Path(os.environ.get("CI_PIPELINE_NODE_DIR", ROOT / ".ci" / "node")) / "node_modules"
+
+
+def require_tools() -> None:
+    if shutil.which("node") is None:
+        pytest.fail("node is not installed; run the tests with `python3 dev.py test` (it installs Node.js)")
+    if not (node_modules() / "playwright-core").is_dir():
+        pytest.fail(f"playwright-core is not installed in {node_modules()}; run `python3 dev.py test`")
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing; install it with `apt-get install -y chromium` or `python3 dev.py test`")
+
+
+class DagsterDev:
+    """`dagster dev` in its own process group, with a private DAGSTER_HOME; stopped by its pid."""
+
+    def __init__(self, workspace: Path, config: Path, home: Path, log: Path):
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        env = {**os.environ, "DAGSTER_HOME": str(home), "CI_PIPELINE_CONFIG": str(config)}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        dagster = Path(sys.executable).with_name("dagster")
+        self.process = subprocess.Popen(
+            [str(dagster), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(self.port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"dagster dev exited with {self.process.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(f"{self.url}/server_info", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        pytest.fail(f"dagster dev did not answer /server_info within {timeout:.0f} s:\n{self.tail()}")
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30)
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        # Children that outlived the leader still belong to its group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def drive_ui(workspace: Path, config_file: Path, work: Path, asset: str) -> dict:
+    """Run the whole browser scenario; returns what it found (run, rows, schedules, sensors)."""
+    require_tools()
+    artifacts = ROOT / ".artifacts"
+    artifacts.mkdir(exist_ok=True)
+    server = DagsterDev(workspace, config_file, work / "dagster_home", work / "dagster-dev.log")
+    try:
+        server.wait_ready()
+        server.graphql("mutation { setNuxSeen }")
+        env = {**os.environ, "NODE_PATH": str(node_modules())}
+        browser = subprocess.run(
+            ["node", str(SCRIPT), server.url, asset, str(artifacts / "ui.png")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if browser.returncode != 0:
+            pytest.fail(
+                f"browser scenario failed (screenshot: .artifacts/ui.png):\n{browser.stderr[-3000:]}\n"
+                f"--- dagster dev log ---\n{server.tail()}"
+            )
+        found = json.loads(browser.stdout.strip().splitlines()[-1])
+        repository = {"repositoryName": "__repository__", "repositoryLocationName": "ci_pipeline"}
+        data = server.graphql(
+            """query($repo: RepositorySelector!) {
+                 schedulesOrError(repositorySelector: $repo) { ... on Schedules { results {
+                   name cronSchedule executionTimezone scheduleState { status } } } }
+                 sensorsOrError(repositorySelector: $repo) { ... on Sensors { results {
+                   name minIntervalSeconds sensorState { status } } } } }""",
+            {"repo": repository},
+        )
+        found["schedules"] = {s["name"]: s for s in data["schedulesOrError"]["results"]}
+        found["sensors"] = {s["name"]: s for s in data["sensorsOrError"]["results"]}
+        return found
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_materialize_all_from_the_ui(sample_copy, tmp_path):
+    config_file = sample_copy / "ci_pipeline.yaml"
+    settings = yaml.safe_load(config_file.read_text())
+    # The sample runs with the orchestration section the generator ships (nightly refresh, weekly export).
+    settings["orchestration"] = yaml.safe_load(TEMPLATE.read_text())["orchestration"]
+    config_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+    config = load_config(config_file)
+    asset = os.environ.get("CI_PIPELINE_UI_ASSET", "unify/customer_profile")
+    keys = {key.to_user_string() for key in build_definitions(config).resolve_asset_graph().get_all_asset_keys()}
+    if asset not in keys:
+        pytest.fail(f"the sample configuration {config_file} defines no asset {asset}; its assets: {sorted(keys)}")
+
+    found = drive_ui(ROOT / "workspace.yaml", config_file, tmp_path, asset)
+
+    assert found["status"] == "SUCCESS" and found["rows"] > 0
+    assert (ROOT / ".artifacts" / "ui.png").stat().st_size > 10_000
+    refresh = found["schedules"]["refresh"]
+    assert refresh["cronSchedule"] == config.orchestration.refresh.cron_schedules()[0] == "0 2 * * *"
+    assert refresh["executionTimezone"] == "Europe/Amsterdam"
+    assert refresh["scheduleState"]["status"] == "RUNNING"
+    export = found["schedules"]["weekly_export"]
+    assert (export["cronSchedule"], export["executionTimezone"]) == ("0 6 * * 1", "Europe/Amsterdam")
+    assert found["sensors"]["new_files"]["minIntervalSeconds"] == 60
+    assert found["sensors"]["new_files"]["sensorState"]["status"] == "RUNNING"
+    assert found["sensors"]["failure_notification"]["sensorState"]["status"] == "RUNNING"
