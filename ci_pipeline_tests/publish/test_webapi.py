@@ -277,3 +277,25 @@ def test_rejected_rows_fail_the_warning_check_of_the_sink_asset(server, tmp_path
     assert len(server.rows("msdynci_customerprofiles")) == 2
     metadata = result.asset_materializations_for_node("publish__sink_customer_profile")[0].metadata
     assert metadata["rows_rejected"].value == 1 and "dead_letter" in metadata
+
+
+def test_credential_kinds_build_the_matching_azure_identity_credentials(tmp_path, monkeypatch):
+    import azure.identity as identity
+
+    from ci_pipeline.dataverse.webapi import credential_factory
+
+    monkeypatch.setenv("CI_TEST_DV", "s3cret")
+    base = {"url": "https://contoso.crm.dynamics.com", "tenant_id": "t", "client_id": "c"}
+    kinds = {
+        "client_secret": ({"client_secret": "env:CI_TEST_DV"}, identity.ClientSecretCredential),
+        "managed_identity": ({}, identity.ManagedIdentityCredential),
+        "default": ({}, identity.DefaultAzureCredential),
+    }
+    for kind, (extra, expected) in kinds.items():
+        config = DataverseConfig(**base, credential=kind, **extra)
+        assert isinstance(credential_factory(config, tmp_path)(), expected), kind
+    certificate = DataverseConfig(**base, credential="certificate", certificate_path="missing.pem")
+    with pytest.raises((ValueError, OSError)):
+        credential_factory(certificate, tmp_path)()
+    with pytest.raises(ValueError, match="needs tenant_id, client_id and client_secret"):
+        DataverseConfig(url="https://x.crm.dynamics.com", credential="client_secret")
