@@ -187,6 +187,5 @@ def test_unreachable_lake_gives_a_clear_error():
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
         f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
     )
-    lake = Lake.from_url("abfs://nowhere/lake", {"connection_string": dead})
     with pytest.raises(StorageError, match="unreachable"):
-        write_export(lake, "wh", tables(), T0)
+        write_export(Lake.from_url("abfs://nowhere/lake", {"connection_string": dead}), "wh", tables(), T0)
