@@ -76,23 +76,43 @@ def successful_sends(server) -> dict[str, int]:
 
 def test_publish_lands_exact_rows_pages_keys_and_deletes_stale_rows(server, tmp_path):
     table = prepare("AlternateKey", keys_frame(40))
-    server.tables[KEYS_SET] = {f"00000000-0000-0000-0000-00000000000{i}": {"x": i} for i in range(3)}
+    server.tables[KEYS_SET] = {f"00000000-0000-0000-0000-0000000000{i:02d}": {"x": i} for i in range(20)}
     credential = ServerCredential(server)
     lake = Lake.local(tmp_path)
     with WebApiSink(client_for(server, credential), lake=lake) as sink:
         result = sink.publish(table)
     assert server.rows(KEYS_SET) == expected_rows(table)
-    assert (result.upserted, result.deleted, result.rejected) == (40, 3, 0)
+    assert (result.upserted, result.deleted, result.rejected) == (40, 20, 0)
     assert credential.scopes[0] == (f"{server.org_url}/.default",)
     upserts = server.records("POST", "UpsertMultiple")
     assert len(upserts) == 8  # elastic table: 5 rows a request
-    assert len(server.records("GET", "$skiptoken")) >= 6  # 43 keys in pages of 7, followed by nextLink
+    assert len(server.records("GET", "$skiptoken")) == 2  # 20 keys in pages of 7, followed by nextLink
     assert len(server.records("POST", "$batch")) == 1
     assert sink.usage()["msdynci_alternatekey"].rows == 40
-    # Publishing again changes nothing and deletes nothing.
+    # Publishing again sends nothing and deletes nothing.
     with WebApiSink(client_for(server), lake=lake) as sink:
         again = sink.publish(table)
-    assert again.deleted == 0 and server.rows(KEYS_SET) == expected_rows(table)
+    assert (again.upserted, again.unchanged, again.deleted) == (0, 40, 0)
+    assert len(server.records("POST", "UpsertMultiple")) == 8 and server.rows(KEYS_SET) == expected_rows(table)
+
+
+def test_only_changed_rows_and_rows_missing_in_dataverse_are_sent_again(server, tmp_path):
+    lake = Lake.local(tmp_path)
+    with WebApiSink(client_for(server), lake=lake) as sink:
+        sink.publish(prepare("AlternateKey", keys_frame(30)))
+    changed = keys_frame(30)
+    changed.loc[3, "CustomerId"] = "MOVED"
+    table = prepare("AlternateKey", changed)
+    gone = next(iter(server.rows(KEYS_SET)))
+    del server.tables[KEYS_SET][gone]  # removed in Dataverse by someone else
+    sent_before = len(server.records("PATCH")) + len(server.records("POST", "UpsertMultiple"))
+    with WebApiSink(client_for(server), lake=lake) as sink:
+        result = sink.publish(table)
+    assert (result.upserted, result.unchanged) == (2, 28)
+    assert server.rows(KEYS_SET) == expected_rows(table)
+    assert len(server.records("PATCH")) + len(server.records("POST", "UpsertMultiple")) - sent_before <= 2
+    with WebApiSink(client_for(server), lake=lake, skip_unchanged=False) as sink:
+        assert sink.publish(table).upserted == 30
 
 
 def test_429_pauses_every_sender_then_ramps_up(server):
