@@ -149,6 +149,16 @@ def _require(df: pd.DataFrame, table: str, columns: list[str]) -> None:
         )
 
 
+def _no_nulls(df: pd.DataFrame, table: str, columns: list[str]) -> None:
+    for column in columns:
+        missing = df[column].isna()
+        if missing.any():
+            raise UserError(
+                f"{table}: {int(missing.sum())} row(s) have no {column} (e.g. row {int(missing.to_numpy().argmax())}); "
+                "it identifies the row, so the producing stage must fill it"
+            )
+
+
 def _text(series: pd.Series) -> pd.Series:
     return series.astype("string")
 
@@ -184,6 +194,7 @@ def _unique_by(df: pd.DataFrame, table: str, key: str) -> pd.DataFrame:
 def shape_customer_profile(df: pd.DataFrame) -> pd.DataFrame:
     """CustomerProfile: ``CustomerId`` first, then the unified attributes as given, as text, sorted by CustomerId."""
     _require(df, "CustomerProfile", ["CustomerId"])
+    _no_nulls(df, "CustomerProfile", ["CustomerId"])
     columns = ["CustomerId", *[c for c in df.columns if c != "CustomerId"]]
     out = pd.DataFrame({c: _text(df[c]) for c in columns}, index=df.index)
     return _unique_by(out, "CustomerProfile", "CustomerId")
@@ -197,6 +208,7 @@ def customer_profile_keys(customer_ids: pd.Series) -> pd.Series:
 def shape_alternate_key(df: pd.DataFrame) -> pd.DataFrame:
     """AlternateKey: identifier ``DataSourceName|EntityName|AlternateValue`` and its GUID, sorted by the GUID."""
     _require(df, "AlternateKey", ["DataSourceName", "EntityName", "AlternateValue", "KeyRing", "CustomerId"])
+    _no_nulls(df, "AlternateKey", ["DataSourceName", "EntityName", "AlternateValue", "CustomerId"])
     out = pd.DataFrame({c: _text(df[c]) for c in ["DataSourceName", "EntityName", "AlternateValue", "CustomerId"]})
     out["KeyRing"] = json_text(df["KeyRing"])
     out["msdynci_identifier"] = identifiers(out["DataSourceName"], out["EntityName"], out["AlternateValue"])
@@ -208,6 +220,7 @@ def shape_unified_activity(df: pd.DataFrame) -> pd.DataFrame:
     """UnifiedActivity: timestamps in UTC, RangeIndex = Unix seconds, GUID = ``guid(ActivityId)`` where missing."""
     required = ["CustomerId", "ActivityId", "SourceEntityName", "SourceActivityId", "ActivityType"]
     _require(df, "UnifiedActivity", [*required, "ActivityTimeStamp"])
+    _no_nulls(df, "UnifiedActivity", ["CustomerId", "ActivityId"])
     out = pd.DataFrame({c: _text(df[c]) for c in required}, index=df.index)
     stamp = pd.to_datetime(df["ActivityTimeStamp"], utc=True)
     out["ActivityTimeStamp"] = stamp.astype("datetime64[us, UTC]")
@@ -230,6 +243,7 @@ def shape_unified_activity(df: pd.DataFrame) -> pd.DataFrame:
 def shape_customer_measure(df: pd.DataFrame) -> pd.DataFrame:
     """CustomerMeasure: Measures as a JSON object, identifier ``Customer_Measure|CustomerId``."""
     _require(df, "CustomerMeasure", ["CustomerId", "Measures"])
+    _no_nulls(df, "CustomerMeasure", ["CustomerId"])
     out = pd.DataFrame({"CustomerId": _text(df["CustomerId"]), "Measures": json_text(df["Measures"])})
     out["msdynci_identifier"] = identifiers(CUSTOMER_MEASURE_PREFIX, out["CustomerId"])
     out["msdynci_customermeasureid"] = guids(out["msdynci_identifier"])
@@ -239,6 +253,7 @@ def shape_customer_measure(df: pd.DataFrame) -> pd.DataFrame:
 def shape_enrichment(df: pd.DataFrame) -> pd.DataFrame:
     """Enrichment: identifier ``EnrichmentProvider|EnrichmentType|CustomerId``."""
     _require(df, "Enrichment", ["CustomerId", "EnrichmentProvider", "EnrichmentType", "Values"])
+    _no_nulls(df, "Enrichment", ["CustomerId", "EnrichmentProvider", "EnrichmentType"])
     out = pd.DataFrame({c: _text(df[c]) for c in ["CustomerId", "EnrichmentProvider", "EnrichmentType"]})
     out["Values"] = json_text(df["Values"])
     out["msdynci_identifier"] = identifiers(out["EnrichmentProvider"], out["EnrichmentType"], out["CustomerId"])
@@ -249,6 +264,7 @@ def shape_enrichment(df: pd.DataFrame) -> pd.DataFrame:
 def shape_prediction(df: pd.DataFrame) -> pd.DataFrame:
     """Prediction: identifier ``Model|ModelProvider|CustomerId``."""
     _require(df, "Prediction", ["CustomerId", "ModelProvider", "Model", "Values"])
+    _no_nulls(df, "Prediction", ["CustomerId", "ModelProvider", "Model"])
     out = pd.DataFrame({c: _text(df[c]) for c in ["CustomerId", "ModelProvider", "Model"]})
     out["Values"] = json_text(df["Values"])
     out["msdynci_identifier"] = identifiers(out["Model"], out["ModelProvider"], out["CustomerId"])
@@ -265,6 +281,7 @@ def shape_segment_membership(df: pd.DataFrame, provider: str = "ci_pipeline") ->
         provider: SegmentProvider where the input has none (the project name).
     """
     _require(df, "SegmentMembership", ["CustomerId", "Segments"])
+    _no_nulls(df, "SegmentMembership", ["CustomerId"])
     out = pd.DataFrame({"CustomerId": _text(df["CustomerId"])}, index=df.index)
     out["SegmentProvider"] = _text(df["SegmentProvider"]) if "SegmentProvider" in df.columns else provider
     out["SegmentProvider"] = out["SegmentProvider"].astype("string")

@@ -47,6 +47,8 @@ class DataverseConfig(StrictModel):
     #: Requests per $batch when deleting stale rows.
     delete_batch_size: int = Field(500, ge=1, le=1000)
     page_size: int = Field(5000, ge=1, le=5000)
+    #: Do not resend rows published before with the same content (row hashes are kept in the lake).
+    skip_unchanged: bool = True
     #: Entity-set names per output table, when they differ from ``<prefix>_<table>s``.
     entity_sets: dict[str, str] = {}
 

@@ -37,7 +37,7 @@ class TableResult:
     rows: int
     upserted: int = 0
     deleted: int = 0
-    #: Rows already identical in the sink (the Web API cannot tell, so it reports 0 and sends every row).
+    #: Rows already identical in the sink (not written again).
     unchanged: int = 0
     #: Rows the sink rejected; each is dead-lettered with its error.
     rejected: int = 0
@@ -113,4 +113,6 @@ def open_sink(config: PublishConfig, base_dir: Path, lake: Lake | None = None, r
         return SqliteSink(path if path.is_absolute() else base_dir / path)
     from ci_pipeline.dataverse.webapi import DataverseClient, WebApiSink
 
-    return WebApiSink(DataverseClient.from_config(config.sink.dataverse, base_dir), lake=lake, run_id=run_id)
+    dataverse = config.sink.dataverse
+    client = DataverseClient.from_config(dataverse, base_dir)
+    return WebApiSink(client, lake=lake, run_id=run_id, skip_unchanged=dataverse.skip_unchanged)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ci_pipeline.dataverse.sink import Sink, SinkTable, TableResult, TableUsage
@@ -18,12 +19,14 @@ def _q(name: str) -> str:
 
 
 class SqliteSink(Sink):
-    """Publishes each table in one transaction: stage the rows, upsert the changed ones by primary key, delete the
-    rows that are no longer present, commit. A crash at any point leaves the table as it was before.
+    """Publishes each table in one transaction: compare the rows with what the table holds, upsert the new and
+    changed ones by primary key, delete the rows whose key is gone, commit. A crash at any point leaves the table as
+    it was before; a republish of unchanged data writes nothing.
 
     Args:
         path: the database file (created with its folder if missing).
-        hook: called as ``hook(table, step)`` at ``"staged"`` (inside the open transaction) and ``"committed"``;
+        hook: called as ``hook(table, step)`` at ``"staged"`` (rows written, transaction still open) and
+            ``"committed"``;
             lets callers report progress (and tests interrupt a publish).
     """
 
@@ -51,9 +54,9 @@ class SqliteSink(Sink):
         con = self._con
         name, pk, columns = table.logical_name, table.primary_key, table.columns
         frame = table.frame
-        values = frame.to_numpy(dtype=object, na_value=None).tolist()
+        array = frame.to_numpy(dtype=object, na_value=None)
+        values = array.tolist()
         cols = ", ".join(_q(c) for c in columns)
-        same = " AND ".join(f"t.{_q(c)} IS s.{_q(c)}" for c in columns)
         definition = ", ".join(f"{_q(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns)
         try:
             con.execute("BEGIN IMMEDIATE")
@@ -74,26 +77,23 @@ class SqliteSink(Sink):
                     self.hook(table.name, "staged")
                 con.execute("COMMIT")
                 return self._result(table, started, unchanged=0, deleted=deleted_by_rebuild)
-            con.execute("DROP TABLE IF EXISTS temp.stage")
-            con.execute(f"CREATE TEMP TABLE stage ({definition}) WITHOUT ROWID")
+            # Compare with what the table holds in memory (vectorised), then write only new and changed rows and
+            # delete the rows whose key is gone: a nightly republish with few changes touches few pages.
+            rows = con.execute(f"SELECT {cols} FROM {_q(name)}").fetchall()
+            old = np.array(rows, dtype=object).reshape(len(rows), len(columns))
+            changed, stale = _diff(array, old, columns.index(pk))
             marks = ", ".join("?" for _ in columns)
-            con.executemany(f"INSERT INTO temp.stage ({cols}) VALUES ({marks})", values)
+            updates = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in columns if c != pk)
+            conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+            con.executemany(
+                f"INSERT INTO {_q(name)} ({cols}) VALUES ({marks}) ON CONFLICT({_q(pk)}) {conflict}",
+                [values[i] for i in changed],
+            )
+            con.executemany(f"DELETE FROM {_q(name)} WHERE {_q(pk)} = ?", [(k,) for k in stale])
             if self.hook:
                 self.hook(table.name, "staged")
-            unchanged = con.execute(
-                f"SELECT count(*) FROM temp.stage s JOIN {_q(name)} t ON t.{_q(pk)} = s.{_q(pk)} WHERE {same}"
-            ).fetchone()[0]
-            updates = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in columns if c != pk)
-            differs = " OR ".join(f"{_q(name)}.{_q(c)} IS NOT excluded.{_q(c)}" for c in columns if c != pk)
-            conflict = f"DO UPDATE SET {updates} WHERE {differs}" if updates else "DO NOTHING"
-            con.execute(
-                f"INSERT INTO {_q(name)} ({cols}) SELECT {cols} FROM temp.stage WHERE true "
-                f"ON CONFLICT({_q(pk)}) {conflict}"
-            )
-            deleted = con.execute(
-                f"DELETE FROM {_q(name)} WHERE {_q(pk)} NOT IN (SELECT {_q(pk)} FROM temp.stage)"
-            ).rowcount
-            con.execute("DROP TABLE temp.stage")
+            unchanged = len(frame) - len(changed)
+            deleted = len(stale)
             con.execute("COMMIT")
         except sqlite3.Error as exc:
             if con.in_transaction:
@@ -162,3 +162,28 @@ class SqliteSink(Sink):
 
     def usage(self) -> dict[str, TableUsage]:
         return {name: self._table_usage(name) for name in self.tables()}
+
+
+def _diff(new: np.ndarray, old: np.ndarray, key: int) -> tuple[list[int], list[str]]:
+    """Positions of ``new`` rows that are new or differ from ``old``, and the keys of ``old`` rows not in ``new``.
+
+    Both are object arrays (one row per record, None for NULL); ``key`` is the primary key's column position.
+    """
+    if len(old) == 0:
+        return list(range(len(new))), []
+    old_index = pd.Index(old[:, key], dtype=object)
+    present = old_index.get_indexer(pd.Index(new[:, key], dtype=object))
+    differs = present < 0
+    found = np.flatnonzero(~differs)
+    for column in range(new.shape[1]):
+        if column == key:
+            continue
+        a = new[found, column]
+        b = old[present[found], column]
+        a_null = np.equal(a, None)
+        b_null = np.equal(b, None)
+        unequal = (a_null != b_null) | (~a_null & ~b_null & (a != b))
+        differs[found[unequal]] = True
+    kept = np.zeros(len(old), dtype=bool)
+    kept[present[present >= 0]] = True
+    return np.flatnonzero(differs).tolist(), old[~kept, key].tolist()

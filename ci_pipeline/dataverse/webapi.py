@@ -19,12 +19,13 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 
 from ci_pipeline.config.base import resolve_secret
@@ -37,6 +38,7 @@ RETRYABLE = {502, 503, 504}
 #: Where rejected rows go in the lake: ``<prefix>/<logical table>/<run id>.parquet``.
 DEAD_LETTER = "ci_pipeline/publish/dead_letter"
 USAGE = "ci_pipeline/publish/dataverse_usage"
+STATE = "ci_pipeline/publish/dataverse_state"
 
 
 class DataverseError(UserError):
@@ -473,37 +475,65 @@ def _error_message(response: httpx.Response) -> str:
 
 
 class WebApiSink(Sink):
-    """Publishes to Dataverse through the Web API. Rows are upserted first; stale rows are deleted only when every
-    upsert request has been answered, so a failed publish never removes rows.
+    """Publishes to Dataverse through the Web API. The table's keys are read first; then new and changed rows are
+    upserted; stale rows are deleted only when every upsert request has been answered, so a failed publish never
+    removes rows.
+
+    With a lake, a hash of every row published is kept per environment and table
+    (``ci_pipeline/publish/dataverse_state/<host>/<table>.parquet``), and rows whose hash is unchanged and whose key
+    Dataverse still has are not sent again. A row changed or deleted in Dataverse by someone else is corrected on
+    the next publish only when its key is gone; set ``skip_unchanged=False`` to send every row.
 
     Args:
         client: the Web API client.
-        lake: where rejected rows are dead-lettered and usage is recorded (optional).
+        lake: where rejected rows are dead-lettered, usage and row hashes are recorded (optional).
         run_id: names this run's dead-letter files.
+        skip_unchanged: do not resend rows published before with the same content.
     """
 
-    def __init__(self, client: DataverseClient, lake=None, run_id: str = "manual"):
+    def __init__(self, client: DataverseClient, lake=None, run_id: str = "manual", skip_unchanged: bool = True):
         self.client = client
         self.lake = lake
         self.run_id = run_id
+        self.skip_unchanged = skip_unchanged and lake is not None
 
     def close(self) -> None:
         self.client.close()
 
+    def _state_path(self, table: SinkTable) -> str:
+        host = re.sub(r"[^A-Za-z0-9.-]", "_", self.client.org_url.split("://", 1)[-1])
+        return posixpath.join(STATE, host, f"{table.logical_name}.parquet")
+
     def publish(self, table: SinkTable) -> TableResult:
         started = time.monotonic()
         stats = Stats()
-        rejected = self.client.upsert(table, stats)
-        present = set(table.frame[table.primary_key].tolist())
-        existing = self.client.keys(table.entity_set, table.primary_key, stats)
+        frame, pk = table.frame, table.primary_key
+        existing = self.client.keys(table.entity_set, pk, stats)
+        hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        send = np.ones(len(frame), dtype=bool)
+        if self.skip_unchanged and self.lake.exists(self._state_path(table)):
+            before = self.lake.read_parquet(self._state_path(table))
+            known = pd.Series(before["hash"].to_numpy(), index=pd.Index(before["key"], dtype=object))
+            previous = known.reindex(pd.Index(frame[pk], dtype=object)).to_numpy()
+            in_dataverse = pd.Index(frame[pk], dtype=object).isin(pd.Index(existing, dtype=object))
+            send = ~((previous == hashes) & in_dataverse)
+        to_send = replace(table, frame=frame[send].reset_index(drop=True))
+        rejected = self.client.upsert(to_send, stats) if len(to_send.frame) else []
+        present = set(frame[pk].tolist())
         stale = [k for k in existing if k not in present]
         deleted = self.client.delete(table.entity_set, stale, stats) if stale else 0
+        if self.lake is not None:
+            refused = {r.key for r in rejected}
+            keep = ~frame[pk].isin(refused).to_numpy()
+            state = pd.DataFrame({"key": frame[pk].to_numpy(dtype=object)[keep], "hash": hashes[keep]})
+            self.lake.write_parquet(self._state_path(table), state)
         size = int(table.frame.fillna("").map(len).to_numpy().sum()) if len(table.frame) else 0
         result = TableResult(
             table=table.name,
             rows=len(table.frame),
             upserted=stats.sent,
             deleted=deleted,
+            unchanged=int((~send).sum()),
             rejected=len(rejected),
             bytes=size,
             seconds=time.monotonic() - started,

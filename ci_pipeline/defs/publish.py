@@ -92,6 +92,13 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
         description=f"One row per {row}, published to the Dataverse sink as {logical_table(table, publish.prefix)}.",
         ins=ins,
         tags={"ci_pipeline/output_table": table},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "no_rejected_rows",
+                asset=sink_asset_key(table),
+                description="The sink accepted every row (rejected rows are dead-lettered to the lake).",
+            )
+        ],
     )
     def _publish(context: dg.AssetExecutionContext, lake: LakeResource, **upstream_frames) -> dg.MaterializeResult:
         frame: pd.DataFrame | None = upstream_frames.get("upstream")
@@ -106,7 +113,13 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
         metadata = {**result.metadata(), "dagster/row_count": result.rows, "sink": kind}
         if result.dead_letter:
             metadata["dead_letter"] = dg.MetadataValue.path(result.dead_letter)
-        return dg.MaterializeResult(metadata=metadata)
+        check = dg.AssetCheckResult(
+            check_name="no_rejected_rows",
+            passed=result.rejected == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"rejected": result.rejected, "errors": "\n".join(result.errors[:20])},
+        )
+        return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
     return _publish
 

@@ -51,3 +51,19 @@ def test_sql_formats_and_errors(published, capsys):
     assert "the views are" in capsys.readouterr().err
     assert main(["--config", published, "sink", "show", "Nope"]) == 2
     assert "unknown table" in capsys.readouterr().err
+
+
+def test_bench_publish_prints_one_json_line_of_figures(capsys):
+    assert main(["bench", "publish", "--people", "300", "--concurrency", "2"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip())
+    assert figures["alternate_keys"] == 600 and figures["webapi_rows"] == 300
+    assert figures["webapi_requests"] >= 3 and figures["sqlite_rows_per_second"] > 0
+
+
+def test_sql_export_option_and_unknown_export(published, capsys):
+    assert (
+        main(["--config", published, "sql", "SELECT count(*) AS n FROM CustomerProfile", "--export", "warehouse"]) == 0
+    )
+    assert "3" in capsys.readouterr().out
+    assert main(["--config", published, "sql", "SELECT 1", "--export", "nope"]) == 2
+    assert "no such export; configured: warehouse" in capsys.readouterr().err

@@ -69,3 +69,32 @@ def test_run_publishes_unified_customers_and_a_merge_removes_stale_rows(tmp_path
     with SqliteSink(tmp_path / "sink.sqlite") as sink:
         assert sorted(sink.read("msdynci_alternatekey")["msdynci_alternatevalue"]) == ["c1", "c2", "s1"]
         assert len(sink.read("msdynci_customerprofile")) == 2
+
+
+@pytest.mark.slow
+def test_sample_run_publishes_every_available_table_without_losing_rows(sample_copy, capsys):
+    from ci_pipeline.lake import Lake
+
+    config = str(sample_copy / "ci_pipeline.yaml")
+    assert main(["--config", config, "run"]) == 0, capsys.readouterr().out
+    lake = Lake.local(sample_copy / "lake")
+    upstream = {
+        "msdynci_customerprofile": "unify/customer_profile",
+        "msdynci_alternatekey": "unify/alternate_key",
+        "msdynci_unifiedactivity": "activities/unified_activity",
+        "msdynci_customermeasure": "measures/customer_measure",
+        "msdynci_segmentmembership": "segments/segment_membership",
+    }
+    with SqliteSink(sample_copy / "sink.sqlite") as sink:
+        usage = sink.usage()
+        first = sink.dump()
+    assert len(usage) == 7 and usage["msdynci_enrichment"].rows == 0
+    for table, key in upstream.items():
+        assert usage[table].rows == len(lake.read_parquet(f"ci_pipeline/{key}.parquet")) > 0, table
+    capsys.readouterr()
+    assert main(["--config", config, "sql", "SELECT count(*) AS n FROM UnifiedActivity", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": usage["msdynci_unifiedactivity"].rows}]
+    # Publishing the same tables again leaves the sink content identical.
+    assert main(["--config", config, "run", "--select", "group:publish"]) == 0
+    with SqliteSink(sample_copy / "sink.sqlite") as sink:
+        assert sink.dump() == first

@@ -176,3 +176,16 @@ def test_export_and_sql_on_azurite(azure_container):
     result = query(lake, "SELECT CustomerId FROM wh.CustomerProfile ORDER BY 1", ["wh", "pq"], default="wh")
     assert result["CustomerId"].tolist() == ["C1", "C2", "C3"]
     assert query(lake, "SELECT count(*) AS n FROM pq.UnifiedActivity", ["wh", "pq"])["n"].iloc[0] == 2
+
+
+@pytest.mark.slow
+def test_unreachable_lake_gives_a_clear_error():
+    from ci_pipeline.errors import StorageError
+    from ci_pipeline_tests.conftest import AZURITE_KEY, free_port
+
+    dead = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
+    )
+    with pytest.raises(StorageError, match="unreachable"):
+        write_export(Lake.from_url("abfs://nowhere/lake", {"connection_string": dead}), "wh", tables(), T0)

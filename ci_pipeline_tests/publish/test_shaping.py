@@ -116,6 +116,8 @@ def test_customer_profile_key_and_logical_names():
 def test_bad_input_names_table_and_columns():
     with pytest.raises(UserError, match="AlternateKey: the input has no column.*KeyRing"):
         outputs.shape_alternate_key(pd.DataFrame({"DataSourceName": ["a"]}))
+    with pytest.raises(UserError, match="AlternateKey: 1 row.s. have no AlternateValue .e.g. row 1"):
+        outputs.shape_alternate_key(keys_with_gap())
     with pytest.raises(UserError, match="CustomerProfile: 2 rows share a CustomerId"):
         outputs.shape_customer_profile(pd.DataFrame({"CustomerId": ["A", "A"]}))
     with pytest.raises(UserError, match="maps to the Dataverse column"):
@@ -128,3 +130,15 @@ def test_bulk_guids_equal_uuid5_one_by_one():
     names = pd.Series(["", "crm|contacts|c-1", "Zoë|Ärger|€", "x" * 500, *[f"k{i}" for i in range(1000)]])
     assert outputs.guids(names).tolist() == [expected_guid(n) for n in names]
     assert outputs.guids(pd.Series([], dtype="string")).tolist() == []
+
+
+def keys_with_gap() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "DataSourceName": ["crm", "crm"],
+            "EntityName": ["contacts", "contacts"],
+            "AlternateValue": pd.Series(["c-1", None], dtype="string"),
+            "KeyRing": ["[]", "[]"],
+            "CustomerId": ["A", "B"],
+        }
+    )

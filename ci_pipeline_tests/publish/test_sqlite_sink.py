@@ -168,3 +168,17 @@ def test_capacity_report_and_errors(tmp_path):
     (tmp_path / "dir.sqlite").mkdir()
     with pytest.raises(UserError, match="cannot open the SQLite database"):
         SqliteSink(tmp_path / "dir.sqlite").publish(prepare("Enrichment", None))
+
+
+def test_null_and_value_changes_are_detected(tmp_path):
+    with SqliteSink(tmp_path / "sink.sqlite") as sink:
+        first = pd.DataFrame({"CustomerId": ["A", "B", "C"], "Email": ["a@x", None, "c@x"]})
+        sink.publish(prepare("CustomerProfile", first))
+        second = pd.DataFrame({"CustomerId": ["A", "B", "C"], "Email": [None, "b@x", "c@x"]})
+        result = sink.publish(prepare("CustomerProfile", second))
+        assert (result.upserted, result.unchanged, result.deleted) == (2, 1, 0)
+        rows = sink.read("msdynci_customerprofile").set_index("msdynci_customerid")["msdynci_email"]
+        assert pd.isna(rows["A"]) and rows["B"] == "b@x" and rows["C"] == "c@x"
+        with SqliteSink(tmp_path / "clean.sqlite") as clean:
+            clean.publish(prepare("CustomerProfile", second))
+            assert clean.dump() == sink.dump()

@@ -76,23 +76,43 @@ def successful_sends(server) -> dict[str, int]:
 
 def test_publish_lands_exact_rows_pages_keys_and_deletes_stale_rows(server, tmp_path):
     table = prepare("AlternateKey", keys_frame(40))
-    server.tables[KEYS_SET] = {f"00000000-0000-0000-0000-00000000000{i}": {"x": i} for i in range(3)}
+    server.tables[KEYS_SET] = {f"00000000-0000-0000-0000-0000000000{i:02d}": {"x": i} for i in range(20)}
     credential = ServerCredential(server)
     lake = Lake.local(tmp_path)
     with WebApiSink(client_for(server, credential), lake=lake) as sink:
         result = sink.publish(table)
     assert server.rows(KEYS_SET) == expected_rows(table)
-    assert (result.upserted, result.deleted, result.rejected) == (40, 3, 0)
+    assert (result.upserted, result.deleted, result.rejected) == (40, 20, 0)
     assert credential.scopes[0] == (f"{server.org_url}/.default",)
     upserts = server.records("POST", "UpsertMultiple")
     assert len(upserts) == 8  # elastic table: 5 rows a request
-    assert len(server.records("GET", "$skiptoken")) >= 6  # 43 keys in pages of 7, followed by nextLink
+    assert len(server.records("GET", "$skiptoken")) == 2  # 20 keys in pages of 7, followed by nextLink
     assert len(server.records("POST", "$batch")) == 1
     assert sink.usage()["msdynci_alternatekey"].rows == 40
-    # Publishing again changes nothing and deletes nothing.
+    # Publishing again sends nothing and deletes nothing.
     with WebApiSink(client_for(server), lake=lake) as sink:
         again = sink.publish(table)
-    assert again.deleted == 0 and server.rows(KEYS_SET) == expected_rows(table)
+    assert (again.upserted, again.unchanged, again.deleted) == (0, 40, 0)
+    assert len(server.records("POST", "UpsertMultiple")) == 8 and server.rows(KEYS_SET) == expected_rows(table)
+
+
+def test_only_changed_rows_and_rows_missing_in_dataverse_are_sent_again(server, tmp_path):
+    lake = Lake.local(tmp_path)
+    with WebApiSink(client_for(server), lake=lake) as sink:
+        sink.publish(prepare("AlternateKey", keys_frame(30)))
+    changed = keys_frame(30)
+    changed.loc[3, "CustomerId"] = "MOVED"
+    table = prepare("AlternateKey", changed)
+    gone = next(iter(server.rows(KEYS_SET)))
+    del server.tables[KEYS_SET][gone]  # removed in Dataverse by someone else
+    sent_before = len(server.records("PATCH")) + len(server.records("POST", "UpsertMultiple"))
+    with WebApiSink(client_for(server), lake=lake) as sink:
+        result = sink.publish(table)
+    assert (result.upserted, result.unchanged) == (2, 28)
+    assert server.rows(KEYS_SET) == expected_rows(table)
+    assert len(server.records("PATCH")) + len(server.records("POST", "UpsertMultiple")) - sent_before <= 2
+    with WebApiSink(client_for(server), lake=lake, skip_unchanged=False) as sink:
+        assert sink.publish(table).upserted == 30
 
 
 def test_429_pauses_every_sender_then_ramps_up(server):
@@ -246,3 +266,56 @@ def test_failed_publish_deletes_nothing_and_a_rerun_equals_a_clean_run(server):
     with WebApiSink(client_for(server)) as sink:
         sink.publish(table)
     assert server.rows(KEYS_SET) == expected_rows(table)
+
+
+def test_rejected_rows_fail_the_warning_check_of_the_sink_asset(server, tmp_path, monkeypatch):
+    import dagster as dg
+
+    from ci_pipeline.config import load_config
+    from ci_pipeline.config.unify import UnifyConfig
+    from ci_pipeline.dataverse import webapi
+    from ci_pipeline.defs import publish
+    from ci_pipeline.defs.resources import shared_resources
+    from ci_pipeline_tests.publish.test_assets import upstream_assets
+
+    (tmp_path / "ci_pipeline.yaml").write_text(
+        "sources:\n  crm:\n    owner: me\n    tables:\n      contacts: {format: csv, path: c.csv, primary_key: id}\n"
+        f"publish:\n  sink:\n    kind: dataverse\n    dataverse:\n      url: {server.org_url}\n"
+    )
+    config = load_config(tmp_path / "ci_pipeline.yaml").model_copy(update={"unify": UnifyConfig.model_construct()})
+    monkeypatch.setattr(webapi, "credential_factory", lambda cfg, base: lambda: ServerCredential(server))
+    defs = publish.build(config)
+    profile_asset = next(a for a in defs.assets if a.key == publish.sink_asset_key("CustomerProfile"))
+    result = dg.materialize(
+        [*upstream_assets(["C1", "REJECT-ME", "C3"]), profile_asset],
+        resources=shared_resources(config),
+        selection=[publish.sink_asset_key("CustomerProfile"), dg.AssetKey(["unify", "customer_profile"])],
+    )
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert len(server.rows("msdynci_customerprofiles")) == 2
+    metadata = result.asset_materializations_for_node("publish__sink_customer_profile")[0].metadata
+    assert metadata["rows_rejected"].value == 1 and "dead_letter" in metadata
+
+
+def test_credential_kinds_build_the_matching_azure_identity_credentials(tmp_path, monkeypatch):
+    import azure.identity as identity
+
+    from ci_pipeline.dataverse.webapi import credential_factory
+
+    monkeypatch.setenv("CI_TEST_DV", "s3cret")
+    base = {"url": "https://contoso.crm.dynamics.com", "tenant_id": "t", "client_id": "c"}
+    kinds = {
+        "client_secret": ({"client_secret": "env:CI_TEST_DV"}, identity.ClientSecretCredential),
+        "managed_identity": ({}, identity.ManagedIdentityCredential),
+        "default": ({}, identity.DefaultAzureCredential),
+    }
+    for kind, (extra, expected) in kinds.items():
+        config = DataverseConfig(**base, credential=kind, **extra)
+        assert isinstance(credential_factory(config, tmp_path)(), expected), kind
+    certificate = DataverseConfig(**base, credential="certificate", certificate_path="missing.pem")
+    with pytest.raises((ValueError, OSError)):
+        credential_factory(certificate, tmp_path)()
+    with pytest.raises(ValueError, match="needs tenant_id, client_id and client_secret"):
+        DataverseConfig(url="https://x.crm.dynamics.com", credential="client_secret")
