@@ -159,7 +159,7 @@ def run(args) -> int:
     profile, facts = synthetic(args.people, args.activities_per_person, args.seed)
     figures["activities"] = len(facts)
     phase("generate")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     customers = pd.Index(sorted(profile["CustomerId"].unique()), dtype="string")
     index = FactIndex(facts, customers, run_end(AS_OF))
     del facts
@@ -180,6 +180,8 @@ def run(args) -> int:
     figures["membership_rows"] = len(membership)
     phase("segment_membership")
     figures["measures_and_segments_seconds"] = round(time.perf_counter() - start, 2)
+    # CPU time shows the work itself when other processes share the cores (wall time includes waiting).
+    figures["measures_and_segments_cpu_seconds"] = round(time.process_time() - cpu_start, 2)
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(figures))
     sys.stdout.flush()

@@ -68,8 +68,16 @@ class ActivitiesConfig(StrictModel):
         found: list[str] = []
         if self.tables and project.unify is None:
             found.append("activities.tables: activities are found through the unified customers; add a 'unify' section")
+        seen: dict[tuple[str, str], str] = {}
         for name, act in self.tables.items():
             key = f"activities.tables.{name}"
+            if (act.source, act.table) in seen:
+                # ActivityId is <source>_<table>_<key>: one activity per source table keeps it unique.
+                found.append(
+                    f"{key}: {act.source}.{act.table} is already the activity '{seen[act.source, act.table]}'; "
+                    "declare each source table once"
+                )
+            seen.setdefault((act.source, act.table), name)
             table = _table(project, act.source, act.table)
             if table is None:
                 found.append(f"{key}: no table '{act.table}' in source '{act.source}'; declare it under sources")

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from ci_pipeline.config.base import Name, StrictModel
 from ci_pipeline.config.measures import find_cycles
+from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_NAME
 
 if TYPE_CHECKING:
     from ci_pipeline.config.model import ProjectConfig
@@ -53,8 +54,13 @@ class SegmentsConfig(StrictModel):
     membership_type: Literal["Customer", "Contact", "Account"] = "Customer"
     #: The ``Name`` part of SegmentMembership's msdynci_identifier: the name of the membership list. It stays the
     #: same when segments are added or removed, so each customer's row keeps its GUID.
-    membership_name: str = Field("Segments", min_length=1)
+    membership_name: str = Field(SEGMENT_MEMBERSHIP_NAME, min_length=1)
     definitions: dict[Name, SegmentSpec] = {}
+
+    @property
+    def segments(self) -> dict[str, SegmentSpec]:
+        """The configured segments (SegmentMembership exists iff there are any)."""
+        return self.definitions
 
     def parsed(self) -> dict[str, list]:
         """Segment name -> parsed rules (raises ``RuleError`` on the first bad rule)."""

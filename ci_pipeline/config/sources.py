@@ -57,6 +57,9 @@ class IncrementalOptions(StrictModel):
     last_modified: str | None = None
     #: Hour folders are applied only once closed (their hour has ended), so a half-written hour is never read.
     closed_hours_only: bool = True
+    #: ``cdm`` only: the entity's folder (holding FullData/IncrementalData), relative to the model/manifest;
+    #: default: a folder named like the entity next to the document.
+    folder: str | None = None
 
 
 class TableConfig(StrictModel):
@@ -82,7 +85,8 @@ class TableConfig(StrictModel):
     bad_rows_by_reason: dict[ReasonKind, Severity] = {}
     #: A table with no rows is an error (an empty export usually means a failed one) unless this is true.
     allow_empty: bool = False
-    #: Read the incremental CDM folder layout (``format`` csv or parquet gives the file format of the parts).
+    #: Read the incremental CDM folder layout. With csv or parquet, ``path`` is the table folder and the format is
+    #: that of the part files; with cdm, the entity's attributes give columns and types.
     incremental: IncrementalOptions | None = None
     description: str = ""
 
@@ -100,8 +104,8 @@ class TableConfig(StrictModel):
             raise ValueError("a CSV file without a header row needs 'columns' listing every column in file order")
         if self.columns and self.primary_key not in self.columns and (self.format == "csv" and not self.csv.header):
             raise ValueError(f"primary_key '{self.primary_key}' is not one of the declared columns")
-        if self.incremental is not None and self.format not in ("csv", "parquet"):
-            raise ValueError("'incremental' reads CSV or Parquet parts; set format to csv or parquet")
+        if self.incremental is not None and self.format == "delta":
+            raise ValueError("'incremental' is the CDM folder layout; a Delta table tracks its own versions")
         return self
 
     def severity(self, kind: str) -> str:

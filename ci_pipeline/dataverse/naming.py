@@ -30,7 +30,7 @@ def logical_table(table: str, prefix: str = "msdynci") -> str:
 def entity_set(table: str, prefix: str = "msdynci") -> str:
     """The Web API entity set: ``msdynci_alternatekeys``, ``msdynci_unifiedactivities``, ..."""
     name = logical_table(table, prefix)
-    return name[:-1] + "ies" if name.endswith("y") else name + "s"
+    return name[:-1] + "ies" if name.endswith("y") and name[-2] not in "aeiou" else name + "s"
 
 
 def primary_key(table: str, prefix: str = "msdynci") -> str:

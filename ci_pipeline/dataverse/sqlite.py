@@ -36,6 +36,7 @@ class SqliteSink(Sink):
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=NORMAL")
             self._con.execute("PRAGMA temp_store=MEMORY")
+            self._con.execute("PRAGMA cache_size=-65536")
         except (OSError, sqlite3.Error) as exc:
             raise UserError(
                 f"sink {self.path}: cannot open the SQLite database ({exc}); check publish.sink.path"
@@ -50,7 +51,7 @@ class SqliteSink(Sink):
         con = self._con
         name, pk, columns = table.logical_name, table.primary_key, table.columns
         frame = table.frame
-        values = frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
+        values = frame.to_numpy(dtype=object, na_value=None).tolist()
         cols = ", ".join(_q(c) for c in columns)
         same = " AND ".join(f"t.{_q(c)} IS s.{_q(c)}" for c in columns)
         definition = ", ".join(f"{_q(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns)
@@ -65,6 +66,14 @@ class SqliteSink(Sink):
                 deleted_by_rebuild = sum(1 for (key,) in old if key not in new_keys)
                 con.execute(f"DROP TABLE {_q(name)}")
             con.execute(f"CREATE TABLE IF NOT EXISTS {_q(name)} ({definition}) WITHOUT ROWID")
+            if con.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {_q(name)})").fetchone()[0]:
+                # An empty table takes the rows directly: nothing to compare, nothing stale.
+                marks = ", ".join("?" for _ in columns)
+                con.executemany(f"INSERT INTO {_q(name)} ({cols}) VALUES ({marks})", values)
+                if self.hook:
+                    self.hook(table.name, "staged")
+                con.execute("COMMIT")
+                return self._result(table, started, unchanged=0, deleted=deleted_by_rebuild)
             con.execute("DROP TABLE IF EXISTS temp.stage")
             con.execute(f"CREATE TEMP TABLE stage ({definition}) WITHOUT ROWID")
             marks = ", ".join("?" for _ in columns)
@@ -96,16 +105,19 @@ class SqliteSink(Sink):
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
+        return self._result(table, started, unchanged=unchanged, deleted=deleted + deleted_by_rebuild)
+
+    def _result(self, table: SinkTable, started: float, unchanged: int, deleted: int) -> TableResult:
         if self.hook:
             self.hook(table.name, "committed")
-        usage = self._table_usage(name)
+        rows = len(table.frame)
         return TableResult(
             table=table.name,
-            rows=len(frame),
-            upserted=len(frame) - unchanged,
-            deleted=deleted + deleted_by_rebuild,
+            rows=rows,
+            upserted=rows - unchanged,
+            deleted=deleted,
             unchanged=unchanged,
-            bytes=usage.bytes,
+            bytes=self._table_usage(table.logical_name).bytes,
             seconds=time.monotonic() - started,
         )
 

@@ -32,22 +32,19 @@ UPSTREAM = {
 CAPACITY_KEY = dg.AssetKey(["publish", "sink_capacity"])
 
 
-def _configured(section, *names: str) -> bool:
-    return any(bool(getattr(section, name, None)) for name in names)
-
-
 def available_tables(config: ProjectConfig) -> dict[str, dg.AssetKey]:
     """Output tables that a stage of this configuration produces, with the key of the producing asset.
 
-    CustomerProfile and AlternateKey come with ``unify``; UnifiedActivity, CustomerMeasure and SegmentMembership
-    when their sections define activity tables, measures or segments.
+    CustomerProfile and AlternateKey come with ``unify``; UnifiedActivity with ``activities.tables``;
+    CustomerMeasure with customer attribute measures (``measures.attributes``); SegmentMembership with
+    ``segments.definitions``.
     """
     present = {
         "CustomerProfile": config.unify is not None,
         "AlternateKey": config.unify is not None,
-        "UnifiedActivity": _configured(config.activities, "tables"),
-        "CustomerMeasure": _configured(config.measures, "measures", "customer_attributes"),
-        "SegmentMembership": _configured(config.segments, "segments"),
+        "UnifiedActivity": bool(config.activities.tables),
+        "CustomerMeasure": bool(config.measures.attributes),
+        "SegmentMembership": bool(config.segments.definitions),
     }
     return {table: dg.AssetKey(UPSTREAM[table][0]) for table, ok in present.items() if ok}
 

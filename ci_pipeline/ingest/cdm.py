@@ -61,8 +61,14 @@ class Entity:
     partitions: list[Partition]
 
 
-def read_entity(location: SourceLocation, entity: str) -> Entity:
+def read_entity(location: SourceLocation, entity: str, partitions: bool = True) -> Entity:
     """Describe one entity of a ``model.json`` or ``*.manifest.cdm.json``.
+
+    Args:
+        location: the document.
+        entity: the entity's name (case-insensitive).
+        partitions: False when the rows are found elsewhere (the incremental layout): partition patterns are not
+            expanded and listed partitions need not exist; their CSV settings still describe the files.
 
     Raises:
         UserError: the document is not valid JSON, the entity is not in it, or a partition it lists is missing.
@@ -71,12 +77,12 @@ def read_entity(location: SourceLocation, entity: str) -> Entity:
     if location.path.endswith("model.json"):
         found = _from_model_json(location, document, entity)
     elif location.path.endswith(".manifest.cdm.json"):
-        found = _from_manifest(location, document, entity)
+        found = _from_manifest(location, document, entity, partitions)
     else:
         raise UserError(
             f"{location.url}: a CDM table's path must be a model.json or a *.manifest.cdm.json file; fix the path"
         )
-    for part in found.partitions:
+    for part in found.partitions if partitions else []:
         if not part.location.exists():
             raise UserError(
                 f"{location.url}: entity {found.name} lists partition {part.location.url}, which does not exist; "
@@ -190,7 +196,7 @@ def _kind(data_type) -> str:
 
 
 # -- manifest ------------------------------------------------------------------------------------------------------
-def _from_manifest(location: SourceLocation, document: dict, wanted: str) -> Entity:
+def _from_manifest(location: SourceLocation, document: dict, wanted: str, expand: bool) -> Entity:
     declared = _pick(document.get("entities", []), "entityName", wanted, location)
     name = declared["entityName"]
     entity_path = _corpus_path(declared.get("entityPath", f"{name}.cdm.json/{name}"))
@@ -214,7 +220,7 @@ def _from_manifest(location: SourceLocation, document: dict, wanted: str) -> Ent
         _manifest_partition(location.sibling(_corpus_path(p["location"])), p.get("exhibitsTraits", []))
         for p in declared.get("dataPartitions", [])
     ]
-    for pattern in declared.get("dataPartitionPatterns", []):
+    for pattern in declared.get("dataPartitionPatterns", []) if expand else []:
         root = location.sibling(_corpus_path(pattern.get("rootLocation", "")))
         for path in _pattern_files(root, pattern):
             partitions.append(_manifest_partition(root.with_path(path), pattern.get("exhibitsTraits", [])))

@@ -76,15 +76,20 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
         escaped[1:] = buf[:-1] == ord(options.escapechar)
         is_quote &= ~escaped
         is_delim &= ~escaped
-    quotes_before = np.concatenate([[0], np.cumsum(is_quote, dtype=np.int64)])
+    # Quotes are sparse: "how many quotes before byte i" is a binary search in their positions, which is much
+    # cheaper than a running sum over every byte.
+    quote_positions = np.flatnonzero(is_quote)
+
+    def quotes_before(positions: np.ndarray) -> np.ndarray:
+        return np.searchsorted(quote_positions, positions)
 
     # With multiline values, a line break inside quotes (odd number of quotes before it) does not end the record.
-    breaks = newlines[quotes_before[newlines] % 2 == 0] if options.multiline else newlines
+    breaks = newlines[quotes_before(newlines) % 2 == 0] if options.multiline else newlines
     starts = np.concatenate([[0], breaks + 1]).astype(np.int64)
     stops = np.concatenate([breaks, [size]]).astype(np.int64)  # exclusive, before the line break
     lines = np.searchsorted(newlines, starts) + 1
     ends = stops.copy()
-    has_cr = (ends > starts) & (np.append(buf, 0)[np.maximum(ends - 1, 0)] == 13)
+    has_cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13) if size else np.zeros(len(ends), dtype=bool)
     ends[has_cr] -= 1
     keep = ends > starts  # blank lines are not rows
     starts, stops, ends, lines = starts[keep], stops[keep], ends[keep], lines[keep]
@@ -94,12 +99,12 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
         if len(starts) == 0:
             raise UserError(f"{file}: the file is empty but csv.header is true; it needs at least a header row")
         header = text[starts[0] : ends[0]].decode("utf-8")
-        columns = _header(header, options, file)
+        columns = header_names(header, options, file)
         starts, stops, ends, lines = starts[1:], stops[1:], ends[1:], lines[1:]
     else:
         columns = list(names or [])
 
-    quote_count = quotes_before[ends] - quotes_before[starts]
+    quote_count = quotes_before(ends) - quotes_before(starts)
     broken_quoting = quote_count % 2 == 1
     # Fields = delimiters outside quotes + 1; a delimiter is outside quotes when the quotes before it in its
     # record are even.
@@ -107,7 +112,7 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     record = np.searchsorted(starts, delims, side="right") - 1
     inside = (record >= 0) & (delims < ends[np.maximum(record, 0)])
     delims, record = delims[inside], record[inside]
-    outside = (quotes_before[delims] - quotes_before[starts[record]]) % 2 == 0
+    outside = (quotes_before(delims) - quotes_before(starts[record])) % 2 == 0
     fields = np.bincount(record[outside], minlength=len(starts)) + 1
     wrong_count = (fields != len(columns)) & ~broken_quoting
     bad = broken_quoting | wrong_count
@@ -133,7 +138,7 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     )
 
     good = ~bad
-    frame = _parse_records(text, starts[good], stops[good], size, columns, options, file)
+    frame = _parse_records(text, starts[good], stops[bad] + 1, starts[bad], size, columns, options, file)
     frame[FILE] = pd.array([file] * len(frame), dtype=STRING)
     frame[LINE] = pd.array(lines[good], dtype="Int64")
     frame[START] = starts[good]
@@ -141,7 +146,21 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     return ParsedCsv(frame=frame, broken=broken, columns=columns, text=text)
 
 
-def _header(line: str, options: CsvOptions, file: str) -> list[str]:
+def _cut(text: bytes, starts: np.ndarray, cut_starts: np.ndarray, cut_stops: np.ndarray, size: int) -> bytes:
+    """The bytes from the first sound record to the end, without the ranges [cut_start, cut_stop)."""
+    begin = int(starts[0])
+    pieces = []
+    for cut_start, cut_stop in zip(cut_starts.tolist(), cut_stops.tolist(), strict=True):
+        if cut_stop <= begin:
+            continue
+        pieces.append(text[begin:cut_start])
+        begin = cut_stop
+    pieces.append(text[begin:size])
+    body = b"".join(pieces)
+    return body if body.endswith(b"\n") else body + b"\n"
+
+
+def header_names(line: str, options: CsvOptions, file: str) -> list[str]:
     fields = next(
         csv.reader([line], delimiter=options.delimiter, quotechar=options.quotechar, escapechar=options.escapechar)
     )
@@ -158,7 +177,8 @@ def _header(line: str, options: CsvOptions, file: str) -> list[str]:
 def _parse_records(
     text: bytes,
     starts: np.ndarray,
-    stops: np.ndarray,
+    cut_stops: np.ndarray,
+    cut_starts: np.ndarray,
     size: int,
     columns: list[str],
     options: CsvOptions,
@@ -166,14 +186,9 @@ def _parse_records(
 ) -> pd.DataFrame:
     if len(starts) == 0:
         return pd.DataFrame({c: pd.array([], dtype=STRING) for c in columns})
-    # Keep each sound record with its line break; everything else (header, broken rows, blanks) is cut out.
-    mark = np.zeros(size + 2, dtype=np.int64)
-    np.add.at(mark, starts, 1)
-    np.add.at(mark, np.minimum(stops + 1, size + 1), -1)
-    keep = np.cumsum(mark)[:size] > 0
-    body = np.frombuffer(text, dtype=np.uint8)[keep].tobytes()
-    if not body.endswith(b"\n"):
-        body += b"\n"
+    # The body is the file from the first sound record on, with the broken records cut out (there are few, so
+    # this is a handful of slices). Blank lines are left in: the parser skips them as we do.
+    body = _cut(text, starts, cut_starts, cut_stops, size)
     invalid: list[int] = []
 
     def _invalid(row) -> str:
@@ -189,7 +204,7 @@ def _parse_records(
             double_quote=True,
             escape_char=options.escapechar or False,
             newlines_in_values=options.multiline,
-            ignore_empty_lines=False,
+            ignore_empty_lines=True,
             invalid_row_handler=_invalid,
         ),
         convert_options=pacsv.ConvertOptions(

@@ -21,8 +21,6 @@ class DeltaRead:
 
     batch: Batch
     version: int
-    #: True when only the files added since the remembered version were read (the previous output is kept).
-    incremental: bool
 
 
 def delta_storage_options(lake, location: str) -> dict[str, str]:
@@ -39,9 +37,9 @@ def delta_storage_options(lake, location: str) -> dict[str, str]:
         if "SharedAccessSignature" in parts:
             found["sas_token"] = parts["SharedAccessSignature"]
         if "BlobEndpoint" in parts:
-            found["endpoint"] = parts["BlobEndpoint"].rstrip("/").rsplit("/", 1)[0]
-            found["allow_http"] = "true"
-            found["use_emulator"] = "true" if "127.0.0.1" in parts["BlobEndpoint"] else "false"
+            # A custom endpoint (the Azurite emulator, a private link) is used as given, account path included.
+            found["endpoint"] = parts["BlobEndpoint"].rstrip("/")
+            found["allow_http"] = str(parts["BlobEndpoint"].startswith("http://")).lower()
     for key in ("account_name", "account_key", "sas_token"):
         if options.get(key):
             found[key] = options[key]
@@ -86,7 +84,7 @@ def read_delta(location: SourceLocation, lake, remembered: dict | None, previous
         since = int(remembered["version"])
         if since == version:
             notes.append(f"Delta version {version} unchanged since the last run; nothing new read")
-            return DeltaRead(_carried(previous, location.url, notes), version, True)
+            return DeltaRead(_carried(previous, location.url, notes), version)
         new_files, why = _appended_files(table, uri, options, since)
         if new_files is not None:
             batch = _read_fragments(table, new_files, location.url)
@@ -96,12 +94,12 @@ def read_delta(location: SourceLocation, lake, remembered: dict | None, previous
                 f"Delta versions {since + 1}..{version}: read {len(new_files)} new file(s) only, "
                 f"{len(previous)} row(s) kept from version {since}"
             )
-            return DeltaRead(batch, version, True)
+            return DeltaRead(batch, version)
         notes.append(f"{why}; full read of version {version}")
     frame = table.to_pyarrow_table().to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)
     batch = _positions(frame, location.url)
     batch.notes.extend(notes or [f"Delta version {version}: full read"])
-    return DeltaRead(batch, version, False)
+    return DeltaRead(batch, version)
 
 
 def _appended_files(table, uri: str, options: dict, since: int) -> tuple[list[str] | None, str]:

@@ -7,18 +7,43 @@ never half-applied). Which version of a key wins is decided after types are appl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from ci_pipeline.config.sources import TableConfig
+from ci_pipeline.config.sources import CsvOptions, TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest.read import OP, ORDER, Batch, combine, read_csv_file, read_parquet_file
 from ci_pipeline.ingest.storage import SourceLocation
 
 
-def read_incremental(location: SourceLocation, table: TableConfig, now: datetime | None = None) -> Batch:
-    """Read the full data and every closed hour of changes, tagging rows with their operation and hour."""
+@dataclass(frozen=True)
+class PartLayout:
+    """How the part files are written: csv or parquet, CSV options, and the columns of headerless CSV."""
+
+    format: str
+    csv: CsvOptions
+    names: list[str] | None
+
+
+def layout_of(table: TableConfig) -> PartLayout:
+    """The part layout a csv/parquet table's own settings describe."""
+    return PartLayout(table.format, table.csv, list(table.columns) if not table.csv.header else None)
+
+
+def read_incremental(
+    location: SourceLocation, table: TableConfig, now: datetime | None = None, layout: PartLayout | None = None
+) -> Batch:
+    """Read the full data and every closed hour of changes, tagging rows with their operation and hour.
+
+    Args:
+        location: the folder holding ``FullData`` and ``IncrementalData``.
+        table: the table's configuration.
+        now: the current time; hours that have not ended by then are left for a later run.
+        layout: how the part files are written (default: from the table's settings).
+    """
+    layout = layout or layout_of(table)
     location.require("incremental table folder", "path")
     full = location.child("FullData")
     changes = location.child("IncrementalData")
@@ -28,10 +53,10 @@ def read_incremental(location: SourceLocation, table: TableConfig, now: datetime
             "of the incremental layout"
         )
     now = now or datetime.now(UTC)
-    suffix = ".parquet" if table.format == "parquet" else ".csv"
+    suffix = ".parquet" if layout.format == "parquet" else ".csv"
     parts: list[Batch] = []
     if full.exists():
-        parts += [_read(full.with_path(p), table, "upsert", 0) for p in _files(full, suffix)]
+        parts += [_read(full.with_path(p), layout, "upsert", 0) for p in _files(full, suffix)]
     skipped = []
     if changes.exists():
         for path in changes.glob("*/*/*/*"):
@@ -48,9 +73,8 @@ def read_incremental(location: SourceLocation, table: TableConfig, now: datetime
             for folder, op in (("Upserts", "upsert"), ("Deletes", "delete")):
                 target = hour.child(folder)
                 if target.exists():
-                    parts += [_read(target.with_path(p), table, op, stamp) for p in _files(target, suffix)]
-    names = list(table.columns) if not table.csv.header else None
-    batch = combine(parts, names)
+                    parts += [_read(target.with_path(p), layout, op, stamp) for p in _files(target, suffix)]
+    batch = combine(parts, layout.names)
     if OP not in batch.frame.columns:
         batch.frame[OP] = pd.Series(dtype=object)
         batch.frame[ORDER] = pd.Series(dtype="int64")
@@ -63,11 +87,11 @@ def _files(folder: SourceLocation, suffix: str) -> list[str]:
     return [p for p in folder.find() if p.lower().endswith(suffix) and not p.rsplit("/", 1)[-1].startswith((".", "_"))]
 
 
-def _read(location: SourceLocation, table: TableConfig, op: str, stamp: int) -> Batch:
-    if table.format == "parquet":
+def _read(location: SourceLocation, layout: PartLayout, op: str, stamp: int) -> Batch:
+    if layout.format == "parquet":
         batch = read_parquet_file(location)
     else:
-        batch = read_csv_file(location, table.csv, list(table.columns) if not table.csv.header else None)
+        batch = read_csv_file(location, layout.csv, layout.names)
     batch.frame[OP] = op
     batch.frame[ORDER] = stamp
     return batch

@@ -6,10 +6,11 @@ Also the light profile and schema-drift comparison that go into asset metadata.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 import pandas as pd
 
-from ci_pipeline.config.sources import TableConfig
+from ci_pipeline.config.sources import ReasonKind, TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest.csvfile import FILE, LINE, STRING
 from ci_pipeline.ingest.read import OP, ORDER, Batch
@@ -136,11 +137,8 @@ def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, 
     quarantine = quarantine.reset_index(drop=True)
     quarantine["source"] = pd.array([source] * len(quarantine), dtype=STRING)
     quarantine["table"] = pd.array([table_name] * len(quarantine), dtype=STRING)
-    quarantine["severity"] = (
-        pd.array(quarantine["kind"].map(lambda k: table.severity(k)).astype(object), dtype=STRING)
-        if len(quarantine)
-        else pd.array([], dtype=STRING)
-    )
+    severities = {kind: table.severity(kind) for kind in get_args(ReasonKind)}
+    quarantine["severity"] = quarantine["kind"].astype(object).map(severities).astype(STRING)
     quarantine = quarantine[QUARANTINE_COLUMNS].astype({c: STRING for c in QUARANTINE_COLUMNS if c != "line"})
     quarantine = quarantine.sort_values(["file", "line"], kind="stable").reset_index(drop=True)
     return Checked(accepted=accepted, quarantine=quarantine, rows_read=batch.rows_read, rows_merged=merged)
@@ -181,17 +179,19 @@ def profile(frame: pd.DataFrame, top: int = 3) -> str:
         values = frame[column]
         nulls = int(values.isna().sum())
         present = values.dropna()
-        counts = present.value_counts().head(top)
-        tops = ", ".join(f"{_cell(v)} ({n})" for v, n in counts.items())
+        counts = present.value_counts()
+        tops = ", ".join(f"{_cell(v)} ({n})" for v, n in counts.head(top).items())
         low = high = ""
         if len(present) and not pd.api.types.is_bool_dtype(values.dtype):
             low, high = _cell(present.min()), _cell(present.max())
         null_pct = f"{100 * nulls / total:.1f}" if total else "0.0"
-        lines.append(f"| {column} | {values.dtype} | {null_pct} | {present.nunique()} | {tops} | {low} | {high} |")
+        lines.append(f"| {column} | {values.dtype} | {null_pct} | {len(counts)} | {tops} | {low} | {high} |")
     return "\n".join(lines)
 
 
 def _cell(value) -> str:
+    if isinstance(value, pd.Timestamp) and value.tz is None and value == value.normalize():
+        value = value.date()  # a date column: midnight says nothing
     text = str(value).replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= 40 else text[:37] + "..."
 

@@ -137,7 +137,7 @@ def read_csv(location: SourceLocation, table: TableConfig) -> Batch:
     return combine([read_csv_file(f, table.csv, names) for f in data_files(location, ".csv")], names)
 
 
-def read_parquet(location: SourceLocation, table: TableConfig) -> Batch:
+def read_parquet(location: SourceLocation) -> Batch:
     """A Parquet file or a folder of Parquet files (e.g. a Spark output folder)."""
     return combine([read_parquet_file(f) for f in data_files(location, ".parquet")])
 
@@ -158,6 +158,25 @@ def read_cdm(location: SourceLocation, table: TableConfig, table_name: str) -> B
                 options = options.model_copy(update={"encoding": table.csv.encoding})
             parts.append(read_csv_file(part.location, options, entity.columns))
     batch = combine(parts, entity.columns)
+    batch.types, batch.formats = entity.types, entity.formats
+    return batch
+
+
+def read_cdm_incremental(location: SourceLocation, table: TableConfig, table_name: str, now=None) -> Batch:
+    """An entity of a CDM document whose rows are in the incremental layout in the entity's folder."""
+    from ci_pipeline.ingest.incremental import PartLayout, read_incremental
+
+    entity = cdm.read_entity(location, table.entity or table_name, partitions=False)
+    first = entity.partitions[0] if entity.partitions else None
+    if first is not None and first.format == "parquet":
+        layout = PartLayout("parquet", table.csv, None)
+    else:
+        options = first.csv if first is not None else table.csv.model_copy(update={"header": False})
+        if _user_encoding(table):
+            options = options.model_copy(update={"encoding": table.csv.encoding})
+        layout = PartLayout("csv", options, entity.columns)
+    folder = location.sibling(table.incremental.folder or entity.name)
+    batch = read_incremental(folder, table, now, layout)
     batch.types, batch.formats = entity.types, entity.formats
     return batch
 

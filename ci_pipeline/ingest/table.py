@@ -13,7 +13,7 @@ from ci_pipeline.ingest import state
 from ci_pipeline.ingest.delta import read_delta
 from ci_pipeline.ingest.incremental import read_incremental
 from ci_pipeline.ingest.quality import check_batch, drift, profile, schema_of
-from ci_pipeline.ingest.read import read_cdm, read_csv, read_parquet
+from ci_pipeline.ingest.read import read_cdm, read_cdm_incremental, read_csv, read_parquet
 from ci_pipeline.ingest.storage import SourceLocation
 from ci_pipeline.lake import Lake
 
@@ -30,6 +30,8 @@ class IngestResult:
     rows_merged: int
     schema: dict[str, str]
     drift: list[str]
+    #: True when no earlier schema was recorded: this run's schema is the baseline for drift.
+    first_schema: bool
     profile: str
     files: list[str]
     notes: list[str] = field(default_factory=list)
@@ -81,12 +83,14 @@ def ingest_table(
     label = f"sources.{source_name}.tables.{table_name}"
     location = SourceLocation.open(lake, config.resolve_location(table.path))
     pending: dict[str, dict] = {}
-    if table.incremental is not None:
+    if table.incremental is not None and table.format == "cdm":
+        batch = read_cdm_incremental(location, table, table_name, now)
+    elif table.incremental is not None:
         batch = read_incremental(location, table, now)
     elif table.format == "csv":
         batch = read_csv(location, table)
     elif table.format == "parquet":
-        batch = read_parquet(location, table)
+        batch = read_parquet(location)
     elif table.format == "cdm":
         batch = read_cdm(location, table, table_name)
     else:
@@ -109,6 +113,7 @@ def ingest_table(
         rows_merged=checked.rows_merged,
         schema=schema,
         drift=drift(before["columns"] if before else None, schema, f"{source_name}.{table_name}"),
+        first_schema=before is None,
         profile=profile(checked.accepted),
         files=batch.files,
         notes=batch.notes,

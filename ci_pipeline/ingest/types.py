@@ -101,17 +101,21 @@ def parse_datetimes(text: pd.Series, formats: list[str]) -> pd.Series:
 
     ``ISO8601`` and ``mixed`` are accepted as formats too (pandas' own parsers).
     """
-    out = pd.Series(pd.NaT, index=text.index, dtype=UTC_NS)
-    remaining = text.notna()
+    # Dates repeat a lot: parse each distinct text once and spread the results back.
+    codes, uniques = pd.factorize(text)
+    distinct = pd.Series(uniques, dtype=STRING)
+    parsed_distinct = pd.Series(pd.NaT, index=distinct.index, dtype=UTC_NS)
+    remaining = pd.Series(True, index=distinct.index)
     for fmt in formats:
         if not remaining.any():
             break
-        part = text[remaining]
-        parsed = pd.to_datetime(part, format=fmt, errors="coerce", utc=True)
-        hit = parsed.notna()
-        out[hit[hit].index] = parsed[hit].astype(UTC_NS)
-        remaining[hit[hit].index] = False
-    return out
+        parsed = pd.to_datetime(distinct[remaining], format=fmt, errors="coerce", utc=True)
+        hit = parsed.index[parsed.notna()]
+        parsed_distinct[hit] = parsed[hit].astype(UTC_NS)
+        remaining[hit] = False
+    values = parsed_distinct.to_numpy(dtype="datetime64[ns]", na_value=np.datetime64("NaT"))
+    spread = np.where(codes >= 0, values[np.maximum(codes, 0)], np.datetime64("NaT"))
+    return pd.Series(spread, index=text.index).dt.tz_localize("UTC").astype(UTC_NS)
 
 
 def _numeric(values: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
@@ -124,8 +128,13 @@ def _numeric(values: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
     if pd.api.types.is_integer_dtype(number.dtype):
         return number.astype("Int64"), bad.fillna(False).astype(bool)
     fractional = number.notna() & (np.floor(number) != number)
-    out = number.where(~fractional)
-    return out.astype("Int64"), (bad | fractional).fillna(False).astype(bool)
+    out = number.where(~fractional).astype("Int64")
+    if isinstance(values.dtype, pd.StringDtype):
+        # Plain digit strings are converted exactly: going through float64 would round integers beyond 2**53.
+        digits = values.str.fullmatch(r"[+-]?\d{1,18}").fillna(False).astype(bool)
+        if digits.any():
+            out[digits] = pd.array(values[digits].astype("int64"), dtype="Int64")
+    return out, (bad | fractional).fillna(False).astype(bool)
 
 
 def _as_text(series: pd.Series) -> pd.Series:

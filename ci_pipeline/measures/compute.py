@@ -12,7 +12,7 @@ from ci_pipeline.activities.jsoncols import json_objects
 from ci_pipeline.config.measures import COUNTING, MeasuresConfig, MeasureSpec, Window
 from ci_pipeline.measures.conditions import condition_mask, period_start
 from ci_pipeline.measures.expression import evaluate, parse
-from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS, guids, identifiers
+from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS, CUSTOMER_MEASURE_PREFIX, guids, identifiers
 
 _DAY = pd.Timedelta(days=1)
 
@@ -54,19 +54,37 @@ class FactIndex:
         stamps = pd.to_datetime(self.facts["ActivityTimeStamp"], utc=True)
         # Activities after the run date are not counted: a re-run for an earlier date gives that date's values.
         keep = (stamps < self.end).to_numpy()
-        codes = pd.Categorical(self.facts["CustomerId"].astype("string"), categories=self.customers).codes
+        # Factorise the (many) activity rows once, then look the (fewer) distinct ids up among the customers.
+        row_codes, uniques = pd.factorize(self.facts["CustomerId"])
+        lookup = self.customers.get_indexer(pd.Index(uniques).astype("string"))
+        codes = np.where(row_codes >= 0, lookup[row_codes], -1)
         keep = keep & (codes >= 0)
-        self.facts = self.facts.loc[keep].reset_index(drop=True)
-        self.facts["ActivityTimeStamp"] = stamps[keep].reset_index(drop=True)
+        if keep.all():
+            self.facts = self.facts.reset_index(drop=True)
+            self.facts["ActivityTimeStamp"] = stamps.reset_index(drop=True)
+        else:
+            self.facts = self.facts.loc[keep].reset_index(drop=True)
+            self.facts["ActivityTimeStamp"] = stamps[keep].reset_index(drop=True)
         self.codes = codes[keep].astype(np.int64)
 
     def activity_mask(self, names: tuple[str, ...]) -> np.ndarray:
         """Rows of the named activities (activity names, or activity types)."""
         key = ("activity", names)
         if key not in self._masks:
-            column = self.facts["Activity"].astype("string")
-            types = self.facts["ActivityType"].astype("string")
-            self._masks[key] = (column.isin(names) | types.isin(names)).to_numpy(dtype=bool)
+            mask = np.zeros(len(self.facts), dtype=bool)
+            for column in ("Activity", "ActivityType"):
+                codes, uniques = self._factorized(column)
+                wanted = np.flatnonzero(pd.Index(uniques).astype(str).isin(names))
+                if len(wanted):
+                    mask |= np.isin(codes, wanted)
+            self._masks[key] = mask
+        return self._masks[key]
+
+    def _factorized(self, column: str) -> tuple[np.ndarray, pd.Index]:
+        # Few distinct names over many rows: compare small integer codes instead of strings.
+        key = ("codes", column)
+        if key not in self._masks:
+            self._masks[key] = pd.factorize(self.facts[column])
         return self._masks[key]
 
     def window_mask(self, start: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:
@@ -287,7 +305,7 @@ def customer_measure_table(attributes: pd.DataFrame) -> pd.DataFrame:
     """CustomerMeasure: one row per customer, ``Measures`` = JSON of every attribute measure (sorted keys)."""
     names = {c: c for c in attributes.columns if c != "CustomerId"}
     ids = attributes["CustomerId"].astype("string")
-    identifier = identifiers("Customer_Measure", ids)
+    identifier = identifiers(CUSTOMER_MEASURE_PREFIX, ids)
     out = pd.DataFrame(
         {
             "CustomerId": ids,

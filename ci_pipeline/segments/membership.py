@@ -27,10 +27,11 @@ def membership_table(
     matrix = np.column_stack([np.asarray(masks[n], dtype=bool) for n in names])
     members = matrix.any(axis=1)
     packed = np.packbits(matrix[members], axis=1)
-    patterns, inverse = np.unique(packed, axis=0, return_inverse=True)
-    texts = []
-    for row in np.unpackbits(patterns, axis=1)[:, : len(names)].astype(bool):
-        texts.append(json.dumps([n for n, on in zip(names, row, strict=True) if on]))
+    inverse, patterns = pd.factorize(np.array([row.tobytes() for row in packed], dtype=object))
+    quoted = np.array([json.dumps(n) for n in names], dtype=object)
+    bits = np.unpackbits(np.frombuffer(b"".join(patterns), dtype=np.uint8).reshape(len(patterns), -1), axis=1)
+    # Same text as json.dumps(sorted names): the names are sorted and quoted once.
+    texts = ["[" + ", ".join(quoted[np.flatnonzero(row)]) + "]" for row in bits[:, : len(names)]]
     ids = pd.Series(customers[members], dtype="string").reset_index(drop=True)
     identifier = identifiers(ids, provider, membership_type, list_name)
     out = pd.DataFrame(

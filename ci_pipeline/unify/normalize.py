@@ -23,8 +23,8 @@ from ci_pipeline.errors import UserError
 
 #: Default normalizations per semantic type, used when a condition lists none.
 DEFAULTS: dict[str, tuple[str, ...]] = {
-    "full_name": ("ascii", "case", "symbols", "whitespace", "name"),
-    "first_name": ("ascii", "case", "symbols", "whitespace", "name"),
+    "full_name": ("ascii", "case", "name", "whitespace"),
+    "first_name": ("ascii", "case", "name", "whitespace"),
     "middle_name": ("ascii", "case", "symbols", "whitespace"),
     "last_name": ("ascii", "case", "symbols", "whitespace"),
     "email": ("ascii", "case", "whitespace", "email"),
@@ -206,7 +206,7 @@ class Normalizer:
             "ascii": _ascii,
             "numerals": _numerals,
             "phone": lambda u: phone_digits(u, self.default_region),
-            "name": lambda u: _map_words(u, nicknames()),
+            "name": _names,
             "address": lambda u: _map_words(u, address_abbreviations()),
             "organization": _organization,
             "email": _email,
@@ -237,6 +237,14 @@ def _map_words(u: pd.Series, table: dict[str, str], lower: bool = False) -> pd.S
         return " ".join(table.get(w.lower() if lower else w, w) for w in v.split())
 
     return pd.Series([one(v) for v in u.to_numpy(dtype=object, na_value=None)], index=u.index, dtype="string")
+
+
+def _names(u: pd.Series) -> pd.Series:
+    """Personal names: "Smith, Bob" -> "Bob Smith", punctuation dropped, nicknames -> formal names."""
+    parts = u.str.extract(r"^([^,]*),(.*)$")
+    u = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(u).astype("string")
+    u = u.str.replace(r"[^\w ]+|_", " ", regex=True)
+    return _map_words(u, nicknames(), lower=True)
 
 
 def _organization(u: pd.Series) -> pd.Series:

@@ -109,7 +109,10 @@ def _derive_names(out: pd.DataFrame) -> None:
         full = (first.fillna("") + " " + last.fillna("")).str.strip()
         out["full_name"] = full.where(full.str.len() > 0)
     elif "full_name" in cols:
-        words = out["full_name"].str.strip().str.split()
+        full = out["full_name"].str.strip()
+        # "Smith, John" is last name first
+        parts = full.str.extract(r"^([^,]*),(.*)$")
+        words = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(full).astype("string").str.split()
         if "first_name" not in cols:
             out["first_name"] = words.str[0].astype("string")
         if "last_name" not in cols:

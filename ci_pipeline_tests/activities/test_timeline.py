@@ -135,3 +135,54 @@ def test_duplicate_and_empty_keys_are_quarantined():
         "primary key order_id",
         "primary key order_id is empty",
     ]
+
+
+def test_bulk_guids_equal_the_one_by_one_guid():
+    from ci_pipeline.outputs import guids
+
+    values = pd.Series(["UnifiedActivity|shop_orders_o1", "é|ü|漢字", "", "a" * 500])
+    assert guids(values).tolist() == [guid(v) for v in values]
+    assert guids(pd.Series([], dtype="string")).empty
+
+
+def test_activity_config_problems_name_the_key():
+    from ci_pipeline.config import ProjectConfig
+
+    config = ProjectConfig.model_validate(
+        {
+            "sources": {
+                "shop": {"owner": "o", "tables": {"orders": {"format": "parquet", "path": "o", "primary_key": "id"}}}
+            },
+            "activities": {
+                "tables": {
+                    "orders": {
+                        "source": "shop",
+                        "table": "orders",
+                        "type": "SalesOrder",
+                        "timestamp": "ts",
+                        "customer": {"source": "shop", "table": "customers", "column": "cid"},
+                    },
+                    "ghost": {
+                        "source": "nowhere",
+                        "table": "x",
+                        "type": "Custom",
+                        "timestamp": "ts",
+                        "customer": {"source": "shop", "table": "orders", "column": "cid"},
+                    },
+                }
+            },
+        }
+    )
+    problems = config.cross_reference_problems()
+    assert "activities.tables: activities are found through the unified customers; add a 'unify' section" in problems
+    assert any(p.startswith("activities.tables.orders.customer: no table 'customers'") for p in problems)
+    assert any(p.startswith("activities.tables.ghost: no table 'x' in source 'nowhere'") for p in problems)
+
+
+def test_missing_columns_are_a_clear_error():
+    import pytest
+
+    from ci_pipeline.errors import UserError
+
+    with pytest.raises(UserError, match="activities.tables.orders: column\\(s\\) order_date not in shop.orders"):
+        build_timeline({"orders": (ORDERS, orders().drop(columns="order_date"), "order_id")}, alternate_key(), NOW)

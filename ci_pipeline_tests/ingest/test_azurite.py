@@ -134,3 +134,23 @@ def test_unreachable_storage_account_is_a_clear_error(tmp_path, monkeypatch):
     assert not result.success
     message = result.get_step_failure_events()[0].event_specific_data.error.to_string()
     assert "StorageError" in message and "is unreachable" in message and "check the account name" in message
+
+
+def test_delta_table_in_azure_is_read_incrementally(tmp_path, azure_container):
+    from deltalake import write_deltalake
+
+    from ci_pipeline.ingest.delta import delta_storage_options
+
+    config = _azure_config(
+        tmp_path,
+        azure_container,
+        {"events": {"format": "delta", "path": f"abfs://{azure_container}/events", "primary_key": "id"}},
+    )
+    lake = Lake.from_config(config.lake, tmp_path)
+    uri = f"az://{azure_container}/events"
+    options = delta_storage_options(lake, f"abfs://{azure_container}/events")
+    write_deltalake(uri, pd.DataFrame({"id": [2, 1], "v": ["b", "a"]}), storage_options=options)
+    assert metadata(materialize(config), ["src", "events"])["rows_accepted"] == 2
+    write_deltalake(uri, pd.DataFrame({"id": [3], "v": ["c"]}), mode="append", storage_options=options)
+    meta = metadata(materialize(config), ["src", "events"])
+    assert "read 1 new file(s) only" in meta["notes"] and meta["rows_accepted"] == 3

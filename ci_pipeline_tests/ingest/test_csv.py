@@ -166,3 +166,55 @@ def test_unknown_format_is_a_configuration_error(tmp_path):
 
     with pytest.raises(ConfigError, match=r"sources\.src\.tables\.t\.format: .*'csv', 'parquet', 'cdm' or 'delta'"):
         write_config(tmp_path, {"t": {"format": "xlsx", "path": "t.xlsx", "primary_key": "id"}})
+
+
+def test_preflight_names_missing_paths_and_primary_keys(tmp_path):
+    from ci_pipeline.ingest.preflight import source_problems
+    from ci_pipeline_tests.ingest.conftest import write_config
+
+    (tmp_path / "a.csv").write_text("ident,v\n1,x\n")
+    (tmp_path / "b.csv").write_text("id,v\n1,x\n")
+    config = write_config(
+        tmp_path,
+        {
+            "a": {"format": "csv", "path": "a.csv", "primary_key": "id"},
+            "b": {"format": "csv", "path": "b.csv", "primary_key": "id"},
+            "c": {"format": "parquet", "path": "gone", "primary_key": "id"},
+        },
+    )
+    problems = source_problems(config)
+    assert len(problems) == 2
+    assert problems[0].startswith("sources.src.tables.a.primary_key: column 'id' is not in a.csv (columns: ident, v)")
+    assert problems[1].startswith("sources.src.tables.c.path: ") and "gone: file or folder not found" in problems[1]
+
+
+def test_escapechar_and_utf16(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text('id|text\n1|a \\| b\n2|say \\"x\\"\n')
+    result = ingest(csv_table(csv={"delimiter": "|", "escapechar": "\\"}))
+    assert result.data["text"].tolist() == ["a | b", 'say "x"']
+    (tmp_path / "u.csv").write_bytes("id,name\n1,Zoë\n".encode("utf-16"))
+    result = ingest(csv_table(path="u.csv", csv={"encoding": "utf-16"}))
+    assert result.data["name"].tolist() == ["Zoë"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_round_trip_of_awkward_values_written_by_pandas(tmp_path, ingest, seed):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list('ab ,"\n;é'))
+    values = ["".join(rng.choice(alphabet, rng.integers(1, 8))) for _ in range(200)]
+    frame = pd.DataFrame({"id": [f"k{i:03d}" for i in range(200)], "text": values, "other": values[::-1]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    result = ingest(csv_table(csv={"multiline": True}))
+    assert result.rows_quarantined == 0
+    expected = frame.replace({"": None})
+    assert result.data["text"].tolist() == expected["text"].tolist()
+    assert result.data["other"].tolist() == expected["other"].tolist()
+
+
+def test_large_integers_are_exact(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text("id,n\n1,12345678901234567\n2,oops\n")
+    result = ingest(csv_table(columns={"n": "int64"}))
+    assert result.data["n"].tolist() == [12345678901234567]
+    assert result.quarantine["reason"].tolist() == ["malformed value in column 'n': 'oops' is not a valid int64"]

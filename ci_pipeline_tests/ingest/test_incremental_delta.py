@@ -32,7 +32,7 @@ def test_incremental_layout_applies_upserts_and_deletes_by_key(tmp_path, ingest)
     )
     # an older change arriving later must not win over the newer one
     _hour(root, "2026/06/30/09", "Upserts", "u.csv", "id,name,modified\n1,Ann OLD,2026-06-15T00:00:00\n")
-    _hour(root, "2026/06/30/09", "Deletes", "d.csv", "id,name,modified\n2,,\n")
+    _hour(root, "2026/06/30/09", "Deletes", "d.csv", "id\n2\n")
     # the hour 10:00-11:00 has not ended at 10:30: not read yet
     _hour(root, "2026/06/30/10", "Upserts", "u.csv", "id,name,modified\n3,Cy NEW,2026-06-30T10:05:00\n")
     table = {
@@ -99,3 +99,35 @@ def test_delta_history_vacuumed_means_a_full_read(tmp_path):
     meta = metadata(result, ["src", "events"])
     assert "vacuumed" in meta["notes"] and "full read of version 1" in meta["notes"]
     assert meta["rows_accepted"] == 2
+
+
+def test_incremental_layout_under_a_cdm_entity_takes_its_attributes(tmp_path, ingest):
+    import json
+
+    (tmp_path / "cdm" / "Members" / "FullData").mkdir(parents=True)
+    (tmp_path / "cdm" / "model.json").write_text(
+        json.dumps(
+            {
+                "name": "loyalty",
+                "entities": [
+                    {
+                        "$type": "LocalEntity",
+                        "name": "Members",
+                        "attributes": [
+                            {"name": "member_id", "dataType": "string"},
+                            {"name": "points", "dataType": "int64"},
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    (tmp_path / "cdm" / "Members" / "FullData" / "p.csv").write_text("m1,10\nm2,20\n")
+    _hour(tmp_path / "cdm" / "Members", "2026/06/29/23", "Upserts", "u.csv", "m2,25\nm3,x\n")
+    _hour(tmp_path / "cdm" / "Members", "2026/06/29/23", "Deletes", "d.csv", "m1,\n")
+    table = {"members": {"format": "cdm", "path": "cdm/model.json", "primary_key": "member_id", "incremental": {}}}
+    result = ingest(table, table="members", now=datetime(2026, 6, 30, tzinfo=UTC))
+    assert result.data.values.tolist() == [["m2", 25]]
+    assert result.data["points"].dtype == "Int64"
+    assert result.quarantine["kind"].tolist() == ["malformed_value"]
+    assert (result.rows_read, result.rows_merged) == (5, 3) and result.balanced

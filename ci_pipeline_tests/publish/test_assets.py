@@ -69,13 +69,18 @@ def run(config, customers):
 
 
 def test_available_tables_follow_the_configured_sections():
-    bare = SimpleNamespace(unify=None, activities=object(), measures=object(), segments=object())
+    bare = SimpleNamespace(
+        unify=None,
+        activities=SimpleNamespace(tables={}),
+        measures=SimpleNamespace(attributes={}),
+        segments=SimpleNamespace(definitions={}),
+    )
     assert publish.available_tables(bare) == {}
     full = SimpleNamespace(
         unify=object(),
         activities=SimpleNamespace(tables={"orders": 1}),
-        measures=SimpleNamespace(measures=[1]),
-        segments=SimpleNamespace(segments={"vip": 1}),
+        measures=SimpleNamespace(attributes={"ltv": 1}),
+        segments=SimpleNamespace(definitions={"vip": 1}),
     )
     assert set(publish.available_tables(full)) == {
         "CustomerProfile",

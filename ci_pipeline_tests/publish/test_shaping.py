@@ -108,6 +108,7 @@ def test_customer_profile_key_and_logical_names():
     assert table.frame.iloc[0, 0] == expected_guid("C1")
     assert table.entity_set == "contoso_customerprofiles"
     assert entity_set("UnifiedActivity") == "msdynci_unifiedactivities"
+    assert entity_set("AlternateKey") == "msdynci_alternatekeys"
     assert logical_column("msdynci_identifier", "abc") == "abc_identifier"
     assert primary_key("AlternateKey") == "msdynci_alternatekeyid"
 
@@ -121,3 +122,9 @@ def test_bad_input_names_table_and_columns():
         sink_table(
             "CustomerProfile", outputs.shape_customer_profile(pd.DataFrame({"CustomerId": ["A"], "customerid": ["x"]}))
         )
+
+
+def test_bulk_guids_equal_uuid5_one_by_one():
+    names = pd.Series(["", "crm|contacts|c-1", "Zoë|Ärger|€", "x" * 500, *[f"k{i}" for i in range(1000)]])
+    assert outputs.guids(names).tolist() == [expected_guid(n) for n in names]
+    assert outputs.guids(pd.Series([], dtype="string")).tolist() == []

@@ -92,3 +92,10 @@ def test_alias_file_missing_or_without_header(tmp_path):
     (tmp_path / "h.csv").write_text("a,b\n")
     with pytest.raises(UserError, match="header"):
         read_alias_file(tmp_path / "h.csv", "x")
+
+
+def test_last_name_first_and_punctuation():
+    assert (
+        norm(["Smith, Bob", "bob smith", "Bob  Smith."], ["ascii", "case", "name", "whitespace"])
+        == ["robert smith"] * 3
+    )
