@@ -52,8 +52,10 @@ def runs(tmp_path_factory):
     again = {"profile": read(lake, "unify", "customer_profile"), "sink": sink_content(sink)}
 
     contacts = folder / "crm" / "contacts.csv"
-    frame = pd.read_csv(contacts, dtype=str, keep_default_na=False)
-    frame.sample(frac=1.0, random_state=3).to_csv(contacts, index=False)
+    # Shuffle whole lines: the sample's deliberately broken CSV lines must reach ingestion as they are.
+    header, *rows = contacts.read_text(encoding="utf-8").splitlines()
+    shuffled_rows = pd.Series(rows).sample(frac=1.0, random_state=3)
+    contacts.write_text("\n".join([header, *shuffled_rows]) + "\n", encoding="utf-8")
     assert main(["--config", str(config_file), "run"]) == 0
     shuffled = {"profile": read(lake, "unify", "customer_profile"), "sink": sink_content(sink)}
     return config, lake, first, again, shuffled

@@ -1,9 +1,9 @@
 """`ci-pipeline bench unify --people N`: unification speed and quality against the generator's ground truth.
 
 The data set is generated in a child process (so the peak memory printed is unification's own), the customer
-tables are read straight from the generated files, and unification runs exactly as the pipeline runs it. One JSON
-line is printed: records, candidate pairs, seconds per phase, records/s, scored pairs/s, peak RSS and pairwise and
-B-cubed precision / recall / F1.
+tables are read through ingestion (faulty rows are quarantined as in a run), and unification runs exactly as the
+pipeline runs it. One JSON line is printed: records, candidate pairs, seconds per phase, records/s, scored
+pairs/s, peak RSS and pairwise and B-cubed precision / recall / F1.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import pandas as pd
 from ci_pipeline.config import load_config
 from ci_pipeline.config.model import ProjectConfig
 from ci_pipeline.errors import UserError
+from ci_pipeline.ingest import ingest_table
+from ci_pipeline.lake import Lake
 from ci_pipeline.unify import unify
 
 
@@ -87,44 +89,14 @@ def bench(folder: Path) -> dict:
 
 
 def read_customer_tables(config: ProjectConfig) -> tuple[dict, dict]:
-    """The unify tables as string frames, read directly from the generated CSV, Parquet and CDM files."""
+    """The unify tables as ingestion accepts them (quarantined rows left out), as the pipeline hands them over."""
     frames, keys = {}, {}
-    for t in config.unify.tables:
-        spec = config.sources[t.source].tables[t.table]
-        path = Path(config.resolve_location(spec.path))
-        if spec.format == "csv":
-            frame = pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""])
-        elif spec.format == "parquet":
-            frame = pd.read_parquet(path).astype("string")
-        elif spec.format == "cdm":
-            frame = _read_model_json(path, spec.entity or t.table)
-        else:
-            raise UserError(f"bench unify: format {spec.format!r} of {t.ref} is not supported by the benchmark")
-        frames[(t.source, t.table)] = frame
-        keys[(t.source, t.table)] = spec.primary_key
+    with tempfile.TemporaryDirectory(prefix="ci-bench-ingest-") as scratch:
+        lake = Lake.local(scratch)
+        for t in config.unify.tables:
+            frames[(t.source, t.table)] = ingest_table(config, lake, t.source, t.table).data
+            keys[(t.source, t.table)] = config.sources[t.source].tables[t.table].primary_key
     return frames, keys
-
-
-def _read_model_json(path: Path, entity: str) -> pd.DataFrame:
-    model = json.loads(path.read_text(encoding="utf-8"))
-    for e in model["entities"]:
-        if e["name"].lower() == entity.lower():
-            names = [a["name"] for a in e["attributes"]]
-            parts = [
-                pd.read_csv(
-                    path.parent / p["location"].split("/")[-1]
-                    if not (path.parent / p["location"]).exists()
-                    else path.parent / p["location"],
-                    header=None,
-                    names=names,
-                    dtype="string",
-                    keep_default_na=False,
-                    na_values=[""],
-                )
-                for p in e.get("partitions", [])
-            ]
-            return pd.concat(parts, ignore_index=True)
-    raise UserError(f"{path}: no entity {entity!r}")
 
 
 def score_against_truth(membership: pd.DataFrame, truth: pd.DataFrame) -> dict:

@@ -11,8 +11,14 @@ and some are in one table twice:
   partitions each; partition locations are relative to the folder that holds model.json.
 - ``support/tickets.csv`` and ``support/surveys.csv``: one ticket per case (free text), surveys with ratings.
 - ``ci_pipeline.yaml``: assembled from ``templates/<section>.yaml`` (see :data:`SECTIONS`).
-- ``ground_truth/records.parquet`` (source, table, key, person_id for every customer record) and
-  ``ground_truth/people.parquet`` (household, look-alike, segment, churn, preferences); no config refers to them.
+- ``ground_truth/records.parquet`` (source, table, key, person_id for every customer record the pipeline
+  accepts), ``ground_truth/people.parquet`` (household, look-alike, segment, churn, preferences) and
+  ``ground_truth/faults.parquet`` (source, table, line, key, kind, stage, detail for every injected faulty row);
+  no config refers to them.
+
+Faults: a few extra rows a real export always has (duplicate or empty keys, bad dates and ratings, broken CSV
+lines, orders and surveys pointing at missing customers, a mistyped year), so quarantine shows end to end; see
+:mod:`ci_pipeline.generate.faults`.
 
 Noise: typos, nicknames (Bob/Robert), case and stray blanks, seven phone formats, Street/St, ZIP+4 and lost
 leading zeros, missing fields, moved addresses, changed surnames, shared household phones and e-mails, twins and

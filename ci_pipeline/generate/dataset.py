@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.generate import tables
+from ci_pipeline.generate import faults, tables
 from ci_pipeline.generate.noise import take
 from ci_pipeline.generate.pools import CATALOG, build_pools, product_catalog
 from ci_pipeline.generate.population import CUSTOMER_SOURCES, SEGMENTS, build_people
@@ -164,7 +164,11 @@ def generate(
     end_day = int(np.datetime64(as_of, "D").astype(np.int64))
     if progress is None:
         progress = people >= 50_000 and sys.stderr.isatty()
-    streams = iter(np.random.SeedSequence(seed).spawn(12))
+    children = np.random.SeedSequence(seed).spawn(13)
+    streams = iter(children[:12])
+    # Faults draw from their own stream, so the genuine rows are the same with or without them.
+    fault_rng = np.random.default_rng(children[12])
+    injected: list[pd.DataFrame] = []
 
     def rng() -> np.random.Generator:
         return np.random.default_rng(next(streams))
@@ -198,8 +202,8 @@ def generate(
         )
 
     contacts, persons = tables.crm_contacts(person, pools, emails, rng(), end_day)
-    _write_csv(contacts, folder / "crm" / "contacts.csv")
     record("crm", "contacts", contacts, "contact_id", persons)
+    _write_with_faults(faults.crm_contacts(contacts, fault_rng), folder / "crm" / "contacts.csv", counts, injected)
     step("crm")
 
     customers, persons, signup = tables.ecommerce_customers(person, pools, emails, rng(), end_day)
@@ -210,6 +214,8 @@ def generate(
         orders, counts["ecommerce.order_lines"], per_account = tables.orders_and_lines(
             person, customers, persons, signup, rng(), catalog, end_day, lines.write, ACTIVITY_VOLUME
         )
+    orders, order_faults = faults.ecommerce_orders(orders, len(customers), fault_rng)
+    injected.append(order_faults)
     _write_parquet(orders, folder / "ecommerce" / "orders.parquet")
     counts["ecommerce.orders"] = len(orders)
     del orders
@@ -233,19 +239,34 @@ def generate(
     tickets, persons, opened = tables.support_tickets(person, pools, emails, rng(), catalog, end_day)
     survey = tables.surveys(person, tickets, persons, opened, rng(), end_day)
     _write_csv(tickets, folder / "support" / "tickets.csv")
-    _write_csv(survey, folder / "support" / "surveys.csv")
     record("support", "tickets", tickets, "ticket_id", persons)
-    counts["support.surveys"] = len(survey)
+    survey_faults = faults.support_surveys(survey, len(tickets), fault_rng)
+    _write_with_faults(survey_faults, folder / "support" / "surveys.csv", counts, injected)
     step("support")
 
     records = pd.concat(truth, ignore_index=True)
     _write_parquet(records, folder / "ground_truth" / "records.parquet")
     _write_parquet(people_facts(person, pools, records), folder / "ground_truth" / "people.parquet")
+    _write_parquet(fault_table(injected), folder / "ground_truth" / "faults.parquet")
     step("ground truth")
     write_config(folder)
     step("config")
     bar.close()
     return counts
+
+
+def _write_with_faults(table: faults.CsvFaults, target: Path, counts: dict, injected: list) -> None:
+    text, records = table.render()
+    _atomic_write(target, text.encode("utf-8"))
+    counts[f"{table.source}.{table.table}"] = table.n + len(records)
+    injected.append(records)
+
+
+def fault_table(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Every injected fault: source, table, line (CSV files; 1 = header), key as written, kind, stage, detail."""
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=faults.FAULT_COLUMNS)
+    types = {c: "str" for c in faults.FAULT_COLUMNS} | {"line": "Int64", "key": "string"}
+    return frame.astype(types).reset_index(drop=True)
 
 
 def people_facts(person: pd.DataFrame, pools, records: pd.DataFrame) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import io
 import json
 import re
 from pathlib import Path
@@ -65,14 +66,32 @@ def sample(tmp_path_factory) -> Path:
     return out
 
 
-def read_table(out: Path, source: str, table: str) -> pd.DataFrame:
-    """Read a generated table the way its format says (CDM partitions through model.json)."""
+def faults_of(out: Path, source: str, table: str) -> pd.DataFrame:
+    """The faulty rows the generator injected into one table (ground_truth/faults.parquet)."""
+    faults = pd.read_parquet(out / "ground_truth" / "faults.parquet")
+    return faults[(faults["source"] == source) & (faults["table"] == table)]
+
+
+def read_csv_text(path: Path, skip_lines: set[int] = frozenset(), **kwargs) -> pd.DataFrame:
+    """A CSV file as strings, without the given 1-based physical lines (the faulty rows)."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    kept = "\n".join(line for number, line in enumerate(lines, start=1) if number not in skip_lines)
+    return pd.read_csv(io.StringIO(kept), dtype=str, keep_default_na=False, na_values=[""], **kwargs)
+
+
+def read_table(out: Path, source: str, table: str, genuine: bool = True) -> pd.DataFrame:
+    """Read a generated table the way its format says (CDM partitions through model.json).
+
+    With ``genuine`` the injected faulty rows are left out (by line for CSV files, by key for Parquet).
+    """
+    faults = faults_of(out, source, table) if genuine else faults_of(out, "", "")
     if source == "crm":
-        return pd.read_csv(out / "crm" / "contacts.csv", dtype=str, keep_default_na=False, na_values=[""])
+        return read_csv_text(out / "crm" / "contacts.csv", set(faults["line"].dropna()))
     if source == "support":
-        return pd.read_csv(out / "support" / f"{table}.csv", dtype=str, keep_default_na=False, na_values=[""])
+        return read_csv_text(out / "support" / f"{table}.csv", set(faults["line"].dropna()))
     if source == "ecommerce":
-        return pd.read_parquet(out / "ecommerce" / f"{table}.parquet")
+        frame = pd.read_parquet(out / "ecommerce" / f"{table}.parquet")
+        return frame[~frame[COLUMNS[(source, table)][0]].isin(faults["key"].dropna())].reset_index(drop=True)
     model = json.loads((out / "loyalty" / "model.json").read_text())
     entity = next(e for e in model["entities"] if e["name"].lower() == table)
     names = [a["name"] for a in entity["attributes"]]
@@ -95,7 +114,7 @@ def test_every_table_has_the_contract_columns_and_sorted_unique_keys(sample):
 
 
 def test_typed_parquet_columns(sample):
-    orders = pd.read_parquet(sample / "ecommerce" / "orders.parquet")
+    orders = read_table(sample, "ecommerce", "orders")
     assert str(orders["order_date"].dtype).startswith("datetime64")
     assert orders["total_amount"].dtype == "float64" and orders["is_return"].dtype == bool
     lines = pd.read_parquet(sample / "ecommerce" / "order_lines.parquet")
@@ -109,7 +128,7 @@ def test_typed_parquet_columns(sample):
 def test_foreign_keys_resolve(sample):
     customers = set(pd.read_parquet(sample / "ecommerce" / "customers.parquet")["customer_id"])
     for table in ("orders", "order_lines", "web_sessions"):
-        assert set(pd.read_parquet(sample / "ecommerce" / f"{table}.parquet")["customer_id"]) <= customers
+        assert set(read_table(sample, "ecommerce", table)["customer_id"]) <= customers
     members = set(read_table(sample, "loyalty", "members")["member_id"])
     assert set(read_table(sample, "loyalty", "points")["member_id"]) <= members
     tickets = set(read_table(sample, "support", "tickets")["ticket_id"])
@@ -117,7 +136,7 @@ def test_foreign_keys_resolve(sample):
 
 
 def test_all_activity_ends_by_the_as_of_date(sample):
-    orders = pd.read_parquet(sample / "ecommerce" / "orders.parquet")
+    orders = read_table(sample, "ecommerce", "orders")
     assert orders["order_date"].max() <= AS_OF
     checks = [
         (read_table(sample, "ecommerce", "web_sessions")["started_at"], "%Y-%m-%dT%H:%M:%S"),
@@ -211,7 +230,7 @@ def test_churned_people_stop_buying_and_rate_lower(tmp_path):
     people = pd.read_parquet(out / "ground_truth" / "people.parquet").set_index("person_id")
     records = pd.read_parquet(out / "ground_truth" / "records.parquet")
     account = records[records["table"] == "customers"].set_index("key")["person_id"]
-    orders = pd.read_parquet(out / "ecommerce" / "orders.parquet")
+    orders = read_table(out, "ecommerce", "orders")
     orders["person_id"] = account.loc[orders["customer_id"]].to_numpy()
     last = orders.groupby("person_id")["order_date"].max()
     churned = people.loc[last.index, "churned"].to_numpy()
@@ -320,7 +339,7 @@ def test_bundled_sample_is_what_the_generator_writes_now(tmp_path):
 def test_as_of_moves_the_end_of_all_activity(tmp_path):
     out = tmp_path / "early"
     generate(people=150, seed=5, out=out, as_of="2024-12-31")
-    assert pd.read_parquet(out / "ecommerce" / "orders.parquet")["order_date"].max() <= pd.Timestamp("2025-01-01")
+    assert read_table(out, "ecommerce", "orders")["order_date"].max() <= pd.Timestamp("2025-01-01")
     points = read_table(out, "loyalty", "points")["transaction_date"]
     assert pd.to_datetime(points, format="%Y-%m-%dT%H:%M:%S").max() < pd.Timestamp("2025-01-01")
     people = pd.read_parquet(out / "ground_truth" / "people.parquet")
