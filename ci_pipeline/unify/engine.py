@@ -142,6 +142,7 @@ def unify(
     match = evaluate_rules(prep, config.match.rules, np.arange(n), across_ranks=True)
     match["stage"] = "match"
     match["rule_name"] = _names(config.match.rules, match["rule"])
+    prep.release()
     lap("match")
 
     ident = (records["source"] + "|" + records["table"] + "|" + records["key"]).to_numpy(dtype=object)
