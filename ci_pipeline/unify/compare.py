@@ -40,6 +40,11 @@ class Prepared:
     #: rule name -> {"blocks": n, "records": n} of blocking keys over ``max_block_size`` (no pairs formed).
     oversized_blocks: dict = field(default_factory=dict)
 
+    def release(self) -> None:
+        """Drop the cached normalized columns (they are the largest objects of a run once matching is done)."""
+        self._values.clear()
+        self._codes.clear()
+
     def steps(self, cond: Condition) -> tuple[str, ...]:
         return tuple(cond.normalize) if cond.normalize is not None else default_normalizations(cond.field)
 

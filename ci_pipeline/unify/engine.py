@@ -142,6 +142,7 @@ def unify(
     match = evaluate_rules(prep, config.match.rules, np.arange(n), across_ranks=True)
     match["stage"] = "match"
     match["rule_name"] = _names(config.match.rules, match["rule"])
+    prep.release()
     lap("match")
 
     ident = (records["source"] + "|" + records["table"] + "|" + records["key"]).to_numpy(dtype=object)
@@ -152,10 +153,10 @@ def unify(
     pairs = pd.concat([dedup_pairs, match], ignore_index=True)
     pairs["note"] = ""
     if len(never[0]):
-        never_ids = set(zip(np.minimum(*never).tolist(), np.maximum(*never).tolist(), strict=True))
+        never_ids = np.minimum(*never) * n + np.maximum(*never)
         lo = np.minimum(pairs["left"], pairs["right"]).to_numpy()
         hi = np.maximum(pairs["left"], pairs["right"]).to_numpy()
-        hit = np.array([(a, b) in never_ids for a, b in zip(lo, hi, strict=True)], dtype=bool)
+        hit = np.isin(lo * n + hi, never_ids)
         pairs.loc[hit & pairs["accepted"].to_numpy(), "note"] = "never_match"
         pairs.loc[hit, "accepted"] = False
     if len(always[0]):

@@ -91,7 +91,7 @@ def explain_pair(
         if len(hit) == 0:
             raise UserError(f"record {'|'.join(ref)} is not in the customer tables; check source, table and key")
         pos[name] = int(hit[0])
-    i, j = sorted(pos.values())
+    i, j = pos["first"], pos["second"]
     same_table = records["rank"].iloc[i] == records["rank"].iloc[j]
     if same_table:
         rules = config.tables[int(records["rank"].iloc[i])].dedup.rules
@@ -229,7 +229,8 @@ def render_pair(info: dict) -> str:
 
 
 def _fmt(scores: dict) -> str:
-    return "(" + ", ".join(f"{k} {v}" for k, v in scores.items()) + ")" if scores else ""
+    shown = ", ".join(f"{k} {'n/a' if v is None else v}" for k, v in scores.items())
+    return f"({shown})" if scores else ""
 
 
 def _score_text(c: dict) -> str:

@@ -235,3 +235,48 @@ def test_components_are_transitive():
     chain = np.arange(999)
     labels = components(1000, chain[::-1], chain[::-1] + 1)
     assert (labels == 0).all()
+
+
+def test_allow_missing_refuses_only_conflicts():
+    raw = config().model_dump()
+    raw["tables"][2]["columns"]["birth"] = "birth_date"
+    raw["tables"][0]["columns"]["birth"] = "birth_date"
+    raw["match"]["rules"][1]["conditions"].append({"field": "birth_date", "allow_missing": True})
+    f = frames()
+    f[("crm", "contacts")]["birth"] = pd.Series(["1980-01-01", None, None, None], dtype="string")
+    f[("loyalty", "members")]["birth"] = pd.Series(["01/01/1990", None], dtype="string")  # conflicts with c1
+    r = unify(type(config()).model_validate(raw), f, KEYS)
+    pair = r.match_pairs[(r.match_pairs.LeftKey == "c1") & (r.match_pairs.RightKey == "m1")]
+    assert not pair.Accepted.iloc[0]
+    # s1 has no birth date: the phone rule still links it to m1 (missing is allowed)
+    s1_m1 = r.match_pairs[(r.match_pairs.LeftKey == "s1") & (r.match_pairs.RightKey == "m1")]
+    assert s1_m1.Accepted.iloc[0] and json.loads(s1_m1.Scores.iloc[0])["birth_date"] is None
+
+
+def test_names_and_dates_are_not_frequency_capped_but_oversized_blocks_are():
+    n = 40
+    crm = pd.DataFrame(
+        {
+            "contact_id": [f"c{i}" for i in range(n)],
+            "first_name": ["Pat"] * n,
+            "last_name": ["Doe"] * n,
+            "email": [f"p{i}@x.com" for i in range(n)],
+            "phone": [None] * n,
+            "street": [None] * n,
+            "city": [None] * n,
+            "modified_at": [None] * n,
+        }
+    ).astype("string")
+    f = frames()
+    f[("crm", "contacts")] = crm
+    raw = config().model_dump()
+    raw["tables"][0]["dedup"]["rules"] = [
+        {"name": "same_name", "conditions": [{"field": "last_name"}, {"field": "first_name"}]}
+    ]
+    raw["guard"] = {"max_value_frequency": 5, "max_block_size": 1000, "max_cluster_size": 100}
+    r = unify(type(config()).model_validate(raw), f, KEYS)
+    assert r.dedup[("crm", "contacts")].GroupSize.max() == n  # names are not capped
+    raw["guard"]["max_block_size"] = 10
+    r = unify(type(config()).model_validate(raw), f, KEYS)
+    assert r.dedup[("crm", "contacts")].GroupSize.max() == 1
+    assert r.stats["oversized_blocks"]["same_name"] == {"blocks": 1, "records": n}

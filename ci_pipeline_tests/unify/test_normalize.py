@@ -99,3 +99,19 @@ def test_last_name_first_and_punctuation():
         norm(["Smith, Bob", "bob smith", "Bob  Smith."], ["ascii", "case", "name", "whitespace"])
         == ["robert smith"] * 3
     )
+
+
+def test_postal_codes():
+    assert norm(["5103", "05103", "05103-1234", "051031234", "SW1A 1AA", "sw1a1aa"], ["ascii", "case", "postal"]) == [
+        "05103",
+        "05103",
+        "05103",
+        "05103",
+        "sw1a1aa",
+        "sw1a1aa",
+    ]
+
+
+def test_initials_and_suffixes_are_not_names():
+    steps = ["ascii", "case", "name", "whitespace"]
+    assert norm(["David Turner B.", "David Turner Jr.", "david turner"], steps) == ["david turner"] * 3
