@@ -18,8 +18,23 @@ sources:
 
 def test_validate_reports_ok(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text(CONFIG)
+    (tmp_path / "contacts.csv").write_text("contact_id,name\nc1,Ann\n")
     assert main(["validate", str(tmp_path / "c.yaml")]) == 0
     assert "OK (1 sources, 1 tables)" in capsys.readouterr().out
+
+
+def test_validate_opens_the_sources(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    assert main(["validate", str(tmp_path / "c.yaml")]) == 2
+    assert "sources.crm.tables.contacts.path" in capsys.readouterr().err
+    (tmp_path / "contacts.csv").write_text("id,name\nc1,Ann\n")
+    assert main(["validate", str(tmp_path / "c.yaml")]) == 2
+    assert "contact_id" in capsys.readouterr().err
+    assert main(["validate", "--no-sources", str(tmp_path / "c.yaml")]) == 0
+
+
+def test_bundled_sample_validates(capsys):
+    assert main(["validate"]) == 0
 
 
 def test_validate_reports_every_problem_and_exits_2(tmp_path, capsys):

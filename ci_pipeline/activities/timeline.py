@@ -9,6 +9,7 @@ import pandas as pd
 
 from ci_pipeline.activities.jsoncols import json_objects
 from ci_pipeline.config.activities import ActivityTable
+from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, guids, identifiers
 
 #: Columns of the quarantine table (one row per activity that could not be placed on the timeline).
@@ -84,8 +85,6 @@ def place_activities(
         if c is not None and c not in frame.columns
     ]
     if missing:
-        from ci_pipeline.errors import UserError
-
         raise UserError(
             f"activities.tables.{name}: column(s) {', '.join(sorted(set(missing)))} not in "
             f"{spec.source}.{spec.table} (it has {', '.join(map(str, frame.columns))}); fix the column names"

@@ -41,7 +41,7 @@ def run(args) -> int:
             _generate(args.people, args.seed, folder)
         generate_s = time.perf_counter() - started
         figures = bench(folder)
-        figures = {"people": args.people, "generate_s": round(generate_s, 1), **figures}
+        figures = {"generate_s": round(generate_s, 1), **figures}
     print(json.dumps(figures))
     return 0
 
@@ -69,6 +69,7 @@ def bench(folder: Path) -> dict:
     candidates = sum(r["candidates"] for r in result.stats["rules"])
     compare_s = result.timings.get("dedup", 0) + result.timings.get("match", 0)
     return {
+        "people": quality["true_people"],
         "records": int(len(result.records)),
         "customers": int(result.stats["customers"]),
         "candidate_pairs": int(candidates),

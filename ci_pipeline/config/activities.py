@@ -99,6 +99,13 @@ class ActivitiesConfig(StrictModel):
                     f"{key}.customer: no table '{act.customer.table}' in source '{act.customer.source}'; "
                     "point it at a customer table that takes part in unification"
                 )
+            elif project.unify is not None and not any(
+                (t.source, t.table) == (act.customer.source, act.customer.table) for t in project.unify.tables
+            ):
+                found.append(
+                    f"{key}.customer: {act.customer.source}.{act.customer.table} does not take part in unification, "
+                    "so its records have no customer; add it to unify.tables or point at a table that does"
+                )
         return found
 
 

@@ -324,6 +324,8 @@ class MeasuresConfig(StrictModel):
             found.append(f"{key}.dimensions: a customer measure needs at least one dimension (else use attributes)")
         if kind == "attributes" and spec.dimensions:
             found.append(f"{key}.dimensions: attribute measures have one value per customer; move it to 'customer'")
+        if spec.of_measure is not None and spec.dimensions:
+            found.append(f"{key}.dimensions: a measure of a measure has no dimensions; remove them")
         if spec.of_measure is not None:
             if kind != "business":
                 found.append(f"{key}.of_measure: only business measures aggregate another measure")

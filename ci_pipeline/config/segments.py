@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
@@ -118,8 +119,6 @@ class SegmentsConfig(StrictModel):
 
 
 def _measure_problems(node, measures) -> list[str]:
-    import datetime as dt
-
     if node.name not in measures:
         return [
             f"{node.key}.field: unknown measure {node.name!r}; customer attribute measures are "

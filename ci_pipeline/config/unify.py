@@ -60,6 +60,8 @@ NORMALIZATIONS = (
     "organization",
     "email",
     "date",
+    "postal",
+    "name_plain",
 )
 
 #: Named precisions and the similarity each requires.
@@ -97,6 +99,9 @@ class Condition(StrictModel):
     precision: Precision = "exact"
     #: Normalizations applied before comparing; default: the usual ones for the field's semantic type.
     normalize: list[Normalization] | None = None
+    #: When true, the condition holds if either value is missing: it only refuses conflicting values (a birth date
+    #: that differs), which is how a rule guards against look-alikes without requiring the field.
+    allow_missing: bool = False
 
     @property
     def threshold(self) -> float:
@@ -121,7 +126,7 @@ class Rule(StrictModel):
         if self.blocking:
             by_field = {c.field: c for c in self.conditions}
             return [by_field.get(f, Condition(field=f)) for f in self.blocking]
-        return [c for c in self.conditions if c.is_exact]
+        return [c for c in self.conditions if c.is_exact and not c.allow_missing]
 
 
 class Winner(StrictModel):
@@ -204,9 +209,14 @@ class GuardConfig(StrictModel):
 
     #: A customer may hold at most this many records; larger clusters are rebuilt from their strongest links.
     max_cluster_size: int = Field(50, ge=2)
-    #: A normalized value held by more records than this (a household e-mail, a store phone) is ignored for
-    #: blocking and matching.
+    #: A normalized value of a ``frequency_fields`` field held by more records than this (a household e-mail, a
+    #: store phone) is ignored for blocking and matching.
     max_value_frequency: int = Field(25, ge=2)
+    #: Identifying fields the value-frequency cap applies to (names, cities and dates are shared by nature).
+    frequency_fields: list[str] = ["email", "phone"]
+    #: A blocking key shared by more records than this forms no candidate pairs (reported in the statistics):
+    #: it keeps a too-coarse rule from comparing millions of pairs.
+    max_block_size: int = Field(1000, ge=2)
 
 
 DEFAULT_BYPASS = [
@@ -290,7 +300,7 @@ class UnifyConfig(StrictModel):
         found = []
         for where, rules in self._all_rules():
             for i, rule in enumerate(rules):
-                if not any(c.is_exact for c in rule.conditions):
+                if not any(c.is_exact and not c.allow_missing for c in rule.conditions):
                     found.append(
                         f"{where}[{i}] ({rule.name}): no exact condition; records are compared only within "
                         f"blocks of equal {', '.join(rule.blocking)}, so matches outside those blocks are not found"
@@ -375,7 +385,7 @@ def _rule_problems(rule: Rule, key: str, attrs: set[str], normalize: NormalizeCo
     for f in rule.blocking:
         if f not in attrs:
             found.append(f"{key}.blocking: {f!r} is not a mapped field")
-    if not rule.blocking and not any(c.is_exact for c in rule.conditions):
+    if not rule.blocking and not any(c.is_exact and not c.allow_missing for c in rule.conditions):
         found.append(
             f"{key} ({rule.name}): no exact condition and no 'blocking' fields; comparing every pair of records "
             "does not scale: add an exact condition or list blocking fields"

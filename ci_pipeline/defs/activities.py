@@ -29,7 +29,7 @@ def build(config: ProjectConfig) -> dg.Definitions:
     ins["alternate_key"] = dg.AssetIn(key=ALTERNATE_KEY)
 
     @dg.multi_asset(
-        name="activities",
+        name="place_activities",
         group_name="activities",
         ins=ins,
         outs={

@@ -5,7 +5,7 @@ import dagster as dg
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.sources import SourceConfig, TableConfig
 from ci_pipeline.defs.resources import LakeResource, asset_path
-from ci_pipeline.ingest import ingest_table, remember
+from ci_pipeline.ingest import IngestResult, ingest_table, remember
 
 GROUP = "ingest"
 _KIND = {"csv": "csv", "parquet": "parquet", "cdm": "cdm", "delta": "delta"}
@@ -111,9 +111,7 @@ def _table_asset(
             output_name=key.to_python_identifier(),
             metadata={
                 **counts,
-                "drift": dg.MetadataValue.md(
-                    "\n".join(f"- {m}" for m in result.drift) or "No schema change since the previous run."
-                ),
+                "drift": dg.MetadataValue.md(_drift_text(result)),
                 "profile": dg.MetadataValue.md(result.profile),
                 "schema": dg.MetadataValue.json(result.schema),
                 "files": dg.MetadataValue.md("\n".join(f"- {f}" for f in result.files[:50])),
@@ -152,7 +150,13 @@ def _table_asset(
             asset_key=key,
             passed=not result.drift,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"changes": dg.MetadataValue.md("\n".join(f"- {m}" for m in result.drift) or "none")},
+            metadata={"changes": dg.MetadataValue.md(_drift_text(result))},
         )
 
     return _ingest
+
+
+def _drift_text(result: IngestResult) -> str:
+    if result.first_schema:
+        return "First run: this schema is the baseline for drift detection."
+    return "\n".join(f"- {m}" for m in result.drift) or "No schema change since the previous run."

@@ -55,7 +55,7 @@ def build(config: ProjectConfig) -> dg.Definitions:
     if has_activities:
         ins["activity_facts"] = dg.AssetIn(key=FACTS)
 
-    @dg.multi_asset(name="measures", group_name="measures", ins=ins, outs=outs, check_specs=checks)
+    @dg.multi_asset(name="compute_measures", group_name="measures", ins=ins, outs=outs, check_specs=checks)
     def measures(context: dg.AssetExecutionContext, customer_profile: pd.DataFrame, **inputs):
         facts = inputs.get("activity_facts")
         if facts is None:

@@ -76,7 +76,8 @@ def job_specs(config: ProjectConfig, graph) -> list[JobSpec]:
             )
         )
     candidates += [
-        JobSpec("unify", unify, "Unification only, on the last ingested data.", "partial"),
+        # Not plain "unify": job names share a namespace with the stages' op names (the unify step is "unify").
+        JobSpec("unify_only", unify, "Unification only, on the last ingested data.", "partial"),
         JobSpec("unify_and_downstream", unify.downstream(), "Unification and every stage after it.", "partial"),
         JobSpec("publish_only", publish, "Publish the last computed tables to the sink and the lake.", "partial"),
     ]

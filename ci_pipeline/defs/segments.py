@@ -38,7 +38,7 @@ def build(config: ProjectConfig) -> dg.Definitions:
     measures_section = config.measures
 
     @dg.multi_asset(
-        name="segments",
+        name="evaluate_segments",
         group_name="segments",
         ins=ins,
         required_resource_keys={"lake"},

@@ -86,7 +86,7 @@ def _unify_asset(config: ProjectConfig):
     primary_keys = {(s, t): config.sources[s].tables[t].primary_key for s, t in tables}
 
     @dg.multi_asset(
-        name="unify",
+        name="unification",
         outs=outs,
         ins=ins,
         check_specs=check_specs,

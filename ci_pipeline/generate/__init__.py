@@ -1,4 +1,24 @@
-"""Sample data generator: a realistic retail data set with noise, a matching configuration and ground truth."""
+"""Sample data generator: a realistic retail data set with noise, a matching configuration and ground truth.
+
+``ci-pipeline generate --people N --seed S --out DIR`` writes, for N real people (households, look-alikes,
+behaviour), the records four systems hold about them. Each person is in one to three of the customer tables
+and some are in one table twice:
+
+- ``crm/contacts.csv`` (CSV with header, dates ``%m/%d/%Y``): hand-typed contacts, old addresses and maiden names.
+- ``ecommerce/*.parquet``: ``customers`` (accounts, some people with two), ``orders`` (timestamp, double, bool),
+  ``order_lines`` (int quantity, double prices), ``web_sessions``.
+- ``loyalty/model.json``: a CDM v1 folder, entities ``Members`` and ``Points``, at least two headerless CSV
+  partitions each; partition locations are relative to the folder that holds model.json.
+- ``support/tickets.csv`` and ``support/surveys.csv``: one ticket per case (free text), surveys with ratings.
+- ``ci_pipeline.yaml``: assembled from ``templates/<section>.yaml`` (see :data:`SECTIONS`).
+- ``ground_truth/records.parquet`` (source, table, key, person_id for every customer record) and
+  ``ground_truth/people.parquet`` (household, look-alike, segment, churn, preferences); no config refers to them.
+
+Noise: typos, nicknames (Bob/Robert), case and stray blanks, seven phone formats, Street/St, ZIP+4 and lost
+leading zeros, missing fields, moved addresses, changed surnames, shared household phones and e-mails, twins and
+parent/child with the same name and address. Behaviour: per-person order rates by segment, a holiday peak,
+favourite categories and brands, churn for good (leavers fade out first, complain, and rate support lower).
+"""
 
 from ci_pipeline.generate.dataset import DEFAULT_AS_OF, SECTIONS, assemble_config, generate, write_config
 

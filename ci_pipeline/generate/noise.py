@@ -5,8 +5,12 @@ Every function takes its randomness from the caller's generator, so a seed fixes
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 STR = "str"
 
@@ -16,11 +20,29 @@ def sequential_ids(prefix: str, n: int, width: int) -> pd.Series:
     return prefix + pd.Series(np.arange(1, n + 1)).astype(STR).str.zfill(width)
 
 
-def take(pool: np.ndarray, index: np.ndarray) -> pd.Series:
-    """Pool values at ``index`` as a string Series (negative index -> missing)."""
-    values = pool[np.maximum(index, 0)].astype(object)
-    series = pd.Series(values, dtype=STR)
-    return series.mask(pd.Series(index < 0))
+def take(pool: np.ndarray | pd.Series, index: np.ndarray) -> pd.Series:
+    """Pool values at ``index`` as a string Series (negative index -> missing).
+
+    The gather runs in Arrow, so a million rows never become a million Python strings.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    if isinstance(pool, pd.Series):
+        values = pa.array(pool.astype(STR).to_numpy(dtype=object), type=pa.large_string())
+    else:
+        values = pa.array(pool.tolist(), type=pa.large_string())
+    series = pd.Series(pc.take(values, pa.array(np.maximum(index, 0))), dtype=STR)
+    missing = index < 0
+    return series.mask(missing) if missing.any() else series
+
+
+def rows(values: pd.Series, index: np.ndarray) -> pd.Series:
+    """``values`` at the given positions, renumbered from 0."""
+    return values.take(index).reset_index(drop=True)
+
+
+def constant(value: str, n: int) -> pd.Series:
+    """The same string ``n`` times."""
+    return take(np.array([value], dtype=object), np.zeros(n, dtype=np.int64))
 
 
 def chance(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
@@ -118,13 +140,16 @@ def date_text(days: np.ndarray, fmt: str) -> pd.Series:
     Each distinct day is formatted once, so a million rows cost a few thousand strftime calls.
     """
     unique, inverse = np.unique(days, return_inverse=True)
-    text = pd.to_datetime(unique, unit="D").strftime(fmt).to_numpy(dtype=object)
-    return pd.Series(text[inverse], dtype=STR)
+    return take(pd.to_datetime(unique, unit="D").strftime(fmt).to_numpy(dtype=object), inverse)
 
 
 def datetime_text(seconds: np.ndarray, date_fmt: str, time_fmt: str = "%H:%M:%S", sep: str = " ") -> pd.Series:
     """Render seconds since 1970-01-01 as ``<date><sep><time>`` (dates and times formatted per distinct value)."""
     day, second = np.divmod(seconds, 86_400)
-    unique, inverse = np.unique(second, return_inverse=True)
-    clock = pd.to_datetime(unique, unit="s").strftime(time_fmt).to_numpy(dtype=object)
-    return date_text(day, date_fmt) + sep + pd.Series(clock[inverse], dtype=STR)
+    return date_text(day, date_fmt) + sep + take(_clock(time_fmt), second)
+
+
+@lru_cache(maxsize=4)
+def _clock(time_fmt: str) -> np.ndarray:
+    # Every second of a day, formatted once.
+    return pd.to_datetime(np.arange(86_400), unit="s").strftime(time_fmt).to_numpy(dtype=object)

@@ -249,12 +249,12 @@ def _weights(mapping) -> tuple[np.ndarray, np.ndarray]:
     return names, weights / weights.sum()
 
 
-def build_pools(seed: int, size: int = 2000) -> Pools:
+def build_pools(seed: int, size: int = 1000) -> Pools:
     """Build the pools for one run; the same seed gives the same pools.
 
     Args:
         seed: the run's seed (Faker is seeded with it).
-        size: how many streets, cities and companies to draw.
+        size: how many streets and cities to draw (a third as many companies).
     """
     fake = Faker("en_US")
     fake.seed_instance(seed)
@@ -272,26 +272,25 @@ def build_pools(seed: int, size: int = 2000) -> Pools:
 
     trees = ["Oak", "Maple", "Cedar", "Pine", "Elm", "Willow", "Birch", "Walnut", "Chestnut", "Spruce", "Hickory"]
     numbered = ["1st", "2nd", "3rd", "4th", "5th", "6th", "7th", "8th", "9th", "10th", "12th", "14th"]
-    streets = {*trees, *numbered, "Main", "Park", "Lake", "Hill", "Church", "Washington", "Lincoln", "Highland"}
-    for attempt in range(size * 4):
-        if len(streets) >= size:
-            break
-        streets.add(fake.last_name() if attempt % 3 else fake.first_name())
+    rng = np.random.default_rng(seed)
+    # Streets are named after people, as most US streets are: drawn from the name pools, not one Faker call each.
+    named = [*rng.choice(last, size=size, replace=False), *rng.choice(formal, size=size // 3, replace=False)]
+    streets = {*trees, *numbered, "Main", "Park", "Lake", "Hill", "Church", "Washington", "Lincoln", "Highland", *named}
     street_names = np.array(sorted(streets), dtype=object)
 
     city_rows = {}
     for _ in range(size * 4):
-        if len(city_rows) >= size // 2:
+        if len(city_rows) >= size:
             break
         state = fake.state_abbr(include_territories=False, include_freely_associated_states=False)
         city_rows.setdefault((fake.city(), state), fake.zipcode_in_state(state))
     keys = sorted(city_rows)
-    companies = sorted({fake.company() for _ in range(size)})
+    companies = sorted({fake.company() for _ in range(size // 3)})
     domains = [
         "".join(ch for ch in c.split(",")[0].split(" ")[0].split("-")[0].lower() if ch.isalnum()) + ".example"
         for c in companies
     ]
-    rng = np.random.default_rng(seed)
+    codes = rng.integers(201, 990, size=len(keys))
     return Pools(
         first_names=first_names,
         female_first=np.array([position[n] for n in female]),
@@ -305,7 +304,7 @@ def build_pools(seed: int, size: int = 2000) -> Pools:
         cities=np.array([c for c, _ in keys], dtype=object),
         states=np.array([s for _, s in keys], dtype=object),
         zips=np.array([city_rows[k] for k in keys], dtype=object),
-        area_codes=rng.integers(201, 990, size=len(keys)),
+        area_codes=np.where(codes % 100 == 11, codes + 1, codes),
         companies=np.array(companies, dtype=object),
         company_domains=np.array(domains, dtype=object),
     )

@@ -35,6 +35,12 @@ def _days(date: str) -> int:
     return int(np.datetime64(date, "D").astype(np.int64))
 
 
+def area_codes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Plausible US area codes (201-989, never an N11 service code such as 311)."""
+    code = rng.integers(201, 990, n)
+    return np.where(code % 100 == 11, code + 1, code)
+
+
 def _phone(area: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     exchange = rng.integers(200, 1000, size=len(area))
     line = rng.integers(0, 10000, size=len(area))
@@ -121,7 +127,7 @@ def build_people(n: int, pools: Pools, rng: np.random.Generator, as_of: str) -> 
     old_city = np.where(rng.random(n) < 0.6, city[household], rng.integers(0, len(pools.cities), n))
 
     local_area = rng.random(n) < 0.7
-    area = np.where(local_area, pools.area_codes[city[household]], rng.integers(201, 990, n))
+    area = np.where(local_area, pools.area_codes[city[household]], area_codes(rng, n))
     mobile = _phone(area, rng)
 
     has_nick = pools.nickname_of[first, 0] >= 0

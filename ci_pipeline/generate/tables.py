@@ -255,11 +255,10 @@ def ecommerce_customers(people, pools, emails, rng, end_day: int) -> tuple[pd.Da
     until = who.p["active_until"].to_numpy()
     signup = np.where(second, _days_between(since, until, rng), since)
     last_login = np.maximum(until - rng.integers(0, 45, n), signup)
-    name = who.name_noise(who.first, 0.015, 0.0, 0.0, 0.0) + " " + who.name_noise(who.last, 0.015, 0.0, 0.0, 0.0)
-    style = rng.random(n)
-    name = name.mask(
-        style < 0.04, name + " " + take(np.array(list("ABCDEHJKLMRST"), dtype=object), rng.integers(0, 13, n)) + "."
-    )
+    first = who.name_noise(who.first, 0.015, 0.0, 0.0, 0.0)
+    last = who.name_noise(who.last, 0.015, 0.0, 0.0, 0.0)
+    initial = take(np.array(list("ABCDEHJKLMRST"), dtype=object), rng.integers(0, 13, n))
+    name = (first + " " + last).mask(chance(rng, n, 0.04), first + " " + initial + ". " + last)
     name = respace(recase(name, rng, 0.02, 0.14), rng, 0.03)
     frame = pd.DataFrame(
         {
@@ -279,84 +278,116 @@ def ecommerce_customers(people, pools, emails, rng, end_day: int) -> tuple[pd.Da
     return frame, persons, signup
 
 
-def orders_and_lines(people, customers, persons, signup, rng, catalog, end_day: int, volume: float = 1.0):
-    """Orders and order lines at each customer's own rate, until they churn, from their favourite brands."""
+#: Relative order volume per calendar month (peak in the holiday season), as a keep probability.
+MONTH_WEIGHTS = np.array([0.8, 0.75, 0.85, 0.85, 0.9, 0.9, 0.85, 0.9, 0.85, 0.9, 1.1, 1.4]) / 1.4
+#: Customers who leave buy half as often in their last months.
+FADE_DAYS = 120
+#: Orders whose lines are built and written together.
+LINE_CHUNK_ORDERS = 400_000
+
+
+def orders_and_lines(
+    people, customers, persons, signup, rng, catalog, end_day: int, write_lines, volume: float = 1.0
+) -> tuple[pd.DataFrame, int, np.ndarray]:
+    """Orders and order lines at each customer's own rate, until they churn, from their favourite brands.
+
+    Lines are built and handed to ``write_lines(frame)`` in chunks of orders, so a million customers' nine
+    million lines never sit in memory at once.
+
+    Returns:
+        (orders, number of lines written, orders per account)
+    """
     p = people.iloc[persons].reset_index(drop=True)
     until = p["active_until"].to_numpy()
     years = np.maximum(until - signup, 0) / 365.25
     is_second = np.zeros(len(persons), bool)
     is_second[pd.Series(persons).duplicated().to_numpy()] = True
     rate = p["order_rate"].to_numpy() * np.where(is_second, 0.5, 1.0) * volume
-    counts = rng.poisson(rate * years)
+    counts = rng.poisson(rate * years / MONTH_WEIGHTS.mean())
     account = np.repeat(np.arange(len(persons)), counts)
     day = _days_between(signup[account], until[account], rng)
+    # Thin the draws so that the holiday season sells more and leavers fade out before they stop for good.
+    month = day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) % 12
+    keep = MONTH_WEIGHTS[month]
+    fading = p["churned"].to_numpy()[account] & (until[account] - day < FADE_DAYS)
+    keep = np.where(fading, keep * 0.5, keep)
+    kept = rng.random(len(day)) < keep
+    account, day = account[kept], day[kept]
     seconds = _seconds(day, rng)
     seconds = np.minimum(seconds, (end_day + 1) * DAY - 1)
     order = np.lexsort((account, seconds))
     account, seconds = account[order], seconds[order]
     n_orders = len(account)
     order_id = noise.sequential_ids("SO", n_orders, 8)
+    customer_id = noise.rows(customers["customer_id"], account)
+    order_date_text = noise.datetime_text(seconds, "%Y-%m-%d", sep="T")
 
     segment = p["segment"].to_numpy()[account]
     n_lines = 1 + rng.poisson(np.where(segment <= 1, 1.6, 1.1))
-    line_order = np.repeat(np.arange(n_orders), n_lines)
-    line_no = np.arange(len(line_order)) - np.repeat(np.cumsum(n_lines) - n_lines, n_lines) + 1
-    owner = account[line_order]
-    slot = rng.choice(4, p=[0.5, 0.22, 0.1, 0.18], size=len(line_order))
-    favourite_cat = np.stack([p[f"fav_cat{k}"].to_numpy() for k in range(3)], axis=1)[owner]
-    favourite_brand = np.stack([p[f"fav_brand{k}"].to_numpy() for k in range(3)], axis=1)[owner]
-    pick = np.minimum(slot, 2)
-    rows = np.arange(len(owner))
-    category = np.where(slot < 3, favourite_cat[rows, pick], rng.integers(0, N_CATEGORIES, len(owner)))
-    loyal = (slot < 3) & (rng.random(len(owner)) < p["brand_loyalty"].to_numpy()[owner])
-    brand = np.where(loyal, favourite_brand[rows, pick], rng.integers(0, BRANDS_PER_CATEGORY, len(owner)))
-    product = (category * BRANDS_PER_CATEGORY + brand) * ITEMS_PER_BRAND + rng.integers(0, ITEMS_PER_BRAND, len(owner))
-    quantity = rng.choice([1, 2, 3, 4], p=[0.76, 0.16, 0.05, 0.03], size=len(owner)).astype(np.int64)
-    bargain = segment[line_order] == 4
-    discount = np.where(
-        rng.random(len(owner)) < np.where(bargain, 0.6, 0.15), rng.choice([0.1, 0.2, 0.3], size=len(owner)), 0.0
-    )
-    unit_price = np.round(catalog["price"][product] * (1 - discount), 2)
-    line_amount = np.round(unit_price * quantity, 2)
-    total = np.round(np.bincount(line_order, weights=line_amount, minlength=n_orders), 2)
+    favourites = np.stack([p[f"fav_cat{k}"].to_numpy() for k in range(3)], axis=1)
+    favourite_brands = np.stack([p[f"fav_brand{k}"].to_numpy() for k in range(3)], axis=1)
+    loyalty = p["brand_loyalty"].to_numpy()
+    total = np.zeros(n_orders)
+    written = 0
+    for first in range(0, max(n_orders, 1), LINE_CHUNK_ORDERS):
+        chunk = np.arange(first, min(first + LINE_CHUNK_ORDERS, n_orders))
+        line_order = np.repeat(chunk, n_lines[chunk])
+        starts = np.cumsum(n_lines[chunk]) - n_lines[chunk]
+        line_no = np.arange(len(line_order)) - np.repeat(starts, n_lines[chunk]) + 1
+        owner = account[line_order]
+        n = len(owner)
+        slot = rng.choice(4, p=[0.5, 0.22, 0.1, 0.18], size=n)
+        pick = np.minimum(slot, 2)
+        category = np.where(slot < 3, favourites[owner, pick], rng.integers(0, N_CATEGORIES, n))
+        loyal = (slot < 3) & (rng.random(n) < loyalty[owner])
+        brand = np.where(loyal, favourite_brands[owner, pick], rng.integers(0, BRANDS_PER_CATEGORY, n))
+        product = (category * BRANDS_PER_CATEGORY + brand) * ITEMS_PER_BRAND + rng.integers(0, ITEMS_PER_BRAND, n)
+        quantity = rng.choice([1, 2, 3, 4], p=[0.76, 0.16, 0.05, 0.03], size=n).astype(np.int64)
+        bargain = segment[line_order] == 4
+        discount = np.where(rng.random(n) < np.where(bargain, 0.6, 0.15), rng.choice([0.1, 0.2, 0.3], size=n), 0.0)
+        unit_price = np.round(catalog["price"][product] * (1 - discount), 2)
+        line_amount = np.round(unit_price * quantity, 2)
+        total += np.bincount(line_order, weights=line_amount, minlength=n_orders)
+        ids = noise.rows(order_id, line_order)
+        write_lines(
+            pd.DataFrame(
+                {
+                    "line_id": ids + "-" + pd.Series(line_no).astype(STR),
+                    "order_id": ids,
+                    "customer_id": noise.rows(customer_id, line_order),
+                    "product_id": take(catalog["product_id"], product),
+                    "product_name": take(catalog["product_name"], product),
+                    "brand": take(catalog["brand"], product),
+                    "category": take(catalog["category"], product),
+                    "quantity": quantity,
+                    "unit_price": unit_price,
+                    "line_amount": line_amount,
+                    "order_date": noise.rows(order_date_text, line_order),
+                }
+            )
+        )
+        written += n
+    del order_date_text
 
-    customer_id = customers["customer_id"].to_numpy(dtype=object)[account]
     churned = p["churned"].to_numpy()[account]
     is_return = rng.random(n_orders) < np.where(churned, 0.09, 0.035)
     age = end_day - seconds // DAY
-    status = np.where(age < 2, "processing", np.where(age < 7, "shipped", "delivered")).astype(object)
-    status = np.where(rng.random(n_orders) < 0.02, "cancelled", status)
-    status = np.where(is_return, "returned", status)
-    timestamps = pd.to_datetime(seconds, unit="s").as_unit("us")
+    status = np.where(age < 2, 0, np.where(age < 7, 1, 2))
+    status = np.where(rng.random(n_orders) < 0.02, 3, status)
+    status = np.where(is_return, 4, status)
     orders = pd.DataFrame(
         {
             "order_id": order_id,
-            "customer_id": pd.Series(customer_id, dtype=STR),
-            "order_date": timestamps,
-            "total_amount": total,
-            "currency": pd.Series(["USD"] * n_orders, dtype=STR),
+            "customer_id": customer_id,
+            "order_date": pd.to_datetime(seconds, unit="s").as_unit("us"),
+            "total_amount": np.round(total, 2),
+            "currency": noise.constant("USD", n_orders),
             "channel": _choose(("web", "mobile_app", "phone", "store_pickup"), (0.58, 0.32, 0.04, 0.06), n_orders, rng),
-            "status": pd.Series(status, dtype=STR),
+            "status": take(ORDER_STATUSES, status),
             "is_return": is_return,
         }
     )
-    order_date_text = noise.datetime_text(seconds, "%Y-%m-%d", sep="T")
-    lines = pd.DataFrame(
-        {
-            "line_id": order_id.iloc[line_order].reset_index(drop=True) + "-" + pd.Series(line_no).astype(STR),
-            "order_id": order_id.iloc[line_order].reset_index(drop=True),
-            "customer_id": pd.Series(customer_id[line_order], dtype=STR),
-            "product_id": take(catalog["product_id"], product),
-            "product_name": take(catalog["product_name"], product),
-            "brand": take(catalog["brand"], product),
-            "category": take(catalog["category"], product),
-            "quantity": quantity,
-            "unit_price": unit_price,
-            "line_amount": line_amount,
-            "order_date": order_date_text.iloc[line_order].reset_index(drop=True),
-        }
-    )
-    return orders, lines, np.bincount(account, minlength=len(persons))
+    return orders, written, np.bincount(account, minlength=len(persons))
 
 
 def web_sessions(people, customers, persons, signup, orders_per_account, rng, catalog, end_day: int, volume=1.0):
@@ -376,7 +407,7 @@ def web_sessions(people, customers, persons, signup, orders_per_account, rng, ca
     category_slug = take(catalog["category"], product).str.lower().str.replace(r"[^a-z]+", "-", regex=True)
     landing = rng.choice(6, p=[0.3, 0.25, 0.2, 0.1, 0.1, 0.05], size=n)
     base = "https://shop.contoso.example/"
-    url = pd.Series(base, index=range(n), dtype=STR)
+    url = noise.constant(base, n)
     url = url.mask(landing == 1, base + "c/" + category_slug)
     url = url.mask(landing == 2, base + "p/" + take(catalog["product_id"], product).str.lower())
     url = url.mask(landing == 3, base + "search?q=" + take(catalog["brand"], product).str.lower().str.replace(" ", "+"))
@@ -385,7 +416,7 @@ def web_sessions(people, customers, persons, signup, orders_per_account, rng, ca
     return pd.DataFrame(
         {
             "session_id": noise.sequential_ids("WS", n, 9),
-            "customer_id": pd.Series(customers["customer_id"].to_numpy(dtype=object)[account], dtype=STR),
+            "customer_id": noise.rows(customers["customer_id"], account),
             "started_at": noise.datetime_text(seconds, "%Y-%m-%d", sep="T"),
             "page_views": pd.Series(page_views).astype(STR),
             "duration_seconds": pd.Series(duration).astype(STR),
@@ -396,6 +427,8 @@ def web_sessions(people, customers, persons, signup, orders_per_account, rng, ca
 
 
 TIERS = ("Bronze", "Silver", "Gold", "Platinum")
+ORDER_STATUSES = np.array(["processing", "shipped", "delivered", "cancelled", "returned"], dtype=object)
+TICKET_STATUSES = np.array(["open", "pending", "closed", "solved"], dtype=object)
 
 
 def loyalty_members(people, pools, emails, rng, end_day: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -457,7 +490,7 @@ def loyalty_points(people, members_frame, persons, joined, rng, end_day: int, vo
     return pd.DataFrame(
         {
             "transaction_id": noise.sequential_ids("PT", n, 9),
-            "member_id": pd.Series(members_frame["member_id"].to_numpy(dtype=object)[member], dtype=STR),
+            "member_id": noise.rows(members_frame["member_id"], member),
             "transaction_date": noise.datetime_text(seconds, "%Y-%m-%d", sep="T"),
             "points": points,
             "reason": take(np.array(POINT_REASONS, dtype=object), reason),
@@ -508,8 +541,8 @@ def support_tickets(people, pools, emails, rng, catalog, end_day: int) -> tuple[
     closer = _choose(TICKET_CLOSERS, (3, 3, 1, 1, 1, 1), n, rng)
     description = (opener + " " + issue + " " + closer).str.strip()
     age = end_day - seconds // DAY
-    status = np.where(age < 3, "open", np.where(age < 10, "pending", "closed")).astype(object)
-    status = np.where((status == "closed") & (rng.random(n) < 0.4), "solved", status)
+    status = np.where(age < 3, 0, np.where(age < 10, 1, 2))
+    status = np.where((status == 2) & (rng.random(n) < 0.4), 3, status)
     channel = rng.choice(4, p=[0.4, 0.3, 0.2, 0.1], size=n)
     frame = pd.DataFrame(
         {
@@ -522,7 +555,7 @@ def support_tickets(people, pools, emails, rng, catalog, end_day: int) -> tuple[
             "subject": subject,
             "description": blank(description, rng, 0.02),
             "priority": _choose(("low", "normal", "high", "urgent"), (0.25, 0.5, 0.2, 0.05), n, rng),
-            "status": pd.Series(status, dtype=STR),
+            "status": take(TICKET_STATUSES, status),
         }
     )
     return frame, persons, seconds
@@ -546,7 +579,7 @@ def surveys(people, tickets, persons, opened, rng, end_day: int) -> pd.DataFrame
     return pd.DataFrame(
         {
             "survey_id": noise.sequential_ids("S", n, 7),
-            "ticket_id": pd.Series(tickets["ticket_id"].to_numpy(dtype=object)[answered], dtype=STR),
+            "ticket_id": noise.rows(tickets["ticket_id"], answered),
             "submitted_at": noise.datetime_text(submitted, "%Y-%m-%d"),
             "rating": pd.Series(rating).astype(STR),
             "comment": blank(comment, rng, 0.3),

@@ -190,6 +190,8 @@ def profile(frame: pd.DataFrame, top: int = 3) -> str:
 
 
 def _cell(value) -> str:
+    if isinstance(value, pd.Timestamp) and value.tz is None and value == value.normalize():
+        value = value.date()  # a date column: midnight says nothing
     text = str(value).replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= 40 else text[:37] + "..."
 

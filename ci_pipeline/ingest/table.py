@@ -30,6 +30,8 @@ class IngestResult:
     rows_merged: int
     schema: dict[str, str]
     drift: list[str]
+    #: True when no earlier schema was recorded: this run's schema is the baseline for drift.
+    first_schema: bool
     profile: str
     files: list[str]
     notes: list[str] = field(default_factory=list)
@@ -111,6 +113,7 @@ def ingest_table(
         rows_merged=checked.rows_merged,
         schema=schema,
         drift=drift(before["columns"] if before else None, schema, f"{source_name}.{table_name}"),
+        first_schema=before is None,
         profile=profile(checked.accepted),
         files=batch.files,
         notes=batch.notes,

@@ -128,8 +128,13 @@ def _numeric(values: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
     if pd.api.types.is_integer_dtype(number.dtype):
         return number.astype("Int64"), bad.fillna(False).astype(bool)
     fractional = number.notna() & (np.floor(number) != number)
-    out = number.where(~fractional)
-    return out.astype("Int64"), (bad | fractional).fillna(False).astype(bool)
+    out = number.where(~fractional).astype("Int64")
+    if isinstance(values.dtype, pd.StringDtype):
+        # Plain digit strings are converted exactly: going through float64 would round integers beyond 2**53.
+        digits = values.str.fullmatch(r"[+-]?\d{1,18}").fillna(False).astype(bool)
+        if digits.any():
+            out[digits] = pd.array(values[digits].astype("int64"), dtype="Int64")
+    return out, (bad | fractional).fillna(False).astype(bool)
 
 
 def _as_text(series: pd.Series) -> pd.Series:

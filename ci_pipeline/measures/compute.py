@@ -10,6 +10,7 @@ import pandas as pd
 
 from ci_pipeline.activities.jsoncols import json_objects
 from ci_pipeline.config.measures import COUNTING, MeasuresConfig, MeasureSpec, Window
+from ci_pipeline.errors import UserError
 from ci_pipeline.measures.conditions import condition_mask, period_start
 from ci_pipeline.measures.expression import evaluate, parse
 from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS, CUSTOMER_MEASURE_PREFIX, guids, identifiers
@@ -115,8 +116,6 @@ class FactIndex:
 
 
 def _unknown_field(key: str, name: str, columns) -> Exception:
-    from ci_pipeline.errors import UserError
-
     return UserError(f"{key}: unknown field {name!r}; the activity data has {', '.join(map(str, columns))}")
 
 
@@ -225,11 +224,12 @@ def compute_measures(
     n = len(ids)
     values: dict[str, np.ndarray | pd.Series] = {}
 
-    def attribute(name: str, stack: tuple = ()) -> pd.Series:
+    def attribute(name: str) -> pd.Series:
         if name in values:
             return values[name]
         spec = config.attributes[name]
         key = f"measures.attributes.{name}"
+        scored = pd.Series(True, index=range(n))
         if spec.expression is not None:
             node = parse(spec.expression)
             refs = {ref: attribute(ref).to_numpy(dtype="float64", na_value=np.nan) for ref in spec.references()}
@@ -239,8 +239,10 @@ def compute_measures(
             frame = measure_frame(index, spec, key, by_customer=True)
             out = aggregate(frame, ["code"], spec, index.end).reindex(range(n))
             out = _finish(out.reset_index(drop=True), spec)
+            # Scores rank the customers who have qualifying activity; the others get no score (not the lowest).
+            scored = pd.Series(np.bincount(frame["code"].to_numpy(), minlength=n) > 0)
         if spec.score:
-            out = quantile_score(out, spec.score, spec.higher_is_better)
+            out = quantile_score(out.where(scored), spec.score, spec.higher_is_better)
             if spec.null_value is not None:
                 out = out.fillna(spec.null_value)
         values[name] = out

@@ -7,6 +7,8 @@ and the cost grows with the data size rather than data size times the number of 
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 
@@ -125,8 +127,6 @@ class SegmentEngine:
         return values
 
     def _field(self, node: FieldTest) -> np.ndarray:
-        import datetime as dt
-
         values = node.value if isinstance(node.value, tuple) else (node.value,)
         wants_date = node.op in _DATE_OPS or any(isinstance(v, dt.date) for v in values)
         column = self.column(node.namespace, node.name, node.key, wants_date)

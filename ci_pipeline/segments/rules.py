@@ -125,6 +125,11 @@ def parse_node(raw, key: str):
         _only(raw, {"field", "op", "value"}, key)
         condition = _condition(raw, key)
         namespace, _, name = condition.field.partition(".")
+        if namespace in ("prediction", "predictions", "enrichment", "enrichments"):
+            raise RuleError(
+                f"{key}.field: {condition.field!r}: no stage of this project produces {namespace} values yet; "
+                "use profile.<attribute> or measure.<measure name>"
+            )
         if namespace not in NAMESPACES or not name:
             raise RuleError(
                 f"{key}.field: {condition.field!r} names no known field; write profile.<attribute> or "

@@ -31,10 +31,14 @@ class Prepared:
     records: pd.DataFrame
     normalizer: Normalizer
     max_value_frequency: int
+    frequency_fields: tuple[str, ...] = ("email", "phone")
+    max_block_size: int = 1000
     _codes: dict = field(default_factory=dict)
     _values: dict = field(default_factory=dict)
     #: (field, normalizations) -> {value: records holding it} for values over the frequency cap.
     frequent: dict = field(default_factory=dict)
+    #: rule name -> {"blocks": n, "records": n} of blocking keys over ``max_block_size`` (no pairs formed).
+    oversized_blocks: dict = field(default_factory=dict)
 
     def steps(self, cond: Condition) -> tuple[str, ...]:
         return tuple(cond.normalize) if cond.normalize is not None else default_normalizations(cond.field)
@@ -49,7 +53,8 @@ class Prepared:
                 raw = pd.Series(pd.NA, index=self.records.index, dtype="string")
             values = self.normalizer.apply(raw, key[1])
             counts = values.value_counts(dropna=True)
-            too_many = counts[counts > self.max_value_frequency]
+            limit = self.max_value_frequency if cond.field in self.frequency_fields else np.inf
+            too_many = counts[counts > limit]
             if len(too_many):
                 self.frequent[key] = {str(v): int(n) for v, n in too_many.items()}
                 values = values.where(~values.isin(too_many.index))
@@ -79,31 +84,58 @@ def candidate_pairs(prep: Prepared, rule: Rule, subset: np.ndarray) -> tuple[np.
     if len(idx) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     block = pd.DataFrame({"k": key, "i": idx})
-    sizes = block["k"].map(block["k"].value_counts())
-    block = block[sizes.to_numpy() > 1]
+    sizes = np.bincount(key)[key]
+    big = sizes > prep.max_block_size
+    if big.any():
+        found = prep.oversized_blocks.setdefault(rule.name, {"blocks": 0, "records": 0})
+        found["blocks"] += int(len(np.unique(key[big])))
+        found["records"] += int(big.sum())
+    block = block[(sizes > 1) & ~big]
     pairs = block.merge(block, on="k", suffixes=("", "_r"))
     pairs = pairs[pairs["i"].to_numpy() < pairs["i_r"].to_numpy()]
     return pairs["i"].to_numpy(np.int64), pairs["i_r"].to_numpy(np.int64)
 
 
 def score(prep: Prepared, cond: Condition, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Similarity in [0, 1] of one condition for each pair; 0 where either value is missing."""
+    """Similarity in [0, 1] of one condition for each pair; 0 where either value is missing (NaN when the condition
+    allows missing values: it then holds).
+
+    A fuzzy condition with the ``name`` normalization scores the better of the nickname-folded and the plain
+    spelling, so a typo in a nickname ("Jamiie" vs "Jamie") is not punished twice.
+    """
     if len(left) == 0:
         return np.empty(0, dtype=np.float64)
     codes = prep.codes(cond)
     cl, cr = codes[left], codes[right]
     present = (cl >= 0) & (cr >= 0)
     if cond.is_exact:
-        return (present & (cl == cr)).astype(np.float64)
-    values = prep.normalized(cond).to_numpy(dtype=object, na_value="")
+        sims = (present & (cl == cr)).astype(np.float64)
+    else:
+        sims = _fuzzy(prep.normalized(cond), left, right, present)
+        steps = prep.steps(cond)
+        if "name" in steps:
+            plain = cond.model_copy(update={"normalize": [("name_plain" if s == "name" else s) for s in steps]})
+            sims = np.maximum(sims, _fuzzy(prep.normalized(plain), left, right, present))
+        sims[present & (cl == cr)] = 1.0
+    if cond.allow_missing:
+        sims[~present] = np.nan
+    return sims
+
+
+def _fuzzy(normalized: pd.Series, left: np.ndarray, right: np.ndarray, present: np.ndarray) -> np.ndarray:
+    values = normalized.to_numpy(dtype=object, na_value="")
     sims = np.zeros(len(left), dtype=np.float64)
     idx = np.flatnonzero(present)
     if len(idx):
         sims[idx] = process.cpdist(
             values[left[idx]], values[right[idx]], scorer=Levenshtein.normalized_similarity, workers=-1
         )
-    sims[present & (cl == cr)] = 1.0
     return sims
+
+
+def passes(cond: Condition, sims: np.ndarray) -> np.ndarray:
+    """Whether each score meets the condition (a missing value passes only with ``allow_missing``)."""
+    return np.isnan(sims) | (sims >= cond.threshold - 1e-9)
 
 
 def score_names(rule: Rule) -> list[str]:
@@ -142,7 +174,7 @@ def evaluate_rules(prep: Prepared, rules: list[Rule], subset: np.ndarray, across
         scores = []
         for cond in rule.conditions:
             s = score(prep, cond, left, right)
-            accepted &= s >= cond.threshold - 1e-9
+            accepted &= passes(cond, s)
             scores.append(s)
         done = np.concatenate([done, pair_id[accepted]])
         frames.append(
@@ -152,7 +184,9 @@ def evaluate_rules(prep: Prepared, rules: list[Rule], subset: np.ndarray, across
                     "right": right,
                     "rule": np.full(len(left), r, dtype=np.int64),
                     "scores": scores_json(score_names(rule), scores, len(left)),
-                    "strength": np.mean(scores, axis=0) if len(left) else np.empty(0),
+                    "strength": np.nan_to_num(np.nanmean(np.vstack(scores), axis=0), nan=0.0)
+                    if len(left)
+                    else np.empty(0),
                     "accepted": accepted,
                 }
             )
@@ -178,5 +212,6 @@ def scores_json(names: list[str], scores: list[np.ndarray], n: int) -> pd.Series
     out = pd.Series("{", index=range(n), dtype="string")
     for i, (name, s) in enumerate(zip(names, scores, strict=True)):
         sep = "" if i == 0 else ", "
-        out = out + f'{sep}"{name}": ' + pd.Series(np.round(s, 3), dtype="float64").astype("string")
+        text = pd.Series(np.round(s, 3), dtype="float64").astype("string").fillna("null")
+        out = out + f'{sep}"{name}": ' + text
     return out + "}"

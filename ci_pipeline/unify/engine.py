@@ -15,6 +15,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
 from ci_pipeline.unify.cluster import components, guarded_clusters
 from ci_pipeline.unify.compare import Prepared, evaluate_rules
+from ci_pipeline.unify.groups import group_starts, join_runs
 from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
 from ci_pipeline.unify.merge import merge_profiles
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
@@ -109,7 +110,13 @@ def unify(
                 extra.setdefault((parts[0], parts[1]), []).append(parts[2])
     records = build_records(config, frames, primary_keys, extra)
     normalizer = make_normalizer(config, base_dir)
-    prep = Prepared(records, normalizer, config.guard.max_value_frequency)
+    prep = Prepared(
+        records,
+        normalizer,
+        config.guard.max_value_frequency,
+        tuple(config.guard.frequency_fields),
+        config.guard.max_block_size,
+    )
     lap("prepare")
     warnings = config.warnings()
 
@@ -296,33 +303,40 @@ def _alternate_keys(
         mask = (records["rank"] == rank).to_numpy()
         preferred[mask] = records.loc[mask, "CustomerId"].map(prof[column]).to_numpy()
     esc = records["key"].str.replace("\\", "\\\\", regex=False).str.replace('"', '\\"', regex=False)
-    quoted = '"' + esc + '"'
-    work = pd.DataFrame(
+    pref_esc = preferred.str.replace("\\", "\\\\", regex=False).str.replace('"', '\\"', regex=False)
+    order = (
+        pd.DataFrame({"c": records["CustomerId"].to_numpy(), "r": records["rank"].to_numpy(), "k": esc.to_numpy()})
+        .sort_values(["c", "r", "k"], kind="stable")
+        .index.to_numpy()
+    )
+    cid = records["CustomerId"].to_numpy(dtype=object)[order]
+    rank = records["rank"].to_numpy()[order]
+    quoted = ('"' + esc + '"').to_numpy(dtype=object)[order]
+    starts = group_starts([cid, rank])
+    keys = pd.Series(join_runs(quoted, starts, ", "), dtype="string")
+    head = pd.DataFrame(
         {
-            "cid": records["CustomerId"],
-            "rank": records["rank"],
-            "k": quoted,
-            "src": records["source"],
-            "tbl": records["table"],
-            "pref": preferred,
+            "src": records["source"].to_numpy(dtype=object)[order][starts],
+            "tbl": records["table"].to_numpy(dtype=object)[order][starts],
+            "pref": pref_esc.to_numpy(dtype=object)[order][starts],
         }
-    ).sort_values(["cid", "rank", "k"], kind="stable")
-    entries = work.groupby(["cid", "rank"], sort=True).agg(
-        keys=("k", ", ".join), src=("src", "first"), tbl=("tbl", "first"), pref=("pref", "first")
-    )
-    pref_esc = entries["pref"].str.replace("\\", "\\\\", regex=False).str.replace('"', '\\"', regex=False)
-    entries["json"] = (
+    ).astype("string")
+    entries = (
         '{"dataSourceName": "'
-        + entries["src"]
+        + head["src"]
         + '", "entityName": "'
-        + entries["tbl"]
+        + head["tbl"]
         + '", "preferredKey": "'
-        + pref_esc
+        + head["pref"]
         + '", "keys": ['
-        + entries["keys"]
+        + keys
         + "]}"
+    ).to_numpy(dtype=object)
+    entry_cid = cid[starts]
+    ring_starts = group_starts([entry_cid])
+    ring = pd.Series(
+        ["[" + r + "]" for r in join_runs(entries, ring_starts, ", ")], index=entry_cid[ring_starts], dtype="string"
     )
-    ring = "[" + entries["json"].groupby(level="cid", sort=True).agg(", ".join) + "]"
     ident = identifiers(records["source"], records["table"], records["key"])
     out = pd.DataFrame(
         {
@@ -432,4 +446,5 @@ def _stats(records, config, pairs, events, prep, profiles) -> dict:
         "largest_cluster": int(sizes.max()) if len(sizes) else 0,
         "guard_events": events,
         "frequent_values_ignored": frequent,
+        "oversized_blocks": prep.oversized_blocks,
     }

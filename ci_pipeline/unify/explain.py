@@ -9,7 +9,7 @@ import pandas as pd
 
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.compare import Prepared, score
+from ci_pipeline.unify.compare import Prepared, passes, score
 from ci_pipeline.unify.normalize import Normalizer
 
 
@@ -99,7 +99,13 @@ def explain_pair(
     else:
         rules = config.match.rules
         stage = "match"
-    prep = Prepared(records, normalizer, config.guard.max_value_frequency)
+    prep = Prepared(
+        records,
+        normalizer,
+        config.guard.max_value_frequency,
+        tuple(config.guard.frequency_fields),
+        config.guard.max_block_size,
+    )
     out_rules = []
     for rule in rules:
         blocking = []
@@ -109,7 +115,8 @@ def explain_pair(
         conds = []
         for cond in rule.conditions:
             values = prep.normalized(cond)
-            s = float(score(prep, cond, np.array([i]), np.array([j]))[0])
+            raw_score = score(prep, cond, np.array([i]), np.array([j]))
+            s = float(raw_score[0])
             key = (cond.field, prep.steps(cond))
             frequent = prep.frequent.get(key, {})
             raw_i = records[cond.field].iloc[i] if cond.field in records.columns else None
@@ -122,9 +129,9 @@ def explain_pair(
                     "too_frequent": [
                         v for v in (_basic_norm(prep, cond, raw_i), _basic_norm(prep, cond, raw_j)) if v in frequent
                     ],
-                    "score": round(s, 3),
+                    "score": None if np.isnan(s) else round(s, 3),
                     "threshold": cond.threshold,
-                    "passed": s >= cond.threshold - 1e-9,
+                    "passed": bool(passes(cond, raw_score)[0]),
                 }
             )
         out_rules.append(
@@ -213,7 +220,7 @@ def render_pair(info: dict) -> str:
             extra = f"  (ignored: value shared by too many records: {c['too_frequent']})" if c["too_frequent"] else ""
             lines.append(
                 f"  {mark} {c['field']}: {c['values'][0]!r} vs {c['values'][1]!r} -> {c['normalized'][0]!r} vs "
-                f"{c['normalized'][1]!r}: score {c['score']} (needs {c['threshold']}){extra}"
+                f"{c['normalized'][1]!r}: {_score_text(c)} (needs {c['threshold']}){extra}"
             )
     if not info["rules"]:
         lines.append("  no rules apply to this pair of tables")
@@ -223,3 +230,7 @@ def render_pair(info: dict) -> str:
 
 def _fmt(scores: dict) -> str:
     return "(" + ", ".join(f"{k} {v}" for k, v in scores.items()) + ")" if scores else ""
+
+
+def _score_text(c: dict) -> str:
+    return "score " + ("n/a (missing value allowed)" if c["score"] is None else str(c["score"]))

@@ -17,13 +17,14 @@ Rules (docs/config/unify.md, "CustomerId"):
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ci_pipeline.outputs import NAMESPACE
+from ci_pipeline.unify.groups import group_starts, join_runs
 
 IDENTITY_COLUMNS = ["DataSourceName", "EntityName", "AlternateValue", "CustomerId", "IdIssuedRun", "Run"]
 ID_CHANGE_COLUMNS = ["Run", "RunId", "OldCustomerId", "NewCustomerId", "Reason", "Records"]
@@ -41,13 +42,27 @@ class IdentityResult:
 
 def new_customer_id(members: list[str], taken: set[str] | frozenset = frozenset()) -> str:
     """The deterministic id of a new cluster from its member identifiers (``source|table|key``)."""
-    seed = "customer|" + "\n".join(sorted(members))
-    candidate = uuid.uuid5(NAMESPACE, seed).hex
+    return _new_id_from_seed("customer|" + "\n".join(sorted(members)), taken)
+
+
+def _new_id_from_seed(seed: str, taken: set[str] | frozenset) -> str:
+    candidate = uuid5_hex(seed)
     n = 0
     while candidate in taken:
         n += 1
-        candidate = uuid.uuid5(NAMESPACE, f"{seed}#{n}").hex
+        candidate = uuid5_hex(f"{seed}#{n}")
     return candidate
+
+
+_NS = NAMESPACE.bytes
+
+
+def uuid5_hex(name: str) -> str:
+    """``uuid.uuid5(NAMESPACE, name).hex`` without building UUID objects (3x faster for millions of ids)."""
+    digest = bytearray(hashlib.sha1(_NS + name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return digest.hex()
 
 
 def empty_identity_map() -> pd.DataFrame:
@@ -103,39 +118,70 @@ def assign_ids(
     ids_issued.loc[keeper.index] = keeper.map(issued).astype("Int64").to_numpy()
 
     need = ids.index[ids.isna()]
-    changes = []
+    counts = m.groupby("label").size()
+    changes: list[pd.DataFrame] = []
     if len(need):
-        members = m[m["label"].isin(need)].sort_values(["label", "ident"])
-        joined = members.groupby("label", sort=True)["ident"].agg(list)
-        taken = (
-            set(prev["CustomerId"].dropna())
-            | set(history["OldCustomerId"].dropna())
-            | set(history["NewCustomerId"].dropna())
+        members = m.loc[m["label"].isin(need), ["label", "ident"]].sort_values(["label", "ident"])
+        labels_sorted = members["label"].to_numpy()
+        starts = group_starts([labels_sorted])
+        joined = pd.Series(
+            join_runs(members["ident"].to_numpy(dtype=object), starts, "\n"), index=labels_sorted[starts]
         )
-        fresh = []
-        for idents in joined.to_numpy():
-            new = new_customer_id(idents, taken)
-            taken.add(new)
-            fresh.append(new)
+        taken = set(prev["CustomerId"].dropna()) | set(history["OldCustomerId"].dropna())
+        taken |= set(history["NewCustomerId"].dropna())
+        fresh = [_new_id_from_seed("customer|" + seed, taken) for seed in joined.to_numpy()]
         ids.loc[joined.index] = fresh
         ids_issued.loc[joined.index] = run
         came_from = known[known["label"].isin(need)].groupby(["label", "CustomerId"], sort=True).size()
-        for (label, old), n in came_from.items():
-            changes.append((old, ids[label], "split", int(n)))
-        split_labels = set(came_from.index.get_level_values(0)) if len(came_from) else set()
-        counts = m.groupby("label").size()
-        for label in need:
-            if label not in split_labels:
-                changes.append((pd.NA, ids[label], "new", int(counts[label])))
+        came_from = came_from.rename("Records").reset_index()
+        changes.append(
+            pd.DataFrame(
+                {
+                    "OldCustomerId": came_from["CustomerId"],
+                    "NewCustomerId": came_from["label"].map(ids),
+                    "Reason": "split",
+                    "Records": came_from["Records"],
+                }
+            )
+        )
+        brand_new = need[~need.isin(came_from["label"])]
+        changes.append(
+            pd.DataFrame(
+                {
+                    "OldCustomerId": pd.NA,
+                    "NewCustomerId": ids.loc[brand_new].to_numpy(),
+                    "Reason": "new",
+                    "Records": counts.loc[brand_new].to_numpy(),
+                }
+            )
+        )
     moved = known.groupby("CustomerId").size()
-    for old, label in zip(retired["CustomerId"], retired["label"], strict=True):
-        changes.append((old, ids[label], "merged", int(moved[old])))
-    gone = set(prev["CustomerId"].dropna()) - set(known["CustomerId"])
+    changes.append(
+        pd.DataFrame(
+            {
+                "OldCustomerId": retired["CustomerId"].to_numpy(),
+                "NewCustomerId": retired["label"].map(ids).to_numpy(),
+                "Reason": "merged",
+                "Records": retired["CustomerId"].map(moved).to_numpy(),
+            }
+        )
+    )
+    gone = sorted(set(prev["CustomerId"].dropna()) - set(known["CustomerId"]))
     gone_counts = prev.groupby("CustomerId").size()
-    for old in sorted(gone):
-        changes.append((old, pd.NA, "removed", int(gone_counts[old])))
+    changes.append(
+        pd.DataFrame(
+            {
+                "OldCustomerId": gone,
+                "NewCustomerId": pd.NA,
+                "Reason": "removed",
+                "Records": gone_counts.loc[gone].to_numpy(),
+            }
+        )
+    )
+    changes = [c for c in changes if len(c)]
 
-    log = pd.DataFrame(changes, columns=["OldCustomerId", "NewCustomerId", "Reason", "Records"])
+    columns = ["OldCustomerId", "NewCustomerId", "Reason", "Records"]
+    log = pd.concat(changes, ignore_index=True)[columns] if changes else pd.DataFrame(columns=columns)
     log.insert(0, "RunId", run_id)
     log.insert(0, "Run", run)
     log = log.sort_values(["Reason", "OldCustomerId", "NewCustomerId"], kind="stable", na_position="first")

@@ -110,9 +110,8 @@ def merge_profiles(
         values[f.name] = col
     # placeholders ("N/A", "unknown") never win a field over a real value
     bypass = {" ".join(str(b).lower().split()) for b in config.normalize.bypass_values}
-    values = values.where(
-        values.apply(lambda c: (c.str.strip().str.len() > 0) & ~c.str.lower().str.split().str.join(" ").isin(bypass))
-    )
+    for name in values.columns:
+        values[name] = _drop_placeholders(values[name], bypass)
     values["label"] = labels
     out = pd.DataFrame(index=pd.Index(np.unique(labels), name="label"))
     grouped_names: set[str] = set()
@@ -154,3 +153,13 @@ def merge_profiles(
         out = out.join(part)
     out = out.rename(columns=config.merge.rename)
     return out.astype("string")
+
+
+def _drop_placeholders(column: pd.Series, bypass: set[str]) -> pd.Series:
+    """Empty and placeholder values become missing (decided once per distinct value)."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    u = pd.Series(uniques, dtype="string")
+    folded = u.str.lower().str.replace(r"\s+", " ", regex=True).str.strip()
+    keep = ((folded.str.len() > 0) & ~folded.isin(bypass)).to_numpy(dtype=bool, na_value=False)
+    ok = np.append(keep, False)[codes]  # code -1 (missing) indexes the appended False
+    return column.where(ok)

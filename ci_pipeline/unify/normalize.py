@@ -20,6 +20,10 @@ import phonenumbers
 from unidecode import unidecode
 
 from ci_pipeline.errors import UserError
+from ci_pipeline.unify.records import parse_times
+
+#: Arrow-backed strings: regex and string kernels run in C over whole columns.
+STR = "string[pyarrow]"
 
 #: Default normalizations per semantic type, used when a condition lists none.
 DEFAULTS: dict[str, tuple[str, ...]] = {
@@ -32,7 +36,7 @@ DEFAULTS: dict[str, tuple[str, ...]] = {
     "street": ("ascii", "case", "numerals", "symbols", "whitespace", "address"),
     "city": ("ascii", "case", "symbols", "whitespace"),
     "state": ("ascii", "case", "symbols", "whitespace"),
-    "postal_code": ("ascii", "case", "symbols", "whitespace"),
+    "postal_code": ("ascii", "case", "postal"),
     "country": ("ascii", "case", "symbols", "whitespace"),
     "birth_date": ("date",),
     "gender": ("ascii", "case", "symbols", "whitespace"),
@@ -176,20 +180,19 @@ class Normalizer:
     def apply(self, values: pd.Series, steps: Iterable[str]) -> pd.Series:
         """Normalize a column for matching; empty, missing and bypass values become ``<NA>``."""
         steps = tuple(steps)
-        s = values.astype("string")
+        s = values.astype(STR)
         codes, uniques = pd.factorize(s, use_na_sentinel=True)
-        u = pd.Series(uniques, dtype="string")
+        u = pd.Series(uniques, dtype=STR)
         u = self._mask_bypass(u.str.strip())
         for step in steps:
             u = self._step(step)(u)
             u = u.where(u.str.len() > 0)
         u = self._mask_bypass(u)
-        out = pd.array(u.to_numpy(dtype=object, na_value=None)[codes] if len(u) else [None] * len(codes), "string")
-        out[codes < 0] = pd.NA
-        return pd.Series(out, index=values.index, dtype="string")
+        u = u.astype(STR)
+        return pd.Series(u.array.take(codes, allow_fill=True), index=values.index, dtype=STR)
 
     def _mask_bypass(self, u: pd.Series) -> pd.Series:
-        folded = u.str.lower().str.split().str.join(" ")
+        folded = _squash(u.str.lower())
         bypass = {" ".join(str(b).lower().split()) for b in self.bypass_values}
         return u.where(~folded.isin(bypass) & (u.str.len() > 0))
 
@@ -200,19 +203,25 @@ class Normalizer:
                 raise UserError(f"alias map {name[6:]!r} is not configured under unify.normalize.aliases")
             return lambda u: _alias(u, mapping)
         steps = {
-            "whitespace": lambda u: u.str.split().str.join(" "),
-            "symbols": lambda u: u.str.replace(r"[^\w@ ]+|_", " ", regex=True).str.split().str.join(" "),
+            "whitespace": _squash,
+            "symbols": lambda u: _squash(u.str.replace(r"[^\w@ ]+|_", " ", regex=True)),
             "case": lambda u: u.str.lower(),
             "ascii": _ascii,
             "numerals": _numerals,
             "phone": lambda u: phone_digits(u, self.default_region),
             "name": _names,
+            "name_plain": lambda u: _names(u, nick=False),
             "address": lambda u: _map_words(u, address_abbreviations()),
             "organization": _organization,
             "email": _email,
             "date": _date,
+            "postal": _postal,
         }
         return steps[name]
+
+
+def _squash(u: pd.Series) -> pd.Series:
+    return u.str.replace(r"\s+", " ", regex=True).str.strip()
 
 
 def _ascii(u: pd.Series) -> pd.Series:
@@ -236,15 +245,20 @@ def _map_words(u: pd.Series, table: dict[str, str], lower: bool = False) -> pd.S
             return None
         return " ".join(table.get(w.lower() if lower else w, w) for w in v.split())
 
-    return pd.Series([one(v) for v in u.to_numpy(dtype=object, na_value=None)], index=u.index, dtype="string")
+    return pd.Series([one(v) for v in u.to_numpy(dtype=object, na_value=None)], index=u.index, dtype=STR)
 
 
-def _names(u: pd.Series) -> pd.Series:
-    """Personal names: "Smith, Bob" -> "Bob Smith", punctuation dropped, nicknames -> formal names."""
+_SUFFIX = r"(?i)\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$"
+
+
+def _names(u: pd.Series, nick: bool = True) -> pd.Series:
+    """Personal names: "Smith, Bob" -> "Bob Smith", trailing initials and Jr/Sr dropped, punctuation dropped,
+    nicknames -> formal names."""
     parts = u.str.extract(r"^([^,]*),(.*)$")
     u = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(u).astype("string")
+    u = u.str.strip().str.replace(_SUFFIX, "", regex=True)
     u = u.str.replace(r"[^\w ]+|_", " ", regex=True)
-    return _map_words(u, nicknames(), lower=True)
+    return _map_words(u, nicknames(), lower=True) if nick else u
 
 
 def _organization(u: pd.Series) -> pd.Series:
@@ -256,7 +270,7 @@ def _organization(u: pd.Series) -> pd.Series:
             for v in cleaned.to_numpy(dtype=object, na_value=None)
         ],
         index=u.index,
-        dtype="string",
+        dtype=STR,
     )
 
 
@@ -267,14 +281,23 @@ def _email(u: pd.Series) -> pd.Series:
 
 
 def _date(u: pd.Series) -> pd.Series:
-    parsed = pd.to_datetime(u, errors="coerce", format="mixed")
-    return parsed.dt.strftime("%Y-%m-%d").astype("string")
+    return parse_times(u).dt.strftime("%Y-%m-%d").astype("string")
+
+
+def _postal(u: pd.Series) -> pd.Series:
+    """Postal codes without blanks and dashes; US ZIP+4 -> ZIP, and ZIPs that lost leading zeros are re-padded."""
+    compact = u.str.replace(r"[\s\-.]+", "", regex=True)
+    digits = compact.str.fullmatch(r"\d+").fillna(False).astype(bool)
+    zip4 = digits & (compact.str.len() == 9)
+    short = digits & compact.str.len().between(3, 4).fillna(False).astype(bool)
+    out = compact.where(~zip4, compact.str[:5])
+    return out.where(~short, compact.str.zfill(5))
 
 
 def _alias(u: pd.Series, mapping: dict[str, str]) -> pd.Series:
     basic = pd.Series(
         [None if v is None else _basic(v) for v in u.to_numpy(dtype=object, na_value=None)],
-        dtype="string",
+        dtype=STR,
         index=u.index,
     )
     mapped = basic.map(mapping)

@@ -95,10 +95,37 @@ def _check_columns(t: UnifyTable, df: pd.DataFrame, key: str) -> None:
         )
 
 
-def _to_time(values: pd.Series) -> pd.Series:
+#: Formats tried in order, each vectorised, before the slow per-value "mixed" parser handles what is left.
+TIME_FORMATS = (
+    "ISO8601",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y",
+    "%d.%m.%Y",
+    "%Y/%m/%d",
+)
+
+
+def parse_times(values: pd.Series) -> pd.Series:
+    """Dates and times in UTC from typed or text values; unparseable text becomes NaT."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return pd.to_datetime(values, utc=True)
-    return pd.to_datetime(values.astype("string"), errors="coerce", format="mixed", utc=True)
+    text = values.astype("string").str.strip()
+    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    todo = text.notna() & (text.str.len() > 0)
+    for fmt in TIME_FORMATS:
+        if not todo.any():
+            return out
+        parsed = pd.to_datetime(text[todo], errors="coerce", format=fmt, utc=True)
+        ok = parsed.notna()
+        out[ok[ok].index] = parsed[ok]
+        todo[ok[ok].index] = False
+    if todo.any():
+        out[todo] = pd.to_datetime(text[todo], errors="coerce", format="mixed", utc=True)
+    return out
+
+
+def _to_time(values: pd.Series) -> pd.Series:
+    return parse_times(values)
 
 
 def _derive_names(out: pd.DataFrame) -> None:
@@ -109,7 +136,8 @@ def _derive_names(out: pd.DataFrame) -> None:
         full = (first.fillna("") + " " + last.fillna("")).str.strip()
         out["full_name"] = full.where(full.str.len() > 0)
     elif "full_name" in cols:
-        full = out["full_name"].str.strip()
+        # trailing initials and generational suffixes ("Smith Jr.", "Smith B.") are not the last name
+        full = out["full_name"].str.strip().str.replace(r"(?i)\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$", "", regex=True)
         # "Smith, John" is last name first
         parts = full.str.extract(r"^([^,]*),(.*)$")
         words = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(full).astype("string").str.split()

@@ -69,7 +69,9 @@ def test_error_severity_fails_the_blocking_check(tmp_path):
 def test_schema_drift_against_the_previous_run(tmp_path):
     (tmp_path / "t.csv").write_text("id,n,old\n1,10,a\n")
     config = write_config(tmp_path, TABLE)
-    assert checks(materialize(config))["schema_drift"].passed
+    first = materialize(config)
+    assert checks(first)["schema_drift"].passed
+    assert "baseline" in metadata(first, ["src", "t"])["drift"]
     (tmp_path / "t.csv").write_text("id,n,new\n1,10,b\n")
     config = write_config(tmp_path, {"t": {**TABLE["t"], "columns": {"n": "double"}}})
     result = materialize(config)

@@ -195,3 +195,26 @@ def test_escapechar_and_utf16(tmp_path, ingest):
     (tmp_path / "u.csv").write_bytes("id,name\n1,Zoë\n".encode("utf-16"))
     result = ingest(csv_table(path="u.csv", csv={"encoding": "utf-16"}))
     assert result.data["name"].tolist() == ["Zoë"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_round_trip_of_awkward_values_written_by_pandas(tmp_path, ingest, seed):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list('ab ,"\n;é'))
+    values = ["".join(rng.choice(alphabet, rng.integers(1, 8))) for _ in range(200)]
+    frame = pd.DataFrame({"id": [f"k{i:03d}" for i in range(200)], "text": values, "other": values[::-1]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    result = ingest(csv_table(csv={"multiline": True}))
+    assert result.rows_quarantined == 0
+    expected = frame.replace({"": None})
+    assert result.data["text"].tolist() == expected["text"].tolist()
+    assert result.data["other"].tolist() == expected["other"].tolist()
+
+
+def test_large_integers_are_exact(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text("id,n\n1,12345678901234567\n2,oops\n")
+    result = ingest(csv_table(columns={"n": "int64"}))
+    assert result.data["n"].tolist() == [12345678901234567]
+    assert result.quarantine["reason"].tolist() == ["malformed value in column 'n': 'oops' is not a valid int64"]

@@ -32,7 +32,7 @@ def test_incremental_layout_applies_upserts_and_deletes_by_key(tmp_path, ingest)
     )
     # an older change arriving later must not win over the newer one
     _hour(root, "2026/06/30/09", "Upserts", "u.csv", "id,name,modified\n1,Ann OLD,2026-06-15T00:00:00\n")
-    _hour(root, "2026/06/30/09", "Deletes", "d.csv", "id,name,modified\n2,,\n")
+    _hour(root, "2026/06/30/09", "Deletes", "d.csv", "id\n2\n")
     # the hour 10:00-11:00 has not ended at 10:30: not read yet
     _hour(root, "2026/06/30/10", "Upserts", "u.csv", "id,name,modified\n3,Cy NEW,2026-06-30T10:05:00\n")
     table = {

@@ -130,6 +130,7 @@ def test_expressions_measures_of_measures_and_templates():
             "monthly": {"template": "average_monthly_revenue", "activity": "orders"},
             "recency": {"template": "rfm_recency_score", "activity": "orders"},
             "monetary": {"template": "rfm_monetary_score", "activity": "orders"},
+            "frequency": {"template": "rfm_frequency_score", "activity": "orders"},
             "lifespan": {"template": "active_lifespan", "activity": "orders"},
             "since": {"template": "days_since_last_purchase", "activity": "orders"},
             "atv": {"template": "average_transaction_value", "activity": "orders"},
@@ -149,6 +150,8 @@ def test_expressions_measures_of_measures_and_templates():
     assert a.loc["A", "monthly"] == pytest.approx(40.0 / 12)
     assert a.loc["A", "recency"] == 5 and a.loc["B", "recency"] == 3 and pd.isna(a.loc["C", "recency"])
     assert a.loc["A", "monetary"] == 5 and a.loc["B", "monetary"] == 3
+    # Customers without orders get no frequency score, rather than the lowest one.
+    assert a.loc["A", "frequency"] == 5 and a.loc["B", "frequency"] == 3 and pd.isna(a.loc["C", "frequency"])
     assert a.loc["A", "lifespan"] == 364 and a.loc["A", "since"] == 1 and a.loc["A", "atv"] == 20
     b = result.business
     assert b["avg_spend"]["Value"].tolist() == [32.5]

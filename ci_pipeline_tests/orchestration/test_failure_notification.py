@@ -95,9 +95,9 @@ def test_unreachable_webhook_is_logged_not_raised(tmp_path, caplog):
     dead = f"http://127.0.0.1:{free_port()}/hook"
     defs = failing_project(tmp_path, {"webhook_url": dead, "timeout_seconds": 2})
     with caplog.at_level(logging.ERROR, logger="ci_pipeline"):
-        notify(defs, "unify")
+        notify(defs, "unify_only")
     messages = [record.getMessage() for record in caplog.records]
-    assert any(m.startswith("run failed: orchestration_test: run ") and " of job unify " in m for m in messages)
+    assert any(m.startswith("run failed: orchestration_test: run ") and " of job unify_only " in m for m in messages)
     assert any("orchestration.notifications.webhook_url: the notification was not delivered" in m for m in messages)
 
 

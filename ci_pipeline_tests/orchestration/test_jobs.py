@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import dagster as dg
 import pytest
+import yaml
 
 from ci_pipeline import cli
 from ci_pipeline.commands import run as run_command
@@ -13,6 +14,7 @@ from ci_pipeline.config import load_config
 from ci_pipeline.defs import build_definitions, orchestration
 from ci_pipeline.defs.orchestration import EXECUTOR
 from ci_pipeline.defs.resources import shared_resources
+from ci_pipeline_tests.conftest import ROOT
 from ci_pipeline_tests.orchestration.conftest import build_project, write_project
 
 ALL_JOBS = [
@@ -22,8 +24,8 @@ ALL_JOBS = [
     "ingest_shop",
     "match_only",
     "publish_only",
-    "unify",
     "unify_and_downstream",
+    "unify_only",
 ]
 
 
@@ -37,7 +39,7 @@ def test_every_run_mode_selects_its_stage(project):
     assert run_command.job_names(defs) == ALL_JOBS
     assert selected(defs, "ingest_crm") == [["crm", "contacts"], ["crm", "crm_contacts_corrupt"]]
     assert selected(defs, "match_only") == [["unify", "match_pairs"]]
-    assert selected(defs, "unify") == [["unify", "customer_profile"], ["unify", "match_pairs"]]
+    assert selected(defs, "unify_only") == [["unify", "customer_profile"], ["unify", "match_pairs"]]
     assert selected(defs, "unify_and_downstream") == [
         ["publish", "customer"],
         ["unify", "customer_profile"],
@@ -105,7 +107,9 @@ def test_run_a_selection_and_list_jobs(cli_project, capsys):
 
 
 def test_run_a_selection_inside_a_job(cli_project, capsys):
-    assert cli.main(["--config", str(cli_project), "run", "--job", "unify", "--select", "key:unify/match_pairs"]) == 0
+    assert (
+        cli.main(["--config", str(cli_project), "run", "--job", "unify_only", "--select", "key:unify/match_pairs"]) == 0
+    )
     out = capsys.readouterr().out
     assert "unify/match_pairs" in out and "unify/customer_profile" not in out
 
@@ -121,3 +125,15 @@ def test_run_a_selection_inside_a_job(cli_project, capsys):
 def test_bad_job_or_selection_is_a_clear_error(cli_project, capsys, argv, message):
     assert cli.main(["--config", str(cli_project), "run", *argv]) != 0
     assert message in capsys.readouterr().err
+
+
+def test_run_modes_load_with_the_real_unify_stage(sample_copy):
+    # Job names share Dagster's namespace with the stages' op and graph names; a clash only shows at load.
+    config_file = sample_copy / "ci_pipeline.yaml"
+    settings = yaml.safe_load(config_file.read_text())
+    unify = yaml.safe_load((ROOT / "ci_pipeline" / "generate" / "templates" / "unify.yaml").read_text())["unify"]
+    settings["unify"] = {**unify, "tables": [t for t in unify["tables"] if t["source"] in settings["sources"]]}
+    config_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+    defs = build_definitions(load_config(config_file))
+    dg.Definitions.validate_loadable(defs)
+    assert {"match_only", "unify_only", "unify_and_downstream"} <= set(run_command.job_names(defs))

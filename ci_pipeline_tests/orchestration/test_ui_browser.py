@@ -143,6 +143,8 @@ def test_materialize_all_from_the_ui(sample_copy, tmp_path):
     settings = yaml.safe_load(config_file.read_text())
     # The sample runs with the orchestration section the generator ships (nightly refresh, weekly export).
     settings["orchestration"] = yaml.safe_load(TEMPLATE.read_text())["orchestration"]
+    # One process for the whole run keeps this test short; the process-per-step default is tested in test_jobs.
+    settings["orchestration"]["executor"] = {"kind": "in_process"}
     config_file.write_text(yaml.safe_dump(settings, sort_keys=False))
     config = load_config(config_file)
     asset = os.environ.get("CI_PIPELINE_UI_ASSET", "unify/customer_profile")

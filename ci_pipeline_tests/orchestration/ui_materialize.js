@@ -96,6 +96,9 @@ async function rowCount(path) {
     if (![rows.toLocaleString("en-US"), String(rows)].includes(value)) {
       throw new Error(`the page of ${assetPath} shows row count ${JSON.stringify(value)}, expected ${rows}`);
     }
+    // Let the panels that load after the row count finish before the screenshot (the UI keeps polling, so
+    // waiting for an idle network may time out; that is fine).
+    await page.waitForLoadState("networkidle", { timeout: 15000 }).catch(() => {});
     await page.screenshot({ path: screenshot });
     console.log(JSON.stringify({ run_id: runId, status, rows }));
   } catch (error) {

@@ -172,7 +172,7 @@ def test_stages_materialise_with_checks_and_history_across_runs(project, tmp_pat
         ["seattle", 2, 0, 0],
     ]
 
-    materialize(project, {"ops": {"segments": {"config": {"refresh_static": ["recent"]}}}})
+    materialize(project, {"ops": {"evaluate_segments": {"config": {"refresh_static": ["recent"]}}}})
     membership = lake.read_parquet("ci_pipeline/segments/segment_membership.parquet")
     assert dict(zip(membership["CustomerId"], membership["Segments"], strict=True))["B"] == '["big", "recent"]'
     assert "A" in set(membership["CustomerId"])  # still in seattle

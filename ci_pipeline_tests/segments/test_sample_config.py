@@ -84,3 +84,50 @@ def test_measure_cycles_are_named():
     problems = config.problems(ProjectConfig.model_validate({"sources": SOURCES}))
     assert "measures.attributes.a: reference cycle a -> b -> a; break it" in problems
     assert "measures.attributes.c: reference cycle c -> c; break it" in problems
+
+
+def test_load_config_reports_rule_errors_with_key_paths(sample_copy):
+    from ci_pipeline.config import load_config
+    from ci_pipeline.errors import ConfigError
+
+    path = sample_copy / "ci_pipeline.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["segments"]["definitions"]["broken"] = {
+        "rules": [
+            {"field": "measure.total_spend", "op": "after", "value": "2026-01-01"},
+            {"combine": "union", "segment": "loop"},
+        ]
+    }
+    data["segments"]["definitions"]["loop"] = {"rules": [{"segment": "broken"}]}
+    data["segments"]["definitions"]["typo"] = {"rules": [{"field": "measure.total_spend", "op": "greater"}]}
+    data["measures"]["attributes"]["bad"] = {"activity": "orders", "aggregate": "sum", "field": "amount", "colour": 1}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "measures.attributes.bad.colour" in text
+    # Rule problems are reported once the sections validate; fix the measure and look again.
+    del data["measures"]["attributes"]["bad"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "segments.definitions.broken.rules[0].op: after does not apply to measure total_spend" in text
+    assert "segments reference each other in a cycle broken -> loop -> broken" in text
+    assert "segments.definitions.typo.rules[0].op: unknown operator 'greater'" in text
+
+
+def test_activity_customer_table_must_take_part_in_unification(sample_copy):
+    from ci_pipeline.config import load_config
+    from ci_pipeline.errors import ConfigError
+
+    path = sample_copy / "ci_pipeline.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["activities"]["tables"]["orders"]["customer"] = {
+        "source": "ecommerce",
+        "table": "orders",
+        "column": "order_id",
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError, match="activities.tables.orders.customer: ecommerce.orders does not take part"):
+        load_config(path)

@@ -100,3 +100,13 @@ def test_previous_customer_id_on_profile():
     prof = second.customer_profile.set_index("shop_customers_customer_id")
     old = first.customer_profile.set_index("shop_customers_customer_id").loc["s1", "CustomerId"]
     assert prof.loc["s1", "PreviousCustomerId"] == old
+
+
+def test_fast_uuid5_equals_the_standard_one():
+    import uuid
+
+    from ci_pipeline.outputs import NAMESPACE
+    from ci_pipeline.unify.identity import uuid5_hex
+
+    for name in ["customer|crm|contacts|1", "é|ü", ""]:
+        assert uuid5_hex(name) == uuid.uuid5(NAMESPACE, name).hex
