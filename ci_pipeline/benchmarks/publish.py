@@ -129,7 +129,7 @@ def _webapi(args, keys: pd.DataFrame) -> dict:
             # A nightly republish of unchanged rows: only the keys are read.
             client = DataverseClient(info["org_url"], StaticCredential(), max_concurrency=args.concurrency)
             with WebApiSink(client, lake=lake) as sink:
-                again, again_wall, _ = _timed(lambda: sink.publish(table))
+                again, again_wall, again_cpu = _timed(lambda: sink.publish(table))
     finally:
         server.stdin.close()
         server.wait(timeout=30)
@@ -143,4 +143,5 @@ def _webapi(args, keys: pd.DataFrame) -> dict:
         "webapi_client_cpu_share": round(cpu / wall, 3),
         "webapi_unchanged_republish_seconds": round(again_wall, 2),
         "webapi_unchanged_republish_requests": again.requests,
+        "webapi_unchanged_republish_client_cpu_seconds": round(again_cpu, 2),
     }

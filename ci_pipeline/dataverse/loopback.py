@@ -69,6 +69,8 @@ class LoopbackDataverse:
         self.valid_tokens: set[str] = set()
         self.keep_log = True
         self._lock = threading.Lock()
+        self._version = 0
+        self._sorted: dict[str, tuple[int, int, list[str]]] = {}
         self._server: ThreadingHTTPServer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
@@ -147,6 +149,7 @@ class LoopbackDataverse:
             if method == "DELETE":
                 with self._lock:
                     gone = self.tables.get(entity_set, {}).pop(key, None)
+                    self._version += 1
                 return (204 if gone is not None else 404), {}, b"", [key]
             if method == "PATCH":
                 row = json.loads(body)
@@ -154,6 +157,7 @@ class LoopbackDataverse:
                     return _error(400, f"{entity_set}({key}): a value is not valid for its column", [key])
                 with self._lock:
                     self.tables.setdefault(entity_set, {})[key] = {**row}
+                    self._version += 1
                 return 204, {}, b"", [key]
         if method == "POST" and route.endswith("/Microsoft.Dynamics.CRM.UpsertMultiple"):
             entity_set = route.split("/", 1)[0]
@@ -169,6 +173,7 @@ class LoopbackDataverse:
                 ids.append(key)
             with self._lock:
                 table = self.tables.setdefault(entity_set, {})
+                self._version += 1
                 for target in targets:
                     row = {k: v for k, v in target.items() if k != "@odata.type"}
                     logical = target["@odata.type"].removeprefix("Microsoft.Dynamics.CRM.")
@@ -186,7 +191,13 @@ class LoopbackDataverse:
         asked = re.search(r"odata\.maxpagesize=(\d+)", prefer)
         size = min(int(asked.group(1)) if asked else self.page_size_cap, self.page_size_cap)
         with self._lock:
-            keys = sorted(self.tables.get(entity_set, {}))
+            table = self.tables.get(entity_set, {})
+            cached = self._sorted.get(entity_set)
+            # Paging a large table re-sorts nothing: the sorted keys are kept until the table changes.
+            if cached is None or cached[0] != len(table) or cached[1] != self._version:
+                cached = (len(table), self._version, sorted(table))
+                self._sorted[entity_set] = cached
+            keys = cached[2]
             page = [{select: k} if select else dict(self.tables[entity_set][k]) for k in keys[skip : skip + size]]
         out: dict = {"value": page}
         if skip + size < len(keys):

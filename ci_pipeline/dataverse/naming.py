@@ -72,7 +72,9 @@ def sink_table(table: str, shaped: pd.DataFrame, prefix: str = "msdynci", entity
         renamed[column] = name
         frame[name] = _as_text(shaped[column])
     frame = frame[[pk, *[c for c in frame.columns if c != pk]]]
-    frame = frame.sort_values(pk, kind="stable").reset_index(drop=True)
+    if not frame[pk].is_monotonic_increasing:
+        frame = frame.sort_values(pk, kind="stable")
+    frame = frame.reset_index(drop=True)
     sets = entity_sets or {}
     return SinkTable(
         name=table,
