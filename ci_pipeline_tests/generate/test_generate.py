@@ -273,11 +273,15 @@ def test_bundled_sample_config_is_what_the_templates_produce():
     load_config(ROOT / "data" / "sample" / "ci_pipeline.yaml")
 
 
+def _committed_sample_file(sample, path) -> bool:
+    # A run of the sample writes its lake and the embedded sink next to the data (both git-ignored).
+    return path.is_file() and "lake" not in path.relative_to(sample).parts and not path.name.startswith("sink.sqlite")
+
+
 def test_bundled_sample_files_stay_small():
     sample = ROOT / "data" / "sample"
     for file in sample.rglob("*"):
-        # The lake and the embedded sink are what a run writes there (git-ignored), not the committed sample.
-        if file.is_file() and "lake" not in file.relative_to(sample).parts and not file.name.startswith("sink.sqlite"):
+        if _committed_sample_file(sample, file):
             assert file.stat().st_size < 1_000_000, file
 
 
@@ -325,9 +329,7 @@ def test_bundled_sample_is_what_the_generator_writes_now(tmp_path):
     fresh = tmp_path / "sample"
     generate(people=2000, seed=7, out=fresh)
     files = sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
-    committed = sorted(
-        p.relative_to(sample) for p in sample.rglob("*") if p.is_file() and "lake" not in p.relative_to(sample).parts
-    )
+    committed = sorted(p.relative_to(sample) for p in sample.rglob("*") if _committed_sample_file(sample, p))
     assert files == committed
     for rel in files:
         if rel.suffix == ".parquet":
