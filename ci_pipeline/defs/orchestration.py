@@ -23,9 +23,6 @@ from ci_pipeline.defs.resources import LakeResource
 from ci_pipeline.errors import UserError
 from ci_pipeline.orchestration.files import list_location, plan_table, run_key, watch_root
 
-#: Retry policy for steps that call external services (Dataverse, ADLS, enrichment); use it on such assets:
-#: ``@dg.asset(retry_policy=EXTERNAL_RETRY)``. Three more tries, 10 s, 20 s, 40 s apart (with jitter).
-EXTERNAL_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 #: The default executor: one process per step, at most two at a time (a 2-core machine).
 EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": 2}, name="multiprocess_bounded")
 #: Run tags that the run history shows: how a run was started and whether it refreshed everything.

@@ -16,7 +16,7 @@ from ci_pipeline.config.publish import OUTPUT_TABLE_NAMES, ExportConfig
 from ci_pipeline.dataverse import logical_table, open_sink
 from ci_pipeline.dataverse.capacity import capacity_report
 from ci_pipeline.dataverse.prepare import prepare
-from ci_pipeline.defs.resources import LakeResource
+from ci_pipeline.defs.resources import EXTERNAL_RETRY, LakeResource
 from ci_pipeline.export import write_export
 
 #: Output table -> the upstream asset that produces it, and what one row is.
@@ -92,6 +92,8 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
         description=f"One row per {row}, published to the Dataverse sink as {logical_table(table, publish.prefix)}.",
         ins=ins,
         tags={"ci_pipeline/output_table": table},
+        # The Dataverse sink crosses the network; the embedded one does not need retries.
+        retry_policy=EXTERNAL_RETRY if kind == "dataverse" else None,
         check_specs=[
             dg.AssetCheckSpec(
                 "no_rejected_rows",
@@ -172,6 +174,7 @@ def _export_asset(config: ProjectConfig, export: ExportConfig) -> dg.AssetsDefin
         description=f"One CDM folder snapshot per run of the output tables ({', '.join(tables)}) in the lake.",
         ins=ins,
         tags={"ci_pipeline/refresh": export.refresh},
+        retry_policy=EXTERNAL_RETRY if config.lake.url.startswith(("abfs://", "abfss://", "az://")) else None,
     )
     def _export(context: dg.AssetExecutionContext, lake: LakeResource, **frames) -> dg.MaterializeResult:
         started = time.monotonic()

@@ -9,6 +9,10 @@ from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.lake import LakeConfig
 from ci_pipeline.lake import Lake
 
+#: Retry policy for steps that call external services (Dataverse, ADLS, enrichment):
+#: ``@dg.asset(retry_policy=EXTERNAL_RETRY)``. Three more tries, 10 s, 20 s, 40 s apart (with jitter).
+EXTERNAL_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
 
 class LakeResource(dg.ConfigurableResource):
     """The data lake of the configured environment (a local folder, or ADLS Gen2 / Blob storage).
