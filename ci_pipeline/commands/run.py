@@ -44,6 +44,12 @@ def choose_job(defs: dg.Definitions, job_name: str | None, select: str | None) -
             raise UserError(f"--job {job_name}: no such job; the jobs of this configuration are: {', '.join(names)}")
         job = defs.resolve_job_def(job_name)
         mode = job.tags.get(MODE_TAG, "partial")
+    elif select:
+        # An explicit selection may name anything, on-demand exports included.
+        job, mode = defs.resolve_implicit_global_asset_job_def(), "full"
+    elif "full_refresh" in job_names(defs):
+        job = defs.resolve_job_def("full_refresh")
+        mode = job.tags.get(MODE_TAG, "full")
     else:
         job, mode = defs.resolve_implicit_global_asset_job_def(), "full"
     if select:

@@ -41,15 +41,21 @@ class JobSpec:
     mode: str
 
 
+#: Tag that publish exports carry: ``every_refresh`` or ``on_demand``.
+REFRESH_TAG = "ci_pipeline/refresh"
+
+
 def job_specs(config: ProjectConfig, graph) -> list[JobSpec]:
     """The run modes that exist for this configuration (a job whose selection is empty is left out)."""
     keys = graph.get_all_asset_keys()
-    unify, publish = dg.AssetSelection.groups("unify"), dg.AssetSelection.groups("publish")
+    # On-demand exports run only when selected by name (or by a schedule of their own), never with a refresh.
+    refreshed = dg.AssetSelection.all() - dg.AssetSelection.tag(REFRESH_TAG, "on_demand")
+    unify, publish = dg.AssetSelection.groups("unify"), dg.AssetSelection.groups("publish") & refreshed
     candidates = [
-        JobSpec("full_refresh", dg.AssetSelection.all(), "Every stage, ingest to publish.", "full"),
+        JobSpec("full_refresh", refreshed, "Every stage, ingest to publish.", "full"),
         JobSpec(
             "incremental_refresh",
-            dg.AssetSelection.all(),
+            refreshed,
             "Started by the new-file sensor for the sources whose files changed and everything downstream.",
             "incremental",
         ),
@@ -75,7 +81,9 @@ def job_specs(config: ProjectConfig, graph) -> list[JobSpec]:
     candidates += [
         # Not plain "unify": job names share a namespace with the stages' op names (the unify step is "unify").
         JobSpec("unify_only", unify, "Unification only, on the last ingested data.", "partial"),
-        JobSpec("unify_and_downstream", unify.downstream(), "Unification and every stage after it.", "partial"),
+        JobSpec(
+            "unify_and_downstream", unify.downstream() & refreshed, "Unification and every stage after it.", "partial"
+        ),
         JobSpec("publish_only", publish, "Publish the last computed tables to the sink and the lake.", "partial"),
     ]
     # A stage may produce several tables in one step that cannot run apart (a table and its quarantine table).
