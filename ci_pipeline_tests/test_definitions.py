@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
+import pytest
 
 from ci_pipeline.config import SAMPLE_CONFIG, load_config
 from ci_pipeline.defs import build_definitions
+from ci_pipeline_tests.conftest import ROOT
 
 
 def test_sample_definitions_load():
@@ -24,3 +30,16 @@ def test_definitions_module_reads_the_configured_file_when_loaded(tmp_path, monk
 
     loaded = defs()
     dg.Definitions.validate_loadable(loaded)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command",
+    [["dg", "check", "defs"], ["dagster", "definitions", "validate", "-w", "workspace.yaml"]],
+    ids=["dg", "dagster"],
+)
+def test_project_root_commands_load_the_definitions(command):
+    """What a user types at the project root: both Dagster CLIs find and load the code location."""
+    binary = Path(sys.executable).parent / command[0]
+    result = subprocess.run([str(binary), *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
