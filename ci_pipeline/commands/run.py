@@ -22,6 +22,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--job", help="run a named job (see --list), e.g. 'ingest_crm' or 'unify_and_downstream'")
     parser.add_argument("--list", action="store_true", help="list the jobs of this configuration and exit")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="console log level of the run (default: INFO)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -77,7 +83,11 @@ def run(args) -> int:
     started = time.monotonic()
     with _instance() as instance:
         result = job.execute_in_process(
-            instance=instance, raise_on_error=False, tags={MODE_TAG: mode, TRIGGER_TAG: "cli"}
+            instance=instance,
+            raise_on_error=False,
+            tags={MODE_TAG: mode, TRIGGER_TAG: "cli"},
+            # Stage notes and warnings on the console; the step-by-step debug events stay in the run's event log.
+            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
         )
         records = list(instance.all_logs(result.run_id))
     graph = defs.resolve_asset_graph()
