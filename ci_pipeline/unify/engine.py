@@ -196,9 +196,16 @@ def unify(
     pairs.loc[links.index, "linked"] = used
     pairs.loc[links.index[~used], "note"] = "over-merge guard"
     records["label"] = labels
+    rule_stats = _rule_stats(pairs)
+    match_pairs = _match_pairs(pairs, records)
+    del pairs, links  # the largest frames of a run: free them before merging
     lap("cluster")
 
     profiles = merge_profiles(records, labels, config, primary_keys)
+    attributes = [
+        c for c in records.columns[len(BASE) :] if c not in ("filled", "key_rank", "dedup_group", "is_winner", "label")
+    ]
+    records = records.drop(columns=attributes)
     lap("merge")
 
     identity = assign_ids(records[["source", "table", "key", "label"]], previous_identity, id_history, run_id)
@@ -210,8 +217,7 @@ def unify(
     lap("ids")
 
     dedup_tables = _dedup_tables(records, config)
-    match_pairs = _match_pairs(pairs, records)
-    stats = _stats(records, config, pairs, events, prep, profiles)
+    stats = _stats(records, config, rule_stats, events, prep, profiles)
     lap("outputs")
     return UnifyResult(
         records=records,
@@ -397,7 +403,22 @@ def _match_pairs(pairs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _stats(records, config, pairs, events, prep, profiles) -> dict:
+def _rule_stats(pairs: pd.DataFrame) -> list[dict]:
+    rules = []
+    for (stage, rule), g in pairs.groupby(["stage", "rule_name"], sort=False):
+        rules.append(
+            {
+                "stage": stage,
+                "rule": rule,
+                "candidates": int(len(g)),
+                "accepted": int(g["accepted"].sum()),
+                "linked": int(g["linked"].sum()),
+            }
+        )
+    return rules
+
+
+def _stats(records, config, rules, events, prep, profiles) -> dict:
     per_table = []
     label_tables = records.groupby("label")["rank"].nunique()
     multi = records["label"].map(label_tables).to_numpy() > 1
@@ -410,17 +431,6 @@ def _stats(records, config, pairs, events, prep, profiles) -> dict:
                 "duplicates": int(mask.sum() - records.loc[mask, "dedup_group"].nunique()),
                 "matched": int((mask & multi).sum()),
                 "unmatched": int((mask & ~multi).sum()),
-            }
-        )
-    rules = []
-    for (stage, rule), g in pairs.groupby(["stage", "rule_name"], sort=False):
-        rules.append(
-            {
-                "stage": stage,
-                "rule": rule,
-                "candidates": int(len(g)),
-                "accepted": int(g["accepted"].sum()),
-                "linked": int(g["linked"].sum()),
             }
         )
     sizes = records.groupby("label").size()
