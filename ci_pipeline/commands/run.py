@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("run", help="run the pipeline (every stage) on the configured data")
     parser.add_argument(
         "--select",
-        help="Dagster asset selection, e.g. 'group:unify' or 'crm/contacts+' (default: everything)",
+        help="Dagster asset selection, e.g. 'group:unify' or 'crm/contacts+' (default: the full_refresh job)",
     )
     parser.add_argument("--job", help="run a named job (see --list), e.g. 'ingest_crm' or 'unify_and_downstream'")
     parser.add_argument("--list", action="store_true", help="list the jobs of this configuration and exit")
