@@ -355,3 +355,14 @@ def test_tiny_populations_still_write_every_file(tmp_path, people):
     load_config(tmp_path / "ci_pipeline.yaml")
     for (source, table), columns in COLUMNS.items():
         assert list(read_table(tmp_path, source, table).columns) == columns
+
+
+def test_email_addresses_are_given_out_once():
+    from ci_pipeline.generate.tables import unique_addresses
+
+    local = pd.Series(["ann.lee", "ann.lee", "ann.lee1", "bob", "ann.lee"], dtype="string")
+    domain = pd.Series(["mail.com"] * 4 + ["other.com"], dtype="string")
+    got = unique_addresses(local, domain)
+    assert got.is_unique
+    assert got.tolist()[:2] == ["ann.lee@mail.com", "ann.lee1@mail.com"]
+    assert got.tolist()[3:] == ["bob@mail.com", "ann.lee@other.com"]
