@@ -62,6 +62,7 @@ NORMALIZATIONS = (
     "date",
     "postal",
     "name_plain",
+    "name_alt",
 )
 
 #: Named precisions and the similarity each requires.

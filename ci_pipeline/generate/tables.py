@@ -71,12 +71,27 @@ def person_emails(people: pd.DataFrame, pools: Pools) -> tuple[pd.Series, pd.Ser
     ):
         rows = pattern == k
         local[rows] = render()[rows]
-    personal = local + "@" + take(np.array(EMAIL_DOMAINS, dtype=object), people["email_domain"].to_numpy())
+    personal = unique_addresses(local, take(np.array(EMAIL_DOMAINS, dtype=object), people["email_domain"].to_numpy()))
     head = people["head"].to_numpy()
     personal = personal.mask(people["shared_email"].to_numpy(), personal.iloc[head].reset_index(drop=True))
     company = people["company"].to_numpy()
-    work = first.str[0] + last + "@" + take(pools.company_domains, company)
+    work = unique_addresses(first.str[0] + last, take(pools.company_domains, company))
     return personal, work.mask(~people["has_work_email"].to_numpy())
+
+
+def unique_addresses(local: pd.Series, domain: pd.Series) -> pd.Series:
+    """``local@domain``, each address given out once: a later holder of a taken name gets digits added (a mail
+    provider or a company's IT hands every address to one person only; sharing is a household's own choice)."""
+    local = local.reset_index(drop=True)
+    domain = domain.reset_index(drop=True)
+    address = local + "@" + domain
+    while True:
+        taken = address.duplicated().to_numpy()
+        if not taken.any():
+            return address
+        repeat = address.groupby(address, sort=False).cumcount().astype(STR)
+        local = local.mask(taken, local + repeat)
+        address = local + "@" + domain
 
 
 def _display_first(people: pd.DataFrame, pools: Pools, use_nickname: np.ndarray) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Blocking, candidate pairs and condition scores, shared by deduplication and matching.
 
-Similarity of two normalized strings is ``(len - edit distance) / len`` of the longer one (rapidfuzz
-``Levenshtein.normalized_similarity``), computed for all candidate pairs of a rule in one vectorised call.
+Similarity of two normalized strings is ``(len - edit distance) / len`` of the longer one, where an edit is an
+insertion, deletion, substitution or transposition of two adjacent characters (optimal string alignment, rapidfuzz
+``OSA.normalized_similarity``: "Heahter" is one typo away from "Heather", not two), computed for all candidate pairs
+of a rule in one vectorised call.
 A missing value (null, empty, bypass, or a value too frequent to be trusted) scores 0 and never matches.
 """
 
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from rapidfuzz import process
-from rapidfuzz.distance import Levenshtein
+from rapidfuzz.distance import OSA
 
 from ci_pipeline.config.unify import Condition, Rule
 from ci_pipeline.unify.normalize import Normalizer, default_normalizations
@@ -105,8 +107,9 @@ def score(prep: Prepared, cond: Condition, left: np.ndarray, right: np.ndarray) 
     """Similarity in [0, 1] of one condition for each pair; 0 where either value is missing (NaN when the condition
     allows missing values: it then holds).
 
-    A fuzzy condition with the ``name`` normalization scores the better of the nickname-folded and the plain
-    spelling, so a typo in a nickname ("Jamiie" vs "Jamie") is not punished twice.
+    A fuzzy condition with the ``name`` normalization scores the best of the nickname-folded, the plain and the
+    alternatively folded spelling, so a typo in a nickname ("Jamiie" vs "Jamie") is not punished twice and a
+    nickname of two formal names (Sam: Samuel or Samantha) matches either.
     """
     if len(left) == 0:
         return np.empty(0, dtype=np.float64)
@@ -119,8 +122,9 @@ def score(prep: Prepared, cond: Condition, left: np.ndarray, right: np.ndarray) 
         sims = _fuzzy(prep.normalized(cond), left, right, present)
         steps = prep.steps(cond)
         if "name" in steps:
-            plain = cond.model_copy(update={"normalize": [("name_plain" if s == "name" else s) for s in steps]})
-            sims = np.maximum(sims, _fuzzy(prep.normalized(plain), left, right, present))
+            for variant in ("name_plain", "name_alt"):
+                other = cond.model_copy(update={"normalize": [(variant if s == "name" else s) for s in steps]})
+                sims = np.maximum(sims, _fuzzy(prep.normalized(other), left, right, present))
         sims[present & (cl == cr)] = 1.0
     if cond.allow_missing:
         sims[~present] = np.nan
@@ -132,9 +136,7 @@ def _fuzzy(normalized: pd.Series, left: np.ndarray, right: np.ndarray, present: 
     sims = np.zeros(len(left), dtype=np.float64)
     idx = np.flatnonzero(present)
     if len(idx):
-        sims[idx] = process.cpdist(
-            values[left[idx]], values[right[idx]], scorer=Levenshtein.normalized_similarity, workers=-1
-        )
+        sims[idx] = process.cpdist(values[left[idx]], values[right[idx]], scorer=OSA.normalized_similarity, workers=-1)
     return sims
 
 

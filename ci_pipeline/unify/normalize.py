@@ -101,8 +101,26 @@ def default_normalizations(semantic_type: str) -> tuple[str, ...]:
 
 @cache
 def nicknames() -> dict[str, str]:
-    """The shipped nickname table (``bob`` -> ``robert``), lower-case ASCII."""
+    """The shipped nickname table (``bob`` -> ``robert``), lower-case ASCII: the first formal name listed."""
     return _read_pairs("nicknames.csv")
+
+
+@cache
+def alternative_nicknames() -> dict[str, str]:
+    """Nicknames with a second formal name (``sam`` -> ``samantha`` besides ``samuel``), lower-case ASCII.
+
+    Names compare as equal when they agree with either reading, so Sam matches Samuel and Samantha, but Samuel and
+    Samantha still differ.
+    """
+    text = resources.files("ci_pipeline.unify").joinpath("data/nicknames.csv").read_text("utf-8")
+    first: dict[str, str] = {}
+    second: dict[str, str] = {}
+    for nick, formal in list(csv.reader(text.splitlines()))[1:]:
+        if nick in first:
+            second.setdefault(nick, formal)
+        else:
+            first[nick] = formal
+    return {**first, **second}
 
 
 @cache
@@ -119,9 +137,12 @@ def organization_noise_words() -> frozenset[str]:
 
 
 def _read_pairs(name: str) -> dict[str, str]:
+    """``key -> value`` rows of a shipped table; a key listed twice keeps its first value."""
     text = resources.files("ci_pipeline.unify").joinpath(f"data/{name}").read_text("utf-8")
-    rows = list(csv.reader(text.splitlines()))[1:]
-    return {a: b for a, b in rows}
+    out: dict[str, str] = {}
+    for a, b in list(csv.reader(text.splitlines()))[1:]:
+        out.setdefault(a, b)
+    return out
 
 
 def read_alias_file(path: str | Path, name: str) -> dict[str, str]:
@@ -211,6 +232,7 @@ class Normalizer:
             "phone": lambda u: phone_digits(u, self.default_region),
             "name": _names,
             "name_plain": lambda u: _names(u, nick=False),
+            "name_alt": lambda u: _names(u, table=alternative_nicknames()),
             "address": lambda u: _map_words(u, address_abbreviations()),
             "organization": _organization,
             "email": _email,
@@ -251,14 +273,14 @@ def _map_words(u: pd.Series, table: dict[str, str], lower: bool = False) -> pd.S
 _SUFFIX = r"(?i)\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$"
 
 
-def _names(u: pd.Series, nick: bool = True) -> pd.Series:
+def _names(u: pd.Series, nick: bool = True, table: dict[str, str] | None = None) -> pd.Series:
     """Personal names: "Smith, Bob" -> "Bob Smith", trailing initials and Jr/Sr dropped, punctuation dropped,
     nicknames -> formal names."""
     parts = u.str.extract(r"^([^,]*),(.*)$")
     u = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(u).astype("string")
     u = u.str.strip().str.replace(_SUFFIX, "", regex=True)
     u = u.str.replace(r"[^\w ]+|_", " ", regex=True)
-    return _map_words(u, nicknames(), lower=True) if nick else u
+    return _map_words(u, table if table is not None else nicknames(), lower=True) if nick else u
 
 
 def _organization(u: pd.Series) -> pd.Series:

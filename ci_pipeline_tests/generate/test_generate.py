@@ -16,6 +16,7 @@ from ci_pipeline.cli import main
 from ci_pipeline.config import load_config
 from ci_pipeline.generate import assemble_config, generate
 from ci_pipeline.generate.noise import phone_text, typo
+from ci_pipeline.generate.tables import unique_addresses
 
 ROOT = Path(__file__).resolve().parents[2]
 PEOPLE = 200
@@ -355,3 +356,12 @@ def test_tiny_populations_still_write_every_file(tmp_path, people):
     load_config(tmp_path / "ci_pipeline.yaml")
     for (source, table), columns in COLUMNS.items():
         assert list(read_table(tmp_path, source, table).columns) == columns
+
+
+def test_email_addresses_are_given_out_once():
+    local = pd.Series(["ann.lee", "ann.lee", "ann.lee1", "bob", "ann.lee"], dtype="string")
+    domain = pd.Series(["mail.com"] * 4 + ["other.com"], dtype="string")
+    got = unique_addresses(local, domain)
+    assert got.is_unique
+    assert got.tolist()[:2] == ["ann.lee@mail.com", "ann.lee1@mail.com"]
+    assert got.tolist()[3:] == ["bob@mail.com", "ann.lee@other.com"]
