@@ -130,6 +130,12 @@ def address_abbreviations() -> dict[str, str]:
 
 
 @cache
+def email_domain_typos() -> dict[str, str]:
+    """The shipped table of misspelt mail provider domains (``gmial.com`` -> ``gmail.com``)."""
+    return _read_pairs("email_domain_typos.csv")
+
+
+@cache
 def organization_noise_words() -> frozenset[str]:
     """Words dropped from organization names (``inc``, ``llc``, ``the``, ...)."""
     text = resources.files("ci_pipeline.unify").joinpath("data/organization_noise_words.txt").read_text("utf-8")
@@ -299,7 +305,15 @@ def _organization(u: pd.Series) -> pd.Series:
 def _email(u: pd.Series) -> pd.Series:
     # An address without exactly one "@" and a dotted domain is not an address: it never matches.
     valid = u.str.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+").fillna(False).astype(bool)
-    return u.where(valid)
+    u = u.where(valid)
+    parts = u.str.extract(r"^(.*@)([^@]*)$")
+    domain = parts[1].astype("string")
+    fixed = domain.map(email_domain_typos(), na_action="ignore").astype("string")
+    known = fixed.notna().to_numpy()
+    if known.any():
+        u = u.copy()
+        u[known] = parts[0][known] + fixed[known]
+    return u
 
 
 def _date(u: pd.Series) -> pd.Series:

@@ -8,6 +8,8 @@ import pytest
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.normalize import Normalizer, nicknames, phone_digits, read_alias_file
 
+EMAIL = ["ascii", "case", "whitespace", "email"]
+
 
 def norm(values, steps, **kw):
     return (
@@ -115,3 +117,10 @@ def test_postal_codes():
 def test_initials_and_suffixes_are_not_names():
     steps = ["ascii", "case", "name", "whitespace"]
     assert norm(["David Turner B.", "David Turner Jr.", "david turner"], steps) == ["david turner"] * 3
+
+
+def test_email_fixes_misspelt_provider_domains_only():
+    got = norm(["Ann@GMIAL.com", "ann@gmail.con", "ann@gmail.com", "ann@gmial.org", "not an address"], EMAIL)
+    assert got[:3] == ["ann@gmail.com"] * 3
+    assert got[3] == "ann@gmial.org"
+    assert pd.isna(got[4])
