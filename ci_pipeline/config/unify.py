@@ -12,23 +12,6 @@ if TYPE_CHECKING:
     from ci_pipeline.config.model import ProjectConfig
 
 #: Semantic types a customer-table column can be mapped to. ``custom`` keeps the column under its own name.
-SEMANTIC_TYPES = (
-    "full_name",
-    "first_name",
-    "middle_name",
-    "last_name",
-    "email",
-    "phone",
-    "street",
-    "city",
-    "state",
-    "postal_code",
-    "country",
-    "birth_date",
-    "gender",
-    "company",
-    "custom",
-)
 SemanticType = Literal[
     "full_name",
     "first_name",
