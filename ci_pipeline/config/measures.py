@@ -279,11 +279,6 @@ class MeasuresConfig(StrictModel):
     #: No customer dimension; each becomes its own table.
     business: dict[Name, MeasureSpec] = {}
 
-    @property
-    def customer_attributes(self) -> dict[str, MeasureSpec]:
-        """The customer attribute measures (CustomerMeasure exists iff there are any)."""
-        return self.attributes
-
     def as_of_date(self) -> dt.date:
         """The run date (today in UTC when configured as ``today``)."""
         if self.as_of == "today":

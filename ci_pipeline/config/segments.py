@@ -58,11 +58,6 @@ class SegmentsConfig(StrictModel):
     membership_name: str = Field(SEGMENT_MEMBERSHIP_NAME, min_length=1)
     definitions: dict[Name, SegmentSpec] = {}
 
-    @property
-    def segments(self) -> dict[str, SegmentSpec]:
-        """The configured segments (SegmentMembership exists iff there are any)."""
-        return self.definitions
-
     def parsed(self) -> dict[str, list]:
         """Segment name -> parsed rules (raises ``RuleError`` on the first bad rule)."""
         from ci_pipeline.segments.rules import parse_rules
