@@ -49,6 +49,7 @@ def run(args) -> int:
             (args.source, args.table, args.key),
             tuple(args.pair),
             alternate,
+            _read(lake, "unify/match_pairs"),
         )
         print(json.dumps(info, indent=2, default=str) if args.json else render_pair(info))
         return 0

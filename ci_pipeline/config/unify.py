@@ -201,6 +201,10 @@ class GuardConfig(StrictModel):
     #: A blocking key shared by more records than this forms no candidate pairs (reported in the statistics):
     #: it keeps a too-coarse rule from comparing millions of pairs.
     max_block_size: int = Field(1000, ge=2)
+    #: Fields of which one customer may hold only one known normalized value (``birth_date``: a father and son of
+    #: the same name, address and home phone are two people). A link that would join two parts whose known values
+    #: differ is skipped, even when the two linked records themselves lack the field.
+    conflict_fields: list[str] = []
 
 
 DEFAULT_BYPASS = [
@@ -326,6 +330,12 @@ class UnifyConfig(StrictModel):
                 found += _rule_problems(rule, f"{key}.dedup.rules[{ri}]", attrs, self.normalize)
         for ri, rule in enumerate(self.match.rules):
             found += _rule_problems(rule, f"unify.match.rules[{ri}]", mapped_anywhere, self.normalize)
+        for fi, name in enumerate(self.guard.conflict_fields):
+            if name not in mapped_anywhere:
+                found.append(
+                    f"unify.guard.conflict_fields[{fi}]: {name!r} is not mapped in any table; map a column to it in "
+                    f"unify.tables[*].columns or remove it (mapped: {sorted(mapped_anywhere)})"
+                )
         refs = {t.ref for t in self.tables}
         for name, spec in self.merge.fields.items():
             for ref in spec.priority:

@@ -1,9 +1,11 @@
 """Transitive clusters (connected components) over accepted links, with the over-merge guard.
 
-The guard: a component that would hold more than ``max_cluster_size`` records, or that would join two records
-declared never-match, is rebuilt greedily from its strongest links: links are taken in order of strength (stage
-dedup before match, then rule order, then mean condition score, then record order) and a link is skipped when it
-would make the cluster exceed the size cap or join a never-match pair. Skipped links are reported.
+The guard: a component that would hold more than ``max_cluster_size`` records, that would join two records
+declared never-match, or that would hold two different known values of a conflict field (two birth dates: a father
+and a son of the same name and address), is rebuilt greedily from its strongest links: links are taken in order of
+strength (stage dedup before match, then rule order, then mean condition score, then record order) and a link is
+skipped when it would make the cluster exceed the size cap, join a never-match pair or join two parts whose known
+values of a conflict field differ. Skipped links are reported with their reason.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def guarded_clusters(
     links: pd.DataFrame,
     never: tuple[np.ndarray, np.ndarray],
     max_cluster_size: int,
+    conflicts: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Clusters over ``links`` with the over-merge guard.
 
@@ -50,70 +53,109 @@ def guarded_clusters(
         links: accepted links with ``left, right`` (positions) and ``order`` (lower = stronger, unique per link).
         never: positions of never-match pairs.
         max_cluster_size: the size cap.
+        conflicts: conflict field -> integer code of each record's normalized value (-1 = unknown); one customer
+            never holds two different known codes of a field.
 
     Returns:
-        ``(labels, used, events)``: the cluster label of each record, a bool per link telling whether it joined
-        two parts, and one event per guarded component (records, size before, parts after, reason).
+        ``(labels, skipped, events)``: the cluster label of each record; per link, 0 when it was used (or joined
+        records already together) and otherwise why it was skipped (1 size cap, 2 never-match pair, 3 + k
+        conflict on the k-th field of ``conflicts``; see :func:`skip_notes`); and one event per guarded component.
     """
+    conflicts = conflicts or {}
+    fields = list(conflicts)
     left = links["left"].to_numpy(np.int64)
     right = links["right"].to_numpy(np.int64)
     labels = components(n, left, right)
-    used = np.ones(len(links), dtype=bool)
+    skipped = np.zeros(len(links), dtype=np.int64)
     sizes = np.bincount(labels, minlength=n)
-    flagged = set(np.flatnonzero(sizes > max_cluster_size).tolist())
+    flagged = np.zeros(n, dtype=bool)
+    flagged[np.flatnonzero(sizes > max_cluster_size)] = True
     nl, nr = never
     if len(nl):
         same = labels[nl] == labels[nr]
-        flagged |= set(labels[nl][same].tolist())
+        flagged[labels[nl][same]] = True
+    for codes in conflicts.values():
+        known = codes >= 0
+        distinct = pd.DataFrame({"label": labels[known], "code": codes[known]}).drop_duplicates()
+        counts = distinct["label"].value_counts()
+        flagged[counts.index[counts.to_numpy() > 1].to_numpy()] = True
     events: list[dict] = []
-    if not flagged:
-        return labels, used, events
+    if not flagged.any():
+        return labels, skipped, events
+
     never_of: dict[int, set[int]] = {}
     for x, y in zip(nl.tolist(), nr.tolist(), strict=True):
         never_of.setdefault(x, set()).add(y)
         never_of.setdefault(y, set()).add(x)
+    # Members and links of the flagged components, grouped once (not one scan of all records per component).
+    rec = np.flatnonzero(flagged[labels])
+    rec = rec[np.argsort(labels[rec], kind="stable")]
+    rec_starts = np.flatnonzero(np.r_[True, labels[rec][1:] != labels[rec][:-1]])
+    lk = np.flatnonzero(flagged[labels[left]])
+    lk = lk[np.lexsort((links["order"].to_numpy()[lk], labels[left][lk]))]
+    lk_comp = labels[left][lk]
+    lk_bounds = np.searchsorted(lk_comp, labels[rec][rec_starts], side="left")
+    lk_ends = np.searchsorted(lk_comp, labels[rec][rec_starts], side="right")
+    code_cols = [conflicts[f] for f in fields]
     labels = labels.copy()
-    link_label = labels[left]
-    for comp in sorted(flagged):
-        members = np.flatnonzero(labels == comp)
-        sel = np.flatnonzero(link_label == comp)
-        sel = sel[np.argsort(links["order"].to_numpy()[sel], kind="stable")]
+    for g, start in enumerate(rec_starts.tolist()):
+        end = rec_starts[g + 1] if g + 1 < len(rec_starts) else len(rec)
+        members = rec[start:end]
         parent = {int(m): int(m) for m in members}
         size = {int(m): 1 for m in members}
         member_sets = {int(m): {int(m)} for m in members}
-
-        skipped_size = skipped_never = 0
-        for e in sel.tolist():
+        values = {int(m): [({int(c[m])} if c[m] >= 0 else set()) for c in code_cols] for m in members}
+        for e in lk[lk_bounds[g] : lk_ends[g]].tolist():
             ra, rb = _find(parent, int(left[e])), _find(parent, int(right[e]))
             if ra == rb:
                 continue
             if size[ra] + size[rb] > max_cluster_size:
-                used[e] = False
-                skipped_size += 1
+                skipped[e] = 1
                 continue
             small, big = (ra, rb) if size[ra] <= size[rb] else (rb, ra)
             if any(p in member_sets[big] for m in member_sets[small] for p in never_of.get(m, ())):
-                used[e] = False
-                skipped_never += 1
+                skipped[e] = 2
+                continue
+            pairs = zip(values[small], values[big], strict=True)
+            clash = [k for k, (a, b) in enumerate(pairs) if a and b and a != b]
+            if clash:
+                skipped[e] = 3 + clash[0]
                 continue
             parent[small] = big
             size[big] += size[small]
             member_sets[big] |= member_sets.pop(small)
+            merged = values.pop(small)
+            values[big] = [a | b for a, b in zip(values[big], merged, strict=True)]
         roots = np.array([_find(parent, int(m)) for m in members])
         # relabel each part by its smallest member so labels stay canonical
         for root in np.unique(roots):
             part = members[roots == root]
             labels[part] = part.min()
+        reasons = []
+        if len(members) > max_cluster_size:
+            reasons.append("size cap")
+        comp_skips = skipped[lk[lk_bounds[g] : lk_ends[g]]]
+        if (comp_skips == 2).any():
+            reasons.append("never-match pair")
+        reasons += [f"conflicting {f}" for k, f in enumerate(fields) if (comp_skips == 3 + k).any()]
         events.append(
             {
                 "records": int(len(members)),
                 "parts": int(len(np.unique(roots))),
-                "reason": "size cap" if len(members) > max_cluster_size else "never-match pair",
-                "links_skipped_size": skipped_size,
-                "links_skipped_never_match": skipped_never,
+                "reason": ", ".join(reasons) or "conflict",
+                "links_skipped_size": int((comp_skips == 1).sum()),
+                "links_skipped_never_match": int((comp_skips == 2).sum()),
+                "links_skipped_conflict": int((comp_skips >= 3).sum()),
             }
         )
-    return labels, used, events
+    return labels, skipped, events
+
+
+def skip_notes(skipped: np.ndarray, fields: list[str]) -> np.ndarray:
+    """The ``match_pairs`` note of each skipped link (``""`` where the link was used)."""
+    names = ["", "over-merge guard: size cap", "over-merge guard: never-match pair"]
+    names += [f"over-merge guard: conflicting {f}" for f in fields]
+    return np.array(names, dtype=object)[skipped]
 
 
 def _find(parent: dict[int, int], x: int) -> int:

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ci_pipeline.config.unify import Rule, UnifyConfig
+from ci_pipeline.config.unify import Condition, Rule, UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
-from ci_pipeline.unify.cluster import components, guarded_clusters
+from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules
 from ci_pipeline.unify.groups import group_starts, join_runs
 from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
@@ -142,6 +142,7 @@ def unify(
     match = evaluate_rules(prep, config.match.rules, np.arange(n), across_ranks=True)
     match["stage"] = "match"
     match["rule_name"] = _names(config.match.rules, match["rule"])
+    conflicts = {f: prep.codes(Condition(field=f)) for f in config.guard.conflict_fields}
     prep.release()
     lap("match")
 
@@ -191,10 +192,11 @@ def unify(
             stage_order,
         ]
     ).argsort()
-    labels, used, events = guarded_clusters(n, links, never, config.guard.max_cluster_size)
+    labels, skipped, events = guarded_clusters(n, links, never, config.guard.max_cluster_size, conflicts)
+    used = skipped == 0
     pairs["linked"] = False
     pairs.loc[links.index, "linked"] = used
-    pairs.loc[links.index[~used], "note"] = "over-merge guard"
+    pairs.loc[links.index[~used], "note"] = skip_notes(skipped[~used], list(conflicts))
     records["label"] = labels
     rule_stats = _rule_stats(pairs)
     match_pairs = _match_pairs(pairs, records)

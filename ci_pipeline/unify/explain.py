@@ -76,8 +76,10 @@ def explain_pair(
     a: tuple[str, str, str],
     b: tuple[str, str, str],
     alternate_key: pd.DataFrame | None = None,
+    match_pairs: pd.DataFrame | None = None,
 ) -> dict:
-    """Why two records did (not) match: per rule, blocking and each condition's values, score and threshold.
+    """Why two records did (not) match: per rule, blocking and each condition's values, score and threshold, and
+    (given the last run's ``match_pairs``) whether the run linked them or the over-merge guard kept them apart.
 
     Args:
         records: the record frame of every customer table (:func:`ci_pipeline.unify.records.build_records`),
@@ -99,13 +101,22 @@ def explain_pair(
     else:
         rules = config.match.rules
         stage = "match"
+    # Only the two records are normalized; a value-frequency limit is judged by counting, over the whole table set,
+    # just the records that can hold the same normalized value (so a million records cost a scan, not a
+    # normalization).
     prep = Prepared(
-        records,
+        records.iloc[[i, j]].reset_index(drop=True),
         normalizer,
         config.guard.max_value_frequency,
-        tuple(config.guard.frequency_fields),
+        (),
         config.guard.max_block_size,
     )
+    for rule in rules:
+        for cond in [*rule.blocking_fields(), *rule.conditions]:
+            if cond.field in config.guard.frequency_fields:
+                _judge_frequency(prep, records, cond, config.guard.max_value_frequency)
+    i, j = 0, 1
+    records = prep.records
     out_rules = []
     for rule in rules:
         blocking = []
@@ -117,8 +128,7 @@ def explain_pair(
             values = prep.normalized(cond)
             raw_score = score(prep, cond, np.array([i]), np.array([j]))
             s = float(raw_score[0])
-            key = (cond.field, prep.steps(cond))
-            frequent = prep.frequent.get(key, {})
+            frequent = prep.frequent.get((cond.field, prep.steps(cond)), {})
             raw_i = records[cond.field].iloc[i] if cond.field in records.columns else None
             raw_j = records[cond.field].iloc[j] if cond.field in records.columns else None
             conds.append(
@@ -126,9 +136,7 @@ def explain_pair(
                     "field": cond.field,
                     "values": [_text(raw_i), _text(raw_j)],
                     "normalized": [_text(values.iloc[i]), _text(values.iloc[j])],
-                    "too_frequent": [
-                        v for v in (_basic_norm(prep, cond, raw_i), _basic_norm(prep, cond, raw_j)) if v in frequent
-                    ],
+                    "too_frequent": list(frequent),
                     "score": None if np.isnan(s) else round(s, 3),
                     "threshold": cond.threshold,
                     "passed": bool(passes(cond, raw_score)[0]),
@@ -159,18 +167,64 @@ def explain_pair(
         ids = [ak.get("|".join(a)), ak.get("|".join(b))]
         result["customer_ids"] = ids
         result["same_customer"] = ids[0] is not None and ids[0] == ids[1]
+    if match_pairs is not None:
+        mp = match_pairs
+        left = mp["LeftSource"] + "|" + mp["LeftTable"] + "|" + mp["LeftKey"]
+        right = mp["RightSource"] + "|" + mp["RightTable"] + "|" + mp["RightKey"]
+        pair = {"|".join(a), "|".join(b)}
+        hit = mp[left.isin(pair) & right.isin(pair) & (left != right)]
+        result["last_run"] = [link for link in _pairs(hit) if link["accepted"]]
     return result
+
+
+def _judge_frequency(prep: Prepared, records: pd.DataFrame, cond, limit: int) -> None:
+    """Mask the pair's normalized values of ``cond`` that more than ``limit`` records hold, as the run does."""
+    key = (cond.field, prep.steps(cond))
+    if key in prep.frequent:
+        return
+    values = prep.normalized(cond)
+    frequent = {}
+    for v in values.dropna().unique():
+        n = count_value(records, prep.normalizer, cond.field, key[1], str(v))
+        if n > limit:
+            frequent[str(v)] = n
+    prep.frequent[key] = frequent
+    if frequent:
+        prep._values[key] = values.where(~values.isin(list(frequent)))
+        prep._codes.pop(key, None)
+
+
+#: Steps that only fold case, accents, blanks and symbols, or fix an e-mail domain: the letters and digits of a
+#: normalized value's first part survive them in order.
+_FOLDING = {"ascii", "case", "whitespace", "symbols", "email"}
+
+
+def count_value(records: pd.DataFrame, normalizer: Normalizer, field: str, steps: tuple, value: str) -> int:
+    """How many records' ``field`` normalizes (by ``steps``) to ``value``.
+
+    Only candidates are normalized: for a phone, raw values whose digits contain the number's last seven digits (the
+    phone step only drops a prefix and an extension); for folding steps, raw values whose letters and digits contain
+    those of the value's local part. Other step lists normalize the whole column.
+    """
+    if field not in records.columns:
+        return 0
+    raw = records[field].astype("string")
+    if "phone" in steps and steps[-1] == "phone":
+        hay = raw.str.replace(r"\D+", "", regex=True)
+        candidates = raw[hay.str.contains(value[-7:], regex=False).fillna(False).to_numpy(bool)]
+    elif set(steps) <= _FOLDING:
+        core = "".join(ch for ch in value.split("@")[0] if ch.isalnum())
+        hay = raw.str.lower().str.replace(r"[^0-9a-z]+", "", regex=True)
+        # Accented letters become ASCII ones only in the ascii step: such values are always candidates.
+        keep = hay.str.contains(core, regex=False) | raw.str.contains(r"[^\x00-\x7f]", regex=True)
+        candidates = raw[keep.fillna(False).to_numpy(bool)]
+    else:
+        candidates = raw
+    return int((normalizer.apply(candidates, steps) == value).sum())
 
 
 def _text(v) -> str | None:
     return None if v is None or pd.isna(v) else str(v)
-
-
-def _basic_norm(prep: Prepared, cond, raw) -> str | None:
-    if raw is None or pd.isna(raw):
-        return None
-    v = prep.normalizer.apply(pd.Series([raw], dtype="string"), prep.steps(cond)).iloc[0]
-    return None if pd.isna(v) else str(v)
 
 
 def render_record(info: dict) -> str:
@@ -209,6 +263,9 @@ def render_pair(info: dict) -> str:
         lines.append(f"  last run: {same} ({info['customer_ids'][0]} / {info['customer_ids'][1]})")
     if info["overrides"]:
         lines.append(f"  override: {', '.join(info['overrides'])}")
+    for link in info.get("last_run", []):
+        state = "linked" if link["linked"] else f"not linked: {link['note']}"
+        lines.append(f"  last run: accepted by {link['stage']} rule {link['rule']}, {state}")
     for rule in info["rules"]:
         verdict = "MATCH" if rule["matched"] else "no match"
         lines.append(f"rule {rule['rule']}: {verdict}")

@@ -111,3 +111,9 @@ def test_two_columns_one_type(tmp_path):
         r["unify"]["tables"][0]["columns"]["email2"] = "email"
 
     assert "both mapped to 'email'" in problems(tmp_path, bad)
+
+
+def test_conflict_field_must_be_mapped(tmp_path):
+    text = problems(tmp_path, lambda r: r["unify"].update(guard={"conflict_fields": ["birth_date"]}))
+    assert "unify.guard.conflict_fields[0]: 'birth_date' is not mapped in any table" in text
+    assert load(tmp_path, lambda r: r["unify"].update(guard={"conflict_fields": ["email"]})).unify.guard.conflict_fields

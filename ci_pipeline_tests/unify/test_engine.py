@@ -10,7 +10,7 @@ import pytest
 
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify import unify
-from ci_pipeline.unify.cluster import components
+from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 
 
@@ -120,7 +120,51 @@ def test_cluster_size_cap_splits_by_strongest_links():
     r = unify(cfg, f, KEYS)
     assert r.stats["largest_cluster"] <= 3
     assert r.stats["guard_events"] and r.stats["guard_events"][0]["reason"] == "size cap"
-    assert (r.match_pairs.Note == "over-merge guard").any()
+    assert (r.match_pairs.Note == "over-merge guard: size cap").any()
+
+
+def test_conflict_guard_keeps_two_birth_dates_apart_even_through_records_without_one():
+    # 0-1-2-3 is a chain of links; 0 and 3 carry different birth dates, 1 and 2 none (a shared home phone).
+    links = pd.DataFrame({"left": [0, 1, 2], "right": [1, 2, 3], "order": [0, 1, 2]})
+    none = (np.empty(0, np.int64), np.empty(0, np.int64))
+    births = np.array([5, -1, -1, 7])
+    labels, skipped, events = guarded_clusters(4, links, none, 50, {"birth_date": births})
+    assert labels.tolist() == [0, 0, 0, 3]
+    assert skipped.tolist() == [0, 0, 3]
+    assert skip_notes(skipped, ["birth_date"]).tolist() == ["", "", "over-merge guard: conflicting birth_date"]
+    assert events == [
+        {
+            "records": 4,
+            "parts": 2,
+            "reason": "conflicting birth_date",
+            "links_skipped_size": 0,
+            "links_skipped_never_match": 0,
+            "links_skipped_conflict": 1,
+        }
+    ]
+    # One birth date, or none: a plain transitive cluster, no event.
+    labels, skipped, events = guarded_clusters(4, links, none, 50, {"birth_date": np.array([5, -1, 5, -1])})
+    assert labels.tolist() == [0, 0, 0, 0] and not skipped.any() and events == []
+
+
+def test_father_and_son_sharing_a_home_phone_stay_two_customers():
+    raw = config().model_dump()
+    raw["tables"][0]["columns"]["born"] = "birth_date"
+    raw["tables"][2]["columns"]["born"] = "birth_date"
+    f = frames()
+    f[("crm", "contacts")]["born"] = pd.Series(["1960-01-01", None, None, None], dtype="string")
+    # m1 "Rob Smith" shares the home phone with c1/s1 but was born thirty years later: the son.
+    f[("loyalty", "members")]["born"] = pd.Series(["1990-05-05", None], dtype="string")
+    plain = unify(type(config()).model_validate(raw), f, KEYS)
+    assert customer_of(plain, "loyalty", "members", "m1") == customer_of(plain, "crm", "contacts", "c1")
+    raw["guard"] = {"conflict_fields": ["birth_date"]}
+    r = unify(type(config()).model_validate(raw), f, KEYS)
+    assert customer_of(r, "crm", "contacts", "c1") == customer_of(r, "shop", "customers", "s1")
+    assert customer_of(r, "loyalty", "members", "m1") != customer_of(r, "crm", "contacts", "c1")
+    refused = r.match_pairs[r.match_pairs.RightKey == "m1"]
+    assert (refused.Accepted & ~refused.Linked).all() and len(refused) == 2
+    assert set(refused.Note) == {"over-merge guard: conflicting birth_date"}
+    assert r.stats["guard_events"][0]["reason"] == "conflicting birth_date"
 
 
 def test_never_and_always_match_overrides():
