@@ -25,6 +25,12 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import ingest_table
 from ci_pipeline.lake import Lake
 from ci_pipeline.unify import unify
+from ci_pipeline.unify.engine import make_normalizer
+from ci_pipeline.unify.normalize import default_normalizations
+from ci_pipeline.unify.records import build_records
+
+#: Fields whose sharing between two split customers is evidence a rule could use (names are not counted).
+EVIDENCE = ("email", "phone", "birth_date", "postal_code", "street", "company")
 
 
 def register(subparsers) -> None:
@@ -32,6 +38,11 @@ def register(subparsers) -> None:
     parser.add_argument("--people", type=int, default=10_000, help="people to generate (default 10000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data", help="use (or create) this folder for the generated data instead of a temporary one")
+    parser.add_argument(
+        "--misses",
+        action="store_true",
+        help="also break the missed pairs down by what the two split customers share, and the wrong links by rule",
+    )
     parser.set_defaults(func=run)
 
 
@@ -42,7 +53,7 @@ def run(args) -> int:
         if not (folder / "ground_truth" / "records.parquet").exists():
             _generate(args.people, args.seed, folder)
         generate_s = time.perf_counter() - started
-        figures = bench(folder)
+        figures = bench(folder, misses=args.misses)
         figures = {"generate_s": round(generate_s, 1), **figures}
     print(json.dumps(figures))
     return 0
@@ -55,7 +66,7 @@ def _generate(people: int, seed: int, folder: Path) -> None:
         raise UserError(f"generating {people} people failed: {done.stderr.strip()[-2000:]}")
 
 
-def bench(folder: Path) -> dict:
+def bench(folder: Path, misses: bool = False) -> dict:
     """Unify the generated data set in ``folder`` and score it against ``folder/ground_truth``."""
     config = load_config(folder / "ci_pipeline.yaml")
     if config.unify is None:
@@ -85,6 +96,7 @@ def bench(folder: Path) -> dict:
         "largest_cluster": result.stats["largest_cluster"],
         "guard_events": len(result.stats["guard_events"]),
         **quality,
+        **({"misses": miss_analysis(config, frames, keys, result, truth)} if misses else {}),
     }
 
 
@@ -132,3 +144,63 @@ def score_against_truth(membership: pd.DataFrame, truth: pd.DataFrame) -> dict:
         "bcubed_f1": round(2 * bp * br / (bp + br), 4) if bp + br else 0.0,
         "true_people": int(len(person)),
     }
+
+
+def miss_analysis(config: ProjectConfig, frames: dict, keys: dict, result, truth: pd.DataFrame) -> dict:
+    """Where the errors are, against the ground truth.
+
+    Missed pairs (two records of one person in two customers) are grouped by the normalized values the two
+    customers share anywhere in their records: a split whose customers share nothing but a name can only be
+    joined by a rule on names alone. ``recall_ceiling`` is the pairwise recall if every other split were joined,
+    and ``f1_ceiling`` the F1 at that recall with no false links. Wrong links (linked pairs of two people) are
+    counted per stage and rule.
+    """
+    records = build_records(config.unify, frames, keys)
+    normalizer = make_normalizer(config.unify, config.base_dir)
+    ident = _ident(records["source"], records["table"], records["key"])
+    person = pd.Series(truth["person_id"].to_numpy(), index=_ident(truth["source"], truth["table"], truth["key"]))
+    m = pd.DataFrame({"person": person.reindex(ident).to_numpy(), "label": result.records["label"].to_numpy()})
+    sizes = m.groupby(["person", "label"]).size().rename("n").reset_index()
+    split = sizes[sizes.groupby("person")["label"].transform("size") > 1]
+    pairs = split.merge(split, on="person", suffixes=("_a", "_b"))
+    pairs = pairs[pairs["label_a"] < pairs["label_b"]].reset_index(drop=True)
+    weight = pairs["n_a"].to_numpy(np.float64) * pairs["n_b"].to_numpy(np.float64)
+    shared = pd.Series("", index=pairs.index, dtype=object)
+    wanted = set(split["label"])
+    for f in EVIDENCE:
+        if f not in records.columns:
+            continue
+        values = normalizer.apply(records[f], default_normalizations(f))
+        held = pd.DataFrame({"label": m["label"], "v": values.to_numpy()}).dropna()
+        held = held[held["label"].isin(wanted)].drop_duplicates()
+        hit = (
+            pairs.reset_index()
+            .merge(held, left_on="label_a", right_on="label")
+            .merge(held, left_on=["label_b", "v"], right_on=["label", "v"])["index"]
+            .unique()
+        )
+        shared.iloc[hit] = shared.iloc[hit] + "+" + f
+    shared = shared.str.lstrip("+").replace("", "nothing but a name")
+    by_shared = pd.Series(weight).groupby(shared.to_numpy()).sum().sort_values(ascending=False)
+    missed = float(weight.sum())
+    per_person = truth.groupby("person_id").size().to_numpy(np.float64)
+    actual = float((per_person * (per_person - 1) / 2).sum())
+    name_only = float(by_shared.get("nothing but a name", 0.0))
+    ceiling = 1 - name_only / actual if actual else 1.0
+    mp = result.match_pairs[result.match_pairs["Linked"]]
+    left = person.reindex(_ident(mp["LeftSource"], mp["LeftTable"], mp["LeftKey"])).to_numpy()
+    right = person.reindex(_ident(mp["RightSource"], mp["RightTable"], mp["RightKey"])).to_numpy()
+    wrong = mp[left != right]
+    return {
+        "missed_pairs": int(missed),
+        "missed_by_shared_values": {k: int(v) for k, v in by_shared.head(12).items()},
+        "recall_ceiling": round(ceiling, 4),
+        "f1_ceiling": round(2 * ceiling / (1 + ceiling), 4),
+        "wrong_links_by_rule": {
+            f"{stage} {rule}": int(n) for (stage, rule), n in wrong.groupby(["Stage", "Rule"]).size().items()
+        },
+    }
+
+
+def _ident(source: pd.Series, table: pd.Series, key: pd.Series) -> np.ndarray:
+    return (source.astype("string") + "|" + table.astype("string") + "|" + key.astype("string")).to_numpy(object)

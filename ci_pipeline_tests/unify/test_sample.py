@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ci_pipeline.benchmarks.unify import read_customer_tables, score_against_truth
+from ci_pipeline.benchmarks.unify import bench, read_customer_tables, score_against_truth
 from ci_pipeline.config import SAMPLE_CONFIG, load_config
 from ci_pipeline.unify import unify
 
@@ -23,3 +23,17 @@ def test_sample_rules_unify_the_sample_well():
     assert quality["bcubed_f1"] >= 0.975, quality
     assert quality["pairwise_precision"] >= 0.99, quality
     assert result.stats["largest_cluster"] <= config.unify.guard.max_cluster_size
+
+
+@pytest.mark.slow
+def test_bench_breaks_the_missed_pairs_down_consistently():
+    figures = bench(SAMPLE_CONFIG.parent, misses=True)
+    misses = figures["misses"]
+    truth = pd.read_parquet(SAMPLE_CONFIG.parent / "ground_truth" / "records.parquet")
+    n = truth.groupby("person_id").size()
+    actual = float((n * (n - 1) / 2).sum())
+    assert 1 - misses["missed_pairs"] / actual == pytest.approx(figures["pairwise_recall"], abs=1e-4)
+    assert sum(misses["missed_by_shared_values"].values()) <= misses["missed_pairs"]
+    assert "nothing but a name" in misses["missed_by_shared_values"]
+    assert figures["pairwise_recall"] < misses["recall_ceiling"] < 1
+    assert misses["wrong_links_by_rule"] and all(v > 0 for v in misses["wrong_links_by_rule"].values())
