@@ -42,6 +42,7 @@ NORMALIZATIONS = (
     "address",
     "organization",
     "email",
+    "personal_email",
     "date",
     "postal",
     "name_plain",

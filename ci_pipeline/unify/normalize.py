@@ -136,6 +136,13 @@ def email_domain_typos() -> dict[str, str]:
 
 
 @cache
+def consumer_mail_domains() -> frozenset[str]:
+    """Domains of consumer mail providers (``gmail.com``, ``icloud.com``, ...): addresses there are personal."""
+    text = resources.files("ci_pipeline.unify").joinpath("data/consumer_mail_domains.txt").read_text("utf-8")
+    return frozenset(w.strip() for w in text.splitlines() if w.strip() and not w.startswith("#"))
+
+
+@cache
 def organization_noise_words() -> frozenset[str]:
     """Words dropped from organization names (``inc``, ``llc``, ``the``, ...)."""
     text = resources.files("ci_pipeline.unify").joinpath("data/organization_noise_words.txt").read_text("utf-8")
@@ -242,6 +249,7 @@ class Normalizer:
             "address": lambda u: _map_words(u, address_abbreviations()),
             "organization": _organization,
             "email": _email,
+            "personal_email": _personal_email,
             "date": _date,
             "postal": _postal,
         }
@@ -314,6 +322,13 @@ def _email(u: pd.Series) -> pd.Series:
         u = u.copy()
         u[known] = parts[0][known] + fixed[known]
     return u
+
+
+def _personal_email(u: pd.Series) -> pd.Series:
+    # A work address says nothing about the personal one: only addresses at consumer providers are kept, so a
+    # condition can refuse two different personal addresses while a work one counts as missing.
+    domain = u.str.extract(r"@([^@]*)$")[0].str.lower()
+    return u.where(domain.isin(consumer_mail_domains()).fillna(False).to_numpy(bool))
 
 
 def _date(u: pd.Series) -> pd.Series:

@@ -124,3 +124,13 @@ def test_email_fixes_misspelt_provider_domains_only():
     assert got[:3] == ["ann@gmail.com"] * 3
     assert got[3] == "ann@gmial.org"
     assert pd.isna(got[4])
+
+
+def test_personal_email_keeps_consumer_provider_addresses_only():
+    got = norm(
+        ["Ann.Lee@Gmail.com", "ann@gmial.com", "alee@acme-corp.example", "ann@icloud.com", None],
+        [*EMAIL, "personal_email"],
+    )
+    assert got[:2] == ["ann.lee@gmail.com", "ann@gmail.com"]  # a misspelt provider is corrected first
+    assert pd.isna(got[2]) and pd.isna(got[4])  # a work address counts as missing
+    assert got[3] == "ann@icloud.com"
