@@ -93,6 +93,7 @@ def bench(folder: Path, misses: bool = False) -> dict:
         "records_per_s": round(len(result.records) / unify_s),
         "pairs_per_s": round(candidates / compare_s) if compare_s else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb_after_phase": result.peak_rss_mb,
         "largest_cluster": result.stats["largest_cluster"],
         "guard_events": len(result.stats["guard_events"]),
         **quality,

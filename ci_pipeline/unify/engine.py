@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,8 @@ class UnifyResult:
     identity: IdentityResult
     stats: dict
     timings: dict[str, float] = field(default_factory=dict)
+    #: The process's peak resident memory (MB) at the end of each phase: where a run's memory high-water mark is set.
+    peak_rss_mb: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -91,12 +94,14 @@ def unify(
         UserError: a configured column is missing, a key is empty or duplicated, or an alias / override file is bad.
     """
     timings: dict[str, float] = {}
+    peak_rss_mb: dict[str, int] = {}
     clock = time.perf_counter()
 
     def lap(name: str) -> None:
         nonlocal clock
         now = time.perf_counter()
         timings[name] = round(now - clock, 3)
+        peak_rss_mb[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         clock = now
 
     missing = [t.ref for t in config.tables if (t.source, t.table) not in frames]
@@ -230,6 +235,7 @@ def unify(
         identity=identity,
         stats=stats,
         timings=timings,
+        peak_rss_mb=peak_rss_mb,
         warnings=warnings,
     )
 

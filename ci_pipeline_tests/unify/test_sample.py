@@ -37,3 +37,6 @@ def test_bench_breaks_the_missed_pairs_down_consistently():
     assert "nothing but a name" in misses["missed_by_shared_values"]
     assert figures["pairwise_recall"] < misses["recall_ceiling"] < 1
     assert misses["wrong_links_by_rule"] and all(v > 0 for v in misses["wrong_links_by_rule"].values())
+    phases = list(figures["peak_rss_mb_after_phase"].values())
+    assert list(figures["peak_rss_mb_after_phase"]) == list(figures["phases_s"])
+    assert phases == sorted(phases) and 0 < phases[-1] <= figures["peak_rss_mb"]
