@@ -24,6 +24,7 @@ from ci_pipeline.config.model import ProjectConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import ingest_table
 from ci_pipeline.lake import Lake
+from ci_pipeline.outputs import identifiers
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.engine import make_normalizer
 from ci_pipeline.unify.normalize import default_normalizations
@@ -158,8 +159,10 @@ def miss_analysis(config: ProjectConfig, frames: dict, keys: dict, result, truth
     """
     records = build_records(config.unify, frames, keys)
     normalizer = make_normalizer(config.unify, config.base_dir)
-    ident = _ident(records["source"], records["table"], records["key"])
-    person = pd.Series(truth["person_id"].to_numpy(), index=_ident(truth["source"], truth["table"], truth["key"]))
+    ident = identifiers(records["source"], records["table"], records["key"]).to_numpy(object)
+    person = pd.Series(
+        truth["person_id"].to_numpy(), index=identifiers(truth["source"], truth["table"], truth["key"]).to_numpy(object)
+    )
     m = pd.DataFrame({"person": person.reindex(ident).to_numpy(), "label": result.records["label"].to_numpy()})
     sizes = m.groupby(["person", "label"]).size().rename("n").reset_index()
     split = sizes[sizes.groupby("person")["label"].transform("size") > 1]
@@ -189,8 +192,8 @@ def miss_analysis(config: ProjectConfig, frames: dict, keys: dict, result, truth
     name_only = float(by_shared.get("nothing but a name", 0.0))
     ceiling = 1 - name_only / actual if actual else 1.0
     mp = result.match_pairs[result.match_pairs["Linked"]]
-    left = person.reindex(_ident(mp["LeftSource"], mp["LeftTable"], mp["LeftKey"])).to_numpy()
-    right = person.reindex(_ident(mp["RightSource"], mp["RightTable"], mp["RightKey"])).to_numpy()
+    left = person.reindex(identifiers(mp["LeftSource"], mp["LeftTable"], mp["LeftKey"]).to_numpy(object)).to_numpy()
+    right = person.reindex(identifiers(mp["RightSource"], mp["RightTable"], mp["RightKey"]).to_numpy(object)).to_numpy()
     wrong = mp[left != right]
     return {
         "missed_pairs": int(missed),
@@ -201,7 +204,3 @@ def miss_analysis(config: ProjectConfig, frames: dict, keys: dict, result, truth
             f"{stage} {rule}": int(n) for (stage, rule), n in wrong.groupby(["Stage", "Rule"]).size().items()
         },
     }
-
-
-def _ident(source: pd.Series, table: pd.Series, key: pd.Series) -> np.ndarray:
-    return (source.astype("string") + "|" + table.astype("string") + "|" + key.astype("string")).to_numpy(object)

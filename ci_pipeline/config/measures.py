@@ -28,6 +28,8 @@ Aggregation = Literal[
     "days_since_earliest",
     "span_days",
 ]
+#: Aggregations that can summarise another measure's per-customer values (``of_measure``).
+OF_MEASURE_AGGREGATIONS = ("sum", "average", "count", "count_distinct", "min", "max")
 #: Aggregations whose result over no rows is 0; every other aggregation gives null (or ``null_value``).
 COUNTING = ("count", "count_distinct")
 NUMERIC_RESULT = ("sum", "average", "count", "count_distinct", "days_since_latest", "days_since_earliest", "span_days")
@@ -221,14 +223,7 @@ class MeasureSpec(StrictModel):
     def _one_definition(self):
         if (self.aggregate is None) == (self.expression is None):
             raise ValueError("define the measure by exactly one of 'aggregate' or 'expression'")
-        if self.of_measure is not None and self.aggregate not in (
-            "sum",
-            "average",
-            "count",
-            "count_distinct",
-            "min",
-            "max",
-        ):
+        if self.of_measure is not None and self.aggregate not in OF_MEASURE_AGGREGATIONS:
             raise ValueError("'of_measure' needs 'aggregate': sum, average, count, count_distinct, min or max")
         if self.expression is not None:
             try:

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ci_pipeline.errors import UserError
+from ci_pipeline.export.cdm import CSV_SETTINGS
 from ci_pipeline.generate import faults, tables
 from ci_pipeline.generate.noise import take
 from ci_pipeline.generate.pools import CATALOG, build_pools, product_catalog
@@ -342,14 +343,7 @@ def write_cdm_folder(folder: Path, entities: dict[str, pd.DataFrame], as_of: str
                     "name": f"{name}-part-{i:03d}",
                     "location": f"{name}/{file}",
                     "refreshTime": f"{as_of}T00:00:00Z",
-                    "fileFormatSettings": {
-                        "$type": "CsvFormatSettings",
-                        "columnHeaders": False,
-                        "delimiter": ",",
-                        "quoteStyle": "QuoteStyle.Csv",
-                        "csvStyle": "CsvStyle.QuoteAlways",
-                        "encoding": "UTF-8",
-                    },
+                    "fileFormatSettings": dict(CSV_SETTINGS),
                 }
             )
         model_entities.append(

@@ -94,8 +94,9 @@ def guarded_clusters(
     lk = np.flatnonzero(flagged[labels[left]])
     lk = lk[np.lexsort((links["order"].to_numpy()[lk], labels[left][lk]))]
     lk_comp = labels[left][lk]
-    lk_bounds = np.searchsorted(lk_comp, labels[rec][rec_starts], side="left")
-    lk_ends = np.searchsorted(lk_comp, labels[rec][rec_starts], side="right")
+    comps = labels[rec][rec_starts]
+    lk_bounds = np.searchsorted(lk_comp, comps, side="left")
+    lk_ends = np.searchsorted(lk_comp, comps, side="right")
     code_cols = [conflicts[f] for f in fields]
     labels = labels.copy()
     for g, start in enumerate(rec_starts.tolist()):
@@ -142,7 +143,7 @@ def guarded_clusters(
             {
                 "records": int(len(members)),
                 "parts": int(len(np.unique(roots))),
-                "reason": ", ".join(reasons) or "conflict",
+                "reason": ", ".join(reasons),
                 "links_skipped_size": int((comp_skips == 1).sum()),
                 "links_skipped_never_match": int((comp_skips == 2).sum()),
                 "links_skipped_conflict": int((comp_skips >= 3).sum()),

@@ -68,6 +68,15 @@ class Prepared:
             self._values[key] = values
         return self._values[key]
 
+    def ignore(self, cond: Condition, frequent: dict[str, int]) -> None:
+        """Treat these normalized values of a condition as missing, as too frequent (``value -> records``)."""
+        key = (cond.field, self.steps(cond))
+        values = self.normalized(cond)
+        self.frequent[key] = frequent
+        if frequent:
+            self._values[key] = values.where(~values.isin(list(frequent)))
+            self._codes.pop(key, None)
+
     def codes(self, cond: Condition) -> np.ndarray:
         """Integer codes of the normalized values (-1 = missing): equal codes = equal values."""
         key = (cond.field, self.steps(cond))

@@ -182,16 +182,11 @@ def _judge_frequency(prep: Prepared, records: pd.DataFrame, cond, limit: int) ->
     key = (cond.field, prep.steps(cond))
     if key in prep.frequent:
         return
-    values = prep.normalized(cond)
-    frequent = {}
-    for v in values.dropna().unique():
-        n = count_value(records, prep.normalizer, cond.field, key[1], str(v))
-        if n > limit:
-            frequent[str(v)] = n
-    prep.frequent[key] = frequent
-    if frequent:
-        prep._values[key] = values.where(~values.isin(list(frequent)))
-        prep._codes.pop(key, None)
+    counts = {
+        str(v): count_value(records, prep.normalizer, cond.field, key[1], str(v))
+        for v in prep.normalized(cond).dropna().unique()
+    }
+    prep.ignore(cond, {v: n for v, n in counts.items() if n > limit})
 
 
 #: Steps that only fold case, accents, blanks and symbols, or fix an e-mail domain: the letters and digits of a
