@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -178,10 +178,34 @@ class Pair(StrictModel):
     right: RecordRef
 
 
+#: Fields that identify a person beyond the name: a customer whose records hold none of them is "thin".
+IDENTIFYING_FIELDS = ["email", "phone", "street", "postal_code", "birth_date", "company"]
+
+
+class AttachRule(StrictModel):
+    """A customer that carries nothing but a name joins the only other customer of that name.
+
+    See :mod:`ci_pipeline.unify.attach` and docs/config/unify.md ("Attaching name-only records").
+    """
+
+    name: Name
+    #: The tables (``source.table``) whose records may be attached: a customer is thin only when all its records
+    #: come from these tables and none has a usable value of the ``without`` fields.
+    tables: list[str] = Field(min_length=1)
+    #: Fields whose normalized values (default normalizations) must equal the namesake's.
+    same: list[str] = Field(["first_name", "last_name"], min_length=1)
+    #: Fields a thin record has no usable value of (missing, a bypass value, or too frequent to identify anyone).
+    without: list[str] = IDENTIFYING_FIELDS
+    #: The most customers expected to share the name by chance (customers x the share holding each value).
+    max_expected_namesakes: float = Field(1.0, gt=0)
+
+
 class MatchConfig(StrictModel):
     """Matching across tables: each later table matches against all tables above it."""
 
     rules: list[Rule] = []
+    #: Rules applied after clustering, to customers that carry nothing but a name (in order).
+    attach: list[AttachRule] = []
     never_match: list[Pair] = []
     always_match: list[Pair] = []
     #: CSV files (header ``left_source,left_table,left_key,right_source,right_table,right_key``) with more pairs.
@@ -338,6 +362,7 @@ class UnifyConfig(StrictModel):
                     f"unify.tables[*].columns or remove it (mapped: {sorted(mapped_anywhere)})"
                 )
         refs = {t.ref for t in self.tables}
+        found += self._attach_problems(refs, mapped_anywhere)
         for name, spec in self.merge.fields.items():
             for ref in spec.priority:
                 if ref not in refs:
@@ -352,6 +377,31 @@ class UnifyConfig(StrictModel):
                     f"unify.merge.fields.{name}.sources: {src!r} is neither a mapped attribute nor "
                     "'source.table.column' of a unify table"
                 )
+        return found
+
+    def _attach_problems(self, refs: set[str], mapped_anywhere: set[str]) -> list[str]:
+        found = []
+        known = set(get_args(SemanticType)) | mapped_anywhere
+        for ai, rule in enumerate(self.match.attach):
+            key = f"unify.match.attach[{ai}]"
+            for ti, ref in enumerate(rule.tables):
+                if ref not in refs:
+                    found.append(f"{key}.tables[{ti}]: {ref!r} is not a unify table; use one of {sorted(refs)}")
+                    continue
+                attrs = _derived(self.table(*ref.split(".", 1)).attributes())
+                for fi, f in enumerate(rule.same):
+                    if f not in attrs:
+                        found.append(
+                            f"{key}.same[{fi}]: {f!r} is not mapped in {ref}; map a column to it or remove it "
+                            f"(mapped: {sorted(attrs)})"
+                        )
+            for fi, f in enumerate(rule.without):
+                if f not in known:
+                    found.append(f"{key}.without[{fi}]: {f!r} is neither a semantic type nor a mapped custom column")
+                elif f in rule.same:
+                    found.append(
+                        f"{key}.without[{fi}]: {f!r} is also in 'same'; a field cannot be both compared and absent"
+                    )
         return found
 
 

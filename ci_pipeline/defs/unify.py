@@ -13,6 +13,7 @@ from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.errors import StorageError
 from ci_pipeline.unify import unify
+from ci_pipeline.unify.attach import OUTCOMES
 from ci_pipeline.unify.engine import UnifyResult
 
 GROUP = "unify"
@@ -186,6 +187,13 @@ def _stats_metadata(result: UnifyResult) -> dict:
     lines += [
         f"| {r['stage']} | {r['rule']} | {r['candidates']} | {r['accepted']} | {r['linked']} |" for r in s["rules"]
     ]
+    if s["attach"]:
+        lines += ["", "Customers with nothing but a name (see unify.match.attach):", ""]
+        lines += ["| attach rule | thin customers | " + " | ".join(OUTCOMES) + " |", "|---|" + "---:|" * 6]
+        lines += [
+            f"| {a['rule']} | {a['thin_customers']} | " + " | ".join(str(a[o]) for o in OUTCOMES) + " |"
+            for a in s["attach"]
+        ]
     top = max(s["cluster_sizes"].values()) or 1
     lines += ["", "Cluster sizes (records per customer):", "", "```"]
     lines += [
@@ -198,6 +206,7 @@ def _stats_metadata(result: UnifyResult) -> dict:
         "customers": s["customers"],
         "largest_cluster": s["largest_cluster"],
         "guard_events": dg.MetadataValue.json(s["guard_events"]),
+        "attach": dg.MetadataValue.json(s["attach"]),
         "frequent_values_ignored": dg.MetadataValue.json(json.loads(json.dumps(s["frequent_values_ignored"]))),
         "seconds_per_phase": dg.MetadataValue.json(result.timings),
         "warnings": dg.MetadataValue.json(result.warnings),

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ci_pipeline.config.unify import Condition, Rule, UnifyConfig
+from ci_pipeline.config.unify import AttachRule, Condition, Rule, UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
+from ci_pipeline.unify.attach import sole_namesake_links
 from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
-from ci_pipeline.unify.compare import Prepared, evaluate_rules
+from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
 from ci_pipeline.unify.groups import group_starts, join_runs
 from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
 from ci_pipeline.unify.merge import merge_profiles
@@ -148,6 +149,7 @@ def unify(
     match["stage"] = "match"
     match["rule_name"] = _names(config.match.rules, match["rule"])
     conflicts = {f: prep.codes(Condition(field=f)) for f in config.guard.conflict_fields}
+    attach_inputs = [_attach_inputs(rule, config, records, prep) for rule in config.match.attach]
     prep.release()
     lap("match")
 
@@ -187,17 +189,15 @@ def unify(
             ignore_index=True,
         )
     links = pairs[pairs["accepted"]].copy()
-    stage_order = links["stage"].map({"override": 0, "dedup": 1, "match": 2}).to_numpy()
-    links["order"] = np.lexsort(
-        [
-            links["right"].to_numpy(),
-            links["left"].to_numpy(),
-            -links["strength"].to_numpy(),
-            links["rule"].to_numpy(),
-            stage_order,
-        ]
-    ).argsort()
+    links["order"] = _link_order(links)
     labels, skipped, events = guarded_clusters(n, links, never, config.guard.max_cluster_size, conflicts)
+    attach_pairs, attach_stats = _attach(config.match.attach, attach_inputs, labels)
+    if len(attach_pairs):
+        # Attachment links are the weakest evidence: the guard takes them last when it rebuilds a customer.
+        pairs = pd.concat([pairs, attach_pairs], ignore_index=True)
+        links = pairs[pairs["accepted"]].copy()
+        links["order"] = _link_order(links)
+        labels, skipped, events = guarded_clusters(n, links, never, config.guard.max_cluster_size, conflicts)
     used = skipped == 0
     pairs["linked"] = False
     pairs.loc[links.index, "linked"] = used
@@ -225,6 +225,7 @@ def unify(
 
     dedup_tables = _dedup_tables(records, config)
     stats = _stats(records, config, rule_stats, events, prep, profiles)
+    stats["attach"] = attach_stats
     lap("outputs")
     return UnifyResult(
         records=records,
@@ -238,6 +239,62 @@ def unify(
         peak_rss_mb=peak_rss_mb,
         warnings=warnings,
     )
+
+
+def _link_order(links: pd.DataFrame) -> np.ndarray:
+    """Rank of each link for the guard (lower = stronger): stage, rule, score, then record order."""
+    stage_order = links["stage"].map({"override": 0, "dedup": 1, "match": 2, "attach": 3}).to_numpy()
+    keys = [links["right"].to_numpy(), links["left"].to_numpy(), -links["strength"].to_numpy()]
+    return np.lexsort([*keys, links["rule"].to_numpy(), stage_order]).argsort()
+
+
+def _attach_inputs(rule: AttachRule, config: UnifyConfig, records: pd.DataFrame, prep: Prepared) -> dict:
+    """The normalized codes an attach rule needs, taken before the normalized columns are released."""
+    tables = [config.table(*ref.split(".", 1)) for ref in rule.tables]
+    in_tables = np.zeros(len(records), dtype=bool)
+    for t in tables:
+        in_tables |= ((records["source"] == t.source) & (records["table"] == t.table)).to_numpy()
+    # Only fields these tables map can hold a value on their records (a field mapped elsewhere is empty here).
+    mapped = {f for t in tables for f in t.attributes()}
+    thin = in_tables
+    for f in rule.without:
+        if f in mapped:
+            thin &= prep.codes(Condition(field=f)) < 0
+    return {"same": [prep.codes(Condition(field=f)) for f in rule.same], "thin": thin}
+
+
+def _attach(rules: list[AttachRule], inputs: list[dict], labels: np.ndarray) -> tuple[pd.DataFrame, list[dict]]:
+    """The attach proposals of every rule, in order: each rule sees the customers the rules before it attached."""
+    current = labels.copy()
+    frames, stats = [], []
+    for i, (rule, data) in enumerate(zip(rules, inputs, strict=True)):
+        found = sole_namesake_links(current, data["same"], data["thin"], rule.max_expected_namesakes)
+        stats.append({"rule": rule.name, "thin_customers": len(found.thin_labels), **found.outcomes})
+        p = found.proposals
+        if not len(p):
+            continue
+        links = found.links
+        remap = np.arange(len(current))
+        remap[current[links["left"].to_numpy()]] = current[links["right"].to_numpy()]
+        current = remap[current]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "left": p["left"],
+                    "right": p["right"],
+                    "rule": i,
+                    "scores": scores_json(rule.same, [np.ones(len(p))] * len(rule.same), len(p)).to_numpy(),
+                    "strength": 1.0,
+                    "accepted": p["accepted"],
+                    "stage": "attach",
+                    "rule_name": rule.name,
+                    "note": p["note"],
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame(), stats
+    return pd.concat(frames, ignore_index=True), stats
 
 
 def _names(rules: list[Rule], index: pd.Series) -> list[str]:

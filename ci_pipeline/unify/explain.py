@@ -173,7 +173,8 @@ def explain_pair(
         right = mp["RightSource"] + "|" + mp["RightTable"] + "|" + mp["RightKey"]
         pair = {"|".join(a), "|".join(b)}
         hit = mp[left.isin(pair) & right.isin(pair) & (left != right)]
-        result["last_run"] = [link for link in _pairs(hit) if link["accepted"]]
+        # Refused attach proposals are kept too: they say why a name-only record did not join this customer.
+        result["last_run"] = [link for link in _pairs(hit) if link["accepted"] or link["stage"] == "attach"]
     return result
 
 
@@ -234,7 +235,8 @@ def render_record(info: dict) -> str:
     if not info["links"]:
         lines.append("  (none: the record matched nothing and is a customer of its own)")
     for link in info["links"]:
-        state = "" if link["linked"] else f"  [not used: {link['note']}]"
+        note = link["note"] if link["linked"] else f"not used: {link['note']}"
+        state = f"  [{note}]" if note else ""
         lines.append(
             f"  {link['left']} <-> {link['right']}: {link['stage']} rule {link['rule']} {_fmt(link['scores'])}{state}"
         )
@@ -259,6 +261,9 @@ def render_pair(info: dict) -> str:
     if info["overrides"]:
         lines.append(f"  override: {', '.join(info['overrides'])}")
     for link in info.get("last_run", []):
+        if not link["accepted"]:
+            lines.append(f"  last run: {link['stage']} rule {link['rule']}: {link['note']}")
+            continue
         state = "linked" if link["linked"] else f"not linked: {link['note']}"
         lines.append(f"  last run: accepted by {link['stage']} rule {link['rule']}, {state}")
     for rule in info["rules"]:

@@ -117,3 +117,22 @@ def test_conflict_field_must_be_mapped(tmp_path):
     text = problems(tmp_path, lambda r: r["unify"].update(guard={"conflict_fields": ["birth_date"]}))
     assert "unify.guard.conflict_fields[0]: 'birth_date' is not mapped in any table" in text
     assert load(tmp_path, lambda r: r["unify"].update(guard={"conflict_fields": ["email"]})).unify.guard.conflict_fields
+
+
+def test_attach_rule_problems_name_the_key_and_the_fix(tmp_path):
+    def attach(**rule):
+        return lambda r: r["unify"]["match"].update(attach=[{"name": "sole", **rule}])
+
+    text = problems(tmp_path, attach(tables=["shop.orders"]))
+    assert "unify.match.attach[0].tables[0]: 'shop.orders' is not a unify table" in text
+    # shop.customers maps only an e-mail: there is no name to compare
+    text = problems(tmp_path, attach(tables=["shop.customers"]))
+    assert "unify.match.attach[0].same[0]: 'first_name' is not mapped in shop.customers" in text
+    text = problems(tmp_path, attach(tables=["crm.contacts"], same=["first_name"], without=["emial"]))
+    assert "unify.match.attach[0].without[0]: 'emial' is neither a semantic type nor a mapped custom column" in text
+    text = problems(tmp_path, attach(tables=["crm.contacts"], same=["first_name"], without=["first_name"]))
+    assert "'first_name' is also in 'same'" in text
+    text = problems(tmp_path, attach(tables=["crm.contacts"], same=["first_name"], max_expected_namesakes=0))
+    assert "max_expected_namesakes" in text
+    rule = load(tmp_path, attach(tables=["crm.contacts"], same=["first_name"])).unify.match.attach[0]
+    assert rule.without == ["email", "phone", "street", "postal_code", "birth_date", "company"]

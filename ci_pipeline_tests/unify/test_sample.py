@@ -18,10 +18,14 @@ def test_sample_rules_unify_the_sample_well():
     assert len(result.alternate_key) == sum(len(f) for f in frames.values())
     truth = pd.read_parquet(SAMPLE_CONFIG.parent / "ground_truth" / "records.parquet")
     quality = score_against_truth(result.records[["source", "table", "key", "label"]], truth)
-    # measured 0.963 / 0.982, precision 0.996 on the sample; a rule change that loses more than a little fails here
-    assert quality["pairwise_f1"] >= 0.95, quality
-    assert quality["bcubed_f1"] >= 0.975, quality
+    # measured 0.973 / 0.986, precision 0.996 on the sample; a rule change that loses more than a little fails here
+    assert quality["pairwise_f1"] >= 0.965, quality
+    assert quality["bcubed_f1"] >= 0.98, quality
     assert quality["pairwise_precision"] >= 0.99, quality
+    attach = result.stats["attach"][0]
+    assert attach["attached"] > 0 and attach["thin_customers"] == sum(
+        v for k, v in attach.items() if k not in ("rule", "thin_customers")
+    )
     assert result.stats["largest_cluster"] <= config.unify.guard.max_cluster_size
 
 

@@ -1,0 +1,139 @@
+"""Attachment: a customer that carries nothing but a name joins the only other customer of that name.
+
+Matching compares two records, so a support ticket signed "Angel Newman" that gives no e-mail address, phone or
+address matches nothing and becomes a customer of its own. Attachment looks at customers instead. After
+clustering, a customer is *thin* when all its records come from the rule's tables and none has a usable value of
+the ``without`` fields. A thin customer joins a *sole namesake*: the one customer that is not thin and has a record
+with the same normalized values of the ``same`` fields. It is left alone when:
+
+- two or more customers bear the name (``ambiguous``);
+- no customer does (``no namesake``);
+- its own records disagree on the name, or none has all the ``same`` fields (``no name``);
+- the name is too common: more than ``max_expected_namesakes`` customers would be expected to share it by chance.
+  The expectation is ``C * p1 * p2 * ...``, where ``C`` is the number of customers and ``p`` is the share of them
+  that hold each field's value. This is the term-frequency idea of probabilistic record linkage: the sole
+  "John Smith" among a million customers is not evidence that a "John Smith" ticket is his.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+#: Why a thin customer was or was not attached (the ``attach`` statistics use these names).
+OUTCOMES = ("attached", "ambiguous", "no namesake", "too common", "no name")
+
+
+#: How many of an ambiguous or too common name's bearers are listed as rejected candidates of a thin record.
+MAX_LISTED_BEARERS = 5
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """What one attach rule found: its links, the candidates it refused, and each thin customer's outcome."""
+
+    #: One row per proposal: ``left`` (a thin record), ``right`` (a record of a customer bearing its name),
+    #: ``accepted`` (the sole namesake) and ``note`` (why, with the namesakes expected by chance). Refused rows list
+    #: up to :data:`MAX_LISTED_BEARERS` bearers of an ambiguous or too common name, so explain can show them.
+    proposals: pd.DataFrame
+    #: Labels of the thin customers this rule considered (attached or not).
+    thin_labels: np.ndarray
+    #: Outcome name -> number of thin customers.
+    outcomes: dict[str, int]
+
+    @property
+    def links(self) -> pd.DataFrame:
+        return self.proposals[self.proposals["accepted"].to_numpy(bool)]
+
+
+def sole_namesake_links(
+    labels: np.ndarray,
+    same_codes: list[np.ndarray],
+    thin: np.ndarray,
+    max_expected_namesakes: float,
+) -> Attachment:
+    """Links from the records of thin customers to their sole namesake.
+
+    Args:
+        labels: the customer label of each record.
+        same_codes: per ``same`` field, the integer code of each record's normalized value (-1 = missing).
+        thin: per record, True when it may be attached: it is from one of the rule's tables and has no usable
+            value of the ``without`` fields. A customer is thin when all its records are.
+        max_expected_namesakes: the most customers that may be expected to share the name by chance.
+
+    Returns:
+        The proposals (one accepted link per thin record carrying the name of a sole namesake) and the outcome for
+        each thin customer.
+
+    Examples:
+        >>> labels = np.array([0, 1, 2])  # record 2 is a name-only ticket of the person of record 0
+        >>> first, last = np.array([0, 1, 0]), np.array([0, 1, 0])
+        >>> a = sole_namesake_links(labels, [first, last], np.array([False, False, True]), 2.0)
+        >>> a.links[["left", "right"]].to_numpy().tolist()
+        [[2, 0]]
+    """
+    labels = np.asarray(labels, np.int64)
+    n = len(labels)
+    thin_customer = pd.Series(thin).groupby(labels).all()
+    thin_record = thin_customer.reindex(labels).to_numpy()
+    customers = len(thin_customer)
+
+    valid = np.ones(n, dtype=bool)
+    key = np.zeros(n, dtype=np.int64)
+    expected = np.full(n, float(customers))
+    for codes in same_codes:
+        valid &= codes >= 0
+        # Customers holding each value, for the share p of the expectation C * p1 * p2 * ...
+        held = pd.DataFrame({"code": codes, "label": labels})[codes >= 0].drop_duplicates()
+        holders = np.bincount(held["code"].to_numpy(), minlength=int(codes.max(initial=0)) + 1)
+        expected *= np.where(codes >= 0, holders[np.maximum(codes, 0)], 0) / max(customers, 1)
+        key = pd.factorize(key * (int(codes.max(initial=0)) + 2) + (codes + 1))[0].astype(np.int64)
+
+    # The customers that are not thin and bear each name, each with one record to link to (its first).
+    bearers = pd.DataFrame({"key": key, "label": labels, "pos": np.arange(n)})[valid & ~thin_record]
+    bearers = bearers.drop_duplicates(["key", "label"])
+    count = bearers["key"].value_counts()
+
+    thin_rows = pd.DataFrame({"key": key, "label": labels, "left": np.arange(n), "expected": expected})[thin_record]
+    all_thin = thin_rows["label"].unique()
+    named = thin_rows[valid[thin_rows["left"].to_numpy()]]
+    names_per_customer = named.drop_duplicates(["label", "key"]).groupby("label").size()
+    named = named[named["label"].isin(names_per_customer.index[names_per_customer.to_numpy() == 1])]
+    named = named.assign(bearers=named["key"].map(count).fillna(0).astype(np.int64).to_numpy())
+    outcome = np.select(
+        [named["bearers"] >= 2, named["bearers"] == 0, named["expected"] > max_expected_namesakes],
+        ["ambiguous", "no namesake", "too common"],
+        "attached",
+    )
+    named = named.assign(outcome=outcome)
+    per_customer = named.drop_duplicates("label")["outcome"].value_counts()
+    counts = {o: int(per_customer.get(o, 0)) for o in OUTCOMES[:-1]}
+    counts["no name"] = int(len(all_thin) - per_customer.sum())
+
+    listed = named[named["outcome"].isin(["attached", "ambiguous", "too common"])]
+    proposals = listed.merge(bearers[["key", "pos"]], on="key").rename(columns={"pos": "right"})
+    proposals = proposals.sort_values(["left", "right"], kind="stable")
+    proposals = proposals[proposals.groupby("left").cumcount().to_numpy() < MAX_LISTED_BEARERS]
+    expected_text = pd.Series(np.round(proposals["expected"].to_numpy(), 2)).astype("string").to_numpy()
+    bearer_text = proposals["bearers"].astype("string").to_numpy()
+    limit = f"{max_expected_namesakes:g}"
+    note = np.select(
+        [proposals["outcome"] == "attached", proposals["outcome"] == "ambiguous"],
+        [
+            "sole namesake; namesakes expected by chance: " + expected_text,
+            "not attached: " + bearer_text + " customers bear this name",
+        ],
+        "not attached: name too common, " + expected_text + " namesakes expected by chance (limit " + limit + ")",
+    )
+    proposals = pd.DataFrame(
+        {
+            "left": proposals["left"].to_numpy(np.int64),
+            "right": proposals["right"].to_numpy(np.int64),
+            "accepted": (proposals["outcome"] == "attached").to_numpy(),
+            "expected": proposals["expected"].to_numpy(float),
+            "note": note.astype(object),
+        }
+    )
+    return Attachment(proposals=proposals.reset_index(drop=True), thin_labels=np.sort(all_thin), outcomes=counts)

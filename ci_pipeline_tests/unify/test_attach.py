@@ -1,0 +1,150 @@
+"""Attachment: a customer with nothing but a name joins the only other customer of that name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.config.unify import UnifyConfig
+from ci_pipeline.unify import unify
+from ci_pipeline.unify.attach import sole_namesake_links
+from ci_pipeline.unify.engine import make_normalizer
+from ci_pipeline.unify.explain import explain_pair, explain_record, render_pair, render_record
+from ci_pipeline.unify.records import build_records
+from ci_pipeline_tests.unify.helpers import KEYS, config, frames
+
+
+def run(labels, first, last, thin, limit=1e9):
+    return sole_namesake_links(np.array(labels), [np.array(first), np.array(last)], np.array(thin), limit)
+
+
+def test_thin_records_join_their_sole_namesake():
+    # customers 0 (records 0, 1) and 2 are full profiles; 3 and 4 are name-only records of "name 0"
+    a = run([0, 0, 2, 3, 4], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [False, False, False, True, True])
+    assert a.links[["left", "right"]].to_numpy().tolist() == [[3, 0], [4, 0]]
+    assert a.outcomes == {"attached": 2, "ambiguous": 0, "no namesake": 0, "too common": 0, "no name": 0}
+    assert a.thin_labels.tolist() == [3, 4]
+    assert a.links["note"].str.startswith("sole namesake").all()
+
+
+def test_two_bearers_are_ambiguous_and_listed_as_refused_candidates():
+    a = run([0, 1, 2], [0, 0, 0], [0, 0, 0], [False, False, True])
+    assert a.links.empty
+    assert a.outcomes["ambiguous"] == 1
+    assert a.proposals[["left", "right"]].to_numpy().tolist() == [[2, 0], [2, 1]]
+    assert set(a.proposals["note"]) == {"not attached: 2 customers bear this name"}
+
+
+def test_thin_customers_are_not_namesakes_of_each_other():
+    # two name-only records named alike and no full customer of that name: nothing to attach to
+    a = run([0, 1, 2], [0, 0, 1], [0, 0, 1], [True, True, False])
+    assert a.links.empty and a.outcomes["no namesake"] == 2
+
+
+def test_a_customer_with_any_identifying_value_is_never_moved():
+    # record 1 has the name but also an e-mail (not thin): it stays, and it is the namesake of thin record 2
+    a = run([0, 1, 2], [5, 0, 0], [5, 0, 0], [False, False, True])
+    assert a.links[["left", "right"]].to_numpy().tolist() == [[2, 1]]
+    # a customer mixing a thin and a full record is not thin
+    a = run([0, 1, 1], [0, 0, 0], [0, 0, 0], [False, False, True])
+    assert a.links.empty and a.thin_labels.size == 0
+
+
+def test_expected_namesakes_is_customers_times_the_share_holding_each_value():
+    # 10 customers; first name 0 held by 5 of them, last name 0 by 2: 10 * 5/10 * 2/10 = 1.0 expected by chance
+    first = [0, 0, 0, 0, 1, 2, 3, 4, 5, 0]
+    last = [0, 1, 2, 3, 4, 5, 6, 7, 8, 0]
+    thin = [False] * 9 + [True]
+    a = run(list(range(10)), first, last, thin, limit=1.0)
+    assert a.links["expected"].tolist() == [1.0]
+    assert a.links["note"].tolist() == ["sole namesake; namesakes expected by chance: 1.0"]
+    refused = run(list(range(10)), first, last, thin, limit=0.5)
+    assert refused.links.empty and refused.outcomes["too common"] == 1
+    assert refused.proposals["note"].tolist() == [
+        "not attached: name too common, 1.0 namesakes expected by chance (limit 0.5)"
+    ]
+
+
+def test_records_without_the_whole_name_or_with_two_names_are_not_attached():
+    # record 1: no last name; customer 2 (records 2, 3): two different names
+    a = run([0, 1, 2, 2, 4], [0, 0, 0, 1, 1], [0, -1, 0, 1, 1], [False, True, True, True, False])
+    assert a.links.empty
+    assert a.outcomes["no name"] == 2
+
+
+def attach_config(**rule) -> UnifyConfig:
+    raw = config().model_dump()
+    raw["match"]["attach"] = [{"name": "sole", "tables": ["loyalty.members"], **rule}]
+    return UnifyConfig.model_validate(raw)
+
+
+def with_pat_in_crm() -> dict:
+    """m2 "Pat Jones" has no phone: only a name. c5 is the only other Pat Jones, with an e-mail address."""
+    f = frames()
+    crm = f[("crm", "contacts")]
+    pat = crm.iloc[[1]].assign(contact_id="c5", first_name="Pat", last_name="Jones", email="pj@example.com")
+    f[("crm", "contacts")] = pd.concat([crm, pat.assign(phone=None, street=None)], ignore_index=True)
+    return f
+
+
+def customer(result, source, table, key):
+    ak = result.alternate_key
+    return ak[(ak.DataSourceName == source) & (ak.EntityName == table) & (ak.AlternateValue == key)].CustomerId.iloc[0]
+
+
+def test_engine_attaches_a_name_only_member_and_records_why():
+    f = with_pat_in_crm()
+    plain = unify(config(), f, KEYS)
+    assert customer(plain, "loyalty", "members", "m2") != customer(plain, "crm", "contacts", "c5")
+    r = unify(attach_config(), f, KEYS)
+    assert customer(r, "loyalty", "members", "m2") == customer(r, "crm", "contacts", "c5")
+    assert r.stats["customers"] == plain.stats["customers"] - 1 == len(r.customer_profile)
+    link = r.match_pairs[r.match_pairs.Stage == "attach"]
+    assert link[["LeftKey", "RightKey", "Rule", "Accepted", "Linked"]].values.tolist() == [
+        ["m2", "c5", "sole", True, True]
+    ]
+    assert r.stats["attach"] == [
+        {"rule": "sole", "thin_customers": 1, "attached": 1, "ambiguous": 0, "no namesake": 0, "too common": 0,
+         "no name": 0}
+    ]  # fmt: skip
+    # m1 "Rob Smith" has a phone: it is not thin, whatever its name
+    assert not (link.LeftKey == "m1").any()
+
+
+def test_bypass_phone_counts_as_missing_and_never_match_still_holds():
+    f = with_pat_in_crm()
+    f[("loyalty", "members")].loc[1, "phone"] = "N/A"
+    r = unify(attach_config(), f, KEYS)
+    assert customer(r, "loyalty", "members", "m2") == customer(r, "crm", "contacts", "c5")
+    raw = attach_config().model_dump()
+    raw["match"]["never_match"] = [{"left": ["loyalty", "members", "m2"], "right": ["crm", "contacts", "c5"]}]
+    r = unify(UnifyConfig.model_validate(raw), f, KEYS)
+    assert customer(r, "loyalty", "members", "m2") != customer(r, "crm", "contacts", "c5")
+    link = r.match_pairs[r.match_pairs.Stage == "attach"]
+    assert link.Accepted.all() and not link.Linked.any()
+    assert link.Note.tolist() == ["over-merge guard: never-match pair"]
+
+
+def test_explain_shows_the_attachment_and_the_refusal():
+    f = with_pat_in_crm()
+    r = unify(attach_config(), f, KEYS)
+    info = explain_record("loyalty", "members", "m2", r.alternate_key, r.match_pairs, r.customer_profile)
+    text = render_record(info)
+    assert "attach rule sole (first_name 1.0, last_name 1.0)  [sole namesake; namesakes expected by chance:" in text
+    # a second full "Pat Jones" makes the name ambiguous
+    crm = f[("crm", "contacts")]
+    f[("crm", "contacts")] = pd.concat(
+        [crm, crm.iloc[[4]].assign(contact_id="c6", email="pat@example.org")], ignore_index=True
+    )
+    cfg = attach_config()
+    r = unify(cfg, f, KEYS)
+    assert customer(r, "loyalty", "members", "m2") not in {
+        customer(r, "crm", "contacts", "c5"),
+        customer(r, "crm", "contacts", "c6"),
+    }
+    records = build_records(cfg, f, KEYS)
+    pair = explain_pair(
+        records, cfg, make_normalizer(cfg), ("loyalty", "members", "m2"), ("crm", "contacts", "c6"),
+        r.alternate_key, r.match_pairs,
+    )  # fmt: skip
+    assert "last run: attach rule sole: not attached: 2 customers bear this name" in render_pair(pair)
