@@ -216,8 +216,15 @@ def shape_alternate_key(df: pd.DataFrame) -> pd.DataFrame:
     return _unique_by(out[ALTERNATE_KEY_COLUMNS], "AlternateKey", "AlternateKeyId")
 
 
+def unified_activity_guids(activity_ids: pd.Series) -> pd.Series:
+    """The GUID of each UnifiedActivity row: ``guid("UnifiedActivity|" + ActivityId)`` (the timeline and the
+    publish shaping derive it the same way, so a frame shaped without the column gets the timeline's GUIDs)."""
+    return guids(identifiers("UnifiedActivity", activity_ids))
+
+
 def shape_unified_activity(df: pd.DataFrame) -> pd.DataFrame:
-    """UnifiedActivity: timestamps in UTC, RangeIndex = Unix seconds, GUID = ``guid(ActivityId)`` where missing."""
+    """UnifiedActivity: timestamps in UTC, RangeIndex = Unix seconds, GUID = :func:`unified_activity_guids`
+    where missing."""
     required = ["CustomerId", "ActivityId", "SourceEntityName", "SourceActivityId", "ActivityType"]
     _require(df, "UnifiedActivity", [*required, "ActivityTimeStamp"])
     _no_nulls(df, "UnifiedActivity", ["CustomerId", "ActivityId"])
@@ -234,7 +241,7 @@ def shape_unified_activity(df: pd.DataFrame) -> pd.DataFrame:
     epoch = (out["ActivityTimeStamp"] - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)
     computed_range = epoch.astype("Int64").astype("string")
     out["RangeIndex"] = _text(df["RangeIndex"]).fillna(computed_range) if "RangeIndex" in df.columns else computed_range
-    computed = guids(out["ActivityId"])
+    computed = unified_activity_guids(out["ActivityId"])
     given = df.get("msdynci_unifiedactivityid")
     out["msdynci_unifiedactivityid"] = _text(given).fillna(computed) if given is not None else computed
     return _unique_by(out[UNIFIED_ACTIVITY_COLUMNS], "UnifiedActivity", "msdynci_unifiedactivityid")

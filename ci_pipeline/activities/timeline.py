@@ -10,7 +10,7 @@ import pandas as pd
 from ci_pipeline.activities.jsoncols import json_objects
 from ci_pipeline.config.activities import ActivityTable
 from ci_pipeline.errors import UserError
-from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, guids, identifiers
+from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, unified_activity_guids
 
 #: Columns of the quarantine table (one row per activity that could not be placed on the timeline).
 CORRUPT_COLUMNS = ["Activity", "DataSourceName", "EntityName", "SourceActivityId", "Reason", "Record"]
@@ -172,7 +172,7 @@ def build_timeline(
 ) -> Timeline:
     """Merge activity tables into UnifiedActivity.
 
-    ActivityId is ``<source>_<table>_<primary key>``; the GUID is ``outputs.guid("UnifiedActivity|" + ActivityId)``;
+    ActivityId is ``<source>_<table>_<primary key>``; the GUID is ``outputs.unified_activity_guids``;
     SemanticData holds the configured semantic fields as a JSON object with sorted keys; RangeIndex is the Unix
     timestamp (seconds) as a string. Rows whose key, timestamp or customer cannot be resolved are quarantined.
 
@@ -193,7 +193,7 @@ def build_timeline(
     stamps = pd.to_datetime(merged["ActivityTimeStamp"], utc=True)
     merged["ActivityTimeStamp"] = stamps
     merged["RangeIndex"] = ((stamps - _EPOCH) // pd.Timedelta(seconds=1)).astype("Int64").astype("string")
-    merged["msdynci_unifiedactivityid"] = guids(identifiers("UnifiedActivity", merged["ActivityId"]))
+    merged["msdynci_unifiedactivityid"] = unified_activity_guids(merged["ActivityId"])
     for column in ("CustomerId", "ActivityId", "SourceEntityName", "SourceActivityId", "ActivityType", "Title"):
         merged[column] = merged[column].astype("string")
     for column in ("Description", "URL", "SemanticData"):

@@ -94,7 +94,8 @@ def test_unified_activity_timestamp_range_index_and_guid():
     row = out.iloc[0]
     assert row["RangeIndex"] == "1782820800"
     assert row["SemanticData"] == '{"amount":10}'
-    assert row["msdynci_unifiedactivityid"] == expected_guid("orders|o-1")
+    # the timeline's formula, so shaping a frame without the column gives the GUIDs the timeline would
+    assert row["msdynci_unifiedactivityid"] == expected_guid("UnifiedActivity|orders|o-1")
     table = sink_table("UnifiedActivity", out)
     assert table.frame.loc[0, "msdynci_activitytimestamp"] == "2026-06-30T12:00:00Z"
 
