@@ -97,6 +97,8 @@ def bench(folder: Path, misses: bool = False) -> dict:
         "peak_rss_mb_after_phase": result.peak_rss_mb,
         "largest_cluster": result.stats["largest_cluster"],
         "guard_events": len(result.stats["guard_events"]),
+        # thin customers per attach rule and what became of them (attached, ambiguous, ...)
+        "attach": {a["rule"]: {k: v for k, v in a.items() if k != "rule"} for a in result.stats["attach"]},
         **quality,
         **({"misses": miss_analysis(config, frames, keys, result, truth)} if misses else {}),
     }

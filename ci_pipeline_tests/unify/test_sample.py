@@ -44,3 +44,4 @@ def test_bench_breaks_the_missed_pairs_down_consistently():
     phases = list(figures["peak_rss_mb_after_phase"].values())
     assert list(figures["peak_rss_mb_after_phase"]) == list(figures["phases_s"])
     assert phases == sorted(phases) and 0 < phases[-1] <= figures["peak_rss_mb"]
+    assert figures["attach"]["sole_namesake"]["attached"] > 0
