@@ -148,3 +148,12 @@ def test_explain_shows_the_attachment_and_the_refusal():
         r.alternate_key, r.match_pairs,
     )  # fmt: skip
     assert "last run: attach rule sole: not attached: 2 customers bear this name" in render_pair(pair)
+
+
+def test_attachment_does_not_depend_on_row_order():
+    f = with_pat_in_crm()
+    first = unify(attach_config(), f, KEYS)
+    shuffled = {k: v.sample(frac=1.0, random_state=3).reset_index(drop=True) for k, v in f.items()}
+    again = unify(attach_config(), shuffled, KEYS)
+    pd.testing.assert_frame_equal(first.alternate_key, again.alternate_key)
+    pd.testing.assert_frame_equal(first.match_pairs, again.match_pairs)
