@@ -111,6 +111,9 @@ def load_config(path: str | os.PathLike | None = None) -> ProjectConfig:
         ) from None
     if not isinstance(raw, dict):
         raise ConfigError(str(file), ["the file must be a YAML mapping with at least a 'sources' key"])
+    boolean_keys = _boolean_keys(raw, "")
+    if boolean_keys:
+        raise ConfigError(str(file), boolean_keys)
     try:
         config = ProjectConfig.model_validate(raw)
     except ValidationError as exc:
@@ -120,6 +123,24 @@ def load_config(path: str | os.PathLike | None = None) -> ProjectConfig:
     if problems:
         raise ConfigError(str(file), problems)
     return config
+
+
+def _boolean_keys(node, path: str) -> list[str]:
+    """Keys YAML turned into true/false: an unquoted ``on``, ``off``, ``yes``, ``no`` (YAML 1.1)."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, bool):
+                found.append(
+                    f"{path or '(top level)'}: a key was read as {key}: YAML reads an unquoted on, off, yes or no as "
+                    "true/false; quote it ('on') or correct the key name"
+                )
+            found += _boolean_keys(value, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _boolean_keys(value, f"{path}[{i}]")
+    return found
 
 
 def _describe(err: dict) -> str:

@@ -136,3 +136,14 @@ def test_attach_rule_problems_name_the_key_and_the_fix(tmp_path):
     assert "max_expected_namesakes" in text
     rule = load(tmp_path, attach(tables=["crm.contacts"], same=["first_name"])).unify.match.attach[0]
     assert rule.without == ["email", "phone", "street", "postal_code", "birth_date", "company"]
+
+
+def test_a_key_yaml_reads_as_true_is_named_with_the_fix(tmp_path):
+    text = BASE.replace("      - name: email\n", "      - name: email\n        on: [email]\n")
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "c.yaml")
+    assert err.value.problems == [
+        "unify.match.rules[0]: a key was read as True: YAML reads an unquoted on, off, yes or no as true/false; "
+        "quote it ('on') or correct the key name"
+    ]
