@@ -189,7 +189,10 @@ def _stats_metadata(result: UnifyResult) -> dict:
     ]
     if s["attach"]:
         lines += ["", "Customers with nothing but a name (see unify.match.attach):", ""]
-        lines += ["| attach rule | thin customers | " + " | ".join(OUTCOMES) + " |", "|---|" + "---:|" * 6]
+        lines += [
+            "| attach rule | thin customers | " + " | ".join(OUTCOMES) + " |",
+            "|---|" + "---:|" * (1 + len(OUTCOMES)),
+        ]
         lines += [
             f"| {a['rule']} | {a['thin_customers']} | " + " | ".join(str(a[o]) for o in OUTCOMES) + " |"
             for a in s["attach"]
