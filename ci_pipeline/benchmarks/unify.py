@@ -44,6 +44,12 @@ def register(subparsers) -> None:
         action="store_true",
         help="also break the missed pairs down by what the two split customers share, and the wrong links by rule",
     )
+    parser.add_argument(
+        "--churn",
+        action="store_true",
+        help="instead, measure CustomerId churn over two nightly runs: new records arrive, some are deleted, the "
+        "rows come in another order, then the second run is repeated",
+    )
     parser.set_defaults(func=run)
 
 
@@ -54,7 +60,7 @@ def run(args) -> int:
         if not (folder / "ground_truth" / "records.parquet").exists():
             _generate(args.people, args.seed, folder)
         generate_s = time.perf_counter() - started
-        figures = bench(folder, misses=args.misses)
+        figures = churn(folder) if args.churn else bench(folder, misses=args.misses)
         figures = {"generate_s": round(generate_s, 1), **figures}
     print(json.dumps(figures))
     return 0
@@ -101,6 +107,88 @@ def bench(folder: Path, misses: bool = False) -> dict:
         "attach": {a["rule"]: {k: v for k, v in a.items() if k != "rule"} for a in result.stats["attach"]},
         **quality,
         **({"misses": miss_analysis(config, frames, keys, result, truth)} if misses else {}),
+    }
+
+
+def churn(folder: Path, arriving: float = 0.05, deleted: float = 0.01, seed: int = 1) -> dict:
+    """CustomerId churn over two nightly runs of the generated data set in ``folder``, against its ground truth.
+
+    Night 1 unifies the tables without a ``arriving`` share of their rows. Night 2 sees those rows arrive, a
+    ``deleted`` share of the others disappear, and every table in a new row order; it carries the ids forward
+    from night 1. Night 2 is then repeated on the same rows in yet another order, which must change no id. Which
+    rows arrive or go is a hash of each record's identifier, so the figures are reproducible.
+
+    The figures: how many of the records seen both nights changed CustomerId, the night-2 id changes by reason,
+    and ``people_given_new_id``: people (ground truth) with a record seen both nights whose night-2 id none of
+    their records had on night 1. That is the churn a downstream system notices: a person it already knew, under an
+    id it never saw. (A merge hands a record the id of another of the person's customers, which it has seen.)
+    """
+    config = load_config(folder / "ci_pipeline.yaml")
+    if config.unify is None:
+        raise UserError(f"{config.path}: no 'unify' section to benchmark")
+    frames, keys = read_customer_tables(config)
+    truth = pd.read_parquet(folder / "ground_truth" / "records.parquet")
+    night1, night2 = {}, {}
+    rng = np.random.default_rng(seed)
+    for (source, table), frame in frames.items():
+        ident = identifiers(
+            pd.Series(source, index=frame.index),
+            pd.Series(table, index=frame.index),
+            frame[keys[(source, table)]].astype("string"),
+        )
+        # A stable fraction in [0, 1) per record: its identifier's hash.
+        u = pd.util.hash_array(ident.to_numpy(object)) / 2.0**64
+        night1[(source, table)] = frame[u >= arriving]
+        kept = frame[(u < arriving) | (u >= arriving + deleted)]
+        night2[(source, table)] = kept.iloc[rng.permutation(len(kept))]
+
+    def run(tables, previous=None):
+        return unify(
+            config.unify,
+            tables,
+            keys,
+            previous.identity.identity_map if previous else None,
+            previous.identity.id_change if previous else None,
+            base_dir=config.base_dir,
+        )
+
+    t0 = time.perf_counter()
+    first = run(night1)
+    second = run(night2, first)
+    again = run({k: f.iloc[rng.permutation(len(f))] for k, f in night2.items()}, second)
+    seconds = time.perf_counter() - t0
+
+    def ids(result) -> pd.Series:
+        r = result.records
+        return pd.Series(r["CustomerId"].to_numpy(object), index=identifiers(r["source"], r["table"], r["key"]))
+
+    before, after = ids(first), ids(second)
+    both = before.index.intersection(after.index)
+    changed = int((before.reindex(both) != after.reindex(both)).sum())
+    log = second.identity.id_change
+    reasons = log[log["Run"] == second.identity.run]["Reason"].value_counts()
+    repeat = again.identity.id_change
+    person = pd.Series(
+        truth["person_id"].to_numpy(), index=identifiers(truth["source"], truth["table"], truth["key"]).to_numpy(object)
+    )
+    had = pd.DataFrame({"person": person.reindex(before.index).to_numpy(), "id": before.to_numpy()})
+    kept = pd.DataFrame({"person": person.reindex(both).to_numpy(), "id": after.reindex(both).to_numpy()})
+    seen = kept.drop_duplicates().merge(had.drop_duplicates(), on=["person", "id"], how="left", indicator=True)
+    unseen = seen[seen["_merge"] == "left_only"]
+    return {
+        "records_night1": int(len(before)),
+        "records_night2": int(len(after)),
+        "arrived": int(len(after.index.difference(before.index))),
+        "deleted": int(len(before.index.difference(after.index))),
+        "unify_s_three_runs": round(seconds, 2),
+        "records_kept": int(len(both)),
+        "records_kept_that_changed_id": changed,
+        "changed_share": round(changed / len(both), 5) if len(both) else 0.0,
+        "night2_id_changes": {k: int(v) for k, v in reasons.sort_index().items()},
+        "people_seen_night1": int(had["person"].nunique()),
+        "people_given_new_id": int(unseen["person"].nunique()),
+        "rerun_id_changes": int((repeat["Run"] == again.identity.run).sum()),
+        "rerun_records_changed_id": int((ids(again).reindex(after.index) != after).sum()),
     }
 
 
