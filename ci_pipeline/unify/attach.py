@@ -26,6 +26,10 @@ import pandas as pd
 OUTCOMES = ("attached", "ambiguous", "no namesake", "too common", "no name")
 
 
+#: Notes of a thin record left alone with no bearer to list (its ``match_pairs`` row pairs it with itself).
+NO_NAMESAKE = "not attached: no other customer bears this name"
+NO_NAME = "not attached: no whole name to look for (a part is missing, or its records disagree on it)"
+
 #: How many of an ambiguous or too common name's bearers are listed as rejected candidates of a thin record.
 MAX_LISTED_BEARERS = 5
 
@@ -36,7 +40,9 @@ class Attachment:
 
     #: One row per proposal: ``left`` (a thin record), ``right`` (a record of a customer bearing its name),
     #: ``accepted`` (the sole namesake) and ``note`` (why, with the namesakes expected by chance). Refused rows list
-    #: up to :data:`MAX_LISTED_BEARERS` bearers of an ambiguous or too common name, so explain can show them.
+    #: up to :data:`MAX_LISTED_BEARERS` bearers of an ambiguous or too common name, so explain can show them. A thin
+    #: record with no bearer to list (``no namesake``, ``no name``) gets one row with ``right == left`` that says
+    #: so: it is the only trace of why the record stayed a customer of its own.
     proposals: pd.DataFrame
     #: Labels of the thin customers this rule considered (attached or not).
     thin_labels: np.ndarray
@@ -127,13 +133,19 @@ def sole_namesake_links(
         ],
         "not attached: name too common, " + expected_text + " namesakes expected by chance (limit " + limit + ")",
     )
+    alone = pd.concat(
+        [
+            named[named["outcome"] == "no namesake"].assign(note=NO_NAMESAKE),
+            thin_rows[~thin_rows["label"].isin(named["label"])].assign(expected=np.nan, note=NO_NAME),
+        ]
+    )
     proposals = pd.DataFrame(
         {
-            "left": proposals["left"].to_numpy(np.int64),
-            "right": proposals["right"].to_numpy(np.int64),
-            "accepted": (proposals["outcome"] == "attached").to_numpy(),
-            "expected": proposals["expected"].to_numpy(float),
-            "note": note.astype(object),
+            "left": np.concatenate([proposals["left"].to_numpy(np.int64), alone["left"].to_numpy(np.int64)]),
+            "right": np.concatenate([proposals["right"].to_numpy(np.int64), alone["left"].to_numpy(np.int64)]),
+            "accepted": np.concatenate([(proposals["outcome"] == "attached").to_numpy(), np.zeros(len(alone), bool)]),
+            "expected": np.concatenate([proposals["expected"].to_numpy(float), alone["expected"].to_numpy(float)]),
+            "note": np.concatenate([note.astype(object), alone["note"].to_numpy(object)]),
         }
-    )
+    ).sort_values(["left", "right"], kind="stable")
     return Attachment(proposals=proposals.reset_index(drop=True), thin_labels=np.sort(all_thin), outcomes=counts)

@@ -283,7 +283,10 @@ def _attach(rules: list[AttachRule], inputs: list[dict], labels: np.ndarray) -> 
                     "left": p["left"],
                     "right": p["right"],
                     "rule": i,
-                    "scores": scores_json(rule.same, [np.ones(len(p))] * len(rule.same), len(p)).to_numpy(),
+                    # A record paired with itself was compared with nobody (no namesake, or no name to look for).
+                    "scores": scores_json(rule.same, [np.ones(len(p))] * len(rule.same), len(p))
+                    .where(p["left"].to_numpy() != p["right"].to_numpy(), "{}")
+                    .to_numpy(),
                     "strength": 1.0,
                     "accepted": p["accepted"],
                     "stage": "attach",
@@ -470,6 +473,8 @@ def _match_pairs(pairs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
 
 def _rule_stats(pairs: pd.DataFrame) -> list[dict]:
     rules = []
+    # An attach rule's row pairing a record with itself records an outcome, not a candidate.
+    pairs = pairs[pairs["left"].to_numpy() != pairs["right"].to_numpy()]
     for (stage, rule), g in pairs.groupby(["stage", "rule_name"], sort=False):
         rules.append(
             {

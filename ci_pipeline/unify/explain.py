@@ -41,6 +41,8 @@ def explain_record(
     right = mp["RightSource"] + "|" + mp["RightTable"] + "|" + mp["RightKey"]
     inside = left.isin(idents) & right.isin(idents)
     touching = left.isin(idents) | right.isin(idents)
+    # An attach rule pairs a record with itself to say why it was not attached when there was nobody to list.
+    alone = inside & (left == right)
     profile = customer_profile[customer_profile["CustomerId"] == cid]
     return {
         "record": f"{source}|{table}|{key}",
@@ -48,7 +50,8 @@ def explain_record(
         "profile": {k: v for k, v in profile.iloc[0].items() if pd.notna(v)} if len(profile) else {},
         "records": sorted(idents),
         "links": _pairs(mp[inside & mp["Accepted"]]),
-        "rejected": _pairs(mp[touching & ~mp["Accepted"]])[:20],
+        "rejected": _pairs(mp[touching & ~alone & ~mp["Accepted"]])[:20],
+        "not_attached": [{"record": p["left"], "rule": p["rule"], "note": p["note"]} for p in _pairs(mp[alone])],
         "outside_links": _pairs(mp[touching & ~inside & mp["Accepted"]]),
     }
 
@@ -240,6 +243,8 @@ def render_record(info: dict) -> str:
         lines.append(
             f"  {link['left']} <-> {link['right']}: {link['stage']} rule {link['rule']} {_fmt(link['scores'])}{state}"
         )
+    for row in info.get("not_attached", []):
+        lines.append(f"  {row['record']}: attach rule {row['rule']}: {row['note']}")
     if info["rejected"]:
         lines.append("candidates compared and rejected:")
         for link in info["rejected"]:

@@ -39,6 +39,9 @@ def test_thin_customers_are_not_namesakes_of_each_other():
     # two name-only records named alike and no full customer of that name: nothing to attach to
     a = run([0, 1, 2], [0, 0, 1], [0, 0, 1], [True, True, False])
     assert a.links.empty and a.outcomes["no namesake"] == 2
+    # each says so on a row pairing it with itself, the only trace explain can show
+    assert a.proposals[["left", "right", "accepted"]].to_numpy().tolist() == [[0, 0, False], [1, 1, False]]
+    assert set(a.proposals["note"]) == {"not attached: no other customer bears this name"}
 
 
 def test_a_customer_with_any_identifying_value_is_never_moved():
@@ -70,6 +73,8 @@ def test_records_without_the_whole_name_or_with_two_names_are_not_attached():
     a = run([0, 1, 2, 2, 4], [0, 0, 0, 1, 1], [0, -1, 0, 1, 1], [False, True, True, True, False])
     assert a.links.empty
     assert a.outcomes["no name"] == 2
+    assert a.proposals[["left", "right"]].to_numpy().tolist() == [[1, 1], [2, 2], [3, 3]]
+    assert a.proposals["note"].str.startswith("not attached: no whole name").all()
 
 
 def attach_config(**rule) -> UnifyConfig:
@@ -157,3 +162,19 @@ def test_attachment_does_not_depend_on_row_order():
     again = unify(attach_config(), shuffled, KEYS)
     pd.testing.assert_frame_equal(first.alternate_key, again.alternate_key)
     pd.testing.assert_frame_equal(first.match_pairs, again.match_pairs)
+
+
+def test_explain_says_why_a_thin_record_with_no_namesake_stayed_alone():
+    f = with_pat_in_crm()
+    f[("loyalty", "members")].loc[1, "last_name"] = "Quill"  # nobody else is Pat Quill
+    r = unify(attach_config(), f, KEYS)
+    assert r.stats["attach"][0]["no namesake"] == 1
+    alone = r.match_pairs[(r.match_pairs.Stage == "attach") & (r.match_pairs.LeftKey == "m2")]
+    assert alone[["RightKey", "Scores", "Accepted", "Linked"]].values.tolist() == [["m2", "{}", False, False]]
+    # an outcome is not a compared candidate
+    assert [s for s in r.stats["rules"] if s["stage"] == "attach"] == []
+    info = explain_record("loyalty", "members", "m2", r.alternate_key, r.match_pairs, r.customer_profile)
+    assert info["rejected"] == []
+    text = render_record(info)
+    assert "(none: the record matched nothing and is a customer of its own)" in text
+    assert "loyalty|members|m2: attach rule sole: not attached: no other customer bears this name" in text
