@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def group_starts(sorted_keys: list[np.ndarray]) -> np.ndarray:
@@ -17,8 +19,15 @@ def group_starts(sorted_keys: list[np.ndarray]) -> np.ndarray:
     return np.flatnonzero(change)
 
 
-def join_runs(values: np.ndarray, starts: np.ndarray, sep: str) -> list[str]:
-    """``sep.join`` of each run ``values[starts[i]:starts[i+1]]`` (values sorted so that runs are contiguous)."""
-    ends = np.append(starts[1:], len(values))
-    vals = values.tolist()
-    return [sep.join(vals[s:e]) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+def join_runs(values, starts: np.ndarray, sep: str) -> pa.LargeStringArray:
+    """``sep.join`` of each run ``values[starts[i]:starts[i+1]]`` (values sorted so that runs are contiguous).
+
+    The runs are joined in Arrow's C++ kernels from a list view of ``values``: no Python string per value.
+
+    Examples:
+        >>> join_runs(np.array(["a", "b", "c"], dtype=object), np.array([0, 2]), "+").to_pylist()
+        ['a+b', 'c']
+    """
+    array = pa.array(values).cast(pa.large_string())
+    offsets = pa.array(np.append(starts, len(array)).astype(np.int64), type=pa.int64())
+    return pc.binary_join(pa.LargeListArray.from_arrays(offsets, array), pa.scalar(sep, pa.large_string()))

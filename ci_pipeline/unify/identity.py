@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ci_pipeline.outputs import NAMESPACE
 from ci_pipeline.unify.groups import group_starts, join_runs
@@ -125,7 +126,7 @@ def assign_ids(
         labels_sorted = members["label"].to_numpy()
         starts = group_starts([labels_sorted])
         joined = pd.Series(
-            join_runs(members["ident"].to_numpy(dtype=object), starts, "\n"), index=labels_sorted[starts]
+            join_runs(pa.array(members["ident"].array), starts, "\n").to_pylist(), index=labels_sorted[starts]
         )
         taken = set(prev["CustomerId"].dropna()) | set(history["OldCustomerId"].dropna())
         taken |= set(history["NewCustomerId"].dropna())

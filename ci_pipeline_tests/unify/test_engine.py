@@ -258,6 +258,21 @@ def test_alternate_key_and_keyring():
     assert ak.AlternateKeyId.is_unique
 
 
+def test_keyring_escapes_keys_and_lists_tables_in_config_order():
+    f = frames()
+    f[("crm", "contacts")]["contact_id"] = ['c"1\\', "c2", "c3", "c4"]
+    r = unify(config(), f, {**KEYS})
+    ak = r.alternate_key.set_index("AlternateValue")
+    ring = json.loads(ak.loc["m1", "KeyRing"])
+    assert [(e["dataSourceName"], e["preferredKey"], e["keys"]) for e in ring] == [
+        ("crm", 'c"1\\', ['c"1\\']),
+        ("shop", "s1", ["s1"]),
+        ("loyalty", "m1", ["m1"]),
+    ]
+    # every record of a customer carries the same ring
+    assert ak.loc['c"1\\', "KeyRing"] == ak.loc["s1", "KeyRing"] == ak.loc["m1", "KeyRing"]
+
+
 def test_missing_column_and_duplicate_key_are_clear_errors():
     f = frames()
     f[("shop", "customers")] = f[("shop", "customers")].drop(columns=["town"])
