@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ci_pipeline.outputs import NAMESPACE
+from ci_pipeline.outputs import NAMESPACE, identifiers
 from ci_pipeline.unify.groups import group_starts, join_runs
 
 IDENTITY_COLUMNS = ["DataSourceName", "EntityName", "AlternateValue", "CustomerId", "IdIssuedRun", "Run"]
@@ -86,6 +87,9 @@ def assign_ids(
 ) -> IdentityResult:
     """Give every cluster a CustomerId, carrying ids forward from the previous identity map.
 
+    Identifiers and ids stay Arrow strings and are handled as integer codes: at a million customers, grouping,
+    sorting and looking up Python strings would cost most of a nightly run's id phase.
+
     Args:
         membership: one row per record: ``source, table, key, label`` (label = cluster, smaller = earlier).
         previous: the identity map of the last run (``IDENTITY_COLUMNS``), or None on the first run.
@@ -95,112 +99,176 @@ def assign_ids(
     previous = empty_identity_map() if previous is None or previous.empty else previous
     history = empty_id_change() if history is None or history.empty else history
     run = int(previous["Run"].max()) + 1 if len(previous) else 1
-    m = membership[["source", "table", "key", "label"]].copy()
-    m["ident"] = m["source"].astype("string") + "|" + m["table"] + "|" + m["key"]
-    prev = previous.assign(
-        ident=previous["DataSourceName"] + "|" + previous["EntityName"] + "|" + previous["AlternateValue"]
-    )[["ident", "CustomerId", "IdIssuedRun"]]
-    m = m.merge(prev, on="ident", how="left")
-    issued = prev.drop_duplicates("CustomerId").set_index("CustomerId")["IdIssuedRun"]
 
-    known = m[m["CustomerId"].notna()]
-    overlap = known.groupby(["CustomerId", "label"], sort=True).size().rename("n").reset_index()
-    overlap = overlap.sort_values(["CustomerId", "n", "label"], ascending=[True, False, True], kind="stable")
-    home = overlap.drop_duplicates("CustomerId")[["CustomerId", "label"]]
-    home = home.assign(issued=home["CustomerId"].map(issued).astype("Int64"))
-    home = home.sort_values(["label", "issued", "CustomerId"], kind="stable")
-    keeper = home.drop_duplicates("label").set_index("label")["CustomerId"]
-    retired = home[~home["CustomerId"].isin(keeper.values)]
+    ident = _arrow(identifiers(membership["source"], membership["table"], membership["key"]))
+    prev_ident = _arrow(identifiers(previous["DataSourceName"], previous["EntityName"], previous["AlternateValue"]))
+    # Previous ids as codes 0..P-1 in id order, so that "smallest id" is "smallest code".
+    prev_code, id_text = pd.factorize(previous["CustomerId"].astype("string"), sort=True)
+    id_text = _arrow(pd.Series(id_text, dtype="string"))
+    n_ids = len(id_text)
+    issued = np.full(n_ids, np.inf)
+    has = prev_code >= 0
+    issued_runs = previous["IdIssuedRun"].astype("Float64").to_numpy(np.float64, na_value=np.inf)
+    # Every record of an id carries the run it was issued in; the first one's is taken.
+    first_codes, first_rows = np.unique(prev_code[has], return_index=True)
+    issued[first_codes] = issued_runs[has][first_rows]
 
-    labels = np.unique(m["label"].to_numpy())
-    ids = pd.Series(pd.NA, index=pd.Index(labels, name="label"), dtype="string")
-    ids.loc[keeper.index] = keeper.astype("string")
-    ids_issued = pd.Series(pd.NA, index=ids.index, dtype="Int64")
-    ids_issued.loc[keeper.index] = keeper.map(issued).astype("Int64").to_numpy()
+    found = pc.index_in(ident, value_set=prev_ident).fill_null(-1).to_numpy().astype(np.int64)
+    code = np.where(found >= 0, prev_code[np.maximum(found, 0)] if len(prev_code) else -1, -1)
+    labels, label_pos = np.unique(membership["label"].to_numpy(np.int64), return_inverse=True)
+    n_labels = len(labels)
+    known = code >= 0
 
-    need = ids.index[ids.isna()]
-    counts = m.groupby("label").size()
-    changes: list[pd.DataFrame] = []
+    # Each previous id goes home to the cluster holding most of its records (ties: the earlier cluster).
+    id_c, id_l, n = _pair_counts(code[known], label_pos[known], n_labels)
+    o = np.lexsort((id_l, -n, id_c))
+    first = _run_starts(id_c[o])
+    home_c, home_l = id_c[o][first], id_l[o][first]
+    # A cluster that is home to several ids keeps the oldest (ties: the smallest id); the others are retired.
+    o = np.lexsort((home_c, issued[home_c], home_l))
+    home_c, home_l = home_c[o], home_l[o]
+    keep = _run_starts(home_l)
+    keeper_c, keeper_l = home_c[keep], home_l[keep]
+    retired_c, retired_l = home_c[~keep], home_l[~keep]
+
+    id_of_label = np.full(n_labels, -1, dtype=np.int64)
+    id_of_label[keeper_l] = keeper_c
+    need = np.flatnonzero(id_of_label < 0)
+    fresh = pa.array([], pa.string())
     if len(need):
-        members = m.loc[m["label"].isin(need), ["label", "ident"]].sort_values(["label", "ident"])
-        labels_sorted = members["label"].to_numpy()
-        starts = group_starts([labels_sorted])
-        joined = pd.Series(
-            join_runs(pa.array(members["ident"].array), starts, "\n").to_pylist(), index=labels_sorted[starts]
+        # A new id comes from the cluster's members, sorted: it does not depend on row order.
+        members = np.flatnonzero(id_of_label[label_pos] < 0)
+        o = pc.sort_indices(
+            pa.table({"l": label_pos[members], "i": ident.take(members)}),
+            sort_keys=[("l", "ascending"), ("i", "ascending")],
+        ).to_numpy()
+        sorted_labels = label_pos[members][o]
+        starts = group_starts([sorted_labels])
+        seeds = pc.binary_join_element_wise(
+            pa.scalar("customer|", pa.large_string()),
+            join_runs(ident.take(members).take(o), starts, "\n"),
+            pa.scalar("", pa.large_string()),
         )
-        taken = set(prev["CustomerId"].dropna()) | set(history["OldCustomerId"].dropna())
-        taken |= set(history["NewCustomerId"].dropna())
-        fresh = [_new_id_from_seed("customer|" + seed, taken) for seed in joined.to_numpy()]
-        ids.loc[joined.index] = fresh
-        ids_issued.loc[joined.index] = run
-        came_from = known[known["label"].isin(need)].groupby(["label", "CustomerId"], sort=True).size()
-        came_from = came_from.rename("Records").reset_index()
-        changes.append(
-            pd.DataFrame(
-                {
-                    "OldCustomerId": came_from["CustomerId"],
-                    "NewCustomerId": came_from["label"].map(ids),
-                    "Reason": "split",
-                    "Records": came_from["Records"],
-                }
-            )
-        )
-        brand_new = need[~need.isin(came_from["label"])]
-        changes.append(
-            pd.DataFrame(
-                {
-                    "OldCustomerId": pd.NA,
-                    "NewCustomerId": ids.loc[brand_new].to_numpy(),
-                    "Reason": "new",
-                    "Records": counts.loc[brand_new].to_numpy(),
-                }
-            )
-        )
-    moved = known.groupby("CustomerId").size()
-    changes.append(
-        pd.DataFrame(
-            {
-                "OldCustomerId": retired["CustomerId"].to_numpy(),
-                "NewCustomerId": retired["label"].map(ids).to_numpy(),
-                "Reason": "merged",
-                "Records": retired["CustomerId"].map(moved).to_numpy(),
-            }
-        )
-    )
-    gone = sorted(set(prev["CustomerId"].dropna()) - set(known["CustomerId"]))
-    gone_counts = prev.groupby("CustomerId").size()
-    changes.append(
-        pd.DataFrame(
-            {
-                "OldCustomerId": gone,
-                "NewCustomerId": pd.NA,
-                "Reason": "removed",
-                "Records": gone_counts.loc[gone].to_numpy(),
-            }
-        )
-    )
-    changes = [c for c in changes if len(c)]
+        fresh = _fresh_ids(seeds, history, id_text)
+        need = sorted_labels[starts]
+    cid = pa.concat_arrays([id_text.take(keeper_c).cast(pa.string()), fresh.cast(pa.string())])
+    label_id = cid.take(np.argsort(np.concatenate([keeper_l, need]), kind="stable"))
+    label_issued = np.full(n_labels, float(run))
+    label_issued[keeper_l] = issued[keeper_c]
 
-    columns = ["OldCustomerId", "NewCustomerId", "Reason", "Records"]
-    log = pd.concat(changes, ignore_index=True)[columns] if changes else pd.DataFrame(columns=columns)
-    log.insert(0, "RunId", run_id)
-    log.insert(0, "Run", run)
-    log = log.sort_values(["Reason", "OldCustomerId", "NewCustomerId"], kind="stable", na_position="first")
-    log = log.astype({c: "string" for c in ("RunId", "OldCustomerId", "NewCustomerId", "Reason")})
-    log = log.astype({"Run": "Int64", "Records": "Int64"})
+    counts = np.bincount(label_pos, minlength=n_labels)
+    moved = np.bincount(code[known], minlength=n_ids)
+    # Known records in a cluster with a new id: it was split off the ids they had.
+    parted = known & (id_of_label[label_pos] < 0)
+    split_c, split_l, split_n = _pair_counts(code[parted], label_pos[parted], n_labels)
+    brand_new = need[~np.isin(need, split_l)]
+    gone = np.flatnonzero(moved == 0)
+    total = np.bincount(prev_code[has], minlength=n_ids)
+    no_id = pa.nulls(0, pa.string())
+    changes = [
+        ("split", id_text.take(split_c), label_id.take(split_l), split_n),
+        ("new", pa.nulls(len(brand_new), pa.string()), label_id.take(brand_new), counts[brand_new]),
+        ("merged", id_text.take(retired_c), label_id.take(retired_l), moved[retired_c]),
+        ("removed", id_text.take(gone), pa.nulls(len(gone), pa.string()), total[gone]),
+    ]
+    log = pa.table(
+        {
+            "OldCustomerId": pa.concat_arrays([c[1].cast(pa.string()) for c in changes] or [no_id]),
+            "NewCustomerId": pa.concat_arrays([c[2].cast(pa.string()) for c in changes] or [no_id]),
+            "Reason": pa.array(np.repeat([c[0] for c in changes], [len(c[3]) for c in changes]), pa.string()),
+            "Records": pa.array(np.concatenate([np.asarray(c[3], np.int64) for c in changes]), pa.int64()),
+        }
+    )
+    log = log.take(
+        pc.sort_indices(
+            log,
+            sort_keys=[(c, "ascending", "at_start") for c in ("Reason", "OldCustomerId", "NewCustomerId")],
+        )
+    )
+    log = pd.DataFrame(
+        {
+            "Run": pd.array([run] * log.num_rows, dtype="Int64"),
+            "RunId": pd.array([run_id] * log.num_rows, dtype="string"),
+            "OldCustomerId": _pandas(log["OldCustomerId"]),
+            "NewCustomerId": _pandas(log["NewCustomerId"]),
+            "Reason": _pandas(log["Reason"]),
+            "Records": pd.array(log["Records"].to_numpy(), dtype="Int64"),
+        }
+    )
     cumulative = pd.concat([history, log], ignore_index=True)[ID_CHANGE_COLUMNS] if len(log) else history
 
+    source, table, key = (_arrow(membership[c].astype("string")) for c in ("source", "table", "key"))
+    o = pc.sort_indices(
+        pa.table({"s": source, "t": table, "k": key}),
+        sort_keys=[("s", "ascending"), ("t", "ascending"), ("k", "ascending")],
+    ).to_numpy()
     identity = pd.DataFrame(
         {
-            "DataSourceName": m["source"].astype("string"),
-            "EntityName": m["table"].astype("string"),
-            "AlternateValue": m["key"].astype("string"),
-            "CustomerId": m["label"].map(ids).astype("string"),
-            "IdIssuedRun": m["label"].map(ids_issued).astype("Int64"),
-            "Run": pd.array([run] * len(m), dtype="Int64"),
+            "DataSourceName": _pandas(source.take(o)),
+            "EntityName": _pandas(table.take(o)),
+            "AlternateValue": _pandas(key.take(o)),
+            "CustomerId": _pandas(label_id.take(label_pos[o])),
+            "IdIssuedRun": pd.Series(label_issued[label_pos[o]]).replace(np.inf, np.nan).astype("Int64").array,
+            "Run": pd.array(np.full(len(o), run, dtype=np.int64), dtype="Int64"),
         }
-    ).sort_values(["DataSourceName", "EntityName", "AlternateValue"], kind="stable", ignore_index=True)
+    )
+    ids = pd.Series(_pandas(label_id), index=pd.Index(labels, name="label"))
     return IdentityResult(ids=ids, identity_map=identity, id_change=cumulative.reset_index(drop=True), run=run)
+
+
+def _fresh_ids(seeds: pa.Array, history: pd.DataFrame, id_text: pa.Array) -> pa.Array:
+    """uuid5 of each seed; an id issued before (to anyone) is replaced via :func:`_new_id_from_seed`."""
+    fresh = uuid5_hexes(seeds.to_pylist())
+    taken = pa.concat_arrays(
+        [
+            id_text.cast(pa.string()),
+            _arrow(history["OldCustomerId"].dropna().astype("string")).cast(pa.string()),
+            _arrow(history["NewCustomerId"].dropna().astype("string")).cast(pa.string()),
+        ]
+    )
+    clash = np.flatnonzero(pc.is_in(fresh, value_set=taken).to_numpy(zero_copy_only=False))
+    if not len(clash):
+        return fresh
+    used = set(taken.to_pylist())
+    values = fresh.to_pylist()
+    for i in clash:
+        values[i] = _new_id_from_seed(seeds[int(i)].as_py(), used)
+    return pa.array(values, pa.string())
+
+
+def uuid5_hexes(names: list[str]) -> pa.Array:
+    """:func:`uuid5_hex` of many names: only the hash runs per name; bit-setting and hex formatting are bulk."""
+    if not names:
+        return pa.array([], pa.string())
+    digest = b"".join([hashlib.sha1(_NS + name.encode("utf-8")).digest()[:16] for name in names])
+    raw = np.frombuffer(digest, dtype=np.uint8).reshape(-1, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x50
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+    text = np.frombuffer(raw.tobytes().hex().encode("ascii"), dtype="S32")
+    return pa.array(text, type=pa.binary(32)).cast(pa.string())
+
+
+def _pair_counts(codes: np.ndarray, label_pos: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (code, label) pairs, sorted, with how many records each has."""
+    pairs, n = np.unique(codes.astype(np.int64) * max(n_labels, 1) + label_pos, return_counts=True)
+    return pairs // max(n_labels, 1), pairs % max(n_labels, 1), n
+
+
+def _run_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """True at the first row of each run of equal keys."""
+    return np.r_[True, sorted_keys[1:] != sorted_keys[:-1]] if len(sorted_keys) else np.zeros(0, dtype=bool)
+
+
+def _arrow(column: pd.Series) -> pa.Array:
+    """A string column as an Arrow array (large_string: no 2 GB limit)."""
+    array = pa.array(column.astype("string").array)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array.cast(pa.large_string())
+
+
+def _pandas(array: pa.Array) -> pd.arrays.ArrowStringArray:
+    return pd.array(array.cast(pa.large_string()), dtype="string")
 
 
 def previous_ids(id_change: pd.DataFrame, current: pd.Series) -> pd.Series:
