@@ -19,7 +19,7 @@ from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
 from ci_pipeline.unify.attach import sole_namesake_links
 from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
-from ci_pipeline.unify.groups import group_starts, join_runs
+from ci_pipeline.unify.groups import arrow_strings, concat_strings, group_starts, join_runs
 from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
 from ci_pipeline.unify.merge import merge_profiles
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
@@ -378,13 +378,13 @@ def _alternate_keys(
     # Profiles are sorted by CustomerId, so a customer's position orders records as its id does.
     customer = pd.Index(profiles["CustomerId"]).get_indexer(records["CustomerId"]).astype(np.int64)
     rank = records["rank"].to_numpy(np.int64)
-    esc = _json_escape(_large(records["key"]))
+    esc = _json_escape(arrow_strings(records["key"]))
     order = pc.sort_indices(
         pa.table({"c": customer, "r": rank, "k": esc}),
         sort_keys=[("c", "ascending"), ("r", "ascending"), ("k", "ascending")],
     ).to_numpy()
     starts = group_starts([customer[order], rank[order]])
-    quoted = _concat('"', esc.take(order), '"')
+    quoted = concat_strings('"', esc.take(order), '"')
     keys = join_runs(quoted, starts, ", ")
 
     # One entry per (customer, table): the table's preferred key is the profile's key column for that table.
@@ -392,15 +392,15 @@ def _alternate_keys(
     preferred = pa.nulls(len(starts), pa.large_string())
     for r, t in enumerate(config.tables):
         column = f"{t.source}_{t.table}_{primary_keys[(t.source, t.table)]}"
-        values = _large(profiles[config.merge.rename.get(column, column)])
+        values = arrow_strings(profiles[config.merge.rename.get(column, column)])
         preferred = pc.if_else(head_rank == r, values.take(head_customer), preferred)
     names = pa.array(
         [f'{{"dataSourceName": "{t.source}", "entityName": "{t.table}", "preferredKey": "' for t in config.tables],
         pa.large_string(),
     )
-    entries = _concat(names.take(head_rank), _json_escape(preferred), '", "keys": [', keys, "]}")
+    entries = concat_strings(names.take(head_rank), _json_escape(preferred), '", "keys": [', keys, "]}")
     ring_starts = group_starts([head_customer])
-    rings = _concat("[", join_runs(entries, ring_starts, ", "), "]")
+    rings = concat_strings("[", join_runs(entries, ring_starts, ", "), "]")
     # Every customer has a record, so ring i belongs to the customer at profile position head_customer[ring_starts][i].
     ring_of_record = np.searchsorted(head_customer[ring_starts], customer)
     ident = identifiers(records["source"], records["table"], records["key"])
@@ -416,17 +416,6 @@ def _alternate_keys(
         }
     )[ALTERNATE_KEY_COLUMNS]
     return out.sort_values("msdynci_identifier", kind="stable", ignore_index=True)
-
-
-def _large(column: pd.Series) -> pa.Array:
-    """A string column as an Arrow large_string array (64-bit offsets: no 2 GB limit on the joined text)."""
-    return pa.array(column.astype("string").array).cast(pa.large_string())
-
-
-def _concat(*parts: str | pa.Array) -> pa.Array:
-    """Element-wise concatenation of Arrow large_string arrays and constant strings."""
-    large = [pa.scalar(p, pa.large_string()) if isinstance(p, str) else p for p in parts]
-    return pc.binary_join_element_wise(*large, pa.scalar("", pa.large_string()))
 
 
 def _json_escape(text: pa.Array) -> pa.Array:

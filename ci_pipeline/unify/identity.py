@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ci_pipeline.outputs import NAMESPACE, identifiers
-from ci_pipeline.unify.groups import group_starts, join_runs
+from ci_pipeline.unify.groups import arrow_strings, concat_strings, group_starts, join_runs, pandas_strings
 
 IDENTITY_COLUMNS = ["DataSourceName", "EntityName", "AlternateValue", "CustomerId", "IdIssuedRun", "Run"]
 ID_CHANGE_COLUMNS = ["Run", "RunId", "OldCustomerId", "NewCustomerId", "Reason", "Records"]
@@ -100,11 +100,13 @@ def assign_ids(
     history = empty_id_change() if history is None or history.empty else history
     run = int(previous["Run"].max()) + 1 if len(previous) else 1
 
-    ident = _arrow(identifiers(membership["source"], membership["table"], membership["key"]))
-    prev_ident = _arrow(identifiers(previous["DataSourceName"], previous["EntityName"], previous["AlternateValue"]))
+    ident = arrow_strings(identifiers(membership["source"], membership["table"], membership["key"]))
+    prev_ident = arrow_strings(
+        identifiers(previous["DataSourceName"], previous["EntityName"], previous["AlternateValue"])
+    )
     # Previous ids as codes 0..P-1 in id order, so that "smallest id" is "smallest code".
     prev_code, id_text = pd.factorize(previous["CustomerId"].astype("string"), sort=True)
-    id_text = _arrow(pd.Series(id_text, dtype="string"))
+    id_text = arrow_strings(pd.Series(id_text, dtype="string"))
     n_ids = len(id_text)
     issued = np.full(n_ids, np.inf)
     has = prev_code >= 0
@@ -144,11 +146,7 @@ def assign_ids(
         ).to_numpy()
         sorted_labels = label_pos[members][o]
         starts = group_starts([sorted_labels])
-        seeds = pc.binary_join_element_wise(
-            pa.scalar("customer|", pa.large_string()),
-            join_runs(ident.take(members).take(o), starts, "\n"),
-            pa.scalar("", pa.large_string()),
-        )
+        seeds = concat_strings("customer|", join_runs(ident.take(members).take(o), starts, "\n"))
         fresh = _fresh_ids(seeds, history, id_text)
         need = sorted_labels[starts]
     cid = pa.concat_arrays([id_text.take(keeper_c).cast(pa.string()), fresh.cast(pa.string())])
@@ -189,30 +187,30 @@ def assign_ids(
         {
             "Run": pd.array([run] * log.num_rows, dtype="Int64"),
             "RunId": pd.array([run_id] * log.num_rows, dtype="string"),
-            "OldCustomerId": _pandas(log["OldCustomerId"]),
-            "NewCustomerId": _pandas(log["NewCustomerId"]),
-            "Reason": _pandas(log["Reason"]),
+            "OldCustomerId": pandas_strings(log["OldCustomerId"]),
+            "NewCustomerId": pandas_strings(log["NewCustomerId"]),
+            "Reason": pandas_strings(log["Reason"]),
             "Records": pd.array(log["Records"].to_numpy(), dtype="Int64"),
         }
     )
     cumulative = pd.concat([history, log], ignore_index=True)[ID_CHANGE_COLUMNS] if len(log) else history
 
-    source, table, key = (_arrow(membership[c].astype("string")) for c in ("source", "table", "key"))
+    source, table, key = (arrow_strings(membership[c].astype("string")) for c in ("source", "table", "key"))
     o = pc.sort_indices(
         pa.table({"s": source, "t": table, "k": key}),
         sort_keys=[("s", "ascending"), ("t", "ascending"), ("k", "ascending")],
     ).to_numpy()
     identity = pd.DataFrame(
         {
-            "DataSourceName": _pandas(source.take(o)),
-            "EntityName": _pandas(table.take(o)),
-            "AlternateValue": _pandas(key.take(o)),
-            "CustomerId": _pandas(label_id.take(label_pos[o])),
+            "DataSourceName": pandas_strings(source.take(o)),
+            "EntityName": pandas_strings(table.take(o)),
+            "AlternateValue": pandas_strings(key.take(o)),
+            "CustomerId": pandas_strings(label_id.take(label_pos[o])),
             "IdIssuedRun": pd.Series(label_issued[label_pos[o]]).replace(np.inf, np.nan).astype("Int64").array,
             "Run": pd.array(np.full(len(o), run, dtype=np.int64), dtype="Int64"),
         }
     )
-    ids = pd.Series(_pandas(label_id), index=pd.Index(labels, name="label"))
+    ids = pd.Series(pandas_strings(label_id), index=pd.Index(labels, name="label"))
     return IdentityResult(ids=ids, identity_map=identity, id_change=cumulative.reset_index(drop=True), run=run)
 
 
@@ -222,8 +220,8 @@ def _fresh_ids(seeds: pa.Array, history: pd.DataFrame, id_text: pa.Array) -> pa.
     taken = pa.concat_arrays(
         [
             id_text.cast(pa.string()),
-            _arrow(history["OldCustomerId"].dropna().astype("string")).cast(pa.string()),
-            _arrow(history["NewCustomerId"].dropna().astype("string")).cast(pa.string()),
+            arrow_strings(history["OldCustomerId"].dropna().astype("string")).cast(pa.string()),
+            arrow_strings(history["NewCustomerId"].dropna().astype("string")).cast(pa.string()),
         ]
     )
     clash = np.flatnonzero(pc.is_in(fresh, value_set=taken).to_numpy(zero_copy_only=False))
@@ -257,18 +255,6 @@ def _pair_counts(codes: np.ndarray, label_pos: np.ndarray, n_labels: int) -> tup
 def _run_starts(sorted_keys: np.ndarray) -> np.ndarray:
     """True at the first row of each run of equal keys."""
     return np.r_[True, sorted_keys[1:] != sorted_keys[:-1]] if len(sorted_keys) else np.zeros(0, dtype=bool)
-
-
-def _arrow(column: pd.Series) -> pa.Array:
-    """A string column as an Arrow array (large_string: no 2 GB limit)."""
-    array = pa.array(column.astype("string").array)
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    return array.cast(pa.large_string())
-
-
-def _pandas(array: pa.Array) -> pd.arrays.ArrowStringArray:
-    return pd.array(array.cast(pa.large_string()), dtype="string")
 
 
 def previous_ids(id_change: pd.DataFrame, current: pd.Series) -> pd.Series:
