@@ -122,3 +122,14 @@ def test_a_new_cluster_whose_id_was_issued_before_gets_the_next_seed():
     # The change log says that id was issued: a later customer made of the same member may not take it again.
     again = assign_ids(members(["crm|c|2"], ["crm|c|1", "crm|c|3"]), None, second.id_change)
     assert again.ids.iloc[0] == new_customer_id(["crm|c|2"], {split_off}) != split_off
+
+
+def test_empty_tables_then_records_then_none_again():
+    empty = {k: v.iloc[:0] for k, v in frames().items()}
+    first = unify(config(), empty, KEYS)
+    assert first.alternate_key.empty and first.customer_profile.empty and first.identity.id_change.empty
+    second = unify(config(), frames(), KEYS, first.identity.identity_map, first.identity.id_change)
+    third = unify(config(), empty, KEYS, second.identity.identity_map, second.identity.id_change)
+    log = third.identity.id_change
+    assert log[log.Run == third.identity.run].Reason.tolist() == ["removed"] * second.stats["customers"]
+    assert set(log[log.Reason == "removed"].OldCustomerId) == set(second.customer_profile.CustomerId)
