@@ -24,6 +24,18 @@ NAME_PATTERNS: list[tuple[str, str]] = [
     ("company", r"company|organi[sz]ation|employer|business_?name"),
 ]
 
+#: Dates and timestamps as systems write them: ISO (2023-02-21, 2026-06-06T19:09:52), US (03/16/2021 21:21:51) and
+#: day-first (16.03.2021). Digit runs like these also pass the phone test, so dates are recognised first.
+DATE_VALUE = (
+    r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})?)?"
+    r"|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}([ T]\d{1,2}:\d{2}(:\d{2})?\s*([AaPp][Mm])?)?"
+)
+
+#: Column names of keys and references: their values are never a person's attribute, whatever they look like.
+IDENTIFIER_NAME = r"(^|_)(id|key|uuid|guid|number|no|num)$"
+
+NOT_AN_ATTRIBUTE = "not a customer attribute; map it to 'custom' to keep it on the profile"
+
 _VALUE_TESTS: list[tuple[str, str]] = [
     ("email", r"[^@\s]+@[^@\s]+\.[^@\s]+"),
     ("phone", r"\+?[\d\s().\-]{7,}(\s*(x|ext\.?)\s*\d+)?"),
@@ -42,6 +54,17 @@ def suggest_mapping(frame: pd.DataFrame, sample: int = 2000) -> pd.DataFrame:
         values = frame[column].dropna().astype("string").str.strip()
         values = values[values.str.len() > 0].head(sample)
         by_name = _by_name(str(column))
+        dates = _share(values, DATE_VALUE)
+        if dates >= 0.8:
+            # Only a birth date is a customer attribute; other dates (sign-up, last login) are not matched on.
+            if by_name == "birth_date":
+                rows.append((column, "birth_date", "high", f"name and {dates:.0%} of values are dates"))
+            else:
+                rows.append((column, "", "", f"{dates:.0%} of values are dates or times: {NOT_AN_ATTRIBUTE}"))
+            continue
+        if by_name is None and re.search(IDENTIFIER_NAME, _normalized_name(str(column))):
+            rows.append((column, "", "", f"an identifier (the table's key or a reference): {NOT_AN_ATTRIBUTE}"))
+            continue
         by_value, share = _by_value(values)
         if by_name and by_value == by_name:
             rows.append((column, by_name, "high", f"name and {share:.0%} of values look like {by_name}"))
@@ -58,8 +81,17 @@ def suggest_mapping(frame: pd.DataFrame, sample: int = 2000) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["column", "suggested", "confidence", "reason"])
 
 
+def _normalized_name(column: str) -> str:
+    """``signupDate`` / ``Signup Date`` -> ``signup_date``."""
+    return re.sub(r"[^a-z0-9]+", "_", re.sub(r"([a-z])([A-Z])", r"\1_\2", column).lower()).strip("_")
+
+
+def _share(values: pd.Series, pattern: str) -> float:
+    return float(values.str.fullmatch(pattern).fillna(False).mean()) if len(values) else 0.0
+
+
 def _by_name(column: str) -> str | None:
-    name = re.sub(r"[^a-z0-9]+", "_", re.sub(r"([a-z])([A-Z])", r"\1_\2", column).lower()).strip("_")
+    name = _normalized_name(column)
     for kind, pattern in NAME_PATTERNS:
         if re.search(pattern, name):
             return kind
@@ -70,7 +102,7 @@ def _by_value(values: pd.Series) -> tuple[str | None, float]:
     if values.empty:
         return None, 0.0
     for kind, pattern in _VALUE_TESTS:
-        share = float(values.str.fullmatch(pattern).fillna(False).mean())
+        share = _share(values, pattern)
         if share >= 0.8:
             if kind == "phone" and values.str.replace(r"\D", "", regex=True).str.len().between(7, 15).mean() < 0.8:
                 continue

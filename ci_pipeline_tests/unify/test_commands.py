@@ -60,3 +60,28 @@ def test_suggest_mapping_uses_values_when_names_say_nothing():
     )
     got = suggest_mapping(frame).set_index("column")["suggested"].to_dict()
     assert got == {"c1": "email", "c2": "phone"}
+
+
+def test_suggest_mapping_never_takes_dates_or_identifiers_for_phones():
+    frame = pd.DataFrame(
+        {
+            "signup_date": ["2023-02-21", "2025-03-26", "2024-11-02"],
+            "lastLogin": ["2026-06-06T19:09:52", "2026-05-20T14:13:13", "2026-05-21T08:00:00"],
+            "created": ["03/16/2021 21:21:51", "10/27/2020 23:13:17", "01/02/2022 08:00:00"],
+            "dob": ["1970-05-17", "1988-06-24", "2001-01-30"],
+            "account_number": ["5550101234", "5550109999", "5550107777"],
+            "mobile_no": ["5550101234", "5550109999", "5550107777"],
+        }
+    )
+    got = suggest_mapping(frame).set_index("column")
+    assert got["suggested"].to_dict() == {
+        "signup_date": "",
+        "lastLogin": "",
+        "created": "",
+        "dob": "birth_date",
+        "account_number": "",
+        "mobile_no": "phone",
+    }
+    assert got.loc["created", "reason"].startswith("100% of values are dates or times: not a customer attribute")
+    assert got.loc["account_number", "reason"].startswith("an identifier")
+    assert got.loc["dob", "confidence"] == "high"
