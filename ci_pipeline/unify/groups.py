@@ -4,6 +4,8 @@ gigabytes and most of a phase's time."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -53,3 +55,62 @@ def concat_strings(*parts: str | pa.Array) -> pa.LargeStringArray:
     """Element-wise concatenation of Arrow string arrays and constant strings (null if any part is null)."""
     large = [pa.scalar(p, pa.large_string()) if isinstance(p, str) else p.cast(pa.large_string()) for p in parts]
     return pc.binary_join_element_wise(*large, pa.scalar("", pa.large_string()))
+
+
+#: What Python's ``\s`` matches in ASCII text. RE2's ``\s`` lacks the vertical tab and the separators
+#: \x1c-\x1f, so patterns handed to Arrow spell it out.
+SPACE = r"\t\n\v\f\r \x1c-\x1f"
+
+
+def re2_pattern(pattern: str) -> str:
+    r"""``pattern`` with ``\s`` spelled out as :data:`SPACE`, inside or outside a character class.
+
+    Examples:
+        >>> re2_pattern(r"[\s.]+") == "[" + SPACE + ".]+"
+        True
+    """
+    out, in_class, i = [], False, 0
+    while i < len(pattern):
+        pair = pattern[i : i + 2]
+        if pair in (r"\s", r"\S"):
+            if pair == r"\S" and in_class:
+                raise ValueError(f"{pattern!r}: \\S inside a character class is not supported")
+            out.append(SPACE if in_class else ("[" if pair == r"\s" else "[^") + SPACE + "]")
+            i += 2
+            continue
+        if pair.startswith("\\"):
+            out.append(pair)
+            i += 2
+            continue
+        in_class = (in_class or pattern[i] == "[") and not (in_class and pattern[i] == "]")
+        out.append(pattern[i])
+        i += 1
+    return "".join(out)
+
+
+def re_replace(values: pd.Series, pattern: str, repl: str, flags: int = 0) -> pd.Series:
+    """``values.str.replace(pattern, repl, regex=True)`` with Python ``re`` semantics, at Arrow speed.
+
+    pandas hands a pattern with ``\\s`` (or with flags, or any ``\\w``/``\\d``/``\\b`` on a column holding one
+    non-ASCII value) to Python's ``re``, one value at a time. Here RE2 runs over the ASCII values, where it agrees
+    with ``re`` once ``\\s`` is spelled out (:func:`re2_pattern`), and only the values with non-ASCII characters or a
+    newline (where ``$`` differs) go through ``re``.
+
+    Args:
+        pattern: a Python regular expression written with ``\\s`` (rewritten for RE2) and without lookarounds or
+            backreferences.
+        repl: the replacement; ``\\1`` refers to a group in both engines.
+        flags: ``re.IGNORECASE`` only.
+    """
+    if flags & ~re.IGNORECASE:
+        raise ValueError("re_replace supports re.IGNORECASE only")
+    arrow = arrow_strings(values)
+    re2 = ("(?i)" if flags else "") + re2_pattern(pattern)
+    out = pc.replace_substring_regex(arrow, re2, repl)
+    python = pc.invert(pc.string_is_ascii(arrow)).fill_null(False)
+    python = pc.or_(python, pc.match_substring(arrow, "\n").fill_null(False))
+    if pc.any(python).as_py():
+        compiled = re.compile(pattern, flags)
+        odd = pc.filter(arrow, python).to_pylist()
+        out = pc.replace_with_mask(out, python, pa.array([compiled.sub(repl, v) for v in odd], pa.large_string()))
+    return pd.Series(pandas_strings(out), index=values.index)

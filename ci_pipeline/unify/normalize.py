@@ -20,7 +20,8 @@ import phonenumbers
 from unidecode import unidecode
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.records import parse_times
+from ci_pipeline.unify.groups import re_replace
+from ci_pipeline.unify.records import SUFFIX, parse_times
 
 #: Arrow-backed strings: regex and string kernels run in C over whole columns.
 STR = "string[pyarrow]"
@@ -238,7 +239,7 @@ class Normalizer:
             return lambda u: _alias(u, mapping)
         steps = {
             "whitespace": _squash,
-            "symbols": lambda u: _squash(u.str.replace(r"[^\w@ ]+|_", " ", regex=True)),
+            "symbols": lambda u: _squash(re_replace(u, r"[^\w@ ]+|_", " ")),
             "case": lambda u: u.str.lower(),
             "ascii": _ascii,
             "numerals": _numerals,
@@ -257,7 +258,7 @@ class Normalizer:
 
 
 def _squash(u: pd.Series) -> pd.Series:
-    return u.str.replace(r"\s+", " ", regex=True).str.strip()
+    return re_replace(u, r"\s+", " ").str.strip()
 
 
 def _ascii(u: pd.Series) -> pd.Series:
@@ -272,7 +273,7 @@ def _numerals(u: pd.Series) -> pd.Series:
     words = {**_NUMBER_WORDS, **_ORDINAL_WORDS}
     u = _map_words(u, words, lower=True)
     # 1st / 2nd / 3rd / 4th -> 1 / 2 / 3 / 4, so "1st Ave" and "First Avenue" agree
-    return u.str.replace(r"\b(\d+)(?:st|nd|rd|th)\b", r"\1", regex=True, case=False)
+    return re_replace(u, r"\b(\d+)(?:st|nd|rd|th)\b", r"\1", re.IGNORECASE)
 
 
 def _map_words(u: pd.Series, table: dict[str, str], lower: bool = False) -> pd.Series:
@@ -284,16 +285,13 @@ def _map_words(u: pd.Series, table: dict[str, str], lower: bool = False) -> pd.S
     return pd.Series([one(v) for v in u.to_numpy(dtype=object, na_value=None)], index=u.index, dtype=STR)
 
 
-_SUFFIX = r"(?i)\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$"
-
-
 def _names(u: pd.Series, nick: bool = True, table: dict[str, str] | None = None) -> pd.Series:
     """Personal names: "Smith, Bob" -> "Bob Smith", trailing initials and Jr/Sr dropped, punctuation dropped,
     nicknames -> formal names."""
     parts = u.str.extract(r"^([^,]*),(.*)$")
     u = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(u).astype("string")
-    u = u.str.strip().str.replace(_SUFFIX, "", regex=True)
-    u = u.str.replace(r"[^\w ]+|_", " ", regex=True)
+    u = re_replace(u.str.strip(), SUFFIX, "", re.IGNORECASE)
+    u = re_replace(u, r"[^\w ]+|_", " ")
     return _map_words(u, table if table is not None else nicknames(), lower=True) if nick else u
 
 
@@ -337,7 +335,7 @@ def _date(u: pd.Series) -> pd.Series:
 
 def _postal(u: pd.Series) -> pd.Series:
     """Postal codes without blanks and dashes; US ZIP+4 -> ZIP, and ZIPs that lost leading zeros are re-padded."""
-    compact = u.str.replace(r"[\s\-.]+", "", regex=True)
+    compact = re_replace(u, r"[\s\-.]+", "")
     digits = compact.str.fullmatch(r"\d+").fillna(False).astype(bool)
     zip4 = digits & (compact.str.len() == 9)
     short = digits & compact.str.len().between(3, 4).fillna(False).astype(bool)
@@ -355,7 +353,7 @@ def _alias(u: pd.Series, mapping: dict[str, str]) -> pd.Series:
     return u.where(mapped.isna(), mapped).astype("string")
 
 
-_EXTENSION = re.compile(r"\s*(?:ext\.?|extension|x|#)\s*\d+\s*$", re.IGNORECASE)
+_EXTENSION = r"\s*(?:ext\.?|extension|x|#)\s*\d+\s*$"
 
 
 def phone_digits(u: pd.Series, default_region: str = "US") -> pd.Series:
@@ -368,9 +366,9 @@ def phone_digits(u: pd.Series, default_region: str = "US") -> pd.Series:
     country = str(phonenumbers.country_code_for_region(default_region) or "")
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(default_region)
     trunk = (metadata.national_prefix if metadata is not None else None) or ""
-    s = u.str.replace(_EXTENSION, "", regex=True).str.strip()
+    s = re_replace(u, _EXTENSION, "", re.IGNORECASE).str.strip()
     international = s.str.startswith("+").fillna(False) | s.str.startswith("00").fillna(False)
-    digits = s.str.replace(r"\D+", "", regex=True)
+    digits = re_replace(s, r"\D+", "")
     digits = digits.where(~s.str.startswith("00").fillna(False), digits.str[2:])
     national = digits.where(~international)
     if trunk:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from ci_pipeline.config.unify import UnifyConfig, UnifyTable
 from ci_pipeline.errors import UserError
+from ci_pipeline.unify.groups import re_replace
+
+#: Trailing initials and generational suffixes ("Smith Jr.", "Smith B."): not part of the last name.
+SUFFIX = r"\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$"
 
 #: Columns every record frame has before its attributes.
 BASE = ["source", "table", "key", "rank", "recency", "winner_time"]
@@ -137,7 +143,7 @@ def _derive_names(out: pd.DataFrame) -> None:
         out["full_name"] = full.where(full.str.len() > 0)
     elif "full_name" in cols:
         # trailing initials and generational suffixes ("Smith Jr.", "Smith B.") are not the last name
-        full = out["full_name"].str.strip().str.replace(r"(?i)\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$", "", regex=True)
+        full = re_replace(out["full_name"].str.strip(), SUFFIX, "", re.IGNORECASE)
         # "Smith, John" is last name first
         parts = full.str.extract(r"^([^,]*),(.*)$")
         words = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(full).astype("string").str.split()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
 from ci_pipeline.errors import UserError
+from ci_pipeline.unify.groups import re_replace
 from ci_pipeline.unify.normalize import Normalizer, nicknames, phone_digits, read_alias_file
 
 EMAIL = ["ascii", "case", "whitespace", "email"]
@@ -134,3 +137,30 @@ def test_personal_email_keeps_consumer_provider_addresses_only():
     assert got[:2] == ["ann.lee@gmail.com", "ann@gmail.com"]  # a misspelt provider is corrected first
     assert pd.isna(got[2]) and pd.isna(got[4])  # a work address counts as missing
     assert got[3] == "ann@icloud.com"
+
+
+@pytest.mark.parametrize(
+    "pattern, repl, flags",
+    [
+        (r"\s+", " ", 0),
+        (r"[\s\-.]+", "", 0),
+        (r"[^\w@ ]+|_", " ", 0),
+        (r"\D+", "", 0),
+        (r"\b(\d+)(?:st|nd|rd|th)\b", r"\1", re.IGNORECASE),
+        (r"\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$", "", re.IGNORECASE),
+        (r"\s*(?:ext\.?|extension|x|#)\s*\d+\s*$", "", re.IGNORECASE),
+    ],
+)
+def test_re_replace_agrees_with_python_re(pattern, repl, flags):
+    # RE2 runs on ASCII values; these values probe where RE2 and re differ: \v and \x1c-\x1f are \s in Python,
+    # \w / \d / \b are Unicode-aware in Python, and $ also matches before a trailing newline.
+    values = [
+        "a \x0b b\x1cc", "Smith Jr.", "SMITH  b.", "1ST Ave", "21st street", "555-010 1234 EXT. 7", "x12",
+        "José  García", "caf\u00e9_bar", "\u0663\u0664 5", "n\u00a0b\u2003c", "line\n", "Smith jr\n", "a#3", "",
+        None, "___", "O'Brien-Smith", "\u0130stanbul x 9",
+    ]  # fmt: skip
+    series = pd.Series(values, dtype="string")
+    got = re_replace(series, pattern, repl, flags)
+    compiled = re.compile(pattern, flags)
+    assert got.tolist() == [pd.NA if v is None else compiled.sub(repl, v) for v in values]
+    assert got.dtype == "string" and got.index.equals(series.index)
