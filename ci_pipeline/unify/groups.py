@@ -114,3 +114,30 @@ def re_replace(values: pd.Series, pattern: str, repl: str, flags: int = 0) -> pd
         odd = pc.filter(arrow, python).to_pylist()
         out = pc.replace_with_mask(out, python, pa.array([compiled.sub(repl, v) for v in odd], pa.large_string()))
     return pd.Series(pandas_strings(out), index=values.index)
+
+
+def re_extract(values: pd.Series, pattern: str) -> pd.DataFrame:
+    """``values.str.extract(pattern)`` (one column per group, ``<NA>`` where it does not match) at Arrow speed.
+
+    As in :func:`re_replace`, RE2 runs over ASCII values without newlines and Python's ``re`` over the rest.
+    Groups are plain ``(...)`` (Arrow needs them named, so they are named here), never optional, and no
+    parenthesis stands in a character class: as in the patterns used here.
+    """
+    compiled = re.compile(pattern)
+    names = [f"g{i}" for i in range(compiled.groups)]
+    counter = iter(names)
+    named = re.sub(r"(?<!\\)\((?!\?)", lambda _: f"(?P<{next(counter)}>", pattern)
+    arrow = arrow_strings(values)
+    found = pc.extract_regex(arrow, re2_pattern(named))
+    python = pc.invert(pc.string_is_ascii(arrow)).fill_null(False)
+    python = pc.or_(python, pc.match_substring(arrow, "\n").fill_null(False))
+    odd = [compiled.search(v) for v in pc.filter(arrow, python).to_pylist()] if pc.any(python).as_py() else None
+    columns = {}
+    for i, name in enumerate(names):
+        column = pc.struct_field(found, name)
+        if odd is not None:
+            column = pc.replace_with_mask(
+                column, python, pa.array([m.group(i + 1) if m else None for m in odd], pa.large_string())
+            )
+        columns[i] = pandas_strings(column)
+    return pd.DataFrame(columns, index=values.index)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.config.unify import UnifyConfig
+from ci_pipeline.unify.groups import re_replace
 
 #: Semantic type -> Common Data Model CustomerProfile attribute name.
 CDM_NAMES = {
@@ -159,7 +160,7 @@ def _drop_placeholders(column: pd.Series, bypass: set[str]) -> pd.Series:
     """Empty and placeholder values become missing (decided once per distinct value)."""
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
     u = pd.Series(uniques, dtype="string")
-    folded = u.str.lower().str.replace(r"\s+", " ", regex=True).str.strip()
+    folded = re_replace(u.str.lower(), r"\s+", " ").str.strip()
     keep = ((folded.str.len() > 0) & ~folded.isin(bypass)).to_numpy(dtype=bool, na_value=False)
     ok = np.append(keep, False)[codes]  # code -1 (missing) indexes the appended False
     return column.where(ok)

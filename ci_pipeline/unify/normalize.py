@@ -20,7 +20,7 @@ import phonenumbers
 from unidecode import unidecode
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.groups import re_replace
+from ci_pipeline.unify.groups import re_extract, re_replace
 from ci_pipeline.unify.records import SUFFIX, parse_times
 
 #: Arrow-backed strings: regex and string kernels run in C over whole columns.
@@ -288,7 +288,7 @@ def _map_words(u: pd.Series, table: dict[str, str], lower: bool = False) -> pd.S
 def _names(u: pd.Series, nick: bool = True, table: dict[str, str] | None = None) -> pd.Series:
     """Personal names: "Smith, Bob" -> "Bob Smith", trailing initials and Jr/Sr dropped, punctuation dropped,
     nicknames -> formal names."""
-    parts = u.str.extract(r"^([^,]*),(.*)$")
+    parts = re_extract(u, r"^([^,]*),(.*)$")
     u = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(u).astype("string")
     u = re_replace(u.str.strip(), SUFFIX, "", re.IGNORECASE)
     u = re_replace(u, r"[^\w ]+|_", " ")
@@ -312,7 +312,7 @@ def _email(u: pd.Series) -> pd.Series:
     # An address without exactly one "@" and a dotted domain is not an address: it never matches.
     valid = u.str.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+").fillna(False).astype(bool)
     u = u.where(valid)
-    parts = u.str.extract(r"^(.*@)([^@]*)$")
+    parts = re_extract(u, r"^(.*@)([^@]*)$")
     domain = parts[1].astype("string")
     fixed = domain.map(email_domain_typos(), na_action="ignore").astype("string")
     known = fixed.notna().to_numpy()
@@ -325,7 +325,7 @@ def _email(u: pd.Series) -> pd.Series:
 def _personal_email(u: pd.Series) -> pd.Series:
     # A work address says nothing about the personal one: only addresses at consumer providers are kept, so a
     # condition can refuse two different personal addresses while a work one counts as missing.
-    domain = u.str.extract(r"@([^@]*)$")[0].str.lower()
+    domain = re_extract(u, r"@([^@]*)$")[0].str.lower()
     return u.where(domain.isin(consumer_mail_domains()).fillna(False).to_numpy(bool))
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ci_pipeline.config.unify import UnifyConfig, UnifyTable
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.groups import re_replace
+from ci_pipeline.unify.groups import re_extract, re_replace
 
 #: Trailing initials and generational suffixes ("Smith Jr.", "Smith B."): not part of the last name.
 SUFFIX = r"\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$"
@@ -145,7 +145,7 @@ def _derive_names(out: pd.DataFrame) -> None:
         # trailing initials and generational suffixes ("Smith Jr.", "Smith B.") are not the last name
         full = re_replace(out["full_name"].str.strip(), SUFFIX, "", re.IGNORECASE)
         # "Smith, John" is last name first
-        parts = full.str.extract(r"^([^,]*),(.*)$")
+        parts = re_extract(full, r"^([^,]*),(.*)$")
         words = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(full).astype("string").str.split()
         if "first_name" not in cols:
             out["first_name"] = words.str[0].astype("string")

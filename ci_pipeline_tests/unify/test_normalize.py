@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.groups import re_replace
+from ci_pipeline.unify.groups import re_extract, re_replace
 from ci_pipeline.unify.normalize import Normalizer, nicknames, phone_digits, read_alias_file
 
 EMAIL = ["ascii", "case", "whitespace", "email"]
@@ -164,3 +164,12 @@ def test_re_replace_agrees_with_python_re(pattern, repl, flags):
     compiled = re.compile(pattern, flags)
     assert got.tolist() == [pd.NA if v is None else compiled.sub(repl, v) for v in values]
     assert got.dtype == "string" and got.index.equals(series.index)
+
+
+@pytest.mark.parametrize("pattern", [r"^([^,]*),(.*)$", r"^(.*@)([^@]*)$", r"@([^@]*)$"])
+def test_re_extract_agrees_with_pandas(pattern):
+    values = ["Smith, Bob", "Bob Smith", None, "García, José", "a,b\n", "x,y,z", "", "a@b.com", "ü@ß.de", "@", "a@b@c"]
+    series = pd.Series(values, dtype="string")
+    got = re_extract(series, pattern)
+    expected = series.astype(object).str.extract(pattern).astype("string")
+    pd.testing.assert_frame_equal(got, expected, check_column_type=False)
