@@ -141,3 +141,35 @@ def re_extract(values: pd.Series, pattern: str) -> pd.DataFrame:
             )
         columns[i] = pandas_strings(column)
     return pd.DataFrame(columns, index=values.index)
+
+
+def map_words(values: pd.Series, table: dict[str, str], lower: bool = False) -> pd.Series:
+    """``" ".join(table.get(w, w) for w in v.split())`` for each value (``w.lower()`` looked up when ``lower``).
+
+    Words are split, looked up and re-joined in Arrow. Python's ``split()`` also splits on tabs, newlines, the
+    separators \\x1c-\\x1f and non-ASCII spaces: values holding any of those, or any non-ASCII character, go
+    through Python.
+    """
+    arrow = arrow_strings(values)
+    n = len(arrow)
+    words = pc.split_pattern(arrow, " ")
+    flat = pc.list_flatten(words)
+    parent = pc.list_parent_indices(words)
+    kept = pc.not_equal(flat, "")
+    flat, parent = pc.filter(flat, kept), pc.filter(parent, kept).to_numpy()
+    keys = pa.array(list(table), pa.large_string())
+    found = pc.index_in(pc.utf8_lower(flat) if lower else flat, value_set=keys)
+    mapped = pc.coalesce(pc.take(pa.array(list(table.values()), pa.large_string()), found), flat)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(parent, minlength=n))]).astype(np.int64)
+    joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), mapped), pa.scalar(" ", pa.large_string()))
+    out = pc.if_else(pc.is_null(arrow), pa.nulls(n, pa.large_string()), joined)
+    python = pc.invert(pc.string_is_ascii(arrow)).fill_null(False)
+    python = pc.or_(python, pc.match_substring_regex(arrow, "[\t\n\v\f\r\x1c-\x1f]").fill_null(False))
+    if pc.any(python).as_py():
+
+        def one(v: str) -> str:
+            return " ".join(table.get(w.lower() if lower else w, w) for w in v.split())
+
+        odd = [one(v) for v in pc.filter(arrow, python).to_pylist()]
+        out = pc.replace_with_mask(out, python, pa.array(odd, pa.large_string()))
+    return pd.Series(pandas_strings(out), index=values.index)

@@ -20,7 +20,7 @@ import phonenumbers
 from unidecode import unidecode
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.groups import re_extract, re_replace
+from ci_pipeline.unify.groups import map_words, re_extract, re_replace
 from ci_pipeline.unify.records import SUFFIX, parse_times
 
 #: Arrow-backed strings: regex and string kernels run in C over whole columns.
@@ -277,12 +277,7 @@ def _numerals(u: pd.Series) -> pd.Series:
 
 
 def _map_words(u: pd.Series, table: dict[str, str], lower: bool = False) -> pd.Series:
-    def one(v):
-        if v is None or v is pd.NA:
-            return None
-        return " ".join(table.get(w.lower() if lower else w, w) for w in v.split())
-
-    return pd.Series([one(v) for v in u.to_numpy(dtype=object, na_value=None)], index=u.index, dtype=STR)
+    return map_words(u, table, lower).astype(STR)
 
 
 def _names(u: pd.Series, nick: bool = True, table: dict[str, str] | None = None) -> pd.Series:

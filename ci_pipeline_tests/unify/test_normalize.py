@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.groups import re_extract, re_replace
+from ci_pipeline.unify.groups import map_words, re_extract, re_replace
 from ci_pipeline.unify.normalize import Normalizer, nicknames, phone_digits, read_alias_file
 
 EMAIL = ["ascii", "case", "whitespace", "email"]
@@ -173,3 +173,14 @@ def test_re_extract_agrees_with_pandas(pattern):
     got = re_extract(series, pattern)
     expected = series.astype(object).str.extract(pattern).astype("string")
     pd.testing.assert_frame_equal(got, expected, check_column_type=False)
+
+
+def test_map_words_agrees_with_python_split_and_join():
+    table = {"bob": "robert", "st": "street", "Ave": "avenue", "é": "e"}
+    values = ["Bob  smith", None, "", "  ", "x\tBob", "é bob", "1 Main St", "Ave st", "a\x1cbob", "n\u00a0bob", " st "]
+    series = pd.Series(values, dtype="string")
+    for lower in (False, True):
+        expected = [
+            pd.NA if v is None else " ".join(table.get(w.lower() if lower else w, w) for w in v.split()) for v in values
+        ]
+        assert map_words(series, table, lower).tolist() == expected
