@@ -107,8 +107,7 @@ def re_replace(values: pd.Series, pattern: str, repl: str, flags: int = 0) -> pd
     arrow = arrow_strings(values)
     re2 = ("(?i)" if flags else "") + re2_pattern(pattern)
     out = pc.replace_substring_regex(arrow, re2, repl)
-    python = pc.invert(pc.string_is_ascii(arrow)).fill_null(False)
-    python = pc.or_(python, pc.match_substring(arrow, "\n").fill_null(False))
+    python = _python_rows(arrow, "\n")
     if pc.any(python).as_py():
         compiled = re.compile(pattern, flags)
         odd = pc.filter(arrow, python).to_pylist()
@@ -129,8 +128,7 @@ def re_extract(values: pd.Series, pattern: str) -> pd.DataFrame:
     named = re.sub(r"(?<!\\)\((?!\?)", lambda _: f"(?P<{next(counter)}>", pattern)
     arrow = arrow_strings(values)
     found = pc.extract_regex(arrow, re2_pattern(named))
-    python = pc.invert(pc.string_is_ascii(arrow)).fill_null(False)
-    python = pc.or_(python, pc.match_substring(arrow, "\n").fill_null(False))
+    python = _python_rows(arrow, "\n")
     odd = [compiled.search(v) for v in pc.filter(arrow, python).to_pylist()] if pc.any(python).as_py() else None
     columns = {}
     for i, name in enumerate(names):
@@ -163,8 +161,7 @@ def map_words(values: pd.Series, table: dict[str, str], lower: bool = False) -> 
     offsets = np.concatenate([[0], np.cumsum(np.bincount(parent, minlength=n))]).astype(np.int64)
     joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), mapped), pa.scalar(" ", pa.large_string()))
     out = pc.if_else(pc.is_null(arrow), pa.nulls(n, pa.large_string()), joined)
-    python = pc.invert(pc.string_is_ascii(arrow)).fill_null(False)
-    python = pc.or_(python, pc.match_substring_regex(arrow, "[\t\n\v\f\r\x1c-\x1f]").fill_null(False))
+    python = _python_rows(arrow, "[\t\n\v\f\r\x1c-\x1f]")
     if pc.any(python).as_py():
 
         def one(v: str) -> str:
@@ -173,3 +170,9 @@ def map_words(values: pd.Series, table: dict[str, str], lower: bool = False) -> 
         odd = [one(v) for v in pc.filter(arrow, python).to_pylist()]
         out = pc.replace_with_mask(out, python, pa.array(odd, pa.large_string()))
     return pd.Series(pandas_strings(out), index=values.index)
+
+
+def _python_rows(arrow: pa.Array, odd: str) -> pa.BooleanArray:
+    """The values Arrow may treat unlike Python: any with a non-ASCII character or a match of the regex ``odd``."""
+    python = pc.invert(pc.string_is_ascii(arrow)).fill_null(False)
+    return pc.or_(python, pc.match_substring_regex(arrow, odd).fill_null(False))
