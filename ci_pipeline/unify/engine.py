@@ -19,11 +19,11 @@ from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
 from ci_pipeline.unify.attach import sole_namesake_links
 from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
-from ci_pipeline.unify.groups import arrow_strings, concat_strings, group_starts, join_runs
 from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
 from ci_pipeline.unify.merge import merge_profiles
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
 from ci_pipeline.unify.records import BASE, build_records
+from ci_pipeline.unify.text import arrow_strings, concat_strings, group_starts, join_runs
 
 MATCH_PAIR_COLUMNS = [
     "Stage",

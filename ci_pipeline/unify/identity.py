@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ci_pipeline.outputs import NAMESPACE, identifiers
-from ci_pipeline.unify.groups import arrow_strings, concat_strings, group_starts, join_runs, pandas_strings
+from ci_pipeline.unify.text import arrow_strings, concat_strings, group_starts, join_runs, pandas_strings
 
 IDENTITY_COLUMNS = ["DataSourceName", "EntityName", "AlternateValue", "CustomerId", "IdIssuedRun", "Run"]
 ID_CHANGE_COLUMNS = ["Run", "RunId", "OldCustomerId", "NewCustomerId", "Reason", "Records"]

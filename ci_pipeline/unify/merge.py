@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.config.unify import UnifyConfig
-from ci_pipeline.unify.groups import re_replace
+from ci_pipeline.unify.text import re_replace
 
 #: Semantic type -> Common Data Model CustomerProfile attribute name.
 CDM_NAMES = {

@@ -20,8 +20,8 @@ import phonenumbers
 from unidecode import unidecode
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.groups import map_words, re_extract, re_replace
 from ci_pipeline.unify.records import SUFFIX, parse_times
+from ci_pipeline.unify.text import map_words, re_extract, re_replace
 
 #: Arrow-backed strings: regex and string kernels run in C over whole columns.
 STR = "string[pyarrow]"

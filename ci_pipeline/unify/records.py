@@ -8,7 +8,7 @@ import pandas as pd
 
 from ci_pipeline.config.unify import UnifyConfig, UnifyTable
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.groups import re_extract, re_replace
+from ci_pipeline.unify.text import re_extract, re_replace
 
 #: Trailing initials and generational suffixes ("Smith Jr.", "Smith B."): not part of the last name.
 SUFFIX = r"\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$"

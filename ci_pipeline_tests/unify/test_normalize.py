@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.groups import map_words, re_extract, re_replace
 from ci_pipeline.unify.normalize import Normalizer, nicknames, phone_digits, read_alias_file
+from ci_pipeline.unify.text import map_words, re_extract, re_replace
 
 EMAIL = ["ascii", "case", "whitespace", "email"]
 

@@ -1,6 +1,11 @@
-"""String work in bulk on Arrow arrays: per-group joins (pandas' ``groupby().agg(" ".join)`` runs Python per group
-and is ~50x slower), concatenation and conversions. At millions of records, Python strings per row would cost
-gigabytes and most of a phase's time."""
+"""String work in bulk on Arrow arrays, with Python's semantics.
+
+Per-group joins (pandas' ``groupby().agg(" ".join)`` runs Python per group and is ~50x slower), concatenation,
+regular-expression replacement and extraction, and word-table lookups. pandas falls back to Python one value at a
+time for many regular expressions (any ``\\s``, flags, ``\\w`` on a column with one accented value); here Arrow does
+the ASCII values and Python only the few others. At millions of records, Python strings per row would cost
+gigabytes and most of a phase's time.
+"""
 
 from __future__ import annotations
 
