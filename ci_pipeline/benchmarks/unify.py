@@ -27,6 +27,7 @@ from ci_pipeline.lake import Lake
 from ci_pipeline.outputs import identifiers
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.engine import make_normalizer
+from ci_pipeline.unify.explain import pair_sides
 from ci_pipeline.unify.normalize import default_normalizations
 from ci_pipeline.unify.records import build_records
 
@@ -131,11 +132,7 @@ def churn(folder: Path, arriving: float = 0.05, deleted: float = 0.01, seed: int
     night1, night2 = {}, {}
     rng = np.random.default_rng(seed)
     for (source, table), frame in frames.items():
-        ident = identifiers(
-            pd.Series(source, index=frame.index),
-            pd.Series(table, index=frame.index),
-            frame[keys[(source, table)]].astype("string"),
-        )
+        ident = identifiers(source, table, frame[keys[(source, table)]])
         # A stable fraction in [0, 1) per record: its identifier's hash.
         u = pd.util.hash_array(ident.to_numpy(object)) / 2.0**64
         night1[(source, table)] = frame[u >= arriving]
@@ -168,9 +165,7 @@ def churn(folder: Path, arriving: float = 0.05, deleted: float = 0.01, seed: int
     log = second.identity.id_change
     reasons = log[log["Run"] == second.identity.run]["Reason"].value_counts()
     repeat = again.identity.id_change
-    person = pd.Series(
-        truth["person_id"].to_numpy(), index=identifiers(truth["source"], truth["table"], truth["key"]).to_numpy(object)
-    )
+    person = person_of(truth)
     had = pd.DataFrame({"person": person.reindex(before.index).to_numpy(), "id": before.to_numpy()})
     kept = pd.DataFrame({"person": person.reindex(both).to_numpy(), "id": after.reindex(both).to_numpy()})
     seen = kept.drop_duplicates().merge(had.drop_duplicates(), on=["person", "id"], how="left", indicator=True)
@@ -238,6 +233,12 @@ def score_against_truth(membership: pd.DataFrame, truth: pd.DataFrame) -> dict:
     }
 
 
+def person_of(truth: pd.DataFrame) -> pd.Series:
+    """The ground truth's person of each record, indexed by ``source|table|key``."""
+    ident = identifiers(truth["source"], truth["table"], truth["key"]).to_numpy(object)
+    return pd.Series(truth["person_id"].to_numpy(), index=ident)
+
+
 def miss_analysis(config: ProjectConfig, frames: dict, keys: dict, result, truth: pd.DataFrame) -> dict:
     """Where the errors are, against the ground truth.
 
@@ -250,9 +251,7 @@ def miss_analysis(config: ProjectConfig, frames: dict, keys: dict, result, truth
     records = build_records(config.unify, frames, keys)
     normalizer = make_normalizer(config.unify, config.base_dir)
     ident = identifiers(records["source"], records["table"], records["key"]).to_numpy(object)
-    person = pd.Series(
-        truth["person_id"].to_numpy(), index=identifiers(truth["source"], truth["table"], truth["key"]).to_numpy(object)
-    )
+    person = person_of(truth)
     m = pd.DataFrame({"person": person.reindex(ident).to_numpy(), "label": result.records["label"].to_numpy()})
     sizes = m.groupby(["person", "label"]).size().rename("n").reset_index()
     split = sizes[sizes.groupby("person")["label"].transform("size") > 1]
@@ -282,8 +281,7 @@ def miss_analysis(config: ProjectConfig, frames: dict, keys: dict, result, truth
     name_only = float(by_shared.get("nothing but a name", 0.0))
     ceiling = 1 - name_only / actual if actual else 1.0
     mp = result.match_pairs[result.match_pairs["Linked"]]
-    left = person.reindex(identifiers(mp["LeftSource"], mp["LeftTable"], mp["LeftKey"]).to_numpy(object)).to_numpy()
-    right = person.reindex(identifiers(mp["RightSource"], mp["RightTable"], mp["RightKey"]).to_numpy(object)).to_numpy()
+    left, right = (person.reindex(side.to_numpy(object)).to_numpy() for side in pair_sides(mp))
     wrong = mp[left != right]
     return {
         "missed_pairs": int(missed),

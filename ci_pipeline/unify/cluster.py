@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.unify.text import group_starts
+
 
 def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Connected-component label (smallest member position) for each of ``n`` nodes.
@@ -90,7 +92,7 @@ def guarded_clusters(
     # Members and links of the flagged components, grouped once (not one scan of all records per component).
     rec = np.flatnonzero(flagged[labels])
     rec = rec[np.argsort(labels[rec], kind="stable")]
-    rec_starts = np.flatnonzero(np.r_[True, labels[rec][1:] != labels[rec][:-1]])
+    rec_starts = group_starts([labels[rec]])
     lk = np.flatnonzero(flagged[labels[left]])
     lk = lk[np.lexsort((links["order"].to_numpy()[lk], labels[left][lk]))]
     lk_comp = labels[left][lk]

@@ -23,7 +23,7 @@ from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
 from ci_pipeline.unify.merge import merge_profiles
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
 from ci_pipeline.unify.records import BASE, build_records
-from ci_pipeline.unify.text import arrow_strings, concat_strings, group_starts, join_runs
+from ci_pipeline.unify.text import arrow_strings, concat_strings, group_starts, join_runs, pandas_strings
 
 MATCH_PAIR_COLUMNS = [
     "Stage",
@@ -374,7 +374,6 @@ def _alternate_keys(
     The KeyRing text is built with Arrow string kernels over the records sorted by customer, table and key: at a
     million customers, Python strings per record would cost gigabytes and most of the phase's time.
     """
-    n = len(records)
     # Profiles are sorted by CustomerId, so a customer's position orders records as its id does.
     customer = pd.Index(profiles["CustomerId"]).get_indexer(records["CustomerId"]).astype(np.int64)
     rank = records["rank"].to_numpy(np.int64)
@@ -409,7 +408,7 @@ def _alternate_keys(
             "DataSourceName": records["source"].astype("string"),
             "EntityName": records["table"].astype("string"),
             "AlternateValue": records["key"].astype("string"),
-            "KeyRing": pd.array(rings.take(ring_of_record), dtype="string") if n else pd.array([], dtype="string"),
+            "KeyRing": pandas_strings(rings.take(ring_of_record)),
             "CustomerId": records["CustomerId"].astype("string"),
             "AlternateKeyId": guids(ident),
             "msdynci_identifier": ident,

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.errors import UserError
+from ci_pipeline.outputs import identifiers
 from ci_pipeline.unify.compare import Prepared, passes, score
 from ci_pipeline.unify.normalize import Normalizer
 
@@ -37,8 +38,7 @@ def explain_record(
     members = ak[ak["CustomerId"] == cid]
     idents = set(members["msdynci_identifier"])
     mp = match_pairs
-    left = mp["LeftSource"] + "|" + mp["LeftTable"] + "|" + mp["LeftKey"]
-    right = mp["RightSource"] + "|" + mp["RightTable"] + "|" + mp["RightKey"]
+    left, right = pair_sides(mp)
     inside = left.isin(idents) & right.isin(idents)
     touching = left.isin(idents) | right.isin(idents)
     # An attach rule pairs a record with itself to say why it was not attached when there was nobody to list.
@@ -54,6 +54,15 @@ def explain_record(
         "not_attached": [{"record": p["left"], "rule": p["rule"], "note": p["note"]} for p in _pairs(mp[alone])],
         "outside_links": _pairs(mp[touching & ~inside & mp["Accepted"]]),
     }
+
+
+def pair_sides(match_pairs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """The ``source|table|key`` identifiers of the left and the right record of each ``match_pairs`` row."""
+    mp = match_pairs
+    return (
+        identifiers(mp["LeftSource"], mp["LeftTable"], mp["LeftKey"]),
+        identifiers(mp["RightSource"], mp["RightTable"], mp["RightKey"]),
+    )
 
 
 def _pairs(frame: pd.DataFrame) -> list[dict]:
@@ -172,8 +181,7 @@ def explain_pair(
         result["same_customer"] = ids[0] is not None and ids[0] == ids[1]
     if match_pairs is not None:
         mp = match_pairs
-        left = mp["LeftSource"] + "|" + mp["LeftTable"] + "|" + mp["LeftKey"]
-        right = mp["RightSource"] + "|" + mp["RightTable"] + "|" + mp["RightKey"]
+        left, right = pair_sides(mp)
         pair = {"|".join(a), "|".join(b)}
         hit = mp[left.isin(pair) & right.isin(pair) & (left != right)]
         # Refused attach proposals are kept too: they say why a name-only record did not join this customer.

@@ -17,7 +17,6 @@ Rules (docs/config/unify.md, "CustomerId"):
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ci_pipeline.outputs import NAMESPACE, identifiers
+from ci_pipeline.outputs import identifiers, uuid5_hex_digits
 from ci_pipeline.unify.text import arrow_strings, concat_strings, group_starts, join_runs, pandas_strings
 
 IDENTITY_COLUMNS = ["DataSourceName", "EntityName", "AlternateValue", "CustomerId", "IdIssuedRun", "Run"]
@@ -56,15 +55,9 @@ def _new_id_from_seed(seed: str, taken: set[str] | frozenset) -> str:
     return candidate
 
 
-_NS = NAMESPACE.bytes
-
-
 def uuid5_hex(name: str) -> str:
-    """``uuid.uuid5(NAMESPACE, name).hex`` without building UUID objects (3x faster for millions of ids)."""
-    digest = bytearray(hashlib.sha1(_NS + name.encode("utf-8")).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    return digest.hex()
+    """``uuid.uuid5(NAMESPACE, name).hex`` (new ids are issued in bulk by :func:`uuid5_hexes`)."""
+    return uuid5_hex_digits([name]).tobytes().decode("ascii")
 
 
 def empty_identity_map() -> pd.DataFrame:
@@ -124,12 +117,13 @@ def assign_ids(
     # Each previous id goes home to the cluster holding most of its records (ties: the earlier cluster).
     id_c, id_l, n = _pair_counts(code[known], label_pos[known], n_labels)
     o = np.lexsort((id_l, -n, id_c))
-    first = _run_starts(id_c[o])
+    first = group_starts([id_c[o]])
     home_c, home_l = id_c[o][first], id_l[o][first]
     # A cluster that is home to several ids keeps the oldest (ties: the smallest id); the others are retired.
     o = np.lexsort((home_c, issued[home_c], home_l))
     home_c, home_l = home_c[o], home_l[o]
-    keep = _run_starts(home_l)
+    keep = np.zeros(len(home_l), dtype=bool)
+    keep[group_starts([home_l])] = True
     keeper_c, keeper_l = home_c[keep], home_l[keep]
     retired_c, retired_l = home_c[~keep], home_l[~keep]
 
@@ -195,7 +189,7 @@ def assign_ids(
     )
     cumulative = pd.concat([history, log], ignore_index=True)[ID_CHANGE_COLUMNS] if len(log) else history
 
-    source, table, key = (arrow_strings(membership[c].astype("string")) for c in ("source", "table", "key"))
+    source, table, key = (arrow_strings(membership[c]) for c in ("source", "table", "key"))
     o = pc.sort_indices(
         pa.table({"s": source, "t": table, "k": key}),
         sort_keys=[("s", "ascending"), ("t", "ascending"), ("k", "ascending")],
@@ -220,8 +214,8 @@ def _fresh_ids(seeds: pa.Array, history: pd.DataFrame, id_text: pa.Array) -> pa.
     taken = pa.concat_arrays(
         [
             id_text.cast(pa.string()),
-            arrow_strings(history["OldCustomerId"].dropna().astype("string")).cast(pa.string()),
-            arrow_strings(history["NewCustomerId"].dropna().astype("string")).cast(pa.string()),
+            arrow_strings(history["OldCustomerId"].dropna()).cast(pa.string()),
+            arrow_strings(history["NewCustomerId"].dropna()).cast(pa.string()),
         ]
     )
     clash = np.flatnonzero(pc.is_in(fresh, value_set=taken).to_numpy(zero_copy_only=False))
@@ -235,26 +229,16 @@ def _fresh_ids(seeds: pa.Array, history: pd.DataFrame, id_text: pa.Array) -> pa.
 
 
 def uuid5_hexes(names: list[str]) -> pa.Array:
-    """:func:`uuid5_hex` of many names: only the hash runs per name; bit-setting and hex formatting are bulk."""
+    """:func:`uuid5_hex` of many names, in bulk (:func:`ci_pipeline.outputs.uuid5_hex_digits`)."""
     if not names:
         return pa.array([], pa.string())
-    digest = b"".join([hashlib.sha1(_NS + name.encode("utf-8")).digest()[:16] for name in names])
-    raw = np.frombuffer(digest, dtype=np.uint8).reshape(-1, 16).copy()
-    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x50
-    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
-    text = np.frombuffer(raw.tobytes().hex().encode("ascii"), dtype="S32")
-    return pa.array(text, type=pa.binary(32)).cast(pa.string())
+    return pa.array(uuid5_hex_digits(names).view("S32").ravel(), type=pa.binary(32)).cast(pa.string())
 
 
 def _pair_counts(codes: np.ndarray, label_pos: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The distinct (code, label) pairs, sorted, with how many records each has."""
     pairs, n = np.unique(codes.astype(np.int64) * max(n_labels, 1) + label_pos, return_counts=True)
     return pairs // max(n_labels, 1), pairs % max(n_labels, 1), n
-
-
-def _run_starts(sorted_keys: np.ndarray) -> np.ndarray:
-    """True at the first row of each run of equal keys."""
-    return np.r_[True, sorted_keys[1:] != sorted_keys[:-1]] if len(sorted_keys) else np.zeros(0, dtype=bool)
 
 
 def previous_ids(id_change: pd.DataFrame, current: pd.Series) -> pd.Series:

@@ -20,7 +20,7 @@ import phonenumbers
 from unidecode import unidecode
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.records import SUFFIX, parse_times
+from ci_pipeline.unify.records import SUFFIX, given_name_first, parse_times
 from ci_pipeline.unify.text import map_words, re_extract, re_replace
 
 #: Arrow-backed strings: regex and string kernels run in C over whole columns.
@@ -283,9 +283,7 @@ def _map_words(u: pd.Series, table: dict[str, str], lower: bool = False) -> pd.S
 def _names(u: pd.Series, nick: bool = True, table: dict[str, str] | None = None) -> pd.Series:
     """Personal names: "Smith, Bob" -> "Bob Smith", trailing initials and Jr/Sr dropped, punctuation dropped,
     nicknames -> formal names."""
-    parts = re_extract(u, r"^([^,]*),(.*)$")
-    u = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(u).astype("string")
-    u = re_replace(u.str.strip(), SUFFIX, "", re.IGNORECASE)
+    u = re_replace(given_name_first(u).str.strip(), SUFFIX, "", re.IGNORECASE)
     u = re_replace(u, r"[^\w ]+|_", " ")
     return _map_words(u, table if table is not None else nicknames(), lower=True) if nick else u
 

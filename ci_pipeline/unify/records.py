@@ -13,6 +13,13 @@ from ci_pipeline.unify.text import re_extract, re_replace
 #: Trailing initials and generational suffixes ("Smith Jr.", "Smith B."): not part of the last name.
 SUFFIX = r"\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$"
 
+
+def given_name_first(names: pd.Series) -> pd.Series:
+    """``"Smith, John"`` (last name first, as many systems write it) -> ``"John Smith"``; other names unchanged."""
+    parts = re_extract(names, r"^([^,]*),(.*)$")
+    return (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(names).astype("string")
+
+
 #: Columns every record frame has before its attributes.
 BASE = ["source", "table", "key", "rank", "recency", "winner_time"]
 
@@ -144,9 +151,7 @@ def _derive_names(out: pd.DataFrame) -> None:
     elif "full_name" in cols:
         # trailing initials and generational suffixes ("Smith Jr.", "Smith B.") are not the last name
         full = re_replace(out["full_name"].str.strip(), SUFFIX, "", re.IGNORECASE)
-        # "Smith, John" is last name first
-        parts = re_extract(full, r"^([^,]*),(.*)$")
-        words = (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(full).astype("string").str.split()
+        words = given_name_first(full).str.split()
         if "first_name" not in cols:
             out["first_name"] = words.str[0].astype("string")
         if "last_name" not in cols:
