@@ -57,7 +57,7 @@ def suggest_mapping(frame: pd.DataFrame, sample: int = 2000) -> pd.DataFrame:
         dates = _share(values, DATE_VALUE)
         if dates >= 0.8:
             # Only a birth date is a customer attribute; other dates (sign-up, last login) are not matched on.
-            if by_name == "birth_date":
+            if by_name == "birth_date" or _says_birth(str(column)):
                 rows.append((column, "birth_date", "high", f"name and {dates:.0%} of values are dates"))
             else:
                 rows.append((column, "", "", f"{dates:.0%} of values are dates or times: {NOT_AN_ATTRIBUTE}"))
@@ -74,7 +74,7 @@ def suggest_mapping(frame: pd.DataFrame, sample: int = 2000) -> pd.DataFrame:
             rows.append((column, by_name, "medium", "column name"))
         elif by_value:
             rows.append((column, by_value, "medium", f"{share:.0%} of values look like {by_value}"))
-        elif _looks_like_date(values) and re.search(r"birth|dob", str(column), re.I):
+        elif _looks_like_date(values) and _says_birth(str(column)):
             rows.append((column, "birth_date", "medium", "dates"))
         else:
             rows.append((column, "", "", "no semantic type recognised (map it to 'custom' to keep it)"))
@@ -84,6 +84,11 @@ def suggest_mapping(frame: pd.DataFrame, sample: int = 2000) -> pd.DataFrame:
 def _normalized_name(column: str) -> str:
     """``signupDate`` / ``Signup Date`` -> ``signup_date``."""
     return re.sub(r"[^a-z0-9]+", "_", re.sub(r"([a-z])([A-Z])", r"\1_\2", column).lower()).strip("_")
+
+
+def _says_birth(column: str) -> bool:
+    """The raw name mentions a birth date, however it is cased (``DoB`` normalizes to ``do_b``)."""
+    return re.search(r"birth|dob", column, re.I) is not None
 
 
 def _share(values: pd.Series, pattern: str) -> float:

@@ -69,6 +69,7 @@ def test_suggest_mapping_never_takes_dates_or_identifiers_for_phones():
             "lastLogin": ["2026-06-06T19:09:52", "2026-05-20T14:13:13", "2026-05-21T08:00:00"],
             "created": ["03/16/2021 21:21:51", "10/27/2020 23:13:17", "01/02/2022 08:00:00"],
             "dob": ["1970-05-17", "1988-06-24", "2001-01-30"],
+            "DoB": ["05/17/1970", "06/24/1988", "01/30/2001"],
             "account_number": ["5550101234", "5550109999", "5550107777"],
             "mobile_no": ["5550101234", "5550109999", "5550107777"],
         }
@@ -79,6 +80,7 @@ def test_suggest_mapping_never_takes_dates_or_identifiers_for_phones():
         "lastLogin": "",
         "created": "",
         "dob": "birth_date",
+        "DoB": "birth_date",
         "account_number": "",
         "mobile_no": "phone",
     }
