@@ -105,8 +105,6 @@ STREET_SUFFIX_WEIGHTS = (0.28, 0.2, 0.14, 0.12, 0.08, 0.05, 0.05, 0.04, 0.02, 0.
 
 EMAIL_DOMAINS = ("gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "icloud.com", "aol.com", "comcast.net")
 EMAIL_DOMAIN_WEIGHTS = (0.42, 0.16, 0.12, 0.1, 0.09, 0.06, 0.05)
-#: Misspelt domains people type at a checkout or an agent types on the phone.
-EMAIL_DOMAIN_TYPOS = ("gmial.com", "gmail.con", "yaho.com", "outlok.com", "hotmial.com", "icloud.co")
 
 #: Category -> (brands, item nouns, typical unit price in USD).
 CATALOG: dict[str, tuple[tuple[str, ...], tuple[str, ...], float]] = {

@@ -13,7 +13,6 @@ from ci_pipeline.generate import noise
 from ci_pipeline.generate.noise import STR, blank, chance, phone_text, recase, respace, take, typo
 from ci_pipeline.generate.pools import (
     BRANDS_PER_CATEGORY,
-    EMAIL_DOMAIN_TYPOS,
     EMAIL_DOMAINS,
     ITEMS_PER_BRAND,
     N_CATEGORIES,
@@ -26,6 +25,9 @@ from ci_pipeline.generate.pools import (
 )
 
 DAY = 86_400
+#: Range of the per-address draw that seeds a domain misspelling. It keeps the value the draw had when misspellings
+#: were picked from a list of six, so the random stream, and every other generated value, is unchanged.
+MISSPELLING_SEEDS = 6
 #: Share of activity by hour of day (people shop in the evening, call support in office hours).
 HOUR_WEIGHTS = np.array([1, 0.5, 0.3, 0.2, 0.2, 0.4, 1, 2, 3, 4, 4.5, 5, 5, 5, 4.5, 4.5, 5, 5.5, 6, 7, 7, 6, 4, 2])
 HOUR_WEIGHTS = HOUR_WEIGHTS / HOUR_WEIGHTS.sum()
@@ -155,12 +157,21 @@ class Identity:
         return respace(recase(typo(values, self.rng, typo_p), self.rng, upper, lower), self.rng, space_p)
 
     def email_text(self, upper_p: float, typo_p: float) -> pd.Series:
-        """The e-mail address with case noise and misspelt domains."""
+        """The e-mail address with case noise and misspelt domains.
+
+        A misspelt domain is a typing error in the address's own domain (``gmial.com`` for ``gmail.com``,
+        ``evnas.example`` for ``evans.example``): one swapped, dropped, doubled or wrong letter. Some of these are
+        in the matcher's table of known misspellings and some are not, as in real data.
+        """
         out = self.email.mask(chance(self.rng, self.n, upper_p), self.email.str.capitalize())
-        bad_domain = take(
-            np.array(EMAIL_DOMAIN_TYPOS, dtype=object), self.rng.integers(0, len(EMAIL_DOMAIN_TYPOS), self.n)
-        )
-        return out.mask(chance(self.rng, self.n, typo_p), out.str.split("@").str[0] + "@" + bad_domain)
+        entropy = self.rng.integers(0, MISSPELLING_SEEDS, self.n)
+        misspelt = np.flatnonzero(chance(self.rng, self.n, typo_p) & out.notna().to_numpy())
+        if len(misspelt) == 0:
+            return out
+        parts = out.iloc[misspelt].str.split("@", n=1)
+        domain = typo(parts.str[1].fillna(""), np.random.default_rng(entropy[misspelt]), 1.0)
+        out.iloc[misspelt] = (parts.str[0] + "@" + domain).where(domain.str.len() > 0, out.iloc[misspelt])
+        return out
 
     def phone_text(self, style_p: list[float]) -> pd.Series:
         """The phone number in the system's mix of formats."""

@@ -15,8 +15,11 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import phonenumbers
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
 from unidecode import unidecode
 
 from ci_pipeline.errors import UserError
@@ -307,12 +310,43 @@ def _email(u: pd.Series) -> pd.Series:
     u = u.where(valid)
     parts = re_extract(u, r"^(.*@)([^@]*)$")
     domain = parts[1].astype("string")
-    fixed = domain.map(email_domain_typos(), na_action="ignore").astype("string")
+    fixed = domain.map(mail_domain_corrections(domain.dropna().unique()), na_action="ignore").astype("string")
     known = fixed.notna().to_numpy()
     if known.any():
         u = u.copy()
         u[known] = parts[0][known] + fixed[known]
     return u
+
+
+#: The shortest misspelt domain corrected by its nearness to a provider's. Below it, one letter turns too many real
+#: short domains into a provider's (``mai.com``, ``mac.com``); short misspellings are listed in the table instead.
+MIN_NEAR_DOMAIN_LENGTH = 8
+
+
+def mail_domain_corrections(domains: Iterable[str]) -> dict[str, str]:
+    """Misspelt domain -> the consumer mail provider domain meant, for the given (distinct, lower-case) domains.
+
+    A domain in the shipped table of misspellings gets its listed provider. Any other domain that is not itself a
+    provider's, is at least :data:`MIN_NEAR_DOMAIN_LENGTH` long and is one typing error (a swapped, dropped, extra
+    or wrong letter) away from exactly one provider's domain is taken for a misspelling of it: ``gmaii.com`` ->
+    ``gmail.com``. A domain as near to two providers' domains is left as it is: which one was meant is a guess.
+
+    Examples:
+        >>> mail_domain_corrections(["gmaii.com", "gmail.com", "evans.example", "gmial.com"])
+        {'gmaii.com': 'gmail.com', 'gmial.com': 'gmail.com'}
+    """
+    table = email_domain_typos()
+    providers = sorted(consumer_mail_domains())
+    out = {d: table[d] for d in domains if d in table}
+    known = table.keys() | consumer_mail_domains()
+    unknown = [d for d in domains if d not in known and len(d) >= MIN_NEAR_DOMAIN_LENGTH]
+    if unknown:
+        distance = process.cdist(unknown, providers, scorer=OSA.distance, score_cutoff=1, workers=1)
+        near = distance <= 1
+        sole = near.sum(axis=1) == 1
+        for i in np.flatnonzero(sole):
+            out[unknown[i]] = providers[int(np.argmax(near[i]))]
+    return out
 
 
 def _personal_email(u: pd.Series) -> pd.Series:

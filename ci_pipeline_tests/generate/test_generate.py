@@ -7,16 +7,18 @@ import io
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from rapidfuzz.distance import OSA
 
 from ci_pipeline.cli import main
 from ci_pipeline.config import load_config
 from ci_pipeline.generate import assemble_config, generate
 from ci_pipeline.generate.noise import phone_text, typo
-from ci_pipeline.generate.tables import unique_addresses
+from ci_pipeline.generate.tables import Identity, unique_addresses
 
 ROOT = Path(__file__).resolve().parents[2]
 PEOPLE = 200
@@ -251,6 +253,21 @@ def test_nickname_phone_and_typo_helpers():
     assert len(set(styles)) == 7
     changed = typo(pd.Series(["Robert"] * 50, dtype="str"), rng, 1.0)
     assert (changed != "Robert").all() and changed.str[0].eq("R").all()
+
+
+def test_a_misspelt_email_domain_is_a_typing_error_in_its_own_domain():
+    addresses = pd.Series(["ann.lee@gmail.com", "bo@evans.example", "cy@yahoo.com", None] * 50, dtype="str")
+    holder = SimpleNamespace(email=addresses, n=len(addresses), rng=np.random.default_rng(3))
+    out = Identity.email_text(holder, 0.0, 1.0)
+    assert out.isna().equals(addresses.isna())
+    before, after = addresses.dropna().str.split("@"), out.dropna().str.split("@")
+    assert (before.str[0] == after.str[0]).all()  # the local part is kept
+    distance = [OSA.distance(a, b) for a, b in zip(before.str[1], after.str[1], strict=True)]
+    # One swapped, dropped, doubled or wrong letter (swapping "oo" changes nothing), never another provider's
+    # domain (gmail.com -> icloud.co).
+    assert set(distance) <= {0, 1} and np.mean(np.array(distance) == 1) > 0.8
+    holder.rng = np.random.default_rng(3)
+    assert Identity.email_text(holder, 0.0, 0.0).equals(addresses)
 
 
 def test_same_seed_same_files_other_seed_differs(sample, tmp_path):

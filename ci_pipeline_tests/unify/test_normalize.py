@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.normalize import Normalizer, nicknames, phone_digits, read_alias_file
+from ci_pipeline.unify.normalize import Normalizer, mail_domain_corrections, nicknames, phone_digits, read_alias_file
 from ci_pipeline.unify.text import map_words, re_extract, re_replace
 
 EMAIL = ["ascii", "case", "whitespace", "email"]
@@ -127,6 +127,22 @@ def test_email_fixes_misspelt_provider_domains_only():
     assert got[:3] == ["ann@gmail.com"] * 3
     assert got[3] == "ann@gmial.org"
     assert pd.isna(got[4])
+
+
+def test_email_corrects_a_domain_one_typing_error_from_a_single_provider():
+    written = ["ann@gmaii.com", "ann@yahoo.cmo", "ann@hotmail..com", "ann@mail.com", "ann@mai.com", "ann@gmail.de"]
+    got = norm(written, EMAIL)
+    assert got[:3] == ["ann@gmail.com", "ann@yahoo.com", "ann@hotmail.com"]
+    # A provider's own domain, a short domain and one no typing error away from a provider are left as written.
+    assert got[3:] == ["ann@mail.com", "ann@mai.com", "ann@gmail.de"]
+
+
+def test_a_domain_as_near_to_two_providers_is_not_guessed():
+    # ``xmail.com`` is one letter from gmail.com, ymail.com and mail.com: which was meant is a guess.
+    assert mail_domain_corrections(["xmail.com", "hotmail.co.uc", "yahoo.co"]) == {
+        "hotmail.co.uc": "hotmail.co.uk",
+        "yahoo.co": "yahoo.com",  # near yahoo.com and yahoo.ca, but listed as a misspelling of yahoo.com
+    }
 
 
 def test_personal_email_keeps_consumer_provider_addresses_only():
