@@ -198,6 +198,9 @@ class AttachRule(StrictModel):
     without: list[str] = IDENTIFYING_FIELDS
     #: The most customers expected to share the name by chance (customers x the share holding each value).
     max_expected_namesakes: float = Field(1.0, gt=0)
+    #: Fields (compared exactly after their normalizations) whose values a thin customer and its sole namesake
+    #: must not hold differently: when both hold values of one and share none, the thin customer stays apart.
+    must_not_differ: list[Condition] = []
 
 
 class MatchConfig(StrictModel):
@@ -395,6 +398,17 @@ class UnifyConfig(StrictModel):
                             f"{key}.same[{fi}]: {f!r} is not mapped in {ref}; map a column to it or remove it "
                             f"(mapped: {sorted(attrs)})"
                         )
+            for ci, cond in enumerate(rule.must_not_differ):
+                where = f"{key}.must_not_differ[{ci}]"
+                if cond.field not in known:
+                    found.append(f"{where}.field: {cond.field!r} is neither a semantic type nor a mapped custom column")
+                elif not cond.is_exact:
+                    found.append(
+                        f"{where}.precision: values here are compared exactly after their normalizations; remove "
+                        f"'precision' (got {cond.precision!r})"
+                    )
+                elif cond.field in rule.same:
+                    found.append(f"{where}.field: {cond.field!r} is also in 'same', which already requires it equal")
             for fi, f in enumerate(rule.without):
                 if f not in known:
                     found.append(f"{key}.without[{fi}]: {f!r} is neither a semantic type nor a mapped custom column")

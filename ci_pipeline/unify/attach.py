@@ -12,18 +12,24 @@ with the same normalized values of the ``same`` fields. It is left alone when:
 - the name is too common: more than ``max_expected_namesakes`` customers would be expected to share it by chance.
   The expectation is ``C * p1 * p2 * ...``, where ``C`` is the number of customers and ``p`` is the share of them
   that hold each field's value. This is the term-frequency idea of probabilistic record linkage: the sole
-  "John Smith" among a million customers is not evidence that a "John Smith" ticket is his.
+  "John Smith" among a million customers is not evidence that a "John Smith" ticket is his;
+- the two customers hold different values of a ``must_not_differ`` field (``conflict``): both have a value and
+  they share none, such as two different personal e-mail addresses. This lets a rule also consider customers
+  whose contact details matched no one (``without: []``): a ticket signed with a work address or a home phone
+  that no other system holds still joins the sole namesake, while one whose personal address is not the
+  namesake's stays apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 #: Why a thin customer was or was not attached (the ``attach`` statistics use these names).
-OUTCOMES = ("attached", "ambiguous", "no namesake", "too common", "no name")
+OUTCOMES = ("attached", "ambiguous", "no namesake", "too common", "conflict", "no name")
 
 
 #: Notes of a thin record left alone with no bearer to list (its ``match_pairs`` row pairs it with itself).
@@ -59,6 +65,8 @@ def sole_namesake_links(
     same_codes: list[np.ndarray],
     thin: np.ndarray,
     max_expected_namesakes: float,
+    differ_codes: Sequence[np.ndarray] = (),
+    differ_names: Sequence[str] = (),
 ) -> Attachment:
     """Links from the records of thin customers to their sole namesake.
 
@@ -68,6 +76,9 @@ def sole_namesake_links(
         thin: per record, True when it may be attached: it is from one of the rule's tables and has no usable
             value of the ``without`` fields. A customer is thin when all its records are.
         max_expected_namesakes: the most customers that may be expected to share the name by chance.
+        differ_codes: per ``must_not_differ`` field, the integer code of each record's normalized value (-1 =
+            missing). A sole namesake is refused when both customers hold values of a field and share none.
+        differ_names: the names of those fields, for the notes.
 
     Returns:
         The proposals (one accepted link per thin record carrying the name of a sole namesake) and the outcome for
@@ -113,12 +124,23 @@ def sole_namesake_links(
         ["ambiguous", "no namesake", "too common"],
         "attached",
     )
-    named = named.assign(outcome=outcome)
+    named = named.assign(outcome=outcome, conflict="")
+    if len(differ_codes):
+        sole = bearers[bearers["key"].map(count).to_numpy() == 1].set_index("key")["label"]
+        would = named["outcome"].to_numpy() == "attached"
+        pairs = pd.DataFrame(
+            {"thin": named["label"].to_numpy()[would], "bearer": sole.reindex(named["key"].to_numpy()[would])}
+        ).drop_duplicates()
+        differs = _differing_fields(pairs, labels, differ_codes, differ_names)
+        found = named["label"].map(differs).fillna("").to_numpy(object)
+        named = named.assign(
+            outcome=np.where(would & (found != ""), "conflict", named["outcome"].to_numpy()), conflict=found
+        )
     per_customer = named.drop_duplicates("label")["outcome"].value_counts()
     counts = {o: int(per_customer.get(o, 0)) for o in OUTCOMES[:-1]}
     counts["no name"] = int(len(all_thin) - per_customer.sum())
 
-    listed = named[named["outcome"].isin(["attached", "ambiguous", "too common"])]
+    listed = named[named["outcome"].isin(["attached", "ambiguous", "too common", "conflict"])]
     proposals = listed.merge(bearers[["key", "pos"]], on="key").rename(columns={"pos": "right"})
     proposals = proposals.sort_values(["left", "right"], kind="stable")
     proposals = proposals[proposals.groupby("left").cumcount().to_numpy() < MAX_LISTED_BEARERS]
@@ -126,10 +148,11 @@ def sole_namesake_links(
     bearer_text = proposals["bearers"].astype("string").to_numpy()
     limit = f"{max_expected_namesakes:g}"
     note = np.select(
-        [proposals["outcome"] == "attached", proposals["outcome"] == "ambiguous"],
+        [proposals["outcome"] == "attached", proposals["outcome"] == "ambiguous", proposals["outcome"] == "conflict"],
         [
             "sole namesake; namesakes expected by chance: " + expected_text,
             "not attached: " + bearer_text + " customers bear this name",
+            "not attached: the sole namesake holds a different " + proposals["conflict"].to_numpy(str).astype(object),
         ],
         "not attached: name too common, " + expected_text + " namesakes expected by chance (limit " + limit + ")",
     )
@@ -149,3 +172,23 @@ def sole_namesake_links(
         }
     ).sort_values(["left", "right"], kind="stable")
     return Attachment(proposals=proposals.reset_index(drop=True), thin_labels=np.sort(all_thin), outcomes=counts)
+
+
+def _differing_fields(
+    pairs: pd.DataFrame, labels: np.ndarray, codes: Sequence[np.ndarray], names: Sequence[str]
+) -> pd.Series:
+    """Per thin customer label, the ``must_not_differ`` fields (joined by " and ") its namesake holds a different
+    value of: both customers have a value of the field and none in common. Labels with no conflict are absent."""
+    found = pd.Series("", index=pairs["thin"].to_numpy(), dtype=object)
+    for field_codes, name in zip(codes, names, strict=True):
+        held = pd.DataFrame({"label": labels, "code": field_codes})[field_codes >= 0].drop_duplicates()
+        holders = set(held["label"].to_numpy().tolist())
+        both = pairs[pairs["thin"].isin(holders).to_numpy() & pairs["bearer"].isin(holders).to_numpy()]
+        shared = both.merge(held, left_on="thin", right_on="label").merge(
+            held, left_on=["bearer", "code"], right_on=["label", "code"]
+        )
+        conflict = both["thin"][~both["thin"].isin(shared["thin"]).to_numpy()].to_numpy()
+        found.loc[conflict] = np.where(
+            found.loc[conflict].to_numpy(object) == "", name, found.loc[conflict] + " and " + name
+        )
+    return found[found.to_numpy(object) != ""]

@@ -262,7 +262,11 @@ def _attach_inputs(rule: AttachRule, config: UnifyConfig, records: pd.DataFrame,
     for f in rule.without:
         if f in mapped:
             thin &= prep.codes(Condition(field=f)) < 0
-    return {"same": [prep.codes(Condition(field=f)) for f in rule.same], "thin": thin}
+    return {
+        "same": [prep.codes(Condition(field=f)) for f in rule.same],
+        "thin": thin,
+        "differ": [prep.codes(c) for c in rule.must_not_differ],
+    }
 
 
 def _attach(rules: list[AttachRule], inputs: list[dict], labels: np.ndarray) -> tuple[pd.DataFrame, list[dict]]:
@@ -270,7 +274,14 @@ def _attach(rules: list[AttachRule], inputs: list[dict], labels: np.ndarray) -> 
     current = labels.copy()
     frames, stats = [], []
     for i, (rule, data) in enumerate(zip(rules, inputs, strict=True)):
-        found = sole_namesake_links(current, data["same"], data["thin"], rule.max_expected_namesakes)
+        found = sole_namesake_links(
+            current,
+            data["same"],
+            data["thin"],
+            rule.max_expected_namesakes,
+            data["differ"],
+            [_condition_text(c) for c in rule.must_not_differ],
+        )
         stats.append({"rule": rule.name, "thin_customers": len(found.thin_labels), **found.outcomes})
         p = found.proposals
         if not len(p):
@@ -300,6 +311,11 @@ def _attach(rules: list[AttachRule], inputs: list[dict], labels: np.ndarray) -> 
     if not frames:
         return pd.DataFrame(), stats
     return pd.concat(frames, ignore_index=True), stats
+
+
+def _condition_text(cond: Condition) -> str:
+    """``email`` or, with its own normalizations, ``email (ascii, case, ..., personal_email)``."""
+    return cond.field if cond.normalize is None else f"{cond.field} ({', '.join(cond.normalize)})"
 
 
 def _names(rules: list[Rule], index: pd.Series) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.unify import unify
@@ -22,7 +23,9 @@ def test_thin_records_join_their_sole_namesake():
     # customers 0 (records 0, 1) and 2 are full profiles; 3 and 4 are name-only records of "name 0"
     a = run([0, 0, 2, 3, 4], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [False, False, False, True, True])
     assert a.links[["left", "right"]].to_numpy().tolist() == [[3, 0], [4, 0]]
-    assert a.outcomes == {"attached": 2, "ambiguous": 0, "no namesake": 0, "too common": 0, "no name": 0}
+    assert a.outcomes == {
+        "attached": 2, "ambiguous": 0, "no namesake": 0, "too common": 0, "conflict": 0, "no name": 0
+    }  # fmt: skip
     assert a.thin_labels.tolist() == [3, 4]
     assert a.links["note"].str.startswith("sole namesake").all()
 
@@ -77,6 +80,32 @@ def test_records_without_the_whole_name_or_with_two_names_are_not_attached():
     assert a.proposals["note"].str.startswith("not attached: no whole name").all()
 
 
+def test_a_sole_namesake_holding_a_different_value_is_refused():
+    # customer 0 (records 0, 1) bears the name; customer 2 (record 2) is thin. Per case: the e-mail code of each
+    # record (-1 = none) and whether the thin customer joins.
+    cases = {
+        "different": ([10, -1, 11], False),
+        "one shared of two": ([10, 11, 11], True),
+        "namesake holds none": ([-1, -1, 11], True),
+        "thin holds none": ([10, -1, -1], True),
+    }
+    for case, (email, joins) in cases.items():
+        a = sole_namesake_links(
+            np.array([0, 0, 2]), [np.array([0, 0, 0]), np.array([0, 0, 0])], np.array([False, False, True]), 1e9,
+            [np.array([5, 5, 5]), np.array(email)], ["phone", "email"],
+        )  # fmt: skip
+        assert (not a.links.empty) is joins, case
+        assert a.outcomes["conflict"] == (0 if joins else 1), case
+    # the refusal lists the namesake and names the field, so explain can say why
+    assert a.outcomes["attached"] == 1
+    refused = sole_namesake_links(
+        np.array([0, 1]), [np.array([0, 0])], np.array([False, True]), 1e9,
+        [np.array([1, 2]), np.array([3, 4])], ["phone", "email"],
+    )  # fmt: skip
+    assert refused.proposals[["left", "right", "accepted"]].to_numpy().tolist() == [[1, 0, False]]
+    assert refused.proposals["note"].tolist() == ["not attached: the sole namesake holds a different phone and email"]
+
+
 def attach_config(**rule) -> UnifyConfig:
     raw = config().model_dump()
     raw["match"]["attach"] = [{"name": "sole", "tables": ["loyalty.members"], **rule}]
@@ -110,10 +139,31 @@ def test_engine_attaches_a_name_only_member_and_records_why():
     ]
     assert r.stats["attach"] == [
         {"rule": "sole", "thin_customers": 1, "attached": 1, "ambiguous": 0, "no namesake": 0, "too common": 0,
-         "no name": 0}
+         "conflict": 0, "no name": 0}
     ]  # fmt: skip
     # m1 "Rob Smith" has a phone: it is not thin, whatever its name
     assert not (link.LeftKey == "m1").any()
+
+
+def test_a_member_whose_phone_matched_no_one_joins_its_namesake_unless_the_phones_differ():
+    f = with_pat_in_crm()
+    f[("loyalty", "members")].loc[1, "phone"] = "555-020-1111"  # no other record holds it
+    # by default a member with a phone is not thin, whatever its name
+    r = unify(attach_config(), f, KEYS)
+    assert r.stats["attach"][0]["thin_customers"] == 0
+    contact = attach_config(without=[], must_not_differ=[{"field": "phone"}])
+    r = unify(contact, f, KEYS)
+    assert customer(r, "loyalty", "members", "m2") == customer(r, "crm", "contacts", "c5")  # c5 holds no phone
+    # the namesake holds another phone: the member stays a customer of its own, and explain says why
+    f[("crm", "contacts")].loc[4, "phone"] = "555-030-2222"
+    r = unify(contact, f, KEYS)
+    assert customer(r, "loyalty", "members", "m2") != customer(r, "crm", "contacts", "c5")
+    assert r.stats["attach"][0]["conflict"] == 1
+    info = explain_record("loyalty", "members", "m2", r.alternate_key, r.match_pairs, r.customer_profile)
+    assert (
+        "loyalty|members|m2 <-> crm|contacts|c5: rule sole (first_name 1.0, last_name 1.0) "
+        "[not attached: the sole namesake holds a different phone]"
+    ) in render_record(info)
 
 
 def test_bypass_phone_counts_as_missing_and_never_match_still_holds():
@@ -155,11 +205,17 @@ def test_explain_shows_the_attachment_and_the_refusal():
     assert "last run: attach rule sole: not attached: 2 customers bear this name" in render_pair(pair)
 
 
-def test_attachment_does_not_depend_on_row_order():
+@pytest.mark.parametrize("rule", [{}, {"without": [], "must_not_differ": [{"field": "phone"}]}])
+def test_attachment_does_not_depend_on_row_order(rule):
     f = with_pat_in_crm()
-    first = unify(attach_config(), f, KEYS)
+    f[("loyalty", "members")] = pd.concat(
+        [f[("loyalty", "members")], pd.DataFrame({"member_id": ["m3"], "first_name": ["Ann"], "last_name": ["Lee"],
+                                                  "phone": ["555-444-0000"]}).astype("string")],
+        ignore_index=True,
+    )  # fmt: skip
+    first = unify(attach_config(**rule), f, KEYS)
     shuffled = {k: v.sample(frac=1.0, random_state=3).reset_index(drop=True) for k, v in f.items()}
-    again = unify(attach_config(), shuffled, KEYS)
+    again = unify(attach_config(**rule), shuffled, KEYS)
     pd.testing.assert_frame_equal(first.alternate_key, again.alternate_key)
     pd.testing.assert_frame_equal(first.match_pairs, again.match_pairs)
 

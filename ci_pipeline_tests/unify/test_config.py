@@ -134,6 +134,17 @@ def test_attach_rule_problems_name_the_key_and_the_fix(tmp_path):
     assert "'first_name' is also in 'same'" in text
     text = problems(tmp_path, attach(tables=["crm.contacts"], same=["first_name"], max_expected_namesakes=0))
     assert "max_expected_namesakes" in text
+    text = problems(
+        tmp_path,
+        attach(
+            tables=["crm.contacts"],
+            same=["first_name"],
+            must_not_differ=[{"field": "emial"}, {"field": "phone", "precision": "high"}, {"field": "first_name"}],
+        ),
+    )
+    assert "unify.match.attach[0].must_not_differ[0].field: 'emial' is neither a semantic type" in text
+    assert "unify.match.attach[0].must_not_differ[1].precision: values here are compared exactly" in text
+    assert "unify.match.attach[0].must_not_differ[2].field: 'first_name' is also in 'same'" in text
     rule = load(tmp_path, attach(tables=["crm.contacts"], same=["first_name"])).unify.match.attach[0]
     assert rule.without == ["email", "phone", "street", "postal_code", "birth_date", "company"]
 
