@@ -169,8 +169,7 @@ class Identity:
         if len(misspelt) == 0:
             return out
         parts = out.iloc[misspelt].str.split("@", n=1)
-        domain = typo(parts.str[1].fillna(""), np.random.default_rng(entropy[misspelt]), 1.0)
-        out.iloc[misspelt] = (parts.str[0] + "@" + domain).where(domain.str.len() > 0, out.iloc[misspelt])
+        out.iloc[misspelt] = parts.str[0] + "@" + typo(parts.str[1], np.random.default_rng(entropy[misspelt]), 1.0)
         return out
 
     def phone_text(self, style_p: list[float]) -> pd.Series:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -323,7 +323,7 @@ def _email(u: pd.Series) -> pd.Series:
 MIN_NEAR_DOMAIN_LENGTH = 8
 
 
-def mail_domain_corrections(domains: Iterable[str]) -> dict[str, str]:
+def mail_domain_corrections(domains: Collection[str]) -> dict[str, str]:
     """Misspelt domain -> the consumer mail provider domain meant, for the given (distinct, lower-case) domains.
 
     A domain in the shipped table of misspellings gets its listed provider. Any other domain that is not itself a
@@ -333,7 +333,7 @@ def mail_domain_corrections(domains: Iterable[str]) -> dict[str, str]:
 
     Examples:
         >>> mail_domain_corrections(["gmaii.com", "gmail.com", "evans.example", "gmial.com"])
-        {'gmaii.com': 'gmail.com', 'gmial.com': 'gmail.com'}
+        {'gmial.com': 'gmail.com', 'gmaii.com': 'gmail.com'}
     """
     table = email_domain_typos()
     providers = sorted(consumer_mail_domains())
