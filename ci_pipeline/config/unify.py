@@ -201,6 +201,12 @@ class AttachRule(StrictModel):
     #: Fields (compared exactly after their normalizations) whose values a thin customer and its sole namesake
     #: must not hold differently: when both hold values of one and share none, the thin customer stays apart.
     must_not_differ: list[Condition] = []
+    #: Tables (``source.table``): when given, only customers holding a record of one of them count as namesakes,
+    #: and the expected namesakes are counted among those customers only.
+    among: list[str] = []
+    #: Join thin customers of one name to each other instead, when no other customer bears the name (the
+    #: expectation then counts the thin customers).
+    each_other: bool = False
 
 
 class MatchConfig(StrictModel):
@@ -398,6 +404,14 @@ class UnifyConfig(StrictModel):
                             f"{key}.same[{fi}]: {f!r} is not mapped in {ref}; map a column to it or remove it "
                             f"(mapped: {sorted(attrs)})"
                         )
+            if rule.each_other and rule.among:
+                found.append(
+                    f"{key}.among: a rule joining thin customers to each other ('each_other') looks for no other "
+                    "namesake; remove 'among' or 'each_other'"
+                )
+            for ti, ref in enumerate(rule.among):
+                if ref not in refs:
+                    found.append(f"{key}.among[{ti}]: {ref!r} is not a unify table; use one of {sorted(refs)}")
             for ci, cond in enumerate(rule.must_not_differ):
                 where = f"{key}.must_not_differ[{ci}]"
                 if cond.field not in known:

@@ -18,6 +18,10 @@ with the same normalized values of the ``same`` fields. It is left alone when:
   whose contact details matched no one (``without: []``): a ticket signed with a work address or a home phone
   that no other system holds still joins the sole namesake, while one whose personal address is not the
   namesake's stays apart.
+
+With ``among``, only customers holding a record of the given tables count as namesakes, and the expectation counts
+only them. A name shared by several customers, or too common among all of them, can still be rare among the
+customers who already wrote a ticket: the one namesake among them is the likeliest author of a name-only ticket.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ def sole_namesake_links(
     max_expected_namesakes: float,
     differ_codes: Sequence[np.ndarray] = (),
     differ_names: Sequence[str] = (),
+    among: np.ndarray | None = None,
+    among_text: str = "",
 ) -> Attachment:
     """Links from the records of thin customers to their sole namesake.
 
@@ -79,6 +85,9 @@ def sole_namesake_links(
         differ_codes: per ``must_not_differ`` field, the integer code of each record's normalized value (-1 =
             missing). A sole namesake is refused when both customers hold values of a field and share none.
         differ_names: the names of those fields, for the notes.
+        among: per record, True when it is from one of the rule's ``among`` tables; when given, only a customer that
+            is not thin and holds such a record is a namesake, and ``C`` of the expectation counts only those.
+        among_text: how the notes name those customers ("holding support.tickets").
 
     Returns:
         The proposals (one accepted link per thin record carrying the name of a sole namesake) and the outcome for
@@ -96,20 +105,17 @@ def sole_namesake_links(
     thin_customer = pd.Series(thin).groupby(labels).all()
     thin_record = thin_customer.reindex(labels).to_numpy()
     customers = len(thin_customer)
+    candidate = ~thin_record
+    if among is not None:
+        candidate &= pd.Series(among).groupby(labels).any().reindex(labels).to_numpy()
+    # C of the expectation: the customers a thin one could be attached to.
+    population = customers if among is None else int(pd.Series(candidate).groupby(labels).any().sum())
 
-    valid = np.ones(n, dtype=bool)
-    key = np.zeros(n, dtype=np.int64)
-    expected = np.full(n, float(customers))
-    for codes in same_codes:
-        valid &= codes >= 0
-        # Customers holding each value, for the share p of the expectation C * p1 * p2 * ...
-        held = pd.DataFrame({"code": codes, "label": labels})[codes >= 0].drop_duplicates()
-        holders = np.bincount(held["code"].to_numpy(), minlength=int(codes.max(initial=0)) + 1)
-        expected *= np.where(codes >= 0, holders[np.maximum(codes, 0)], 0) / max(customers, 1)
-        key = pd.factorize(key * (int(codes.max(initial=0)) + 2) + (codes + 1))[0].astype(np.int64)
+    valid, key, shares = _name_keys(labels, same_codes, customers)
+    expected = population * shares
 
-    # The customers that are not thin and bear each name, each with one record to link to (its first).
-    bearers = pd.DataFrame({"key": key, "label": labels, "pos": np.arange(n)})[valid & ~thin_record]
+    # The customers that may be chosen and bear each name, each with one record to link to (its first).
+    bearers = pd.DataFrame({"key": key, "label": labels, "pos": np.arange(n)})[valid & candidate]
     bearers = bearers.drop_duplicates(["key", "label"])
     count = bearers["key"].value_counts()
 
@@ -147,18 +153,21 @@ def sole_namesake_links(
     expected_text = pd.Series(np.round(proposals["expected"].to_numpy(), 2)).astype("string").to_numpy()
     bearer_text = proposals["bearers"].astype("string").to_numpy()
     limit = f"{max_expected_namesakes:g}"
+    whose = f" {among_text}" if among is not None else ""
     note = np.select(
         [proposals["outcome"] == "attached", proposals["outcome"] == "ambiguous", proposals["outcome"] == "conflict"],
         [
-            "sole namesake; namesakes expected by chance: " + expected_text,
-            "not attached: " + bearer_text + " customers bear this name",
+            f"sole namesake{whose}; namesakes expected by chance: " + expected_text,
+            "not attached: " + bearer_text + f" customers{whose} bear this name",
             "not attached: the sole namesake holds a different " + proposals["conflict"].to_numpy(str).astype(object),
         ],
         "not attached: name too common, " + expected_text + " namesakes expected by chance (limit " + limit + ")",
     )
     alone = pd.concat(
         [
-            named[named["outcome"] == "no namesake"].assign(note=NO_NAMESAKE),
+            named[named["outcome"] == "no namesake"].assign(
+                note=NO_NAMESAKE if among is None else f"not attached: no other customer{whose} bears this name"
+            ),
             thin_rows[~thin_rows["label"].isin(named["label"])].assign(expected=np.nan, note=NO_NAME),
         ]
     )
@@ -191,4 +200,119 @@ def _differing_fields(
         found.loc[conflict] = np.where(
             found.loc[conflict].to_numpy(object) == "", name, found.loc[conflict] + " and " + name
         )
+    return found[found.to_numpy(object) != ""]
+
+
+def thin_namesake_links(
+    labels: np.ndarray,
+    same_codes: list[np.ndarray],
+    thin: np.ndarray,
+    max_expected_namesakes: float,
+    differ_codes: Sequence[np.ndarray] = (),
+    differ_names: Sequence[str] = (),
+) -> Attachment:
+    """Links joining thin customers of one name to each other, when no customer that is not thin bears it.
+
+    Two tickets of a person known only to support, one signed with an e-mail address and one with a phone, match
+    nothing and have no namesake to join. Thin customers sharing a name that is rare among the thin customers
+    (``C`` of the expectation is their number) and holding no two different values of a ``must_not_differ``
+    field are taken for one person: each joins the one with the lowest label. A name some customer that is not
+    thin bears is left to the rules looking for a sole namesake (counted as ``ambiguous``, with no rows).
+
+    Args: as :func:`sole_namesake_links`.
+
+    Examples:
+        >>> labels = np.array([0, 1, 2])  # records 1 and 2 are two tickets of one person known only to support
+        >>> name = np.array([0, 1, 1])
+        >>> a = thin_namesake_links(labels, [name, name], np.array([False, True, True]), 2.0)
+        >>> a.links[["left", "right"]].to_numpy().tolist()
+        [[2, 1]]
+    """
+    labels = np.asarray(labels, np.int64)
+    n = len(labels)
+    thin_customer = pd.Series(thin).groupby(labels).all()
+    thin_record = thin_customer.reindex(labels).to_numpy()
+    valid, key, shares = _name_keys(labels, same_codes, len(thin_customer))
+    expected = int(thin_customer.sum()) * shares
+
+    thin_rows = pd.DataFrame({"key": key, "label": labels, "left": np.arange(n), "expected": expected})[thin_record]
+    all_thin = thin_rows["label"].unique()
+    named = thin_rows[valid[thin_rows["left"].to_numpy()]]
+    names_per_customer = named.drop_duplicates(["label", "key"]).groupby("label").size()
+    named = named[named["label"].isin(names_per_customer.index[names_per_customer.to_numpy() == 1])]
+    elsewhere = np.isin(named["key"].to_numpy(), key[valid & ~thin_record])
+    group = named.drop_duplicates("label").groupby("key")["label"]
+    named = named.assign(
+        bearers=named["key"].map(group.size()).to_numpy(), anchor=named["key"].map(group.min()).to_numpy()
+    )
+    differs = _group_conflicts(named, labels, differ_codes, differ_names)
+    named = named.assign(conflict=named["key"].map(differs).fillna("").to_numpy(object))
+    outcome = np.select(
+        [elsewhere, named["bearers"] == 1, named["expected"] > max_expected_namesakes, named["conflict"] != ""],
+        ["ambiguous", "no namesake", "too common", "conflict"],
+        "attached",
+    )
+    named = named.assign(outcome=outcome)
+    per_customer = named.drop_duplicates("label")["outcome"].value_counts()
+    counts = {o: int(per_customer.get(o, 0)) for o in OUTCOMES[:-1]}
+    counts["no name"] = int(len(all_thin) - per_customer.sum())
+
+    # Each record of a joining customer links to the first record of the anchor (the lowest label of the name).
+    first_of = named.groupby("label")["left"].min()
+    listed = named[named["outcome"].isin(["attached", "too common", "conflict"])]
+    listed = listed.assign(right=listed["anchor"].map(first_of).to_numpy())
+    listed = listed[listed["label"].to_numpy() != listed["anchor"].to_numpy()]
+    expected_text = pd.Series(np.round(listed["expected"].to_numpy(), 2)).astype("string").to_numpy()
+    limit = f"{max_expected_namesakes:g}"
+    note = np.select(
+        [listed["outcome"] == "attached", listed["outcome"] == "conflict"],
+        [
+            "same name as other customers known only to these tables; namesakes expected by chance: " + expected_text,
+            "not joined: customers of this name hold a different " + listed["conflict"].to_numpy(str).astype(object),
+        ],
+        "not joined: name too common, " + expected_text + " namesakes expected by chance (limit " + limit + ")",
+    )
+    proposals = pd.DataFrame(
+        {
+            "left": listed["left"].to_numpy(np.int64),
+            "right": listed["right"].to_numpy(np.int64),
+            "accepted": (listed["outcome"] == "attached").to_numpy(),
+            "expected": listed["expected"].to_numpy(float),
+            "note": note.astype(object),
+        }
+    ).sort_values(["left", "right"], kind="stable")
+    return Attachment(proposals=proposals.reset_index(drop=True), thin_labels=np.sort(all_thin), outcomes=counts)
+
+
+def _name_keys(
+    labels: np.ndarray, same_codes: list[np.ndarray], customers: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per record: whether it has every ``same`` field, one integer key per whole name, and the product of the
+    shares of customers holding each of its values (``p1 * p2 * ...`` of the expectation)."""
+    n = len(labels)
+    valid = np.ones(n, dtype=bool)
+    key = np.zeros(n, dtype=np.int64)
+    shares = np.ones(n)
+    for codes in same_codes:
+        valid &= codes >= 0
+        held = pd.DataFrame({"code": codes, "label": labels})[codes >= 0].drop_duplicates()
+        holders = np.bincount(held["code"].to_numpy(), minlength=int(codes.max(initial=0)) + 1)
+        shares *= np.where(codes >= 0, holders[np.maximum(codes, 0)], 0) / max(customers, 1)
+        key = pd.factorize(key * (int(codes.max(initial=0)) + 2) + (codes + 1))[0].astype(np.int64)
+    return valid, key, shares
+
+
+def _group_conflicts(
+    named: pd.DataFrame, labels: np.ndarray, codes: Sequence[np.ndarray], names: Sequence[str]
+) -> pd.Series:
+    """Per name key, the ``must_not_differ`` fields (joined by " and ") of which its thin customers hold two or more
+    different values. Keys with no conflict are absent."""
+    found = pd.Series("", index=pd.Index(named["key"].unique()), dtype=object)
+    members = named[["key", "label"]].drop_duplicates()
+    for field_codes, name in zip(codes, names, strict=True):
+        held = pd.DataFrame({"label": labels, "code": field_codes})[field_codes >= 0].drop_duplicates()
+        distinct = members.merge(held, on="label").drop_duplicates(["key", "code"]).groupby("key").size()
+        conflict = distinct.index[distinct.to_numpy() > 1]
+        before = found.loc[conflict]
+        found.loc[conflict] = np.where(before.to_numpy(object) == "", name, before + " and " + name)
     return found[found.to_numpy(object) != ""]

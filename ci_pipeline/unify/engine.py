@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from ci_pipeline.config.unify import AttachRule, Condition, Rule, UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
-from ci_pipeline.unify.attach import sole_namesake_links
+from ci_pipeline.unify.attach import sole_namesake_links, thin_namesake_links
 from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
 from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
@@ -253,9 +253,7 @@ def _link_order(links: pd.DataFrame) -> np.ndarray:
 def _attach_inputs(rule: AttachRule, config: UnifyConfig, records: pd.DataFrame, prep: Prepared) -> dict:
     """The normalized codes an attach rule needs, taken before the normalized columns are released."""
     tables = [config.table(*ref.split(".", 1)) for ref in rule.tables]
-    in_tables = np.zeros(len(records), dtype=bool)
-    for t in tables:
-        in_tables |= ((records["source"] == t.source) & (records["table"] == t.table)).to_numpy()
+    in_tables = _in_tables(records, rule.tables)
     # Only fields these tables map can hold a value on their records (a field mapped elsewhere is empty here).
     mapped = {f for t in tables for f in t.attributes()}
     thin = in_tables
@@ -266,7 +264,17 @@ def _attach_inputs(rule: AttachRule, config: UnifyConfig, records: pd.DataFrame,
         "same": [prep.codes(Condition(field=f)) for f in rule.same],
         "thin": thin,
         "differ": [prep.codes(c) for c in rule.must_not_differ],
+        "among": _in_tables(records, rule.among) if rule.among else None,
     }
+
+
+def _in_tables(records: pd.DataFrame, refs: list[str]) -> np.ndarray:
+    """Per record, True when it comes from one of the tables (``source.table``)."""
+    found = np.zeros(len(records), dtype=bool)
+    for ref in refs:
+        source, table = ref.split(".", 1)
+        found |= ((records["source"] == source) & (records["table"] == table)).to_numpy()
+    return found
 
 
 def _attach(rules: list[AttachRule], inputs: list[dict], labels: np.ndarray) -> tuple[pd.DataFrame, list[dict]]:
@@ -274,14 +282,22 @@ def _attach(rules: list[AttachRule], inputs: list[dict], labels: np.ndarray) -> 
     current = labels.copy()
     frames, stats = [], []
     for i, (rule, data) in enumerate(zip(rules, inputs, strict=True)):
-        found = sole_namesake_links(
-            current,
-            data["same"],
-            data["thin"],
-            rule.max_expected_namesakes,
-            data["differ"],
-            [_condition_text(c) for c in rule.must_not_differ],
-        )
+        differ_names = [_condition_text(c) for c in rule.must_not_differ]
+        if rule.each_other:
+            found = thin_namesake_links(
+                current, data["same"], data["thin"], rule.max_expected_namesakes, data["differ"], differ_names
+            )
+        else:
+            found = sole_namesake_links(
+                current,
+                data["same"],
+                data["thin"],
+                rule.max_expected_namesakes,
+                data["differ"],
+                differ_names,
+                data["among"],
+                f"with records in {', '.join(rule.among)}",
+            )
         stats.append({"rule": rule.name, "thin_customers": len(found.thin_labels), **found.outcomes})
         p = found.proposals
         if not len(p):

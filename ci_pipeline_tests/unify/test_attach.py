@@ -8,7 +8,7 @@ import pytest
 
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.unify import unify
-from ci_pipeline.unify.attach import sole_namesake_links
+from ci_pipeline.unify.attach import sole_namesake_links, thin_namesake_links
 from ci_pipeline.unify.engine import make_normalizer
 from ci_pipeline.unify.explain import explain_pair, explain_record, render_pair, render_record
 from ci_pipeline.unify.records import build_records
@@ -104,6 +104,71 @@ def test_a_sole_namesake_holding_a_different_value_is_refused():
     )  # fmt: skip
     assert refused.proposals[["left", "right", "accepted"]].to_numpy().tolist() == [[1, 0, False]]
     assert refused.proposals["note"].tolist() == ["not attached: the sole namesake holds a different phone and email"]
+
+
+def test_among_counts_only_customers_holding_a_record_of_those_tables():
+    # customers 0 and 1 both bear the name; only customer 1 holds a record of the among tables (record 2)
+    labels, name, thin = np.array([0, 1, 1, 3]), np.array([0, 0, 0, 0]), np.array([False, False, False, True])
+    among = np.array([False, False, True, False])
+    assert sole_namesake_links(labels, [name, name], thin, 1e9).outcomes["ambiguous"] == 1
+    a = sole_namesake_links(labels, [name, name], thin, 1e9, among=among, among_text="with records in t.x")
+    assert a.links[["left", "right"]].to_numpy().tolist() == [[3, 1]]
+    assert a.links["note"].tolist() == ["sole namesake with records in t.x; namesakes expected by chance: 1.0"]
+    # nobody holding such a record bears the name: no namesake, and the note says among whom
+    nobody = np.zeros(4, bool)
+    none = sole_namesake_links(labels, [name, name], thin, 1e9, among=nobody, among_text="with records in t.x")
+    assert none.outcomes["no namesake"] == 1
+    assert none.proposals["note"].tolist() == ["not attached: no other customer with records in t.x bears this name"]
+
+
+def test_among_counts_the_expected_namesakes_among_those_customers_only():
+    # 10 customers, shares as above (1.0 namesakes expected among all); 4 of them hold an among record: 0.4
+    first = [0, 0, 0, 0, 1, 2, 3, 4, 5, 0]
+    last = [0, 1, 2, 3, 4, 5, 6, 7, 8, 0]
+    thin = np.array([False] * 9 + [True])
+    among = np.array([True, True, True, True] + [False] * 6)
+    args = (np.arange(10), [np.array(first), np.array(last)], thin, 0.5)
+    assert sole_namesake_links(*args).outcomes["too common"] == 1
+    a = sole_namesake_links(*args, among=among, among_text="with records in t.x")
+    assert a.links[["left", "right", "expected"]].to_numpy().tolist() == [[9, 0, 0.4]]
+
+
+def test_thin_customers_of_one_name_join_each_other_when_no_one_else_bears_it():
+    # customer 0 is full ("name 0"); thin customers 1, 2, 3 are "name 1"; thin customer 4 is "name 0"
+    labels, name = np.array([0, 1, 2, 3, 4]), np.array([0, 1, 1, 1, 0])
+    thin = np.array([False, True, True, True, True])
+    a = thin_namesake_links(labels, [name, name], thin, 1e9)
+    assert a.links[["left", "right"]].to_numpy().tolist() == [[2, 1], [3, 1]]
+    assert a.links["note"].str.startswith("same name as other customers known only to these tables").all()
+    # customer 4's name is borne by a full customer: left to the sole-namesake rules, without rows
+    assert a.outcomes == {
+        "attached": 3, "ambiguous": 1, "no namesake": 0, "too common": 0, "conflict": 0, "no name": 0
+    }  # fmt: skip
+    assert 4 not in a.proposals["left"].tolist()
+
+
+def test_thin_namesakes_holding_two_different_values_stay_apart():
+    labels, name, thin = np.array([0, 1, 2]), np.array([1, 1, 2]), np.array([True, True, True])
+    cases = {"different": ([10, 11, 12], False), "same": ([10, 10, -1], True), "one holds none": ([-1, 10, 12], True)}
+    for case, (email, joins) in cases.items():
+        a = thin_namesake_links(labels, [name, name], thin, 1e9, [np.array(email)], ["email"])
+        assert (not a.links.empty) is joins, case
+    assert a.outcomes["no namesake"] == 1  # customer 2's name is its own
+    refused = thin_namesake_links(labels, [name, name], thin, 1e9, [np.array([10, 11, -1])], ["email"])
+    assert refused.outcomes["conflict"] == 2
+    assert refused.proposals[["left", "right", "accepted"]].to_numpy().tolist() == [[1, 0, False]]
+    assert refused.proposals["note"].tolist() == ["not joined: customers of this name hold a different email"]
+
+
+def test_thin_namesakes_count_the_expected_namesakes_among_thin_customers():
+    # 4 customers, all thin; "name 1" is held by 2 of 4 for each part: 4 * 2/4 * 2/4 = 1.0
+    labels, name, thin = np.arange(4), np.array([1, 1, 2, 3]), np.ones(4, bool)
+    assert thin_namesake_links(labels, [name, name], thin, 1.0).links["expected"].tolist() == [1.0]
+    refused = thin_namesake_links(labels, [name, name], thin, 0.5)
+    assert refused.links.empty and refused.outcomes["too common"] == 2
+    assert refused.proposals["note"].tolist() == [
+        "not joined: name too common, 1.0 namesakes expected by chance (limit 0.5)"
+    ]
 
 
 def attach_config(**rule) -> UnifyConfig:
@@ -205,7 +270,52 @@ def test_explain_shows_the_attachment_and_the_refusal():
     assert "last run: attach rule sole: not attached: 2 customers bear this name" in render_pair(pair)
 
 
-@pytest.mark.parametrize("rule", [{}, {"without": [], "must_not_differ": [{"field": "phone"}]}])
+def test_engine_attaches_among_customers_holding_a_record_of_the_among_tables():
+    f = with_pat_in_crm()
+    crm = f[("crm", "contacts")]
+    # a second full "Pat Jones" (c6) makes the name ambiguous; only c5 also shops (s4 shares c5's address)
+    f[("crm", "contacts")] = pd.concat(
+        [crm, crm.iloc[[4]].assign(contact_id="c6", email="pat@example.org")], ignore_index=True
+    )
+    shop = f[("shop", "customers")]
+    s4 = pd.DataFrame({"customer_id": ["s4"], "full_name": ["Pat Jones"], "email": ["pj@example.com"]})
+    f[("shop", "customers")] = pd.concat([shop, s4.astype("string")], ignore_index=True)
+    raw = attach_config().model_dump()
+    raw["match"]["attach"].append(
+        {"name": "shoppers", "tables": ["loyalty.members"], "among": ["shop.customers"], "max_expected_namesakes": 5}
+    )
+    r = unify(UnifyConfig.model_validate(raw), f, KEYS)
+    pat = customer(r, "loyalty", "members", "m2")
+    assert pat == customer(r, "crm", "contacts", "c5") == customer(r, "shop", "customers", "s4")
+    assert pat != customer(r, "crm", "contacts", "c6")
+    assert [a["ambiguous"] for a in r.stats["attach"]] == [1, 0]
+    assert [a["attached"] for a in r.stats["attach"]] == [0, 1]
+    link = r.match_pairs[(r.match_pairs.Stage == "attach") & r.match_pairs.Linked]
+    assert link[["LeftKey", "RightKey", "Rule"]].values.tolist() == [["m2", "c5", "shoppers"]]
+    assert link.Note.iloc[0].startswith("sole namesake with records in shop.customers; namesakes expected by chance:")
+
+
+def test_engine_joins_members_known_only_to_loyalty_that_share_a_name():
+    f = frames()
+    members = pd.DataFrame(
+        {"member_id": ["m7", "m8"], "first_name": ["Zoe", "Zoe"], "last_name": ["Quill", "Quill"],
+         "phone": ["555-777-0001", None]}
+    ).astype("string")  # fmt: skip
+    f[("loyalty", "members")] = pd.concat([f[("loyalty", "members")], members], ignore_index=True)
+    plain = unify(config(), f, KEYS)
+    assert customer(plain, "loyalty", "members", "m7") != customer(plain, "loyalty", "members", "m8")
+    r = unify(attach_config(without=[], each_other=True, must_not_differ=[{"field": "phone"}]), f, KEYS)
+    assert customer(r, "loyalty", "members", "m7") == customer(r, "loyalty", "members", "m8")
+    assert r.stats["customers"] == plain.stats["customers"] - 1
+    link = r.match_pairs[(r.match_pairs.Stage == "attach") & r.match_pairs.Linked]
+    assert sorted(link[["LeftKey", "RightKey"]].values.tolist()[0]) == ["m7", "m8"]
+    assert link.Rule.tolist() == ["sole"]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [{}, {"without": [], "must_not_differ": [{"field": "phone"}]}, {"without": [], "each_other": True}],
+)
 def test_attachment_does_not_depend_on_row_order(rule):
     f = with_pat_in_crm()
     f[("loyalty", "members")] = pd.concat(

@@ -145,6 +145,12 @@ def test_attach_rule_problems_name_the_key_and_the_fix(tmp_path):
     assert "unify.match.attach[0].must_not_differ[0].field: 'emial' is neither a semantic type" in text
     assert "unify.match.attach[0].must_not_differ[1].precision: values here are compared exactly" in text
     assert "unify.match.attach[0].must_not_differ[2].field: 'first_name' is also in 'same'" in text
+    text = problems(tmp_path, attach(tables=["crm.contacts"], same=["first_name"], among=["support.tickets"]))
+    assert "unify.match.attach[0].among[0]: 'support.tickets' is not a unify table; use one of" in text
+    text = problems(
+        tmp_path, attach(tables=["crm.contacts"], same=["first_name"], among=["crm.contacts"], each_other=True)
+    )
+    assert "unify.match.attach[0].among: a rule joining thin customers to each other ('each_other')" in text
     rule = load(tmp_path, attach(tables=["crm.contacts"], same=["first_name"])).unify.match.attach[0]
     assert rule.without == ["email", "phone", "street", "postal_code", "birth_date", "company"]
 
