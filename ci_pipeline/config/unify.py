@@ -207,6 +207,9 @@ class AttachRule(StrictModel):
     #: Join thin customers of one name to each other instead, when no other customer bears the name (the
     #: expectation then counts the thin customers).
     each_other: bool = False
+    #: Keep a thin customer with the namesake it was attached to last run when the name became ambiguous or too
+    #: common since (a namesake who arrives later does not move it); a conflict still refuses.
+    keep_last_run: bool = True
 
 
 class MatchConfig(StrictModel):

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 #: Why a thin customer was or was not attached (the ``attach`` statistics use these names).
-OUTCOMES = ("attached", "ambiguous", "no namesake", "too common", "conflict", "no name")
+OUTCOMES = ("attached", "kept", "ambiguous", "no namesake", "too common", "conflict", "no name")
 
 
 #: Notes of a thin record left alone with no bearer to list (its ``match_pairs`` row pairs it with itself).
@@ -73,6 +73,7 @@ def sole_namesake_links(
     differ_names: Sequence[str] = (),
     among: np.ndarray | None = None,
     among_text: str = "",
+    previous: np.ndarray | None = None,
 ) -> Attachment:
     """Links from the records of thin customers to their sole namesake.
 
@@ -88,6 +89,10 @@ def sole_namesake_links(
         among: per record, True when it is from one of the rule's ``among`` tables; when given, only a customer that
             is not thin and holds such a record is a namesake, and ``C`` of the expectation counts only those.
         among_text: how the notes name those customers ("holding support.tickets").
+        previous: per record, a code of the CustomerId it had in the last run (-1 = none). A thin customer whose
+            records were all one customer's last run stays with the namesake that holds a record of that customer,
+            if exactly one does, though the name became ambiguous or too common since (``kept``): a namesake who
+            arrives later does not move a ticket attached before. A conflict still refuses.
 
     Returns:
         The proposals (one accepted link per thin record carrying the name of a sole namesake) and the outcome for
@@ -130,34 +135,55 @@ def sole_namesake_links(
         ["ambiguous", "no namesake", "too common"],
         "attached",
     )
-    named = named.assign(outcome=outcome, conflict="")
+    named = named.assign(outcome=outcome, conflict="", was=outcome)
+    # The bearer each thin customer would join (-1: none).
+    sole = bearers[bearers["key"].map(count).to_numpy() == 1].set_index("key")["label"]
+    chosen = np.where(outcome == "attached", sole.reindex(named["key"].to_numpy()).fillna(-1).to_numpy(), -1)
+    if previous is not None:
+        kept = _kept_bearers(named[np.isin(outcome, ["ambiguous", "too common"])], bearers, labels, previous)
+        is_kept = named["label"].isin(kept.index).to_numpy() & np.isin(outcome, ["ambiguous", "too common"])
+        chosen = np.where(is_kept, named["label"].map(kept).fillna(-1).to_numpy(), chosen)
+        named = named.assign(outcome=np.where(is_kept, "kept", outcome))
+    chosen = chosen.astype(np.int64)
+    named = named.assign(chosen=chosen)
     if len(differ_codes):
-        sole = bearers[bearers["key"].map(count).to_numpy() == 1].set_index("key")["label"]
-        would = named["outcome"].to_numpy() == "attached"
-        pairs = pd.DataFrame(
-            {"thin": named["label"].to_numpy()[would], "bearer": sole.reindex(named["key"].to_numpy()[would])}
-        ).drop_duplicates()
+        would = chosen >= 0
+        pairs = pd.DataFrame({"thin": named["label"].to_numpy()[would], "bearer": chosen[would]}).drop_duplicates()
         differs = _differing_fields(pairs, labels, differ_codes, differ_names)
         found = named["label"].map(differs).fillna("").to_numpy(object)
         named = named.assign(
             outcome=np.where(would & (found != ""), "conflict", named["outcome"].to_numpy()), conflict=found
         )
+        named = named.assign(chosen=np.where(named["outcome"] == "conflict", -1, named["chosen"]))
     per_customer = named.drop_duplicates("label")["outcome"].value_counts()
     counts = {o: int(per_customer.get(o, 0)) for o in OUTCOMES[:-1]}
     counts["no name"] = int(len(all_thin) - per_customer.sum())
 
-    listed = named[named["outcome"].isin(["attached", "ambiguous", "too common", "conflict"])]
-    proposals = listed.merge(bearers[["key", "pos"]], on="key").rename(columns={"pos": "right"})
-    proposals = proposals.sort_values(["left", "right"], kind="stable")
-    proposals = proposals[proposals.groupby("left").cumcount().to_numpy() < MAX_LISTED_BEARERS]
+    listed = named[named["outcome"].isin(["attached", "kept", "ambiguous", "too common", "conflict"])]
+    proposals = listed.merge(bearers[["key", "pos", "label"]].rename(columns={"label": "bearer"}), on="key")
+    proposals = proposals.rename(columns={"pos": "right"}).sort_values(["left", "right"], kind="stable")
+    joins = (proposals["bearer"] == proposals["chosen"]).to_numpy()
+    proposals = proposals[(proposals.groupby("left").cumcount().to_numpy() < MAX_LISTED_BEARERS) | joins]
+    joins = (proposals["bearer"] == proposals["chosen"]).to_numpy()
     expected_text = pd.Series(np.round(proposals["expected"].to_numpy(), 2)).astype("string").to_numpy()
     bearer_text = proposals["bearers"].astype("string").to_numpy()
     limit = f"{max_expected_namesakes:g}"
     whose = f" {among_text}" if among is not None else ""
+    was_ambiguous = (proposals["was"] == "ambiguous").to_numpy()
     note = np.select(
-        [proposals["outcome"] == "attached", proposals["outcome"] == "ambiguous", proposals["outcome"] == "conflict"],
+        [
+            proposals["outcome"] == "attached",
+            (proposals["outcome"] == "kept") & joins & was_ambiguous,
+            (proposals["outcome"] == "kept") & joins,
+            (proposals["outcome"] == "ambiguous") | ((proposals["outcome"] == "kept") & was_ambiguous),
+            proposals["outcome"] == "conflict",
+        ],
         [
             f"sole namesake{whose}; namesakes expected by chance: " + expected_text,
+            "kept from the last run, though " + bearer_text + f" customers{whose} bear this name now",
+            "kept from the last run, though the name is too common now: "
+            + expected_text
+            + f" namesakes expected by chance (limit {max_expected_namesakes:g})",
             "not attached: " + bearer_text + f" customers{whose} bear this name",
             "not attached: the sole namesake holds a different " + proposals["conflict"].to_numpy(str).astype(object),
         ],
@@ -175,12 +201,29 @@ def sole_namesake_links(
         {
             "left": np.concatenate([proposals["left"].to_numpy(np.int64), alone["left"].to_numpy(np.int64)]),
             "right": np.concatenate([proposals["right"].to_numpy(np.int64), alone["left"].to_numpy(np.int64)]),
-            "accepted": np.concatenate([(proposals["outcome"] == "attached").to_numpy(), np.zeros(len(alone), bool)]),
+            "accepted": np.concatenate([joins, np.zeros(len(alone), bool)]),
             "expected": np.concatenate([proposals["expected"].to_numpy(float), alone["expected"].to_numpy(float)]),
             "note": np.concatenate([note.astype(object), alone["note"].to_numpy(object)]),
         }
     ).sort_values(["left", "right"], kind="stable")
     return Attachment(proposals=proposals.reset_index(drop=True), thin_labels=np.sort(all_thin), outcomes=counts)
+
+
+def _kept_bearers(named: pd.DataFrame, bearers: pd.DataFrame, labels: np.ndarray, previous: np.ndarray) -> pd.Series:
+    """Per thin customer label, the one bearer of its name holding a record of the customer all its records were
+    last run. Thin customers with records of several (or no) previous customers, or two such bearers, are absent."""
+    last = pd.DataFrame({"label": labels, "prev": previous})
+    own = last[last["label"].isin(named["label"])].groupby("label")["prev"].agg(["min", "max"])
+    one = own["min"][(own["min"] == own["max"]).to_numpy() & (own["min"] >= 0).to_numpy()]
+    thin = named.drop_duplicates("label")[["label", "key"]]
+    thin = thin[thin["label"].isin(one.index)]
+    thin = thin.assign(prev=thin["label"].map(one).to_numpy())
+    held = last[last["prev"] >= 0].drop_duplicates().rename(columns={"label": "bearer"})
+    found = thin.merge(bearers[["key", "label"]].rename(columns={"label": "bearer"}), on="key")
+    found = found.merge(held, on=["bearer", "prev"])
+    many = found.groupby("label")["bearer"].nunique()
+    found = found[found["label"].map(many).to_numpy() == 1]
+    return found.drop_duplicates("label").set_index("label")["bearer"]
 
 
 def _differing_fields(

@@ -193,7 +193,9 @@ def unify(
     links = pairs[pairs["accepted"]].copy()
     links["order"] = _link_order(links)
     labels, skipped, events = guarded_clusters(n, links, never, config.guard.max_cluster_size, conflicts)
-    attach_pairs, attach_stats = _attach(config.match.attach, attach_inputs, labels)
+    attach_pairs, attach_stats = _attach(
+        config.match.attach, attach_inputs, labels, _previous_codes(records, previous_identity)
+    )
     if len(attach_pairs):
         # Attachment links are the weakest evidence: the guard takes them last when it rebuilds a customer.
         pairs = pd.concat([pairs, attach_pairs], ignore_index=True)
@@ -277,8 +279,22 @@ def _in_tables(records: pd.DataFrame, refs: list[str]) -> np.ndarray:
     return found
 
 
-def _attach(rules: list[AttachRule], inputs: list[dict], labels: np.ndarray) -> tuple[pd.DataFrame, list[dict]]:
-    """The attach proposals of every rule, in order: each rule sees the customers the rules before it attached."""
+def _previous_codes(records: pd.DataFrame, previous_identity: pd.DataFrame | None) -> np.ndarray | None:
+    """Per record, a code of the CustomerId it had in the last run (-1: a record the last run did not see)."""
+    if previous_identity is None or not len(previous_identity):
+        return None
+    last = previous_identity[["DataSourceName", "EntityName", "AlternateValue", "CustomerId"]]
+    found = records[["source", "table", "key"]].merge(
+        last.set_axis(["source", "table", "key", "CustomerId"], axis=1), on=["source", "table", "key"], how="left"
+    )
+    return pd.factorize(found["CustomerId"], use_na_sentinel=True)[0].astype(np.int64)
+
+
+def _attach(
+    rules: list[AttachRule], inputs: list[dict], labels: np.ndarray, previous: np.ndarray | None = None
+) -> tuple[pd.DataFrame, list[dict]]:
+    """The attach proposals of every rule, in order: each rule sees the customers the rules before it attached.
+    ``previous`` (per record, a code of its last CustomerId) keeps last run's attachments (see attach.py)."""
     current = labels.copy()
     frames, stats = [], []
     for i, (rule, data) in enumerate(zip(rules, inputs, strict=True)):
@@ -297,6 +313,7 @@ def _attach(rules: list[AttachRule], inputs: list[dict], labels: np.ndarray) -> 
                 differ_names,
                 data["among"],
                 f"with records in {', '.join(rule.among)}",
+                previous if rule.keep_last_run else None,
             )
         stats.append({"rule": rule.name, "thin_customers": len(found.thin_labels), **found.outcomes})
         p = found.proposals

@@ -24,7 +24,7 @@ def test_thin_records_join_their_sole_namesake():
     a = run([0, 0, 2, 3, 4], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [False, False, False, True, True])
     assert a.links[["left", "right"]].to_numpy().tolist() == [[3, 0], [4, 0]]
     assert a.outcomes == {
-        "attached": 2, "ambiguous": 0, "no namesake": 0, "too common": 0, "conflict": 0, "no name": 0
+        "attached": 2, "kept": 0, "ambiguous": 0, "no namesake": 0, "too common": 0, "conflict": 0, "no name": 0
     }  # fmt: skip
     assert a.thin_labels.tolist() == [3, 4]
     assert a.links["note"].str.startswith("sole namesake").all()
@@ -142,7 +142,7 @@ def test_thin_customers_of_one_name_join_each_other_when_no_one_else_bears_it():
     assert a.links["note"].str.startswith("same name as other customers known only to these tables").all()
     # customer 4's name is borne by a full customer: left to the sole-namesake rules, without rows
     assert a.outcomes == {
-        "attached": 3, "ambiguous": 1, "no namesake": 0, "too common": 0, "conflict": 0, "no name": 0
+        "attached": 3, "kept": 0, "ambiguous": 1, "no namesake": 0, "too common": 0, "conflict": 0, "no name": 0
     }  # fmt: skip
     assert 4 not in a.proposals["left"].tolist()
 
@@ -169,6 +169,28 @@ def test_thin_namesakes_count_the_expected_namesakes_among_thin_customers():
     assert refused.proposals["note"].tolist() == [
         "not joined: name too common, 1.0 namesakes expected by chance (limit 0.5)"
     ]
+
+
+def test_last_runs_attachment_is_kept_when_a_namesake_arrives():
+    # customers 0 and 1 bear the name; thin customer 2 was last run in the customer of record 0 (previous id 7)
+    labels, name, thin = np.array([0, 1, 2]), np.array([0, 0, 0]), np.array([False, False, True])
+    args = (labels, [name, name], thin, 1e9)
+    a = sole_namesake_links(*args, previous=np.array([7, -1, 7]))
+    assert a.outcomes["kept"] == 1 and a.outcomes["ambiguous"] == 0
+    assert a.links[["left", "right"]].to_numpy().tolist() == [[2, 0]]
+    assert a.links["note"].tolist() == ["kept from the last run, though 2 customers bear this name now"]
+    # the other bearer is still listed as refused, so explain shows both
+    assert a.proposals[["left", "right", "accepted"]].to_numpy().tolist() == [[2, 0, True], [2, 1, False]]
+    # a thin record the last run did not see, or one whose customer both bearers hold, follows today's rules
+    for previous in ([7, -1, -1], [7, 7, 7]):
+        assert sole_namesake_links(*args, previous=np.array(previous)).outcomes["ambiguous"] == 1, previous
+    # a name too common now is kept too; a conflict still refuses
+    common = sole_namesake_links(labels[[0, 2]], [name[:2], name[:2]], thin[1:], 0.1, previous=np.array([7, 7]))
+    assert common.links["note"].tolist() == [
+        "kept from the last run, though the name is too common now: 2.0 namesakes expected by chance (limit 0.1)"
+    ]
+    refused = sole_namesake_links(*args, [np.array([1, 2, 3])], ["phone"], previous=np.array([7, -1, 7]))
+    assert refused.links.empty and refused.outcomes["conflict"] == 1
 
 
 def attach_config(**rule) -> UnifyConfig:
@@ -203,8 +225,8 @@ def test_engine_attaches_a_name_only_member_and_records_why():
         ["m2", "c5", "sole", True, True]
     ]
     assert r.stats["attach"] == [
-        {"rule": "sole", "thin_customers": 1, "attached": 1, "ambiguous": 0, "no namesake": 0, "too common": 0,
-         "conflict": 0, "no name": 0}
+        {"rule": "sole", "thin_customers": 1, "attached": 1, "kept": 0, "ambiguous": 0, "no namesake": 0,
+         "too common": 0, "conflict": 0, "no name": 0}
     ]  # fmt: skip
     # m1 "Rob Smith" has a phone: it is not thin, whatever its name
     assert not (link.LeftKey == "m1").any()
@@ -310,6 +332,30 @@ def test_engine_joins_members_known_only_to_loyalty_that_share_a_name():
     link = r.match_pairs[(r.match_pairs.Stage == "attach") & r.match_pairs.Linked]
     assert sorted(link[["LeftKey", "RightKey"]].values.tolist()[0]) == ["m7", "m8"]
     assert link.Rule.tolist() == ["sole"]
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_an_arriving_namesake_does_not_move_an_attached_record_unless_told(keep):
+    f = with_pat_in_crm()
+    first = unify(attach_config(keep_last_run=keep), f, KEYS)
+    pat = customer(first, "loyalty", "members", "m2")
+    assert pat == customer(first, "crm", "contacts", "c5")
+    crm = f[("crm", "contacts")]
+    f[("crm", "contacts")] = pd.concat(
+        [crm, crm.iloc[[4]].assign(contact_id="c6", email="pat@example.org")], ignore_index=True
+    )
+    night2 = unify(
+        attach_config(keep_last_run=keep), f, KEYS, previous_identity=first.identity.identity_map, run_id="2"
+    )
+    assert (customer(night2, "loyalty", "members", "m2") == pat) is keep
+    assert customer(night2, "crm", "contacts", "c5") == pat
+    assert night2.stats["attach"][0]["kept" if keep else "ambiguous"] == 1
+    # c6 is new either way; m2 leaving c5's customer is a split
+    assert ("split" in set(night2.identity.id_change.Reason)) is not keep
+    if keep:
+        link = night2.match_pairs[(night2.match_pairs.Stage == "attach") & night2.match_pairs.Linked]
+        assert link[["LeftKey", "RightKey"]].values.tolist() == [["m2", "c5"]]
+        assert link.Note.tolist() == ["kept from the last run, though 2 customers bear this name now"]
 
 
 @pytest.mark.parametrize(
