@@ -43,6 +43,7 @@ NORMALIZATIONS = (
     "organization",
     "email",
     "personal_email",
+    "personal_phone",
     "date",
     "postal",
     "name_plain",

@@ -17,7 +17,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from ci_pipeline.config.unify import Condition, Rule
-from ci_pipeline.unify.normalize import Normalizer, default_normalizations
+from ci_pipeline.unify.normalize import Normalizer, default_normalizations, shared_values
 
 
 @dataclass
@@ -41,6 +41,11 @@ class Prepared:
     frequent: dict = field(default_factory=dict)
     #: rule name -> {"blocks": n, "records": n} of blocking keys over ``max_block_size`` (no pairs formed).
     oversized_blocks: dict = field(default_factory=dict)
+    #: Whether ``personal_phone`` masks the numbers that records of two or more first names hold, judged over
+    #: these records (explain, which holds two records, judges them over all records instead).
+    judge_shared: bool = True
+    #: (field, normalizations) -> {value: first names holding it} of values ``personal_phone`` masked.
+    shared: dict = field(default_factory=dict)
 
     def release(self) -> None:
         """Drop the cached normalized columns (they are the largest objects of a run once matching is done)."""
@@ -59,6 +64,10 @@ class Prepared:
             else:
                 raw = pd.Series(pd.NA, index=self.records.index, dtype="string")
             values = self.normalizer.apply(raw, key[1])
+            if "personal_phone" in key[1] and self.judge_shared:
+                found = shared_values(values, self.normalized(Condition(field="first_name")))
+                self.shared[key] = {str(v): int(n) for v, n in found.items()}
+                values = values.where(~values.isin(found.index))
             counts = values.value_counts(dropna=True)
             limit = self.max_value_frequency if cond.field in self.frequency_fields else np.inf
             too_many = counts[counts > limit]
@@ -75,6 +84,14 @@ class Prepared:
         self.frequent[key] = frequent
         if frequent:
             self._values[key] = values.where(~values.isin(list(frequent)))
+            self._codes.pop(key, None)
+
+    def mask(self, cond: Condition, values: list[str]) -> None:
+        """Treat these normalized values of a condition as missing."""
+        key = (cond.field, self.steps(cond))
+        current = self.normalized(cond)
+        if values:
+            self._values[key] = current.where(~current.isin(values))
             self._codes.pop(key, None)
 
     def codes(self, cond: Condition) -> np.ndarray:

@@ -11,7 +11,7 @@ from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import identifiers
 from ci_pipeline.unify.compare import Prepared, passes, score
-from ci_pipeline.unify.normalize import Normalizer
+from ci_pipeline.unify.normalize import Normalizer, default_normalizations, shared_values
 
 
 def explain_record(
@@ -122,9 +122,12 @@ def explain_pair(
         config.guard.max_value_frequency,
         (),
         config.guard.max_block_size,
+        judge_shared=False,
     )
     for rule in rules:
         for cond in [*rule.blocking_fields(), *rule.conditions]:
+            if "personal_phone" in prep.steps(cond):
+                _judge_shared(prep, records, cond)
             if cond.field in config.guard.frequency_fields:
                 _judge_frequency(prep, records, cond, config.guard.max_value_frequency)
     i, j = 0, 1
@@ -141,6 +144,7 @@ def explain_pair(
             raw_score = score(prep, cond, np.array([i]), np.array([j]))
             s = float(raw_score[0])
             frequent = prep.frequent.get((cond.field, prep.steps(cond)), {})
+            shared = prep.shared.get((cond.field, prep.steps(cond)), {})
             raw_i = records[cond.field].iloc[i] if cond.field in records.columns else None
             raw_j = records[cond.field].iloc[j] if cond.field in records.columns else None
             conds.append(
@@ -149,6 +153,7 @@ def explain_pair(
                     "values": [_text(raw_i), _text(raw_j)],
                     "normalized": [_text(values.iloc[i]), _text(values.iloc[j])],
                     "too_frequent": list(frequent),
+                    "shared": list(shared),
                     "score": None if np.isnan(s) else round(s, 3),
                     "threshold": cond.threshold,
                     "passed": bool(passes(cond, raw_score)[0]),
@@ -189,6 +194,26 @@ def explain_pair(
     return result
 
 
+def _judge_shared(prep: Prepared, records: pd.DataFrame, cond) -> None:
+    """Mask the pair's values of a ``personal_phone`` condition that records of two or more first names hold, as
+    the run does (judged over all records, not just the two)."""
+    key = (cond.field, prep.steps(cond))
+    if key in prep.shared:
+        return
+    values = prep.normalized(cond)
+    found = {}
+    for v in values.dropna().unique():
+        holders = records[holding(records, prep.normalizer, cond.field, key[1], str(v))]
+        if "first_name" in holders.columns:
+            names = shared_values(
+                pd.Series(str(v), index=holders.index),
+                prep.normalizer.apply(holders["first_name"], default_normalizations("first_name")),
+            )
+            found.update({str(v): int(n) for n in names.to_numpy()})
+    prep.shared[key] = found
+    prep.mask(cond, list(found))
+
+
 def _judge_frequency(prep: Prepared, records: pd.DataFrame, cond, limit: int) -> None:
     """Mask the pair's normalized values of ``cond`` that more than ``limit`` records hold, as the run does."""
     key = (cond.field, prep.steps(cond))
@@ -207,16 +232,21 @@ _FOLDING = {"ascii", "case", "whitespace", "symbols", "email"}
 
 
 def count_value(records: pd.DataFrame, normalizer: Normalizer, field: str, steps: tuple, value: str) -> int:
-    """How many records' ``field`` normalizes (by ``steps``) to ``value``.
+    """How many records' ``field`` normalizes (by ``steps``) to ``value``."""
+    return int(holding(records, normalizer, field, steps, value).sum())
+
+
+def holding(records: pd.DataFrame, normalizer: Normalizer, field: str, steps: tuple, value: str) -> np.ndarray:
+    """Per record, whether its ``field`` normalizes (by ``steps``) to ``value``.
 
     Only candidates are normalized: for a phone, raw values whose digits contain the number's last seven digits (the
     phone step only drops a prefix and an extension); for folding steps, raw values whose letters and digits contain
     those of the value's local part. Other step lists normalize the whole column.
     """
     if field not in records.columns:
-        return 0
+        return np.zeros(len(records), dtype=bool)
     raw = records[field].astype("string")
-    if "phone" in steps and steps[-1] == "phone":
+    if "phone" in steps and steps[-1] in ("phone", "personal_phone"):
         hay = raw.str.replace(r"\D+", "", regex=True)
         candidates = raw[hay.str.contains(value[-7:], regex=False).fillna(False).to_numpy(bool)]
     elif set(steps) <= _FOLDING:
@@ -227,7 +257,10 @@ def count_value(records: pd.DataFrame, normalizer: Normalizer, field: str, steps
         candidates = raw[keep.fillna(False).to_numpy(bool)]
     else:
         candidates = raw
-    return int((normalizer.apply(candidates, steps) == value).sum())
+    found = np.zeros(len(records), dtype=bool)
+    hit = (normalizer.apply(candidates, steps) == value).fillna(False).to_numpy(bool)
+    found[records.index.get_indexer(candidates.index[hit])] = True
+    return found
 
 
 def _text(v) -> str | None:
@@ -288,6 +321,8 @@ def render_pair(info: dict) -> str:
         for c in rule["conditions"]:
             mark = "ok " if c["passed"] else "NO "
             extra = f"  (ignored: value shared by too many records: {c['too_frequent']})" if c["too_frequent"] else ""
+            if c.get("shared"):
+                extra += f"  (ignored: number held by records of several first names: {c['shared']})"
             lines.append(
                 f"  {mark} {c['field']}: {c['values'][0]!r} vs {c['values'][1]!r} -> {c['normalized'][0]!r} vs "
                 f"{c['normalized'][1]!r}: {_score_text(c)} (needs {c['threshold']}){extra}"

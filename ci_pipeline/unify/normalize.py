@@ -254,6 +254,8 @@ class Normalizer:
             "organization": _organization,
             "email": _email,
             "personal_email": _personal_email,
+            # Needs every record's first name: compare.Prepared masks the shared numbers (see personal_phone_mask).
+            "personal_phone": lambda u: u,
             "date": _date,
             "postal": _postal,
         }
@@ -347,6 +349,14 @@ def mail_domain_corrections(domains: Collection[str]) -> dict[str, str]:
         for i in np.flatnonzero(sole):
             out[unknown[i]] = providers[int(np.argmax(near[i]))]
     return out
+
+
+def shared_values(values: pd.Series, first_names: pd.Series) -> pd.Series:
+    """Per normalized value held by records of two or more different (normalized) first names, how many names hold
+    it: a household's landline or a shop's number, which says nothing about which of them a record is."""
+    held = pd.DataFrame({"value": values.to_numpy(), "name": first_names.to_numpy()}).dropna().drop_duplicates()
+    names = held.groupby("value").size()
+    return names[names.to_numpy() > 1]
 
 
 def _personal_email(u: pd.Series) -> pd.Series:

@@ -36,3 +36,24 @@ def test_ambiguous_nicknames_have_an_alternative_reading():
     assert nicknames()["sam"] == "samuel"
     assert alternative_nicknames()["sam"] == "samantha"
     assert alternative_nicknames()["bob"] == "robert"
+
+
+def test_personal_phone_ignores_numbers_held_by_several_first_names():
+    # 555-0001: Rob and Robert Smith (one first name once nicknames fold) and Mary Smith: the household's landline.
+    # 555-0002: only Rob's records. 555-0003: one record with no first name.
+    records = pd.DataFrame(
+        {
+            "first_name": ["Rob", "Robert", "Mary", "Robert", "Rob", None],
+            "phone": ["555-010-0001", "(555) 010-0001", "555 010 0001", "555-010-0002", "555-010-0002", "555-010-0003"],
+        },
+        dtype="string",
+    )
+    prep = Prepared(records, Normalizer(), 25)
+    personal = Condition(field="phone", allow_missing=True, normalize=["phone", "personal_phone"])
+    assert prep.normalized(personal).tolist() == [pd.NA, pd.NA, pd.NA, "15550100002", "15550100002", "15550100003"]
+    assert prep.shared[("phone", ("phone", "personal_phone"))] == {"15550100001": 2}
+    # a landline against a mobile counts as missing (the condition holds); two personal numbers still differ
+    sims = score(prep, personal, np.array([0, 3]), np.array([3, 5]))
+    assert np.isnan(sims[0]) and sims[1] == 0.0
+    # the plain phone normalization is untouched
+    assert prep.normalized(Condition(field="phone")).isna().sum() == 0

@@ -79,3 +79,38 @@ def test_pair_explanation_names_a_value_too_frequent_to_count_and_the_guard():
     )  # fmt: skip
     assert info["last_run"][0]["rule"] == "email_name" and info["last_run"][0]["linked"]
     assert "last run: accepted by match rule email_name, linked" in render_pair(info)
+
+
+def test_pair_explanation_judges_a_shared_landline_over_all_records():
+    # Ann Lee (crm c3) and Mary Lee (c5) share the landline 555-010-9999; loyalty member m9 Ann Lee gives her
+    # mobile. The rule refuses two different personal numbers only, so the landline says nothing.
+    rule = {
+        "name": "full_name",
+        "conditions": [
+            {"field": "last_name"}, {"field": "first_name"},
+            {"field": "phone", "allow_missing": True, "normalize": ["phone", "personal_phone"]},
+        ],
+    }  # fmt: skip
+    cfg = config(match={"rules": [rule]})
+    f = frames()
+    crm = f[("crm", "contacts")]
+    f[("crm", "contacts")] = pd.concat(
+        [crm, crm.iloc[[2]].assign(contact_id="c5", first_name="Mary", email="mary@example.com")], ignore_index=True
+    )
+    m9 = pd.DataFrame({"member_id": ["m9"], "first_name": ["Ann"], "last_name": ["Lee"], "phone": ["555-010-7777"]})
+    f[("loyalty", "members")] = pd.concat([f[("loyalty", "members")], m9.astype("string")], ignore_index=True)
+    records = build_records(cfg, f, KEYS)
+    result = unify(cfg, f, KEYS)
+    info = explain_pair(
+        records, cfg, make_normalizer(cfg), ("crm", "contacts", "c3"), ("loyalty", "members", "m9"),
+        result.alternate_key, result.match_pairs,
+    )  # fmt: skip
+    phone = info["rules"][0]["conditions"][2]
+    assert phone["shared"] == ["15550109999"] and phone["normalized"] == [None, "15550107777"] and phone["passed"]
+    assert info["matched_by"] == "full_name" and info["same_customer"]
+    assert "number held by records of several first names: ['15550109999']" in render_pair(info)
+    # Mary's own pair with m9 fails on the first name, whatever the phone
+    info = explain_pair(
+        records, cfg, make_normalizer(cfg), ("crm", "contacts", "c5"), ("loyalty", "members", "m9"), None, None
+    )
+    assert info["matched_by"] is None
