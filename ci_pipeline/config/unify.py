@@ -241,8 +241,13 @@ class GuardConfig(StrictModel):
     max_block_size: int = Field(1000, ge=2)
     #: Fields of which one customer may hold only one known normalized value (``birth_date``: a father and son of
     #: the same name, address and home phone are two people). A link that would join two parts whose known values
-    #: differ is skipped, even when the two linked records themselves lack the field.
-    conflict_fields: list[str] = []
+    #: differ is skipped, even when the two linked records themselves lack the field. An entry is a field name
+    #: (default normalizations) or ``{field, normalize}`` (``personal_email``: one person, one personal address).
+    conflict_fields: list[str | Condition] = []
+
+    def conflict_conditions(self) -> list[Condition]:
+        """The conflict fields as exact conditions (a bare name gets the field's default normalizations)."""
+        return [Condition(field=c) if isinstance(c, str) else c for c in self.conflict_fields]
 
 
 DEFAULT_BYPASS = [
@@ -368,11 +373,16 @@ class UnifyConfig(StrictModel):
                 found += _rule_problems(rule, f"{key}.dedup.rules[{ri}]", attrs, self.normalize)
         for ri, rule in enumerate(self.match.rules):
             found += _rule_problems(rule, f"unify.match.rules[{ri}]", mapped_anywhere, self.normalize)
-        for fi, name in enumerate(self.guard.conflict_fields):
-            if name not in mapped_anywhere:
+        for fi, cond in enumerate(self.guard.conflict_conditions()):
+            if cond.field not in mapped_anywhere:
                 found.append(
-                    f"unify.guard.conflict_fields[{fi}]: {name!r} is not mapped in any table; map a column to it in "
-                    f"unify.tables[*].columns or remove it (mapped: {sorted(mapped_anywhere)})"
+                    f"unify.guard.conflict_fields[{fi}]: {cond.field!r} is not mapped in any table; map a column to "
+                    f"it in unify.tables[*].columns or remove it (mapped: {sorted(mapped_anywhere)})"
+                )
+            elif not cond.is_exact or cond.allow_missing:
+                found.append(
+                    f"unify.guard.conflict_fields[{fi}]: values here are compared exactly after their normalizations "
+                    "and a missing one never conflicts; give only 'field' and 'normalize'"
                 )
         refs = {t.ref for t in self.tables}
         found += self._attach_problems(refs, mapped_anywhere)

@@ -150,7 +150,7 @@ def unify(
     match = evaluate_rules(prep, config.match.rules, np.arange(n), across_ranks=True)
     match["stage"] = "match"
     match["rule_name"] = _names(config.match.rules, match["rule"])
-    conflicts = {f: prep.codes(Condition(field=f)) for f in config.guard.conflict_fields}
+    conflicts = {_condition_text(c): prep.codes(c) for c in config.guard.conflict_conditions()}
     attach_inputs = [_attach_inputs(rule, config, records, prep) for rule in config.match.attach]
     prep.release()
     lap("match")

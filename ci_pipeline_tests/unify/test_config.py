@@ -117,6 +117,14 @@ def test_conflict_field_must_be_mapped(tmp_path):
     text = problems(tmp_path, lambda r: r["unify"].update(guard={"conflict_fields": ["birth_date"]}))
     assert "unify.guard.conflict_fields[0]: 'birth_date' is not mapped in any table" in text
     assert load(tmp_path, lambda r: r["unify"].update(guard={"conflict_fields": ["email"]})).unify.guard.conflict_fields
+    personal = {"field": "email", "normalize": ["email", "personal_email"]}
+    guard = load(tmp_path, lambda r: r["unify"].update(guard={"conflict_fields": ["email", personal]})).unify.guard
+    assert [(c.field, c.normalize) for c in guard.conflict_conditions()] == [
+        ("email", None), ("email", ["email", "personal_email"])
+    ]  # fmt: skip
+    fuzzy = {"field": "email", "precision": "high"}
+    text = problems(tmp_path, lambda r: r["unify"].update(guard={"conflict_fields": [fuzzy]}))
+    assert "unify.guard.conflict_fields[0]: values here are compared exactly after their normalizations" in text
 
 
 def test_attach_rule_problems_name_the_key_and_the_fix(tmp_path):

@@ -167,6 +167,30 @@ def test_father_and_son_sharing_a_home_phone_stay_two_customers():
     assert r.stats["guard_events"][0]["reason"] == "conflicting birth_date"
 
 
+def test_conflict_field_with_normalizations_keeps_two_personal_addresses_apart():
+    # Robert Smith (c1, s1) and his son Rob (s4) share the home phone; each has his own personal address.
+    f = frames()
+    f[("crm", "contacts")].loc[0, "email"] = "bob.smith@gmail.com"
+    f[("shop", "customers")].loc[0, "email"] = "Bob.Smith@gmail.com"
+    s4 = pd.DataFrame({"customer_id": ["s4"], "full_name": ["Rob Smith"], "email": ["robjr@yahoo.com"],
+                       "phone": ["555 010 1234"]})  # fmt: skip
+    f[("shop", "customers")] = pd.concat([f[("shop", "customers")], s4.astype("string")], ignore_index=True)
+    plain = unify(config(), f, KEYS)
+    assert customer_of(plain, "shop", "customers", "s4") == customer_of(plain, "crm", "contacts", "c1")
+    personal = {"field": "email", "normalize": ["ascii", "case", "whitespace", "email", "personal_email"]}
+    r = unify(config(guard={"conflict_fields": [personal]}), f, KEYS)
+    assert customer_of(r, "crm", "contacts", "c1") == customer_of(r, "shop", "customers", "s1")
+    assert customer_of(r, "shop", "customers", "s4") != customer_of(r, "crm", "contacts", "c1")
+    text = "over-merge guard: conflicting email (ascii, case, whitespace, email, personal_email)"
+    assert text in set(r.match_pairs.Note)
+    assert r.stats["guard_events"][0]["reason"] == text.removeprefix("over-merge guard: ")
+    # a work address says nothing: at example.com both would be one customer again
+    f[("crm", "contacts")].loc[0, "email"] = "bob.smith@example.com"
+    f[("shop", "customers")].loc[0, "email"] = "bob.smith@example.com"
+    r = unify(config(guard={"conflict_fields": [personal]}), f, KEYS)
+    assert customer_of(r, "shop", "customers", "s4") == customer_of(r, "crm", "contacts", "c1")
+
+
 def test_never_and_always_match_overrides():
     raw = config().model_dump()
     raw["match"]["never_match"] = [{"left": ["crm", "contacts", "c1"], "right": ["shop", "customers", "s1"]}]
