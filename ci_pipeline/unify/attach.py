@@ -107,8 +107,7 @@ def sole_namesake_links(
     """
     labels = np.asarray(labels, np.int64)
     n = len(labels)
-    thin_customer = pd.Series(thin).groupby(labels).all()
-    thin_record = thin_customer.reindex(labels).to_numpy()
+    thin_customer, thin_record = _thin(labels, thin)
     customers = len(thin_customer)
     candidate = ~thin_record
     if among is not None:
@@ -124,11 +123,7 @@ def sole_namesake_links(
     bearers = bearers.drop_duplicates(["key", "label"])
     count = bearers["key"].value_counts()
 
-    thin_rows = pd.DataFrame({"key": key, "label": labels, "left": np.arange(n), "expected": expected})[thin_record]
-    all_thin = thin_rows["label"].unique()
-    named = thin_rows[valid[thin_rows["left"].to_numpy()]]
-    names_per_customer = named.drop_duplicates(["label", "key"]).groupby("label").size()
-    named = named[named["label"].isin(names_per_customer.index[names_per_customer.to_numpy() == 1])]
+    thin_rows, all_thin, named = _thin_names(labels, key, valid, expected, thin_record)
     named = named.assign(bearers=named["key"].map(count).fillna(0).astype(np.int64).to_numpy())
     outcome = np.select(
         [named["bearers"] >= 2, named["bearers"] == 0, named["expected"] > max_expected_namesakes],
@@ -272,17 +267,11 @@ def thin_namesake_links(
         [[2, 1]]
     """
     labels = np.asarray(labels, np.int64)
-    n = len(labels)
-    thin_customer = pd.Series(thin).groupby(labels).all()
-    thin_record = thin_customer.reindex(labels).to_numpy()
+    thin_customer, thin_record = _thin(labels, thin)
     valid, key, shares = _name_keys(labels, same_codes, len(thin_customer))
     expected = int(thin_customer.sum()) * shares
 
-    thin_rows = pd.DataFrame({"key": key, "label": labels, "left": np.arange(n), "expected": expected})[thin_record]
-    all_thin = thin_rows["label"].unique()
-    named = thin_rows[valid[thin_rows["left"].to_numpy()]]
-    names_per_customer = named.drop_duplicates(["label", "key"]).groupby("label").size()
-    named = named[named["label"].isin(names_per_customer.index[names_per_customer.to_numpy() == 1])]
+    thin_rows, all_thin, named = _thin_names(labels, key, valid, expected, thin_record)
     elsewhere = np.isin(named["key"].to_numpy(), key[valid & ~thin_record])
     group = named.drop_duplicates("label").groupby("key")["label"]
     named = named.assign(
@@ -325,6 +314,25 @@ def thin_namesake_links(
         }
     ).sort_values(["left", "right"], kind="stable")
     return Attachment(proposals=proposals.reset_index(drop=True), thin_labels=np.sort(all_thin), outcomes=counts)
+
+
+def _thin(labels: np.ndarray, thin: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    """Per customer label, whether it is thin (all its records are); and the same per record."""
+    thin_customer = pd.Series(thin).groupby(labels).all()
+    return thin_customer, thin_customer.reindex(labels).to_numpy()
+
+
+def _thin_names(
+    labels: np.ndarray, key: np.ndarray, valid: np.ndarray, expected: np.ndarray, thin_record: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """The records of thin customers (``key, label, left, expected``), their labels, and those of them whose
+    customer bears exactly one whole name (the others have no name to look for)."""
+    rows = pd.DataFrame({"key": key, "label": labels, "left": np.arange(len(labels)), "expected": expected})
+    thin_rows = rows[thin_record]
+    named = thin_rows[valid[thin_rows["left"].to_numpy()]]
+    names_per_customer = named.drop_duplicates(["label", "key"]).groupby("label").size()
+    named = named[named["label"].isin(names_per_customer.index[names_per_customer.to_numpy() == 1])]
+    return thin_rows, thin_rows["label"].unique(), named
 
 
 def _name_keys(
