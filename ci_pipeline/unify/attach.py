@@ -135,8 +135,9 @@ def sole_namesake_links(
     sole = bearers[bearers["key"].map(count).to_numpy() == 1].set_index("key")["label"]
     chosen = np.where(outcome == "attached", sole.reindex(named["key"].to_numpy()).fillna(-1).to_numpy(), -1)
     if previous is not None:
-        kept = _kept_bearers(named[np.isin(outcome, ["ambiguous", "too common"])], bearers, labels, previous)
-        is_kept = named["label"].isin(kept.index).to_numpy() & np.isin(outcome, ["ambiguous", "too common"])
+        rivalled = np.isin(outcome, ["ambiguous", "too common"])
+        kept = _kept_bearers(named[rivalled], bearers, labels, previous)
+        is_kept = named["label"].isin(kept.index).to_numpy() & rivalled
         chosen = np.where(is_kept, named["label"].map(kept).fillna(-1).to_numpy(), chosen)
         named = named.assign(outcome=np.where(is_kept, "kept", outcome))
     chosen = chosen.astype(np.int64)
@@ -150,16 +151,14 @@ def sole_namesake_links(
             outcome=np.where(would & (found != ""), "conflict", named["outcome"].to_numpy()), conflict=found
         )
         named = named.assign(chosen=np.where(named["outcome"] == "conflict", -1, named["chosen"]))
-    per_customer = named.drop_duplicates("label")["outcome"].value_counts()
-    counts = {o: int(per_customer.get(o, 0)) for o in OUTCOMES[:-1]}
-    counts["no name"] = int(len(all_thin) - per_customer.sum())
+    counts = _outcome_counts(named, all_thin)
 
     listed = named[named["outcome"].isin(["attached", "kept", "ambiguous", "too common", "conflict"])]
     proposals = listed.merge(bearers[["key", "pos", "label"]].rename(columns={"label": "bearer"}), on="key")
     proposals = proposals.rename(columns={"pos": "right"}).sort_values(["left", "right"], kind="stable")
     joins = (proposals["bearer"] == proposals["chosen"]).to_numpy()
-    proposals = proposals[(proposals.groupby("left").cumcount().to_numpy() < MAX_LISTED_BEARERS) | joins]
-    joins = (proposals["bearer"] == proposals["chosen"]).to_numpy()
+    listed_rows = (proposals.groupby("left").cumcount().to_numpy() < MAX_LISTED_BEARERS) | joins
+    proposals, joins = proposals[listed_rows], joins[listed_rows]
     expected_text = pd.Series(np.round(proposals["expected"].to_numpy(), 2)).astype("string").to_numpy()
     bearer_text = proposals["bearers"].astype("string").to_numpy()
     limit = f"{max_expected_namesakes:g}"
@@ -178,7 +177,7 @@ def sole_namesake_links(
             "kept from the last run, though " + bearer_text + f" customers{whose} bear this name now",
             "kept from the last run, though the name is too common now: "
             + expected_text
-            + f" namesakes expected by chance (limit {max_expected_namesakes:g})",
+            + f" namesakes expected by chance (limit {limit})",
             "not attached: " + bearer_text + f" customers{whose} bear this name",
             "not attached: the sole namesake holds a different " + proposals["conflict"].to_numpy(str).astype(object),
         ],
@@ -285,9 +284,7 @@ def thin_namesake_links(
         "attached",
     )
     named = named.assign(outcome=outcome)
-    per_customer = named.drop_duplicates("label")["outcome"].value_counts()
-    counts = {o: int(per_customer.get(o, 0)) for o in OUTCOMES[:-1]}
-    counts["no name"] = int(len(all_thin) - per_customer.sum())
+    counts = _outcome_counts(named, all_thin)
 
     # Each record of a joining customer links to the first record of the anchor (the lowest label of the name).
     first_of = named.groupby("label")["left"].min()
@@ -314,6 +311,14 @@ def thin_namesake_links(
         }
     ).sort_values(["left", "right"], kind="stable")
     return Attachment(proposals=proposals.reset_index(drop=True), thin_labels=np.sort(all_thin), outcomes=counts)
+
+
+def _outcome_counts(named: pd.DataFrame, all_thin: np.ndarray) -> dict[str, int]:
+    """Thin customers per outcome; those without a whole name to look for are ``no name``."""
+    per_customer = named.drop_duplicates("label")["outcome"].value_counts()
+    counts = {o: int(per_customer.get(o, 0)) for o in OUTCOMES[:-1]}
+    counts["no name"] = int(len(all_thin) - per_customer.sum())
+    return counts
 
 
 def _thin(labels: np.ndarray, thin: np.ndarray) -> tuple[pd.Series, np.ndarray]:

@@ -79,12 +79,8 @@ class Prepared:
 
     def ignore(self, cond: Condition, frequent: dict[str, int]) -> None:
         """Treat these normalized values of a condition as missing, as too frequent (``value -> records``)."""
-        key = (cond.field, self.steps(cond))
-        values = self.normalized(cond)
-        self.frequent[key] = frequent
-        if frequent:
-            self._values[key] = values.where(~values.isin(list(frequent)))
-            self._codes.pop(key, None)
+        self.frequent[(cond.field, self.steps(cond))] = frequent
+        self.mask(cond, list(frequent))
 
     def mask(self, cond: Condition, values: list[str]) -> None:
         """Treat these normalized values of a condition as missing."""

@@ -200,16 +200,11 @@ def _judge_shared(prep: Prepared, records: pd.DataFrame, cond) -> None:
     key = (cond.field, prep.steps(cond))
     if key in prep.shared:
         return
-    values = prep.normalized(cond)
     found = {}
-    for v in values.dropna().unique():
+    for v in prep.normalized(cond).dropna().unique() if "first_name" in records.columns else []:
         holders = records[holding(records, prep.normalizer, cond.field, key[1], str(v))]
-        if "first_name" in holders.columns:
-            names = shared_values(
-                pd.Series(str(v), index=holders.index),
-                prep.normalizer.apply(holders["first_name"], default_normalizations("first_name")),
-            )
-            found.update({str(v): int(n) for n in names.to_numpy()})
+        names = prep.normalizer.apply(holders["first_name"], default_normalizations("first_name"))
+        found.update(shared_values(pd.Series(str(v), index=holders.index), names).to_dict())
     prep.shared[key] = found
     prep.mask(cond, list(found))
 

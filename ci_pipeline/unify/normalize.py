@@ -254,7 +254,7 @@ class Normalizer:
             "organization": _organization,
             "email": _email,
             "personal_email": _personal_email,
-            # Needs every record's first name: compare.Prepared masks the shared numbers (see personal_phone_mask).
+            # Needs every record's first name: compare.Prepared masks the shared numbers (see shared_values).
             "personal_phone": lambda u: u,
             "date": _date,
             "postal": _postal,
