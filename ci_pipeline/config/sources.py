@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Literal
 
@@ -18,12 +19,53 @@ ReasonKind = Literal["missing_key", "duplicate_key", "column_count", "broken_quo
 _OWNER = re.compile(r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
 
 
+#: What a datetime64[ns] column can hold (pandas' limits), whole days inside them.
+_EARLIEST, _LATEST = dt.date(1677, 9, 22), dt.date(2262, 4, 10)
+#: Cells that mean "no value" in most exports; matched after trimming spaces, case-sensitively. (An empty cell is
+#: always missing.)
+DEFAULT_NULL_VALUES = ["NULL", "null", "Null", "NA", "N/A", "n/a", "#N/A", "None"]
+
+
+class DateRange(StrictModel):
+    """The dates a date/datetime column accepts; a value outside is malformed (its row is quarantined).
+
+    The default, 1900-01-01..2199-12-31, holds every plausible birth, order or contract date; values outside it are
+    almost always typos (``7015``) or sentinels (``9999-12-31``, ``0001-01-01``) that would crash or mislead later.
+    """
+
+    min: dt.date = dt.date(1900, 1, 1)
+    max: dt.date = dt.date(2199, 12, 31)
+
+    @model_validator(mode="after")
+    def _inside_platform_limits(self):
+        if self.min > self.max:
+            raise ValueError(f"date_range: min {self.min} is after max {self.max}")
+        if self.min < _EARLIEST or self.max > _LATEST:
+            raise ValueError(
+                f"date_range {self.min}..{self.max} is outside what the platform can hold ({_EARLIEST}..{_LATEST}); "
+                "narrow it"
+            )
+        return self
+
+
 class ColumnSpec(StrictModel):
     """The declared type of one column. Values that do not parse as this type are quarantined."""
 
     type: ColumnType = "string"
     #: strptime format for date/datetime/time columns (e.g. ``%m/%d/%Y``); else ``date_formats`` of the table.
     format: str | None = None
+    #: date/datetime columns: the accepted dates, overriding the table's ``date_range``.
+    date_range: DateRange | None = None
+    #: double/decimal columns: ``NaN`` is read as a missing value instead of quarantining the row.
+    allow_nan: bool = False
+
+    @model_validator(mode="after")
+    def _options_fit_the_type(self):
+        if self.date_range is not None and self.type not in ("date", "datetime"):
+            raise ValueError(f"date_range applies to date and datetime columns, not {self.type}")
+        if self.allow_nan and self.type not in ("double", "decimal"):
+            raise ValueError(f"allow_nan applies to double and decimal columns, not {self.type}")
+        return self
 
 
 class CsvOptions(StrictModel):
@@ -79,6 +121,11 @@ class TableConfig(StrictModel):
     csv: CsvOptions = CsvOptions()
     #: Formats tried in order for date/datetime columns that declare no format of their own.
     date_formats: list[str] = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]
+    #: Dates accepted in date/datetime columns (a column's own ``date_range`` overrides it).
+    date_range: DateRange = DateRange()
+    #: Text cells that mean "missing" in every column (compared after trimming spaces); a key that is one is a
+    #: missing key. ``[]`` keeps such text as it is.
+    null_values: list[str] = DEFAULT_NULL_VALUES
     #: What quarantined rows mean for the run: ``warning`` lets downstream go on without them, ``error`` blocks.
     bad_rows: Severity = "warning"
     #: Per-reason severity overriding ``bad_rows`` (e.g. ``{duplicate_key: error}``).

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from ci_pipeline.errors import StorageError, UserError
 from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, STRING
-from ci_pipeline.ingest.read import Batch, empty_broken
+from ci_pipeline.ingest.read import Batch, arrow_frame, empty_broken
 from ci_pipeline.ingest.storage import SourceLocation
 
 
@@ -96,7 +96,7 @@ def read_delta(location: SourceLocation, lake, remembered: dict | None, previous
             )
             return DeltaRead(batch, version)
         notes.append(f"{why}; full read of version {version}")
-    frame = table.to_pyarrow_table().to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)
+    frame = arrow_frame(table.to_pyarrow_table())
     batch = _positions(frame, location.url)
     batch.notes.extend(notes or [f"Delta version {version}: full read"])
     return DeltaRead(batch, version)
@@ -128,7 +128,7 @@ def _read_fragments(table, files: list[str], url: str) -> Batch:
         if posixpath.basename(fragment.path) in wanted
     ]
     combined = pa.concat_tables(tables) if tables else dataset.schema.empty_table()
-    frame = combined.to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)
+    frame = arrow_frame(combined)
     return _positions(frame, url)
 
 

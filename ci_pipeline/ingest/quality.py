@@ -13,8 +13,8 @@ import pandas as pd
 from ci_pipeline.config.sources import ReasonKind, TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest.csvfile import FILE, LINE, STRING
-from ci_pipeline.ingest.read import OP, ORDER, Batch
-from ci_pipeline.ingest.types import coerce, normalise
+from ci_pipeline.ingest.read import NAN, OP, ORDER, Batch
+from ci_pipeline.ingest.types import coerce, date_bounds, explain, normalise, source_kind
 
 QUARANTINE_COLUMNS = ["source", "table", "file", "line", "key", "reason", "kind", "severity", "raw"]
 
@@ -65,30 +65,47 @@ def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, 
 
     typed = {}
     reasons = pd.Series(pd.NA, index=frame.index, dtype=STRING)
+    markers = pd.Series(False, index=frame.index)
     for column in columns:
+        values, is_marker = _null_markers(frame[column], table.null_values)
+        if column == key:
+            markers = is_marker
         declared = table.columns.get(column)
-        kind = declared.type if declared else batch.types.get(column)
+        kind = declared.type if declared else batch.types.get(column) or source_kind(values)
         if kind is None:
-            typed[column] = normalise(frame[column])
+            typed[column] = normalise(values)
             continue
         own = declared.format if declared and declared.format else batch.formats.get(column)
         formats = ([own] if own else []) + list(table.date_formats)
-        typed[column], bad = coerce(frame[column], kind, formats)
+        bounds = date_bounds(declared.date_range if declared and declared.date_range else table.date_range)
+        allow_nan = bool(declared and declared.allow_nan)
+        nan = frame[NAN + column].fillna(False).astype(bool) if NAN + column in frame.columns else None
+        typed[column], bad = coerce(values, kind, formats, bounds, allow_nan, nan)
         if bad.any():
             shown = frame.loc[bad, column].astype(STRING).str.slice(0, 80)
-            message = f"malformed value in column '{column}': '" + shown + f"' is not a valid {kind}"
+            why = explain(values[bad], kind, formats, bounds, allow_nan)
+            message = f"malformed value in column '{column}': '" + shown + f"' is not a valid {kind}" + why
             reasons[bad] = (reasons[bad] + "; ").fillna("") + message
     data = pd.DataFrame(typed, index=frame.index)
     malformed = reasons.notna()
     kinds = pd.Series(pd.NA, index=frame.index, dtype=STRING)
     kinds[malformed] = "malformed_value"
 
-    key_values = data[key]
-    blank = key_values.isna()
-    if isinstance(key_values.dtype, pd.StringDtype):
-        blank |= key_values.str.strip().eq("").fillna(True)
+    if isinstance(data[key].dtype, pd.StringDtype):
+        # ' 42' and '42 ' are the key 42: padding is an export artefact, not a different customer.
+        data[key] = data[key].str.strip()
+    blank = data[key].isna()
+    if isinstance(data[key].dtype, pd.StringDtype):
+        blank |= data[key].eq("").fillna(True)
     blank &= ~malformed
     reasons[blank] = f"missing primary key '{key}'"
+    said = blank & markers & frame[key].astype(STRING).str.strip().ne("").fillna(False).astype(bool)
+    if said.any():
+        reasons[said] = (
+            f"missing primary key '{key}': '"
+            + frame.loc[said, key].astype(STRING).str.strip()
+            + f"' is one of the table's null_values ({label}.null_values)"
+        )
     kinds[blank] = "missing_key"
 
     candidate = ~(malformed | blank)
@@ -142,6 +159,14 @@ def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, 
     quarantine = quarantine[QUARANTINE_COLUMNS].astype({c: STRING for c in QUARANTINE_COLUMNS if c != "line"})
     quarantine = quarantine.sort_values(["file", "line"], kind="stable").reset_index(drop=True)
     return Checked(accepted=accepted, quarantine=quarantine, rows_read=batch.rows_read, rows_merged=merged)
+
+
+def _null_markers(values: pd.Series, null_values: list[str]) -> tuple[pd.Series, pd.Series]:
+    """Text cells equal to one of ``null_values`` (after trimming) become missing; also returns which were."""
+    if not isinstance(values.dtype, pd.StringDtype) or not null_values:
+        return values, pd.Series(False, index=values.index)
+    hit = values.str.strip().isin(null_values).fillna(False).astype(bool)
+    return values.mask(hit), hit
 
 
 def _newest_wins(data: pd.DataFrame, frame: pd.DataFrame, candidate: pd.Series, key: str, table) -> pd.Series:

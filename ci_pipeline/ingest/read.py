@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ci_pipeline.config.sources import CsvOptions, TableConfig
@@ -20,6 +21,9 @@ from ci_pipeline.ingest.storage import SourceLocation
 #: Incremental layout: the operation (upsert/delete) and when the change was written (seconds since epoch).
 OP, ORDER = "__op", "__order"
 POSITION = [FILE, LINE, START, END, OP, ORDER]
+#: Prefix of the hidden boolean column marking which cells of a Parquet/Delta float column held NaN: pandas shows
+#: NaN and null alike, but NaN is a malformed value and null a missing one.
+NAN = "__nan:"
 BROKEN_COLUMNS = ["file", "line", "raw", "reason", "kind"]
 
 
@@ -46,7 +50,7 @@ class Batch:
 
     @property
     def data_columns(self) -> list[str]:
-        return [c for c in self.frame.columns if c not in POSITION]
+        return [c for c in self.frame.columns if c not in POSITION and not c.startswith(NAN)]
 
     def raw_text(self, rows: pd.DataFrame) -> pd.Series:
         """The raw text of some rows of ``frame``: the file's bytes for CSV rows, JSON of the values otherwise."""
@@ -107,12 +111,23 @@ def read_parquet_file(location: SourceLocation) -> Batch:
         table = pq.read_table(io.BytesIO(location.read_bytes()))
     except pa.ArrowInvalid as exc:
         raise UserError(f"{location.url}: not a readable Parquet file ({exc}); replace or remove it") from None
-    frame = table.to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)
+    frame = arrow_frame(table)
     frame[FILE] = pd.array([location.url] * len(frame), dtype=STRING)
     frame[LINE] = pd.array(np.arange(1, len(frame) + 1), dtype="Int64")
     frame[START] = -1
     frame[END] = -1
     return Batch(frame=frame, broken=empty_broken(), files=[location.url])
+
+
+def arrow_frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table as pandas (text as ``string``), with a hidden :data:`NAN` column per float column holding NaN."""
+    frame = table.to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_floating(column.type):
+            nan = pc.fill_null(pc.is_nan(column), False).to_numpy(zero_copy_only=False)
+            if nan.any():
+                frame[NAN + name] = nan
+    return frame
 
 
 def data_files(location: SourceLocation, suffix: str) -> list[SourceLocation]:

@@ -15,6 +15,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.config.sources import DateRange
+
 STRING = pd.StringDtype()
 UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 _TRUE = {"true", "t", "yes", "y", "1"}
@@ -23,28 +25,99 @@ _GUID = r"^\{?[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0
 _TIME_FORMATS = ["%H:%M:%S", "%H:%M", "%H:%M:%S.%f"]
 
 
+def date_bounds(date_range: DateRange) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[first, end) of a configured date range: its ``min`` at midnight to the day after its ``max``."""
+    return pd.Timestamp(date_range.min), pd.Timestamp(date_range.max) + pd.Timedelta(days=1)
+
+
+#: The accepted dates when a caller states none (the configuration's default ``date_range``).
+DEFAULT_RANGE = date_bounds(DateRange())
+_INT64 = np.iinfo(np.int64)
+#: Integers written with a point or an exponent go through float64, which is exact only up to 2**53.
+_FLOAT_EXACT = 2.0**53
+
+
+def source_kind(series: pd.Series) -> str | None:
+    """The declared type a column typed by its source (Parquet, Delta) is checked as, or None for other dtypes.
+
+    Source-typed numbers and timestamps get the same checks as declared ones: an integer past the int64 range, a
+    non-finite float or a timestamp outside the accepted dates would otherwise pass unchecked or crash.
+    """
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return None
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int64"
+    if pd.api.types.is_float_dtype(dtype):
+        return "double"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    return None
+
+
 def normalise(series: pd.Series) -> pd.Series:
-    """The stable dtype of an undeclared column: text as ``string``, integers as ``Int64``, and so on."""
-    if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(series.dtype):
-        return _to_utc(series)
+    """The stable dtype of an undeclared column that :func:`source_kind` leaves alone: text as ``string``,
+    booleans as ``boolean``."""
     if pd.api.types.is_bool_dtype(series.dtype):
         return series.astype("boolean")
-    if pd.api.types.is_integer_dtype(series.dtype):
-        return series.astype("Int64")
-    if pd.api.types.is_float_dtype(series.dtype):
-        return series.astype("float64")
     if pd.api.types.is_string_dtype(series.dtype) or series.dtype == object:
         return _as_text(series)
     return series
 
 
-def coerce(series: pd.Series, kind: str, formats: list[str]) -> tuple[pd.Series, pd.Series]:
+def explain(
+    values: pd.Series,
+    kind: str,
+    formats: list[str],
+    date_range: tuple[pd.Timestamp, pd.Timestamp] = DEFAULT_RANGE,
+    allow_nan: bool = False,
+) -> pd.Series:
+    """Why some malformed values (as read) are not valid ``kind``: a suffix for the quarantine reason, empty when
+    the value simply does not parse. Called on the malformed cells only."""
+    text = _as_text(values).str.strip()
+    out = pd.Series("", index=values.index, dtype=STRING)
+    if kind in ("int64", "double", "decimal"):
+        number = pd.to_numeric(text, errors="coerce").astype("float64")
+        nan = text.str.fullmatch(r"[+-]?nan", case=False).fillna(False).astype(bool)
+        infinite = np.isinf(number)
+        out[nan | infinite] = " (not a finite number)"
+        if kind == "int64":
+            whole = text.str.fullmatch(r"[+-]?\d+(\.0*)?").fillna(False).astype(bool)
+            whole |= np.isfinite(number) & (np.floor(number) == number)
+            out[whole] = f" (outside the int64 range {_INT64.min}..{_INT64.max})"
+            out[np.isfinite(number) & ~whole] = " (not a whole number)"
+        elif not allow_nan:
+            out[nan] = " (NaN is not a number; set allow_nan: true on the column to read it as missing)"
+    elif kind in ("date", "datetime"):
+        last = (date_range[1] - pd.Timedelta(days=1)).date()
+        outside = f" (outside the accepted dates {date_range[0].date()}..{last}; see date_range)"
+        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+            out[:] = outside
+        else:
+            parses = pd.Series(False, index=values.index)
+            for fmt in formats:
+                parses |= pd.to_datetime(text, format=fmt, errors="coerce").notna()
+            out[parses] = outside
+    return out
+
+
+def coerce(
+    series: pd.Series,
+    kind: str,
+    formats: list[str],
+    date_range: tuple[pd.Timestamp, pd.Timestamp] = DEFAULT_RANGE,
+    allow_nan: bool = False,
+    nan: pd.Series | None = None,
+) -> tuple[pd.Series, pd.Series]:
     """Convert one column to its declared type.
 
     Args:
         series: the values as read.
         kind: the declared type (see the module docstring).
         formats: strptime formats tried in order for date, datetime and time text.
+        date_range: [first, end) of the accepted dates and times (naive, read as UTC).
+        allow_nan: double/decimal: NaN is a missing value rather than a malformed one.
+        nan: for a float column read from Parquet/Delta, which cells held NaN (pandas cannot tell them from nulls).
 
     Returns:
         The converted column and a boolean mask of values that are present but malformed.
@@ -52,18 +125,31 @@ def coerce(series: pd.Series, kind: str, formats: list[str]) -> tuple[pd.Series,
     if kind == "string":
         return _as_text(series), pd.Series(False, index=series.index)
     if kind in ("datetime", "date") and pd.api.types.is_datetime64_any_dtype(series.dtype):
-        out = _to_utc(series)
-        return (_as_date(out) if kind == "date" else out), pd.Series(False, index=series.index)
+        inside = _within(series, date_range)
+        out = _to_utc(series.where(inside | series.isna()))
+        return (_as_date(out) if kind == "date" else out), ~inside & series.notna()
     if kind in ("int64", "double", "decimal") and pd.api.types.is_numeric_dtype(series.dtype):
-        return _numeric(series.astype("float64") if kind != "int64" else series, kind)
+        nan = nan if nan is not None else pd.Series(False, index=series.index)
+        if kind == "int64":
+            out, bad = _typed_int(series)
+            return out, bad | nan
+        number = series.astype("float64")
+        return number, (~np.isfinite(number) & number.notna()) | (nan & (not allow_nan))
     if kind == "boolean" and pd.api.types.is_bool_dtype(series.dtype):
         return series.astype("boolean"), pd.Series(False, index=series.index)
 
     text = _as_text(series).str.strip()
     text = text.mask(text == "")
     present = text.notna()
-    if kind in ("int64", "double", "decimal"):
-        out, bad = _numeric(text, kind)
+    if kind == "int64":
+        out, bad = _text_int(text)
+    elif kind in ("double", "decimal"):
+        out = pd.to_numeric(text, errors="coerce").astype("float64")
+        ok = np.isfinite(out)
+        if allow_nan:
+            ok |= text.str.fullmatch(r"[+-]?nan", case=False).fillna(False).astype(bool)
+        bad = present & ~ok
+        out = out.where(ok)
     elif kind == "boolean":
         lower = text.str.lower()
         out = pd.Series(pd.NA, index=text.index, dtype="boolean")
@@ -71,7 +157,7 @@ def coerce(series: pd.Series, kind: str, formats: list[str]) -> tuple[pd.Series,
         out[lower.isin(_FALSE).fillna(False).astype(bool)] = False
         bad = present & out.isna()
     elif kind in ("datetime", "date"):
-        out = parse_datetimes(text, formats)
+        out = parse_datetimes(text, formats, date_range)
         bad = present & out.isna()
         if kind == "date":
             out = _as_date(out)
@@ -96,11 +182,17 @@ def coerce(series: pd.Series, kind: str, formats: list[str]) -> tuple[pd.Series,
     return out, bad.fillna(False).astype(bool)
 
 
-def parse_datetimes(text: pd.Series, formats: list[str]) -> pd.Series:
+def parse_datetimes(
+    text: pd.Series, formats: list[str], date_range: tuple[pd.Timestamp, pd.Timestamp] | None = None
+) -> pd.Series:
     """Parse text with each format in turn (the first that fits wins) into ``datetime64[ns, UTC]``.
 
-    ``ISO8601`` and ``mixed`` are accepted as formats too (pandas' own parsers).
+    ``ISO8601`` and ``mixed`` are accepted as formats too (pandas' own parsers). A value outside ``date_range``
+    ([first, end), naive = UTC) does not fit a format; without a range, a value outside what ``datetime64[ns]``
+    holds does not.
     """
+    first, end = date_range or (pd.Timestamp.min.ceil("D"), pd.Timestamp.max.floor("D"))
+    first, end = first.tz_localize("UTC"), end.tz_localize("UTC")
     # Dates repeat a lot: parse each distinct text once and spread the results back.
     codes, uniques = pd.factorize(text)
     distinct = pd.Series(uniques, dtype=STRING)
@@ -110,7 +202,8 @@ def parse_datetimes(text: pd.Series, formats: list[str]) -> pd.Series:
         if not remaining.any():
             break
         parsed = pd.to_datetime(distinct[remaining], format=fmt, errors="coerce", utc=True)
-        hit = parsed.index[parsed.notna()]
+        # Compared before the cast to nanoseconds, which cannot hold years such as 0001 or 9999.
+        hit = parsed.index[parsed.notna() & (parsed >= first) & (parsed < end)]
         parsed_distinct[hit] = parsed[hit].astype(UTC_NS)
         remaining[hit] = False
     values = parsed_distinct.to_numpy(dtype="datetime64[ns]", na_value=np.datetime64("NaT"))
@@ -118,23 +211,61 @@ def parse_datetimes(text: pd.Series, formats: list[str]) -> pd.Series:
     return pd.Series(spread, index=text.index).dt.tz_localize("UTC").astype(UTC_NS)
 
 
-def _numeric(values: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
-    number = pd.to_numeric(values, errors="coerce")
-    number = number.astype("float64") if not pd.api.types.is_integer_dtype(number.dtype) else number
-    present = values.notna()
-    bad = present & number.isna()
-    if kind != "int64":
-        return number.astype("float64"), bad.fillna(False).astype(bool)
-    if pd.api.types.is_integer_dtype(number.dtype):
-        return number.astype("Int64"), bad.fillna(False).astype(bool)
-    fractional = number.notna() & (np.floor(number) != number)
-    out = number.where(~fractional).astype("Int64")
-    if isinstance(values.dtype, pd.StringDtype):
-        # Plain digit strings are converted exactly: going through float64 would round integers beyond 2**53.
-        digits = values.str.fullmatch(r"[+-]?\d{1,18}").fillna(False).astype(bool)
-        if digits.any():
-            out[digits] = pd.array(values[digits].astype("int64"), dtype="Int64")
-    return out, (bad | fractional).fillna(False).astype(bool)
+def _within(series: pd.Series, date_range: tuple[pd.Timestamp, pd.Timestamp]) -> pd.Series:
+    first, end = date_range
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        first, end = first.tz_localize("UTC"), end.tz_localize("UTC")
+    return ((series >= first) & (series < end)).fillna(False).astype(bool)
+
+
+def _int_series(values: np.ndarray, missing: np.ndarray, index: pd.Index) -> pd.Series:
+    return pd.Series(pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int64), missing), index=index)
+
+
+def _typed_int(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """An integer or float column (Parquet, Delta) as ``Int64``; values int64 cannot hold exactly are malformed."""
+    missing = series.isna().to_numpy()
+    if pd.api.types.is_integer_dtype(series.dtype):
+        if pd.api.types.is_signed_integer_dtype(series.dtype):
+            return series.astype("Int64"), pd.Series(False, index=series.index)
+        raw = series.to_numpy(dtype="uint64", na_value=0)
+        bad = ~missing & (raw > np.uint64(_INT64.max))
+        return _int_series(raw.astype(np.int64), missing | bad, series.index), pd.Series(bad, index=series.index)
+    number = series.to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        # 2**63 is exactly representable, so "< 2**63" excludes the first value past int64's maximum.
+        ok = np.isfinite(number) & (np.floor(number) == number) & (number >= -(2.0**63)) & (number < 2.0**63)
+    bad = ~missing & ~ok
+    values = np.where(ok, number, 0).astype(np.int64)
+    return _int_series(values, ~ok, series.index), pd.Series(bad, index=series.index)
+
+
+def _text_int(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Trimmed text as ``Int64``. Plain digits (``007``, ``+5``, ``2.0``) are read exactly over the whole int64
+    range, never through float64 (which rounds past 2**53); other notations (``1e3``) only where float64 is
+    exact. Anything else, or past the range, is malformed."""
+    present = text.notna().to_numpy()
+    parts = text.str.extract(r"^([+-]?)0*(\d+?)(?:\.0*)?$").astype(STRING)
+    sign, digits = parts[0], parts[1]
+    matched = digits.notna().to_numpy()
+    length = digits.str.len().fillna(0).to_numpy()
+    negative = sign.eq("-").fillna(False).to_numpy(dtype=bool)
+    limit = pd.Series(np.where(negative, str(-_INT64.min), str(_INT64.max)), index=text.index, dtype=STRING)
+    # Equal-length digit strings compare like the numbers they write.
+    at_most = (digits <= limit).fillna(False).to_numpy(dtype=bool)
+    plain = matched & ((length < 19) | ((length == 19) & at_most))
+    values = np.zeros(len(text), dtype=np.int64)
+    if plain.any():
+        values[plain] = (sign[plain] + digits[plain]).astype("int64").to_numpy()
+    other = present & ~matched
+    if other.any():
+        number = pd.to_numeric(text[other], errors="coerce").astype("float64").to_numpy()
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(number) & (np.floor(number) == number) & (np.abs(number) <= _FLOAT_EXACT)
+        where = np.flatnonzero(other)
+        values[where[ok]] = number[ok].astype(np.int64)
+        plain[where[ok]] = True
+    return _int_series(values, ~plain, text.index), pd.Series(present & ~plain, index=text.index)
 
 
 def _as_text(series: pd.Series) -> pd.Series:
