@@ -213,4 +213,7 @@ def _stats_metadata(result: UnifyResult) -> dict:
         "frequent_values_ignored": dg.MetadataValue.json(json.loads(json.dumps(s["frequent_values_ignored"]))),
         "seconds_per_phase": dg.MetadataValue.json(result.timings),
         "warnings": dg.MetadataValue.json(result.warnings),
+        "guard_splits": dg.MetadataValue.json(s["guard_splits"]),
+        "uncomparable_records": dg.MetadataValue.json(s["uncomparable_records"]),
+        "unreadable_dates": dg.MetadataValue.json(s["unreadable_dates"]),
     }

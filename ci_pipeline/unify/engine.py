@@ -22,7 +22,7 @@ from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
 from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
 from ci_pipeline.unify.merge import merge_profiles
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
-from ci_pipeline.unify.records import BASE, build_records
+from ci_pipeline.unify.records import BASE, EARLIEST, LATEST, build_records
 from ci_pipeline.unify.text import arrow_strings, concat_strings, group_starts, join_runs, pandas_strings
 
 MATCH_PAIR_COLUMNS = [
@@ -116,7 +116,8 @@ def unify(
             parts = src.split(".")
             if len(parts) == 3:
                 extra.setdefault((parts[0], parts[1]), []).append(parts[2])
-    records = build_records(config, frames, primary_keys, extra)
+    unreadable: dict[str, dict] = {}
+    records = build_records(config, frames, primary_keys, extra, unreadable)
     normalizer = make_normalizer(config, base_dir)
     prep = Prepared(
         records,
@@ -126,7 +127,11 @@ def unify(
         config.guard.max_block_size,
     )
     lap("prepare")
-    warnings = config.warnings()
+    warnings = config.warnings() + [
+        f"unify: {where}: {u['values']} value(s) are not dates unify can read (e.g. {u['example']!r}; dates from "
+        f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} are read); they count as missing"
+        for where, u in unreadable.items()
+    ]
 
     ranks = records["rank"].to_numpy()
     n = len(records)
@@ -152,6 +157,7 @@ def unify(
     match["rule_name"] = _names(config.match.rules, match["rule"])
     conflicts = {_condition_text(c): prep.codes(c) for c in config.guard.conflict_conditions()}
     attach_inputs = [_attach_inputs(rule, config, records, prep) for rule in config.match.attach]
+    uncomparable = _uncomparable(config, records, prep)
     prep.release()
     lap("match")
 
@@ -230,6 +236,10 @@ def unify(
     dedup_tables = _dedup_tables(records, config)
     stats = _stats(records, config, rule_stats, events, prep, profiles)
     stats["attach"] = attach_stats
+    stats["unreadable_dates"] = unreadable
+    stats["uncomparable_records"] = uncomparable
+    stats["guard_splits"] = _guard_splits(events)
+    warnings += _guard_warnings(config, records, uncomparable, stats["guard_splits"])
     lap("outputs")
     return UnifyResult(
         records=records,
@@ -243,6 +253,75 @@ def unify(
         peak_rss_mb=peak_rss_mb,
         warnings=warnings,
     )
+
+
+def _uncomparable(config: UnifyConfig, records: pd.DataFrame, prep: Prepared) -> dict[str, int]:
+    """Per table, how many of its records no dedup, match or attach rule can compare (tables with none left out).
+
+    A rule compares a record only when the record holds every field the rule needs (its blocking fields and the
+    conditions that may not be missing); a record no rule compares becomes a customer of its own.
+    """
+    n = len(records)
+    ranks = records["rank"].to_numpy()
+
+    def holds(conditions: list[Condition]) -> np.ndarray:
+        found = np.ones(n, dtype=bool)
+        for cond in conditions:
+            found &= prep.normalized(cond).notna().to_numpy(bool)
+        return found
+
+    def needed(rule: Rule) -> list[Condition]:
+        return rule.blocking_fields() + [c for c in rule.conditions if not c.allow_missing]
+
+    comparable = np.zeros(n, dtype=bool)
+    for rank, t in enumerate(config.tables):
+        for rule in t.dedup.rules:
+            comparable |= (ranks == rank) & holds(needed(rule))
+    for rule in config.match.rules:
+        comparable |= holds(needed(rule))
+    for rule in config.match.attach:
+        comparable |= _in_tables(records, rule.tables) & holds([Condition(field=f) for f in rule.same])
+    counts = np.bincount(ranks[~comparable], minlength=len(config.tables))
+    return {t.ref: int(counts[rank]) for rank, t in enumerate(config.tables) if counts[rank]}
+
+
+def _guard_splits(events: list[dict]) -> dict:
+    """The over-merge guard's work in totals: linked groups it rebuilt, their records and the customers made."""
+    capped = [e for e in events if "size cap" in e["reason"].split(", ")]
+    return {
+        "groups": len(events),
+        "records": sum(e["records"] for e in events),
+        "customers": sum(e["parts"] for e in events),
+        "size_cap_groups": len(capped),
+        "size_cap_records": sum(e["records"] for e in capped),
+        "size_cap_customers": sum(e["parts"] for e in capped),
+        "size_cap_largest": max((e["records"] for e in capped), default=0),
+    }
+
+
+def _guard_warnings(config: UnifyConfig, records: pd.DataFrame, uncomparable: dict[str, int], splits: dict) -> list:
+    """Outcomes a user must see: customers cut at the size cap, and tables whose records no rule can compare."""
+    found = []
+    if splits["size_cap_groups"]:
+        found.append(
+            f"unify: the over-merge guard split {splits['size_cap_groups']} group(s) of linked records "
+            f"({splits['size_cap_records']} records, the largest {splits['size_cap_largest']}) into "
+            f"{splits['size_cap_customers']} customers of at most {config.guard.max_cluster_size} records "
+            "(unify.guard.max_cluster_size); where a group is cut depends on link order, not on who the people are: "
+            "look for a placeholder value many records share (match_pairs notes 'over-merge guard: size cap') and "
+            "add it to unify.normalize.bypass_values, or tighten the rules"
+        )
+    sizes = records["rank"].value_counts()
+    for rank, t in enumerate(config.tables):
+        lost = uncomparable.get(t.ref, 0)
+        if lost and lost == sizes.get(rank, 0):
+            found.append(
+                f"unify: table {t.ref}: no dedup, match or attach rule can compare any of its {lost} records (none "
+                f"holds every field a rule needs; it maps {', '.join(sorted(t.attributes())) or 'nothing'}, and "
+                "placeholder or too frequent values count as missing), so each becomes a customer of its own; map a "
+                "field the rules compare or add a rule for it"
+            )
+    return found
 
 
 def _link_order(links: pd.DataFrame) -> np.ndarray:

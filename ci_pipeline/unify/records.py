@@ -29,6 +29,7 @@ def build_records(
     frames: dict[tuple[str, str], pd.DataFrame],
     keys: dict[tuple[str, str], str],
     extra_columns: dict[tuple[str, str], list[str]] | None = None,
+    unreadable: dict[str, dict] | None = None,
 ) -> pd.DataFrame:
     """Stack the customer tables into one frame (original values, as strings).
 
@@ -38,6 +39,9 @@ def build_records(
         keys: (source, table) -> its primary-key column.
         extra_columns: (source, table) -> unmapped columns that merge fields name as ``source.table.column``;
             each becomes a column of that name, empty on other tables' rows.
+        unreadable: when given, filled with ``source.table.column`` -> ``{"values": n, "example": text}`` for each
+            recency or winner column holding values that are not dates unify can read (see :func:`parse_times`);
+            those values count as missing.
 
     Returns:
         One row per source record, in table order then key order: ``source, table, key, rank, recency`` plus one
@@ -58,8 +62,8 @@ def build_records(
                 "table": pd.Series(t.table, index=df.index, dtype="string"),
                 "key": df[key].astype("string"),
                 "rank": rank,
-                "recency": _to_time(df[t.recency_column]) if t.recency_column else pd.NaT,
-                "winner_time": _to_time(df[t.dedup.winner.column]) if t.dedup.winner.column else pd.NaT,
+                "recency": _to_time(t, df, t.recency_column, unreadable) if t.recency_column else pd.NaT,
+                "winner_time": _to_time(t, df, t.dedup.winner.column, unreadable) if t.dedup.winner.column else pd.NaT,
             }
         )
         bad = out["key"].isna() | (out["key"].str.strip() == "")
@@ -108,6 +112,11 @@ def _check_columns(t: UnifyTable, df: pd.DataFrame, key: str) -> None:
         )
 
 
+#: The dates unify can hold (pandas' nanosecond range, whole days): anything outside is unreadable, i.e. missing.
+EARLIEST = pd.Timestamp("1677-09-22", tz="UTC")
+LATEST = pd.Timestamp("2262-04-10", tz="UTC")
+TIME_DTYPE = "datetime64[ns, UTC]"
+
 #: Formats tried in order, each vectorised, before the slow per-value "mixed" parser handles what is left.
 TIME_FORMATS = (
     "ISO8601",
@@ -119,26 +128,42 @@ TIME_FORMATS = (
 
 
 def parse_times(values: pd.Series) -> pd.Series:
-    """Dates and times in UTC from typed or text values; unparseable text becomes NaT."""
+    """Dates and times in UTC (nanosecond precision) from typed or text values.
+
+    Text that is no date, and dates outside ``EARLIEST`` .. ``LATEST`` (``12/31/9999``, ``01/01/0001``), become NaT.
+    """
     if pd.api.types.is_datetime64_any_dtype(values):
-        return pd.to_datetime(values, utc=True)
+        return _within_range(pd.to_datetime(values, utc=True))
     text = values.astype("string").str.strip()
-    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    out = pd.Series(pd.NaT, index=values.index, dtype=TIME_DTYPE)
     todo = text.notna() & (text.str.len() > 0)
     for fmt in TIME_FORMATS:
         if not todo.any():
             return out
         parsed = pd.to_datetime(text[todo], errors="coerce", format=fmt, utc=True)
-        ok = parsed.notna()
-        out[ok[ok].index] = parsed[ok]
-        todo[ok[ok].index] = False
+        # A value read in this format is settled even when out of range: a later, looser format must not reread it.
+        read = parsed.notna()
+        out[read[read].index] = _within_range(parsed[read])
+        todo[read[read].index] = False
     if todo.any():
-        out[todo] = pd.to_datetime(text[todo], errors="coerce", format="mixed", utc=True)
+        out[todo] = _within_range(pd.to_datetime(text[todo], errors="coerce", format="mixed", utc=True))
     return out
 
 
-def _to_time(values: pd.Series) -> pd.Series:
-    return parse_times(values)
+def _within_range(times: pd.Series) -> pd.Series:
+    """``times`` as nanosecond UTC, NaT where outside what that type holds (pandas may parse a wider range)."""
+    inside = times.isna() | ((times >= EARLIEST) & (times < LATEST + pd.Timedelta(days=1)))
+    return times.where(inside).astype(TIME_DTYPE)
+
+
+def _to_time(t: UnifyTable, df: pd.DataFrame, column: str, unreadable: dict[str, dict] | None) -> pd.Series:
+    times = parse_times(df[column])
+    if unreadable is not None:
+        text = df[column].astype("string").str.strip()
+        lost = (text.notna() & (text.str.len() > 0) & times.isna()).to_numpy(bool)
+        if lost.any():
+            unreadable[f"{t.ref}.{column}"] = {"values": int(lost.sum()), "example": str(text[lost].iloc[0])}
+    return times
 
 
 def _derive_names(out: pd.DataFrame) -> None:

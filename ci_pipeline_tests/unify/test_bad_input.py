@@ -1,0 +1,161 @@
+"""Unify on awkward input: dates it cannot hold, guard splits and tables no rule can compare are counted and
+reported, never a crash and never silent."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from ci_pipeline.defs import unify as unify_defs
+from ci_pipeline.defs.resources import shared_resources
+from ci_pipeline.unify import unify
+from ci_pipeline.unify.normalize import Normalizer
+from ci_pipeline.unify.records import parse_times
+from ci_pipeline_tests.unify.helpers import KEYS, config, frames
+from ci_pipeline_tests.unify.test_assets import project
+
+OUT_OF_RANGE = ["12/31/9999", "01/01/0001", "49950209", "12/07/7015"]
+
+
+@pytest.mark.parametrize("dtype", ["string", "object"])
+def test_dates_outside_the_range_are_missing_among_mixed_formats(dtype):
+    values = pd.Series([*OUT_OF_RANGE, "2026-01-02", "03/04/2025", "31.12.2024", "1 Jan 2021", "no date", None])
+    parsed = parse_times(values.astype(dtype))
+    assert str(parsed.dtype) == "datetime64[ns, UTC]"
+    assert parsed.isna().tolist() == [True] * 4 + [False] * 4 + [True] * 2
+    assert parsed[4:8].dt.strftime("%Y-%m-%d").tolist() == ["2026-01-02", "2025-03-04", "2024-12-31", "2021-01-01"]
+
+
+def test_typed_dates_outside_the_range_are_missing():
+    # Parquet holds microseconds: a lake table may carry year 9999 as a real timestamp.
+    typed = pd.Series(pd.to_datetime(["9999-12-31", "2026-01-02", None]).as_unit("us"))
+    parsed = parse_times(typed)
+    assert parsed.isna().tolist() == [True, False, True]
+    assert parsed[1] == pd.Timestamp("2026-01-02", tz="UTC")
+
+
+def test_a_birth_date_outside_the_range_normalizes_to_missing():
+    out = Normalizer().apply(pd.Series(["12/31/9999", "1980-05-06", "0001-01-01"], dtype="string"), ("date",))
+    assert out.isna().tolist() == [True, False, True] and out[1] == "1980-05-06"
+
+
+@pytest.mark.parametrize(
+    "modified_at",
+    [
+        pd.Series(["12/31/9999", "2026-03-01", "01/01/0001", "49950209"], dtype="string"),
+        pd.Series(["12/07/7015", "2026-03-01", "not a date", "01/01/0001"], dtype=object),
+        pd.Series(pd.to_datetime(["9999-12-31", "2026-03-01", "0001-01-01", "4995-02-09"]).as_unit("us")),
+    ],
+    ids=["string", "object", "typed"],
+)
+def test_unify_counts_unreadable_recency_dates_and_still_runs(modified_at):
+    f = frames()
+    f[("crm", "contacts")] = f[("crm", "contacts")].assign(modified_at=modified_at)
+    raw = config().model_dump()
+    raw["tables"][0]["dedup"]["winner"] = {"policy": "most_recent", "column": "modified_at"}
+    raw["merge"] = {"fields": {"Phone": {"policy": "most_recent"}}}
+    r = unify(type(config()).model_validate(raw), f, KEYS)
+    assert len(r.alternate_key) == 9
+    # c2 and c3 share an e-mail: c2's date is the only one read, so it is the most recent
+    assert r.dedup[("crm", "contacts")].set_index("Key").loc["c3", "WinnerKey"] == "c2"
+    unreadable = r.stats["unreadable_dates"]["crm.contacts.modified_at"]
+    assert unreadable["values"] == 3
+    warning = [w for w in r.warnings if "crm.contacts.modified_at" in w]
+    assert len(warning) == 1 and "3 value(s) are not dates" in warning[0] and "count as missing" in warning[0]
+    assert repr(unreadable["example"]) in warning[0]
+
+
+def test_readable_dates_give_no_warning():
+    r = unify(config(), frames(), KEYS)
+    assert r.stats["unreadable_dates"] == {} and r.warnings == []
+    assert r.stats["guard_splits"]["groups"] == 0
+
+
+def identical_people(n: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "contact_id": [f"c{i:03d}" for i in range(n)],
+            "first_name": ["Pat"] * n,
+            "last_name": ["Doe"] * n,
+            "email": [None] * n,
+            "phone": [None] * n,
+            "street": ["1 Main Street"] * n,
+            "city": ["Springfield"] * n,
+            "modified_at": ["2026-01-01"] * n,
+        }
+    ).astype("string")
+
+
+def test_a_group_cut_at_the_size_cap_is_warned_with_counts():
+    f = frames()
+    f[("crm", "contacts")] = identical_people(300)
+    raw = config().model_dump()
+    raw["tables"][0]["dedup"]["rules"] = [
+        {"name": "name_street", "conditions": [{"field": "first_name"}, {"field": "last_name"}, {"field": "street"}]}
+    ]
+    raw["guard"] = {"max_cluster_size": 20}
+    r = unify(type(config()).model_validate(raw), f, KEYS)
+    crm = r.alternate_key[r.alternate_key.DataSourceName == "crm"]
+    assert crm.CustomerId.nunique() == 15 and crm.groupby("CustomerId").size().eq(20).all()
+    splits = r.stats["guard_splits"]
+    assert (splits["size_cap_groups"], splits["size_cap_records"], splits["size_cap_customers"]) == (1, 300, 15)
+    warning = [w for w in r.warnings if "over-merge guard" in w]
+    assert len(warning) == 1
+    assert "1 group(s) of linked records (300 records, the largest 300) into 15 customers of at most 20" in warning[0]
+
+
+def test_a_conflict_split_alone_is_counted_but_not_warned():
+    f = frames()
+    crm = identical_people(2).assign(birth=["1980-01-01", "1990-01-01"])
+    f[("crm", "contacts")] = crm
+    raw = config().model_dump()
+    raw["tables"][0]["columns"]["birth"] = "birth_date"
+    raw["tables"][0]["dedup"]["rules"] = [{"name": "name", "conditions": [{"field": "first_name"}]}]
+    raw["guard"] = {"conflict_fields": ["birth_date"]}
+    r = unify(type(config()).model_validate(raw), f, KEYS)
+    assert r.stats["guard_splits"]["groups"] == 1 and r.stats["guard_splits"]["size_cap_groups"] == 0
+    assert not [w for w in r.warnings if "over-merge guard" in w]
+
+
+def test_a_table_no_rule_can_compare_is_warned_with_counts():
+    f = frames()
+    # loyalty maps first and last name, phone and tier; the only rule its records could meet needs a phone
+    f[("loyalty", "members")] = f[("loyalty", "members")].assign(phone=pd.Series([None, "N/A"], dtype="string"))
+    r = unify(config(), f, KEYS)
+    assert r.stats["uncomparable_records"]["loyalty.members"] == 2
+    warning = [w for w in r.warnings if "loyalty.members" in w]
+    assert len(warning) == 1 and "any of its 2 records" in warning[0] and "a customer of its own" in warning[0]
+    # crm has records some rule compares (and one it does not): counted, not warned
+    assert r.stats["uncomparable_records"].get("crm.contacts", 0) < 4
+    assert not [w for w in r.warnings if "table crm.contacts" in w]
+
+
+def test_an_unmapped_rule_field_makes_the_table_uncomparable():
+    raw = config().model_dump()
+    raw["tables"][2]["columns"] = {"tier": "custom"}
+    f = frames()
+    f[("loyalty", "members")] = f[("loyalty", "members")][["member_id", "tier"]]
+    r = unify(type(config()).model_validate(raw), f, KEYS)
+    assert r.stats["uncomparable_records"]["loyalty.members"] == 2
+    assert any("table loyalty.members" in w and "it maps tier" in w for w in r.warnings)
+
+
+def test_unify_asset_logs_the_warnings_and_records_the_counts(tmp_path):
+    cfg, lake = project(tmp_path)
+    crm = frames()[("crm", "contacts")].assign(modified_at=["12/31/9999", "2026-03-01", "01/01/0001", None])
+    lake.write_parquet("ci_pipeline/crm/contacts.parquet", crm)
+    loyalty = frames()[("loyalty", "members")].assign(phone=pd.Series([None, None], dtype="string"))
+    lake.write_parquet("ci_pipeline/loyalty/members.parquet", loyalty)
+    defs_assets = [*unify_defs.build(cfg).assets, *(dg.SourceAsset(dg.AssetKey(list(k))) for k in KEYS)]
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(defs_assets, resources=shared_resources(cfg), instance=instance)
+    assert result.success
+    logged = [e.user_message for e in instance.all_logs(result.run_id) if e.level == 30]  # logging.WARNING
+    assert any("crm.contacts.modified_at: 2 value(s) are not dates" in m for m in logged)
+    assert any("table loyalty.members" in m and "any of its 2 records" in m for m in logged)
+    stats = [e for e in result.get_asset_materialization_events() if e.asset_key == unify_defs.key("unify_stats")]
+    metadata = stats[0].materialization.metadata
+    assert metadata["unreadable_dates"].value["crm.contacts.modified_at"]["values"] == 2
+    assert metadata["uncomparable_records"].value["loyalty.members"] == 2
+    assert metadata["guard_splits"].value["groups"] == 0
