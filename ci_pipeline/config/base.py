@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from ci_pipeline.errors import UserError
+from ci_pipeline.redact import register as register_secret
 
 
 class StrictModel(BaseModel):
@@ -50,11 +51,11 @@ def resolve_secret(ref: str, key: str, base_dir: Path | None = None) -> str:
         value = os.environ.get(target)
         if not value:
             raise UserError(f"{key}: environment variable {target} is not set; export it or change the reference")
-        return value
+        return register_secret(value)
     path = Path(target)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return register_secret(path.read_text(encoding="utf-8").strip())
     except OSError as exc:
         raise UserError(f"{key}: cannot read secret file {path}: {exc.strerror}; create it or fix the path") from exc
