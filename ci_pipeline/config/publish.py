@@ -96,6 +96,10 @@ class ExportConfig(StrictModel):
     #: ``every_refresh`` exports with each pipeline run; ``on_demand`` only when materialised explicitly (or by a
     #: schedule of the orchestration section).
     refresh: Literal["every_refresh", "on_demand"] = "every_refresh"
+    #: CSV only: a text cell starting with ``=``, ``+``, ``-``, ``@``, tab, carriage return, line feed or NUL gets a
+    #: leading ``'`` so a spreadsheet shows it as text instead of running it as a formula (OWASP CSV injection).
+    #: Parquet keeps every value as it is. Turn it off only when no spreadsheet ever opens the files.
+    escape_formulas: bool = True
 
 
 class PublishConfig(StrictModel):

@@ -196,6 +196,7 @@ def _export_asset(config: ProjectConfig, export: ExportConfig) -> dg.AssetsDefin
             fmt=export.format,
             rows_per_part=export.rows_per_part,
             retention=export.retention,
+            escape_formulas=export.escape_formulas,
         )
         metadata = {**result.metadata(), "duration_seconds": round(time.monotonic() - started, 3)}
         metadata["dagster/row_count"] = metadata["rows"]

@@ -30,6 +30,9 @@ CSV_SETTINGS = {
     "csvStyle": "CsvStyle.QuoteAlways",
     "encoding": "UTF-8",
 }
+#: First characters that make a spreadsheet read a cell as a formula (OWASP CSV injection: = + - @ tab CR; also
+#: line feed and NUL, which some spreadsheets skip before looking at the next character).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
 #: Columns holding GUIDs (typed ``guid`` in the metadata).
 GUID_COLUMNS = {
     "AlternateKeyId",
@@ -51,6 +54,8 @@ class ExportResult:
     tables: dict[str, dict] = field(default_factory=dict)
     removed_snapshots: list[str] = field(default_factory=list)
     metadata_file: str = ""
+    #: Text cells written with a leading ``'`` so spreadsheets do not run them as formulas.
+    escaped_cells: int = 0
 
     def metadata(self) -> dict:
         return {
@@ -61,6 +66,7 @@ class ExportResult:
             "bytes": sum(t["bytes"] for t in self.tables.values()),
             "files": sum(t["parts"] for t in self.tables.values()),
             "removed_snapshots": len(self.removed_snapshots),
+            "escaped_cells": self.escaped_cells,
         }
 
 
@@ -89,6 +95,34 @@ def public_url(lake: Lake, relative: str) -> str:
     # The dfs endpoint is what Customer Insights writes and what the CDM SDK's ADLS adapter understands.
     account_url = client.url.rstrip("/").replace(".blob.core.windows.net", ".dfs.core.windows.net")
     return account_url + "/" + lake.path(relative)
+
+
+def escape_formula_cells(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``df`` with a ``'`` before every text cell a spreadsheet would read as a formula, and how many there were.
+
+    Only text columns are touched: ``-5`` in a numeric column is a number, not a formula. Every cell is also
+    quoted and its double quotes doubled when written (OWASP's other two rules), so a value cannot open a new cell.
+    """
+    out = df.copy()
+    escaped = 0
+    for column in out.columns:
+        values = out[column]
+        if not _holds_text(values):
+            continue
+        # .str gives NaN for a cell that is not text (a number in a mixed column), which is left as it is
+        risky = values.str[:1].isin(FORMULA_START).fillna(False).to_numpy(bool)
+        if risky.any():
+            out[column] = values.where(~risky, "'" + values.where(risky, ""))
+            escaped += int(risky.sum())
+    return out, escaped
+
+
+def _holds_text(values: pd.Series) -> bool:
+    if pd.api.types.is_string_dtype(values):
+        return True
+    if values.dtype != object:
+        return False
+    return pd.api.types.infer_dtype(values, skipna=True) in ("string", "mixed", "mixed-integer")
 
 
 def _csv_bytes(df: pd.DataFrame) -> bytes:
@@ -125,6 +159,7 @@ def write_export(
     fmt: str = "csv",
     rows_per_part: int = 1_000_000,
     retention: int = 3,
+    escape_formulas: bool = True,
 ) -> ExportResult:
     """Write one snapshot of ``tables`` as a CDM folder, then drop snapshots beyond ``retention``.
 
@@ -137,6 +172,8 @@ def write_export(
         fmt: ``csv`` (model.json) or ``parquet`` (manifest).
         rows_per_part: rows per data file.
         retention: snapshots kept per table.
+        escape_formulas: CSV only: escape text cells a spreadsheet would run as formulas (see
+            :func:`escape_formula_cells`).
     """
     if timestamp.tzinfo is None:
         raise ValueError("export timestamp must be timezone-aware")
@@ -152,6 +189,9 @@ def write_export(
         size = 0
         for n, part in enumerate(parts, start=1):
             relative = f"{table}/{snapshot}/{table}_{n}.{extension}"
+            if fmt == "csv" and escape_formulas:
+                part, escaped = escape_formula_cells(part)
+                result.escaped_cells += escaped
             data = _csv_bytes(part) if fmt == "csv" else _parquet_bytes(part.reset_index(drop=True))
             lake.write_bytes(posixpath.join(root, relative), data)
             files.append(relative)
