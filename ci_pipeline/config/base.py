@@ -22,7 +22,8 @@ class StrictModel(BaseModel):
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=63)]
 
 
-def _check_secret_ref(value: str) -> str:
+def check_secret_ref(value: str) -> str:
+    """Accept ``env:NAME`` and ``file:PATH``; refuse anything else without repeating it (it may be the secret)."""
     if not (value.startswith("env:") or value.startswith("file:")):
         raise ValueError(
             "secrets are never written in the configuration; use 'env:VARIABLE_NAME' to read an environment "
@@ -34,7 +35,7 @@ def _check_secret_ref(value: str) -> str:
 
 
 #: A reference to a secret: ``env:NAME`` (environment variable) or ``file:PATH`` (local development).
-SecretRef = Annotated[str, AfterValidator(_check_secret_ref)]
+SecretRef = Annotated[str, AfterValidator(check_secret_ref)]
 
 
 def resolve_secret(ref: str, key: str, base_dir: Path | None = None) -> str:

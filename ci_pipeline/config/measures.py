@@ -68,6 +68,31 @@ OPERATOR_ALIASES = {
 }
 OPERATORS = tuple(dict.fromkeys(OPERATOR_ALIASES.values()))
 
+#: Levels of parentheses and signs an ``expression`` may nest (docs/configuration.md, "Limits"): the parser is
+#: recursive, and no real formula comes near this.
+MAX_EXPRESSION_DEPTH = 50
+
+
+def expression_depth(text: str) -> int:
+    """How deep an expression nests: open parentheses plus the unary signs in front of them, at the deepest point."""
+    depth = deepest = 0
+    opened: list[int] = []
+    signs = 0
+    for char in text:
+        if char == "(":
+            opened.append(signs)
+            depth += 1 + signs
+            signs = 0
+        elif char == ")":
+            depth -= 1 + (opened.pop() if opened else 0)
+        elif char == "-":
+            signs += 1
+        elif not char.isspace() and char not in "+*/":
+            signs = 0
+        deepest = max(deepest, depth + signs)
+    return deepest
+
+
 #: Fields every activity has, besides its semantic fields.
 ACTIVITY_COLUMNS = ("ActivityId", "ActivityType", "ActivityTimeStamp", "Activity")
 
@@ -226,6 +251,11 @@ class MeasureSpec(StrictModel):
         if self.of_measure is not None and self.aggregate not in OF_MEASURE_AGGREGATIONS:
             raise ValueError("'of_measure' needs 'aggregate': sum, average, count, count_distinct, min or max")
         if self.expression is not None:
+            if expression_depth(self.expression) > MAX_EXPRESSION_DEPTH:
+                raise ValueError(
+                    f"expression nests parentheses and signs more than {MAX_EXPRESSION_DEPTH} levels deep; split it "
+                    "into several measures that refer to each other"
+                )
             try:
                 parse(self.expression)
             except ExpressionError as exc:

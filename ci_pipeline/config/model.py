@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import types
+import typing
 from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, ValidationError
 
 from ci_pipeline.config.activities import ActivitiesConfig
-from ci_pipeline.config.base import Name, StrictModel
+from ci_pipeline.config.base import Name, StrictModel, check_secret_ref
 from ci_pipeline.config.lake import LakeConfig
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.config.orchestration import OrchestrationConfig
@@ -18,6 +21,7 @@ from ci_pipeline.config.publish import PublishConfig
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.config.sources import SourceConfig
 from ci_pipeline.config.unify import UnifyConfig
+from ci_pipeline.config.yamlfile import YamlLimitError, load_yaml, with_lines
 from ci_pipeline.errors import ConfigError
 
 #: Environment variable that chooses the configuration file when ``--config`` is not given.
@@ -41,11 +45,16 @@ class ProjectConfig(StrictModel):
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     _path: Path | None = PrivateAttr(default=None)
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
 
     @property
     def path(self) -> Path | None:
         """The file this configuration was loaded from."""
         return self._path
+
+    def error(self, problems: list[str]) -> ConfigError:
+        """A :class:`ConfigError` for this file whose message gives each problem's line (see :func:`located_error`)."""
+        return located_error(str(self._path), problems, self._lines)
 
     @property
     def base_dir(self) -> Path:
@@ -102,7 +111,9 @@ def load_config(path: str | os.PathLike | None = None) -> ProjectConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(file), [f"the file cannot be read ({exc}); save it as UTF-8 text"]) from None
     try:
-        raw = yaml.safe_load(text)
+        raw, lines = load_yaml(text)
+    except YamlLimitError as exc:
+        raise ConfigError(str(file), [str(exc)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -113,16 +124,27 @@ def load_config(path: str | os.PathLike | None = None) -> ProjectConfig:
         raise ConfigError(str(file), ["the file must be a YAML mapping with at least a 'sources' key"])
     boolean_keys = _boolean_keys(raw, "")
     if boolean_keys:
-        raise ConfigError(str(file), boolean_keys)
+        raise located_error(str(file), boolean_keys, lines)
     try:
         config = ProjectConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(str(file), [_describe(err) for err in exc.errors()]) from None
+        raise located_error(str(file), [_describe(err) for err in exc.errors()], lines) from None
     config._path = file
+    config._lines = lines
     problems = config.cross_reference_problems()
     if problems:
-        raise ConfigError(str(file), problems)
+        raise config.error(problems)
     return config
+
+
+def located_error(file: str, problems: list[str], lines: dict[str, int]) -> ConfigError:
+    """A ConfigError whose message prefixes each problem with its line in the file (``line 12: key.path: ...``).
+
+    ``problems`` keeps the plain messages, each starting with its key path, for programs that read them.
+    """
+    error = ConfigError(file, with_lines(problems, lines))
+    error.problems = problems
+    return error
 
 
 def _boolean_keys(node, path: str) -> list[str]:
@@ -144,13 +166,76 @@ def _boolean_keys(node, path: str) -> list[str]:
 
 
 def _describe(err: dict) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    """One pydantic error as ``key.path: what is wrong; the fix``. A secret's value is never repeated."""
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
     kind = err["type"]
     msg = err["msg"].removeprefix("Value error, ")
     if kind == "missing":
         fix = "add this key"
     elif kind == "extra_forbidden":
         fix = "remove it or correct its spelling (see docs/configuration.md)"
+        close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1, cutoff=0.6)
+        if close:
+            fix = f"remove it or correct its spelling: did you mean '{close[0]}'? (see docs/configuration.md)"
+    elif _holds_secret(loc) or isinstance(err.get("input"), dict | list):
+        # A value refused from a secret key may be the secret itself: say which key, never what it held.
+        fix = "fix the value"
     else:
-        fix = f"got {err.get('input')!r}" if not isinstance(err.get("input"), dict | list) else "fix the value"
+        fix = f"got {err.get('input')!r}"
     return f"{key}: {msg}; {fix}"
+
+
+def _unwrap(annotation) -> list:
+    """The member types of an annotation (``X | None`` -> [X]; ``Annotated[X, ...]`` -> [X])."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in _unwrap(a) if m is not type(None)]
+    return [annotation]
+
+
+def _annotations_at(loc: tuple) -> list:
+    """The annotations a key path can lead to in the configuration model (empty when it leads nowhere known)."""
+    current: list = [ProjectConfig]
+    for part in loc:
+        following = []
+        for annotation in (m for c in current for m in _unwrap(c)):
+            origin = typing.get_origin(annotation)
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                field = annotation.model_fields.get(str(part))
+                if field is not None:
+                    following.append(
+                        field.annotation if not field.metadata else typing.Annotated[field.annotation, *field.metadata]
+                    )
+            elif origin is dict:
+                following.append(typing.get_args(annotation)[1])
+            elif origin is list and isinstance(part, int):
+                following.append(typing.get_args(annotation)[0])
+        if not following:
+            # pydantic adds the member's name for unions (``str``, ``Condition``): stay where we are.
+            continue
+        current = following
+    return current
+
+
+def _keys_at(loc: tuple) -> list[str]:
+    """The keys a configuration block at ``loc`` accepts."""
+    keys: list[str] = []
+    for annotation in (m for a in _annotations_at(loc) for m in _unwrap(a)):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(annotation.model_fields)
+    return keys
+
+
+def _holds_secret(loc: tuple) -> bool:
+    """True when the key at ``loc`` takes a secret reference (``env:``/``file:``)."""
+
+    def secret(annotation) -> bool:
+        if typing.get_origin(annotation) is typing.Annotated:
+            _, *metadata = typing.get_args(annotation)
+            if any(isinstance(m, AfterValidator) and m.func is check_secret_ref for m in metadata):
+                return True
+        return any(secret(a) for a in typing.get_args(annotation))
+
+    return any(secret(a) for a in _annotations_at(loc))

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import difflib
+import zoneinfo
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ci_pipeline.config.base import Name, StrictModel
 from ci_pipeline.orchestration.schedule import cron_for_times, parse_time, validate_cron, validate_timezone
+
+
+def _timezone_name(value: str) -> str:
+    """An IANA time zone name, or a ValueError that suggests the nearest one for a misspelling."""
+    try:
+        return validate_timezone(value)
+    except ValueError as exc:
+        if "did you mean" in str(exc):
+            raise
+        close = difflib.get_close_matches(value, sorted(zoneinfo.available_timezones()), n=1, cutoff=0.8)
+        raise ValueError(f"{exc}; did you mean {close[0]}?" if close else str(exc)) from None
+
 
 Weekday = Literal[
     "mon", "tue", "wed", "thu", "fri", "sat", "sun",
@@ -50,7 +64,7 @@ class When(StrictModel):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value):
-        return None if value is None else validate_timezone(value)
+        return None if value is None else _timezone_name(value)
 
     @model_validator(mode="after")
     def _exactly_one(self):
@@ -161,7 +175,7 @@ class OrchestrationConfig(StrictModel):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value):
-        return validate_timezone(value)
+        return _timezone_name(value)
 
     def problems(self, project) -> list[str]:
         """Cross-section checks: schedule names are unique and do not take the system refresh's name."""

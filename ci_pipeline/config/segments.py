@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
@@ -13,6 +14,30 @@ from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_NAME
 
 if TYPE_CHECKING:
     from ci_pipeline.config.model import ProjectConfig
+
+#: Levels of ``all``/``any``/``not`` a segment's rules may nest (documented in docs/configuration.md, "Limits").
+#: Real rules rarely pass five; the bound keeps the recursive rule parser and evaluator far from Python's stack.
+MAX_RULE_DEPTH = 50
+
+
+def _too_deep(rules: list) -> str | None:
+    """The key path (below the segment) where rules first nest deeper than :data:`MAX_RULE_DEPTH`, or None."""
+    stack = [(f"rules[{i}]", rule, 0) for i, rule in enumerate(rules)]
+    while stack:
+        path, node, depth = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        for group in ("all", "any", "not"):
+            if group not in node:
+                continue
+            if depth + 1 > MAX_RULE_DEPTH:
+                return f"{path}.{group}"
+            items = node[group]
+            if group == "not":
+                stack.append((f"{path}.not", items, depth + 1))
+            elif isinstance(items, list):
+                stack.extend((f"{path}.{group}[{j}]", item, depth + 1) for j, item in enumerate(items))
+    return None
 
 
 class SegmentSpec(StrictModel):
@@ -31,6 +56,13 @@ class SegmentSpec(StrictModel):
     def _rules_or_template(self):
         from ci_pipeline.segments.rules import RFM_TEMPLATES
 
+        deep = _too_deep(self.rules)
+        if deep is not None:
+            shown = deep if len(deep) <= 120 else f"{deep[:60]}...{deep[-40:]}"
+            raise ValueError(
+                f"{shown}: the rules nest all/any/not more than {MAX_RULE_DEPTH} levels deep; flatten them, or "
+                "move a part into its own segment and refer to it with {segment: name}"
+            )
         if self.template is not None:
             if self.template not in RFM_TEMPLATES:
                 raise ValueError(f"unknown template {self.template!r}; use one of {', '.join(RFM_TEMPLATES)}")
@@ -75,6 +107,7 @@ class SegmentsConfig(StrictModel):
         if self.definitions and project.unify is None:
             found.append("segments.definitions: segments select unified customers; add a 'unify' section")
         graph: dict[str, set[str]] = {}
+        profile = profile_columns(project)
         measures = project.measures.attributes
         activities = project.activities.tables
         types = {t.type for t in activities.values()}
@@ -97,6 +130,13 @@ class SegmentsConfig(StrictModel):
                             )
                     elif isinstance(node, FieldTest) and node.namespace == "measure":
                         found.extend(_measure_problems(node, measures))
+                    elif isinstance(node, FieldTest) and profile and node.name not in profile:
+                        close = difflib.get_close_matches(node.name, profile, n=1, cutoff=0.6)
+                        found.append(
+                            f"{node.key}.field: unknown profile attribute {node.name!r}"
+                            f"{f'; did you mean profile.{close[0]}?' if close else ''} The unified profile has "
+                            f"{', '.join(profile)} (from unify.tables[*].columns and unify.merge)"
+                        )
                     elif isinstance(node, ActivityTest):
                         for activity in node.activities:
                             if activity not in activities and activity not in types:
@@ -105,12 +145,61 @@ class SegmentsConfig(StrictModel):
                                     f"{', '.join(sorted(activities)) or '(none under activities.tables)'} "
                                     "or an activity type"
                                 )
-        for cycle in find_cycles(graph):
+        cycles = find_cycles(graph)
+        for cycle in cycles:
             found.append(
                 f"segments.definitions.{cycle[0]}: segments reference each other in a cycle "
                 f"{' -> '.join(cycle)}; break it"
             )
+        if not cycles:
+            for name, length in _reference_chains(graph).items():
+                if length > MAX_RULE_DEPTH:
+                    found.append(
+                        f"segments.definitions.{name}.rules: a chain of {length} segments each built on the next "
+                        f"passes the limit of {MAX_RULE_DEPTH}; build the later ones on fewer segments"
+                    )
+                    break
         return found
+
+
+def profile_columns(project: ProjectConfig) -> list[str]:
+    """The columns of the unified profile that ``profile.<name>`` may name, derived as unification builds them.
+
+    The unified fields of :func:`ci_pipeline.unify.merge.unified_fields` (from the map, derived names and
+    ``unify.merge``), then one key column per table (``<source>_<table>_<primary key>``), all renamed by
+    ``unify.merge.rename``, plus ``PreviousCustomerId``. Empty without a unify section.
+    """
+    from ci_pipeline.config.unify import UnifyConfig, derived_attributes
+    from ci_pipeline.unify.merge import unified_fields
+
+    unify = project.unify
+    if not isinstance(unify, UnifyConfig):
+        return []
+    record_columns = sorted({a for t in unify.tables for a in derived_attributes(t.attributes())})
+    names = [f.name for f in unified_fields(unify, record_columns)]
+    for t in unify.tables:
+        table = project.sources.get(t.source, None)
+        spec = None if table is None else table.tables.get(t.table)
+        if spec is not None:
+            names.append(f"{t.source}_{t.table}_{spec.primary_key}")
+    return [unify.merge.rename.get(n, n) for n in names] + ["PreviousCustomerId"]
+
+
+def _reference_chains(graph: dict[str, set[str]]) -> dict[str, int]:
+    """Segment -> length of the longest chain of segments it is built on (itself included), for an acyclic graph."""
+    longest: dict[str, int] = {}
+    for start in sorted(graph):
+        stack = [(start, False)]
+        while stack:
+            name, done = stack.pop()
+            if name in longest or name not in graph:
+                continue
+            if done:
+                longest[name] = 1 + max((longest.get(n, 0) for n in graph[name] if n in graph), default=0)
+                continue
+            stack.append((name, True))
+            stack.extend((n, False) for n in graph[name] if n in graph and n not in longest)
+    return longest
 
 
 def _measure_problems(node, measures) -> list[str]:

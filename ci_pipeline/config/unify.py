@@ -367,7 +367,7 @@ class UnifyConfig(StrictModel):
                 for column in list(t.columns) + [c for c in [t.recency_column, t.dedup.winner.column] if c]:
                     if column not in table.columns:
                         found.append(f"{key}.columns: {t.ref} has no column {column!r}")
-            attrs = set(_derived(t.attributes()))
+            attrs = set(derived_attributes(t.attributes()))
             mapped_anywhere |= attrs
             for ri, rule in enumerate(t.dedup.rules):
                 found += _rule_problems(rule, f"{key}.dedup.rules[{ri}]", attrs, self.normalize)
@@ -411,7 +411,7 @@ class UnifyConfig(StrictModel):
                 if ref not in refs:
                     found.append(f"{key}.tables[{ti}]: {ref!r} is not a unify table; use one of {sorted(refs)}")
                     continue
-                attrs = _derived(self.table(*ref.split(".", 1)).attributes())
+                attrs = derived_attributes(self.table(*ref.split(".", 1)).attributes())
                 for fi, f in enumerate(rule.same):
                     if f not in attrs:
                         found.append(
@@ -447,7 +447,7 @@ class UnifyConfig(StrictModel):
         return found
 
 
-def _derived(attrs: dict[str, str]) -> dict[str, str]:
+def derived_attributes(attrs: dict[str, str]) -> dict[str, str]:
     """Attributes a table offers for matching, including names derived from each other."""
     out = dict(attrs)
     if "full_name" not in out and ("first_name" in out or "last_name" in out):
