@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,7 +69,6 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     size = len(buf)
     quote = ord(options.quotechar)
     delim = ord(options.delimiter)
-    newlines = np.flatnonzero(buf == 10)
     is_quote = buf == quote
     is_delim = buf == delim
     if options.escapechar:
@@ -83,6 +83,8 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     def quotes_before(positions: np.ndarray) -> np.ndarray:
         return np.searchsorted(quote_positions, positions)
 
+    text, buf = _bare_cr_to_lf(text, buf, quotes_before, options.multiline)
+    newlines = np.flatnonzero(buf == 10)
     # With multiline values, a line break inside quotes (odd number of quotes before it) does not end the record.
     breaks = newlines[quotes_before(newlines) % 2 == 0] if options.multiline else newlines
     starts = np.concatenate([[0], breaks + 1]).astype(np.int64)
@@ -146,6 +148,24 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     return ParsedCsv(frame=frame, broken=broken, columns=columns, text=text)
 
 
+def _bare_cr_to_lf(text: bytes, buf: np.ndarray, quotes_before, multiline: bool) -> tuple[bytes, np.ndarray]:
+    """A carriage return not followed by a line feed ends a line, as in Python's csv module (old Mac exports
+    end every line so). It becomes a line feed, which keeps every byte offset. With multiline values, one inside
+    quotes is part of the value and stays."""
+    cr = np.flatnonzero(buf == 13)
+    if len(cr) == 0:
+        return text, buf
+    following = np.append(buf, np.uint8(0))[cr + 1]
+    bare = cr[following != 10]
+    if multiline:
+        bare = bare[quotes_before(bare) % 2 == 0]
+    if len(bare) == 0:
+        return text, buf
+    buf = buf.copy()
+    buf[bare] = 10
+    return buf.tobytes(), buf
+
+
 def _cut(text: bytes, starts: np.ndarray, cut_starts: np.ndarray, cut_stops: np.ndarray, size: int) -> bytes:
     """The bytes from the first sound record to the end, without the ranges [cut_start, cut_stop)."""
     begin = int(starts[0])
@@ -161,9 +181,22 @@ def _cut(text: bytes, starts: np.ndarray, cut_starts: np.ndarray, cut_stops: np.
 
 
 def header_names(line: str, options: CsvOptions, file: str) -> list[str]:
-    fields = next(
-        csv.reader([line], delimiter=options.delimiter, quotechar=options.quotechar, escapechar=options.escapechar)
-    )
+    """The column names of a header line (cut at its first line break: CR, LF or CRLF).
+
+    Raises:
+        UserError: the header cannot be parsed, is missing a name, or repeats one.
+    """
+    line = re.split(r"\r\n?|\n", line, maxsplit=1)[0]
+    try:
+        fields = next(
+            csv.reader([line], delimiter=options.delimiter, quotechar=options.quotechar, escapechar=options.escapechar),
+            [],
+        )
+    except csv.Error as exc:
+        raise UserError(
+            f"{file}: line 1: the header cannot be read as CSV ({exc}); check csv.delimiter, csv.quotechar and "
+            "csv.escapechar for this table"
+        ) from None
     names = [f.strip() for f in fields]
     if any(n == "" for n in names):
         raise UserError(f"{file}: line 1: the header has an empty column name; name every column")

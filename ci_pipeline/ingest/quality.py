@@ -82,7 +82,11 @@ def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, 
         nan = frame[NAN + column].fillna(False).astype(bool) if NAN + column in frame.columns else None
         typed[column], bad = coerce(values, kind, formats, bounds, allow_nan, nan)
         if bad.any():
-            shown = frame.loc[bad, column].astype(STRING).str.slice(0, 80)
+            # Through numpy's str, not pandas' string dtypes: those turn a NaN read from Parquet into a missing reason.
+            cells = frame.loc[bad, column]
+            shown = pd.Series(cells.to_numpy(dtype=object).astype(str), index=cells.index, dtype=STRING).str.slice(
+                0, 80
+            )
             why = explain(values[bad], kind, formats, bounds, allow_nan)
             message = f"malformed value in column '{column}': '" + shown + f"' is not a valid {kind}" + why
             reasons[bad] = (reasons[bad] + "; ").fillna("") + message

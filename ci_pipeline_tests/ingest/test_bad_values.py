@@ -1,0 +1,275 @@
+"""One bad cell costs one row: out-of-range integers, impossible dates, non-finite numbers, padded or null-marker
+keys and bare-CR files each quarantine (or read) only what they must, and rows read = accepted + quarantined."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import write_deltalake
+
+from ci_pipeline.config.model import ConfigError
+from ci_pipeline.config.sources import CsvOptions
+from ci_pipeline.errors import UserError
+from ci_pipeline.ingest.csvfile import header_names
+from ci_pipeline_tests.ingest.conftest import write_config
+
+
+def csv_table(path="t.csv", **extra):
+    return {"t": {"format": "csv", "path": path, "primary_key": "id", **extra}}
+
+
+def balanced(result) -> None:
+    assert result.rows_read == result.rows_accepted + result.rows_quarantined
+    assert result.balanced
+
+
+def reasons(result) -> dict[str, str]:
+    """Key -> reason of the quarantined rows."""
+    return dict(zip(result.quarantine["key"], result.quarantine["reason"], strict=True))
+
+
+BAD_INTEGERS = {
+    "b1": "99999999999999999999",
+    "b2": "1e19",
+    "b3": "inf",
+    "b4": "five",
+    "b5": "4.5",
+    "b6": "9223372036854775808",
+    "b7": "18446744073709551615",
+    "b8": "-9223372036854775809",
+    "b9": "NaN",
+}
+GOOD_INTEGERS = {
+    "g1": ("9223372036854775807", 9223372036854775807),
+    "g2": ("-9223372036854775807", -9223372036854775807),
+    "g3": ("-9223372036854775808", -9223372036854775808),
+    "g4": ("007", 7),
+    "g5": ("+5", 5),
+    "g6": (" 12 ", 12),
+    "g7": ("9007199254740993", 9007199254740993),
+    "g8": ("2.0", 2),
+    "g9": ("1e3", 1000),
+}
+
+
+def test_integers_that_int64_cannot_hold_quarantine_only_their_row(tmp_path, ingest):
+    rows = [f"{k},{v}" for k, v in BAD_INTEGERS.items()] + [f'{k},"{v}"' for k, (v, _) in GOOD_INTEGERS.items()]
+    (tmp_path / "t.csv").write_text("id,n\n" + "\n".join(rows) + "\n")
+    result = ingest(csv_table(columns={"n": "int64"}))
+    assert dict(zip(result.data["id"], result.data["n"], strict=True)) == {k: v for k, (_, v) in GOOD_INTEGERS.items()}
+    assert result.data["n"].dtype == "Int64"
+    why = reasons(result)
+    assert set(why) == set(BAD_INTEGERS)
+    assert set(result.quarantine["kind"]) == {"malformed_value"}
+    for key, value in BAD_INTEGERS.items():
+        assert why[key].startswith(f"malformed value in column 'n': '{value}' is not a valid int64"), why[key]
+    assert "outside the int64 range -9223372036854775808..9223372036854775807" in why["b6"]
+    assert "outside the int64 range" in why["b1"] and "outside the int64 range" in why["b2"]
+    assert "not a finite number" in why["b3"] and "not a whole number" in why["b5"]
+    assert why["b4"] == "malformed value in column 'n': 'five' is not a valid int64"
+    balanced(result)
+
+
+def test_parquet_numbers_get_the_same_checks_as_text(tmp_path, ingest):
+    table = pa.table(
+        {
+            "id": ["a", "b", "c", "d", "e", "f", "g"],
+            # declared int64 but stored as float
+            "n": pa.array([1.0, 1e19, float("inf"), 4.5, None, 2.0**62, float("nan")]),
+            "u": pa.array([1, 2, 3, 4, 2**64 - 1, 5, 6], type=pa.uint64()),
+            # undeclared floats: the source's type is checked like a declared double
+            "amount": pa.array([1.5, 2.5, 3.5, 4.5, 5.5, float("-inf"), None]),
+        }
+    )
+    pq.write_table(table, tmp_path / "t.parquet")
+    result = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "id", "columns": {"n": "int64"}}})
+    assert result.data["id"].tolist() == ["a"]
+    why = reasons(result)
+    assert set(why) == {"b", "c", "d", "e", "f", "g"}
+    assert "column 'n'" in why["b"] and "outside the int64 range" in why["b"]
+    assert "column 'n'" in why["c"] and "not a finite number" in why["c"]
+    assert "column 'n'" in why["d"] and "not a whole number" in why["d"]
+    assert "column 'u'" in why["e"] and "18446744073709551615" in why["e"]
+    assert "column 'amount'" in why["f"] and "not a valid double" in why["f"]
+    assert "column 'n'" in why["g"]  # NaN is not a missing value, and not an integer
+    assert result.data["n"].tolist() == [1]
+    assert result.data["u"].dtype == "Int64" and result.data["amount"].dtype == "float64"
+    balanced(result)
+
+
+def test_parquet_null_is_missing_but_nan_is_malformed_unless_allowed(tmp_path, ingest):
+    table = pa.table({"id": ["a", "b", "c"], "x": pa.array([1.0, None, float("nan")])})
+    pq.write_table(table, tmp_path / "t.parquet")
+    strict = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "id"}})
+    assert strict.data["id"].tolist() == ["a", "b"] and pd.isna(strict.data["x"].iloc[1])
+    assert "column 'x': 'nan' is not a valid double" in reasons(strict)["c"]
+    balanced(strict)
+    lenient = ingest(
+        {
+            "t": {
+                "format": "parquet",
+                "path": "t.parquet",
+                "primary_key": "id",
+                "columns": {"x": {"type": "double", "allow_nan": True}},
+            }
+        }
+    )
+    assert lenient.data["id"].tolist() == ["a", "b", "c"] and lenient.rows_quarantined == 0
+    assert lenient.data["x"].isna().tolist() == [False, True, True]
+    balanced(lenient)
+
+
+def test_delta_table_with_non_finite_amounts(tmp_path, ingest):
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "amount": [1.0, np.inf, 3.0]})
+    write_deltalake(str(tmp_path / "d"), frame)
+    result = ingest({"t": {"format": "delta", "path": "d", "primary_key": "id"}})
+    assert result.data["id"].tolist() == ["a", "c"]
+    assert "column 'amount': 'inf' is not a valid double (not a finite number)" in reasons(result)["b"]
+    balanced(result)
+
+
+def test_non_finite_text_in_double_columns(tmp_path, ingest):
+    values = {"a": "NaN", "b": "nan", "c": "inf", "d": "-inf", "e": "Infinity", "f": "1e309", "g": "-1e309"}
+    good = {"h": ("1e308", 1e308), "i": ("-2.5", -2.5), "j": ("", None)}
+    rows = [f"{k},{v},{v}" for k, v in values.items()] + [f"{k},{v},{v}" for k, (v, _) in good.items()]
+    (tmp_path / "t.csv").write_text("id,x,y\n" + "\n".join(rows) + "\n")
+    result = ingest(csv_table(columns={"x": "double", "y": "decimal"}))
+    assert result.data["id"].tolist() == ["h", "i", "j"]
+    assert result.data["x"].tolist()[:2] == [1e308, -2.5] and pd.isna(result.data["x"].iloc[2])
+    why = reasons(result)
+    assert set(why) == set(values)
+    for key, value in values.items():
+        assert f"column 'x': '{value}' is not a valid double" in why[key]
+        assert f"column 'y': '{value}' is not a valid decimal" in why[key]
+    assert "set allow_nan: true" in why["a"]
+    assert "not a finite number" in why["c"] and "not a finite number" in why["f"]
+    balanced(result)
+
+    allowed = ingest(csv_table(columns={"x": {"type": "double", "allow_nan": True}}))
+    assert set(reasons(allowed)) == {"c", "d", "e", "f", "g"}
+    assert allowed.data.set_index("id").loc[["a", "b"], "x"].isna().all()
+    balanced(allowed)
+
+
+def test_dates_outside_the_accepted_range_are_malformed(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text(
+        "id,born,seen\n"
+        "a,12/31/9999,2020-01-01T00:00:00\n"
+        "b,01/01/0001,2020-01-01T00:00:00\n"
+        "c,49950209,2020-01-01T00:00:00\n"
+        "d,12/07/7015,2020-01-01T00:00:00\n"
+        "e,01/02/1850,2020-01-01T00:00:00\n"
+        "f,01/02/2000,9999-12-31T23:59:59\n"
+        "g,01/02/2000,2199-12-31T23:59:59\n"
+        "h,01/01/1900,1900-01-01T00:00:00\n"
+        "i,13/45/2000,2020-01-01T00:00:00\n"
+    )
+    columns = {"born": {"type": "date", "format": "%m/%d/%Y"}, "seen": "datetime"}
+    result = ingest(csv_table(columns=columns, date_formats=["%Y%m%d", "%Y-%m-%dT%H:%M:%S"]))
+    assert result.data["id"].tolist() == ["g", "h"]
+    assert result.data["seen"].iloc[0] == pd.Timestamp("2199-12-31T23:59:59", tz="UTC")
+    why = reasons(result)
+    assert set(why) == {"a", "b", "c", "d", "e", "f", "i"}
+    assert why["a"] == (
+        "malformed value in column 'born': '12/31/9999' is not a valid date (outside the accepted dates "
+        "1900-01-01..2199-12-31; see date_range)"
+    )
+    for key in "bcde":
+        assert "outside the accepted dates" in why[key] and "column 'born'" in why[key]
+    assert "column 'seen': '9999-12-31T23:59:59' is not a valid datetime (outside" in why["f"]
+    assert why["i"] == "malformed value in column 'born': '13/45/2000' is not a valid date"
+    balanced(result)
+
+    # A column may widen (within what the platform holds) or narrow the range.
+    columns["born"]["date_range"] = {"min": "1800-01-01", "max": "2100-12-31"}
+    wider = ingest(csv_table(columns=columns, date_formats=["%Y%m%d", "%Y-%m-%dT%H:%M:%S"]))
+    assert wider.data["id"].tolist() == ["e", "g", "h"]
+    assert wider.data.set_index("id").loc["e", "born"] == pd.Timestamp("1850-01-02")
+    balanced(wider)
+
+
+def test_typed_parquet_timestamps_outside_the_range(tmp_path, ingest):
+    from datetime import datetime
+
+    stamps = [datetime(2020, 5, 1), datetime(9999, 12, 31), datetime(1, 1, 1), None]
+    table = pa.table({"id": ["a", "b", "c", "d"], "at": pa.array(stamps, type=pa.timestamp("us"))})
+    pq.write_table(table, tmp_path / "t.parquet")
+    for columns in ({}, {"at": "date"}):
+        result = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "id", "columns": columns}})
+        assert result.data["id"].tolist() == ["a", "d"]
+        assert set(reasons(result)) == {"b", "c"}
+        assert "column 'at': '9999-12-31 00:00:00' is not a valid" in reasons(result)["b"]
+        assert "outside the accepted dates" in reasons(result)["c"]
+        balanced(result)
+
+
+def test_date_range_and_allow_nan_are_checked_at_load(tmp_path):
+    with pytest.raises(ConfigError, match="outside what the platform can hold"):
+        write_config(tmp_path, csv_table(date_range={"min": "0001-01-01", "max": "2000-01-01"}))
+    with pytest.raises(ConfigError, match="min 2000-01-01 is after max"):
+        write_config(tmp_path, csv_table(date_range={"min": "2000-01-01", "max": "1999-01-01"}))
+    with pytest.raises(ConfigError, match="allow_nan applies to double and decimal columns"):
+        write_config(tmp_path, csv_table(columns={"n": {"type": "int64", "allow_nan": True}}))
+    with pytest.raises(ConfigError, match="date_range applies to date and datetime"):
+        write_config(tmp_path, csv_table(columns={"n": {"type": "string", "date_range": {}}}))
+
+
+def test_keys_are_trimmed_and_null_markers_are_missing(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text(
+        "id,name,city\n"
+        " 42,Ann,NULL\n"  # line 2: key 42
+        "42 ,Ann again,Paris\n"  # line 3: duplicate of 42 after trimming
+        "NULL,Bob,Rome\n"  # line 4: missing key
+        "null,Cy,Rome\n"
+        " N/A ,Dee,Rome\n"
+        "   ,Eve,Rome\n"
+        "7,NA,n/a\n"  # null markers in other columns are missing values
+        "8,Nullabor,None\n"
+    )
+    result = ingest(csv_table())
+    assert result.data["id"].tolist() == ["42", "7", "8"]
+    assert result.data["name"].tolist()[1] is pd.NA and result.data["city"].isna().tolist() == [True, True, True]
+    assert result.data["name"].tolist()[2] == "Nullabor"
+    q = result.quarantine.set_index("line")
+    assert q.loc[3, "kind"] == "duplicate_key" and "= '42' (first seen in" in q.loc[3, "reason"]
+    assert q.loc[[4, 5, 6, 7], "kind"].tolist() == ["missing_key"] * 4
+    assert q.loc[4, "reason"] == (
+        "missing primary key 'id': 'NULL' is one of the table's null_values (sources.src.tables.t.null_values)"
+    )
+    assert "'N/A' is one of the table's null_values" in q.loc[6, "reason"]
+    assert q.loc[7, "reason"] == "missing primary key 'id'"
+    assert q.loc[4, "raw"] == "NULL,Bob,Rome"
+    balanced(result)
+
+    kept = ingest(csv_table(null_values=[]))
+    assert kept.data["id"].tolist() == ["42", "7", "8", "N/A", "NULL", "null"]
+    assert kept.data["city"].tolist()[0] == "NULL"
+    balanced(kept)
+
+
+def test_bare_cr_line_endings_are_read_like_the_csv_module(tmp_path, ingest):
+    (tmp_path / "t.csv").write_bytes(b'id,name,n\r1,Ann,5\r2,"Bob, Jr",6\r3,Cy\r\r4,Dee,8\r')
+    result = ingest(csv_table(columns={"n": "int64"}))
+    assert result.data["id"].tolist() == ["1", "2", "4"]
+    assert result.data["name"].tolist() == ["Ann", "Bob, Jr", "Dee"]
+    assert result.quarantine["line"].tolist() == [4]
+    assert result.quarantine["reason"].tolist() == ["expected 3 columns, found 2"]
+    balanced(result)
+
+
+def test_bare_cr_inside_a_multiline_quoted_value_stays(tmp_path, ingest):
+    (tmp_path / "t.csv").write_bytes(b'id,t\n1,"a\rb"\n2,x\ry\n')
+    result = ingest(csv_table(csv={"multiline": True}))
+    assert result.data["t"].tolist() == ["a\rb", "x"]
+    assert result.quarantine["raw"].tolist() == ["y"] and result.quarantine["key"].isna().all()
+    assert result.rows_read == 3
+    balanced(result)
+
+
+def test_header_names_of_a_cr_file_and_unreadable_headers():
+    assert header_names("id,name\r1,Ann\r", CsvOptions(), "t.csv") == ["id", "name"]
+    with pytest.raises(UserError, match=r"t\.csv: line 1: the header cannot be read as CSV .* csv\.quotechar"):
+        header_names("id," + "x" * 200_000, CsvOptions(), "t.csv")
