@@ -1,0 +1,68 @@
+"""Probabilistic record matching (Fellegi-Sunter): comparisons with levels, blocking, training, scoring, clusters.
+
+A pure library on pandas frames of normalized records; it never imports dagster. The parts:
+
+- ``Settings``: only describes the model (comparisons, blocking rules, threshold).
+- ``comparisons``: the comparison library, named by algorithm and thresholds.
+- ``blocking``: OR-ed blocking rules, pairs counted per rule, explosive rules refused.
+- ``train`` / ``Model``: u from random pairs, m by EM, a serialisable model with its settings.
+- ``predict`` / ``explain_pair``: match weights and probabilities; one pair's waterfall.
+- ``clusters``: connected components over links with each cluster's density.
+- ``default_settings``: comparisons and blocking chosen from semantic types, printable as YAML.
+"""
+
+from ci_pipeline.unify.probabilistic.blocking import BlockingRule, Key, block
+from ci_pipeline.unify.probabilistic.clustering import clusters
+from ci_pipeline.unify.probabilistic.comparisons import (
+    LIBRARY,
+    Comparison,
+    DamerauLevenshteinAtThresholds,
+    DateComparison,
+    EmailComparison,
+    ExactMatch,
+    IdentifierComparison,
+    JaroWinklerAtThresholds,
+    LevenshteinAtThresholds,
+    NameComparison,
+    PostalCodeComparison,
+    SettingsError,
+    comparison_from_dict,
+)
+from ci_pipeline.unify.probabilistic.defaults import default_settings, normalize_records, settings_yaml
+from ci_pipeline.unify.probabilistic.model import ConvergenceWarning, Model, TrainingError, train
+from ci_pipeline.unify.probabilistic.scoring import explain_pair, predict, probability
+from ci_pipeline.unify.probabilistic.settings import DEFAULT_THRESHOLD, Settings
+from ci_pipeline.unify.probabilistic.table import prepare
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "LIBRARY",
+    "BlockingRule",
+    "Comparison",
+    "ConvergenceWarning",
+    "DamerauLevenshteinAtThresholds",
+    "DateComparison",
+    "EmailComparison",
+    "ExactMatch",
+    "IdentifierComparison",
+    "JaroWinklerAtThresholds",
+    "Key",
+    "LevenshteinAtThresholds",
+    "Model",
+    "NameComparison",
+    "PostalCodeComparison",
+    "Settings",
+    "SettingsError",
+    "TrainingError",
+    "block",
+    "clusters",
+    "comparison_from_dict",
+    "default_settings",
+    "explain_pair",
+    "normalize_records",
+    "predict",
+    "prepare",
+    "probability",
+    "settings_yaml",
+    "train",
+]

@@ -1,0 +1,252 @@
+"""Blocking: which pairs of records are scored at all, apart from how they are scored.
+
+A blocking rule is a list of keys, each a column or a function of one (``prefix(last_name, 3)``,
+``soundex(last_name)``, ``year(birth_date)``); two records form a candidate pair under the rule when every key is
+known and equal on both. Rules are OR-ed: a pair found by several rules is scored once and counted under the first
+rule that found it. The pairs a rule would generate are counted from its key frequencies before any pair is built,
+and a rule over the configured limit is refused with its count and its most common key value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.unify.probabilistic.comparisons import SettingsError, date_parts
+from ci_pipeline.unify.probabilistic.table import Table
+
+_KEY = re.compile(r"^\s*(?:(\w+)\s*\(\s*([^,()\s]+)\s*(?:,\s*([^,()\s]+)\s*)?\)|([^,()\s]+))\s*$")
+
+#: Key functions and how each is written.
+FUNCTIONS = {
+    "prefix": "the first N characters: prefix(last_name, 3)",
+    "soundex": "the Soundex code of the first word: soundex(last_name)",
+    "year": "the year of a date: year(birth_date)",
+    "unordered": "two columns in either order, so swapped values agree: unordered(first_name, last_name)",
+}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One part of a blocking rule: ``column`` as is, or ``function(column[, length or other column])``."""
+
+    column: str
+    function: str | None = None
+    length: int | None = None
+    other: str | None = None
+
+    def __str__(self) -> str:
+        if self.function is None:
+            return self.column
+        extra = self.other if self.other is not None else self.length
+        return f"{self.function}({self.column}{'' if extra is None else f', {extra}'})"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns the key reads."""
+        return (self.column,) if self.other is None else (self.column, self.other)
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Key:
+        """Read ``last_name`` or ``function(column[, argument])`` (see ``FUNCTIONS``)."""
+        match = _KEY.match(str(text))
+        if not match:
+            raise SettingsError(f"{where}: cannot read blocking key {text!r}; write a column or function(column)")
+        function, column, argument, plain = match.groups()
+        if plain:
+            return cls(plain)
+        if function not in FUNCTIONS:
+            raise SettingsError(
+                f"{where}: unknown blocking function {function!r}; use one of "
+                + "; ".join(f"{k}: {v}" for k, v in FUNCTIONS.items())
+            )
+        if function == "prefix":
+            if argument is None or not argument.isdigit() or int(argument) < 1:
+                raise SettingsError(f"{where}: {FUNCTIONS[function]} (a length of 1 or more)")
+            return cls(column, function, length=int(argument))
+        if function == "unordered":
+            if argument is None or argument == column:
+                raise SettingsError(f"{where}: {FUNCTIONS[function]} (two different columns)")
+            return cls(column, function, other=argument)
+        if argument is not None:
+            raise SettingsError(f"{where}: {FUNCTIONS[function]} (one argument)")
+        return cls(column, function)
+
+    def codes(self, table: Table) -> np.ndarray:
+        """Per record, an integer code of the key's value (-1 = unknown)."""
+        col = table.column(self.column)
+        if self.function is None:
+            return col.codes
+        if self.function == "unordered":
+            return self._unordered(table)
+        mapped = table.derived(self.column, f"block:{self}", self._apply)
+        return np.append(mapped, -1)[col.codes]
+
+    def _unordered(self, table: Table) -> np.ndarray:
+        a, b = table.column(self.column), table.column(self.other)
+        shared = pd.Index(np.union1d(a.values.astype(str), b.values.astype(str)))
+        ia = np.append(shared.get_indexer(a.values.astype(str)), -1)[a.codes]
+        ib = np.append(shared.get_indexer(b.values.astype(str)), -1)[b.codes]
+        low, high = np.minimum(ia, ib), np.maximum(ia, ib)
+        return np.where(low >= 0, low * np.int64(len(shared)) + high, -1)
+
+    def _apply(self, values: np.ndarray) -> np.ndarray:
+        text = pd.Series(values, dtype="string")
+        if self.function == "prefix":
+            keys = text.str[: self.length]
+        elif self.function == "soundex":
+            keys = pd.Series(soundex(values), dtype="string")
+        else:
+            years = date_parts(values)[:, 0]
+            keys = pd.Series(np.where(years >= 0, years.astype(str), None), dtype="string")
+        return pd.factorize(keys, use_na_sentinel=True)[0].astype(np.int64)
+
+
+@dataclass(frozen=True)
+class BlockingRule:
+    """Records pair up when all ``keys`` agree; written as a list (``[first_name, last_name]``)."""
+
+    keys: tuple[Key, ...]
+
+    def __str__(self) -> str:
+        return " & ".join(map(str, self.keys))
+
+    @classmethod
+    def parse(cls, spec, where: str) -> BlockingRule:
+        """A rule from a list of keys or one key (``[first_name, prefix(last_name, 3)]`` or ``email``)."""
+        items = [spec] if isinstance(spec, str) else spec
+        if not isinstance(items, list | tuple) or not items:
+            raise SettingsError(f"{where}: a blocking rule is a key or a non-empty list of keys, not {spec!r}")
+        return cls(tuple(Key.parse(k, where) for k in items))
+
+    def to_list(self) -> list[str]:
+        """The rule as it is written in settings."""
+        return [str(k) for k in self.keys]
+
+    def codes(self, table: Table) -> np.ndarray:
+        """One integer code per record for the combined key (-1 when any part is unknown)."""
+        parts = [k.codes(table) for k in self.keys]
+        known = np.logical_and.reduce([p >= 0 for p in parts])
+        if len(parts) == 1:
+            return np.where(known, parts[0], -1)
+        combined = pd.MultiIndex.from_arrays([p[known] for p in parts])
+        out = np.full(table.n, -1, dtype=np.int64)
+        out[known] = pd.factorize(combined)[0]
+        return out
+
+
+@dataclass(frozen=True)
+class RuleCount:
+    """What one rule generated: ``pairs`` in all, ``new`` not found by an earlier rule."""
+
+    rule: str
+    pairs: int
+    new: int
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Candidate pairs (``left < right`` record positions, each pair once) and the count per rule."""
+
+    left: np.ndarray
+    right: np.ndarray
+    rule: np.ndarray
+    counts: tuple[RuleCount, ...]
+
+
+def pair_count(codes: np.ndarray, source: np.ndarray, link_only: bool) -> tuple[int, int]:
+    """Pairs a key generates and the position of a record holding its most common value."""
+    known = codes >= 0
+    if not known.any():
+        return 0, -1
+    if link_only:
+        by = pd.crosstab(codes[known], source[known])
+        sizes = by.to_numpy().astype(np.float64)
+        total = (sizes.sum(axis=1) ** 2 - (sizes**2).sum(axis=1)) / 2
+        top = by.index[int(np.argmax(total))]
+        return int(total.sum()), int(np.flatnonzero(codes == top)[0])
+    sizes = np.bincount(codes[known])
+    return int((sizes * (sizes - 1) // 2).sum()), int(np.flatnonzero(codes == int(np.argmax(sizes)))[0])
+
+
+def _rule_pairs(codes: np.ndarray, source: np.ndarray, link_only: bool) -> np.ndarray:
+    """Pair keys ``left * n + right`` (left < right) of records sharing a known code."""
+    n = np.int64(len(codes))
+    pos = np.flatnonzero(codes >= 0)
+    frame = pd.DataFrame({"k": codes[pos], "p": pos})
+    merged = frame.merge(frame, on="k", suffixes=("_l", "_r"))
+    left, right = merged["p_l"].to_numpy(np.int64), merged["p_r"].to_numpy(np.int64)
+    keep = left < right
+    if link_only:
+        keep &= source[left] != source[right]
+    return left[keep] * n + right[keep]
+
+
+def _value(table: Table, column: str, position: int):
+    code = table.column(column).codes[position]
+    return None if code < 0 else table.column(column).values[code]
+
+
+def block(table: Table, rules: tuple[BlockingRule, ...], max_pairs_per_rule: int, link_only: bool) -> Blocked:
+    """The candidate pairs of ``rules`` (OR-ed) over ``table``.
+
+    Args:
+        table: the prepared records.
+        rules: the blocking rules, in order.
+        max_pairs_per_rule: a rule generating more pairs than this is refused.
+        link_only: pair only records of different sources (``table.source``).
+
+    Raises:
+        SettingsError: a rule generates more than ``max_pairs_per_rule`` pairs; the message gives the count and
+            the most common key value so the user can add a key or drop the rule.
+    """
+    if not rules:
+        raise SettingsError("blocking: no blocking rule; list at least one (for example [first_name, last_name])")
+    seen = np.empty(0, dtype=np.int64)
+    found, rule_of, counts = [], [], []
+    for index, rule in enumerate(rules):
+        codes = rule.codes(table)
+        expected, top = pair_count(codes, table.source, link_only)
+        if expected > max_pairs_per_rule:
+            common = ", ".join(f"{c}={_value(table, c, top)!r}" for k in rule.keys for c in k.columns)
+            raise SettingsError(
+                f"blocking rule {index + 1} [{rule}] would generate {expected:,} pairs, more than the limit of "
+                f"{max_pairs_per_rule:,} (its most common key holds {common}): add a key to the rule, drop it, or "
+                "raise max_pairs_per_rule"
+            )
+        keys = _rule_pairs(codes, table.source, link_only)
+        new = keys[~np.isin(keys, seen)]
+        seen = np.union1d(seen, new)
+        found.append(new)
+        rule_of.append(np.full(len(new), index, dtype=np.int16))
+        counts.append(RuleCount(str(rule), len(keys), len(new)))
+    keys, rule_index = np.concatenate(found), np.concatenate(rule_of)
+    order = np.argsort(keys, kind="stable")
+    keys, rule_index = keys[order], rule_index[order]
+    return Blocked(keys // table.n, keys % table.n, rule_index, tuple(counts))
+
+
+_SOUNDEX = str.maketrans("bfpvcgjkqsxzdtlmnr", "111122222222334556")
+
+
+def soundex(values: np.ndarray) -> list[str | None]:
+    """American Soundex of each value's first word (``robert`` -> ``r163``); ``None`` when it has no letter."""
+    out = []
+    for value in values:
+        word = re.sub(r"[^a-z]", "", str(value).lower().split(" ")[0]) if value is not None else ""
+        if not word:
+            out.append(None)
+            continue
+        digits, last = [], word[0].translate(_SOUNDEX)
+        for ch in word[1:]:
+            code = ch.translate(_SOUNDEX)
+            if code.isdigit() and code != last:
+                digits.append(code)
+            # h and w do not separate equal codes; vowels do.
+            if ch not in "hw":
+                last = code
+        out.append((word[0] + "".join(digits) + "000")[:4])
+    return out

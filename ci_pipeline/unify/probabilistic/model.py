@@ -1,0 +1,357 @@
+"""The Fellegi-Sunter model: training (u from random pairs, m by EM over blocked pairs) and scoring.
+
+For each comparison level, m is the probability that two records of one person reach it and u the probability that
+two records of different people do. A pair's match weight is the prior log2-odds that two records match plus, per
+comparison, log2(m / u) of the level it reached (a null level adds nothing); its match probability is
+``2**w / (1 + 2**w)``.
+
+Training:
+- u comes from a seeded sample of random record pairs (almost all of them are non-matches).
+- m comes from expectation maximisation over the blocked candidate pairs, unsupervised: both m and u are fitted
+  there (the blocked non-matches agree more often than random pairs, so their own u is needed to separate the two
+  classes), then m is kept and u is taken from the random sample for scoring. Labelled pairs, when given, seed m.
+- The prior is the expected number of matches among blocked pairs over the number of all possible pairs.
+
+Term-frequency adjustment: for a comparison with ``term_frequency``, exact agreement on value v gets the Bayes
+factor m / f(v) instead of m / u, f(v) being v's share of the records' values: agreeing on a rare surname counts
+for more than agreeing on "smith".
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.errors import UserError
+from ci_pipeline.unify.probabilistic.blocking import Blocked, block
+from ci_pipeline.unify.probabilistic.comparisons import Comparison, SettingsError
+from ci_pipeline.unify.probabilistic.settings import Settings
+from ci_pipeline.unify.probabilistic.table import Table, prepare
+
+#: Pseudo-count added to each level when probabilities are estimated from counts (Jeffreys prior): a level never
+#: seen gets a small probability, not zero, so no weight is infinite.
+PSEUDO_COUNT = 0.5
+
+#: Version of the serialised model layout.
+FORMAT = 1
+
+
+class TrainingError(UserError):
+    """Training could not produce a usable model; the message names the comparison and what to change."""
+
+
+class ConvergenceWarning(UserWarning):
+    """EM stopped at its iteration limit; the model kept its last (sane) parameters."""
+
+
+@dataclass(frozen=True)
+class ComparisonParameters:
+    """Trained m and u per level of one comparison; ``note`` says why a comparison carries no evidence."""
+
+    name: str
+    levels: tuple[str, ...]
+    m: tuple[float, ...]
+    u: tuple[float, ...]
+    note: str | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the comparison adds evidence (its field is neither null nor constant everywhere)."""
+        return self.note is None
+
+    @property
+    def weights(self) -> np.ndarray:
+        """log2(m / u) per level (0 for an inactive comparison)."""
+        if not self.active:
+            return np.zeros(len(self.levels))
+        return np.log2(np.asarray(self.m) / np.asarray(self.u))
+
+
+@dataclass(frozen=True)
+class Iteration:
+    """One EM iteration: the share of blocked pairs taken as matches and the largest parameter change."""
+
+    iteration: int
+    match_share: float
+    change: float
+    log_likelihood: float
+
+
+@dataclass(frozen=True)
+class Model:
+    """A trained Fellegi-Sunter model with the settings it was trained on.
+
+    Args:
+        settings: the settings trained on.
+        parameters: m and u per comparison, in the settings' order.
+        prior: the probability that two random records match.
+        converged: whether EM converged within ``settings.max_iterations``.
+        trace: the EM iterations.
+        training: figures of the training run (records, pairs per blocking rule, random pairs sampled).
+    """
+
+    settings: Settings
+    parameters: tuple[ComparisonParameters, ...]
+    prior: float
+    converged: bool
+    trace: tuple[Iteration, ...]
+    training: dict = field(default_factory=dict)
+
+    @property
+    def prior_weight(self) -> float:
+        """log2 of the prior odds that two records match."""
+        return float(np.log2(self.prior / (1 - self.prior)))
+
+    def check_fits(self, settings: Settings) -> None:
+        """Refuse settings whose comparisons differ from those the model was trained on (retrain)."""
+        trained = {c.name: c.to_dict() for c in self.settings.comparisons}
+        wanted = {c.name: c.to_dict() for c in settings.comparisons}
+        if trained == wanted:
+            return
+        changes = [f"{n!r} added" for n in wanted if n not in trained]
+        changes += [f"{n!r} removed" for n in trained if n not in wanted]
+        changes += [f"{n!r} changed" for n in wanted if n in trained and wanted[n] != trained[n]]
+        if not changes:
+            changes = ["the comparisons are in another order"]
+        raise SettingsError(
+            f"the stored model was trained with other comparisons ({'; '.join(changes)}): retrain the model with "
+            "the current settings"
+        )
+
+    def to_dict(self) -> dict:
+        """A JSON-able description with the settings trained on; ``Model.from_dict`` reads it back."""
+        return {
+            "format": FORMAT,
+            "settings": self.settings.to_dict(),
+            "prior": self.prior,
+            "converged": self.converged,
+            "parameters": [
+                {"name": p.name, "levels": list(p.levels), "m": list(p.m), "u": list(p.u), "note": p.note}
+                for p in self.parameters
+            ],
+            "trace": [vars(i) for i in self.trace],
+            "training": self.training,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Model:
+        """A model from ``to_dict``'s description; a description of another layout is a clear error."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise UserError(
+                f"the stored model has layout {data.get('format') if isinstance(data, dict) else None!r}, this "
+                f"version reads layout {FORMAT}: retrain the model"
+            )
+        settings = Settings.from_dict(data["settings"])
+        parameters = tuple(
+            ComparisonParameters(p["name"], tuple(p["levels"]), tuple(p["m"]), tuple(p["u"]), p.get("note"))
+            for p in data["parameters"]
+        )
+        expected = [(c.name, c.levels) for c in settings.comparisons]
+        if [(p.name, p.levels) for p in parameters] != expected:
+            raise UserError("the stored model's parameters do not fit its own settings: retrain the model")
+        return cls(
+            settings=settings,
+            parameters=parameters,
+            prior=float(data["prior"]),
+            converged=bool(data["converged"]),
+            trace=tuple(Iteration(**i) for i in data["trace"]),
+            training=dict(data.get("training", {})),
+        )
+
+
+def _total_pairs(table: Table, link_only: bool) -> int:
+    if not link_only:
+        return table.n * (table.n - 1) // 2
+    sizes = np.bincount(table.source).astype(np.int64)
+    return int((sizes.sum() ** 2 - (sizes**2).sum()) // 2)
+
+
+def _random_pairs(table: Table, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded sample of distinct-record pairs (of different sources for link-only)."""
+    rng = np.random.default_rng(settings.seed)
+    size = int(min(settings.u_sample_pairs, max(_total_pairs(table, settings.link_type == "link_only"), 1)))
+    left, right = rng.integers(0, table.n, size), rng.integers(0, table.n, size)
+    keep = left != right
+    if settings.link_type == "link_only":
+        keep &= table.source[left] != table.source[right]
+    return left[keep], right[keep]
+
+
+def _frequencies(levels: int, gamma: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Smoothed share of each level among the non-null values of ``gamma``."""
+    known = gamma >= 0
+    counts = np.bincount(gamma[known], weights=None if weights is None else weights[known], minlength=levels)
+    return (counts + PSEUDO_COUNT) / (counts.sum() + PSEUDO_COUNT * levels)
+
+
+def _inactive_reason(table: Table, comparison: Comparison) -> str | None:
+    column = table.column(comparison.column)
+    if column.non_null == 0:
+        return f"column {comparison.column!r} is null in every record: it carries no evidence (map another column)"
+    if len(column.values) == 1:
+        return f"column {comparison.column!r} holds the same value in every record: it carries no evidence"
+    return None
+
+
+def gamma_matrix(table: Table, comparisons: tuple[Comparison, ...], left: np.ndarray, right: np.ndarray):
+    """Levels reached by each pair (rows) in each comparison (columns), -1 = null."""
+    out = np.empty((len(left), len(comparisons)), dtype=np.int8)
+    for j, comparison in enumerate(comparisons):
+        out[:, j] = comparison.gamma(table, left, right)
+    return out
+
+
+def _seed_m(table: Table, settings: Settings, labels: pd.DataFrame | None) -> list[np.ndarray]:
+    """Starting m per comparison: from labelled matching pairs when given, else most mass on the top level."""
+    starts = []
+    for comparison in settings.comparisons:
+        levels = len(comparison.levels)
+        start = np.full(levels, 0.1 / max(levels - 1, 1))
+        start[0] = 0.9
+        starts.append(start)
+    if labels is None:
+        return starts
+    missing = {"left", "right", "match"} - set(labels.columns)
+    if missing:
+        raise UserError(f"labelled pairs need columns left, right and match; missing {', '.join(sorted(missing))}")
+    left, right = labels["left"].to_numpy(np.int64), labels["right"].to_numpy(np.int64)
+    bad = np.flatnonzero((left < 0) | (left >= table.n) | (right < 0) | (right >= table.n) | (left == right))
+    if len(bad):
+        raise UserError(
+            f"labelled pair row {int(bad[0])}: ({left[bad[0]]}, {right[bad[0]]}) is no pair of two of the "
+            f"{table.n} records; give record positions 0..{table.n - 1}, two different ones"
+        )
+    match = labels["match"].astype(bool).to_numpy()
+    if not match.any():
+        return starts
+    gamma = gamma_matrix(table, settings.comparisons, left[match], right[match])
+    return [_frequencies(len(c.levels), gamma[:, j]) for j, c in enumerate(settings.comparisons)]
+
+
+def _em(patterns, counts, m, u, share, settings: Settings, active):
+    """Expectation maximisation over distinct level patterns (``counts`` pairs each); returns the fit and trace."""
+    trace = []
+    columns = np.flatnonzero(active)
+    converged = False
+    for iteration in range(1, settings.max_iterations + 1):
+        log_m = np.full(len(patterns), np.log(share))
+        log_u = np.full(len(patterns), np.log1p(-share))
+        for j in columns:
+            g = patterns[:, j]
+            known = g >= 0
+            log_m[known] += np.log(m[j][g[known]])
+            log_u[known] += np.log(u[j][g[known]])
+        top = np.maximum(log_m, log_u)
+        evidence = top + np.log(np.exp(log_m - top) + np.exp(log_u - top))
+        posterior = np.exp(log_m - evidence)
+        new_share = float(np.clip((posterior * counts).sum() / counts.sum(), 1e-12, 1 - 1e-12))
+        change = abs(new_share - share)
+        for j in columns:
+            levels = len(m[j])
+            new_m = _frequencies(levels, patterns[:, j], posterior * counts)
+            new_u = _frequencies(levels, patterns[:, j], (1 - posterior) * counts)
+            change = max(change, float(np.abs(new_m - m[j]).max()), float(np.abs(new_u - u[j]).max()))
+            m[j], u[j] = new_m, new_u
+        share = new_share
+        trace.append(Iteration(iteration, share, change, float((evidence * counts).sum())))
+        if change < settings.tolerance:
+            converged = True
+            break
+    return m, share, converged, trace
+
+
+def train(
+    records: pd.DataFrame,
+    settings: Settings,
+    source: str | None = None,
+    labels: pd.DataFrame | None = None,
+) -> Model:
+    """Train a Fellegi-Sunter model on normalized records, unsupervised.
+
+    Args:
+        records: one row per record, normalized, with every column the settings read.
+        settings: what to compare and how to block.
+        source: column naming each record's table (needed for ``link_type: link_only``).
+        labels: optional labelled pairs (``left``, ``right`` record positions, ``match`` bool) seeding m.
+
+    Returns:
+        The model; it warns (``ConvergenceWarning``, with the trace) when EM stops at its iteration limit.
+
+    Raises:
+        TrainingError: the parameters are not sane (exact agreement not more likely for matches than for
+            non-matches), naming the comparison; or no comparison carries evidence.
+
+    Example:
+        >>> settings = default_settings(frame, {"first_name": "first_name", "last_name": "last_name"})
+        >>> model = train(frame, settings)
+    """
+    settings.check_columns(records.columns)
+    table = prepare(records, settings.columns, source)
+    link_only = settings.link_type == "link_only"
+    if link_only and len(np.unique(table.source)) < 2:
+        raise SettingsError("link_type link_only needs records of two or more tables (name their column in source)")
+    comparisons = settings.comparisons
+    notes = [_inactive_reason(table, c) for c in comparisons]
+    active = np.asarray([n is None for n in notes])
+    if not active.any():
+        raise TrainingError("no comparison carries evidence: " + "; ".join(notes))
+    for note in filter(None, notes):
+        warnings.warn(note, UserWarning, stacklevel=2)
+
+    sample_left, sample_right = _random_pairs(table, settings)
+    sample = gamma_matrix(table, comparisons, sample_left, sample_right)
+    u_random = [_frequencies(len(c.levels), sample[:, j]) for j, c in enumerate(comparisons)]
+
+    blocked: Blocked = block(table, settings.blocking, settings.max_pairs_per_rule, link_only)
+    if len(blocked.left) == 0:
+        raise TrainingError("the blocking rules found no candidate pair to train on: add a blocking rule")
+    gamma = gamma_matrix(table, comparisons, blocked.left, blocked.right)
+    patterns, counts = np.unique(gamma, axis=0, return_counts=True)
+    m, share, converged, trace = _em(
+        patterns,
+        counts.astype(np.float64),
+        _seed_m(table, settings, labels),
+        [u.copy() for u in u_random],
+        0.1,
+        settings,
+        active,
+    )
+    insane = [c.name for j, c in enumerate(comparisons) if active[j] and not m[j][0] > u_random[j][0]]
+    last = trace[-1]
+    summary = (
+        f"EM {'converged' if converged else 'did not converge'} after {last.iteration} iteration(s) "
+        f"(last change {last.change:.2g}, tolerance {settings.tolerance:g}; match share per iteration: "
+        + ", ".join(f"{t.match_share:.4g}" for t in trace[-5:])
+        + ")"
+    )
+    if insane:
+        raise TrainingError(
+            f"{summary}; the fit is not sane: exact agreement on {', '.join(map(repr, insane))} came out no more "
+            "likely for matches than for non-matches. Check that the column holds what its comparison expects, "
+            "add blocking rules that find more true matches, or remove the comparison"
+        )
+    if not converged:
+        warnings.warn(f"{summary}; the last parameters are kept (they are sane)", ConvergenceWarning, stacklevel=2)
+    parameters = tuple(
+        ComparisonParameters(
+            c.name,
+            c.levels,
+            tuple(float(x) for x in m[j]),
+            tuple(float(x) for x in u_random[j]),
+            notes[j],
+        )
+        for j, c in enumerate(comparisons)
+    )
+    expected_matches = share * len(blocked.left)
+    prior = float(np.clip(expected_matches / max(_total_pairs(table, link_only), 1), 1e-12, 0.5))
+    training = {
+        "records": table.n,
+        "random_pairs": len(sample_left),
+        "blocked_pairs": len(blocked.left),
+        "pairs_per_rule": [vars(c) for c in blocked.counts],
+        "expected_matches": float(expected_matches),
+    }
+    return Model(settings, parameters, prior, converged, tuple(trace), training)

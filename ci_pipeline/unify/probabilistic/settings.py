@@ -1,0 +1,130 @@
+"""Settings of probabilistic matching: they only describe the model (comparisons, blocking, thresholds).
+
+The code that trains and scores reads them (``training.train``, ``scoring.predict``); a trained model keeps the
+settings it was trained on, so scoring with settings whose comparisons differ is refused (retrain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ci_pipeline.unify.probabilistic.blocking import BlockingRule
+from ci_pipeline.unify.probabilistic.comparisons import Comparison, SettingsError, comparison_from_dict
+
+#: A link needs posterior odds of at least 9:1: a false merge joins two customers' data and costs more than a
+#: missed one, which a later record can still repair.
+DEFAULT_THRESHOLD = 0.9
+
+LinkType = Literal["dedupe", "link_only"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a probabilistic model compares, how candidate pairs are found, and when a pair is a link.
+
+    Args:
+        comparisons: one comparison per field (see ``comparisons``); their order is the model's.
+        blocking: blocking rules, OR-ed.
+        link_type: ``dedupe`` pairs every two records (within and across tables alike); ``link_only`` pairs
+            only records of different tables.
+        threshold: the match probability from which a pair is a link.
+        max_pairs_per_rule: a blocking rule generating more pairs is refused.
+        u_sample_pairs: random record pairs drawn to estimate the u probabilities.
+        max_iterations: expectation-maximisation iterations before training stops without converging.
+        tolerance: EM has converged when no probability moves by more than this in an iteration.
+        seed: seed of the random pair sample.
+    """
+
+    comparisons: tuple[Comparison, ...]
+    blocking: tuple[BlockingRule, ...]
+    link_type: LinkType = "dedupe"
+    threshold: float = DEFAULT_THRESHOLD
+    max_pairs_per_rule: int = 20_000_000
+    u_sample_pairs: int = 1_000_000
+    max_iterations: int = 100
+    tolerance: float = 1e-5
+    seed: int = 42
+
+    def __post_init__(self):
+        if not self.comparisons:
+            raise SettingsError("comparisons: list at least one comparison")
+        names = [c.name for c in self.comparisons]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise SettingsError(f"comparisons: column(s) {', '.join(twice)} compared twice; keep one comparison each")
+        if self.link_type not in ("dedupe", "link_only"):
+            raise SettingsError(f"link_type: {self.link_type!r} is neither 'dedupe' nor 'link_only'")
+        if not 0 < self.threshold < 1:
+            raise SettingsError(f"threshold: {self.threshold} is no match probability; give one between 0 and 1")
+        for key in ("max_pairs_per_rule", "u_sample_pairs", "max_iterations"):
+            if int(getattr(self, key)) < 1:
+                raise SettingsError(f"{key}: {getattr(self, key)} must be a whole number of 1 or more")
+        if not 0 < self.tolerance < 1:
+            raise SettingsError(f"tolerance: {self.tolerance} must be between 0 and 1")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column a comparison or a blocking rule reads."""
+        used = [c for comp in self.comparisons for c in comp.columns]
+        used += [c for rule in self.blocking for k in rule.keys for c in k.columns]
+        return tuple(dict.fromkeys(used))
+
+    def check_columns(self, available) -> None:
+        """Refuse comparisons and blocking keys on columns the records do not hold, naming each."""
+        available = set(available)
+        problems = [
+            f"comparison {c.name!r} reads column {col!r}"
+            for c in self.comparisons
+            for col in c.columns
+            if col not in available
+        ]
+        problems += [
+            f"blocking rule {i + 1} [{rule}] reads column {c!r}"
+            for i, rule in enumerate(self.blocking)
+            for k in rule.keys
+            for c in k.columns
+            if c not in available
+        ]
+        if problems:
+            raise SettingsError(
+                "; ".join(problems) + f", which is not mapped (mapped: {', '.join(sorted(available))}); map the "
+                "column or remove what reads it"
+            )
+
+    def to_dict(self) -> dict:
+        """A JSON/YAML-able description; ``from_dict`` reads it back."""
+        return {
+            "link_type": self.link_type,
+            "threshold": self.threshold,
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "blocking": [r.to_list() for r in self.blocking],
+            "max_pairs_per_rule": self.max_pairs_per_rule,
+            "u_sample_pairs": self.u_sample_pairs,
+            "max_iterations": self.max_iterations,
+            "tolerance": self.tolerance,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Settings:
+        """Settings from their description; unknown keys, kinds and malformed rules are clear errors."""
+        if not isinstance(data, dict):
+            raise SettingsError(f"probabilistic settings must be a mapping, not {type(data).__name__}")
+        known = {"link_type", "threshold", "comparisons", "blocking", "max_pairs_per_rule", "u_sample_pairs"}
+        known |= {"max_iterations", "tolerance", "seed"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SettingsError(f"unknown key(s) {', '.join(unknown)}; the settings take {', '.join(sorted(known))}")
+        comparisons = data.get("comparisons") or []
+        if not isinstance(comparisons, list):
+            raise SettingsError("comparisons: a list of comparisons ({kind: ..., column: ...})")
+        blocking = data.get("blocking") or []
+        if not isinstance(blocking, list):
+            raise SettingsError("blocking: a list of blocking rules (each a key or a list of keys)")
+        options = {k: v for k, v in data.items() if k not in ("comparisons", "blocking")}
+        return cls(
+            comparisons=tuple(comparison_from_dict(c, f"comparisons[{i}]") for i, c in enumerate(comparisons)),
+            blocking=tuple(BlockingRule.parse(r, f"blocking[{i}]") for i, r in enumerate(blocking)),
+            **options,
+        )

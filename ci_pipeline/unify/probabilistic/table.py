@@ -1,0 +1,95 @@
+"""Records prepared for comparison: each column factorized once into codes over its distinct values.
+
+Every comparison and blocking key works on the distinct values of a column (a few thousand names, not millions of
+rows) and reaches the rows through integer codes, so the per-pair work is integer indexing plus one batched
+rapidfuzz call over the distinct value pairs that are neither null nor equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.errors import UserError
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column as ``codes`` (position in ``values`` per record, -1 = null) and its distinct ``values``."""
+
+    name: str
+    codes: np.ndarray
+    values: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def non_null(self) -> int:
+        """Records holding a value."""
+        return int(self.counts.sum())
+
+
+@dataclass(frozen=True)
+class Table:
+    """Normalized records ready for blocking and comparison.
+
+    Args:
+        columns: column name -> factorized column.
+        n: number of records.
+        source: per record, the code of the table it comes from (all 0 for one table); only link-only pairing
+            reads it.
+    """
+
+    columns: dict[str, Column]
+    n: int
+    source: np.ndarray
+    _derived: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def column(self, name: str) -> Column:
+        """The prepared column ``name``; a clear error when the records do not hold it."""
+        try:
+            return self.columns[name]
+        except KeyError:
+            raise UserError(
+                f"column {name!r} is not in the records (they hold {', '.join(sorted(self.columns))}): map it or "
+                "remove the comparison or blocking rule that uses it"
+            ) from None
+
+    def derived(self, name: str, kind: str, make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """``make`` applied once to the distinct values of column ``name`` (cached under ``kind``)."""
+        key = (name, kind)
+        if key not in self._derived:
+            self._derived[key] = make(self.column(name).values)
+        return self._derived[key]
+
+
+def prepare(frame: pd.DataFrame, columns: Iterable[str], source: str | None = None) -> Table:
+    """Factorize ``columns`` of ``frame`` (already normalized); blank text counts as null.
+
+    Args:
+        frame: one row per record.
+        columns: the columns comparisons and blocking rules read.
+        source: optional column naming the table each record comes from (for link-only pairing).
+    """
+    prepared = {}
+    for name in dict.fromkeys(columns):
+        if name not in frame.columns:
+            raise UserError(
+                f"column {name!r} is not in the records (they hold {', '.join(map(str, frame.columns))}): map it or "
+                "remove the comparison or blocking rule that uses it"
+            )
+        text = frame[name].astype("string").str.strip()
+        text = text.where(text.str.len() > 0)
+        codes, uniques = pd.factorize(text, use_na_sentinel=True, sort=True)
+        values = np.asarray(uniques.astype(object), dtype=object)
+        counts = np.bincount(codes[codes >= 0], minlength=len(values))
+        prepared[name] = Column(name, codes.astype(np.int64), values, counts)
+    if source is None:
+        origin = np.zeros(len(frame), dtype=np.int64)
+    else:
+        if source not in frame.columns:
+            raise UserError(f"source column {source!r} is not in the records")
+        origin = pd.factorize(frame[source].astype("string"), sort=True)[0].astype(np.int64)
+    return Table(prepared, len(frame), origin)
