@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import posixpath
+from pathlib import Path, PureWindowsPath
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -110,10 +112,13 @@ class PublishConfig(StrictModel):
     prefix: str = Field("msdynci", pattern=r"^[a-z][a-z0-9]{1,15}$")
     sink: SinkConfig = SinkConfig()
     exports: list[ExportConfig] = []
+    #: Let the sink file and export folders lie outside the project folder (the configuration file's folder) and
+    #: the lake. Off by default, so a path such as ``../../etc`` or ``/home/other`` is refused, not written to.
+    allow_outside_project: bool = False
 
     def problems(self, project) -> list[str]:
-        """Cross-section problems: unknown table names, duplicate export names."""
-        found: list[str] = []
+        """Cross-section problems: unknown table names, duplicate export names, outputs outside project and lake."""
+        found: list[str] = [] if self.allow_outside_project else self._outside_problems(project)
         seen: set[str] = set()
         for i, export in enumerate(self.exports):
             if export.name in seen:
@@ -133,4 +138,32 @@ class PublishConfig(StrictModel):
                         f"publish.sink.dataverse: {table!r} is not an output table; "
                         f"use one of {', '.join(OUTPUT_TABLE_NAMES)}"
                     )
+        return found
+
+    def _outside_problems(self, project) -> list[str]:
+        """Output locations that resolve outside the project folder and the lake (``..``, absolute paths)."""
+        found: list[str] = []
+        fix = "keep it inside them, or set publish.allow_outside_project: true to write there on purpose"
+        for i, export in enumerate(self.exports):
+            folder = export.folder.replace("\\", "/")
+            normal = posixpath.normpath(folder)
+            if "://" in folder or PureWindowsPath(folder).drive or folder.startswith("/") or normal.startswith(".."):
+                found.append(
+                    f"publish.exports[{i}].folder: {export.folder!r} is not a folder inside the lake (exports are "
+                    f"written below the lake root); give a relative folder such as 'exports', or set "
+                    "publish.allow_outside_project: true to write there on purpose"
+                )
+        if self.sink.kind == "sqlite":
+            base = project.base_dir.resolve()
+            path = Path(self.sink.path).expanduser()
+            target = (path if path.is_absolute() else base / path).resolve()
+            roots = [base]
+            lake_url = project.lake.url
+            if "://" not in lake_url or lake_url.startswith("file://"):
+                roots.append(Path(project.resolve_location(lake_url.removeprefix("file://"))).resolve())
+            if not any(target.is_relative_to(root) for root in roots):
+                found.append(
+                    f"publish.sink.path: {self.sink.path!r} resolves to {target}, outside the project folder "
+                    f"({base}) and the lake; {fix}"
+                )
         return found
