@@ -64,9 +64,16 @@ def build(config: ProjectConfig) -> dg.Definitions:
         as_of = section.as_of_date()
         result = compute_measures(section, customer_profile["CustomerId"], facts, as_of)
         context.log.info(f"measures as of {as_of}: {len(result.attributes)} customers")
+        if result.non_finite:
+            context.log.warning(
+                f"measures with results that are not finite numbers, published as null: {result.non_finite}"
+            )
         if section.attributes:
             table = customer_measure_table(result.attributes)
-            stats = {name: distribution(result.attributes[name]) for name in sorted(section.attributes)}
+            stats = {
+                name: distribution(result.attributes[name], result.non_finite.get(name, 0))
+                for name in sorted(section.attributes)
+            }
             yield dg.Output(
                 table,
                 output_name="customer_measure",
@@ -90,7 +97,8 @@ def build(config: ProjectConfig) -> dg.Definitions:
                 metadata={"rows": len(table), "customers": int(expected)},
             )
         for name, frame in sorted({**result.customer, **result.business}.items()):
-            metadata = {"as_of": str(as_of), "distribution": dg.MetadataValue.json(distribution(frame["Value"]))}
+            summary = distribution(frame["Value"], result.non_finite.get(name, 0))
+            metadata = {"as_of": str(as_of), "distribution": dg.MetadataValue.json(summary)}
             if name in result.business and len(frame) == 1 and not section.business[name].dimensions:
                 value = frame["Value"].iloc[0]
                 metadata["value"] = dg.MetadataValue.float(float(value)) if pd.notna(value) else "null"

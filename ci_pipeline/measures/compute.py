@@ -132,7 +132,9 @@ def aggregate(frame: pd.DataFrame, keys: list[str], spec: MeasureSpec, end: pd.T
         return grouped["value"].nunique().astype("float64")
     if how in ("sum", "average"):
         values = grouped["value"]
-        out = values.sum(min_count=1) if how == "sum" else values.mean()
+        # An overflow gives infinity, which _finish turns into a counted null: no warning needed here.
+        with np.errstate(over="ignore"):
+            out = values.sum(min_count=1) if how == "sum" else values.mean()
         return out.astype("float64")
     if how in ("min", "max"):
         return getattr(grouped["value"], how)()
@@ -179,14 +181,24 @@ def measure_frame(index: FactIndex, spec: MeasureSpec, key: str, by_customer: bo
     return pd.DataFrame(data)
 
 
-def _finish(values: pd.Series, spec: MeasureSpec) -> pd.Series:
+def _finish(values: pd.Series, spec: MeasureSpec) -> tuple[pd.Series, int]:
+    """Apply ``divide_by`` and ``null_value``; a result that is not a finite number becomes null.
+
+    Returns the values and how many were not finite (a sum past the float range, infinities in the facts).
+    ``null_value`` does not replace those: the customer had activity, the number is unknown, not absent.
+    """
     if spec.divide_by:
         values = values / spec.divide_by
+    infinite = pd.Series(False, index=values.index)
+    if pd.api.types.is_float_dtype(values.dtype):
+        infinite = pd.Series(np.isinf(values.to_numpy(dtype="float64", na_value=np.nan)), index=values.index)
     if spec.aggregate in COUNTING:
         values = values.fillna(0)
     elif spec.null_value is not None:
         values = values.fillna(spec.null_value)
-    return values
+    if infinite.any():
+        values = values.mask(infinite)
+    return values, int(infinite.sum())
 
 
 def quantile_score(values: pd.Series, buckets: int, higher_is_better: bool) -> pd.Series:
@@ -205,6 +217,8 @@ class MeasureResults:
     customer: dict[str, pd.DataFrame]
     #: Name -> table of a business measure (dimensions..., Value); one row when it has no dimensions.
     business: dict[str, pd.DataFrame]
+    #: Name -> how many of the measure's results were not finite numbers and are published as null instead.
+    non_finite: dict[str, int] = field(default_factory=dict)
 
 
 def compute_measures(
@@ -223,6 +237,7 @@ def compute_measures(
     index = index or FactIndex(facts, ids, run_end(as_of))
     n = len(ids)
     values: dict[str, np.ndarray | pd.Series] = {}
+    non_finite: dict[str, int] = {}
 
     def attribute(name: str) -> pd.Series:
         if name in values:
@@ -234,11 +249,11 @@ def compute_measures(
             node = parse(spec.expression)
             refs = {ref: attribute(ref).to_numpy(dtype="float64", na_value=np.nan) for ref in spec.references()}
             out = pd.Series(evaluate(node, refs) * np.ones(n), dtype="float64")
-            out = _finish(out, spec)
+            out, non_finite[name] = _finish(out, spec)
         else:
             frame = measure_frame(index, spec, key, by_customer=True)
             out = aggregate(frame, ["code"], spec, index.end).reindex(range(n))
-            out = _finish(out.reset_index(drop=True), spec)
+            out, non_finite[name] = _finish(out.reset_index(drop=True), spec)
             # Scores rank the customers who have qualifying activity; the others get no score (not the lowest).
             scored = pd.Series(np.bincount(frame["code"].to_numpy(), minlength=n) > 0)
         if spec.score:
@@ -256,7 +271,7 @@ def compute_measures(
     customer_tables = {}
     for name, spec in sorted(config.customer.items()):
         frame = measure_frame(index, spec, f"measures.customer.{name}", by_customer=True)
-        series = _finish(aggregate(frame, ["code", *spec.dimensions], spec, index.end), spec)
+        series, non_finite[name] = _finish(aggregate(frame, ["code", *spec.dimensions], spec, index.end), spec)
         table = series.rename("Value").reset_index()
         table.insert(0, "CustomerId", pd.Series(ids.to_numpy()[table.pop("code").to_numpy()], dtype="string"))
         customer_tables[name] = table.sort_values(["CustomerId", *spec.dimensions], kind="stable").reset_index(
@@ -275,19 +290,20 @@ def compute_measures(
             for ref in spec.references():
                 business(ref)
             value = evaluate(parse(spec.expression), {r: scalars.get(r, np.nan) for r in spec.references()})
-            table = pd.DataFrame({"Value": [_finish(pd.Series([value], dtype="float64"), spec).iloc[0]]})
+            series, non_finite[name] = _finish(pd.Series([value], dtype="float64"), spec)
+            table = pd.DataFrame({"Value": series.to_numpy()})
         elif spec.of_measure is not None:
             frame = pd.DataFrame({"value": wide[spec.of_measure], "ts": pd.NaT, "order": 0, "all": 0})
             frame = frame[frame["value"].notna()]
-            table = _scalar_table(frame, spec, index.end)
+            table, non_finite[name] = _scalar_table(frame, spec, index.end)
         else:
             frame = measure_frame(index, spec, key, by_customer=False)
             if spec.dimensions:
-                series = _finish(aggregate(frame, spec.dimensions, spec, index.end), spec)
+                series, non_finite[name] = _finish(aggregate(frame, spec.dimensions, spec, index.end), spec)
                 table = series.rename("Value").reset_index()
             else:
                 frame["all"] = 0
-                table = _scalar_table(frame, spec, index.end)
+                table, non_finite[name] = _scalar_table(frame, spec, index.end)
         if not spec.dimensions and len(table) == 1:
             scalars[name] = pd.to_numeric(table["Value"], errors="coerce").iloc[0]
         business_tables[name] = table.reset_index(drop=True)
@@ -295,12 +311,17 @@ def compute_measures(
 
     for name in sorted(config.business):
         business(name)
-    return MeasureResults(attributes=wide, customer=customer_tables, business=business_tables)
+    return MeasureResults(
+        attributes=wide,
+        customer=customer_tables,
+        business=business_tables,
+        non_finite={name: count for name, count in sorted(non_finite.items()) if count},
+    )
 
 
-def _scalar_table(frame: pd.DataFrame, spec: MeasureSpec, end: pd.Timestamp) -> pd.DataFrame:
-    series = aggregate(frame, ["all"], spec, end).reindex([0])
-    return pd.DataFrame({"Value": _finish(series, spec).to_numpy()})
+def _scalar_table(frame: pd.DataFrame, spec: MeasureSpec, end: pd.Timestamp) -> tuple[pd.DataFrame, int]:
+    series, non_finite = _finish(aggregate(frame, ["all"], spec, end).reindex([0]), spec)
+    return pd.DataFrame({"Value": series.to_numpy()}), non_finite
 
 
 def customer_measure_table(attributes: pd.DataFrame) -> pd.DataFrame:
@@ -319,10 +340,16 @@ def customer_measure_table(attributes: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("CustomerId", kind="stable").reset_index(drop=True)[CUSTOMER_MEASURE_COLUMNS]
 
 
-def distribution(values: pd.Series) -> dict:
-    """Count, nulls, min, mean, median and max of a measure (numbers) or count and distinct values (others)."""
+def distribution(values: pd.Series, non_finite: int = 0) -> dict:
+    """Count, nulls, min, mean, median and max of a measure (numbers) or count and distinct values (others).
+
+    ``non_finite``: how many of the nulls were results that were not finite numbers (see
+    :attr:`MeasureResults.non_finite`); reported only when there were any.
+    """
     present = values.dropna()
     out = {"customers": int(len(values)), "nulls": int(values.isna().sum())}
+    if non_finite:
+        out["non_finite"] = int(non_finite)
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         if len(present):
             out.update(
