@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import time
+import traceback
+
 import pandas as pd
 import pytest
 
@@ -61,3 +65,80 @@ def test_unreachable_storage_account_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("DEAD_CONNECTION", dead)
     with pytest.raises(StorageError, match=r"abfs://c/x: storage endpoint 127.0.0.1:\d+ is unreachable"):
         Lake.from_config(LakeConfig(url="abfs://c/x", connection_string="env:DEAD_CONNECTION"), tmp_path)
+
+
+class _BlobStub:
+    """A loopback HTTP server standing in for a storage account that refuses every request with one status.
+
+    Its error body quotes the request line back, SAS signature included, as proxies and some services do.
+    """
+
+    def __init__(self, status: int):
+        import http.server
+        import threading
+
+        stub = self
+        self.requests: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                stub.requests.append(self.path)
+                body = f"<Error><Code>Refused</Code><Message>refused {self.command} {self.path}</Message></Error>"
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = do_PUT = do_DELETE = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.port = self.server.server_address[1]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+SAS = "sv=2022-11-02&ss=b&srt=sco&sp=rwdlac&se=2030-01-01T00:00:00Z&sig=TopSecretSignature0123%3D"
+
+
+@pytest.mark.parametrize("status", [403, 404, 500])
+def test_a_refusing_storage_account_fails_fast_and_never_shows_the_sas(tmp_path, monkeypatch, status):
+    stub = _BlobStub(status)
+    monkeypatch.setenv("STUB_CONNECTION", f"BlobEndpoint=http://127.0.0.1:{stub.port}/acct;SharedAccessSignature={SAS}")
+    try:
+        lake = Lake.from_config(LakeConfig(url="abfs://c/lake", connection_string="env:STUB_CONNECTION"), tmp_path)
+        started = time.monotonic()
+        with pytest.raises(StorageError) as caught:
+            lake.read_bytes("stage/table.parquet")
+        seconds = time.monotonic() - started
+    finally:
+        stub.close()
+    assert any("sig=TopSecretSignature0123" in path for path in stub.requests)  # the SDK really sent it
+    error = caught.value
+    assert "abfs://c/lake/stage/table.parquet: " in str(error)
+    text = "".join(traceback.format_exception(error))
+    assert "TopSecretSignature0123" not in text
+    # 500 is retried twice (about 1 s and 3 s apart); the Azure SDK's defaults took 87 s here.
+    assert seconds < (12 if status == 500 else 3)
+
+
+def test_a_storage_account_that_never_answers_fails_at_open_within_the_connect_timeout(tmp_path, monkeypatch):
+    with socket.socket() as silent:  # connections open and nothing ever answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        monkeypatch.setenv(
+            "SILENT_CONNECTION",
+            f"BlobEndpoint=http://127.0.0.1:{silent.getsockname()[1]}/acct;SharedAccessSignature={SAS}",
+        )
+        started = time.monotonic()
+        with pytest.raises(StorageError, match=r"unreachable \(no answer within 5 s\)"):
+            Lake.from_config(LakeConfig(url="abfs://c/lake", connection_string="env:SILENT_CONNECTION"), tmp_path)
+        assert time.monotonic() - started < 8

@@ -31,10 +31,17 @@ import pandas as pd
 from ci_pipeline.config.base import resolve_secret
 from ci_pipeline.dataverse.sink import Sink, SinkTable, TableResult, TableUsage
 from ci_pipeline.errors import UserError
+from ci_pipeline.redact import redact
 
 log = logging.getLogger("ci_pipeline.dataverse")
 
 RETRYABLE = {502, 503, 504}
+#: Seconds to open a connection; the first request of a client also waits at most this long for any answer, so an
+#: environment that is down or silent fails in seconds (the configured timeout is for slow answers to big writes).
+CONNECT_TIMEOUT = 5.0
+#: Retries of a request that got no answer at all (refused, or timed out), 1 s and 2 s apart. With the connect
+#: timeout this bounds an unreachable environment to about 20 s; answers (5xx, 429) keep ``max_retries``.
+NO_ANSWER_RETRIES = 2
 #: Where rejected rows go in the lake: ``<prefix>/<logical table>/<run id>.parquet``.
 DEAD_LETTER = "ci_pipeline/publish/dead_letter"
 USAGE = "ci_pipeline/publish/dataverse_usage"
@@ -114,11 +121,12 @@ class TokenSource:
                 try:
                     self._token = self._credential.get_token(self.scope)
                 except Exception as exc:  # azure-identity raises many types; all mean "no token"
+                    first = (str(exc).strip().splitlines() or [""])[0][:300]
+                    # Not chained: the identity library's message may quote the request it sent.
                     raise DataverseError(
-                        f"cannot get a token for {self.scope} "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+                        f"cannot get a token for {self.scope} ({type(exc).__name__}: {redact(first)}); "
                         "check publish.sink.dataverse credential, tenant_id, client_id and secret"
-                    ) from exc
+                    ) from None
             return self._token.token
 
 
@@ -221,7 +229,11 @@ class DataverseClient:
         self.backoff = backoff
         self.governor = Governor(max_concurrency)
         limits = httpx.Limits(max_connections=max_concurrency + 2, max_keepalive_connections=max_concurrency + 2)
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, limits=limits)
+        self.http = httpx.Client(
+            base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT), limits=limits
+        )
+        self._reachable = False
+        self._probe_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config, base_dir: Path) -> DataverseClient:
@@ -251,7 +263,8 @@ class DataverseClient:
 
         A request that got a successful answer is never sent again.
         """
-        failures = 0
+        self._check_reachable()
+        failures = no_answer = 0
         refreshed = False
         refused_token = None
         while True:
@@ -265,7 +278,9 @@ class DataverseClient:
                 success = response.status_code < 400
             except httpx.TransportError as exc:
                 response = None
-                problem = f"{type(exc).__name__}: {exc}"
+                problem = f"{type(exc).__name__}: {redact(exc)}"
+                if isinstance(exc, (httpx.ConnectError, httpx.TimeoutException)):
+                    no_answer += 1
             finally:
                 self.governor.release(ticket, success)
             if response is not None:
@@ -290,15 +305,32 @@ class DataverseClient:
                 else:
                     return response
             failures += 1
-            if failures > self.max_retries:
+            if failures > self.max_retries or no_answer > min(self.max_retries, NO_ANSWER_RETRIES):
                 raise DataverseError(
                     f"{method} {self.base_url}{url.removeprefix(self.base_url)}: gave up after {failures} attempts "
                     f"({problem}); check that {self.org_url} is reachable and publish again (publishing is "
                     "idempotent)"
                 )
             stats.add(retries=1)
-            if response is None or response.status_code != 429:
+            if response is None and no_answer:
+                time.sleep(float(no_answer))
+            elif response is None or response.status_code != 429:
                 time.sleep(min(60.0, self.backoff * 2 ** (failures - 1)) * (1 + random.random() * 0.2))
+
+    def _check_reachable(self) -> None:
+        """Before the first request: any HTTP answer within :data:`CONNECT_TIMEOUT` proves the environment is there."""
+        with self._probe_lock:
+            if self._reachable:
+                return
+            try:
+                self.http.request("HEAD", self.org_url + "/", timeout=CONNECT_TIMEOUT)
+            except httpx.TransportError as exc:
+                reason = "no answer" if isinstance(exc, httpx.TimeoutException) else f"{type(exc).__name__}: {exc}"
+                raise DataverseError(
+                    f"{self.org_url} is unreachable ({redact(reason)} within {CONNECT_TIMEOUT:g} s); check "
+                    "publish.sink.dataverse.url and the network, then publish again (publishing is idempotent)"
+                ) from None
+            self._reachable = True
 
     def _headers(self, token: str, extra: dict | None) -> dict:
         headers = {
@@ -468,10 +500,11 @@ def _retry_after(response: httpx.Response, default: float) -> float:
 
 
 def _error_message(response: httpx.Response) -> str:
+    """The server's error text (it can echo a request's URL or headers back, so it is redacted)."""
     try:
-        return str(response.json()["error"]["message"])
+        return redact(response.json()["error"]["message"])
     except Exception:
-        return response.text[:300]
+        return redact(response.text[:300])
 
 
 class WebApiSink(Sink):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -12,7 +13,7 @@ from azure.core.credentials import AccessToken
 from ci_pipeline.config.publish import DataverseConfig
 from ci_pipeline.dataverse.loopback import Fault, LoopbackDataverse
 from ci_pipeline.dataverse.prepare import prepare
-from ci_pipeline.dataverse.webapi import DataverseClient, DataverseError, WebApiSink
+from ci_pipeline.dataverse.webapi import DataverseClient, DataverseError, Stats, WebApiSink
 from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake
 from ci_pipeline_tests.conftest import free_port
@@ -188,18 +189,44 @@ def test_429_storm_finishes_with_bounded_requests(server):
     assert result.throttles == 25
 
 
-def test_unreachable_dataverse_gives_a_clear_error_and_reports_nothing_done(tmp_path):
+def test_unreachable_dataverse_gives_a_clear_error_in_seconds_and_reports_nothing_done(tmp_path):
     lake = Lake.local(tmp_path)
-    dead = DataverseClient(
-        f"http://127.0.0.1:{free_port()}", ServerCredential(None, valid=False), max_retries=2, backoff=0.01
-    )
+    # The configured limits (120 s timeout, 8 retries) are for a slow environment, not for one that is not there.
+    dead = DataverseClient(f"http://127.0.0.1:{free_port()}", ServerCredential(None, valid=False), max_retries=8)
     dead.tokens.get = lambda refresh_from=None: "token"
+    started = time.monotonic()
     with (
         WebApiSink(dead, lake=lake) as sink,
-        pytest.raises(DataverseError, match="gave up after 3 attempts.*ConnectError"),
+        pytest.raises(DataverseError, match=r"127\.0\.0\.1:\d+ is unreachable \(ConnectError.* within 5 s\)"),
     ):
         sink.publish(prepare("AlternateKey", keys_frame(3)))
+    assert time.monotonic() - started < 5
     assert lake.find("ci_pipeline/publish") == []
+
+
+def test_silent_dataverse_fails_within_the_connect_timeout(tmp_path):
+    # A listening socket that is never accepted from: connections open, no answer ever comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        client = DataverseClient(f"http://127.0.0.1:{silent.getsockname()[1]}", lambda: None, timeout=120.0)
+        started = time.monotonic()
+        with WebApiSink(client) as sink, pytest.raises(DataverseError, match=r"unreachable \(no answer within 5 s\)"):
+            sink.publish(prepare("AlternateKey", keys_frame(3)))
+        assert time.monotonic() - started < 8
+
+
+def test_dataverse_going_away_mid_publish_is_given_up_after_three_attempts(server):
+    client = client_for(server, max_retries=8)
+    stats = Stats()
+    client._check_reachable()  # the environment answered once (the probe keeps no connection open)
+    server.stop()
+    started = time.monotonic()
+    with pytest.raises(DataverseError, match="gave up after 3 attempts.*ConnectError"):
+        client.request("GET", f"{KEYS_SET}?$select=msdynci_alternatekeyid", stats)
+    # Two retries, 1 s and 2 s apart: bounded however many retries the configuration allows for answers.
+    assert 2.5 < time.monotonic() - started < 10
+    client.close()
 
 
 def test_wrong_credentials_are_refused_clearly_and_nothing_lands(server):
