@@ -1,4 +1,4 @@
-"""`ci-pipeline sql "<query>"`: SQL over the lake exports (one DuckDB view per exported table)."""
+"""`ci-pipeline sql "<query>"`: read-only SQL over the lake (a DuckDB view per exported table and per lake table)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from ci_pipeline.errors import UserError
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("sql", help="run SQL over the CDM exports in the lake (DuckDB)")
-    parser.add_argument("query", help='e.g. "SELECT count(*) FROM CustomerProfile"')
+    parser = subparsers.add_parser(
+        "sql", help="run one read-only SELECT over the CDM exports and the tables of the lake (DuckDB)"
+    )
+    parser.add_argument(
+        "query", help='e.g. "SELECT count(*) FROM CustomerProfile" or "SELECT * FROM lake.unify__customer_profile"'
+    )
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
     parser.add_argument(
         "--export", help="export whose tables are also visible unqualified (default: the first configured one)"
@@ -23,13 +27,12 @@ def run(args) -> int:
 
     config = load_config(args.config)
     exports = config.publish.exports
-    if not exports:
-        raise UserError(f"{config.path}: publish.exports is empty; add an export and run the pipeline first")
     names = [e.name for e in exports]
     if args.export and args.export not in names:
-        raise UserError(f"--export {args.export}: no such export; configured: {', '.join(names)}")
+        raise UserError(f"--export {args.export}: no such export; configured: {', '.join(names) or 'none'}")
     lake = Lake.from_config(config.lake, config.base_dir)
     folders = {e.name: e.folder for e in exports}
-    result = query(lake, args.query, names, folder=folders, default=args.export or names[0])
+    default = args.export or (names[0] if names else None)
+    result = query(lake, args.query, names, folder=folders, default=default)
     print_frame(result, args.format)
     return 0
