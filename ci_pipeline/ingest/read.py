@@ -119,9 +119,25 @@ def read_parquet_file(location: SourceLocation) -> Batch:
     return Batch(frame=frame, broken=empty_broken(), files=[location.url])
 
 
+#: Text as ``string``; integers as nullable integers, because pandas' default turns an integer column with nulls
+#: into float64, which rounds values past 2**53.
+_PANDAS_TYPES = {
+    pa.string(): STRING,
+    pa.large_string(): STRING,
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+}
+
+
 def arrow_frame(table: pa.Table) -> pd.DataFrame:
     """An Arrow table as pandas (text as ``string``), with a hidden :data:`NAN` column per float column holding NaN."""
-    frame = table.to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)
+    frame = table.to_pandas(types_mapper=_PANDAS_TYPES.get)
     for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_floating(column.type):
             nan = pc.fill_null(pc.is_nan(column), False).to_numpy(zero_copy_only=False)

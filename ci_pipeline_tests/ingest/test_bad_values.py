@@ -273,3 +273,13 @@ def test_header_names_of_a_cr_file_and_unreadable_headers():
     assert header_names("id,name\r1,Ann\r", CsvOptions(), "t.csv") == ["id", "name"]
     with pytest.raises(UserError, match=r"t\.csv: line 1: the header cannot be read as CSV .* csv\.quotechar"):
         header_names("id," + "x" * 200_000, CsvOptions(), "t.csv")
+
+
+def test_parquet_integers_with_nulls_stay_exact(tmp_path, ingest):
+    big = 9007199254740993  # 2**53 + 1: float64 would make it ...992
+    table = pa.table({"id": ["a", "b", "c"], "n": pa.array([big, None, -big]), "m": pa.array([big, None, 1])})
+    pq.write_table(table, tmp_path / "t.parquet")
+    result = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "id", "columns": {"n": "int64"}}})
+    assert result.data["n"].tolist() == [big, pd.NA, -big]
+    assert result.data["m"].dtype == "Int64" and result.data["m"].tolist() == [big, pd.NA, 1]
+    balanced(result)
