@@ -113,6 +113,7 @@ def _check_columns(t: UnifyTable, df: pd.DataFrame, key: str) -> None:
 
 
 #: The dates unify can hold (pandas' nanosecond range, whole days): anything outside is unreadable, i.e. missing.
+#: They are also the widest date_range ingestion allows, so unify reads every date ingestion accepted.
 EARLIEST = pd.Timestamp("1677-09-22", tz="UTC")
 LATEST = pd.Timestamp("2262-04-10", tz="UTC")
 TIME_DTYPE = "datetime64[ns, UTC]"
