@@ -96,7 +96,7 @@ def explain(
         else:
             parses = pd.Series(False, index=values.index)
             for fmt in formats:
-                parses |= pd.to_datetime(text, format=fmt, errors="coerce").notna()
+                parses |= pd.to_datetime(text, format=fmt, errors="coerce", utc=True).notna()
             out[parses] = outside
     return out
 
