@@ -91,7 +91,11 @@ class Key:
         ia = np.append(shared.get_indexer(a.values.astype(str)), -1)[a.codes]
         ib = np.append(shared.get_indexer(b.values.astype(str)), -1)[b.codes]
         low, high = np.minimum(ia, ib), np.maximum(ia, ib)
-        return np.where(low >= 0, low * np.int64(len(shared)) + high, -1)
+        known = low >= 0
+        # Compact codes: the pair counts index arrays by code.
+        out = np.full(len(low), -1, dtype=np.int64)
+        out[known] = pd.factorize(low[known] * np.int64(len(shared)) + high[known])[0]
+        return out
 
     def _apply(self, values: np.ndarray) -> np.ndarray:
         text = pd.Series(values, dtype="string")
@@ -163,11 +167,11 @@ def pair_count(codes: np.ndarray, source: np.ndarray, link_only: bool) -> tuple[
     if not known.any():
         return 0, -1
     if link_only:
-        by = pd.crosstab(codes[known], source[known])
-        sizes = by.to_numpy().astype(np.float64)
+        sources = int(source.max()) + 1
+        sizes = np.bincount(codes[known] * sources + source[known]).astype(np.float64)
+        sizes = np.pad(sizes, (0, -len(sizes) % sources)).reshape(-1, sources)
         total = (sizes.sum(axis=1) ** 2 - (sizes**2).sum(axis=1)) / 2
-        top = by.index[int(np.argmax(total))]
-        return int(total.sum()), int(np.flatnonzero(codes == top)[0])
+        return int(total.sum()), int(np.flatnonzero(codes == int(np.argmax(total)))[0])
     sizes = np.bincount(codes[known])
     return int((sizes * (sizes - 1) // 2).sum()), int(np.flatnonzero(codes == int(np.argmax(sizes)))[0])
 

@@ -220,12 +220,18 @@ class DamerauLevenshteinAtThresholds(LevenshteinAtThresholds):
         return _osa(a, b)
 
 
+def _codes(texts) -> np.ndarray:
+    """Integer codes of texts (equal text, equal code), with a trailing -2 that the null code -1 reads: comparing
+    codes is much faster than comparing strings, and a null never equals anything."""
+    return np.append(pd.factorize(pd.Series(texts, dtype=object))[0], -2)
+
+
 def _fold(table: dict[str, str]) -> Callable[[np.ndarray], np.ndarray]:
-    """Each value with every word replaced by its formal name (``bob smith`` -> ``robert smith``)."""
+    """Codes of each value with every word replaced by its formal name (``bob smith`` -> ``robert smith``)."""
 
     def make(values: np.ndarray) -> np.ndarray:
         words = pd.Series(values, dtype=object).str.split(" ")
-        return np.asarray([" ".join(table.get(w, w) for w in ws) for ws in words], dtype=object)
+        return _codes([" ".join(table.get(w, w) for w in ws) for ws in words])
 
     return make
 
@@ -273,13 +279,13 @@ class NameComparison(Comparison):
         folded = [table.derived(self.column, f"nickname{i}", _fold(t)) for i, t in enumerate(_nickname_tables())]
         nick = np.zeros(len(left), dtype=bool)
         for fold in folded:
-            nick |= todo & (fold[np.maximum(side.left, 0)] == fold[np.maximum(side.right, 0)])
+            nick |= todo & (fold[side.left] == fold[side.right])
         conditions.append(nick)
-        lengths = table.derived(self.column, "length", lambda v: np.fromiter(map(len, v), np.int64, len(v)))
-        first = table.derived(self.column, "first", lambda v: np.asarray([s[:1] for s in v], dtype=object))
-        ll, rl = lengths[np.maximum(side.left, 0)], lengths[np.maximum(side.right, 0)]
-        same_first = first[np.maximum(side.left, 0)] == first[np.maximum(side.right, 0)]
-        conditions.append(todo & ((ll == 1) | (rl == 1)) & same_first)
+        single = table.derived(
+            self.column, "single", lambda v: np.append(np.fromiter(map(len, v), np.int64, len(v)) == 1, False)
+        )
+        first = table.derived(self.column, "first", lambda v: _codes([s[:1] for s in v]))
+        conditions.append(todo & (single[side.left] | single[side.right]) & (first[side.left] == first[side.right]))
         sim = _on_distinct(side, todo, _jaro_winkler, np.float32(0))
         conditions.extend(sim >= t for t in self.thresholds)
         return _select(side.null, conditions)
@@ -315,6 +321,17 @@ def date_parts(values: np.ndarray) -> np.ndarray:
     return parts
 
 
+def _one_keying_error(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Whether two 8-digit numbers (YYYYMMDD) differ by one digit or by one swap of adjacent digits: the
+    optimal-string-alignment distance <= 1 of equal-length digit strings, computed on integers."""
+    powers = 10 ** np.arange(7, -1, -1, dtype=np.int64)
+    a, b = (left[:, None] // powers) % 10, (right[:, None] // powers) % 10
+    differ = a != b
+    count = differ.sum(axis=1)
+    swap = (a[:, :-1] == b[:, 1:]) & (a[:, 1:] == b[:, :-1]) & differ[:, :-1] & differ[:, 1:]
+    return (count == 1) | ((count == 2) & swap.any(axis=1))
+
+
 @dataclass(frozen=True)
 class DateComparison(Comparison):
     """Dates by component: exact, day/month transposed, one typing error, same year and month, within 1 year,
@@ -342,12 +359,12 @@ class DateComparison(Comparison):
         (ly, lm, ld), (ry, rm, rd) = lp.T, rp.T
         exact = (ly == ry) & (lm == rm) & (ld == rd)
         transposed = (ly == ry) & (lm == rd) & (ld == rm)
-        digits = table.derived(
-            self.column,
-            "date_digits",
-            lambda v: np.asarray([f"{y:04d}{m:02d}{d:02d}" for y, m, d in parts.tolist()], dtype=object),
+        # One keyed digit changes one component, a swap across a boundary two: only those pairs are examined.
+        near = ~null & ~exact & ((ly != ry).astype(np.int8) + (lm != rm) + (ld != rd) <= 2)
+        typo = np.zeros(len(left), dtype=bool)
+        typo[near] = _one_keying_error(
+            ly[near] * 10000 + lm[near] * 100 + ld[near], ry[near] * 10000 + rm[near] * 100 + rd[near]
         )
-        typo = _on_distinct(Side(side.left, side.right, digits), ~null & ~exact, _osa, np.int32(99)) <= 1
         # Days on a 372-day calendar: no calendar arithmetic, so keyed dates that are no real date still compare.
         days = np.abs((ly - ry) * 372 + (lm - rm) * 31 + (ld - rd))
         return _select(
@@ -374,10 +391,12 @@ class IdentifierComparison(Comparison):
 
 
 def _split_email(values: np.ndarray) -> np.ndarray:
-    parts = pd.Series(values, dtype="string").str.rpartition("@")
-    user = parts[0].where(parts[1] == "@", parts[2])
-    domain = parts[2].where(parts[1] == "@", "")
-    return np.stack([user.to_numpy(object), domain.to_numpy(object)], axis=1)
+    """Codes of the user name and of the domain (-2 when there is none) per address."""
+    parts = pd.Series(values, dtype=object).str.rpartition("@")
+    has_at = (parts[1] == "@").to_numpy()
+    user = _codes(np.where(has_at, parts[0], parts[2]))
+    domain = np.where(np.append(has_at, False), _codes(parts[2]), -2)
+    return np.stack([user, domain], axis=1)
 
 
 @dataclass(frozen=True)
@@ -393,9 +412,9 @@ class EmailComparison(Comparison):
     def gamma(self, table, left, right):
         parts = table.derived(self.column, "email", _split_email)
         side = _side(table, self.column, left, right)
-        lp, rp = parts[np.maximum(side.left, 0)], parts[np.maximum(side.right, 0)]
+        lp, rp = parts[side.left], parts[side.right]
         same_user = lp[:, 0] == rp[:, 0]
-        same_domain = (lp[:, 1] == rp[:, 1]) & (lp[:, 1] != "")
+        same_domain = (lp[:, 1] == rp[:, 1]) & (lp[:, 1] >= 0)
         return _select(side.null, [side.exact, same_user, same_domain])
 
 
@@ -419,9 +438,8 @@ class PostalCodeComparison(Comparison):
         exact = side.exact
         typo = _on_distinct(side, ~side.null & ~exact, _osa, np.int32(99)) <= 1
         k = self.prefix_length
-        prefix = table.derived(self.column, f"prefix{k}", lambda v: np.asarray([s[:k] for s in v], dtype=object))
-        lp, rp = prefix[np.maximum(side.left, 0)], prefix[np.maximum(side.right, 0)]
-        return _select(side.null, [exact, typo, lp == rp])
+        prefix = table.derived(self.column, f"prefix{k}", lambda v: _codes([s[:k] for s in v]))
+        return _select(side.null, [exact, typo, prefix[side.left] == prefix[side.right]])
 
 
 LIBRARY: dict[str, type[Comparison]] = {

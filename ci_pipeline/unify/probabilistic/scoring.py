@@ -35,6 +35,12 @@ def _weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, ri
     return out
 
 
+def weigh(model: Model, table: Table, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The levels (pairs x comparisons) and match weights of the pairs (``left[i]``, ``right[i]``) of ``table``."""
+    gamma = gamma_matrix(table, model.settings.comparisons, left, right)
+    return gamma, model.prior_weight + _weights(model, table, gamma, left, right).sum(axis=1)
+
+
 def predict(
     model: Model,
     records: pd.DataFrame,
@@ -60,8 +66,7 @@ def predict(
     settings.check_columns(records.columns)
     table = prepare(records, settings.columns, source)
     blocked = block(table, settings.blocking, settings.max_pairs_per_rule, settings.link_type == "link_only")
-    gamma = gamma_matrix(table, settings.comparisons, blocked.left, blocked.right)
-    weight = model.prior_weight + _weights(model, table, gamma, blocked.left, blocked.right).sum(axis=1)
+    gamma, weight = weigh(model, table, blocked.left, blocked.right)
     chance = probability(weight)
     frame = pd.DataFrame(
         {
