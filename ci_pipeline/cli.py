@@ -2,7 +2,7 @@
 
 Each module in :mod:`ci_pipeline.commands` adds its own sub-command through ``register(subparsers)``, and sets
 ``func(args) -> int`` on its parser. User mistakes (:class:`UserError`) print one clear message, no traceback,
-and exit 2.
+and exit 2. Nothing printed or logged carries a secret (:mod:`ci_pipeline.redact`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import traceback
 import warnings
 
 from ci_pipeline import __version__, commands
 from ci_pipeline.errors import UserError
+from ci_pipeline.redact import install_log_redaction, redact
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,16 +42,21 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=BetaWarning)
     warnings.filterwarnings("ignore", category=PreviewWarning)
+    install_log_redaction()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        # A bug rather than a user mistake: the trace helps to report it, and may quote a secret.
+        print(redact(traceback.format_exc()), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ class Lake:
 
     # -- reading -----------------------------------------------------------------------------------------------
     def exists(self, relative: str) -> bool:
-        return self._call("exists", relative, lambda: self.fs.exists(self.path(relative)))
+        return self._call("check", relative, lambda: self.fs.exists(self.path(relative)))
 
     def read_bytes(self, relative: str) -> bytes:
         return self._call("read", relative, lambda: self.fs.cat_file(self.path(relative)))

@@ -10,7 +10,7 @@ import dagster as dg
 
 from ci_pipeline.config import load_config
 from ci_pipeline.defs import build_definitions
-from ci_pipeline.defs.orchestration import MODE_TAG, TRIGGER_TAG
+from ci_pipeline.defs.orchestration import MODE_TAG, TRIGGER_TAG, failure_reason, step_assets
 from ci_pipeline.errors import UserError
 
 
@@ -92,12 +92,14 @@ def run(args) -> int:
         records = list(instance.all_logs(result.run_id))
     graph = defs.resolve_asset_graph()
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
-    print_summary(result, records, config, time.monotonic() - started, groups)
+    print_summary(result, records, config, time.monotonic() - started, groups, step_assets(graph))
     return 0 if result.success else 1
 
 
-def print_summary(result: dg.ExecuteInProcessResult, records: list, config, seconds: float, groups=None) -> None:
-    """Per asset: rows, seconds, status; per stage: steps and seconds; then where the outputs are.
+def print_summary(
+    result: dg.ExecuteInProcessResult, records: list, config, seconds: float, groups=None, assets=None
+) -> None:
+    """Per asset: rows, seconds, status; per stage: steps and seconds; what failed and why; where the outputs are.
 
     Args:
         result: the finished run.
@@ -105,8 +107,9 @@ def print_summary(result: dg.ExecuteInProcessResult, records: list, config, seco
         config: the project configuration (for the lake location).
         seconds: wall time of the whole command.
         groups: asset key string -> stage (group) name, for the per-stage totals.
+        assets: step name -> the asset keys it materialises, so that a failure names its assets.
     """
-    groups = groups or {}
+    groups, assets = groups or {}, assets or {}
     step_start: dict[str, float] = {}
     step_time: dict[str, float] = {}
     step_status: dict[str, str] = defaultdict(lambda: "skipped")
@@ -141,11 +144,13 @@ def print_summary(result: dg.ExecuteInProcessResult, records: list, config, seco
             print(f"{stage:<52} {len(steps):>10} {sum(step_time.get(s, 0) for s in steps):8.1f}")
     failed = [s for s, status in step_status.items() if status == "FAILED"]
     for step in failed:
-        print(f"FAILED step: {step}")
         for event in result.all_events:
             if event.step_key == step and event.event_type_value == "STEP_FAILURE":
-                error = event.event_specific_data.error
-                print(f"  {error.message.strip() if error else ''}")
+                message, is_user_error = failure_reason(event.event_specific_data.error)
+                print(f"\nFAILED {', '.join(assets.get(step, [step]))} (step {step}):")
+                print("  " + message.replace("\n", "\n  "))
+                if not is_user_error:
+                    print("  (an unexpected error: the stack trace is above and in the run's event log)")
     print(
         f"\n{'succeeded' if result.success else 'FAILED'} in {seconds:.1f} s; outputs in "
         f"{config.resolve_location(config.lake.url) if '://' not in config.lake.url else config.lake.url}"

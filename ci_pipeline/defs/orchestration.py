@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -22,6 +24,8 @@ from ci_pipeline.config.orchestration import When
 from ci_pipeline.defs.resources import LakeResource
 from ci_pipeline.errors import UserError
 from ci_pipeline.orchestration.files import list_location, plan_table, run_key, watch_root
+from ci_pipeline.redact import redact, redact_record, redact_value
+from ci_pipeline.redact import register as register_secret
 
 #: The default executor: one process per step, at most two at a time (a 2-core machine).
 EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": 2}, name="multiprocess_bounded")
@@ -227,7 +231,7 @@ def evaluate_new_files(
             fs, root = opened.filesystem_for(watch.root)
             current = list_location(fs, root)
         except Exception as exc:  # an unreachable location must not stop the others or lose the cursor
-            first_line = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            first_line = redact(str(exc).splitlines()[0][:300]) if str(exc) else type(exc).__name__
             problems.append(
                 f"{table_id}: cannot list {watch.location} ({type(exc).__name__}: {first_line}); check the path, "
                 "the credentials and that the storage is reachable"
@@ -295,15 +299,99 @@ def build_new_file_sensor(config: ProjectConfig, graph, job) -> dg.SensorDefinit
     return new_files
 
 
+def _user_error_names() -> set[str]:
+    names, todo = set(), [UserError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
+def failure_reason(error) -> tuple[str, bool]:
+    """What a user needs to read from a failure's error info, redacted, and whether it is a user error.
+
+    Dagster wraps the asset's exception (``DagsterExecutionStepExecutionError``); a :class:`UserError` anywhere in
+    the chain is the cause and its message is the fix (without its class name). Anything else is a bug: the first
+    exception that is not Dagster's own, with its type, on one line.
+    """
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.cause
+    if not chain:
+        return "no error message", False
+    user = _user_error_names()
+    for item in chain:
+        if item.cls_name in user:
+            text = re.sub(rf"^[\w.]*{re.escape(item.cls_name)}: ", "", (item.message or "").strip())
+            return redact(text or item.cls_name), True
+    own = next((item for item in chain if not (item.cls_name or "").startswith("Dagster")), chain[0])
+    first = ((own.message or "").strip().splitlines() or [own.cls_name or "error"])[0]
+    return redact(first), False
+
+
+def step_assets(graph) -> dict[str, list[str]]:
+    """Step (op) name -> the asset keys it materialises, so that messages name assets rather than steps."""
+    found: dict[str, list[str]] = {}
+    for key in graph.get_all_asset_keys():
+        found.setdefault(graph.get(key).assets_def.node_def.name, []).append(key.to_user_string())
+    return {step: sorted(keys) for step, keys in found.items()}
+
+
+_FAILURES = {dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}
+
+
+class _ConsoleFilter(logging.Filter):
+    """Redacts every console line; below DEBUG, a failure caused by a :class:`UserError` is one line naming the
+    assets and the fix instead of Dagster's stack traces (the run's event log keeps the full trace for the UI)."""
+
+    def __init__(self, assets: dict[str, list[str]], show_traces: bool):
+        super().__init__()
+        self.assets, self.show_traces = assets, show_traces
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redact_record(record)
+        meta = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        if self.show_traces or event is None or event.event_type not in _FAILURES:
+            return True
+        error = getattr(event.event_specific_data, "error", None)
+        message, is_user_error = failure_reason(error)
+        if error is not None and is_user_error:
+            where = ", ".join(self.assets.get(event.step_key or "", [])) or event.step_key or "the run"
+            headline = str(record.msg).split("\n\n", 1)[0]
+            record.msg = f"{headline}\n  {where} failed: {message}"
+        return True
+
+
+def console_logger(assets: dict[str, list[str]]) -> dg.LoggerDefinition:
+    """Dagster's colored console logger with :class:`_ConsoleFilter` (``assets``: step name -> asset keys)."""
+
+    @dg.logger(
+        {
+            "log_level": dg.Field(str, is_required=False, default_value="INFO"),
+            "name": dg.Field(str, is_required=False, default_value="dagster"),
+        },
+        description="The colored console logger, redacted; a user error is one clear line unless log_level is DEBUG.",
+    )
+    def console(init_context: dg.InitLoggerContext) -> logging.Logger:
+        logger = dg.colored_console_logger.logger_fn(init_context)
+        logger.addFilter(_ConsoleFilter(assets, show_traces=logger.level <= logging.DEBUG))
+        return logger
+
+    return console
+
+
 def failure_notice(config: ProjectConfig, run: dg.DagsterRun, step_failures: list) -> dict:
-    """The notification for a failed run: who, what, where it broke, and a link when the UI address is known."""
+    """The notification for a failed run: who, what, where it broke, and a link when the UI address is known.
+
+    Redacted as a whole: it leaves the process (webhook) and lands in logs.
+    """
     steps = []
     for event in step_failures:
         error = event.event_specific_data.error if event.event_specific_data else None
-        # Dagster wraps the asset's own exception; the innermost cause is what the user needs to read.
-        while error is not None and error.cause is not None:
-            error = error.cause
-        message = error.message.strip().splitlines()[0][:500] if error and error.message else "no error message"
+        message = failure_reason(error)[0].splitlines()[0][:500] if error else "no error message"
         steps.append({"step": event.step_key, "error": message})
     where = ", ".join(step["step"] for step in steps) or "before any step started"
     text = f"{config.name}: run {run.run_id} of job {run.job_name} failed at {where}"
@@ -321,7 +409,7 @@ def failure_notice(config: ProjectConfig, run: dg.DagsterRun, step_failures: lis
     ui_url = config.orchestration.notifications.ui_url
     if ui_url:
         notice["url"] = f"{ui_url.rstrip('/')}/runs/{run.run_id}"
-    return notice
+    return redact_value(notice)
 
 
 def send_webhook(config: ProjectConfig, notice: dict) -> str | None:
@@ -329,14 +417,25 @@ def send_webhook(config: ProjectConfig, notice: dict) -> str | None:
     settings = config.orchestration.notifications
     if not settings.webhook_url:
         return None
-    url = settings.webhook_url
+    url, key = settings.webhook_url, "orchestration.notifications.webhook_url"
     try:
         if url.startswith(("env:", "file:")):
-            url = resolve_secret(url, "orchestration.notifications.webhook_url", config.base_dir)
+            url = resolve_secret(url, key, config.base_dir)
+        else:
+            # Webhook URLs carry their token in the path or query even when written in the configuration.
+            register_secret(url)
         response = httpx.post(url, json=notice, timeout=settings.timeout_seconds)
         response.raise_for_status()
-    except (UserError, httpx.HTTPError) as exc:
-        return f"orchestration.notifications.webhook_url: the notification was not delivered ({exc})"
+    except UserError as exc:
+        return f"{key}: the notification was not delivered ({redact(exc)})"
+    except httpx.HTTPError as exc:
+        status = (
+            f"answered {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else type(exc).__name__
+        )
+        return (
+            f"{key}: the notification was not delivered to {urlsplit(url).hostname or 'the webhook'} ({status}: "
+            f"{redact(exc)}); check the URL and that the receiving service is up"
+        )
     return None
 
 
@@ -423,5 +522,11 @@ def build(config: ProjectConfig, stages: dg.Definitions | None = None) -> dg.Def
             sensors.append(sensor)
     return dg.Definitions.merge(
         with_freshness(config, stages, graph),
-        dg.Definitions(jobs=list(jobs.values()), schedules=schedules, sensors=sensors, executor=executor_for(config)),
+        dg.Definitions(
+            jobs=list(jobs.values()),
+            schedules=schedules,
+            sensors=sensors,
+            executor=executor_for(config),
+            loggers={"console": console_logger(step_assets(graph))},
+        ),
     )
