@@ -8,10 +8,10 @@ from collections import defaultdict
 
 import dagster as dg
 
-from ci_pipeline.config import load_config
 from ci_pipeline.defs import build_definitions
 from ci_pipeline.defs.orchestration import MODE_TAG, TRIGGER_TAG, failure_reason, step_assets
 from ci_pipeline.errors import UserError
+from ci_pipeline.validation import load_checked, require_valid
 
 
 def register(subparsers) -> None:
@@ -73,13 +73,16 @@ def choose_job(defs: dg.Definitions, job_name: str | None, select: str | None) -
 
 
 def run(args) -> int:
-    config = load_config(args.config)
+    config = load_checked(args.config)
     defs = build_definitions(config)
     if args.list:
         for name in job_names(defs):
             print(f"{name:<28} {defs.resolve_job_def(name).description or ''}")
         return 0
     job, mode = choose_job(defs, args.job, args.select)
+    # Nothing is written when the sources the run reads do not match the configuration.
+    selected = {tuple(key.path) for key in job.asset_layer.selected_asset_keys if len(key.path) == 2}
+    require_valid(config, tables={(s, t) for s, src in config.sources.items() for t in src.tables} & selected)
     started = time.monotonic()
     with _instance() as instance:
         result = job.execute_in_process(

@@ -1,15 +1,15 @@
-"""`ci-pipeline validate`: check a configuration file and the sources it names; report every problem."""
+"""`ci-pipeline validate`: check a configuration file and the sources it names; report every problem at once."""
 
 from __future__ import annotations
 
 from ci_pipeline.config import load_config
-from ci_pipeline.errors import ConfigError
-from ci_pipeline.ingest.preflight import source_problems
+from ci_pipeline.validation import project_problems
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "validate", help="check a configuration file and its sources (paths exist, keys are columns)"
+        "validate",
+        help="check a configuration file and its sources (paths, headers, every column it names); no data is written",
     )
     parser.add_argument("path", nargs="?", help="configuration file (default: --config, $CI_PIPELINE_CONFIG, sample)")
     parser.add_argument(
@@ -19,11 +19,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    config = load_config(args.path or args.config)
+    # References between sections and the sources are checked in one pass, so every problem is listed at once.
+    config = load_config(args.path or args.config, references=False)
+    problems = config.cross_reference_problems()
     if not args.no_sources:
-        problems = source_problems(config)
-        if problems:
-            raise ConfigError(str(config.path), problems)
+        problems += project_problems(config)
+    if problems:
+        raise config.error(problems)
     tables = sum(len(s.tables) for s in config.sources.values())
     print(f"{config.path}: OK ({len(config.sources)} sources, {tables} tables)")
     return 0

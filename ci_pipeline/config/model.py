@@ -21,7 +21,7 @@ from ci_pipeline.config.publish import PublishConfig
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.config.sources import SourceConfig
 from ci_pipeline.config.unify import UnifyConfig
-from ci_pipeline.config.yamlfile import YamlLimitError, load_yaml, with_lines
+from ci_pipeline.config.yamlfile import YamlLimitError, line_number, load_yaml, with_lines
 from ci_pipeline.errors import ConfigError
 
 #: Environment variable that chooses the configuration file when ``--config`` is not given.
@@ -94,11 +94,13 @@ def config_path(explicit: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
-def load_config(path: str | os.PathLike | None = None) -> ProjectConfig:
+def load_config(path: str | os.PathLike | None = None, *, references: bool = True) -> ProjectConfig:
     """Load and validate a configuration file.
 
     Args:
         path: the YAML file; default: :func:`config_path`.
+        references: also check references between sections (:meth:`ProjectConfig.cross_reference_problems`);
+            ``validate`` turns this off to report them together with the problems of the sources.
 
     Raises:
         ConfigError: listing every problem with its key path and a fix.
@@ -131,7 +133,7 @@ def load_config(path: str | os.PathLike | None = None) -> ProjectConfig:
         raise located_error(str(file), [_describe(err) for err in exc.errors()], lines) from None
     config._path = file
     config._lines = lines
-    problems = config.cross_reference_problems()
+    problems = config.cross_reference_problems() if references else []
     if problems:
         raise config.error(problems)
     return config
@@ -142,7 +144,9 @@ def located_error(file: str, problems: list[str], lines: dict[str, int]) -> Conf
 
     ``problems`` keeps the plain messages, each starting with its key path, for programs that read them.
     """
-    error = ConfigError(file, with_lines(problems, lines))
+    # Shown in file order, so the list reads top to bottom like the file; problems with no line come last.
+    shown = sorted(with_lines(problems, lines), key=lambda p: line_number(p) or len(lines) + 10**9)
+    error = ConfigError(file, shown)
     error.problems = problems
     return error
 

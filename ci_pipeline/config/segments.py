@@ -134,7 +134,7 @@ class SegmentsConfig(StrictModel):
                         close = difflib.get_close_matches(node.name, profile, n=1, cutoff=0.6)
                         found.append(
                             f"{node.key}.field: unknown profile attribute {node.name!r}"
-                            f"{f'; did you mean profile.{close[0]}?' if close else ''} The unified profile has "
+                            f"{f' (did you mean profile.{close[0]}?)' if close else ''}; the unified profile has "
                             f"{', '.join(profile)} (from unify.tables[*].columns and unify.merge)"
                         )
                     elif isinstance(node, ActivityTest):

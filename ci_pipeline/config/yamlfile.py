@@ -167,6 +167,12 @@ def line_of(problem: str, lines: dict[str, int]) -> int | None:
     return None
 
 
+def line_number(located: str) -> int | None:
+    """The N of a problem :func:`with_lines` prefixed with ``line N:``."""
+    head = located.split(":", 1)[0]
+    return int(head[5:]) if head.startswith("line ") and head[5:].isdigit() else None
+
+
 def with_lines(problems: list[str], lines: dict[str, int]) -> list[str]:
     """Each problem prefixed with ``line N:`` when its key path is in the file."""
     out = []

@@ -1,71 +1,202 @@
-"""Checks a configuration's sources before a run: every path exists and every primary key is a column.
+"""Checks a configuration's sources before a run: paths exist, declared and key columns are there, data is readable.
 
-Reads only headers, schemas and CDM documents, never the data, so it is quick enough for ``ci-pipeline validate``.
+Reads headers, schemas, CDM documents and a bounded sample of each CSV file (the first :data:`SAMPLE_BYTES` of at
+most :data:`SAMPLE_FILES` files), never whole files, so it is quick enough for ``ci-pipeline validate`` and for
+the check ``ci-pipeline run`` makes before it writes anything.
 """
 
 from __future__ import annotations
 
+import codecs
+import difflib
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+
 import pyarrow.parquet as pq
 
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.config.sources import TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import cdm
-from ci_pipeline.ingest.csvfile import decode, header_names
+from ci_pipeline.ingest.csvfile import header_names
 from ci_pipeline.ingest.read import data_files
 from ci_pipeline.ingest.storage import SourceLocation
 from ci_pipeline.lake import Lake
 
-_HEAD_BYTES = 1 << 16
+#: Bytes read from the start of each CSV file: enough for the header and the first thousands of rows.
+SAMPLE_BYTES = 1 << 20
+#: Files of a folder that are sampled (the header comes from the first).
+SAMPLE_FILES = 16
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+@dataclass(frozen=True)
+class SourceSchema:
+    """What the preflight learned about one source table.
+
+    ``columns`` is None when they cannot be known without reading the data (the incremental folder layout).
+    """
+
+    columns: list[str] | None
+    file: str
+
+
+def suggestion(name: str, choices: Collection[str]) -> str:
+    """``" (did you mean 'x'?)"`` for a near miss (an edit or two, or another case), else ``""``."""
+    lowered = {c.lower(): c for c in choices}
+    if name.lower() in lowered:
+        return f" (did you mean '{lowered[name.lower()]}'?)"
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def source_problems(config: ProjectConfig, lake: Lake | None = None) -> list[str]:
-    """Every problem found, each starting with its key path (``sources.crm.tables.contacts.path: ...``).
+    """Every problem found in the sources, each starting with its key path (``sources.crm.tables.contacts.path``).
 
     Args:
         config: the loaded configuration.
         lake: the lake whose filesystems reach the sources (default: the configured one).
     """
+    return inspect_sources(config, lake)[1]
+
+
+def inspect_sources(
+    config: ProjectConfig, lake: Lake | None = None, tables: Collection[tuple[str, str]] | None = None
+) -> tuple[dict[tuple[str, str], SourceSchema], list[str]]:
+    """The columns of each readable source table, and every problem found.
+
+    Args:
+        config: the loaded configuration.
+        lake: the lake whose filesystems reach the sources (default: the configured one).
+        tables: ``(source, table)`` pairs to open (default: every table).
+    """
     lake = lake or Lake.from_config(config.lake, config.base_dir)
-    problems = []
+    schemas: dict[tuple[str, str], SourceSchema] = {}
+    problems: list[str] = []
     for source_name, source in config.sources.items():
         for table_name, table in source.tables.items():
+            if tables is not None and (source_name, table_name) not in tables:
+                continue
             label = f"sources.{source_name}.tables.{table_name}"
             try:
-                columns = _columns(config, lake, table, table_name)
+                schema, found = _inspect(config, lake, table, table_name)
             except UserError as exc:
                 problems.append(f"{label}.path: {exc}")
                 continue
-            if columns is not None and table.primary_key not in columns:
+            schemas[source_name, table_name] = schema
+            problems.extend(f"{label}.{p}" for p in found)
+            if schema.columns is None:
+                continue
+            if table.primary_key not in schema.columns:
                 problems.append(
                     f"{label}.primary_key: column '{table.primary_key}' is not in {table.path} (columns: "
-                    f"{', '.join(columns)}); use one of them"
+                    f"{', '.join(schema.columns)}){suggestion(table.primary_key, schema.columns)}; use one of them"
                 )
-    return problems
+            for column in table.columns:
+                if column not in schema.columns:
+                    problems.append(
+                        f"{label}.columns.{column}: declared, but {schema.file} has no column '{column}'"
+                        f"{suggestion(column, schema.columns)}; correct the name, or remove it if the column was "
+                        "dropped from the source"
+                    )
+    return schemas, problems
 
 
-def _columns(config: ProjectConfig, lake: Lake, table, table_name: str) -> list[str] | None:
+def _inspect(config: ProjectConfig, lake: Lake, table: TableConfig, table_name: str) -> tuple[SourceSchema, list]:
+    """The table's schema and its problems as ``sub.key: message`` (relative to the table's key path)."""
     location = SourceLocation.open(lake, config.resolve_location(table.path))
     if table.incremental is not None:
         location.require("incremental table folder", "path")
-        return None
+        return SourceSchema(None, location.url), []
     if table.format == "cdm":
-        return cdm.read_entity(location, table.entity or table_name).columns
+        entity = cdm.read_entity(location, table.entity or table_name)
+        return SourceSchema(entity.columns, f"{location.url} (entity {entity.name})"), []
     if table.format == "delta":
-        location.require("Delta table folder", "path")
-        if not location.child("_delta_log").exists():
-            raise UserError(f"{location.url}: not a Delta table (no _delta_log folder); check the path")
-        return None
+        return SourceSchema(_delta_columns(location, lake), location.url), []
     if table.format == "parquet":
-        first = data_files(location, ".parquet")[0]
-        with first.fs.open(first.path, "rb") as handle:
-            return pq.ParquetFile(handle).schema_arrow.names
-    first = data_files(location, ".csv")[0]
-    if not table.csv.header:
-        return list(table.columns)
-    with first.fs.open(first.path, "rb") as handle:
-        head = handle.read(_HEAD_BYTES)
-    line = head.split(b"\n", 1)[0]
-    text = decode(line.rstrip(b"\r"), table.csv.encoding, first.url).decode("utf-8")
-    if not text.strip():
-        raise UserError(f"{first.url}: the first line is empty; a CSV with csv.header: true starts with its header")
-    return header_names(text, table.csv, first.url)
+        return _parquet(data_files(location, ".parquet"), table)
+    return _csv(data_files(location, ".csv"), table)
+
+
+def _delta_columns(location: SourceLocation, lake: Lake) -> list[str]:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    from ci_pipeline.ingest.delta import delta_storage_options
+
+    location.require("Delta table folder", "path")
+    if not location.child("_delta_log").exists():
+        raise UserError(f"{location.url}: not a Delta table (no _delta_log folder); check the path")
+    uri = location.path if "://" not in location.url or location.url.startswith("file://") else f"az://{location.path}"
+    try:
+        # The schema comes from the transaction log; no data file is read.
+        schema = DeltaTable(uri, storage_options=delta_storage_options(lake, location.url) or None).schema()
+    except TableNotFoundError:
+        raise UserError(f"{location.url}: not a Delta table (no readable _delta_log); check the path") from None
+    return list(schema.to_arrow().names)
+
+
+def _parquet(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSchema, list[str]]:
+    rows = 0
+    columns: list[str] = []
+    for i, file in enumerate(files[:SAMPLE_FILES]):
+        try:
+            with file.fs.open(file.path, "rb") as handle:
+                metadata = pq.ParquetFile(handle).metadata
+        except Exception as exc:  # pyarrow reports a damaged footer with several exception types
+            raise UserError(f"{file.url}: not a readable Parquet file ({exc}); replace the file") from None
+        if i == 0:
+            columns = metadata.schema.to_arrow_schema().names
+        rows += metadata.num_rows
+    problems = []
+    if rows == 0 and len(files) <= SAMPLE_FILES and not table.allow_empty:
+        problems.append(f"path: {files[0].url} holds no rows; a run would fail on it ({_EMPTY_FIX})")
+    return SourceSchema(columns, files[0].url), problems
+
+
+_EMPTY_FIX = "check the export that writes it, or set allow_empty: true for this table"
+
+
+def _csv(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSchema, list[str]]:
+    problems: list[str] = []
+    columns: list[str] | None = list(table.columns) if not table.csv.header else None
+    data_rows = 0
+    for i, file in enumerate(files[:SAMPLE_FILES]):
+        with file.fs.open(file.path, "rb") as handle:
+            head = handle.read(SAMPLE_BYTES + 1)
+        whole = len(head) <= SAMPLE_BYTES
+        text, bad = _decode_sample(head[:SAMPLE_BYTES], table.csv.encoding, whole, file.url)
+        if bad:
+            problems.append(f"csv.encoding: {bad}")
+        lines = _LINE_BREAK.split(text)
+        if table.csv.header:
+            if i == 0:
+                if not lines[0].strip():
+                    raise UserError(
+                        f"{file.url}: the first line is empty; a CSV with csv.header: true starts with its header"
+                    )
+                columns = header_names(lines[0], table.csv, file.url)
+            lines = lines[1:]
+        filled = any(line.strip() for line in lines)
+        data_rows += int(filled or not whole)
+    if data_rows == 0 and len(files) <= SAMPLE_FILES and not table.allow_empty:
+        what = "holds only its header" if table.csv.header else "is empty"
+        problems.append(f"path: {files[0].url} {what}, no rows; a run would fail on it ({_EMPTY_FIX})")
+    return SourceSchema(columns, files[0].url), problems
+
+
+def _decode_sample(head: bytes, encoding: str, whole: bool, url: str) -> tuple[str, str | None]:
+    """The sample as text, and a message naming the line of the first byte that is not valid ``encoding``."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        # Not final unless the whole file was read: a character cut at the sample's end is not an error.
+        return decoder.decode(head, final=whole).lstrip("\ufeff"), None
+    except UnicodeDecodeError as exc:
+        before = codecs.getincrementaldecoder(encoding)(errors="replace").decode(head[: exc.start])
+        line = before.count("\n") + (before.count("\r") - before.count("\r\n")) + 1
+        message = (
+            f"{url}: line {line}: byte 0x{head[exc.start]:02x} is not valid {encoding}; a run would fail on it. The "
+            "file is in another encoding: set csv.encoding for this table (for example cp1252, latin-1 or utf-16)"
+        )
+        return before, message

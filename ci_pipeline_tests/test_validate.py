@@ -1,0 +1,170 @@
+"""`ci-pipeline validate` finds in one pass what a run would fail on; `run` refuses to start on the same problems."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from ci_pipeline.cli import main
+from ci_pipeline.config import load_config
+from ci_pipeline.errors import ConfigError
+from ci_pipeline.validation import project_problems
+
+CONFIG = """
+sources:
+  crm:
+    owner: sales-ops
+    tables:
+      contacts:
+        format: csv
+        path: contacts.csv
+        primary_key: contact_id
+        columns: {signup: date, loyalty_tier: string}
+  shop:
+    owner: web-team
+    tables:
+      orders:
+        format: csv
+        path: orders.csv
+        primary_key: order_id
+        columns: {amount: double, ts: datetime}
+      visits:
+        format: csv
+        path: visits.csv
+        primary_key: visit_id
+      lines:
+        format: parquet
+        path: lines.parquet
+        primary_key: line_id
+        columns: {qty: int64}
+unify:
+  tables:
+    - source: crm
+      table: contacts
+      columns: {first_name: first_name, emial: email, city: city}
+      recency_column: signup
+activities:
+  tables:
+    orders:
+      source: shop
+      table: orders
+      type: SalesOrder
+      timestamp: ts
+      fields: {amount: amount, currency: curency}
+      customer: {source: crm, table: contacts, column: contact_id}
+segments:
+  definitions:
+    locals:
+      rules:
+        - {field: profile.NoSuchAttr, op: '=', value: Seattle}
+        - {field: profile.Cty, op: '=', value: Seattle, combine: union}
+"""
+
+
+def write_project(tmp_path, config: str = CONFIG):
+    (tmp_path / "contacts.csv").write_text(
+        "contact_id,first_name,email,city,signup\nc1,Ann,ann@x.org,Oslo,2020-01-01\n"
+    )
+    # line 3 holds a byte that is not UTF-8
+    (tmp_path / "orders.csv").write_bytes(
+        b"order_id,contact_id,amount,ts\no1,c1,10.5,2024-01-01\no2,c1,\xff,2024-01-02\n"
+    )
+    (tmp_path / "visits.csv").write_text("visit_id,contact_id\n")
+    pd.DataFrame({"line_id": ["l1"], "quantity": [2]}).to_parquet(tmp_path / "lines.parquet")
+    path = tmp_path / "ci_pipeline.yaml"
+    path.write_text(config)
+    return path
+
+
+def test_validate_lists_every_problem_of_the_sources_at_once_with_lines_and_suggestions(tmp_path, capsys):
+    path = write_project(tmp_path)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    expected = [
+        # a declared column the file no longer has
+        "line 10: sources.crm.tables.contacts.columns.loyalty_tier: declared, but",
+        # a declared column one edit away from the real one
+        "sources.shop.tables.lines.columns.qty: declared, but",
+        # bad bytes after line 1
+        "sources.shop.tables.orders.csv.encoding:",
+        "orders.csv: line 3: byte 0xff is not valid utf-8",
+        # a header-only file
+        "sources.shop.tables.visits.path:",
+        "visits.csv holds only its header, no rows",
+        # a mapped column that is not in the file, with the near miss
+        "unify.tables[0].columns.emial: crm.contacts has no column 'emial'",
+        "has no column 'emial' (did you mean 'email'?)",
+        # an activity field on a missing column
+        "activities.tables.orders.fields.currency: shop.orders has no column 'curency'",
+        # profile attributes the unified profile does not have
+        "segments.definitions.locals.rules[0].field: unknown profile attribute 'NoSuchAttr'",
+        "segments.definitions.locals.rules[1].field: unknown profile attribute 'Cty' (did you mean profile.City?)",
+    ]
+    for text in expected:
+        assert text in err, text
+    assert "8 problem(s)" in err
+
+
+def test_validate_reads_only_a_bounded_sample_of_large_files(tmp_path):
+    path = write_project(tmp_path, CONFIG.split("unify:")[0])
+    # A bad byte far past the sample is not looked for (ingest still quarantines or refuses it at run time).
+    with open(tmp_path / "orders.csv", "wb") as handle:
+        handle.write(b"order_id,contact_id,amount,ts\n")
+        handle.write(b"o1,c1,10.5,2024-01-01\n" * 200_000)
+        handle.write(b"o2,c1,\xff,2024-01-02\n")
+    problems = project_problems(load_config(path))
+    assert not any("orders" in p for p in problems), problems
+
+
+def test_run_refuses_to_start_and_writes_nothing(tmp_path, capsys):
+    path = write_project(tmp_path)
+    assert main(["--config", str(path), "run"]) == 2
+    err = capsys.readouterr().err
+    assert "unify.tables[0].columns.emial" in err and "orders.csv: line 3" in err
+    assert not (tmp_path / "lake").exists()
+    assert not (tmp_path / "sink.sqlite").exists()
+
+
+def test_run_of_a_selection_checks_the_tables_it_reads(tmp_path, capsys):
+    good = CONFIG.split("unify:")[0].replace("columns: {signup: date, loyalty_tier: string}", "columns: {signup: date}")
+    path = write_project(tmp_path, good)
+    # contacts is sound: a run of it alone goes ahead although other tables of the project are broken
+    assert main(["--config", str(path), "run", "--select", "crm/contacts"]) == 0
+    assert (tmp_path / "lake").exists()
+    capsys.readouterr()
+    assert main(["--config", str(path), "run", "--select", "shop/visits"]) == 2
+    assert "visits.csv holds only its header" in capsys.readouterr().err
+    assert not (tmp_path / "sink.sqlite").exists() or not _sink_rows(tmp_path / "sink.sqlite")
+
+
+def _sink_rows(path) -> int:
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute("select name from sqlite_master where type = 'table'")]
+        return sum(db.execute(f'select count(*) from "{t}"').fetchone()[0] for t in tables)
+
+
+def test_header_only_file_is_fine_when_the_table_may_be_empty(tmp_path):
+    path = write_project(tmp_path, CONFIG.split("unify:")[0])
+    text = path.read_text().replace("path: visits.csv\n", "path: visits.csv\n        allow_empty: true\n")
+    path.write_text(text)
+    assert not any("visits" in p for p in project_problems(load_config(path)))
+
+
+def test_bare_cr_csv_header_is_read(tmp_path):
+    path = write_project(tmp_path, CONFIG.split("unify:")[0])
+    (tmp_path / "contacts.csv").write_bytes(b"contact_id,first_name,signup\rc1,Ann,2020-01-01\r")
+    problems = project_problems(load_config(path))
+    contacts = [p for p in problems if "crm.tables.contacts" in p]
+    # only the declared column that is really missing, not a traceback or a garbled header
+    assert len(contacts) == 1 and "columns.loyalty_tier" in contacts[0], contacts
+
+
+def test_config_problems_and_source_problems_are_reported_together(tmp_path):
+    path = write_project(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    # load_config alone stops at the configuration's own references ...
+    assert all("sources." not in p for p in caught.value.problems)
+    # ... validate adds the sources' problems in the same list (see the first test)
