@@ -84,9 +84,8 @@ def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, 
         if bad.any():
             # Through numpy's str, not pandas' string dtypes: those turn a NaN read from Parquet into a missing reason.
             cells = frame.loc[bad, column]
-            shown = pd.Series(cells.to_numpy(dtype=object).astype(str), index=cells.index, dtype=STRING).str.slice(
-                0, 80
-            )
+            shown = pd.Series(cells.to_numpy(dtype=object).astype(str), index=cells.index, dtype=STRING)
+            shown = shown.str.slice(0, 80)
             why = explain(values[bad], kind, formats, bounds, allow_nan)
             message = f"malformed value in column '{column}': '" + shown + f"' is not a valid {kind}" + why
             reasons[bad] = (reasons[bad] + "; ").fillna("") + message

@@ -4,7 +4,9 @@ The dtypes: string -> ``string``; int64 -> ``Int64``; double and decimal -> ``fl
 datetime -> ``datetime64[ns, UTC]`` (values without a zone are taken as UTC); date -> ``datetime64[ns]`` at
 midnight (no zone; a calendar date is not an instant); time -> ``string`` ``HH:MM:SS``; guid -> lower-case
 ``string``; json -> ``string`` holding valid JSON. A value that does not parse is a malformed value: the row is
-quarantined with the column, the value and the expected type.
+quarantined with the column, the value and the expected type. So is a value that parses but cannot be held
+faithfully: an integer past the int64 range (never wrapped or rounded), a number that is not finite (NaN unless
+the column allows it), a date outside the accepted range.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ci_pipeline.config.sources import DateRange
 
@@ -245,27 +249,31 @@ def _text_int(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     range, never through float64 (which rounds past 2**53); other notations (``1e3``) only where float64 is
     exact. Anything else, or past the range, is malformed."""
     present = text.notna().to_numpy()
-    parts = text.str.extract(r"^([+-]?)0*(\d+?)(?:\.0*)?$").astype(STRING)
-    sign, digits = parts[0], parts[1]
-    matched = digits.notna().to_numpy()
-    length = digits.str.len().fillna(0).to_numpy()
-    negative = sign.eq("-").fillna(False).to_numpy(dtype=bool)
-    limit = pd.Series(np.where(negative, str(-_INT64.min), str(_INT64.max)), index=text.index, dtype=STRING)
-    # Equal-length digit strings compare like the numbers they write.
-    at_most = (digits <= limit).fillna(False).to_numpy(dtype=bool)
-    plain = matched & ((length < 19) | ((length == 19) & at_most))
+    arrow = pa.array(text, type=pa.string())
+    plain = pc.fill_null(pc.match_substring_regex(arrow, r"^[+-]?\d+(\.0*)?$"), False)
+    negative = pc.fill_null(pc.starts_with(arrow, "-"), False)
+    # Without sign, leading zeros and a zero fraction, the digits of equal-length numbers compare like the numbers.
+    digits = pc.utf8_ltrim(pc.utf8_ltrim(pc.replace_substring_regex(arrow, r"\.0*$", ""), "+-"), "0")
+    length = pc.fill_null(pc.utf8_length(digits), 0)
+    limit = pc.if_else(negative, str(-_INT64.min), str(_INT64.max))
+    fits = pc.or_(pc.less(length, 19), pc.and_(pc.equal(length, 19), pc.less_equal(digits, limit)))
+    ok = pc.fill_null(pc.and_(plain, fits), False).to_numpy(zero_copy_only=False)
     values = np.zeros(len(text), dtype=np.int64)
-    if plain.any():
-        values[plain] = (sign[plain] + digits[plain]).astype("int64").to_numpy()
-    other = present & ~matched
+    if ok.any():
+        chosen = pc.filter(digits, pa.array(ok))
+        magnitude = pc.cast(pc.if_else(pc.equal(chosen, ""), "0", chosen), pa.uint64()).to_numpy()
+        # int64's minimum has no positive counterpart: negate in uint64, whose wrap-around gives the right bits.
+        signed = np.where(negative.to_numpy(zero_copy_only=False)[ok], (~magnitude + np.uint64(1)), magnitude)
+        values[ok] = signed.view(np.int64)
+    other = present & ~plain.to_numpy(zero_copy_only=False)
     if other.any():
         number = pd.to_numeric(text[other], errors="coerce").astype("float64").to_numpy()
         with np.errstate(invalid="ignore"):
-            ok = np.isfinite(number) & (np.floor(number) == number) & (np.abs(number) <= _FLOAT_EXACT)
+            fine = np.isfinite(number) & (np.floor(number) == number) & (np.abs(number) <= _FLOAT_EXACT)
         where = np.flatnonzero(other)
-        values[where[ok]] = number[ok].astype(np.int64)
-        plain[where[ok]] = True
-    return _int_series(values, ~plain, text.index), pd.Series(present & ~plain, index=text.index)
+        values[where[fine]] = number[fine].astype(np.int64)
+        ok[where[fine]] = True
+    return _int_series(values, ~ok, text.index), pd.Series(present & ~ok, index=text.index)
 
 
 def _as_text(series: pd.Series) -> pd.Series:
