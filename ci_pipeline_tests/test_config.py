@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ci_pipeline.config import load_config, resolve_secret
@@ -71,3 +73,150 @@ def test_secrets_are_references_never_plain_text(tmp_path, monkeypatch):
     monkeypatch.delenv("MY_SECRET")
     with pytest.raises(UserError, match="lake.account_key: environment variable MY_SECRET is not set"):
         resolve_secret("env:MY_SECRET", "lake.account_key")
+
+
+def test_misspelt_keys_and_time_zones_get_a_suggestion_and_a_line(tmp_path):
+    text = MINIMAL + "orchestration:\n  timezone: Europe/Amsterdm\n  freshness: {max_age_hour: 3}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    message = str(caught.value)
+    assert "line 11: orchestration.timezone: unknown time zone 'Europe/Amsterdm'" in message
+    assert "did you mean Europe/Amsterdam?" in message
+    assert "line 12: orchestration.freshness.max_age_hour: Extra inputs are not permitted" in message
+    assert "did you mean 'max_age_hours'?" in message
+
+
+BOMB = """
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+@pytest.mark.timeout(30)
+def test_an_alias_bomb_is_refused_instead_of_expanded(tmp_path):
+    # About 700 bytes standing for 387 million values: expanding it would take minutes and gigabytes.
+    with pytest.raises(ConfigError, match=r"line \d+: the aliases \(\*name\) used here expand to more than 100,000"):
+        load_config(write(tmp_path, MINIMAL + BOMB))
+
+
+def test_aliases_within_the_bound_still_work(tmp_path):
+    text = MINIMAL.replace("      contacts:\n", "      contacts: &contacts\n") + "      again: *contacts\n"
+    config = load_config(write(tmp_path, text))
+    assert config.sources["crm"].tables["again"].primary_key == "contact_id"
+
+
+def test_an_alias_cycle_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="line 10: an alias refers to a value that contains it"):
+        load_config(write(tmp_path, MINIMAL + "x: &x [1, *x]\n"))
+
+
+def _rule(depth: int) -> str:
+    return "{all: [" * depth + "{field: profile.City, op: '=', value: Oslo}" + "]}" * depth
+
+
+SEGMENT = (
+    MINIMAL
+    + """unify:
+  tables:
+    - {source: crm, table: contacts, columns: {city: city}}
+segments:
+  definitions:
+    deep:
+      rules:
+        - RULE
+"""
+)
+
+
+@pytest.mark.parametrize("style", ["flow", "block"])
+def test_rules_nested_600_deep_are_refused_with_the_key_path(tmp_path, style):
+    if style == "flow":
+        text = SEGMENT.replace("RULE", _rule(600))
+    else:
+        text = SEGMENT.replace("        - RULE\n", _block_rule(600))
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    message = str(caught.value)
+    assert "segments.definitions.deep.rules[0].all[0].all[0]" in message
+    assert "nested more than 128 levels deep" in message
+    assert "RecursionError" not in message
+
+
+def _block_rule(depth: int) -> str:
+    lines = []
+    indent = 8
+    for _ in range(depth):
+        lines.append(" " * indent + "- all:")
+        indent += 4
+    lines.append(" " * indent + "- {field: profile.City, op: '=', value: Oslo}")
+    return "\n".join(lines) + "\n"
+
+
+def test_rules_past_the_documented_depth_name_the_key_path(tmp_path):
+    load_config(write(tmp_path, SEGMENT.replace("RULE", _rule(50))))
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, SEGMENT.replace("RULE", _rule(51))))
+    message = str(caught.value)
+    assert "segments.definitions.deep: rules[0].all[0].all[0]" in message
+    assert "nest all/any/not more than 50 levels deep" in message
+
+
+def test_measure_expressions_past_the_depth_limit_are_refused(tmp_path):
+    measures = "measures:\n  attributes:\n    m: {expression: 'EXPR'}\n"
+    load_config(write(tmp_path, MINIMAL + measures.replace("EXPR", "(" * 50 + "1" + ")" * 50)))
+    for expression in ("(" * 600 + "1" + ")" * 600, "-" * 600 + "1"):
+        with pytest.raises(ConfigError, match="measures.attributes.m: expression nests .* more than 50 levels"):
+            load_config(write(tmp_path, MINIMAL + measures.replace("EXPR", expression)))
+
+
+def test_a_plaintext_secret_is_refused_without_being_repeated(tmp_path):
+    secret = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0LWtleS12YWx1ZQ=="
+    lake = f"lake:\n  url: abfs://c/x\n  connection_string: '{secret}'\n  sas_token: sv=2024&sig=abcdef123\n"
+    dataverse = (
+        "publish:\n  sink:\n    kind: dataverse\n    dataverse:\n      url: https://x.crm.dynamics.com\n"
+        "      credential: client_secret\n      tenant_id: t\n      client_id: c\n      client_secret: hunter2-pass\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, MINIMAL + lake + dataverse))
+    message = str(caught.value)
+    for key in ("lake.connection_string", "lake.sas_token", "publish.sink.dataverse.client_secret"):
+        assert f"{key}: secrets are never written in the configuration; use 'env:" in message
+    for value in (secret, "c2VjcmV0LWtleS12YWx1ZQ", "sig=abcdef123", "hunter2-pass"):
+        assert value not in message
+    assert all(value not in " ".join(caught.value.problems) for value in ("c2VjcmV0", "abcdef123", "hunter2"))
+
+
+@pytest.mark.parametrize(
+    ("publish", "key"),
+    [
+        ("  sink: {path: ../../elsewhere/sink.sqlite}\n", "publish.sink.path"),
+        ("  sink: {path: /tmp/sink.sqlite}\n", "publish.sink.path"),
+        ("  exports: [{name: bi, folder: ../../outside}]\n", "publish.exports[0].folder"),
+        ("  exports: [{name: bi, folder: /etc}]\n", "publish.exports[0].folder"),
+        ("  exports: [{name: bi, folder: 'exports/../../x'}]\n", "publish.exports[0].folder"),
+    ],
+)
+def test_outputs_outside_project_and_lake_are_refused_unless_allowed(tmp_path, publish, key):
+    project = tmp_path / "project"
+    project.mkdir()
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: .*publish.allow_outside_project: true"):
+        load_config(write(project, MINIMAL + "publish:\n" + publish))
+    allowed = load_config(write(project, MINIMAL + "publish:\n  allow_outside_project: true\n" + publish))
+    assert allowed.publish.allow_outside_project
+
+
+def test_outputs_inside_project_or_lake_are_accepted(tmp_path):
+    publish = "publish:\n  sink: {path: out/sink.sqlite}\n  exports: [{name: bi, folder: exports/bi/../daily}]\n"
+    load_config(write(tmp_path, MINIMAL + publish))
+    # a local lake elsewhere may hold the sink too
+    project, lake = tmp_path / "project", tmp_path / "lake"
+    project.mkdir()
+    elsewhere = f"lake: {{url: '{lake}'}}\npublish:\n  sink: {{path: '{lake / 'sink.sqlite'}'}}\n"
+    load_config(write(project, MINIMAL + elsewhere))
