@@ -44,7 +44,9 @@ def decode(data: bytes, encoding: str, file: str) -> bytes:
             return data[3:] if data.startswith(codecs.BOM_UTF8) else data
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        before = data[: exc.start]
+        # Lines end with LF, CRLF or a bare CR (see _bare_cr_to_lf).
+        line = before.count(b"\n") + before.replace(b"\r\n", b"\n").count(b"\r") + 1
         raise UserError(
             f"{file}: line {line}: byte 0x{data[exc.start]:02x} is not valid {encoding}; the file is in another "
             "encoding: set csv.encoding for this table (for example cp1252, latin-1 or utf-16)"

@@ -283,3 +283,9 @@ def test_parquet_integers_with_nulls_stay_exact(tmp_path, ingest):
     assert result.data["n"].tolist() == [big, pd.NA, -big]
     assert result.data["m"].dtype == "Int64" and result.data["m"].tolist() == [big, pd.NA, 1]
     balanced(result)
+
+
+def test_undecodable_byte_in_a_bare_cr_file_names_its_line(tmp_path, ingest):
+    (tmp_path / "t.csv").write_bytes(b"id,name\r1,Ann\r2,Z\xe9\r")
+    with pytest.raises(UserError, match=r"t\.csv: line 3: byte 0xe9 is not valid utf-8"):
+        ingest(csv_table())
