@@ -168,3 +168,40 @@ def test_config_problems_and_source_problems_are_reported_together(tmp_path):
     # load_config alone stops at the configuration's own references ...
     assert all("sources." not in p for p in caught.value.problems)
     # ... validate adds the sources' problems in the same list (see the first test)
+
+
+def test_cdm_delta_and_incremental_tables_are_checked_from_their_schemas(tmp_path):
+    import json
+
+    from deltalake import write_deltalake
+
+    (tmp_path / "cdm" / "Members").mkdir(parents=True)
+    entity = {
+        "$type": "LocalEntity",
+        "name": "Members",
+        "attributes": [{"name": "member_id", "dataType": "string"}, {"name": "points", "dataType": "int64"}],
+        "partitions": [{"name": "p0", "location": "Members/p0.csv"}],
+    }
+    (tmp_path / "cdm" / "model.json").write_text(json.dumps({"name": "loyalty", "entities": [entity]}))
+    (tmp_path / "cdm" / "Members" / "p0.csv").write_bytes(b"m1,10\nm2,\xe9\n")
+    write_deltalake(str(tmp_path / "events"), pd.DataFrame({"event_id": [1], "kind": ["a"]}))
+    (tmp_path / "inc" / "FullData").mkdir(parents=True)
+    (tmp_path / "inc" / "FullData" / "part.csv").write_text("key,value\nk1,1\n")
+    config = """
+sources:
+  src:
+    owner: data@contoso.example
+    tables:
+      members: {format: cdm, path: cdm/model.json, entity: Members, primary_key: member_id, columns: {pionts: int64}}
+      events: {format: delta, path: events, primary_key: event_id, columns: {knd: string}}
+      inc: {format: csv, path: inc, primary_key: id, incremental: {}}
+"""
+    (tmp_path / "c.yaml").write_text(config)
+    problems = project_problems(load_config(tmp_path / "c.yaml"))
+    assert len(problems) == 4, problems
+    bad_byte, members, events, inc = problems
+    assert members.startswith("sources.src.tables.members.columns.pionts: declared, but")
+    assert "(did you mean 'points'?)" in members
+    assert bad_byte.startswith("sources.src.tables.members.csv.encoding:") and "p0.csv: line 2: byte 0xe9" in bad_byte
+    assert events.startswith("sources.src.tables.events.columns.knd:") and "(did you mean 'kind'?)" in events
+    assert inc.startswith("sources.src.tables.inc.primary_key: column 'id' is not in inc (columns: key, value)")

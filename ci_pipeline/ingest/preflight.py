@@ -106,12 +106,32 @@ def inspect_sources(
 def _inspect(config: ProjectConfig, lake: Lake, table: TableConfig, table_name: str) -> tuple[SourceSchema, list]:
     """The table's schema and its problems as ``sub.key: message`` (relative to the table's key path)."""
     location = SourceLocation.open(lake, config.resolve_location(table.path))
-    if table.incremental is not None:
-        location.require("incremental table folder", "path")
-        return SourceSchema(None, location.url), []
     if table.format == "cdm":
-        entity = cdm.read_entity(location, table.entity or table_name)
-        return SourceSchema(entity.columns, f"{location.url} (entity {entity.name})"), []
+        entity = cdm.read_entity(location, table.entity or table_name, partitions=table.incremental is None)
+        where = f"{location.url} (entity {entity.name})"
+        if table.incremental is None and not entity.partitions:
+            return SourceSchema(entity.columns, where), [
+                f"path: {where} has no partitions; a run would have nothing to read (check the CDM document)"
+            ]
+        problems = []
+        for part in entity.partitions[:SAMPLE_FILES]:
+            if part.format == "csv":
+                with part.location.fs.open(part.location.path, "rb") as handle:
+                    head = handle.read(SAMPLE_BYTES + 1)
+                encoding = table.csv.encoding if "encoding" in table.csv.model_fields_set else part.csv.encoding
+                bad = _decode_sample(head[:SAMPLE_BYTES], encoding, len(head) <= SAMPLE_BYTES, part.location.url)[1]
+                problems += [f"csv.encoding: {bad}"] if bad else []
+        return SourceSchema(entity.columns, where), problems
+    if table.incremental is not None:
+        # Columns come from the full snapshot's first file; hour folders are checked when they are read.
+        location.require("incremental table folder", "path")
+        full = location.child("FullData")
+        if not full.exists():
+            return SourceSchema(None, location.url), []
+        suffix = ".parquet" if table.format == "parquet" else ".csv"
+        files = data_files(full, suffix)[:1]
+        schema, _ = _parquet(files, table) if table.format == "parquet" else _csv(files, table)
+        return schema, []
     if table.format == "delta":
         return SourceSchema(_delta_columns(location, lake), location.url), []
     if table.format == "parquet":
