@@ -220,3 +220,14 @@ def test_outputs_inside_project_or_lake_are_accepted(tmp_path):
     project.mkdir()
     elsewhere = f"lake: {{url: '{lake}'}}\npublish:\n  sink: {{path: '{lake / 'sink.sqlite'}'}}\n"
     load_config(write(project, MINIMAL + elsewhere))
+
+
+def test_a_chain_of_segments_past_the_depth_limit_is_refused(tmp_path):
+    def chain(n: int) -> str:
+        lines = [f"    s{i}: {{rules: [{{segment: s{i + 1}}}]}}" for i in range(n - 1)]
+        lines.append(f"    s{n - 1}: {{rules: [{{field: profile.City, op: '=', value: Oslo}}]}}")
+        return SEGMENT.split("    deep:")[0] + "\n".join(lines) + "\n"
+
+    load_config(write(tmp_path, chain(50)))
+    with pytest.raises(ConfigError, match="segments.definitions.s0.rules: a chain of 51 segments"):
+        load_config(write(tmp_path, chain(51)))
