@@ -85,11 +85,14 @@ def test_services() -> None:
         apt_install("chromium")
 
 
-def dagster_env() -> dict[str, str]:
-    DAGSTER_HOME.mkdir(exist_ok=True)
-    shutil.copyfile(ROOT / "dagster.yaml", DAGSTER_HOME / "dagster.yaml")
+def dagster_env(home: Path | None) -> dict[str, str]:
+    """The environment of the project's commands; ``home`` is the Dagster instance folder (None: unset)."""
     env = dict(os.environ)
-    env["DAGSTER_HOME"] = str(DAGSTER_HOME)
+    env.pop("DAGSTER_HOME", None)
+    if home is not None:
+        home.mkdir(exist_ok=True)
+        shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+        env["DAGSTER_HOME"] = str(home)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["CI_PIPELINE_NODE_DIR"] = str(NODE_DIR)
     return env
@@ -100,10 +103,12 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     python_env()
-    env = dagster_env()
     if argv[0] == "run":
+        env = dagster_env(DAGSTER_HOME)
         return subprocess.run([str(BIN / "ci-pipeline"), "run", *argv[1:]], cwd=ROOT, env=env).returncode
     test_services()
+    # The tests keep their runs out of the user's run history: each test session makes its own Dagster home.
+    env = dagster_env(None)
     return subprocess.run([str(PY), "-m", "pytest", *argv[1:]], cwd=ROOT, env=env).returncode
 
 

@@ -23,6 +23,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_dagster_home(tmp_path_factory):
+    """Every run a test starts goes into a throwaway Dagster home, never the project's own .dagster_home."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("DAGSTER_HOME", None)
+    else:
+        os.environ["DAGSTER_HOME"] = previous
+
+
 @pytest.fixture(autouse=True)
 def _no_ambient_config(monkeypatch):
     # Tests choose their configuration explicitly; a developer's exported one must not leak in.

@@ -8,16 +8,19 @@ CustomerId or any published byte.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
+from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 
 from ci_pipeline.cli import main
 from ci_pipeline.config import load_config
 from ci_pipeline.lake import Lake
-from ci_pipeline_tests.conftest import SAMPLE_DIR
+from ci_pipeline_tests.conftest import ROOT, SAMPLE_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -140,3 +143,11 @@ def test_sql_over_the_lake_export_counts_the_profiles(runs, capsys):
     )
     out = capsys.readouterr().out
     assert json.loads(out)[0]["n"] == len(first["profile"])
+
+
+def test_runs_started_by_tests_stay_out_of_the_projects_run_history(runs):
+    # The CLI keeps runs in $DAGSTER_HOME; the test session's own home holds them, the project's stays untouched.
+    home = Path(os.environ["DAGSTER_HOME"]).resolve()
+    assert not home.is_relative_to(ROOT.resolve())
+    with dg.DagsterInstance.get() as instance:
+        assert len(instance.get_run_records()) >= 3
