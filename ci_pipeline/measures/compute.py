@@ -132,6 +132,11 @@ def aggregate(frame: pd.DataFrame, keys: list[str], spec: MeasureSpec, end: pd.T
         return grouped["value"].nunique().astype("float64")
     if how in ("sum", "average"):
         values = grouped["value"]
+        if pd.api.types.is_integer_dtype(frame["value"].dtype):
+            # Integer sums wrap around silently past int64; in float64 (what is published) they stay exact up to
+            # 2**53 and overflow to infinity, which _finish turns into a counted null.
+            as_float = frame.assign(value=frame["value"].astype("float64"))
+            values = as_float.groupby(keys, sort=True, observed=True)["value"]
         # An overflow gives infinity, which _finish turns into a counted null: no warning needed here.
         with np.errstate(over="ignore"):
             out = values.sum(min_count=1) if how == "sum" else values.mean()

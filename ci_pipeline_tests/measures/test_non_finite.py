@@ -132,3 +132,16 @@ def test_finite_data_reports_nothing():
     )
     assert result.attributes["total"].tolist()[:2] == [3.0, 3.0]
     assert result.non_finite == {}
+
+
+def test_integer_sums_do_not_wrap_around():
+    frame = facts({"A": [1.0, 2.0], "B": [3.0]})
+    frame["points"] = pd.array([9_000_000_000_000_000_000, 9_000_000_000_000_000_000, 7], dtype="Int64")
+    spec = {"activity": "orders", "aggregate": "sum", "field": "points"}
+    config = MeasuresConfig.model_validate(
+        {"as_of": AS_OF, "attributes": {"points": spec}, "customer": {"by": {**spec, "dimensions": ["Activity"]}}}
+    )
+    result = compute_measures(config, CUSTOMERS, frame, AS_OF)
+    assert result.attributes["points"].tolist()[:2] == [1.8e19, 7.0]
+    assert result.customer["by"]["Value"].tolist() == [1.8e19, 7.0]
+    assert result.customer["by"]["Activity"].tolist() == ["orders", "orders"]
