@@ -27,7 +27,7 @@ import pandas as pd
 
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.probabilistic.blocking import Blocked, block
-from ci_pipeline.unify.probabilistic.comparisons import Comparison, SettingsError
+from ci_pipeline.unify.probabilistic.comparisons import NULL, Comparison, SettingsError
 from ci_pipeline.unify.probabilistic.settings import Settings
 from ci_pipeline.unify.probabilistic.table import Table, prepare
 
@@ -231,36 +231,90 @@ def _seed_m(table: Table, settings: Settings, labels: pd.DataFrame | None) -> li
     return [_frequencies(len(c.levels), gamma[:, j]) for j, c in enumerate(settings.comparisons)]
 
 
-def _em(patterns, counts, m, u, share, settings: Settings, active):
-    """Expectation maximisation over distinct level patterns (``counts`` pairs each); returns the fit and trace."""
+def _posterior(patterns, share, m, u, columns):
+    """Per pattern, the probability of a match and the log-likelihood, under the match share(s) and m, u."""
+    log_m, log_u = np.log(share), np.log1p(-share)
+    log_m, log_u = np.broadcast_to(log_m, len(patterns)).copy(), np.broadcast_to(log_u, len(patterns)).copy()
+    for j in columns:
+        g = patterns[:, j]
+        known = g >= 0
+        log_m[known] += np.log(m[j][g[known]])
+        log_u[known] += np.log(u[j][g[known]])
+    top = np.maximum(log_m, log_u)
+    evidence = top + np.log(np.exp(log_m - top) + np.exp(log_u - top))
+    return np.exp(log_m - evidence), evidence
+
+
+def _em(patterns, counts, rule, m, u, settings: Settings, active):
+    """EM for m over level patterns (``counts`` pairs each) found by blocking rule ``rule``, u held fixed.
+
+    Each rule has its own match share (an e-mail rule finds mostly matches, a postal-code rule mostly not); the
+    comparisons on a rule's own columns are masked in its patterns, so what is left compares like random pairs
+    among its non-matches and the u of random pairs holds for them.
+    """
     trace = []
+    rules = int(rule.max()) + 1
+    pairs_per_rule = np.bincount(rule, weights=counts, minlength=rules)
+    shares = np.full(rules, 0.1)
     columns = np.flatnonzero(active)
     converged = False
     for iteration in range(1, settings.max_iterations + 1):
-        log_m = np.full(len(patterns), np.log(share))
-        log_u = np.full(len(patterns), np.log1p(-share))
+        posterior, evidence = _posterior(patterns, shares[rule], m, u, columns)
+        matched = posterior * counts
+        new_shares = np.clip(np.bincount(rule, weights=matched, minlength=rules) / pairs_per_rule, 1e-9, 1 - 1e-9)
+        change = float(np.abs(new_shares - shares).max())
         for j in columns:
-            g = patterns[:, j]
-            known = g >= 0
-            log_m[known] += np.log(m[j][g[known]])
-            log_u[known] += np.log(u[j][g[known]])
-        top = np.maximum(log_m, log_u)
-        evidence = top + np.log(np.exp(log_m - top) + np.exp(log_u - top))
-        posterior = np.exp(log_m - evidence)
-        new_share = float(np.clip((posterior * counts).sum() / counts.sum(), 1e-12, 1 - 1e-12))
-        change = abs(new_share - share)
-        for j in columns:
-            levels = len(m[j])
-            new_m = _frequencies(levels, patterns[:, j], posterior * counts)
-            new_u = _frequencies(levels, patterns[:, j], (1 - posterior) * counts)
-            change = max(change, float(np.abs(new_m - m[j]).max()), float(np.abs(new_u - u[j]).max()))
-            m[j], u[j] = new_m, new_u
-        share = new_share
+            new_m = _frequencies(len(m[j]), patterns[:, j], matched)
+            change = max(change, float(np.abs(new_m - m[j]).max()))
+            m[j] = new_m
+        shares = new_shares
+        share = float(matched.sum() / counts.sum())
         trace.append(Iteration(iteration, share, change, float((evidence * counts).sum())))
         if change < settings.tolerance:
             converged = True
             break
-    return m, share, converged, trace
+    return m, shares, converged, trace
+
+
+def _masked(gamma: np.ndarray, settings: Settings, rule_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct level patterns of ``gamma`` and their counts, the rule's own comparisons masked (null)."""
+    rule = settings.blocking[rule_index]
+    own = {c for k in rule.keys for c in k.columns}
+    masked = gamma.copy()
+    for j, comparison in enumerate(settings.comparisons):
+        if own & set(comparison.columns):
+            masked[:, j] = NULL
+    distinct, count = np.unique(masked, axis=0, return_counts=True)
+    return distinct, count.astype(np.float64)
+
+
+def _sessions(table: Table, settings: Settings, blocked: Blocked, gamma: np.ndarray):
+    """Per blocking rule finding pairs: the distinct patterns of all its pairs, its own comparisons masked."""
+    patterns, counts, sessions, rules = [], [], [], []
+    for index, rule in enumerate(settings.blocking):
+        codes = rule.codes(table)
+        found = (codes[blocked.left] == codes[blocked.right]) & (codes[blocked.left] >= 0)
+        if not found.any():
+            continue
+        distinct, count = _masked(gamma[found], settings, index)
+        patterns.append(distinct)
+        counts.append(count)
+        sessions.append(np.full(len(distinct), len(rules), dtype=np.int64))
+        rules.append(index)
+    return np.concatenate(patterns), np.concatenate(counts), np.concatenate(sessions), rules
+
+
+def _expected_matches(settings, blocked: Blocked, gamma, rules, shares, m, u, active) -> float:
+    """Expected matches among the blocked pairs: each pair weighed in the session of the rule that found it first
+    (its own comparisons masked, that rule's match share), where u of random pairs holds for its non-matches."""
+    total, columns = 0.0, np.flatnonzero(active)
+    for session, index in enumerate(rules):
+        first = blocked.rule == index
+        if first.any():
+            distinct, count = _masked(gamma[first], settings, index)
+            posterior, _ = _posterior(distinct, shares[session], m, u, columns)
+            total += float((posterior * count).sum())
+    return total
 
 
 def train(
@@ -309,15 +363,15 @@ def train(
     if len(blocked.left) == 0:
         raise TrainingError("the blocking rules found no candidate pair to train on: add a blocking rule")
     gamma = gamma_matrix(table, comparisons, blocked.left, blocked.right)
-    patterns, counts = np.unique(gamma, axis=0, return_counts=True)
-    m, share, converged, trace = _em(
-        patterns,
-        counts.astype(np.float64),
-        _seed_m(table, settings, labels),
-        [u.copy() for u in u_random],
-        0.1,
-        settings,
-        active,
+    patterns, counts, session, rules = _sessions(table, settings, blocked, gamma)
+    untrained = [c.name for j, c in enumerate(comparisons) if active[j] and not (patterns[:, j] >= 0).any()]
+    if untrained:
+        raise TrainingError(
+            f"comparison(s) {', '.join(map(repr, untrained))}: every blocking rule reads the compared column (or "
+            "its values are never both known), so its m cannot be trained; add a blocking rule without it"
+        )
+    m, shares, converged, trace = _em(
+        patterns, counts, session, _seed_m(table, settings, labels), u_random, settings, active
     )
     insane = [c.name for j, c in enumerate(comparisons) if active[j] and not m[j][0] > u_random[j][0]]
     last = trace[-1]
@@ -345,7 +399,7 @@ def train(
         )
         for j, c in enumerate(comparisons)
     )
-    expected_matches = share * len(blocked.left)
+    expected_matches = _expected_matches(settings, blocked, gamma, rules, shares, m, u_random, active)
     prior = float(np.clip(expected_matches / max(_total_pairs(table, link_only), 1), 1e-12, 0.5))
     training = {
         "records": table.n,

@@ -1,0 +1,107 @@
+"""Blocking rules: OR-ed, each pair once, counts per rule, key functions, and the refusal of explosive rules."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ci_pipeline.unify.probabilistic import BlockingRule, SettingsError, block, prepare
+from ci_pipeline.unify.probabilistic.blocking import soundex
+
+RECORDS = pd.DataFrame(
+    {
+        "first": ["ann", "ann", "anne", "bob", "smith", None],
+        "last": ["lee", "lee", "lee", "ray", "bob", "lee"],
+        "dob": ["1980-01-02", "1980-01-02", "1980-05-05", "1970-01-01", "1971-02-02", "1980-09-09"],
+        "src": ["a", "b", "a", "b", "a", "b"],
+    },
+    dtype="string",
+)
+
+
+def rules(*specs) -> tuple[BlockingRule, ...]:
+    return tuple(BlockingRule.parse(s, f"blocking[{i}]") for i, s in enumerate(specs))
+
+
+def pairs(blocked) -> list[tuple[int, int]]:
+    return list(zip(blocked.left.tolist(), blocked.right.tolist(), strict=True))
+
+
+def test_rules_are_ored_and_a_pair_found_twice_is_scored_once():
+    table = prepare(RECORDS, ["first", "last", "dob"])
+    blocked = block(table, rules(["first", "last"], ["last", "year(dob)"]), 100, link_only=False)
+    # first+last: (0,1). last+year: (0,1) again, (0,2), (1,2), (0,5), (1,5), (2,5).
+    assert pairs(blocked) == [(0, 1), (0, 2), (0, 5), (1, 2), (1, 5), (2, 5)]
+    assert [(c.rule, c.pairs, c.new) for c in blocked.counts] == [
+        ("first & last", 1, 1),
+        ("last & year(dob)", 6, 5),
+    ]
+    assert blocked.rule.tolist() == [0, 1, 1, 1, 1, 1]
+
+
+def test_a_null_key_never_pairs():
+    table = prepare(RECORDS, ["first"])
+    blocked = block(table, rules("first"), 100, link_only=False)
+    assert pairs(blocked) == [(0, 1)]
+
+
+def test_link_only_pairs_records_of_different_sources():
+    table = prepare(RECORDS, ["last"], source="src")
+    blocked = block(table, rules("last"), 100, link_only=True)
+    # lee: a = {0, 2}, b = {1, 5}: four cross pairs; never (0, 2) nor (1, 5).
+    assert pairs(blocked) == [(0, 1), (0, 5), (1, 2), (2, 5)]
+    assert blocked.counts[0].pairs == 4
+
+
+def test_key_functions():
+    table = prepare(RECORDS, ["first", "last"])
+    assert pairs(block(table, rules("prefix(first, 3)"), 100, link_only=False)) == [(0, 1), (0, 2), (1, 2)]
+    # Names in either order: "bob ray" (3) and "smith bob" (4) do not agree; first/last swapped would.
+    frame = pd.DataFrame({"f": ["ann", "lee", "ann"], "l": ["lee", "ann", "kay"]}, dtype="string")
+    swapped = prepare(frame, ["f", "l"])
+    assert pairs(block(swapped, rules("unordered(f, l)"), 100, link_only=False)) == [(0, 1)]
+
+
+def test_soundex():
+    assert soundex(["robert", "rupert", "ashcraft", "tymczak", "pfister", "lee smith", "42"]) == [
+        "r163",
+        "r163",
+        "a261",
+        "t522",
+        "p236",
+        "l000",
+        None,
+    ]
+
+
+def test_an_exploding_rule_is_refused_with_its_count_and_value():
+    frame = pd.DataFrame({"country": ["us"] * 2000, "email": [f"p{i}@x.com" for i in range(2000)]}, dtype="string")
+    table = prepare(frame, ["country", "email"])
+    with pytest.raises(SettingsError) as caught:
+        block(table, rules("email", "country"), 10_000, link_only=False)
+    message = str(caught.value)
+    assert "blocking rule 2 [country] would generate 1,999,000 pairs" in message
+    assert "country='us'" in message and "limit of 10,000" in message
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("metaphone(last)", "unknown blocking function 'metaphone'"),
+        ("prefix(last)", "a length of 1 or more"),
+        ("prefix(last, 0)", "a length of 1 or more"),
+        ("unordered(last)", "two different columns"),
+        ("soundex(last, 2)", "one argument"),
+        ("last name", "cannot read blocking key"),
+        ([], "non-empty list"),
+    ],
+)
+def test_bad_blocking_rules(spec, message):
+    with pytest.raises(SettingsError, match=message):
+        BlockingRule.parse(spec, "blocking[0]")
+
+
+def test_a_blocking_key_on_a_missing_column_names_it():
+    table = prepare(RECORDS, ["first"])
+    with pytest.raises(Exception, match="column 'email' is not in the records"):
+        block(table, rules("email"), 100, link_only=False)

@@ -1,0 +1,185 @@
+"""Each comparison level on tiny pairs, and the settings errors a user can make."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ci_pipeline.unify.probabilistic import (
+    DamerauLevenshteinAtThresholds,
+    DateComparison,
+    EmailComparison,
+    ExactMatch,
+    IdentifierComparison,
+    JaroWinklerAtThresholds,
+    LevenshteinAtThresholds,
+    NameComparison,
+    PostalCodeComparison,
+    Settings,
+    SettingsError,
+    comparison_from_dict,
+    prepare,
+)
+
+
+def levels(comparison, pairs: list[tuple], other: list[tuple] | None = None) -> list[str]:
+    """The level name each (left, right) value pair reaches; ``other`` gives the swap column's values."""
+    column = comparison.column
+    data = {column: [v for pair in pairs for v in pair]}
+    if other is not None:
+        data[comparison.swap_with] = [v for pair in other for v in pair]
+    table = prepare(pd.DataFrame(data, dtype="string"), list(data))
+    left = np.arange(0, 2 * len(pairs), 2)
+    gamma = comparison.gamma(table, left, left + 1)
+    return ["null" if g == -1 else comparison.levels[g] for g in gamma]
+
+
+def test_exact_match():
+    assert levels(ExactMatch("c"), [("a", "a"), ("a", "b"), ("a", None), (None, None)]) == [
+        "exact",
+        "else",
+        "null",
+        "null",
+    ]
+
+
+def test_jaro_winkler_thresholds_pick_the_first_level_reached():
+    comparison = JaroWinklerAtThresholds("city", thresholds=(0.95, 0.8))
+    # martha/marhta: 0.961; dwayne/duane: 0.84; dixon/dicksonx: 0.813; abc/xyz: 0.
+    got = levels(comparison, [("berlin", "berlin"), ("martha", "marhta"), ("dwayne", "duane"), ("abc", "xyz")])
+    assert got == ["exact", "jaro_winkler>=0.95", "jaro_winkler>=0.8", "else"]
+
+
+def test_levenshtein_and_damerau_levenshtein_differ_on_a_transposition():
+    pairs = [("abcd", "abcd"), ("abcd", "abdc"), ("abcd", "abxy"), ("abcd", "wxyz")]
+    assert levels(LevenshteinAtThresholds("c", thresholds=(1, 2)), pairs) == [
+        "exact",
+        "levenshtein<=2",
+        "levenshtein<=2",
+        "else",
+    ]
+    assert levels(DamerauLevenshteinAtThresholds("c", thresholds=(1, 2)), pairs) == [
+        "exact",
+        "damerau_levenshtein<=1",
+        "damerau_levenshtein<=2",
+        "else",
+    ]
+
+
+def test_name_levels_exact_swapped_nickname_initial_fuzzy():
+    comparison = NameComparison("first", swap_with="last")
+    first = [("john", "john"), ("john", "smith"), ("bob", "robert"), ("j", "john"), ("jonathan", "jonathon")]
+    first.append(("ann", "zoe"))
+    last = [("smith", "smith"), ("smith", "john"), ("jones", "jones"), ("doe", "doe"), ("lee", "lee"), ("kay", "kay")]
+    assert levels(comparison, first, last) == [
+        "exact",
+        "swapped",
+        "nickname",
+        "initial",
+        "jaro_winkler>=0.92",
+        "else",
+    ]
+
+
+def test_name_swap_needs_both_columns_swapped():
+    comparison = NameComparison("first", swap_with="last")
+    # Only one direction agrees (john = john), the other does not (smith vs brown): no swap.
+    got = levels(comparison, [("john", "smith")], [("brown", "john")])
+    assert got == ["else"]
+
+
+def test_date_levels_by_component():
+    pairs = [
+        ("1980-03-04", "1980-03-04"),
+        ("1980-03-04", "1980-04-03"),
+        ("19800304", "19800305"),  # one keyed digit
+        ("1980-03-04", "1980-03-28"),  # same year and month (two digits differ)
+        ("1980-03-04", "1980-11-20"),
+        ("1980-03-04", "1984-07-20"),
+        ("1980-03-04", "2001-07-20"),
+        ("1980-03-04", "not a date"),
+    ]
+    assert levels(DateComparison("dob"), pairs) == [
+        "exact",
+        "day_month_transposed",
+        "one_typo",
+        "same_year_month",
+        "within_1_year",
+        "within_5_years",
+        "else",
+        "null",
+    ]
+
+
+def test_date_in_other_formats_goes_through_the_parser():
+    assert levels(DateComparison("dob"), [("03/04/1980", "1980-03-04")]) == ["exact"]
+
+
+def test_identifier_one_typo():
+    pairs = [("5304218", "5304218"), ("5304218", "5304228"), ("5304218", "5302418"), ("5304218", "1111111")]
+    assert levels(IdentifierComparison("ssn"), pairs) == ["exact", "one_typo", "one_typo", "else"]
+
+
+def test_email_levels():
+    pairs = [
+        ("ann@x.com", "ann@x.com"),
+        ("ann@x.com", "ann@y.org"),
+        ("ann@x.com", "bob@x.com"),
+        ("ann@x.com", "bob@y.org"),
+    ]
+    assert levels(EmailComparison("email"), pairs) == ["exact", "same_user", "same_domain", "else"]
+
+
+def test_postal_code_levels():
+    pairs = [("4223", "4223"), ("4223", "4232"), ("4223", "4299"), ("4223", "5111")]
+    assert levels(PostalCodeComparison("zip", prefix_length=2), pairs) == [
+        "exact",
+        "one_typo",
+        "same_prefix_2",
+        "else",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"kind": "soundalike", "column": "x"}, "unknown comparison kind 'soundalike'"),
+        ({"kind": "jaro_winkler", "column": "x", "level": 2}, "unknown key(s) level"),
+        ({"kind": "jaro_winkler", "column": "x", "thresholds": [0.8, 0.9]}, "out of order"),
+        ({"kind": "jaro_winkler", "column": "x", "thresholds": [1.5]}, "strictly between 0 and 1"),
+        ({"kind": "levenshtein", "column": "x", "thresholds": [3, 1]}, "out of order"),
+        ({"kind": "levenshtein", "column": "x", "thresholds": [0.5]}, "whole edit distances"),
+        ({"kind": "name", "column": "x", "swap_with": "x"}, "names the column itself"),
+        ({"kind": "postal_code", "column": "x", "prefix_length": 0}, "prefix_length"),
+        ({"kind": "exact"}, "needs 'column'"),
+    ],
+)
+def test_bad_comparisons_are_clear_errors(spec, message):
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        comparison_from_dict(spec, "comparisons[0]")
+
+
+def test_comparison_round_trips_through_its_description():
+    for comparison in (
+        NameComparison("first", swap_with="last", term_frequency=True, thresholds=(0.9, 0.8)),
+        PostalCodeComparison("zip", prefix_length=2),
+        DateComparison("dob"),
+    ):
+        assert comparison_from_dict(comparison.to_dict()) == comparison
+
+
+def test_a_comparison_on_a_missing_column_names_it():
+    comparisons = [{"kind": "exact", "column": "email"}, {"kind": "date", "column": "dob"}]
+    settings = Settings.from_dict({"comparisons": comparisons, "blocking": ["email"]})
+    with pytest.raises(SettingsError, match=r"comparison 'dob' reads column 'dob', which is not mapped"):
+        settings.check_columns(["email", "name"])
+
+
+def test_unknown_settings_key_and_duplicate_comparison():
+    with pytest.raises(SettingsError, match="unknown key"):
+        Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}], "blocking": ["a"], "treshold": 0.5})
+    with pytest.raises(SettingsError, match="compared twice"):
+        Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}] * 2, "blocking": ["a"]})
+    with pytest.raises(SettingsError, match="no match probability"):
+        Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}], "blocking": ["a"], "threshold": 1.5})

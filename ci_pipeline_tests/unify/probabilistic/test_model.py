@@ -1,0 +1,211 @@
+"""Training and scoring: EM recovers known m and u, term-frequency adjustment, determinism, serialisation, and
+the bad inputs (non-convergence, insane fits, null or constant fields, a model from other settings)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ci_pipeline.errors import UserError
+from ci_pipeline.unify.probabilistic import (
+    ConvergenceWarning,
+    ExactMatch,
+    Model,
+    NameComparison,
+    Settings,
+    SettingsError,
+    TrainingError,
+    clusters,
+    explain_pair,
+    predict,
+    train,
+)
+from ci_pipeline.unify.probabilistic.blocking import BlockingRule
+
+#: Probability that a duplicate keeps each field (the true m of exact agreement) and each field's vocabulary.
+KEEP = {"a": 0.95, "b": 0.9, "c": 0.8, "d": 0.7}
+VOCABULARY = {"a": 1000, "b": 500, "c": 60, "d": 20}
+
+
+def synthetic(people: int = 3000, seed: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
+    """Each person has two records; a duplicate field is replaced by a random vocabulary value with 1 - KEEP."""
+    rng = np.random.default_rng(seed)
+    data, person = {}, np.repeat(np.arange(people), 2)
+    for field, size in VOCABULARY.items():
+        original = rng.integers(0, size, people)
+        values = np.repeat(original, 2)
+        changed = (np.arange(2 * people) % 2 == 1) & (rng.random(2 * people) > KEEP[field])
+        values[changed] = rng.integers(0, size, changed.sum())
+        data[field] = pd.array([f"{field}{v}" for v in values], dtype="string")
+    return pd.DataFrame(data), person
+
+
+def exact_settings(**options) -> Settings:
+    return Settings(
+        comparisons=tuple(ExactMatch(f) for f in KEEP),
+        blocking=tuple(BlockingRule.parse(r, "blocking") for r in (["a", "b"], ["a", "c"], ["b", "c"], ["c", "d"])),
+        **options,
+    )
+
+
+def test_em_recovers_known_m_and_u():
+    records, _ = synthetic()
+    model = train(records, exact_settings())
+    assert model.converged
+    for params in model.parameters:
+        field = params.name
+        # Agreement on a kept field, or on a replaced one by chance: KEEP + (1 - KEEP) / size.
+        true_m = KEEP[field] + (1 - KEEP[field]) / VOCABULARY[field]
+        assert params.m[0] == pytest.approx(true_m, abs=0.03), field
+        assert params.u[0] == pytest.approx(1 / VOCABULARY[field], rel=0.15), field
+
+
+def test_scoring_finds_the_duplicates_and_clusters_them():
+    records, person = synthetic()
+    model = train(records, exact_settings())
+    scored = predict(model, records)
+    linked = scored[scored["link"]]
+    truth = person[linked["left"]] == person[linked["right"]]
+    assert truth.mean() > 0.99
+    # A duplicate that lost two of its four fields holds too little evidence: about one in eight.
+    assert truth.sum() / (len(person) // 2) > 0.8
+    label, density = clusters(len(records), linked)
+    assert (label[0::2] == label[1::2]).mean() > 0.8
+    assert set(density.columns) == {"cluster", "size", "links", "density"}
+    assert (density["density"] <= 1).all()
+
+
+def test_clusters_report_density():
+    links = pd.DataFrame({"left": [0, 1, 4, 4, 5], "right": [1, 2, 5, 6, 6]})
+    label, density = clusters(8, links)
+    assert label.tolist() == [0, 0, 0, 3, 4, 4, 4, 7]
+    rows = density.set_index("cluster")
+    # A chain of three (2 links of 3 possible) and a triangle (3 of 3).
+    assert rows.loc[0, "density"] == pytest.approx(2 / 3)
+    assert rows.loc[4, "density"] == 1.0
+    assert 3 not in rows.index
+
+
+def test_same_input_same_weights():
+    records, _ = synthetic(people=800)
+    first = train(records, exact_settings())
+    second = train(records, exact_settings())
+    assert first.to_dict() == second.to_dict()
+    a, b = predict(first, records), predict(second, records)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_term_frequency_adjustment_weighs_rare_values_more():
+    records, _ = synthetic(people=1500)
+    rng = np.random.default_rng(3)
+    # A surname per person, kept by the duplicate: "smith" for a fifth of the people, every other one rare.
+    surnames = np.where(rng.random(1500) < 0.2, "smith", np.char.add("name", np.arange(1500).astype(str)))
+    records["last"] = pd.array(np.repeat(surnames, 2), dtype="string")
+    smith = int(np.flatnonzero(surnames == "smith")[0])
+    rare = int(np.flatnonzero(surnames != "smith")[0])
+    comparisons = (*exact_settings().comparisons, NameComparison("last", term_frequency=True))
+    model = train(records, Settings(comparisons, exact_settings().blocking))
+    common_pair = explain_pair(model, records, 2 * smith, 2 * smith + 1).set_index("comparison")
+    rare_pair = explain_pair(model, records, 2 * rare, 2 * rare + 1).set_index("comparison")
+    shares = records["last"].value_counts(normalize=True)
+    assert common_pair.loc["last", "level"] == rare_pair.loc["last", "level"] == "exact"
+    assert rare_pair.loc["last", "weight"] - common_pair.loc["last", "weight"] == pytest.approx(
+        np.log2(shares["smith"] / shares[surnames[rare]])
+    )
+    # Without the adjustment both would weigh log2(m / u).
+    plain = model.parameters[-1].weights[0]
+    assert common_pair.loc["last", "weight"] < plain < rare_pair.loc["last", "weight"]
+
+
+def test_explain_pair_adds_up_to_the_predicted_weight():
+    records, _ = synthetic(people=500)
+    model = train(records, exact_settings())
+    scored = predict(model, records).iloc[0]
+    waterfall = explain_pair(model, records, int(scored["left"]), int(scored["right"]))
+    assert waterfall["comparison"].tolist() == ["prior", "a", "b", "c", "d", "total"]
+    assert waterfall["weight"].iloc[:-1].sum() == pytest.approx(scored["match_weight"])
+    assert waterfall["weight"].iloc[-1] == pytest.approx(scored["match_weight"])
+
+
+def test_model_round_trips_through_json():
+    records, _ = synthetic(people=500)
+    model = train(records, exact_settings())
+    again = Model.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again == model
+    pd.testing.assert_frame_equal(predict(again, records), predict(model, records))
+
+
+def test_a_model_from_other_settings_is_refused():
+    records, _ = synthetic(people=500)
+    model = train(records, exact_settings())
+    changed = Settings(
+        comparisons=(*model.settings.comparisons[:3], NameComparison("d")),
+        blocking=model.settings.blocking,
+    )
+    with pytest.raises(SettingsError, match=r"'d' changed\): retrain the model"):
+        predict(model, records, settings=changed)
+    # Blocking and threshold may change without retraining.
+    looser = Settings(model.settings.comparisons, model.settings.blocking[:1], threshold=0.5)
+    assert len(predict(model, records, settings=looser)) > 0
+    with pytest.raises(UserError, match="layout"):
+        Model.from_dict({**model.to_dict(), "format": 99})
+
+
+def test_em_that_does_not_converge_warns_with_its_trace_and_keeps_sane_parameters():
+    records, _ = synthetic(people=500)
+    with pytest.warns(ConvergenceWarning, match=r"did not converge after 1 iteration.*match share per iteration"):
+        model = train(records, exact_settings(max_iterations=1))
+    assert not model.converged
+    assert len(model.trace) == 1
+
+
+def test_an_insane_fit_is_a_clear_error_naming_the_comparison():
+    records, _ = synthetic(people=1000)
+    # The two records of a person never share "side"; two random records share it half of the time.
+    records["side"] = pd.array(["left", "right"] * 1000, dtype="string")
+    settings = Settings(
+        comparisons=(*exact_settings().comparisons, ExactMatch("side")),
+        blocking=exact_settings().blocking,
+    )
+    with pytest.raises(TrainingError, match=r"not sane: exact agreement on 'side'"):
+        train(records, settings)
+
+
+def test_a_field_null_or_constant_everywhere_carries_no_evidence():
+    records, _ = synthetic(people=500)
+    records["empty"] = pd.array([None] * len(records), dtype="string")
+    records["same"] = pd.array(["x"] * len(records), dtype="string")
+    settings = Settings(
+        comparisons=(*exact_settings().comparisons, ExactMatch("empty"), ExactMatch("same")),
+        blocking=exact_settings().blocking,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = train(records, settings)
+    messages = [str(w.message) for w in caught]
+    assert any("'empty' is null in every record" in m for m in messages)
+    assert any("'same' holds the same value in every record" in m for m in messages)
+    by_name = {p.name: p for p in model.parameters}
+    assert not by_name["empty"].active and not by_name["same"].active
+    assert (by_name["empty"].weights == 0).all()
+    assert model.parameters[0].active
+
+
+def test_no_comparison_with_evidence_is_an_error():
+    records = pd.DataFrame({"a": ["x"] * 10, "b": pd.array([None] * 10, dtype="string")}, dtype="string")
+    settings = Settings((ExactMatch("a"), ExactMatch("b")), (BlockingRule.parse("a", "b"),))
+    with pytest.raises(TrainingError, match="no comparison carries evidence"):
+        train(records, settings)
+
+
+def test_labelled_pairs_seed_m_and_bad_labels_are_named():
+    records, _ = synthetic(people=500)
+    labels = pd.DataFrame({"left": [0, 2, 4], "right": [1, 3, 5], "match": [True, True, True]})
+    model = train(records, exact_settings(), labels=labels)
+    assert model.converged
+    with pytest.raises(UserError, match=r"labelled pair row 1: \(2, 2000\)"):
+        train(records, exact_settings(), labels=pd.DataFrame({"left": [0, 2], "right": [1, 2000], "match": [1, 1]}))
