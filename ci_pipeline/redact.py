@@ -92,8 +92,8 @@ def _parts(secret: str) -> Iterable[str]:
             if url.password:
                 values.add(url.password)
             values.update(v for _, v in parse_qsl(url.query))
-            # Webhook URLs often carry the token in the path (/services/T0/B0/XXXX).
-            if len(url.path) > 1:
+            # Webhook URLs often carry the token in the path (/services/T0/B0/XXXX); a short path is no token.
+            if len(url.path) >= 16:
                 values.add(url.path)
     for value in list(values):
         values.update({quote(value, safe=""), quote_plus(value), unquote(value)})

@@ -67,10 +67,11 @@ def test_unreachable_storage_account_is_a_clear_error(tmp_path, monkeypatch):
         Lake.from_config(LakeConfig(url="abfs://c/x", connection_string="env:DEAD_CONNECTION"), tmp_path)
 
 
-class _BlobStub:
+class BlobStub:
     """A loopback HTTP server standing in for a storage account that refuses every request with one status.
 
-    Its error body quotes the request line back, SAS signature included, as proxies and some services do.
+    Its error code header and body quote the request back, SAS signature included, as proxies and some services
+    do; ``requests`` records every path asked for.
     """
 
     def __init__(self, status: int):
@@ -88,6 +89,7 @@ class _BlobStub:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(data)))
+                self.send_header("x-ms-error-code", f"Refused {self.path}")
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
@@ -111,7 +113,7 @@ SAS = "sv=2022-11-02&ss=b&srt=sco&sp=rwdlac&se=2030-01-01T00:00:00Z&sig=TopSecre
 
 @pytest.mark.parametrize("status", [403, 404, 500])
 def test_a_refusing_storage_account_fails_fast_and_never_shows_the_sas(tmp_path, monkeypatch, status):
-    stub = _BlobStub(status)
+    stub = BlobStub(status)
     monkeypatch.setenv("STUB_CONNECTION", f"BlobEndpoint=http://127.0.0.1:{stub.port}/acct;SharedAccessSignature={SAS}")
     try:
         lake = Lake.from_config(LakeConfig(url="abfs://c/lake", connection_string="env:STUB_CONNECTION"), tmp_path)

@@ -7,7 +7,6 @@ import dagster as dg
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import activities, ingest, measures, orchestration, publish, segments, unify
 from ci_pipeline.defs.resources import shared_resources
-from ci_pipeline.redact import install_log_redaction
 
 #: In data-flow order: lake -> ingest -> unify -> activities/measures -> segments -> publish.
 STAGES = (ingest, unify, activities, measures, segments, publish)
@@ -15,8 +14,6 @@ STAGES = (ingest, unify, activities, measures, segments, publish)
 
 def build_definitions(config: ProjectConfig) -> dg.Definitions:
     """All definitions for one configuration, with the shared lake resources bound."""
-    # Every process that runs the pipeline builds its definitions here (CLI, webserver, daemon, step workers).
-    install_log_redaction()
     parts = [stage.build(config) for stage in STAGES]
     stages = dg.Definitions.merge(*parts, dg.Definitions(resources=shared_resources(config)))
     # Jobs, schedules, sensors and the executor are built over the assets the stages actually produced.

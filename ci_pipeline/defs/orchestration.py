@@ -24,7 +24,7 @@ from ci_pipeline.config.orchestration import When
 from ci_pipeline.defs.resources import LakeResource
 from ci_pipeline.errors import UserError
 from ci_pipeline.orchestration.files import list_location, plan_table, run_key, watch_root
-from ci_pipeline.redact import redact, redact_record, redact_value
+from ci_pipeline.redact import install_log_redaction, redact, redact_record, redact_value
 from ci_pipeline.redact import register as register_secret
 
 #: The default executor: one process per step, at most two at a time (a 2-core machine).
@@ -511,6 +511,9 @@ def build(config: ProjectConfig, stages: dg.Definitions | None = None) -> dg.Def
         stages: the merged definitions of every other stage; the result contains them (with freshness policies on
             the published tables) plus the orchestration definitions.
     """
+    # Every process that runs the pipeline builds its definitions here (CLI, webserver, daemon, run and step
+    # workers), so each redacts the log records it creates, Dagster's console output included.
+    install_log_redaction()
     stages = stages if stages is not None else dg.Definitions()
     graph = stages.resolve_asset_graph()
     jobs = {spec.name: _job(spec) for spec in job_specs(config, graph)}

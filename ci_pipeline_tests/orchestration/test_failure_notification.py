@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from ci_pipeline.config import load_config
+from ci_pipeline.config.base import resolve_secret
 from ci_pipeline.defs import orchestration
 from ci_pipeline.defs.resources import shared_resources
 from ci_pipeline_tests.conftest import free_port
@@ -107,3 +108,58 @@ def test_without_a_webhook_only_the_log_line_is_written(tmp_path, caplog):
         notify(defs, "full_refresh")
     [line] = [r.getMessage() for r in caplog.records if r.name == "ci_pipeline.orchestration"]
     assert "failed at unify__customer_profile: RuntimeError: duplicate CustomerId c-42" in line
+
+
+@pytest.fixture
+def failing_webhook():
+    """A local HTTP server answering every POST with the status given as the last path part; yields (port, hits)."""
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            hits.append(self.path)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            status = int(self.path.split("?")[0].rsplit("/", 1)[-1])
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], hits
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("status", [500, 404])
+def test_a_refused_webhook_and_the_failure_it_reports_show_no_secret(
+    tmp_path, failing_webhook, caplog, capfd, monkeypatch, status
+):
+    port, hits = failing_webhook
+    url = f"http://127.0.0.1:{port}/services/T0PATHTOKEN42/{status}?token=QueryToken42"
+    monkeypatch.setenv("CI_TEST_WEBHOOK", url)
+    monkeypatch.setenv("CI_TEST_DB_PASSWORD", "DbPassword42")
+    config = load_config(write_project(tmp_path, {"notifications": {"webhook_url": "env:CI_TEST_WEBHOOK"}}))
+
+    @dg.asset(key=["unify", "customer_profile"], group_name="unify")
+    def customer_profile() -> pd.DataFrame:
+        password = resolve_secret("env:CI_TEST_DB_PASSWORD", "enrich.password")
+        raise RuntimeError(f"login with {password} refused by https://crm.example.com/api?access_token=AccessTok42")
+
+    defs = orchestration.build(config, dg.Definitions(assets=[customer_profile], resources=shared_resources(config)))
+    with caplog.at_level(logging.ERROR, logger="ci_pipeline"):
+        notify(defs, "unify_only")
+    assert hits and "QueryToken42" in hits[0]  # the notice really went out, and was refused
+    problems = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    [problem] = problems
+    assert problem.startswith(
+        f"orchestration.notifications.webhook_url: the notification was not delivered to 127.0.0.1 (answered {status}:"
+    )
+    assert problem.endswith("check the URL and that the receiving service is up")
+    everything = caplog.text + "".join(capfd.readouterr())
+    for secret in ("T0PATHTOKEN42", "QueryToken42", "DbPassword42", "AccessTok42"):
+        assert secret not in everything
+    assert "run failed: " in caplog.text and "RuntimeError: login with *** refused" in caplog.text
