@@ -289,3 +289,24 @@ def test_undecodable_byte_in_a_bare_cr_file_names_its_line(tmp_path, ingest):
     (tmp_path / "t.csv").write_bytes(b"id,name\r1,Ann\r2,Z\xe9\r")
     with pytest.raises(UserError, match=r"t\.csv: line 3: byte 0xe9 is not valid utf-8"):
         ingest(csv_table())
+
+
+def test_bad_values_cost_rows_not_the_asset(tmp_path):
+    from ci_pipeline_tests.ingest.conftest import checks, materialize, metadata
+
+    (tmp_path / "t.csv").write_bytes(
+        b"id,n,born,x\r1,5,2000-01-02,1.5\r2,1e19,2000-01-02,1\r3,6,9999-12-31,1\r"
+        b"4,7,2000-01-02,inf\rNULL,8,,\r 5 ,9,,\r"
+    )
+    table = {"format": "csv", "path": "t.csv", "primary_key": "id"}
+    config = write_config(tmp_path, {"t": {**table, "columns": {"n": "int64", "born": "date", "x": "double"}}})
+    result = materialize(config)
+    assert result.success
+    data = pd.read_parquet(tmp_path / "lake" / "ci_pipeline" / "src" / "t.parquet")
+    assert data["id"].tolist() == ["1", "5"] and data["n"].tolist() == [5, 9]
+    corrupt = pd.read_parquet(tmp_path / "lake" / "ci_pipeline" / "src" / "src_t_corrupt.parquet")
+    assert corrupt["kind"].tolist() == ["malformed_value"] * 3 + ["missing_key"]
+    assert corrupt["line"].tolist() == [3, 4, 5, 6]
+    meta = metadata(result, ["src", "t"])
+    assert (meta["rows_read"], meta["rows_accepted"], meta["rows_quarantined"]) == (6, 2, 4)
+    assert checks(result)["rows_balance"].passed
