@@ -79,6 +79,7 @@ def test_a_refused_sas_reaches_no_output_and_the_failure_names_the_asset_and_the
     assert failure and "cannot check" in failure[0]  # the trace and its message stay in the event log for the UI
     files = [path for path in dagster_home.rglob("*") if path.is_file()]
     assert any(path.suffix == ".db" for path in files)
+    assert any(path.parent.name == "compute_logs" and path.suffix == ".err" for path in files)
     assert [path for path in files if SIGNATURE.encode() in path.read_bytes()] == []
 
     # The console: one line naming the assets and the fix, no stack trace at the default level.

@@ -6,6 +6,7 @@ from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.sources import SourceConfig, TableConfig
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.ingest import IngestResult, ingest_table, remember
+from ci_pipeline.redact import redact
 
 GROUP = "ingest"
 _KIND = {"csv": "csv", "parquet": "parquet", "cdm": "cdm", "delta": "delta"}
@@ -114,8 +115,9 @@ def _table_asset(
                 "drift": dg.MetadataValue.md(_drift_text(result)),
                 "profile": dg.MetadataValue.md(result.profile),
                 "schema": dg.MetadataValue.json(result.schema),
-                "files": dg.MetadataValue.md("\n".join(f"- {f}" for f in result.files[:50])),
-                "notes": dg.MetadataValue.text("\n".join(result.notes)),
+                # File locations and reader notes are the source's own words: a signed URL must not be kept.
+                "files": dg.MetadataValue.md(redact("\n".join(f"- {f}" for f in result.files[:50]))),
+                "notes": dg.MetadataValue.text(redact("\n".join(result.notes))),
             },
         )
         yield dg.Output(

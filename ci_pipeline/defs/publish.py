@@ -18,6 +18,7 @@ from ci_pipeline.dataverse.capacity import capacity_report
 from ci_pipeline.dataverse.prepare import prepare
 from ci_pipeline.defs.resources import EXTERNAL_RETRY, LakeResource
 from ci_pipeline.export import write_export
+from ci_pipeline.redact import redact
 
 #: Output table -> the upstream asset that produces it, and what one row is.
 UPSTREAM = {
@@ -119,7 +120,8 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
             check_name="no_rejected_rows",
             passed=result.rejected == 0,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"rejected": result.rejected, "errors": "\n".join(result.errors[:20])},
+            # The server's error texts can quote a request back.
+            metadata={"rejected": result.rejected, "errors": redact("\n".join(result.errors[:20]))},
         )
         return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
