@@ -103,6 +103,8 @@ class Comparison:
     column: str
     #: Exact agreement on a rare value counts for more than on a common one (see the model's TF adjustment).
     term_frequency: bool = False
+    #: Levels left out: a pair that would reach one reaches the next level that holds.
+    without: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -114,14 +116,33 @@ class Comparison:
         """Every column the comparison reads."""
         return (self.column,)
 
+    def __post_init__(self):
+        unknown = [level for level in self.without if level not in self.all_levels[:-1]]
+        if unknown:
+            raise SettingsError(
+                f"comparison {self.column!r}: unknown level(s) {', '.join(map(repr, unknown))} in without; a "
+                f"{self.kind!r} comparison has levels {', '.join(self.all_levels[:-1])} (and else, always kept)"
+            )
+
+    @property
+    def all_levels(self) -> tuple[str, ...]:
+        """Every level the comparison can have, from the strongest to ``else``."""
+        raise NotImplementedError
+
     @property
     def levels(self) -> tuple[str, ...]:
-        """Level names from the strongest to ``else``."""
+        """Level names from the strongest to ``else``, without those listed in ``without``."""
+        return tuple(level for level in self.all_levels if level not in self.without)
+
+    def _conditions(self, table: Table, left: np.ndarray, right: np.ndarray):
+        """Per pair, whether it is null, and one condition per level of ``all_levels`` but ``else``."""
         raise NotImplementedError
 
     def gamma(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """The level reached by each pair (``left[i]``, ``right[i]``) of record positions; -1 = null."""
-        raise NotImplementedError
+        null, conditions = self._conditions(table, left, right)
+        kept = [c for level, c in zip(self.all_levels, conditions, strict=False) if level not in self.without]
+        return _select(null, kept)
 
     def to_dict(self) -> dict:
         """A JSON-able description (``kind`` plus the fields that differ from their default)."""
@@ -140,12 +161,12 @@ class ExactMatch(Comparison):
     kind: ClassVar[str] = "exact"
 
     @property
-    def levels(self) -> tuple[str, ...]:
+    def all_levels(self) -> tuple[str, ...]:
         return ("exact", "else")
 
-    def gamma(self, table, left, right):
+    def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
-        return _select(side.null, [side.exact])
+        return (side.null, [side.exact])
 
 
 def _check_similarities(where: str, thresholds: tuple[float, ...]) -> None:
@@ -170,17 +191,18 @@ class JaroWinklerAtThresholds(Comparison):
     thresholds: tuple[float, ...] = (0.92, 0.88, 0.7)
 
     def __post_init__(self):
+        super().__post_init__()
         _check_similarities(f"comparison {self.column!r}", self.thresholds)
 
     @property
-    def levels(self) -> tuple[str, ...]:
+    def all_levels(self) -> tuple[str, ...]:
         return ("exact", *(f"jaro_winkler>={t:g}" for t in self.thresholds), "else")
 
-    def gamma(self, table, left, right):
+    def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
         exact = side.exact
         sim = _on_distinct(side, ~side.null & ~exact, _jaro_winkler, np.float32(0))
-        return _select(side.null, [exact, *(sim >= t for t in self.thresholds)])
+        return (side.null, [exact, *(sim >= t for t in self.thresholds)])
 
 
 @dataclass(frozen=True)
@@ -192,21 +214,22 @@ class LevenshteinAtThresholds(Comparison):
     _label: ClassVar[str] = "levenshtein"
 
     def __post_init__(self):
+        super().__post_init__()
         _check_distances(f"comparison {self.column!r}", self.thresholds)
 
     @property
-    def levels(self) -> tuple[str, ...]:
+    def all_levels(self) -> tuple[str, ...]:
         return ("exact", *(f"{self._label}<={t}" for t in self.thresholds), "else")
 
     def _distance(self, a, b):
         return _levenshtein(a, b)
 
-    def gamma(self, table, left, right):
+    def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
         exact = side.exact
         far = np.int32(np.iinfo(np.int32).max)
         dist = _on_distinct(side, ~side.null & ~exact, self._distance, far)
-        return _select(side.null, [exact, *(dist <= t for t in self.thresholds)])
+        return (side.null, [exact, *(dist <= t for t in self.thresholds)])
 
 
 @dataclass(frozen=True)
@@ -251,6 +274,7 @@ class NameComparison(Comparison):
     swap_with: str | None = None
 
     def __post_init__(self):
+        super().__post_init__()
         _check_similarities(f"comparison {self.column!r}", self.thresholds)
         if self.swap_with == self.column:
             raise SettingsError(f"comparison {self.column!r}: swap_with names the column itself; name the other one")
@@ -260,11 +284,11 @@ class NameComparison(Comparison):
         return (self.column,) if self.swap_with is None else (self.column, self.swap_with)
 
     @property
-    def levels(self) -> tuple[str, ...]:
+    def all_levels(self) -> tuple[str, ...]:
         swap = ("swapped",) if self.swap_with else ()
         return ("exact", *swap, "nickname", "initial", *(f"jaro_winkler>={t:g}" for t in self.thresholds), "else")
 
-    def gamma(self, table, left, right):
+    def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
         exact = side.exact
         conditions = [exact]
@@ -288,7 +312,7 @@ class NameComparison(Comparison):
         conditions.append(todo & (single[side.left] | single[side.right]) & (first[side.left] == first[side.right]))
         sim = _on_distinct(side, todo, _jaro_winkler, np.float32(0))
         conditions.extend(sim >= t for t in self.thresholds)
-        return _select(side.null, conditions)
+        return (side.null, conditions)
 
 
 def _nickname_tables() -> tuple[dict[str, str], dict[str, str]]:
@@ -340,7 +364,7 @@ class DateComparison(Comparison):
     kind: ClassVar[str] = "date"
 
     @property
-    def levels(self) -> tuple[str, ...]:
+    def all_levels(self) -> tuple[str, ...]:
         return (
             "exact",
             "day_month_transposed",
@@ -351,7 +375,7 @@ class DateComparison(Comparison):
             "else",
         )
 
-    def gamma(self, table, left, right):
+    def _conditions(self, table, left, right):
         parts = table.derived(self.column, "date", date_parts)
         side = _side(table, self.column, left, right)
         lp, rp = parts[np.maximum(side.left, 0)], parts[np.maximum(side.right, 0)]
@@ -367,7 +391,7 @@ class DateComparison(Comparison):
         )
         # Days on a 372-day calendar: no calendar arithmetic, so keyed dates that are no real date still compare.
         days = np.abs((ly - ry) * 372 + (lm - rm) * 31 + (ld - rd))
-        return _select(
+        return (
             null,
             [exact, transposed, typo, (ly == ry) & (lm == rm), days <= 372, days <= 5 * 372],
         )
@@ -380,14 +404,14 @@ class IdentifierComparison(Comparison):
     kind: ClassVar[str] = "identifier"
 
     @property
-    def levels(self) -> tuple[str, ...]:
+    def all_levels(self) -> tuple[str, ...]:
         return ("exact", "one_typo", "else")
 
-    def gamma(self, table, left, right):
+    def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
         exact = side.exact
         dist = _on_distinct(side, ~side.null & ~exact, _osa, np.int32(99))
-        return _select(side.null, [exact, dist <= 1])
+        return (side.null, [exact, dist <= 1])
 
 
 def _split_email(values: np.ndarray) -> np.ndarray:
@@ -406,16 +430,16 @@ class EmailComparison(Comparison):
     kind: ClassVar[str] = "email"
 
     @property
-    def levels(self) -> tuple[str, ...]:
+    def all_levels(self) -> tuple[str, ...]:
         return ("exact", "same_user", "same_domain", "else")
 
-    def gamma(self, table, left, right):
+    def _conditions(self, table, left, right):
         parts = table.derived(self.column, "email", _split_email)
         side = _side(table, self.column, left, right)
         lp, rp = parts[side.left], parts[side.right]
         same_user = lp[:, 0] == rp[:, 0]
         same_domain = (lp[:, 1] == rp[:, 1]) & (lp[:, 1] >= 0)
-        return _select(side.null, [side.exact, same_user, same_domain])
+        return (side.null, [side.exact, same_user, same_domain])
 
 
 @dataclass(frozen=True)
@@ -426,20 +450,21 @@ class PostalCodeComparison(Comparison):
     prefix_length: int = 3
 
     def __post_init__(self):
+        super().__post_init__()
         if int(self.prefix_length) != self.prefix_length or self.prefix_length < 1:
             raise SettingsError(f"comparison {self.column!r}: prefix_length must be a whole number of 1 or more")
 
     @property
-    def levels(self) -> tuple[str, ...]:
+    def all_levels(self) -> tuple[str, ...]:
         return ("exact", "one_typo", f"same_prefix_{self.prefix_length}", "else")
 
-    def gamma(self, table, left, right):
+    def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
         exact = side.exact
         typo = _on_distinct(side, ~side.null & ~exact, _osa, np.int32(99)) <= 1
         k = self.prefix_length
         prefix = table.derived(self.column, f"prefix{k}", lambda v: _codes([s[:k] for s in v]))
-        return _select(side.null, [exact, typo, prefix[side.left] == prefix[side.right]])
+        return (side.null, [exact, typo, prefix[side.left] == prefix[side.right]])
 
 
 LIBRARY: dict[str, type[Comparison]] = {

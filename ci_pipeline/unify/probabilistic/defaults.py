@@ -151,13 +151,13 @@ def default_settings(
         count, _ = pair_count(rule.codes(table), table.source, link_type == "link_only")
         if count > max_pairs_per_rule:
             notes.append(f"blocking rule [{rule}] left out: {count:,} pairs, over the limit of {max_pairs_per_rule:,}")
-        elif count > 0:
+        else:
             rules.append(rule)
     if not rules:
         raise SettingsError(
             "no default blocking rule fits these records ("
-            + "; ".join(notes or ["no two records share a key"])
-            + "): write blocking rules"
+            + "; ".join(notes or ["none of the mapped semantic types makes one"])
+            + "): write blocking rules, or map names, birth dates, postal codes, e-mail or phone"
         )
     settings = Settings(
         comparisons=comparisons,

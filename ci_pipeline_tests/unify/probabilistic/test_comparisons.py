@@ -183,3 +183,24 @@ def test_unknown_settings_key_and_duplicate_comparison():
         Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}] * 2, "blocking": ["a"]})
     with pytest.raises(SettingsError, match="no match probability"):
         Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}], "blocking": ["a"], "threshold": 1.5})
+
+
+def test_a_level_left_out_falls_to_the_next_that_holds():
+    comparison = NameComparison("first", without=("nickname",))
+    assert comparison.levels == (
+        "exact",
+        "initial",
+        "jaro_winkler>=0.92",
+        "jaro_winkler>=0.88",
+        "jaro_winkler>=0.7",
+        "else",
+    )
+    # bob / robert: no nickname level any more; their Jaro-Winkler similarity is below 0.7.
+    assert levels(comparison, [("bob", "robert"), ("jon", "john")]) == ["else", "jaro_winkler>=0.92"]
+
+
+def test_an_unknown_level_is_named_with_the_levels_there_are():
+    with pytest.raises(SettingsError, match=r"unknown level\(s\) 'nick' in without; a 'name' comparison has levels"):
+        comparison_from_dict({"kind": "name", "column": "first", "without": ["nick"]})
+    with pytest.raises(SettingsError, match="unknown level"):
+        comparison_from_dict({"kind": "date", "column": "dob", "without": ["else"]})

@@ -209,3 +209,13 @@ def test_labelled_pairs_seed_m_and_bad_labels_are_named():
     assert model.converged
     with pytest.raises(UserError, match=r"labelled pair row 1: \(2, 2000\)"):
         train(records, exact_settings(), labels=pd.DataFrame({"left": [0, 2], "right": [1, 2000], "match": [1, 1]}))
+
+
+def test_a_comparison_every_blocking_rule_reads_cannot_be_trained():
+    records, _ = synthetic(people=300)
+    settings = Settings(
+        comparisons=tuple(ExactMatch(f) for f in KEEP),
+        blocking=(BlockingRule.parse(["a", "b"], "b0"), BlockingRule.parse(["a", "c"], "b1")),
+    )
+    with pytest.raises(TrainingError, match=r"comparison\(s\) 'a': every blocking rule reads the compared column"):
+        train(records, settings)

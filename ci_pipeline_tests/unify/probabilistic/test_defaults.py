@@ -1,0 +1,108 @@
+"""The default that needs no rules: comparisons and blocking from semantic types, printed as YAML to paste."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+
+from ci_pipeline.unify.probabilistic import (
+    DateComparison,
+    EmailComparison,
+    IdentifierComparison,
+    JaroWinklerAtThresholds,
+    NameComparison,
+    PostalCodeComparison,
+    Settings,
+    SettingsError,
+    default_settings,
+    normalize_records,
+    settings_yaml,
+)
+
+RAW = pd.DataFrame(
+    {
+        "First": ["Bob", "Robert", "Ann", "Anne", "Zoe", "Li"],
+        "Last": ["Smith", "Smith", "Lee", "Lee", "Kay", "Wu"],
+        "Mail": ["bob@x.com", "BOB@x.com ", None, "ann@y.org", "zoe@z.net", "li@z.net"],
+        "Born": ["1980-01-02", "1980-01-02", "03/04/1990", "1990-03-04", None, "1975-05-05"],
+        "Zip": ["02134", "2134", "94105", "94105", "10001", "10001"],
+        "Member": ["100234", "100234", "200456", "200465", "300789", "400111"],
+        "Flat": ["1", "1", "2", "2", "3", "4"],
+        "Notes": ["vip", "vip", "new", "new", "old", "old"],
+    },
+    dtype="string",
+)
+MAPPING = {
+    "First": "first_name",
+    "Last": "last_name",
+    "Mail": "email",
+    "Born": "birth_date",
+    "Zip": "postal_code",
+    "Member": "custom",
+    "Flat": "custom",
+    "Notes": "custom",
+}
+
+
+def test_normalization_keeps_nicknames_and_written_dates():
+    records = normalize_records(RAW, MAPPING)
+    assert records["First"].tolist() == ["bob", "robert", "ann", "anne", "zoe", "li"]
+    assert records["Mail"].iloc[1] == "bob@x.com"
+    assert records["Born"].iloc[2] == "03/04/1990"
+    assert records["Zip"].iloc[1] == "02134"
+
+
+def test_comparisons_follow_the_semantic_types():
+    records = normalize_records(RAW, MAPPING)
+    settings, notes = default_settings(records, MAPPING)
+    by_name = {c.name: c for c in settings.comparisons}
+    assert by_name["First"] == NameComparison("First", term_frequency=True, swap_with="Last")
+    assert by_name["Last"] == NameComparison("Last", term_frequency=True, swap_with="First")
+    assert isinstance(by_name["Mail"], EmailComparison)
+    assert isinstance(by_name["Born"], DateComparison)
+    assert isinstance(by_name["Zip"], PostalCodeComparison)
+    # Digits: an identifier (typing errors); text: Jaro-Winkler.
+    assert isinstance(by_name["Member"], IdentifierComparison)
+    assert isinstance(by_name["Flat"], IdentifierComparison)
+    assert isinstance(by_name["Notes"], JaroWinklerAtThresholds)
+    assert notes == []
+
+
+def test_blocking_rules_from_the_mapped_fields():
+    records = normalize_records(RAW, MAPPING)
+    settings, _ = default_settings(records, MAPPING)
+    rules = [str(r) for r in settings.blocking]
+    assert rules[:2] == ["Mail", "Member"]  # identifying alone; the six-digit custom column is an identifier
+    assert "Flat" not in rules  # short numbers are shared by many
+    assert "Last & First" in rules and "Last & Born" in rules
+    assert "unordered(First, Last)" in rules
+    assert "soundex(Last) & Born" in rules
+
+
+def test_a_default_rule_over_the_limit_is_left_out_and_said_so():
+    records = normalize_records(pd.concat([RAW] * 30, ignore_index=True), MAPPING)
+    settings, notes = default_settings(records, MAPPING, max_pairs_per_rule=4000)
+    assert notes == [
+        "blocking rule [Last & Zip] left out: 4,410 pairs, over the limit of 4,000",
+        "blocking rule [soundex(Last) & Zip] left out: 4,410 pairs, over the limit of 4,000",
+    ]
+    assert "Last & Zip" not in [str(r) for r in settings.blocking]
+    assert "Last & First" in [str(r) for r in settings.blocking]
+    with pytest.raises(SettingsError, match="no default blocking rule fits these records"):
+        default_settings(records, MAPPING, max_pairs_per_rule=10)
+
+
+def test_the_printed_yaml_reads_back_as_the_same_settings():
+    records = normalize_records(RAW, MAPPING)
+    settings, _ = default_settings(records, MAPPING)
+    text = settings_yaml(settings)
+    data = yaml.safe_load(text)
+    assert data.pop("method") == "probabilistic"
+    assert Settings.from_dict(data) == settings
+    assert "swap_with: Last" in text
+
+
+def test_a_mapped_column_missing_from_the_data_is_named():
+    with pytest.raises(SettingsError, match="mapping: column 'Phone' is not in the data"):
+        normalize_records(RAW, {**MAPPING, "Phone": "phone"})

