@@ -191,6 +191,10 @@ def test_a_plaintext_secret_is_refused_without_being_repeated(tmp_path):
     for value in (secret, "c2VjcmV0LWtleS12YWx1ZQ", "sig=abcdef123", "hunter2-pass"):
         assert value not in message
     assert all(value not in " ".join(caught.value.problems) for value in ("c2VjcmV0", "abcdef123", "hunter2"))
+    hook = "orchestration:\n  notifications: {webhook_url: 'hooks.example/services/T0/B0/tok3n'}\n"
+    with pytest.raises(ConfigError, match="orchestration.notifications.webhook_url") as caught:
+        load_config(write(tmp_path, MINIMAL + hook))
+    assert "tok3n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -233,7 +233,7 @@ def _keys_at(loc: tuple) -> list[str]:
 
 
 def _holds_secret(loc: tuple) -> bool:
-    """True when the key at ``loc`` takes a secret reference (``env:``/``file:``)."""
+    """True when the key at ``loc`` takes a secret reference (``env:``/``file:``) or is named like a credential."""
 
     def secret(annotation) -> bool:
         if typing.get_origin(annotation) is typing.Annotated:
@@ -242,4 +242,9 @@ def _holds_secret(loc: tuple) -> bool:
                 return True
         return any(secret(a) for a in typing.get_args(annotation))
 
-    return any(secret(a) for a in _annotations_at(loc))
+    named = str(loc[-1]).lower() if loc else ""
+    return any(word in named for word in _SECRET_WORDS) or any(secret(a) for a in _annotations_at(loc))
+
+
+#: Keys whose refused value may carry a credential although they also take plain values (a webhook URL).
+_SECRET_WORDS = ("secret", "password", "token", "webhook", "connection_string", "account_key")

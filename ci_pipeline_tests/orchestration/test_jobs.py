@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import dagster as dg
+import pandas as pd
 import pytest
 import yaml
 
@@ -87,6 +88,9 @@ def test_bounded_multiprocess_executor_and_freshness_on_published_tables(project
 @pytest.fixture
 def cli_project(project, monkeypatch):
     folder, config, _ = project
+    # `run` checks the sources it ingests before it starts, so they must exist even though these assets are stubs.
+    (folder / "crm" / "contacts.csv").write_text("id,name\n1,Ann\n")
+    pd.DataFrame({"id": [1]}).to_parquet(folder / "shop" / "orders" / "part-0.parquet")
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.setattr(run_command, "build_definitions", build_project)
     return folder / "ci_pipeline.yaml"
