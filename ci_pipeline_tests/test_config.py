@@ -235,3 +235,13 @@ def test_a_chain_of_segments_past_the_depth_limit_is_refused(tmp_path):
     load_config(write(tmp_path, chain(50)))
     with pytest.raises(ConfigError, match="segments.definitions.s0.rules: a chain of 51 segments"):
         load_config(write(tmp_path, chain(51)))
+
+
+def test_problems_in_lists_get_the_line_of_the_item(tmp_path):
+    schedules = "orchestration:\n  schedules:\n    - {name: a, select: '*', at: '01:00'}\n"
+    schedules += "    - {name: b, select: '*', at: '02:00', timezone: Mars/Olympus}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, MINIMAL + schedules))
+    assert "line 13: orchestration.schedules.1.timezone: unknown time zone 'Mars/Olympus'" in str(caught.value)
+    # programs reading the problems get them without the line prefix
+    assert caught.value.problems[0].startswith("orchestration.schedules.1.timezone:")

@@ -11,6 +11,7 @@ found later can say where in the file to look.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -157,6 +158,8 @@ def _key_lines(root: Node) -> dict[str, int]:
 def line_of(problem: str, lines: dict[str, int]) -> int | None:
     """The line of the longest key path a problem message starts with (``unify.tables[0].x: ...``), if known."""
     head = problem.split(": ", 1)[0].split(" ", 1)[0]
+    # pydantic writes list positions as ``.0``; the file's paths use ``[0]``.
+    head = re.sub(r"\.(\d+)(?=[.\[]|$)", r"[\1]", head)
     while head:
         if head in lines:
             return lines[head]
