@@ -245,3 +245,20 @@ def test_problems_in_lists_get_the_line_of_the_item(tmp_path):
     assert "line 13: orchestration.schedules.1.timezone: unknown time zone 'Mars/Olympus'" in str(caught.value)
     # programs reading the problems get them without the line prefix
     assert caught.value.problems[0].startswith("orchestration.schedules.1.timezone:")
+
+
+def test_every_broken_rule_of_a_segment_is_reported(tmp_path):
+    rules = (
+        "        - {field: profile.City, op: '=', value: Oslo}\n"
+        "        - {field: profile.City, op: 'almost', value: Oslo, combine: union}\n"
+        "        - {feld: profile.City, op: '=', value: Oslo, combine: union}\n"
+        "        - {field: nowhere.City, op: '=', value: Oslo, combine: intersect}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, SEGMENT.replace("        - RULE\n", rules)))
+    problems = caught.value.problems
+    assert [p.split(":")[0] for p in problems] == [
+        "segments.definitions.deep.rules[1].op",
+        "segments.definitions.deep.rules[2]",
+        "segments.definitions.deep.rules[3].field",
+    ], problems

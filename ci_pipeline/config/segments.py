@@ -117,7 +117,7 @@ class SegmentsConfig(StrictModel):
             try:
                 rules = parse_rules(spec.raw_rules(), key)
             except RuleError as exc:
-                found.append(str(exc))
+                found.extend(_each_rule_problem(spec.raw_rules(), key) or [str(exc)])
                 continue
             for rule in rules:
                 for node in walk(rule.node):
@@ -160,6 +160,21 @@ class SegmentsConfig(StrictModel):
                     )
                     break
         return found
+
+
+def _each_rule_problem(raw_rules: list, key: str) -> list[str]:
+    """The first problem of every rule, not only of the first bad one (the parser stops at the first)."""
+    from ci_pipeline.segments.rules import RuleError, parse_node
+
+    found = []
+    for i, raw in enumerate(raw_rules):
+        try:
+            parse_node(
+                {k: v for k, v in raw.items() if k != "combine"} if isinstance(raw, dict) else raw, f"{key}[{i}]"
+            )
+        except RuleError as exc:
+            found.append(str(exc))
+    return found
 
 
 def profile_columns(project: ProjectConfig) -> list[str]:
