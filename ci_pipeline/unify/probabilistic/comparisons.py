@@ -77,15 +77,15 @@ def _on_distinct(side: Side, todo: np.ndarray, measure: Callable[[np.ndarray, np
 
 
 def _jaro_winkler(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return process.cpdist(list(a), list(b), scorer=distance.JaroWinkler.normalized_similarity, workers=-1)
+    return process.cpdist(a, b, scorer=distance.JaroWinkler.normalized_similarity, workers=-1)
 
 
 def _osa(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return process.cpdist(list(a), list(b), scorer=distance.OSA.distance, workers=-1, dtype=np.int32)
+    return process.cpdist(a, b, scorer=distance.OSA.distance, workers=-1, dtype=np.int32)
 
 
 def _levenshtein(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return process.cpdist(list(a), list(b), scorer=distance.Levenshtein.distance, workers=-1, dtype=np.int32)
+    return process.cpdist(a, b, scorer=distance.Levenshtein.distance, workers=-1, dtype=np.int32)
 
 
 def _select(null: np.ndarray, conditions: list[np.ndarray]) -> np.ndarray:

@@ -170,4 +170,6 @@ def default_settings(
 
 def settings_yaml(settings: Settings) -> str:
     """The settings as YAML the user can paste under ``unify.match`` and edit."""
-    return yaml.safe_dump({"method": "probabilistic", **settings.to_dict()}, sort_keys=False, width=120)
+    return yaml.safe_dump(
+        {"method": "probabilistic", **settings.to_dict()}, sort_keys=False, width=120, default_flow_style=None
+    )
