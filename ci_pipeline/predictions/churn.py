@@ -1,0 +1,277 @@
+"""Transactional churn: the probability that a customer who has bought before makes no purchase in the window.
+
+Training at the latest cutoff L needs labels after it, which do not exist yet, so the model that scores at L is
+fitted at L - window (labels from (L - window, L]). The backtest fits the same way one window earlier, at
+L - 2 windows, and is evaluated on customers at L - window against what they did in (L - window, L].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+
+from ci_pipeline.predictions import btyd, explain, metrics
+from ci_pipeline.predictions.data import InsufficientData, as_utc, check_cutoff, require, usability
+from ci_pipeline.predictions.features import future_purchases, purchase_features, purchasers_at
+from ci_pipeline.predictions.settings import PredictionSettings
+from ci_pipeline.predictions.stored import StoredModel
+
+MODEL = "TransactionalChurn"
+#: Fewest churners (and fewest customers who stayed) a model can be trained on.
+MIN_CLASS = 10
+#: Share of the training customers held out to calibrate the probabilities.
+CALIBRATION_SHARE = 0.25
+#: Likelihood bands by probability: below 1/3 low, below 2/3 medium, else high.
+BANDS = (1 / 3, 2 / 3)
+#: The reference's rule window is halved down to this many days.
+RULE_FLOOR_DAYS = 30
+#: Features the model takes from its own BG/NBD fit.
+BTYD_FEATURES = ["bgnbd_p_no_purchase", "bgnbd_p_alive"]
+#: Cutoffs (one window apart) whose customers make up the training rows.
+TRAINING_CUTOFFS = 3
+
+
+@dataclass(frozen=True)
+class ChurnModel:
+    """A fitted churn model and its baselines."""
+
+    classifier: HistGradientBoostingClassifier
+    calibrator: LogisticRegression
+    features: list[str]
+    typical: dict
+    #: Days of the best "no purchase in the last X days" rule.
+    rule_days: int
+    bgnbd: btyd.BgNbd
+    label_days: int
+    profile_fields: list[str]
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated churn probabilities."""
+        return self.calibrator.predict_proba(_logit(self.classifier.predict_proba(X[self.features])[:, 1]))[:, 1]
+
+
+@dataclass(frozen=True)
+class ChurnResult:
+    """What :func:`run_churn` returns."""
+
+    #: One row per customer with a purchase: CustomerId, ChurnScore, IsChurn, Likelihood, Reason1..3.
+    scores: pd.DataFrame
+    #: Backtest metrics of the model and each baseline, grades, feature importance, usability report.
+    report: dict
+    stored: StoredModel
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))[:, None]
+
+
+def rule_windows(window_days: int) -> list[int]:
+    """X of the reference's "no purchase in the last X days" rules: the window halved until one month or less."""
+    out = [int(window_days)]
+    while out[-1] > RULE_FLOOR_DAYS:
+        out.append(max(int(round(out[-1] / 2)), 1))
+    return out
+
+
+def labelled(purchases: pd.DataFrame, cutoff: pd.Timestamp, settings: PredictionSettings, profile):
+    """Features and labels (True = no purchase in the window) of everyone who bought at or before the cutoff."""
+    population = purchasers_at(purchases, cutoff)
+    X = purchase_features(purchases, population, cutoff, profile, settings.profile_fields)
+    count, _ = future_purchases(purchases, population, cutoff, settings.churn.label_days)
+    return X, (count == 0).to_numpy()
+
+
+def _check_labels(y: np.ndarray, cutoff: pd.Timestamp, days: int) -> None:
+    churners, stayers = int(y.sum()), int((~y).sum())
+    if min(churners, stayers) < MIN_CLASS:
+        raise InsufficientData(
+            f"{MODEL}: at the training cutoff {cutoff.date()} {churners} customers churned and {stayers} bought again "
+            f"within {days} days; at least {MIN_CLASS} of each are needed to learn the difference "
+            "(change predictions.churn.window_days or add history)"
+        )
+
+
+def with_btyd(X: pd.DataFrame, purchases: pd.DataFrame, cutoff: pd.Timestamp, model: btyd.BgNbd, days: int):
+    """``X`` plus BG/NBD's P(no purchase in the window) and P(alive) at ``cutoff`` as two more features."""
+    summary = btyd.rfm_summary(purchases, X.index, cutoff)
+    out = X.copy()
+    out["bgnbd_p_no_purchase"] = model.p_no_purchase(summary["x"], summary["t_x"], summary["T"], days / btyd.WEEK)
+    out["bgnbd_p_alive"] = model.p_alive(summary["x"], summary["t_x"], summary["T"])
+    return out
+
+
+def fit(purchases: pd.DataFrame, cutoff: pd.Timestamp, settings: PredictionSettings, profile=None) -> ChurnModel:
+    """Fit the model, its calibration and the baselines on customers at ``cutoff`` and the window after it.
+
+    Customers are also taken at earlier cutoffs, one window apart (up to :data:`TRAINING_CUTOFFS` in all, while the
+    history allows), so a short history still gives enough rows; every row's features and label come from its own
+    cutoff. BG/NBD is fitted at ``cutoff`` and its two probabilities are features of the model too.
+    """
+    days = settings.churn.label_days
+    window = pd.Timedelta(days=days)
+    X, y = labelled(purchases, cutoff, settings, profile)
+    _check_labels(y, cutoff, days)
+    summary = btyd.rfm_summary(purchases, X.index, cutoff)
+    bgnbd = btyd.fit_bgnbd(summary["x"], summary["t_x"], summary["T"])
+    recency = X["days_since_last_purchase"].to_numpy()
+    accuracy = {x: float(((recency > x) == y).mean()) for x in rule_windows(days)}
+    frames, labels = [with_btyd(X, purchases, cutoff, bgnbd, days)], [y]
+    earliest = purchases["Time"].min()
+    for step in range(1, TRAINING_CUTOFFS):
+        earlier = cutoff - step * window
+        if earlier - window < earliest:
+            break
+        X_more, y_more = labelled(purchases[purchases["Time"] <= earlier + window], earlier, settings, profile)
+        frames.append(with_btyd(X_more, purchases, earlier, bgnbd, days))
+        labels.append(y_more)
+    X, y = pd.concat(frames), np.concatenate(labels)
+    rng = np.random.default_rng(settings.seed)
+    # Stratified split so both classes reach the calibration set even when one of them is rare.
+    calibrate = np.zeros(len(y), dtype=bool)
+    for cls in (False, True):
+        members = np.flatnonzero(y == cls)
+        calibrate[rng.permutation(members)[: max(int(len(members) * CALIBRATION_SHARE), 1)]] = True
+    classifier = HistGradientBoostingClassifier(
+        learning_rate=0.05,
+        max_iter=300,
+        max_leaf_nodes=15,
+        min_samples_leaf=40,
+        l2_regularization=1.0,
+        early_stopping=True,
+        validation_fraction=0.15,
+        n_iter_no_change=20,
+        categorical_features="from_dtype",
+        random_state=settings.seed,
+    )
+    classifier.fit(X[~calibrate], y[~calibrate])
+    raw = classifier.predict_proba(X[calibrate])[:, 1]
+    calibrator = LogisticRegression(C=1e6).fit(_logit(raw), y[calibrate])
+    return ChurnModel(
+        classifier=classifier,
+        calibrator=calibrator,
+        features=list(X.columns),
+        typical=explain.typical_values(X),
+        rule_days=max(accuracy, key=lambda x: (accuracy[x], -x)),
+        bgnbd=bgnbd,
+        label_days=days,
+        profile_fields=list(settings.profile_fields),
+    )
+
+
+def baseline_scores(model: ChurnModel, purchases: pd.DataFrame, X: pd.DataFrame, cutoff: pd.Timestamp) -> dict:
+    """Scores of the baselines for the customers of ``X``: the best rule (0/1) and BG/NBD P(no purchase)."""
+    summary = btyd.rfm_summary(purchases, X.index, cutoff)
+    quiet = model.bgnbd.p_no_purchase(summary["x"], summary["t_x"], summary["T"], model.label_days / btyd.WEEK)
+    rule = (X["days_since_last_purchase"].to_numpy() > model.rule_days).astype(float)
+    return {f"rule_no_purchase_{model.rule_days}_days": rule, "bgnbd_p_no_purchase": quiet}
+
+
+def evaluate(model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, settings, profile=None) -> dict:
+    """Metrics of the model and each baseline on customers at ``cutoff`` against the window after it."""
+    X, y = labelled(purchases, cutoff, settings, profile)
+    X = with_btyd(X, purchases, cutoff, model.bgnbd, model.label_days)
+    scored = model.predict(X)
+    out = {
+        "customers": int(len(y)),
+        "churn_rate": round(float(y.mean()), 4),
+        "model": metrics.classification(y, scored),
+    }
+    baselines = baseline_scores(model, purchases, X, cutoff)
+    out["baselines"] = {name: metrics.classification(y, s) for name, s in baselines.items()}
+    rule = out["baselines"][f"rule_no_purchase_{model.rule_days}_days"]
+    out["reference_grade"] = metrics.reference_churn_grade(out["model"], rule)
+    out["rule_errors_removed"] = metrics.error_reduction(out["model"], rule)
+    out["lift_grade"] = metrics.lift_grade(out["rule_errors_removed"])
+    aucs = [b["auc"] for b in out["baselines"].values() if b["auc"] is not None]
+    out["auc_over_best_baseline"] = (
+        round(out["model"]["auc"] - max(aucs), 4) if aucs and out["model"]["auc"] is not None else None
+    )
+    return out
+
+
+def score(
+    model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, profile=None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per-customer scores at ``cutoff`` for everyone with a purchase, and the contributions matrix."""
+    population = purchasers_at(purchases, cutoff)
+    X = purchase_features(purchases, population, cutoff, profile, model.profile_fields)
+    X = with_btyd(X, purchases, cutoff, model.bgnbd, model.label_days)[model.features]
+    probability = model.predict(X)
+    contrib = explain.contributions(model.predict, X, model.typical)
+    band = np.where(probability < BANDS[0], "Low", np.where(probability < BANDS[1], "Medium", "High"))
+    out = pd.DataFrame(
+        {
+            "ChurnScore": np.round(probability, 4),
+            "IsChurn": probability >= 0.5,
+            "Likelihood": pd.array(band, dtype="string"),
+        },
+        index=X.index,
+    ).join(explain.top_reasons(X, contrib))
+    return out.reset_index(), contrib
+
+
+def run_churn(
+    purchases: pd.DataFrame, customers: pd.Series, latest, settings: PredictionSettings, profile=None
+) -> ChurnResult:
+    """Check the data, backtest one window back, fit at the latest cutoff and score every purchaser.
+
+    Args:
+        purchases: the purchases frame (``data.purchases_from_facts``).
+        customers: every CustomerId (the profile's), for the usability report.
+        latest: the scoring cutoff (the run time, or the last purchase).
+        settings: the prediction settings.
+        profile: the CustomerProfile table when ``settings.profile_fields`` is set.
+
+    Raises:
+        InsufficientData: below the minimum customers or history, a cutoff after the last purchase, or a window
+            in which everyone (or no one) churned.
+    """
+    latest = as_utc(latest)
+    days = settings.churn.label_days
+    check_cutoff(purchases, latest - pd.Timedelta(days=days), MODEL)
+    report = usability(purchases[purchases["Time"] <= latest], customers, profile)
+    history = float((latest - purchases["Time"].min()) / pd.Timedelta(days=1))
+    require(report, MODEL, settings.minimums.churn_customers, settings.minimums.history_windows * days, history)
+    window = pd.Timedelta(days=days)
+    backtest = fit(purchases[purchases["Time"] <= latest - window], latest - 2 * window, settings, profile)
+    evaluation = evaluate(backtest, purchases[purchases["Time"] <= latest], latest - window, settings, profile)
+    model = fit(purchases[purchases["Time"] <= latest], latest - window, settings, profile)
+    scores, contrib = score(model, purchases, latest, profile)
+    full_report = {
+        "model": MODEL,
+        "usability": report.as_dict(),
+        "backtest": {"trained_at": (latest - 2 * window).isoformat(), "evaluated_at": (latest - window).isoformat()},
+        **evaluation,
+        "best_rule_days": backtest.rule_days,
+        "bgnbd": backtest.bgnbd.__dict__,
+        "feature_importance": explain.importance(contrib, model.features),
+    }
+    stored = StoredModel(
+        model=MODEL,
+        fitted=model,
+        features=model.features,
+        metrics=full_report,
+        data_window={
+            "first_purchase": report.first_purchase,
+            "trained_at_cutoff": (latest - window).isoformat(),
+            "labels_until": latest.isoformat(),
+        },
+    )
+    return ChurnResult(scores=scores, report=full_report, stored=stored)
+
+
+def score_stored(stored: StoredModel, purchases: pd.DataFrame, cutoff, profile=None) -> pd.DataFrame:
+    """Score with a stored model (every refresh, between trainings); a feature that no longer exists is an error."""
+    model: ChurnModel = stored.fitted
+    cutoff = as_utc(cutoff)
+    population = purchasers_at(purchases, cutoff)
+    available = list(purchase_features(purchases.iloc[:0], population[:0], cutoff).columns) + BTYD_FEATURES
+    if model.profile_fields:
+        available += [f"profile.{c}" for c in (profile.columns if profile is not None else [])]
+    stored.check_features(available)
+    return score(model, purchases, cutoff, profile)[0]

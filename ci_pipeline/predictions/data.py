@@ -1,0 +1,173 @@
+"""Purchases and product lines taken from the activity facts, and the data usability report checked before training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.errors import UserError
+from ci_pipeline.predictions.settings import PurchaseSource
+
+#: Columns of the purchases frame every model reads.
+PURCHASE_COLUMNS = ["CustomerId", "Time", "Amount"]
+#: Columns of the product lines frame the recommender reads.
+LINE_COLUMNS = ["CustomerId", "Time", "Product"]
+DAY = pd.Timedelta(days=1)
+
+
+class InsufficientData(UserError):
+    """The data does not meet a model's minimum (too few customers or too short a history)."""
+
+
+def _activity_rows(facts: pd.DataFrame, activity: str, fields: list[str]) -> pd.DataFrame:
+    for column in ["CustomerId", "Activity", "ActivityTimeStamp"]:
+        if column not in facts.columns:
+            raise UserError(f"the activity facts have no column {column}; pass the activities stage's typed facts")
+    rows = facts[facts["Activity"] == activity]
+    if rows.empty:
+        names = sorted(facts["Activity"].dropna().astype(str).unique())
+        raise UserError(
+            f"predictions.purchases: no activity named '{activity}' on the timeline "
+            f"(it has {', '.join(names) or 'none'}); set the purchase activity to one of them"
+        )
+    missing = [f for f in fields if f not in rows.columns]
+    if missing:
+        raise UserError(
+            f"predictions.purchases: activity '{activity}' has no field {', '.join(missing)}; "
+            "name one of its configured semantic fields"
+        )
+    return rows
+
+
+def purchases_from_facts(facts: pd.DataFrame, source: PurchaseSource) -> pd.DataFrame:
+    """One row per purchase: CustomerId, Time (UTC), Amount (returns negative), sorted by customer and time.
+
+    Rows whose amount is missing or not a number are kept with amount 0: the purchase happened, its value is unknown.
+    """
+    fields = [source.amount] + ([source.is_return] if source.is_return else [])
+    rows = _activity_rows(facts, source.activity, fields)
+    amount = pd.to_numeric(rows[source.amount], errors="coerce").astype("float64").fillna(0.0)
+    if source.is_return:
+        flagged = rows[source.is_return].astype("boolean").fillna(False).to_numpy(dtype=bool)
+        amount = amount.where(~flagged, -amount.abs())
+    out = pd.DataFrame(
+        {
+            "CustomerId": rows["CustomerId"].astype("string").to_numpy(),
+            "Time": pd.to_datetime(rows["ActivityTimeStamp"], utc=True).to_numpy(),
+            "Amount": amount.to_numpy(),
+        }
+    )
+    out["Time"] = pd.to_datetime(out["Time"], utc=True)
+    return out.sort_values(["CustomerId", "Time"], kind="stable").reset_index(drop=True)
+
+
+def lines_from_facts(facts: pd.DataFrame, source: PurchaseSource) -> pd.DataFrame:
+    """One row per product bought: CustomerId, Time, Product (rows without a product are left out)."""
+    if source.product_activity is None:
+        raise UserError("predictions.purchases.product_activity is not set; product recommendation needs order lines")
+    rows = _activity_rows(facts, source.product_activity, [source.product])
+    out = pd.DataFrame(
+        {
+            "CustomerId": rows["CustomerId"].astype("string").to_numpy(),
+            "Time": pd.to_datetime(rows["ActivityTimeStamp"], utc=True).to_numpy(),
+            "Product": rows[source.product].astype("string").to_numpy(),
+        }
+    )
+    out["Time"] = pd.to_datetime(out["Time"], utc=True)
+    out = out[out["Product"].notna() & (out["Product"].str.strip() != "")]
+    return out.sort_values(["CustomerId", "Time"], kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class UsabilityReport:
+    """What the data offers a model, computed before training."""
+
+    customers: int
+    purchasers: int
+    purchases: int
+    first_purchase: str | None
+    last_purchase: str | None
+    history_days: float
+    share_two_or_more_purchases: float
+    share_missing_amount: float
+    share_negative_amount: float
+    #: Share of missing values per profile column used as a feature.
+    profile_missing: dict[str, float]
+
+    def as_dict(self) -> dict:
+        """The report as plain JSON-ready values."""
+        return dict(self.__dict__)
+
+
+def usability(purchases: pd.DataFrame, customers: pd.Series, profile: pd.DataFrame | None = None) -> UsabilityReport:
+    """Customers, history length, share with >= 2 purchases and missing values."""
+    counts = purchases.groupby("CustomerId", observed=True).size()
+    first, last = (purchases["Time"].min(), purchases["Time"].max()) if len(purchases) else (None, None)
+    missing = {}
+    if profile is not None:
+        for column in profile.columns:
+            if column != "CustomerId":
+                missing[column] = round(float(profile[column].isna().mean()), 4) if len(profile) else 0.0
+    return UsabilityReport(
+        customers=int(customers.nunique()),
+        purchasers=int(len(counts)),
+        purchases=int(len(purchases)),
+        first_purchase=first.isoformat() if first is not None else None,
+        last_purchase=last.isoformat() if last is not None else None,
+        history_days=round(float((last - first) / DAY), 1) if first is not None else 0.0,
+        share_two_or_more_purchases=round(float((counts >= 2).mean()), 4) if len(counts) else 0.0,
+        share_missing_amount=round(float(purchases["Amount"].isna().mean()), 4) if len(purchases) else 0.0,
+        share_negative_amount=round(float((purchases["Amount"] < 0).mean()), 4) if len(purchases) else 0.0,
+        profile_missing=missing,
+    )
+
+
+def require(report: UsabilityReport, model: str, min_customers: int, need_days: float, history_days: float) -> None:
+    """Raise :class:`InsufficientData` naming what is short and how to fix it.
+
+    Args:
+        report: the usability report.
+        model: the model's name (for the message).
+        min_customers: customers with a purchase needed.
+        need_days: days of history needed.
+        history_days: days of history available before the latest cutoff.
+    """
+    problems = []
+    if report.purchasers < min_customers:
+        problems.append(
+            f"{report.purchasers} customers have a purchase, at least {min_customers} are needed "
+            "(add purchase history or lower predictions.minimums)"
+        )
+    if history_days < need_days:
+        problems.append(
+            f"the purchases cover {history_days:.0f} days, at least {need_days:.0f} are needed "
+            "(a longer history, a shorter prediction window, or a lower predictions.minimums.history_windows)"
+        )
+    if problems:
+        raise InsufficientData(f"{model}: not enough data to train: " + "; ".join(problems))
+
+
+def check_cutoff(purchases: pd.DataFrame, cutoff: pd.Timestamp, model: str) -> None:
+    """A cutoff after the last purchase would learn from a period with no data at all: refuse it."""
+    if purchases.empty:
+        raise InsufficientData(f"{model}: there are no purchases")
+    last = purchases["Time"].max()
+    if cutoff > last:
+        raise InsufficientData(
+            f"{model}: the cutoff {cutoff.isoformat()} is after the last purchase ({last.isoformat()}); "
+            "choose a cutoff inside the purchase history"
+        )
+
+
+def as_utc(value) -> pd.Timestamp:
+    """A timestamp in UTC (naive values are taken as UTC)."""
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def customer_codes(customers: pd.Series) -> pd.Index:
+    """The sorted unique customer ids (the row order of every per-customer frame)."""
+    values = pd.Series(customers, dtype="string").dropna().unique()
+    return pd.Index(np.sort(np.asarray(values, dtype=object)), dtype="string", name="CustomerId")

@@ -1,0 +1,160 @@
+"""Evaluation metrics of the three models (pure numpy / scikit-learn)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse, stats
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+
+def _r(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), 4)
+
+
+def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: |mean score - churn rate| over equal-width score bins, weighted by bin size."""
+    which = np.clip((p * bins).astype(int), 0, bins - 1)
+    n = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, weights=p, minlength=bins) - np.bincount(which, weights=y, minlength=bins))
+    return float(gap.sum() / max(len(p), 1)) if n.sum() else float("nan")
+
+
+def classification(y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict:
+    """AUC, Brier score, calibration error, accuracy and precision / recall of churners at the threshold."""
+    y = np.asarray(y, dtype=bool)
+    score = np.asarray(score, dtype=np.float64)
+    flagged = score >= threshold
+    both = len(np.unique(y)) == 2
+    tp = int((flagged & y).sum())
+    return {
+        "auc": _r(roc_auc_score(y, score)) if both else None,
+        "brier": _r(brier_score_loss(y, np.clip(score, 0, 1))),
+        "calibration_error": _r(calibration_error(y.astype(float), np.clip(score, 0, 1))),
+        "accuracy": _r(float((flagged == y).mean())),
+        "precision": _r(tp / flagged.sum()) if flagged.sum() else None,
+        "recall": _r(tp / y.sum()) if y.sum() else None,
+        "errors": int((flagged != y).sum()),
+    }
+
+
+def reference_churn_grade(model: dict, rule: dict) -> str:
+    """The reference product's grade: A when accuracy >= 50% and recall >= the rule's + 10 points, B within 0-10."""
+    if model["recall"] is None or rule["recall"] is None:
+        return "C"
+    gain = model["recall"] - rule["recall"]
+    if model["accuracy"] >= 0.5 and gain >= 0.10:
+        return "A"
+    return "B" if model["accuracy"] >= 0.5 and gain >= 0 else "C"
+
+
+def error_reduction(model: dict, rule: dict) -> float | None:
+    """Share of the best rule's misclassified customers the model no longer gets wrong (net)."""
+    if not rule["errors"]:
+        return None
+    return _r((rule["errors"] - model["errors"]) / rule["errors"])
+
+
+def lift_grade(reduction: float | None) -> str:
+    """A when the model removes >= 20% of the rule's errors, B when it removes some, C otherwise.
+
+    Unlike the reference grade it does not depend on how many customers churn: when 90% churn, the rule catches
+    nearly every churner, but its remaining errors can still be halved, and that is what is graded.
+    """
+    if reduction is None:
+        return "C"
+    return "A" if reduction >= 0.20 else "B" if reduction > 0 else "C"
+
+
+def top_capture(actual: np.ndarray, predicted: np.ndarray, share: float) -> float:
+    """Share of the true top ``share`` customers (by actual value) that are in the predicted top ``share``."""
+    n = max(int(round(len(actual) * share)), 1)
+    true_top = np.argsort(-actual, kind="stable")[:n]
+    predicted_top = np.argsort(-predicted, kind="stable")[:n]
+    return float(len(np.intersect1d(true_top, predicted_top)) / n)
+
+
+def _gini(actual: np.ndarray, order: np.ndarray) -> float:
+    ordered = actual[order]
+    cumulative = np.cumsum(ordered) / ordered.sum()
+    return float(cumulative.sum() / len(actual) - (len(actual) + 1) / (2 * len(actual)))
+
+
+def normalized_gini(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """Gini of the actual values ordered by prediction, over the Gini of the perfect order (1 = perfect)."""
+    actual = np.clip(np.asarray(actual, dtype=np.float64), 0, None)
+    if actual.sum() <= 0:
+        return float("nan")
+    perfect = _gini(actual, np.argsort(-actual, kind="stable"))
+    return _gini(actual, np.argsort(-np.asarray(predicted), kind="stable")) / perfect
+
+
+def decile_mape(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean absolute percentage error of the total per predicted-value decile (deciles with no actual value skipped)."""
+    order = np.argsort(-predicted, kind="stable")
+    errors = []
+    for chunk in np.array_split(order, 10):
+        truth = actual[chunk].sum()
+        if truth > 0:
+            errors.append(abs(predicted[chunk].sum() - truth) / truth)
+    return float(np.mean(errors)) if errors else float("nan")
+
+
+def regression(
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    share: float,
+    low: np.ndarray | None = None,
+    high: np.ndarray | None = None,
+) -> dict:
+    """Top-share capture, normalized Gini, Spearman, decile MAPE, total forecast error, RMSE, interval coverage."""
+    actual = np.asarray(actual, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    total = actual.sum()
+    out = {
+        "top_capture": _r(top_capture(actual, predicted, share)),
+        "normalized_gini": _r(normalized_gini(actual, predicted)),
+        "spearman": _r(stats.spearmanr(actual, predicted).statistic) if np.ptp(predicted) > 0 else None,
+        "decile_mape": _r(decile_mape(actual, predicted)),
+        "total_forecast_error": _r((predicted.sum() - total) / total) if total else None,
+        "rmse": _r(float(np.sqrt(np.mean((predicted - actual) ** 2)))),
+    }
+    if low is not None and high is not None:
+        out["interval_coverage"] = _r(float(((actual >= low) & (actual <= high)).mean()))
+    return out
+
+
+def reference_clv_grade(model: dict, baseline: dict) -> str:
+    """A when the model captures >= 5 percentage points (absolute) more of the true top customers, B when more."""
+    gain = model["top_capture"] - baseline["top_capture"]
+    return "A" if gain >= 0.05 else "B" if gain > 0 else "C"
+
+
+def ranking(recommended: np.ndarray, relevant: sparse.csr_matrix, k: int) -> dict:
+    """Success@K, Precision@K and NDCG@K over customers with at least one relevant item.
+
+    Args:
+        recommended: customers x k item codes in rank order, -1 where fewer than k were recommended.
+        relevant: customers x items, nonzero where the customer bought the item in the held-out period.
+        k: the cut-off.
+    """
+    recommended = np.asarray(recommended)[:, :k]
+    relevant = sparse.csr_matrix(relevant)
+    n_items = relevant.shape[1]
+    coo = relevant.tocoo()
+    keys = np.unique(coo.row.astype(np.int64) * n_items + coo.col)
+    rows = np.arange(recommended.shape[0], dtype=np.int64)[:, None]
+    hit = np.isin(rows * n_items + recommended, keys) & (recommended >= 0)
+    wanted = np.diff(relevant.indptr)
+    evaluated = wanted > 0
+    n = int(evaluated.sum())
+    if n == 0:
+        return {"customers": 0, f"success_at_{k}": None, f"precision_at_{k}": None, f"ndcg_at_{k}": None}
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discounts)[np.minimum(wanted, k) - 1]
+    hit, ideal = hit[evaluated], ideal[evaluated]
+    return {
+        "customers": n,
+        f"success_at_{k}": _r(float(hit.any(axis=1).mean())),
+        f"precision_at_{k}": _r(float((hit.sum(axis=1) / k).mean())),
+        f"ndcg_at_{k}": _r(float(((hit * discounts[: hit.shape[1]]).sum(axis=1) / ideal).mean())),
+    }

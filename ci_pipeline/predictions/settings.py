@@ -1,0 +1,106 @@
+"""Settings of the prediction models: what to predict and from which activities (they describe, they do not run).
+
+These models are meant to move under ``ci_pipeline/config/`` when the predictions stage is wired into the pipeline.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from ci_pipeline.config.base import StrictModel
+
+
+class PurchaseSource(StrictModel):
+    """Where purchases are on the activity timeline (the typed facts of the activities stage)."""
+
+    #: Activity name (``activities.tables`` key) holding one row per order.
+    activity: str = "orders"
+    #: Numeric field of that activity with the order value (negative values are returns).
+    amount: str = "amount"
+    #: Optional boolean field marking returns whose amount is positive (they are counted as negative).
+    is_return: str | None = None
+    #: Activity holding one row per product bought (order lines); None when there is none.
+    product_activity: str | None = "order_lines"
+    #: Field of ``product_activity`` naming the product.
+    product: str = "product"
+
+
+class Minimums(StrictModel):
+    """Data requirements checked before training (the reference product's minimums by default)."""
+
+    churn_customers: int = Field(500, ge=1)
+    clv_customers: int = Field(1000, ge=1)
+    recommendation_customers: int = Field(100, ge=1)
+    #: History must cover at least this many prediction windows (the reference asks for two).
+    history_windows: float = Field(2.0, gt=0)
+
+
+class ChurnSettings(StrictModel):
+    """Transactional churn: will a customer who has bought before buy again within the window?"""
+
+    #: Days ahead the prediction covers.
+    window_days: int = Field(90, ge=7)
+    #: Days without a purchase that make a churner; the label is "no purchase in (cutoff, cutoff + churn_days]".
+    #: Defaults to ``window_days``.
+    churn_days: int | None = Field(None, ge=7)
+
+    @property
+    def label_days(self) -> int:
+        """Days after the cutoff in which no purchase means churn."""
+        return self.churn_days or self.window_days
+
+
+class ClvSettings(StrictModel):
+    """Customer lifetime value: what a customer will spend over the coming period."""
+
+    #: Months ahead the prediction covers (a month is 30.44 days).
+    period_months: int = Field(12, ge=1, le=60)
+    #: A customer with a purchase in this many days before the cutoff counts as active (reference baseline).
+    active_days: int = Field(90, ge=1)
+    #: Share of customers counted as high value (top 20% by default).
+    high_value_share: float = Field(0.2, gt=0, lt=1)
+
+    @property
+    def period_days(self) -> float:
+        """The prediction period in days."""
+        return self.period_months * 30.44
+
+
+class RecommendationSettings(StrictModel):
+    """Product recommendation: K products per customer."""
+
+    k: int = Field(10, ge=1, le=100)
+    #: Whether products the customer bought before may be recommended again.
+    repeats: bool = True
+    #: Days of purchases before the cutoff the model learns from.
+    lookback_days: int = Field(730, ge=30)
+    #: Days held out after the training cutoff when evaluating.
+    holdout_days: int = Field(30, ge=7)
+    #: Products never recommended.
+    exclude_products: list[str] = Field(default_factory=list)
+    #: Neighbours kept per product in the item-item model (bounds memory).
+    neighbours: int = Field(50, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _holdout_inside_lookback(self):
+        if self.holdout_days >= self.lookback_days:
+            raise ValueError(
+                f"holdout_days ({self.holdout_days}) must be less than lookback_days ({self.lookback_days})"
+            )
+        return self
+
+
+class PredictionSettings(StrictModel):
+    """All prediction models of a project."""
+
+    purchases: PurchaseSource = PurchaseSource()
+    minimums: Minimums = Minimums()
+    churn: ChurnSettings = ChurnSettings()
+    clv: ClvSettings = ClvSettings()
+    recommendation: RecommendationSettings = RecommendationSettings()
+    #: CustomerProfile columns used as features by churn and CLV. None by default: the profile is a snapshot of
+    #: today, so a field that changes over time (a last-login date, a status) would leak the future into a
+    #: backtest. List only fields fixed before any cutoff (birth year, signup channel, country).
+    profile_fields: list[str] = Field(default_factory=list)
+    #: Seed of every random choice (splits, model fitting): the same input gives the same scores.
+    seed: int = 7
