@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from ci_pipeline.config import ProjectConfig, load_config
-from ci_pipeline.ingest.preflight import SourceSchema, inspect_sources, suggestion
+from ci_pipeline.config.base import did_you_mean
+from ci_pipeline.ingest.preflight import SourceSchema, inspect_sources
 from ci_pipeline.lake import Lake
 
 
@@ -66,7 +67,7 @@ def column_reference_problems(config: ProjectConfig, schemas: dict[tuple[str, st
         if column is None or schema is None or schema.columns is None or column in schema.columns:
             return
         found.append(
-            f"{key}: {source}.{table} has no column '{column}'{suggestion(column, schema.columns)}; the columns of "
+            f"{key}: {source}.{table} has no column '{column}'{did_you_mean(column, schema.columns)}; the columns of "
             f"{schema.file} are {', '.join(schema.columns)}"
         )
 

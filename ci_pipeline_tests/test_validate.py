@@ -205,3 +205,58 @@ sources:
     assert bad_byte.startswith("sources.src.tables.members.csv.encoding:") and "p0.csv: line 2: byte 0xe9" in bad_byte
     assert events.startswith("sources.src.tables.events.columns.knd:") and "(did you mean 'kind'?)" in events
     assert inc.startswith("sources.src.tables.inc.primary_key: column 'id' is not in inc (columns: key, value)")
+
+
+REFERENCES = """sources:
+  crm:
+    owner: sales-ops
+    tables:
+      contacts: {format: csv, path: contacts.csv, primary_key: contact_id}
+      orders: {format: csv, path: orders.csv, primary_key: order_id}
+unify:
+  tables:
+    - {source: crm, table: contacts, columns: {email: email}}
+    - {source: crm, table: contactz, columns: {email: email}}
+  match:
+    rules:
+      - {name: r, conditions: [{field: phone}]}
+activities:
+  tables:
+    orders:
+      source: crm
+      table: ordrs
+      type: SalesOrder
+      timestamp: ts
+      customer: {source: crm, table: contacts, column: contact_id}
+measures:
+  attributes:
+    spend: {activity: order, aggregate: sum, field: amount}
+    ratio: {expression: spend / cnt}
+segments:
+  definitions:
+    big:
+      rules:
+        - {field: measure.spnd, op: '>', value: 1}
+        - {segment: bigg}
+        - {activity: visits}
+"""
+
+
+def test_eight_broken_references_are_all_reported_with_suggestions(tmp_path, capsys):
+    (tmp_path / "contacts.csv").write_text("contact_id,email\nc1,a@x.org\n")
+    (tmp_path / "orders.csv").write_text("order_id,ts\no1,2024-01-01\n")
+    (tmp_path / "c.yaml").write_text(REFERENCES)
+    assert main(["validate", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "8 problem(s)" in err
+    for text in (
+        "line 10: unify.tables[1].table: source 'crm' has no table 'contactz' (did you mean 'contacts'?)",
+        "line 13: unify.match.rules[0].conditions[0].field: 'phone' is not mapped",
+        "line 16: activities.tables.orders: no table 'ordrs' in source 'crm' (did you mean 'orders'?)",
+        "line 24: measures.attributes.spend.activity[0]: unknown activity 'order' (did you mean 'orders'?)",
+        "line 25: measures.attributes.ratio.expression: unknown measure 'cnt'",
+        "line 30: segments.definitions.big.rules[0].field: unknown measure 'spnd' (did you mean 'spend'?)",
+        "line 31: segments.definitions.big.rules[1].segment: unknown segment 'bigg' (did you mean 'big'?)",
+        "line 32: segments.definitions.big.rules[2].activity: unknown activity 'visits'",
+    ):
+        assert text in err, text

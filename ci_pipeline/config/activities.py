@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from ci_pipeline.config.base import Name, StrictModel
+from ci_pipeline.config.base import Name, StrictModel, did_you_mean
 
 if TYPE_CHECKING:
     from ci_pipeline.config.model import ProjectConfig
@@ -80,7 +80,9 @@ class ActivitiesConfig(StrictModel):
             seen.setdefault((act.source, act.table), name)
             table = _table(project, act.source, act.table)
             if table is None:
-                found.append(f"{key}: no table '{act.table}' in source '{act.source}'; declare it under sources")
+                src = project.sources.get(act.source)
+                hint = did_you_mean(act.table, src.tables) if src else did_you_mean(act.source, project.sources)
+                found.append(f"{key}: no table '{act.table}' in source '{act.source}'{hint}; declare it under sources")
             elif table.columns and table.format == "csv" and not table.csv.header:
                 declared = set(table.columns)
                 columns = {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +18,15 @@ class StrictModel(BaseModel):
     """A configuration block: unknown keys are errors (a typo must not be silently ignored)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def did_you_mean(name: str, choices: Collection[str]) -> str:
+    """``" (did you mean 'x'?)"`` for a near miss (an edit or two, or another case), else ``""``."""
+    lowered = {str(c).lower(): str(c) for c in choices}
+    if name.lower() in lowered and lowered[name.lower()] != name:
+        return f" (did you mean '{lowered[name.lower()]}'?)"
+    close = difflib.get_close_matches(name, [str(c) for c in choices], n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 #: Names that become parts of asset keys and table names: lower case, digits and underscores.

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ci_pipeline.config.base import Name, StrictModel
+from ci_pipeline.config.base import Name, StrictModel, did_you_mean
 from ci_pipeline.measures.expression import ExpressionError, parse, references
 
 if TYPE_CHECKING:
@@ -356,7 +356,8 @@ class MeasuresConfig(StrictModel):
             for ref in sorted(references(parse(spec.expression))):
                 if ref not in pool:
                     found.append(
-                        f"{key}.expression: unknown measure {ref!r}; expressions use {kind} measures "
+                        f"{key}.expression: unknown measure {ref!r}{did_you_mean(ref, pool)}; expressions use {kind} "
+                        "measures "
                         f"({', '.join(sorted(pool)) or 'none defined'})"
                     )
         if spec.aggregate is not None and spec.of_measure is None:
@@ -364,7 +365,8 @@ class MeasuresConfig(StrictModel):
             for i, activity in enumerate(spec.activity):
                 if activity not in activities:
                     found.append(
-                        f"{key}.activity[{i}]: unknown activity {activity!r}; use one of "
+                        f"{key}.activity[{i}]: unknown activity {activity!r}{did_you_mean(activity, activities)}; "
+                        "use one of "
                         f"{', '.join(sorted(activities)) or '(none configured under activities.tables)'}"
                     )
                 else:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from ci_pipeline.config.base import Name, StrictModel
+from ci_pipeline.config.base import Name, StrictModel, did_you_mean
 from ci_pipeline.config.measures import find_cycles
 from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_NAME
 
@@ -125,7 +125,8 @@ class SegmentsConfig(StrictModel):
                         graph[name].add(node.name)
                         if node.name not in self.definitions:
                             found.append(
-                                f"{node.key}: unknown segment {node.name!r}; "
+                                f"{node.key}: unknown segment {node.name!r}"
+                                f"{did_you_mean(node.name, self.definitions)}; "
                                 f"defined: {', '.join(sorted(self.definitions))}"
                             )
                     elif isinstance(node, FieldTest) and node.namespace == "measure":
@@ -141,7 +142,8 @@ class SegmentsConfig(StrictModel):
                         for activity in node.activities:
                             if activity not in activities and activity not in types:
                                 found.append(
-                                    f"{node.key}.activity: unknown activity {activity!r}; use one of "
+                                    f"{node.key}.activity: unknown activity {activity!r}"
+                                    f"{did_you_mean(activity, activities)}; use one of "
                                     f"{', '.join(sorted(activities)) or '(none under activities.tables)'} "
                                     "or an activity type"
                                 )
@@ -220,7 +222,8 @@ def _reference_chains(graph: dict[str, set[str]]) -> dict[str, int]:
 def _measure_problems(node, measures) -> list[str]:
     if node.name not in measures:
         return [
-            f"{node.key}.field: unknown measure {node.name!r}; customer attribute measures are "
+            f"{node.key}.field: unknown measure {node.name!r}{did_you_mean(node.name, measures)}; customer attribute "
+            "measures are "
             f"{', '.join(sorted(measures)) or '(none under measures.attributes)'}"
         ]
     kind = measures[node.name].result_type()

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
 from pydantic import AfterValidator, Field, model_validator
 
-from ci_pipeline.config.base import Name, StrictModel
+from ci_pipeline.config.base import Name, StrictModel, did_you_mean
 
 if TYPE_CHECKING:
     from ci_pipeline.config.model import ProjectConfig
@@ -355,12 +355,16 @@ class UnifyConfig(StrictModel):
             seen.add((t.source, t.table))
             source = project.sources.get(t.source)
             if source is None:
-                found.append(f"{key}.source: no source named {t.source!r}; add it under 'sources' or fix the name")
+                found.append(
+                    f"{key}.source: no source named {t.source!r}{did_you_mean(t.source, project.sources)}; add it "
+                    "under 'sources' or fix the name"
+                )
                 continue
             table = source.tables.get(t.table)
             if table is None:
                 found.append(
-                    f"{key}.table: source {t.source!r} has no table {t.table!r}; known: {sorted(source.tables)}"
+                    f"{key}.table: source {t.source!r} has no table {t.table!r}{did_you_mean(t.table, source.tables)}; "
+                    f"known: {sorted(source.tables)}"
                 )
                 continue
             if table.columns and not table.csv.header:

@@ -8,7 +8,6 @@ the check ``ci-pipeline run`` makes before it writes anything.
 from __future__ import annotations
 
 import codecs
-import difflib
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 import pyarrow.parquet as pq
 
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.config.base import did_you_mean as suggestion
 from ci_pipeline.config.sources import TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import cdm
@@ -40,15 +40,6 @@ class SourceSchema:
 
     columns: list[str] | None
     file: str
-
-
-def suggestion(name: str, choices: Collection[str]) -> str:
-    """``" (did you mean 'x'?)"`` for a near miss (an edit or two, or another case), else ``""``."""
-    lowered = {c.lower(): c for c in choices}
-    if name.lower() in lowered:
-        return f" (did you mean '{lowered[name.lower()]}'?)"
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.75)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def source_problems(config: ProjectConfig, lake: Lake | None = None) -> list[str]:
