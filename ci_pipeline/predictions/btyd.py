@@ -76,7 +76,7 @@ class BgNbd:
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         z = t / (alpha + T + t)
         hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, z)
-        head = (a + b + x - 1) / (a - 1) if a > 1 else np.inf
+        head = (a + b + x - 1) / (a - 1)
         part = 1.0 - np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t))) * hyp
         ratio = np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + t_x)))
         odds = np.where(x > 0, a / (b + np.maximum(x, 1) - 1) * ratio, 0.0)

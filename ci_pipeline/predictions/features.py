@@ -33,6 +33,8 @@ DESCRIPTIONS = {
     "returns": "%.0f returns",
     "bgnbd_p_no_purchase": "BG/NBD chance of no purchase %.2f",
     "bgnbd_p_alive": "BG/NBD chance still active %.2f",
+    "bgnbd_expected_purchases": "BG/NBD expects %.1f purchases",
+    "gamma_gamma_expected_value": "Gamma-Gamma expects %.2f per purchase",
 }
 #: How a missing value reads (purchase features are missing for customers with too few purchases).
 MISSING_DESCRIPTIONS = {
@@ -42,7 +44,7 @@ MISSING_DESCRIPTIONS = {
     "mean_days_between_purchases": "bought on one day only",
     "overdue_ratio": "bought on one day only",
 }
-PURCHASE_FEATURES = [f for f in DESCRIPTIONS if not f.startswith("bgnbd_")]
+PURCHASE_FEATURES = [f for f in DESCRIPTIONS if not f.startswith(("bgnbd_", "gamma_gamma_"))]
 
 
 def days(times: pd.Series) -> np.ndarray:

@@ -61,9 +61,9 @@ class ClvSettings(StrictModel):
     high_value_share: float = Field(0.2, gt=0, lt=1)
 
     @property
-    def period_days(self) -> float:
-        """The prediction period in days."""
-        return self.period_months * 30.44
+    def period_days(self) -> int:
+        """The prediction period in whole days (a month is 30.44 days)."""
+        return round(self.period_months * 30.44)
 
 
 class RecommendationSettings(StrictModel):

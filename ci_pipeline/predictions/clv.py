@@ -1,0 +1,239 @@
+"""Customer lifetime value: what each customer who has bought before will spend over the coming period.
+
+Like churn, the scoring model is fitted one period before the latest cutoff (its labels are the last period) and
+the backtest one period earlier still, evaluated on the last period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from ci_pipeline.predictions import btyd, explain, metrics
+from ci_pipeline.predictions.data import as_utc, check_cutoff, require, usability
+from ci_pipeline.predictions.features import future_purchases, purchase_features, purchasers_at
+from ci_pipeline.predictions.settings import PredictionSettings
+from ci_pipeline.predictions.stored import StoredModel
+
+MODEL = "CustomerLifetimeValue"
+#: Features the model takes from its own BG/NBD + Gamma-Gamma fit.
+BTYD_FEATURES = ["bgnbd_expected_purchases", "gamma_gamma_expected_value"]
+#: The two ends of the 80% interval.
+QUANTILES = (0.1, 0.9)
+
+
+@dataclass(frozen=True)
+class ClvModel:
+    """A fitted value model, its interval models and its BTYD fit."""
+
+    mean: HistGradientBoostingRegressor
+    low: HistGradientBoostingRegressor
+    high: HistGradientBoostingRegressor
+    features: list[str]
+    typical: dict
+    bgnbd: btyd.BgNbd
+    gamma_gamma: btyd.GammaGamma
+    period_days: float
+    profile_fields: list[str]
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Expected value over the period."""
+        return self.mean.predict(X[self.features])
+
+
+@dataclass(frozen=True)
+class ClvResult:
+    """What :func:`run_clv` returns."""
+
+    #: One row per customer with a purchase: CustomerId, PredictedValue, ValueLow, ValueHigh, ValueBand, Reason1..3.
+    scores: pd.DataFrame
+    report: dict
+    stored: StoredModel
+
+
+def btyd_value(purchases, customers, cutoff, bgnbd: btyd.BgNbd, gg: btyd.GammaGamma, days: float) -> pd.DataFrame:
+    """BG/NBD expected purchases over ``days`` and Gamma-Gamma expected purchase value per customer."""
+    s = btyd.rfm_summary(purchases, customers, cutoff)
+    return pd.DataFrame(
+        {
+            "bgnbd_expected_purchases": bgnbd.expected_purchases(s["x"], s["t_x"], s["T"], days / btyd.WEEK),
+            "gamma_gamma_expected_value": gg.expected_spend(s["x"], s["monetary"]),
+        },
+        index=customers,
+    )
+
+
+def reference_value(purchases, X: pd.DataFrame, cutoff, settings: PredictionSettings) -> np.ndarray:
+    """The reference baseline: average monthly spend x months x overall retention.
+
+    Average monthly spend is the spend to date over the months since the first purchase (at least one).
+    Overall retention is the share of customers active (a purchase within ``active_days``) one period before the
+    cutoff who are active again at the cutoff.
+    """
+    months = np.maximum(X["days_since_first_purchase"].to_numpy() / 30.44, 1.0)
+    monthly = X["total_amount"].to_numpy() / months
+    active_days = pd.Timedelta(days=settings.clv.active_days)
+    before = cutoff - pd.Timedelta(days=settings.clv.period_days)
+    then = set(purchases.loc[(purchases["Time"] > before - active_days) & (purchases["Time"] <= before), "CustomerId"])
+    now = set(purchases.loc[(purchases["Time"] > cutoff - active_days) & (purchases["Time"] <= cutoff), "CustomerId"])
+    retention = len(then & now) / len(then) if then else 0.0
+    return monthly * settings.clv.period_months * retention
+
+
+def labelled(purchases, cutoff, settings: PredictionSettings, profile):
+    """Features and the value (returns subtracted, floored at 0) in the period after the cutoff of every purchaser."""
+    population = purchasers_at(purchases, cutoff)
+    X = purchase_features(purchases, population, cutoff, profile, settings.profile_fields)
+    _, value = future_purchases(purchases, population, cutoff, settings.clv.period_days)
+    return X, np.clip(value.to_numpy(), 0.0, None)
+
+
+def _regressor(loss: str, seed: int, **extra) -> HistGradientBoostingRegressor:
+    return HistGradientBoostingRegressor(
+        loss=loss,
+        learning_rate=0.05,
+        max_iter=300,
+        max_leaf_nodes=15,
+        min_samples_leaf=40,
+        l2_regularization=1.0,
+        early_stopping=True,
+        validation_fraction=0.15,
+        n_iter_no_change=20,
+        categorical_features="from_dtype",
+        random_state=seed,
+        **extra,
+    )
+
+
+def fit(purchases, cutoff: pd.Timestamp, settings: PredictionSettings, profile=None) -> ClvModel:
+    """Fit the value model (Poisson loss: values are >= 0 and mostly 0 or small) and the 10% / 90% quantile models."""
+    X, y = labelled(purchases, cutoff, settings, profile)
+    s = btyd.rfm_summary(purchases, X.index, cutoff)
+    bgnbd = btyd.fit_bgnbd(s["x"], s["t_x"], s["T"])
+    gg = btyd.fit_gamma_gamma(s["x"], s["monetary"])
+    X = X.join(btyd_value(purchases, X.index, cutoff, bgnbd, gg, settings.clv.period_days))
+    mean = _regressor("poisson", settings.seed).fit(X, y)
+    low = _regressor("quantile", settings.seed, quantile=QUANTILES[0]).fit(X, y)
+    high = _regressor("quantile", settings.seed, quantile=QUANTILES[1]).fit(X, y)
+    return ClvModel(
+        mean=mean,
+        low=low,
+        high=high,
+        features=list(X.columns),
+        typical=explain.typical_values(X),
+        bgnbd=bgnbd,
+        gamma_gamma=gg,
+        period_days=settings.clv.period_days,
+        profile_fields=list(settings.profile_fields),
+    )
+
+
+def _features(model: ClvModel, purchases, customers, cutoff, profile) -> pd.DataFrame:
+    X = purchase_features(purchases, customers, cutoff, profile, model.profile_fields)
+    X = X.join(btyd_value(purchases, customers, cutoff, model.bgnbd, model.gamma_gamma, model.period_days))
+    return X[model.features]
+
+
+def evaluate(model: ClvModel, purchases, cutoff: pd.Timestamp, settings: PredictionSettings, profile=None) -> dict:
+    """Metrics of the model and the two baselines on purchasers at ``cutoff`` against the period after it."""
+    X, y = labelled(purchases, cutoff, settings, profile)
+    X = _features(model, purchases, X.index, cutoff, profile)
+    share = settings.clv.high_value_share
+    low, high = model.low.predict(X), model.high.predict(X)
+    out = {
+        "customers": int(len(y)),
+        "actual_total": round(float(y.sum()), 2),
+        "model": metrics.regression(y, model.predict(X), share, np.minimum(low, high), np.maximum(low, high)),
+    }
+    bg = X["bgnbd_expected_purchases"].to_numpy() * np.nan_to_num(X["gamma_gamma_expected_value"].to_numpy())
+    reference = reference_value(purchases, X, cutoff, settings)
+    out["baselines"] = {
+        "reference_monthly_x_months_x_retention": metrics.regression(y, reference, share),
+        "bgnbd_gamma_gamma": metrics.regression(y, bg, share),
+    }
+    out["reference_grade"] = metrics.reference_clv_grade(
+        out["model"], out["baselines"]["reference_monthly_x_months_x_retention"]
+    )
+    best = max(b["top_capture"] for b in out["baselines"].values())
+    out["top_capture_over_best_baseline"] = round(out["model"]["top_capture"] - best, 4)
+    return out
+
+
+def score(model: ClvModel, purchases, cutoff: pd.Timestamp, share: float, profile=None):
+    """Per-customer value, 80% interval, band and reasons at ``cutoff`` for everyone with a purchase."""
+    population = purchasers_at(purchases, cutoff)
+    X = _features(model, purchases, population, cutoff, profile)
+    value = model.predict(X)
+    low, high = model.low.predict(X), model.high.predict(X)
+    # Quantile models are fitted separately and can cross each other or the mean; the interval must hold the value.
+    low, high = np.clip(np.minimum(np.minimum(low, high), value), 0, None), np.maximum(np.maximum(low, high), value)
+    rank = pd.Series(value).rank(ascending=False, method="first").to_numpy() / max(len(value), 1)
+    band = np.where(rank <= share, "High", np.where(rank <= 0.5, "Medium", "Low"))
+    contrib = explain.contributions(model.predict, X, model.typical)
+    out = pd.DataFrame(
+        {
+            "PredictedValue": np.round(value, 2),
+            "ValueLow": np.round(low, 2),
+            "ValueHigh": np.round(high, 2),
+            "ValueBand": pd.array(band, dtype="string"),
+        },
+        index=X.index,
+    ).join(explain.top_reasons(X, contrib))
+    return out.reset_index(), contrib
+
+
+def run_clv(
+    purchases: pd.DataFrame, customers: pd.Series, latest, settings: PredictionSettings, profile=None
+) -> ClvResult:
+    """Check the data, backtest one period back, fit at the latest cutoff and score every purchaser.
+
+    Raises:
+        InsufficientData: below the minimum customers or history, or a cutoff after the last purchase.
+    """
+    latest = as_utc(latest)
+    period = pd.Timedelta(days=settings.clv.period_days)
+    check_cutoff(purchases, latest - period, MODEL)
+    report = usability(purchases[purchases["Time"] <= latest], customers, profile)
+    history = float((latest - purchases["Time"].min()) / pd.Timedelta(days=1))
+    need = settings.minimums.history_windows * settings.clv.period_days
+    require(report, MODEL, settings.minimums.clv_customers, need, history)
+    backtest = fit(purchases[purchases["Time"] <= latest - period], latest - 2 * period, settings, profile)
+    evaluation = evaluate(backtest, purchases[purchases["Time"] <= latest], latest - period, settings, profile)
+    model = fit(purchases[purchases["Time"] <= latest], latest - period, settings, profile)
+    scores, contrib = score(model, purchases, latest, settings.clv.high_value_share, profile)
+    full_report = {
+        "model": MODEL,
+        "usability": report.as_dict(),
+        "backtest": {"trained_at": (latest - 2 * period).isoformat(), "evaluated_at": (latest - period).isoformat()},
+        **evaluation,
+        "bgnbd": backtest.bgnbd.__dict__,
+        "gamma_gamma": backtest.gamma_gamma.__dict__,
+        "feature_importance": explain.importance(contrib, model.features),
+    }
+    stored = StoredModel(
+        model=MODEL,
+        fitted=model,
+        features=model.features,
+        metrics=full_report,
+        data_window={
+            "first_purchase": report.first_purchase,
+            "trained_at_cutoff": (latest - period).isoformat(),
+            "labels_until": latest.isoformat(),
+        },
+    )
+    return ClvResult(scores=scores, report=full_report, stored=stored)
+
+
+def score_stored(
+    stored: StoredModel, purchases: pd.DataFrame, cutoff, share: float = 0.2, profile=None
+) -> pd.DataFrame:
+    """Score with a stored model; a feature that no longer exists is an error."""
+    model: ClvModel = stored.fitted
+    cutoff = as_utc(cutoff)
+    available = list(purchase_features(purchases.iloc[:0], pd.Index([], dtype="string"), cutoff).columns)
+    available += BTYD_FEATURES + [f"profile.{c}" for c in (profile.columns if profile is not None else [])]
+    stored.check_features(available)
+    return score(model, purchases, cutoff, share, profile)[0]
