@@ -262,3 +262,25 @@ def test_every_broken_rule_of_a_segment_is_reported(tmp_path):
         "segments.definitions.deep.rules[2]",
         "segments.definitions.deep.rules[3].field",
     ], problems
+
+
+def test_a_segment_filter_on_an_activity_field_that_does_not_exist_is_named(tmp_path):
+    activities = """activities:
+  tables:
+    orders:
+      source: crm
+      table: contacts
+      type: SalesOrder
+      timestamp: created
+      fields: {amount: total, channel: chan}
+      customer: {source: crm, table: contacts, column: contact_id}
+"""
+    where = "[{field: chanel, op: '=', value: web}, {field: amount, op: '>', value: 1}]"
+    rules = f"        - {{activity: orders, where: {where}}}\n"
+    text = SEGMENT.replace("        - RULE\n", rules) + activities
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert caught.value.problems == [
+        "segments.definitions.deep.rules[0].where[0].field: unknown activity field 'chanel' (did you mean 'channel'?); "
+        "the activities have Activity, ActivityId, ActivityTimeStamp, ActivityType, CustomerId, amount, channel"
+    ]

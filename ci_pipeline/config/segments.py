@@ -101,6 +101,7 @@ class SegmentsConfig(StrictModel):
 
     def problems(self, project: ProjectConfig) -> list[str]:
         """Rules that do not parse or name unknown segments, measures or activities; type mismatches; cycles."""
+        from ci_pipeline.activities.timeline import FACT_COLUMNS
         from ci_pipeline.segments.rules import ActivityTest, FieldTest, RuleError, SegmentTest, parse_rules, walk
 
         found: list[str] = []
@@ -111,6 +112,8 @@ class SegmentsConfig(StrictModel):
         measures = project.measures.attributes
         activities = project.activities.tables
         types = {t.type for t in activities.values()}
+        # The columns of the activity facts that ``where`` filters read: the timeline's own and every semantic field.
+        fact_fields = {*FACT_COLUMNS, *(f for t in activities.values() for f in t.fields)}
         for name, spec in self.definitions.items():
             key = f"segments.definitions.{name}.rules"
             graph[name] = set()
@@ -146,6 +149,13 @@ class SegmentsConfig(StrictModel):
                                     f"{did_you_mean(activity, activities)}; use one of "
                                     f"{', '.join(sorted(activities)) or '(none under activities.tables)'} "
                                     "or an activity type"
+                                )
+                        for j, (field, _, _) in enumerate(node.where):
+                            if activities and field not in fact_fields:
+                                found.append(
+                                    f"{node.key}.where[{j}].field: unknown activity field {field!r}"
+                                    f"{did_you_mean(field, fact_fields)}; the activities have "
+                                    f"{', '.join(sorted(fact_fields))}"
                                 )
         cycles = find_cycles(graph)
         for cycle in cycles:
