@@ -260,3 +260,12 @@ def test_eight_broken_references_are_all_reported_with_suggestions(tmp_path, cap
         "line 32: segments.definitions.big.rules[2].activity: unknown activity 'visits'",
     ):
         assert text in err, text
+
+
+def test_a_file_without_line_breaks_in_the_sample_is_named(tmp_path):
+    path = write_project(tmp_path, CONFIG.split("unify:")[0])
+    (tmp_path / "contacts.csv").write_bytes(b"contact_id" + b"x" * (2 << 20))
+    problems = project_problems(load_config(path))
+    assert any(
+        p.startswith("sources.crm.tables.contacts.path:") and "no line break in the first 1 MiB" in p for p in problems
+    ), problems

@@ -187,10 +187,15 @@ def _csv(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSchema,
                     raise UserError(
                         f"{file.url}: the first line is empty; a CSV with csv.header: true starts with its header"
                     )
+                if len(lines) == 1 and not whole:
+                    raise UserError(
+                        f"{file.url}: no line break in the first {SAMPLE_BYTES // (1 << 20)} MiB, so no header can be "
+                        "read; check that the file is a CSV text file (and csv.encoding, e.g. utf-16)"
+                    )
                 columns = header_names(lines[0], table.csv, file.url)
             lines = lines[1:]
         filled = any(line.strip() for line in lines)
-        data_rows += int(filled or not whole)
+        data_rows += int(filled or not whole or bad is not None)
     if data_rows == 0 and len(files) <= SAMPLE_FILES and not table.allow_empty:
         what = "holds only its header" if table.csv.header else "is empty"
         problems.append(f"path: {files[0].url} {what}, no rows; a run would fail on it ({_EMPTY_FIX})")
