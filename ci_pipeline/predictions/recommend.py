@@ -1,0 +1,263 @@
+"""Product recommendation: K products per customer from item-item co-occurrence blended with their own history.
+
+A product's score for a customer is the sum of two parts, each scaled to at most 1 per customer:
+- bought before: how often the customer bought it (repeats allowed only);
+- bought together: sum over the customer's products of their cosine co-occurrence with it (each product keeps
+  only its ``neighbours`` most similar products, so memory grows with products x neighbours, not products^2).
+Customers with too few candidates are filled with the most popular products (reason "popular"). Customers are
+processed in chunks so the candidate matrix stays bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from ci_pipeline.predictions import metrics
+from ci_pipeline.predictions.data import InsufficientData, as_utc
+from ci_pipeline.predictions.settings import PredictionSettings, RecommendationSettings
+from ci_pipeline.predictions.stored import StoredModel
+
+MODEL = "ProductRecommendation"
+REASONS = np.array(["bought before", "bought together", "popular"], dtype=object)
+#: Customers scored at a time (bounds the candidate matrix).
+CHUNK = 20_000
+#: Products whose co-occurrences are computed at a time.
+ITEM_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class Recommender:
+    """Products, their neighbours and popularity, learned from the look-back window."""
+
+    products: pd.Index
+    #: products x products, the top neighbours of each product (cosine of co-purchase).
+    similar: sparse.csr_matrix
+    #: Buyers per product.
+    popularity: np.ndarray
+    #: Products that may be recommended.
+    allowed: np.ndarray
+
+
+@dataclass(frozen=True)
+class RecommendationResult:
+    """What :func:`run_recommendation` returns."""
+
+    #: One row per customer and rank: CustomerId, Rank, Product, Score, Reason.
+    recommendations: pd.DataFrame
+    report: dict
+    stored: StoredModel
+
+
+def interactions(lines: pd.DataFrame, customers: pd.Index, products: pd.Index, start, end) -> sparse.csr_matrix:
+    """customers x products purchase counts of lines in (start, end]."""
+    window = lines[(lines["Time"] > start) & (lines["Time"] <= end)]
+    rows = customers.get_indexer(window["CustomerId"])
+    cols = products.get_indexer(window["Product"])
+    keep = (rows >= 0) & (cols >= 0)
+    return sparse.csr_matrix(
+        (np.ones(int(keep.sum())), (rows[keep], cols[keep])), shape=(len(customers), len(products))
+    )
+
+
+def fit(history: sparse.csr_matrix, products: pd.Index, settings: RecommendationSettings) -> Recommender:
+    """Item-item cosine neighbours and popularity from a customers x products count matrix."""
+    bought = (history > 0).astype(np.float64).tocsc()
+    buyers = np.asarray(bought.sum(axis=0)).ravel()
+    norm = np.sqrt(np.maximum(buyers, 1.0))
+    n = len(products)
+    keep_n = min(settings.neighbours, max(n - 1, 1))
+    rows, cols, vals = [], [], []
+    bought_t = bought.T.tocsr()
+    for first in range(0, n, ITEM_CHUNK):
+        chunk = np.arange(first, min(first + ITEM_CHUNK, n))
+        co = (bought_t[chunk] @ bought).toarray()
+        co[np.arange(len(chunk)), chunk] = 0.0
+        co /= norm[chunk, None] * norm[None, :]
+        top = np.argpartition(-co, keep_n - 1, axis=1)[:, :keep_n] if n > 1 else np.zeros((len(chunk), 0), int)
+        picked = np.take_along_axis(co, top, axis=1)
+        nonzero = picked > 0
+        rows.append(np.repeat(chunk, nonzero.sum(axis=1)))
+        cols.append(top[nonzero])
+        vals.append(picked[nonzero])
+    similar = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    allowed = ~products.isin(settings.exclude_products)
+    return Recommender(products=products, similar=similar, popularity=buyers, allowed=np.asarray(allowed))
+
+
+def _row_max_scale(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    peak = matrix.max(axis=1).toarray().ravel()
+    return sparse.diags(np.where(peak > 0, 1.0 / np.where(peak > 0, peak, 1.0), 0.0)) @ matrix
+
+
+def _top_k(scores: sparse.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row the k best (column, score), -1 / 0 where the row has fewer candidates."""
+    coo = scores.tocoo()
+    order = np.lexsort((coo.col, -coo.data, coo.row))
+    row, col, val = coo.row[order], coo.col[order], coo.data[order]
+    starts = np.searchsorted(row, np.arange(scores.shape[0]))
+    rank = np.arange(len(row)) - starts[row]
+    keep = rank < k
+    items = np.full((scores.shape[0], k), -1, dtype=np.int64)
+    values = np.zeros((scores.shape[0], k))
+    items[row[keep], rank[keep]] = col[keep]
+    values[row[keep], rank[keep]] = val[keep]
+    return items, values
+
+
+def recommend(
+    model: Recommender,
+    history: sparse.csr_matrix,
+    k: int,
+    repeats: bool,
+    own_weight: float = 1.0,
+    together: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(items, scores, reason codes) per customer, customers x k; -1 where nothing could be recommended.
+
+    Args:
+        model: the fitted recommender.
+        history: customers x products counts the recommendations are based on.
+        k: products per customer.
+        repeats: whether bought products may be recommended.
+        own_weight, together: weights of the "bought before" and "bought together" parts (0 switches one off;
+            the baselines use them).
+    """
+    n_items = len(model.products)
+    pop_order = np.argsort(-model.popularity, kind="stable")
+    pop_order = pop_order[model.allowed[pop_order]]
+    blocked = sparse.diags((~model.allowed).astype(np.float64))
+    items_out, scores_out, reasons_out = [], [], []
+    for first in range(0, history.shape[0], CHUNK):
+        counts = history[first : first + CHUNK].tocsr()
+        bought = (counts > 0).astype(np.float64)
+        own = _row_max_scale(counts) * own_weight if repeats else sparse.csr_matrix(counts.shape)
+        weights = bought.copy()
+        weights.data = np.log1p(counts.data)
+        cf = _row_max_scale(weights @ model.similar) * together
+        if not repeats:
+            cf = cf - cf.multiply(bought)
+        total = (own + cf).tocsr()
+        total = (total - total @ blocked).tocsr()
+        total.eliminate_zeros()
+        items, values = _top_k(total, k)
+        at = (np.repeat(np.arange(len(items)), k), np.maximum(items, 0).ravel())
+        own_part = np.asarray(own.tocsr()[at]).reshape(items.shape) if repeats else np.zeros(items.shape)
+        reason = np.where(items < 0, 2, np.where(own_part >= values / 2, 0, 1))
+        items, values, reason = _fill_popular(items, values, reason, pop_order, bought, repeats, n_items, k)
+        items_out.append(items)
+        scores_out.append(values)
+        reasons_out.append(reason)
+    if not items_out:
+        empty = np.zeros((0, k))
+        return empty.astype(np.int64), empty, empty.astype(np.int64)
+    return np.vstack(items_out), np.vstack(scores_out), np.vstack(reasons_out)
+
+
+def _fill_popular(items, values, reason, pop_order, bought, repeats, n_items, k):
+    """Fill empty slots with the most popular products not already recommended (nor bought, without repeats)."""
+    missing = items < 0
+    if not missing.any():
+        return items, values, reason
+    pool = pop_order[: k + 2 * k + int(bought.getnnz(axis=1).max(initial=0))]
+    rows = np.arange(len(items), dtype=np.int64)[:, None]
+    taken = rows * n_items + np.where(items >= 0, items, 0)
+    taken = taken[items >= 0]
+    if not repeats:
+        coo = bought.tocoo()
+        taken = np.concatenate([taken, coo.row.astype(np.int64) * n_items + coo.col])
+    candidates = np.broadcast_to(pool, (len(items), len(pool)))
+    free = ~np.isin(rows * n_items + candidates, taken)
+    slot = np.cumsum(free, axis=1) - 1
+    have = (~missing).sum(axis=1)
+    use = free & (slot < (k - have)[:, None])
+    r, c = np.nonzero(use)
+    target = have[r] + slot[r, c]
+    items[r, target] = candidates[r, c]
+    values[r, target] = 0.0
+    reason[r, target] = 2
+    return items, values, reason
+
+
+def evaluate(lines: pd.DataFrame, customers: pd.Index, cutoff, end, settings: RecommendationSettings) -> dict:
+    """Success@K, Precision@K, NDCG@K of the model and both baselines on purchases in (cutoff, end].
+
+    Measured twice: with repeats (every product bought in the held-out period counts) and for new items only
+    (products the customer had not bought before; bought products are then never recommended).
+    """
+    start = cutoff - pd.Timedelta(days=settings.lookback_days)
+    products = _products(lines, start, cutoff)
+    history = interactions(lines, customers, products, start, cutoff)
+    future = interactions(lines, customers, products, cutoff, end)
+    model = fit(history, products, settings)
+    k = settings.k
+    bought = history > 0
+    new = (future > 0).astype(np.int8) - (future > 0).multiply(bought).astype(np.int8)
+    new.eliminate_zeros()
+    out = {"held_out_from": cutoff.isoformat(), "held_out_until": end.isoformat(), "products": len(products)}
+    for mode, repeats, relevant in (("with_repeats", True, future > 0), ("new_items_only", False, new)):
+        ranked = {
+            "model": recommend(model, history, k, repeats)[0],
+            "most_popular": recommend(model, history, k, repeats, own_weight=0.0, together=0.0)[0],
+        }
+        if repeats:
+            ranked["own_most_bought"] = recommend(model, history, k, True, together=0.0)[0]
+        out[mode] = {name: metrics.ranking(r, relevant, k) for name, r in ranked.items()}
+        best = max(v[f"success_at_{k}"] or 0 for name, v in out[mode].items() if name != "model")
+        out[mode]["success_over_best_baseline"] = round((out[mode]["model"][f"success_at_{k}"] or 0) - best, 4)
+    return out
+
+
+def _products(lines: pd.DataFrame, start, end) -> pd.Index:
+    window = lines[(lines["Time"] > start) & (lines["Time"] <= end)]
+    return pd.Index(np.sort(window["Product"].dropna().unique().astype(object)), dtype="string", name="Product")
+
+
+def run_recommendation(
+    lines: pd.DataFrame, customers: pd.Series, latest, settings: PredictionSettings
+) -> RecommendationResult:
+    """Evaluate on the last ``holdout_days``, then recommend K products to every customer at the latest cutoff.
+
+    Raises:
+        InsufficientData: fewer buyers than the minimum, or no purchase in the look-back window.
+    """
+    rs = settings.recommendation
+    latest = as_utc(latest)
+    index = pd.Index(np.sort(pd.Series(customers, dtype="string").dropna().unique().astype(object)), dtype="string")
+    start = latest - pd.Timedelta(days=rs.lookback_days)
+    buyers = lines.loc[(lines["Time"] > start) & (lines["Time"] <= latest), "CustomerId"].nunique()
+    if buyers < settings.minimums.recommendation_customers:
+        raise InsufficientData(
+            f"{MODEL}: {buyers} customers bought a product in the {rs.lookback_days} days before {latest.date()}, "
+            f"at least {settings.minimums.recommendation_customers} are needed "
+            "(a longer predictions.recommendation.lookback_days or lower predictions.minimums)"
+        )
+    report = {"model": MODEL, "k": rs.k, "repeats": rs.repeats}
+    report.update(evaluate(lines, index, latest - pd.Timedelta(days=rs.holdout_days), latest, rs))
+    products = _products(lines, start, latest)
+    history = interactions(lines, index, products, start, latest)
+    model = fit(history, products, rs)
+    items, scores, reasons = recommend(model, history, rs.k, rs.repeats)
+    rank = np.tile(np.arange(1, rs.k + 1), len(index))
+    flat = items.ravel()
+    keep = flat >= 0
+    recommendations = pd.DataFrame(
+        {
+            "CustomerId": pd.array(np.repeat(index.to_numpy(), rs.k)[keep], dtype="string"),
+            "Rank": rank[keep],
+            "Product": pd.array(products.to_numpy()[flat[keep]], dtype="string"),
+            "Score": np.round(scores.ravel()[keep], 4),
+            "Reason": pd.array(REASONS[reasons.ravel()[keep]], dtype="string"),
+        }
+    )
+    stored = StoredModel(
+        model=MODEL,
+        fitted=model,
+        features=list(products),
+        metrics=report,
+        data_window={"from": start.isoformat(), "trained_at_cutoff": latest.isoformat()},
+    )
+    return RecommendationResult(recommendations=recommendations, report=report, stored=stored)
