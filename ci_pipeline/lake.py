@@ -20,6 +20,7 @@ import httpx
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
 from ci_pipeline.config.base import resolve_secret
 from ci_pipeline.config.lake import LakeConfig
@@ -27,6 +28,13 @@ from ci_pipeline.errors import StorageError
 from ci_pipeline.redact import redact
 
 AZURE_PROTOCOLS = ("abfs", "abfss", "az")
+
+
+class StorageUnavailable(StorageError):
+    """The storage account answered with a server error or timed out through every retry."""
+
+    #: Worth another try of the whole step later (unlike a refused credential or an account that is not there).
+    transient = True
 
 
 @dataclass(frozen=True)
@@ -179,7 +187,9 @@ class Lake:
         except Exception as exc:  # network, auth and SDK errors all surface as one clear message
             # Not chained: the SDK's own message can carry the request URL with its SAS signature, and Dagster
             # stores every cause of a failure in the run's event log.
-            raise StorageError(
+            status = getattr(exc, "status_code", None) or 0
+            transient = status >= 500 or isinstance(exc, (ServiceRequestError, ServiceResponseError, TimeoutError))
+            raise (StorageUnavailable if transient else StorageError)(
                 f"{self.url(relative)}: cannot {action} ({type(exc).__name__}: {redact(_first_line(exc))}); "
                 "check the lake url, the credentials and that the storage account is reachable"
             ) from None

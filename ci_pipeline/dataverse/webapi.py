@@ -52,6 +52,13 @@ class DataverseError(UserError):
     """Dataverse could not be reached, refused the credentials, or refused a request that cannot be retried."""
 
 
+class DataverseUnavailable(DataverseError):
+    """Dataverse answered, but kept answering 429/5xx or dropping the connection through every retry."""
+
+    #: Worth another try of the whole step later (unlike refused credentials or an environment that is not there).
+    transient = True
+
+
 class Governor:
     """Shared pacing of all senders: at most ``limit`` requests in flight; a 429 pauses everyone and drops the
     limit to one, and each run of ``limit`` successes raises it by one again, up to ``max_concurrency``."""
@@ -305,8 +312,9 @@ class DataverseClient:
                 else:
                     return response
             failures += 1
-            if failures > self.max_retries or no_answer > min(self.max_retries, NO_ANSWER_RETRIES):
-                raise DataverseError(
+            unreachable = no_answer > min(self.max_retries, NO_ANSWER_RETRIES)
+            if failures > self.max_retries or unreachable:
+                raise (DataverseError if unreachable else DataverseUnavailable)(
                     f"{method} {self.base_url}{url.removeprefix(self.base_url)}: gave up after {failures} attempts "
                     f"({problem}); check that {self.org_url} is reachable and publish again (publishing is "
                     "idempotent)"
@@ -425,7 +433,7 @@ class DataverseClient:
                     raise DataverseError(f"DELETE {entity_set}({key}): {status}; {len(failed)} deletes refused")
                 rounds += 1
                 if retry and rounds > self.max_retries:
-                    raise DataverseError(f"DELETE in {entity_set}: {len(retry)} rows still failing after retries")
+                    raise DataverseUnavailable(f"DELETE in {entity_set}: {len(retry)} rows still failing after retries")
                 if retry:
                     stats.add(retries=1)
                     time.sleep(min(60.0, self.backoff * 2 ** (rounds - 1)))

@@ -16,7 +16,7 @@ from ci_pipeline.config.publish import OUTPUT_TABLE_NAMES, ExportConfig
 from ci_pipeline.dataverse import logical_table, open_sink
 from ci_pipeline.dataverse.capacity import capacity_report
 from ci_pipeline.dataverse.prepare import prepare
-from ci_pipeline.defs.resources import EXTERNAL_RETRY, LakeResource
+from ci_pipeline.defs.resources import EXTERNAL_RETRY, LakeResource, fail_fast
 from ci_pipeline.export import write_export
 from ci_pipeline.redact import redact
 
@@ -103,6 +103,7 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
             )
         ],
     )
+    @fail_fast
     def _publish(context: dg.AssetExecutionContext, lake: LakeResource, **upstream_frames) -> dg.MaterializeResult:
         frame: pd.DataFrame | None = upstream_frames.get("upstream")
         prepared = prepare(table, frame, publish.prefix, config.name, _entity_sets(config))
@@ -178,6 +179,7 @@ def _export_asset(config: ProjectConfig, export: ExportConfig) -> dg.AssetsDefin
         tags={"ci_pipeline/refresh": export.refresh},
         retry_policy=EXTERNAL_RETRY if config.lake.url.startswith(("abfs://", "abfss://", "az://")) else None,
     )
+    @fail_fast
     def _export(context: dg.AssetExecutionContext, lake: LakeResource, **frames) -> dg.MaterializeResult:
         started = time.monotonic()
         shaped = {}

@@ -1,5 +1,6 @@
 """Resources shared by every stage: the data lake and the IO manager that stores asset outputs in it."""
 
+import functools
 from pathlib import Path
 
 import dagster as dg
@@ -7,11 +8,34 @@ import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.lake import LakeConfig
+from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake
+from ci_pipeline.redact import redact
 
 #: Retry policy for steps that call external services (Dataverse, ADLS, enrichment):
-#: ``@dg.asset(retry_policy=EXTERNAL_RETRY)``. Three more tries, 10 s, 20 s, 40 s apart (with jitter).
+#: ``@dg.asset(retry_policy=EXTERNAL_RETRY)`` with :func:`fail_fast` on the body. Three more tries, 10 s, 20 s,
+#: 40 s apart (with jitter), for transient failures only.
 EXTERNAL_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def fail_fast(compute):
+    """Decorate the body of an asset that has a retry policy: a mistake the user must fix fails the step at once.
+
+    A :class:`UserError` (refused credentials, an unreachable account, a missing table) would fail the same way on
+    every retry, so it becomes a :class:`dagster.Failure` that bypasses the retry policy; errors marked
+    ``transient`` (a service that kept answering 5xx) still get the policy's retries.
+    """
+
+    @functools.wraps(compute)
+    def body(*args, **kwargs):
+        try:
+            return compute(*args, **kwargs)
+        except UserError as exc:
+            if getattr(exc, "transient", False):
+                raise
+            raise dg.Failure(description=redact(exc), allow_retries=False) from exc
+
+    return body
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -51,6 +75,7 @@ class LakeParquetIOManager(dg.ConfigurableIOManager):
 
     lake: dg.ResourceDependency[LakeResource]
 
+    @fail_fast
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
         if obj is None:
             return
@@ -66,6 +91,7 @@ class LakeParquetIOManager(dg.ConfigurableIOManager):
             }
         )
 
+    @fail_fast
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         return self.lake.get_lake().read_parquet(asset_path(context.asset_key))
 

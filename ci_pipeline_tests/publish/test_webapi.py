@@ -13,7 +13,7 @@ from azure.core.credentials import AccessToken
 from ci_pipeline.config.publish import DataverseConfig
 from ci_pipeline.dataverse.loopback import Fault, LoopbackDataverse
 from ci_pipeline.dataverse.prepare import prepare
-from ci_pipeline.dataverse.webapi import DataverseClient, DataverseError, Stats, WebApiSink
+from ci_pipeline.dataverse.webapi import DataverseClient, DataverseError, DataverseUnavailable, Stats, WebApiSink
 from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake
 from ci_pipeline_tests.conftest import free_port
@@ -347,3 +347,43 @@ def test_credential_kinds_build_the_matching_azure_identity_credentials(tmp_path
         credential_factory(certificate, tmp_path)()
     with pytest.raises(ValueError, match="needs tenant_id, client_id and client_secret"):
         DataverseConfig(url="https://x.crm.dynamics.com", credential="client_secret")
+
+
+def test_an_unreachable_dataverse_fails_the_sink_step_at_once_without_step_retries(tmp_path):
+    import dagster as dg
+
+    from ci_pipeline.config import load_config
+    from ci_pipeline.config.unify import UnifyConfig
+    from ci_pipeline.defs import publish
+    from ci_pipeline.defs.orchestration import failure_reason
+    from ci_pipeline.defs.resources import shared_resources
+    from ci_pipeline_tests.publish.test_assets import upstream_assets
+
+    (tmp_path / "ci_pipeline.yaml").write_text(
+        "sources:\n  crm:\n    owner: me\n    tables:\n      contacts: {format: csv, path: c.csv, primary_key: id}\n"
+        f"publish:\n  sink:\n    kind: dataverse\n    dataverse:\n      url: http://127.0.0.1:{free_port()}\n"
+    )
+    config = load_config(tmp_path / "ci_pipeline.yaml").model_copy(update={"unify": UnifyConfig.model_construct()})
+    sink = [a for a in publish.build(config).assets if dg.AssetKey(["publish", "sink_alternate_key"]) in a.keys]
+    started = time.monotonic()
+    result = dg.materialize(
+        [*upstream_assets(["C1"]), *sink],
+        resources=shared_resources(config),
+        raise_on_error=False,
+    )
+    # The step's retry policy (10 s, 20 s, 40 s) is for a busy service, not for one that is not there.
+    assert time.monotonic() - started < 10
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message, is_user_error = failure_reason(failure.event_specific_data.error)
+    assert is_user_error and "is unreachable (ConnectError" in message
+
+
+def test_a_dataverse_answering_503_through_every_retry_is_transient():
+    with LoopbackDataverse() as running:
+        running.faults = [Fault("503", times=100)]
+        client = client_for(running, max_retries=2)
+        with pytest.raises(DataverseUnavailable, match="gave up after 3 attempts \\(503"):
+            client.request("GET", KEYS_SET, Stats())
+        client.close()
