@@ -269,3 +269,23 @@ def test_a_file_without_line_breaks_in_the_sample_is_named(tmp_path):
     assert any(
         p.startswith("sources.crm.tables.contacts.path:") and "no line break in the first 1 MiB" in p for p in problems
     ), problems
+
+
+def test_a_missing_cdm_partition_is_a_problem_not_a_traceback(tmp_path):
+    import json
+
+    (tmp_path / "cdm").mkdir()
+    entity = {
+        "$type": "LocalEntity",
+        "name": "Members",
+        "attributes": [{"name": "member_id", "dataType": "string"}],
+        "partitions": [{"name": "p0", "location": "Members/gone.csv"}],
+    }
+    (tmp_path / "cdm" / "model.json").write_text(json.dumps({"name": "loyalty", "entities": [entity]}))
+    (tmp_path / "c.yaml").write_text(
+        "sources:\n  src:\n    owner: data@contoso.example\n    tables:\n"
+        "      members: {format: cdm, path: cdm/model.json, entity: Members, primary_key: member_id}\n"
+    )
+    problems = project_problems(load_config(tmp_path / "c.yaml"))
+    assert len(problems) == 1 and problems[0].startswith("sources.src.tables.members.path:"), problems
+    assert "gone.csv" in problems[0]

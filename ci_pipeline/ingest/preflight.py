@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pyarrow.parquet as pq
 
 from ci_pipeline.config import ProjectConfig
-from ci_pipeline.config.base import did_you_mean as suggestion
+from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.config.sources import TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import cdm
@@ -35,7 +35,8 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 class SourceSchema:
     """What the preflight learned about one source table.
 
-    ``columns`` is None when they cannot be known without reading the data (the incremental folder layout).
+    ``columns`` is None when they cannot be known without reading the data (an incremental table whose
+    ``FullData`` folder does not exist yet).
     """
 
     columns: list[str] | None
@@ -82,13 +83,13 @@ def inspect_sources(
             if table.primary_key not in schema.columns:
                 problems.append(
                     f"{label}.primary_key: column '{table.primary_key}' is not in {table.path} (columns: "
-                    f"{', '.join(schema.columns)}){suggestion(table.primary_key, schema.columns)}; use one of them"
+                    f"{', '.join(schema.columns)}){did_you_mean(table.primary_key, schema.columns)}; use one of them"
                 )
             for column in table.columns:
                 if column not in schema.columns:
                     problems.append(
                         f"{label}.columns.{column}: declared, but {schema.file} has no column '{column}'"
-                        f"{suggestion(column, schema.columns)}; correct the name, or remove it if the column was "
+                        f"{did_you_mean(column, schema.columns)}; correct the name, or remove it if the column was "
                         "dropped from the source"
                     )
     return schemas, problems
@@ -107,8 +108,7 @@ def _inspect(config: ProjectConfig, lake: Lake, table: TableConfig, table_name: 
         problems = []
         for part in entity.partitions[:SAMPLE_FILES]:
             if part.format == "csv":
-                with part.location.fs.open(part.location.path, "rb") as handle:
-                    head = handle.read(SAMPLE_BYTES + 1)
+                head = _head(part.location)
                 encoding = table.csv.encoding if "encoding" in table.csv.model_fields_set else part.csv.encoding
                 bad = _decode_sample(head[:SAMPLE_BYTES], encoding, len(head) <= SAMPLE_BYTES, part.location.url)[1]
                 problems += [f"csv.encoding: {bad}"] if bad else []
@@ -174,8 +174,7 @@ def _csv(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSchema,
     columns: list[str] | None = list(table.columns) if not table.csv.header else None
     data_rows = 0
     for i, file in enumerate(files[:SAMPLE_FILES]):
-        with file.fs.open(file.path, "rb") as handle:
-            head = handle.read(SAMPLE_BYTES + 1)
+        head = _head(file)
         whole = len(head) <= SAMPLE_BYTES
         text, bad = _decode_sample(head[:SAMPLE_BYTES], table.csv.encoding, whole, file.url)
         if bad:
@@ -200,6 +199,19 @@ def _csv(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSchema,
         what = "holds only its header" if table.csv.header else "is empty"
         problems.append(f"path: {files[0].url} {what}, no rows; a run would fail on it ({_EMPTY_FIX})")
     return SourceSchema(columns, files[0].url), problems
+
+
+def _head(location: SourceLocation) -> bytes:
+    """The first :data:`SAMPLE_BYTES` + 1 bytes of a file (one more than the sample tells whether it is whole)."""
+    try:
+        with location.fs.open(location.path, "rb") as handle:
+            return handle.read(SAMPLE_BYTES + 1)
+    except FileNotFoundError:
+        raise UserError(f"{location.url}: not found; check the path in the configuration") from None
+    except OSError as exc:
+        raise UserError(
+            f"{location.url}: cannot read ({exc.strerror or exc}); check the file and its permissions"
+        ) from None
 
 
 def _decode_sample(head: bytes, encoding: str, whole: bool, url: str) -> tuple[str, str | None]:
