@@ -15,6 +15,7 @@ Rights:
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ class Governance:
                 action,
                 target,
                 f"{self.actor!r} has no role in this environment, so no rights; an admin grants one with "
-                f"`ci-pipeline roles grant {self.actor!r} contributor`",
+                f"`ci-pipeline roles grant {shlex.quote(self.actor)} contributor`",
             )
         if role not in roles:
             raise _Refused(action, target, f"{action} needs the {' or '.join(roles)} role; {self.actor!r} is {role}")
@@ -402,7 +403,8 @@ class Governance:
             if role != "contributor":
                 raise UserError(
                     f"{user!r} is {role or 'not a user with a role'}; connections are shared with contributors "
-                    f"(admins use every connection already); `ci-pipeline roles grant {user!r} contributor` first"
+                    f"(admins use every connection already): "
+                    f"`ci-pipeline roles grant {shlex.quote(user)} contributor` first"
                 )
             principal = self._principal(session, user)
             if session.get(ConnectionGrant, (connection.id, principal.id)) is not None:

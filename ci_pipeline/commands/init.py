@@ -1,0 +1,33 @@
+"""`ci-pipeline init`: set up the environment's governance; the first caller becomes its administrator."""
+
+from __future__ import annotations
+
+from ci_pipeline.governance.cli_support import add_identity, open_for
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "init",
+        help="initialise the environment (metadata store, first admin, source owners); safe to run again",
+    )
+    add_identity(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ci_pipeline.governance import source_owners
+
+    config, gov = open_for(args)
+    result = gov.init(source_owners(config))
+    where = gov.store.url.render_as_string(hide_password=True)
+    if result.created:
+        print(f"Initialised the environment of {config.path} (metadata store {where}).")
+        print(f"{gov.actor} is its administrator.")
+    else:
+        print(f"Already initialised (metadata store {where}; admins: {', '.join(result.admins)}); roles unchanged.")
+    if result.new_sources:
+        names = ", ".join(result.new_sources)
+        print(f"Registered {len(result.new_sources)} source(s) with their configured owners: {names}")
+    elif not result.created:
+        print("No new sources in the configuration; nothing changed.")
+    return 0
