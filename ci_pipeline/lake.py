@@ -189,9 +189,13 @@ class Lake:
             # stores every cause of a failure in the run's event log.
             status = getattr(exc, "status_code", None) or 0
             transient = status >= 500 or isinstance(exc, (ServiceRequestError, ServiceResponseError, TimeoutError))
+            if status in (401, 403):
+                fix = "the storage account refused the credentials; check the key or SAS token (its permissions and "
+                fix += "expiry) or the role assignment of the identity on this container"
+            else:
+                fix = "check the lake url, the credentials and that the storage account is reachable"
             raise (StorageUnavailable if transient else StorageError)(
-                f"{self.url(relative)}: cannot {action} ({type(exc).__name__}: {redact(_first_line(exc))}); "
-                "check the lake url, the credentials and that the storage account is reachable"
+                f"{self.url(relative)}: cannot {action} ({type(exc).__name__}: {redact(_first_line(exc))}); {fix}"
             ) from None
 
 

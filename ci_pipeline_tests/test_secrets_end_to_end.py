@@ -86,7 +86,7 @@ def test_a_refused_sas_reaches_no_output_and_the_failure_names_the_asset_and_the
     assert "crm/contacts, crm/crm_contacts_corrupt failed: abfs://cont/lake/" in err
     assert "Stack Trace" not in err and "DagsterExecutionStepExecutionError" not in out + err
     assert "FAILED crm/contacts, crm/crm_contacts_corrupt (step ingest_crm__contacts):" in out
-    assert "check the lake url, the credentials and that the storage account is reachable" in out
+    assert "the storage account refused the credentials; check the key or SAS token" in out
 
 
 def test_debug_level_shows_the_stack_trace_still_redacted(tmp_path, dagster_home, refusing_storage, capfd):
