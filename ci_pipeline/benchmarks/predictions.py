@@ -56,7 +56,7 @@ def run(args) -> int:
         del facts
         common = {
             "people": args.people,
-            "customers": int(customers.nunique()),
+            "profiles": int(customers.nunique()),
             "purchases": len(purchases),
             "order_lines": len(lines),
             "generate_s": generate_s,
@@ -69,7 +69,7 @@ def run(args) -> int:
         ):
             started, cpu = time.perf_counter(), time.process_time()
             report = step()
-            figures = {"benchmark": "predictions", "model": name, **common, **report}
+            figures = {"benchmark": "predictions", "model": name, **common, "evaluation": report}
             figures["seconds"] = round(time.perf_counter() - started, 1)
             figures["cpu_seconds"] = round(time.process_time() - cpu, 1)
             figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from ci_pipeline.predictions import btyd, explain, metrics
-from ci_pipeline.predictions.data import InsufficientData, as_utc, check_cutoff, require, usability
+from ci_pipeline.predictions.data import InsufficientData, as_utc, check_cutoff, require, threads, usability
 from ci_pipeline.predictions.features import future_purchases, purchase_features, purchasers_at
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
@@ -231,6 +232,11 @@ def run_churn(
         InsufficientData: below the minimum customers or history, a cutoff after the last purchase, or a window
             in which everyone (or no one) churned.
     """
+    with threadpool_limits(limits=threads(len(purchases), settings.threads)):
+        return _run_churn(purchases, customers, latest, settings, profile)
+
+
+def _run_churn(purchases, customers, latest, settings: PredictionSettings, profile):
     latest = as_utc(latest)
     days = settings.churn.label_days
     check_cutoff(purchases, latest - pd.Timedelta(days=days), MODEL)
@@ -243,7 +249,7 @@ def run_churn(
     model = fit(purchases[purchases["Time"] <= latest], latest - window, settings, profile)
     scores, contrib = score(model, purchases, latest, profile)
     full_report = {
-        "model": MODEL,
+        "prediction": MODEL,
         "usability": report.as_dict(),
         "backtest": {"trained_at": (latest - 2 * window).isoformat(), "evaluated_at": (latest - window).isoformat()},
         **evaluation,
@@ -274,4 +280,5 @@ def score_stored(stored: StoredModel, purchases: pd.DataFrame, cutoff, profile=N
     if model.profile_fields:
         available += [f"profile.{c}" for c in (profile.columns if profile is not None else [])]
     stored.check_features(available)
-    return score(model, purchases, cutoff, profile)[0]
+    with threadpool_limits(limits=threads(len(purchases), None)):
+        return score(model, purchases, cutoff, profile)[0]

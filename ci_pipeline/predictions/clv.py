@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits
 
 from ci_pipeline.predictions import btyd, explain, metrics
-from ci_pipeline.predictions.data import as_utc, check_cutoff, require, usability
+from ci_pipeline.predictions.data import as_utc, check_cutoff, require, threads, usability
 from ci_pipeline.predictions.features import future_purchases, purchase_features, purchasers_at
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
@@ -193,6 +194,11 @@ def run_clv(
     Raises:
         InsufficientData: below the minimum customers or history, or a cutoff after the last purchase.
     """
+    with threadpool_limits(limits=threads(len(purchases), settings.threads)):
+        return _run_clv(purchases, customers, latest, settings, profile)
+
+
+def _run_clv(purchases, customers, latest, settings: PredictionSettings, profile):
     latest = as_utc(latest)
     period = pd.Timedelta(days=settings.clv.period_days)
     check_cutoff(purchases, latest - period, MODEL)
@@ -205,7 +211,7 @@ def run_clv(
     model = fit(purchases[purchases["Time"] <= latest], latest - period, settings, profile)
     scores, contrib = score(model, purchases, latest, settings.clv.high_value_share, profile)
     full_report = {
-        "model": MODEL,
+        "prediction": MODEL,
         "usability": report.as_dict(),
         "backtest": {"trained_at": (latest - 2 * period).isoformat(), "evaluated_at": (latest - period).isoformat()},
         **evaluation,
@@ -236,4 +242,5 @@ def score_stored(
     available = list(purchase_features(purchases.iloc[:0], pd.Index([], dtype="string"), cutoff).columns)
     available += BTYD_FEATURES + [f"profile.{c}" for c in (profile.columns if profile is not None else [])]
     stored.check_features(available)
-    return score(model, purchases, cutoff, share, profile)[0]
+    with threadpool_limits(limits=threads(len(purchases), None)):
+        return score(model, purchases, cutoff, share, profile)[0]

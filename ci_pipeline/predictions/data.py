@@ -161,6 +161,18 @@ def check_cutoff(purchases: pd.DataFrame, cutoff: pd.Timestamp, model: str) -> N
         )
 
 
+#: Below this many rows model fitting runs on one thread: on small frames the threads' hand-offs cost more than
+#: they save, badly so on shared cores.
+PARALLEL_ROWS = 20_000
+
+
+def threads(rows: int, configured: int | None) -> int | None:
+    """Threads for scikit-learn's native code: the configured number, else 1 for small data and all cores above."""
+    if configured is not None:
+        return configured
+    return 1 if rows < PARALLEL_ROWS else None
+
+
 def as_utc(value) -> pd.Timestamp:
     """A timestamp in UTC (naive values are taken as UTC)."""
     stamp = pd.Timestamp(value)

@@ -235,7 +235,7 @@ def run_recommendation(
             f"at least {settings.minimums.recommendation_customers} are needed "
             "(a longer predictions.recommendation.lookback_days or lower predictions.minimums)"
         )
-    report = {"model": MODEL, "k": rs.k, "repeats": rs.repeats}
+    report = {"prediction": MODEL, "k": rs.k, "repeats": rs.repeats}
     report.update(evaluate(lines, index, latest - pd.Timedelta(days=rs.holdout_days), latest, rs))
     products = _products(lines, start, latest)
     history = interactions(lines, index, products, start, latest)

@@ -104,3 +104,5 @@ class PredictionSettings(StrictModel):
     profile_fields: list[str] = Field(default_factory=list)
     #: Seed of every random choice (splits, model fitting): the same input gives the same scores.
     seed: int = 7
+    #: Threads for model fitting and scoring; by default one below 20,000 purchases, all cores above.
+    threads: int | None = Field(None, ge=1)

@@ -1,0 +1,129 @@
+"""Transactional churn on small seeded histories: scores, reasons, determinism, and every bad input of the issue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ci_pipeline.errors import UserError
+from ci_pipeline.predictions import churn
+from ci_pipeline.predictions.data import InsufficientData
+from ci_pipeline.predictions.settings import PredictionSettings
+from ci_pipeline.predictions.stored import StoredModel
+from ci_pipeline_tests.predictions import synthetic
+
+LOW = {"churn_customers": 50, "clv_customers": 50, "recommendation_customers": 5}
+SETTINGS = PredictionSettings.model_validate({"minimums": LOW, "churn": {"window_days": 60}})
+
+
+@pytest.fixture(scope="module")
+def purchases():
+    return synthetic.purchases(customers=700)
+
+
+@pytest.fixture(scope="module")
+def result(purchases):
+    return churn.run_churn(purchases, purchases["CustomerId"], synthetic.END, SETTINGS)
+
+
+def test_every_purchaser_gets_a_calibrated_score_a_band_and_three_signed_reasons(purchases, result):
+    scores = result.scores
+    assert scores["CustomerId"].tolist() == sorted(purchases["CustomerId"].unique())
+    assert scores["ChurnScore"].between(0, 1).all()
+    assert (scores["IsChurn"] == (scores["ChurnScore"] >= 0.5)).all()
+    assert set(scores["Likelihood"]) <= {"Low", "Medium", "High"}
+    for column in ("Reason1", "Reason2", "Reason3"):
+        assert scores[column].str.fullmatch(r".+: [+-]\d+\.\d\d").all()
+    assert scores["Reason1"].str.contains("no purchase for|BG/NBD").any()
+
+
+def test_report_holds_model_and_baselines_side_by_side(result):
+    report = result.report
+    assert report["model"]["auc"] > 0.6
+    rule = f"rule_no_purchase_{report['best_rule_days']}_days"
+    assert set(report["baselines"]) == {rule, "bgnbd_p_no_purchase"}
+    assert report["best_rule_days"] in churn.rule_windows(60) == [60, 30]
+    assert report["reference_grade"] in "ABC" and report["lift_grade"] in "ABC"
+    assert report["usability"]["purchasers"] == 700
+    assert set(report["feature_importance"]) == set(result.stored.features)
+
+
+def test_same_input_gives_the_same_scores(purchases, result):
+    again = churn.run_churn(purchases, purchases["CustomerId"], synthetic.END, SETTINGS)
+    pd.testing.assert_frame_equal(result.scores, again.scores)
+
+
+def test_one_time_buyers_are_scored_and_bgnbd_tells_them_apart():
+    purchases = synthetic.purchases(customers=700, one_time_share=0.6, seed=4)
+    out = churn.run_churn(purchases, purchases["CustomerId"], synthetic.END, SETTINGS)
+    once = purchases.groupby("CustomerId").size().loc[lambda s: s == 1].index
+    scored = out.scores.set_index("CustomerId").loc[once]
+    assert scored["ChurnScore"].nunique() > 5
+    assert out.report["baselines"]["bgnbd_p_no_purchase"]["auc"] > 0.5
+
+
+def test_rule_windows_halve_to_a_month():
+    assert churn.rule_windows(90) == [90, 45, 22]
+    assert churn.rule_windows(365) == [365, 182, 91, 46, 23]
+    assert churn.rule_windows(30) == [30]
+
+
+def test_too_few_customers_is_a_clear_failure(purchases):
+    strict = SETTINGS.model_copy(update={"minimums": SETTINGS.minimums.model_copy(update={"churn_customers": 5000})})
+    with pytest.raises(InsufficientData, match="700 customers have a purchase, at least 5000 are needed"):
+        churn.run_churn(purchases, purchases["CustomerId"], synthetic.END, strict)
+
+
+def test_too_short_a_history_is_a_clear_failure():
+    short = synthetic.purchases(customers=700, days=100)
+    with pytest.raises(InsufficientData, match="cover .* days, at least 120 are needed"):
+        churn.run_churn(short, short["CustomerId"], synthetic.END, SETTINGS)
+
+
+def test_everyone_churned_or_no_one_churned_is_a_clear_failure(purchases):
+    once = synthetic.purchases(customers=700, one_time_share=1.0)
+    with pytest.raises(InsufficientData, match=r"churned and 0 bought again within 60 days; at least 10 of each"):
+        churn.run_churn(once, once["CustomerId"], synthetic.END, SETTINGS)
+    weekly = pd.DataFrame(
+        {
+            "CustomerId": pd.array(np.repeat([f"C{i}" for i in range(60)], 100), dtype="string"),
+            "Time": np.tile(synthetic.END - pd.to_timedelta(np.arange(100) * 7, unit="D"), 60),
+            "Amount": 10.0,
+        }
+    )
+    with pytest.raises(InsufficientData, match=r" 0 customers churned"):
+        churn.run_churn(weekly, weekly["CustomerId"], synthetic.END, SETTINGS)
+
+
+def test_a_cutoff_after_the_last_purchase_is_refused(purchases):
+    late = synthetic.END + pd.Timedelta(days=400)
+    with pytest.raises(InsufficientData, match="is after the last purchase"):
+        churn.run_churn(purchases, purchases["CustomerId"], late, SETTINGS)
+
+
+def test_negative_amounts_are_returns_and_do_not_break_training(purchases):
+    returns = purchases.copy()
+    returns.loc[returns.index % 7 == 0, "Amount"] *= -1
+    out = churn.run_churn(returns, returns["CustomerId"], synthetic.END, SETTINGS)
+    assert out.report["usability"]["share_negative_amount"] > 0.1
+    assert out.scores["ChurnScore"].between(0, 1).all()
+
+
+def test_a_stored_model_scores_again_and_refuses_features_that_are_gone(purchases):
+    profile = pd.DataFrame({"CustomerId": pd.array(sorted(purchases["CustomerId"].unique()), dtype="string")})
+    profile["Tier"] = np.where(np.arange(len(profile)) % 3 == 0, "gold", "basic")
+    settings = SETTINGS.model_copy(update={"profile_fields": ["Tier"]})
+    trained = churn.run_churn(purchases, purchases["CustomerId"], synthetic.END, settings, profile)
+    stored = StoredModel.from_bytes(trained.stored.to_bytes())
+    assert stored.library_versions["scikit-learn"]
+    assert "profile.Tier" in stored.features
+    again = churn.score_stored(stored, purchases, synthetic.END, profile)
+    pd.testing.assert_frame_equal(again, trained.scores)
+    with pytest.raises(UserError, match=r"uses feature\(s\) profile.Tier that the data no longer has; retrain"):
+        churn.score_stored(stored, purchases, synthetic.END, profile.drop(columns="Tier"))
+
+
+def test_bytes_that_are_not_a_model_are_refused():
+    with pytest.raises(UserError, match="lake/models/churn.pkl: not a readable stored model"):
+        StoredModel.from_bytes(b"not a pickle", "lake/models/churn.pkl")
