@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from itertools import combinations
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -49,6 +50,9 @@ IDENTIFYING = ("email", "phone")
 #: Semantic types paired with each other in two-field blocking rules, most selective first.
 PAIRED = ("last_name", "first_name", "full_name", "birth_date", "postal_code", "street", "city", "company")
 
+#: Semantic types members of one household do not share: a training rule needs one (see ``training_blocking``).
+PERSONAL = ("first_name", "full_name", "middle_name", "birth_date", "email")
+
 #: Semantic types whose values differ much in frequency: exact agreement is term-frequency adjusted.
 TERM_FREQUENCY = ("first_name", "last_name", "full_name", "middle_name", "city", "company", "street")
 
@@ -72,6 +76,15 @@ def _numeric(values: pd.Series) -> tuple[bool, float]:
         return False, 0.0
     digits = text.str.fullmatch(r"\d+").fillna(False).astype(bool)
     return bool(digits.mean() >= 0.95), float(text.str.len().median())
+
+
+def _is_identifier(records: pd.DataFrame, column: str, semantic: str) -> bool:
+    """A custom column of numbers of six digits or more: an identifier (account, membership, social security);
+    shorter numbers (house numbers, counts) are shared by many."""
+    if semantic != "custom":
+        return False
+    numeric, length = _numeric(records[column])
+    return numeric and length >= 6
 
 
 def _comparison(column: str, semantic: str, mapping: dict[str, str], records: pd.DataFrame) -> Comparison:
@@ -101,15 +114,70 @@ def _comparison(column: str, semantic: str, mapping: dict[str, str], records: pd
     return ExactMatch(column)
 
 
+def _redundant(mapping: dict[str, str]) -> set[str]:
+    """Semantic types whose evidence others already hold: a full name beside its first and last name."""
+    types = set(mapping.values())
+    return {"full_name"} if {"first_name", "last_name"} <= types else set()
+
+
+#: Location types from the most specific; one may imply the ones after it (a postal code, its city).
+LOCATION = ("postal_code", "city", "state", "country")
+
+#: Share of different people in one place who share the more general place too, from which it counts as implied:
+#: nearly always, since a field left out loses whatever evidence it holds beyond the other.
+IMPLIED_SHARE = 0.9
+
+
+def _pairs(table, columns: list[str]) -> int:
+    """Ordered pairs of distinct records agreeing on all ``columns`` (known on both)."""
+    codes = [table.column(c).codes for c in columns]
+    known = np.logical_and.reduce([c >= 0 for c in codes])
+    sizes = pd.DataFrame({i: c[known] for i, c in enumerate(codes)}).value_counts().to_numpy(np.int64)
+    return int((sizes * (sizes - 1)).sum())
+
+
+def _implied(mapping: dict[str, str], records: pd.DataFrame, notes: list[str]) -> set[str]:
+    """Semantic types not compared because a compared one already holds their evidence.
+
+    The model counts each comparison as independent evidence. A full name beside its first and last name repeats
+    them. A general place (city) repeats a specific one (postal code) when, among records of different people
+    sharing the specific place (told apart by their first name), most share the general one too; that is measured,
+    not assumed, since some data sets draw them independently.
+    """
+    implied = set(_redundant(mapping))
+    by_type = {t: c for c, t in mapping.items()}
+    person = by_type.get("first_name") or by_type.get("full_name") or by_type.get("birth_date")
+    if person is None:
+        return implied
+    table = prepare(records, list(mapping))
+    kept = []
+    for semantic in LOCATION:
+        if semantic not in by_type:
+            continue
+        general = by_type[semantic]
+        for specific in kept:
+            # Pairs of different people: agreeing on the place minus those agreeing on the person's field too.
+            base = _pairs(table, [specific, general, person])
+            together = _pairs(table, [specific, general]) - base
+            apart = _pairs(table, [specific, person]) - _pairs(table, [specific, general, person])
+            share = together / (together + apart) if together + apart else 0.0
+            if share >= IMPLIED_SHARE:
+                implied.add(semantic)
+                notes.append(
+                    f"{semantic} ({general}) not compared: {share:.0%} of different people sharing a {specific} "
+                    f"share the {general} too, so {specific} already holds that evidence"
+                )
+                break
+        else:
+            kept.append(general)
+    return implied
+
+
 def _candidate_rules(mapping: dict[str, str], records: pd.DataFrame) -> list[BlockingRule]:
-    by_type = {t: c for c, t in mapping.items() if t != "custom"}
+    redundant = _redundant(mapping)
+    by_type = {t: c for c, t in mapping.items() if t != "custom" and t not in redundant}
     rules = [BlockingRule((Key(by_type[t]),)) for t in IDENTIFYING if t in by_type]
-    for column, semantic in mapping.items():
-        if semantic == "custom":
-            numeric, length = _numeric(records[column])
-            # Six digits and more: an identifier; shorter numbers (house numbers, counts) are shared by many.
-            if numeric and length >= 6:
-                rules.append(BlockingRule((Key(column),)))
+    rules += [BlockingRule((Key(c),)) for c, t in mapping.items() if _is_identifier(records, c, t)]
     paired = [by_type[t] for t in PAIRED if t in by_type]
     rules += [BlockingRule((Key(a), Key(b))) for a, b in combinations(paired, 2)]
     if "first_name" in by_type and "last_name" in by_type:
@@ -144,9 +212,11 @@ def default_settings(
     """
     if not mapping:
         raise SettingsError("mapping: map at least one column to a semantic type")
-    comparisons = tuple(_comparison(c, t, mapping, records) for c, t in mapping.items())
+    notes: list[str] = []
+    implied = _implied(mapping, records, notes)
+    comparisons = tuple(_comparison(c, t, mapping, records) for c, t in mapping.items() if t not in implied)
     table = prepare(records, list(mapping), source)
-    rules, notes = [], []
+    rules = []
     for rule in _candidate_rules(mapping, records):
         count, _ = pair_count(rule.codes(table), table.source, link_type == "link_only")
         if count > max_pairs_per_rule:
@@ -159,9 +229,12 @@ def default_settings(
             + "; ".join(notes or ["none of the mapped semantic types makes one"])
             + "): write blocking rules, or map names, birth dates, postal codes, e-mail or phone"
         )
+    personal = {c for c, t in mapping.items() if t in PERSONAL or _is_identifier(records, c, t)}
+    training = tuple(r for r in rules if personal & {c for k in r.keys for c in k.columns})
     settings = Settings(
         comparisons=comparisons,
         blocking=tuple(rules),
+        training_blocking=training if training != tuple(rules) else (),
         link_type=link_type,
         max_pairs_per_rule=max_pairs_per_rule,
     )

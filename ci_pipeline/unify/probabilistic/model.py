@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.probabilistic.blocking import Blocked, block
+from ci_pipeline.unify.probabilistic.blocking import Blocked, BlockingRule, block
 from ci_pipeline.unify.probabilistic.comparisons import NULL, Comparison, SettingsError
 from ci_pipeline.unify.probabilistic.settings import Settings
 from ci_pipeline.unify.probabilistic.table import Table, prepare
@@ -34,6 +34,9 @@ from ci_pipeline.unify.probabilistic.table import Table, prepare
 #: Pseudo-count added to each level when probabilities are estimated from counts (Jeffreys prior): a level never
 #: seen gets a small probability, not zero, so no weight is infinite.
 PSEUDO_COUNT = 0.5
+
+#: A fit in which exact agreement halves the odds of a match (or worse) is wrong, not a weak field.
+SANE_EXACT_WEIGHT = -1.0
 
 #: Version of the serialised model layout.
 FORMAT = 1
@@ -276,9 +279,8 @@ def _em(patterns, counts, rule, m, u, settings: Settings, active):
     return m, shares, converged, trace
 
 
-def _masked(gamma: np.ndarray, settings: Settings, rule_index: int) -> tuple[np.ndarray, np.ndarray]:
+def _masked(gamma: np.ndarray, settings: Settings, rule: BlockingRule) -> tuple[np.ndarray, np.ndarray]:
     """Distinct level patterns of ``gamma`` and their counts, the rule's own comparisons masked (null)."""
-    rule = settings.blocking[rule_index]
     own = {c for k in rule.keys for c in k.columns}
     masked = gamma.copy()
     for j, comparison in enumerate(settings.comparisons):
@@ -291,12 +293,12 @@ def _masked(gamma: np.ndarray, settings: Settings, rule_index: int) -> tuple[np.
 def _sessions(table: Table, settings: Settings, blocked: Blocked, gamma: np.ndarray):
     """Per blocking rule finding pairs: the distinct patterns of all its pairs, its own comparisons masked."""
     patterns, counts, sessions, rules = [], [], [], []
-    for index, rule in enumerate(settings.blocking):
+    for index, rule in enumerate(settings.training_rules):
         codes = rule.codes(table)
         found = (codes[blocked.left] == codes[blocked.right]) & (codes[blocked.left] >= 0)
         if not found.any():
             continue
-        distinct, count = _masked(gamma[found], settings, index)
+        distinct, count = _masked(gamma[found], settings, rule)
         patterns.append(distinct)
         counts.append(count)
         sessions.append(np.full(len(distinct), len(rules), dtype=np.int64))
@@ -311,7 +313,7 @@ def _expected_matches(settings, blocked: Blocked, gamma, rules, shares, m, u, ac
     for session, index in enumerate(rules):
         first = blocked.rule == index
         if first.any():
-            distinct, count = _masked(gamma[first], settings, index)
+            distinct, count = _masked(gamma[first], settings, settings.training_rules[index])
             posterior, _ = _posterior(distinct, shares[session], m, u, columns)
             total += float((posterior * count).sum())
     return total
@@ -359,7 +361,7 @@ def train(
     sample = gamma_matrix(table, comparisons, sample_left, sample_right)
     u_random = [_frequencies(len(c.levels), sample[:, j]) for j, c in enumerate(comparisons)]
 
-    blocked: Blocked = block(table, settings.blocking, settings.max_pairs_per_rule, link_only)
+    blocked: Blocked = block(table, settings.training_rules, settings.max_pairs_per_rule, link_only)
     if len(blocked.left) == 0:
         raise TrainingError("the blocking rules found no candidate pair to train on: add a blocking rule")
     gamma = gamma_matrix(table, comparisons, blocked.left, blocked.right)
@@ -373,7 +375,12 @@ def train(
     m, shares, converged, trace = _em(
         patterns, counts, session, _seed_m(table, settings, labels), u_random, settings, active
     )
-    insane = [c.name for j, c in enumerate(comparisons) if active[j] and not m[j][0] > u_random[j][0]]
+    exact_weight = [float(np.log2(m[j][0] / u_random[j][0])) for j in range(len(comparisons))]
+    insane = [
+        f"{c.name!r} (m {m[j][0]:.3g}, u {u_random[j][0]:.3g})"
+        for j, c in enumerate(comparisons)
+        if active[j] and exact_weight[j] < SANE_EXACT_WEIGHT
+    ]
     last = trace[-1]
     summary = (
         f"EM {'converged' if converged else 'did not converge'} after {last.iteration} iteration(s) "
@@ -383,10 +390,19 @@ def train(
     )
     if insane:
         raise TrainingError(
-            f"{summary}; the fit is not sane: exact agreement on {', '.join(map(repr, insane))} came out no more "
-            "likely for matches than for non-matches. Check that the column holds what its comparison expects, "
-            "add blocking rules that find more true matches, or remove the comparison"
+            f"{summary}; the fit is not sane: exact agreement on {', '.join(insane)} came out less likely for "
+            "matches than for non-matches. Check that the column holds what its comparison expects, add blocking "
+            "rules that find more true matches, or remove the comparison"
         )
+    for j, c in enumerate(comparisons):
+        if active[j] and exact_weight[j] <= 0:
+            # A near-constant field (one country for nearly everyone): agreement is as common among non-matches.
+            notes[j] = (
+                f"exact agreement on column {c.column!r} is about as likely for non-matches (u {u_random[j][0]:.3g}) "
+                f"as for matches (m {m[j][0]:.3g}): it carries no evidence"
+            )
+            active[j] = False
+            warnings.warn(notes[j], UserWarning, stacklevel=2)
     if not converged:
         warnings.warn(f"{summary}; the last parameters are kept (they are sane)", ConvergenceWarning, stacklevel=2)
     parameters = tuple(

@@ -25,7 +25,10 @@ class Settings:
 
     Args:
         comparisons: one comparison per field (see ``comparisons``); their order is the model's.
-        blocking: blocking rules, OR-ed.
+        blocking: blocking rules, OR-ed: the pairs that are scored.
+        training_blocking: blocking rules whose pairs EM trains m on (default: ``blocking``). Pairs blocked only
+            on what the members of a household share (address, surname, landline) are mostly households, which EM
+            would take for the matching class; training on rules with a personal key avoids that.
         link_type: ``dedupe`` pairs every two records (within and across tables alike); ``link_only`` pairs
             only records of different tables.
         threshold: the match probability from which a pair is a link.
@@ -38,6 +41,7 @@ class Settings:
 
     comparisons: tuple[Comparison, ...]
     blocking: tuple[BlockingRule, ...]
+    training_blocking: tuple[BlockingRule, ...] = ()
     link_type: LinkType = "dedupe"
     threshold: float = DEFAULT_THRESHOLD
     max_pairs_per_rule: int = 20_000_000
@@ -64,10 +68,15 @@ class Settings:
             raise SettingsError(f"tolerance: {self.tolerance} must be between 0 and 1")
 
     @property
+    def training_rules(self) -> tuple[BlockingRule, ...]:
+        """The blocking rules EM trains on."""
+        return self.training_blocking or self.blocking
+
+    @property
     def columns(self) -> tuple[str, ...]:
         """Every column a comparison or a blocking rule reads."""
         used = [c for comp in self.comparisons for c in comp.columns]
-        used += [c for rule in self.blocking for k in rule.keys for c in k.columns]
+        used += [c for rule in self.blocking + self.training_blocking for k in rule.keys for c in k.columns]
         return tuple(dict.fromkeys(used))
 
     def check_columns(self, available) -> None:
@@ -80,8 +89,9 @@ class Settings:
             if col not in available
         ]
         problems += [
-            f"blocking rule {i + 1} [{rule}] reads column {c!r}"
-            for i, rule in enumerate(self.blocking)
+            f"{key} rule {i + 1} [{rule}] reads column {c!r}"
+            for key, rules in (("blocking", self.blocking), ("training_blocking", self.training_blocking))
+            for i, rule in enumerate(rules)
             for k in rule.keys
             for c in k.columns
             if c not in available
@@ -99,6 +109,7 @@ class Settings:
             "threshold": self.threshold,
             "comparisons": [c.to_dict() for c in self.comparisons],
             "blocking": [r.to_list() for r in self.blocking],
+            **({"training_blocking": [r.to_list() for r in self.training_blocking]} if self.training_blocking else {}),
             "max_pairs_per_rule": self.max_pairs_per_rule,
             "u_sample_pairs": self.u_sample_pairs,
             "max_iterations": self.max_iterations,
@@ -111,7 +122,8 @@ class Settings:
         """Settings from their description; unknown keys, kinds and malformed rules are clear errors."""
         if not isinstance(data, dict):
             raise SettingsError(f"probabilistic settings must be a mapping, not {type(data).__name__}")
-        known = {"link_type", "threshold", "comparisons", "blocking", "max_pairs_per_rule", "u_sample_pairs"}
+        known = {"link_type", "threshold", "comparisons", "blocking", "training_blocking", "max_pairs_per_rule"}
+        known |= {"u_sample_pairs"}
         known |= {"max_iterations", "tolerance", "seed"}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -119,12 +131,17 @@ class Settings:
         comparisons = data.get("comparisons") or []
         if not isinstance(comparisons, list):
             raise SettingsError("comparisons: a list of comparisons ({kind: ..., column: ...})")
-        blocking = data.get("blocking") or []
-        if not isinstance(blocking, list):
-            raise SettingsError("blocking: a list of blocking rules (each a key or a list of keys)")
-        options = {k: v for k, v in data.items() if k not in ("comparisons", "blocking")}
+        rules = {}
+        for key in ("blocking", "training_blocking"):
+            rules[key] = data.get(key) or []
+            if not isinstance(rules[key], list):
+                raise SettingsError(f"{key}: a list of blocking rules (each a key or a list of keys)")
+        options = {k: v for k, v in data.items() if k not in ("comparisons", "blocking", "training_blocking")}
         return cls(
             comparisons=tuple(comparison_from_dict(c, f"comparisons[{i}]") for i, c in enumerate(comparisons)),
-            blocking=tuple(BlockingRule.parse(r, f"blocking[{i}]") for i, r in enumerate(blocking)),
+            **{
+                key: tuple(BlockingRule.parse(r, f"{key}[{i}]") for i, r in enumerate(listed))
+                for key, listed in rules.items()
+            },
             **options,
         )

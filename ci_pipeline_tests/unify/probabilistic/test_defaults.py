@@ -103,6 +103,18 @@ def test_the_printed_yaml_reads_back_as_the_same_settings():
     assert "swap_with: Last" in text
 
 
+def test_a_full_name_beside_its_parts_is_not_compared_twice():
+    raw = RAW.assign(Full=RAW["First"] + " " + RAW["Last"])
+    mapping = {**MAPPING, "Full": "full_name"}
+    settings, _ = default_settings(normalize_records(raw, mapping), mapping)
+    assert "Full" not in [c.name for c in settings.comparisons]
+    assert not any("Full" in str(r) for r in settings.blocking)
+    only_full = {"Full": "full_name", "Born": "birth_date"}
+    settings, _ = default_settings(normalize_records(raw, only_full), only_full)
+    assert [c.name for c in settings.comparisons] == ["Full", "Born"]
+    assert "Full & Born" in [str(r) for r in settings.blocking]
+
+
 def test_a_mapped_column_missing_from_the_data_is_named():
     with pytest.raises(SettingsError, match="mapping: column 'Phone' is not in the data"):
         normalize_records(RAW, {**MAPPING, "Phone": "phone"})

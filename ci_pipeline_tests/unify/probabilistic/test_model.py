@@ -195,6 +195,19 @@ def test_a_field_null_or_constant_everywhere_carries_no_evidence():
     assert model.parameters[0].active
 
 
+def test_a_field_agreeing_as_often_for_non_matches_carries_no_evidence():
+    records, _ = synthetic(people=1000)
+    rng = np.random.default_rng(5)
+    # Originals all "us", duplicates "us" 60% of the time: matches agree less often (0.6) than random pairs (0.68).
+    country = np.where((np.arange(2000) % 2 == 0) | (rng.random(2000) < 0.6), "us", "ca")
+    records["country"] = pd.array(country, dtype="string")
+    settings = Settings((*exact_settings().comparisons, ExactMatch("country")), exact_settings().blocking)
+    with pytest.warns(UserWarning, match=r"exact agreement on column 'country' is about as likely for non-matches"):
+        model = train(records, settings)
+    assert not model.parameters[-1].active
+    assert "carries no evidence" in model.parameters[-1].note
+
+
 def test_no_comparison_with_evidence_is_an_error():
     records = pd.DataFrame({"a": ["x"] * 10, "b": pd.array([None] * 10, dtype="string")}, dtype="string")
     settings = Settings((ExactMatch("a"), ExactMatch("b")), (BlockingRule.parse("a", "b"),))
