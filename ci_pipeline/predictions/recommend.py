@@ -83,12 +83,17 @@ def fit(history: sparse.csr_matrix, products: pd.Index, settings: Recommendation
         rows.append(np.repeat(chunk, nonzero.sum(axis=1)))
         cols.append(top[nonzero])
         vals.append(picked[nonzero])
-    similar = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    if vals:
+        similar = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    else:
+        similar = sparse.csr_matrix((n, n))
     allowed = ~products.isin(settings.exclude_products)
     return Recommender(products=products, similar=similar, popularity=buyers, allowed=np.asarray(allowed))
 
 
 def _row_max_scale(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    if matrix.shape[1] == 0:
+        return matrix
     peak = matrix.max(axis=1).toarray().ravel()
     return sparse.diags(np.where(peak > 0, 1.0 / np.where(peak > 0, peak, 1.0), 0.0)) @ matrix
 
@@ -190,6 +195,8 @@ def evaluate(lines: pd.DataFrame, customers: pd.Index, cutoff, end, settings: Re
     """
     start = cutoff - pd.Timedelta(days=settings.lookback_days)
     products = _products(lines, start, cutoff)
+    if len(products) == 0:
+        return {"not_evaluated": f"no product was bought in the {settings.lookback_days} days before {cutoff.date()}"}
     history = interactions(lines, customers, products, start, cutoff)
     future = interactions(lines, customers, products, cutoff, end)
     model = fit(history, products, settings)

@@ -1,0 +1,90 @@
+"""Customer lifetime value on a small seeded history: value, interval, band, reasons, baselines, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ci_pipeline.errors import UserError
+from ci_pipeline.predictions import clv
+from ci_pipeline.predictions.data import InsufficientData
+from ci_pipeline.predictions.settings import PredictionSettings
+from ci_pipeline.predictions.stored import StoredModel
+from ci_pipeline_tests.predictions import synthetic
+
+SETTINGS = PredictionSettings.model_validate(
+    {"minimums": {"clv_customers": 200}, "clv": {"period_months": 3, "high_value_share": 0.2}}
+)
+
+
+@pytest.fixture(scope="module")
+def purchases():
+    frame = synthetic.purchases(customers=900)
+    frame.loc[frame.index % 11 == 0, "Amount"] *= -1  # returns
+    return frame
+
+
+@pytest.fixture(scope="module")
+def result(purchases):
+    return clv.run_clv(purchases, purchases["CustomerId"], synthetic.END, SETTINGS)
+
+
+def test_every_purchaser_gets_a_value_inside_its_interval_a_band_and_reasons(purchases, result):
+    scores = result.scores
+    assert len(scores) == purchases["CustomerId"].nunique()
+    assert (scores["ValueLow"] <= scores["PredictedValue"]).all()
+    assert (scores["PredictedValue"] <= scores["ValueHigh"]).all()
+    assert (scores["ValueLow"] >= 0).all()
+    assert scores["ValueBand"].value_counts()["High"] == round(len(scores) * 0.2)
+    assert scores["Reason1"].str.fullmatch(r".+: [+-]\d+\.\d\d").all()
+
+
+def test_report_holds_every_metric_for_the_model_and_both_baselines(result):
+    report = result.report
+    keys = {"top_capture", "normalized_gini", "spearman", "decile_mape", "total_forecast_error", "rmse"}
+    assert keys | {"interval_coverage"} == set(report["model"])
+    assert set(report["baselines"]) == {"reference_monthly_x_months_x_retention", "bgnbd_gamma_gamma"}
+    for baseline in report["baselines"].values():
+        assert set(baseline) == keys
+    assert report["model"]["normalized_gini"] > 0.2
+    assert 0.5 < report["model"]["interval_coverage"] <= 1
+    assert report["reference_grade"] in "ABC"
+
+
+def test_same_input_gives_the_same_values(purchases, result):
+    again = clv.run_clv(purchases, purchases["CustomerId"], synthetic.END, SETTINGS)
+    pd.testing.assert_frame_equal(result.scores, again.scores)
+
+
+def test_reference_baseline_is_monthly_spend_times_months_times_retention():
+    day = synthetic.END
+    purchases = pd.DataFrame(
+        {
+            "CustomerId": pd.array(["a", "a", "b", "a"], dtype="string"),
+            # a and b are active 3 months before the cutoff; only a is active again at the cutoff: retention 1/2.
+            "Time": [day - pd.Timedelta(days=d) for d in (200, 100, 100, 10)],
+            "Amount": [100.0, 100.0, 40.0, 100.0],
+        }
+    )
+    settings = PredictionSettings.model_validate({"clv": {"period_months": 3, "active_days": 30}})
+    X = pd.DataFrame({"days_since_first_purchase": [200.0, 100.0], "total_amount": [300.0, 40.0]}, index=["a", "b"])
+    value = clv.reference_value(purchases, X, day, settings)
+    months = np.array([200 / 30.44, 100 / 30.44])
+    np.testing.assert_allclose(value, np.array([300.0, 40.0]) / months * 3 * 0.5)
+
+
+def test_too_few_customers_for_clv_is_a_clear_failure(purchases):
+    with pytest.raises(InsufficientData, match="CustomerLifetimeValue: not enough data .* at least 1000 are needed"):
+        clv.run_clv(purchases, purchases["CustomerId"], synthetic.END, PredictionSettings())
+
+
+def test_a_stored_model_refuses_a_missing_profile_field(purchases):
+    profile = pd.DataFrame({"CustomerId": pd.array(sorted(purchases["CustomerId"].unique()), dtype="string")})
+    profile["BirthYear"] = 1950 + np.arange(len(profile)) % 50
+    settings = SETTINGS.model_copy(update={"profile_fields": ["BirthYear"]})
+    trained = clv.run_clv(purchases, purchases["CustomerId"], synthetic.END, settings, profile)
+    stored = StoredModel.from_bytes(trained.stored.to_bytes())
+    pd.testing.assert_frame_equal(clv.score_stored(stored, purchases, synthetic.END, 0.2, profile), trained.scores)
+    with pytest.raises(UserError, match="profile.BirthYear that the data no longer has"):
+        clv.score_stored(stored, purchases, synthetic.END, 0.2, profile[["CustomerId"]])
