@@ -1,35 +1,59 @@
 """One check of a configuration against its sources, shared by ``ci-pipeline validate`` and ``ci-pipeline run``.
 
 Loading the configuration already checks it on its own (types, keys, references between sections, profile
-attributes of segment rules). This adds what needs the sources: each table's path, header or schema and a bounded
-sample (see :mod:`ci_pipeline.ingest.preflight`), and every column the configuration names in a source table,
-checked against the table's real columns. Every problem is reported at once, with its key path, line and a
-suggestion for near misses, so a run never starts only to fail after it has rewritten lake tables.
+attributes of segment rules). This adds what needs the outside world: each source table's path, header or schema
+and a bounded sample (see :mod:`ci_pipeline.ingest.preflight`); every column the configuration names in a source
+table, checked against the table's real columns; the alias files of unification; the sink's secret references and
+certificate file. Every problem is reported at once, with its key path, line and a suggestion for near misses, so a
+run never starts only to fail after it has rewritten lake tables.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from pathlib import Path
 
-from ci_pipeline.config import ProjectConfig, load_config
+from ci_pipeline.config import ProjectConfig, load_config, resolve_secret
 from ci_pipeline.config.base import did_you_mean
+from ci_pipeline.errors import UserError
 from ci_pipeline.ingest.preflight import SourceSchema, inspect_sources
 from ci_pipeline.lake import Lake
 
+#: An asset key as a tuple of its parts (``("crm", "contacts")``, ``("unify", "customer_profile")``).
+AssetPath = tuple[str, ...]
+
 
 def project_problems(
-    config: ProjectConfig, lake: Lake | None = None, tables: Collection[tuple[str, str]] | None = None
+    config: ProjectConfig, lake: Lake | None = None, selected: Collection[AssetPath] | None = None
 ) -> list[str]:
-    """Every problem of the sources and of the columns the configuration names in them.
+    """Every problem of the sources, the columns the configuration names in them, alias files and sink settings.
 
     Args:
-        config: the loaded (and so already self-consistent) configuration.
+        config: the loaded configuration.
         lake: the lake whose filesystems reach the sources (default: the configured one).
-        tables: ``(source, table)`` pairs to check (default: every table); references into other tables are
-            not checked.
+        selected: the asset keys a run materialises (default: everything). Only the source tables among them are
+            opened; alias files are checked when a unify asset is selected, the sink when a sink asset is.
     """
-    schemas, problems = inspect_sources(config, lake, tables)
-    return problems + column_reference_problems(config, schemas)
+    found: list[str] = []
+    tables = None
+    if selected is not None:
+        known = {(source, table) for source, spec in config.sources.items() for table in spec.tables}
+        tables = {key for key in selected if key in known}
+    try:
+        lake = lake or Lake.from_config(config.lake, config.base_dir)
+    except UserError as exc:
+        # Without the lake no source can be opened; the remaining checks still run.
+        found.append(f"lake: {exc}")
+        schemas: dict[tuple[str, str], SourceSchema] = {}
+    else:
+        schemas, problems = inspect_sources(config, lake, tables)
+        found += problems
+    found += column_reference_problems(config, schemas)
+    if selected is None or any(key[0] == "unify" for key in selected):
+        found += alias_file_problems(config)
+    if selected is None or any(key[0] == "publish" and key[-1].startswith("sink_") for key in selected):
+        found += sink_problems(config)
+    return found
 
 
 def load_checked(path=None) -> ProjectConfig:
@@ -45,9 +69,9 @@ def load_checked(path=None) -> ProjectConfig:
     return config
 
 
-def require_valid(config: ProjectConfig, tables: Collection[tuple[str, str]] | None = None) -> None:
+def require_valid(config: ProjectConfig, selected: Collection[AssetPath] | None = None) -> None:
     """Raise a :class:`~ci_pipeline.errors.ConfigError` listing every problem of :func:`project_problems`."""
-    problems = project_problems(config, tables=tables)
+    problems = project_problems(config, selected=selected)
     if problems:
         raise config.error(problems)
 
@@ -97,4 +121,44 @@ def column_reference_problems(config: ProjectConfig, schemas: dict[tuple[str, st
         }
         for sub, column in named.items():
             check(f"{key}.{sub}", act.source, act.table, column)
+    return found
+
+
+def alias_file_problems(config: ProjectConfig) -> list[str]:
+    """Alias maps (``unify.normalize.aliases``) that are missing or malformed, read as unification reads them."""
+    from ci_pipeline.unify.normalize import read_alias_file
+
+    found: list[str] = []
+    for name, path in config.unify.normalize.aliases.items() if config.unify else ():
+        try:
+            read_alias_file(config.resolve_location(path), name)
+        except UserError as exc:
+            key = f"unify.normalize.aliases.{name}"
+            found.append(str(exc) if str(exc).startswith(key) else f"{key}: {exc}")
+    return found
+
+
+def sink_problems(config: ProjectConfig) -> list[str]:
+    """Dataverse sink settings that would fail when publishing: unset secret references, a missing certificate.
+
+    Secret values are read only to see that they exist; no message carries one.
+    """
+    dataverse = config.publish.sink.dataverse
+    if config.publish.sink.kind != "dataverse" or dataverse is None:
+        return []
+    found: list[str] = []
+    key = "publish.sink.dataverse"
+    for name in ("client_secret", "certificate_password"):
+        ref = getattr(dataverse, name)
+        if ref is not None:
+            try:
+                resolve_secret(ref, f"{key}.{name}", config.base_dir)
+            except UserError as exc:
+                found.append(str(exc))
+    if dataverse.credential == "certificate" and dataverse.certificate_path:
+        path = Path(config.resolve_location(dataverse.certificate_path))
+        if not path.is_file():
+            found.append(
+                f"{key}.certificate_path: {path} does not exist; put the PEM or PFX file there or fix the path"
+            )
     return found

@@ -289,3 +289,50 @@ def test_a_missing_cdm_partition_is_a_problem_not_a_traceback(tmp_path):
     problems = project_problems(load_config(tmp_path / "c.yaml"))
     assert len(problems) == 1 and problems[0].startswith("sources.src.tables.members.path:"), problems
     assert "gone.csv" in problems[0]
+
+
+def test_alias_files_and_sink_secrets_are_checked_without_showing_a_secret(tmp_path, monkeypatch, capsys):
+    (tmp_path / "contacts.csv").write_text("contact_id,first_name\nc1,Ann\n")
+    (tmp_path / "nicknames.csv").write_text("nick,full\nbob,robert\n")
+    (tmp_path / "key.txt").write_text("PfxPassw0rdValue\n")
+    config = """sources:
+  crm:
+    owner: sales-ops
+    tables:
+      contacts: {format: csv, path: contacts.csv, primary_key: contact_id}
+unify:
+  tables:
+    - {source: crm, table: contacts, columns: {first_name: first_name}}
+  normalize:
+    aliases: {nicknames: nicknames.csv, companies: companies.csv}
+publish:
+  sink:
+    kind: dataverse
+    dataverse:
+      url: https://contoso.crm.dynamics.com
+      credential: certificate
+      tenant_id: t
+      client_id: c
+      certificate_path: certs/app.pfx
+      certificate_password: file:key.txt
+      client_secret: env:CI_TEST_UNSET_SECRET
+"""
+    (tmp_path / "c.yaml").write_text(config)
+    monkeypatch.delenv("CI_TEST_UNSET_SECRET", raising=False)
+    assert main(["validate", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "4 problem(s)" in err
+    assert "line 10: unify.normalize.aliases.nicknames:" in err and "header 'alias,canonical'" in err
+    assert "line 10: unify.normalize.aliases.companies: cannot read" in err
+    unset = "environment variable CI_TEST_UNSET_SECRET is not set"
+    assert f"line 21: publish.sink.dataverse.client_secret: {unset}" in err
+    assert "line 19: publish.sink.dataverse.certificate_path:" in err and "app.pfx does not exist" in err
+    assert "PfxPassw0rdValue" not in err
+    # a run that publishes nothing does not need the sink's secrets or the alias files
+    assert main(["--config", str(tmp_path / "c.yaml"), "run", "--select", "crm/contacts"]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(tmp_path / "c.yaml"), "run", "--select", "crm/contacts+"]) == 2
+    err = capsys.readouterr().err
+    assert "unify.normalize.aliases.companies" in err and "CI_TEST_UNSET_SECRET" not in err
+    assert main(["--config", str(tmp_path / "c.yaml"), "run"]) == 2
+    assert "4 problem(s)" in capsys.readouterr().err

@@ -80,9 +80,8 @@ def run(args) -> int:
             print(f"{name:<28} {defs.resolve_job_def(name).description or ''}")
         return 0
     job, mode = choose_job(defs, args.job, args.select)
-    # Nothing is written when the sources the run reads do not match the configuration.
-    selected = {tuple(key.path) for key in job.asset_layer.selected_asset_keys if len(key.path) == 2}
-    require_valid(config, tables={(s, t) for s, src in config.sources.items() for t in src.tables} & selected)
+    # Nothing is written when the sources, alias files or sink settings the run uses fail the checks of `validate`.
+    require_valid(config, {tuple(key.path) for key in job.asset_layer.selected_asset_keys})
     started = time.monotonic()
     with _instance() as instance:
         result = job.execute_in_process(
