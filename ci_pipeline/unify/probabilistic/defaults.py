@@ -156,11 +156,10 @@ def _implied(mapping: dict[str, str], records: pd.DataFrame, notes: list[str]) -
             continue
         general = by_type[semantic]
         for specific in kept:
-            # Pairs of different people: agreeing on the place minus those agreeing on the person's field too.
-            base = _pairs(table, [specific, general, person])
-            together = _pairs(table, [specific, general]) - base
-            apart = _pairs(table, [specific, person]) - _pairs(table, [specific, general, person])
-            share = together / (together + apart) if together + apart else 0.0
+            # Pairs of different people: pairs agreeing on the place less those agreeing on the person's field too.
+            people = _pairs(table, [specific]) - _pairs(table, [specific, person])
+            together = _pairs(table, [specific, general]) - _pairs(table, [specific, general, person])
+            share = together / people if people else 0.0
             if share >= IMPLIED_SHARE:
                 implied.add(semantic)
                 notes.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -118,3 +119,45 @@ def test_a_full_name_beside_its_parts_is_not_compared_twice():
 def test_a_mapped_column_missing_from_the_data_is_named():
     with pytest.raises(SettingsError, match="mapping: column 'Phone' is not in the data"):
         normalize_records(RAW, {**MAPPING, "Phone": "phone"})
+
+
+def places(city_of_zip: bool, n: int = 400, seed: int = 2) -> pd.DataFrame:
+    """Records of different people in 20 postal codes; the city follows the postal code or is drawn apart."""
+    rng = np.random.default_rng(seed)
+    zips = rng.integers(0, 20, n)
+    cities = zips % 7 if city_of_zip else rng.integers(0, 7, n)
+    return pd.DataFrame(
+        {
+            "First": [f"name{i}" for i in range(n)],
+            "Zip": [f"{10000 + z}" for z in zips],
+            "Town": [f"town{c}" for c in cities],
+        },
+        dtype="string",
+    )
+
+
+def test_a_city_the_postal_code_implies_is_not_compared():
+    mapping = {"First": "first_name", "Zip": "postal_code", "Town": "city"}
+    settings, notes = default_settings(normalize_records(places(True), mapping), mapping)
+    assert [c.name for c in settings.comparisons] == ["First", "Zip"]
+    assert notes == [
+        "city (Town) not compared: 100% of different people sharing a Zip share the Town too, so Zip already "
+        "holds that evidence"
+    ]
+    # Drawn apart, the city is evidence of its own.
+    settings, notes = default_settings(normalize_records(places(False), mapping), mapping)
+    assert [c.name for c in settings.comparisons] == ["First", "Zip", "Town"]
+    assert notes == []
+
+
+def test_training_rules_hold_a_personal_key():
+    records = normalize_records(RAW, MAPPING)
+    settings, _ = default_settings(records, MAPPING)
+    training = [str(r) for r in settings.training_blocking]
+    # Only what a household shares (surname, postal code): scored, not trained on.
+    assert "Last & Zip" in [str(r) for r in settings.blocking]
+    assert "Last & Zip" not in training and "soundex(Last) & Zip" not in training
+    assert {"Mail", "Member", "Last & First", "Last & Born", "Born & Zip"} <= set(training)
+    data = yaml.safe_load(settings_yaml(settings))
+    assert data.pop("method") == "probabilistic"
+    assert Settings.from_dict(data) == settings

@@ -232,3 +232,17 @@ def test_a_comparison_every_blocking_rule_reads_cannot_be_trained():
     )
     with pytest.raises(TrainingError, match=r"comparison\(s\) 'a': every blocking rule reads the compared column"):
         train(records, settings)
+
+
+def test_em_trains_on_the_training_rules_and_scores_the_blocking_rules():
+    records, _ = synthetic(people=800)
+    base = exact_settings()
+    settings = Settings(base.comparisons, blocking=base.blocking, training_blocking=base.blocking[:3])
+    model = train(records, settings)
+    assert [r["rule"] for r in model.training["pairs_per_rule"]] == ["a & b", "a & c", "b & c"]
+    scored = predict(model, records)
+    assert set(scored["rule"].unique()) == {"a & b", "a & c", "b & c", "c & d"}
+    with pytest.raises(SettingsError, match=r"training_blocking rule 1 \[e\] reads column 'e'"):
+        Settings(base.comparisons, base.blocking, training_blocking=(BlockingRule.parse("e", "t"),)).check_columns(
+            records.columns
+        )
