@@ -145,7 +145,7 @@ def located_error(file: str, problems: list[str], lines: dict[str, int]) -> Conf
     ``problems`` keeps the plain messages, each starting with its key path, for programs that read them.
     """
     # Shown in file order, so the list reads top to bottom like the file; problems with no line come last.
-    shown = sorted(with_lines(problems, lines), key=lambda p: line_number(p) or len(lines) + 10**9)
+    shown = sorted(with_lines(problems, lines), key=lambda p: line_number(p) or float("inf"))
     error = ConfigError(file, shown)
     error.problems = problems
     return error
