@@ -119,33 +119,34 @@ def run_show(args) -> int:
         view["check"] = _check(gov, view)
     if args.json:
         print_json(view)
-        return 0
-    print_table([{"setting": k, "value": v} for k, v in _flatten(view).items()], ["setting", "value"], "")
-    return 0 if all(v == "ok" for v in view.get("check", {}).values()) else 1
+    else:
+        print_table([{"setting": k, "value": v} for k, v in _flatten(view).items()], ["setting", "value"], "")
+    return 0 if all(c["result"] == "ok" for c in view.get("check", [])) else 1
 
 
-def _check(gov, view: dict) -> dict[str, str]:
+def _check(gov, view: dict) -> list[dict]:
     from ci_pipeline.errors import UserError
 
-    if "secret_refs" not in view:
-        # Contributors never see or test the credentials; the run that uses the connection does.
-        return {}
-    results = {}
-    for key, ref in view["secret_refs"].items():
+    results = []
+    # Contributors' views hold no references: they never test the credentials; the run that uses them does.
+    for secret in view.get("secrets", []):
         try:
-            gov.resolver.resolve(ref, f"{view['name']} {key}")
-            results[key] = "ok"
+            gov.resolver.resolve(secret["reference"], f"{view['name']} {secret['setting']}")
+            results.append({"setting": secret["setting"], "result": "ok"})
         except UserError as exc:
-            results[key] = str(exc)
+            results.append({"setting": secret["setting"], "result": str(exc)})
     return results
 
 
 def _flatten(view: dict) -> dict[str, object]:
     flat: dict[str, object] = {}
     for key, value in view.items():
-        if key in ("fields", "secret_refs", "check"):
-            prefix = {"fields": "", "secret_refs": "secret ", "check": "check "}[key]
-            flat.update({f"{prefix}{k}": v for k, v in value.items()})
+        if key == "fields":
+            flat.update(value)
+        elif key == "secrets":
+            flat.update({f"secret {s['setting']}": s["reference"] for s in value})
+        elif key == "check":
+            flat.update({f"check {c['setting']}": c["result"] for c in value})
         elif key == "used_by":
             flat[key] = [f"{u['kind']} {u['name']} (owner {u['owner']})" for u in value]
         else:

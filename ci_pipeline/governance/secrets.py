@@ -81,7 +81,7 @@ def _keyvault_parts(ref: str, what: str) -> tuple[str, str, str | None]:
     vault_ok = _VAULT_HOST.match(vault) if ("." in vault or ":" in vault) else _VAULT_NAME.match(vault)
     if not vault_ok:
         raise SecretRefError(
-            f"{what}: {vault!r} is not a Key Vault name (3-24 letters, digits and dashes) or a vault host name"
+            f"{what}: the vault is neither a Key Vault name (3-24 letters, digits and dashes) nor a host name"
         )
     if not _KV_SECRET.match(name):
         raise SecretRefError(f"{what}: Key Vault secret names are 1-127 letters, digits and dashes")

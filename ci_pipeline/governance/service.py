@@ -166,12 +166,14 @@ class Governance:
 
     @staticmethod
     def _record(connection: Connection) -> dict:
-        # What the audit log keeps of a connection: settings and references, which hold no secret value.
+        # What the audit log keeps of a connection: settings and references, which hold no secret value. The
+        # references are a list of {setting, reference} so that the redaction of `"client_secret": "..."` shapes
+        # in printed JSON leaves them readable.
         return {
             "name": connection.name,
             "type": connection.type,
             "fields": dict(connection.fields),
-            "secret_refs": dict(connection.secret_refs),
+            "secrets": [{"setting": k, "reference": v} for k, v in sorted(connection.secret_refs.items())],
         }
 
     # -- environment and roles --------------------------------------------------------------------------------

@@ -1,0 +1,338 @@
+"""`ci-pipeline connections`: admins manage, contributors use shared ones by name and type, secrets never shown."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+
+import pytest
+
+from ci_pipeline.governance import AccessDenied, Governance, SecretResolver, open_store
+from ci_pipeline.governance.connections import consent_text
+
+ENV_SECRET = "env-Secret-Value-4b7d2e9f13"
+FILE_SECRET = "file-Secret-Value-8c1f5a3d77"
+HOOK_URL = "https://hooks.example.com/services/T00000/B00000/hookTokenValue93a8f1e2"
+DATAVERSE = [
+    "--type", "dataverse", "--org-url", "https://contoso.crm.dynamics.com", "--tenant-id", "tenant-guid-1234",
+    "--client-id", "client-guid-5678",
+]  # fmt: skip
+
+
+@pytest.fixture
+def secrets(team, monkeypatch):
+    monkeypatch.setenv("DV_SECRET", ENV_SECRET)
+    monkeypatch.setenv("HOOK_URL", HOOK_URL)
+    (team.dir / "secrets").mkdir()
+    (team.dir / "secrets" / "api_key.txt").write_text(FILE_SECRET + "\n")
+    return team
+
+
+def audit_rows(project) -> list[dict]:
+    result = project.run("audit", "list", "--limit", "0", "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def test_consent_is_needed_for_a_connection_that_sends_data_outside(secrets):
+    refused = secrets.run("connections", "add", "hook", "--type", "webhook", "--url", "env:HOOK_URL")
+    assert refused.code == 2
+    assert "--consent" in refused.err and consent_text() in refused.err
+    assert secrets.run("connections", "list", "--json").out.strip() == "[]"
+
+    added = secrets.run("connections", "add", "hook", "--type", "webhook", "--url", "env:HOOK_URL", "--consent")
+    assert added.code == 0, added.err
+    view = json.loads(secrets.run("connections", "show", "hook", "--json").out)
+    assert view["consent"]["by"] == "root" and view["consent"]["text_version"] == "1"
+    # Dataverse stays inside the organisation's own tenant: no consent asked.
+    assert secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET").code == 0
+    assert json.loads(secrets.run("connections", "show", "dv", "--json").out)["consent"] is None
+    with sqlite3.connect(secrets.store_file) as db:
+        assert db.execute("SELECT connection_name, principal, text_version FROM consents").fetchall() == [
+            ("hook", "root", "1")
+        ]
+
+
+def test_changing_where_an_outbound_connection_sends_data_needs_consent_again(secrets, monkeypatch):
+    secrets.run("connections", "add", "hook", "--type", "webhook", "--url", "env:HOOK_URL", "--consent")
+    monkeypatch.setenv("OTHER_HOOK", HOOK_URL + "x")
+    assert secrets.run("connections", "edit", "hook", "--url", "env:OTHER_HOOK").code == 2
+    assert secrets.run("connections", "edit", "hook", "--url", "env:OTHER_HOOK", "--consent").code == 0
+    assert [r["action"] for r in audit_rows(secrets)].count("consent.record") == 2
+
+
+def test_only_admins_add_edit_share_and_remove_and_every_refusal_is_audited(secrets):
+    secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    attempts = [
+        ("connections", "add", "mine", *DATAVERSE, "--client-secret", "env:DV_SECRET"),
+        ("connections", "edit", "dv", "--client-id", "other"),
+        ("connections", "share", "dv", "alice"),
+        ("connections", "unshare", "dv", "alice"),
+        ("connections", "remove", "dv"),
+        ("roles", "grant", "alice", "admin"),
+    ]
+    for user in ("alice", "vera", "mallory"):
+        for attempt in attempts:
+            result = secrets.run(*attempt, user=user)
+            assert result.code == 2, (user, attempt)
+            assert "role" in result.err
+    refused = [r for r in audit_rows(secrets) if r["outcome"] == "refused"]
+    assert len(refused) == 3 * len(attempts)
+    assert {r["actor"] for r in refused} == {"alice", "vera", "mallory"}
+    assert secrets.run("roles", "list", "--json").out.count('"admin"') == 1
+    assert secrets.run("audit", "verify").code == 0
+
+
+def test_an_unknown_user_has_no_rights_at_all(secrets, monkeypatch):
+    monkeypatch.setenv("CI_PIPELINE_USER", "nobody")
+    for args in (("connections", "list"), ("sources", "list"), ("roles", "list"), ("audit", "verify")):
+        result = secrets.run(*args, user=None)
+        assert result.code == 2 and "'nobody' has no role" in result.err
+
+
+def test_contributors_see_only_the_name_and_type_of_connections_shared_with_them(secrets):
+    secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    secrets.run("connections", "add", "lake2", "--type", "adls", "--account", "acct", "--container", "c")
+    assert secrets.run("connections", "share", "dv", "alice").code == 0
+
+    outputs = [
+        secrets.run("connections", "list", user="alice"),
+        secrets.run("connections", "list", "--json", user="alice"),
+        secrets.run("connections", "show", "dv", user="alice"),
+        secrets.run("connections", "show", "dv", "--json", user="alice"),
+        secrets.run("connections", "show", "dv", "--json", "--check", user="alice"),
+    ]
+    assert all(o.code == 0 for o in outputs), [o.err for o in outputs]
+    assert json.loads(outputs[1].out) == [{"name": "dv", "type": "dataverse"}]
+    assert json.loads(outputs[3].out) == {"name": "dv", "type": "dataverse"}
+    for output in outputs:
+        for detail in ("contoso.crm", "tenant-guid", "client-guid", "DV_SECRET", "env:", ENV_SECRET, "lake2"):
+            assert detail not in output.text
+    # A connection not shared with you does not exist for you; a viewer sees none.
+    assert (
+        "no connection named 'lake2' is shared with you"
+        in secrets.run("connections", "show", "lake2", user="alice").err
+    )
+    assert json.loads(secrets.run("connections", "list", "--json", user="vera").out) == []
+    admin = json.loads(secrets.run("connections", "show", "dv", "--json").out)
+    assert admin["secrets"] == [{"setting": "client_secret", "reference": "env:DV_SECRET"}] and admin[
+        "shared_with"
+    ] == ["alice"]
+
+
+def test_no_secret_value_reaches_any_output_the_audit_log_or_the_database(secrets):
+    steps = [
+        ("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET"),
+        ("connections", "add", "enrich", "--type", "http-enrichment", "--url", "https://api.example.com/v1",
+         "--api-key", "file:secrets/api_key.txt", "--consent"),
+        ("connections", "add", "hook", "--type", "webhook", "--url", "env:HOOK_URL", "--consent"),
+        ("connections", "show", "dv", "--check"),
+        ("connections", "show", "enrich", "--check", "--json"),
+        ("connections", "show", "hook", "--check"),
+        ("connections", "list", "--json"),
+        ("connections", "edit", "enrich", "--api-key", "env:DV_SECRET"),
+        ("connections", "show", "enrich", "--check"),
+        ("audit", "list", "--json"),
+    ]  # fmt: skip
+    texts = []
+    for step in steps:
+        result = secrets.run(*step)
+        assert result.code == 0, (step, result.err)
+        texts.append(result.text)
+    # A secret pasted where a reference belongs is refused without being repeated.
+    pasted = secrets.run("connections", "edit", "dv", "--client-secret", ENV_SECRET)
+    assert pasted.code == 2 and "not a secret reference" in pasted.err
+    texts.append(pasted.text)
+    assert re.search(r"check client_secret +ok", texts[3])
+    everything = "\n".join(texts) + secrets.store_file.read_bytes().decode("utf-8", "replace")
+    for value in (ENV_SECRET, FILE_SECRET, HOOK_URL, "hookTokenValue93a8f1e2"):
+        assert value not in everything
+
+
+def test_a_failing_check_names_the_reference_without_the_value(secrets, monkeypatch):
+    secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    monkeypatch.delenv("DV_SECRET")
+    result = secrets.run("connections", "show", "dv", "--check")
+    assert result.code == 1
+    assert "environment variable DV_SECRET is not set" in result.out
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("file:../outside.txt", "may not contain '..'"),
+        ("file:secrets/../../outside.txt", "may not contain '..'"),
+        ("file:/etc/hostname", "outside the allowed folders"),
+        ("file:link.txt", "outside the allowed folders"),
+        ("env:", "needs a variable name"),
+        ("keyvault://kvault/bad_name!", "secret names"),
+        ("keyvault://x/secret", "neither a Key Vault name"),
+        ("keyvault://kv/a/b/c", "keyvault://<vault>/<secret>"),
+        ("plain-text-secret", "not a secret reference"),
+    ],
+)
+def test_malformed_references_and_files_outside_the_roots_are_refused(secrets, ref, message):
+    outside = secrets.dir.parent / f"{secrets.dir.name}-outside.txt"
+    outside.write_text("outside")
+    # A link inside the root that leads outside it is followed before the check.
+    (secrets.dir / "link.txt").symlink_to(outside)
+    result = secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", ref)
+    assert result.code == 2 and message in result.err
+    if ref.startswith("file:") or ref.startswith("plain"):
+        assert "outside\n" not in result.err
+    assert secrets.run("connections", "list", "--json").out.strip() == "[]"
+
+
+def test_extra_roots_allow_files_elsewhere(secrets, monkeypatch, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("vault-files")
+    (elsewhere / "key").write_text(FILE_SECRET)
+    assert secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", f"file:{elsewhere}/key").code == 2
+    monkeypatch.setenv("CI_PIPELINE_SECRET_ROOTS", str(elsewhere))
+    assert secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", f"file:{elsewhere}/key").code == 0
+    result = secrets.run("connections", "show", "dv", "--check")
+    assert result.code == 0 and FILE_SECRET not in result.text
+
+
+def test_settings_are_checked_per_type(secrets):
+    cases = [
+        (("--type", "webhook", "--url", "https://hooks.example.com/x", "--consent"), "not a secret reference"),
+        (("--type", "webhook", "--url", "env:HOOK_URL", "--container", "c", "--consent"), "--container: not a setting"),
+        (("--type", "adls", "--account", "a"), "need --container"),
+        (("--type", "adls", "--account", "a", "--container", "c", "--account-key", "env:A", "--sas-token", "env:B"),
+         "only one of"),
+        (("--type", "http-enrichment", "--url", "http://api.example.com", "--api-key", "env:K", "--consent"),
+         "https://"),
+        (("--type", "http-enrichment", "--url", "https://api.example.com/?key=abc", "--api-key", "env:K",
+          "--consent"), "query string"),
+        (("--type", "dataverse", "--org-url", "https://o.crm.dynamics.com", "--tenant-id", "t", "--client-id", "c"),
+         "--client-secret or --certificate"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = secrets.run("connections", "add", "c1", *args)
+        assert result.code == 2 and message in result.err, (args, result.err)
+
+
+def test_edit_replaces_the_credential_and_renames(secrets):
+    secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    assert secrets.run("connections", "edit", "dv", "--certificate", "file:secrets/api_key.txt").code == 0
+    assert secrets.run("connections", "edit", "dv", "--rename", "dataverse-prod").code == 0
+    view = json.loads(secrets.run("connections", "show", "dataverse-prod", "--json").out)
+    assert view["secrets"] == [{"setting": "certificate", "reference": "file:secrets/api_key.txt"}]
+    edit = [r for r in audit_rows(secrets) if r["action"] == "connections.edit"][0]
+    assert json.loads(edit["before"])["secrets"] == [{"setting": "client_secret", "reference": "env:DV_SECRET"}]
+    assert json.loads(edit["after"])["secrets"] == [{"setting": "certificate", "reference": "file:secrets/api_key.txt"}]
+
+
+def governance(project, user: str) -> Governance:
+    store = open_store(f"sqlite:///{project.store_file}")
+    return Governance(store, user, SecretResolver([project.dir]))
+
+
+def test_a_connection_in_use_cannot_be_removed_until_detached(secrets):
+    secrets.run("connections", "add", "lake2", "--type", "adls", "--account", "acct", "--container", "c")
+    secrets.run("connections", "add", "enrich", "--type", "http-enrichment", "--url", "https://api.example.com",
+                "--api-key", "env:DV_SECRET", "--consent")  # fmt: skip
+    alice = governance(secrets, "alice")
+    with pytest.raises(AccessDenied, match="not shared with 'alice'"):
+        alice.bind("export", "weekly", "lake2")
+    secrets.run("connections", "share", "lake2", "alice")
+    alice.bind("export", "weekly", "lake2")
+    governance(secrets, "root").bind("enrichment", "brands", "lake2")
+    governance(secrets, "root").bind("enrichment", "demographics", "enrich")
+
+    refused = secrets.run("connections", "remove", "lake2")
+    assert refused.code == 2
+    assert "export 'weekly' (owner alice)" in refused.err and "enrichment 'brands' (owner root)" in refused.err
+    assert "--detach" in refused.err
+
+    unshared = secrets.run("connections", "unshare", "lake2", "alice")
+    assert "export weekly" in unshared.out
+
+    removed = secrets.run("connections", "remove", "lake2", "--detach")
+    assert removed.code == 0, removed.err
+    bindings = {b["name"]: b for b in governance(secrets, "vera").bindings()}
+    assert bindings["weekly"] == {
+        "kind": "export", "name": "weekly", "connection": None, "owner": "alice", "active": False,
+        "detached_from": "lake2",
+    }  # fmt: skip
+    assert bindings["brands"]["active"] is False
+    assert bindings["demographics"]["active"] is True
+    actions = [r["action"] for r in audit_rows(secrets)]
+    assert {"exports.detach", "enrichments.deactivate", "connections.remove"} <= set(actions)
+    assert secrets.run("audit", "verify").code == 0
+
+
+def test_connections_resolve_for_admins_and_for_contributors_they_are_shared_with(secrets):
+    secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    assert governance(secrets, "root").resolve_connection("dv")["client_secret"] == ENV_SECRET
+    with pytest.raises(AccessDenied):
+        governance(secrets, "alice").resolve_connection("dv")
+    with pytest.raises(AccessDenied):
+        governance(secrets, "vera").resolve_connection("dv")
+    secrets.run("connections", "share", "dv", "alice")
+    resolved = governance(secrets, "alice").resolve_connection("dv")
+    assert resolved["org_url"] == "https://contoso.crm.dynamics.com" and resolved["client_secret"] == ENV_SECRET
+
+
+def test_connections_are_shared_with_contributors_only(secrets):
+    secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    for user in ("vera", "stranger"):
+        result = secrets.run("connections", "share", "dv", user)
+        assert result.code == 2 and "roles grant" in result.err
+
+
+def test_one_dataverse_environment_per_pipeline_environment(secrets):
+    secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    secrets.run("connections", "add", "dv2", "--type", "dataverse", "--org-url", "https://fabrikam.crm.dynamics.com",
+                "--tenant-id", "t", "--client-id", "c", "--client-secret", "env:DV_SECRET")  # fmt: skip
+    assert secrets.run("connections", "attach-dataverse", "dv").code == 0
+    assert secrets.run("connections", "attach-dataverse", "dv").code == 0  # the same one again: nothing changes
+    second = secrets.run("connections", "attach-dataverse", "dv2")
+    assert second.code == 2
+    assert "already attached to another environment" in second.err and "detach-dataverse" in second.err
+    assert secrets.run("connections", "attach-dataverse", "dv2", user="alice").code == 2
+    assert "contoso" in secrets.run("connections", "detach-dataverse").out
+    assert secrets.run("connections", "attach-dataverse", "dv2").code == 0
+    assert governance(secrets, "vera").dataverse_attachment()["org_url"] == "https://fabrikam.crm.dynamics.com"
+
+
+def test_sql_shaped_names_are_stored_as_given_and_harm_nothing(secrets):
+    evil = "'; DROP TABLE x; --"
+    evil2 = 'Robert"); DROP TABLE connections; --'
+    assert secrets.run("roles", "grant", evil2, "contributor").code == 0
+    assert secrets.run("connections", "add", evil, *DATAVERSE, "--client-secret", "env:DV_SECRET").code == 0
+    assert secrets.run("connections", "share", evil, evil2).code == 0
+    listed = json.loads(secrets.run("connections", "list", "--json", user=evil2).out)
+    assert listed == [{"name": evil, "type": "dataverse"}]
+    assert secrets.run("connections", "list", user=evil).code == 2  # a name with no role, not an injection
+    with sqlite3.connect(secrets.store_file) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"connections", "principals", "audit_log", "data_sources"} <= tables
+        assert db.execute("SELECT name FROM connections").fetchall() == [(evil,)]
+    assert secrets.run("audit", "verify").code == 0
+
+
+def test_control_characters_in_names_are_refused(secrets):
+    result = secrets.run("connections", "add", "bad\x1b[31mname", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    assert result.code == 2 and "control characters" in result.err
+
+
+def test_a_refused_edit_changes_nothing(secrets):
+    secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    secrets.run("connections", "add", "dv2", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    rows = len(audit_rows(secrets))
+    result = secrets.run("connections", "edit", "dv", "--client-id", "changed", "--rename", "dv2")
+    assert result.code == 2 and "a connection named 'dv2' exists" in result.err
+    assert (
+        json.loads(secrets.run("connections", "show", "dv", "--json").out)["fields"]["client_id"] == "client-guid-5678"
+    )
+    assert len(audit_rows(secrets)) == rows  # a mistake, not an access attempt: nothing to audit
+
+
+def test_json_check_exits_non_zero_when_a_reference_does_not_resolve(secrets, monkeypatch):
+    secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    monkeypatch.delenv("DV_SECRET")
+    result = secrets.run("connections", "show", "dv", "--json", "--check")
+    assert result.code == 1
+    assert json.loads(result.out)["check"][0]["setting"] == "client_secret"
