@@ -55,3 +55,21 @@ def test_user_errors_print_no_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "missing.yaml" in result.stderr and "does not exist" in result.stderr
+
+
+def test_validate_refuses_a_hostile_file_quickly_and_without_a_traceback(tmp_path):
+    from ci_pipeline_tests.test_config import BOMB, MINIMAL, _rule
+
+    (tmp_path / "bomb.yaml").write_text(MINIMAL + BOMB)
+    (tmp_path / "deep.yaml").write_text(
+        MINIMAL + "segments:\n  definitions:\n    deep:\n      rules:\n        - " + _rule(600)
+    )
+    for name, message in (("bomb.yaml", "expand to more than 100,000 values"), ("deep.yaml", "nested more than 128")):
+        result = subprocess.run(
+            [sys.executable, "-m", "ci_pipeline", "validate", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            timeout=120,  # generous for a slow machine; the unbounded loader took minutes on the bomb
+        )
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr and message in result.stderr
