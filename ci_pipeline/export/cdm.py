@@ -33,6 +33,9 @@ CSV_SETTINGS = {
 #: First characters that make a spreadsheet read a cell as a formula (OWASP CSV injection: = + - @ tab CR; also
 #: line feed and NUL, which some spreadsheets skip before looking at the next character).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
+#: A signed number or phone number (``+1 (530) 991-1656``, ``-5.25``) calls no function and reaches no other
+#: program, so it keeps its value: a quote before every E.164 phone number would corrupt what BI tools read.
+PLAIN_NUMBER = r"^[+-]?[0-9][0-9 ().-]*$"
 #: Columns holding GUIDs (typed ``guid`` in the metadata).
 GUID_COLUMNS = {
     "AlternateKeyId",
@@ -110,7 +113,8 @@ def escape_formula_cells(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         if not _holds_text(values):
             continue
         # .str gives NaN for a cell that is not text (a number in a mixed column), which is left as it is
-        risky = values.str[:1].isin(FORMULA_START).fillna(False).to_numpy(bool)
+        plain = values.str.fullmatch(PLAIN_NUMBER).fillna(False).to_numpy(bool)
+        risky = values.str[:1].isin(FORMULA_START).fillna(False).to_numpy(bool) & ~plain
         if risky.any():
             out[column] = values.where(~risky, "'" + values.where(risky, ""))
             escaped += int(risky.sum())
