@@ -120,18 +120,18 @@ def _redundant(mapping: dict[str, str]) -> set[str]:
     return {"full_name"} if {"first_name", "last_name"} <= types else set()
 
 
-#: Location types from the most specific; one may imply the ones after it (a postal code, its city).
-LOCATION = ("postal_code", "city", "state", "country")
+#: Location types from the most specific; one may imply the ones after it (a street address its postal code, a
+#: postal code its city).
+LOCATION = ("street", "postal_code", "city", "state", "country")
 
 #: Share of different people in one place who share the more general place too, from which it counts as implied:
 #: nearly always, since a field left out loses whatever evidence it holds beyond the other.
 IMPLIED_SHARE = 0.9
 
 
-def _pairs(table, columns: list[str]) -> int:
-    """Ordered pairs of distinct records agreeing on all ``columns`` (known on both)."""
+def _pairs(table, columns: list[str], known: np.ndarray) -> int:
+    """Ordered pairs of distinct records among ``known`` agreeing on all ``columns``."""
     codes = [table.column(c).codes for c in columns]
-    known = np.logical_and.reduce([c >= 0 for c in codes])
     sizes = pd.DataFrame({i: c[known] for i, c in enumerate(codes)}).value_counts().to_numpy(np.int64)
     return int((sizes * (sizes - 1)).sum())
 
@@ -157,8 +157,9 @@ def _implied(mapping: dict[str, str], records: pd.DataFrame, notes: list[str]) -
         general = by_type[semantic]
         for specific in kept:
             # Pairs of different people: pairs agreeing on the place less those agreeing on the person's field too.
-            people = _pairs(table, [specific]) - _pairs(table, [specific, person])
-            together = _pairs(table, [specific, general]) - _pairs(table, [specific, general, person])
+            known = np.logical_and.reduce([table.column(c).codes >= 0 for c in (specific, general, person)])
+            people = _pairs(table, [specific], known) - _pairs(table, [specific, person], known)
+            together = _pairs(table, [specific, general], known) - _pairs(table, [specific, general, person], known)
             share = together / people if people else 0.0
             if share >= IMPLIED_SHARE:
                 implied.add(semantic)
