@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from ci_pipeline.predictions import btyd, explain, metrics
-from ci_pipeline.predictions.data import InsufficientData, as_utc, check_cutoff, require, threads, usability
+from ci_pipeline.predictions.data import InsufficientData, as_utc, check_cutoff, native_threads, require, usability
 from ci_pipeline.predictions.features import future_purchases, purchase_features, purchasers_at
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
@@ -232,7 +232,7 @@ def run_churn(
         InsufficientData: below the minimum customers or history, a cutoff after the last purchase, or a window
             in which everyone (or no one) churned.
     """
-    with threadpool_limits(limits=threads(len(purchases), settings.threads)):
+    with threadpool_limits(limits=native_threads(settings.threads)):
         return _run_churn(purchases, customers, latest, settings, profile)
 
 
@@ -271,7 +271,9 @@ def _run_churn(purchases, customers, latest, settings: PredictionSettings, profi
     return ChurnResult(scores=scores, report=full_report, stored=stored)
 
 
-def score_stored(stored: StoredModel, purchases: pd.DataFrame, cutoff, profile=None) -> pd.DataFrame:
+def score_stored(
+    stored: StoredModel, purchases: pd.DataFrame, cutoff, profile=None, threads: int | None = None
+) -> pd.DataFrame:
     """Score with a stored model (every refresh, between trainings); a feature that no longer exists is an error."""
     model: ChurnModel = stored.fitted
     cutoff = as_utc(cutoff)
@@ -280,5 +282,5 @@ def score_stored(stored: StoredModel, purchases: pd.DataFrame, cutoff, profile=N
     if model.profile_fields:
         available += [f"profile.{c}" for c in (profile.columns if profile is not None else [])]
     stored.check_features(available)
-    with threadpool_limits(limits=threads(len(purchases), None)):
+    with threadpool_limits(limits=native_threads(threads)):
         return score(model, purchases, cutoff, profile)[0]

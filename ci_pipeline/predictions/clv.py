@@ -14,7 +14,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from ci_pipeline.predictions import btyd, explain, metrics
-from ci_pipeline.predictions.data import as_utc, check_cutoff, require, threads, usability
+from ci_pipeline.predictions.data import as_utc, check_cutoff, native_threads, require, usability
 from ci_pipeline.predictions.features import future_purchases, purchase_features, purchasers_at
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
@@ -194,7 +194,7 @@ def run_clv(
     Raises:
         InsufficientData: below the minimum customers or history, or a cutoff after the last purchase.
     """
-    with threadpool_limits(limits=threads(len(purchases), settings.threads)):
+    with threadpool_limits(limits=native_threads(settings.threads)):
         return _run_clv(purchases, customers, latest, settings, profile)
 
 
@@ -234,7 +234,7 @@ def _run_clv(purchases, customers, latest, settings: PredictionSettings, profile
 
 
 def score_stored(
-    stored: StoredModel, purchases: pd.DataFrame, cutoff, share: float = 0.2, profile=None
+    stored: StoredModel, purchases: pd.DataFrame, cutoff, share: float = 0.2, profile=None, threads: int | None = None
 ) -> pd.DataFrame:
     """Score with a stored model; a feature that no longer exists is an error."""
     model: ClvModel = stored.fitted
@@ -242,5 +242,5 @@ def score_stored(
     available = list(purchase_features(purchases.iloc[:0], pd.Index([], dtype="string"), cutoff).columns)
     available += BTYD_FEATURES + [f"profile.{c}" for c in (profile.columns if profile is not None else [])]
     stored.check_features(available)
-    with threadpool_limits(limits=threads(len(purchases), None)):
+    with threadpool_limits(limits=native_threads(threads)):
         return score(model, purchases, cutoff, share, profile)[0]

@@ -104,5 +104,5 @@ class PredictionSettings(StrictModel):
     profile_fields: list[str] = Field(default_factory=list)
     #: Seed of every random choice (splits, model fitting): the same input gives the same scores.
     seed: int = 7
-    #: Threads for model fitting and scoring; by default one below 20,000 purchases, all cores above.
+    #: Threads for model fitting and scoring (one by default: see ``data.threads``).
     threads: int | None = Field(None, ge=1)
