@@ -1,0 +1,65 @@
+"""Who is acting, and `ci-pipeline init`: the first caller becomes admin; running it again changes nothing."""
+
+from __future__ import annotations
+
+import getpass
+import json
+
+import pytest
+
+from ci_pipeline.errors import UserError
+from ci_pipeline.governance import acting_user
+
+
+def test_the_acting_user_comes_from_as_then_the_environment_then_the_os(monkeypatch):
+    monkeypatch.delenv("CI_PIPELINE_USER", raising=False)
+    assert acting_user() == getpass.getuser()
+    monkeypatch.setenv("CI_PIPELINE_USER", "  carol ")
+    assert acting_user() == "carol"
+    assert acting_user("dave") == "dave"
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "eve\nadmin", "bell\x07"])
+def test_unusable_user_names_are_refused(name):
+    with pytest.raises(UserError, match="--as"):
+        acting_user(name or " ")
+
+
+def test_init_makes_the_caller_admin_once_and_is_idempotent(project, monkeypatch):
+    first = project.run("init", user="root")
+    assert first.code == 0 and "root is its administrator" in first.out
+    assert "Registered 2 source(s)" in first.out
+    assert project.store_file.exists()
+
+    again = project.run("init", user="mallory")
+    assert again.code == 0
+    assert "Already initialised" in again.out and "admins: root" in again.out and "nothing changed" in again.out
+    roles = json.loads(project.run("roles", "list", "--json").out)
+    assert [(r["user"], r["role"]) for r in roles] == [("root", "admin")]
+    assert project.run("roles", "list", user="mallory").code == 2
+
+
+def test_init_registers_sources_the_configuration_gained(project):
+    project.run("init")
+    loyalty = "  loyalty:\n    owner: lena\n    tables:\n      members: {format: csv, path: m.csv, primary_key: id}\n"
+    project.config.write_text(project.config.read_text().replace("unify:", loyalty + "unify:"))
+    again = project.run("init", user="root")
+    assert "Registered 1 source(s) with their configured owners: loyalty" in again.out
+
+
+def test_the_environment_variable_names_the_user(project, monkeypatch):
+    monkeypatch.setenv("CI_PIPELINE_USER", "ops-bot")
+    assert "ops-bot is its administrator" in project.run("init", user=None).out
+    assert project.run("roles", "grant", "alice", "viewer", user=None).code == 0
+
+
+def test_roles_are_granted_replaced_and_revoked_but_never_the_last_admin(team):
+    assert team.run("roles", "grant", "alice", "viewer").code == 0
+    roles = {r["user"]: r["role"] for r in json.loads(team.run("roles", "list", "--json").out)}
+    assert roles == {"root": "admin", "alice": "viewer", "vera": "viewer"}
+    assert "last admin" in team.run("roles", "revoke", "root").err
+    assert "last admin" in team.run("roles", "grant", "root", "viewer").err
+    assert team.run("roles", "grant", "alice", "admin").code == 0
+    assert team.run("roles", "revoke", "root", user="alice").code == 0
+    assert team.run("connections", "list", user="root").code == 2
+    assert "has no role" in team.run("roles", "revoke", "nobody", user="alice").err
