@@ -50,8 +50,9 @@ IDENTIFYING = ("email", "phone")
 #: Semantic types paired with each other in two-field blocking rules, most selective first.
 PAIRED = ("last_name", "first_name", "full_name", "birth_date", "postal_code", "street", "city", "company")
 
-#: Semantic types members of one household do not share: a training rule needs one (see ``training_blocking``).
-PERSONAL = ("first_name", "full_name", "middle_name", "birth_date", "email")
+#: Semantic types members of one household do not share (they may share an address, a surname, a landline and an
+#: e-mail address): a training rule needs one (see ``training_blocking``).
+PERSONAL = ("first_name", "full_name", "middle_name", "birth_date")
 
 #: Semantic types whose values differ much in frequency: exact agreement is term-frequency adjusted.
 TERM_FREQUENCY = ("first_name", "last_name", "full_name", "middle_name", "city", "company", "street")
