@@ -7,6 +7,7 @@ CustomerId or any published byte.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -151,3 +152,43 @@ def test_runs_started_by_tests_stay_out_of_the_projects_run_history(runs):
     assert not home.is_relative_to(ROOT.resolve())
     with dg.DagsterInstance.get() as instance:
         assert len(instance.get_run_records()) >= 3
+
+
+#: Digests of every published table on the bundled sample (sink rows in key order, and each CSV export file). A
+#: restructuring must keep them; a deliberate change of output updates them in the same commit, saying why.
+PUBLISHED_DIGESTS = {
+    "sink/msdynci_alternatekey": "fdd3f12021790c00",
+    "sink/msdynci_customermeasure": "7dc77ea5545ec563",
+    "sink/msdynci_customerprofile": "03c3ced847851892",
+    "sink/msdynci_enrichment": "190497283441b0ae",
+    "sink/msdynci_prediction": "6e7ec71199315e54",
+    "sink/msdynci_segmentmembership": "57efcf259bcf6114",
+    "sink/msdynci_unifiedactivity": "9636d865c1d250f3",
+    "export/AlternateKey": "b9ad778b6bcd8e26",
+    "export/CustomerMeasure": "e12401307dd24e30",
+    "export/CustomerProfile": "de076f5533e35482",
+    "export/SegmentMembership": "78481fe532077fda",
+    "export/UnifiedActivity": "be20661009e4fe60",
+}
+
+
+def published_digests(folder: Path) -> dict[str, str]:
+    found = {}
+    with sqlite3.connect(folder / "sink.sqlite") as db:
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"):
+            digest = hashlib.sha256(repr([r[1] for r in db.execute(f'PRAGMA table_info("{table}")')]).encode())
+            for row in db.execute(f'SELECT * FROM "{table}" ORDER BY 1'):
+                digest.update(repr(row).encode())
+            found[f"sink/{table}"] = digest.hexdigest()[:16]
+    # Export files sit under <entity>/<yyyy>/<mm>/<dd>/<hhmm>/: the run's time names the folder, not the content.
+    # Every run's snapshot of an entity must hold the same bytes, so each entity has one digest.
+    exports: dict[str, set[str]] = {}
+    for file in sorted((folder / "lake" / "exports").rglob("*.csv")):
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+        exports.setdefault(f"export/{file.parents[4].name}", set()).add(digest)
+    return found | {key: ", ".join(sorted(digests)) for key, digests in exports.items()}
+
+
+def test_every_published_table_on_the_sample_keeps_its_digest(runs):
+    config, *_ = runs
+    assert published_digests(config.base_dir) == PUBLISHED_DIGESTS
