@@ -26,7 +26,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import ingest_table
 from ci_pipeline.lake import Lake
 from ci_pipeline.predictions import churn, clv, recommend
-from ci_pipeline.predictions.data import lines_from_facts, purchases_from_facts
+from ci_pipeline.predictions.data import lines_from_facts, purchases_from_facts, signals_from_facts
 from ci_pipeline.predictions.settings import PredictionSettings, PurchaseSource
 
 #: Activities the models read, and the customer table they link to.
@@ -38,6 +38,13 @@ def register(subparsers) -> None:
     parser.add_argument("--people", type=int, default=20_000, help="people to generate (default 20000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data", help="use (or create) this folder for the generated data instead of a temporary one")
+    parser.add_argument(
+        "--signals",
+        nargs="*",
+        default=[],
+        metavar="ACTIVITY",
+        help="other activities of the same customers to use as churn and lifetime value signals (e.g. web_sessions)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -49,13 +56,17 @@ def run(args) -> int:
             _generate(args.people, args.seed, folder)
         generate_s = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
-        facts, customers, latest = load_activities(folder)
-        settings = PredictionSettings(seed=args.seed, purchases=PurchaseSource(is_return="is_return"))
+        facts, customers, latest = load_activities(folder, args.signals)
+        settings = PredictionSettings(
+            seed=args.seed, purchases=PurchaseSource(is_return="is_return"), signal_activities=args.signals
+        )
         purchases = purchases_from_facts(facts, settings.purchases)
         lines = lines_from_facts(facts, settings.purchases)
+        signals = signals_from_facts(facts, settings.signal_activities)
         del facts
         common = {
             "people": args.people,
+            "signals": args.signals,
             "profiles": int(customers.nunique()),
             "purchases": len(purchases),
             "order_lines": len(lines),
@@ -63,8 +74,8 @@ def run(args) -> int:
             "load_s": round(time.perf_counter() - started, 1),
         }
         for name, step in (
-            ("churn", lambda: churn.run_churn(purchases, customers, latest, settings).report),
-            ("clv", lambda: clv.run_clv(purchases, customers, latest, settings).report),
+            ("churn", lambda: churn.run_churn(purchases, customers, latest, settings, signals=signals).report),
+            ("clv", lambda: clv.run_clv(purchases, customers, latest, settings, signals=signals).report),
             ("recommendation", lambda: recommend.run_recommendation(lines, customers, latest, settings).report),
         ):
             started, cpu = time.perf_counter(), time.process_time()
@@ -85,13 +96,19 @@ def _generate(people: int, seed: int, folder: Path) -> None:
         raise UserError(f"generating {people} people failed: {done.stderr.strip()[-2000:]}")
 
 
-def load_activities(folder: Path) -> tuple[pd.DataFrame, pd.Series, pd.Timestamp]:
-    """(activity facts of orders and order lines, every CustomerId, the time of the last activity)."""
+def load_activities(folder: Path, signals: list[str] = ()) -> tuple[pd.DataFrame, pd.Series, pd.Timestamp]:
+    """(activity facts of orders, order lines and ``signals``, every CustomerId, the time of the last activity)."""
     config = load_config(folder / "ci_pipeline.yaml")
-    specs = {name: config.activities.tables[name] for name in ACTIVITIES}
+    unknown = [name for name in signals if name not in config.activities.tables]
+    if unknown:
+        raise UserError(
+            f"--signals: no activity {', '.join(unknown)} in {config.path} "
+            f"(it has {', '.join(sorted(config.activities.tables))})"
+        )
+    specs = {name: config.activities.tables[name] for name in (*ACTIVITIES, *signals)}
     links = {(s.customer.source, s.customer.table, s.customer.column) for s in specs.values()}
     if len(links) != 1:
-        raise UserError(f"{config.path}: activities {', '.join(ACTIVITIES)} must link to the same customer table")
+        raise UserError(f"{config.path}: activities {', '.join(specs)} must link to the same customer table")
     source, table, _ = links.pop()
     with tempfile.TemporaryDirectory(prefix="ci-bench-ingest-") as scratch:
         lake = Lake.local(scratch)
@@ -107,4 +124,5 @@ def load_activities(folder: Path) -> tuple[pd.DataFrame, pd.Series, pd.Timestamp
     )
     timeline = build_timeline(tables, alternate_key, pd.Timestamp.now(tz="UTC"))
     facts = timeline.facts
-    return facts, pd.Series(ids.unique(), dtype="string", name="CustomerId"), facts["ActivityTimeStamp"].max()
+    latest = facts.loc[facts["Activity"].isin(ACTIVITIES), "ActivityTimeStamp"].max()
+    return facts, pd.Series(ids.unique(), dtype="string", name="CustomerId"), latest

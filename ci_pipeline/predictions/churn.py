@@ -7,7 +7,7 @@ L - 2 windows, and is evaluated on customers at L - window against what they did
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from ci_pipeline.predictions import btyd, explain, metrics
 from ci_pipeline.predictions.data import InsufficientData, as_utc, check_cutoff, native_threads, require, usability
-from ci_pipeline.predictions.features import future_purchases, purchase_features, purchasers_at
+from ci_pipeline.predictions.features import Context, future_purchases, purchasers_at
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
 
@@ -48,7 +48,8 @@ class ChurnModel:
     rule_days: int
     bgnbd: btyd.BgNbd
     label_days: int
-    profile_fields: list[str]
+    #: The profile fields and signal activities the features read (without the data).
+    context: Context
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated churn probabilities."""
@@ -79,10 +80,10 @@ def rule_windows(window_days: int) -> list[int]:
     return out
 
 
-def labelled(purchases: pd.DataFrame, cutoff: pd.Timestamp, settings: PredictionSettings, profile):
+def labelled(purchases: pd.DataFrame, cutoff: pd.Timestamp, settings: PredictionSettings, context: Context):
     """Features and labels (True = no purchase in the window) of everyone who bought at or before the cutoff."""
     population = purchasers_at(purchases, cutoff)
-    X = purchase_features(purchases, population, cutoff, profile, settings.profile_fields)
+    X = context.features(purchases, population, cutoff)
     count, _ = future_purchases(purchases, population, cutoff, settings.churn.label_days)
     return X, (count == 0).to_numpy()
 
@@ -106,7 +107,7 @@ def with_btyd(X: pd.DataFrame, purchases: pd.DataFrame, cutoff: pd.Timestamp, mo
     return out
 
 
-def fit(purchases: pd.DataFrame, cutoff: pd.Timestamp, settings: PredictionSettings, profile=None) -> ChurnModel:
+def fit(purchases: pd.DataFrame, cutoff: pd.Timestamp, settings: PredictionSettings, context: Context) -> ChurnModel:
     """Fit the model, its calibration and the baselines on customers at ``cutoff`` and the window after it.
 
     Customers are also taken at earlier cutoffs, one window apart (up to :data:`TRAINING_CUTOFFS` in all, while the
@@ -115,7 +116,7 @@ def fit(purchases: pd.DataFrame, cutoff: pd.Timestamp, settings: PredictionSetti
     """
     days = settings.churn.label_days
     window = pd.Timedelta(days=days)
-    X, y = labelled(purchases, cutoff, settings, profile)
+    X, y = labelled(purchases, cutoff, settings, context)
     _check_labels(y, cutoff, days)
     summary = btyd.rfm_summary(purchases, X.index, cutoff)
     bgnbd = btyd.fit_bgnbd(summary["x"], summary["t_x"], summary["T"])
@@ -127,7 +128,7 @@ def fit(purchases: pd.DataFrame, cutoff: pd.Timestamp, settings: PredictionSetti
         earlier = cutoff - step * window
         if earlier - window < earliest:
             break
-        X_more, y_more = labelled(purchases[purchases["Time"] <= earlier + window], earlier, settings, profile)
+        X_more, y_more = labelled(purchases[purchases["Time"] <= earlier + window], earlier, settings, context)
         frames.append(with_btyd(X_more, purchases, earlier, bgnbd, days))
         labels.append(y_more)
     X, y = pd.concat(frames), np.concatenate(labels)
@@ -160,7 +161,7 @@ def fit(purchases: pd.DataFrame, cutoff: pd.Timestamp, settings: PredictionSetti
         rule_days=max(accuracy, key=lambda x: (accuracy[x], -x)),
         bgnbd=bgnbd,
         label_days=days,
-        profile_fields=list(settings.profile_fields),
+        context=context.without_frames(),
     )
 
 
@@ -172,9 +173,9 @@ def baseline_scores(model: ChurnModel, purchases: pd.DataFrame, X: pd.DataFrame,
     return {f"rule_no_purchase_{model.rule_days}_days": rule, "bgnbd_p_no_purchase": quiet}
 
 
-def evaluate(model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, settings, profile=None) -> dict:
+def evaluate(model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, settings, context: Context) -> dict:
     """Metrics of the model and each baseline on customers at ``cutoff`` against the window after it."""
-    X, y = labelled(purchases, cutoff, settings, profile)
+    X, y = labelled(purchases, cutoff, settings, context)
     X = with_btyd(X, purchases, cutoff, model.bgnbd, model.label_days)
     scored = model.predict(X)
     out = {
@@ -196,11 +197,11 @@ def evaluate(model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, s
 
 
 def score(
-    model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, profile=None
+    model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, context: Context
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Per-customer scores at ``cutoff`` for everyone with a purchase, and the contributions matrix."""
     population = purchasers_at(purchases, cutoff)
-    X = purchase_features(purchases, population, cutoff, profile, model.profile_fields)
+    X = context.features(purchases, population, cutoff)
     X = with_btyd(X, purchases, cutoff, model.bgnbd, model.label_days)[model.features]
     probability = model.predict(X)
     contrib = explain.contributions(model.predict, X, model.typical)
@@ -217,7 +218,12 @@ def score(
 
 
 def run_churn(
-    purchases: pd.DataFrame, customers: pd.Series, latest, settings: PredictionSettings, profile=None
+    purchases: pd.DataFrame,
+    customers: pd.Series,
+    latest,
+    settings: PredictionSettings,
+    profile: pd.DataFrame | None = None,
+    signals: pd.DataFrame | None = None,
 ) -> ChurnResult:
     """Check the data, backtest one window back, fit at the latest cutoff and score every purchaser.
 
@@ -227,27 +233,35 @@ def run_churn(
         latest: the scoring cutoff (the run time, or the last purchase).
         settings: the prediction settings.
         profile: the CustomerProfile table when ``settings.profile_fields`` is set.
+        signals: the other activities when ``settings.signal_activities`` is set (``data.signals_from_facts``).
 
     Raises:
         InsufficientData: below the minimum customers or history, a cutoff after the last purchase, or a window
             in which everyone (or no one) churned.
     """
     with threadpool_limits(limits=native_threads(settings.threads)):
-        return _run_churn(purchases, customers, latest, settings, profile)
+        return _run_churn(purchases, customers, latest, settings, settings.context(profile, signals))
 
 
-def _run_churn(purchases, customers, latest, settings: PredictionSettings, profile):
+def _run_churn(purchases, customers, latest, settings: PredictionSettings, context: Context):
     latest = as_utc(latest)
     days = settings.churn.label_days
     check_cutoff(purchases, latest - pd.Timedelta(days=days), MODEL)
-    report = usability(purchases[purchases["Time"] <= latest], customers, profile)
+    report = usability(purchases[purchases["Time"] <= latest], customers, context)
     history = float((latest - purchases["Time"].min()) / pd.Timedelta(days=1))
-    require(report, MODEL, settings.minimums.churn_customers, settings.minimums.history_windows * days, history)
+    require(
+        report,
+        MODEL,
+        settings.minimums.churn_customers,
+        settings.minimums.history_windows * days,
+        history,
+        settings.minimums.max_missing_share,
+    )
     window = pd.Timedelta(days=days)
-    backtest = fit(purchases[purchases["Time"] <= latest - window], latest - 2 * window, settings, profile)
-    evaluation = evaluate(backtest, purchases[purchases["Time"] <= latest], latest - window, settings, profile)
-    model = fit(purchases[purchases["Time"] <= latest], latest - window, settings, profile)
-    scores, contrib = score(model, purchases, latest, profile)
+    backtest = fit(purchases[purchases["Time"] <= latest - window], latest - 2 * window, settings, context)
+    evaluation = evaluate(backtest, purchases[purchases["Time"] <= latest], latest - window, settings, context)
+    model = fit(purchases[purchases["Time"] <= latest], latest - window, settings, context)
+    scores, contrib = score(model, purchases, latest, context)
     full_report = {
         "prediction": MODEL,
         "usability": report.as_dict(),
@@ -272,15 +286,16 @@ def _run_churn(purchases, customers, latest, settings: PredictionSettings, profi
 
 
 def score_stored(
-    stored: StoredModel, purchases: pd.DataFrame, cutoff, profile=None, threads: int | None = None
+    stored: StoredModel,
+    purchases: pd.DataFrame,
+    cutoff,
+    profile: pd.DataFrame | None = None,
+    signals: pd.DataFrame | None = None,
+    threads: int | None = None,
 ) -> pd.DataFrame:
     """Score with a stored model (every refresh, between trainings); a feature that no longer exists is an error."""
     model: ChurnModel = stored.fitted
-    cutoff = as_utc(cutoff)
-    population = purchasers_at(purchases, cutoff)
-    available = list(purchase_features(purchases.iloc[:0], population[:0], cutoff).columns) + BTYD_FEATURES
-    if model.profile_fields:
-        available += [f"profile.{c}" for c in (profile.columns if profile is not None else [])]
-    stored.check_features(available)
+    context = replace(model.context, profile=profile, signals=signals)
+    stored.check_features(context.available() + BTYD_FEATURES)
     with threadpool_limits(limits=native_threads(threads)):
-        return score(model, purchases, cutoff, profile)[0]
+        return score(model, purchases, as_utc(cutoff), context)[0]

@@ -6,7 +6,7 @@ the backtest one period earlier still, evaluated on the last period.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from ci_pipeline.predictions import btyd, explain, metrics
 from ci_pipeline.predictions.data import as_utc, check_cutoff, native_threads, require, usability
-from ci_pipeline.predictions.features import future_purchases, purchase_features, purchasers_at
+from ci_pipeline.predictions.features import Context, future_purchases, purchasers_at
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
 
@@ -38,7 +38,8 @@ class ClvModel:
     bgnbd: btyd.BgNbd
     gamma_gamma: btyd.GammaGamma
     period_days: float
-    profile_fields: list[str]
+    #: The profile fields and signal activities the features read (without the data).
+    context: Context
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Expected value over the period."""
@@ -84,10 +85,10 @@ def reference_value(purchases, X: pd.DataFrame, cutoff, settings: PredictionSett
     return monthly * settings.clv.period_months * retention
 
 
-def labelled(purchases, cutoff, settings: PredictionSettings, profile):
+def labelled(purchases, cutoff, settings: PredictionSettings, context: Context):
     """Features and the value (returns subtracted, floored at 0) in the period after the cutoff of every purchaser."""
     population = purchasers_at(purchases, cutoff)
-    X = purchase_features(purchases, population, cutoff, profile, settings.profile_fields)
+    X = context.features(purchases, population, cutoff)
     _, value = future_purchases(purchases, population, cutoff, settings.clv.period_days)
     return X, np.clip(value.to_numpy(), 0.0, None)
 
@@ -109,9 +110,9 @@ def _regressor(loss: str, seed: int, **extra) -> HistGradientBoostingRegressor:
     )
 
 
-def fit(purchases, cutoff: pd.Timestamp, settings: PredictionSettings, profile=None) -> ClvModel:
+def fit(purchases, cutoff: pd.Timestamp, settings: PredictionSettings, context: Context) -> ClvModel:
     """Fit the value model (Poisson loss: values are >= 0 and mostly 0 or small) and the 10% / 90% quantile models."""
-    X, y = labelled(purchases, cutoff, settings, profile)
+    X, y = labelled(purchases, cutoff, settings, context)
     s = btyd.rfm_summary(purchases, X.index, cutoff)
     bgnbd = btyd.fit_bgnbd(s["x"], s["t_x"], s["T"])
     gg = btyd.fit_gamma_gamma(s["x"], s["monetary"])
@@ -128,20 +129,20 @@ def fit(purchases, cutoff: pd.Timestamp, settings: PredictionSettings, profile=N
         bgnbd=bgnbd,
         gamma_gamma=gg,
         period_days=settings.clv.period_days,
-        profile_fields=list(settings.profile_fields),
+        context=context.without_frames(),
     )
 
 
-def _features(model: ClvModel, purchases, customers, cutoff, profile) -> pd.DataFrame:
-    X = purchase_features(purchases, customers, cutoff, profile, model.profile_fields)
+def _features(model: ClvModel, purchases, customers, cutoff, context: Context) -> pd.DataFrame:
+    X = context.features(purchases, customers, cutoff)
     X = X.join(btyd_value(purchases, customers, cutoff, model.bgnbd, model.gamma_gamma, model.period_days))
     return X[model.features]
 
 
-def evaluate(model: ClvModel, purchases, cutoff: pd.Timestamp, settings: PredictionSettings, profile=None) -> dict:
+def evaluate(model: ClvModel, purchases, cutoff: pd.Timestamp, settings: PredictionSettings, context: Context) -> dict:
     """Metrics of the model and the two baselines on purchasers at ``cutoff`` against the period after it."""
-    X, y = labelled(purchases, cutoff, settings, profile)
-    X = _features(model, purchases, X.index, cutoff, profile)
+    X, y = labelled(purchases, cutoff, settings, context)
+    X = _features(model, purchases, X.index, cutoff, context)
     share = settings.clv.high_value_share
     low, high = model.low.predict(X), model.high.predict(X)
     out = {
@@ -163,10 +164,10 @@ def evaluate(model: ClvModel, purchases, cutoff: pd.Timestamp, settings: Predict
     return out
 
 
-def score(model: ClvModel, purchases, cutoff: pd.Timestamp, share: float, profile=None):
+def score(model: ClvModel, purchases, cutoff: pd.Timestamp, share: float, context: Context):
     """Per-customer value, 80% interval, band and reasons at ``cutoff`` for everyone with a purchase."""
     population = purchasers_at(purchases, cutoff)
-    X = _features(model, purchases, population, cutoff, profile)
+    X = _features(model, purchases, population, cutoff, context)
     value = model.predict(X)
     low, high = model.low.predict(X), model.high.predict(X)
     # Quantile models are fitted separately and can cross each other or the mean; the interval must hold the value.
@@ -187,7 +188,12 @@ def score(model: ClvModel, purchases, cutoff: pd.Timestamp, share: float, profil
 
 
 def run_clv(
-    purchases: pd.DataFrame, customers: pd.Series, latest, settings: PredictionSettings, profile=None
+    purchases: pd.DataFrame,
+    customers: pd.Series,
+    latest,
+    settings: PredictionSettings,
+    profile: pd.DataFrame | None = None,
+    signals: pd.DataFrame | None = None,
 ) -> ClvResult:
     """Check the data, backtest one period back, fit at the latest cutoff and score every purchaser.
 
@@ -195,21 +201,21 @@ def run_clv(
         InsufficientData: below the minimum customers or history, or a cutoff after the last purchase.
     """
     with threadpool_limits(limits=native_threads(settings.threads)):
-        return _run_clv(purchases, customers, latest, settings, profile)
+        return _run_clv(purchases, customers, latest, settings, settings.context(profile, signals))
 
 
-def _run_clv(purchases, customers, latest, settings: PredictionSettings, profile):
+def _run_clv(purchases, customers, latest, settings: PredictionSettings, context: Context):
     latest = as_utc(latest)
     period = pd.Timedelta(days=settings.clv.period_days)
     check_cutoff(purchases, latest - period, MODEL)
-    report = usability(purchases[purchases["Time"] <= latest], customers, profile)
+    report = usability(purchases[purchases["Time"] <= latest], customers, context)
     history = float((latest - purchases["Time"].min()) / pd.Timedelta(days=1))
     need = settings.minimums.history_windows * settings.clv.period_days
-    require(report, MODEL, settings.minimums.clv_customers, need, history)
-    backtest = fit(purchases[purchases["Time"] <= latest - period], latest - 2 * period, settings, profile)
-    evaluation = evaluate(backtest, purchases[purchases["Time"] <= latest], latest - period, settings, profile)
-    model = fit(purchases[purchases["Time"] <= latest], latest - period, settings, profile)
-    scores, contrib = score(model, purchases, latest, settings.clv.high_value_share, profile)
+    require(report, MODEL, settings.minimums.clv_customers, need, history, settings.minimums.max_missing_share)
+    backtest = fit(purchases[purchases["Time"] <= latest - period], latest - 2 * period, settings, context)
+    evaluation = evaluate(backtest, purchases[purchases["Time"] <= latest], latest - period, settings, context)
+    model = fit(purchases[purchases["Time"] <= latest], latest - period, settings, context)
+    scores, contrib = score(model, purchases, latest, settings.clv.high_value_share, context)
     full_report = {
         "prediction": MODEL,
         "usability": report.as_dict(),
@@ -234,13 +240,17 @@ def _run_clv(purchases, customers, latest, settings: PredictionSettings, profile
 
 
 def score_stored(
-    stored: StoredModel, purchases: pd.DataFrame, cutoff, share: float = 0.2, profile=None, threads: int | None = None
+    stored: StoredModel,
+    purchases: pd.DataFrame,
+    cutoff,
+    share: float = 0.2,
+    profile: pd.DataFrame | None = None,
+    signals: pd.DataFrame | None = None,
+    threads: int | None = None,
 ) -> pd.DataFrame:
     """Score with a stored model; a feature that no longer exists is an error."""
     model: ClvModel = stored.fitted
-    cutoff = as_utc(cutoff)
-    available = list(purchase_features(purchases.iloc[:0], pd.Index([], dtype="string"), cutoff).columns)
-    available += BTYD_FEATURES + [f"profile.{c}" for c in (profile.columns if profile is not None else [])]
-    stored.check_features(available)
+    context = replace(model.context, profile=profile, signals=signals)
+    stored.check_features(context.available() + BTYD_FEATURES)
     with threadpool_limits(limits=native_threads(threads)):
-        return score(model, purchases, cutoff, share, profile)[0]
+        return score(model, purchases, as_utc(cutoff), share, context)[0]

@@ -29,7 +29,7 @@ def _activity_rows(facts: pd.DataFrame, activity: str, fields: list[str]) -> pd.
     if rows.empty:
         names = sorted(facts["Activity"].dropna().astype(str).unique())
         raise UserError(
-            f"predictions.purchases: no activity named '{activity}' on the timeline "
+            f"predictions: no activity named '{activity}' on the timeline "
             f"(it has {', '.join(names) or 'none'}); set the purchase activity to one of them"
         )
     missing = [f for f in fields if f not in rows.columns]
@@ -44,11 +44,12 @@ def _activity_rows(facts: pd.DataFrame, activity: str, fields: list[str]) -> pd.
 def purchases_from_facts(facts: pd.DataFrame, source: PurchaseSource) -> pd.DataFrame:
     """One row per purchase: CustomerId, Time (UTC), Amount (returns negative), sorted by customer and time.
 
-    Rows whose amount is missing or not a number are kept with amount 0: the purchase happened, its value is unknown.
+    Rows whose amount is missing or not a number are kept with a missing amount: the purchase happened (it counts
+    for recency and frequency), its value is unknown (sums leave it out; the usability report counts it).
     """
     fields = [source.amount] + ([source.is_return] if source.is_return else [])
     rows = _activity_rows(facts, source.activity, fields)
-    amount = pd.to_numeric(rows[source.amount], errors="coerce").astype("float64").fillna(0.0)
+    amount = pd.to_numeric(rows[source.amount], errors="coerce").astype("float64")
     if source.is_return:
         flagged = rows[source.is_return].astype("boolean").fillna(False).to_numpy(dtype=bool)
         amount = amount.where(~flagged, -amount.abs())
@@ -61,6 +62,20 @@ def purchases_from_facts(facts: pd.DataFrame, source: PurchaseSource) -> pd.Data
     )
     out["Time"] = pd.to_datetime(out["Time"], utc=True)
     return out.sort_values(["CustomerId", "Time"], kind="stable").reset_index(drop=True)
+
+
+def signals_from_facts(facts: pd.DataFrame, activities: list[str]) -> pd.DataFrame:
+    """CustomerId, Time, Activity of the named activities (the churn and lifetime value signals)."""
+    rows = pd.concat([_activity_rows(facts, name, []) for name in activities]) if activities else facts.iloc[:0]
+    out = pd.DataFrame(
+        {
+            "CustomerId": rows["CustomerId"].astype("string").to_numpy(),
+            "Time": pd.to_datetime(rows["ActivityTimeStamp"], utc=True).to_numpy(),
+            "Activity": rows["Activity"].astype("string").to_numpy(),
+        }
+    )
+    out["Time"] = pd.to_datetime(out["Time"], utc=True)
+    return out
 
 
 def lines_from_facts(facts: pd.DataFrame, source: PurchaseSource) -> pd.DataFrame:
@@ -101,14 +116,15 @@ class UsabilityReport:
         return dict(self.__dict__)
 
 
-def usability(purchases: pd.DataFrame, customers: pd.Series, profile: pd.DataFrame | None = None) -> UsabilityReport:
-    """Customers, history length, share with >= 2 purchases and missing values."""
+def usability(purchases: pd.DataFrame, customers: pd.Series, context=None) -> UsabilityReport:
+    """Customers, history length, share with >= 2 purchases and missing values of the profile fields used."""
     counts = purchases.groupby("CustomerId", observed=True).size()
     first, last = (purchases["Time"].min(), purchases["Time"].max()) if len(purchases) else (None, None)
     missing = {}
+    profile = context.profile if context is not None else None
     if profile is not None:
-        for column in profile.columns:
-            if column != "CustomerId":
+        for column in context.profile_fields:
+            if column in profile.columns:
                 missing[column] = round(float(profile[column].isna().mean()), 4) if len(profile) else 0.0
     return UsabilityReport(
         customers=int(customers.nunique()),
@@ -124,7 +140,9 @@ def usability(purchases: pd.DataFrame, customers: pd.Series, profile: pd.DataFra
     )
 
 
-def require(report: UsabilityReport, model: str, min_customers: int, need_days: float, history_days: float) -> None:
+def require(
+    report: UsabilityReport, model: str, min_customers: int, need_days: float, history_days: float, max_missing=0.2
+) -> None:
     """Raise :class:`InsufficientData` naming what is short and how to fix it.
 
     Args:
@@ -133,6 +151,7 @@ def require(report: UsabilityReport, model: str, min_customers: int, need_days: 
         min_customers: customers with a purchase needed.
         need_days: days of history needed.
         history_days: days of history available before the latest cutoff.
+        max_missing: largest share of purchases without an amount, and of customers without a profile field used.
     """
     problems = []
     if report.purchasers < min_customers:
@@ -145,6 +164,17 @@ def require(report: UsabilityReport, model: str, min_customers: int, need_days: 
             f"the purchases cover {history_days:.0f} days, at least {need_days:.0f} are needed "
             "(a longer history, a shorter prediction window, or a lower predictions.minimums.history_windows)"
         )
+    if report.share_missing_amount > max_missing:
+        problems.append(
+            f"{report.share_missing_amount:.0%} of the purchases have no amount, at most {max_missing:.0%} may "
+            "(check the amount field of predictions.purchases)"
+        )
+    for column, share in report.profile_missing.items():
+        if share > max_missing:
+            problems.append(
+                f"CustomerProfile.{column} is missing for {share:.0%} of the customers, at most {max_missing:.0%} "
+                "may be (remove it from predictions.profile_fields)"
+            )
     if problems:
         raise InsufficientData(f"{model}: not enough data to train: " + "; ".join(problems))
 

@@ -6,6 +6,8 @@ happens later can reach them (ci_pipeline_tests/predictions/test_features.py alt
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 import pandas as pd
 
@@ -56,14 +58,8 @@ def _day_of(cutoff: pd.Timestamp) -> float:
     return cutoff.value / _NS_PER_DAY
 
 
-def purchase_features(
-    purchases: pd.DataFrame,
-    customers: pd.Index,
-    cutoff: pd.Timestamp,
-    profile: pd.DataFrame | None = None,
-    profile_fields: list[str] | tuple = (),
-) -> pd.DataFrame:
-    """One row per customer of ``customers``: purchase features at ``cutoff`` plus the chosen profile fields.
+def purchase_features(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """One row per customer of ``customers``: purchase features at ``cutoff`` (:data:`PURCHASE_FEATURES`).
 
     Customers without a purchase at or before the cutoff get missing purchase features (counts and sums are 0).
 
@@ -71,8 +67,6 @@ def purchase_features(
         purchases: the purchases frame (``data.PURCHASE_COLUMNS``).
         customers: the customers to describe, in output order.
         cutoff: features use purchases at or before this time only.
-        profile: the CustomerProfile table (needed when ``profile_fields`` is not empty).
-        profile_fields: profile columns to add (numbers, booleans or text with few distinct values).
     """
     past = purchases[purchases["Time"] <= cutoff]
     now = _day_of(cutoff)
@@ -117,10 +111,72 @@ def purchase_features(
     gaps = out["purchase_days"] - 1
     out["mean_days_between_purchases"] = ((agg["last"] - agg["first"]) / gaps).where(gaps > 0)
     out["overdue_ratio"] = out["days_since_last_purchase"] / out["mean_days_between_purchases"].clip(lower=1.0)
-    out = out[PURCHASE_FEATURES].astype(np.float64)
-    if profile_fields:
-        out = out.join(profile_features(profile, customers, list(profile_fields)))
+    return out[PURCHASE_FEATURES].astype(np.float64)
+
+
+def signal_features(signals: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp, activities) -> pd.DataFrame:
+    """Per activity of ``activities``: days since the customer's last one and how many in the last 90 days.
+
+    Args:
+        signals: CustomerId, Time, Activity of the other activities (``data.signals_from_facts``).
+        customers: the customers to describe, in output order.
+        cutoff: only activities at or before it are read.
+        activities: the activity names, in feature order.
+    """
+    past = signals[signals["Time"] <= cutoff]
+    frame = pd.DataFrame(
+        {
+            "CustomerId": past["CustomerId"].to_numpy(),
+            "Activity": past["Activity"].to_numpy(),
+            "age": _day_of(cutoff) - days(past["Time"]),
+        }
+    )
+    frame["recent"] = (frame["age"] <= 90).astype(np.int64)
+    g = frame.groupby(["Activity", "CustomerId"], observed=True, sort=False).agg(
+        age=("age", "min"), recent=("recent", "sum")
+    )
+    out = pd.DataFrame(index=customers)
+    for activity in activities:
+        rows = g.xs(activity, level="Activity") if activity in g.index.get_level_values(0) else g.iloc[:0].droplevel(0)
+        rows = rows.reindex(customers)
+        out[f"{activity}.days_since_last"] = rows["age"].astype(np.float64)
+        out[f"{activity}.last_90_days"] = rows["recent"].fillna(0).astype(np.float64)
     return out
+
+
+@dataclass(frozen=True)
+class Context:
+    """What features may read besides purchases: chosen profile fields and other activities (signals)."""
+
+    profile: pd.DataFrame | None = None
+    profile_fields: tuple[str, ...] = ()
+    signals: pd.DataFrame | None = None
+    signal_activities: tuple[str, ...] = ()
+
+    def features(self, purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp) -> pd.DataFrame:
+        """Purchase features, then signal features, then profile features of ``customers`` at ``cutoff``."""
+        out = purchase_features(purchases, customers, cutoff)
+        if self.signal_activities:
+            if self.signals is None:
+                raise UserError("predictions.signal_activities is set but no activities were given for them")
+            out = out.join(signal_features(self.signals, customers, cutoff, self.signal_activities))
+        if self.profile_fields:
+            out = out.join(profile_features(self.profile, customers, list(self.profile_fields)))
+        return out
+
+    def available(self) -> list[str]:
+        """Every feature name the given frames can provide (checked against a stored model's features)."""
+        names = list(PURCHASE_FEATURES)
+        if self.signals is not None:
+            for activity in sorted(self.signals["Activity"].dropna().unique()):
+                names += [f"{activity}.days_since_last", f"{activity}.last_90_days"]
+        if self.profile is not None:
+            names += [f"profile.{c}" for c in self.profile.columns]
+        return names
+
+    def without_frames(self) -> Context:
+        """The same choice of fields, without the data (what a model keeps)."""
+        return replace(self, profile=None, signals=None)
 
 
 def profile_features(profile: pd.DataFrame | None, customers: pd.Index, fields: list[str]) -> pd.DataFrame:
@@ -172,11 +228,17 @@ def future_purchases(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.Ti
 
 def describe(feature: str, values: pd.Series) -> np.ndarray:
     """A feature's values as short phrases (vectorised)."""
-    missing = values.isna().to_numpy()
-    if feature in DESCRIPTIONS:
-        numbers = np.nan_to_num(values.to_numpy(dtype=np.float64))
-        text = np.char.mod(DESCRIPTIONS[feature], numbers).astype(object)
+    activity, _, kind = feature.rpartition(".")
+    signal = bool(activity) and not activity.startswith("profile")
+    template = DESCRIPTIONS.get(feature)
+    missing_text = MISSING_DESCRIPTIONS.get(feature, f"{feature} unknown")
+    if signal and kind == "days_since_last":
+        template, missing_text = f"no {activity} for %.0f days", f"no {activity} yet"
+    elif signal and kind == "last_90_days":
+        template = f"%.0f {activity} in the last 90 days"
+    if template:
+        text = np.char.mod(template, np.nan_to_num(values.to_numpy(dtype=np.float64))).astype(object)
     else:
         text = (feature + " is " + values.astype("string").fillna("")).to_numpy(dtype=object)
-    text[missing] = MISSING_DESCRIPTIONS.get(feature, f"{feature} unknown")
+    text[values.isna().to_numpy()] = missing_text
     return text

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from ci_pipeline.config.base import StrictModel
+from ci_pipeline.predictions.features import Context
 
 
 class PurchaseSource(StrictModel):
@@ -33,6 +34,8 @@ class Minimums(StrictModel):
     recommendation_customers: int = Field(100, ge=1)
     #: History must cover at least this many prediction windows (the reference asks for two).
     history_windows: float = Field(2.0, gt=0)
+    #: Largest share of purchases without an amount (and of customers without a profile field used).
+    max_missing_share: float = Field(0.2, ge=0, le=1)
 
 
 class ChurnSettings(StrictModel):
@@ -102,7 +105,14 @@ class PredictionSettings(StrictModel):
     #: today, so a field that changes over time (a last-login date, a status) would leak the future into a
     #: backtest. List only fields fixed before any cutoff (birth year, signup channel, country).
     profile_fields: list[str] = Field(default_factory=list)
+    #: Other activities (web sessions, support cases, ...) whose recency and 90-day count become churn and lifetime
+    #: value features: "no web_sessions for 40 days". Like purchases, only those at or before a cutoff are read.
+    signal_activities: list[str] = Field(default_factory=list)
     #: Seed of every random choice (splits, model fitting): the same input gives the same scores.
     seed: int = 7
     #: Threads for model fitting and scoring (one by default: see ``data.threads``).
     threads: int | None = Field(None, ge=1)
+
+    def context(self, profile=None, signals=None) -> Context:
+        """The feature context of these settings with the given CustomerProfile and signal activities."""
+        return Context(profile, tuple(self.profile_fields), signals, tuple(self.signal_activities))

@@ -127,3 +127,23 @@ def test_a_stored_model_scores_again_and_refuses_features_that_are_gone(purchase
 def test_bytes_that_are_not_a_model_are_refused():
     with pytest.raises(UserError, match="lake/models/churn.pkl: not a readable stored model"):
         StoredModel.from_bytes(b"not a pickle", "lake/models/churn.pkl")
+
+
+def test_a_profile_field_missing_for_most_customers_is_refused(purchases):
+    profile = pd.DataFrame({"CustomerId": pd.array(sorted(purchases["CustomerId"].unique()), dtype="string")})
+    profile["Income"] = np.where(np.arange(len(profile)) % 4 == 0, 50_000.0, np.nan)
+    settings = SETTINGS.model_copy(update={"profile_fields": ["Income"]})
+    with pytest.raises(InsufficientData, match="CustomerProfile.Income is missing for 75% of the customers"):
+        churn.run_churn(purchases, purchases["CustomerId"], synthetic.END, settings, profile)
+
+
+def test_signal_activities_become_features_and_must_be_given(purchases):
+    sessions = purchases.assign(Time=purchases["Time"] - pd.Timedelta(days=2), Activity="web_sessions")
+    sessions = sessions[["CustomerId", "Time", "Activity"]]
+    settings = SETTINGS.model_copy(update={"signal_activities": ["web_sessions"]})
+    out = churn.run_churn(purchases, purchases["CustomerId"], synthetic.END, settings, signals=sessions)
+    assert "web_sessions.days_since_last" in out.stored.features
+    stored = StoredModel.from_bytes(out.stored.to_bytes())
+    pd.testing.assert_frame_equal(churn.score_stored(stored, purchases, synthetic.END, signals=sessions), out.scores)
+    with pytest.raises(UserError, match="web_sessions.days_since_last, web_sessions.last_90_days that the data no"):
+        churn.score_stored(stored, purchases, synthetic.END, signals=sessions.iloc[:0])

@@ -8,8 +8,15 @@ import pytest
 
 from ci_pipeline.errors import UserError
 from ci_pipeline.predictions import btyd
-from ci_pipeline.predictions.data import lines_from_facts, purchases_from_facts
-from ci_pipeline.predictions.features import purchase_features, purchasers_at
+from ci_pipeline.predictions.data import (
+    InsufficientData,
+    lines_from_facts,
+    purchases_from_facts,
+    require,
+    signals_from_facts,
+    usability,
+)
+from ci_pipeline.predictions.features import Context, describe, purchase_features, purchasers_at
 from ci_pipeline.predictions.settings import PurchaseSource
 from ci_pipeline_tests.predictions import synthetic
 
@@ -96,8 +103,56 @@ def test_profile_fields_are_checked():
     profile = pd.DataFrame({"CustomerId": customers, "Email": [f"{c}@x.example" for c in customers]})
     profile["Tier"] = np.where(np.arange(len(profile)) % 2 == 0, "gold", "silver")
     with pytest.raises(UserError, match="CustomerProfile has no column Country"):
-        purchase_features(purchases, customers, CUTOFF, profile, ["Country"])
+        Context(profile, ("Country",)).features(purchases, customers, CUTOFF)
     with pytest.raises(UserError, match="CustomerProfile.Email has .* distinct values"):
-        purchase_features(purchases, customers, CUTOFF, profile, ["Email"])
-    X = purchase_features(purchases, customers, CUTOFF, profile, ["Tier"])
+        Context(profile, ("Email",)).features(purchases, customers, CUTOFF)
+    X = Context(profile, ("Tier",)).features(purchases, customers, CUTOFF)
     assert list(X["profile.Tier"].cat.categories) == ["gold", "silver"]
+
+
+def test_signal_features_read_nothing_after_the_cutoff_and_read_as_reasons():
+    day = CUTOFF
+    signals = pd.DataFrame(
+        {
+            "CustomerId": pd.array(["a", "a", "b", "a"], dtype="string"),
+            "Time": [day - pd.Timedelta(days=d) for d in (40, 100, 5, -3)],
+            "Activity": pd.array(["web_sessions"] * 4, dtype="string"),
+        }
+    )
+    purchases = pd.DataFrame(
+        {"CustomerId": pd.array(["a", "b"], dtype="string"), "Time": [day - pd.Timedelta(days=50)] * 2, "Amount": 1.0}
+    )
+    customers = pd.Index(["a", "b", "c"], dtype="string")
+    context = Context(signals=signals, signal_activities=("web_sessions",))
+    X = context.features(purchases, customers, day)
+    assert X["web_sessions.days_since_last"].tolist()[:2] == [40.0, 5.0]
+    assert np.isnan(X.loc["c", "web_sessions.days_since_last"])
+    assert X["web_sessions.last_90_days"].tolist() == [1.0, 1.0, 0.0]
+    moved = signals.assign(Time=signals["Time"].where(signals["Time"] <= day, day + pd.Timedelta(days=30)))
+    pd.testing.assert_frame_equal(
+        X, Context(signals=moved, signal_activities=("web_sessions",)).features(purchases, customers, day)
+    )
+    assert list(describe("web_sessions.days_since_last", X["web_sessions.days_since_last"])) == [
+        "no web_sessions for 40 days",
+        "no web_sessions for 5 days",
+        "no web_sessions yet",
+    ]
+    assert "web_sessions.last_90_days" in context.available()
+
+
+def test_signals_come_from_the_named_activities():
+    out = signals_from_facts(facts(), ["order_lines"])
+    assert out.columns.tolist() == ["CustomerId", "Time", "Activity"] and len(out) == 2
+    with pytest.raises(UserError, match="no activity named 'web_sessions'"):
+        signals_from_facts(facts(), ["web_sessions"])
+
+
+def test_purchases_without_an_amount_are_kept_and_counted_as_missing():
+    rows = facts()
+    rows.loc[0, "amount"] = None
+    out = purchases_from_facts(rows, PurchaseSource())
+    assert len(out) == 2 and out["Amount"].isna().sum() == 1
+    report = usability(out, out["CustomerId"])
+    assert report.share_missing_amount == 0.5
+    with pytest.raises(InsufficientData, match="50% of the purchases have no amount, at most 20% may"):
+        require(report, "TransactionalChurn", 1, 0, 0)
