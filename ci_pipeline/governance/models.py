@@ -108,6 +108,8 @@ class Consent(Base):
 
     __tablename__ = "consents"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The connection while it exists; the name it had when consent was given stays after it is removed.
+    connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id", ondelete="SET NULL"))
     connection_name: Mapped[str] = mapped_column(String(200))
     principal: Mapped[str] = mapped_column(String(200))
     text_version: Mapped[str] = mapped_column(String(20))
@@ -122,7 +124,8 @@ class DataverseAttachment(Base):
     __tablename__ = "dataverse_attachment"
     __table_args__ = (CheckConstraint("slot = 1", name="ck_dataverse_attachment_slot"),)
     slot: Mapped[int] = mapped_column(Integer, primary_key=True)
-    connection_name: Mapped[str] = mapped_column(String(200))
+    #: An attached connection cannot be deleted (RESTRICT): it is in use until detached.
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="RESTRICT"))
     org_url: Mapped[str] = mapped_column(String(500))
     attached_by: Mapped[str] = mapped_column(String(200))
     attached_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

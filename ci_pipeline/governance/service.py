@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ci_pipeline.errors import UserError
@@ -254,11 +254,6 @@ class Governance:
                 for n, r, g, a in rows
             ]
 
-    def role(self) -> str | None:
-        """The acting user's role, or None."""
-        with self.store.session() as session:
-            return self._role_of(session, self.actor)
-
     # -- connections ------------------------------------------------------------------------------------------
     def add_connection(self, name: str, type_name: str, settings: Mapping[str, str], *, consent: bool) -> dict:
         """Create a connection from plain settings and secret references. Admin only.
@@ -287,7 +282,7 @@ class Governance:
             session.add(connection)
             session.flush()
             if CONNECTION_TYPES[type_name].leaves_platform:
-                self._record_consent(session, name)
+                self._record_consent(session, connection)
             audit.append(session, self.actor, "connections.add", name, after=self._record(connection))
             return self._admin_view(session, connection)
 
@@ -299,9 +294,10 @@ class Governance:
                 f"{consent_text()}"
             )
 
-    def _record_consent(self, session: Session, name: str) -> None:
+    def _record_consent(self, session: Session, connection: Connection) -> None:
         record = Consent(
-            connection_name=name,
+            connection_id=connection.id,
+            connection_name=connection.name,
             principal=self.actor,
             text_version=CONSENT_VERSION,
             text_sha256=consent_sha256(),
@@ -312,7 +308,7 @@ class Governance:
             session,
             self.actor,
             "consent.record",
-            name,
+            connection.name,
             after={"text_version": CONSENT_VERSION, "text_sha256": record.text_sha256},
         )
 
@@ -335,6 +331,12 @@ class Governance:
                 merged_refs = {k: v for k, v in merged_refs.items() if k not in ctype.one_of}
             merged_refs.update(refs)
             destination_changed = "url" in fields or "url" in refs
+            attachment = session.get(DataverseAttachment, 1)
+            if "org_url" in fields and attachment is not None and attachment.connection_id == connection.id:
+                raise UserError(
+                    f"connection {name!r} is this environment's attached Dataverse environment; pointing it elsewhere "
+                    "would attach another one: run `ci-pipeline connections detach-dataverse` first"
+                )
             self._check_consent(ctype.leaves_platform and destination_changed, consent, name)
             if rename is not None:
                 rename = check_name(rename, "--rename")
@@ -345,7 +347,7 @@ class Governance:
             connection.secret_refs = merged_refs
             connection.updated_at = utcnow()
             if ctype.leaves_platform and destination_changed:
-                self._record_consent(session, connection.name)
+                self._record_consent(session, connection)
             audit.append(
                 session, self.actor, "connections.edit", connection.name, before=before, after=self._record(connection)
             )
@@ -353,7 +355,7 @@ class Governance:
 
     def _admin_view(self, session: Session, connection: Connection) -> dict:
         consent = session.scalars(
-            select(Consent).where(Consent.connection_name == connection.name).order_by(Consent.id.desc())
+            select(Consent).where(Consent.connection_id == connection.id).order_by(Consent.id.desc())
         ).first()
         return {
             **self._record(connection),
@@ -440,12 +442,16 @@ class Governance:
         with self._tx() as session:
             self._require(session, "connections.remove", name, ("admin",))
             connection = self._connection(session, name)
-            users = self._bindings(session, connection)
+            users = [f"{u['kind']} {u['name']!r} (owner {u['owner']})" for u in self._bindings(session, connection)]
+            attachment = session.get(DataverseAttachment, 1)
+            attached = attachment is not None and attachment.connection_id == connection.id
+            if attached:
+                users.append("this environment's Dataverse attachment")
             if users and not detach:
-                listed = "; ".join(f"{u['kind']} {u['name']!r} (owner {u['owner']})" for u in users)
+                listed = "; ".join(users)
                 raise UserError(
                     f"connection {name!r} is in use by {listed}; detach them first or run again with --detach "
-                    "(exports are kept, inactive; enrichments are deactivated)"
+                    "(exports are kept, inactive; enrichments are deactivated; the Dataverse environment is detached)"
                 )
             detached = []
             for binding in session.scalars(select(Binding).where(Binding.connection_id == connection.id)):
@@ -454,6 +460,10 @@ class Governance:
                 action = "exports.detach" if binding.kind == "export" else "enrichments.deactivate"
                 audit.append(session, self.actor, action, binding.name, before=before, after={"active": False})
                 detached.append(f"{binding.kind} {binding.name}")
+            if attached:
+                session.delete(attachment)
+                audit.append(session, self.actor, "dataverse.detach", attachment.org_url)
+                detached.append(f"Dataverse attachment {attachment.org_url}")
             before = self._record(connection)
             session.delete(connection)
             audit.append(session, self.actor, "connections.remove", name, before=before)
@@ -515,26 +525,37 @@ class Governance:
             audit.append(session, self.actor, action, name, before=before, after={"connection": connection_name})
 
     def bindings(self) -> list[dict]:
-        """Every export and enrichment with its connection (None when detached), owner and state."""
+        """Exports and enrichments with their connection (None when detached), owner and state.
+
+        Admins see all; others see their own, and the connection's name only while it is shared with them (the
+        one it was detached from they had used by name).
+        """
         with self._tx() as session:
-            self._require(session, "bindings.list", "bindings", ROLES)
+            role = self._require(session, "bindings.list", "bindings", ROLES)
             rows = session.execute(
-                select(Binding, Principal.name, Connection.name)
+                select(Binding, Principal.name, Connection)
                 .join(Principal, Principal.id == Binding.owner_id)
                 .outerjoin(Connection, Connection.id == Binding.connection_id)
                 .order_by(Binding.kind, Binding.name)
             )
-            return [
-                {
-                    "kind": b.kind,
-                    "name": b.name,
-                    "connection": conn,
-                    "owner": owner,
-                    "active": b.active,
-                    "detached_from": b.detached_from,
-                }
-                for b, owner, conn in rows
-            ]
+            result = []
+            for binding, owner, connection in rows:
+                if role != "admin" and owner != self.actor:
+                    continue
+                visible = connection is not None and (
+                    role == "admin" or self._is_shared_with(session, connection, self.actor)
+                )
+                result.append(
+                    {
+                        "kind": binding.kind,
+                        "name": binding.name,
+                        "connection": connection.name if visible else None,
+                        "owner": owner,
+                        "active": binding.active,
+                        "detached_from": binding.detached_from,
+                    }
+                )
+            return result
 
     # -- Dataverse attachment ---------------------------------------------------------------------------------
     def attach_dataverse(self, connection_name: str) -> None:
@@ -549,17 +570,16 @@ class Governance:
                 raise UserError(f"connection {connection_name!r} is {connection.type}, not dataverse")
             current = session.get(DataverseAttachment, 1)
             if current is not None:
-                if current.org_url == connection.fields["org_url"]:
+                if current.connection_id == connection.id:
                     return
                 raise UserError(
-                    f"this environment is already attached to another environment: Dataverse {current.org_url} "
-                    f"(connection {current.connection_name!r}); detach it first with "
-                    "`ci-pipeline connections detach-dataverse`"
+                    f"this environment is already attached to another environment: Dataverse {current.org_url}; "
+                    "detach it first with `ci-pipeline connections detach-dataverse`"
                 )
             session.add(
                 DataverseAttachment(
                     slot=1,
-                    connection_name=connection.name,
+                    connection_id=connection.id,
                     org_url=connection.fields["org_url"],
                     attached_by=self.actor,
                     attached_at=utcnow(),
@@ -587,7 +607,7 @@ class Governance:
                 return None
             return {
                 "org_url": current.org_url,
-                "connection": current.connection_name,
+                "connection": session.get(Connection, current.connection_id).name,
                 "attached_by": current.attached_by,
                 "attached_at": current.attached_at.isoformat(timespec="seconds"),
             }
@@ -694,11 +714,6 @@ class Governance:
         with self._tx() as session:
             self._require(session, "audit.verify", "audit", ROLES)
             return audit.verify_chain(session)
-
-    def audit_count(self) -> int:
-        """How many rows the audit log holds."""
-        with self.store.session() as session:
-            return session.scalar(select(func.count()).select_from(AuditEntry))
 
 
 def source_owners(config) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 It implements what azure-keyvault-secrets needs: the challenge (a request without a token gets 401 and a
 ``WWW-Authenticate: Bearer`` header naming the authority and resource), then ``GET /secrets/<name>[/<version>]``
-with the bearer token, and ``GET /secrets`` (list, names only).
+with the bearer token.
 """
 
 from __future__ import annotations
@@ -89,10 +89,6 @@ class FakeVault:
                     return
                 parts = path.split("/")[1:]
                 base = f"https://{self.headers['Host']}"
-                if parts == ["secrets"]:
-                    items = [{"id": f"{base}/secrets/{n}", "attributes": {"enabled": True}} for n in vault.secrets]
-                    self._send(200, {"value": items, "nextLink": None})
-                    return
                 if len(parts) in (2, 3) and parts[0] == "secrets" and parts[1] in vault.secrets:
                     versions = vault.secrets[parts[1]]
                     version = parts[2] if len(parts) == 3 else list(versions)[-1]

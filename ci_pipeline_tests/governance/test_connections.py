@@ -45,13 +45,17 @@ def test_consent_is_needed_for_a_connection_that_sends_data_outside(secrets):
     assert added.code == 0, added.err
     view = json.loads(secrets.run("connections", "show", "hook", "--json").out)
     assert view["consent"]["by"] == "root" and view["consent"]["text_version"] == "1"
+    assert secrets.run("connections", "edit", "hook", "--rename", "hook2").code == 0
+    assert json.loads(secrets.run("connections", "show", "hook2", "--json").out)["consent"]["by"] == "root"
     # Dataverse stays inside the organisation's own tenant: no consent asked.
     assert secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET").code == 0
     assert json.loads(secrets.run("connections", "show", "dv", "--json").out)["consent"] is None
     with sqlite3.connect(secrets.store_file) as db:
-        assert db.execute("SELECT connection_name, principal, text_version FROM consents").fetchall() == [
-            ("hook", "root", "1")
-        ]
+        secrets.run("connections", "remove", "hook2")
+        # The record outlives the connection, under the name it had when consent was given.
+        assert db.execute(
+            "SELECT connection_id, connection_name, principal, text_version FROM consents"
+        ).fetchall() == [(None, "hook", "root", "1")]
 
 
 def test_changing_where_an_outbound_connection_sends_data_needs_consent_again(secrets, monkeypatch):
@@ -246,12 +250,19 @@ def test_a_connection_in_use_cannot_be_removed_until_detached(secrets):
     assert "export 'weekly' (owner alice)" in refused.err and "enrichment 'brands' (owner root)" in refused.err
     assert "--detach" in refused.err
 
+    assert governance(secrets, "alice").bindings() == [
+        {"kind": "export", "name": "weekly", "connection": "lake2", "owner": "alice", "active": True,
+         "detached_from": None}
+    ]  # fmt: skip
+    assert governance(secrets, "vera").bindings() == []
     unshared = secrets.run("connections", "unshare", "lake2", "alice")
     assert "export weekly" in unshared.out
+    # No longer shared: alice still sees her export, not the connection's name.
+    assert governance(secrets, "alice").bindings()[0]["connection"] is None
 
     removed = secrets.run("connections", "remove", "lake2", "--detach")
     assert removed.code == 0, removed.err
-    bindings = {b["name"]: b for b in governance(secrets, "vera").bindings()}
+    bindings = {b["name"]: b for b in governance(secrets, "root").bindings()}
     assert bindings["weekly"] == {
         "kind": "export", "name": "weekly", "connection": None, "owner": "alice", "active": False,
         "detached_from": "lake2",
@@ -292,9 +303,18 @@ def test_one_dataverse_environment_per_pipeline_environment(secrets):
     assert second.code == 2
     assert "already attached to another environment" in second.err and "detach-dataverse" in second.err
     assert secrets.run("connections", "attach-dataverse", "dv2", user="alice").code == 2
+    # The attached connection is in use: it cannot be pointed elsewhere or removed while attached.
+    moved = secrets.run("connections", "edit", "dv", "--org-url", "https://other.crm.dynamics.com")
+    assert moved.code == 2 and "detach-dataverse" in moved.err
+    assert "Dataverse attachment" in secrets.run("connections", "remove", "dv").err
+    assert secrets.run("connections", "edit", "dv", "--rename", "dv-prod").code == 0
+    assert governance(secrets, "vera").dataverse_attachment()["connection"] == "dv-prod"
     assert "contoso" in secrets.run("connections", "detach-dataverse").out
     assert secrets.run("connections", "attach-dataverse", "dv2").code == 0
     assert governance(secrets, "vera").dataverse_attachment()["org_url"] == "https://fabrikam.crm.dynamics.com"
+    removed = secrets.run("connections", "remove", "dv2", "--detach")
+    assert removed.code == 0 and "Dataverse attachment https://fabrikam" in removed.out
+    assert governance(secrets, "vera").dataverse_attachment() is None
 
 
 def test_sql_shaped_names_are_stored_as_given_and_harm_nothing(secrets):

@@ -63,3 +63,23 @@ def test_an_untrusted_certificate_is_refused(vault, tmp_path):
     resolver = SecretResolver([tmp_path], credential=StaticCredential(), keyvault_options={"retry_total": 0})
     with pytest.raises(SecretRefError, match="could not be read"):
         resolver.resolve(f"keyvault://{vault.host}/dv-client-secret", "client_secret")
+
+
+def test_a_connection_with_a_key_vault_secret_resolves_for_its_users_only(vault, tmp_path, capsys):
+    from ci_pipeline.governance import AccessDenied, Governance, open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'metadata.sqlite'}")
+    resolver, _ = resolver_for(vault, tmp_path)
+    root, alice = Governance(store, "root", resolver), Governance(store, "alice", resolver)
+    root.init({})
+    root.grant_role("alice", "contributor")
+    ref = f"keyvault://{vault.host}/dv-client-secret"
+    settings = {"org_url": "https://contoso.crm.dynamics.com", "tenant_id": "t", "client_id": "c", "client_secret": ref}
+    root.add_connection("dv", "dataverse", settings, consent=False)
+    with pytest.raises(AccessDenied):
+        alice.resolve_connection("dv")
+    root.share("dv", "alice")
+    assert alice.resolve_connection("dv")["client_secret"] == SECRET
+    assert alice.connection("dv") == {"name": "dv", "type": "dataverse"}
+    assert SECRET not in (tmp_path / "metadata.sqlite").read_bytes().decode("utf-8", "replace")
+    assert SECRET not in "".join(capsys.readouterr())

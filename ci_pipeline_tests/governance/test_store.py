@@ -131,3 +131,32 @@ def test_a_second_writer_cannot_fork_the_chain(tmp_path):
             "VALUES (5, '2026-01-01', 'x', 'y', 'z', 'ok', ?, 'h')",
             (audit.GENESIS,),
         )
+
+
+def test_concurrent_writers_keep_one_unbroken_chain(tmp_path):
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'm.sqlite'}"
+    open_store(url).close()
+    errors = []
+
+    def writer(n: int) -> None:
+        store = MetadataStore(url)  # one engine per writer, as separate processes would have
+        try:
+            for i in range(15):
+                with store.session() as session:
+                    audit.append(session, f"writer{n}", "roles.grant", f"t{i}")
+        except Exception as exc:  # collected: an assertion in a thread would not fail the test
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with open_store(url).session() as session:
+        report = audit.verify_chain(session)
+    assert report.ok and report.rows == 60

@@ -31,6 +31,7 @@ def upgrade() -> None:
     op.create_table(
         "consents",
         sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("connection_id", sa.Integer, sa.ForeignKey("connections.id", ondelete="SET NULL")),
         sa.Column("connection_name", sa.String(200), nullable=False),
         sa.Column("principal", sa.String(200), nullable=False),
         sa.Column("text_version", sa.String(20), nullable=False),
@@ -40,7 +41,7 @@ def upgrade() -> None:
     op.create_table(
         "dataverse_attachment",
         sa.Column("slot", sa.Integer, primary_key=True),
-        sa.Column("connection_name", sa.String(200), nullable=False),
+        sa.Column("connection_id", sa.Integer, sa.ForeignKey("connections.id", ondelete="RESTRICT"), nullable=False),
         sa.Column("org_url", sa.String(500), nullable=False),
         sa.Column("attached_by", sa.String(200), nullable=False),
         sa.Column("attached_at", sa.DateTime(timezone=True), nullable=False),
