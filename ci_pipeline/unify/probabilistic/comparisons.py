@@ -66,13 +66,22 @@ def _side(table: Table, column: str, left: np.ndarray, right: np.ndarray) -> Sid
 
 
 def _on_distinct(side: Side, todo: np.ndarray, measure: Callable[[np.ndarray, np.ndarray], np.ndarray], fill):
-    """``measure`` over the distinct (left value, right value) pairs selected by ``todo``, spread back per pair."""
+    """``measure`` over the (left value, right value) pairs selected by ``todo``, spread back per pair.
+
+    Value pairs are deduplicated first when there are more pairs than possible value pairs (they must repeat);
+    otherwise the sort costs more than measuring the repeats it might save.
+    """
     out = np.full(len(side.left), fill, dtype=np.asarray(fill).dtype)
-    if not todo.any():
+    count = int(todo.sum())
+    if count == 0:
         return out
     width = np.int64(len(side.values))
-    keys, inverse = np.unique(side.left[todo] * width + side.right[todo], return_inverse=True)
-    out[todo] = measure(side.values[keys // width], side.values[keys % width])[inverse]
+    left, right = side.left[todo], side.right[todo]
+    if width * width < count:
+        keys, inverse = np.unique(left * width + right, return_inverse=True)
+        out[todo] = measure(side.values[keys // width], side.values[keys % width])[inverse]
+    else:
+        out[todo] = measure(side.values[left], side.values[right])
     return out
 
 
@@ -295,8 +304,10 @@ class NameComparison(Comparison):
         if self.swap_with:
             this, other = table.column(self.column), table.column(self.swap_with)
             # The two columns are factorized separately: translate the other column's codes into this one's.
-            as_this = pd.Index(this.values).get_indexer(other.values)
-            as_this = np.append(as_this, -1)  # the null code -1 reads the last entry: no value
+            # The null code -1 reads the last entry: no value.
+            as_this = table.derived(
+                self.swap_with, f"as:{self.column}", lambda v: np.append(pd.Index(this.values).get_indexer(v), -1)
+            )
             lo, ro = as_this[other.codes[left]], as_this[other.codes[right]]
             conditions.append((side.left >= 0) & (side.right >= 0) & (side.left == ro) & (side.right == lo) & ~exact)
         todo = ~side.null & ~exact
