@@ -25,9 +25,11 @@ def run(args) -> int:
         print(f"{gov.actor} is its administrator.")
     else:
         print(f"Already initialised (metadata store {where}; admins: {', '.join(result.admins)}); roles unchanged.")
+    if result.role is None:
+        print(f"{gov.actor} has no role in this environment; an admin grants one with `ci-pipeline roles grant`.")
     if result.new_sources:
         names = ", ".join(result.new_sources)
         print(f"Registered {len(result.new_sources)} source(s) with their configured owners: {names}")
     elif not result.created:
-        print("No new sources in the configuration; nothing changed.")
+        print("Nothing changed.")
     return 0

@@ -11,6 +11,9 @@ from urllib.parse import urlsplit
 from ci_pipeline.errors import UserError
 from ci_pipeline.governance.secrets import check_ref
 
+#: The longest plain setting (an org URL, an account name) the store keeps.
+MAX_SETTING = 500
+
 
 @dataclass(frozen=True)
 class ConnectionType:
@@ -143,8 +146,8 @@ def check_settings(
             refs[key] = check_ref(value, _option(key), roots)
         else:
             value = value.strip()
-            if not value:
-                raise UserError(f"{_option(key)}: empty value")
+            if not value or len(value) > MAX_SETTING:
+                raise UserError(f"{_option(key)}: give a value of 1 to {MAX_SETTING} characters")
             fields[key] = _check_url(value, _option(key)) if key.endswith("url") else value
     if not partial:
         missing = [k for k in ctype.required if k not in fields]

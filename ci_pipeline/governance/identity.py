@@ -31,7 +31,7 @@ def check_name(value: str, what: str) -> str:
 
 def acting_user(explicit: str | None = None) -> str:
     """The acting user's name: ``explicit`` (``--as``), else ``$CI_PIPELINE_USER``, else the OS login name."""
-    if explicit:
+    if explicit is not None:
         return check_name(explicit, "--as")
     from_env = os.environ.get(USER_ENV, "").strip()
     if from_env:

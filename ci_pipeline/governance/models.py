@@ -139,7 +139,8 @@ class AuditEntry(Base):
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(60))
-    target: Mapped[str] = mapped_column(String(300))
+    #: Up to two names ("connection -> user") or a URL.
+    target: Mapped[str] = mapped_column(String(500))
     #: ``ok`` for a change, ``refused`` for an attempt the rules stopped.
     outcome: Mapped[str] = mapped_column(String(20))
     before: Mapped[str | None] = mapped_column(Text)

@@ -73,6 +73,8 @@ class InitResult:
     created: bool
     admins: list[str]
     new_sources: list[str]
+    #: The acting user's role after ``init`` (None: no rights, so nothing was registered).
+    role: str | None
 
 
 class Governance:
@@ -125,6 +127,10 @@ class Governance:
 
     def _require(self, session: Session, action: str, target: str, roles: Sequence[str]) -> str:
         role = self._role_of(session, self.actor)
+        if role is None and not self._admins(session):
+            raise UserError(
+                "this environment is not initialised yet; run `ci-pipeline init` (its caller becomes admin)"
+            )
         if role is None:
             raise _Refused(
                 action,
@@ -192,8 +198,10 @@ class Governance:
                 )
                 audit.append(session, self.actor, "environment.init", "environment", after={"admin": self.actor})
                 admins = [self.actor]
-            new_sources = self._register_sources(session, source_owners)
-        return InitResult(created, admins, new_sources)
+            role = self._role_of(session, self.actor)
+            # Someone without a role changes nothing, not even the list of sources.
+            new_sources = self._register_sources(session, source_owners) if role else []
+        return InitResult(created, admins, new_sources, role)
 
     def _admins(self, session: Session) -> list[str]:
         return list(
@@ -319,6 +327,8 @@ class Governance:
 
         Pointing a connection that leaves the platform at another destination needs ``consent`` again.
         """
+        if not settings and rename is None:
+            raise UserError(f"connections edit {name}: nothing to change; give settings to change or --rename")
         with self._tx() as session:
             self._require(session, "connections.edit", name, ("admin",))
             connection = self._connection(session, name)

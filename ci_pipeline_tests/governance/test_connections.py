@@ -219,6 +219,7 @@ def test_settings_are_checked_per_type(secrets):
 
 def test_edit_replaces_the_credential_and_renames(secrets):
     secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    assert "nothing to change" in secrets.run("connections", "edit", "dv").err
     assert secrets.run("connections", "edit", "dv", "--certificate", "file:secrets/api_key.txt").code == 0
     assert secrets.run("connections", "edit", "dv", "--rename", "dataverse-prod").code == 0
     view = json.loads(secrets.run("connections", "show", "dataverse-prod", "--json").out)

@@ -19,10 +19,11 @@ def test_the_acting_user_comes_from_as_then_the_environment_then_the_os(monkeypa
     assert acting_user("dave") == "dave"
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "eve\nadmin", "bell\x07"])
-def test_unusable_user_names_are_refused(name):
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "eve\nadmin", "bell\x07", "rtl\u202eoverride"])
+def test_unusable_user_names_are_refused(name, monkeypatch):
+    monkeypatch.setenv("CI_PIPELINE_USER", "carol")
     with pytest.raises(UserError, match="--as"):
-        acting_user(name or " ")
+        acting_user(name)
 
 
 def test_init_makes_the_caller_admin_once_and_is_idempotent(project, monkeypatch):
@@ -33,7 +34,8 @@ def test_init_makes_the_caller_admin_once_and_is_idempotent(project, monkeypatch
 
     again = project.run("init", user="mallory")
     assert again.code == 0
-    assert "Already initialised" in again.out and "admins: root" in again.out and "nothing changed" in again.out
+    assert "Already initialised" in again.out and "admins: root" in again.out and "Nothing changed" in again.out
+    assert "mallory has no role" in again.out
     roles = json.loads(project.run("roles", "list", "--json").out)
     assert [(r["user"], r["role"]) for r in roles] == [("root", "admin")]
     assert project.run("roles", "list", user="mallory").code == 2
@@ -45,6 +47,19 @@ def test_init_registers_sources_the_configuration_gained(project):
     project.config.write_text(project.config.read_text().replace("unify:", loyalty + "unify:"))
     again = project.run("init", user="root")
     assert "Registered 1 source(s) with their configured owners: loyalty" in again.out
+
+
+def test_commands_before_init_say_to_run_it(project):
+    result = project.run("connections", "list")
+    assert result.code == 2 and "not initialised yet; run `ci-pipeline init`" in result.err
+
+
+def test_an_unknown_user_running_init_again_registers_nothing(project):
+    project.run("init")
+    loyalty = "  loyalty:\n    owner: lena\n    tables:\n      members: {format: csv, path: m.csv, primary_key: id}\n"
+    project.config.write_text(project.config.read_text().replace("unify:", loyalty + "unify:"))
+    assert "Registered" not in project.run("init", user="mallory").out
+    assert "loyalty" in project.run("init", user="root").out
 
 
 def test_the_environment_variable_names_the_user(project, monkeypatch):

@@ -77,7 +77,7 @@ def upgrade() -> None:
         _when("at"),
         sa.Column("actor", sa.String(200), nullable=False),
         sa.Column("action", sa.String(60), nullable=False),
-        sa.Column("target", sa.String(300), nullable=False),
+        sa.Column("target", sa.String(500), nullable=False),
         sa.Column("outcome", sa.String(20), nullable=False),
         sa.Column("before", sa.Text),
         sa.Column("after", sa.Text),
