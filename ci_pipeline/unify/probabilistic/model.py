@@ -291,7 +291,7 @@ def _masked(gamma: np.ndarray, settings: Settings, rule: BlockingRule) -> tuple[
 
 
 def _sessions(table: Table, settings: Settings, blocked: Blocked, gamma: np.ndarray):
-    """Per blocking rule finding pairs: the distinct patterns of all its pairs, its own comparisons masked."""
+    """Per training rule finding pairs: the distinct patterns of all its pairs, its own comparisons masked."""
     patterns, counts, sessions, rules = [], [], [], []
     for index, rule in enumerate(settings.training_rules):
         codes = rule.codes(table)
@@ -337,11 +337,11 @@ def train(
         The model; it warns (``ConvergenceWarning``, with the trace) when EM stops at its iteration limit.
 
     Raises:
-        TrainingError: the parameters are not sane (exact agreement not more likely for matches than for
-            non-matches), naming the comparison; or no comparison carries evidence.
+        TrainingError: the fit is not sane (exact agreement halves the odds of a match or worse), naming the
+            comparison; a comparison every training rule reads; no comparison carries evidence.
 
     Example:
-        >>> settings = default_settings(frame, {"first_name": "first_name", "last_name": "last_name"})
+        >>> settings, notes = default_settings(frame, {"first_name": "first_name", "birth_date": "birth_date"})
         >>> model = train(frame, settings)
     """
     settings.check_columns(records.columns)
@@ -363,14 +363,14 @@ def train(
 
     blocked: Blocked = block(table, settings.training_rules, settings.max_pairs_per_rule, link_only)
     if len(blocked.left) == 0:
-        raise TrainingError("the blocking rules found no candidate pair to train on: add a blocking rule")
+        raise TrainingError("the training blocking rules found no candidate pair to train on: add a rule")
     gamma = gamma_matrix(table, comparisons, blocked.left, blocked.right)
     patterns, counts, session, rules = _sessions(table, settings, blocked, gamma)
     untrained = [c.name for j, c in enumerate(comparisons) if active[j] and not (patterns[:, j] >= 0).any()]
     if untrained:
         raise TrainingError(
-            f"comparison(s) {', '.join(map(repr, untrained))}: every blocking rule reads the compared column (or "
-            "its values are never both known), so its m cannot be trained; add a blocking rule without it"
+            f"comparison(s) {', '.join(map(repr, untrained))}: every training blocking rule reads the compared column "
+            "(or its values are never both known), so its m cannot be trained; add a training rule without it"
         )
     m, shares, converged, trace = _em(
         patterns, counts, session, _seed_m(table, settings, labels), u_random, settings, active

@@ -230,7 +230,9 @@ def test_a_comparison_every_blocking_rule_reads_cannot_be_trained():
         comparisons=tuple(ExactMatch(f) for f in KEEP),
         blocking=(BlockingRule.parse(["a", "b"], "b0"), BlockingRule.parse(["a", "c"], "b1")),
     )
-    with pytest.raises(TrainingError, match=r"comparison\(s\) 'a': every blocking rule reads the compared column"):
+    with pytest.raises(
+        TrainingError, match=r"comparison\(s\) 'a': every training blocking rule reads the compared column"
+    ):
         train(records, settings)
 
 
