@@ -17,7 +17,7 @@ def probability(weight: np.ndarray | float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp2(-np.clip(weight, -1000, 1000)))
 
 
-def _weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+def _weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray) -> np.ndarray:
     """Per pair and comparison, the log2 Bayes factor of the level reached (term-frequency adjusted)."""
     out = np.zeros(gamma.shape, dtype=np.float64)
     for j, (comparison, params) in enumerate(zip(model.settings.comparisons, model.parameters, strict=True)):
@@ -26,7 +26,7 @@ def _weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, ri
         g = gamma[:, j]
         known = g != NULL
         out[known, j] = params.weights[g[known]]
-        if comparison.term_frequency:
+        if comparison.term_frequency and comparison.levels[0] == "exact":
             column = table.column(comparison.column)
             exact = g == 0
             share = column.counts[column.codes[left[exact]]] / column.non_null
@@ -38,7 +38,7 @@ def _weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, ri
 def weigh(model: Model, table: Table, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The levels (pairs x comparisons) and match weights of the pairs (``left[i]``, ``right[i]``) of ``table``."""
     gamma = gamma_matrix(table, model.settings.comparisons, left, right)
-    return gamma, model.prior_weight + _weights(model, table, gamma, left, right).sum(axis=1)
+    return gamma, model.prior_weight + _weights(model, table, gamma, left).sum(axis=1)
 
 
 def predict(
@@ -94,7 +94,7 @@ def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, sou
     table = prepare(records, settings.columns, source)
     a, b = np.asarray([left], np.int64), np.asarray([right], np.int64)
     gamma = gamma_matrix(table, settings.comparisons, a, b)
-    weights = _weights(model, table, gamma, a, b)[0]
+    weights = _weights(model, table, gamma, a)[0]
     rows = [{"comparison": "prior", "weight": model.prior_weight}]
     for j, comparison in enumerate(settings.comparisons):
         g = int(gamma[0, j])
