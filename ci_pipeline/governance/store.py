@@ -20,11 +20,12 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ci_pipeline.errors import UserError
 from ci_pipeline.redact import redact
+from ci_pipeline.redact import register as register_secret
 
 METADATA_URL_ENV = "CI_PIPELINE_METADATA_URL"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -79,8 +80,18 @@ class MetadataStore:
                 "postgresql+psycopg://host/database"
             ) from None
         self.url = parsed
+        if parsed.password:
+            # A URL given with its password must not print it anywhere later (driver errors quote URLs).
+            register_secret(parsed.password)
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(
+                    f"metadata store {parsed}: cannot create its folder {folder} ({exc.strerror}); fix the path or "
+                    f"set {METADATA_URL_ENV}"
+                ) from None
         try:
             self.engine = create_engine(parsed)
         except (ImportError, SQLAlchemyError) as exc:
@@ -108,7 +119,15 @@ class MetadataStore:
         from alembic import command
         from alembic.util.exc import CommandError
 
-        with self.engine.connect() as connection:
+        try:
+            connection = self.engine.connect()
+        except OperationalError as exc:
+            reason = redact(str(exc.orig).splitlines()[0] if exc.orig else exc)
+            raise UserError(
+                f"metadata store {self.url.render_as_string(hide_password=True)}: cannot open it ({reason}); check "
+                f"the path or the server, or set {METADATA_URL_ENV}"
+            ) from None
+        with connection:
             try:
                 command.upgrade(self._alembic(connection), revision)
             except CommandError as exc:

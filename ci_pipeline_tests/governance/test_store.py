@@ -76,6 +76,25 @@ def test_a_remote_lake_needs_an_explicit_store_url(tmp_path, monkeypatch):
         metadata_url(load_config(tmp_path / "c.yaml"))
 
 
+def test_a_store_that_cannot_be_opened_is_a_clear_error(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(UserError, match="cannot create its folder"):
+        open_store(f"sqlite:///{tmp_path / 'a-file' / 'm.sqlite'}")
+    with pytest.raises(UserError, match="cannot open it"):
+        open_store(f"sqlite:///{tmp_path}")  # a folder, not a database file
+
+
+def test_an_unreachable_postgres_is_a_clear_error_without_its_password():
+    from ci_pipeline.redact import redact
+
+    # Nothing listens on port 1: the driver's refusal is reported, the password is not.
+    with pytest.raises(UserError, match="cannot open it") as raised:
+        open_store("postgresql+psycopg2://ci:Pa55-word-in-url@127.0.0.1:1/ci_governance")
+    assert "Pa55-word-in-url" not in str(raised.value)
+    assert "127.0.0.1" in str(raised.value)
+    assert redact("connecting with Pa55-word-in-url") == "connecting with ***"
+
+
 def test_a_malformed_store_url_is_named(tmp_path):
     with pytest.raises(UserError, match="not a database URL"):
         MetadataStore("not a url at all")
