@@ -8,14 +8,12 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.activities.jsoncols import json_objects
-from ci_pipeline.config.activities import ActivityTable
+from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, unified_activity_guids
 
 #: Columns of the quarantine table (one row per activity that could not be placed on the timeline).
 CORRUPT_COLUMNS = ["Activity", "DataSourceName", "EntityName", "SourceActivityId", "Reason", "Record"]
-#: Leading columns of the typed activity table that measures and segments compute on.
-FACT_COLUMNS = ["ActivityId", "CustomerId", "Activity", "ActivityType", "ActivityTimeStamp"]
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 

@@ -20,6 +20,7 @@ from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.measures.compute import FactIndex, compute_measures, customer_measure_table, run_end
 from ci_pipeline.segments.evaluate import SegmentEngine
 from ci_pipeline.segments.membership import membership_table
+from ci_pipeline.segments.run import parsed_rules
 
 AS_OF = dt.date(2026, 6, 30)
 ACTIVITIES = ("orders", "order_lines", "web_sessions", "points", "surveys")
@@ -172,7 +173,7 @@ def run(args) -> int:
     del table
     phase("customer_measure_json")
     segments = segment_config(args.segments, measures, args.seed)
-    engine = SegmentEngine(customers, profile, result.attributes, index, run_end(AS_OF), segments.parsed())
+    engine = SegmentEngine(customers, profile, result.attributes, index, run_end(AS_OF), parsed_rules(segments))
     masks = engine.evaluate_all()
     figures["distinct_conditions"] = engine.conditions_evaluated
     phase("segments")

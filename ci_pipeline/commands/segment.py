@@ -8,6 +8,7 @@ from ci_pipeline.config import load_config
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake
+from ci_pipeline.measures.conditions import run_date
 from ci_pipeline.segments.run import SegmentInputs, build_engine
 
 PROFILE = "ci_pipeline/unify/customer_profile.parquet"
@@ -78,7 +79,7 @@ def run_preview(args) -> int:
     inputs = SegmentInputs(
         profile=_read(lake, PROFILE, True), measures=_read(lake, VALUES, False), facts=_read(lake, FACTS, False)
     )
-    engine = build_engine(section, config.measures.as_of_date(), inputs)
+    engine = build_engine(section, run_date(config.measures.as_of), inputs)
     members = int(engine.segment(name).sum())
     total = engine.n
     share = 100.0 * members / total if total else 0.0

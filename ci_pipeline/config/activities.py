@@ -11,6 +11,10 @@ from ci_pipeline.config.base import Name, StrictModel, did_you_mean
 if TYPE_CHECKING:
     from ci_pipeline.config.model import ProjectConfig
 
+#: Leading columns of the typed activity table that measures and segments compute on (segment ``where`` filters
+#: may name them besides the semantic fields).
+FACT_COLUMNS = ["ActivityId", "CustomerId", "Activity", "ActivityType", "ActivityTimeStamp"]
+
 #: The semantic activity types with a meaning the measure templates rely on; any other name is a custom type.
 SEMANTIC_TYPES = ("SalesOrder", "SalesOrderLine", "Subscription", "Loyalty", "Feedback", "WebLog")
 

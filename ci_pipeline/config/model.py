@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, ValidationEr
 
 from ci_pipeline.config.activities import ActivitiesConfig
 from ci_pipeline.config.base import Name, StrictModel, check_secret_ref
+from ci_pipeline.config.checks import section_checks
 from ci_pipeline.config.lake import LakeConfig
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.config.orchestration import OrchestrationConfig
@@ -62,14 +63,15 @@ class ProjectConfig(StrictModel):
         return self._path.parent if self._path is not None else Path.cwd()
 
     def cross_reference_problems(self) -> list[str]:
-        """Problems that span sections (a rule naming a table that does not exist, ...).
+        """Problems that span sections (a rule naming a table that does not exist, ...), in section order.
 
-        Each section may define ``problems(project) -> list[str]``; every message starts with its key path.
+        A section is checked by :func:`ci_pipeline.config.checks.section_checks`, or by its own
+        ``problems(project) -> list[str]``; every message starts with its key path.
         """
+        checks = section_checks()
         found: list[str] = []
         for name in type(self).model_fields:
-            section = getattr(self, name)
-            check = getattr(section, "problems", None)
+            check = checks.get(name) or getattr(getattr(self, name), "problems", None)
             if callable(check):
                 found.extend(check(self))
         return found

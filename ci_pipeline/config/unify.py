@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal, get_args
+import re
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from ci_pipeline.config.base import Name, StrictModel, did_you_mean
-
-if TYPE_CHECKING:
-    from ci_pipeline.config.model import ProjectConfig
+from ci_pipeline.config.base import Name, StrictModel
 
 #: Semantic types a customer-table column can be mapped to. ``custom`` keeps the column under its own name.
 SemanticType = Literal[
@@ -343,113 +342,6 @@ class UnifyConfig(StrictModel):
             yield f"unify.tables[{ti}].dedup.rules", t.dedup.rules
         yield "unify.match.rules", self.match.rules
 
-    def problems(self, project: ProjectConfig) -> list[str]:
-        """Cross-section problems: tables that do not exist, rules naming unmapped fields, unknown aliases."""
-        found: list[str] = []
-        seen = set()
-        mapped_anywhere: set[str] = set()
-        for i, t in enumerate(self.tables):
-            key = f"unify.tables[{i}]"
-            if (t.source, t.table) in seen:
-                found.append(f"{key}: {t.ref} is listed twice; list each table once")
-            seen.add((t.source, t.table))
-            source = project.sources.get(t.source)
-            if source is None:
-                found.append(
-                    f"{key}.source: no source named {t.source!r}{did_you_mean(t.source, project.sources)}; add it "
-                    "under 'sources' or fix the name"
-                )
-                continue
-            table = source.tables.get(t.table)
-            if table is None:
-                found.append(
-                    f"{key}.table: source {t.source!r} has no table {t.table!r}{did_you_mean(t.table, source.tables)}; "
-                    f"known: {sorted(source.tables)}"
-                )
-                continue
-            if table.columns and not table.csv.header:
-                for column in list(t.columns) + [c for c in [t.recency_column, t.dedup.winner.column] if c]:
-                    if column not in table.columns:
-                        found.append(f"{key}.columns: {t.ref} has no column {column!r}")
-            attrs = set(derived_attributes(t.attributes()))
-            mapped_anywhere |= attrs
-            for ri, rule in enumerate(t.dedup.rules):
-                found += _rule_problems(rule, f"{key}.dedup.rules[{ri}]", attrs, self.normalize)
-        for ri, rule in enumerate(self.match.rules):
-            found += _rule_problems(rule, f"unify.match.rules[{ri}]", mapped_anywhere, self.normalize)
-        for fi, cond in enumerate(self.guard.conflict_conditions()):
-            if cond.field not in mapped_anywhere:
-                found.append(
-                    f"unify.guard.conflict_fields[{fi}]: {cond.field!r} is not mapped in any table; map a column to "
-                    f"it in unify.tables[*].columns or remove it (mapped: {sorted(mapped_anywhere)})"
-                )
-            elif not cond.is_exact or cond.allow_missing:
-                found.append(
-                    f"unify.guard.conflict_fields[{fi}]: values here are compared exactly after their normalizations "
-                    "and a missing one never conflicts; give only 'field' and 'normalize'"
-                )
-        refs = {t.ref for t in self.tables}
-        found += self._attach_problems(refs, mapped_anywhere)
-        for name, spec in self.merge.fields.items():
-            for ref in spec.priority:
-                if ref not in refs:
-                    found.append(f"unify.merge.fields.{name}.priority: {ref!r} is not a unify table ({sorted(refs)})")
-            for src in spec.sources:
-                parts = src.split(".")
-                if len(parts) == 3 and f"{parts[0]}.{parts[1]}" in refs:
-                    continue
-                if len(parts) == 1 and src in mapped_anywhere:
-                    continue
-                found.append(
-                    f"unify.merge.fields.{name}.sources: {src!r} is neither a mapped attribute nor "
-                    "'source.table.column' of a unify table"
-                )
-        return found
-
-    def _attach_problems(self, refs: set[str], mapped_anywhere: set[str]) -> list[str]:
-        found = []
-        known = set(get_args(SemanticType)) | mapped_anywhere
-        for ai, rule in enumerate(self.match.attach):
-            key = f"unify.match.attach[{ai}]"
-            for ti, ref in enumerate(rule.tables):
-                if ref not in refs:
-                    found.append(f"{key}.tables[{ti}]: {ref!r} is not a unify table; use one of {sorted(refs)}")
-                    continue
-                attrs = derived_attributes(self.table(*ref.split(".", 1)).attributes())
-                for fi, f in enumerate(rule.same):
-                    if f not in attrs:
-                        found.append(
-                            f"{key}.same[{fi}]: {f!r} is not mapped in {ref}; map a column to it or remove it "
-                            f"(mapped: {sorted(attrs)})"
-                        )
-            if rule.each_other and rule.among:
-                found.append(
-                    f"{key}.among: a rule joining thin customers to each other ('each_other') looks for no other "
-                    "namesake; remove 'among' or 'each_other'"
-                )
-            for ti, ref in enumerate(rule.among):
-                if ref not in refs:
-                    found.append(f"{key}.among[{ti}]: {ref!r} is not a unify table; use one of {sorted(refs)}")
-            for ci, cond in enumerate(rule.must_not_differ):
-                where = f"{key}.must_not_differ[{ci}]"
-                if cond.field not in known:
-                    found.append(f"{where}.field: {cond.field!r} is neither a semantic type nor a mapped custom column")
-                elif not cond.is_exact:
-                    found.append(
-                        f"{where}.precision: values here are compared exactly after their normalizations; remove "
-                        f"'precision' (got {cond.precision!r})"
-                    )
-                elif cond.field in rule.same:
-                    found.append(f"{where}.field: {cond.field!r} is also in 'same', which already requires it equal")
-            for fi, f in enumerate(rule.without):
-                if f not in known:
-                    found.append(f"{key}.without[{fi}]: {f!r} is neither a semantic type nor a mapped custom column")
-                elif f in rule.same:
-                    found.append(
-                        f"{key}.without[{fi}]: {f!r} is also in 'same'; a field cannot be both compared and absent"
-                    )
-        return found
-
 
 def derived_attributes(attrs: dict[str, str]) -> dict[str, str]:
     """Attributes a table offers for matching, including names derived from each other."""
@@ -462,23 +354,62 @@ def derived_attributes(attrs: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _rule_problems(rule: Rule, key: str, attrs: set[str], normalize: NormalizeConfig) -> list[str]:
-    found = []
-    for ci, cond in enumerate(rule.conditions):
-        if cond.field not in attrs:
-            found.append(
-                f"{key}.conditions[{ci}].field: {cond.field!r} is not mapped in any table it applies to; map a "
-                f"column to it in unify.tables[*].columns (mapped: {sorted(attrs)})"
-            )
-        for n in cond.normalize or []:
-            if n.startswith("alias:") and n[6:] not in normalize.aliases:
-                found.append(f"{key}.conditions[{ci}].normalize: alias map {n[6:]!r} is not in unify.normalize.aliases")
-    for f in rule.blocking:
-        if f not in attrs:
-            found.append(f"{key}.blocking: {f!r} is not a mapped field")
-    if not rule.blocking and not any(c.is_exact and not c.allow_missing for c in rule.conditions):
-        found.append(
-            f"{key} ({rule.name}): no exact condition and no 'blocking' fields; comparing every pair of records "
-            "does not scale: add an exact condition or list blocking fields"
-        )
-    return found
+#: Semantic type -> Common Data Model CustomerProfile attribute name.
+CDM_NAMES = {
+    "full_name": "FullName",
+    "first_name": "FirstName",
+    "middle_name": "MiddleName",
+    "last_name": "LastName",
+    "email": "Email",
+    "phone": "Phone",
+    "street": "Address1",
+    "city": "City",
+    "state": "State",
+    "postal_code": "PostalCode",
+    "country": "Country",
+    "birth_date": "BirthDate",
+    "gender": "Gender",
+    "company": "CompanyName",
+}
+
+
+def pascal(name: str) -> str:
+    """``loyalty_tier`` -> ``LoyaltyTier``."""
+    return "".join(w[:1].upper() + w[1:] for w in re.split(r"[^0-9A-Za-z]+", name) if w)
+
+
+@dataclass(frozen=True)
+class ProfileField:
+    """One unified field: its output name, record-frame columns (first non-empty wins) and policy."""
+
+    name: str
+    columns: tuple[str, ...]
+    policy: str
+    priority: tuple[str, ...]
+
+
+def unified_fields(config: UnifyConfig, record_columns: list[str]) -> list[ProfileField]:
+    """The profile's fields in output order: defaults from the map, then configured ones; minus excluded.
+
+    Derived from the configuration alone, so that segment rules naming ``profile.<field>`` are checked at load.
+    """
+    attrs: list[str] = []
+    for t in config.tables:
+        for attr in t.attributes():
+            if attr not in attrs:
+                attrs.append(attr)
+    for derived in ("full_name", "first_name", "last_name"):
+        if derived in record_columns and derived not in attrs:
+            attrs.append(derived)
+    order = {a: i for i, a in enumerate(CDM_NAMES)}
+    first_seen = {a: i for i, a in enumerate(attrs)}
+    attrs.sort(key=lambda a: (order.get(a, len(order)), first_seen[a]))
+    fields: dict[str, ProfileField] = {}
+    for attr in attrs:
+        name = CDM_NAMES.get(attr) or pascal(attr)
+        fields[name] = ProfileField(name, (attr,), config.merge.default_policy, ())
+    for name, spec in config.merge.fields.items():
+        base = fields.get(name)
+        columns = tuple(spec.sources) if spec.sources else (base.columns if base else (name,))
+        fields[name] = ProfileField(name, columns, spec.policy or config.merge.default_policy, tuple(spec.priority))
+    return [f for n, f in fields.items() if n not in config.merge.exclude]

@@ -7,8 +7,13 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from ci_pipeline.config.measures import parse_period
 from ci_pipeline.errors import UserError
+from ci_pipeline.grammar.conditions import parse_period
+
+
+def run_date(as_of: dt.date | str) -> dt.date:
+    """The date measure windows end on: ``measures.as_of``, or today in UTC (read now) when it is ``today``."""
+    return dt.datetime.now(dt.UTC).date() if as_of == "today" else as_of
 
 
 def column_kind(values: pd.Series) -> str:
@@ -74,7 +79,7 @@ def condition_mask(values: pd.Series, op: str, value, *, now: pd.Timestamp, key:
 
     Args:
         values: the column.
-        op: a canonical operator (``config.measures.OPERATORS``).
+        op: a canonical operator (``grammar.conditions.OPERATORS``).
         value: the configured value.
         now: end of the run date (exclusive), for ``in_last``.
         key: configuration key path, for error messages.

@@ -1,127 +1,13 @@
-"""Arithmetic between measures, parsed into a small typed tree (never evaluated as Python).
-
-Grammar: ``expr := term (('+'|'-') term)*``, ``term := factor (('*'|'/') factor)*``,
-``factor := NUMBER | NAME | '(' expr ')' | '-' factor``.
-"""
+"""Evaluating a parsed measure expression (:mod:`ci_pipeline.grammar.expression`) over numbers or columns."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import numpy as np
 
-_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?|\.\d+)|([A-Za-z_][A-Za-z0-9_]*)|(\S))")
+from ci_pipeline.grammar.expression import Negate, Node, Number, Ref, parse
 
-
-@dataclass(frozen=True)
-class Number:
-    value: float
-
-
-@dataclass(frozen=True)
-class Ref:
-    name: str
-
-
-@dataclass(frozen=True)
-class Negate:
-    operand: Node
-
-
-@dataclass(frozen=True)
-class Binary:
-    op: str
-    left: Node
-    right: Node
-
-
-Node = Number | Ref | Negate | Binary
-
-
-class ExpressionError(ValueError):
-    """The expression text is not valid arithmetic over measure names."""
-
-
-def parse(text: str) -> Node:
-    """Parse an expression such as ``total_spend / order_count`` into a tree.
-
-    Examples:
-        >>> parse("a / (b + 2)")
-        Binary(op='/', left=Ref(name='a'), right=Binary(op='+', left=Ref(name='b'), right=Number(value=2.0)))
-    """
-    tokens: list[tuple[str, str]] = []
-    pos = 0
-    text = text.rstrip()
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        number, name, symbol = match.groups()
-        if number is not None:
-            tokens.append(("num", number))
-        elif name is not None:
-            tokens.append(("name", name))
-        elif symbol in "+-*/()":
-            tokens.append(("op", symbol))
-        else:
-            raise ExpressionError(f"unexpected character {symbol!r} at position {match.start(3) + 1}")
-        pos = match.end()
-    parser = _Parser(tokens)
-    node = parser.expr()
-    if parser.pos != len(tokens):
-        raise ExpressionError(f"unexpected {tokens[parser.pos][1]!r} after a complete expression")
-    return node
-
-
-class _Parser:
-    def __init__(self, tokens):
-        self.tokens = tokens
-        self.pos = 0
-
-    def peek(self):
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "")
-
-    def take(self):
-        token = self.peek()
-        self.pos += 1
-        return token
-
-    def expr(self) -> Node:
-        node = self.term()
-        while self.peek() in (("op", "+"), ("op", "-")):
-            node = Binary(self.take()[1], node, self.term())
-        return node
-
-    def term(self) -> Node:
-        node = self.factor()
-        while self.peek() in (("op", "*"), ("op", "/")):
-            node = Binary(self.take()[1], node, self.factor())
-        return node
-
-    def factor(self) -> Node:
-        kind, value = self.take()
-        if kind == "num":
-            return Number(float(value))
-        if kind == "name":
-            return Ref(value)
-        if (kind, value) == ("op", "-"):
-            return Negate(self.factor())
-        if (kind, value) == ("op", "("):
-            node = self.expr()
-            if self.take() != ("op", ")"):
-                raise ExpressionError("a '(' is not closed")
-            return node
-        raise ExpressionError("the expression ends too early" if kind == "end" else f"unexpected {value!r}")
-
-
-def references(node: Node) -> set[str]:
-    """Every measure name an expression uses."""
-    if isinstance(node, Ref):
-        return {node.name}
-    if isinstance(node, Negate):
-        return references(node.operand)
-    if isinstance(node, Binary):
-        return references(node.left) | references(node.right)
-    return set()
+# ``parse`` moved to the grammar package; re-exported until every caller imports it from there.
+__all__ = ["evaluate", "parse"]
 
 
 def evaluate(node: Node, values: dict):

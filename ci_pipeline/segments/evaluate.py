@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.errors import UserError
+from ci_pipeline.grammar.rules import ActivityTest, AllOf, AnyOf, FieldTest, Not, Rule, SegmentTest
 from ci_pipeline.measures.compute import FactIndex
 from ci_pipeline.measures.conditions import column_kind, condition_mask, period_start
-from ci_pipeline.segments.rules import ActivityTest, AllOf, AnyOf, FieldTest, Not, Rule, SegmentTest
 
 _DATE_OPS = ("before", "after", "in_last")
 

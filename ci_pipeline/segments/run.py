@@ -10,6 +10,7 @@ import pandas as pd
 
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.errors import UserError
+from ci_pipeline.grammar.rules import Rule, RuleError, parse_rules
 from ci_pipeline.measures.compute import FactIndex, run_end
 from ci_pipeline.segments.evaluate import SegmentEngine
 from ci_pipeline.segments.membership import (
@@ -20,7 +21,6 @@ from ci_pipeline.segments.membership import (
     membership_table,
     static_state,
 )
-from ci_pipeline.segments.rules import RuleError
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,20 @@ class SegmentRun:
     conditions_evaluated: int
 
 
+def parsed_rules(section: SegmentsConfig) -> dict[str, list[Rule]]:
+    """Segment name -> its parsed rules (raises ``RuleError`` on the first bad rule)."""
+    return {
+        name: parse_rules(spec.raw_rules(), f"segments.definitions.{name}.rules")
+        for name, spec in section.definitions.items()
+    }
+
+
 def build_engine(
     section: SegmentsConfig, as_of: dt.date, inputs: SegmentInputs, frozen: dict | None = None
 ) -> SegmentEngine:
     """A :class:`SegmentEngine` over the inputs, with the configured segments' rules parsed."""
     try:
-        rules = section.parsed()
+        rules = parsed_rules(section)
     except RuleError as exc:
         raise UserError(str(exc)) from None
     customers = pd.Index(sorted(inputs.profile["CustomerId"].astype("string").dropna().unique()), dtype="string")

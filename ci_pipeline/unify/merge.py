@@ -2,71 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
-from ci_pipeline.config.unify import UnifyConfig
+from ci_pipeline.config.unify import UnifyConfig, unified_fields
 from ci_pipeline.unify.text import re_replace
-
-#: Semantic type -> Common Data Model CustomerProfile attribute name.
-CDM_NAMES = {
-    "full_name": "FullName",
-    "first_name": "FirstName",
-    "middle_name": "MiddleName",
-    "last_name": "LastName",
-    "email": "Email",
-    "phone": "Phone",
-    "street": "Address1",
-    "city": "City",
-    "state": "State",
-    "postal_code": "PostalCode",
-    "country": "Country",
-    "birth_date": "BirthDate",
-    "gender": "Gender",
-    "company": "CompanyName",
-}
-
-
-def pascal(name: str) -> str:
-    """``loyalty_tier`` -> ``LoyaltyTier``."""
-    return "".join(w[:1].upper() + w[1:] for w in re.split(r"[^0-9A-Za-z]+", name) if w)
-
-
-@dataclass(frozen=True)
-class Field:
-    """One unified field: its output name, record-frame columns (first non-empty wins) and policy."""
-
-    name: str
-    columns: tuple[str, ...]
-    policy: str
-    priority: tuple[str, ...]
-
-
-def unified_fields(config: UnifyConfig, record_columns: list[str]) -> list[Field]:
-    """The profile's fields in output order: defaults from the map, then configured ones; minus excluded."""
-    attrs: list[str] = []
-    for t in config.tables:
-        for attr in t.attributes():
-            if attr not in attrs:
-                attrs.append(attr)
-    for derived in ("full_name", "first_name", "last_name"):
-        if derived in record_columns and derived not in attrs:
-            attrs.append(derived)
-    order = {a: i for i, a in enumerate(CDM_NAMES)}
-    first_seen = {a: i for i, a in enumerate(attrs)}
-    attrs.sort(key=lambda a: (order.get(a, len(order)), first_seen[a]))
-    fields: dict[str, Field] = {}
-    for attr in attrs:
-        name = CDM_NAMES.get(attr) or pascal(attr)
-        fields[name] = Field(name, (attr,), config.merge.default_policy, ())
-    for name, spec in config.merge.fields.items():
-        base = fields.get(name)
-        columns = tuple(spec.sources) if spec.sources else (base.columns if base else (name,))
-        fields[name] = Field(name, columns, spec.policy or config.merge.default_policy, tuple(spec.priority))
-    return [f for n, f in fields.items() if n not in config.merge.exclude]
 
 
 def record_order(records: pd.DataFrame, policy: str, priority: tuple[str, ...], n_tables: int) -> np.ndarray:

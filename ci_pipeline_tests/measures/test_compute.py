@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from ci_pipeline.config.measures import MeasuresConfig
+from ci_pipeline.grammar.expression import ExpressionError, parse
 from ci_pipeline.measures.compute import compute_measures, customer_measure_table, distribution
-from ci_pipeline.measures.expression import ExpressionError, evaluate, parse
+from ci_pipeline.measures.expression import evaluate
 from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS, guid
 
 AS_OF = dt.date(2026, 6, 30)
@@ -207,7 +208,7 @@ def test_expression_parser_builds_a_tree_and_never_evaluates_python():
 
 
 def test_config_errors_name_the_key_path():
-    from ci_pipeline.config.measures import find_cycles
+    from ci_pipeline.config.checks import find_cycles
 
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"d"}}) == [["a", "b", "c", "a"], ["d", "d"]]
     with pytest.raises(ValueError, match="unknown template"):

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.config.checks import measures_problems
 from ci_pipeline.config.measures import MeasuresConfig
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "ci_pipeline" / "generate" / "templates"
@@ -81,7 +82,7 @@ def test_measure_cycles_are_named():
     config = MeasuresConfig.model_validate(
         {"attributes": {"a": {"expression": "b + 1"}, "b": {"expression": "a * 2"}, "c": {"expression": "c"}}}
     )
-    problems = config.problems(ProjectConfig.model_validate({"sources": SOURCES}))
+    problems = measures_problems(ProjectConfig.model_validate({"sources": SOURCES, "measures": config.model_dump()}))
     assert "measures.attributes.a: reference cycle a -> b -> a; break it" in problems
     assert "measures.attributes.c: reference cycle c -> c; break it" in problems
 

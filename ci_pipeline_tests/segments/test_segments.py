@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ci_pipeline.config.checks import segments_problems
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.errors import UserError
+from ci_pipeline.grammar.rules import RuleError, parse_node, parse_rules
 from ci_pipeline.measures.compute import FactIndex, run_end
 from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS, guid
 from ci_pipeline.segments.evaluate import SegmentEngine
@@ -21,7 +23,7 @@ from ci_pipeline.segments.membership import (
     membership_table,
     static_state,
 )
-from ci_pipeline.segments.rules import RuleError, parse_node, parse_rules
+from ci_pipeline.segments.run import parsed_rules
 
 END = run_end(dt.date(2026, 6, 30))
 IDS = pd.Index(["A", "B", "C", "D"], dtype="string")
@@ -202,8 +204,10 @@ def test_config_problems_unknown_segment_measure_activity_and_cycles():
     measures = MeasuresConfig.model_validate(
         {"attributes": {"spend": {"aggregate": "sum", "field": "amount", "activity": "orders"}}}
     )
-    project = SimpleNamespace(unify=object(), measures=measures, activities=SimpleNamespace(tables={}))
-    problems = segments.problems(project)
+    project = SimpleNamespace(
+        unify=object(), segments=segments, measures=measures, activities=SimpleNamespace(tables={})
+    )
+    problems = segments_problems(project)
     text = "\n".join(problems)
     assert "segments.definitions.a: segments reference each other in a cycle a -> b -> a" in text
     assert "segments.definitions.c.rules[0].segment: unknown segment 'ghost'" in text
@@ -244,6 +248,6 @@ def test_membership_table_history_and_static_state():
 
 def test_rfm_templates_parse():
     config = SegmentsConfig.model_validate({"definitions": {"champions": {"template": "rfm_champions"}}})
-    assert config.parsed()["champions"][0].node.items[0].name == "rfm_recency_score"
+    assert parsed_rules(config)["champions"][0].node.items[0].name == "rfm_recency_score"
     with pytest.raises(RuleError):
         parse_node({"segment": 3}, "k")

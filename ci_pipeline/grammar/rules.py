@@ -8,6 +8,8 @@ A rule is a condition tree: ``{all: [...]}`` (AND), ``{any: [...]}`` (OR), ``{no
 
 A segment's rules are combined in order: the first starts the set, each next one has ``combine`` = ``union``
 (default), ``intersect`` or ``except``.
+
+The configuration validates rules with this parser and the segments stage evaluates the trees it returns.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ci_pipeline.config.measures import Condition, parse_period
+from ci_pipeline.grammar.conditions import Condition, parse_period
 
 NAMESPACES = {"profile": "profile", "measure": "measure", "measures": "measure"}
 COMBINES = ("union", "intersect", "except")
+#: Levels of ``all``/``any``/``not`` a segment's rules may nest (documented in docs/configuration.md, "Limits").
+#: Real rules rarely pass five; the bound keeps the recursive rule parser and evaluator far from Python's stack.
+MAX_RULE_DEPTH = 50
 
 
 class RuleError(ValueError):
@@ -183,6 +188,29 @@ def _activity(raw: dict, key: str) -> ActivityTest:
     ):
         raise RuleError(f"{key}.count: compare the number of activities with = != < <= > >= and a number")
     return ActivityTest(tuple(names), _freeze(within), tuple(where), parsed.op, float(parsed.value), key=key)
+
+
+def too_deep(rules: list) -> str | None:
+    """The key path (below the segment) where raw rules first nest deeper than :data:`MAX_RULE_DEPTH`, or None.
+
+    Checked before parsing, without recursion, so that a hostile file cannot exhaust the parser's stack.
+    """
+    stack = [(f"rules[{i}]", rule, 0) for i, rule in enumerate(rules)]
+    while stack:
+        path, node, depth = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        for group in ("all", "any", "not"):
+            if group not in node:
+                continue
+            if depth + 1 > MAX_RULE_DEPTH:
+                return f"{path}.{group}"
+            items = node[group]
+            if group == "not":
+                stack.append((f"{path}.not", items, depth + 1))
+            elif isinstance(items, list):
+                stack.extend((f"{path}.{group}[{j}]", item, depth + 1) for j, item in enumerate(items))
+    return None
 
 
 def walk(node):

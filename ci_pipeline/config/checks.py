@@ -1,0 +1,501 @@
+"""Checks that span configuration sections: a rule naming a table, a measure or a segment defined elsewhere.
+
+The section models only describe (and check their own keys); what one section says about another is checked
+here, with the rule and expression grammars of :mod:`ci_pipeline.grammar`. Every message starts with its key path
+and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, get_args
+
+from ci_pipeline.config.activities import FACT_COLUMNS
+from ci_pipeline.config.base import did_you_mean
+from ci_pipeline.config.measures import RESERVED, MeasuresConfig, MeasureSpec
+from ci_pipeline.config.segments import SegmentsConfig
+from ci_pipeline.config.unify import (
+    NormalizeConfig,
+    Rule,
+    SemanticType,
+    UnifyConfig,
+    UnifyTable,
+    derived_attributes,
+    unified_fields,
+)
+from ci_pipeline.grammar.expression import parse, references
+from ci_pipeline.grammar.rules import (
+    MAX_RULE_DEPTH,
+    ActivityTest,
+    FieldTest,
+    RuleError,
+    SegmentTest,
+    parse_node,
+    parse_rules,
+    walk,
+)
+
+if TYPE_CHECKING:
+    from ci_pipeline.config.model import ProjectConfig
+
+#: Fields every activity has, besides its semantic fields.
+ACTIVITY_COLUMNS = ("ActivityId", "ActivityType", "ActivityTimeStamp", "Activity")
+MEASURE_KINDS = ("attributes", "customer", "business")
+
+
+def section_checks() -> dict[str, Callable[[ProjectConfig], list[str]]]:
+    """Configuration section name -> its cross-section check."""
+    return {"unify": unify_problems, "measures": measures_problems, "segments": segments_problems}
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each reference cycle once, as a path that starts and ends at its smallest name (``[a, b, a]``)."""
+    found: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in graph:
+                continue
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt) :]
+                start = cycle.index(min(cycle))
+                cycle = cycle[start:] + cycle[:start]
+                if cycle + [cycle[0]] not in found:
+                    found.append(cycle + [cycle[0]])
+            elif state.get(nxt) is None:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+# --- measures ---------------------------------------------------------------------------------------------------
+
+
+def measures_problems(project: ProjectConfig) -> list[str]:
+    """Names, activities, fields and references that do not resolve, and cycles between measures."""
+    section = project.measures
+    found: list[str] = []
+    activities = project.activities.tables
+    seen: dict[str, str] = {}
+    for kind in MEASURE_KINDS:
+        for name, spec in getattr(section, kind).items():
+            key = f"measures.{kind}.{name}"
+            if name in RESERVED:
+                found.append(f"{key}: the name {name} is reserved; choose another")
+            if name in seen:
+                found.append(f"{key}: the name is already used by measures.{seen[name]}.{name}; names are unique")
+            seen.setdefault(name, kind)
+            found.extend(_measure_shape_problems(key, kind, spec, section))
+            found.extend(_expression_problems(key, kind, spec, section))
+            found.extend(_aggregation_problems(key, spec, activities))
+    for kind in ("attributes", "business"):
+        graph = {n: s.references() for n, s in getattr(section, kind).items()}
+        found.extend(f"measures.{kind}.{c[0]}: reference cycle {' -> '.join(c)}; break it" for c in find_cycles(graph))
+    return found
+
+
+def _measure_shape_problems(key: str, kind: str, spec: MeasureSpec, section: MeasuresConfig) -> list[str]:
+    """What a measure's kind allows: dimensions, aggregation and measures of measures."""
+    found = []
+    if kind == "customer" and spec.aggregate is None:
+        found.append(f"{key}: a customer measure is an aggregation over activities with 'dimensions'")
+    if kind == "customer" and not spec.dimensions:
+        found.append(f"{key}.dimensions: a customer measure needs at least one dimension (else use attributes)")
+    if kind == "attributes" and spec.dimensions:
+        found.append(f"{key}.dimensions: attribute measures have one value per customer; move it to 'customer'")
+    if spec.of_measure is not None and spec.dimensions:
+        found.append(f"{key}.dimensions: a measure of a measure has no dimensions; remove them")
+    if spec.of_measure is not None:
+        if kind != "business":
+            found.append(f"{key}.of_measure: only business measures aggregate another measure")
+        elif spec.of_measure not in section.attributes:
+            found.append(f"{key}.of_measure: no attribute measure named {spec.of_measure!r}")
+    return found
+
+
+def _expression_problems(key: str, kind: str, spec: MeasureSpec, section: MeasuresConfig) -> list[str]:
+    """Measures an expression names that are not of its own kind."""
+    if spec.expression is None:
+        return []
+    pool = section.attributes if kind == "attributes" else section.business if kind == "business" else {}
+    return [
+        f"{key}.expression: unknown measure {ref!r}{did_you_mean(ref, pool)}; expressions use {kind} measures "
+        f"({', '.join(sorted(pool)) or 'none defined'})"
+        for ref in sorted(references(parse(spec.expression)))
+        if ref not in pool
+    ]
+
+
+def _aggregation_problems(key: str, spec: MeasureSpec, activities: dict) -> list[str]:
+    """Activities an aggregation reads that do not exist, and fields those activities do not have."""
+    if spec.aggregate is None or spec.of_measure is not None:
+        return []
+    found = []
+    fields = set(ACTIVITY_COLUMNS)
+    for i, activity in enumerate(spec.activity):
+        if activity not in activities:
+            found.append(
+                f"{key}.activity[{i}]: unknown activity {activity!r}{did_you_mean(activity, activities)}; use one of "
+                f"{', '.join(sorted(activities)) or '(none configured under activities.tables)'}"
+            )
+        else:
+            fields |= set(activities[activity].fields)
+    if not any(a in activities for a in spec.activity):
+        return found
+    used = [("field", spec.field), ("order_by", spec.order_by)]
+    used += [(f"where[{i}].field", c.field) for i, c in enumerate(spec.where)]
+    used += [(f"dimensions[{i}]", d) for i, d in enumerate(spec.dimensions)]
+    found += [
+        f"{key}.{sub}: unknown field {field!r}; the activities have {', '.join(sorted(fields))}"
+        for sub, field in used
+        if field is not None and field not in fields
+    ]
+    return found
+
+
+# --- segments ---------------------------------------------------------------------------------------------------
+
+
+def segments_problems(project: ProjectConfig) -> list[str]:
+    """Rules that do not parse or name unknown segments, measures or activities; type mismatches; cycles."""
+    section = project.segments
+    found: list[str] = []
+    if section.definitions and project.unify is None:
+        found.append("segments.definitions: segments select unified customers; add a 'unify' section")
+    graph: dict[str, set[str]] = {}
+    names = _RuleNames(section, project)
+    for name, spec in section.definitions.items():
+        key = f"segments.definitions.{name}.rules"
+        graph[name] = set()
+        try:
+            rules = parse_rules(spec.raw_rules(), key)
+        except RuleError as exc:
+            found.extend(_each_rule_problem(spec.raw_rules(), key) or [str(exc)])
+            continue
+        for node in (node for rule in rules for node in walk(rule.node)):
+            if isinstance(node, SegmentTest):
+                graph[name].add(node.name)
+            found.extend(names.problems(node))
+    return found + _segment_graph_problems(graph)
+
+
+class _RuleNames:
+    """What the names in segment rules can refer to: segments, measures, profile fields, activities."""
+
+    def __init__(self, section: SegmentsConfig, project: ProjectConfig):
+        self.segments = section.definitions
+        self.profile = profile_columns(project)
+        self.measures = project.measures.attributes
+        self.activities = project.activities.tables
+        self.types = {t.type for t in self.activities.values()}
+        # The columns of the activity facts that ``where`` filters read: the timeline's own and every semantic field.
+        self.fact_fields = {*FACT_COLUMNS, *(f for t in self.activities.values() for f in t.fields)}
+
+    def problems(self, node) -> list[str]:
+        """Names one rule node uses that resolve to nothing (or to a measure of another type)."""
+        if isinstance(node, SegmentTest) and node.name not in self.segments:
+            return [
+                f"{node.key}: unknown segment {node.name!r}{did_you_mean(node.name, self.segments)}; "
+                f"defined: {', '.join(sorted(self.segments))}"
+            ]
+        if isinstance(node, FieldTest) and node.namespace == "measure":
+            return _measure_problems(node, self.measures)
+        if isinstance(node, FieldTest) and self.profile and node.name not in self.profile:
+            close = difflib.get_close_matches(node.name, self.profile, n=1, cutoff=0.6)
+            return [
+                f"{node.key}.field: unknown profile attribute {node.name!r}"
+                f"{f' (did you mean profile.{close[0]}?)' if close else ''}; the unified profile has "
+                f"{', '.join(self.profile)} (from unify.tables[*].columns and unify.merge)"
+            ]
+        if isinstance(node, ActivityTest):
+            return self._activity_problems(node)
+        return []
+
+    def _activity_problems(self, node: ActivityTest) -> list[str]:
+        found = [
+            f"{node.key}.activity: unknown activity {activity!r}{did_you_mean(activity, self.activities)}; use one of "
+            f"{', '.join(sorted(self.activities)) or '(none under activities.tables)'} or an activity type"
+            for activity in node.activities
+            if activity not in self.activities and activity not in self.types
+        ]
+        if self.activities:
+            found += [
+                f"{node.key}.where[{j}].field: unknown activity field {field!r}"
+                f"{did_you_mean(field, self.fact_fields)}; the activities have {', '.join(sorted(self.fact_fields))}"
+                for j, (field, _, _) in enumerate(node.where)
+                if field not in self.fact_fields
+            ]
+        return found
+
+
+def _segment_graph_problems(graph: dict[str, set[str]]) -> list[str]:
+    """Segments that reference each other in a cycle, or the first chain of references that is too long."""
+    cycles = find_cycles(graph)
+    if cycles:
+        return [
+            f"segments.definitions.{cycle[0]}: segments reference each other in a cycle {' -> '.join(cycle)}; break it"
+            for cycle in cycles
+        ]
+    for name, length in _reference_chains(graph).items():
+        if length > MAX_RULE_DEPTH:
+            return [
+                f"segments.definitions.{name}.rules: a chain of {length} segments each built on the next "
+                f"passes the limit of {MAX_RULE_DEPTH}; build the later ones on fewer segments"
+            ]
+    return []
+
+
+def _each_rule_problem(raw_rules: list, key: str) -> list[str]:
+    """The first problem of every rule, not only of the first bad one (the parser stops at the first)."""
+    found = []
+    for i, raw in enumerate(raw_rules):
+        try:
+            parse_node(
+                {k: v for k, v in raw.items() if k != "combine"} if isinstance(raw, dict) else raw, f"{key}[{i}]"
+            )
+        except RuleError as exc:
+            found.append(str(exc))
+    return found
+
+
+def profile_columns(project: ProjectConfig) -> list[str]:
+    """The columns of the unified profile that ``profile.<name>`` may name, derived as unification builds them.
+
+    The unified fields of :func:`ci_pipeline.config.unify.unified_fields` (from the map, derived names and
+    ``unify.merge``), then one key column per table (``<source>_<table>_<primary key>``), all renamed by
+    ``unify.merge.rename``, plus ``PreviousCustomerId``. Empty without a unify section.
+    """
+    unify = project.unify
+    if not isinstance(unify, UnifyConfig):
+        return []
+    record_columns = sorted({a for t in unify.tables for a in derived_attributes(t.attributes())})
+    names = [f.name for f in unified_fields(unify, record_columns)]
+    for t in unify.tables:
+        table = project.sources.get(t.source, None)
+        spec = None if table is None else table.tables.get(t.table)
+        if spec is not None:
+            names.append(f"{t.source}_{t.table}_{spec.primary_key}")
+    return [unify.merge.rename.get(n, n) for n in names] + ["PreviousCustomerId"]
+
+
+def _reference_chains(graph: dict[str, set[str]]) -> dict[str, int]:
+    """Segment -> length of the longest chain of segments it is built on (itself included), for an acyclic graph."""
+    longest: dict[str, int] = {}
+    for start in sorted(graph):
+        stack = [(start, False)]
+        while stack:
+            name, done = stack.pop()
+            if name in longest or name not in graph:
+                continue
+            if done:
+                longest[name] = 1 + max((longest.get(n, 0) for n in graph[name] if n in graph), default=0)
+                continue
+            stack.append((name, True))
+            stack.extend((n, False) for n in graph[name] if n in graph and n not in longest)
+    return longest
+
+
+def _measure_problems(node: FieldTest, measures: dict[str, MeasureSpec]) -> list[str]:
+    """A rule on ``measure.<name>``: the measure exists, and the operator and value fit its type."""
+    if node.name not in measures:
+        return [
+            f"{node.key}.field: unknown measure {node.name!r}{did_you_mean(node.name, measures)}; customer attribute "
+            "measures are "
+            f"{', '.join(sorted(measures)) or '(none under measures.attributes)'}"
+        ]
+    kind = measures[node.name].result_type()
+    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    if node.op in ("is_null", "not_null"):
+        return []
+    if kind == "number":
+        if node.op in ("contains", "starts_with", "ends_with", "before", "after", "in_last"):
+            return [f"{node.key}.op: {node.op} does not apply to measure {node.name}, which is a number"]
+        if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
+            return [f"{node.key}.value: measure {node.name} is a number; compare it with a number, not {node.value!r}"]
+    if kind == "date" and node.op != "in_last" and any(not isinstance(v, dt.date | str) for v in values):
+        return [f"{node.key}.value: measure {node.name} is a date; compare it with a date (YYYY-MM-DD)"]
+    return []
+
+
+# --- unify ------------------------------------------------------------------------------------------------------
+
+
+def unify_problems(project: ProjectConfig) -> list[str]:
+    """Tables that do not exist, rules naming unmapped fields, unknown aliases, attach and merge references."""
+    unify = project.unify
+    if unify is None:
+        return []
+    found: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    mapped_anywhere: set[str] = set()
+    for i, t in enumerate(unify.tables):
+        key = f"unify.tables[{i}]"
+        if (t.source, t.table) in seen:
+            found.append(f"{key}: {t.ref} is listed twice; list each table once")
+        seen.add((t.source, t.table))
+        missing = _missing_table(key, t, project)
+        if missing is not None:
+            found.append(missing)
+            continue
+        found += _column_problems(key, t, project.sources[t.source].tables[t.table])
+        attrs = set(derived_attributes(t.attributes()))
+        mapped_anywhere |= attrs
+        for ri, rule in enumerate(t.dedup.rules):
+            found += _rule_problems(rule, f"{key}.dedup.rules[{ri}]", attrs, unify.normalize)
+    for ri, rule in enumerate(unify.match.rules):
+        found += _rule_problems(rule, f"unify.match.rules[{ri}]", mapped_anywhere, unify.normalize)
+    found += _conflict_field_problems(unify, mapped_anywhere)
+    refs = {t.ref for t in unify.tables}
+    found += _attach_problems(unify, refs, mapped_anywhere)
+    found += _merge_field_problems(unify, refs, mapped_anywhere)
+    return found
+
+
+def _missing_table(key: str, t: UnifyTable, project: ProjectConfig) -> str | None:
+    """The problem when a unify table names a source or table that is not configured."""
+    source = project.sources.get(t.source)
+    if source is None:
+        return (
+            f"{key}.source: no source named {t.source!r}{did_you_mean(t.source, project.sources)}; add it "
+            "under 'sources' or fix the name"
+        )
+    if t.table not in source.tables:
+        return (
+            f"{key}.table: source {t.source!r} has no table {t.table!r}{did_you_mean(t.table, source.tables)}; "
+            f"known: {sorted(source.tables)}"
+        )
+    return None
+
+
+def _column_problems(key: str, t: UnifyTable, table) -> list[str]:
+    """Mapped, recency and winner columns missing from a header-less table's declared columns."""
+    if not table.columns or table.csv.header:
+        return []
+    used = list(t.columns) + [c for c in [t.recency_column, t.dedup.winner.column] if c]
+    return [f"{key}.columns: {t.ref} has no column {column!r}" for column in used if column not in table.columns]
+
+
+def _conflict_field_problems(unify: UnifyConfig, mapped_anywhere: set[str]) -> list[str]:
+    """Conflict fields must be mapped somewhere and compared exactly."""
+    found = []
+    for fi, cond in enumerate(unify.guard.conflict_conditions()):
+        if cond.field not in mapped_anywhere:
+            found.append(
+                f"unify.guard.conflict_fields[{fi}]: {cond.field!r} is not mapped in any table; map a column to "
+                f"it in unify.tables[*].columns or remove it (mapped: {sorted(mapped_anywhere)})"
+            )
+        elif not cond.is_exact or cond.allow_missing:
+            found.append(
+                f"unify.guard.conflict_fields[{fi}]: values here are compared exactly after their normalizations "
+                "and a missing one never conflicts; give only 'field' and 'normalize'"
+            )
+    return found
+
+
+def _merge_field_problems(unify: UnifyConfig, refs: set[str], mapped_anywhere: set[str]) -> list[str]:
+    """Merge fields whose priority or sources name no unify table or mapped attribute."""
+    found = []
+    for name, spec in unify.merge.fields.items():
+        for ref in spec.priority:
+            if ref not in refs:
+                found.append(f"unify.merge.fields.{name}.priority: {ref!r} is not a unify table ({sorted(refs)})")
+        for src in spec.sources:
+            parts = src.split(".")
+            if (len(parts) == 3 and f"{parts[0]}.{parts[1]}" in refs) or (len(parts) == 1 and src in mapped_anywhere):
+                continue
+            found.append(
+                f"unify.merge.fields.{name}.sources: {src!r} is neither a mapped attribute nor "
+                "'source.table.column' of a unify table"
+            )
+    return found
+
+
+def _attach_problems(unify: UnifyConfig, refs: set[str], mapped_anywhere: set[str]) -> list[str]:
+    """Attach rules naming tables, fields and conditions that unification cannot use."""
+    found = []
+    known = set(get_args(SemanticType)) | mapped_anywhere
+    for ai, rule in enumerate(unify.match.attach):
+        key = f"unify.match.attach[{ai}]"
+        found += _attach_table_problems(key, rule, unify, refs)
+        if rule.each_other and rule.among:
+            found.append(
+                f"{key}.among: a rule joining thin customers to each other ('each_other') looks for no other "
+                "namesake; remove 'among' or 'each_other'"
+            )
+        found += [
+            f"{key}.among[{ti}]: {ref!r} is not a unify table; use one of {sorted(refs)}"
+            for ti, ref in enumerate(rule.among)
+            if ref not in refs
+        ]
+        found += _attach_field_problems(key, rule, known)
+    return found
+
+
+def _attach_table_problems(key: str, rule, unify: UnifyConfig, refs: set[str]) -> list[str]:
+    """An attach rule's tables must be unify tables that map every field of ``same``."""
+    found = []
+    for ti, ref in enumerate(rule.tables):
+        if ref not in refs:
+            found.append(f"{key}.tables[{ti}]: {ref!r} is not a unify table; use one of {sorted(refs)}")
+            continue
+        attrs = derived_attributes(unify.table(*ref.split(".", 1)).attributes())
+        found += [
+            f"{key}.same[{fi}]: {f!r} is not mapped in {ref}; map a column to it or remove it (mapped: {sorted(attrs)})"
+            for fi, f in enumerate(rule.same)
+            if f not in attrs
+        ]
+    return found
+
+
+def _attach_field_problems(key: str, rule, known: set[str]) -> list[str]:
+    """``must_not_differ`` and ``without`` name known fields, compared exactly, and not also in ``same``."""
+    found = []
+    for ci, cond in enumerate(rule.must_not_differ):
+        where = f"{key}.must_not_differ[{ci}]"
+        if cond.field not in known:
+            found.append(f"{where}.field: {cond.field!r} is neither a semantic type nor a mapped custom column")
+        elif not cond.is_exact:
+            found.append(
+                f"{where}.precision: values here are compared exactly after their normalizations; remove "
+                f"'precision' (got {cond.precision!r})"
+            )
+        elif cond.field in rule.same:
+            found.append(f"{where}.field: {cond.field!r} is also in 'same', which already requires it equal")
+    for fi, f in enumerate(rule.without):
+        if f not in known:
+            found.append(f"{key}.without[{fi}]: {f!r} is neither a semantic type nor a mapped custom column")
+        elif f in rule.same:
+            found.append(f"{key}.without[{fi}]: {f!r} is also in 'same'; a field cannot be both compared and absent")
+    return found
+
+
+def _rule_problems(rule: Rule, key: str, attrs: set[str], normalize: NormalizeConfig) -> list[str]:
+    """A match or dedup rule names mapped fields and known alias maps, and can be blocked."""
+    found = []
+    for ci, cond in enumerate(rule.conditions):
+        if cond.field not in attrs:
+            found.append(
+                f"{key}.conditions[{ci}].field: {cond.field!r} is not mapped in any table it applies to; map a "
+                f"column to it in unify.tables[*].columns (mapped: {sorted(attrs)})"
+            )
+        for n in cond.normalize or []:
+            if n.startswith("alias:") and n[6:] not in normalize.aliases:
+                found.append(f"{key}.conditions[{ci}].normalize: alias map {n[6:]!r} is not in unify.normalize.aliases")
+    found += [f"{key}.blocking: {f!r} is not a mapped field" for f in rule.blocking if f not in attrs]
+    if not rule.blocking and not any(c.is_exact and not c.allow_missing for c in rule.conditions):
+        found.append(
+            f"{key} ({rule.name}): no exact condition and no 'blocking' fields; comparing every pair of records "
+            "does not scale: add an exact condition or list blocking fields"
+        )
+    return found

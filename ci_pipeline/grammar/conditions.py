@@ -1,0 +1,120 @@
+"""Conditions on one field (``{field, op, value}``): operator spellings, value shapes and periods.
+
+Measure filters and segment rules share this grammar; the configuration validates with it and the stages evaluate
+what it accepts, so it imports neither.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+#: Operator spellings accepted in filters and segment conditions -> canonical name.
+OPERATOR_ALIASES = {
+    "=": "=",
+    "==": "=",
+    "eq": "=",
+    "!=": "!=",
+    "<>": "!=",
+    "ne": "!=",
+    "<": "<",
+    "lt": "<",
+    "<=": "<=",
+    "le": "<=",
+    ">": ">",
+    "gt": ">",
+    ">=": ">=",
+    "ge": ">=",
+    "between": "between",
+    "in": "in",
+    "not in": "not_in",
+    "contains": "contains",
+    "starts with": "starts_with",
+    "ends with": "ends_with",
+    "is null": "is_null",
+    "not null": "not_null",
+    "is not null": "not_null",
+    "before": "before",
+    "date before": "before",
+    "after": "after",
+    "date after": "after",
+    "in last": "in_last",
+    "in the last": "in_last",
+}
+OPERATORS = tuple(dict.fromkeys(OPERATOR_ALIASES.values()))
+
+
+class Condition(BaseModel):
+    """One test on one field: ``{field: status, op: '=', value: completed}``.
+
+    ``value`` is a list of two for ``between``, a list for ``in``/``not_in``, a number of days or a text such as
+    ``"3 months"`` for ``in_last``, and absent for ``is_null``/``not_null``.
+    """
+
+    # As strict as a configuration block: an unknown key is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    field: str
+    op: str
+    value: Any = None
+
+    @field_validator("op")
+    @classmethod
+    def _known_operator(cls, value: str) -> str:
+        # ``not_in``, ``not in`` and ``NOT IN`` are the same operator.
+        canonical = OPERATOR_ALIASES.get(" ".join(value.strip().lower().replace("_", " ").split()))
+        if canonical is None:
+            raise ValueError(f"unknown operator {value!r}; use one of {', '.join(OPERATORS)}")
+        return canonical
+
+    @model_validator(mode="after")
+    def _value_fits_operator(self):
+        op, value = self.op, self.value
+        if op in ("is_null", "not_null"):
+            if value is not None:
+                raise ValueError(f"operator {op} takes no value")
+        elif value is None:
+            raise ValueError(f"operator {op} needs a value")
+        elif op == "between" and not (isinstance(value, list) and len(value) == 2):
+            raise ValueError("operator between needs a list of two values [low, high]")
+        elif op in ("in", "not_in") and not isinstance(value, list):
+            raise ValueError(f"operator {op} needs a list of values")
+        elif op in ("contains", "starts_with", "ends_with") and not isinstance(value, str):
+            raise ValueError(f"operator {op} compares text; give a text value")
+        elif op == "in_last":
+            parse_period(value)
+        elif op in ("before", "after") and not _is_date(value):
+            raise ValueError(f"operator {op} needs a date (YYYY-MM-DD); got {value!r}")
+        return self
+
+
+def parse_period(value) -> tuple[int, str]:
+    """``90`` / ``"90 days"`` / ``"3 months"`` / ``{"last": 3, "unit": "months"}`` -> (count, unit)."""
+    if isinstance(value, bool):
+        raise ValueError(f"in_last needs a number of days or a text such as '3 months'; got {value!r}")
+    if isinstance(value, int):
+        count, unit = value, "days"
+    elif isinstance(value, str) and len(value.split()) == 2 and value.split()[0].isdigit():
+        count, unit = int(value.split()[0]), value.split()[1].lower()
+        unit = unit if unit.endswith("s") else unit + "s"
+    elif isinstance(value, dict) and set(value) <= {"last", "unit"} and isinstance(value.get("last"), int):
+        count, unit = value["last"], value.get("unit", "days")
+    else:
+        raise ValueError(f"in_last needs a number of days or a text such as '3 months'; got {value!r}")
+    if unit not in ("days", "weeks", "months", "years") or count < 1:
+        raise ValueError(f"in_last needs a positive count of days, weeks, months or years; got {value!r}")
+    return count, unit
+
+
+def _is_date(value) -> bool:
+    if isinstance(value, dt.date):
+        return True
+    if isinstance(value, str):
+        try:
+            dt.date.fromisoformat(value[:10])
+        except ValueError:
+            return False
+        return True
+    return False
