@@ -3,7 +3,7 @@
 Where it lives, in order:
 
 1. ``$CI_PIPELINE_METADATA_URL``: any SQLAlchemy URL (``sqlite:////srv/ci/metadata.sqlite``,
-   ``postgresql+psycopg://user@host/ci_governance``; the password belongs in the driver's own environment, such as
+   ``postgresql+psycopg2://user@host/ci_governance``; the password belongs in the driver's own environment, such as
    ``PGPASSWORD``, never in the URL);
 2. for a lake in a local folder: ``<lake>/_governance/metadata.sqlite``.
 
@@ -44,7 +44,7 @@ def metadata_url(config) -> str:
     elif "://" in lake_url:
         raise UserError(
             f"{config.path}: lake.url is not a local folder, so the governance metadata store has no default place; "
-            f"set {METADATA_URL_ENV} to a database URL (postgresql+psycopg://host/db or sqlite:////path/file.sqlite)"
+            f"set {METADATA_URL_ENV} to a database URL (postgresql+psycopg2://host/db or sqlite:////path/file.sqlite)"
         )
     lake = Path(lake_url).expanduser()
     if not lake.is_absolute():
@@ -77,7 +77,7 @@ class MetadataStore:
         except ArgumentError:
             raise UserError(
                 f"{METADATA_URL_ENV}: not a database URL; use sqlite:////path/file.sqlite or "
-                "postgresql+psycopg://host/database"
+                "postgresql+psycopg2://host/database"
             ) from None
         self.url = parsed
         if parsed.password:
