@@ -99,7 +99,10 @@ def _file_path(target: str, what: str, roots: Sequence[Path]) -> Path:
     if not path.is_absolute():
         path = roots[0] / path
     # Symbolic links are followed before the check, so a link inside a root cannot lead outside it.
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop
+        raise SecretRefError(f"{what}: file {path} cannot be resolved (a symbolic link loop?); fix the path") from None
     if not any(resolved.is_relative_to(root) for root in roots):
         allowed = ", ".join(str(r) for r in roots)
         raise SecretRefError(

@@ -169,6 +169,7 @@ def test_a_failing_check_names_the_reference_without_the_value(secrets, monkeypa
         ("file:secrets/../../outside.txt", "may not contain '..'"),
         ("file:/etc/hostname", "outside the allowed folders"),
         ("file:link.txt", "outside the allowed folders"),
+        ("file:loop.txt", "cannot be resolved"),
         ("env:", "needs a variable name"),
         ("keyvault://kvault/bad_name!", "secret names"),
         ("keyvault://x/secret", "neither a Key Vault name"),
@@ -181,6 +182,7 @@ def test_malformed_references_and_files_outside_the_roots_are_refused(secrets, r
     outside.write_text("outside")
     # A link inside the root that leads outside it is followed before the check.
     (secrets.dir / "link.txt").symlink_to(outside)
+    (secrets.dir / "loop.txt").symlink_to(secrets.dir / "loop.txt")
     result = secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", ref)
     assert result.code == 2 and message in result.err
     if ref.startswith("file:") or ref.startswith("plain"):

@@ -78,3 +78,10 @@ def test_roles_are_granted_replaced_and_revoked_but_never_the_last_admin(team):
     assert team.run("roles", "revoke", "root", user="alice").code == 0
     assert team.run("connections", "list", user="root").code == 2
     assert "has no role" in team.run("roles", "revoke", "nobody", user="alice").err
+
+
+def test_a_problem_between_other_sections_does_not_lock_out_governance(team):
+    team.config.write_text(team.config.read_text().replace("{source: crm, table: contacts", "{source: nope, table: t"))
+    assert "no source named 'nope'" in team.run("validate", "--no-sources", user=None).err
+    assert team.run("connections", "list").code == 0
+    assert team.run("roles", "list").code == 0
