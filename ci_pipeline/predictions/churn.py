@@ -193,6 +193,11 @@ def evaluate(model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, s
     out["auc_over_best_baseline"] = (
         round(out["model"]["auc"] - max(aucs), 4) if aucs and out["model"]["auc"] is not None else None
     )
+    # The points of the calibration and gain charts the evaluation report draws.
+    out["charts"] = {
+        "calibration": metrics.calibration_table(y, scored),
+        "gain": metrics.gain_table(y, scored) if len(y) else [],
+    }
     return out
 
 

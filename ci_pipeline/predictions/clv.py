@@ -144,11 +144,12 @@ def evaluate(model: ClvModel, purchases, cutoff: pd.Timestamp, settings: Predict
     X, y = labelled(purchases, cutoff, settings, context)
     X = _features(model, purchases, X.index, cutoff, context)
     share = settings.clv.high_value_share
-    low, high = model.low.predict(X), model.high.predict(X)
+    predicted = model.predict(X)
+    low, high = interval(predicted, model.low.predict(X), model.high.predict(X))
     out = {
         "customers": int(len(y)),
         "actual_total": round(float(y.sum()), 2),
-        "model": metrics.regression(y, model.predict(X), share, np.minimum(low, high), np.maximum(low, high)),
+        "model": metrics.regression(y, predicted, share, low, high),
     }
     bg = X["bgnbd_expected_purchases"].to_numpy() * np.nan_to_num(X["gamma_gamma_expected_value"].to_numpy())
     reference = reference_value(purchases, X, cutoff, settings)
@@ -159,9 +160,19 @@ def evaluate(model: ClvModel, purchases, cutoff: pd.Timestamp, settings: Predict
     out["reference_grade"] = metrics.reference_clv_grade(
         out["model"], out["baselines"]["reference_monthly_x_months_x_retention"]
     )
+    out["charts"] = {"gain": metrics.gain_table(y, predicted) if len(y) else []}
     best = max(b["top_capture"] for b in out["baselines"].values())
     out["top_capture_over_best_baseline"] = round(out["model"]["top_capture"] - best, 4)
     return out
+
+
+def interval(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 80% interval around ``value``: never below 0, and always holding the value.
+
+    The quantile models are fitted separately from the mean model and can cross each other or miss it.
+    """
+    low, high = np.minimum(low, high), np.maximum(low, high)
+    return np.clip(np.minimum(low, value), 0, None), np.maximum(high, value)
 
 
 def score(model: ClvModel, purchases, cutoff: pd.Timestamp, share: float, context: Context):
@@ -169,9 +180,7 @@ def score(model: ClvModel, purchases, cutoff: pd.Timestamp, share: float, contex
     population = purchasers_at(purchases, cutoff)
     X = _features(model, purchases, population, cutoff, context)
     value = model.predict(X)
-    low, high = model.low.predict(X), model.high.predict(X)
-    # Quantile models are fitted separately and can cross each other or the mean; the interval must hold the value.
-    low, high = np.clip(np.minimum(np.minimum(low, high), value), 0, None), np.maximum(np.maximum(low, high), value)
+    low, high = interval(value, model.low.predict(X), model.high.predict(X))
     rank = pd.Series(value).rank(ascending=False, method="first").to_numpy() / max(len(value), 1)
     band = np.where(rank <= share, "High", np.where(rank <= 0.5, "Medium", "Low"))
     contrib = explain.contributions(model.predict, X, model.typical)

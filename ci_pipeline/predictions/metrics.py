@@ -19,6 +19,39 @@ def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
     return float(gap.sum() / max(len(p), 1)) if n.sum() else float("nan")
 
 
+def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict]:
+    """The calibration chart's points: per equal-width score bin, customers, mean score and observed rate."""
+    y, p = np.asarray(y, dtype=np.float64), np.clip(np.asarray(p, dtype=np.float64), 0, 1)
+    which = np.clip((p * bins).astype(int), 0, bins - 1)
+    n = np.bincount(which, minlength=bins)
+    score = np.bincount(which, weights=p, minlength=bins)
+    rate = np.bincount(which, weights=y, minlength=bins)
+    return [
+        {
+            "bin": f"{b / bins:.1f}-{(b + 1) / bins:.1f}",
+            "customers": int(n[b]),
+            "mean_score": _r(score[b] / n[b]),
+            "observed_rate": _r(rate[b] / n[b]),
+        }
+        for b in range(bins)
+        if n[b]
+    ]
+
+
+def gain_table(actual: np.ndarray, score: np.ndarray, groups: int = 10) -> list[dict]:
+    """The gain chart's points: customers ranked by score, the share of the actual total captured per top decile."""
+    actual = np.clip(np.asarray(actual, dtype=np.float64), 0, None)
+    order = np.argsort(-np.asarray(score, dtype=np.float64), kind="stable")
+    total = actual.sum()
+    cumulative = np.cumsum(actual[order])
+    out = []
+    for g in range(1, groups + 1):
+        top = max(int(round(len(order) * g / groups)), 1)
+        captured = cumulative[top - 1] / total if total else float("nan")
+        out.append({"top_share": round(g / groups, 2), "captured": _r(captured), "lift": _r(captured / (g / groups))})
+    return out
+
+
 def classification(y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict:
     """AUC, Brier score, calibration error, accuracy and precision / recall of churners at the threshold."""
     y = np.asarray(y, dtype=bool)
@@ -41,7 +74,8 @@ def reference_churn_grade(model: dict, rule: dict) -> str:
     """The reference product's grade: A when accuracy >= 50% and recall >= the rule's + 10 points, B within 0-10."""
     if model["recall"] is None or rule["recall"] is None:
         return "C"
-    gain = model["recall"] - rule["recall"]
+    # Rounded so that 1.0 - 0.9 counts as the 10 points it is.
+    gain = round(model["recall"] - rule["recall"], 6)
     if model["accuracy"] >= 0.5 and gain >= 0.10:
         return "A"
     return "B" if model["accuracy"] >= 0.5 and gain >= 0 else "C"
@@ -125,7 +159,7 @@ def regression(
 
 def reference_clv_grade(model: dict, baseline: dict) -> str:
     """A when the model captures >= 5 percentage points (absolute) more of the true top customers, B when more."""
-    gain = model["top_capture"] - baseline["top_capture"]
+    gain = round(model["top_capture"] - baseline["top_capture"], 6)
     return "A" if gain >= 0.05 else "B" if gain > 0 else "C"
 
 
