@@ -16,7 +16,15 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from ci_pipeline.predictions import btyd, explain, metrics
-from ci_pipeline.predictions.data import InsufficientData, as_utc, check_cutoff, native_threads, require, usability
+from ci_pipeline.predictions.data import (
+    InsufficientData,
+    as_utc,
+    check_cutoff,
+    latest_cutoff,
+    native_threads,
+    require,
+    usability,
+)
 from ci_pipeline.predictions.features import Context, future_purchases, purchasers_at
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
@@ -235,7 +243,7 @@ def run_churn(
     Args:
         purchases: the purchases frame (``data.purchases_from_facts``).
         customers: every CustomerId (the profile's), for the usability report.
-        latest: the scoring cutoff (the run time, or the last purchase).
+        latest: the scoring cutoff: the run time, or None for the last purchase (data that ends before the run).
         settings: the prediction settings.
         profile: the CustomerProfile table when ``settings.profile_fields`` is set.
         signals: the other activities when ``settings.signal_activities`` is set (``data.signals_from_facts``).
@@ -249,7 +257,7 @@ def run_churn(
 
 
 def _run_churn(purchases, customers, latest, settings: PredictionSettings, context: Context):
-    latest = as_utc(latest)
+    latest = latest_cutoff(latest, purchases, MODEL)
     days = settings.churn.label_days
     check_cutoff(purchases, latest - pd.Timedelta(days=days), MODEL)
     report = usability(purchases[purchases["Time"] <= latest], customers, context)

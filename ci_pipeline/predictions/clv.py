@@ -14,7 +14,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from ci_pipeline.predictions import btyd, explain, metrics
-from ci_pipeline.predictions.data import as_utc, check_cutoff, native_threads, require, usability
+from ci_pipeline.predictions.data import as_utc, check_cutoff, latest_cutoff, native_threads, require, usability
 from ci_pipeline.predictions.features import Context, future_purchases, purchasers_at
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
@@ -206,6 +206,14 @@ def run_clv(
 ) -> ClvResult:
     """Check the data, backtest one period back, fit at the latest cutoff and score every purchaser.
 
+    Args:
+        purchases: the purchases frame (``data.purchases_from_facts``).
+        customers: every CustomerId (the profile's), for the usability report.
+        latest: the scoring cutoff: the run time, or None for the last purchase (data that ends before the run).
+        settings: the prediction settings.
+        profile: the CustomerProfile table when ``settings.profile_fields`` is set.
+        signals: the other activities when ``settings.signal_activities`` is set (``data.signals_from_facts``).
+
     Raises:
         InsufficientData: below the minimum customers or history, or a cutoff after the last purchase.
     """
@@ -214,7 +222,7 @@ def run_clv(
 
 
 def _run_clv(purchases, customers, latest, settings: PredictionSettings, context: Context):
-    latest = as_utc(latest)
+    latest = latest_cutoff(latest, purchases, MODEL)
     period = pd.Timedelta(days=settings.clv.period_days)
     check_cutoff(purchases, latest - period, MODEL)
     report = usability(purchases[purchases["Time"] <= latest], customers, context)

@@ -206,6 +206,19 @@ def as_utc(value) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+def latest_cutoff(latest, frame: pd.DataFrame, model: str) -> pd.Timestamp:
+    """The scoring cutoff: ``latest`` in UTC, or the last activity of ``frame`` when ``latest`` is None.
+
+    None suits data that ends before the run (an export, a historical data set): the run time would leave a
+    quiet gap between the last purchase and the cutoff that no customer's history explains.
+    """
+    if latest is not None:
+        return as_utc(latest)
+    if frame.empty:
+        raise InsufficientData(f"{model}: there are no purchases")
+    return as_utc(frame["Time"].max())
+
+
 def customer_codes(customers: pd.Series) -> pd.Index:
     """The sorted unique customer ids (the row order of every per-customer frame)."""
     values = pd.Series(customers, dtype="string").dropna().unique()

@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import sparse
 
 from ci_pipeline.predictions import metrics
-from ci_pipeline.predictions.data import InsufficientData, as_utc
+from ci_pipeline.predictions.data import InsufficientData, latest_cutoff
 from ci_pipeline.predictions.settings import PredictionSettings, RecommendationSettings
 from ci_pipeline.predictions.stored import StoredModel
 
@@ -228,11 +228,17 @@ def run_recommendation(
 ) -> RecommendationResult:
     """Evaluate on the last ``holdout_days``, then recommend K products to every customer at the latest cutoff.
 
+    Args:
+        lines: the product lines frame (``data.lines_from_facts``).
+        customers: every CustomerId; customers without history get the popular products.
+        latest: the cutoff: the run time, or None for the last purchase.
+        settings: the prediction settings.
+
     Raises:
         InsufficientData: fewer buyers than the minimum, or no purchase in the look-back window.
     """
     rs = settings.recommendation
-    latest = as_utc(latest)
+    latest = latest_cutoff(latest, lines, MODEL)
     index = pd.Index(np.sort(pd.Series(customers, dtype="string").dropna().unique().astype(object)), dtype="string")
     start = latest - pd.Timedelta(days=rs.lookback_days)
     buyers = lines.loc[(lines["Time"] > start) & (lines["Time"] <= latest), "CustomerId"].nunique()

@@ -147,3 +147,11 @@ def test_signal_activities_become_features_and_must_be_given(purchases):
     pd.testing.assert_frame_equal(churn.score_stored(stored, purchases, synthetic.END, signals=sessions), out.scores)
     with pytest.raises(UserError, match="web_sessions.days_since_last, web_sessions.last_90_days that the data no"):
         churn.score_stored(stored, purchases, synthetic.END, signals=sessions.iloc[:0])
+
+
+def test_no_latest_cutoff_means_the_last_purchase(purchases):
+    last = purchases["Time"].max()
+    by_default = churn.run_churn(purchases, purchases["CustomerId"], None, SETTINGS)
+    explicit = churn.run_churn(purchases, purchases["CustomerId"], last, SETTINGS)
+    pd.testing.assert_frame_equal(by_default.scores, explicit.scores)
+    assert by_default.stored.data_window["labels_until"] == last.isoformat()
