@@ -14,7 +14,15 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from ci_pipeline.predictions import btyd, explain, metrics
-from ci_pipeline.predictions.data import as_utc, check_cutoff, latest_cutoff, native_threads, require, usability
+from ci_pipeline.predictions.data import (
+    InsufficientData,
+    as_utc,
+    check_cutoff,
+    latest_cutoff,
+    native_threads,
+    require,
+    usability,
+)
 from ci_pipeline.predictions.features import Context, future_purchases, purchasers_at
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
@@ -22,6 +30,8 @@ from ci_pipeline.predictions.stored import StoredModel
 MODEL = "CustomerLifetimeValue"
 #: Features the model takes from its own BG/NBD + Gamma-Gamma fit.
 BTYD_FEATURES = ["bgnbd_expected_purchases", "gamma_gamma_expected_value"]
+#: Fewest customers with a purchase at a training cutoff.
+MIN_TRAINING = 50
 #: The two ends of the 80% interval.
 QUANTILES = (0.1, 0.9)
 
@@ -113,6 +123,11 @@ def _regressor(loss: str, seed: int, **extra) -> HistGradientBoostingRegressor:
 def fit(purchases, cutoff: pd.Timestamp, settings: PredictionSettings, context: Context) -> ClvModel:
     """Fit the value model (Poisson loss: values are >= 0 and mostly 0 or small) and the 10% / 90% quantile models."""
     X, y = labelled(purchases, cutoff, settings, context)
+    if len(y) < MIN_TRAINING:
+        raise InsufficientData(
+            f"{MODEL}: only {len(y)} customers had bought by the training cutoff {cutoff.date()}, at least "
+            f"{MIN_TRAINING} are needed (a longer history or a shorter predictions.clv.period_months)"
+        )
     s = btyd.rfm_summary(purchases, X.index, cutoff)
     bgnbd = btyd.fit_bgnbd(s["x"], s["t_x"], s["T"])
     gg = btyd.fit_gamma_gamma(s["x"], s["monetary"])

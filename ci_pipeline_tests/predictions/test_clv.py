@@ -88,3 +88,12 @@ def test_a_stored_model_refuses_a_missing_profile_field(purchases):
     pd.testing.assert_frame_equal(clv.score_stored(stored, purchases, synthetic.END, 0.2, profile), trained.scores)
     with pytest.raises(UserError, match="profile.BirthYear that the data no longer has"):
         clv.score_stored(stored, purchases, synthetic.END, 0.2, profile[["CustomerId"]])
+
+
+def test_too_few_customers_at_the_backtest_cutoff_is_a_clear_failure(purchases):
+    # Most customers arrive late: the history is long enough, but by the backtest's training cutoff few had bought.
+    early = purchases[purchases["CustomerId"] < "C00005"]
+    late = purchases[purchases["Time"] > synthetic.END - pd.Timedelta(days=150)]
+    frame = pd.concat([early, late]).drop_duplicates()
+    with pytest.raises(InsufficientData, match=r"only \d customers had bought by the training cutoff"):
+        clv.run_clv(frame, frame["CustomerId"], synthetic.END, SETTINGS)
