@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,96 @@ def make_normalizer(config: UnifyConfig, base_dir: Path | None = None) -> Normal
     )
 
 
+@dataclass(frozen=True)
+class Preparation:
+    """The prepare phase: one frame of mapped records and their normalized, blockable values."""
+
+    #: One row per record (``BASE`` columns, then the attributes); later phases add their columns to it.
+    records: pd.DataFrame
+    prep: Prepared
+    #: Where a date column held values unify cannot read: ``source.table.column`` -> counts and an example.
+    unreadable: dict[str, dict]
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class Matched:
+    """The match phase: scored candidate pairs, and what clustering needs of the normalized values."""
+
+    #: The match method's pairs (columns :data:`PAIR_COLUMNS`).
+    pairs: pd.DataFrame
+    #: Conflict field (as shown in notes) -> per-record code of its normalized value (-1: none).
+    conflicts: dict[str, np.ndarray]
+    #: Per attach rule, the codes it compares (see :func:`_attach_inputs`).
+    attach_inputs: list[dict]
+    #: Per table, records no rule can compare.
+    uncomparable: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Dedup and match pairs after the overrides: ``never_match`` pairs refused, ``always_match`` pairs added."""
+
+    pairs: pd.DataFrame
+    #: The ``never_match`` pairs as record positions (left, right): the guard never joins them.
+    never: tuple[np.ndarray, np.ndarray]
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """The cluster and attach phase: a customer label per record, and the pairs as published."""
+
+    labels: np.ndarray
+    events: list[dict]
+    attach_stats: list[dict]
+    rule_stats: list[dict]
+    match_pairs: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Identified:
+    """The ids phase: CustomerIds kept from the last run where possible, the profiles and alternate keys."""
+
+    records: pd.DataFrame
+    profiles: pd.DataFrame
+    alternate: pd.DataFrame
+    identity: IdentityResult
+
+
+#: The columns of a pair frame, the contract between a match method and clustering: record positions ``left``
+#: and ``right``, the rule's index and name, per-condition ``scores`` (JSON), ``strength`` (orders links for the
+#: guard; higher first), ``accepted``, and the ``stage`` (``dedup``, ``match``, ``override``, ``attach``).
+PAIR_COLUMNS = ["left", "right", "rule", "scores", "strength", "accepted", "stage", "rule_name"]
+
+#: A match method: prepared records in, candidate pairs across tables out (columns :data:`PAIR_COLUMNS`).
+MatchMethod = Callable[[UnifyConfig, Preparation], pd.DataFrame]
+
+
+class _Stopwatch:
+    """Seconds and peak resident memory (MB) at the end of each phase."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, int] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._clock, 3)
+        self.peak_rss_mb[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        self._clock = now
+
+
+def rule_matches(config: UnifyConfig, prepared: Preparation) -> pd.DataFrame:
+    """The configured match rules over every record: each later table matches against the tables above it."""
+    records = prepared.records
+    match = evaluate_rules(prepared.prep, config.match.rules, np.arange(len(records)), across_ranks=True)
+    match["stage"] = "match"
+    match["rule_name"] = _names(config.match.rules, match["rule"])
+    return match
+
+
 def unify(
     config: UnifyConfig,
     frames: dict[tuple[str, str], pd.DataFrame],
@@ -81,8 +172,13 @@ def unify(
     id_history: pd.DataFrame | None = None,
     run_id: str = "",
     base_dir: Path | None = None,
+    match_method: MatchMethod = rule_matches,
 ) -> UnifyResult:
     """Unify customer tables into one profile per person with stable CustomerIds.
+
+    The phases run in order, each handing a small result to the next: :func:`prepare`, :func:`deduplicate`,
+    :func:`match` (through ``match_method``), :func:`apply_overrides`, :func:`cluster_and_attach`, merge
+    (:func:`ci_pipeline.unify.merge.merge_profiles`) and :func:`identify`.
 
     Args:
         config: the ``unify`` section.
@@ -92,21 +188,63 @@ def unify(
         id_history: the cumulative id change log of earlier runs.
         run_id: the orchestrator's run id (for the change log).
         base_dir: folder that relative override and alias files are resolved against.
+        match_method: how candidate pairs across tables are found and scored (default: the configured rules).
 
     Raises:
         UserError: a configured column is missing, a key is empty or duplicated, or an alias / override file is bad.
     """
-    timings: dict[str, float] = {}
-    peak_rss_mb: dict[str, int] = {}
-    clock = time.perf_counter()
+    watch = _Stopwatch()
+    prepared = prepare(config, frames, primary_keys, base_dir)
+    watch.lap("prepare")
+    dedup_pairs = deduplicate(config, prepared)
+    watch.lap("dedup")
+    matched = match(config, prepared, match_method)
+    watch.lap("match")
+    records = prepared.records
+    candidates = apply_overrides(config, records, dedup_pairs, matched.pairs, base_dir)
+    clustering = cluster_and_attach(config, records, candidates, matched, previous_identity)
+    warnings = prepared.warnings + candidates.warnings
+    uncomparable = matched.uncomparable
+    del dedup_pairs, matched, candidates  # the candidate pairs are the largest frames of a run: free them now
+    watch.lap("cluster")
+    profiles = merge_profiles(records, clustering.labels, config, primary_keys)
+    attributes = [
+        c for c in records.columns[len(BASE) :] if c not in ("filled", "key_rank", "dedup_group", "is_winner", "label")
+    ]
+    records = records.drop(columns=attributes)
+    watch.lap("merge")
+    identified = identify(config, records, profiles, primary_keys, previous_identity, id_history, run_id)
+    watch.lap("ids")
+    records = identified.records
+    stats = _stats(records, config, clustering.rule_stats, clustering.events, prepared.prep, identified.profiles)
+    stats["attach"] = clustering.attach_stats
+    stats["unreadable_dates"] = prepared.unreadable
+    stats["uncomparable_records"] = uncomparable
+    stats["guard_splits"] = _guard_splits(clustering.events)
+    warnings += _guard_warnings(config, records, uncomparable, stats["guard_splits"])
+    dedup_tables = _dedup_tables(records, config)
+    watch.lap("outputs")
+    return UnifyResult(
+        records=records,
+        customer_profile=identified.profiles,
+        alternate_key=identified.alternate,
+        match_pairs=clustering.match_pairs,
+        dedup=dedup_tables,
+        identity=identified.identity,
+        stats=stats,
+        timings=watch.timings,
+        peak_rss_mb=watch.peak_rss_mb,
+        warnings=warnings,
+    )
 
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 3)
-        peak_rss_mb[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        clock = now
 
+def prepare(
+    config: UnifyConfig,
+    frames: dict[tuple[str, str], pd.DataFrame],
+    primary_keys: dict[tuple[str, str], str],
+    base_dir: Path | None,
+) -> Preparation:
+    """Map every table's columns to records and normalize the values the rules compare."""
     missing = [t.ref for t in config.tables if (t.source, t.table) not in frames]
     if missing:
         raise UserError(f"unify: no data for table(s) {missing}; check unify.tables against sources")
@@ -126,47 +264,61 @@ def unify(
         tuple(config.guard.frequency_fields),
         config.guard.max_block_size,
     )
-    lap("prepare")
     warnings = config.warnings() + [
         f"unify: {where}: {u['values']} value(s) are not dates unify can read (e.g. {u['example']!r}; dates from "
         f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} are read); they count as missing"
         for where, u in unreadable.items()
     ]
+    return Preparation(records, prep, unreadable, warnings)
 
+
+def deduplicate(config: UnifyConfig, prepared: Preparation) -> pd.DataFrame:
+    """Each table's dedup rules within the table; marks each record's dedup group and the group's winner.
+
+    Returns the dedup pairs; adds ``filled``, ``key_rank``, ``dedup_group`` and ``is_winner`` to the records.
+    """
+    records, prep = prepared.records, prepared.prep
     ranks = records["rank"].to_numpy()
-    n = len(records)
-    dedup_pairs = []
+    found = []
     for r, t in enumerate(config.tables):
         subset = np.flatnonzero(ranks == r)
         pairs = evaluate_rules(prep, t.dedup.rules, subset, across_ranks=False)
         pairs["stage"] = "dedup"
         pairs["rule_name"] = [t.dedup.rules[i].name for i in pairs["rule"]] if len(pairs) else []
-        dedup_pairs.append(pairs)
-    dedup_pairs = pd.concat(dedup_pairs, ignore_index=True)
+        found.append(pairs)
+    dedup_pairs = pd.concat(found, ignore_index=True)
     acc = dedup_pairs[dedup_pairs["accepted"]]
-    groups = components(n, acc["left"].to_numpy(), acc["right"].to_numpy())
+    groups = components(len(records), acc["left"].to_numpy(), acc["right"].to_numpy())
     attr_cols = [c for c in records.columns[len(BASE) :] if "." not in c]
     records["filled"] = records[attr_cols].notna().sum(axis=1).astype(np.int64)
     records["key_rank"] = pd.factorize(records["key"], sort=True)[0]
     records["dedup_group"] = groups
     records["is_winner"] = _winners(records, config)
-    lap("dedup")
+    return dedup_pairs
 
-    match = evaluate_rules(prep, config.match.rules, np.arange(n), across_ranks=True)
-    match["stage"] = "match"
-    match["rule_name"] = _names(config.match.rules, match["rule"])
+
+def match(config: UnifyConfig, prepared: Preparation, method: MatchMethod = rule_matches) -> Matched:
+    """Candidate pairs across tables by ``method``; then what clustering and attaching need of the normalized
+    values is kept, and the normalized columns are released."""
+    records, prep = prepared.records, prepared.prep
+    pairs = method(config, prepared)
     conflicts = {_condition_text(c): prep.codes(c) for c in config.guard.conflict_conditions()}
     attach_inputs = [_attach_inputs(rule, config, records, prep) for rule in config.match.attach]
     uncomparable = _uncomparable(config, records, prep)
     prep.release()
-    lap("match")
+    return Matched(pairs, conflicts, attach_inputs, uncomparable)
 
+
+def apply_overrides(
+    config: UnifyConfig, records: pd.DataFrame, dedup_pairs: pd.DataFrame, match_pairs: pd.DataFrame, base_dir
+) -> Candidates:
+    """Dedup and match pairs together; ``never_match`` pairs refused (noted), ``always_match`` pairs added."""
+    n = len(records)
     ident = (records["source"] + "|" + records["table"] + "|" + records["key"]).to_numpy(dtype=object)
     position = pd.Series(np.arange(n), index=ident)
     never, never_notes = _override_pairs(config, "never_match", position, base_dir)
     always, always_notes = _override_pairs(config, "always_match", position, base_dir)
-    warnings += never_notes + always_notes
-    pairs = pd.concat([dedup_pairs, match], ignore_index=True)
+    pairs = pd.concat([dedup_pairs, match_pairs], ignore_index=True)
     pairs["note"] = ""
     if len(never[0]):
         never_ids = np.minimum(*never) * n + np.maximum(*never)
@@ -177,30 +329,39 @@ def unify(
         pairs.loc[hit, "accepted"] = False
     if len(always[0]):
         lo, hi = np.minimum(*always), np.maximum(*always)
-        pairs = pd.concat(
-            [
-                pairs,
-                pd.DataFrame(
-                    {
-                        "left": lo,
-                        "right": hi,
-                        "rule": -1,
-                        "scores": "{}",
-                        "strength": 1.0,
-                        "accepted": True,
-                        "stage": "override",
-                        "rule_name": "always_match",
-                        "note": "always_match",
-                    }
-                ),
-            ],
-            ignore_index=True,
+        forced = pd.DataFrame(
+            {
+                "left": lo,
+                "right": hi,
+                "rule": -1,
+                "scores": "{}",
+                "strength": 1.0,
+                "accepted": True,
+                "stage": "override",
+                "rule_name": "always_match",
+                "note": "always_match",
+            }
         )
+        pairs = pd.concat([pairs, forced], ignore_index=True)
+    return Candidates(pairs, never, never_notes + always_notes)
+
+
+def cluster_and_attach(
+    config: UnifyConfig,
+    records: pd.DataFrame,
+    candidates: Candidates,
+    matched: Matched,
+    previous_identity: pd.DataFrame | None,
+) -> Clustering:
+    """Accepted links joined into customers under the over-merge guard; then name-only customers attached and the
+    customers rebuilt with those links last. Adds ``label`` to the records."""
+    n = len(records)
+    pairs, never, conflicts = candidates.pairs, candidates.never, matched.conflicts
     links = pairs[pairs["accepted"]].copy()
     links["order"] = _link_order(links)
     labels, skipped, events = guarded_clusters(n, links, never, config.guard.max_cluster_size, conflicts)
     attach_pairs, attach_stats = _attach(
-        config.match.attach, attach_inputs, labels, _previous_codes(records, previous_identity)
+        config.match.attach, matched.attach_inputs, labels, _previous_codes(records, previous_identity)
     )
     if len(attach_pairs):
         # Attachment links are the weakest evidence: the guard takes them last when it rebuilds a customer.
@@ -213,46 +374,27 @@ def unify(
     pairs.loc[links.index, "linked"] = used
     pairs.loc[links.index[~used], "note"] = skip_notes(skipped[~used], list(conflicts))
     records["label"] = labels
-    rule_stats = _rule_stats(pairs)
-    match_pairs = _match_pairs(pairs, records)
-    del pairs, links  # the largest frames of a run: free them before merging
-    lap("cluster")
+    return Clustering(labels, events, attach_stats, _rule_stats(pairs), _match_pairs(pairs, records))
 
-    profiles = merge_profiles(records, labels, config, primary_keys)
-    attributes = [
-        c for c in records.columns[len(BASE) :] if c not in ("filled", "key_rank", "dedup_group", "is_winner", "label")
-    ]
-    records = records.drop(columns=attributes)
-    lap("merge")
 
+def identify(
+    config: UnifyConfig,
+    records: pd.DataFrame,
+    profiles: pd.DataFrame,
+    primary_keys: dict[tuple[str, str], str],
+    previous_identity: pd.DataFrame | None,
+    id_history: pd.DataFrame | None,
+    run_id: str,
+) -> Identified:
+    """CustomerIds for the clusters (kept from the last run where possible), on records and profiles; the
+    profiles sorted by CustomerId; the alternate keys."""
     identity = assign_ids(records[["source", "table", "key", "label"]], previous_identity, id_history, run_id)
     records["CustomerId"] = records["label"].map(identity.ids).astype("string")
     profiles.insert(0, "CustomerId", identity.ids.reindex(profiles.index).astype("string").to_numpy())
     profiles["PreviousCustomerId"] = previous_ids(identity.id_change, profiles["CustomerId"]).to_numpy()
     profiles = profiles.sort_values("CustomerId", kind="stable").reset_index(drop=True)
     alternate = _alternate_keys(records, config, primary_keys, profiles)
-    lap("ids")
-
-    dedup_tables = _dedup_tables(records, config)
-    stats = _stats(records, config, rule_stats, events, prep, profiles)
-    stats["attach"] = attach_stats
-    stats["unreadable_dates"] = unreadable
-    stats["uncomparable_records"] = uncomparable
-    stats["guard_splits"] = _guard_splits(events)
-    warnings += _guard_warnings(config, records, uncomparable, stats["guard_splits"])
-    lap("outputs")
-    return UnifyResult(
-        records=records,
-        customer_profile=profiles,
-        alternate_key=alternate,
-        match_pairs=match_pairs,
-        dedup=dedup_tables,
-        identity=identity,
-        stats=stats,
-        timings=timings,
-        peak_rss_mb=peak_rss_mb,
-        warnings=warnings,
-    )
+    return Identified(records, profiles, alternate, identity)
 
 
 def _uncomparable(config: UnifyConfig, records: pd.DataFrame, prep: Prepared) -> dict[str, int]:

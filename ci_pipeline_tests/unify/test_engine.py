@@ -363,3 +363,41 @@ def test_names_and_dates_are_not_frequency_capped_but_oversized_blocks_are():
     r = unify(type(config()).model_validate(raw), f, KEYS)
     assert r.dedup[("crm", "contacts")].GroupSize.max() == 1
     assert r.stats["oversized_blocks"]["same_name"] == {"blocks": 1, "records": n}
+
+
+def test_a_second_match_method_plugs_into_the_match_phase():
+    from ci_pipeline.unify.engine import PAIR_COLUMNS, rule_matches
+
+    def nothing_matches(cfg, prepared):
+        return rule_matches(cfg, prepared).iloc[0:0]
+
+    def only_loyalty_to_crm(cfg, prepared):
+        """A method of its own: links m1 to c1 by key alone, with a score the rules never give."""
+        records = prepared.records
+        left = int(np.flatnonzero(records["key"].to_numpy() == "c1")[0])
+        right = int(np.flatnonzero(records["key"].to_numpy() == "m1")[0])
+        return pd.DataFrame(
+            {
+                "left": [left],
+                "right": [right],
+                "rule": [0],
+                "scores": ['{"probability": 0.97}'],
+                "strength": [0.97],
+                "accepted": [True],
+                "stage": ["match"],
+                "rule_name": ["probabilistic"],
+            }
+        )[PAIR_COLUMNS]
+
+    alone = unify(config(), frames(), KEYS, match_method=nothing_matches)
+    # Without match pairs only the dedup within crm joins records: 9 records, one duplicate pair.
+    assert alone.stats["customers"] == 8
+    assert customer_of(alone, "crm", "contacts", "c2") == customer_of(alone, "crm", "contacts", "c3")
+
+    other = unify(config(), frames(), KEYS, match_method=only_loyalty_to_crm)
+    assert other.stats["customers"] == 7
+    assert customer_of(other, "crm", "contacts", "c1") == customer_of(other, "loyalty", "members", "m1")
+    assert customer_of(other, "crm", "contacts", "c1") != customer_of(other, "shop", "customers", "s1")
+    pair = other.match_pairs[other.match_pairs.Rule == "probabilistic"]
+    assert pair[["LeftKey", "RightKey", "Accepted", "Linked"]].values.tolist() == [["c1", "m1", True, True]]
+    assert json.loads(pair.Scores.iloc[0]) == {"probability": 0.97}
