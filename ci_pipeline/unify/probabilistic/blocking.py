@@ -134,11 +134,12 @@ class BlockingRule:
         """One integer code per record for the combined key (-1 when any part is unknown)."""
         parts = [k.codes(table) for k in self.keys]
         known = np.logical_and.reduce([p >= 0 for p in parts])
-        if len(parts) == 1:
-            return np.where(known, parts[0], -1)
-        combined = pd.MultiIndex.from_arrays([p[known] for p in parts])
+        combined = parts[0][known]
+        for part in parts[1:]:
+            # Mixed radix, re-compacted after each key so the codes stay small.
+            combined = pd.factorize(combined * np.int64(part.max() + 1) + part[known])[0]
         out = np.full(table.n, -1, dtype=np.int64)
-        out[known] = pd.factorize(combined)[0]
+        out[known] = combined
         return out
 
 
@@ -209,8 +210,7 @@ def block(table: Table, rules: tuple[BlockingRule, ...], max_pairs_per_rule: int
     """
     if not rules:
         raise SettingsError("blocking: no blocking rule; list at least one (for example [first_name, last_name])")
-    seen = np.empty(0, dtype=np.int64)
-    found, rule_of, counts = [], [], []
+    found, rule_of = [], []
     for index, rule in enumerate(rules):
         codes = rule.codes(table)
         expected, top = pair_count(codes, table.source, link_only)
@@ -221,16 +221,14 @@ def block(table: Table, rules: tuple[BlockingRule, ...], max_pairs_per_rule: int
                 f"{max_pairs_per_rule:,} (its most common key holds {common}): add a key to the rule, drop it, or "
                 "raise max_pairs_per_rule"
             )
-        keys = _rule_pairs(codes, table.source, link_only)
-        new = keys[~np.isin(keys, seen)]
-        seen = np.union1d(seen, new)
-        found.append(new)
-        rule_of.append(np.full(len(new), index, dtype=np.int16))
-        counts.append(RuleCount(str(rule), len(keys), len(new)))
-    keys, rule_index = np.concatenate(found), np.concatenate(rule_of)
-    order = np.argsort(keys, kind="stable")
-    keys, rule_index = keys[order], rule_index[order]
-    return Blocked(keys // table.n, keys % table.n, rule_index, tuple(counts))
+        found.append(_rule_pairs(codes, table.source, link_only))
+        rule_of.append(np.full(len(found[-1]), index, dtype=np.int16))
+    # Rules in order: the first occurrence of a pair (a stable sort) is the first rule that found it.
+    keys, first = np.unique(np.concatenate(found), return_index=True)
+    rule_index = np.concatenate(rule_of)[first]
+    new = np.bincount(rule_index, minlength=len(rules))
+    counts = tuple(RuleCount(str(r), len(f), int(n)) for r, f, n in zip(rules, found, new, strict=True))
+    return Blocked(keys // table.n, keys % table.n, rule_index, counts)
 
 
 _SOUNDEX = str.maketrans("bfpvcgjkqsxzdtlmnr", "111122222222334556")
