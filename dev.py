@@ -59,7 +59,7 @@ def apt_install(*packages: str) -> None:
 
 
 def test_services() -> None:
-    """Azurite (Azure Blob emulator) from npm, and Chromium for the browser test of the UI."""
+    """Azurite (Azure Blob emulator) from npm, Chromium for the browser test of the UI, and PostgreSQL."""
     if shutil.which("npm") is None:
         say("installing Node.js and npm")
         apt_install("nodejs", "npm")
@@ -83,6 +83,10 @@ def test_services() -> None:
     if not Path("/usr/bin/chromium").exists():
         say("installing Chromium for the UI test")
         apt_install("chromium")
+    # The metadata store's Postgres tests start a throwaway server from Debian's PostgreSQL binaries.
+    if shutil.which("initdb") is None and not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        say("installing PostgreSQL for the metadata store tests")
+        apt_install("postgresql")
 
 
 def dagster_env(home: Path | None) -> dict[str, str]:

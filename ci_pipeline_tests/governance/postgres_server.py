@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -21,9 +22,11 @@ from ci_pipeline_tests.conftest import free_port
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Start a server with a fresh cluster; yield a SQLAlchemy URL of an empty database; stop and remove it."""
-    initdb, postgres = shutil.which("initdb"), shutil.which("postgres")
+    initdb, postgres = server_binary("initdb"), server_binary("postgres")
     if not (initdb and postgres):
-        pytest.fail("the PostgreSQL server binaries (initdb, postgres) are not on PATH; install PostgreSQL 15")
+        pytest.fail(
+            "the PostgreSQL server binaries (initdb, postgres) are missing; run the tests with `python3 dev.py test`"
+        )
     as_other = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     # Not under pytest's temporary folder: that one is private to the test user, and the server may run as another.
     folder = tempfile.mkdtemp(prefix="ci-governance-pg-")
@@ -61,3 +64,12 @@ def postgres_server() -> Iterator[str]:
         server.terminate()
         server.wait(timeout=60)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def server_binary(name: str) -> str | None:
+    """A PostgreSQL server program: on PATH, else where Debian's packages keep it (not on PATH by default)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]))
+    return str(candidates[-1]) if candidates else None
