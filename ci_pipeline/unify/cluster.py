@@ -69,24 +69,13 @@ def guarded_clusters(
     right = links["right"].to_numpy(np.int64)
     labels = components(n, left, right)
     skipped = np.zeros(len(links), dtype=np.int64)
-    sizes = np.bincount(labels, minlength=n)
-    flagged = np.zeros(n, dtype=bool)
-    flagged[np.flatnonzero(sizes > max_cluster_size)] = True
-    nl, nr = never
-    if len(nl):
-        same = labels[nl] == labels[nr]
-        flagged[labels[nl][same]] = True
-    for codes in conflicts.values():
-        known = codes >= 0
-        distinct = pd.DataFrame({"label": labels[known], "code": codes[known]}).drop_duplicates()
-        counts = distinct["label"].value_counts()
-        flagged[counts.index[counts.to_numpy() > 1].to_numpy()] = True
+    flagged = _flagged(labels, never, max_cluster_size, conflicts)
     events: list[dict] = []
     if not flagged.any():
         return labels, skipped, events
 
     never_of: dict[int, set[int]] = {}
-    for x, y in zip(nl.tolist(), nr.tolist(), strict=True):
+    for x, y in zip(never[0].tolist(), never[1].tolist(), strict=True):
         never_of.setdefault(x, set()).add(y)
         never_of.setdefault(y, set()).add(x)
     # Members and links of the flagged components, grouped once (not one scan of all records per component).
@@ -104,54 +93,90 @@ def guarded_clusters(
     for g, start in enumerate(rec_starts.tolist()):
         end = rec_starts[g + 1] if g + 1 < len(rec_starts) else len(rec)
         members = rec[start:end]
-        parent = {int(m): int(m) for m in members}
-        size = {int(m): 1 for m in members}
-        member_sets = {int(m): {int(m)} for m in members}
-        values = {int(m): [({int(c[m])} if c[m] >= 0 else set()) for c in code_cols] for m in members}
-        for e in lk[lk_bounds[g] : lk_ends[g]].tolist():
-            ra, rb = _find(parent, int(left[e])), _find(parent, int(right[e]))
-            if ra == rb:
-                continue
-            if size[ra] + size[rb] > max_cluster_size:
-                skipped[e] = 1
-                continue
-            small, big = (ra, rb) if size[ra] <= size[rb] else (rb, ra)
-            if any(p in member_sets[big] for m in member_sets[small] for p in never_of.get(m, ())):
-                skipped[e] = 2
-                continue
-            pairs = zip(values[small], values[big], strict=True)
-            clash = [k for k, (a, b) in enumerate(pairs) if a and b and a != b]
-            if clash:
-                skipped[e] = 3 + clash[0]
-                continue
-            parent[small] = big
-            size[big] += size[small]
-            member_sets[big] |= member_sets.pop(small)
-            merged = values.pop(small)
-            values[big] = [a | b for a, b in zip(values[big], merged, strict=True)]
-        roots = np.array([_find(parent, int(m)) for m in members])
+        component_links = lk[lk_bounds[g] : lk_ends[g]]
+        parts = _Parts(members, code_cols)
+        for e in component_links.tolist():
+            skipped[e] = parts.join(int(left[e]), int(right[e]), max_cluster_size, never_of)
+        roots = np.array([parts.find(int(m)) for m in members])
         # relabel each part by its smallest member so labels stay canonical
         for root in np.unique(roots):
             part = members[roots == root]
             labels[part] = part.min()
-        reasons = []
-        if len(members) > max_cluster_size:
-            reasons.append("size cap")
-        comp_skips = skipped[lk[lk_bounds[g] : lk_ends[g]]]
-        if (comp_skips == 2).any():
-            reasons.append("never-match pair")
-        reasons += [f"conflicting {f}" for k, f in enumerate(fields) if (comp_skips == 3 + k).any()]
-        events.append(
-            {
-                "records": int(len(members)),
-                "parts": int(len(np.unique(roots))),
-                "reason": ", ".join(reasons),
-                "links_skipped_size": int((comp_skips == 1).sum()),
-                "links_skipped_never_match": int((comp_skips == 2).sum()),
-                "links_skipped_conflict": int((comp_skips >= 3).sum()),
-            }
-        )
+        events.append(_event(members, roots, skipped[component_links], fields, max_cluster_size))
     return labels, skipped, events
+
+
+def _flagged(
+    labels: np.ndarray, never: tuple[np.ndarray, np.ndarray], max_cluster_size: int, conflicts: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Per component label, True when the guard must rebuild it: too large, a never-match pair, a conflict."""
+    n = len(labels)
+    sizes = np.bincount(labels, minlength=n)
+    flagged = np.zeros(n, dtype=bool)
+    flagged[np.flatnonzero(sizes > max_cluster_size)] = True
+    nl, nr = never
+    if len(nl):
+        same = labels[nl] == labels[nr]
+        flagged[labels[nl][same]] = True
+    for codes in conflicts.values():
+        known = codes >= 0
+        distinct = pd.DataFrame({"label": labels[known], "code": codes[known]}).drop_duplicates()
+        counts = distinct["label"].value_counts()
+        flagged[counts.index[counts.to_numpy() > 1].to_numpy()] = True
+    return flagged
+
+
+class _Parts:
+    """Union-find over one flagged component's records, with each part's members and known conflict values."""
+
+    def __init__(self, members: np.ndarray, code_cols: list[np.ndarray]):
+        self.parent = {int(m): int(m) for m in members}
+        self.size = {int(m): 1 for m in members}
+        self.members = {int(m): {int(m)} for m in members}
+        self.values = {int(m): [({int(c[m])} if c[m] >= 0 else set()) for c in code_cols] for m in members}
+
+    def find(self, x: int) -> int:
+        return _find(self.parent, x)
+
+    def join(self, a: int, b: int, max_cluster_size: int, never_of: dict[int, set[int]]) -> int:
+        """Join the parts of ``a`` and ``b`` unless the guard refuses; 0 when joined (or already together), else
+        the reason code of :func:`guarded_clusters`."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return 0
+        if self.size[ra] + self.size[rb] > max_cluster_size:
+            return 1
+        small, big = (ra, rb) if self.size[ra] <= self.size[rb] else (rb, ra)
+        if any(p in self.members[big] for m in self.members[small] for p in never_of.get(m, ())):
+            return 2
+        pairs = zip(self.values[small], self.values[big], strict=True)
+        clash = [k for k, (x, y) in enumerate(pairs) if x and y and x != y]
+        if clash:
+            return 3 + clash[0]
+        self.parent[small] = big
+        self.size[big] += self.size[small]
+        self.members[big] |= self.members.pop(small)
+        merged = self.values.pop(small)
+        self.values[big] = [x | y for x, y in zip(self.values[big], merged, strict=True)]
+        return 0
+
+
+def _event(members: np.ndarray, roots: np.ndarray, skips: np.ndarray, fields: list[str], max_cluster_size: int):
+    """The report of one guarded component: its size, the customers made of it, why, and the links skipped."""
+    reasons = []
+    if len(members) > max_cluster_size:
+        reasons.append("size cap")
+    if (skips == 2).any():
+        reasons.append("never-match pair")
+    reasons += [f"conflicting {f}" for k, f in enumerate(fields) if (skips == 3 + k).any()]
+    return {
+        "records": int(len(members)),
+        "parts": int(len(np.unique(roots))),
+        "reason": ", ".join(reasons),
+        "links_skipped_size": int((skips == 1).sum()),
+        "links_skipped_never_match": int((skips == 2).sum()),
+        "links_skipped_conflict": int((skips >= 3).sum()),
+    }
 
 
 def skip_notes(skipped: np.ndarray, fields: list[str]) -> np.ndarray:

@@ -98,76 +98,15 @@ def explain_pair(
             so that value-frequency limits are judged as in the run.
         a, b: ``(source, table, key)`` of the two records.
     """
-    ident = records["source"] + "|" + records["table"] + "|" + records["key"]
-    pos = {}
-    for name, ref in (("first", a), ("second", b)):
-        hit = np.flatnonzero((ident == "|".join(ref)).to_numpy())
-        if len(hit) == 0:
-            raise UserError(f"record {'|'.join(ref)} is not in the customer tables; check source, table and key")
-        pos[name] = int(hit[0])
-    i, j = pos["first"], pos["second"]
-    same_table = records["rank"].iloc[i] == records["rank"].iloc[j]
-    if same_table:
+    i, j = _positions(records, a, b)
+    if records["rank"].iloc[i] == records["rank"].iloc[j]:
         rules = config.tables[int(records["rank"].iloc[i])].dedup.rules
         stage = "dedup"
     else:
         rules = config.match.rules
         stage = "match"
-    # Only the two records are normalized; a value-frequency limit is judged by counting, over the whole table set,
-    # just the records that can hold the same normalized value (so a million records cost a scan, not a
-    # normalization).
-    prep = Prepared(
-        records.iloc[[i, j]].reset_index(drop=True),
-        normalizer,
-        config.guard.max_value_frequency,
-        (),
-        config.guard.max_block_size,
-        judge_shared=False,
-    )
-    for rule in rules:
-        for cond in [*rule.blocking_fields(), *rule.conditions]:
-            if "personal_phone" in prep.steps(cond):
-                _judge_shared(prep, records, cond)
-            if cond.field in config.guard.frequency_fields:
-                _judge_frequency(prep, records, cond, config.guard.max_value_frequency)
-    i, j = 0, 1
-    records = prep.records
-    out_rules = []
-    for rule in rules:
-        blocking = []
-        for cond in rule.blocking_fields():
-            codes = prep.codes(cond)
-            blocking.append({"field": cond.field, "equal": bool(codes[i] >= 0 and codes[i] == codes[j])})
-        conds = []
-        for cond in rule.conditions:
-            values = prep.normalized(cond)
-            raw_score = score(prep, cond, np.array([i]), np.array([j]))
-            s = float(raw_score[0])
-            frequent = prep.frequent.get((cond.field, prep.steps(cond)), {})
-            shared = prep.shared.get((cond.field, prep.steps(cond)), {})
-            raw_i = records[cond.field].iloc[i] if cond.field in records.columns else None
-            raw_j = records[cond.field].iloc[j] if cond.field in records.columns else None
-            conds.append(
-                {
-                    "field": cond.field,
-                    "values": [_text(raw_i), _text(raw_j)],
-                    "normalized": [_text(values.iloc[i]), _text(values.iloc[j])],
-                    "too_frequent": list(frequent),
-                    "shared": list(shared),
-                    "score": None if np.isnan(s) else round(s, 3),
-                    "threshold": cond.threshold,
-                    "passed": bool(passes(cond, raw_score)[0]),
-                }
-            )
-        out_rules.append(
-            {
-                "rule": rule.name,
-                "blocked_together": all(b["equal"] for b in blocking),
-                "blocking": blocking,
-                "conditions": conds,
-                "matched": all(b["equal"] for b in blocking) and all(c["passed"] for c in conds),
-            }
-        )
+    prep = _pair_prepared(records, config, normalizer, rules, i, j)
+    out_rules = [_rule_verdict(prep, rule) for rule in rules]
     result = {
         "records": ["|".join(a), "|".join(b)],
         "stage": stage,
@@ -185,13 +124,86 @@ def explain_pair(
         result["customer_ids"] = ids
         result["same_customer"] = ids[0] is not None and ids[0] == ids[1]
     if match_pairs is not None:
-        mp = match_pairs
-        left, right = pair_sides(mp)
+        left, right = pair_sides(match_pairs)
         pair = {"|".join(a), "|".join(b)}
-        hit = mp[left.isin(pair) & right.isin(pair) & (left != right)]
+        hit = match_pairs[left.isin(pair) & right.isin(pair) & (left != right)]
         # Refused attach proposals are kept too: they say why a name-only record did not join this customer.
         result["last_run"] = [link for link in _pairs(hit) if link["accepted"] or link["stage"] == "attach"]
     return result
+
+
+def _positions(records: pd.DataFrame, a: tuple[str, str, str], b: tuple[str, str, str]) -> tuple[int, int]:
+    """The positions of the two records in the record frame; a clear error for one that is not there."""
+    ident = records["source"] + "|" + records["table"] + "|" + records["key"]
+    found = []
+    for ref in (a, b):
+        hit = np.flatnonzero((ident == "|".join(ref)).to_numpy())
+        if len(hit) == 0:
+            raise UserError(f"record {'|'.join(ref)} is not in the customer tables; check source, table and key")
+        found.append(int(hit[0]))
+    return found[0], found[1]
+
+
+def _pair_prepared(
+    records: pd.DataFrame, config: UnifyConfig, normalizer: Normalizer, rules: list, i: int, j: int
+) -> Prepared:
+    """The two records (positions 0 and 1) normalized, with shared and too frequent values masked as in the run."""
+    # Only the two records are normalized; a value-frequency limit is judged by counting, over the whole table set,
+    # just the records that can hold the same normalized value (so a million records cost a scan, not a
+    # normalization).
+    prep = Prepared(
+        records.iloc[[i, j]].reset_index(drop=True),
+        normalizer,
+        config.guard.max_value_frequency,
+        (),
+        config.guard.max_block_size,
+        judge_shared=False,
+    )
+    for rule in rules:
+        for cond in [*rule.blocking_fields(), *rule.conditions]:
+            if "personal_phone" in prep.steps(cond):
+                _judge_shared(prep, records, cond)
+            if cond.field in config.guard.frequency_fields:
+                _judge_frequency(prep, records, cond, config.guard.max_value_frequency)
+    return prep
+
+
+def _rule_verdict(prep: Prepared, rule) -> dict:
+    """One rule on the pair: whether blocking puts them together, and each condition's values, score and verdict."""
+    i, j = 0, 1
+    blocking = []
+    for cond in rule.blocking_fields():
+        codes = prep.codes(cond)
+        blocking.append({"field": cond.field, "equal": bool(codes[i] >= 0 and codes[i] == codes[j])})
+    conds = [_condition_verdict(prep, cond) for cond in rule.conditions]
+    return {
+        "rule": rule.name,
+        "blocked_together": all(b["equal"] for b in blocking),
+        "blocking": blocking,
+        "conditions": conds,
+        "matched": all(b["equal"] for b in blocking) and all(c["passed"] for c in conds),
+    }
+
+
+def _condition_verdict(prep: Prepared, cond) -> dict:
+    """One condition on the pair: raw and normalized values, ignored values, score, threshold and verdict."""
+    i, j = 0, 1
+    records = prep.records
+    values = prep.normalized(cond)
+    raw_score = score(prep, cond, np.array([i]), np.array([j]))
+    s = float(raw_score[0])
+    raw_i = records[cond.field].iloc[i] if cond.field in records.columns else None
+    raw_j = records[cond.field].iloc[j] if cond.field in records.columns else None
+    return {
+        "field": cond.field,
+        "values": [_text(raw_i), _text(raw_j)],
+        "normalized": [_text(values.iloc[i]), _text(values.iloc[j])],
+        "too_frequent": list(prep.frequent.get((cond.field, prep.steps(cond)), {})),
+        "shared": list(prep.shared.get((cond.field, prep.steps(cond)), {})),
+        "score": None if np.isnan(s) else round(s, 3),
+        "threshold": cond.threshold,
+        "passed": bool(passes(cond, raw_score)[0]),
+    }
 
 
 def _judge_shared(prep: Prepared, records: pd.DataFrame, cond) -> None:
