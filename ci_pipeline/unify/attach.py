@@ -140,53 +140,52 @@ def sole_namesake_links(
         is_kept = named["label"].isin(kept.index).to_numpy() & rivalled
         chosen = np.where(is_kept, named["label"].map(kept).fillna(-1).to_numpy(), chosen)
         named = named.assign(outcome=np.where(is_kept, "kept", outcome))
-    chosen = chosen.astype(np.int64)
-    named = named.assign(chosen=chosen)
+    named = named.assign(chosen=chosen.astype(np.int64))
     if len(differ_codes):
-        would = chosen >= 0
-        pairs = pd.DataFrame({"thin": named["label"].to_numpy()[would], "bearer": chosen[would]}).drop_duplicates()
-        differs = _differing_fields(pairs, labels, differ_codes, differ_names)
-        found = named["label"].map(differs).fillna("").to_numpy(object)
-        named = named.assign(
-            outcome=np.where(would & (found != ""), "conflict", named["outcome"].to_numpy()), conflict=found
-        )
-        named = named.assign(chosen=np.where(named["outcome"] == "conflict", -1, named["chosen"]))
+        named = _refuse_conflicts(named, labels, differ_codes, differ_names)
     counts = _outcome_counts(named, all_thin)
+    whose = f" {among_text}" if among is not None else ""
+    proposals = _proposals(named, bearers, thin_rows, max_expected_namesakes, whose, among is None)
+    return Attachment(proposals=proposals, thin_labels=np.sort(all_thin), outcomes=counts)
 
+
+def _refuse_conflicts(
+    named: pd.DataFrame, labels: np.ndarray, differ_codes: Sequence[np.ndarray], differ_names: Sequence[str]
+) -> pd.DataFrame:
+    """Thin customers whose chosen namesake holds a different value of a ``must_not_differ`` field: ``conflict``,
+    chosen no one, and the fields named in ``conflict``."""
+    chosen = named["chosen"].to_numpy()
+    would = chosen >= 0
+    pairs = pd.DataFrame({"thin": named["label"].to_numpy()[would], "bearer": chosen[would]}).drop_duplicates()
+    differs = _differing_fields(pairs, labels, differ_codes, differ_names)
+    found = named["label"].map(differs).fillna("").to_numpy(object)
+    named = named.assign(
+        outcome=np.where(would & (found != ""), "conflict", named["outcome"].to_numpy()), conflict=found
+    )
+    return named.assign(chosen=np.where(named["outcome"] == "conflict", -1, named["chosen"]))
+
+
+def _proposals(
+    named: pd.DataFrame,
+    bearers: pd.DataFrame,
+    thin_rows: pd.DataFrame,
+    max_expected_namesakes: float,
+    whose: str,
+    everyone: bool,
+) -> pd.DataFrame:
+    """One row per thin record and listed bearer (accepted where it joins the chosen one), and one row pairing a
+    thin record with itself where no bearer can be listed; each with its note."""
     listed = named[named["outcome"].isin(["attached", "kept", "ambiguous", "too common", "conflict"])]
     proposals = listed.merge(bearers[["key", "pos", "label"]].rename(columns={"label": "bearer"}), on="key")
     proposals = proposals.rename(columns={"pos": "right"}).sort_values(["left", "right"], kind="stable")
     joins = (proposals["bearer"] == proposals["chosen"]).to_numpy()
     listed_rows = (proposals.groupby("left").cumcount().to_numpy() < MAX_LISTED_BEARERS) | joins
     proposals, joins = proposals[listed_rows], joins[listed_rows]
-    expected_text = pd.Series(np.round(proposals["expected"].to_numpy(), 2)).astype("string").to_numpy()
-    bearer_text = proposals["bearers"].astype("string").to_numpy()
-    limit = f"{max_expected_namesakes:g}"
-    whose = f" {among_text}" if among is not None else ""
-    was_ambiguous = (proposals["was"] == "ambiguous").to_numpy()
-    note = np.select(
-        [
-            proposals["outcome"] == "attached",
-            (proposals["outcome"] == "kept") & joins & was_ambiguous,
-            (proposals["outcome"] == "kept") & joins,
-            (proposals["outcome"] == "ambiguous") | ((proposals["outcome"] == "kept") & was_ambiguous),
-            proposals["outcome"] == "conflict",
-        ],
-        [
-            f"sole namesake{whose}; namesakes expected by chance: " + expected_text,
-            "kept from the last run, though " + bearer_text + f" customers{whose} bear this name now",
-            "kept from the last run, though the name is too common now: "
-            + expected_text
-            + f" namesakes expected by chance (limit {limit})",
-            "not attached: " + bearer_text + f" customers{whose} bear this name",
-            "not attached: the sole namesake holds a different " + proposals["conflict"].to_numpy(str).astype(object),
-        ],
-        "not attached: name too common, " + expected_text + " namesakes expected by chance (limit " + limit + ")",
-    )
+    note = _notes(proposals, joins, max_expected_namesakes, whose)
     alone = pd.concat(
         [
             named[named["outcome"] == "no namesake"].assign(
-                note=NO_NAMESAKE if among is None else f"not attached: no other customer{whose} bears this name"
+                note=NO_NAMESAKE if everyone else f"not attached: no other customer{whose} bears this name"
             ),
             thin_rows[~thin_rows["label"].isin(named["label"])].assign(expected=np.nan, note=NO_NAME),
         ]
@@ -200,7 +199,35 @@ def sole_namesake_links(
             "note": np.concatenate([note.astype(object), alone["note"].to_numpy(object)]),
         }
     ).sort_values(["left", "right"], kind="stable")
-    return Attachment(proposals=proposals.reset_index(drop=True), thin_labels=np.sort(all_thin), outcomes=counts)
+    return proposals.reset_index(drop=True)
+
+
+def _notes(proposals: pd.DataFrame, joins: np.ndarray, max_expected_namesakes: float, whose: str) -> np.ndarray:
+    """The ``match_pairs`` note of each listed proposal: why it joins, or why the thin customer stays apart."""
+    expected_text = pd.Series(np.round(proposals["expected"].to_numpy(), 2)).astype("string").to_numpy()
+    bearer_text = proposals["bearers"].astype("string").to_numpy()
+    limit = f"{max_expected_namesakes:g}"
+    outcome = proposals["outcome"]
+    was_ambiguous = (proposals["was"] == "ambiguous").to_numpy()
+    return np.select(
+        [
+            outcome == "attached",
+            (outcome == "kept") & joins & was_ambiguous,
+            (outcome == "kept") & joins,
+            (outcome == "ambiguous") | ((outcome == "kept") & was_ambiguous),
+            outcome == "conflict",
+        ],
+        [
+            f"sole namesake{whose}; namesakes expected by chance: " + expected_text,
+            "kept from the last run, though " + bearer_text + f" customers{whose} bear this name now",
+            "kept from the last run, though the name is too common now: "
+            + expected_text
+            + f" namesakes expected by chance (limit {limit})",
+            "not attached: " + bearer_text + f" customers{whose} bear this name",
+            "not attached: the sole namesake holds a different " + proposals["conflict"].to_numpy(str).astype(object),
+        ],
+        "not attached: name too common, " + expected_text + " namesakes expected by chance (limit " + limit + ")",
+    )
 
 
 def _kept_bearers(named: pd.DataFrame, bearers: pd.DataFrame, labels: np.ndarray, previous: np.ndarray) -> pd.Series:
