@@ -286,8 +286,20 @@ def _masked(gamma: np.ndarray, settings: Settings, rule: BlockingRule) -> tuple[
     for j, comparison in enumerate(settings.comparisons):
         if own & set(comparison.columns):
             masked[:, j] = NULL
-    distinct, count = np.unique(masked, axis=0, return_counts=True)
+    distinct, count = _distinct_rows(masked)
     return distinct, count.astype(np.float64)
+
+
+def _distinct_rows(gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a level matrix and how often each occurs (rows packed into one integer when they fit:
+    sorting integers is much faster than sorting rows)."""
+    if gamma.shape[1] * 5 > 62 or gamma.size == 0 or gamma.max() >= 31:
+        return np.unique(gamma, axis=0, return_counts=True)
+    shift = np.arange(gamma.shape[1] - 1, -1, -1, dtype=np.int64) * 5
+    packed = ((gamma.astype(np.int64) + 1) << shift).sum(axis=1)
+    keys, count = np.unique(packed, return_counts=True)
+    rows = ((keys[:, None] >> shift) & 31) - 1
+    return rows.astype(np.int8), count
 
 
 def _sessions(table: Table, settings: Settings, blocked: Blocked, gamma: np.ndarray):

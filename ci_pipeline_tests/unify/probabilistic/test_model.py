@@ -248,3 +248,15 @@ def test_em_trains_on_the_training_rules_and_scores_the_blocking_rules():
         Settings(base.comparisons, base.blocking, training_blocking=(BlockingRule.parse("e", "t"),)).check_columns(
             records.columns
         )
+
+
+def test_level_patterns_packed_into_integers_match_row_by_row_counting():
+    from ci_pipeline.unify.probabilistic.model import _distinct_rows
+
+    gamma = np.random.default_rng(0).integers(-1, 7, (1000, 9)).astype(np.int8)
+    gamma[:500] = gamma[500:]
+    rows, counts = _distinct_rows(gamma)
+    expected_rows, expected_counts = np.unique(gamma, axis=0, return_counts=True)
+    assert np.array_equal(rows, expected_rows) and np.array_equal(counts, expected_counts)
+    wide = np.zeros((4, 20), dtype=np.int8)  # too wide to pack: rows compared as they are
+    assert _distinct_rows(wide)[1].tolist() == [4]
