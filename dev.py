@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Set up the project and run it: the two commands of the README.
 
-    python3 dev.py run     # install, then run the whole pipeline on the bundled sample
+    python3 dev.py run     # install, initialise governance, then run the whole pipeline on the bundled sample
     python3 dev.py test    # install (with test services), then run the full test suite
 
 Only Python 3.11 is assumed. Everything else (the virtual environment, Python packages, the Azure Storage
-emulator from npm, Chromium for the UI test) is installed here, once, and skipped when already current.
+emulator from npm, Chromium for the UI test, PostgreSQL for the metadata store tests) is installed here, once,
+and skipped when already current.
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ def main(argv: list[str]) -> int:
     python_env()
     if argv[0] == "run":
         env = dagster_env(DAGSTER_HOME)
+        # Governance first: on a new environment the invoking user becomes its administrator (a no-op after that).
+        initialised = subprocess.run([str(BIN / "ci-pipeline"), "init"], cwd=ROOT, env=env).returncode
+        if initialised != 0:
+            return initialised
         return subprocess.run([str(BIN / "ci-pipeline"), "run", *argv[1:]], cwd=ROOT, env=env).returncode
     test_services()
     # The tests keep their runs out of the user's run history: each test session makes its own Dagster home.
