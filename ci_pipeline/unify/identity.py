@@ -114,18 +114,7 @@ def assign_ids(
     n_labels = len(labels)
     known = code >= 0
 
-    # Each previous id goes home to the cluster holding most of its records (ties: the earlier cluster).
-    id_c, id_l, n = _pair_counts(code[known], label_pos[known], n_labels)
-    o = np.lexsort((id_l, -n, id_c))
-    first = group_starts([id_c[o]])
-    home_c, home_l = id_c[o][first], id_l[o][first]
-    # A cluster that is home to several ids keeps the oldest (ties: the smallest id); the others are retired.
-    o = np.lexsort((home_c, issued[home_c], home_l))
-    home_c, home_l = home_c[o], home_l[o]
-    keep = np.zeros(len(home_l), dtype=bool)
-    keep[group_starts([home_l])] = True
-    keeper_c, keeper_l = home_c[keep], home_l[keep]
-    retired_c, retired_l = home_c[~keep], home_l[~keep]
+    keeper_c, keeper_l, retired_c, retired_l = _homes(code[known], label_pos[known], n_labels, issued)
 
     id_of_label = np.full(n_labels, -1, dtype=np.int64)
     id_of_label[keeper_l] = keeper_c
@@ -156,13 +145,43 @@ def assign_ids(
     brand_new = need[~np.isin(need, split_l)]
     gone = np.flatnonzero(moved == 0)
     total = np.bincount(prev_code[has], minlength=n_ids)
-    no_id = pa.nulls(0, pa.string())
     changes = [
         ("split", id_text.take(split_c), label_id.take(split_l), split_n),
         ("new", pa.nulls(len(brand_new), pa.string()), label_id.take(brand_new), counts[brand_new]),
         ("merged", id_text.take(retired_c), label_id.take(retired_l), moved[retired_c]),
         ("removed", id_text.take(gone), pa.nulls(len(gone), pa.string()), total[gone]),
     ]
+    log = _change_log(changes, run, run_id)
+    cumulative = pd.concat([history, log], ignore_index=True)[ID_CHANGE_COLUMNS] if len(log) else history
+
+    identity = _identity_map(membership, label_pos, label_id, label_issued, run)
+    ids = pd.Series(pandas_strings(label_id), index=pd.Index(labels, name="label"))
+    return IdentityResult(ids=ids, identity_map=identity, id_change=cumulative.reset_index(drop=True), run=run)
+
+
+def _homes(
+    codes: np.ndarray, label_pos: np.ndarray, n_labels: int, issued: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Which previous ids are kept, and by which cluster: ``(kept id, its cluster, retired id, its cluster)``.
+
+    Each previous id goes home to the cluster holding most of its records (ties: the earlier cluster); a cluster
+    that is home to several ids keeps the oldest (ties: the smallest id) and the others are retired.
+    """
+    id_c, id_l, n = _pair_counts(codes, label_pos, n_labels)
+    o = np.lexsort((id_l, -n, id_c))
+    first = group_starts([id_c[o]])
+    home_c, home_l = id_c[o][first], id_l[o][first]
+    o = np.lexsort((home_c, issued[home_c], home_l))
+    home_c, home_l = home_c[o], home_l[o]
+    keep = np.zeros(len(home_l), dtype=bool)
+    keep[group_starts([home_l])] = True
+    return home_c[keep], home_l[keep], home_c[~keep], home_l[~keep]
+
+
+def _change_log(changes: list[tuple], run: int, run_id: str) -> pd.DataFrame:
+    """This run's id changes (``ID_CHANGE_COLUMNS``) from ``(reason, old ids, new ids, records)`` per reason,
+    sorted by reason, old id and new id (missing ids first)."""
+    no_id = pa.nulls(0, pa.string())
     log = pa.table(
         {
             "OldCustomerId": pa.concat_arrays([c[1].cast(pa.string()) for c in changes] or [no_id]),
@@ -177,7 +196,7 @@ def assign_ids(
             sort_keys=[(c, "ascending", "at_start") for c in ("Reason", "OldCustomerId", "NewCustomerId")],
         )
     )
-    log = pd.DataFrame(
+    return pd.DataFrame(
         {
             "Run": pd.array([run] * log.num_rows, dtype="Int64"),
             "RunId": pd.array([run_id] * log.num_rows, dtype="string"),
@@ -187,14 +206,19 @@ def assign_ids(
             "Records": pd.array(log["Records"].to_numpy(), dtype="Int64"),
         }
     )
-    cumulative = pd.concat([history, log], ignore_index=True)[ID_CHANGE_COLUMNS] if len(log) else history
 
+
+def _identity_map(
+    membership: pd.DataFrame, label_pos: np.ndarray, label_id: pa.Array, label_issued: np.ndarray, run: int
+) -> pd.DataFrame:
+    """The identity map (``IDENTITY_COLUMNS``): each record's CustomerId and the run it was issued in (those of
+    its cluster, ``label_pos``), sorted by source, table and key."""
     source, table, key = (arrow_strings(membership[c]) for c in ("source", "table", "key"))
     o = pc.sort_indices(
         pa.table({"s": source, "t": table, "k": key}),
         sort_keys=[("s", "ascending"), ("t", "ascending"), ("k", "ascending")],
     ).to_numpy()
-    identity = pd.DataFrame(
+    return pd.DataFrame(
         {
             "DataSourceName": pandas_strings(source.take(o)),
             "EntityName": pandas_strings(table.take(o)),
@@ -204,8 +228,6 @@ def assign_ids(
             "Run": pd.array(np.full(len(o), run, dtype=np.int64), dtype="Int64"),
         }
     )
-    ids = pd.Series(pandas_strings(label_id), index=pd.Index(labels, name="label"))
-    return IdentityResult(ids=ids, identity_map=identity, id_change=cumulative.reset_index(drop=True), run=run)
 
 
 def _fresh_ids(seeds: pa.Array, history: pd.DataFrame, id_text: pa.Array) -> pa.Array:
