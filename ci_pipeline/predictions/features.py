@@ -31,6 +31,7 @@ DESCRIPTIONS = {
     "amount_last_90_days": "spent %.2f in the last 90 days",
     "amount_last_365_days": "spent %.2f in the last 365 days",
     "mean_days_between_purchases": "%.0f days between purchases on average",
+    "last_gap_days": "%.0f days between the last two purchases",
     "overdue_ratio": "%.1f times the usual gap since the last purchase",
     "returns": "%.0f returns",
     "bgnbd_p_no_purchase": "BG/NBD chance of no purchase %.2f",
@@ -44,6 +45,7 @@ MISSING_DESCRIPTIONS = {
     "days_since_first_purchase": "no purchase yet",
     "mean_amount": "no purchase yet",
     "mean_days_between_purchases": "bought on one day only",
+    "last_gap_days": "bought on one day only",
     "overdue_ratio": "bought on one day only",
 }
 PURCHASE_FEATURES = [f for f in DESCRIPTIONS if not f.startswith(("bgnbd_", "gamma_gamma_"))]
@@ -111,7 +113,15 @@ def purchase_features(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.T
     gaps = out["purchase_days"] - 1
     out["mean_days_between_purchases"] = ((agg["last"] - agg["first"]) / gaps).where(gaps > 0)
     out["overdue_ratio"] = out["days_since_last_purchase"] / out["mean_days_between_purchases"].clip(lower=1.0)
+    out["last_gap_days"] = _last_gap(frame).reindex(customers)
     return out[PURCHASE_FEATURES].astype(np.float64)
+
+
+def _last_gap(frame: pd.DataFrame) -> pd.Series:
+    """Days between each customer's last two purchase days (missing with a single purchase day)."""
+    days_ = frame[["CustomerId", "day"]].drop_duplicates().sort_values(["CustomerId", "day"], kind="stable")
+    gap = days_["day"] - days_.groupby("CustomerId", observed=True, sort=False)["day"].shift(1)
+    return gap.groupby(days_["CustomerId"].to_numpy(), sort=False).last()
 
 
 def signal_features(signals: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp, activities) -> pd.DataFrame:

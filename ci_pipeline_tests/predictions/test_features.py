@@ -62,6 +62,8 @@ def test_recency_frequency_and_returns_of_a_known_history():
     assert X.loc["a", "total_amount"] == 120
     assert X.loc["a", "returns"] == 1
     assert X.loc["a", "mean_days_between_purchases"] == 10
+    assert X.loc["a", "last_gap_days"] == 10
+    assert np.isnan(X.loc["b", "last_gap_days"])
     assert np.isnan(X.loc["b", "mean_days_between_purchases"])
     assert np.isnan(X.loc["c", "days_since_last_purchase"]) and X.loc["c", "purchase_days"] == 0
 
