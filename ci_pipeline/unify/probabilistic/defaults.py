@@ -174,13 +174,18 @@ def _implied(mapping: dict[str, str], records: pd.DataFrame, notes: list[str]) -
     return implied
 
 
-def _candidate_rules(mapping: dict[str, str], records: pd.DataFrame) -> list[BlockingRule]:
+def _candidate_rules(mapping: dict[str, str], records: pd.DataFrame, implied: set[str]) -> list[BlockingRule]:
     redundant = _redundant(mapping)
     by_type = {t: c for c, t in mapping.items() if t != "custom" and t not in redundant}
     rules = [BlockingRule((Key(by_type[t]),)) for t in IDENTIFYING if t in by_type]
     rules += [BlockingRule((Key(c),)) for c, t in mapping.items() if _is_identifier(records, c, t)]
-    paired = [by_type[t] for t in PAIRED if t in by_type]
-    rules += [BlockingRule((Key(a), Key(b))) for a, b in combinations(paired, 2)]
+    paired = [t for t in PAIRED if t in by_type]
+    rules += [
+        BlockingRule((Key(by_type[a]), Key(by_type[b])))
+        for a, b in combinations(paired, 2)
+        # Two places one of which implies the other are one place: everybody living there, not a person.
+        if not (a in LOCATION and b in LOCATION and {a, b} & implied)
+    ]
     if "first_name" in by_type and "last_name" in by_type:
         # First and last name written the other way round.
         rules.append(BlockingRule((Key(by_type["first_name"], "unordered", other=by_type["last_name"]),)))
@@ -218,7 +223,7 @@ def default_settings(
     comparisons = tuple(_comparison(c, t, mapping, records) for c, t in mapping.items() if t not in implied)
     table = prepare(records, list(mapping), source)
     rules = []
-    for rule in _candidate_rules(mapping, records):
+    for rule in _candidate_rules(mapping, records, implied):
         count, _ = pair_count(rule.codes(table), table.source, link_type == "link_only")
         if count > max_pairs_per_rule:
             notes.append(f"blocking rule [{rule}] left out: {count:,} pairs, over the limit of {max_pairs_per_rule:,}")

@@ -144,9 +144,12 @@ def test_a_city_the_postal_code_implies_is_not_compared():
         "city (Town) not compared: 100% of different people sharing a Zip share the Town too, so Zip already "
         "holds that evidence"
     ]
+    # Nor blocked on with the postal code: together they are one place, everybody living there.
+    assert "Zip & Town" not in [str(r) for r in settings.blocking]
     # Drawn apart, the city is evidence of its own.
     settings, notes = default_settings(normalize_records(places(False), mapping), mapping)
     assert [c.name for c in settings.comparisons] == ["First", "Zip", "Town"]
+    assert "Zip & Town" in [str(r) for r in settings.blocking]
     assert notes == []
 
 
