@@ -43,6 +43,33 @@ def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, 
         UserError: the primary key or a declared column is not in the data, or the table is empty.
     """
     frame = batch.frame
+    key = table.primary_key
+    _require_columns(batch, table, label)
+    data, reasons, markers = _typed(batch, table)
+    malformed = reasons.notna()
+    kinds = pd.Series(pd.NA, index=frame.index, dtype=STRING)
+    kinds[malformed] = "malformed_value"
+    blank = _blank_keys(data, frame, reasons, markers, key, label, malformed)
+    kinds[blank] = "missing_key"
+
+    candidate = ~(malformed | blank)
+    merged = 0
+    if OP in frame.columns:
+        keep = _newest_wins(data, frame, candidate, key, table)
+        merged = int((candidate & ~keep).sum())
+    else:
+        duplicate = _duplicate_keys(data, frame, candidate, key, reasons)
+        kinds[duplicate] = "duplicate_key"
+        keep = candidate & ~duplicate
+
+    accepted = data[keep]
+    accepted = accepted.sort_values(key, kind="stable").reset_index(drop=True)
+    quarantine = _quarantine(batch, data, reasons, kinds, table, source, table_name)
+    return Checked(accepted=accepted, quarantine=quarantine, rows_read=batch.rows_read, rows_merged=merged)
+
+
+def _require_columns(batch: Batch, table: TableConfig, label: str) -> None:
+    """Refuse a batch without the primary key or a declared column, or an empty one that may not be."""
     columns = batch.data_columns
     where = batch.files[0] if len(batch.files) == 1 else f"{len(batch.files)} files"
     key = table.primary_key
@@ -63,12 +90,20 @@ def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, 
             f"or set {label}.allow_empty: true if empty is expected"
         )
 
+
+def _typed(batch: Batch, table: TableConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """Every column in its declared (or the source's, or a detected) type: ``(data, reasons, key markers)``.
+
+    ``reasons`` holds, per row, why its values are malformed (missing when none is); ``key markers`` tells the rows
+    whose key was one of the table's null values.
+    """
+    frame = batch.frame
     typed = {}
     reasons = pd.Series(pd.NA, index=frame.index, dtype=STRING)
     markers = pd.Series(False, index=frame.index)
-    for column in columns:
+    for column in batch.data_columns:
         values, is_marker = _null_markers(frame[column], table.null_values)
-        if column == key:
+        if column == table.primary_key:
             markers = is_marker
         declared = table.columns.get(column)
         kind = declared.type if declared else batch.types.get(column) or source_kind(values)
@@ -89,11 +124,19 @@ def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, 
             why = explain(values[bad], kind, formats, bounds, allow_nan)
             message = f"malformed value in column '{column}': '" + shown + f"' is not a valid {kind}" + why
             reasons[bad] = (reasons[bad] + "; ").fillna("") + message
-    data = pd.DataFrame(typed, index=frame.index)
-    malformed = reasons.notna()
-    kinds = pd.Series(pd.NA, index=frame.index, dtype=STRING)
-    kinds[malformed] = "malformed_value"
+    return pd.DataFrame(typed, index=frame.index), reasons, markers
 
+
+def _blank_keys(
+    data: pd.DataFrame,
+    frame: pd.DataFrame,
+    reasons: pd.Series,
+    markers: pd.Series,
+    key: str,
+    label: str,
+    malformed: pd.Series,
+) -> pd.Series:
+    """Rows without a primary key (strips the key's padding in ``data``; writes the reason)."""
     if isinstance(data[key].dtype, pd.StringDtype):
         # ' 42' and '42 ' are the key 42: padding is an export artefact, not a different customer.
         data[key] = data[key].str.strip()
@@ -109,44 +152,49 @@ def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, 
             + frame.loc[said, key].astype(STRING).str.strip()
             + f"' is one of the table's null_values ({label}.null_values)"
         )
-    kinds[blank] = "missing_key"
+    return blank
 
-    candidate = ~(malformed | blank)
-    incremental = OP in frame.columns
-    merged = 0
-    if incremental:
-        keep = _newest_wins(data, frame, candidate, key, table)
-        merged = int((candidate & ~keep).sum())
-    else:
-        duplicate = candidate & data[key].where(candidate).duplicated(keep="first")
-        if duplicate.any():
-            first = pd.DataFrame({"k": data.loc[candidate, key], "f": frame.loc[candidate, FILE]})
-            first["l"] = frame.loc[candidate, LINE].astype(STRING)
-            seen = first.groupby("k", sort=False).first()
-            dup_keys = data.loc[duplicate, key]
-            where_first = seen.loc[dup_keys, "f"].to_numpy()
-            line_first = seen.loc[dup_keys, "l"].to_numpy()
-            reasons[duplicate] = (
-                f"duplicate primary key '{key}' = '"
-                + dup_keys.astype(STRING)
-                + "' (first seen in "
-                + pd.Series(where_first, index=dup_keys.index, dtype=STRING)
-                + " line "
-                + pd.Series(line_first, index=dup_keys.index, dtype=STRING)
-                + ")"
-            )
-            kinds[duplicate] = "duplicate_key"
-        keep = candidate & ~duplicate
 
-    accepted = data[keep]
-    accepted = accepted.sort_values(key, kind="stable").reset_index(drop=True)
+def _duplicate_keys(
+    data: pd.DataFrame, frame: pd.DataFrame, candidate: pd.Series, key: str, reasons: pd.Series
+) -> pd.Series:
+    """Rows repeating an earlier row's key (full layout); the reason names where the key was first seen."""
+    duplicate = candidate & data[key].where(candidate).duplicated(keep="first")
+    if duplicate.any():
+        first = pd.DataFrame({"k": data.loc[candidate, key], "f": frame.loc[candidate, FILE]})
+        first["l"] = frame.loc[candidate, LINE].astype(STRING)
+        seen = first.groupby("k", sort=False).first()
+        dup_keys = data.loc[duplicate, key]
+        where_first = seen.loc[dup_keys, "f"].to_numpy()
+        line_first = seen.loc[dup_keys, "l"].to_numpy()
+        reasons[duplicate] = (
+            f"duplicate primary key '{key}' = '"
+            + dup_keys.astype(STRING)
+            + "' (first seen in "
+            + pd.Series(where_first, index=dup_keys.index, dtype=STRING)
+            + " line "
+            + pd.Series(line_first, index=dup_keys.index, dtype=STRING)
+            + ")"
+        )
+    return duplicate
 
-    bad_rows = frame[reasons.notna()]
+
+def _quarantine(
+    batch: Batch,
+    data: pd.DataFrame,
+    reasons: pd.Series,
+    kinds: pd.Series,
+    table: TableConfig,
+    source: str,
+    table_name: str,
+) -> pd.DataFrame:
+    """The quarantine (``QUARANTINE_COLUMNS``): rows that could not be read, then rows with a reason."""
+    bad_rows = batch.frame[reasons.notna()]
     quarantined = pd.DataFrame(
         {
             "file": bad_rows[FILE].astype(STRING),
             "line": bad_rows[LINE].astype("Int64"),
-            "key": data.loc[bad_rows.index, key].astype(STRING),
+            "key": data.loc[bad_rows.index, table.primary_key].astype(STRING),
             "reason": reasons[bad_rows.index],
             "kind": kinds[bad_rows.index],
             "raw": batch.raw_text(bad_rows),
@@ -160,8 +208,7 @@ def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, 
     severities = {kind: table.severity(kind) for kind in get_args(ReasonKind)}
     quarantine["severity"] = quarantine["kind"].astype(object).map(severities).astype(STRING)
     quarantine = quarantine[QUARANTINE_COLUMNS].astype({c: STRING for c in QUARANTINE_COLUMNS if c != "line"})
-    quarantine = quarantine.sort_values(["file", "line"], kind="stable").reset_index(drop=True)
-    return Checked(accepted=accepted, quarantine=quarantine, rows_read=batch.rows_read, rows_merged=merged)
+    return quarantine.sort_values(["file", "line"], kind="stable").reset_index(drop=True)
 
 
 def _null_markers(values: pd.Series, null_values: list[str]) -> tuple[pd.Series, pd.Series]:
