@@ -219,3 +219,15 @@ def test_config_errors_name_the_key_path():
         MeasuresConfig.model_validate(
             {"attributes": {"x": {"aggregate": "count", "activity": "o", "where": [{"field": "a", "op": "~"}]}}}
         )
+
+
+def test_the_run_date_is_read_when_called_not_when_configured():
+    from ci_pipeline.measures.conditions import run_date
+
+    fixed = MeasuresConfig.model_validate({"as_of": "2026-01-02"})
+    assert run_date(fixed.as_of) == dt.date(2026, 1, 2)
+    today = MeasuresConfig.model_validate({})
+    assert today.as_of == "today"
+    before = dt.datetime.now(dt.UTC).date()
+    resolved = run_date(today.as_of)
+    assert before <= resolved <= dt.datetime.now(dt.UTC).date()
