@@ -6,6 +6,7 @@ import pandas as pd
 from ci_pipeline.activities import FACT_COLUMNS
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.measures.compute import compute_measures, customer_measure_table, distribution
+from ci_pipeline.measures.conditions import run_date
 from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS
 
 CUSTOMER_MEASURE = dg.AssetKey(["measures", "customer_measure"])
@@ -61,7 +62,7 @@ def build(config: ProjectConfig) -> dg.Definitions:
         if facts is None:
             facts = pd.DataFrame({c: pd.Series(dtype="string") for c in FACT_COLUMNS})
             facts["ActivityTimeStamp"] = pd.Series(dtype="datetime64[ns, UTC]")
-        as_of = section.as_of_date()
+        as_of = run_date(section.as_of)
         result = compute_measures(section, customer_profile["CustomerId"], facts, as_of)
         context.log.info(f"measures as of {as_of}: {len(result.attributes)} customers")
         if result.non_finite:

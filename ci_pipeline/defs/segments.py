@@ -7,6 +7,7 @@ import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs.resources import asset_path
+from ci_pipeline.measures.conditions import run_date
 from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS
 from ci_pipeline.segments.run import SegmentInputs, evaluate_segments
 
@@ -80,7 +81,7 @@ def build(config: ProjectConfig) -> dg.Definitions:
 
         result = evaluate_segments(
             section=section,
-            as_of=measures_section.as_of_date(),
+            as_of=run_date(measures_section.as_of),
             inputs=SegmentInputs(
                 profile=customer_profile,
                 measures=inputs.get("customer_measure_values"),
