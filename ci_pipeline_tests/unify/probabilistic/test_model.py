@@ -260,3 +260,15 @@ def test_level_patterns_packed_into_integers_match_row_by_row_counting():
     assert np.array_equal(rows, expected_rows) and np.array_equal(counts, expected_counts)
     wide = np.zeros((4, 20), dtype=np.int8)  # too wide to pack: rows compared as they are
     assert _distinct_rows(wide)[1].tolist() == [4]
+
+
+def test_no_candidate_pair_scores_to_an_empty_frame_and_singleton_clusters():
+    records, _ = synthetic(people=300)
+    model = train(records, exact_settings())
+    # Every record with its own value of a: a rule on a and b finds nothing.
+    unique = records.assign(a=pd.array([f"u{i}" for i in range(len(records))], dtype="string"))
+    settings = Settings(model.settings.comparisons, (BlockingRule.parse(["a", "b"], "b"),))
+    scored = predict(model, unique, settings=settings)
+    assert len(scored) == 0 and "match_probability" in scored.columns
+    label, density = clusters(len(unique), scored[scored["link"]])
+    assert label.tolist() == list(range(len(unique))) and density.empty
