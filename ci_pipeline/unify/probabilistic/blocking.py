@@ -178,16 +178,27 @@ def pair_count(codes: np.ndarray, source: np.ndarray, link_only: bool) -> tuple[
 
 
 def _rule_pairs(codes: np.ndarray, source: np.ndarray, link_only: bool) -> np.ndarray:
-    """Pair keys ``left * n + right`` (left < right) of records sharing a known code."""
+    """Pair keys ``left * n + right`` (left < right) of records sharing a known code.
+
+    Records are sorted by code (stably, so positions rise within a code) and each is paired with the records
+    after it in its code: exactly the pairs wanted, where a self-merge would build every pair twice plus the
+    record with itself.
+    """
     n = np.int64(len(codes))
-    pos = np.flatnonzero(codes >= 0)
-    frame = pd.DataFrame({"k": codes[pos], "p": pos})
-    merged = frame.merge(frame, on="k", suffixes=("_l", "_r"))
-    left, right = merged["p_l"].to_numpy(np.int64), merged["p_r"].to_numpy(np.int64)
-    keep = left < right
+    known = np.flatnonzero(codes >= 0)
+    order = known[np.argsort(codes[known], kind="stable")]
+    ranked = codes[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]]) if len(order) else np.empty(0, np.int64)
+    ends = np.r_[starts[1:], len(order)].astype(np.int64)
+    group_end = np.repeat(ends, np.diff(np.r_[starts, len(order)]))
+    after = group_end - np.arange(len(order)) - 1
+    first = np.repeat(np.arange(len(order)), after)
+    offset = np.arange(len(first)) - np.repeat(np.cumsum(after) - after, after)
+    left, right = order[first], order[first + 1 + offset]
     if link_only:
-        keep &= source[left] != source[right]
-    return left[keep] * n + right[keep]
+        keep = source[left] != source[right]
+        left, right = left[keep], right[keep]
+    return left * n + right
 
 
 def _value(table: Table, column: str, position: int):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -105,3 +106,24 @@ def test_a_blocking_key_on_a_missing_column_names_it():
     table = prepare(RECORDS, ["first"])
     with pytest.raises(Exception, match="column 'email' is not in the records"):
         block(table, rules("email"), 100, link_only=False)
+
+
+@pytest.mark.parametrize("link_only", [False, True])
+def test_pairs_are_those_of_every_two_records_sharing_a_key(link_only):
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        n = int(rng.integers(0, 40))
+        keys = rng.integers(0, 5, n).astype(str).astype(object)
+        keys[rng.random(n) < 0.2] = None
+        frame = pd.DataFrame({"k": pd.array(keys, dtype="string"), "src": rng.choice(["a", "b"], n)})
+        table = prepare(frame, ["k"], source="src")
+        blocked = block(table, rules("k"), 10_000, link_only=link_only)
+        expected = [
+            (i, j)
+            for i in range(n)
+            for j in range(i + 1, n)
+            if keys[i] is not None
+            and keys[i] == keys[j]
+            and (not link_only or frame["src"].iloc[i] != frame["src"].iloc[j])
+        ]
+        assert pairs(blocked) == expected
