@@ -158,10 +158,10 @@ class _Stopwatch:
 def rule_matches(config: UnifyConfig, prepared: Preparation) -> pd.DataFrame:
     """The configured match rules over every record: each later table matches against the tables above it."""
     records = prepared.records
-    match = evaluate_rules(prepared.prep, config.match.rules, np.arange(len(records)), across_ranks=True)
-    match["stage"] = "match"
-    match["rule_name"] = _names(config.match.rules, match["rule"])
-    return match
+    pairs = evaluate_rules(prepared.prep, config.match.rules, np.arange(len(records)), across_ranks=True)
+    pairs["stage"] = "match"
+    pairs["rule_name"] = _names(config.match.rules, pairs["rule"])
+    return pairs
 
 
 def unify(
