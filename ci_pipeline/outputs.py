@@ -1,7 +1,9 @@
-"""The output-table contract (spec/output-tables.md): column lists, identifiers and deterministic GUIDs.
+"""The output-table contract (spec/output-tables.md): each table's columns, identifier format and GUID formula.
 
-Every stage that produces one of the seven Dataverse-shaped tables builds it with these helpers, so the columns
-and GUIDs are the same wherever a table is made or published.
+This module is the one place that knows the seven Dataverse-shaped tables. The stage that produces a table builds
+it here once (:func:`build` from plain content, or :func:`with_ids` when the stage wrote the content itself);
+publishing and exporting only :func:`finish` it: the columns are checked and the rows ordered by their key, and no
+identifier or GUID is computed a second time.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -70,17 +74,6 @@ SEGMENT_MEMBERSHIP_COLUMNS = [
     "msdynci_segmentmembershipid",
 ]
 
-#: Table name -> (columns, GUID primary-key column). CustomerProfile's columns depend on the unify config.
-OUTPUT_TABLES: dict[str, tuple[list[str] | None, str | None]] = {
-    "CustomerProfile": (None, None),
-    "AlternateKey": (ALTERNATE_KEY_COLUMNS, "AlternateKeyId"),
-    "UnifiedActivity": (UNIFIED_ACTIVITY_COLUMNS, "msdynci_unifiedactivityid"),
-    "CustomerMeasure": (CUSTOMER_MEASURE_COLUMNS, "msdynci_customermeasureid"),
-    "Enrichment": (ENRICHMENT_COLUMNS, "msdynci_enrichmentid"),
-    "Prediction": (PREDICTION_COLUMNS, "msdynci_predictionid"),
-    "SegmentMembership": (SEGMENT_MEMBERSHIP_COLUMNS, "msdynci_segmentmembershipid"),
-}
-
 
 def guid(identifier: str) -> str:
     """The deterministic GUID of one msdynci_identifier string.
@@ -133,7 +126,7 @@ def identifiers(*parts: pd.Series | str) -> pd.Series:
     return out
 
 
-# -- shaping: one pure function per output table --------------------------------------------------------------
+# -- the contract: one entry per output table ------------------------------------------------------------------
 #: The ``Name`` part of a SegmentMembership identifier: the name of the membership list (one row per customer,
 #: provider and membership type holds every segment of that customer in ``Segments``).
 SEGMENT_MEMBERSHIP_NAME = "Segments"
@@ -143,7 +136,158 @@ CUSTOMER_MEASURE_PREFIX = "Customer_Measure"
 CUSTOMER_PROFILE_KEY = "CustomerProfileId"
 
 
-def _require(df: pd.DataFrame, table: str, columns: list[str]) -> None:
+@dataclass(frozen=True)
+class Const:
+    """A constant part of an identifier (``Customer_Measure`` in ``Customer_Measure|CustomerId``)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class OutputTable:
+    """One output table: its columns, what identifies a row, and how the identifier and GUID are derived.
+
+    Attributes:
+        name: the table name, e.g. ``AlternateKey``.
+        row: what one row is (asset descriptions say "One row per <row>").
+        columns: the exact columns in order; None for CustomerProfile, whose attributes come from the unify
+            configuration (CustomerId first).
+        key: the column that identifies a row and orders the table: its GUID (CustomerProfile: CustomerId).
+        identifier: the parts of the identifier, joined with ``|``: column names, :class:`Const`, or names of
+            values the producing stage passes (with a default in ``defaults``).
+        identifier_column: the column that keeps the identifier (None: only its GUID is kept).
+        identifying: content columns that may not be empty.
+        json_columns: columns holding JSON text (a dict or list is serialised with sorted keys).
+        timestamps: columns holding UTC timestamps.
+        defaults: values of optional content columns that the input may leave out.
+        computed: optional content columns derived from the others where the input leaves them out.
+        rules: content normalisations :func:`build` applies before serialising.
+    """
+
+    name: str
+    row: str
+    columns: tuple[str, ...] | None
+    key: str
+    identifier: tuple[str | Const, ...] = ()
+    identifier_column: str | None = "msdynci_identifier"
+    identifying: tuple[str, ...] = ()
+    json_columns: tuple[str, ...] = ()
+    timestamps: tuple[str, ...] = ()
+    defaults: Mapping[str, str | None] = field(default_factory=dict)
+    computed: Mapping[str, Callable[[pd.DataFrame], pd.Series]] = field(default_factory=dict)
+    rules: Mapping[str, Callable[[pd.Series], pd.Series]] = field(default_factory=dict)
+
+    @property
+    def content(self) -> tuple[str, ...]:
+        """The columns the producing stage supplies; the identifier and the GUID are derived from them."""
+        derived = {self.key, self.identifier_column}
+        return tuple(c for c in self.columns or ("CustomerId",) if c not in derived)
+
+    def identifiers(self, frame: pd.DataFrame, values: Mapping[str, str] | None = None) -> pd.Series:
+        """The identifier of each row of ``frame``; parts that are not columns come from ``values`` or defaults."""
+        given = {**self.defaults, **(values or {})}
+        return identifiers(
+            *[p.text if isinstance(p, Const) else frame[p] if p in frame.columns else given[p] for p in self.identifier]
+        )
+
+
+def _range_index(frame: pd.DataFrame) -> pd.Series:
+    """RangeIndex of UnifiedActivity: the timestamp as Unix seconds, as text."""
+    epoch = (frame["ActivityTimeStamp"] - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)
+    return epoch.astype("Int64").astype("string")
+
+
+def _sorted_names(series: pd.Series) -> pd.Series:
+    """Segments as the sorted list of unique names (given as a list or a JSON list)."""
+
+    def names(value):
+        return sorted({str(n) for n in (json.loads(value) if isinstance(value, str) else list(value))})
+
+    return series.map(names)
+
+
+#: The seven output tables of spec/output-tables.md, in publishing order.
+OUTPUT_TABLES: dict[str, OutputTable] = {
+    t.name: t
+    for t in (
+        OutputTable("CustomerProfile", "unified customer", None, key="CustomerId", identifying=("CustomerId",)),
+        OutputTable(
+            "AlternateKey",
+            "source record that took part in unification",
+            tuple(ALTERNATE_KEY_COLUMNS),
+            key="AlternateKeyId",
+            identifier=("DataSourceName", "EntityName", "AlternateValue"),
+            identifying=("DataSourceName", "EntityName", "AlternateValue", "CustomerId"),
+            json_columns=("KeyRing",),
+        ),
+        OutputTable(
+            "UnifiedActivity",
+            "customer activity",
+            tuple(UNIFIED_ACTIVITY_COLUMNS),
+            key="msdynci_unifiedactivityid",
+            identifier=(Const("UnifiedActivity"), "ActivityId"),
+            identifier_column=None,
+            identifying=("CustomerId", "ActivityId"),
+            json_columns=("SemanticData",),
+            timestamps=("ActivityTimeStamp",),
+            defaults={"Title": None, "Description": None, "URL": None, "SemanticData": "{}"},
+            computed={"RangeIndex": _range_index},
+        ),
+        OutputTable(
+            "CustomerMeasure",
+            "customer with customer attribute measures",
+            tuple(CUSTOMER_MEASURE_COLUMNS),
+            key="msdynci_customermeasureid",
+            identifier=(Const(CUSTOMER_MEASURE_PREFIX), "CustomerId"),
+            identifying=("CustomerId",),
+            json_columns=("Measures",),
+        ),
+        OutputTable(
+            "Enrichment",
+            "customer enrichment from one provider",
+            tuple(ENRICHMENT_COLUMNS),
+            key="msdynci_enrichmentid",
+            identifier=("EnrichmentProvider", "EnrichmentType", "CustomerId"),
+            identifying=("CustomerId", "EnrichmentProvider", "EnrichmentType"),
+            json_columns=("Values",),
+        ),
+        OutputTable(
+            "Prediction",
+            "customer prediction of one model",
+            tuple(PREDICTION_COLUMNS),
+            key="msdynci_predictionid",
+            identifier=("Model", "ModelProvider", "CustomerId"),
+            identifying=("CustomerId", "ModelProvider", "Model"),
+            json_columns=("Values",),
+        ),
+        OutputTable(
+            "SegmentMembership",
+            "customer with their segment memberships",
+            tuple(SEGMENT_MEMBERSHIP_COLUMNS),
+            key="msdynci_segmentmembershipid",
+            # Name: the membership list's name (segments.membership_name).
+            identifier=("CustomerId", "SegmentProvider", "SegmentMembershipType", "Name"),
+            identifying=("CustomerId",),
+            json_columns=("Segments",),
+            defaults={
+                "SegmentProvider": "ci_pipeline",
+                "SegmentMembershipType": "Customer",
+                "Name": SEGMENT_MEMBERSHIP_NAME,
+            },
+            rules={"Segments": _sorted_names},
+        ),
+    )
+}
+
+
+def contract(table: str) -> OutputTable:
+    """The contract of one output table; an unknown name is a clear error."""
+    if table not in OUTPUT_TABLES:
+        raise UserError(f"{table!r} is not an output table; use one of {', '.join(OUTPUT_TABLES)}")
+    return OUTPUT_TABLES[table]
+
+
+def _require(df: pd.DataFrame, table: str, columns) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise UserError(
@@ -152,7 +296,7 @@ def _require(df: pd.DataFrame, table: str, columns: list[str]) -> None:
         )
 
 
-def _no_nulls(df: pd.DataFrame, table: str, columns: list[str]) -> None:
+def _no_nulls(df: pd.DataFrame, table: str, columns) -> None:
     for column in columns:
         missing = df[column].isna()
         if missing.any():
@@ -160,10 +304,6 @@ def _no_nulls(df: pd.DataFrame, table: str, columns: list[str]) -> None:
                 f"{table}: {int(missing.sum())} row(s) have no {column} (e.g. row {int(missing.to_numpy().argmax())}); "
                 "it identifies the row, so the producing stage must fill it"
             )
-
-
-def _text(series: pd.Series) -> pd.Series:
-    return series.astype("string")
 
 
 def json_text(series: pd.Series) -> pd.Series:
@@ -183,148 +323,118 @@ def json_text(series: pd.Series) -> pd.Series:
     return series.map(dump).astype("string")
 
 
-def _unique_by(df: pd.DataFrame, table: str, key: str) -> pd.DataFrame:
-    duplicated = df[key].duplicated(keep=False)
-    if duplicated.any():
-        sample = df.loc[duplicated, key].drop_duplicates().head(5).tolist()
+def _typed(spec: OutputTable, column: str, series: pd.Series) -> pd.Series:
+    if column in spec.timestamps:
+        return pd.to_datetime(series, utc=True).astype("datetime64[us, UTC]")
+    if column in spec.json_columns:
+        return json_text(series)
+    return series if isinstance(series.dtype, pd.StringDtype) else series.astype("string")
+
+
+def with_ids(table: str, content: pd.DataFrame, **values: str) -> pd.DataFrame:
+    """The table's columns in order, with the identifier and GUID derived from ``content`` (the content columns,
+    already typed by the producing stage) and ``values`` (identifier parts that are not columns). Rows keep their
+    order.
+    """
+    spec = contract(table)
+    _require(content, table, spec.content)
+    derived = {}
+    if spec.identifier:
+        ident = spec.identifiers(content, values)
+        if spec.identifier_column:
+            derived[spec.identifier_column] = ident
+        derived[spec.key] = guids(ident)
+    return content.assign(**derived)[list(spec.columns or content.columns)]
+
+
+def build(table: str, content: pd.DataFrame, **values: str) -> pd.DataFrame:
+    """One output table from plain content, ready to publish: JSON columns serialised, timestamps in UTC, optional
+    columns filled, identifier and GUID derived, rows ordered by the key.
+
+    Args:
+        table: the output table name.
+        content: the content columns (:attr:`OutputTable.content`); dicts and lists for JSON columns are fine.
+        values: constants for content columns the frame leaves out (e.g. ``SegmentProvider="contoso"``).
+
+    Examples:
+        >>> build("CustomerMeasure", pd.DataFrame({"CustomerId": ["A"], "Measures": [{"n": 1}]}))["Measures"][0]
+        '{"n":1}'
+    """
+    spec = contract(table)
+    if spec.columns is None:
+        return finish(table, content)
+    fixed = {**spec.defaults, **values}
+    _require(content, table, [c for c in spec.content if c not in fixed and c not in spec.computed])
+    _no_nulls(content, table, spec.identifying)
+    out = pd.DataFrame(index=content.index)
+    for column in spec.content:
+        if column not in content.columns and column in spec.computed:
+            continue
+        given = content[column] if column in content.columns else pd.Series(fixed[column], index=content.index)
+        if column in spec.rules:
+            given = spec.rules[column](given)
+        out[column] = _typed(spec, column, given)
+    for column, compute in spec.computed.items():
+        out[column] = out[column].fillna(compute(out)) if column in out.columns else compute(out)
+    return finish(table, with_ids(table, out, **values))
+
+
+def finish(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Check a table a stage built against the contract and order its rows by the key; nothing is recomputed.
+
+    Publishing and exporting call this on the producing stage's frame: the columns must be exactly the contract's
+    (CustomerProfile: CustomerId and the unified attributes), identifying columns filled, keys unique.
+    """
+    spec = contract(table)
+    if spec.columns is None:
+        _require(frame, table, ["CustomerId"])
+        columns = ["CustomerId", *[c for c in frame.columns if c != "CustomerId"]]
+    else:
+        columns = list(spec.columns)
+        if list(frame.columns) != columns:
+            missing = [c for c in columns if c not in frame.columns]
+            extra = [str(c) for c in frame.columns if c not in columns]
+            raise UserError(
+                f"{table}: the columns are not the output contract's (missing: {', '.join(missing) or 'none'}; "
+                f"unexpected: {', '.join(extra) or 'none'}; expected in this order: {', '.join(columns)}); the "
+                "producing stage must build the table with ci_pipeline.outputs.build or with_ids"
+            )
+    _no_nulls(frame, table, dict.fromkeys([spec.key, *spec.identifying]))
+    out = pd.DataFrame({c: _typed(spec, c, frame[c]) if c not in spec.json_columns else frame[c] for c in columns})
+    for column in spec.json_columns:
+        out[column] = out[column].astype("string")
+    if not out[spec.key].is_monotonic_increasing:
+        out = out.sort_values(spec.key, kind="stable")
+    return _unique_sorted(out.reset_index(drop=True), table, spec.key)
+
+
+def _unique_sorted(df: pd.DataFrame, table: str, key: str) -> pd.DataFrame:
+    """Refuse equal keys; the rows are sorted by ``key``, so equal keys are neighbours (no hashing)."""
+    keys = df[key].to_numpy()
+    same = keys[1:] == keys[:-1]
+    if same.any():
+        duplicated = np.zeros(len(keys), dtype=bool)
+        duplicated[1:] |= same
+        duplicated[:-1] |= same
+        sample = list(dict.fromkeys(keys[duplicated].tolist()))[:5]
         raise UserError(
             f"{table}: {int(duplicated.sum())} rows share a {key} (e.g. {sample}); each row needs its own key, "
             "fix the producing stage"
         )
-    return df.sort_values(key, kind="stable").reset_index(drop=True)
-
-
-def shape_customer_profile(df: pd.DataFrame) -> pd.DataFrame:
-    """CustomerProfile: ``CustomerId`` first, then the unified attributes as given, as text, sorted by CustomerId."""
-    _require(df, "CustomerProfile", ["CustomerId"])
-    _no_nulls(df, "CustomerProfile", ["CustomerId"])
-    columns = ["CustomerId", *[c for c in df.columns if c != "CustomerId"]]
-    out = pd.DataFrame({c: _text(df[c]) for c in columns}, index=df.index)
-    return _unique_by(out, "CustomerProfile", "CustomerId")
+    return df
 
 
 def customer_profile_keys(customer_ids: pd.Series) -> pd.Series:
-    """The GUID primary key of CustomerProfile rows (``guid(CustomerId)``)."""
+    """The GUID primary key of CustomerProfile rows (``guid(CustomerId)``), which the table does not store."""
     return guids(customer_ids)
 
 
-def shape_alternate_key(df: pd.DataFrame) -> pd.DataFrame:
-    """AlternateKey: identifier ``DataSourceName|EntityName|AlternateValue`` and its GUID, sorted by the GUID."""
-    _require(df, "AlternateKey", ["DataSourceName", "EntityName", "AlternateValue", "KeyRing", "CustomerId"])
-    _no_nulls(df, "AlternateKey", ["DataSourceName", "EntityName", "AlternateValue", "CustomerId"])
-    out = pd.DataFrame({c: _text(df[c]) for c in ["DataSourceName", "EntityName", "AlternateValue", "CustomerId"]})
-    out["KeyRing"] = json_text(df["KeyRing"])
-    out["msdynci_identifier"] = identifiers(out["DataSourceName"], out["EntityName"], out["AlternateValue"])
-    out["AlternateKeyId"] = guids(out["msdynci_identifier"])
-    return _unique_by(out[ALTERNATE_KEY_COLUMNS], "AlternateKey", "AlternateKeyId")
-
-
 def unified_activity_guids(activity_ids: pd.Series) -> pd.Series:
-    """The GUID of each UnifiedActivity row: ``guid("UnifiedActivity|" + ActivityId)`` (the timeline and the
-    publish shaping derive it the same way, so a frame shaped without the column gets the timeline's GUIDs)."""
-    return guids(identifiers("UnifiedActivity", activity_ids))
-
-
-def shape_unified_activity(df: pd.DataFrame) -> pd.DataFrame:
-    """UnifiedActivity: timestamps in UTC, RangeIndex = Unix seconds, GUID = :func:`unified_activity_guids`
-    where missing."""
-    required = ["CustomerId", "ActivityId", "SourceEntityName", "SourceActivityId", "ActivityType"]
-    _require(df, "UnifiedActivity", [*required, "ActivityTimeStamp"])
-    _no_nulls(df, "UnifiedActivity", ["CustomerId", "ActivityId"])
-    out = pd.DataFrame({c: _text(df[c]) for c in required}, index=df.index)
-    stamp = pd.to_datetime(df["ActivityTimeStamp"], utc=True)
-    out["ActivityTimeStamp"] = stamp.astype("datetime64[us, UTC]")
-    for column in ["Title", "Description", "URL"]:
-        out[column] = _text(df[column]) if column in df.columns else pd.Series(pd.NA, index=df.index, dtype="string")
-    out["SemanticData"] = (
-        json_text(df["SemanticData"])
-        if "SemanticData" in df.columns
-        else pd.Series("{}", index=df.index, dtype="string")
-    )
-    epoch = (out["ActivityTimeStamp"] - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)
-    computed_range = epoch.astype("Int64").astype("string")
-    out["RangeIndex"] = _text(df["RangeIndex"]).fillna(computed_range) if "RangeIndex" in df.columns else computed_range
-    computed = unified_activity_guids(out["ActivityId"])
-    given = df.get("msdynci_unifiedactivityid")
-    out["msdynci_unifiedactivityid"] = _text(given).fillna(computed) if given is not None else computed
-    return _unique_by(out[UNIFIED_ACTIVITY_COLUMNS], "UnifiedActivity", "msdynci_unifiedactivityid")
-
-
-def shape_customer_measure(df: pd.DataFrame) -> pd.DataFrame:
-    """CustomerMeasure: Measures as a JSON object, identifier ``Customer_Measure|CustomerId``."""
-    _require(df, "CustomerMeasure", ["CustomerId", "Measures"])
-    _no_nulls(df, "CustomerMeasure", ["CustomerId"])
-    out = pd.DataFrame({"CustomerId": _text(df["CustomerId"]), "Measures": json_text(df["Measures"])})
-    out["msdynci_identifier"] = identifiers(CUSTOMER_MEASURE_PREFIX, out["CustomerId"])
-    out["msdynci_customermeasureid"] = guids(out["msdynci_identifier"])
-    return _unique_by(out[CUSTOMER_MEASURE_COLUMNS], "CustomerMeasure", "msdynci_customermeasureid")
-
-
-def shape_enrichment(df: pd.DataFrame) -> pd.DataFrame:
-    """Enrichment: identifier ``EnrichmentProvider|EnrichmentType|CustomerId``."""
-    _require(df, "Enrichment", ["CustomerId", "EnrichmentProvider", "EnrichmentType", "Values"])
-    _no_nulls(df, "Enrichment", ["CustomerId", "EnrichmentProvider", "EnrichmentType"])
-    out = pd.DataFrame({c: _text(df[c]) for c in ["CustomerId", "EnrichmentProvider", "EnrichmentType"]})
-    out["Values"] = json_text(df["Values"])
-    out["msdynci_identifier"] = identifiers(out["EnrichmentProvider"], out["EnrichmentType"], out["CustomerId"])
-    out["msdynci_enrichmentid"] = guids(out["msdynci_identifier"])
-    return _unique_by(out[ENRICHMENT_COLUMNS], "Enrichment", "msdynci_enrichmentid")
-
-
-def shape_prediction(df: pd.DataFrame) -> pd.DataFrame:
-    """Prediction: identifier ``Model|ModelProvider|CustomerId``."""
-    _require(df, "Prediction", ["CustomerId", "ModelProvider", "Model", "Values"])
-    _no_nulls(df, "Prediction", ["CustomerId", "ModelProvider", "Model"])
-    out = pd.DataFrame({c: _text(df[c]) for c in ["CustomerId", "ModelProvider", "Model"]})
-    out["Values"] = json_text(df["Values"])
-    out["msdynci_identifier"] = identifiers(out["Model"], out["ModelProvider"], out["CustomerId"])
-    out["msdynci_predictionid"] = guids(out["msdynci_identifier"])
-    return _unique_by(out[PREDICTION_COLUMNS], "Prediction", "msdynci_predictionid")
-
-
-def shape_segment_membership(df: pd.DataFrame, provider: str = "ci_pipeline") -> pd.DataFrame:
-    """SegmentMembership: Segments as a sorted JSON list of unique names; identifier
-    ``CustomerId|SegmentProvider|SegmentMembershipType|Segments`` unless the input already carries one.
-
-    Args:
-        df: CustomerId and Segments (a list or JSON list), optionally SegmentProvider and SegmentMembershipType.
-        provider: SegmentProvider where the input has none (the project name).
-    """
-    _require(df, "SegmentMembership", ["CustomerId", "Segments"])
-    _no_nulls(df, "SegmentMembership", ["CustomerId"])
-    out = pd.DataFrame({"CustomerId": _text(df["CustomerId"])}, index=df.index)
-    out["SegmentProvider"] = _text(df["SegmentProvider"]) if "SegmentProvider" in df.columns else provider
-    out["SegmentProvider"] = out["SegmentProvider"].astype("string")
-    kind = df["SegmentMembershipType"] if "SegmentMembershipType" in df.columns else "Customer"
-    out["SegmentMembershipType"] = pd.Series(kind, index=df.index).astype("string").fillna("Customer")
-
-    def sorted_names(value):
-        names = json.loads(value) if isinstance(value, str) else list(value)
-        return sorted({str(n) for n in names})
-
-    out["Segments"] = json_text(df["Segments"].map(sorted_names))
-    computed = identifiers(
-        out["CustomerId"], out["SegmentProvider"], out["SegmentMembershipType"], SEGMENT_MEMBERSHIP_NAME
-    )
-    given = df.get("msdynci_identifier")
-    out["msdynci_identifier"] = _text(given).fillna(computed) if given is not None else computed
-    out["msdynci_segmentmembershipid"] = guids(out["msdynci_identifier"])
-    return _unique_by(out[SEGMENT_MEMBERSHIP_COLUMNS], "SegmentMembership", "msdynci_segmentmembershipid")
-
-
-#: Output table name -> its shaping function.
-SHAPERS = {
-    "CustomerProfile": shape_customer_profile,
-    "AlternateKey": shape_alternate_key,
-    "UnifiedActivity": shape_unified_activity,
-    "CustomerMeasure": shape_customer_measure,
-    "Enrichment": shape_enrichment,
-    "Prediction": shape_prediction,
-    "SegmentMembership": shape_segment_membership,
-}
+    """The GUID of each UnifiedActivity row: ``guid("UnifiedActivity|" + ActivityId)``."""
+    return OUTPUT_TABLES["UnifiedActivity"].identifiers(pd.DataFrame({"ActivityId": activity_ids})).pipe(guids)
 
 
 def empty_table(table: str) -> pd.DataFrame:
-    """A shaped table with no rows (the sink still creates tables no stage produces yet)."""
-    columns = OUTPUT_TABLES[table][0] or ["CustomerId"]
+    """A table with no rows (the sink still creates the tables no stage of the configuration produces)."""
+    columns = contract(table).columns or ["CustomerId"]
     return pd.DataFrame({c: pd.Series(dtype="string") for c in columns})

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.outputs import with_ids
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("publish", help="embedded sink and Dataverse Web API client throughput")
@@ -32,7 +34,8 @@ def register(subparsers) -> None:
 
 
 def frames(people: int, keys_per_person: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Synthetic CustomerProfile and AlternateKey inputs (vectorised, deterministic)."""
+    """Synthetic CustomerProfile and AlternateKey tables as unification hands them over (vectorised, deterministic):
+    the keys carry their identifiers and GUIDs from the output contract, so publishing only checks and orders them."""
     ids = pd.Series(np.arange(people)).map("CU{:09d}".format)
     profiles = pd.DataFrame(
         {
@@ -54,8 +57,8 @@ def frames(people: int, keys_per_person: float) -> tuple[pd.DataFrame, pd.DataFr
             "KeyRing": "[]",
             "CustomerId": ids.to_numpy()[owner] if people else [],
         }
-    )
-    return profiles, keys
+    ).astype("string")
+    return profiles, with_ids("AlternateKey", keys)
 
 
 def _timed(fn):

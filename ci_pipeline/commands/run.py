@@ -8,9 +8,10 @@ from collections import defaultdict
 
 import dagster as dg
 
-from ci_pipeline.defs import build_definitions
-from ci_pipeline.defs.orchestration import MODE_TAG, TRIGGER_TAG, failure_reason, step_assets
+from ci_pipeline.defs import STAGES, build_definitions
+from ci_pipeline.defs.orchestration import step_assets
 from ci_pipeline.errors import UserError
+from ci_pipeline.orchestration import MODE_TAG, TRIGGER_TAG, failure_reason
 from ci_pipeline.validation import load_checked, require_valid
 
 
@@ -94,12 +95,20 @@ def run(args) -> int:
         records = list(instance.all_logs(result.run_id))
     graph = defs.resolve_asset_graph()
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
-    print_summary(result, records, config, time.monotonic() - started, groups, step_assets(graph))
+    print_summary(
+        result, records, config, time.monotonic() - started, groups, step_assets(graph), [s.name for s in STAGES]
+    )
     return 0 if result.success else 1
 
 
 def print_summary(
-    result: dg.ExecuteInProcessResult, records: list, config, seconds: float, groups=None, assets=None
+    result: dg.ExecuteInProcessResult,
+    records: list,
+    config,
+    seconds: float,
+    groups=None,
+    assets=None,
+    stages: list[str] | None = None,
 ) -> None:
     """Per asset: rows, seconds, status; per stage: steps and seconds; what failed and why; where the outputs are.
 
@@ -110,8 +119,10 @@ def print_summary(
         seconds: wall time of the whole command.
         groups: asset key string -> stage (group) name, for the per-stage totals.
         assets: step name -> the asset keys it materialises, so that a failure names its assets.
+        stages: the registered stage names in data-flow order, the order of the per-stage totals (groups that are
+            no registered stage follow, by start time).
     """
-    groups, assets = groups or {}, assets or {}
+    groups, assets, order = groups or {}, assets or {}, {name: i for i, name in enumerate(stages or [])}
     step_start: dict[str, float] = {}
     step_time: dict[str, float] = {}
     step_status: dict[str, str] = defaultdict(lambda: "skipped")
@@ -142,7 +153,10 @@ def print_summary(
         stage_steps[groups.get(key, key.split("/")[0])].add(step)
     if stage_steps:
         print(f"\n{'stage':<52} {'steps':>10} {'seconds':>8}")
-        for stage, steps in sorted(stage_steps.items(), key=lambda item: min(step_start.get(s, 0) for s in item[1])):
+        for stage, steps in sorted(
+            stage_steps.items(),
+            key=lambda item: (order.get(item[0], len(order)), min(step_start.get(s, 0) for s in item[1])),
+        ):
             print(f"{stage:<52} {len(steps):>10} {sum(step_time.get(s, 0) for s in steps):8.1f}")
     failed = [s for s, status in step_status.items() if status == "FAILED"]
     for step in failed:

@@ -9,17 +9,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ci_pipeline.config.base import Name, SecretRef, StrictModel
+from ci_pipeline.outputs import OUTPUT_TABLES
 
-#: The seven output tables of spec/output-tables.md, in publishing order.
-OUTPUT_TABLE_NAMES = (
-    "CustomerProfile",
-    "AlternateKey",
-    "UnifiedActivity",
-    "CustomerMeasure",
-    "Enrichment",
-    "Prediction",
-    "SegmentMembership",
-)
+#: The seven output tables, in publishing order (the contract in :mod:`ci_pipeline.outputs` owns them).
+OUTPUT_TABLE_NAMES = tuple(OUTPUT_TABLES)
 
 
 class DataverseConfig(StrictModel):

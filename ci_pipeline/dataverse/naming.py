@@ -37,7 +37,7 @@ def primary_key(table: str, prefix: str = "msdynci") -> str:
     """The GUID primary-key column of a table, by its logical name."""
     if table == "CustomerProfile":
         return logical_column(outputs.CUSTOMER_PROFILE_KEY, prefix)
-    return logical_column(outputs.OUTPUT_TABLES[table][1], prefix)
+    return logical_column(outputs.contract(table).key, prefix)
 
 
 def _as_text(series: pd.Series) -> pd.Series:
@@ -53,7 +53,7 @@ def sink_table(table: str, shaped: pd.DataFrame, prefix: str = "msdynci", entity
 
     Args:
         table: output table name (``AlternateKey``, ...).
-        shaped: the output of the table's shaping function in :mod:`ci_pipeline.outputs`.
+        shaped: the table checked by :func:`ci_pipeline.outputs.finish`.
         prefix: logical-name prefix.
         entity_sets: entity-set overrides per table.
     """

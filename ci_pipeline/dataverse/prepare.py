@@ -1,4 +1,5 @@
-"""From an upstream table to what a sink receives: shape it, then map it to Dataverse logical names."""
+"""From a stage's output table to what a sink receives: check it against the contract, then map it to Dataverse
+logical names. Nothing is recomputed here: the producing stage built identifiers and GUIDs once."""
 
 from __future__ import annotations
 
@@ -10,25 +11,16 @@ from ci_pipeline.dataverse.sink import SinkTable
 
 
 def prepare(
-    table: str,
-    df: pd.DataFrame | None,
-    prefix: str = "msdynci",
-    provider: str = "ci_pipeline",
-    entity_sets: dict[str, str] | None = None,
+    table: str, df: pd.DataFrame | None, prefix: str = "msdynci", entity_sets: dict[str, str] | None = None
 ) -> SinkTable:
-    """Shape one output table (an empty one when no stage produces it) and name it for the sink.
+    """Check one output table (an empty one when no stage produces it) and name it for the sink.
 
     Args:
         table: output table name, e.g. ``AlternateKey``.
-        df: the upstream frame, or None when no stage produces the table.
+        df: the table as its stage built it (:func:`ci_pipeline.outputs.build` / ``with_ids``), or None when no
+            stage produces the table.
         prefix: Dataverse logical-name prefix.
-        provider: SegmentProvider for segment memberships that carry none (the project name).
         entity_sets: entity-set overrides.
     """
-    if df is None:
-        shaped = outputs.empty_table(table)
-    elif table == "SegmentMembership":
-        shaped = outputs.shape_segment_membership(df, provider=provider)
-    else:
-        shaped = outputs.SHAPERS[table](df)
+    shaped = outputs.empty_table(table) if df is None else outputs.finish(table, df)
     return sink_table(table, shaped, prefix, entity_sets)

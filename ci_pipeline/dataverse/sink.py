@@ -1,17 +1,14 @@
-"""The sink interface shared by the embedded SQLite database and the Dataverse Web API."""
+"""The sink interface shared by the embedded SQLite database and the Dataverse Web API.
+
+This module knows no implementation; :mod:`ci_pipeline.dataverse.factory` picks one from the configuration.
+"""
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
-
-if TYPE_CHECKING:
-    from ci_pipeline.config.publish import PublishConfig
-    from ci_pipeline.lake import Lake
 
 
 @dataclass(frozen=True)
@@ -93,26 +90,3 @@ class Sink(abc.ABC):
 
     def __exit__(self, *exc):
         self.close()
-
-
-def open_sink(config: PublishConfig, base_dir: Path, lake: Lake | None = None, run_id: str = "manual") -> Sink | None:
-    """The sink the configuration names, or None for ``kind: none``.
-
-    Args:
-        config: the ``publish`` section.
-        base_dir: folder relative paths are resolved against (the configuration file's folder).
-        lake: where the Web API sink dead-letters rejected rows.
-        run_id: names the dead-letter files of this run.
-    """
-    if config.sink.kind == "none":
-        return None
-    if config.sink.kind == "sqlite":
-        from ci_pipeline.dataverse.sqlite import SqliteSink
-
-        path = Path(config.sink.path).expanduser()
-        return SqliteSink(path if path.is_absolute() else base_dir / path)
-    from ci_pipeline.dataverse.webapi import DataverseClient, WebApiSink
-
-    dataverse = config.sink.dataverse
-    client = DataverseClient.from_config(dataverse, base_dir)
-    return WebApiSink(client, lake=lake, run_id=run_id, skip_unchanged=dataverse.skip_unchanged)

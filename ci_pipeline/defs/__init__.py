@@ -1,20 +1,27 @@
-"""Dagster glue: each stage module turns the configuration into assets, checks, jobs, schedules and sensors."""
+"""Dagster glue: each stage module turns the configuration into assets, checks and jobs; orchestration adds
+schedules, sensors and the executor. The stages are registered in :mod:`ci_pipeline.defs.stages`."""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from ci_pipeline.config import ProjectConfig
-from ci_pipeline.defs import activities, ingest, measures, orchestration, publish, segments, unify
+from ci_pipeline.defs import orchestration
+from ci_pipeline.defs.registry import Stage, build_stages, produced_tables
 from ci_pipeline.defs.resources import shared_resources
+from ci_pipeline.defs.stages import STAGES
 
-#: In data-flow order: lake -> ingest -> unify -> activities/measures -> segments -> publish.
-STAGES = (ingest, unify, activities, measures, segments, publish)
+__all__ = ["STAGES", "Stage", "available_tables", "build_definitions"]
 
 
-def build_definitions(config: ProjectConfig) -> dg.Definitions:
-    """All definitions for one configuration, with the shared lake resources bound."""
-    parts = [stage.build(config) for stage in STAGES]
-    stages = dg.Definitions.merge(*parts, dg.Definitions(resources=shared_resources(config)))
+def available_tables(config: ProjectConfig, stages: tuple[Stage, ...] = STAGES) -> dict[str, dg.AssetKey]:
+    """Output tables that a stage of this configuration produces, with the key of the producing asset."""
+    return produced_tables(config, stages)
+
+
+def build_definitions(config: ProjectConfig, stages: tuple[Stage, ...] = STAGES) -> dg.Definitions:
+    """All definitions for one configuration, with the shared resources (lake, IO manager, sink) bound."""
+    parts = build_stages(config, stages)
+    merged = dg.Definitions.merge(*parts, dg.Definitions(resources=shared_resources(config)))
     # Jobs, schedules, sensors and the executor are built over the assets the stages actually produced.
-    return orchestration.build(config, stages)
+    return orchestration.build(config, merged, stages)

@@ -5,32 +5,34 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
-from ci_pipeline.activities import build_timeline
+from ci_pipeline.activities import Timeline, build_timeline
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.defs import ingest, unify
+from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS
 
-UNIFIED = dg.AssetKey(["activities", "unified_activity"])
-CORRUPT = dg.AssetKey(["activities", "unified_activity_corrupt"])
-FACTS = dg.AssetKey(["activities", "activity_facts"])
-ALTERNATE_KEY = dg.AssetKey(["unify", "alternate_key"])
+GROUP = "activities"
+UNIFIED = asset_key(GROUP, "unified_activity")
+CORRUPT = asset_key(GROUP, "unified_activity_corrupt")
+FACTS = asset_key(GROUP, "activity_facts")
 
 
 def input_name(source: str, table: str) -> str:
     return f"{source}__{table}"
 
 
-def build(config: ProjectConfig) -> dg.Definitions:
+def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
     """The activities assets and checks; none when no activity tables are configured."""
     section = config.activities
     if not section.tables:
         return dg.Definitions()
     tables = {(t.source, t.table) for t in section.tables.values()}
-    ins = {input_name(s, t): dg.AssetIn(key=[s, t]) for s, t in sorted(tables)}
-    ins["alternate_key"] = dg.AssetIn(key=ALTERNATE_KEY)
+    ins = {input_name(s, t): dg.AssetIn(key=ingest.table_key(s, t)) for s, t in sorted(tables)}
+    ins["alternate_key"] = dg.AssetIn(key=unify.STAGE.key("alternate_key"))
 
     @dg.multi_asset(
         name="place_activities",
-        group_name="activities",
+        group_name=GROUP,
         ins=ins,
         outs={
             "unified_activity": dg.AssetOut(
@@ -92,32 +94,48 @@ def build(config: ProjectConfig) -> dg.Definitions:
             metadata={"reasons": dg.MetadataValue.json({k: int(v) for k, v in reasons.head(20).items()})},
         )
         yield dg.Output(timeline.facts, output_name="activity_facts")
-        yield dg.AssetCheckResult(
-            check_name="matches_output_contract",
-            asset_key=UNIFIED,
-            passed=list(timeline.unified.columns) == UNIFIED_ACTIVITY_COLUMNS,
-            metadata={"columns": list(timeline.unified.columns)},
-        )
-        duplicates = int(timeline.unified["ActivityId"].duplicated().sum())
-        yield dg.AssetCheckResult(
-            check_name="activity_ids_unique",
-            asset_key=UNIFIED,
-            passed=duplicates == 0,
-            metadata={"duplicates": duplicates},
-        )
-        unbalanced = {n: c for n, c in per_table.items() if c["read"] != c["placed"] + c["quarantined"]}
-        yield dg.AssetCheckResult(
-            check_name="every_row_accounted_for",
-            asset_key=UNIFIED,
-            passed=not unbalanced,
-            metadata={"unbalanced": dg.MetadataValue.json(unbalanced)},
-        )
-        yield dg.AssetCheckResult(
-            check_name="no_quarantined_activities",
-            asset_key=CORRUPT,
-            passed=timeline.corrupt.empty,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"quarantined": len(timeline.corrupt)},
-        )
+        yield from _check_results(timeline, per_table)
 
     return dg.Definitions(assets=[activities])
+
+
+def _check_results(timeline: Timeline, per_table: dict):
+    yield dg.AssetCheckResult(
+        check_name="matches_output_contract",
+        asset_key=UNIFIED,
+        passed=list(timeline.unified.columns) == UNIFIED_ACTIVITY_COLUMNS,
+        metadata={"columns": list(timeline.unified.columns)},
+    )
+    duplicates = int(timeline.unified["ActivityId"].duplicated().sum())
+    yield dg.AssetCheckResult(
+        check_name="activity_ids_unique",
+        asset_key=UNIFIED,
+        passed=duplicates == 0,
+        metadata={"duplicates": duplicates},
+    )
+    unbalanced = {n: c for n, c in per_table.items() if c["read"] != c["placed"] + c["quarantined"]}
+    yield dg.AssetCheckResult(
+        check_name="every_row_accounted_for",
+        asset_key=UNIFIED,
+        passed=not unbalanced,
+        metadata={"unbalanced": dg.MetadataValue.json(unbalanced)},
+    )
+    yield dg.AssetCheckResult(
+        check_name="no_quarantined_activities",
+        asset_key=CORRUPT,
+        passed=timeline.corrupt.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"quarantined": len(timeline.corrupt)},
+    )
+
+
+STAGE = Stage(
+    name=GROUP,
+    section="activities",
+    front_door=build_timeline,
+    build=build,
+    summary="UnifiedActivity: one timeline of orders, web visits, loyalty, feedback, ... per customer",
+    assets={"unified_activity": UNIFIED, "unified_activity_corrupt": CORRUPT, "activity_facts": FACTS},
+    produces={"UnifiedActivity": UNIFIED},
+    active=lambda config: bool(config.activities.tables),
+)

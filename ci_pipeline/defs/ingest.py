@@ -1,9 +1,12 @@
 """Dagster definitions of the ingest stage: one multi-asset per configured table (its data and its quarantine)."""
 
+from collections.abc import Set as AbstractSet
+
 import dagster as dg
 
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.sources import SourceConfig, TableConfig
+from ci_pipeline.defs.registry import JobSpec, Produced, Stage
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.ingest import IngestResult, ingest_table, remember
 from ci_pipeline.redact import redact
@@ -12,7 +15,17 @@ GROUP = "ingest"
 _KIND = {"csv": "csv", "parquet": "parquet", "cdm": "cdm", "delta": "delta"}
 
 
-def build(config: ProjectConfig) -> dg.Definitions:
+def table_key(source: str, table: str) -> dg.AssetKey:
+    """The asset of one ingested table: ``<source>/<table>``."""
+    return dg.AssetKey([source, table])
+
+
+def corrupt_key(source: str, table: str) -> dg.AssetKey:
+    """The quarantine asset of one ingested table: ``<source>/<source>_<table>_corrupt``."""
+    return dg.AssetKey([source, f"{source}_{table}_corrupt"])
+
+
+def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
     """The ingest assets and their checks for a configuration."""
     assets = [
         _table_asset(config, source_name, source, table_name, table)
@@ -22,16 +35,26 @@ def build(config: ProjectConfig) -> dg.Definitions:
     return dg.Definitions(assets=assets)
 
 
-def _table_asset(
-    config: ProjectConfig, source_name: str, source: SourceConfig, table_name: str, table: TableConfig
-) -> dg.AssetsDefinition:
-    key = dg.AssetKey([source_name, table_name])
-    corrupt = dg.AssetKey([source_name, f"{source_name}_{table_name}_corrupt"])
+def jobs(config: ProjectConfig, keys: AbstractSet[dg.AssetKey]) -> list[JobSpec]:
+    """One job per source: its tables and their quarantine tables."""
+    return [
+        JobSpec(
+            f"ingest_{source}",
+            dg.AssetSelection.groups(GROUP) & dg.AssetSelection.key_prefixes([source]),
+            f"Ingest the tables of source {source} (and their quarantine tables) only.",
+            "partial",
+        )
+        for source in config.sources
+    ]
+
+
+def _outs(source_name: str, source: SourceConfig, table_name: str, table: TableConfig) -> dict[str, dg.AssetOut]:
+    key, corrupt = table_key(source_name, table_name), corrupt_key(source_name, table_name)
     owners = [source.dagster_owner] if source.dagster_owner else []
     kinds = {_KIND[table.format], "pandas"}
     where = table.path if table.format != "cdm" else f"{table.path} (entity {table.entity or table_name})"
     common = {"source_owner": source.owner, "source_path": where, "format": table.format}
-    outs = {
+    return {
         key.to_python_identifier(): dg.AssetOut(
             key=key,
             description=(
@@ -55,7 +78,10 @@ def _table_asset(
             metadata=common,
         ),
     }
-    checks = [
+
+
+def _checks(key: dg.AssetKey, table: TableConfig) -> list[dg.AssetCheckSpec]:
+    return [
         dg.AssetCheckSpec(
             "rows_balance",
             asset=key,
@@ -78,10 +104,16 @@ def _table_asset(
         ),
     ]
 
+
+def _table_asset(
+    config: ProjectConfig, source_name: str, source: SourceConfig, table_name: str, table: TableConfig
+) -> dg.AssetsDefinition:
+    key, corrupt = table_key(source_name, table_name), corrupt_key(source_name, table_name)
+
     @dg.multi_asset(
         name=f"ingest_{source_name}__{table_name}",
-        outs=outs,
-        check_specs=checks,
+        outs=_outs(source_name, source, table_name, table),
+        check_specs=_checks(key, table),
         can_subset=False,
     )
     def _ingest(context: dg.AssetExecutionContext, lake: LakeResource):
@@ -127,38 +159,53 @@ def _table_asset(
         )
         # Only now that both outputs are stored does the next run compare against this schema / Delta version.
         remember(store, result)
-        yield dg.AssetCheckResult(
-            check_name="rows_balance",
-            asset_key=key,
-            passed=result.balanced,
-            metadata={**counts, "rows_merged": dg.MetadataValue.int(result.rows_merged)},
-            description=None if result.balanced else "rows read differ from rows accepted + quarantined",
-        )
-        severity = result.worst_severity
-        yield dg.AssetCheckResult(
-            check_name="quarantine_severity",
-            asset_key=key,
-            passed=severity is None,
-            severity=dg.AssetCheckSeverity.ERROR if severity == "error" else dg.AssetCheckSeverity.WARN,
-            metadata={"rows_quarantined": dg.MetadataValue.int(result.rows_quarantined)},
-            description=(
-                None
-                if severity is None
-                else f"{result.rows_quarantined} row(s) in {corrupt.to_user_string()}, worst severity {severity}"
-            ),
-        )
-        yield dg.AssetCheckResult(
-            check_name="schema_drift",
-            asset_key=key,
-            passed=not result.drift,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"changes": dg.MetadataValue.md(_drift_text(result))},
-        )
+        yield from _check_results(key, corrupt, result, counts)
 
     return _ingest
+
+
+def _check_results(key: dg.AssetKey, corrupt: dg.AssetKey, result: IngestResult, counts: dict):
+    yield dg.AssetCheckResult(
+        check_name="rows_balance",
+        asset_key=key,
+        passed=result.balanced,
+        metadata={**counts, "rows_merged": dg.MetadataValue.int(result.rows_merged)},
+        description=None if result.balanced else "rows read differ from rows accepted + quarantined",
+    )
+    severity = result.worst_severity
+    yield dg.AssetCheckResult(
+        check_name="quarantine_severity",
+        asset_key=key,
+        passed=severity is None,
+        severity=dg.AssetCheckSeverity.ERROR if severity == "error" else dg.AssetCheckSeverity.WARN,
+        metadata={"rows_quarantined": dg.MetadataValue.int(result.rows_quarantined)},
+        description=(
+            None
+            if severity is None
+            else f"{result.rows_quarantined} row(s) in {corrupt.to_user_string()}, worst severity {severity}"
+        ),
+    )
+    yield dg.AssetCheckResult(
+        check_name="schema_drift",
+        asset_key=key,
+        passed=not result.drift,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"changes": dg.MetadataValue.md(_drift_text(result))},
+    )
 
 
 def _drift_text(result: IngestResult) -> str:
     if result.first_schema:
         return "First run: this schema is the baseline for drift detection."
     return "\n".join(f"- {m}" for m in result.drift) or "No schema change since the previous run."
+
+
+STAGE = Stage(
+    name=GROUP,
+    section="sources",
+    front_door=ingest_table,
+    build=build,
+    summary="typed tables read in place from the lake; bad rows quarantined with file, line, raw row and reason",
+    keys="`<source>/<table>`, `<source>/<source>_<table>_corrupt`",
+    jobs=jobs,
+)

@@ -5,17 +5,17 @@ import pandas as pd
 
 from ci_pipeline.activities import FACT_COLUMNS
 from ci_pipeline.config import ProjectConfig
-from ci_pipeline.measures.compute import compute_measures, customer_measure_table, distribution
-from ci_pipeline.measures.conditions import run_date
+from ci_pipeline.defs import activities, unify
+from ci_pipeline.defs.registry import Produced, Stage, asset_key
+from ci_pipeline.measures import compute_measures, customer_measure_table, distribution, run_date
 from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS
 
-CUSTOMER_MEASURE = dg.AssetKey(["measures", "customer_measure"])
-VALUES = dg.AssetKey(["measures", "customer_measure_values"])
-PROFILE = dg.AssetKey(["unify", "customer_profile"])
-FACTS = dg.AssetKey(["activities", "activity_facts"])
+GROUP = "measures"
+CUSTOMER_MEASURE = asset_key(GROUP, "customer_measure")
+VALUES = asset_key(GROUP, "customer_measure_values")
 
 
-def build(config: ProjectConfig) -> dg.Definitions:
+def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
     """The measures assets and checks; none when no measures are configured."""
     section = config.measures
     if not (section.attributes or section.customer or section.business):
@@ -48,15 +48,15 @@ def build(config: ProjectConfig) -> dg.Definitions:
             else (", ".join(spec.dimensions) or "the whole business (a single row)")
         )
         outs[name] = dg.AssetOut(
-            key=["measures", name],
+            key=asset_key(GROUP, name),
             description=f"One row per {what}: the {kind} measure {name}. {spec.description}".strip(),
             kinds={"pandas", "parquet"},
         )
-    ins = {"customer_profile": dg.AssetIn(key=PROFILE)}
+    ins = {"customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile"))}
     if has_activities:
-        ins["activity_facts"] = dg.AssetIn(key=FACTS)
+        ins["activity_facts"] = dg.AssetIn(key=activities.STAGE.key("activity_facts"))
 
-    @dg.multi_asset(name="compute_measures", group_name="measures", ins=ins, outs=outs, check_specs=checks)
+    @dg.multi_asset(name="compute_measures", group_name=GROUP, ins=ins, outs=outs, check_specs=checks)
     def measures(context: dg.AssetExecutionContext, customer_profile: pd.DataFrame, **inputs):
         facts = inputs.get("activity_facts")
         if facts is None:
@@ -108,3 +108,15 @@ def build(config: ProjectConfig) -> dg.Definitions:
             yield dg.Output(frame, output_name=name, metadata=metadata)
 
     return dg.Definitions(assets=[measures])
+
+
+STAGE = Stage(
+    name=GROUP,
+    section="measures",
+    front_door=compute_measures,
+    build=build,
+    summary="CustomerMeasure plus one table per customer or business measure",
+    assets={"customer_measure": CUSTOMER_MEASURE, "customer_measure_values": VALUES},
+    produces={"CustomerMeasure": CUSTOMER_MEASURE},
+    active=lambda config: bool(config.measures.attributes),
+)

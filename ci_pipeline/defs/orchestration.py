@@ -6,89 +6,69 @@ configuration without unification or publishing simply has no jobs or policies f
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-import httpx
 
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.base import resolve_secret
 from ci_pipeline.config.orchestration import When
+from ci_pipeline.defs import ingest
+from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Stage, stage_jobs
 from ci_pipeline.defs.resources import LakeResource
+from ci_pipeline.defs.stages import PUBLISH, STAGES
 from ci_pipeline.errors import UserError
-from ci_pipeline.orchestration.files import list_location, plan_table, run_key, watch_root
-from ci_pipeline.redact import install_log_redaction, redact, redact_record, redact_value
-from ci_pipeline.redact import register as register_secret
+from ci_pipeline.orchestration import (
+    FAILURE_SENSOR,
+    MODE_TAG,
+    NEW_FILES_SENSOR,
+    TRIGGER_TAG,
+    FailedRun,
+    WatchedTable,
+    evaluate_new_files,
+    failure_notice,
+    failure_reason,
+    send_webhook,
+    watch_root,
+)
+from ci_pipeline.redact import install_log_redaction, redact_record
 
 #: The default executor: one process per step, at most two at a time (a 2-core machine).
 EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": 2}, name="multiprocess_bounded")
-#: Run tags that the run history shows: how a run was started and whether it refreshed everything.
-MODE_TAG = "ci_pipeline/mode"
-TRIGGER_TAG = "ci_pipeline/trigger"
-NEW_FILES_SENSOR = "new_files"
-FAILURE_SENSOR = "failure_notification"
 log = logging.getLogger("ci_pipeline.orchestration")
 
+__all__ = [
+    "EXECUTOR",
+    "FAILURE_SENSOR",
+    "MODE_TAG",
+    "NEW_FILES_SENSOR",
+    "REFRESH_TAG",
+    "TRIGGER_TAG",
+    "JobSpec",
+    "build",
+    "failure_reason",
+    "job_specs",
+    "step_assets",
+    "watched_tables",
+]
 
-@dataclass(frozen=True)
-class JobSpec:
-    name: str
-    selection: dg.AssetSelection
-    description: str
-    mode: str
 
-
-#: Tag that publish exports carry: ``every_refresh`` or ``on_demand``.
-REFRESH_TAG = "ci_pipeline/refresh"
-
-
-def job_specs(config: ProjectConfig, graph) -> list[JobSpec]:
-    """The run modes that exist for this configuration (a job whose selection is empty is left out)."""
-    keys = graph.get_all_asset_keys()
-    # On-demand exports run only when selected by name (or by a schedule of their own), never with a refresh.
-    refreshed = dg.AssetSelection.all() - dg.AssetSelection.tag(REFRESH_TAG, "on_demand")
-    unify, publish = dg.AssetSelection.groups("unify"), dg.AssetSelection.groups("publish") & refreshed
+def job_specs(config: ProjectConfig, graph, stages: tuple[Stage, ...] = STAGES) -> list[JobSpec]:
+    """The run modes that exist for this configuration: the two refreshes, then the jobs the stages declare (a job
+    whose selection is empty is left out)."""
     candidates = [
-        JobSpec("full_refresh", refreshed, "Every stage, ingest to publish.", "full"),
+        JobSpec("full_refresh", REFRESHED, "Every stage, ingest to publish.", "full"),
         JobSpec(
             "incremental_refresh",
-            refreshed,
+            REFRESHED,
             "Started by the new-file sensor for the sources whose files changed and everything downstream.",
             "incremental",
         ),
-    ]
-    candidates += [
-        JobSpec(
-            f"ingest_{source}",
-            dg.AssetSelection.groups("ingest") & dg.AssetSelection.key_prefixes([source]),
-            f"Ingest the tables of source {source} (and their quarantine tables) only.",
-            "partial",
-        )
-        for source in config.sources
-    ]
-    if dg.AssetKey(["unify", "match_pairs"]) in keys:
-        candidates.append(
-            JobSpec(
-                "match_only",
-                dg.AssetSelection.assets(dg.AssetKey(["unify", "match_pairs"])).upstream() & unify,
-                "Re-run matching on the last ingested data: the unify steps up to the match pairs.",
-                "partial",
-            )
-        )
-    candidates += [
-        # Not plain "unify": job names share a namespace with the stages' op names (the unify step is "unify").
-        JobSpec("unify_only", unify, "Unification only, on the last ingested data.", "partial"),
-        JobSpec(
-            "unify_and_downstream", unify.downstream() & refreshed, "Unification and every stage after it.", "partial"
-        ),
-        JobSpec("publish_only", publish, "Publish the last computed tables to the sink and the lake.", "partial"),
+        *stage_jobs(config, graph.get_all_asset_keys(), stages),
     ]
     # A stage may produce several tables in one step that cannot run apart (a table and its quarantine table).
     specs = [replace(spec, selection=spec.selection.required_multi_asset_neighbors()) for spec in candidates]
@@ -182,86 +162,24 @@ def build_schedules(config: ProjectConfig, graph, jobs: dict[str, dg.UnresolvedA
     return schedules
 
 
-@dataclass(frozen=True)
-class WatchedTable:
-    """A source table the new-file sensor lists, and the assets one of its changes re-runs."""
-
-    location: str
-    root: str
-    assets: tuple[dg.AssetKey, ...]
-
-
 def watched_tables(config: ProjectConfig, graph) -> dict[str, WatchedTable]:
     """``"source/table"`` -> what to watch, for every configured table that has an ingestion asset."""
     keys = graph.get_all_asset_keys()
     watched = {}
     for source_name, source in config.sources.items():
         for table_name, table in source.tables.items():
-            key = dg.AssetKey([source_name, table_name])
+            key = ingest.table_key(source_name, table_name)
             if key not in keys:
                 continue
             location = config.resolve_location(table.path)
             affected = dg.AssetSelection.assets(key).downstream().required_multi_asset_neighbors().resolve(graph)
-            corrupt = dg.AssetKey([source_name, f"{source_name}_{table_name}_corrupt"])
+            corrupt = ingest.corrupt_key(source_name, table_name)
             if corrupt in keys:
                 affected |= {corrupt}
             watched[f"{source_name}/{table_name}"] = WatchedTable(
-                location, watch_root(location), tuple(sorted(affected, key=lambda k: k.path))
+                location, watch_root(location), tuple(sorted(tuple(k.path) for k in affected))
             )
     return watched
-
-
-def evaluate_new_files(
-    cursor: str | None, lake: LakeResource, watched: dict[str, WatchedTable], settle_seconds: float, now: datetime
-) -> tuple[dg.RunRequest | None, str, list[str], str]:
-    """One tick of the new-file sensor.
-
-    Returns:
-        (the run request or None, the new cursor, problems to report, a one-line summary of what waits and why).
-    """
-    state = json.loads(cursor) if cursor else {}
-    tables = dict(state.get("tables", {}))
-    changes, removed, waiting, problems = {}, {}, {}, []
-    try:
-        opened = lake.get_lake()
-    except UserError as exc:
-        return None, cursor or "", [f"cannot open the lake: {exc}"], ""
-    for table_id, watch in watched.items():
-        try:
-            fs, root = opened.filesystem_for(watch.root)
-            current = list_location(fs, root)
-        except Exception as exc:  # an unreachable location must not stop the others or lose the cursor
-            first_line = redact(str(exc).splitlines()[0][:300]) if str(exc) else type(exc).__name__
-            problems.append(
-                f"{table_id}: cannot list {watch.location} ({type(exc).__name__}: {first_line}); check the path, "
-                "the credentials and that the storage is reachable"
-            )
-            continue
-        plan = plan_table(tables.get(table_id), current, now, settle_seconds)
-        tables[table_id] = plan.cursor
-        if plan.changed:
-            changes[table_id], removed[table_id] = plan.ready, plan.removed
-        if plan.waiting:
-            waiting[table_id] = plan.waiting
-    new_cursor = json.dumps({"version": 1, "tables": tables}, sort_keys=True)
-    waits = "; ".join(
-        f"{table_id}: {len(files)} file(s) waiting ({sorted(set(files.values()))[0]})"
-        for table_id, files in sorted(waiting.items())
-    )
-    if not changes:
-        return None, new_cursor, problems, waits
-    assets = sorted({key for table_id in changes for key in watched[table_id].assets}, key=lambda k: k.path)
-    request = dg.RunRequest(
-        run_key=run_key(changes, removed),
-        asset_selection=assets,
-        tags={
-            MODE_TAG: "incremental",
-            TRIGGER_TAG: NEW_FILES_SENSOR,
-            "ci_pipeline/changed_tables": ",".join(sorted(changes)),
-            "ci_pipeline/changed_files": str(sum(len(f) + len(removed[t]) for t, f in changes.items())),
-        },
-    )
-    return request, new_cursor, problems, waits
 
 
 def build_new_file_sensor(config: ProjectConfig, graph, job) -> dg.SensorDefinition | None:
@@ -282,53 +200,22 @@ def build_new_file_sensor(config: ProjectConfig, graph, job) -> dg.SensorDefinit
         ),
     )
     def new_files(context: dg.SensorEvaluationContext, lake: LakeResource):
-        request, cursor, problems, waits = evaluate_new_files(
-            context.cursor, lake, watched, settings.settle_seconds, datetime.now(UTC)
-        )
-        for problem in problems:
+        tick = evaluate_new_files(context.cursor, lake.get_lake, watched, settings.settle_seconds, datetime.now(UTC))
+        for problem in tick.problems:
             context.log.warning(problem)
-        if request is not None:
-            return dg.SensorResult(run_requests=[request], cursor=cursor)
+        if tick.run_key is not None:
+            request = dg.RunRequest(
+                run_key=tick.run_key, asset_selection=[dg.AssetKey(list(p)) for p in tick.assets], tags=tick.tags
+            )
+            return dg.SensorResult(run_requests=[request], cursor=tick.cursor)
         if not context.cursor:
             reason = "recorded the files present now as the baseline; new or changed files from now on start a run"
         else:
             reason = "no new or changed files"
-        reason = "; ".join(part for part in (reason, waits, *problems) if part)
-        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
+        reason = "; ".join(part for part in (reason, tick.waits, *tick.problems) if part)
+        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=tick.cursor)
 
     return new_files
-
-
-def _user_error_names() -> set[str]:
-    names, todo = set(), [UserError]
-    while todo:
-        cls = todo.pop()
-        names.add(cls.__name__)
-        todo.extend(cls.__subclasses__())
-    return names
-
-
-def failure_reason(error) -> tuple[str, bool]:
-    """What a user needs to read from a failure's error info, redacted, and whether it is a user error.
-
-    Dagster wraps the asset's exception (``DagsterExecutionStepExecutionError``); a :class:`UserError` anywhere in
-    the chain is the cause and its message is the fix (without its class name). Anything else is a bug: the first
-    exception that is not Dagster's own, with its type, on one line.
-    """
-    chain = []
-    while error is not None:
-        chain.append(error)
-        error = error.cause
-    if not chain:
-        return "no error message", False
-    user = _user_error_names()
-    for item in chain:
-        if item.cls_name in user:
-            text = re.sub(rf"^[\w.]*{re.escape(item.cls_name)}: ", "", (item.message or "").strip())
-            return redact(text or item.cls_name), True
-    own = next((item for item in chain if not (item.cls_name or "").startswith("Dagster")), chain[0])
-    first = ((own.message or "").strip().splitlines() or [own.cls_name or "error"])[0]
-    return redact(first), False
 
 
 def step_assets(graph) -> dict[str, list[str]]:
@@ -383,64 +270,9 @@ def console_logger(assets: dict[str, list[str]]) -> dg.LoggerDefinition:
     return console
 
 
-def failure_notice(config: ProjectConfig, run: dg.DagsterRun, step_failures: list) -> dict:
-    """The notification for a failed run: who, what, where it broke, and a link when the UI address is known.
-
-    Redacted as a whole: it leaves the process (webhook) and lands in logs.
-    """
-    steps = []
-    for event in step_failures:
-        error = event.event_specific_data.error if event.event_specific_data else None
-        message = failure_reason(error)[0].splitlines()[0][:500] if error else "no error message"
-        steps.append({"step": event.step_key, "error": message})
-    where = ", ".join(step["step"] for step in steps) or "before any step started"
-    text = f"{config.name}: run {run.run_id} of job {run.job_name} failed at {where}"
-    if steps:
-        text += f": {steps[0]['error']}"
-    notice = {
-        "text": text,
-        "project": config.name,
-        "run_id": run.run_id,
-        "job": run.job_name,
-        "status": "FAILURE",
-        "failed_steps": steps,
-        "tags": {k: v for k, v in run.tags.items() if k.startswith("ci_pipeline/")},
-    }
-    ui_url = config.orchestration.notifications.ui_url
-    if ui_url:
-        notice["url"] = f"{ui_url.rstrip('/')}/runs/{run.run_id}"
-    return redact_value(notice)
-
-
-def send_webhook(config: ProjectConfig, notice: dict) -> str | None:
-    """POST the notice to the configured webhook; return an error message instead of raising."""
-    settings = config.orchestration.notifications
-    if not settings.webhook_url:
-        return None
-    url, key = settings.webhook_url, "orchestration.notifications.webhook_url"
-    try:
-        if url.startswith(("env:", "file:")):
-            url = resolve_secret(url, key, config.base_dir)
-        else:
-            # Webhook URLs carry their token in the path or query even when written in the configuration.
-            register_secret(url)
-        response = httpx.post(url, json=notice, timeout=settings.timeout_seconds)
-        response.raise_for_status()
-    except UserError as exc:
-        return f"{key}: the notification was not delivered ({redact(exc)})"
-    except httpx.HTTPError as exc:
-        status = (
-            f"answered {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else type(exc).__name__
-        )
-        return (
-            f"{key}: the notification was not delivered to {urlsplit(url).hostname or 'the webhook'} ({status}: "
-            f"{redact(exc)}); check the URL and that the receiving service is up"
-        )
-    return None
-
-
 def build_failure_sensor(config: ProjectConfig) -> dg.SensorDefinition:
     """Writes a log line for every failed run of this project, and POSTs it to the webhook if one is set."""
+    settings = config.orchestration.notifications
 
     @dg.run_failure_sensor(
         name=FAILURE_SENSOR,
@@ -448,10 +280,30 @@ def build_failure_sensor(config: ProjectConfig) -> dg.SensorDefinition:
         description="Reports every failed run: a log line, and a JSON POST to the configured webhook.",
     )
     def failure_notification(context: dg.RunFailureSensorContext):
-        notice = failure_notice(config, context.dagster_run, context.get_step_failure_events())
+        run = context.dagster_run
+        failed = FailedRun(
+            project=config.name,
+            run_id=run.run_id,
+            job=run.job_name,
+            tags=run.tags,
+            steps=[
+                (event.step_key, event.event_specific_data.error if event.event_specific_data else None)
+                for event in context.get_step_failure_events()
+            ],
+        )
+        notice = failure_notice(failed, settings.ui_url)
         log.error("run failed: %s", notice["text"])
         context.log.error(notice["text"])
-        problem = send_webhook(config, notice)
+        problem = None
+        if settings.webhook_url:
+            key = "orchestration.notifications.webhook_url"
+            problem = send_webhook(
+                settings.webhook_url,
+                notice,
+                settings.timeout_seconds,
+                lambda ref: resolve_secret(ref, key, config.base_dir),
+                key,
+            )
         if problem:
             log.error(problem)
             context.log.error(problem)
@@ -461,7 +313,7 @@ def build_failure_sensor(config: ProjectConfig) -> dg.SensorDefinition:
 
 def with_freshness(config: ProjectConfig, stages: dg.Definitions, graph) -> dg.Definitions:
     """Attach a freshness policy to the published tables (group ``publish``): overdue after ``max_age_hours``."""
-    published = sorted(dg.AssetSelection.groups("publish").resolve(graph), key=lambda k: k.path)
+    published = sorted(PUBLISH.selection.resolve(graph), key=lambda k: k.path)
     if not published:
         return stages
     settings = config.orchestration.freshness
@@ -503,20 +355,23 @@ def executor_for(config: ProjectConfig) -> dg.ExecutorDefinition:
     return k8s_job_executor.configured(k8s_config, name="k8s_steps")
 
 
-def build(config: ProjectConfig, stages: dg.Definitions | None = None) -> dg.Definitions:
+def build(
+    config: ProjectConfig, stages: dg.Definitions | None = None, registered: tuple[Stage, ...] = STAGES
+) -> dg.Definitions:
     """Jobs, schedules, sensors, freshness and the default executor over the assets of ``stages``.
 
     Args:
         config: the project configuration.
         stages: the merged definitions of every other stage; the result contains them (with freshness policies on
             the published tables) plus the orchestration definitions.
+        registered: the registered stages, whose declared jobs are added.
     """
     # Every process that runs the pipeline builds its definitions here (CLI, webserver, daemon, run and step
     # workers), so each redacts the log records it creates, Dagster's console output included.
     install_log_redaction()
     stages = stages if stages is not None else dg.Definitions()
     graph = stages.resolve_asset_graph()
-    jobs = {spec.name: _job(spec) for spec in job_specs(config, graph)}
+    jobs = {spec.name: _job(spec) for spec in job_specs(config, graph, registered)}
     schedules = build_schedules(config, graph, jobs)
     sensors = [build_failure_sensor(config)]
     if "incremental_refresh" in jobs:

@@ -5,49 +5,22 @@ stage produces (Enrichment, Prediction, ...) are still published, empty, so the 
 """
 
 import time
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 
 import dagster as dg
-import pandas as pd
 
 from ci_pipeline import outputs
 from ci_pipeline.config import ProjectConfig
-from ci_pipeline.config.publish import OUTPUT_TABLE_NAMES, ExportConfig
-from ci_pipeline.dataverse import logical_table, open_sink
-from ci_pipeline.dataverse.capacity import capacity_report
-from ci_pipeline.dataverse.prepare import prepare
-from ci_pipeline.defs.resources import EXTERNAL_RETRY, LakeResource, fail_fast
+from ci_pipeline.config.publish import ExportConfig
+from ci_pipeline.dataverse import capacity_report, logical_table, prepare
+from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
+from ci_pipeline.defs.resources import EXTERNAL_RETRY, LakeResource, SinkResource, fail_fast
 from ci_pipeline.export import write_export
 from ci_pipeline.redact import redact
 
-#: Output table -> the upstream asset that produces it, and what one row is.
-UPSTREAM = {
-    "CustomerProfile": (["unify", "customer_profile"], "unified customer"),
-    "AlternateKey": (["unify", "alternate_key"], "source record that took part in unification"),
-    "UnifiedActivity": (["activities", "unified_activity"], "customer activity"),
-    "CustomerMeasure": (["measures", "customer_measure"], "customer with customer attribute measures"),
-    "Enrichment": (None, "customer enrichment from one provider"),
-    "Prediction": (None, "customer prediction of one model"),
-    "SegmentMembership": (["segments", "segment_membership"], "customer with their segment memberships"),
-}
-CAPACITY_KEY = dg.AssetKey(["publish", "sink_capacity"])
-
-
-def available_tables(config: ProjectConfig) -> dict[str, dg.AssetKey]:
-    """Output tables that a stage of this configuration produces, with the key of the producing asset.
-
-    CustomerProfile and AlternateKey come with ``unify``; UnifiedActivity with ``activities.tables``;
-    CustomerMeasure with customer attribute measures (``measures.attributes``); SegmentMembership with
-    ``segments.definitions``.
-    """
-    present = {
-        "CustomerProfile": config.unify is not None,
-        "AlternateKey": config.unify is not None,
-        "UnifiedActivity": bool(config.activities.tables),
-        "CustomerMeasure": bool(config.measures.attributes),
-        "SegmentMembership": bool(config.segments.definitions),
-    }
-    return {table: dg.AssetKey(UPSTREAM[table][0]) for table, ok in present.items() if ok}
+GROUP = "publish"
+CAPACITY_KEY = asset_key(GROUP, "sink_capacity")
 
 
 def _snake(table: str) -> str:
@@ -56,12 +29,12 @@ def _snake(table: str) -> str:
 
 def sink_asset_key(table: str) -> dg.AssetKey:
     """``CustomerProfile`` -> ``publish/sink_customer_profile``."""
-    return dg.AssetKey(["publish", f"sink_{_snake(table)}"])
+    return asset_key(GROUP, f"sink_{_snake(table)}")
 
 
 def export_asset_key(name: str) -> dg.AssetKey:
     """The asset of one configured export: ``publish/export_<name>``."""
-    return dg.AssetKey(["publish", f"export_{name}"])
+    return asset_key(GROUP, f"export_{name}")
 
 
 def export_asset_keys(config: ProjectConfig) -> list[dg.AssetKey]:
@@ -83,7 +56,7 @@ def run_timestamp(context: dg.AssetExecutionContext) -> datetime:
 def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None) -> dg.AssetsDefinition:
     publish = config.publish
     kind = publish.sink.kind
-    row = UPSTREAM[table][1]
+    row = outputs.contract(table).row
     ins = {"upstream": dg.AssetIn(upstream)} if upstream is not None else {}
 
     @dg.asset(
@@ -104,11 +77,11 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
         ],
     )
     @fail_fast
-    def _publish(context: dg.AssetExecutionContext, lake: LakeResource, **upstream_frames) -> dg.MaterializeResult:
-        frame: pd.DataFrame | None = upstream_frames.get("upstream")
-        prepared = prepare(table, frame, publish.prefix, config.name, _entity_sets(config))
-        sink = open_sink(publish, config.base_dir, lake.get_lake(), run_id=context.run_id)
-        with sink:
+    def _publish(
+        context: dg.AssetExecutionContext, lake: LakeResource, sink: SinkResource, **upstream_frames
+    ) -> dg.MaterializeResult:
+        prepared = prepare(table, upstream_frames.get("upstream"), publish.prefix, _entity_sets(config))
+        with sink.open(lake.get_lake(), context.run_id) as sink:
             result = sink.publish(prepared)
         context.log.info(
             f"{table}: {result.rows} rows, {result.upserted} upserted, {result.deleted} deleted, "
@@ -142,10 +115,10 @@ def _capacity_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         group_name="publish",
         kinds={"sqlite" if publish.sink.kind == "sqlite" else "dataverse"},
         description="One row per published table: Dataverse storage entitlement next to the rows and bytes published.",
-        deps=[sink_asset_key(t) for t in OUTPUT_TABLE_NAMES],
+        deps=[sink_asset_key(t) for t in outputs.OUTPUT_TABLES],
     )
-    def _capacity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        with open_sink(publish, config.base_dir, lake.get_lake(), run_id=context.run_id) as sink:
+    def _capacity(context: dg.AssetExecutionContext, lake: LakeResource, sink: SinkResource) -> dg.MaterializeResult:
+        with sink.open(lake.get_lake(), context.run_id) as sink:
             report = capacity_report(sink.usage(), logical_table("CustomerProfile", publish.prefix))
         tables = report.pop("tables")
         metadata = {k: v for k, v in report.items() if v is not None}
@@ -158,16 +131,15 @@ def _capacity_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     return _capacity
 
 
-def export_tables(config: ProjectConfig, export: ExportConfig) -> dict[str, dg.AssetKey | None]:
-    """The tables one export writes: the listed ones (empty where no stage produces them), else every available
+def export_tables(export: ExportConfig, produced: Produced) -> dict[str, dg.AssetKey | None]:
+    """The tables one export writes: the listed ones (empty where no stage produces them), else every produced
     one."""
-    available = available_tables(config)
-    names = export.tables or [t for t in OUTPUT_TABLE_NAMES if t in available]
-    return {table: available.get(table) for table in names}
+    names = export.tables or [t for t in outputs.OUTPUT_TABLES if t in produced]
+    return {table: produced.get(table) for table in names}
 
 
-def _export_asset(config: ProjectConfig, export: ExportConfig) -> dg.AssetsDefinition:
-    tables = export_tables(config, export)
+def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produced) -> dg.AssetsDefinition:
+    tables = export_tables(export, produced)
     ins = {_snake(table): dg.AssetIn(key) for table, key in tables.items() if key is not None}
 
     @dg.asset(
@@ -176,7 +148,7 @@ def _export_asset(config: ProjectConfig, export: ExportConfig) -> dg.AssetsDefin
         kinds={export.format},
         description=f"One CDM folder snapshot per run of the output tables ({', '.join(tables)}) in the lake.",
         ins=ins,
-        tags={"ci_pipeline/refresh": export.refresh},
+        tags={REFRESH_TAG: export.refresh},
         retry_policy=EXTERNAL_RETRY if config.lake.url.startswith(("abfs://", "abfss://", "az://")) else None,
     )
     @fail_fast
@@ -185,12 +157,8 @@ def _export_asset(config: ProjectConfig, export: ExportConfig) -> dg.AssetsDefin
         shaped = {}
         for table in tables:
             frame = frames.get(_snake(table))
-            if frame is None:
-                shaped[table] = outputs.empty_table(table)
-            elif table == "SegmentMembership":
-                shaped[table] = outputs.shape_segment_membership(frame, provider=config.name)
-            else:
-                shaped[table] = outputs.SHAPERS[table](frame)
+            # The stage built the table; the export only checks it against the contract and orders it.
+            shaped[table] = outputs.empty_table(table) if frame is None else outputs.finish(table, frame)
         result = write_export(
             lake.get_lake(),
             export.name,
@@ -210,12 +178,41 @@ def _export_asset(config: ProjectConfig, export: ExportConfig) -> dg.AssetsDefin
     return _export
 
 
-def build(config: ProjectConfig) -> dg.Definitions:
-    """The publish assets for a configuration: sink tables and capacity (unless ``sink.kind: none``), exports."""
-    available = available_tables(config)
+def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
+    """The publish assets for a configuration: sink tables and capacity (unless ``sink.kind: none``), exports.
+
+    Args:
+        config: the project configuration.
+        produced: output table -> producing asset, from the stages before (:func:`registry.produced_tables`);
+            tables no stage produces are published empty.
+    """
+    produced = produced or {}
     assets: list[dg.AssetsDefinition] = []
     if config.publish.sink.kind != "none":
-        assets.extend(_sink_asset(config, table, available.get(table)) for table in OUTPUT_TABLE_NAMES)
+        assets.extend(_sink_asset(config, table, produced.get(table)) for table in outputs.OUTPUT_TABLES)
         assets.append(_capacity_asset(config))
-    assets.extend(_export_asset(config, export) for export in config.publish.exports)
+    assets.extend(_export_asset(config, export, produced) for export in config.publish.exports)
     return dg.Definitions(assets=assets)
+
+
+def jobs(config: ProjectConfig, keys: AbstractSet[dg.AssetKey]) -> list[JobSpec]:
+    """Publishing only: the sink tables and the exports that follow every refresh."""
+    return [
+        JobSpec(
+            "publish_only",
+            dg.AssetSelection.groups(GROUP) & REFRESHED,
+            "Publish the last computed tables to the sink and the lake.",
+            "partial",
+        )
+    ]
+
+
+STAGE = Stage(
+    name=GROUP,
+    section="publish",
+    front_door=prepare,
+    build=build,
+    summary="the seven Dataverse-shaped tables in the sink; CDM folders in the lake",
+    assets={"sink_capacity": CAPACITY_KEY},
+    jobs=jobs,
+)

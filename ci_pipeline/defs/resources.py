@@ -1,5 +1,10 @@
-"""Resources shared by every stage: the data lake and the IO manager that stores asset outputs in it."""
+"""Resources shared by every stage: the data lake, the IO manager that stores asset outputs in it, and the sink.
 
+The configuration chooses each implementation in one place: :meth:`LakeResource.from_config` and
+:func:`sink_resource`.
+"""
+
+import abc
 import functools
 from pathlib import Path
 
@@ -8,6 +13,8 @@ import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.lake import LakeConfig
+from ci_pipeline.config.publish import DataverseConfig
+from ci_pipeline.dataverse import Sink, open_dataverse_sink, open_sqlite_sink, sqlite_path
 from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake
 from ci_pipeline.redact import redact
@@ -96,6 +103,68 @@ class LakeParquetIOManager(dg.ConfigurableIOManager):
         return self.lake.get_lake().read_parquet(asset_path(context.asset_key))
 
 
+class SinkResource(dg.ConfigurableResource):
+    """Where the output tables are published (``publish.sink``): an embedded SQLite file or the Dataverse Web API.
+
+    Publish assets ask for ``sink: SinkResource`` and call :meth:`open`; which implementation they get is chosen
+    once, by :func:`sink_resource`.
+    """
+
+    @property
+    @abc.abstractmethod
+    def kind(self) -> str:
+        """``sqlite`` or ``dataverse`` (the asset kind the UI shows)."""
+
+    @abc.abstractmethod
+    def open(self, lake: Lake, run_id: str) -> Sink:
+        """A connected sink for one step; close it (``with``) when done. ``lake`` keeps dead-lettered rows."""
+
+
+class SqliteSinkResource(SinkResource):
+    """The embedded sink: one SQLite database file (the local implementation, real, no service needed)."""
+
+    path: str
+
+    @property
+    def kind(self) -> str:
+        return "sqlite"
+
+    def open(self, lake: Lake, run_id: str) -> Sink:
+        return open_sqlite_sink(Path(self.path))
+
+
+class DataverseSinkResource(SinkResource):
+    """A Dataverse environment through its Web API. Secret references in the settings are resolved at the first
+    request, so `dagster dev` starts even where a production secret is absent."""
+
+    #: The ``publish.sink.dataverse`` block as JSON (secret references stay references).
+    settings_json: str
+    base_dir: str
+
+    @property
+    def kind(self) -> str:
+        return "dataverse"
+
+    def open(self, lake: Lake, run_id: str) -> Sink:
+        settings = DataverseConfig.model_validate_json(self.settings_json)
+        return open_dataverse_sink(settings, Path(self.base_dir), lake, run_id)
+
+
+def sink_resource(config: ProjectConfig) -> SinkResource | None:
+    """The sink implementation ``publish.sink.kind`` names, or None for ``kind: none``."""
+    sink = config.publish.sink
+    if sink.kind == "sqlite":
+        return SqliteSinkResource(path=str(sqlite_path(sink.path, config.base_dir)))
+    if sink.kind == "dataverse":
+        return DataverseSinkResource(settings_json=sink.dataverse.model_dump_json(), base_dir=str(config.base_dir))
+    return None
+
+
 def shared_resources(config: ProjectConfig) -> dict:
+    """The resources every stage may ask for: ``lake``, ``io_manager`` and, unless ``sink.kind: none``, ``sink``."""
     lake = LakeResource.from_config(config)
-    return {"lake": lake, "io_manager": LakeParquetIOManager(lake=lake)}
+    resources = {"lake": lake, "io_manager": LakeParquetIOManager(lake=lake)}
+    sink = sink_resource(config)
+    if sink is not None:
+        resources["sink"] = sink
+    return resources

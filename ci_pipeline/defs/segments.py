@@ -6,17 +6,17 @@ import dagster as dg
 import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.defs import activities, measures, unify
+from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import asset_path
-from ci_pipeline.measures.conditions import run_date
+from ci_pipeline.measures import run_date
 from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS
-from ci_pipeline.segments.run import SegmentInputs, evaluate_segments
+from ci_pipeline.segments import SegmentInputs, SegmentRun, evaluate_segments
 
-MEMBERSHIP = dg.AssetKey(["segments", "segment_membership"])
-HISTORY = dg.AssetKey(["segments", "segment_member_history"])
-STATIC = dg.AssetKey(["segments", "static_segment_state"])
-PROFILE = dg.AssetKey(["unify", "customer_profile"])
-VALUES = dg.AssetKey(["measures", "customer_measure_values"])
-FACTS = dg.AssetKey(["activities", "activity_facts"])
+GROUP = "segments"
+MEMBERSHIP = asset_key(GROUP, "segment_membership")
+HISTORY = asset_key(GROUP, "segment_member_history")
+STATIC = asset_key(GROUP, "static_segment_state")
 
 
 class SegmentRunConfig(dg.Config):
@@ -25,22 +25,22 @@ class SegmentRunConfig(dg.Config):
     refresh_static: list[str] = []
 
 
-def build(config: ProjectConfig) -> dg.Definitions:
+def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
     """The segments assets and checks; none when no segments are configured."""
     section = config.segments
     if not section.definitions:
         return dg.Definitions()
-    ins = {"customer_profile": dg.AssetIn(key=PROFILE)}
+    ins = {"customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile"))}
     if config.measures.attributes:
-        ins["customer_measure_values"] = dg.AssetIn(key=VALUES)
+        ins["customer_measure_values"] = dg.AssetIn(key=measures.STAGE.key("customer_measure_values"))
     if config.activities.tables:
-        ins["activity_facts"] = dg.AssetIn(key=FACTS)
+        ins["activity_facts"] = dg.AssetIn(key=activities.STAGE.key("activity_facts"))
     provider = section.provider or config.name
     measures_section = config.measures
 
     @dg.multi_asset(
         name="evaluate_segments",
-        group_name="segments",
+        group_name=GROUP,
         ins=ins,
         required_resource_keys={"lake"},
         outs={
@@ -106,26 +106,42 @@ def build(config: ProjectConfig) -> dg.Definitions:
         )
         yield dg.Output(result.history, output_name="segment_member_history")
         yield dg.Output(result.static, output_name="static_segment_state")
-        yield dg.AssetCheckResult(
-            check_name="matches_output_contract",
-            asset_key=MEMBERSHIP,
-            passed=list(result.membership.columns) == SEGMENT_MEMBERSHIP_COLUMNS,
-        )
-        known = set(customer_profile["CustomerId"].astype(str))
-        strangers = int((~result.membership["CustomerId"].isin(known)).sum())
-        yield dg.AssetCheckResult(
-            check_name="members_are_profile_customers",
-            asset_key=MEMBERSHIP,
-            passed=strangers == 0,
-            metadata={"unknown_customers": strangers},
-        )
-        empty = sorted(name for name, n in counts.items() if n == 0)
-        yield dg.AssetCheckResult(
-            check_name="no_empty_segments",
-            asset_key=MEMBERSHIP,
-            passed=not empty,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"empty_segments": dg.MetadataValue.json(empty)},
-        )
+        yield from _check_results(result, counts, customer_profile)
 
     return dg.Definitions(assets=[segments])
+
+
+def _check_results(result: SegmentRun, counts: dict[str, int], customer_profile: pd.DataFrame):
+    yield dg.AssetCheckResult(
+        check_name="matches_output_contract",
+        asset_key=MEMBERSHIP,
+        passed=list(result.membership.columns) == SEGMENT_MEMBERSHIP_COLUMNS,
+    )
+    known = set(customer_profile["CustomerId"].astype(str))
+    strangers = int((~result.membership["CustomerId"].isin(known)).sum())
+    yield dg.AssetCheckResult(
+        check_name="members_are_profile_customers",
+        asset_key=MEMBERSHIP,
+        passed=strangers == 0,
+        metadata={"unknown_customers": strangers},
+    )
+    empty = sorted(name for name, n in counts.items() if n == 0)
+    yield dg.AssetCheckResult(
+        check_name="no_empty_segments",
+        asset_key=MEMBERSHIP,
+        passed=not empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"empty_segments": dg.MetadataValue.json(empty)},
+    )
+
+
+STAGE = Stage(
+    name=GROUP,
+    section="segments",
+    front_door=evaluate_segments,
+    build=build,
+    summary="SegmentMembership and the member-count history",
+    assets={"segment_membership": MEMBERSHIP, "segment_member_history": HISTORY, "static_segment_state": STATIC},
+    produces={"SegmentMembership": MEMBERSHIP},
+    active=lambda config: bool(config.segments.definitions),
+)

@@ -5,23 +5,28 @@ is issued or changed), ``unify`` (the whole group, identity map included) and ``
 """
 
 import json
+from collections.abc import Set as AbstractSet
 
 import dagster as dg
 import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.defs import ingest
+from ci_pipeline.defs.registry import REFRESHED, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.errors import StorageError
-from ci_pipeline.unify import unify
+from ci_pipeline.unify import UnifyResult, unify
 from ci_pipeline.unify.attach import OUTCOMES
-from ci_pipeline.unify.engine import UnifyResult
 
 GROUP = "unify"
 KINDS = {"pandas"}
+#: The unify tables every configuration has (one dedup table per customer table comes on top).
+TABLES = ("customer_profile", "alternate_key", "match_pairs", "id_change", "identity_map", "unify_stats")
 
 
 def key(name: str) -> dg.AssetKey:
-    return dg.AssetKey([GROUP, name])
+    """The key of a unify asset: ``unify/<name>``."""
+    return asset_key(GROUP, name)
 
 
 def dedup_name(source: str, table: str) -> str:
@@ -43,7 +48,30 @@ def selections(config: ProjectConfig) -> dict[str, dg.AssetSelection]:
     }
 
 
-def build(config: ProjectConfig) -> dg.Definitions:
+def jobs(config: ProjectConfig, keys: AbstractSet[dg.AssetKey]) -> list[JobSpec]:
+    """The unify run modes: matching only, unification only, and unification with every stage after it."""
+    group = dg.AssetSelection.groups(GROUP)
+    found = []
+    if key("match_pairs") in keys:
+        found.append(
+            JobSpec(
+                "match_only",
+                dg.AssetSelection.assets(key("match_pairs")).upstream() & group,
+                "Re-run matching on the last ingested data: the unify steps up to the match pairs.",
+                "partial",
+            )
+        )
+    return [
+        *found,
+        # Not plain "unify": job names share a namespace with the stages' op names.
+        JobSpec("unify_only", group, "Unification only, on the last ingested data.", "partial"),
+        JobSpec(
+            "unify_and_downstream", group.downstream() & REFRESHED, "Unification and every stage after it.", "partial"
+        ),
+    ]
+
+
+def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
     """The unify assets and checks for a configuration (nothing when ``unify`` is not configured)."""
     if config.unify is None:
         return dg.Definitions()
@@ -53,7 +81,7 @@ def build(config: ProjectConfig) -> dg.Definitions:
 def _unify_asset(config: ProjectConfig):
     ucfg = config.unify
     tables = [(t.source, t.table) for t in ucfg.tables]
-    ins = {f"{s}__{t}": dg.AssetIn(key=dg.AssetKey([s, t])) for s, t in tables}
+    ins = {f"{s}__{t}": dg.AssetIn(key=ingest.table_key(s, t)) for s, t in tables}
     described = {
         "customer_profile": "One row per unified customer: CustomerId, unified attributes, one key column per table.",
         "alternate_key": "One row per source record that took part in unification, with its customer and KeyRing.",
@@ -217,3 +245,16 @@ def _stats_metadata(result: UnifyResult) -> dict:
         "uncomparable_records": dg.MetadataValue.json(s["uncomparable_records"]),
         "unreadable_dates": dg.MetadataValue.json(s["unreadable_dates"]),
     }
+
+
+STAGE = Stage(
+    name=GROUP,
+    section="unify",
+    front_door=unify,
+    build=build,
+    summary="CustomerProfile, AlternateKey, match pairs with per-condition scores, id changes, identity map",
+    assets={name: key(name) for name in TABLES},
+    produces={"CustomerProfile": key("customer_profile"), "AlternateKey": key("alternate_key")},
+    active=lambda config: config.unify is not None,
+    jobs=jobs,
+)

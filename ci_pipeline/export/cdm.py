@@ -206,71 +206,85 @@ def write_export(
         entities.append((table, attributes, files))
     modified = timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if fmt == "csv":
-        model = {
-            "name": name,
-            "description": f"Output tables exported by ci_pipeline ({name})",
-            "version": "1.0",
-            "modifiedTime": modified,
-            "entities": [
-                {
-                    "$type": "LocalEntity",
-                    "name": table,
-                    "description": "",
-                    "attributes": attributes,
-                    "partitions": [
-                        {
-                            "name": posixpath.basename(f).rsplit(".", 1)[0],
-                            "refreshTime": modified,
-                            "location": public_url(lake, posixpath.join(root, f)),
-                            "fileFormatSettings": CSV_SETTINGS,
-                        }
-                        for f in files
-                    ],
-                }
-                for table, attributes, files in entities
-            ],
-        }
-        result.metadata_file = lake.write_bytes(posixpath.join(root, MODEL_JSON), _json(model))
+        result.metadata_file = _write_model_json(lake, root, name, modified, entities)
     else:
-        for table, attributes, _files in entities:
-            definition = {
-                "jsonSchemaSemanticVersion": "1.1.0",
-                "imports": [{"corpusPath": "cdm:/foundations.cdm.json"}],
-                "definitions": [
-                    {
-                        "entityName": table,
-                        "hasAttributes": [
-                            {"name": a["name"], "purpose": "hasA", "dataType": a["dataType"]} for a in attributes
-                        ],
-                    }
-                ],
-            }
-            lake.write_bytes(posixpath.join(root, f"{table}.cdm.json"), _json(definition))
-        manifest = {
-            "jsonSchemaSemanticVersion": "1.1.0",
-            "imports": [{"corpusPath": "cdm:/foundations.cdm.json"}],
-            "manifestName": "default",
-            "lastFileModifiedTime": modified,
-            "entities": [
-                {
-                    "type": "LocalEntity",
-                    "entityName": table,
-                    "entityPath": f"{table}.cdm.json/{table}",
-                    "dataPartitions": [
-                        {
-                            "name": posixpath.basename(f).rsplit(".", 1)[0],
-                            "location": f,
-                            "exhibitsTraits": [{"traitReference": "is.partition.format.parquet"}],
-                        }
-                        for f in files
-                    ],
-                }
-                for table, _attributes, files in entities
-            ],
-        }
-        result.metadata_file = lake.write_bytes(posixpath.join(root, MANIFEST), _json(manifest))
+        result.metadata_file = _write_manifest(lake, root, modified, entities)
     result.removed_snapshots = _clean_up(lake, root, written, retention)
     return result
+
+
+#: One exported table: its name, its CDM attributes and its data files (relative to the export root).
+Entity = tuple[str, list[dict], list[str]]
+
+
+def _write_model_json(lake: Lake, root: str, name: str, modified: str, entities: list[Entity]) -> str:
+    """model.json of a CSV export: the entities with their absolute partition URLs and CSV settings."""
+    model = {
+        "name": name,
+        "description": f"Output tables exported by ci_pipeline ({name})",
+        "version": "1.0",
+        "modifiedTime": modified,
+        "entities": [
+            {
+                "$type": "LocalEntity",
+                "name": table,
+                "description": "",
+                "attributes": attributes,
+                "partitions": [
+                    {
+                        "name": posixpath.basename(f).rsplit(".", 1)[0],
+                        "refreshTime": modified,
+                        "location": public_url(lake, posixpath.join(root, f)),
+                        "fileFormatSettings": CSV_SETTINGS,
+                    }
+                    for f in files
+                ],
+            }
+            for table, attributes, files in entities
+        ],
+    }
+    return lake.write_bytes(posixpath.join(root, MODEL_JSON), _json(model))
+
+
+def _write_manifest(lake: Lake, root: str, modified: str, entities: list[Entity]) -> str:
+    """default.manifest.cdm.json of a Parquet export, with one ``<table>.cdm.json`` definition per entity."""
+    for table, attributes, _files in entities:
+        definition = {
+            "jsonSchemaSemanticVersion": "1.1.0",
+            "imports": [{"corpusPath": "cdm:/foundations.cdm.json"}],
+            "definitions": [
+                {
+                    "entityName": table,
+                    "hasAttributes": [
+                        {"name": a["name"], "purpose": "hasA", "dataType": a["dataType"]} for a in attributes
+                    ],
+                }
+            ],
+        }
+        lake.write_bytes(posixpath.join(root, f"{table}.cdm.json"), _json(definition))
+    manifest = {
+        "jsonSchemaSemanticVersion": "1.1.0",
+        "imports": [{"corpusPath": "cdm:/foundations.cdm.json"}],
+        "manifestName": "default",
+        "lastFileModifiedTime": modified,
+        "entities": [
+            {
+                "type": "LocalEntity",
+                "entityName": table,
+                "entityPath": f"{table}.cdm.json/{table}",
+                "dataPartitions": [
+                    {
+                        "name": posixpath.basename(f).rsplit(".", 1)[0],
+                        "location": f,
+                        "exhibitsTraits": [{"traitReference": "is.partition.format.parquet"}],
+                    }
+                    for f in files
+                ],
+            }
+            for table, _attributes, files in entities
+        ],
+    }
+    return lake.write_bytes(posixpath.join(root, MANIFEST), _json(manifest))
 
 
 def _json(obj) -> bytes:

@@ -14,7 +14,8 @@ import pandas as pd
 
 from ci_pipeline.config.sources import CsvOptions, TableConfig
 from ci_pipeline.errors import UserError
-from ci_pipeline.ingest.read import OP, ORDER, Batch, combine, read_csv_file, read_parquet_file
+from ci_pipeline.ingest import cdm
+from ci_pipeline.ingest.read import OP, ORDER, Batch, combine, read_csv_file, read_parquet_file, user_encoding
 from ci_pipeline.ingest.storage import SourceLocation
 
 
@@ -94,4 +95,21 @@ def _read(location: SourceLocation, layout: PartLayout, op: str, stamp: int) -> 
         batch = read_csv_file(location, layout.csv, layout.names)
     batch.frame[OP] = op
     batch.frame[ORDER] = stamp
+    return batch
+
+
+def read_cdm_incremental(location: SourceLocation, table: TableConfig, table_name: str, now=None) -> Batch:
+    """An entity of a CDM document whose rows are in the incremental layout in the entity's folder."""
+    entity = cdm.read_entity(location, table.entity or table_name, partitions=False)
+    first = entity.partitions[0] if entity.partitions else None
+    if first is not None and first.format == "parquet":
+        layout = PartLayout("parquet", table.csv, None)
+    else:
+        options = first.csv if first is not None else table.csv.model_copy(update={"header": False})
+        if user_encoding(table):
+            options = options.model_copy(update={"encoding": table.csv.encoding})
+        layout = PartLayout("csv", options, entity.columns)
+    folder = location.sibling(table.incremental.folder or entity.name)
+    batch = read_incremental(folder, table, now, layout)
+    batch.types, batch.formats = entity.types, entity.formats
     return batch

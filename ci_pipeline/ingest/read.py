@@ -185,7 +185,7 @@ def read_cdm(location: SourceLocation, table: TableConfig, table_name: str) -> B
         else:
             # A configured csv.encoding overrides what the CDM document says.
             options = part.csv
-            if _user_encoding(table):
+            if user_encoding(table):
                 options = options.model_copy(update={"encoding": table.csv.encoding})
             parts.append(read_csv_file(part.location, options, entity.columns))
     batch = combine(parts, entity.columns)
@@ -193,24 +193,6 @@ def read_cdm(location: SourceLocation, table: TableConfig, table_name: str) -> B
     return batch
 
 
-def read_cdm_incremental(location: SourceLocation, table: TableConfig, table_name: str, now=None) -> Batch:
-    """An entity of a CDM document whose rows are in the incremental layout in the entity's folder."""
-    from ci_pipeline.ingest.incremental import PartLayout, read_incremental
-
-    entity = cdm.read_entity(location, table.entity or table_name, partitions=False)
-    first = entity.partitions[0] if entity.partitions else None
-    if first is not None and first.format == "parquet":
-        layout = PartLayout("parquet", table.csv, None)
-    else:
-        options = first.csv if first is not None else table.csv.model_copy(update={"header": False})
-        if _user_encoding(table):
-            options = options.model_copy(update={"encoding": table.csv.encoding})
-        layout = PartLayout("csv", options, entity.columns)
-    folder = location.sibling(table.incremental.folder or entity.name)
-    batch = read_incremental(folder, table, now, layout)
-    batch.types, batch.formats = entity.types, entity.formats
-    return batch
-
-
-def _user_encoding(table: TableConfig) -> bool:
+def user_encoding(table: TableConfig) -> bool:
+    """Whether the configuration sets csv.encoding itself (it then overrides what a CDM document says)."""
     return "encoding" in table.csv.model_fields_set

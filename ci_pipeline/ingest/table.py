@@ -11,9 +11,9 @@ from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.sources import SourceConfig, TableConfig
 from ci_pipeline.ingest import state
 from ci_pipeline.ingest.delta import read_delta
-from ci_pipeline.ingest.incremental import read_incremental
+from ci_pipeline.ingest.incremental import read_cdm_incremental, read_incremental
 from ci_pipeline.ingest.quality import check_batch, drift, profile, schema_of
-from ci_pipeline.ingest.read import read_cdm, read_cdm_incremental, read_csv, read_parquet
+from ci_pipeline.ingest.read import read_cdm, read_csv, read_parquet
 from ci_pipeline.ingest.storage import SourceLocation
 from ci_pipeline.lake import Lake
 

@@ -13,7 +13,7 @@ from ci_pipeline.config.measures import COUNTING, MeasuresConfig, MeasureSpec, W
 from ci_pipeline.errors import UserError
 from ci_pipeline.measures.conditions import condition_mask, period_start
 from ci_pipeline.measures.expression import evaluate, parse
-from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS, CUSTOMER_MEASURE_PREFIX, guids, identifiers
+from ci_pipeline.outputs import with_ids
 
 _DAY = pd.Timedelta(days=1)
 
@@ -332,17 +332,11 @@ def _scalar_table(frame: pd.DataFrame, spec: MeasureSpec, end: pd.Timestamp) -> 
 def customer_measure_table(attributes: pd.DataFrame) -> pd.DataFrame:
     """CustomerMeasure: one row per customer, ``Measures`` = JSON of every attribute measure (sorted keys)."""
     names = {c: c for c in attributes.columns if c != "CustomerId"}
-    ids = attributes["CustomerId"].astype("string")
-    identifier = identifiers(CUSTOMER_MEASURE_PREFIX, ids)
-    out = pd.DataFrame(
-        {
-            "CustomerId": ids,
-            "Measures": json_objects(attributes, names),
-            "msdynci_identifier": identifier,
-            "msdynci_customermeasureid": guids(identifier),
-        }
+    content = pd.DataFrame(
+        {"CustomerId": attributes["CustomerId"].astype("string"), "Measures": json_objects(attributes, names)}
     )
-    return out.sort_values("CustomerId", kind="stable").reset_index(drop=True)[CUSTOMER_MEASURE_COLUMNS]
+    table = with_ids("CustomerMeasure", content)
+    return table.sort_values("CustomerId", kind="stable").reset_index(drop=True)
 
 
 def distribution(values: pd.Series, non_finite: int = 0) -> dict:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS, guids, identifiers
+from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS, with_ids
 
 HISTORY_COLUMNS = ["RunTime", "Segment", "Members", "Added", "Removed"]
 STATIC_COLUMNS = ["Segment", "CustomerId", "FrozenAt"]
@@ -19,7 +19,7 @@ def membership_table(
     """One row per customer in at least one segment; ``Segments`` is the sorted JSON list of segment names.
 
     The JSON text is built once per distinct combination of segments (usually far fewer than customers).
-    msdynci_identifier is ``CustomerId|SegmentProvider|SegmentMembershipType|Name`` where Name is ``list_name``.
+    The identifier and GUID come from the output contract (:func:`ci_pipeline.outputs.with_ids`).
     """
     names = sorted(masks)
     if not names or len(customers) == 0:
@@ -28,23 +28,23 @@ def membership_table(
     members = matrix.any(axis=1)
     packed = np.packbits(matrix[members], axis=1)
     inverse, patterns = pd.factorize(np.array([row.tobytes() for row in packed], dtype=object))
-    quoted = np.array([json.dumps(n) for n in names], dtype=object)
+    # The contract's JSON text: compact, non-ASCII kept (what json.dumps(sorted names, separators=(",", ":"),
+    # ensure_ascii=False) gives).
+    quoted = np.array([json.dumps(n, ensure_ascii=False) for n in names], dtype=object)
     bits = np.unpackbits(np.frombuffer(b"".join(patterns), dtype=np.uint8).reshape(len(patterns), -1), axis=1)
-    # Same text as json.dumps(sorted names): the names are sorted and quoted once.
-    texts = ["[" + ", ".join(quoted[np.flatnonzero(row)]) + "]" for row in bits[:, : len(names)]]
+    # The names are sorted and quoted once.
+    texts = ["[" + ",".join(quoted[np.flatnonzero(row)]) + "]" for row in bits[:, : len(names)]]
     ids = pd.Series(customers[members], dtype="string").reset_index(drop=True)
-    identifier = identifiers(ids, provider, membership_type, list_name)
-    out = pd.DataFrame(
+    content = pd.DataFrame(
         {
             "CustomerId": ids,
             "SegmentProvider": pd.Series(provider, index=ids.index, dtype="string"),
             "SegmentMembershipType": pd.Series(membership_type, index=ids.index, dtype="string"),
             "Segments": pd.Series(np.asarray(texts, dtype=object)[inverse.ravel()], dtype="string"),
-            "msdynci_identifier": identifier,
-            "msdynci_segmentmembershipid": guids(identifier),
         }
     )
-    return out.sort_values("CustomerId", kind="stable").reset_index(drop=True)[SEGMENT_MEMBERSHIP_COLUMNS]
+    table = with_ids("SegmentMembership", content, Name=list_name)
+    return table.sort_values("CustomerId", kind="stable").reset_index(drop=True)
 
 
 def members_by_segment(membership: pd.DataFrame | None) -> dict[str, pd.Index]:

@@ -8,10 +8,11 @@ from types import SimpleNamespace
 import dagster as dg
 import pandas as pd
 
+from ci_pipeline import outputs
 from ci_pipeline.config import load_config
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.dataverse.sqlite import SqliteSink
-from ci_pipeline.defs import publish
+from ci_pipeline.defs import available_tables, publish
 from ci_pipeline.defs.resources import shared_resources
 from ci_pipeline.export import query
 
@@ -43,7 +44,7 @@ def upstream_assets(customers: list[str]):
 
     @dg.asset(key=["unify", "alternate_key"])
     def alternate_key() -> pd.DataFrame:
-        return pd.DataFrame(
+        content = pd.DataFrame(
             {
                 "DataSourceName": "crm",
                 "EntityName": "contacts",
@@ -52,12 +53,13 @@ def upstream_assets(customers: list[str]):
                 "CustomerId": customers,
             }
         )
+        return outputs.build("AlternateKey", content)
 
     return [customer_profile, alternate_key]
 
 
 def run(config, customers):
-    defs = publish.build(config)
+    defs = publish.build(config, available_tables(config))
     assets = [*upstream_assets(customers), *defs.assets]
     result = dg.materialize(assets, resources=shared_resources(config))
     assert result.success
@@ -75,26 +77,26 @@ def test_available_tables_follow_the_configured_sections():
         measures=SimpleNamespace(attributes={}),
         segments=SimpleNamespace(definitions={}),
     )
-    assert publish.available_tables(bare) == {}
+    assert available_tables(bare) == {}
     full = SimpleNamespace(
         unify=object(),
         activities=SimpleNamespace(tables={"orders": 1}),
         measures=SimpleNamespace(attributes={"ltv": 1}),
         segments=SimpleNamespace(definitions={"vip": 1}),
     )
-    assert set(publish.available_tables(full)) == {
+    assert set(available_tables(full)) == {
         "CustomerProfile",
         "AlternateKey",
         "UnifiedActivity",
         "CustomerMeasure",
         "SegmentMembership",
     }
-    assert publish.available_tables(full)["UnifiedActivity"] == dg.AssetKey(["activities", "unified_activity"])
+    assert available_tables(full)["UnifiedActivity"] == dg.AssetKey(["activities", "unified_activity"])
 
 
 def test_publish_assets_fill_the_sink_export_and_report(tmp_path):
     config = load(tmp_path)
-    defs = publish.build(config)
+    defs = publish.build(config, available_tables(config))
     keys = {a.key for a in defs.assets}
     assert publish.sink_asset_key("CustomerProfile") in keys and publish.CAPACITY_KEY in keys
     assert publish.export_asset_keys(config) == [dg.AssetKey(["publish", "export_warehouse"])]

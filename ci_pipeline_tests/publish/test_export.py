@@ -19,10 +19,11 @@ T0 = datetime(2026, 6, 30, 12, 5, tzinfo=UTC)
 
 
 def tables() -> dict[str, pd.DataFrame]:
-    profile = outputs.shape_customer_profile(
-        pd.DataFrame({"CustomerId": ["C1", "C2", "C3"], "FullName": ['Ann "A", B', None, "Cy"]})
+    profile = outputs.build(
+        "CustomerProfile", pd.DataFrame({"CustomerId": ["C1", "C2", "C3"], "FullName": ['Ann "A", B', None, "Cy"]})
     )
-    activity = outputs.shape_unified_activity(
+    activity = outputs.build(
+        "UnifiedActivity",
         pd.DataFrame(
             {
                 "CustomerId": ["C1", "C2"],
@@ -33,7 +34,7 @@ def tables() -> dict[str, pd.DataFrame]:
                 "ActivityTimeStamp": ["2026-06-30T12:00:00Z", "2026-01-02T03:04:05Z"],
                 "SemanticData": [{"amount": 10.5}, {"amount": 3}],
             }
-        )
+        ),
     )
     return {"CustomerProfile": profile, "UnifiedActivity": activity, "Enrichment": outputs.empty_table("Enrichment")}
 

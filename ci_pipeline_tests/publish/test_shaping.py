@@ -1,4 +1,4 @@
-"""Output shaping: exact spec columns, identifiers and uuid5 GUIDs computed here independently."""
+"""The output-table contract: exact spec columns, identifiers and uuid5 GUIDs computed here independently."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_alternate_key_rows_by_hand():
             "CustomerId": ["CU1", "CU1"],
         }
     )
-    out = outputs.shape_alternate_key(df)
+    out = outputs.build("AlternateKey", df)
     assert list(out.columns) == outputs.ALTERNATE_KEY_COLUMNS
     rows = {r.msdynci_identifier: r for r in out.itertuples()}
     assert set(rows) == {"crm|contacts|c-1", "loyalty|members|m-7"}
@@ -44,21 +44,23 @@ def test_alternate_key_rows_by_hand():
 
 
 def test_customer_measure_enrichment_prediction_by_hand():
-    measure = outputs.shape_customer_measure(pd.DataFrame({"CustomerId": ["A"], "Measures": [{"b": 2, "a": 1.5}]}))
+    measure = outputs.build("CustomerMeasure", pd.DataFrame({"CustomerId": ["A"], "Measures": [{"b": 2, "a": 1.5}]}))
     assert measure.iloc[0].to_dict() == {
         "CustomerId": "A",
         "Measures": '{"a":1.5,"b":2}',
         "msdynci_identifier": "Customer_Measure|A",
         "msdynci_customermeasureid": expected_guid("Customer_Measure|A"),
     }
-    enrichment = outputs.shape_enrichment(
-        pd.DataFrame({"CustomerId": ["A"], "EnrichmentProvider": ["P"], "EnrichmentType": ["T"], "Values": [{}]})
+    enrichment = outputs.build(
+        "Enrichment",
+        pd.DataFrame({"CustomerId": ["A"], "EnrichmentProvider": ["P"], "EnrichmentType": ["T"], "Values": [{}]}),
     )
     assert list(enrichment.columns) == outputs.ENRICHMENT_COLUMNS
     assert enrichment.iloc[0]["msdynci_identifier"] == "P|T|A"
     assert enrichment.iloc[0]["msdynci_enrichmentid"] == expected_guid("P|T|A")
-    prediction = outputs.shape_prediction(
-        pd.DataFrame({"CustomerId": ["A"], "ModelProvider": ["ci"], "Model": ["Churn"], "Values": ['{"s":1}']})
+    prediction = outputs.build(
+        "Prediction",
+        pd.DataFrame({"CustomerId": ["A"], "ModelProvider": ["ci"], "Model": ["Churn"], "Values": ['{"s":1}']}),
     )
     assert list(prediction.columns) == outputs.PREDICTION_COLUMNS
     assert prediction.iloc[0]["msdynci_identifier"] == "Churn|ci|A"
@@ -66,8 +68,10 @@ def test_customer_measure_enrichment_prediction_by_hand():
 
 
 def test_segment_membership_sorts_unique_names_and_documents_name():
-    out = outputs.shape_segment_membership(
-        pd.DataFrame({"CustomerId": ["A"], "Segments": [["vip", "churn_risk", "vip"]]}), provider="proj"
+    out = outputs.build(
+        "SegmentMembership",
+        pd.DataFrame({"CustomerId": ["A"], "Segments": [["vip", "churn_risk", "vip"]]}),
+        SegmentProvider="proj",
     )
     assert list(out.columns) == outputs.SEGMENT_MEMBERSHIP_COLUMNS
     row = out.iloc[0]
@@ -77,7 +81,8 @@ def test_segment_membership_sorts_unique_names_and_documents_name():
 
 
 def test_unified_activity_timestamp_range_index_and_guid():
-    out = outputs.shape_unified_activity(
+    out = outputs.build(
+        "UnifiedActivity",
         pd.DataFrame(
             {
                 "CustomerId": ["A"],
@@ -88,7 +93,7 @@ def test_unified_activity_timestamp_range_index_and_guid():
                 "ActivityTimeStamp": ["2026-06-30T12:00:00Z"],
                 "SemanticData": [{"amount": 10}],
             }
-        )
+        ),
     )
     assert list(out.columns) == outputs.UNIFIED_ACTIVITY_COLUMNS
     row = out.iloc[0]
@@ -101,7 +106,7 @@ def test_unified_activity_timestamp_range_index_and_guid():
 
 
 def test_customer_profile_key_and_logical_names():
-    shaped = outputs.shape_customer_profile(pd.DataFrame({"Email": ["a@x"], "CustomerId": ["C1"]}))
+    shaped = outputs.build("CustomerProfile", pd.DataFrame({"Email": ["a@x"], "CustomerId": ["C1"]}))
     assert list(shaped.columns) == ["CustomerId", "Email"]
     table = sink_table("CustomerProfile", shaped, prefix="contoso")
     assert table.primary_key == "contoso_customerprofileid"
@@ -116,14 +121,15 @@ def test_customer_profile_key_and_logical_names():
 
 def test_bad_input_names_table_and_columns():
     with pytest.raises(UserError, match="AlternateKey: the input has no column.*KeyRing"):
-        outputs.shape_alternate_key(pd.DataFrame({"DataSourceName": ["a"]}))
+        outputs.build("AlternateKey", pd.DataFrame({"DataSourceName": ["a"]}))
     with pytest.raises(UserError, match="AlternateKey: 1 row.s. have no AlternateValue .e.g. row 1"):
-        outputs.shape_alternate_key(keys_with_gap())
+        outputs.build("AlternateKey", keys_with_gap())
     with pytest.raises(UserError, match="CustomerProfile: 2 rows share a CustomerId"):
-        outputs.shape_customer_profile(pd.DataFrame({"CustomerId": ["A", "A"]}))
+        outputs.build("CustomerProfile", pd.DataFrame({"CustomerId": ["A", "A"]}))
     with pytest.raises(UserError, match="maps to the Dataverse column"):
         sink_table(
-            "CustomerProfile", outputs.shape_customer_profile(pd.DataFrame({"CustomerId": ["A"], "customerid": ["x"]}))
+            "CustomerProfile",
+            outputs.build("CustomerProfile", pd.DataFrame({"CustomerId": ["A"], "customerid": ["x"]})),
         )
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from azure.core.credentials import AccessToken
 
+from ci_pipeline import outputs
 from ci_pipeline.config.publish import DataverseConfig
 from ci_pipeline.dataverse.loopback import Fault, LoopbackDataverse
 from ci_pipeline.dataverse.prepare import prepare
@@ -50,7 +51,8 @@ def client_for(server, credential=None, **options) -> DataverseClient:
 
 
 def keys_frame(n: int, bad: set[int] = frozenset()) -> pd.DataFrame:
-    return pd.DataFrame(
+    """An AlternateKey table as unification builds it (identifiers and GUIDs from the output contract)."""
+    content = pd.DataFrame(
         {
             "DataSourceName": "crm",
             "EntityName": "contacts",
@@ -59,6 +61,7 @@ def keys_frame(n: int, bad: set[int] = frozenset()) -> pd.DataFrame:
             "CustomerId": [f"C{i // 2}" for i in range(n)],
         }
     )
+    return outputs.build("AlternateKey", content)
 
 
 def expected_rows(table) -> dict[str, dict]:
@@ -102,7 +105,7 @@ def test_only_changed_rows_and_rows_missing_in_dataverse_are_sent_again(server, 
     with WebApiSink(client_for(server), lake=lake) as sink:
         sink.publish(prepare("AlternateKey", keys_frame(30)))
     changed = keys_frame(30)
-    changed.loc[3, "CustomerId"] = "MOVED"
+    changed.loc[changed["AlternateValue"] == "k3", "CustomerId"] = "MOVED"
     table = prepare("AlternateKey", changed)
     gone = next(iter(server.rows(KEYS_SET)))
     del server.tables[KEYS_SET][gone]  # removed in Dataverse by someone else
@@ -164,7 +167,8 @@ def test_faults_are_retried_and_no_successful_request_is_sent_again(server):
 
 
 def test_bad_row_is_isolated_dead_lettered_and_the_rest_lands(server, tmp_path):
-    table = prepare("CustomerMeasure", pd.DataFrame({"CustomerId": [f"C{i}" for i in range(35)], "Measures": "{}"}))
+    measures = pd.DataFrame({"CustomerId": [f"C{i}" for i in range(35)], "Measures": "{}"})
+    table = prepare("CustomerMeasure", outputs.build("CustomerMeasure", measures))
     bad_key = table.frame["msdynci_customermeasureid"].iloc[17]
     table.frame.loc[17, "msdynci_measures"] = "REJECT-ME"
     lake = Lake.local(tmp_path)
@@ -255,7 +259,7 @@ def test_publish_assets_write_to_dataverse_through_the_configured_sink(server, t
     from ci_pipeline.config import load_config
     from ci_pipeline.config.unify import UnifyConfig
     from ci_pipeline.dataverse import webapi
-    from ci_pipeline.defs import publish
+    from ci_pipeline.defs import available_tables, publish
     from ci_pipeline.defs.resources import shared_resources
     from ci_pipeline_tests.publish.test_assets import upstream_assets
 
@@ -267,7 +271,8 @@ def test_publish_assets_write_to_dataverse_through_the_configured_sink(server, t
     config = load_config(tmp_path / "ci_pipeline.yaml").model_copy(update={"unify": UnifyConfig.model_construct()})
     monkeypatch.setattr(webapi, "credential_factory", lambda cfg, base: lambda: ServerCredential(server))
     result = dg.materialize(
-        [*upstream_assets(["C1", "C2", "C3"]), *publish.build(config).assets], resources=shared_resources(config)
+        [*upstream_assets(["C1", "C2", "C3"]), *publish.build(config, available_tables(config)).assets],
+        resources=shared_resources(config),
     )
     assert result.success
     assert len(server.rows("contoso_alternatekeys")) == 3 and len(server.rows("contoso_customerprofiles")) == 3
@@ -302,7 +307,7 @@ def test_rejected_rows_fail_the_warning_check_of_the_sink_asset(server, tmp_path
     from ci_pipeline.config import load_config
     from ci_pipeline.config.unify import UnifyConfig
     from ci_pipeline.dataverse import webapi
-    from ci_pipeline.defs import publish
+    from ci_pipeline.defs import available_tables, publish
     from ci_pipeline.defs.resources import shared_resources
     from ci_pipeline_tests.publish.test_assets import upstream_assets
 
@@ -312,7 +317,7 @@ def test_rejected_rows_fail_the_warning_check_of_the_sink_asset(server, tmp_path
     )
     config = load_config(tmp_path / "ci_pipeline.yaml").model_copy(update={"unify": UnifyConfig.model_construct()})
     monkeypatch.setattr(webapi, "credential_factory", lambda cfg, base: lambda: ServerCredential(server))
-    defs = publish.build(config)
+    defs = publish.build(config, available_tables(config))
     profile_asset = next(a for a in defs.assets if a.key == publish.sink_asset_key("CustomerProfile"))
     result = dg.materialize(
         [*upstream_assets(["C1", "REJECT-ME", "C3"]), profile_asset],
@@ -354,9 +359,9 @@ def test_an_unreachable_dataverse_fails_the_sink_step_at_once_without_step_retri
 
     from ci_pipeline.config import load_config
     from ci_pipeline.config.unify import UnifyConfig
-    from ci_pipeline.defs import publish
-    from ci_pipeline.defs.orchestration import failure_reason
+    from ci_pipeline.defs import available_tables, publish
     from ci_pipeline.defs.resources import shared_resources
+    from ci_pipeline.orchestration import failure_reason
     from ci_pipeline_tests.publish.test_assets import upstream_assets
 
     (tmp_path / "ci_pipeline.yaml").write_text(
@@ -364,7 +369,11 @@ def test_an_unreachable_dataverse_fails_the_sink_step_at_once_without_step_retri
         f"publish:\n  sink:\n    kind: dataverse\n    dataverse:\n      url: http://127.0.0.1:{free_port()}\n"
     )
     config = load_config(tmp_path / "ci_pipeline.yaml").model_copy(update={"unify": UnifyConfig.model_construct()})
-    sink = [a for a in publish.build(config).assets if dg.AssetKey(["publish", "sink_alternate_key"]) in a.keys]
+    sink = [
+        a
+        for a in publish.build(config, available_tables(config)).assets
+        if dg.AssetKey(["publish", "sink_alternate_key"]) in a.keys
+    ]
     started = time.monotonic()
     result = dg.materialize(
         [*upstream_assets(["C1"]), *sink],

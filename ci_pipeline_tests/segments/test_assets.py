@@ -148,7 +148,7 @@ def test_stages_materialise_with_checks_and_history_across_runs(project, tmp_pat
     membership = lake.read_parquet("ci_pipeline/segments/segment_membership.parquet")
     assert list(membership.columns) == SEGMENT_MEMBERSHIP_COLUMNS
     assert dict(zip(membership["CustomerId"], membership["Segments"], strict=True)) == {
-        "A": '["big", "recent", "seattle"]',
+        "A": '["big","recent","seattle"]',
         "C": '["seattle"]',
     }
     assert set(membership["SegmentProvider"]) == {"demo"}
@@ -158,7 +158,7 @@ def test_stages_materialise_with_checks_and_history_across_runs(project, tmp_pat
     materialize(project)
     membership = lake.read_parquet("ci_pipeline/segments/segment_membership.parquet")
     assert dict(zip(membership["CustomerId"], membership["Segments"], strict=True)) == {
-        "A": '["recent", "seattle"]',
+        "A": '["recent","seattle"]',
         "B": '["big"]',
         "C": '["seattle"]',
     }
@@ -174,5 +174,5 @@ def test_stages_materialise_with_checks_and_history_across_runs(project, tmp_pat
 
     materialize(project, {"ops": {"evaluate_segments": {"config": {"refresh_static": ["recent"]}}}})
     membership = lake.read_parquet("ci_pipeline/segments/segment_membership.parquet")
-    assert dict(zip(membership["CustomerId"], membership["Segments"], strict=True))["B"] == '["big", "recent"]'
+    assert dict(zip(membership["CustomerId"], membership["Segments"], strict=True))["B"] == '["big","recent"]'
     assert "A" in set(membership["CustomerId"])  # still in seattle
