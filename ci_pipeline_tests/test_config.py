@@ -284,3 +284,57 @@ def test_a_segment_filter_on_an_activity_field_that_does_not_exist_is_named(tmp_
         "segments.definitions.deep.rules[0].where[0].field: unknown activity field 'chanel' (did you mean 'channel'?); "
         "the activities have Activity, ActivityId, ActivityTimeStamp, ActivityType, CustomerId, amount, channel"
     ]
+
+
+ACTIVITY_SOURCES = """
+sources:
+  crm:
+    owner: sales-ops
+    tables:
+      contacts: {format: csv, path: contacts.csv, primary_key: contact_id}
+      leads: {format: csv, path: leads.csv, primary_key: lead_id}
+  shop:
+    owner: web
+    tables:
+      orders: {format: csv, path: orders.csv, primary_key: order_id}
+      visits: {format: csv, path: visits.csv, primary_key: visit_id}
+      reviews: {format: csv, path: reviews.csv, primary_key: review_id}
+      returns:
+        format: csv
+        path: returns.csv
+        primary_key: return_id
+        csv: {header: false}
+        columns: {return_id: {type: string}, placed: {type: datetime}, contact: {type: string}}
+unify:
+  tables:
+    - {source: crm, table: contacts, columns: {email: email}}
+activities:
+  tables:
+"""
+
+
+def test_activity_tables_that_name_missing_tables_columns_or_customers_are_each_reported(tmp_path):
+    activity = "      {0}: {{type: Custom, source: shop, table: {1}, timestamp: {2}, customer: {3}}}\n"
+    linked = "{source: crm, table: contacts, column: contact}"
+    text = ACTIVITY_SOURCES + "".join(
+        activity.format(*case)
+        for case in [
+            ("orders", "orders", "placed", linked),
+            ("again", "orders", "placed", linked),
+            ("typo", "ordres", "placed", linked),
+            ("undeclared", "returns", "placed_at", linked),
+            ("nobody", "visits", "placed", "{source: crm, table: ghosts, column: contact}"),
+            ("not_unified", "reviews", "placed", "{source: crm, table: leads, column: contact}"),
+        ]
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert caught.value.problems == [
+        "activities.tables.again: shop.orders is already the activity 'orders'; declare each source table once",
+        "activities.tables.typo: no table 'ordres' in source 'shop' (did you mean 'orders'?); declare it under sources",
+        "activities.tables.undeclared.timestamp: column 'placed_at' is not declared in the table's columns",
+        "activities.tables.nobody.customer: no table 'ghosts' in source 'crm'; point it at a customer table that "
+        "takes part in unification",
+        "activities.tables.not_unified.customer: crm.leads does not take part in unification, so its records have "
+        "no customer; add it to unify.tables or point at a table that does",
+    ]

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import Field
 
-from ci_pipeline.config.base import Name, StrictModel, did_you_mean
-
-if TYPE_CHECKING:
-    from ci_pipeline.config.model import ProjectConfig
+from ci_pipeline.config.base import Name, StrictModel
 
 #: Leading columns of the typed activity table that measures and segments compute on (segment ``where`` filters
 #: may name them besides the semantic fields).
@@ -66,55 +61,3 @@ class ActivitiesConfig(StrictModel):
     tables: dict[Name, ActivityTable] = {}
     #: Timestamps later than the run time by more than this many hours are quarantined as "in the future".
     future_tolerance_hours: float = Field(24.0, ge=0)
-
-    def problems(self, project: ProjectConfig) -> list[str]:
-        """Activity tables and customer links that name sources, tables or columns that do not exist."""
-        found: list[str] = []
-        if self.tables and project.unify is None:
-            found.append("activities.tables: activities are found through the unified customers; add a 'unify' section")
-        seen: dict[tuple[str, str], str] = {}
-        for name, act in self.tables.items():
-            key = f"activities.tables.{name}"
-            if (act.source, act.table) in seen:
-                # ActivityId is <source>_<table>_<key>: one activity per source table keeps it unique.
-                found.append(
-                    f"{key}: {act.source}.{act.table} is already the activity '{seen[act.source, act.table]}'; "
-                    "declare each source table once"
-                )
-            seen.setdefault((act.source, act.table), name)
-            table = _table(project, act.source, act.table)
-            if table is None:
-                src = project.sources.get(act.source)
-                hint = did_you_mean(act.table, src.tables) if src else did_you_mean(act.source, project.sources)
-                found.append(f"{key}: no table '{act.table}' in source '{act.source}'{hint}; declare it under sources")
-            elif table.columns and table.format == "csv" and not table.csv.header:
-                declared = set(table.columns)
-                columns = {
-                    "timestamp": act.timestamp,
-                    "customer.column": act.customer.column,
-                    **({"title": act.title} if act.title else {}),
-                    **({"description": act.description} if act.description else {}),
-                    **({"url": act.url} if act.url else {}),
-                    **{f"fields.{f}": c for f, c in act.fields.items()},
-                }
-                for sub, column in columns.items():
-                    if column not in declared:
-                        found.append(f"{key}.{sub}: column '{column}' is not declared in the table's columns")
-            if _table(project, act.customer.source, act.customer.table) is None:
-                found.append(
-                    f"{key}.customer: no table '{act.customer.table}' in source '{act.customer.source}'; "
-                    "point it at a customer table that takes part in unification"
-                )
-            elif project.unify is not None and not any(
-                (t.source, t.table) == (act.customer.source, act.customer.table) for t in project.unify.tables
-            ):
-                found.append(
-                    f"{key}.customer: {act.customer.source}.{act.customer.table} does not take part in unification, "
-                    "so its records have no customer; add it to unify.tables or point at a table that does"
-                )
-        return found
-
-
-def _table(project: ProjectConfig, source: str, table: str):
-    src = project.sources.get(source)
-    return None if src is None else src.tables.get(table)

@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, get_args
 
-from ci_pipeline.config.activities import FACT_COLUMNS
+from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable
 from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.config.measures import RESERVED, MeasuresConfig, MeasureSpec
 from ci_pipeline.config.segments import SegmentsConfig
@@ -47,7 +47,12 @@ MEASURE_KINDS = ("attributes", "customer", "business")
 
 def section_checks() -> dict[str, Callable[[ProjectConfig], list[str]]]:
     """Configuration section name -> its cross-section check."""
-    return {"unify": unify_problems, "measures": measures_problems, "segments": segments_problems}
+    return {
+        "unify": unify_problems,
+        "activities": activities_problems,
+        "measures": measures_problems,
+        "segments": segments_problems,
+    }
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -77,6 +82,77 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if node not in state:
             visit(node)
     return found
+
+
+# --- activities -------------------------------------------------------------------------------------------------
+
+
+def activities_problems(project: ProjectConfig) -> list[str]:
+    """Activity tables and customer links that name sources, tables or columns that do not exist."""
+    tables = project.activities.tables
+    found: list[str] = []
+    if tables and project.unify is None:
+        found.append("activities.tables: activities are found through the unified customers; add a 'unify' section")
+    seen: dict[tuple[str, str], str] = {}
+    for name, act in tables.items():
+        key = f"activities.tables.{name}"
+        if (act.source, act.table) in seen:
+            # ActivityId is <source>_<table>_<key>: one activity per source table keeps it unique.
+            found.append(
+                f"{key}: {act.source}.{act.table} is already the activity '{seen[act.source, act.table]}'; "
+                "declare each source table once"
+            )
+        seen.setdefault((act.source, act.table), name)
+        found += _activity_table_problems(key, act, project)
+        found += _activity_customer_problems(key, act, project)
+    return found
+
+
+def _source_table(project: ProjectConfig, source: str, table: str):
+    src = project.sources.get(source)
+    return None if src is None else src.tables.get(table)
+
+
+def _activity_table_problems(key: str, act: ActivityTable, project: ProjectConfig) -> list[str]:
+    """The activity's table exists, and a header-less one declares every column the activity reads."""
+    table = _source_table(project, act.source, act.table)
+    if table is None:
+        src = project.sources.get(act.source)
+        hint = did_you_mean(act.table, src.tables) if src else did_you_mean(act.source, project.sources)
+        return [f"{key}: no table '{act.table}' in source '{act.source}'{hint}; declare it under sources"]
+    if not (table.columns and table.format == "csv" and not table.csv.header):
+        return []
+    columns = {
+        "timestamp": act.timestamp,
+        "customer.column": act.customer.column,
+        **({"title": act.title} if act.title else {}),
+        **({"description": act.description} if act.description else {}),
+        **({"url": act.url} if act.url else {}),
+        **{f"fields.{f}": c for f, c in act.fields.items()},
+    }
+    return [
+        f"{key}.{sub}: column '{column}' is not declared in the table's columns"
+        for sub, column in columns.items()
+        if column not in table.columns
+    ]
+
+
+def _activity_customer_problems(key: str, act: ActivityTable, project: ProjectConfig) -> list[str]:
+    """The activity's customer link points at a customer table that takes part in unification."""
+    link = act.customer
+    if _source_table(project, link.source, link.table) is None:
+        return [
+            f"{key}.customer: no table '{link.table}' in source '{link.source}'; "
+            "point it at a customer table that takes part in unification"
+        ]
+    if project.unify is not None and not any(
+        (t.source, t.table) == (link.source, link.table) for t in project.unify.tables
+    ):
+        return [
+            f"{key}.customer: {link.source}.{link.table} does not take part in unification, "
+            "so its records have no customer; add it to unify.tables or point at a table that does"
+        ]
+    return []
 
 
 # --- measures ---------------------------------------------------------------------------------------------------
