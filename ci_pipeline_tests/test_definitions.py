@@ -43,3 +43,27 @@ def test_project_root_commands_load_the_definitions(command):
     binary = Path(sys.executable).parent / command[0]
     result = subprocess.run([str(binary), *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_no_stage_names_another_stage_s_asset_by_a_literal_key():
+    """Stages read each other's assets through the producing stage's registry entry, never by a literal key."""
+    import ast
+
+    from ci_pipeline.defs import STAGES
+
+    names = {stage.name for stage in STAGES}
+    found = []
+    for path in sorted((ROOT / "ci_pipeline" / "defs").glob("*.py")):
+        own = path.stem
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            first = node.args[0]
+            if func == "AssetKey" and isinstance(first, ast.List | ast.Tuple):
+                parts = [p.value for p in first.elts if isinstance(p, ast.Constant)]
+                if parts:
+                    found.append(f"{path.name}:{node.lineno}: dg.AssetKey({parts})")
+            elif func == "asset_key" and isinstance(first, ast.Constant) and first.value in names - {own}:
+                found.append(f"{path.name}:{node.lineno}: asset_key({first.value!r}, ...)")
+    assert found == []

@@ -10,11 +10,14 @@ import pandas as pd
 
 from ci_pipeline import outputs
 from ci_pipeline.config import load_config
+from ci_pipeline.config.publish import PublishConfig
 from ci_pipeline.config.unify import UnifyConfig
+from ci_pipeline.dataverse import prepare
 from ci_pipeline.dataverse.sqlite import SqliteSink
 from ci_pipeline.defs import available_tables, publish
-from ci_pipeline.defs.resources import shared_resources
+from ci_pipeline.defs.resources import DataverseSinkResource, SqliteSinkResource, shared_resources, sink_resource
 from ci_pipeline.export import query
+from ci_pipeline.lake import Lake
 
 CONFIG = """
 name: contoso
@@ -130,3 +133,23 @@ def config_lake(config):
     from ci_pipeline.lake import Lake
 
     return Lake.from_config(config.lake, config.base_dir)
+
+
+def test_the_sink_resource_follows_publish_sink_kind(tmp_path):
+    config = load(tmp_path)
+    sqlite = sink_resource(config)
+    assert isinstance(sqlite, SqliteSinkResource) and sqlite.kind == "sqlite"
+    with sqlite.open(Lake.local(tmp_path / "lake"), run_id="r1") as sink:
+        sink.publish(prepare("Prediction", None))
+        assert "msdynci_prediction" in sink.usage()
+    assert (tmp_path / "sink.sqlite").exists()
+
+    dataverse = {"kind": "dataverse", "dataverse": {"url": "https://contoso.crm.dynamics.com"}}
+    remote = config.model_copy(update={"publish": PublishConfig.model_validate({"sink": dataverse})})
+    chosen = sink_resource(remote)
+    assert isinstance(chosen, DataverseSinkResource) and chosen.kind == "dataverse"
+    assert shared_resources(remote)["sink"] is not None
+
+    nowhere = config.model_copy(update={"publish": PublishConfig.model_validate({"sink": {"kind": "none"}})})
+    assert sink_resource(nowhere) is None and "sink" not in shared_resources(nowhere)
+    assert publish.build(nowhere, available_tables(nowhere)).assets == []

@@ -149,3 +149,30 @@ def keys_with_gap() -> pd.DataFrame:
             "CustomerId": ["A", "B"],
         }
     )
+
+
+def test_publishing_checks_the_stage_s_table_and_never_recomputes_its_ids():
+    built = outputs.build("CustomerMeasure", pd.DataFrame({"CustomerId": ["B", "A"], "Measures": ["{}", "{}"]}))
+    assert built["msdynci_customermeasureid"].tolist() == sorted(
+        [expected_guid("Customer_Measure|A"), expected_guid("Customer_Measure|B")]
+    )
+    # The stage computed the GUIDs once; publishing keeps whatever it was handed and only orders the rows.
+    handed = built.assign(msdynci_customermeasureid=["g-2", "g-1"])
+    assert outputs.finish("CustomerMeasure", handed)["msdynci_customermeasureid"].tolist() == ["g-1", "g-2"]
+    with pytest.raises(UserError, match=r"CustomerMeasure: the columns are not the output contract's \(missing: "):
+        outputs.finish("CustomerMeasure", pd.DataFrame({"CustomerId": ["A"], "Measures": ["{}"]}))
+    with pytest.raises(UserError, match="CustomerMeasure: 2 rows share a msdynci_customermeasureid"):
+        outputs.finish("CustomerMeasure", built.assign(msdynci_customermeasureid="same"))
+    with pytest.raises(UserError, match="'Predictions' is not an output table; use one of CustomerProfile"):
+        outputs.finish("Predictions", built)
+
+
+def test_with_ids_takes_identifier_parts_that_are_not_columns():
+    content = pd.DataFrame(
+        {"CustomerId": ["A"], "SegmentProvider": ["p"], "SegmentMembershipType": ["Customer"], "Segments": ['["x"]']}
+    )
+    table = outputs.with_ids("SegmentMembership", content, Name="Lists")
+    assert list(table.columns) == outputs.SEGMENT_MEMBERSHIP_COLUMNS
+    assert table.loc[0, "msdynci_identifier"] == "A|p|Customer|Lists"
+    assert table.loc[0, "msdynci_segmentmembershipid"] == expected_guid("A|p|Customer|Lists")
+    assert outputs.with_ids("SegmentMembership", content).loc[0, "msdynci_identifier"] == "A|p|Customer|Segments"

@@ -1,0 +1,92 @@
+"""The orchestration logic the Dagster glue wires (``ci_pipeline.orchestration``), on plain values: a new-file tick
+on a real folder, the failure notice and its webhook against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from types import SimpleNamespace
+
+from ci_pipeline.errors import UserError
+from ci_pipeline.lake import Lake
+from ci_pipeline.orchestration import (
+    FailedRun,
+    WatchedTable,
+    evaluate_new_files,
+    failure_notice,
+    send_webhook,
+    watch_root,
+)
+
+NOW = datetime(2026, 7, 1, 12, tzinfo=UTC)
+
+
+def watched(folder) -> dict[str, WatchedTable]:
+    location = str(folder / "crm")
+    return {"crm/contacts": WatchedTable(location, watch_root(location), (("crm", "contacts"), ("unify", "x")))}
+
+
+def test_a_tick_records_a_baseline_then_asks_for_one_run_of_what_changed(tmp_path):
+    (tmp_path / "crm").mkdir()
+    (tmp_path / "crm" / "a.csv").write_text("id\n1\n")
+    lake = Lake.local(tmp_path)
+    first = evaluate_new_files(None, lambda: lake, watched(tmp_path), 0, NOW)
+    assert first.run_key is None and first.problems == [] and json.loads(first.cursor)["version"] == 1
+    (tmp_path / "crm" / "b.csv").write_text("id\n2\n")
+    stamp = time.time() - 3600
+    os.utime(tmp_path / "crm" / "b.csv", (stamp, stamp))
+    second = evaluate_new_files(first.cursor, lambda: lake, watched(tmp_path), 0, datetime.now(UTC))
+    assert second.run_key is not None
+    assert second.assets == (("crm", "contacts"), ("unify", "x"))
+    assert second.tags["ci_pipeline/changed_tables"] == "crm/contacts"
+    assert second.tags["ci_pipeline/mode"] == "incremental"
+
+
+def test_a_tick_that_cannot_open_the_lake_keeps_the_cursor_and_says_why(tmp_path):
+    def refused():
+        raise UserError("lake.account_key: the account refused the key")
+
+    tick = evaluate_new_files('{"version": 1, "tables": {}}', refused, watched(tmp_path), 0, NOW)
+    assert tick.run_key is None and tick.cursor == '{"version": 1, "tables": {}}'
+    assert tick.problems == ["cannot open the lake: lake.account_key: the account refused the key"]
+
+
+def test_the_notice_names_the_step_and_the_user_error_and_reaches_the_webhook():
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cause = SimpleNamespace(cls_name="ConfigError", message="ConfigError: unify.tables: fix it", cause=None)
+        error = SimpleNamespace(cls_name="DagsterExecutionStepExecutionError", message="wrapped", cause=cause)
+        run = FailedRun(
+            "contoso", "r-1", "full_refresh", {"ci_pipeline/mode": "full", "other": "x"}, [("unify", error)]
+        )
+        notice = failure_notice(run, "http://ui.example/")
+        assert notice["text"] == "contoso: run r-1 of job full_refresh failed at unify: unify.tables: fix it"
+        assert notice["url"] == "http://ui.example/runs/r-1" and notice["tags"] == {"ci_pipeline/mode": "full"}
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        assert send_webhook("env:HOOK", notice, 5, resolve=lambda ref: url) is None
+        assert received == [notice]
+        refused = send_webhook("env:HOOK", notice, 5, resolve=_refuse, key="orchestration.notifications.webhook_url")
+        assert refused.startswith("orchestration.notifications.webhook_url: the notification was not delivered")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _refuse(ref: str) -> str:
+    raise UserError(f"{ref}: the environment variable is not set")
