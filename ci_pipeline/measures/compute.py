@@ -11,8 +11,9 @@ import pandas as pd
 from ci_pipeline.activities.jsoncols import json_objects
 from ci_pipeline.config.measures import COUNTING, MeasuresConfig, MeasureSpec, Window
 from ci_pipeline.errors import UserError
+from ci_pipeline.grammar.expression import parse
 from ci_pipeline.measures.conditions import condition_mask, period_start
-from ci_pipeline.measures.expression import evaluate, parse
+from ci_pipeline.measures.expression import evaluate
 from ci_pipeline.outputs import with_ids
 
 _DAY = pd.Timedelta(days=1)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ci_pipeline.grammar.expression import Negate, Node, Number, Ref, parse
-
-# ``parse`` moved to the grammar package; re-exported until every caller imports it from there.
-__all__ = ["evaluate", "parse"]
+from ci_pipeline.grammar.expression import Negate, Node, Number, Ref
 
 
 def evaluate(node: Node, values: dict):
