@@ -40,6 +40,18 @@ BANDS = (1 / 3, 2 / 3)
 RULE_FLOOR_DAYS = 30
 #: Features the model takes from its own BG/NBD fit.
 BTYD_FEATURES = ["bgnbd_p_no_purchase", "bgnbd_p_alive"]
+#: Gradient boosting settings (early stopping on a held-out 15% picks the number of trees).
+BOOSTING = {
+    "learning_rate": 0.1,
+    "max_iter": 200,
+    "max_leaf_nodes": 15,
+    "min_samples_leaf": 40,
+    "l2_regularization": 1.0,
+    "early_stopping": True,
+    "validation_fraction": 0.15,
+    "n_iter_no_change": 20,
+    "categorical_features": "from_dtype",
+}
 #: Cutoffs (one window apart) whose customers make up the training rows.
 TRAINING_CUTOFFS = 3
 
@@ -146,18 +158,7 @@ def fit(purchases: pd.DataFrame, cutoff: pd.Timestamp, settings: PredictionSetti
     for cls in (False, True):
         members = np.flatnonzero(y == cls)
         calibrate[rng.permutation(members)[: max(int(len(members) * CALIBRATION_SHARE), 1)]] = True
-    classifier = HistGradientBoostingClassifier(
-        learning_rate=0.05,
-        max_iter=300,
-        max_leaf_nodes=15,
-        min_samples_leaf=40,
-        l2_regularization=1.0,
-        early_stopping=True,
-        validation_fraction=0.15,
-        n_iter_no_change=20,
-        categorical_features="from_dtype",
-        random_state=settings.seed,
-    )
+    classifier = HistGradientBoostingClassifier(**BOOSTING, random_state=settings.seed)
     classifier.fit(X[~calibrate], y[~calibrate])
     raw = classifier.predict_proba(X[calibrate])[:, 1]
     calibrator = LogisticRegression(C=1e6).fit(_logit(raw), y[calibrate])
