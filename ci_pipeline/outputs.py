@@ -400,9 +400,8 @@ def finish(table: str, frame: pd.DataFrame) -> pd.DataFrame:
                 "producing stage must build the table with ci_pipeline.outputs.build or with_ids"
             )
     _no_nulls(frame, table, dict.fromkeys([spec.key, *spec.identifying]))
-    out = pd.DataFrame({c: _typed(spec, c, frame[c]) if c not in spec.json_columns else frame[c] for c in columns})
-    for column in spec.json_columns:
-        out[column] = out[column].astype("string")
+    # JSON columns the stage wrote as text stay as they are (json_text only serialises dicts and lists).
+    out = pd.DataFrame({c: _typed(spec, c, frame[c]) for c in columns})
     if not out[spec.key].is_monotonic_increasing:
         out = out.sort_values(spec.key, kind="stable")
     return _unique_sorted(out.reset_index(drop=True), table, spec.key)
