@@ -176,3 +176,9 @@ def test_with_ids_takes_identifier_parts_that_are_not_columns():
     assert table.loc[0, "msdynci_identifier"] == "A|p|Customer|Lists"
     assert table.loc[0, "msdynci_segmentmembershipid"] == expected_guid("A|p|Customer|Lists")
     assert outputs.with_ids("SegmentMembership", content).loc[0, "msdynci_identifier"] == "A|p|Customer|Segments"
+
+
+def test_a_json_column_handed_over_as_dicts_is_published_as_json():
+    built = outputs.build("CustomerMeasure", pd.DataFrame({"CustomerId": ["A"], "Measures": ["{}"]}))
+    handed = built.assign(Measures=pd.Series([{"b": 1, "a": "é"}], dtype=object))
+    assert outputs.finish("CustomerMeasure", handed).loc[0, "Measures"] == '{"a":"é","b":1}'
