@@ -61,7 +61,7 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
 
     @dg.asset(
         key=sink_asset_key(table),
-        group_name="publish",
+        group_name=GROUP,
         kinds={"sqlite" if kind == "sqlite" else "dataverse"},
         description=f"One row per {row}, published to the Dataverse sink as {logical_table(table, publish.prefix)}.",
         ins=ins,
@@ -112,7 +112,7 @@ def _capacity_asset(config: ProjectConfig) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=CAPACITY_KEY,
-        group_name="publish",
+        group_name=GROUP,
         kinds={"sqlite" if publish.sink.kind == "sqlite" else "dataverse"},
         description="One row per published table: Dataverse storage entitlement next to the rows and bytes published.",
         deps=[sink_asset_key(t) for t in outputs.OUTPUT_TABLES],
@@ -144,7 +144,7 @@ def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produce
 
     @dg.asset(
         key=export_asset_key(export.name),
-        group_name="publish",
+        group_name=GROUP,
         kinds={export.format},
         description=f"One CDM folder snapshot per run of the output tables ({', '.join(tables)}) in the lake.",
         ins=ins,
