@@ -15,8 +15,7 @@ from ci_pipeline.defs import ingest
 from ci_pipeline.defs.registry import REFRESHED, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.errors import StorageError
-from ci_pipeline.unify import UnifyResult, unify
-from ci_pipeline.unify.attach import OUTCOMES
+from ci_pipeline.unify import OUTCOMES, UnifyResult, unify
 
 GROUP = "unify"
 KINDS = {"pandas"}
