@@ -21,14 +21,16 @@ import pandas as pd
 
 from ci_pipeline.config import load_config
 from ci_pipeline.config.model import ProjectConfig
+from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import ingest_table
 from ci_pipeline.lake import Lake
 from ci_pipeline.outputs import identifiers
 from ci_pipeline.unify import unify
-from ci_pipeline.unify.engine import make_normalizer
+from ci_pipeline.unify.engine import make_normalizer, rule_matches
 from ci_pipeline.unify.explain import pair_sides
 from ci_pipeline.unify.normalize import default_normalizations
+from ci_pipeline.unify.probabilistic_method import ProbabilisticMatches, train_from_tables
 from ci_pipeline.unify.records import build_records
 
 #: Fields whose sharing between two split customers is evidence a rule could use (names are not counted).
@@ -46,6 +48,13 @@ def register(subparsers) -> None:
         help="also break the missed pairs down by what the two split customers share, and the wrong links by rule",
     )
     parser.add_argument(
+        "--method",
+        choices=("rules", "probabilistic", "hybrid"),
+        default="rules",
+        help="rules: the configured match rules; probabilistic: a model trained on the data scores every pair (the "
+        "match rules left out; dedup and attach rules kept); hybrid: the model and the match rules together",
+    )
+    parser.add_argument(
         "--churn",
         action="store_true",
         help="instead, measure CustomerId churn over two nightly runs: new records arrive, some are deleted, the "
@@ -61,7 +70,7 @@ def run(args) -> int:
         if not (folder / "ground_truth" / "records.parquet").exists():
             _generate(args.people, args.seed, folder)
         generate_s = time.perf_counter() - started
-        figures = churn(folder) if args.churn else bench(folder, misses=args.misses)
+        figures = churn(folder) if args.churn else bench(folder, misses=args.misses, method=args.method)
         figures = {"generate_s": round(generate_s, 1), **figures}
     print(json.dumps(figures))
     return 0
@@ -74,22 +83,44 @@ def _generate(people: int, seed: int, folder: Path) -> None:
         raise UserError(f"generating {people} people failed: {done.stderr.strip()[-2000:]}")
 
 
-def bench(folder: Path, misses: bool = False) -> dict:
-    """Unify the generated data set in ``folder`` and score it against ``folder/ground_truth``."""
+def method_config(config: UnifyConfig, method: str) -> UnifyConfig:
+    """The unify section set to a bench ``method`` (``rules``, ``probabilistic`` or ``hybrid``)."""
+    if method == "rules":
+        return config
+    update = {"method": "probabilistic"} | ({"rules": []} if method == "probabilistic" else {})
+    return config.model_copy(update={"match": config.match.model_copy(update=update)})
+
+
+def bench(folder: Path, misses: bool = False, method: str = "rules") -> dict:
+    """Unify the generated data set in ``folder`` and score it against ``folder/ground_truth``.
+
+    With ``probabilistic`` or ``hybrid``, a model is first trained on the same tables (``train_s``), then the run
+    scores with it, as a nightly run does with the stored model.
+    """
     config = load_config(folder / "ci_pipeline.yaml")
     if config.unify is None:
         raise UserError(f"{config.path}: no 'unify' section to benchmark")
+    ucfg = method_config(config.unify, method)
     t0 = time.perf_counter()
     frames, keys = read_customer_tables(config)
     read_s = time.perf_counter() - t0
+    extra: dict = {}
+    match_method = rule_matches
+    if method != "rules":
+        started = time.perf_counter()
+        model, said = train_from_tables(ucfg, frames, keys, config.base_dir)
+        extra = {"train_s": round(time.perf_counter() - started, 2), "training_warnings": said}
+        match_method = ProbabilisticMatches(model)
     t1 = time.perf_counter()
-    result = unify(config.unify, frames, keys, base_dir=config.base_dir)
+    result = unify(ucfg, frames, keys, base_dir=config.base_dir, match_method=match_method)
     unify_s = time.perf_counter() - t1
     truth = pd.read_parquet(folder / "ground_truth" / "records.parquet")
     quality = score_against_truth(result.records[["source", "table", "key", "label"]], truth)
     candidates = sum(r["candidates"] for r in result.stats["rules"])
     compare_s = result.timings.get("dedup", 0) + result.timings.get("match", 0)
     return {
+        "method": method,
+        **extra,
         "people": quality["true_people"],
         "records": int(len(result.records)),
         "customers": int(result.stats["customers"]),

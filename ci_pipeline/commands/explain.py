@@ -9,6 +9,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake
 from ci_pipeline.unify.engine import make_normalizer
 from ci_pipeline.unify.explain import explain_pair, explain_record, render_pair, render_record
+from ci_pipeline.unify.probabilistic_method import MODEL_PATH, TRAIN_STEP, read_model
 from ci_pipeline.unify.records import build_records
 
 
@@ -24,7 +25,8 @@ def register(subparsers) -> None:
         "--pair",
         nargs=3,
         metavar=("SOURCE", "TABLE", "KEY"),
-        help="explain why this second record did or did not match the first: per rule and condition",
+        help="explain why this second record did or did not match the first: per rule and condition (and, with "
+        "unify.match.method probabilistic, the model's weight per comparison)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)
@@ -50,6 +52,7 @@ def run(args) -> int:
             tuple(args.pair),
             alternate,
             _read(lake, "unify/match_pairs"),
+            _model(lake) if config.unify.match.method == "probabilistic" else None,
         )
         print(json.dumps(info, indent=2, default=str) if args.json else render_pair(info))
         return 0
@@ -73,3 +76,10 @@ def _read(lake: Lake, name: str):
             "unification outputs are in the lake"
         )
     return lake.read_parquet(relative)
+
+
+def _model(lake: Lake):
+    """The stored match model (``unify.match.method: probabilistic``)."""
+    if not lake.exists(MODEL_PATH):
+        raise UserError(f"{lake.url(MODEL_PATH)} does not exist: train the match model first ({TRAIN_STEP})")
+    return read_model(lake.read_bytes(MODEL_PATH), lake.url(MODEL_PATH))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, get_args
 
@@ -432,6 +433,7 @@ def unify_problems(project: ProjectConfig) -> list[str]:
     for ri, rule in enumerate(unify.match.rules):
         found += _rule_problems(rule, f"unify.match.rules[{ri}]", mapped_anywhere, unify.normalize)
     found += _conflict_field_problems(unify, mapped_anywhere)
+    found += _probabilistic_problems(unify, mapped_anywhere)
     refs = {t.ref for t in unify.tables}
     found += _attach_problems(unify, refs, mapped_anywhere)
     found += _merge_field_problems(unify, refs, mapped_anywhere)
@@ -476,6 +478,36 @@ def _conflict_field_problems(unify: UnifyConfig, mapped_anywhere: set[str]) -> l
                 f"unify.guard.conflict_fields[{fi}]: values here are compared exactly after their normalizations "
                 "and a missing one never conflicts; give only 'field' and 'normalize'"
             )
+    return found
+
+
+def _probabilistic_problems(unify: UnifyConfig, mapped_anywhere: set[str]) -> list[str]:
+    """Probabilistic comparisons and blocking keys on attributes no table maps.
+
+    Kinds, levels and thresholds are checked by the model's settings when unification or training reads them
+    (unify owns the comparison library); what only the whole configuration knows, the mapped attributes, is
+    checked here.
+    """
+    settings = unify.match.probabilistic
+    if not settings:
+        return []
+    key = "unify.match.probabilistic"
+    hint = f"map a column to it in unify.tables[*].columns or remove it (mapped: {sorted(mapped_anywhere)})"
+    found = []
+    comparisons = settings.get("comparisons")
+    for ci, spec in enumerate(comparisons if isinstance(comparisons, list) else []):
+        for option in ("column", "swap_with"):
+            name = spec.get(option) if isinstance(spec, dict) else None
+            if isinstance(name, str) and name not in mapped_anywhere:
+                found.append(f"{key}.comparisons[{ci}].{option}: {name!r} is not mapped; {hint}")
+    for rules_key in ("blocking", "training_blocking"):
+        rules = settings.get(rules_key)
+        for ri, rule in enumerate(rules if isinstance(rules, list) else []):
+            for text in [rule] if isinstance(rule, str) else rule if isinstance(rule, list) else []:
+                # Every word not followed by "(" names a column (a function's name is followed by one).
+                for name, call in re.findall(r"([A-Za-z_]\w*)\s*(\(?)", str(text)):
+                    if not call and name not in mapped_anywhere:
+                        found.append(f"{key}.{rules_key}[{ri}]: key {text!r} reads {name!r}, not mapped; {hint}")
     return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -215,6 +215,14 @@ class AttachRule(StrictModel):
 class MatchConfig(StrictModel):
     """Matching across tables: each later table matches against all tables above it."""
 
+    #: ``rules``: the configured rules decide; ``probabilistic``: a trained Fellegi-Sunter model scores the pairs
+    #: within and across tables (rules, when given, still accept their pairs outright). See
+    #: docs/matching-probabilistic.md.
+    method: Literal["rules", "probabilistic"] = "rules"
+    #: The probabilistic model's settings (comparisons, blocking, training_blocking, threshold, ...); read by
+    #: :class:`ci_pipeline.unify.probabilistic.Settings`. When absent, they are chosen from the semantic types of
+    #: the mapped columns when the model is trained, and printed as YAML to paste here.
+    probabilistic: dict[str, Any] | None = None
     rules: list[Rule] = []
     #: Rules applied after clustering, to customers that carry nothing but a name (in order).
     attach: list[AttachRule] = []
@@ -223,6 +231,15 @@ class MatchConfig(StrictModel):
     #: CSV files (header ``left_source,left_table,left_key,right_source,right_table,right_key``) with more pairs.
     never_match_file: str | None = None
     always_match_file: str | None = None
+
+    @model_validator(mode="after")
+    def _settings_need_the_method(self):
+        if self.probabilistic is not None and self.method != "probabilistic":
+            raise ValueError(
+                "probabilistic settings are given but method is 'rules', which ignores them; set "
+                "unify.match.method: probabilistic or remove unify.match.probabilistic"
+            )
+        return self
 
 
 class GuardConfig(StrictModel):

@@ -136,7 +136,9 @@ class Identified:
 #: guard; higher first), ``accepted``, and the ``stage`` (``dedup``, ``match``, ``override``, ``attach``).
 PAIR_COLUMNS = ["left", "right", "rule", "scores", "strength", "accepted", "stage", "rule_name"]
 
-#: A match method: prepared records in, candidate pairs across tables out (columns :data:`PAIR_COLUMNS`).
+#: A match method: prepared records in, candidate pairs across tables out (columns :data:`PAIR_COLUMNS`). After it
+#: ran, a method may hold ``comparable`` (per record, whether it could compare the record) and ``report`` (a dict
+#: for the statistics), as :class:`ci_pipeline.unify.probabilistic_method.ProbabilisticMatches` does.
 MatchMethod = Callable[[UnifyConfig, Preparation], pd.DataFrame]
 
 
@@ -221,6 +223,8 @@ def unify(
     stats["unreadable_dates"] = prepared.unreadable
     stats["uncomparable_records"] = uncomparable
     stats["guard_splits"] = _guard_splits(clustering.events)
+    if getattr(match_method, "report", None):
+        stats["match_method"] = match_method.report
     warnings += _guard_warnings(config, records, uncomparable, stats["guard_splits"])
     dedup_tables = _dedup_tables(records, config)
     watch.lap("outputs")
@@ -304,7 +308,7 @@ def match(config: UnifyConfig, prepared: Preparation, method: MatchMethod = rule
     pairs = method(config, prepared)
     conflicts = {_condition_text(c): prep.codes(c) for c in config.guard.conflict_conditions()}
     attach_inputs = [_attach_inputs(rule, config, records, prep) for rule in config.match.attach]
-    uncomparable = _uncomparable(config, records, prep)
+    uncomparable = _uncomparable(config, records, prep, getattr(method, "comparable", None))
     prep.release()
     return Matched(pairs, conflicts, attach_inputs, uncomparable)
 
@@ -397,11 +401,14 @@ def identify(
     return Identified(records, profiles, alternate, identity)
 
 
-def _uncomparable(config: UnifyConfig, records: pd.DataFrame, prep: Prepared) -> dict[str, int]:
+def _uncomparable(
+    config: UnifyConfig, records: pd.DataFrame, prep: Prepared, by_method: np.ndarray | None = None
+) -> dict[str, int]:
     """Per table, how many of its records no dedup, match or attach rule can compare (tables with none left out).
 
     A rule compares a record only when the record holds every field the rule needs (its blocking fields and the
-    conditions that may not be missing); a record no rule compares becomes a customer of its own.
+    conditions that may not be missing); a record no rule compares becomes a customer of its own. ``by_method``
+    marks the records the match method compares besides the rules (a model's blocking keys).
     """
     n = len(records)
     ranks = records["rank"].to_numpy()
@@ -415,7 +422,7 @@ def _uncomparable(config: UnifyConfig, records: pd.DataFrame, prep: Prepared) ->
     def needed(rule: Rule) -> list[Condition]:
         return rule.blocking_fields() + [c for c in rule.conditions if not c.allow_missing]
 
-    comparable = np.zeros(n, dtype=bool)
+    comparable = np.zeros(n, dtype=bool) if by_method is None else by_method.copy()
     for rank, t in enumerate(config.tables):
         for rule in t.dedup.rules:
             comparable |= (ranks == rank) & holds(needed(rule))

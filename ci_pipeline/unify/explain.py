@@ -12,6 +12,8 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import identifiers
 from ci_pipeline.unify.compare import Prepared, passes, score
 from ci_pipeline.unify.normalize import Normalizer, default_normalizations, shared_values
+from ci_pipeline.unify.probabilistic import Model
+from ci_pipeline.unify.probabilistic_method import waterfall
 
 
 def explain_record(
@@ -89,6 +91,7 @@ def explain_pair(
     b: tuple[str, str, str],
     alternate_key: pd.DataFrame | None = None,
     match_pairs: pd.DataFrame | None = None,
+    model: Model | None = None,
 ) -> dict:
     """Why two records did (not) match: per rule, blocking and each condition's values, score and threshold, and
     (given the last run's ``match_pairs``) whether the run linked them or the over-merge guard kept them apart.
@@ -97,8 +100,13 @@ def explain_pair(
         records: the record frame of every customer table (:func:`ci_pipeline.unify.records.build_records`),
             so that value-frequency limits are judged as in the run.
         a, b: ``(source, table, key)`` of the two records.
+        model: the stored match model (``unify.match.method: probabilistic``): adds ``probabilistic``, the model's
+            waterfall (per comparison the values, level and weight; prior, total weight and probability).
     """
     i, j = _positions(records, a, b)
+    if model is not None:
+        # The model scores pairs within and across tables alike; the rules below are those of the pair's stage.
+        waterfall_info = waterfall(config, records, normalizer, model, i, j)
     if records["rank"].iloc[i] == records["rank"].iloc[j]:
         rules = config.tables[int(records["rank"].iloc[i])].dedup.rules
         stage = "dedup"
@@ -113,6 +121,8 @@ def explain_pair(
         "rules": out_rules,
         "matched_by": next((r["rule"] for r in out_rules if r["matched"]), None),
     }
+    if model is not None:
+        result["probabilistic"] = waterfall_info
     overrides = {
         kind: any({tuple(p.left), tuple(p.right)} == {tuple(a), tuple(b)} for p in getattr(config.match, kind))
         for kind in ("never_match", "always_match")
@@ -334,10 +344,27 @@ def render_pair(info: dict) -> str:
                 f"  {mark} {c['field']}: {c['values'][0]!r} vs {c['values'][1]!r} -> {c['normalized'][0]!r} vs "
                 f"{c['normalized'][1]!r}: {_score_text(c)} (needs {c['threshold']}){extra}"
             )
-    if not info["rules"]:
+    if not info["rules"] and "probabilistic" not in info:
         lines.append("  no rules apply to this pair of tables")
     lines.append(f"verdict: matched by {info['matched_by']}" if info["matched_by"] else "verdict: no rule matches")
+    if "probabilistic" in info:
+        lines += render_waterfall(info["probabilistic"])
     return "\n".join(lines)
+
+
+def render_waterfall(info: dict) -> list[str]:
+    """Plain-text lines of a model's waterfall: each comparison's values, level and weight (log2 Bayes factor),
+    then the total weight and the probability against the threshold."""
+    lines = [f"model: prior weight {info['prior_weight']:+.2f}"]
+    for c in info["comparisons"]:
+        values = f"{_text(c['left_value'])!r} vs {_text(c['right_value'])!r}"
+        lines.append(f"  {c['weight']:+7.2f}  {c['comparison']}: {values}: {c['level']}")
+    verdict = "LINK" if info["link"] else "no link"
+    lines.append(
+        f"  total weight {info['match_weight']:+.2f} -> probability {info['match_probability']:.4f} "
+        f"(threshold {info['threshold']}): {verdict}"
+    )
+    return lines
 
 
 def _fmt(scores: dict) -> str:

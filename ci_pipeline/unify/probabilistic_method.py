@@ -1,0 +1,246 @@
+"""``unify.match.method: probabilistic``: a trained Fellegi-Sunter model scores the pairs of unification.
+
+Training and scoring are apart. :func:`train_model` learns a model from the prepared records of a run (the
+``unify/match_model`` asset stores it); :class:`ProbabilisticMatches` is the match method that scores every run
+with a stored model, so nightly runs are fast and CustomerIds do not drift with retraining noise. Its pairs follow
+the engine's pair contract (:data:`ci_pipeline.unify.engine.PAIR_COLUMNS`), so overrides, the over-merge guard,
+attach rules, merge and stable ids work as with rules. The model scores pairs within and across tables alike;
+``unify.match.rules``, when given, still accept their pairs outright (the model scores the rest).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.config.unify import UnifyConfig
+from ci_pipeline.errors import UserError
+from ci_pipeline.unify.engine import Preparation, prepare, rule_matches
+from ci_pipeline.unify.normalize import Normalizer
+from ci_pipeline.unify.probabilistic import (
+    Model,
+    Settings,
+    SettingsError,
+    default_settings,
+    normalize_records,
+    predict,
+    settings_yaml,
+    train,
+)
+from ci_pipeline.unify.probabilistic import explain_pair as model_waterfall
+
+#: The rule name of the model's pairs in ``match_pairs``.
+RULE_NAME = "probabilistic"
+
+#: Pairs below the threshold are kept in ``match_pairs`` (not accepted) from this probability on: the near misses
+#: a user may want to review; weaker candidates are only counted.
+REVIEW_PROBABILITY = 0.5
+
+#: How to retrain, told with every error about a stored model.
+TRAIN_STEP = "materialize the asset unify/match_model"
+RETRAIN = f"retrain the model: {TRAIN_STEP}"
+
+
+#: Where the trained model lives in the lake (JSON of :meth:`Model.to_dict`), beside the unify tables.
+MODEL_PATH = "ci_pipeline/unify/match_model.json"
+
+
+def model_json(model: Model) -> bytes:
+    """The model as stored: JSON, keys sorted, so one model is always the same bytes."""
+    return json.dumps(model.to_dict(), sort_keys=True, indent=1).encode("utf-8")
+
+
+def read_model(data: bytes, where: str) -> Model:
+    """A stored model from its JSON; a damaged or outdated one is a clear error naming ``where`` and the fix."""
+    try:
+        described = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{where}: the stored match model is not readable JSON ({exc}); {RETRAIN}") from None
+    try:
+        return Model.from_dict(described)
+    except (UserError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{where}: the stored match model cannot be read ({exc}); {RETRAIN}") from None
+
+
+def mapping(config: UnifyConfig) -> dict[str, str]:
+    """Record attribute -> semantic type over every table (a ``custom`` column is an attribute of its own name)."""
+    found: dict[str, str] = {}
+    for t in config.tables:
+        for column, kind in t.columns.items():
+            found.setdefault(column if kind == "custom" else kind, kind)
+    return found
+
+
+def model_records(config: UnifyConfig, records: pd.DataFrame, normalizer: Normalizer) -> pd.DataFrame:
+    """The records as the model compares them: the mapped attributes of the record frame normalized per semantic
+    type (positions as in the record frame); the configured normalizer's bypass values and aliases apply."""
+    mapped = mapping(config)
+    frame = records[list(mapped)].reset_index(drop=True)
+    return normalize_records(frame, mapped, normalizer)
+
+
+def configured_settings(config: UnifyConfig) -> Settings | None:
+    """The settings of ``unify.match.probabilistic`` (None when absent); mistakes name their key path."""
+    if config.match.probabilistic is None:
+        return None
+    try:
+        return Settings.from_dict(config.match.probabilistic)
+    except SettingsError as exc:
+        raise SettingsError(f"unify.match.probabilistic: {exc}") from None
+
+
+def train_model(config: UnifyConfig, prepared: Preparation) -> tuple[Model, list[str]]:
+    """Train the model on a run's prepared records.
+
+    The settings are ``unify.match.probabilistic`` or, when absent, chosen from the semantic types of the mapped
+    columns; the chosen settings are stored in the model (``training["settings_yaml"]``: YAML to paste under
+    ``unify.match``), so every scoring run uses the same comparisons until the next retraining.
+
+    Returns:
+        The model and the warnings of training (a left-out default rule, a comparison without evidence, EM that
+        did not converge), each also in ``model.training["warnings"]``.
+
+    Raises:
+        SettingsError: the settings are malformed or read an unmapped attribute.
+        TrainingError: the fit is not sane (see :func:`ci_pipeline.unify.probabilistic.train`).
+    """
+    records = model_records(config, prepared.records, prepared.prep.normalizer)
+    settings = configured_settings(config)
+    notes: list[str] = []
+    if settings is None:
+        settings, notes = default_settings(records, mapping(config))
+    else:
+        _check_columns(settings, records)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = train(records, settings)
+    said = notes + [str(w.message) for w in caught]
+    model.training["settings_yaml"] = settings_yaml(settings)
+    model.training["chosen"] = "configured" if config.match.probabilistic is not None else "default"
+    model.training["warnings"] = said
+    return model, said
+
+
+def train_from_tables(
+    config: UnifyConfig,
+    frames: dict[tuple[str, str], pd.DataFrame],
+    primary_keys: dict[tuple[str, str], str],
+    base_dir: Path | None = None,
+) -> tuple[Model, list[str]]:
+    """:func:`train_model` on the customer tables (as :func:`ci_pipeline.unify.unify` takes them)."""
+    return train_model(config, prepare(config, frames, primary_keys, base_dir))
+
+
+def _check_columns(settings: Settings, records: pd.DataFrame) -> None:
+    try:
+        settings.check_columns(records.columns)
+    except SettingsError as exc:
+        raise SettingsError(f"unify.match.probabilistic: {exc}") from None
+
+
+def scoring_settings(config: UnifyConfig, model: Model, records: pd.DataFrame) -> Settings:
+    """The settings a run scores with: the configured ones (their comparisons must be the model's; blocking and
+    threshold may differ), or the model's own. A model that does not fit is a clear error telling to retrain."""
+    settings = configured_settings(config) or model.settings
+    try:
+        model.check_fits(settings)
+        settings.check_columns(records.columns)
+    except SettingsError as exc:
+        problem = f"unify.match: the stored match model does not fit the configuration ({exc}); {RETRAIN}"
+        raise SettingsError(problem) from None
+    return settings
+
+
+class ProbabilisticMatches:
+    """The match method scoring with a trained model (see the module docstring).
+
+    After a call, ``report`` holds what the statistics show (settings, pairs per blocking rule, links) and
+    ``comparable`` marks the records the model can compare (those holding the keys of a blocking rule).
+    """
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.report: dict = {}
+        self.comparable: np.ndarray | None = None
+
+    def __call__(self, config: UnifyConfig, prepared: Preparation) -> pd.DataFrame:
+        records = model_records(config, prepared.records, prepared.prep.normalizer)
+        settings = scoring_settings(config, self.model, records)
+        scored = predict(self.model, records, settings)
+        kept = scored[(scored["match_probability"] >= REVIEW_PROBABILITY) | scored["link"]]
+        rules = rule_matches(config, prepared) if config.match.rules else None
+        pairs = _pairs(kept, len(config.match.rules))
+        if rules is not None:
+            # Hybrid: a pair a rule accepts is a link outright; the model's verdict on it adds nothing.
+            accepted = rules[rules["accepted"]]
+            a, b = accepted["left"].to_numpy(np.int64), accepted["right"].to_numpy(np.int64)
+            n = len(records)
+            pair_id = pairs["left"].to_numpy(np.int64) * n + pairs["right"].to_numpy(np.int64)
+            taken = np.isin(pair_id, np.minimum(a, b) * n + np.maximum(a, b))
+            pairs = pd.concat([rules, pairs[~taken]], ignore_index=True)
+        self.comparable = np.zeros(len(records), dtype=bool)
+        for rule in settings.blocking:
+            columns = list(dict.fromkeys(c for k in rule.keys for c in k.columns))
+            self.comparable |= records[columns].notna().all(axis=1).to_numpy()
+        self.report = {
+            "method": "probabilistic" if rules is None else "probabilistic with rules",
+            "threshold": settings.threshold,
+            "candidate_pairs": int(len(scored)),
+            "pairs_per_rule": scored["rule"].value_counts(sort=False).astype(int).to_dict(),
+            "links": int(scored["link"].sum()),
+            "near_misses": int(len(kept) - kept["link"].sum()),
+            "settings_yaml": settings_yaml(settings),
+        }
+        return pairs
+
+
+def _pairs(scored: pd.DataFrame, rule_index: int) -> pd.DataFrame:
+    """Scored pairs in the engine's pair contract; the match weight orders the links for the guard."""
+    weight = scored["match_weight"].to_numpy()
+    chance = scored["match_probability"].to_numpy()
+    scores = (
+        '{"match_weight": '
+        + pd.Series(np.round(weight, 3)).astype(str)
+        + ', "match_probability": '
+        + pd.Series(np.round(chance, 6)).astype(str)
+        + "}"
+    )
+    return pd.DataFrame(
+        {
+            "left": scored["left"].to_numpy(np.int64),
+            "right": scored["right"].to_numpy(np.int64),
+            "rule": rule_index,
+            "scores": scores.to_numpy(),
+            "strength": weight,
+            "accepted": scored["link"].to_numpy(bool),
+            "stage": "match",
+            "rule_name": RULE_NAME,
+        }
+    )
+
+
+def waterfall(
+    config: UnifyConfig, records: pd.DataFrame, normalizer: Normalizer, model: Model, left: int, right: int
+) -> dict:
+    """The evidence on the records at positions ``left`` and ``right`` of the record frame: per comparison the two
+    normalized values, the level reached and its weight; the prior, the total weight, the probability and whether
+    it reaches the threshold. Term frequencies are those of all ``records``, as in the run."""
+    records = model_records(config, records, normalizer)
+    settings = scoring_settings(config, model, records)
+    frame = model_waterfall(model, records, left, right)
+    rows = frame.to_dict("records")
+    total = rows[-1]
+    return {
+        "prior_weight": rows[0]["weight"],
+        "comparisons": [
+            {k: (None if pd.isna(v) else v) for k, v in r.items() if k != "probability"} for r in rows[1:-1]
+        ],
+        "match_weight": total["weight"],
+        "match_probability": total["probability"],
+        "threshold": settings.threshold,
+        "link": total["probability"] >= settings.threshold,
+    }
