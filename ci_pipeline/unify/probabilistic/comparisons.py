@@ -516,4 +516,8 @@ def comparison_from_dict(spec: dict, where: str = "comparisons") -> Comparison:
     if not isinstance(spec.get("column"), str) or not spec["column"]:
         raise SettingsError(f"{where}: a {kind!r} comparison needs 'column' (the column it compares)")
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "kind"}
-    return cls(**args)
+    try:
+        return cls(**args)
+    except SettingsError as exc:
+        # The classes name the comparison by its column; from a description, its place in the list says more.
+        raise SettingsError(f"{where}: {exc}") from None

@@ -248,7 +248,10 @@ def default_settings(
 
 
 def settings_yaml(settings: Settings) -> str:
-    """The settings as YAML the user can paste under ``unify.match`` and edit."""
+    """The settings as YAML the user can paste under ``unify.match`` and edit (``method`` and ``probabilistic``)."""
     return yaml.safe_dump(
-        {"method": "probabilistic", **settings.to_dict()}, sort_keys=False, width=120, default_flow_style=None
+        {"method": "probabilistic", "probabilistic": settings.to_dict()},
+        sort_keys=False,
+        width=120,
+        default_flow_style=None,
     )

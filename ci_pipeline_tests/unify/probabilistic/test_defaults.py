@@ -100,7 +100,7 @@ def test_the_printed_yaml_reads_back_as_the_same_settings():
     text = settings_yaml(settings)
     data = yaml.safe_load(text)
     assert data.pop("method") == "probabilistic"
-    assert Settings.from_dict(data) == settings
+    assert Settings.from_dict(data["probabilistic"]) == settings
     assert "swap_with: Last" in text
 
 
@@ -163,4 +163,4 @@ def test_training_rules_hold_a_personal_key():
     assert {"Member", "Last & First", "Last & Born", "Born & Zip"} <= set(training)
     data = yaml.safe_load(settings_yaml(settings))
     assert data.pop("method") == "probabilistic"
-    assert Settings.from_dict(data) == settings
+    assert Settings.from_dict(data["probabilistic"]) == settings

@@ -1,0 +1,360 @@
+"""``unify.match.method: probabilistic``: a stored model scores pairs; overrides, guard and ids work as with rules."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ci_pipeline.config import load_config
+from ci_pipeline.config.unify import UnifyConfig
+from ci_pipeline.errors import ConfigError, UserError
+from ci_pipeline.unify import unify
+from ci_pipeline.unify.engine import make_normalizer
+from ci_pipeline.unify.explain import explain_pair, render_pair
+from ci_pipeline.unify.probabilistic import (
+    BlockingRule,
+    EmailComparison,
+    IdentifierComparison,
+    Key,
+    Model,
+    NameComparison,
+    Settings,
+    SettingsError,
+)
+from ci_pipeline.unify.probabilistic.model import ComparisonParameters, Iteration
+from ci_pipeline.unify.probabilistic_method import (
+    ProbabilisticMatches,
+    configured_settings,
+    model_json,
+    read_model,
+    train_from_tables,
+)
+from ci_pipeline.unify.records import build_records
+from ci_pipeline_tests.unify.helpers import KEYS, frames
+from ci_pipeline_tests.unify.helpers import config as rules_config
+
+SETTINGS = Settings(
+    comparisons=(
+        NameComparison("first_name", swap_with="last_name"),
+        NameComparison("last_name", swap_with="first_name"),
+        EmailComparison("email"),
+        IdentifierComparison("phone"),
+    ),
+    blocking=(BlockingRule((Key("email"),)), BlockingRule((Key("phone"),)), BlockingRule((Key("last_name"),))),
+)
+
+
+def hand_model(settings: Settings = SETTINGS) -> Model:
+    """A model with known weights: exact agreement +6.4 (m 0.85, u 0.01), disagreement -4.3, prior -6.6."""
+    parameters = []
+    for c in settings.comparisons:
+        middle = len(c.levels) - 2
+        m = (0.85, *[0.1 / middle] * middle, 0.05)
+        u = (0.01, *[0.02 / middle] * middle, 0.97)
+        parameters.append(ComparisonParameters(c.name, c.levels, m, u))
+    return Model(settings, tuple(parameters), 0.01, True, (Iteration(1, 0.5, 0.0, 0.0),))
+
+
+def config(**match) -> UnifyConfig:
+    """The helper tables with the model as the match method: no match rules, no dedup rules."""
+    raw = rules_config().model_dump()
+    for t in raw["tables"]:
+        t["dedup"]["rules"] = []
+    raw["match"] |= {"method": "probabilistic", "rules": []} | match
+    return UnifyConfig.model_validate(raw)
+
+
+def customer_of(result, source, table, key):
+    ak = result.alternate_key
+    row = ak[(ak.DataSourceName == source) & (ak.EntityName == table) & (ak.AlternateValue == key)]
+    return row.CustomerId.iloc[0]
+
+
+def test_the_model_links_within_and_across_tables_and_publishes_its_scores():
+    r = unify(config(), frames(), KEYS, match_method=ProbabilisticMatches(hand_model()))
+    c = lambda *k: customer_of(r, *k)  # noqa: E731
+    # Robert / Bob / Rob Smith: nickname levels plus e-mail, phone and last name.
+    assert c("crm", "contacts", "c1") == c("shop", "customers", "s1") == c("loyalty", "members", "m1")
+    # Two Ann Lee records of one table, no dedup rule: the model deduplicates them.
+    assert c("crm", "contacts", "c2") == c("crm", "contacts", "c3")
+    assert c("crm", "contacts", "c4") == c("shop", "customers", "s2")
+    assert r.stats["customers"] == 5
+    pairs = r.match_pairs[r.match_pairs.Rule == "probabilistic"]
+    assert pairs.Accepted.all() and pairs.Linked.all()
+    scores = json.loads(pairs.Scores.iloc[0])
+    assert scores["match_probability"] >= 0.9 and scores["match_weight"] > 0
+    assert r.stats["match_method"]["links"] == len(pairs)
+    # Records the model compares are not reported as uncomparable though no rule exists.
+    assert not any("no dedup, match or attach rule" in w for w in r.warnings)
+
+
+def test_overrides_and_the_guard_apply_to_the_model_links():
+    raw = config().model_dump()
+    raw["match"]["never_match"] = [{"left": ["crm", "contacts", "c2"], "right": ["crm", "contacts", "c3"]}]
+    raw["match"]["always_match"] = [{"left": ["crm", "contacts", "c4"], "right": ["loyalty", "members", "m2"]}]
+    raw["guard"] = {"max_cluster_size": 2}
+    r = unify(UnifyConfig.model_validate(raw), frames(), KEYS, match_method=ProbabilisticMatches(hand_model()))
+    c = lambda *k: customer_of(r, *k)  # noqa: E731
+    assert c("crm", "contacts", "c2") != c("crm", "contacts", "c3")
+    assert c("crm", "contacts", "c4") == c("loyalty", "members", "m2")
+    bob = {c("crm", "contacts", "c1"), c("shop", "customers", "s1"), c("loyalty", "members", "m1")}
+    assert len(bob) == 2  # three records linked, cut at the size cap of two
+    assert r.stats["largest_cluster"] == 2
+    assert (r.match_pairs.Note == "never_match").any()
+
+
+def test_match_rules_still_accept_their_pairs_beside_the_model():
+    raw = rules_config().model_dump()
+    raw["match"]["method"] = "probabilistic"
+    strict = Settings(SETTINGS.comparisons, SETTINGS.blocking, threshold=0.999999)
+    r = unify(UnifyConfig.model_validate(raw), frames(), KEYS, match_method=ProbabilisticMatches(hand_model(strict)))
+    c = lambda *k: customer_of(r, *k)  # noqa: E731
+    # The model links nothing at its threshold here; the rule email_name links Robert and Bob Smith outright.
+    assert c("crm", "contacts", "c1") == c("shop", "customers", "s1")
+    linked = r.match_pairs[r.match_pairs.Linked & (r.match_pairs.Stage == "match")]
+    assert set(linked.Rule) <= {"email_name", "phone_last_name"}
+    assert r.stats["match_method"]["method"] == "probabilistic with rules"
+
+
+def test_ids_are_stable_across_reruns_with_the_stored_model_whatever_the_row_order():
+    stored = read_model(model_json(hand_model()), "lake/match_model.json")
+    first = unify(config(), frames(), KEYS, run_id="r1", match_method=ProbabilisticMatches(stored))
+    shuffled = {k: f.iloc[::-1].reset_index(drop=True) for k, f in frames().items()}
+    again = read_model(model_json(stored), "lake/match_model.json")
+    second = unify(
+        config(),
+        shuffled,
+        KEYS,
+        first.identity.identity_map,
+        first.identity.id_change,
+        run_id="r2",
+        match_method=ProbabilisticMatches(again),
+    )
+    ids = lambda r: r.alternate_key.set_index("msdynci_identifier")["CustomerId"].sort_index()  # noqa: E731
+    pd.testing.assert_series_equal(ids(first), ids(second))
+    assert not (second.identity.id_change["Run"] == second.identity.run).any()
+    assert model_json(stored) == model_json(again)
+
+
+def test_a_stored_model_that_does_not_fit_the_configuration_says_to_retrain():
+    other = {
+        "comparisons": [{"kind": "name", "column": "first_name"}, {"kind": "exact", "column": "email"}],
+        "blocking": [["email"]],
+    }
+    with pytest.raises(SettingsError, match=r"does not fit.*'email' changed.*materialize the asset unify/match_model"):
+        unify(config(probabilistic=other), frames(), KEYS, match_method=ProbabilisticMatches(hand_model()))
+    # A model reading an attribute the tables no longer map.
+    raw = config().model_dump()
+    for t in raw["tables"]:
+        t["columns"] = {c: k for c, k in t["columns"].items() if k != "phone"}
+    with pytest.raises(SettingsError, match=r"'phone'.*not mapped.*materialize the asset unify/match_model"):
+        unify(UnifyConfig.model_validate(raw), frames(), KEYS, match_method=ProbabilisticMatches(hand_model()))
+
+
+def test_a_damaged_or_outdated_stored_model_is_a_clear_error():
+    with pytest.raises(UserError, match=r"lake/m.json: the stored match model is not readable JSON.*retrain"):
+        read_model(b"{not json", "lake/m.json")
+    described = hand_model().to_dict() | {"format": 0}
+    with pytest.raises(UserError, match=r"lake/m.json: .*layout.*retrain"):
+        read_model(json.dumps(described).encode(), "lake/m.json")
+
+
+def test_mistakes_in_the_settings_name_their_key_path():
+    bad_kind = {"comparisons": [{"kind": "soundalike", "column": "email"}], "blocking": [["email"]]}
+    with pytest.raises(SettingsError, match=r"unify.match.probabilistic: comparisons\[0\].*soundalike"):
+        configured_settings(config(probabilistic=bad_kind))
+    bad_level = {"comparisons": [{"kind": "email", "column": "email", "without": ["same_town"]}], "blocking": ["email"]}
+    with pytest.raises(SettingsError, match=r"unify.match.probabilistic: comparisons\[0\].*same_town"):
+        configured_settings(config(probabilistic=bad_level))
+    disorder = {"comparisons": [{"kind": "jaro_winkler", "column": "city", "thresholds": [0.7, 0.9]}]}
+    with pytest.raises(SettingsError, match=r"unify.match.probabilistic: comparisons\[0\].*thresholds"):
+        configured_settings(config(probabilistic=disorder | {"blocking": [["city"]]}))
+
+
+CONFIG = """
+sources:
+  crm:
+    owner: me
+    tables:
+      contacts: {format: csv, path: c.csv, primary_key: id}
+unify:
+  tables:
+    - source: crm
+      table: contacts
+      columns: {email: email, first: first_name, born: birth_date}
+  match:
+    method: probabilistic
+"""
+
+
+def load(tmp_path, match: dict):
+    raw = yaml.safe_load(CONFIG)
+    raw["unify"]["match"] |= match
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    return load_config(tmp_path / "c.yaml")
+
+
+def test_config_refuses_comparisons_and_blocking_keys_on_unmapped_attributes(tmp_path):
+    assert load(tmp_path, {}).unify.match.method == "probabilistic"
+    settings = {
+        "comparisons": [
+            {"kind": "name", "column": "first_name", "swap_with": "last_name"},
+            {"kind": "date", "column": "born"},
+        ],
+        "blocking": [["email"], ["soundex(last_name)", "birth_date"]],
+    }
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, {"probabilistic": settings})
+    text = str(err.value)
+    assert "unify.match.probabilistic.comparisons[0].swap_with: 'last_name' is not mapped" in text
+    assert "unify.match.probabilistic.comparisons[1].column: 'born' is not mapped" in text
+    assert "unify.match.probabilistic.blocking[1]: key 'soundex(last_name)' reads 'last_name'" in text
+    assert "blocking[1]: key 'birth_date'" not in text and "blocking[0]" not in text
+
+
+def test_config_refuses_probabilistic_settings_under_the_rules_method(tmp_path):
+    with pytest.raises(ConfigError, match=r"method is 'rules'.*set unify.match.method: probabilistic"):
+        load(tmp_path, {"method": "rules", "probabilistic": {"blocking": [["email"]]}})
+
+
+def test_explain_pair_shows_the_weight_of_each_comparison():
+    cfg = config()
+    records = build_records(cfg, frames(), KEYS)
+    info = explain_pair(
+        records,
+        cfg,
+        make_normalizer(cfg),
+        ("crm", "contacts", "c1"),
+        ("loyalty", "members", "m1"),
+        model=hand_model(),
+    )
+    waterfall = info["probabilistic"]
+    rows = {c["comparison"]: c for c in waterfall["comparisons"]}
+    assert rows["first_name"]["level"] == "nickname" and rows["first_name"]["left_value"] == "robert"
+    assert rows["last_name"]["level"] == "exact" and rows["last_name"]["weight"] == pytest.approx(np.log2(85), 1e-3)
+    assert rows["email"]["level"] == "null" and rows["email"]["weight"] == 0
+    total = waterfall["prior_weight"] + sum(c["weight"] for c in waterfall["comparisons"])
+    assert waterfall["match_weight"] == pytest.approx(total)
+    assert waterfall["link"] is True and waterfall["threshold"] == 0.9
+    text = render_pair(info)
+    assert "model: prior weight -6.63" in text and "nickname" in text and "LINK" in text
+
+
+def people(n: int, seed: int) -> tuple[dict, pd.DataFrame]:
+    """Two tables of ``n`` made-up people with typing errors and missing values, and who is who."""
+    rng = np.random.default_rng(seed)
+    first = np.array(["anna", "ben", "carla", "dmitri", "elif", "farah", "goran", "hana", "ivan", "jana", "karl"])
+    first = np.array([f + s for f in first for s in ("", "e", "o", "ia", "us")])
+    last = np.array([f"{a}{b}" for a in ("berg", "stein", "holm", "vik", "dal", "mark") for b in "aeiouyklmn"])
+    person = pd.DataFrame(
+        {
+            "first": rng.choice(first, n),
+            "last": rng.choice(last, n),
+            "born": pd.to_datetime("1950-01-01") + pd.to_timedelta(rng.integers(0, 20000, n), unit="D"),
+            "phone": [f"555{x:07d}" for x in rng.choice(10_000_000, n, replace=False)],
+            "zip": [f"{x:05d}" for x in rng.integers(10_000, 10_300, n)],
+        }
+    )
+    person["email"] = person["first"] + "." + person["last"] + [f"{i}@example.org" for i in range(n)]
+
+    def typo(values: pd.Series, share: float) -> pd.Series:
+        hit = rng.random(len(values)) < share
+        cut = values.str.len().to_numpy() // 2
+        changed = [v[:c] + "x" + v[c + 1 :] for v, c in zip(values[hit], cut[hit], strict=True)]
+        out = values.copy()
+        out[hit] = changed
+        return out
+
+    def blank(values: pd.Series, share: float) -> pd.Series:
+        return values.where(rng.random(len(values)) >= share)
+
+    crm = pd.DataFrame(
+        {
+            "id": [f"c{i}" for i in range(n)],
+            "first": typo(person["first"], 0.1),
+            "last": person["last"],
+            "email": blank(person["email"], 0.2),
+            "born": blank(person["born"].dt.strftime("%Y-%m-%d"), 0.1),
+            "zip": blank(person["zip"], 0.1),
+        }
+    )
+    shop_people = np.sort(rng.choice(n, n * 2 // 3, replace=False))
+    shop = pd.DataFrame(
+        {
+            "cid": [f"s{i}" for i in shop_people],
+            "name": (typo(person["first"], 0.1) + " " + typo(person["last"], 0.1)).to_numpy()[shop_people],
+            "mail": blank(person["email"], 0.3).to_numpy()[shop_people],
+            "tel": blank(person["phone"], 0.2).to_numpy()[shop_people],
+            "dob": blank(person["born"].dt.strftime("%Y-%m-%d"), 0.3).to_numpy()[shop_people],
+            "postcode": blank(person["zip"], 0.1).to_numpy()[shop_people],
+        }
+    )
+    truth = pd.concat(
+        [
+            pd.DataFrame({"source": "crm", "key": crm["id"], "person": np.arange(n)}),
+            pd.DataFrame({"source": "shop", "key": shop["cid"], "person": shop_people}),
+        ]
+    )
+    tables = {("crm", "contacts"): crm.astype("string"), ("shop", "customers"): shop.astype("string")}
+    return tables, truth
+
+
+GENERATED = {
+    "tables": [
+        {
+            "source": "crm",
+            "table": "contacts",
+            "columns": {
+                "first": "first_name",
+                "last": "last_name",
+                "email": "email",
+                "born": "birth_date",
+                "zip": "postal_code",
+            },
+        },
+        {
+            "source": "shop",
+            "table": "customers",
+            "columns": {
+                "name": "full_name",
+                "mail": "email",
+                "tel": "phone",
+                "dob": "birth_date",
+                "postcode": "postal_code",
+            },
+        },
+    ],
+    "match": {"method": "probabilistic"},
+}
+GENERATED_KEYS = {("crm", "contacts"): "id", ("shop", "customers"): "cid"}
+
+
+def test_a_model_trained_on_the_tables_links_people_and_prints_its_chosen_settings():
+    tables, truth = people(600, seed=3)
+    cfg = UnifyConfig.model_validate(GENERATED)
+    model, said = train_from_tables(cfg, tables, GENERATED_KEYS)
+    chosen = yaml.safe_load(model.training["settings_yaml"])
+    assert chosen["method"] == "probabilistic" and model.training["chosen"] == "default"
+    compared = {c["column"] for c in chosen["probabilistic"]["comparisons"]}
+    assert compared >= {"first_name", "last_name", "email", "birth_date"}
+    # The printed settings, pasted into the configuration, are read back unchanged.
+    pasted = UnifyConfig.model_validate(GENERATED | {"match": chosen})
+    assert pasted.match.method == "probabilistic"
+    assert configured_settings(pasted).to_dict() == model.settings.to_dict()
+    stored = read_model(model_json(model), "match_model.json")
+    r = unify(pasted, tables, GENERATED_KEYS, match_method=ProbabilisticMatches(stored))
+    found = r.alternate_key[["DataSourceName", "AlternateValue", "CustomerId"]].set_axis(
+        ["source", "key", "id"], axis=1
+    )
+    joined = truth.merge(found, on=["source", "key"])
+    same_person = joined.merge(joined, on="person")
+    same_person = same_person[same_person.key_x < same_person.key_y]
+    same_id = joined.merge(joined, on="id")
+    same_id = same_id[same_id.key_x < same_id.key_y]
+    correct = (same_id.person_x == same_id.person_y).sum()
+    assert correct / len(same_id) >= 0.98  # precision of the pairs put together
+    assert correct / len(same_person) >= 0.9  # recall
