@@ -12,10 +12,20 @@ import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest
-from ci_pipeline.defs.registry import REFRESHED, JobSpec, Produced, Stage, asset_key
+from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.errors import StorageError
-from ci_pipeline.unify import OUTCOMES, UnifyResult, unify
+from ci_pipeline.unify import (
+    MODEL_PATH,
+    OUTCOMES,
+    TRAIN_STEP,
+    ProbabilisticMatches,
+    UnifyResult,
+    model_json,
+    read_model,
+    train_from_tables,
+    unify,
+)
 
 GROUP = "unify"
 KINDS = {"pandas"}
@@ -39,7 +49,8 @@ def selections(config: ProjectConfig) -> dict[str, dg.AssetSelection]:
     match_keys = [key("match_pairs"), key("unify_stats")] + [
         key(dedup_name(t.source, t.table)) for t in config.unify.tables
     ]
-    group = dg.AssetSelection.groups(GROUP)
+    # The match model is retrained on demand (or by its job), never as part of a unify run.
+    group = dg.AssetSelection.groups(GROUP) & REFRESHED
     return {
         "match": dg.AssetSelection.assets(*match_keys),
         "unify": group,
@@ -49,7 +60,7 @@ def selections(config: ProjectConfig) -> dict[str, dg.AssetSelection]:
 
 def jobs(config: ProjectConfig, keys: AbstractSet[dg.AssetKey]) -> list[JobSpec]:
     """The unify run modes: matching only, unification only, and unification with every stage after it."""
-    group = dg.AssetSelection.groups(GROUP)
+    group = dg.AssetSelection.groups(GROUP) & REFRESHED
     found = []
     if key("match_pairs") in keys:
         found.append(
@@ -57,6 +68,15 @@ def jobs(config: ProjectConfig, keys: AbstractSet[dg.AssetKey]) -> list[JobSpec]
                 "match_only",
                 dg.AssetSelection.assets(key("match_pairs")).upstream() & group,
                 "Re-run matching on the last ingested data: the unify steps up to the match pairs.",
+                "partial",
+            )
+        )
+    if key("match_model") in keys:
+        found.append(
+            JobSpec(
+                "train_match_model",
+                dg.AssetSelection.assets(key("match_model")),
+                "Retrain the probabilistic match model on the last ingested data (nightly runs score with it).",
                 "partial",
             )
         )
@@ -74,7 +94,9 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
     """The unify assets and checks for a configuration (nothing when ``unify`` is not configured)."""
     if config.unify is None:
         return dg.Definitions()
-    return dg.Definitions(assets=[_unify_asset(config)])
+    if config.unify.match.method != "probabilistic":
+        return dg.Definitions(assets=[_unify_asset(config)])
+    return dg.Definitions(assets=[_unify_asset(config), _model_asset(config)])
 
 
 def _unify_asset(config: ProjectConfig):
@@ -113,10 +135,13 @@ def _unify_asset(config: ProjectConfig):
     ]
     primary_keys = {(s, t): config.sources[s].tables[t].primary_key for s, t in tables}
 
+    probabilistic = ucfg.match.method == "probabilistic"
+
     @dg.multi_asset(
         name="unification",
         outs=outs,
         ins=ins,
+        deps=[key("match_model")] if probabilistic else [],
         check_specs=check_specs,
         can_subset=True,
     )
@@ -125,7 +150,10 @@ def _unify_asset(config: ProjectConfig):
         previous = _read_optional(store, key("identity_map"))
         history = _read_optional(store, key("id_change"))
         frames = {(s, t): inputs[f"{s}__{t}"] for s, t in tables}
-        result = unify(ucfg, frames, primary_keys, previous, history, context.run_id, config.base_dir)
+        method = {}
+        if probabilistic:
+            method["match_method"] = ProbabilisticMatches(_stored_model(context, store, frames))
+        result = unify(ucfg, frames, primary_keys, previous, history, context.run_id, config.base_dir, **method)
         for warning in result.warnings:
             context.log.warning(warning)
         selected = context.selected_asset_keys
@@ -147,7 +175,72 @@ def _unify_asset(config: ProjectConfig):
             yield dg.Output(frame, output_name=key(name).to_python_identifier(), metadata=metadata)
         yield from _checks(context, result, ucfg.guard.max_cluster_size)
 
+    def _stored_model(context, store, frames):
+        if store.exists(MODEL_PATH):
+            return read_model(store.read_bytes(MODEL_PATH), store.url(MODEL_PATH))
+        context.log.warning(
+            f"unify: no stored match model at {store.url(MODEL_PATH)}; training one for this run only. Scoring "
+            f"with a stored model keeps nightly runs fast and CustomerIds steady: {TRAIN_STEP}"
+        )
+        return train_from_tables(ucfg, frames, primary_keys, config.base_dir)[0]
+
     return _unify
+
+
+def _model_asset(config: ProjectConfig):
+    """``unify/match_model``: the probabilistic model trained on the last ingested customer tables, stored in the
+    lake as JSON; unification scores with it until it is materialized again."""
+    ucfg = config.unify
+    tables = [(t.source, t.table) for t in ucfg.tables]
+    primary_keys = {(s, t): config.sources[s].tables[t].primary_key for s, t in tables}
+
+    @dg.asset(
+        key=key("match_model"),
+        group_name=GROUP,
+        kinds={"json"},
+        ins={f"{s}__{t}": dg.AssetIn(key=ingest.table_key(s, t)) for s, t in tables},
+        tags={REFRESH_TAG: "on_demand"},
+        description="The probabilistic match model (m and u per comparison level, prior, EM trace), trained on "
+        "the customer tables; retrain it on demand, since unification scores every run with the stored model.",
+    )
+    def match_model(context: dg.AssetExecutionContext, lake: LakeResource, **inputs) -> dg.MaterializeResult:
+        frames = {(s, t): inputs[f"{s}__{t}"] for s, t in tables}
+        model, said = train_from_tables(ucfg, frames, primary_keys, config.base_dir)
+        for warning in said:
+            context.log.warning(f"unify.match_model: {warning}")
+        store = lake.get_lake()
+        store.write_bytes(MODEL_PATH, model_json(model))
+        return dg.MaterializeResult(metadata=_model_metadata(model, frames, store.url(MODEL_PATH), context.run_id))
+
+    return match_model
+
+
+def _model_metadata(model, frames: dict, url: str, run_id: str) -> dict:
+    """What the model learnt: m, u and weight per level, the prior, the EM trace and what it was trained on."""
+    lines = ["| comparison | level | m | u | weight |", "|---|---|---:|---:|---:|"]
+    for p in model.parameters:
+        lines += [
+            f"| {p.name} | {level} | {m:.4g} | {u:.4g} | {w:+.2f} |"
+            for level, m, u, w in zip(p.levels, p.m, p.u, p.weights, strict=True)
+        ]
+        if p.note:
+            lines.append(f"| {p.name} | (no evidence) | | | {p.note} |")
+    lines += ["", f"prior match probability {model.prior:.3g} (weight {model.prior_weight:+.2f})"]
+    return {
+        "parameters": dg.MetadataValue.md("\n".join(lines)),
+        "path": dg.MetadataValue.path(url),
+        "converged": model.converged,
+        "iterations": len(model.trace),
+        "trace": dg.MetadataValue.json([vars(i) for i in model.trace]),
+        "training_data": dg.MetadataValue.json(
+            {
+                "run_id": run_id,
+                "tables": {f"{s}.{t}": len(f) for (s, t), f in frames.items()},
+                **{k: v for k, v in model.training.items() if k != "settings_yaml"},
+            }
+        ),
+        "settings": dg.MetadataValue.md(f"```yaml\n{model.training['settings_yaml']}```"),
+    }
 
 
 def _read_optional(store, asset_key: dg.AssetKey) -> pd.DataFrame | None:
@@ -243,6 +336,7 @@ def _stats_metadata(result: UnifyResult) -> dict:
         "guard_splits": dg.MetadataValue.json(s["guard_splits"]),
         "uncomparable_records": dg.MetadataValue.json(s["uncomparable_records"]),
         "unreadable_dates": dg.MetadataValue.json(s["unreadable_dates"]),
+        **({"match_method": dg.MetadataValue.json(s["match_method"])} if "match_method" in s else {}),
     }
 
 

@@ -4,15 +4,29 @@ from ci_pipeline.unify.attach import OUTCOMES
 from ci_pipeline.unify.engine import UnifyResult, make_normalizer, unify
 from ci_pipeline.unify.identity import assign_ids, new_customer_id
 from ci_pipeline.unify.normalize import Normalizer, phone_digits, read_alias_file
+from ci_pipeline.unify.probabilistic_method import (
+    MODEL_PATH,
+    TRAIN_STEP,
+    ProbabilisticMatches,
+    model_json,
+    read_model,
+    train_from_tables,
+)
 
 __all__ = [
+    "MODEL_PATH",
     "OUTCOMES",
+    "TRAIN_STEP",
+    "ProbabilisticMatches",
     "Normalizer",
     "UnifyResult",
     "assign_ids",
     "make_normalizer",
+    "model_json",
     "new_customer_id",
     "phone_digits",
     "read_alias_file",
+    "read_model",
+    "train_from_tables",
     "unify",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +12,11 @@ import yaml
 
 from ci_pipeline.config import load_config
 from ci_pipeline.config.unify import UnifyConfig
+from ci_pipeline.defs import build_definitions
+from ci_pipeline.defs import unify as unify_defs
+from ci_pipeline.defs.resources import shared_resources
 from ci_pipeline.errors import ConfigError, UserError
+from ci_pipeline.lake import Lake
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.engine import make_normalizer
 from ci_pipeline.unify.explain import explain_pair, render_pair
@@ -27,6 +32,7 @@ from ci_pipeline.unify.probabilistic import (
 )
 from ci_pipeline.unify.probabilistic.model import ComparisonParameters, Iteration
 from ci_pipeline.unify.probabilistic_method import (
+    MODEL_PATH,
     ProbabilisticMatches,
     configured_settings,
     model_json,
@@ -358,3 +364,74 @@ def test_a_model_trained_on_the_tables_links_people_and_prints_its_chosen_settin
     correct = (same_id.person_x == same_id.person_y).sum()
     assert correct / len(same_id) >= 0.98  # precision of the pairs put together
     assert correct / len(same_person) >= 0.9  # recall
+
+
+def generated_project(tmp_path, match: dict | None = None):
+    """A project over two tables of made-up people, ingested into a real lake folder."""
+    tables, _ = people(300, seed=5)
+    sources = {}
+    for (source, table), pk in GENERATED_KEYS.items():
+        sources[source] = {
+            "owner": "me",
+            "tables": {table: {"format": "csv", "path": f"{table}.csv", "primary_key": pk}},
+        }
+    raw = {
+        "lake": {"url": "lake"},
+        "sources": sources,
+        "unify": GENERATED | {"match": match or {"method": "probabilistic"}},
+    }
+    (tmp_path / "ci_pipeline.yaml").write_text(yaml.safe_dump(raw))
+    lake = Lake.local(tmp_path / "lake")
+    for (source, table), df in tables.items():
+        lake.write_parquet(f"ci_pipeline/{source}/{table}.parquet", df)
+    return load_config(tmp_path / "ci_pipeline.yaml"), lake
+
+
+def materialize(cfg, selection):
+    defs = build_definitions(cfg)
+    assets = list(defs.assets or [])
+    assets += [dg.SourceAsset(dg.AssetKey([s, t])) for s, t in GENERATED_KEYS]
+    return dg.materialize(assets, resources=shared_resources(cfg), selection=selection, raise_on_error=True)
+
+
+def materialized(result, name: str):
+    return next(
+        e.materialization for e in result.get_asset_materialization_events() if e.asset_key == unify_defs.key(name)
+    )
+
+
+def test_the_match_model_asset_is_stored_and_unification_scores_with_it(tmp_path):
+    cfg, lake = generated_project(tmp_path)
+    unification = dg.AssetSelection.groups("unify") - dg.AssetSelection.assets(unify_defs.key("match_model"))
+    # No stored model yet: the run trains one for itself, with a warning, and stores nothing.
+    first = materialize(cfg, unification)
+    assert first.success and not lake.exists(MODEL_PATH)
+    trained = materialize(cfg, dg.AssetSelection.assets(unify_defs.key("match_model")))
+    metadata = materialized(trained, "match_model").metadata
+    assert "| first_name | exact |" in metadata["parameters"].value
+    assert metadata["training_data"].value["tables"] == {"crm.contacts": 300, "shop.customers": 200}
+    assert metadata["trace"].value and "probabilistic:" in metadata["settings"].value
+    stored = lake.read_bytes(MODEL_PATH)
+    second = materialize(cfg, unification)
+    assert materialized(second, "unify_stats").metadata["match_method"].value["links"] > 0
+    assert lake.read_bytes(MODEL_PATH) == stored  # scoring never retrains
+    profile = lake.read_parquet("ci_pipeline/unify/customer_profile.parquet")
+    assert 250 <= len(profile) <= 330
+    # The unify jobs leave the model alone: it is retrained on demand or by its own job.
+    defs = build_definitions(cfg)
+    assert [list(k.path) for k in defs.resolve_job_def("train_match_model").asset_layer.selected_asset_keys] == [
+        ["unify", "match_model"]
+    ]
+    assert unify_defs.key("match_model") not in defs.resolve_job_def("unify_only").asset_layer.selected_asset_keys
+
+
+def test_a_stored_model_from_another_configuration_fails_the_run_saying_to_retrain(tmp_path):
+    cfg, lake = generated_project(tmp_path)
+    materialize(cfg, dg.AssetSelection.assets(unify_defs.key("match_model")))
+    other = {
+        "method": "probabilistic",
+        "probabilistic": {"comparisons": [{"kind": "exact", "column": "email"}], "blocking": [["email"]]},
+    }
+    cfg, _ = generated_project(tmp_path, other)
+    with pytest.raises(UserError, match=r"does not fit.*materialize the asset unify/match_model"):
+        materialize(cfg, dg.AssetSelection.assets(unify_defs.key("customer_profile")))
