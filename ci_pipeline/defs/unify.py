@@ -208,6 +208,10 @@ def _model_asset(config: ProjectConfig):
         model, said = train_from_tables(ucfg, frames, primary_keys, config.base_dir)
         for warning in said:
             context.log.warning(f"unify.match_model: {warning}")
+        context.log.info(
+            f"unify.match_model: trained with these settings (paste under unify.match to keep or edit "
+            f"them):\n{model.training['settings_yaml']}"
+        )
         store = lake.get_lake()
         store.write_bytes(MODEL_PATH, model_json(model))
         return dg.MaterializeResult(metadata=_model_metadata(model, frames, store.url(MODEL_PATH), context.run_id))

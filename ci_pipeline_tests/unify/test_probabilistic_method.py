@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from ci_pipeline.cli import main
 from ci_pipeline.config import load_config
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.defs import build_definitions
@@ -435,3 +436,22 @@ def test_a_stored_model_from_another_configuration_fails_the_run_saying_to_retra
     cfg, _ = generated_project(tmp_path, other)
     with pytest.raises(UserError, match=r"does not fit.*materialize the asset unify/match_model"):
         materialize(cfg, dg.AssetSelection.assets(unify_defs.key("customer_profile")))
+
+
+def test_explain_pair_command_shows_the_stored_model_weights(tmp_path, capsys):
+    cfg, lake = generated_project(tmp_path)
+    config_file = str(tmp_path / "ci_pipeline.yaml")
+    unification = dg.AssetSelection.groups("unify") - dg.AssetSelection.assets(unify_defs.key("match_model"))
+    materialize(cfg, unification)
+    # Without a stored model there is no waterfall to show: the error says how to train one.
+    assert main(["--config", config_file, "explain", "crm", "contacts", "c1", "--pair", "shop", "customers", "s1"]) == 2
+    assert "match_model.json does not exist: train the match model first" in capsys.readouterr().err
+    materialize(cfg, dg.AssetSelection.assets(unify_defs.key("match_model")))
+    pair = ["crm", "contacts", "c1", "--pair", "shop", "customers", "s1"]
+    assert main(["--config", config_file, "explain", *pair]) == 0
+    out = capsys.readouterr().out
+    assert "model: prior weight" in out and "first_name:" in out and "total weight" in out
+    assert main(["--config", config_file, "explain", *pair, "--json"]) == 0
+    waterfall = json.loads(capsys.readouterr().out)["probabilistic"]
+    assert {c["comparison"] for c in waterfall["comparisons"]} >= {"first_name", "last_name", "birth_date"}
+    assert 0 <= waterfall["match_probability"] <= 1
