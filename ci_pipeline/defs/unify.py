@@ -21,6 +21,7 @@ from ci_pipeline.unify import (
     TRAIN_STEP,
     ProbabilisticMatches,
     UnifyResult,
+    configured_settings,
     model_json,
     read_model,
     train_from_tables,
@@ -96,6 +97,9 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         return dg.Definitions()
     if config.unify.match.method != "probabilistic":
         return dg.Definitions(assets=[_unify_asset(config)])
+    # A mistake in the model's settings (unknown kind or level, thresholds out of order) fails when the definitions
+    # load, naming its key, rather than at the first training or scoring run.
+    configured_settings(config.unify)
     return dg.Definitions(assets=[_unify_asset(config), _model_asset(config)])
 
 

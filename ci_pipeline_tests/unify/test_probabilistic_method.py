@@ -455,3 +455,13 @@ def test_explain_pair_command_shows_the_stored_model_weights(tmp_path, capsys):
     waterfall = json.loads(capsys.readouterr().out)["probabilistic"]
     assert {c["comparison"] for c in waterfall["comparisons"]} >= {"first_name", "last_name", "birth_date"}
     assert 0 <= waterfall["match_probability"] <= 1
+
+
+def test_malformed_model_settings_fail_when_the_definitions_load(tmp_path):
+    bad = {
+        "method": "probabilistic",
+        "probabilistic": {"comparisons": [{"kind": "levenshtein", "column": "email", "thresholds": [3, 1]}]},
+    }
+    cfg, _ = generated_project(tmp_path, bad)
+    with pytest.raises(SettingsError, match=r"unify.match.probabilistic: comparisons\[0\].*out of order"):
+        build_definitions(cfg)
