@@ -201,8 +201,9 @@ def unify(
     dedup_pairs = deduplicate(config, prepared)
     watch.lap("dedup")
     matched = match(config, prepared, match_method)
-    watch.lap("match")
     records = prepared.records
+    dedup_pairs, matched = _within_tables_as_dedup(config, records, dedup_pairs, matched)
+    watch.lap("match")
     candidates = apply_overrides(config, records, dedup_pairs, matched.pairs, base_dir)
     clustering = cluster_and_attach(config, records, candidates, matched, previous_identity)
     warnings = prepared.warnings + candidates.warnings
@@ -291,14 +292,36 @@ def deduplicate(config: UnifyConfig, prepared: Preparation) -> pd.DataFrame:
         pairs["rule_name"] = [t.dedup.rules[i].name for i in pairs["rule"]] if len(pairs) else []
         found.append(pairs)
     dedup_pairs = pd.concat(found, ignore_index=True)
-    acc = dedup_pairs[dedup_pairs["accepted"]]
-    groups = components(len(records), acc["left"].to_numpy(), acc["right"].to_numpy())
     attr_cols = [c for c in records.columns[len(BASE) :] if "." not in c]
     records["filled"] = records[attr_cols].notna().sum(axis=1).astype(np.int64)
     records["key_rank"] = pd.factorize(records["key"], sort=True)[0]
-    records["dedup_group"] = groups
-    records["is_winner"] = _winners(records, config)
+    _mark_dedup_groups(config, records, dedup_pairs)
     return dedup_pairs
+
+
+def _mark_dedup_groups(config: UnifyConfig, records: pd.DataFrame, dedup_pairs: pd.DataFrame) -> None:
+    """Each record's dedup group (components of the accepted dedup pairs) and whether it is the group's winner."""
+    acc = dedup_pairs[dedup_pairs["accepted"]]
+    records["dedup_group"] = components(len(records), acc["left"].to_numpy(), acc["right"].to_numpy())
+    records["is_winner"] = _winners(records, config)
+
+
+def _within_tables_as_dedup(
+    config: UnifyConfig, records: pd.DataFrame, dedup_pairs: pd.DataFrame, matched: Matched
+) -> tuple[pd.DataFrame, Matched]:
+    """A match method's pairs of two records of one table (a model scores them as it scores pairs across tables)
+    are duplicates of that table: they join the dedup pairs and groups, so the table's dedup output and winners
+    show them. The rules method pairs only records of different tables: nothing changes then."""
+    pairs = matched.pairs
+    rank = records["rank"].to_numpy()
+    within = rank[pairs["left"].to_numpy()] == rank[pairs["right"].to_numpy()] if len(pairs) else np.zeros(0, bool)
+    if not within.any():
+        return dedup_pairs, matched
+    moved = pairs[within].assign(stage="dedup")
+    dedup_pairs = pd.concat([dedup_pairs, moved], ignore_index=True)
+    _mark_dedup_groups(config, records, dedup_pairs)
+    rest = pairs[~within].reset_index(drop=True)
+    return dedup_pairs, Matched(rest, matched.conflicts, matched.attach_inputs, matched.uncomparable)
 
 
 def match(config: UnifyConfig, prepared: Preparation, method: MatchMethod = rule_matches) -> Matched:
