@@ -274,16 +274,34 @@ def compute_measures(
     for name in sorted(config.attributes):
         wide[name] = attribute(name).to_numpy()
 
-    customer_tables = {}
+    customer_tables = _customer_tables(config, index, ids, non_finite)
+    business_tables = _business_tables(config, index, wide, non_finite)
+    return MeasureResults(
+        attributes=wide,
+        customer=customer_tables,
+        business=business_tables,
+        non_finite={name: count for name, count in sorted(non_finite.items()) if count},
+    )
+
+
+def _customer_tables(
+    config: MeasuresConfig, index: FactIndex, ids: pd.Index, non_finite: dict[str, int]
+) -> dict[str, pd.DataFrame]:
+    """The customer measures: one table per measure, a row per customer and dimension value."""
+    tables = {}
     for name, spec in sorted(config.customer.items()):
         frame = measure_frame(index, spec, f"measures.customer.{name}", by_customer=True)
         series, non_finite[name] = _finish(aggregate(frame, ["code", *spec.dimensions], spec, index.end), spec)
         table = series.rename("Value").reset_index()
         table.insert(0, "CustomerId", pd.Series(ids.to_numpy()[table.pop("code").to_numpy()], dtype="string"))
-        customer_tables[name] = table.sort_values(["CustomerId", *spec.dimensions], kind="stable").reset_index(
-            drop=True
-        )
+        tables[name] = table.sort_values(["CustomerId", *spec.dimensions], kind="stable").reset_index(drop=True)
+    return tables
 
+
+def _business_tables(
+    config: MeasuresConfig, index: FactIndex, wide: pd.DataFrame, non_finite: dict[str, int]
+) -> dict[str, pd.DataFrame]:
+    """The business measures, each computed once: expressions read the scalars of the measures they name."""
     business_tables: dict[str, pd.DataFrame] = {}
     scalars: dict[str, float] = {}
 
@@ -317,12 +335,7 @@ def compute_measures(
 
     for name in sorted(config.business):
         business(name)
-    return MeasureResults(
-        attributes=wide,
-        customer=customer_tables,
-        business=business_tables,
-        non_finite={name: count for name, count in sorted(non_finite.items()) if count},
-    )
+    return business_tables
 
 
 def _scalar_table(frame: pd.DataFrame, spec: MeasureSpec, end: pd.Timestamp) -> tuple[pd.DataFrame, int]:
