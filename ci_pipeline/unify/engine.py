@@ -202,7 +202,7 @@ def unify(
     watch.lap("dedup")
     matched = match(config, prepared, match_method)
     records = prepared.records
-    dedup_pairs, matched = _within_tables_as_dedup(config, records, dedup_pairs, matched)
+    _within_tables_as_dedup(config, records, dedup_pairs, matched)
     watch.lap("match")
     candidates = apply_overrides(config, records, dedup_pairs, matched.pairs, base_dir)
     clustering = cluster_and_attach(config, records, candidates, matched, previous_identity)
@@ -308,20 +308,18 @@ def _mark_dedup_groups(config: UnifyConfig, records: pd.DataFrame, dedup_pairs: 
 
 def _within_tables_as_dedup(
     config: UnifyConfig, records: pd.DataFrame, dedup_pairs: pd.DataFrame, matched: Matched
-) -> tuple[pd.DataFrame, Matched]:
-    """A match method's pairs of two records of one table (a model scores them as it scores pairs across tables)
-    are duplicates of that table: they join the dedup pairs and groups, so the table's dedup output and winners
-    show them. The rules method pairs only records of different tables: nothing changes then."""
+) -> None:
+    """A match method's accepted pairs of two records of one table (a model scores them as it scores pairs across
+    tables) are duplicates of that table: they join its dedup groups, so its dedup output and winners show them.
+    They stay match pairs for the guard, which orders a model's links by weight wherever the records come from.
+    The rules method pairs only records of different tables: nothing changes then."""
     pairs = matched.pairs
+    if not len(pairs):
+        return
     rank = records["rank"].to_numpy()
-    within = rank[pairs["left"].to_numpy()] == rank[pairs["right"].to_numpy()] if len(pairs) else np.zeros(0, bool)
-    if not within.any():
-        return dedup_pairs, matched
-    moved = pairs[within].assign(stage="dedup")
-    dedup_pairs = pd.concat([dedup_pairs, moved], ignore_index=True)
-    _mark_dedup_groups(config, records, dedup_pairs)
-    rest = pairs[~within].reset_index(drop=True)
-    return dedup_pairs, Matched(rest, matched.conflicts, matched.attach_inputs, matched.uncomparable)
+    within = (rank[pairs["left"].to_numpy()] == rank[pairs["right"].to_numpy()]) & pairs["accepted"].to_numpy(bool)
+    if within.any():
+        _mark_dedup_groups(config, records, pd.concat([dedup_pairs, pairs[within]], ignore_index=True))
 
 
 def match(config: UnifyConfig, prepared: Preparation, method: MatchMethod = rule_matches) -> Matched:
