@@ -225,14 +225,14 @@ def _model_asset(config: ProjectConfig):
 
 def _model_metadata(model, frames: dict, url: str, run_id: str) -> dict:
     """What the model learnt: m, u and weight per level, the prior, the EM trace and what it was trained on."""
-    lines = ["| comparison | level | m | u | weight |", "|---|---|---:|---:|---:|"]
+    lines = ["| comparison | level | m | u | weight | |", "|---|---|---:|---:|---:|---|"]
     for p in model.parameters:
-        lines += [
-            f"| {p.name} | {level} | {m:.4g} | {u:.4g} | {w:+.2f} |"
-            for level, m, u, w in zip(p.levels, p.m, p.u, p.weights, strict=True)
-        ]
+        # A bar per level, one mark per bit of weight: the levels' evidence at a glance.
+        for level, m, u, w in zip(p.levels, p.m, p.u, p.weights, strict=True):
+            bar = ("+" if w >= 0 else "-") * min(round(abs(w)), 30)
+            lines.append(f"| {p.name} | {level} | {m:.4g} | {u:.4g} | {w:+.2f} | `{bar}` |")
         if p.note:
-            lines.append(f"| {p.name} | (no evidence) | | | {p.note} |")
+            lines.append(f"| {p.name} | (no evidence) | | | | {p.note} |")
     lines += ["", f"prior match probability {model.prior:.3g} (weight {model.prior_weight:+.2f})"]
     return {
         "parameters": dg.MetadataValue.md("\n".join(lines)),

@@ -413,7 +413,7 @@ def test_the_match_model_asset_is_stored_and_unification_scores_with_it(tmp_path
     assert first.success and not lake.exists(MODEL_PATH)
     trained = materialize(cfg, dg.AssetSelection.assets(unify_defs.key("match_model")))
     metadata = materialized(trained, "match_model").metadata
-    assert "| first_name | exact |" in metadata["parameters"].value
+    assert "| first_name | exact |" in metadata["parameters"].value and "`++++" in metadata["parameters"].value
     assert metadata["training_data"].value["tables"] == {"crm.contacts": 300, "shop.customers": 200}
     assert metadata["trace"].value and "probabilistic:" in metadata["settings"].value
     stored = lake.read_bytes(MODEL_PATH)
