@@ -40,8 +40,8 @@ def build_records(
         extra_columns: (source, table) -> unmapped columns that merge fields name as ``source.table.column``;
             each becomes a column of that name, empty on other tables' rows.
         unreadable: when given, filled with ``source.table.column`` -> ``{"values": n, "example": text}`` for each
-            recency or winner column holding values that are not dates unify can read (see :func:`parse_times`);
-            those values count as missing.
+            recency, winner or birth-date column holding values that are not dates unify can read (see
+            :func:`parse_times`); those values count as missing.
 
     Returns:
         One row per source record, in table order then key order: ``source, table, key, rank, recency`` plus one
@@ -80,6 +80,8 @@ def build_records(
             )
         for attr, column in t.attributes().items():
             out[attr] = df[column].astype("string")
+            if attr in DATE_ATTRIBUTES and unreadable is not None:
+                _count_unreadable(t, df, column, parse_times(df[column]), unreadable)
         for column in (extra_columns or {}).get((t.source, t.table), []):
             if column not in df.columns:
                 raise UserError(
@@ -112,6 +114,8 @@ def _check_columns(t: UnifyTable, df: pd.DataFrame, key: str) -> None:
         )
 
 
+#: Attributes normalized as dates (see normalize.DEFAULTS): an unreadable value is counted like a recency date's.
+DATE_ATTRIBUTES = frozenset({"birth_date"})
 #: The dates unify can hold (pandas' nanosecond range, whole days): anything outside is unreadable, i.e. missing.
 #: They are also the widest date_range ingestion allows, so unify reads every date ingestion accepted.
 EARLIEST = pd.Timestamp("1677-09-22", tz="UTC")
@@ -160,11 +164,18 @@ def _within_range(times: pd.Series) -> pd.Series:
 def _to_time(t: UnifyTable, df: pd.DataFrame, column: str, unreadable: dict[str, dict] | None) -> pd.Series:
     times = parse_times(df[column])
     if unreadable is not None:
-        text = df[column].astype("string").str.strip()
-        lost = (text.notna() & (text.str.len() > 0) & times.isna()).to_numpy(bool)
-        if lost.any():
-            unreadable[f"{t.ref}.{column}"] = {"values": int(lost.sum()), "example": str(text[lost].iloc[0])}
+        _count_unreadable(t, df, column, times, unreadable)
     return times
+
+
+def _count_unreadable(
+    t: UnifyTable, df: pd.DataFrame, column: str, times: pd.Series, unreadable: dict[str, dict]
+) -> None:
+    """Note how many present values of ``column`` did not parse as dates, with one example."""
+    text = df[column].astype("string").str.strip()
+    lost = (text.notna() & (text.str.len() > 0) & times.isna()).to_numpy(bool)
+    if lost.any():
+        unreadable[f"{t.ref}.{column}"] = {"values": int(lost.sum()), "example": str(text[lost].iloc[0])}
 
 
 def _derive_names(out: pd.DataFrame) -> None:

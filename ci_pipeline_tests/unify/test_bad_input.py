@@ -40,6 +40,16 @@ def test_a_birth_date_outside_the_range_normalizes_to_missing():
     assert out.isna().tolist() == [True, False, True] and out[1] == "1980-05-06"
 
 
+def test_unify_counts_unreadable_birth_dates_and_matches_without_them():
+    f = frames()
+    f[("crm", "contacts")] = f[("crm", "contacts")].assign(dob=["12/31/9999", "1980-05-06", "1980-05-06", "no date"])
+    raw = config().model_dump()
+    raw["tables"][0]["columns"]["dob"] = "birth_date"
+    r = unify(type(config()).model_validate(raw), f, KEYS)
+    assert len(r.alternate_key) == 9
+    assert r.stats["unreadable_dates"]["crm.contacts.dob"] == {"values": 2, "example": "12/31/9999"}
+
+
 @pytest.mark.parametrize(
     "modified_at",
     [
