@@ -387,36 +387,7 @@ def train(
     m, shares, converged, trace = _em(
         patterns, counts, session, _seed_m(table, settings, labels), u_random, settings, active
     )
-    exact_weight = [float(np.log2(m[j][0] / u_random[j][0])) for j in range(len(comparisons))]
-    insane = [
-        f"{c.name!r} (m {m[j][0]:.3g}, u {u_random[j][0]:.3g})"
-        for j, c in enumerate(comparisons)
-        if active[j] and exact_weight[j] < SANE_EXACT_WEIGHT
-    ]
-    last = trace[-1]
-    summary = (
-        f"EM {'converged' if converged else 'did not converge'} after {last.iteration} iteration(s) "
-        f"(last change {last.change:.2g}, tolerance {settings.tolerance:g}; match share per iteration: "
-        + ", ".join(f"{t.match_share:.4g}" for t in trace[-5:])
-        + ")"
-    )
-    if insane:
-        raise TrainingError(
-            f"{summary}; the fit is not sane: exact agreement on {', '.join(insane)} came out less likely for "
-            "matches than for non-matches. Check that the column holds what its comparison expects, add blocking "
-            "rules that find more true matches, or remove the comparison"
-        )
-    for j, c in enumerate(comparisons):
-        if active[j] and exact_weight[j] <= 0:
-            # A near-constant field (one country for nearly everyone): agreement is as common among non-matches.
-            notes[j] = (
-                f"exact agreement on column {c.column!r} is about as likely for non-matches (u {u_random[j][0]:.3g}) "
-                f"as for matches (m {m[j][0]:.3g}): it carries no evidence"
-            )
-            active[j] = False
-            warnings.warn(notes[j], UserWarning, stacklevel=2)
-    if not converged:
-        warnings.warn(f"{summary}; the last parameters are kept (they are sane)", ConvergenceWarning, stacklevel=2)
+    _judge_fit(comparisons, m, u_random, active, notes, trace, converged, settings.tolerance)
     parameters = tuple(
         ComparisonParameters(
             c.name,
@@ -437,3 +408,38 @@ def train(
         "expected_matches": float(expected_matches),
     }
     return Model(settings, parameters, prior, converged, tuple(trace), training)
+
+
+def _judge_fit(comparisons, m, u_random, active: np.ndarray, notes: list, trace, converged: bool, tolerance: float):
+    """Refuse an insane fit; switch off (in ``active`` and ``notes``) comparisons whose agreement carries no
+    evidence; warn when EM stopped at its iteration limit with sane parameters."""
+    exact_weight = [float(np.log2(m[j][0] / u_random[j][0])) for j in range(len(comparisons))]
+    insane = [
+        f"{c.name!r} (m {m[j][0]:.3g}, u {u_random[j][0]:.3g})"
+        for j, c in enumerate(comparisons)
+        if active[j] and exact_weight[j] < SANE_EXACT_WEIGHT
+    ]
+    last = trace[-1]
+    summary = (
+        f"EM {'converged' if converged else 'did not converge'} after {last.iteration} iteration(s) "
+        f"(last change {last.change:.2g}, tolerance {tolerance:g}; match share per iteration: "
+        + ", ".join(f"{t.match_share:.4g}" for t in trace[-5:])
+        + ")"
+    )
+    if insane:
+        raise TrainingError(
+            f"{summary}; the fit is not sane: exact agreement on {', '.join(insane)} came out less likely for "
+            "matches than for non-matches. Check that the column holds what its comparison expects, add blocking "
+            "rules that find more true matches, or remove the comparison"
+        )
+    for j, c in enumerate(comparisons):
+        if active[j] and exact_weight[j] <= 0:
+            # A near-constant field (one country for nearly everyone): agreement is as common among non-matches.
+            notes[j] = (
+                f"exact agreement on column {c.column!r} is about as likely for non-matches (u {u_random[j][0]:.3g}) "
+                f"as for matches (m {m[j][0]:.3g}): it carries no evidence"
+            )
+            active[j] = False
+            warnings.warn(notes[j], UserWarning, stacklevel=3)
+    if not converged:
+        warnings.warn(f"{summary}; the last parameters are kept (they are sane)", ConvergenceWarning, stacklevel=3)
