@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, get_args
 from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable
 from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.config.measures import RESERVED, MeasuresConfig, MeasureSpec
+from ci_pipeline.config.predictions import SEGMENT_FIELDS
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.config.unify import (
     NormalizeConfig,
@@ -53,6 +54,7 @@ def section_checks() -> dict[str, Callable[[ProjectConfig], list[str]]]:
         "activities": activities_problems,
         "measures": measures_problems,
         "segments": segments_problems,
+        "predictions": predictions_problems,
     }
 
 
@@ -272,6 +274,7 @@ class _RuleNames:
 
     def __init__(self, section: SegmentsConfig, project: ProjectConfig):
         self.segments = section.definitions
+        self.project = project
         self.profile = profile_columns(project)
         self.measures = project.measures.attributes
         self.activities = project.activities.tables
@@ -288,6 +291,8 @@ class _RuleNames:
             ]
         if isinstance(node, FieldTest) and node.namespace == "measure":
             return _measure_problems(node, self.measures)
+        if isinstance(node, FieldTest) and node.namespace == "prediction":
+            return _prediction_field_problems(node, self.project)
         if isinstance(node, FieldTest) and self.profile and node.name not in self.profile:
             close = difflib.get_close_matches(node.name, self.profile, n=1, cutoff=0.6)
             return [
@@ -403,6 +408,90 @@ def _measure_problems(node: FieldTest, measures: dict[str, MeasureSpec]) -> list
     if kind == "date" and node.op != "in_last" and any(not isinstance(v, dt.date | str) for v in values):
         return [f"{node.key}.value: measure {node.name} is a date; compare it with a date (YYYY-MM-DD)"]
     return []
+
+
+def _prediction_field_problems(node: FieldTest, project: ProjectConfig) -> list[str]:
+    """A rule on ``prediction.<field>``: the field exists, its model runs, and the operator and value fit it."""
+    if node.name not in SEGMENT_FIELDS:
+        return [
+            f"{node.key}.field: unknown prediction field {node.name!r}{did_you_mean(node.name, SEGMENT_FIELDS)}; "
+            f"prediction fields are {', '.join(SEGMENT_FIELDS)}"
+        ]
+    model, _, kind = SEGMENT_FIELDS[node.name]
+    section = project.predictions
+    if section is None or model not in section.models:
+        fix = "add a 'predictions' section" if section is None else f"add {model} to predictions.models"
+        return [f"{node.key}.field: prediction.{node.name} comes from the {model} model, which does not run; {fix}"]
+    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    if node.op in ("is_null", "not_null"):
+        return []
+    if kind == "number" and any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
+        return [f"{node.key}.value: prediction.{node.name} is a number; compare it with a number, not {node.value!r}"]
+    if kind == "boolean" and any(not isinstance(v, bool) for v in values):
+        return [f"{node.key}.value: prediction.{node.name} is true or false; compare it with true or false"]
+    return []
+
+
+# --- predictions --------------------------------------------------------------------------------------------------
+
+
+def predictions_problems(project: ProjectConfig) -> list[str]:
+    """Purchase and product activities and fields, signal activities and profile fields that do not exist."""
+    section = project.predictions
+    if section is None:
+        return []
+    activities = project.activities.tables
+    found: list[str] = []
+    uses_purchases = {"churn", "clv"} & set(section.models)
+    source = section.purchases
+    if uses_purchases:
+        found += _prediction_activity_problems(
+            "predictions.purchases", source.activity, [source.amount, source.is_return], activities
+        )
+    if "recommendation" in section.models:
+        if source.product_activity is None:
+            found.append(
+                "predictions.purchases.product_activity: the recommendation model needs an activity with one row "
+                f"per product bought; name one of {', '.join(sorted(activities)) or '(none under activities.tables)'}"
+                " or remove recommendation from predictions.models"
+            )
+        else:
+            found += _prediction_activity_problems(
+                "predictions.purchases", source.product_activity, [source.product], activities, "product_activity"
+            )
+    for i, name in enumerate(section.signal_activities):
+        if name not in activities:
+            found.append(
+                f"predictions.signal_activities[{i}]: unknown activity {name!r}{did_you_mean(name, activities)}; "
+                f"use one of {', '.join(sorted(activities)) or '(none under activities.tables)'}"
+            )
+    profile = profile_columns(project)
+    for i, name in enumerate(section.profile_fields):
+        if profile and name not in profile:
+            found.append(
+                f"predictions.profile_fields[{i}]: unknown profile attribute {name!r}{did_you_mean(name, profile)}; "
+                f"the unified profile has {', '.join(profile)}"
+            )
+    return found
+
+
+def _prediction_activity_problems(
+    key: str, activity: str, fields: list[str | None], activities: dict, activity_key: str = "activity"
+) -> list[str]:
+    """The activity exists and has the named semantic fields."""
+    if activity not in activities:
+        return [
+            f"{key}.{activity_key}: unknown activity {activity!r}{did_you_mean(activity, activities)}; use one of "
+            f"{', '.join(sorted(activities)) or '(none under activities.tables)'}"
+        ]
+    have = activities[activity].fields
+    keys = ("amount", "is_return") if activity_key == "activity" else ("product",)
+    return [
+        f"{key}.{field_key}: activity {activity!r} has no field {field!r}{did_you_mean(field, have)}; its fields "
+        f"are {', '.join(sorted(have)) or '(none)'} (activities.tables.{activity}.fields)"
+        for field_key, field in zip(keys, fields, strict=True)
+        if field is not None and field not in have
+    ]
 
 
 # --- unify ------------------------------------------------------------------------------------------------------

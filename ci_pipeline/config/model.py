@@ -18,6 +18,7 @@ from ci_pipeline.config.checks import section_checks
 from ci_pipeline.config.lake import LakeConfig
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.config.orchestration import OrchestrationConfig
+from ci_pipeline.config.predictions import PredictionsConfig
 from ci_pipeline.config.publish import PublishConfig
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.config.sources import SourceConfig
@@ -41,6 +42,7 @@ class ProjectConfig(StrictModel):
     unify: UnifyConfig | None = None
     activities: ActivitiesConfig = ActivitiesConfig()
     measures: MeasuresConfig = MeasuresConfig()
+    predictions: PredictionsConfig | None = None
     segments: SegmentsConfig = SegmentsConfig()
     publish: PublishConfig = PublishConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()

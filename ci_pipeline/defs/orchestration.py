@@ -145,6 +145,20 @@ def build_schedules(config: ProjectConfig, graph, jobs: dict[str, dg.UnresolvedA
                 refresh.enabled,
             )
         )
+    training = config.predictions.training if config.predictions is not None else None
+    if training is not None and "train_predictions" in jobs:
+        schedules.append(
+            schedule_for(
+                "train_predictions",
+                training,
+                orchestration.timezone_of(training),
+                jobs["train_predictions"],
+                "partial",
+                f"Retrain the prediction models ({', '.join(training.cron_schedules())}, "
+                f"{orchestration.timezone_of(training)}); refreshes score with the stored models in between.",
+                training.enabled,
+            )
+        )
     for index, item in enumerate(orchestration.schedules):
         selection = _resolve_selection(item.select, graph, f"orchestration.schedules[{index}].select")
         job = dg.define_asset_job(f"{item.name}_job", selection=selection, description=item.description or None)

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
-from ci_pipeline.defs import activities, measures, unify
+from ci_pipeline.defs import activities, measures, predictions, unify
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import asset_path
 from ci_pipeline.measures import run_date
@@ -35,6 +35,8 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         ins["customer_measure_values"] = dg.AssetIn(key=measures.STAGE.key("customer_measure_values"))
     if config.activities.tables:
         ins["activity_facts"] = dg.AssetIn(key=activities.STAGE.key("activity_facts"))
+    if config.predictions is not None:
+        ins["prediction_fields"] = dg.AssetIn(key=predictions.STAGE.key("prediction_fields"))
     provider = section.provider or config.name
     measures_section = config.measures
 
@@ -86,6 +88,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
                 profile=customer_profile,
                 measures=inputs.get("customer_measure_values"),
                 facts=inputs.get("activity_facts"),
+                predictions=inputs.get("prediction_fields"),
             ),
             previous_membership=previous(MEMBERSHIP),
             previous_history=previous(HISTORY),

@@ -1,7 +1,7 @@
-"""The registered stages, in data-flow order: lake -> ingest -> unify -> activities -> measures -> segments ->
-publish. A new stage is its defs module (which declares ``STAGE``) plus one entry here."""
+"""The registered stages, in data-flow order: lake -> ingest -> unify -> activities -> measures -> predictions ->
+segments -> publish. A new stage is its defs module (which declares ``STAGE``) plus one entry here."""
 
-from ci_pipeline.defs import activities, ingest, measures, publish, segments, unify
+from ci_pipeline.defs import activities, ingest, measures, predictions, publish, segments, unify
 from ci_pipeline.defs.registry import Stage
 
 STAGES: tuple[Stage, ...] = (
@@ -9,6 +9,7 @@ STAGES: tuple[Stage, ...] = (
     unify.STAGE,
     activities.STAGE,
     measures.STAGE,
+    predictions.STAGE,
     segments.STAGE,
     publish.STAGE,
 )

@@ -21,7 +21,13 @@ from pydantic import ValidationError
 
 from ci_pipeline.grammar.conditions import Condition, parse_period
 
-NAMESPACES = {"profile": "profile", "measure": "measure", "measures": "measure"}
+NAMESPACES = {
+    "profile": "profile",
+    "measure": "measure",
+    "measures": "measure",
+    "prediction": "prediction",
+    "predictions": "prediction",
+}
 COMBINES = ("union", "intersect", "except")
 #: Levels of ``all``/``any``/``not`` a segment's rules may nest (documented in docs/configuration.md, "Limits").
 #: Real rules rarely pass five; the bound keeps the recursive rule parser and evaluator far from Python's stack.
@@ -130,15 +136,15 @@ def parse_node(raw, key: str):
         _only(raw, {"field", "op", "value"}, key)
         condition = _condition(raw, key)
         namespace, _, name = condition.field.partition(".")
-        if namespace in ("prediction", "predictions", "enrichment", "enrichments"):
+        if namespace in ("enrichment", "enrichments"):
             raise RuleError(
                 f"{key}.field: {condition.field!r}: no stage of this project produces {namespace} values yet; "
-                "use profile.<attribute> or measure.<measure name>"
+                "use profile.<attribute>, measure.<measure name> or prediction.<field>"
             )
         if namespace not in NAMESPACES or not name:
             raise RuleError(
-                f"{key}.field: {condition.field!r} names no known field; write profile.<attribute> or "
-                "measure.<measure name>"
+                f"{key}.field: {condition.field!r} names no known field; write profile.<attribute>, "
+                "measure.<measure name> or prediction.<field>"
             )
         return FieldTest(NAMESPACES[namespace], name, condition.op, _freeze(condition.value), key=key)
     raise RuleError(f"{key}: a condition has 'field', 'activity', 'segment', 'all', 'any' or 'not'; got {raw}")

@@ -18,6 +18,11 @@ from ci_pipeline.measures.compute import FactIndex
 from ci_pipeline.measures.conditions import column_kind, condition_mask, period_start
 
 _DATE_OPS = ("before", "after", "in_last")
+_LABELS = {
+    "profile": "profile attribute",
+    "measure": "customer attribute measure",
+    "prediction": "prediction field (of a model that scored this run)",
+}
 
 
 class SegmentEngine:
@@ -31,6 +36,8 @@ class SegmentEngine:
         end: exclusive end of the run date, for ``in the last ...`` conditions.
         rules: segment name -> parsed rules.
         frozen: static segment name -> CustomerIds kept from an earlier run.
+        predictions: ``CustomerId`` plus one column per prediction field; a customer without a row has no score
+            (conditions on it are false, ``is_null`` is true).
     """
 
     def __init__(
@@ -42,6 +49,7 @@ class SegmentEngine:
         end: pd.Timestamp,
         rules: dict[str, list[Rule]],
         frozen: dict[str, pd.Series] | None = None,
+        predictions: pd.DataFrame | None = None,
     ):
         self.customers = customers
         self.n = len(customers)
@@ -51,6 +59,7 @@ class SegmentEngine:
         self.tables = {
             "profile": self._aligned(profile, "profile"),
             "measure": self._aligned(measures, "measure"),
+            "prediction": self._aligned(predictions, "prediction"),
         }
         self.facts = facts
         self._cache: dict = {}
@@ -107,9 +116,9 @@ class SegmentEngine:
         return self._cache[node]
 
     def column(self, namespace: str, name: str, key: str, wants_date: bool = False) -> pd.Series:
-        """A profile or measure column aligned to the customers (text that holds dates is read as dates)."""
+        """A profile, measure or prediction column aligned to the customers (text holding dates is read as dates)."""
         table = self.tables[namespace]
-        label = "profile attribute" if namespace == "profile" else "customer attribute measure"
+        label = _LABELS[namespace]
         if table is None or name not in table.columns or name == "CustomerId":
             have = [] if table is None else [c for c in table.columns if c != "CustomerId"]
             raise UserError(f"{key}.field: unknown {label} {name!r}; available: {', '.join(map(str, have)) or 'none'}")

@@ -30,6 +30,9 @@ class SegmentInputs:
     profile: pd.DataFrame
     measures: pd.DataFrame | None = None
     facts: pd.DataFrame | None = None
+    #: ``CustomerId`` plus one column per prediction field (``prediction.ChurnScore``, ...); customers a model did
+    #: not score have no row.
+    predictions: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,9 @@ def build_engine(
     customers = pd.Index(sorted(inputs.profile["CustomerId"].astype("string").dropna().unique()), dtype="string")
     end = run_end(as_of)
     facts = FactIndex(inputs.facts, customers, end) if inputs.facts is not None else None
-    return SegmentEngine(customers, inputs.profile, inputs.measures, facts, end, rules, frozen)
+    return SegmentEngine(
+        customers, inputs.profile, inputs.measures, facts, end, rules, frozen, predictions=inputs.predictions
+    )
 
 
 def evaluate_segments(

@@ -1,4 +1,4 @@
-"""The sample configuration sections of activities, measures and segments validate against the sample's sources."""
+"""The sample sections of activities, measures, predictions and segments validate against the sample's sources."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ SOURCES = {
 
 def sections() -> dict:
     out = {}
-    for name in ("activities", "measures", "segments"):
+    for name in ("activities", "measures", "predictions", "segments"):
         out.update(yaml.safe_load((TEMPLATES / f"{name}.yaml").read_text()))
     return out
 

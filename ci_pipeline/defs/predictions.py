@@ -1,0 +1,341 @@
+"""Dagster definitions of the predictions stage: a training asset per model (on demand and monthly) and one
+scoring step per refresh that writes each model's table, the prediction fields segments read, and Prediction.
+
+A model whose data is not enough (``InsufficientData``) or whose stored model no longer fits the data fails on
+its own: its training asset fails; in a refresh its table is not written, its ``enough_data`` check fails with the
+message, and Prediction, segments and publishing go on with the other models.
+"""
+
+import datetime as dt
+import json
+from collections.abc import Set as AbstractSet
+
+import dagster as dg
+import pandas as pd
+
+from ci_pipeline.config import ProjectConfig
+from ci_pipeline.config.predictions import MODEL_NAMES, PredictionsConfig
+from ci_pipeline.defs import activities, unify
+from ci_pipeline.defs.registry import REFRESH_TAG, JobSpec, Produced, Stage, asset_key
+from ci_pipeline.errors import UserError
+from ci_pipeline.outputs import PREDICTION_COLUMNS
+from ci_pipeline.predictions import (
+    PredictionSettings,
+    StoredModel,
+    lines_from_facts,
+    purchases_from_facts,
+    run_churn,
+    run_clv,
+    run_recommendation,
+    signals_from_facts,
+)
+from ci_pipeline.predictions.churn import score_stored as churn_stored
+from ci_pipeline.predictions.clv import score_stored as clv_stored
+from ci_pipeline.predictions.published import (
+    model_summary,
+    prediction_table,
+    recommend_stored,
+    scoring_cutoff,
+    segment_fields,
+)
+from ci_pipeline.redact import redact
+
+GROUP = "predictions"
+PREDICTION = asset_key(GROUP, "prediction")
+FIELDS = asset_key(GROUP, "prediction_fields")
+#: Model -> the output name of its per-customer table.
+TABLES = {"churn": "churn_scores", "clv": "clv_scores", "recommendation": "product_recommendations"}
+TRAIN_JOB = "train_predictions"
+_DESCRIPTIONS = {
+    "churn_scores": "One row per customer with a purchase: ChurnScore (calibrated probability), IsChurn, "
+    "Likelihood and the top 3 signed reasons.",
+    "clv_scores": "One row per customer with a purchase: PredictedValue, its 80% interval (ValueLow, ValueHigh), "
+    "ValueBand and the top 3 signed reasons.",
+    "product_recommendations": "One row per customer and rank: Product, Score and Reason (bought before, bought "
+    "together, popular).",
+}
+
+
+def model_key(model: str) -> dg.AssetKey:
+    """The training asset of one model: ``predictions/<model>_model``."""
+    return asset_key(GROUP, f"{model}_model")
+
+
+def table_key(model: str) -> dg.AssetKey:
+    """The per-customer table of one model (``predictions/churn_scores``, ...)."""
+    return asset_key(GROUP, TABLES[model])
+
+
+def model_path(model: str) -> str:
+    """Where a model's trained objects live in the lake (a JSON summary sits next to them)."""
+    return f"ci_pipeline/{GROUP}/{model}_model.pkl"
+
+
+class _Inputs:
+    """The frames the models read, taken from the activity facts and the profile of one run."""
+
+    def __init__(self, section: PredictionsConfig, facts: pd.DataFrame, profile: pd.DataFrame, measures_as_of):
+        self.settings = PredictionSettings.model_validate(section.settings())
+        self.customers = profile["CustomerId"]
+        self.profile = profile if section.profile_fields else None
+        self.latest = scoring_cutoff(section.as_of, measures_as_of)
+        self.facts = facts
+
+    def purchases(self) -> pd.DataFrame:
+        return purchases_from_facts(self.facts, self.settings.purchases)
+
+    def signals(self) -> pd.DataFrame | None:
+        names = self.settings.signal_activities
+        return signals_from_facts(self.facts, names) if names else None
+
+    def train(self, model: str):
+        """Backtest, fit at the latest cutoff and score: the domain's result (scores or recommendations, report,
+        stored model)."""
+        if model == "recommendation":
+            return run_recommendation(
+                lines_from_facts(self.facts, self.settings.purchases), self.customers, self.latest, self.settings
+            )
+        run = run_churn if model == "churn" else run_clv
+        return run(self.purchases(), self.customers, self.latest, self.settings, self.profile, self.signals())
+
+    def score(self, model: str, stored: StoredModel) -> pd.DataFrame:
+        """Scores (or recommendations) at the latest cutoff from a stored model."""
+        threads = self.settings.threads
+        if model == "recommendation":
+            lines = lines_from_facts(self.facts, self.settings.purchases)
+            return recommend_stored(stored, lines, self.customers, self.latest, self.settings.recommendation)
+        purchases = self.purchases()
+        latest = self.latest if self.latest is not None else purchases["Time"].max()
+        if model == "churn":
+            return churn_stored(stored, purchases, latest, self.profile, self.signals(), threads)
+        share = self.settings.clv.high_value_share
+        return clv_stored(stored, purchases, latest, share, self.profile, self.signals(), threads)
+
+
+def _scores(result, model: str) -> pd.DataFrame:
+    return result.recommendations if model == "recommendation" else result.scores
+
+
+def store_model(lake, model: str, stored: StoredModel) -> str:
+    """Write a trained model (and its readable summary) to the lake; returns its URL."""
+    path = model_path(model)
+    lake.write_bytes(path, stored.to_bytes())
+    summary = model_summary(stored, dt.datetime.now(dt.UTC))
+    lake.write_bytes(path.removesuffix(".pkl") + ".json", json.dumps(summary, indent=2, default=str).encode())
+    return lake.url(path)
+
+
+def _load_model(lake, model: str) -> StoredModel | None:
+    path = model_path(model)
+    if not lake.exists(path):
+        return None
+    stored = StoredModel.from_bytes(lake.read_bytes(path), where=f"{lake.url(path)}")
+    if stored.model != MODEL_NAMES[model]:
+        raise UserError(f"{lake.url(path)} holds a {stored.model} model, not {MODEL_NAMES[model]}; retrain the model")
+    return stored
+
+
+def _md_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no points)"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("" if r[h] is None else str(r[h]) for h in header) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def report_metadata(report: dict, url: str | None = None) -> dict:
+    """The evaluation report as asset metadata: each metric of the model and every baseline as a number (the UI
+    plots them across runs), the grades, the calibration and gain charts' points and the feature importance as
+    tables, and the whole report as JSON."""
+    metadata: dict = {}
+    groups = {"": report} | {mode: report[mode] for mode in ("with_repeats", "new_items_only") if mode in report}
+    for prefix, group in groups.items():
+        named = {"model": group.get("model") or {}, **(group.get("baselines") or {})}
+        named |= {k: v for k, v in group.items() if k not in ("model", "baselines") and isinstance(v, dict)}
+        for name, metrics in named.items():
+            for metric, value in metrics.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    metadata[f"{prefix + '/' if prefix else ''}{name}/{metric}"] = dg.MetadataValue.float(float(value))
+    for grade in ("reference_grade", "lift_grade"):
+        if grade in report:
+            metadata[grade] = report[grade]
+    for number in ("auc_over_best_baseline", "top_capture_over_best_baseline", "rule_errors_removed"):
+        if isinstance(report.get(number), int | float):
+            metadata[number] = dg.MetadataValue.float(float(report[number]))
+    for chart, points in (report.get("charts") or {}).items():
+        metadata[f"chart/{chart}"] = dg.MetadataValue.md(_md_table(points))
+    importance = report.get("feature_importance") or {}
+    if importance:
+        ranked = sorted(importance.items(), key=lambda item: -item[1])
+        metadata["feature_importance"] = dg.MetadataValue.md(
+            _md_table([{"feature": f, "mean absolute contribution": v} for f, v in ranked])
+        )
+    if "not_evaluated" in report:
+        metadata["not_evaluated"] = report["not_evaluated"]
+    metadata["report"] = dg.MetadataValue.json({k: v for k, v in report.items() if k != "charts"})
+    if url is not None:
+        metadata["path"] = dg.MetadataValue.path(url)
+    return metadata
+
+
+def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
+    section = config.predictions
+    measures_as_of = config.measures.as_of
+
+    @dg.asset(
+        key=model_key(model),
+        group_name=GROUP,
+        kinds={"scikit-learn"},
+        ins={
+            "activity_facts": dg.AssetIn(key=activities.STAGE.key("activity_facts")),
+            "customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile")),
+        },
+        required_resource_keys={"lake"},
+        tags={REFRESH_TAG: "on_demand"},
+        description=f"The {MODEL_NAMES[model]} model: backtested one window back, fitted at the latest cutoff and "
+        "stored in the lake with its evaluation report; refreshes score with it until it is trained again.",
+    )
+    def train(context: dg.AssetExecutionContext, activity_facts: pd.DataFrame, customer_profile: pd.DataFrame):
+        inputs = _Inputs(section, activity_facts, customer_profile, measures_as_of)
+        try:
+            result = inputs.train(model)
+        except UserError as exc:
+            raise dg.Failure(description=redact(exc), allow_retries=False) from exc
+        url = store_model(context.resources.lake.get_lake(), model, result.stored)
+        return dg.MaterializeResult(metadata=report_metadata(result.report, url))
+
+    return train
+
+
+def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
+    section = config.predictions
+    measures_as_of = config.measures.as_of
+    provider = config.name
+    models = list(section.models)
+    outs = {
+        TABLES[m]: dg.AssetOut(key=table_key(m), description=_DESCRIPTIONS[TABLES[m]], is_required=False)
+        for m in models
+    }
+    outs["prediction_fields"] = dg.AssetOut(
+        key=FIELDS,
+        description="One row per scored customer with the fields segments read as prediction.<field> "
+        "(ChurnScore, IsChurn, ChurnLikelihood, ClvValue, ClvLow, ClvHigh, ClvBand).",
+    )
+    outs["prediction"] = dg.AssetOut(
+        key=PREDICTION,
+        description="One row per customer and model with the model's fields as JSON (Prediction).",
+    )
+    checks = [
+        dg.AssetCheckSpec(
+            "enough_data",
+            asset=table_key(m),
+            description="The model had the data it needs and a stored model that fits it (else the message says "
+            "what is missing).",
+        )
+        for m in models
+    ]
+    checks.append(dg.AssetCheckSpec("matches_output_contract", asset=PREDICTION, description="Columns are exact."))
+
+    @dg.multi_asset(
+        name="score_predictions",
+        group_name=GROUP,
+        ins={
+            "activity_facts": dg.AssetIn(key=activities.STAGE.key("activity_facts")),
+            "customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile")),
+        },
+        outs=outs,
+        check_specs=checks,
+        required_resource_keys={"lake"},
+        # When a model is trained in the same run, scoring waits for it.
+        deps=[model_key(m) for m in models],
+    )
+    def score(context: dg.AssetExecutionContext, activity_facts: pd.DataFrame, customer_profile: pd.DataFrame):
+        lake = context.resources.lake.get_lake()
+        inputs = _Inputs(section, activity_facts, customer_profile, measures_as_of)
+        scored: dict[str, pd.DataFrame] = {}
+        for model in models:
+            try:
+                frame = _score_one(context, lake, inputs, model)
+            except UserError as exc:
+                message = redact(exc)
+                context.log.error(f"predictions: {MODEL_NAMES[model]} publishes nothing this run: {message}")
+                yield dg.AssetCheckResult(
+                    check_name="enough_data",
+                    asset_key=table_key(model),
+                    passed=False,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={"error": message},
+                )
+                continue
+            scored[model] = frame
+            yield dg.Output(frame, output_name=TABLES[model])
+            yield dg.AssetCheckResult(check_name="enough_data", asset_key=table_key(model), passed=True)
+        fields = segment_fields(scored)
+        yield dg.Output(
+            fields, output_name="prediction_fields", metadata={"models": dg.MetadataValue.json(list(scored))}
+        )
+        table = prediction_table(scored, provider)
+        counts = table["Model"].value_counts().to_dict()
+        yield dg.Output(table, output_name="prediction", metadata={"rows_per_model": dg.MetadataValue.json(counts)})
+        yield dg.AssetCheckResult(
+            check_name="matches_output_contract",
+            asset_key=PREDICTION,
+            passed=list(table.columns) == PREDICTION_COLUMNS,
+        )
+
+    return score
+
+
+def _score_one(context: dg.AssetExecutionContext, lake, inputs: _Inputs, model: str) -> pd.DataFrame:
+    """One model's scores from its stored model; with none stored, train it now (stored for the next runs)."""
+    stored = _load_model(lake, model)
+    if stored is not None:
+        context.log.info(
+            f"predictions: {MODEL_NAMES[model]} scores with the model trained at "
+            f"{stored.data_window.get('trained_at_cutoff')}"
+        )
+        return inputs.score(model, stored)
+    context.log.warning(
+        f"predictions: no stored {MODEL_NAMES[model]} model; training it in this run (retrain with job {TRAIN_JOB})"
+    )
+    result = inputs.train(model)
+    url = store_model(lake, model, result.stored)
+    # The training asset shows the report in the UI, as when the model is trained by its own job.
+    context.log_event(dg.AssetMaterialization(asset_key=model_key(model), metadata=report_metadata(result.report, url)))
+    return _scores(result, model)
+
+
+def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
+    """The predictions assets; none without a ``predictions`` section."""
+    if config.predictions is None:
+        return dg.Definitions()
+    training = [_training_asset(config, m) for m in config.predictions.models]
+    return dg.Definitions(assets=[*training, _scoring_asset(config)])
+
+
+def jobs(config: ProjectConfig, keys: AbstractSet[dg.AssetKey]) -> list[JobSpec]:
+    """Retraining every model (on demand, and on the ``predictions.training`` schedule)."""
+    trained = [k for k in keys if k.path[0] == GROUP and k.path[-1].endswith("_model")]
+    if not trained:
+        return []
+    return [
+        JobSpec(
+            TRAIN_JOB,
+            dg.AssetSelection.assets(*sorted(trained, key=lambda k: k.path)),
+            "Retrain the prediction models on the latest data and store them in the lake (refreshes score with them).",
+            "partial",
+        )
+    ]
+
+
+STAGE = Stage(
+    name=GROUP,
+    section="predictions",
+    front_door=prediction_table,
+    build=build,
+    summary="churn, lifetime value and recommendation models (trained monthly), their scores and Prediction",
+    assets={"prediction": PREDICTION, "prediction_fields": FIELDS},
+    produces={"Prediction": PREDICTION},
+    active=lambda config: config.predictions is not None,
+)

@@ -1,0 +1,130 @@
+"""What the predictions stage publishes: recommendations from a stored model, the Prediction output table, the
+prediction fields segments read, and the readable summary stored next to each model."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.config.predictions import MODEL_NAMES, SEGMENT_FIELDS, RecommendationSettings
+from ci_pipeline.measures.compute import run_end
+from ci_pipeline.measures.conditions import run_date
+from ci_pipeline.outputs import build
+from ci_pipeline.predictions.data import latest_cutoff
+from ci_pipeline.predictions.recommend import MODEL, REASONS, Recommender, interactions, recommend
+from ci_pipeline.predictions.stored import StoredModel
+
+
+def scoring_cutoff(as_of, measures_as_of) -> pd.Timestamp | None:
+    """The cutoff the models score at: the end (midnight UTC after) of ``as_of``, of today for ``today``, of
+    ``measures.as_of`` when ``as_of`` is None; None for ``last_purchase`` (the last purchase is the cutoff)."""
+    if as_of == "last_purchase":
+        return None
+    chosen = measures_as_of if as_of is None else as_of
+    return run_end(run_date(chosen))
+
+
+def recommendation_table(
+    index: pd.Index, products: pd.Index, items: np.ndarray, scores: np.ndarray, reasons: np.ndarray, k: int
+) -> pd.DataFrame:
+    """One row per customer and rank (CustomerId, Rank, Product, Score, Reason) from ``recommend``'s arrays."""
+    rank = np.tile(np.arange(1, k + 1), len(index))
+    flat = items.ravel()
+    keep = flat >= 0
+    return pd.DataFrame(
+        {
+            "CustomerId": pd.array(np.repeat(index.to_numpy(), k)[keep], dtype="string"),
+            "Rank": rank[keep],
+            "Product": pd.array(products.to_numpy()[flat[keep]], dtype="string"),
+            "Score": np.round(scores.ravel()[keep], 4),
+            "Reason": pd.array(REASONS[reasons.ravel()[keep]], dtype="string"),
+        }
+    )
+
+
+def recommend_stored(
+    stored: StoredModel, lines: pd.DataFrame, customers: pd.Series, latest, settings: RecommendationSettings
+) -> pd.DataFrame:
+    """Recommendations at ``latest`` from a stored model: each customer's purchases of the look-back window
+    before ``latest`` against the products, neighbours and popularity the model learnt."""
+    if stored.model != MODEL or not isinstance(stored.fitted, Recommender):
+        raise ValueError(f"a {MODEL} model is needed, got {stored.model}")
+    model: Recommender = stored.fitted
+    latest = latest_cutoff(latest, lines, MODEL)
+    index = pd.Index(np.sort(pd.Series(customers, dtype="string").dropna().unique().astype(object)), dtype="string")
+    start = latest - pd.Timedelta(days=settings.lookback_days)
+    history = interactions(lines, index, model.products, start, latest)
+    items, scores, reasons = recommend(model, history, settings.k, settings.repeats)
+    return recommendation_table(index, model.products, items, scores, reasons, settings.k)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as dicts of plain values (missing values as None), for JSON."""
+    plain = frame.astype(object).where(frame.notna(), None)
+    return plain.to_dict("records")
+
+
+def prediction_table(scores: dict[str, pd.DataFrame], provider: str) -> pd.DataFrame:
+    """The Prediction output table: one row per customer and model, the model's fields as the Values JSON.
+
+    Args:
+        scores: model (``churn``, ``clv``, ``recommendation``) -> its scores (one row per customer; one row per
+            customer and rank for recommendation, whose Values hold the ranked ``Products``). Models that did not
+            score this run are left out.
+        provider: the ModelProvider (the project name).
+    """
+    parts = []
+    for model, frame in scores.items():
+        if model == "recommendation":
+            ordered = frame.sort_values(["CustomerId", "Rank"], kind="stable")
+            items = _records(ordered[["Rank", "Product", "Score", "Reason"]])
+            grouped = pd.Series(items, index=ordered["CustomerId"].to_numpy()).groupby(level=0, sort=True)
+            values = grouped.agg(list).map(lambda products: {"Products": products})
+            customers = values.index
+        else:
+            customers = frame["CustomerId"]
+            values = pd.Series(_records(frame.drop(columns="CustomerId")), index=frame.index)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "CustomerId": pd.array(customers, dtype="string"),
+                    "ModelProvider": provider,
+                    "Model": MODEL_NAMES[model],
+                    "Values": values.to_numpy(),
+                }
+            )
+        )
+    content = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame({c: pd.Series(dtype="string") for c in ("CustomerId", "ModelProvider", "Model", "Values")})
+    )
+    return build("Prediction", content)
+
+
+def segment_fields(scores: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """CustomerId plus one column per ``prediction.<field>`` of the models that scored (customers without a score
+    of a model have no value there)."""
+    out = pd.DataFrame({"CustomerId": pd.Series(dtype="string")})
+    for model in ("churn", "clv"):
+        if model not in scores:
+            continue
+        columns = {column: field for field, (owner, column, _) in SEGMENT_FIELDS.items() if owner == model}
+        frame = scores[model][["CustomerId", *columns]].rename(columns=columns)
+        frame["CustomerId"] = frame["CustomerId"].astype("string")
+        out = out.merge(frame, on="CustomerId", how="outer")
+    return out.sort_values("CustomerId", kind="stable").reset_index(drop=True)
+
+
+def model_summary(stored: StoredModel, trained_at: dt.datetime) -> dict:
+    """What a stored model is, readable without loading it: metrics, features, data window, library versions."""
+    return {
+        "model": stored.model,
+        "trained_at": trained_at.isoformat(),
+        "features": stored.features if stored.model != MODEL else f"{len(stored.features)} products",
+        "data_window": stored.data_window,
+        "library_versions": stored.library_versions,
+        "metrics": stored.metrics,
+    }
