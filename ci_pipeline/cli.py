@@ -1,8 +1,10 @@
 """The `ci-pipeline` command.
 
 Each module in :mod:`ci_pipeline.commands` adds its own sub-command through ``register(subparsers)``, and sets
-``func(args) -> int`` on its parser. User mistakes (:class:`UserError`) print one clear message, no traceback,
-and exit 2. Nothing printed or logged carries a secret (:mod:`ci_pipeline.redact`).
+``func(args) -> int`` on its parser. Registering is cheap: the command modules import Dagster, pandas and the
+pipeline's modules inside the functions that run a command, so ``--help`` and ``--version`` answer at once.
+User mistakes (:class:`UserError`) print one clear message, no traceback, and exit 2. Nothing printed or logged
+carries a secret (:mod:`ci_pipeline.redact`).
 """
 
 from __future__ import annotations
@@ -18,33 +20,55 @@ from ci_pipeline import __version__, commands
 from ci_pipeline.errors import UserError
 from ci_pipeline.redact import install_log_redaction, redact
 
+CONFIG_HELP = "configuration file (default: $CI_PIPELINE_CONFIG, else the bundled sample data/sample/ci_pipeline.yaml)"
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every sub-command; ``--config`` is accepted before or after the sub-command."""
     parser = argparse.ArgumentParser(
         prog="ci-pipeline",
         description="Customer data platform: ingest, unify, measure, segment and publish customer data.",
     )
     parser.add_argument("--version", action="version", version=f"ci-pipeline {__version__}")
-    parser.add_argument(
-        "--config",
-        help="configuration file (default: $CI_PIPELINE_CONFIG, else the bundled sample data/sample/ci_pipeline.yaml)",
-    )
+    parser.add_argument("--config", help=CONFIG_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
-        module.register(subparsers)
+        if not module_info.name.startswith("_"):
+            importlib.import_module(f"{commands.__name__}.{module_info.name}").register(subparsers)
+    add_config_option(subparsers)
     return parser
 
 
+def add_config_option(subparsers: argparse._SubParsersAction) -> None:
+    """Accept ``--config`` on every (nested) sub-command too, so ``ci-pipeline run --config x.yaml`` works.
+
+    The sub-command's option has no default of its own (``SUPPRESS``): given before the sub-command, the value
+    of the top-level option stays; given after it, it wins.
+    """
+    for sub in set(subparsers.choices.values()):
+        if "--config" not in sub._option_string_actions:
+            sub.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                add_config_option(action)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the sub-command and turn user mistakes into one message and exit code 2."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # A command that parses its own options later (``bench <name>``) sets ``pass_through`` to receive them.
+        if not hasattr(args, "pass_through"):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.pass_through = unknown
     # Dagster's notes about its own beta APIs are for the project's developers, not for someone running the command.
-    from dagster import BetaWarning, PreviewWarning
+    # (dagster_shared holds the warning classes without importing Dagster itself.)
+    from dagster_shared.utils.warnings import BetaWarning, PreviewWarning
 
     warnings.filterwarnings("ignore", category=BetaWarning)
     warnings.filterwarnings("ignore", category=PreviewWarning)
     install_log_redaction()
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

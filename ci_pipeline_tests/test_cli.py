@@ -73,3 +73,66 @@ def test_validate_refuses_a_hostile_file_quickly_and_without_a_traceback(tmp_pat
         )
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr and message in result.stderr
+
+
+def test_version_and_help_import_neither_dagster_nor_pandas():
+    # Answering --version or --help must not pay for importing the pipeline: the commands import it when they run.
+    probe = (
+        "import sys\n"
+        "from ci_pipeline.cli import main\n"
+        "for argv in (['--version'], ['--help'], ['run', '--help'], ['bench', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, argv\n"
+        "heavy = sorted(m for m in ('dagster', 'pandas', 'numpy', 'pyarrow', 'duckdb') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "ci-pipeline 0.1.0" in result.stdout and "suggest-mapping" in result.stdout
+    assert "HEAVY []" in result.stdout
+
+
+def test_config_is_accepted_before_and_after_the_sub_command(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    (tmp_path / "contacts.csv").write_text("contact_id,name\nc1,Ann\n")
+    assert main(["validate", "--config", str(tmp_path / "c.yaml")]) == 0
+    assert f"{tmp_path / 'c.yaml'}: OK" in capsys.readouterr().out
+    # Given in both places, the one after the sub-command wins; before it, it is kept.
+    assert main(["--config", str(tmp_path / "missing.yaml"), "validate", "--config", str(tmp_path / "c.yaml")]) == 0
+    assert main(["--config", str(tmp_path / "missing.yaml"), "validate"]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    # Nested sub-commands too.
+    assert main(["segment", "refresh", "--all", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_every_sub_command_takes_config_and_every_positional_argument_has_help():
+    import argparse
+
+    from ci_pipeline.cli import build_parser
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, [*path, name])
+            elif not action.option_strings:
+                yield path, action
+        if path:
+            assert "--config" in parser._option_string_actions, path
+
+    missing = [(" ".join(path), a.dest) for path, a in walk(build_parser(), []) if not a.help]
+    assert not missing
+
+
+def test_bench_passes_its_options_to_the_benchmark_and_other_commands_refuse_unknown_ones():
+    result = subprocess.run(
+        [sys.executable, "-m", "ci_pipeline", "bench", "generate", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "--people" in result.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "ci_pipeline", "validate", "--bogus"], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr

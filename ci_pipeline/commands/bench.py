@@ -1,9 +1,16 @@
-"""`ci-pipeline bench <name>`: performance figures for one stage (see ci_pipeline/benchmarks/)."""
+"""`ci-pipeline bench <name>`: performance figures for one stage (see ci_pipeline/benchmarks/).
+
+A benchmark's module imports the whole stage it measures, so it is imported only when that benchmark runs; the
+list of benchmarks and their one-line help come from the module names and docstrings, read without importing.
+"""
 
 from __future__ import annotations
 
+import argparse
+import ast
 import importlib
 import pkgutil
+from pathlib import Path
 
 from ci_pipeline import benchmarks
 
@@ -12,4 +19,28 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="measure a stage on generated data and print figures as JSON")
     names = parser.add_subparsers(dest="benchmark", metavar="NAME", required=True)
     for module_info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{benchmarks.__name__}.{module_info.name}").register(names)
+        name = module_info.name
+        # The benchmark's own options (and its --help) pass through to it: see PASS_THROUGH in ci_pipeline.cli.
+        sub = names.add_parser(name, help=_summary(name), add_help=False)
+        sub.set_defaults(func=run, pass_through=[])
+
+
+def _summary(name: str) -> str:
+    """The benchmark's docstring after its usage: "`ci-pipeline bench x ...`: what it measures." -> "what it ..."."""
+    source = (Path(benchmarks.__path__[0]) / f"{name}.py").read_text(encoding="utf-8")
+    first = (ast.get_docstring(ast.parse(source)) or "").split("\n")[0]
+    return first.split("`: ", 1)[-1].rstrip(".")
+
+
+def run(args) -> int:
+    """Import the chosen benchmark, parse its own options and run it."""
+    from ci_pipeline.cli import add_config_option
+
+    module = importlib.import_module(f"{benchmarks.__name__}.{args.benchmark}")
+    parser = argparse.ArgumentParser(prog="ci-pipeline bench")
+    subparsers = parser.add_subparsers(dest="benchmark", required=True)
+    module.register(subparsers)
+    add_config_option(subparsers)
+    given = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in {"func", "pass_through"}})
+    parsed = parser.parse_args([args.benchmark, *args.pass_through], namespace=given)
+    return parsed.func(parsed)

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ci_pipeline.config import load_config
 from ci_pipeline.errors import UserError
-from ci_pipeline.lake import Lake
-from ci_pipeline.unify.engine import make_normalizer
-from ci_pipeline.unify.explain import explain_pair, explain_record, render_pair, render_record
-from ci_pipeline.unify.probabilistic_method import MODEL_PATH, TRAIN_STEP, read_model
-from ci_pipeline.unify.records import build_records
 
 
 def register(subparsers) -> None:
@@ -18,9 +12,9 @@ def register(subparsers) -> None:
         "explain",
         help="show the customer of a record, its records and the links that made it (from the last run)",
     )
-    parser.add_argument("source")
-    parser.add_argument("table")
-    parser.add_argument("key")
+    parser.add_argument("source", help="source name under 'sources', e.g. crm")
+    parser.add_argument("table", help="table of that source, e.g. contacts")
+    parser.add_argument("key", help="the record's primary key value in that table")
     parser.add_argument(
         "--pair",
         nargs=3,
@@ -33,6 +27,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    # Imported here so that registering the command (for --help) stays cheap.
+    from ci_pipeline.config import load_config
+    from ci_pipeline.lake import Lake
+    from ci_pipeline.unify.engine import make_normalizer
+    from ci_pipeline.unify.explain import explain_pair, explain_record, render_pair, render_record
+    from ci_pipeline.unify.records import build_records
+
     config = load_config(args.config)
     if config.unify is None:
         raise UserError(f"{config.path}: no 'unify' section; there is nothing to explain")
@@ -68,7 +69,7 @@ def run(args) -> int:
     return 0
 
 
-def _read(lake: Lake, name: str):
+def _read(lake, name: str):
     relative = f"ci_pipeline/{name}.parquet"
     if not lake.exists(relative):
         raise UserError(
@@ -78,8 +79,10 @@ def _read(lake: Lake, name: str):
     return lake.read_parquet(relative)
 
 
-def _model(lake: Lake):
+def _model(lake):
     """The stored match model (``unify.match.method: probabilistic``)."""
+    from ci_pipeline.unify.probabilistic_method import MODEL_PATH, TRAIN_STEP, read_model
+
     if not lake.exists(MODEL_PATH):
         raise UserError(f"{lake.url(MODEL_PATH)} does not exist: train the match model first ({TRAIN_STEP})")
     return read_model(lake.read_bytes(MODEL_PATH), lake.url(MODEL_PATH))

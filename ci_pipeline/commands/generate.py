@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.generate import DEFAULT_AS_OF, generate, write_config
 
 
 def register(subparsers) -> None:
@@ -16,7 +15,10 @@ def register(subparsers) -> None:
     parser.add_argument("--people", type=_count, default=2000, help="real people to simulate (default: 2000)")
     parser.add_argument("--seed", type=int, default=7, help="random seed; the same seed writes the same data")
     parser.add_argument("--out", required=True, help="output folder (created if missing), e.g. data/sample")
-    parser.add_argument("--as-of", default=DEFAULT_AS_OF, help=f"date all activity ends (default: {DEFAULT_AS_OF})")
+    parser.add_argument(
+        "--as-of",
+        help="date all activity ends (default: the generator's fixed date, so a seed always gives the same data)",
+    )
     parser.add_argument(
         "--config-only", action="store_true", help="rewrite only <out>/ci_pipeline.yaml from the templates"
     )
@@ -34,11 +36,13 @@ def _count(value: str) -> int:
 
 
 def run(args) -> int:
+    from ci_pipeline.generate import DEFAULT_AS_OF, generate, write_config
+
     if args.config_only:
         print(f"wrote {write_config(args.out)}")
         return 0
     try:
-        counts = generate(people=args.people, seed=args.seed, out=args.out, as_of=args.as_of)
+        counts = generate(people=args.people, seed=args.seed, out=args.out, as_of=args.as_of or DEFAULT_AS_OF)
     except MemoryError:
         raise UserError(f"--people {args.people}: not enough memory; generate fewer people") from None
     width = max(len(name) for name in counts)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
-import dagster as dg
-
-from ci_pipeline.defs import STAGES, build_definitions
-from ci_pipeline.defs.orchestration import step_assets
 from ci_pipeline.errors import UserError
-from ci_pipeline.orchestration import MODE_TAG, TRIGGER_TAG, failure_reason
-from ci_pipeline.validation import load_checked, require_valid
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 
 def register(subparsers) -> None:
@@ -33,6 +31,8 @@ def register(subparsers) -> None:
 
 
 def _instance() -> dg.DagsterInstance:
+    import dagster as dg
+
     # With DAGSTER_HOME set (python3 dev.py sets it) the run is kept in the local run history that `dagster dev`
     # shows; otherwise it runs against a throwaway instance.
     return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
@@ -45,6 +45,10 @@ def job_names(defs: dg.Definitions) -> list[str]:
 
 def choose_job(defs: dg.Definitions, job_name: str | None, select: str | None) -> tuple[dg.JobDefinition, str]:
     """The job to execute for ``--job``/``--select`` and the run mode it stands for (full or partial)."""
+    import dagster as dg
+
+    from ci_pipeline.orchestration import MODE_TAG
+
     if job_name:
         names = job_names(defs)
         if job_name not in names:
@@ -74,6 +78,11 @@ def choose_job(defs: dg.Definitions, job_name: str | None, select: str | None) -
 
 
 def run(args) -> int:
+    from ci_pipeline.defs import STAGES, build_definitions
+    from ci_pipeline.defs.orchestration import step_assets
+    from ci_pipeline.orchestration import MODE_TAG, TRIGGER_TAG
+    from ci_pipeline.validation import load_checked, require_valid
+
     config = load_checked(args.config)
     defs = build_definitions(config)
     if args.list:
@@ -122,6 +131,8 @@ def print_summary(
         stages: the registered stage names in data-flow order, the order of the per-stage totals (groups that are
             no registered stage follow, by start time).
     """
+    from ci_pipeline.orchestration import failure_reason
+
     groups, assets, order = groups or {}, assets or {}, {name: i for i, name in enumerate(stages or [])}
     step_start: dict[str, float] = {}
     step_time: dict[str, float] = {}

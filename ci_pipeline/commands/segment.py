@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import yaml
+import re
 
-from ci_pipeline.config import load_config
-from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.errors import UserError
-from ci_pipeline.lake import Lake
-from ci_pipeline.measures.conditions import run_date
-from ci_pipeline.segments.run import SegmentInputs, build_engine
 
 PROFILE = "ci_pipeline/unify/customer_profile.parquet"
 VALUES = "ci_pipeline/measures/customer_measure_values.parquet"
@@ -30,6 +25,9 @@ def register(subparsers) -> None:
     preview.add_argument("--op", help="operator: = != < <= > >= between in 'not in' contains ... 'in the last'")
     preview.add_argument("--value", help="value, read as YAML: 500, 2026-01-01, '[1, 5]', '90 days', Seattle")
     preview.add_argument("--segment", help="a configured segment instead of --field/--op/--value")
+    preview.add_argument(
+        "--sample", type=int, default=5, help="show this many members, first by CustomerId (default 5; 0 = none)"
+    )
     preview.set_defaults(func=run_preview)
     refresh = actions.add_parser(
         "refresh",
@@ -42,11 +40,13 @@ def register(subparsers) -> None:
     refresh.set_defaults(func=run_refresh)
 
 
-def _lake(config) -> Lake:
+def _lake(config):
+    from ci_pipeline.lake import Lake
+
     return Lake.from_config(config.lake, config.base_dir)
 
 
-def _read(lake: Lake, path: str, required: bool):
+def _read(lake, path: str, required: bool):
     if lake.exists(path):
         return lake.read_parquet(path)
     if required:
@@ -55,6 +55,13 @@ def _read(lake: Lake, path: str, required: bool):
 
 
 def run_preview(args) -> int:
+    import yaml
+
+    from ci_pipeline.config import load_config
+    from ci_pipeline.config.segments import SegmentsConfig
+    from ci_pipeline.measures.conditions import run_date
+    from ci_pipeline.segments.run import SegmentInputs, build_engine
+
     config = load_config(args.config)
     if args.segment:
         if args.field or args.op:
@@ -75,19 +82,66 @@ def run_preview(args) -> int:
         section = SegmentsConfig.model_validate(
             {"definitions": {**config.segments.definitions, name: {"rules": [rule]}}}
         )
+    if args.sample < 0:
+        raise UserError(f"--sample {args.sample}: give 0 (no sample) or a positive number")
     lake = _lake(config)
     inputs = SegmentInputs(
         profile=_read(lake, PROFILE, True), measures=_read(lake, VALUES, False), facts=_read(lake, FACTS, False)
     )
-    engine = build_engine(section, run_date(config.measures.as_of), inputs)
-    members = int(engine.segment(name).sum())
+    try:
+        engine = build_engine(section, run_date(config.measures.as_of), inputs)
+        mask = engine.segment(name)
+    except UserError as exc:
+        raise (UserError(flag_message(str(exc), name, args)) if not args.segment else exc) from None
+    members = int(mask.sum())
     total = engine.n
     share = 100.0 * members / total if total else 0.0
     print(f"estimated size: {members:,} of {total:,} customers ({share:.1f}%)")
+    if members and args.sample:
+        from ci_pipeline.commands.sink import print_frame
+
+        sample = sample_members(engine.customers[mask][: args.sample], inputs, args.field)
+        print(f"\nfirst {len(sample)} members by CustomerId:")
+        print_frame(sample, "table")
     return 0
 
 
+#: Where a quick rule's settings sit in the configuration it is checked as, and the flag the user typed instead.
+_RULE_KEYS = {"field": "--field", "op": "--op", "value": "--value"}
+
+
+def flag_message(message: str, name: str, args) -> str:
+    """A quick rule's error as the flags the user typed: ``segments.definitions.preview.rules[0].op: ...`` ->
+    ``--op 'bogus': ...``."""
+    pattern = re.compile(rf"segments\.definitions\.{re.escape(name)}\.rules\[0\](?:\.(field|op|value))?")
+
+    def flag(match: re.Match) -> str:
+        if match.group(1):
+            return f"{_RULE_KEYS[match.group(1)]} {getattr(args, match.group(1))!r}"
+        return " ".join(f"{f} {getattr(args, k)!r}" for k, f in _RULE_KEYS.items() if getattr(args, k) is not None)
+
+    return pattern.sub(flag, message)
+
+
+def sample_members(ids, inputs, field: str | None):
+    """A few members: their CustomerId, name, email and city, and the value of the previewed field."""
+    import pandas as pd
+
+    profile = inputs.profile.set_index(inputs.profile["CustomerId"].astype("string"))
+    columns = [c for c in ("FullName", "Email", "City") if c in profile.columns]
+    sample = profile.loc[ids, columns]
+    kind, _, attribute = (field or "").partition(".")
+    if kind == "profile" and attribute in profile.columns and attribute not in columns:
+        sample[attribute] = profile.loc[ids, attribute]
+    elif kind == "measure" and inputs.measures is not None and attribute in inputs.measures.columns:
+        values = inputs.measures.set_index(inputs.measures["CustomerId"].astype("string"))[attribute]
+        sample[attribute] = values.reindex(pd.Index(ids, dtype="string")).to_numpy()
+    return sample.rename_axis("CustomerId").reset_index()
+
+
 def run_refresh(args) -> int:
+    from ci_pipeline.config import load_config
+
     config = load_config(args.config)
     static = sorted(n for n, s in config.segments.definitions.items() if s.type == "static")
     names = static if args.all else args.names

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ci_pipeline.config import load_config
 from ci_pipeline.errors import UserError
 
 
@@ -22,6 +21,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ci_pipeline.commands.sink import print_frame
+    from ci_pipeline.config import load_config
     from ci_pipeline.export import query
     from ci_pipeline.lake import Lake
 

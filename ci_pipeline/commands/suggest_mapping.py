@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from ci_pipeline.config import load_config
 from ci_pipeline.errors import UserError
-from ci_pipeline.lake import Lake
-from ci_pipeline.unify.suggest import mapping_yaml, suggest_mapping
 
 
 def register(subparsers) -> None:
@@ -13,12 +10,16 @@ def register(subparsers) -> None:
         "suggest-mapping",
         help="propose semantic types (email, phone, first_name, ...) for a table's columns from names and values",
     )
-    parser.add_argument("source")
-    parser.add_argument("table")
+    parser.add_argument("source", help="source name under 'sources', e.g. crm")
+    parser.add_argument("table", help="table of that source, ingested into the lake (`ci-pipeline run` first)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ci_pipeline.config import load_config
+    from ci_pipeline.lake import Lake
+    from ci_pipeline.unify.suggest import mapping_yaml, suggest_mapping
+
     config = load_config(args.config)
     source = config.sources.get(args.source)
     if source is None or args.table not in source.tables:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from ci_pipeline.config import load_config
-from ci_pipeline.validation import project_problems
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -19,6 +16,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ci_pipeline.config import load_config
+    from ci_pipeline.validation import project_problems
+
     # References between sections and the sources are checked in one pass, so every problem is listed at once.
     config = load_config(args.path or args.config, references=False)
     problems = config.cross_reference_problems()

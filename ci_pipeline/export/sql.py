@@ -156,7 +156,14 @@ def query(
     con = connect(lake, exports, folder, default)
     try:
         _check_select(con, sql)
-        return con.execute(sql).fetchdf()
+        cursor = con.execute(sql)
+        wide = [i for i, column in enumerate(cursor.description) if str(column[1]) in {"HUGEINT", "UHUGEINT"}]
+        frame = cursor.fetchdf()
+        # DuckDB sums integers as 128-bit integers, which pandas receives as floats: give whole numbers back.
+        for i in wide:
+            if frame.iloc[:, i].abs().max() < 2**63:
+                frame.isetitem(i, frame.iloc[:, i].astype("Int64"))
+        return frame
     except duckdb.PermissionException as exc:
         raise UserError(
             f"sql: {str(exc).splitlines()[0]}: only the lake's tables can be read, through the views "

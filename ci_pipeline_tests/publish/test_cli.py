@@ -31,9 +31,26 @@ def test_sink_show_filters_by_customer(published, capsys):
 def test_sink_capacity_prints_entitlement_and_usage(published, capsys):
     assert main(["--config", published, "sink", "capacity"]) == 0
     out = capsys.readouterr().out
-    summary = json.loads(out.strip().splitlines()[-1])
+    assert "msdynci_alternatekey" in out and out.splitlines()[-2].startswith("3 customer profiles entitle 0.000 GB")
+    assert "% of the database entitlement." in out and "{" not in out
+    assert main(["--config", published, "sink", "capacity", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
     assert summary["profiles"] == 3 and summary["database_gb"] == pytest.approx(0.00045)
-    assert "msdynci_alternatekey" in out
+    assert summary["tables"]["msdynci_alternatekey"]["rows"] == 3
+
+
+def test_sink_show_chooses_columns_and_fits_the_terminal(published, capsys, monkeypatch):
+    args = ["--config", published, "sink", "show", "CustomerProfile"]
+    assert main([*args, "--columns", "fullname,MSDYNCI_CUSTOMERID", "--format", "csv"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header == "msdynci_fullname,msdynci_customerid" and sorted(rows) == ["N C1,C1", "N C2,C2", "N C3,C3"]
+    assert main([*args, "--columns", "fullname,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--columns fullname,nope: no column nope; the columns are" in err and "msdynci_customerid" in err
+    monkeypatch.setenv("COLUMNS", "50")
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines[:-1]) <= 50 and "(3 rows from msdynci_customerprofile" in lines[-1]
 
 
 def test_sql_formats_and_errors(published, capsys):
@@ -47,6 +64,12 @@ def test_sql_formats_and_errors(published, capsys):
         == 0
     )
     assert json.loads(capsys.readouterr().out) == [{"n": 3}]
+    # DuckDB sums integers as 128-bit integers; they print as whole numbers, not 6.0.
+    query = "SELECT sum(length(CustomerId)) AS s, sum(NULL::INT) AS empty FROM CustomerProfile"
+    assert main(["--config", published, "sql", query, "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "s,empty\n6,\n"
+    assert main(["--config", published, "sql", "SELECT sum(length(CustomerId)) AS s FROM CustomerProfile"]) == 0
+    assert capsys.readouterr().out.split() == ["s", "6"]
     assert main(["--config", published, "sql", "SELECT * FROM Missing"]) == 2
     assert "the views are" in capsys.readouterr().err
     assert main(["--config", published, "sink", "show", "Nope"]) == 2

@@ -40,7 +40,7 @@ def preview(project, capsys, *args) -> tuple[int, str, str]:
 
 
 def test_preview_prints_the_estimated_size(project, capsys):
-    assert preview(project, capsys, "--field", "measure.spend", "--op", ">=", "--value", "50")[1] == (
+    assert preview(project, capsys, "--field", "measure.spend", "--op", ">=", "--value", "50", "--sample", "0")[1] == (
         "estimated size: 2 of 4 customers (50.0%)\n"
     )
     assert "1 of 4" in preview(project, capsys, "--field", "profile.City", "--op", "is null")[1]
@@ -77,7 +77,7 @@ def test_refresh_releases_kept_members_of_static_segments(project, capsys, monke
             },
         }
     )
-    monkeypatch.setattr(segment, "load_config", lambda path: config)
+    monkeypatch.setattr("ci_pipeline.config.load_config", lambda path: config)
     lake = Lake.local(project / "lake")
     lake.write_parquet(
         segment.STATIC,
@@ -89,3 +89,24 @@ def test_refresh_releases_kept_members_of_static_segments(project, capsys, monke
     assert "live is not a static segment" in capsys.readouterr().err
     assert cli.main(["segment", "refresh", "--all"]) == 0
     assert lake.read_parquet(segment.STATIC).empty
+
+
+def test_preview_shows_a_sample_of_members_with_the_previewed_value(project, capsys):
+    code, out, _ = preview(project, capsys, "--field", "measure.spend", "--op", ">=", "--value", "50", "--sample", "1")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "estimated size: 2 of 4 customers (50.0%)"
+    assert (
+        "first 1 members by CustomerId:" in out and "spend" in lines[-2] and lines[-1].split() == ["B", "Rome", "50.0"]
+    )
+    code, out, _ = preview(project, capsys, "--field", "profile.City", "--op", "=", "--value", "Oslo")
+    assert [line.split()[0] for line in out.splitlines()[-2:]] == ["A", "C"]
+
+
+def test_preview_errors_name_the_flag_the_user_typed(project, capsys):
+    code, _, err = preview(project, capsys, "--field", "measure.spend", "--op", "~", "--value", "1")
+    assert code == 2 and err.startswith("error: --op '~': unknown operator") and "segments.definitions" not in err
+    code, _, err = preview(project, capsys, "--field", "City", "--op", "=", "--value", "x")
+    assert code == 2 and err.startswith("error: --field 'City': ")
+    code, _, err = preview(project, capsys, "--field", "measure.spend", "--op", ">", "--value", "abc")
+    assert code == 2 and "--value 'abc'" in err and "segments.definitions" not in err
