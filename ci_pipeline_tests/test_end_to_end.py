@@ -161,13 +161,14 @@ PUBLISHED_DIGESTS = {
     "sink/msdynci_customermeasure": "7dc77ea5545ec563",
     "sink/msdynci_customerprofile": "03c3ced847851892",
     "sink/msdynci_enrichment": "190497283441b0ae",
-    "sink/msdynci_prediction": "6e7ec71199315e54",
-    "sink/msdynci_segmentmembership": "57efcf259bcf6114",
+    "sink/msdynci_prediction": "1da7ffd3603c20b9",
+    "sink/msdynci_segmentmembership": "9c3e135cc9a54bee",
     "sink/msdynci_unifiedactivity": "9636d865c1d250f3",
     "export/AlternateKey": "b9ad778b6bcd8e26",
     "export/CustomerMeasure": "e12401307dd24e30",
     "export/CustomerProfile": "de076f5533e35482",
-    "export/SegmentMembership": "78481fe532077fda",
+    "export/Prediction": "23ef597532bff898",
+    "export/SegmentMembership": "c30b4331d309404a",
     "export/UnifiedActivity": "be20661009e4fe60",
 }
 
