@@ -18,7 +18,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ci_pipeline.config import load_config
     from ci_pipeline.lake import Lake
-    from ci_pipeline.unify.suggest import mapping_yaml, suggest_mapping
+    from ci_pipeline.unify.suggest import customer_table_verdict, mapping_yaml, suggest_mapping
 
     config = load_config(args.config)
     source = config.sources.get(args.source)
@@ -36,6 +36,10 @@ def run(args) -> int:
     width = max(len(str(c)) for c in suggestions["column"])
     for row in suggestions.itertuples(index=False):
         print(f"{str(row.column):<{width}}  {row.suggested or '-':<12} {row.confidence:<7} {row.reason}")
+    verdict = customer_table_verdict(suggestions)
+    if verdict:
+        print(f"\n{args.source}.{args.table}: {verdict}.")
+        return 0
     print("\n# paste under unify.tables and confirm:")
     print(mapping_yaml(suggestions, args.source, args.table))
     return 0

@@ -1,4 +1,11 @@
-"""Suggest semantic types for a table's columns from their names and values, for the user to confirm."""
+"""Suggest semantic types for a table's columns from their names and values, for the user to confirm.
+
+Names are read as words (``race_ethnicity`` holds no ``city``); a name match is confirmed or contradicted by the
+share of sampled values that look like the type. Each semantic type goes to one column per table (what
+``unify.tables[].columns`` accepts): when several columns qualify, the best keeps it and the others are proposed as
+``custom``. National identifiers (``ssn``, ``national_id``, ...) and house numbers are proposed as ``custom``
+too: kept on the profile under their own name, and usable in match rules (``{field: ssn}``).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +13,40 @@ import re
 
 import pandas as pd
 
+
+def _words(pattern: str) -> str:
+    """``pattern`` as whole words of a normalized name: ``city`` matches ``billing_city``, not ``ethnicity``."""
+    return rf"(?<![a-z])(?:{pattern})(?![a-z])"
+
+
+#: Columns kept as ``custom`` (no semantic type fits, but they help to tell people apart), with what they are.
+CUSTOM_PATTERNS: list[tuple[str, str]] = [
+    (
+        "an identifier of the person",
+        _words(
+            r"ssn|soc_?sec(_?id)?|social_?security(_?(number|no|id))?|national_?(id|insurance)(_?number)?|nino|nin|"
+            r"sin|tax_?id|tin|passport(_?(number|no))?|driver_?s?_?licen[cs]e(_?(number|no))?"
+        ),
+    ),
+    ("a house number", _words(r"(street|house|building)_?(number|no|num|nr)")),
+    ("a year of birth (not a date)", _words(r"birth_?year|year_?of_?birth|yob")),
+]
+
 #: (semantic type, column-name pattern). The first pattern that matches a normalized column name wins.
 NAME_PATTERNS: list[tuple[str, str]] = [
     ("email", r"e_?mail|mail_?address"),
-    ("phone", r"phone|mobile|cell|tel(ephone)?\b|fax"),
-    ("first_name", r"first_?name|given_?name|forename|fname"),
-    ("last_name", r"last_?name|surname|family_?name|lname"),
-    ("middle_name", r"middle_?name"),
-    ("full_name", r"full_?name|^name$|customer_?name|contact_?name|requester_?name|display_?name"),
-    ("postal_code", r"postal|zip|post_?code"),
-    ("street", r"street|address_?(line)?_?1|addr1|^address$"),
-    ("city", r"city|town|locality"),
-    ("state", r"state|province|region|county"),
+    ("phone", r"phone|mobile|" + _words(r"cell|tel|telephone|fax")),
+    ("first_name", r"first_?name|given_?name|forename|" + _words(r"fname")),
+    ("last_name", r"last_?name|surname|family_?name|" + _words(r"lname")),
+    ("middle_name", r"middle_?(name|initial)|" + _words(r"mi|middle")),
+    ("full_name", r"full_?name|customer_?name|contact_?name|requester_?name|display_?name|^name$"),
+    ("postal_code", r"postal|post_?code|" + _words(r"zip(_?code)?|postcode|plz")),
+    ("street", r"street|address_?(line)?_?1|^addr1$|^((billing|shipping|mailing|home|postal)_)?address$"),
+    ("city", _words(r"city|town|locality|suburb|municipality")),
+    ("state", _words(r"state|province|region")),
     ("country", r"country"),
-    ("birth_date", r"birth|dob|date_?of_?birth"),
-    ("gender", r"gender|^sex$"),
+    ("birth_date", r"birth|" + _words(r"dob|bdate|bday|b_?day")),
+    ("gender", r"gender|" + _words(r"sex")),
     ("company", r"company|organi[sz]ation|employer|business_?name"),
 ]
 
@@ -30,65 +56,126 @@ DATE_VALUE = (
     r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})?)?"
     r"|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}([ T]\d{1,2}:\d{2}(:\d{2})?\s*([AaPp][Mm])?)?"
 )
+#: A date without separators (20230115): only trusted when the column's name says it is a date.
+COMPACT_DATE_VALUE = r"(1[89]|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])"
+#: Column names of dates and times (``event_date``, ``created_at``, ``update_ts``).
+DATE_NAME = _words(r"date|time|timestamp|datetime|ts|dt|at|on|day|year|month")
 
 #: Column names of keys and references: their values are never a person's attribute, whatever they look like.
 IDENTIFIER_NAME = r"(^|_)(id|key|uuid|guid|number|no|num)$"
 
 NOT_AN_ATTRIBUTE = "not a customer attribute; map it to 'custom' to keep it on the profile"
+CUSTOM_IN_RULES = "'custom' keeps it under its own name, usable in match rules ({field: %s})"
 
 _VALUE_TESTS: list[tuple[str, str]] = [
     ("email", r"[^@\s]+@[^@\s]+\.[^@\s]+"),
+    ("custom", r"\d{3}-\d{2}-\d{4}"),  # a US social security number, which the phone test would take
     ("phone", r"\+?[\d\s().\-]{7,}(\s*(x|ext\.?)\s*\d+)?"),
     ("postal_code", r"\d{5}(-\d{4})?|[A-Za-z]\d[A-Za-z] ?\d[A-Za-z]\d|[A-Za-z]{1,2}\d[A-Za-z\d]? ?\d[A-Za-z]{2}"),
     ("gender", r"(?i)m|f|male|female|man|woman|x|other|non-binary|unknown"),
 ]
+
+#: Types that make a table a customer table: a name, or (at least two of) the contact and identity fields.
+NAME_TYPES = {"full_name", "first_name", "last_name"}
+CONTACT_TYPES = {"email", "phone", "street", "postal_code", "birth_date"}
+
+_RANK = {"high": 2, "medium": 1, "": 0}
 
 
 def suggest_mapping(frame: pd.DataFrame, sample: int = 2000) -> pd.DataFrame:
     """One row per column: ``column, suggested, confidence, reason`` (``suggested`` empty = leave unmapped).
 
     A name match is confirmed (or contradicted) by the share of sampled non-empty values that look like the type.
+    No semantic type is suggested for two columns: the column with the best evidence keeps it, the others are
+    suggested as ``custom`` with the reason.
     """
     rows = []
     for column in frame.columns:
         values = frame[column].dropna().astype("string").str.strip()
         values = values[values.str.len() > 0].head(sample)
-        by_name = _by_name(str(column))
-        dates = _share(values, DATE_VALUE)
-        if dates >= 0.8:
-            # Only a birth date is a customer attribute; other dates (sign-up, last login) are not matched on.
-            if by_name == "birth_date" or _says_birth(str(column)):
-                rows.append((column, "birth_date", "high", f"name and {dates:.0%} of values are dates"))
-            else:
-                rows.append((column, "", "", f"{dates:.0%} of values are dates or times: {NOT_AN_ATTRIBUTE}"))
-            continue
-        if by_name is None and re.search(IDENTIFIER_NAME, _normalized_name(str(column))):
-            rows.append((column, "", "", f"an identifier (the table's key or a reference): {NOT_AN_ATTRIBUTE}"))
-            continue
-        by_value, share = _by_value(values)
-        if by_name and by_value == by_name:
-            rows.append((column, by_name, "high", f"name and {share:.0%} of values look like {by_name}"))
-        elif by_name and by_name in {"email", "phone", "postal_code", "gender"} and by_value and by_value != by_name:
-            rows.append((column, by_value, "medium", f"name says {by_name} but values look like {by_value}"))
-        elif by_name:
-            rows.append((column, by_name, "medium", "column name"))
-        elif by_value:
-            rows.append((column, by_value, "medium", f"{share:.0%} of values look like {by_value}"))
-        elif _looks_like_date(values) and _says_birth(str(column)):
-            rows.append((column, "birth_date", "medium", "dates"))
-        else:
-            rows.append((column, "", "", "no semantic type recognised (map it to 'custom' to keep it)"))
-    return pd.DataFrame(rows, columns=["column", "suggested", "confidence", "reason"])
+        rows.append((column, *_suggest_column(str(column), values)))
+    suggestions = pd.DataFrame(rows, columns=["column", "suggested", "confidence", "reason", "share"])
+    return _one_column_per_type(suggestions).drop(columns="share")
+
+
+def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, float]:
+    """``(suggested, confidence, reason, share)`` for one column; ``share`` of values confirming it ranks ties."""
+    name = _normalized_name(column)
+    for what, pattern in CUSTOM_PATTERNS:
+        if re.search(pattern, name):
+            return "custom", "high", f"{what}: {CUSTOM_IN_RULES % column}", 1.0
+    by_name = _by_name(column)
+    says_date = re.search(DATE_NAME, name) is not None
+    dates = max(
+        _share(values, DATE_VALUE), _share(values, COMPACT_DATE_VALUE) if says_date or by_name == "birth_date" else 0.0
+    )
+    if dates >= 0.8 or (says_date and by_name is None):
+        # Only a birth date is a customer attribute; other dates (sign-up, last login) are not matched on.
+        if by_name == "birth_date":
+            return "birth_date", "high", f"name and {dates:.0%} of values are dates", dates
+        what = f"{dates:.0%} of values are dates or times" if dates >= 0.8 else "the name says it is a date or time"
+        return "", "", f"{what}: {NOT_AN_ATTRIBUTE}", 0.0
+    if by_name is None and re.search(IDENTIFIER_NAME, name):
+        return "", "", f"an identifier (the table's key or a reference): {NOT_AN_ATTRIBUTE}", 0.0
+    by_value, share = _by_value(values)
+    if by_value == "custom" and by_name is None:
+        return (
+            "custom",
+            "medium",
+            f"{share:.0%} of values look like social security numbers: " + (CUSTOM_IN_RULES % column),
+            share,
+        )
+    if by_name and by_value == by_name:
+        return by_name, "high", f"name and {share:.0%} of values look like {by_name}", share
+    if by_name in {"email", "phone", "postal_code", "gender"} and by_value and by_value not in {by_name, "custom"}:
+        return by_value, "medium", f"name says {by_name} but values look like {by_value}", share
+    if by_name:
+        return by_name, "medium", "column name", 0.0
+    if by_value:
+        return by_value, "medium", f"{share:.0%} of values look like {by_value}", share
+    return "", "", "no semantic type recognised (map it to 'custom' to keep it)", 0.0
+
+
+def _one_column_per_type(suggestions: pd.DataFrame) -> pd.DataFrame:
+    """Keep each semantic type on its best column (confidence, then share of confirming values, then column order);
+    the others become ``custom``."""
+    typed = suggestions[(suggestions["suggested"] != "") & (suggestions["suggested"] != "custom")]
+    ranked = typed.assign(rank=typed["confidence"].map(_RANK)).sort_values(
+        ["rank", "share"], ascending=False, kind="stable"
+    )
+    losers = ranked[ranked.duplicated("suggested", keep="first")]
+    winners = ranked.drop_duplicates("suggested").set_index("suggested")["column"]
+    result = suggestions.copy()
+    for index, row in losers.iterrows():
+        result.loc[index, ["suggested", "confidence"]] = ["custom", "medium"]
+        result.loc[index, "reason"] = (
+            f"also looks like {row['suggested']}, which {winners[row['suggested']]} takes (one column per type): "
+            "kept as custom"
+        )
+    return result
+
+
+def customer_table_verdict(suggestions: pd.DataFrame) -> str | None:
+    """Why the table does not look like a customer table, or None when it does.
+
+    A customer table holds a person's name, or at least two contact or identity fields (email, phone, street,
+    postal code, birth date); a table of orders that carries a customer's email is an activity table.
+    """
+    types = set(suggestions["suggested"])
+    if types & NAME_TYPES or len(types & CONTACT_TYPES) >= 2:
+        return None
+    found = sorted(types & CONTACT_TYPES)
+    held = f"its only customer attribute is {found[0]}" if found else "none of its columns is a customer attribute"
+    return (
+        f"this does not look like a customer table: {held} (a customer table holds a name, or two of email, phone, "
+        "street, postal code and birth date). If it records events (orders, visits, tickets), configure it under "
+        "'activities' and link it to customers by a key"
+    )
 
 
 def _normalized_name(column: str) -> str:
     """``signupDate`` / ``Signup Date`` -> ``signup_date``."""
     return re.sub(r"[^a-z0-9]+", "_", re.sub(r"([a-z])([A-Z])", r"\1_\2", column).lower()).strip("_")
-
-
-def _says_birth(column: str) -> bool:
-    """The raw name mentions a birth date, however it is cased (``DoB`` normalizes to ``do_b``)."""
-    return re.search(r"birth|dob", column, re.I) is not None
 
 
 def _share(values: pd.Series, pattern: str) -> float:
@@ -100,7 +187,8 @@ def _by_name(column: str) -> str | None:
     for kind, pattern in NAME_PATTERNS:
         if re.search(pattern, name):
             return kind
-    return None
+    # ``DoB`` normalizes to ``do_b``: the raw name still says birth date.
+    return "birth_date" if column.endswith("DoB") or column.lower() == "dob" else None
 
 
 def _by_value(values: pd.Series) -> tuple[str | None, float]:
@@ -109,22 +197,28 @@ def _by_value(values: pd.Series) -> tuple[str | None, float]:
     for kind, pattern in _VALUE_TESTS:
         share = _share(values, pattern)
         if share >= 0.8:
-            if kind == "phone" and values.str.replace(r"\D", "", regex=True).str.len().between(7, 15).mean() < 0.8:
+            if kind == "phone" and not _phone_digits(values):
                 continue
             return kind, share
     return None, 0.0
 
 
-def _looks_like_date(values: pd.Series) -> bool:
-    if values.empty:
-        return False
-    return bool(pd.to_datetime(values, errors="coerce", format="mixed").notna().mean() >= 0.8)
+def _phone_digits(values: pd.Series) -> bool:
+    """Most values have 7 to 15 digits and are not decimal amounts (``12345.67``)."""
+    digits = values.str.replace(r"\D", "", regex=True).str.len().between(7, 15).mean()
+    return bool(digits >= 0.8 and _share(values, r"-?\d+\.\d{1,4}") < 0.5)
 
 
 def mapping_yaml(suggestions: pd.DataFrame, source: str, table: str) -> str:
-    """The ``unify.tables`` entry the suggestions describe, as YAML text to paste and confirm."""
+    """The ``unify.tables`` entry the suggestions describe, as YAML text to paste and confirm.
+
+    Raises:
+        ValueError: no column has a suggestion (there is no entry to write; see :func:`customer_table_verdict`).
+    """
+    mapped = suggestions[suggestions["suggested"] != ""]
+    if mapped.empty:
+        raise ValueError(f"{source}.{table}: no column has a suggested semantic type")
     lines = [f"    - source: {source}", f"      table: {table}", "      columns:"]
-    for row in suggestions.itertuples(index=False):
-        if row.suggested:
-            lines.append(f"        {row.column}: {row.suggested}  # {row.confidence}: {row.reason}")
+    for row in mapped.itertuples(index=False):
+        lines.append(f"        {row.column}: {row.suggested}  # {row.confidence}: {row.reason}")
     return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""`suggest-mapping` on tables with the column names of public schemas: record linkage, census, e-commerce."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ci_pipeline.cli import main
+from ci_pipeline.config.unify import UnifyTable
+from ci_pipeline.lake import Lake
+from ci_pipeline.unify.suggest import customer_table_verdict, mapping_yaml, suggest_mapping
+
+#: The FEBRL record-linkage data sets' columns (dates of birth written yyyymmdd).
+FEBRL = {
+    "rec_id": ["rec-1-org", "rec-1-dup-0", "rec-2-org"],
+    "given_name": ["michaela", "michaela", "courtney"],
+    "surname": ["neumann", "neuman", "painter"],
+    "street_number": ["8", "8", "12"],
+    "address_1": ["stanley street", "stanley st", "pinkerton circuit"],
+    "address_2": ["miami", "miami", "bega flats"],
+    "suburb": ["winston hills", "winston hills", "richlands"],
+    "postcode": ["4223", "4223", "4560"],
+    "state": ["nsw", "nsw", "vic"],
+    "date_of_birth": ["19151111", "19151111", "19160426"],
+    "soc_sec_id": ["5304218", "5304218", "4066625"],
+}
+
+#: A census-style person table.
+CENSUS = {
+    "household_id": ["H1", "H1", "H2"],
+    "person_number": ["1", "2", "1"],
+    "first_name": ["Ann", "Bo", "Cy"],
+    "middle_initial": ["J", "K", None],
+    "last_name": ["Lee", "Lee", "Ng"],
+    "sex": ["F", "M", "F"],
+    "age": ["34", "36", "71"],
+    "race_ethnicity": ["White", "Asian", "Black"],
+    "county": ["King", "King", "Pierce"],
+    "state": ["WA", "WA", "WA"],
+    "zip": ["98101", "98101", "98402"],
+    "birth_year": ["1990", "1988", "1953"],
+    "ssn": ["123-45-6789", "987-65-4321", "111-22-3333"],
+}
+
+#: An e-commerce platform's customers export: billing and shipping addresses, opt-in flags, money and timestamps.
+SHOP = {
+    "customer_id": ["1", "2", "3"],
+    "email": ["a@x.com", "b@y.com", "c@z.com"],
+    "email_opt_in": ["true", "false", "true"],
+    "first_name": ["A", "B", "C"],
+    "last_name": ["X", "Y", "Z"],
+    "phone_number": ["+1 206 555 0101", "(206) 555-0102", "206.555.0103"],
+    "billing_address_line1": ["1 Main St", "2 Oak Ave", "3 Elm Rd"],
+    "billing_address_line2": ["Apt 1", None, "Suite 5"],
+    "billing_city": ["Seattle", "Tacoma", "Olympia"],
+    "billing_postcode": ["98101", "98402", "98501"],
+    "shipping_city": ["Seattle", "Tacoma", "Olympia"],
+    "shipping_postcode": ["98101", "98402", "98501"],
+    "created_at": ["2024-01-02T03:04:05Z", "2024-02-02T03:04:05Z", "2024-03-02T03:04:05Z"],
+    "total_spent": ["12345.67", "1234567.89", "9876543.21"],
+    "DOB": ["1980-01-02", "1990-02-03", "2000-03-04"],
+}
+
+#: Point-of-sale transactions: keys, a yyyymmdd event date, amounts, epoch seconds.
+TRANSACTIONS = {
+    "transaction_id": ["t1", "t2", "t3"],
+    "customer_id": ["1", "2", "3"],
+    "event_date": ["20230115", "20230216", "20230317"],
+    "amount": ["12.50", "3.99", "100.00"],
+    "product_sku": ["SKU-1", "SKU-2", "SKU-3"],
+    "card_last4": ["1234", "5678", "9012"],
+    "created_ts": ["1672531200", "1672617600", "1672704000"],
+}
+
+
+def suggested(columns: dict) -> dict[str, str]:
+    return suggest_mapping(pd.DataFrame(columns)).set_index("column")["suggested"].to_dict()
+
+
+def test_febrl_columns():
+    assert suggested(FEBRL) == {
+        "rec_id": "",
+        "given_name": "first_name",
+        "surname": "last_name",
+        "street_number": "custom",
+        "address_1": "street",
+        "address_2": "",
+        "suburb": "city",
+        "postcode": "postal_code",
+        "state": "state",
+        "date_of_birth": "birth_date",
+        "soc_sec_id": "custom",
+    }
+
+
+def test_census_columns_words_not_substrings():
+    got = suggested(CENSUS)
+    # "race_ethnicity" holds the letters of "city", and an SSN the digits of a phone number.
+    assert got["race_ethnicity"] == "" and got["ssn"] == "custom" and got["middle_initial"] == "middle_name"
+    assert got["sex"] == "gender" and got["zip"] == "postal_code" and got["birth_year"] == "custom"
+    assert got["household_id"] == got["person_number"] == got["county"] == ""
+
+
+def test_identifiers_are_custom_and_usable_in_rules():
+    rows = suggest_mapping(pd.DataFrame(CENSUS)).set_index("column")
+    assert "usable in match rules ({field: ssn})" in rows.loc["ssn", "reason"]
+    # Without a telling name, values shaped like social security numbers are not taken for phones either.
+    got = suggested({"c": ["123-45-6789", "987-65-4321", "111-22-3333"]})
+    assert got == {"c": "custom"}
+
+
+def test_one_column_per_type_and_the_mapping_validates():
+    suggestions = suggest_mapping(pd.DataFrame(SHOP))
+    got = suggestions.set_index("column")
+    assert got.loc["billing_city", "suggested"] == "city" and got.loc["shipping_city", "suggested"] == "custom"
+    assert "which billing_city takes" in got.loc["shipping_city", "reason"]
+    assert got.loc["email", "suggested"] == "email" and got.loc["email_opt_in", "suggested"] == "custom"
+    assert got.loc["created_at", "suggested"] == got.loc["total_spent", "suggested"] == ""
+    assert got.loc["DOB", "suggested"] == "birth_date" and got.loc["phone_number", "suggested"] == "phone"
+    typed = suggestions[~suggestions["suggested"].isin(["", "custom"])]
+    assert typed["suggested"].is_unique
+    for columns in (SHOP, FEBRL, CENSUS):
+        frame = suggest_mapping(pd.DataFrame(columns))
+        mapping = dict(zip(frame["column"], frame["suggested"], strict=True))
+        UnifyTable.model_validate({"source": "s", "table": "t", "columns": {c: k for c, k in mapping.items() if k}})
+
+
+def test_a_transactions_table_is_not_a_customer_table():
+    suggestions = suggest_mapping(pd.DataFrame(TRANSACTIONS))
+    assert set(suggestions["suggested"]) == {""}
+    reasons = suggestions.set_index("column")["reason"]
+    assert reasons["event_date"].startswith("100% of values are dates")
+    assert reasons["created_ts"].startswith("the name says it is a date or time")
+    assert "does not look like a customer table" in customer_table_verdict(suggestions)
+    assert customer_table_verdict(suggest_mapping(pd.DataFrame(SHOP))) is None
+    with pytest.raises(ValueError, match="no column has a suggested semantic type"):
+        mapping_yaml(suggestions, "pos", "transactions")
+
+
+CONFIG = """
+lake: {url: lake}
+sources:
+  pos:
+    owner: me
+    tables:
+      transactions: {format: csv, path: t.csv, primary_key: transaction_id}
+      people: {format: csv, path: p.csv, primary_key: rec_id}
+"""
+
+
+def test_command_says_when_a_table_is_not_a_customer_table(tmp_path, capsys):
+    (tmp_path / "ci_pipeline.yaml").write_text(CONFIG)
+    lake = Lake.local(tmp_path / "lake")
+    lake.write_parquet("ci_pipeline/pos/transactions.parquet", pd.DataFrame(TRANSACTIONS))
+    lake.write_parquet("ci_pipeline/pos/people.parquet", pd.DataFrame(FEBRL))
+    config = str(tmp_path / "ci_pipeline.yaml")
+    assert main(["suggest-mapping", "pos", "transactions", "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert "pos.transactions: this does not look like a customer table" in out and "columns:" not in out
+    assert main(["suggest-mapping", "pos", "people", "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert "        suburb: city  # medium: column name" in out and "        soc_sec_id: custom  # high:" in out
