@@ -442,6 +442,8 @@ def predictions_problems(project: ProjectConfig) -> list[str]:
         return []
     activities = project.activities.tables
     found: list[str] = []
+    if project.unify is None:
+        found.append("predictions: the models score unified customers; add a 'unify' section")
     uses_purchases = {"churn", "clv"} & set(section.models)
     source = section.purchases
     if uses_purchases:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ci_pipeline.config.base import StrictModel
 from ci_pipeline.config.orchestration import When
@@ -159,11 +159,12 @@ class PredictionsConfig(ModelSettings):
     #: Monthly by default (the 1st at 03:00 in ``orchestration.timezone``).
     training: TrainingSchedule = TrainingSchedule()
 
-    @model_validator(mode="after")
-    def _distinct_models(self):
-        if len(set(self.models)) != len(self.models):
-            raise ValueError(f"models lists a model twice: {self.models}; list each of {', '.join(MODELS)} once")
-        return self
+    @field_validator("models")
+    @classmethod
+    def _distinct_models(cls, models):
+        if len(set(models)) != len(models):
+            raise ValueError(f"a model is listed twice: {models}; list each of {', '.join(MODELS)} at most once")
+        return models
 
     def settings(self) -> dict:
         """The model settings alone (what ``ci_pipeline.predictions.PredictionSettings`` takes)."""

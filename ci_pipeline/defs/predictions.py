@@ -46,6 +46,7 @@ FIELDS = asset_key(GROUP, "prediction_fields")
 #: Model -> the output name of its per-customer table.
 TABLES = {"churn": "churn_scores", "clv": "clv_scores", "recommendation": "product_recommendations"}
 TRAIN_JOB = "train_predictions"
+_RANKING_BASELINES = ("most_popular", "own_most_bought")
 _DESCRIPTIONS = {
     "churn_scores": "One row per customer with a purchase: ChurnScore (calibrated probability), IsChurn, "
     "Likelihood and the top 3 signed reasons.",
@@ -151,8 +152,11 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
     metadata: dict = {}
     groups = {"": report} | {mode: report[mode] for mode in ("with_repeats", "new_items_only") if mode in report}
     for prefix, group in groups.items():
-        named = {"model": group.get("model") or {}, **(group.get("baselines") or {})}
-        named |= {k: v for k, v in group.items() if k not in ("model", "baselines") and isinstance(v, dict)}
+        # Churn and CLV list their baselines under "baselines"; recommendation names them next to "model".
+        baselines = group.get("baselines") or {
+            k: v for k, v in group.items() if k != "model" and isinstance(v, dict) and k in _RANKING_BASELINES
+        }
+        named = {"model": group.get("model") or {}, **{f"baseline/{n}": v for n, v in baselines.items()}}
         for name, metrics in named.items():
             for metric, value in metrics.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
@@ -316,13 +320,14 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
 
 def jobs(config: ProjectConfig, keys: AbstractSet[dg.AssetKey]) -> list[JobSpec]:
     """Retraining every model (on demand, and on the ``predictions.training`` schedule)."""
-    trained = [k for k in keys if k.path[0] == GROUP and k.path[-1].endswith("_model")]
+    models = config.predictions.models if config.predictions is not None else []
+    trained = [model_key(m) for m in models if model_key(m) in keys]
     if not trained:
         return []
     return [
         JobSpec(
             TRAIN_JOB,
-            dg.AssetSelection.assets(*sorted(trained, key=lambda k: k.path)),
+            dg.AssetSelection.assets(*trained),
             "Retrain the prediction models on the latest data and store them in the lake (refreshes score with them).",
             "partial",
         )
@@ -338,4 +343,5 @@ STAGE = Stage(
     assets={"prediction": PREDICTION, "prediction_fields": FIELDS},
     produces={"Prediction": PREDICTION},
     active=lambda config: config.predictions is not None,
+    jobs=jobs,
 )

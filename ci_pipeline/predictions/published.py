@@ -115,6 +115,9 @@ def segment_fields(scores: dict[str, pd.DataFrame]) -> pd.DataFrame:
         frame = scores[model][["CustomerId", *columns]].rename(columns=columns)
         frame["CustomerId"] = frame["CustomerId"].astype("string")
         out = out.merge(frame, on="CustomerId", how="outer")
+    # An outer join leaves gaps: the nullable types keep a boolean a boolean and a number a number for the rules.
+    dtypes = {"number": "float64", "boolean": "boolean", "text": "string"}
+    out = out.astype({f: dtypes[kind] for f, (_, _, kind) in SEGMENT_FIELDS.items() if f in out.columns})
     return out.sort_values("CustomerId", kind="stable").reset_index(drop=True)
 
 
