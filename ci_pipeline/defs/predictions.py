@@ -76,6 +76,8 @@ class _Inputs:
     """The frames the models read, taken from the activity facts and the profile of one run."""
 
     def __init__(self, section: PredictionsConfig, facts: pd.DataFrame, profile: pd.DataFrame, measures_as_of):
+        #: The settings as configured (JSON-ready): stored with each model, compared when scoring.
+        self.configured = json.loads(json.dumps(section.settings(), default=str))
         self.settings = PredictionSettings.model_validate(section.settings())
         self.customers = profile["CustomerId"]
         self.profile = profile if section.profile_fields else None
@@ -117,11 +119,12 @@ def _scores(result, model: str) -> pd.DataFrame:
     return result.recommendations if model == "recommendation" else result.scores
 
 
-def store_model(lake, model: str, stored: StoredModel) -> str:
-    """Write a trained model (and its readable summary) to the lake; returns its URL."""
+def store_model(lake, model: str, stored: StoredModel, settings: dict) -> str:
+    """Write a trained model and its readable summary (with the settings it was trained with) to the lake; returns
+    its URL."""
     path = model_path(model)
     lake.write_bytes(path, stored.to_bytes())
-    summary = model_summary(stored, dt.datetime.now(dt.UTC))
+    summary = model_summary(stored, dt.datetime.now(dt.UTC)) | {"settings": settings}
     lake.write_bytes(path.removesuffix(".pkl") + ".json", json.dumps(summary, indent=2, default=str).encode())
     return lake.url(path)
 
@@ -134,6 +137,12 @@ def _load_model(lake, model: str) -> StoredModel | None:
     if stored.model != MODEL_NAMES[model]:
         raise UserError(f"{lake.url(path)} holds a {stored.model} model, not {MODEL_NAMES[model]}; retrain the model")
     return stored
+
+
+def _trained_with(lake, model: str) -> dict | None:
+    """The settings a stored model was trained with (from its summary), None when unknown."""
+    path = model_path(model).removesuffix(".pkl") + ".json"
+    return json.loads(lake.read_bytes(path)).get("settings") if lake.exists(path) else None
 
 
 def _md_table(rows: list[dict]) -> str:
@@ -206,7 +215,7 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
             result = inputs.train(model)
         except UserError as exc:
             raise dg.Failure(description=redact(exc), allow_retries=False) from exc
-        url = store_model(context.resources.lake.get_lake(), model, result.stored)
+        url = store_model(context.resources.lake.get_lake(), model, result.stored, inputs.configured)
         return dg.MaterializeResult(metadata=report_metadata(result.report, url))
 
     return train
@@ -295,6 +304,11 @@ def _score_one(context: dg.AssetExecutionContext, lake, inputs: _Inputs, model: 
     """One model's scores from its stored model; with none stored, train it now (stored for the next runs)."""
     stored = _load_model(lake, model)
     if stored is not None:
+        if _trained_with(lake, model) != inputs.configured:
+            context.log.warning(
+                f"predictions: the stored {MODEL_NAMES[model]} model was trained with other predictions settings; "
+                f"it scores until it is retrained (job {TRAIN_JOB})"
+            )
         context.log.info(
             f"predictions: {MODEL_NAMES[model]} scores with the model trained at "
             f"{stored.data_window.get('trained_at_cutoff')}"
@@ -304,7 +318,7 @@ def _score_one(context: dg.AssetExecutionContext, lake, inputs: _Inputs, model: 
         f"predictions: no stored {MODEL_NAMES[model]} model; training it in this run (retrain with job {TRAIN_JOB})"
     )
     result = inputs.train(model)
-    url = store_model(lake, model, result.stored)
+    url = store_model(lake, model, result.stored, inputs.configured)
     # The training asset shows the report in the UI, as when the model is trained by its own job.
     context.log_event(dg.AssetMaterialization(asset_key=model_key(model), metadata=report_metadata(result.report, url)))
     return _scores(result, model)

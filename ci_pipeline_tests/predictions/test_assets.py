@@ -112,7 +112,7 @@ def project(tmp_path, **changes) -> ProjectConfig:
     return config
 
 
-def materialize(config: ProjectConfig, selection=REFRESHED, raise_on_error=True) -> dg.ExecuteInProcessResult:
+def materialize(config: ProjectConfig, selection=REFRESHED, raise_on_error=True, instance=None):
     """A refresh (the training assets run on demand only) or the given selection."""
     # The tables of the stages before are published empty: only what this stage and segments make is real.
     produced = {t: k for t, k in produced_tables(config, STAGES).items() if t in ("Prediction", "SegmentMembership")}
@@ -123,6 +123,7 @@ def materialize(config: ProjectConfig, selection=REFRESHED, raise_on_error=True)
         resources=shared_resources(config),
         selection=selection,
         raise_on_error=raise_on_error,
+        instance=instance,
     )
 
 
@@ -298,3 +299,28 @@ def test_no_predictions_section_means_no_predictions_stage(tmp_path):
     config = project(tmp_path, predictions=None, segments={})
     assert not predictions.build(config).assets
     assert "Prediction" not in produced_tables(config, STAGES)
+
+
+def test_a_stored_model_whose_feature_is_gone_fails_that_model_and_says_retrain(tmp_path):
+    settings = json.loads(json.dumps(CONFIG["predictions"])) | {"profile_fields": ["Tier"], "models": ["churn", "clv"]}
+    config = project(tmp_path, predictions=settings, segments={})
+    lake = Lake.local(tmp_path / "lake")
+    ids = prefill(lake)["CustomerId"].drop_duplicates().sort_values()
+    tiers = pd.DataFrame({"CustomerId": ids, "Tier": ["Gold" if i % 3 else "Silver" for i in range(len(ids))]})
+    lake.write_parquet("ci_pipeline/unify/customer_profile.parquet", tiers)
+    materialize(config)
+    assert lake.exists("ci_pipeline/predictions/churn_model.pkl")
+
+    # The profile lost the field the stored models were trained on; the settings no longer list it either.
+    lake.write_parquet("ci_pipeline/unify/customer_profile.parquet", tiers[["CustomerId"]])
+    settings["profile_fields"] = []
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(project(tmp_path, predictions=settings, segments={}), instance=instance)
+
+    check = {c.asset_key.to_user_string(): c for c in result.get_asset_check_evaluations()}
+    message = check["predictions/churn_scores"].metadata["error"].text
+    assert not check["predictions/churn_scores"].passed
+    assert "profile.Tier" in message and "retrain the model" in message
+    logs = [r.user_message for r in instance.all_logs(result.run_id)]
+    assert any("trained with other predictions settings" in m and "train_predictions" in m for m in logs)
+    assert read(lake, "prediction").empty
