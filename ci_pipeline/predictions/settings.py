@@ -1,6 +1,7 @@
 """Settings of the prediction models: what to predict and from which activities (they describe, they do not run).
 
-These models are meant to move under ``ci_pipeline/config/`` when the predictions stage is wired into the pipeline.
+The ``predictions`` configuration section (``ci_pipeline/config/predictions.py``) holds the same keys and hands them
+to :class:`PredictionSettings`; these models are what the model code reads.
 """
 
 from __future__ import annotations
