@@ -6,13 +6,15 @@
 
 Only Python 3.11 is assumed. Everything else (the virtual environment, Python packages, the Azure Storage
 emulator from npm, Chromium for the UI test, PostgreSQL for the metadata store tests) is installed here, once,
-and skipped when already current.
+and skipped when already current. Installing system packages (Node.js, Chromium, PostgreSQL) needs root and
+apt-get; when they are already present, `dev.py test` needs neither.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +26,17 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 STAMP = VENV / ".dev-stamp"
 DAGSTER_HOME = ROOT / ".dagster_home"
+#: The local instance configuration, copied into DAGSTER_HOME (it is not kept in the project folder itself, where
+#: `dg dev` would warn that a dagster.yaml outside DAGSTER_HOME "will not be used").
+INSTANCE_YAML = ROOT / "deploy" / "dagster-local.yaml"
 NODE_DIR = ROOT / ".ci" / "node"
+#: Names a Chromium or Chrome executable goes by on Linux distributions; the UI test looks for the same ones.
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+#: pip's lines about a package it fetches: "Downloading pandas-3.1.1-....whl (12.4 MB)" or "Using cached ...".
+_FETCH = re.compile(
+    r"^\s*(?:Downloading|Using cached)\s+(\S+?)(?:-\d[^\s]*)?\.(?:whl|tar\.gz|zip)\s+\(([\d.]+)\s*(bytes|[kMG]B)\)"
+)
+_UNITS = {"bytes": 1e-6, "kB": 1e-3, "MB": 1.0, "GB": 1e3}
 
 
 def say(message: str) -> None:
@@ -45,29 +57,79 @@ def python_env() -> None:
     if not PY.exists():
         say("creating .venv")
         sh(sys.executable, "-m", "venv", VENV)
-    say("installing Python packages (first time: a few minutes)")
-    sh(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    sh(PY, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]")
+    say("installing Python packages into .venv: Dagster, pandas, DuckDB, scikit-learn and their dependencies")
+    say("(first time: a few minutes; each download is listed with its size)")
+    pip_install("--upgrade", "pip")
+    pip_install("-e", f"{ROOT}[dev]")
     STAMP.write_text(wanted)
 
 
-def apt_install(*packages: str) -> None:
+def pip_install(*args: str) -> None:
+    """``pip install``, printing one line per package fetched (name and size) and the total, not pip's log.
+
+    The whole log is printed when pip fails, so the reason is never hidden.
+    """
+    env = {**os.environ, "PIP_ROOT_USER_ACTION": "ignore", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    command = [str(PY), "-m", "pip", "install", "--progress-bar", "off", *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log, total, count = [], 0.0, 0
+    for line in process.stdout:
+        log.append(line)
+        fetched = _FETCH.match(line)
+        if fetched:
+            name, size, unit = fetched.groups()
+            total, count = total + float(size) * _UNITS[unit], count + 1
+            say(f"  {name} ({size} {unit})")
+        elif line.startswith("Installing collected packages"):
+            say(f"  unpacking {line.count(',') + 1} package(s) into .venv")
+    if process.wait() != 0:
+        print("".join(log), end="", file=sys.stderr)
+        sys.exit(f"[dev] pip install {' '.join(args)} failed (its output is above)")
+    if count:
+        say(f"  fetched {count} package(s), {total:,.1f} MB")
+
+
+def apt_install(packages: dict[str, str]) -> None:
+    """Install Debian packages (name -> what the tests use it for) as root, or say exactly what is missing."""
+    names = " ".join(packages)
     if shutil.which("apt-get") is None or os.geteuid() != 0:
-        sys.exit(f"[dev] please install {' '.join(packages)} with your system's package manager")
+        needs = "; ".join(f"{name} ({why})" for name, why in packages.items())
+        sys.exit(
+            f"[dev] the tests need system packages that are not installed: {needs}.\n"
+            f"[dev] Installing them needs root: run `sudo apt-get install -y {names}` (Debian/Ubuntu; other systems: "
+            "their package manager), then `python3 dev.py test` again; it needs no root once they are present."
+        )
+    say(f"installing {names} with apt-get (tens to a few hundred MB)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     sh("apt-get", "update", "-qq", env=env)
     sh("apt-get", "install", "-y", "-qq", *packages, env=env, stdout=subprocess.DEVNULL)
 
 
-def test_services() -> None:
-    """Azurite (Azure Blob emulator) from npm, Chromium for the browser test of the UI, and PostgreSQL."""
-    if shutil.which("npm") is None:
-        say("installing Node.js and npm")
-        apt_install("nodejs", "npm")
+def find_chromium() -> str | None:
+    """The Chromium (or Chrome) executable on PATH, or None."""
+    return next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+
+
+def test_services() -> dict[str, str]:
+    """Azurite (Azure Blob emulator) from npm, Chromium for the browser test of the UI, and PostgreSQL.
+
+    Returns the environment the tests find them by (the Chromium executable).
+    """
     azurite = NODE_DIR / "node_modules" / ".bin" / "azurite-blob"
     playwright = NODE_DIR / "node_modules" / "playwright-core" / "package.json"
-    if not (azurite.exists() and playwright.exists()):
-        say("installing Azurite (Azure Storage emulator) and playwright-core (UI test driver) from npm")
+    node_modules = azurite.exists() and playwright.exists()
+    system: dict[str, str] = {}
+    if shutil.which("node") is None or (not node_modules and shutil.which("npm") is None):
+        system.update({"nodejs": "runs Azurite and the UI test", "npm": "installs them"})
+    if find_chromium() is None:
+        system["chromium"] = "the browser of the UI test"
+    # The metadata store's Postgres tests start a throwaway server from Debian's PostgreSQL binaries.
+    if shutil.which("initdb") is None and not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        system["postgresql"] = "a throwaway server for the metadata store tests"
+    if system:
+        apt_install(system)
+    if not node_modules:
+        say("installing Azurite (Azure Storage emulator) and playwright-core (UI test driver) from npm (~200 MB)")
         NODE_DIR.mkdir(parents=True, exist_ok=True)
         sh(
             "npm",
@@ -80,14 +142,8 @@ def test_services() -> None:
             "azurite@3",
             "playwright-core@1",
         )
-    # The UI test drives Debian's Chromium at this path (playwright cannot download its own browsers here).
-    if not Path("/usr/bin/chromium").exists():
-        say("installing Chromium for the UI test")
-        apt_install("chromium")
-    # The metadata store's Postgres tests start a throwaway server from Debian's PostgreSQL binaries.
-    if shutil.which("initdb") is None and not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
-        say("installing PostgreSQL for the metadata store tests")
-        apt_install("postgresql")
+    # The UI test drives the system's Chromium (playwright cannot download its own browsers here).
+    return {"CI_PIPELINE_CHROMIUM": find_chromium() or ""}
 
 
 def dagster_env(home: Path | None) -> dict[str, str]:
@@ -96,7 +152,7 @@ def dagster_env(home: Path | None) -> dict[str, str]:
     env.pop("DAGSTER_HOME", None)
     if home is not None:
         home.mkdir(exist_ok=True)
-        shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+        shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
         env["DAGSTER_HOME"] = str(home)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["CI_PIPELINE_NODE_DIR"] = str(NODE_DIR)
@@ -115,9 +171,9 @@ def main(argv: list[str]) -> int:
         if initialised != 0:
             return initialised
         return subprocess.run([str(BIN / "ci-pipeline"), "run", *argv[1:]], cwd=ROOT, env=env).returncode
-    test_services()
+    services = test_services()
     # The tests keep their runs out of the user's run history: each test session makes its own Dagster home.
-    env = dagster_env(None)
+    env = {**dagster_env(None), **services}
     return subprocess.run([str(PY), "-m", "pytest", *argv[1:]], cwd=ROOT, env=env).returncode
 
 

@@ -1,7 +1,8 @@
 """End to end in a real browser: `dagster dev` on loopback, headless Chromium clicks Materialize all.
 
-Needs Node.js with playwright-core (installed by `python3 dev.py test` into .ci/node) and Debian's Chromium
-(/usr/bin/chromium, also installed by dev.py). Missing tools fail the test with the command that installs them.
+Needs Node.js with playwright-core (installed by `python3 dev.py test` into .ci/node) and a Chromium or Chrome
+($CI_PIPELINE_CHROMIUM, else the first of chromium, chromium-browser, google-chrome on PATH; dev.py installs
+Debian's). Missing tools fail the test with the command that installs them.
 """
 
 from __future__ import annotations
@@ -26,20 +27,32 @@ from ci_pipeline_tests.conftest import ROOT, free_port
 
 SCRIPT = Path(__file__).with_name("ui_materialize.js")
 TEMPLATE = ROOT / "ci_pipeline" / "generate" / "templates" / "orchestration.yaml"
-CHROMIUM = Path("/usr/bin/chromium")
+#: Names a Chromium or Chrome executable goes by on Linux distributions.
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
 def node_modules() -> Path:
     return Path(os.environ.get("CI_PIPELINE_NODE_DIR", ROOT / ".ci" / "node")) / "node_modules"
 
 
-def require_tools() -> None:
+def find_chromium() -> str | None:
+    """The browser to drive: $CI_PIPELINE_CHROMIUM (set by dev.py), else the first Chromium or Chrome on PATH."""
+    return os.environ.get("CI_PIPELINE_CHROMIUM") or next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+
+
+def require_tools() -> str:
+    """Fail with the command that installs what is missing; returns the Chromium executable."""
     if shutil.which("node") is None:
         pytest.fail("node is not installed; run the tests with `python3 dev.py test` (it installs Node.js)")
     if not (node_modules() / "playwright-core").is_dir():
         pytest.fail(f"playwright-core is not installed in {node_modules()}; run `python3 dev.py test`")
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing; install it with `apt-get install -y chromium` or `python3 dev.py test`")
+    chromium = find_chromium()
+    if chromium is None or not Path(chromium).exists():
+        pytest.fail(
+            f"no Chromium found (looked for {chromium or ', '.join(CHROMIUM_NAMES)}); install it with "
+            "`apt-get install -y chromium` or `python3 dev.py test`, or set CI_PIPELINE_CHROMIUM to its path"
+        )
+    return chromium
 
 
 class DagsterDev:
@@ -47,7 +60,7 @@ class DagsterDev:
 
     def __init__(self, workspace: Path, config: Path, home: Path, log: Path):
         home.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+        shutil.copyfile(ROOT / "deploy" / "dagster-local.yaml", home / "dagster.yaml")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -100,14 +113,14 @@ class DagsterDev:
 
 def drive_ui(workspace: Path, config_file: Path, work: Path, asset: str) -> dict:
     """Run the whole browser scenario; returns what it found (run, rows, schedules, sensors)."""
-    require_tools()
+    chromium = require_tools()
     artifacts = ROOT / ".artifacts"
     artifacts.mkdir(exist_ok=True)
     server = DagsterDev(workspace, config_file, work / "dagster_home", work / "dagster-dev.log")
     try:
         server.wait_ready()
         server.graphql("mutation { setNuxSeen }")
-        env = {**os.environ, "NODE_PATH": str(node_modules())}
+        env = {**os.environ, "NODE_PATH": str(node_modules()), "CHROMIUM_PATH": chromium}
         browser = subprocess.run(
             ["node", str(SCRIPT), server.url, asset, str(artifacts / "ui.png")],
             env=env,
