@@ -4,6 +4,7 @@ prediction fields segments read, and the readable summary stored next to each mo
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pandas as pd
@@ -60,10 +61,30 @@ def recommend_stored(
     return recommendation_table(index, model.products, items, scores, reasons, settings.k)
 
 
-def _records(frame: pd.DataFrame) -> list[dict]:
-    """Rows as dicts of plain values (missing values as None), for JSON."""
-    plain = frame.astype(object).where(frame.notna(), None)
-    return plain.to_dict("records")
+def _json_values(column: pd.Series) -> pd.Series:
+    """Each value as JSON text (what ``json.dumps`` writes), missing and non-finite numbers as ``null``."""
+    if pd.api.types.is_bool_dtype(column.dtype):
+        text = pd.Series(np.where(column.fillna(False).to_numpy(dtype=bool), "true", "false"), index=column.index)
+    elif pd.api.types.is_numeric_dtype(column.dtype):
+        text = column.astype(str)
+        if pd.api.types.is_float_dtype(column.dtype):
+            text = text.where(np.isfinite(column.to_numpy(dtype="float64", na_value=np.nan)), "null")
+    else:
+        # Each distinct text is escaped once (reasons and product names repeat across customers).
+        codes, uniques = pd.factorize(column.astype("string"), use_na_sentinel=True)
+        escaped = np.array([json.dumps(str(u), ensure_ascii=False) for u in uniques] + ["null"], dtype=object)
+        text = pd.Series(escaped[codes], index=column.index)
+    return text.where(column.notna(), "null").astype(object)
+
+
+def json_objects(frame: pd.DataFrame) -> pd.Series:
+    """One JSON object per row, keys sorted, compact: the text ``json.dumps(row, sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)`` gives, built column by column instead of row by row."""
+    parts = [f"{json.dumps(str(name))}:" + _json_values(frame[name]) for name in sorted(frame.columns)]
+    out = pd.Series("{", index=frame.index, dtype=object)
+    for i, part in enumerate(parts):
+        out = out + ("," if i else "") + part
+    return out + "}"
 
 
 def prediction_table(scores: dict[str, pd.DataFrame], provider: str) -> pd.DataFrame:
@@ -79,20 +100,23 @@ def prediction_table(scores: dict[str, pd.DataFrame], provider: str) -> pd.DataF
     for model, frame in scores.items():
         if model == "recommendation":
             ordered = frame.sort_values(["CustomerId", "Rank"], kind="stable")
-            items = _records(ordered[["Rank", "Product", "Score", "Reason"]])
-            grouped = pd.Series(items, index=ordered["CustomerId"].to_numpy()).groupby(level=0, sort=True)
-            values = grouped.agg(list).map(lambda products: {"Products": products})
-            customers = values.index
+            items = json_objects(ordered[["Rank", "Product", "Score", "Reason"]]).to_numpy(dtype=object)
+            owner = ordered["CustomerId"].to_numpy(dtype=object)
+            # Each customer's items are contiguous: join them with one reduceat instead of a Python call per group.
+            starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]) if len(owner) else np.array([], dtype=int)
+            comma = np.full(len(items), ",", dtype=object)
+            comma[np.r_[starts[1:] - 1, len(items) - 1] if len(items) else []] = ""
+            joined = np.add.reduceat(items + comma, starts) if len(items) else np.array([], dtype=object)
+            customers, values = owner[starts], '{"Products":[' + joined + "]}"
         else:
-            customers = frame["CustomerId"]
-            values = pd.Series(_records(frame.drop(columns="CustomerId")), index=frame.index)
+            customers, values = frame["CustomerId"], json_objects(frame.drop(columns="CustomerId")).to_numpy()
         parts.append(
             pd.DataFrame(
                 {
                     "CustomerId": pd.array(customers, dtype="string"),
                     "ModelProvider": provider,
                     "Model": MODEL_NAMES[model],
-                    "Values": values.to_numpy(),
+                    "Values": pd.array(values, dtype="string"),
                 }
             )
         )

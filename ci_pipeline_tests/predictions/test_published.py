@@ -1,0 +1,83 @@
+"""The Prediction table and the prediction fields built from each model's scores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.outputs import PREDICTION_COLUMNS
+from ci_pipeline.predictions.published import json_objects, prediction_table, segment_fields
+
+
+def churn() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "CustomerId": pd.array(["B", "A"], dtype="string"),
+            "ChurnScore": [0.1 + 0.2, np.nan],
+            "IsChurn": [False, True],
+            "Likelihood": pd.array(["Low", None], dtype="string"),
+            "Reason1": pd.array(['no "purchase" for 143 days: +0.21', "café: -0.1"], dtype="string"),
+        }
+    )
+
+
+def test_json_objects_write_what_json_dumps_writes_for_each_row():
+    frame = churn().drop(columns="CustomerId").assign(Big=[1e17, np.inf], Rank=[1, 2])
+    expected = [
+        json.dumps(
+            {k: None if v is pd.NA or (isinstance(v, float) and not np.isfinite(v)) else v for k, v in row.items()},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        for row in frame.astype(object).to_dict("records")
+    ]
+    assert json_objects(frame).tolist() == expected
+
+
+def test_prediction_rows_per_customer_and_model_with_recommendations_in_rank_order():
+    recs = pd.DataFrame(
+        {
+            "CustomerId": pd.array(["A", "B", "A"], dtype="string"),
+            "Rank": [2, 1, 1],
+            "Product": pd.array(["mug", "pen", "tea"], dtype="string"),
+            "Score": [0.5, 0.9, 0.75],
+            "Reason": pd.array(["popular", "bought before", "bought together"], dtype="string"),
+        }
+    )
+    table = prediction_table({"churn": churn(), "recommendation": recs}, "shop")
+    assert list(table.columns) == PREDICTION_COLUMNS
+    values = {
+        (m, c): json.loads(v) for m, c, v in zip(table["Model"], table["CustomerId"], table["Values"], strict=True)
+    }
+    assert values["TransactionalChurn", "A"] == {
+        "ChurnScore": None,
+        "IsChurn": True,
+        "Likelihood": None,
+        "Reason1": "café: -0.1",
+    }
+    assert [p["Product"] for p in values["ProductRecommendation", "A"]["Products"]] == ["tea", "mug"]
+    assert values["ProductRecommendation", "B"]["Products"] == [
+        {"Product": "pen", "Rank": 1, "Reason": "bought before", "Score": 0.9}
+    ]
+    assert prediction_table({"recommendation": recs.iloc[:0]}, "shop").empty
+    assert prediction_table({}, "shop").empty
+
+
+def test_prediction_fields_keep_their_types_where_a_model_scored_only_some_customers():
+    clv = pd.DataFrame(
+        {
+            "CustomerId": pd.array(["C", "A"], dtype="string"),
+            "PredictedValue": [10.0, 20.0],
+            "ValueLow": [0.0, 1.0],
+            "ValueHigh": [30.0, 40.0],
+            "ValueBand": pd.array(["Low", "High"], dtype="string"),
+        }
+    )
+    fields = segment_fields({"churn": churn(), "clv": clv})
+    assert fields["CustomerId"].tolist() == ["A", "B", "C"]
+    assert str(fields["IsChurn"].dtype) == "boolean" and fields["IsChurn"].isna().tolist() == [False, False, True]
+    assert fields["ClvValue"].tolist()[0] == 20.0 and np.isnan(fields["ClvValue"].iloc[1])
+    assert list(segment_fields({}).columns) == ["CustomerId"]
