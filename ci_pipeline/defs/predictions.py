@@ -19,22 +19,11 @@ from ci_pipeline.defs import activities, unify
 from ci_pipeline.defs.registry import REFRESH_TAG, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import PREDICTION_COLUMNS
-from ci_pipeline.predictions import (
-    PredictionSettings,
-    StoredModel,
-    lines_from_facts,
-    purchases_from_facts,
-    run_churn,
-    run_clv,
-    run_recommendation,
-    signals_from_facts,
-)
-from ci_pipeline.predictions.churn import score_stored as churn_stored
-from ci_pipeline.predictions.clv import score_stored as clv_stored
+from ci_pipeline.predictions import PredictionSettings, StoredModel
 from ci_pipeline.predictions.published import (
+    ModelRuns,
     model_summary,
     prediction_table,
-    recommend_stored,
     scoring_cutoff,
     segment_fields,
 )
@@ -72,51 +61,15 @@ def model_path(model: str) -> str:
     return f"ci_pipeline/{GROUP}/{model}_model.pkl"
 
 
-class _Inputs:
-    """The frames the models read, taken from the activity facts and the profile of one run."""
-
-    def __init__(self, section: PredictionsConfig, facts: pd.DataFrame, profile: pd.DataFrame, measures_as_of):
-        #: The settings as configured (JSON-ready): stored with each model, compared when scoring.
-        self.configured = json.loads(json.dumps(section.settings(), default=str))
-        self.settings = PredictionSettings.model_validate(section.settings())
-        self.customers = profile["CustomerId"]
-        self.profile = profile if section.profile_fields else None
-        self.latest = scoring_cutoff(section.as_of, measures_as_of)
-        self.facts = facts
-
-    def purchases(self) -> pd.DataFrame:
-        return purchases_from_facts(self.facts, self.settings.purchases)
-
-    def signals(self) -> pd.DataFrame | None:
-        names = self.settings.signal_activities
-        return signals_from_facts(self.facts, names) if names else None
-
-    def train(self, model: str):
-        """Backtest, fit at the latest cutoff and score: the domain's result (scores or recommendations, report,
-        stored model)."""
-        if model == "recommendation":
-            return run_recommendation(
-                lines_from_facts(self.facts, self.settings.purchases), self.customers, self.latest, self.settings
-            )
-        run = run_churn if model == "churn" else run_clv
-        return run(self.purchases(), self.customers, self.latest, self.settings, self.profile, self.signals())
-
-    def score(self, model: str, stored: StoredModel) -> pd.DataFrame:
-        """Scores (or recommendations) at the latest cutoff from a stored model."""
-        threads = self.settings.threads
-        if model == "recommendation":
-            lines = lines_from_facts(self.facts, self.settings.purchases)
-            return recommend_stored(stored, lines, self.customers, self.latest, self.settings.recommendation)
-        purchases = self.purchases()
-        latest = self.latest if self.latest is not None else purchases["Time"].max()
-        if model == "churn":
-            return churn_stored(stored, purchases, latest, self.profile, self.signals(), threads)
-        share = self.settings.clv.high_value_share
-        return clv_stored(stored, purchases, latest, share, self.profile, self.signals(), threads)
+def _runs(section: PredictionsConfig, facts: pd.DataFrame, profile: pd.DataFrame, measures_as_of) -> ModelRuns:
+    settings = PredictionSettings.model_validate(section.settings())
+    latest = scoring_cutoff(section.as_of, measures_as_of)
+    return ModelRuns(settings, facts, profile["CustomerId"], profile if section.profile_fields else None, latest)
 
 
-def _scores(result, model: str) -> pd.DataFrame:
-    return result.recommendations if model == "recommendation" else result.scores
+def _configured(section: PredictionsConfig) -> dict:
+    """The settings as configured, JSON-ready: stored with each model and compared when scoring."""
+    return json.loads(json.dumps(section.settings(), default=str))
 
 
 def store_model(lake, model: str, stored: StoredModel, settings: dict) -> str:
@@ -210,12 +163,12 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
         "stored in the lake with its evaluation report; refreshes score with it until it is trained again.",
     )
     def train(context: dg.AssetExecutionContext, activity_facts: pd.DataFrame, customer_profile: pd.DataFrame):
-        inputs = _Inputs(section, activity_facts, customer_profile, measures_as_of)
+        runs = _runs(section, activity_facts, customer_profile, measures_as_of)
         try:
-            result = inputs.train(model)
+            result = runs.train(model)
         except UserError as exc:
             raise dg.Failure(description=redact(exc), allow_retries=False) from exc
-        url = store_model(context.resources.lake.get_lake(), model, result.stored, inputs.configured)
+        url = store_model(context.resources.lake.get_lake(), model, result.stored, _configured(section))
         return dg.MaterializeResult(metadata=report_metadata(result.report, url))
 
     return train
@@ -265,11 +218,12 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     )
     def score(context: dg.AssetExecutionContext, activity_facts: pd.DataFrame, customer_profile: pd.DataFrame):
         lake = context.resources.lake.get_lake()
-        inputs = _Inputs(section, activity_facts, customer_profile, measures_as_of)
+        runs = _runs(section, activity_facts, customer_profile, measures_as_of)
+        configured = _configured(section)
         scored: dict[str, pd.DataFrame] = {}
         for model in models:
             try:
-                frame = _score_one(context, lake, inputs, model)
+                frame = _score_one(context, lake, runs, configured, model)
             except UserError as exc:
                 message = redact(exc)
                 context.log.error(f"predictions: {MODEL_NAMES[model]} publishes nothing this run: {message}")
@@ -300,11 +254,11 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     return score
 
 
-def _score_one(context: dg.AssetExecutionContext, lake, inputs: _Inputs, model: str) -> pd.DataFrame:
+def _score_one(context: dg.AssetExecutionContext, lake, runs: ModelRuns, configured: dict, model: str):
     """One model's scores from its stored model; with none stored, train it now (stored for the next runs)."""
     stored = _load_model(lake, model)
     if stored is not None:
-        if _trained_with(lake, model) != inputs.configured:
+        if _trained_with(lake, model) != configured:
             context.log.warning(
                 f"predictions: the stored {MODEL_NAMES[model]} model was trained with other predictions settings; "
                 f"it scores until it is retrained (job {TRAIN_JOB})"
@@ -313,15 +267,15 @@ def _score_one(context: dg.AssetExecutionContext, lake, inputs: _Inputs, model: 
             f"predictions: {MODEL_NAMES[model]} scores with the model trained at "
             f"{stored.data_window.get('trained_at_cutoff')}"
         )
-        return inputs.score(model, stored)
+        return runs.score(model, stored)
     context.log.warning(
         f"predictions: no stored {MODEL_NAMES[model]} model; training it in this run (retrain with job {TRAIN_JOB})"
     )
-    result = inputs.train(model)
-    url = store_model(lake, model, result.stored, inputs.configured)
+    result = runs.train(model)
+    url = store_model(lake, model, result.stored, configured)
     # The training asset shows the report in the UI, as when the model is trained by its own job.
     context.log_event(dg.AssetMaterialization(asset_key=model_key(model), metadata=report_metadata(result.report, url)))
-    return _scores(result, model)
+    return result.table
 
 
 def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:

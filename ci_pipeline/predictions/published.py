@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -13,8 +15,12 @@ from ci_pipeline.config.predictions import MODEL_NAMES, SEGMENT_FIELDS, Recommen
 from ci_pipeline.measures.compute import run_end
 from ci_pipeline.measures.conditions import run_date
 from ci_pipeline.outputs import build
-from ci_pipeline.predictions.data import latest_cutoff
-from ci_pipeline.predictions.recommend import MODEL, REASONS, Recommender, interactions, recommend
+from ci_pipeline.predictions import churn, clv
+from ci_pipeline.predictions.churn import run_churn
+from ci_pipeline.predictions.clv import run_clv
+from ci_pipeline.predictions.data import latest_cutoff, lines_from_facts, purchases_from_facts, signals_from_facts
+from ci_pipeline.predictions.recommend import MODEL, REASONS, Recommender, interactions, recommend, run_recommendation
+from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
 
 
@@ -59,6 +65,70 @@ def recommend_stored(
     history = interactions(lines, index, model.products, start, latest)
     items, scores, reasons = recommend(model, history, settings.k, settings.repeats)
     return recommendation_table(index, model.products, items, scores, reasons, settings.k)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A model trained in a run: its table (scores, or recommendations), evaluation report and stored model."""
+
+    table: pd.DataFrame
+    report: dict
+    stored: StoredModel
+
+
+class ModelRuns:
+    """The models of one run over its activity facts: train one (backtest, fit, score) or score with a stored one.
+
+    Args:
+        settings: the prediction settings.
+        facts: the activities stage's typed facts.
+        customers: every CustomerId (the profile's).
+        profile: the CustomerProfile when ``settings.profile_fields`` lists fields, else None.
+        latest: the scoring cutoff (:func:`scoring_cutoff`); None for the last purchase.
+    """
+
+    def __init__(self, settings: PredictionSettings, facts: pd.DataFrame, customers: pd.Series, profile, latest):
+        self.settings = settings
+        self.facts = facts
+        self.customers = customers
+        self.profile = profile
+        self.latest = latest
+
+    @cached_property
+    def purchases(self) -> pd.DataFrame:
+        """The purchases of the purchase activity (read once for churn and CLV)."""
+        return purchases_from_facts(self.facts, self.settings.purchases)
+
+    @cached_property
+    def lines(self) -> pd.DataFrame:
+        """The product lines of the product activity."""
+        return lines_from_facts(self.facts, self.settings.purchases)
+
+    @cached_property
+    def signals(self) -> pd.DataFrame | None:
+        """The signal activities, when configured."""
+        names = self.settings.signal_activities
+        return signals_from_facts(self.facts, names) if names else None
+
+    def train(self, model: str) -> Trained:
+        """Backtest, fit at the latest cutoff and score one model (``churn``, ``clv``, ``recommendation``)."""
+        if model == "recommendation":
+            result = run_recommendation(self.lines, self.customers, self.latest, self.settings)
+            return Trained(result.recommendations, result.report, result.stored)
+        run = run_churn if model == "churn" else run_clv
+        result = run(self.purchases, self.customers, self.latest, self.settings, self.profile, self.signals)
+        return Trained(result.scores, result.report, result.stored)
+
+    def score(self, model: str, stored: StoredModel) -> pd.DataFrame:
+        """One model's scores (or recommendations) at the latest cutoff from its stored model."""
+        settings = self.settings
+        if model == "recommendation":
+            return recommend_stored(stored, self.lines, self.customers, self.latest, settings.recommendation)
+        latest = self.latest if self.latest is not None else latest_cutoff(None, self.purchases, stored.model)
+        if model == "churn":
+            return churn.score_stored(stored, self.purchases, latest, self.profile, self.signals, settings.threads)
+        share = settings.clv.high_value_share
+        return clv.score_stored(stored, self.purchases, latest, share, self.profile, self.signals, settings.threads)
 
 
 def _json_values(column: pd.Series) -> pd.Series:
