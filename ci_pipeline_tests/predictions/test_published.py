@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import numpy as np
 import pandas as pd
 
 from ci_pipeline.outputs import PREDICTION_COLUMNS
-from ci_pipeline.predictions.published import json_objects, prediction_table, segment_fields
+from ci_pipeline.predictions.published import json_objects, prediction_table, scoring_cutoff, segment_fields
 
 
 def churn() -> pd.DataFrame:
@@ -81,3 +82,12 @@ def test_prediction_fields_keep_their_types_where_a_model_scored_only_some_custo
     assert str(fields["IsChurn"].dtype) == "boolean" and fields["IsChurn"].isna().tolist() == [False, False, True]
     assert fields["ClvValue"].tolist()[0] == 20.0 and np.isnan(fields["ClvValue"].iloc[1])
     assert list(segment_fields({}).columns) == ["CustomerId"]
+
+
+def test_the_scoring_cutoff_is_the_end_of_the_configured_day():
+    end_of = pd.Timestamp("2026-07-01", tz="UTC")
+    assert scoring_cutoff(dt.date(2026, 6, 30), "today") == end_of
+    assert scoring_cutoff(None, dt.date(2026, 6, 30)) == end_of
+    assert scoring_cutoff("last_purchase", dt.date(2026, 6, 30)) is None
+    today = scoring_cutoff("today", None)
+    assert today == pd.Timestamp(dt.datetime.now(dt.UTC).date(), tz="UTC") + pd.Timedelta(days=1)
