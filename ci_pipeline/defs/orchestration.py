@@ -37,7 +37,7 @@ from ci_pipeline.orchestration import (
 )
 from ci_pipeline.redact import install_log_redaction, redact_record
 
-#: The default executor: one process per step, at most two at a time (a 2-core machine).
+#: ``executor: {kind: multiprocess}`` at its default bound: one process per step, at most two at a time.
 EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": 2}, name="multiprocess_bounded")
 log = logging.getLogger("ci_pipeline.orchestration")
 
@@ -344,7 +344,8 @@ def with_freshness(config: ProjectConfig, stages: dg.Definitions, graph) -> dg.D
 
 
 def executor_for(config: ProjectConfig) -> dg.ExecutorDefinition:
-    """The executor ``orchestration.executor`` names (default: :data:`EXECUTOR`)."""
+    """The executor ``orchestration.executor`` names: the one place the executor of every job is chosen (the UI's
+    runs and the schedules' use it; `ci-pipeline run` always executes in its own process). Default: in-process."""
     settings = config.orchestration.executor
     if settings.kind == "in_process":
         return dg.in_process_executor

@@ -74,9 +74,12 @@ def test_the_project_definitions_carry_the_orchestration(tmp_path):
     assert {s.name for s in defs.sensors} == {"failure_notification", "new_files"}
 
 
-def test_bounded_multiprocess_executor_and_freshness_on_published_tables(project):
+def test_in_process_executor_by_default_bounded_multiprocess_on_request_and_freshness(project, tmp_path):
     _, _, defs = project
-    job = defs.resolve_job_def("full_refresh")
+    # The UI's runs execute like `ci-pipeline run`: in the run's process, no process started per step.
+    assert defs.resolve_job_def("full_refresh").executor_def.name == dg.in_process_executor.name
+    config = load_config(write_project(tmp_path / "mp", {"executor": {"kind": "multiprocess"}}))
+    job = build_project(config).resolve_job_def("full_refresh")
     assert job.executor_def.name == EXECUTOR.name
     assert job.executor_def.config_schema.resolve_config({}).value["config"]["max_concurrent"] == 2
     graph = defs.resolve_asset_graph()
