@@ -28,7 +28,7 @@ STAMP = VENV / ".dev-stamp"
 DAGSTER_HOME = ROOT / ".dagster_home"
 #: The local instance configuration, copied into DAGSTER_HOME (it is not kept in the project folder itself, where
 #: `dg dev` would warn that a dagster.yaml outside DAGSTER_HOME "will not be used").
-INSTANCE_YAML = ROOT / "deploy" / "dagster-local.yaml"
+INSTANCE_YAML = ROOT / "dagster.yaml"
 NODE_DIR = ROOT / ".ci" / "node"
 #: Names a Chromium or Chrome executable goes by on Linux distributions; the UI test looks for the same ones.
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -27,7 +27,7 @@ def free_port() -> int:
 def _private_dagster_home(tmp_path_factory):
     """Every run a test starts goes into a throwaway Dagster home, never the project's own .dagster_home."""
     home = tmp_path_factory.mktemp("dagster_home")
-    shutil.copyfile(ROOT / "deploy" / "dagster-local.yaml", home / "dagster.yaml")
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
     previous = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = str(home)
     yield home

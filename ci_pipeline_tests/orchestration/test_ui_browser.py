@@ -60,7 +60,7 @@ class DagsterDev:
 
     def __init__(self, workspace: Path, config: Path, home: Path, log: Path):
         home.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ROOT / "deploy" / "dagster-local.yaml", home / "dagster.yaml")
+        shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
