@@ -109,12 +109,13 @@ def run(args) -> int:
         # The user sees the failure on the console: the instance's automatic retry is for unattended runs.
         "dagster/max_retries": "0",
     }
+    graph = defs.resolve_asset_graph()
     with _instance() as instance:
         # Stage notes and warnings on the console; the step-by-step debug events stay in the run's event log.
         run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
-        result = execute_as_job_run(job, instance, tags, run_config)
+        progress = Progress(step_assets(graph))
+        result = execute_as_job_run(job, instance, tags, run_config, on_event=progress)
         records = list(instance.all_logs(result.run_id))
-    graph = defs.resolve_asset_graph()
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     print_summary(
         result, records, config, time.monotonic() - started, groups, step_assets(graph), [s.name for s in STAGES]
@@ -122,8 +123,12 @@ def run(args) -> int:
     return 0 if result.success else 1
 
 
-def execute_as_job_run(job: dg.JobDefinition, instance: dg.DagsterInstance, tags: dict, run_config: dict):
+def execute_as_job_run(
+    job: dg.JobDefinition, instance: dg.DagsterInstance, tags: dict, run_config: dict, on_event=None
+):
     """Execute ``job`` in this process as a run of the code location's job, and return the result.
+
+    ``on_event`` (optional) is called with every event log entry of the run as it is stored (progress, figures).
 
     ``execute_in_process`` records runs that belong to no code location: the UI lists them under Runs only, never
     on their job's page or the timeline. Here the run is created with the origin of the job in the workspace
@@ -150,7 +155,44 @@ def execute_as_job_run(job: dg.JobDefinition, instance: dg.DagsterInstance, tags
         asset_selection=in_process.asset_selection,
         remote_job_origin=RemoteJobOrigin(repository, job.name),
     )
+    if on_event is not None:
+        instance.add_event_listener(run.run_id, on_event)
     return execute_run(InMemoryJob(in_process), run, instance)
+
+
+class Progress:
+    """Prints one line when a step starts and one per asset it materialises (rows, seconds since the step
+    started), as they happen, so a long run is never silent.
+
+    Args:
+        assets: step name -> the asset keys it materialises (the start line names the assets, not the step).
+        out: where the lines go (standard output by default).
+    """
+
+    def __init__(self, assets: dict[str, list[str]], out=None):
+        self.assets = assets
+        self.out = out
+        self.started: dict[str, float] = {}
+
+    def __call__(self, record) -> None:
+        event = record.dagster_event
+        if event is None:
+            return
+        step = event.step_key
+        if event.event_type_value == "STEP_START":
+            self.started[step] = record.timestamp
+            self._say(f"start {', '.join(self.assets.get(step, [step]))}")
+        elif event.event_type_value == "ASSET_MATERIALIZATION":
+            materialization = event.event_specific_data.materialization
+            count = materialization.metadata.get("dagster/row_count")
+            rows = "" if count is None else f" {count.value:,} rows"
+            seconds = record.timestamp - self.started.get(step, record.timestamp)
+            self._say(f"done  {materialization.asset_key.to_user_string()}{rows} {seconds:.1f} s")
+        elif event.event_type_value == "STEP_FAILURE":
+            self._say(f"FAILED {', '.join(self.assets.get(step, [step]))}")
+
+    def _say(self, line: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {line}", file=self.out, flush=True)
 
 
 def print_summary(

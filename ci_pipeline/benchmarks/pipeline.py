@@ -1,0 +1,190 @@
+"""`ci-pipeline bench pipeline --people N`: the whole pipeline, every stage, on generated data, as `run` runs it.
+
+The data set is generated once per people count, seed and generator version (a digest of the generator's code)
+and kept in a cache folder (``--data`` names another), so repeated measurements skip generation. Each measurement
+runs in a fresh folder that links to the cached sources, so no lake or sink of an earlier run is reused. The
+``full_refresh`` job runs in this process with a throwaway Dagster instance through the same path as
+``ci-pipeline run``; then it runs again on the same data (an unchanged rerun).
+
+One JSON line: per stage its seconds (sum of its steps), the peak RSS of the process when its last step ended, the
+rows it read from sources or upstream stages and the rows it wrote; the total seconds and peak RSS of the run; and
+the unchanged rerun's seconds and per-stage seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from ci_pipeline.errors import UserError
+
+#: The generator's code, whose digest names the cached data set: a changed generator generates again.
+GENERATOR = Path(__file__).resolve().parent.parent / "generate"
+#: What a run writes next to the configuration (generate.templates: lake.url and publish.sink.path); these are not
+#: linked into a measurement's folder.
+RUN_OUTPUTS = {"lake", "sink.sqlite", "sink.sqlite-wal", "sink.sqlite-shm", ".dagster_home"}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("pipeline", help="run every stage on generated data; per-stage time and memory")
+    parser.add_argument("--people", type=int, default=20_000, help="people to generate (default 20000)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--data",
+        help="generated data set to use (or create) instead of the cache folder ($XDG_CACHE_HOME/ci-pipeline/bench)",
+    )
+    parser.add_argument("--no-rerun", action="store_true", help="skip the unchanged rerun")
+    parser.set_defaults(func=run)
+
+
+def generator_version() -> str:
+    """A short digest of the generator's source files and templates."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in GENERATOR.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(GENERATOR).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def cached_data(people: int, seed: int, folder: str | None = None) -> tuple[Path, float]:
+    """The generated data set's folder (generated in a child process if missing) and the seconds generating took."""
+    if folder:
+        target = Path(folder)
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ci-pipeline" / "bench"
+        target = root / f"pipeline-{people}-seed{seed}-gen{generator_version()}"
+    if (target / "ci_pipeline.yaml").exists():
+        return target, 0.0
+    started = time.perf_counter()
+    # Generated into a side folder and renamed, so an interrupted generation is never taken for a finished one.
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "ci_pipeline", "generate", "--people", str(people), "--seed", str(seed)]
+    # A child process, so that the generator's memory is not counted in the pipeline's peak.
+    done = subprocess.run([*command, "--out", str(partial)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(f"generating {people} people into {partial} failed: {done.stderr.strip()[-2000:]}")
+    partial.rename(target)
+    return target, time.perf_counter() - started
+
+
+def run_folder(data: Path, scratch: Path) -> Path:
+    """A fresh folder for one run: the configuration copied, the sources linked, no lake or sink yet."""
+    for entry in data.iterdir():
+        if entry.name in RUN_OUTPUTS or entry.name == "ci_pipeline.yaml":
+            continue
+        (scratch / entry.name).symlink_to(entry.resolve())
+    shutil.copy2(data / "ci_pipeline.yaml", scratch / "ci_pipeline.yaml")
+    return scratch / "ci_pipeline.yaml"
+
+
+def measure(config_path: Path) -> dict:
+    """Run the ``full_refresh`` job on ``config_path`` in this process and return its figures."""
+    import dagster as dg
+
+    from ci_pipeline.commands.run import choose_job, execute_as_job_run
+    from ci_pipeline.defs import STAGES, build_definitions
+    from ci_pipeline.orchestration import MODE_TAG
+    from ci_pipeline.validation import load_checked
+
+    started = time.perf_counter()
+    config = load_checked(config_path)
+    defs = build_definitions(config)
+    job, mode = choose_job(defs, None, None)
+    graph = defs.resolve_asset_graph()
+    peak_at: dict[str, int] = {}
+
+    def on_event(record) -> None:
+        # ru_maxrss only grows: read when a step ends, it is the peak up to and including that step.
+        event = record.dagster_event
+        if event is not None and event.event_type_value in {"STEP_SUCCESS", "STEP_FAILURE"}:
+            peak_at[event.step_key] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = execute_as_job_run(job, instance, {MODE_TAG: mode}, {}, on_event=on_event)
+        records = list(instance.all_logs(result.run_id))
+    seconds = time.perf_counter() - started
+    if not result.success:
+        failed = [r.dagster_event.step_key for r in records if r.dagster_event and r.dagster_event.is_step_failure]
+        raise UserError(f"{config_path}: the pipeline failed at {', '.join(failed) or 'run level'}")
+    stages = stage_figures(records, graph, peak_at, [s.name for s in STAGES])
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "stages": stages,
+    }
+
+
+def stage_figures(records: list, graph, peak_at: dict[str, int], order: list[str]) -> dict:
+    """Per stage (asset group): seconds of its steps, peak RSS (MB) when its last step ended, rows in and out.
+
+    Rows out are the row counts of the stage's assets (ingest: accepted plus quarantined rows; publish: the sink's
+    tables plus the exports); rows in are the rows its assets read from assets of other stages, or, for steps that
+    read sources, the rows they read (``rows_read``).
+    """
+    start, end, rows, read, step_of = {}, {}, {}, {}, {}
+    for record in records:
+        event = record.dagster_event
+        if event is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            start[event.step_key] = record.timestamp
+        elif event.event_type_value in {"STEP_SUCCESS", "STEP_FAILURE"}:
+            end[event.step_key] = record.timestamp
+        elif event.event_type_value == "ASSET_MATERIALIZATION":
+            materialization = event.event_specific_data.materialization
+            key = materialization.asset_key
+            step_of[key] = event.step_key
+            count = materialization.metadata.get("dagster/row_count")
+            rows[key] = count.value if count is not None else 0
+            if "rows_read" in materialization.metadata:
+                # A step's outputs all carry the rows the step read (ingest: the table and its quarantine).
+                read[event.step_key] = materialization.metadata["rows_read"].value
+    by_stage: dict[str, list] = defaultdict(list)
+    for key in rows:
+        by_stage[graph.get(key).group_name or key.path[0]].append(key)
+    rank = {name: i for i, name in enumerate(order)}
+    figures = {}
+    for stage, keys in sorted(by_stage.items(), key=lambda item: rank.get(item[0], len(rank))):
+        steps = {step_of[k] for k in keys}
+        inputs = {p for k in keys for p in graph.get(k).parent_keys if p in rows and p not in keys}
+        figures[stage] = {
+            "seconds": round(sum(end.get(s, 0) - start.get(s, 0) for s in steps), 2),
+            "peak_rss_mb": round(max(peak_at.get(s, 0) for s in steps) / 1024),
+            "rows_in": int(sum(rows[p] for p in inputs) + sum(read.get(s, 0) for s in steps)),
+            "rows_out": int(sum(rows[k] for k in keys)),
+        }
+    return figures
+
+
+def run(args) -> int:
+    data, generate_s = cached_data(args.people, args.seed, args.data)
+    with tempfile.TemporaryDirectory(prefix="ci-bench-pipeline-") as scratch:
+        config_path = run_folder(data, Path(scratch))
+        full = measure(config_path)
+        rerun = None if args.no_rerun else measure(config_path)
+    figures = {
+        "benchmark": "pipeline",
+        "people": args.people,
+        "seed": args.seed,
+        "generator": generator_version(),
+        "generate_s": round(generate_s, 1),
+        **full,
+    }
+    if rerun is not None:
+        figures["unchanged_rerun"] = {
+            "seconds": rerun["seconds"],
+            "peak_rss_mb": rerun["peak_rss_mb"],
+            "stages_seconds": {name: s["seconds"] for name, s in rerun["stages"].items()},
+        }
+    print(json.dumps(figures))
+    return 0
