@@ -1,0 +1,472 @@
+"""Quick start from one file: read a CSV or Parquet table, infer what it is and write a configuration for it.
+
+The decisions (primary key, customer table or transactions, mapping, matching method, measures, segments) are
+made here on pandas and written as a commented YAML file that ``ci-pipeline validate`` accepts, so the user keeps
+a configuration that says why each choice was made. Running it is the command's job
+(:mod:`ci_pipeline.commands.quickstart`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ci_pipeline.errors import UserError
+from ci_pipeline.unify.suggest import customer_table_verdict, suggest_mapping
+
+#: The source every quick-start table belongs to.
+SOURCE = "quickstart"
+#: The generated key column when no column of the file identifies a row.
+ROW_KEY = "row_number"
+#: The key column of the customer table generated from a transaction file's customer ids. Not the id column's own
+#: name: a custom attribute ``customer_id`` would become the profile's ``CustomerId`` column, which unification owns.
+CUSTOMER_KEY = "customer_key"
+
+#: Names of keys: ``id``, ``order_id``, ``CustomerNumber``, ``uuid``.
+KEY_NAME = r"(^|_)(id|key|uuid|guid|number|no|num|nr|code|ref)$"
+#: Names of a transaction's customer reference: ``customer_id``, ``client_no``, ``member_number``, ``cust_id``.
+CUSTOMER_REF_NAME = (
+    r"(^|_)(customer|client|member|account|user|buyer|shopper|contact|patron|cust)s?_?(id|key|number|no|num|nr|ref)$"
+)
+#: Names of money amounts.
+AMOUNT_NAME = r"(^|_)(amount|amt|total|price|revenue|value|spend|sales|sum|cost|paid|subtotal|net|gross)($|_)"
+#: Names that say a column holds the date of a transaction.
+DATE_NAME = r"(^|_)(date|time|timestamp|datetime|ts|dt|at|on|day)($|_)"
+#: Date formats tried, in order, on the whole column; the first that reads every value wins.
+DATE_FORMATS = [
+    "%Y-%m-%d",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%SZ",
+    "%m/%d/%Y",
+    "%m/%d/%Y %H:%M:%S",
+    "%d/%m/%Y",
+    "%d/%m/%Y %H:%M:%S",
+    "%d.%m.%Y",
+    "%Y%m%d",
+]
+#: Attributes the probabilistic model compares well; with three of them mapped it is the default method.
+MODEL_FIELDS = {
+    "first_name",
+    "last_name",
+    "full_name",
+    "email",
+    "phone",
+    "birth_date",
+    "postal_code",
+    "street",
+    "city",
+}
+
+
+#: Words YAML reads as booleans or null: quoted when they are names.
+YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null"}
+
+
+#: How the configuration's first line names each kind of table.
+KIND_TEXT = {"customers": "a customer table", "transactions": "transactions"}
+#: The closing note of a customer table's configuration.
+NO_ACTIVITIES = [
+    "",
+    "# Measures and segments need activities (orders, visits, ...): add a transaction table under 'sources' and",
+    "# 'activities', then measures such as {template: total_transaction_value, activity: orders} (docs/config/).",
+]
+
+
+@dataclass(frozen=True)
+class KeyChoice:
+    """The primary key found (``column``) or None, and why."""
+
+    column: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Transactions:
+    """The columns that make a table a transaction table."""
+
+    customer: str
+    timestamp: str
+    amount: str
+
+
+@dataclass
+class Plan:
+    """What the quick start will configure for one file."""
+
+    path: Path
+    table: str
+    kind: str  # "customers" or "transactions"
+    key: KeyChoice
+    formats: dict[str, dict] = field(default_factory=dict)
+    mapping: pd.DataFrame | None = None
+    transactions: Transactions | None = None
+    as_of: str | None = None
+    customer_ids: pd.DataFrame | None = None
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """The file as a frame of text (CSV) or of its own types (Parquet); empty cells are missing."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file (give a CSV or Parquet file)")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path, dtype="string", keep_default_na=False, encoding="utf-8-sig")
+            return frame.replace(r"^\s*$", pd.NA, regex=True)
+        if suffix in {".parquet", ".pq"}:
+            return pd.read_parquet(path)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot be read as {suffix[1:]}: {exc}") from None
+    raise UserError(f"{path}: unsupported file type {suffix or '(none)'}; give a .csv or .parquet file")
+
+
+def table_name(path: Path) -> str:
+    """The file's name as a table name (lower case, digits, ``_``, starting with a letter)."""
+    name = _normalized(path.stem)
+    return name if re.match(r"[a-z]", name) else f"t_{name}" if name else "table"
+
+
+def infer_primary_key(frame: pd.DataFrame, exclude: set[str] = frozenset()) -> KeyChoice:
+    """A column that is unique and never empty, a key-like name (``id``, ``order_id``) preferred.
+
+    A column without a key-like name is accepted only when its values are neither decimals nor dates (a unique
+    amount or timestamp identifies rows by accident). When no column fits, the reason names each key-like column
+    and what is wrong with it.
+    """
+    rows = len(frame)
+    problems: list[str] = []
+    fallback: str | None = None
+    for column in frame.columns:
+        if column in exclude:
+            continue
+        values = frame[column]
+        text = values.astype("string").str.strip()
+        empty = int((values.isna() | (text == "")).sum())
+        duplicated = int(text[text.notna() & (text != "")].duplicated().sum())
+        key_like = re.search(KEY_NAME, _normalized(column)) is not None
+        if empty == 0 and duplicated == 0 and rows:
+            if key_like:
+                return KeyChoice(str(column), f"{column} is unique and never empty, and its name says it is a key")
+            if fallback is None and not _decimals_or_dates(text):
+                fallback = str(column)
+        elif key_like:
+            what = [f"{duplicated:,} duplicate value(s)" if duplicated else "", f"{empty:,} empty" if empty else ""]
+            problems.append(f"{column} has {' and '.join(w for w in what if w)}")
+    if fallback is not None:
+        return KeyChoice(fallback, f"{fallback} is unique and never empty (no column has a key-like name)")
+    held = "; ".join(problems) if problems else "no column is unique and never empty"
+    return KeyChoice(None, f"no column identifies a row: {held}")
+
+
+def detect_transactions(frame: pd.DataFrame) -> tuple[Transactions | None, str]:
+    """The customer id, date and amount columns of a transaction table, or None and what is missing."""
+    names = {column: _normalized(column) for column in frame.columns}
+    customer = next((c for c, n in names.items() if re.search(CUSTOMER_REF_NAME, n)), None)
+    dated = [c for c in frame.columns if _is_date(frame[c])]
+    timestamp = next((c for c in dated if re.search(DATE_NAME, names[c])), dated[0] if dated else None)
+    amounts = [
+        c
+        for c, n in names.items()
+        if re.search(AMOUNT_NAME, n) and not re.search(KEY_NAME, n) and _numeric_share(frame[c]) >= 0.95
+    ]
+    missing = [
+        what
+        for what, found in [
+            ("a customer id column (customer_id, client_no, ...)", customer),
+            ("a date column", timestamp),
+            ("an amount column (amount, total, price, ...)", amounts),
+        ]
+        if not found
+    ]
+    if missing:
+        return None, "it has no " + ", no ".join(missing)
+    return Transactions(str(customer), str(timestamp), str(amounts[0])), ""
+
+
+def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> Plan:
+    """Decide what the file is and how to configure it.
+
+    A file with a customer id, a date and an amount column holds transactions (an ``orders`` activity over a
+    customer table of its distinct customer ids); otherwise it must look like a customer table
+    (:func:`~ci_pipeline.unify.suggest.customer_table_verdict`).
+
+    Raises:
+        UserError: the file is empty, is neither kind, or has no primary key and ``row_key`` is False.
+    """
+    if frame.empty:
+        raise UserError(f"{path}: the file has no rows")
+    transactions, missing = detect_transactions(frame)
+    mapping = suggest_mapping(frame)
+    if transactions is None:
+        verdict = customer_table_verdict(mapping)
+        if verdict:
+            raise UserError(f"{path}: neither a customer table nor transactions: {verdict}; as transactions {missing}")
+    exclude = {transactions.customer} if transactions else set()
+    key = infer_primary_key(frame, exclude)
+    if key.column is None:
+        if not row_key:
+            raise UserError(
+                f"{path}: {key.reason}. Run again with --row-key to number the rows ({ROW_KEY}) and use that as "
+                "the key: a copy of the file with that column is written to the output folder"
+            )
+        key = KeyChoice(ROW_KEY, f"{key.reason}; {ROW_KEY} numbers the rows in file order (--row-key)")
+    plan = Plan(path, table_name(path), "transactions" if transactions else "customers", key)
+    if transactions:
+        plan.transactions = transactions
+        fmt = date_format(frame[transactions.timestamp])
+        plan.formats = {
+            transactions.timestamp: {"type": "datetime", **({"format": fmt} if fmt else {})},
+            transactions.amount: {"type": "double"},
+        }
+        plan.as_of = str(pd.to_datetime(frame[transactions.timestamp], format=fmt).max().date())
+        ids = frame[transactions.customer].astype("string").str.strip().dropna()
+        plan.customer_ids = pd.DataFrame({CUSTOMER_KEY: sorted(ids[ids != ""].unique())})
+        if plan.table == "customers":
+            plan.table = "transactions"
+    else:
+        plan.mapping = mapping[mapping["column"] != key.column]
+        birth = plan.mapping.loc[plan.mapping["suggested"] == "birth_date", "column"]
+        for column in birth:
+            fmt = date_format(frame[column])
+            if fmt:
+                plan.formats[column] = {"type": "date", "format": fmt}
+    return plan
+
+
+def date_format(values: pd.Series) -> str | None:
+    """The first of :data:`DATE_FORMATS` that reads every non-empty value, or None."""
+    if pd.api.types.is_datetime64_any_dtype(values) or not (
+        pd.api.types.is_string_dtype(values) or values.dtype == object
+    ):
+        return None
+    text = values.dropna().astype("string").str.strip()
+    if text.empty or not text.str.match(r"\d").all():
+        return None
+    for fmt in DATE_FORMATS:
+        if pd.to_datetime(text, format=fmt, errors="coerce").notna().all():
+            return fmt
+    return None
+
+
+def write_files(plan: Plan, frame: pd.DataFrame, out: Path) -> Path:
+    """Write the configuration (and the generated tables it reads) into ``out``; return the configuration's path.
+
+    An existing configuration is kept unless it is the one this plan writes (running the quick start again on the
+    same file is idempotent); a user's edits are never overwritten.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    data = plan.path.resolve()
+    if plan.key.column == ROW_KEY:
+        data = out / "data" / f"{plan.table}{plan.path.suffix.lower()}"
+        data.parent.mkdir(exist_ok=True)
+        numbered = frame.copy()
+        numbered.insert(0, ROW_KEY, range(1, len(frame) + 1))
+        if data.suffix == ".csv":
+            numbered.to_csv(data, index=False)
+        else:
+            numbered.to_parquet(data, index=False)
+    if plan.customer_ids is not None:
+        (out / "data").mkdir(exist_ok=True)
+        plan.customer_ids.to_csv(out / "data" / "customers.csv", index=False)
+    text = configuration_yaml(plan, _relative(data, out))
+    config = out / "ci_pipeline.yaml"
+    if config.exists() and config.read_text(encoding="utf-8") != text:
+        raise UserError(
+            f"{config} exists and differs from what the quick start writes (edited by hand?); it is kept. "
+            "Choose another folder with --out, or delete the file to write it again"
+        )
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+def configuration_yaml(plan: Plan, data_path: str) -> str:
+    """The commented configuration of ``plan``; ``data_path`` is the file's path as the configuration names it."""
+    fmt = "csv" if data_path.lower().endswith(".csv") else "parquet"
+    lines = [
+        f"# Written by `ci-pipeline quickstart` from {plan.path.name}: {KIND_TEXT[plan.kind]}. Keep it, edit it, run",
+        "# `ci-pipeline run --config <this file>` again; every choice below says why it was made.",
+        "name: quickstart",
+        "lake:",
+        "  # The pipeline's tables (Parquet), in a folder next to this file.",
+        "  url: lake",
+        "",
+        "sources:",
+        f"  {SOURCE}:",
+        "    # Who owns the data: replace with an e-mail address or team:<name>.",
+        "    owner: team:quickstart",
+        "    tables:",
+        f"      {plan.table}:",
+        f"        format: {fmt}",
+        f"        path: {_q(data_path)}",
+        f"        # {plan.key.reason}.",
+        f"        primary_key: {_q(plan.key.column)}",
+    ]
+    if plan.formats:
+        lines.append(
+            "        # Read as typed values (the format reads every value of the file); other columns stay text."
+        )
+        lines.append("        columns:")
+        for column, spec in plan.formats.items():
+            lines.append(f"          {_q(column)}: {_flow(spec)}")
+    if plan.kind == "transactions":
+        lines += _transactions_yaml(plan)
+    else:
+        lines += _customers_yaml(plan)
+    return "\n".join(lines) + "\n"
+
+
+def _customers_yaml(plan: Plan) -> list[str]:
+    mapped = plan.mapping[plan.mapping["suggested"] != ""]
+    unmapped = plan.mapping[plan.mapping["suggested"] == ""]
+    lines = [
+        "",
+        "unify:",
+        "  tables:",
+        f"    - source: {SOURCE}",
+        f"      table: {plan.table}",
+        "      # Proposed by `suggest-mapping` from the column names and values: check each line.",
+        "      columns:",
+    ]
+    lines += [f"        {_q(r.column)}: {r.suggested}  # {r.confidence}: {r.reason}" for r in mapped.itertuples()]
+    for row in unmapped.itertuples():
+        lines.append(f"        # {row.column} is left out: {row.reason}")
+    types = set(mapped["suggested"]) & MODEL_FIELDS
+    listed = ", ".join(sorted(types)) or "none"
+    if len(types) >= 3:
+        return lines + [
+            "  match:",
+            f"    # {len(types)} comparable attributes are mapped: {listed}.",
+            "    # A probabilistic model weighs the evidence of every one, learnt from the data without labels",
+            "    # (docs/matching-probabilistic.md).",
+            "    # Comparisons and blocking are chosen from the mapped types; materialize unify/match_model to keep a",
+            "    # trained model so nightly runs score with it.",
+            "    method: probabilistic",
+            *NO_ACTIVITIES,
+        ]
+    rules = _simple_rules(types)
+    lines.append(
+        f"      # Only {len(types)} comparable attribute(s) are mapped: {listed}. Too few for a probabilistic model,"
+    )
+    if not rules:
+        lines.append("      # and none identifies a person on its own: every row is a customer of its own.")
+        return lines + NO_ACTIVITIES
+    lines += [
+        "      # so duplicates are found by simple rules (docs/config/unify.md).",
+        "      dedup:",
+        "        rules:",
+    ]
+    for name, conditions in rules:
+        lines += [f"          - name: {name}", "            conditions:"]
+        lines += [f"              - {_flow(c)}" for c in conditions]
+    return lines + NO_ACTIVITIES
+
+
+def _simple_rules(types: set[str]) -> list[tuple[str, list[dict]]]:
+    """Rules of one identifying attribute each, with the name agreeing where a name is mapped."""
+    name = next((t for t in ("first_name", "full_name", "last_name") if t in types), None)
+    agree = [{"field": name, "precision": "high"}] if name else []
+    rules = [(f"same_{field}", [{"field": field}, *agree]) for field in ("email", "phone") if field in types]
+    if not rules and name:
+        rules += [(f"{name}_and_{f}", [{"field": f}, *agree]) for f in ("birth_date", "postal_code") if f in types]
+    return rules
+
+
+def _transactions_yaml(plan: Plan) -> list[str]:
+    t = plan.transactions
+    return [
+        "      customers:",
+        "        format: csv",
+        "        path: data/customers.csv",
+        f"        # One row per distinct {t.customer} of {plan.path.name}: the customers the transactions belong to.",
+        f"        primary_key: {CUSTOMER_KEY}",
+        "",
+        "unify:",
+        "  tables:",
+        f"    - source: {SOURCE}",
+        "      table: customers",
+        f"      # Each {t.customer} is one customer: nothing else is known of them, so there is nothing to match on.",
+        "      # Add a customer table (name, e-mail, ...) here to deduplicate and enrich the profiles.",
+        "      columns:",
+        f"        {CUSTOMER_KEY}: custom",
+        "",
+        "activities:",
+        "  tables:",
+        "    orders:",
+        f"      # The rows of {plan.path.name}: {t.timestamp} dates them, {t.amount} is the amount.",
+        f"      source: {SOURCE}",
+        f"      table: {plan.table}",
+        "      type: SalesOrder",
+        f"      timestamp: {_q(t.timestamp)}",
+        f"      fields: {{amount: {_q(t.amount)}}}",
+        f"      customer: {{source: {SOURCE}, table: customers, column: {_q(t.customer)}}}",
+        "",
+        "measures:",
+        "  # Windows end on the last transaction's date, so the results do not change from day to day.",
+        f"  as_of: {plan.as_of}",
+        "  attributes:",
+        "    total_spend: {template: total_transaction_value, activity: orders}",
+        "    order_count: {template: transaction_count, activity: orders}",
+        "    average_order_value: {expression: total_spend / order_count}",
+        "    days_since_last_purchase: {template: days_since_last_purchase, activity: orders}",
+        "    # Recency, frequency and monetary scores (1-5) that the RFM segments below read.",
+        "    rfm_recency_score: {template: rfm_recency_score, activity: orders}",
+        "    rfm_frequency_score: {template: rfm_frequency_score, activity: orders}",
+        "    rfm_monetary_score: {template: rfm_monetary_score, activity: orders}",
+        "  business:",
+        "    total_revenue: {activity: orders, aggregate: sum, field: amount}",
+        "    average_customer_spend: {of_measure: total_spend, aggregate: average}",
+        "",
+        "segments:",
+        "  # The suggested RFM segments (docs/config/segments.md).",
+        "  definitions:",
+        "    rfm_champions: {template: rfm_champions}",
+        "    rfm_loyal: {template: rfm_loyal}",
+        "    rfm_at_risk: {template: rfm_at_risk}",
+        "    rfm_hibernating: {template: rfm_hibernating}",
+        "    rfm_new: {template: rfm_new}",
+    ]
+
+
+def _normalized(name: object) -> str:
+    """``OrderDate`` / ``Order Date`` -> ``order_date``."""
+    text = re.sub(r"([a-z])([A-Z])", r"\1_\2", str(name))
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _is_date(values: pd.Series) -> bool:
+    return pd.api.types.is_datetime64_any_dtype(values) or date_format(values) is not None
+
+
+def _decimals_or_dates(text: pd.Series) -> bool:
+    return bool(text.str.fullmatch(r"-?\d+\.\d+").mean() > 0.5 or date_format(text) is not None)
+
+
+def _numeric_share(values: pd.Series) -> float:
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return 1.0
+    text = values.dropna().astype("string").str.strip()
+    return float(pd.to_numeric(text, errors="coerce").notna().mean()) if len(text) else 0.0
+
+
+def _relative(path: Path, folder: Path) -> str:
+    """``path`` relative to the configuration's folder when it can be, else absolute (another drive)."""
+    try:
+        return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
+
+
+def _q(text: str) -> str:
+    """A YAML scalar: plain when safe, else double-quoted (JSON strings are valid YAML)."""
+    plain = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_./-]*", text) and text.lower() not in YAML_WORDS
+    return text if plain else json.dumps(text)
+
+
+def _flow(mapping: dict) -> str:
+    return "{" + ", ".join(f"{k}: {_q(str(v))}" for k, v in mapping.items()) + "}"
