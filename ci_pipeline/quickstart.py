@@ -178,9 +178,9 @@ def detect_transactions(frame: pd.DataFrame) -> tuple[Transactions | None, str]:
     missing = [
         what
         for what, found in [
-            ("a customer id column (customer_id, client_no, ...)", customer),
-            ("a date column", timestamp),
-            ("an amount column (amount, total, price, ...)", amounts),
+            ("customer id column (customer_id, client_no, ...)", customer),
+            ("date column", timestamp),
+            ("amount column (amount, total, price, ...)", amounts),
         ]
         if not found
     ]

@@ -58,7 +58,7 @@ def run(args) -> int:
     print(f"  lake tables     {lake.url('ci_pipeline')}")
     print(f"  profiles        {lake.url('ci_pipeline/unify/customer_profile.parquet')}")
     if plan.kind == "transactions":
-        print(f"  measures        {lake.url('ci_pipeline/measures/customer_measure.parquet')}")
+        print(f"  measures        {lake.url('ci_pipeline/measures/customer_measure_values.parquet')}")
         print(f"  segments        {lake.url('ci_pipeline/segments/segment_membership.parquet')}")
     if config.publish.sink.kind == "sqlite":
         print(f"  sink (SQLite)   {config.resolve_location(config.publish.sink.path)}")

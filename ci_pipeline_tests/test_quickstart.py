@@ -1,0 +1,210 @@
+"""`ci-pipeline quickstart`: key inference, the table-kind decision, the written configuration and a full run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ci_pipeline.cli import main
+from ci_pipeline.errors import UserError
+from ci_pipeline.quickstart import (
+    ROW_KEY,
+    detect_transactions,
+    infer_primary_key,
+    plan_quickstart,
+    read_table,
+    write_files,
+)
+
+FIRST = ["Ann", "Bob", "Carla", "Dev", "Elif", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kemal", "Lena"]
+LAST = ["Lee", "Stone", "Novak", "Patel", "Yilmaz", "Haddad", "Okafor", "Berg", "Costa", "Weber", "Demir", "Kaur"]
+
+
+def people(count: int) -> pd.DataFrame:
+    """Distinct people with realistic CRM column names (every value derived from the row number)."""
+    n = pd.RangeIndex(count)
+    first = [FIRST[i % len(FIRST)] for i in n]
+    last = [LAST[(i // len(FIRST)) % len(LAST)] + ("" if i < 144 else f"-{i}") for i in n]
+    return pd.DataFrame(
+        {
+            "CustomerID": [f"CRM-{1000 + i}" for i in n],
+            "FirstName": first,
+            "LastName": last,
+            "EmailAddress": [
+                f"{f.lower()}.{la.lower()}@mail{i % 7}.example" for i, f, la in zip(n, first, last, strict=True)
+            ],
+            "Phone": [f"+1 206 555 {i:04d}" for i in n],
+            "DOB": [f"{1950 + i % 50}-{1 + i % 12:02d}-{1 + i % 28:02d}" for i in n],
+            "ZipCode": [f"{98000 + i % 90:05d}" for i in n],
+            "City": ["Seattle" if i % 2 else "Tacoma" for i in n],
+        }
+    )
+
+
+def test_the_key_is_a_unique_complete_column_with_a_key_like_name():
+    frame = pd.DataFrame(
+        {"email": ["a@x.example", "b@x.example", "c@x.example"], "contact_id": ["c1", "c2", "c3"], "n": ["1", "1", "2"]}
+    )
+    choice = infer_primary_key(frame)
+    # email is unique and comes first, but the name of contact_id says it is the key.
+    assert choice.column == "contact_id" and "name says it is a key" in choice.reason
+
+
+def test_a_key_like_column_with_duplicates_or_gaps_is_refused_with_the_reason():
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c1", None, "c4"],
+            "amount": ["1.50", "2.25", "3.00", "4.75"],
+            "day": ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"],
+        }
+    )
+    choice = infer_primary_key(frame)
+    # A unique amount or date identifies rows only by accident, so neither is taken.
+    assert choice.column is None
+    assert choice.reason == "no column identifies a row: customer_id has 1 duplicate value(s) and 1 empty"
+
+
+def test_a_unique_text_column_is_the_key_when_no_column_is_named_like_one():
+    frame = pd.DataFrame({"city": ["Oslo", "Oslo"], "handle": ["@ann", "@bob"]})
+    assert infer_primary_key(frame).column == "handle"
+
+
+def test_a_file_with_customer_id_date_and_amount_holds_transactions():
+    frame = pd.DataFrame(
+        {
+            "TransactionID": ["t1", "t2", "t3"],
+            "CustomerNo": ["c1", "c1", "c2"],
+            "TransactionDate": ["03/15/2024", "04/01/2024", "12/31/2023"],
+            "Sales Amount": ["19.99", "5", "120.00"],
+            "StoreCity": ["Oslo", "Bergen", "Oslo"],
+        }
+    )
+    found, missing = detect_transactions(frame)
+    assert (found.customer, found.timestamp, found.amount) == ("CustomerNo", "TransactionDate", "Sales Amount")
+    plan = plan_quickstart(Path("sales.csv"), frame)
+    assert plan.kind == "transactions" and plan.key.column == "TransactionID"
+    assert plan.formats["TransactionDate"] == {"type": "datetime", "format": "%m/%d/%Y"}
+    assert plan.as_of == "2024-04-01"
+    assert plan.customer_ids["customer_key"].tolist() == ["c1", "c2"]
+
+
+def test_a_customer_table_is_not_taken_for_transactions():
+    plan = plan_quickstart(Path("crm_export.csv"), people(20))
+    assert plan.kind == "customers" and plan.table == "crm_export" and plan.key.column == "CustomerID"
+    mapping = dict(zip(plan.mapping["column"], plan.mapping["suggested"], strict=True))
+    assert mapping["EmailAddress"] == "email" and mapping["DOB"] == "birth_date" and "CustomerID" not in mapping
+    assert plan.formats == {"DOB": {"type": "date", "format": "%Y-%m-%d"}}
+
+
+def test_a_table_that_is_neither_says_what_it_lacks():
+    frame = pd.DataFrame({"sku": ["a1", "a2"], "product_name": ["Mug", "Cap"], "price": ["3.5", "9"]})
+    with pytest.raises(UserError) as raised:
+        plan_quickstart(Path("products.csv"), frame)
+    message = str(raised.value)
+    assert "products.csv: neither a customer table nor transactions" in message
+    assert "no customer id column" in message and "no date column" in message
+
+
+def test_without_a_key_the_user_is_offered_a_row_number(tmp_path):
+    frame = people(5).drop(columns="CustomerID")
+    frame = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)  # the same row twice: no column is unique
+    with pytest.raises(UserError, match="--row-key to number the rows"):
+        plan_quickstart(tmp_path / "people.csv", frame)
+    plan = plan_quickstart(tmp_path / "people.csv", frame, row_key=True)
+    assert plan.key.column == ROW_KEY
+    config = write_files(plan, frame, tmp_path / "out")
+    copy = pd.read_csv(tmp_path / "out" / "data" / "people.csv", dtype=str)
+    assert copy[ROW_KEY].tolist() == [str(i) for i in range(1, 7)] and len(copy.columns) == len(frame.columns) + 1
+    assert yaml.safe_load(config.read_text())["sources"]["quickstart"]["tables"]["people"]["path"] == "data/people.csv"
+
+
+def test_few_attributes_get_simple_rules_and_a_hand_edited_configuration_is_kept(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "id": ["1", "2", "3"],
+            "full_name": ["Ann Lee", "Ann Lee", "Bob Stone"],
+            "email": ["ann@x.example", "ann@x.example", "bob@x.example"],
+        }
+    )
+    source = tmp_path / "contacts.csv"
+    frame.to_csv(source, index=False)
+    plan = plan_quickstart(source, read_table(source))
+    config = write_files(plan, read_table(source), tmp_path / "out")
+    loaded = yaml.safe_load(config.read_text())
+    table = loaded["unify"]["tables"][0]
+    assert "match" not in loaded["unify"]
+    assert table["dedup"]["rules"] == [
+        {"name": "same_email", "conditions": [{"field": "email"}, {"field": "full_name", "precision": "high"}]}
+    ]
+    assert main(["validate", str(config)]) == 0
+    # Writing the same plan again is a no-op; a file the user changed is never overwritten.
+    assert write_files(plan, frame, tmp_path / "out") == config
+    config.write_text(config.read_text() + "# mine\n")
+    with pytest.raises(UserError, match="exists and differs"):
+        write_files(plan, frame, tmp_path / "out")
+    assert config.read_text().endswith("# mine\n")
+
+
+@pytest.mark.slow
+def test_quickstart_on_a_customer_file_deduplicates_with_the_probabilistic_model(tmp_path, capsys):
+    frame = people(300)
+    # Twenty people entered a second time under another id, with the phone written another way.
+    again = frame.iloc[::15].copy()
+    again["CustomerID"] = [f"CRM-9{i:03d}" for i in range(len(again))]
+    again["Phone"] = again["Phone"].str.replace("+1 ", "(", regex=False).str.replace(" 555 ", ") 555-", regex=False)
+    source = tmp_path / "customers_export.csv"
+    pd.concat([frame, again], ignore_index=True).to_csv(source, index=False)
+    out = tmp_path / "qs"
+
+    assert main(["quickstart", str(source), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    config = out / "ci_pipeline.yaml"
+    assert "320 rows of a customer table" in printed and f"configuration   {config}" in printed
+    assert yaml.safe_load(config.read_text())["unify"]["match"]["method"] == "probabilistic"
+    assert "# medium: column name" in config.read_text() or "# high:" in config.read_text()
+    assert main(["validate", str(config)]) == 0
+    profiles = pd.read_parquet(out / "lake" / "ci_pipeline" / "unify" / "customer_profile.parquet")
+    assert len(profiles) == 300
+
+
+@pytest.mark.slow
+def test_quickstart_on_a_transaction_file_builds_customers_measures_and_rfm_segments(tmp_path, capsys):
+    rows = 400
+    n = pd.RangeIndex(rows)
+    amounts = [round(5 + (i * 37) % 250 + (i % 100) / 100, 2) for i in n]
+    sales = pd.DataFrame(
+        {
+            "TransactionID": [f"T{100000 + i}" for i in n],
+            "CustomerNo": [f"C{(i * 7) % 90:03d}" for i in n],
+            "TransactionDate": [
+                (pd.Timestamp("2024-01-01 09:00:00") + pd.Timedelta(hours=int(i) * 13)).strftime("%Y-%m-%d %H:%M:%S")
+                for i in n
+            ],
+            "Amount": [f"{a:.2f}" for a in amounts],
+            "PaymentMethod": ["card" if i % 3 else "cash" for i in n],
+        }
+    )
+    source = tmp_path / "pos_sales.csv"
+    sales.to_csv(source, index=False)
+    out = tmp_path / "qs"
+
+    assert main(["quickstart", str(source), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "customers: CustomerNo (90 distinct); date: TransactionDate; amount: Amount" in printed
+    config = yaml.safe_load((out / "ci_pipeline.yaml").read_text())
+    assert config["measures"]["as_of"] == pd.Timestamp(sales["TransactionDate"].max()).date()
+    assert set(config["segments"]["definitions"]) >= {"rfm_champions", "rfm_at_risk"}
+    assert main(["validate", str(out / "ci_pipeline.yaml")]) == 0
+
+    lake = out / "lake" / "ci_pipeline"
+    profiles = pd.read_parquet(lake / "unify" / "customer_profile.parquet")
+    assert len(profiles) == 90
+    measures = pd.read_parquet(lake / "measures" / "customer_measure_values.parquet")
+    spend = measures.merge(profiles[["CustomerId", "CustomerKey"]], on="CustomerId").set_index("CustomerKey")
+    expected = sales.assign(Amount=amounts).groupby("CustomerNo")["Amount"].sum()
+    assert spend["total_spend"].astype(float).sort_index().round(2).to_dict() == expected.round(2).to_dict()
+    membership = pd.read_parquet(lake / "segments" / "segment_membership.parquet")
+    assert len(membership) > 0
