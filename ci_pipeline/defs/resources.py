@@ -77,8 +77,18 @@ def asset_path(key: dg.AssetKey) -> str:
     return "ci_pipeline/" + "/".join(key.path) + ".parquet"
 
 
+def column_schema(frame: pd.DataFrame) -> dg.TableSchema:
+    """The frame's columns and their pandas dtypes, in order: what the UI's Columns panel shows."""
+    return dg.TableSchema(columns=[dg.TableColumn(str(name), str(dtype)) for name, dtype in frame.dtypes.items()])
+
+
 class LakeParquetIOManager(dg.ConfigurableIOManager):
-    """Stores every DataFrame asset as one Parquet file in the lake, at a path derived from its asset key."""
+    """Stores every DataFrame asset as one Parquet file in the lake, at a path derived from its asset key.
+
+    Every table asset is stored here, so this is the one place that records its row count and column schema in
+    Dagster's own metadata forms (``dagster/row_count``, ``dagster/column_schema``): the UI plots the first over
+    time and shows the second as the asset's Columns.
+    """
 
     lake: dg.ResourceDependency[LakeResource]
 
@@ -94,6 +104,7 @@ class LakeParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(
             {
                 "dagster/row_count": dg.MetadataValue.int(len(obj)),
+                "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(obj)),
                 "path": dg.MetadataValue.path(lake.url(relative)),
             }
         )
