@@ -1,0 +1,39 @@
+"""`ci-pipeline bench pipeline`: the whole pipeline on a generated data set, figures per stage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ci_pipeline.cli import main
+from ci_pipeline.defs import STAGES
+
+
+@pytest.mark.slow
+def test_bench_pipeline_reports_every_stage_and_reuses_the_generated_data(tmp_path, capsys):
+    data = tmp_path / "data"
+    # Enough people for the sample's prediction models to train (their minimums are 300 customers).
+    argv = ["bench", "pipeline", "--people", "2000", "--data", str(data)]
+    assert main(argv) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    stages = figures["stages"]
+    assert list(stages) == [s.name for s in STAGES if s.name in stages]
+    assert {"ingest", "unify", "activities", "measures", "segments", "publish"} <= set(stages)
+    assert figures["generate_s"] > 0 and figures["people"] == 2000
+    for name, stage in stages.items():
+        assert stage["rows_out"] > 0 and stage["rows_in"] > 0 and stage["seconds"] >= 0, name
+    # Ingest writes every row it reads: accepted into the table, the rest into its quarantine.
+    assert stages["ingest"]["rows_in"] == stages["ingest"]["rows_out"]
+    assert sum(s["seconds"] for s in stages.values()) <= figures["seconds"]
+    peaks = [s["peak_rss_mb"] for s in stages.values()]
+    assert peaks == sorted(peaks) and 0 < peaks[-1] <= figures["peak_rss_mb"]
+    assert figures["unchanged_rerun"]["seconds"] > 0
+    assert set(figures["unchanged_rerun"]["stages_seconds"]) == set(stages)
+    # The run wrote its lake and sink in a folder of its own: the cached data set holds only what was generated.
+    assert not (data / "lake").exists() and not (data / "sink.sqlite").exists()
+
+    assert main([*argv, "--no-rerun"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["generate_s"] == 0 and "unchanged_rerun" not in again
+    assert {n: s["rows_out"] for n, s in again["stages"].items()} == {n: s["rows_out"] for n, s in stages.items()}
