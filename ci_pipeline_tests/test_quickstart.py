@@ -208,3 +208,22 @@ def test_quickstart_on_a_transaction_file_builds_customers_measures_and_rfm_segm
     assert spend["total_spend"].astype(float).sort_index().round(2).to_dict() == expected.round(2).to_dict()
     membership = pd.read_parquet(lake / "segments" / "segment_membership.parquet")
     assert len(membership) > 0
+
+
+def test_a_parquet_file_keeps_its_own_types(tmp_path):
+    source = tmp_path / "shop.parquet"
+    pd.DataFrame(
+        {
+            "order_id": [1, 2, 3],
+            "customer_id": [10, 10, 11],
+            "order_ts": pd.to_datetime(["2024-01-01 10:00", "2024-02-01 11:30", "2024-03-05 09:15"]),
+            "total": [1.5, 2.0, 3.25],
+        }
+    ).to_parquet(source)
+    plan = plan_quickstart(source, read_table(source))
+    assert plan.kind == "transactions" and plan.key.column == "order_id"
+    # A timestamp column of the file needs no format; its last day ends the measures' windows.
+    assert plan.formats == {"order_ts": {"type": "datetime"}, "total": {"type": "double"}}
+    assert plan.as_of == "2024-03-05" and plan.customer_ids["customer_key"].tolist() == ["10", "11"]
+    config = yaml.safe_load(write_files(plan, read_table(source), tmp_path / "out").read_text())
+    assert config["sources"]["quickstart"]["tables"]["shop"]["format"] == "parquet"
