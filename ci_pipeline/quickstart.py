@@ -132,7 +132,7 @@ def table_name(path: Path) -> str:
     return name if re.match(r"[a-z]", name) else f"t_{name}" if name else "table"
 
 
-def infer_primary_key(frame: pd.DataFrame, exclude: set[str] = frozenset()) -> KeyChoice:
+def infer_primary_key(frame: pd.DataFrame, exclude: frozenset[str] | set[str] = frozenset()) -> KeyChoice:
     """A column that is unique and never empty, a key-like name (``id``, ``order_id``) preferred.
 
     A column without a key-like name is accepted only when its values are neither decimals nor dates (a unique
@@ -193,8 +193,9 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
     """Decide what the file is and how to configure it.
 
     A file with a customer id, a date and an amount column holds transactions (an ``orders`` activity over a
-    customer table of its distinct customer ids); otherwise it must look like a customer table
-    (:func:`~ci_pipeline.unify.suggest.customer_table_verdict`).
+    customer table of its distinct customer ids), unless it looks like a customer table
+    (:func:`~ci_pipeline.unify.suggest.customer_table_verdict`) and has one row per customer id; a file without
+    them must look like a customer table.
 
     Raises:
         UserError: the file is empty, is neither kind, or has no primary key and ``row_key`` is False.
@@ -203,10 +204,13 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
         raise UserError(f"{path}: the file has no rows")
     transactions, missing = detect_transactions(frame)
     mapping = suggest_mapping(frame)
-    if transactions is None:
-        verdict = customer_table_verdict(mapping)
-        if verdict:
-            raise UserError(f"{path}: neither a customer table nor transactions: {verdict}; as transactions {missing}")
+    verdict = customer_table_verdict(mapping)
+    if transactions and verdict is None and _unique(frame[transactions.customer]):
+        # One row per customer id, with names or contacts: a customer table with a sign-up date and a lifetime
+        # value, not transactions.
+        transactions = None
+    if transactions is None and verdict:
+        raise UserError(f"{path}: neither a customer table nor transactions: {verdict}; as transactions {missing}")
     exclude = {transactions.customer} if transactions else set()
     key = infer_primary_key(frame, exclude)
     if key.column is None:
@@ -437,6 +441,11 @@ def _normalized(name: object) -> str:
     """``OrderDate`` / ``Order Date`` -> ``order_date``."""
     text = re.sub(r"([a-z])([A-Z])", r"\1_\2", str(name))
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _unique(values: pd.Series) -> bool:
+    text = values.astype("string").str.strip()
+    return bool(text.notna().all() and (text != "").all() and not text.duplicated().any())
 
 
 def _is_date(values: pd.Series) -> bool:

@@ -99,6 +99,16 @@ def test_a_customer_table_is_not_taken_for_transactions():
     assert plan.formats == {"DOB": {"type": "date", "format": "%Y-%m-%d"}}
 
 
+def test_a_customer_table_with_a_date_and_an_amount_stays_a_customer_table():
+    frame = people(20).assign(
+        SignupDate=[f"2023-01-{1 + i:02d}" for i in range(20)], LifetimeValue=[f"{i * 10}.50" for i in range(20)]
+    )
+    frame = frame.rename(columns={"CustomerID": "customer_id"})
+    assert detect_transactions(frame)[0] is not None  # it has a customer id, a date and an amount ...
+    plan = plan_quickstart(Path("crm.csv"), frame)
+    assert plan.kind == "customers" and plan.key.column == "customer_id"  # ... but one row per customer id
+
+
 def test_a_table_that_is_neither_says_what_it_lacks():
     frame = pd.DataFrame({"sku": ["a1", "a2"], "product_name": ["Mug", "Cap"], "price": ["3.5", "9"]})
     with pytest.raises(UserError) as raised:
