@@ -17,10 +17,9 @@ import traceback
 import warnings
 
 from ci_pipeline import __version__, commands
+from ci_pipeline.commands._options import CONFIG_HELP, add_config_option
 from ci_pipeline.errors import UserError
 from ci_pipeline.redact import install_log_redaction, redact
-
-CONFIG_HELP = "configuration file (default: $CI_PIPELINE_CONFIG, else the bundled sample data/sample/ci_pipeline.yaml)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,20 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
             importlib.import_module(f"{commands.__name__}.{module_info.name}").register(subparsers)
     add_config_option(subparsers)
     return parser
-
-
-def add_config_option(subparsers: argparse._SubParsersAction) -> None:
-    """Accept ``--config`` on every (nested) sub-command too, so ``ci-pipeline run --config x.yaml`` works.
-
-    The sub-command's option has no default of its own (``SUPPRESS``): given before the sub-command, the value
-    of the top-level option stays; given after it, it wins.
-    """
-    for sub in set(subparsers.choices.values()):
-        if "--config" not in sub._option_string_actions:
-            sub.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
-        for action in sub._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                add_config_option(action)
 
 
 def main(argv: list[str] | None = None) -> int:

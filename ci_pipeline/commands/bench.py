@@ -13,6 +13,7 @@ import pkgutil
 from pathlib import Path
 
 from ci_pipeline import benchmarks
+from ci_pipeline.commands._options import add_config_option
 
 
 def register(subparsers) -> None:
@@ -34,8 +35,6 @@ def _summary(name: str) -> str:
 
 def run(args) -> int:
     """Import the chosen benchmark, parse its own options and run it."""
-    from ci_pipeline.cli import add_config_option
-
     module = importlib.import_module(f"{benchmarks.__name__}.{args.benchmark}")
     parser = argparse.ArgumentParser(prog="ci-pipeline bench")
     subparsers = parser.add_subparsers(dest="benchmark", required=True)
