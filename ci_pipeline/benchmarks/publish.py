@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,8 @@ def run(args) -> int:
 def _embedded(profiles: pd.DataFrame, keys: pd.DataFrame) -> dict:
     from ci_pipeline.dataverse.prepare import prepare
     from ci_pipeline.dataverse.sqlite import SqliteSink
+    from ci_pipeline.export.cdm import write_export
+    from ci_pipeline.lake import Lake
 
     figures: dict = {}
     (profile_table, key_table), shape_s, shape_cpu = _timed(
@@ -91,13 +95,27 @@ def _embedded(profiles: pd.DataFrame, keys: pd.DataFrame) -> dict:
         _, first_s, first_cpu = _timed(lambda: (sink.publish(profile_table), sink.publish(key_table)))
         _, again_s, _ = _timed(lambda: (sink.publish(profile_table), sink.publish(key_table)))
         rows = len(profile_table.frame) + len(key_table.frame)
+        # A nightly run in which one customer's name changed: one row written.
+        renamed = profile_table.frame.copy()
+        renamed.iloc[len(renamed) // 2, renamed.columns.get_loc("msdynci_firstname")] = "Renamed"
+        changed, changed_s, _ = _timed(lambda: sink.publish(replace(profile_table, frame=renamed)))
         figures["sqlite_first_publish_seconds"] = round(first_s, 2)
         figures["sqlite_republish_seconds"] = round(again_s, 2)
+        figures["sqlite_one_row_changed_seconds"] = round(changed_s, 2)
+        figures["sqlite_one_row_changed_rows_written"] = changed.upserted
         figures["sqlite_rows_per_second"] = round(rows / first_s)
         figures["sqlite_total_seconds_with_shaping"] = round(shape_s + first_s, 2)
         # CPU seconds tell the cost apart from waiting for a busy machine.
         figures["sqlite_total_cpu_seconds_with_shaping"] = round(shape_cpu + first_cpu, 2)
         figures["sqlite_file_mb"] = round((Path(folder) / "sink.sqlite").stat().st_size / 1e6, 1)
+    with tempfile.TemporaryDirectory() as folder:
+        # The CDM CSV export of the same two tables (every field quoted), as a run writes it to the lake.
+        tables = {"CustomerProfile": profiles, "AlternateKey": keys}
+        stamp = datetime(2026, 1, 1, tzinfo=UTC)
+        exported, export_s, export_cpu = _timed(lambda: write_export(Lake.local(folder), "bench", tables, stamp))
+        figures["cdm_csv_export_seconds"] = round(export_s, 2)
+        figures["cdm_csv_export_cpu_seconds"] = round(export_cpu, 2)
+        figures["cdm_csv_export_mb"] = round(sum(t["bytes"] for t in exported.tables.values()) / 1e6, 1)
     return figures
 
 
