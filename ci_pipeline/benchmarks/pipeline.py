@@ -91,8 +91,8 @@ def measure(config_path: Path) -> dict:
     """Run the ``full_refresh`` job on ``config_path`` in this process and return its figures."""
     import dagster as dg
 
-    from ci_pipeline.commands.run import choose_job, execute_as_job_run
     from ci_pipeline.defs import STAGES, build_definitions
+    from ci_pipeline.defs.launch import choose_job, execute_as_job_run
     from ci_pipeline.orchestration import MODE_TAG
     from ci_pipeline.validation import load_checked
 

@@ -7,16 +7,9 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from ci_pipeline.errors import UserError
-
 if TYPE_CHECKING:
     import dagster as dg
 
-#: The code location and repository the workspace serves the definitions as (workspace.yaml, and the project of
-#: pyproject.toml for `dg dev`). A run that names them belongs to its job in the UI: the job's Runs tab, the
-#: Overview timeline, the run's "launched from" link.
-CODE_LOCATION = "ci_pipeline"
-REPOSITORY = "__repository__"
 #: Who started a run from the command line ($CI_PIPELINE_USER, else the operating-system user).
 LAUNCHED_BY_TAG = "ci_pipeline/launched_by"
 
@@ -46,47 +39,9 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
 
-def job_names(defs: dg.Definitions) -> list[str]:
-    """The named jobs a user can run (Dagster's internal asset job left out)."""
-    return sorted(job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__"))
-
-
-def choose_job(defs: dg.Definitions, job_name: str | None, select: str | None) -> tuple[dg.JobDefinition, str]:
-    """The job to execute for ``--job``/``--select`` and the run mode it stands for (full or partial)."""
-    import dagster as dg
-
-    from ci_pipeline.orchestration import MODE_TAG
-
-    if job_name:
-        names = job_names(defs)
-        if job_name not in names:
-            raise UserError(f"--job {job_name}: no such job; the jobs of this configuration are: {', '.join(names)}")
-        job = defs.resolve_job_def(job_name)
-        mode = job.tags.get(MODE_TAG, "partial")
-    elif select:
-        # An explicit selection may name anything, on-demand exports included.
-        job, mode = defs.resolve_implicit_global_asset_job_def(), "full"
-    elif "full_refresh" in job_names(defs):
-        job = defs.resolve_job_def("full_refresh")
-        mode = job.tags.get(MODE_TAG, "full")
-    else:
-        job, mode = defs.resolve_implicit_global_asset_job_def(), "full"
-    if select:
-        try:
-            selection = dg.AssetSelection.from_string(select).required_multi_asset_neighbors()
-            keys = selection.resolve(defs.resolve_asset_graph())
-        except Exception as exc:
-            raise UserError(f"--select {select!r}: {exc}") from None
-        if job_name:
-            keys &= job.asset_layer.selected_asset_keys
-        if not keys:
-            raise UserError(f"--select {select!r}: selects no assets{f' of job {job_name}' if job_name else ''}")
-        job, mode = job.get_subset(asset_selection=keys), "partial"
-    return job, mode
-
-
 def run(args) -> int:
     from ci_pipeline.defs import STAGES, build_definitions
+    from ci_pipeline.defs.launch import choose_job, execute_as_job_run, job_names
     from ci_pipeline.defs.orchestration import step_assets
     from ci_pipeline.governance.identity import acting_user
     from ci_pipeline.orchestration import MODE_TAG, TRIGGER_TAG
@@ -121,43 +76,6 @@ def run(args) -> int:
         result, records, config, time.monotonic() - started, groups, step_assets(graph), [s.name for s in STAGES]
     )
     return 0 if result.success else 1
-
-
-def execute_as_job_run(
-    job: dg.JobDefinition, instance: dg.DagsterInstance, tags: dict, run_config: dict, on_event=None
-):
-    """Execute ``job`` in this process as a run of the code location's job, and return the result.
-
-    ``on_event`` (optional) is called with every event log entry of the run as it is stored (progress, figures).
-
-    ``execute_in_process`` records runs that belong to no code location: the UI lists them under Runs only, never
-    on their job's page or the timeline. Here the run is created with the origin of the job in the workspace
-    (:data:`CODE_LOCATION`), then executed in this process with the in-process executor, so it is as fast as
-    before and the UI treats it like a run it launched itself.
-    """
-    import dagster as dg
-    from dagster._core.definitions.job_base import InMemoryJob
-    from dagster._core.execution.api import create_execution_plan, execute_run
-    from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
-
-    in_process = job.with_executor_def(dg.in_process_executor)
-    repository = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin(CODE_LOCATION), REPOSITORY)
-    plan = create_execution_plan(
-        InMemoryJob(in_process),
-        run_config=run_config,
-        instance_ref=instance.get_ref() if instance.is_persistent else None,
-    )
-    run = instance.create_run_for_job(
-        job_def=in_process,
-        execution_plan=plan,
-        run_config=run_config,
-        tags={**in_process.run_tags, **tags},
-        asset_selection=in_process.asset_selection,
-        remote_job_origin=RemoteJobOrigin(repository, job.name),
-    )
-    if on_event is not None:
-        instance.add_event_listener(run.run_id, on_event)
-    return execute_run(InMemoryJob(in_process), run, instance)
 
 
 class Progress:

@@ -12,6 +12,7 @@ from dagster_graphql.test.utils import execute_dagster_graphql
 
 from ci_pipeline import cli
 from ci_pipeline.commands import run as run_command
+from ci_pipeline.defs import launch
 from ci_pipeline.orchestration import MODE_TAG, TRIGGER_TAG
 from ci_pipeline_tests.conftest import ROOT
 from ci_pipeline_tests.orchestration.conftest import build_project
@@ -40,7 +41,7 @@ def cli_project(project, monkeypatch, tmp_path_factory):
 
 
 def job_runs(instance: dg.DagsterInstance, job: str) -> list[dict]:
-    label = f"{run_command.REPOSITORY}@{run_command.CODE_LOCATION}"
+    label = f"{launch.REPOSITORY}@{launch.CODE_LOCATION}"
     with WorkspaceProcessContext(instance, EmptyWorkspaceTarget()) as workspace:
         result = execute_dagster_graphql(
             workspace.create_request_context(),
@@ -80,7 +81,7 @@ def test_the_full_refresh_is_tagged_full(cli_project):
 
 def test_the_workspace_serves_the_code_location_the_runs_name():
     workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
-    assert workspace["load_from"][0]["python_module"]["location_name"] == run_command.CODE_LOCATION
+    assert workspace["load_from"][0]["python_module"]["location_name"] == launch.CODE_LOCATION
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert f'code_location_name = "{run_command.CODE_LOCATION}"' in pyproject
+    assert f'code_location_name = "{launch.CODE_LOCATION}"' in pyproject
     assert 'name = "ci_pipeline"' in pyproject  # dg dev names the code location after the project

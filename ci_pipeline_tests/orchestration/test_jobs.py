@@ -10,9 +10,8 @@ import pytest
 import yaml
 
 from ci_pipeline import cli
-from ci_pipeline.commands import run as run_command
 from ci_pipeline.config import load_config
-from ci_pipeline.defs import build_definitions, orchestration
+from ci_pipeline.defs import build_definitions, launch, orchestration
 from ci_pipeline.defs.orchestration import EXECUTOR
 from ci_pipeline.defs.resources import shared_resources
 from ci_pipeline_tests.conftest import ROOT
@@ -37,7 +36,7 @@ def selected(defs: dg.Definitions, job: str) -> list[list[str]]:
 def test_every_run_mode_selects_its_stage(project):
     _, _, defs = project
     dg.Definitions.validate_loadable(defs)
-    assert run_command.job_names(defs) == ALL_JOBS
+    assert launch.job_names(defs) == ALL_JOBS
     assert selected(defs, "ingest_crm") == [["crm", "contacts"], ["crm", "crm_contacts_corrupt"]]
     assert selected(defs, "match_only") == [["unify", "match_pairs"]]
     assert selected(defs, "unify_only") == [["unify", "customer_profile"], ["unify", "match_pairs"]]
@@ -55,7 +54,7 @@ def test_stages_that_are_not_configured_get_no_jobs(tmp_path):
     config = load_config(write_project(tmp_path, {}))
     defs = build_project(config, with_unify=False)
     dg.Definitions.validate_loadable(defs)
-    assert run_command.job_names(defs) == ["full_refresh", "incremental_refresh", "ingest_crm", "ingest_shop"]
+    assert launch.job_names(defs) == ["full_refresh", "incremental_refresh", "ingest_crm", "ingest_shop"]
 
 
 def test_definitions_without_any_assets_still_load(tmp_path):
@@ -63,14 +62,14 @@ def test_definitions_without_any_assets_still_load(tmp_path):
     defs = orchestration.build(config, dg.Definitions(resources=shared_resources(config)))
     dg.Definitions.validate_loadable(defs)
     assert [s.name for s in defs.sensors] == ["failure_notification"]
-    assert not run_command.job_names(defs) and not defs.schedules
+    assert not launch.job_names(defs) and not defs.schedules
 
 
 def test_the_project_definitions_carry_the_orchestration(tmp_path):
     config = load_config(write_project(tmp_path, {"refresh": {"at": "02:00"}}))
     defs = build_definitions(config)
     dg.Definitions.validate_loadable(defs)
-    assert {"full_refresh", "ingest_crm", "ingest_shop"} <= set(run_command.job_names(defs))
+    assert {"full_refresh", "ingest_crm", "ingest_shop"} <= set(launch.job_names(defs))
     assert {s.name for s in defs.sensors} == {"failure_notification", "new_files"}
 
 
@@ -144,4 +143,4 @@ def test_run_modes_load_with_the_real_unify_stage(sample_copy):
     config_file.write_text(yaml.safe_dump(settings, sort_keys=False))
     defs = build_definitions(load_config(config_file))
     dg.Definitions.validate_loadable(defs)
-    assert {"match_only", "unify_only", "unify_and_downstream"} <= set(run_command.job_names(defs))
+    assert {"match_only", "unify_only", "unify_and_downstream"} <= set(launch.job_names(defs))

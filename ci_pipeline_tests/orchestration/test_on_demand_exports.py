@@ -5,9 +5,9 @@ from __future__ import annotations
 import dagster as dg
 import yaml
 
-from ci_pipeline.commands.run import choose_job
 from ci_pipeline.config import load_config
 from ci_pipeline.defs import build_definitions
+from ci_pipeline.defs.launch import choose_job
 
 EXPORT = dg.AssetKey(["publish", "export_warehouse"])
 
