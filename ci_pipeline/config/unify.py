@@ -390,6 +390,17 @@ CDM_NAMES = {
 }
 
 
+#: Profile columns the pipeline itself fills: a mapped column that would be named like one (a source's own
+#: ``customer_id`` or ``CustomerId`` mapped as ``custom``) is published as ``Source<Name>`` instead.
+RESERVED_PROFILE_COLUMNS = frozenset({"CustomerId", "PreviousCustomerId"})
+
+
+def profile_name(attr: str) -> str:
+    """The profile column of an attribute: its CDM name, or the PascalCase of a custom column's name."""
+    name = CDM_NAMES.get(attr) or pascal(attr)
+    return f"Source{name}" if name in RESERVED_PROFILE_COLUMNS else name
+
+
 def pascal(name: str) -> str:
     """``loyalty_tier`` -> ``LoyaltyTier``."""
     return "".join(w[:1].upper() + w[1:] for w in re.split(r"[^0-9A-Za-z]+", name) if w)
@@ -423,7 +434,7 @@ def unified_fields(config: UnifyConfig, record_columns: list[str]) -> list[Profi
     attrs.sort(key=lambda a: (order.get(a, len(order)), first_seen[a]))
     fields: dict[str, ProfileField] = {}
     for attr in attrs:
-        name = CDM_NAMES.get(attr) or pascal(attr)
+        name = profile_name(attr)
         fields[name] = ProfileField(name, (attr,), config.merge.default_policy, ())
     for name, spec in config.merge.fields.items():
         base = fields.get(name)

@@ -169,3 +169,15 @@ def test_unify_asset_logs_the_warnings_and_records_the_counts(tmp_path):
     assert metadata["unreadable_dates"].value["crm.contacts.modified_at"]["values"] == 2
     assert metadata["uncomparable_records"].value["loyalty.members"] == 2
     assert metadata["guard_splits"].value["groups"] == 0
+
+
+def test_a_source_column_named_like_the_unified_id_is_published_as_source_customer_id():
+    # Public customer tables often carry their own customer_id; mapped as custom it must not clash with CustomerId.
+    f = frames()
+    f[("crm", "contacts")] = f[("crm", "contacts")].assign(customer_id=["A1", "A2", "A3", "A4"])
+    raw = config().model_dump()
+    raw["tables"][0]["columns"]["customer_id"] = "custom"
+    r = unify(type(config()).model_validate(raw), f, KEYS)
+    profile = r.customer_profile
+    assert sorted(profile["SourceCustomerId"].dropna()) == ["A1", "A2", "A4"]  # A2 and A3 share an e-mail
+    assert profile["CustomerId"].notna().all() and profile["CustomerId"].is_unique
