@@ -29,14 +29,14 @@ BATCH = 50_000
 class SqliteSink(Sink):
     """Publishes each table in one transaction: compare the rows with what the table holds, write the new and
     changed ones by primary key, delete the rows whose key is gone, commit. A crash at any point leaves the table as
-    it was before; a republish of unchanged data writes no row.
+    it was before; a republish of unchanged data writes no row, only its run marker.
 
-    What the table holds is known by a content hash and the byte size of each row, kept in a state database next
-    to the sink file (``<file>-state``, attached), so the published tables hold exactly the output tables' columns.
-    The comparison reads those hashes, never the rows; the bytes held are counted from the rows written and
-    deleted, never by scanning. Each commit stamps a generation in both files (the sink's ``user_version``, the
-    state's ``generation``); when they disagree (the state file lost, or a crash between the two files' commits),
-    the state of that table is rebuilt from its rows before comparing.
+    What a table holds is known by each row's key, content hash and size in bytes, kept as one Arrow blob per table
+    in a state database beside the sink file (``<file>-state``, attached), so the published tables hold exactly the
+    output tables' columns. The comparison reads that blob, never the rows; the bytes held are summed from it, never
+    by scanning. Each commit stamps a generation in both files (the sink's ``user_version``, the state's
+    ``generation``); when they disagree (the state file lost, or a crash between the two files' commits), every
+    table's state is computed again from its rows before comparing.
 
     Args:
         path: the database file (created with its folder if missing).
@@ -58,12 +58,8 @@ class SqliteSink(Sink):
             self._con.execute("PRAGMA temp_store=MEMORY")
             self._con.execute("PRAGMA cache_size=-65536")
             self._con.execute(
-                "CREATE TABLE IF NOT EXISTS state.row_state (tbl TEXT, key TEXT, hash INTEGER, bytes INTEGER, "
-                "PRIMARY KEY (tbl, key)) WITHOUT ROWID"
-            )
-            self._con.execute(
                 "CREATE TABLE IF NOT EXISTS state.table_state (tbl TEXT PRIMARY KEY, columns TEXT, rows INTEGER, "
-                "bytes INTEGER, generation INTEGER, published_at TEXT)"
+                "bytes INTEGER, generation INTEGER, published_at TEXT, fingerprints BLOB)"
             )
         except (OSError, sqlite3.Error) as exc:
             raise UserError(
@@ -82,45 +78,29 @@ class SqliteSink(Sink):
         arrow = pa.Table.from_pandas(table.frame, preserve_index=False).cast(
             pa.schema([pa.field(c, pa.string()) for c in columns])
         )
-        hashes, sizes = row_fingerprints(table.frame, arrow)
-        keys = table.frame[pk].to_numpy(dtype=object)
+        fingerprints = row_fingerprints(table.frame, arrow, pk)
         try:
             con.execute("BEGIN IMMEDIATE")
             self._resync()
             existing = [row[1] for row in con.execute(f"PRAGMA main.table_info({_q(name)})")]
+            old = self._fingerprints(name)
+            definition = ", ".join(f"{_q(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns)
             if existing and existing != columns:
                 # The column set changed (e.g. a new unified attribute): rebuild the table in this transaction;
                 # every row is written again, and the rows whose key is gone count as deleted.
-                old_keys = self._state(name)[0]
-                deleted = int((~old_keys.isin(keys)).sum())
                 con.execute(f"DROP TABLE main.{_q(name)}")
-                con.execute("DELETE FROM state.row_state WHERE tbl = ?", (name,))
-                old_keys, old_hashes, old_sizes = pd.Index([], dtype=object), np.array([], np.int64), np.array([])
-                rebuilt = True
+            con.execute(f"CREATE TABLE IF NOT EXISTS main.{_q(name)} ({definition}) WITHOUT ROWID")
+            if existing != columns:
+                changed, stale = np.arange(arrow.num_rows), _missing(old, fingerprints)
+                deleted_by_rebuild, stale = len(stale), stale[:0]
             else:
-                definition = ", ".join(f"{_q(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns)
-                con.execute(f"CREATE TABLE IF NOT EXISTS main.{_q(name)} ({definition}) WITHOUT ROWID")
-                old_keys, old_hashes, old_sizes = self._state(name)
-                deleted, rebuilt = 0, False
-            if rebuilt:
-                definition = ", ".join(f"{_q(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns)
-                con.execute(f"CREATE TABLE main.{_q(name)} ({definition}) WITHOUT ROWID")
-            position = old_keys.get_indexer(pd.Index(keys, dtype=object))
-            found = position >= 0
-            same = np.zeros(len(keys), dtype=bool)
-            same[found] = old_hashes[position[found]] == hashes[found]
-            changed = np.flatnonzero(~same)
-            kept = np.zeros(len(old_keys), dtype=bool)
-            kept[position[found]] = True
-            stale = old_keys[~kept]
-            replaced = position[changed][found[changed]]
-            held = self._held_bytes(name) if not rebuilt else 0
-            held += int(sizes[changed].sum()) - int(old_sizes[replaced].sum()) - int(old_sizes[~kept].sum())
-            self._write(name, pk, arrow, changed, hashes, sizes, fresh=len(old_keys) == 0)
+                changed, stale = _compare(old, fingerprints)
+                deleted_by_rebuild = 0
+            self._write(name, pk, arrow, changed, fresh=old.num_rows == 0 or existing != columns)
             if len(stale):
-                con.executemany(f"DELETE FROM main.{_q(name)} WHERE {_q(pk)} = ?", ((k,) for k in stale))
-                con.executemany("DELETE FROM state.row_state WHERE tbl = ? AND key = ?", ((name, k) for k in stale))
-            self._mark(name, columns, len(keys), held)
+                con.executemany(f"DELETE FROM main.{_q(name)} WHERE {_q(pk)} = ?", ((k,) for k in stale.to_pylist()))
+            held = int(pc.sum(fingerprints.column("bytes")).as_py() or 0)
+            self._mark(name, columns, fingerprints, held, store=len(changed) > 0 or len(stale) > 0)
             if self.hook:
                 self.hook(table.name, "staged")
             con.execute("COMMIT")
@@ -136,21 +116,21 @@ class SqliteSink(Sink):
             raise
         if self.hook:
             self.hook(table.name, "committed")
-        rows = len(keys)
+        rows = arrow.num_rows
         return TableResult(
             table=table.name,
             rows=rows,
             upserted=len(changed),
-            deleted=deleted + len(stale),
+            deleted=deleted_by_rebuild + len(stale),
             unchanged=rows - len(changed),
             bytes=held,
             seconds=time.monotonic() - started,
         )
 
-    def _write(self, name, pk, arrow, changed, hashes, sizes, fresh: bool) -> None:
-        """Write the rows at positions ``changed`` of ``arrow`` (inserted, or replacing the row with their key) and
-        their state, in batches converted column by column from Arrow."""
-        con, columns = self._con, arrow.column_names
+    def _write(self, name: str, pk: str, arrow: pa.Table, changed: np.ndarray, fresh: bool) -> None:
+        """Write the rows at positions ``changed`` of ``arrow`` (inserted, or replacing the row with their key) in
+        batches converted column by column from Arrow."""
+        columns = arrow.column_names
         cols = ", ".join(_q(c) for c in columns)
         marks = ", ".join("?" for _ in columns)
         if fresh:
@@ -160,21 +140,18 @@ class SqliteSink(Sink):
             updates = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in columns if c != pk)
             conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
             sql = f"INSERT INTO main.{_q(name)} ({cols}) VALUES ({marks}) ON CONFLICT({_q(pk)}) {conflict}"
-        state_sql = "INSERT OR REPLACE INTO state.row_state (tbl, key, hash, bytes) VALUES (?, ?, ?, ?)"
         everything = len(changed) == arrow.num_rows
         for begin in range(0, len(changed), BATCH):
             at = changed[begin : begin + BATCH]
             part = arrow.slice(begin, len(at)) if everything else arrow.take(pa.array(at))
-            values = [part.column(c).to_pylist() for c in columns]
-            con.executemany(sql, zip(*values, strict=True))
-            key = values[columns.index(pk)]
-            con.executemany(state_sql, zip([name] * len(at), key, hashes[at].tolist(), sizes[at].tolist(), strict=True))
+            self._con.executemany(sql, zip(*(part.column(c).to_pylist() for c in columns), strict=True))
 
-    def _state(self, name: str) -> tuple[pd.Index, np.ndarray, np.ndarray]:
-        """Keys, content hashes and byte sizes of the rows table ``name`` holds, from the state database."""
-        rows = self._con.execute("SELECT key, hash, bytes FROM state.row_state WHERE tbl = ?", (name,)).fetchall()
-        keys, hashes, sizes = zip(*rows, strict=True) if rows else ((), (), ())
-        return pd.Index(keys, dtype=object), np.array(hashes, np.int64), np.array(sizes, np.int64)
+    def _fingerprints(self, name: str) -> pa.Table:
+        """Key, content hash and byte size of every row table ``name`` holds, from the state database."""
+        found = self._con.execute("SELECT fingerprints FROM state.table_state WHERE tbl = ?", (name,)).fetchone()
+        if found is None or found[0] is None:
+            return FINGERPRINTS.empty_table()
+        return pa.ipc.open_stream(found[0]).read_all()
 
     def _resync(self) -> None:
         """Inside the open transaction: when the state is not in step with the sink (a different generation, or a
@@ -185,29 +162,22 @@ class SqliteSink(Sink):
         tables = self.tables()
         if set(marked) == set(tables) and max(marked.values(), default=0) == generation:
             return
-        con.execute("DELETE FROM state.row_state")
         con.execute("DELETE FROM state.table_state")
         for name in tables:
             columns = [r[1] for r in con.execute(f"PRAGMA main.table_info({_q(name)})")]
             frame = pd.DataFrame(con.execute(f"SELECT * FROM main.{_q(name)}").fetchall(), columns=columns)
             frame = frame.astype("string")
-            hashes, sizes = row_fingerprints(frame, pa.Table.from_pandas(frame, preserve_index=False))
-            keys = frame[columns[0]].to_numpy(dtype=object)
-            con.executemany(
-                "INSERT INTO state.row_state (tbl, key, hash, bytes) VALUES (?, ?, ?, ?)",
-                zip([name] * len(keys), keys, hashes.tolist(), sizes.tolist(), strict=True),
-            )
+            fingerprints = row_fingerprints(frame, pa.Table.from_pandas(frame, preserve_index=False), columns[0])
+            held = int(pc.sum(fingerprints.column("bytes")).as_py() or 0)
             con.execute(
-                "INSERT INTO state.table_state (tbl, columns, rows, bytes, generation) VALUES (?, ?, ?, ?, ?)",
-                (name, json.dumps(columns), len(keys), int(sizes.sum()), generation),
+                "INSERT INTO state.table_state (tbl, columns, rows, bytes, generation, fingerprints) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (name, json.dumps(columns), fingerprints.num_rows, held, generation, _blob(fingerprints)),
             )
 
-    def _held_bytes(self, name: str) -> int:
-        found = self._con.execute("SELECT bytes FROM state.table_state WHERE tbl = ?", (name,)).fetchone()
-        return int(found[0]) if found else 0
-
-    def _mark(self, name: str, columns: list[str], rows: int, held: int) -> None:
-        """The run marker: the table's row count, bytes and publish time, and a new generation in both files."""
+    def _mark(self, name: str, columns: list[str], fingerprints: pa.Table, held: int, store: bool) -> None:
+        """The run marker: the table's row count, bytes and publish time, and a new generation in both files; the
+        fingerprints are stored again only when rows were written or deleted."""
         con = self._con
         generation = (
             max(
@@ -216,11 +186,18 @@ class SqliteSink(Sink):
             )
             + 1
         )
-        con.execute(
-            "INSERT OR REPLACE INTO state.table_state (tbl, columns, rows, bytes, generation, published_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (name, json.dumps(columns), rows, held, generation, dt.datetime.now(dt.UTC).isoformat()),
-        )
+        now = dt.datetime.now(dt.UTC).isoformat()
+        if store or con.execute("SELECT 1 FROM state.table_state WHERE tbl = ?", (name,)).fetchone() is None:
+            con.execute(
+                "INSERT OR REPLACE INTO state.table_state "
+                "(tbl, columns, rows, bytes, generation, published_at, fingerprints) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, json.dumps(columns), fingerprints.num_rows, held, generation, now, _blob(fingerprints)),
+            )
+        else:
+            con.execute(
+                "UPDATE state.table_state SET columns = ?, generation = ?, published_at = ? WHERE tbl = ?",
+                (json.dumps(columns), generation, now, name),
+            )
         con.execute(f"PRAGMA main.user_version = {int(generation)}")
 
     # -- reading ------------------------------------------------------------------------------------------------
@@ -268,11 +245,38 @@ class SqliteSink(Sink):
         return {name: TableUsage(rows=rows, bytes=size) for name, rows, size in held}
 
 
-def row_fingerprints(frame: pd.DataFrame, arrow: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: a 64-bit content hash (of every column, NULL told apart from the empty string) and its size in
-    bytes as SQLite counts it (the UTF-8 length of each non-NULL value), both vectorised."""
+#: What the state database keeps per row of a published table.
+FINGERPRINTS = pa.schema([("key", pa.string()), ("hash", pa.int64()), ("bytes", pa.int64())])
+
+
+def row_fingerprints(frame: pd.DataFrame, arrow: pa.Table, key: str) -> pa.Table:
+    """Per row: its key, a 64-bit content hash (of every column, NULL told apart from the empty string) and its
+    size in bytes as SQLite counts it (the UTF-8 length of each non-NULL value), all vectorised."""
     hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy().view(np.int64)
     sizes = np.zeros(len(frame), dtype=np.int64)
     for column in arrow.columns:
         sizes += pc.fill_null(pc.binary_length(column), 0).to_numpy()
-    return hashes, sizes
+    return pa.table([arrow.column(key).cast(pa.string()), pa.array(hashes), pa.array(sizes)], schema=FINGERPRINTS)
+
+
+def _compare(old: pa.Table, new: pa.Table) -> tuple[np.ndarray, pa.Array]:
+    """Positions of ``new`` rows that are new or differ from ``old`` (by content hash), and the keys of ``old``
+    rows that ``new`` no longer has."""
+    position = pc.index_in(new.column("key"), value_set=old.column("key")).to_numpy(zero_copy_only=False)
+    found = ~np.isnan(position)
+    at = np.where(found, position, 0).astype(np.int64)
+    same = found & (old.column("hash").to_numpy()[at] == new.column("hash").to_numpy()) if old.num_rows else found
+    return np.flatnonzero(~same), _missing(old, new)
+
+
+def _missing(old: pa.Table, new: pa.Table) -> pa.Array:
+    """Keys of ``old`` rows that ``new`` does not have."""
+    gone = pc.invert(pc.is_in(old.column("key"), value_set=new.column("key")))
+    return pc.filter(old.column("key"), gone).combine_chunks()
+
+
+def _blob(fingerprints: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, fingerprints.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(fingerprints)
+    return sink.getvalue().to_pybytes()
