@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -59,7 +60,7 @@ class SqliteSink(Sink):
             self._con.execute("PRAGMA cache_size=-65536")
             self._con.execute(
                 "CREATE TABLE IF NOT EXISTS state.table_state (tbl TEXT PRIMARY KEY, columns TEXT, rows INTEGER, "
-                "bytes INTEGER, generation INTEGER, published_at TEXT, fingerprints BLOB)"
+                "bytes INTEGER, generation INTEGER, published_at TEXT, hasher TEXT, fingerprints BLOB)"
             )
         except (OSError, sqlite3.Error) as exc:
             raise UserError(
@@ -78,7 +79,7 @@ class SqliteSink(Sink):
         arrow = pa.Table.from_pandas(table.frame, preserve_index=False).cast(
             pa.schema([pa.field(c, pa.string()) for c in columns])
         )
-        fingerprints = row_fingerprints(table.frame, arrow, pk)
+        fingerprints = row_fingerprints(arrow, pk)
         try:
             con.execute("BEGIN IMMEDIATE")
             self._resync()
@@ -159,20 +160,21 @@ class SqliteSink(Sink):
         con = self._con
         generation = con.execute("PRAGMA main.user_version").fetchone()[0]
         marked = dict(con.execute("SELECT tbl, generation FROM state.table_state").fetchall())
+        hashers = {h for (h,) in con.execute("SELECT DISTINCT hasher FROM state.table_state")}
         tables = self.tables()
-        if set(marked) == set(tables) and max(marked.values(), default=0) == generation:
+        if set(marked) == set(tables) and max(marked.values(), default=0) == generation and hashers <= {HASHER}:
             return
         con.execute("DELETE FROM state.table_state")
         for name in tables:
             columns = [r[1] for r in con.execute(f"PRAGMA main.table_info({_q(name)})")]
             frame = pd.DataFrame(con.execute(f"SELECT * FROM main.{_q(name)}").fetchall(), columns=columns)
             frame = frame.astype("string")
-            fingerprints = row_fingerprints(frame, pa.Table.from_pandas(frame, preserve_index=False), columns[0])
+            fingerprints = row_fingerprints(pa.Table.from_pandas(frame, preserve_index=False), columns[0])
             held = int(pc.sum(fingerprints.column("bytes")).as_py() or 0)
             con.execute(
-                "INSERT INTO state.table_state (tbl, columns, rows, bytes, generation, fingerprints) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (name, json.dumps(columns), fingerprints.num_rows, held, generation, _blob(fingerprints)),
+                "INSERT INTO state.table_state (tbl, columns, rows, bytes, generation, hasher, fingerprints) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, json.dumps(columns), fingerprints.num_rows, held, generation, HASHER, _blob(fingerprints)),
             )
 
     def _mark(self, name: str, columns: list[str], fingerprints: pa.Table, held: int, store: bool) -> None:
@@ -190,8 +192,9 @@ class SqliteSink(Sink):
         if store or con.execute("SELECT 1 FROM state.table_state WHERE tbl = ?", (name,)).fetchone() is None:
             con.execute(
                 "INSERT OR REPLACE INTO state.table_state "
-                "(tbl, columns, rows, bytes, generation, published_at, fingerprints) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, json.dumps(columns), fingerprints.num_rows, held, generation, now, _blob(fingerprints)),
+                "(tbl, columns, rows, bytes, generation, published_at, hasher, fingerprints) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, json.dumps(columns), fingerprints.num_rows, held, generation, now, HASHER, _blob(fingerprints)),
             )
         else:
             con.execute(
@@ -245,18 +248,34 @@ class SqliteSink(Sink):
         return {name: TableUsage(rows=rows, bytes=size) for name, rows, size in held}
 
 
+#: The hash function of the stored fingerprints: another one (a new DuckDB) makes the next publish compute the state
+#: again from the published rows rather than take every row for changed.
+HASHER = f"duckdb {duckdb.__version__} hash"
 #: What the state database keeps per row of a published table.
 FINGERPRINTS = pa.schema([("key", pa.string()), ("hash", pa.int64()), ("bytes", pa.int64())])
 
 
-def row_fingerprints(frame: pd.DataFrame, arrow: pa.Table, key: str) -> pa.Table:
-    """Per row: its key, a 64-bit content hash (of every column, NULL told apart from the empty string) and its
-    size in bytes as SQLite counts it (the UTF-8 length of each non-NULL value), all vectorised."""
-    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy().view(np.int64)
-    sizes = np.zeros(len(frame), dtype=np.int64)
-    for column in arrow.columns:
-        sizes += pc.fill_null(pc.binary_length(column), 0).to_numpy()
-    return pa.table([arrow.column(key).cast(pa.string()), pa.array(hashes), pa.array(sizes)], schema=FINGERPRINTS)
+def row_fingerprints(arrow: pa.Table, key: str) -> pa.Table:
+    """Per row: its key, a 64-bit content hash of every column (NULL told apart from the empty string) and its
+    size in bytes as SQLite counts it (the UTF-8 length of each non-NULL value); computed by DuckDB over the Arrow
+    table (vectorised, multi-threaded), in row order."""
+    con = duckdb.connect()
+    try:
+        con.register("published", arrow)
+        columns = [_q(c) for c in arrow.column_names]
+        sizes = " + ".join(f"coalesce(strlen({c}), 0)" for c in columns)
+        found = con.sql(
+            f"SELECT {_q(key)}::VARCHAR AS key, hash({', '.join(columns)}) AS hash, ({sizes})::BIGINT AS bytes "
+            "FROM published"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    # The comparison goes by position: DuckDB keeps the scan's row order (preserve_insertion_order), checked here.
+    if not found.column("key").equals(arrow.column(key).cast(pa.string())):
+        raise RuntimeError("row fingerprints came back in another row order than the rows")
+    # DuckDB's hash is unsigned; the state keeps the same 64 bits as a signed integer.
+    hashes = found.column("hash").to_numpy().view(np.int64)
+    return pa.table([found.column("key"), pa.array(hashes), found.column("bytes")], schema=FINGERPRINTS)
 
 
 def _compare(old: pa.Table, new: pa.Table) -> tuple[np.ndarray, pa.Array]:

@@ -129,3 +129,9 @@ def test_a_lost_or_stale_state_file_is_rebuilt_from_the_rows(tmp_path):
         with SqliteSink(tmp_path / "clean.sqlite") as clean:
             publish(clean, "AlternateKey", keys_table(20, {3: "C9"}))
             assert clean.dump() == sink.dump()
+    # Hashes of another hash function (another DuckDB) are computed again, not taken for changed rows.
+    with sqlite3.connect(tmp_path / "sink.sqlite-state") as db:
+        db.execute("UPDATE table_state SET hasher = 'an older hash', fingerprints = NULL")
+    with SqliteSink(path) as sink:
+        result = publish(sink, "AlternateKey", keys_table(20))
+        assert (result.upserted, result.unchanged) == (1, 39)
