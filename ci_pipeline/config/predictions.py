@@ -129,7 +129,7 @@ class ModelSettings(StrictModel):
     signal_activities: list[str] = Field(default_factory=list)
     #: Seed of every random choice (splits, model fitting): the same input gives the same scores.
     seed: int = 7
-    #: Threads for model fitting and scoring (one by default).
+    #: Threads for model fitting and scoring (one by default: see ``predictions.data.native_threads``).
     threads: int | None = Field(None, ge=1)
 
 

@@ -19,9 +19,10 @@ from ci_pipeline.defs import activities, unify
 from ci_pipeline.defs.registry import REFRESH_TAG, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import PREDICTION_COLUMNS
-from ci_pipeline.predictions import PredictionSettings, StoredModel
-from ci_pipeline.predictions.published import (
+from ci_pipeline.predictions import (
     ModelRuns,
+    PredictionSettings,
+    StoredModel,
     model_summary,
     prediction_table,
     scoring_cutoff,

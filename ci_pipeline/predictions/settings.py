@@ -1,118 +1,33 @@
-"""Settings of the prediction models: what to predict and from which activities (they describe, they do not run).
+"""Settings of the prediction models: the model keys of the ``predictions`` configuration section.
 
-The ``predictions`` configuration section (``ci_pipeline/config/predictions.py``) holds the same keys and hands them
-to :class:`PredictionSettings`; these models are what the model code reads.
+They are defined once, in ``ci_pipeline/config/predictions.py``; :class:`PredictionSettings` adds the feature
+context the model code builds from them.
 """
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
-
-from ci_pipeline.config.base import StrictModel
+from ci_pipeline.config.predictions import (
+    ChurnSettings,
+    ClvSettings,
+    Minimums,
+    ModelSettings,
+    PurchaseSource,
+    RecommendationSettings,
+)
 from ci_pipeline.predictions.features import Context
 
-
-class PurchaseSource(StrictModel):
-    """Where purchases are on the activity timeline (the typed facts of the activities stage)."""
-
-    #: Activity name (``activities.tables`` key) holding one row per order.
-    activity: str = "orders"
-    #: Numeric field of that activity with the order value (negative values are returns).
-    amount: str = "amount"
-    #: Optional boolean field marking returns whose amount is positive (they are counted as negative).
-    is_return: str | None = None
-    #: Activity holding one row per product bought (order lines); None when there is none.
-    product_activity: str | None = "order_lines"
-    #: Field of ``product_activity`` naming the product.
-    product: str = "product"
+__all__ = [
+    "ChurnSettings",
+    "ClvSettings",
+    "Minimums",
+    "PredictionSettings",
+    "PurchaseSource",
+    "RecommendationSettings",
+]
 
 
-class Minimums(StrictModel):
-    """Data requirements checked before training (the reference product's minimums by default)."""
-
-    churn_customers: int = Field(500, ge=1)
-    clv_customers: int = Field(1000, ge=1)
-    recommendation_customers: int = Field(100, ge=1)
-    #: History must cover at least this many prediction windows (the reference asks for two).
-    history_windows: float = Field(2.0, gt=0)
-    #: Largest share of purchases without an amount (and of customers without a profile field used).
-    max_missing_share: float = Field(0.2, ge=0, le=1)
-
-
-class ChurnSettings(StrictModel):
-    """Transactional churn: will a customer who has bought before buy again within the window?"""
-
-    #: Days ahead the prediction covers.
-    window_days: int = Field(90, ge=7)
-    #: Days without a purchase that make a churner; the label is "no purchase in (cutoff, cutoff + churn_days]".
-    #: Defaults to ``window_days``.
-    churn_days: int | None = Field(None, ge=7)
-
-    @property
-    def label_days(self) -> int:
-        """Days after the cutoff in which no purchase means churn."""
-        return self.churn_days or self.window_days
-
-
-class ClvSettings(StrictModel):
-    """Customer lifetime value: what a customer will spend over the coming period."""
-
-    #: Months ahead the prediction covers (a month is 30.44 days).
-    period_months: int = Field(12, ge=1, le=60)
-    #: A customer with a purchase in this many days before the cutoff counts as active (reference baseline).
-    active_days: int = Field(90, ge=1)
-    #: Share of customers counted as high value (top 20% by default).
-    high_value_share: float = Field(0.2, gt=0, lt=1)
-
-    @property
-    def period_days(self) -> int:
-        """The prediction period in whole days (a month is 30.44 days)."""
-        return round(self.period_months * 30.44)
-
-
-class RecommendationSettings(StrictModel):
-    """Product recommendation: K products per customer."""
-
-    k: int = Field(10, ge=1, le=100)
-    #: Whether products the customer bought before may be recommended again.
-    repeats: bool = True
-    #: Days of purchases before the cutoff the model learns from.
-    lookback_days: int = Field(730, ge=30)
-    #: Days held out after the training cutoff when evaluating.
-    holdout_days: int = Field(30, ge=7)
-    #: Products never recommended.
-    exclude_products: list[str] = Field(default_factory=list)
-    #: Neighbours kept per product in the item-item model (bounds memory).
-    neighbours: int = Field(50, ge=1, le=1000)
-
-    @model_validator(mode="after")
-    def _holdout_inside_lookback(self):
-        if self.holdout_days >= self.lookback_days:
-            raise ValueError(
-                f"holdout_days ({self.holdout_days}) must be less than lookback_days ({self.lookback_days})"
-            )
-        return self
-
-
-class PredictionSettings(StrictModel):
-    """All prediction models of a project."""
-
-    purchases: PurchaseSource = PurchaseSource()
-    minimums: Minimums = Minimums()
-    churn: ChurnSettings = ChurnSettings()
-    clv: ClvSettings = ClvSettings()
-    recommendation: RecommendationSettings = RecommendationSettings()
-    #: CustomerProfile columns used as features by churn and CLV. None by default: the profile is a snapshot of
-    #: today, so a field that changes over time (a last-login date, a status) would leak the future into a
-    #: backtest. List only fields fixed before any cutoff (birth year, signup channel, country).
-    profile_fields: list[str] = Field(default_factory=list)
-    #: Other activities (web sessions, support cases, ...) whose recency and 90-day count become churn and lifetime
-    #: value features: "no web_sessions for 40 days". Like purchases, only those at or before a cutoff are read.
-    signal_activities: list[str] = Field(default_factory=list)
-    #: Seed of every random choice (splits, model fitting): the same input gives the same scores.
-    seed: int = 7
-    #: Threads for model fitting and scoring (one by default: see ``data.threads``).
-    threads: int | None = Field(None, ge=1)
+class PredictionSettings(ModelSettings):
+    """All prediction models of a project (the ``predictions`` section without the stage's own keys)."""
 
     def context(self, profile=None, signals=None) -> Context:
         """The feature context of these settings with the given CustomerProfile and signal activities."""
