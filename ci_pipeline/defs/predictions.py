@@ -120,6 +120,12 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
             k: v for k, v in group.items() if k != "model" and isinstance(v, dict) and k in _RANKING_BASELINES
         }
         named = {"model": group.get("model") or {}, **{f"baseline/{n}": v for n, v in baselines.items()}}
+        if prefix:
+            metadata |= {
+                f"{prefix}/{k}": dg.MetadataValue.float(float(v))
+                for k, v in group.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
         for name, metrics in named.items():
             for metric, value in metrics.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):

@@ -170,9 +170,11 @@ def test_a_fresh_lake_trains_each_model_stores_it_and_shows_its_evaluation_repor
     assert "| top_share |" in churn["chart/gain"].md_str
     clv = metadata["predictions/clv_model"]
     assert {"model/top_capture", "baseline/bgnbd_gamma_gamma/top_capture", "model/interval_coverage"} <= set(clv)
-    assert {"with_repeats/model/success_at_3", "with_repeats/baseline/own_most_bought/success_at_3"} <= set(
-        metadata["predictions/recommendation_model"]
-    )
+    assert {
+        "with_repeats/model/success_at_3",
+        "with_repeats/baseline/own_most_bought/success_at_3",
+        "new_items_only/success_over_best_baseline",
+    } <= set(metadata["predictions/recommendation_model"])
     assert all(c.passed for c in first.get_asset_check_evaluations())
 
 
