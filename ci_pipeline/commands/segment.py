@@ -9,6 +9,7 @@ from ci_pipeline.errors import UserError
 PROFILE = "ci_pipeline/unify/customer_profile.parquet"
 VALUES = "ci_pipeline/measures/customer_measure_values.parquet"
 FACTS = "ci_pipeline/activities/activity_facts.parquet"
+PREDICTIONS = "ci_pipeline/predictions/prediction_fields.parquet"
 STATIC = "ci_pipeline/segments/static_segment_state.parquet"
 
 
@@ -86,7 +87,10 @@ def run_preview(args) -> int:
         raise UserError(f"--sample {args.sample}: give 0 (no sample) or a positive number")
     lake = _lake(config)
     inputs = SegmentInputs(
-        profile=_read(lake, PROFILE, True), measures=_read(lake, VALUES, False), facts=_read(lake, FACTS, False)
+        profile=_read(lake, PROFILE, True),
+        measures=_read(lake, VALUES, False),
+        facts=_read(lake, FACTS, False),
+        predictions=_read(lake, PREDICTIONS, False),
     )
     try:
         engine = build_engine(section, run_date(config.measures.as_of), inputs)

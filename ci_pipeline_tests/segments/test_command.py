@@ -48,6 +48,13 @@ def test_preview_prints_the_estimated_size(project, capsys):
     assert "2 of 4" in preview(project, capsys, "--field", "profile.City", "--op", "in", "--value", "[Oslo, Paris]")[1]
 
 
+def test_preview_reads_the_prediction_fields_of_the_last_run(project, capsys):
+    Lake.local(project / "lake").write_parquet(
+        segment.PREDICTIONS, pd.DataFrame({"CustomerId": ["A", "C"], "ChurnScore": [0.9, 0.2]})
+    )
+    assert "1 of 4" in preview(project, capsys, "--field", "prediction.ChurnScore", "--op", ">", "--value", "0.5")[1]
+
+
 def test_preview_errors_are_clear_and_never_execute_the_value(project, capsys):
     code, _, err = preview(project, capsys, "--field", "measure.spend", "--op", "~", "--value", "1")
     assert code == 2 and "unknown operator '~'" in err
