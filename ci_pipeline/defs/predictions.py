@@ -245,7 +245,7 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
             scored[model] = frame
             yield dg.Output(frame, output_name=TABLES[model])
             yield dg.AssetCheckResult(check_name="enough_data", asset_key=table_key(model), passed=True)
-        fields = segment_fields(scored)
+        fields = segment_fields(scored, models)
         yield dg.Output(
             fields, output_name="prediction_fields", metadata={"models": dg.MetadataValue.json(list(scored))}
         )

@@ -198,9 +198,10 @@ def prediction_table(scores: dict[str, pd.DataFrame], provider: str) -> pd.DataF
     return build("Prediction", content)
 
 
-def segment_fields(scores: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """CustomerId plus one column per ``prediction.<field>`` of the models that scored (customers without a score
-    of a model have no value there)."""
+def segment_fields(scores: dict[str, pd.DataFrame], models=()) -> pd.DataFrame:
+    """CustomerId plus one column per ``prediction.<field>`` of the scored models and of ``models`` (the configured
+    ones): a model that did not score this run leaves its columns empty, so rules on them select no one instead of
+    failing every segment; customers a model did not score have no value either."""
     out = pd.DataFrame({"CustomerId": pd.Series(dtype="string")})
     for model in ("churn", "clv"):
         if model not in scores:
@@ -209,6 +210,10 @@ def segment_fields(scores: dict[str, pd.DataFrame]) -> pd.DataFrame:
         frame = scores[model][["CustomerId", *columns]].rename(columns=columns)
         frame["CustomerId"] = frame["CustomerId"].astype("string")
         out = out.merge(frame, on="CustomerId", how="outer")
+    wanted = set(scores) | set(models)
+    for field, (owner, _, _) in SEGMENT_FIELDS.items():
+        if owner in wanted and field not in out.columns:
+            out[field] = None
     # An outer join leaves gaps: the nullable types keep a boolean a boolean and a number a number for the rules.
     dtypes = {"number": "float64", "boolean": "boolean", "text": "string"}
     out = out.astype({f: dtypes[kind] for f, (_, _, kind) in SEGMENT_FIELDS.items() if f in out.columns})

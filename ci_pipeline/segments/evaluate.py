@@ -21,7 +21,7 @@ _DATE_OPS = ("before", "after", "in_last")
 _LABELS = {
     "profile": "profile attribute",
     "measure": "customer attribute measure",
-    "prediction": "prediction field (of a model that scored this run)",
+    "prediction": "prediction field",
 }
 
 

@@ -272,17 +272,19 @@ def test_too_few_customers_fails_that_model_clearly_and_the_rest_of_the_run_goes
     assert "at least 5000 are needed" in failure.event_specific_data.error_display_string
 
 
-def test_a_segment_on_a_model_that_failed_fails_with_the_reason(tmp_path):
+def test_a_segment_on_a_model_that_failed_selects_no_one_and_segments_are_published(tmp_path):
     settings = json.loads(json.dumps(CONFIG["predictions"]))
     settings["minimums"]["churn_customers"] = 5000
     config = project(tmp_path, predictions=settings)
-    prefill(Lake.local(tmp_path / "lake"))
-    result = materialize(config, raise_on_error=False)
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert failure.step_key == "evaluate_segments"
-    assert "unknown prediction field (of a model that scored this run) 'IsChurn'" in (
-        failure.event_specific_data.error_display_string
-    )
+    lake = Lake.local(tmp_path / "lake")
+    prefill(lake)
+    result = materialize(config)
+    membership = lake.read_parquet("ci_pipeline/segments/segment_membership.parquet")
+    assert not any("likely_to_churn" in s for s in membership["Segments"])
+    assert any("valuable" in s for s in membership["Segments"])
+    empty = next(c for c in result.get_asset_check_evaluations() if c.check_name == "no_empty_segments")
+    assert not empty.passed and "likely_to_churn" in empty.metadata["empty_segments"].data
+    assert "publish/export_warehouse" in materializations(result)
 
 
 def test_training_is_on_demand_and_monthly_and_refreshes_only_score():

@@ -82,6 +82,9 @@ def test_prediction_fields_keep_their_types_where_a_model_scored_only_some_custo
     assert str(fields["IsChurn"].dtype) == "boolean" and fields["IsChurn"].isna().tolist() == [False, False, True]
     assert fields["ClvValue"].tolist()[0] == 20.0 and np.isnan(fields["ClvValue"].iloc[1])
     assert list(segment_fields({}).columns) == ["CustomerId"]
+    # A configured model that did not score leaves its fields empty rather than unknown.
+    failed = segment_fields({"clv": clv}, ["churn", "clv"])
+    assert failed["ChurnScore"].isna().all() and str(failed["IsChurn"].dtype) == "boolean"
 
 
 def test_the_scoring_cutoff_is_the_end_of_the_configured_day():
