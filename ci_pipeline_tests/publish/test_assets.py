@@ -78,6 +78,7 @@ def test_available_tables_follow_the_configured_sections():
         unify=None,
         activities=SimpleNamespace(tables={}),
         measures=SimpleNamespace(attributes={}),
+        predictions=None,
         segments=SimpleNamespace(definitions={}),
     )
     assert available_tables(bare) == {}
@@ -85,6 +86,7 @@ def test_available_tables_follow_the_configured_sections():
         unify=object(),
         activities=SimpleNamespace(tables={"orders": 1}),
         measures=SimpleNamespace(attributes={"ltv": 1}),
+        predictions=object(),
         segments=SimpleNamespace(definitions={"vip": 1}),
     )
     assert set(available_tables(full)) == {
@@ -92,6 +94,7 @@ def test_available_tables_follow_the_configured_sections():
         "AlternateKey",
         "UnifiedActivity",
         "CustomerMeasure",
+        "Prediction",
         "SegmentMembership",
     }
     assert available_tables(full)["UnifiedActivity"] == dg.AssetKey(["activities", "unified_activity"])
