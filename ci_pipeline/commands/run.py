@@ -134,8 +134,6 @@ def print_summary(
         stages: the registered stage names in data-flow order, the order of the per-stage totals (groups that are
             no registered stage follow, by start time).
     """
-    from ci_pipeline.orchestration import failure_reason
-
     groups, assets, order = groups or {}, assets or {}, {name: i for i, name in enumerate(stages or [])}
     step_start: dict[str, float] = {}
     step_time: dict[str, float] = {}
@@ -172,7 +170,41 @@ def print_summary(
             key=lambda item: (order.get(item[0], len(order)), min(step_start.get(s, 0) for s in item[1])),
         ):
             print(f"{stage:<52} {len(steps):>10} {sum(step_time.get(s, 0) for s in steps):8.1f}")
-    failed = [s for s, status in step_status.items() if status == "FAILED"]
+    _print_failures(result, [s for s, status in step_status.items() if status == "FAILED"], assets)
+    checks = failed_checks(records)
+    for line in checks:
+        print(line)
+    status = "succeeded" if result.success else "FAILED"
+    if result.success and checks:
+        status += f" with {len(checks)} failed check(s)"
+    print(
+        f"\n{status} in {seconds:.1f} s; outputs in "
+        f"{config.resolve_location(config.lake.url) if '://' not in config.lake.url else config.lake.url}"
+    )
+
+
+def failed_checks(records: list) -> list[str]:
+    """One line per asset check that failed in the run, errors first: a model without enough data fails its
+    check while the run goes on, and the user must see it at the end, not only in the log above."""
+    lines = []
+    for record in records:
+        event = record.dagster_event
+        if event is None or event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.event_specific_data
+        if evaluation.passed:
+            continue
+        severity = getattr(evaluation.severity, "value", str(evaluation.severity))
+        reason = (evaluation.description or "").strip().replace("\n", " ")
+        line = f"CHECK FAILED ({severity}) {evaluation.asset_key.to_user_string()} {evaluation.check_name}"
+        lines.append((severity != "ERROR", line + (f": {reason}" if reason else "")))
+    return [line for _, line in sorted(lines, key=lambda item: item[0])]
+
+
+def _print_failures(result, failed: list[str], assets: dict[str, list[str]]) -> None:
+    """Each failed step's assets and the reason: the user error's message (the fix), or a pointer to the trace."""
+    from ci_pipeline.orchestration import failure_reason
+
     for step in failed:
         for event in result.all_events:
             if event.step_key == step and event.event_type_value == "STEP_FAILURE":
@@ -181,7 +213,3 @@ def print_summary(
                 print("  " + message.replace("\n", "\n  "))
                 if not is_user_error:
                     print("  (an unexpected error: the stack trace is above and in the run's event log)")
-    print(
-        f"\n{'succeeded' if result.success else 'FAILED'} in {seconds:.1f} s; outputs in "
-        f"{config.resolve_location(config.lake.url) if '://' not in config.lake.url else config.lake.url}"
-    )

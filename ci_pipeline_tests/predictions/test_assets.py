@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from ci_pipeline.commands.run import failed_checks
 from ci_pipeline.config import ProjectConfig, load_config
 from ci_pipeline.defs import build_definitions, predictions, publish, segments
 from ci_pipeline.defs.registry import REFRESHED, produced_tables
@@ -245,7 +246,11 @@ def test_too_few_customers_fails_that_model_clearly_and_the_rest_of_the_run_goes
     lake = Lake.local(tmp_path / "lake")
     prefill(lake)
 
-    result = materialize(config)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize(config, instance=instance)
+        # The run's closing summary names the failed check, so a model that could not run is not missed.
+        (summary, *_) = failed_checks(list(instance.all_logs(result.run_id)))
+    assert summary.startswith("CHECK FAILED (ERROR) predictions/churn_scores enough_data")
 
     check = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
     failed = check[("predictions/churn_scores", "enough_data")]
