@@ -174,9 +174,10 @@ def print_summary(
     checks = failed_checks(records)
     for line in checks:
         print(line)
+    errors = sum(line.startswith("CHECK FAILED") for line in checks)
     status = "succeeded" if result.success else "FAILED"
-    if result.success and checks:
-        status += f" with {len(checks)} failed check(s)"
+    if result.success and errors:
+        status += f" with {errors} failed check(s)"
     print(
         f"\n{status} in {seconds:.1f} s; outputs in "
         f"{config.resolve_location(config.lake.url) if '://' not in config.lake.url else config.lake.url}"
@@ -184,8 +185,8 @@ def print_summary(
 
 
 def failed_checks(records: list) -> list[str]:
-    """One line per asset check that failed in the run, errors first: a model without enough data fails its
-    check while the run goes on, and the user must see it at the end, not only in the log above."""
+    """One line per asset check that failed in the run, errors (``CHECK FAILED``) before warnings: a model without
+    enough data fails its check while the run goes on, and the user must see it at the end, not only in the log."""
     lines = []
     for record in records:
         event = record.dagster_event
@@ -194,10 +195,10 @@ def failed_checks(records: list) -> list[str]:
         evaluation = event.event_specific_data
         if evaluation.passed:
             continue
-        severity = getattr(evaluation.severity, "value", str(evaluation.severity))
+        error = getattr(evaluation.severity, "value", str(evaluation.severity)) == "ERROR"
         reason = (evaluation.description or "").strip().replace("\n", " ")
-        line = f"CHECK FAILED ({severity}) {evaluation.asset_key.to_user_string()} {evaluation.check_name}"
-        lines.append((severity != "ERROR", line + (f": {reason}" if reason else "")))
+        line = f"{'CHECK FAILED' if error else 'check warning'} {evaluation.asset_key.to_user_string()} "
+        lines.append((not error, line + evaluation.check_name + (f": {reason}" if reason else "")))
     return [line for _, line in sorted(lines, key=lambda item: item[0])]
 
 
