@@ -1,0 +1,87 @@
+"""The provider interface of the enrichment stage: what every enrichment receives and what it returns.
+
+A provider turns customer profiles (and, where it needs them, activities and measures) into values per customer.
+The stage writes each provider's values to the Enrichment output table as one row per customer and enrichment
+type (``EnrichmentProvider``, ``EnrichmentType``, ``Values`` as JSON), so segments, exports and ``explain`` read
+every provider the same way. Providers never import dagster; the stage's Dagster glue calls :meth:`enrich`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pandas as pd
+
+#: The columns of :attr:`EnrichmentResult.values`, in order.
+VALUE_COLUMNS = ("CustomerId", "EnrichmentType", "Values")
+
+
+class EnrichmentFailed(Exception):
+    """A provider could not produce its values (unreachable service, unusable response, missing input).
+
+    The message is what the user reads: it names the enrichment and the fix, and never carries a secret. The
+    stage fails that enrichment only and keeps its previous output.
+    """
+
+
+@dataclass(frozen=True)
+class EnrichmentInputs:
+    """What a provider may read.
+
+    Attributes:
+        profiles: the unified customer profiles, one row per ``CustomerId`` (the customer_profile asset's columns).
+        activities: the unified activity facts (``CustomerId``, ``ActivityType``, ``EventDate``, the mapped fields),
+            or None when the provider declared it does not need them.
+        measures: customer measures, one row per ``CustomerId``, or None.
+        as_of: the reference time of the run (recency weighting, time splits); timezone-aware UTC.
+    """
+
+    profiles: pd.DataFrame
+    activities: pd.DataFrame | None = None
+    measures: pd.DataFrame | None = None
+    as_of: pd.Timestamp | None = None
+
+
+@dataclass(frozen=True)
+class EnrichmentResult:
+    """What a provider returns.
+
+    Attributes:
+        values: one row per customer and enrichment type: ``CustomerId`` (string), ``EnrichmentType`` (string) and
+            ``Values`` (a dict per row, JSON-serialisable; the stage writes it as compact, key-sorted JSON).
+            Customers the provider has nothing for are absent, and counted in ``counts``.
+        counts: the provider's status counts for the asset metadata (for example ``processed_changed``,
+            ``processed_unchanged``, ``not_processed``); plain ints so Dagster plots them over runs.
+        warnings: sentences for the run log (counted problems that did not fail the enrichment).
+        report: any further figures for the asset metadata (floats, short strings), e.g. a benchmark's AUC.
+    """
+
+    values: pd.DataFrame
+    counts: Mapping[str, int] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    report: Mapping[str, float | str] = field(default_factory=dict)
+
+
+class EnrichmentProvider(Protocol):
+    """One kind of enrichment. ``name`` is the ``EnrichmentProvider`` value published for its rows; ``needs``
+    says which optional inputs it reads (``activities``, ``measures``) so the stage loads only those."""
+
+    name: str
+    needs: frozenset[str]
+
+    def enrich(self, inputs: EnrichmentInputs) -> EnrichmentResult:
+        """Values per customer for ``inputs``; raise :class:`EnrichmentFailed` with a user-facing message."""
+        ...
+
+
+def empty_values() -> pd.DataFrame:
+    """A values frame with no rows and the right columns and dtypes."""
+    return pd.DataFrame(
+        {
+            "CustomerId": pd.Series([], dtype="string"),
+            "EnrichmentType": pd.Series([], dtype="string"),
+            "Values": pd.Series([], dtype=object),
+        }
+    )
