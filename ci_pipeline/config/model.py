@@ -15,6 +15,8 @@ from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, ValidationEr
 from ci_pipeline.config.activities import ActivitiesConfig
 from ci_pipeline.config.base import Name, StrictModel, check_secret_ref
 from ci_pipeline.config.checks import section_checks
+from ci_pipeline.config.enrich import EnrichConfig
+from ci_pipeline.config.governance import GovernanceConfig
 from ci_pipeline.config.lake import LakeConfig
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.config.orchestration import OrchestrationConfig
@@ -43,9 +45,11 @@ class ProjectConfig(StrictModel):
     activities: ActivitiesConfig = ActivitiesConfig()
     measures: MeasuresConfig = MeasuresConfig()
     predictions: PredictionsConfig | None = None
+    enrich: EnrichConfig = EnrichConfig()
     segments: SegmentsConfig = SegmentsConfig()
     publish: PublishConfig = PublishConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    governance: GovernanceConfig = GovernanceConfig()
 
     _path: Path | None = PrivateAttr(default=None)
     _lines: dict[str, int] = PrivateAttr(default_factory=dict)
