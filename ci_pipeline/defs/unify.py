@@ -12,6 +12,7 @@ import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest
+from ci_pipeline.defs.metadata import FIRST_N, bullet_list, numbers, table
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.errors import StorageError
@@ -30,8 +31,18 @@ from ci_pipeline.unify import (
 
 GROUP = "unify"
 KINDS = {"pandas"}
-#: The unify tables every configuration has (one dedup table per customer table comes on top).
-TABLES = ("customer_profile", "alternate_key", "match_pairs", "id_change", "identity_map", "unify_stats")
+#: The unify tables every configuration has.
+TABLES = (
+    "customer_profile",
+    "alternate_key",
+    "match_pairs",
+    "dedup_records",
+    "id_change",
+    "identity_map",
+    "unify_stats",
+)
+#: Where the full list of the over-merge guard's events is kept (the asset page shows the first few).
+GUARD_EVENTS_PATH = "ci_pipeline/unify/guard_events.json"
 
 
 def key(name: str) -> dg.AssetKey:
@@ -39,17 +50,11 @@ def key(name: str) -> dg.AssetKey:
     return asset_key(GROUP, name)
 
 
-def dedup_name(source: str, table: str) -> str:
-    return f"dedup_{source}_{table}"
-
-
 def selections(config: ProjectConfig) -> dict[str, dg.AssetSelection]:
     """Asset selections for the run modes: ``match``, ``unify``, ``unify_downstream`` (empty without unify)."""
     if config.unify is None:
         return {}
-    match_keys = [key("match_pairs"), key("unify_stats")] + [
-        key(dedup_name(t.source, t.table)) for t in config.unify.tables
-    ]
+    match_keys = [key("match_pairs"), key("unify_stats"), key("dedup_records")]
     # The match model is retrained on demand (or by its job), never as part of a unify run.
     group = dg.AssetSelection.groups(GROUP) & REFRESHED
     return {
@@ -111,20 +116,17 @@ def _unify_asset(config: ProjectConfig):
         "customer_profile": "One row per unified customer: CustomerId, unified attributes, one key column per table.",
         "alternate_key": "One row per source record that took part in unification, with its customer and KeyRing.",
         "match_pairs": "One row per candidate pair and rule evaluated: both records, per-condition scores, accepted.",
+        "dedup_records": "One row per record of each customer table (Source, Table, Key): its duplicate group's "
+        "winner key, whether it won and the group's size.",
         "id_change": "One row per CustomerId change in any run: old id, new id, reason (new/merged/split/removed).",
         "identity_map": "One row per source record: the CustomerId it had in the last unify run.",
         "unify_stats": "One row per customer table: records, duplicates, matched and unmatched records.",
-    }
-    names = dict(described)
-    names |= {
-        dedup_name(s, t): f"One row per record of {s}.{t}: its duplicate group's winner key and whether it won."
-        for s, t in tables
     }
     outs = {
         key(name).to_python_identifier(): dg.AssetOut(
             key=key(name), description=text, group_name=GROUP, kinds=KINDS, is_required=False
         )
-        for name, text in names.items()
+        for name, text in described.items()
     }
     profile, alternate = key("customer_profile"), key("alternate_key")
     check_specs = [
@@ -165,18 +167,17 @@ def _unify_asset(config: ProjectConfig):
             "customer_profile": result.customer_profile,
             "alternate_key": result.alternate_key,
             "match_pairs": result.match_pairs,
+            "dedup_records": dedup_records(result.dedup),
             "id_change": result.identity.id_change,
             "identity_map": result.identity.identity_map,
             "unify_stats": pd.DataFrame(result.stats["tables"]),
         }
-        outputs |= {dedup_name(s, t): frame for (s, t), frame in result.dedup.items()}
+        if key("unify_stats") in selected:
+            store.write_bytes(GUARD_EVENTS_PATH, json.dumps(result.stats["guard_events"], indent=1).encode())
+        described = output_metadata(result, store.url(GUARD_EVENTS_PATH))
         for name, frame in outputs.items():
-            if key(name) not in selected:
-                continue
-            metadata = {"dagster/row_count": len(frame)}
-            if name == "unify_stats":
-                metadata |= _stats_metadata(result)
-            yield dg.Output(frame, output_name=key(name).to_python_identifier(), metadata=metadata)
+            if key(name) in selected:
+                yield dg.Output(frame, output_name=key(name).to_python_identifier(), metadata=described.get(name, {}))
         yield from _checks(context, result, ucfg.guard.max_cluster_size)
 
     def _stored_model(context, store, frames):
@@ -303,49 +304,93 @@ def _result(passed, metadata, severity=dg.AssetCheckSeverity.ERROR):
     return passed, metadata, severity
 
 
-def _stats_metadata(result: UnifyResult) -> dict:
+def dedup_records(dedup: dict[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:
+    """The per-table dedup tables as one table, each row led by its ``Source`` and ``Table``."""
+    frames = [frame.assign(Source=source, Table=table_name) for (source, table_name), frame in dedup.items()]
+    if not frames:
+        return pd.DataFrame(columns=["Source", "Table", "Key", "WinnerKey", "IsWinner", "GroupSize"])
+    both = pd.concat(frames, ignore_index=True)
+    both[["Source", "Table"]] = both[["Source", "Table"]].astype("string")
+    return both[["Source", "Table", *[c for c in both.columns if c not in ("Source", "Table")]]]
+
+
+def output_metadata(result: UnifyResult, guard_events_url: str) -> dict[str, dict]:
+    """Each unify table's statistics in native forms: numbers the UI plots over runs (customers, pairs accepted per
+    rule, id changes by reason, guard splits) and small tables (rules, cluster sizes, per-table counts)."""
     s = result.stats
-    lines = ["| table | records | duplicates | matched | unmatched |", "|---|---:|---:|---:|---:|"]
-    lines += [
-        f"| {t['table']} | {t['records']} | {t['duplicates']} | {t['matched']} | {t['unmatched']} |"
-        for t in s["tables"]
-    ]
-    lines += ["", f"**{s['records_in']} records -> {s['customers']} customers**", ""]
-    lines += ["| stage | rule | candidates | accepted | linked |", "|---|---|---:|---:|---:|"]
-    lines += [
-        f"| {r['stage']} | {r['rule']} | {r['candidates']} | {r['accepted']} | {r['linked']} |" for r in s["rules"]
-    ]
-    if s["attach"]:
-        lines += ["", "Customers with nothing but a name (see unify.match.attach):", ""]
-        lines += [
-            "| attach rule | thin customers | " + " | ".join(OUTCOMES) + " |",
-            "|---|" + "---:|" * (1 + len(OUTCOMES)),
-        ]
-        lines += [
-            f"| {a['rule']} | {a['thin_customers']} | " + " | ".join(str(a[o]) for o in OUTCOMES) + " |"
-            for a in s["attach"]
-        ]
-    top = max(s["cluster_sizes"].values()) or 1
-    lines += ["", "Cluster sizes (records per customer):", "", "```"]
-    lines += [
-        f"{size:>6} | {'#' * max(1 if n else 0, round(40 * n / top)):<40} {n}" for size, n in s["cluster_sizes"].items()
-    ]
-    lines += ["```"]
+    this_run = result.identity.id_change
+    this_run = this_run[this_run["Run"] == result.identity.run]
+    changes = this_run.groupby("Reason")["Records"].size()
+    reasons = {reason: int(changes.get(reason, 0)) for reason in ("new", "merged", "split", "removed")}
+    duplicates = [{"table": t["table"], "records": t["records"], "duplicates": t["duplicates"]} for t in s["tables"]]
     return {
-        "summary": dg.MetadataValue.md("\n".join(lines)),
+        "customer_profile": {
+            "customers": s["customers"],
+            "records_in": s["records_in"],
+            "largest_cluster": s["largest_cluster"],
+            "cluster_sizes": table(
+                [{"records per customer": size, "customers": n} for size, n in s["cluster_sizes"].items()],
+                ["records per customer", "customers"],
+            ),
+        },
+        "match_pairs": {
+            "pairs_candidates": sum(r["candidates"] for r in s["rules"]),
+            "pairs_accepted": sum(r["accepted"] for r in s["rules"]),
+            **numbers("accepted", {f"{r['stage']}.{r['rule']}": r["accepted"] for r in s["rules"]}),
+            "rules": table(s["rules"], ["stage", "rule", "candidates", "accepted", "linked"]),
+        },
+        "dedup_records": {
+            **numbers("duplicates", {d["table"]: d["duplicates"] for d in duplicates}),
+            "tables": table(duplicates, ["table", "records", "duplicates"]),
+        },
+        "id_change": {**numbers("id changes", reasons), "id_changes_this_run": sum(reasons.values())},
+        "unify_stats": _stats_metadata(result, guard_events_url),
+    }
+
+
+def _stats_metadata(result: UnifyResult, guard_events_url: str) -> dict:
+    s = result.stats
+    events = s["guard_events"]
+    columns = ["records", "parts", "reason", "links_skipped_size", "links_skipped_never_match"]
+    found = {
         "records_in": s["records_in"],
         "customers": s["customers"],
-        "largest_cluster": s["largest_cluster"],
-        "guard_events": dg.MetadataValue.json(s["guard_events"]),
-        "attach": dg.MetadataValue.json(s["attach"]),
-        "frequent_values_ignored": dg.MetadataValue.json(json.loads(json.dumps(s["frequent_values_ignored"]))),
-        "seconds_per_phase": dg.MetadataValue.json(result.timings),
-        "warnings": dg.MetadataValue.json(result.warnings),
-        "guard_splits": dg.MetadataValue.json(s["guard_splits"]),
+        "matched_records": sum(t["matched"] for t in s["tables"]),
+        "unmatched_records": sum(t["unmatched"] for t in s["tables"]),
+        **numbers("matched", {t["table"]: t["matched"] for t in s["tables"]}),
+        **numbers("unmatched", {t["table"]: t["unmatched"] for t in s["tables"]}),
+        "tables": table(s["tables"], ["table", "records", "duplicates", "matched", "unmatched"]),
+        "rules": table(s["rules"], ["stage", "rule", "candidates", "accepted", "linked"]),
+        "guard_events": len(events),
+        f"guard_events (first {FIRST_N})": table(events[:FIRST_N], [*columns, "links_skipped_conflict"]),
+        "guard_events_file": dg.MetadataValue.path(guard_events_url),
+        **numbers("guard_split", s["guard_splits"]),
+        "frequent_values_ignored": table(
+            [
+                {"field": name, "values": f["values"], "records": f["records"], "top": _top(f["top"])}
+                for name, f in s["frequent_values_ignored"].items()
+            ],
+            ["field", "values", "records", "top"],
+        ),
+        "seconds_per_phase": table(
+            [{"phase": phase, "seconds": round(float(sec), 3)} for phase, sec in result.timings.items()],
+            ["phase", "seconds"],
+        ),
+        "warnings": bullet_list(result.warnings),
         "uncomparable_records": dg.MetadataValue.json(s["uncomparable_records"]),
         "unreadable_dates": dg.MetadataValue.json(s["unreadable_dates"]),
-        **({"match_method": dg.MetadataValue.json(s["match_method"])} if "match_method" in s else {}),
     }
+    if s["attach"]:
+        found["attach"] = table(s["attach"], ["rule", "thin_customers", *OUTCOMES])
+    if "match_method" in s:
+        report = s["match_method"]
+        found["match_method"] = dg.MetadataValue.json({k: v for k, v in report.items() if k != "settings_yaml"})
+        found["match_settings"] = dg.MetadataValue.md(f"```yaml\n{report.get('settings_yaml', '')}```")
+    return found
+
+
+def _top(values: list) -> str:
+    return ", ".join(f"{value!s} ({n})" for value, n in values)
 
 
 STAGE = Stage(

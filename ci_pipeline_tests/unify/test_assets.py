@@ -60,9 +60,10 @@ def test_unify_assets_materialize_with_checks_and_stable_ids(tmp_path):
     profile = lake.read_parquet("ci_pipeline/unify/customer_profile.parquet")
     assert len(profile) == 5 and profile.CustomerId.is_unique
     assert len(lake.read_parquet("ci_pipeline/unify/alternate_key.parquet")) == 9
-    assert len(lake.read_parquet("ci_pipeline/unify/dedup_crm_contacts.parquet")) == 4
+    dedup = lake.read_parquet("ci_pipeline/unify/dedup_records.parquet")
+    assert len(dedup[(dedup.Source == "crm") & (dedup.Table == "contacts")]) == 4
     stats = [e for e in result.get_asset_materialization_events() if e.asset_key == unify_defs.key("unify_stats")]
-    assert "records -> 5 customers" in stats[0].materialization.metadata["summary"].value
+    assert stats[0].materialization.metadata["customers"].value == 5
     # second run: same ids, nothing new in the change log
     log1 = lake.read_parquet("ci_pipeline/unify/id_change.parquet")
     run(cfg)

@@ -1,0 +1,56 @@
+"""Statistics in Dagster's native metadata forms: small tables the UI renders as tables, and plain numbers it plots
+over materializations. Keeping the conversion here keeps every stage's metadata the same shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import dagster as dg
+
+#: How many entries of a long list (guard events, files) the asset page shows; the full list stays in the lake.
+FIRST_N = 10
+
+_TYPES = {bool: "bool", int: "int", float: "float"}
+
+
+def table(rows: Sequence[Mapping], columns: Sequence[str]) -> dg.TableMetadataValue:
+    """``rows`` (dicts) as a native metadata table with ``columns`` in this order.
+
+    A column's type is taken from its first non-empty value (int, float, bool, else string); values that are not
+    numbers or booleans are shown as text.
+    """
+    types = {}
+    for column in columns:
+        sample = next((row.get(column) for row in rows if row.get(column) is not None), "")
+        types[column] = _TYPES.get(type(sample), "string")
+    records = [dg.TableRecord({c: _cell(row.get(c), types[c]) for c in columns}) for row in rows]
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, types[c]) for c in columns])
+    return dg.MetadataValue.table(records, schema=schema)
+
+
+def counts_table(counts: Mapping[str, int], key: str, value: str) -> dg.TableMetadataValue:
+    """A two-column table of ``{name: count}`` (e.g. quarantined rows per reason)."""
+    return table([{key: name, value: int(n)} for name, n in counts.items()], [key, value])
+
+
+def numbers(prefix: str, values: Mapping[str, float | int]) -> dict[str, dg.MetadataValue]:
+    """``{"<prefix> <name>": number}``: one series per name that the UI's Plots tab draws over runs."""
+    return {f"{prefix} {name}": _number(v) for name, v in values.items()}
+
+
+def bullet_list(lines: Iterable[str]) -> dg.MarkdownMetadataValue:
+    """Lines as a Markdown list (``- line``); "none" when there are none."""
+    text = "\n".join(f"- {line}" for line in lines)
+    return dg.MetadataValue.md(text or "none")
+
+
+def _number(value: float | int) -> dg.MetadataValue:
+    return dg.MetadataValue.int(int(value)) if isinstance(value, int) else dg.MetadataValue.float(float(value))
+
+
+def _cell(value, kind: str):
+    if value is None:
+        return None
+    if kind == "string":
+        return value if isinstance(value, str) else str(value)
+    return value
