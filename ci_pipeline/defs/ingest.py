@@ -6,9 +6,11 @@ import dagster as dg
 
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.sources import SourceConfig, TableConfig
+from ci_pipeline.defs.metadata import FIRST_N, bullet_list, counts_table, numbers, table_of
 from ci_pipeline.defs.registry import JobSpec, Produced, Stage
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.ingest import IngestResult, ingest_table, remember
+from ci_pipeline.ingest.quality import PROFILE_COLUMNS
 from ci_pipeline.redact import redact
 
 GROUP = "ingest"
@@ -138,24 +140,28 @@ def _table_asset(
         }
         if table.incremental is not None:
             counts["rows_merged"] = dg.MetadataValue.int(result.rows_merged)
-        reasons = result.quarantine["kind"].value_counts().sort_index()
+        reasons = {str(k): int(v) for k, v in result.quarantine["kind"].value_counts().sort_index().items()}
         yield dg.Output(
             result.data,
             output_name=key.to_python_identifier(),
             metadata={
                 **counts,
                 "drift": dg.MetadataValue.md(_drift_text(result)),
-                "profile": dg.MetadataValue.md(result.profile),
-                "schema": dg.MetadataValue.json(result.schema),
+                "profile": table_of(result.profile, PROFILE_COLUMNS),
+                "files": len(result.files),
                 # File locations and reader notes are the source's own words: a signed URL must not be kept.
-                "files": dg.MetadataValue.md(redact("\n".join(f"- {f}" for f in result.files[:50]))),
+                f"files (first {FIRST_N})": bullet_list(redact(f) for f in result.files[:FIRST_N]),
                 "notes": dg.MetadataValue.text(redact("\n".join(result.notes))),
             },
         )
         yield dg.Output(
             result.quarantine,
             output_name=corrupt.to_python_identifier(),
-            metadata={**counts, "reasons": dg.MetadataValue.json({k: int(v) for k, v in reasons.items()})},
+            metadata={
+                **counts,
+                **numbers("quarantined", reasons),
+                "reasons": counts_table(reasons, "reason", "rows"),
+            },
         )
         # Only now that both outputs are stored does the next run compare against this schema / Delta version.
         remember(store, result)

@@ -13,7 +13,7 @@ FIRST_N = 10
 _TYPES = {bool: "bool", int: "int", float: "float"}
 
 
-def table(rows: Sequence[Mapping], columns: Sequence[str]) -> dg.TableMetadataValue:
+def table_of(rows: Sequence[Mapping], columns: Sequence[str]) -> dg.TableMetadataValue:
     """``rows`` (dicts) as a native metadata table with ``columns`` in this order.
 
     A column's type is taken from its first non-empty value (int, float, bool, else string); values that are not
@@ -30,7 +30,7 @@ def table(rows: Sequence[Mapping], columns: Sequence[str]) -> dg.TableMetadataVa
 
 def counts_table(counts: Mapping[str, int], key: str, value: str) -> dg.TableMetadataValue:
     """A two-column table of ``{name: count}`` (e.g. quarantined rows per reason)."""
-    return table([{key: name, value: int(n)} for name, n in counts.items()], [key, value])
+    return table_of([{key: name, value: int(n)} for name, n in counts.items()], [key, value])
 
 
 def numbers(prefix: str, values: Mapping[str, float | int]) -> dict[str, dg.MetadataValue]:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest
-from ci_pipeline.defs.metadata import FIRST_N, bullet_list, numbers, table
+from ci_pipeline.defs.metadata import FIRST_N, bullet_list, numbers, table_of
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.errors import StorageError
@@ -328,7 +328,7 @@ def output_metadata(result: UnifyResult, guard_events_url: str) -> dict[str, dic
             "customers": s["customers"],
             "records_in": s["records_in"],
             "largest_cluster": s["largest_cluster"],
-            "cluster_sizes": table(
+            "cluster_sizes": table_of(
                 [{"records per customer": size, "customers": n} for size, n in s["cluster_sizes"].items()],
                 ["records per customer", "customers"],
             ),
@@ -337,11 +337,11 @@ def output_metadata(result: UnifyResult, guard_events_url: str) -> dict[str, dic
             "pairs_candidates": sum(r["candidates"] for r in s["rules"]),
             "pairs_accepted": sum(r["accepted"] for r in s["rules"]),
             **numbers("accepted", {f"{r['stage']}.{r['rule']}": r["accepted"] for r in s["rules"]}),
-            "rules": table(s["rules"], ["stage", "rule", "candidates", "accepted", "linked"]),
+            "rules": table_of(s["rules"], ["stage", "rule", "candidates", "accepted", "linked"]),
         },
         "dedup_records": {
             **numbers("duplicates", {d["table"]: d["duplicates"] for d in duplicates}),
-            "tables": table(duplicates, ["table", "records", "duplicates"]),
+            "tables": table_of(duplicates, ["table", "records", "duplicates"]),
         },
         "id_change": {**numbers("id changes", reasons), "id_changes_this_run": sum(reasons.values())},
         "unify_stats": _stats_metadata(result, guard_events_url),
@@ -359,20 +359,20 @@ def _stats_metadata(result: UnifyResult, guard_events_url: str) -> dict:
         "unmatched_records": sum(t["unmatched"] for t in s["tables"]),
         **numbers("matched", {t["table"]: t["matched"] for t in s["tables"]}),
         **numbers("unmatched", {t["table"]: t["unmatched"] for t in s["tables"]}),
-        "tables": table(s["tables"], ["table", "records", "duplicates", "matched", "unmatched"]),
-        "rules": table(s["rules"], ["stage", "rule", "candidates", "accepted", "linked"]),
+        "tables": table_of(s["tables"], ["table", "records", "duplicates", "matched", "unmatched"]),
+        "rules": table_of(s["rules"], ["stage", "rule", "candidates", "accepted", "linked"]),
         "guard_events": len(events),
-        f"guard_events (first {FIRST_N})": table(events[:FIRST_N], [*columns, "links_skipped_conflict"]),
+        f"guard_events (first {FIRST_N})": table_of(events[:FIRST_N], [*columns, "links_skipped_conflict"]),
         "guard_events_file": dg.MetadataValue.path(guard_events_url),
         **numbers("guard_split", s["guard_splits"]),
-        "frequent_values_ignored": table(
+        "frequent_values_ignored": table_of(
             [
                 {"field": name, "values": f["values"], "records": f["records"], "top": _top(f["top"])}
                 for name, f in s["frequent_values_ignored"].items()
             ],
             ["field", "values", "records", "top"],
         ),
-        "seconds_per_phase": table(
+        "seconds_per_phase": table_of(
             [{"phase": phase, "seconds": round(float(sec), 3)} for phase, sec in result.timings.items()],
             ["phase", "seconds"],
         ),
@@ -381,7 +381,7 @@ def _stats_metadata(result: UnifyResult, guard_events_url: str) -> dict:
         "unreadable_dates": dg.MetadataValue.json(s["unreadable_dates"]),
     }
     if s["attach"]:
-        found["attach"] = table(s["attach"], ["rule", "thin_customers", *OUTCOMES])
+        found["attach"] = table_of(s["attach"], ["rule", "thin_customers", *OUTCOMES])
     if "match_method" in s:
         report = s["match_method"]
         found["match_method"] = dg.MetadataValue.json({k: v for k, v in report.items() if k != "settings_yaml"})

@@ -246,28 +246,40 @@ def _newest_wins(data: pd.DataFrame, frame: pd.DataFrame, candidate: pd.Series, 
     return keep & (frame[OP] != "delete")
 
 
-def profile(frame: pd.DataFrame, top: int = 3) -> str:
-    """A Markdown table: per column its type, null %, distinct count, top values and min/max."""
-    lines = ["| column | type | null % | distinct | top values | min | max |", "|---|---|---|---|---|---|---|"]
+#: The columns of :func:`profile`'s rows, in order.
+PROFILE_COLUMNS = ("column", "type", "null %", "distinct", "top values", "min", "max")
+
+
+def profile(frame: pd.DataFrame, top: int = 3) -> list[dict]:
+    """One row per column (:data:`PROFILE_COLUMNS`): its type, null %, distinct count, top values and min/max."""
+    rows = []
     total = len(frame)
     for column in frame.columns:
         values = frame[column]
         nulls = int(values.isna().sum())
         present = values.dropna()
         counts = present.value_counts()
-        tops = ", ".join(f"{_cell(v)} ({n})" for v, n in counts.head(top).items())
         low = high = ""
         if len(present) and not pd.api.types.is_bool_dtype(values.dtype):
             low, high = _cell(present.min()), _cell(present.max())
-        null_pct = f"{100 * nulls / total:.1f}" if total else "0.0"
-        lines.append(f"| {column} | {values.dtype} | {null_pct} | {len(counts)} | {tops} | {low} | {high} |")
-    return "\n".join(lines)
+        rows.append(
+            {
+                "column": str(column),
+                "type": str(values.dtype),
+                "null %": round(100 * nulls / total, 1) if total else 0.0,
+                "distinct": int(len(counts)),
+                "top values": ", ".join(f"{_cell(v)} ({n})" for v, n in counts.head(top).items()),
+                "min": low,
+                "max": high,
+            }
+        )
+    return rows
 
 
 def _cell(value) -> str:
     if isinstance(value, pd.Timestamp) and value.tz is None and value == value.normalize():
         value = value.date()  # a date column: midnight says nothing
-    text = str(value).replace("|", "\\|").replace("\n", " ")
+    text = str(value).replace("\n", " ")
     return text if len(text) <= 40 else text[:37] + "..."
 
 

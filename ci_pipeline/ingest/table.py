@@ -32,7 +32,8 @@ class IngestResult:
     drift: list[str]
     #: True when no earlier schema was recorded: this run's schema is the baseline for drift.
     first_schema: bool
-    profile: str
+    #: One row per column: type, null %, distinct count, top values, min and max.
+    profile: list[dict]
     files: list[str]
     notes: list[str] = field(default_factory=list)
     pending_state: dict[str, dict] = field(default_factory=dict)

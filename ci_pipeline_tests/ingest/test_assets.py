@@ -47,9 +47,15 @@ def test_materialise_stores_data_and_quarantine_with_metadata_and_checks(tmp_pat
     assert corrupt["raw"].tolist() == ["3,x", "1,11"]
     meta = metadata(result, ["src", "t"])
     assert (meta["rows_read"], meta["rows_accepted"], meta["rows_quarantined"]) == (4, 2, 2)
-    assert "| n | Int64 | 0.0 | 2 |" in meta["profile"]
+    profiled = {row.data["column"]: row.data for row in meta["profile"].records}
+    assert (profiled["n"]["type"], profiled["n"]["null %"], profiled["n"]["distinct"]) == ("Int64", 0.0, 2)
     assert meta["dagster/row_count"] == 2
-    assert metadata(result, ["src", "src_t_corrupt"])["reasons"] == {"duplicate_key": 1, "malformed_value": 1}
+    quarantine = metadata(result, ["src", "src_t_corrupt"])
+    assert {row.data["reason"]: row.data["rows"] for row in quarantine["reasons"].records} == {
+        "duplicate_key": 1,
+        "malformed_value": 1,
+    }
+    assert (quarantine["quarantined duplicate_key"], quarantine["quarantined malformed_value"]) == (1, 1)
     evaluations = checks(result)
     assert evaluations["rows_balance"].passed
     assert not evaluations["quarantine_severity"].passed
