@@ -35,6 +35,7 @@ from ci_pipeline.orchestration import (
     send_webhook,
     watch_root,
 )
+from ci_pipeline.orchestration.schedule import describe_schedule
 from ci_pipeline.redact import install_log_redaction, redact_record
 
 #: ``executor: {kind: multiprocess}`` at its default bound: one process per step, at most two at a time.
@@ -122,31 +123,37 @@ def schedule_for(
     return _schedule
 
 
+def _selected(selection: dg.AssetSelection, graph) -> str:
+    """What a selection holds, in words: ``3 assets (group publish)``."""
+    keys = selection.resolve(graph)
+    groups = sorted({graph.get(k).group_name for k in keys if graph.get(k).group_name})
+    label = "group" if len(groups) == 1 else "groups"
+    return f"{len(keys)} asset{'s' if len(keys) != 1 else ''} ({label} {', '.join(groups)})"
+
+
 def build_schedules(config: ProjectConfig, graph, jobs: dict[str, dg.UnresolvedAssetJobDefinition]) -> list:
-    """The system refresh and the per-item schedules of the configuration."""
+    """The system refresh and the per-item schedules of the configuration, each described in words: what runs
+    and when, in its time zone."""
     orchestration = config.orchestration
     schedules = []
     refresh = orchestration.refresh
     if refresh is not None and graph.get_all_asset_keys():
+        when = describe_schedule(refresh.cron_schedules(), orchestration.timezone_of(refresh))
         if refresh.select.strip() == "*" and "full_refresh" in jobs:
             job, mode = jobs["full_refresh"], "full"
+            what = "Runs every stage, ingest to publish (job full_refresh)"
         else:
             selection = _resolve_selection(refresh.select, graph, "orchestration.refresh.select")
             job, mode = dg.define_asset_job("refresh_job", selection=selection), "partial"
+            what = f"Refreshes {refresh.select!r}: {_selected(selection, graph)}"
         schedules.append(
             schedule_for(
-                "refresh",
-                refresh,
-                orchestration.timezone_of(refresh),
-                job,
-                mode,
-                f"System refresh of {refresh.select!r} ({', '.join(refresh.cron_schedules())}, "
-                f"{orchestration.timezone_of(refresh)}).",
-                refresh.enabled,
+                "refresh", refresh, orchestration.timezone_of(refresh), job, mode, f"{what}, {when}.", refresh.enabled
             )
         )
     training = config.predictions.training if config.predictions is not None else None
     if training is not None and "train_predictions" in jobs:
+        when = describe_schedule(training.cron_schedules(), orchestration.timezone_of(training))
         schedules.append(
             schedule_for(
                 "train_predictions",
@@ -154,14 +161,15 @@ def build_schedules(config: ProjectConfig, graph, jobs: dict[str, dg.UnresolvedA
                 orchestration.timezone_of(training),
                 jobs["train_predictions"],
                 "partial",
-                f"Retrain the prediction models ({', '.join(training.cron_schedules())}, "
-                f"{orchestration.timezone_of(training)}); refreshes score with the stored models in between.",
+                f"Retrains the prediction models {when}; the refreshes in between score with the stored models.",
                 training.enabled,
             )
         )
     for index, item in enumerate(orchestration.schedules):
         selection = _resolve_selection(item.select, graph, f"orchestration.schedules[{index}].select")
         job = dg.define_asset_job(f"{item.name}_job", selection=selection, description=item.description or None)
+        when = describe_schedule(item.cron_schedules(), orchestration.timezone_of(item))
+        what = item.description.rstrip(".") if item.description else f"Refreshes {item.select!r}"
         schedules.append(
             schedule_for(
                 item.name,
@@ -169,7 +177,7 @@ def build_schedules(config: ProjectConfig, graph, jobs: dict[str, dg.UnresolvedA
                 orchestration.timezone_of(item),
                 job,
                 "partial",
-                item.description or f"Refresh {item.select!r} ({', '.join(item.cron_schedules())}).",
+                f"{what}: {_selected(selection, graph)}, {when}.",
                 item.enabled,
             )
         )

@@ -6,7 +6,8 @@ import dagster as dg
 import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
-from ci_pipeline.defs import activities, measures, predictions, unify
+from ci_pipeline.defs import activities, enrich, measures, predictions, unify
+from ci_pipeline.defs.metadata import numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import asset_path
 from ci_pipeline.measures import run_date
@@ -37,6 +38,8 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         ins["activity_facts"] = dg.AssetIn(key=activities.STAGE.key("activity_facts"))
     if config.predictions is not None:
         ins["prediction_fields"] = dg.AssetIn(key=predictions.STAGE.key("prediction_fields"))
+    if config.enrich.enrichments:
+        ins["enrichment_fields"] = dg.AssetIn(key=enrich.STAGE.key("enrichment_fields"))
     provider = section.provider or config.name
     measures_section = config.measures
 
@@ -89,6 +92,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
                 measures=inputs.get("customer_measure_values"),
                 facts=inputs.get("activity_facts"),
                 predictions=inputs.get("prediction_fields"),
+                enrichments=inputs.get("enrichment_fields"),
             ),
             previous_membership=previous(MEMBERSHIP),
             previous_history=previous(HISTORY),
@@ -102,9 +106,12 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             result.membership,
             output_name="segment_membership",
             metadata={
-                "members": dg.MetadataValue.json(counts),
+                **numbers("members", counts),
+                "segments": table_of(
+                    [{"segment": name, "members": n} for name, n in counts.items()], ["segment", "members"]
+                ),
                 "conditions_evaluated": result.conditions_evaluated,
-                "static_refreshed": dg.MetadataValue.json(result.refreshed),
+                "static_refreshed": dg.MetadataValue.text(", ".join(result.refreshed) or "none"),
             },
         )
         yield dg.Output(result.history, output_name="segment_member_history")

@@ -166,3 +166,41 @@ def cron_for_times(times: list[str], weekdays: list[str] | None = None) -> list[
         f"{minute} {','.join(str(h) for h in sorted(hours))} * * {days}"
         for minute, hours in sorted(hours_by_minute.items())
     ]
+
+
+def _spoken_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def describe_cron(expression: str) -> str:
+    """A cron expression in words, for schedule descriptions; an expression with no short wording is quoted.
+
+    Examples:
+        >>> describe_cron("0 2 * * *")
+        'every day at 02:00'
+        >>> describe_cron("30 6,18 * * 1,5")
+        'on Mondays and Fridays at 06:30 and 18:30'
+        >>> describe_cron("*/15 * * * *")
+        "on cron '*/15 * * * *'"
+    """
+    spec = parse_cron(expression)
+    quoted = f"on cron {expression.strip()!r}"
+    if len(spec.months) != 12 or (spec.days_restricted and spec.weekdays_restricted):
+        return quoted
+    if len(spec.hours) == 24 and len(spec.minutes) == 1:
+        when = f"every hour at minute {min(spec.minutes):02d}"
+    elif len(spec.hours) * len(spec.minutes) <= 6:
+        when = "at " + _spoken_list([f"{h:02d}:{m:02d}" for h in sorted(spec.hours) for m in sorted(spec.minutes)])
+    else:
+        return quoted
+    if spec.weekdays_restricted:
+        days = [FULL_DAY_NAMES[d].capitalize() + "s" for d in sorted(spec.weekdays)]
+        return f"on {_spoken_list(days)} {when}"
+    if spec.days_restricted:
+        return f"on day {_spoken_list([str(d) for d in sorted(spec.days)])} of each month {when}"
+    return f"every day {when}" if when.startswith("at ") else when
+
+
+def describe_schedule(expressions: list[str], timezone: str) -> str:
+    """When a schedule fires, in words and in its time zone: ``every day at 02:00 (Europe/Amsterdam)``."""
+    return f"{'; '.join(describe_cron(e) for e in expressions)} ({timezone})"

@@ -1,0 +1,193 @@
+"""What the Dagster UI shows: statistics as native tables and plottable numbers, schedules described in words."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+import yaml
+
+from ci_pipeline.config import load_config
+from ci_pipeline.defs import build_definitions
+from ci_pipeline.lake import Lake
+from ci_pipeline.orchestration.schedule import describe_cron
+from ci_pipeline_tests.orchestration.conftest import build_project, write_project
+
+CONTACTS = (
+    "contact_id,first_name,last_name,email,city\n"
+    "c1,Ann,Lee,ann@x.example,Leeds\n"
+    "c2,Ann,Lee,ann@x.example,Leeds\n"
+    "c3,Bob,Stone,bob@x.example,York\n"
+    "c4,Cy,Moss,cy@x.example,\n"
+    "c4,Cy,Moss,dup@x.example,\n"
+    "c5,Di,Fox,placeholder@x.example,Hull\n"
+)
+ACCOUNTS = "account_id,email,first_name\na1,ann@x.example,Ann\na2,eve@x.example,Eve\n"
+
+
+def _project(folder) -> dg.Definitions:
+    (folder / "contacts.csv").write_text(CONTACTS)
+    (folder / "accounts.csv").write_text(ACCOUNTS)
+    document = {
+        "lake": {"url": "lake"},
+        "sources": {
+            "crm": {
+                "owner": "team:crm",
+                "tables": {"contacts": {"format": "csv", "path": "contacts.csv", "primary_key": "contact_id"}},
+            },
+            "shop": {
+                "owner": "team:shop",
+                "tables": {"accounts": {"format": "csv", "path": "accounts.csv", "primary_key": "account_id"}},
+            },
+        },
+        "unify": {
+            "tables": [
+                {
+                    "source": "crm",
+                    "table": "contacts",
+                    "columns": {"first_name": "first_name", "last_name": "last_name", "email": "email", "city": "city"},
+                    "dedup": {"rules": [{"name": "same_email", "conditions": [{"field": "email"}]}]},
+                },
+                {"source": "shop", "table": "accounts", "columns": {"email": "email", "first_name": "first_name"}},
+            ],
+            "match": {"rules": [{"name": "email", "conditions": [{"field": "email"}]}]},
+        },
+        "segments": {
+            "definitions": {
+                "leeds": {"rules": [{"field": "profile.City", "op": "=", "value": "Leeds"}]},
+                "named": {"rules": [{"field": "profile.FirstName", "op": "is_not_null"}]},
+            }
+        },
+        "publish": {"sink": {"kind": "none"}},
+    }
+    (folder / "ci_pipeline.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    return build_definitions(load_config(folder / "ci_pipeline.yaml"))
+
+
+def _latest(result: dg.ExecuteInProcessResult, *path: str) -> dict:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(list(path))]
+    assert events, f"{'/'.join(path)} was not materialized"
+    return dict(events[-1].materialization.metadata)
+
+
+def _rows(value: dg.TableMetadataValue) -> list[dict]:
+    return [dict(record.data) for record in value.records]
+
+
+def _no_big_json(metadata: dict, where: str) -> None:
+    for label, value in metadata.items():
+        if isinstance(value, dg.JsonMetadataValue):
+            assert len(json.dumps(value.value)) < 2000, f"{where}: {label} is a JSON blob"
+        assert not isinstance(value, dg.MarkdownMetadataValue) or "|---" not in value.value, (
+            f"{where}: {label} is a Markdown table; use a native table"
+        )
+
+
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("native_metadata")
+    defs = _project(folder)
+    selection = dg.AssetSelection.groups("ingest", "unify", "segments")
+    result = dg.materialize(list(defs.assets), resources=defs.resources, selection=selection)
+    assert result.success
+    return folder, result
+
+
+def test_ingest_metadata_is_a_profile_table_and_quarantine_numbers(materialized):
+    _, result = materialized
+    contacts = _latest(result, "crm", "contacts")
+    profile = {row["column"]: row for row in _rows(contacts["profile"])}
+    assert profile["city"]["type"] == "string" and profile["city"]["distinct"] == 3
+    assert isinstance(contacts["rows_quarantined"], dg.IntMetadataValue) and contacts["rows_quarantined"].value == 1
+    assert contacts["files"].value == 1 and "contacts.csv" in contacts["files (first 10)"].value
+    corrupt = _latest(result, "crm", "crm_contacts_corrupt")
+    assert isinstance(corrupt["quarantined duplicate_key"], dg.IntMetadataValue)
+    assert _rows(corrupt["reasons"]) == [{"reason": "duplicate_key", "rows": 1}]
+    for key in (("crm", "contacts"), ("crm", "crm_contacts_corrupt")):
+        _no_big_json(_latest(result, *key), "/".join(key))
+
+
+def test_unify_statistics_are_plottable_numbers_and_native_tables(materialized):
+    folder, result = materialized
+    profile = _latest(result, "unify", "customer_profile")
+    assert isinstance(profile["customers"], dg.IntMetadataValue) and profile["customers"].value == 5
+    sizes = {row["records per customer"]: row["customers"] for row in _rows(profile["cluster_sizes"])}
+    assert sizes["1"] == 4 and sizes["3"] == 1, "Ann: two contacts and one account; the rest alone"
+
+    pairs = _latest(result, "unify", "match_pairs")
+    assert isinstance(pairs["accepted match.email"], dg.IntMetadataValue) and pairs["accepted match.email"].value >= 1
+    assert {(row["stage"], row["rule"]) for row in _rows(pairs["rules"])} >= {("dedup", "same_email")}
+
+    changes = _latest(result, "unify", "id_change")
+    assert {k: changes[f"id changes {k}"].value for k in ("new", "merged", "split", "removed")} == {
+        "new": 5,
+        "merged": 0,
+        "split": 0,
+        "removed": 0,
+    }
+
+    dedup = _latest(result, "unify", "dedup_records")
+    assert {row["table"]: row["records"] for row in _rows(dedup["tables"])} == {"crm.contacts": 5, "shop.accounts": 2}
+
+    stats = _latest(result, "unify", "unify_stats")
+    assert stats["guard_events"].value == 0 and _rows(stats["guard_events (first 10)"]) == []
+    assert stats["matched_records"].value + stats["unmatched_records"].value == 7
+    assert isinstance(stats["guard_split groups"], dg.IntMetadataValue)
+    lake = Lake.local(folder / "lake")
+    assert json.loads(lake.read_bytes("ci_pipeline/unify/guard_events.json")) == []
+    for name in ("customer_profile", "match_pairs", "id_change", "dedup_records", "unify_stats"):
+        _no_big_json(_latest(result, "unify", name), name)
+
+
+def test_segment_member_counts_are_numbers_per_segment(materialized):
+    _, result = materialized
+    membership = _latest(result, "segments", "segment_membership")
+    assert membership["members leeds"].value == 1 and membership["members named"].value == 5
+    assert isinstance(membership["members leeds"], dg.IntMetadataValue)
+    assert {row["segment"]: row["members"] for row in _rows(membership["segments"])} == {"leeds": 1, "named": 5}
+
+
+@pytest.mark.parametrize(
+    ("cron", "words"),
+    [
+        ("0 2 * * *", "every day at 02:00"),
+        ("0 6 * * 1", "on Mondays at 06:00"),
+        ("30 6,18 * * 1,5", "on Mondays and Fridays at 06:30 and 18:30"),
+        ("5 3 1,15 * *", "on day 1 and 15 of each month at 03:05"),
+        ("@hourly", "every hour at minute 00"),
+        ("*/15 * * * *", "on cron '*/15 * * * *'"),
+        ("0 0 1 1 *", "on cron '0 0 1 1 *'"),
+    ],
+)
+def test_cron_in_words(cron, words):
+    assert describe_cron(cron) == words
+
+
+def test_schedules_say_what_runs_and_when(tmp_path):
+    section = {
+        "timezone": "Europe/Amsterdam",
+        "refresh": {"at": ["01:00", "13:00"]},
+        "schedules": [
+            {"name": "weekly_publish", "select": "group:unify", "at": "06:00", "days": ["mon"]},
+            {"name": "monthly", "select": "key:crm/contacts", "cron": "0 4 1 * *", "description": "Reload the CRM."},
+        ],
+    }
+    config = load_config(write_project(tmp_path, section))
+    schedules = {s.name: s.description for s in build_project(config).schedules}
+    assert schedules["refresh"] == (
+        "Runs every stage, ingest to publish (job full_refresh), every day at 01:00 and 13:00 (Europe/Amsterdam)."
+    )
+    assert schedules["weekly_publish"] == (
+        "Refreshes 'group:unify': 2 assets (group unify), on Mondays at 06:00 (Europe/Amsterdam)."
+    )
+    assert schedules["monthly"] == (
+        "Reload the CRM: 2 assets (group ingest), on day 1 of each month at 04:00 (Europe/Amsterdam)."
+    )
+    assert not any("System refresh" in text for text in schedules.values())
+
+
+def test_a_partial_refresh_names_its_selection(tmp_path):
+    config = load_config(write_project(tmp_path, {"refresh": {"at": "02:00", "select": "group:ingest"}}))
+    (refresh,) = [s for s in build_project(config).schedules if s.name == "refresh"]
+    assert refresh.description == "Refreshes 'group:ingest': 3 assets (group ingest), every day at 02:00 (UTC)."
