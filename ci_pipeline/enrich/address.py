@@ -1,0 +1,314 @@
+"""Address standardization (offline): each profile's address in the US Postal Service's standard form.
+
+The profile's street line is parsed by ``usaddress`` (a conditional random field trained on US addresses) and
+standardized by ``usaddress-scourgify`` (USPS Publication 28: upper case, standard street-type, directional and
+unit abbreviations, punctuation removed). City, state, ZIP code and country are standardized with vectorised
+string operations and scourgify's tables: states as two-letter codes, ZIP codes as ``NNNNN`` or ``NNNNN-NNNN``
+(a spreadsheet's lost leading zeros put back), the country as ``US``. It standardizes; it does not validate: a
+well-formed address that does not exist stays.
+
+Each distinct street line is parsed once. Lines of the most common shape (number, one-word street name, street
+type, optional unit) take a vectorised fast path that gives exactly what scourgify gives for them (a test holds
+the two equal); the rest go through the parser one by one (a few thousand a second).
+
+Status per profile, as the reference counts them: ``Changed`` (standardized and different from the input),
+``Unchanged`` (already standard) and ``NotProcessed``: no address at all (absent from the values), no street line,
+a street line the parser cannot break into parts, or an address outside the US (its fields are trimmed and upper
+cased only). Every profile with any address field gets a row, so no input is lost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scourgify import address_constants as usps
+from scourgify.exceptions import AddressNormalizationError
+from scourgify.normalize import normalize_addr_str, normalize_city
+
+from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs, EnrichmentResult, empty_values
+
+if TYPE_CHECKING:
+    from ci_pipeline.enrich.provider import ProviderContext
+
+#: The ``EnrichmentProvider`` of first-party enrichments: the project itself.
+PROVIDER = "ci_pipeline"
+ENRICHMENT_TYPE = "Address"
+#: Address part -> the customer profile column that holds it by default (the unify stage's CDM names).
+DEFAULT_COLUMNS = {
+    "street": "Address1",
+    "city": "City",
+    "state": "State",
+    "postal_code": "PostalCode",
+    "country": "Country",
+}
+#: The Values keys, in order.
+FIELDS = ("Street1", "City", "StateOrProvince", "ZipOrPostalCode", "CountryOrRegion", "Address")
+#: What the United States is called in country fields, after upper-casing and removing dots.
+US_NAMES = frozenset({"US", "USA", "U S", "U S A", "UNITED STATES", "UNITED STATES OF AMERICA", "AMERICA"})
+US = "US"
+
+CHANGED, UNCHANGED, NOT_PROCESSED = "Changed", "Unchanged", "NotProcessed"
+REASON_NO_STREET = "no street line"
+REASON_UNPARSEABLE = "street line not parseable"
+REASON_NOT_US = "not a US address (trimmed and upper-cased only)"
+_REASON_COUNTS = {
+    REASON_NO_STREET: "not_processed_no_street",
+    REASON_UNPARSEABLE: "not_processed_unparseable",
+    REASON_NOT_US: "not_processed_not_us",
+}
+
+#: Input part -> the Values field it becomes: a profile is ``Unchanged`` when every one of them is equal.
+_COMPARED = {
+    "street": "Street1",
+    "city": "City",
+    "state": "StateOrProvince",
+    "postal_code": "ZipOrPostalCode",
+    "country": "CountryOrRegion",
+}
+_PARAMS = ("columns", "default_country")
+_ZIP = re.compile(r"^(\d{3,5})-?(\d{4})?$")
+# The fast path's shape: house number, one street-name word (or an ordinal: 1ST, 22ND), a street type and an
+# optional unit. Anything else (directionals, two-word names, PO boxes, city in the line) goes to the parser.
+_SIMPLE = (
+    r"^(?P<number>[1-9]\d{0,5}) (?P<name>[A-Z]{2,}|\d{1,3}(?:ST|ND|RD|TH)) (?P<type>[A-Z]{2,})"
+    r"(?: (?:(?P<unit_type>APT|APARTMENT|UNIT|STE|SUITE) (?P<unit>[A-Z0-9]{1,5})|# ?(?P<hash>[A-Z0-9]{1,5})))?$"
+)
+#: The fast path's street types: the most common in the US, which the parser reads as a street type after any
+#: one-word name. Others (HILL, GROVE, VILLAGE, CENTER, ...) are often part of the name, which only the parser
+#: can tell from the context.
+COMMON_STREET_TYPES = frozenset(
+    {"STREET", "ST", "STR", "AVENUE", "AVE", "AV", "ROAD", "RD", "DRIVE", "DR", "LANE", "LN", "BOULEVARD", "BLVD"}
+    | {"COURT", "CT", "PLACE", "PL", "TERRACE", "TER", "PARKWAY", "PKWY", "WAY", "CIRCLE", "CIR", "TRAIL", "TRL"}
+)
+# Words whose role the parser decides from context: never the fast path's street name.
+_NOT_A_NAME = frozenset(
+    {*usps.STREET_TYPE_ABBREVIATIONS, *usps.STREET_TYPE_ABBREVIATIONS.values(), *usps.DIRECTIONAL_REPLACEMENTS}
+    | {*usps.DIRECTIONAL_REPLACEMENTS.values(), *usps.OCCUPANCY_TYPE_ABBREVIATIONS}
+    | {*usps.OCCUPANCY_TYPE_ABBREVIATIONS.values(), "PO", "BOX", "RR", "HC", "ROUTE", "HIGHWAY", "HWY"}
+)
+
+
+class AddressProvider:
+    """Standardized US addresses per customer profile (``EnrichmentType`` ``Address``).
+
+    Values keys: ``Street1``, ``City``, ``StateOrProvince``, ``ZipOrPostalCode``, ``CountryOrRegion``, ``Address``
+    (one line), ``Status`` (``Changed``, ``Unchanged``, ``NotProcessed``) and ``Reason`` (why not processed).
+
+    Args:
+        columns: address part (``street``, ``city``, ``state``, ``postal_code``, ``country``) -> profile column;
+            defaults to the unify stage's names (``Address1``, ``City``, ``State``, ``PostalCode``, ``Country``).
+        default_country: the country of an address whose country field is empty (default ``US``).
+    """
+
+    name = PROVIDER
+    needs: frozenset[str] = frozenset()
+
+    def __init__(self, columns: Mapping[str, str] | None = None, default_country: str = US):
+        self.columns = {**DEFAULT_COLUMNS, **(columns or {})}
+        self.default_country = default_country
+
+    def enrich(self, inputs: EnrichmentInputs) -> EnrichmentResult:
+        """Standardize every profile's address; see the module docstring for the statuses."""
+        profiles = inputs.profiles
+        present = [c for c in self.columns.values() if c in profiles.columns]
+        if not present:
+            wanted = ", ".join(self.columns.values())
+            raise EnrichmentFailed(
+                f"address enrichment: the customer profile has none of the address columns {wanted}; map a street, "
+                "city, state, postal_code or country field in unify, or name the profile's columns in params.columns"
+            )
+        raw = {part: _column(profiles, col) for part, col in self.columns.items()}
+        out, status, reason, stats = standardize(raw, self.default_country)
+        empty = pd.isna(status)
+        counts = {
+            "profiles": len(profiles),
+            "processed_changed": int((status == CHANGED).sum()),
+            "processed_unchanged": int((status == UNCHANGED).sum()),
+            "not_processed": int((status == NOT_PROCESSED).sum() + empty.sum()),
+            "not_processed_empty": int(empty.sum()),
+            **{key: int((reason == r).sum()) for r, key in _REASON_COUNTS.items()},
+        }
+        keep = ~empty
+        values = out.loc[keep].assign(Status=status[keep], Reason=reason[keep])
+        frame = pd.DataFrame(
+            {
+                "CustomerId": profiles["CustomerId"].astype("string").to_numpy()[keep],
+                "EnrichmentType": ENRICHMENT_TYPE,
+                "Values": _records(values),
+            }
+        )
+        frame = frame.astype({"CustomerId": "string", "EnrichmentType": "string"})
+        frame = frame.sort_values("CustomerId", kind="stable").reset_index(drop=True) if len(frame) else empty_values()
+        return EnrichmentResult(values=frame, counts=counts, report=stats)
+
+
+def build(params: Mapping, context: ProviderContext | None = None) -> AddressProvider:
+    """The provider for an enrichment's ``params`` (``columns``, ``default_country``); needs no connection.
+
+    Bad parameters are an :class:`EnrichmentFailed` naming the key (``enrich.enrichments.<name>.params.<key>``).
+    """
+    where = f"enrich.enrichments.{getattr(context, 'enrichment', '') or 'address'}.params"
+    unknown = sorted(set(params) - set(_PARAMS))
+    if unknown:
+        raise EnrichmentFailed(
+            f"{where}.{unknown[0]}: not a parameter of the address provider; it takes {', '.join(_PARAMS)}"
+        )
+    columns = params.get("columns") or {}
+    if not isinstance(columns, Mapping) or not all(isinstance(v, str) and v for v in columns.values()):
+        raise EnrichmentFailed(
+            f"{where}.columns: give a mapping of address part to profile column, e.g. street: Address1"
+        )
+    wrong = sorted(set(columns) - set(DEFAULT_COLUMNS))
+    if wrong:
+        raise EnrichmentFailed(f"{where}.columns.{wrong[0]}: not an address part; use {', '.join(DEFAULT_COLUMNS)}")
+    country = params.get("default_country", US)
+    if not isinstance(country, str) or not country.strip():
+        raise EnrichmentFailed(f"{where}.default_country: give a country name or code, e.g. US")
+    provider = AddressProvider(columns=columns, default_country=country.strip())
+    provider.name = getattr(context, "project", None) or PROVIDER
+    return provider
+
+
+def standardize(
+    raw: Mapping[str, pd.Series], default_country: str = US
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, dict[str, int]]:
+    """Standardized address fields, status and not-processed reason for aligned raw address parts.
+
+    Args:
+        raw: ``street``, ``city``, ``state``, ``postal_code``, ``country`` as string series with one index.
+        default_country: the country of rows whose country is empty.
+
+    Returns:
+        (frame with the :data:`FIELDS` columns, status per row, reason per row or None, figures: distinct US
+        street lines, how many took the fast path and how many the parser); rows with no address part at all get
+        status None.
+    """
+    street, city, state, postal, country = (_clean(raw[p]) for p in DEFAULT_COLUMNS)
+    # Blank text is no address: a profile whose parts are all missing or blank is empty.
+    empty = pd.concat([street, city, state, postal, country], axis=1).isna().all(axis=1).to_numpy()
+    country = country.fillna(_clean(pd.Series([default_country], dtype="string")).iloc[0])
+    is_us = country.str.replace(".", " ", regex=False).str.split().str.join(" ").isin(US_NAMES).to_numpy()
+    country = country.mask(is_us, US)
+    state = state.mask(is_us, state.map(usps.STATE_ABBREVIATIONS).fillna(state).astype("string"))
+    postal = postal.mask(is_us, _zip(postal))
+    city = city.mask(is_us, _per_distinct(city.where(is_us), _cities))
+    line = pd.Series(street, dtype="string")
+    distinct = pd.Series(street[is_us].dropna().unique(), dtype="string")
+    standard, fast = parse_street_lines(distinct)
+    parsed = street.map(pd.Series(standard.to_numpy(), index=distinct.to_numpy())).astype("string").where(is_us)
+    stats = {
+        "distinct_street_lines": len(distinct),
+        "street_lines_fast_path": fast,
+        "street_lines_parser": len(distinct) - fast,
+    }
+    parsed_ok = parsed.notna().to_numpy() & is_us
+    street = street.mask(parsed_ok, parsed)
+    out = pd.DataFrame(
+        {
+            "Street1": street,
+            "City": city,
+            "StateOrProvince": state,
+            "ZipOrPostalCode": postal,
+            "CountryOrRegion": country,
+        }
+    )
+    out["Address"] = _one_line(out)
+
+    reason = np.full(len(out), None, dtype=object)
+    reason[~parsed_ok & is_us & line.notna().to_numpy()] = REASON_UNPARSEABLE
+    reason[line.isna().to_numpy()] = REASON_NO_STREET
+    reason[~is_us] = REASON_NOT_US
+    reason[empty] = None
+    same = np.ones(len(out), dtype=bool)
+    for part, field in _COMPARED.items():
+        before, after = raw[part].astype("string"), out[field]
+        same &= ((before == after).fillna(False) | (before.isna() & after.isna())).to_numpy()
+    status = np.where(same, UNCHANGED, CHANGED).astype(object)
+    status[pd.notna(reason)] = NOT_PROCESSED
+    status[empty] = None
+    return out, status, reason, stats
+
+
+def parse_street_lines(lines: pd.Series) -> tuple[pd.Series, int]:
+    """Standard street lines (USPS Publication 28) for distinct street lines, NA where unparseable, and how many
+    took the fast path."""
+    standard = fast_street_lines(lines)
+    rest = standard.isna() & lines.notna()
+    if rest.any():
+        standard[rest] = [_parse_one(s) for s in lines[rest]]
+    return standard, int(len(lines) - rest.sum())
+
+
+def fast_street_lines(lines: pd.Series) -> pd.Series:
+    """The standard form of lines of the common simple shape, vectorised; NA for every other line."""
+    text = lines.astype("string").str.upper().str.replace(r"[.,]", " ", regex=True).str.split().str.join(" ")
+    parts = text.str.extract(_SIMPLE).astype("string")
+    street_type = parts["type"].where(parts["type"].isin(COMMON_STREET_TYPES)).map(usps.STREET_TYPE_ABBREVIATIONS)
+    ok = parts["number"].notna() & street_type.notna() & ~parts["name"].isin(_NOT_A_NAME)
+    unit_type = parts["unit_type"].map(usps.OCCUPANCY_TYPE_ABBREVIATIONS).fillna(parts["unit_type"])
+    unit = (" " + unit_type + " " + parts["unit"]).fillna(" # " + parts["hash"]).fillna("")
+    result = parts["number"] + " " + parts["name"] + " " + street_type + unit
+    return result.where(ok).astype("string")
+
+
+def _parse_one(line: str) -> str | None:
+    try:
+        parsed = normalize_addr_str(line)
+    except (AddressNormalizationError, ValueError, TypeError):
+        return None
+    street = " ".join(p for p in (parsed["address_line_1"], parsed["address_line_2"]) if p)
+    return street or None
+
+
+def _cities(cities: pd.Series) -> pd.Series:
+    """City names with USPS's spelled-out words (``N`` -> ``NORTH``, ``ST`` -> ``SAINT``)."""
+    return pd.Series([normalize_city(c) for c in cities], dtype="string")
+
+
+def _column(profiles: pd.DataFrame, column: str) -> pd.Series:
+    if column not in profiles.columns:
+        return pd.Series(pd.NA, index=profiles.index, dtype="string")
+    return profiles[column].astype("string")
+
+
+def _clean(values: pd.Series) -> pd.Series:
+    """Trimmed, single-spaced, upper case; empty strings are missing."""
+    text = values.astype("string").str.upper().str.split().str.join(" ")
+    return text.mask(text == "").astype("string")
+
+
+def _zip(postal: pd.Series) -> pd.Series:
+    """US ZIP codes as ``NNNNN`` or ``NNNNN-NNNN``; a code of another shape stays as it is."""
+    parts = postal.str.replace(" ", "", regex=False).str.extract(_ZIP).astype("string")
+    five = parts[0].str.zfill(5)
+    code = five.where(parts[1].isna(), five + "-" + parts[1])
+    return code.fillna(postal).astype("string")
+
+
+def _per_distinct(values: pd.Series, fn) -> pd.Series:
+    """``fn`` (from a series to a series of equal length) applied to the distinct non-missing values only, and
+    mapped back onto ``values``' index."""
+    distinct = pd.Series(values.dropna().unique(), dtype="string")
+    done = fn(distinct)
+    lookup = pd.Series(done.to_numpy(), index=distinct.to_numpy())
+    return values.map(lookup).astype("string")
+
+
+def _one_line(out: pd.DataFrame) -> pd.Series:
+    """``STREET, CITY, ST ZIP, COUNTRY`` from the parts that are there."""
+    region = (out["StateOrProvince"].fillna("") + " " + out["ZipOrPostalCode"].fillna("")).str.strip()
+    line = pd.Series("", index=out.index, dtype="string")
+    for part in (out["Street1"], out["City"], region.mask(region == ""), out["CountryOrRegion"]):
+        line = line + (part.astype("string") + ", ").fillna("")
+    line = line.str.removesuffix(", ")
+    return line.mask(line == "").astype("string")
+
+
+def _records(values: pd.DataFrame) -> list[dict]:
+    """One dict per row; missing values as None so the JSON says null."""
+    plain = values.astype(object).where(values.notna(), None)
+    return plain.to_dict("records")

@@ -1,0 +1,179 @@
+"""E-mail classification: what kind of address each profile's e-mail is.
+
+Every address is checked for syntax (the dot-atom form of RFC 5322 that mail systems accept at sign-up: ASCII
+local part, a dotted host name with a letter top-level domain, at most 64 + 254 characters; quoted local parts
+and IP-address domains count as invalid) and its domain is looked up in three lists:
+
+- free and consumer mail providers: ``data/free_mail_domains.txt`` (shipped, with the provider's name);
+- disposable (throw-away) mail services: the ``disposable-email-domains`` package, the list that community keeps
+  up to date; a sub-domain of a listed domain is disposable too;
+- role mailboxes (``info@``, ``sales@``, RFC 2142 and common ones): ``data/role_local_parts.txt``.
+
+``Class`` is one of ``Invalid``, ``Disposable``, ``FreeMail`` and ``Business`` (a valid address at any other
+domain), in that order of precedence; ``Role`` is reported beside it (``info@acme.com`` is a Business role
+address). The work is done once per distinct address and once per distinct domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING
+
+import disposable_email_domains
+import numpy as np
+import pandas as pd
+
+from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs, EnrichmentResult, empty_values
+
+if TYPE_CHECKING:
+    from ci_pipeline.enrich.provider import ProviderContext
+
+PROVIDER = "ci_pipeline"
+ENRICHMENT_TYPE = "Email"
+DEFAULT_COLUMN = "Email"
+INVALID, DISPOSABLE, FREE_MAIL, BUSINESS = "Invalid", "Disposable", "FreeMail", "Business"
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ADDRESS = (
+    rf"^(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?P<domain>(?:{_LABEL}\.)+(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9-]{{1,59}}))$"
+)
+_PARAMS = ("column",)
+
+
+@cache
+def free_mail_domains() -> dict[str, str]:
+    """The shipped free-mail list: domain -> provider name."""
+    lines = _data_lines("free_mail_domains.txt")
+    return dict(line.split("\t", 1) for line in lines)
+
+
+@cache
+def role_local_parts() -> frozenset[str]:
+    """The shipped role mailbox names (lower case)."""
+    return frozenset(_data_lines("role_local_parts.txt"))
+
+
+def _data_lines(name: str) -> list[str]:
+    text = resources.files("ci_pipeline.enrich").joinpath("data", name).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+class EmailProvider:
+    """The class of each profile's e-mail address (``EnrichmentType`` ``Email``).
+
+    Values keys: ``Domain`` (lower case; None when invalid), ``Class``, ``FreeMailProvider`` (e.g. ``Gmail``, or
+    None), ``Disposable``, ``Role`` and ``Valid`` (booleans). Profiles without an e-mail get no row and are counted
+    as ``no_email``.
+
+    Args:
+        column: the profile column with the e-mail address (default ``Email``).
+    """
+
+    name = PROVIDER
+    needs: frozenset[str] = frozenset()
+
+    def __init__(self, column: str = DEFAULT_COLUMN):
+        self.column = column
+
+    def enrich(self, inputs: EnrichmentInputs) -> EnrichmentResult:
+        """Classify every profile's e-mail address."""
+        profiles = inputs.profiles
+        if self.column not in profiles.columns:
+            raise EnrichmentFailed(
+                f"e-mail enrichment: the customer profile has no {self.column!r} column; map an email field in "
+                "unify, or name the profile's e-mail column in params.column"
+            )
+        address = profiles[self.column].astype("string").str.strip()
+        has = (address.notna() & (address != "")).to_numpy()
+        address = address[has]
+        distinct = pd.Series(address.unique(), dtype="string")
+        classes = classify(distinct)
+        classes.index = distinct.to_numpy()
+        values = classes.reindex(address.to_numpy()).reset_index(drop=True)
+        counts = {
+            "profiles": len(profiles),
+            "no_email": int((~has).sum()),
+            "valid": int(values["Valid"].sum()),
+            "invalid": int((values["Class"] == INVALID).sum()),
+            "free_mail": int((values["Class"] == FREE_MAIL).sum()),
+            "business": int((values["Class"] == BUSINESS).sum()),
+            "disposable": int((values["Class"] == DISPOSABLE).sum()),
+            "role": int(values["Role"].sum()),
+        }
+        if not len(values):
+            return EnrichmentResult(values=empty_values(), counts=counts)
+        frame = pd.DataFrame(
+            {
+                "CustomerId": profiles["CustomerId"].astype("string").to_numpy()[has],
+                "EnrichmentType": ENRICHMENT_TYPE,
+                "Values": values.astype(object).where(values.notna(), None).to_dict("records"),
+            }
+        ).astype({"CustomerId": "string", "EnrichmentType": "string"})
+        frame = frame.sort_values("CustomerId", kind="stable").reset_index(drop=True)
+        return EnrichmentResult(
+            values=frame, counts=counts, report={"distinct_domains": int(values["Domain"].nunique())}
+        )
+
+
+def build(params: Mapping, context: ProviderContext | None = None) -> EmailProvider:
+    """The provider for an enrichment's ``params`` (``column``); needs no connection.
+
+    Bad parameters are an :class:`EnrichmentFailed` naming the key (``enrich.enrichments.<name>.params.<key>``).
+    """
+    where = f"enrich.enrichments.{getattr(context, 'enrichment', '') or 'email'}.params"
+    unknown = sorted(set(params) - set(_PARAMS))
+    if unknown:
+        raise EnrichmentFailed(
+            f"{where}.{unknown[0]}: not a parameter of the e-mail provider; it takes {', '.join(_PARAMS)}"
+        )
+    column = params.get("column", DEFAULT_COLUMN)
+    if not isinstance(column, str) or not column.strip():
+        raise EnrichmentFailed(
+            f"{where}.column: give the customer profile column that holds the e-mail address, e.g. Email"
+        )
+    provider = EmailProvider(column=column.strip())
+    provider.name = getattr(context, "project", None) or PROVIDER
+    return provider
+
+
+def classify(addresses: pd.Series) -> pd.DataFrame:
+    """``Domain``, ``Class``, ``FreeMailProvider``, ``Disposable``, ``Role``, ``Valid`` per address (non-missing
+    strings), on the same index."""
+    parts = addresses.astype("string").str.extract(_ADDRESS).astype("string")
+    local, domain = parts["local"].str.lower(), parts["domain"].str.lower()
+    valid = (parts["local"].str.len() <= 64) & (addresses.str.len() <= 254)
+    valid = valid.fillna(False).astype(bool)
+    domain = domain.where(valid)
+    known = pd.Series(domain.dropna().unique(), dtype="string")
+    free = free_mail_domains()
+    provider = domain.map(free)
+    disposable = domain.map(pd.Series([_is_disposable(d) for d in known], index=known.to_numpy(), dtype=bool))
+    disposable = disposable.fillna(False).astype(bool)
+    role = local.str.split("+", n=1).str[0].isin(role_local_parts()) & valid
+    kind = np.select(
+        [~valid.to_numpy(), disposable.to_numpy(), provider.notna().to_numpy()],
+        [INVALID, DISPOSABLE, FREE_MAIL],
+        BUSINESS,
+    )
+    return pd.DataFrame(
+        {
+            "Domain": domain.astype(object),
+            "Class": kind.astype(object),
+            "FreeMailProvider": provider.astype(object),
+            "Disposable": disposable.to_numpy(),
+            "Role": role.fillna(False).astype(bool).to_numpy(),
+            "Valid": valid.to_numpy(),
+        },
+        index=addresses.index,
+    )
+
+
+def _is_disposable(domain: str) -> bool:
+    """The domain or one of its parent domains is on the disposable list (and not on its allow list)."""
+    labels = domain.split(".")
+    candidates = {".".join(labels[i:]) for i in range(len(labels) - 1)}
+    blocked = disposable_email_domains.blocklist
+    return bool(candidates & blocked) and domain not in disposable_email_domains.allowlist

@@ -1,0 +1,164 @@
+"""The address provider: standard US addresses, status counts, nothing dropped, the fast path equal to the parser."""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+import pytest
+from faker import Faker
+
+from ci_pipeline.enrich import address
+from ci_pipeline.enrich.address import AddressProvider, build, fast_street_lines
+from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs
+
+COLUMNS = ["CustomerId", "Address1", "City", "State", "PostalCode", "Country"]
+
+
+def _run(rows: list[tuple], **kwargs):
+    profiles = pd.DataFrame(rows, columns=COLUMNS).astype("string")
+    return AddressProvider(**kwargs).enrich(EnrichmentInputs(profiles=profiles))
+
+
+def _values(result) -> dict[str, dict]:
+    return dict(zip(result.values["CustomerId"], result.values["Values"], strict=True))
+
+
+def test_each_status_is_counted_and_no_address_is_dropped():
+    result = _run(
+        [
+            ("c1", "12 oak street, apt 4", "n johnathan", "new york", "1234", "USA"),
+            ("c2", "12 OAK ST APT 4", "NORTH JOHNATHAN", "NY", "01234", "US"),
+            ("c3", "hello world", "Springfield", "IL", "62701", "US"),
+            ("c4", None, "Springfield", "IL", "62701", None),
+            ("c5", "Rua Augusta 12", " Lisboa ", None, "1100-148", "Portugal"),
+            ("c6", None, None, None, None, None),
+            ("c7", "   ", "", None, None, None),
+        ]
+    )
+    assert result.counts == {
+        "profiles": 7,
+        "processed_changed": 1,
+        "processed_unchanged": 1,
+        "not_processed": 5,
+        "not_processed_empty": 2,
+        "not_processed_no_street": 1,
+        "not_processed_unparseable": 1,
+        "not_processed_not_us": 1,
+    }
+    values = _values(result)
+    # Blank text is no address: c6 and c7 are counted as empty and have no row; every other profile has one.
+    assert sorted(values) == ["c1", "c2", "c3", "c4", "c5"]
+    assert values["c1"] == {
+        "Street1": "12 OAK ST APT 4",
+        "City": "NORTH JOHNATHAN",
+        "StateOrProvince": "NY",
+        "ZipOrPostalCode": "01234",
+        "CountryOrRegion": "US",
+        "Address": "12 OAK ST APT 4, NORTH JOHNATHAN, NY 01234, US",
+        "Status": "Changed",
+        "Reason": None,
+    }
+    assert values["c2"]["Status"] == "Unchanged"
+    assert {k: values["c3"][k] for k in ("Street1", "Status", "Reason")} == {
+        "Street1": "HELLO WORLD",
+        "Status": "NotProcessed",
+        "Reason": address.REASON_UNPARSEABLE,
+    }
+    assert (values["c4"]["Street1"], values["c4"]["Reason"]) == (None, address.REASON_NO_STREET)
+    assert values["c4"]["Address"] == "SPRINGFIELD, IL 62701, US"
+    assert values["c5"]["Street1"] == "RUA AUGUSTA 12"
+    assert values["c5"]["City"] == "LISBOA"
+    assert values["c5"]["CountryOrRegion"] == "PORTUGAL"
+    assert values["c5"]["Reason"] == address.REASON_NOT_US
+
+
+def test_zip_codes_get_their_lost_zeros_back_and_one_form():
+    result = _run(
+        [
+            ("a", "1 Main St", "Boston", "MA", "2108", "US"),
+            ("b", "1 Main St", "Boston", "MA", "021081234", "US"),
+            ("c", "1 Main St", "Boston", "MA", "2108-1234", "US"),
+            ("d", "1 Main St", "Boston", "MA", "02108 - 1234", "US"),
+            ("e", "1 Main St", "Boston", "MA", "ABC", "US"),
+        ]
+    )
+    zips = {k: v["ZipOrPostalCode"] for k, v in _values(result).items()}
+    assert zips == {"a": "02108", "b": "02108-1234", "c": "02108-1234", "d": "02108-1234", "e": "ABC"}
+
+
+def test_country_names_default_country_and_columns_are_configurable():
+    rows = [
+        ("a", "1 Main St", "Boston", "Massachusetts", "02108", None),
+        ("b", "1 Main St", "Boston", "ma", None, "u.s.a."),
+    ]
+    values = _values(_run(rows))
+    assert [values[k]["CountryOrRegion"] for k in "ab"] == ["US", "US"]
+    assert [values[k]["StateOrProvince"] for k in "ab"] == ["MA", "MA"]
+    # A Canadian customer base: an empty country is Canada, which is not parsed as a US address.
+    canada = _values(_run(rows, default_country="CA"))
+    assert canada["a"]["Reason"] == address.REASON_NOT_US
+    assert canada["b"]["Status"] == "Changed"
+    renamed = pd.DataFrame({"CustomerId": ["x"], "street_line": ["5 Elm Avenue"], "town": ["Salem"]}).astype("string")
+    provider = build({"columns": {"street": "street_line", "city": "town"}})
+    got = _values(provider.enrich(EnrichmentInputs(profiles=renamed)))
+    assert got["x"]["Address"] == "5 ELM AVE, SALEM, US"
+
+
+def test_each_distinct_street_line_is_parsed_once_and_output_is_sorted_and_repeatable():
+    rows = [(f"c{i:03d}", "12 oak street" if i % 2 else "7 N Maple Rd", "X", "CT", "06001", "US") for i in range(200)]
+    rows.reverse()
+    first = _run(rows)
+    assert first.report == {"distinct_street_lines": 2, "street_lines_fast_path": 1, "street_lines_parser": 1}
+    assert first.values["CustomerId"].tolist() == sorted(r[0] for r in rows)
+    again = _run(rows)
+    pd.testing.assert_frame_equal(first.values, again.values)
+
+
+def test_the_fast_path_gives_exactly_what_the_parser_gives():
+    fake = Faker("en_US")
+    fake.seed_instance(11)
+    rng = random.Random(11)
+    names = [fake.last_name() for _ in range(150)] + [fake.first_name() for _ in range(50)]
+    names += ["1st", "22nd", "3rd", "104th", "Oak", "Hill", "Center", "Grove", "Market", "Spring", "Ridge"]
+    types = sorted(address.COMMON_STREET_TYPES) + ["Hill", "Grove", "Village", "Loop", "Highway"]
+    units = ["", " Apt 4", " #15", " # 2", ", Unit 3", " Suite 100", " Apartment 7B", " Ste 5", " apt a"]
+    lines = pd.Series(
+        [
+            f"{rng.randint(1, 99999)} {rng.choice(names)} {rng.choice(types).title()}{rng.choice(['', '.'])}"
+            f"{rng.choice(units)}"
+            for _ in range(3000)
+        ],
+        dtype="string",
+    )
+    fast = fast_street_lines(lines)
+    hits = fast.notna()
+    assert hits.mean() > 0.5  # the common shape does take the fast path
+    parser = pd.Series([address._parse_one(s) for s in lines[hits]], index=lines[hits].index, dtype="string")
+    mismatch = fast[hits] != parser
+    assert not mismatch.any(), pd.DataFrame({"line": lines[hits], "fast": fast[hits], "parser": parser})[mismatch]
+
+
+def test_a_profile_without_address_columns_and_bad_params_are_clear_errors():
+    profiles = pd.DataFrame({"CustomerId": ["a"], "Email": ["a@b.com"]})
+    with pytest.raises(EnrichmentFailed, match="none of the address columns Address1, City"):
+        AddressProvider().enrich(EnrichmentInputs(profiles=profiles))
+    with pytest.raises(EnrichmentFailed, match=r"params\.colums: not a parameter .* takes columns, default_country"):
+        build({"colums": {}})
+    with pytest.raises(EnrichmentFailed, match=r"params\.columns\.zip: not an address part"):
+        build({"columns": {"zip": "Zip"}})
+    with pytest.raises(EnrichmentFailed, match=r"params\.columns: give a mapping"):
+        build({"columns": ["Address1"]})
+    with pytest.raises(EnrichmentFailed, match=r"params\.default_country"):
+        build({"default_country": " "})
+
+
+def test_the_provider_name_comes_from_the_project():
+    class Context:
+        enrichment = "addresses"
+        project = "contoso"
+
+    assert build({}, Context()).name == "contoso"
+    assert build({}).name == "ci_pipeline"
+    with pytest.raises(EnrichmentFailed, match=r"enrich\.enrichments\.addresses\.params\.x"):
+        build({"x": 1}, Context())
