@@ -47,6 +47,10 @@ NORMALIZATIONS = {
 #: Semantic types that identify a person on their own: exact agreement is a blocking rule by itself.
 IDENTIFYING = ("email", "phone")
 
+#: Semantic types several people may hold together (a household's e-mail address, landline or street address, a
+#: company's switchboard): pairs sharing one are fitted apart (``Settings.shared_fields``).
+SHARED = ("email", "phone", "street")
+
 #: Semantic types paired with each other in two-field blocking rules, most selective first.
 PAIRED = ("last_name", "first_name", "full_name", "birth_date", "postal_code", "street", "city", "company")
 
@@ -239,6 +243,7 @@ def default_settings(
     training = tuple(r for r in rules if personal & {c for k in r.keys for c in k.columns})
     settings = Settings(
         comparisons=comparisons,
+        shared_fields=tuple(c for c, t in mapping.items() if t in SHARED),
         blocking=tuple(rules),
         training_blocking=training if training != tuple(rules) else (),
         link_type=link_type,

@@ -11,6 +11,11 @@ Training:
   there (the blocked non-matches agree more often than random pairs, so their own u is needed to separate the two
   classes), then m is kept and u is taken from the random sample for scoring. Labelled pairs, when given, seed m.
 - The prior is the expected number of matches among blocked pairs over the number of all possible pairs.
+- Pairs sharing a value of a shared field (``Settings.shared_fields``: an e-mail address, a phone, a street address
+  that the members of a household or the staff of a company hold together) are a stratum of their own, fitted
+  apart (``SharedStratum``): among them the non-matches are housemates, who share a surname and an address as well,
+  so their fields cannot be weighed as independent evidence with the u of random pairs. The main fit leaves them
+  out.
 
 Term-frequency adjustment: for a comparison with ``term_frequency``, exact agreement on value v gets the Bayes
 factor m / f(v) instead of m / u, f(v) being v's share of the records' values: agreeing on a rare surname counts
@@ -26,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.probabilistic.blocking import Blocked, BlockingRule, block
+from ci_pipeline.unify.probabilistic.blocking import Blocked, BlockingRule, Key, block, pair_count
 from ci_pipeline.unify.probabilistic.comparisons import NULL, Comparison, SettingsError
 from ci_pipeline.unify.probabilistic.settings import Settings
 from ci_pipeline.unify.probabilistic.table import Table, prepare
@@ -38,8 +43,11 @@ PSEUDO_COUNT = 0.5
 #: A fit in which exact agreement halves the odds of a match (or worse) is wrong, not a weak field.
 SANE_EXACT_WEIGHT = -1.0
 
-#: Version of the serialised model layout.
-FORMAT = 1
+#: Version of the serialised model layout (2: the shared stratum).
+FORMAT = 2
+
+#: Fewer pairs sharing a value than this are too few to fit their own two classes: they are scored by the main fit.
+MIN_SHARED_PAIRS = 200
 
 
 class TrainingError(UserError):
@@ -84,6 +92,73 @@ class Iteration:
 
 
 @dataclass(frozen=True)
+class SharedStratum:
+    """The pairs sharing a value of a shared field and their own fit.
+
+    Among random pairs, two records holding one e-mail address are nearly always one person; among the pairs that
+    do hold one, the non-matches are the other members of a household (or the staff of a company), who share its
+    surname and street too and differ in first name and birth date. Fields that go together among non-matches are
+    no independent evidence, so these pairs get their own two classes: a match share and m and u per level, all
+    fitted by EM over every such pair (no term-frequency adjustment: housemates share a surname however rare).
+
+    Args:
+        fields: the shared fields; a pair belongs to the stratum when it agrees exactly on one of them.
+        share: the share of matches among the stratum's pairs (its prior).
+        parameters: m and u per comparison within the stratum.
+        pairs: the stratum's pairs at training.
+        converged: whether its EM converged.
+    """
+
+    fields: tuple[str, ...]
+    share: float
+    parameters: tuple[ComparisonParameters, ...]
+    pairs: int
+    converged: bool = True
+
+    @property
+    def prior_weight(self) -> float:
+        """log2 of the odds that a pair of the stratum matches."""
+        return float(np.log2(self.share / (1 - self.share)))
+
+    def members(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Whether each pair (``left[i]``, ``right[i]``) agrees exactly on a shared field."""
+        inside = np.zeros(len(left), dtype=bool)
+        for name in self.fields:
+            codes = table.column(name).codes
+            inside |= (codes[left] == codes[right]) & (codes[left] >= 0)
+        return inside
+
+    def to_dict(self) -> dict:
+        """A JSON-able description."""
+        return {
+            "fields": list(self.fields),
+            "share": self.share,
+            "pairs": self.pairs,
+            "converged": self.converged,
+            "parameters": [_parameters_dict(p) for p in self.parameters],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SharedStratum:
+        """The stratum of ``to_dict``'s description."""
+        return cls(
+            tuple(data["fields"]),
+            float(data["share"]),
+            tuple(_read_parameters(p) for p in data["parameters"]),
+            int(data["pairs"]),
+            bool(data["converged"]),
+        )
+
+
+def _parameters_dict(p: ComparisonParameters) -> dict:
+    return {"name": p.name, "levels": list(p.levels), "m": list(p.m), "u": list(p.u), "note": p.note}
+
+
+def _read_parameters(p: dict) -> ComparisonParameters:
+    return ComparisonParameters(p["name"], tuple(p["levels"]), tuple(p["m"]), tuple(p["u"]), p.get("note"))
+
+
+@dataclass(frozen=True)
 class Model:
     """A trained Fellegi-Sunter model with the settings it was trained on.
 
@@ -94,6 +169,8 @@ class Model:
         converged: whether EM converged within ``settings.max_iterations``.
         trace: the EM iterations.
         training: figures of the training run (records, pairs per blocking rule, random pairs sampled).
+        shared: the fit of the pairs sharing a value of a shared field (None without shared fields); the main fit
+            is that of the other pairs.
     """
 
     settings: Settings
@@ -102,6 +179,7 @@ class Model:
     converged: bool
     trace: tuple[Iteration, ...]
     training: dict = field(default_factory=dict)
+    shared: SharedStratum | None = None
 
     @property
     def prior_weight(self) -> float:
@@ -109,12 +187,18 @@ class Model:
         return float(np.log2(self.prior / (1 - self.prior)))
 
     def check_fits(self, settings: Settings) -> None:
-        """Refuse settings whose comparisons differ from those the model was trained on (retrain)."""
+        """Refuse settings whose comparisons or shared fields differ from those the model was trained on (retrain)."""
         trained = {c.name: c.to_dict() for c in self.settings.comparisons}
         wanted = {c.name: c.to_dict() for c in settings.comparisons}
-        if trained == wanted:
+        same_shared = settings.shared_fields == self.settings.shared_fields
+        if trained == wanted and same_shared:
             return
-        changes = [f"{n!r} added" for n in wanted if n not in trained]
+        changes = (
+            []
+            if same_shared
+            else [f"shared_fields {list(settings.shared_fields)} instead of {list(self.settings.shared_fields)}"]
+        )
+        changes += [f"{n!r} added" for n in wanted if n not in trained]
         changes += [f"{n!r} removed" for n in trained if n not in wanted]
         changes += [f"{n!r} changed" for n in wanted if n in trained and wanted[n] != trained[n]]
         if not changes:
@@ -131,12 +215,10 @@ class Model:
             "settings": self.settings.to_dict(),
             "prior": self.prior,
             "converged": self.converged,
-            "parameters": [
-                {"name": p.name, "levels": list(p.levels), "m": list(p.m), "u": list(p.u), "note": p.note}
-                for p in self.parameters
-            ],
+            "parameters": [_parameters_dict(p) for p in self.parameters],
             "trace": [vars(i) for i in self.trace],
             "training": self.training,
+            "shared": None if self.shared is None else self.shared.to_dict(),
         }
 
     @classmethod
@@ -148,12 +230,11 @@ class Model:
                 f"version reads layout {FORMAT}: retrain the model"
             )
         settings = Settings.from_dict(data["settings"])
-        parameters = tuple(
-            ComparisonParameters(p["name"], tuple(p["levels"]), tuple(p["m"]), tuple(p["u"]), p.get("note"))
-            for p in data["parameters"]
-        )
+        parameters = tuple(_read_parameters(p) for p in data["parameters"])
+        shared = None if data.get("shared") is None else SharedStratum.from_dict(data["shared"])
         expected = [(c.name, c.levels) for c in settings.comparisons]
-        if [(p.name, p.levels) for p in parameters] != expected:
+        fitted = [parameters] + ([] if shared is None else [shared.parameters])
+        if any([(p.name, p.levels) for p in fit] != expected for fit in fitted):
             raise UserError("the stored model's parameters do not fit its own settings: retrain the model")
         return cls(
             settings=settings,
@@ -162,6 +243,7 @@ class Model:
             converged=bool(data["converged"]),
             trace=tuple(Iteration(**i) for i in data["trace"]),
             training=dict(data.get("training", {})),
+            shared=shared,
         )
 
 
@@ -368,12 +450,17 @@ def train(
         raise TrainingError("no comparison carries evidence: " + "; ".join(notes))
     for note in filter(None, notes):
         warnings.warn(note, UserWarning, stacklevel=2)
+    shared = _shared_fields(table, settings)
 
-    sample_left, sample_right = _random_pairs(table, settings)
+    # The main fit is that of the pairs outside the shared stratum: random pairs and blocked pairs sharing a value
+    # of a shared field are left out (the stratum has its own fit).
+    sample_left, sample_right = _outside(table, shared, *_random_pairs(table, settings))
     sample = gamma_matrix(table, comparisons, sample_left, sample_right)
     u_random = [_frequencies(len(c.levels), sample[:, j]) for j, c in enumerate(comparisons)]
 
     blocked: Blocked = block(table, settings.training_rules, settings.max_pairs_per_rule, link_only)
+    keep = ~_members(table, shared, blocked.left, blocked.right)
+    blocked = Blocked(blocked.left[keep], blocked.right[keep], blocked.rule[keep], blocked.counts)
     if len(blocked.left) == 0:
         raise TrainingError("the training blocking rules found no candidate pair to train on: add a rule")
     gamma = gamma_matrix(table, comparisons, blocked.left, blocked.right)
@@ -390,24 +477,128 @@ def train(
     _judge_fit(comparisons, m, u_random, active, notes, trace, converged, settings.tolerance)
     parameters = tuple(
         ComparisonParameters(
-            c.name,
-            c.levels,
-            tuple(float(x) for x in m[j]),
-            tuple(float(x) for x in u_random[j]),
-            notes[j],
+            c.name, c.levels, tuple(float(x) for x in m[j]), tuple(float(x) for x in u_random[j]), notes[j]
         )
         for j, c in enumerate(comparisons)
     )
+    stratum = _fit_shared(table, settings, shared, parameters)
     expected_matches = _expected_matches(settings, blocked, gamma, rules, shares, m, u_random, active)
-    prior = float(np.clip(expected_matches / max(_total_pairs(table, link_only), 1), 1e-12, 0.5))
+    outside_pairs = _total_pairs(table, link_only) - (stratum.pairs if stratum else 0)
+    prior = float(np.clip(expected_matches / max(outside_pairs, 1), 1e-12, 0.5))
     training = {
         "records": table.n,
         "random_pairs": len(sample_left),
         "blocked_pairs": len(blocked.left),
         "pairs_per_rule": [vars(c) for c in blocked.counts],
         "expected_matches": float(expected_matches),
+        "shared_pairs": stratum.pairs if stratum else 0,
     }
-    return Model(settings, parameters, prior, converged, tuple(trace), training)
+    return Model(settings, parameters, prior, converged, tuple(trace), training, stratum)
+
+
+def _shared_fields(table: Table, settings: Settings) -> tuple[str, ...]:
+    """The shared fields whose pairs can be enumerated: one whose values would pair more records than
+    ``max_pairs_per_rule`` is left out with a warning (its pairs are then weighed by the main fit)."""
+    usable = []
+    for name in settings.shared_fields:
+        if len(table.column(name).values) < 2:
+            continue  # null or constant everywhere: no pair to fit apart (its comparison, if any, says so)
+        count, top = pair_count(table.column(name).codes, table.source, settings.link_type == "link_only")
+        if count > settings.max_pairs_per_rule:
+            value = table.column(name).values[table.column(name).codes[top]]
+            warnings.warn(
+                f"shared field {name!r} left out: records sharing its values form {count:,} pairs, more than "
+                f"max_pairs_per_rule {settings.max_pairs_per_rule:,} (its most common value is {value!r})",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            usable.append(name)
+    return tuple(usable)
+
+
+def _members(table: Table, fields: tuple[str, ...], left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Whether each pair agrees exactly on one of ``fields``."""
+    return SharedStratum(fields, 0.5, (), 0).members(table, left, right)
+
+
+def _outside(table: Table, fields: tuple[str, ...], left: np.ndarray, right: np.ndarray):
+    """The pairs that agree exactly on none of ``fields``."""
+    keep = ~_members(table, fields, left, right)
+    return left[keep], right[keep]
+
+
+def _fit_shared(table: Table, settings: Settings, fields: tuple[str, ...], main: tuple[ComparisonParameters, ...]):
+    """Fit the stratum of pairs sharing a value of one of ``fields`` (see ``SharedStratum``); None when there are
+    too few such pairs or the fit is not sane (a warning says so, and the main fit weighs them)."""
+    if not fields:
+        return None
+    link_only = settings.link_type == "link_only"
+    pairs = block(table, tuple(BlockingRule((Key(f),)) for f in fields), settings.max_pairs_per_rule, link_only)
+    said = f"pairs sharing {' or '.join(fields)}"
+    if len(pairs.left) < MIN_SHARED_PAIRS:
+        warnings.warn(
+            f"{said}: {len(pairs.left)} pair(s), too few to fit apart (at least {MIN_SHARED_PAIRS}); the main fit "
+            "weighs them",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    patterns, counts = _distinct_rows(gamma_matrix(table, settings.comparisons, pairs.left, pairs.right))
+    active = np.asarray([p.active for p in main])
+    share, m, u, trace = _em_both(patterns, counts.astype(np.float64), main, active, settings)
+    own = set(fields)
+    # Within the stratum a shared field may agree more often among non-matches (housemates share a street that a
+    # person who moved no longer holds); the other fields must still agree more often among matches.
+    exact = {
+        j: float(np.log2(m[j][0] / u[j][0]))
+        for j in np.flatnonzero(active)
+        if not own & set(settings.comparisons[j].columns)
+    }
+    insane = [f"{main[j].name!r} (m {m[j][0]:.3g}, u {u[j][0]:.3g})" for j, w in exact.items() if w < SANE_EXACT_WEIGHT]
+    if insane or sum(exact.values()) <= 0:
+        warnings.warn(
+            f"{said}: their fit apart is not sane (exact agreement on {', '.join(insane) or 'the other fields'} came "
+            "out no more likely for matches than for non-matches); the main fit weighs them",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    converged = trace[-1].change < settings.tolerance
+    if not converged:
+        warnings.warn(
+            f"{said}: EM did not converge after {len(trace)} iteration(s) (last change {trace[-1].change:.2g}, "
+            f"tolerance {settings.tolerance:g}); the last parameters are kept (they are sane)",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    parameters = tuple(
+        ComparisonParameters(p.name, p.levels, tuple(float(x) for x in m[j]), tuple(float(x) for x in u[j]), p.note)
+        for j, p in enumerate(main)
+    )
+    return SharedStratum(fields, share, parameters, len(pairs.left), converged)
+
+
+def _em_both(patterns, counts, main: tuple[ComparisonParameters, ...], active: np.ndarray, settings: Settings):
+    """EM over level patterns fitting the match share and both m and u, starting from the main fit."""
+    m = [np.asarray(p.m, dtype=np.float64) for p in main]
+    u = [np.asarray(p.u, dtype=np.float64) for p in main]
+    columns, share, trace = np.flatnonzero(active), 0.5, []
+    for iteration in range(1, settings.max_iterations + 1):
+        posterior, evidence = _posterior(patterns, share, m, u, columns)
+        matched = posterior * counts
+        new_share = float(np.clip(matched.sum() / counts.sum(), 1e-9, 1 - 1e-9))
+        change = abs(new_share - share)
+        for j in columns:
+            new_m = _frequencies(len(m[j]), patterns[:, j], matched)
+            new_u = _frequencies(len(u[j]), patterns[:, j], counts - matched)
+            change = max(change, float(np.abs(new_m - m[j]).max()), float(np.abs(new_u - u[j]).max()))
+            m[j], u[j] = new_m, new_u
+        share = new_share
+        trace.append(Iteration(iteration, share, change, float((evidence * counts).sum())))
+        if change < settings.tolerance:
+            break
+    return share, m, u, trace
 
 
 def _judge_fit(comparisons, m, u_random, active: np.ndarray, notes: list, trace, converged: bool, tolerance: float):
@@ -443,3 +634,23 @@ def _judge_fit(comparisons, m, u_random, active: np.ndarray, notes: list, trace,
             warnings.warn(notes[j], UserWarning, stacklevel=3)
     if not converged:
         warnings.warn(f"{summary}; the last parameters are kept (they are sane)", ConvergenceWarning, stacklevel=3)
+
+
+def shared_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray, weights):
+    """The prior weight of each pair; for pairs of the shared stratum, its prior, and its level weights in place of
+    the main fit's in ``weights`` (pairs x comparisons, changed in place)."""
+    prior = np.full(len(left), model.prior_weight)
+    if model.shared is None or len(left) == 0:
+        return prior
+    inside = model.shared.members(table, left, right)
+    if not inside.any():
+        return prior
+    prior[inside] = model.shared.prior_weight
+    levels = gamma[inside]
+    own = np.zeros(levels.shape, dtype=np.float64)
+    for j, params in enumerate(model.shared.parameters):
+        if params.active:
+            known = levels[:, j] != NULL
+            own[known, j] = params.weights[levels[known, j]]
+    weights[inside] = own
+    return prior

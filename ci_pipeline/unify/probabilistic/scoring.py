@@ -7,7 +7,7 @@ import pandas as pd
 
 from ci_pipeline.unify.probabilistic.blocking import block
 from ci_pipeline.unify.probabilistic.comparisons import NULL
-from ci_pipeline.unify.probabilistic.model import Model, gamma_matrix
+from ci_pipeline.unify.probabilistic.model import Model, gamma_matrix, shared_weights
 from ci_pipeline.unify.probabilistic.settings import Settings
 from ci_pipeline.unify.probabilistic.table import Table, prepare
 
@@ -38,7 +38,9 @@ def _weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray) ->
 def weigh(model: Model, table: Table, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The levels (pairs x comparisons) and match weights of the pairs (``left[i]``, ``right[i]``) of ``table``."""
     gamma = gamma_matrix(table, model.settings.comparisons, left, right)
-    return gamma, model.prior_weight + _weights(model, table, gamma, left).sum(axis=1)
+    weights = _weights(model, table, gamma, left)
+    prior = shared_weights(model, table, gamma, left, right, weights)
+    return gamma, prior + weights.sum(axis=1)
 
 
 def predict(
@@ -94,8 +96,10 @@ def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, sou
     table = prepare(records, settings.columns, source)
     a, b = np.asarray([left], np.int64), np.asarray([right], np.int64)
     gamma = gamma_matrix(table, settings.comparisons, a, b)
-    weights = _weights(model, table, gamma, a)[0]
-    rows = [{"comparison": "prior", "weight": model.prior_weight}]
+    weights = _weights(model, table, gamma, a)
+    prior = float(shared_weights(model, table, gamma, a, b, weights)[0])
+    weights = weights[0]
+    rows = [{"comparison": "prior", "weight": prior}]
     for j, comparison in enumerate(settings.comparisons):
         g = int(gamma[0, j])
         rows.append(
@@ -107,6 +111,6 @@ def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, sou
                 "weight": float(weights[j]),
             }
         )
-    total = model.prior_weight + float(weights.sum())
+    total = prior + float(weights.sum())
     rows.append({"comparison": "total", "weight": total, "probability": float(probability(total))})
     return pd.DataFrame(rows)

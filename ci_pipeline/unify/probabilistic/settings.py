@@ -32,6 +32,9 @@ class Settings:
         link_type: ``dedupe`` pairs every two records (within and across tables alike); ``link_only`` pairs
             only records of different tables.
         threshold: the match probability from which a pair is a link.
+        shared_fields: fields several people may hold together (a household's e-mail address, phone or street
+            address): pairs agreeing exactly on one of them are fitted and weighed apart (see
+            ``model.SharedStratum``), since among them the non-matches share a surname and an address as well.
         max_pairs_per_rule: a blocking rule generating more pairs is refused.
         u_sample_pairs: random record pairs drawn to estimate the u probabilities.
         max_iterations: expectation-maximisation iterations before training stops without converging.
@@ -44,6 +47,7 @@ class Settings:
     training_blocking: tuple[BlockingRule, ...] = ()
     link_type: LinkType = "dedupe"
     threshold: float = DEFAULT_THRESHOLD
+    shared_fields: tuple[str, ...] = ()
     max_pairs_per_rule: int = 20_000_000
     u_sample_pairs: int = 1_000_000
     max_iterations: int = 100
@@ -64,6 +68,9 @@ class Settings:
         for key in ("max_pairs_per_rule", "u_sample_pairs", "max_iterations"):
             if int(getattr(self, key)) < 1:
                 raise SettingsError(f"{key}: {getattr(self, key)} must be a whole number of 1 or more")
+        if not isinstance(self.shared_fields, tuple | list) or not all(isinstance(f, str) for f in self.shared_fields):
+            raise SettingsError(f"shared_fields: {self.shared_fields!r} is no list of column names")
+        object.__setattr__(self, "shared_fields", tuple(self.shared_fields))
         if not 0 < self.tolerance < 1:
             raise SettingsError(f"tolerance: {self.tolerance} must be between 0 and 1")
 
@@ -77,6 +84,7 @@ class Settings:
         """Every column a comparison or a blocking rule reads."""
         used = [c for comp in self.comparisons for c in comp.columns]
         used += [c for rule in self.blocking + self.training_blocking for k in rule.keys for c in k.columns]
+        used += list(self.shared_fields)
         return tuple(dict.fromkeys(used))
 
     def check_columns(self, available) -> None:
@@ -96,6 +104,7 @@ class Settings:
             for c in k.columns
             if c not in available
         ]
+        problems += [f"shared_fields names column {c!r}" for c in self.shared_fields if c not in available]
         if problems:
             raise SettingsError(
                 "; ".join(problems) + f", which is not mapped (mapped: {', '.join(sorted(available))}); map the "
@@ -107,6 +116,7 @@ class Settings:
         return {
             "link_type": self.link_type,
             "threshold": self.threshold,
+            **({"shared_fields": list(self.shared_fields)} if self.shared_fields else {}),
             "comparisons": [c.to_dict() for c in self.comparisons],
             "blocking": [r.to_list() for r in self.blocking],
             **({"training_blocking": [r.to_list() for r in self.training_blocking]} if self.training_blocking else {}),
@@ -123,7 +133,7 @@ class Settings:
         if not isinstance(data, dict):
             raise SettingsError(f"probabilistic settings must be a mapping, not {type(data).__name__}")
         known = {"link_type", "threshold", "comparisons", "blocking", "training_blocking", "max_pairs_per_rule"}
-        known |= {"u_sample_pairs"}
+        known |= {"u_sample_pairs", "shared_fields"}
         known |= {"max_iterations", "tolerance", "seed"}
         unknown = sorted(set(data) - known)
         if unknown:
