@@ -80,16 +80,37 @@ class TablePlan:
 
     #: Files to process now (new or changed and complete), with their state.
     ready: dict[str, FileState] = field(default_factory=dict)
-    #: Files seen before that are gone (the table changed too).
-    removed: list[str] = field(default_factory=list)
+    #: How many files seen before are gone.
+    removed: int = 0
+    #: True when anything in the listing differs from what was processed (also a file removed, or one added or
+    #: replaced with an older modified time: these are found by the listing digest, not by the watermark).
+    changed: bool = False
     #: Files that wait for a later tick, with the reason.
     waiting: dict[str, str] = field(default_factory=dict)
-    #: The table's cursor entry after this tick.
+    #: The table's cursor entry after this tick (a few fixed-size values, see :func:`plan_table`).
     cursor: dict = field(default_factory=dict)
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.ready or self.removed)
+
+def listing_digest(files: dict[str, FileState]) -> str:
+    """A short fingerprint of a set of files and their states: any added, removed or changed file changes it."""
+    lines = sorted(f"{path}\t{state.size}\t{state.mtime!r}\t{state.etag}" for path, state in files.items())
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def _seen_entry(files: dict[str, FileState], pending: str | None = None) -> dict:
+    """The cursor entry of a processed set of files: count, digest and the newest modified time (the watermark)."""
+    times = [state.mtime for state in files.values() if state.mtime is not None]
+    entry = {"files": len(files), "digest": listing_digest(files), "watermark": max(times, default=None)}
+    if pending:
+        entry["pending"] = pending
+    return entry
+
+
+def _from_file_list(previous: dict) -> dict:
+    """A cursor entry of the earlier format (every file with its state) in today's compact form."""
+    seen = {path: FileState.from_json(v) for path, v in previous.get("seen", {}).items()}
+    pending = {path: FileState.from_json(v) for path, v in previous.get("pending", {}).items()}
+    return _seen_entry(seen, listing_digest(pending) if pending else None)
 
 
 def plan_table(
@@ -100,71 +121,71 @@ def plan_table(
 ) -> TablePlan:
     """Decide which of a table's files a run should pick up now.
 
+    The cursor entry stays the same size however many files a table has: the number of files processed, a digest
+    of their paths and states, and the newest modified time among them (the watermark). A file modified after the
+    watermark is new or changed; any other difference (a file removed, or copied in with an old modified time)
+    shows in the digest and is a change too. While files are being written, the entry also holds the digest of
+    those files, so the next tick knows whether they still change.
+
     Args:
-        previous: this table's cursor entry from the last tick (``{"seen": ..., "pending": ...}``), or None the
-            first time: the files present then are the baseline and start no run.
+        previous: this table's cursor entry from the last tick, or None the first time: the files present then
+            are the baseline and start no run.
         current: every file in the watched location now (temporary names included; they are never processed).
         now: the tick time (UTC).
         settle_seconds: a file modified longer ago than this is complete even on its first sighting.
 
     A table with a file still being written holds back all its changes until the next tick, so a burst of files
-    (an export copying many partitions) gives one run when it is over, not one run per file.
+    (an export copying many partitions) gives one run when it is over, not one run per file. Files in an open CDM
+    hour folder are left out until the hour is over.
     """
-    if previous is None:
-        seen = {path: state for path, state in current.items() if not is_temporary(path)}
-        return TablePlan(cursor=_cursor(seen, {}))
-    seen = {path: FileState.from_json(v) for path, v in previous.get("seen", {}).items()}
-    pending = {path: FileState.from_json(v) for path, v in previous.get("pending", {}).items()}
     plan = TablePlan()
-    candidates: dict[str, FileState] = {}
-    writing = False
+    settled_before = now.timestamp() - settle_seconds
+    known: dict[str, FileState] = {}
+    fresh: dict[str, FileState] = {}
+    previous = _from_file_list(previous) if previous is not None and "seen" in previous else previous
+    mark = None if previous is None else previous.get("watermark")
     for path, state in sorted(current.items()):
+        closes = hour_folder_closes_at(path)
         if is_temporary(path):
             plan.waiting[path] = "temporary name: still being written"
-            writing = True
-            continue
-        if seen.get(path) == state:
-            continue
-        closes = hour_folder_closes_at(path)
-        if closes is not None and now < closes:
+        elif closes is not None and now < closes:
             # An open hour folder is expected to keep growing; it does not hold back the rest of the table.
             plan.waiting[path] = f"hour folder closes at {closes:%Y-%m-%d %H:%M} UTC"
-            continue
-        settled = state.mtime is not None and state.mtime <= now.timestamp() - settle_seconds
-        if settled or pending.get(path) == state:
-            candidates[path] = state
+        elif state.mtime is None or (mark is not None and state.mtime <= mark):
+            known[path] = state
         else:
-            plan.waiting[path] = "size or modified time changed since the last check: still being written"
-            writing = True
-    if writing:
-        # Hold the whole table back: what is complete stays pending and is ready on the next quiet tick.
-        still_writing = [p for p, why in plan.waiting.items() if not is_temporary(p) and "hour folder" not in why]
-        for path in candidates:
-            plan.waiting[path] = "waiting for other files of the same table that are still being written"
-        plan.cursor = _cursor(seen, {path: current[path] for path in [*still_writing, *candidates]})
+            fresh[path] = state
+    if previous is None:
+        plan.cursor = _seen_entry({**known, **fresh})
         return plan
-    plan.ready = candidates
-    plan.removed = sorted(path for path in seen if path not in current)
-    new_seen = {path: state for path, state in seen.items() if path in current}
-    new_seen.update(candidates)
-    plan.cursor = _cursor(new_seen, {})
+    unsettled = {p: s for p, s in fresh.items() if s.mtime > settled_before}
+    still_writing = any(is_temporary(p) for p in plan.waiting) or bool(
+        unsettled and listing_digest(unsettled) != previous.get("pending")
+    )
+    if still_writing:
+        # Hold the whole table back: what is complete is looked at again on the next quiet tick.
+        for path in fresh:
+            plan.waiting[path] = (
+                "size or modified time changed since the last check: still being written"
+                if path in unsettled
+                else "waiting for other files of the same table that are still being written"
+            )
+        plan.cursor = {k: v for k, v in previous.items() if k != "pending"}
+        if unsettled:
+            plan.cursor["pending"] = listing_digest(unsettled)
+        return plan
+    plan.ready = fresh
+    plan.removed = max(0, previous["files"] - len(known) - len(fresh))
+    plan.changed = bool(fresh) or listing_digest(known) != previous["digest"]
+    plan.cursor = _seen_entry({**known, **fresh}) if plan.changed else _seen_entry(known)
     return plan
 
 
-def _cursor(seen: dict[str, FileState], pending: dict[str, FileState]) -> dict:
-    return {
-        "seen": {path: state.to_json() for path, state in sorted(seen.items())},
-        "pending": {path: state.to_json() for path, state in sorted(pending.items())},
-    }
-
-
-def run_key(changes: dict[str, dict[str, FileState]], removed: dict[str, list[str]]) -> str:
-    """A stable key for one batch of changes: the same files in the same states always give the same key."""
-    payload = {
-        "changed": {t: {p: s.to_json() for p, s in sorted(files.items())} for t, files in sorted(changes.items())},
-        "removed": {t: sorted(paths) for t, paths in sorted(removed.items()) if paths},
-    }
-    return "new-files-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+def run_key(digests: dict[str, str]) -> str:
+    """A stable key for one batch of changes (``table -> digest of its files after the batch``): the same files in
+    the same states always give the same key."""
+    payload = json.dumps(dict(sorted(digests.items())), sort_keys=True)
+    return "new-files-" + hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
 def watch_root(location: str) -> str:

@@ -90,10 +90,10 @@ def evaluate_new_files(
         plan = plan_table(tables.get(table_id), current, now, settle_seconds)
         tables[table_id] = plan.cursor
         if plan.changed:
-            changes[table_id], removed[table_id] = plan.ready, plan.removed
+            changes[table_id], removed[table_id] = len(plan.ready), plan.removed
         if plan.waiting:
             waiting[table_id] = plan.waiting
-    new_cursor = json.dumps({"version": 1, "tables": tables}, sort_keys=True)
+    new_cursor = json.dumps({"version": 2, "tables": tables}, sort_keys=True)
     waits = "; ".join(
         f"{table_id}: {len(files)} file(s) waiting ({sorted(set(files.values()))[0]})"
         for table_id, files in sorted(waiting.items())
@@ -102,13 +102,13 @@ def evaluate_new_files(
         return Tick(cursor=new_cursor, problems=problems, waits=waits)
     return Tick(
         cursor=new_cursor,
-        run_key=run_key(changes, removed),
+        run_key=run_key({table_id: tables[table_id]["digest"] for table_id in changes}),
         assets=tuple(sorted({path for table_id in changes for path in watched[table_id].assets})),
         tags={
             MODE_TAG: "incremental",
             TRIGGER_TAG: NEW_FILES_SENSOR,
             "ci_pipeline/changed_tables": ",".join(sorted(changes)),
-            "ci_pipeline/changed_files": str(sum(len(f) + len(removed[t]) for t, f in changes.items())),
+            "ci_pipeline/changed_files": str(sum(n + removed[t] for t, n in changes.items())),
         },
         problems=problems,
         waits=waits,

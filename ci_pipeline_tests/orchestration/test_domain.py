@@ -35,7 +35,7 @@ def test_a_tick_records_a_baseline_then_asks_for_one_run_of_what_changed(tmp_pat
     (tmp_path / "crm" / "a.csv").write_text("id\n1\n")
     lake = Lake.local(tmp_path)
     first = evaluate_new_files(None, lambda: lake, watched(tmp_path), 0, NOW)
-    assert first.run_key is None and first.problems == [] and json.loads(first.cursor)["version"] == 1
+    assert first.run_key is None and first.problems == [] and json.loads(first.cursor)["version"] == 2
     (tmp_path / "crm" / "b.csv").write_text("id\n2\n")
     stamp = time.time() - 3600
     os.utime(tmp_path / "crm" / "b.csv", (stamp, stamp))

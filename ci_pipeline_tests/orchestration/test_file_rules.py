@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
-from ci_pipeline.orchestration.files import FileState, hour_folder_closes_at, is_temporary, plan_table, run_key
+from ci_pipeline.orchestration.files import (
+    FileState,
+    hour_folder_closes_at,
+    is_temporary,
+    listing_digest,
+    plan_table,
+    run_key,
+)
 
 NOW = datetime(2026, 6, 30, 15, 30, tzinfo=UTC)
 OLD = NOW.timestamp() - 3600
@@ -39,7 +47,7 @@ def test_file_state_from_azure_and_local_info():
 def test_first_tick_is_the_baseline():
     plan = tick(None, {"t/a.csv": FileState(10, OLD), "t/b.tmp": FileState(1, OLD)})
     assert not plan.changed
-    assert plan.cursor == {"seen": {"t/a.csv": [10, OLD, None]}, "pending": {}}
+    assert plan.cursor == {"files": 1, "digest": listing_digest({"t/a.csv": FileState(10, OLD)}), "watermark": OLD}
 
 
 def test_new_settled_file_is_ready_and_then_seen():
@@ -79,7 +87,36 @@ def test_a_burst_waits_for_its_last_file_then_is_one_change():
 def test_removed_file_is_a_change():
     seen = tick(None, {"t/a.csv": FileState(10, OLD), "t/b.csv": FileState(10, OLD)}).cursor
     plan = tick(seen, {"t/a.csv": FileState(10, OLD)})
-    assert plan.changed and plan.removed == ["t/b.csv"] and not plan.ready
+    assert plan.changed and plan.removed == 1 and not plan.ready
+    assert not tick(plan.cursor, {"t/a.csv": FileState(10, OLD)}).changed
+
+
+def test_a_file_copied_in_with_an_older_time_is_a_change():
+    # `cp -p` and some sync tools keep the source's modified time: the watermark misses it, the digest does not.
+    seen = tick(None, {"t/a.csv": FileState(10, OLD)}).cursor
+    plan = tick(seen, {"t/a.csv": FileState(10, OLD), "t/b.csv": FileState(7, OLD - 600)})
+    assert plan.changed and not plan.waiting
+    assert not tick(plan.cursor, {"t/a.csv": FileState(10, OLD), "t/b.csv": FileState(7, OLD - 600)}).changed
+
+
+def test_the_cursor_stays_small_however_many_files_a_table_has():
+    files = {
+        f"container/landing/shop/orders/year=2026/part-{i:06}.parquet": FileState(4096, OLD) for i in range(20_000)
+    }
+    seen = tick(None, files).cursor
+    assert len(json.dumps(seen)) < 120
+    new = {**files, "container/landing/shop/orders/year=2026/part-020000.parquet": FileState(4096, OLD + 5)}
+    plan = tick(seen, new)
+    assert list(plan.ready) == ["container/landing/shop/orders/year=2026/part-020000.parquet"]
+    assert len(json.dumps(plan.cursor)) < 120
+    assert not tick(plan.cursor, new).changed, "the files already processed start nothing"
+
+
+def test_a_cursor_of_the_earlier_format_keeps_working():
+    earlier = {"seen": {"t/a.csv": [10, OLD, None]}, "pending": {}}
+    assert not tick(earlier, {"t/a.csv": FileState(10, OLD)}).changed
+    plan = tick(earlier, {"t/a.csv": FileState(10, OLD), "t/b.csv": FileState(3, OLD + 1)})
+    assert list(plan.ready) == ["t/b.csv"] and "seen" not in plan.cursor
 
 
 def test_incremental_hour_folder_is_processed_once_the_hour_is_over():
@@ -100,6 +137,8 @@ def test_incremental_hour_folder_is_processed_once_the_hour_is_over():
 
 
 def test_run_key_is_stable_for_the_same_batch():
-    changes = {"crm/contacts": {"a": FileState(1, 2.0, "e")}}
-    assert run_key(changes, {}) == run_key(dict(changes), {"crm/contacts": []})
-    assert run_key(changes, {}) != run_key({"crm/contacts": {"a": FileState(2, 2.0, "e")}}, {})
+    digest = listing_digest({"a": FileState(1, 2.0, "e")})
+    assert run_key({"crm/contacts": digest, "shop/orders": "x"}) == run_key(
+        {"shop/orders": "x", "crm/contacts": digest}
+    )
+    assert run_key({"crm/contacts": digest}) != run_key({"crm/contacts": listing_digest({"a": FileState(2, 2.0, "e")})})
