@@ -69,7 +69,7 @@ _COMPARED = {
     "postal_code": "ZipOrPostalCode",
     "country": "CountryOrRegion",
 }
-_PARAMS = ("columns", "default_country")
+_PARAMS = ("columns", "default_country", "type")
 _ZIP = re.compile(r"^(\d{3,5})-?(\d{4})?$")
 # The fast path's shape: house number, one street-name word (or an ordinal: 1ST, 22ND), a street type and an
 # optional unit. Anything else (directionals, two-word names, PO boxes, city in the line) goes to the parser.
@@ -102,14 +102,24 @@ class AddressProvider:
         columns: address part (``street``, ``city``, ``state``, ``postal_code``, ``country``) -> profile column;
             defaults to the unify stage's names (``Address1``, ``City``, ``State``, ``PostalCode``, ``Country``).
         default_country: the country of an address whose country field is empty (default ``US``).
+        enrichment: the configured enrichment's name, for messages.
+        enrichment_type: the published ``EnrichmentType`` (default ``Address``).
     """
 
     name = PROVIDER
     needs: frozenset[str] = frozenset()
 
-    def __init__(self, columns: Mapping[str, str] | None = None, default_country: str = US):
+    def __init__(
+        self,
+        columns: Mapping[str, str] | None = None,
+        default_country: str = US,
+        enrichment: str = "",
+        enrichment_type: str = ENRICHMENT_TYPE,
+    ):
+        self.enrichment_type = enrichment_type
         self.columns = {**DEFAULT_COLUMNS, **(columns or {})}
         self.default_country = default_country
+        self.where = f"enrich.enrichments.{enrichment or 'address'}"
 
     def enrich(self, inputs: EnrichmentInputs) -> EnrichmentResult:
         """Standardize every profile's address; see the module docstring for the statuses."""
@@ -118,8 +128,8 @@ class AddressProvider:
         if not present:
             wanted = ", ".join(self.columns.values())
             raise EnrichmentFailed(
-                f"address enrichment: the customer profile has none of the address columns {wanted}; map a street, "
-                "city, state, postal_code or country field in unify, or name the profile's columns in params.columns"
+                f"{self.where}: the customer profile has none of the address columns {wanted}; map a street, city, "
+                "state, postal_code or country field in unify, or name the profile's columns in params.columns"
             )
         raw = {part: _column(profiles, col) for part, col in self.columns.items()}
         out, status, reason, stats = standardize(raw, self.default_country)
@@ -137,7 +147,7 @@ class AddressProvider:
         frame = pd.DataFrame(
             {
                 "CustomerId": profiles["CustomerId"].astype("string").to_numpy()[keep],
-                "EnrichmentType": ENRICHMENT_TYPE,
+                "EnrichmentType": self.enrichment_type,
                 "Values": _records(values),
             }
         )
@@ -147,11 +157,12 @@ class AddressProvider:
 
 
 def build(params: Mapping, context: ProviderContext | None = None) -> AddressProvider:
-    """The provider for an enrichment's ``params`` (``columns``, ``default_country``); needs no connection.
+    """The provider for an enrichment's ``params`` (``columns``, ``default_country``, ``type``); needs no connection.
 
     Bad parameters are an :class:`EnrichmentFailed` naming the key (``enrich.enrichments.<name>.params.<key>``).
     """
-    where = f"enrich.enrichments.{getattr(context, 'enrichment', '') or 'address'}.params"
+    enrichment = getattr(context, "enrichment", "") or ""
+    where = f"enrich.enrichments.{enrichment or 'address'}.params"
     unknown = sorted(set(params) - set(_PARAMS))
     if unknown:
         raise EnrichmentFailed(
@@ -168,7 +179,9 @@ def build(params: Mapping, context: ProviderContext | None = None) -> AddressPro
     country = params.get("default_country", US)
     if not isinstance(country, str) or not country.strip():
         raise EnrichmentFailed(f"{where}.default_country: give a country name or code, e.g. US")
-    provider = AddressProvider(columns=columns, default_country=country.strip())
+    provider = AddressProvider(
+        columns=columns, default_country=country.strip(), enrichment=enrichment, enrichment_type=_type(params, where)
+    )
     provider.name = getattr(context, "project", None) or PROVIDER
     return provider
 
@@ -312,3 +325,11 @@ def _records(values: pd.DataFrame) -> list[dict]:
     """One dict per row; missing values as None so the JSON says null."""
     plain = values.astype(object).where(values.notna(), None)
     return plain.to_dict("records")
+
+
+def _type(params: Mapping, where: str) -> str:
+    """The ``type`` parameter: the published EnrichmentType."""
+    kind = params.get("type", ENRICHMENT_TYPE)
+    if not isinstance(kind, str) or not kind.strip() or len(kind) > 100:
+        raise EnrichmentFailed(f"{where}.type: give the EnrichmentType to publish, e.g. {ENRICHMENT_TYPE}")
+    return kind.strip()

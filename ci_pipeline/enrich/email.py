@@ -40,7 +40,7 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ADDRESS = (
     rf"^(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?P<domain>(?:{_LABEL}\.)+(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9-]{{1,59}}))$"
 )
-_PARAMS = ("column",)
+_PARAMS = ("column", "type")
 
 
 @cache
@@ -70,20 +70,24 @@ class EmailProvider:
 
     Args:
         column: the profile column with the e-mail address (default ``Email``).
+        enrichment: the configured enrichment's name, for messages.
+        enrichment_type: the published ``EnrichmentType`` (default ``Email``).
     """
 
     name = PROVIDER
     needs: frozenset[str] = frozenset()
 
-    def __init__(self, column: str = DEFAULT_COLUMN):
+    def __init__(self, column: str = DEFAULT_COLUMN, enrichment: str = "", enrichment_type: str = ENRICHMENT_TYPE):
         self.column = column
+        self.enrichment_type = enrichment_type
+        self.where = f"enrich.enrichments.{enrichment or 'email'}"
 
     def enrich(self, inputs: EnrichmentInputs) -> EnrichmentResult:
         """Classify every profile's e-mail address."""
         profiles = inputs.profiles
         if self.column not in profiles.columns:
             raise EnrichmentFailed(
-                f"e-mail enrichment: the customer profile has no {self.column!r} column; map an email field in "
+                f"{self.where}: the customer profile has no {self.column!r} column; map an email field in "
                 "unify, or name the profile's e-mail column in params.column"
             )
         address = profiles[self.column].astype("string").str.strip()
@@ -108,7 +112,7 @@ class EmailProvider:
         frame = pd.DataFrame(
             {
                 "CustomerId": profiles["CustomerId"].astype("string").to_numpy()[has],
-                "EnrichmentType": ENRICHMENT_TYPE,
+                "EnrichmentType": self.enrichment_type,
                 "Values": values.astype(object).where(values.notna(), None).to_dict("records"),
             }
         ).astype({"CustomerId": "string", "EnrichmentType": "string"})
@@ -119,11 +123,12 @@ class EmailProvider:
 
 
 def build(params: Mapping, context: ProviderContext | None = None) -> EmailProvider:
-    """The provider for an enrichment's ``params`` (``column``); needs no connection.
+    """The provider for an enrichment's ``params`` (``column``, ``type``); needs no connection.
 
     Bad parameters are an :class:`EnrichmentFailed` naming the key (``enrich.enrichments.<name>.params.<key>``).
     """
-    where = f"enrich.enrichments.{getattr(context, 'enrichment', '') or 'email'}.params"
+    enrichment = getattr(context, "enrichment", "") or ""
+    where = f"enrich.enrichments.{enrichment or 'email'}.params"
     unknown = sorted(set(params) - set(_PARAMS))
     if unknown:
         raise EnrichmentFailed(
@@ -134,7 +139,10 @@ def build(params: Mapping, context: ProviderContext | None = None) -> EmailProvi
         raise EnrichmentFailed(
             f"{where}.column: give the customer profile column that holds the e-mail address, e.g. Email"
         )
-    provider = EmailProvider(column=column.strip())
+    kind = params.get("type", ENRICHMENT_TYPE)
+    if not isinstance(kind, str) or not kind.strip() or len(kind) > 100:
+        raise EnrichmentFailed(f"{where}.type: give the EnrichmentType to publish, e.g. {ENRICHMENT_TYPE}")
+    provider = EmailProvider(column=column.strip(), enrichment=enrichment, enrichment_type=kind.strip())
     provider.name = getattr(context, "project", None) or PROVIDER
     return provider
 

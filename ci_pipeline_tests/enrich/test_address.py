@@ -143,7 +143,9 @@ def test_a_profile_without_address_columns_and_bad_params_are_clear_errors():
     profiles = pd.DataFrame({"CustomerId": ["a"], "Email": ["a@b.com"]})
     with pytest.raises(EnrichmentFailed, match="none of the address columns Address1, City"):
         AddressProvider().enrich(EnrichmentInputs(profiles=profiles))
-    with pytest.raises(EnrichmentFailed, match=r"params\.colums: not a parameter .* takes columns, default_country"):
+    with pytest.raises(
+        EnrichmentFailed, match=r"params\.colums: not a parameter .* takes columns, default_country, type"
+    ):
         build({"colums": {}})
     with pytest.raises(EnrichmentFailed, match=r"params\.columns\.zip: not an address part"):
         build({"columns": {"zip": "Zip"}})
@@ -160,5 +162,11 @@ def test_the_provider_name_comes_from_the_project():
 
     assert build({}, Context()).name == "contoso"
     assert build({}).name == "ci_pipeline"
+    profiles = pd.DataFrame({"CustomerId": ["a"], "Address1": ["1 Main St"]}).astype("string")
+    typed = build({"type": "EnhancedAddress"}).enrich(EnrichmentInputs(profiles=profiles))
+    assert typed.values["EnrichmentType"].tolist() == ["EnhancedAddress"]
+    assert _run([("a", "1 Main St", None, None, None, None)]).values["EnrichmentType"].tolist() == ["Address"]
+    with pytest.raises(EnrichmentFailed, match=r"params\.type: give the EnrichmentType"):
+        build({"type": ""})
     with pytest.raises(EnrichmentFailed, match=r"enrich\.enrichments\.addresses\.params\.x"):
         build({"x": 1}, Context())

@@ -105,6 +105,10 @@ def test_missing_column_and_bad_params_are_clear_errors():
         build({"columns": "Mail"})
     with pytest.raises(EnrichmentFailed, match=r"params\.column: give the customer profile column"):
         build({"column": ""})
+    typed = build({"column": "Mail", "type": "EmailClass"}).enrich(EnrichmentInputs(profiles=profiles))
+    assert typed.values["EnrichmentType"].tolist() == ["EmailClass"]
+    with pytest.raises(EnrichmentFailed, match=r"params\.type: give the EnrichmentType"):
+        build({"type": 3})
 
 
 def test_no_e_mail_at_all_gives_no_rows():
