@@ -22,13 +22,15 @@ call (``process.cpdist``) over the distinct value pairs that are neither null no
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from rapidfuzz import distance, process
 
 from ci_pipeline.errors import UserError
@@ -45,56 +47,66 @@ class SettingsError(UserError):
 
 @dataclass(frozen=True)
 class Side:
-    """Codes of one column for the left and right records of each pair (-1 = null)."""
+    """Codes of one column for the two values of each distinct value pair (-1 = null), and the column's values."""
 
     left: np.ndarray
     right: np.ndarray
     values: np.ndarray
 
-    @property
+    @cached_property
     def null(self) -> np.ndarray:
         return (self.left < 0) | (self.right < 0)
 
-    @property
+    @cached_property
     def exact(self) -> np.ndarray:
         return (self.left == self.right) & (self.left >= 0)
 
 
 def _side(table: Table, column: str, left: np.ndarray, right: np.ndarray) -> Side:
-    col = table.column(column)
-    return Side(col.codes[left], col.codes[right], col.values)
+    return Side(left, right, table.column(column).values)
 
 
-def _on_distinct(side: Side, todo: np.ndarray, measure: Callable[[np.ndarray, np.ndarray], np.ndarray], fill):
-    """``measure`` over the (left value, right value) pairs selected by ``todo``, spread back per pair.
+def per_value_pair(left: np.ndarray, right: np.ndarray, width: int, levels: Callable) -> np.ndarray:
+    """``levels(a, b)`` computed once per distinct pair of codes (``left[i]``, ``right[i]``) and spread back.
 
-    Value pairs are deduplicated first when there are more pairs than possible value pairs (they must repeat);
-    otherwise the sort costs more than measuring the repeats it might save.
+    Codes run from -1 (null) to ``width - 1``. Candidate pairs repeat value pairs a lot (one e-mail address on
+    several records, a few thousand first names over millions of pairs), so every measure and every level
+    condition runs on the distinct value pairs only; per pair there is one hash (or, when the codes are few, one
+    direct lookup) and one gather.
     """
+    radix = np.int64(width + 1)
+    key = (left + 1) * radix + (right + 1)
+    space = int(radix * radix)
+    if space <= 2 * len(key):
+        present = np.flatnonzero(np.bincount(key, minlength=space))
+        lookup = np.zeros(space, dtype=np.int8)
+        lookup[present] = levels(present // radix - 1, present % radix - 1)
+        return lookup[key]
+    inverse, distinct = pd.factorize(key)
+    return levels(distinct // radix - 1, distinct % radix - 1)[inverse]
+
+
+def _measured(side: Side, todo: np.ndarray, measure: Callable[[np.ndarray, np.ndarray], np.ndarray], fill):
+    """``measure`` over the (left value, right value) pairs selected by ``todo``; ``fill`` elsewhere."""
     out = np.full(len(side.left), fill, dtype=np.asarray(fill).dtype)
-    count = int(todo.sum())
-    if count == 0:
-        return out
-    width = np.int64(len(side.values))
-    left, right = side.left[todo], side.right[todo]
-    if width * width < count:
-        keys, inverse = np.unique(left * width + right, return_inverse=True)
-        out[todo] = measure(side.values[keys // width], side.values[keys % width])[inverse]
-    else:
-        out[todo] = measure(side.values[left], side.values[right])
+    if todo.any():
+        out[todo] = measure(side.values[side.left[todo]], side.values[side.right[todo]])
     return out
 
 
-def _jaro_winkler(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return process.cpdist(a, b, scorer=distance.JaroWinkler.normalized_similarity, workers=-1)
+def _jaro_winkler(lowest: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    # Below the lowest threshold the similarity is not needed (it is the else level): rapidfuzz may stop early.
+    # Levels compare the float32 similarity, so a similarity just below a threshold can round up to it: the cutoff
+    # stays below that rounding.
+    cutoff = lowest - 1e-4
+    return lambda a, b: process.cpdist(
+        a, b, scorer=distance.JaroWinkler.normalized_similarity, workers=-1, score_cutoff=cutoff
+    )
 
 
-def _osa(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return process.cpdist(a, b, scorer=distance.OSA.distance, workers=-1, dtype=np.int32)
-
-
-def _levenshtein(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return process.cpdist(a, b, scorer=distance.Levenshtein.distance, workers=-1, dtype=np.int32)
+def _edits(scorer, cutoff: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    # Beyond the highest threshold the distance is not needed: rapidfuzz returns cutoff + 1 and may stop early.
+    return lambda a, b: process.cpdist(a, b, scorer=scorer, workers=-1, dtype=np.int32, score_cutoff=cutoff)
 
 
 def _select(null: np.ndarray, conditions: list[np.ndarray]) -> np.ndarray:
@@ -144,14 +156,25 @@ class Comparison:
         return tuple(level for level in self.all_levels if level not in self.without)
 
     def _conditions(self, table: Table, left: np.ndarray, right: np.ndarray):
-        """Per pair, whether it is null, and one condition per level of ``all_levels`` but ``else``."""
+        """Per pair of codes of ``column`` (-1 = null), whether it is null, and one condition per level of
+        ``all_levels`` but ``else``."""
         raise NotImplementedError
 
-    def gamma(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """The level reached by each pair (``left[i]``, ``right[i]``) of record positions; -1 = null."""
+    def _levels(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """The level reached by each pair of codes of ``column``."""
         null, conditions = self._conditions(table, left, right)
         kept = [c for level, c in zip(self.all_levels, conditions, strict=False) if level not in self.without]
         return _select(null, kept)
+
+    def gamma(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """The level reached by each pair (``left[i]``, ``right[i]``) of record positions; -1 = null."""
+        column = table.column(self.column)
+        return per_value_pair(
+            column.codes[left],
+            column.codes[right],
+            len(column.values),
+            lambda a, b: self._levels(table, a, b),
+        )
 
     def to_dict(self) -> dict:
         """A JSON-able description (``kind`` plus the fields that differ from their default)."""
@@ -210,7 +233,7 @@ class JaroWinklerAtThresholds(Comparison):
     def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
         exact = side.exact
-        sim = _on_distinct(side, ~side.null & ~exact, _jaro_winkler, np.float32(0))
+        sim = _measured(side, ~side.null & ~exact, _jaro_winkler(min(self.thresholds)), np.float32(0))
         return (side.null, [exact, *(sim >= t for t in self.thresholds)])
 
 
@@ -230,14 +253,13 @@ class LevenshteinAtThresholds(Comparison):
     def all_levels(self) -> tuple[str, ...]:
         return ("exact", *(f"{self._label}<={t}" for t in self.thresholds), "else")
 
-    def _distance(self, a, b):
-        return _levenshtein(a, b)
+    _scorer: ClassVar = staticmethod(distance.Levenshtein.distance)
 
     def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
         exact = side.exact
-        far = np.int32(np.iinfo(np.int32).max)
-        dist = _on_distinct(side, ~side.null & ~exact, self._distance, far)
+        cutoff = max(self.thresholds)
+        dist = _measured(side, ~side.null & ~exact, _edits(self._scorer, cutoff), np.int32(cutoff + 1))
         return (side.null, [exact, *(dist <= t for t in self.thresholds)])
 
 
@@ -247,23 +269,33 @@ class DamerauLevenshteinAtThresholds(LevenshteinAtThresholds):
 
     kind: ClassVar[str] = "damerau_levenshtein"
     _label: ClassVar[str] = "damerau_levenshtein"
-
-    def _distance(self, a, b):
-        return _osa(a, b)
+    _scorer: ClassVar = staticmethod(distance.OSA.distance)
 
 
-def _codes(texts) -> np.ndarray:
-    """Integer codes of texts (equal text, equal code), with a trailing -2 that the null code -1 reads: comparing
-    codes is much faster than comparing strings, and a null never equals anything."""
-    return np.append(pd.factorize(pd.Series(texts, dtype=object))[0], -2)
+def _text(values: np.ndarray) -> pa.Array:
+    """A column's distinct values as Arrow text, for vectorised string functions."""
+    return pa.array(values, type=pa.string())
+
+
+def _codes(texts: pa.Array) -> np.ndarray:
+    """Integer codes of texts (equal text, equal code; -2 for null), with a trailing -2 that the null code -1
+    reads: comparing codes is much faster than comparing strings, and a null never equals anything."""
+    codes = pc.fill_null(pc.dictionary_encode(texts).indices, -2)
+    return np.append(codes.to_numpy(zero_copy_only=False).astype(np.int64), -2)
 
 
 def _fold(table: dict[str, str]) -> Callable[[np.ndarray], np.ndarray]:
     """Codes of each value with every word replaced by its formal name (``bob smith`` -> ``robert smith``)."""
+    known = pd.Index(list(table))
+    formal = np.asarray(list(table.values()), dtype=object)
 
     def make(values: np.ndarray) -> np.ndarray:
-        words = pd.Series(values, dtype=object).str.split(" ")
-        return _codes([" ".join(table.get(w, w) for w in ws) for ws in words])
+        words = pc.split_pattern(_text(values), " ")
+        flat = words.flatten().to_numpy(zero_copy_only=False)
+        at = known.get_indexer(flat)
+        folded = np.where(at >= 0, formal[at], flat)
+        rebuilt = pa.ListArray.from_arrays(words.offsets, pa.array(folded, type=pa.string()))
+        return _codes(pc.binary_join(rebuilt, " "))
 
     return make
 
@@ -297,19 +329,31 @@ class NameComparison(Comparison):
         swap = ("swapped",) if self.swap_with else ()
         return ("exact", *swap, "nickname", "initial", *(f"jaro_winkler>={t:g}" for t in self.thresholds), "else")
 
+    def gamma(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """The level reached by each pair of record positions; ``swapped`` reads the other column per pair."""
+        gamma = super().gamma(table, left, right)
+        if not self.swap_with or "swapped" in self.without:
+            return gamma
+        this, other = table.column(self.column), table.column(self.swap_with)
+        # The two columns are factorized separately: translate the other column's codes into this one's.
+        # The null code -1 reads the last entry: no value.
+        as_this = table.derived(
+            self.swap_with, f"as:{self.column}", lambda v: np.append(pd.Index(this.values).get_indexer(v), -1)
+        )
+        a, b = this.codes[left], this.codes[right]
+        swapped = (a >= 0) & (b >= 0) & (a == as_this[other.codes[right]]) & (b == as_this[other.codes[left]])
+        # Only exact (never a swap: a != b) comes before swapped, so a swap takes any level it beats.
+        level = np.int8(self.levels.index("swapped"))
+        gamma[swapped & (a != b)] = level
+        return gamma
+
     def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
         exact = side.exact
         conditions = [exact]
         if self.swap_with:
-            this, other = table.column(self.column), table.column(self.swap_with)
-            # The two columns are factorized separately: translate the other column's codes into this one's.
-            # The null code -1 reads the last entry: no value.
-            as_this = table.derived(
-                self.swap_with, f"as:{self.column}", lambda v: np.append(pd.Index(this.values).get_indexer(v), -1)
-            )
-            lo, ro = as_this[other.codes[left]], as_this[other.codes[right]]
-            conditions.append((side.left >= 0) & (side.right >= 0) & (side.left == ro) & (side.right == lo) & ~exact)
+            # Whether a pair is swapped depends on the other column: ``gamma`` sets it per pair of records.
+            conditions.append(np.zeros(len(left), dtype=bool))
         todo = ~side.null & ~exact
         folded = [table.derived(self.column, f"nickname{i}", _fold(t)) for i, t in enumerate(_nickname_tables())]
         nick = np.zeros(len(left), dtype=bool)
@@ -317,11 +361,11 @@ class NameComparison(Comparison):
             nick |= todo & (fold[side.left] == fold[side.right])
         conditions.append(nick)
         single = table.derived(
-            self.column, "single", lambda v: np.append(np.fromiter(map(len, v), np.int64, len(v)) == 1, False)
+            self.column, "single", lambda v: np.append(pc.utf8_length(_text(v)).to_numpy() == 1, False)
         )
-        first = table.derived(self.column, "first", lambda v: _codes([s[:1] for s in v]))
+        first = table.derived(self.column, "first", lambda v: _codes(pc.utf8_slice_codeunits(_text(v), 0, 1)))
         conditions.append(todo & (single[side.left] | single[side.right]) & (first[side.left] == first[side.right]))
-        sim = _on_distinct(side, todo, _jaro_winkler, np.float32(0))
+        sim = _measured(side, todo, _jaro_winkler(min(self.thresholds)), np.float32(0))
         conditions.extend(sim >= t for t in self.thresholds)
         return (side.null, conditions)
 
@@ -331,7 +375,7 @@ def _nickname_tables() -> tuple[dict[str, str], dict[str, str]]:
     return nicknames(), alternative_nicknames()
 
 
-_ISO = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})")
+_ISO = r"^(?P<year>[0-9]{4})-?(?P<month>[0-9]{2})-?(?P<day>[0-9]{2})"
 
 
 def date_parts(values: np.ndarray) -> np.ndarray:
@@ -341,13 +385,13 @@ def date_parts(values: np.ndarray) -> np.ndarray:
     transposed 31/12) keeps its components for comparison; other formats go through the project's date parser.
     """
     parts = np.full((len(values), 3), -1, dtype=np.int64)
-    text = pd.Series(values, dtype="string")
-    split = text.str.extract(_ISO)
-    iso = split.notna().all(axis=1).to_numpy()
-    parts[iso] = split[iso].astype(np.int64).to_numpy()
+    split = pc.extract_regex(pa.array(values, type=pa.string(), from_pandas=True), _ISO)
+    iso = split.is_valid().to_numpy(zero_copy_only=False)
+    for j in range(3):
+        parts[iso, j] = pc.cast(split.field(j).filter(iso), pa.int64()).to_numpy()
     rest = ~iso
     if rest.any():
-        parsed = parse_times(text[rest])
+        parsed = parse_times(pd.Series(values, dtype="string")[rest])
         ok = parsed.notna().to_numpy()
         where = np.flatnonzero(rest)[ok]
         parts[where, 0] = parsed[ok].dt.year.to_numpy()
@@ -421,17 +465,19 @@ class IdentifierComparison(Comparison):
     def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
         exact = side.exact
-        dist = _on_distinct(side, ~side.null & ~exact, _osa, np.int32(99))
+        dist = _measured(side, ~side.null & ~exact, _edits(distance.OSA.distance, 1), np.int32(2))
         return (side.null, [exact, dist <= 1])
 
 
 def _split_email(values: np.ndarray) -> np.ndarray:
-    """Codes of the user name and of the domain (-2 when there is none) per address."""
-    parts = pd.Series(values, dtype=object).str.rpartition("@")
-    has_at = (parts[1] == "@").to_numpy()
-    user = _codes(np.where(has_at, parts[0], parts[2]))
-    domain = np.where(np.append(has_at, False), _codes(parts[2]), -2)
-    return np.stack([user, domain], axis=1)
+    """Codes of the user name (the whole value without an @) and of the domain (-2 when there is none) per
+    address; the last @ splits them."""
+    text = _text(values)
+    parts = pc.extract_regex(text, r"(?s)^(?P<user>.*)@(?P<domain>[^@]*)$")
+    has_at = parts.is_valid()
+    user = pc.if_else(has_at, parts.field("user"), text)
+    domain = pc.if_else(has_at, parts.field("domain"), pa.scalar(None, pa.string()))
+    return np.stack([_codes(user), _codes(domain)], axis=1)
 
 
 @dataclass(frozen=True)
@@ -472,9 +518,9 @@ class PostalCodeComparison(Comparison):
     def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
         exact = side.exact
-        typo = _on_distinct(side, ~side.null & ~exact, _osa, np.int32(99)) <= 1
+        typo = _measured(side, ~side.null & ~exact, _edits(distance.OSA.distance, 1), np.int32(2)) <= 1
         k = self.prefix_length
-        prefix = table.derived(self.column, f"prefix{k}", lambda v: _codes([s[:k] for s in v]))
+        prefix = table.derived(self.column, f"prefix{k}", lambda v: _codes(pc.utf8_slice_codeunits(_text(v), 0, k)))
         return (side.null, [exact, typo, prefix[side.left] == prefix[side.right]])
 
 

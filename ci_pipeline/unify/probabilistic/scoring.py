@@ -19,13 +19,13 @@ def probability(weight: np.ndarray | float) -> np.ndarray:
 
 def _weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray) -> np.ndarray:
     """Per pair and comparison, the log2 Bayes factor of the level reached (term-frequency adjusted)."""
-    out = np.zeros(gamma.shape, dtype=np.float64)
+    out = np.zeros(gamma.shape, dtype=np.float64, order="F")
     for j, (comparison, params) in enumerate(zip(model.settings.comparisons, model.parameters, strict=True)):
         if not params.active:
             continue
         g = gamma[:, j]
-        known = g != NULL
-        out[known, j] = params.weights[g[known]]
+        # A table lookup: the null level -1 reads the appended 0 (no evidence).
+        out[:, j] = np.append(params.weights, 0.0)[g]
         if comparison.term_frequency and comparison.levels[0] == "exact":
             column = table.column(comparison.column)
             exact = g == 0
