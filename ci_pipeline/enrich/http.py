@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
@@ -324,7 +325,9 @@ def _retry_after(response: httpx.Response) -> float:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return -1
-    return max((when - pd.Timestamp.now(tz="UTC").to_pydatetime()).total_seconds(), 0.0)
+    # An HTTP date is in GMT; one written without a zone (``-0000``) is read the same way.
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _results(response: httpx.Response, where: str) -> list:

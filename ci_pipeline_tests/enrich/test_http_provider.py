@@ -9,12 +9,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pandas as pd
 import pytest
 
-from ci_pipeline.enrich.http import build
+from ci_pipeline.enrich.http import _retry_after, build
 from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs
 from ci_pipeline.governance import Governance, SecretResolver, open_store
 
@@ -263,6 +266,16 @@ def test_429_waits_as_retry_after_asks_and_5xx_is_retried(provider):
     provider.reply = lambda n, records: (429, {"Retry-After": "3600"}, b"")
     with pytest.raises(EnrichmentFailed, match=r"asks to wait 3600 s \(Retry-After\), longer than params.max_wait"):
         run(provider, max_wait_seconds=5)
+
+
+def test_retry_after_in_seconds_or_as_a_date():
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    assert _retry_after(httpx.Response(429, headers={"Retry-After": "7"})) == 7
+    assert 25 < _retry_after(httpx.Response(429, headers={"Retry-After": format_datetime(later, usegmt=True)})) <= 30
+    naive = format_datetime(later.replace(tzinfo=None))  # "-0000": no zone given
+    assert 25 < _retry_after(httpx.Response(503, headers={"Retry-After": naive})) <= 30
+    assert _retry_after(httpx.Response(503, headers={"Retry-After": "soon"})) == -1
+    assert _retry_after(httpx.Response(503)) == -1
 
 
 def test_the_api_key_never_appears_in_a_message_a_warning_a_value_or_the_log(provider, caplog):
