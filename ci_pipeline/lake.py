@@ -87,13 +87,25 @@ class Lake:
         return cls(fs=fs, root=root, protocol=protocol, storage_options=options)
 
     @classmethod
-    def from_config(cls, config: LakeConfig, base_dir: Path | None = None) -> Lake:
-        """Build the lake a configuration describes, resolving secrets now (at call time)."""
+    def from_config(cls, config: LakeConfig, base_dir: Path | None = None, connection: dict | None = None) -> Lake:
+        """Build the lake a configuration describes, resolving secrets now (at call time).
+
+        ``connection``: ``lake.connection`` resolved through the governance layer (required when it is set).
+        """
         url = config.url
         if "://" not in url:
             path = Path(url).expanduser()
             return cls.local(path if path.is_absolute() else (base_dir or Path.cwd()) / path)
+        if config.connection:
+            return cls.from_url(url, connection_storage_options(config, connection))
         return cls.from_url(url, azure_storage_options(config, base_dir))
+
+    @classmethod
+    def for_connection(cls, connection: dict) -> Lake:
+        """The container of a governed ``adls`` connection (resolved), as a lake rooted at the container."""
+        url = f"abfs://{connection['container']}"
+        settings = LakeConfig(url=url, connection=connection["name"])
+        return cls.from_url(url, connection_storage_options(settings, connection))
 
     # -- paths -------------------------------------------------------------------------------------------------
     def path(self, relative: str = "") -> str:
@@ -234,6 +246,33 @@ def azure_storage_options(config: LakeConfig, base_dir: Path | None = None) -> d
         options["anon"] = False
     else:
         options["anon"] = True
+    return options
+
+
+def connection_storage_options(config: LakeConfig, connection: dict | None) -> dict:
+    """adlfs keyword arguments from a governed ``adls`` connection, after checking it is the lake's container."""
+    if connection is None:
+        raise StorageError(
+            f"lake.connection {config.connection!r}: a governed connection is resolved by a run, as the user who "
+            "launched it; this command cannot use it: give the lake inline references for local tools"
+        )
+    parsed = urlparse(config.url)
+    container, _, host = parsed.netloc.partition("@")
+    account = host.split(".")[0] if host else None
+    if container != connection["container"] or (account and account != connection["account"]):
+        raise StorageError(
+            f"lake.url names container {container!r}{f' of account {account!r}' if account else ''}, but "
+            f"lake.connection {connection['name']!r} is for container {connection['container']!r} of account "
+            f"{connection['account']!r}; make them agree"
+        )
+    if connection.get("connection_string"):
+        return {"connection_string": connection["connection_string"]}
+    options: dict[str, Any] = {"account_name": connection["account"]}
+    for secret in ("account_key", "sas_token"):
+        if connection.get(secret):
+            options[secret] = connection[secret]
+            return options
+    options["anon"] = False
     return options
 
 

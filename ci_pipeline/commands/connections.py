@@ -147,6 +147,9 @@ def _flatten(view: dict) -> dict[str, object]:
             flat.update({f"secret {s['setting']}": s["reference"] for s in value})
         elif key == "check":
             flat.update({f"check {c['setting']}": c["result"] for c in value})
+        elif key == "capacity":
+            # The per-table rows stay in --json; the table shows the entitlement and what is used of it.
+            flat.update({f"capacity {k}": v for k, v in (value or {}).items() if k != "tables"} or {key: None})
         elif key == "used_by":
             flat[key] = [f"{u['kind']} {u['name']} (owner {u['owner']})" for u in value]
         else:
@@ -194,7 +197,33 @@ def run_attach(args) -> int:
 
 
 def run_detach(args) -> int:
-    _, gov = open_for(args)
+    config, gov = open_for(args)
     url = gov.detach_dataverse()
     print(f"Detached Dataverse environment {url}." if url else "No Dataverse environment was attached.")
+    where = _release_marker(config, gov)
+    if where:
+        print(f"Removed this environment's attachment marker from {where}.")
     return 0
+
+
+def _release_marker(config, gov) -> str | None:
+    """Remove the configured sink's attachment marker if this environment wrote it; where it was, else None."""
+    from pathlib import Path
+
+    from ci_pipeline.dataverse import open_dataverse_sink, open_sqlite_sink, sqlite_path
+
+    sink = config.publish.sink
+    if sink.kind == "sqlite":
+        path = sqlite_path(sink.path, Path(config.base_dir))
+        if not path.exists():
+            return None
+        opened, where = open_sqlite_sink(path), str(path)
+    elif sink.kind == "dataverse":
+        key = "publish.sink.connection"
+        connection = gov.use_connection(sink.connection, key, "dataverse") if sink.connection else None
+        opened = open_dataverse_sink(sink.dataverse, Path(config.base_dir), None, "detach", connection)
+        where = connection["org_url"] if connection else sink.dataverse.url
+    else:
+        return None
+    with opened:
+        return where if opened.release(gov.environment_id()) else None

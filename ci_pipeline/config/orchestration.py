@@ -114,6 +114,9 @@ class Notifications(StrictModel):
     #: URL that receives a JSON POST per failed run (Slack/Teams-style ``text`` plus details). Give it as
     #: ``env:VARIABLE`` or ``file:path`` when it carries a token.
     webhook_url: str | None = None
+    #: A governed ``webhook`` connection (``ci-pipeline connections``) instead of ``webhook_url``; the failure
+    #: sensor resolves it as ``governance.service_principal``.
+    webhook_connection: str | None = Field(None, min_length=1, max_length=200)
     timeout_seconds: float = Field(10, gt=0, le=120)
     #: Base URL of the Dagster UI, used for links in notifications (e.g. ``http://dagster.internal:3000``).
     ui_url: str | None = None
@@ -124,6 +127,12 @@ class Notifications(StrictModel):
         if value is None or value.startswith(("env:", "file:", "http://", "https://")):
             return value
         raise ValueError("webhook_url must be an http(s) URL, or 'env:VARIABLE' / 'file:path' holding one")
+
+    @model_validator(mode="after")
+    def _one_webhook(self):
+        if self.webhook_url and self.webhook_connection:
+            raise ValueError("give webhook_url or webhook_connection, not both")
+        return self
 
 
 class Freshness(StrictModel):

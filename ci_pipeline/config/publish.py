@@ -18,8 +18,9 @@ OUTPUT_TABLE_NAMES = tuple(OUTPUT_TABLES)
 class DataverseConfig(StrictModel):
     """How to reach a Dataverse environment through its Web API."""
 
-    #: Environment URL, e.g. ``https://contoso.crm.dynamics.com`` (the token scope is ``<url>/.default``).
-    url: str
+    #: Environment URL, e.g. ``https://contoso.crm.dynamics.com`` (the token scope is ``<url>/.default``). Not
+    #: given with ``publish.sink.connection``, which supplies it.
+    url: str | None = None
     api_path: str = "/api/data/v9.2/"
     #: azure-identity credential: ``client_secret``, ``certificate``, ``managed_identity`` or ``default``.
     credential: Literal["client_secret", "certificate", "managed_identity", "default"] = "default"
@@ -46,6 +47,9 @@ class DataverseConfig(StrictModel):
     skip_unchanged: bool = True
     #: Entity-set names per output table, when they differ from ``<prefix>_<table>s``.
     entity_sets: dict[str, str] = {}
+    #: The table holding the attachment marker row (docs/governance.md): one row naming the pipeline environment
+    #: and storage account this Dataverse environment serves.
+    marker_entity_set: str = Field("msdynci_pipelineattachments", pattern=r"^[a-z][a-z0-9]*_[a-z0-9_]+$")
 
     @model_validator(mode="after")
     def _credential_settings(self):
@@ -53,7 +57,7 @@ class DataverseConfig(StrictModel):
             raise ValueError("credential 'client_secret' needs tenant_id, client_id and client_secret")
         if self.credential == "certificate" and not (self.tenant_id and self.client_id and self.certificate_path):
             raise ValueError("credential 'certificate' needs tenant_id, client_id and certificate_path")
-        if not self.url.startswith(("https://", "http://")):
+        if self.url is not None and not self.url.startswith(("https://", "http://")):
             raise ValueError(f"url {self.url!r} must start with https:// (e.g. https://contoso.crm.dynamics.com)")
         return self
 
@@ -66,11 +70,30 @@ class SinkConfig(StrictModel):
     #: The SQLite file (relative to the configuration file's folder).
     path: str = "sink.sqlite"
     dataverse: DataverseConfig | None = None
+    #: A governed ``dataverse`` connection (``ci-pipeline connections``) that supplies the URL and credential;
+    #: the ``dataverse`` block then holds only tuning settings (docs/governance.md).
+    connection: str | None = Field(None, min_length=1, max_length=200)
+    #: Azure region of the Dataverse environment (``westeurope``); must equal ``lake.region`` when both are set.
+    region: str | None = Field(None, pattern=r"^[a-z0-9]+$")
 
     @model_validator(mode="after")
     def _dataverse_needs_settings(self):
-        if self.kind == "dataverse" and self.dataverse is None:
-            raise ValueError("kind 'dataverse' needs a 'dataverse' block with at least 'url'")
+        if self.connection and self.kind != "dataverse":
+            raise ValueError("connection applies to kind 'dataverse' only; remove it or set kind: dataverse")
+        if self.kind == "dataverse" and self.connection is None and (self.dataverse is None or not self.dataverse.url):
+            raise ValueError("kind 'dataverse' needs a 'dataverse' block with at least 'url', or a connection")
+        if self.connection and self.dataverse is not None:
+            inline = [
+                k
+                for k in ("url", "tenant_id", "client_id", "client_secret", "certificate_path", "certificate_password")
+                if getattr(self.dataverse, k)
+            ]
+            if inline or self.dataverse.credential != "default":
+                named = ", ".join(f"dataverse.{k}" for k in inline or ["credential"])
+                raise ValueError(
+                    f"connection {self.connection!r} supplies the URL and credential; remove {named} (or remove "
+                    "connection to keep the inline settings)"
+                )
         return self
 
 
@@ -95,6 +118,9 @@ class ExportConfig(StrictModel):
     #: leading ``'`` so a spreadsheet shows it as text instead of running it as a formula (OWASP CSV injection).
     #: Parquet keeps every value as it is. Turn it off only when no spreadsheet ever opens the files.
     escape_formulas: bool = True
+    #: A governed connection the export is bound to (``ci-pipeline exports add``). Such an export runs only while
+    #: its binding is active; a detached one is skipped, not failed (docs/governance.md).
+    connection: str | None = Field(None, min_length=1, max_length=200)
 
 
 class PublishConfig(StrictModel):
@@ -123,6 +149,12 @@ class PublishConfig(StrictModel):
                         f"publish.exports[{i}].tables: {table!r} is not an output table; "
                         f"use one of {', '.join(OUTPUT_TABLE_NAMES)}"
                     )
+        lake_region, sink_region = project.lake.region, self.sink.region
+        if lake_region and sink_region and lake_region != sink_region and self.sink.kind != "none":
+            found.append(
+                f"publish.sink.region: {sink_region!r} differs from lake.region {lake_region!r}; a Dataverse "
+                "environment and its lake must be in the same Azure region: correct one of the two keys"
+            )
         dataverse = self.sink.dataverse
         if dataverse is not None:
             for table in [*dataverse.elastic_tables, *dataverse.entity_sets]:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ci_pipeline.dataverse.attachment import AttachmentClaim
+
 
 @dataclass(frozen=True)
 class SinkTable:
@@ -81,6 +83,15 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def usage(self) -> dict[str, TableUsage]:
         """Rows and bytes held per logical table name."""
+
+    @abc.abstractmethod
+    def claim(self, claim: AttachmentClaim) -> None:
+        """Apply the attachment rules (:func:`~ci_pipeline.dataverse.attachment.check_marker`) before publishing;
+        write the marker row when there is none."""
+
+    @abc.abstractmethod
+    def release(self, environment_id: str) -> bool:
+        """Remove the marker row if ``environment_id`` wrote it (detaching); True when one was removed."""
 
     def close(self) -> None:  # noqa: B027 - most sinks hold nothing to release
         """Release connections."""

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ci_pipeline.dataverse.attachment import AttachmentClaim, check_marker
 from ci_pipeline.dataverse.sink import Sink, SinkTable, TableResult, TableUsage
 from ci_pipeline.errors import UserError
 
@@ -23,6 +24,8 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+#: The table holding the attachment marker row (not one of the published tables).
+MARKER_TABLE = "ci_pipeline_attachment"
 #: Rows per ``executemany`` batch: bounds the Python objects alive at once while loading a large table.
 BATCH = 50_000
 
@@ -70,6 +73,48 @@ class SqliteSink(Sink):
 
     def close(self) -> None:
         self._con.close()
+
+    # -- attachment marker --------------------------------------------------------------------------------------
+    def _marker(self) -> dict | None:
+        self._con.execute(
+            f"CREATE TABLE IF NOT EXISTS main.{MARKER_TABLE} (slot INTEGER PRIMARY KEY CHECK (slot = 1), "
+            "environment_id TEXT, storage_account TEXT, region TEXT, attached_at TEXT)"
+        )
+        row = self._con.execute(
+            f"SELECT environment_id, storage_account, region, attached_at FROM main.{MARKER_TABLE}"
+        ).fetchone()
+        keys = ("environment_id", "storage_account", "region", "attached_at")
+        return dict(zip(keys, row, strict=True)) if row else None
+
+    def claim(self, claim: AttachmentClaim) -> None:
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if check_marker(self._marker(), claim, f"sink {self.path}"):
+                marker = claim.marker()
+                con.execute(
+                    f"INSERT INTO main.{MARKER_TABLE} (slot, environment_id, storage_account, region, attached_at) "
+                    "VALUES (1, :environment_id, :storage_account, :region, :attached_at)",
+                    marker,
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def release(self, environment_id: str) -> bool:
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            marker = self._marker()
+            mine = marker is not None and marker["environment_id"] == environment_id
+            if mine:
+                con.execute(f"DELETE FROM main.{MARKER_TABLE}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return mine
 
     # -- writing ------------------------------------------------------------------------------------------------
     def publish(self, table: SinkTable) -> TableResult:
@@ -206,7 +251,9 @@ class SqliteSink(Sink):
     # -- reading ------------------------------------------------------------------------------------------------
     def tables(self) -> list[str]:
         """Logical names of the tables in the database, sorted."""
-        rows = self._con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()
+        rows = self._con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name != ? ORDER BY name", (MARKER_TABLE,)
+        ).fetchall()
         return [r[0] for r in rows]
 
     def read(self, logical_name: str, where: dict[str, str] | None = None, limit: int | None = None) -> pd.DataFrame:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.config.base import resolve_secret
+from ci_pipeline.dataverse.attachment import AttachmentClaim, check_marker
 from ci_pipeline.dataverse.sink import Sink, SinkTable, TableResult, TableUsage
 from ci_pipeline.errors import UserError
 from ci_pipeline.redact import redact
@@ -46,6 +47,10 @@ NO_ANSWER_RETRIES = 2
 DEAD_LETTER = "ci_pipeline/publish/dead_letter"
 USAGE = "ci_pipeline/publish/dataverse_usage"
 STATE = "ci_pipeline/publish/dataverse_state"
+#: The key of the one attachment marker row (the same in every Dataverse environment).
+MARKER_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/ci_pipeline/attachment-marker"))
+#: The marker's fields, without the table's publisher prefix.
+MARKER_FIELDS = ("environmentid", "storageaccount", "region", "attachedat")
 
 
 class DataverseError(UserError):
@@ -193,6 +198,24 @@ def credential_factory(config, base_dir: Path) -> Callable[[], Any]:
     return make
 
 
+def connection_credential_factory(connection: dict) -> Callable[[], Any]:
+    """A function creating the azure-identity credential of a governed ``dataverse`` connection (its secret or
+    certificate already resolved through the governance layer)."""
+
+    def make():
+        import azure.identity as identity
+
+        if connection.get("client_secret"):
+            return identity.ClientSecretCredential(
+                connection["tenant_id"], connection["client_id"], connection["client_secret"]
+            )
+        return identity.CertificateCredential(
+            connection["tenant_id"], connection["client_id"], certificate_data=connection["certificate"].encode()
+        )
+
+    return make
+
+
 class DataverseClient:
     """Talks to one Dataverse environment.
 
@@ -243,11 +266,12 @@ class DataverseClient:
         self._probe_lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config, base_dir: Path) -> DataverseClient:
-        """A client for a ``publish.sink.dataverse`` block (secrets are resolved at the first request)."""
+    def from_config(cls, config, base_dir: Path, connection: dict | None = None) -> DataverseClient:
+        """A client for a ``publish.sink.dataverse`` block (secrets are resolved at the first request), or for a
+        governed connection's URL and credential with the block's tuning settings."""
         return cls(
-            config.url,
-            credential_factory(config, base_dir),
+            connection["org_url"] if connection else config.url,
+            connection_credential_factory(connection) if connection else credential_factory(config, base_dir),
             api_path=config.api_path,
             chunk_size=config.chunk_size,
             elastic_chunk_size=config.elastic_chunk_size,
@@ -532,14 +556,66 @@ class WebApiSink(Sink):
         skip_unchanged: do not resend rows published before with the same content.
     """
 
-    def __init__(self, client: DataverseClient, lake=None, run_id: str = "manual", skip_unchanged: bool = True):
+    def __init__(
+        self,
+        client: DataverseClient,
+        lake=None,
+        run_id: str = "manual",
+        skip_unchanged: bool = True,
+        marker_entity_set: str = "msdynci_pipelineattachments",
+    ):
         self.client = client
         self.lake = lake
         self.run_id = run_id
         self.skip_unchanged = skip_unchanged and lake is not None
+        self.marker_entity_set = marker_entity_set
 
     def close(self) -> None:
         self.client.close()
+
+    # -- attachment marker --------------------------------------------------------------------------------------
+    def _marker_columns(self) -> dict[str, str]:
+        prefix = self.marker_entity_set.split("_", 1)[0]
+        names = ("environment_id", "storage_account", "region", "attached_at")
+        return {name: f"{prefix}_{field}" for name, field in zip(names, MARKER_FIELDS, strict=True)}
+
+    def _marker(self) -> dict | None:
+        stats = Stats()
+        response = self.client.request("GET", self.marker_entity_set, stats)
+        if response.status_code == 404:
+            raise DataverseError(
+                f"{self.client.base_url}{self.marker_entity_set}: no such entity set; create the attachment marker "
+                "table (docs/governance.md) or set publish.sink.dataverse.marker_entity_set"
+            )
+        if response.status_code >= 400:
+            raise DataverseError(f"GET {self.marker_entity_set}: {response.status_code} {_error_message(response)}")
+        key = self.marker_entity_set.split("_", 1)[0] + "_pipelineattachmentid"
+        columns = self._marker_columns()
+        for row in response.json().get("value", []):
+            if row.get(key) == MARKER_ID:
+                return {name: row.get(column) for name, column in columns.items()}
+        return None
+
+    def claim(self, claim: AttachmentClaim) -> None:
+        if not check_marker(self._marker(), claim, f"Dataverse environment {self.client.org_url}"):
+            return
+        key = self.marker_entity_set.split("_", 1)[0] + "_pipelineattachmentid"
+        row = {column: claim.marker()[name] for name, column in self._marker_columns().items()}
+        response = self.client.request(
+            "PATCH", f"{self.marker_entity_set}({MARKER_ID})", Stats(), body=_json({key: MARKER_ID, **row})
+        )
+        if response.status_code >= 400:
+            raise DataverseError(
+                f"PATCH {self.marker_entity_set}: {response.status_code} {_error_message(response)}; the attachment "
+                "marker could not be written, so nothing was published"
+            )
+
+    def release(self, environment_id: str) -> bool:
+        marker = self._marker()
+        if marker is None or marker["environment_id"] != environment_id:
+            return False
+        response = self.client.request("DELETE", f"{self.marker_entity_set}({MARKER_ID})", Stats())
+        return response.status_code < 400 or response.status_code == 404
 
     def _state_path(self, table: SinkTable) -> str:
         host = re.sub(r"[^A-Za-z0-9.-]", "_", self.client.org_url.split("://", 1)[-1])

@@ -15,7 +15,7 @@ from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.publish import ExportConfig
 from ci_pipeline.dataverse import capacity_report, logical_table, prepare
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
-from ci_pipeline.defs.resources import EXTERNAL_RETRY, LakeResource, SinkResource, fail_fast
+from ci_pipeline.defs.resources import EXTERNAL_RETRY, LakeResource, SinkResource, export_lake, fail_fast
 from ci_pipeline.export import write_export
 from ci_pipeline.redact import redact
 
@@ -81,8 +81,8 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
         context: dg.AssetExecutionContext, lake: LakeResource, sink: SinkResource, **upstream_frames
     ) -> dg.MaterializeResult:
         prepared = prepare(table, upstream_frames.get("upstream"), publish.prefix, _entity_sets(config))
-        with sink.open(lake.get_lake(), context.run_id) as sink:
-            result = sink.publish(prepared)
+        with sink.open(lake, context.run_id) as opened:
+            result = opened.publish(prepared)
         context.log.info(
             f"{table}: {result.rows} rows, {result.upserted} upserted, {result.deleted} deleted, "
             f"{result.unchanged} unchanged, {result.rejected} rejected in {result.seconds:.1f} s"
@@ -118,8 +118,9 @@ def _capacity_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         deps=[sink_asset_key(t) for t in outputs.OUTPUT_TABLES],
     )
     def _capacity(context: dg.AssetExecutionContext, lake: LakeResource, sink: SinkResource) -> dg.MaterializeResult:
-        with sink.open(lake.get_lake(), context.run_id) as sink:
-            report = capacity_report(sink.usage(), logical_table("CustomerProfile", publish.prefix))
+        with sink.open(lake, context.run_id) as opened:
+            report = capacity_report(opened.usage(), logical_table("CustomerProfile", publish.prefix))
+        sink.record_capacity(lake, report)
         tables = report.pop("tables")
         metadata = {k: v for k, v in report.items() if v is not None}
         metadata["tables"] = dg.MetadataValue.md(
@@ -149,10 +150,18 @@ def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produce
         description=f"One CDM folder snapshot per run of the output tables ({', '.join(tables)}) in the lake.",
         ins=ins,
         tags={REFRESH_TAG: export.refresh},
-        retry_policy=EXTERNAL_RETRY if config.lake.url.startswith(("abfs://", "abfss://", "az://")) else None,
+        retry_policy=EXTERNAL_RETRY
+        if export.connection or config.lake.url.startswith(("abfs://", "abfss://", "az://"))
+        else None,
+        # A detached export (its connection removed) produces nothing and is shown as skipped, not failed.
+        output_required=export.connection is None,
     )
     @fail_fast
-    def _export(context: dg.AssetExecutionContext, lake: LakeResource, **frames) -> dg.MaterializeResult:
+    def _export(context: dg.AssetExecutionContext, lake: LakeResource, **frames):
+        skipped = lake.access.inactive_exports.get(export.name)
+        if skipped:
+            context.log.warning(f"skipped: {skipped}")
+            return None
         started = time.monotonic()
         shaped = {}
         for table in tables:
@@ -160,7 +169,7 @@ def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produce
             # The stage built the table; the export only checks it against the contract and orders it.
             shaped[table] = outputs.empty_table(table) if frame is None else outputs.finish(table, frame)
         result = write_export(
-            lake.get_lake(),
+            export_lake(lake, export),
             export.name,
             shaped,
             run_timestamp(context),

@@ -6,16 +6,21 @@ The configuration chooses each implementation in one place: :meth:`LakeResource.
 
 import abc
 import functools
+import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 import dagster as dg
 import pandas as pd
+from pydantic import PrivateAttr
 
-from ci_pipeline.config import ProjectConfig
+from ci_pipeline.config import ProjectConfig, load_config
 from ci_pipeline.config.lake import LakeConfig
 from ci_pipeline.config.publish import DataverseConfig
 from ci_pipeline.dataverse import Sink, open_dataverse_sink, open_sqlite_sink, sqlite_path
+from ci_pipeline.dataverse.attachment import AttachmentClaim
 from ci_pipeline.errors import UserError
+from ci_pipeline.governance.runtime import RunAccess, RunNeeds, authorise_run, open_rules
 from ci_pipeline.lake import Lake
 from ci_pipeline.redact import redact
 
@@ -45,11 +50,89 @@ def fail_fast(compute):
     return body
 
 
+#: The governance checks of each run this process executes, by run id: done once per run and process, however
+#: many resources ask (the lake, the IO manager's lake, the sink). A refusal is kept too, so it is audited once.
+_RUN_ACCESS: dict[str, RunAccess | dg.Failure] = {}
+_RUN_ACCESS_LOCK = threading.Lock()
+
+
+def _run_keys(context: dg.InitResourceContext) -> set[dg.AssetKey] | None:
+    """The asset keys the run materialises (None when the run does not say)."""
+    run = context.dagster_run
+    if run is None:
+        return None
+    if run.asset_selection:
+        return set(run.asset_selection)
+    snapshot_id = run.execution_plan_snapshot_id
+    plan = context.instance.get_execution_plan_snapshot(snapshot_id) if snapshot_id and context.instance else None
+    if plan is None:
+        return None
+    return {
+        output.properties.asset_key
+        for step in plan.steps
+        for output in step.outputs
+        if output.properties is not None and output.properties.asset_key is not None
+    }
+
+
+def run_needs(config: ProjectConfig, keys: set[dg.AssetKey] | None) -> RunNeeds:
+    """What a run touches, from its asset keys (everything when unknown): the sources it ingests, the sink, the
+    exports."""
+    exports = {e.name for e in config.publish.exports}
+    if keys is None:
+        return RunNeeds(sources=frozenset(config.sources), sink=True, exports=frozenset(exports))
+    published = {key.path[1] for key in keys if len(key.path) == 2 and key.path[0] == "publish"}
+    return RunNeeds(
+        sources=frozenset(key.path[0] for key in keys if key.path[0] in config.sources),
+        sink=any(name.startswith("sink_") for name in published),
+        exports=frozenset(name for name in exports if f"export_{name}" in published),
+    )
+
+
+def run_access(context: dg.InitResourceContext, config_path: str | None) -> RunAccess:
+    """The governance checks of the run ``context`` belongs to (:func:`authorise_run`), as the user who launched
+    it; a refusal becomes a failure that no retry repeats. Without a configuration file nothing is governed."""
+    run = context.dagster_run
+    if config_path is None or run is None:
+        return RunAccess(actor=None, governed=False)
+    with _RUN_ACCESS_LOCK:
+        found = _RUN_ACCESS.get(run.run_id)
+        if found is None:
+            config = load_config(config_path, references=False)
+            try:
+                found = authorise_run(
+                    config, run.tags, run_needs(config, _run_keys(context)), f"job {run.job_name}, run {run.run_id}"
+                )
+            except UserError as exc:
+                found = dg.Failure(description=f"governance: {redact(exc)}", allow_retries=False)
+            # Only the runs of this process are kept, and only the newest few.
+            for old in list(_RUN_ACCESS)[:-8]:
+                del _RUN_ACCESS[old]
+            _RUN_ACCESS[run.run_id] = found
+    if isinstance(found, dg.Failure):
+        raise found
+    return found
+
+
+def storage_account(settings: LakeConfig, base_dir: Path, connection: dict | None) -> str:
+    """The lake's storage account (``file://<folder>`` for a local lake): what the sink's marker records."""
+    if connection is not None:
+        return connection["account"]
+    url = settings.url
+    if "://" not in url or url.startswith("file://"):
+        path = Path(url.removeprefix("file://")).expanduser()
+        return "file://" + (path if path.is_absolute() else base_dir / path).resolve().as_posix()
+    host = urlparse(url).netloc.partition("@")[2]
+    return host.split(".")[0] if host else settings.account_name or url
+
+
 class LakeResource(dg.ConfigurableResource):
     """The data lake of the configured environment (a local folder, or ADLS Gen2 / Blob storage).
 
     Secret references (``env:``/``file:``) are resolved when the lake is first used, not when the definitions
-    load, so `dagster dev` starts even where a production secret is absent.
+    load, so `dagster dev` starts even where a production secret is absent. In a run, the governance checks run
+    first (:func:`run_access`) and ``lake.connection`` is resolved as the user who launched it; the resolved
+    values stay in this process's memory, never in the resource's configuration.
     """
 
     url: str
@@ -62,14 +145,53 @@ class LakeResource(dg.ConfigurableResource):
     tenant_id: str | None = None
     client_id: str | None = None
     client_secret: str | None = None
+    connection: str | None = None
+    region: str | None = None
+    #: The configuration file, for the governance checks of each run (None: not governed).
+    config_path: str | None = None
+    _access: RunAccess | None = PrivateAttr(default=None)
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> "LakeResource":
-        return cls(base_dir=str(config.base_dir), **config.lake.model_dump())
+        path = str(config.path) if config.path is not None else None
+        return cls(base_dir=str(config.base_dir), config_path=path, **config.lake.model_dump())
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._access = run_access(context, self.config_path)
+
+    @property
+    def access(self) -> RunAccess:
+        """The run's governance outcome (an ungoverned one outside a run)."""
+        return self._access or RunAccess(actor=None, governed=False)
+
+    def settings(self) -> LakeConfig:
+        """The ``lake`` section this resource was made from."""
+        return LakeConfig.model_validate(self.model_dump(exclude={"base_dir", "config_path"}))
 
     def get_lake(self) -> Lake:
-        settings = LakeConfig.model_validate(self.model_dump(exclude={"base_dir"}))
-        return Lake.from_config(settings, Path(self.base_dir))
+        return Lake.from_config(self.settings(), Path(self.base_dir), self.access.connection("lake.connection"))
+
+    def attachment_claim(self, dataverse_region: str | None) -> AttachmentClaim | None:
+        """What a governed run claims in the sink's marker row (None for an ungoverned run)."""
+        access = self.access
+        if not access.governed or access.environment_id is None:
+            return None
+        account = storage_account(self.settings(), Path(self.base_dir), access.connection("lake.connection"))
+        return AttachmentClaim(access.environment_id, account, self.region, dataverse_region)
+
+
+def export_lake(lake: LakeResource, export) -> Lake:
+    """Where an export writes: the lake, or the storage of the governed ``adls`` connection it is bound to."""
+    if export.connection is None:
+        return lake.get_lake()
+    index = [e.name for e in load_config(lake.config_path, references=False).publish.exports].index(export.name)
+    connection = lake.access.connection(f"publish.exports[{index}].connection") if lake.config_path else None
+    if connection is None:
+        raise UserError(
+            f"export {export.name!r}: connection {export.connection!r} is governed and this run could not resolve it; "
+            "run `ci-pipeline init` and bind the export with `ci-pipeline exports add`"
+        )
+    return Lake.for_connection(connection)
 
 
 def asset_path(key: dg.AssetKey) -> str:
@@ -126,9 +248,49 @@ class SinkResource(dg.ConfigurableResource):
     def kind(self) -> str:
         """``sqlite`` or ``dataverse`` (the asset kind the UI shows)."""
 
+    #: The Dataverse environment's region (``publish.sink.region``), checked against the lake's.
+    region: str | None = None
+
     @abc.abstractmethod
-    def open(self, lake: Lake, run_id: str) -> Sink:
-        """A connected sink for one step; close it (``with``) when done. ``lake`` keeps dead-lettered rows."""
+    def connect(self, lake: Lake, run_id: str, connection: dict | None) -> Sink:
+        """The sink, connected (``connection``: the governed one resolved), before the attachment rules."""
+
+    @abc.abstractmethod
+    def target(self, connection: dict | None) -> str:
+        """The Dataverse environment (its URL, or the embedded file) a capacity report is about."""
+
+    def _connection(self, lake: LakeResource | Lake) -> dict | None:
+        """The governed ``publish.sink.connection`` as the run resolved it (None when the sink names none)."""
+        return None
+
+    def open(self, lake: LakeResource | Lake, run_id: str) -> Sink:
+        """A connected sink for one step; close it (``with``) when done. ``lake`` keeps dead-lettered rows.
+
+        Given the run's lake resource, a governed run applies the attachment rules first (the marker row), so a
+        refused attachment publishes nothing; given a plain :class:`Lake` (tools, tests) nothing is governed.
+        """
+        store = lake.get_lake() if isinstance(lake, LakeResource) else lake
+        sink = self.connect(store, run_id, self._connection(lake))
+        claim = lake.attachment_claim(self.region) if isinstance(lake, LakeResource) else None
+        if claim is not None:
+            try:
+                sink.claim(claim)
+            except BaseException:
+                sink.close()
+                raise
+        return sink
+
+    def record_capacity(self, lake: LakeResource, report: dict) -> None:
+        """Keep a capacity report in the governance store, per Dataverse environment (governed runs only)."""
+        access = lake.access
+        if not access.governed or lake.config_path is None:
+            return
+        connection = self._connection(lake)
+        rules = open_rules(load_config(lake.config_path, references=False), access.actor)
+        try:
+            rules.record_capacity(self.target(connection), report, connection["name"] if connection else None)
+        finally:
+            rules.store.close()
 
 
 class SqliteSinkResource(SinkResource):
@@ -140,8 +302,11 @@ class SqliteSinkResource(SinkResource):
     def kind(self) -> str:
         return "sqlite"
 
-    def open(self, lake: Lake, run_id: str) -> Sink:
+    def connect(self, lake: Lake, run_id: str, connection: dict | None) -> Sink:
         return open_sqlite_sink(Path(self.path))
+
+    def target(self, connection: dict | None) -> str:
+        return f"sqlite:{self.path}"
 
 
 class DataverseSinkResource(SinkResource):
@@ -151,23 +316,45 @@ class DataverseSinkResource(SinkResource):
     #: The ``publish.sink.dataverse`` block as JSON (secret references stay references).
     settings_json: str
     base_dir: str
+    #: ``publish.sink.connection``: resolved by the run's governance checks, as the user who launched it.
+    connection: str | None = None
 
     @property
     def kind(self) -> str:
         return "dataverse"
 
-    def open(self, lake: Lake, run_id: str) -> Sink:
+    def _connection(self, lake: LakeResource | Lake) -> dict | None:
+        if self.connection is None:
+            return None
+        resolved = lake.access.connection("publish.sink.connection") if isinstance(lake, LakeResource) else None
+        if resolved is None:
+            raise UserError(
+                f"publish.sink.connection {self.connection!r}: only a run of an initialised environment resolves a "
+                "governed connection; run `ci-pipeline init`, add the connection, and publish with `ci-pipeline run`"
+            )
+        return resolved
+
+    def connect(self, lake: Lake, run_id: str, connection: dict | None) -> Sink:
         settings = DataverseConfig.model_validate_json(self.settings_json)
-        return open_dataverse_sink(settings, Path(self.base_dir), lake, run_id)
+        return open_dataverse_sink(settings, Path(self.base_dir), lake, run_id, connection)
+
+    def target(self, connection: dict | None) -> str:
+        url = connection["org_url"] if connection else DataverseConfig.model_validate_json(self.settings_json).url
+        return url.rstrip("/")
 
 
 def sink_resource(config: ProjectConfig) -> SinkResource | None:
     """The sink implementation ``publish.sink.kind`` names, or None for ``kind: none``."""
     sink = config.publish.sink
     if sink.kind == "sqlite":
-        return SqliteSinkResource(path=str(sqlite_path(sink.path, config.base_dir)))
+        return SqliteSinkResource(path=str(sqlite_path(sink.path, config.base_dir)), region=sink.region)
     if sink.kind == "dataverse":
-        return DataverseSinkResource(settings_json=sink.dataverse.model_dump_json(), base_dir=str(config.base_dir))
+        return DataverseSinkResource(
+            settings_json=(sink.dataverse or DataverseConfig()).model_dump_json(),
+            base_dir=str(config.base_dir),
+            connection=sink.connection,
+            region=sink.region,
+        )
     return None
 
 

@@ -131,6 +131,30 @@ class DataverseAttachment(Base):
     attached_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
+class Environment(Base):
+    """This pipeline environment's id (``slot`` is always 1), written into the sink's attachment marker."""
+
+    __tablename__ = "environment"
+    __table_args__ = (CheckConstraint("slot = 1", name="ck_environment_slot"),)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CapacityReport(Base):
+    """One storage entitlement report of a Dataverse environment (the sink), as the publish step computed it."""
+
+    __tablename__ = "capacity_reports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The Dataverse environment's URL (or the embedded sink's file), the report's subject.
+    target: Mapped[str] = mapped_column(String(500), index=True)
+    #: The governed connection the sink used, when it used one.
+    connection_name: Mapped[str | None] = mapped_column(String(200))
+    report: Mapped[dict] = mapped_column(JSON)
+    recorded_by: Mapped[str] = mapped_column(String(200))
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
 class AuditEntry(Base):
     """One change or refused attempt. Append-only; each row's hash covers its content and the previous hash."""
 

@@ -16,6 +16,7 @@ Rights:
 from __future__ import annotations
 
 import shlex
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,11 +40,13 @@ from ci_pipeline.governance.models import (
     ROLES,
     AuditEntry,
     Binding,
+    CapacityReport,
     Connection,
     ConnectionGrant,
     Consent,
     DataSource,
     DataverseAttachment,
+    Environment,
     Principal,
     RoleAssignment,
     utcnow,
@@ -374,6 +377,7 @@ class Governance:
             "updated_at": connection.updated_at.isoformat(timespec="seconds"),
             "shared_with": self._shared_with(session, connection),
             "used_by": self._bindings(session, connection),
+            **({"capacity": self._capacity(session, connection)} if connection.type == "dataverse" else {}),
             "consent": None
             if consent is None
             else {
@@ -492,6 +496,154 @@ class Governance:
             fields, refs, type_name = dict(connection.fields), dict(connection.secret_refs), connection.type
         secrets = {key: self.resolver.resolve(ref, f"connection {name!r} {key}") for key, ref in refs.items()}
         return {"name": name, "type": type_name, **fields, **secrets}
+
+    # -- runs -------------------------------------------------------------------------------------------------
+    def initialised(self) -> bool:
+        """True once someone ran ``init`` (the environment has an admin). Needs no role."""
+        with self.store.session() as session:
+            return bool(self._admins(session))
+
+    def environment_id(self) -> str:
+        """This pipeline environment's id (made once, kept for ever): what the sink's attachment marker records."""
+        with self.store.session() as session:
+            found = session.get(Environment, 1)
+            if found is None:
+                found = Environment(slot=1, environment_id=str(uuid.uuid4()), created_at=utcnow())
+                session.add(found)
+            return found.environment_id
+
+    def require_run(self, what: str) -> str:
+        """Raise :class:`AccessDenied` (audited) unless the acting user may launch runs (admin or contributor).
+
+        ``what`` names the run (job and run id) for the audit log. Returns the role.
+        """
+        with self._tx() as session:
+            return self._require(session, "runs.launch", what, ("admin", "contributor"))
+
+    def use_connection(self, name: str, key: str, expected_type: str) -> dict:
+        """Resolve connection ``name`` that configuration key ``key`` names, for a run (see :meth:`resolve_connection`).
+
+        The messages name the key, the connection and the fix: a removed connection, another type, one not shared
+        with the acting user (refused and audited).
+        """
+        with self._tx() as session:
+            role = self._require(session, "connections.use", name, ("admin", "contributor"))
+            connection = session.scalar(select(Connection).where(Connection.name == name))
+            if connection is None:
+                raise UserError(
+                    f"{key}: connection {name!r} does not exist (removed?); an admin adds it again with "
+                    f"`ci-pipeline connections add {shlex.quote(name)} --type {expected_type} ...`, or change {key}"
+                )
+            if connection.type != expected_type:
+                raise UserError(
+                    f"{key}: connection {name!r} is a {connection.type} connection; this needs a {expected_type} one"
+                )
+            if role != "admin" and not self._is_shared_with(session, connection, self.actor):
+                raise _Refused(
+                    "connections.use",
+                    name,
+                    f"{key}: connection {name!r} is not shared with {self.actor!r}, who launched this run; an admin "
+                    f"shares it with `ci-pipeline connections share {shlex.quote(name)} {shlex.quote(self.actor)}`",
+                )
+            fields, refs = dict(connection.fields), dict(connection.secret_refs)
+        secrets = {k: self.resolver.resolve(ref, f"{key}: connection {name!r} {k}") for k, ref in refs.items()}
+        return {"name": name, "type": expected_type, **fields, **secrets}
+
+    def record_capacity(self, target: str, report: Mapping, connection_name: str | None = None) -> None:
+        """Keep one storage entitlement report of the Dataverse environment ``target`` (admin or contributor)."""
+        with self._tx() as session:
+            self._require(session, "capacity.record", target, ("admin", "contributor"))
+            session.add(
+                CapacityReport(
+                    target=target,
+                    connection_name=connection_name,
+                    report=dict(report),
+                    recorded_by=self.actor,
+                    recorded_at=utcnow(),
+                )
+            )
+
+    def capacity(self, target: str) -> dict | None:
+        """The newest capacity report recorded for ``target`` (any role), or None."""
+        with self._tx() as session:
+            self._require(session, "capacity.show", target, ROLES)
+            return self._latest_capacity(session, target)
+
+    def _capacity(self, session: Session, connection: Connection) -> dict | None:
+        return self._latest_capacity(session, connection.fields["org_url"].rstrip("/"))
+
+    @staticmethod
+    def _latest_capacity(session: Session, target: str) -> dict | None:
+        found = session.scalars(
+            select(CapacityReport).where(CapacityReport.target == target).order_by(CapacityReport.id.desc())
+        ).first()
+        if found is None:
+            return None
+        return {**found.report, "recorded_at": found.recorded_at.isoformat(timespec="seconds")}
+
+    # -- exports and enrichments ------------------------------------------------------------------------------
+    def is_active(self, kind: str, name: str) -> bool:
+        """True when the export or enrichment ``name`` is bound to a connection and active (any role may ask).
+
+        The pipeline skips an inactive one (detached from a removed connection, or deactivated) instead of failing.
+        """
+        found = self.binding(kind, name)
+        return found is not None and found["active"]
+
+    def binding(self, kind: str, name: str) -> dict | None:
+        """One export or enrichment binding: its connection (None when detached), owner, state; None if unknown."""
+        if kind not in BINDING_KINDS:
+            raise UserError(f"{kind!r}: bindings are {' or '.join(BINDING_KINDS)}")
+        with self._tx() as session:
+            self._require(session, f"{kind}s.show", name, ROLES)
+            row = session.execute(
+                select(Binding, Principal.name, Connection.name)
+                .join(Principal, Principal.id == Binding.owner_id)
+                .outerjoin(Connection, Connection.id == Binding.connection_id)
+                .where(Binding.kind == kind, Binding.name == name)
+            ).first()
+            if row is None:
+                return None
+            binding, owner, connection = row
+            return {
+                "kind": kind,
+                "name": name,
+                "connection": connection,
+                "owner": owner,
+                "active": binding.active,
+                "detached_from": binding.detached_from,
+            }
+
+    def _owned_binding(self, session: Session, kind: str, name: str, action: str) -> Binding:
+        role = self._require(session, action, name, ("admin", "contributor"))
+        found = session.scalar(select(Binding).where(Binding.kind == kind, Binding.name == name))
+        if found is None:
+            raise UserError(f"no {kind} named {name!r}; `ci-pipeline {kind}s list` shows them")
+        owner = session.get(Principal, found.owner_id).name
+        if role != "admin" and owner != self.actor:
+            raise _Refused(action, name, f"{kind} {name!r} belongs to {owner!r}; only they or an admin change it")
+        return found
+
+    def detach(self, kind: str, name: str) -> None:
+        """Make an export (or enrichment) inactive, keeping it: its owner or an admin. The pipeline skips it."""
+        action = "exports.detach" if kind == "export" else "enrichments.deactivate"
+        with self._tx() as session:
+            found = self._owned_binding(session, kind, name, action)
+            if not found.active:
+                return
+            connection = session.get(Connection, found.connection_id) if found.connection_id else None
+            before = {"connection": connection.name if connection else None, "active": True}
+            found.connection_id, found.active = None, False
+            found.detached_from = connection.name if connection else found.detached_from
+            audit.append(session, self.actor, action, name, before=before, after={"active": False})
+
+    def unbind(self, kind: str, name: str) -> None:
+        """Forget an export or enrichment binding altogether: its owner or an admin."""
+        with self._tx() as session:
+            found = self._owned_binding(session, kind, name, f"{kind}s.remove")
+            before = {"connection_id": found.connection_id, "active": found.active}
+            session.delete(found)
+            audit.append(session, self.actor, f"{kind}s.remove", name, before=before)
 
     # -- exports and enrichments ------------------------------------------------------------------------------
     def bind(self, kind: str, name: str, connection_name: str) -> None:

@@ -120,3 +120,37 @@ def send_webhook(
             f"{redact(exc)}); check the URL and that the receiving service is up"
         )
     return None
+
+
+def notify_webhook(config, notice: dict, resolve: Callable[[str, str], str]) -> str | None:
+    """POST the notice to the configured webhook, if any; return an error message instead of raising.
+
+    ``orchestration.notifications.webhook_url`` is used as written (a URL or an ``env:``/``file:`` reference);
+    ``webhook_connection`` names a governed ``webhook`` connection, resolved as ``governance.service_principal``
+    (the failure sensor runs unattended), so an unshared or removed connection is reported, not used.
+    ``resolve(reference, key)`` reads an ``env:``/``file:`` reference.
+    """
+    from ci_pipeline.governance.runtime import open_rules
+
+    settings = config.orchestration.notifications
+    if settings.webhook_url:
+        key = "orchestration.notifications.webhook_url"
+        return send_webhook(settings.webhook_url, notice, settings.timeout_seconds, lambda ref: resolve(ref, key), key)
+    if not settings.webhook_connection:
+        return None
+    key = "orchestration.notifications.webhook_connection"
+    actor = config.governance.service_principal
+    if not actor:
+        return (
+            f"{key}: the notification was not delivered: the failure sensor acts as governance.service_principal, "
+            "which is not set; set it to a contributor the connection is shared with"
+        )
+    try:
+        rules = open_rules(config, actor)
+        try:
+            connection = rules.use_connection(settings.webhook_connection, key, "webhook")
+        finally:
+            rules.store.close()
+    except UserError as exc:
+        return f"{key}: the notification was not delivered ({redact(exc)})"
+    return send_webhook(connection["url"], notice, settings.timeout_seconds, lambda ref: ref, key)

@@ -35,7 +35,7 @@ def store(postgres_url):
 
 
 def test_migrations_build_the_models_schema_on_postgres(store):
-    assert store.revision() == "0002"
+    assert store.revision() == "0003"
     with store.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 

@@ -20,13 +20,13 @@ SOURCES = "sources:\n  crm:\n    owner: a\n    tables:\n      t: {format: csv, p
 
 def test_a_fresh_database_is_migrated_to_the_newest_version_matching_the_models(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'm.sqlite'}")
-    assert store.revision() == "0002"
+    assert store.revision() == "0003"
     with store.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == []
     # Opening again is a no-op.
     open_store(f"sqlite:///{tmp_path / 'm.sqlite'}")
-    assert store.revision() == "0002"
+    assert store.revision() == "0003"
 
 
 def test_a_database_at_the_previous_version_is_upgraded_keeping_its_rows(tmp_path):
@@ -40,7 +40,7 @@ def test_a_database_at_the_previous_version_is_upgraded_keeping_its_rows(tmp_pat
     old.close()
 
     store = open_store(url)
-    assert store.revision() == "0002"
+    assert store.revision() == "0003"
     with store.session() as session:
         assert session.execute(text("SELECT name FROM principals")).scalars().all() == ["root"]
         assert session.execute(text("SELECT count(*) FROM consents")).scalar() == 0

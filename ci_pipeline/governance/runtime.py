@@ -1,0 +1,202 @@
+"""The governance checks of a run: who launched it, may they, and the connections it needs, resolved as them.
+
+Called once when a run starts (by the Dagster resources in ``ci_pipeline/defs/resources.py``), before any step
+reads or writes data, so a run that needs a removed, detached or unshared connection, or one launched by someone
+without rights, fails at once with the reason and the fix. No Dagster import here.
+
+An environment nobody has initialised (``ci-pipeline init``) is not governed: its runs go on as before, unless
+``governance.required`` is on or the configuration names a governed connection, which then cannot be resolved.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from ci_pipeline.errors import UserError
+from ci_pipeline.governance.identity import acting_user, check_name
+from ci_pipeline.governance.secrets import SecretResolver, secret_roots
+from ci_pipeline.governance.service import Governance, source_owners
+from ci_pipeline.governance.store import MetadataStore, metadata_url, open_store
+
+#: The run tag naming who launched a run (`ci-pipeline run` sets it to the acting user).
+LAUNCHED_BY_TAG = "ci_pipeline/launched_by"
+#: Tags Dagster puts on runs that a schedule or sensor started: nobody launched them, the service principal acts.
+UNATTENDED_TAGS = ("dagster/schedule_name", "dagster/sensor_name")
+
+
+@dataclass(frozen=True)
+class RunNeeds:
+    """What one run touches: the sources it ingests, whether it publishes to the sink, the exports it writes."""
+
+    sources: frozenset[str] = frozenset()
+    sink: bool = False
+    exports: frozenset[str] = frozenset()
+
+
+@dataclass
+class RunAccess:
+    """The outcome of the checks: who acts, and the connections the run may use, resolved (never print these)."""
+
+    actor: str | None
+    governed: bool
+    environment_id: str | None = None
+    #: Configuration key (``lake.connection``, ``publish.sink.connection``, ``publish.exports[i].connection``) ->
+    #: the connection's settings with its secrets resolved.
+    connections: dict[str, dict] = field(default_factory=dict, repr=False)
+    #: Export name -> why it is skipped (detached or deactivated): skipped, not failed.
+    inactive_exports: dict[str, str] = field(default_factory=dict)
+
+    def connection(self, key: str) -> dict | None:
+        """The resolved connection configuration key ``key`` names (None when it names none)."""
+        return self.connections.get(key)
+
+
+def run_actor(tags: Mapping[str, str], service_principal: str | None) -> tuple[str | None, str]:
+    """Who a run acts as, and why: its ``launched_by`` tag; for a schedule or sensor the configured service
+    principal (None when there is none); else the user of this process (``$CI_PIPELINE_USER``, the OS user)."""
+    launched_by = tags.get(LAUNCHED_BY_TAG)
+    if launched_by:
+        return check_name(launched_by, f"run tag {LAUNCHED_BY_TAG}"), "launched by"
+    unattended = [tags[t] for t in UNATTENDED_TAGS if tags.get(t)]
+    if unattended:
+        return service_principal, f"started by {unattended[0]!r}, acting as governance.service_principal"
+    return acting_user(), "started by this process's user"
+
+
+def _local_store_missing(url: str) -> bool:
+    """True for a SQLite store whose file does not exist: nobody ran ``init`` (checked without creating it)."""
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and not (parsed.database and Path(parsed.database).exists())
+
+
+def governed_connections(config, needs: RunNeeds) -> dict[str, tuple[str, str]]:
+    """Configuration key -> (connection name, expected type) of every governed connection the run needs."""
+    found: dict[str, tuple[str, str]] = {}
+    if config.lake.connection:
+        found["lake.connection"] = (config.lake.connection, "adls")
+    if needs.sink and config.publish.sink.connection:
+        found["publish.sink.connection"] = (config.publish.sink.connection, "dataverse")
+    for index, export in enumerate(config.publish.exports):
+        if export.connection and export.name in needs.exports:
+            found[f"publish.exports[{index}].connection"] = (export.connection, "adls")
+    return found
+
+
+def open_rules(config, actor: str) -> Governance:
+    """The governance rules of ``config``'s environment, acting as ``actor``."""
+    return Governance(open_store(metadata_url(config)), actor, SecretResolver(secret_roots(Path(config.base_dir))))
+
+
+def authorise_run(config, tags: Mapping[str, str], needs: RunNeeds, what: str) -> RunAccess:
+    """Check a run before it moves any data; raise :class:`UserError` (or ``AccessDenied``) naming the fix.
+
+    Args:
+        config: the project configuration.
+        tags: the run's tags (``launched_by``, schedule and sensor names).
+        needs: what the run touches.
+        what: the run, for messages and the audit log (``job full_refresh, run 1a2b...``).
+    """
+    actor, how = run_actor(tags, config.governance.service_principal)
+    wanted = governed_connections(config, needs)
+    if not _is_governed(config, wanted):
+        return RunAccess(actor=actor, governed=False)
+    if actor is None:
+        raise UserError(
+            f"{what} was {how}, but governance.service_principal is not set; set it to a principal with the "
+            "contributor or admin role (`ci-pipeline roles grant <name> contributor`)"
+        )
+    rules = open_rules(config, actor)
+    try:
+        rules.require_run(what)
+        _check_sources(rules, config, needs.sources)
+        access = RunAccess(actor=actor, governed=True, environment_id=rules.environment_id())
+        _check_exports(rules, config, needs.exports, access)
+        # A skipped export needs no connection: the one it was detached from may be gone.
+        active = replace(needs, exports=frozenset(needs.exports - set(access.inactive_exports)))
+        for key, (name, type_name) in governed_connections(config, active).items():
+            access.connections[key] = rules.use_connection(name, key, type_name)
+        _check_attachment(rules, access)
+    finally:
+        rules.store.close()
+    return access
+
+
+def _is_governed(config, wanted: Mapping) -> bool:
+    try:
+        url = metadata_url(config)
+    except UserError:
+        # A lake in Azure without CI_PIPELINE_METADATA_URL: no store, so nothing is governed unless it must be.
+        if wanted or config.governance.required:
+            raise
+        return False
+    if _local_store_missing(url):
+        initialised = False
+    else:
+        store = MetadataStore(url)
+        try:
+            store.upgrade()
+            initialised = Governance(store, "", SecretResolver([])).initialised()
+        finally:
+            store.close()
+    if initialised:
+        return True
+    if config.governance.required or wanted:
+        needed = ", ".join(f"{key} {name!r}" for key, (name, _) in wanted.items())
+        reason = f"it names the governed connection(s) {needed}" if wanted else "governance.required is on"
+        raise UserError(
+            f"this environment is not initialised, and {reason}; run `ci-pipeline init` (its caller becomes admin), "
+            "add the connections, then run again"
+        )
+    return False
+
+
+def _check_sources(rules: Governance, config, sources: Collection[str]) -> None:
+    """Only a source's owner or an admin refreshes it (runs its ingest)."""
+    if not sources:
+        return
+    rules.sources(source_owners(config))
+    for source in sorted(sources):
+        rules.require_source_manager(source, "sources.refresh")
+
+
+def _check_exports(rules: Governance, config, exports: Collection[str], access: RunAccess) -> None:
+    """Exports bound to a connection run only while their binding is active; a detached one is skipped."""
+    for export in config.publish.exports:
+        if not export.connection or export.name not in exports:
+            continue
+        binding = rules.binding("export", export.name)
+        quoted = shlex.quote(export.name)
+        if binding is None:
+            raise UserError(
+                f"export {export.name!r} names connection {export.connection!r} but is not bound to it; bind it "
+                f"with `ci-pipeline exports add {quoted} --connection {shlex.quote(export.connection)}`"
+            )
+        if not binding["active"]:
+            access.inactive_exports[export.name] = (
+                f"export {export.name!r} is detached (from {binding['detached_from'] or 'its connection'}); attach "
+                f"it again with `ci-pipeline exports attach {quoted} <connection>`"
+            )
+        elif binding["connection"] != export.connection:
+            raise UserError(
+                f"export {export.name!r} is bound to connection {binding['connection']!r}, but the configuration "
+                f"names {export.connection!r}; make them agree (`ci-pipeline exports attach {quoted} ...`)"
+            )
+
+
+def _check_attachment(rules: Governance, access: RunAccess) -> None:
+    """The sink's connection must be the Dataverse environment this environment is attached to, if any."""
+    sink = access.connection("publish.sink.connection")
+    if sink is None:
+        return
+    attached = rules.dataverse_attachment()
+    if attached is not None and attached["connection"] != sink["name"]:
+        raise UserError(
+            f"publish.sink.connection {sink['name']!r}: this environment is already attached to another environment "
+            f"(Dataverse {attached['org_url']}, connection {attached['connection']!r}); detach it with "
+            "`ci-pipeline connections detach-dataverse` or point publish.sink.connection at it"
+        )

@@ -1,0 +1,227 @@
+"""Runs are governed: the connections a run needs are resolved as the user who launched it, before data moves.
+
+Real pieces throughout: the `ci-pipeline` command line, a Dagster instance on disk (its storage searched for the
+secret), the loopback Dataverse Web API server as the sink, and the governance store of the project.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from ci_pipeline.cli import main
+from ci_pipeline.dataverse import webapi
+from ci_pipeline.dataverse.loopback import LoopbackDataverse
+from ci_pipeline.governance.runtime import LAUNCHED_BY_TAG, run_actor
+from ci_pipeline_tests.conftest import ROOT
+from ci_pipeline_tests.publish.test_webapi import ServerCredential
+
+SECRET = "DataverseClientSecret0042xyz"
+MARKERS = "msdynci_pipelineattachments"
+
+
+class Project:
+    """A small project (one source owned by alice) whose sink is a governed Dataverse connection."""
+
+    def __init__(self, folder, capfd, monkeypatch, server):
+        self.dir, self.capfd, self.monkeypatch, self.server = folder, capfd, monkeypatch, server
+        (folder / "crm").mkdir(parents=True)
+        (folder / "crm" / "contacts.csv").write_text("contact_id,email\nc1,ann@example.com\nc2,bob@example.com\n")
+        self.config = folder / "ci_pipeline.yaml"
+        self.write({"kind": "dataverse", "connection": "dv-prod", "dataverse": {"max_retries": 1}})
+        #: The connections the sink was built from (their secret resolved), as the credential factory saw them.
+        self.used: list[dict] = []
+
+        def factory(connection):
+            self.used.append(dict(connection))
+            return lambda: ServerCredential(server)
+
+        monkeypatch.setattr(webapi, "connection_credential_factory", factory)
+
+    def write(self, sink: dict, **extra) -> None:
+        config = {
+            "lake": {"url": "lake"},
+            "sources": {
+                "crm": {
+                    "owner": "alice",
+                    "tables": {"contacts": {"format": "csv", "path": "crm/contacts.csv", "primary_key": "contact_id"}},
+                }
+            },
+            "publish": {"sink": sink},
+            **extra,
+        }
+        self.config.write_text(yaml.safe_dump(config))
+
+    def cli(self, *args: str, user: str = "root") -> tuple[int, str]:
+        self.capfd.readouterr()
+        code = main(["--config", str(self.config), *args, "--as", user])
+        out, err = self.capfd.readouterr()
+        return code, out + err
+
+    def run(self, user: str, *args: str) -> tuple[int, str]:
+        self.monkeypatch.setenv("CI_PIPELINE_USER", user)
+        self.capfd.readouterr()
+        code = main(["--config", str(self.config), "run", *args])
+        out, err = self.capfd.readouterr()
+        return code, out + err
+
+    @property
+    def ingested(self) -> bool:
+        return (self.dir / "lake" / "ci_pipeline" / "crm").exists()
+
+
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def governed(tmp_path, capfd, monkeypatch, dagster_home):
+    """Root is admin, alice a contributor; dv-prod (the loopback Dataverse) is shared with alice."""
+    for name in ("CI_PIPELINE_USER", "CI_PIPELINE_METADATA_URL", "CI_PIPELINE_SECRET_ROOTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CI_DV_SECRET", SECRET)
+    with LoopbackDataverse() as server:
+        project = Project(tmp_path / "project", capfd, monkeypatch, server)
+        assert project.cli("init")[0] == 0
+        assert project.cli("roles", "grant", "alice", "contributor")[0] == 0
+        assert project.cli("roles", "grant", "vera", "viewer")[0] == 0
+        add = ["connections", "add", "dv-prod", "--type", "dataverse", "--org-url", server.org_url]
+        add += ["--tenant-id", "t1", "--client-id", "c1", "--client-secret", "env:CI_DV_SECRET"]
+        code, text = project.cli(*add)
+        assert code == 0, text
+        assert project.cli("connections", "share", "dv-prod", "alice")[0] == 0
+        yield project
+
+
+def stored_files_with(home, value: str) -> list[str]:
+    return [str(p) for p in home.rglob("*") if p.is_file() and value.encode() in p.read_bytes()]
+
+
+def test_a_contributor_with_the_connection_shared_publishes_through_it_and_the_secret_stays_out(governed, dagster_home):
+    code, text = governed.run("alice")
+    assert code == 0, text
+    # The sink used the connection's URL and its secret, resolved through the governance layer as alice.
+    assert governed.used and governed.used[0]["client_secret"] == SECRET
+    assert governed.used[0]["org_url"] == governed.server.org_url
+    assert governed.server.rows("msdynci_customerprofiles") == {}
+    assert len(governed.server.records("PATCH", MARKERS)) == 1
+    # The marker names this environment and the lake's storage (a local folder here).
+    (marker,) = governed.server.rows(MARKERS).values()
+    assert marker["msdynci_storageaccount"] == "file://" + (governed.dir / "lake").resolve().as_posix()
+    # The secret is in no output, no file of the Dagster instance (run and event storage, compute logs).
+    assert SECRET not in text
+    assert stored_files_with(dagster_home, SECRET) == []
+    # The capacity report is recorded for the Dataverse environment and shown with the connection.
+    code, shown = governed.cli("connections", "show", "dv-prod", "--json")
+    assert code == 0 and '"capacity"' in shown and '"published_rows": 0' in shown
+    assert SECRET not in shown
+
+
+def test_an_unshared_connection_fails_the_run_before_ingest_writes_anything(governed, dagster_home):
+    assert governed.cli("connections", "unshare", "dv-prod", "alice")[0] == 0
+    code, text = governed.run("alice")
+    assert code == 1
+    assert "publish.sink.connection: connection 'dv-prod' is not shared with 'alice'" in text
+    assert "ci-pipeline connections share dv-prod alice" in text
+    assert not governed.ingested
+    assert governed.used == []
+    assert SECRET not in text and stored_files_with(dagster_home, SECRET) == []
+    code, log = governed.cli("audit", "list", "--json")
+    assert '"outcome": "refused"' in log and "connections.use" in log
+
+
+def test_a_removed_connection_fails_the_run_naming_it_and_the_fix(governed):
+    assert governed.cli("connections", "remove", "dv-prod")[0] == 0
+    code, text = governed.run("root")
+    assert code == 1
+    assert "publish.sink.connection: connection 'dv-prod' does not exist (removed?)" in text
+    assert "ci-pipeline connections add dv-prod --type dataverse" in text
+    assert not governed.ingested
+
+
+@pytest.mark.parametrize(
+    ("user", "reason"),
+    [("mallory", "'mallory' has no role in this environment"), ("vera", "runs.launch needs the admin or contributor")],
+)
+def test_a_launcher_without_rights_is_refused_before_ingest_and_audited(governed, user, reason):
+    code, text = governed.run(user)
+    assert code == 1 and reason in text
+    assert not governed.ingested
+    assert '"outcome": "refused"' in governed.cli("audit", "list", "--json")[1]
+
+
+def test_a_contributor_refreshes_only_the_sources_it_owns(governed):
+    assert governed.cli("sources", "set-owner", "crm", "root")[0] == 0
+    code, text = governed.run("alice", "--job", "ingest_crm")
+    assert code == 1 and "source 'crm' is managed by 'root'; only they or an admin may" in text
+    assert not governed.ingested
+
+
+def test_a_detached_export_is_skipped_not_failed(governed):
+    assert (
+        governed.cli("connections", "add", "lake2", "--type", "adls", "--account", "acct", "--container", "c")[0] == 0
+    )
+    assert governed.cli("connections", "share", "lake2", "alice")[0] == 0
+    code, text = governed.cli("exports", "add", "weekly", "--connection", "lake2", user="alice")
+    assert code == 0, text
+    governed.write(
+        {"kind": "sqlite"},
+        publish={"sink": {"kind": "sqlite"}, "exports": [{"name": "weekly", "connection": "lake2"}]},
+    )
+    assert governed.cli("connections", "remove", "lake2", "--detach")[0] == 0
+    code, text = governed.run("alice")
+    assert code == 0, text
+    assert "skipped: export 'weekly' is detached (from lake2)" in text
+    assert "ci-pipeline exports attach weekly" in text
+
+
+def test_a_run_needing_a_governed_connection_in_an_uninitialised_environment_says_to_run_init(
+    tmp_path, capfd, monkeypatch, dagster_home
+):
+    with LoopbackDataverse() as server:
+        project = Project(tmp_path, capfd, monkeypatch, server)
+        code, text = project.run("alice")
+    assert code == 1
+    assert "this environment is not initialised" in text and "publish.sink.connection 'dv-prod'" in text
+    assert not project.ingested
+
+
+def test_who_a_run_acts_as():
+    assert run_actor({LAUNCHED_BY_TAG: "alice"}, "svc") == ("alice", "launched by")
+    assert run_actor({"dagster/schedule_name": "nightly"}, "svc:ci")[0] == "svc:ci"
+    assert run_actor({"dagster/sensor_name": "new_files"}, None)[0] is None
+
+
+def test_a_schedule_without_a_service_principal_is_refused_in_a_governed_environment(governed):
+    from ci_pipeline.config import load_config
+    from ci_pipeline.errors import UserError
+    from ci_pipeline.governance.runtime import RunNeeds, authorise_run
+
+    config = load_config(governed.config)
+    with pytest.raises(UserError, match="governance.service_principal is not set"):
+        authorise_run(config, {"dagster/schedule_name": "nightly"}, RunNeeds(sink=True), "job x, run y")
+    governed.write({"kind": "dataverse", "connection": "dv-prod"}, governance={"service_principal": "svc:scheduler"})
+    config = load_config(governed.config)
+    with pytest.raises(UserError, match="'svc:scheduler' has no role"):
+        authorise_run(config, {"dagster/schedule_name": "nightly"}, RunNeeds(sink=True), "job x, run y")
+    assert governed.cli("roles", "grant", "svc:scheduler", "contributor")[0] == 0
+    assert governed.cli("connections", "share", "dv-prod", "svc:scheduler")[0] == 0
+    access = authorise_run(config, {"dagster/schedule_name": "nightly"}, RunNeeds(sink=True), "job x, run y")
+    assert access.actor == "svc:scheduler" and access.connection("publish.sink.connection")["client_secret"] == SECRET
+    assert SECRET not in repr(access)
+
+
+def test_an_ungoverned_environment_runs_as_before(tmp_path, capfd, monkeypatch, dagster_home):
+    with LoopbackDataverse() as server:
+        project = Project(tmp_path, capfd, monkeypatch, server)
+        project.write({"kind": "sqlite"})
+        code, text = project.run("anyone", "--job", "ingest_crm")
+    assert code == 0, text
+    assert not (tmp_path / "lake" / "_governance").exists()
