@@ -542,7 +542,7 @@ class Governance:
                 raise _Refused(
                     "connections.use",
                     name,
-                    f"{key}: connection {name!r} is not shared with {self.actor!r}, who launched this run; an admin "
+                    f"{key}: connection {name!r} is not shared with {self.actor!r}, who runs it; an admin "
                     f"shares it with `ci-pipeline connections share {shlex.quote(name)} {shlex.quote(self.actor)}`",
                 )
             fields, refs = dict(connection.fields), dict(connection.secret_refs)
