@@ -131,6 +131,7 @@ def bench(folder: Path, misses: bool = False, method: str = "rules") -> dict:
         "phases_s": result.timings,
         "records_per_s": round(len(result.records) / unify_s),
         "pairs_per_s": round(candidates / compare_s) if compare_s else None,
+        **_scoring(result.stats.get("match_method")),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "peak_rss_mb_after_phase": result.peak_rss_mb,
         "largest_cluster": result.stats["largest_cluster"],
@@ -139,6 +140,19 @@ def bench(folder: Path, misses: bool = False, method: str = "rules") -> dict:
         "attach": {a["rule"]: {k: v for k, v in a.items() if k != "rule"} for a in result.stats["attach"]},
         **quality,
         **({"misses": miss_analysis(config, frames, keys, result, truth)} if misses else {}),
+    }
+
+
+def _scoring(report: dict | None) -> dict:
+    """The model's own throughput: candidate pairs compared and weighed per second (blocking and preparing the
+    records apart), from the match method's report."""
+    if not report or not report.get("seconds", {}).get("score"):
+        return {}
+    seconds = report["seconds"]
+    return {
+        "model_candidate_pairs": report["candidate_pairs"],
+        "model_seconds": seconds,
+        "scoring_pairs_per_s": round(report["candidate_pairs"] / seconds["score"]),
     }
 
 

@@ -193,6 +193,8 @@ class ProbabilisticMatches:
             "pairs_per_rule": scored["rule"].value_counts(sort=False).astype(int).to_dict(),
             "links": int(scored["link"].sum()),
             "near_misses": int(len(kept) - kept["link"].sum()),
+            # Preparing the records, blocking, and comparing and weighing the candidate pairs.
+            "seconds": scored.attrs.get("seconds", {}),
             "settings_yaml": settings_yaml(settings),
         }
         return pairs
