@@ -225,3 +225,22 @@ def test_an_ungoverned_environment_runs_as_before(tmp_path, capfd, monkeypatch, 
         code, text = project.run("anyone", "--job", "ingest_crm")
     assert code == 0, text
     assert not (tmp_path / "lake" / "_governance").exists()
+
+
+def test_a_second_environment_publishing_to_the_same_sink_is_refused_until_the_first_detaches(
+    tmp_path, capfd, monkeypatch, dagster_home
+):
+    monkeypatch.delenv("CI_PIPELINE_METADATA_URL", raising=False)
+    shared = {"kind": "sqlite", "path": str(tmp_path / "shared.sqlite")}
+    first, second = (Project(tmp_path / name, capfd, monkeypatch, None) for name in ("first", "second"))
+    for project in (first, second):
+        project.write(shared, **{"publish": {"sink": shared, "allow_outside_project": True}})
+        assert project.cli("init")[0] == 0
+    code, text = first.run("root")
+    assert code == 0, text
+    code, text = second.run("root")
+    assert code == 1 and "is already attached to another environment" in text
+    code, text = first.cli("connections", "detach-dataverse")
+    assert code == 0 and f"Removed this environment's attachment marker from {tmp_path / 'shared.sqlite'}" in text
+    code, text = second.run("root")
+    assert code == 0, text
