@@ -32,6 +32,7 @@ from ci_pipeline.unify.probabilistic.comparisons import (
     PostalCodeComparison,
     SettingsError,
 )
+from ci_pipeline.unify.probabilistic.joint import PlaceComparison
 from ci_pipeline.unify.probabilistic.settings import LinkType, Settings
 from ci_pipeline.unify.probabilistic.table import prepare
 
@@ -141,13 +142,15 @@ def _pairs(table, columns: list[str], known: np.ndarray) -> int:
     return int((sizes * (sizes - 1)).sum())
 
 
-def _implied(mapping: dict[str, str], records: pd.DataFrame, notes: list[str]) -> set[str]:
-    """Semantic types not compared because a compared one already holds their evidence.
+def _implied(mapping: dict[str, str], records: pd.DataFrame, notes: list[str], within: dict[str, list[str]]):
+    """Semantic types not compared on their own because a compared one already holds their evidence.
 
     The model counts each comparison as independent evidence. A full name beside its first and last name repeats
     them. A general place (city) repeats a specific one (postal code) when, among records of different people
     sharing the specific place (told apart by their first name), most share the general one too; that is measured,
-    not assumed, since some data sets draw them independently.
+    not assumed, since some data sets draw them independently. Such a place is added to ``within[specific]``: it
+    becomes a lower level of the specific place's comparison when that one compares text (see
+    ``joint.PlaceComparison``), so it still counts when the specific place is missing or differs.
     """
     implied = set(_redundant(mapping))
     by_type = {t: c for c, t in mapping.items()}
@@ -168,6 +171,7 @@ def _implied(mapping: dict[str, str], records: pd.DataFrame, notes: list[str]) -
             share = together / people if people else 0.0
             if share >= IMPLIED_SHARE:
                 implied.add(semantic)
+                within.setdefault(specific, []).append(general)
                 notes.append(
                     f"{semantic} ({general}) not compared: {share:.0%} of different people sharing a {specific} "
                     f"share the {general} too, so {specific} already holds that evidence"
@@ -176,6 +180,16 @@ def _implied(mapping: dict[str, str], records: pd.DataFrame, notes: list[str]) -
         else:
             kept.append(general)
     return implied
+
+
+def _place(comparison: Comparison, general: list[str], notes: list[str]) -> Comparison:
+    """A text place comparison with the general places it implies as its lower levels (unchanged without any)."""
+    if not general or type(comparison) is not JaroWinklerAtThresholds:
+        return comparison
+    notes.append(f"{', '.join(general)} compared after all, as lower levels of {comparison.column} (same_<place>)")
+    return PlaceComparison(
+        comparison.column, comparison.term_frequency, thresholds=comparison.thresholds, then=tuple(general)
+    )
 
 
 def _candidate_rules(mapping: dict[str, str], records: pd.DataFrame, implied: set[str]) -> list[BlockingRule]:
@@ -223,8 +237,13 @@ def default_settings(
     if not mapping:
         raise SettingsError("mapping: map at least one column to a semantic type")
     notes: list[str] = []
-    implied = _implied(mapping, records, notes)
-    comparisons = tuple(_comparison(c, t, mapping, records) for c, t in mapping.items() if t not in implied)
+    within: dict[str, list[str]] = {}
+    implied = _implied(mapping, records, notes, within)
+    comparisons = tuple(
+        _place(_comparison(c, t, mapping, records), within.get(c, []), notes)
+        for c, t in mapping.items()
+        if t not in implied
+    )
     table = prepare(records, list(mapping), source)
     rules = []
     for rule in _candidate_rules(mapping, records, implied):

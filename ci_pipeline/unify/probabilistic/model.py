@@ -330,8 +330,9 @@ def _posterior(patterns, share, m, u, columns):
     return np.exp(log_m - evidence), evidence
 
 
-def _em(patterns, counts, rule, m, u, settings: Settings, active):
-    """EM for m over level patterns (``counts`` pairs each) found by blocking rule ``rule``, u held fixed.
+def _em(patterns, counts, rule, m, u, settings: Settings, active, fixed: frozenset = frozenset()):
+    """EM for m over level patterns (``counts`` pairs each) found by blocking rule ``rule``, u held fixed (and the m
+    of the comparisons in ``fixed``).
 
     Each rule has its own match share (an e-mail rule finds mostly matches, a postal-code rule mostly not); the
     comparisons on a rule's own columns are masked in its patterns, so what is left compares like random pairs
@@ -349,9 +350,10 @@ def _em(patterns, counts, rule, m, u, settings: Settings, active):
         new_shares = np.clip(np.bincount(rule, weights=matched, minlength=rules) / pairs_per_rule, 1e-9, 1 - 1e-9)
         change = float(np.abs(new_shares - shares).max())
         for j in columns:
-            new_m = _frequencies(len(m[j]), patterns[:, j], matched)
-            change = max(change, float(np.abs(new_m - m[j]).max()))
-            m[j] = new_m
+            if j not in fixed:
+                new_m = _frequencies(len(m[j]), patterns[:, j], matched)
+                change = max(change, float(np.abs(new_m - m[j]).max()))
+                m[j] = new_m
         shares = new_shares
         share = float(matched.sum() / counts.sum())
         trace.append(Iteration(iteration, share, change, float((evidence * counts).sum())))
@@ -471,9 +473,16 @@ def train(
             f"comparison(s) {', '.join(map(repr, untrained))}: every training blocking rule reads the compared column "
             "(or its values are never both known), so its m cannot be trained; add a training rule without it"
         )
-    m, shares, converged, trace = _em(
-        patterns, counts, session, _seed_m(table, settings, labels), u_random, settings, active
-    )
+    seed = _seed_m(table, settings, labels)
+    stratum = _fit_shared(table, settings, shared, seed, u_random, notes)
+    fixed: frozenset = frozenset()
+    if stratum is not None:
+        # The stratum's two classes are well apart (housemates differ in first name and birth date), so its m is
+        # the cleaner estimate of how a person's records differ; the main fit keeps it for every comparison but
+        # those of the shared fields, whose levels mean something else outside the stratum.
+        seed = [np.asarray(p.m) for p in stratum.parameters]
+        fixed = frozenset(j for j, c in enumerate(comparisons) if not set(shared) & set(c.columns))
+    m, shares, converged, trace = _em(patterns, counts, session, seed, u_random, settings, active, fixed)
     _judge_fit(comparisons, m, u_random, active, notes, trace, converged, settings.tolerance)
     parameters = tuple(
         ComparisonParameters(
@@ -481,7 +490,6 @@ def train(
         )
         for j, c in enumerate(comparisons)
     )
-    stratum = _fit_shared(table, settings, shared, parameters)
     expected_matches = _expected_matches(settings, blocked, gamma, rules, shares, m, u_random, active)
     outside_pairs = _total_pairs(table, link_only) - (stratum.pairs if stratum else 0)
     prior = float(np.clip(expected_matches / max(outside_pairs, 1), 1e-12, 0.5))
@@ -528,9 +536,10 @@ def _outside(table: Table, fields: tuple[str, ...], left: np.ndarray, right: np.
     return left[keep], right[keep]
 
 
-def _fit_shared(table: Table, settings: Settings, fields: tuple[str, ...], main: tuple[ComparisonParameters, ...]):
-    """Fit the stratum of pairs sharing a value of one of ``fields`` (see ``SharedStratum``); None when there are
-    too few such pairs or the fit is not sane (a warning says so, and the main fit weighs them)."""
+def _fit_shared(table: Table, settings: Settings, fields: tuple[str, ...], m_start, u_start, notes: list):
+    """Fit the stratum of pairs sharing a value of one of ``fields`` (see ``SharedStratum``) from the starting m and
+    u; None when there are too few such pairs or the fit is not sane (a warning says so, and the main fit weighs
+    them)."""
     if not fields:
         return None
     link_only = settings.link_type == "link_only"
@@ -545,8 +554,9 @@ def _fit_shared(table: Table, settings: Settings, fields: tuple[str, ...], main:
         )
         return None
     patterns, counts = _distinct_rows(gamma_matrix(table, settings.comparisons, pairs.left, pairs.right))
-    active = np.asarray([p.active for p in main])
-    share, m, u, trace = _em_both(patterns, counts.astype(np.float64), main, active, settings)
+    active = np.asarray([n is None for n in notes])
+    share, m, u, trace = _em_both(patterns, counts.astype(np.float64), m_start, u_start, active, settings)
+    comparisons = settings.comparisons
     own = set(fields)
     # Within the stratum a shared field may agree more often among non-matches (housemates share a street that a
     # person who moved no longer holds); the other fields must still agree more often among matches.
@@ -555,7 +565,9 @@ def _fit_shared(table: Table, settings: Settings, fields: tuple[str, ...], main:
         for j in np.flatnonzero(active)
         if not own & set(settings.comparisons[j].columns)
     }
-    insane = [f"{main[j].name!r} (m {m[j][0]:.3g}, u {u[j][0]:.3g})" for j, w in exact.items() if w < SANE_EXACT_WEIGHT]
+    insane = [
+        f"{comparisons[j].name!r} (m {m[j][0]:.3g}, u {u[j][0]:.3g})" for j, w in exact.items() if w < SANE_EXACT_WEIGHT
+    ]
     if insane or sum(exact.values()) <= 0:
         warnings.warn(
             f"{said}: their fit apart is not sane (exact agreement on {', '.join(insane) or 'the other fields'} came "
@@ -573,16 +585,16 @@ def _fit_shared(table: Table, settings: Settings, fields: tuple[str, ...], main:
             stacklevel=3,
         )
     parameters = tuple(
-        ComparisonParameters(p.name, p.levels, tuple(float(x) for x in m[j]), tuple(float(x) for x in u[j]), p.note)
-        for j, p in enumerate(main)
+        ComparisonParameters(c.name, c.levels, tuple(float(x) for x in m[j]), tuple(float(x) for x in u[j]), notes[j])
+        for j, c in enumerate(comparisons)
     )
     return SharedStratum(fields, share, parameters, len(pairs.left), converged)
 
 
-def _em_both(patterns, counts, main: tuple[ComparisonParameters, ...], active: np.ndarray, settings: Settings):
-    """EM over level patterns fitting the match share and both m and u, starting from the main fit."""
-    m = [np.asarray(p.m, dtype=np.float64) for p in main]
-    u = [np.asarray(p.u, dtype=np.float64) for p in main]
+def _em_both(patterns, counts, m_start, u_start, active: np.ndarray, settings: Settings):
+    """EM over level patterns fitting the match share and both m and u, from the starting m and u."""
+    m = [np.array(x, dtype=np.float64) for x in m_start]
+    u = [np.array(x, dtype=np.float64) for x in u_start]
     columns, share, trace = np.flatnonzero(active), 0.5, []
     for iteration in range(1, settings.max_iterations + 1):
         posterior, evidence = _posterior(patterns, share, m, u, columns)

@@ -11,6 +11,7 @@ from typing import Literal
 
 from ci_pipeline.unify.probabilistic.blocking import BlockingRule
 from ci_pipeline.unify.probabilistic.comparisons import Comparison, SettingsError, comparison_from_dict
+from ci_pipeline.unify.probabilistic.joint import PlaceComparison  # noqa: F401 (adds the 'place' kind to the library)
 
 #: A link needs posterior odds of at least 9:1: a false merge joins two customers' data and costs more than a
 #: missed one, which a later record can still repair.
