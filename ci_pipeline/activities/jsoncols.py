@@ -33,12 +33,37 @@ def json_values(values: pd.Series) -> pa.Array:
         suffix = "Z" if isinstance(dtype, pd.DatetimeTZDtype) else ""
         text = pa.array(stamps.dt.strftime("%Y-%m-%dT%H:%M:%S"), type=pa.string())
         out = pc.binary_join_element_wise('"', text, suffix + '"', "")
+    elif isinstance(dtype, pd.StringDtype):
+        out = _json_strings(pa.array(values, type=pa.string(), from_pandas=True))
     else:
-        # Text and other values: encode each distinct value once (columns repeat values a lot).
+        # Other values: encode each distinct value once (columns repeat values a lot).
         codes, uniques = pd.factorize(values, use_na_sentinel=True)
-        encoded = np.array([json.dumps(_plain(v)) for v in uniques] + ["null"], dtype=object)
-        return pa.array(encoded[codes], type=pa.string())
+        encoded = pa.array([json.dumps(_plain(v)) for v in uniques] + ["null"], type=pa.string())
+        # The missing value's code -1 picks the trailing "null"; Arrow's take builds the column without a Python
+        # object per row.
+        return encoded.take(pa.array(np.where(codes < 0, len(uniques), codes)))
     return pc.fill_null(out, "null")
+
+
+#: Text that ``json.dumps`` writes as it is between two quotes: printable ASCII except ``"`` and ``\\``.
+_VERBATIM = r"^[ !#-\[\]-~]*$"
+
+
+def _json_strings(text: pa.Array) -> pa.Array:
+    """JSON string literals of a text column, as ``json.dumps`` writes them (ASCII only, escapes included).
+
+    Most values need no escape and are quoted by an Arrow kernel; only the others go through ``json.dumps``, each
+    distinct one once.
+    """
+    verbatim = pc.fill_null(pc.match_substring_regex(text, _VERBATIM), True)
+    out = pc.binary_join_element_wise('"', text, '"', "")
+    if pc.all(verbatim).as_py():
+        return out
+    special = pc.filter(text, pc.invert(verbatim))
+    uniques = pc.unique(special)
+    encoded = pa.array([json.dumps(v) for v in uniques.to_pylist()], type=pa.string())
+    escaped = pc.take(encoded, pc.index_in(text, value_set=uniques))
+    return pc.if_else(verbatim, out, escaped)
 
 
 def json_objects(frame: pd.DataFrame, names: dict[str, str] | None = None) -> pd.Series:
@@ -51,13 +76,19 @@ def json_objects(frame: pd.DataFrame, names: dict[str, str] | None = None) -> pd
     names = names if names is not None else {c: c for c in frame.columns}
     if not names or len(frame) == 0:
         return pd.Series("{}", index=frame.index, dtype="string")
-    parts = [
-        pc.binary_join_element_wise(json.dumps(key) + ": ", json_values(frame[column]), "")
-        for key, column in sorted(names.items())
-    ]
-    body = pc.binary_join_element_wise(*parts, ", ") if len(parts) > 1 else parts[0]
-    text = pc.binary_join_element_wise("{", body, "}", "")
+    # One kernel call joins the literal text between the values and the values: {"a": <a>, "b": <b>}
+    items: list[str | pa.Array] = []
+    for n, (key, column) in enumerate(sorted(names.items())):
+        items += [("{" if n == 0 else ", ") + json.dumps(key) + ": ", json_values(frame[column])]
+    text = _join(*items, "}", "")
     return pd.Series(pd.array(text, dtype="string"), index=frame.index)
+
+
+def _join(*items: str | pa.Array) -> pa.Array:
+    """``binary_join_element_wise`` in large strings (the objects of many rows can pass 2 GiB together); the last
+    item is the separator."""
+    large = [pa.scalar(i, pa.large_string()) if isinstance(i, str) else i.cast(pa.large_string()) for i in items]
+    return pc.binary_join_element_wise(*large)
 
 
 def _plain(value):

@@ -186,3 +186,53 @@ def test_missing_columns_are_a_clear_error():
 
     with pytest.raises(UserError, match="activities.tables.orders: column\\(s\\) order_date not in shop.orders"):
         build_timeline({"orders": (ORDERS, orders().drop(columns="order_date"), "order_id")}, alternate_key(), NOW)
+
+
+def test_semantic_text_is_the_json_dumps_text_escapes_included():
+    from ci_pipeline.activities.jsoncols import json_objects
+
+    texts = ["plain", 'say "hi"', "back\\slash", "line\nbreak", "tab\t", "café", "漢字", "", None, "~ !#[]", "\x7f"]
+    frame = pd.DataFrame({"t": pd.Series(texts, dtype="string"), "n": range(len(texts))})
+    expected = [json.dumps({"n": n, "t": t}, sort_keys=True) for n, t in enumerate(texts)]
+    assert json_objects(frame).tolist() == expected
+    assert json_objects(frame.astype({"t": object})).tolist() == expected
+
+
+def test_tables_whose_activity_ids_interleave_are_merged_in_activity_id_order():
+    # Table "b" keys "c_2" and "z_0" give b's ids around those of table "b_c": the tables cannot go end to end.
+    plain = ActivityTable.model_validate(
+        {
+            "source": "shop",
+            "table": "b",
+            "type": "Custom",
+            "timestamp": "ts",
+            "fields": {"n": "n"},
+            "customer": {"source": "shop", "table": "customers", "column": "cid"},
+        }
+    )
+    nested = plain.model_copy(update={"table": "b_c", "fields": {"m": "m"}})
+
+    def frame(keys, column):
+        return pd.DataFrame({"id": keys, "cid": ["1"] * len(keys), "ts": pd.Timestamp("2026-01-01"), column: [1, 2]})
+
+    result = build_timeline(
+        {"x": (plain, frame(["z_0", "c_2"], "n"), "id"), "y": (nested, frame(["3", "1"], "m"), "id")},
+        alternate_key(),
+        NOW,
+    )
+    ids = ["shop_b_c_1", "shop_b_c_2", "shop_b_c_3", "shop_b_z_0"]
+    assert result.unified["ActivityId"].tolist() == ids
+    assert result.facts["ActivityId"].tolist() == ids
+    # The facts' field columns follow the activity names (x's before y's), whatever the id order.
+    assert list(result.facts.columns)[-2:] == ["n", "m"]
+    assert result.facts["n"].fillna(0).tolist() == [0, 2, 0, 1]
+
+
+def test_tables_that_follow_one_another_keep_the_column_order_of_the_activity_names():
+    result = build_timeline(
+        {"b_points": (POINTS, points().iloc[:1], "transaction_id"), "a_orders": (ORDERS, orders(), "order_id")},
+        alternate_key(),
+        NOW,
+    )
+    assert result.unified["ActivityId"].tolist()[0] == "club_points_p1"
+    assert list(result.facts.columns)[-3:] == ["amount", "is_return", "points"]
