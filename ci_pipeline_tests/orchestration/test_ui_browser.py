@@ -1,4 +1,7 @@
-"""End to end in a real browser: `dagster dev` on loopback, headless Chromium clicks Materialize all.
+"""End to end in a real browser: `dagster dev` on loopback, headless Chromium clicks Materialize all, launches a
+job, and checks and photographs what an operator looks at: an asset's columns and metadata plots, the job's run
+history and every asset group's graph fitted to the window. The screenshots are kept under the test's tmp path and
+copied to `.artifacts/ui/` in the checkout.
 
 Needs Node.js with playwright-core (installed by `python3 dev.py test` into .ci/node) and a Chromium or Chrome
 ($CI_PIPELINE_CHROMIUM, else the first of chromium, chromium-browser, google-chrome on PATH; dev.py installs
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -25,7 +29,9 @@ from ci_pipeline.config import load_config
 from ci_pipeline.defs import build_definitions
 from ci_pipeline_tests.conftest import ROOT, free_port
 
-SCRIPT = Path(__file__).with_name("ui_materialize.js")
+SCRIPT = Path(__file__).with_name("ui_browser.js")
+#: Where the screenshots are copied for people and CI to look at (ignored by git).
+ARTIFACTS = ROOT / ".artifacts" / "ui"
 TEMPLATE = ROOT / "ci_pipeline" / "generate" / "templates" / "orchestration.yaml"
 #: Names a Chromium or Chrome executable goes by on Linux distributions.
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -111,18 +117,21 @@ class DagsterDev:
             os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def drive_ui(workspace: Path, config_file: Path, work: Path, asset: str) -> dict:
-    """Run the whole browser scenario; returns what it found (run, rows, schedules, sensors)."""
+def drive_ui(workspace: Path, config_file: Path, work: Path, asset: str, job: str) -> dict:
+    """Run the whole browser scenario; returns what it found (runs, columns, plots, groups, schedules, sensors).
+
+    The screenshots land in ``work/screenshots`` and are copied to :data:`ARTIFACTS`, also when the scenario fails.
+    """
     chromium = require_tools()
-    artifacts = ROOT / ".artifacts"
-    artifacts.mkdir(exist_ok=True)
+    shots = work / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
     server = DagsterDev(workspace, config_file, work / "dagster_home", work / "dagster-dev.log")
     try:
         server.wait_ready()
         server.graphql("mutation { setNuxSeen }")
         env = {**os.environ, "NODE_PATH": str(node_modules()), "CHROMIUM_PATH": chromium}
         browser = subprocess.run(
-            ["node", str(SCRIPT), server.url, asset, str(artifacts / "ui.png")],
+            ["node", str(SCRIPT), server.url, asset, job, str(shots)],
             env=env,
             capture_output=True,
             text=True,
@@ -130,7 +139,7 @@ def drive_ui(workspace: Path, config_file: Path, work: Path, asset: str) -> dict
         )
         if browser.returncode != 0:
             pytest.fail(
-                f"browser scenario failed (screenshot: .artifacts/ui.png):\n{browser.stderr[-3000:]}\n"
+                f"browser scenario failed (screenshots: {ARTIFACTS}):\n{browser.stderr[-3000:]}\n"
                 f"--- dagster dev log ---\n{server.tail()}"
             )
         found = json.loads(browser.stdout.strip().splitlines()[-1])
@@ -138,7 +147,7 @@ def drive_ui(workspace: Path, config_file: Path, work: Path, asset: str) -> dict
         data = server.graphql(
             """query($repo: RepositorySelector!) {
                  schedulesOrError(repositorySelector: $repo) { ... on Schedules { results {
-                   name cronSchedule executionTimezone scheduleState { status } } } }
+                   name cronSchedule executionTimezone description scheduleState { status } } } }
                  sensorsOrError(repositorySelector: $repo) { ... on Sensors { results {
                    name minIntervalSeconds sensorState { status } } } } }""",
             {"repo": repository},
@@ -148,6 +157,8 @@ def drive_ui(workspace: Path, config_file: Path, work: Path, asset: str) -> dict
         return found
     finally:
         server.stop()
+        shutil.rmtree(ARTIFACTS, ignore_errors=True)
+        shutil.copytree(shots, ARTIFACTS)
 
 
 @pytest.mark.slow
@@ -165,16 +176,32 @@ def test_materialize_all_from_the_ui(sample_copy, tmp_path):
     if asset not in keys:
         pytest.fail(f"the sample configuration {config_file} defines no asset {asset}; its assets: {sorted(keys)}")
 
-    found = drive_ui(ROOT / "workspace.yaml", config_file, tmp_path, asset)
+    found = drive_ui(ROOT / "workspace.yaml", config_file, tmp_path, asset, "unify_only")
 
     assert found["status"] == "SUCCESS" and found["rows"] > 0
-    assert (ROOT / ".artifacts" / "ui.png").stat().st_size > 10_000
+    # The Columns panel lists the column schema, which is the stored table's columns.
+    stored = pq.read_schema(sample_copy / "lake" / "ci_pipeline" / f"{asset}.parquet").names
+    assert found["columns"] == stored and "CustomerId" in stored
+    assert found["asset"]["columns_listed"] == len(stored)
+    # Both runs materialized the asset, so its metadata plots have two points; the page draws them.
+    assert found["materializations"] >= 2 and found["plots"]["charts"] >= 1
+    assert found["job_runs"]["listed"] == found["job_run_id"][:8]
+    groups = found["groups"]
+    assert set(groups) >= {"ingest", "unify", "activities", "measures", "segments", "publish"}
+    assert all(group["fits"] for group in groups.values()), groups
+    screenshots = [found["asset"], found["plots"], found["job_runs"], *groups.values()]
+    for shot in screenshots:
+        name = Path(shot["screenshot"]).name
+        assert Path(shot["screenshot"]).stat().st_size > 10_000 and (ARTIFACTS / name).is_file(), name
+
     refresh = found["schedules"]["refresh"]
     assert refresh["cronSchedule"] == config.orchestration.refresh.cron_schedules()[0] == "0 2 * * *"
     assert refresh["executionTimezone"] == "Europe/Amsterdam"
+    assert refresh["description"].endswith("every day at 02:00 (Europe/Amsterdam).")
     assert refresh["scheduleState"]["status"] == "RUNNING"
     export = found["schedules"]["weekly_export"]
     assert (export["cronSchedule"], export["executionTimezone"]) == ("0 6 * * 1", "Europe/Amsterdam")
+    assert export["description"].endswith("on Mondays at 06:00 (Europe/Amsterdam).")
     assert found["sensors"]["new_files"]["minIntervalSeconds"] == 60
     assert found["sensors"]["new_files"]["sensorState"]["status"] == "RUNNING"
     assert found["sensors"]["failure_notification"]["sensorState"]["status"] == "RUNNING"
