@@ -84,9 +84,9 @@ def address_quality(people: int = 20_000, seed: int = 7) -> dict[str, float | in
         "ZipOrPostalCode": take(pools.zips, who.city_idx),
         "CountryOrRegion": pd.Series("US", index=range(n)),
     }
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = AddressProvider().enrich(EnrichmentInputs(profiles=profiles))
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     got = _values(result, profiles["CustomerId"])
     got["Street1"] = got["Street1"].str.replace(_DESIGNATOR, " ", regex=True)
     got["ZipOrPostalCode"] = got["ZipOrPostalCode"].str[:5]
@@ -105,18 +105,19 @@ def address_quality(people: int = 20_000, seed: int = 7) -> dict[str, float | in
         **dict(result.counts),
         **dict(result.report),
         "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu, 3),
         "lines_per_second": round(lines / seconds, 1) if seconds else 0.0,
         "parser_lines_per_second": _parser_rate(profiles["Address1"]),
     }
 
 
 def _parser_rate(lines: pd.Series, sample: int = 3000) -> float:
-    """Street lines per second through the parser alone (no fast path), on up to ``sample`` distinct lines."""
+    """Street lines per CPU second through the parser alone (no fast path), on up to ``sample`` distinct lines."""
     distinct = lines.dropna().drop_duplicates().head(sample).tolist()
-    started = time.perf_counter()
+    started = time.process_time()
     for line in distinct:
         _parse_one(line)
-    seconds = time.perf_counter() - started
+    seconds = time.process_time() - started
     return round(len(distinct) / seconds, 1) if seconds else 0.0
 
 
@@ -130,9 +131,9 @@ def email_quality(people: int = 20_000, seed: int = 7) -> dict[str, float | int]
     address = who.email_text(0.1, 0.02)
     is_work = (address.str.lower() == work.str.lower()).fillna(False).to_numpy()
     profiles = pd.DataFrame({"CustomerId": _ids(who.n), "Email": address})
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = EmailProvider().enrich(EnrichmentInputs(profiles=profiles))
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     got = _values(result, profiles["CustomerId"])
     kind = got["Class"].to_numpy()
     return {
@@ -141,4 +142,5 @@ def email_quality(people: int = 20_000, seed: int = 7) -> dict[str, float | int]
         "accuracy_work_business": round(float((kind[is_work] == "Business").mean()), 4) if is_work.any() else 1.0,
         **dict(result.counts),
         "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu, 3),
     }

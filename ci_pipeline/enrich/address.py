@@ -149,7 +149,7 @@ class AddressProvider:
             {
                 "CustomerId": profiles["CustomerId"].astype("string").to_numpy()[keep],
                 "EnrichmentType": self.enrichment_type,
-                "Values": _records(values),
+                "Values": value_records(values),
             }
         )
         frame = frame.astype({"CustomerId": "string", "EnrichmentType": "string"})
@@ -254,8 +254,8 @@ def parse_street_lines(lines: pd.Series) -> tuple[pd.Series, dict[str, int]]:
 
 def fast_street_lines(lines: pd.Series) -> pd.Series:
     """The standard form of lines of the common simple shape, vectorised; NA for every other line."""
-    text = _clean(pd.Series(pc.replace_substring_regex(_arrow(lines), r"[.,]", " "), index=lines.index))
-    found = pc.extract_regex(_arrow(text).fill_null(""), _SIMPLE)
+    text = _clean(pd.Series(pc.replace_substring_regex(arrow_strings(lines), r"[.,]", " "), index=lines.index))
+    found = pc.extract_regex(arrow_strings(text).fill_null(""), _SIMPLE)
     part = {
         name: pd.Series(pd.arrays.ArrowStringArray(found.field(name)), index=lines.index).replace("", pd.NA)
         for name in ("number", "name", "type", "unit_type", "unit", "hash")
@@ -290,13 +290,15 @@ def _column(profiles: pd.DataFrame, column: str) -> pd.Series:
     return profiles[column].astype("string")
 
 
-def _arrow(values: pd.Series) -> pa.Array:
-    return pa.array(values.astype("string"), type=pa.large_string())
+def arrow_strings(values: pd.Series) -> pa.Array:
+    """``values`` as one Arrow large-string array (missing values null), for the Arrow compute kernels."""
+    array = pa.array(values.astype("string"), type=pa.large_string())
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def _clean(values: pd.Series) -> pd.Series:
     """Trimmed, single-spaced (any Unicode space), upper case; empty strings are missing. Arrow kernels."""
-    text = pc.replace_substring_regex(_arrow(values), r"[\s\p{Z}]+", " ")
+    text = pc.replace_substring_regex(arrow_strings(values), r"[\s\p{Z}]+", " ")
     text = pc.utf8_upper(pc.utf8_trim_whitespace(text))
     text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
     return pd.Series(pd.arrays.ArrowStringArray(text), index=values.index)
@@ -304,7 +306,7 @@ def _clean(values: pd.Series) -> pd.Series:
 
 def _zip(postal: pd.Series) -> pd.Series:
     """US ZIP codes as ``NNNNN`` or ``NNNNN-NNNN``; a code of another shape stays as it is."""
-    found = pc.extract_regex(pc.replace_substring(_arrow(postal).fill_null(""), " ", ""), _ZIP)
+    found = pc.extract_regex(pc.replace_substring(arrow_strings(postal).fill_null(""), " ", ""), _ZIP)
     five = pd.Series(pd.arrays.ArrowStringArray(found.field(0)), index=postal.index).str.zfill(5)
     plus4 = pd.Series(pd.arrays.ArrowStringArray(found.field(1)), index=postal.index)
     code = five.where(plus4 == "", five + "-" + plus4)
@@ -332,7 +334,7 @@ def _one_line(out: pd.DataFrame) -> pd.Series:
     return line.mask(line == "").astype("string")
 
 
-def _records(values: pd.DataFrame) -> list[dict]:
+def value_records(values: pd.DataFrame) -> list[dict]:
     """One dict per row, missing values as None (JSON null); built from column lists, which is many times faster
     than ``DataFrame.to_dict`` on a million rows."""
     keys = list(values.columns)

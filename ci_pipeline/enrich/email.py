@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING
 import disposable_email_domains
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from ci_pipeline.enrich.address import arrow_strings, value_records
 from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs, EnrichmentResult, empty_values
 
 if TYPE_CHECKING:
@@ -92,11 +95,8 @@ class EmailProvider:
             )
         address = profiles[self.column].astype("string").str.strip()
         has = (address.notna() & (address != "")).to_numpy()
-        address = address[has]
-        distinct = pd.Series(address.unique(), dtype="string")
-        classes = classify(distinct)
-        classes.index = distinct.to_numpy()
-        values = classes.reindex(address.to_numpy()).reset_index(drop=True)
+        codes, distinct = pd.factorize(address[has])
+        values = classify(pd.Series(distinct, dtype="string")).take(codes).reset_index(drop=True)
         counts = {
             "profiles": len(profiles),
             "no_email": int((~has).sum()),
@@ -113,7 +113,7 @@ class EmailProvider:
             {
                 "CustomerId": profiles["CustomerId"].astype("string").to_numpy()[has],
                 "EnrichmentType": self.enrichment_type,
-                "Values": values.astype(object).where(values.notna(), None).to_dict("records"),
+                "Values": value_records(values),
             }
         ).astype({"CustomerId": "string", "EnrichmentType": "string"})
         frame = frame.sort_values("CustomerId", kind="stable").reset_index(drop=True)
@@ -149,31 +149,37 @@ def build(params: Mapping, context: ProviderContext | None = None) -> EmailProvi
 
 def classify(addresses: pd.Series) -> pd.DataFrame:
     """``Domain``, ``Class``, ``FreeMailProvider``, ``Disposable``, ``Role``, ``Valid`` per address (non-missing
-    strings), on the same index."""
-    parts = addresses.astype("string").str.extract(_ADDRESS).astype("string")
-    local, domain = parts["local"].str.lower(), parts["domain"].str.lower()
-    valid = (parts["local"].str.len() <= 64) & (addresses.str.len() <= 254)
-    valid = valid.fillna(False).astype(bool)
-    domain = domain.where(valid)
-    known = pd.Series(domain.dropna().unique(), dtype="string")
-    free = free_mail_domains()
-    provider = domain.map(free)
-    disposable = domain.map(pd.Series([_is_disposable(d) for d in known], index=known.to_numpy(), dtype=bool))
-    disposable = disposable.fillna(False).astype(bool)
-    role = local.str.split("+", n=1).str[0].isin(role_local_parts()) & valid
-    kind = np.select(
-        [~valid.to_numpy(), disposable.to_numpy(), provider.notna().to_numpy()],
-        [INVALID, DISPOSABLE, FREE_MAIL],
-        BUSINESS,
+    strings), on the same index. Arrow kernels per address; the lists are looked up once per distinct domain."""
+    text = arrow_strings(addresses)
+    found = pc.extract_regex(text, _ADDRESS)
+    local = pc.utf8_lower(found.field("local"))
+    valid = (
+        found.is_valid().to_numpy(zero_copy_only=False)
+        & (pc.utf8_length(found.field("local")).to_numpy(zero_copy_only=False) <= 64)
+        & (pc.utf8_length(text).to_numpy(zero_copy_only=False) <= 254)
     )
+    domain = pd.Series(pd.arrays.ArrowStringArray(pc.utf8_lower(found.field("domain"))), index=addresses.index)
+    domain = domain.where(valid)
+    codes, distinct = pd.factorize(domain)
+    free = free_mail_domains()
+    known = codes >= 0
+    provider = np.full(len(codes), None, dtype=object)
+    disposable = np.zeros(len(codes), dtype=bool)
+    if len(distinct):
+        provider[known] = np.array([free.get(d) for d in distinct], dtype=object)[codes[known]]
+        disposable[known] = np.array([_is_disposable(d) for d in distinct], dtype=bool)[codes[known]]
+    mailbox = pc.replace_substring_regex(local, r"\+.*$", "")
+    roles = pa.array(sorted(role_local_parts()), type=pa.large_string())
+    role = pc.is_in(mailbox, value_set=roles).to_numpy(zero_copy_only=False) & valid
+    kind = np.select([~valid, disposable, pd.notna(provider)], [INVALID, DISPOSABLE, FREE_MAIL], BUSINESS)
     return pd.DataFrame(
         {
-            "Domain": domain.astype(object),
+            "Domain": domain.to_numpy(dtype=object, na_value=None),
             "Class": kind.astype(object),
-            "FreeMailProvider": provider.astype(object),
-            "Disposable": disposable.to_numpy(),
-            "Role": role.fillna(False).astype(bool).to_numpy(),
-            "Valid": valid.to_numpy(),
+            "FreeMailProvider": provider,
+            "Disposable": disposable,
+            "Role": role,
+            "Valid": valid,
         },
         index=addresses.index,
     )
