@@ -32,9 +32,9 @@ from ci_pipeline.orchestration import (
     evaluate_new_files,
     failure_notice,
     failure_reason,
-    send_webhook,
     watch_root,
 )
+from ci_pipeline.orchestration.notify import notify_webhook
 from ci_pipeline.orchestration.schedule import describe_schedule
 from ci_pipeline.redact import install_log_redaction, redact_record
 
@@ -319,16 +319,8 @@ def build_failure_sensor(config: ProjectConfig) -> dg.SensorDefinition:
         notice = failure_notice(failed, settings.ui_url)
         log.error("run failed: %s", notice["text"])
         context.log.error(notice["text"])
-        problem = None
-        if settings.webhook_url:
-            key = "orchestration.notifications.webhook_url"
-            problem = send_webhook(
-                settings.webhook_url,
-                notice,
-                settings.timeout_seconds,
-                lambda ref: resolve_secret(ref, key, config.base_dir),
-                key,
-            )
+        # webhook_url as written, or the governed webhook_connection resolved as governance.service_principal.
+        problem = notify_webhook(config, notice, lambda ref, key: resolve_secret(ref, key, config.base_dir))
         if problem:
             log.error(problem)
             context.log.error(problem)
