@@ -40,6 +40,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ci_pipeline import redact
+from ci_pipeline.enrich.address import value_records
 from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs, EnrichmentResult, empty_values
 from ci_pipeline.errors import UserError
 
@@ -179,10 +180,8 @@ class HttpProvider:
             )
         chosen = profiles[[ID, *fields]].sort_values(ID, kind="stable")
         has_any = chosen[fields].notna().any(axis=1) if fields else pd.Series(True, index=chosen.index)
-        chosen = chosen[has_any.to_numpy()]
-        plain = chosen.astype(object).where(chosen.notna(), None)
-        plain[ID] = plain[ID].astype(str)
-        return plain.to_dict("records"), int((~has_any).sum())
+        chosen = chosen[has_any.to_numpy()].astype({ID: "string"})
+        return value_records(chosen), int((~has_any).sum())
 
     def _send_all(self, batches: list[list[dict]], url: str, api_key: str, tally: _Tally) -> list[list]:
         """Every batch's results, in batch order; the first batch that fails stops the others."""

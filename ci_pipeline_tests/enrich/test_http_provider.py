@@ -184,6 +184,27 @@ def test_success_sends_only_the_chosen_fields_in_bounded_concurrent_batches(prov
     pd.testing.assert_frame_equal(result.values, again.values)
 
 
+def test_numbers_and_missing_values_are_sent_as_json_numbers_and_null(provider):
+    frame = pd.DataFrame(
+        {
+            "CustomerId": ["b", "a", "c"],
+            "BirthYear": pd.array([1980, None, 1975], dtype="Int64"),
+            "Spend": [10.5, float("nan"), 3.0],
+            "Email": pd.array([None, "a@example.com", None], dtype="string"),
+        }
+    )
+    provider.reply = lambda n, records: ok([{"CustomerId": r["CustomerId"], "verified": True} for r in records])
+    result = run(provider, frame, fields=["BirthYear", "Spend", "Email"], mapping={"Verified": "verified"})
+    assert provider.requests[0][1] == {
+        "records": [
+            {"CustomerId": "a", "BirthYear": None, "Spend": None, "Email": "a@example.com"},
+            {"CustomerId": "b", "BirthYear": 1980, "Spend": 10.5, "Email": None},
+            {"CustomerId": "c", "BirthYear": 1975, "Spend": 3.0, "Email": None},
+        ]
+    }
+    assert result.values["Values"].tolist() == [{"Verified": True}] * 3
+
+
 def test_a_partial_answer_with_unknown_duplicate_and_mistyped_records_is_counted_not_fatal(provider):
     def partial(n: int, records: list[dict]) -> Reply:
         results = answer(records)[1:]  # the first customer of each batch is not returned
