@@ -6,6 +6,7 @@ import pandas as pd
 from ci_pipeline.activities import FACT_COLUMNS
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import activities, unify
+from ci_pipeline.defs.metadata import FIRST_N, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.measures import compute_measures, customer_measure_table, distribution, run_date
 from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS
@@ -104,7 +105,10 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
                 value = frame["Value"].iloc[0]
                 metadata["value"] = dg.MetadataValue.float(float(value)) if pd.notna(value) else "null"
             elif name in result.business:
-                metadata["values"] = dg.MetadataValue.json(frame.head(50).astype(str).to_dict("records"))
+                # A dimensioned business measure can have many rows: the page shows the first few as a table.
+                metadata[f"values (first {FIRST_N})"] = table_of(
+                    frame.head(FIRST_N).astype(str).to_dict("records"), [str(c) for c in frame.columns]
+                )
             yield dg.Output(frame, output_name=name, metadata=metadata)
 
     return dg.Definitions(assets=[measures])

@@ -24,11 +24,16 @@ CONTACTS = (
     "c5,Di,Fox,placeholder@x.example,Hull\n"
 )
 ACCOUNTS = "account_id,email,first_name\na1,ann@x.example,Ann\na2,eve@x.example,Eve\n"
+ORDERS = (
+    "order_id,account_id,order_date,amount,channel\n"
+    "o1,a1,2026-01-05,10.5,web\no2,a1,2026-02-05,4.5,store\no3,a2,2026-03-01,7,web\n"
+)
 
 
 def _project(folder) -> dg.Definitions:
     (folder / "contacts.csv").write_text(CONTACTS)
     (folder / "accounts.csv").write_text(ACCOUNTS)
+    (folder / "orders.csv").write_text(ORDERS)
     document = {
         "lake": {"url": "lake"},
         "sources": {
@@ -38,7 +43,15 @@ def _project(folder) -> dg.Definitions:
             },
             "shop": {
                 "owner": "team:shop",
-                "tables": {"accounts": {"format": "csv", "path": "accounts.csv", "primary_key": "account_id"}},
+                "tables": {
+                    "accounts": {"format": "csv", "path": "accounts.csv", "primary_key": "account_id"},
+                    "orders": {
+                        "format": "csv",
+                        "path": "orders.csv",
+                        "primary_key": "order_id",
+                        "columns": {"amount": "double"},
+                    },
+                },
             },
         },
         "unify": {
@@ -52,6 +65,28 @@ def _project(folder) -> dg.Definitions:
                 {"source": "shop", "table": "accounts", "columns": {"email": "email", "first_name": "first_name"}},
             ],
             "match": {"rules": [{"name": "email", "conditions": [{"field": "email"}]}]},
+        },
+        "activities": {
+            "tables": {
+                "orders": {
+                    "source": "shop",
+                    "table": "orders",
+                    "type": "SalesOrder",
+                    "timestamp": "order_date",
+                    "fields": {"amount": "amount", "channel": "channel"},
+                    "customer": {"source": "shop", "table": "accounts", "column": "account_id"},
+                }
+            }
+        },
+        "measures": {
+            "business": {
+                "revenue_by_channel": {
+                    "activity": "orders",
+                    "aggregate": "sum",
+                    "field": "amount",
+                    "dimensions": ["channel"],
+                }
+            }
         },
         "segments": {
             "definitions": {
@@ -88,7 +123,7 @@ def _no_big_json(metadata: dict, where: str) -> None:
 def materialized(tmp_path_factory):
     folder = tmp_path_factory.mktemp("native_metadata")
     defs = _project(folder)
-    selection = dg.AssetSelection.groups("ingest", "unify", "segments")
+    selection = dg.AssetSelection.groups("ingest", "unify", "activities", "measures", "segments")
     result = dg.materialize(list(defs.assets), resources=defs.resources, selection=selection)
     assert result.success
     return folder, result
@@ -146,6 +181,14 @@ def test_segment_member_counts_are_numbers_per_segment(materialized):
     assert membership["members leeds"].value == 1 and membership["members named"].value == 5
     assert isinstance(membership["members leeds"], dg.IntMetadataValue)
     assert {row["segment"]: row["members"] for row in _rows(membership["segments"])} == {"leeds": 1, "named": 5}
+
+
+def test_a_business_measure_by_dimension_shows_its_first_rows_as_a_table(materialized):
+    _, result = materialized
+    revenue = _latest(result, "measures", "revenue_by_channel")
+    rows = _rows(revenue["values (first 10)"])
+    assert {row["channel"]: float(row["Value"]) for row in rows} == {"store": 4.5, "web": 17.5}
+    _no_big_json(revenue, "measures/revenue_by_channel")
 
 
 @pytest.mark.parametrize(
