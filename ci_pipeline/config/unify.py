@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from ci_pipeline.config.base import Name, StrictModel
+from ci_pipeline.config.orchestration import When
 
 #: Semantic types a customer-table column can be mapped to. ``custom`` keeps the column under its own name.
 SemanticType = Literal[
@@ -212,6 +213,24 @@ class AttachRule(StrictModel):
     keep_last_run: bool = True
 
 
+class MatchTraining(When):
+    """When the probabilistic match model is retrained (job ``train_match_model``); the runs in between score with
+    the stored model, so CustomerIds do not drift with retraining noise."""
+
+    #: Monthly by default: the 1st at 02:00 in ``orchestration.timezone``.
+    cron: list[str] | None = Field(default_factory=lambda: ["0 2 1 * *"], min_length=1, max_length=24)
+    #: A disabled schedule is created stopped (it can be started in the UI); the job still runs on demand.
+    enabled: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _at_replaces_the_default_cron(cls, data):
+        # ``at: "02:00"`` alone means "at that time", not "both the default cron and that time".
+        if isinstance(data, dict) and "at" in data and "cron" not in data:
+            return {**data, "cron": None}
+        return data
+
+
 class MatchConfig(StrictModel):
     """Matching across tables: each later table matches against all tables above it."""
 
@@ -223,6 +242,8 @@ class MatchConfig(StrictModel):
     #: :class:`ci_pipeline.unify.probabilistic.Settings`. When absent, they are chosen from the semantic types of
     #: the mapped columns when the model is trained, and printed as YAML to paste here.
     probabilistic: dict[str, Any] | None = None
+    #: When the probabilistic model is retrained (monthly by default); with ``method: rules`` there is no model.
+    training: MatchTraining = MatchTraining()
     rules: list[Rule] = []
     #: Rules applied after clustering, to customers that carry nothing but a name (in order).
     attach: list[AttachRule] = []
@@ -234,11 +255,14 @@ class MatchConfig(StrictModel):
 
     @model_validator(mode="after")
     def _settings_need_the_method(self):
-        if self.probabilistic is not None and self.method != "probabilistic":
-            raise ValueError(
-                "probabilistic settings are given but method is 'rules', which ignores them; set "
-                "unify.match.method: probabilistic or remove unify.match.probabilistic"
-            )
+        if self.method == "probabilistic":
+            return self
+        for name in ("probabilistic", "training"):
+            if name in self.model_fields_set:
+                raise ValueError(
+                    f"{name} is given but method is 'rules', which has no model and ignores it; set "
+                    f"unify.match.method: probabilistic or remove unify.match.{name}"
+                )
         return self
 
 

@@ -168,6 +168,20 @@ def build_schedules(config: ProjectConfig, graph, jobs: dict[str, dg.UnresolvedA
                 training.enabled,
             )
         )
+    match = config.unify.match if config.unify is not None else None
+    if match is not None and match.method == "probabilistic" and "train_match_model" in jobs:
+        when = describe_schedule(match.training.cron_schedules(), orchestration.timezone_of(match.training))
+        schedules.append(
+            schedule_for(
+                "train_match_model",
+                match.training,
+                orchestration.timezone_of(match.training),
+                jobs["train_match_model"],
+                "partial",
+                f"Retrains the probabilistic match model {when}; the runs in between score with the stored model.",
+                match.training.enabled,
+            )
+        )
     for index, item in enumerate(orchestration.schedules):
         selection = _resolve_selection(item.select, graph, f"orchestration.schedules[{index}].select")
         job = dg.define_asset_job(f"{item.name}_job", selection=selection, description=item.description or None)
