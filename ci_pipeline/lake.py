@@ -97,6 +97,11 @@ class Lake:
             path = Path(url).expanduser()
             return cls.local(path if path.is_absolute() else (base_dir or Path.cwd()) / path)
         if config.connection:
+            if connection is None:
+                # A command outside a run (validate, sql, ...): the acting user resolves it, with the same rules.
+                from ci_pipeline.governance.runtime import resolve_outside_run
+
+                connection = resolve_outside_run(config.connection, "lake.connection", "adls", base_dir or Path.cwd())
             return cls.from_url(url, connection_storage_options(config, connection))
         return cls.from_url(url, azure_storage_options(config, base_dir))
 
@@ -249,13 +254,8 @@ def azure_storage_options(config: LakeConfig, base_dir: Path | None = None) -> d
     return options
 
 
-def connection_storage_options(config: LakeConfig, connection: dict | None) -> dict:
+def connection_storage_options(config: LakeConfig, connection: dict) -> dict:
     """adlfs keyword arguments from a governed ``adls`` connection, after checking it is the lake's container."""
-    if connection is None:
-        raise StorageError(
-            f"lake.connection {config.connection!r}: a governed connection is resolved by a run, as the user who "
-            "launched it; this command cannot use it: give the lake inline references for local tools"
-        )
     parsed = urlparse(config.url)
     container, _, host = parsed.netloc.partition("@")
     account = host.split(".")[0] if host else None

@@ -10,6 +10,7 @@ An environment nobody has initialised (``ci-pipeline init``) is not governed: it
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.governance.identity import acting_user, check_name
 from ci_pipeline.governance.secrets import SecretResolver, secret_roots
 from ci_pipeline.governance.service import Governance, source_owners
-from ci_pipeline.governance.store import MetadataStore, metadata_url, open_store
+from ci_pipeline.governance.store import METADATA_URL_ENV, MetadataStore, metadata_url, open_store
 
 #: The run tag naming who launched a run (`ci-pipeline run` sets it to the acting user).
 LAUNCHED_BY_TAG = "ci_pipeline/launched_by"
@@ -85,6 +86,26 @@ def governed_connections(config, needs: RunNeeds) -> dict[str, tuple[str, str]]:
         if export.connection and export.name in needs.exports:
             found[f"publish.exports[{index}].connection"] = (export.connection, "adls")
     return found
+
+
+def resolve_outside_run(name: str, key: str, type_name: str, base_dir: Path) -> dict:
+    """Resolve connection ``name`` (configuration key ``key``) for a command run outside Dagster, as the acting
+    user (``$CI_PIPELINE_USER``, else the OS user), from the store ``$CI_PIPELINE_METADATA_URL`` names.
+
+    For the lake of a configuration, which lies in Azure when it names a connection: such a lake has no local
+    store, so the URL is required.
+    """
+    url = os.environ.get(METADATA_URL_ENV, "").strip()
+    if not url:
+        raise UserError(
+            f"{key} {name!r} is a governed connection and the lake is in Azure: set {METADATA_URL_ENV} to the "
+            "environment's metadata store to use it"
+        )
+    rules = Governance(open_store(url), acting_user(), SecretResolver(secret_roots(base_dir)))
+    try:
+        return rules.use_connection(name, key, type_name)
+    finally:
+        rules.store.close()
 
 
 def open_rules(config, actor: str) -> Governance:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ci_pipeline.cli import main
+from ci_pipeline_tests.conftest import ROOT
 
 CONFIG = """
 sources:
@@ -74,3 +76,13 @@ def team(project) -> Project:
     assert project.run("roles", "grant", "alice", "contributor").code == 0
     assert project.run("roles", "grant", "vera", "viewer").code == 0
     return project
+
+
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch):
+    """A Dagster instance on disk (its run and event storage and compute logs can be searched for secrets)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home

@@ -6,8 +6,6 @@ secret), the loopback Dataverse Web API server as the sink, and the governance s
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import yaml
 
@@ -15,7 +13,6 @@ from ci_pipeline.cli import main
 from ci_pipeline.dataverse import webapi
 from ci_pipeline.dataverse.loopback import LoopbackDataverse
 from ci_pipeline.governance.runtime import LAUNCHED_BY_TAG, run_actor
-from ci_pipeline_tests.conftest import ROOT
 from ci_pipeline_tests.publish.test_webapi import ServerCredential
 
 SECRET = "DataverseClientSecret0042xyz"
@@ -70,15 +67,6 @@ class Project:
     @property
     def ingested(self) -> bool:
         return (self.dir / "lake" / "ci_pipeline" / "crm").exists()
-
-
-@pytest.fixture
-def dagster_home(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    return home
 
 
 @pytest.fixture
