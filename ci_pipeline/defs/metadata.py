@@ -3,6 +3,8 @@ over materializations. Keeping the conversion here keeps every stage's metadata 
 
 from __future__ import annotations
 
+import math
+import numbers as _numbers
 from collections.abc import Iterable, Mapping, Sequence
 
 import dagster as dg
@@ -10,19 +12,17 @@ import dagster as dg
 #: How many entries of a long list (guard events, files) the asset page shows; the full list stays in the lake.
 FIRST_N = 10
 
-_TYPES = {bool: "bool", int: "int", float: "float"}
-
 
 def table_of(rows: Sequence[Mapping], columns: Sequence[str]) -> dg.TableMetadataValue:
     """``rows`` (dicts) as a native metadata table with ``columns`` in this order.
 
-    A column's type is taken from its first non-empty value (int, float, bool, else string); values that are not
-    numbers or booleans are shown as text.
+    A column's type is taken from its first non-empty value (int, float, bool, else string; numpy scalars count as
+    their Python kind); in a text column every value is shown as text.
     """
     types = {}
     for column in columns:
-        sample = next((row.get(column) for row in rows if row.get(column) is not None), "")
-        types[column] = _TYPES.get(type(sample), "string")
+        sample = next((_plain(row.get(column)) for row in rows if row.get(column) is not None), "")
+        types[column] = _kind(sample)
     records = [dg.TableRecord({c: _cell(row.get(c), types[c]) for c in columns}) for row in rows]
     schema = dg.TableSchema(columns=[dg.TableColumn(c, types[c]) for c in columns])
     return dg.MetadataValue.table(records, schema=schema)
@@ -45,12 +45,29 @@ def bullet_list(lines: Iterable[str]) -> dg.MarkdownMetadataValue:
 
 
 def _number(value: float | int) -> dg.MetadataValue:
-    return dg.MetadataValue.int(int(value)) if isinstance(value, int) else dg.MetadataValue.float(float(value))
+    value = _plain(value)
+    return dg.MetadataValue.int(int(value)) if _kind(value) == "int" else dg.MetadataValue.float(float(value))
+
+
+def _plain(value):
+    """A numpy scalar as the Python value it holds (metadata tables take only Python numbers, text and booleans)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, str) else value
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, _numbers.Integral):
+        return "int"
+    return "float" if isinstance(value, _numbers.Real) else "string"
 
 
 def _cell(value, kind: str):
+    value = _plain(value)
     if value is None:
         return None
     if kind == "string":
         return value if isinstance(value, str) else str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no infinity: "-inf" (a level that rules a match out) is shown as text
     return value

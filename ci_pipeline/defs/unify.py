@@ -225,22 +225,25 @@ def _model_asset(config: ProjectConfig):
 
 
 def _model_metadata(model, frames: dict, url: str, run_id: str) -> dict:
-    """What the model learnt: m, u and weight per level, the prior, the EM trace and what it was trained on."""
-    lines = ["| comparison | level | m | u | weight | |", "|---|---|---:|---:|---:|---|"]
-    for p in model.parameters:
-        # A bar per level, one mark per bit of weight: the levels' evidence at a glance.
-        for level, m, u, w in zip(p.levels, p.m, p.u, p.weights, strict=True):
-            bar = ("+" if w >= 0 else "-") * min(round(abs(w)), 30)
-            lines.append(f"| {p.name} | {level} | {m:.4g} | {u:.4g} | {w:+.2f} | `{bar}` |")
-        if p.note:
-            lines.append(f"| {p.name} | (no evidence) | | | | {p.note} |")
-    lines += ["", f"prior match probability {model.prior:.3g} (weight {model.prior_weight:+.2f})"]
+    """What the model learnt, as native tables: m, u and weight per level, the EM trace; the prior and the
+    iterations as numbers the UI plots over retrainings; what it was trained on."""
+    levels = [
+        {"comparison": p.name, "level": level, "m": round(m, 6), "u": round(u, 6), "weight": round(w, 3), "note": ""}
+        for p in model.parameters
+        for level, m, u, w in zip(p.levels, p.m, p.u, p.weights, strict=True)
+    ]
+    levels += [{"comparison": p.name, "level": "(no evidence)", "note": p.note} for p in model.parameters if p.note]
     return {
-        "parameters": dg.MetadataValue.md("\n".join(lines)),
+        "parameters": table_of(levels, ["comparison", "level", "m", "u", "weight", "note"]),
+        "prior_match_probability": dg.MetadataValue.float(float(model.prior)),
+        "prior_weight": dg.MetadataValue.float(round(float(model.prior_weight), 3)),
         "path": dg.MetadataValue.path(url),
         "converged": model.converged,
         "iterations": len(model.trace),
-        "trace": dg.MetadataValue.json([vars(i) for i in model.trace]),
+        "trace": table_of(
+            [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in vars(i).items()} for i in model.trace],
+            ["iteration", "match_share", "change", "log_likelihood"],
+        ),
         "training_data": dg.MetadataValue.json(
             {
                 "run_id": run_id,

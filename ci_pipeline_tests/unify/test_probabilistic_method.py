@@ -413,9 +413,12 @@ def test_the_match_model_asset_is_stored_and_unification_scores_with_it(tmp_path
     assert first.success and not lake.exists(MODEL_PATH)
     trained = materialize(cfg, dg.AssetSelection.assets(unify_defs.key("match_model")))
     metadata = materialized(trained, "match_model").metadata
-    assert "| first_name | exact |" in metadata["parameters"].value and "`++++" in metadata["parameters"].value
+    levels = [row.data for row in metadata["parameters"].records]
+    exact = next(r for r in levels if (r["comparison"], r["level"]) == ("first_name", "exact"))
+    assert exact["weight"] > 4 and exact["m"] > exact["u"]
+    assert 0 < metadata["prior_match_probability"].value < 1
     assert metadata["training_data"].value["tables"] == {"crm.contacts": 300, "shop.customers": 200}
-    assert metadata["trace"].value and "probabilistic:" in metadata["settings"].value
+    assert metadata["trace"].records and "probabilistic:" in metadata["settings"].value
     stored = lake.read_bytes(MODEL_PATH)
     second = materialize(cfg, unification)
     assert materialized(second, "unify_stats").metadata["match_method"].value["links"] > 0
