@@ -9,7 +9,7 @@ well-formed address that does not exist stays.
 
 Each distinct street line is parsed once. Lines of the most common shape (number, one-word street name, street
 type, optional unit) take a vectorised fast path that gives exactly what scourgify gives for them (a test holds
-the two equal); the rest go through the parser one by one (a few thousand a second).
+the two equal); the rest go through the parser one by one (several thousand a second per core).
 
 Status per profile, as the reference counts them: ``Changed`` (standardized and different from the input),
 ``Unchanged`` (already standard) and ``NotProcessed``: no address at all (absent from the values), no street line,
