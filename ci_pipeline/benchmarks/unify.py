@@ -30,7 +30,7 @@ from ci_pipeline.unify import unify
 from ci_pipeline.unify.engine import make_normalizer, rule_matches
 from ci_pipeline.unify.explain import pair_sides
 from ci_pipeline.unify.normalize import default_normalizations
-from ci_pipeline.unify.probabilistic_method import ProbabilisticMatches, train_from_tables
+from ci_pipeline.unify.probabilistic_method import ProbabilisticMatches, model_json, read_model, train_from_tables
 from ci_pipeline.unify.records import build_records
 
 #: Fields whose sharing between two split customers is evidence a rule could use (names are not counted).
@@ -55,6 +55,18 @@ def register(subparsers) -> None:
         "match rules left out; dedup and attach rules kept); hybrid: the model and the match rules together",
     )
     parser.add_argument(
+        "--save-model", help="with --method probabilistic or hybrid: store the trained model here (JSON)"
+    )
+    parser.add_argument(
+        "--model", help="with --method probabilistic or hybrid: score with this stored model instead of training one"
+    )
+    parser.add_argument(
+        "--compare-splink",
+        action="store_true",
+        help="instead, time whole processes side by side on the same data: ours and Splink (DuckDB), each training a "
+        "model, then each reusing its saved model; with both sides' precision, recall and F1",
+    )
+    parser.add_argument(
         "--churn",
         action="store_true",
         help="instead, measure CustomerId churn over two nightly runs: new records arrive, some are deleted, the "
@@ -70,7 +82,12 @@ def run(args) -> int:
         if not (folder / "ground_truth" / "records.parquet").exists():
             _generate(args.people, args.seed, folder)
         generate_s = time.perf_counter() - started
-        figures = churn(folder) if args.churn else bench(folder, misses=args.misses, method=args.method)
+        if args.compare_splink:
+            figures = compare_splink(folder)
+        elif args.churn:
+            figures = churn(folder)
+        else:
+            figures = bench(folder, args.misses, args.method, args.model, args.save_model)
         figures = {"generate_s": round(generate_s, 1), **figures}
     print(json.dumps(figures))
     return 0
@@ -91,11 +108,18 @@ def method_config(config: UnifyConfig, method: str) -> UnifyConfig:
     return config.model_copy(update={"match": config.match.model_copy(update=update)})
 
 
-def bench(folder: Path, misses: bool = False, method: str = "rules") -> dict:
+def bench(
+    folder: Path,
+    misses: bool = False,
+    method: str = "rules",
+    model_path: str | None = None,
+    save_model: str | None = None,
+) -> dict:
     """Unify the generated data set in ``folder`` and score it against ``folder/ground_truth``.
 
-    With ``probabilistic`` or ``hybrid``, a model is first trained on the same tables (``train_s``), then the run
-    scores with it, as a nightly run does with the stored model.
+    With ``probabilistic`` or ``hybrid``, a model is first trained on the same tables (``train_s``; stored at
+    ``save_model`` when given), or read from ``model_path``, then the run scores with it, as a nightly run does
+    with the stored model.
     """
     config = load_config(folder / "ci_pipeline.yaml")
     if config.unify is None:
@@ -106,10 +130,15 @@ def bench(folder: Path, misses: bool = False, method: str = "rules") -> dict:
     read_s = time.perf_counter() - t0
     extra: dict = {}
     match_method = rule_matches
-    if method != "rules":
+    if method != "rules" and model_path:
+        model = read_model(Path(model_path).read_bytes(), model_path)
+        match_method = ProbabilisticMatches(model)
+    elif method != "rules":
         started = time.perf_counter()
         model, said = train_from_tables(ucfg, frames, keys, config.base_dir)
         extra = {"train_s": round(time.perf_counter() - started, 2), "training_warnings": said}
+        if save_model:
+            Path(save_model).write_bytes(model_json(model))
         match_method = ProbabilisticMatches(model)
     t1 = time.perf_counter()
     result = unify(ucfg, frames, keys, base_dir=config.base_dir, match_method=match_method)
@@ -140,6 +169,58 @@ def bench(folder: Path, misses: bool = False, method: str = "rules") -> dict:
         "attach": {a["rule"]: {k: v for k, v in a.items() if k != "rule"} for a in result.stats["attach"]},
         **quality,
         **({"misses": miss_analysis(config, frames, keys, result, truth)} if misses else {}),
+    }
+
+
+def _child(command: list[str]) -> tuple[dict, float]:
+    """Run a benchmark process; its JSON line and its wall-clock seconds, process start included."""
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise UserError(f"{' '.join(command[2:5])} failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1]), round(seconds, 1)
+
+
+QUALITY = ("pairwise_precision", "pairwise_recall", "pairwise_f1")
+
+
+def compare_splink(folder: Path) -> dict:
+    """Ours and Splink side by side on the generated data in ``folder``, each a whole process timed from its start:
+    both training a model (ours saved, Splink's set up from its settings, see ``benchmarks.splink_side``), then
+    both reusing their saved model. Ours is the whole ``bench unify --method probabilistic`` (the unification with
+    its dedup and attach rules, guard, merge and ids); Splink's is predict and clustering."""
+    with tempfile.TemporaryDirectory(prefix="ci-bench-splink-") as tmp:
+        ours_model, splink_model = str(Path(tmp) / "ours.json"), str(Path(tmp) / "splink.json")
+        ours = [sys.executable, "-m", "ci_pipeline", "bench", "unify", "--data", str(folder), "--method"]
+        ours += ["probabilistic"]
+        trained, trained_s = _child([*ours, "--save-model", ours_model])
+        stored, stored_s = _child([*ours, "--model", ours_model])
+        splink = [sys.executable, "-m", "ci_pipeline.benchmarks.splink_side", "--data", str(folder)]
+        splink += ["--ours", ours_model, "--model", splink_model]
+        splink_trained, splink_trained_s = _child(splink)
+        splink_stored, splink_stored_s = _child([*splink, "--stored"])
+    return {
+        "records": trained["records"],
+        "both_train": {
+            "ours_s": trained_s,
+            "splink_s": splink_trained_s,
+            "ours_share_of_splink": round(trained_s / splink_trained_s, 3),
+        },
+        "both_reuse_a_saved_model": {
+            "ours_s": stored_s,
+            "splink_s": splink_stored_s,
+            "ours_share_of_splink": round(stored_s / splink_stored_s, 3),
+        },
+        "ours": {
+            **{k: trained[k] for k in QUALITY},
+            "train_s": trained["train_s"],
+            "unify_s": trained["unify_s"],
+            "scoring_pairs_per_s": trained.get("scoring_pairs_per_s"),
+        },
+        "ours_reusing_the_model": {k: stored[k] for k in QUALITY},
+        "splink": {**{k: splink_trained[k] for k in QUALITY}, "seconds": splink_trained["seconds"]},
+        "splink_reusing_the_model": {**{k: splink_stored[k] for k in QUALITY}, "seconds": splink_stored["seconds"]},
     }
 
 
