@@ -74,7 +74,6 @@ class HttpParams(BaseModel):
     type: str = Field(min_length=1, max_length=100, description="the EnrichmentType of the rows")
     fields: list[str] = Field(min_length=1, description="profile columns sent (CustomerId is always sent)")
     mapping: dict[str, ValueMapping | str] = Field(min_length=1, description="Values key -> path or {path, type}")
-    connection: str | None = Field(None, description="the http-enrichment connection, when the enrichment has none")
     provider: str | None = Field(None, max_length=100, description="the EnrichmentProvider (default: connection)")
     batch_size: int = Field(100, ge=1, le=10_000)
     concurrency: int = Field(4, ge=1, le=32)
@@ -282,21 +281,22 @@ def _advice(problem: str) -> str:
 
 
 def build(params: Mapping, context: ProviderContext | None = None) -> HttpProvider:
-    """The provider for an enrichment's ``params`` and ``context`` (its connection and how to resolve it).
+    """The provider for an enrichment's ``params`` and ``context`` (its ``connection`` and ``resolve_connection``).
 
     Bad parameters are an :class:`EnrichmentFailed` naming the key (``enrich.enrichments.<name>.params.<key>``).
     """
     enrichment = getattr(context, "enrichment", "") or ""
-    where = f"enrich.enrichments.{enrichment or 'http'}.params"
+    where = f"enrich.enrichments.{enrichment or 'http'}"
     try:
         checked = HttpParams.model_validate(dict(params))
     except ValidationError as exc:
-        problems = "; ".join(f"{where}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{where}.params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise EnrichmentFailed(problems) from None
-    connection = getattr(context, "connection", None) or checked.connection
+    connection = getattr(context, "connection", None)
     if not connection:
         raise EnrichmentFailed(
-            f"{where}.connection: name the {CONNECTION_TYPE} connection the provider is reached through"
+            f"{where}.connection: name the {CONNECTION_TYPE} connection the provider is reached through "
+            f"(`ci-pipeline connections list`)"
         )
     resolve = getattr(context, "resolve_connection", None)
     if resolve is None:

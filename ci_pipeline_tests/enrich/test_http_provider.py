@@ -334,7 +334,7 @@ def test_connection_problems_are_clear(provider):
     wrong = Context(lambda name: {"name": name, "type": "adls", "account": "a"})
     with pytest.raises(EnrichmentFailed, match="'acme' is a adls connection; an HTTP enrichment needs an http-enr"):
         build(PARAMS, wrong).enrich(EnrichmentInputs(profiles=profiles()))
-    with pytest.raises(EnrichmentFailed, match=r"params.connection: name the http-enrichment connection"):
+    with pytest.raises(EnrichmentFailed, match=r"demographics\.connection: name the http-enrichment connection"):
         build(PARAMS, Context(lambda name: {}, connection=None))
 
 
