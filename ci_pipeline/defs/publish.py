@@ -15,8 +15,15 @@ from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.publish import ExportConfig
 from ci_pipeline.dataverse import capacity_report, logical_table, prepare
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
-from ci_pipeline.defs.resources import EXTERNAL_RETRY, LakeResource, SinkResource, export_lake, fail_fast
-from ci_pipeline.export import write_export
+from ci_pipeline.defs.resources import (
+    EXTERNAL_RETRY,
+    LakeResource,
+    SinkResource,
+    asset_path,
+    export_lake,
+    fail_fast,
+)
+from ci_pipeline.export import StoredTable, write_export
 from ci_pipeline.redact import redact
 
 GROUP = "publish"
@@ -141,14 +148,15 @@ def export_tables(export: ExportConfig, produced: Produced) -> dict[str, dg.Asse
 
 def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produced) -> dg.AssetsDefinition:
     tables = export_tables(export, produced)
-    ins = {_snake(table): dg.AssetIn(key) for table, key in tables.items() if key is not None}
 
     @dg.asset(
         key=export_asset_key(export.name),
         group_name=GROUP,
         kinds={export.format},
         description=f"One CDM folder snapshot per run of the output tables ({', '.join(tables)}) in the lake.",
-        ins=ins,
+        # The tables are read from the lake by the export itself, in batches where it can (StoredTable): loading
+        # them whole through the IO manager would hold millions of activity rows at once.
+        deps=[key for key in tables.values() if key is not None],
         tags={REFRESH_TAG: export.refresh},
         retry_policy=EXTERNAL_RETRY
         if export.connection or config.lake.url.startswith(("abfs://", "abfss://", "az://"))
@@ -157,17 +165,18 @@ def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produce
         output_required=export.connection is None,
     )
     @fail_fast
-    def _export(context: dg.AssetExecutionContext, lake: LakeResource, **frames):
+    def _export(context: dg.AssetExecutionContext, lake: LakeResource):
         skipped = lake.access.inactive_exports.get(export.name)
         if skipped:
             context.log.warning(f"skipped: {skipped}")
             return None
         started = time.monotonic()
-        shaped = {}
-        for table in tables:
-            frame = frames.get(_snake(table))
-            # The stage built the table; the export only checks it against the contract and orders it.
-            shaped[table] = outputs.empty_table(table) if frame is None else outputs.finish(table, frame)
+        source = lake.get_lake()
+        # The stage built the table; the export only checks it against the contract and orders it.
+        shaped = {
+            table: outputs.empty_table(table) if key is None else StoredTable(source, asset_path(key))
+            for table, key in tables.items()
+        }
         result = write_export(
             export_lake(lake, export),
             export.name,

@@ -11,11 +11,17 @@ from __future__ import annotations
 import io
 import json
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
+from ci_pipeline import outputs
 from ci_pipeline.errors import StorageError, UserError
 from ci_pipeline.lake import Lake
 
@@ -134,10 +140,6 @@ def _csv_bytes(df: pd.DataFrame) -> bytes:
     Written by Arrow's CSV writer from text columns: the text of a value is pandas' (``1.0``, ``True``), as the
     pandas writer this replaced produced, byte for byte, at a twentieth of its time.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pa_csv
-
     columns = {}
     for n, column in enumerate(df.columns):
         values = df.iloc[:, n]
@@ -147,16 +149,17 @@ def _csv_bytes(df: pd.DataFrame) -> bytes:
         text = pa.array(values.astype("string"), type=pa.string(), from_pandas=True)
         # Arrow leaves a null unquoted; the CDM files quote every field, the empty one too.
         columns[f"{n}:{column}"] = pc.fill_null(text, "")
+    return _write_csv(pa.table(columns))
+
+
+def _write_csv(text: pa.Table) -> bytes:
     buffer = io.BytesIO()
     options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
-    pa_csv.write_csv(pa.table(columns), buffer, options)
+    pa_csv.write_csv(text, buffer, options)
     return buffer.getvalue()
 
 
 def _parquet_bytes(df: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buffer, compression="zstd")
     return buffer.getvalue()
@@ -170,7 +173,7 @@ def _snapshot(timestamp: datetime) -> str:
 def write_export(
     lake: Lake,
     name: str,
-    tables: dict[str, pd.DataFrame],
+    tables: dict[str, pd.DataFrame | StoredTable],
     timestamp: datetime,
     folder: str = "exports",
     fmt: str = "csv",
@@ -183,7 +186,8 @@ def write_export(
     Args:
         lake: the data lake.
         name: export name (the folder under ``folder``).
-        tables: output table name -> shaped frame (spec column names).
+        tables: output table name -> shaped frame (spec column names), or a :class:`StoredTable` (read in batches
+            where it can be).
         timestamp: the run's start (names the snapshot folder; never the wall clock, so reruns are idempotent).
         folder: lake folder holding the exports.
         fmt: ``csv`` (model.json) or ``parquet`` (manifest).
@@ -200,22 +204,19 @@ def write_export(
     written: dict[str, list[str]] = {}
     entities = []
     extension = "csv" if fmt == "csv" else "parquet"
-    for table, df in tables.items():
-        parts = [df.iloc[i : i + rows_per_part] for i in range(0, len(df), rows_per_part)] or [df.iloc[0:0]]
+    for table, source in tables.items():
+        attributes, parts = _encoded_parts(table, source, fmt, rows_per_part, escape_formulas)
         files: list[str] = []
-        size = 0
-        for n, part in enumerate(parts, start=1):
+        size = rows = 0
+        for n, (data, count, escaped) in enumerate(parts, start=1):
             relative = f"{table}/{snapshot}/{table}_{n}.{extension}"
-            if fmt == "csv" and escape_formulas:
-                part, escaped = escape_formula_cells(part)
-                result.escaped_cells += escaped
-            data = _csv_bytes(part) if fmt == "csv" else _parquet_bytes(part.reset_index(drop=True))
             lake.write_bytes(posixpath.join(root, relative), data)
             files.append(relative)
             size += len(data)
+            rows += count
+            result.escaped_cells += escaped
         written[table] = files
-        result.tables[table] = {"rows": len(df), "parts": len(files), "bytes": size}
-        attributes = [{"name": str(c), "dataType": cdm_type(str(c), df[c].dtype)} for c in df.columns]
+        result.tables[table] = {"rows": rows, "parts": len(files), "bytes": size}
         entities.append((table, attributes, files))
     modified = timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if fmt == "csv":
@@ -224,6 +225,164 @@ def write_export(
         result.metadata_file = _write_manifest(lake, root, modified, entities)
     result.removed_snapshots = _clean_up(lake, root, written, retention)
     return result
+
+
+#: One written part: its bytes, its rows and the cells escaped in it.
+Part = tuple[bytes, int, int]
+
+
+def _encoded_parts(
+    table: str, source: pd.DataFrame | StoredTable, fmt: str, rows_per_part: int, escape: bool
+) -> tuple[list[dict], Iterator[Part]]:
+    """The CDM attributes of one table and its parts, made one at a time as they are written."""
+    if isinstance(source, StoredTable):
+        if fmt == "csv" and source.streamable(table):
+            return source.attributes(), source.csv_parts(rows_per_part, escape)
+        source = source.frame(table)
+    attributes = [{"name": str(c), "dataType": cdm_type(str(c), source[c].dtype)} for c in source.columns]
+    return attributes, _frame_parts(source, fmt, rows_per_part, escape)
+
+
+def _frame_parts(df: pd.DataFrame, fmt: str, rows_per_part: int, escape: bool) -> Iterator[Part]:
+    parts = [df.iloc[i : i + rows_per_part] for i in range(0, len(df), rows_per_part)] or [df.iloc[0:0]]
+    for part in parts:
+        escaped = 0
+        if fmt == "csv" and escape:
+            part, escaped = escape_formula_cells(part)
+        data = _csv_bytes(part) if fmt == "csv" else _parquet_bytes(part.reset_index(drop=True))
+        yield data, len(part), escaped
+
+
+@dataclass(frozen=True)
+class StoredTable:
+    """An output table kept as one Parquet file in the lake (the asset of an earlier stage).
+
+    A CSV export reads it in batches, never whole, when :func:`ci_pipeline.outputs.finish` would leave it as it
+    is: text columns and the contract's timestamp columns only, the contract's columns in order, every key and
+    identifying value filled, keys unique and in order. The bytes are those the frame path writes. Any other table
+    is loaded and finished like a frame (the check's error names what is wrong).
+    """
+
+    lake: Lake
+    #: Lake-relative path of the Parquet file.
+    path: str
+
+    def _file(self) -> pq.ParquetFile:
+        if not self.lake.exists(self.path):
+            raise StorageError(f"{self.lake.url(self.path)}: not found in the lake; run the stage that writes it")
+        return pq.ParquetFile(self.lake.fs.open(self.lake.path(self.path), "rb"))
+
+    def frame(self, table: str) -> pd.DataFrame:
+        """The whole table, checked and ordered by :func:`ci_pipeline.outputs.finish`."""
+        return outputs.finish(table, self._file().read().to_pandas())
+
+    def streamable(self, table: str) -> bool:
+        """Whether the file can be exported batch by batch as it is (see the class)."""
+        spec = outputs.contract(table)
+        schema = self._file().schema_arrow
+        names = list(schema.names)
+        expected = list(spec.columns) if spec.columns else ["CustomerId", *[c for c in names if c != "CustomerId"]]
+        if names != expected:
+            return False
+        for column in schema:
+            if pa.types.is_timestamp(column.type):
+                if column.name not in spec.timestamps:
+                    return False
+            elif not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+                return False
+        return self._keys_in_order(spec.key, dict.fromkeys([spec.key, *spec.identifying]))
+
+    def _keys_in_order(self, key: str, filled: dict) -> bool:
+        """Every key and identifying value filled, keys strictly increasing (read in batches of those columns)."""
+        last = None
+        for batch in self._file().iter_batches(batch_size=BATCH_ROWS, columns=list(filled)):
+            if any(batch.column(c).null_count for c in filled):
+                return False
+            keys = batch.column(key)
+            if len(keys) == 0:
+                continue
+            if last is not None and not keys[0].as_py() > last:
+                return False
+            if len(keys) > 1 and not pc.all(pc.greater(keys[1:], keys[:-1])).as_py():
+                return False
+            last = keys[-1].as_py()
+        return True
+
+    def attributes(self) -> list[dict]:
+        """The CDM attributes of the stored columns (as :func:`cdm_type` gives them for the finished frame)."""
+        return [
+            {
+                "name": column.name,
+                "dataType": "guid"
+                if column.name in GUID_COLUMNS
+                else "dateTime"
+                if pa.types.is_timestamp(column.type)
+                else "string",
+            }
+            for column in self._file().schema_arrow
+        ]
+
+    def csv_parts(self, rows_per_part: int, escape: bool) -> Iterator[Part]:
+        """CSV parts of ``rows_per_part`` rows, read and written one at a time (at least one, maybe empty)."""
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        written = False
+        for batch in self._file().iter_batches(batch_size=min(rows_per_part, BATCH_ROWS)):
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= rows_per_part:
+                rows = pa.Table.from_batches(pending)
+                yield _csv_part(rows.slice(0, rows_per_part), escape)
+                written = True
+                rest = rows.slice(rows_per_part)
+                pending, held = rest.to_batches(), rest.num_rows
+        if held or not written:
+            rows = pa.Table.from_batches(pending, schema=self._file().schema_arrow)
+            yield _csv_part(rows, escape)
+
+
+#: Rows read from a stored table at a time.
+BATCH_ROWS = 65_536
+
+
+def _csv_part(rows: pa.Table, escape: bool) -> Part:
+    """One CSV part from Arrow columns of text and timestamps: the bytes :func:`_csv_bytes` writes for the frame."""
+    columns = {}
+    escaped = 0
+    for n, name in enumerate(rows.column_names):
+        values = rows.column(n)
+        if pa.types.is_timestamp(values.type):
+            text = _utc_seconds_text(values)
+        else:
+            text = values.cast(pa.large_string())
+            if escape:
+                text, count = _escape_formulas(text)
+                escaped += count
+        columns[f"{n}:{name}"] = pc.fill_null(text, "")
+    return _write_csv(pa.table(columns)), rows.num_rows, escaped
+
+
+def _utc_seconds_text(stamps: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``YYYY-MM-DDTHH:MM:SSZ`` in UTC (naive values are UTC), the fraction of a second dropped like strftime."""
+    unit = stamps.type.unit
+    utc = stamps.cast(pa.timestamp(unit, "UTC"))
+    whole = pc.floor_temporal(utc, unit="second").cast(pa.timestamp("s", "UTC"))
+    return pc.strftime(whole, format="%Y-%m-%dT%H:%M:%SZ").cast(pa.large_string())
+
+
+def _escape_formulas(text: pa.ChunkedArray) -> tuple[pa.ChunkedArray, int]:
+    """:func:`escape_formula_cells` for one Arrow text column."""
+    first = pc.utf8_slice_codeunits(text, 0, 1)
+    starts = pc.fill_null(pc.is_in(first, value_set=pa.array(FORMULA_START, pa.large_string())), False)
+    if not pc.any(starts).as_py():
+        return text, 0
+    plain = pc.fill_null(pc.match_substring_regex(text, PLAIN_NUMBER), False)
+    risky = pc.and_(starts, pc.invert(plain))
+    count = pc.sum(risky).as_py() or 0
+    if not count:
+        return text, 0
+    quoted = pc.binary_join_element_wise(pa.scalar("'", pa.large_string()), text, pa.scalar("", pa.large_string()))
+    return pc.if_else(risky, quoted, text), int(count)
 
 
 #: One exported table: its name, its CDM attributes and its data files (relative to the export root).

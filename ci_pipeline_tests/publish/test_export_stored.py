@@ -1,0 +1,96 @@
+"""A table stored in the lake is exported in batches with the bytes of the whole-frame path, or loaded when it must."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from ci_pipeline import outputs
+from ci_pipeline.errors import UserError
+from ci_pipeline.export import StoredTable, write_export
+from ci_pipeline.lake import Lake
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def activities(n: int = 7) -> pd.DataFrame:
+    content = pd.DataFrame(
+        {
+            "CustomerId": [f"C{i % 3}" for i in range(n)],
+            "ActivityId": [f"shop_orders_{i}" for i in range(n)],
+            "SourceEntityName": "orders",
+            "SourceActivityId": [str(i) for i in range(n)],
+            "ActivityType": "SalesOrder",
+            # A fraction of a second, a time before 1970 and one in another zone: all written as UTC seconds.
+            "ActivityTimeStamp": pd.to_datetime(
+                ["2026-01-02 03:04:05.999", "1969-12-31 23:59:59.5", "2026-06-30 00:00:00.0"]
+                + ["2025-01-01 00:00:00.0"] * (n - 3)
+            ).tz_localize("Europe/Amsterdam"),
+            # Cells a spreadsheet would run, a plain signed number, quotes, a line break, a missing value.
+            "Title": ["=SUM(A1)", "-5.25", 'say "hi"', "two\nlines", None, "@me", "+1 (530) 991-1656"][:n]
+            + ["t"] * max(0, n - 7),
+            "Description": None,
+            "URL": "https://example.com/a,b",
+            "SemanticData": '{"amount": 1.5}',
+        }
+    )
+    return outputs.build("UnifiedActivity", content)
+
+
+def csv_files(lake: Lake, name: str) -> dict[str, bytes]:
+    root = lake.path(f"exports/{name}")
+    return {p[len(root) :]: lake.fs.cat_file(p) for p in lake.fs.find(root) if p.endswith(".csv")}
+
+
+@pytest.mark.parametrize("rows_per_part", [1, 3, 7, 100])
+def test_a_stored_table_is_exported_in_parts_with_the_bytes_of_the_frame_path(tmp_path, rows_per_part):
+    lake = Lake.local(tmp_path)
+    table = activities()
+    lake.write_parquet("ci_pipeline/activities/unified_activity.parquet", table)
+    stored = StoredTable(lake, "ci_pipeline/activities/unified_activity.parquet")
+    assert stored.streamable("UnifiedActivity")
+
+    by_frame = write_export(lake, "frame", {"UnifiedActivity": table}, T0, rows_per_part=rows_per_part)
+    streamed = write_export(lake, "stored", {"UnifiedActivity": stored}, T0, rows_per_part=rows_per_part)
+
+    assert csv_files(lake, "stored") == csv_files(lake, "frame")
+    assert streamed.metadata() | {"root": ""} == by_frame.metadata() | {"root": "", "export": "stored"}
+    assert streamed.escaped_cells == 2  # =SUM(A1) and @me; the signed number and the phone number stay
+    text = b"".join(csv_files(lake, "stored").values()).decode()
+    assert '"2026-01-02T02:04:05Z"' in text and '"1969-12-31T22:59:59Z"' in text
+
+
+def test_an_empty_stored_table_writes_one_empty_part(tmp_path):
+    lake = Lake.local(tmp_path)
+    lake.write_parquet("t.parquet", activities().iloc[0:0])
+    result = write_export(lake, "w", {"UnifiedActivity": StoredTable(lake, "t.parquet")}, T0)
+    assert result.tables["UnifiedActivity"] == {"rows": 0, "parts": 1, "bytes": 0}
+
+
+def test_a_stored_table_out_of_key_order_is_loaded_and_sorted_like_a_frame(tmp_path):
+    lake = Lake.local(tmp_path)
+    table = activities()
+    lake.write_parquet("t.parquet", table.iloc[::-1])
+    stored = StoredTable(lake, "t.parquet")
+    assert not stored.streamable("UnifiedActivity")
+    write_export(lake, "stored", {"UnifiedActivity": stored}, T0)
+    write_export(lake, "frame", {"UnifiedActivity": table}, T0)
+    assert csv_files(lake, "stored") == csv_files(lake, "frame")
+
+
+def test_a_stored_table_with_a_repeated_key_fails_with_the_contract_error(tmp_path):
+    lake = Lake.local(tmp_path)
+    table = activities()
+    lake.write_parquet("t.parquet", pd.concat([table.iloc[:2], table.iloc[1:]], ignore_index=True))
+    with pytest.raises(UserError, match="rows share a msdynci_unifiedactivityid"):
+        write_export(lake, "w", {"UnifiedActivity": StoredTable(lake, "t.parquet")}, T0)
+
+
+def test_a_missing_stored_table_names_its_path(tmp_path):
+    lake = Lake.local(tmp_path)
+    with pytest.raises(UserError, match="ci_pipeline/activities/unified_activity.parquet: not found in the lake"):
+        write_export(
+            lake, "w", {"UnifiedActivity": StoredTable(lake, "ci_pipeline/activities/unified_activity.parquet")}, T0
+        )
