@@ -170,3 +170,29 @@ def test_the_provider_name_comes_from_the_project():
         build({"type": ""})
     with pytest.raises(EnrichmentFailed, match=r"enrich\.enrichments\.addresses\.params\.x"):
         build({"x": 1}, Context())
+
+
+def test_standardizing_a_standard_address_again_changes_nothing():
+    fake = Faker("en_US")
+    fake.seed_instance(5)
+    rng = random.Random(5)
+    rows = [
+        (
+            f"c{i:04d}",
+            fake.street_address(),
+            fake.city(),
+            fake.state() if i % 2 else fake.state_abbr(),
+            fake.zipcode_plus4() if i % 3 == 0 else fake.zipcode(),
+            rng.choice(["US", "USA", "United States", None]),
+        )
+        for i in range(400)
+    ]
+    first = _run(rows)
+    assert first.counts["processed_changed"] == 400
+    again = [
+        (c, v["Street1"], v["City"], v["StateOrProvince"], v["ZipOrPostalCode"], v["CountryOrRegion"])
+        for c, v in _values(first).items()
+    ]
+    second = _run(again)
+    assert second.counts["processed_unchanged"] == 400
+    assert [v["Address"] for v in _values(second).values()] == [v["Address"] for v in _values(first).values()]
