@@ -49,7 +49,8 @@ NORMALIZATIONS = {
 IDENTIFYING = ("email", "phone")
 
 #: Semantic types several people may hold together (a household's e-mail address, landline or street address, a
-#: company's switchboard): pairs sharing one are fitted apart (``Settings.shared_fields``).
+#: company's switchboard): pairs sharing one are the first stratum fitted apart (``Settings.strata``); pairs of one
+#: name (first and last, else full) are the second.
 SHARED = ("email", "phone", "street")
 
 #: Semantic types paired with each other in two-field blocking rules, most selective first.
@@ -182,6 +183,17 @@ def _implied(mapping: dict[str, str], records: pd.DataFrame, notes: list[str], w
     return implied
 
 
+def _strata(mapping: dict[str, str]) -> tuple:
+    """Pairs sharing a contact or an address, then pairs of one name (see ``SHARED``)."""
+    by_type = {t: c for c, t in mapping.items()}
+    shared = [((c,),) for c, t in mapping.items() if t in SHARED]
+    if "first_name" in by_type and "last_name" in by_type:
+        shared.append(((by_type["first_name"], by_type["last_name"]),))
+    elif "full_name" in by_type:
+        shared.append(((by_type["full_name"],),))
+    return tuple(shared)
+
+
 def _place(comparison: Comparison, general: list[str], notes: list[str]) -> Comparison:
     """A text place comparison with the general places it implies as its lower levels (unchanged without any)."""
     if not general or type(comparison) is not JaroWinklerAtThresholds:
@@ -262,7 +274,7 @@ def default_settings(
     training = tuple(r for r in rules if personal & {c for k in r.keys for c in k.columns})
     settings = Settings(
         comparisons=comparisons,
-        shared_fields=tuple(c for c, t in mapping.items() if t in SHARED),
+        strata=_strata(mapping),
         blocking=tuple(rules),
         training_blocking=training if training != tuple(rules) else (),
         link_type=link_type,

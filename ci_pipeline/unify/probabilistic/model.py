@@ -11,11 +11,11 @@ Training:
   there (the blocked non-matches agree more often than random pairs, so their own u is needed to separate the two
   classes), then m is kept and u is taken from the random sample for scoring. Labelled pairs, when given, seed m.
 - The prior is the expected number of matches among blocked pairs over the number of all possible pairs.
-- Pairs sharing a value of a shared field (``Settings.shared_fields``: an e-mail address, a phone, a street address
-  that the members of a household or the staff of a company hold together) are a stratum of their own, fitted
-  apart (``SharedStratum``): among them the non-matches are housemates, who share a surname and an address as well,
-  so their fields cannot be weighed as independent evidence with the u of random pairs. The main fit leaves them
-  out.
+- Strata (``Settings.strata``): pairs agreeing on a key that ties fields together among non-matches are fitted
+  apart (``Stratum``). Pairs sharing an e-mail address, a phone or a street are mostly one person or housemates,
+  who share a surname and an address as well; pairs of one name are one person or namesakes, whose e-mail user
+  names are made of that name. Their fields cannot be weighed as independent evidence with the u of random pairs,
+  so each stratum has its own match share, m and u, all by EM. The main fit leaves their pairs out.
 
 Term-frequency adjustment: for a comparison with ``term_frequency``, exact agreement on value v gets the Bayes
 factor m / f(v) instead of m / u, f(v) being v's share of the records' values: agreeing on a rare surname counts
@@ -43,11 +43,11 @@ PSEUDO_COUNT = 0.5
 #: A fit in which exact agreement halves the odds of a match (or worse) is wrong, not a weak field.
 SANE_EXACT_WEIGHT = -1.0
 
-#: Version of the serialised model layout (2: the shared stratum).
+#: Version of the serialised model layout (2: strata).
 FORMAT = 2
 
-#: Fewer pairs sharing a value than this are too few to fit their own two classes: they are scored by the main fit.
-MIN_SHARED_PAIRS = 200
+#: A stratum of fewer pairs than this is too few to fit its own two classes: its pairs are weighed by the main fit.
+MIN_STRATUM_PAIRS = 200
 
 
 class TrainingError(UserError):
@@ -92,24 +92,26 @@ class Iteration:
 
 
 @dataclass(frozen=True)
-class SharedStratum:
-    """The pairs sharing a value of a shared field and their own fit.
+class Stratum:
+    """Pairs agreeing exactly on one of a few keys, with their own fit.
 
-    Among random pairs, two records holding one e-mail address are nearly always one person; among the pairs that
-    do hold one, the non-matches are the other members of a household (or the staff of a company), who share its
-    surname and street too and differ in first name and birth date. Fields that go together among non-matches are
-    no independent evidence, so these pairs get their own two classes: a match share and m and u per level, all
-    fitted by EM over every such pair (no term-frequency adjustment: housemates share a surname however rare).
+    The model takes its comparisons as independent evidence, which fails where fields go together among
+    non-matches. Among random pairs, two records holding one e-mail address are nearly always one person; among the
+    pairs that do hold one, the non-matches are the other members of a household (or the staff of a company), who
+    share its surname and street too and differ in first name and birth date. Among pairs of one name, the
+    non-matches are namesakes, whose e-mail user names are made of that name too. Such pairs get their own two
+    classes: a match share and m and u per level, all fitted by EM over every pair of the stratum.
 
     Args:
-        fields: the shared fields; a pair belongs to the stratum when it agrees exactly on one of them.
+        keys: a pair belongs to the stratum when it agrees exactly on every column of one key (and belongs to no
+            earlier stratum).
         share: the share of matches among the stratum's pairs (its prior).
         parameters: m and u per comparison within the stratum.
         pairs: the stratum's pairs at training.
         converged: whether its EM converged.
     """
 
-    fields: tuple[str, ...]
+    keys: tuple[tuple[str, ...], ...]
     share: float
     parameters: tuple[ComparisonParameters, ...]
     pairs: int
@@ -120,18 +122,19 @@ class SharedStratum:
         """log2 of the odds that a pair of the stratum matches."""
         return float(np.log2(self.share / (1 - self.share)))
 
+    @property
+    def columns(self) -> set[str]:
+        """Every column of its keys."""
+        return {c for key in self.keys for c in key}
+
     def members(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Whether each pair (``left[i]``, ``right[i]``) agrees exactly on a shared field."""
-        inside = np.zeros(len(left), dtype=bool)
-        for name in self.fields:
-            codes = table.column(name).codes
-            inside |= (codes[left] == codes[right]) & (codes[left] >= 0)
-        return inside
+        """Whether each pair (``left[i]``, ``right[i]``) agrees exactly on every column of one of the keys."""
+        return _agree(table, self.keys, left, right)
 
     def to_dict(self) -> dict:
         """A JSON-able description."""
         return {
-            "fields": list(self.fields),
+            "keys": [list(k) for k in self.keys],
             "share": self.share,
             "pairs": self.pairs,
             "converged": self.converged,
@@ -139,15 +142,27 @@ class SharedStratum:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> SharedStratum:
+    def from_dict(cls, data: dict) -> Stratum:
         """The stratum of ``to_dict``'s description."""
         return cls(
-            tuple(data["fields"]),
+            tuple(tuple(k) for k in data["keys"]),
             float(data["share"]),
             tuple(_read_parameters(p) for p in data["parameters"]),
             int(data["pairs"]),
             bool(data["converged"]),
         )
+
+
+def _agree(table: Table, keys, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Whether each pair agrees exactly (known on both sides) on every column of one of ``keys``."""
+    inside = np.zeros(len(left), dtype=bool)
+    for key in keys:
+        agree = np.ones(len(left), dtype=bool)
+        for name in key:
+            codes = table.column(name).codes
+            agree &= (codes[left] == codes[right]) & (codes[left] >= 0)
+        inside |= agree
+    return inside
 
 
 def _parameters_dict(p: ComparisonParameters) -> dict:
@@ -169,8 +184,8 @@ class Model:
         converged: whether EM converged within ``settings.max_iterations``.
         trace: the EM iterations.
         training: figures of the training run (records, pairs per blocking rule, random pairs sampled).
-        shared: the fit of the pairs sharing a value of a shared field (None without shared fields); the main fit
-            is that of the other pairs.
+        strata: the fits of the pairs of each stratum of ``settings.strata`` (those that could be fitted); the
+            main fit is that of the other pairs.
     """
 
     settings: Settings
@@ -179,7 +194,7 @@ class Model:
     converged: bool
     trace: tuple[Iteration, ...]
     training: dict = field(default_factory=dict)
-    shared: SharedStratum | None = None
+    strata: tuple[Stratum, ...] = ()
 
     @property
     def prior_weight(self) -> float:
@@ -187,17 +202,13 @@ class Model:
         return float(np.log2(self.prior / (1 - self.prior)))
 
     def check_fits(self, settings: Settings) -> None:
-        """Refuse settings whose comparisons or shared fields differ from those the model was trained on (retrain)."""
+        """Refuse settings whose comparisons or strata differ from those the model was trained on (retrain)."""
         trained = {c.name: c.to_dict() for c in self.settings.comparisons}
         wanted = {c.name: c.to_dict() for c in settings.comparisons}
-        same_shared = settings.shared_fields == self.settings.shared_fields
-        if trained == wanted and same_shared:
+        same_strata = settings.strata == self.settings.strata
+        if trained == wanted and same_strata:
             return
-        changes = (
-            []
-            if same_shared
-            else [f"shared_fields {list(settings.shared_fields)} instead of {list(self.settings.shared_fields)}"]
-        )
+        changes = [] if same_strata else ["strata changed"]
         changes += [f"{n!r} added" for n in wanted if n not in trained]
         changes += [f"{n!r} removed" for n in trained if n not in wanted]
         changes += [f"{n!r} changed" for n in wanted if n in trained and wanted[n] != trained[n]]
@@ -218,7 +229,7 @@ class Model:
             "parameters": [_parameters_dict(p) for p in self.parameters],
             "trace": [vars(i) for i in self.trace],
             "training": self.training,
-            "shared": None if self.shared is None else self.shared.to_dict(),
+            "strata": [s.to_dict() for s in self.strata],
         }
 
     @classmethod
@@ -231,9 +242,9 @@ class Model:
             )
         settings = Settings.from_dict(data["settings"])
         parameters = tuple(_read_parameters(p) for p in data["parameters"])
-        shared = None if data.get("shared") is None else SharedStratum.from_dict(data["shared"])
+        strata = tuple(Stratum.from_dict(s) for s in data.get("strata", []))
         expected = [(c.name, c.levels) for c in settings.comparisons]
-        fitted = [parameters] + ([] if shared is None else [shared.parameters])
+        fitted = [parameters] + [s.parameters for s in strata]
         if any([(p.name, p.levels) for p in fit] != expected for fit in fitted):
             raise UserError("the stored model's parameters do not fit its own settings: retrain the model")
         return cls(
@@ -243,7 +254,7 @@ class Model:
             converged=bool(data["converged"]),
             trace=tuple(Iteration(**i) for i in data["trace"]),
             training=dict(data.get("training", {})),
-            shared=shared,
+            strata=strata,
         )
 
 
@@ -452,16 +463,21 @@ def train(
         raise TrainingError("no comparison carries evidence: " + "; ".join(notes))
     for note in filter(None, notes):
         warnings.warn(note, UserWarning, stacklevel=2)
-    shared = _shared_fields(table, settings)
-
-    # The main fit is that of the pairs outside the shared stratum: random pairs and blocked pairs sharing a value
-    # of a shared field are left out (the stratum has its own fit).
-    sample_left, sample_right = _outside(table, shared, *_random_pairs(table, settings))
+    sample_left, sample_right = _random_pairs(table, settings)
     sample = gamma_matrix(table, comparisons, sample_left, sample_right)
+    u_all = [_frequencies(len(c.levels), sample[:, j]) for j, c in enumerate(comparisons)]
+    seed = _seed_m(table, settings, labels)
+    strata = _fit_strata(table, settings, _strata_keys(table, settings), seed, u_all, notes)
+    every_key = tuple(k for stratum in strata for k in stratum.keys)
+
+    # The main fit is that of the pairs outside the strata: random pairs and blocked pairs of a stratum are left
+    # out (each stratum has its own fit).
+    outside = ~_agree(table, every_key, sample_left, sample_right)
+    sample_left, sample = sample_left[outside], sample[outside]
     u_random = [_frequencies(len(c.levels), sample[:, j]) for j, c in enumerate(comparisons)]
 
     blocked: Blocked = block(table, settings.training_rules, settings.max_pairs_per_rule, link_only)
-    keep = ~_members(table, shared, blocked.left, blocked.right)
+    keep = ~_agree(table, every_key, blocked.left, blocked.right)
     blocked = Blocked(blocked.left[keep], blocked.right[keep], blocked.rule[keep], blocked.counts)
     if len(blocked.left) == 0:
         raise TrainingError("the training blocking rules found no candidate pair to train on: add a rule")
@@ -473,15 +489,13 @@ def train(
             f"comparison(s) {', '.join(map(repr, untrained))}: every training blocking rule reads the compared column "
             "(or its values are never both known), so its m cannot be trained; add a training rule without it"
         )
-    seed = _seed_m(table, settings, labels)
-    stratum = _fit_shared(table, settings, shared, seed, u_random, notes)
     fixed: frozenset = frozenset()
-    if stratum is not None:
-        # The stratum's two classes are well apart (housemates differ in first name and birth date), so its m is
-        # the cleaner estimate of how a person's records differ; the main fit keeps it for every comparison but
-        # those of the shared fields, whose levels mean something else outside the stratum.
-        seed = [np.asarray(p.m) for p in stratum.parameters]
-        fixed = frozenset(j for j, c in enumerate(comparisons) if not set(shared) & set(c.columns))
+    if strata:
+        # A stratum's two classes are well apart (housemates differ in first name and birth date), so its m is the
+        # cleaner estimate of how a person's records differ; the main fit keeps it for every comparison on no
+        # stratum's columns (outside the strata, the levels of the others mean something else).
+        seed = [np.asarray(p.m) for p in strata[0].parameters]
+        fixed = frozenset(j for j, c in enumerate(comparisons) if not strata[0].columns & set(c.columns))
     m, shares, converged, trace = _em(patterns, counts, session, seed, u_random, settings, active, fixed)
     _judge_fit(comparisons, m, u_random, active, notes, trace, converged, settings.tolerance)
     parameters = tuple(
@@ -491,7 +505,7 @@ def train(
         for j, c in enumerate(comparisons)
     )
     expected_matches = _expected_matches(settings, blocked, gamma, rules, shares, m, u_random, active)
-    outside_pairs = _total_pairs(table, link_only) - (stratum.pairs if stratum else 0)
+    outside_pairs = _total_pairs(table, link_only) - sum(s.pairs for s in strata)
     prior = float(np.clip(expected_matches / max(outside_pairs, 1), 1e-12, 0.5))
     training = {
         "records": table.n,
@@ -499,72 +513,84 @@ def train(
         "blocked_pairs": len(blocked.left),
         "pairs_per_rule": [vars(c) for c in blocked.counts],
         "expected_matches": float(expected_matches),
-        "shared_pairs": stratum.pairs if stratum else 0,
+        "strata_pairs": [s.pairs for s in strata],
     }
-    return Model(settings, parameters, prior, converged, tuple(trace), training, stratum)
+    return Model(settings, parameters, prior, converged, tuple(trace), training, strata)
 
 
-def _shared_fields(table: Table, settings: Settings) -> tuple[str, ...]:
-    """The shared fields whose pairs can be enumerated: one whose values would pair more records than
-    ``max_pairs_per_rule`` is left out with a warning (its pairs are then weighed by the main fit)."""
+def _strata_keys(table: Table, settings: Settings) -> list[tuple[tuple[str, ...], ...]]:
+    """Per stratum, the keys whose pairs can be enumerated: a key whose values would pair more records than
+    ``max_pairs_per_rule`` is left out with a warning (its pairs are then weighed by a later fit)."""
     usable = []
-    for name in settings.shared_fields:
-        if len(table.column(name).values) < 2:
-            continue  # null or constant everywhere: no pair to fit apart (its comparison, if any, says so)
-        count, top = pair_count(table.column(name).codes, table.source, settings.link_type == "link_only")
-        if count > settings.max_pairs_per_rule:
-            value = table.column(name).values[table.column(name).codes[top]]
-            warnings.warn(
-                f"shared field {name!r} left out: records sharing its values form {count:,} pairs, more than "
-                f"max_pairs_per_rule {settings.max_pairs_per_rule:,} (its most common value is {value!r})",
-                UserWarning,
-                stacklevel=3,
-            )
-        else:
-            usable.append(name)
-    return tuple(usable)
+    link_only = settings.link_type == "link_only"
+    for keys in settings.strata:
+        kept = []
+        for key in keys:
+            rule = BlockingRule(tuple(Key(c) for c in key))
+            codes = rule.codes(table)
+            if len(np.unique(codes[codes >= 0])) < 2:
+                continue  # null or constant everywhere: nothing to fit apart (its comparison, if any, says so)
+            count, _ = pair_count(codes, table.source, link_only)
+            if count > settings.max_pairs_per_rule:
+                warnings.warn(
+                    f"strata: key [{rule}] left out: records agreeing on it form {count:,} pairs, more than "
+                    f"max_pairs_per_rule {settings.max_pairs_per_rule:,}",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            else:
+                kept.append(key)
+        usable.append(tuple(kept))
+    return usable
 
 
-def _members(table: Table, fields: tuple[str, ...], left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Whether each pair agrees exactly on one of ``fields``."""
-    return SharedStratum(fields, 0.5, (), 0).members(table, left, right)
-
-
-def _outside(table: Table, fields: tuple[str, ...], left: np.ndarray, right: np.ndarray):
-    """The pairs that agree exactly on none of ``fields``."""
-    keep = ~_members(table, fields, left, right)
+def _outside(table: Table, keys, left: np.ndarray, right: np.ndarray):
+    """The pairs that agree on none of ``keys``."""
+    keep = ~_agree(table, keys, left, right)
     return left[keep], right[keep]
 
 
-def _fit_shared(table: Table, settings: Settings, fields: tuple[str, ...], m_start, u_start, notes: list):
-    """Fit the stratum of pairs sharing a value of one of ``fields`` (see ``SharedStratum``) from the starting m and
-    u; None when there are too few such pairs or the fit is not sane (a warning says so, and the main fit weighs
-    them)."""
-    if not fields:
-        return None
+def _fit_strata(table: Table, settings: Settings, strata_keys, m_start, u_start, notes: list) -> tuple:
+    """The fits of the strata, in order; a stratum that cannot be fitted is left out (with a warning), its pairs
+    left to the later fits."""
+    fitted, earlier = [], ()
+    for keys in strata_keys:
+        stratum = _fit_stratum(table, settings, keys, earlier, m_start, u_start, notes) if keys else None
+        if stratum is not None:
+            fitted.append(stratum)
+            earlier += keys
+    return tuple(fitted)
+
+
+def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_start, notes: list):
+    """Fit the stratum of pairs agreeing on one of ``keys`` and on none of the ``earlier`` strata's keys (see
+    ``Stratum``); None when there are too few such pairs or the fit is not sane (a warning says so, and the next
+    fit weighs them)."""
     link_only = settings.link_type == "link_only"
-    pairs = block(table, tuple(BlockingRule((Key(f),)) for f in fields), settings.max_pairs_per_rule, link_only)
-    said = f"pairs sharing {' or '.join(fields)}"
-    if len(pairs.left) < MIN_SHARED_PAIRS:
+    rules = tuple(BlockingRule(tuple(Key(c) for c in key)) for key in keys)
+    pairs = block(table, rules, settings.max_pairs_per_rule, link_only)
+    left, right = _outside(table, earlier, pairs.left, pairs.right)
+    said = "pairs agreeing on " + " or ".join(f"[{r}]" for r in rules)
+    if len(left) < MIN_STRATUM_PAIRS:
         warnings.warn(
-            f"{said}: {len(pairs.left)} pair(s), too few to fit apart (at least {MIN_SHARED_PAIRS}); the main fit "
-            "weighs them",
+            f"{said}: {len(left)} pair(s), too few to fit apart (at least {MIN_STRATUM_PAIRS}); the main fit weighs "
+            "them",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return None
-    patterns, counts = _distinct_rows(gamma_matrix(table, settings.comparisons, pairs.left, pairs.right))
+    patterns, counts = _distinct_rows(gamma_matrix(table, settings.comparisons, left, right))
     active = np.asarray([n is None for n in notes])
-    share, m, u, trace = _em_both(patterns, counts.astype(np.float64), m_start, u_start, active, settings)
+    held = {c for key in keys + earlier for c in key}
+    # The stratum's own comparisons agree by construction: they start as no evidence.
+    bound = [bool(held & set(c.columns)) for c in settings.comparisons]
+    u_first = [m_start[j] if bound[j] else u_start[j] for j in range(len(bound))]
+    share, m, u, trace = _em_both(patterns, counts.astype(np.float64), m_start, u_first, active, settings)
     comparisons = settings.comparisons
-    own = set(fields)
-    # Within the stratum a shared field may agree more often among non-matches (housemates share a street that a
-    # person who moved no longer holds); the other fields must still agree more often among matches.
-    exact = {
-        j: float(np.log2(m[j][0] / u[j][0]))
-        for j in np.flatnonzero(active)
-        if not own & set(settings.comparisons[j].columns)
-    }
+    # Within the stratum, its own fields (and an earlier stratum's) may agree more often among non-matches
+    # (housemates share a street that a person who moved no longer holds); the others must still agree more often
+    # among matches.
+    exact = {j: float(np.log2(m[j][0] / u[j][0])) for j in np.flatnonzero(active) if not bound[j]}
     insane = [
         f"{comparisons[j].name!r} (m {m[j][0]:.3g}, u {u[j][0]:.3g})" for j, w in exact.items() if w < SANE_EXACT_WEIGHT
     ]
@@ -573,7 +599,7 @@ def _fit_shared(table: Table, settings: Settings, fields: tuple[str, ...], m_sta
             f"{said}: their fit apart is not sane (exact agreement on {', '.join(insane) or 'the other fields'} came "
             "out no more likely for matches than for non-matches); the main fit weighs them",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return None
     converged = trace[-1].change < settings.tolerance
@@ -582,13 +608,13 @@ def _fit_shared(table: Table, settings: Settings, fields: tuple[str, ...], m_sta
             f"{said}: EM did not converge after {len(trace)} iteration(s) (last change {trace[-1].change:.2g}, "
             f"tolerance {settings.tolerance:g}); the last parameters are kept (they are sane)",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     parameters = tuple(
         ComparisonParameters(c.name, c.levels, tuple(float(x) for x in m[j]), tuple(float(x) for x in u[j]), notes[j])
         for j, c in enumerate(comparisons)
     )
-    return SharedStratum(fields, share, parameters, len(pairs.left), converged)
+    return Stratum(tuple(keys), share, parameters, len(left), converged)
 
 
 def _em_both(patterns, counts, m_start, u_start, active: np.ndarray, settings: Settings):
@@ -649,20 +675,35 @@ def _judge_fit(comparisons, m, u_random, active: np.ndarray, notes: list, trace,
 
 
 def shared_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray, weights):
-    """The prior weight of each pair; for pairs of the shared stratum, its prior, and its level weights in place of
-    the main fit's in ``weights`` (pairs x comparisons, changed in place)."""
+    """The prior weight of each pair. For the pairs of a stratum (the first they belong to), the stratum's prior, and
+    its level weights in place of the main fit's in ``weights`` (pairs x comparisons, changed in place)."""
     prior = np.full(len(left), model.prior_weight)
-    if model.shared is None or len(left) == 0:
-        return prior
-    inside = model.shared.members(table, left, right)
-    if not inside.any():
-        return prior
-    prior[inside] = model.shared.prior_weight
-    levels = gamma[inside]
-    own = np.zeros(levels.shape, dtype=np.float64)
-    for j, params in enumerate(model.shared.parameters):
-        if params.active:
-            known = levels[:, j] != NULL
-            own[known, j] = params.weights[levels[known, j]]
-    weights[inside] = own
+    taken = np.zeros(len(left), dtype=bool)
+    for stratum in model.strata:
+        inside = stratum.members(table, left, right) & ~taken
+        taken |= inside
+        if not inside.any():
+            continue
+        prior[inside] = stratum.prior_weight
+        weights[inside] = _stratum_weights(model, stratum, table, gamma[inside], left[inside])
     return prior
+
+
+def _stratum_weights(model: Model, stratum: Stratum, table: Table, gamma: np.ndarray, left: np.ndarray):
+    """Level weights of a stratum's pairs. Exact agreement on a stratum's own column keeps its term-frequency
+    adjustment: among pairs of one name, a rare name is likelier one person than a common one."""
+    out = np.zeros(gamma.shape, dtype=np.float64)
+    own = stratum.columns
+    for j, (comparison, params) in enumerate(zip(model.settings.comparisons, stratum.parameters, strict=True)):
+        if not params.active:
+            continue
+        known = gamma[:, j] != NULL
+        out[known, j] = params.weights[gamma[known, j]]
+        if comparison.term_frequency and comparison.levels[0] == "exact" and comparison.column in own:
+            # Relative to the chance that two random records agree on this column's value (the main fit's u of
+            # exact agreement does not hold it: it is that of pairs outside the strata).
+            column = table.column(comparison.column)
+            shares = column.counts / column.non_null
+            exact = gamma[:, j] == 0
+            out[exact, j] += np.log2(float((shares**2).sum()) / shares[column.codes[left[exact]]])
+    return out

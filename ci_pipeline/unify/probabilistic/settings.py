@@ -33,9 +33,11 @@ class Settings:
         link_type: ``dedupe`` pairs every two records (within and across tables alike); ``link_only`` pairs
             only records of different tables.
         threshold: the match probability from which a pair is a link.
-        shared_fields: fields several people may hold together (a household's e-mail address, phone or street
-            address): pairs agreeing exactly on one of them are fitted and weighed apart (see
-            ``model.SharedStratum``), since among them the non-matches share a surname and an address as well.
+        strata: groups of pairs fitted and weighed apart (see ``model.Stratum``), in order: each a list of keys,
+            a key one column or several, and a pair belongs to the first stratum one of whose keys it agrees on
+            exactly. For fields several people hold together (a household's e-mail address, phone or street) and
+            for names: among such pairs the non-matches (housemates, namesakes) agree on more fields than random
+            pairs do.
         max_pairs_per_rule: a blocking rule generating more pairs is refused.
         u_sample_pairs: random record pairs drawn to estimate the u probabilities.
         max_iterations: expectation-maximisation iterations before training stops without converging.
@@ -48,7 +50,7 @@ class Settings:
     training_blocking: tuple[BlockingRule, ...] = ()
     link_type: LinkType = "dedupe"
     threshold: float = DEFAULT_THRESHOLD
-    shared_fields: tuple[str, ...] = ()
+    strata: tuple[tuple[tuple[str, ...], ...], ...] = ()
     max_pairs_per_rule: int = 20_000_000
     u_sample_pairs: int = 1_000_000
     max_iterations: int = 100
@@ -69,9 +71,7 @@ class Settings:
         for key in ("max_pairs_per_rule", "u_sample_pairs", "max_iterations"):
             if int(getattr(self, key)) < 1:
                 raise SettingsError(f"{key}: {getattr(self, key)} must be a whole number of 1 or more")
-        if not isinstance(self.shared_fields, tuple | list) or not all(isinstance(f, str) for f in self.shared_fields):
-            raise SettingsError(f"shared_fields: {self.shared_fields!r} is no list of column names")
-        object.__setattr__(self, "shared_fields", tuple(self.shared_fields))
+        object.__setattr__(self, "strata", _read_strata(self.strata))
         if not 0 < self.tolerance < 1:
             raise SettingsError(f"tolerance: {self.tolerance} must be between 0 and 1")
 
@@ -85,7 +85,7 @@ class Settings:
         """Every column a comparison or a blocking rule reads."""
         used = [c for comp in self.comparisons for c in comp.columns]
         used += [c for rule in self.blocking + self.training_blocking for k in rule.keys for c in k.columns]
-        used += list(self.shared_fields)
+        used += [c for keys in self.strata for key in keys for c in key]
         return tuple(dict.fromkeys(used))
 
     def check_columns(self, available) -> None:
@@ -105,7 +105,13 @@ class Settings:
             for c in k.columns
             if c not in available
         ]
-        problems += [f"shared_fields names column {c!r}" for c in self.shared_fields if c not in available]
+        problems += [
+            f"strata[{i}] reads column {c!r}"
+            for i, keys in enumerate(self.strata)
+            for key in keys
+            for c in key
+            if c not in available
+        ]
         if problems:
             raise SettingsError(
                 "; ".join(problems) + f", which is not mapped (mapped: {', '.join(sorted(available))}); map the "
@@ -117,7 +123,11 @@ class Settings:
         return {
             "link_type": self.link_type,
             "threshold": self.threshold,
-            **({"shared_fields": list(self.shared_fields)} if self.shared_fields else {}),
+            **(
+                {"strata": [[k[0] if len(k) == 1 else list(k) for k in keys] for keys in self.strata]}
+                if self.strata
+                else {}
+            ),
             "comparisons": [c.to_dict() for c in self.comparisons],
             "blocking": [r.to_list() for r in self.blocking],
             **({"training_blocking": [r.to_list() for r in self.training_blocking]} if self.training_blocking else {}),
@@ -134,7 +144,7 @@ class Settings:
         if not isinstance(data, dict):
             raise SettingsError(f"probabilistic settings must be a mapping, not {type(data).__name__}")
         known = {"link_type", "threshold", "comparisons", "blocking", "training_blocking", "max_pairs_per_rule"}
-        known |= {"u_sample_pairs", "shared_fields"}
+        known |= {"u_sample_pairs", "strata"}
         known |= {"max_iterations", "tolerance", "seed"}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -156,3 +166,22 @@ class Settings:
             },
             **options,
         )
+
+
+def _read_strata(strata) -> tuple[tuple[tuple[str, ...], ...], ...]:
+    """Strata as tuples: each a list of keys, a key a column name or a list of them; anything else is an error."""
+    example = "for example [[email, phone], [[first_name, last_name]]]"
+    if not isinstance(strata, tuple | list):
+        raise SettingsError(f"strata: {strata!r} is no list of strata ({example})")
+    out = []
+    for i, keys in enumerate(strata):
+        if not isinstance(keys, tuple | list) or not keys:
+            raise SettingsError(f"strata[{i}]: {keys!r} is no list of keys ({example})")
+        read = []
+        for key in keys:
+            columns = (key,) if isinstance(key, str) else key
+            if not isinstance(columns, tuple | list) or not columns or not all(isinstance(c, str) for c in columns):
+                raise SettingsError(f"strata[{i}]: key {key!r} is neither a column nor a list of columns ({example})")
+            read.append(tuple(columns))
+        out.append(tuple(read))
+    return tuple(out)
