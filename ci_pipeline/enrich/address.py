@@ -19,7 +19,9 @@ cased only). Every profile with any address field gets a row, so no input is los
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping
+from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,6 +33,7 @@ from scourgify.exceptions import AddressNormalizationError
 from scourgify.normalize import normalize_addr_str, normalize_city
 
 from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs, EnrichmentResult, empty_values
+from ci_pipeline.errors import UserError
 
 if TYPE_CHECKING:
     from ci_pipeline.enrich.provider import ProviderContext
@@ -105,6 +108,7 @@ class AddressProvider:
         default_country: the country of an address whose country field is empty (default ``US``).
         enrichment: the configured enrichment's name, for messages.
         enrichment_type: the published ``EnrichmentType`` (default ``Address``).
+        cache: where the parser's results are kept between runs, or None.
     """
 
     name = PROVIDER
@@ -116,8 +120,10 @@ class AddressProvider:
         default_country: str = US,
         enrichment: str = "",
         enrichment_type: str = ENRICHMENT_TYPE,
+        cache: StreetLineCache | None = None,
     ):
         self.enrichment_type = enrichment_type
+        self.cache = cache
         self.columns = {**DEFAULT_COLUMNS, **(columns or {})}
         self.default_country = default_country
         self.where = f"enrich.enrichments.{enrichment or 'address'}"
@@ -133,7 +139,7 @@ class AddressProvider:
                 "state, postal_code or country field in unify, or name the profile's columns in params.columns"
             )
         raw = {part: _column(profiles, col) for part, col in self.columns.items()}
-        out, status, reason, stats = standardize(raw, self.default_country)
+        out, status, reason, stats = standardize(raw, self.default_country, self.cache)
         empty = pd.isna(status)
         counts = {
             "profiles": len(profiles),
@@ -154,7 +160,8 @@ class AddressProvider:
         )
         frame = frame.astype({"CustomerId": "string", "EnrichmentType": "string"})
         frame = frame.sort_values("CustomerId", kind="stable").reset_index(drop=True) if len(frame) else empty_values()
-        return EnrichmentResult(values=frame, counts=counts, report=stats)
+        warnings = tuple(self.cache.warnings) if self.cache else ()
+        return EnrichmentResult(values=frame, counts=counts, report=stats, warnings=warnings)
 
 
 def build(params: Mapping, context: ProviderContext | None = None) -> AddressProvider:
@@ -181,20 +188,25 @@ def build(params: Mapping, context: ProviderContext | None = None) -> AddressPro
     if not isinstance(country, str) or not country.strip():
         raise EnrichmentFailed(f"{where}.default_country: give a country name or code, e.g. US")
     provider = AddressProvider(
-        columns=columns, default_country=country.strip(), enrichment=enrichment, enrichment_type=_type(params, where)
+        columns=columns,
+        default_country=country.strip(),
+        enrichment=enrichment,
+        enrichment_type=_type(params, where),
+        cache=StreetLineCache.for_context(context),
     )
     provider.name = getattr(context, "project", None) or PROVIDER
     return provider
 
 
 def standardize(
-    raw: Mapping[str, pd.Series], default_country: str = US
+    raw: Mapping[str, pd.Series], default_country: str = US, cache: StreetLineCache | None = None
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, dict[str, int]]:
     """Standardized address fields, status and not-processed reason for aligned raw address parts.
 
     Args:
         raw: ``street``, ``city``, ``state``, ``postal_code``, ``country`` as string series with one index.
         default_country: the country of rows whose country is empty.
+        cache: street lines parsed on earlier runs, or None.
 
     Returns:
         (frame with the :data:`FIELDS` columns, status per row, reason per row or None, figures: distinct US
@@ -212,7 +224,7 @@ def standardize(
     postal = postal.mask(is_us, _zip(postal))
     city = city.mask(is_us, _per_distinct(city, _cities))
     us_street = street.where(is_us)
-    parsed, stats = _per_distinct(us_street, parse_street_lines, with_figures=True)
+    parsed, stats = _per_distinct(us_street, lambda lines: parse_street_lines(lines, cache), with_figures=True)
     parsed_ok = parsed.notna().to_numpy()
     out = pd.DataFrame(
         {
@@ -240,16 +252,23 @@ def standardize(
     return out, status, reason, stats
 
 
-def parse_street_lines(lines: pd.Series) -> tuple[pd.Series, dict[str, int]]:
+def parse_street_lines(lines: pd.Series, cache: StreetLineCache | None = None) -> tuple[pd.Series, dict[str, int]]:
     """Standard street lines (USPS Publication 28) for distinct street lines, NA where unparseable, and how many
-    there were, took the fast path and went through the parser."""
+    there were, took the fast path, came from the cache and went through the parser."""
     standard = fast_street_lines(lines)
-    rest = (standard.isna() & lines.notna()).to_numpy()
-    if rest.any():
-        parsed = pd.Series([_parse_one(s) for s in lines[rest]], index=lines.index[rest], dtype="string")
-        standard = standard.mask(rest, parsed)
-    figures = {"distinct_street_lines": len(lines), "street_lines_fast_path": int(len(lines) - rest.sum())}
-    return standard, {**figures, "street_lines_parser": int(rest.sum())}
+    slow = (standard.isna() & lines.notna()).to_numpy()
+    result = standard.to_numpy(dtype=object, na_value=None)
+    todo = slow.copy()
+    if cache is not None and slow.any():
+        found, hit = cache.lookup(lines[slow])
+        rows = np.flatnonzero(slow)[hit]
+        result[rows], todo[rows] = found, False
+    result[todo] = [_parse_one(line) for line in lines[todo]]
+    if cache is not None:
+        cache.save(lines[slow], result[slow])
+    figures = {"distinct_street_lines": len(lines), "street_lines_fast_path": int(len(lines) - slow.sum())}
+    figures |= {"street_lines_cached": int(slow.sum() - todo.sum()), "street_lines_parser": int(todo.sum())}
+    return pd.Series(result, index=lines.index, dtype="string"), figures
 
 
 def fast_street_lines(lines: pd.Series) -> pd.Series:
@@ -268,6 +287,66 @@ def fast_street_lines(lines: pd.Series) -> pd.Series:
     unit = (" " + unit_type + " " + part["unit"]).fillna(" # " + part["hash"]).fillna("")
     result = part["number"] + " " + part["name"] + " " + street_type + unit
     return result.where(ok.to_numpy()).astype("string")
+
+
+class StreetLineCache:
+    """The parser's results for street lines of earlier runs, in a Parquet file of the lake, so that a refresh
+    parses only the lines it has not seen. It holds the lines of the last run only (its size follows the data) and
+    is ignored when the parser's version changed. A cache that cannot be read or written is a warning, never a
+    failure: the lines are parsed again.
+    """
+
+    def __init__(self, lake, relative: str):
+        self.lake, self.relative = lake, relative
+        self.warnings: list[str] = []
+
+    @classmethod
+    def for_context(cls, context: ProviderContext | None) -> StreetLineCache | None:
+        """The cache in the run's cache folder (``context.lake`` and ``context.cache_dir``), or None without one."""
+        lake, folder = getattr(context, "lake", None), getattr(context, "cache_dir", None)
+        if lake is None or not folder:
+            return None
+        name = f"{getattr(context, 'enrichment', '') or 'address'}.street_lines.parquet"
+        return cls(lake, posixpath.join(posixpath.relpath(folder, lake.path()), name))
+
+    def lookup(self, lines: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(standard lines of the cached ones, None where unparseable; which of ``lines`` were cached)."""
+        known = self._load()
+        position = known.index.get_indexer(lines.to_numpy(dtype=object)) if len(known) else np.full(len(lines), -1)
+        hit = position >= 0
+        found = known.to_numpy(dtype=object)[position[hit]] if len(known) else np.array([], dtype=object)
+        return np.where(found == "", None, found), hit
+
+    def save(self, lines: pd.Series, standard: np.ndarray) -> None:
+        """Keep this run's parsed lines (unparseable ones as an empty string)."""
+        frame = pd.DataFrame(
+            {
+                "line": lines.astype("string").to_numpy(),
+                "street": pd.array(np.where(pd.isna(standard), "", standard), dtype="string"),
+                "parser": _parser_version(),
+            }
+        ).astype({"parser": "string"})
+        try:
+            self.lake.write_parquet(self.relative, frame)
+        except (UserError, OSError) as exc:
+            self.warnings.append(f"address cache {self.relative} not written ({exc}); the next run parses again")
+
+    def _load(self) -> pd.Series:
+        try:
+            if not self.lake.exists(self.relative):
+                return pd.Series([], dtype=object)
+            frame = self.lake.read_parquet(self.relative)
+        except (UserError, OSError, pa.ArrowException) as exc:
+            self.warnings.append(f"address cache {self.relative} not read ({exc}); its lines are parsed again")
+            return pd.Series([], dtype=object)
+        if not {"line", "street", "parser"} <= set(frame.columns) or (frame["parser"] != _parser_version()).any():
+            return pd.Series([], dtype=object)
+        return pd.Series(frame["street"].to_numpy(dtype=object), index=pd.Index(frame["line"].to_numpy(dtype=object)))
+
+
+def _parser_version() -> str:
+    """What the cached results depend on: the parser's and the standardizer's versions."""
+    return f"usaddress {version('usaddress')}, usaddress-scourgify {version('usaddress-scourgify')}"
 
 
 def _parse_one(line: str) -> str | None:

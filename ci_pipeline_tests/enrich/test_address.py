@@ -11,6 +11,7 @@ from faker import Faker
 from ci_pipeline.enrich import address
 from ci_pipeline.enrich.address import AddressProvider, build, fast_street_lines
 from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs
+from ci_pipeline.lake import Lake
 
 COLUMNS = ["CustomerId", "Address1", "City", "State", "PostalCode", "Country"]
 
@@ -109,7 +110,12 @@ def test_each_distinct_street_line_is_parsed_once_and_output_is_sorted_and_repea
     rows = [(f"c{i:03d}", "12 oak street" if i % 2 else "7 N Maple Rd", "X", "CT", "06001", "US") for i in range(200)]
     rows.reverse()
     first = _run(rows)
-    assert first.report == {"distinct_street_lines": 2, "street_lines_fast_path": 1, "street_lines_parser": 1}
+    assert first.report == {
+        "distinct_street_lines": 2,
+        "street_lines_fast_path": 1,
+        "street_lines_cached": 0,
+        "street_lines_parser": 1,
+    }
     assert first.values["CustomerId"].tolist() == sorted(r[0] for r in rows)
     again = _run(rows)
     pd.testing.assert_frame_equal(first.values, again.values)
@@ -196,3 +202,38 @@ def test_standardizing_a_standard_address_again_changes_nothing():
     second = _run(again)
     assert second.counts["processed_unchanged"] == 400
     assert [v["Address"] for v in _values(second).values()] == [v["Address"] for v in _values(first).values()]
+
+
+def test_a_refresh_parses_only_street_lines_it_has_not_seen(tmp_path):
+    lake = Lake.local(tmp_path)
+
+    class Context:
+        enrichment = "addresses"
+        project = "ci_pipeline"
+        cache_dir = lake.path("ci_pipeline/enrich/cache")
+
+    Context.lake = lake
+    rows = [
+        ("a", "7 N Maple Rd", "X", "CT", "06001", "US"),
+        ("b", "Apt 3 hello", "X", "CT", "06001", "US"),
+        ("c", "12 oak street", "X", "CT", "06001", "US"),
+    ]
+    profiles = pd.DataFrame(rows, columns=COLUMNS).astype("string")
+    first = build({}, Context()).enrich(EnrichmentInputs(profiles=profiles))
+    assert (first.report["street_lines_parser"], first.report["street_lines_cached"]) == (2, 0)
+    cache = "ci_pipeline/enrich/cache/addresses.street_lines.parquet"
+    assert lake.exists(cache)
+    more = pd.concat([profiles, pd.DataFrame([("d", "9 S Elm Rd", "X", "CT", "06001", "US")], columns=COLUMNS)])
+    second = build({}, Context()).enrich(EnrichmentInputs(profiles=more.astype("string")))
+    assert (second.report["street_lines_parser"], second.report["street_lines_cached"]) == (1, 2)
+    pd.testing.assert_frame_equal(second.values.iloc[:3], first.values)
+    assert _values(second)["b"]["Reason"] == address.REASON_UNPARSEABLE  # an unparseable line is cached as such
+
+    # Results of another parser version are not used; a broken cache is parsed around, with a warning.
+    stale = lake.read_parquet(cache).assign(parser="usaddress 0.0")
+    lake.write_parquet(cache, stale)
+    assert build({}, Context()).enrich(EnrichmentInputs(profiles=profiles)).report["street_lines_parser"] == 2
+    lake.write_bytes(cache, b"not parquet")
+    broken = build({}, Context()).enrich(EnrichmentInputs(profiles=profiles))
+    assert broken.report["street_lines_parser"] == 2 and "not read" in broken.warnings[0]
+    pd.testing.assert_frame_equal(broken.values, first.values)
