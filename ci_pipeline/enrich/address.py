@@ -209,9 +209,8 @@ def standardize(
         cache: street lines parsed on earlier runs, or None.
 
     Returns:
-        (frame with the :data:`FIELDS` columns, status per row, reason per row or None, figures: distinct US
-        street lines, how many took the fast path and how many the parser); rows with no address part at all (or
-        only blank ones) get status None.
+        (frame with the :data:`FIELDS` columns, status per row, reason per row or None, the figures of
+        :func:`parse_street_lines`); rows with no address part at all (or only blank ones) get status None.
     """
     street, city, state, postal, country = (_clean(raw[p]) for p in DEFAULT_COLUMNS)
     # Blank text is no address: a profile whose parts are all missing or blank is empty.
