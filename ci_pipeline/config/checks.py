@@ -27,6 +27,7 @@ from ci_pipeline.config.unify import (
     derived_attributes,
     unified_fields,
 )
+from ci_pipeline.grammar.comparisons import comparison_problems
 from ci_pipeline.grammar.expression import parse, references
 from ci_pipeline.grammar.rules import (
     MAX_RULE_DEPTH,
@@ -573,24 +574,17 @@ def _conflict_field_problems(unify: UnifyConfig, mapped_anywhere: set[str]) -> l
 
 
 def _probabilistic_problems(unify: UnifyConfig, mapped_anywhere: set[str]) -> list[str]:
-    """Probabilistic comparisons and blocking keys on attributes no table maps.
-
-    Kinds, levels and thresholds are checked by the model's settings when unification or training reads them
-    (unify owns the comparison library); what only the whole configuration knows, the mapped attributes, is
-    checked here.
-    """
+    """The model's settings: each comparison against the catalogue the matcher builds from (kind, keys, levels
+    left out, thresholds) and on mapped attributes; blocking keys on mapped attributes."""
     settings = unify.match.probabilistic
     if not settings:
         return []
     key = "unify.match.probabilistic"
-    hint = f"map a column to it in unify.tables[*].columns or remove it (mapped: {sorted(mapped_anywhere)})"
     found = []
     comparisons = settings.get("comparisons")
     for ci, spec in enumerate(comparisons if isinstance(comparisons, list) else []):
-        for option in ("column", "swap_with"):
-            name = spec.get(option) if isinstance(spec, dict) else None
-            if isinstance(name, str) and name not in mapped_anywhere:
-                found.append(f"{key}.comparisons[{ci}].{option}: {name!r} is not mapped; {hint}")
+        found += comparison_problems(spec, f"{key}.comparisons[{ci}]", mapped_anywhere)
+    hint = f"map a column to it in unify.tables[*].columns or remove it (mapped: {sorted(mapped_anywhere)})"
     for rules_key in ("blocking", "training_blocking"):
         rules = settings.get(rules_key)
         for ri, rule in enumerate(rules if isinstance(rules, list) else []):
@@ -598,7 +592,10 @@ def _probabilistic_problems(unify: UnifyConfig, mapped_anywhere: set[str]) -> li
                 # Every word not followed by "(" names a column (a function's name is followed by one).
                 for name, call in re.findall(r"([A-Za-z_]\w*)\s*(\(?)", str(text)):
                     if not call and name not in mapped_anywhere:
-                        found.append(f"{key}.{rules_key}[{ri}]: key {text!r} reads {name!r}, not mapped; {hint}")
+                        found.append(
+                            f"{key}.{rules_key}[{ri}]: key {text!r} reads {name!r}, not mapped"
+                            f"{did_you_mean(name, mapped_anywhere)}; {hint}"
+                        )
     return found
 
 

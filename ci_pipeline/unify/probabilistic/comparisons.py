@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from rapidfuzz import distance, process
 
 from ci_pipeline.errors import UserError
+from ci_pipeline.grammar.comparisons import KINDS, comparison_problems
 from ci_pipeline.unify.normalize import alternative_nicknames, nicknames
 from ci_pipeline.unify.probabilistic.table import Table
 from ci_pipeline.unify.records import parse_times
@@ -138,17 +139,15 @@ class Comparison:
         return (self.column,)
 
     def __post_init__(self):
-        unknown = [level for level in self.without if level not in self.all_levels[:-1]]
-        if unknown:
-            raise SettingsError(
-                f"comparison {self.column!r}: unknown level(s) {', '.join(map(repr, unknown))} in without; a "
-                f"{self.kind!r} comparison has levels {', '.join(self.all_levels[:-1])} (and else, always kept)"
-            )
+        # The catalogue's checks (thresholds, parameters, levels left out), as for a description in the settings.
+        found = comparison_problems(self.to_dict(), f"comparison {self.column!r}")
+        if found:
+            raise SettingsError("; ".join(found))
 
     @property
     def all_levels(self) -> tuple[str, ...]:
-        """Every level the comparison can have, from the strongest to ``else``."""
-        raise NotImplementedError
+        """Every level the comparison can have, from the strongest to ``else`` (the catalogue's levels)."""
+        return KINDS[self.kind].all_levels({f.name: getattr(self, f.name) for f in fields(self)})
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -192,27 +191,9 @@ class ExactMatch(Comparison):
 
     kind: ClassVar[str] = "exact"
 
-    @property
-    def all_levels(self) -> tuple[str, ...]:
-        return ("exact", "else")
-
     def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
         return (side.null, [side.exact])
-
-
-def _check_similarities(where: str, thresholds: tuple[float, ...]) -> None:
-    if not thresholds or any(not 0 < t < 1 for t in thresholds):
-        raise SettingsError(f"{where}: thresholds {list(thresholds)} must be similarities strictly between 0 and 1")
-    if any(a <= b for a, b in zip(thresholds, thresholds[1:], strict=False)):
-        raise SettingsError(f"{where}: thresholds {list(thresholds)} are out of order; list them from high to low")
-
-
-def _check_distances(where: str, thresholds: tuple[int, ...]) -> None:
-    if not thresholds or any(int(t) != t or t < 1 for t in thresholds):
-        raise SettingsError(f"{where}: thresholds {list(thresholds)} must be whole edit distances of 1 or more")
-    if any(a >= b for a, b in zip(thresholds, thresholds[1:], strict=False)):
-        raise SettingsError(f"{where}: thresholds {list(thresholds)} are out of order; list them from low to high")
 
 
 @dataclass(frozen=True)
@@ -220,15 +201,12 @@ class JaroWinklerAtThresholds(Comparison):
     """exact, Jaro-Winkler similarity >= each threshold (high to low), else."""
 
     kind: ClassVar[str] = "jaro_winkler"
-    thresholds: tuple[float, ...] = (0.92, 0.88, 0.7)
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check_similarities(f"comparison {self.column!r}", self.thresholds)
+    thresholds: tuple[float, ...] = KINDS["jaro_winkler"].parameters["thresholds"]
 
     @property
     def all_levels(self) -> tuple[str, ...]:
-        return ("exact", *(f"jaro_winkler>={t:g}" for t in self.thresholds), "else")
+        # The plain Jaro-Winkler levels, also for kinds built on this one that add levels of their own.
+        return KINDS["jaro_winkler"].all_levels({"thresholds": self.thresholds})
 
     def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
@@ -242,17 +220,7 @@ class LevenshteinAtThresholds(Comparison):
     """exact, Levenshtein distance <= each threshold (low to high), else."""
 
     kind: ClassVar[str] = "levenshtein"
-    thresholds: tuple[int, ...] = (1, 2)
-    _label: ClassVar[str] = "levenshtein"
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check_distances(f"comparison {self.column!r}", self.thresholds)
-
-    @property
-    def all_levels(self) -> tuple[str, ...]:
-        return ("exact", *(f"{self._label}<={t}" for t in self.thresholds), "else")
-
+    thresholds: tuple[int, ...] = KINDS["levenshtein"].parameters["thresholds"]
     _scorer: ClassVar = staticmethod(distance.Levenshtein.distance)
 
     def _conditions(self, table, left, right):
@@ -268,7 +236,6 @@ class DamerauLevenshteinAtThresholds(LevenshteinAtThresholds):
     """exact, optimal-string-alignment distance <= each threshold (a transposition is one edit), else."""
 
     kind: ClassVar[str] = "damerau_levenshtein"
-    _label: ClassVar[str] = "damerau_levenshtein"
     _scorer: ClassVar = staticmethod(distance.OSA.distance)
 
 
@@ -311,23 +278,12 @@ class NameComparison(Comparison):
     """
 
     kind: ClassVar[str] = "name"
-    thresholds: tuple[float, ...] = (0.92, 0.88, 0.7)
+    thresholds: tuple[float, ...] = KINDS["name"].parameters["thresholds"]
     swap_with: str | None = None
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check_similarities(f"comparison {self.column!r}", self.thresholds)
-        if self.swap_with == self.column:
-            raise SettingsError(f"comparison {self.column!r}: swap_with names the column itself; name the other one")
 
     @property
     def columns(self) -> tuple[str, ...]:
         return (self.column,) if self.swap_with is None else (self.column, self.swap_with)
-
-    @property
-    def all_levels(self) -> tuple[str, ...]:
-        swap = ("swapped",) if self.swap_with else ()
-        return ("exact", *swap, "nickname", "initial", *(f"jaro_winkler>={t:g}" for t in self.thresholds), "else")
 
     def gamma(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """The level reached by each pair of record positions; ``swapped`` reads the other column per pair."""
@@ -418,18 +374,6 @@ class DateComparison(Comparison):
 
     kind: ClassVar[str] = "date"
 
-    @property
-    def all_levels(self) -> tuple[str, ...]:
-        return (
-            "exact",
-            "day_month_transposed",
-            "one_typo",
-            "same_year_month",
-            "within_1_year",
-            "within_5_years",
-            "else",
-        )
-
     def _conditions(self, table, left, right):
         parts = table.derived(self.column, "date", date_parts)
         side = _side(table, self.column, left, right)
@@ -458,10 +402,6 @@ class IdentifierComparison(Comparison):
 
     kind: ClassVar[str] = "identifier"
 
-    @property
-    def all_levels(self) -> tuple[str, ...]:
-        return ("exact", "one_typo", "else")
-
     def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
         exact = side.exact
@@ -486,10 +426,6 @@ class EmailComparison(Comparison):
 
     kind: ClassVar[str] = "email"
 
-    @property
-    def all_levels(self) -> tuple[str, ...]:
-        return ("exact", "same_user", "same_domain", "else")
-
     def _conditions(self, table, left, right):
         parts = table.derived(self.column, "email", _split_email)
         side = _side(table, self.column, left, right)
@@ -504,16 +440,7 @@ class PostalCodeComparison(Comparison):
     """Postal codes: exact, one typing error, same first ``prefix_length`` characters, else."""
 
     kind: ClassVar[str] = "postal_code"
-    prefix_length: int = 3
-
-    def __post_init__(self):
-        super().__post_init__()
-        if int(self.prefix_length) != self.prefix_length or self.prefix_length < 1:
-            raise SettingsError(f"comparison {self.column!r}: prefix_length must be a whole number of 1 or more")
-
-    @property
-    def all_levels(self) -> tuple[str, ...]:
-        return ("exact", "one_typo", f"same_prefix_{self.prefix_length}", "else")
+    prefix_length: int = KINDS["postal_code"].parameters["prefix_length"]
 
     def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
@@ -544,26 +471,11 @@ def comparison_from_dict(spec: dict, where: str = "comparisons") -> Comparison:
     """Build a comparison from its description (``{kind: jaro_winkler, column: city, thresholds: [0.9]}``).
 
     Raises:
-        SettingsError: an unknown kind or key, a missing column, thresholds out of order.
+        SettingsError: every mistake the catalogue finds (an unknown kind, key or level, a missing column,
+            thresholds out of order), each with its key path under ``where``.
     """
-    if not isinstance(spec, dict):
-        raise SettingsError(f"{where}: a comparison is a mapping with 'kind' and 'column', not {spec!r}")
-    kind = spec.get("kind")
-    if kind not in LIBRARY:
-        raise SettingsError(f"{where}: unknown comparison kind {kind!r}; use one of {', '.join(sorted(LIBRARY))}")
-    cls = LIBRARY[kind]
-    allowed = {f.name for f in fields(cls)}
-    unknown = sorted(set(spec) - allowed - {"kind"})
-    if unknown:
-        raise SettingsError(
-            f"{where}: unknown key(s) {', '.join(unknown)} for a {kind!r} comparison; "
-            f"it takes {', '.join(sorted(allowed))}"
-        )
-    if not isinstance(spec.get("column"), str) or not spec["column"]:
-        raise SettingsError(f"{where}: a {kind!r} comparison needs 'column' (the column it compares)")
+    found = comparison_problems(spec, where)
+    if found:
+        raise SettingsError("; ".join(found))
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "kind"}
-    try:
-        return cls(**args)
-    except SettingsError as exc:
-        # The classes name the comparison by its column; from a description, its place in the list says more.
-        raise SettingsError(f"{where}: {exc}") from None
+    return LIBRARY[spec["kind"]](**args)

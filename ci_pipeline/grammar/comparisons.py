@@ -1,0 +1,216 @@
+"""The catalogue of probabilistic comparisons: each kind's parameters and levels, and the checks of a description.
+
+A comparison is described as ``{kind: jaro_winkler, column: city, thresholds: [0.9, 0.8], without: [exact]}``.
+The configuration checks descriptions with :func:`comparison_problems` (``validate`` names every mistake with its
+key path) and the matcher (``ci_pipeline.unify.probabilistic``) builds its comparisons from the same catalogue
+(their levels and the same checks), so the two cannot disagree on what a kind takes.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Keys every comparison takes besides its kind's own parameters.
+COMMON = {"column": None, "term_frequency": False, "without": ()}
+
+DATE_LEVELS = (
+    "exact",
+    "day_month_transposed",
+    "one_typo",
+    "same_year_month",
+    "within_1_year",
+    "within_5_years",
+    "else",
+)
+
+
+def _similarities(thresholds) -> tuple[str, ...]:
+    return tuple(f"jaro_winkler>={t:g}" for t in thresholds)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of comparison: its parameters (name -> default), levels and what it is for."""
+
+    name: str
+    summary: str
+    levels: Callable[[dict], tuple[str, ...]]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def all_levels(self, parameters: dict) -> tuple[str, ...]:
+        """Every level of a comparison of this kind, strongest first, ``else`` last."""
+        return self.levels({**self.parameters, **parameters})
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("exact", "exact agreement", lambda p: ("exact", "else")),
+        Kind(
+            "jaro_winkler",
+            "Jaro-Winkler similarity at thresholds (high to low)",
+            lambda p: ("exact", *_similarities(p["thresholds"]), "else"),
+            {"thresholds": (0.92, 0.88, 0.7)},
+        ),
+        Kind(
+            "levenshtein",
+            "Levenshtein distance at thresholds (low to high)",
+            lambda p: ("exact", *(f"levenshtein<={t}" for t in p["thresholds"]), "else"),
+            {"thresholds": (1, 2)},
+        ),
+        Kind(
+            "damerau_levenshtein",
+            "optimal-string-alignment distance at thresholds (a transposition is one edit)",
+            lambda p: ("exact", *(f"damerau_levenshtein<={t}" for t in p["thresholds"]), "else"),
+            {"thresholds": (1, 2)},
+        ),
+        Kind(
+            "name",
+            "personal names: swapped with another column, nickname, initial, Jaro-Winkler thresholds",
+            lambda p: (
+                "exact",
+                *(("swapped",) if p["swap_with"] else ()),
+                "nickname",
+                "initial",
+                *_similarities(p["thresholds"]),
+                "else",
+            ),
+            {"thresholds": (0.92, 0.88, 0.7), "swap_with": None},
+        ),
+        Kind("date", "dates by component", lambda p: DATE_LEVELS),
+        Kind("identifier", "identifiers and phones: one typing error", lambda p: ("exact", "one_typo", "else")),
+        Kind("email", "e-mail addresses", lambda p: ("exact", "same_user", "same_domain", "else")),
+        Kind(
+            "postal_code",
+            "postal codes: one typing error, same prefix",
+            lambda p: ("exact", "one_typo", f"same_prefix_{p['prefix_length']}", "else"),
+            {"prefix_length": 3},
+        ),
+        Kind(
+            "place",
+            "a place and the more general places it implies (then), from the most specific",
+            lambda p: ("exact", *_similarities(p["thresholds"]), *(f"same_{c}" for c in p["then"]), "else"),
+            {"thresholds": (0.92, 0.8), "then": ()},
+        ),
+    )
+}
+
+#: Kinds whose thresholds are similarities (listed high to low); the others with thresholds take edit distances.
+SIMILARITY_KINDS = ("jaro_winkler", "name", "place")
+
+
+def did_you_mean(name: str, choices: Collection[str]) -> str:
+    """``" (did you mean 'x'?)"`` for a near miss, else ``""``."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def threshold_problems(kind: str, thresholds, where: str) -> list[str]:
+    """Thresholds of a similarity kind must lie strictly between 0 and 1, high to low; of an edit-distance kind
+    be whole distances of 1 or more, low to high."""
+    values = list(thresholds) if isinstance(thresholds, list | tuple) else [thresholds]
+    if kind in SIMILARITY_KINDS:
+        if not values or any(isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 1 for t in values):
+            return [f"{where}: thresholds {values} must be similarities strictly between 0 and 1"]
+        if any(a <= b for a, b in zip(values, values[1:], strict=False)):
+            return [f"{where}: thresholds {values} are out of order; list them from high to low"]
+        return []
+    if not values or any(isinstance(t, bool) or not isinstance(t, int | float) or int(t) != t or t < 1 for t in values):
+        return [f"{where}: thresholds {values} must be whole edit distances of 1 or more"]
+    if any(a >= b for a, b in zip(values, values[1:], strict=False)):
+        return [f"{where}: thresholds {values} are out of order; list them from low to high"]
+    return []
+
+
+def _parameter_problems(kind: Kind, spec: dict, where: str) -> list[str]:
+    found = []
+    if "thresholds" in spec:
+        found += threshold_problems(kind.name, spec["thresholds"], f"{where}.thresholds")
+    if "prefix_length" in spec:
+        length = spec["prefix_length"]
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            found.append(f"{where}.prefix_length: {length!r} must be a whole number of 1 or more")
+    if spec.get("swap_with") is not None and spec.get("swap_with") == spec.get("column"):
+        found.append(f"{where}.swap_with: names the column itself; name the other name column")
+    if kind.name == "place":
+        then = spec.get("then")
+        if not isinstance(then, list | tuple) or not then or not all(isinstance(c, str) for c in then):
+            found.append(
+                f"{where}.then: a 'place' comparison needs 'then', the more general places (for example "
+                "[postal_code, city]); without them use 'jaro_winkler'"
+            )
+        else:
+            repeated = sorted({c for c in then if c == spec.get("column") or list(then).count(c) > 1})
+            if repeated:
+                found.append(f"{where}.then: names {', '.join(repeated)} twice (or the compared column itself)")
+    return found
+
+
+def _without_problems(kind: Kind, spec: dict, where: str) -> list[str]:
+    without = spec.get("without", ())
+    if isinstance(without, str) or not isinstance(without, list | tuple):
+        return [f"{where}.without: list the levels to leave out, for example [nickname]"]
+    try:
+        levels = kind.all_levels({k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})[:-1]
+    except (TypeError, KeyError, ValueError):
+        return []  # malformed parameters are reported on their own key
+    unknown = [level for level in without if level not in levels]
+    if not unknown:
+        return []
+    hint = "".join(did_you_mean(str(level), levels) for level in unknown)
+    return [
+        f"{where}.without: unknown level(s) {', '.join(map(repr, unknown))} in without{hint}; a {kind.name!r} "
+        f"comparison has "
+        f"levels {', '.join(levels)} (and else, always kept)"
+    ]
+
+
+def _column_problems(kind: Kind, spec: dict, where: str, columns: Collection[str]) -> list[str]:
+    named = [("column", spec.get("column"))]
+    if isinstance(spec.get("swap_with"), str):
+        named.append(("swap_with", spec["swap_with"]))
+    named += [(f"then[{i}]", c) for i, c in enumerate(spec.get("then") or ()) if kind.name == "place"]
+    return [
+        f"{where}.{key}: {name!r} is not mapped{did_you_mean(name, columns)}; map a column to it in "
+        f"unify.tables[*].columns or compare a mapped one (mapped: {', '.join(sorted(columns))})"
+        for key, name in named
+        if isinstance(name, str) and name not in columns
+    ]
+
+
+def comparison_problems(spec: Any, where: str, columns: Collection[str] | None = None) -> list[str]:
+    """Every mistake in one comparison description, each starting with its key path (``where`` is the
+    comparison's own path, e.g. ``unify.match.probabilistic.comparisons[2]``).
+
+    Args:
+        spec: the description, as read from YAML.
+        where: its key path.
+        columns: when given, the columns that exist (mapped attributes): a comparison on another is a mistake.
+    """
+    if not isinstance(spec, dict):
+        return [f"{where}: a comparison is a mapping with 'kind' and 'column', not {spec!r}"]
+    kind_name = spec.get("kind")
+    if kind_name not in KINDS:
+        return [
+            f"{where}.kind: unknown comparison kind {kind_name!r}{did_you_mean(str(kind_name), KINDS)}; use one of "
+            + ", ".join(sorted(KINDS))
+        ]
+    kind = KINDS[kind_name]
+    allowed = sorted({*COMMON, *kind.parameters})
+    unknown = sorted(set(spec) - set(allowed) - {"kind"})
+    if unknown:
+        hint = "".join(did_you_mean(k, allowed) for k in unknown)
+        return [
+            f"{where}: unknown key(s) {', '.join(unknown)}{hint} for a {kind_name!r} comparison; it takes "
+            + ", ".join(allowed)
+        ]
+    if not isinstance(spec.get("column"), str) or not spec["column"]:
+        return [f"{where}: a {kind_name!r} comparison needs 'column' (the column it compares)"]
+    found = _parameter_problems(kind, spec, where)
+    found += [] if found else _without_problems(kind, spec, where)
+    if columns is not None:
+        found += _column_problems(kind, spec, where, columns)
+    return found
