@@ -1,4 +1,5 @@
-"""The small languages of the configuration: field conditions, segment rules and measure expressions.
+"""The small languages of the configuration: field conditions, segment rules, measure expressions and the
+catalogue of probabilistic match comparisons.
 
 Both the configuration (to validate) and the stages (to evaluate) use these parsers, so this package imports
 neither: it depends on pydantic and the standard library only.
