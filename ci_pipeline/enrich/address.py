@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import usaddress
 from scourgify import address_constants as usps
 from scourgify.exceptions import AddressNormalizationError
 from scourgify.normalize import normalize_addr_str, normalize_city
@@ -38,6 +39,9 @@ from ci_pipeline.errors import UserError
 if TYPE_CHECKING:
     from ci_pipeline.enrich.provider import ProviderContext
 
+#: The version of this module's own rules for a street line (the fast path, boxes): raise it when the standard
+#: form of some line changes, so that cached results of the old rules are not used.
+RULES = 1
 #: The ``EnrichmentProvider`` of first-party enrichments: the project itself.
 PROVIDER = "ci_pipeline"
 ENRICHMENT_TYPE = "Address"
@@ -81,6 +85,18 @@ _SIMPLE = (
     r"^(?P<number>[1-9]\d{0,5}) (?P<name>[A-Z]{2,}|\d{1,3}(?:ST|ND|RD|TH)) (?P<type>[A-Z]{2,})"
     r"(?: (?:(?P<unit_type>APT|APARTMENT|UNIT|STE|SUITE) (?P<unit>[A-Z0-9]{1,5})|# ?(?P<hash>[A-Z0-9]{1,5})))?$"
 )
+_BOX_LABELS = frozenset({"USPSBoxType", "USPSBoxID", "USPSBoxGroupType", "USPSBoxGroupID"})
+#: Rural-route and highway-contract names -> their Publication 28 abbreviation.
+_BOX_GROUPS = {
+    "RR": "RR",
+    "RURAL ROUTE": "RR",
+    "RURAL RTE": "RR",
+    "RTE": "RR",
+    "ROUTE": "RR",
+    "HC": "HC",
+    "HIGHWAY CONTRACT": "HC",
+    "STAR ROUTE": "HC",
+}
 #: The fast path's street types: the most common in the US, which the parser reads as a street type after any
 #: one-word name. Others (HILL, GROVE, VILLAGE, CENTER, ...) are often part of the name, which only the parser
 #: can tell from the context.
@@ -344,17 +360,36 @@ class StreetLineCache:
 
 
 def _parser_version() -> str:
-    """What the cached results depend on: the parser's and the standardizer's versions."""
-    return f"usaddress {version('usaddress')}, usaddress-scourgify {version('usaddress-scourgify')}"
+    """What the cached results depend on: the parser's, the standardizer's and these rules' versions."""
+    return f"usaddress {version('usaddress')}, usaddress-scourgify {version('usaddress-scourgify')}, rules {RULES}"
 
 
 def _parse_one(line: str) -> str | None:
     try:
         parsed = normalize_addr_str(line)
     except (AddressNormalizationError, ValueError, TypeError):
-        return None
+        return _box(line)
     street = " ".join(p for p in (parsed["address_line_1"], parsed["address_line_2"]) if p)
     return street or None
+
+
+def _box(line: str) -> str | None:
+    """A post-office or rural-route box in its USPS form (``PO BOX 123``, ``RR 2 BOX 5``, ``HC 68 BOX 23A``).
+
+    scourgify standardizes street addresses only; usaddress tells the boxes apart, and Publication 28 gives their
+    form. A box line with anything else in it (a unit, a military PSC) stays not processed.
+    """
+    try:
+        tags, kind = usaddress.tag(line)
+    except usaddress.RepeatedLabelError:
+        return None
+    if kind != "PO Box" or not tags.get("USPSBoxID") or set(tags) - _BOX_LABELS:
+        return None
+    box = "BOX " + tags["USPSBoxID"].replace("#", "").replace(" ", "")
+    if "USPSBoxGroupType" not in tags:
+        return f"PO {box}"
+    group = _BOX_GROUPS.get(tags["USPSBoxGroupType"].replace(".", ""))
+    return f"{group} {tags.get('USPSBoxGroupID', '')} {box}" if group and tags.get("USPSBoxGroupID") else None
 
 
 def _cities(cities: pd.Series) -> pd.Series:

@@ -74,6 +74,22 @@ def test_each_status_is_counted_and_no_address_is_dropped():
     assert values["c5"]["Reason"] == address.REASON_NOT_US
 
 
+def test_post_office_and_rural_route_boxes_take_their_usps_form():
+    lines = ["P.O. Box 77", "post office box #9", "Rural Route 2 Box 5", "HC 68 Box 23a", "PO Box 12 Apt 3", "PO Box"]
+    result = _run([(f"c{i}", line, "Salem", "OR", "97301", "US") for i, line in enumerate(lines)])
+    streets = [(v["Street1"], v["Status"]) for v in _values(result).values()]
+    assert streets == [
+        ("PO BOX 77", "Changed"),
+        ("PO BOX 9", "Changed"),
+        ("RR 2 BOX 5", "Changed"),
+        ("HC 68 BOX 23A", "Changed"),
+        ("PO BOX 12 APT 3", "NotProcessed"),  # a box with a unit is not a form Publication 28 knows
+        ("PO BOX", "NotProcessed"),
+    ]
+    again = _run([("x", "PO BOX 77", "SALEM", "OR", "97301", "US")])
+    assert _values(again)["x"]["Status"] == "Unchanged"
+
+
 def test_zip_codes_get_their_lost_zeros_back_and_one_form():
     result = _run(
         [
