@@ -16,6 +16,7 @@ import pandas as pd
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.predictions import MODEL_NAMES, PredictionsConfig
 from ci_pipeline.defs import activities, unify
+from ci_pipeline.defs.metadata import table_of
 from ci_pipeline.defs.registry import REFRESH_TAG, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import PREDICTION_COLUMNS
@@ -99,15 +100,6 @@ def _trained_with(lake, model: str) -> dict | None:
     return json.loads(lake.read_bytes(path)).get("settings") if lake.exists(path) else None
 
 
-def _md_table(rows: list[dict]) -> str:
-    if not rows:
-        return "(no points)"
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join("" if r[h] is None else str(r[h]) for h in header) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def report_metadata(report: dict, url: str | None = None) -> dict:
     """The evaluation report as asset metadata: each metric of the model and every baseline as a number (the UI
     plots them across runs), the grades, the calibration and gain charts' points and the feature importance as
@@ -137,12 +129,13 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
         if isinstance(report.get(number), int | float):
             metadata[number] = dg.MetadataValue.float(float(report[number]))
     for chart, points in (report.get("charts") or {}).items():
-        metadata[f"chart/{chart}"] = dg.MetadataValue.md(_md_table(points))
+        metadata[f"chart/{chart}"] = table_of(points, list(points[0]) if points else [])
     importance = report.get("feature_importance") or {}
     if importance:
         ranked = sorted(importance.items(), key=lambda item: -item[1])
-        metadata["feature_importance"] = dg.MetadataValue.md(
-            _md_table([{"feature": f, "mean absolute contribution": v} for f, v in ranked])
+        metadata["feature_importance"] = table_of(
+            [{"feature": f, "mean absolute contribution": v} for f, v in ranked],
+            ["feature", "mean absolute contribution"],
         )
     if "not_evaluated" in report:
         metadata["not_evaluated"] = report["not_evaluated"]

@@ -14,6 +14,7 @@ from ci_pipeline import outputs
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.publish import ExportConfig
 from ci_pipeline.dataverse import capacity_report, logical_table, prepare
+from ci_pipeline.defs.metadata import table_of
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import (
     EXTERNAL_RETRY,
@@ -130,9 +131,9 @@ def _capacity_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         sink.record_capacity(lake, report)
         tables = report.pop("tables")
         metadata = {k: v for k, v in report.items() if v is not None}
-        metadata["tables"] = dg.MetadataValue.md(
-            "| table | rows | bytes |\n|---|---|---|\n"
-            + "\n".join(f"| {name} | {t['rows']:,} | {t['bytes']:,} |" for name, t in tables.items())
+        metadata["tables"] = table_of(
+            [{"table": name, "rows": t["rows"], "bytes": t["bytes"]} for name, t in tables.items()],
+            ["table", "rows", "bytes"],
         )
         return dg.MaterializeResult(metadata=metadata)
 

@@ -10,9 +10,12 @@ import yaml
 
 from ci_pipeline.config import load_config
 from ci_pipeline.defs import build_definitions
+from ci_pipeline.defs.predictions import report_metadata
 from ci_pipeline.lake import Lake
 from ci_pipeline.orchestration.schedule import describe_cron
 from ci_pipeline_tests.orchestration.conftest import build_project, write_project
+from ci_pipeline_tests.publish.test_assets import load as load_publish_project
+from ci_pipeline_tests.publish.test_assets import run as run_publish
 
 CONTACTS = (
     "contact_id,first_name,last_name,email,city\n"
@@ -234,3 +237,23 @@ def test_a_partial_refresh_names_its_selection(tmp_path):
     config = load_config(write_project(tmp_path, {"refresh": {"at": "02:00", "select": "group:ingest"}}))
     (refresh,) = [s for s in build_project(config).schedules if s.name == "refresh"]
     assert refresh.description == "Refreshes 'group:ingest': 3 assets (group ingest), every day at 02:00 (UTC)."
+
+
+def test_prediction_charts_and_feature_importance_are_native_tables():
+    report = {
+        "charts": {"calibration": [{"bin": 1, "predicted": 0.1, "observed": 0.12}, {"bin": 2, "predicted": 0.5}]},
+        "feature_importance": {"recency": 0.4, "frequency": 0.6},
+    }
+    metadata = report_metadata(report)
+    calibration = _rows(metadata["chart/calibration"])
+    assert calibration[0] == {"bin": 1, "predicted": 0.1, "observed": 0.12} and calibration[1]["observed"] is None
+    assert [row["feature"] for row in _rows(metadata["feature_importance"])] == ["frequency", "recency"]
+    _no_big_json(metadata, "prediction report")
+
+
+def test_sink_capacity_lists_its_tables_as_a_native_table(tmp_path):
+    published = run_publish(load_publish_project(tmp_path), ["C1", "C2", "C3"])
+    capacity = published["publish/sink_capacity"]
+    rows = {row["table"]: row for row in _rows(capacity["tables"])}
+    assert len(rows) >= 7 and all(isinstance(row["rows"], int) for row in rows.values())
+    assert any(row["rows"] == 3 for name, row in rows.items() if "profile" in name.lower())

@@ -167,8 +167,8 @@ def test_a_fresh_lake_trains_each_model_stores_it_and_shows_its_evaluation_repor
     assert 0.5 < churn["model/auc"].value <= 1
     assert {"baseline/bgnbd_p_no_purchase/auc", "reference_grade", "lift_grade", "chart/calibration"} <= set(churn)
     assert any(k.startswith("baseline/rule_no_purchase_") for k in churn)
-    assert "| feature |" in churn["feature_importance"].md_str
-    assert "| top_share |" in churn["chart/gain"].md_str
+    assert churn["feature_importance"].schema.columns[0].name == "feature"
+    assert "top_share" in [column.name for column in churn["chart/gain"].schema.columns]
     clv = metadata["predictions/clv_model"]
     assert {"model/top_capture", "baseline/bgnbd_gamma_gamma/top_capture", "model/interval_coverage"} <= set(clv)
     assert {
