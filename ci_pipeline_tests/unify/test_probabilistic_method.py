@@ -250,7 +250,7 @@ def test_explain_pair_shows_the_weight_of_each_comparison():
     assert rows["email"]["level"] == "null" and rows["email"]["weight"] == 0
     total = waterfall["prior_weight"] + sum(c["weight"] for c in waterfall["comparisons"])
     assert waterfall["match_weight"] == pytest.approx(total)
-    assert waterfall["link"] is True and waterfall["threshold"] == 0.9
+    assert waterfall["link"] is True and waterfall["threshold"] == 0.5
     text = render_pair(info)
     assert "model: prior weight -6.63" in text and "nickname" in text and "LINK" in text
 
