@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.activities.jsoncols import json_objects
+from ci_pipeline.config.activities import FACT_COLUMNS
 from ci_pipeline.config.measures import COUNTING, MeasuresConfig, MeasureSpec, Window
 from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.expression import parse
@@ -114,6 +115,16 @@ class FactIndex:
         if spec.window is not None:
             mask = mask & self.window_mask(*window_bounds(spec.window, self.end))
         return mask
+
+
+def fact_columns(config: MeasuresConfig) -> list[str]:
+    """The activity fact columns the measures read: the fixed ones and every field a measure names (aggregated,
+    ordered by, grouped by or filtered on), in a stable order. Reading only these keeps the stage's memory to what
+    it uses."""
+    named = []
+    for spec in [*config.attributes.values(), *config.customer.values(), *config.business.values()]:
+        named += [spec.field, spec.order_by, *spec.dimensions, *(c.field for c in spec.where)]
+    return list(dict.fromkeys([*FACT_COLUMNS, *(n for n in named if n)]))
 
 
 def _unknown_field(key: str, name: str, columns) -> Exception:
