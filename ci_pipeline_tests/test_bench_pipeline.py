@@ -26,6 +26,9 @@ def test_bench_pipeline_reports_every_stage_and_reuses_the_generated_data(tmp_pa
     # Ingest writes every row it reads: accepted into the table, the rest into its quarantine.
     assert stages["ingest"]["rows_in"] == stages["ingest"]["rows_out"]
     assert sum(s["seconds"] for s in stages.values()) <= figures["seconds"]
+    # CPU seconds are counted per step in this process: each stage used some, all of them no more than the run.
+    assert all(s["cpu_seconds"] > 0 for s in stages.values())
+    assert sum(s["cpu_seconds"] for s in stages.values()) <= figures["cpu_seconds"]
     peaks = [s["peak_rss_mb"] for s in stages.values()]
     assert peaks == sorted(peaks) and 0 < peaks[-1] <= figures["peak_rss_mb"]
     assert figures["unchanged_rerun"]["seconds"] > 0

@@ -6,7 +6,8 @@ runs in a fresh folder that links to the cached sources, so no lake or sink of a
 ``full_refresh`` job runs in this process with a throwaway Dagster instance through the same path as
 ``ci-pipeline run``; then it runs again on the same data (an unchanged rerun).
 
-One JSON line: per stage its seconds (sum of its steps), the peak RSS of the process when its last step ended, the
+One JSON line: per stage its seconds (sum of its steps) and CPU seconds (every thread; steady on a busy machine),
+the peak RSS of the process when its last step ended, the
 rows it read from sources or upstream stages and the rows it wrote; the total seconds and peak RSS of the run; and
 the unchanged rerun's seconds and per-stage seconds.
 """
@@ -97,17 +98,27 @@ def measure(config_path: Path) -> dict:
     from ci_pipeline.validation import load_checked
 
     started = time.perf_counter()
+    cpu_started = time.process_time()
     config = load_checked(config_path)
     defs = build_definitions(config)
     job, mode = choose_job(defs, None, None)
     graph = defs.resolve_asset_graph()
     peak_at: dict[str, int] = {}
+    cpu_at: dict[str, float] = {}
 
     def on_event(record) -> None:
         # ru_maxrss only grows: read when a step ends, it is the peak up to and including that step.
         event = record.dagster_event
-        if event is not None and event.event_type_value in {"STEP_SUCCESS", "STEP_FAILURE"}:
-            peak_at[event.step_key] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if event is None:
+            return
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        # The steps run one after another in this process, so the CPU time used between a step's start and end
+        # (every thread) is the step's: a figure that stays put on a machine other processes keep busy.
+        if event.event_type_value == "STEP_START":
+            cpu_at[event.step_key] = -(usage.ru_utime + usage.ru_stime)
+        elif event.event_type_value in {"STEP_SUCCESS", "STEP_FAILURE"}:
+            peak_at[event.step_key] = usage.ru_maxrss
+            cpu_at[event.step_key] = cpu_at.get(event.step_key, 0.0) + usage.ru_utime + usage.ru_stime
 
     with dg.DagsterInstance.ephemeral() as instance:
         result = execute_as_job_run(job, instance, {MODE_TAG: mode}, {}, on_event=on_event)
@@ -116,16 +127,20 @@ def measure(config_path: Path) -> dict:
     if not result.success:
         failed = [r.dagster_event.step_key for r in records if r.dagster_event and r.dagster_event.is_step_failure]
         raise UserError(f"{config_path}: the pipeline failed at {', '.join(failed) or 'run level'}")
-    stages = stage_figures(records, graph, peak_at, [s.name for s in STAGES])
+    stages = stage_figures(records, graph, peak_at, [s.name for s in STAGES], cpu_at)
     return {
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(time.process_time() - cpu_started, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "stages": stages,
     }
 
 
-def stage_figures(records: list, graph, peak_at: dict[str, int], order: list[str]) -> dict:
-    """Per stage (asset group): seconds of its steps, peak RSS (MB) when its last step ended, rows in and out.
+def stage_figures(
+    records: list, graph, peak_at: dict[str, int], order: list[str], cpu_at: dict[str, float] | None = None
+) -> dict:
+    """Per stage (asset group): seconds of its steps, their CPU seconds (``cpu_at``: per step), peak RSS (MB) when
+    its last step ended, rows in and out.
 
     Rows out are the row counts of the stage's assets (ingest: accepted plus quarantined rows; publish: the sink's
     tables plus the exports); rows in are the rows its assets read from assets of other stages, or, for steps that
@@ -159,6 +174,7 @@ def stage_figures(records: list, graph, peak_at: dict[str, int], order: list[str
         inputs = {p for k in keys for p in graph.get(k).parent_keys if p in rows and p not in keys}
         figures[stage] = {
             "seconds": round(sum(end.get(s, 0) - start.get(s, 0) for s in steps), 2),
+            "cpu_seconds": round(sum((cpu_at or {}).get(s, 0.0) for s in steps), 2),
             "peak_rss_mb": round(max(peak_at.get(s, 0) for s in steps) / 1024),
             "rows_in": int(sum(rows[p] for p in inputs) + sum(read.get(s, 0) for s in steps)),
             "rows_out": int(sum(rows[k] for k in keys)),
@@ -183,6 +199,7 @@ def run(args) -> int:
     if rerun is not None:
         figures["unchanged_rerun"] = {
             "seconds": rerun["seconds"],
+            "cpu_seconds": rerun["cpu_seconds"],
             "peak_rss_mb": rerun["peak_rss_mb"],
             "stages_seconds": {name: s["seconds"] for name, s in rerun["stages"].items()},
         }
