@@ -197,6 +197,8 @@ def build_timeline(
         corrupt.append(bad)
         read[name] = len(frame)
     merged = _merged_by_activity_id(accepted)
+    # The per-table frames are copied into ``merged``: let them go before the GUID order is copied once more.
+    accepted.clear()
     stamps = pd.to_datetime(merged["ActivityTimeStamp"], utc=True)
     merged["ActivityTimeStamp"] = stamps
     merged["RangeIndex"] = ((stamps - _EPOCH) // pd.Timedelta(seconds=1)).astype("Int64").astype("string")
