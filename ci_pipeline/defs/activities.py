@@ -8,6 +8,7 @@ import pandas as pd
 from ci_pipeline.activities import Timeline, build_timeline
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest, unify
+from ci_pipeline.defs.metadata import counts_table, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS
 
@@ -82,8 +83,12 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             timeline.unified,
             output_name="unified_activity",
             metadata={
-                "per_table": dg.MetadataValue.json(per_table),
-                "per_type": dg.MetadataValue.json({k: int(v) for k, v in by_type.items()}),
+                "per_table": table_of(
+                    [{"activity": name, **counts} for name, counts in per_table.items()],
+                    ["activity", "read", "placed", "quarantined"],
+                ),
+                **numbers("placed", {name: counts["placed"] for name, counts in per_table.items()}),
+                "per_type": counts_table({str(k): int(v) for k, v in by_type.items()}, "type", "rows"),
                 "customers": dg.MetadataValue.int(int(timeline.unified["CustomerId"].nunique())),
             },
         )
@@ -91,7 +96,10 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         yield dg.Output(
             timeline.corrupt,
             output_name="unified_activity_corrupt",
-            metadata={"reasons": dg.MetadataValue.json({k: int(v) for k, v in reasons.head(20).items()})},
+            metadata={
+                **numbers("quarantined", {name: counts["quarantined"] for name, counts in per_table.items()}),
+                "reasons": counts_table({str(k): int(v) for k, v in reasons.head(20).items()}, "reason", "rows"),
+            },
         )
         yield dg.Output(timeline.facts, output_name="activity_facts")
         yield from _check_results(timeline, per_table)

@@ -186,6 +186,17 @@ def test_segment_member_counts_are_numbers_per_segment(materialized):
     assert {row["segment"]: row["members"] for row in _rows(membership["segments"])} == {"leeds": 1, "named": 5}
 
 
+def test_activity_counts_per_table_are_a_table_and_plotted_numbers(materialized):
+    _, result = materialized
+    unified = _latest(result, "activities", "unified_activity")
+    assert _rows(unified["per_table"]) == [{"activity": "orders", "read": 3, "placed": 3, "quarantined": 0}]
+    assert unified["placed orders"].value == 3 and _rows(unified["per_type"]) == [{"type": "SalesOrder", "rows": 3}]
+    corrupt = _latest(result, "activities", "unified_activity_corrupt")
+    assert isinstance(corrupt["quarantined orders"], dg.IntMetadataValue) and corrupt["quarantined orders"].value == 0
+    for key in ("unified_activity", "unified_activity_corrupt"):
+        _no_big_json(_latest(result, "activities", key), key)
+
+
 def test_a_business_measure_by_dimension_shows_its_first_rows_as_a_table(materialized):
     _, result = materialized
     revenue = _latest(result, "measures", "revenue_by_channel")
