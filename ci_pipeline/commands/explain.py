@@ -65,8 +65,29 @@ def run(args) -> int:
         _read(lake, "unify/match_pairs"),
         _read(lake, "unify/customer_profile"),
     )
-    print(json.dumps(info, indent=2, default=str) if args.json else render_record(info))
+    enriched = "ci_pipeline/enrich/enrichment.parquet"
+    if config.enrich.enrichments and lake.exists(enriched):
+        info["enrichments"] = _enrichments(lake.read_parquet(enriched), info["customer_id"])
+    print(json.dumps(info, indent=2, default=str) if args.json else render_record(info) + _render_enrichments(info))
     return 0
+
+
+def _enrichments(table, customer_id: str) -> list[dict]:
+    """The customer's rows of the Enrichment table of the last run: provider, type and values."""
+    rows = table[table["CustomerId"] == customer_id].sort_values(["EnrichmentProvider", "EnrichmentType"])
+    return [
+        {"provider": p, "type": t, "values": json.loads(v)}
+        for p, t, v in zip(rows["EnrichmentProvider"], rows["EnrichmentType"], rows["Values"], strict=True)
+    ]
+
+
+def _render_enrichments(info: dict) -> str:
+    """The ``enrichments:`` lines printed after the profile (nothing when the project has no enrichments)."""
+    found = info.get("enrichments")
+    if found is None:
+        return ""
+    lines = [f"  {e['provider']}/{e['type']}: {json.dumps(e['values'], ensure_ascii=False)}" for e in found]
+    return "\nenrichments:\n" + "\n".join(lines or ["  (none)"])
 
 
 def _read(lake, name: str):

@@ -294,6 +294,8 @@ class _RuleNames:
             return _measure_problems(node, self.measures)
         if isinstance(node, FieldTest) and node.namespace == "prediction":
             return _prediction_field_problems(node, self.project)
+        if isinstance(node, FieldTest) and node.namespace == "enrichment":
+            return _enrichment_field_problems(node, self.project)
         if isinstance(node, FieldTest) and self.profile and node.name not in self.profile:
             close = difflib.get_close_matches(node.name, self.profile, n=1, cutoff=0.6)
             return [
@@ -430,6 +432,18 @@ def _prediction_field_problems(node: FieldTest, project: ProjectConfig) -> list[
         return [f"{node.key}.value: prediction.{node.name} is a number; compare it with a number, not {node.value!r}"]
     if kind == "boolean" and any(not isinstance(v, bool) for v in values):
         return [f"{node.key}.value: prediction.{node.name} is true or false; compare it with true or false"]
+    return []
+
+
+def _enrichment_field_problems(node: FieldTest, project: ProjectConfig) -> list[str]:
+    """A rule on ``enrichment.<name>.<field>``: the enrichment is configured (its fields are known once it runs)."""
+    name = node.name.split(".", 1)[0]
+    configured = project.enrich.enrichments
+    if name not in configured:
+        return [
+            f"{node.key}.field: enrichment.{node.name} names no configured enrichment {name!r}"
+            f"{did_you_mean(name, configured)}; enrichments: {', '.join(configured) or 'none'} (enrich.enrichments)"
+        ]
     return []
 
 

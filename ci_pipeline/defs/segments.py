@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
-from ci_pipeline.defs import activities, measures, predictions, unify
+from ci_pipeline.defs import activities, enrich, measures, predictions, unify
 from ci_pipeline.defs.metadata import numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import asset_path
@@ -38,6 +38,8 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         ins["activity_facts"] = dg.AssetIn(key=activities.STAGE.key("activity_facts"))
     if config.predictions is not None:
         ins["prediction_fields"] = dg.AssetIn(key=predictions.STAGE.key("prediction_fields"))
+    if config.enrich.enrichments:
+        ins["enrichment_fields"] = dg.AssetIn(key=enrich.STAGE.key("enrichment_fields"))
     provider = section.provider or config.name
     measures_section = config.measures
 
@@ -90,6 +92,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
                 measures=inputs.get("customer_measure_values"),
                 facts=inputs.get("activity_facts"),
                 predictions=inputs.get("prediction_fields"),
+                enrichments=inputs.get("enrichment_fields"),
             ),
             previous_membership=previous(MEMBERSHIP),
             previous_history=previous(HISTORY),

@@ -1,7 +1,7 @@
 """The registered stages, in data-flow order: lake -> ingest -> unify -> activities -> measures -> predictions ->
-segments -> publish. A new stage is its defs module (which declares ``STAGE``) plus one entry here."""
+enrich -> segments -> publish. A new stage is its defs module (which declares ``STAGE``) plus one entry here."""
 
-from ci_pipeline.defs import activities, ingest, measures, predictions, publish, segments, unify
+from ci_pipeline.defs import activities, enrich, ingest, measures, predictions, publish, segments, unify
 from ci_pipeline.defs.registry import Stage
 
 STAGES: tuple[Stage, ...] = (
@@ -10,6 +10,7 @@ STAGES: tuple[Stage, ...] = (
     activities.STAGE,
     measures.STAGE,
     predictions.STAGE,
+    enrich.STAGE,
     segments.STAGE,
     publish.STAGE,
 )

@@ -8,7 +8,7 @@ every provider the same way. Providers never import dagster; the stage's Dagster
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,12 +36,14 @@ class EnrichmentInputs:
             or None when the provider declared it does not need them.
         measures: customer measures, one row per ``CustomerId``, or None.
         as_of: the reference time of the run (recency weighting, time splits); timezone-aware UTC.
+        tables: source tables a provider asked for (a product catalog), by ``<source>.<table>``.
     """
 
     profiles: pd.DataFrame
     activities: pd.DataFrame | None = None
     measures: pd.DataFrame | None = None
     as_of: pd.Timestamp | None = None
+    tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,49 @@ class EnrichmentResult:
 
     Attributes:
         values: one row per customer and enrichment type: ``CustomerId`` (string), ``EnrichmentType`` (string) and
-            ``Values`` (a dict per row, JSON-serialisable; the stage writes it as compact, key-sorted JSON).
+            ``Values`` (a dict per row, JSON-serialisable; the stage writes it as compact, key-sorted JSON; or the
+            JSON text already, which a provider over millions of customers builds column-wise).
             Customers the provider has nothing for are absent, and counted in ``counts``.
         counts: the provider's status counts for the asset metadata (for example ``processed_changed``,
             ``processed_unchanged``, ``not_processed``); plain ints so Dagster plots them over runs.
         warnings: sentences for the run log (counted problems that did not fail the enrichment).
         report: any further figures for the asset metadata (floats, short strings), e.g. a benchmark's AUC.
+        fields: optional: ``CustomerId`` plus one flat column per field segments read (``Affinity.Voltix.Score``);
+            when None the stage flattens the scalar members of ``Values`` (nested objects joined with dots).
     """
 
     values: pd.DataFrame
     counts: Mapping[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     report: Mapping[str, float | str] = field(default_factory=dict)
+    fields: pd.DataFrame | None = None
+
+
+def _no_connections(name: str) -> dict:
+    raise EnrichmentFailed(f"connection {name!r} cannot be resolved here: no connections are available to this run")
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What a provider may need from the run besides its inputs.
+
+    Attributes:
+        enrichment: the configured enrichment's name (``enrich.enrichments.<name>``), for messages.
+        project: the project name (``name:``), the EnrichmentProvider of first-party enrichments.
+        connection: the configured connection name, or None.
+        resolve_connection: ``resolve_connection(name) -> dict`` gives a connection's settings with its secrets
+            resolved; a provider keeps them to itself (never in values, messages or metadata).
+        cache_dir: a folder of the run's lake a provider may keep caches in (``<lake>/ci_pipeline/enrich/cache``),
+            or None when there is no local lake.
+        lake: the run's :class:`ci_pipeline.lake.Lake`, or None.
+    """
+
+    enrichment: str = ""
+    project: str = "ci_pipeline"
+    connection: str | None = None
+    resolve_connection: Callable[[str], dict] = _no_connections
+    cache_dir: str | None = None
+    lake: object | None = None
 
 
 class EnrichmentProvider(Protocol):
@@ -74,6 +107,10 @@ class EnrichmentProvider(Protocol):
     def enrich(self, inputs: EnrichmentInputs) -> EnrichmentResult:
         """Values per customer for ``inputs``; raise :class:`EnrichmentFailed` with a user-facing message."""
         ...
+
+
+#: ``build(params, context) -> provider``: how the registry makes a provider from its configured parameters.
+ProviderFactory = Callable[[Mapping, ProviderContext], EnrichmentProvider]
 
 
 def empty_values() -> pd.DataFrame:

@@ -25,7 +25,17 @@ from ci_pipeline.generate.population import CUSTOMER_SOURCES, SEGMENTS, build_pe
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: Configuration sections in the order they are written; each stage owns ``templates/<section>.yaml``.
-SECTIONS = ("sources", "unify", "activities", "measures", "predictions", "segments", "publish", "orchestration")
+SECTIONS = (
+    "sources",
+    "unify",
+    "activities",
+    "measures",
+    "predictions",
+    "enrich",
+    "segments",
+    "publish",
+    "orchestration",
+)
 CONFIG_FILE = "ci_pipeline.yaml"
 DEFAULT_AS_OF = "2026-06-30"
 #: Rows per loyalty CSV partition; every entity gets at least two partitions.

@@ -2,7 +2,8 @@
 
 A rule is a condition tree: ``{all: [...]}`` (AND), ``{any: [...]}`` (OR), ``{not: ...}``, or a leaf:
 
-- ``{field: profile.City, op: '=', value: Seattle}`` or ``{field: measure.total_spend, op: '>=', value: 500}``;
+- ``{field: profile.City, op: '=', value: Seattle}`` or ``{field: measure.total_spend, op: '>=', value: 500}``
+  (also ``prediction.<field>`` and ``enrichment.<enrichment name>.<field>``);
 - ``{activity: orders, within: 90 days, where: [...], count: {op: '>=', value: 2}}``: has (at least N) activities;
 - ``{segment: other_segment}``: member of another segment.
 
@@ -27,6 +28,8 @@ NAMESPACES = {
     "measures": "measure",
     "prediction": "prediction",
     "predictions": "prediction",
+    "enrichment": "enrichment",
+    "enrichments": "enrichment",
 }
 COMBINES = ("union", "intersect", "except")
 #: Levels of ``all``/``any``/``not`` a segment's rules may nest (documented in docs/configuration.md, "Limits").
@@ -136,15 +139,15 @@ def parse_node(raw, key: str):
         _only(raw, {"field", "op", "value"}, key)
         condition = _condition(raw, key)
         namespace, _, name = condition.field.partition(".")
-        if namespace in ("enrichment", "enrichments"):
-            raise RuleError(
-                f"{key}.field: {condition.field!r}: no stage of this project produces {namespace} values yet; "
-                "use profile.<attribute>, measure.<measure name> or prediction.<field>"
-            )
         if namespace not in NAMESPACES or not name:
             raise RuleError(
                 f"{key}.field: {condition.field!r} names no known field; write profile.<attribute>, "
-                "measure.<measure name> or prediction.<field>"
+                "measure.<measure name>, prediction.<field> or enrichment.<enrichment name>.<field>"
+            )
+        if NAMESPACES[namespace] == "enrichment" and "." not in name.strip("."):
+            raise RuleError(
+                f"{key}.field: {condition.field!r}: write enrichment.<enrichment name>.<field>, e.g. "
+                "enrichment.brand_affinity.Top"
             )
         return FieldTest(NAMESPACES[namespace], name, condition.op, _freeze(condition.value), key=key)
     raise RuleError(f"{key}: a condition has 'field', 'activity', 'segment', 'all', 'any' or 'not'; got {raw}")

@@ -22,6 +22,7 @@ _LABELS = {
     "profile": "profile attribute",
     "measure": "customer attribute measure",
     "prediction": "prediction field",
+    "enrichment": "enrichment field",
 }
 
 
@@ -38,6 +39,7 @@ class SegmentEngine:
         frozen: static segment name -> CustomerIds kept from an earlier run.
         predictions: ``CustomerId`` plus one column per prediction field; a customer without a row has no score
             (conditions on it are false, ``is_null`` is true).
+        enrichments: ``CustomerId`` plus one ``<enrichment>.<field>`` column per enrichment field, the same way.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class SegmentEngine:
         rules: dict[str, list[Rule]],
         frozen: dict[str, pd.Series] | None = None,
         predictions: pd.DataFrame | None = None,
+        enrichments: pd.DataFrame | None = None,
     ):
         self.customers = customers
         self.n = len(customers)
@@ -60,6 +63,7 @@ class SegmentEngine:
             "profile": self._aligned(profile, "profile"),
             "measure": self._aligned(measures, "measure"),
             "prediction": self._aligned(predictions, "prediction"),
+            "enrichment": self._aligned(enrichments, "enrichment"),
         }
         self.facts = facts
         self._cache: dict = {}
@@ -119,6 +123,10 @@ class SegmentEngine:
         """A profile, measure or prediction column aligned to the customers (text holding dates is read as dates)."""
         table = self.tables[namespace]
         label = _LABELS[namespace]
+        if namespace == "enrichment" and not _has_enrichment(table, name):
+            # A configured enrichment that has produced nothing yet (failed, or inactive from the start): its
+            # fields have no value for anyone, so the condition selects no one instead of failing every segment.
+            return pd.Series(pd.NA, index=self.customers, dtype="object")
         if table is None or name not in table.columns or name == "CustomerId":
             have = [] if table is None else [c for c in table.columns if c != "CustomerId"]
             raise UserError(f"{key}.field: unknown {label} {name!r}; available: {', '.join(map(str, have)) or 'none'}")
@@ -164,6 +172,12 @@ class SegmentEngine:
     def evaluate_all(self) -> dict[str, np.ndarray]:
         """Every segment's mask, by name (sorted)."""
         return {name: self.segment(name) for name in sorted(set(self.rules) | set(self.frozen))}
+
+
+def _has_enrichment(table: pd.DataFrame | None, name: str) -> bool:
+    """Whether the enrichment ``<name>`` of the field ``<name>.<field>`` has any column in the fields table."""
+    prefix = name.split(".", 1)[0] + "."
+    return table is not None and any(str(c).startswith(prefix) for c in table.columns)
 
 
 def _thaw(value):

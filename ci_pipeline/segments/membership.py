@@ -22,10 +22,11 @@ def membership_table(
     The identifier and GUID come from the output contract (:func:`ci_pipeline.outputs.with_ids`).
     """
     names = sorted(masks)
-    if not names or len(customers) == 0:
+    matrix = np.column_stack([np.asarray(masks[n], dtype=bool) for n in names]) if names else None
+    members = matrix.any(axis=1) if matrix is not None else None
+    # No segment, no customer, or segments that all selected no one (their rules read fields nobody has yet).
+    if members is None or not members.any():
         return pd.DataFrame({c: pd.Series(dtype="string") for c in SEGMENT_MEMBERSHIP_COLUMNS})
-    matrix = np.column_stack([np.asarray(masks[n], dtype=bool) for n in names])
-    members = matrix.any(axis=1)
     packed = np.packbits(matrix[members], axis=1)
     inverse, patterns = pd.factorize(np.array([row.tobytes() for row in packed], dtype=object))
     # The contract's JSON text: compact, non-ASCII kept (what json.dumps(sorted names, separators=(",", ":"),

@@ -33,6 +33,8 @@ class SegmentInputs:
     #: ``CustomerId`` plus one column per prediction field (``prediction.ChurnScore``, ...); customers a model did
     #: not score have no row.
     predictions: pd.DataFrame | None = None
+    #: ``CustomerId`` plus one ``<enrichment>.<field>`` column per enrichment field (``enrichment.<name>.<field>``).
+    enrichments: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,15 @@ def build_engine(
     end = run_end(as_of)
     facts = FactIndex(inputs.facts, customers, end) if inputs.facts is not None else None
     return SegmentEngine(
-        customers, inputs.profile, inputs.measures, facts, end, rules, frozen, predictions=inputs.predictions
+        customers,
+        inputs.profile,
+        inputs.measures,
+        facts,
+        end,
+        rules,
+        frozen,
+        predictions=inputs.predictions,
+        enrichments=inputs.enrichments,
     )
 
 

@@ -79,6 +79,7 @@ def test_available_tables_follow_the_configured_sections():
         activities=SimpleNamespace(tables={}),
         measures=SimpleNamespace(attributes={}),
         predictions=None,
+        enrich=SimpleNamespace(enrichments={}),
         segments=SimpleNamespace(definitions={}),
     )
     assert available_tables(bare) == {}
@@ -87,6 +88,7 @@ def test_available_tables_follow_the_configured_sections():
         activities=SimpleNamespace(tables={"orders": 1}),
         measures=SimpleNamespace(attributes={"ltv": 1}),
         predictions=object(),
+        enrich=SimpleNamespace(enrichments={"brands": 1}),
         segments=SimpleNamespace(definitions={"vip": 1}),
     )
     assert set(available_tables(full)) == {
@@ -94,6 +96,7 @@ def test_available_tables_follow_the_configured_sections():
         "AlternateKey",
         "UnifiedActivity",
         "CustomerMeasure",
+        "Enrichment",
         "Prediction",
         "SegmentMembership",
     }

@@ -1,4 +1,4 @@
-"""The sample sections of activities, measures, predictions and segments validate against the sample's sources."""
+"""The sample sections of activities, measures, predictions, enrich and segments validate against the sources."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ SOURCES = {
 
 def sections() -> dict:
     out = {}
-    for name in ("activities", "measures", "predictions", "segments"):
+    for name in ("activities", "measures", "predictions", "enrich", "segments"):
         out.update(yaml.safe_load((TEMPLATES / f"{name}.yaml").read_text()))
     return out
 

@@ -10,7 +10,7 @@ import pytest
 from ci_pipeline import cli
 from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS, SEGMENT_MEMBERSHIP_COLUMNS, UNIFIED_ACTIVITY_COLUMNS
 
-OURS = "group:activities or group:measures or group:predictions or group:segments"
+OURS = "group:activities or group:measures or group:predictions or group:enrich or group:segments"
 
 
 def read(sample, key: str) -> pd.DataFrame:

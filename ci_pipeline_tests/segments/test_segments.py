@@ -174,7 +174,7 @@ def test_type_mismatches_and_unknown_fields_name_the_key(condition, message):
         ({"activity": "orders", "within": "soon"}, "rules[0].within"),
         ({"activity": "orders", "colour": "red"}, "rules[0].colour: unknown key"),
         ({"wat": 1}, "rules[0]: a condition has"),
-        ({"field": "enrichment.x", "op": ">", "value": 1}, "no stage of this project produces enrichment values"),
+        ({"field": "enrichment.x", "op": ">", "value": 1}, "write enrichment.<enrichment name>.<field>"),
     ],
 )
 def test_bad_rules_are_reported_with_their_key_path(raw, message):

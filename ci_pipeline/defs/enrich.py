@@ -1,0 +1,266 @@
+"""Dagster definitions of the enrich stage: one step per refresh that runs every configured enrichment, writes each
+one's table (``enrich/<name>``), the Enrichment output table and the fields segments read.
+
+An enrichment that fails (its provider raised, or its parameters or connection are wrong) fails on its own: its
+``provider_succeeded`` check fails with the (redacted) message, its table is not written, so its previous output
+stays in the lake and in the Enrichment table, and the other enrichments, segments and publishing go on. An
+inactive enrichment is skipped the same way without failing.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from ci_pipeline.config import ProjectConfig
+from ci_pipeline.config.enrich import AFFINITY_PROVIDERS, EnrichmentSpec
+from ci_pipeline.defs import activities, ingest, measures, unify
+from ci_pipeline.defs.registry import Produced, Stage, asset_key
+from ci_pipeline.defs.resources import asset_path
+from ci_pipeline.enrich import (
+    EnrichmentFailed,
+    EnrichmentInputs,
+    ProviderContext,
+    build_provider,
+    enrichment_rows,
+    enrichment_table,
+    flat_fields,
+    run_provider,
+    segment_fields,
+)
+from ci_pipeline.measures import run_date
+from ci_pipeline.outputs import ENRICHMENT_COLUMNS
+from ci_pipeline.redact import redact
+
+GROUP = "enrich"
+ENRICHMENT = asset_key(GROUP, "enrichment")
+FIELDS = asset_key(GROUP, "enrichment_fields")
+
+
+def enrichment_key(name: str) -> dg.AssetKey:
+    """The table of one configured enrichment: ``enrich/<name>``."""
+    return asset_key(GROUP, name)
+
+
+def _catalogs(config: ProjectConfig) -> set[tuple[str, str]]:
+    """Source tables the affinity enrichments read as product catalogs."""
+    found = set()
+    for spec in config.enrich.enrichments.values():
+        if spec.provider in AFFINITY_PROVIDERS and spec.affinity().catalog is not None:
+            found.add((spec.affinity().catalog.source, spec.affinity().catalog.table))
+    return found
+
+
+class _Run:
+    """What the enrichments of one run share: the profile, and inputs read from the lake only when needed."""
+
+    def __init__(self, context: dg.AssetExecutionContext, config: ProjectConfig, profile: pd.DataFrame, tables):
+        self.context, self.config, self.profile = context, config, profile
+        self.lake = context.resources.lake.get_lake()
+        self.tables = tables
+        self._read: dict[str, pd.DataFrame | None] = {}
+        end = pd.Timestamp(run_date(config.measures.as_of), tz="UTC") + pd.Timedelta(days=1)
+        self.as_of = end
+
+    def _asset(self, key: dg.AssetKey) -> pd.DataFrame | None:
+        path = asset_path(key)
+        if path not in self._read:
+            self._read[path] = self.lake.read_parquet(path) if self.lake.exists(path) else None
+        return self._read[path]
+
+    def inputs(self, needs: frozenset[str]) -> EnrichmentInputs:
+        facts = self._asset(activities.STAGE.key("activity_facts")) if "activities" in needs else None
+        values = self._asset(measures.STAGE.key("customer_measure_values")) if "measures" in needs else None
+        return EnrichmentInputs(self.profile, facts, values, self.as_of, self.tables)
+
+    def previous(self, name: str) -> pd.DataFrame | None:
+        """The enrichment's last output, for the customers that still exist (merged ones leave every table)."""
+        rows = self._asset(enrichment_key(name))
+        if rows is None:
+            return None
+        return rows[rows["CustomerId"].isin(self.profile["CustomerId"].astype("string"))].reset_index(drop=True)
+
+    def context_for(self, name: str, spec: EnrichmentSpec) -> ProviderContext:
+        return ProviderContext(
+            enrichment=name,
+            project=self.config.name,
+            connection=spec.connection,
+            resolve_connection=lambda connection: _resolve(self.config, connection),
+            cache_dir=self.lake.path(f"ci_pipeline/{GROUP}/cache"),
+            lake=self.lake,
+        )
+
+
+def _governance(config: ProjectConfig):
+    from ci_pipeline.governance import acting_user, open_governance
+
+    return open_governance(config, acting_user())
+
+
+def _resolve(config: ProjectConfig, connection: str) -> dict:
+    """A connection's settings with secrets, through governance (the acting user must be allowed to use it)."""
+    return _governance(config).resolve_connection(connection)
+
+
+def _deactivated(config: ProjectConfig) -> set[str]:
+    """Enrichments whose connection binding governance holds inactive (its connection was removed or unshared)."""
+    if not any(spec.connection for spec in config.enrich.enrichments.values()):
+        return set()
+    bindings = _governance(config).bindings()
+    return {b["name"] for b in bindings if b["kind"] == "enrichment" and not b["active"]}
+
+
+def _run_one(run: _Run, name: str, spec: EnrichmentSpec):
+    """Rows, fields and metadata of one enrichment (raises EnrichmentFailed)."""
+    provider = build_provider(spec.provider, spec.params, run.context_for(name, spec))
+    result = run_provider(provider, run.inputs(frozenset(getattr(provider, "needs", frozenset()))), name)
+    rows, counts = enrichment_rows(result, provider.name, run.profile["CustomerId"], name)
+    for warning in result.warnings:
+        run.context.log.warning(f"enrich: {name}: {redact(warning)}")
+    fields = result.fields if result.fields is not None else flat_fields(rows)
+    metadata = {k: int(v) for k, v in {**result.counts, **counts}.items()}
+    metadata |= {k: v if isinstance(v, str) else float(v) for k, v in result.report.items()}
+    metadata["rows"] = len(rows)
+    return rows, fields, metadata
+
+
+def _enrichments_asset(config: ProjectConfig) -> dg.AssetsDefinition:
+    section = config.enrich
+    names = list(section.enrichments)
+    outs = {
+        name: dg.AssetOut(
+            key=enrichment_key(name),
+            description=f"One row per customer and type from the {spec.provider} enrichment "
+            f"({spec.description or 'enrich.enrichments.' + name}); its rows of Enrichment.",
+            kinds={"pandas", "parquet"},
+            is_required=False,
+        )
+        for name, spec in section.enrichments.items()
+    }
+    outs["enrichment"] = dg.AssetOut(
+        key=ENRICHMENT,
+        description="One row per customer, provider and enrichment type with the values as JSON (Enrichment).",
+        kinds={"pandas", "parquet"},
+    )
+    outs["enrichment_fields"] = dg.AssetOut(
+        key=FIELDS,
+        description="One row per enriched customer with the fields segments read as enrichment.<name>.<field>.",
+        kinds={"pandas", "parquet"},
+    )
+    checks = [
+        dg.AssetCheckSpec(
+            "provider_succeeded",
+            asset=enrichment_key(name),
+            description="The provider ran and returned usable values (else the message says why; the previous "
+            "output stays published).",
+        )
+        for name in names
+    ]
+    checks.append(dg.AssetCheckSpec("matches_output_contract", asset=ENRICHMENT, description="Columns are exact."))
+    ins = {"customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile"))}
+    catalogs = sorted(_catalogs(config))
+    ins |= {f"{s}__{t}": dg.AssetIn(key=ingest.table_key(s, t)) for s, t in catalogs}
+    deps = [activities.STAGE.key("activity_facts")] if config.activities.tables else []
+    if config.measures.attributes:
+        deps.append(measures.STAGE.key("customer_measure_values"))
+
+    @dg.multi_asset(
+        name="run_enrichments",
+        group_name=GROUP,
+        ins=ins,
+        deps=deps,
+        outs=outs,
+        check_specs=checks,
+        required_resource_keys={"lake"},
+    )
+    def enrich(context: dg.AssetExecutionContext, customer_profile: pd.DataFrame, **tables: pd.DataFrame):
+        tables = {f"{s}.{t}": tables[f"{s}__{t}"] for s, t in catalogs}
+        run = _Run(context, config, customer_profile, tables)
+        try:
+            deactivated = _deactivated(config)
+        except Exception as exc:  # governance unreachable: the enrichments with a connection fail below
+            deactivated, governance_error = set(), redact(exc)
+        else:
+            governance_error = None
+        parts, fields, status = [], {}, {}
+        for name, spec in section.enrichments.items():
+            outcome = yield from _one(run, name, spec, name in deactivated, governance_error)
+            status[name] = outcome[0]
+            if outcome[1] is not None:
+                parts.append(outcome[1])
+                fields[name] = outcome[2]
+        table = enrichment_table(parts)
+        yield dg.Output(
+            segment_fields(fields),
+            output_name="enrichment_fields",
+            metadata={"enrichments": dg.MetadataValue.json(sorted(fields))},
+        )
+        counts = table.groupby(["EnrichmentProvider", "EnrichmentType"]).size()
+        yield dg.Output(
+            table,
+            output_name="enrichment",
+            metadata={
+                "status": dg.MetadataValue.json(status),
+                "rows_per_type": dg.MetadataValue.json({f"{p}/{t}": int(n) for (p, t), n in counts.items()}),
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name="matches_output_contract", asset_key=ENRICHMENT, passed=list(table.columns) == ENRICHMENT_COLUMNS
+        )
+
+    return enrich
+
+
+def _one(run: _Run, name: str, spec: EnrichmentSpec, deactivated: bool, governance_error: str | None):
+    """Run one enrichment, yielding its output and check; returns (status, rows published, fields)."""
+    key = enrichment_key(name)
+    if not spec.active or deactivated:
+        why = "inactive in the configuration" if not spec.active else "its connection binding is inactive"
+        previous = run.previous(name)
+        kept = "its last output stays published" if previous is not None else "it has no earlier output"
+        run.context.log.info(f"enrich: {name} skipped ({why}); {kept}")
+        yield dg.AssetCheckResult(
+            check_name="provider_succeeded", asset_key=key, passed=True, metadata={"skipped": why, "kept": kept}
+        )
+        return "skipped", previous, _previous_fields(previous)
+    try:
+        if spec.connection and governance_error:
+            raise EnrichmentFailed(f"connection {spec.connection!r} cannot be checked: {governance_error}")
+        rows, fields, metadata = _run_one(run, name, spec)
+    except EnrichmentFailed as exc:
+        message = redact(exc)
+        previous = run.previous(name)
+        kept = "its last output stays published" if previous is not None else "it has no earlier output"
+        run.context.log.error(f"enrich: {name} failed; {kept}: {message}")
+        yield dg.AssetCheckResult(
+            check_name="provider_succeeded",
+            asset_key=key,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"error": message, "kept": kept},
+        )
+        return "failed", previous, _previous_fields(previous)
+    yield dg.Output(rows, output_name=name, metadata=metadata)
+    yield dg.AssetCheckResult(check_name="provider_succeeded", asset_key=key, passed=True)
+    return "succeeded", rows, fields
+
+
+def _previous_fields(previous: pd.DataFrame | None) -> pd.DataFrame | None:
+    return flat_fields(previous) if previous is not None else None
+
+
+def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
+    """The enrich assets; none without configured enrichments."""
+    if not config.enrich.enrichments:
+        return dg.Definitions()
+    return dg.Definitions(assets=[_enrichments_asset(config)])
+
+
+STAGE = Stage(
+    name=GROUP,
+    section="enrich",
+    front_door=enrichment_table,
+    build=build,
+    summary="brand and interest affinity and provider enrichments per customer, and Enrichment",
+    assets={"enrichment": ENRICHMENT, "enrichment_fields": FIELDS},
+    produces={"Enrichment": ENRICHMENT},
+    active=lambda config: bool(config.enrich.enrichments),
+)

@@ -1,0 +1,139 @@
+"""What the enrich stage publishes: each enrichment's rows, the Enrichment output table and the flat fields that
+segment rules read as ``enrichment.<name>.<field>``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from ci_pipeline import outputs
+from ci_pipeline.enrich.provider import VALUE_COLUMNS, EnrichmentFailed, EnrichmentInputs, EnrichmentProvider
+from ci_pipeline.enrich.provider import EnrichmentResult as Result
+
+#: Columns of one enrichment's own table (``enrich/<name>``): the Enrichment table's content columns.
+ROW_COLUMNS = ["CustomerId", "EnrichmentProvider", "EnrichmentType", "Values"]
+
+
+def run_provider(provider: EnrichmentProvider, inputs: EnrichmentInputs, enrichment: str) -> Result:
+    """Run one provider; anything it raises becomes an :class:`EnrichmentFailed` naming the enrichment."""
+    try:
+        result = provider.enrich(inputs)
+    except EnrichmentFailed:
+        raise
+    except Exception as exc:  # a provider's own bug or a library error: fail this enrichment only, say what it was
+        raise EnrichmentFailed(
+            f"enrich.enrichments.{enrichment}: provider {getattr(provider, 'name', '?')!r} failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    missing = [c for c in VALUE_COLUMNS if c not in result.values.columns]
+    if missing:
+        raise EnrichmentFailed(
+            f"enrich.enrichments.{enrichment}: the provider returned no column {', '.join(missing)}; a provider "
+            f"returns {', '.join(VALUE_COLUMNS)}"
+        )
+    return result
+
+
+def enrichment_rows(
+    result: Result, provider_name: str, customers: pd.Series, enrichment: str
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One enrichment's rows (:data:`ROW_COLUMNS`, Values as JSON text) for the current customers.
+
+    Rows for a customer the profile does not hold are left out and counted (``unknown_customers``); a customer
+    and type given twice is an error (the provider must decide which value holds).
+    """
+    values = result.values
+    ids = values["CustomerId"].astype("string")
+    known = ids.isin(pd.Index(customers.astype("string"))).fillna(False).to_numpy(dtype=bool)
+    rows = pd.DataFrame(
+        {
+            "CustomerId": ids[known].to_numpy(),
+            "EnrichmentProvider": provider_name,
+            "EnrichmentType": values["EnrichmentType"].astype("string")[known].to_numpy(),
+            "Values": outputs.json_text(values["Values"][known]).to_numpy(),
+        }
+    ).astype({c: "string" for c in ROW_COLUMNS})
+    doubled = rows.duplicated(["CustomerId", "EnrichmentType"], keep=False)
+    if doubled.any():
+        sample = rows.loc[doubled, "CustomerId"].drop_duplicates().head(3).tolist()
+        raise EnrichmentFailed(
+            f"enrich.enrichments.{enrichment}: {int(doubled.sum())} rows give a customer the same EnrichmentType "
+            f"twice (e.g. {sample}); the provider must return one row per customer and type"
+        )
+    untyped = rows["EnrichmentType"].isna() | rows["Values"].isna()
+    if untyped.any():
+        raise EnrichmentFailed(
+            f"enrich.enrichments.{enrichment}: {int(untyped.sum())} rows have no EnrichmentType or Values; the "
+            "provider must fill both"
+        )
+    return rows.sort_values(["CustomerId", "EnrichmentType"], kind="stable").reset_index(drop=True), {
+        "unknown_customers": int((~known).sum())
+    }
+
+
+def enrichment_table(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The Enrichment output table from every enrichment's rows (their Values are JSON text already)."""
+    frames = [p[ROW_COLUMNS] for p in parts if len(p)]
+    content = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ROW_COLUMNS, dtype="string")
+    return outputs.build("Enrichment", content.astype({c: "string" for c in ROW_COLUMNS}))
+
+
+def flat_fields(rows: pd.DataFrame) -> pd.DataFrame:
+    """CustomerId plus one column per scalar member of the Values (nested objects joined with dots).
+
+    With several EnrichmentTypes the fields carry the type first (``EnhancedAddress.City``).
+    """
+    if rows.empty:
+        return pd.DataFrame({"CustomerId": pd.Series(dtype="string")})
+    several = rows["EnrichmentType"].nunique() > 1
+    records = [
+        _flatten(json.loads(text), f"{kind}." if several else "")
+        for kind, text in zip(rows["EnrichmentType"].to_numpy(), rows["Values"].to_numpy(), strict=True)
+    ]
+    frame = pd.DataFrame.from_records(records)
+    frame.insert(0, "CustomerId", rows["CustomerId"].astype("string").to_numpy())
+    return frame.groupby("CustomerId", sort=True).first().reset_index()
+
+
+def _flatten(value: dict, prefix: str) -> dict:
+    out: dict = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            out.update(_flatten(item, f"{prefix}{key}."))
+        elif not isinstance(item, list):
+            out[f"{prefix}{key}"] = item
+    return out
+
+
+def segment_fields(fields: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """CustomerId plus ``<enrichment>.<field>`` columns of every enrichment, one row per customer with any.
+
+    Numbers stay numbers, true/false booleans, the rest text, so segment rules compare them as they read.
+    """
+    out = pd.DataFrame({"CustomerId": pd.Series(dtype="string")})
+    for name, frame in sorted(fields.items()):
+        if frame is None or frame.empty:
+            continue
+        part = frame.drop_duplicates("CustomerId").rename(
+            columns={c: f"{name}.{c}" for c in frame.columns if c != "CustomerId"}
+        )
+        part["CustomerId"] = part["CustomerId"].astype("string")
+        out = out.merge(part, on="CustomerId", how="outer")
+    for column in out.columns[1:]:
+        out[column] = _typed(out[column])
+    return out.sort_values("CustomerId", kind="stable").reset_index(drop=True)
+
+
+def _typed(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(values) or isinstance(values.dtype, pd.BooleanDtype):
+        return values.astype("boolean")
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype("float64")
+    present = values.dropna()
+    if len(present) and present.map(lambda v: isinstance(v, bool | np.bool_)).all():
+        return values.astype("boolean")
+    if len(present) and present.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool)).all():
+        return pd.to_numeric(values).astype("float64")
+    return values.astype("string")

@@ -1,0 +1,227 @@
+"""Brand and interest affinity on tiny purchase timelines made in each test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ci_pipeline.enrich import EnrichmentFailed, EnrichmentInputs, ProviderContext
+from ci_pipeline.enrich.affinity import build_brand, build_interest, levels, scores, share_of_voice
+
+AS_OF = pd.Timestamp("2026-07-01", tz="UTC")
+
+
+def lines(rows: list[tuple[str, str, float, str]], category: str = "Home") -> pd.DataFrame:
+    """Activity facts of order lines: (customer, brand, amount, date)."""
+    frame = pd.DataFrame(rows, columns=["CustomerId", "brand", "amount", "date"])
+    return pd.DataFrame(
+        {
+            "ActivityId": [f"l{i}" for i in range(len(frame))],
+            "CustomerId": frame["CustomerId"].astype("string"),
+            "Activity": "order_lines",
+            "ActivityType": "SalesOrderLine",
+            "ActivityTimeStamp": pd.to_datetime(frame["date"], utc=True),
+            "amount": frame["amount"].astype("float64"),
+            "quantity": pd.array([1] * len(frame), dtype="Int64"),
+            "brand": frame["brand"].astype("string"),
+            "category": pd.Series([category] * len(frame), dtype="string"),
+        }
+    )
+
+
+def profile(ids, **columns) -> pd.DataFrame:
+    return pd.DataFrame({"CustomerId": pd.array(ids, dtype="string"), **columns})
+
+
+def run(facts, people, params=None, provider=build_brand):
+    built = provider(params or {}, ProviderContext(enrichment="brands", project="demo"))
+    return built.enrich(EnrichmentInputs(profiles=people, activities=facts, as_of=AS_OF))
+
+
+def values_of(result) -> dict[str, dict]:
+    return {c: json.loads(v) for c, v in zip(result.values["CustomerId"], result.values["Values"], strict=True)}
+
+
+def test_a_customer_who_buys_a_brand_most_has_the_highest_affinity_for_it():
+    facts = lines(
+        [
+            ("A", "Voltix", 100, "2026-06-01"),
+            ("A", "Voltix", 80, "2026-05-01"),
+            ("A", "Lumera", 10, "2026-04-01"),
+            ("B", "Lumera", 90, "2026-06-10"),
+            ("B", "Lumera", 50, "2026-03-10"),
+            ("C", "Voltix", 20, "2026-02-01"),
+            ("C", "Lumera", 20, "2026-02-01"),
+        ]
+    )
+    result = run(facts, profile(["A", "B", "C"]))
+    values = values_of(result)
+    assert values["A"]["Affinity"]["Voltix"]["Score"] > values["C"]["Affinity"]["Voltix"]["Score"]
+    assert values["B"]["Affinity"]["Lumera"]["Score"] > values["A"]["Affinity"]["Lumera"]["Score"]
+    assert values["A"]["Top"] == "Voltix" and values["B"]["Top"] == "Lumera"
+    for customer in values.values():
+        assert sum(a["ShareOfVoice"] for a in customer["Affinity"].values()) == 100
+        for affinity in customer["Affinity"].values():
+            assert 1 <= affinity["Score"] <= 100
+            assert affinity["Level"] == levels(np.array([affinity["Score"]]))[0]
+    assert set(result.values["EnrichmentType"]) == {"BrandAffinity"}
+    # The Values are compact, key-sorted JSON, as the stage writes every provider's.
+    text = result.values["Values"].iloc[0]
+    assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    fields = result.fields.set_index("CustomerId")
+    assert fields.loc["A", "Affinity.Voltix.Score"] == values["A"]["Affinity"]["Voltix"]["Score"]
+    assert fields.loc["B", "Top"] == "Lumera"
+
+
+def test_recent_purchases_weigh_more_than_old_ones():
+    facts = lines(
+        [
+            ("RECENT", "Voltix", 50, "2026-06-20"),
+            ("RECENT", "Lumera", 50, "2022-06-20"),
+            ("OLD", "Voltix", 50, "2022-06-20"),
+            ("OLD", "Lumera", 50, "2026-06-20"),
+        ]
+    )
+    values = values_of(run(facts, profile(["OLD", "RECENT"]), {"half_life_days": 180}))
+    assert values["RECENT"]["Top"] == "Voltix" and values["OLD"]["Top"] == "Lumera"
+    assert values["RECENT"]["Affinity"]["Voltix"]["Score"] > values["OLD"]["Affinity"]["Voltix"]["Score"]
+
+
+def test_purchases_after_the_reference_date_are_left_out_and_counted():
+    facts = lines([("A", "Voltix", 50, "2026-06-20"), ("A", "Lumera", 500, "2026-07-02")])
+    result = run(facts, profile(["A"]))
+    assert result.counts["lines_after_as_of"] == 1 and result.counts["lines_used"] == 1
+    assert values_of(result)["A"]["Top"] == "Voltix"
+
+
+def test_a_customer_with_no_purchases_gets_the_prior_of_customers_like_them_marked_as_such():
+    # Everyone in postal area 021 buys Voltix, everyone in 900 buys Lumera; two newcomers, one in each area.
+    rows = [(f"N{i}", "Voltix", 40, "2026-06-01") for i in range(6)]
+    rows += [(f"S{i}", "Lumera", 40, "2026-06-01") for i in range(6)]
+    people = profile(
+        [f"N{i}" for i in range(6)] + [f"S{i}" for i in range(6)] + ["NEW_N", "NEW_S"],
+        PostalCode=["02139"] * 6 + ["90001"] * 6 + ["02140", "90002"],
+    )
+    result = run(lines(rows), people, {"chosen": ["Voltix", "Lumera"], "min_group": 2})
+    values = values_of(result)
+    assert values["NEW_N"]["Prior"] is True and values["N0"]["Prior"] is True  # one line: fewer than min_lines
+    assert values["NEW_N"]["PriorGroup"] == "PostalArea=021" and values["NEW_S"]["PriorGroup"] == "PostalArea=900"
+    assert values["NEW_N"]["Top"] == "Voltix" and values["NEW_S"]["Top"] == "Lumera"
+    assert values["NEW_N"]["Affinity"]["Voltix"]["Score"] > values["NEW_S"]["Affinity"]["Voltix"]["Score"]
+    assert result.counts["customers_with_history"] == 12 and result.counts["customers"] == 14
+    # Shares of customers without history still sum to 100 over the chosen brands.
+    assert sum(a["ShareOfVoice"] for a in values["NEW_S"]["Affinity"].values()) == 100
+
+
+def test_customers_with_enough_history_are_not_marked_prior():
+    facts = lines([("A", "Voltix", 10, "2026-06-01")] * 3 + [("B", "Lumera", 10, "2026-06-01")])
+    values = values_of(run(facts, profile(["A", "B"])))
+    assert values["A"]["Prior"] is False and values["B"]["Prior"] is True
+
+
+def test_a_brand_with_one_buyer_scores_that_buyer_highest():
+    rows = [(f"C{i}", "Common", 30, "2026-05-01") for i in range(20)]
+    rows += [("C0", "Rare", 30, "2026-05-01")]
+    result = run(lines(rows), profile([f"C{i}" for i in range(20)]), {"chosen": ["Common", "Rare"]})
+    values = values_of(result)
+    rare = {c: v["Affinity"]["Rare"]["Score"] for c, v in values.items()}
+    assert rare["C0"] == 100 and max(s for c, s in rare.items() if c != "C0") < 100
+    assert values["C0"]["Affinity"]["Rare"]["Level"] == "Very high"
+
+
+def test_interest_affinity_reads_the_category_field():
+    facts = pd.concat(
+        [lines([("A", "Voltix", 30, "2026-05-01")], "Electronics"), lines([("B", "Lumera", 30, "2026-05-01")], "Toys")]
+    )
+    result = run(facts, profile(["A", "B"]), provider=build_interest)
+    values = values_of(result)
+    assert values["A"]["Top"] == "Electronics" and values["B"]["Top"] == "Toys"
+    assert set(result.values["EnrichmentType"]) == {"InterestAffinity"}
+
+
+def test_no_brand_field_mapped_is_a_clear_error_naming_what_to_map():
+    facts = lines([("A", "Voltix", 30, "2026-05-01")]).drop(columns="brand")
+    with pytest.raises(EnrichmentFailed) as raised:
+        run(facts, profile(["A"]))
+    message = str(raised.value)
+    assert "enrich.enrichments.brands.params.field" in message
+    assert "activities.tables.order_lines.fields (brand: <column>)" in message
+
+
+def test_an_activity_without_purchases_is_a_clear_error():
+    with pytest.raises(EnrichmentFailed, match="order_lines.*no purchase"):
+        run(lines([]), profile(["A"]))
+
+
+def test_a_chosen_brand_never_bought_scores_zero_and_is_warned_about():
+    result = run(lines([("A", "Voltix", 30, "2026-05-01")]), profile(["A"]), {"chosen": ["Voltix", "Voltixx"]})
+    assert any("'Voltixx' was never bought" in w for w in result.warnings)
+    assert values_of(result)["A"]["Affinity"]["Voltixx"] == {"Level": None, "Score": 0, "ShareOfVoice": 0}
+    assert values_of(result)["A"]["Affinity"]["Voltix"]["ShareOfVoice"] == 100
+
+
+def test_bad_parameters_name_the_key():
+    with pytest.raises(EnrichmentFailed, match=r"enrich.enrichments.brands.params: top: .*less than or equal to 5"):
+        run(lines([("A", "Voltix", 30, "2026-05-01")]), profile(["A"]), {"top": 9})
+
+
+def test_quantity_can_weigh_instead_of_spend():
+    facts = lines([("A", "Cheap", 1, "2026-05-01")] * 5 + [("A", "Dear", 500, "2026-05-01")])
+    assert values_of(run(facts, profile(["A"])))["A"]["Top"] == "Dear"
+    assert values_of(run(facts, profile(["A"]), {"weight": "quantity"}))["A"]["Top"] == "Cheap"
+
+
+def test_returns_reduce_spend_and_a_fully_returned_brand_counts_nothing():
+    facts = lines(
+        [("A", "Voltix", 50, "2026-05-01"), ("A", "Voltix", -50, "2026-05-02"), ("A", "Lumera", 5, "2026-05-03")]
+    )
+    values = values_of(run(facts, profile(["A", "B"]), {"chosen": ["Voltix", "Lumera"]}))
+    assert values["A"]["Top"] == "Lumera"
+
+
+def test_scores_are_percentiles_with_ties_sharing_one_score():
+    shares = np.array([[0.1], [0.1], [0.5], [0.9]])
+    assert scores(shares)[:, 0].tolist() == [38, 38, 75, 100]
+    assert scores(np.array([[0.0], [0.2]]))[:, 0].tolist() == [0, 100]
+
+
+def test_levels_follow_the_reference_bands():
+    assert levels(np.array([0, 1, 34, 35, 69, 70, 84, 85, 100])).tolist() == [
+        None, "Low", "Low", "Medium", "Medium", "High", "High", "Very high", "Very high"
+    ]  # fmt: skip
+
+
+def test_share_of_voice_rounds_to_whole_numbers_summing_to_100():
+    voice = share_of_voice(np.array([[1.0, 1.0, 1.0], [0.2, 0.0, 0.0], [0.0, 0.0, 0.0], [0.505, 0.25, 0.245]]))
+    assert voice.tolist() == [[34, 33, 33], [100, 0, 0], [0, 0, 0], [51, 25, 24]]
+
+
+def test_brands_can_come_from_a_product_catalog():
+    facts = lines([("A", "x", 30, "2026-05-01"), ("B", "x", 30, "2026-05-01"), ("C", "x", 5, "2026-05-01")])
+    facts = facts.drop(columns="brand").assign(product=pd.array(["P1", "P2", "UNKNOWN"], dtype="string"))
+    catalog = pd.DataFrame({"sku": ["P1", "P2"], "maker": ["Voltix", "Lumera"]})
+    params = {"catalog": {"source": "erp", "table": "products", "key": "sku", "columns": {"maker": "brand"}}}
+    built = build_brand(params, ProviderContext(enrichment="brands"))
+    result = built.enrich(
+        EnrichmentInputs(
+            profiles=profile(["A", "B", "C"]), activities=facts, as_of=AS_OF, tables={"erp.products": catalog}
+        )
+    )
+    values = values_of(result)
+    assert values["A"]["Top"] == "Voltix" and values["B"]["Top"] == "Lumera"
+    # A product the catalog does not hold has no brand: counted, not guessed.
+    assert result.counts["lines_without_name"] == 1
+
+
+def test_a_catalog_without_the_named_column_is_a_clear_error():
+    facts = lines([("A", "x", 30, "2026-05-01")]).assign(product=pd.array(["P1"], dtype="string"))
+    params = {"catalog": {"source": "erp", "table": "products", "key": "sku", "columns": {"maker": "brand"}}}
+    built = build_brand(params, ProviderContext(enrichment="brands"))
+    inputs = EnrichmentInputs(
+        profiles=profile(["A"]), activities=facts, as_of=AS_OF, tables={"erp.products": pd.DataFrame({"sku": ["P1"]})}
+    )
+    with pytest.raises(EnrichmentFailed, match=r"params.catalog: erp.products has no column maker"):
+        built.enrich(inputs)

@@ -1,0 +1,92 @@
+"""The ``enrich`` configuration section: mistakes a user can make, each named with its key and the fix."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from ci_pipeline.config import load_config
+from ci_pipeline.config.enrich import PROVIDERS
+from ci_pipeline.enrich.registry import FACTORIES
+from ci_pipeline.errors import ConfigError
+from ci_pipeline.grammar.rules import RuleError, parse_node
+from ci_pipeline_tests.conftest import SAMPLE_DIR
+
+
+def sample(tmp_path, change) -> str:
+    raw = yaml.safe_load((SAMPLE_DIR / "ci_pipeline.yaml").read_text(encoding="utf-8"))
+    change(raw)
+    path = tmp_path / "ci_pipeline.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return str(path)
+
+
+def problems(tmp_path, change) -> str:
+    with pytest.raises(ConfigError) as raised:
+        load_config(sample(tmp_path, change))
+    return str(raised.value)
+
+
+def test_every_configurable_provider_has_a_factory():
+    assert set(PROVIDERS) == set(FACTORIES)
+
+
+def test_the_sample_enables_brand_and_interest_affinity():
+    config = load_config(SAMPLE_DIR / "ci_pipeline.yaml")
+    providers = {spec.provider for spec in config.enrich.enrichments.values()}
+    assert {"brand_affinity", "interest_affinity"} <= providers
+
+
+def test_no_brand_field_mapped_names_what_to_map_and_where(tmp_path):
+    def unmap(raw):
+        del raw["activities"]["tables"]["order_lines"]["fields"]["brand"]
+
+    message = problems(tmp_path, unmap)
+    assert "enrich.enrichments.brand_affinity.params.field: activity 'order_lines' maps no 'brand' field" in message
+    assert "activities.tables.order_lines.fields (brand: <column>)" in message
+
+
+def test_no_category_field_mapped_names_it_for_interest_affinity(tmp_path):
+    def unmap(raw):
+        del raw["activities"]["tables"]["order_lines"]["fields"]["category"]
+
+    message = problems(tmp_path, unmap)
+    assert "enrich.enrichments.interest_affinity.params.field" in message and "(category: <column>)" in message
+
+
+def test_an_unknown_activity_and_an_unknown_provider_are_named(tmp_path):
+    def change(raw):
+        raw["enrich"]["enrichments"]["brand_affinity"]["params"]["activity"] = "order_line"
+        raw["enrich"]["enrichments"]["extra"] = {"provider": "brand_afinity"}
+
+    message = problems(tmp_path, change)
+    assert "params.activity: unknown activity 'order_line' (did you mean 'order_lines'?)" in message
+    assert (
+        "enrich.enrichments.extra.provider: unknown provider 'brand_afinity' (did you mean 'brand_affinity'?)"
+        in message
+    )
+
+
+def test_too_many_chosen_brands_is_refused(tmp_path):
+    def change(raw):
+        raw["enrich"]["enrichments"]["brand_affinity"]["params"]["chosen"] = list("abcdef")
+
+    assert "enrich.enrichments.brand_affinity.params" in problems(tmp_path, change)
+
+
+def test_a_segment_on_an_enrichment_that_is_not_configured_is_refused(tmp_path):
+    def change(raw):
+        raw["segments"]["definitions"]["fans"] = {
+            "rules": [{"field": "enrichment.brand_afinity.Top", "op": "=", "value": "Voltix"}]
+        }
+
+    message = problems(tmp_path, change)
+    assert "segments.definitions.fans.rules[0].field: enrichment.brand_afinity.Top names no configured" in message
+    assert "(did you mean 'brand_affinity'?)" in message
+
+
+def test_an_enrichment_field_needs_the_enrichment_and_the_field():
+    with pytest.raises(RuleError, match=r"write enrichment.<enrichment name>.<field>"):
+        parse_node({"field": "enrichment.brand_affinity", "op": "=", "value": 1}, "segments.definitions.x.rules[0]")
+    node = parse_node({"field": "enrichment.brand_affinity.Affinity.Voltix.Score", "op": ">=", "value": 70}, "k")
+    assert (node.namespace, node.name) == ("enrichment", "brand_affinity.Affinity.Voltix.Score")

@@ -1,0 +1,65 @@
+"""What the stage makes of a provider's values: rows, the Enrichment table, flat fields for segments."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ci_pipeline.enrich import (
+    EnrichmentFailed,
+    EnrichmentResult,
+    enrichment_rows,
+    enrichment_table,
+    flat_fields,
+    segment_fields,
+)
+from ci_pipeline.outputs import ENRICHMENT_COLUMNS
+
+CUSTOMERS = pd.Series(["A", "B", "C"], dtype="string")
+
+
+def result(rows) -> EnrichmentResult:
+    return EnrichmentResult(pd.DataFrame(rows, columns=["CustomerId", "EnrichmentType", "Values"]))
+
+
+def test_rows_for_customers_the_profile_does_not_hold_are_counted_not_published():
+    rows, counts = enrichment_rows(result([("A", "T", {"x": 1}), ("GONE", "T", {"x": 2})]), "acme", CUSTOMERS, "e")
+    assert rows["CustomerId"].tolist() == ["A"] and counts == {"unknown_customers": 1}
+    assert rows["Values"].tolist() == ['{"x":1}']
+
+
+def test_a_customer_given_the_same_type_twice_is_an_error_naming_the_enrichment():
+    with pytest.raises(EnrichmentFailed, match=r"enrich.enrichments.e: 2 rows give a customer the same"):
+        enrichment_rows(result([("A", "T", {"x": 1}), ("A", "T", {"x": 2})]), "acme", CUSTOMERS, "e")
+
+
+def test_rows_without_values_are_an_error():
+    with pytest.raises(EnrichmentFailed, match="no EnrichmentType or Values"):
+        enrichment_rows(result([("A", "T", None)]), "acme", CUSTOMERS, "e")
+
+
+def test_the_enrichment_table_follows_the_output_contract_even_when_empty():
+    rows, _ = enrichment_rows(result([("B", "T", {"x": 1}), ("A", "T", {"x": 2})]), "acme", CUSTOMERS, "e")
+    table = enrichment_table([rows])
+    assert list(table.columns) == ENRICHMENT_COLUMNS
+    assert set(table["msdynci_identifier"]) == {"acme|T|A", "acme|T|B"}
+    assert list(enrichment_table([]).columns) == ENRICHMENT_COLUMNS and enrichment_table([]).empty
+
+
+def test_flat_fields_join_nested_keys_with_dots_and_keep_types():
+    rows, _ = enrichment_rows(
+        result([("A", "T", {"City": "Boston", "Geo": {"Lat": 42.3}, "Tags": ["x"], "Ok": True}), ("B", "T", {})]),
+        "acme",
+        CUSTOMERS,
+        "e",
+    )
+    fields = segment_fields({"addr": flat_fields(rows)}).set_index("CustomerId")
+    assert set(fields.columns) == {"addr.City", "addr.Geo.Lat", "addr.Ok"}
+    assert fields.loc["A", "addr.Geo.Lat"] == 42.3 and fields["addr.Geo.Lat"].dtype == "float64"
+    assert fields["addr.Ok"].dtype == "boolean" and fields.loc["A", "addr.Ok"]
+    assert pd.isna(fields.loc["B", "addr.City"])
+
+
+def test_several_types_of_one_enrichment_carry_the_type_in_the_field_name():
+    rows, _ = enrichment_rows(result([("A", "Home", {"City": "X"}), ("A", "Work", {"City": "Y"})]), "p", CUSTOMERS, "e")
+    assert flat_fields(rows).set_index("CustomerId").loc["A"].to_dict() == {"Home.City": "X", "Work.City": "Y"}
