@@ -18,7 +18,7 @@ def run(args) -> int:
     from ci_pipeline.governance import source_owners
 
     config, gov = open_for(args)
-    result = gov.init(source_owners(config))
+    result = gov.init(source_owners(config), config.governance.service_principal)
     where = gov.store.url.render_as_string(hide_password=True)
     if result.created:
         print(f"Initialised the environment of {config.path} (metadata store {where}).")
@@ -27,9 +27,14 @@ def run(args) -> int:
         print(f"Already initialised (metadata store {where}; admins: {', '.join(result.admins)}); roles unchanged.")
     if result.role is None:
         print(f"{gov.actor} has no role in this environment; an admin grants one with `ci-pipeline roles grant`.")
+    if result.service_principal:
+        print(
+            f"{result.service_principal} (governance.service_principal, who schedules and sensors act as) is a "
+            "contributor; share with it the connections unattended runs use."
+        )
     if result.new_sources:
         names = ", ".join(result.new_sources)
         print(f"Registered {len(result.new_sources)} source(s) with their configured owners: {names}")
-    elif not result.created:
+    elif not result.created and not result.service_principal:
         print("Nothing changed.")
     return 0

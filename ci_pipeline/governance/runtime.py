@@ -63,10 +63,15 @@ def run_actor(tags: Mapping[str, str], service_principal: str | None) -> tuple[s
     launched_by = tags.get(LAUNCHED_BY_TAG)
     if launched_by:
         return check_name(launched_by, f"run tag {LAUNCHED_BY_TAG}"), "launched by"
-    unattended = [tags[t] for t in UNATTENDED_TAGS if tags.get(t)]
+    unattended = unattended_by(tags)
     if unattended:
-        return service_principal, f"started by {unattended[0]!r}, acting as governance.service_principal"
+        return service_principal, f"started by {unattended!r}, acting as governance.service_principal"
     return acting_user(), "started by this process's user"
+
+
+def unattended_by(tags: Mapping[str, str]) -> str | None:
+    """The schedule or sensor that started a run (None when someone launched it)."""
+    return next((tags[t] for t in UNATTENDED_TAGS if tags.get(t) and not tags.get(LAUNCHED_BY_TAG)), None)
 
 
 def _local_store_missing(url: str) -> bool:
@@ -134,7 +139,9 @@ def authorise_run(config, tags: Mapping[str, str], needs: RunNeeds, what: str) -
     rules = open_rules(config, actor)
     try:
         rules.require_run(what)
-        _check_sources(rules, config, needs.sources)
+        # Schedules and sensors are the system refresh: they refresh every source; people refresh their own.
+        if not unattended_by(tags):
+            _check_sources(rules, config, needs.sources)
         access = RunAccess(actor=actor, governed=True, environment_id=rules.environment_id())
         _check_exports(rules, config, needs.exports, access)
         # A skipped export needs no connection: the one it was detached from may be gone.

@@ -78,6 +78,8 @@ class InitResult:
     new_sources: list[str]
     #: The acting user's role after ``init`` (None: no rights, so nothing was registered).
     role: str | None
+    #: The service principal that was given the contributor role (None: nothing to do).
+    service_principal: str | None = None
 
 
 class Governance:
@@ -186,10 +188,12 @@ class Governance:
         }
 
     # -- environment and roles --------------------------------------------------------------------------------
-    def init(self, source_owners: Mapping[str, str]) -> InitResult:
+    def init(self, source_owners: Mapping[str, str], service_principal: str | None = None) -> InitResult:
         """Make the acting user admin of a new environment and register the configured sources.
 
         On an initialised environment roles are left alone; only sources the configuration gained are registered.
+        Run by an admin, it also gives ``service_principal`` (the identity of schedules and sensors) the
+        contributor role when it has no role yet.
         """
         with self._tx() as session:
             admins = self._admins(session)
@@ -204,7 +208,18 @@ class Governance:
             role = self._role_of(session, self.actor)
             # Someone without a role changes nothing, not even the list of sources.
             new_sources = self._register_sources(session, source_owners) if role else []
-        return InitResult(created, admins, new_sources, role)
+            granted = None
+            if role == "admin" and service_principal and self._role_of(session, service_principal) is None:
+                granted = check_name(service_principal, "governance.service_principal")
+                principal = self._principal(session, granted, create=True)
+                session.add(
+                    RoleAssignment(
+                        principal_id=principal.id, role="contributor", granted_by=self.actor, granted_at=utcnow()
+                    )
+                )
+                after = {"user": granted, "role": "contributor", "as": "governance.service_principal"}
+                audit.append(session, self.actor, "roles.grant", granted, after=after)
+        return InitResult(created, admins, new_sources, role, granted)
 
     def _admins(self, session: Session) -> list[str]:
         return list(

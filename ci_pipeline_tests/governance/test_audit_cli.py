@@ -17,13 +17,17 @@ def test_every_change_is_in_the_log_and_the_chain_verifies(team):
         "sources.register",
         "roles.grant",
         "roles.grant",
+        "roles.grant",
         "connections.add",
         "connections.share",
     ]
-    assert rows[3]["actor"] == "root" and json.loads(rows[3]["after"]) == {"user": "alice", "role": "contributor"}
-    assert [r["id"] for r in json.loads(team.run("audit", "list", "--json", "--limit", "2").out)] == [6, 7]
+    # init gave the service principal of schedules and sensors its role.
+    service = {"user": "ci-pipeline-scheduler", "role": "contributor", "as": "governance.service_principal"}
+    assert rows[3]["actor"] == "root" and json.loads(rows[3]["after"]) == service
+    assert rows[4]["actor"] == "root" and json.loads(rows[4]["after"]) == {"user": "alice", "role": "contributor"}
+    assert [r["id"] for r in json.loads(team.run("audit", "list", "--json", "--limit", "2").out)] == [7, 8]
     verified = team.run("audit", "verify", user="alice")
-    assert verified.code == 0 and "7 rows, hash chain intact" in verified.out
+    assert verified.code == 0 and "8 rows, hash chain intact" in verified.out
     assert team.run("audit", "list", user="alice").code == 2  # the log itself is for admins
 
 

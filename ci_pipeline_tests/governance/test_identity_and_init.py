@@ -30,6 +30,10 @@ def test_init_makes_the_caller_admin_once_and_is_idempotent(project, monkeypatch
     first = project.run("init", user="root")
     assert first.code == 0 and "root is its administrator" in first.out
     assert "Registered 2 source(s)" in first.out
+    assert (
+        "ci-pipeline-scheduler (governance.service_principal, who schedules and sensors act as) is a contributor"
+        in (first.out)
+    )
     assert project.store_file.exists()
 
     again = project.run("init", user="mallory")
@@ -37,8 +41,18 @@ def test_init_makes_the_caller_admin_once_and_is_idempotent(project, monkeypatch
     assert "Already initialised" in again.out and "admins: root" in again.out and "Nothing changed" in again.out
     assert "mallory has no role" in again.out
     roles = json.loads(project.run("roles", "list", "--json").out)
-    assert [(r["user"], r["role"]) for r in roles] == [("root", "admin")]
+    assert [(r["user"], r["role"]) for r in roles] == [("ci-pipeline-scheduler", "contributor"), ("root", "admin")]
     assert project.run("roles", "list", user="mallory").code == 2
+
+
+def test_init_by_an_admin_gives_a_newly_configured_service_principal_its_role(project):
+    project.run("init", user="root")
+    project.config.write_text(project.config.read_text() + "governance:\n  service_principal: svc:nightly\n")
+    assert "svc:nightly" not in project.run("init", user="mallory").out  # no role: changes nothing
+    assert "svc:nightly" not in json.dumps(json.loads(project.run("roles", "list", "--json").out))
+    assert "svc:nightly (governance.service_principal" in project.run("init", user="root").out
+    roles = {r["user"]: r["role"] for r in json.loads(project.run("roles", "list", "--json").out)}
+    assert roles["svc:nightly"] == "contributor"
 
 
 def test_init_registers_sources_the_configuration_gained(project):
@@ -71,7 +85,7 @@ def test_the_environment_variable_names_the_user(project, monkeypatch):
 def test_roles_are_granted_replaced_and_revoked_but_never_the_last_admin(team):
     assert team.run("roles", "grant", "alice", "viewer").code == 0
     roles = {r["user"]: r["role"] for r in json.loads(team.run("roles", "list", "--json").out)}
-    assert roles == {"root": "admin", "alice": "viewer", "vera": "viewer"}
+    assert roles == {"root": "admin", "alice": "viewer", "vera": "viewer", "ci-pipeline-scheduler": "contributor"}
     assert "last admin" in team.run("roles", "revoke", "root").err
     assert "last admin" in team.run("roles", "grant", "root", "viewer").err
     assert team.run("roles", "grant", "alice", "admin").code == 0

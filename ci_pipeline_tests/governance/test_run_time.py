@@ -187,22 +187,27 @@ def test_who_a_run_acts_as():
     assert run_actor({"dagster/sensor_name": "new_files"}, None)[0] is None
 
 
-def test_a_schedule_without_a_service_principal_is_refused_in_a_governed_environment(governed):
+def test_schedules_and_sensors_act_as_the_service_principal(governed):
     from ci_pipeline.config import load_config
     from ci_pipeline.errors import UserError
     from ci_pipeline.governance.runtime import RunNeeds, authorise_run
 
-    config = load_config(governed.config)
+    nightly = {"dagster/schedule_name": "nightly"}
+    needs = RunNeeds(sources=frozenset({"crm"}), sink=True)
+    sink = {"kind": "dataverse", "connection": "dv-prod"}
+    governed.write(sink, governance={"service_principal": None})
     with pytest.raises(UserError, match="governance.service_principal is not set"):
-        authorise_run(config, {"dagster/schedule_name": "nightly"}, RunNeeds(sink=True), "job x, run y")
-    governed.write({"kind": "dataverse", "connection": "dv-prod"}, governance={"service_principal": "svc:scheduler"})
+        authorise_run(load_config(governed.config), nightly, needs, "job x, run y")
+    # The default service principal got the contributor role from init; it uses only what is shared with it.
+    governed.write(sink)
     config = load_config(governed.config)
-    with pytest.raises(UserError, match="'svc:scheduler' has no role"):
-        authorise_run(config, {"dagster/schedule_name": "nightly"}, RunNeeds(sink=True), "job x, run y")
-    assert governed.cli("roles", "grant", "svc:scheduler", "contributor")[0] == 0
-    assert governed.cli("connections", "share", "dv-prod", "svc:scheduler")[0] == 0
-    access = authorise_run(config, {"dagster/schedule_name": "nightly"}, RunNeeds(sink=True), "job x, run y")
-    assert access.actor == "svc:scheduler" and access.connection("publish.sink.connection")["client_secret"] == SECRET
+    with pytest.raises(UserError, match="connection 'dv-prod' is not shared with 'ci-pipeline-scheduler'"):
+        authorise_run(config, nightly, needs, "job x, run y")
+    assert governed.cli("connections", "share", "dv-prod", "ci-pipeline-scheduler")[0] == 0
+    # The system refresh refreshes every source, alice's included.
+    access = authorise_run(config, nightly, needs, "job x, run y")
+    assert access.actor == "ci-pipeline-scheduler"
+    assert access.connection("publish.sink.connection")["client_secret"] == SECRET
     assert SECRET not in repr(access)
 
 
