@@ -127,6 +127,9 @@ class ModelSettings(StrictModel):
     #: Other activities (web sessions, support cases, ...) whose recency and 90-day count become churn and lifetime
     #: value features: "no web_sessions for 40 days". Like purchases, only those at or before a cutoff are read.
     signal_activities: list[str] = Field(default_factory=list)
+    #: Customer measures (``measures.attributes``) used as churn and lifetime value features. Each is recomputed
+    #: at every cutoff from the activities before it, so a backtest never sees a value of the run date.
+    measure_fields: list[str] = Field(default_factory=list)
     #: Seed of every random choice (splits, model fitting): the same input gives the same scores.
     seed: int = 7
     #: Threads for model fitting and scoring (one by default: see ``predictions.data.native_threads``).

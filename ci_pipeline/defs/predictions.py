@@ -63,10 +63,11 @@ def model_path(model: str) -> str:
     return f"ci_pipeline/{GROUP}/{model}_model.pkl"
 
 
-def _runs(section: PredictionsConfig, facts: pd.DataFrame, profile: pd.DataFrame, measures_as_of) -> ModelRuns:
+def _runs(section: PredictionsConfig, facts: pd.DataFrame, profile: pd.DataFrame, measures) -> ModelRuns:
     settings = PredictionSettings.model_validate(section.settings())
-    latest = scoring_cutoff(section.as_of, measures_as_of)
-    return ModelRuns(settings, facts, profile["CustomerId"], profile if section.profile_fields else None, latest)
+    latest = scoring_cutoff(section.as_of, measures.as_of)
+    chosen = profile if section.profile_fields else None
+    return ModelRuns(settings, facts, profile["CustomerId"], chosen, latest, measures)
 
 
 def _configured(section: PredictionsConfig) -> dict:
@@ -147,7 +148,7 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
 
 def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
     section = config.predictions
-    measures_as_of = config.measures.as_of
+    measures = config.measures
 
     @dg.asset(
         key=model_key(model),
@@ -163,7 +164,7 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
         "stored in the lake with its evaluation report; refreshes score with it until it is trained again.",
     )
     def train(context: dg.AssetExecutionContext, activity_facts: pd.DataFrame, customer_profile: pd.DataFrame):
-        runs = _runs(section, activity_facts, customer_profile, measures_as_of)
+        runs = _runs(section, activity_facts, customer_profile, measures)
         try:
             result = runs.train(model)
         except UserError as exc:
@@ -176,7 +177,7 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
 
 def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     section = config.predictions
-    measures_as_of = config.measures.as_of
+    measures = config.measures
     provider = config.name
     models = list(section.models)
     outs = {
@@ -218,7 +219,7 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     )
     def score(context: dg.AssetExecutionContext, activity_facts: pd.DataFrame, customer_profile: pd.DataFrame):
         lake = context.resources.lake.get_lake()
-        runs = _runs(section, activity_facts, customer_profile, measures_as_of)
+        runs = _runs(section, activity_facts, customer_profile, measures)
         configured = _configured(section)
         scored: dict[str, pd.DataFrame] = {}
         for model in models:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-from ci_pipeline.predictions.features import days
+from ci_pipeline.predictions.features import days, is_purchase
 
 WEEK = 7.0
 
@@ -20,9 +20,10 @@ WEEK = 7.0
 def rfm_summary(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp) -> pd.DataFrame:
     """x, t_x, T (weeks) and the mean positive purchase value per customer, from purchases at or before the cutoff.
 
-    Purchases on the same day count once (the BTYD convention); customers without a purchase get x = t_x = T = 0.
+    Purchases on the same day count once (the BTYD convention); returns (negative amounts) are not purchases;
+    customers without a purchase get x = t_x = T = 0.
     """
-    past = purchases[purchases["Time"] <= cutoff]
+    past = purchases[(purchases["Time"] <= cutoff).to_numpy() & is_purchase(purchases)]
     frame = pd.DataFrame({"CustomerId": past["CustomerId"].to_numpy(), "day": np.floor(days(past["Time"]))})
     frame["amount"] = past["Amount"].to_numpy(dtype=np.float64)
     per_day = frame.groupby(["CustomerId", "day"], observed=True, sort=False)["amount"].sum().reset_index()

@@ -15,7 +15,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from ci_pipeline.predictions import btyd, explain, metrics
+from ci_pipeline.predictions import btyd, explain, metrics, prior
 from ci_pipeline.predictions.data import (
     InsufficientData,
     as_utc,
@@ -25,7 +25,8 @@ from ci_pipeline.predictions.data import (
     require,
     usability,
 )
-from ci_pipeline.predictions.features import Context, future_purchases, purchasers_at
+from ci_pipeline.predictions.features import Context, Measures, future_purchases, purchasers_at
+from ci_pipeline.predictions.prior import Prior
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
 
@@ -53,7 +54,7 @@ BOOSTING = {
     "categorical_features": "from_dtype",
 }
 #: Cutoffs (one window apart) whose customers make up the training rows.
-TRAINING_CUTOFFS = 3
+TRAINING_CUTOFFS = 6
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class ChurnModel:
     label_days: int
     #: The profile fields and signal activities the features read (without the data).
     context: Context
+    #: What customers without a purchase did in the training window (their score).
+    prior: Prior | None = None
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated churn probabilities."""
@@ -211,24 +214,43 @@ def evaluate(model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, s
 
 
 def score(
-    model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, context: Context
+    model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, context: Context, customers=None
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Per-customer scores at ``cutoff`` for everyone with a purchase, and the contributions matrix."""
+    """Per-customer scores at ``cutoff`` and the contributions matrix (of the customers with a purchase).
+
+    Everyone with a purchase is scored by the model; the other customers of ``customers`` get the population
+    prior (``Basis`` says which).
+    """
     population = purchasers_at(purchases, cutoff)
     X = context.features(purchases, population, cutoff)
     X = with_btyd(X, purchases, cutoff, model.bgnbd, model.label_days)[model.features]
     probability = model.predict(X)
     contrib = explain.contributions(model.predict, X, model.typical)
+    out = _rows(probability, X.index).join(explain.top_reasons(X, contrib))
+    out["Basis"] = pd.array([prior.MODEL_BASIS] * len(out), dtype="string")
+    without = prior.without_purchase(purchases, customers, cutoff)
+    if len(without) and model.prior is not None:
+        p = model.prior.p_no_purchase
+        rows = _rows(np.full(len(without), p), without).reindex(columns=out.columns)
+        text = [c for c in out.columns if c.startswith("Reason") or c == "Basis"]
+        rows = rows.astype({c: "string" for c in text})
+        rows["Reason1"] = prior.reason(model.prior, f"{p:.0%} bought nothing")
+        rows["Basis"] = prior.PRIOR
+        out = pd.concat([out, rows])
+        out = out.sort_index(kind="stable")
+    return out.reset_index(), contrib
+
+
+def _rows(probability: np.ndarray, index: pd.Index) -> pd.DataFrame:
     band = np.where(probability < BANDS[0], "Low", np.where(probability < BANDS[1], "Medium", "High"))
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
             "ChurnScore": np.round(probability, 4),
             "IsChurn": probability >= 0.5,
             "Likelihood": pd.array(band, dtype="string"),
         },
-        index=X.index,
-    ).join(explain.top_reasons(X, contrib))
-    return out.reset_index(), contrib
+        index=index,
+    )
 
 
 def run_churn(
@@ -238,6 +260,7 @@ def run_churn(
     settings: PredictionSettings,
     profile: pd.DataFrame | None = None,
     signals: pd.DataFrame | None = None,
+    measures: Measures | None = None,
 ) -> ChurnResult:
     """Check the data, backtest one window back, fit at the latest cutoff and score every purchaser.
 
@@ -248,13 +271,14 @@ def run_churn(
         settings: the prediction settings.
         profile: the CustomerProfile table when ``settings.profile_fields`` is set.
         signals: the other activities when ``settings.signal_activities`` is set (``data.signals_from_facts``).
+        measures: the measures section and activity facts when ``settings.measure_fields`` is set.
 
     Raises:
         InsufficientData: below the minimum customers or history, a cutoff after the last purchase, or a window
             in which everyone (or no one) churned.
     """
     with threadpool_limits(limits=native_threads(settings.threads)):
-        return _run_churn(purchases, customers, latest, settings, settings.context(profile, signals))
+        return _run_churn(purchases, customers, latest, settings, settings.context(profile, signals, measures))
 
 
 def _run_churn(purchases, customers, latest, settings: PredictionSettings, context: Context):
@@ -275,7 +299,10 @@ def _run_churn(purchases, customers, latest, settings: PredictionSettings, conte
     backtest = fit(purchases[purchases["Time"] <= latest - window], latest - 2 * window, settings, context)
     evaluation = evaluate(backtest, purchases[purchases["Time"] <= latest], latest - window, settings, context)
     model = fit(purchases[purchases["Time"] <= latest], latest - window, settings, context)
-    scores, contrib = score(model, purchases, latest, context)
+    model = replace(
+        model, prior=prior.fit_prior(purchases[purchases["Time"] <= latest], customers, latest - window, days)
+    )
+    scores, contrib = score(model, purchases, latest, context, customers)
     full_report = {
         "prediction": MODEL,
         "usability": report.as_dict(),
@@ -283,6 +310,7 @@ def _run_churn(purchases, customers, latest, settings: PredictionSettings, conte
         **evaluation,
         "best_rule_days": backtest.rule_days,
         "bgnbd": backtest.bgnbd.__dict__,
+        "no_purchase_prior": _prior_backtest(purchases[purchases["Time"] <= latest], customers, latest, days),
         "feature_importance": explain.importance(contrib, model.features),
     }
     stored = StoredModel(
@@ -299,6 +327,14 @@ def _run_churn(purchases, customers, latest, settings: PredictionSettings, conte
     return ChurnResult(scores=scores, report=full_report, stored=stored)
 
 
+def _prior_backtest(purchases: pd.DataFrame, customers, latest: pd.Timestamp, days: int) -> dict:
+    """The prior learnt one window back next to what customers without a purchase then did."""
+    window = pd.Timedelta(days=days)
+    learnt = prior.fit_prior(purchases[purchases["Time"] <= latest - window], customers, latest - 2 * window, days)
+    actual = prior.fit_prior(purchases, customers, latest - window, days)
+    return {**learnt.as_dict(), "actual_p_no_purchase": round(1 - actual.bought / max(actual.customers, 1), 4)}
+
+
 def score_stored(
     stored: StoredModel,
     purchases: pd.DataFrame,
@@ -306,10 +342,15 @@ def score_stored(
     profile: pd.DataFrame | None = None,
     signals: pd.DataFrame | None = None,
     threads: int | None = None,
+    customers: pd.Series | None = None,
+    measures: Measures | None = None,
 ) -> pd.DataFrame:
-    """Score with a stored model (every refresh, between trainings); a feature that no longer exists is an error."""
+    """Score with a stored model (every refresh, between trainings); a feature that no longer exists is an error.
+
+    Customers of ``customers`` without a purchase get the stored population prior.
+    """
     model: ChurnModel = stored.fitted
-    context = replace(model.context, profile=profile, signals=signals)
+    context = replace(model.context, profile=profile, signals=signals, measures=measures)
     stored.check_features(context.available() + BTYD_FEATURES)
     with threadpool_limits(limits=native_threads(threads)):
-        return score(model, purchases, as_utc(cutoff), context)[0]
+        return score(model, purchases, as_utc(cutoff), context, customers)[0]

@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
-from ci_pipeline.predictions import btyd, explain, metrics
+from ci_pipeline.predictions import btyd, explain, metrics, prior
 from ci_pipeline.predictions.data import (
     InsufficientData,
     as_utc,
@@ -23,7 +23,8 @@ from ci_pipeline.predictions.data import (
     require,
     usability,
 )
-from ci_pipeline.predictions.features import Context, future_purchases, purchasers_at
+from ci_pipeline.predictions.features import Context, Measures, future_purchases, purchasers_at
+from ci_pipeline.predictions.prior import Prior
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
 
@@ -62,6 +63,8 @@ class ClvModel:
     period_days: float
     #: The profile fields and signal activities the features read (without the data).
     context: Context
+    #: What customers without a purchase spent in the training period (their value).
+    prior: Prior | None = None
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Expected value over the period."""
@@ -189,15 +192,33 @@ def interval(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.n
     return np.clip(np.minimum(low, value), 0, None), np.maximum(high, value)
 
 
-def score(model: ClvModel, purchases, cutoff: pd.Timestamp, share: float, context: Context):
-    """Per-customer value, 80% interval, band and reasons at ``cutoff`` for everyone with a purchase."""
+def score(model: ClvModel, purchases, cutoff: pd.Timestamp, share: float, context: Context, customers=None):
+    """Per-customer value, 80% interval, band and reasons at ``cutoff``, and the contributions matrix.
+
+    Everyone with a purchase is valued by the model; the other customers of ``customers`` get the population
+    prior (``Basis`` says which). Bands rank all of them together.
+    """
     population = purchasers_at(purchases, cutoff)
     X = _features(model, purchases, population, cutoff, context)
     value = model.predict(X)
     low, high = interval(value, model.low.predict(X), model.high.predict(X))
+    contrib = explain.contributions(model.predict, X, model.typical)
+    reasons = explain.top_reasons(X, contrib)
+    basis = np.full(len(X), prior.MODEL_BASIS, dtype=object)
+    index = X.index
+    without = prior.without_purchase(purchases, customers, cutoff)
+    if len(without) and model.prior is not None:
+        p = model.prior
+        value = np.concatenate([value, np.full(len(without), p.mean_value)])
+        low = np.concatenate([low, np.full(len(without), min(p.low_value, p.mean_value))])
+        high = np.concatenate([high, np.full(len(without), max(p.high_value, p.mean_value))])
+        text = prior.reason(p, f"average {p.mean_value:.2f} spent")
+        extra = pd.DataFrame({"Reason1": text}, index=without, columns=reasons.columns).astype("string")
+        reasons = pd.concat([reasons, extra])
+        basis = np.concatenate([basis, np.full(len(without), prior.PRIOR, dtype=object)])
+        index = index.append(without)
     rank = pd.Series(value).rank(ascending=False, method="first").to_numpy() / max(len(value), 1)
     band = np.where(rank <= share, "High", np.where(rank <= 0.5, "Medium", "Low"))
-    contrib = explain.contributions(model.predict, X, model.typical)
     out = pd.DataFrame(
         {
             "PredictedValue": np.round(value, 2),
@@ -205,9 +226,10 @@ def score(model: ClvModel, purchases, cutoff: pd.Timestamp, share: float, contex
             "ValueHigh": np.round(high, 2),
             "ValueBand": pd.array(band, dtype="string"),
         },
-        index=X.index,
-    ).join(explain.top_reasons(X, contrib))
-    return out.reset_index(), contrib
+        index=pd.Index(index, dtype="string", name="CustomerId"),
+    ).join(reasons)
+    out["Basis"] = pd.array(basis, dtype="string")
+    return out.sort_index(kind="stable").reset_index(), contrib
 
 
 def run_clv(
@@ -217,6 +239,7 @@ def run_clv(
     settings: PredictionSettings,
     profile: pd.DataFrame | None = None,
     signals: pd.DataFrame | None = None,
+    measures: Measures | None = None,
 ) -> ClvResult:
     """Check the data, backtest one period back, fit at the latest cutoff and score every purchaser.
 
@@ -227,12 +250,13 @@ def run_clv(
         settings: the prediction settings.
         profile: the CustomerProfile table when ``settings.profile_fields`` is set.
         signals: the other activities when ``settings.signal_activities`` is set (``data.signals_from_facts``).
+        measures: the measures section and activity facts when ``settings.measure_fields`` is set.
 
     Raises:
         InsufficientData: below the minimum customers or history, or a cutoff after the last purchase.
     """
     with threadpool_limits(limits=native_threads(settings.threads)):
-        return _run_clv(purchases, customers, latest, settings, settings.context(profile, signals))
+        return _run_clv(purchases, customers, latest, settings, settings.context(profile, signals, measures))
 
 
 def _run_clv(purchases, customers, latest, settings: PredictionSettings, context: Context):
@@ -246,7 +270,11 @@ def _run_clv(purchases, customers, latest, settings: PredictionSettings, context
     backtest = fit(purchases[purchases["Time"] <= latest - period], latest - 2 * period, settings, context)
     evaluation = evaluate(backtest, purchases[purchases["Time"] <= latest], latest - period, settings, context)
     model = fit(purchases[purchases["Time"] <= latest], latest - period, settings, context)
-    scores, contrib = score(model, purchases, latest, settings.clv.high_value_share, context)
+    days = settings.clv.period_days
+    model = replace(
+        model, prior=prior.fit_prior(purchases[purchases["Time"] <= latest], customers, latest - period, days)
+    )
+    scores, contrib = score(model, purchases, latest, settings.clv.high_value_share, context, customers)
     full_report = {
         "prediction": MODEL,
         "usability": report.as_dict(),
@@ -254,6 +282,7 @@ def _run_clv(purchases, customers, latest, settings: PredictionSettings, context
         **evaluation,
         "bgnbd": backtest.bgnbd.__dict__,
         "gamma_gamma": backtest.gamma_gamma.__dict__,
+        "no_purchase_prior": model.prior.as_dict(),
         "feature_importance": explain.importance(contrib, model.features),
     }
     stored = StoredModel(
@@ -278,10 +307,15 @@ def score_stored(
     profile: pd.DataFrame | None = None,
     signals: pd.DataFrame | None = None,
     threads: int | None = None,
+    customers: pd.Series | None = None,
+    measures: Measures | None = None,
 ) -> pd.DataFrame:
-    """Score with a stored model; a feature that no longer exists is an error."""
+    """Score with a stored model; a feature that no longer exists is an error.
+
+    Customers of ``customers`` without a purchase get the stored population prior.
+    """
     model: ClvModel = stored.fitted
-    context = replace(model.context, profile=profile, signals=signals)
+    context = replace(model.context, profile=profile, signals=signals, measures=measures)
     stored.check_features(context.available() + BTYD_FEATURES)
     with threadpool_limits(limits=native_threads(threads)):
-        return score(model, purchases, as_utc(cutoff), share, context)[0]
+        return score(model, purchases, as_utc(cutoff), share, context, customers)[0]

@@ -2,6 +2,7 @@
 
 Features read only purchases at or before the cutoff: :func:`purchase_features` filters first, so nothing that
 happens later can reach them (ci_pipeline_tests/predictions/test_features.py alters every later purchase to prove it).
+Signal activities and customer measures are read the same way: measures are recomputed at each cutoff.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.errors import UserError
+from ci_pipeline.measures.compute import FactIndex, compute_measures
 
 _NS_PER_DAY = 86_400 * 10**9
+#: The recent period whose purchase rate is compared with the customer's earlier rate.
+RECENT_DAYS = 180
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 #: Text profile fields with more distinct values than this are refused (an id or free text is not a feature).
 MAX_CATEGORIES = 50
@@ -30,6 +35,8 @@ DESCRIPTIONS = {
     "purchases_last_365_days": "%.0f purchases in the last 365 days",
     "amount_last_90_days": "spent %.2f in the last 90 days",
     "amount_last_365_days": "spent %.2f in the last 365 days",
+    "purchases_last_180_days": "%.0f purchases in the last 180 days",
+    "recent_rate_ratio": "bought %.1f times as often in the last 180 days as before",
     "mean_days_between_purchases": "%.0f days between purchases on average",
     "last_gap_days": "%.0f days between the last two purchases",
     "overdue_ratio": "%.1f times the usual gap since the last purchase",
@@ -47,8 +54,11 @@ MISSING_DESCRIPTIONS = {
     "mean_days_between_purchases": "bought on one day only",
     "last_gap_days": "bought on one day only",
     "overdue_ratio": "bought on one day only",
+    "recent_rate_ratio": "first purchase in the last 180 days",
 }
 PURCHASE_FEATURES = [f for f in DESCRIPTIONS if not f.startswith(("bgnbd_", "gamma_gamma_"))]
+#: The features of each signal activity, as ``<activity>.<kind>``.
+SIGNAL_FEATURES = ("days_since_last", "last_90_days", "last_365_days")
 
 
 def days(times: pd.Series) -> np.ndarray:
@@ -60,10 +70,21 @@ def _day_of(cutoff: pd.Timestamp) -> float:
     return cutoff.value / _NS_PER_DAY
 
 
+def is_purchase(purchases: pd.DataFrame) -> np.ndarray:
+    """True for purchase rows, False for returns (negative amounts): a return is not an occasion to buy.
+
+    A row with a missing amount is a purchase of unknown value.
+    """
+    return ~(purchases["Amount"].to_numpy(dtype=np.float64) < 0)
+
+
 def purchase_features(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp) -> pd.DataFrame:
     """One row per customer of ``customers``: purchase features at ``cutoff`` (:data:`PURCHASE_FEATURES`).
 
     Customers without a purchase at or before the cutoff get missing purchase features (counts and sums are 0).
+    Returns (negative amounts) reduce the amounts; recency, frequency and the gaps read purchases only.
+    Engagement that fades before a customer leaves shows as a recent rate below the customer's own earlier rate
+    (``recent_rate_ratio``) and a last gap longer than the usual one.
 
     Args:
         purchases: the purchases frame (``data.PURCHASE_COLUMNS``).
@@ -73,33 +94,37 @@ def purchase_features(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.T
     past = purchases[purchases["Time"] <= cutoff]
     now = _day_of(cutoff)
     t = days(past["Time"])
+    bought = is_purchase(past)
     frame = pd.DataFrame(
         {
             "CustomerId": past["CustomerId"].to_numpy(),
-            "t": t,
-            "day": np.floor(t),
+            "t": np.where(bought, t, np.nan),
             "amount": past["Amount"].to_numpy(dtype=np.float64),
         }
     )
+    frame["day"] = np.floor(frame["t"])
+    frame["spend"] = frame["amount"].where(bought)
     age = now - frame["t"]
-    for span in (30, 90, 365):
+    for span in (30, 90, 180, 365):
         frame[f"n{span}"] = (age <= span).astype(np.int64)
     for span in (90, 365):
-        frame[f"a{span}"] = np.where(age <= span, frame["amount"], 0.0)
-    frame["ret"] = (frame["amount"] < 0).astype(np.int64)
+        frame[f"a{span}"] = np.where(now - t <= span, frame["amount"], 0.0)
+    frame["ret"] = (~bought).astype(np.int64)
     g = frame.groupby("CustomerId", observed=True, sort=False)
     agg = g.agg(
         last=("t", "max"),
         first=("t", "min"),
         purchase_days=("day", "nunique"),
         total_amount=("amount", "sum"),
-        mean_amount=("amount", "mean"),
+        mean_amount=("spend", "mean"),
         purchases_last_30_days=("n30", "sum"),
         purchases_last_90_days=("n90", "sum"),
+        purchases_last_180_days=("n180", "sum"),
         purchases_last_365_days=("n365", "sum"),
         amount_last_90_days=("a90", "sum"),
         amount_last_365_days=("a365", "sum"),
         returns=("ret", "sum"),
+        purchases=("t", "count"),
     )
     out = pd.DataFrame(index=customers)
     agg = agg.reindex(customers)
@@ -113,7 +138,12 @@ def purchase_features(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.T
     gaps = out["purchase_days"] - 1
     out["mean_days_between_purchases"] = ((agg["last"] - agg["first"]) / gaps).where(gaps > 0)
     out["overdue_ratio"] = out["days_since_last_purchase"] / out["mean_days_between_purchases"].clip(lower=1.0)
-    out["last_gap_days"] = _last_gap(frame).reindex(customers)
+    out["last_gap_days"] = _last_gap(frame.dropna(subset=["day"])).reindex(customers)
+    # Purchases per day in the last 180 days over the rate before them (missing for customers newer than that).
+    earlier_days = out["days_since_first_purchase"] - RECENT_DAYS
+    earlier_rate = (agg["purchases"] - agg["purchases_last_180_days"]) / earlier_days.clip(lower=RECENT_DAYS)
+    recent_rate = agg["purchases_last_180_days"] / RECENT_DAYS
+    out["recent_rate_ratio"] = (recent_rate / earlier_rate.clip(lower=1 / 3650)).where(earlier_days > 0)
     return out[PURCHASE_FEATURES].astype(np.float64)
 
 
@@ -125,7 +155,9 @@ def _last_gap(frame: pd.DataFrame) -> pd.Series:
 
 
 def signal_features(signals: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp, activities) -> pd.DataFrame:
-    """Per activity of ``activities``: days since the customer's last one and how many in the last 90 days.
+    """Per activity of ``activities``: days since the customer's last one, how many in the last 90 and 365 days.
+
+    The two counts together show visits thinning out (few in the last 90 days of many in the year).
 
     Args:
         signals: CustomerId, Time, Activity of the other activities (``data.signals_from_facts``).
@@ -142,8 +174,9 @@ def signal_features(signals: pd.DataFrame, customers: pd.Index, cutoff: pd.Times
         }
     )
     frame["recent"] = (frame["age"] <= 90).astype(np.int64)
+    frame["year"] = (frame["age"] <= 365).astype(np.int64)
     g = frame.groupby(["Activity", "CustomerId"], observed=True, sort=False).agg(
-        age=("age", "min"), recent=("recent", "sum")
+        age=("age", "min"), recent=("recent", "sum"), year=("year", "sum")
     )
     out = pd.DataFrame(index=customers)
     for activity in activities:
@@ -151,17 +184,60 @@ def signal_features(signals: pd.DataFrame, customers: pd.Index, cutoff: pd.Times
         rows = rows.reindex(customers)
         out[f"{activity}.days_since_last"] = rows["age"].astype(np.float64)
         out[f"{activity}.last_90_days"] = rows["recent"].fillna(0).astype(np.float64)
+        out[f"{activity}.last_365_days"] = rows["year"].fillna(0).astype(np.float64)
+    return out
+
+
+@dataclass(frozen=True)
+class Measures:
+    """What customer measures are recomputed from at a cutoff: the measures section and the activity facts."""
+
+    config: MeasuresConfig
+    facts: pd.DataFrame
+
+
+def measure_features(measures: Measures | None, customers: pd.Index, cutoff: pd.Timestamp, names) -> pd.DataFrame:
+    """The chosen customer measures (``measures.attributes``) of ``customers``, recomputed at ``cutoff``.
+
+    The published CustomerMeasure holds values at the run date, which would tell a backtest what happened after
+    its cutoff. So each measure is computed again from the activities before the cutoff, its windows ending there,
+    by the measures stage's own code. Scores rank the given customers.
+    """
+    if measures is None:
+        raise UserError("predictions.measure_fields is set but no measures section and activities were given")
+    known = measures.config.attributes
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(
+            f"predictions.measure_fields: no customer measure {', '.join(unknown)} in measures.attributes "
+            f"(it has {', '.join(sorted(known)) or 'none'}); remove it or name a measure"
+        )
+    wanted, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in known and name not in wanted:
+            wanted.add(name)
+            todo += sorted(known[name].references())
+    config = MeasuresConfig(attributes={n: known[n] for n in sorted(wanted)})
+    index = FactIndex(measures.facts, customers, cutoff)
+    values = compute_measures(config, pd.Series(customers), measures.facts, cutoff.date(), index).attributes
+    values = values.set_index(values["CustomerId"].astype("string")).reindex(customers)
+    out = pd.DataFrame(index=customers)
+    for name in names:
+        out[f"measure.{name}"] = pd.to_numeric(values[name], errors="coerce").astype(np.float64)
     return out
 
 
 @dataclass(frozen=True)
 class Context:
-    """What features may read besides purchases: chosen profile fields and other activities (signals)."""
+    """What features may read besides purchases: profile fields, other activities (signals), customer measures."""
 
     profile: pd.DataFrame | None = None
     profile_fields: tuple[str, ...] = ()
     signals: pd.DataFrame | None = None
     signal_activities: tuple[str, ...] = ()
+    measures: Measures | None = None
+    measure_fields: tuple[str, ...] = ()
 
     def features(self, purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp) -> pd.DataFrame:
         """Purchase features, then signal features, then profile features of ``customers`` at ``cutoff``."""
@@ -172,6 +248,8 @@ class Context:
             out = out.join(signal_features(self.signals, customers, cutoff, self.signal_activities))
         if self.profile_fields:
             out = out.join(profile_features(self.profile, customers, list(self.profile_fields)))
+        if self.measure_fields:
+            out = out.join(measure_features(self.measures, customers, cutoff, list(self.measure_fields)))
         return out
 
     def available(self) -> list[str]:
@@ -179,14 +257,16 @@ class Context:
         names = list(PURCHASE_FEATURES)
         if self.signals is not None:
             for activity in sorted(self.signals["Activity"].dropna().unique()):
-                names += [f"{activity}.days_since_last", f"{activity}.last_90_days"]
+                names += [f"{activity}.{kind}" for kind in SIGNAL_FEATURES]
         if self.profile is not None:
             names += [f"profile.{c}" for c in self.profile.columns]
+        if self.measures is not None:
+            names += [f"measure.{name}" for name in self.measures.config.attributes]
         return names
 
     def without_frames(self) -> Context:
         """The same choice of fields, without the data (what a model keeps)."""
-        return replace(self, profile=None, signals=None)
+        return replace(self, profile=None, signals=None, measures=None)
 
 
 def profile_features(profile: pd.DataFrame | None, customers: pd.Index, fields: list[str]) -> pd.DataFrame:
@@ -221,17 +301,21 @@ def profile_features(profile: pd.DataFrame | None, customers: pd.Index, fields: 
 
 
 def purchasers_at(purchases: pd.DataFrame, cutoff: pd.Timestamp) -> pd.Index:
-    """Customers with at least one purchase at or before the cutoff, sorted."""
-    ids = purchases.loc[purchases["Time"] <= cutoff, "CustomerId"].unique()
+    """Customers with at least one purchase (not only returns) at or before the cutoff, sorted."""
+    ids = purchases.loc[(purchases["Time"] <= cutoff).to_numpy() & is_purchase(purchases), "CustomerId"].unique()
     return pd.Index(np.sort(np.asarray(ids, dtype=object)), dtype="string", name="CustomerId")
 
 
 def future_purchases(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp, days_ahead: float):
-    """(purchase count, amount) per customer in (cutoff, cutoff + days_ahead]."""
+    """(purchase count, amount net of returns) per customer in (cutoff, cutoff + days_ahead].
+
+    A return in the window is not a purchase: a customer who only returns something has not bought again.
+    """
     end = cutoff + pd.Timedelta(days=days_ahead)
     window = purchases[(purchases["Time"] > cutoff) & (purchases["Time"] <= end)]
     g = window.groupby("CustomerId", observed=True)
-    count = g.size().reindex(customers, fill_value=0).astype(np.int64)
+    bought = window[is_purchase(window)].groupby("CustomerId", observed=True)
+    count = bought.size().reindex(customers, fill_value=0).astype(np.int64)
     amount = g["Amount"].sum().reindex(customers, fill_value=0.0).astype(np.float64)
     return count, amount
 
@@ -244,8 +328,8 @@ def describe(feature: str, values: pd.Series) -> np.ndarray:
     missing_text = MISSING_DESCRIPTIONS.get(feature, f"{feature} unknown")
     if signal and kind == "days_since_last":
         template, missing_text = f"no {activity} for %.0f days", f"no {activity} yet"
-    elif signal and kind == "last_90_days":
-        template = f"%.0f {activity} in the last 90 days"
+    elif signal and kind in ("last_90_days", "last_365_days"):
+        template = f"%.0f {activity} in the last {kind.split('_')[1]} days"
     if template:
         text = np.char.mod(template, np.nan_to_num(values.to_numpy(dtype=np.float64))).astype(object)
     else:

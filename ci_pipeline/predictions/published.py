@@ -19,6 +19,7 @@ from ci_pipeline.predictions import churn, clv
 from ci_pipeline.predictions.churn import run_churn
 from ci_pipeline.predictions.clv import run_clv
 from ci_pipeline.predictions.data import latest_cutoff, lines_from_facts, purchases_from_facts, signals_from_facts
+from ci_pipeline.predictions.features import Measures
 from ci_pipeline.predictions.recommend import MODEL, REASONS, Recommender, interactions, recommend, run_recommendation
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
@@ -85,14 +86,18 @@ class ModelRuns:
         customers: every CustomerId (the profile's).
         profile: the CustomerProfile when ``settings.profile_fields`` lists fields, else None.
         latest: the scoring cutoff (:func:`scoring_cutoff`); None for the last purchase.
+        measures: the measures section, when ``settings.measure_fields`` lists measures (recomputed at each cutoff).
     """
 
-    def __init__(self, settings: PredictionSettings, facts: pd.DataFrame, customers: pd.Series, profile, latest):
+    def __init__(
+        self, settings: PredictionSettings, facts: pd.DataFrame, customers: pd.Series, profile, latest, measures=None
+    ):
         self.settings = settings
         self.facts = facts
         self.customers = customers
         self.profile = profile
         self.latest = latest
+        self.measures = Measures(measures, facts) if measures is not None and settings.measure_fields else None
 
     @cached_property
     def purchases(self) -> pd.DataFrame:
@@ -116,7 +121,9 @@ class ModelRuns:
             result = run_recommendation(self.lines, self.customers, self.latest, self.settings)
             return Trained(result.recommendations, result.report, result.stored)
         run = run_churn if model == "churn" else run_clv
-        result = run(self.purchases, self.customers, self.latest, self.settings, self.profile, self.signals)
+        result = run(
+            self.purchases, self.customers, self.latest, self.settings, self.profile, self.signals, self.measures
+        )
         return Trained(result.scores, result.report, result.stored)
 
     def score(self, model: str, stored: StoredModel) -> pd.DataFrame:
@@ -126,9 +133,28 @@ class ModelRuns:
             return recommend_stored(stored, self.lines, self.customers, self.latest, settings.recommendation)
         latest = self.latest if self.latest is not None else latest_cutoff(None, self.purchases, stored.model)
         if model == "churn":
-            return churn.score_stored(stored, self.purchases, latest, self.profile, self.signals, settings.threads)
+            return churn.score_stored(
+                stored,
+                self.purchases,
+                latest,
+                self.profile,
+                self.signals,
+                settings.threads,
+                self.customers,
+                self.measures,
+            )
         share = settings.clv.high_value_share
-        return clv.score_stored(stored, self.purchases, latest, share, self.profile, self.signals, settings.threads)
+        return clv.score_stored(
+            stored,
+            self.purchases,
+            latest,
+            share,
+            self.profile,
+            self.signals,
+            settings.threads,
+            self.customers,
+            self.measures,
+        )
 
 
 def _json_values(column: pd.Series) -> pd.Series:

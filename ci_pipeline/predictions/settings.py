@@ -14,7 +14,7 @@ from ci_pipeline.config.predictions import (
     PurchaseSource,
     RecommendationSettings,
 )
-from ci_pipeline.predictions.features import Context
+from ci_pipeline.predictions.features import Context, Measures
 
 __all__ = [
     "ChurnSettings",
@@ -29,6 +29,13 @@ __all__ = [
 class PredictionSettings(ModelSettings):
     """All prediction models of a project (the ``predictions`` section without the stage's own keys)."""
 
-    def context(self, profile=None, signals=None) -> Context:
-        """The feature context of these settings with the given CustomerProfile and signal activities."""
-        return Context(profile, tuple(self.profile_fields), signals, tuple(self.signal_activities))
+    def context(self, profile=None, signals=None, measures: Measures | None = None) -> Context:
+        """The feature context of these settings with the given CustomerProfile, signal activities and measures."""
+        return Context(
+            profile,
+            tuple(self.profile_fields),
+            signals,
+            tuple(self.signal_activities),
+            measures,
+            tuple(self.measure_fields),
+        )

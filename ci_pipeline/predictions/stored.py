@@ -11,7 +11,7 @@ from importlib import metadata
 from ci_pipeline.errors import UserError
 
 #: Bumped when the stored layout changes; older models must be retrained.
-FORMAT = 1
+FORMAT = 2
 _LIBRARIES = ("scikit-learn", "scipy", "numpy", "pandas")
 
 

@@ -6,12 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.predictions import churn
 from ci_pipeline.predictions.data import InsufficientData
+from ci_pipeline.predictions.features import Measures
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
 from ci_pipeline_tests.predictions import synthetic
+from ci_pipeline_tests.predictions.test_features import MEASURES, measure_facts
 
 LOW = {"churn_customers": 50, "clv_customers": 50, "recommendation_customers": 5}
 SETTINGS = PredictionSettings.model_validate({"minimums": LOW, "churn": {"window_days": 60}})
@@ -118,7 +121,7 @@ def test_a_stored_model_scores_again_and_refuses_features_that_are_gone(purchase
     stored = StoredModel.from_bytes(trained.stored.to_bytes())
     assert stored.library_versions["scikit-learn"]
     assert "profile.Tier" in stored.features
-    again = churn.score_stored(stored, purchases, synthetic.END, profile)
+    again = churn.score_stored(stored, purchases, synthetic.END, profile, customers=purchases["CustomerId"])
     pd.testing.assert_frame_equal(again, trained.scores)
     with pytest.raises(UserError, match=r"uses feature\(s\) profile.Tier that the data no longer has; retrain"):
         churn.score_stored(stored, purchases, synthetic.END, profile.drop(columns="Tier"))
@@ -144,8 +147,10 @@ def test_signal_activities_become_features_and_must_be_given(purchases):
     out = churn.run_churn(purchases, purchases["CustomerId"], synthetic.END, settings, signals=sessions)
     assert "web_sessions.days_since_last" in out.stored.features
     stored = StoredModel.from_bytes(out.stored.to_bytes())
-    pd.testing.assert_frame_equal(churn.score_stored(stored, purchases, synthetic.END, signals=sessions), out.scores)
-    with pytest.raises(UserError, match="web_sessions.days_since_last, web_sessions.last_90_days that the data no"):
+    again = churn.score_stored(stored, purchases, synthetic.END, signals=sessions, customers=purchases["CustomerId"])
+    pd.testing.assert_frame_equal(again, out.scores)
+    gone = "web_sessions.days_since_last, web_sessions.last_90_days, web_sessions.last_365_days that the data no"
+    with pytest.raises(UserError, match=gone):
         churn.score_stored(stored, purchases, synthetic.END, signals=sessions.iloc[:0])
 
 
@@ -155,3 +160,41 @@ def test_no_latest_cutoff_means_the_last_purchase(purchases):
     explicit = churn.run_churn(purchases, purchases["CustomerId"], last, SETTINGS)
     pd.testing.assert_frame_equal(by_default.scores, explicit.scores)
     assert by_default.stored.data_window["labels_until"] == last.isoformat()
+
+
+def test_customers_without_a_purchase_get_the_population_prior(purchases):
+    # Customers in the list who never bought: the model cannot read them, the prior of such customers can.
+    everyone = pd.concat([purchases["CustomerId"], pd.Series([f"N{i:03d}" for i in range(40)], dtype="string")])
+    out = churn.run_churn(purchases, everyone, synthetic.END, SETTINGS)
+    scores = out.scores.set_index("CustomerId")
+    assert len(scores) == everyone.nunique()
+    never = scores.loc["N000":"N039"]
+    assert (never["Basis"] == "population prior").all()
+    assert never["Reason1"].str.startswith("no purchase yet: population prior").all()
+    assert never["ChurnScore"].nunique() == 1 and never["Reason2"].isna().all()
+    # The prior: of the customers without a purchase at the training cutoff (the 40 and those who joined later),
+    # the share who bought nothing in the window after it, with add-one smoothing.
+    cutoff = synthetic.END - pd.Timedelta(days=60)
+    first = purchases.groupby("CustomerId")["Time"].min()
+    later = int((first > cutoff).sum())
+    bought = int((first <= synthetic.END).loc[first > cutoff].sum())
+    expected = (40 + later - bought + 1) / (40 + later + 2)
+    assert never["ChurnScore"].iloc[0] == pytest.approx(expected, abs=1e-4)
+    assert (scores.drop(never.index)["Basis"] == "model").all()
+    backtest = out.report["no_purchase_prior"]
+    assert backtest["customers_without_purchase"] > 40 and 0 <= backtest["actual_p_no_purchase"] <= 1
+    stored = StoredModel.from_bytes(out.stored.to_bytes())
+    pd.testing.assert_frame_equal(churn.score_stored(stored, purchases, synthetic.END, customers=everyone), out.scores)
+
+
+def test_measures_become_features_recomputed_at_each_cutoff_and_must_still_exist(purchases):
+    measures = Measures(MEASURES, measure_facts(purchases))
+    settings = SETTINGS.model_copy(update={"measure_fields": ["average_order"]})
+    out = churn.run_churn(purchases, purchases["CustomerId"], synthetic.END, settings, measures=measures)
+    assert "measure.average_order" in out.stored.features
+    stored = StoredModel.from_bytes(out.stored.to_bytes())
+    again = churn.score_stored(stored, purchases, synthetic.END, customers=purchases["CustomerId"], measures=measures)
+    pd.testing.assert_frame_equal(again, out.scores)
+    gone = Measures(MeasuresConfig(attributes={"spend": MEASURES.attributes["spend"]}), measures.facts)
+    with pytest.raises(UserError, match="measure.average_order that the data no longer has"):
+        churn.score_stored(stored, purchases, synthetic.END, measures=gone)

@@ -37,7 +37,8 @@ def test_every_purchaser_gets_a_value_inside_its_interval_a_band_and_reasons(pur
     assert (scores["PredictedValue"] <= scores["ValueHigh"]).all()
     assert (scores["ValueLow"] >= 0).all()
     assert scores["ValueBand"].value_counts()["High"] == round(len(scores) * 0.2)
-    assert scores["Reason1"].str.fullmatch(r".+: [+-]\d+\.\d\d").all()
+    model = scores["Basis"] == "model"
+    assert scores.loc[model, "Reason1"].str.fullmatch(r".+: [+-]\d+\.\d\d").all()
 
 
 def test_report_holds_every_metric_for_the_model_and_both_baselines(result):
@@ -85,7 +86,8 @@ def test_a_stored_model_refuses_a_missing_profile_field(purchases):
     settings = SETTINGS.model_copy(update={"profile_fields": ["BirthYear"]})
     trained = clv.run_clv(purchases, purchases["CustomerId"], synthetic.END, settings, profile)
     stored = StoredModel.from_bytes(trained.stored.to_bytes())
-    pd.testing.assert_frame_equal(clv.score_stored(stored, purchases, synthetic.END, 0.2, profile), trained.scores)
+    again = clv.score_stored(stored, purchases, synthetic.END, 0.2, profile, customers=purchases["CustomerId"])
+    pd.testing.assert_frame_equal(again, trained.scores)
     with pytest.raises(UserError, match="profile.BirthYear that the data no longer has"):
         clv.score_stored(stored, purchases, synthetic.END, 0.2, profile[["CustomerId"]])
 
@@ -97,3 +99,31 @@ def test_too_few_customers_at_the_backtest_cutoff_is_a_clear_failure(purchases):
     frame = pd.concat([early, late]).drop_duplicates()
     with pytest.raises(InsufficientData, match=r"only \d customers had bought by the training cutoff"):
         clv.run_clv(frame, frame["CustomerId"], synthetic.END, SETTINGS)
+
+
+def test_customers_without_a_purchase_get_the_value_of_such_customers(purchases, result):
+    # Customers in the list who never bought: 2 of 20 make a first purchase of 100 in the training period.
+    start = synthetic.END - pd.Timedelta(days=round(3 * 30.44)) + pd.Timedelta(days=5)
+    first = pd.DataFrame(
+        {"CustomerId": pd.array(["N000", "N001"], dtype="string"), "Time": [start, start], "Amount": [100.0, 100.0]}
+    )
+    everyone = pd.concat([purchases["CustomerId"], pd.Series([f"N{i:03d}" for i in range(20)], dtype="string")])
+    out = clv.run_clv(pd.concat([purchases, first], ignore_index=True), everyone, synthetic.END, SETTINGS)
+    scores = out.scores.set_index("CustomerId")
+    assert len(scores) == everyone.nunique()
+    never = scores.loc["N002":"N019"]
+    assert (never["Basis"] == "population prior").all()
+    # The prior: what the customers without a purchase at the training cutoff (the 20, those who joined later and
+    # those with only a return) spent in the period after it, on average.
+    period = pd.Timedelta(days=SETTINGS.clv.period_days)
+    cutoff = synthetic.END - period
+    rows = pd.concat([purchases, first], ignore_index=True)
+    bought = set(rows.loc[(rows["Time"] <= cutoff) & (rows["Amount"] >= 0), "CustomerId"])
+    without = sorted(set(everyone) - bought)
+    window = rows[(rows["Time"] > cutoff) & (rows["Time"] <= cutoff + period)]
+    spent = window.groupby("CustomerId")["Amount"].sum().clip(lower=0).reindex(without, fill_value=0.0)
+    expected = spent.mean()
+    assert never["PredictedValue"].eq(round(expected, 2)).all() and never["ValueLow"].eq(0).all()
+    assert never["Reason1"].str.contains(f"average {expected:.2f} spent").all()
+    assert never["ValueHigh"].ge(never["PredictedValue"]).all()
+    assert (scores.loc[["N000", "N001"], "Basis"] == "model").all()

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.predictions import btyd
 from ci_pipeline.predictions.data import (
@@ -16,7 +17,14 @@ from ci_pipeline.predictions.data import (
     signals_from_facts,
     usability,
 )
-from ci_pipeline.predictions.features import Context, describe, purchase_features, purchasers_at
+from ci_pipeline.predictions.features import (
+    Context,
+    Measures,
+    describe,
+    future_purchases,
+    purchase_features,
+    purchasers_at,
+)
 from ci_pipeline.predictions.settings import PurchaseSource
 from ci_pipeline_tests.predictions import synthetic
 
@@ -57,12 +65,14 @@ def test_recency_frequency_and_returns_of_a_known_history():
     )
     customers = pd.Index(["a", "b", "c"], dtype="string")
     X = purchase_features(purchases, customers, day + pd.Timedelta(days=30))
+    # The return on day 10 lowers the amount but is not an occasion to buy: two purchase days, 20 days apart.
     assert X.loc["a", "days_since_last_purchase"] == 10
-    assert X.loc["a", "purchase_days"] == 3
+    assert X.loc["a", "purchase_days"] == 2
     assert X.loc["a", "total_amount"] == 120
+    assert X.loc["a", "mean_amount"] == 80
     assert X.loc["a", "returns"] == 1
-    assert X.loc["a", "mean_days_between_purchases"] == 10
-    assert X.loc["a", "last_gap_days"] == 10
+    assert X.loc["a", "mean_days_between_purchases"] == 20
+    assert X.loc["a", "last_gap_days"] == 20
     assert np.isnan(X.loc["b", "last_gap_days"])
     assert np.isnan(X.loc["b", "mean_days_between_purchases"])
     assert np.isnan(X.loc["c", "days_since_last_purchase"]) and X.loc["c", "purchase_days"] == 0
@@ -158,3 +168,99 @@ def test_purchases_without_an_amount_are_kept_and_counted_as_missing():
     assert report.share_missing_amount == 0.5
     with pytest.raises(InsufficientData, match="50% of the purchases have no amount, at most 20% may"):
         require(report, "TransactionalChurn", 1, 0, 0)
+
+
+def test_a_return_is_not_a_purchase_for_the_label_or_the_btyd_summary():
+    day = pd.Timestamp("2026-01-01T00:00:00Z")
+    purchases = pd.DataFrame(
+        {
+            "CustomerId": pd.array(["a", "a", "b", "r"], dtype="string"),
+            "Time": [day, day + pd.Timedelta(days=40), day, day + pd.Timedelta(days=5)],
+            "Amount": [100.0, -100.0, 30.0, -20.0],
+        }
+    )
+    customers = pd.Index(["a", "b", "r"], dtype="string")
+    count, amount = future_purchases(purchases, customers, day + pd.Timedelta(days=1), 60)
+    # "a" only brought something back: not a purchase, but the refund lowers the value of the window.
+    assert count.tolist() == [0, 0, 0] and amount.tolist() == [-100.0, 0.0, -20.0]
+    # A customer with only a return has not bought anything.
+    assert purchasers_at(purchases, day + pd.Timedelta(days=60)).tolist() == ["a", "b"]
+    summary = btyd.rfm_summary(purchases, customers, day + pd.Timedelta(days=60))
+    assert summary.loc["a", "x"] == 0 and summary.loc["a", "t_x"] == 0
+
+
+def test_a_customer_buying_less_often_lately_has_a_low_recent_rate_ratio():
+    day = pd.Timestamp("2025-01-01T00:00:00Z")
+    steady = [day + pd.Timedelta(days=30 * k) for k in range(18)]
+    fading = [day + pd.Timedelta(days=30 * k) for k in range(12)] + [day + pd.Timedelta(days=450)]
+    purchases = pd.DataFrame(
+        {
+            "CustomerId": pd.array(["steady"] * len(steady) + ["fading"] * len(fading) + ["new"], dtype="string"),
+            "Time": steady + fading + [day + pd.Timedelta(days=500)],
+            "Amount": 10.0,
+        }
+    )
+    X = purchase_features(
+        purchases, pd.Index(["steady", "fading", "new"], dtype="string"), day + pd.Timedelta(days=520)
+    )
+    assert X.loc["steady", "recent_rate_ratio"] == pytest.approx(1.0, abs=0.25)
+    assert X.loc["fading", "recent_rate_ratio"] < 0.5
+    assert np.isnan(X.loc["new", "recent_rate_ratio"])
+    assert describe("recent_rate_ratio", X["recent_rate_ratio"])[2] == "first purchase in the last 180 days"
+
+
+def measure_facts(purchases: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "ActivityId": [f"o{i}" for i in range(len(purchases))],
+            "CustomerId": purchases["CustomerId"].astype("string").to_numpy(),
+            "Activity": "orders",
+            "ActivityType": "SalesOrder",
+            "ActivityTimeStamp": purchases["Time"].to_numpy(),
+            "amount": purchases["Amount"].to_numpy(),
+        }
+    ).astype({"Activity": "string", "ActivityType": "string"})
+
+
+MEASURES = MeasuresConfig.model_validate(
+    {
+        "attributes": {
+            "spend": {"activity": "orders", "aggregate": "sum", "field": "amount"},
+            "orders": {"activity": "orders", "aggregate": "count"},
+            "average_order": {"expression": "spend / orders"},
+            "unused": {"activity": "orders", "aggregate": "max", "field": "amount"},
+        }
+    }
+)
+
+
+def test_measures_are_recomputed_at_the_cutoff_and_read_nothing_after_it():
+    purchases = synthetic.purchases(customers=80)
+    customers = purchasers_at(purchases, CUTOFF)
+    context = Context(measures=Measures(MEASURES, measure_facts(purchases)), measure_fields=("average_order",))
+    X = context.features(purchases, customers, CUTOFF)
+    past = purchases[purchases["Time"] <= CUTOFF].groupby("CustomerId")["Amount"]
+    expected = (past.sum() / past.size()).reindex(customers)
+    np.testing.assert_allclose(X["measure.average_order"].to_numpy(), expected.to_numpy())
+    # Everything after the cutoff moved, re-priced, deleted or added: the measure at the cutoff stays the same.
+    later = purchases["Time"] > CUTOFF
+    altered = pd.concat(
+        [
+            purchases[~later],
+            purchases[later].assign(Amount=lambda f: f["Amount"] * 7, Time=lambda f: f["Time"] + pd.Timedelta(days=3)),
+            purchases[later].head(20).assign(CustomerId=customers[0]),
+        ]
+    )
+    moved = Context(measures=Measures(MEASURES, measure_facts(altered)), measure_fields=("average_order",))
+    pd.testing.assert_frame_equal(moved.features(altered, customers, CUTOFF), X)
+    assert "measure.unused" in context.available() and "measure.average_order" in context.available()
+    assert describe("measure.average_order", X["measure.average_order"].head(1))[0].startswith("measure.average_order")
+
+
+def test_an_unknown_measure_names_the_measures_there_are():
+    purchases = synthetic.purchases(customers=20)
+    context = Context(measures=Measures(MEASURES, measure_facts(purchases)), measure_fields=("clv",))
+    with pytest.raises(UserError, match=r"no customer measure clv in measures.attributes \(it has average_order, "):
+        context.features(purchases, purchasers_at(purchases, CUTOFF), CUTOFF)
+    with pytest.raises(UserError, match="measure_fields is set but no measures section"):
+        Context(measure_fields=("spend",)).features(purchases, purchasers_at(purchases, CUTOFF), CUTOFF)
