@@ -22,8 +22,10 @@ lines, orders and surveys pointing at missing customers, a mistyped year), so qu
 
 Noise: typos, nicknames (Bob/Robert), case and stray blanks, seven phone formats, Street/St, ZIP+4 and lost
 leading zeros, missing fields, moved addresses, changed surnames, shared household phones and e-mails, twins and
-parent/child with the same name and address. Behaviour: per-person order rates by segment, a holiday peak,
-favourite categories and brands, churn for good (leavers fade out first, complain, and rate support lower).
+parent/child with the same name and address. Behaviour: per-person order rates by segment, favourite categories
+and brands, churn for good (leavers complain and rate support lower); how web-shop customers buy, browse and return
+(one-time buyers, weekly and yearly seasonality, lapses, fading before leaving, drifting rates, baskets growing
+with tenure, returns of earlier purchases) is in :mod:`ci_pipeline.generate.behaviour`.
 """
 
 from ci_pipeline.generate.dataset import DEFAULT_AS_OF, SECTIONS, assemble_config, generate, write_config

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ci_pipeline.errors import UserError
 from ci_pipeline.export.cdm import CSV_SETTINGS
-from ci_pipeline.generate import faults, tables
+from ci_pipeline.generate import behaviour, faults, tables
 from ci_pipeline.generate.noise import take
 from ci_pipeline.generate.pools import CATALOG, build_pools, product_catalog
 from ci_pipeline.generate.population import CUSTOMER_SOURCES, SEGMENTS, build_people
@@ -175,10 +175,12 @@ def generate(
     end_day = int(np.datetime64(as_of, "D").astype(np.int64))
     if progress is None:
         progress = people >= 50_000 and sys.stderr.isatty()
-    children = np.random.SeedSequence(seed).spawn(13)
+    children = np.random.SeedSequence(seed).spawn(14)
     streams = iter(children[:12])
     # Faults draw from their own stream, so the genuine rows are the same with or without them.
     fault_rng = np.random.default_rng(children[12])
+    # So does when customers buy, browse and return, so the people and customer records do not depend on it.
+    behaviour_rng = np.random.default_rng(children[13])
     injected: list[pd.DataFrame] = []
 
     def rng() -> np.random.Generator:
@@ -221,9 +223,10 @@ def generate(
     _write_parquet(customers, folder / "ecommerce" / "customers.parquet")
     record("ecommerce", "customers", customers, "customer_id", persons)
     step("ecommerce")
+    accounts = behaviour.draw_accounts(person.iloc[persons].reset_index(drop=True), signup, behaviour_rng, end_day)
     with ParquetChunks(folder / "ecommerce" / "order_lines.parquet") as lines:
-        orders, counts["ecommerce.order_lines"], per_account = tables.orders_and_lines(
-            person, customers, persons, signup, rng(), catalog, end_day, lines.write, ACTIVITY_VOLUME
+        orders, counts["ecommerce.order_lines"], purchases = tables.orders_and_lines(
+            person, customers, persons, accounts, rng(), behaviour_rng, catalog, end_day, lines.write, ACTIVITY_VOLUME
         )
     orders, order_faults = faults.ecommerce_orders(orders, len(customers), fault_rng)
     injected.append(order_faults)
@@ -231,9 +234,7 @@ def generate(
     counts["ecommerce.orders"] = len(orders)
     del orders
     step("orders")
-    sessions = tables.web_sessions(
-        person, customers, persons, signup, per_account, rng(), catalog, end_day, ACTIVITY_VOLUME
-    )
+    sessions = tables.web_sessions(customers, accounts, purchases, signup, rng(), catalog, end_day, ACTIVITY_VOLUME)
     _write_parquet(sessions, folder / "ecommerce" / "web_sessions.parquet")
     counts["ecommerce.web_sessions"] = len(sessions)
     del sessions, customers

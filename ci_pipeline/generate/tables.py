@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ci_pipeline.generate import noise
+from ci_pipeline.generate import behaviour, noise
 from ci_pipeline.generate.noise import STR, blank, chance, phone_text, recase, respace, take, typo
 from ci_pipeline.generate.pools import (
     BRANDS_PER_CATEGORY,
@@ -303,126 +303,130 @@ def ecommerce_customers(people, pools, emails, rng, end_day: int) -> tuple[pd.Da
     return frame, persons, signup
 
 
-#: Relative order volume per calendar month (peak in the holiday season), as a keep probability.
-MONTH_WEIGHTS = np.array([0.8, 0.75, 0.85, 0.85, 0.9, 0.9, 0.85, 0.9, 0.85, 0.9, 1.1, 1.4]) / 1.4
-#: Customers who leave buy half as often in their last months.
-FADE_DAYS = 120
-#: Orders whose lines are built and written together.
-LINE_CHUNK_ORDERS = 400_000
+#: Order lines built and written together.
+LINE_CHUNK = 1_000_000
 
 
 def orders_and_lines(
-    people, customers, persons, signup, rng, catalog, end_day: int, write_lines, volume: float = 1.0
-) -> tuple[pd.DataFrame, int, np.ndarray]:
-    """Orders and order lines at each customer's own rate, until they churn, from their favourite brands.
+    people, customers, persons, accounts, rng, behaviour_rng, catalog, end_day: int, write_lines, volume: float = 1.0
+) -> tuple[pd.DataFrame, int, tuple[np.ndarray, np.ndarray]]:
+    """Orders, returns and order lines of each account (see :mod:`ci_pipeline.generate.behaviour`).
 
-    Lines are built and handed to ``write_lines(frame)`` in chunks of orders, so a million customers' nine
-    million lines never sit in memory at once.
+    What people buy comes from their favourite categories and brands (``rng``); when they buy and return comes from
+    ``behaviour_rng``. Lines are handed to ``write_lines(frame)`` in chunks, so a million customers' nine million
+    lines never sit in memory as text at once.
 
     Returns:
-        (orders, number of lines written, orders per account)
+        (orders, number of lines written, (account, day) of every purchase order)
     """
     p = people.iloc[persons].reset_index(drop=True)
-    until = p["active_until"].to_numpy()
-    years = np.maximum(until - signup, 0) / 365.25
-    is_second = np.zeros(len(persons), bool)
-    is_second[pd.Series(persons).duplicated().to_numpy()] = True
+    is_second = pd.Series(persons).duplicated().to_numpy()
     rate = p["order_rate"].to_numpy() * np.where(is_second, 0.5, 1.0) * volume
-    counts = rng.poisson(rate * years / MONTH_WEIGHTS.mean())
-    account = np.repeat(np.arange(len(persons)), counts)
-    day = _days_between(signup[account], until[account], rng)
-    # Thin the draws so that the holiday season sells more and leavers fade out before they stop for good.
-    month = day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) % 12
-    keep = MONTH_WEIGHTS[month]
-    fading = p["churned"].to_numpy()[account] & (until[account] - day < FADE_DAYS)
-    keep = np.where(fading, keep * 0.5, keep)
-    kept = rng.random(len(day)) < keep
-    account, day = account[kept], day[kept]
-    seconds = _seconds(day, rng)
-    seconds = np.minimum(seconds, (end_day + 1) * DAY - 1)
-    order = np.lexsort((account, seconds))
-    account, seconds = account[order], seconds[order]
-    n_orders = len(account)
-    order_id = noise.sequential_ids("SO", n_orders, 8)
-    customer_id = noise.rows(customers["customer_id"], account)
-    order_date_text = noise.datetime_text(seconds, "%Y-%m-%d", sep="T")
+    account, day = behaviour.purchase_days(accounts, rate, behaviour_rng)
+    segment = p["segment"].to_numpy()
+    base = np.where(segment[account] <= 1, 1.6, 1.1)
+    n_lines = behaviour.lines_per_order(accounts, account, day, base, behaviour_rng)
+    line_order = np.repeat(np.arange(len(account)), n_lines)
+    product, quantity, unit_price = _line_products(p, account[line_order], rng, catalog)
+    returned, lag = behaviour.returns(accounts.leaves[account[line_order]], len(account), behaviour_rng)
+    returned &= (day + lag)[line_order] <= end_day
+    back = np.flatnonzero(returned)
+    originals, return_of_line = np.unique(line_order[back], return_inverse=True)
 
-    segment = p["segment"].to_numpy()[account]
-    n_lines = 1 + rng.poisson(np.where(segment <= 1, 1.6, 1.1))
-    favourites = np.stack([p[f"fav_cat{k}"].to_numpy() for k in range(3)], axis=1)
-    favourite_brands = np.stack([p[f"fav_brand{k}"].to_numpy() for k in range(3)], axis=1)
-    loyalty = p["brand_loyalty"].to_numpy()
-    total = np.zeros(n_orders)
-    written = 0
-    for first in range(0, max(n_orders, 1), LINE_CHUNK_ORDERS):
-        chunk = np.arange(first, min(first + LINE_CHUNK_ORDERS, n_orders))
-        line_order = np.repeat(chunk, n_lines[chunk])
-        starts = np.cumsum(n_lines[chunk]) - n_lines[chunk]
-        line_no = np.arange(len(line_order)) - np.repeat(starts, n_lines[chunk]) + 1
-        owner = account[line_order]
-        n = len(owner)
-        slot = rng.choice(4, p=[0.5, 0.22, 0.1, 0.18], size=n)
-        pick = np.minimum(slot, 2)
-        category = np.where(slot < 3, favourites[owner, pick], rng.integers(0, N_CATEGORIES, n))
-        loyal = (slot < 3) & (rng.random(n) < loyalty[owner])
-        brand = np.where(loyal, favourite_brands[owner, pick], rng.integers(0, BRANDS_PER_CATEGORY, n))
-        product = (category * BRANDS_PER_CATEGORY + brand) * ITEMS_PER_BRAND + rng.integers(0, ITEMS_PER_BRAND, n)
-        quantity = rng.choice([1, 2, 3, 4], p=[0.76, 0.16, 0.05, 0.03], size=n).astype(np.int64)
-        bargain = segment[line_order] == 4
-        discount = np.where(rng.random(n) < np.where(bargain, 0.6, 0.15), rng.choice([0.1, 0.2, 0.3], size=n), 0.0)
-        unit_price = np.round(catalog["price"][product] * (1 - discount), 2)
-        line_amount = np.round(unit_price * quantity, 2)
-        total += np.bincount(line_order, weights=line_amount, minlength=n_orders)
-        ids = noise.rows(order_id, line_order)
+    n_purchases = len(account)
+    event_account = np.concatenate([account, account[originals]])
+    event_day = np.concatenate([day, day[originals] + lag[originals]])
+    is_return = np.arange(len(event_account)) >= n_purchases
+    seconds = np.minimum(_seconds(event_day, rng), (end_day + 1) * DAY - 1)
+    order = np.lexsort((event_account, seconds))
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))
+    n_orders = len(order)
+    order_id = noise.sequential_ids("SO", n_orders, 8)
+    customer_id = noise.rows(customers["customer_id"], event_account[order])
+    order_date_text = noise.datetime_text(seconds[order], "%Y-%m-%d", sep="T")
+
+    # Return lines repeat their purchase's product and price with a negative quantity, in the purchase's line order.
+    line_event = position[np.concatenate([line_order, n_purchases + return_of_line])]
+    product = np.concatenate([product, product[back]])
+    quantity = np.concatenate([quantity, -quantity[back]])
+    unit_price = np.concatenate([unit_price, unit_price[back]])
+    by_event = np.argsort(line_event, kind="stable")
+    line_event, product, quantity, unit_price = (
+        line_event[by_event],
+        product[by_event],
+        quantity[by_event],
+        unit_price[by_event],
+    )
+    line_amount = np.round(unit_price * quantity, 2)
+    starts = np.searchsorted(line_event, line_event, side="left")
+    line_no = np.arange(len(line_event)) - starts + 1
+    for first in range(0, max(len(line_event), 1), LINE_CHUNK):
+        rows = slice(first, first + LINE_CHUNK)
+        ids = noise.rows(order_id, line_event[rows])
         write_lines(
             pd.DataFrame(
                 {
-                    "line_id": ids + "-" + pd.Series(line_no).astype(STR),
+                    "line_id": ids + "-" + pd.Series(line_no[rows]).astype(STR),
                     "order_id": ids,
-                    "customer_id": noise.rows(customer_id, line_order),
-                    "product_id": take(catalog["product_id"], product),
-                    "product_name": take(catalog["product_name"], product),
-                    "brand": take(catalog["brand"], product),
-                    "category": take(catalog["category"], product),
-                    "quantity": quantity,
-                    "unit_price": unit_price,
-                    "line_amount": line_amount,
-                    "order_date": noise.rows(order_date_text, line_order),
+                    "customer_id": noise.rows(customer_id, line_event[rows]),
+                    "product_id": take(catalog["product_id"], product[rows]),
+                    "product_name": take(catalog["product_name"], product[rows]),
+                    "brand": take(catalog["brand"], product[rows]),
+                    "category": take(catalog["category"], product[rows]),
+                    "quantity": quantity[rows],
+                    "unit_price": unit_price[rows],
+                    "line_amount": line_amount[rows],
+                    "order_date": noise.rows(order_date_text, line_event[rows]),
                 }
             )
         )
-        written += n
     del order_date_text
 
-    churned = p["churned"].to_numpy()[account]
-    is_return = rng.random(n_orders) < np.where(churned, 0.09, 0.035)
-    age = end_day - seconds // DAY
+    total = np.bincount(line_event, weights=line_amount, minlength=n_orders)
+    age = end_day - seconds[order] // DAY
     status = np.where(age < 2, 0, np.where(age < 7, 1, 2))
     status = np.where(rng.random(n_orders) < 0.02, 3, status)
-    status = np.where(is_return, 4, status)
+    status = np.where(is_return[order], 4, status)
     orders = pd.DataFrame(
         {
             "order_id": order_id,
             "customer_id": customer_id,
-            "order_date": pd.to_datetime(seconds, unit="s").as_unit("us"),
+            "order_date": pd.to_datetime(seconds[order], unit="s").as_unit("us"),
             "total_amount": np.round(total, 2),
             "currency": noise.constant("USD", n_orders),
             "channel": _choose(("web", "mobile_app", "phone", "store_pickup"), (0.58, 0.32, 0.04, 0.06), n_orders, rng),
             "status": take(ORDER_STATUSES, status),
-            "is_return": is_return,
+            "is_return": is_return[order],
         }
     )
-    return orders, written, np.bincount(account, minlength=len(persons))
+    return orders, len(line_event), (account, day)
 
 
-def web_sessions(people, customers, persons, signup, orders_per_account, rng, catalog, end_day: int, volume=1.0):
-    """Browsing sessions: more for frequent buyers, none after a customer has left."""
-    p = people.iloc[persons].reset_index(drop=True)
-    until = p["active_until"].to_numpy()
-    years = np.maximum(until - signup, 0) / 365.25
-    counts = rng.poisson((0.9 * orders_per_account + 1.2 * years) * volume)
-    account = np.repeat(np.arange(len(persons)), counts)
-    seconds = np.minimum(_seconds(_days_between(signup[account], until[account], rng), rng), (end_day + 1) * DAY - 1)
+def _line_products(p: pd.DataFrame, owner: np.ndarray, rng: np.random.Generator, catalog) -> tuple[np.ndarray, ...]:
+    """(product, quantity, unit price) of each line: mostly the owner's favourite categories and brands."""
+    n = len(owner)
+    favourites = np.stack([p[f"fav_cat{k}"].to_numpy() for k in range(3)], axis=1)
+    favourite_brands = np.stack([p[f"fav_brand{k}"].to_numpy() for k in range(3)], axis=1)
+    slot = rng.choice(4, p=[0.5, 0.22, 0.1, 0.18], size=n)
+    pick = np.minimum(slot, 2)
+    category = np.where(slot < 3, favourites[owner, pick], rng.integers(0, N_CATEGORIES, n))
+    loyal = (slot < 3) & (rng.random(n) < p["brand_loyalty"].to_numpy()[owner])
+    brand = np.where(loyal, favourite_brands[owner, pick], rng.integers(0, BRANDS_PER_CATEGORY, n))
+    product = (category * BRANDS_PER_CATEGORY + brand) * ITEMS_PER_BRAND + rng.integers(0, ITEMS_PER_BRAND, n)
+    quantity = rng.choice([1, 2, 3, 4], p=[0.76, 0.16, 0.05, 0.03], size=n).astype(np.int64)
+    bargain = p["segment"].to_numpy()[owner] == 4
+    discount = np.where(rng.random(n) < np.where(bargain, 0.6, 0.15), rng.choice([0.1, 0.2, 0.3], size=n), 0.0)
+    return product, quantity, np.round(catalog["price"][product] * (1 - discount), 2)
+
+
+def web_sessions(customers, accounts, purchases, signup, rng, catalog, end_day: int, volume=1.0):
+    """Browsing sessions before orders and in between, thinning out before a customer leaves; none after.
+
+    ``purchases`` is the (account, day) of every purchase order.
+    """
+    account, day = behaviour.browsing_days(accounts, *purchases, signup, rng, volume)
+    seconds = np.minimum(_seconds(day, rng), (end_day + 1) * DAY - 1)
     order = np.lexsort((account, seconds))
     account, seconds = account[order], seconds[order]
     n = len(account)
