@@ -150,6 +150,23 @@ def test_a_contributor_refreshes_only_the_sources_it_owns(governed):
     code, text = governed.run("alice", "--job", "ingest_crm")
     assert code == 1 and "source 'crm' is managed by 'root'; only they or an admin may" in text
     assert not governed.ingested
+    # A run that ingests nothing of root's is alice's to launch.
+    code, text = governed.run("alice", "--select", "group:publish")
+    assert code == 0, text
+
+
+def test_what_a_run_needs_follows_its_assets(governed):
+    import dagster as dg
+
+    from ci_pipeline.config import load_config
+    from ci_pipeline.defs.resources import run_needs
+
+    config = load_config(governed.config)
+    needs = run_needs(config, {dg.AssetKey(["crm", "contacts"]), dg.AssetKey(["unify", "customer_profile"])})
+    assert needs.sources == {"crm"} and not needs.sink and not needs.exports
+    assert run_needs(config, {dg.AssetKey(["publish", "sink_customer_profile"])}).sink
+    everything = run_needs(config, None)
+    assert everything.sources == {"crm"} and everything.sink
 
 
 def test_a_detached_export_is_skipped_not_failed(governed):
