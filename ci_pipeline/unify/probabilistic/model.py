@@ -465,8 +465,8 @@ def train(
         warnings.warn(note, UserWarning, stacklevel=2)
     sample_left, sample_right = _random_pairs(table, settings)
     sample = gamma_matrix(table, comparisons, sample_left, sample_right)
-    u_all = [_frequencies(len(c.levels), sample[:, j]) for j, c in enumerate(comparisons)]
     seed = _seed_m(table, settings, labels)
+    u_all = [_frequencies(len(c.levels), sample[:, j]) for j, c in enumerate(comparisons)]
     strata = _fit_strata(table, settings, _strata_keys(table, settings), seed, u_all, notes)
     every_key = tuple(k for stratum in strata for k in stratum.keys)
 
@@ -479,24 +479,16 @@ def train(
     blocked: Blocked = block(table, settings.training_rules, settings.max_pairs_per_rule, link_only)
     keep = ~_agree(table, every_key, blocked.left, blocked.right)
     blocked = Blocked(blocked.left[keep], blocked.right[keep], blocked.rule[keep], blocked.counts)
-    if len(blocked.left) == 0:
-        raise TrainingError("the training blocking rules found no candidate pair to train on: add a rule")
-    gamma = gamma_matrix(table, comparisons, blocked.left, blocked.right)
-    patterns, counts, session, rules = _sessions(table, settings, blocked, gamma)
-    untrained = [c.name for j, c in enumerate(comparisons) if active[j] and not (patterns[:, j] >= 0).any()]
-    if untrained:
-        raise TrainingError(
-            f"comparison(s) {', '.join(map(repr, untrained))}: every training blocking rule reads the compared column "
-            "(or its values are never both known), so its m cannot be trained; add a training rule without it"
-        )
     fixed: frozenset = frozenset()
     if strata:
         # A stratum's two classes are well apart (housemates differ in first name and birth date), so its m is the
         # cleaner estimate of how a person's records differ; the main fit keeps it for every comparison on no
-        # stratum's columns (outside the strata, the levels of the others mean something else).
+        # column of the first stratum (outside it, the levels of those mean something else).
         seed = [np.asarray(p.m) for p in strata[0].parameters]
         fixed = frozenset(j for j, c in enumerate(comparisons) if not strata[0].columns & set(c.columns))
-    m, shares, converged, trace = _em(patterns, counts, session, seed, u_random, settings, active, fixed)
+    m, shares, converged, trace, expected_matches = _fit_main(
+        table, settings, blocked, seed, u_random, active, fixed, bool(strata)
+    )
     _judge_fit(comparisons, m, u_random, active, notes, trace, converged, settings.tolerance)
     parameters = tuple(
         ComparisonParameters(
@@ -504,7 +496,6 @@ def train(
         )
         for j, c in enumerate(comparisons)
     )
-    expected_matches = _expected_matches(settings, blocked, gamma, rules, shares, m, u_random, active)
     outside_pairs = _total_pairs(table, link_only) - sum(s.pairs for s in strata)
     prior = float(np.clip(expected_matches / max(outside_pairs, 1), 1e-12, 0.5))
     training = {
@@ -516,6 +507,31 @@ def train(
         "strata_pairs": [s.pairs for s in strata],
     }
     return Model(settings, parameters, prior, converged, tuple(trace), training, strata)
+
+
+def _fit_main(table: Table, settings: Settings, blocked: Blocked, seed, u_random, active, fixed, stratified: bool):
+    """EM over the blocked pairs outside the strata: m (but the ``fixed`` comparisons'), each training rule's match
+    share, convergence, trace and the expected matches among those pairs. Without such pairs the main fit keeps the
+    first stratum's m and expects no match outside the strata."""
+    comparisons = settings.comparisons
+    if len(blocked.left) == 0:
+        if not stratified:
+            raise TrainingError("the training blocking rules found no candidate pair to train on: add a rule")
+        return list(seed), np.zeros(0), True, [], 0.0
+    gamma = gamma_matrix(table, comparisons, blocked.left, blocked.right)
+    patterns, counts, session, rules = _sessions(table, settings, blocked, gamma)
+    # A comparison whose m the first stratum gives needs no training pair here.
+    untrained = [
+        c.name for j, c in enumerate(comparisons) if active[j] and j not in fixed and not (patterns[:, j] >= 0).any()
+    ]
+    if untrained:
+        raise TrainingError(
+            f"comparison(s) {', '.join(map(repr, untrained))}: every training blocking rule reads the compared column "
+            "(or its values are never both known), so its m cannot be trained; add a training rule without it"
+        )
+    m, shares, converged, trace = _em(patterns, counts, session, seed, u_random, settings, active, fixed)
+    expected = _expected_matches(settings, blocked, gamma, rules, shares, m, u_random, active)
+    return m, shares, converged, trace, expected
 
 
 def _strata_keys(table: Table, settings: Settings) -> list[tuple[tuple[str, ...], ...]]:
@@ -550,22 +566,22 @@ def _outside(table: Table, keys, left: np.ndarray, right: np.ndarray):
     return left[keep], right[keep]
 
 
-def _fit_strata(table: Table, settings: Settings, strata_keys, m_start, u_start, notes: list) -> tuple:
+def _fit_strata(table: Table, settings: Settings, strata_keys, m_start, u_random, notes: list) -> tuple:
     """The fits of the strata, in order; a stratum that cannot be fitted is left out (with a warning), its pairs
     left to the later fits."""
     fitted, earlier = [], ()
     for keys in strata_keys:
-        stratum = _fit_stratum(table, settings, keys, earlier, m_start, u_start, notes) if keys else None
+        stratum = _fit_stratum(table, settings, keys, earlier, m_start, u_random, notes) if keys else None
         if stratum is not None:
             fitted.append(stratum)
             earlier += keys
     return tuple(fitted)
 
 
-def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_start, notes: list):
+def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_random, notes: list):
     """Fit the stratum of pairs agreeing on one of ``keys`` and on none of the ``earlier`` strata's keys (see
-    ``Stratum``); None when there are too few such pairs or the fit is not sane (a warning says so, and the next
-    fit weighs them)."""
+    ``Stratum``); None when there are too few such pairs or no fit is sane (a warning says so, and the next fit
+    weighs them)."""
     link_only = settings.link_type == "link_only"
     rules = tuple(BlockingRule(tuple(Key(c) for c in key)) for key in keys)
     pairs = block(table, rules, settings.max_pairs_per_rule, link_only)
@@ -580,28 +596,30 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_sta
         )
         return None
     patterns, counts = _distinct_rows(gamma_matrix(table, settings.comparisons, left, right))
+    weights = counts.astype(np.float64)
     active = np.asarray([n is None for n in notes])
     held = {c for key in keys + earlier for c in key}
-    # The stratum's own comparisons agree by construction: they start as no evidence.
     bound = [bool(held & set(c.columns)) for c in settings.comparisons]
-    u_first = [m_start[j] if bound[j] else u_start[j] for j in range(len(bound))]
-    share, m, u, trace = _em_both(patterns, counts.astype(np.float64), m_start, u_first, active, settings)
-    comparisons = settings.comparisons
-    # Within the stratum, its own fields (and an earlier stratum's) may agree more often among non-matches
-    # (housemates share a street that a person who moved no longer holds); the others must still agree more often
-    # among matches.
-    exact = {j: float(np.log2(m[j][0] / u[j][0])) for j in np.flatnonzero(active) if not bound[j]}
-    insane = [
-        f"{comparisons[j].name!r} (m {m[j][0]:.3g}, u {u[j][0]:.3g})" for j, w in exact.items() if w < SANE_EXACT_WEIGHT
-    ]
-    if insane or sum(exact.values()) <= 0:
+    # Two starts for u, the better sane fit kept: the u of random pairs, right where most of the stratum's pairs
+    # match (one name in two files), and the levels of all its pairs as if none matched, right where its
+    # non-matches agree on much (housemates share a surname and a street: from random pairs' u every pair would
+    # look like a match and EM would stay there).
+    starts = (
+        u_random,
+        [_frequencies(len(c.levels), patterns[:, j], weights) for j, c in enumerate(settings.comparisons)],
+    )
+    fits = [_em_both(patterns, weights, m_start, u, active, settings) for u in starts]
+    judged = [(_stratum_insanity(settings.comparisons, fit, active, bound), fit) for fit in fits]
+    sane = [fit for insane, fit in judged if insane is None]
+    if not sane:
         warnings.warn(
-            f"{said}: their fit apart is not sane (exact agreement on {', '.join(insane) or 'the other fields'} came "
-            "out no more likely for matches than for non-matches); the main fit weighs them",
+            f"{said}: their fit apart is not sane (exact agreement on {judged[-1][0]} came out no more likely for "
+            "matches than for non-matches); the main fit weighs them",
             UserWarning,
             stacklevel=4,
         )
         return None
+    share, m, u, trace = max(sane, key=lambda fit: fit[3][-1].log_likelihood)
     converged = trace[-1].change < settings.tolerance
     if not converged:
         warnings.warn(
@@ -612,9 +630,23 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_sta
         )
     parameters = tuple(
         ComparisonParameters(c.name, c.levels, tuple(float(x) for x in m[j]), tuple(float(x) for x in u[j]), notes[j])
-        for j, c in enumerate(comparisons)
+        for j, c in enumerate(settings.comparisons)
     )
     return Stratum(tuple(keys), share, parameters, len(left), converged)
+
+
+def _stratum_insanity(comparisons, fit, active: np.ndarray, bound: list[bool]) -> str | None:
+    """What makes a stratum's fit insane, or None. Within a stratum its own fields (and an earlier stratum's) may
+    agree more often among non-matches (housemates share a street that a person who moved no longer holds); the
+    others must still agree more often among matches, none of them halving the odds."""
+    _, m, u, _ = fit
+    exact = {j: float(np.log2(m[j][0] / u[j][0])) for j in np.flatnonzero(active) if not bound[j]}
+    insane = [
+        f"{comparisons[j].name!r} (m {m[j][0]:.3g}, u {u[j][0]:.3g})" for j, w in exact.items() if w < SANE_EXACT_WEIGHT
+    ]
+    if insane:
+        return ", ".join(insane)
+    return None if sum(exact.values()) > 0 else "the other fields"
 
 
 def _em_both(patterns, counts, m_start, u_start, active: np.ndarray, settings: Settings):
@@ -648,13 +680,14 @@ def _judge_fit(comparisons, m, u_random, active: np.ndarray, notes: list, trace,
         for j, c in enumerate(comparisons)
         if active[j] and exact_weight[j] < SANE_EXACT_WEIGHT
     ]
-    last = trace[-1]
-    summary = (
-        f"EM {'converged' if converged else 'did not converge'} after {last.iteration} iteration(s) "
-        f"(last change {last.change:.2g}, tolerance {tolerance:g}; match share per iteration: "
-        + ", ".join(f"{t.match_share:.4g}" for t in trace[-5:])
-        + ")"
-    )
+    summary = "EM had no blocked pair outside the strata to run on (the first stratum's m is kept)"
+    if trace:
+        summary = (
+            f"EM {'converged' if converged else 'did not converge'} after {trace[-1].iteration} iteration(s) "
+            f"(last change {trace[-1].change:.2g}, tolerance {tolerance:g}; match share per iteration: "
+            + ", ".join(f"{t.match_share:.4g}" for t in trace[-5:])
+            + ")"
+        )
     if insane:
         raise TrainingError(
             f"{summary}; the fit is not sane: exact agreement on {', '.join(insane)} came out less likely for "
