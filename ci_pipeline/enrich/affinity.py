@@ -80,9 +80,12 @@ class AffinityModel:
         if len(self.pair_spend):
             c = self.pair_customer
             blended = self.pair_spend + self.strength * self.prior[self.group[c], self.pair_name]
-            # Sorted by customer, then share descending, then name: the first row of each customer is its best.
-            order = np.lexsort((self.pair_name, -blended, c))
-            first = order[np.r_[True, c[order][1:] != c[order][:-1]]]
+            # The pairs are sorted by customer, then name: each customer's highest affinity comes from one
+            # maximum.reduceat, and its first pair holding it is the first such name.
+            starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+            highest = np.maximum.reduceat(blended, starts)
+            at_max = np.flatnonzero(blended == np.repeat(highest, np.diff(np.r_[starts, len(c)])))
+            first = at_max[np.r_[True, c[at_max][1:] != c[at_max][:-1]]]
             owner = c[first]
             better = blended[first] > best[owner]
             tie = (blended[first] == best[owner]) & (self.pair_name[first] < prior_top[owner])
@@ -133,16 +136,25 @@ def purchase_lines(
             f"{where}: activity {settings.activity!r} has no {weight!r} field; map it under "
             f"activities.tables.{settings.activity}.fields or set params.weight"
         )
-    # Kept as a Series: a timezone-aware column turned into a numpy array becomes one Timestamp object per row.
-    time = pd.to_datetime(rows["ActivityTimeStamp"], utc=True).dt.as_unit("ns").reset_index(drop=True)
+    # Columns stay pandas arrays: a numpy copy of text or zoned timestamps is one Python object per row.
     return pd.DataFrame(
         {
-            "CustomerId": rows["CustomerId"].astype("string").to_numpy(),
-            "Time": time,
-            "Name": pd.Series(names, dtype="string").str.strip().replace("", pd.NA).to_numpy(),
-            "Value": pd.to_numeric(rows[weight], errors="coerce").astype("float64").to_numpy(),
+            "CustomerId": rows["CustomerId"].astype("string").reset_index(drop=True),
+            "Time": pd.to_datetime(rows["ActivityTimeStamp"], utc=True).dt.as_unit("ns").reset_index(drop=True),
+            "Name": _names(names),
+            "Value": pd.to_numeric(rows[weight], errors="coerce").astype("float64").reset_index(drop=True),
         }
     )
+
+
+def _names(values) -> pd.Categorical:
+    """Brand or category names with surrounding blanks removed (an empty one is missing), as categories: the
+    distinct names are cleaned once, not every row."""
+    codes, uniques = pd.factorize(pd.Series(values, dtype="string"))
+    cleaned = pd.Series(uniques, dtype="string").str.strip().replace("", pd.NA)
+    final, names = pd.factorize(cleaned, sort=True)
+    codes = np.where(codes >= 0, np.append(final, -1)[codes], -1)
+    return pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype="string"))
 
 
 def _from_catalog(rows: pd.DataFrame, catalog: pd.DataFrame, settings: AffinityParams, where: str) -> pd.Series:
@@ -172,8 +184,10 @@ def fit_affinity(
 
     Returns the model and counts of the lines: used, without a name, after ``as_of``, of unknown customers.
     """
-    customers = pd.Index(sorted(profile["CustomerId"].astype("string").dropna().unique()), dtype="string")
-    code = customers.get_indexer(lines["CustomerId"])
+    customers = pd.Index(profile["CustomerId"].astype("string").dropna().unique(), dtype="string").sort_values()
+    # Each distinct id is looked up once: hashing every line's id against the profile is the slow part.
+    line_codes, line_ids = pd.factorize(lines["CustomerId"])
+    code = np.where(line_codes >= 0, np.append(customers.get_indexer(line_ids), -1)[line_codes], -1)
     stamps = pd.to_datetime(lines["Time"], utc=True).dt.as_unit("ns")
     time = stamps.array.asi8
     cutoff = as_of.tz_convert("UTC").as_unit("ns").value
@@ -186,8 +200,7 @@ def fit_affinity(
         "lines_after_as_of": int((known & ~before).sum()),
         "lines_of_unknown_customers": int((~known).sum()),
     }
-    name_codes, names = pd.factorize(lines["Name"][use], sort=True)
-    names = np.asarray(names, dtype=object)
+    name_codes, names = _used_names(lines["Name"], use)
     c, value = code[use], lines["Value"].to_numpy()[use]
     decay = np.exp2(-((cutoff - time[use]) / DAY_NS) / settings.half_life_days)
     n, k = len(customers), max(len(names), 1)
@@ -206,6 +219,18 @@ def fit_affinity(
         settings.prior_strength,
     )  # fmt: skip
     return model, counts
+
+
+def _used_names(names, use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (into the sorted names bought) of the lines used, and those names; names only bought after the
+    reference date are left out."""
+    if not isinstance(names.dtype, pd.CategoricalDtype):
+        codes, uniques = pd.factorize(names[use], sort=True)
+        return codes, np.asarray(uniques, dtype=object)
+    codes = names.cat.codes.to_numpy()[use]
+    present = np.bincount(codes, minlength=len(names.cat.categories)) > 0
+    position = np.cumsum(present) - 1
+    return position[codes], np.asarray(names.cat.categories[present], dtype=object)
 
 
 def _pairs(c: np.ndarray, name: np.ndarray, weight: np.ndarray, k: int, dense: np.ndarray | None):
