@@ -3,8 +3,10 @@
 A profile with no purchase history has no features the models can read, but it is still a customer a segment may
 want to reach. It gets the population prior: among the customers who had no purchase at the training cutoff, the
 share who bought nothing in the window after it (churn) and the spread of what they spent (lifetime value). The
-customer list is today's, so it also holds customers who signed up after the training cutoff; they count as
-customers without a purchase who did not buy, which makes the churn prior slightly pessimistic.
+customer list is today's and a customer table need not say when a customer joined, so the customers without a
+purchase at the training cutoff include those who joined after it. Where customers usually buy when they sign up,
+those newcomers make the prior more hopeful than it is for a customer who has been registered for long without
+buying; the report's ``no_purchase_prior`` shows the prior learnt one window back next to what then happened.
 """
 
 from __future__ import annotations
