@@ -130,6 +130,12 @@ def fit(purchases, cutoff: pd.Timestamp, settings: PredictionSettings, context: 
             f"{MODEL}: only {len(y)} customers had bought by the training cutoff {cutoff.date()}, at least "
             f"{MIN_TRAINING} are needed (a longer history or a shorter predictions.clv.period_months)"
         )
+    if not (y > 0).any():
+        raise InsufficientData(
+            f"{MODEL}: none of the {len(y)} customers who had bought by the training cutoff {cutoff.date()} bought "
+            f"again in the {settings.clv.period_days:.0f} days after it (only one-time buyers), so there is no value "
+            "to learn from (add purchase history or shorten predictions.clv.period_months)"
+        )
     s = btyd.rfm_summary(purchases, X.index, cutoff)
     bgnbd = btyd.fit_bgnbd(s["x"], s["t_x"], s["T"])
     gg = btyd.fit_gamma_gamma(s["x"], s["monetary"])

@@ -127,3 +127,9 @@ def test_customers_without_a_purchase_get_the_value_of_such_customers(purchases,
     assert never["Reason1"].str.contains(f"average {expected:.2f} spent").all()
     assert never["ValueHigh"].ge(never["PredictedValue"]).all()
     assert (scores.loc[["N000", "N001"], "Basis"] == "model").all()
+
+
+def test_only_one_time_buyers_is_a_clear_failure():
+    once = synthetic.purchases(customers=900, one_time_share=1.0)
+    with pytest.raises(InsufficientData, match=r"bought again in the 91 days after it \(only one-time buyers\)"):
+        clv.run_clv(once, once["CustomerId"], synthetic.END, SETTINGS)
