@@ -464,11 +464,10 @@ def test_explain_pair_command_shows_the_stored_model_weights(tmp_path, capsys):
     assert 0 <= waterfall["match_probability"] <= 1
 
 
-def test_malformed_model_settings_fail_when_the_definitions_load(tmp_path):
+def test_malformed_model_settings_fail_when_the_configuration_loads(tmp_path):
     bad = {
         "method": "probabilistic",
         "probabilistic": {"comparisons": [{"kind": "levenshtein", "column": "email", "thresholds": [3, 1]}]},
     }
-    cfg, _ = generated_project(tmp_path, bad)
-    with pytest.raises(SettingsError, match=r"unify.match.probabilistic: comparisons\[0\].*out of order"):
-        build_definitions(cfg)
+    with pytest.raises(ConfigError, match=r"unify.match.probabilistic.comparisons\[0\].thresholds: .*out of order"):
+        generated_project(tmp_path, bad)
