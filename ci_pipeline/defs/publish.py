@@ -169,8 +169,9 @@ def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produce
     def _export(context: dg.AssetExecutionContext, lake: LakeResource):
         skipped = lake.access.inactive_exports.get(export.name)
         if skipped:
+            # Nothing is yielded: the asset is not materialized in this run, and the step still succeeds.
             context.log.warning(f"skipped: {skipped}")
-            return None
+            return
         started = time.monotonic()
         source = lake.get_lake()
         # The stage built the table; the export only checks it against the contract and orders it.
@@ -192,7 +193,7 @@ def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produce
         metadata = {**result.metadata(), "duration_seconds": round(time.monotonic() - started, 3)}
         metadata["dagster/row_count"] = metadata["rows"]
         metadata["path"] = dg.MetadataValue.path(result.metadata_file)
-        return dg.MaterializeResult(metadata=metadata)
+        yield dg.MaterializeResult(metadata=metadata)
 
     return _export
 

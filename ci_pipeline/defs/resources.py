@@ -6,6 +6,7 @@ The configuration chooses each implementation in one place: :meth:`LakeResource.
 
 import abc
 import functools
+import inspect
 import threading
 from pathlib import Path
 from urllib.parse import urlparse
@@ -37,6 +38,19 @@ def fail_fast(compute):
     every retry, so it becomes a :class:`dagster.Failure` that bypasses the retry policy; errors marked
     ``transient`` (a service that kept answering 5xx) still get the policy's retries.
     """
+
+    if inspect.isgeneratorfunction(compute):
+        # An asset that may produce nothing (a skipped export) yields; its errors come while it is iterated.
+        @functools.wraps(compute)
+        def steps(*args, **kwargs):
+            try:
+                yield from compute(*args, **kwargs)
+            except UserError as exc:
+                if getattr(exc, "transient", False):
+                    raise
+                raise dg.Failure(description=redact(exc), allow_retries=False) from exc
+
+        return steps
 
     @functools.wraps(compute)
     def body(*args, **kwargs):

@@ -185,6 +185,10 @@ def test_a_detached_export_is_skipped_not_failed(governed):
     assert code == 0, text
     assert "skipped: export 'weekly' is detached (from lake2)" in text
     assert "ci-pipeline exports attach weekly" in text
+    # Not materialized in this run (the summary lists materialized assets), and nothing was written.
+    assert "publish/export_weekly" not in text.split("skipped:")[0].split("succeeded in")[-1]
+    assert "done  publish/export_weekly" not in text
+    assert not (governed.dir / "lake" / "exports").exists()
 
 
 def test_a_run_needing_a_governed_connection_in_an_uninitialised_environment_says_to_run_init(
@@ -254,3 +258,14 @@ def test_a_second_environment_publishing_to_the_same_sink_is_refused_until_the_f
     assert code == 0 and f"Removed this environment's attachment marker from {tmp_path / 'shared.sqlite'}" in text
     code, text = second.run("root")
     assert code == 0, text
+
+
+def test_a_sink_connection_other_than_the_attached_dataverse_environment_is_refused(governed):
+    assert governed.cli("connections", "attach-dataverse", "dv-prod")[0] == 0
+    add = ["connections", "add", "dv-other", "--type", "dataverse", "--org-url", "https://fabrikam.crm.dynamics.com"]
+    assert governed.cli(*add, "--tenant-id", "t", "--client-id", "c", "--client-secret", "env:CI_DV_SECRET")[0] == 0
+    governed.write({"kind": "dataverse", "connection": "dv-other"})
+    code, text = governed.run("root")
+    assert code == 1 and "this environment is already attached to another environment" in text
+    assert "ci-pipeline connections detach-dataverse" in text
+    assert not governed.ingested and governed.used == []
