@@ -82,6 +82,9 @@ class TablePlan:
     ready: dict[str, FileState] = field(default_factory=dict)
     #: How many files seen before are gone.
     removed: int = 0
+    #: How many files the change touches, as far as the cursor can tell (at least 1 when ``changed``): the files
+    #: modified after the watermark, or the change in the number of files if that is larger.
+    changed_files: int = 0
     #: True when anything in the listing differs from what was processed (also a file removed, or one added or
     #: replaced with an older modified time: these are found by the listing digest, not by the watermark).
     changed: bool = False
@@ -177,6 +180,8 @@ def plan_table(
     plan.ready = fresh
     plan.removed = max(0, previous["files"] - len(known) - len(fresh))
     plan.changed = bool(fresh) or listing_digest(known) != previous["digest"]
+    if plan.changed:
+        plan.changed_files = max(1, len(fresh), abs(len(known) + len(fresh) - previous["files"]))
     plan.cursor = _seen_entry({**known, **fresh}) if plan.changed else _seen_entry(known)
     return plan
 

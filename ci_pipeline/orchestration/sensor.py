@@ -71,7 +71,7 @@ def evaluate_new_files(
     """
     state = json.loads(cursor) if cursor else {}
     tables = dict(state.get("tables", {}))
-    changes, removed, waiting, problems = {}, {}, {}, []
+    changes, waiting, problems = {}, {}, []
     try:
         opened = open_lake()
     except UserError as exc:
@@ -90,7 +90,7 @@ def evaluate_new_files(
         plan = plan_table(tables.get(table_id), current, now, settle_seconds)
         tables[table_id] = plan.cursor
         if plan.changed:
-            changes[table_id], removed[table_id] = len(plan.ready), plan.removed
+            changes[table_id] = plan.changed_files
         if plan.waiting:
             waiting[table_id] = plan.waiting
     new_cursor = json.dumps({"version": 2, "tables": tables}, sort_keys=True)
@@ -108,7 +108,7 @@ def evaluate_new_files(
             MODE_TAG: "incremental",
             TRIGGER_TAG: NEW_FILES_SENSOR,
             "ci_pipeline/changed_tables": ",".join(sorted(changes)),
-            "ci_pipeline/changed_files": str(sum(n + removed[t] for t, n in changes.items())),
+            "ci_pipeline/changed_files": str(sum(changes.values())),
         },
         problems=problems,
         waits=waits,

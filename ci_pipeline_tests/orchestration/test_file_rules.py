@@ -87,7 +87,7 @@ def test_a_burst_waits_for_its_last_file_then_is_one_change():
 def test_removed_file_is_a_change():
     seen = tick(None, {"t/a.csv": FileState(10, OLD), "t/b.csv": FileState(10, OLD)}).cursor
     plan = tick(seen, {"t/a.csv": FileState(10, OLD)})
-    assert plan.changed and plan.removed == 1 and not plan.ready
+    assert plan.changed and plan.removed == 1 and plan.changed_files == 1 and not plan.ready
     assert not tick(plan.cursor, {"t/a.csv": FileState(10, OLD)}).changed
 
 
@@ -95,7 +95,7 @@ def test_a_file_copied_in_with_an_older_time_is_a_change():
     # `cp -p` and some sync tools keep the source's modified time: the watermark misses it, the digest does not.
     seen = tick(None, {"t/a.csv": FileState(10, OLD)}).cursor
     plan = tick(seen, {"t/a.csv": FileState(10, OLD), "t/b.csv": FileState(7, OLD - 600)})
-    assert plan.changed and not plan.waiting
+    assert plan.changed and plan.changed_files == 1 and not plan.waiting
     assert not tick(plan.cursor, {"t/a.csv": FileState(10, OLD), "t/b.csv": FileState(7, OLD - 600)}).changed
 
 
