@@ -204,8 +204,8 @@ def fit_affinity(
     c, value = code[use], lines["Value"].to_numpy()[use]
     decay = np.exp2(-((cutoff - time[use]) / DAY_NS) / settings.half_life_days)
     n, k = len(customers), max(len(names), 1)
-    # A dense customers x names sum is fastest while it stays small; beyond that the pairs are found by sorting.
-    spend = np.bincount(c * k + name_codes, weights=value * decay, minlength=n * k) if n * k < 2**24 else None
+    # A dense customers x names sum (at most 512 MB) is much faster than sorting the lines, which many names need.
+    spend = np.bincount(c * k + name_codes, weights=value * decay, minlength=n * k) if n * k <= 2**26 else None
     pair_customer, pair_name, pair_value = _pairs(c, name_codes, value * decay, k, spend)
     pair_value = np.clip(pair_value, 0, None)
     keep = pair_value > 0
@@ -236,7 +236,8 @@ def _used_names(names, use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _pairs(c: np.ndarray, name: np.ndarray, weight: np.ndarray, k: int, dense: np.ndarray | None):
     """(customer, name, summed weight) per pair bought, sorted by customer then name."""
     if dense is not None:
-        flat = np.flatnonzero(np.bincount(c * k + name, minlength=len(dense)))
+        # Pairs whose lines sum to 0 (a purchase and its return) are dropped by the caller anyway.
+        flat = np.flatnonzero(dense)
         return flat // k, flat % k, dense[flat]
     keys, inverse = np.unique(c.astype(np.int64) * k + name, return_inverse=True)
     return keys // k, keys % k, np.bincount(inverse, weights=weight)
