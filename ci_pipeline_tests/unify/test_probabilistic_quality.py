@@ -31,8 +31,34 @@ from ci_pipeline.unify.probabilistic.joint import PlaceComparison
 
 #: First names no two of which look alike (housemates' names are told apart by the name comparison's levels).
 FIRST = np.array(
-    "anna bernard carmen dmitri eleanor francesco gustav hildegard ingrid jasper kwame ludmila maximilian noor "
-    "octavia priya quentin rosalind sebastian tatiana ulrich valentina wolfgang xiomara yusuf zenobia".split()
+    [
+        "anna",
+        "bernard",
+        "carmen",
+        "dmitri",
+        "eleanor",
+        "francesco",
+        "gustav",
+        "hildegard",
+        "ingrid",
+        "jasper",
+        "kwame",
+        "ludmila",
+        "maximilian",
+        "noor",
+        "octavia",
+        "priya",
+        "quentin",
+        "rosalind",
+        "sebastian",
+        "tatiana",
+        "ulrich",
+        "valentina",
+        "wolfgang",
+        "xiomara",
+        "yusuf",
+        "zenobia",
+    ]
 )
 LAST = np.array([f"{a}{b}{c}" for a in ("berg", "holm", "dal", "vik") for b in "aeiouy" for c in "klmnrst"])
 
