@@ -8,6 +8,7 @@ import sqlite3
 import dagster as dg
 import pandas as pd
 import pytest
+import yaml
 
 from ci_pipeline.commands.run import failed_checks
 from ci_pipeline.config import ProjectConfig, load_config
@@ -108,8 +109,11 @@ def project(tmp_path, **changes) -> ProjectConfig:
     raw = json.loads(json.dumps(CONFIG))
     for section, value in changes.items():
         raw[section] = value
-    config = ProjectConfig.model_validate({**raw, "lake": {"url": str(tmp_path / "lake")}})
+    raw["lake"] = {"url": str(tmp_path / "lake")}
+    config = ProjectConfig.model_validate(raw)
+    # The lake resource reads the configuration file of the run (run access), so the file must exist.
     config._path = tmp_path / "ci_pipeline.yaml"
+    config._path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return config
 
 
