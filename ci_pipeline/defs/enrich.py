@@ -101,7 +101,7 @@ def _resolve(config: ProjectConfig, connection: str) -> dict:
 
 
 def _deactivated(config: ProjectConfig) -> set[str]:
-    """Enrichments whose connection binding governance holds inactive (its connection was removed or unshared)."""
+    """Enrichments whose connection binding governance holds inactive (its connection was removed with --detach)."""
     if not any(spec.connection for spec in config.enrich.enrichments.values()):
         return set()
     bindings = _governance(config).bindings()
