@@ -102,10 +102,13 @@ def _resolve(config: ProjectConfig, connection: str) -> dict:
 
 def _deactivated(config: ProjectConfig) -> set[str]:
     """Enrichments whose connection binding governance holds inactive (its connection was removed with --detach)."""
-    if not any(spec.connection for spec in config.enrich.enrichments.values()):
+    governed = [name for name, spec in config.enrich.enrichments.items() if spec.connection]
+    if not governed:
         return set()
-    bindings = _governance(config).bindings()
-    return {b["name"] for b in bindings if b["kind"] == "enrichment" and not b["active"]}
+    governance = _governance(config)
+    # Asked one by one: any role may read one binding, while the listing shows others' bindings to admins only.
+    bindings = {name: governance.binding("enrichment", name) for name in governed}
+    return {name for name, found in bindings.items() if found is not None and not found["active"]}
 
 
 def _run_one(run: _Run, name: str, spec: EnrichmentSpec):
