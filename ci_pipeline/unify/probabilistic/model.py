@@ -624,7 +624,9 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
     if not converged:
         warnings.warn(
             f"{said}: EM did not converge after {len(trace)} iteration(s) (last change {trace[-1].change:.2g}, "
-            f"tolerance {settings.tolerance:g}); the last parameters are kept (they are sane)",
+            f"tolerance {settings.tolerance:g}; match share per iteration: "
+            + ", ".join(f"{t.match_share:.4g}" for t in trace[-5:])
+            + "); the last parameters are kept (they are sane)",
             ConvergenceWarning,
             stacklevel=4,
         )
