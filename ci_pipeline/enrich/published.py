@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 
 from ci_pipeline import outputs
@@ -131,9 +130,10 @@ def _typed(values: pd.Series) -> pd.Series:
         return values.astype("boolean")
     if pd.api.types.is_numeric_dtype(values):
         return values.astype("float64")
-    present = values.dropna()
-    if len(present) and present.map(lambda v: isinstance(v, bool | np.bool_)).all():
+    # One pass in C over the values, not a Python call per value.
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind == "boolean":
         return values.astype("boolean")
-    if len(present) and present.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool)).all():
+    if kind in ("integer", "floating", "mixed-integer-float"):
         return pd.to_numeric(values).astype("float64")
     return values.astype("string")
