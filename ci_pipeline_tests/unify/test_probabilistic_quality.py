@@ -293,8 +293,8 @@ def test_a_stratum_with_too_few_pairs_is_left_to_the_main_fit_with_a_warning():
 
 def test_a_stratum_whose_fit_is_not_sane_is_left_to_the_main_fit_with_a_warning():
     records, _ = households()
-    # Within pairs of one birth date the first name cannot be told apart: every pair there has a first name that
-    # agrees or not as the two classes happen to split, so make agreement impossible to learn: one first name each.
+    # Every record its own first name: no pair of the stratum agrees on it, so neither start finds a split in which
+    # the fields outside the stratum agree more often among matches.
     records["first"] = pd.array([f"solo{i}" for i in range(len(records))], dtype="string")
     with pytest.warns(UserWarning, match=r"pairs agreeing on \[email\]: their fit apart is not sane"):
         model = train(records, household_settings(strata=((("email",),),)))
