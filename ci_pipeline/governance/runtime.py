@@ -127,10 +127,11 @@ def authorise_run(config, tags: Mapping[str, str], needs: RunNeeds, what: str) -
         needs: what the run touches.
         what: the run, for messages and the audit log (``job full_refresh, run 1a2b...``).
     """
-    actor, how = run_actor(tags, config.governance.service_principal)
     wanted = governed_connections(config, needs)
     if not _is_governed(config, wanted):
-        return RunAccess(actor=actor, governed=False)
+        # Who runs it does not matter (and a container's user may have no name).
+        return RunAccess(actor=None, governed=False)
+    actor, how = run_actor(tags, config.governance.service_principal)
     if actor is None:
         raise UserError(
             f"{what} was {how}, but governance.service_principal is not set; set it to a principal with the "

@@ -269,3 +269,21 @@ def test_a_sink_connection_other_than_the_attached_dataverse_environment_is_refu
     assert code == 1 and "this environment is already attached to another environment" in text
     assert "ci-pipeline connections detach-dataverse" in text
     assert not governed.ingested and governed.used == []
+
+
+def test_an_ungoverned_run_needs_no_user_name(tmp_path, capfd, monkeypatch):
+    import getpass
+
+    from ci_pipeline.config import load_config
+    from ci_pipeline.governance.runtime import RunNeeds, authorise_run
+
+    def nameless():
+        raise KeyError("uid 1000770000 has no name")  # a container started with an arbitrary user id
+
+    monkeypatch.delenv("CI_PIPELINE_USER", raising=False)
+    monkeypatch.delenv("CI_PIPELINE_METADATA_URL", raising=False)
+    monkeypatch.setattr(getpass, "getuser", nameless)
+    project = Project(tmp_path, capfd, monkeypatch, None)
+    project.write({"kind": "sqlite"})
+    access = authorise_run(load_config(project.config), {}, RunNeeds(sources=frozenset({"crm"}), sink=True), "x")
+    assert access.governed is False and access.actor is None
