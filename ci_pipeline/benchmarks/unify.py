@@ -194,11 +194,12 @@ def compare_splink(folder: Path) -> dict:
         ours_model, splink_model = str(Path(tmp) / "ours.json"), str(Path(tmp) / "splink.json")
         ours = [sys.executable, "-m", "ci_pipeline", "bench", "unify", "--data", str(folder), "--method"]
         ours += ["probabilistic"]
-        trained, trained_s = _child([*ours, "--save-model", ours_model])
-        stored, stored_s = _child([*ours, "--model", ours_model])
         splink = [sys.executable, "-m", "ci_pipeline.benchmarks.splink_side", "--data", str(folder)]
         splink += ["--ours", ours_model, "--model", splink_model]
+        # Interleaved, so a change in the machine's load between runs weighs on both sides alike.
+        trained, trained_s = _child([*ours, "--save-model", ours_model])
         splink_trained, splink_trained_s = _child(splink)
+        stored, stored_s = _child([*ours, "--model", ours_model])
         splink_stored, splink_stored_s = _child([*splink, "--stored"])
     return {
         "records": trained["records"],
