@@ -112,8 +112,8 @@ def run_access(context: dg.InitResourceContext, config_path: str | None) -> RunA
     with _RUN_ACCESS_LOCK:
         found = _RUN_ACCESS.get(run.run_id)
         if found is None:
-            config = load_config(config_path, references=False)
             try:
+                config = load_config(config_path, references=False)
                 found = authorise_run(
                     config, run.tags, run_needs(config, _run_keys(context)), f"job {run.job_name}, run {run.run_id}"
                 )
