@@ -257,8 +257,10 @@ class MatchConfig(StrictModel):
     def _settings_need_the_method(self):
         if self.method == "probabilistic":
             return self
-        for name in ("probabilistic", "training"):
-            if name in self.model_fields_set:
+        # A value equal to the default is not "given": a dumped and re-read configuration carries both keys.
+        defaults = {"probabilistic": None, "training": MatchTraining()}
+        for name, default in defaults.items():
+            if name in self.model_fields_set and getattr(self, name) != default:
                 raise ValueError(
                     f"{name} is given but method is 'rules', which has no model and ignores it; set "
                     f"unify.match.method: probabilistic or remove unify.match.{name}"
