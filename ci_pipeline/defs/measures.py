@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 
 from ci_pipeline.activities import FACT_COLUMNS
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.defs import activities, unify
 from ci_pipeline.defs.metadata import FIRST_N, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
@@ -20,12 +21,9 @@ CUSTOMER_MEASURE = asset_key(GROUP, "customer_measure")
 VALUES = asset_key(GROUP, "customer_measure_values")
 
 
-def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
-    """The measures assets and checks; none when no measures are configured."""
-    section = config.measures
-    if not (section.attributes or section.customer or section.business):
-        return dg.Definitions()
-    has_activities = bool(config.activities.tables)
+def _outs_and_checks(section: MeasuresConfig) -> tuple[dict[str, dg.AssetOut], list[dg.AssetCheckSpec]]:
+    """The outputs of the measures step (CustomerMeasure and its typed values, one table per customer or business
+    measure) and the checks on CustomerMeasure."""
     outs: dict[str, dg.AssetOut] = {}
     checks: list[dg.AssetCheckSpec] = []
     if section.attributes:
@@ -57,6 +55,16 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             description=f"One row per {what}: the {kind} measure {name}. {spec.description}".strip(),
             kinds={"pandas", "parquet"},
         )
+    return outs, checks
+
+
+def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
+    """The measures assets and checks; none when no measures are configured."""
+    section = config.measures
+    if not (section.attributes or section.customer or section.business):
+        return dg.Definitions()
+    has_activities = bool(config.activities.tables)
+    outs, checks = _outs_and_checks(section)
     ins = {"customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile"))}
     facts_key = activities.STAGE.key("activity_facts")
 
