@@ -28,7 +28,8 @@ class Timeline:
     unified: pd.DataFrame
     #: Rows that were not placed, with the reason (``CORRUPT_COLUMNS``).
     corrupt: pd.DataFrame
-    #: One row per accepted activity with typed semantic fields (``FACT_COLUMNS`` + field columns).
+    #: One row per accepted activity with typed semantic fields (``FACT_COLUMNS`` + field columns), sorted by
+    #: ActivityId.
     facts: pd.DataFrame
     #: Rows read per activity name (read = accepted + quarantined).
     rows_read: dict[str, int]

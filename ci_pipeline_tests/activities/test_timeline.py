@@ -238,3 +238,14 @@ def test_tables_that_follow_one_another_keep_the_column_order_of_the_activity_na
     )
     assert result.facts["ActivityId"].tolist()[0] == "club_points_p1"
     assert list(result.facts.columns)[-3:] == ["amount", "is_return", "points"]
+
+
+def test_repeated_activity_ids_are_counted_like_duplicated_on_the_sorted_facts():
+    from ci_pipeline.defs.activities import repeated_ids
+
+    ids = pd.Series(["a", "b", "b", "b", "c", "d", "d"], dtype="string")
+    assert repeated_ids(ids) == int(ids.duplicated().sum()) == 3
+    assert repeated_ids(ids.iloc[:1]) == 0 and repeated_ids(ids.iloc[0:0]) == 0
+    # The facts a timeline gives are in ActivityId order, which the count relies on.
+    facts = build().facts
+    assert facts["ActivityId"].is_monotonic_increasing and repeated_ids(facts["ActivityId"]) == 0
