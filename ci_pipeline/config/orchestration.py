@@ -29,6 +29,14 @@ Weekday = Literal[
 ]  # fmt: skip
 
 
+#: The schedules the pipeline makes itself, which a configured schedule may not be named after.
+SYSTEM_SCHEDULES = {
+    "refresh": "the system refresh",
+    "train_predictions": "the prediction models' retraining",
+    "train_match_model": "the probabilistic match model's retraining",
+}
+
+
 class When(StrictModel):
     """When a schedule fires: either ``cron`` or ``at`` (times of day) with optional ``days`` (weekdays).
 
@@ -189,14 +197,20 @@ class OrchestrationConfig(StrictModel):
         return _timezone_name(value)
 
     def problems(self, project) -> list[str]:
-        """Cross-section checks: schedule names are unique and do not take the system refresh's name."""
+        """Cross-section checks: schedule names are unique and do not take the name of a schedule the pipeline
+        makes itself (the system refresh, the retraining of the prediction and match models)."""
         found = []
-        names: set[str] = {"refresh"}
+        names: set[str] = set(SYSTEM_SCHEDULES)
         for index, item in enumerate(self.schedules):
-            if item.name in names:
+            if item.name in SYSTEM_SCHEDULES:
                 found.append(
-                    f"orchestration.schedules[{index}].name: {item.name!r} is used twice (or is reserved for the "
-                    "system refresh); give each schedule its own name"
+                    f"orchestration.schedules[{index}].name: {item.name!r} is the name of the pipeline's own "
+                    f"schedule ({SYSTEM_SCHEDULES[item.name]}); give the schedule another name"
+                )
+            elif item.name in names:
+                found.append(
+                    f"orchestration.schedules[{index}].name: {item.name!r} is used twice; give each schedule its own "
+                    "name"
                 )
             names.add(item.name)
         return found

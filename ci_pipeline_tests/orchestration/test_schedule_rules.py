@@ -95,6 +95,10 @@ def test_configuration_with_schedules_loads(tmp_path):
             {"schedules": [{"name": "a", "select": "*", "at": "1:00"}, {"name": "a", "select": "*", "at": "2:00"}]},
             "orchestration.schedules[1].name: 'a' is used twice",
         ),
+        (
+            {"schedules": [{"name": "train_match_model", "select": "*", "at": "1:00"}]},
+            "orchestration.schedules[0].name: 'train_match_model' is the name of the pipeline's own schedule",
+        ),
     ],
 )
 def test_bad_schedules_are_reported_with_their_key_path(tmp_path, section, message):
