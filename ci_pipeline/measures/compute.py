@@ -174,6 +174,22 @@ def aggregate(frame: pd.DataFrame, keys: list[str], spec: MeasureSpec, end: pd.T
     return winners.sort_index()
 
 
+def _numbers(values: pd.Series, key: str, spec: MeasureSpec) -> pd.Series:
+    """The values a sum or an average adds, as numbers: a text column of numbers (a CSV read without column
+    types) is read as numbers, since pandas would join the strings; a value that is not a number is refused."""
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return values
+    numbers = pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
+    bad = values.notna() & numbers.isna()
+    if bad.any():
+        raise UserError(
+            f"{key}: {spec.aggregate} needs numbers, but field {spec.field!r} holds {int(bad.sum())} value(s) that "
+            f"are not, e.g. {values[bad].iloc[0]!r}; give the column a numeric type (double or int64) in its "
+            "source's columns, or use an aggregate that does not add (count, first, last)"
+        )
+    return numbers.astype("float64")
+
+
 def measure_frame(index: FactIndex, spec: MeasureSpec, key: str, by_customer: bool) -> pd.DataFrame:
     """The rows a measure aggregates, with columns ``code`` (if by customer), dimensions, value, ts, order."""
     facts = index.facts
@@ -191,6 +207,8 @@ def measure_frame(index: FactIndex, spec: MeasureSpec, key: str, by_customer: bo
         "ts": take("ActivityTimeStamp"),
         "order": take(spec.order_by) if spec.order_by else pd.Series(np.zeros(len(rows))),
     }
+    if spec.field and spec.aggregate in ("sum", "average"):
+        data["value"] = _numbers(data["value"], key, spec)
     if by_customer:
         data["code"] = pd.Series(index.codes[rows])
     for dim in spec.dimensions:

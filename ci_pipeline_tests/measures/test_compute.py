@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from ci_pipeline.config.measures import MeasuresConfig
+from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.expression import ExpressionError, parse
 from ci_pipeline.measures.compute import compute_measures, customer_measure_table, distribution
 from ci_pipeline.measures.expression import evaluate
@@ -84,6 +85,27 @@ def test_aggregations_have_known_answers():
     assert attr({"aggregate": "last", "field": "channel"})[:2] == ["web", "web"]
     assert attr({"aggregate": "argmax", "field": "channel", "order_by": "amount"})[:2] == ["store", "web"]
     assert attr({"aggregate": "argmin", "field": "product", "order_by": "amount"})[:2] == ["hat", "sock"]
+
+
+def test_a_sum_over_a_text_column_of_numbers_adds_them_and_refuses_text():
+    # A CSV read without column types gives text; pandas would join the strings ("10.5" + "7" -> "10.57").
+    text = facts()
+    text["amount"] = text["amount"].map(lambda v: None if pd.isna(v) else f" {v:g}").astype("string")
+    config = MeasuresConfig.model_validate(
+        {
+            "as_of": AS_OF,
+            "attributes": {
+                "total": {"activity": "orders", "aggregate": "sum", "field": "amount"},
+                "mean": {"activity": "orders", "aggregate": "average", "field": "amount"},
+            },
+        }
+    )
+    result = compute_measures(config, CUSTOMERS, text, AS_OF)
+    assert result.attributes["total"].tolist()[:2] == [60.0, 5.0]
+    assert result.attributes["mean"].tolist()[:2] == [20.0, 5.0]
+    text.loc[1, "amount"] = "thirty"
+    with pytest.raises(UserError, match=r"measures\.attributes\.mean: average needs numbers.*'amount'.*'thirty'"):
+        compute_measures(config, CUSTOMERS, text, AS_OF)
 
 
 def test_null_rule_counts_are_zero_others_null_unless_configured():
