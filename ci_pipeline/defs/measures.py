@@ -9,7 +9,7 @@ from ci_pipeline.activities import FACT_COLUMNS
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.defs import activities, unify
-from ci_pipeline.defs.metadata import FIRST_N, table_of
+from ci_pipeline.defs.metadata import FIRST_N, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.lake import Lake
@@ -19,6 +19,10 @@ from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS
 GROUP = "measures"
 CUSTOMER_MEASURE = asset_key(GROUP, "customer_measure")
 VALUES = asset_key(GROUP, "customer_measure_values")
+
+#: The columns of the attribute measures' distribution table, and the figures plotted per measure.
+_STAT_COLUMNS = ("customers", "nulls", "non_finite", "min", "mean", "median", "max", "distinct")
+_PLOTTED = ("mean", "max", "nulls")
 
 
 def _outs_and_checks(section: MeasuresConfig) -> tuple[dict[str, dg.AssetOut], list[dg.AssetCheckSpec]]:
@@ -102,8 +106,16 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
                 output_name="customer_measure",
                 metadata={
                     "as_of": str(as_of),
-                    "distribution": dg.MetadataValue.json(stats),
-                    **{f"measure/{n}": dg.MetadataValue.json(s) for n, s in stats.items()},
+                    # One row per measure (a JSON of every measure would outgrow the page), and each measure's
+                    # mean, maximum and nulls as numbers the UI plots over runs.
+                    "distribution": table_of(
+                        [{"measure": n, **s} for n, s in stats.items()], ["measure", *_STAT_COLUMNS]
+                    ),
+                    **{
+                        k: v
+                        for n, s in stats.items()
+                        for k, v in numbers(f"measure/{n}", {x: s[x] for x in _PLOTTED if x in s}).items()
+                    },
                 },
             )
             yield dg.Output(result.attributes, output_name="customer_measure_values", metadata={"as_of": str(as_of)})

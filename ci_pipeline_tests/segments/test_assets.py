@@ -143,7 +143,9 @@ def test_stages_materialise_with_checks_and_history_across_runs(project, tmp_pat
         for e in result.get_asset_materialization_events()
     }
     assert mats["measures/revenue"]["value"].value == 70.0
-    assert mats["measures/customer_measure"]["measure/spend"].data["max"] == 60.0
+    assert mats["measures/customer_measure"]["measure/spend max"].value == 60.0
+    rows = mats["measures/customer_measure"]["distribution"].records
+    assert {r.data["measure"]: r.data["max"] for r in rows}["spend"] == 60.0
 
     membership = lake.read_parquet("ci_pipeline/segments/segment_membership.parquet")
     assert list(membership.columns) == SEGMENT_MEMBERSHIP_COLUMNS
