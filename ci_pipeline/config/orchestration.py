@@ -87,6 +87,24 @@ class When(StrictModel):
         return list(self.cron) if self.cron else cron_for_times(list(self.at or []), self.days)
 
 
+class Retraining(When):
+    """When a model is retrained (its job runs on this schedule; the runs in between score with the stored model).
+
+    Each model sets its default ``cron``; ``at`` alone replaces that default rather than adding to it.
+    """
+
+    #: A disabled schedule is created stopped (it can be started in the UI); the job still runs on demand.
+    enabled: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _at_replaces_the_default_cron(cls, data):
+        # ``at: "02:00"`` alone means "at that time", not "both the default cron and that time".
+        if isinstance(data, dict) and "at" in data and "cron" not in data:
+            return {**data, "cron": None}
+        return data
+
+
 class RefreshSchedule(When):
     """The system refresh: the whole pipeline (or ``select``) on a schedule."""
 

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ci_pipeline.config.base import StrictModel
-from ci_pipeline.config.orchestration import When
+from ci_pipeline.config.orchestration import Retraining
 
 MODELS = ("churn", "clv", "recommendation")
 #: Model -> the Model column of its Prediction rows.
@@ -136,19 +136,11 @@ class ModelSettings(StrictModel):
     threads: int | None = Field(None, ge=1)
 
 
-class TrainingSchedule(When):
+class TrainingSchedule(Retraining):
     """When the models are retrained (job ``train_predictions``); refreshes score with the stored models."""
 
+    #: Monthly by default: the 1st at 03:00 in ``orchestration.timezone``.
     cron: list[str] | None = Field(default_factory=lambda: ["0 3 1 * *"], min_length=1, max_length=24)
-    enabled: bool = True
-
-    @model_validator(mode="before")
-    @classmethod
-    def _at_replaces_the_default_cron(cls, data):
-        # ``at: "03:00"`` alone means "at that time", not "both the default cron and that time".
-        if isinstance(data, dict) and "at" in data and "cron" not in data:
-            return {**data, "cron": None}
-        return data
 
 
 class PredictionsConfig(ModelSettings):

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from ci_pipeline.config.base import Name, StrictModel
-from ci_pipeline.config.orchestration import When
+from ci_pipeline.config.orchestration import Retraining
 
 #: Semantic types a customer-table column can be mapped to. ``custom`` keeps the column under its own name.
 SemanticType = Literal[
@@ -213,22 +213,12 @@ class AttachRule(StrictModel):
     keep_last_run: bool = True
 
 
-class MatchTraining(When):
+class MatchTraining(Retraining):
     """When the probabilistic match model is retrained (job ``train_match_model``); the runs in between score with
     the stored model, so CustomerIds do not drift with retraining noise."""
 
     #: Monthly by default: the 1st at 02:00 in ``orchestration.timezone``.
     cron: list[str] | None = Field(default_factory=lambda: ["0 2 1 * *"], min_length=1, max_length=24)
-    #: A disabled schedule is created stopped (it can be started in the UI); the job still runs on demand.
-    enabled: bool = True
-
-    @model_validator(mode="before")
-    @classmethod
-    def _at_replaces_the_default_cron(cls, data):
-        # ``at: "02:00"`` alone means "at that time", not "both the default cron and that time".
-        if isinstance(data, dict) and "at" in data and "cron" not in data:
-            return {**data, "cron": None}
-        return data
 
 
 class MatchConfig(StrictModel):
