@@ -10,9 +10,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import dagster as dg
 
-#: Who started a run from the command line ($CI_PIPELINE_USER, else the operating-system user).
-LAUNCHED_BY_TAG = "ci_pipeline/launched_by"
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("run", help="run the pipeline (every stage) on the configured data")
@@ -43,7 +40,7 @@ def run(args) -> int:
     from ci_pipeline.defs import STAGES, build_definitions
     from ci_pipeline.defs.launch import choose_job, execute_as_job_run, job_names
     from ci_pipeline.defs.orchestration import step_assets
-    from ci_pipeline.governance.identity import acting_user
+    from ci_pipeline.governance.identity import LAUNCHED_BY_TAG, acting_user
     from ci_pipeline.orchestration import MODE_TAG, TRIGGER_TAG
     from ci_pipeline.validation import load_checked, require_valid
 

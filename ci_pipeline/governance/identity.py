@@ -9,6 +9,8 @@ import unicodedata
 from ci_pipeline.errors import UserError
 
 USER_ENV = "CI_PIPELINE_USER"
+#: The run tag naming who launched a run; the run acts as that user (see ci_pipeline.governance.runtime).
+LAUNCHED_BY_TAG = "ci_pipeline/launched_by"
 #: Names are stored and shown as given; longer ones do not fit the columns.
 MAX_NAME = 200
 

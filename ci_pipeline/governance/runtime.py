@@ -19,13 +19,11 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.governance.identity import acting_user, check_name
+from ci_pipeline.governance.identity import LAUNCHED_BY_TAG, acting_user, check_name
 from ci_pipeline.governance.secrets import SecretResolver, secret_roots
 from ci_pipeline.governance.service import Governance, source_owners
 from ci_pipeline.governance.store import METADATA_URL_ENV, MetadataStore, metadata_url, open_store
 
-#: The run tag naming who launched a run (`ci-pipeline run` sets it to the acting user).
-LAUNCHED_BY_TAG = "ci_pipeline/launched_by"
 #: Tags Dagster puts on runs that a schedule or sensor started: nobody launched them, the service principal acts.
 UNATTENDED_TAGS = ("dagster/schedule_name", "dagster/sensor_name")
 

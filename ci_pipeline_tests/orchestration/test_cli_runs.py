@@ -11,8 +11,8 @@ from dagster._core.workspace.load_target import EmptyWorkspaceTarget
 from dagster_graphql.test.utils import execute_dagster_graphql
 
 from ci_pipeline import cli
-from ci_pipeline.commands import run as run_command
 from ci_pipeline.defs import launch
+from ci_pipeline.governance.identity import LAUNCHED_BY_TAG
 from ci_pipeline.orchestration import MODE_TAG, TRIGGER_TAG
 from ci_pipeline_tests.conftest import ROOT
 from ci_pipeline_tests.orchestration.conftest import build_project
@@ -67,7 +67,7 @@ def test_cli_runs_belong_to_their_job_in_the_code_location(cli_project):
         "repositoryName": "__repository__",
     }
     tags = {t["key"]: t["value"] for t in listed[0]["tags"]}
-    assert tags[TRIGGER_TAG] == "cli" and tags[run_command.LAUNCHED_BY_TAG] == "ann"
+    assert tags[TRIGGER_TAG] == "cli" and tags[LAUNCHED_BY_TAG] == "ann"
 
 
 def test_the_full_refresh_is_tagged_full(cli_project):
