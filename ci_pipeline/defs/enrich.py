@@ -13,6 +13,7 @@ import pandas as pd
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.enrich import AFFINITY_PROVIDERS, EnrichmentSpec
 from ci_pipeline.defs import activities, ingest, measures, unify
+from ci_pipeline.defs.metadata import bullet_list, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import asset_path
 from ci_pipeline.enrich import (
@@ -194,22 +195,26 @@ def _enrichments_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         yield dg.Output(
             segment_fields(fields),
             output_name="enrichment_fields",
-            metadata={"enrichments": dg.MetadataValue.json(sorted(fields))},
+            metadata={"enrichments": bullet_list(sorted(fields))},
         )
         counts = table.groupby(["EnrichmentProvider", "EnrichmentType"]).size()
-        yield dg.Output(
-            table,
-            output_name="enrichment",
-            metadata={
-                "status": dg.MetadataValue.json(status),
-                "rows_per_type": dg.MetadataValue.json({f"{p}/{t}": int(n) for (p, t), n in counts.items()}),
-            },
-        )
+        yield dg.Output(table, output_name="enrichment", metadata=_enrichment_metadata(status, counts))
         yield dg.AssetCheckResult(
             check_name="matches_output_contract", asset_key=ENRICHMENT, passed=list(table.columns) == ENRICHMENT_COLUMNS
         )
 
     return enrich
+
+
+def _enrichment_metadata(status: dict[str, str], counts: pd.Series) -> dict:
+    """Each enrichment's outcome and the rows per provider and type as native tables, the rows also as numbers the
+    UI plots: both lists grow with the configured enrichments."""
+    rows = [{"provider": p, "type": t, "rows": int(n)} for (p, t), n in counts.items()]
+    return {
+        "status": table_of([{"enrichment": n, "status": s} for n, s in status.items()], ["enrichment", "status"]),
+        "rows_per_type": table_of(rows, ["provider", "type", "rows"]),
+        **numbers("rows", {f"{r['provider']}/{r['type']}": r["rows"] for r in rows}),
+    }
 
 
 def _one(run: _Run, name: str, spec: EnrichmentSpec, deactivated: bool, governance_error: str | None):

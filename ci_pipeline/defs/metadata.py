@@ -33,6 +33,13 @@ def counts_table(counts: Mapping[str, int], key: str, value: str) -> dg.TableMet
     return table_of([{key: name, value: int(n)} for name, n in counts.items()], [key, value])
 
 
+def entries_table(nested: Mapping, key: str = "entry", value: str = "value") -> dg.TableMetadataValue:
+    """A nested report (dicts and lists) as a two-column table, one row per leaf: ``a.b.0`` and its value as text.
+
+    The page then shows a long report as rows to scroll rather than one raw JSON block that outgrows the screen."""
+    return table_of([{key: path, value: text} for path, text in _leaves(nested, "")], [key, value])
+
+
 def numbers(prefix: str, values: Mapping[str, float | int]) -> dict[str, dg.MetadataValue]:
     """``{"<prefix> <name>": number}``: one series per name that the UI's Plots tab draws over runs."""
     return {f"{prefix} {name}": _number(v) for name, v in values.items()}
@@ -42,6 +49,22 @@ def bullet_list(lines: Iterable[str]) -> dg.MarkdownMetadataValue:
     """Lines as a Markdown list (``- line``); "none" when there are none."""
     text = "\n".join(f"- {line}" for line in lines)
     return dg.MetadataValue.md(text or "none")
+
+
+def _leaves(node, path: str) -> Iterable[tuple[str, str]]:
+    if isinstance(node, Mapping):
+        items = node.items()
+    elif isinstance(node, list | tuple):
+        items = enumerate(node)
+    else:
+        yield path, "" if node is None else str(_plain(node))
+        return
+    empty = True
+    for name, child in items:
+        empty = False
+        yield from _leaves(child, f"{path}.{name}" if path else str(name))
+    if empty:
+        yield path, "none"
 
 
 def _number(value: float | int) -> dg.MetadataValue:

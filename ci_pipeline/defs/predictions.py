@@ -16,7 +16,7 @@ import pandas as pd
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.predictions import MODEL_NAMES, PredictionsConfig
 from ci_pipeline.defs import activities, unify
-from ci_pipeline.defs.metadata import table_of
+from ci_pipeline.defs.metadata import counts_table, entries_table, numbers, table_of
 from ci_pipeline.defs.registry import REFRESH_TAG, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import PREDICTION_COLUMNS
@@ -104,7 +104,7 @@ def _trained_with(lake, model: str) -> dict | None:
 def report_metadata(report: dict, url: str | None = None) -> dict:
     """The evaluation report as asset metadata: each metric of the model and every baseline as a number (the UI
     plots them across runs), the grades, the calibration and gain charts' points and the feature importance as
-    tables, and the whole report as JSON."""
+    tables, and the rest of the report as a table of entries (the whole report is in the lake next to the model)."""
     metadata: dict = {}
     groups = {"": report} | {mode: report[mode] for mode in ("with_repeats", "new_items_only") if mode in report}
     for prefix, group in groups.items():
@@ -140,7 +140,7 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
         )
     if "not_evaluated" in report:
         metadata["not_evaluated"] = report["not_evaluated"]
-    metadata["report"] = dg.MetadataValue.json({k: v for k, v in report.items() if k != "charts"})
+    metadata["report"] = entries_table({k: v for k, v in report.items() if k not in ("charts", "feature_importance")})
     if url is not None:
         metadata["path"] = dg.MetadataValue.path(url)
     return metadata
@@ -245,7 +245,8 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         )
         table = prediction_table(scored, provider)
         counts = table["Model"].value_counts().to_dict()
-        yield dg.Output(table, output_name="prediction", metadata={"rows_per_model": dg.MetadataValue.json(counts)})
+        metadata = {"rows_per_model": counts_table(counts, "model", "rows"), **numbers("rows", counts)}
+        yield dg.Output(table, output_name="prediction", metadata=metadata)
         yield dg.AssetCheckResult(
             check_name="matches_output_contract",
             asset_key=PREDICTION,

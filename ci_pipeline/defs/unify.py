@@ -12,7 +12,7 @@ import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest
-from ci_pipeline.defs.metadata import FIRST_N, bullet_list, numbers, table_of
+from ci_pipeline.defs.metadata import FIRST_N, bullet_list, counts_table, numbers, table_of
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.errors import StorageError
@@ -244,13 +244,7 @@ def _model_metadata(model, frames: dict, url: str, run_id: str) -> dict:
             [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in vars(i).items()} for i in model.trace],
             ["iteration", "match_share", "change", "log_likelihood"],
         ),
-        "training_data": dg.MetadataValue.json(
-            {
-                "run_id": run_id,
-                "tables": {f"{s}.{t}": len(f) for (s, t), f in frames.items()},
-                **{k: v for k, v in model.training.items() if k != "settings_yaml"},
-            }
-        ),
+        **_training_metadata(model.training, run_id, {f"{s}.{t}": len(f) for (s, t), f in frames.items()}),
         "settings": dg.MetadataValue.md(f"```yaml\n{model.training['settings_yaml']}```"),
     }
 
@@ -380,16 +374,49 @@ def _stats_metadata(result: UnifyResult, guard_events_url: str) -> dict:
             ["phase", "seconds"],
         ),
         "warnings": bullet_list(result.warnings),
-        "uncomparable_records": dg.MetadataValue.json(s["uncomparable_records"]),
-        "unreadable_dates": dg.MetadataValue.json(s["unreadable_dates"]),
+        "uncomparable_records": counts_table(s["uncomparable_records"], "table", "records"),
+        "unreadable_dates": table_of(
+            [{"column": where, **u} for where, u in s["unreadable_dates"].items()], ["column", "values", "example"]
+        ),
     }
     if s["attach"]:
         found["attach"] = table_of(s["attach"], ["rule", "thin_customers", *OUTCOMES])
     if "match_method" in s:
-        report = s["match_method"]
-        found["match_method"] = dg.MetadataValue.json({k: v for k, v in report.items() if k != "settings_yaml"})
-        found["match_settings"] = dg.MetadataValue.md(f"```yaml\n{report.get('settings_yaml', '')}```")
+        found |= _match_method_metadata(s["match_method"])
     return found
+
+
+def _match_method_metadata(report: dict) -> dict:
+    """The match model's scoring: its counts as numbers the UI plots, the pairs per blocking rule and the seconds
+    per part as tables (both grow with the settings), the settings as YAML to paste."""
+    plotted = {k: report[k] for k in ("threshold", "candidate_pairs", "links", "near_misses") if k in report}
+    return {
+        "match_method": report.get("method", ""),
+        **numbers("match_method", plotted),
+        "match_pairs_per_blocking_rule": counts_table(report.get("pairs_per_rule", {}), "blocking rule", "pairs"),
+        "match_seconds": table_of(
+            [{"part": part, "seconds": round(float(sec), 3)} for part, sec in report.get("seconds", {}).items()],
+            ["part", "seconds"],
+        ),
+        "match_settings": dg.MetadataValue.md(f"```yaml\n{report.get('settings_yaml', '')}```"),
+    }
+
+
+def _training_metadata(training: dict, run_id: str, tables: dict[str, int]) -> dict:
+    """What the match model was trained on: the records and pairs as numbers, the records per table and the pairs
+    per training blocking rule as tables, the warnings as a list (the lists grow with tables and rules)."""
+    fixed = ("records", "random_pairs", "blocked_pairs", "expected_matches")
+    return {
+        "training_run_id": run_id,
+        "training_chosen": str(training.get("chosen", "")),
+        **numbers("training", {k: training[k] for k in fixed if k in training}),
+        "training_tables": counts_table(tables, "table", "records"),
+        "training_pairs_per_rule": table_of(training.get("pairs_per_rule", []), ["rule", "pairs", "new"]),
+        "training_strata_pairs": table_of(
+            [{"stratum": i, "pairs": n} for i, n in enumerate(training.get("strata_pairs", []))], ["stratum", "pairs"]
+        ),
+        "training_warnings": bullet_list(training.get("warnings", [])),
+    }
 
 
 def _top(values: list) -> str:

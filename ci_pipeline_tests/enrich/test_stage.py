@@ -162,7 +162,13 @@ def test_a_refresh_publishes_the_affinities_to_enrichment_and_segments_use_their
     metadata = result.asset_materializations_for_node("run_enrichments")
     by_key = {m.asset_key.to_user_string(): m.metadata for m in metadata}
     assert by_key["enrich/brands"]["customers_on_prior"].value >= 1
-    assert by_key["enrich/enrichment"]["status"].data == {"brands": "succeeded", "interests": "succeeded"}
+    enrichment = by_key["enrich/enrichment"]
+    assert [row.data for row in enrichment["status"].records] == [
+        {"enrichment": "brands", "status": "succeeded"},
+        {"enrichment": "interests", "status": "succeeded"},
+    ]
+    per_type = {(r.data["provider"], r.data["type"]): r.data["rows"] for r in enrichment["rows_per_type"].records}
+    assert per_type and all(enrichment[f"rows {p}/{t}"].value == n for (p, t), n in per_type.items())
 
 
 class Exploding:
@@ -244,7 +250,8 @@ def test_an_inactive_enrichment_is_skipped_and_shown_as_skipped_not_failed(tmp_p
     status = {
         m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("run_enrichments")
     }
-    assert status["enrich/enrichment"]["status"].data == {"brands": "succeeded", "interests": "skipped"}
+    outcome = {row.data["enrichment"]: row.data["status"] for row in status["enrich/enrichment"]["status"].records}
+    assert outcome == {"brands": "succeeded", "interests": "skipped"}
     assert "enrich/interests" not in status
     assert len(lake.read_parquet("ci_pipeline/enrich/brands.parquet")) == 50
     table = lake.read_parquet("ci_pipeline/enrich/enrichment.parquet")

@@ -10,6 +10,7 @@ import yaml
 
 from ci_pipeline.config import load_config
 from ci_pipeline.defs import build_definitions
+from ci_pipeline.defs.metadata import entries_table
 from ci_pipeline.defs.predictions import report_metadata
 from ci_pipeline.lake import Lake
 from ci_pipeline.orchestration.schedule import describe_cron
@@ -174,8 +175,10 @@ def test_unify_statistics_are_plottable_numbers_and_native_tables(materialized):
     assert isinstance(stats["guard_split groups"], dg.IntMetadataValue)
     lake = Lake.local(folder / "lake")
     assert json.loads(lake.read_bytes("ci_pipeline/unify/guard_events.json")) == []
+    assert _rows(stats["uncomparable_records"]) == [] and _rows(stats["unreadable_dates"]) == []
     for name in ("customer_profile", "match_pairs", "id_change", "dedup_records", "unify_stats"):
         _no_big_json(_latest(result, "unify", name), name)
+        assert not [k for k, v in _latest(result, "unify", name).items() if isinstance(v, dg.JsonMetadataValue)]
 
 
 def test_segment_member_counts_are_numbers_per_segment(materialized):
@@ -268,3 +271,31 @@ def test_sink_capacity_lists_its_tables_as_a_native_table(tmp_path):
     rows = {row["table"]: row for row in _rows(capacity["tables"])}
     assert len(rows) >= 7 and all(isinstance(row["rows"], int) for row in rows.values())
     assert any(row["rows"] == 3 for name, row in rows.items() if "profile" in name.lower())
+
+
+def test_a_long_prediction_report_is_a_table_of_entries_not_a_json_block():
+    # A report grows with the baselines, the usability checks and the models' settings: 300 entries here.
+    report = {
+        "prediction": "churn",
+        "usability": {"checks": [{"name": f"check {i}", "passed": i % 2 == 0} for i in range(100)]},
+        "baselines": {f"rule_{i}": {"auc": 0.5 + i / 1000, "note": None} for i in range(100)},
+        "charts": {"gain": [{"share": 0.1, "captured": 0.3}]},
+        "feature_importance": {"recency": 0.4},
+    }
+    metadata = report_metadata(report)
+    entries = {row["entry"]: row["value"] for row in _rows(metadata["report"])}
+    assert entries["prediction"] == "churn" and entries["usability.checks.3.passed"] == "False"
+    assert entries["baselines.rule_7.auc"] == "0.507" and entries["baselines.rule_7.note"] == ""
+    assert not any(e.startswith(("charts", "feature_importance")) for e in entries), "those have their own tables"
+    assert metadata["baseline/rule_7/auc"].value == 0.507
+    assert not [k for k, v in metadata.items() if isinstance(v, dg.JsonMetadataValue)]
+
+
+def test_entries_table_names_every_leaf_and_empty_branches():
+    table = entries_table({"a": {"b": [1, {"c": 2.5}], "empty": {}}, "none": []})
+    assert _rows(table) == [
+        {"entry": "a.b.0", "value": "1"},
+        {"entry": "a.b.1.c", "value": "2.5"},
+        {"entry": "a.empty", "value": "none"},
+        {"entry": "none", "value": "none"},
+    ]

@@ -166,8 +166,10 @@ def test_unify_asset_logs_the_warnings_and_records_the_counts(tmp_path):
     assert any("table loyalty.members" in m and "any of its 2 records" in m for m in logged)
     stats = [e for e in result.get_asset_materialization_events() if e.asset_key == unify_defs.key("unify_stats")]
     metadata = stats[0].materialization.metadata
-    assert metadata["unreadable_dates"].value["crm.contacts.modified_at"]["values"] == 2
-    assert metadata["uncomparable_records"].value["loyalty.members"] == 2
+    unreadable = {row.data["column"]: row.data for row in metadata["unreadable_dates"].records}
+    assert unreadable["crm.contacts.modified_at"]["values"] == 2
+    uncomparable = {row.data["table"]: row.data["records"] for row in metadata["uncomparable_records"].records}
+    assert uncomparable["loyalty.members"] == 2
     assert metadata["guard_split groups"].value == 0
 
 

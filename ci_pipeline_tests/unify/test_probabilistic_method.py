@@ -417,11 +417,18 @@ def test_the_match_model_asset_is_stored_and_unification_scores_with_it(tmp_path
     exact = next(r for r in levels if (r["comparison"], r["level"]) == ("first_name", "exact"))
     assert exact["weight"] > 4 and exact["m"] > exact["u"]
     assert 0 < metadata["prior_match_probability"].value < 1
-    assert metadata["training_data"].value["tables"] == {"crm.contacts": 300, "shop.customers": 200}
+    tables = {row.data["table"]: row.data["records"] for row in metadata["training_tables"].records}
+    assert tables == {"crm.contacts": 300, "shop.customers": 200}
+    assert {row.data["rule"] for row in metadata["training_pairs_per_rule"].records}
+    assert metadata["training records"].value == 500
     assert metadata["trace"].records and "probabilistic:" in metadata["settings"].value
     stored = lake.read_bytes(MODEL_PATH)
     second = materialize(cfg, unification)
-    assert materialized(second, "unify_stats").metadata["match_method"].value["links"] > 0
+    scoring = materialized(second, "unify_stats").metadata
+    assert scoring["match_method"].value == "probabilistic" and scoring["match_method links"].value > 0
+    assert sum(row.data["pairs"] for row in scoring["match_pairs_per_blocking_rule"].records) == (
+        scoring["match_method candidate_pairs"].value
+    )
     assert lake.read_bytes(MODEL_PATH) == stored  # scoring never retrains
     profile = lake.read_parquet("ci_pipeline/unify/customer_profile.parquet")
     assert 250 <= len(profile) <= 330
