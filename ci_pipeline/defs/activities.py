@@ -137,7 +137,12 @@ def _check_results(timeline: Timeline, per_table: dict):
         check_name="every_row_accounted_for",
         asset_key=UNIFIED,
         passed=not unbalanced,
-        metadata={"unbalanced": dg.MetadataValue.json(unbalanced)},
+        metadata={
+            "unbalanced": table_of(
+                [{"activity": name, **counts} for name, counts in unbalanced.items()],
+                ["activity", "read", "placed", "quarantined"],
+            )
+        },
     )
     yield dg.AssetCheckResult(
         check_name="no_quarantined_activities",

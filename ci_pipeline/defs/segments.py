@@ -7,7 +7,7 @@ import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import activities, enrich, measures, predictions, unify
-from ci_pipeline.defs.metadata import numbers, table_of
+from ci_pipeline.defs.metadata import bullet_list, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import asset_path
 from ci_pipeline.measures import run_date
@@ -141,7 +141,7 @@ def _check_results(result: SegmentRun, counts: dict[str, int], customer_profile:
         asset_key=MEMBERSHIP,
         passed=not empty,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"empty_segments": dg.MetadataValue.json(empty)},
+        metadata={"empty_segments": bullet_list(empty)},
     )
 
 
