@@ -4,6 +4,7 @@ converge, keys null or constant everywhere, malformed or unmapped strata)."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -329,3 +330,51 @@ def test_malformed_or_unmapped_strata_are_named():
         Settings.from_dict({**base, "strata": "email"})
     with pytest.raises(SettingsError, match=r"strata\[0\] reads column 'phone', which is not mapped"):
         household_settings(strata=((("phone",),),)).check_columns(["first", "last", "email", "street", "born"])
+
+
+def _reference_weight(model: Model, records: pd.DataFrame, shares: dict, gamma: np.ndarray, a: int, b: int):
+    """The fit (stratum index, -1 = the main fit) and the match weight of records ``a`` and ``b`` from the
+    definitions, pair by pair: the fit of the first stratum whose key both records hold alike, its prior, and per
+    comparison log2(m / u) of the level reached (0 for null); exact agreement on a term-frequency comparison weighs
+    log2(u / f(v)) in the main fit and log2(sum of f^2 / f(v)) in a stratum keyed on that column (no adjustment in
+    another stratum)."""
+    values = records.iloc[[a, b]]
+    held = [
+        any(all(values[c].notna().all() and values[c].iloc[0] == values[c].iloc[1] for c in k) for k in s.keys)
+        for s in model.strata
+    ]
+    index = held.index(True) if any(held) else -1
+    fit = model if index < 0 else model.strata[index]
+    total = fit.prior_weight
+    for j, (comparison, params) in enumerate(zip(model.settings.comparisons, fit.parameters, strict=True)):
+        level = int(gamma[j])
+        if level < 0 or not params.active:
+            continue
+        total += float(np.log2(params.m[level] / params.u[level]))
+        if comparison.term_frequency and level == 0 and (index < 0 or comparison.column in fit.columns):
+            f = shares[comparison.column]
+            agree = params.u[0] if index < 0 else float((f**2).sum())
+            total += float(np.log2(agree / f[values[comparison.column].iloc[0]]))
+    return index, total
+
+
+def test_strata_weights_looked_up_per_fit_equal_the_pair_by_pair_definition():
+    records, _ = households(n=300)
+    settings = household_settings(strata=((("first", "last"),), (("email",),)))
+    model = quiet_train(records, settings)
+    assert [s.keys for s in model.strata] == [(("first", "last"),), (("email",),)]
+    # Scored with pairs of one surname in two households too: the main fit weighs them.
+    scoring = dataclasses.replace(settings, blocking=(*settings.blocking, BlockingRule.parse(["last"], "blocking")))
+    scored = predict(model, records, settings=scoring)
+    gamma = scored[[f"gamma_{c.name}" for c in model.settings.comparisons]].to_numpy()
+    shares = {c: records[c].value_counts(normalize=True) for c in records.columns}
+    fits, expected = zip(
+        *(
+            _reference_weight(model, records, shares, g, a, b)
+            for a, b, g in zip(scored["left"], scored["right"], gamma, strict=True)
+        ),
+        strict=True,
+    )
+    assert scored["match_weight"].to_numpy() == pytest.approx(np.asarray(expected), rel=1e-12, abs=1e-12)
+    # Every fit weighs some of the pairs.
+    assert set(fits) == {-1, 0, 1}

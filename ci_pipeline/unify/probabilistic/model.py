@@ -707,38 +707,3 @@ def _judge_fit(comparisons, m, u_random, active: np.ndarray, notes: list, trace,
             warnings.warn(notes[j], UserWarning, stacklevel=3)
     if not converged:
         warnings.warn(f"{summary}; the last parameters are kept (they are sane)", ConvergenceWarning, stacklevel=3)
-
-
-def shared_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray, weights):
-    """The prior weight of each pair. For the pairs of a stratum (the first they belong to), the stratum's prior, and
-    its level weights in place of the main fit's in ``weights`` (pairs x comparisons, changed in place)."""
-    prior = np.full(len(left), model.prior_weight)
-    taken = np.zeros(len(left), dtype=bool)
-    for stratum in model.strata:
-        inside = stratum.members(table, left, right) & ~taken
-        taken |= inside
-        if not inside.any():
-            continue
-        prior[inside] = stratum.prior_weight
-        weights[inside] = _stratum_weights(model, stratum, table, gamma[inside], left[inside])
-    return prior
-
-
-def _stratum_weights(model: Model, stratum: Stratum, table: Table, gamma: np.ndarray, left: np.ndarray):
-    """Level weights of a stratum's pairs. Exact agreement on a stratum's own column keeps its term-frequency
-    adjustment: among pairs of one name, a rare name is likelier one person than a common one."""
-    out = np.zeros(gamma.shape, dtype=np.float64)
-    own = stratum.columns
-    for j, (comparison, params) in enumerate(zip(model.settings.comparisons, stratum.parameters, strict=True)):
-        if not params.active:
-            continue
-        known = gamma[:, j] != NULL
-        out[known, j] = params.weights[gamma[known, j]]
-        if comparison.term_frequency and comparison.levels[0] == "exact" and comparison.column in own:
-            # Relative to the chance that two random records agree on this column's value (the main fit's u of
-            # exact agreement does not hold it: it is that of pairs outside the strata).
-            column = table.column(comparison.column)
-            shares = column.counts / column.non_null
-            exact = gamma[:, j] == 0
-            out[exact, j] += np.log2(float((shares**2).sum()) / shares[column.codes[left[exact]]])
-    return out

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.unify.probabilistic.blocking import block
-from ci_pipeline.unify.probabilistic.comparisons import NULL
-from ci_pipeline.unify.probabilistic.model import Model, gamma_matrix, shared_weights
+from ci_pipeline.unify.probabilistic.comparisons import NULL, Comparison
+from ci_pipeline.unify.probabilistic.model import ComparisonParameters, Model, Stratum, gamma_matrix
 from ci_pipeline.unify.probabilistic.settings import Settings
 from ci_pipeline.unify.probabilistic.table import Table, prepare
 
@@ -19,29 +19,75 @@ def probability(weight: np.ndarray | float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp2(-np.clip(weight, -1000, 1000)))
 
 
-def _weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray) -> np.ndarray:
-    """Per pair and comparison, the log2 Bayes factor of the level reached (term-frequency adjusted)."""
-    out = np.zeros(gamma.shape, dtype=np.float64, order="F")
-    for j, (comparison, params) in enumerate(zip(model.settings.comparisons, model.parameters, strict=True)):
-        if not params.active:
-            continue
+def _fits(model: Model, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Per pair, the fit that weighs it: the first stratum it belongs to (its index in ``model.strata``), else the
+    main fit (``len(model.strata)``)."""
+    fit = np.full(len(left), len(model.strata), dtype=np.intp)
+    # The last stratum first, so that an earlier stratum overwrites it: a pair belongs to the first that holds it.
+    for k in range(len(model.strata) - 1, -1, -1):
+        fit[model.strata[k].members(table, left, right)] = k
+    return fit
+
+
+def _adjustment(fit: Model | Stratum, params: ComparisonParameters, comparison: Comparison, table: Table) -> float:
+    """The numerator of the term-frequency adjustment of exact agreement on ``comparison`` in ``fit``: agreeing on
+    value v weighs log2(numerator / f(v)) instead of its level's weight; nan when there is none. The main fit has
+    m / f(v) in place of m / u (numerator u). A stratum adjusts only on its own columns (among pairs of one name,
+    a rare name is likelier one person than a common one), relative to the chance that two random records agree
+    on the column's value (the main fit's u does not hold it: it is that of pairs outside the strata)."""
+    if not (comparison.term_frequency and comparison.levels[0] == "exact"):
+        return np.nan
+    if isinstance(fit, Model):
+        return params.u[0]
+    if comparison.column not in fit.columns:
+        return np.nan
+    column = table.column(comparison.column)
+    shares = column.counts / column.non_null
+    return float((shares**2).sum())
+
+
+def _tables(model: Model, table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per fit (each stratum, then the main fit): its prior weight; the weight of each comparison's levels, the last
+    entry 0 (the null level -1 reads it: no evidence); and each comparison's term-frequency numerator (nan: none)."""
+    comparisons = model.settings.comparisons
+    fits = (*model.strata, model)
+    width = max(len(c.levels) for c in comparisons) + 1
+    levels = np.zeros((len(fits), len(comparisons), width))
+    numerator = np.full((len(fits), len(comparisons)), np.nan)
+    for k, fit in enumerate(fits):
+        for j, (comparison, params) in enumerate(zip(comparisons, fit.parameters, strict=True)):
+            # An inactive comparison carries no evidence in that fit: its weights stay 0, unadjusted.
+            if params.active:
+                levels[k, j, : len(params.levels)] = params.weights
+                numerator[k, j] = _adjustment(fit, params, comparison, table)
+    return np.asarray([f.prior_weight for f in fits]), levels, numerator
+
+
+def pair_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray):
+    """The prior weight of each pair and, per pair and comparison (columns), the log2 Bayes factor of the level it
+    reached (term-frequency adjusted), each from the fit that weighs the pair (its first stratum, else the main
+    fit). Every weight is a gather from a small table per fit and comparison."""
+    fit = _fits(model, table, left, right)
+    prior, levels, numerator = _tables(model, table)
+    out = np.empty(gamma.shape, dtype=np.float64, order="F")
+    for j, comparison in enumerate(model.settings.comparisons):
         g = gamma[:, j]
-        # A table lookup: the null level -1 reads the appended 0 (no evidence).
-        out[:, j] = np.append(params.weights, 0.0)[g]
-        if comparison.term_frequency and comparison.levels[0] == "exact":
-            column = table.column(comparison.column)
-            exact = g == 0
-            share = column.counts[column.codes[left[exact]]] / column.non_null
-            # m / f(v) instead of m / u: the weight grows as the agreed value gets rarer.
-            out[exact, j] += np.log2(params.u[0] / share)
-    return out
+        out[:, j] = levels[fit, j, g]
+        adjusts = ~np.isnan(numerator[:, j])
+        if not adjusts.any():
+            continue
+        exact = np.flatnonzero((g == 0) & adjusts[fit])
+        column = table.column(comparison.column)
+        share = column.counts[column.codes[left[exact]]] / column.non_null
+        # The weight grows as the agreed value gets rarer.
+        out[exact, j] += np.log2(numerator[fit[exact], j] / share)
+    return prior[fit], out
 
 
 def weigh(model: Model, table: Table, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The levels (pairs x comparisons) and match weights of the pairs (``left[i]``, ``right[i]``) of ``table``."""
     gamma = gamma_matrix(table, model.settings.comparisons, left, right)
-    weights = _weights(model, table, gamma, left)
-    prior = shared_weights(model, table, gamma, left, right, weights)
+    prior, weights = pair_weights(model, table, gamma, left, right)
     return gamma, prior + weights.sum(axis=1)
 
 
@@ -85,10 +131,9 @@ def predict(
             "match_weight": weight,
             "match_probability": chance,
             "link": chance >= settings.threshold,
+            **{f"gamma_{c.name}": gamma[:, j] for j, c in enumerate(settings.comparisons)},
         }
     )
-    for j, comparison in enumerate(settings.comparisons):
-        frame[f"gamma_{comparison.name}"] = gamma[:, j]
     frame.attrs["seconds"] = {
         "prepare": round(prepared - started, 3),
         "block": round(blocked_at - prepared, 3),
@@ -108,9 +153,8 @@ def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, sou
     table = prepare(records, settings.columns, source)
     a, b = np.asarray([left], np.int64), np.asarray([right], np.int64)
     gamma = gamma_matrix(table, settings.comparisons, a, b)
-    weights = _weights(model, table, gamma, a)
-    prior = float(shared_weights(model, table, gamma, a, b, weights)[0])
-    weights = weights[0]
+    prior, weights = pair_weights(model, table, gamma, a, b)
+    prior, weights = float(prior[0]), weights[0]
     rows = [{"comparison": "prior", "weight": prior}]
     for j, comparison in enumerate(settings.comparisons):
         g = int(gamma[0, j])
