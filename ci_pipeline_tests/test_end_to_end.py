@@ -87,7 +87,7 @@ def test_rows_read_equal_rows_accepted_plus_quarantined(runs):
     for source_name, source in config.sources.items():
         for table_name in source.tables:
             accepted = read(lake, source_name, table_name)
-            quarantined = read(lake, source_name, f"{source_name}_{table_name}_corrupt")
+            quarantined = read(lake, source_name, f"{table_name}_corrupt")
             assert len(accepted) > 0, f"{source_name}.{table_name} accepted nothing"
             assert len(quarantined) <= len(accepted), f"{source_name}.{table_name}"
 

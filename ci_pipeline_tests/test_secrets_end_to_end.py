@@ -83,9 +83,9 @@ def test_a_refused_sas_reaches_no_output_and_the_failure_names_the_asset_and_the
     assert [path for path in files if SIGNATURE.encode() in path.read_bytes()] == []
 
     # The console: one line naming the assets and the fix, no stack trace at the default level.
-    assert "crm/contacts, crm/crm_contacts_corrupt failed: abfs://cont/lake/" in err
+    assert "crm/contacts, crm/contacts_corrupt failed: abfs://cont/lake/" in err
     assert "Stack Trace" not in err and "DagsterExecutionStepExecutionError" not in out + err
-    assert "FAILED crm/contacts, crm/crm_contacts_corrupt (step ingest_crm__contacts):" in out
+    assert "FAILED crm/contacts, crm/contacts_corrupt (step ingest_crm__contacts):" in out
     assert "the storage account refused the credentials; check the key or SAS token" in out
 
 

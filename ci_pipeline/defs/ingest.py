@@ -9,6 +9,7 @@ from ci_pipeline.config.sources import SourceConfig, TableConfig
 from ci_pipeline.defs.metadata import FIRST_N, bullet_list, counts_table, numbers, table_of
 from ci_pipeline.defs.registry import JobSpec, Produced, Stage
 from ci_pipeline.defs.resources import LakeResource, asset_path
+from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import IngestResult, ingest_table, remember
 from ci_pipeline.ingest.quality import PROFILE_COLUMNS
 from ci_pipeline.redact import redact
@@ -23,12 +24,25 @@ def table_key(source: str, table: str) -> dg.AssetKey:
 
 
 def corrupt_key(source: str, table: str) -> dg.AssetKey:
-    """The quarantine asset of one ingested table: ``<source>/<source>_<table>_corrupt``."""
-    return dg.AssetKey([source, f"{source}_{table}_corrupt"])
+    """The quarantine asset of one ingested table: ``<source>/<table>_corrupt``.
+
+    The source is in the key's prefix already; repeating it in the name made the asset graph cut the label."""
+    return dg.AssetKey([source, f"{table}_corrupt"])
 
 
 def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
-    """The ingest assets and their checks for a configuration."""
+    """The ingest assets and their checks for a configuration.
+
+    Raises:
+        UserError: a table is named like another table's quarantine asset (``<table>_corrupt``).
+    """
+    for source_name, source in config.sources.items():
+        taken = sorted(set(source.tables) & {corrupt_key(source_name, t).path[-1] for t in source.tables})
+        if taken:
+            raise UserError(
+                f"sources.{source_name}.tables.{taken[0]}: the name is that of the quarantine asset of table "
+                f"{taken[0].removesuffix('_corrupt')} ({source_name}/{taken[0]}); rename the table"
+            )
     assets = [
         _table_asset(config, source_name, source, table_name, table)
         for source_name, source in config.sources.items()
@@ -212,6 +226,6 @@ STAGE = Stage(
     front_door=ingest_table,
     build=build,
     summary="typed tables read in place from the lake; bad rows quarantined with file, line, raw row and reason",
-    keys="`<source>/<table>`, `<source>/<source>_<table>_corrupt`",
+    keys="`<source>/<table>`, `<source>/<table>_corrupt`",
     jobs=jobs,
 )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from ci_pipeline.defs import ingest as ingest_defs
 from ci_pipeline.defs.resources import shared_resources
+from ci_pipeline.errors import UserError
 from ci_pipeline_tests.ingest.conftest import checks, materialize, metadata, write_config
 
 
@@ -21,7 +23,7 @@ TABLE = {"t": {"format": "csv", "path": "t.csv", "primary_key": "id", "columns":
 def test_asset_keys_group_kinds_owners_and_descriptions(tmp_path):
     (tmp_path / "t.csv").write_text("id,n\n1,2\n")
     graph = _graph(write_config(tmp_path, TABLE, owner="team:sales_ops"))
-    data, corrupt = dg.AssetKey(["src", "t"]), dg.AssetKey(["src", "src_t_corrupt"])
+    data, corrupt = dg.AssetKey(["src", "t"]), dg.AssetKey(["src", "t_corrupt"])
     assert set(graph.get_all_asset_keys()) == {data, corrupt}
     node = graph.get(data)
     assert node.group_name == "ingest"
@@ -35,6 +37,13 @@ def test_asset_keys_group_kinds_owners_and_descriptions(tmp_path):
     assert _graph(write_config(tmp_path, TABLE, owner="Sales Ops")).get(data).owners == []
 
 
+def test_a_table_named_like_another_tables_quarantine_is_refused_by_name(tmp_path):
+    # The quarantine of table t is src/t_corrupt: a table of that name would be a second asset with the same key.
+    tables = {**TABLE, "t_corrupt": {**TABLE["t"], "path": "t2.csv"}}
+    with pytest.raises(UserError, match=r"sources\.src\.tables\.t_corrupt: .*quarantine asset of table t .*rename"):
+        ingest_defs.build(write_config(tmp_path, tables))
+
+
 def test_materialise_stores_data_and_quarantine_with_metadata_and_checks(tmp_path):
     (tmp_path / "t.csv").write_text("id,n\n2,20\n1,10\n3,x\n1,11\n")
     result = materialize(write_config(tmp_path, TABLE))
@@ -42,7 +51,7 @@ def test_materialise_stores_data_and_quarantine_with_metadata_and_checks(tmp_pat
     lake = tmp_path / "lake" / "ci_pipeline" / "src"
     data = pd.read_parquet(lake / "t.parquet")
     assert data["id"].tolist() == ["1", "2"] and data["n"].tolist() == [10, 20]
-    corrupt = pd.read_parquet(lake / "src_t_corrupt.parquet")
+    corrupt = pd.read_parquet(lake / "t_corrupt.parquet")
     assert corrupt["kind"].tolist() == ["malformed_value", "duplicate_key"]
     assert corrupt["raw"].tolist() == ["3,x", "1,11"]
     meta = metadata(result, ["src", "t"])
@@ -50,7 +59,7 @@ def test_materialise_stores_data_and_quarantine_with_metadata_and_checks(tmp_pat
     profiled = {row.data["column"]: row.data for row in meta["profile"].records}
     assert (profiled["n"]["type"], profiled["n"]["null %"], profiled["n"]["distinct"]) == ("Int64", 0.0, 2)
     assert meta["dagster/row_count"] == 2
-    quarantine = metadata(result, ["src", "src_t_corrupt"])
+    quarantine = metadata(result, ["src", "t_corrupt"])
     assert {row.data["reason"]: row.data["rows"] for row in quarantine["reasons"].records} == {
         "duplicate_key": 1,
         "malformed_value": 1,

@@ -49,7 +49,7 @@ def test_csv_in_azure_is_ingested_into_an_azure_lake(tmp_path, azure_container):
     stored = pd.read_parquet(io.BytesIO(fs.cat_file(f"{azure_container}/lake/ci_pipeline/src/contacts.parquet")))
     assert stored["id"].tolist() == ["1", "2"]
     corrupt = pd.read_parquet(
-        io.BytesIO(fs.cat_file(f"{azure_container}/lake/ci_pipeline/src/src_contacts_corrupt.parquet"))
+        io.BytesIO(fs.cat_file(f"{azure_container}/lake/ci_pipeline/src/contacts_corrupt.parquet"))
     )
     assert corrupt["file"].tolist() == [f"abfs://{azure_container}/crm/contacts.csv"]
     assert corrupt["raw"].tolist() == ["3,Cy,x"]

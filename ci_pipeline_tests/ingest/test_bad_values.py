@@ -304,7 +304,7 @@ def test_bad_values_cost_rows_not_the_asset(tmp_path):
     assert result.success
     data = pd.read_parquet(tmp_path / "lake" / "ci_pipeline" / "src" / "t.parquet")
     assert data["id"].tolist() == ["1", "5"] and data["n"].tolist() == [5, 9]
-    corrupt = pd.read_parquet(tmp_path / "lake" / "ci_pipeline" / "src" / "src_t_corrupt.parquet")
+    corrupt = pd.read_parquet(tmp_path / "lake" / "ci_pipeline" / "src" / "t_corrupt.parquet")
     assert corrupt["kind"].tolist() == ["malformed_value"] * 3 + ["missing_key"]
     assert corrupt["line"].tolist() == [3, 4, 5, 6]
     meta = metadata(result, ["src", "t"])

@@ -53,7 +53,7 @@ def stage_definitions(config, with_unify: bool = True, with_publish: bool = True
     @dg.multi_asset(
         outs={
             "contacts": dg.AssetOut(key=["crm", "contacts"]),
-            "corrupt": dg.AssetOut(key=["crm", "crm_contacts_corrupt"]),
+            "corrupt": dg.AssetOut(key=["crm", "contacts_corrupt"]),
         },
         group_name="ingest",
     )

@@ -37,7 +37,7 @@ def test_every_run_mode_selects_its_stage(project):
     _, _, defs = project
     dg.Definitions.validate_loadable(defs)
     assert launch.job_names(defs) == ALL_JOBS
-    assert selected(defs, "ingest_crm") == [["crm", "contacts"], ["crm", "crm_contacts_corrupt"]]
+    assert selected(defs, "ingest_crm") == [["crm", "contacts"], ["crm", "contacts_corrupt"]]
     assert selected(defs, "match_only") == [["unify", "match_pairs"]]
     assert selected(defs, "unify_only") == [["unify", "customer_profile"], ["unify", "match_pairs"]]
     assert selected(defs, "unify_and_downstream") == [

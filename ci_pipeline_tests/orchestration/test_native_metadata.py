@@ -140,10 +140,10 @@ def test_ingest_metadata_is_a_profile_table_and_quarantine_numbers(materialized)
     assert profile["city"]["type"] == "string" and profile["city"]["distinct"] == 3
     assert isinstance(contacts["rows_quarantined"], dg.IntMetadataValue) and contacts["rows_quarantined"].value == 1
     assert contacts["files"].value == 1 and "contacts.csv" in contacts["files (first 10)"].value
-    corrupt = _latest(result, "crm", "crm_contacts_corrupt")
+    corrupt = _latest(result, "crm", "contacts_corrupt")
     assert isinstance(corrupt["quarantined duplicate_key"], dg.IntMetadataValue)
     assert _rows(corrupt["reasons"]) == [{"reason": "duplicate_key", "rows": 1}]
-    for key in (("crm", "contacts"), ("crm", "crm_contacts_corrupt")):
+    for key in (("crm", "contacts"), ("crm", "contacts_corrupt")):
         _no_big_json(_latest(result, *key), "/".join(key))
 
 

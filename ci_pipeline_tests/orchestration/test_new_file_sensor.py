@@ -19,7 +19,7 @@ from ci_pipeline_tests.orchestration.conftest import build_project, write_projec
 SETTLED = {"new_files": {"settle_seconds": 0}}
 CONTACTS_RUN = [
     ["crm", "contacts"],
-    ["crm", "crm_contacts_corrupt"],
+    ["crm", "contacts_corrupt"],
     ["publish", "customer"],
     ["unify", "customer_profile"],
     ["unify", "match_pairs"],

@@ -115,5 +115,5 @@ def test_a_schedule_of_one_table_takes_its_quarantine_table_along(tmp_path):
     job = defs.resolve_job_def("crm_hourly_job")
     assert sorted(key.path for key in job.asset_layer.selected_asset_keys) == [
         ["crm", "contacts"],
-        ["crm", "crm_contacts_corrupt"],
+        ["crm", "contacts_corrupt"],
     ]
