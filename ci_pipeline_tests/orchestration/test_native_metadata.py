@@ -14,6 +14,7 @@ from ci_pipeline.defs.metadata import entries_table
 from ci_pipeline.defs.predictions import report_metadata
 from ci_pipeline.lake import Lake
 from ci_pipeline.orchestration.schedule import describe_cron
+from ci_pipeline_tests.conftest import SAMPLE_DIR
 from ci_pipeline_tests.orchestration.conftest import build_project, write_project
 from ci_pipeline_tests.publish.test_assets import load as load_publish_project
 from ci_pipeline_tests.publish.test_assets import run as run_publish
@@ -299,3 +300,14 @@ def test_entries_table_names_every_leaf_and_empty_branches():
         {"entry": "a.empty", "value": "none"},
         {"entry": "none", "value": "none"},
     ]
+
+
+#: The Dagster UI cuts an asset's name in the graph beyond this many characters (ASSET_NODE_NAME_MAX_LENGTH).
+GRAPH_LABEL = 31
+
+
+def test_every_asset_name_of_the_sample_fits_its_graph_node():
+    graph = build_definitions(load_config(SAMPLE_DIR / "ci_pipeline.yaml")).resolve_asset_graph()
+    names = [key.path[-1] for key in graph.get_all_asset_keys()]
+    assert [n for n in names if len(n) > GRAPH_LABEL] == []
+    assert "web_sessions_corrupt" in names, "a quarantine's source is its key's prefix, not repeated in its name"
