@@ -47,20 +47,21 @@ def _adjustment(fit: Model | Stratum, params: ComparisonParameters, comparison: 
 
 
 def _tables(model: Model, table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per fit (each stratum, then the main fit): its prior weight; the weight of each comparison's levels, the last
-    entry 0 (the null level -1 reads it: no evidence); and each comparison's term-frequency numerator (nan: none)."""
+    """Per fit (each stratum, then the main fit): its prior weight; per comparison and fit, the weight of the null
+    level (0: no evidence) then of each level, so that level g of fit k is entry ``k * width + g + 1``; and per
+    fit and comparison, the term-frequency numerator (nan: none)."""
     comparisons = model.settings.comparisons
     fits = (*model.strata, model)
     width = max(len(c.levels) for c in comparisons) + 1
-    levels = np.zeros((len(fits), len(comparisons), width))
+    levels = np.zeros((len(comparisons), len(fits), width))
     numerator = np.full((len(fits), len(comparisons)), np.nan)
     for k, fit in enumerate(fits):
         for j, (comparison, params) in enumerate(zip(comparisons, fit.parameters, strict=True)):
             # An inactive comparison carries no evidence in that fit: its weights stay 0, unadjusted.
             if params.active:
-                levels[k, j, : len(params.levels)] = params.weights
+                levels[j, k, 1 : len(params.levels) + 1] = params.weights
                 numerator[k, j] = _adjustment(fit, params, comparison, table)
-    return np.asarray([f.prior_weight for f in fits]), levels, numerator
+    return np.asarray([f.prior_weight for f in fits]), levels.reshape(len(comparisons), -1), numerator
 
 
 def pair_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray):
@@ -69,10 +70,11 @@ def pair_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray
     fit). Every weight is a gather from a small table per fit and comparison."""
     fit = _fits(model, table, left, right)
     prior, levels, numerator = _tables(model, table)
+    start = fit * (levels.shape[1] // len(prior)) + 1
     out = np.empty(gamma.shape, dtype=np.float64, order="F")
     for j, comparison in enumerate(model.settings.comparisons):
         g = gamma[:, j]
-        out[:, j] = levels[fit, j, g]
+        out[:, j] = levels[j].take(start + g)
         adjusts = ~np.isnan(numerator[:, j])
         if not adjusts.any():
             continue
