@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from ci_pipeline.predictions import btyd, explain, metrics, prior
 from ci_pipeline.predictions.data import (
+    BOOSTING,
     InsufficientData,
     as_utc,
     check_cutoff,
@@ -41,18 +42,6 @@ BANDS = (1 / 3, 2 / 3)
 RULE_FLOOR_DAYS = 30
 #: Features the model takes from its own BG/NBD fit.
 BTYD_FEATURES = ["bgnbd_p_no_purchase", "bgnbd_p_alive"]
-#: Gradient boosting settings (early stopping on a held-out 15% picks the number of trees).
-BOOSTING = {
-    "learning_rate": 0.1,
-    "max_iter": 200,
-    "max_leaf_nodes": 15,
-    "min_samples_leaf": 40,
-    "l2_regularization": 1.0,
-    "early_stopping": True,
-    "validation_fraction": 0.15,
-    "n_iter_no_change": 20,
-    "categorical_features": "from_dtype",
-}
 #: Cutoffs (one window apart) whose customers make up the training rows.
 TRAINING_CUTOFFS = 6
 

@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from ci_pipeline.predictions import btyd, explain, metrics, prior
 from ci_pipeline.predictions.data import (
+    BOOSTING,
     InsufficientData,
     as_utc,
     check_cutoff,
@@ -31,18 +32,6 @@ from ci_pipeline.predictions.stored import StoredModel
 MODEL = "CustomerLifetimeValue"
 #: Features the model takes from its own BG/NBD + Gamma-Gamma fit.
 BTYD_FEATURES = ["bgnbd_expected_purchases", "gamma_gamma_expected_value"]
-#: Gradient boosting settings (early stopping on a held-out 15% picks the number of trees).
-BOOSTING = {
-    "learning_rate": 0.1,
-    "max_iter": 200,
-    "max_leaf_nodes": 15,
-    "min_samples_leaf": 40,
-    "l2_regularization": 1.0,
-    "early_stopping": True,
-    "validation_fraction": 0.15,
-    "n_iter_no_change": 20,
-    "categorical_features": "from_dtype",
-}
 #: Fewest customers with a purchase at a training cutoff.
 MIN_TRAINING = 50
 #: The two ends of the 80% interval.

@@ -10,6 +10,19 @@ import pandas as pd
 from ci_pipeline.errors import UserError
 from ci_pipeline.predictions.settings import PurchaseSource
 
+#: Gradient boosting settings of the churn and lifetime value models (early stopping on a held-out 15% picks the
+#: number of trees).
+BOOSTING = {
+    "learning_rate": 0.1,
+    "max_iter": 200,
+    "max_leaf_nodes": 15,
+    "min_samples_leaf": 40,
+    "l2_regularization": 1.0,
+    "early_stopping": True,
+    "validation_fraction": 0.15,
+    "n_iter_no_change": 20,
+    "categorical_features": "from_dtype",
+}
 #: Columns of the purchases frame every model reads.
 PURCHASE_COLUMNS = ["CustomerId", "Time", "Amount"]
 #: Columns of the product lines frame the recommender reads.
