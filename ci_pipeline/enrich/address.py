@@ -33,7 +33,14 @@ from scourgify import address_constants as usps
 from scourgify.exceptions import AddressNormalizationError
 from scourgify.normalize import normalize_addr_str, normalize_city
 
-from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs, EnrichmentResult, empty_values
+from ci_pipeline.enrich.provider import (
+    EnrichmentFailed,
+    EnrichmentInputs,
+    EnrichmentResult,
+    empty_values,
+    enrichment_name,
+    params_path,
+)
 from ci_pipeline.errors import UserError
 
 if TYPE_CHECKING:
@@ -185,13 +192,7 @@ def build(params: Mapping, context: ProviderContext | None = None) -> AddressPro
 
     Bad parameters are an :class:`EnrichmentFailed` naming the key (``enrich.enrichments.<name>.params.<key>``).
     """
-    enrichment = getattr(context, "enrichment", "") or ""
-    where = f"enrich.enrichments.{enrichment or 'address'}.params"
-    unknown = sorted(set(params) - set(_PARAMS))
-    if unknown:
-        raise EnrichmentFailed(
-            f"{where}.{unknown[0]}: not a parameter of the address provider; it takes {', '.join(_PARAMS)}"
-        )
+    where = params_path(params, _PARAMS, context, "address", "address")
     columns = params.get("columns") or {}
     if not isinstance(columns, Mapping) or not all(isinstance(v, str) and v for v in columns.values()):
         raise EnrichmentFailed(
@@ -206,7 +207,7 @@ def build(params: Mapping, context: ProviderContext | None = None) -> AddressPro
     provider = AddressProvider(
         columns=columns,
         default_country=country.strip(),
-        enrichment=enrichment,
+        enrichment=enrichment_name(context),
         enrichment_type=_type(params, where),
         cache=StreetLineCache.for_context(context),
     )

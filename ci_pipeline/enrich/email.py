@@ -28,7 +28,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ci_pipeline.enrich.address import arrow_strings, value_records
-from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs, EnrichmentResult, empty_values
+from ci_pipeline.enrich.provider import (
+    EnrichmentFailed,
+    EnrichmentInputs,
+    EnrichmentResult,
+    empty_values,
+    enrichment_name,
+    params_path,
+)
 
 if TYPE_CHECKING:
     from ci_pipeline.enrich.provider import ProviderContext
@@ -127,13 +134,7 @@ def build(params: Mapping, context: ProviderContext | None = None) -> EmailProvi
 
     Bad parameters are an :class:`EnrichmentFailed` naming the key (``enrich.enrichments.<name>.params.<key>``).
     """
-    enrichment = getattr(context, "enrichment", "") or ""
-    where = f"enrich.enrichments.{enrichment or 'email'}.params"
-    unknown = sorted(set(params) - set(_PARAMS))
-    if unknown:
-        raise EnrichmentFailed(
-            f"{where}.{unknown[0]}: not a parameter of the e-mail provider; it takes {', '.join(_PARAMS)}"
-        )
+    where = params_path(params, _PARAMS, context, "email", "e-mail")
     column = params.get("column", DEFAULT_COLUMN)
     if not isinstance(column, str) or not column.strip():
         raise EnrichmentFailed(
@@ -142,7 +143,7 @@ def build(params: Mapping, context: ProviderContext | None = None) -> EmailProvi
     kind = params.get("type", ENRICHMENT_TYPE)
     if not isinstance(kind, str) or not kind.strip() or len(kind) > 100:
         raise EnrichmentFailed(f"{where}.type: give the EnrichmentType to publish, e.g. {ENRICHMENT_TYPE}")
-    provider = EmailProvider(column=column.strip(), enrichment=enrichment, enrichment_type=kind.strip())
+    provider = EmailProvider(column=column.strip(), enrichment=enrichment_name(context), enrichment_type=kind.strip())
     provider.name = getattr(context, "project", None) or PROVIDER
     return provider
 

@@ -8,7 +8,7 @@ every provider the same way. Providers never import dagster; the stage's Dagster
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -111,6 +111,26 @@ class EnrichmentProvider(Protocol):
 
 #: ``build(params, context) -> provider``: how the registry makes a provider from its configured parameters.
 ProviderFactory = Callable[[Mapping, ProviderContext], EnrichmentProvider]
+
+
+def enrichment_name(context: ProviderContext | None) -> str:
+    """The configured enrichment's name, or "" when a provider is built without a context."""
+    return context.enrichment if context is not None else ""
+
+
+def params_path(
+    params: Mapping, known: Sequence[str], context: ProviderContext | None, provider: str, label: str
+) -> str:
+    """The key path of an enrichment's parameters (``enrich.enrichments.<name>.params``; the provider's name stands
+    in for the enrichment's when there is no context), after refusing a parameter the provider does not take.
+    ``label`` names the provider in the message (``e-mail``)."""
+    where = f"enrich.enrichments.{enrichment_name(context) or provider}.params"
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise EnrichmentFailed(
+            f"{where}.{unknown[0]}: not a parameter of the {label} provider; it takes {', '.join(known)}"
+        )
+    return where
 
 
 def empty_values() -> pd.DataFrame:
