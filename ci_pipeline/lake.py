@@ -19,6 +19,8 @@ import fsspec
 import httpx
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
@@ -145,6 +147,17 @@ class Lake:
     def read_parquet(self, relative: str) -> pd.DataFrame:
         data = self.read_bytes(relative)
         return pq.read_table(io.BytesIO(data)).to_pandas()
+
+    def dataset(self, relative: str) -> ds.Dataset:
+        """A stored Parquet file or folder as an Arrow dataset: read by batches and chosen columns (DuckDB scans it
+        directly), so a reader of a large table never holds all of it."""
+        if self.protocol == "file":
+            filesystem = pafs.LocalFileSystem()
+        else:
+            filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
+        return self._call(
+            "read", relative, lambda: ds.dataset(self.path(relative), format="parquet", filesystem=filesystem)
+        )
 
     def find(self, relative: str = "") -> list[str]:
         """Every file below a folder, as lake-relative paths, sorted."""

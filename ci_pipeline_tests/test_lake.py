@@ -6,6 +6,7 @@ import socket
 import time
 import traceback
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -50,6 +51,7 @@ def test_azurite_round_trip_through_config(azure_container, tmp_path):
     lake.write_parquet("stage/table.parquet", FRAME)
     assert lake.find("stage") == ["stage/table.parquet"]
     pd.testing.assert_frame_equal(lake.read_parquet("stage/table.parquet"), FRAME, check_dtype=False)
+    assert lake.dataset("stage/table.parquet").to_table(columns=["n"]).column("n").to_pylist() == [1, 2]
     lake.delete("stage/table.parquet")
     assert lake.find("stage") == []
 
@@ -144,3 +146,14 @@ def test_a_storage_account_that_never_answers_fails_at_open_within_the_connect_t
         with pytest.raises(StorageError, match=r"unreachable \(no answer within 5 s\)"):
             Lake.from_config(LakeConfig(url="abfs://c/lake", connection_string="env:SILENT_CONNECTION"), tmp_path)
         assert time.monotonic() - started < 8
+
+
+def test_a_stored_table_reads_as_a_dataset_by_chosen_columns(tmp_path):
+    lake = Lake.local(tmp_path)
+    lake.write_parquet("facts/orders.parquet", pd.DataFrame({"CustomerId": ["a", "b", "a"], "Amount": [1.0, 2.0, 3.5]}))
+    dataset = lake.dataset("facts/orders.parquet")
+    assert dataset.to_table(columns=["Amount"]).column("Amount").to_pylist() == [1.0, 2.0, 3.5]
+    totals = duckdb.sql('SELECT "CustomerId", sum("Amount") FROM dataset GROUP BY 1 ORDER BY 1').fetchall()
+    assert totals == [("a", 4.5), ("b", 2.0)]
+    with pytest.raises(StorageError, match="facts/none.parquet: not found in the lake"):
+        lake.dataset("facts/none.parquet")
