@@ -23,10 +23,12 @@ SEGMENT_FIELDS: dict[str, tuple[str, str, str]] = {
     "ChurnScore": ("churn", "ChurnScore", "number"),
     "IsChurn": ("churn", "IsChurn", "boolean"),
     "ChurnLikelihood": ("churn", "Likelihood", "text"),
+    "ChurnBasis": ("churn", "Basis", "text"),
     "ClvValue": ("clv", "PredictedValue", "number"),
     "ClvLow": ("clv", "ValueLow", "number"),
     "ClvHigh": ("clv", "ValueHigh", "number"),
     "ClvBand": ("clv", "ValueBand", "text"),
+    "ClvBasis": ("clv", "Basis", "text"),
 }
 
 

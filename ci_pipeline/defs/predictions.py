@@ -187,7 +187,7 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     outs["prediction_fields"] = dg.AssetOut(
         key=FIELDS,
         description="One row per scored customer with the fields segments read as prediction.<field> "
-        "(ChurnScore, IsChurn, ChurnLikelihood, ClvValue, ClvLow, ClvHigh, ClvBand).",
+        "(ChurnScore, IsChurn, ChurnLikelihood, ChurnBasis, ClvValue, ClvLow, ClvHigh, ClvBand, ClvBasis).",
     )
     outs["prediction"] = dg.AssetOut(
         key=PREDICTION,

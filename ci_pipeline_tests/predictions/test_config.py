@@ -90,7 +90,7 @@ def test_only_the_models_that_run_need_their_activities(tmp_path):
         (
             {"field": "prediction.ChurnScor", "op": ">", "value": 0.7},
             "segments.definitions.s.rules[0].field: unknown prediction field 'ChurnScor' (did you mean "
-            "'ChurnScore'?); prediction fields are ChurnScore, IsChurn, ChurnLikelihood, ClvValue",
+            "'ChurnScore'?); prediction fields are ChurnScore, IsChurn, ChurnLikelihood, ChurnBasis, ClvValue",
         ),
         (
             {"field": "prediction.IsChurn", "op": "=", "value": 1},

@@ -8,8 +8,10 @@ import json
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.grammar.rules import parse_rules
 from ci_pipeline.outputs import PREDICTION_COLUMNS
 from ci_pipeline.predictions.published import json_objects, prediction_table, scoring_cutoff, segment_fields
+from ci_pipeline.segments.evaluate import SegmentEngine
 
 
 def churn() -> pd.DataFrame:
@@ -20,6 +22,7 @@ def churn() -> pd.DataFrame:
             "IsChurn": [False, True],
             "Likelihood": pd.array(["Low", None], dtype="string"),
             "Reason1": pd.array(['no "purchase" for 143 days: +0.21', "café: -0.1"], dtype="string"),
+            "Basis": pd.array(["model", "model"], dtype="string"),
         }
     )
 
@@ -54,6 +57,7 @@ def test_prediction_rows_per_customer_and_model_with_recommendations_in_rank_ord
         (m, c): json.loads(v) for m, c, v in zip(table["Model"], table["CustomerId"], table["Values"], strict=True)
     }
     assert values["TransactionalChurn", "A"] == {
+        "Basis": "model",
         "ChurnScore": None,
         "IsChurn": True,
         "Likelihood": None,
@@ -75,6 +79,7 @@ def test_prediction_fields_keep_their_types_where_a_model_scored_only_some_custo
             "ValueLow": [0.0, 1.0],
             "ValueHigh": [30.0, 40.0],
             "ValueBand": pd.array(["Low", "High"], dtype="string"),
+            "Basis": pd.array(["model", "population prior"], dtype="string"),
         }
     )
     fields = segment_fields({"churn": churn(), "clv": clv})
@@ -85,6 +90,33 @@ def test_prediction_fields_keep_their_types_where_a_model_scored_only_some_custo
     # A configured model that did not score leaves its fields empty rather than unknown.
     failed = segment_fields({"clv": clv}, ["churn", "clv"])
     assert failed["ChurnScore"].isna().all() and str(failed["IsChurn"].dtype) == "boolean"
+
+
+def test_a_segment_can_leave_out_customers_scored_by_the_population_prior():
+    ids = pd.Index(["A", "B", "C"], dtype="string")
+    scores = pd.DataFrame(
+        {
+            "CustomerId": pd.array(["A", "B", "C"], dtype="string"),
+            "ChurnScore": [0.9, 0.8, 0.2],
+            "IsChurn": [True, True, False],
+            "Likelihood": pd.array(["High", "High", "Low"], dtype="string"),
+            "Basis": pd.array(["model", "population prior", "model"], dtype="string"),
+        }
+    )
+    fields = segment_fields({"churn": scores}, ["churn", "clv"])
+    assert fields["ChurnBasis"].tolist() == ["model", "population prior", "model"]
+    # A model that did not score leaves its Basis empty, like its other fields.
+    assert fields["ClvBasis"].isna().all()
+    rule = {
+        "all": [
+            {"field": "prediction.ChurnScore", "op": ">=", "value": 0.5},
+            {"field": "prediction.ChurnBasis", "op": "=", "value": "model"},
+        ]
+    }
+    rules = {"s": parse_rules([rule], "segments.definitions.s.rules")}
+    end = pd.Timestamp("2026-07-01", tz="UTC")
+    engine = SegmentEngine(ids, pd.DataFrame({"CustomerId": ids}), None, None, end, rules, predictions=fields)
+    assert ids[engine.evaluate_all()["s"]].tolist() == ["A"]
 
 
 def test_the_scoring_cutoff_is_the_end_of_the_configured_day():
