@@ -98,8 +98,14 @@ class Prepared:
         return self._codes[key]
 
 
-def candidate_pairs(prep: Prepared, rule: Rule, subset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(i, j)``, ``i < j``, of records in ``subset`` that agree on the rule's whole blocking key."""
+def candidate_pairs(
+    prep: Prepared, rule: Rule, subset: np.ndarray, touched: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)``, ``i < j``, of records in ``subset`` that agree on the rule's whole blocking key.
+
+    With ``touched`` (per record), only pairs with a touched record are formed; block sizes still count every
+    record of ``subset``, so a pair is formed exactly when it would be without ``touched``.
+    """
     conds = rule.blocking_fields()
     key = np.zeros(len(subset), dtype=np.int64)
     valid = np.ones(len(subset), dtype=bool)
@@ -120,8 +126,13 @@ def candidate_pairs(prep: Prepared, rule: Rule, subset: np.ndarray) -> tuple[np.
         found["blocks"] += int(len(np.unique(key[big])))
         found["records"] += int(big.sum())
     block = block[(sizes > 1) & ~big]
+    if touched is not None:
+        hot = np.unique(block["k"].to_numpy()[touched[block["i"].to_numpy()]])
+        block = block[np.isin(block["k"].to_numpy(), hot)]
     pairs = block.merge(block, on="k", suffixes=("", "_r"))
-    pairs = pairs[pairs["i"].to_numpy() < pairs["i_r"].to_numpy()]
+    i, j = pairs["i"].to_numpy(), pairs["i_r"].to_numpy()
+    keep = i < j if touched is None else (i < j) & (touched[i] | touched[j])
+    pairs = pairs[keep]
     return pairs["i"].to_numpy(np.int64), pairs["i_r"].to_numpy(np.int64)
 
 
@@ -177,11 +188,15 @@ def score_names(rule: Rule) -> list[str]:
     return names
 
 
-def evaluate_rules(prep: Prepared, rules: list[Rule], subset: np.ndarray, across_ranks: bool) -> pd.DataFrame:
+def evaluate_rules(
+    prep: Prepared, rules: list[Rule], subset: np.ndarray, across_ranks: bool, touched: np.ndarray | None = None
+) -> pd.DataFrame:
     """Try the rules in order on the records of ``subset``.
 
     Args:
         across_ranks: True for matching (only pairs from different tables), False for deduplication.
+        touched: per record, whether pairs with it are wanted (an incremental run: new and changed records); None
+            for every pair.
 
     Returns:
         One row per (candidate pair, rule evaluated): ``left, right`` (record positions, left from the earlier
@@ -193,7 +208,7 @@ def evaluate_rules(prep: Prepared, rules: list[Rule], subset: np.ndarray, across
     done = np.empty(0, dtype=np.int64)
     frames = []
     for r, rule in enumerate(rules):
-        left, right = candidate_pairs(prep, rule, subset)
+        left, right = candidate_pairs(prep, rule, subset, touched)
         keep = (ranks[left] != ranks[right]) if across_ranks else np.ones(len(left), dtype=bool)
         left, right = left[keep], right[keep]
         pair_id = left * n + right

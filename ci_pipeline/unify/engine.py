@@ -21,6 +21,7 @@ from ci_pipeline.unify.attach import sole_namesake_links, thin_namesake_links
 from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
 from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
+from ci_pipeline.unify.incremental import Plan, UnifyState, next_state, plan
 from ci_pipeline.unify.merge import merge_profiles
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
 from ci_pipeline.unify.records import BASE, EARLIEST, LATEST, build_records
@@ -59,6 +60,8 @@ class UnifyResult:
     #: The process's peak resident memory (MB) at the end of each phase: where a run's memory high-water mark is set.
     peak_rss_mb: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: What the next run needs to unify incrementally (see :mod:`ci_pipeline.unify.incremental`).
+    state: UnifyState | None = None
 
 
 def make_normalizer(config: UnifyConfig, base_dir: Path | None = None) -> Normalizer:
@@ -157,10 +160,11 @@ class _Stopwatch:
         self._clock = now
 
 
-def rule_matches(config: UnifyConfig, prepared: Preparation) -> pd.DataFrame:
-    """The configured match rules over every record: each later table matches against the tables above it."""
+def rule_matches(config: UnifyConfig, prepared: Preparation, touched: np.ndarray | None = None) -> pd.DataFrame:
+    """The configured match rules over every record: each later table matches against the tables above it.
+    With ``touched`` (per record), only the pairs with a touched record."""
     records = prepared.records
-    pairs = evaluate_rules(prepared.prep, config.match.rules, np.arange(len(records)), across_ranks=True)
+    pairs = evaluate_rules(prepared.prep, config.match.rules, np.arange(len(records)), True, touched)
     pairs["stage"] = "match"
     pairs["rule_name"] = _names(config.match.rules, pairs["rule"])
     return pairs
@@ -175,6 +179,8 @@ def unify(
     run_id: str = "",
     base_dir: Path | None = None,
     match_method: MatchMethod = rule_matches,
+    state: UnifyState | None = None,
+    no_state: str = "no state of an earlier run",
 ) -> UnifyResult:
     """Unify customer tables into one profile per person with stable CustomerIds.
 
@@ -191,6 +197,10 @@ def unify(
         run_id: the orchestrator's run id (for the change log).
         base_dir: folder that relative override and alias files are resolved against.
         match_method: how candidate pairs across tables are found and scored (default: the configured rules).
+        state: what the last run kept (:attr:`UnifyResult.state`): with it, only the pairs of new and changed
+            records are scored and the others reused, with the same result as without it (see
+            :mod:`ci_pipeline.unify.incremental`; ``stats["incremental"]`` says whether it was used, and why not).
+        no_state: why there is no ``state`` (reported when it is None).
 
     Raises:
         UserError: a configured column is missing, a key is empty or duplicated, or an alias / override file is bad.
@@ -198,10 +208,14 @@ def unify(
     watch = _Stopwatch()
     prepared = prepare(config, frames, primary_keys, base_dir)
     watch.lap("prepare")
-    dedup_pairs = deduplicate(config, prepared)
+    how = plan(config, prepared.records, prepared.prep, state, match_method is rule_matches, no_state)
+    watch.lap("plan")
+    dedup_pairs = deduplicate(config, prepared, how)
     watch.lap("dedup")
-    matched = match(config, prepared, match_method)
+    matched = match(config, prepared, match_method, how)
     records = prepared.records
+    kept = next_state(config, records, prepared.prep, how, pd.concat([dedup_pairs, matched.pairs], ignore_index=True))
+    prepared.prep.release()
     _within_tables_as_dedup(config, records, dedup_pairs, matched)
     watch.lap("match")
     candidates = apply_overrides(config, records, dedup_pairs, matched.pairs, base_dir)
@@ -224,6 +238,7 @@ def unify(
     stats["unreadable_dates"] = prepared.unreadable
     stats["uncomparable_records"] = uncomparable
     stats["guard_splits"] = _guard_splits(clustering.events)
+    stats["incremental"] = how.report()
     if getattr(match_method, "report", None):
         stats["match_method"] = match_method.report
     warnings += _guard_warnings(config, records, uncomparable, stats["guard_splits"])
@@ -240,6 +255,7 @@ def unify(
         timings=watch.timings,
         peak_rss_mb=watch.peak_rss_mb,
         warnings=warnings,
+        state=kept,
     )
 
 
@@ -277,21 +293,25 @@ def prepare(
     return Preparation(records, prep, unreadable, warnings)
 
 
-def deduplicate(config: UnifyConfig, prepared: Preparation) -> pd.DataFrame:
+def deduplicate(config: UnifyConfig, prepared: Preparation, how: Plan | None = None) -> pd.DataFrame:
     """Each table's dedup rules within the table; marks each record's dedup group and the group's winner.
+    With an incremental ``how``, only the pairs of touched records are scored; the others are reused.
 
     Returns the dedup pairs; adds ``filled``, ``key_rank``, ``dedup_group`` and ``is_winner`` to the records.
     """
     records, prep = prepared.records, prepared.prep
     ranks = records["rank"].to_numpy()
+    touched = how.touched if how else None
     found = []
     for r, t in enumerate(config.tables):
         subset = np.flatnonzero(ranks == r)
-        pairs = evaluate_rules(prep, t.dedup.rules, subset, across_ranks=False)
+        pairs = evaluate_rules(prep, t.dedup.rules, subset, False, touched)
         pairs["stage"] = "dedup"
         pairs["rule_name"] = [t.dedup.rules[i].name for i in pairs["rule"]] if len(pairs) else []
         found.append(pairs)
     dedup_pairs = pd.concat(found, ignore_index=True)
+    if how:
+        dedup_pairs = how.complete("dedup", dedup_pairs, ranks)
     attr_cols = [c for c in records.columns[len(BASE) :] if "." not in c]
     records["filled"] = records[attr_cols].notna().sum(axis=1).astype(np.int64)
     records["key_rank"] = pd.factorize(records["key"], sort=True)[0]
@@ -322,15 +342,20 @@ def _within_tables_as_dedup(
         _mark_dedup_groups(config, records, pd.concat([dedup_pairs, pairs[within]], ignore_index=True))
 
 
-def match(config: UnifyConfig, prepared: Preparation, method: MatchMethod = rule_matches) -> Matched:
-    """Candidate pairs across tables by ``method``; then what clustering and attaching need of the normalized
-    values is kept, and the normalized columns are released."""
+def match(
+    config: UnifyConfig, prepared: Preparation, method: MatchMethod = rule_matches, how: Plan | None = None
+) -> Matched:
+    """Candidate pairs across tables by ``method`` (with an incremental ``how``: the rules' pairs of touched
+    records, and the others reused); then what clustering and attaching need of the normalized values is kept.
+    The caller releases the normalized columns (``prepared.prep.release()``) once it no longer needs them."""
     records, prep = prepared.records, prepared.prep
-    pairs = method(config, prepared)
+    if how and method is rule_matches:
+        pairs = how.complete("match", rule_matches(config, prepared, how.touched), records["rank"].to_numpy())
+    else:
+        pairs = method(config, prepared)
     conflicts = {_condition_text(c): prep.codes(c) for c in config.guard.conflict_conditions()}
     attach_inputs = [_attach_inputs(rule, config, records, prep) for rule in config.match.attach]
     uncomparable = _uncomparable(config, records, prep, getattr(method, "comparable", None))
-    prep.release()
     return Matched(pairs, conflicts, attach_inputs, uncomparable)
 
 

@@ -1,0 +1,346 @@
+"""Incremental unification: what a run keeps for the next one, and how the next run reuses it exactly.
+
+A run keeps, per record, its identity, a hash of its mapped values and its normalized values (before the masks that
+depend on all records), and the dedup and match pairs it scored. The next run finds new, changed and deleted records
+by identity and hash, normalizes only the new and changed ones, and scores only the pairs that involve them; the
+pairs of two unchanged records are taken from the last run. Everything after the pairs (overrides, clustering and
+its guard, attach, merge, ids) runs over the whole result, as a full run does.
+
+A pair of two unchanged records is the same as last run unless something that depends on all records changed:
+the values masked as too frequent or as shared by several first names, or which blocks are over the block size
+cap. Those are compared with the last run's; when they differ, the run scores every pair (a full unify) and says
+why. A changed configuration, alias map, package version or state format, or a match method other than the rules,
+is always a full unify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+import ci_pipeline
+from ci_pipeline.config.unify import Condition, Rule, UnifyConfig
+from ci_pipeline.unify.compare import Prepared
+from ci_pipeline.unify.normalize import STR, Normalizer
+
+#: Raised when what a state holds changes meaning: an older state is then not reused.
+STATE_FORMAT = 1
+#: Where the state lives in the lake.
+STATE_DIR = "ci_pipeline/unify/state"
+RECORDS_FILE = f"{STATE_DIR}/records.parquet"
+PAIRS_FILE = f"{STATE_DIR}/pairs.parquet"
+#: Written last: a state without it (a run killed while writing) is no state.
+META_FILE = f"{STATE_DIR}/meta.json"
+IDENTITY = ["source", "table", "key"]
+PAIR_STATE_COLUMNS = ["left", "right", "rule", "scores", "strength", "accepted", "stage", "rule_name"]
+
+
+@dataclass
+class UnifyState:
+    """What one run keeps for the next.
+
+    ``records``: ``source, table, key, hash`` and one column per normalized (field, normalizations), in the run's
+    record order. ``pairs``: the dedup and match pairs (positions in ``records``). ``meta``: the fingerprint of the
+    configuration, the masks and the oversized blocks.
+    """
+
+    records: pd.DataFrame
+    pairs: pd.DataFrame
+    meta: dict
+
+
+@dataclass
+class Plan:
+    """How this run finds its pairs: every pair (``touched`` None), or only those of touched records plus
+    ``reused`` pairs of the last run (positions of this run)."""
+
+    incremental: bool
+    reason: str
+    touched: np.ndarray | None = None
+    reused: pd.DataFrame | None = None
+    counts: dict = field(default_factory=dict)
+    #: This run's fingerprint and record hashes, for :func:`next_state`.
+    meta: dict = field(default_factory=dict)
+
+    def complete(self, stage: str, found: pd.DataFrame, ranks: np.ndarray) -> pd.DataFrame:
+        """The pairs of a stage: those found this run and, incrementally, the reused ones; in one order either way
+        (table, rule, records), so the state a run keeps does not depend on how it found its pairs."""
+        reused = self.reused[self.reused["stage"].to_numpy() == stage] if self.reused is not None else None
+        both = pd.concat([found, reused[found.columns]], ignore_index=True) if reused is not None else found
+        left = both["left"].to_numpy(np.int64)
+        order = np.lexsort([both["right"].to_numpy(), left, both["rule"].to_numpy(), ranks[left]])
+        return both.iloc[order].reset_index(drop=True)
+
+    def report(self) -> dict:
+        """The plan as statistics: incremental or not, why, and what was reused."""
+        return {"incremental": self.incremental, "reason": self.reason, **self.counts}
+
+
+class ReusingNormalizer:
+    """The configured normalizer, reusing the last run's normalized values of unchanged records.
+
+    A normalized value depends only on the raw value and the normalizations (see ``Normalizer.apply``), so an
+    unchanged record's stored value is what normalizing it again would give. Every column it normalizes is kept
+    in ``seen`` for the next run's state.
+    """
+
+    def __init__(self, base: Normalizer, previous: pd.DataFrame | None = None, source: np.ndarray | None = None):
+        self.base = base
+        self.previous = previous
+        #: Per record of this run, its row in ``previous`` when unchanged, else -1.
+        self.source = source
+        self.seen: dict[str, pd.Series] = {}
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def apply(self, values: pd.Series, steps) -> pd.Series:
+        """Normalize ``values`` (a record column named by its field) with ``steps``."""
+        steps = tuple(steps)
+        column = column_name(str(values.name), steps)
+        if values.name is None or (self.source is not None and len(values) != len(self.source)):
+            return self.base.apply(values, steps)
+        if self.previous is not None and column in self.previous.columns:
+            reuse = self.source >= 0
+            stored = self.previous[column].astype(STR).array.take(np.where(reuse, self.source, -1), allow_fill=True)
+            out = pd.Series(stored, index=values.index, dtype=STR)
+            if (~reuse).any():
+                out[~reuse] = self.base.apply(values[~reuse], steps)
+        else:
+            out = self.base.apply(values, steps)
+        self.seen[column] = out
+        return out
+
+
+def column_name(field_name: str, steps: tuple[str, ...]) -> str:
+    """The state's column of a normalized field (a field name may hold any character, so JSON)."""
+    return json.dumps([field_name, list(steps)])
+
+
+def fingerprint(config: UnifyConfig, normalizer: Normalizer) -> str:
+    """What the stored values and pairs depend on besides the records: configuration, alias maps, version."""
+    text = json.dumps(
+        {
+            "format": STATE_FORMAT,
+            "version": ci_pipeline.__version__,
+            "config": config.model_dump(mode="json"),
+            "aliases": normalizer.aliases,
+            "bypass": list(normalizer.bypass_values),
+            "region": normalizer.default_region,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def record_hashes(records: pd.DataFrame) -> np.ndarray:
+    """A hash of each record's mapped values (every column of the record frame), as signed 64-bit integers."""
+    return pd.util.hash_pandas_object(records, index=False).to_numpy().view(np.int64)
+
+
+def pair_conditions(config: UnifyConfig, prep: Prepared) -> list[Condition]:
+    """Every normalized column a dedup or match rule reads (blocking, conditions and the name variants scored)."""
+    found = []
+    for rule in _rules(config):
+        for cond in [*rule.blocking_fields(), *rule.conditions]:
+            found.append(cond)
+            steps = prep.steps(cond)
+            if not cond.is_exact and "name" in steps:
+                for variant in ("name_plain", "name_alt"):
+                    found.append(cond.model_copy(update={"normalize": [variant if s == "name" else s for s in steps]}))
+    return found
+
+
+def _rules(config: UnifyConfig) -> list[Rule]:
+    return [r for t in config.tables for r in t.dedup.rules] + list(config.match.rules)
+
+
+def masks(config: UnifyConfig, prep: Prepared) -> dict[str, dict[str, list[str]]]:
+    """Per normalized column the rules read, the values masked over all records (too frequent, shared)."""
+    out = {}
+    for cond in pair_conditions(config, prep):
+        prep.normalized(cond)
+        key = (cond.field, prep.steps(cond))
+        out[column_name(*key)] = {
+            "frequent": sorted(prep.frequent.get(key, {})),
+            "shared": sorted(prep.shared.get(key, {})),
+        }
+    return out
+
+
+def oversized_blocks(config: UnifyConfig, prep: Prepared, ranks: np.ndarray) -> dict[str, list]:
+    """Per dedup and match rule, the blocking keys (normalized values, and the table for dedup) held by more
+    records than the block size cap: their records form no pairs by that rule."""
+    out = {}
+    for label, rule, rank in _blocking_rules(config):
+        conds = rule.blocking_fields()
+        key = np.zeros(len(ranks), dtype=np.int64) if rank is None else ranks.astype(np.int64)
+        valid = np.ones(len(ranks), dtype=bool) if rank is None else ranks == rank
+        for cond in conds:
+            codes = prep.codes(cond)
+            valid &= codes >= 0
+            key = pd.factorize(key * (int(codes.max(initial=0)) + 2) + (codes + 1))[0].astype(np.int64)
+        sizes = np.bincount(key[valid], minlength=int(key.max(initial=0)) + 1)
+        big = np.flatnonzero(sizes > prep.max_block_size)
+        if not len(big):
+            continue
+        first = pd.Series(np.flatnonzero(valid), index=key[valid]).groupby(level=0).first()
+        rows = first.loc[big].to_numpy()
+        values = [prep.normalized(c).to_numpy(dtype=object)[rows] for c in conds]
+        out[label] = sorted([str(v) for v in block] for block in zip(*values, strict=True))
+    return out
+
+
+def _blocking_rules(config: UnifyConfig) -> list[tuple[str, Rule, int | None]]:
+    """Each dedup rule (with its table's rank) and match rule (rank None), labelled for the state."""
+    rules = [(f"dedup {t.ref} {r.name}", r, rank) for rank, t in enumerate(config.tables) for r in t.dedup.rules]
+    return rules + [(f"match {r.name}", r, None) for r in config.match.rules]
+
+
+def plan(
+    config: UnifyConfig,
+    records: pd.DataFrame,
+    prep: Prepared,
+    state: UnifyState | None,
+    rules_method: bool,
+    absent_reason: str = "no state of an earlier run",
+) -> Plan:
+    """Decide how this run finds its pairs, and install the reusing normalizer on ``prep``.
+
+    Args:
+        records: this run's record frame (before any phase added columns).
+        state: the last run's state (None: there is none, ``absent_reason`` says why).
+        rules_method: whether pairs come from the configured rules (a model's pairs are always scored afresh).
+    """
+    hashes = record_hashes(records)
+    base = prep.normalizer.base if isinstance(prep.normalizer, ReusingNormalizer) else prep.normalizer
+    meta = {"fingerprint": fingerprint(config, base), "hashes": hashes}
+    why = _refusal(config, state, base, rules_method) if state is not None else absent_reason
+    if why:
+        prep.normalizer = ReusingNormalizer(base)
+        return Plan(False, why, counts={"records": len(records)}, meta=meta)
+    last = state.records
+    found = records[IDENTITY].merge(last[IDENTITY].assign(_row=np.arange(len(last))), on=IDENTITY, how="left")["_row"]
+    row = found.fillna(-1).to_numpy(np.int64)
+    same = (row >= 0) & (last["hash"].to_numpy(np.int64)[np.maximum(row, 0)] == hashes)
+    source = np.where(same, row, -1)
+    prep.normalizer = ReusingNormalizer(base, last, source)
+    counts = {
+        "records": len(records),
+        "records_new": int((row < 0).sum()),
+        "records_changed": int(((row >= 0) & ~same).sum()),
+        "records_deleted": int(len(last) - (row >= 0).sum()),
+        "records_unchanged": int(same.sum()),
+    }
+    meta["masks"] = masks(config, prep)
+    ranks = records["rank"].to_numpy()
+    meta["oversized_blocks"] = oversized_blocks(config, prep, ranks)
+    # An unchanged record whose masked value or block changed with the other records forms new pairs too.
+    touched = ~same | _masked_anew(meta["masks"], state.meta.get("masks", {}), prep.normalizer.seen)
+    touched |= _blocks_anew(config, prep, ranks, meta["oversized_blocks"], state.meta.get("oversized_blocks", {}))
+    counts["records_touched_by_others"] = int((touched & same).sum())
+    # The last run's pairs of two untouched records, at this run's positions.
+    position = np.full(len(last), -1, dtype=np.int64)
+    position[source[~touched]] = np.flatnonzero(~touched)
+    pairs = state.pairs
+    left, right = position[pairs["left"].to_numpy(np.int64)], position[pairs["right"].to_numpy(np.int64)]
+    kept = (left >= 0) & (right >= 0)
+    reused = pairs[kept].assign(left=left[kept], right=right[kept]).reset_index(drop=True)
+    counts["pairs_reused"] = int(len(reused))
+    return Plan(True, "", touched, reused, counts, meta)
+
+
+def _refusal(config: UnifyConfig, state: UnifyState, base: Normalizer, rules_method: bool) -> str:
+    """Why the last run's state cannot be reused whatever the records ('' when it can)."""
+    if not rules_method:
+        return "the match method is a model scoring pairs over all records, not the rules"
+    if state.meta.get("format") != STATE_FORMAT:
+        return "the stored state has another format"
+    if state.meta.get("version") != ci_pipeline.__version__:
+        return f"the package version changed ({state.meta.get('version')} -> {ci_pipeline.__version__})"
+    if state.meta.get("fingerprint") != fingerprint(config, base):
+        return "the unify configuration or an alias map changed"
+    return ""
+
+
+def _masked_anew(now: dict, before: dict, normalized: dict[str, pd.Series]) -> np.ndarray:
+    """Per record, whether it holds a value masked this run and not the last, or the other way round (a value
+    grown too frequent, or a phone number now shared by two first names)."""
+    n = len(next(iter(normalized.values()))) if normalized else 0
+    found = np.zeros(n, dtype=bool)
+    for column in set(now) | set(before):
+        changed = set()
+        for kind in ("frequent", "shared"):
+            changed ^= set(now.get(column, {}).get(kind, [])) ^ set(before.get(column, {}).get(kind, []))
+        if changed and column in normalized:
+            found |= normalized[column].isin(changed).to_numpy(bool)
+    return found
+
+
+def _blocks_anew(config: UnifyConfig, prep: Prepared, ranks: np.ndarray, now: dict, before: dict) -> np.ndarray:
+    """Per record, whether its block of some rule went over the block size cap this run, or came back under it."""
+    found = np.zeros(len(ranks), dtype=bool)
+    for label, rule, rank in _blocking_rules(config):
+        changed = {tuple(b) for b in now.get(label, [])} ^ {tuple(b) for b in before.get(label, [])}
+        if not changed:
+            continue
+        values = pd.DataFrame({i: prep.normalized(c).to_numpy() for i, c in enumerate(rule.blocking_fields())})
+        blocks = pd.DataFrame(sorted(changed), columns=values.columns).drop_duplicates()
+        inside = values.merge(blocks, how="left", indicator=True)["_merge"].to_numpy() == "both"
+        found |= inside & (True if rank is None else ranks == rank)
+    return found
+
+
+def next_state(
+    config: UnifyConfig, records: pd.DataFrame, prep: Prepared, found: Plan, pairs: pd.DataFrame
+) -> UnifyState:
+    """The state this run keeps for the next: call after matching, before the normalized values are released."""
+    current = found.meta["masks"] if "masks" in found.meta else masks(config, prep)
+    if "oversized_blocks" in found.meta:
+        blocks = found.meta["oversized_blocks"]
+    else:
+        blocks = oversized_blocks(config, prep, records["rank"].to_numpy())
+    normalizer = prep.normalizer
+    seen = normalizer.seen if isinstance(normalizer, ReusingNormalizer) else {}
+    kept = pd.DataFrame({c: records[c].astype("string") for c in IDENTITY})
+    kept["hash"] = found.meta["hashes"]
+    for column in sorted(seen):
+        kept[column] = seen[column].array
+    meta = {
+        "format": STATE_FORMAT,
+        "version": ci_pipeline.__version__,
+        "fingerprint": found.meta["fingerprint"],
+        "masks": current,
+        "oversized_blocks": blocks,
+        "records": len(kept),
+        "pairs": len(pairs),
+    }
+    return UnifyState(kept, pairs[PAIR_STATE_COLUMNS].reset_index(drop=True), meta)
+
+
+def write_state(lake, state: UnifyState) -> None:
+    """Store the state in the lake; the meta file goes last, so a run killed while writing leaves no state."""
+    lake.delete(META_FILE)
+    lake.write_parquet(RECORDS_FILE, state.records)
+    lake.write_parquet(PAIRS_FILE, state.pairs)
+    lake.write_bytes(META_FILE, json.dumps(state.meta).encode())
+
+
+def read_state(lake) -> tuple[UnifyState | None, str]:
+    """The last run's state, or None and why it cannot be used (then the run is a full unify)."""
+    if not lake.exists(META_FILE):
+        return None, f"no state of an earlier run at {lake.url(META_FILE)}"
+    try:
+        meta = json.loads(lake.read_bytes(META_FILE))
+        records = lake.read_parquet(RECORDS_FILE)
+        pairs = lake.read_parquet(PAIRS_FILE)
+    except Exception as exc:  # any damage means a full unify, never a wrong incremental one
+        return None, f"the state at {lake.url(STATE_DIR)} is unreadable ({type(exc).__name__}: {exc})"
+    if len(records) != meta.get("records") or len(pairs) != meta.get("pairs"):
+        return None, f"the state at {lake.url(STATE_DIR)} is incomplete (its files do not match its meta file)"
+    return UnifyState(records, pairs, meta), ""
