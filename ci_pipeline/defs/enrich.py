@@ -26,6 +26,7 @@ from ci_pipeline.enrich import (
     flat_fields,
     run_provider,
     segment_fields,
+    shared_memo,
 )
 from ci_pipeline.measures import run_date
 from ci_pipeline.outputs import ENRICHMENT_COLUMNS
@@ -58,6 +59,9 @@ class _Run:
         self.lake = context.resources.lake.get_lake()
         self.tables = tables
         self._read: dict[str, pd.DataFrame | None] = {}
+        self._datasets: dict[str, object] = {}
+        # Work the enrichments share within this run (one scan of the purchase lines for both affinities).
+        self.shared = shared_memo(config.enrich.enrichments)
         end = pd.Timestamp(run_date(config.measures.as_of), tz="UTC") + pd.Timedelta(days=1)
         self.as_of = end
 
@@ -67,10 +71,18 @@ class _Run:
             self._read[path] = self.lake.read_parquet(path) if self.lake.exists(path) else None
         return self._read[path]
 
+    def _dataset(self, key: dg.AssetKey):
+        path = asset_path(key)
+        if path not in self._datasets:
+            self._datasets[path] = self.lake.dataset(path) if self.lake.exists(path) else None
+        return self._datasets[path]
+
     def inputs(self, needs: frozenset[str]) -> EnrichmentInputs:
-        facts = self._asset(activities.STAGE.key("activity_facts")) if "activities" in needs else None
+        facts_key = activities.STAGE.key("activity_facts")
+        facts = self._asset(facts_key) if "activities" in needs else None
+        dataset = self._dataset(facts_key) if "activity_dataset" in needs else None
         values = self._asset(measures.STAGE.key("customer_measure_values")) if "measures" in needs else None
-        return EnrichmentInputs(self.profile, facts, values, self.as_of, self.tables)
+        return EnrichmentInputs(self.profile, facts, values, self.as_of, self.tables, dataset, self.shared)
 
     def previous(self, name: str) -> pd.DataFrame | None:
         """The enrichment's last output, for the customers that still exist (merged ones leave every table)."""

@@ -2,6 +2,7 @@
 addresses, e-mail classes) and from third-party providers over HTTP. See :mod:`ci_pipeline.enrich.provider` and
 docs/enrichment.md. Nothing here imports dagster; ``ci_pipeline/defs/enrich.py`` wires it in."""
 
+from ci_pipeline.enrich.affinity import shared_memo
 from ci_pipeline.enrich.provider import (
     EnrichmentFailed,
     EnrichmentInputs,
@@ -37,4 +38,5 @@ __all__ = [
     "flat_fields",
     "run_provider",
     "segment_fields",
+    "shared_memo",
 ]

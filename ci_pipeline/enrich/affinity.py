@@ -104,143 +104,283 @@ def settings_from(params: Mapping, provider: str, enrichment: str = "") -> Affin
     return settings if settings.field else settings.model_copy(update={"field": AFFINITY_PROVIDERS[provider]})
 
 
-def purchase_lines(
-    facts: pd.DataFrame | None,
-    settings: AffinityParams,
-    enrichment: str,
-    catalog: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """CustomerId, Time, Name, Value of the purchase lines (Value: spend or quantity; returns negative).
+#: Characters stripped around a brand or category name (the ASCII blanks ``str.strip`` strips).
+_BLANKS = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
+#: Memory DuckDB may use while summing the lines; beyond it, it spills to disk, so the scan's memory stays bounded
+#: whatever the number of lines.
+SCAN_MEMORY = "2GB"
+#: The memo key under which :func:`shared_memo` lists the configured affinities (so one scan serves them all).
+PLAN = "affinity_plan"
 
-    Raises:
-        EnrichmentFailed: the activity is not on the timeline or maps no brand/category or weight field.
+
+@dataclass(frozen=True)
+class PurchasePairs:
+    """The purchase lines before the reference date of one name field, summed per customer and name.
+
+    Attributes:
+        customer, name: per pair with a positive sum, codes into the profile's sorted customers and into
+            ``names``; sorted by customer, then name.
+        spend: the pair's recency-weighted spend (or quantity), returns subtracted.
+        lines: per customer: purchase lines with a name and a positive value.
+        names: the names of the lines used, sorted.
+        counts: lines used, without a name, after the reference date, of customers the profile does not hold.
     """
-    where = f"enrich.enrichments.{enrichment}.params"
-    if facts is None or "Activity" not in facts.columns:
+
+    customer: np.ndarray
+    name: np.ndarray
+    spend: np.ndarray
+    lines: np.ndarray
+    names: np.ndarray
+    counts: dict[str, int]
+
+
+def _columns(source) -> list[str]:
+    return list(source.columns) if isinstance(source, pd.DataFrame) else list(source.schema.names)
+
+
+def _weight(settings: AffinityParams) -> str:
+    return settings.amount if settings.weight == "spend" else settings.quantity
+
+
+def _from_catalog(settings: AffinityParams) -> str | None:
+    """The catalog column holding the name field, when the name is read from a product table."""
+    if settings.catalog is None:
+        return None
+    return next((c for c, n in settings.catalog.columns.items() if n == settings.field), None)
+
+
+def check_source(source, settings: AffinityParams, where: str) -> None:
+    """Refuse a timeline without the activity's name (or product) and weight fields, naming what to map."""
+    columns = _columns(source) if source is not None else []
+    if "Activity" not in columns:
         raise EnrichmentFailed(f"{where}: affinities need the activity timeline; configure activities.tables")
-    needed = ["CustomerId", "ActivityTimeStamp", settings.field, settings.amount, settings.quantity, "product"]
-    rows = facts.loc[facts["Activity"] == settings.activity, [c for c in dict.fromkeys(needed) if c in facts.columns]]
-    weight = settings.amount if settings.weight == "spend" else settings.quantity
-    names = rows[settings.field] if settings.field in rows.columns else None
-    if catalog is not None and settings.catalog is not None:
-        names = _from_catalog(rows, catalog, settings, where)
-    if names is None:
+    if _from_catalog(settings) is not None:
+        if "product" not in columns:
+            raise EnrichmentFailed(
+                f"{where}.catalog: activity {settings.activity!r} has no 'product' field to look up in the "
+                f"catalog; map it under activities.tables.{settings.activity}.fields (product: <column>)"
+            )
+    elif settings.field not in columns:
         raise EnrichmentFailed(
             f"{where}.field: activity {settings.activity!r} has no field {settings.field!r}; map the product's "
             f"{'brand' if settings.field == 'brand' else settings.field} column under "
             f"activities.tables.{settings.activity}.fields ({settings.field}: <column>), or read it from a product "
             "table with params.catalog"
         )
-    if weight not in rows.columns:
+    if _weight(settings) not in columns:
         raise EnrichmentFailed(
-            f"{where}: activity {settings.activity!r} has no {weight!r} field; map it under "
+            f"{where}: activity {settings.activity!r} has no {_weight(settings)!r} field; map it under "
             f"activities.tables.{settings.activity}.fields or set params.weight"
         )
-    # Columns stay pandas arrays: a numpy copy of text or zoned timestamps is one Python object per row.
-    return pd.DataFrame(
-        {
-            "CustomerId": rows["CustomerId"].astype("string").reset_index(drop=True),
-            "Time": pd.to_datetime(rows["ActivityTimeStamp"], utc=True).dt.as_unit("ns").reset_index(drop=True),
-            "Name": _names(names),
-            "Value": pd.to_numeric(rows[weight], errors="coerce").astype("float64").reset_index(drop=True),
-        }
-    )
 
 
-def _names(values) -> pd.Categorical:
-    """Brand or category names with surrounding blanks removed (an empty one is missing), as categories: the
-    distinct names are cleaned once, not every row."""
-    codes, uniques = pd.factorize(pd.Series(values, dtype="string"))
-    cleaned = pd.Series(uniques, dtype="string").str.strip().replace("", pd.NA)
-    final, names = pd.factorize(cleaned, sort=True)
-    codes = np.where(codes >= 0, np.append(final, -1)[codes], -1)
-    return pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype="string"))
-
-
-def _from_catalog(rows: pd.DataFrame, catalog: pd.DataFrame, settings: AffinityParams, where: str) -> pd.Series:
-    spec = settings.catalog
-    column = next((c for c, n in spec.columns.items() if n == settings.field), None)
+def check_catalog(catalog: pd.DataFrame | None, settings: AffinityParams, where: str) -> None:
+    """Refuse a catalog without its key or name column."""
+    spec, column = settings.catalog, _from_catalog(settings)
     if column is None:
-        return rows[settings.field] if settings.field in rows.columns else None
+        return
+    if catalog is None:
+        raise EnrichmentFailed(f"{where}.catalog: the product table {spec.source}.{spec.table} was not read")
     missing = [c for c in (spec.key, column) if c not in catalog.columns]
     if missing:
         raise EnrichmentFailed(
             f"{where}.catalog: {spec.source}.{spec.table} has no column {', '.join(missing)}; "
             f"it has {', '.join(map(str, catalog.columns))}"
         )
-    if "product" not in rows.columns:
-        raise EnrichmentFailed(
-            f"{where}.catalog: activity {settings.activity!r} has no 'product' field to look up in the catalog; "
-            f"map it under activities.tables.{settings.activity}.fields (product: <column>)"
+
+
+def shared_memo(enrichments: Mapping) -> dict:
+    """A memo for one run's enrichments, listing the affinities configured (``EnrichmentSpec`` by name), so that
+    the first affinity to read the purchase lines sums them for every affinity over the same lines in one pass."""
+    plan = []
+    for name, spec in enrichments.items():
+        if spec.provider in AFFINITY_PROVIDERS and spec.active:
+            try:
+                plan.append(settings_from(spec.params, spec.provider, name))
+            except EnrichmentFailed:
+                continue  # that enrichment fails with its own message when it runs
+    return {PLAN: plan}
+
+
+def _scan_key(settings: AffinityParams) -> tuple:
+    """Affinities with the same key sum the same lines with the same weights: one scan serves them all."""
+    return settings.activity, _weight(settings), settings.half_life_days
+
+
+def _request(settings: AffinityParams) -> tuple[str, str, str | None]:
+    """(timeline column grouped by, name field, catalog JSON): what one affinity's pairs depend on besides the key."""
+    if _from_catalog(settings) is None:
+        return settings.field, settings.field, None
+    return "product", settings.field, settings.catalog.model_dump_json()
+
+
+def latest_purchase(source, settings: AffinityParams) -> pd.Timestamp | None:
+    """The time of the activity's last line, or None when it has none."""
+    with _connect() as con:
+        con.register("facts", source)
+        found = con.execute(
+            'SELECT max(epoch_ns("ActivityTimeStamp")) FROM facts WHERE "Activity" = ?', [settings.activity]
+        ).fetchone()[0]
+    return None if found is None else pd.Timestamp(found, unit="ns", tz="UTC")
+
+
+def name_sql(column: str) -> str:
+    """DuckDB SQL of a brand or category name as the affinities read it: blanks around it removed, empty missing."""
+    return f"NULLIF(trim(CAST(\"{column}\" AS VARCHAR), {_BLANKS}), '')"
+
+
+def _connect():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{SCAN_MEMORY}'; SET preserve_insertion_order = false")
+    return con
+
+
+def purchase_pairs(
+    source,
+    customers: pd.Index,
+    settings: AffinityParams,
+    as_of: pd.Timestamp,
+    tables: Mapping[str, pd.DataFrame],
+    memo: dict,
+) -> PurchasePairs:
+    """The pairs of ``settings``' name field, from the lines of ``source`` (the activity timeline: a DataFrame or
+    an Arrow dataset) before ``as_of``. The lines are summed by DuckDB, out of core and reading only the columns
+    used, for every affinity of the run over the same lines at once (``memo[PLAN]``); the others find theirs in
+    ``memo``."""
+    cutoff = as_of.tz_convert("UTC").as_unit("ns").value
+    key = (id(source), id(customers), _scan_key(settings), cutoff)
+    found = memo.get(key, {}).get(_request(settings))
+    if found is not None:
+        return found
+    group = [settings]
+    for other in memo.get(PLAN, ()):
+        try:
+            check_source(source, other, "")
+        except EnrichmentFailed:
+            continue  # that enrichment fails with its own message when it runs
+        if _scan_key(other) == _scan_key(settings) and _request(other) not in {_request(s) for s in group}:
+            group.append(other)
+    memo[key] = _scan(source, customers, group, cutoff, tables)
+    return memo[key][_request(settings)]
+
+
+def _scan(source, customers: pd.Index, group: list[AffinityParams], cutoff: int, tables) -> dict:
+    """Sum the lines once, grouped by every column the affinities of ``group`` name, and split the sums."""
+    columns = list(dict.fromkeys(_request(s)[0] for s in group))
+    first = group[0]
+    names = [f"n{i}" for i in range(len(columns))]
+    selected = ", ".join(
+        f'CAST("{c}" AS VARCHAR) AS n{i}' if c == "product" else f"{name_sql(c)} AS n{i}" for i, c in enumerate(columns)
+    )
+    which = "CASE " + " ".join(f"WHEN GROUPING(n{i}) = 0 THEN {i}" for i in range(len(columns))) + " END"
+    sets = ", ".join(f"(cid, n{i})" for i in range(len(columns)))
+    # An exponent literal (1.5e+16) is a DOUBLE in DuckDB; a plain product of literals would be a DECIMAL.
+    scale = f"{float(DAY_NS * first.half_life_days):.17e}"
+    decay = f'pow(2.0, (epoch_ns("ActivityTimeStamp") - {cutoff}) / {scale})'
+    ids = pa.table({"cid": pa.array(customers.to_numpy(dtype=object), pa.string()), "code": np.arange(len(customers))})
+    with _connect() as con:
+        con.register("facts", source)
+        con.register("ids", ids)
+        con.execute(
+            f"""
+            CREATE TEMP TABLE sums AS
+            WITH lines AS (
+                SELECT CAST("CustomerId" AS VARCHAR) AS cid, {selected},
+                    TRY_CAST("{_weight(first)}" AS DOUBLE) AS v,
+                    coalesce(epoch_ns("ActivityTimeStamp") < {cutoff}, false) AS before,
+                    {decay} AS decay
+                FROM facts WHERE "Activity" = $activity
+            ), grouped AS (
+                SELECT {which} AS f, cid, coalesce({", ".join(names)}) AS name,
+                    sum(v * decay) FILTER (WHERE before AND isfinite(v)) AS spend,
+                    count(*) FILTER (WHERE before AND v > 0) AS bought,
+                    count(*) FILTER (WHERE before AND isfinite(v)) AS used,
+                    count(*) FILTER (WHERE before) AS before_n,
+                    count(*) FILTER (WHERE NOT before) AS after_n
+                FROM lines GROUP BY GROUPING SETS ({sets})
+            )
+            SELECT f, code, name, spend, bought, used, before_n, after_n
+            FROM grouped LEFT JOIN ids USING (cid)
+            """,
+            {"activity": first.activity},
         )
-    lookup = catalog.drop_duplicates(spec.key).set_index(catalog[spec.key].drop_duplicates().astype("string"))
-    return lookup[column].reindex(rows["product"].astype("string").to_numpy()).to_numpy()
+        distinct = con.execute("SELECT f, name FROM sums WHERE name IS NOT NULL GROUP BY f, name").df()
+        out = {}
+        for request, settings in {_request(s): s for s in group}.items():
+            index = columns.index(request[0])
+            raw = distinct.loc[distinct["f"] == index, "name"].astype("string")
+            out[request] = _split(con, index, raw, settings, tables, len(customers))
+    return out
+
+
+def _split(con, index: int, raw: pd.Series, settings: AffinityParams, tables, customers: int) -> PurchasePairs:
+    """The pairs of one affinity from the summed lines: names mapped (through its catalog), then summed again."""
+    mapped = raw
+    if _from_catalog(settings) is not None:
+        spec = settings.catalog
+        catalog = tables.get(f"{spec.source}.{spec.table}")
+        lookup = catalog.drop_duplicates(spec.key)
+        lookup = lookup[_from_catalog(settings)].set_axis(lookup[spec.key].astype("string"))
+        mapped = lookup.reindex(raw.to_numpy()).astype("string").str.strip().replace("", pd.NA)
+    final = pd.Series(mapped.to_numpy(), dtype="string")
+    codes, names = pd.factorize(final, sort=True)
+    mapping = pa.table(
+        {
+            "name": pa.array(raw.to_numpy(dtype=object), pa.string()),
+            "ncode": pa.array(np.where(codes >= 0, codes, 0), mask=codes < 0),
+        }
+    )
+    con.register("mapping", mapping)
+    counts = con.execute(
+        """SELECT code IS NULL AS unknown, ncode IS NULL AS unnamed, sum(used), sum(before_n), sum(after_n)
+        FROM sums LEFT JOIN mapping USING (name) WHERE f = ? GROUP BY ALL""",
+        [index],
+    ).fetchall()
+    tally = dict.fromkeys(("lines_used", "lines_without_name", "lines_after_as_of", "lines_of_unknown_customers"), 0)
+    for unknown, unnamed, used, before_n, after_n in counts:
+        if unknown:
+            tally["lines_of_unknown_customers"] += int(before_n + after_n)
+            continue
+        tally["lines_after_as_of"] += int(after_n)
+        tally["lines_without_name" if unnamed else "lines_used"] += int(used if not unnamed else before_n)
+    pairs = con.execute(
+        """SELECT code, ncode, coalesce(sum(spend), 0) AS spend, sum(bought) AS bought, sum(used) AS used
+        FROM sums JOIN mapping USING (name) WHERE f = ? AND code IS NOT NULL GROUP BY code, ncode
+        ORDER BY code, ncode""",
+        [index],
+    ).fetchnumpy()
+    con.unregister("mapping")
+    code, name = pairs["code"].astype(np.int64), pairs["ncode"].astype(np.int64)
+    # Names only bought after the reference date (or only with unusable values) are left out.
+    present = np.bincount(name[pairs["used"] > 0], minlength=len(names)) > 0
+    position = np.cumsum(present) - 1
+    lines = np.bincount(code, weights=pairs["bought"], minlength=customers).astype(np.int64)
+    keep = pairs["spend"] > 0
+    return PurchasePairs(
+        code[keep], position[name[keep]], pairs["spend"][keep].astype(float), lines,
+        np.asarray(names[present], dtype=object), tally,
+    )  # fmt: skip
 
 
 def fit_affinity(
-    lines: pd.DataFrame, profile: pd.DataFrame, settings: AffinityParams, as_of: pd.Timestamp
-) -> tuple[AffinityModel, dict[str, int]]:
-    """Own shares and group priors of every profile customer from purchase lines before ``as_of`` (exclusive).
-
-    Returns the model and counts of the lines: used, without a name, after ``as_of``, of unknown customers.
-    """
-    customers = pd.Index(profile["CustomerId"].astype("string").dropna().unique(), dtype="string").sort_values()
-    # Each distinct id is looked up once: hashing every line's id against the profile is the slow part.
-    line_codes, line_ids = pd.factorize(lines["CustomerId"])
-    code = np.where(line_codes >= 0, np.append(customers.get_indexer(line_ids), -1)[line_codes], -1)
-    stamps = pd.to_datetime(lines["Time"], utc=True).dt.as_unit("ns")
-    time = stamps.array.asi8
-    cutoff = as_of.tz_convert("UTC").as_unit("ns").value
-    named = lines["Name"].notna().to_numpy()
-    known, before = code >= 0, stamps.notna().to_numpy() & (time < cutoff)
-    use = known & before & named & np.isfinite(lines["Value"].to_numpy())
-    counts = {
-        "lines_used": int(use.sum()),
-        "lines_without_name": int((known & before & ~named).sum()),
-        "lines_after_as_of": int((known & ~before).sum()),
-        "lines_of_unknown_customers": int((~known).sum()),
-    }
-    name_codes, names = _used_names(lines["Name"], use)
-    c, value = code[use], lines["Value"].to_numpy()[use]
-    decay = np.exp2(-((cutoff - time[use]) / DAY_NS) / settings.half_life_days)
-    n, k = len(customers), max(len(names), 1)
-    # A dense customers x names sum (at most 512 MB) is much faster than sorting the lines, which many names need.
-    spend = np.bincount(c * k + name_codes, weights=value * decay, minlength=n * k) if n * k <= 2**26 else None
-    pair_customer, pair_name, pair_value = _pairs(c, name_codes, value * decay, k, spend)
-    pair_value = np.clip(pair_value, 0, None)
-    keep = pair_value > 0
-    pair_customer, pair_name = pair_customer[keep], pair_name[keep]
-    bought = value > 0
-    line_count = np.bincount(c[bought], minlength=n)
-    pair_spend = pair_value[keep]
-    group, prior, labels = _group_priors(customers, profile, settings, as_of, pair_customer, pair_name, pair_spend, k)
-    model = AffinityModel(
-        customers, names, pair_customer, pair_name, pair_spend, line_count, group, prior, labels,
+    pairs: PurchasePairs, customers: pd.Index, profile: pd.DataFrame, settings: AffinityParams, as_of: pd.Timestamp
+) -> AffinityModel:
+    """Own spend and group priors of every profile customer (``customers``, sorted) from their purchase pairs."""
+    k = max(len(pairs.names), 1)
+    group, prior, labels = _group_priors(
+        customers, profile, settings, as_of, pairs.customer, pairs.name, pairs.spend, k
+    )
+    return AffinityModel(
+        customers, pairs.names, pairs.customer, pairs.name, pairs.spend, pairs.lines, group, prior, labels,
         settings.prior_strength,
     )  # fmt: skip
-    return model, counts
 
 
-def _used_names(names, use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Codes (into the sorted names bought) of the lines used, and those names; names only bought after the
-    reference date are left out."""
-    if not isinstance(names.dtype, pd.CategoricalDtype):
-        codes, uniques = pd.factorize(names[use], sort=True)
-        return codes, np.asarray(uniques, dtype=object)
-    codes = names.cat.codes.to_numpy()[use]
-    present = np.bincount(codes, minlength=len(names.cat.categories)) > 0
-    position = np.cumsum(present) - 1
-    return position[codes], np.asarray(names.cat.categories[present], dtype=object)
-
-
-def _pairs(c: np.ndarray, name: np.ndarray, weight: np.ndarray, k: int, dense: np.ndarray | None):
-    """(customer, name, summed weight) per pair bought, sorted by customer then name."""
-    if dense is not None:
-        # Pairs whose lines sum to 0 (a purchase and its return) are dropped by the caller anyway.
-        flat = np.flatnonzero(dense)
-        return flat // k, flat % k, dense[flat]
-    keys, inverse = np.unique(c.astype(np.int64) * k + name, return_inverse=True)
-    return keys // k, keys % k, np.bincount(inverse, weights=weight)
+def profile_customers(profile: pd.DataFrame) -> pd.Index:
+    """Every CustomerId of the profile, once, sorted: the rows of the affinity arrays."""
+    return pd.Index(profile["CustomerId"].astype("string").dropna().unique(), dtype="string").sort_values()
 
 
 def _attributes(customers: pd.Index, profile: pd.DataFrame, fields: PriorFields, as_of: pd.Timestamp) -> list:
@@ -429,7 +569,8 @@ class AffinityProvider:
     Its rows are published with the project name as EnrichmentProvider: the values are first-party.
     """
 
-    needs = frozenset({"activities"})
+    # The timeline as a dataset: the purchase lines are summed by a scan of the columns used, never loaded.
+    needs = frozenset({"activity_dataset"})
 
     def __init__(self, provider: str, settings: AffinityParams, context: ProviderContext):
         self.provider, self.settings, self.enrichment = provider, settings, context.enrichment
@@ -443,23 +584,34 @@ class AffinityProvider:
 
     def enrich(self, inputs: EnrichmentInputs) -> EnrichmentResult:
         """The affinity values of every customer in ``inputs.profiles``."""
-        catalog = None
+        where = f"enrich.enrichments.{self.enrichment}.params"
+        source = inputs.activity_dataset if inputs.activity_dataset is not None else inputs.activities
+        check_source(source, self.settings, where)
         if self.settings.catalog is not None:
-            catalog = inputs.tables.get(f"{self.settings.catalog.source}.{self.settings.catalog.table}")
-        lines = purchase_lines(inputs.activities, self.settings, self.enrichment, catalog)
-        as_of = inputs.as_of if inputs.as_of is not None else lines["Time"].max() + pd.Timedelta(1, "ns")
-        if pd.isna(as_of):
+            spec = self.settings.catalog
+            check_catalog(inputs.tables.get(f"{spec.source}.{spec.table}"), self.settings, where)
+        as_of = inputs.as_of
+        if as_of is None:
+            latest = latest_purchase(source, self.settings)
+            as_of = None if latest is None else latest + pd.Timedelta(1, "ns")
+        if as_of is None:
             raise EnrichmentFailed(
                 f"enrich.enrichments.{self.enrichment}: activity {self.settings.activity!r} has no purchases; "
                 "affinities need purchase history"
             )
+        as_of = pd.Timestamp(as_of)
+        memo = inputs.shared
+        if ("customers", id(inputs.profiles)) not in memo:
+            memo["customers", id(inputs.profiles)] = profile_customers(inputs.profiles)
+        customers = memo["customers", id(inputs.profiles)]
+        pairs = purchase_pairs(source, customers, self.settings, as_of, inputs.tables, memo)
         try:
-            model, counts = fit_affinity(lines, inputs.profiles, self.settings, pd.Timestamp(as_of))
+            model = fit_affinity(pairs, customers, inputs.profiles, self.settings, as_of)
         except EnrichmentFailed as exc:
             raise EnrichmentFailed(
                 f"enrich.enrichments.{self.enrichment}: activity {self.settings.activity!r}: {exc}"
             ) from None
-        return affinity_result(model, self.settings, self.provider, counts)
+        return affinity_result(model, self.settings, self.provider, pairs.counts)
 
 
 def build_brand(params: Mapping, context: ProviderContext) -> AffinityProvider:

@@ -37,6 +37,10 @@ class EnrichmentInputs:
         measures: customer measures, one row per ``CustomerId``, or None.
         as_of: the reference time of the run (recency weighting, time splits); timezone-aware UTC.
         tables: source tables a provider asked for (a product catalog), by ``<source>.<table>``.
+        activity_dataset: the stored activity facts as a ``pyarrow.dataset.Dataset`` (for a provider that declared
+            ``activity_dataset`` in ``needs``): scanned by chosen columns and in batches instead of loaded.
+        shared: a memo the enrichments of one run share, so work two providers need is done once (brand and
+            interest affinity sum the same purchase lines in one scan).
     """
 
     profiles: pd.DataFrame
@@ -44,6 +48,8 @@ class EnrichmentInputs:
     measures: pd.DataFrame | None = None
     as_of: pd.Timestamp | None = None
     tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    activity_dataset: object | None = None
+    shared: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,8 @@ class ProviderContext:
 
 class EnrichmentProvider(Protocol):
     """One kind of enrichment. ``name`` is the ``EnrichmentProvider`` value published for its rows; ``needs``
-    says which optional inputs it reads (``activities``, ``measures``) so the stage loads only those."""
+    says which optional inputs it reads (``activities``, ``activity_dataset``, ``measures``) so the stage loads
+    only those."""
 
     name: str
     needs: frozenset[str]
