@@ -11,7 +11,9 @@ attach rules, merge and stable ids work as with rules. The model scores pairs wi
 from __future__ import annotations
 
 import json
+import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +28,15 @@ from ci_pipeline.unify.probabilistic import (
     Settings,
     SettingsError,
     default_settings,
+    frame_of,
     normalize_records,
-    predict,
+    normalized_table,
+    predict_table,
     settings_yaml,
     train,
 )
 from ci_pipeline.unify.probabilistic import explain_pair as model_waterfall
+from ci_pipeline.unify.probabilistic.table import Table
 
 #: The rule name of the model's pairs in ``match_pairs``.
 RULE_NAME = "probabilistic"
@@ -83,6 +88,12 @@ def model_records(config: UnifyConfig, records: pd.DataFrame, normalizer: Normal
     return normalize_records(frame, mapped, normalizer)
 
 
+def model_table(config: UnifyConfig, records: pd.DataFrame, normalizer: Normalizer) -> Table:
+    """:func:`model_records` prepared for comparison (``prepare``), each column normalized on its distinct values."""
+    mapped = mapping(config)
+    return normalized_table(records[list(mapped)].reset_index(drop=True), mapped, normalizer)
+
+
 def configured_settings(config: UnifyConfig) -> Settings | None:
     """The settings of ``unify.match.probabilistic`` (None when absent); mistakes name their key path."""
     if config.match.probabilistic is None:
@@ -108,16 +119,17 @@ def train_model(config: UnifyConfig, prepared: Preparation) -> tuple[Model, list
         SettingsError: the settings are malformed or read an unmapped attribute.
         TrainingError: the fit is not sane (see :func:`ci_pipeline.unify.probabilistic.train`).
     """
-    records = model_records(config, prepared.records, prepared.prep.normalizer)
+    table = model_table(config, prepared.records, prepared.prep.normalizer)
+    records = frame_of(table)
     settings = configured_settings(config)
     notes: list[str] = []
     if settings is None:
-        settings, notes = default_settings(records, mapping(config))
+        settings, notes = default_settings(records, mapping(config), table=table)
     else:
         _check_columns(settings, records)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = train(records, settings)
+        model = train(records, settings, table=table)
     said = notes + [str(w.message) for w in caught]
     model.training["settings_yaml"] = settings_yaml(settings)
     model.training["chosen"] = "configured" if config.match.probabilistic is not None else "default"
@@ -142,13 +154,14 @@ def _check_columns(settings: Settings, records: pd.DataFrame) -> None:
         raise SettingsError(f"unify.match.probabilistic: {exc}") from None
 
 
-def scoring_settings(config: UnifyConfig, model: Model, records: pd.DataFrame) -> Settings:
+def scoring_settings(config: UnifyConfig, model: Model, columns: Iterable[str]) -> Settings:
     """The settings a run scores with: the configured ones (their comparisons must be the model's; blocking and
-    threshold may differ), or the model's own. A model that does not fit is a clear error telling to retrain."""
+    threshold may differ), or the model's own. A model that does not fit (or reads a column not among the records'
+    ``columns``) is a clear error telling to retrain."""
     settings = configured_settings(config) or model.settings
     try:
         model.check_fits(settings)
-        settings.check_columns(records.columns)
+        settings.check_columns(columns)
     except SettingsError as exc:
         problem = f"unify.match: the stored match model does not fit the configuration ({exc}); {RETRAIN}"
         raise SettingsError(problem) from None
@@ -168,9 +181,11 @@ class ProbabilisticMatches:
         self.comparable: np.ndarray | None = None
 
     def __call__(self, config: UnifyConfig, prepared: Preparation) -> pd.DataFrame:
-        records = model_records(config, prepared.records, prepared.prep.normalizer)
-        settings = scoring_settings(config, self.model, records)
-        scored = predict(self.model, records, settings)
+        started = time.perf_counter()
+        table = model_table(config, prepared.records, prepared.prep.normalizer)
+        prepared_s = round(time.perf_counter() - started, 3)
+        settings = scoring_settings(config, self.model, table.columns)
+        scored = predict_table(self.model, table, settings)
         kept = scored[(scored["match_probability"] >= REVIEW_PROBABILITY) | scored["link"]]
         rules = rule_matches(config, prepared) if config.match.rules else None
         pairs = _pairs(kept, len(config.match.rules))
@@ -178,14 +193,14 @@ class ProbabilisticMatches:
             # Hybrid: a pair a rule accepts is a link outright; the model's verdict on it adds nothing.
             accepted = rules[rules["accepted"]]
             a, b = accepted["left"].to_numpy(np.int64), accepted["right"].to_numpy(np.int64)
-            n = len(records)
+            n = table.n
             pair_id = pairs["left"].to_numpy(np.int64) * n + pairs["right"].to_numpy(np.int64)
             taken = np.isin(pair_id, np.minimum(a, b) * n + np.maximum(a, b))
             pairs = pd.concat([rules, pairs[~taken]], ignore_index=True)
-        self.comparable = np.zeros(len(records), dtype=bool)
+        self.comparable = np.zeros(table.n, dtype=bool)
         for rule in settings.blocking:
-            columns = list(dict.fromkeys(c for k in rule.keys for c in k.columns))
-            self.comparable |= records[columns].notna().all(axis=1).to_numpy()
+            columns = dict.fromkeys(c for k in rule.keys for c in k.columns)
+            self.comparable |= np.logical_and.reduce([table.column(c).codes >= 0 for c in columns])
         self.report = {
             "method": "probabilistic" if rules is None else "probabilistic with rules",
             "threshold": settings.threshold,
@@ -194,7 +209,7 @@ class ProbabilisticMatches:
             "links": int(scored["link"].sum()),
             "near_misses": int(len(kept) - kept["link"].sum()),
             # Preparing the records, blocking, and comparing and weighing the candidate pairs.
-            "seconds": scored.attrs.get("seconds", {}),
+            "seconds": {"prepare": prepared_s, **scored.attrs["seconds"]},
             "settings_yaml": settings_yaml(settings),
         }
         return pairs
@@ -232,7 +247,7 @@ def waterfall(
     normalized values, the level reached and its weight; the prior, the total weight, the probability and whether
     it reaches the threshold. Term frequencies are those of all ``records``, as in the run."""
     records = model_records(config, records, normalizer)
-    settings = scoring_settings(config, model, records)
+    settings = scoring_settings(config, model, records.columns)
     frame = model_waterfall(model, records, left, right)
     rows = frame.to_dict("records")
     total = rows[-1]

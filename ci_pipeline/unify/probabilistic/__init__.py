@@ -28,11 +28,16 @@ from ci_pipeline.unify.probabilistic.comparisons import (
     SettingsError,
     comparison_from_dict,
 )
-from ci_pipeline.unify.probabilistic.defaults import default_settings, normalize_records, settings_yaml
+from ci_pipeline.unify.probabilistic.defaults import (
+    default_settings,
+    normalize_records,
+    normalized_table,
+    settings_yaml,
+)
 from ci_pipeline.unify.probabilistic.model import ConvergenceWarning, Model, TrainingError, train
-from ci_pipeline.unify.probabilistic.scoring import explain_pair, predict, probability
+from ci_pipeline.unify.probabilistic.scoring import explain_pair, predict, predict_table, probability
 from ci_pipeline.unify.probabilistic.settings import DEFAULT_THRESHOLD, Settings
-from ci_pipeline.unify.probabilistic.table import prepare
+from ci_pipeline.unify.probabilistic.table import frame_of, prepare
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -59,8 +64,11 @@ __all__ = [
     "comparison_from_dict",
     "default_settings",
     "explain_pair",
+    "frame_of",
     "normalize_records",
+    "normalized_table",
     "predict",
+    "predict_table",
     "prepare",
     "probability",
     "settings_yaml",

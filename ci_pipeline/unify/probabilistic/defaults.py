@@ -34,7 +34,7 @@ from ci_pipeline.unify.probabilistic.comparisons import (
 )
 from ci_pipeline.unify.probabilistic.joint import PlaceComparison
 from ci_pipeline.unify.probabilistic.settings import LinkType, Settings
-from ci_pipeline.unify.probabilistic.table import prepare
+from ci_pipeline.unify.probabilistic.table import Table, prepare, prepare_raw
 
 #: Normalizations before probabilistic comparison. Names keep their nicknames (the name comparison has a nickname
 #: level of its own) and dates their written components (the date comparison reads them).
@@ -64,16 +64,30 @@ PERSONAL = ("first_name", "full_name", "middle_name", "birth_date")
 TERM_FREQUENCY = ("first_name", "last_name", "full_name", "middle_name", "city", "company", "street")
 
 
-def normalize_records(frame: pd.DataFrame, mapping: dict[str, str], normalizer: Normalizer | None = None):
-    """The mapped columns of ``frame`` normalized for probabilistic comparison (same column names)."""
+def _normalizations(frame: pd.DataFrame, mapping: dict[str, str], normalizer: Normalizer | None):
+    """Per mapped column, the function normalizing it for probabilistic comparison."""
     normalizer = normalizer or Normalizer()
     out = {}
     for column, semantic in mapping.items():
         if column not in frame.columns:
             raise SettingsError(f"mapping: column {column!r} is not in the data (it holds {', '.join(frame.columns)})")
         steps = NORMALIZATIONS.get(semantic) or default_normalizations(semantic)
-        out[column] = normalizer.apply(frame[column], steps)
-    return pd.DataFrame(out, index=frame.index)
+        out[column] = lambda values, steps=steps: normalizer.apply(values, steps)
+    return out
+
+
+def normalize_records(frame: pd.DataFrame, mapping: dict[str, str], normalizer: Normalizer | None = None):
+    """The mapped columns of ``frame`` normalized for probabilistic comparison (same column names)."""
+    normalize = _normalizations(frame, mapping, normalizer)
+    return pd.DataFrame({column: f(frame[column]) for column, f in normalize.items()}, index=frame.index)
+
+
+def normalized_table(
+    frame: pd.DataFrame, mapping: dict[str, str], normalizer: Normalizer | None = None, source: str | None = None
+) -> Table:
+    """``prepare(normalize_records(frame, mapping, normalizer), mapping, source)``, normalizing each column's distinct
+    values only (the normalizations work value by value)."""
+    return prepare_raw(frame, _normalizations(frame, mapping, normalizer), source)
 
 
 def _numeric(values: pd.Series) -> tuple[bool, float]:
@@ -138,12 +152,16 @@ IMPLIED_SHARE = 0.9
 
 def _pairs(table, columns: list[str], known: np.ndarray) -> int:
     """Ordered pairs of distinct records among ``known`` agreeing on all ``columns``."""
-    codes = [table.column(c).codes for c in columns]
-    sizes = pd.DataFrame({i: c[known] for i, c in enumerate(codes)}).value_counts().to_numpy(np.int64)
+    key = np.zeros(int(known.sum()), dtype=np.int64)
+    for name in columns:
+        column = table.column(name)
+        # Mixed radix, re-compacted after each column so the key stays small.
+        key = pd.factorize(key * np.int64(len(column.values)) + column.codes[known])[0]
+    sizes = np.bincount(key).astype(np.int64)
     return int((sizes * (sizes - 1)).sum())
 
 
-def _implied(mapping: dict[str, str], records: pd.DataFrame, notes: list[str], within: dict[str, list[str]]):
+def _implied(mapping: dict[str, str], table: Table, notes: list[str], within: dict[str, list[str]]):
     """Semantic types not compared on their own because a compared one already holds their evidence.
 
     The model counts each comparison as independent evidence. A full name beside its first and last name repeats
@@ -158,7 +176,6 @@ def _implied(mapping: dict[str, str], records: pd.DataFrame, notes: list[str], w
     person = by_type.get("first_name") or by_type.get("full_name") or by_type.get("birth_date")
     if person is None:
         return implied
-    table = prepare(records, list(mapping))
     kept = []
     for semantic in LOCATION:
         if semantic not in by_type:
@@ -232,6 +249,7 @@ def default_settings(
     link_type: LinkType = "dedupe",
     source: str | None = None,
     max_pairs_per_rule: int = Settings.max_pairs_per_rule,
+    table: Table | None = None,
 ) -> tuple[Settings, list[str]]:
     """Settings chosen from the semantic types of the mapped columns, and notes on what was left out.
 
@@ -241,6 +259,7 @@ def default_settings(
         link_type: ``dedupe`` or ``link_only``.
         source: column naming each record's table (for ``link_only``).
         max_pairs_per_rule: blocking rules over this on ``records`` are left out (and noted).
+        table: ``records`` already prepared (every mapped column), when the caller has it.
 
     Example:
         >>> settings, notes = default_settings(frame, {"given_name": "first_name", "surname": "last_name"})
@@ -250,13 +269,14 @@ def default_settings(
         raise SettingsError("mapping: map at least one column to a semantic type")
     notes: list[str] = []
     within: dict[str, list[str]] = {}
-    implied = _implied(mapping, records, notes, within)
+    if table is None:
+        table = prepare(records, list(mapping), source)
+    implied = _implied(mapping, table, notes, within)
     comparisons = tuple(
         _place(_comparison(c, t, mapping, records), within.get(c, []), notes)
         for c, t in mapping.items()
         if t not in implied
     )
-    table = prepare(records, list(mapping), source)
     rules = []
     for rule in _candidate_rules(mapping, records, implied):
         count, _ = pair_count(rule.codes(table), table.source, link_type == "link_only")

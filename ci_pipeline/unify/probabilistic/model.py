@@ -431,6 +431,7 @@ def train(
     settings: Settings,
     source: str | None = None,
     labels: pd.DataFrame | None = None,
+    table: Table | None = None,
 ) -> Model:
     """Train a Fellegi-Sunter model on normalized records, unsupervised.
 
@@ -439,6 +440,8 @@ def train(
         settings: what to compare and how to block.
         source: column naming each record's table (needed for ``link_type: link_only``).
         labels: optional labelled pairs (``left``, ``right`` record positions, ``match`` bool) seeding m.
+        table: ``records`` already prepared (``prepare``, with every column the settings read), when the caller
+            has it; ``source`` is then the table's.
 
     Returns:
         The model; it warns (``ConvergenceWarning``, with the trace) when EM stops at its iteration limit.
@@ -452,7 +455,8 @@ def train(
         >>> model = train(frame, settings)
     """
     settings.check_columns(records.columns)
-    table = prepare(records, settings.columns, source)
+    if table is None:
+        table = prepare(records, settings.columns, source)
     link_only = settings.link_type == "link_only"
     if link_only and len(np.unique(table.source)) < 2:
         raise SettingsError("link_type link_only needs records of two or more tables (name their column in source)")

@@ -119,7 +119,19 @@ def predict(
     settings.check_columns(records.columns)
     started = time.perf_counter()
     table = prepare(records, settings.columns, source)
-    prepared = time.perf_counter()
+    prepared = round(time.perf_counter() - started, 3)
+    frame = predict_table(model, table, settings)
+    frame.attrs["seconds"] = {"prepare": prepared, **frame.attrs["seconds"]}
+    return frame
+
+
+def predict_table(model: Model, table: Table, settings: Settings | None = None) -> pd.DataFrame:
+    """``predict`` on records already prepared (``prepare``, or ``normalized_table`` of raw records);
+    ``frame.attrs["seconds"]`` holds the seconds of blocking and scoring."""
+    settings = settings or model.settings
+    model.check_fits(settings)
+    settings.check_columns(table.columns)
+    started = time.perf_counter()
     blocked = block(table, settings.blocking, settings.max_pairs_per_rule, settings.link_type == "link_only")
     blocked_at = time.perf_counter()
     gamma, weight = weigh(model, table, blocked.left, blocked.right)
@@ -136,11 +148,7 @@ def predict(
             **{f"gamma_{c.name}": gamma[:, j] for j, c in enumerate(settings.comparisons)},
         }
     )
-    frame.attrs["seconds"] = {
-        "prepare": round(prepared - started, 3),
-        "block": round(blocked_at - prepared, 3),
-        "score": round(scored - blocked_at, 3),
-    }
+    frame.attrs["seconds"] = {"block": round(blocked_at - started, 3), "score": round(scored - blocked_at, 3)}
     return frame
 
 

@@ -65,6 +65,35 @@ class Table:
         return self._derived[key]
 
 
+def _factorized(name: str, text: pd.Series, outer: np.ndarray | None = None) -> Column:
+    """``text`` factorized (stripped; blank is null); with ``outer``, ``text`` holds distinct values and each record
+    is ``outer``'s position in it (-1 = null)."""
+    text = text.astype("string").str.strip()
+    text = text.where(text.str.len() > 0)
+    codes, uniques = pd.factorize(text, use_na_sentinel=True, sort=True)
+    codes = codes.astype(np.int64)
+    if outer is not None:
+        codes = np.append(codes, -1)[outer]
+    values = np.asarray(uniques.astype(object), dtype=object)
+    counts = np.bincount(codes[codes >= 0], minlength=len(values))
+    return Column(name, codes, values, counts)
+
+
+def _missing(name: str, frame: pd.DataFrame) -> UserError:
+    return UserError(
+        f"column {name!r} is not in the records (they hold {', '.join(map(str, frame.columns))}): map it or remove "
+        "the comparison or blocking rule that uses it"
+    )
+
+
+def _origin(frame: pd.DataFrame, source: str | None) -> np.ndarray:
+    if source is None:
+        return np.zeros(len(frame), dtype=np.int64)
+    if source not in frame.columns:
+        raise UserError(f"source column {source!r} is not in the records")
+    return pd.factorize(frame[source].astype("string"), sort=True)[0].astype(np.int64)
+
+
 def prepare(frame: pd.DataFrame, columns: Iterable[str], source: str | None = None) -> Table:
     """Factorize ``columns`` of ``frame`` (already normalized); blank text counts as null.
 
@@ -76,20 +105,32 @@ def prepare(frame: pd.DataFrame, columns: Iterable[str], source: str | None = No
     prepared = {}
     for name in dict.fromkeys(columns):
         if name not in frame.columns:
-            raise UserError(
-                f"column {name!r} is not in the records (they hold {', '.join(map(str, frame.columns))}): map it or "
-                "remove the comparison or blocking rule that uses it"
-            )
-        text = frame[name].astype("string").str.strip()
-        text = text.where(text.str.len() > 0)
-        codes, uniques = pd.factorize(text, use_na_sentinel=True, sort=True)
-        values = np.asarray(uniques.astype(object), dtype=object)
-        counts = np.bincount(codes[codes >= 0], minlength=len(values))
-        prepared[name] = Column(name, codes.astype(np.int64), values, counts)
-    if source is None:
-        origin = np.zeros(len(frame), dtype=np.int64)
-    else:
-        if source not in frame.columns:
-            raise UserError(f"source column {source!r} is not in the records")
-        origin = pd.factorize(frame[source].astype("string"), sort=True)[0].astype(np.int64)
-    return Table(prepared, len(frame), origin)
+            raise _missing(name, frame)
+        prepared[name] = _factorized(name, frame[name])
+    return Table(prepared, len(frame), _origin(frame, source))
+
+
+def prepare_raw(
+    frame: pd.DataFrame,
+    normalize: dict[str, Callable[[pd.Series], pd.Series]],
+    source: str | None = None,
+) -> Table:
+    """``prepare`` of the columns of ``frame`` normalized by ``normalize`` (column -> a function of a text
+    Series), each function applied to the distinct raw values only.
+
+    Equal to ``prepare`` of the normalized frame when each function normalizes value by value, as the project's
+    normalizations do: a record frame repeats names, places and dates many times, and the normalized text of
+    every record is never built.
+    """
+    prepared = {}
+    for name, normalized in normalize.items():
+        if name not in frame.columns:
+            raise _missing(name, frame)
+        outer, distinct = pd.factorize(frame[name].astype("string"), use_na_sentinel=True)
+        prepared[name] = _factorized(name, normalized(pd.Series(distinct, dtype="string")), outer.astype(np.int64))
+    return Table(prepared, len(frame), _origin(frame, source))
+
+
+def frame_of(table: Table) -> pd.DataFrame:
+    """The prepared values of every column, one row per record (None where null)."""
+    return pd.DataFrame({name: np.append(column.values, None)[column.codes] for name, column in table.columns.items()})

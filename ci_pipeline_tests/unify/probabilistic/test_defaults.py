@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from ci_pipeline.unify.normalize import Normalizer
 from ci_pipeline.unify.probabilistic import (
     DateComparison,
     EmailComparison,
@@ -17,7 +18,10 @@ from ci_pipeline.unify.probabilistic import (
     Settings,
     SettingsError,
     default_settings,
+    frame_of,
     normalize_records,
+    normalized_table,
+    prepare,
     settings_yaml,
 )
 
@@ -164,3 +168,23 @@ def test_training_rules_hold_a_personal_key():
     data = yaml.safe_load(settings_yaml(settings))
     assert data.pop("method") == "probabilistic"
     assert Settings.from_dict(data["probabilistic"]) == settings
+
+
+def test_a_table_normalized_on_distinct_values_equals_the_normalized_records_prepared():
+    """``normalized_table`` normalizes each distinct raw value once; every column comes out as preparing the
+    normalized records would make it (codes, values, counts), with blanks, bypass values and spaces as nulls."""
+    raw = pd.concat([RAW, RAW.iloc[::-1]], ignore_index=True)
+    raw.loc[1, "First"] = "  "
+    raw.loc[2, "Last"] = "N/A"
+    raw.loc[3, "Mail"] = "ann@gmial.com"
+    raw.loc[4, "Zip"] = None
+    normalizer = Normalizer(bypass_values=("n/a",))
+    fast = normalized_table(raw, MAPPING, normalizer)
+    slow = prepare(normalize_records(raw, MAPPING, normalizer), list(MAPPING))
+    assert list(fast.columns) == list(slow.columns) == list(MAPPING)
+    for name, column in slow.columns.items():
+        assert np.array_equal(fast.column(name).codes, column.codes), name
+        assert list(fast.column(name).values) == list(column.values), name
+        assert np.array_equal(fast.column(name).counts, column.counts), name
+    assert fast.column("Last").codes[2] == -1 and fast.column("First").codes[1] == -1
+    pd.testing.assert_frame_equal(frame_of(fast), frame_of(slow))
