@@ -1,4 +1,7 @@
-"""`ci-pipeline run`: materialise the asset graph (or a job, or a selection) in-process and print a summary."""
+"""`ci-pipeline run`: materialise the asset graph (or a job, or a selection) in-process and print a summary.
+
+Without ``--job``, ``--select`` or ``--full`` a run after a successful one is incremental: only the assets whose
+inputs or settings changed since they were computed run (docs/operations.md, "Incremental refresh")."""
 
 from __future__ import annotations
 
@@ -15,7 +18,12 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("run", help="run the pipeline (every stage) on the configured data")
     parser.add_argument(
         "--select",
-        help="Dagster asset selection, e.g. 'group:unify' or 'crm/contacts+' (default: the full_refresh job)",
+        help="Dagster asset selection, e.g. 'group:unify' or 'crm/contacts+' (default: what changed since last run)",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="recompute everything (the full_refresh job) instead of only what changed since the last run",
     )
     parser.add_argument("--job", help="run a named job (see --list), e.g. 'ingest_crm' or 'unify_and_downstream'")
     parser.add_argument("--list", action="store_true", help="list the jobs of this configuration and exit")
@@ -40,6 +48,7 @@ def run(args) -> int:
     from ci_pipeline.defs import STAGES, build_definitions
     from ci_pipeline.defs.launch import choose_job, execute_as_job_run, job_names
     from ci_pipeline.defs.orchestration import step_assets
+    from ci_pipeline.errors import UserError
     from ci_pipeline.governance.identity import LAUNCHED_BY_TAG, acting_user
     from ci_pipeline.orchestration import MODE_TAG, TRIGGER_TAG
     from ci_pipeline.validation import load_checked, require_valid
@@ -50,10 +59,18 @@ def run(args) -> int:
         for name in job_names(defs):
             print(f"{name:<28} {defs.resolve_job_def(name).description or ''}")
         return 0
-    job, mode = choose_job(defs, args.job, args.select)
+    if args.full and args.job:
+        raise UserError("--full runs the full_refresh job; leave out --job, or use --job full_refresh")
+    started = time.monotonic()
+    if args.full or args.job or args.select:
+        job, mode = choose_job(defs, "full_refresh" if args.full and not args.select else args.job, args.select)
+    else:
+        job, mode = _incremental(defs, config)
+        if job is None:
+            print(f"succeeded in {time.monotonic() - started:.1f} s; nothing changed, outputs kept in {_where(config)}")
+            return 0
     # Nothing is written when the sources, alias files or sink settings the run uses fail the checks of `validate`.
     require_valid(config, {tuple(key.path) for key in job.asset_layer.selected_asset_keys})
-    started = time.monotonic()
     tags = {
         MODE_TAG: mode,
         TRIGGER_TAG: "cli",
@@ -73,6 +90,32 @@ def run(args) -> int:
         result, records, config, time.monotonic() - started, groups, step_assets(graph), [s.name for s in STAGES]
     )
     return 0 if result.success else 1
+
+
+def _incremental(defs, config):
+    """The incremental run's job and mode (None: nothing changed; a run marker is written), said on the console."""
+    from datetime import UTC, datetime
+
+    from ci_pipeline.defs.launch import choose_job, incremental_job
+    from ci_pipeline.defs.resources import LakeResource
+    from ci_pipeline.errors import StorageError, UserError
+    from ci_pipeline.orchestration.refresh import save_marker
+
+    try:
+        lake = LakeResource.from_config(config).get_lake()
+        job, mode, plan = incremental_job(defs, config, lake)
+    except (UserError, StorageError) as exc:
+        # The full refresh reads the same locations and says precisely what fails, table by table.
+        print(f"incremental refresh: cannot tell what changed ({exc}); running the full refresh", flush=True)
+        return choose_job(defs, None, None)
+    print(f"incremental refresh: {plan.summary()}", flush=True)
+    if job is None:
+        save_marker(lake, plan, datetime.now(UTC))
+    return job, mode
+
+
+def _where(config) -> str:
+    return config.resolve_location(config.lake.url) if "://" not in config.lake.url else config.lake.url
 
 
 class Progress:
@@ -175,10 +218,7 @@ def print_summary(
     status = "succeeded" if result.success else "FAILED"
     if result.success and errors:
         status += f" with {errors} failed check(s)"
-    print(
-        f"\n{status} in {seconds:.1f} s; outputs in "
-        f"{config.resolve_location(config.lake.url) if '://' not in config.lake.url else config.lake.url}"
-    )
+    print(f"\n{status} in {seconds:.1f} s; outputs in {_where(config)}")
 
 
 def failed_checks(records: list) -> list[str]:

@@ -12,6 +12,7 @@ from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import IngestResult, ingest_table, remember
 from ci_pipeline.ingest.quality import PROFILE_COLUMNS
+from ci_pipeline.orchestration.refresh import table_fingerprint
 from ci_pipeline.redact import redact
 
 GROUP = "ingest"
@@ -134,6 +135,8 @@ def _table_asset(
     )
     def _ingest(context: dg.AssetExecutionContext, lake: LakeResource):
         store = lake.get_lake()
+        # Taken before reading: a file that changes while it is read makes the next incremental run read it again.
+        version = dg.DataVersion(table_fingerprint(store, config, source_name, table_name))
         previous = None
         if table.format == "delta" and store.exists(asset_path(key)):
             previous = store.read_parquet(asset_path(key))
@@ -158,6 +161,7 @@ def _table_asset(
         yield dg.Output(
             result.data,
             output_name=key.to_python_identifier(),
+            data_version=version,
             metadata={
                 **counts,
                 "drift": dg.MetadataValue.md(_drift_text(result)),
@@ -171,6 +175,7 @@ def _table_asset(
         yield dg.Output(
             result.quarantine,
             output_name=corrupt.to_python_identifier(),
+            data_version=version,
             metadata={
                 **counts,
                 **numbers("quarantined", reasons),

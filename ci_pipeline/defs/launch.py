@@ -8,8 +8,10 @@ from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.execution.api import create_execution_plan, execute_run
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
+from ci_pipeline.defs.refresh import plan, stale_selection
 from ci_pipeline.errors import UserError
 from ci_pipeline.orchestration import MODE_TAG
+from ci_pipeline.orchestration.refresh import RefreshPlan
 
 #: The code location and repository the workspace serves the definitions as (workspace.yaml, and the project of
 #: pyproject.toml for `dg dev`). A run that names them belongs to its job in the UI: the job's Runs tab, the
@@ -50,7 +52,36 @@ def choose_job(defs: dg.Definitions, job_name: str | None, select: str | None) -
         if not keys:
             raise UserError(f"--select {select!r}: selects no assets{f' of job {job_name}' if job_name else ''}")
         job, mode = job.get_subset(asset_selection=keys), "partial"
+    if job.name.startswith("__") and "full_refresh" in job_names(defs):
+        # A selection runs as Dagster's own asset job, which has none of the hooks of the project's jobs; with them
+        # its steps record their provenance for the next incremental run too.
+        job = job.with_hooks(set(defs.resolve_job_def("full_refresh").hook_defs))
     return job, mode
+
+
+def incremental_job(defs: dg.Definitions, config, lake) -> tuple[dg.JobDefinition | None, str, RefreshPlan]:
+    """The run an incremental refresh needs now: ``(job, mode, plan)``.
+
+    The full refresh when the lake records no earlier run (or the configuration has no incremental job), the
+    ``incremental_refresh`` job reduced to the stale assets when some are, and no job when every asset is up to
+    date.
+
+    Raises:
+        UserError, StorageError: a source location cannot be listed.
+    """
+    names = job_names(defs)
+    if "incremental_refresh" not in names:
+        return choose_job(defs, None, None) + (RefreshPlan(),)
+    graph = defs.resolve_asset_graph()
+    job = defs.resolve_job_def("incremental_refresh")
+    keys = job.asset_layer.selected_asset_keys
+    found = plan(config, graph, keys, lake)
+    if not found.history:
+        return choose_job(defs, None, None) + (found,)
+    stale = stale_selection(graph, found, keys)
+    if not stale:
+        return None, "incremental", found
+    return job.get_subset(asset_selection=stale), "incremental", found
 
 
 def execute_as_job_run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -18,10 +19,12 @@ from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.base import resolve_secret
 from ci_pipeline.config.orchestration import When
 from ci_pipeline.defs import ingest
+from ci_pipeline.defs import refresh as refresh_defs
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Stage, stage_jobs
 from ci_pipeline.defs.resources import LakeResource
 from ci_pipeline.defs.stages import PUBLISH, STAGES
 from ci_pipeline.errors import UserError
+from ci_pipeline.lake import Lake
 from ci_pipeline.orchestration import (
     FAILURE_SENSOR,
     MODE_TAG,
@@ -76,9 +79,9 @@ def job_specs(config: ProjectConfig, graph, stages: tuple[Stage, ...] = STAGES) 
     return [spec for spec in specs if spec.selection.resolve(graph)]
 
 
-def _job(spec: JobSpec) -> dg.UnresolvedAssetJobDefinition:
+def _job(spec: JobSpec, hooks: set[dg.HookDefinition]) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
-        spec.name, selection=spec.selection, description=spec.description, tags={MODE_TAG: spec.mode}
+        spec.name, selection=spec.selection, description=spec.description, tags={MODE_TAG: spec.mode}, hooks=hooks
     )
 
 
@@ -99,10 +102,23 @@ def _resolve_selection(text: str, graph, key: str) -> dg.AssetSelection:
     return selection
 
 
+#: Chooses the assets of an incremental tick: ``select(lake)`` -> (asset keys, run mode, why); no keys: nothing to run.
+Selector = Callable[[Lake], tuple[list[dg.AssetKey], str, str]]
+
+
 def schedule_for(
-    name: str, when: When, timezone: str, job, mode: str, description: str, enabled: bool
+    name: str,
+    when: When,
+    timezone: str,
+    job,
+    mode: str,
+    description: str,
+    enabled: bool,
+    select: Selector | None = None,
 ) -> dg.ScheduleDefinition:
-    """A schedule firing on ``when`` in ``timezone``; each tick's run is tagged with its local scheduled time."""
+    """A schedule firing on ``when`` in ``timezone``; each tick's run is tagged with its local scheduled time.
+
+    With ``select`` the tick runs only the assets it chooses (the incremental refresh), or skips with its reason."""
     crons = when.cron_schedules()
     zone = ZoneInfo(timezone)
 
@@ -114,16 +130,34 @@ def schedule_for(
         description=description,
         default_status=dg.DefaultScheduleStatus.RUNNING if enabled else dg.DefaultScheduleStatus.STOPPED,
         tags={MODE_TAG: mode, TRIGGER_TAG: f"schedule:{name}"},
+        required_resource_keys={"lake"} if select is not None else None,
     )
     def _schedule(context: dg.ScheduleEvaluationContext):
         scheduled = context.scheduled_execution_time or datetime.now(UTC)
         local = scheduled.astimezone(zone).isoformat(timespec="minutes")
-        return dg.RunRequest(
-            run_key=f"{name}@{local}",
-            tags={MODE_TAG: mode, TRIGGER_TAG: f"schedule:{name}", "ci_pipeline/scheduled_for": local},
-        )
+        tags = {MODE_TAG: mode, TRIGGER_TAG: f"schedule:{name}", "ci_pipeline/scheduled_for": local}
+        if select is None:
+            return dg.RunRequest(run_key=f"{name}@{local}", tags=tags)
+        keys, chosen, why = select(context.resources.lake.get_lake())
+        if not keys:
+            return dg.SkipReason(why)
+        return dg.RunRequest(run_key=f"{name}@{local}", tags={**tags, MODE_TAG: chosen}, asset_selection=keys)
 
     return _schedule
+
+
+def incremental_selector(config: ProjectConfig, graph, keys) -> Selector:
+    """The selection of an incremental tick over ``keys``: every asset when the lake records no earlier run, else
+    the stale ones (changed tables, changed configuration, and everything downstream of them)."""
+
+    def select(lake: Lake) -> tuple[list[dg.AssetKey], str, str]:
+        found = refresh_defs.plan(config, graph, keys, lake)
+        if not found.history:
+            return sorted(keys, key=lambda k: k.path), "full", found.summary()
+        stale = refresh_defs.stale_selection(graph, found, keys)
+        return sorted(stale, key=lambda k: k.path), "incremental", found.summary()
+
+    return select
 
 
 def _selected(selection: dg.AssetSelection, graph) -> str:
@@ -142,16 +176,28 @@ def build_schedules(config: ProjectConfig, graph, jobs: dict[str, dg.UnresolvedA
     refresh = orchestration.refresh
     if refresh is not None and graph.get_all_asset_keys():
         when = describe_schedule(refresh.cron_schedules(), orchestration.timezone_of(refresh))
-        if refresh.select.strip() == "*" and "full_refresh" in jobs:
-            job, mode = jobs["full_refresh"], "full"
-            what = "Runs every stage, ingest to publish (job full_refresh)"
+        select = None
+        if refresh.select.strip() == "*" and "incremental_refresh" in jobs:
+            job, mode = jobs["incremental_refresh"], "incremental"
+            select = incremental_selector(config, graph, REFRESHED.resolve(graph))
+            what = (
+                "Runs what changed since the last run: changed tables, changed settings and every stage downstream "
+                "of them (job incremental_refresh; everything on the first run)"
+            )
         else:
             selection = _resolve_selection(refresh.select, graph, "orchestration.refresh.select")
             job, mode = dg.define_asset_job("refresh_job", selection=selection), "partial"
             what = f"Refreshes {refresh.select!r}: {_selected(selection, graph)}"
         schedules.append(
             schedule_for(
-                "refresh", refresh, orchestration.timezone_of(refresh), job, mode, f"{what}, {when}.", refresh.enabled
+                "refresh",
+                refresh,
+                orchestration.timezone_of(refresh),
+                job,
+                mode,
+                f"{what}, {when}.",
+                refresh.enabled,
+                select,
             )
         )
     training = config.predictions.training if config.predictions is not None else None
@@ -403,7 +449,9 @@ def build(
     install_log_redaction()
     stages = stages if stages is not None else dg.Definitions()
     graph = stages.resolve_asset_graph()
-    jobs = {spec.name: _job(spec) for spec in job_specs(config, graph, registered)}
+    # Every job records what its steps stored and from what, so that the next incremental run can skip it.
+    hooks = {refresh_defs.refresh_hook(graph, REFRESHED.resolve(graph))}
+    jobs = {spec.name: _job(spec, hooks) for spec in job_specs(config, graph, registered)}
     schedules = build_schedules(config, graph, jobs)
     sensors = [build_failure_sensor(config)]
     if "incremental_refresh" in jobs:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.defs.refresh import with_code_versions
 from ci_pipeline.outputs import OUTPUT_TABLES
 
 #: Output table -> the key of the asset that holds it, for the tables the stages of one configuration produce.
@@ -120,10 +121,13 @@ def produced_tables(config: ProjectConfig, stages: tuple[Stage, ...]) -> dict[st
 
 
 def build_stages(config: ProjectConfig, stages: tuple[Stage, ...]) -> list[dg.Definitions]:
-    """Each stage's definitions, in data-flow order, each seeing the tables of the stages before it."""
-    parts, produced = [], {}
+    """Each stage's definitions, in data-flow order, each seeing the tables of the stages before it, with a code
+    version on every asset (its configuration section, those of the stages before it and the package version), so
+    an incremental refresh recomputes what a configuration change affects."""
+    parts, produced, sections = [], {}, []
     for stage in stages:
-        parts.append(stage.build(config, dict(produced)))
+        sections.append(stage.section)
+        parts.append(with_code_versions(stage.build(config, dict(produced)), config, list(sections)))
         if stage.active(config):
             produced |= stage.produces
     return parts

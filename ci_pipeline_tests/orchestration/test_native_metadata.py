@@ -237,7 +237,8 @@ def test_schedules_say_what_runs_and_when(tmp_path):
     config = load_config(write_project(tmp_path, section))
     schedules = {s.name: s.description for s in build_project(config).schedules}
     assert schedules["refresh"] == (
-        "Runs every stage, ingest to publish (job full_refresh), every day at 01:00 and 13:00 (Europe/Amsterdam)."
+        "Runs what changed since the last run: changed tables, changed settings and every stage downstream of them "
+        "(job incremental_refresh; everything on the first run), every day at 01:00 and 13:00 (Europe/Amsterdam)."
     )
     assert schedules["weekly_publish"] == (
         "Refreshes 'group:unify': 2 assets (group unify), on Mondays at 06:00 (Europe/Amsterdam)."

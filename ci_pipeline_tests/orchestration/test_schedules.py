@@ -10,7 +10,10 @@ import pytest
 from dagster._utils.schedules import cron_string_iterator
 
 from ci_pipeline.config import load_config
+from ci_pipeline.defs.refresh import ingested_tables, refresh_nodes
+from ci_pipeline.defs.resources import LakeResource
 from ci_pipeline.errors import UserError
+from ci_pipeline.orchestration.refresh import record_step, table_fingerprint
 from ci_pipeline_tests.orchestration.conftest import build_project, write_project
 
 
@@ -23,16 +26,49 @@ def ticks(schedule: dg.ScheduleDefinition, start: datetime, count: int) -> list[
     return sorted(times)[:count]
 
 
-def local_run(schedule: dg.ScheduleDefinition, tick: datetime) -> dg.RunRequest:
-    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
-        result = schedule.evaluate_tick(context)
+def local_run(schedule: dg.ScheduleDefinition, tick: datetime, lake: LakeResource | None = None) -> dg.RunRequest:
+    result = evaluate(schedule, tick, lake)
     assert len(result.run_requests) == 1
     return result.run_requests[0]
+
+
+def evaluate(schedule: dg.ScheduleDefinition, tick: datetime, lake: LakeResource | None = None):
+    resources = {"lake": lake} if lake is not None else None
+    with dg.build_schedule_context(scheduled_execution_time=tick, resources=resources) as context:
+        return schedule.evaluate_tick(context)
 
 
 def _schedules(tmp_path, section):
     config = load_config(write_project(tmp_path, section))
     return {s.name: s for s in build_project(config).schedules}
+
+
+def test_the_refresh_schedule_runs_what_changed_since_the_last_run(tmp_path):
+    config = load_config(write_project(tmp_path, {"refresh": {"at": "01:00"}}))
+    (tmp_path / "crm" / "contacts.csv").write_text("id\n1\n")
+    defs = build_project(config)
+    refresh = next(s for s in defs.schedules if s.name == "refresh")
+    lake = LakeResource.from_config(config)
+    graph = defs.resolve_asset_graph()
+    keys = defs.resolve_job_def("incremental_refresh").asset_layer.selected_asset_keys
+    tick = datetime(2026, 3, 28, 0, tzinfo=UTC)
+    # Nothing recorded in the lake yet: everything runs, as a full refresh.
+    first = local_run(refresh, tick, lake)
+    assert first.tags["ci_pipeline/mode"] == "full" and set(first.asset_selection) == set(keys)
+    # That run succeeded: each step recorded what it computed from.
+    nodes, tables = refresh_nodes(graph, keys), ingested_tables(config)
+    for path in nodes:
+        versions = {path: table_fingerprint(lake.get_lake(), config, *tables[path])} if path in tables else {}
+        record_step(lake.get_lake(), [path], nodes, versions, "r1")
+    skipped = evaluate(refresh, tick, lake)
+    assert not skipped.run_requests and skipped.skip_message == f"all {len(keys)} assets are up to date: nothing to run"
+    # A changed file: its table and what depends on it run, the other source's tables do not.
+    (tmp_path / "crm" / "contacts.csv").write_text("id\n1\n2\n")
+    later = local_run(refresh, tick, lake)
+    assert later.tags["ci_pipeline/mode"] == "incremental"
+    chosen = {k.to_user_string() for k in later.asset_selection}
+    assert {"crm/contacts", "crm/contacts_corrupt", "unify/customer_profile"} <= chosen
+    assert not chosen & {"shop/orders", "shop/orders_corrupt"}
 
 
 def test_daily_refresh_keeps_its_local_time_across_spring_forward(tmp_path):
@@ -45,7 +81,8 @@ def test_daily_refresh_keeps_its_local_time_across_spring_forward(tmp_path):
         datetime(2026, 3, 29, 0, tzinfo=UTC),
         datetime(2026, 3, 29, 23, tzinfo=UTC),
     ]
-    requests = [local_run(refresh, tick) for tick in found]
+    lake = LakeResource.from_config(load_config(tmp_path / "ci_pipeline.yaml"))
+    requests = [local_run(refresh, tick, lake) for tick in found]
     assert [r.tags["ci_pipeline/scheduled_for"] for r in requests] == [
         "2026-03-28T01:00+01:00",
         "2026-03-29T01:00+01:00",

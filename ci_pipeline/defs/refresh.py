@@ -1,0 +1,141 @@
+"""Dagster glue of incremental refresh: code versions on every asset, the hook that records each stored asset's
+provenance in the lake, and the plan that selects the stale assets for an incremental run.
+
+The rules are in :mod:`ci_pipeline.orchestration.refresh`; docs/operations.md ("Incremental refresh") explains them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from ci_pipeline import __version__
+from ci_pipeline.config import ProjectConfig
+from ci_pipeline.lake import Lake
+from ci_pipeline.orchestration.refresh import (
+    AssetPath,
+    Node,
+    RefreshPlan,
+    digest,
+    load_states,
+    plan_refresh,
+    record_step,
+    table_fingerprint,
+)
+
+#: Stages whose output depends on the run date (windows end today, future activities are held back until they are
+#: due, scores and memberships are as of the run): an unchanged stored output of an earlier day is stale.
+DATED_STAGES = frozenset({"activities", "measures", "predictions", "enrich", "segments"})
+HOOK_NAME = "record_refresh_state"
+
+
+def _section(config: ProjectConfig, name: str):
+    return config.model_dump(mode="json", include={name}).get(name)
+
+
+def stage_code_version(config: ProjectConfig, sections: list[str]) -> str:
+    """A stage's code version: the package version and the configuration sections of the stage and of the stages
+    before it (a setting that changes what a stage computes also reaches the stages after it)."""
+    return "cv-" + digest(__version__, {name: _section(config, name) for name in sections})
+
+
+def table_code_version(config: ProjectConfig, source: str, table: str) -> str:
+    """An ingested table's code version: the package version and that table's own settings (and its source's)."""
+    settings = config.sources[source]
+    own = settings.tables[table].model_dump(mode="json")
+    return "cv-" + digest(__version__, settings.model_dump(mode="json", exclude={"tables"}), own)
+
+
+def ingested_tables(config: ProjectConfig) -> dict[AssetPath, tuple[str, str]]:
+    """Asset path -> (source, table) for every ingested table and its quarantine table."""
+    found = {}
+    for source, settings in config.sources.items():
+        for table in settings.tables:
+            found[(source, table)] = (source, table)
+            found[(source, f"{table}_corrupt")] = (source, table)
+    return found
+
+
+def with_code_versions(part: dg.Definitions, config: ProjectConfig, sections: list[str]) -> dg.Definitions:
+    """``part`` (one stage's definitions) with a code version on each asset (see :func:`stage_code_version`)."""
+    tables = ingested_tables(config)
+    stage_version = stage_code_version(config, sections)
+
+    def versioned(spec: dg.AssetSpec) -> dg.AssetSpec:
+        found = tables.get(tuple(spec.key.path))
+        version = table_code_version(config, *found) if found else stage_version
+        return spec.replace_attributes(code_version=version)
+
+    return part.map_asset_specs(func=versioned)
+
+
+def refresh_nodes(graph, keys, today: str | None = None) -> dict[AssetPath, Node]:
+    """The planner's view of ``keys`` (in topological order): parents within ``keys``, code version, run date."""
+    today = today or datetime.now(UTC).date().isoformat()
+    nodes = {}
+    for key in graph.toposorted_asset_keys:
+        if key not in keys:
+            continue
+        node = graph.get(key)
+        nodes[tuple(key.path)] = Node(
+            parents=tuple(tuple(p.path) for p in sorted(node.parent_keys, key=lambda k: k.path) if p in keys),
+            code_version=node.code_version or "",
+            run_date=today if node.group_name in DATED_STAGES else None,
+        )
+    return nodes
+
+
+def plan(config: ProjectConfig, graph, keys, lake: Lake) -> RefreshPlan:
+    """Which of ``keys`` an incremental run recomputes, given what the lake recorded and the sources now.
+
+    Raises:
+        UserError, StorageError: a source location cannot be listed.
+    """
+    nodes = refresh_nodes(graph, keys)
+    tables = ingested_tables(config)
+    fingerprints: dict[tuple[str, str], str] = {}
+    for path in nodes:
+        if path in tables:
+            source, table = tables[path]
+            if (source, table) not in fingerprints:
+                fingerprints[(source, table)] = table_fingerprint(lake, config, source, table)
+            nodes[path] = Node(nodes[path].parents, nodes[path].code_version, fingerprints[(source, table)])
+    return plan_refresh(nodes, load_states(lake, nodes))
+
+
+def stale_selection(graph, plan_: RefreshPlan, keys) -> set[dg.AssetKey]:
+    """The stale assets and the assets that must run in the same step, within ``keys``."""
+    stale = [dg.AssetKey(list(path)) for path in plan_.stale]
+    if not stale:
+        return set()
+    return set(dg.AssetSelection.assets(*stale).required_multi_asset_neighbors().resolve(graph)) & set(keys)
+
+
+def refresh_hook(graph, keys) -> dg.HookDefinition:
+    """The success hook that records, after each step, the provenance of the assets it stored (in the lake).
+
+    ``keys``: the assets the provenance covers (those the refreshes run)."""
+    nodes_keys = set(keys)
+
+    @dg.success_hook(name=HOOK_NAME, required_resource_keys={"lake"})
+    def record_refresh_state(context: dg.HookContext):
+        records = context.instance.get_records_for_run(
+            context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records
+        stored, fingerprints = [], {}
+        for record in records:
+            event = record.event_log_entry.dagster_event
+            if event is None or event.step_key != context.step_key:
+                continue
+            materialization = event.event_specific_data.materialization
+            path = tuple(materialization.asset_key.path)
+            stored.append(path)
+            version = (materialization.tags or {}).get("dagster/data_version", "")
+            if version.startswith("fp-"):
+                fingerprints[path] = version
+        if stored:
+            nodes = refresh_nodes(graph, nodes_keys)
+            record_step(context.resources.lake.get_lake(), stored, nodes, fingerprints, context.run_id)
+
+    return record_refresh_state
