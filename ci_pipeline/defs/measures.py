@@ -2,8 +2,6 @@
 
 import dagster as dg
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ci_pipeline.activities import FACT_COLUMNS
 from ci_pipeline.config import ProjectConfig
@@ -12,8 +10,7 @@ from ci_pipeline.defs import activities, unify
 from ci_pipeline.defs.metadata import FIRST_N, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path
-from ci_pipeline.lake import Lake
-from ci_pipeline.measures import compute_measures, customer_measure_table, distribution, fact_columns, run_date
+from ci_pipeline.measures import StoredFacts, compute_measures, customer_measure_table, distribution, run_date
 from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS
 
 GROUP = "measures"
@@ -72,8 +69,8 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
     ins = {"customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile"))}
     facts_key = activities.STAGE.key("activity_facts")
 
-    # The facts are read from the lake here, only the columns the measures name (fact_columns): the IO manager
-    # would load every semantic field of every activity.
+    # The facts are read from the lake here, in parts of whole customers and only the columns the measures name:
+    # the IO manager would load every semantic field of every activity at once.
     @dg.multi_asset(
         name="compute_measures",
         group_name=GROUP,
@@ -84,7 +81,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
     )
     def measures(context: dg.AssetExecutionContext, lake: LakeResource, customer_profile: pd.DataFrame):
         if has_activities:
-            facts = read_columns(lake.get_lake(), asset_path(facts_key), fact_columns(section))
+            facts = StoredFacts(lake.get_lake().dataset(asset_path(facts_key)))
         else:
             facts = pd.DataFrame({c: pd.Series(dtype="string") for c in FACT_COLUMNS})
             facts["ActivityTimeStamp"] = pd.Series(dtype="datetime64[ns, UTC]")
@@ -157,11 +154,3 @@ STAGE = Stage(
     produces={"CustomerMeasure": CUSTOMER_MEASURE},
     active=lambda config: bool(config.measures.attributes),
 )
-
-
-def read_columns(lake: Lake, path: str, columns: list[str]) -> pd.DataFrame:
-    """The named columns of a stored table (all of them when one is missing, so that the measure naming it fails
-    with the columns the data has)."""
-    data = pa.BufferReader(lake.read_bytes(path))
-    present = set(pq.read_schema(data).names)
-    return pq.read_table(data, columns=columns if present >= set(columns) else None).to_pandas()

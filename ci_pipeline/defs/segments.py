@@ -10,7 +10,7 @@ from ci_pipeline.defs import activities, enrich, measures, predictions, unify
 from ci_pipeline.defs.metadata import bullet_list, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import asset_path
-from ci_pipeline.measures import run_date
+from ci_pipeline.measures import StoredFacts, run_date
 from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS
 from ci_pipeline.segments import SegmentInputs, SegmentRun, evaluate_segments
 
@@ -34,8 +34,9 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
     ins = {"customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile"))}
     if config.measures.attributes:
         ins["customer_measure_values"] = dg.AssetIn(key=measures.STAGE.key("customer_measure_values"))
-    if config.activities.tables:
-        ins["activity_facts"] = dg.AssetIn(key=activities.STAGE.key("activity_facts"))
+    # The facts are a dependency read from the lake in parts of whole customers when an activity condition is
+    # evaluated: the IO manager would load every activity at once.
+    facts_key = activities.STAGE.key("activity_facts") if config.activities.tables else None
     if config.predictions is not None:
         ins["prediction_fields"] = dg.AssetIn(key=predictions.STAGE.key("prediction_fields"))
     if config.enrich.enrichments:
@@ -47,6 +48,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         name="evaluate_segments",
         group_name=GROUP,
         ins=ins,
+        deps=[facts_key] if facts_key else [],
         required_resource_keys={"lake"},
         outs={
             "segment_membership": dg.AssetOut(
@@ -90,7 +92,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             inputs=SegmentInputs(
                 profile=customer_profile,
                 measures=inputs.get("customer_measure_values"),
-                facts=inputs.get("activity_facts"),
+                facts=StoredFacts(lake.dataset(asset_path(facts_key))) if facts_key else None,
                 predictions=inputs.get("prediction_fields"),
                 enrichments=inputs.get("enrichment_fields"),
             ),

@@ -9,126 +9,26 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.activities.jsoncols import json_objects
-from ci_pipeline.config.activities import FACT_COLUMNS
-from ci_pipeline.config.measures import COUNTING, MeasuresConfig, MeasureSpec, Window
+from ci_pipeline.config.measures import COUNTING, MeasuresConfig, MeasureSpec
 from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.expression import parse
-from ci_pipeline.measures.conditions import condition_mask, period_start
 from ci_pipeline.measures.expression import evaluate
+from ci_pipeline.measures.facts import INDEXED, FactIndex, StoredFacts, fact_parts, run_end
 from ci_pipeline.outputs import with_ids
 
 _DAY = pd.Timedelta(days=1)
-
-
-def run_end(as_of: dt.date) -> pd.Timestamp:
-    """The exclusive end of the run date: midnight UTC after ``as_of``."""
-    return pd.Timestamp(as_of, tz="UTC") + _DAY
-
-
-def window_bounds(window: Window, end: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """[start, end) of a window relative to the run date's exclusive end."""
-    if window.last is not None:
-        return period_start(end, f"{window.last} {window.unit}"), end
-    day = end - _DAY
-    quarter_start = pd.Timestamp(dt.date(day.year, 3 * ((day.month - 1) // 3) + 1, 1), tz="UTC")
-    month_start = pd.Timestamp(dt.date(day.year, day.month, 1), tz="UTC")
-    year_start = pd.Timestamp(dt.date(day.year, 1, 1), tz="UTC")
-    return {
-        "this_month": (month_start, end),
-        "this_quarter": (quarter_start, end),
-        "this_year": (year_start, end),
-        "last_month": (month_start - pd.DateOffset(months=1), month_start),
-        "last_quarter": (quarter_start - pd.DateOffset(months=3), quarter_start),
-        "last_year": (year_start - pd.DateOffset(years=1), year_start),
-    }[window.period]
-
-
-@dataclass
-class FactIndex:
-    """Activity facts prepared once for many measures and segment conditions: customer codes, cached masks."""
-
-    facts: pd.DataFrame
-    customers: pd.Index
-    end: pd.Timestamp
-    codes: np.ndarray = field(init=False)
-    _masks: dict = field(default_factory=dict, init=False)
-
-    def __post_init__(self):
-        stamps = pd.to_datetime(self.facts["ActivityTimeStamp"], utc=True)
-        # Activities after the run date are not counted: a re-run for an earlier date gives that date's values.
-        keep = (stamps < self.end).to_numpy()
-        # Factorise the (many) activity rows once, then look the (fewer) distinct ids up among the customers.
-        row_codes, uniques = pd.factorize(self.facts["CustomerId"])
-        lookup = self.customers.get_indexer(pd.Index(uniques).astype("string"))
-        codes = np.where(row_codes >= 0, lookup[row_codes], -1)
-        keep = keep & (codes >= 0)
-        if keep.all():
-            self.facts = self.facts.reset_index(drop=True)
-            self.facts["ActivityTimeStamp"] = stamps.reset_index(drop=True)
-        else:
-            self.facts = self.facts.loc[keep].reset_index(drop=True)
-            self.facts["ActivityTimeStamp"] = stamps[keep].reset_index(drop=True)
-        self.codes = codes[keep].astype(np.int64)
-
-    def activity_mask(self, names: tuple[str, ...]) -> np.ndarray:
-        """Rows of the named activities (activity names, or activity types)."""
-        key = ("activity", names)
-        if key not in self._masks:
-            mask = np.zeros(len(self.facts), dtype=bool)
-            for column in ("Activity", "ActivityType"):
-                codes, uniques = self._factorized(column)
-                wanted = np.flatnonzero(pd.Index(uniques).astype(str).isin(names))
-                if len(wanted):
-                    mask |= np.isin(codes, wanted)
-            self._masks[key] = mask
-        return self._masks[key]
-
-    def _factorized(self, column: str) -> tuple[np.ndarray, pd.Index]:
-        # Few distinct names over many rows: compare small integer codes instead of strings.
-        key = ("codes", column)
-        if key not in self._masks:
-            self._masks[key] = pd.factorize(self.facts[column])
-        return self._masks[key]
-
-    def window_mask(self, start: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:
-        key = ("window", start, end)
-        if key not in self._masks:
-            stamps = self.facts["ActivityTimeStamp"]
-            self._masks[key] = ((stamps >= start) & (stamps < end)).to_numpy(dtype=bool)
-        return self._masks[key]
-
-    def condition(self, field_name: str, op: str, value, key: str) -> np.ndarray:
-        cache = ("cond", field_name, op, repr(value))
-        if cache not in self._masks:
-            if field_name not in self.facts.columns:
-                raise _unknown_field(key, field_name, self.facts.columns)
-            self._masks[cache] = condition_mask(
-                self.facts[field_name], op, value, now=self.end, key=key, field=field_name
-            )
-        return self._masks[cache]
-
-    def rows(self, spec: MeasureSpec, key: str) -> np.ndarray:
-        """Rows a measure reads: its activities, filters and window."""
-        mask = self.activity_mask(tuple(spec.activity))
-        for i, cond in enumerate(spec.where):
-            mask = mask & self.condition(cond.field, cond.op, cond.value, f"{key}.where[{i}]")
-        if spec.window is not None:
-            mask = mask & self.window_mask(*window_bounds(spec.window, self.end))
-        return mask
+_DAYS = ("days_since_latest", "days_since_earliest", "span_days")
+_PICKS = ("first", "last", "argmax", "argmin")
 
 
 def fact_columns(config: MeasuresConfig) -> list[str]:
-    """The activity fact columns the measures read: the fixed ones and every field a measure names (aggregated,
-    ordered by, grouped by or filtered on), in a stable order. Reading only these keeps the stage's memory to what
-    it uses."""
+    """The activity fact columns the measures read: the ones every measure uses (customer, activity, type, time)
+    and every field a measure names (aggregated, ordered by, grouped by or filtered on), in a stable order.
+    Reading only these keeps the stage's memory to what it uses."""
     named = []
     for spec in [*config.attributes.values(), *config.customer.values(), *config.business.values()]:
         named += [spec.field, spec.order_by, *spec.dimensions, *(c.field for c in spec.where)]
-    return list(dict.fromkeys([*FACT_COLUMNS, *(n for n in named if n)]))
-
-
-def _unknown_field(key: str, name: str, columns) -> Exception:
-    return UserError(f"{key}: unknown field {name!r}; the activity data has {', '.join(map(str, columns))}")
+    return list(dict.fromkeys([*INDEXED, *(n for n in named if n)]))
 
 
 def aggregate(frame: pd.DataFrame, keys: list[str], spec: MeasureSpec, end: pd.Timestamp) -> pd.Series:
@@ -155,7 +55,7 @@ def aggregate(frame: pd.DataFrame, keys: list[str], spec: MeasureSpec, end: pd.T
         return out.astype("float64")
     if how in ("min", "max"):
         return getattr(grouped["value"], how)()
-    if how in ("days_since_latest", "days_since_earliest", "span_days"):
+    if how in _DAYS:
         stamps = grouped["ts"]
         last_day = end - _DAY
         if how == "days_since_latest":
@@ -165,13 +65,32 @@ def aggregate(frame: pd.DataFrame, keys: list[str], spec: MeasureSpec, end: pd.T
         else:
             delta = stamps.max().dt.normalize() - stamps.min().dt.normalize()
         return (delta / _DAY).astype("float64")
-    # first/last/argmax/argmin: the value of the row that wins, ties broken by row order (ActivityId order).
+    return _winners(frame, keys, how).set_index(keys)["value"].sort_index()
+
+
+def _winners(frame: pd.DataFrame, keys: list[str], how: str) -> pd.DataFrame:
+    """first/last/argmax/argmin: the row that wins in each group, ties broken by row order (ActivityId order)."""
     pick = frame.dropna(subset=["order"] if how in ("argmax", "argmin") else ["ts"])
     sort_col = "order" if how in ("argmax", "argmin") else "ts"
     ascending = how in ("first", "argmin")
     ordered = pick.sort_values(sort_col, ascending=ascending, kind="stable")
-    winners = ordered.groupby(keys, sort=True, observed=True).head(1).set_index(keys)["value"]
-    return winners.sort_index()
+    return ordered.groupby(keys, sort=True, observed=True).head(1)
+
+
+class NotNumbers(UserError):
+    """A sum or an average over values that are not numbers; counted over every part before it is raised."""
+
+    def __init__(self, key: str, spec: MeasureSpec, count: int, example):
+        self.key, self.spec, self.count, self.example = key, spec, count, example
+        super().__init__(
+            f"{key}: {spec.aggregate} needs numbers, but field {spec.field!r} holds {count} value(s) that "
+            f"are not, e.g. {example!r}; give the column a numeric type (double or int64) in its "
+            "source's columns, or use an aggregate that does not add (count, first, last)"
+        )
+
+    def plus(self, other: NotNumbers) -> NotNumbers:
+        """The same refusal over the values of both (the first example kept)."""
+        return NotNumbers(self.key, self.spec, self.count + other.count, self.example)
 
 
 def _numbers(values: pd.Series, key: str, spec: MeasureSpec) -> pd.Series:
@@ -182,20 +101,17 @@ def _numbers(values: pd.Series, key: str, spec: MeasureSpec) -> pd.Series:
     numbers = pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
     bad = values.notna() & numbers.isna()
     if bad.any():
-        raise UserError(
-            f"{key}: {spec.aggregate} needs numbers, but field {spec.field!r} holds {int(bad.sum())} value(s) that "
-            f"are not, e.g. {values[bad].iloc[0]!r}; give the column a numeric type (double or int64) in its "
-            "source's columns, or use an aggregate that does not add (count, first, last)"
-        )
+        raise NotNumbers(key, spec, int(bad.sum()), values[bad].iloc[0])
     return numbers.astype("float64")
 
 
 def measure_frame(index: FactIndex, spec: MeasureSpec, key: str, by_customer: bool) -> pd.DataFrame:
-    """The rows a measure aggregates, with columns ``code`` (if by customer), dimensions, value, ts, order."""
+    """The rows a measure aggregates, with columns ``code`` (if by customer) or ``row`` (the facts' positions in
+    the whole table, if not), dimensions, value, ts, order."""
     facts = index.facts
     for column in [spec.field, spec.order_by, *spec.dimensions]:
-        if column is not None and column not in facts.columns:
-            raise _unknown_field(key, column, facts.columns)
+        if column is not None:
+            index.require(key, column)
     rows = np.flatnonzero(index.rows(spec, key))
 
     def take(column: str) -> pd.Series:
@@ -211,6 +127,8 @@ def measure_frame(index: FactIndex, spec: MeasureSpec, key: str, by_customer: bo
         data["value"] = _numbers(data["value"], key, spec)
     if by_customer:
         data["code"] = pd.Series(index.codes[rows])
+    else:
+        data["row"] = pd.Series(index.positions[rows])
     for dim in spec.dimensions:
         data[dim] = take(dim)
     return pd.DataFrame(data)
@@ -257,19 +175,25 @@ class MeasureResults:
 
 
 def compute_measures(
-    config: MeasuresConfig, customers: pd.Series, facts: pd.DataFrame, as_of: dt.date, index: FactIndex | None = None
+    config: MeasuresConfig,
+    customers: pd.Series,
+    facts: pd.DataFrame | StoredFacts,
+    as_of: dt.date,
+    index: FactIndex | None = None,
 ) -> MeasureResults:
     """Compute every configured measure.
 
     Args:
         config: the measures section.
         customers: every CustomerId of the profile.
-        facts: the typed activity facts (``activities.FACT_COLUMNS`` + semantic fields).
+        facts: the typed activity facts (``activities.FACT_COLUMNS`` + semantic fields), as a frame or as the
+            stored table (read in parts of whole customers; the results are the same).
         as_of: the run date; windows end at its end, later activities are ignored.
         index: a prepared :class:`FactIndex` to share masks with segment evaluation.
     """
     ids = pd.Index(sorted(customers.astype("string").dropna().unique()), dtype="string")
-    index = index or FactIndex(facts, ids, run_end(as_of))
+    end = run_end(as_of)
+    parts = _Parts.collect(config, fact_parts(index or facts, ids, end, fact_columns(config)))
     n = len(ids)
     values: dict[str, np.ndarray | pd.Series] = {}
     non_finite: dict[str, int] = {}
@@ -278,7 +202,6 @@ def compute_measures(
         if name in values:
             return values[name]
         spec = config.attributes[name]
-        key = f"measures.attributes.{name}"
         scored = pd.Series(True, index=range(n))
         if spec.expression is not None:
             node = parse(spec.expression)
@@ -286,11 +209,9 @@ def compute_measures(
             out = pd.Series(evaluate(node, refs) * np.ones(n), dtype="float64")
             out, non_finite[name] = _finish(out, spec)
         else:
-            frame = measure_frame(index, spec, key, by_customer=True)
-            out = aggregate(frame, ["code"], spec, index.end).reindex(range(n))
-            out, non_finite[name] = _finish(out.reset_index(drop=True), spec)
+            out, non_finite[name] = _finish(_joined(parts.attributes[name]), spec)
             # Scores rank the customers who have qualifying activity; the others get no score (not the lowest).
-            scored = pd.Series(np.bincount(frame["code"].to_numpy(), minlength=n) > 0)
+            scored = pd.Series(np.concatenate(parts.qualified[name]))
         if spec.score:
             out = quantile_score(out.where(scored), spec.score, spec.higher_is_better)
             if spec.null_value is not None:
@@ -303,8 +224,14 @@ def compute_measures(
     for name in sorted(config.attributes):
         wide[name] = attribute(name).to_numpy()
 
-    customer_tables = _customer_tables(config, index, ids, non_finite)
-    business_tables = _business_tables(config, index, wide, non_finite)
+    customer_tables = {}
+    for name, spec in sorted(config.customer.items()):
+        table = _joined(parts.customer[name])
+        table["Value"], non_finite[name] = _finish(table["Value"], spec)
+        customer_tables[name] = table.sort_values(["CustomerId", *spec.dimensions], kind="stable").reset_index(
+            drop=True
+        )
+    business_tables = _business_tables(config, parts, wide, end, non_finite)
     return MeasureResults(
         attributes=wide,
         customer=customer_tables,
@@ -313,22 +240,124 @@ def compute_measures(
     )
 
 
-def _customer_tables(
-    config: MeasuresConfig, index: FactIndex, ids: pd.Index, non_finite: dict[str, int]
-) -> dict[str, pd.DataFrame]:
-    """The customer measures: one table per measure, a row per customer and dimension value."""
-    tables = {}
-    for name, spec in sorted(config.customer.items()):
+def _joined(pieces: list):
+    """The pieces of the parts put end to end (in customer order); empty pieces are left out when others are not,
+    so that their placeholder types do not change the column types."""
+    kept = [p for p in pieces if len(p)] or pieces[:1]
+    return pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0].reset_index(drop=True)
+
+
+def _attribute_order(config: MeasuresConfig) -> list[str]:
+    """The aggregated (not expression) attribute measures in the order they are first needed."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        spec = config.attributes[name]
+        if spec.expression is not None:
+            for ref in spec.references():
+                visit(ref)
+        elif name not in order:
+            order.append(name)
+
+    for name in sorted(config.attributes):
+        visit(name)
+    return order
+
+
+def _from_facts(config: MeasuresConfig) -> list[str]:
+    """The business measures aggregated from the facts (not from another measure, not expressions)."""
+    return [n for n, s in sorted(config.business.items()) if s.expression is None and s.of_measure is None]
+
+
+@dataclass
+class _Parts:
+    """What every part of the facts gives each measure: per-customer values of the part's customers, and for a
+    business measure the rows of the part that decide it (:func:`_reduce`)."""
+
+    attributes: dict[str, list[pd.Series]] = field(default_factory=dict)
+    qualified: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    customer: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
+    business: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
+
+    @classmethod
+    def collect(cls, config: MeasuresConfig, parts) -> _Parts:
+        """Go through the parts once. A sum over values that are not numbers is refused after the last part,
+        with the count over all of them."""
+        out, refused = cls(), {}
+        attributes = _attribute_order(config)
+        for index in parts:
+            for name in attributes:
+                out._measure(refused, out._attribute, index, name, config.attributes[name])
+            for name, spec in sorted(config.customer.items()):
+                out._measure(refused, out._customer, index, name, spec)
+            for name in _from_facts(config):
+                out._measure(refused, out._business, index, name, config.business[name])
+        if refused:
+            raise next(iter(refused.values()))
+        return out
+
+    @staticmethod
+    def _measure(refused: dict, compute, index: FactIndex, name: str, spec: MeasureSpec) -> None:
+        try:
+            compute(index, name, spec)
+        except NotNumbers as exc:
+            refused[exc.key] = refused[exc.key].plus(exc) if exc.key in refused else exc
+
+    def _attribute(self, index: FactIndex, name: str, spec: MeasureSpec) -> None:
+        n = len(index.customers)
+        frame = measure_frame(index, spec, f"measures.attributes.{name}", by_customer=True)
+        values = aggregate(frame, ["code"], spec, index.end).reindex(range(n)).reset_index(drop=True)
+        self.attributes.setdefault(name, []).append(values)
+        self.qualified.setdefault(name, []).append(np.bincount(frame["code"].to_numpy(), minlength=n) > 0)
+
+    def _customer(self, index: FactIndex, name: str, spec: MeasureSpec) -> None:
         frame = measure_frame(index, spec, f"measures.customer.{name}", by_customer=True)
-        series, non_finite[name] = _finish(aggregate(frame, ["code", *spec.dimensions], spec, index.end), spec)
-        table = series.rename("Value").reset_index()
-        table.insert(0, "CustomerId", pd.Series(ids.to_numpy()[table.pop("code").to_numpy()], dtype="string"))
-        tables[name] = table.sort_values(["CustomerId", *spec.dimensions], kind="stable").reset_index(drop=True)
-    return tables
+        table = aggregate(frame, ["code", *spec.dimensions], spec, index.end).rename("Value").reset_index()
+        ids = index.customers.to_numpy()[table.pop("code").to_numpy()]
+        table.insert(0, "CustomerId", pd.Series(ids, dtype="string"))
+        self.customer.setdefault(name, []).append(table)
+
+    def _business(self, index: FactIndex, name: str, spec: MeasureSpec) -> None:
+        frame = measure_frame(index, spec, f"measures.business.{name}", by_customer=False)
+        if not spec.dimensions:
+            frame["all"] = 0
+        self.business.setdefault(name, []).append(_reduce(frame, spec.dimensions or ["all"], spec, index.end))
+
+
+def _reduce(frame: pd.DataFrame, keys: list[str], spec: MeasureSpec, end: pd.Timestamp) -> pd.DataFrame:
+    """The rows of one part that decide a business measure: what :func:`_combine` needs of the part, exactly.
+
+    Sums and averages keep every row (value, keys, position): a float sum depends on the order of addition, so it
+    is added in the table's order over all parts. Every other aggregate keeps a row or two per group.
+    """
+    how = spec.aggregate
+    if how in ("sum", "average"):
+        return frame[[*keys, "value", "row"]]
+    if how == "count":
+        return frame.groupby(keys, sort=True, observed=True).size().rename("value").reset_index()
+    if how == "count_distinct":
+        return frame[[*keys, "value"]].drop_duplicates()
+    if how in ("min", "max"):
+        return aggregate(frame, keys, spec, end).rename("value").reset_index()
+    if how in _DAYS:
+        stamps = frame.groupby(keys, sort=True, observed=True)["ts"]
+        return pd.concat([stamps.min(), stamps.max()]).rename("ts").reset_index()
+    return _winners(frame, keys, how)
+
+
+def _combine(pieces: list[pd.DataFrame], keys: list[str], spec: MeasureSpec, end: pd.Timestamp) -> pd.Series:
+    """A business measure's value per group from every part's :func:`_reduce` rows."""
+    frame = _joined(pieces)
+    if "row" in frame.columns and len(pieces) > 1:
+        # Back in the table's order: sums add in it, and first/last break ties by it.
+        frame = frame.sort_values("row", kind="stable")
+    if spec.aggregate == "count":
+        return frame.groupby(keys, sort=True, observed=True)["value"].sum().astype("float64")
+    return aggregate(frame, keys, spec, end)
 
 
 def _business_tables(
-    config: MeasuresConfig, index: FactIndex, wide: pd.DataFrame, non_finite: dict[str, int]
+    config: MeasuresConfig, parts: _Parts, wide: pd.DataFrame, end: pd.Timestamp, non_finite: dict[str, int]
 ) -> dict[str, pd.DataFrame]:
     """The business measures, each computed once: expressions read the scalars of the measures they name."""
     business_tables: dict[str, pd.DataFrame] = {}
@@ -338,7 +367,6 @@ def _business_tables(
         if name in business_tables:
             return business_tables[name]
         spec = config.business[name]
-        key = f"measures.business.{name}"
         if spec.expression is not None:
             for ref in spec.references():
                 business(ref)
@@ -348,15 +376,12 @@ def _business_tables(
         elif spec.of_measure is not None:
             frame = pd.DataFrame({"value": wide[spec.of_measure], "ts": pd.NaT, "order": 0, "all": 0})
             frame = frame[frame["value"].notna()]
-            table, non_finite[name] = _scalar_table(frame, spec, index.end)
+            table, non_finite[name] = _scalar_table(aggregate(frame, ["all"], spec, end), spec)
+        elif spec.dimensions:
+            series, non_finite[name] = _finish(_combine(parts.business[name], spec.dimensions, spec, end), spec)
+            table = series.rename("Value").reset_index()
         else:
-            frame = measure_frame(index, spec, key, by_customer=False)
-            if spec.dimensions:
-                series, non_finite[name] = _finish(aggregate(frame, spec.dimensions, spec, index.end), spec)
-                table = series.rename("Value").reset_index()
-            else:
-                frame["all"] = 0
-                table, non_finite[name] = _scalar_table(frame, spec, index.end)
+            table, non_finite[name] = _scalar_table(_combine(parts.business[name], ["all"], spec, end), spec)
         if not spec.dimensions and len(table) == 1:
             scalars[name] = pd.to_numeric(table["Value"], errors="coerce").iloc[0]
         business_tables[name] = table.reset_index(drop=True)
@@ -367,8 +392,9 @@ def _business_tables(
     return business_tables
 
 
-def _scalar_table(frame: pd.DataFrame, spec: MeasureSpec, end: pd.Timestamp) -> tuple[pd.DataFrame, int]:
-    series, non_finite = _finish(aggregate(frame, ["all"], spec, end).reindex([0]), spec)
+def _scalar_table(values: pd.Series, spec: MeasureSpec) -> tuple[pd.DataFrame, int]:
+    """The one-row table of a business measure without dimensions (``values`` per group ``all``)."""
+    series, non_finite = _finish(values.reindex([0]), spec)
     return pd.DataFrame({"Value": series.to_numpy()}), non_finite
 
 

@@ -2,7 +2,9 @@
 
 Every distinct condition is computed once per run (masks are cached by the condition itself), and activity
 conditions count per customer with one ``bincount``; so adding segments that reuse conditions costs almost nothing,
-and the cost grows with the data size rather than data size times the number of segments.
+and the cost grows with the data size rather than data size times the number of segments. Every activity condition
+of the segments is counted in one pass over the facts, part by part (a stored facts table is read in parts of
+whole customers), so what is held is per customer, not per activity.
 """
 
 from __future__ import annotations
@@ -14,10 +16,18 @@ import pandas as pd
 
 from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.rules import ActivityTest, AllOf, AnyOf, FieldTest, Not, Rule, SegmentTest
-from ci_pipeline.measures.compute import FactIndex
 from ci_pipeline.measures.conditions import column_kind, condition_mask, period_start
+from ci_pipeline.measures.facts import INDEXED, FactIndex, StoredFacts, fact_parts
 
 _DATE_OPS = ("before", "after", "in_last")
+_COUNT_OPS = {
+    "=": np.equal,
+    "!=": np.not_equal,
+    "<": np.less,
+    "<=": np.less_equal,
+    ">": np.greater,
+    ">=": np.greater_equal,
+}
 _LABELS = {
     "profile": "profile attribute",
     "measure": "customer attribute measure",
@@ -33,7 +43,8 @@ class SegmentEngine:
         customers: every CustomerId, sorted; masks are aligned to it.
         profile: the customer profile (a ``CustomerId`` column plus attributes).
         measures: ``CustomerId`` plus one column per customer attribute measure.
-        facts: a :class:`FactIndex` over the activity facts (or None when there are no activities).
+        facts: a :class:`FactIndex` over the activity facts, or the stored facts (read once, in parts, when the
+            first activity condition is evaluated), or None when there are no activities.
         end: exclusive end of the run date, for ``in the last ...`` conditions.
         rules: segment name -> parsed rules.
         frozen: static segment name -> CustomerIds kept from an earlier run.
@@ -47,7 +58,7 @@ class SegmentEngine:
         customers: pd.Index,
         profile: pd.DataFrame | None,
         measures: pd.DataFrame | None,
-        facts: FactIndex | None,
+        facts: FactIndex | StoredFacts | None,
         end: pd.Timestamp,
         rules: dict[str, list[Rule]],
         frozen: dict[str, pd.Series] | None = None,
@@ -69,6 +80,7 @@ class SegmentEngine:
         self._cache: dict = {}
         self._segments: dict[str, np.ndarray] = {}
         self._columns: dict = {}
+        self._activities: dict[ActivityTest, np.ndarray] = {}
         self.conditions_evaluated = 0
 
     def _aligned(self, frame: pd.DataFrame | None, what: str) -> pd.DataFrame | None:
@@ -153,21 +165,32 @@ class SegmentEngine:
     def _activity(self, node: ActivityTest) -> np.ndarray:
         if self.facts is None:
             raise UserError(f"{node.key}: no activities are configured; add activities.tables or drop this condition")
-        mask = self.facts.activity_mask(node.activities)
-        if node.within is not None:
-            mask = mask & self.facts.window_mask(period_start(self.end, _thaw(node.within)), self.end)
-        for i, (name, op, value) in enumerate(node.where):
-            mask = mask & self.facts.condition(name, op, _thaw(value), f"{node.key}.where[{i}]")
-        counts = np.bincount(self.facts.codes[mask], minlength=self.n)
-        compare = {
-            "=": np.equal,
-            "!=": np.not_equal,
-            "<": np.less,
-            "<=": np.less_equal,
-            ">": np.greater,
-            ">=": np.greater_equal,
-        }[node.count_op]
-        return compare(counts, node.count_value)
+        if node not in self._activities:
+            nodes = [node]
+            if isinstance(self.facts, StoredFacts):
+                # Reading a stored table is the cost: the first activity condition counts every one that the
+                # segments to evaluate have, in one pass.
+                evaluated = [r.node for n, rules in self.rules.items() if n not in self.frozen for r in rules]
+                found = dict.fromkeys([node, *(t for tree in evaluated for t in _activity_tests(tree))])
+                nodes = [n for n in found if n not in self._activities]
+            self._count_activities(nodes)
+        return self._activities[node]
+
+    def _count_activities(self, nodes: list[ActivityTest]) -> None:
+        """Which customers meet each activity condition (its count test), part by part of the facts."""
+        columns = [*INDEXED, *(name for node in nodes for name, _, _ in node.where)]
+        pieces: dict[ActivityTest, list[np.ndarray]] = {node: [] for node in nodes}
+        for part in fact_parts(self.facts, self.customers, self.end, columns):
+            for node in nodes:
+                mask = part.activity_mask(node.activities)
+                if node.within is not None:
+                    mask = mask & part.window_mask(period_start(self.end, _thaw(node.within)), self.end)
+                for i, (name, op, value) in enumerate(node.where):
+                    mask = mask & part.condition(name, op, _thaw(value), f"{node.key}.where[{i}]")
+                counts = np.bincount(part.codes[mask], minlength=len(part.customers))
+                pieces[node].append(_COUNT_OPS[node.count_op](counts, node.count_value))
+        for node, masks in pieces.items():
+            self._activities[node] = np.concatenate(masks)
 
     def evaluate_all(self) -> dict[str, np.ndarray]:
         """Every segment's mask, by name (sorted)."""
@@ -178,6 +201,17 @@ def _has_enrichment(table: pd.DataFrame | None, name: str) -> bool:
     """Whether the enrichment ``<name>`` of the field ``<name>.<field>`` has any column in the fields table."""
     prefix = name.split(".", 1)[0] + "."
     return table is not None and any(str(c).startswith(prefix) for c in table.columns)
+
+
+def _activity_tests(node) -> list[ActivityTest]:
+    """The activity conditions of a condition tree (other segments' are their own)."""
+    if isinstance(node, ActivityTest):
+        return [node]
+    if isinstance(node, AllOf | AnyOf):
+        return [test for item in node.items for test in _activity_tests(item)]
+    if isinstance(node, Not):
+        return _activity_tests(node.item)
+    return []
 
 
 def _thaw(value):

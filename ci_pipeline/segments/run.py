@@ -11,7 +11,7 @@ import pandas as pd
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.rules import Rule, RuleError, parse_rules
-from ci_pipeline.measures.compute import FactIndex, run_end
+from ci_pipeline.measures.facts import FactIndex, StoredFacts, run_end
 from ci_pipeline.segments.evaluate import SegmentEngine
 from ci_pipeline.segments.membership import (
     HISTORY_COLUMNS,
@@ -29,7 +29,8 @@ class SegmentInputs:
 
     profile: pd.DataFrame
     measures: pd.DataFrame | None = None
-    facts: pd.DataFrame | None = None
+    #: The activity facts: a frame, or the stored table (read in parts of whole customers).
+    facts: pd.DataFrame | StoredFacts | None = None
     #: ``CustomerId`` plus one column per prediction field (``prediction.ChurnScore``, ...); customers a model did
     #: not score have no row.
     predictions: pd.DataFrame | None = None
@@ -65,7 +66,9 @@ def build_engine(
         raise UserError(str(exc)) from None
     customers = pd.Index(sorted(inputs.profile["CustomerId"].astype("string").dropna().unique()), dtype="string")
     end = run_end(as_of)
-    facts = FactIndex(inputs.facts, customers, end) if inputs.facts is not None else None
+    facts = inputs.facts
+    if isinstance(facts, pd.DataFrame):
+        facts = FactIndex(facts, customers, end)
     return SegmentEngine(
         customers,
         inputs.profile,

@@ -255,7 +255,7 @@ def test_the_run_date_is_read_when_called_not_when_configured():
     assert before <= resolved <= dt.datetime.now(dt.UTC).date()
 
 
-def test_fact_columns_are_the_fixed_ones_and_every_field_a_measure_names():
+def test_fact_columns_are_the_indexed_ones_and_every_field_a_measure_names():
     from ci_pipeline.config.measures import MeasuresConfig
     from ci_pipeline.measures import fact_columns
 
@@ -277,7 +277,6 @@ def test_fact_columns_are_the_fixed_ones_and_every_field_a_measure_names():
         }
     )
     assert fact_columns(config) == [
-        "ActivityId",
         "CustomerId",
         "Activity",
         "ActivityType",
@@ -288,15 +287,3 @@ def test_fact_columns_are_the_fixed_ones_and_every_field_a_measure_names():
         "channel",
         "status",
     ]
-
-
-def test_the_stage_reads_only_the_named_fact_columns_or_all_when_one_is_missing(tmp_path):
-    from ci_pipeline.defs.measures import read_columns
-    from ci_pipeline.lake import Lake
-
-    lake = Lake.local(tmp_path)
-    lake.write_parquet("facts.parquet", pd.DataFrame({"a": [1, 2], "b": ["x", None], "c": [0.5, 1.5]}))
-    named = read_columns(lake, "facts.parquet", ["b", "a"])
-    assert list(named.columns) == ["b", "a"] and named["b"].tolist()[0] == "x"
-    # A measure naming a field the facts do not have still fails on it with every column of the data.
-    assert list(read_columns(lake, "facts.parquet", ["a", "missing"]).columns) == ["a", "b", "c"]
