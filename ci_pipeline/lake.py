@@ -6,10 +6,13 @@ filesystem object differs. Every write is atomic, so a reader never sees a half-
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
+import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,16 @@ from ci_pipeline.errors import StorageError
 from ci_pipeline.redact import redact
 
 AZURE_PROTOCOLS = ("abfs", "abfss", "az")
+
+
+@dataclass(frozen=True)
+class WrittenTable:
+    """A table a step stored in the lake itself, in batches, instead of handing a whole frame to the IO manager:
+    where it is (lake-relative), its rows and its Arrow schema (with the pandas metadata readers load it with)."""
+
+    path: str
+    rows: int
+    schema: pa.Schema
 
 
 class StorageUnavailable(StorageError):
@@ -195,6 +208,33 @@ class Lake:
             return full
         self._call("write", relative, lambda: self.fs.pipe_file(full, data))
         return full
+
+    @contextlib.contextmanager
+    def writing(self, relative: str) -> Iterator[str]:
+        """A local file path to write ``relative`` into (a streamed writer, DuckDB); it replaces the lake's file
+        atomically when the block ends without an error, and is removed otherwise.
+
+        Locally the file is written beside its destination and renamed into place; on Azure it is written to a
+        local temporary folder and uploaded (a blob is committed only when its upload is complete).
+        """
+        full = self.path(relative)
+        if self.protocol == "file":
+            folder = posixpath.dirname(full)
+            os.makedirs(folder, exist_ok=True)
+            tmp = posixpath.join(folder, f".{posixpath.basename(full)}.{uuid.uuid4().hex}.tmp")
+            try:
+                yield tmp
+                with open(tmp, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(tmp, full)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+            return
+        with tempfile.TemporaryDirectory(prefix="ci-pipeline-upload-") as folder:
+            tmp = os.path.join(folder, posixpath.basename(full))
+            yield tmp
+            self._call("write", relative, lambda: self.fs.put_file(tmp, full))
 
     def write_parquet(self, relative: str, df: pd.DataFrame) -> str:
         buffer = io.BytesIO()

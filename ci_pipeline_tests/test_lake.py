@@ -52,6 +52,16 @@ def test_azurite_round_trip_through_config(azure_container, tmp_path):
     assert lake.find("stage") == ["stage/table.parquet"]
     pd.testing.assert_frame_equal(lake.read_parquet("stage/table.parquet"), FRAME, check_dtype=False)
     assert lake.dataset("stage/table.parquet").to_table(columns=["n"]).column("n").to_pylist() == [1, 2]
+    # A streamed write is uploaded when complete; an interrupted one leaves the blob as it was.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with lake.writing("stage/table.parquet") as local:
+        pq.write_table(pa.table({"id": ["c"], "n": [3]}), local)
+    with pytest.raises(RuntimeError), lake.writing("stage/table.parquet") as local:
+        pq.write_table(pa.table({"id": ["d"]}), local)
+        raise RuntimeError("killed while writing")
+    assert lake.read_parquet("stage/table.parquet")["n"].tolist() == [3]
     lake.delete("stage/table.parquet")
     assert lake.find("stage") == []
 
@@ -157,3 +167,21 @@ def test_a_stored_table_reads_as_a_dataset_by_chosen_columns(tmp_path):
     assert totals == [("a", 4.5), ("b", 2.0)]
     with pytest.raises(StorageError, match="facts/none.parquet: not found in the lake"):
         lake.dataset("facts/none.parquet")
+
+
+def test_a_streamed_write_replaces_the_file_only_when_complete(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lake = Lake.local(tmp_path)
+    lake.write_parquet("stage/table.parquet", FRAME)
+    with pytest.raises(RuntimeError, match="killed"), lake.writing("stage/table.parquet") as local:
+        with pq.ParquetWriter(local, pa.schema([("id", pa.string())])) as writer:
+            writer.write_batch(pa.record_batch({"id": ["half"]}))
+        raise RuntimeError("killed while writing")
+    pd.testing.assert_frame_equal(lake.read_parquet("stage/table.parquet"), FRAME, check_dtype=False)
+    assert lake.find("stage") == ["stage/table.parquet"]
+    with lake.writing("stage/table.parquet") as local:
+        pq.write_table(pa.table({"id": ["new"]}), local)
+    assert lake.read_parquet("stage/table.parquet")["id"].tolist() == ["new"]
+    assert lake.find("stage") == ["stage/table.parquet"]

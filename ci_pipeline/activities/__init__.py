@@ -1,5 +1,23 @@
-"""The activities stage: one timeline of what every unified customer did (pure pandas)."""
+"""The activities stage: one timeline of what every unified customer did (pandas per batch, DuckDB to order)."""
 
-from ci_pipeline.activities.timeline import CORRUPT_COLUMNS, FACT_COLUMNS, Timeline, build_timeline, parse_timestamps
+from ci_pipeline.activities.timeline import (
+    CORRUPT_COLUMNS,
+    FACT_COLUMNS,
+    ActivitySource,
+    StoredTimeline,
+    Timeline,
+    build_timeline,
+    parse_timestamps,
+    write_timeline,
+)
 
-__all__ = ["CORRUPT_COLUMNS", "FACT_COLUMNS", "Timeline", "build_timeline", "parse_timestamps"]
+__all__ = [
+    "CORRUPT_COLUMNS",
+    "FACT_COLUMNS",
+    "ActivitySource",
+    "StoredTimeline",
+    "Timeline",
+    "build_timeline",
+    "parse_timestamps",
+    "write_timeline",
+]

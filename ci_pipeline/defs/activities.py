@@ -1,17 +1,18 @@
 """Dagster definitions of the activities stage: the unified timeline, its quarantine and typed facts."""
 
 import datetime as dt
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from ci_pipeline.activities import Timeline, build_timeline
+from ci_pipeline.activities import ActivitySource, StoredTimeline, write_timeline
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest, unify
 from ci_pipeline.defs.metadata import counts_table, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
+from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS
 
 GROUP = "activities"
@@ -20,28 +21,25 @@ CORRUPT = asset_key(GROUP, "unified_activity_corrupt")
 FACTS = asset_key(GROUP, "activity_facts")
 
 
-def input_name(source: str, table: str) -> str:
-    return f"{source}__{table}"
-
-
 def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
     """The activities assets and checks; none when no activity tables are configured."""
     section = config.activities
     if not section.tables:
         return dg.Definitions()
     tables = {(t.source, t.table) for t in section.tables.values()}
-    ins = {input_name(s, t): dg.AssetIn(key=ingest.table_key(s, t)) for s, t in sorted(tables)}
-    ins["alternate_key"] = dg.AssetIn(key=unify.STAGE.key("alternate_key"))
 
+    # The activity tables are read by the step itself, in batches (Lake.dataset), never loaded whole: dependencies,
+    # not inputs. AlternateKey (one row per customer record) is loaded whole for the customer lookup.
     @dg.multi_asset(
         name="place_activities",
         group_name=GROUP,
-        ins=ins,
+        ins={"alternate_key": dg.AssetIn(key=unify.STAGE.key("alternate_key"))},
+        deps=[ingest.table_key(s, t) for s, t in sorted(tables)],
         outs={
             "unified_activity": dg.AssetOut(
                 key=UNIFIED,
                 description="One row per activity of a unified customer (UnifiedActivity), from every activity table.",
-                kinds={"pandas", "parquet"},
+                kinds={"duckdb", "parquet"},
             ),
             "unified_activity_corrupt": dg.AssetOut(
                 key=CORRUPT,
@@ -51,7 +49,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             "activity_facts": dg.AssetOut(
                 key=FACTS,
                 description="One row per activity with typed semantic fields, for measures and segments.",
-                kinds={"pandas", "parquet"},
+                kinds={"duckdb", "parquet"},
             ),
         },
         check_specs=[
@@ -67,20 +65,22 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             ),
         ],
     )
-    def activities(context: dg.AssetExecutionContext, alternate_key: pd.DataFrame, **frames: pd.DataFrame):
+    def activities(context: dg.AssetExecutionContext, lake: LakeResource, alternate_key: pd.DataFrame):
         now = pd.Timestamp(dt.datetime.now(dt.UTC)) + pd.Timedelta(hours=section.future_tolerance_hours)
-        inputs = {}
+        store = lake.get_lake()
+        sources = {}
         for name, spec in section.tables.items():
             key = spec.primary_key or config.sources[spec.source].tables[spec.table].primary_key
-            inputs[name] = (spec, frames[input_name(spec.source, spec.table)], key)
-        timeline = build_timeline(inputs, alternate_key, now)
-        placed = timeline.facts["Activity"].value_counts().to_dict()
+            rows = store.dataset(asset_path(ingest.table_key(spec.source, spec.table)))
+            sources[name] = ActivitySource(spec, key, rows)
+        with tempfile.TemporaryDirectory(prefix="ci-pipeline-activities-") as work:
+            paths = (asset_path(UNIFIED), asset_path(FACTS))
+            timeline = write_timeline(sources, alternate_key, now, store, paths, Path(work))
         quarantined = timeline.corrupt["Activity"].value_counts().to_dict()
         per_table = {
-            name: {"read": read, "placed": int(placed.get(name, 0)), "quarantined": int(quarantined.get(name, 0))}
+            name: {"read": read, "placed": timeline.placed[name], "quarantined": int(quarantined.get(name, 0))}
             for name, read in timeline.rows_read.items()
         }
-        by_type = timeline.unified["ActivityType"].value_counts().sort_index()
         yield dg.Output(
             timeline.unified,
             output_name="unified_activity",
@@ -90,8 +90,8 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
                     ["activity", "read", "placed", "quarantined"],
                 ),
                 **numbers("placed", {name: counts["placed"] for name, counts in per_table.items()}),
-                "per_type": counts_table({str(k): int(v) for k, v in by_type.items()}, "type", "rows"),
-                "customers": dg.MetadataValue.int(int(timeline.unified["CustomerId"].nunique())),
+                "per_type": counts_table(timeline.per_type, "type", "rows"),
+                "customers": dg.MetadataValue.int(timeline.customers),
             },
         )
         reasons = timeline.corrupt["Reason"].str.replace(r"'[^']*'", "'…'", regex=True).value_counts()
@@ -109,23 +109,15 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
     return dg.Definitions(assets=[activities])
 
 
-def repeated_ids(sorted_ids: pd.Series) -> int:
-    """How many ids equal the one before them (``duplicated().sum()``) in a sorted column: equal ids are neighbours,
-    so one comparison of the column with itself shifted by a row does it, without hashing millions of strings."""
-    if len(sorted_ids) < 2:
-        return 0
-    ids = pa.chunked_array(pa.array(sorted_ids, type=pa.large_string(), from_pandas=True))
-    return int(pc.sum(pc.equal(ids[1:], ids[:-1])).as_py() or 0)
-
-
-def _check_results(timeline: Timeline, per_table: dict):
+def _check_results(timeline: StoredTimeline, per_table: dict):
+    columns = timeline.unified.schema.names
     yield dg.AssetCheckResult(
         check_name="matches_output_contract",
         asset_key=UNIFIED,
-        passed=list(timeline.unified.columns) == UNIFIED_ACTIVITY_COLUMNS,
-        metadata={"columns": list(timeline.unified.columns)},
+        passed=columns == UNIFIED_ACTIVITY_COLUMNS,
+        metadata={"columns": columns},
     )
-    duplicates = repeated_ids(timeline.facts["ActivityId"])
+    duplicates = timeline.repeated_activity_ids
     yield dg.AssetCheckResult(
         check_name="activity_ids_unique",
         asset_key=UNIFIED,
@@ -156,7 +148,7 @@ def _check_results(timeline: Timeline, per_table: dict):
 STAGE = Stage(
     name=GROUP,
     section="activities",
-    front_door=build_timeline,
+    front_door=write_timeline,
     build=build,
     summary="UnifiedActivity: one timeline of orders, web visits, loyalty, feedback, ... per customer",
     assets={"unified_activity": UNIFIED, "unified_activity_corrupt": CORRUPT, "activity_facts": FACTS},

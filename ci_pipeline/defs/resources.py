@@ -22,7 +22,7 @@ from ci_pipeline.dataverse import Sink, open_dataverse_sink, open_sqlite_sink, s
 from ci_pipeline.dataverse.attachment import AttachmentClaim
 from ci_pipeline.errors import UserError
 from ci_pipeline.governance.runtime import RunAccess, RunNeeds, authorise_run, open_rules
-from ci_pipeline.lake import Lake
+from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.redact import redact
 
 #: Retry policy for steps that call external services (Dataverse, ADLS, enrichment):
@@ -223,24 +223,35 @@ class LakeParquetIOManager(dg.ConfigurableIOManager):
 
     Every table asset is stored here, so this is the one place that records its row count and column schema in
     Dagster's own metadata forms (``dagster/row_count``, ``dagster/column_schema``): the UI plots the first over
-    time and shows the second as the asset's Columns.
+    time and shows the second as the asset's Columns. A step that writes a large table itself, in batches, returns
+    a :class:`WrittenTable` for it instead of a frame: it is recorded the same way, and loaded as a frame the same
+    way by the readers that want one.
     """
 
     lake: dg.ResourceDependency[LakeResource]
 
     @fail_fast
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | WrittenTable | None) -> None:
         if obj is None:
             return
-        if not isinstance(obj, pd.DataFrame):
-            raise TypeError(f"{context.asset_key.to_user_string()}: expected a pandas DataFrame, got {type(obj)}")
         lake = self.lake.get_lake()
         relative = asset_path(context.asset_key)
-        lake.write_parquet(relative, obj)
+        if isinstance(obj, WrittenTable):
+            if obj.path != relative:
+                raise TypeError(
+                    f"{context.asset_key.to_user_string()}: the step stored its table at {obj.path}, not at the "
+                    f"asset's path {relative}"
+                )
+            rows, schema = obj.rows, column_schema(obj.schema.empty_table().to_pandas())
+        elif isinstance(obj, pd.DataFrame):
+            lake.write_parquet(relative, obj)
+            rows, schema = len(obj), column_schema(obj)
+        else:
+            raise TypeError(f"{context.asset_key.to_user_string()}: expected a pandas DataFrame, got {type(obj)}")
         context.add_output_metadata(
             {
-                "dagster/row_count": dg.MetadataValue.int(len(obj)),
-                "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(obj)),
+                "dagster/row_count": dg.MetadataValue.int(rows),
+                "dagster/column_schema": dg.MetadataValue.table_schema(schema),
                 "path": dg.MetadataValue.path(lake.url(relative)),
             }
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from ci_pipeline.activities import build_timeline
 from ci_pipeline.config.activities import ActivityTable
@@ -182,8 +183,6 @@ def test_activity_config_problems_name_the_key():
 
 
 def test_missing_columns_are_a_clear_error():
-    import pytest
-
     from ci_pipeline.errors import UserError
 
     with pytest.raises(UserError, match="activities.tables.orders: column\\(s\\) order_date not in shop.orders"):
@@ -240,12 +239,114 @@ def test_tables_that_follow_one_another_keep_the_column_order_of_the_activity_na
     assert list(result.facts.columns)[-3:] == ["amount", "is_return", "points"]
 
 
-def test_repeated_activity_ids_are_counted_like_duplicated_on_the_sorted_facts():
-    from ci_pipeline.defs.activities import repeated_ids
+def write(tables, tmp_path, now=NOW):
+    """write_timeline of frames into a lake under ``tmp_path``: (stored result, lake)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
 
-    ids = pd.Series(["a", "b", "b", "b", "c", "d", "d"], dtype="string")
-    assert repeated_ids(ids) == int(ids.duplicated().sum()) == 3
-    assert repeated_ids(ids.iloc[:1]) == 0 and repeated_ids(ids.iloc[0:0]) == 0
-    # The facts a timeline gives are in ActivityId order, which the count relies on.
-    facts = build().facts
-    assert facts["ActivityId"].is_monotonic_increasing and repeated_ids(facts["ActivityId"]) == 0
+    from ci_pipeline.activities import ActivitySource, write_timeline
+    from ci_pipeline.lake import Lake
+
+    lake = Lake.local(tmp_path / "lake")
+    sources = {
+        name: ActivitySource(spec, key, ds.dataset(pa.Table.from_pandas(frame, preserve_index=False)))
+        for name, (spec, frame, key) in tables.items()
+    }
+    (tmp_path / "work").mkdir()
+    stored = write_timeline(
+        sources, alternate_key(), now, lake, ("a/unified.parquet", "a/facts.parquet"), tmp_path / "work"
+    )
+    return stored, lake
+
+
+def test_repeated_activity_ids_are_counted_like_duplicated_on_the_facts(tmp_path):
+    # Two activity names on one table place every row twice, under the same ActivityIds.
+    stored, lake = write({"a": (ORDERS, orders(), "order_id"), "b": (ORDERS, orders(), "order_id")}, tmp_path)
+    facts = lake.read_parquet(stored.facts.path)
+    assert stored.repeated_activity_ids == int(facts["ActivityId"].duplicated().sum()) == 3
+    # Equal ids keep the order of the activity names.
+    assert facts["Activity"].tolist() == ["a", "b"] * 3
+    assert stored.customers == 2 and stored.per_type == {"SalesOrder": 6}
+    assert stored.facts.rows == stored.unified.rows == 6
+    assert lake.find("a") == ["a/facts.parquet", "a/unified.parquet"]
+
+
+def test_a_table_placed_in_batches_gives_what_it_gives_in_one(tmp_path, monkeypatch):
+    from ci_pipeline.activities import ordered
+
+    # Float keys, whole in the first batches only; a key repeated across batches; unknown customers in between.
+    frame = pd.DataFrame(
+        {
+            "order_id": [1.0, 2.0, 3.0, 4.0, 2.0, 5.5, 6.0],
+            "customer_id": [1, 2, 9, 1, 2, 1, 2],
+            "order_date": pd.to_datetime([f"2026-01-0{d}" for d in range(1, 8)]),
+            "total": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+            "ret": [False] * 7,
+            "status": ["done"] * 7,
+        }
+    )
+    tables = {"orders": (ORDERS, frame, "order_id"), "points": (POINTS, points(), "transaction_id")}
+    whole = build_timeline(tables, alternate_key(), NOW)
+    monkeypatch.setattr(ordered, "BATCH_ROWS", 2)
+    batched = build_timeline(tables, alternate_key(), NOW)
+    pd.testing.assert_frame_equal(batched.unified, whole.unified)
+    pd.testing.assert_frame_equal(batched.facts, whole.facts)
+    pd.testing.assert_frame_equal(batched.corrupt, whole.corrupt)
+    assert batched.rows_read == whole.rows_read == {"orders": 7, "points": 2}
+    ids = whole.facts["ActivityId"].tolist()
+    assert ids == ["club_points_p1", "shop_orders_1.0", "shop_orders_4.0", "shop_orders_5.5", "shop_orders_6.0"]
+    reasons = dict(zip(whole.corrupt["SourceActivityId"], whole.corrupt["Reason"], strict=True))
+    assert reasons["2.0"] == "primary key order_id '2.0' is duplicated"
+
+
+def test_a_semantic_field_named_like_a_unified_column_in_another_case_keeps_its_values():
+    spec = ORDERS.model_copy(update={"url": "status", "fields": {"url": "total"}})
+    result = build_timeline({"orders": (spec, orders().iloc[:3], "order_id")}, alternate_key(), NOW)
+    assert result.facts["url"].fillna(-1).tolist() == [10.5, -1, 30.0]
+    unified = result.unified.set_index("SourceActivityId")
+    assert unified["URL"].to_dict() == {"o1": "done", "o2": "returned", "o3": "done"}
+
+
+def test_the_guid_in_sql_is_the_contract_guid():
+    import duckdb
+
+    from ci_pipeline.activities.ordered import unified_activity_guid_sql
+    from ci_pipeline.outputs import unified_activity_guids
+
+    ids = pd.DataFrame({"ActivityId": ["shop_orders_o1", "é|ü|漢字", "", "a" * 500, "quote's"]})
+    digest, text = unified_activity_guid_sql('"ActivityId"', "h")
+    found = duckdb.sql(f"SELECT {text} FROM (SELECT {digest} AS h FROM ids)").fetchall()
+    assert [g for (g,) in found] == unified_activity_guids(ids["ActivityId"]).tolist()
+
+
+def test_an_empty_timeline_stores_empty_tables_with_the_columns(tmp_path):
+    stored, lake = write({"orders": (ORDERS, orders().iloc[:0], "order_id")}, tmp_path)
+    unified = lake.read_parquet(stored.unified.path)
+    assert unified.empty and list(unified.columns) == UNIFIED_ACTIVITY_COLUMNS
+    assert stored.unified.rows == stored.facts.rows == 0 and stored.customers == 0
+
+
+def test_the_io_manager_records_a_table_the_step_stored_and_loads_it_as_a_frame(tmp_path):
+    import dagster as dg
+
+    from ci_pipeline.defs.resources import LakeParquetIOManager, LakeResource, asset_path
+
+    key = dg.AssetKey(["activities", "unified_activity"])
+    stored, lake = write({"orders": (ORDERS, orders(), "order_id")}, tmp_path)
+    target = lake.path(asset_path(key))
+    import os
+
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.replace(lake.path(stored.unified.path), target)
+    manager = LakeParquetIOManager(lake=LakeResource(url=str(tmp_path / "lake"), base_dir=str(tmp_path)))
+    written = type(stored.unified)(path=asset_path(key), rows=stored.unified.rows, schema=stored.unified.schema)
+    context = dg.build_output_context(asset_key=key)
+    manager.handle_output(context, written)
+    metadata = {k: v.value if hasattr(v, "value") else v for k, v in context.get_logged_metadata().items()}
+    assert metadata["dagster/row_count"] == 3
+    columns = [c.name for c in context.get_logged_metadata()["dagster/column_schema"].schema.columns]
+    assert columns == UNIFIED_ACTIVITY_COLUMNS
+    loaded = manager.load_input(dg.build_input_context(asset_key=key))
+    assert loaded["ActivityId"].sort_values().tolist() == ["shop_orders_o1", "shop_orders_o2", "shop_orders_o3"]
+    with pytest.raises(TypeError, match="stored its table at a/unified.parquet"):
+        manager.handle_output(dg.build_output_context(asset_key=key), stored.unified)
