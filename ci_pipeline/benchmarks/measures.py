@@ -2,22 +2,29 @@
 
 Prints one JSON line: seconds per phase and peak memory. Defaults: 1M customers, 10 activities each, 50 measures,
 200 segments. The frames are synthetic (numpy, seeded), so the figures isolate the measure and segment engines.
+The activity facts are generated and stored as Parquet by a child process, and read back as the stages read them
+(in parts of whole customers), so the peak memory is that of measures and segments, not of the generator.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import multiprocessing
 import resource
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.config.segments import SegmentsConfig
-from ci_pipeline.measures.compute import FactIndex, compute_measures, customer_measure_table, run_end
+from ci_pipeline.lake import Lake
+from ci_pipeline.measures.compute import compute_measures, customer_measure_table, run_end
+from ci_pipeline.measures.facts import ROWS_PER_PART, StoredFacts
 from ci_pipeline.segments.evaluate import SegmentEngine
 from ci_pipeline.segments.membership import membership_table
 from ci_pipeline.segments.run import parsed_rules
@@ -37,6 +44,12 @@ def register(subparsers) -> None:
     parser.add_argument("--measures", type=int, default=50, help="customer attribute measures (default 50)")
     parser.add_argument("--segments", type=int, default=200, help="segments (default 200)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--rows-per-part",
+        type=int,
+        default=ROWS_PER_PART,
+        help=f"activity rows read at once (default {ROWS_PER_PART:,}, as the stages read them)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -142,12 +155,21 @@ def segment_config(count: int, measures: MeasuresConfig, seed: int) -> SegmentsC
     return SegmentsConfig.model_validate({"definitions": definitions})
 
 
+def store(folder: str, people: int, per_person: float, seed: int) -> None:
+    """Generate the profile and the facts and store them as Parquet in ``folder`` (run in a child process)."""
+    lake = Lake.local(folder)
+    profile, facts = synthetic(people, per_person, seed)
+    lake.write_parquet("profile.parquet", profile)
+    lake.write_parquet("facts.parquet", facts)
+
+
 def run(args) -> int:
     figures: dict = {
         "benchmark": "measures",
         "people": args.people,
         "measures": args.measures,
         "segments": args.segments,
+        "rows_per_part": args.rows_per_part,
     }
     clock = time.perf_counter()
 
@@ -157,26 +179,34 @@ def run(args) -> int:
         figures[f"{name}_seconds"] = round(now - clock, 2)
         clock = now
 
-    profile, facts = synthetic(args.people, args.activities_per_person, args.seed)
-    figures["activities"] = len(facts)
-    phase("generate")
-    start, cpu_start = time.perf_counter(), time.process_time()
-    customers = pd.Index(sorted(profile["CustomerId"].unique()), dtype="string")
-    index = FactIndex(facts, customers, run_end(AS_OF))
-    del facts
-    phase("index")
-    measures = measure_config(args.measures)
-    result = compute_measures(measures, profile["CustomerId"], index.facts, AS_OF, index=index)
-    phase("measures")
-    table = customer_measure_table(result.attributes)
-    figures["customer_measure_rows"] = len(table)
-    del table
-    phase("customer_measure_json")
-    segments = segment_config(args.segments, measures, args.seed)
-    engine = SegmentEngine(customers, profile, result.attributes, index, run_end(AS_OF), parsed_rules(segments))
-    masks = engine.evaluate_all()
-    figures["distinct_conditions"] = engine.conditions_evaluated
-    phase("segments")
+    with tempfile.TemporaryDirectory(prefix="ci-pipeline-bench-measures-") as folder:
+        child = multiprocessing.get_context("fork").Process(
+            target=store, args=(folder, args.people, args.activities_per_person, args.seed)
+        )
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise RuntimeError(f"generating the synthetic data failed (exit code {child.exitcode})")
+        lake = Lake.local(folder)
+        profile = lake.read_parquet("profile.parquet")
+        facts = StoredFacts(lake.dataset("facts.parquet"), rows_per_part=args.rows_per_part)
+        figures["activities"] = facts.dataset.count_rows()
+        figures["facts_parquet_mb"] = round(Path(folder, "facts.parquet").stat().st_size / 2**20, 1)
+        phase("generate")
+        start, cpu_start = time.perf_counter(), time.process_time()
+        customers = pd.Index(sorted(profile["CustomerId"].unique()), dtype="string")
+        measures = measure_config(args.measures)
+        result = compute_measures(measures, profile["CustomerId"], facts, AS_OF)
+        phase("measures")
+        table = customer_measure_table(result.attributes)
+        figures["customer_measure_rows"] = len(table)
+        del table
+        phase("customer_measure_json")
+        segments = segment_config(args.segments, measures, args.seed)
+        engine = SegmentEngine(customers, profile, result.attributes, facts, run_end(AS_OF), parsed_rules(segments))
+        masks = engine.evaluate_all()
+        figures["distinct_conditions"] = engine.conditions_evaluated
+        phase("segments")
     membership = membership_table(customers, masks, "bench", "Customer", "Segments")
     figures["membership_rows"] = len(membership)
     phase("segment_membership")

@@ -168,14 +168,16 @@ class StoredFacts:
 
         Only ``columns`` are read (those the table has: a missing one is refused by the part with every column
         of the table). Within a part the rows keep the table's order. One part is the whole table read at once;
-        more are written first, batch by batch, to Arrow files in a temporary folder, one per part.
+        more are written first, batch by batch, to Arrow files in a temporary folder, one per part. Dictionary
+        encoded columns are read as their values in either case, so that every part has the same column types.
         """
         fields = list(self.dataset.schema.names)
         wanted = [c for c in dict.fromkeys(columns) if c in fields]
         count = math.ceil(self.dataset.count_rows() / max(1, self.rows_per_part))
         count = max(1, min(count, len(customers)))
         if count == 1:
-            frame = self.dataset.to_table(columns=wanted).to_pandas()
+            table = self.dataset.to_table(columns=wanted)
+            frame = table.cast(_plain(table.schema)).to_pandas()
             yield FactIndex(frame, customers, end, fields)
             return
         bounds = np.linspace(0, len(customers), count + 1).astype(np.int64)
@@ -194,7 +196,8 @@ class StoredFacts:
     def _split(self, folder: Path, customers: pd.Index, bounds: np.ndarray, columns: list[str]) -> list[Path]:
         """Write each batch's rows to the file of their customer's part, with their position in the table."""
         schema = self.dataset.schema
-        out = pa.schema([schema.field(c) for c in columns] + [pa.field(ROW, pa.int64())], metadata=schema.metadata)
+        plain = _plain(pa.schema([schema.field(c) for c in columns], metadata=schema.metadata))
+        out = plain.append(pa.field(ROW, pa.int64()))
         value_set = pa.array(customers.to_numpy(dtype=object), type=pa.large_string())
         paths = [folder / f"part-{i:05d}.arrow" for i in range(len(bounds) - 1)]
         options = pa.ipc.IpcWriteOptions(compression="lz4")
@@ -213,13 +216,19 @@ class StoredFacts:
                 for i, writer in enumerate(writers):
                     take = rows[starts[i] : starts[i + 1]]
                     if len(take):
-                        chosen = batch.take(pa.array(take)).append_column(ROW, pa.array(take + offset))
-                        writer.write_batch(chosen.select(out.names))
+                        chosen = batch.select(columns).take(pa.array(take)).cast(plain)
+                        writer.write_batch(chosen.append_column(ROW, pa.array(take + offset)))
                 offset += batch.num_rows
         finally:
             for writer in writers:
                 writer.close()
         return paths
+
+
+def _plain(schema: pa.Schema) -> pa.Schema:
+    """The schema with dictionary encoded columns as their values (each batch may bring its own dictionary)."""
+    fields = [pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
 
 
 def fact_parts(
