@@ -88,9 +88,14 @@ def model_records(config: UnifyConfig, records: pd.DataFrame, normalizer: Normal
     return normalize_records(frame, mapped, normalizer)
 
 
-def model_table(config: UnifyConfig, records: pd.DataFrame, normalizer: Normalizer) -> Table:
-    """:func:`model_records` prepared for comparison (``prepare``), each column normalized on its distinct values."""
+def model_table(
+    config: UnifyConfig, records: pd.DataFrame, normalizer: Normalizer, columns: Iterable[str] | None = None
+) -> Table:
+    """:func:`model_records` prepared for comparison (``prepare``), each column normalized on its distinct values;
+    only ``columns`` when given (scoring reads only the columns of its settings)."""
     mapped = mapping(config)
+    if columns is not None:
+        mapped = {c: mapped[c] for c in columns}
     return normalized_table(records[list(mapped)].reset_index(drop=True), mapped, normalizer)
 
 
@@ -181,10 +186,10 @@ class ProbabilisticMatches:
         self.comparable: np.ndarray | None = None
 
     def __call__(self, config: UnifyConfig, prepared: Preparation) -> pd.DataFrame:
+        settings = scoring_settings(config, self.model, mapping(config))
         started = time.perf_counter()
-        table = model_table(config, prepared.records, prepared.prep.normalizer)
+        table = model_table(config, prepared.records, prepared.prep.normalizer, settings.columns)
         prepared_s = round(time.perf_counter() - started, 3)
-        settings = scoring_settings(config, self.model, table.columns)
         scored = predict_table(self.model, table, settings)
         kept = scored[(scored["match_probability"] >= REVIEW_PROBABILITY) | scored["link"]]
         rules = rule_matches(config, prepared) if config.match.rules else None

@@ -327,18 +327,56 @@ def _seed_m(table: Table, settings: Settings, labels: pd.DataFrame | None) -> li
     return [_frequencies(len(c.levels), gamma[:, j]) for j, c in enumerate(settings.comparisons)]
 
 
-def _posterior(patterns, share, m, u, columns):
-    """Per pattern, the probability of a match and the log-likelihood, under the match share(s) and m, u."""
-    log_m, log_u = np.log(share), np.log1p(-share)
-    log_m, log_u = np.broadcast_to(log_m, len(patterns)).copy(), np.broadcast_to(log_u, len(patterns)).copy()
-    for j in columns:
-        g = patterns[:, j]
-        known = g >= 0
-        log_m[known] += np.log(m[j][g[known]])
-        log_u[known] += np.log(u[j][g[known]])
-    top = np.maximum(log_m, log_u)
-    evidence = top + np.log(np.exp(log_m - top) + np.exp(log_u - top))
-    return np.exp(log_m - evidence), evidence
+class _Patterns:
+    """Distinct level patterns (rows: -1 = null) as positions in one flat table of every comparison's levels, so
+    that one EM iteration is a gather per comparison and one ``bincount`` for all of them.
+
+    A null level points at a slot past the table whose log-probability is 0: it adds nothing, as a null level
+    adds no evidence. Sums run in the order of the comparisons, pattern by pattern, as they would one comparison
+    at a time, so the fitted parameters are the same to the last bit.
+    """
+
+    def __init__(self, patterns: np.ndarray, sizes: list[int], columns: np.ndarray):
+        self.sizes = sizes
+        self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.width = int(sum(sizes))
+        levels = patterns.astype(np.int64)
+        self.index = np.where(levels >= 0, levels + self.starts, self.width)
+        self.columns = columns
+        # Pattern by pattern, the levels of the trained comparisons (for their counts in one bincount).
+        self.flat = self.index[:, columns].ravel()
+        self.rows = len(patterns)
+
+    def log_table(self, probabilities: list[np.ndarray]) -> np.ndarray:
+        """log of every level's probability, flat, then 0 for the null slot."""
+        return np.append(np.log(np.concatenate(probabilities)), 0.0)
+
+    def posterior(self, share, m: list[np.ndarray], u: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Per pattern, the probability of a match and the log-likelihood, under the match share(s) and m, u."""
+        log_m = np.broadcast_to(np.log(share), self.rows).copy()
+        log_u = np.broadcast_to(np.log1p(-share), self.rows).copy()
+        m_table, u_table = self.log_table(m), self.log_table(u)
+        for j in self.columns:
+            at = self.index[:, j]
+            log_m += m_table[at]
+            log_u += u_table[at]
+        top = np.maximum(log_m, log_u)
+        evidence = top + np.log(np.exp(log_m - top) + np.exp(log_u - top))
+        return np.exp(log_m - evidence), evidence
+
+    def frequencies(self, weights: np.ndarray) -> list[np.ndarray | None]:
+        """Per comparison, the smoothed share of each level among the known levels of the patterns, each pattern
+        counting ``weights`` (as ``_frequencies``); None for an untrained comparison."""
+        counts = np.bincount(self.flat, weights=np.repeat(weights, len(self.columns)), minlength=self.width + 1)
+        out: list[np.ndarray | None] = [None] * len(self.sizes)
+        for j in self.columns:
+            level = counts[self.starts[j] : self.starts[j] + self.sizes[j]]
+            out[j] = (level + PSEUDO_COUNT) / (level.sum() + PSEUDO_COUNT * self.sizes[j])
+        return out
+
+
+def _largest_change(new: list, old: list, columns) -> float:
+    return max((float(np.abs(new[j] - old[j]).max()) for j in columns), default=0.0)
 
 
 def _em(patterns, counts, rule, m, u, settings: Settings, active, fixed: frozenset = frozenset()):
@@ -354,17 +392,17 @@ def _em(patterns, counts, rule, m, u, settings: Settings, active, fixed: frozens
     pairs_per_rule = np.bincount(rule, weights=counts, minlength=rules)
     shares = np.full(rules, 0.1)
     columns = np.flatnonzero(active)
+    trained = [j for j in columns if j not in fixed]
+    flat = _Patterns(patterns, [len(x) for x in m], columns)
     converged = False
     for iteration in range(1, settings.max_iterations + 1):
-        posterior, evidence = _posterior(patterns, shares[rule], m, u, columns)
+        posterior, evidence = flat.posterior(shares[rule], m, u)
         matched = posterior * counts
         new_shares = np.clip(np.bincount(rule, weights=matched, minlength=rules) / pairs_per_rule, 1e-9, 1 - 1e-9)
-        change = float(np.abs(new_shares - shares).max())
-        for j in columns:
-            if j not in fixed:
-                new_m = _frequencies(len(m[j]), patterns[:, j], matched)
-                change = max(change, float(np.abs(new_m - m[j]).max()))
-                m[j] = new_m
+        new_m = flat.frequencies(matched)
+        change = max(float(np.abs(new_shares - shares).max()), _largest_change(new_m, m, trained))
+        for j in trained:
+            m[j] = new_m[j]
         shares = new_shares
         share = float(matched.sum() / counts.sum())
         trace.append(Iteration(iteration, share, change, float((evidence * counts).sum())))
@@ -421,7 +459,7 @@ def _expected_matches(settings, blocked: Blocked, gamma, rules, shares, m, u, ac
         first = blocked.rule == index
         if first.any():
             distinct, count = _masked(gamma[first], settings, settings.training_rules[index])
-            posterior, _ = _posterior(distinct, shares[session], m, u, columns)
+            posterior, _ = _Patterns(distinct, [len(x) for x in m], columns).posterior(shares[session], m, u)
             total += float((posterior * count).sum())
     return total
 
@@ -660,16 +698,15 @@ def _em_both(patterns, counts, m_start, u_start, active: np.ndarray, settings: S
     m = [np.array(x, dtype=np.float64) for x in m_start]
     u = [np.array(x, dtype=np.float64) for x in u_start]
     columns, share, trace = np.flatnonzero(active), 0.5, []
+    flat = _Patterns(patterns, [len(x) for x in m], columns)
     for iteration in range(1, settings.max_iterations + 1):
-        posterior, evidence = _posterior(patterns, share, m, u, columns)
+        posterior, evidence = flat.posterior(share, m, u)
         matched = posterior * counts
         new_share = float(np.clip(matched.sum() / counts.sum(), 1e-9, 1 - 1e-9))
-        change = abs(new_share - share)
+        new_m, new_u = flat.frequencies(matched), flat.frequencies(counts - matched)
+        change = max(abs(new_share - share), _largest_change(new_m, m, columns), _largest_change(new_u, u, columns))
         for j in columns:
-            new_m = _frequencies(len(m[j]), patterns[:, j], matched)
-            new_u = _frequencies(len(u[j]), patterns[:, j], counts - matched)
-            change = max(change, float(np.abs(new_m - m[j]).max()), float(np.abs(new_u - u[j]).max()))
-            m[j], u[j] = new_m, new_u
+            m[j], u[j] = new_m[j], new_u[j]
         share = new_share
         trace.append(Iteration(iteration, share, change, float((evidence * counts).sum())))
         if change < settings.tolerance:

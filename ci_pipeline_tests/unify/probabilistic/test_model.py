@@ -25,6 +25,7 @@ from ci_pipeline.unify.probabilistic import (
     train,
 )
 from ci_pipeline.unify.probabilistic.blocking import BlockingRule
+from ci_pipeline.unify.probabilistic.model import _frequencies, _Patterns
 
 #: Probability that a duplicate keeps each field (the true m of exact agreement) and each field's vocabulary.
 KEEP = {"a": 0.95, "b": 0.9, "c": 0.8, "d": 0.7}
@@ -274,3 +275,31 @@ def test_no_candidate_pair_scores_to_an_empty_frame_and_singleton_clusters():
     assert len(scored) == 0 and "match_probability" in scored.columns
     label, density = clusters(len(unique), scored[scored["link"]])
     assert label.tolist() == list(range(len(unique))) and density.empty
+
+
+def test_em_on_flat_level_tables_gives_the_per_comparison_sums_to_the_last_bit():
+    """EM gathers every comparison's levels from one flat table; its level counts and posteriors are those of
+    summing one comparison at a time (nulls adding nothing), bit for bit, so the fit does not move."""
+    rng = np.random.default_rng(3)
+    sizes = [2, 4, 7, 3]
+    patterns = np.stack([rng.integers(-1, size, 500) for size in sizes], axis=1).astype(np.int8)
+    weights = rng.random(500) * 10
+    m = [rng.dirichlet(np.ones(size)) for size in sizes]
+    u = [rng.dirichlet(np.ones(size)) for size in sizes]
+    columns = np.asarray([0, 2, 3])
+    flat = _Patterns(patterns, sizes, columns)
+    counted = flat.frequencies(weights)
+    assert counted[1] is None
+    for j in columns:
+        assert np.array_equal(counted[j], _frequencies(sizes[j], patterns[:, j], weights))
+    share = rng.random(500) * 0.5
+    log_m, log_u = np.log(share), np.log1p(-share)
+    for j in columns:
+        known = patterns[:, j] >= 0
+        log_m[known] += np.log(m[j][patterns[known, j]])
+        log_u[known] += np.log(u[j][patterns[known, j]])
+    top = np.maximum(log_m, log_u)
+    evidence = top + np.log(np.exp(log_m - top) + np.exp(log_u - top))
+    posterior, found = flat.posterior(share, m, u)
+    assert np.array_equal(found, evidence)
+    assert np.array_equal(posterior, np.exp(log_m - evidence))
