@@ -28,6 +28,7 @@ from ci_pipeline.unify import (
     train_from_tables,
     unify,
 )
+from ci_pipeline.unify.incremental import read_state, write_state
 
 GROUP = "unify"
 KINDS = {"pandas"}
@@ -159,7 +160,21 @@ def _unify_asset(config: ProjectConfig):
         method = {}
         if probabilistic:
             method["match_method"] = ProbabilisticMatches(_stored_model(context, store, frames))
-        result = unify(ucfg, frames, primary_keys, previous, history, context.run_id, config.base_dir, **method)
+        state, no_state = read_state(store)
+        result = unify(
+            ucfg,
+            frames,
+            primary_keys,
+            previous,
+            history,
+            context.run_id,
+            config.base_dir,
+            **method,
+            state=state,
+            no_state=no_state,
+        )
+        plan = result.stats["incremental"]
+        context.log.info(f"unify: {'incremental' if plan['incremental'] else 'full'} {plan}")
         for warning in result.warnings:
             context.log.warning(warning)
         selected = context.selected_asset_keys
@@ -179,6 +194,8 @@ def _unify_asset(config: ProjectConfig):
             if key(name) in selected:
                 yield dg.Output(frame, output_name=key(name).to_python_identifier(), metadata=described.get(name, {}))
         yield from _checks(context, result, ucfg.guard.max_cluster_size)
+        # Kept last: a run that fails before here leaves the last good state, which still describes what it saw.
+        write_state(store, result.state)
 
     def _stored_model(context, store, frames):
         if store.exists(MODEL_PATH):
@@ -362,6 +379,11 @@ def _stats_metadata(result: UnifyResult, guard_events_url: str) -> dict:
         f"guard_events (first {FIRST_N})": table_of(events[:FIRST_N], [*columns, "links_skipped_conflict"]),
         "guard_events_file": dg.MetadataValue.path(guard_events_url),
         **numbers("guard_split", s["guard_splits"]),
+        "incremental": s["incremental"]["incremental"],
+        "incremental_reason": s["incremental"]["reason"],
+        **numbers(
+            "incremental", {k: v for k, v in s["incremental"].items() if isinstance(v, int) and k != "incremental"}
+        ),
         "frequent_values_ignored": table_of(
             [
                 {"field": name, "values": f["values"], "records": f["records"], "top": _top(f["top"])}

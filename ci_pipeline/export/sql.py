@@ -113,8 +113,11 @@ def _lake_views(con, lake: Lake) -> list[str]:
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {LAKE_SCHEMA}")
     files = []
     for relative in lake.find(ASSET_FOLDER):
-        # Hidden files are writes in progress (see Lake.write_bytes); only finished tables become views.
+        # Hidden files are writes in progress (see Lake.write_bytes); only finished tables become views, and a
+        # stage's bookkeeping for its next run (``_state``) is no table.
         if not relative.endswith(".parquet") or posixpath.basename(relative).startswith("."):
+            continue
+        if relative.startswith(f"{ASSET_FOLDER}/_state/"):
             continue
         name = relative[len(ASSET_FOLDER) + 1 : -len(".parquet")].replace("/", "__")
         location = _location(lake, relative)

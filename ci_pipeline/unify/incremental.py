@@ -30,7 +30,7 @@ from ci_pipeline.unify.normalize import STR, Normalizer
 #: Raised when what a state holds changes meaning: an older state is then not reused.
 STATE_FORMAT = 1
 #: Where the state lives in the lake.
-STATE_DIR = "ci_pipeline/unify/state"
+STATE_DIR = "ci_pipeline/_state/unify"
 RECORDS_FILE = f"{STATE_DIR}/records.parquet"
 PAIRS_FILE = f"{STATE_DIR}/pairs.parquet"
 #: Written last: a state without it (a run killed while writing) is no state.

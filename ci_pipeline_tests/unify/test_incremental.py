@@ -1,0 +1,247 @@
+"""Incremental unification equals a full unify of the same data, after every kind of change; and falls back to a
+full unify, saying why, when what the pairs depend on changed."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from pandas.testing import assert_frame_equal
+
+import ci_pipeline
+from ci_pipeline.lake import Lake
+from ci_pipeline.unify import unify
+from ci_pipeline.unify.engine import rule_matches
+from ci_pipeline.unify.incremental import META_FILE, PAIRS_FILE, read_state, write_state
+from ci_pipeline_tests.unify.helpers import KEYS, config, frames
+
+CRM, SHOP, LOYALTY = ("crm", "contacts"), ("shop", "customers"), ("loyalty", "members")
+
+
+def assert_same(full, inc) -> None:
+    """Every output of the two runs is equal, and so is the state each keeps for the next run."""
+    for name in ("records", "customer_profile", "alternate_key", "match_pairs"):
+        assert_frame_equal(getattr(full, name), getattr(inc, name), obj=name)
+    assert_frame_equal(full.identity.identity_map, inc.identity.identity_map, obj="identity_map")
+    assert_frame_equal(full.identity.id_change, inc.identity.id_change, obj="id_change")
+    assert full.dedup.keys() == inc.dedup.keys()
+    for table in full.dedup:
+        assert_frame_equal(full.dedup[table], inc.dedup[table], obj=f"dedup {table}")
+    assert {k: v for k, v in full.stats.items() if k != "incremental"} == {
+        k: v for k, v in inc.stats.items() if k != "incremental"
+    }
+    assert_frame_equal(full.state.records, inc.state.records, obj="state records")
+    assert_frame_equal(full.state.pairs, inc.state.pairs, obj="state pairs")
+    assert full.state.meta == inc.state.meta
+
+
+def both(cfg, tables, last, lake=None, **kwargs):
+    """A full unify and an incremental one of ``tables``, both carrying the ids of ``last``; the state goes
+    through the lake when one is given (as the asset stores it)."""
+    state = last.state
+    if lake is not None:
+        write_state(lake, last.state)
+        state, why = read_state(lake)
+        assert why == ""
+    ids = (last.identity.identity_map, last.identity.id_change, "run")
+    full = unify(cfg, tables, KEYS, *ids, **kwargs)
+    inc = unify(cfg, tables, KEYS, *ids, **kwargs, state=state)
+    assert_same(full, inc)
+    return full, inc
+
+
+def add(tables, where, **row):
+    tables[where] = pd.concat([tables[where], pd.DataFrame([row]).astype("string")], ignore_index=True)
+
+
+def test_a_sequence_of_increments_unifies_incrementally_as_a_full_unify_does(tmp_path):
+    cfg = config()
+    lake = Lake.local(tmp_path)
+    tables = frames()
+    last = unify(cfg, tables, KEYS, run_id="run")
+    assert last.stats["incremental"]["reason"] == "no state of an earlier run"
+
+    # New records: one joins an existing customer (Bob's e-mail), one is a new person.
+    add(tables, SHOP, customer_id="s4", full_name="Robert Smith", email="bob.smith@example.com")
+    add(tables, CRM, contact_id="c5", first_name="Vera", last_name="Quill", email="vera@example.org")
+    full, last = both(cfg, tables, last, lake)
+    assert last.stats["incremental"] | {"reason": ""} == last.stats["incremental"]
+    assert last.stats["incremental"]["incremental"]
+    assert last.stats["incremental"]["records_new"] == 2
+    assert last.stats["incremental"]["pairs_reused"] > 0
+    bob = last.records.set_index("key")["CustomerId"]
+    assert bob["s4"] == bob["c1"]
+
+    # Changed attributes: Bob's crm e-mail breaks his link to the shop; Zed gets Ann's e-mail and name (a new link).
+    tables[CRM].loc[tables[CRM]["contact_id"] == "c1", "email"] = "robert@elsewhere.net"
+    tables[SHOP].loc[tables[SHOP]["customer_id"] == "s3", ["full_name", "email"]] = ["Ann Lee", "ann@example.com"]
+    full, last = both(cfg, tables, last, lake)
+    assert last.stats["incremental"]["records_changed"] == 2
+    ids = last.records.set_index("key")["CustomerId"]
+    assert ids["s3"] == ids["c2"] and ids["c1"] != ids["s4"]
+
+    # Deletions: the only record of Pat (m2), and one of Ann's two crm records (c3).
+    tables[LOYALTY] = tables[LOYALTY][tables[LOYALTY]["member_id"] != "m2"]
+    tables[CRM] = tables[CRM][tables[CRM]["contact_id"] != "c3"]
+    full, last = both(cfg, tables, last, lake)
+    assert last.stats["incremental"]["records_deleted"] == 2
+    assert "removed" in set(last.identity.id_change["Reason"])
+
+    # A record moves to another key (the shop renumbers Jose): a deletion and a new record of the same content.
+    tables[SHOP].loc[tables[SHOP]["customer_id"] == "s2", "customer_id"] = "s9"
+    full, last = both(cfg, tables, last)
+    assert last.stats["incremental"]["records_new"] == 1 and last.stats["incremental"]["records_deleted"] == 1
+
+    # Nothing changed: every pair is reused, none scored.
+    full, again = both(cfg, tables, last)
+    assert again.stats["incremental"]["records_unchanged"] == len(again.records)
+    assert again.stats["incremental"]["pairs_reused"] == len(again.state.pairs)
+
+
+def test_a_dedup_winner_changes_when_a_newer_duplicate_arrives():
+    cfg = config()
+    tables = frames()
+    last = unify(cfg, tables, KEYS, run_id="run")
+    add(tables, CRM, contact_id="c0", first_name="Ann", last_name="Lee", email="ann@example.com", modified_at="2027")
+    full, inc = both(cfg, tables, last)
+    assert inc.stats["incremental"]["incremental"]
+    crm = inc.dedup[CRM].set_index("Key")
+    assert crm.loc["c2", "GroupSize"] == 3
+
+
+def test_a_value_grown_too_frequent_rescores_the_unchanged_records_holding_it():
+    cfg = config(guard={"max_value_frequency": 2})
+    tables = frames()
+    last = unify(cfg, tables, KEYS, run_id="run")
+    # ann@example.com (c2, c3) now has a third holder: it is masked as too frequent, and c2 and c3 no longer pair.
+    add(tables, SHOP, customer_id="s4", full_name="Ann Lee", email="ann@example.com")
+    full, inc = both(cfg, tables, last)
+    assert inc.stats["incremental"]["incremental"]
+    assert inc.stats["incremental"]["records_touched_by_others"] == 2
+    assert "ann@example.com" in str(inc.stats["frequent_values_ignored"])
+    # ... and back under the cap when the newcomer goes.
+    tables[SHOP] = tables[SHOP][tables[SHOP]["customer_id"] != "s4"]
+    full, again = both(cfg, tables, inc)
+    assert again.stats["incremental"]["records_touched_by_others"] == 2
+
+
+def test_a_phone_newly_shared_by_two_first_names_rescores_its_holders():
+    cfg = config(
+        match={
+            "rules": [
+                {
+                    "name": "phone_last_name",
+                    "conditions": [
+                        {"field": "phone", "normalize": ["phone", "personal_phone"]},
+                        {"field": "last_name", "precision": "medium"},
+                    ],
+                }
+            ]
+        }
+    )
+    tables = frames()
+    last = unify(cfg, tables, KEYS, run_id="run")
+    assert last.records.set_index("key")["CustomerId"]["m1"] == last.records.set_index("key")["CustomerId"]["c1"]
+    # Another first name at Bob's number: a household line, which no longer links Bob's crm and loyalty records.
+    add(tables, LOYALTY, member_id="m3", first_name="Sue", last_name="Smith", phone="555 010 1234")
+    full, inc = both(cfg, tables, last)
+    assert inc.stats["incremental"]["incremental"] and inc.stats["incremental"]["records_touched_by_others"] >= 2
+    ids = inc.records.set_index("key")["CustomerId"]
+    assert ids["m1"] != ids["c1"]
+
+
+def test_a_block_grown_over_the_size_cap_rescores_its_records():
+    cfg = config(guard={"max_block_size": 3})
+    tables = frames()
+    last = unify(cfg, tables, KEYS, run_id="run")
+    assert not last.state.meta["oversized_blocks"]
+    add(tables, LOYALTY, member_id="m3", first_name="Rob", last_name="Smith", phone="555 010 1234")
+    full, inc = both(cfg, tables, last)
+    assert inc.stats["incremental"]["incremental"]
+    assert inc.state.meta["oversized_blocks"]
+    tables[LOYALTY] = tables[LOYALTY][tables[LOYALTY]["member_id"] != "m3"]
+    full, again = both(cfg, tables, inc)
+    assert not again.state.meta["oversized_blocks"]
+
+
+def test_a_changed_override_file_is_applied_incrementally(tmp_path):
+    pairs = tmp_path / "never.csv"
+    header = "left_source,left_table,left_key,right_source,right_table,right_key\n"
+    pairs.write_text(header)
+    cfg = config(match={**config().match.model_dump(mode="json"), "never_match_file": "never.csv"})
+    tables = frames()
+    last = unify(cfg, tables, KEYS, run_id="run", base_dir=tmp_path)
+    pairs.write_text(header + "crm,contacts,c1,shop,customers,s1\n")
+    full, inc = both(cfg, tables, last, base_dir=tmp_path)
+    assert inc.stats["incremental"]["incremental"]
+    assert "never_match" in set(inc.match_pairs["Note"])
+
+
+def fall_back(cfg, tables, last, reason, **kwargs):
+    """An incremental attempt that must be a full unify, for ``reason``, with the full unify's result."""
+    ids = (last.identity.identity_map, last.identity.id_change, "run")
+    full = unify(cfg, tables, KEYS, *ids, **kwargs)
+    inc = unify(cfg, tables, KEYS, *ids, **kwargs, state=last.state)
+    assert not inc.stats["incremental"]["incremental"]
+    assert reason in inc.stats["incremental"]["reason"]
+    assert_same(full, inc)
+
+
+def test_a_changed_configuration_is_a_full_unify():
+    tables = frames()
+    last = unify(config(), tables, KEYS, run_id="run")
+    rules = config().match.model_dump(mode="json")
+    rules["rules"][1]["conditions"][1]["precision"] = "high"
+    fall_back(config(match=rules), tables, last, "configuration")
+
+
+def test_a_changed_package_version_is_a_full_unify(monkeypatch):
+    tables = frames()
+    last = unify(config(), tables, KEYS, run_id="run")
+    monkeypatch.setattr(ci_pipeline, "__version__", "99.0")
+    fall_back(config(), tables, last, "package version changed")
+
+
+def test_a_changed_alias_file_is_a_full_unify(tmp_path):
+    aliases = tmp_path / "towns.csv"
+    aliases.write_text("alias,canonical\nspringfeld,springfield\n")
+    cfg = config(normalize={"aliases": {"towns": "towns.csv"}})
+    tables = frames()
+    last = unify(cfg, tables, KEYS, run_id="run", base_dir=tmp_path)
+    aliases.write_text("alias,canonical\nshelbyvile,shelbyville\n")
+    fall_back(cfg, tables, last, "alias map", base_dir=tmp_path)
+
+
+def test_another_match_method_is_a_full_unify():
+    tables = frames()
+    last = unify(config(), tables, KEYS, run_id="run")
+
+    def model(cfg, prepared):  # any method but the rules scores its pairs over all records
+        return rule_matches(cfg, prepared)
+
+    fall_back(config(), tables, last, "model", match_method=model)
+
+
+def test_a_missing_damaged_or_half_written_state_is_a_full_unify(tmp_path):
+    lake = Lake.local(tmp_path)
+    state, why = read_state(lake)
+    assert state is None and "no state of an earlier run" in why
+    last = unify(config(), frames(), KEYS, run_id="run")
+    write_state(lake, last.state)
+    (tmp_path / PAIRS_FILE).write_bytes(b"not parquet")
+    state, why = read_state(lake)
+    assert state is None and "unreadable" in why
+    write_state(lake, last.state)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    (tmp_path / META_FILE).write_text(json.dumps(meta | {"pairs": meta["pairs"] + 1}))
+    state, why = read_state(lake)
+    assert state is None and "incomplete" in why
+    result = unify(config(), frames(), KEYS, run_id="run", state=state, no_state=why)
+    assert result.stats["incremental"] == {"incremental": False, "reason": why, "records": len(result.records)}
+
+
+def test_a_state_of_another_format_is_not_reused():
+    tables = frames()
+    last = unify(config(), tables, KEYS, run_id="run")
+    last.state.meta["format"] = 0
+    fall_back(config(), tables, last, "another format")
