@@ -29,6 +29,7 @@ from ci_pipeline.outputs import identifiers
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.engine import make_normalizer, rule_matches
 from ci_pipeline.unify.explain import pair_sides
+from ci_pipeline.unify.incremental import STATE_DIR, read_state, write_state
 from ci_pipeline.unify.normalize import default_normalizations
 from ci_pipeline.unify.probabilistic_method import ProbabilisticMatches, model_json, read_model, train_from_tables
 from ci_pipeline.unify.records import build_records
@@ -72,6 +73,13 @@ def register(subparsers) -> None:
         help="instead, measure CustomerId churn over two nightly runs: new records arrive, some are deleted, the "
         "rows come in another order, then the second run is repeated",
     )
+    parser.add_argument(
+        "--increment",
+        type=float,
+        metavar="PCT",
+        help="instead, time an incremental unify against a full one after an increment: PCT percent of the records "
+        "arrive, a tenth of that share changes and as many are deleted; both results are compared, output by output",
+    )
     parser.set_defaults(func=run)
 
 
@@ -86,6 +94,8 @@ def run(args) -> int:
             figures = compare_splink(folder)
         elif args.churn:
             figures = churn(folder)
+        elif args.increment is not None:
+            figures = increment(folder, args.increment / 100)
         else:
             figures = bench(folder, args.misses, args.method, args.model, args.save_model)
         figures = {"generate_s": round(generate_s, 1), **figures}
@@ -312,6 +322,82 @@ def churn(folder: Path, arriving: float = 0.05, deleted: float = 0.01, seed: int
         "rerun_id_changes": int((repeat["Run"] == again.identity.run).sum()),
         "rerun_records_changed_id": int((ids(again).reindex(after.index) != after).sum()),
     }
+
+
+def increment(folder: Path, share: float) -> dict:
+    """A full and an incremental unify of the same increment of the generated data set in ``folder``, timed.
+
+    The last run unifies the tables without a ``share`` of their rows (chosen by a hash of each record's
+    identifier). The increment brings those rows, changes the first mapped column of a tenth as many others and
+    deletes as many again. Both runs carry the last run's ids; the incremental one also its state (stored and read
+    back through a local lake, timed apart). ``equal`` says whether every output of the two runs is the same.
+    """
+    config = load_config(folder / "ci_pipeline.yaml")
+    if config.unify is None:
+        raise UserError(f"{config.path}: no 'unify' section to benchmark")
+    frames, keys = read_customer_tables(config)
+    before, after = {}, {}
+    for t in config.unify.tables:
+        frame = frames[(t.source, t.table)]
+        u = pd.util.hash_array(identifiers(t.source, t.table, frame[keys[(t.source, t.table)]]).to_numpy(object))
+        u = u / 2.0**64
+        before[(t.source, t.table)] = frame[u >= share]
+        changed = frame.copy()
+        column = next(iter(t.columns))
+        hit = (u >= 0.5) & (u < 0.5 + share / 10)
+        changed.loc[hit, column] = changed.loc[hit, column].astype("string") + " x"
+        after[(t.source, t.table)] = changed[(u < 0.6) | (u >= 0.6 + share / 10)]
+    last = unify(config.unify, before, keys, base_dir=config.base_dir)
+    ids = (last.identity.identity_map, last.identity.id_change)
+    with tempfile.TemporaryDirectory(prefix="ci-bench-state-") as scratch:
+        lake = Lake.local(scratch)
+        t0 = time.perf_counter()
+        write_state(lake, last.state)
+        t1 = time.perf_counter()
+        state, _ = read_state(lake)
+        t2 = time.perf_counter()
+        state_bytes = sum(lake.info(p)["size"] for p in lake.find(STATE_DIR))
+    t3 = time.perf_counter()
+    full = unify(config.unify, after, keys, *ids, base_dir=config.base_dir)
+    t4 = time.perf_counter()
+    inc = unify(config.unify, after, keys, *ids, base_dir=config.base_dir, state=state)
+    t5 = time.perf_counter()
+    return {
+        "records": int(len(inc.records)),
+        "increment_share": share,
+        "incremental": inc.stats["incremental"],
+        "full_s": round(t4 - t3, 2),
+        "incremental_s": round(t5 - t4, 2),
+        "incremental_share_of_full": round((t5 - t4) / (t4 - t3), 3),
+        "phases_full_s": full.timings,
+        "phases_incremental_s": inc.timings,
+        "state_write_s": round(t1 - t0, 2),
+        "state_read_s": round(t2 - t1, 2),
+        "state_mb": round(state_bytes / 2**20, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "differing_outputs": differing_outputs(full, inc),
+    }
+
+
+def differing_outputs(a, b) -> list[str]:
+    """The outputs of two unify results that differ (none when the runs agree)."""
+    frames = {
+        "records": (a.records, b.records),
+        "customer_profile": (a.customer_profile, b.customer_profile),
+        "alternate_key": (a.alternate_key, b.alternate_key),
+        "match_pairs": (a.match_pairs, b.match_pairs),
+        "identity_map": (a.identity.identity_map, b.identity.identity_map),
+        "id_change": (a.identity.id_change, b.identity.id_change),
+        "state_records": (a.state.records, b.state.records),
+        "state_pairs": (a.state.pairs, b.state.pairs),
+        **{f"dedup {'.'.join(k)}": (a.dedup[k], b.dedup[k]) for k in a.dedup},
+    }
+    found = [name for name, (x, y) in frames.items() if not x.equals(y)]
+    if {k: v for k, v in a.stats.items() if k != "incremental"} != {
+        k: v for k, v in b.stats.items() if k != "incremental"
+    }:
+        found.append("stats")
+    return found + (["state_meta"] if a.state.meta != b.state.meta else [])
 
 
 def read_customer_tables(config: ProjectConfig) -> tuple[dict, dict]:
