@@ -4,6 +4,7 @@ of one activity table at a time."""
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -414,7 +415,8 @@ class _Parts:
         table = ordered.storable(table).rename_columns([self.names[n] for n in table.column_names])
         table = table.append_column(_SEQUENCE, pa.array(np.arange(self.rows, self.rows + len(rows), dtype=np.int64)))
         path = self.folder / f"part-{len(self.files):06d}.parquet"
-        pq.write_table(table, path)
+        # lz4: parts are read once, soon; compressing them harder costs more time than the disk it saves.
+        pq.write_table(table, path, compression="lz4")
         self.files.append(path)
         self.rows += len(rows)
 
@@ -463,25 +465,21 @@ def _write_ordered(con, parts: _Parts, lake: Lake, paths: tuple[str, str]) -> tu
     key, sequence = parts.column("ActivityId"), ordered.quoted(_SEQUENCE)
     columns = ", ".join(parts.column(c) for c in UNIFIED_ACTIVITY_COLUMNS[:-1])
     digest, guid = ordered.unified_activity_guid_sql(key, "activity_digest")
-    unified = ordered.write_sorted(
-        con,
-        parts.files,
+    unified = (
         f"SELECT {columns}, {guid} AS activity_guid FROM (SELECT {columns}, {sequence}, "
-        f"{digest} AS activity_digest FROM {{parts}}) ORDER BY activity_guid, {key}, {sequence}",
-        parts.schema(unified_sample),
-        lake,
-        paths[0],
+        f"{digest} AS activity_digest FROM {{parts}}) ORDER BY activity_guid, {key}, {sequence}"
     )
-    columns = ", ".join(parts.column(c) for c in FACT_COLUMNS + fields)
-    facts = ordered.write_sorted(
-        con,
-        parts.files,
-        f"SELECT {columns} FROM {{parts}} ORDER BY {key}, {sequence}",
-        parts.schema(facts_sample),
-        lake,
-        paths[1],
+    facts = (
+        f"SELECT {', '.join(parts.column(c) for c in FACT_COLUMNS + fields)} FROM {{parts}} ORDER BY {key}, {sequence}"
     )
-    return unified, facts
+    # Both at once, each on its own cursor: while DuckDB sorts one, the other's batches are compressed and written
+    # (both release the GIL), under the one memory limit of the connection.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = [
+            pool.submit(ordered.write_sorted, con.cursor(), parts.files, query, parts.schema(sample), lake, path)
+            for query, sample, path in ((unified, unified_sample, paths[0]), (facts, facts_sample, paths[1]))
+        ]
+        return jobs[0].result(), jobs[1].result()
 
 
 def _distinct_counts(con, parts: _Parts) -> tuple[int, int]:
