@@ -9,7 +9,7 @@ capacity with :func:`capacity_report`.
 from ci_pipeline.dataverse.capacity import capacity_report
 from ci_pipeline.dataverse.factory import open_dataverse_sink, open_sink, open_sqlite_sink, sqlite_path
 from ci_pipeline.dataverse.naming import entity_set, logical_column, logical_table, primary_key, sink_table
-from ci_pipeline.dataverse.prepare import prepare
+from ci_pipeline.dataverse.prepare import prepare, prepare_stored
 from ci_pipeline.dataverse.sink import Sink, SinkTable, TableResult, TableUsage
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "open_sink",
     "open_sqlite_sink",
     "prepare",
+    "prepare_stored",
     "primary_key",
     "sink_table",
     "sqlite_path",

@@ -8,6 +8,8 @@ CustomerProfile has no GUID column of its own: its primary key ``p_customerprofi
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ci_pipeline import outputs
 from ci_pipeline.dataverse.sink import SinkTable
@@ -40,11 +42,61 @@ def primary_key(table: str, prefix: str = "msdynci") -> str:
     return logical_column(outputs.contract(table).key, prefix)
 
 
-def _as_text(series: pd.Series) -> pd.Series:
-    if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(series.dtype):
-        stamps = pd.to_datetime(series, utc=True)
-        return stamps.dt.strftime("%Y-%m-%dT%H:%M:%SZ").astype("string")
-    return series.astype("string")
+def utc_seconds_text(stamps: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """``YYYY-MM-DDTHH:MM:SSZ`` in UTC (naive values are UTC), the fraction of a second dropped like pandas'
+    ``strftime``; nulls stay null."""
+    unit = stamps.type.unit
+    utc = stamps.cast(pa.timestamp(unit, "UTC"))
+    whole = pc.floor_temporal(utc, unit="second").cast(pa.timestamp("s", "UTC"))
+    return pc.strftime(whole, format="%Y-%m-%dT%H:%M:%SZ").cast(pa.string())
+
+
+def column_text(values: pa.Array | pa.ChunkedArray, timestamp: bool) -> pa.Array | pa.ChunkedArray:
+    """One column as the sink's text, byte for byte what pandas writes: a contract timestamp as ISO 8601 UTC
+    seconds, text as it is, ``True``/``False``, integers by Arrow's kernels; other types (floats, whose text is
+    Python's ``repr``, dates, decimals) through pandas' ``astype("string")``, one batch at a time."""
+    kind = values.type
+    if timestamp and pa.types.is_timestamp(kind):
+        return utc_seconds_text(values)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return values.cast(pa.string())
+    if pa.types.is_boolean(kind):
+        return pc.if_else(values, pa.scalar("True"), pa.scalar("False"))
+    if pa.types.is_integer(kind):
+        return values.cast(pa.string())
+    text = values.to_pandas().astype("string")
+    return pa.array(text, type=pa.string(), from_pandas=True)
+
+
+def logical_columns(table: str, columns: list[str], prefix: str = "msdynci") -> dict[str, str]:
+    """Output column -> Dataverse column; two columns that map to one name (or to the CustomerProfile key) are
+    refused."""
+    pk = primary_key(table, prefix)
+    renamed: dict[str, str] = {}
+    for column in columns:
+        name = logical_column(str(column), prefix)
+        if name in renamed.values() or (name == pk and table == "CustomerProfile"):
+            raise UserError(
+                f"{table}: column {column!r} maps to the Dataverse column {name!r}, which another column already "
+                "uses; rename one of them in the configuration"
+            )
+        renamed[column] = name
+    return renamed
+
+
+def text_batch(table: str, rows: pa.RecordBatch | pa.Table, renamed: dict[str, str], prefix: str) -> pa.Table:
+    """Rows of an output table as text under their logical names, the primary key first (CustomerProfile's is the
+    GUID of CustomerId, added here), the other columns in the order of ``renamed``."""
+    timestamps = set(outputs.contract(table).timestamps)
+    columns = {renamed[c]: column_text(rows.column(c), c in timestamps) for c in renamed}
+    pk = primary_key(table, prefix)
+    if table == "CustomerProfile":
+        ids = rows.column("CustomerId").to_pandas()
+        keys = outputs.customer_profile_keys(ids.astype("string"))
+        columns = {pk: pa.array(keys, type=pa.string(), from_pandas=True), **columns}
+    else:
+        columns = {pk: columns.pop(pk), **columns}
+    return pa.table(columns, schema=pa.schema([pa.field(n, pa.string()) for n in columns]))
 
 
 def sink_table(table: str, shaped: pd.DataFrame, prefix: str = "msdynci", entity_sets: dict | None = None) -> SinkTable:
@@ -57,29 +109,25 @@ def sink_table(table: str, shaped: pd.DataFrame, prefix: str = "msdynci", entity
         prefix: logical-name prefix.
         entity_sets: entity-set overrides per table.
     """
+    renamed = logical_columns(table, [str(c) for c in shaped.columns], prefix)
+    arrow = pa.Table.from_pandas(shaped.set_axis([str(c) for c in shaped.columns], axis=1), preserve_index=False)
+    return held_sink_table(table, text_batch(table, arrow, renamed, prefix), prefix, entity_sets)
+
+
+def held_sink_table(table: str, text: pa.Table, prefix: str, entity_sets: dict | None) -> SinkTable:
+    """A sink table over rows already converted by :func:`text_batch`, sorted by the primary key when they are not
+    (CustomerProfile, whose key is a GUID)."""
     pk = primary_key(table, prefix)
-    frame = pd.DataFrame(index=shaped.index)
-    if table == "CustomerProfile":
-        frame[pk] = outputs.customer_profile_keys(shaped["CustomerId"])
-    renamed: dict[str, str] = {}
-    for column in shaped.columns:
-        name = logical_column(str(column), prefix)
-        if name in renamed.values() or (name == pk and table == "CustomerProfile"):
-            raise UserError(
-                f"{table}: column {column!r} maps to the Dataverse column {name!r}, which another column already "
-                "uses; rename one of them in the configuration"
-            )
-        renamed[column] = name
-        frame[name] = _as_text(shaped[column])
-    frame = frame[[pk, *[c for c in frame.columns if c != pk]]]
-    if not frame[pk].is_monotonic_increasing:
-        frame = frame.sort_values(pk, kind="stable")
-    frame = frame.reset_index(drop=True)
-    sets = entity_sets or {}
+    keys = text.column(pk)
+    if len(keys) > 1 and not pc.all(pc.greater(keys[1:], keys[:-1])).as_py():
+        text = text.take(pc.array_sort_indices(keys))
+    text = text.combine_chunks()
     return SinkTable(
         name=table,
         logical_name=logical_table(table, prefix),
-        entity_set=sets.get(table, entity_set(table, prefix)),
+        entity_set=(entity_sets or {}).get(table, entity_set(table, prefix)),
         primary_key=pk,
-        frame=frame,
+        schema=text.schema,
+        rows=text.num_rows,
+        source=text,
     )

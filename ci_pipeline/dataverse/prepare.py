@@ -3,11 +3,24 @@ logical names. Nothing is recomputed here: the producing stage built identifiers
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from ci_pipeline import outputs
-from ci_pipeline.dataverse.naming import sink_table
-from ci_pipeline.dataverse.sink import SinkTable
+from ci_pipeline.dataverse.naming import (
+    entity_set,
+    held_sink_table,
+    logical_columns,
+    logical_table,
+    primary_key,
+    sink_table,
+    text_batch,
+)
+from ci_pipeline.dataverse.sink import BATCH_ROWS, SinkTable
+from ci_pipeline.errors import UserError
 
 
 def prepare(
@@ -24,3 +37,107 @@ def prepare(
     """
     shaped = outputs.empty_table(table) if df is None else outputs.finish(table, df)
     return sink_table(table, shaped, prefix, entity_sets)
+
+
+def prepare_stored(
+    table: str, data: ds.Dataset, prefix: str = "msdynci", entity_sets: dict[str, str] | None = None
+) -> SinkTable:
+    """:func:`prepare` for a table stored in the lake, read in batches where it can be.
+
+    A table in key order with the contract's columns and plain types (text, and timestamps where the contract has
+    them) is streamed: each call of :meth:`SinkTable.batches` reads it again, a batch at a time, so a sink holds one
+    batch of rows. CustomerProfile (ordered by the GUID of CustomerId, which the table does not store) and a table
+    out of key order are read whole as Arrow and sorted; any other table is loaded and checked like a frame, whose
+    error names what is wrong. The text is the same in every case.
+    """
+    spec = outputs.contract(table)
+    schema = data.schema
+    if not _plain(spec, schema):
+        return prepare(table, data.to_table().to_pandas(), prefix, entity_sets)
+    renamed = logical_columns(table, list(schema.names), prefix)
+    filled = list(dict.fromkeys([spec.key, *spec.identifying]))
+    in_order = _checked_in_order(table, data, spec.key, filled)
+    if table == "CustomerProfile" or not in_order:
+        rows = data.to_table()
+        if not in_order:
+            rows = rows.take(pc.array_sort_indices(rows.column(spec.key)))
+            _refuse_equal_keys(table, rows.column(spec.key), spec.key)
+        return held_sink_table(table, text_batch(table, rows, renamed, prefix), prefix, entity_sets)
+    text_schema = text_batch(table, schema.empty_table(), renamed, prefix).schema
+
+    def batches():
+        for batch in data.to_batches(batch_size=BATCH_ROWS):
+            if batch.num_rows:
+                yield text_batch(table, batch, renamed, prefix).to_batches()[0]
+
+    return SinkTable(
+        name=table,
+        logical_name=logical_table(table, prefix),
+        entity_set=(entity_sets or {}).get(table, entity_set(table, prefix)),
+        primary_key=primary_key(table, prefix),
+        schema=text_schema,
+        rows=data.count_rows(),
+        source=batches,
+    )
+
+
+#: Types besides text that :func:`~ci_pipeline.dataverse.naming.column_text` converts batch by batch.
+_CONVERTED = (pa.types.is_timestamp, pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating)
+
+
+def _plain(spec: outputs.OutputTable, schema: pa.Schema) -> bool:
+    """Whether a stored table has the contract's columns in order, timestamps where the contract has them and
+    text in its JSON columns: then :func:`ci_pipeline.outputs.finish` would change no value of it."""
+    names = list(schema.names)
+    expected = list(spec.columns) if spec.columns else ["CustomerId", *[c for c in names if c != "CustomerId"]]
+    if names != expected:
+        return False
+    for column in schema:
+        text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        if column.name in spec.timestamps and not pa.types.is_timestamp(column.type):
+            return False
+        if column.name in (*spec.json_columns, spec.key, *spec.identifying) and not text:
+            return False
+        if not (text or any(check(column.type) for check in _CONVERTED)):
+            return False
+    return True
+
+
+def _checked_in_order(table: str, data: ds.Dataset, key: str, filled: list[str]) -> bool:
+    """Refuse a missing key or identifying value (as :func:`ci_pipeline.outputs.finish` does); tell whether the keys
+    strictly increase. Reads only those columns, a batch at a time."""
+    last = None
+    in_order = True
+    seen = 0
+    for batch in data.to_batches(columns=filled, batch_size=BATCH_ROWS):
+        for column in filled:
+            values = batch.column(column)
+            if values.null_count:
+                first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+                raise UserError(
+                    f"{table}: {values.null_count} row(s) of a batch have no {column} (e.g. row {seen + first}); it "
+                    "identifies the row, so the producing stage must fill it"
+                )
+        keys = batch.column(key)
+        seen += batch.num_rows
+        if in_order and len(keys):
+            after_last = last is None or keys[0].as_py() > last
+            in_order = after_last and (len(keys) < 2 or pc.all(pc.greater(keys[1:], keys[:-1])).as_py())
+            last = keys[-1].as_py()
+    return in_order
+
+
+def _refuse_equal_keys(table: str, keys: pa.ChunkedArray, key: str) -> None:
+    """Sorted keys: equal ones are neighbours."""
+    if len(keys) < 2:
+        return
+    same = pc.equal(keys[1:], keys[:-1]).to_numpy(zero_copy_only=False)
+    if same.any():
+        duplicated = np.zeros(len(keys), dtype=bool)
+        duplicated[1:] |= same
+        duplicated[:-1] |= same
+        sample = list(dict.fromkeys(pc.filter(keys, pa.array(duplicated)).to_pylist()))[:5]
+        raise UserError(
+            f"{table}: {int(duplicated.sum())} rows share a {key} (e.g. {sample}); each row needs its own key, "
+            "fix the producing stage"
+        )

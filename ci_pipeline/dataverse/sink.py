@@ -6,26 +6,66 @@ This module knows no implementation; :mod:`ci_pipeline.dataverse.factory` picks 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pandas as pd
+import pyarrow as pa
 
 from ci_pipeline.dataverse.attachment import AttachmentClaim
+
+#: Rows handed to a sink at a time: bounds what a publish holds of a large table.
+BATCH_ROWS = 65_536
 
 
 @dataclass(frozen=True)
 class SinkTable:
-    """One output table ready for a sink: logical column names, text values, primary key first, sorted by it."""
+    """One output table ready for a sink: logical column names, every value as text, primary key first, rows in
+    increasing key order (unique keys).
+
+    The rows are either held (``source`` an Arrow table) or read again from the lake on each call of
+    :meth:`batches` (``source`` a function returning the batches), so a sink can stream a table larger than memory.
+    """
 
     name: str
     logical_name: str
     entity_set: str
     primary_key: str
-    frame: pd.DataFrame
+    #: Text columns (``pa.string()``) under their logical names, primary key first.
+    schema: pa.Schema
+    rows: int
+    source: pa.Table | Callable[[], Iterator[pa.RecordBatch]] = field(repr=False, compare=False)
 
     @property
     def columns(self) -> list[str]:
-        return list(self.frame.columns)
+        return list(self.schema.names)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows in key order, at most :data:`BATCH_ROWS` at a time."""
+        if isinstance(self.source, pa.Table):
+            yield from self.source.to_batches(max_chunksize=BATCH_ROWS)
+        else:
+            yield from self.source()
+
+    def to_arrow(self) -> pa.Table:
+        """All rows as one Arrow table."""
+        if isinstance(self.source, pa.Table):
+            return self.source
+        return pa.Table.from_batches(list(self.batches()), schema=self.schema)
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """All rows as a pandas frame of text (``string`` dtype, missing values as ``<NA>``), read once: the Web API
+        sink sends rows as JSON records."""
+        return self.to_arrow().to_pandas(types_mapper={pa.string(): pd.StringDtype()}.get)
+
+    def with_rows(self, frame: pd.DataFrame) -> SinkTable:
+        """The same table holding other rows (text columns named as :attr:`columns`, in key order)."""
+        arrow = pa.Table.from_pandas(frame, preserve_index=False).cast(self.schema)
+        return SinkTable(
+            self.name, self.logical_name, self.entity_set, self.primary_key, self.schema, arrow.num_rows, arrow
+        )
 
 
 @dataclass

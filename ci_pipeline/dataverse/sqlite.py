@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import adbc_driver_sqlite.dbapi as adbc_sqlite
 import duckdb
 import numpy as np
 import pandas as pd
@@ -26,8 +30,31 @@ def _q(name: str) -> str:
 
 #: The table holding the attachment marker row (not one of the published tables).
 MARKER_TABLE = "ci_pipeline_attachment"
-#: Rows per ``executemany`` batch: bounds the Python objects alive at once while loading a large table.
-BATCH = 50_000
+#: Publishes of one table tried when another run keeps publishing it at the same time.
+ATTEMPTS = 3
+#: The table of the load database holding the rows to write.
+LOAD_TABLE = "rows"
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What a table held when a publish read its state."""
+
+    columns: list[str]
+    fingerprints: pa.Table
+    token: tuple
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """The rows a publish loaded (new and changed) into the load database at ``path``, every row's fingerprint and
+    the keys to delete."""
+
+    path: Path
+    fingerprints: pa.Table
+    written: int
+    stale: pa.Array
+    rebuild: bool
 
 
 class SqliteSink(Sink):
@@ -119,34 +146,131 @@ class SqliteSink(Sink):
     # -- writing ------------------------------------------------------------------------------------------------
     def publish(self, table: SinkTable) -> TableResult:
         started = time.monotonic()
-        con = self._con
-        name, pk, columns = table.logical_name, table.primary_key, table.columns
-        arrow = pa.Table.from_pandas(table.frame, preserve_index=False).cast(
-            pa.schema([pa.field(c, pa.string()) for c in columns])
+        for _ in range(ATTEMPTS):
+            seen = self._read_state(table.logical_name)
+            staged = self._stage(table, seen)
+            try:
+                result = self._apply(table, seen, staged)
+            finally:
+                shutil.rmtree(staged.path.parent, ignore_errors=True)
+            if result is not None:
+                result.seconds = time.monotonic() - started
+                return result
+        raise UserError(
+            f"sink {self.path}: {table.logical_name} changed {ATTEMPTS} times while this run published it (another "
+            "run publishing into the same sink); run the publish again when the other run has finished"
         )
-        fingerprints = row_fingerprints(arrow, pk)
+
+    def _read_state(self, name: str) -> _Seen:
+        """What the table holds (its columns and fingerprints, the state brought in step first) and a token that
+        changes with every publish of it."""
+        con = self._con
         try:
             con.execute("BEGIN IMMEDIATE")
             self._resync()
-            existing = [row[1] for row in con.execute(f"PRAGMA main.table_info({_q(name)})")]
-            old = self._fingerprints(name)
-            definition = ", ".join(f"{_q(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns)
-            if existing and existing != columns:
+            seen = _Seen(self._columns(name), self._fingerprints(name), self._token(name))
+            con.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise UserError(f"sink {self.path}: reading the state of {name} failed ({exc}); check the file") from exc
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        return seen
+
+    def _columns(self, name: str) -> list[str]:
+        return [row[1] for row in self._con.execute(f"PRAGMA main.table_info({_q(name)})")]
+
+    def _token(self, name: str) -> tuple:
+        found = self._con.execute(
+            "SELECT generation, published_at, hasher, rows FROM state.table_state WHERE tbl = ?", (name,)
+        ).fetchone()
+        return (found, tuple(self._columns(name)))
+
+    def _stage(self, table: SinkTable, seen: _Seen) -> _Staged:
+        """Read the table's batches once: fingerprint each, keep the rows that are new or changed against what the
+        sink holds, and bulk-load them (Arrow into SQLite, in C) into a load database beside the sink. Only that
+        connection opens the load file while it is written: two SQLite libraries never share an open file."""
+        rebuild = bool(seen.columns) and seen.columns != table.columns
+        merge = _Merge(FINGERPRINTS.empty_table() if rebuild else seen.fingerprints)
+        hasher = duckdb.connect()
+        prints: list[pa.Table] = []
+        failure: list[BaseException] = []
+        written = 0
+
+        def changed_rows():
+            nonlocal written
+            try:
+                for batch in table.batches():
+                    # The load takes the columns by position.
+                    if batch.schema.names != table.columns:
+                        raise RuntimeError(f"{table.name}: a batch has the columns {batch.schema.names}")
+                    found = row_fingerprints(batch, table.primary_key, hasher)
+                    prints.append(found)
+                    changed = merge.changed(found)
+                    written += len(changed)
+                    if len(changed) == batch.num_rows:
+                        yield batch
+                    elif len(changed):
+                        yield batch.take(pa.array(changed))
+            except BaseException as exc:
+                # The load driver sees only that the stream broke: the cause is raised again below.
+                failure.append(exc)
+                raise
+
+        # A folder of its own per publish: steps of one run publish several tables of this sink at the same time.
+        path = Path(tempfile.mkdtemp(prefix=f"{self.path.name}-load-", dir=self.path.parent)) / "rows.sqlite"
+        try:
+            with adbc_sqlite.connect(str(path), autocommit=True) as load, load.cursor() as cursor:
+                cursor.execute("PRAGMA journal_mode=OFF")
+                cursor.execute("PRAGMA synchronous=OFF")
+                cursor.adbc_ingest(
+                    LOAD_TABLE, pa.RecordBatchReader.from_batches(table.schema, changed_rows()), mode="create"
+                )
+        except BaseException as exc:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            if failure:
+                raise failure[0] from None
+            if isinstance(exc, adbc_sqlite.Error):
+                raise UserError(
+                    f"sink {self.path}: loading the rows of {table.logical_name} into {path} failed "
+                    f"({exc}); check the free space and permissions of its folder"
+                ) from exc
+            raise
+        finally:
+            hasher.close()
+        fingerprints = pa.concat_tables(prints) if prints else FINGERPRINTS.empty_table()
+        stale = _missing(seen.fingerprints, fingerprints) if rebuild else merge.stale()
+        return _Staged(path, fingerprints, written, stale, rebuild)
+
+    def _apply(self, table: SinkTable, seen: _Seen, staged: _Staged) -> TableResult | None:
+        """In one transaction: write the staged rows, delete the stale keys, stamp the run marker and commit. None
+        (nothing written) when another publish changed the table since its state was read."""
+        con = self._con
+        name, pk, columns = table.logical_name, table.primary_key, table.columns
+        fingerprints, stale = staged.fingerprints, staged.stale
+        if staged.written:
+            con.execute("ATTACH DATABASE ? AS load", (str(staged.path),))
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            self._resync()
+            if self._token(name) != seen.token:
+                con.execute("ROLLBACK")
+                return None
+            if staged.rebuild:
                 # The column set changed (e.g. a new unified attribute): rebuild the table in this transaction;
                 # every row is written again, and the rows whose key is gone count as deleted.
                 con.execute(f"DROP TABLE main.{_q(name)}")
+            definition = ", ".join(f"{_q(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns)
             con.execute(f"CREATE TABLE IF NOT EXISTS main.{_q(name)} ({definition}) WITHOUT ROWID")
-            if existing != columns:
-                changed, stale = np.arange(arrow.num_rows), _missing(old, fingerprints)
-                deleted_by_rebuild, stale = len(stale), stale[:0]
-            else:
-                changed, stale = _compare(old, fingerprints)
-                deleted_by_rebuild = 0
-            self._write(name, pk, arrow, changed, fresh=old.num_rows == 0 or existing != columns)
-            if len(stale):
+            if staged.written:
+                con.execute(_load_sql(name, pk, columns, fresh=staged.rebuild or seen.fingerprints.num_rows == 0))
+            if len(stale) and not staged.rebuild:
                 con.executemany(f"DELETE FROM main.{_q(name)} WHERE {_q(pk)} = ?", ((k,) for k in stale.to_pylist()))
             held = int(pc.sum(fingerprints.column("bytes")).as_py() or 0)
-            self._mark(name, columns, fingerprints, held, store=len(changed) > 0 or len(stale) > 0)
+            self._mark(name, columns, fingerprints, held, store=staged.written > 0 or len(stale) > 0)
             if self.hook:
                 self.hook(table.name, "staged")
             con.execute("COMMIT")
@@ -160,37 +284,20 @@ class SqliteSink(Sink):
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
+        finally:
+            if staged.written:
+                con.execute("DETACH DATABASE load")
         if self.hook:
             self.hook(table.name, "committed")
-        rows = arrow.num_rows
+        rows = fingerprints.num_rows
         return TableResult(
             table=table.name,
             rows=rows,
-            upserted=len(changed),
-            deleted=deleted_by_rebuild + len(stale),
-            unchanged=rows - len(changed),
+            upserted=staged.written,
+            deleted=len(stale),
+            unchanged=rows - staged.written,
             bytes=held,
-            seconds=time.monotonic() - started,
         )
-
-    def _write(self, name: str, pk: str, arrow: pa.Table, changed: np.ndarray, fresh: bool) -> None:
-        """Write the rows at positions ``changed`` of ``arrow`` (inserted, or replacing the row with their key) in
-        batches converted column by column from Arrow."""
-        columns = arrow.column_names
-        cols = ", ".join(_q(c) for c in columns)
-        marks = ", ".join("?" for _ in columns)
-        if fresh:
-            # An empty table takes the rows directly: nothing to conflict with.
-            sql = f"INSERT INTO main.{_q(name)} ({cols}) VALUES ({marks})"
-        else:
-            updates = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in columns if c != pk)
-            conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-            sql = f"INSERT INTO main.{_q(name)} ({cols}) VALUES ({marks}) ON CONFLICT({_q(pk)}) {conflict}"
-        everything = len(changed) == arrow.num_rows
-        for begin in range(0, len(changed), BATCH):
-            at = changed[begin : begin + BATCH]
-            part = arrow.slice(begin, len(at)) if everything else arrow.take(pa.array(at))
-            self._con.executemany(sql, zip(*(part.column(c).to_pylist() for c in columns), strict=True))
 
     def _fingerprints(self, name: str) -> pa.Table:
         """Key, content hash and byte size of every row table ``name`` holds, from the state database."""
@@ -302,11 +409,15 @@ HASHER = f"duckdb {duckdb.__version__} hash"
 FINGERPRINTS = pa.schema([("key", pa.string()), ("hash", pa.int64()), ("bytes", pa.int64())])
 
 
-def row_fingerprints(arrow: pa.Table, key: str) -> pa.Table:
+def row_fingerprints(
+    rows: pa.Table | pa.RecordBatch, key: str, con: duckdb.DuckDBPyConnection | None = None
+) -> pa.Table:
     """Per row: its key, a 64-bit content hash of every column (NULL told apart from the empty string) and its
     size in bytes as SQLite counts it (the UTF-8 length of each non-NULL value); computed by DuckDB over the Arrow
-    table (vectorised, multi-threaded), in row order."""
-    con = duckdb.connect()
+    rows (vectorised, multi-threaded), in row order, on ``con`` when given."""
+    own = con is None
+    con = duckdb.connect() if own else con
+    arrow = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
     try:
         con.register("published", arrow)
         columns = [_q(c) for c in arrow.column_names]
@@ -315,24 +426,80 @@ def row_fingerprints(arrow: pa.Table, key: str) -> pa.Table:
             f"SELECT {_q(key)}::VARCHAR AS key, hash({', '.join(columns)}) AS hash, ({sizes})::BIGINT AS bytes "
             "FROM published"
         ).to_arrow_table()
+        con.unregister("published")
     finally:
-        con.close()
+        if own:
+            con.close()
     # The comparison goes by position: DuckDB keeps the scan's row order (preserve_insertion_order), checked here.
     if not found.column("key").equals(arrow.column(key).cast(pa.string())):
         raise RuntimeError("row fingerprints came back in another row order than the rows")
     # DuckDB's hash is unsigned; the state keeps the same 64 bits as a signed integer.
     hashes = found.column("hash").to_numpy().view(np.int64)
-    return pa.table([found.column("key"), pa.array(hashes), found.column("bytes")], schema=FINGERPRINTS)
+    return pa.table(
+        [found.column("key").cast(pa.string()), pa.array(hashes), found.column("bytes")], schema=FINGERPRINTS
+    )
 
 
-def _compare(old: pa.Table, new: pa.Table) -> tuple[np.ndarray, pa.Array]:
-    """Positions of ``new`` rows that are new or differ from ``old`` (by content hash), and the keys of ``old``
-    rows that ``new`` no longer has."""
-    position = pc.index_in(new.column("key"), value_set=old.column("key")).to_numpy(zero_copy_only=False)
-    found = ~np.isnan(position)
-    at = np.where(found, position, 0).astype(np.int64)
-    same = found & (old.column("hash").to_numpy()[at] == new.column("hash").to_numpy()) if old.num_rows else found
-    return np.flatnonzero(~same), _missing(old, new)
+class _Merge:
+    """Compares batches of new fingerprints, in increasing key order, with the held ones (sorted by key once): each
+    batch is looked up in the window of held keys up to its last key, so the work is linear in both."""
+
+    def __init__(self, held: pa.Table):
+        keys = held.column("key")
+        if len(keys) > 1 and not pc.all(pc.greater(keys[1:], keys[:-1])).as_py():
+            held = held.take(pc.array_sort_indices(keys))
+        held = held.combine_chunks()
+        self.keys = held.column("key").chunk(0) if held.num_rows else pa.array([], pa.string())
+        self.hashes = held.column("hash").to_numpy()
+        self.at = 0
+        self.last: str | None = None
+        self.gone: list[pa.Array] = []
+
+    def _after(self, key: str) -> int:
+        """The position after the last held key not above ``key`` (binary search from the cursor)."""
+        low, high = self.at, len(self.keys)
+        while low < high:
+            middle = (low + high) // 2
+            if self.keys[middle].as_py() <= key:
+                low = middle + 1
+            else:
+                high = middle
+        return low
+
+    def changed(self, new: pa.Table) -> np.ndarray:
+        """Positions of the rows of ``new`` whose key is not held or whose hash differs."""
+        keys = new.column("key")
+        if not len(keys):
+            return np.arange(0)
+        if self.last is not None and not keys[0].as_py() > self.last:
+            raise RuntimeError("rows reached the sink out of key order")
+        self.last = keys[-1].as_py()
+        end = self._after(self.last)
+        window = self.keys.slice(self.at, end - self.at)
+        position = pc.index_in(keys, value_set=window).to_numpy(zero_copy_only=False)
+        found = ~np.isnan(position)
+        at = np.where(found, position, 0).astype(np.int64) + self.at
+        same = found & (self.hashes[at] == new.column("hash").to_numpy()) if len(window) else found
+        self.gone.append(pc.filter(window, pc.invert(pc.is_in(window, value_set=keys))))
+        self.at = end
+        return np.flatnonzero(~same)
+
+    def stale(self) -> pa.Array:
+        """The held keys no batch had."""
+        rest = [*self.gone, self.keys.slice(self.at)]
+        return pa.concat_arrays([a.cast(pa.string()) for a in rest])
+
+
+def _load_sql(name: str, pk: str, columns: list[str], fresh: bool) -> str:
+    """Copy the loaded rows into the table: inserted into an empty one, else inserted or replacing the row with
+    their key."""
+    cols = ", ".join(_q(c) for c in columns)
+    sql = f"INSERT INTO main.{_q(name)} ({cols}) SELECT {cols} FROM load.{_q(LOAD_TABLE)}"
+    if fresh:
+        return sql
+    updates = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in columns if c != pk)
+    # "WHERE true" tells SQLite's parser that ON CONFLICT belongs to the INSERT, not to a join of the SELECT.
+    return f"{sql} WHERE true ON CONFLICT({_q(pk)}) " + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
 
 
 def _missing(old: pa.Table, new: pa.Table) -> pa.Array:

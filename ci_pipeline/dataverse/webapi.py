@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -634,7 +634,7 @@ class WebApiSink(Sink):
             previous = known.reindex(pd.Index(frame[pk], dtype=object)).to_numpy()
             in_dataverse = pd.Index(frame[pk], dtype=object).isin(pd.Index(existing, dtype=object))
             send = ~((previous == hashes) & in_dataverse)
-        to_send = replace(table, frame=frame[send].reset_index(drop=True))
+        to_send = table.with_rows(frame[send].reset_index(drop=True))
         rejected = self.client.upsert(to_send, stats) if len(to_send.frame) else []
         present = set(frame[pk].tolist())
         stale = [k for k in existing if k not in present]

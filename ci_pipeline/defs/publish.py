@@ -13,7 +13,7 @@ import dagster as dg
 from ci_pipeline import outputs
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.publish import ExportConfig
-from ci_pipeline.dataverse import capacity_report, logical_table, prepare
+from ci_pipeline.dataverse import capacity_report, logical_table, prepare, prepare_stored
 from ci_pipeline.defs.metadata import table_of
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import (
@@ -65,14 +65,15 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
     publish = config.publish
     kind = publish.sink.kind
     row = outputs.contract(table).row
-    ins = {"upstream": dg.AssetIn(upstream)} if upstream is not None else {}
 
     @dg.asset(
         key=sink_asset_key(table),
         group_name=GROUP,
         kinds={"sqlite" if kind == "sqlite" else "dataverse"},
         description=f"One row per {row}, published to the Dataverse sink as {logical_table(table, publish.prefix)}.",
-        ins=ins,
+        # The table is read from the lake by the sink itself, in batches where it can be (prepare_stored): loading it
+        # whole through the IO manager would hold millions of activity rows at once.
+        deps=[upstream] if upstream is not None else [],
         tags={"ci_pipeline/output_table": table},
         # The Dataverse sink crosses the network; the embedded one does not need retries.
         retry_policy=EXTERNAL_RETRY if kind == "dataverse" else None,
@@ -85,10 +86,12 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
         ],
     )
     @fail_fast
-    def _publish(
-        context: dg.AssetExecutionContext, lake: LakeResource, sink: SinkResource, **upstream_frames
-    ) -> dg.MaterializeResult:
-        prepared = prepare(table, upstream_frames.get("upstream"), publish.prefix, _entity_sets(config))
+    def _publish(context: dg.AssetExecutionContext, lake: LakeResource, sink: SinkResource) -> dg.MaterializeResult:
+        if upstream is None:
+            prepared = prepare(table, None, publish.prefix, _entity_sets(config))
+        else:
+            stored = lake.get_lake().dataset(asset_path(upstream))
+            prepared = prepare_stored(table, stored, publish.prefix, _entity_sets(config))
         with sink.open(lake, context.run_id) as opened:
             result = opened.publish(prepared)
         context.log.info(
