@@ -31,12 +31,16 @@ def test_bench_pipeline_reports_every_stage_and_reuses_the_generated_data(tmp_pa
     assert sum(s["cpu_seconds"] for s in stages.values()) <= figures["cpu_seconds"]
     peaks = [s["peak_rss_mb"] for s in stages.values()]
     assert peaks == sorted(peaks) and 0 < peaks[-1] <= figures["peak_rss_mb"]
-    assert figures["unchanged_rerun"]["seconds"] > 0
-    assert set(figures["unchanged_rerun"]["stages_seconds"]) == set(stages)
+    # The unchanged rerun recomputes nothing; the 1% append re-reads the grown tables and what depends on them.
+    unchanged, append = figures["unchanged_rerun"], figures["append_1pct"]
+    assert unchanged["seconds"] > 0 and unchanged["assets_recomputed"] == 0 and unchanged["stages_seconds"] == {}
+    assert 0 < unchanged["share_of_full"] < 1
+    assert append["rows_appended"] > 0 and 0 < append["assets_recomputed"] < figures["assets"]
+    assert {"ingest", "unify", "publish"} <= set(append["stages_seconds"]) <= set(stages)
     # The run wrote its lake and sink in a folder of its own: the cached data set holds only what was generated.
     assert not (data / "lake").exists() and not (data / "sink.sqlite").exists()
 
     assert main([*argv, "--no-rerun"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert again["generate_s"] == 0 and "unchanged_rerun" not in again
+    assert again["generate_s"] == 0 and "unchanged_rerun" not in again and "append_1pct" not in again
     assert {n: s["rows_out"] for n, s in again["stages"].items()} == {n: s["rows_out"] for n, s in stages.items()}

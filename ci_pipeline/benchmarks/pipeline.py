@@ -4,12 +4,14 @@ The data set is generated once per people count, seed and generator version (a d
 and kept in a cache folder (``--data`` names another), so repeated measurements skip generation. Each measurement
 runs in a fresh folder that links to the cached sources, so no lake or sink of an earlier run is reused. The
 ``full_refresh`` job runs in this process with a throwaway Dagster instance through the same path as
-``ci-pipeline run``; then it runs again on the same data (an unchanged rerun).
+``ci-pipeline run``; then two incremental runs follow, as ``ci-pipeline run`` does them after a successful run: one
+on the same data (an unchanged rerun), one after a 1% append (every Parquet source table of the data set gains 1%
+new rows: copies of existing rows under new keys, so new customer records and new activities).
 
 One JSON line: per stage its seconds (sum of its steps) and CPU seconds (every thread; steady on a busy machine),
 the peak RSS of the process when its last step ended, the
 rows it read from sources or upstream stages and the rows it wrote; the total seconds and peak RSS of the run; and
-the unchanged rerun's seconds and per-stage seconds.
+for each incremental run its seconds, per-stage seconds, what it recomputed and its share of the full run.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def register(subparsers) -> None:
         "--data",
         help="generated data set to use (or create) instead of the cache folder ($XDG_CACHE_HOME/ci-pipeline/bench)",
     )
-    parser.add_argument("--no-rerun", action="store_true", help="skip the unchanged rerun")
+    parser.add_argument("--no-rerun", action="store_true", help="skip the incremental runs (unchanged, 1%% append)")
     parser.set_defaults(func=run)
 
 
@@ -88,12 +90,14 @@ def run_folder(data: Path, scratch: Path) -> Path:
     return scratch / "ci_pipeline.yaml"
 
 
-def measure(config_path: Path) -> dict:
-    """Run the ``full_refresh`` job on ``config_path`` in this process and return its figures."""
+def measure(config_path: Path, incremental: bool = False) -> dict:
+    """Run the ``full_refresh`` job (or, with ``incremental``, what an incremental refresh selects) on
+    ``config_path`` in this process and return its figures (``assets``: how many assets ran)."""
     import dagster as dg
 
     from ci_pipeline.defs import STAGES, build_definitions
-    from ci_pipeline.defs.launch import choose_job, execute_as_job_run
+    from ci_pipeline.defs.launch import choose_job, execute_as_job_run, incremental_job
+    from ci_pipeline.defs.resources import LakeResource
     from ci_pipeline.orchestration import MODE_TAG
     from ci_pipeline.validation import load_checked
 
@@ -101,7 +105,18 @@ def measure(config_path: Path) -> dict:
     cpu_started = time.process_time()
     config = load_checked(config_path)
     defs = build_definitions(config)
-    job, mode = choose_job(defs, None, None)
+    if incremental:
+        job, mode, _ = incremental_job(defs, config, LakeResource.from_config(config).get_lake())
+    else:
+        job, mode = choose_job(defs, None, None)
+    if job is None:
+        return {
+            "seconds": round(time.perf_counter() - started, 2),
+            "cpu_seconds": round(time.process_time() - cpu_started, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "assets": 0,
+            "stages": {},
+        }
     graph = defs.resolve_asset_graph()
     peak_at: dict[str, int] = {}
     cpu_at: dict[str, float] = {}
@@ -132,7 +147,48 @@ def measure(config_path: Path) -> dict:
         "seconds": round(seconds, 2),
         "cpu_seconds": round(time.process_time() - cpu_started, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "assets": len(job.asset_layer.selected_asset_keys),
         "stages": stages,
+    }
+
+
+def append_rows(config_path: Path, fraction: float = 0.01) -> int:
+    """Append ``fraction`` new rows to every single-file Parquet source table of a run folder: evenly spaced copies
+    of existing rows under new primary keys (the file, a link into the cache, is replaced by a file of its own).
+    Returns the rows added."""
+    import pandas as pd
+
+    from ci_pipeline.config import load_config
+
+    config = load_config(config_path)
+    added = 0
+    for source in config.sources.values():
+        for table in source.tables.values():
+            path = Path(config.resolve_location(table.path))
+            if table.format != "parquet" or table.incremental is not None or not path.is_file():
+                continue
+            frame = pd.read_parquet(path)
+            count = max(1, round(len(frame) * fraction))
+            extra = frame.iloc[:: max(1, len(frame) // count)].head(count).copy()
+            key = extra[table.primary_key]
+            if pd.api.types.is_integer_dtype(key):
+                extra[table.primary_key] = key - key.min() + frame[table.primary_key].max() + 1
+            else:
+                extra[table.primary_key] = key.astype(str) + "-appended"
+            path.unlink()
+            pd.concat([frame, extra], ignore_index=True).to_parquet(path, index=False)
+            added += len(extra)
+    return added
+
+
+def _incremental_figures(run: dict, full: dict) -> dict:
+    return {
+        "seconds": run["seconds"],
+        "share_of_full": round(run["seconds"] / full["seconds"], 3) if full["seconds"] else None,
+        "cpu_seconds": run["cpu_seconds"],
+        "peak_rss_mb": run["peak_rss_mb"],
+        "assets_recomputed": run["assets"],
+        "stages_seconds": {name: s["seconds"] for name, s in run["stages"].items()},
     }
 
 
@@ -187,7 +243,11 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="ci-bench-pipeline-") as scratch:
         config_path = run_folder(data, Path(scratch))
         full = measure(config_path)
-        rerun = None if args.no_rerun else measure(config_path)
+        rerun = append = None
+        if not args.no_rerun:
+            rerun = measure(config_path, incremental=True)
+            appended = append_rows(config_path)
+            append = {**measure(config_path, incremental=True), "rows_appended": appended}
     figures = {
         "benchmark": "pipeline",
         "people": args.people,
@@ -196,12 +256,8 @@ def run(args) -> int:
         "generate_s": round(generate_s, 1),
         **full,
     }
-    if rerun is not None:
-        figures["unchanged_rerun"] = {
-            "seconds": rerun["seconds"],
-            "cpu_seconds": rerun["cpu_seconds"],
-            "peak_rss_mb": rerun["peak_rss_mb"],
-            "stages_seconds": {name: s["seconds"] for name, s in rerun["stages"].items()},
-        }
+    if rerun is not None and append is not None:
+        figures["unchanged_rerun"] = _incremental_figures(rerun, full)
+        figures["append_1pct"] = {**_incremental_figures(append, full), "rows_appended": append["rows_appended"]}
     print(json.dumps(figures))
     return 0

@@ -11,7 +11,8 @@ import yaml
 
 from ci_pipeline.config import load_config
 from ci_pipeline.defs import orchestration
-from ci_pipeline.defs.resources import shared_resources
+from ci_pipeline.defs.resources import LakeResource, shared_resources
+from ci_pipeline.orchestration.refresh import table_fingerprint
 
 
 def write_project(folder: Path, orchestration_section: dict | None = None, lake: dict | None = None, **paths) -> Path:
@@ -57,12 +58,18 @@ def stage_definitions(config, with_unify: bool = True, with_publish: bool = True
         },
         group_name="ingest",
     )
-    def crm_contacts():
-        return pd.DataFrame({"id": ["1", "2"]}), pd.DataFrame({"id": pd.Series([], dtype="string")})
+    def crm_contacts(lake: LakeResource):
+        # Versioned like the real ingest assets: by the fingerprint of the table's files and settings.
+        version = dg.DataVersion(table_fingerprint(lake.get_lake(), config, "crm", "contacts"))
+        yield dg.Output(pd.DataFrame({"id": ["1", "2"]}), output_name="contacts", data_version=version)
+        yield dg.Output(
+            pd.DataFrame({"id": pd.Series([], dtype="string")}), output_name="corrupt", data_version=version
+        )
 
     @dg.asset(key=["shop", "orders"], group_name="ingest")
-    def shop_orders() -> pd.DataFrame:
-        return pd.DataFrame({"id": ["o1"]})
+    def shop_orders(lake: LakeResource):
+        version = dg.DataVersion(table_fingerprint(lake.get_lake(), config, "shop", "orders"))
+        return dg.Output(pd.DataFrame({"id": ["o1"]}), data_version=version)
 
     assets = [crm_contacts, shop_orders]
     if with_unify:

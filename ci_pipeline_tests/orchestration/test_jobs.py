@@ -121,9 +121,28 @@ def test_run_a_selection_inside_a_job(cli_project, capsys):
     assert "unify/match_pairs" in out and "unify/customer_profile" not in out
 
 
+def test_run_after_a_successful_run_recomputes_only_what_changed(cli_project, capsys):
+    config = str(cli_project)
+    assert cli.main(["--config", config, "run"]) == 0
+    out = capsys.readouterr().out
+    assert "no earlier run recorded in this lake: full refresh" in out and "start shop/orders" in out
+    assert cli.main(["--config", config, "run"]) == 0
+    out = capsys.readouterr().out
+    assert "all 6 assets are up to date: nothing to run" in out and "start" not in out
+    assert (cli_project.parent / "lake" / "ci_pipeline" / "_state" / "refresh" / "_last_run.json").exists()
+    (cli_project.parent / "crm" / "contacts.csv").write_text("id,name\n1,Ann\n2,Bo\n")
+    assert cli.main(["--config", config, "run"]) == 0
+    out = capsys.readouterr().out
+    assert "5 of 6 assets to recompute: crm/contacts (source files changed)" in out
+    assert "start crm/contacts" in out and "start unify/customer_profile" in out and "shop/orders" not in out
+    assert cli.main(["--config", config, "run", "--full"]) == 0
+    assert "start shop/orders" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["--full", "--job", "ingest_crm"], "--full runs the full_refresh job; leave out --job"),
         (["--job", "nightly"], "--job nightly: no such job; the jobs of this configuration are: full_refresh"),
         (["--select", "group:nothing"], "--select 'group:nothing': selects no assets"),
         (["--job", "ingest_crm", "--select", "group:unify"], "selects no assets of job ingest_crm"),
