@@ -180,14 +180,14 @@ def pair_count(codes: np.ndarray, source: np.ndarray, link_only: bool) -> tuple[
 def _rule_pairs(codes: np.ndarray, source: np.ndarray, link_only: bool) -> np.ndarray:
     """Pair keys ``left * n + right`` (left < right) of records sharing a known code.
 
-    Records are sorted by code (stably, so positions rise within a code) and each is paired with the records
-    after it in its code: exactly the pairs wanted, where a self-merge would build every pair twice plus the
-    record with itself.
+    Records are sorted by code, positions rising within a code, and each is paired with the records after it in
+    its code: exactly the pairs wanted, where a self-merge would build every pair twice plus the record with
+    itself. The sort is of one integer per record (code and position), much faster than a stable argsort.
     """
     n = np.int64(len(codes))
     known = np.flatnonzero(codes >= 0)
-    order = known[np.argsort(codes[known], kind="stable")]
-    ranked = codes[order]
+    ordered = np.sort(codes[known] * n + known)
+    order, ranked = ordered % n, ordered // n
     starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]]) if len(order) else np.empty(0, np.int64)
     ends = np.r_[starts[1:], len(order)].astype(np.int64)
     group_end = np.repeat(ends, np.diff(np.r_[starts, len(order)]))
@@ -221,7 +221,7 @@ def block(table: Table, rules: tuple[BlockingRule, ...], max_pairs_per_rule: int
     """
     if not rules:
         raise SettingsError("blocking: no blocking rule; list at least one (for example [first_name, last_name])")
-    found, rule_of = [], []
+    found = []
     for index, rule in enumerate(rules):
         codes = rule.codes(table)
         expected, top = pair_count(codes, table.source, link_only)
@@ -233,10 +233,11 @@ def block(table: Table, rules: tuple[BlockingRule, ...], max_pairs_per_rule: int
                 "raise max_pairs_per_rule"
             )
         found.append(_rule_pairs(codes, table.source, link_only))
-        rule_of.append(np.full(len(found[-1]), index, dtype=np.int16))
-    # Rules in order: the first occurrence of a pair (a stable sort) is the first rule that found it.
-    keys, first = np.unique(np.concatenate(found), return_index=True)
-    rule_index = np.concatenate(rule_of)[first]
+    # One integer per found pair and rule; sorted, each pair's first entry holds the first rule that found it.
+    width = np.int64(len(rules))
+    tagged = np.sort(np.concatenate([f * width + i for i, f in enumerate(found)]))
+    first = tagged[np.r_[True, tagged[1:] // width != tagged[:-1] // width]] if len(tagged) else tagged
+    keys, rule_index = first // width, (first % width).astype(np.int16)
     new = np.bincount(rule_index, minlength=len(rules))
     counts = tuple(RuleCount(str(r), len(f), int(n)) for r, f, n in zip(rules, found, new, strict=True))
     return Blocked(keys // table.n, keys % table.n, rule_index, counts)

@@ -127,3 +127,26 @@ def test_pairs_are_those_of_every_two_records_sharing_a_key(link_only):
             and (not link_only or frame["src"].iloc[i] != frame["src"].iloc[j])
         ]
         assert pairs(blocked) == expected
+
+
+def test_each_pair_once_under_the_first_rule_that_finds_it():
+    """Several overlapping rules on random keys: every pair any rule finds comes out once, in order, counted
+    under the first rule (in the settings' order) that finds it, as a pair-by-pair reference says."""
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n = int(rng.integers(2, 60))
+        frame = pd.DataFrame({c: pd.array(rng.integers(0, 4, n).astype(str), dtype="string") for c in "abc"})
+        frame.loc[rng.random(n) < 0.15, "b"] = None
+        table = prepare(frame, ["a", "b", "c"])
+        specs = (["a", "b"], ["c"], ["b", "c"], ["a"])
+        blocked = block(table, rules(*specs), 10_000, link_only=False)
+        expected = {}
+        for index, spec in enumerate(specs):
+            for i in range(n):
+                for j in range(i + 1, n):
+                    values = [(frame[c].iloc[i], frame[c].iloc[j]) for c in spec]
+                    if all(pd.notna(x) and pd.notna(y) and x == y for x, y in values):
+                        expected.setdefault((i, j), index)
+        assert pairs(blocked) == sorted(expected)
+        assert blocked.rule.tolist() == [expected[p] for p in sorted(expected)]
+        assert [c.new for c in blocked.counts] == [list(expected.values()).count(i) for i in range(len(specs))]
