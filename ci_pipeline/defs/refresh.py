@@ -6,6 +6,7 @@ The rules are in :mod:`ci_pipeline.orchestration.refresh`; docs/operations.md ("
 
 from __future__ import annotations
 
+import warnings
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -67,7 +68,10 @@ def with_code_versions(part: dg.Definitions, config: ProjectConfig, sections: li
         version = table_code_version(config, *found) if found else stage_version
         return spec.replace_attributes(code_version=version)
 
-    return part.map_asset_specs(func=versioned)
+    with warnings.catch_warnings():
+        # Mapping the specs of a Definitions is a Dagster preview; its notice is not news at every load.
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return part.map_asset_specs(func=versioned)
 
 
 def refresh_nodes(graph, keys, today: str | None = None) -> dict[AssetPath, Node]:
