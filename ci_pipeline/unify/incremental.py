@@ -36,7 +36,17 @@ PAIRS_FILE = f"{STATE_DIR}/pairs.parquet"
 #: Written last: a state without it (a run killed while writing) is no state.
 META_FILE = f"{STATE_DIR}/meta.json"
 IDENTITY = ["source", "table", "key"]
-PAIR_STATE_COLUMNS = ["left", "right", "rule", "scores", "strength", "accepted", "stage", "rule_name"]
+PAIR_STATE_TYPES = {
+    "left": "int64",
+    "right": "int64",
+    "rule": "int64",
+    "scores": "string",
+    "strength": "float64",
+    "accepted": "bool",
+    "stage": "string",
+    "rule_name": "string",
+}
+PAIR_STATE_COLUMNS = list(PAIR_STATE_TYPES)
 
 
 @dataclass
@@ -320,7 +330,9 @@ def next_state(
         "records": len(kept),
         "pairs": len(pairs),
     }
-    return UnifyState(kept, pairs[PAIR_STATE_COLUMNS].reset_index(drop=True), meta)
+    # Fixed types: an empty frame of pairs must not store (and hand on) another type than a full one.
+    pairs = pairs[PAIR_STATE_COLUMNS].astype(PAIR_STATE_TYPES).reset_index(drop=True)
+    return UnifyState(kept, pairs, meta)
 
 
 def write_state(lake, state: UnifyState) -> None:

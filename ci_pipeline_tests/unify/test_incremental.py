@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
+import pytest
 from pandas.testing import assert_frame_equal
 
 import ci_pipeline
@@ -245,3 +247,53 @@ def test_a_state_of_another_format_is_not_reused():
     last = unify(config(), tables, KEYS, run_id="run")
     last.state.meta["format"] = 0
     fall_back(config(), tables, last, "another format")
+
+
+FIRST, LAST = ["Ann", "Anne", "Bob", "Rob", "Sue"], ["Lee", "Smith", "Smyth"]
+MAILS, PHONES = ["a@x.com", "b@x.com", "c@y.org", None], ["555 0100", "555 0101", "555 0102", None]
+
+
+def random_rows(rng, table: str, keys: list[str]) -> pd.DataFrame:
+    """Records drawn from small vocabularies: many shared values, so masks, blocks and guards come into play."""
+
+    def pick(values):
+        return [values[i] for i in rng.integers(0, len(values), len(keys))]
+
+    first, last = pick(FIRST), pick(LAST)
+    if table == "shop":
+        rows = {"customer_id": keys, "full_name": [f"{f} {s}" for f, s in zip(first, last, strict=True)]}
+        rows |= {"email": pick(MAILS), "phone": pick(PHONES), "address": pick(["1 Main St", None]), "town": None}
+    elif table == "crm":
+        rows = {"contact_id": keys, "first_name": first, "last_name": last, "email": pick(MAILS)}
+        rows |= {"phone": pick(PHONES), "street": None, "city": None, "modified_at": pick(["2026-01-01", "2026-02-01"])}
+    else:
+        rows = {"member_id": keys, "first_name": first, "last_name": last, "phone": pick(PHONES), "tier": "gold"}
+    return pd.DataFrame(rows).astype("string")
+
+
+def random_config():
+    rules = config().match.model_dump(mode="json")
+    rules["rules"][1]["conditions"][0]["normalize"] = ["phone", "personal_phone"]
+    rules["attach"] = [{"name": "sole", "tables": ["loyalty.members"], "max_expected_namesakes": 5}]
+    return config(match=rules, guard={"max_value_frequency": 4, "max_block_size": 5, "max_cluster_size": 4})
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_increments_unify_incrementally_as_a_full_unify_does(seed):
+    rng = np.random.default_rng(seed)
+    cfg = random_config()
+    names = {CRM: "crm", SHOP: "shop", LOYALTY: "loyalty"}
+    tables = {t: random_rows(rng, name, [f"{name}{i}" for i in range(12)]) for t, name in names.items()}
+    last = unify(cfg, tables, KEYS, run_id="run")
+    serial = 100
+    for _ in range(3):
+        for t, name in names.items():
+            frame, key = tables[t], KEYS[t]
+            kept = frame[rng.random(len(frame)) > 0.15].copy()  # deletions
+            changed = rng.random(len(kept)) < 0.15  # changes: the row drawn afresh under its key
+            kept.loc[changed] = random_rows(rng, name, list(kept.loc[changed, key])).set_index(kept.index[changed])
+            serial += 4
+            fresh = random_rows(rng, name, [f"{name}{serial + i}" for i in range(4)])
+            tables[t] = pd.concat([kept, fresh], ignore_index=True)
+        full, last = both(cfg, tables, last)
+        assert last.stats["incremental"]["incremental"]
