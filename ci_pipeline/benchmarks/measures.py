@@ -177,6 +177,8 @@ def run(args) -> int:
         nonlocal clock
         now = time.perf_counter()
         figures[f"{name}_seconds"] = round(now - clock, 2)
+        # The peak so far (it only grows): what the phases up to this one needed at most.
+        figures[f"{name}_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         clock = now
 
     with tempfile.TemporaryDirectory(prefix="ci-pipeline-bench-measures-") as folder:

@@ -158,7 +158,7 @@ class FactIndex:
 @dataclass(frozen=True)
 class StoredFacts:
     """The activity facts as a stored table (an Arrow dataset over its Parquet file), read in parts of whole
-    customers of at most about ``rows_per_part`` activity rows each."""
+    customers: as many equal ranges of customers as make about ``rows_per_part`` activity rows each."""
 
     dataset: ds.Dataset
     rows_per_part: int = ROWS_PER_PART
