@@ -10,7 +10,9 @@ sorted arrays, and the Values JSON is joined column-wise by Arrow: no Python per
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
+from scipy import sparse
 from scipy.stats import rankdata
 
 from ci_pipeline.config.enrich import AFFINITY_PROVIDERS, AffinityParams, PriorFields
@@ -34,7 +37,7 @@ DAY_NS = 86_400 * 10**9
 
 @dataclass(frozen=True)
 class AffinityModel:
-    """Own shares and group priors of every customer; :meth:`shares` gives the blended shares of any names.
+    """Own spend, spend on related names and group priors of every customer; :meth:`affinity` blends them.
 
     Attributes:
         customers: every CustomerId of the profile, sorted; rows of every per-customer array.
@@ -46,6 +49,8 @@ class AffinityModel:
         prior: groups x names: the average recency-weighted spend of customers like them.
         group_labels: a readable label per group (``Gender=f, AgeBand=35-44, PostalArea=021``).
         strength: how many such average customers' spend the prior adds.
+        related: names x names, sparse: ``related[a, b]`` is the share of a's buyers who also bought b (1 for
+            ``a == b``): how much spend on a says about b.
     """
 
     customers: pd.Index
@@ -58,40 +63,55 @@ class AffinityModel:
     prior: np.ndarray
     group_labels: np.ndarray
     strength: float
+    related: sparse.csr_matrix
+
+    @property
+    def spend(self) -> sparse.csr_matrix:
+        """customers x names, sparse: each customer's own recency-weighted spend."""
+        shape = (len(self.customers), max(len(self.names), 1))
+        return sparse.csr_matrix((self.pair_spend, (self.pair_customer, self.pair_name)), shape=shape)
 
     def own_spend(self, columns: np.ndarray) -> np.ndarray:
         """customers x ``columns``: each customer's own recency-weighted spend (0 where none)."""
-        out = np.zeros((len(self.customers), len(columns)))
-        position = np.full(len(self.names), -1)
-        position[columns] = np.arange(len(columns))
-        keep = position[self.pair_name] >= 0
-        out[self.pair_customer[keep], position[self.pair_name[keep]]] = self.pair_spend[keep]
-        return out
+        return self.spend[:, columns].toarray()
 
-    def affinity(self, columns: np.ndarray) -> np.ndarray:
-        """customers x ``columns``: own recency-weighted spend plus ``strength`` times the group prior."""
-        return self.own_spend(columns) + self.strength * self.prior[self.group][:, columns]
+    def affinity(self, columns: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+        """``rows`` of customers x ``columns``. A customer with purchases: own spend plus the expected spend (own
+        total plus ``strength`` average customers like them) spread by the names their purchases relate to. One
+        without: ``strength`` times the group prior (what customers like them spend on it)."""
+        own = self.spend[rows]
+        total = np.asarray(own.sum(axis=1)).ravel()
+        shares = sparse.diags(np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)) @ own
+        # Each name's share spread over the names its buyers also buy, normalised to sum to 1 per customer.
+        spread = np.asarray((shares @ self.related[:, columns]).todense())
+        reach = np.asarray(shares @ np.asarray(self.related.sum(axis=1)).ravel()).ravel()
+        prior = self.prior[self.group[rows]]
+        expected = total + self.strength * prior.sum(axis=1)
+        related = spread * np.divide(expected, reach, out=np.zeros_like(reach), where=reach > 0)[:, None]
+        return np.where((total > 0)[:, None], own[:, columns].toarray() + related, self.strength * prior[:, columns])
 
     def top(self) -> np.ndarray:
         """Each customer's name code with the highest affinity (ties: the first name in sort order)."""
-        prior_top = self.prior.argmax(axis=1)[self.group]
-        best = self.strength * self.prior.max(axis=1)[self.group]
-        choice = prior_top.copy()
-        if len(self.pair_spend):
-            c = self.pair_customer
-            blended = self.pair_spend + self.strength * self.prior[self.group[c], self.pair_name]
-            # The pairs are sorted by customer, then name: each customer's highest affinity comes from one
-            # maximum.reduceat, and its first pair holding it is the first such name.
-            starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
-            highest = np.maximum.reduceat(blended, starts)
-            at_max = np.flatnonzero(blended == np.repeat(highest, np.diff(np.r_[starts, len(c)])))
-            first = at_max[np.r_[True, c[at_max][1:] != c[at_max][:-1]]]
-            owner = c[first]
-            better = blended[first] > best[owner]
-            tie = (blended[first] == best[owner]) & (self.pair_name[first] < prior_top[owner])
-            take = better | tie
-            choice[owner[take]] = self.pair_name[first][take]
-        return choice
+        n, k = len(self.customers), len(self.names)
+        out = np.zeros(n, dtype=np.int64)
+        if not k:
+            return out
+        # By blocks of customers, so the customers x names affinity is never held whole.
+        step = max(1, 2**22 // k)
+        for start in range(0, n, step):
+            block = slice(start, min(start + step, n))
+            out[block] = self.affinity(np.arange(k), block).argmax(axis=1)
+        return out
+
+
+def related_names(pair_customer: np.ndarray, pair_name: np.ndarray, customers: int, k: int) -> sparse.csr_matrix:
+    """names x names: the share of each name's buyers who also bought each other name (1 on the diagonal)."""
+    bought = sparse.csr_matrix(
+        (np.ones(len(pair_name)), (pair_customer, pair_name)), shape=(customers, k), dtype=np.float64
+    )
+    both = (bought.T @ bought).tocsr()
+    buyers = both.diagonal()
+    return sparse.diags(np.divide(1.0, buyers, out=np.zeros(k), where=buyers > 0)) @ both
 
 
 def settings_from(params: Mapping, provider: str, enrichment: str = "") -> AffinityParams:
@@ -229,12 +249,15 @@ def name_sql(column: str) -> str:
     return f"NULLIF(trim(CAST(\"{column}\" AS VARCHAR), {_BLANKS}), '')"
 
 
+@contextmanager
 def _connect():
+    """A DuckDB connection of bounded memory that spills to a temporary folder of its own (not the working one)."""
     import duckdb
 
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit = '{SCAN_MEMORY}'; SET preserve_insertion_order = false")
-    return con
+    with tempfile.TemporaryDirectory(prefix="ci-affinity-") as spill, duckdb.connect() as con:
+        con.execute(f"SET memory_limit = '{SCAN_MEMORY}'; SET preserve_insertion_order = false")
+        con.execute("SET temp_directory = ?", [spill])
+        yield con
 
 
 def purchase_pairs(
@@ -372,9 +395,10 @@ def fit_affinity(
     group, prior, labels = _group_priors(
         customers, profile, settings, as_of, pairs.customer, pairs.name, pairs.spend, k
     )
+    related = related_names(pairs.customer, pairs.name, len(customers), k)
     return AffinityModel(
         customers, pairs.names, pairs.customer, pairs.name, pairs.spend, pairs.lines, group, prior, labels,
-        settings.prior_strength,
+        settings.prior_strength, related.tocsr(),
     )  # fmt: skip
 
 

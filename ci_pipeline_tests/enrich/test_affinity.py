@@ -225,3 +225,60 @@ def test_a_catalog_without_the_named_column_is_a_clear_error():
     )
     with pytest.raises(EnrichmentFailed, match=r"params.catalog: erp.products has no column maker"):
         built.enrich(inputs)
+
+
+def test_a_brand_bought_by_the_buyers_of_what_a_customer_buys_ranks_above_an_unrelated_one():
+    # Voltix buyers also buy Lumera; Ardent buyers buy nothing else. A bought Voltix, B bought Ardent, for the same
+    # amount: A is more likely to buy Lumera than B, though neither has bought it yet.
+    rows = [(f"V{i}", "Voltix", 40, "2026-05-01") for i in range(5)]
+    rows += [(f"V{i}", "Lumera", 40, "2026-05-02") for i in range(5)]
+    rows += [(f"R{i}", "Ardent", 40, "2026-05-01") for i in range(5)]
+    rows += [("A", "Voltix", 40, "2026-05-01"), ("B", "Ardent", 40, "2026-05-01")]
+    people = profile([f"V{i}" for i in range(5)] + [f"R{i}" for i in range(5)] + ["A", "B"])
+    values = values_of(run(lines(rows), people, {"chosen": ["Lumera", "Voltix", "Ardent"]}))
+    assert values["A"]["Affinity"]["Lumera"]["Score"] > values["B"]["Affinity"]["Lumera"]["Score"]
+    # What a customer bought still counts most: A's top brand is the one A bought.
+    assert values["A"]["Top"] == "Voltix" and values["B"]["Top"] == "Ardent"
+
+
+def test_the_timeline_read_as_a_parquet_dataset_gives_the_same_values_as_in_memory(tmp_path):
+    import pyarrow.dataset as ds
+
+    facts = lines(
+        [("A", "Voltix", 30, "2026-05-01"), ("A", " Lumera ", 10, "2026-06-01"), ("B", "Lumera", 5, "2026-02-01")]
+    )
+    facts = pd.concat([facts, lines([("B", "Voltix", 9, "2026-06-01")]).assign(Activity="web_sessions")])
+    facts.to_parquet(tmp_path / "facts.parquet")
+    built = build_brand({}, ProviderContext(enrichment="brands"))
+    people = profile(["A", "B", "C"])
+    from_file = built.enrich(
+        EnrichmentInputs(profiles=people, as_of=AS_OF, activity_dataset=ds.dataset(tmp_path / "facts.parquet"))
+    )
+    in_memory = run(facts, people)
+    assert values_of(from_file) == values_of(in_memory)
+    assert from_file.counts == in_memory.counts and from_file.counts["lines_used"] == 3
+    # Blanks around a name are not part of it, and lines of other activities are not purchases.
+    assert set(values_of(from_file)["A"]["Affinity"]) == {"Lumera", "Voltix"}
+
+
+def test_brand_and_interest_affinity_of_one_run_sum_the_purchase_lines_once():
+    from ci_pipeline.config.enrich import EnrichmentSpec
+    from ci_pipeline.enrich import shared_memo
+    from ci_pipeline.enrich.affinity import PurchasePairs
+
+    facts = pd.concat(
+        [lines([("A", "Voltix", 30, "2026-05-01")], "Electronics"), lines([("B", "Lumera", 30, "2026-05-01")], "Toys")]
+    )
+    memo = shared_memo(
+        {"brands": EnrichmentSpec(provider="brand_affinity"), "interests": EnrichmentSpec(provider="interest_affinity")}
+    )
+    people = profile(["A", "B"])
+    inputs = EnrichmentInputs(profiles=people, activities=facts, as_of=AS_OF, shared=memo)
+    brands = build_brand({}, ProviderContext(enrichment="brands")).enrich(inputs)
+    scans = [v for v in memo.values() if isinstance(v, dict) and v]
+    # One scan, holding the pairs of both name fields.
+    assert len(scans) == 1 and all(isinstance(p, PurchasePairs) for p in scans[0].values()) and len(scans[0]) == 2
+    interests = build_interest({}, ProviderContext(enrichment="interests")).enrich(inputs)
+    assert len([v for v in memo.values() if isinstance(v, dict) and v]) == 1
+    assert values_of(interests) == values_of(run(facts, people, provider=build_interest))
+    assert values_of(brands) == values_of(run(facts, people))

@@ -33,9 +33,13 @@ def test_customers_who_keep_buying_their_brand_are_found_better_than_by_the_base
     facts = frame.assign(Activity="order_lines", amount=20.0, category="X").astype(
         {"CustomerId": "string", "brand": "string", "Activity": "string", "category": "string"}
     )
-    profile = pd.DataFrame({"CustomerId": sorted(set(frame["CustomerId"]))}, dtype="string")
+    # Two customers who never bought: reported as their own group, beside those with history.
+    profile = pd.DataFrame({"CustomerId": [*sorted(set(frame["CustomerId"])), "NEW1", "NEW2"]}, dtype="string")
     latest = frame["ActivityTimeStamp"].max()
     report = evaluate(facts, profile, "brand_affinity", latest - pd.Timedelta(days=180), latest)
     assert report["names"] == 4 and report["positives"] > 0
+    assert report["customers_with_history"] + report["buyers_without_history"] <= 300
+    assert 0 <= report["affinity"]["auc_customers_without_history"] <= 1
+    assert report["affinity"]["auc_customers_with_history"] > report["segment_prior"]["auc_customers_with_history"]
     assert report["affinity"]["auc"] > max(report["segment_prior"]["auc"], report["last_name"]["auc"])
     assert report["auc_over_best_baseline"] > 0
