@@ -349,7 +349,8 @@ def build_timeline(
 def _batches(rows: ds.Dataset):
     """The table's rows as frames of at most ``ordered.BATCH_ROWS`` rows (one empty frame for an empty table)."""
     found = False
-    for batch in rows.to_batches(batch_size=ordered.BATCH_ROWS):
+    # One batch ahead at most: the scanner's default reads 16 batches ahead, which is most of a table at these sizes.
+    for batch in rows.to_batches(batch_size=ordered.BATCH_ROWS, batch_readahead=1, fragment_readahead=1):
         if batch.num_rows:
             found = True
             yield batch.to_pandas()
