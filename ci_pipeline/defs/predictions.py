@@ -18,14 +18,17 @@ from ci_pipeline.config.predictions import MODEL_NAMES, PredictionsConfig
 from ci_pipeline.defs import activities, unify
 from ci_pipeline.defs.metadata import counts_table, entries_table, numbers, table_of
 from ci_pipeline.defs.registry import REFRESH_TAG, JobSpec, Produced, Stage, asset_key
+from ci_pipeline.defs.resources import asset_path
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import PREDICTION_COLUMNS
 from ci_pipeline.predictions import (
     ModelRuns,
     PredictionSettings,
     StoredModel,
+    fact_columns,
     model_summary,
     prediction_table,
+    read_facts,
     scoring_cutoff,
     segment_fields,
 )
@@ -63,9 +66,16 @@ def model_path(model: str) -> str:
     return f"ci_pipeline/{GROUP}/{model}_model.pkl"
 
 
-def _runs(section: PredictionsConfig, facts: pd.DataFrame, profile: pd.DataFrame, measures) -> ModelRuns:
+def _runs(section: PredictionsConfig, lake, measures, models) -> ModelRuns:
+    """The model runs over the stored activity facts and profile, reading only the rows and columns ``models`` use."""
     settings = PredictionSettings.model_validate(section.settings())
     latest = scoring_cutoff(section.as_of, measures.as_of)
+    facts_path = asset_path(activities.STAGE.key("activity_facts"))
+    needed = fact_columns(settings, models)
+    facts = lake.read_parquet(facts_path) if needed is None else read_facts(lake.dataset(facts_path), *needed)
+    profile_set = lake.dataset(asset_path(unify.STAGE.key("customer_profile")))
+    columns = [c for c in dict.fromkeys(["CustomerId", *section.profile_fields]) if c in profile_set.schema.names]
+    profile = profile_set.to_table(columns=columns).to_pandas()
     chosen = profile if section.profile_fields else None
     return ModelRuns(settings, facts, profile["CustomerId"], chosen, latest, measures)
 
@@ -154,22 +164,21 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
         key=model_key(model),
         group_name=GROUP,
         kinds={"scikit-learn"},
-        ins={
-            "activity_facts": dg.AssetIn(key=activities.STAGE.key("activity_facts")),
-            "customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile")),
-        },
+        # Read from the lake by the columns and rows the model uses, not loaded whole.
+        deps=[activities.STAGE.key("activity_facts"), unify.STAGE.key("customer_profile")],
         required_resource_keys={"lake"},
         tags={REFRESH_TAG: "on_demand"},
         description=f"The {MODEL_NAMES[model]} model: backtested one window back, fitted at the latest cutoff and "
         "stored in the lake with its evaluation report; refreshes score with it until it is trained again.",
     )
-    def train(context: dg.AssetExecutionContext, activity_facts: pd.DataFrame, customer_profile: pd.DataFrame):
-        runs = _runs(section, activity_facts, customer_profile, measures)
+    def train(context: dg.AssetExecutionContext):
+        lake = context.resources.lake.get_lake()
         try:
+            runs = _runs(section, lake, measures, [model])
             result = runs.train(model)
         except UserError as exc:
             raise dg.Failure(description=redact(exc), allow_retries=False) from exc
-        url = store_model(context.resources.lake.get_lake(), model, result.stored, _configured(section))
+        url = store_model(lake, model, result.stored, _configured(section))
         return dg.MaterializeResult(metadata=report_metadata(result.report, url))
 
     return train
@@ -207,19 +216,20 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name="score_predictions",
         group_name=GROUP,
-        ins={
-            "activity_facts": dg.AssetIn(key=activities.STAGE.key("activity_facts")),
-            "customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile")),
-        },
         outs=outs,
         check_specs=checks,
         required_resource_keys={"lake"},
-        # When a model is trained in the same run, scoring waits for it.
-        deps=[model_key(m) for m in models],
+        # The facts and profile are read from the lake by the columns and rows the models use. When a model is
+        # trained in the same run, scoring waits for it.
+        deps=[
+            activities.STAGE.key("activity_facts"),
+            unify.STAGE.key("customer_profile"),
+            *(model_key(m) for m in models),
+        ],
     )
-    def score(context: dg.AssetExecutionContext, activity_facts: pd.DataFrame, customer_profile: pd.DataFrame):
+    def score(context: dg.AssetExecutionContext):
         lake = context.resources.lake.get_lake()
-        runs = _runs(section, activity_facts, customer_profile, measures)
+        runs = _runs(section, lake, measures, models)
         configured = _configured(section)
         scored: dict[str, pd.DataFrame] = {}
         for model in models:

@@ -5,10 +5,17 @@ Pure pandas / numpy / scipy / scikit-learn; nothing here imports dagster. See do
 
 from ci_pipeline.predictions.churn import run_churn
 from ci_pipeline.predictions.clv import run_clv
-from ci_pipeline.predictions.data import InsufficientData, lines_from_facts, purchases_from_facts, signals_from_facts
+from ci_pipeline.predictions.data import (
+    InsufficientData,
+    lines_from_facts,
+    purchases_from_facts,
+    read_facts,
+    signals_from_facts,
+)
 from ci_pipeline.predictions.published import (
     ModelRuns,
     Trained,
+    fact_columns,
     model_summary,
     prediction_table,
     scoring_cutoff,
@@ -24,10 +31,12 @@ __all__ = [
     "PredictionSettings",
     "StoredModel",
     "Trained",
+    "fact_columns",
     "lines_from_facts",
     "model_summary",
     "prediction_table",
     "purchases_from_facts",
+    "read_facts",
     "run_churn",
     "run_clv",
     "run_recommendation",

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from ci_pipeline.errors import UserError
 from ci_pipeline.predictions.settings import PurchaseSource
@@ -28,6 +30,8 @@ PURCHASE_COLUMNS = ["CustomerId", "Time", "Amount"]
 #: Columns of the product lines frame the recommender reads.
 LINE_COLUMNS = ["CustomerId", "Time", "Product"]
 DAY = pd.Timedelta(days=1)
+#: Where :func:`read_facts` keeps every activity name of the timeline when one it was asked for is missing.
+ACTIVITIES_ATTR = "activities"
 
 
 class InsufficientData(UserError):
@@ -40,7 +44,7 @@ def _activity_rows(facts: pd.DataFrame, activity: str, fields: list[str]) -> pd.
             raise UserError(f"the activity facts have no column {column}; pass the activities stage's typed facts")
     rows = facts[facts["Activity"] == activity]
     if rows.empty:
-        names = sorted(facts["Activity"].dropna().astype(str).unique())
+        names = facts.attrs.get(ACTIVITIES_ATTR) or sorted(facts["Activity"].dropna().astype(str).unique())
         raise UserError(
             f"predictions: no activity named '{activity}' on the timeline "
             f"(it has {', '.join(names) or 'none'}); set the purchase activity to one of them"
@@ -52,6 +56,32 @@ def _activity_rows(facts: pd.DataFrame, activity: str, fields: list[str]) -> pd.
             "name one of its configured semantic fields"
         )
     return rows
+
+
+def _utc(times: pd.Series):
+    """Timestamps as a UTC datetime array (``to_numpy`` of a time-zone-aware column builds an object per row)."""
+    return pd.to_datetime(times, utc=True).array
+
+
+def read_facts(dataset: ds.Dataset, activities: list[str], fields: list[str]) -> pd.DataFrame:
+    """The rows of ``activities`` from the stored activity facts, with only the columns the models read.
+
+    Columns and rows are filtered while the file is scanned, so what is held grows with the purchases, order lines
+    and signals, not with every activity on the timeline. A field the facts do not have is left out here; the
+    model that needs it then says which activity lacks which field. When an activity is missing, the message
+    lists those there are.
+    """
+    names = set(dataset.schema.names)
+    columns = [c for c in dict.fromkeys(["CustomerId", "Activity", "ActivityTimeStamp", *fields]) if c in names]
+    if "Activity" not in names:
+        return dataset.to_table(columns=columns).to_pandas()
+    table = dataset.to_table(columns=columns, filter=pc.field("Activity").isin(list(activities)))
+    frame = table.to_pandas()
+    if not set(activities) <= set(frame["Activity"].dropna().unique()):
+        # Only then is the whole Activity column read: the message of the model that needs the activity lists them.
+        every = pc.unique(dataset.to_table(columns=["Activity"])["Activity"]).drop_null().to_pylist()
+        frame.attrs[ACTIVITIES_ATTR] = sorted(str(name) for name in every)
+    return frame
 
 
 def purchases_from_facts(facts: pd.DataFrame, source: PurchaseSource) -> pd.DataFrame:
@@ -69,11 +99,10 @@ def purchases_from_facts(facts: pd.DataFrame, source: PurchaseSource) -> pd.Data
     out = pd.DataFrame(
         {
             "CustomerId": rows["CustomerId"].astype("string").to_numpy(),
-            "Time": pd.to_datetime(rows["ActivityTimeStamp"], utc=True).to_numpy(),
+            "Time": _utc(rows["ActivityTimeStamp"]),
             "Amount": amount.to_numpy(),
         }
     )
-    out["Time"] = pd.to_datetime(out["Time"], utc=True)
     return out.sort_values(["CustomerId", "Time"], kind="stable").reset_index(drop=True)
 
 
@@ -83,11 +112,10 @@ def signals_from_facts(facts: pd.DataFrame, activities: list[str]) -> pd.DataFra
     out = pd.DataFrame(
         {
             "CustomerId": rows["CustomerId"].astype("string").to_numpy(),
-            "Time": pd.to_datetime(rows["ActivityTimeStamp"], utc=True).to_numpy(),
+            "Time": _utc(rows["ActivityTimeStamp"]),
             "Activity": rows["Activity"].astype("string").to_numpy(),
         }
     )
-    out["Time"] = pd.to_datetime(out["Time"], utc=True)
     return out
 
 
@@ -99,11 +127,10 @@ def lines_from_facts(facts: pd.DataFrame, source: PurchaseSource) -> pd.DataFram
     out = pd.DataFrame(
         {
             "CustomerId": rows["CustomerId"].astype("string").to_numpy(),
-            "Time": pd.to_datetime(rows["ActivityTimeStamp"], utc=True).to_numpy(),
+            "Time": _utc(rows["ActivityTimeStamp"]),
             "Product": rows[source.product].astype("string").to_numpy(),
         }
     )
-    out["Time"] = pd.to_datetime(out["Time"], utc=True)
     out = out[out["Product"].notna() & (out["Product"].str.strip() != "")]
     return out.sort_values(["CustomerId", "Time"], kind="stable").reset_index(drop=True)
 

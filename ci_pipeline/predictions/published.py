@@ -68,6 +68,22 @@ def recommend_stored(
     return recommendation_table(index, model.products, items, scores, reasons, settings.k)
 
 
+def fact_columns(settings: PredictionSettings, models) -> tuple[list[str], list[str]] | None:
+    """(activities, fields) of the activity facts that ``models`` read; None when they read every activity (customer
+    measures as features are recomputed from all of them)."""
+    if settings.measure_fields:
+        return None
+    source = settings.purchases
+    activities, fields = [], []
+    if {"churn", "clv"} & set(models):
+        activities += [source.activity, *settings.signal_activities]
+        fields += [source.amount] + ([source.is_return] if source.is_return else [])
+    if "recommendation" in models and source.product_activity is not None:
+        activities.append(source.product_activity)
+        fields.append(source.product)
+    return list(dict.fromkeys(activities)), list(dict.fromkeys(fields))
+
+
 @dataclass(frozen=True)
 class Trained:
     """A model trained in a run: its table (scores, or recommendations), evaluation report and stored model."""

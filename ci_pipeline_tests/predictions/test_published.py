@@ -7,10 +7,21 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
+import pytest
 
+from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.rules import parse_rules
 from ci_pipeline.outputs import PREDICTION_COLUMNS
+from ci_pipeline.predictions import (
+    fact_columns,
+    lines_from_facts,
+    purchases_from_facts,
+    read_facts,
+    signals_from_facts,
+)
 from ci_pipeline.predictions.published import json_objects, prediction_table, scoring_cutoff, segment_fields
+from ci_pipeline.predictions.settings import PredictionSettings, PurchaseSource
 from ci_pipeline.segments.evaluate import SegmentEngine
 
 
@@ -126,3 +137,50 @@ def test_the_scoring_cutoff_is_the_end_of_the_configured_day():
     assert scoring_cutoff("last_purchase", dt.date(2026, 6, 30)) is None
     today = scoring_cutoff("today", None)
     assert today == pd.Timestamp(dt.datetime.now(dt.UTC).date(), tz="UTC") + pd.Timedelta(days=1)
+
+
+def timeline() -> pd.DataFrame:
+    """Activity facts of four activities, with a wide column the models never read."""
+    return pd.DataFrame(
+        {
+            "CustomerId": pd.array(["A", "A", "B", "B", "C", "C"], dtype="string"),
+            "Activity": pd.array(["orders", "order_lines", "orders", "web_sessions", "surveys", "orders"], "string"),
+            "ActivityTimeStamp": pd.to_datetime(
+                ["2026-01-02", "2026-01-02", "2026-02-03", "2026-02-01", "2026-03-01", "2026-03-04"], utc=True
+            ),
+            "amount": [10.0, None, 25.5, None, None, 7.0],
+            "is_return": pd.array([False, None, True, None, None, False], dtype="boolean"),
+            "product": pd.array([None, "mug", None, None, None, None], dtype="string"),
+            "comment": pd.array(["x" * 50] * 6, dtype="string"),
+        }
+    )
+
+
+def test_the_models_read_only_their_activities_and_fields_from_the_stored_facts(tmp_path):
+    facts = timeline()
+    facts.to_parquet(tmp_path / "facts.parquet")
+    settings = PredictionSettings(purchases=PurchaseSource(is_return="is_return"), signal_activities=["web_sessions"])
+    activities, fields = fact_columns(settings, ["churn", "clv", "recommendation"])
+    read = read_facts(ds.dataset(tmp_path / "facts.parquet"), activities, fields)
+    assert list(read.columns) == ["CustomerId", "Activity", "ActivityTimeStamp", "amount", "is_return", "product"]
+    assert sorted(read["Activity"].unique()) == ["order_lines", "orders", "web_sessions"]
+    # What the models take from it is what they take from the whole table.
+    for take in (purchases_from_facts, lines_from_facts):
+        pd.testing.assert_frame_equal(take(read, settings.purchases), take(facts, settings.purchases))
+    pd.testing.assert_frame_equal(
+        signals_from_facts(read, ["web_sessions"]), signals_from_facts(facts, ["web_sessions"])
+    )
+    # Churn alone reads no order lines; measures as features need every activity.
+    assert fact_columns(settings, ["churn"]) == (["orders", "web_sessions"], ["amount", "is_return"])
+    assert fact_columns(settings.model_copy(update={"measure_fields": ["spend"]}), ["churn"]) is None
+
+
+def test_an_activity_missing_from_the_stored_facts_is_named_with_those_there_are(tmp_path):
+    timeline().to_parquet(tmp_path / "facts.parquet")
+    settings = PredictionSettings(purchases=PurchaseSource(activity="purchases"))
+    read = read_facts(ds.dataset(tmp_path / "facts.parquet"), *fact_columns(settings, ["churn"]))
+    with pytest.raises(
+        UserError,
+        match=r"no activity named 'purchases' on the timeline \(it has order_lines, orders, surveys, web_sessions\)",
+    ):
+        purchases_from_facts(read, settings.purchases)
