@@ -390,6 +390,7 @@ def differing_outputs(a, b) -> list[str]:
         "id_change": (a.identity.id_change, b.identity.id_change),
         "state_records": (a.state.records, b.state.records),
         "state_pairs": (a.state.pairs, b.state.pairs),
+        "state_profiles": (a.state.profiles, b.state.profiles),
         **{f"dedup {'.'.join(k)}": (a.dedup[k], b.dedup[k]) for k in a.dedup},
     }
     found = [name for name, (x, y) in frames.items() if not x.equals(y)]

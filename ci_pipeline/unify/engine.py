@@ -22,7 +22,6 @@ from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
 from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
 from ci_pipeline.unify.incremental import Plan, UnifyState, next_state, plan
-from ci_pipeline.unify.merge import merge_profiles
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
 from ci_pipeline.unify.records import BASE, EARLIEST, LATEST, build_records
 from ci_pipeline.unify.text import arrow_strings, concat_strings, group_starts, join_runs, pandas_strings
@@ -224,7 +223,8 @@ def unify(
     uncomparable = matched.uncomparable
     del dedup_pairs, matched, candidates  # the candidate pairs are the largest frames of a run: free them now
     watch.lap("cluster")
-    profiles = merge_profiles(records, clustering.labels, config, primary_keys)
+    profiles = how.merge(records, clustering.labels, config, primary_keys)
+    kept.keep_clusters(clustering.labels, records["is_winner"].to_numpy(bool), profiles)
     attributes = [
         c for c in records.columns[len(BASE) :] if c not in ("filled", "key_rank", "dedup_group", "is_winner", "label")
     ]

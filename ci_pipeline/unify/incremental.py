@@ -25,6 +25,7 @@ import pandas as pd
 import ci_pipeline
 from ci_pipeline.config.unify import Condition, Rule, UnifyConfig
 from ci_pipeline.unify.compare import Prepared
+from ci_pipeline.unify.merge import merge_profiles
 from ci_pipeline.unify.normalize import STR, Normalizer
 
 #: Raised when what a state holds changes meaning: an older state is then not reused.
@@ -47,6 +48,9 @@ PAIR_STATE_TYPES = {
     "rule_name": "string",
 }
 PAIR_STATE_COLUMNS = list(PAIR_STATE_TYPES)
+#: The column of the stored profiles holding each profile's cluster label.
+LABEL = "__label__"
+PROFILES_FILE = f"{STATE_DIR}/profiles.parquet"
 
 
 @dataclass
@@ -54,13 +58,22 @@ class UnifyState:
     """What one run keeps for the next.
 
     ``records``: ``source, table, key, hash`` and one column per normalized (field, normalizations), in the run's
-    record order. ``pairs``: the dedup and match pairs (positions in ``records``). ``meta``: the fingerprint of the
-    configuration, the masks and the oversized blocks.
+    record order, then (once clustered) each record's cluster ``label`` and ``is_winner``. ``pairs``: the dedup and
+    match pairs (positions in ``records``). ``profiles``: the merged profile of each cluster (``LABEL`` column).
+    ``meta``: the fingerprint of the configuration, the masks and the oversized blocks.
     """
 
     records: pd.DataFrame
     pairs: pd.DataFrame
     meta: dict
+    profiles: pd.DataFrame | None = None
+
+    def keep_clusters(self, labels: np.ndarray, is_winner: np.ndarray, profiles: pd.DataFrame) -> None:
+        """Add what merging the next run needs: the clusters, the dedup winners and the merged profiles."""
+        self.records["label"] = labels
+        self.records["is_winner"] = is_winner
+        self.profiles = profiles.reset_index(names=LABEL)
+        self.meta["profiles"] = len(self.profiles)
 
 
 @dataclass
@@ -75,6 +88,9 @@ class Plan:
     counts: dict = field(default_factory=dict)
     #: This run's fingerprint and record hashes, for :func:`next_state`.
     meta: dict = field(default_factory=dict)
+    #: Per record, its row in the last run's state when unchanged, else -1 (incremental runs).
+    previous_row: np.ndarray | None = None
+    last: UnifyState | None = None
 
     def complete(self, stage: str, found: pd.DataFrame, ranks: np.ndarray) -> pd.DataFrame:
         """The pairs of a stage: those found this run and, incrementally, the reused ones; in one order either way
@@ -84,6 +100,31 @@ class Plan:
         left = both["left"].to_numpy(np.int64)
         order = np.lexsort([both["right"].to_numpy(), left, both["rule"].to_numpy(), ranks[left]])
         return both.iloc[order].reset_index(drop=True)
+
+    def merge(self, records: pd.DataFrame, labels: np.ndarray, config: UnifyConfig, primary_keys: dict) -> pd.DataFrame:
+        """The profiles of the clusters (see :func:`ci_pipeline.unify.merge.merge_profiles`); incrementally, a
+        cluster of the same unchanged records, with the same dedup winners, as a cluster of the last run keeps that
+        cluster's profile (a profile depends on its records alone), and only the others are merged."""
+        last = self.last
+        if not self.incremental or last is None or last.profiles is None:
+            return merge_profiles(records, labels, config, primary_keys)
+        row = self.previous_row
+        at = np.maximum(row, 0)
+        kept = (row >= 0) & (last.records["is_winner"].to_numpy(bool)[at] == records["is_winner"].to_numpy(bool))
+        before = np.where(kept, last.records["label"].to_numpy(np.int64)[at], -1)
+        grouped = pd.DataFrame({"label": labels, "before": before}).groupby("label")["before"]
+        low, high, size = grouped.min(), grouped.max(), grouped.size()
+        sizes_before = np.bincount(last.records["label"].to_numpy(np.int64), minlength=len(last.records))
+        same = (low.to_numpy() == high.to_numpy()) & (low.to_numpy() >= 0)
+        same &= size.to_numpy() == sizes_before[np.maximum(low.to_numpy(), 0)]
+        stored = last.profiles.set_index(LABEL)
+        reused = stored.loc[low.to_numpy()[same]].set_axis(pd.Index(low.index[same], name="label"))
+        fresh = ~pd.Series(same, index=low.index).reindex(labels).to_numpy()
+        self.counts["customers_reused"] = int(same.sum())
+        if not fresh.any():
+            return reused.astype("string")
+        merged = merge_profiles(records[fresh], labels[fresh], config, primary_keys)
+        return pd.concat([reused.astype("string"), merged]).sort_index()
 
     def report(self) -> dict:
         """The plan as statistics: incremental or not, why, and what was reused."""
@@ -262,7 +303,7 @@ def plan(
     kept = (left >= 0) & (right >= 0)
     reused = pairs[kept].assign(left=left[kept], right=right[kept]).reset_index(drop=True)
     counts["pairs_reused"] = int(len(reused))
-    return Plan(True, "", touched, reused, counts, meta)
+    return Plan(True, "", touched, reused, counts, meta, source, state)
 
 
 def _refusal(config: UnifyConfig, state: UnifyState, base: Normalizer, rules_method: bool) -> str:
@@ -340,6 +381,8 @@ def write_state(lake, state: UnifyState) -> None:
     lake.delete(META_FILE)
     lake.write_parquet(RECORDS_FILE, state.records)
     lake.write_parquet(PAIRS_FILE, state.pairs)
+    if state.profiles is not None:
+        lake.write_parquet(PROFILES_FILE, state.profiles)
     lake.write_bytes(META_FILE, json.dumps(state.meta).encode())
 
 
@@ -351,8 +394,13 @@ def read_state(lake) -> tuple[UnifyState | None, str]:
         meta = json.loads(lake.read_bytes(META_FILE))
         records = lake.read_parquet(RECORDS_FILE)
         pairs = lake.read_parquet(PAIRS_FILE)
+        profiles = lake.read_parquet(PROFILES_FILE) if "profiles" in meta else None
     except Exception as exc:  # any damage means a full unify, never a wrong incremental one
         return None, f"the state at {lake.url(STATE_DIR)} is unreadable ({type(exc).__name__}: {exc})"
-    if len(records) != meta.get("records") or len(pairs) != meta.get("pairs"):
+    if (
+        len(records) != meta.get("records")
+        or len(pairs) != meta.get("pairs")
+        or (profiles is not None and len(profiles) != meta["profiles"])
+    ):
         return None, f"the state at {lake.url(STATE_DIR)} is incomplete (its files do not match its meta file)"
-    return UnifyState(records, pairs, meta), ""
+    return UnifyState(records, pairs, meta, profiles), ""

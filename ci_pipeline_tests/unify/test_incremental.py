@@ -34,6 +34,7 @@ def assert_same(full, inc) -> None:
     }
     assert_frame_equal(full.state.records, inc.state.records, obj="state records")
     assert_frame_equal(full.state.pairs, inc.state.pairs, obj="state pairs")
+    assert_frame_equal(full.state.profiles, inc.state.profiles, obj="state profiles")
     assert full.state.meta == inc.state.meta
 
 
@@ -71,6 +72,8 @@ def test_a_sequence_of_increments_unifies_incrementally_as_a_full_unify_does(tmp
     assert last.stats["incremental"]["incremental"]
     assert last.stats["incremental"]["records_new"] == 2
     assert last.stats["incremental"]["pairs_reused"] > 0
+    # Bob's customer gained a record and is merged again; the customers no new record touched keep their profiles.
+    assert 0 < last.stats["incremental"]["customers_reused"] < len(last.customer_profile)
     bob = last.records.set_index("key")["CustomerId"]
     assert bob["s4"] == bob["c1"]
 
@@ -98,6 +101,7 @@ def test_a_sequence_of_increments_unifies_incrementally_as_a_full_unify_does(tmp
     full, again = both(cfg, tables, last)
     assert again.stats["incremental"]["records_unchanged"] == len(again.records)
     assert again.stats["incremental"]["pairs_reused"] == len(again.state.pairs)
+    assert again.stats["incremental"]["customers_reused"] == len(again.customer_profile)
 
 
 def test_a_dedup_winner_changes_when_a_newer_duplicate_arrives():
