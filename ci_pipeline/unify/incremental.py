@@ -78,8 +78,9 @@ class UnifyState:
 
 @dataclass
 class Plan:
-    """How this run finds its pairs: every pair (``touched`` None), or only those of touched records plus
-    ``reused`` pairs of the last run (positions of this run)."""
+    """How this run finds its pairs and merges its profiles: every pair (``touched`` None) and every profile, or
+    only the pairs of touched records plus ``reused`` pairs of the last run (positions of this run), and only the
+    profiles of customers whose records changed."""
 
     incremental: bool
     reason: str
