@@ -1,0 +1,154 @@
+"""Incremental refresh end to end on the sample: a sequence of increments applied by incremental runs, one of them
+stopped by a failing step and run again, gives every output table (lake, sink, exports) equal to full refreshes on
+the same data; unchanged tables are not read again; a deleted record that was a customer's only record removes the
+customer; an hour folder arriving after a newer one is applied by last-modified."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ci_pipeline.cli import main
+from ci_pipeline.dataverse.sqlite import SqliteSink
+
+#: Columns that name the run that wrote a row or when it ran: they differ between any two runs.
+RUN_COLUMNS = {"RunId", "RunTime"}
+#: The run's clock in a message ("is in the future (after <now>)").
+CLOCK = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d+\+00:00")
+#: An export snapshot's folder and time are those of the run that wrote it: compared by their order.
+SNAPSHOT = re.compile(r"\d{4}/\d{2}/\d{2}/\d{4}")
+STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+
+
+def _incremental_contacts(project: Path) -> None:
+    """crm.contacts in the incremental layout: FullData plus one hour of changes."""
+    path = project / "ci_pipeline.yaml"
+    config = yaml.safe_load(path.read_text())
+    table = config["sources"]["crm"]["tables"]["contacts"]
+    table["path"] = "crm/contacts"
+    table["incremental"] = {"last_modified": "modified_at"}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    (project / "crm" / "contacts" / "FullData").mkdir(parents=True)
+    (project / "crm" / "contacts.csv").rename(project / "crm" / "contacts" / "FullData" / "contacts.csv")
+
+
+def _hour(project: Path, hour: str, kind: str, text: str) -> None:
+    folder = project / "crm" / "contacts" / "IncrementalData" / hour / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "part-0.csv").write_text(text)
+
+
+def _upsert(row: pd.Series, city: str, modified: str) -> str:
+    changed = row.copy()
+    changed["city"], changed["modified_at"] = city, modified
+    return changed.to_frame().T.to_csv(index=False)
+
+
+def _run(project: Path, capsys, *extra: str) -> tuple[int, str]:
+    code = main(["--config", str(project / "ci_pipeline.yaml"), "run", *extra])
+    return code, capsys.readouterr().out
+
+
+def _outputs(project: Path) -> dict:
+    """Every stored table (sorted rows, run ids left out), the sink's content and every export file."""
+    found = {}
+    lake, here = project / "lake", project.resolve().as_posix()
+    for file in sorted((lake / "ci_pipeline").rglob("*.parquet")):
+        if "_state" in file.parts:
+            continue
+        frame = pd.read_parquet(file)
+        frame = frame.drop(columns=[c for c in frame.columns if c in RUN_COLUMNS])
+        text = frame.astype(str)
+        rows = text.sort_values(list(text.columns)).to_csv(index=False)
+        # A quarantined row names its source file by its absolute path, in this project's folder.
+        found[str(file.relative_to(lake))] = CLOCK.sub("<run time>", rows).replace(here, "<project>")
+    files = [f for f in sorted((lake / "exports").rglob("*")) if f.is_file()]
+    order = {s: f"snapshot-{i}" for i, s in enumerate(sorted({m for f in files for m in SNAPSHOT.findall(str(f))}))}
+    for file in files:
+        name = SNAPSHOT.sub(lambda m: order[m[0]], str(file.relative_to(lake)))
+        text = file.read_text(encoding="utf-8")
+        if file.suffix == ".json":
+            # model.json names the run's time and the partitions' absolute locations (in this project's folder).
+            text = STAMP.sub("<run time>", SNAPSHOT.sub(lambda m: order[m[0]], text))
+            text = text.replace(here, "<project>")
+        found[name] = sorted(text.splitlines())
+    with SqliteSink(project / "sink.sqlite") as sink:
+        found["sink"] = sink.dump()
+    return found
+
+
+def _started(out: str) -> set[str]:
+    return {a for line in out.splitlines() if "] start " in line for a in line.split("] start ", 1)[1].split(", ")}
+
+
+@pytest.mark.slow
+def test_increments_applied_incrementally_equal_full_refreshes(sample_copy, tmp_path, capsys, monkeypatch):
+    incremental = sample_copy
+    _incremental_contacts(incremental)
+    contacts = pd.read_csv(
+        incremental / "crm/contacts/FullData/contacts.csv", dtype=str, keep_default_na=False, on_bad_lines="skip"
+    )
+    moved = contacts.iloc[10]
+    _hour(incremental, "2026/01/02/12", "Upserts", _upsert(moved, "Newer Town", "01/02/2026 12:10:00"))
+    code, out = _run(incremental, capsys)
+    assert code == 0 and "no earlier run recorded in this lake: full refresh" in out
+
+    # A customer whose only record is a CRM contact (not the contact changed above).
+    identity = pd.read_parquet(incremental / "lake/ci_pipeline/unify/identity_map.parquet")
+    sizes = identity.groupby("CustomerId")["AlternateValue"].transform("size")
+    alone = identity[(sizes == 1) & (identity["DataSourceName"] == "crm")]
+    alone = alone[alone["AlternateValue"] != moved["contact_id"]].sort_values("AlternateValue").iloc[0]
+    full = tmp_path / "full"
+    shutil.copytree(incremental, full, symlinks=True)
+
+    for project in (incremental, full):
+        # An hour older than the one applied already, written later; a deletion; a changed CSV file.
+        _hour(project, "2026/01/02/09", "Upserts", _upsert(moved, "Older Town", "01/02/2026 09:10:00"))
+        _hour(project, "2026/01/02/09", "Deletes", f"contact_id\n{alone['AlternateValue']}\n")
+        surveys = project / "support" / "surveys.csv"
+        surveys.write_text(surveys.read_text().replace(",3,", ",4,", 1))
+
+    # The incremental run stops at the measures stage (as a killed run would), then runs again.
+    from ci_pipeline.defs import measures
+
+    front = measures.STAGE.front_door.__name__
+
+    def stopped(*args, **kwargs):
+        raise RuntimeError("the machine went down")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(measures, front, stopped)
+        code, out = _run(incremental, capsys)
+    assert code == 1
+    ingested = {a for a in _started(out) if a.split("/")[0] in {"crm", "ecommerce", "loyalty", "support"}}
+    assert ingested == {"crm/contacts", "crm/contacts_corrupt", "support/surveys", "support/surveys_corrupt"}
+    code, out = _run(incremental, capsys)
+    assert code == 0, out
+    rerun = _started(out)
+    assert "measures/customer_measure" in rerun and any(a.startswith("publish/") for a in rerun), rerun
+    assert not rerun & {"crm/contacts", "unify/customer_profile"}, "what the stopped run finished is not redone"
+    code, out = _run(incremental, capsys)
+    assert code == 0 and "nothing to run" in out and not _started(out)
+
+    assert _run(full, capsys, "--full")[0] == 0
+    mine, theirs = _outputs(incremental), _outputs(full)
+    assert sorted(mine) == sorted(theirs)
+    differ = [name for name in mine if mine[name] != theirs[name]]
+    assert not differ, "\n".join(differ)
+
+    # The newer change stays; the customer of the deleted record is gone, and id_change says so.
+    stored = pd.read_parquet(incremental / "lake/ci_pipeline/crm/contacts.parquet").set_index("contact_id")
+    assert stored.loc[moved["contact_id"], "city"] == "Newer Town"
+    changes = pd.read_parquet(incremental / "lake/ci_pipeline/unify/id_change.parquet")
+    gone = changes[changes["OldCustomerId"] == alone["CustomerId"]]
+    assert gone["Reason"].tolist() == ["removed"]
+    profiles = pd.read_parquet(incremental / "lake/ci_pipeline/unify/customer_profile.parquet")
+    assert alone["CustomerId"] not in set(profiles["CustomerId"])
+    with SqliteSink(incremental / "sink.sqlite") as sink:
+        published = sink.read("msdynci_customerprofile")
+    assert alone["CustomerId"] not in set(published["msdynci_customerid"])
