@@ -255,7 +255,9 @@ def _connect():
     import duckdb
 
     with tempfile.TemporaryDirectory(prefix="ci-affinity-") as spill, duckdb.connect() as con:
-        con.execute(f"SET memory_limit = '{SCAN_MEMORY}'; SET preserve_insertion_order = false")
+        con.execute(
+            f"SET memory_limit = '{SCAN_MEMORY}'; SET preserve_insertion_order = false; SET enable_progress_bar = false"
+        )
         con.execute("SET temp_directory = ?", [spill])
         yield con
 
