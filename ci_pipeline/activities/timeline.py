@@ -4,7 +4,6 @@ of one activity table at a time."""
 from __future__ import annotations
 
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,6 +296,8 @@ def write_timeline(
                 corrupt.append(bad)
                 read[name] += len(frame)
                 placed[name] += len(ok)
+        # The batches are gone: give the memory their Arrow buffers took back before DuckDB takes its share.
+        pa.default_memory_pool().release_unused()
         per_type: dict[str, int] = {}
         for name, count in placed.items():
             if count:
@@ -406,7 +407,8 @@ class _Parts:
 
     def add(self, rows: pd.DataFrame) -> None:
         """Keep a batch of placed rows, numbered after the ones before (the order ties are broken in)."""
-        self.heads.append(rows.head(1))
+        # A take, not head(): a slice of Arrow-backed columns would keep the whole batch alive.
+        self.heads.append(rows.take(range(min(1, len(rows)))))
         if rows.empty:
             return
         table = pa.Table.from_pandas(rows, preserve_index=False)
@@ -473,14 +475,11 @@ def _write_ordered(con, parts: _Parts, lake: Lake, paths: tuple[str, str]) -> tu
     facts = (
         f"SELECT {', '.join(parts.column(c) for c in FACT_COLUMNS + fields)} FROM {{parts}} ORDER BY {key}, {sequence}"
     )
-    # Both at once, each on its own cursor: while DuckDB sorts one, the other's batches are compressed and written
-    # (both release the GIL), under the one memory limit of the connection.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        jobs = [
-            pool.submit(ordered.write_sorted, con.cursor(), parts.files, query, parts.schema(sample), lake, path)
-            for query, sample, path in ((unified, unified_sample, paths[0]), (facts, facts_sample, paths[1]))
-        ]
-        return jobs[0].result(), jobs[1].result()
+    # One after the other: two sorts at once would share DuckDB's memory limit and each spill sooner.
+    return (
+        ordered.write_sorted(con, parts.files, unified, parts.schema(unified_sample), lake, paths[0]),
+        ordered.write_sorted(con, parts.files, facts, parts.schema(facts_sample), lake, paths[1]),
+    )
 
 
 def _distinct_counts(con, parts: _Parts) -> tuple[int, int]:
