@@ -183,3 +183,28 @@ def test_a_stored_profile_with_numbers_and_booleans_is_exported_with_the_bytes_o
     write_export(lake, "frame", {"CustomerProfile": outputs.finish("CustomerProfile", plain)}, stamp, rows_per_part=3)
     assert csv_files(lake, "stored") == csv_files(lake, "frame")
     assert len(csv_files(lake, "stored")) == 3
+
+
+def test_a_table_another_run_published_meanwhile_is_compared_again(tmp_path, monkeypatch):
+    path = tmp_path / "sink.sqlite"
+    ours = activities(9)
+    theirs = ours.assign(Title="theirs")
+    with SqliteSink(path) as sink:
+        sink.publish(prepare("UnifiedActivity", ours))
+    stage = SqliteSink._stage
+    interleaved = []
+
+    def other_run_publishes_first(self, table, seen):
+        if not interleaved:
+            # Between reading the state and committing, another run publishes the same table.
+            interleaved.append(None)
+            with SqliteSink(path) as other:
+                interleaved[0] = other.publish(prepare("UnifiedActivity", theirs))
+        return stage(self, table, seen)
+
+    monkeypatch.setattr(SqliteSink, "_stage", other_run_publishes_first)
+    with SqliteSink(path) as sink:
+        result = sink.publish(prepare("UnifiedActivity", ours))
+        content = sink.dump()
+    assert interleaved[0].upserted == 9 and result.upserted == 9
+    assert content == dump_of(tmp_path / "clean.sqlite", [prepare("UnifiedActivity", ours)])
