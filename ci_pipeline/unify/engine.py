@@ -197,7 +197,8 @@ def unify(
         base_dir: folder that relative override and alias files are resolved against.
         match_method: how candidate pairs across tables are found and scored (default: the configured rules).
         state: what the last run kept (:attr:`UnifyResult.state`): with it, only the pairs of new and changed
-            records are scored and the others reused, with the same result as without it (see
+            records are scored and only the customers they touch merged, the rest reused, with the same result as
+            without it (see
             :mod:`ci_pipeline.unify.incremental`; ``stats["incremental"]`` says whether it was used, and why not).
         no_state: why there is no ``state`` (reported when it is None).
 

@@ -3,14 +3,15 @@
 A run keeps, per record, its identity, a hash of its mapped values and its normalized values (before the masks that
 depend on all records), and the dedup and match pairs it scored. The next run finds new, changed and deleted records
 by identity and hash, normalizes only the new and changed ones, and scores only the pairs that involve them; the
-pairs of two unchanged records are taken from the last run. Everything after the pairs (overrides, clustering and
-its guard, attach, merge, ids) runs over the whole result, as a full run does.
+pairs of two unchanged records are taken from the last run. The overrides, clustering and its guard, attach and
+the ids run over the whole result, as a full run does; a customer whose records and dedup winners are the last
+run's keeps its stored profile, and only the others are merged.
 
-A pair of two unchanged records is the same as last run unless something that depends on all records changed:
-the values masked as too frequent or as shared by several first names, or which blocks are over the block size
-cap. Those are compared with the last run's; when they differ, the run scores every pair (a full unify) and says
-why. A changed configuration, alias map, package version or state format, or a match method other than the rules,
-is always a full unify.
+A pair of two unchanged records is the same as last run unless something that depends on all records changed for
+them: a value of theirs masked as too frequent or as shared by several first names, or their block going over the
+block size cap (or back under it). Those are compared with the last run's, and the unchanged records they concern
+are scored again with the new ones. A changed configuration, alias map, package version or state format, a match
+method other than the rules, or a missing or damaged state is always a full unify, and the run says why.
 """
 
 from __future__ import annotations
