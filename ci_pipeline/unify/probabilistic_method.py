@@ -27,6 +27,7 @@ from ci_pipeline.unify.probabilistic import (
     Model,
     Settings,
     SettingsError,
+    default_columns,
     default_settings,
     frame_of,
     normalize_records,
@@ -124,14 +125,17 @@ def train_model(config: UnifyConfig, prepared: Preparation) -> tuple[Model, list
         SettingsError: the settings are malformed or read an unmapped attribute.
         TrainingError: the fit is not sane (see :func:`ci_pipeline.unify.probabilistic.train`).
     """
-    table = model_table(config, prepared.records, prepared.prep.normalizer)
-    records = frame_of(table)
     settings = configured_settings(config)
+    mapped = mapping(config)
+    if settings is not None:
+        _check_columns(settings, mapped)
+    # Only the columns the model can read are normalized: the settings', or those the default may choose from.
+    columns = default_columns(mapped) if settings is None else settings.columns
+    table = model_table(config, prepared.records, prepared.prep.normalizer, columns)
+    records = frame_of(table)
     notes: list[str] = []
     if settings is None:
-        settings, notes = default_settings(records, mapping(config), table=table)
-    else:
-        _check_columns(settings, records)
+        settings, notes = default_settings(records, mapped, table=table)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = train(records, settings, table=table)
@@ -152,9 +156,9 @@ def train_from_tables(
     return train_model(config, prepare(config, frames, primary_keys, base_dir))
 
 
-def _check_columns(settings: Settings, records: pd.DataFrame) -> None:
+def _check_columns(settings: Settings, columns: Iterable[str]) -> None:
     try:
-        settings.check_columns(records.columns)
+        settings.check_columns(columns)
     except SettingsError as exc:
         raise SettingsError(f"unify.match.probabilistic: {exc}") from None
 

@@ -29,6 +29,7 @@ from ci_pipeline.unify.probabilistic.comparisons import (
     comparison_from_dict,
 )
 from ci_pipeline.unify.probabilistic.defaults import (
+    default_columns,
     default_settings,
     normalize_records,
     normalized_table,
@@ -62,6 +63,7 @@ __all__ = [
     "block",
     "clusters",
     "comparison_from_dict",
+    "default_columns",
     "default_settings",
     "explain_pair",
     "frame_of",

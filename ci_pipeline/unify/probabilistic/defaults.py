@@ -141,6 +141,13 @@ def _redundant(mapping: dict[str, str]) -> set[str]:
     return {"full_name"} if {"first_name", "last_name"} <= types else set()
 
 
+def default_columns(mapping: dict[str, str]) -> list[str]:
+    """The mapped columns ``default_settings`` may read: all but those whose evidence others hold (a full name
+    beside its first and last name is never compared nor blocked on), so the records need not hold them."""
+    redundant = _redundant(mapping)
+    return [c for c, t in mapping.items() if t not in redundant]
+
+
 #: Location types from the most specific; one may imply the ones after it (a street address its postal code, a
 #: postal code its city).
 LOCATION = ("street", "postal_code", "city", "state", "country")

@@ -17,6 +17,7 @@ from ci_pipeline.unify.probabilistic import (
     PostalCodeComparison,
     Settings,
     SettingsError,
+    default_columns,
     default_settings,
     frame_of,
     normalize_records,
@@ -188,3 +189,18 @@ def test_a_table_normalized_on_distinct_values_equals_the_normalized_records_pre
         assert np.array_equal(fast.column(name).counts, column.counts), name
     assert fast.column("Last").codes[2] == -1 and fast.column("First").codes[1] == -1
     pd.testing.assert_frame_equal(frame_of(fast), frame_of(slow))
+
+
+def test_the_default_reads_no_full_name_beside_first_and_last_name():
+    """A full name mapped beside first and last name is never compared nor blocked on, so training leaves it
+    unnormalized: the default chosen from records without it is the one chosen with it."""
+    raw = RAW.assign(Full=RAW["First"] + " " + RAW["Last"])
+    mapping = {**MAPPING, "Full": "full_name"}
+    assert default_columns(mapping) == list(MAPPING)
+    assert default_columns({"Full": "full_name", "Born": "birth_date"}) == ["Full", "Born"]
+    every = normalized_table(raw, mapping)
+    some = normalized_table(raw, {c: mapping[c] for c in default_columns(mapping)})
+    with_full, _ = default_settings(frame_of(every), mapping, table=every)
+    without, _ = default_settings(frame_of(some), mapping, table=some)
+    assert with_full == without
+    assert "Full" not in with_full.columns
