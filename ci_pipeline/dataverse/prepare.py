@@ -3,11 +3,14 @@ logical names. Nothing is recomputed here: the producing stage built identifiers
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from ci_pipeline import outputs
 from ci_pipeline.dataverse.naming import (
@@ -65,7 +68,7 @@ def prepare_stored(
     text_schema = text_batch(table, schema.empty_table(), renamed, prefix).schema
 
     def batches():
-        for batch in data.to_batches(batch_size=BATCH_ROWS):
+        for batch in scan(data):
             if batch.num_rows:
                 yield text_batch(table, batch, renamed, prefix).to_batches()[0]
 
@@ -82,6 +85,16 @@ def prepare_stored(
 
 #: Types besides text that :func:`~ci_pipeline.dataverse.naming.column_text` converts batch by batch.
 _CONVERTED = (pa.types.is_timestamp, pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
+
+
+def scan(data: ds.Dataset, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """The rows of a stored table in file order, :data:`BATCH_ROWS` at a time, reading one batch ahead at most: the
+    dataset scanner's read-ahead and pre-buffering hold several times more (about 800 MB instead of 300 MB for the
+    1.3M activities of 100,000 people)."""
+    for path in data.files:
+        with data.filesystem.open_input_file(path) as file:
+            parquet = pq.ParquetFile(file, pre_buffer=False)
+            yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns, use_threads=False)
 
 
 def _plain(spec: outputs.OutputTable, schema: pa.Schema) -> bool:
@@ -108,7 +121,7 @@ def _checked_in_order(table: str, data: ds.Dataset, key: str, filled: list[str])
     last = None
     in_order = True
     seen = 0
-    for batch in data.to_batches(columns=filled, batch_size=BATCH_ROWS):
+    for batch in scan(data, filled):
         for column in filled:
             values = batch.column(column)
             if values.null_count:
