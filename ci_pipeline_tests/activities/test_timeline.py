@@ -350,3 +350,20 @@ def test_the_io_manager_records_a_table_the_step_stored_and_loads_it_as_a_frame(
     assert loaded["ActivityId"].sort_values().tolist() == ["shop_orders_o1", "shop_orders_o2", "shop_orders_o3"]
     with pytest.raises(TypeError, match="stored its table at a/unified.parquet"):
         manager.handle_output(dg.build_output_context(asset_key=key), stored.unified)
+
+
+@pytest.mark.slow
+def test_a_timeline_on_an_azure_lake_reads_and_stores_its_tables_there(azure_container, tmp_path):
+    from ci_pipeline.activities import ActivitySource, write_timeline
+    from ci_pipeline.config.lake import LakeConfig
+    from ci_pipeline.lake import Lake
+
+    config = LakeConfig(url=f"abfs://{azure_container}/lake", connection_string="env:AZURE_TEST_CONNECTION")
+    lake = Lake.from_config(config, tmp_path)
+    lake.write_parquet("shop/orders.parquet", orders())
+    source = ActivitySource(ORDERS, "order_id", lake.dataset("shop/orders.parquet"))
+    stored = write_timeline({"orders": source}, alternate_key(), NOW, lake, ("a/u.parquet", "a/f.parquet"), tmp_path)
+    assert lake.find("a") == ["a/f.parquet", "a/u.parquet"]
+    expected = build_timeline({"orders": (ORDERS, orders(), "order_id")}, alternate_key(), NOW)
+    pd.testing.assert_frame_equal(lake.read_parquet(stored.unified.path), expected.unified)
+    pd.testing.assert_frame_equal(lake.read_parquet(stored.facts.path), expected.facts)
