@@ -37,7 +37,8 @@ def test_bench_pipeline_reports_every_stage_and_reuses_the_generated_data(tmp_pa
     assert 0 < unchanged["share_of_full"] < 1
     assert append["rows_appended"] > 0 and 0 < append["assets_recomputed"] < figures["assets"]
     assert {"ingest", "unify", "publish"} <= set(append["stages_seconds"]) <= set(stages)
-    # The run wrote its lake and sink in a folder of its own: the cached data set holds only what was generated.
+    # The run wrote its lake, sink and 1% append in a folder of its own: the cached data set holds only what was
+    # generated, unchanged (the next run reads as many rows as the first).
     assert not (data / "lake").exists() and not (data / "sink.sqlite").exists()
 
     assert main([*argv, "--no-rerun"]) == 0

@@ -152,10 +152,26 @@ def measure(config_path: Path, incremental: bool = False) -> dict:
     }
 
 
+def _detach(path: Path, root: Path) -> None:
+    """Make ``path`` (a file below the run folder ``root``) the run folder's own: a linked folder on its way becomes
+    a real folder of links, and a linked file is unlinked, so that writing it never changes the cached data set."""
+    current = root
+    for part in path.relative_to(root).parts[:-1]:
+        current = current / part
+        if current.is_symlink():
+            target = current.resolve()
+            current.unlink()
+            current.mkdir()
+            for entry in target.iterdir():
+                (current / entry.name).symlink_to(entry)
+    if path.is_symlink():
+        path.unlink()
+
+
 def append_rows(config_path: Path, fraction: float = 0.01) -> int:
     """Append ``fraction`` new rows to every single-file Parquet source table of a run folder: evenly spaced copies
-    of existing rows under new primary keys (the file, a link into the cache, is replaced by a file of its own).
-    Returns the rows added."""
+    of existing rows under new primary keys, written as the run folder's own file (the cached data set is left as
+    it is). Returns the rows added."""
     import pandas as pd
 
     from ci_pipeline.config import load_config
@@ -164,8 +180,11 @@ def append_rows(config_path: Path, fraction: float = 0.01) -> int:
     added = 0
     for source in config.sources.values():
         for table in source.tables.values():
-            path = Path(config.resolve_location(table.path))
-            if table.format != "parquet" or table.incremental is not None or not path.is_file():
+            # Through the run folder's links (not resolved): a table outside the run folder is left alone.
+            relative = Path(table.path)
+            path = config_path.parent / relative
+            inside = not relative.is_absolute() and ".." not in relative.parts
+            if table.format != "parquet" or table.incremental is not None or not inside or not path.is_file():
                 continue
             frame = pd.read_parquet(path)
             count = max(1, round(len(frame) * fraction))
@@ -175,7 +194,7 @@ def append_rows(config_path: Path, fraction: float = 0.01) -> int:
                 extra[table.primary_key] = key - key.min() + frame[table.primary_key].max() + 1
             else:
                 extra[table.primary_key] = key.astype(str) + "-appended"
-            path.unlink()
+            _detach(path, config_path.parent)
             pd.concat([frame, extra], ignore_index=True).to_parquet(path, index=False)
             added += len(extra)
     return added
