@@ -151,7 +151,8 @@ def test_runs_started_by_tests_stay_out_of_the_projects_run_history(runs):
     home = Path(os.environ["DAGSTER_HOME"]).resolve()
     assert not home.is_relative_to(ROOT.resolve())
     with dg.DagsterInstance.get() as instance:
-        assert len(instance.get_run_records()) >= 3
+        # Three runs of the command; the second finds nothing changed and starts no Dagster run.
+        assert len(instance.get_run_records()) >= 2
 
 
 #: Digests of every published table on the bundled sample (sink rows in key order, and each CSV export file). A
