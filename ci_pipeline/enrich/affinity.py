@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -65,7 +66,7 @@ class AffinityModel:
     strength: float
     related: sparse.csr_matrix
 
-    @property
+    @cached_property
     def spend(self) -> sparse.csr_matrix:
         """customers x names, sparse: each customer's own recency-weighted spend."""
         shape = (len(self.customers), max(len(self.names), 1))
@@ -370,12 +371,17 @@ def _split(con, index: int, raw: pd.Series, settings: AffinityParams, tables, cu
             continue
         tally["lines_after_as_of"] += int(after_n)
         tally["lines_without_name" if unnamed else "lines_used"] += int(used if not unnamed else before_n)
-    pairs = con.execute(
+    # Names are summed again only where a catalog maps several products to one name; otherwise each pair is one
+    # row already. Sorted, so that every sum over the pairs adds in the same order on every run.
+    query = (
         """SELECT code, ncode, coalesce(sum(spend), 0) AS spend, sum(bought) AS bought, sum(used) AS used
         FROM sums JOIN mapping USING (name) WHERE f = ? AND code IS NOT NULL GROUP BY code, ncode
-        ORDER BY code, ncode""",
-        [index],
-    ).fetchnumpy()
+        ORDER BY code, ncode"""
+        if _from_catalog(settings) is not None
+        else """SELECT code, ncode, coalesce(spend, 0) AS spend, bought, used
+        FROM sums JOIN mapping USING (name) WHERE f = ? AND code IS NOT NULL ORDER BY code, ncode"""
+    )
+    pairs = con.execute(query, [index]).fetchnumpy()
     con.unregister("mapping")
     code, name = pairs["code"].astype(np.int64), pairs["ncode"].astype(np.int64)
     # Names only bought after the reference date (or only with unusable values) are left out.
