@@ -16,7 +16,7 @@ from ci_pipeline.outputs import NAMESPACE
 
 #: DuckDB's working memory while it orders the parts; past it, it spills to its temporary folder. The ordering is
 #: the stage's largest state, so this bounds the stage whatever the activity count.
-MEMORY_LIMIT = "512MB"
+MEMORY_LIMIT = "1GB"
 #: Rows per batch read from an activity table and per batch written to an ordered table (one Parquet row group).
 BATCH_ROWS = 131_072
 
