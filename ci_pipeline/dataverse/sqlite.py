@@ -69,6 +69,10 @@ class SqliteSink(Sink):
     ``generation``); when they disagree (the state file lost, or a crash between the two files' commits), every
     table's state is computed again from its rows before comparing.
 
+    The rows arrive in batches (:meth:`SinkTable.batches`); the new and changed ones are bulk-loaded from Arrow by
+    the ADBC SQLite driver into a load database of their own (``<file>-load-*/``, removed after each table), then
+    copied into the table with one ``INSERT ... SELECT`` in its transaction.
+
     Args:
         path: the database file (created with its folder if missing).
         hook: called as ``hook(table, step)`` at ``"staged"`` (rows written, transaction still open) and
