@@ -61,6 +61,7 @@ def run_preview(args) -> int:
     from ci_pipeline.config import load_config
     from ci_pipeline.config.segments import SegmentsConfig
     from ci_pipeline.measures.conditions import run_date
+    from ci_pipeline.measures.facts import StoredFacts
     from ci_pipeline.segments.run import SegmentInputs, build_engine
 
     config = load_config(args.config)
@@ -89,7 +90,9 @@ def run_preview(args) -> int:
     inputs = SegmentInputs(
         profile=_read(lake, PROFILE, True),
         measures=_read(lake, VALUES, False),
-        facts=_read(lake, FACTS, False),
+        # Read in parts of whole customers when an activity condition asks, as the segments stage reads them: the
+        # activities can be far larger than memory.
+        facts=StoredFacts(lake.dataset(FACTS)) if lake.exists(FACTS) else None,
         predictions=_read(lake, PREDICTIONS, False),
     )
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 import pytest
 
@@ -9,6 +11,7 @@ from ci_pipeline import cli
 from ci_pipeline.commands import segment
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.lake import Lake
+from ci_pipeline.measures.facts import StoredFacts
 
 CONFIG = """
 lake: {url: lake}
@@ -117,3 +120,56 @@ def test_preview_errors_name_the_flag_the_user_typed(project, capsys):
     assert code == 2 and err.startswith("error: --field 'City': ")
     code, _, err = preview(project, capsys, "--field", "measure.spend", "--op", ">", "--value", "abc")
     assert code == 2 and "--value 'abc'" in err and "segments.definitions" not in err
+
+
+@dataclass(frozen=True)
+class _InPartsOfTwoRows(StoredFacts):
+    """The stored facts read as the stage reads them, in parts of a few rows, so that a tiny table has several."""
+
+    rows_per_part: int = 2
+
+
+def test_preview_reads_the_stored_facts_in_parts_of_whole_customers(project, capsys, monkeypatch):
+    config = ProjectConfig.model_validate(
+        {
+            "lake": {"url": str(project / "lake")},
+            "sources": {"shop": {"owner": "me", "tables": {"c": {"format": "csv", "path": "c", "primary_key": "id"}}}},
+            "measures": {"as_of": "2026-03-31"},
+            "segments": {
+                "definitions": {
+                    "two_visits": {"rules": [{"activity": "visits", "count": {"op": ">=", "value": 2}}]},
+                    "bought_lately": {"rules": [{"activity": "orders", "within": "30 days"}]},
+                }
+            },
+        }
+    )
+    monkeypatch.setattr("ci_pipeline.config.load_config", lambda path: config)
+    day = pd.Timestamp("2026-03-20", tz="UTC")
+    Lake.local(project / "lake").write_parquet(
+        segment.FACTS,
+        pd.DataFrame(
+            {
+                # Rows of one customer apart from each other, and of someone who is no customer (Z).
+                "CustomerId": ["C", "A", "C", "B", "A", "Z", "Z", "D", "B"],
+                "Activity": ["visits", "visits", "visits", "orders", "visits", "visits", "visits", "orders", "orders"],
+                "ActivityType": "Other",
+                "ActivityTimeStamp": [day, day, day, day, day, day, day, day - pd.Timedelta(days=60), day],
+            }
+        ),
+    )
+    read_whole = Lake.read_parquet
+
+    def refuse_the_facts(self, path, *args, **kwargs):
+        assert path != segment.FACTS, "the preview loaded every activity at once"
+        return read_whole(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Lake, "read_parquet", refuse_the_facts)
+    monkeypatch.setattr("ci_pipeline.measures.facts.StoredFacts", _InPartsOfTwoRows)
+    code, out, err = preview(project, capsys, "--segment", "two_visits")
+    assert code == 0, err
+    assert out.splitlines()[0] == "estimated size: 2 of 4 customers (50.0%)"
+    assert [line.split()[0] for line in out.splitlines()[-2:]] == ["A", "C"]
+    # The order 60 days before the run date is outside the window: only B bought lately.
+    code, out, _ = preview(project, capsys, "--segment", "bought_lately")
+    assert code == 0 and out.splitlines()[0] == "estimated size: 1 of 4 customers (25.0%)"
+    assert out.splitlines()[-1].split()[0] == "B"
