@@ -352,22 +352,23 @@ class StoredTable:
         ]
 
     def csv_parts(self, rows_per_part: int, escape: bool) -> Iterator[Part]:
-        """CSV parts of ``rows_per_part`` rows, read and written one at a time (at least one, maybe empty)."""
-        pending: list[pa.RecordBatch] = []
-        held = 0
+        """CSV parts of ``rows_per_part`` rows, one at a time (at least one, maybe empty). Each batch read is
+        written to the part's CSV text at once, so a part holds its bytes and one batch of rows, never its rows."""
+        part, rows, escaped = io.BytesIO(), 0, 0
         written = False
         for batch in self._file().iter_batches(batch_size=min(rows_per_part, BATCH_ROWS)):
-            pending.append(batch)
-            held += batch.num_rows
-            while held >= rows_per_part:
-                rows = pa.Table.from_batches(pending)
-                yield _csv_part(rows.slice(0, rows_per_part), escape)
-                written = True
-                rest = rows.slice(rows_per_part)
-                pending, held = rest.to_batches(), rest.num_rows
-        if held or not written:
-            rows = pa.Table.from_batches(pending, schema=self._file().schema_arrow)
-            yield _csv_part(rows, escape)
+            while batch.num_rows:
+                taken = batch.slice(0, rows_per_part - rows)
+                data, count, cells = _csv_part(pa.Table.from_batches([taken]), escape)
+                part.write(data)
+                rows, escaped = rows + count, escaped + cells
+                batch = batch.slice(taken.num_rows)
+                if rows == rows_per_part:
+                    yield part.getvalue(), rows, escaped
+                    part, rows, escaped = io.BytesIO(), 0, 0
+                    written = True
+        if rows or not written:
+            yield part.getvalue(), rows, escaped
 
 
 #: Rows read from a stored table at a time.
