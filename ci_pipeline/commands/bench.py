@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     for module_info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda m: m.name):
         name = module_info.name
         # The benchmark's own options (and its --help) pass through to it: see PASS_THROUGH in ci_pipeline.cli.
-        sub = names.add_parser(name, help=_summary(name), add_help=False)
+        # Spelt with hyphens like every command (`bench enrich-providers`); the module with underscores.
+        sub = names.add_parser(name.replace("_", "-"), help=_summary(name), add_help=False)
         sub.set_defaults(func=run, pass_through=[])
 
 
@@ -35,7 +36,7 @@ def _summary(name: str) -> str:
 
 def run(args) -> int:
     """Import the chosen benchmark, parse its own options and run it."""
-    module = importlib.import_module(f"{benchmarks.__name__}.{args.benchmark}")
+    module = importlib.import_module(f"{benchmarks.__name__}.{args.benchmark.replace('-', '_')}")
     parser = argparse.ArgumentParser(prog="ci-pipeline bench")
     subparsers = parser.add_subparsers(dest="benchmark", required=True)
     module.register(subparsers)
