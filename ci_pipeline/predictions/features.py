@@ -14,7 +14,8 @@ import pandas as pd
 
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.errors import UserError
-from ci_pipeline.measures.compute import FactIndex, compute_measures
+from ci_pipeline.measures.compute import compute_measures
+from ci_pipeline.measures.facts import FactIndex
 
 _NS_PER_DAY = 86_400 * 10**9
 #: The recent period whose purchase rate is compared with the customer's earlier rate.
