@@ -136,3 +136,17 @@ def test_bench_passes_its_options_to_the_benchmark_and_other_commands_refuse_unk
         [sys.executable, "-m", "ci_pipeline", "validate", "--bogus"], capture_output=True, text=True
     )
     assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
+
+
+def test_bench_lists_the_runnable_benchmarks_each_with_its_whole_summary():
+    from ci_pipeline.cli import build_parser
+
+    bench = next(
+        action
+        for action in build_parser()._subparsers._group_actions[0].choices["bench"]._subparsers._group_actions
+        if action.dest == "benchmark"
+    )
+    assert "splink-side" not in bench.choices  # run by `bench unify --compare-splink` in a child process
+    assert {"enrich-providers", "pipeline", "unify"} <= set(bench.choices)
+    summaries = {choice.dest: choice.help for choice in bench._choices_actions}
+    assert summaries["enrich"].endswith("first-party enrichments' speed and memory")

@@ -21,16 +21,27 @@ def register(subparsers) -> None:
     names = parser.add_subparsers(dest="benchmark", metavar="NAME", required=True)
     for module_info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda m: m.name):
         name = module_info.name
+        tree = _module_tree(name)
+        if not _registers(tree):  # a helper of a benchmark (e.g. one run in a child process), not one to call
+            continue
         # The benchmark's own options (and its --help) pass through to it: see PASS_THROUGH in ci_pipeline.cli.
         # Spelt with hyphens like every command (`bench enrich-providers`); the module with underscores.
-        sub = names.add_parser(name.replace("_", "-"), help=_summary(name), add_help=False)
+        sub = names.add_parser(name.replace("_", "-"), help=_summary(tree), add_help=False)
         sub.set_defaults(func=run, pass_through=[])
 
 
-def _summary(name: str) -> str:
-    """The benchmark's docstring after its usage: "`ci-pipeline bench x ...`: what it measures." -> "what it ..."."""
-    source = (Path(benchmarks.__path__[0]) / f"{name}.py").read_text(encoding="utf-8")
-    first = (ast.get_docstring(ast.parse(source)) or "").split("\n")[0]
+def _module_tree(name: str) -> ast.Module:
+    return ast.parse((Path(benchmarks.__path__[0]) / f"{name}.py").read_text(encoding="utf-8"))
+
+
+def _registers(tree: ast.Module) -> bool:
+    return any(isinstance(node, ast.FunctionDef) and node.name == "register" for node in tree.body)
+
+
+def _summary(tree: ast.Module) -> str:
+    """The first paragraph of the benchmark's docstring after its usage: "`ci-pipeline bench x ...`: what it
+    measures." -> "what it measures"."""
+    first = " ".join((ast.get_docstring(tree) or "").split("\n\n")[0].split())
     return first.split("`: ", 1)[-1].rstrip(".")
 
 
