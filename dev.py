@@ -170,7 +170,10 @@ def main(argv: list[str]) -> int:
         initialised = subprocess.run([str(BIN / "ci-pipeline"), "init"], cwd=ROOT, env=env).returncode
         if initialised != 0:
             return initialised
-        return subprocess.run([str(BIN / "ci-pipeline"), "run", *argv[1:]], cwd=ROOT, env=env).returncode
+        # The whole pipeline every time this command is given (`ci-pipeline run` alone recomputes only what changed
+        # since its last run); extra arguments choose otherwise.
+        args = argv[1:] or ["--full"]
+        return subprocess.run([str(BIN / "ci-pipeline"), "run", *args], cwd=ROOT, env=env).returncode
     services = test_services()
     # The tests keep their runs out of the user's run history: each test session makes its own Dagster home.
     env = {**dagster_env(None), **services}

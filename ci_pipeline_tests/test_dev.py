@@ -96,3 +96,20 @@ def test_test_services_say_what_is_missing_and_how_to_install_it(dev, tmp_path, 
     message = str(exc.value)
     assert "chromium (the browser of the UI test)" in message and "postgresql (" in message
     assert "sudo apt-get install -y chromium postgresql" in message and "needs no root once" in message
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"), [(["run"], ["--full"]), (["run", "--job", "unify_only"], ["--job", "unify_only"])]
+)
+def test_the_first_command_runs_the_whole_pipeline_each_time_unless_told_otherwise(
+    dev, tmp_path, monkeypatch, argv, expected
+):
+    class Done:
+        returncode = 0
+
+    calls = []
+    monkeypatch.setattr(dev, "python_env", lambda: None)
+    monkeypatch.setattr(dev, "dagster_env", lambda home: {})
+    monkeypatch.setattr(dev.subprocess, "run", lambda args, **kwargs: calls.append(args[1:]) or Done())
+    assert dev.main(argv) == 0
+    assert calls == [["init"], ["run", *expected]]
