@@ -193,18 +193,8 @@ class Lake:
         """
         full = self.path(relative)
         if self.protocol == "file":
-            folder = posixpath.dirname(full)
-            os.makedirs(folder, exist_ok=True)
-            tmp = posixpath.join(folder, f".{posixpath.basename(full)}.{uuid.uuid4().hex}.tmp")
-            try:
-                with open(tmp, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, full)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+            with self.writing(relative) as tmp, open(tmp, "wb") as handle:
+                handle.write(data)
             return full
         self._call("write", relative, lambda: self.fs.pipe_file(full, data))
         return full
