@@ -319,6 +319,20 @@ def test_the_guid_in_sql_is_the_contract_guid():
     assert [g for (g,) in found] == unified_activity_guids(ids["ActivityId"]).tolist()
 
 
+def test_the_guid_in_sql_sets_the_variant_from_every_digest_digit():
+    import duckdb
+
+    from ci_pipeline.activities.ordered import unified_activity_guid_sql
+    from ci_pipeline.outputs import unified_activity_guids
+
+    ids = pd.DataFrame({"ActivityId": [f"shop_orders_{n}" for n in range(400)]})
+    digest, text = unified_activity_guid_sql('"ActivityId"', "h")
+    found = duckdb.sql(f"SELECT {text}, substr(h, 17, 1) FROM (SELECT {digest} AS h FROM ids)").fetchall()
+    # Every value of the digit the variant is taken from occurs, so each entry of the lookup is checked.
+    assert {d for _, d in found} == set("0123456789abcdef")
+    assert [g for g, _ in found] == unified_activity_guids(ids["ActivityId"]).tolist()
+
+
 def test_an_empty_timeline_stores_empty_tables_with_the_columns(tmp_path):
     stored, lake = write({"orders": (ORDERS, orders().iloc[:0], "order_id")}, tmp_path)
     unified = lake.read_parquet(stored.unified.path)
