@@ -49,7 +49,7 @@ def run(args) -> int:
     print(f"  configuration: {config_path}\n")
     # The same command as `ci-pipeline run --config <file>`, in this process.
     status = run_command.run(
-        argparse.Namespace(config=str(config_path), select=None, job=None, list=False, log_level="WARNING")
+        argparse.Namespace(config=str(config_path), select=None, job=None, full=True, list=False, log_level="WARNING")
     )
     config = load_config(str(config_path))
     lake = Lake.from_config(config.lake, config.base_dir)
