@@ -77,7 +77,8 @@ def unified_activity_guid_sql(activity_id: str, digest: str) -> tuple[str, str]:
     sha1 = f"sha1('{prefix}'::BLOB || encode('UnifiedActivity|' || {activity_id}))"
     h = digest
     variant = f"substr('{'89ab' * 4}', strpos('0123456789abcdef', substr({h}, 17, 1)), 1)"
-    # One concat builds each GUID once; a chain of || builds every intermediate string (a third of the GUID's cost).
+    # One concat builds each GUID once; a chain of || builds every intermediate string (a quarter of the
+    # expression's CPU time).
     text = (
         f"concat(substr({h}, 1, 8), '-', substr({h}, 9, 4), '-5', substr({h}, 14, 3), '-', "
         f"{variant}, substr({h}, 18, 3), '-', substr({h}, 21, 12))"
