@@ -110,7 +110,7 @@ def test_only_changed_rows_are_written_across_batches_and_the_result_equals_a_cl
     assert (second.rows, second.upserted, second.deleted, second.unchanged) == (23, 3 + 6, 3, 14)
     assert (again.upserted, again.deleted, again.unchanged) == (0, 0, 23)
     assert content == dump_of(tmp_path / "clean.sqlite", [prepare("UnifiedActivity", after)])
-    assert not list(tmp_path.glob("sink.sqlite-load-*")), "the staged rows are removed after each table"
+    assert not list(tmp_path.glob("sink.sqlite-load-*")), "the load database is removed after each table"
 
 
 def test_new_and_changed_rows_are_kept_as_arrow_and_loaded_into_the_sink_itself(tmp_path, small_batches):
@@ -224,13 +224,10 @@ def test_a_table_another_run_published_meanwhile_is_compared_again(tmp_path, mon
 
     def other_run_publishes_first(self, table, seen):
         if not interleaved:
-            # Between reading the state and committing, another run publishes the same table. A run is a process
-            # of its own: this sink lets go of the file meanwhile, as two SQLite libraries must not share it.
+            # Between reading the state and committing, another run publishes the same table.
             interleaved.append(None)
-            self.close()
             with SqliteSink(path) as other:
                 interleaved[0] = other.publish(prepare("UnifiedActivity", theirs))
-            SqliteSink.__init__(self, path)
         return stage(self, table, seen)
 
     monkeypatch.setattr(SqliteSink, "_stage", other_run_publishes_first)
