@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import shutil
@@ -33,8 +32,8 @@ def _q(name: str) -> str:
 MARKER_TABLE = "ci_pipeline_attachment"
 #: Publishes of one table tried when another run keeps publishing it at the same time.
 ATTEMPTS = 3
-#: The temporary table an upsert loads the new and changed rows into before merging them by key.
-LOAD_TABLE = "ci_pipeline_rows"
+#: The table of the load database holding the rows to write.
+LOAD_TABLE = "rows"
 
 
 @dataclass(frozen=True)
@@ -48,8 +47,8 @@ class _Seen:
 
 @dataclass(frozen=True)
 class _Staged:
-    """The rows a publish will write (new and changed), kept as an Arrow IPC file at ``path``, every row's
-    fingerprint and the keys to delete."""
+    """The rows a publish loaded (new and changed) into the load database at ``path``, every row's fingerprint and
+    the keys to delete."""
 
     path: Path
     fingerprints: pa.Table
@@ -70,13 +69,9 @@ class SqliteSink(Sink):
     ``generation``); when they disagree (the state file lost, or a crash between the two files' commits), every
     table's state is computed again from its rows before comparing.
 
-    The rows arrive in batches (:meth:`SinkTable.batches`); the new and changed ones are kept in an Arrow IPC file
-    (``<file>-load-*/``, removed after each table) while the table is read, then bulk-loaded from it by the ADBC
-    SQLite driver straight into the sink in the table's transaction: appended to a new or emptied table, else loaded
-    into a temporary table and merged by key with one ``INSERT ... ON CONFLICT``. The driver brings its own SQLite
-    library, and two SQLite libraries must never hold the same file open in one process (closing one's handle drops
-    the other's POSIX locks), so the sink's ``sqlite3`` connection is closed while the driver writes and opened again
-    after: in one process, publish into a sink file through one :class:`SqliteSink` at a time.
+    The rows arrive in batches (:meth:`SinkTable.batches`); the new and changed ones are bulk-loaded from Arrow by
+    the ADBC SQLite driver into a load database of their own (``<file>-load-*/``, removed after each table), then
+    copied into the table with one ``INSERT ... SELECT`` in its transaction.
 
     Args:
         path: the database file (created with its folder if missing).
@@ -90,7 +85,13 @@ class SqliteSink(Sink):
         self.hook = hook
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = self._connect(sqlite3.connect(self.path, isolation_level=None, timeout=60))
+            self._con = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+            self._con.execute("ATTACH DATABASE ? AS state", (str(self.state_path),))
+            for schema in ("main", "state"):
+                self._con.execute(f"PRAGMA {schema}.journal_mode=WAL")
+                self._con.execute(f"PRAGMA {schema}.synchronous=NORMAL")
+            self._con.execute("PRAGMA temp_store=MEMORY")
+            self._con.execute("PRAGMA cache_size=-65536")
             self._con.execute(
                 "CREATE TABLE IF NOT EXISTS state.table_state (tbl TEXT PRIMARY KEY, columns TEXT, rows INTEGER, "
                 "bytes INTEGER, generation INTEGER, published_at TEXT, hasher TEXT, fingerprints BLOB)"
@@ -100,17 +101,6 @@ class SqliteSink(Sink):
                 f"sink {self.path}: cannot open the SQLite database or its state file {self.state_path.name} "
                 f"({exc}); check publish.sink.path"
             ) from exc
-
-    def _connect(self, con):
-        """``con`` (a ``sqlite3`` or :class:`_AdbcConnection` one) with the state attached and the settings every
-        connection to the sink uses."""
-        con.execute("ATTACH DATABASE ? AS state", (str(self.state_path),))
-        for schema in ("main", "state"):
-            con.execute(f"PRAGMA {schema}.journal_mode=WAL")
-            con.execute(f"PRAGMA {schema}.synchronous=NORMAL")
-        con.execute("PRAGMA temp_store=MEMORY")
-        con.execute("PRAGMA cache_size=-65536")
-        return con
 
     def close(self) -> None:
         self._con.close()
@@ -205,7 +195,8 @@ class SqliteSink(Sink):
 
     def _stage(self, table: SinkTable, seen: _Seen) -> _Staged:
         """Read the table's batches once: fingerprint each, keep the rows that are new or changed against what the
-        sink holds in an Arrow IPC file beside the sink (bounded memory, written at copying speed)."""
+        sink holds, and bulk-load them (Arrow into SQLite, in C) into a load database beside the sink. Only that
+        connection opens the load file while it is written: two SQLite libraries never share an open file."""
         rebuild = bool(seen.columns) and seen.columns != table.columns
         merge = _Merge(FINGERPRINTS.empty_table() if rebuild else seen.fingerprints)
         hasher = duckdb.connect()
@@ -217,6 +208,7 @@ class SqliteSink(Sink):
             nonlocal written
             try:
                 for batch in table.batches():
+                    # The load takes the columns by position.
                     if batch.schema.names != table.columns:
                         raise RuntimeError(f"{table.name}: a batch has the columns {batch.schema.names}")
                     found = row_fingerprints(batch, table.primary_key, hasher)
@@ -228,21 +220,26 @@ class SqliteSink(Sink):
                     elif len(changed):
                         yield batch.take(pa.array(changed))
             except BaseException as exc:
-                # Told apart from a failure to write the file: reading the table's rows failed.
+                # The load driver sees only that the stream broke: the cause is raised again below.
                 failure.append(exc)
                 raise
 
         # A folder of its own per publish: steps of one run publish several tables of this sink at the same time.
-        path = Path(tempfile.mkdtemp(prefix=f"{self.path.name}-load-", dir=self.path.parent)) / "rows.arrow"
+        path = Path(tempfile.mkdtemp(prefix=f"{self.path.name}-load-", dir=self.path.parent)) / "rows.sqlite"
         try:
-            with pa.OSFile(str(path), "wb") as file, pa.ipc.new_file(file, table.schema) as writer:
-                for rows in changed_rows():
-                    writer.write_batch(rows)
+            with adbc_sqlite.connect(str(path), autocommit=True) as load, load.cursor() as cursor:
+                cursor.execute("PRAGMA journal_mode=OFF")
+                cursor.execute("PRAGMA synchronous=OFF")
+                cursor.adbc_ingest(
+                    LOAD_TABLE, pa.RecordBatchReader.from_batches(table.schema, changed_rows()), mode="create"
+                )
         except BaseException as exc:
             shutil.rmtree(path.parent, ignore_errors=True)
-            if isinstance(exc, OSError) and not failure:
+            if failure:
+                raise failure[0] from None
+            if isinstance(exc, adbc_sqlite.Error):
                 raise UserError(
-                    f"sink {self.path}: keeping the new and changed rows of {table.logical_name} in {path} failed "
+                    f"sink {self.path}: loading the rows of {table.logical_name} into {path} failed "
                     f"({exc}); check the free space and permissions of its folder"
                 ) from exc
             raise
@@ -254,26 +251,12 @@ class SqliteSink(Sink):
 
     def _apply(self, table: SinkTable, seen: _Seen, staged: _Staged) -> TableResult | None:
         """In one transaction: write the staged rows, delete the stale keys, stamp the run marker and commit. None
-        (nothing written) when another publish changed the table since its state was read. Rows are written on a
-        connection of the ADBC driver, the sink's own closed meanwhile; a publish that writes no row keeps it."""
-        if not staged.written:
-            return self._write(table, seen, staged)
-        self._con.close()
-        try:
-            self._con = self._connect(_AdbcConnection(self.path))
-        except (OSError, adbc_sqlite.Error) as exc:
-            self._con = self._connect(sqlite3.connect(self.path, isolation_level=None, timeout=60))
-            raise UserError(f"sink {self.path}: cannot open it to publish {table.logical_name} ({exc})") from exc
-        try:
-            return self._write(table, seen, staged)
-        finally:
-            self._con.close()
-            self._con = self._connect(sqlite3.connect(self.path, isolation_level=None, timeout=60))
-
-    def _write(self, table: SinkTable, seen: _Seen, staged: _Staged) -> TableResult | None:
+        (nothing written) when another publish changed the table since its state was read."""
         con = self._con
         name, pk, columns = table.logical_name, table.primary_key, table.columns
         fingerprints, stale = staged.fingerprints, staged.stale
+        if staged.written:
+            con.execute("ATTACH DATABASE ? AS load", (str(staged.path),))
         try:
             con.execute("BEGIN IMMEDIATE")
             self._resync()
@@ -287,22 +270,27 @@ class SqliteSink(Sink):
             definition = ", ".join(f"{_q(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns)
             con.execute(f"CREATE TABLE IF NOT EXISTS main.{_q(name)} ({definition}) WITHOUT ROWID")
             if staged.written:
-                self._load(table, staged, fresh=staged.rebuild or seen.fingerprints.num_rows == 0)
+                con.execute(_load_sql(name, pk, columns, fresh=staged.rebuild or seen.fingerprints.num_rows == 0))
             if len(stale) and not staged.rebuild:
-                con.executemany(f"DELETE FROM main.{_q(name)} WHERE {_q(pk)} = ?", [(k,) for k in stale.to_pylist()])
+                con.executemany(f"DELETE FROM main.{_q(name)} WHERE {_q(pk)} = ?", ((k,) for k in stale.to_pylist()))
             held = int(pc.sum(fingerprints.column("bytes")).as_py() or 0)
             self._mark(name, columns, fingerprints, held, store=staged.written > 0 or len(stale) > 0)
             if self.hook:
                 self.hook(table.name, "staged")
             con.execute("COMMIT")
-        except (sqlite3.Error, adbc_sqlite.Error) as exc:
-            con.rollback()
+        except sqlite3.Error as exc:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
             raise UserError(
                 f"sink {self.path}: publishing {name} failed ({exc}); nothing of {name} was changed"
             ) from exc
         except BaseException:
-            con.rollback()
+            if con.in_transaction:
+                con.execute("ROLLBACK")
             raise
+        finally:
+            if staged.written:
+                con.execute("DETACH DATABASE load")
         if self.hook:
             self.hook(table.name, "committed")
         rows = fingerprints.num_rows
@@ -314,22 +302,6 @@ class SqliteSink(Sink):
             unchanged=rows - staged.written,
             bytes=held,
         )
-
-    def _load(self, table: SinkTable, staged: _Staged, fresh: bool) -> None:
-        """Inside the open transaction: bulk-load the staged rows (Arrow into SQLite, in C), appended to the table
-        when it was empty, else merged by key through a temporary table."""
-        with pa.memory_map(str(staged.path)) as source:
-            stored = pa.ipc.open_file(source)
-            rows = pa.RecordBatchReader.from_batches(
-                table.schema, (stored.get_batch(i) for i in range(stored.num_record_batches))
-            )
-            if fresh:
-                self._con.ingest(table.logical_name, rows, temporary=False)
-                return
-            self._con.execute(f"DROP TABLE IF EXISTS temp.{_q(LOAD_TABLE)}")
-            self._con.ingest(LOAD_TABLE, rows, temporary=True)
-        self._con.execute(_load_sql(table.logical_name, table.primary_key, table.columns))
-        self._con.execute(f"DROP TABLE temp.{_q(LOAD_TABLE)}")
 
     def _fingerprints(self, name: str) -> pa.Table:
         """Key, content hash and byte size of every row table ``name`` holds, from the state database."""
@@ -522,15 +494,16 @@ class _Merge:
         return pa.concat_arrays([a.cast(pa.string()) for a in rest])
 
 
-def _load_sql(name: str, pk: str, columns: list[str]) -> str:
-    """Merge the loaded rows into the table: inserted, or replacing the row with their key."""
+def _load_sql(name: str, pk: str, columns: list[str], fresh: bool) -> str:
+    """Copy the loaded rows into the table: inserted into an empty one, else inserted or replacing the row with
+    their key."""
     cols = ", ".join(_q(c) for c in columns)
+    sql = f"INSERT INTO main.{_q(name)} ({cols}) SELECT {cols} FROM load.{_q(LOAD_TABLE)}"
+    if fresh:
+        return sql
     updates = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in columns if c != pk)
     # "WHERE true" tells SQLite's parser that ON CONFLICT belongs to the INSERT, not to a join of the SELECT.
-    return (
-        f"INSERT INTO main.{_q(name)} ({cols}) SELECT {cols} FROM temp.{_q(LOAD_TABLE)} WHERE true "
-        f"ON CONFLICT({_q(pk)}) " + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
-    )
+    return f"{sql} WHERE true ON CONFLICT({_q(pk)}) " + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
 
 
 def _missing(old: pa.Table, new: pa.Table) -> pa.Array:
@@ -544,37 +517,3 @@ def _blob(fingerprints: pa.Table) -> bytes:
     with pa.ipc.new_stream(sink, fingerprints.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
         writer.write_table(fingerprints)
     return sink.getvalue().to_pybytes()
-
-
-class _AdbcConnection:
-    """The calls the sink makes on a ``sqlite3`` connection (``execute``, ``executemany``, ``close``), on a
-    connection of the ADBC SQLite driver, plus its bulk load from Arrow (:meth:`ingest`)."""
-
-    def __init__(self, path: Path):
-        self._con = adbc_sqlite.connect(str(path), autocommit=True)
-        self._cursor = self._con.cursor()
-        # As sqlite3.connect(timeout=60): wait for another publish's transaction rather than fail at once.
-        self._cursor.execute("PRAGMA busy_timeout = 60000")
-
-    def execute(self, sql: str, parameters: tuple = ()):
-        """Run one statement; the cursor (its rows fetched with ``fetchone``/``fetchall`` or by iterating)."""
-        self._cursor.execute(sql, parameters or None)
-        return self._cursor
-
-    def executemany(self, sql: str, rows: list[tuple]) -> None:
-        """Run one statement for each row of parameters."""
-        self._cursor.executemany(sql, rows)
-
-    def ingest(self, name: str, rows: pa.RecordBatchReader, temporary: bool) -> None:
-        """Append ``rows`` to table ``name`` (a new temporary table when ``temporary``) in the open transaction."""
-        self._cursor.adbc_ingest(name, rows, mode="create" if temporary else "append", temporary=temporary)
-
-    def rollback(self) -> None:
-        """End the open transaction, if any, without its changes."""
-        # An error means no transaction was open: the failure came before BEGIN, or SQLite already rolled it back.
-        with contextlib.suppress(adbc_sqlite.Error):
-            self._cursor.execute("ROLLBACK")
-
-    def close(self) -> None:
-        self._cursor.close()
-        self._con.close()

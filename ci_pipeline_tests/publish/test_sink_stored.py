@@ -113,34 +113,6 @@ def test_only_changed_rows_are_written_across_batches_and_the_result_equals_a_cl
     assert not list(tmp_path.glob("sink.sqlite-load-*")), "the load database is removed after each table"
 
 
-def test_new_and_changed_rows_are_kept_as_arrow_and_loaded_into_the_sink_itself(tmp_path, small_batches):
-    # No load database beside the sink: while the table's transaction is open, only the Arrow file of the rows to
-    # write is there, holding exactly the new and changed rows.
-    lake = Lake.local(tmp_path / "lake")
-    path = tmp_path / "sink.sqlite"
-    after = activities(11)
-    after.loc[after["ActivityId"] == "shop_orders_2", "Title"] = "changed"
-    after = after[after["ActivityId"] != "shop_orders_4"]
-    seen = {}
-
-    def look(table, step):
-        if step == "staged" and table == "UnifiedActivity":
-            files = sorted(p.name for p in tmp_path.glob("sink.sqlite-load-*/*"))
-            staged = pa.ipc.open_file(pa.memory_map(str(next(tmp_path.glob("sink.sqlite-load-*/rows.arrow")))))
-            seen.update(files=files, ids=sorted(staged.read_all().column("msdynci_activityid").to_pylist()))
-
-    with SqliteSink(path) as sink:
-        sink.publish(prepare_stored("UnifiedActivity", store(lake, "v1.parquet", activities(9))))
-    with SqliteSink(path, hook=look) as sink:
-        result = sink.publish(prepare_stored("UnifiedActivity", store(lake, "v2.parquet", after)))
-        content = sink.dump()
-    assert seen["files"] == ["rows.arrow"]
-    assert seen["ids"] == ["shop_orders_10", "shop_orders_2", "shop_orders_9"]
-    assert (result.upserted, result.deleted, result.unchanged) == (3, 1, 7)
-    assert content == dump_of(tmp_path / "clean.sqlite", [prepare("UnifiedActivity", after)])
-    assert not list(tmp_path.glob("sink.sqlite-load-*"))
-
-
 def test_a_stored_table_missing_an_identifying_value_is_refused_and_changes_nothing(tmp_path, small_batches):
     lake = Lake.local(tmp_path / "lake")
     table = activities(9)
