@@ -287,6 +287,19 @@ def contract(table: str) -> OutputTable:
     return OUTPUT_TABLES[table]
 
 
+def in_contract_order(spec: OutputTable, schema: pa.Schema) -> bool:
+    """Whether a stored table's columns are the contract's, in its order (CustomerId first for tables whose columns
+    the configuration decides)."""
+    names = list(schema.names)
+    expected = list(spec.columns) if spec.columns else ["CustomerId", *[c for c in names if c != "CustomerId"]]
+    return names == expected
+
+
+def is_text(data_type: pa.DataType) -> bool:
+    """Whether an Arrow column type holds text."""
+    return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
+
+
 def _require(df: pd.DataFrame, table: str, columns) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:

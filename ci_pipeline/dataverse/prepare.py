@@ -100,12 +100,10 @@ def scan(data: ds.Dataset, columns: list[str] | None = None) -> Iterator[pa.Reco
 def _plain(spec: outputs.OutputTable, schema: pa.Schema) -> bool:
     """Whether a stored table has the contract's columns in order, timestamps where the contract has them and
     text in its JSON columns: then :func:`ci_pipeline.outputs.finish` would change no value of it."""
-    names = list(schema.names)
-    expected = list(spec.columns) if spec.columns else ["CustomerId", *[c for c in names if c != "CustomerId"]]
-    if names != expected:
+    if not outputs.in_contract_order(spec, schema):
         return False
     for column in schema:
-        text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        text = outputs.is_text(column.type)
         if column.name in spec.timestamps and not pa.types.is_timestamp(column.type):
             return False
         if column.name in (*spec.json_columns, spec.key, *spec.identifying) and not text:

@@ -289,12 +289,10 @@ class StoredTable:
         of them)."""
         spec = outputs.contract(table)
         schema = self._file().schema_arrow
-        names = list(schema.names)
-        expected = list(spec.columns) if spec.columns else ["CustomerId", *[c for c in names if c != "CustomerId"]]
-        if names != expected:
+        if not outputs.in_contract_order(spec, schema):
             return False
         for column in schema:
-            text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+            text = outputs.is_text(column.type)
             if pa.types.is_timestamp(column.type):
                 if column.name not in spec.timestamps:
                     return False
