@@ -37,9 +37,11 @@ from ci_pipeline.enrich.provider import (
     EnrichmentFailed,
     EnrichmentInputs,
     EnrichmentResult,
+    arrow_strings,
     empty_values,
     enrichment_name,
     params_path,
+    value_records,
 )
 from ci_pipeline.errors import UserError
 
@@ -404,12 +406,6 @@ def _column(profiles: pd.DataFrame, column: str) -> pd.Series:
     return profiles[column].astype("string")
 
 
-def arrow_strings(values: pd.Series) -> pa.Array:
-    """``values`` as one Arrow large-string array (missing values null), for the Arrow compute kernels."""
-    array = pa.array(values.astype("string"), type=pa.large_string())
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-
-
 def _clean(values: pd.Series) -> pd.Series:
     """Trimmed, single-spaced (any Unicode space), upper case; empty strings are missing. Arrow kernels."""
     text = pc.replace_substring_regex(arrow_strings(values), r"[\s\p{Z}]+", " ")
@@ -446,14 +442,6 @@ def _one_line(out: pd.DataFrame) -> pd.Series:
         line = line + (part.astype("string") + ", ").fillna("")
     line = line.str.removesuffix(", ")
     return line.mask(line == "").astype("string")
-
-
-def value_records(values: pd.DataFrame) -> list[dict]:
-    """One dict per row, missing values as None (JSON null); built from column lists, which is many times faster
-    than ``DataFrame.to_dict`` on a million rows."""
-    keys = list(values.columns)
-    columns = [values[k].to_numpy(dtype=object, na_value=None).tolist() for k in keys]
-    return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def _type(params: Mapping, where: str) -> str:

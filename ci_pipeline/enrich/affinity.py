@@ -72,10 +72,6 @@ class AffinityModel:
         shape = (len(self.customers), max(len(self.names), 1))
         return sparse.csr_matrix((self.pair_spend, (self.pair_customer, self.pair_name)), shape=shape)
 
-    def own_spend(self, columns: np.ndarray) -> np.ndarray:
-        """customers x ``columns``: each customer's own recency-weighted spend (0 where none)."""
-        return self.spend[:, columns].toarray()
-
     def affinity(self, columns: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
         """``rows`` of customers x ``columns``. A customer with purchases: own spend plus the expected spend (own
         total plus ``strength`` average customers like them) spread by the names their purchases relate to. One

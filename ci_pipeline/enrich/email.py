@@ -27,14 +27,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ci_pipeline.enrich.address import arrow_strings, value_records
 from ci_pipeline.enrich.provider import (
     EnrichmentFailed,
     EnrichmentInputs,
     EnrichmentResult,
+    arrow_strings,
     empty_values,
     enrichment_name,
     params_path,
+    value_records,
 )
 
 if TYPE_CHECKING:

@@ -40,8 +40,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ci_pipeline import redact
-from ci_pipeline.enrich.address import value_records
-from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs, EnrichmentResult, empty_values
+from ci_pipeline.enrich.provider import (
+    EnrichmentFailed,
+    EnrichmentInputs,
+    EnrichmentResult,
+    empty_values,
+    value_records,
+)
 from ci_pipeline.errors import UserError
 
 if TYPE_CHECKING:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -257,9 +256,3 @@ def latest_cutoff(latest, frame: pd.DataFrame, model: str) -> pd.Timestamp:
     if frame.empty:
         raise InsufficientData(f"{model}: there are no purchases")
     return as_utc(frame["Time"].max())
-
-
-def customer_codes(customers: pd.Series) -> pd.Index:
-    """The sorted unique customer ids (the row order of every per-customer frame)."""
-    values = pd.Series(customers, dtype="string").dropna().unique()
-    return pd.Index(np.sort(np.asarray(values, dtype=object)), dtype="string", name="CustomerId")
