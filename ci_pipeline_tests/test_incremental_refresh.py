@@ -20,7 +20,7 @@ from ci_pipeline.dataverse.sqlite import SqliteSink
 RUN_COLUMNS = {"RunId", "RunTime"}
 #: The run's clock in a message ("is in the future (after <now>)").
 CLOCK = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d+\+00:00")
-#: An export snapshot's folder and time are those of the run that wrote it: compared by their order.
+#: An export snapshot's folder and time are those of the run that wrote it.
 SNAPSHOT = re.compile(r"\d{4}/\d{2}/\d{2}/\d{4}")
 STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 
@@ -68,13 +68,18 @@ def _outputs(project: Path) -> dict:
         # A quarantined row names its source file by its absolute path, in this project's folder.
         found[str(file.relative_to(lake))] = CLOCK.sub("<run time>", rows).replace(here, "<project>")
     files = [f for f in sorted((lake / "exports").rglob("*")) if f.is_file()]
-    order = {s: f"snapshot-{i}" for i, s in enumerate(sorted({m for f in files for m in SNAPSHOT.findall(str(f))}))}
+    # Runs in the same minute share a snapshot folder, so how many older snapshots a lake keeps depends on the
+    # clock: the latest snapshot (the one model.json points at) is what the two lakes must agree on.
+    latest = max(m for f in files for m in SNAPSHOT.findall(str(f)))
     for file in files:
-        name = SNAPSHOT.sub(lambda m: order[m[0]], str(file.relative_to(lake)))
+        stamps = SNAPSHOT.findall(str(file.relative_to(lake)))
+        if stamps and stamps[0] != latest:
+            continue
+        name = SNAPSHOT.sub("<latest snapshot>", str(file.relative_to(lake)))
         text = file.read_text(encoding="utf-8")
         if file.suffix == ".json":
             # model.json names the run's time and the partitions' absolute locations (in this project's folder).
-            text = STAMP.sub("<run time>", SNAPSHOT.sub(lambda m: order[m[0]], text))
+            text = STAMP.sub("<run time>", SNAPSHOT.sub("<latest snapshot>", text))
             text = text.replace(here, "<project>")
         found[name] = sorted(text.splitlines())
     with SqliteSink(project / "sink.sqlite") as sink:
