@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from ci_pipeline.benchmarks.enrich import _mean_auc, evaluate
+from ci_pipeline.benchmarks.enrich import _mean_auc, evaluate, known_at
 
 
 def test_the_mean_auc_is_the_average_of_each_columns_auc_with_ties_counting_half():
@@ -43,3 +43,33 @@ def test_customers_who_keep_buying_their_brand_are_found_better_than_by_the_base
     assert report["affinity"]["auc_customers_with_history"] > report["segment_prior"]["auc_customers_with_history"]
     assert report["affinity"]["auc"] > max(report["segment_prior"]["auc"], report["last_name"]["auc"])
     assert report["auc_over_best_baseline"] > 0
+
+
+def test_the_evaluated_customers_are_those_that_exist_at_the_cutoff_and_later_accounts_are_reported_apart():
+    cutoff = pd.Timestamp("2025-01-01", tz="UTC")
+    days = [cutoff - pd.Timedelta(days=d) for d in (400, 300, 200, 100)]
+    rows = [(f"C{i}", day, "AB"[i % 2]) for i in range(40) for day in days[: 1 + i % 4]]
+    rows += [(f"C{i}", cutoff + pd.Timedelta(days=10 + i), "AB"[i % 2]) for i in range(0, 40, 3)]
+    # Accounts opened after the cutoff, who buy in the holdout window only.
+    rows += [(f"N{i}", cutoff + pd.Timedelta(days=20 + i), "AB"[i % 2]) for i in range(10)]
+    frame = pd.DataFrame(rows, columns=["CustomerId", "ActivityTimeStamp", "brand"])
+    facts = frame.assign(Activity="order_lines", amount=10.0, category="X").astype(
+        {"CustomerId": "string", "brand": "string", "Activity": "string", "category": "string"}
+    )
+    ids = [f"C{i}" for i in range(40)] + [f"N{i}" for i in range(10)] + ["U1"]
+    signup = ["2020-01-01"] * 40 + ["2025-01-05"] * 10 + [None]
+    profile = pd.DataFrame({"CustomerId": ids, "SignupDate": signup}, dtype="string")
+
+    known = known_at(profile, cutoff)
+    # Opened before the cutoff, or of unknown opening date; never the accounts opened later.
+    assert list(known["CustomerId"]) == [f"C{i}" for i in range(40)] + ["U1"]
+    latest = frame["ActivityTimeStamp"].max()
+    at_cutoff = evaluate(facts, known, "brand_affinity", cutoff, latest)
+    assert "accounts_opened_after_cutoff" not in at_cutoff
+    assert at_cutoff["buyers_without_history"] == 0
+    every = evaluate(facts, profile, "brand_affinity", cutoff, latest)
+    assert every["accounts_opened_after_cutoff"] == 10 and every["their_buyers"] == 10
+    assert every["buyers_without_history"] == 10
+    # The later accounts have no history: the cutoff's ranking cannot tell them apart, and they lower the figure.
+    assert every["affinity"]["auc_accounts_opened_after_cutoff"] == 0.5
+    assert every["affinity"]["auc"] < at_cutoff["affinity"]["auc"]
