@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 #: The version of this module's own rules for a street line (the fast path, boxes): raise it when the standard
 #: form of some line changes, so that cached results of the old rules are not used.
-RULES = 1
+RULES = 2
 #: The ``EnrichmentProvider`` of first-party enrichments: the project itself.
 PROVIDER = "ci_pipeline"
 ENRICHMENT_TYPE = "Address"
@@ -93,6 +93,16 @@ _ZIP = r"^(?P<five>\d{3,5})-?(?P<plus4>\d{4})?$"
 _SIMPLE = (
     r"^(?P<number>[1-9]\d{0,5}) (?P<name>[A-Z]{2,}|\d{1,3}(?:ST|ND|RD|TH)) (?P<type>[A-Z]{2,})"
     r"(?: (?:(?P<unit_type>APT|APARTMENT|UNIT|STE|SUITE) (?P<unit>[A-Z0-9]{1,5})|# ?(?P<hash>[A-Z0-9]{1,5})))?$"
+)
+#: Directional words, spelled out and abbreviated (``WEST``, ``W``).
+_DIRECTIONS = frozenset({*usps.DIRECTIONAL_REPLACEMENTS, *usps.DIRECTIONAL_REPLACEMENTS.values()})
+#: An ordinary street name put in a directional word's place, so that the parser says what the rest of the line is.
+_STAND_IN = "MAIN"
+#: What the parser may find besides the number, the name and the street type for a line to be a directional-named
+#: street: a post-directional (``NORTH ST NW``) and a unit.
+_NAMED_LABELS = frozenset(
+    {"AddressNumber", "StreetName", "StreetNamePostType", "StreetNamePostDirectional", "OccupancyType"}
+    | {"OccupancyIdentifier", "SubaddressType", "SubaddressIdentifier"}
 )
 _BOX_LABELS = frozenset({"USPSBoxType", "USPSBoxID", "USPSBoxGroupType", "USPSBoxGroupID"})
 #: Rural-route and highway-contract names -> their Publication 28 abbreviation.
@@ -368,12 +378,47 @@ def _parser_version() -> str:
 
 
 def _parse_one(line: str) -> str | None:
+    named = _direction_named(line)
+    if named is not None:
+        return named
     try:
         parsed = normalize_addr_str(line)
     except (AddressNormalizationError, ValueError, TypeError):
         return _box(line)
     street = " ".join(p for p in (parsed["address_line_1"], parsed["address_line_2"]) if p)
     return street or None
+
+
+def _direction_named(line: str) -> str | None:
+    """The standard form of a street whose name is a directional word (``70 WEST TERRACE`` -> ``70 WEST TER``,
+    ``70 WEST`` -> ``70 WEST``), or None when the line is not one.
+
+    The parser reads a directional word before a street type as a pre-directional even when no other word names
+    the street (``70 W TERRACE``: a street named Terrace). Publication 28 keeps such a word as the name, spelled as
+    written. Whether the line is one is the parser's call too: with an ordinary name in the directional word's
+    place (``70 MAIN TERRACE``), it must read that name as the whole street name and the next word as the street
+    type, and nothing else but a post-directional or a unit (so ``70 WEST PARK AVENUE`` stays ``70 W PARK AVE``).
+    """
+    words = line.split(" ")
+    direction = words[1].strip(".,").replace(".", "") if len(words) > 1 else ""
+    street_type = words[2].strip(".,") if len(words) > 2 else ""
+    if direction not in _DIRECTIONS or (street_type and street_type not in usps.STREET_TYPE_ABBREVIATIONS):
+        return None
+    words[1] = _STAND_IN
+    stand_in = " ".join(words)
+    try:
+        tags, kind = usaddress.tag(stand_in)
+        parsed = normalize_addr_str(stand_in)
+    except (usaddress.RepeatedLabelError, AddressNormalizationError, ValueError, TypeError):
+        return None
+    reads_as_named = kind == "Street Address" and set(tags) <= _NAMED_LABELS and tags.get("StreetName") == _STAND_IN
+    if not reads_as_named or tags.get("StreetNamePostType", "").strip(".,") != street_type:
+        return None
+    first = parsed["address_line_1"].split(" ")
+    if len(first) < 2 or first[1] != _STAND_IN:
+        return None
+    first[1] = direction
+    return " ".join(p for p in (" ".join(first), parsed["address_line_2"]) if p)
 
 
 def _box(line: str) -> str | None:

@@ -253,3 +253,22 @@ def test_a_refresh_parses_only_street_lines_it_has_not_seen(tmp_path):
     broken = build({}, Context()).enrich(EnrichmentInputs(profiles=profiles))
     assert broken.report["street_lines_parser"] == 2 and "not read" in broken.warnings[0]
     pd.testing.assert_frame_equal(broken.values, first.values)
+
+
+def test_a_street_named_after_a_direction_keeps_its_name():
+    lines = {
+        "a": ("70 West Terrace", "70 WEST TER"),
+        "b": ("12 North Road", "12 NORTH RD"),
+        "c": ("5 South Street, Apt 4", "5 SOUTH ST APT 4"),
+        "d": ("9 East Avenue #2", "9 EAST AVE # 2"),
+        "e": ("3 Northwest Court Unit 7", "3 NORTHWEST CT UNIT 7"),
+        "f": ("8 North Street North", "8 NORTH ST N"),
+        "g": ("70 West Main Street", "70 W MAIN ST"),  # a direction before a name stays a pre-directional
+        "h": ("4 East West Highway", "4 E WEST HWY"),
+        "i": ("70 W Terrace", "70 W TER"),  # abbreviated, the name stays as written
+        "j": ("15 West Park Avenue", "15 W PARK AVE"),
+    }
+    result = _run([(k, line, "Salem", "OR", "97301", "US") for k, (line, _) in lines.items()])
+    assert {k: v["Street1"] for k, v in _values(result).items()} == {k: want for k, (_, want) in lines.items()}
+    again = _run([(k, want, "SALEM", "OR", "97301", "US") for k, (_, want) in lines.items()])
+    assert again.counts["processed_unchanged"] == len(lines)
