@@ -12,33 +12,32 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-from ci_pipeline.predictions.features import days, is_purchase
+from ci_pipeline.predictions.features import Encoded, encoded, per_customer
 
 WEEK = 7.0
 
 
-def rfm_summary(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp) -> pd.DataFrame:
+def rfm_summary(purchases: pd.DataFrame | Encoded, customers: pd.Index, cutoff: pd.Timestamp) -> pd.DataFrame:
     """x, t_x, T (weeks) and the mean positive purchase value per customer, from purchases at or before the cutoff.
 
     Purchases on the same day count once (the BTYD convention); returns (negative amounts) are not purchases;
     customers without a purchase get x = t_x = T = 0.
     """
-    past = purchases[(purchases["Time"] <= cutoff).to_numpy() & is_purchase(purchases)]
-    frame = pd.DataFrame({"CustomerId": past["CustomerId"].to_numpy(), "day": np.floor(days(past["Time"]))})
-    frame["amount"] = past["Amount"].to_numpy(dtype=np.float64)
-    per_day = frame.groupby(["CustomerId", "day"], observed=True, sort=False)["amount"].sum().reset_index()
-    g = per_day.groupby("CustomerId", observed=True, sort=False)
+    p = encoded(purchases)
+    past = p.at(cutoff) & p.bought()
+    frame = pd.DataFrame({"code": p.code[past], "day": np.floor(p.t[past]), "amount": p.amount[past]})
+    per_day = frame.groupby(["code", "day"], sort=False)["amount"].sum().reset_index()
+    g = per_day.groupby("code", sort=False)
     now = np.floor(cutoff.value / 86_400e9) + 1
     first, last = g["day"].min(), g["day"].max()
-    spend = per_day[per_day["amount"] > 0].groupby("CustomerId", observed=True)["amount"].mean()
-    out = pd.DataFrame(
-        {
-            "x": (g.size() - 1).astype(np.float64),
-            "t_x": (last - first) / WEEK,
-            "T": (now - first) / WEEK,
-        }
-    ).reindex(customers)
-    out["monetary"] = spend.reindex(customers)
+    spend = per_day[per_day["amount"] > 0].groupby("code", sort=False)["amount"].mean()
+    codes = p.positions(customers)
+    out = per_customer(
+        pd.DataFrame({"x": (g.size() - 1).astype(np.float64), "t_x": (last - first) / WEEK, "T": (now - first) / WEEK}),
+        codes,
+        customers,
+    )
+    out["monetary"] = per_customer(spend, codes, customers)
     out["purchased"] = out["x"].notna()
     return out.fillna({"x": 0.0, "t_x": 0.0, "T": 0.0})
 

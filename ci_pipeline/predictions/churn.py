@@ -26,7 +26,8 @@ from ci_pipeline.predictions.data import (
     require,
     usability,
 )
-from ci_pipeline.predictions.features import Context, Measures, future_purchases, purchasers_at
+from ci_pipeline.predictions.features import Context, Measures
+from ci_pipeline.predictions.history import History
 from ci_pipeline.predictions.prior import Prior
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
@@ -92,12 +93,10 @@ def rule_windows(window_days: int) -> list[int]:
     return out
 
 
-def labelled(purchases: pd.DataFrame, cutoff: pd.Timestamp, settings: PredictionSettings, context: Context):
-    """Features and labels (True = no purchase in the window) of everyone who bought at or before the cutoff."""
-    population = purchasers_at(purchases, cutoff)
-    X = context.features(purchases, population, cutoff)
-    count, _ = future_purchases(purchases, population, cutoff, settings.churn.label_days)
-    return X, (count == 0).to_numpy()
+def labelled(history: History, cutoff: pd.Timestamp, days: int):
+    """Features and labels (True = no purchase in the ``days`` after it) of everyone who bought by the cutoff."""
+    count, _ = history.future(cutoff, days)
+    return history.features(cutoff), (count == 0).to_numpy()
 
 
 def _check_labels(y: np.ndarray, cutoff: pd.Timestamp, days: int) -> None:
@@ -110,38 +109,39 @@ def _check_labels(y: np.ndarray, cutoff: pd.Timestamp, days: int) -> None:
         )
 
 
-def with_btyd(X: pd.DataFrame, purchases: pd.DataFrame, cutoff: pd.Timestamp, model: btyd.BgNbd, days: int):
-    """``X`` plus BG/NBD's P(no purchase in the window) and P(alive) at ``cutoff`` as two more features."""
-    summary = btyd.rfm_summary(purchases, X.index, cutoff)
+def with_btyd(X: pd.DataFrame, history: History, cutoff: pd.Timestamp, model: btyd.BgNbd, days: int):
+    """``X`` (the features at ``cutoff``) plus BG/NBD's P(no purchase in the window) and P(alive) at ``cutoff``."""
+    summary = history.summary(cutoff)
     out = X.copy()
     out["bgnbd_p_no_purchase"] = model.p_no_purchase(summary["x"], summary["t_x"], summary["T"], days / btyd.WEEK)
     out["bgnbd_p_alive"] = model.p_alive(summary["x"], summary["t_x"], summary["T"])
     return out
 
 
-def fit(purchases: pd.DataFrame, cutoff: pd.Timestamp, settings: PredictionSettings, context: Context) -> ChurnModel:
+def fit(history: History, cutoff: pd.Timestamp, settings: PredictionSettings) -> ChurnModel:
     """Fit the model, its calibration and the baselines on customers at ``cutoff`` and the window after it.
 
     Customers are also taken at earlier cutoffs, one window apart (up to :data:`TRAINING_CUTOFFS` in all, while the
     history allows), so a short history still gives enough rows; every row's features and label come from its own
-    cutoff. BG/NBD is fitted at ``cutoff`` and its two probabilities are features of the model too.
+    cutoff. BG/NBD is fitted at ``cutoff`` and its two probabilities are features of the model too. Nothing after
+    ``cutoff`` + window is read.
     """
     days = settings.churn.label_days
     window = pd.Timedelta(days=days)
-    X, y = labelled(purchases, cutoff, settings, context)
+    X, y = labelled(history, cutoff, days)
     _check_labels(y, cutoff, days)
-    summary = btyd.rfm_summary(purchases, X.index, cutoff)
+    summary = history.summary(cutoff)
     bgnbd = btyd.fit_bgnbd(summary["x"], summary["t_x"], summary["T"])
     recency = X["days_since_last_purchase"].to_numpy()
     accuracy = {x: float(((recency > x) == y).mean()) for x in rule_windows(days)}
-    frames, labels = [with_btyd(X, purchases, cutoff, bgnbd, days)], [y]
-    earliest = purchases["Time"].min()
+    frames, labels = [with_btyd(X, history, cutoff, bgnbd, days)], [y]
+    earliest = history.first
     for step in range(1, TRAINING_CUTOFFS):
         earlier = cutoff - step * window
         if earlier - window < earliest:
             break
-        X_more, y_more = labelled(purchases[purchases["Time"] <= earlier + window], earlier, settings, context)
-        frames.append(with_btyd(X_more, purchases, earlier, bgnbd, days))
+        X_more, y_more = labelled(history, earlier, days)
+        frames.append(with_btyd(X_more, history, earlier, bgnbd, days))
         labels.append(y_more)
     X, y = pd.concat(frames), np.concatenate(labels)
     rng = np.random.default_rng(settings.seed)
@@ -162,29 +162,30 @@ def fit(purchases: pd.DataFrame, cutoff: pd.Timestamp, settings: PredictionSetti
         rule_days=max(accuracy, key=lambda x: (accuracy[x], -x)),
         bgnbd=bgnbd,
         label_days=days,
-        context=context.without_frames(),
+        context=history.context.without_frames(),
     )
 
 
-def baseline_scores(model: ChurnModel, purchases: pd.DataFrame, X: pd.DataFrame, cutoff: pd.Timestamp) -> dict:
-    """Scores of the baselines for the customers of ``X``: the best rule (0/1) and BG/NBD P(no purchase)."""
-    summary = btyd.rfm_summary(purchases, X.index, cutoff)
+def baseline_scores(model: ChurnModel, history: History, X: pd.DataFrame, cutoff: pd.Timestamp) -> dict:
+    """Scores of the baselines for the customers of ``X`` (the purchasers at ``cutoff``): the best rule (0/1) and
+    BG/NBD P(no purchase)."""
+    summary = history.summary(cutoff)
     quiet = model.bgnbd.p_no_purchase(summary["x"], summary["t_x"], summary["T"], model.label_days / btyd.WEEK)
     rule = (X["days_since_last_purchase"].to_numpy() > model.rule_days).astype(float)
     return {f"rule_no_purchase_{model.rule_days}_days": rule, "bgnbd_p_no_purchase": quiet}
 
 
-def evaluate(model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, settings, context: Context) -> dict:
+def evaluate(model: ChurnModel, history: History, cutoff: pd.Timestamp) -> dict:
     """Metrics of the model and each baseline on customers at ``cutoff`` against the window after it."""
-    X, y = labelled(purchases, cutoff, settings, context)
-    X = with_btyd(X, purchases, cutoff, model.bgnbd, model.label_days)
+    X, y = labelled(history, cutoff, model.label_days)
+    X = with_btyd(X, history, cutoff, model.bgnbd, model.label_days)
     scored = model.predict(X)
     out = {
         "customers": int(len(y)),
         "churn_rate": round(float(y.mean()), 4),
         "model": metrics.classification(y, scored),
     }
-    baselines = baseline_scores(model, purchases, X, cutoff)
+    baselines = baseline_scores(model, history, X, cutoff)
     out["baselines"] = {name: metrics.classification(y, s) for name, s in baselines.items()}
     rule = out["baselines"][f"rule_no_purchase_{model.rule_days}_days"]
     out["reference_grade"] = metrics.reference_churn_grade(out["model"], rule)
@@ -202,22 +203,18 @@ def evaluate(model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, s
     return out
 
 
-def score(
-    model: ChurnModel, purchases: pd.DataFrame, cutoff: pd.Timestamp, context: Context, customers=None
-) -> tuple[pd.DataFrame, np.ndarray]:
+def score(model: ChurnModel, history: History, cutoff: pd.Timestamp, customers=None) -> tuple[pd.DataFrame, np.ndarray]:
     """Per-customer scores at ``cutoff`` and the contributions matrix (of the customers with a purchase).
 
     Everyone with a purchase is scored by the model; the other customers of ``customers`` get the population
     prior (``Basis`` says which).
     """
-    population = purchasers_at(purchases, cutoff)
-    X = context.features(purchases, population, cutoff)
-    X = with_btyd(X, purchases, cutoff, model.bgnbd, model.label_days)[model.features]
+    X = with_btyd(history.features(cutoff), history, cutoff, model.bgnbd, model.label_days)[model.features]
     probability = model.predict(X)
     contrib = explain.contributions(model.predict, X, model.typical)
     out = _rows(probability, X.index).join(explain.top_reasons(X, contrib))
     out["Basis"] = pd.array([prior.MODEL_BASIS] * len(out), dtype="string")
-    without = prior.without_purchase(purchases, customers, cutoff)
+    without = prior.without_purchase(history.encoded, customers, cutoff)
     if len(without) and model.prior is not None:
         p = model.prior.p_no_purchase
         rows = _rows(np.full(len(without), p), without).reindex(columns=out.columns)
@@ -267,31 +264,31 @@ def run_churn(
             in which everyone (or no one) churned.
     """
     with threadpool_limits(limits=native_threads(settings.threads)):
-        return _run_churn(purchases, customers, latest, settings, settings.context(profile, signals, measures))
+        return _run_churn(History(purchases, settings.context(profile, signals, measures)), customers, latest, settings)
 
 
-def _run_churn(purchases, customers, latest, settings: PredictionSettings, context: Context):
+def _run_churn(history: History, customers, latest, settings: PredictionSettings):
+    purchases, context = history.purchases, history.context
     latest = latest_cutoff(latest, purchases, MODEL)
     days = settings.churn.label_days
     check_cutoff(purchases, latest - pd.Timedelta(days=days), MODEL)
     report = usability(purchases[purchases["Time"] <= latest], customers, context)
-    history = float((latest - purchases["Time"].min()) / pd.Timedelta(days=1))
+    history_days = float((latest - purchases["Time"].min()) / pd.Timedelta(days=1))
     require(
         report,
         MODEL,
         settings.minimums.churn_customers,
         settings.minimums.history_windows * days,
-        history,
+        history_days,
         settings.minimums.max_missing_share,
     )
     window = pd.Timedelta(days=days)
-    backtest = fit(purchases[purchases["Time"] <= latest - window], latest - 2 * window, settings, context)
-    evaluation = evaluate(backtest, purchases[purchases["Time"] <= latest], latest - window, settings, context)
-    model = fit(purchases[purchases["Time"] <= latest], latest - window, settings, context)
-    model = replace(
-        model, prior=prior.fit_prior(purchases[purchases["Time"] <= latest], customers, latest - window, days)
-    )
-    scores, contrib = score(model, purchases, latest, context, customers)
+    # Each step reads only up to its cutoff plus one window: the backtest nothing after latest - window.
+    backtest = fit(history, latest - 2 * window, settings)
+    evaluation = evaluate(backtest, history, latest - window)
+    model = fit(history, latest - window, settings)
+    model = replace(model, prior=prior.fit_prior(history.encoded, customers, latest - window, days))
+    scores, contrib = score(model, history, latest, customers)
     full_report = {
         "prediction": MODEL,
         "usability": report.as_dict(),
@@ -299,7 +296,7 @@ def _run_churn(purchases, customers, latest, settings: PredictionSettings, conte
         **evaluation,
         "best_rule_days": backtest.rule_days,
         "bgnbd": backtest.bgnbd.__dict__,
-        "no_purchase_prior": _prior_backtest(purchases[purchases["Time"] <= latest], customers, latest, days),
+        "no_purchase_prior": _prior_backtest(history, customers, latest, days),
         "feature_importance": explain.importance(contrib, model.features),
     }
     stored = StoredModel(
@@ -316,11 +313,11 @@ def _run_churn(purchases, customers, latest, settings: PredictionSettings, conte
     return ChurnResult(scores=scores, report=full_report, stored=stored)
 
 
-def _prior_backtest(purchases: pd.DataFrame, customers, latest: pd.Timestamp, days: int) -> dict:
+def _prior_backtest(history: History, customers, latest: pd.Timestamp, days: int) -> dict:
     """The prior learnt one window back next to what customers without a purchase then did."""
     window = pd.Timedelta(days=days)
-    learnt = prior.fit_prior(purchases[purchases["Time"] <= latest - window], customers, latest - 2 * window, days)
-    actual = prior.fit_prior(purchases, customers, latest - window, days)
+    learnt = prior.fit_prior(history.encoded, customers, latest - 2 * window, days)
+    actual = prior.fit_prior(history.encoded, customers, latest - window, days)
     return {**learnt.as_dict(), "actual_p_no_purchase": round(1 - actual.bought / max(actual.customers, 1), 4)}
 
 
@@ -342,4 +339,4 @@ def score_stored(
     context = replace(model.context, profile=profile, signals=signals, measures=measures)
     stored.check_features(context.available() + BTYD_FEATURES)
     with threadpool_limits(limits=native_threads(threads)):
-        return score(model, purchases, as_utc(cutoff), context, customers)[0]
+        return score(model, History(purchases, context), as_utc(cutoff), customers)[0]

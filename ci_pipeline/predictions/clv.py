@@ -24,7 +24,8 @@ from ci_pipeline.predictions.data import (
     require,
     usability,
 )
-from ci_pipeline.predictions.features import Context, Measures, future_purchases, purchasers_at
+from ci_pipeline.predictions.features import Context, Measures
+from ci_pipeline.predictions.history import History
 from ci_pipeline.predictions.prior import Prior
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
@@ -70,19 +71,20 @@ class ClvResult:
     stored: StoredModel
 
 
-def btyd_value(purchases, customers, cutoff, bgnbd: btyd.BgNbd, gg: btyd.GammaGamma, days: float) -> pd.DataFrame:
-    """BG/NBD expected purchases over ``days`` and Gamma-Gamma expected purchase value per customer."""
-    s = btyd.rfm_summary(purchases, customers, cutoff)
+def btyd_value(history: History, cutoff, bgnbd: btyd.BgNbd, gg: btyd.GammaGamma, days: float) -> pd.DataFrame:
+    """BG/NBD expected purchases over ``days`` and Gamma-Gamma expected purchase value of the purchasers at
+    ``cutoff``."""
+    s = history.summary(cutoff)
     return pd.DataFrame(
         {
             "bgnbd_expected_purchases": bgnbd.expected_purchases(s["x"], s["t_x"], s["T"], days / btyd.WEEK),
             "gamma_gamma_expected_value": gg.expected_spend(s["x"], s["monetary"]),
         },
-        index=customers,
+        index=s.index,
     )
 
 
-def reference_value(purchases, X: pd.DataFrame, cutoff, settings: PredictionSettings) -> np.ndarray:
+def reference_value(history: History, X: pd.DataFrame, cutoff, settings: PredictionSettings) -> np.ndarray:
     """The reference baseline: average monthly spend x months x overall retention.
 
     Average monthly spend is the spend to date over the months since the first purchase (at least one).
@@ -93,27 +95,28 @@ def reference_value(purchases, X: pd.DataFrame, cutoff, settings: PredictionSett
     monthly = X["total_amount"].to_numpy() / months
     active_days = pd.Timedelta(days=settings.clv.active_days)
     before = cutoff - pd.Timedelta(days=settings.clv.period_days)
-    then = set(purchases.loc[(purchases["Time"] > before - active_days) & (purchases["Time"] <= before), "CustomerId"])
-    now = set(purchases.loc[(purchases["Time"] > cutoff - active_days) & (purchases["Time"] <= cutoff), "CustomerId"])
-    retention = len(then & now) / len(then) if then else 0.0
+    then = history.customers_active(before - active_days, before)
+    now = history.customers_active(cutoff - active_days, cutoff)
+    retention = len(np.intersect1d(then, now, assume_unique=True)) / len(then) if len(then) else 0.0
     return monthly * settings.clv.period_months * retention
 
 
-def labelled(purchases, cutoff, settings: PredictionSettings, context: Context):
-    """Features and the value (returns subtracted, floored at 0) in the period after the cutoff of every purchaser."""
-    population = purchasers_at(purchases, cutoff)
-    X = context.features(purchases, population, cutoff)
-    _, value = future_purchases(purchases, population, cutoff, settings.clv.period_days)
-    return X, np.clip(value.to_numpy(), 0.0, None)
+def labelled(history: History, cutoff, days: float):
+    """Features and the value (returns subtracted, floored at 0) in the ``days`` after the cutoff of every
+    purchaser."""
+    _, value = history.future(cutoff, days)
+    return history.features(cutoff), np.clip(value.to_numpy(), 0.0, None)
 
 
 def _regressor(loss: str, seed: int, **extra) -> HistGradientBoostingRegressor:
     return HistGradientBoostingRegressor(loss=loss, **BOOSTING, random_state=seed, **extra)
 
 
-def fit(purchases, cutoff: pd.Timestamp, settings: PredictionSettings, context: Context) -> ClvModel:
-    """Fit the value model (Poisson loss: values are >= 0 and mostly 0 or small) and the 10% / 90% quantile models."""
-    X, y = labelled(purchases, cutoff, settings, context)
+def fit(history: History, cutoff: pd.Timestamp, settings: PredictionSettings) -> ClvModel:
+    """Fit the value model (Poisson loss: values are >= 0 and mostly 0 or small) and the 10% / 90% quantile models.
+
+    Nothing after ``cutoff`` + the period is read."""
+    X, y = labelled(history, cutoff, settings.clv.period_days)
     if len(y) < MIN_TRAINING:
         raise InsufficientData(
             f"{MODEL}: only {len(y)} customers had bought by the training cutoff {cutoff.date()}, at least "
@@ -125,10 +128,10 @@ def fit(purchases, cutoff: pd.Timestamp, settings: PredictionSettings, context: 
             f"again in the {settings.clv.period_days:.0f} days after it (only one-time buyers), so there is no value "
             "to learn from (add purchase history or shorten predictions.clv.period_months)"
         )
-    s = btyd.rfm_summary(purchases, X.index, cutoff)
+    s = history.summary(cutoff)
     bgnbd = btyd.fit_bgnbd(s["x"], s["t_x"], s["T"])
     gg = btyd.fit_gamma_gamma(s["x"], s["monetary"])
-    X = X.join(btyd_value(purchases, X.index, cutoff, bgnbd, gg, settings.clv.period_days))
+    X = X.join(btyd_value(history, cutoff, bgnbd, gg, settings.clv.period_days))
     mean = _regressor("poisson", settings.seed).fit(X, y)
     low = _regressor("quantile", settings.seed, quantile=QUANTILES[0]).fit(X, y)
     high = _regressor("quantile", settings.seed, quantile=QUANTILES[1]).fit(X, y)
@@ -141,20 +144,20 @@ def fit(purchases, cutoff: pd.Timestamp, settings: PredictionSettings, context: 
         bgnbd=bgnbd,
         gamma_gamma=gg,
         period_days=settings.clv.period_days,
-        context=context.without_frames(),
+        context=history.context.without_frames(),
     )
 
 
-def _features(model: ClvModel, purchases, customers, cutoff, context: Context) -> pd.DataFrame:
-    X = context.features(purchases, customers, cutoff)
-    X = X.join(btyd_value(purchases, customers, cutoff, model.bgnbd, model.gamma_gamma, model.period_days))
+def _features(model: ClvModel, history: History, cutoff) -> pd.DataFrame:
+    X = history.features(cutoff)
+    X = X.join(btyd_value(history, cutoff, model.bgnbd, model.gamma_gamma, model.period_days))
     return X[model.features]
 
 
-def evaluate(model: ClvModel, purchases, cutoff: pd.Timestamp, settings: PredictionSettings, context: Context) -> dict:
+def evaluate(model: ClvModel, history: History, cutoff: pd.Timestamp, settings: PredictionSettings) -> dict:
     """Metrics of the model and the two baselines on purchasers at ``cutoff`` against the period after it."""
-    X, y = labelled(purchases, cutoff, settings, context)
-    X = _features(model, purchases, X.index, cutoff, context)
+    _, y = labelled(history, cutoff, settings.clv.period_days)
+    X = _features(model, history, cutoff)
     share = settings.clv.high_value_share
     predicted = model.predict(X)
     low, high = interval(predicted, model.low.predict(X), model.high.predict(X))
@@ -164,7 +167,7 @@ def evaluate(model: ClvModel, purchases, cutoff: pd.Timestamp, settings: Predict
         "model": metrics.regression(y, predicted, share, low, high),
     }
     bg = X["bgnbd_expected_purchases"].to_numpy() * np.nan_to_num(X["gamma_gamma_expected_value"].to_numpy())
-    reference = reference_value(purchases, X, cutoff, settings)
+    reference = reference_value(history, X, cutoff, settings)
     out["baselines"] = {
         "reference_monthly_x_months_x_retention": metrics.regression(y, reference, share),
         "bgnbd_gamma_gamma": metrics.regression(y, bg, share),
@@ -187,21 +190,20 @@ def interval(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.n
     return np.clip(np.minimum(low, value), 0, None), np.maximum(high, value)
 
 
-def score(model: ClvModel, purchases, cutoff: pd.Timestamp, share: float, context: Context, customers=None):
+def score(model: ClvModel, history: History, cutoff: pd.Timestamp, share: float, customers=None):
     """Per-customer value, 80% interval, band and reasons at ``cutoff``, and the contributions matrix.
 
     Everyone with a purchase is valued by the model; the other customers of ``customers`` get the population
     prior (``Basis`` says which). Bands rank all of them together.
     """
-    population = purchasers_at(purchases, cutoff)
-    X = _features(model, purchases, population, cutoff, context)
+    X = _features(model, history, cutoff)
     value = model.predict(X)
     low, high = interval(value, model.low.predict(X), model.high.predict(X))
     contrib = explain.contributions(model.predict, X, model.typical)
     reasons = explain.top_reasons(X, contrib)
     basis = np.full(len(X), prior.MODEL_BASIS, dtype=object)
     index = X.index
-    without = prior.without_purchase(purchases, customers, cutoff)
+    without = prior.without_purchase(history.encoded, customers, cutoff)
     if len(without) and model.prior is not None:
         p = model.prior
         value = np.concatenate([value, np.full(len(without), p.mean_value)])
@@ -251,25 +253,24 @@ def run_clv(
         InsufficientData: below the minimum customers or history, or a cutoff after the last purchase.
     """
     with threadpool_limits(limits=native_threads(settings.threads)):
-        return _run_clv(purchases, customers, latest, settings, settings.context(profile, signals, measures))
+        return _run_clv(History(purchases, settings.context(profile, signals, measures)), customers, latest, settings)
 
 
-def _run_clv(purchases, customers, latest, settings: PredictionSettings, context: Context):
+def _run_clv(history: History, customers, latest, settings: PredictionSettings):
+    purchases, context = history.purchases, history.context
     latest = latest_cutoff(latest, purchases, MODEL)
     period = pd.Timedelta(days=settings.clv.period_days)
     check_cutoff(purchases, latest - period, MODEL)
     report = usability(purchases[purchases["Time"] <= latest], customers, context)
-    history = float((latest - purchases["Time"].min()) / pd.Timedelta(days=1))
+    history_days = float((latest - purchases["Time"].min()) / pd.Timedelta(days=1))
     need = settings.minimums.history_windows * settings.clv.period_days
-    require(report, MODEL, settings.minimums.clv_customers, need, history, settings.minimums.max_missing_share)
-    backtest = fit(purchases[purchases["Time"] <= latest - period], latest - 2 * period, settings, context)
-    evaluation = evaluate(backtest, purchases[purchases["Time"] <= latest], latest - period, settings, context)
-    model = fit(purchases[purchases["Time"] <= latest], latest - period, settings, context)
-    days = settings.clv.period_days
-    model = replace(
-        model, prior=prior.fit_prior(purchases[purchases["Time"] <= latest], customers, latest - period, days)
-    )
-    scores, contrib = score(model, purchases, latest, settings.clv.high_value_share, context, customers)
+    require(report, MODEL, settings.minimums.clv_customers, need, history_days, settings.minimums.max_missing_share)
+    # Each step reads only up to its cutoff plus one period: the backtest nothing after latest - period.
+    backtest = fit(history, latest - 2 * period, settings)
+    evaluation = evaluate(backtest, history, latest - period, settings)
+    model = fit(history, latest - period, settings)
+    model = replace(model, prior=prior.fit_prior(history.encoded, customers, latest - period, settings.clv.period_days))
+    scores, contrib = score(model, history, latest, settings.clv.high_value_share, customers)
     full_report = {
         "prediction": MODEL,
         "usability": report.as_dict(),
@@ -313,4 +314,4 @@ def score_stored(
     context = replace(model.context, profile=profile, signals=signals, measures=measures)
     stored.check_features(context.available() + BTYD_FEATURES)
     with threadpool_limits(limits=native_threads(threads)):
-        return score(model, purchases, as_utc(cutoff), share, context, customers)[0]
+        return score(model, History(purchases, context), as_utc(cutoff), share, customers)[0]

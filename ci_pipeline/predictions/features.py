@@ -71,6 +71,68 @@ def _day_of(cutoff: pd.Timestamp) -> float:
     return cutoff.value / _NS_PER_DAY
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """The purchases as arrays, each customer an integer code (its position in the sorted ids), rows in the given
+    order.
+
+    Grouping by an integer is many times cheaper than by text, and the times are converted once: a run computes
+    features at up to eight cutoffs. Every function here takes the purchases frame or this (:func:`encoded`).
+    """
+
+    #: The distinct CustomerIds, sorted; a row's code is its id's position.
+    ids: pd.Index
+    code: np.ndarray
+    #: Nanoseconds since the epoch (compared with a cutoff exactly).
+    ns: np.ndarray
+    #: Days since the epoch.
+    t: np.ndarray
+    amount: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+    @staticmethod
+    def of(purchases: pd.DataFrame) -> Encoded:
+        """Encode a purchases frame (``data.PURCHASE_COLUMNS``)."""
+        codes, ids = pd.factorize(purchases["CustomerId"].astype("string"), sort=True)
+        times = pd.to_datetime(purchases["Time"], utc=True).astype("datetime64[ns, UTC]")
+        ns = times.array.asi8
+        return Encoded(
+            ids=pd.Index(ids, dtype="string", name="CustomerId"),
+            code=codes.astype(np.int64),
+            ns=ns,
+            t=ns / _NS_PER_DAY,
+            amount=purchases["Amount"].to_numpy(dtype=np.float64),
+        )
+
+    def at(self, cutoff: pd.Timestamp) -> np.ndarray:
+        """Rows at or before ``cutoff``."""
+        return self.ns <= cutoff.value
+
+    def bought(self) -> np.ndarray:
+        """True for purchase rows, False for returns (:func:`is_purchase`)."""
+        return ~(self.amount < 0)
+
+    def positions(self, customers: pd.Index) -> np.ndarray:
+        """The code of each of ``customers``; ``len(ids)``, a code no row has, for a customer without purchase rows
+        (rows without a CustomerId have code -1 and belong to no customer)."""
+        codes = self.ids.get_indexer(pd.Index(customers, dtype="string"))
+        return np.where(codes < 0, len(self.ids), codes)
+
+
+def encoded(purchases: pd.DataFrame | Encoded) -> Encoded:
+    """``purchases`` as :class:`Encoded` (encoded now when it is a frame)."""
+    return purchases if isinstance(purchases, Encoded) else Encoded.of(purchases)
+
+
+def per_customer(values: pd.DataFrame | pd.Series, codes: np.ndarray, customers: pd.Index):
+    """Rows of ``values`` (indexed by customer code) for ``customers`` (their ``codes``), indexed by customer."""
+    out = values.reindex(codes)
+    out.index = customers
+    return out
+
+
 def is_purchase(purchases: pd.DataFrame) -> np.ndarray:
     """True for purchase rows, False for returns (negative amounts): a return is not an occasion to buy.
 
@@ -79,7 +141,7 @@ def is_purchase(purchases: pd.DataFrame) -> np.ndarray:
     return ~(purchases["Amount"].to_numpy(dtype=np.float64) < 0)
 
 
-def purchase_features(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp) -> pd.DataFrame:
+def purchase_features(purchases: pd.DataFrame | Encoded, customers: pd.Index, cutoff: pd.Timestamp) -> pd.DataFrame:
     """One row per customer of ``customers``: purchase features at ``cutoff`` (:data:`PURCHASE_FEATURES`).
 
     Customers without a purchase at or before the cutoff get missing purchase features (counts and sums are 0).
@@ -88,21 +150,17 @@ def purchase_features(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.T
     (``recent_rate_ratio``) and a last gap longer than the usual one.
 
     Args:
-        purchases: the purchases frame (``data.PURCHASE_COLUMNS``).
+        purchases: the purchases frame (``data.PURCHASE_COLUMNS``) or its :class:`Encoded` form.
         customers: the customers to describe, in output order.
         cutoff: features use purchases at or before this time only.
     """
-    past = purchases[purchases["Time"] <= cutoff]
+    p = encoded(purchases)
+    past = p.at(cutoff)
     now = _day_of(cutoff)
-    t = days(past["Time"])
-    bought = is_purchase(past)
-    frame = pd.DataFrame(
-        {
-            "CustomerId": past["CustomerId"].to_numpy(),
-            "t": np.where(bought, t, np.nan),
-            "amount": past["Amount"].to_numpy(dtype=np.float64),
-        }
-    )
+    t = p.t[past]
+    amount = p.amount[past]
+    bought = ~(amount < 0)
+    frame = pd.DataFrame({"code": p.code[past], "t": np.where(bought, t, np.nan), "amount": amount})
     frame["day"] = np.floor(frame["t"])
     frame["spend"] = frame["amount"].where(bought)
     age = now - frame["t"]
@@ -111,7 +169,7 @@ def purchase_features(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.T
     for span in (90, 365):
         frame[f"a{span}"] = np.where(now - t <= span, frame["amount"], 0.0)
     frame["ret"] = (~bought).astype(np.int64)
-    g = frame.groupby("CustomerId", observed=True, sort=False)
+    g = frame.groupby("code", sort=False)
     agg = g.agg(
         last=("t", "max"),
         first=("t", "min"),
@@ -127,8 +185,9 @@ def purchase_features(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.T
         returns=("ret", "sum"),
         purchases=("t", "count"),
     )
+    codes = p.positions(customers)
     out = pd.DataFrame(index=customers)
-    agg = agg.reindex(customers)
+    agg = per_customer(agg, codes, customers)
     out["days_since_last_purchase"] = now - agg["last"]
     out["days_since_first_purchase"] = now - agg["first"]
     out["purchase_days"] = agg["purchase_days"].fillna(0.0)
@@ -139,7 +198,7 @@ def purchase_features(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.T
     gaps = out["purchase_days"] - 1
     out["mean_days_between_purchases"] = ((agg["last"] - agg["first"]) / gaps).where(gaps > 0)
     out["overdue_ratio"] = out["days_since_last_purchase"] / out["mean_days_between_purchases"].clip(lower=1.0)
-    out["last_gap_days"] = _last_gap(frame.dropna(subset=["day"])).reindex(customers)
+    out["last_gap_days"] = per_customer(_last_gap(frame["code"].to_numpy(), frame["day"].to_numpy()), codes, customers)
     # Purchases per day in the last 180 days over the rate before them (missing for customers newer than that).
     earlier_days = out["days_since_first_purchase"] - RECENT_DAYS
     earlier_rate = (agg["purchases"] - agg["purchases_last_180_days"]) / earlier_days.clip(lower=RECENT_DAYS)
@@ -148,11 +207,23 @@ def purchase_features(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.T
     return out[PURCHASE_FEATURES].astype(np.float64)
 
 
-def _last_gap(frame: pd.DataFrame) -> pd.Series:
-    """Days between each customer's last two purchase days (missing with a single purchase day)."""
-    days_ = frame[["CustomerId", "day"]].drop_duplicates().sort_values(["CustomerId", "day"], kind="stable")
-    gap = days_["day"] - days_.groupby("CustomerId", observed=True, sort=False)["day"].shift(1)
-    return gap.groupby(days_["CustomerId"].to_numpy(), sort=False).last()
+def _last_gap(code: np.ndarray, day: np.ndarray) -> pd.Series:
+    """Days between each customer's last two purchase days, by customer code (missing with a single purchase day).
+
+    ``day`` is missing on returns, which are not purchases.
+    """
+    keep = ~np.isnan(day)
+    code, day = code[keep], day[keep]
+    order = np.lexsort((day, code))
+    code, day = code[order], day[order]
+    last = np.flatnonzero(np.r_[code[1:] != code[:-1], True]) if len(code) else np.zeros(0, dtype=np.int64)
+    # The previous distinct day of the same customer: skip back over repeats of the last day.
+    first_of_last = np.flatnonzero(np.r_[True, (code[1:] != code[:-1]) | (day[1:] != day[:-1])])
+    run_start = first_of_last[np.searchsorted(first_of_last, last, side="right") - 1]
+    before = run_start - 1
+    same = (before >= 0) & (code[np.maximum(before, 0)] == code[last])
+    gap = np.where(same, day[last] - day[np.maximum(before, 0)], np.nan)
+    return pd.Series(gap, index=code[last])
 
 
 def signal_features(signals: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp, activities) -> pd.DataFrame:
@@ -301,24 +372,27 @@ def profile_features(profile: pd.DataFrame | None, customers: pd.Index, fields: 
     return out
 
 
-def purchasers_at(purchases: pd.DataFrame, cutoff: pd.Timestamp) -> pd.Index:
+def purchasers_at(purchases: pd.DataFrame | Encoded, cutoff: pd.Timestamp) -> pd.Index:
     """Customers with at least one purchase (not only returns) at or before the cutoff, sorted."""
-    ids = purchases.loc[(purchases["Time"] <= cutoff).to_numpy() & is_purchase(purchases), "CustomerId"].unique()
-    return pd.Index(np.sort(np.asarray(ids, dtype=object)), dtype="string", name="CustomerId")
+    p = encoded(purchases)
+    codes = np.unique(p.code[p.at(cutoff) & p.bought() & (p.code >= 0)])
+    return pd.Index(p.ids[codes], dtype="string", name="CustomerId")
 
 
-def future_purchases(purchases: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp, days_ahead: float):
+def future_purchases(purchases: pd.DataFrame | Encoded, customers: pd.Index, cutoff: pd.Timestamp, days_ahead: float):
     """(purchase count, amount net of returns) per customer in (cutoff, cutoff + days_ahead].
 
     A return in the window is not a purchase: a customer who only returns something has not bought again.
     """
+    p = encoded(purchases)
     end = cutoff + pd.Timedelta(days=days_ahead)
-    window = purchases[(purchases["Time"] > cutoff) & (purchases["Time"] <= end)]
-    g = window.groupby("CustomerId", observed=True)
-    bought = window[is_purchase(window)].groupby("CustomerId", observed=True)
-    count = bought.size().reindex(customers, fill_value=0).astype(np.int64)
-    amount = g["Amount"].sum().reindex(customers, fill_value=0.0).astype(np.float64)
-    return count, amount
+    window = (p.ns > cutoff.value) & (p.ns <= end.value)
+    frame = pd.DataFrame({"code": p.code[window], "amount": p.amount[window]})
+    codes = p.positions(customers)
+    bought = frame[~(frame["amount"] < 0)].groupby("code", sort=False).size()
+    count = per_customer(bought, codes, customers).fillna(0).astype(np.int64)
+    amount = per_customer(frame.groupby("code", sort=False)["amount"].sum(), codes, customers)
+    return count, amount.fillna(0.0).astype(np.float64).rename("Amount")
 
 
 def describe(feature: str, values: pd.Series) -> np.ndarray:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ci_pipeline.predictions.features import future_purchases, purchasers_at
+from ci_pipeline.predictions.features import Encoded, future_purchases, purchasers_at
 
 #: How the rows scored with the prior are marked (``Basis``), next to "model" for the others.
 PRIOR = "population prior"
@@ -49,7 +49,7 @@ class Prior:
         }
 
 
-def fit_prior(purchases: pd.DataFrame, customers: pd.Series, cutoff: pd.Timestamp, days: float) -> Prior:
+def fit_prior(purchases: pd.DataFrame | Encoded, customers: pd.Series, cutoff: pd.Timestamp, days: float) -> Prior:
     """What the customers of ``customers`` without a purchase at ``cutoff`` did in the ``days`` after it."""
     without = without_purchase(purchases, customers, cutoff)
     count, amount = future_purchases(purchases, without, cutoff, days)
@@ -65,7 +65,7 @@ def fit_prior(purchases: pd.DataFrame, customers: pd.Series, cutoff: pd.Timestam
     )
 
 
-def without_purchase(purchases: pd.DataFrame, customers: pd.Series | None, cutoff: pd.Timestamp) -> pd.Index:
+def without_purchase(purchases: pd.DataFrame | Encoded, customers: pd.Series | None, cutoff: pd.Timestamp) -> pd.Index:
     """The customers of ``customers`` with no purchase at or before ``cutoff``, sorted."""
     if customers is None:
         return pd.Index([], dtype="string", name="CustomerId")

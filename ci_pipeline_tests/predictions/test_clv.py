@@ -9,6 +9,8 @@ import pytest
 from ci_pipeline.errors import UserError
 from ci_pipeline.predictions import clv
 from ci_pipeline.predictions.data import InsufficientData
+from ci_pipeline.predictions.features import Context
+from ci_pipeline.predictions.history import History
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
 from ci_pipeline_tests.predictions import synthetic
@@ -70,7 +72,7 @@ def test_reference_baseline_is_monthly_spend_times_months_times_retention():
     )
     settings = PredictionSettings.model_validate({"clv": {"period_months": 3, "active_days": 30}})
     X = pd.DataFrame({"days_since_first_purchase": [200.0, 100.0], "total_amount": [300.0, 40.0]}, index=["a", "b"])
-    value = clv.reference_value(purchases, X, day, settings)
+    value = clv.reference_value(History(purchases, Context()), X, day, settings)
     months = np.array([200 / 30.44, 100 / 30.44])
     np.testing.assert_allclose(value, np.array([300.0, 40.0]) / months * 3 * 0.5)
 

@@ -9,6 +9,7 @@ import pytest
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.predictions import btyd
+from ci_pipeline.predictions.churn import run_churn
 from ci_pipeline.predictions.data import (
     InsufficientData,
     lines_from_facts,
@@ -19,13 +20,14 @@ from ci_pipeline.predictions.data import (
 )
 from ci_pipeline.predictions.features import (
     Context,
+    Encoded,
     Measures,
     describe,
     future_purchases,
     purchase_features,
     purchasers_at,
 )
-from ci_pipeline.predictions.settings import PurchaseSource
+from ci_pipeline.predictions.settings import PredictionSettings, PurchaseSource
 from ci_pipeline_tests.predictions import synthetic
 
 CUTOFF = synthetic.END - pd.Timedelta(days=120)
@@ -264,3 +266,37 @@ def test_an_unknown_measure_names_the_measures_there_are():
         context.features(purchases, purchasers_at(purchases, CUTOFF), CUTOFF)
     with pytest.raises(UserError, match="measure_fields is set but no measures section"):
         Context(measure_fields=("spend",)).features(purchases, purchasers_at(purchases, CUTOFF), CUTOFF)
+
+
+def test_encoded_purchases_give_the_same_features_and_rows_without_a_customer_belong_to_no_one():
+    purchases = synthetic.purchases(customers=60)
+    nobody = purchases.head(5).assign(CustomerId=pd.array([None] * 5, dtype="string"), Amount=1000.0)
+    with_nobody = pd.concat([purchases, nobody], ignore_index=True)
+    # "zz" sorts after every id: a customer without rows must not take the rows without a CustomerId.
+    customers = purchasers_at(purchases, CUTOFF).append(pd.Index(["zz"], dtype="string", name="CustomerId"))
+    encoded = Encoded.of(with_nobody)
+    assert purchasers_at(encoded, CUTOFF).equals(customers[:-1])
+    X = purchase_features(encoded, customers, CUTOFF)
+    pd.testing.assert_frame_equal(X, purchase_features(purchases, customers, CUTOFF))
+    assert np.isnan(X.loc["zz", "days_since_last_purchase"]) and X.loc["zz", "total_amount"] == 0
+    summary = btyd.rfm_summary(encoded, customers, CUTOFF)
+    pd.testing.assert_frame_equal(summary, btyd.rfm_summary(purchases, customers, CUTOFF))
+    assert summary.loc["zz", "x"] == 0 and not summary.loc["zz", "purchased"]
+    count, amount = future_purchases(encoded, customers, CUTOFF - pd.Timedelta(days=400), 1000)
+    assert count["zz"] == 0 and amount["zz"] == 0.0
+
+
+def test_a_training_run_computes_each_cutoffs_features_once(monkeypatch):
+    purchases = synthetic.purchases(customers=400)
+    cutoffs = []
+    original = Context.features
+
+    def counted(self, frame, customers, cutoff):
+        cutoffs.append(cutoff)
+        return original(self, frame, customers, cutoff)
+
+    monkeypatch.setattr(Context, "features", counted)
+    settings = PredictionSettings.model_validate({"minimums": {"churn_customers": 50}, "churn": {"window_days": 60}})
+    run_churn(purchases, purchases["CustomerId"], synthetic.END, settings)
+    # The backtest's and the final fit's training cutoffs overlap, and the evaluation reads the final fit's first.
+    assert len(cutoffs) == len(set(cutoffs)) > 4
