@@ -1,24 +1,36 @@
-"""DuckDB over the activity tables on disk: a table's repeated keys, the UnifiedActivity GUID in SQL, and part files
-put in one order and written as one Parquet file, out of core (DuckDB spills to a temporary folder past its memory
-limit), so no step holds a whole activity table in memory."""
+"""The activity tables' keys and GUIDs in DuckDB, and the out-of-core ordering of the two stored tables.
+
+DuckDB answers what each batch needs to know about its whole table (which keys repeat) and computes the
+UnifiedActivity GUIDs of a batch in SQL. The stored tables are put in order by :class:`SortedTable`: each placed
+batch is split by key range into bucket files, and each bucket, small enough to hold, is sorted and written in turn,
+so only the key column is ever sorted and no step holds a whole activity table.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.outputs import NAMESPACE
 
-#: DuckDB's working memory while it orders the parts; past it, it spills to its temporary folder. The ordering is
-#: the stage's largest state, so this bounds the stage whatever the activity count.
+#: DuckDB's working memory (the repeated keys of one table); past it, it spills to its temporary folder.
 MEMORY_LIMIT = "1GB"
 #: Rows per batch read from an activity table and per batch written to an ordered table (one Parquet row group).
 BATCH_ROWS = 131_072
+#: Rows a bucket of an ordered table is meant to hold: the most the ordering holds at once (about 200 MB of
+#: UnifiedActivity rows), whatever the activity count.
+BUCKET_ROWS = 524_288
+#: Key samples per bucket taken to choose the key ranges of the buckets.
+SAMPLES_PER_BUCKET = 256
 
 
 def connect(temp_directory: Path) -> duckdb.DuckDBPyConnection:
@@ -27,8 +39,6 @@ def connect(temp_directory: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.sql(f"SET memory_limit = '{MEMORY_LIMIT}'")
     con.sql(f"SET temp_directory = {literal(str(temp_directory))}")
-    # Every query orders its rows itself; keeping the scan order too would cost memory.
-    con.sql("SET preserve_insertion_order = false")
     # Text comes out as Arrow large strings, the type the stored tables have: no copy to convert it.
     con.sql("SET arrow_large_buffer_size = true")
     return con
@@ -86,39 +96,203 @@ def unified_activity_guid_sql(activity_id: str, digest: str) -> tuple[str, str]:
     return sha1, text
 
 
-def storable(table: pa.Table) -> pa.Table:
-    """Temporal columns as their integer storage, which DuckDB passes through unchanged (it keeps microseconds
-    only, and time zones its own way); :func:`conformed` turns them back."""
-    columns = []
-    for column in table.columns:
-        if pa.types.is_temporal(column.type):
-            width = pa.int32() if column.type.bit_width == 32 else pa.int64()
-            column = column.cast(width)
-        columns.append(column)
-    return pa.table(columns, names=table.column_names)
+def unified_activity_guids(con: duckdb.DuckDBPyConnection, activity_ids: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """The UnifiedActivity GUID of each ActivityId of a batch, in order, and the value of its first four hex digits
+    (0 to 65535: where it falls in GUID order, for :func:`guid_buckets`)."""
+    con.register("activity_ids", pa.table({"id": activity_ids}))
+    try:
+        digest, guid = unified_activity_guid_sql("id", "digest")
+        # DuckDB keeps the rows in their order (preserve_insertion_order, its default) for a plain projection.
+        found = con.sql(
+            f"SELECT {guid} AS guid, ('0x' || substr(digest, 1, 4))::INTEGER AS head "
+            f"FROM (SELECT {digest} AS digest FROM activity_ids)"
+        ).to_arrow_table()
+    finally:
+        con.unregister("activity_ids")
+    return found.column("guid").combine_chunks(), found.column("head").to_numpy()
 
 
-def conformed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """A batch DuckDB returns (the columns of ``schema``, in order) in the stored table's exact schema (types and
-    pandas metadata)."""
-    arrays = [batch.column(i).cast(field.type) for i, field in enumerate(schema)]
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+def guid_buckets(count: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Bucket of each GUID from the value of its first four hex digits: ``count`` equal ranges of GUID order."""
+    return lambda heads: (heads.astype(np.int64) * count) >> 16
 
 
-def write_sorted(
-    con: duckdb.DuckDBPyConnection, parts: list[Path], query: str, schema: pa.Schema, lake: Lake, relative: str
-) -> WrittenTable:
-    """Write the rows of ``query`` (over ``parts``, a table named ``{parts}``; it selects the columns of ``schema`` in
-    order) to ``relative`` in the lake, batch by batch in ``schema``, atomically; no parts is an empty table."""
-    rows = 0
-    with lake.writing(relative) as local, pq.ParquetWriter(local, schema, compression="zstd") as writer:
-        if parts:
-            files = ", ".join(literal(str(p)) for p in parts)
-            source = f"read_parquet([{files}], union_by_name = true)"
-            reader = con.sql(query.replace("{parts}", source)).to_arrow_reader(BATCH_ROWS)
-            for batch in reader:
-                writer.write_batch(conformed(batch, schema))
-                rows += batch.num_rows
-        if rows == 0:
-            writer.write_table(schema.empty_table())
-    return WrittenTable(path=relative, rows=rows, schema=schema)
+def key_buckets(boundaries: list[str]) -> Callable[[pa.Array], np.ndarray]:
+    """Bucket of each key: how many of the sorted ``boundaries`` are at most the key (equal keys share a bucket)."""
+    bounds = np.array(boundaries, dtype=object)
+    # Python compares str by code point, which is the byte order of their UTF-8 (Arrow's sort order).
+    return lambda keys: np.searchsorted(bounds, keys.to_numpy(zero_copy_only=False), side="right")
+
+
+def boundaries(samples: list[str], count: int) -> list[str]:
+    """``count - 1`` keys that cut the sorted ``samples`` into ``count`` ranges of about equal size."""
+    ordered = sorted(samples)
+    if count <= 1 or not ordered:
+        return []
+    return sorted({ordered[len(ordered) * i // count] for i in range(1, count)})
+
+
+class SortedTable:
+    """Rows put in the order of one text column, out of core, and written as one Parquet file.
+
+    Rows arrive in batches with a bucket number each; every key of a bucket sorts before every key of the next one
+    (the caller chooses them so: :func:`guid_buckets`, :func:`key_buckets`). A batch is split by bucket and appended
+    to the buckets' files (Arrow IPC, uncompressed: written once and read back once, soon). :meth:`write` then
+    sorts each bucket on its key alone (stable: equal keys keep their arrival order) and writes it, so what is held
+    at once is one batch, or one bucket and one batch of it.
+    """
+
+    def __init__(self, folder: Path, key: str, buckets: int):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.key, self.buckets = folder, key, buckets
+        self.files: list[list[Path]] = [[] for _ in range(buckets)]
+        #: The file each bucket is being written to, with its schema.
+        self._open: dict[int, tuple[ipc.RecordBatchFileWriter, pa.Schema]] = {}
+
+    def add(self, table: pa.Table, bucket: np.ndarray | None) -> None:
+        """Append rows (``bucket``: each row's bucket, None when there is one bucket)."""
+        if table.num_rows == 0:
+            return
+        table = table.replace_schema_metadata(None)
+        if bucket is None or self.buckets == 1:
+            self._append(0, table)
+            return
+        order = np.argsort(bucket, kind="stable")
+        bounds = np.searchsorted(bucket[order], np.arange(self.buckets + 1), side="left")
+        table = table.take(pa.array(order))
+        for b in np.flatnonzero(np.diff(bounds)):
+            self._append(int(b), table.slice(bounds[b], bounds[b + 1] - bounds[b]))
+
+    def _append(self, bucket: int, table: pa.Table) -> None:
+        writer, schema = self._open.get(bucket, (None, None))
+        if writer is None or not schema.equals(table.schema):
+            # A bucket's rows keep their arrival order across its files; a batch of other columns or types
+            # (another activity table) starts a new file.
+            if writer is not None:
+                writer.close()
+            path = self.folder / f"bucket-{bucket:05d}-{len(self.files[bucket]):05d}.arrow"
+            writer = ipc.new_file(path, table.schema)
+            self._open[bucket] = (writer, table.schema)
+            self.files[bucket].append(path)
+        writer.write_table(table)
+
+    def write(self, lake: Lake, relative: str, schema: pa.Schema) -> tuple[WrittenTable, int]:
+        """Write the rows in key order to ``relative`` in the lake, in ``schema`` (missing columns empty, others cast),
+        atomically; returns the table and how many rows have a key an earlier row has."""
+        for writer, _ in self._open.values():
+            writer.close()
+        self._open.clear()
+        rows = repeated = 0
+        with lake.writing(relative) as local, pq.ParquetWriter(local, schema, compression="zstd") as writer:
+            for files in self.files:
+                if not files:
+                    continue
+                bucket = pa.concat_tables([_conformed(ipc.open_file(f).read_all(), schema) for f in files])
+                for f in files:
+                    f.unlink()
+                order = key_order(bucket.column(self.key))
+                if _scattered(order):
+                    # A take from one chunk per column: a take from many chunks joins them again for every call.
+                    bucket = bucket.combine_chunks()
+                last = None
+                for start in range(0, len(order), BATCH_ROWS):
+                    part = _gathered(bucket, order[start : start + BATCH_ROWS])
+                    repeated += _repeats(part.column(self.key), last)
+                    last = part.column(self.key)[-1]
+                    writer.write_table(part)
+                rows += bucket.num_rows
+                del bucket
+            if rows == 0:
+                writer.write_table(schema.empty_table())
+        return WrittenTable(path=relative, rows=rows, schema=schema), repeated
+
+
+def key_order(keys: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The positions of ``keys`` (text, no nulls) in ascending byte order, equal keys in their order: a stable sort.
+
+    Cheaper ways first: keys that come as a few ascending runs whose ranges do not overlap (tables stored in key
+    order) are put in order run by run; keys of one byte length (GUIDs) are sorted on their first eight bytes as an
+    integer, and only the rows that share those bytes on the whole key.
+    """
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    n = len(keys)
+    if n < 2:
+        return np.arange(n)
+    # A run ends where the next key is smaller.
+    ends = np.flatnonzero(pc.less(keys.slice(1), keys.slice(0, n - 1)).to_numpy(zero_copy_only=False)) + 1
+    if len(ends) < 64:
+        merged = _merged_runs(keys, [0, *ends.tolist(), n])
+        if merged is not None:
+            return merged
+    text = _fixed_width(keys)
+    if text is None or text.dtype.itemsize < 8:
+        return pc.sort_indices(keys).to_numpy()
+    width = text.dtype.itemsize
+    head = np.ascontiguousarray(text.view(np.uint8).reshape(n, width)[:, :8]).view(">u8").ravel()
+    order = np.argsort(head, kind="stable")
+    ordered_head = head[order]
+    same = ordered_head[1:] == ordered_head[:-1]
+    tied = np.zeros(n, dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    positions = np.flatnonzero(tied)
+    if len(positions):
+        # The tied rows, already grouped by head in ascending order, sorted again on the whole key: the groups stay
+        # in place and each group's rows come in key order (stable: equal keys keep their order).
+        rows = order[positions]
+        order[positions] = rows[np.argsort(text[rows], kind="stable")]
+    return order
+
+
+def _merged_runs(keys: pa.Array, edges: list[int]) -> np.ndarray | None:
+    """The order of keys made of ascending runs (``edges``: where each starts, then the end), when the runs' key
+    ranges do not overlap; None otherwise."""
+    runs = sorted(range(len(edges) - 1), key=lambda j: (keys[edges[j]].as_py(), j))
+    for before, after in zip(runs[:-1], runs[1:], strict=True):
+        last, first = keys[edges[before + 1] - 1].as_py(), keys[edges[after]].as_py()
+        # Equal keys may meet only in arrival order.
+        if last > first or (last == first and before > after):
+            return None
+    return np.concatenate([np.arange(edges[j], edges[j + 1]) for j in runs])
+
+
+def _fixed_width(keys: pa.Array) -> np.ndarray | None:
+    """Text keys of one byte length as a numpy byte-string array over their buffer (no copy); None otherwise."""
+    if keys.null_count or not (pa.types.is_large_string(keys.type) or pa.types.is_string(keys.type)):
+        return None
+    width_type = np.int64 if pa.types.is_large_string(keys.type) else np.int32
+    offsets = np.frombuffer(keys.buffers()[1], dtype=width_type)[keys.offset : keys.offset + len(keys) + 1]
+    widths = np.diff(offsets)
+    if len(widths) == 0 or widths[0] == 0 or (widths != widths[0]).any():
+        return None
+    return np.frombuffer(keys.buffers()[2], dtype=f"S{widths[0]}", count=len(keys), offset=int(offsets[0]))
+
+
+def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``: its columns in order and cast, the ones it lacks empty."""
+    arrays = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _scattered(order: np.ndarray) -> bool:
+    """Whether ``order`` picks rows one by one rather than in runs of consecutive rows."""
+    return np.count_nonzero(np.diff(order) != 1) >= len(order) // 1024
+
+
+def _gathered(table: pa.Table, order: np.ndarray) -> pa.Table:
+    """The rows of ``table`` at ``order``; runs of consecutive rows (a table stored in key order already) are
+    zero-copy slices instead of a copy of every value."""
+    if _scattered(order):
+        return table.take(pa.array(order))
+    edges = [0, *(np.flatnonzero(np.diff(order) != 1) + 1).tolist(), len(order)]
+    return pa.concat_tables([table.slice(int(order[a]), b - a) for a, b in zip(edges[:-1], edges[1:], strict=True)])
+
+
+def _repeats(keys: pa.ChunkedArray, last: pa.Scalar | None) -> int:
+    """How many of the ordered ``keys`` equal the key before them (``last``: the key before the first)."""
+    n = len(keys)
+    same = pc.sum(pc.equal(keys.slice(1), keys.slice(0, n - 1))).as_py() if n > 1 else 0
+    return int(same or 0) + int(last is not None and n > 0 and keys[0] == last)

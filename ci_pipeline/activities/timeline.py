@@ -12,7 +12,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from ci_pipeline.activities import ordered
 from ci_pipeline.activities.jsoncols import json_objects
@@ -267,8 +266,9 @@ def write_timeline(
     ActivityId is ``<source>_<table>_<primary key>``; the GUID is ``outputs.unified_activity_guids``;
     SemanticData holds the configured semantic fields as a JSON object with sorted keys; RangeIndex is the Unix
     timestamp (seconds) as a string. Rows whose key, timestamp or customer cannot be resolved are quarantined.
-    The placed rows go to Parquet part files under ``work``; DuckDB puts them in order, out of core, into the two
-    stored tables. What is held at once is one batch, the customer lookup and the quarantine.
+    The placed rows go to bucket files under ``work`` by key range (``ordered.SortedTable``), and each bucket is
+    sorted and written in turn. What is held at once is one batch (or one bucket), the customer lookup and the
+    quarantine.
 
     Args:
         sources: activity name -> its table.
@@ -276,36 +276,47 @@ def write_timeline(
         now: the run time (UTC, tolerance included): later timestamps are quarantined.
         lake: where the tables are stored.
         paths: the lake-relative paths of UnifiedActivity and of the facts.
-        work: an empty folder for the part files and DuckDB's spill files (the caller removes it).
+        work: an empty folder for the bucket files and DuckDB's spill files (the caller removes it).
     """
     con = ordered.connect(work / "duckdb")
     try:
-        parts = _Parts(work / "parts")
-        corrupt, read, placed = [], {}, {}
+        rules = {}
+        for name in sorted(sources):
+            source = sources[name]
+            check_columns(name, source.spec, source.rows.schema.names, source.primary_key)
+            repeated, whole = ordered.repeated_keys(con, source.rows, source.primary_key)
+            rules[name] = KeyRules(whole=whole, duplicated=key_strings(repeated.to_pandas(), whole))
+        # Enough buckets that one holds about BUCKET_ROWS rows; the facts' key ranges come from a sample of keys.
+        total = sum(source.rows.count_rows() for source in sources.values())
+        buckets = max(1, -(-total // ordered.BUCKET_ROWS))
+        samples = _activity_id_samples(sources, rules, max(1, total // (buckets * ordered.SAMPLES_PER_BUCKET)))
+        placed_rows = _Placed(
+            work / "ordered", buckets, ordered.boundaries(samples if buckets > 1 else [], buckets), alternate_key
+        )
+        corrupt, read, placed, lookups = [], {}, {}, {}
         for name in sorted(sources):
             source = sources[name]
             spec = source.spec
-            check_columns(name, spec, source.rows.schema.names, source.primary_key)
-            repeated, whole = ordered.repeated_keys(con, source.rows, source.primary_key)
-            rules = KeyRules(whole=whole, duplicated=key_strings(repeated.to_pandas(), whole))
-            lookup = customer_lookup(alternate_key, spec.customer.source, spec.customer.table)
+            linked = (spec.customer.source, spec.customer.table)
+            if linked not in lookups:
+                lookups[linked] = customer_lookup(alternate_key, *linked)
             read[name] = placed[name] = 0
             for frame in _batches(source.rows):
-                ok, bad = place_rows(name, spec, frame, source.primary_key, lookup, now, rules)
-                parts.add(_timeline_rows(ok))
+                ok, bad = place_rows(name, spec, frame, source.primary_key, lookups[linked], now, rules[name])
+                placed_rows.add(con, _timeline_rows(ok))
                 corrupt.append(bad)
                 read[name] += len(frame)
                 placed[name] += len(ok)
-        # The batches are gone: give the memory their Arrow buffers took back before DuckDB takes its share.
+        # The batches are gone: give the memory their Arrow buffers took back before the buckets are sorted.
+        lookups.clear()
         pa.default_memory_pool().release_unused()
-        per_type: dict[str, int] = {}
-        for name, count in placed.items():
-            if count:
-                per_type[sources[name].spec.type] = per_type.get(sources[name].spec.type, 0) + count
-        unified, facts = _write_ordered(con, parts, lake, paths)
-        customers, repeated_ids = _distinct_counts(con, parts)
+        unified, facts, repeated_ids = placed_rows.write(lake, paths)
     finally:
         con.close()
+    per_type: dict[str, int] = {}
+    for name, count in placed.items():
+        if count:
+            per_type[sources[name].spec.type] = per_type.get(sources[name].spec.type, 0) + count
     bad = pd.concat(corrupt, ignore_index=True) if corrupt else pd.DataFrame(columns=CORRUPT_COLUMNS)
     bad = bad.sort_values(["Activity", "SourceActivityId"], kind="stable").reset_index(drop=True).astype("string")
     return StoredTimeline(
@@ -315,9 +326,24 @@ def write_timeline(
         rows_read=read,
         placed=placed,
         per_type=dict(sorted(per_type.items())),
-        customers=customers,
+        customers=placed_rows.customers(),
         repeated_activity_ids=repeated_ids,
     )
+
+
+def _activity_id_samples(sources: dict[str, ActivitySource], rules: dict[str, KeyRules], step: int) -> list[str]:
+    """Every ``step``-th ActivityId of every table (keys read alone, batch by batch): what the facts' key ranges are
+    cut from."""
+    samples: list[str] = []
+    for name in sorted(sources):
+        source = sources[name]
+        prefix = f"{source.spec.source}_{source.spec.table}_"
+        for batch in source.rows.to_batches(
+            columns=[source.primary_key], batch_size=ordered.BATCH_ROWS, batch_readahead=1, fragment_readahead=1
+        ):
+            keys = key_strings(batch.column(0).to_pandas().iloc[::step], rules[name].whole).dropna()
+            samples += (prefix + keys).tolist()
+    return samples
 
 
 def build_timeline(
@@ -384,29 +410,28 @@ TEXT_COLUMNS = (
 )
 
 
-class _Parts:
-    """Placed rows written as Parquet part files, with what the stored tables' schemas are derived from.
+#: Columns of a placed batch that are not semantic fields.
+_NOT_FIELDS = frozenset(UNIFIED_ACTIVITY_COLUMNS) | {"Activity"}
 
-    The columns are stored as ``c0``, ``c1``, ... (:meth:`column`): DuckDB's names ignore case, and a semantic
-    field may be named like a column of UnifiedActivity in another case (``url`` and ``URL``).
-    """
 
-    def __init__(self, folder: Path):
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder = folder
-        self.files: list[Path] = []
+class _Placed:
+    """Placed rows on their way to the two stored tables (``ordered.SortedTable``), with what the tables' schemas
+    are derived from and the customers that have an activity."""
+
+    def __init__(self, folder: Path, buckets: int, boundaries: list[str], alternate_key: pd.DataFrame):
+        self.unified = ordered.SortedTable(folder / "unified", "msdynci_unifiedactivityid", buckets)
+        self.facts = ordered.SortedTable(folder / "facts", "ActivityId", len(boundaries) + 1)
+        self.guid_bucket = ordered.guid_buckets(buckets)
+        self.fact_bucket = ordered.key_buckets(boundaries)
         #: The first row of each batch (every batch for column names and types), and each column's Arrow types.
         self.heads: list[pd.DataFrame] = []
         self.types: dict[str, list[pa.DataType]] = {}
-        self.names: dict[str, str] = {}
-        self.rows = 0
+        #: Every CustomerId, and whether a placed row has it: distinct customers counted on integer codes.
+        self.customer_ids = _arrow_text(pd.Series(alternate_key["CustomerId"].dropna().unique()))
+        self.seen = np.zeros(len(self.customer_ids), dtype=bool)
 
-    def column(self, name: str) -> str:
-        """The SQL name of a column in the part files."""
-        return ordered.quoted(self.names[name])
-
-    def add(self, rows: pd.DataFrame) -> None:
-        """Keep a batch of placed rows, numbered after the ones before (the order ties are broken in)."""
+    def add(self, con, rows: pd.DataFrame) -> None:
+        """Put a batch of placed rows into both tables' buckets, after the ones before (the order ties keep)."""
         # A take, not head(): a slice of Arrow-backed columns would keep the whole batch alive.
         self.heads.append(rows.take(range(min(1, len(rows)))))
         if rows.empty:
@@ -414,14 +439,18 @@ class _Parts:
         table = pa.Table.from_pandas(rows, preserve_index=False)
         for name, column in zip(table.column_names, table.columns, strict=True):
             self.types.setdefault(name, []).append(column.type)
-            self.names.setdefault(name, f"c{len(self.names)}")
-        table = ordered.storable(table).rename_columns([self.names[n] for n in table.column_names])
-        table = table.append_column(_SEQUENCE, pa.array(np.arange(self.rows, self.rows + len(rows), dtype=np.int64)))
-        path = self.folder / f"part-{len(self.files):06d}.parquet"
-        # lz4: parts are read once, soon; compressing them harder costs more time than the disk it saves.
-        pq.write_table(table, path, compression="lz4")
-        self.files.append(path)
-        self.rows += len(rows)
+        ids = table.column("ActivityId").cast(pa.large_string())
+        guids, heads = ordered.unified_activity_guids(con, ids)
+        unified = table.select(UNIFIED_ACTIVITY_COLUMNS[:-1]).append_column("msdynci_unifiedactivityid", guids)
+        self.unified.add(unified, self.guid_bucket(heads))
+        facts = table.select(FACT_COLUMNS + [c for c in table.column_names if c not in _NOT_FIELDS])
+        self.facts.add(facts, self.fact_bucket(ids) if self.facts.buckets > 1 else None)
+        customers = pc.index_in(table.column("CustomerId").cast(pa.large_string()), value_set=self.customer_ids)
+        self.seen[customers.to_numpy()] = True
+
+    def customers(self) -> int:
+        """Distinct customers with at least one placed activity."""
+        return int(self.seen.sum())
 
     def sample(self) -> pd.DataFrame:
         """A few rows with the columns, in the order and with the types, that concatenating every batch gives."""
@@ -439,7 +468,7 @@ class _Parts:
 
     def schema(self, frame: pd.DataFrame) -> pa.Schema:
         """The Arrow schema of ``frame`` (pandas metadata included); a column of Python objects that are all
-        missing in the sample takes the type its rows have in the parts."""
+        missing in the sample takes the type its rows have in the batches."""
         schema = pa.Schema.from_pandas(frame, preserve_index=False)
         for i, field in enumerate(schema):
             if pa.types.is_null(field.type):
@@ -448,48 +477,16 @@ class _Parts:
                     schema = schema.set(i, field.with_type(found[0]))
         return schema
 
-
-_SEQUENCE = "__row"
-
-
-def _write_ordered(con, parts: _Parts, lake: Lake, paths: tuple[str, str]) -> tuple[WrittenTable, WrittenTable]:
-    """UnifiedActivity in GUID order and the facts in ActivityId order, from the parts (ties: in reading order)."""
-    sample = parts.sample()
-    fields = [c for c in sample.columns if c not in set(UNIFIED_ACTIVITY_COLUMNS) | {"Activity"}]
-    facts_sample = sample[FACT_COLUMNS + fields]
-    facts_sample["Activity"] = facts_sample["Activity"].astype("string")
-    unified_sample = sample[UNIFIED_ACTIVITY_COLUMNS[:-1]].copy()
-    unified_sample["msdynci_unifiedactivityid"] = unified_activity_guids(unified_sample["ActivityId"])
-    if not parts.files:
-        return (
-            ordered.write_sorted(con, [], "", parts.schema(unified_sample), lake, paths[0]),
-            ordered.write_sorted(con, [], "", parts.schema(facts_sample), lake, paths[1]),
-        )
-    key, sequence = parts.column("ActivityId"), ordered.quoted(_SEQUENCE)
-    columns = ", ".join(parts.column(c) for c in UNIFIED_ACTIVITY_COLUMNS[:-1])
-    digest, guid = ordered.unified_activity_guid_sql(key, "activity_digest")
-    unified = (
-        f"SELECT {columns}, {guid} AS activity_guid FROM (SELECT {columns}, {sequence}, "
-        f"{digest} AS activity_digest FROM {{parts}}) ORDER BY activity_guid, {key}, {sequence}"
-    )
-    facts = (
-        f"SELECT {', '.join(parts.column(c) for c in FACT_COLUMNS + fields)} FROM {{parts}} ORDER BY {key}, {sequence}"
-    )
-    # One after the other: two sorts at once would share DuckDB's memory limit and each spill sooner.
-    return (
-        ordered.write_sorted(con, parts.files, unified, parts.schema(unified_sample), lake, paths[0]),
-        ordered.write_sorted(con, parts.files, facts, parts.schema(facts_sample), lake, paths[1]),
-    )
-
-
-def _distinct_counts(con, parts: _Parts) -> tuple[int, int]:
-    """Distinct customers, and rows whose ActivityId an earlier row has, over the placed rows."""
-    if not parts.files:
-        return 0, 0
-    listed = ", ".join(ordered.literal(str(p)) for p in parts.files)
-    customer, activity = parts.column("CustomerId"), parts.column("ActivityId")
-    customers, repeated = con.sql(
-        f"SELECT count(DISTINCT {customer}), count(*) - count(DISTINCT {activity}) "
-        f"FROM read_parquet([{listed}], union_by_name = true)"
-    ).fetchall()[0]
-    return int(customers), int(repeated)
+    def write(self, lake: Lake, paths: tuple[str, str]) -> tuple[WrittenTable, WrittenTable, int]:
+        """UnifiedActivity in GUID order and the facts in ActivityId order (ties: in placing order), and how many
+        placed rows have an ActivityId an earlier one has."""
+        sample = self.sample()
+        fields = [c for c in sample.columns if c not in _NOT_FIELDS]
+        facts_sample = sample[FACT_COLUMNS + fields]
+        facts_sample["Activity"] = facts_sample["Activity"].astype("string")
+        unified_sample = sample[UNIFIED_ACTIVITY_COLUMNS[:-1]].copy()
+        unified_sample["msdynci_unifiedactivityid"] = unified_activity_guids(unified_sample["ActivityId"])
+        # One after the other: each holds one bucket at a time.
+        unified, _ = self.unified.write(lake, paths[0], self.schema(unified_sample))
+        facts, repeated = self.facts.write(lake, paths[1], self.schema(facts_sample))
+        return unified, facts, repeated
