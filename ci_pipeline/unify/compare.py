@@ -51,6 +51,7 @@ class Prepared:
         """Drop the cached normalized columns (they are the largest objects of a run once matching is done)."""
         self._values.clear()
         self._codes.clear()
+        self.normalizer.forget()
 
     def steps(self, cond: Condition) -> tuple[str, ...]:
         return tuple(cond.normalize) if cond.normalize is not None else default_normalizations(cond.field)

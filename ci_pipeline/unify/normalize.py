@@ -214,20 +214,46 @@ class Normalizer:
     bypass_values: Iterable[str] = ()
     default_region: str = "US"
     aliases: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: steps -> (distinct raw values, their text after those steps, before the last bypass mask): what this
+    #: normalizer already computed, reused value by value (see ``apply``) until ``forget``.
+    _done: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     def apply(self, values: pd.Series, steps: Iterable[str]) -> pd.Series:
-        """Normalize a column for matching; empty, missing and bypass values become ``<NA>``."""
+        """Normalize a column for matching; empty, missing and bypass values become ``<NA>``.
+
+        Each step works value by value, so a column's distinct values are normalized once, and a run that
+        normalizes one column several times (the dedup rules' e-mail address, then with ``personal_email``; the
+        model's e-mail address) starts from the longest list of leading steps already applied to every one of
+        its values.
+        """
         steps = tuple(steps)
         s = values.astype(STR)
         codes, uniques = pd.factorize(s, use_na_sentinel=True)
-        u = pd.Series(uniques, dtype=STR)
-        u = self._mask_bypass(u.str.strip())
-        for step in steps:
-            u = self._step(step)(u)
+        raw = pd.Series(uniques, dtype=STR)
+        done, u = self._resume(raw, steps)
+        for k in range(done, len(steps)):
+            u = self._step(steps[k])(u)
             u = u.where(u.str.len() > 0)
+        if done < len(steps):
+            self._done[steps] = (pd.Index(raw), u.astype(STR).array)
         u = self._mask_bypass(u)
         u = u.astype(STR)
         return pd.Series(u.array.take(codes, allow_fill=True), index=values.index, dtype=STR)
+
+    def _resume(self, raw: pd.Series, steps: tuple[str, ...]) -> tuple[int, pd.Series]:
+        """How many leading ``steps`` are already applied to the distinct values ``raw``, and their text then."""
+        for k in range(len(steps), 0, -1):
+            if steps[:k] not in self._done:
+                continue
+            known, text = self._done[steps[:k]]
+            at = known.get_indexer(raw)
+            if len(at) and (at >= 0).all():
+                return k, pd.Series(text.take(at), dtype=STR)
+        return 0, self._mask_bypass(raw.str.strip())
+
+    def forget(self) -> None:
+        """Drop the values kept for reuse (a run calls it once it normalizes no more)."""
+        self._done.clear()
 
     def _mask_bypass(self, u: pd.Series) -> pd.Series:
         folded = _squash(u.str.lower())

@@ -11,7 +11,7 @@ from ci_pipeline.defs import unify as unify_defs
 from ci_pipeline.defs.resources import shared_resources
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.normalize import Normalizer
-from ci_pipeline.unify.records import parse_times
+from ci_pipeline.unify.records import build_records, parse_times
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 from ci_pipeline_tests.unify.test_assets import project
 
@@ -74,6 +74,27 @@ def test_unify_counts_unreadable_recency_dates_and_still_runs(modified_at):
     warning = [w for w in r.warnings if "crm.contacts.modified_at" in w]
     assert len(warning) == 1 and "3 value(s) are not dates" in warning[0] and "count as missing" in warning[0]
     assert repr(unreadable["example"]) in warning[0]
+
+
+def test_readable_zoned_dates_are_not_written_as_text_to_be_counted(monkeypatch):
+    # Formatting zoned timestamps costs more than the rest of the record frame: only unparsed values are counted.
+    from pandas.core.arrays import DatetimeArray
+
+    f = frames()
+    f[("crm", "contacts")] = f[("crm", "contacts")].assign(
+        changed_at=pd.to_datetime(["2026-03-01 10:00", "2026-03-02 11:00", None, "2026-03-04 12:00"], utc=True)
+    )
+    raw = config().model_dump()
+    raw["tables"][0]["dedup"]["winner"] = {"policy": "most_recent", "column": "changed_at"}
+    cfg = type(config()).model_validate(raw)
+    unreadable: dict = {}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a parsed timestamp was formatted as text")
+
+    monkeypatch.setattr(DatetimeArray, "_format_native_types", refuse)
+    records = build_records(cfg, f, KEYS, unreadable=unreadable)
+    assert unreadable == {} and records["winner_time"].notna().sum() == 3
 
 
 def test_readable_dates_give_no_warning():

@@ -200,3 +200,30 @@ def test_map_words_agrees_with_python_split_and_join():
             pd.NA if v is None else " ".join(table.get(w.lower() if lower else w, w) for w in v.split()) for v in values
         ]
         assert map_words(series, table, lower).tolist() == expected
+
+
+def test_a_normalizer_reuses_what_it_computed_and_gives_what_a_fresh_one_gives(monkeypatch):
+    values = pd.Series(
+        ["Ann@Gmail.com ", "n/a", "bob@work.org", None, "ann@gmail.com", "carl@yahoo.com"], dtype="string"
+    )
+    personal = [*EMAIL, "personal_email"]
+    reused = Normalizer(bypass_values=("n/a",))
+    first = reused.apply(values, EMAIL)
+    calls = []
+    real = Normalizer._step
+    monkeypatch.setattr(Normalizer, "_step", lambda self, name: calls.append(name) or real(self, name))
+    # The distinct values only (as the model passes them), then one step past what was computed.
+    again = reused.apply(pd.Series(values.dropna().unique(), dtype="string"), EMAIL)
+    longer = reused.apply(values, personal)
+    assert calls == ["personal_email"]
+    fresh = Normalizer(bypass_values=("n/a",))
+    assert first.tolist() == fresh.apply(values, EMAIL).tolist()
+    assert again.tolist() == fresh.apply(pd.Series(values.dropna().unique(), dtype="string"), EMAIL).tolist()
+    assert longer.tolist() == fresh.apply(values, personal).tolist()
+    assert longer.fillna("-").tolist() == ["ann@gmail.com", "-", "-", "-", "ann@gmail.com", "carl@yahoo.com"]
+    # A value it has not seen: every step runs again, and after forget() nothing is reused.
+    calls.clear()
+    assert reused.apply(pd.Series(["dan@gmail.com"], dtype="string"), EMAIL).tolist() == ["dan@gmail.com"]
+    reused.forget()
+    reused.apply(values, EMAIL)
+    assert calls == EMAIL + EMAIL
