@@ -84,24 +84,38 @@ class BgNbd:
         return np.nan_to_num(np.clip(value, 0.0, None), nan=0.0, posinf=0.0)
 
 
-def _bgnbd_nll(log_params, x, t_x, T):
+def _bgnbd_nll(log_params, xs, x_at, times, tx_at, T_at, weight):
+    """Minus the log-likelihood; each term needs x, t_x, T (``xs[x_at]``, ``times[tx_at]``, ``times[T_at]``)."""
     r, alpha, a, b = np.exp(log_params)
-    a1 = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
-    a2 = special.gammaln(a + b) + special.gammaln(b + x) - special.gammaln(b) - special.gammaln(a + b + x)
-    a3 = -(r + x) * np.log(alpha + T)
-    a4 = np.where(x > 0, np.log(a) - np.log(b + np.maximum(x, 1) - 1) - (r + x) * np.log(alpha + t_x), -np.inf)
-    return -np.sum(a1 + a2 + np.logaddexp(a3, a4))
+    # The gamma functions of x and the logarithms of the times are taken once per distinct value.
+    a1 = special.gammaln(r + xs) - special.gammaln(r) + r * np.log(alpha)
+    a2 = special.gammaln(a + b) + special.gammaln(b + xs) - special.gammaln(b) - special.gammaln(a + b + xs)
+    log_times = np.log(alpha + times)
+    rx = (r + xs)[x_at]
+    a3 = -rx * log_times[T_at]
+    repeat = np.where(xs > 0, np.log(a) - np.log(b + np.maximum(xs, 1) - 1), -np.inf)
+    a4 = np.where(xs[x_at] > 0, repeat[x_at] - rx * log_times[tx_at], -np.inf)
+    return -np.dot(weight, (a1 + a2)[x_at] + np.logaddexp(a3, a4))
 
 
 def fit_bgnbd(x, t_x, T) -> BgNbd:
-    """Maximum-likelihood BG/NBD parameters (deterministic: fixed start, L-BFGS-B on log parameters)."""
+    """Maximum-likelihood BG/NBD parameters (deterministic: fixed start, L-BFGS-B on log parameters).
+
+    The likelihood has one term per distinct (x, t_x, T), weighted by how many customers share it (time is counted
+    in whole days, so, for example, one-time buyers who first bought on the same day share one), and its gamma
+    functions and logarithms are taken per distinct x and time.
+    """
     x, t_x, T = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
     keep = T > 0
     x, t_x, T = x[keep], t_x[keep], T[keep]
+    distinct, weight = np.unique(np.column_stack([x, t_x, T]), axis=0, return_counts=True)
+    xs, x_at = np.unique(distinct[:, 0], return_inverse=True)
+    times, time_at = np.unique(distinct[:, 1:], return_inverse=True)
+    time_at = time_at.reshape(-1, 2)
     result = optimize.minimize(
         _bgnbd_nll,
         np.log([1.0, max(float(np.mean(T)), 1.0), 1.0, 1.0]),
-        args=(x, t_x, T),
+        args=(xs, x_at, times, time_at[:, 0], time_at[:, 1], weight.astype(np.float64)),
         method="L-BFGS-B",
         bounds=[(-10, 10)] * 4,
     )

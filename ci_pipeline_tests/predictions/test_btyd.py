@@ -22,6 +22,34 @@ def bgnbd_sample(n: int, r: float, alpha: float, a: float, b: float, T: float, s
     return x.astype(float), t_x, np.full(n, T)
 
 
+def test_bgnbd_likelihood_per_distinct_summary_equals_the_sum_over_customers():
+    # Whole days as weeks, as rfm_summary gives them: customers repeat the same (x, t_x, T).
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 4, 3000).astype(float)
+    T = rng.integers(1, 60, 3000) / 7.0
+    t_x = np.where(x > 0, np.floor(T * 7 * rng.random(3000)) / 7.0, 0.0)
+    params = np.log([0.7, 3.0, 0.8, 2.0])
+    per_customer = -sum(
+        float(-btyd._bgnbd_nll(params, np.array([xi]), np.zeros(1, int), np.array([ti, Ti]), [0], [1], np.ones(1)))
+        for xi, ti, Ti in zip(x, t_x, T, strict=True)
+    )
+    xs, x_at = np.unique(x, return_inverse=True)
+    times, at = np.unique(np.column_stack([t_x, T]), return_inverse=True)
+    at = at.reshape(-1, 2)
+    together = btyd._bgnbd_nll(params, xs, x_at, times, at[:, 0], at[:, 1], np.ones(3000))
+    assert together == pytest.approx(per_customer, rel=1e-12)
+    distinct = np.unique(np.column_stack([x, t_x, T]), axis=0)
+    assert len(distinct) < len(x) * 0.6
+    # Fitting on the distinct summaries weighted by their counts finds the parameters of every customer's terms.
+    fitted = btyd.fit_bgnbd(x, t_x, T)
+    assert (
+        btyd._bgnbd_nll(
+            np.log([fitted.r, fitted.alpha, fitted.a, fitted.b]), xs, x_at, times, at[:, 0], at[:, 1], np.ones(3000)
+        )
+        <= together
+    )
+
+
 def test_bgnbd_recovers_known_parameters():
     x, t_x, T = bgnbd_sample(8000, r=0.8, alpha=4.0, a=0.6, b=2.5, T=52.0)
     fitted = btyd.fit_bgnbd(x, t_x, T)
