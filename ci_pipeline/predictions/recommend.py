@@ -99,10 +99,33 @@ def _row_max_scale(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
 
 
 def _top_k(scores: sparse.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row the k best (column, score), -1 / 0 where the row has fewer candidates."""
-    coo = scores.tocoo()
-    order = np.lexsort((coo.col, -coo.data, coo.row))
-    row, col, val = coo.row[order], coo.col[order], coo.data[order]
+    """Per row the k best (column, score), the lower column first among equal scores; -1 / 0 where the row has
+    fewer candidates.
+
+    Only the candidates at or above their row's k-th best score are sorted. That score is found by taking each
+    row's maximum k times, a pass over the candidates each: cheaper than sorting them all (scores are >= 0).
+    """
+    scores = scores.tocsr()
+    scores.sort_indices()
+    n = scores.shape[0]
+    counts = np.diff(scores.indptr)
+    owner = np.repeat(np.arange(n), counts)
+    left = scores.data.copy()
+    filled, starts = counts > 0, scores.indptr[:-1][counts > 0]
+    floor = np.full(n, -np.inf)
+    seen = np.zeros(n, dtype=np.int64)
+    for _ in range(k if len(left) else 0):
+        peak = np.full(n, -np.inf)
+        peak[filled] = np.maximum.reduceat(left, starts)
+        at_peak = (left == peak[owner]) & (left > -np.inf)
+        seen += np.bincount(owner[at_peak], minlength=n)
+        reached = (seen >= k) & (floor == -np.inf)
+        floor[reached] = peak[reached]
+        left[at_peak] = -np.inf
+    keep = scores.data >= floor[owner]
+    row, col, val = owner[keep], scores.indices[keep], scores.data[keep]
+    order = np.lexsort((col, -val, row))
+    row, col, val = row[order], col[order], val[order]
     starts = np.searchsorted(row, np.arange(scores.shape[0]))
     rank = np.arange(len(row)) - starts[row]
     keep = rank < k

@@ -112,3 +112,17 @@ def test_ranking_metrics_on_a_hand_example():
     assert out["success_at_3"] == 0.5
     assert out["precision_at_3"] == round((1 / 3) / 2, 4)
     assert out["ndcg_at_3"] == round((1 / np.log2(3)) / 2, 4)
+
+
+def test_top_k_is_every_rows_best_scores_with_ties_broken_by_column():
+    rng = np.random.default_rng(4)
+    # Few distinct scores, so ties straddle the k-th place; some rows empty, some shorter than k.
+    dense = rng.integers(0, 4, (300, 40)) * (rng.random((300, 40)) < rng.random((300, 1)))
+    dense[:5] = 0
+    scores = sparse.csr_matrix(dense.astype(np.float64) / 3)
+    items, values = recommend._top_k(scores, 7)
+    for row in range(len(dense)):
+        ranked = sorted((-v, c) for c, v in enumerate(scores[row].toarray().ravel()) if v > 0)[:7]
+        expected = [c for _, c in ranked] + [-1] * (7 - len(ranked))
+        assert items[row].tolist() == expected
+        assert values[row].tolist() == [-v for v, _ in ranked] + [0.0] * (7 - len(ranked))
