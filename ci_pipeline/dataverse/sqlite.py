@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ci_pipeline.dataverse.ahead import in_background
 from ci_pipeline.dataverse.attachment import AttachmentClaim, check_marker
 from ci_pipeline.dataverse.sink import Sink, SinkTable, TableResult, TableUsage
 from ci_pipeline.errors import UserError
@@ -196,22 +197,32 @@ class SqliteSink(Sink):
     def _stage(self, table: SinkTable, seen: _Seen) -> _Staged:
         """Read the table's batches once: fingerprint each, keep the rows that are new or changed against what the
         sink holds, and bulk-load them (Arrow into SQLite, in C) into a load database beside the sink. Only that
-        connection opens the load file while it is written: two SQLite libraries never share an open file."""
+        connection opens the load file while it is written: two SQLite libraries never share an open file.
+
+        A thread of its own reads, converts and hashes the next batches while the driver writes the current one.
+        The load table has the sink table's definition and gets the rows in key order, so that copying it into a
+        new or emptied sink table is SQLite's page-level transfer, not a second insertion row by row."""
         rebuild = bool(seen.columns) and seen.columns != table.columns
         merge = _Merge(FINGERPRINTS.empty_table() if rebuild else seen.fingerprints)
-        hasher = duckdb.connect()
         prints: list[pa.Table] = []
         failure: list[BaseException] = []
         written = 0
 
-        def changed_rows():
-            nonlocal written
+        def fingerprinted():
+            hasher = duckdb.connect()
             try:
                 for batch in table.batches():
                     # The load takes the columns by position.
                     if batch.schema.names != table.columns:
                         raise RuntimeError(f"{table.name}: a batch has the columns {batch.schema.names}")
-                    found = row_fingerprints(batch, table.primary_key, hasher)
+                    yield batch, row_fingerprints(batch, table.primary_key, hasher)
+            finally:
+                hasher.close()
+
+        def changed_rows():
+            nonlocal written
+            try:
+                for batch, found in in_background(fingerprinted(), name=f"sink-{table.name}"):
                     prints.append(found)
                     changed = merge.changed(found)
                     written += len(changed)
@@ -230,8 +241,9 @@ class SqliteSink(Sink):
             with adbc_sqlite.connect(str(path), autocommit=True) as load, load.cursor() as cursor:
                 cursor.execute("PRAGMA journal_mode=OFF")
                 cursor.execute("PRAGMA synchronous=OFF")
+                cursor.execute(f"CREATE TABLE {_q(LOAD_TABLE)} {_definition(table.columns, table.primary_key)}")
                 cursor.adbc_ingest(
-                    LOAD_TABLE, pa.RecordBatchReader.from_batches(table.schema, changed_rows()), mode="create"
+                    LOAD_TABLE, pa.RecordBatchReader.from_batches(table.schema, changed_rows()), mode="append"
                 )
         except BaseException as exc:
             shutil.rmtree(path.parent, ignore_errors=True)
@@ -243,8 +255,6 @@ class SqliteSink(Sink):
                     f"({exc}); check the free space and permissions of its folder"
                 ) from exc
             raise
-        finally:
-            hasher.close()
         fingerprints = pa.concat_tables(prints) if prints else FINGERPRINTS.empty_table()
         stale = _missing(seen.fingerprints, fingerprints) if rebuild else merge.stale()
         return _Staged(path, fingerprints, written, stale, rebuild)
@@ -267,8 +277,7 @@ class SqliteSink(Sink):
                 # The column set changed (e.g. a new unified attribute): rebuild the table in this transaction;
                 # every row is written again, and the rows whose key is gone count as deleted.
                 con.execute(f"DROP TABLE main.{_q(name)}")
-            definition = ", ".join(f"{_q(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns)
-            con.execute(f"CREATE TABLE IF NOT EXISTS main.{_q(name)} ({definition}) WITHOUT ROWID")
+            con.execute(f"CREATE TABLE IF NOT EXISTS main.{_q(name)} {_definition(columns, pk)}")
             if staged.written:
                 con.execute(_load_sql(name, pk, columns, fresh=staged.rebuild or seen.fingerprints.num_rows == 0))
             if len(stale) and not staged.rebuild:
@@ -494,13 +503,19 @@ class _Merge:
         return pa.concat_arrays([a.cast(pa.string()) for a in rest])
 
 
+def _definition(columns: list[str], pk: str) -> str:
+    """The columns and key of a sink table (and of its load table): every column TEXT, the GUID as primary key."""
+    return "(" + ", ".join(f"{_q(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns) + ") WITHOUT ROWID"
+
+
 def _load_sql(name: str, pk: str, columns: list[str], fresh: bool) -> str:
-    """Copy the loaded rows into the table: inserted into an empty one, else inserted or replacing the row with
-    their key."""
+    """Copy the loaded rows into the table: into an empty one as they are (``INSERT INTO ... SELECT *`` between
+    tables of one definition is SQLite's transfer optimisation: whole records in key order, no row decoded),
+    else inserted or replacing the row with their key."""
+    if fresh:
+        return f"INSERT INTO main.{_q(name)} SELECT * FROM load.{_q(LOAD_TABLE)}"
     cols = ", ".join(_q(c) for c in columns)
     sql = f"INSERT INTO main.{_q(name)} ({cols}) SELECT {cols} FROM load.{_q(LOAD_TABLE)}"
-    if fresh:
-        return sql
     updates = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in columns if c != pk)
     # "WHERE true" tells SQLite's parser that ON CONFLICT belongs to the INSERT, not to a join of the SELECT.
     return f"{sql} WHERE true ON CONFLICT({_q(pk)}) " + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")

@@ -8,6 +8,7 @@ points at missing files; older snapshots are deleted only after the new metadata
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import posixpath
@@ -22,6 +23,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from ci_pipeline import outputs
+from ci_pipeline.dataverse.ahead import mapped_ahead
 from ci_pipeline.dataverse.naming import column_text, utc_seconds_text
 from ci_pipeline.dataverse.prepare import sorted_by_key
 from ci_pipeline.errors import StorageError, UserError
@@ -207,16 +209,9 @@ def write_export(
     entities = []
     extension = "csv" if fmt == "csv" else "parquet"
     for table, source in tables.items():
-        attributes, parts = _encoded_parts(table, source, fmt, rows_per_part, escape_formulas)
-        files: list[str] = []
-        size = rows = 0
-        for n, (data, count, escaped) in enumerate(parts, start=1):
-            relative = f"{table}/{snapshot}/{table}_{n}.{extension}"
-            lake.write_bytes(posixpath.join(root, relative), data)
-            files.append(relative)
-            size += len(data)
-            rows += count
-            result.escaped_cells += escaped
+        attributes, chunks = _encoded_parts(table, source, fmt, rows_per_part, escape_formulas)
+        files, size, rows, escaped = _write_parts(lake, root, f"{table}/{snapshot}/{table}", extension, chunks)
+        result.escaped_cells += escaped
         written[table] = files
         result.tables[table] = {"rows": rows, "parts": len(files), "bytes": size}
         entities.append((table, attributes, files))
@@ -229,14 +224,37 @@ def write_export(
     return result
 
 
-#: One written part: its bytes, its rows and the cells escaped in it.
-Part = tuple[bytes, int, int]
+#: A piece of one data file: the part's number (from 1, increasing), its bytes, its rows and the cells escaped in
+#: it. A part is written as the chunks of its number come, so no part is held whole.
+Chunk = tuple[int, bytes, int, int]
+
+
+def _write_parts(
+    lake: Lake, root: str, stem: str, extension: str, chunks: Iterator[Chunk]
+) -> tuple[list, int, int, int]:
+    """Write the chunks into ``<stem>_<part>.<extension>`` under ``root``, each part atomically (a part appears
+    only when its last chunk is written); the files written, bytes, rows and escaped cells."""
+    files: list[str] = []
+    size = rows = escaped = 0
+    with contextlib.ExitStack() as stack:
+        handle = None
+        for number, data, count, cells in chunks:
+            if handle is None or len(files) != number:
+                # The previous part is complete: closing its writer puts it in place.
+                stack.close()
+                files.append(f"{stem}_{number}.{extension}")
+                handle = stack.enter_context(
+                    open(stack.enter_context(lake.writing(posixpath.join(root, files[-1]))), "wb")
+                )
+            handle.write(data)
+            size, rows, escaped = size + len(data), rows + count, escaped + cells
+    return files, size, rows, escaped
 
 
 def _encoded_parts(
     table: str, source: pd.DataFrame | StoredTable, fmt: str, rows_per_part: int, escape: bool
-) -> tuple[list[dict], Iterator[Part]]:
-    """The CDM attributes of one table and its parts, made one at a time as they are written."""
+) -> tuple[list[dict], Iterator[Chunk]]:
+    """The CDM attributes of one table and the chunks of its parts, made as they are written."""
     if isinstance(source, StoredTable):
         if fmt == "csv" and source.plain(table):
             if source.streamable(table):
@@ -249,14 +267,14 @@ def _encoded_parts(
     return attributes, _frame_parts(source, fmt, rows_per_part, escape)
 
 
-def _frame_parts(df: pd.DataFrame, fmt: str, rows_per_part: int, escape: bool) -> Iterator[Part]:
+def _frame_parts(df: pd.DataFrame, fmt: str, rows_per_part: int, escape: bool) -> Iterator[Chunk]:
     parts = [df.iloc[i : i + rows_per_part] for i in range(0, len(df), rows_per_part)] or [df.iloc[0:0]]
-    for part in parts:
+    for number, part in enumerate(parts, start=1):
         escaped = 0
         if fmt == "csv" and escape:
             part, escaped = escape_formula_cells(part)
         data = _csv_bytes(part) if fmt == "csv" else _parquet_bytes(part.reset_index(drop=True))
-        yield data, len(part), escaped
+        yield number, data, len(part), escaped
 
 
 @dataclass(frozen=True)
@@ -349,24 +367,43 @@ class StoredTable:
             for column in self._file().schema_arrow
         ]
 
-    def csv_parts(self, rows_per_part: int, escape: bool) -> Iterator[Part]:
-        """CSV parts of ``rows_per_part`` rows, one at a time (at least one, maybe empty). Each batch read is
-        written to the part's CSV text at once, so a part holds its bytes and one batch of rows, never its rows."""
-        part, rows, escaped = io.BytesIO(), 0, 0
-        written = False
-        for batch in self._file().iter_batches(batch_size=min(rows_per_part, BATCH_ROWS)):
-            while batch.num_rows:
-                taken = batch.slice(0, rows_per_part - rows)
-                data, count, cells = _csv_part(pa.Table.from_batches([taken]), escape)
-                part.write(data)
-                rows, escaped = rows + count, escaped + cells
-                batch = batch.slice(taken.num_rows)
-                if rows == rows_per_part:
-                    yield part.getvalue(), rows, escaped
-                    part, rows, escaped = io.BytesIO(), 0, 0
-                    written = True
-        if rows or not written:
-            yield part.getvalue(), rows, escaped
+    def csv_parts(self, rows_per_part: int, escape: bool) -> Iterator[Chunk]:
+        """The CSV chunks of parts of ``rows_per_part`` rows (at least one part, maybe empty), one per batch read:
+        a part is never held whole, only the batches being converted."""
+        file = self._file()
+        batches = file.iter_batches(batch_size=min(rows_per_part, BATCH_ROWS))
+        return _csv_chunks(_numbered(batches, rows_per_part, file.schema_arrow), escape)
+
+
+def _numbered(
+    batches: Iterator[pa.RecordBatch], rows_per_part: int, schema: pa.Schema
+) -> Iterator[tuple[int, pa.Table]]:
+    """The rows of ``batches`` cut at every ``rows_per_part`` rows, each piece with the number of its part (at
+    least one piece: an empty table is one empty part)."""
+    number, rows = 1, 0
+    empty = True
+    for batch in batches:
+        while batch.num_rows:
+            if rows == rows_per_part:
+                number, rows = number + 1, 0
+            taken = batch.slice(0, rows_per_part - rows)
+            yield number, pa.Table.from_batches([taken])
+            empty = False
+            rows += taken.num_rows
+            batch = batch.slice(taken.num_rows)
+    if empty:
+        yield number, schema.empty_table()
+
+
+def _csv_chunks(pieces: Iterator[tuple[int, pa.Table]], escape: bool) -> Iterator[Chunk]:
+    """Each piece as CSV text, two pieces converted at once by threads (Arrow's kernels and CSV writer release the
+    GIL) while the next is read and the last written."""
+
+    def encoded(piece: tuple[int, pa.Table]) -> Chunk:
+        number, rows = piece
+        return (number, *_csv_part(rows, escape))
+
+    return mapped_ahead(encoded, pieces)
 
 
 #: Rows read from a stored table at a time.
@@ -377,14 +414,13 @@ BATCH_ROWS = 65_536
 PLAIN_TYPES = (pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
 
 
-def _arrow_parts(rows: pa.Table, rows_per_part: int, escape: bool) -> Iterator[Part]:
-    """CSV parts of a whole Arrow table (at least one, maybe empty)."""
-    for begin in range(0, max(rows.num_rows, 1), rows_per_part):
-        yield _csv_part(rows.slice(begin, rows_per_part), escape)
+def _arrow_parts(rows: pa.Table, rows_per_part: int, escape: bool) -> Iterator[Chunk]:
+    """CSV chunks of parts of a whole Arrow table (at least one part, maybe empty), a batch of rows at a time."""
+    return _csv_chunks(_numbered(iter(rows.to_batches(max_chunksize=BATCH_ROWS)), rows_per_part, rows.schema), escape)
 
 
-def _csv_part(rows: pa.Table, escape: bool) -> Part:
-    """One CSV part from the Arrow columns of a plain table: the bytes :func:`_csv_bytes` writes for the frame."""
+def _csv_part(rows: pa.Table, escape: bool) -> tuple[bytes, int, int]:
+    """CSV text from the Arrow columns of a plain table: the bytes :func:`_csv_bytes` writes for the frame."""
     columns = {}
     escaped = 0
     for n, name in enumerate(rows.column_names):

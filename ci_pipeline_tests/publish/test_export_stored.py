@@ -9,7 +9,7 @@ import pytest
 
 from ci_pipeline import outputs
 from ci_pipeline.errors import UserError
-from ci_pipeline.export import StoredTable, write_export
+from ci_pipeline.export import StoredTable, cdm, write_export
 from ci_pipeline.lake import Lake
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -94,3 +94,39 @@ def test_a_missing_stored_table_names_its_path(tmp_path):
         write_export(
             lake, "w", {"UnifiedActivity": StoredTable(lake, "ci_pipeline/activities/unified_activity.parquet")}, T0
         )
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_parts_are_written_a_batch_at_a_time_with_the_bytes_of_the_frame_path(tmp_path, monkeypatch, reverse):
+    # Two rows a batch and three a part: parts begin and end inside batches, in key order and when sorted first.
+    monkeypatch.setattr(cdm, "BATCH_ROWS", 2)
+    lake = Lake.local(tmp_path)
+    table = activities(8)
+    lake.write_parquet("t.parquet", table.iloc[::-1] if reverse else table)
+    write_export(lake, "stored", {"UnifiedActivity": StoredTable(lake, "t.parquet")}, T0, rows_per_part=3)
+    write_export(lake, "frame", {"UnifiedActivity": table}, T0, rows_per_part=3)
+    assert csv_files(lake, "stored") == csv_files(lake, "frame")
+    assert len(csv_files(lake, "stored")) == 3
+
+
+def test_a_failure_while_a_part_is_written_leaves_no_part_file_and_the_previous_snapshot(tmp_path, monkeypatch):
+    monkeypatch.setattr(cdm, "BATCH_ROWS", 2)
+    lake = Lake.local(tmp_path)
+    lake.write_parquet("t.parquet", activities(8))
+    stored = {"UnifiedActivity": StoredTable(lake, "t.parquet")}
+    write_export(lake, "w", stored, T0)
+    before = {p: lake.fs.cat_file(p) for p in lake.fs.find(lake.path("exports"))}
+    encode = cdm._csv_part
+    calls = []
+
+    def breaks_on_the_third_batch(rows, escape):
+        calls.append(rows.num_rows)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return encode(rows, escape)
+
+    monkeypatch.setattr(cdm, "_csv_part", breaks_on_the_third_batch)
+    with pytest.raises(OSError, match="disk full"):
+        write_export(lake, "w", stored, datetime(2026, 3, 2, tzinfo=UTC))
+    # Neither the half-written part nor its temporary file is left; the snapshot before and its model.json stay.
+    assert {p: lake.fs.cat_file(p) for p in lake.fs.find(lake.path("exports"))} == before

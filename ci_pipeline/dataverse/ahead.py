@@ -1,0 +1,78 @@
+"""Work on the next batches while the current one is written: the publish steps read, convert and hash a batch
+(Parquet decoding and Arrow kernels, which release the GIL) while SQLite or the file system takes the previous one,
+so a step uses the machine's second core instead of waiting."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Marks the end of the items a background thread produced.
+_DONE = object()
+
+
+def in_background(items: Iterable[T], depth: int = 2, name: str = "ci-pipeline-ahead") -> Iterator[T]:
+    """The items of ``items``, produced by a thread of their own at most ``depth`` ahead of the consumer.
+
+    An error of the producer is raised to the consumer at the item where it happened. A consumer that stops early
+    (or fails) stops the producer: it is told to end and waited for, so no thread outlives the iteration.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put((_DONE, exc))
+            return
+        put((_DONE, None))
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def mapped_ahead(function: Callable[[T], R], items: Iterable[T], workers: int = 2) -> Iterator[R]:
+    """``function`` of each item, in the items' order, computed by ``workers`` threads at once; at most
+    ``workers + 1`` items are taken ahead of the consumer, so what is held stays bounded."""
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ci-pipeline-map") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
