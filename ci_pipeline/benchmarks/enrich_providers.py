@@ -60,9 +60,10 @@ def _ids(n: int) -> pd.Series:
 
 
 def _values(result, ids: pd.Series) -> pd.DataFrame:
-    """The Values of a result as columns, one row per id in ``ids``' order (empty where the provider has none)."""
-    frame = pd.DataFrame(list(result.values["Values"]), index=result.values["CustomerId"].to_numpy())
-    return frame.reindex(ids.to_numpy()).reset_index(drop=True)
+    """The Values of a result as columns (its flat fields), one row per id in ``ids``' order (empty where the
+    provider has none)."""
+    frame = result.fields.set_index("CustomerId")
+    return frame.reindex(ids.astype("string")).reset_index(drop=True)
 
 
 def _identities(people: int, seed: int) -> tuple[Identity, object, tuple[pd.Series, pd.Series]]:

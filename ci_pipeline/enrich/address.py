@@ -38,10 +38,10 @@ from ci_pipeline.enrich.provider import (
     EnrichmentInputs,
     EnrichmentResult,
     arrow_strings,
+    customer_values,
     empty_values,
     enrichment_name,
     params_path,
-    value_records,
 )
 from ci_pipeline.errors import UserError
 
@@ -185,18 +185,12 @@ class AddressProvider:
             **{key: int((reason == r).sum()) for r, key in _REASON_COUNTS.items()},
         }
         keep = ~empty
-        values = out.loc[keep].assign(Status=status[keep], Reason=reason[keep])
-        frame = pd.DataFrame(
-            {
-                "CustomerId": profiles["CustomerId"].astype("string").to_numpy()[keep],
-                "EnrichmentType": self.enrichment_type,
-                "Values": value_records(values),
-            }
-        )
-        frame = frame.astype({"CustomerId": "string", "EnrichmentType": "string"})
-        frame = frame.sort_values("CustomerId", kind="stable").reset_index(drop=True) if len(frame) else empty_values()
         warnings = tuple(self.cache.warnings) if self.cache else ()
-        return EnrichmentResult(values=frame, counts=counts, report=stats, warnings=warnings)
+        if not keep.any():
+            return EnrichmentResult(values=empty_values(), counts=counts, report=stats, warnings=warnings)
+        values = out.loc[keep].assign(Status=status[keep], Reason=reason[keep])
+        frame, fields = customer_values(profiles["CustomerId"][keep], self.enrichment_type, values)
+        return EnrichmentResult(values=frame, counts=counts, report=stats, warnings=warnings, fields=fields)
 
 
 def build(params: Mapping, context: ProviderContext | None = None) -> AddressProvider:

@@ -9,7 +9,6 @@ sorted arrays, and the Values JSON is joined column-wise by Arrow: no Python per
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -25,7 +24,13 @@ from scipy import sparse
 from scipy.stats import rankdata
 
 from ci_pipeline.config.enrich import AFFINITY_PROVIDERS, AffinityParams, PriorFields
-from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs, EnrichmentResult, ProviderContext
+from ci_pipeline.enrich.provider import (
+    EnrichmentFailed,
+    EnrichmentInputs,
+    EnrichmentResult,
+    ProviderContext,
+    json_strings,
+)
 
 #: Provider -> the EnrichmentType it publishes by default.
 TYPES = {"brand_affinity": "BrandAffinity", "interest_affinity": "InterestAffinity"}
@@ -420,7 +425,7 @@ def _attributes(customers: pd.Index, profile: pd.DataFrame, fields: PriorFields,
     def column(name: str | None) -> pd.Series | None:
         if name is None or name not in frame.columns:
             return None
-        values = frame[name].astype("string").str.strip().str.casefold().replace("", pd.NA)
+        values = _per_distinct(frame[name], lambda v: v.str.strip().str.casefold().replace("", pd.NA))
         return values if values.notna().any() else None
 
     found = []
@@ -440,11 +445,19 @@ def _attributes(customers: pd.Index, profile: pd.DataFrame, fields: PriorFields,
     if postal is not None or city is not None:
         area = pd.Series(pd.NA, index=customers, dtype="string")
         if postal is not None:
-            area = postal.str.replace(r"\s+", "", regex=True).str[: fields.postal_prefix]
+            area = _per_distinct(postal, lambda p: p.str.replace(r"\s+", "", regex=True).str[: fields.postal_prefix])
         if city is not None:
             area = area.fillna("city " + city)
         found.append(("PostalArea", area))
     return found
+
+
+def _per_distinct(values: pd.Series, fn) -> pd.Series:
+    """``fn`` (text series -> text series) of the distinct values only, spread back onto ``values``: the profile's
+    attributes repeat, and pandas runs these string methods in Python per value."""
+    codes, uniques = pd.factorize(values.astype("string"))
+    done = pd.array(fn(pd.Series(uniques, dtype="string")), dtype="string")
+    return pd.Series(done.take(codes, allow_fill=True), index=values.index)
 
 
 def _group_priors(customers, profile, settings, as_of, pair_customer, pair_name, pair_spend, k):
@@ -527,8 +540,9 @@ def chosen_names(model: AffinityModel, settings: AffinityParams) -> tuple[np.nda
     return order[: settings.top].astype(np.int64), []
 
 
-def _json_str(values) -> np.ndarray:
-    return np.array([json.dumps(str(v), ensure_ascii=False) for v in values], dtype=object)
+def _json_str(values) -> pa.Array:
+    """Each value's text as a JSON string literal."""
+    return json_strings(pa.array([str(v) for v in values], pa.large_string())).cast(pa.string())
 
 
 def _values_json(model, labels, score, level, voice, top, prior_flag) -> pa.Array:
@@ -539,14 +553,14 @@ def _values_json(model, labels, score, level, voice, top, prior_flag) -> pa.Arra
         text = pa.array(level[:, j], type=pa.string())
         quoted = pc.if_else(pc.is_null(text), "null", pc.binary_join_element_wise('"', text, '"', ""))
         parts += [
-            ("," if i else "") + names[j] + ':{"Level":',
+            ("," if i else "") + names[j].as_py() + ':{"Level":',
             quoted,
             ',"Score":',
             pa.array(score[:, j]).cast(pa.string()),
         ]
         parts += [',"ShareOfVoice":', pa.array(voice[:, j]).cast(pa.string()), "}"]
-    top_names = pa.array(_json_str(model.names) if len(model.names) else ["null"], type=pa.string()).take(top)
-    group = pa.array(_json_str(model.group_labels), type=pa.string()).take(model.group)
+    top_names = (_json_str(model.names) if len(model.names) else pa.array(["null"], pa.string())).take(top)
+    group = _json_str(model.group_labels).take(model.group)
     flag = pc.if_else(pa.array(prior_flag, type=pa.bool_()), "true", "false")
     parts += ['},"Prior":', flag, ',"PriorGroup":', group, ',"Top":', top_names, "}"]
     return pc.binary_join_element_wise(*parts, "")

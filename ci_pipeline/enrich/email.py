@@ -32,10 +32,10 @@ from ci_pipeline.enrich.provider import (
     EnrichmentInputs,
     EnrichmentResult,
     arrow_strings,
+    customer_values,
     empty_values,
     enrichment_name,
     params_path,
-    value_records,
 )
 
 if TYPE_CHECKING:
@@ -117,16 +117,9 @@ class EmailProvider:
         }
         if not len(values):
             return EnrichmentResult(values=empty_values(), counts=counts)
-        frame = pd.DataFrame(
-            {
-                "CustomerId": profiles["CustomerId"].astype("string").to_numpy()[has],
-                "EnrichmentType": self.enrichment_type,
-                "Values": value_records(values),
-            }
-        ).astype({"CustomerId": "string", "EnrichmentType": "string"})
-        frame = frame.sort_values("CustomerId", kind="stable").reset_index(drop=True)
+        frame, fields = customer_values(profiles["CustomerId"][has], self.enrichment_type, values)
         return EnrichmentResult(
-            values=frame, counts=counts, report={"distinct_domains": int(values["Domain"].nunique())}
+            values=frame, counts=counts, report={"distinct_domains": int(values["Domain"].nunique())}, fields=fields
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pandas as pd
@@ -22,7 +23,8 @@ def _run(rows: list[tuple], **kwargs):
 
 
 def _values(result) -> dict[str, dict]:
-    return dict(zip(result.values["CustomerId"], result.values["Values"], strict=True))
+    values = [json.loads(v) for v in result.values["Values"]]
+    return dict(zip(result.values["CustomerId"], values, strict=True))
 
 
 def test_each_status_is_counted_and_no_address_is_dropped():

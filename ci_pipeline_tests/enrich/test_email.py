@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import disposable_email_domains
 import pandas as pd
 import pytest
@@ -13,7 +15,8 @@ from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs
 def _run(emails: dict[str, str | None], **kwargs):
     profiles = pd.DataFrame({"CustomerId": list(emails), "Email": list(emails.values())}).astype("string")
     result = EmailProvider(**kwargs).enrich(EnrichmentInputs(profiles=profiles))
-    return result, dict(zip(result.values["CustomerId"], result.values["Values"], strict=True))
+    values = [json.loads(v) for v in result.values["Values"]]
+    return result, dict(zip(result.values["CustomerId"], values, strict=True))
 
 
 def test_each_class_and_role_addresses():
@@ -100,7 +103,7 @@ def test_missing_column_and_bad_params_are_clear_errors():
     with pytest.raises(EnrichmentFailed, match="no 'Email' column; map an email field"):
         EmailProvider().enrich(EnrichmentInputs(profiles=profiles))
     renamed = build({"column": "Mail"}).enrich(EnrichmentInputs(profiles=profiles))
-    assert renamed.values["Values"][0]["Domain"] == "b.com"
+    assert json.loads(renamed.values["Values"][0])["Domain"] == "b.com"
     with pytest.raises(EnrichmentFailed, match=r"params\.columns: not a parameter of the e-mail provider"):
         build({"columns": "Mail"})
     with pytest.raises(EnrichmentFailed, match=r"params\.column: give the customer profile column"):

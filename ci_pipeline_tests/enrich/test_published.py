@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -13,6 +15,7 @@ from ci_pipeline.enrich import (
     flat_fields,
     segment_fields,
 )
+from ci_pipeline.enrich.provider import customer_values, json_objects
 from ci_pipeline.outputs import ENRICHMENT_COLUMNS
 
 CUSTOMERS = pd.Series(["A", "B", "C"], dtype="string")
@@ -31,6 +34,28 @@ def test_rows_for_customers_the_profile_does_not_hold_are_counted_not_published(
 def test_a_customer_given_the_same_type_twice_is_an_error_naming_the_enrichment():
     with pytest.raises(EnrichmentFailed, match=r"enrich.enrichments.e: 2 rows give a customer the same"):
         enrichment_rows(result([("A", "T", {"x": 1}), ("A", "T", {"x": 2})]), "acme", CUSTOMERS, "e")
+    thrice = [("B", "T", {"x": 1}), ("A", "T", {}), ("B", "U", {}), ("C", "T", {}), ("B", "T", {}), ("B", "T", {})]
+    with pytest.raises(EnrichmentFailed, match=r"3 rows give a customer the same EnrichmentType twice \(e.g. \['B'\]"):
+        enrichment_rows(result(thrice), "acme", CUSTOMERS, "e")
+
+
+def test_values_built_column_wise_are_what_json_writes_and_match_the_flat_fields():
+    values = pd.DataFrame(
+        {
+            "Street1": ['12 "OAK" ST', None, "C:\\PATH", "S\u00e3o Paulo\u2028", "TAB\tAND\x01", ""],
+            "Valid": [True, False, True, False, True, True],
+            "Role": pd.array([True, None, False, None, True, False], dtype="boolean"),
+            "Reason": [None] * 6,
+        }
+    )
+    text = json_objects(values)
+    records = values.astype(object).where(values.notna(), None).to_dict("records")
+    assert list(text) == [json.dumps(r, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for r in records]
+    ids = pd.Series(["F", "B", "D", "A", "E", "C"], dtype="string")
+    frame, fields = customer_values(ids, "T", values)
+    assert frame["CustomerId"].tolist() == list("ABCDEF")
+    rows, _ = enrichment_rows(EnrichmentResult(frame), "acme", ids, "e")
+    pd.testing.assert_frame_equal(segment_fields({"e": fields}), segment_fields({"e": flat_fields(rows)}))
 
 
 def test_rows_without_values_are_an_error():
