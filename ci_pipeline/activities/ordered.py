@@ -8,6 +8,7 @@ so only the key column is ever sorted and no step holds a whole activity table.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,41 +76,57 @@ def repeated_keys(con: duckdb.DuckDBPyConnection, rows: ds.Dataset, column: str)
     return repeated.column(0).combine_chunks(), whole
 
 
-def unified_activity_guid_sql(activity_id: str, digest: str) -> tuple[str, str]:
-    """SQL of ``outputs.unified_activity_guids``: uuid5 of ``"UnifiedActivity|" + ActivityId`` in the fixed namespace.
-
-    Returns the SHA-1 expression (to select as ``digest`` in an inner query, so it runs once per row) and the GUID
-    expression over ``digest``. uuid5 is SHA-1 of the namespace bytes and the UTF-8 name, cut to 16 bytes, with the
-    version nibble set to 5 and the variant bits to ``10``: in hex the 13th digit becomes ``5`` and the 17th one of
-    ``89ab`` (the digit's value modulo 4, looked up in ``89ab`` repeated for each of the 16 digits).
-    """
+def unified_activity_digest_sql(activity_id: str) -> str:
+    """SQL of the SHA-1 (40 hex digits) uuid5 takes of ``"UnifiedActivity|" + ActivityId`` in the fixed namespace:
+    the SHA-1 of the namespace bytes and the UTF-8 name."""
     prefix = "".join(f"\\x{b:02X}" for b in NAMESPACE.bytes)
-    sha1 = f"sha1('{prefix}'::BLOB || encode('UnifiedActivity|' || {activity_id}))"
-    h = digest
-    variant = f"substr('{'89ab' * 4}', strpos('0123456789abcdef', substr({h}, 17, 1)), 1)"
-    # One concat builds each GUID once; a chain of || builds every intermediate string (a quarter of the
-    # expression's CPU time).
-    text = (
-        f"concat(substr({h}, 1, 8), '-', substr({h}, 9, 4), '-5', substr({h}, 14, 3), '-', "
-        f"{variant}, substr({h}, 18, 3), '-', substr({h}, 21, 12))"
+    return f"sha1('{prefix}'::BLOB || encode('UnifiedActivity|' || {activity_id}))"
+
+
+#: For each of the 36 characters of a GUID, the digest digit it shows; the dashes, the version digit (``5``) and
+#: the variant digit (the 17th digest digit's value modulo 4, as one of ``89ab``) are set apart.
+_DASH, _VERSION, _VARIANT = -1, -2, -3
+_GUID_DIGITS = np.array(
+    [*range(0, 8), _DASH, *range(8, 12), _DASH, _VERSION, *range(13, 16), _DASH, _VARIANT, *range(17, 20), _DASH]
+    + [*range(20, 32)]
+)
+#: Each hex digit's (ASCII code's) value.
+_HEX_VALUE = np.zeros(256, dtype=np.uint8)
+_HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+
+
+def guids_of_digests(digests: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """uuid5 GUIDs from their SHA-1 digests (40 lowercase hex digits each, as :func:`unified_activity_digest_sql`
+    gives them), and the value of each GUID's first four hex digits (0 to 65535, for :func:`guid_buckets`).
+
+    uuid5 cuts the digest to 16 bytes and sets the version nibble to 5 and the variant bits to ``10``; the
+    characters are picked from the digests' bytes as one array, not a string per row.
+    """
+    n = len(digests)
+    offsets = np.frombuffer(digests.buffers()[1], dtype=np.int64)[digests.offset : digests.offset + n + 1]
+    digits = np.frombuffer(digests.buffers()[2], dtype=np.uint8, count=40 * n, offset=int(offsets[0])).reshape(n, 40)
+    text = digits[:, np.maximum(_GUID_DIGITS, 0)]
+    text[:, _GUID_DIGITS == _DASH] = ord("-")
+    text[:, _GUID_DIGITS == _VERSION] = ord("5")
+    text[:, _GUID_DIGITS == _VARIANT] = np.frombuffer(b"89ab", dtype=np.uint8)[_HEX_VALUE[digits[:, 16]] % 4, None]
+    value = _HEX_VALUE[digits[:, :4]].astype(np.int64)
+    heads = ((value[:, 0] * 16 + value[:, 1]) * 16 + value[:, 2]) * 16 + value[:, 3]
+    guids = pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(np.arange(0, 36 * (n + 1), 36, dtype=np.int64)), pa.py_buffer(text.tobytes())
     )
-    return sha1, text
+    return guids, heads
 
 
 def unified_activity_guids(con: duckdb.DuckDBPyConnection, activity_ids: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """The UnifiedActivity GUID of each ActivityId of a batch, in order, and the value of its first four hex digits
-    (0 to 65535: where it falls in GUID order, for :func:`guid_buckets`)."""
+    """The UnifiedActivity GUID of each ActivityId of a batch (``outputs.unified_activity_guids``), in order, and the
+    value of its first four hex digits (:func:`guids_of_digests`)."""
     con.register("activity_ids", pa.table({"id": activity_ids}))
     try:
-        digest, guid = unified_activity_guid_sql("id", "digest")
         # DuckDB keeps the rows in their order (preserve_insertion_order, its default) for a plain projection.
-        found = con.sql(
-            f"SELECT {guid} AS guid, ('0x' || substr(digest, 1, 4))::INTEGER AS head "
-            f"FROM (SELECT {digest} AS digest FROM activity_ids)"
-        ).to_arrow_table()
+        found = con.sql(f"SELECT {unified_activity_digest_sql('id')} FROM activity_ids").to_arrow_table()
     finally:
         con.unregister("activity_ids")
-    return found.column("guid").combine_chunks(), found.column("head").to_numpy()
+    return guids_of_digests(found.column(0).combine_chunks().cast(pa.large_string()))
 
 
 def guid_buckets(count: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -120,8 +137,17 @@ def guid_buckets(count: int) -> Callable[[np.ndarray], np.ndarray]:
 def key_buckets(boundaries: list[str]) -> Callable[[pa.Array], np.ndarray]:
     """Bucket of each key: how many of the sorted ``boundaries`` are at most the key (equal keys share a bucket)."""
     bounds = np.array(boundaries, dtype=object)
-    # Python compares str by code point, which is the byte order of their UTF-8 (Arrow's sort order).
-    return lambda keys: np.searchsorted(bounds, keys.to_numpy(zero_copy_only=False), side="right")
+
+    def buckets(keys: pa.Array) -> np.ndarray:
+        n = len(keys)
+        if n > 1 and not pc.any(pc.less(keys.slice(1), keys.slice(0, n - 1))).as_py():
+            # Keys in order (a table stored so): each boundary's first row is found by bisection.
+            edges = [bisect.bisect_left(range(n), b, key=lambda i: keys[i].as_py()) for b in boundaries]
+            return np.repeat(np.arange(len(boundaries) + 1), np.diff([0, *edges, n]))
+        # Python compares str by code point, which is the byte order of their UTF-8 (Arrow's sort order).
+        return np.searchsorted(bounds, keys.to_numpy(zero_copy_only=False), side="right")
+
+    return buckets
 
 
 def boundaries(samples: list[str], count: int) -> list[str]:
@@ -157,9 +183,11 @@ class SortedTable:
         if bucket is None or self.buckets == 1:
             self._append(0, table)
             return
-        order = np.argsort(bucket, kind="stable")
-        bounds = np.searchsorted(bucket[order], np.arange(self.buckets + 1), side="left")
-        table = table.take(pa.array(order))
+        if (np.diff(bucket) < 0).any():
+            order = np.argsort(bucket, kind="stable")
+            bucket, table = bucket[order], table.take(pa.array(order))
+        # Rows in key order already (a table stored so) need no take: their buckets are ranges of the batch.
+        bounds = np.searchsorted(bucket, np.arange(self.buckets + 1), side="left")
         for b in np.flatnonzero(np.diff(bounds)):
             self._append(int(b), table.slice(bounds[b], bounds[b + 1] - bounds[b]))
 
@@ -176,18 +204,32 @@ class SortedTable:
             self.files[bucket].append(path)
         writer.write_table(table)
 
-    def write(self, lake: Lake, relative: str, schema: pa.Schema) -> tuple[WrittenTable, int]:
+    def write(
+        self, lake: Lake, relative: str, schema: pa.Schema, distinct: tuple[str, ...] = ()
+    ) -> tuple[WrittenTable, int]:
         """Write the rows in key order to ``relative`` in the lake, in ``schema`` (missing columns empty, others cast),
-        atomically; returns the table and how many rows have a key an earlier row has."""
+        atomically; returns the table and how many rows have a key an earlier row has.
+
+        ``distinct``: identifier columns, whose values (nearly) all differ: stored without the dictionary Parquet
+        would otherwise build for each row group and give up on.
+        """
         for writer, _ in self._open.values():
             writer.close()
         self._open.clear()
         rows = repeated = 0
-        with lake.writing(relative) as local, pq.ParquetWriter(local, schema, compression="zstd") as writer:
+        with (
+            lake.writing(relative) as local,
+            pq.ParquetWriter(
+                local, schema, compression="zstd", use_dictionary=[n for n in schema.names if n not in distinct]
+            ) as writer,
+        ):
             for files in self.files:
                 if not files:
                     continue
-                bucket = pa.concat_tables([_conformed(ipc.open_file(f).read_all(), schema) for f in files])
+                # Mapped, not read: the rows are copied once, when they are put in order.
+                mapped = [ipc.open_file(pa.memory_map(str(f))).read_all() for f in files]
+                bucket = pa.concat_tables([_conformed(table, schema) for table in mapped])
+                del mapped
                 for f in files:
                     f.unlink()
                 order = key_order(bucket.column(self.key))
@@ -271,10 +313,14 @@ def _fixed_width(keys: pa.Array) -> np.ndarray | None:
 def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` in ``schema``: its columns in order and cast, the ones it lacks empty."""
     arrays = [
-        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        _cast(table.column(f.name), f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
         for f in schema
     ]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _cast(column: pa.ChunkedArray, to: pa.DataType) -> pa.ChunkedArray:
+    return column if column.type == to else column.cast(to)
 
 
 def _scattered(order: np.ndarray) -> bool:

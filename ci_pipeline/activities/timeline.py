@@ -487,6 +487,7 @@ class _Placed:
         unified_sample = sample[UNIFIED_ACTIVITY_COLUMNS[:-1]].copy()
         unified_sample["msdynci_unifiedactivityid"] = unified_activity_guids(unified_sample["ActivityId"])
         # One after the other: each holds one bucket at a time.
-        unified, _ = self.unified.write(lake, paths[0], self.schema(unified_sample))
-        facts, repeated = self.facts.write(lake, paths[1], self.schema(facts_sample))
+        distinct = ("ActivityId", "SourceActivityId", "msdynci_unifiedactivityid")
+        unified, _ = self.unified.write(lake, paths[0], self.schema(unified_sample), distinct)
+        facts, repeated = self.facts.write(lake, paths[1], self.schema(facts_sample), ("ActivityId",))
         return unified, facts, repeated

@@ -307,30 +307,35 @@ def test_a_semantic_field_named_like_a_unified_column_in_another_case_keeps_its_
     assert unified["URL"].to_dict() == {"o1": "done", "o2": "returned", "o3": "done"}
 
 
-def test_the_guid_in_sql_is_the_contract_guid():
-    import duckdb
+def test_the_guids_from_sql_digests_are_the_contract_guids(tmp_path):
+    import pyarrow as pa
 
-    from ci_pipeline.activities.ordered import unified_activity_guid_sql
+    from ci_pipeline.activities import ordered
     from ci_pipeline.outputs import unified_activity_guids
 
-    ids = pd.DataFrame({"ActivityId": ["shop_orders_o1", "é|ü|漢字", "", "a" * 500, "quote's"]})
-    digest, text = unified_activity_guid_sql('"ActivityId"', "h")
-    found = duckdb.sql(f"SELECT {text} FROM (SELECT {digest} AS h FROM ids)").fetchall()
-    assert [g for (g,) in found] == unified_activity_guids(ids["ActivityId"]).tolist()
+    ids = pd.Series(["shop_orders_o1", "é|ü|漢字", "", "a" * 500, "quote's"])
+    con = ordered.connect(tmp_path / "duckdb")
+    # A slice of a longer column, as a batch's column can be.
+    guids, heads = ordered.unified_activity_guids(con, pa.array(["x", *ids], pa.large_string()).slice(1))
+    assert guids.to_pylist() == unified_activity_guids(ids).tolist()
+    assert heads.tolist() == [int(g[:4], 16) for g in guids.to_pylist()]
 
 
-def test_the_guid_in_sql_sets_the_variant_from_every_digest_digit():
+def test_the_guids_set_the_variant_from_every_digest_digit(tmp_path):
     import duckdb
+    import pyarrow as pa
 
-    from ci_pipeline.activities.ordered import unified_activity_guid_sql
+    from ci_pipeline.activities import ordered
     from ci_pipeline.outputs import unified_activity_guids
 
     ids = pd.DataFrame({"ActivityId": [f"shop_orders_{n}" for n in range(400)]})
-    digest, text = unified_activity_guid_sql('"ActivityId"', "h")
-    found = duckdb.sql(f"SELECT {text}, substr(h, 17, 1) FROM (SELECT {digest} AS h FROM ids)").fetchall()
+    digests = duckdb.sql(f"SELECT {ordered.unified_activity_digest_sql('ActivityId')} FROM ids").fetchall()
     # Every value of the digit the variant is taken from occurs, so each entry of the lookup is checked.
-    assert {d for _, d in found} == set("0123456789abcdef")
-    assert [g for g, _ in found] == unified_activity_guids(ids["ActivityId"]).tolist()
+    assert {d[16] for (d,) in digests} == set("0123456789abcdef")
+    # A slice: the digests' buffers do not start at the first digest.
+    sliced = pa.array([d for (d,) in digests[-1:] + digests], pa.large_string()).slice(1)
+    guids, _ = ordered.guids_of_digests(sliced)
+    assert guids.to_pylist() == unified_activity_guids(ids["ActivityId"]).tolist()
 
 
 def test_an_empty_timeline_stores_empty_tables_with_the_columns(tmp_path):
