@@ -204,6 +204,12 @@ class SortedTable:
             self.files[bucket].append(path)
         writer.write_table(table)
 
+    def close(self) -> None:
+        """Finish the bucket files (:meth:`write` does it first)."""
+        for writer, _ in self._open.values():
+            writer.close()
+        self._open.clear()
+
     def write(
         self, lake: Lake, relative: str, schema: pa.Schema, distinct: tuple[str, ...] = ()
     ) -> tuple[WrittenTable, int]:
@@ -213,9 +219,7 @@ class SortedTable:
         ``distinct``: identifier columns, whose values (nearly) all differ: stored without the dictionary Parquet
         would otherwise build for each row group and give up on.
         """
-        for writer, _ in self._open.values():
-            writer.close()
-        self._open.clear()
+        self.close()
         rows = repeated = 0
         with (
             lake.writing(relative) as local,

@@ -386,3 +386,101 @@ def test_a_timeline_on_an_azure_lake_reads_and_stores_its_tables_there(azure_con
     expected = build_timeline({"orders": (ORDERS, orders(), "order_id")}, alternate_key(), NOW)
     pd.testing.assert_frame_equal(lake.read_parquet(stored.unified.path), expected.unified)
     pd.testing.assert_frame_equal(lake.read_parquet(stored.facts.path), expected.facts)
+
+
+def test_a_timeline_ordered_in_many_buckets_is_the_one_ordered_in_one(tmp_path, monkeypatch):
+    from ci_pipeline.activities import ordered
+
+    # Keys out of order and sorted, ids of two tables interleaving ("shop_b_..." around "shop_b_c_..."), equal
+    # ActivityIds (one table placed twice, and x's "c_1" is y's "1"), a field whole in one table, fractional in another.
+    spec = ActivityTable.model_validate(
+        {
+            "source": "shop",
+            "table": "b",
+            "type": "Custom",
+            "timestamp": "ts",
+            "fields": {"n": "n"},
+            "customer": {"source": "shop", "table": "customers", "column": "cid"},
+        }
+    )
+    nested = spec.model_copy(update={"table": "b_c"})
+
+    def frame(keys, numbers):
+        return pd.DataFrame(
+            {"id": keys, "cid": ["1", "2"] * (len(keys) // 2), "ts": pd.Timestamp("2026-01-01"), "n": numbers}
+        )
+
+    tables = {
+        "x": (spec, frame([f"c_{k}" for k in (9, 3, 7, 1, 8, 2, 6, 4)] + ["a_1", "z_1"], list(range(10))), "id"),
+        "y": (nested, frame([str(k) for k in range(10)], [k / 2 for k in range(10)]), "id"),
+        "z": (nested, frame([str(k) for k in range(10)], [k / 2 for k in range(10)]), "id"),
+    }
+    (tmp_path / "one").mkdir()
+    whole, lake = write(tables, tmp_path / "one")
+    monkeypatch.setattr(ordered, "BATCH_ROWS", 3)
+    monkeypatch.setattr(ordered, "BUCKET_ROWS", 4)
+    (tmp_path / "many").mkdir()
+    bucketed, bucketed_lake = write(tables, tmp_path / "many")
+    for path in ("a/unified.parquet", "a/facts.parquet"):
+        pd.testing.assert_frame_equal(bucketed_lake.read_parquet(path), lake.read_parquet(path))
+    facts = lake.read_parquet("a/facts.parquet")
+    assert facts["ActivityId"].is_monotonic_increasing and facts["ActivityId"].iloc[:2].tolist() == [
+        "shop_b_a_1",
+        "shop_b_c_0",
+    ]
+    # x's "c_1" and the "1" of y and z are one ActivityId: equal ids keep the order of the activity names.
+    assert facts["Activity"].tolist()[1:6] == ["y", "z", "x", "y", "z"] and facts["n"].dtype == "float64"
+    unified = lake.read_parquet("a/unified.parquet")
+    assert unified["msdynci_unifiedactivityid"].is_monotonic_increasing
+    assert (
+        (bucketed.customers, bucketed.repeated_activity_ids)
+        == (whole.customers, whole.repeated_activity_ids)
+        == (2, 18)
+    )
+
+
+def test_key_order_is_a_stable_sort_whatever_the_shape_of_the_keys():
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ci_pipeline.activities.ordered import key_order
+
+    rng = np.random.default_rng(7)
+    shapes = {
+        # Short keys of any length, many equal.
+        "short": ["".join(rng.choice(list("ab0"), size=rng.integers(0, 4))) for _ in range(300)],
+        # Keys of one length that share their first eight bytes in groups (the integer sort's ties).
+        "fixed": [f"{rng.integers(0, 3):08d}-{rng.integers(0, 50):02d}" for _ in range(300)],
+        # Two sorted runs that overlap, and three that do not.
+        "overlapping runs": sorted(f"k{k:03d}" for k in rng.integers(0, 99, 150)) * 2,
+        "runs": [f"b{k:03d}" for k in range(100)] + [f"a{k:03d}" for k in range(100)] + ["c"] * 3,
+    }
+    for name, keys in shapes.items():
+        keys = pa.array(keys, pa.large_string())
+        assert key_order(keys).tolist() == pc.sort_indices(keys).to_numpy().tolist(), name
+
+
+def test_each_bucket_holds_its_share_of_the_rows_and_its_key_range(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    from ci_pipeline.activities import ordered
+    from ci_pipeline.lake import Lake
+
+    keys = [f"key_{n:05d}" for n in np.random.default_rng(3).permutation(4000)]
+    cut = ordered.boundaries(keys[::16], 4)
+    table = ordered.SortedTable(tmp_path / "b", "k", len(cut) + 1)
+    place = ordered.key_buckets(cut)
+    for start in range(0, 4000, 500):
+        batch = pa.table({"k": pa.array(keys[start : start + 500], pa.large_string()), "n": range(start, start + 500)})
+        table.add(batch, place(batch.column("k")))
+    table.close()
+    held = [sum(ipc.open_file(f).read_all().num_rows for f in files) for files in table.files]
+    # What one bucket holds (what writing it holds at once) is about a quarter of the rows, not all of them.
+    assert sum(held) == 4000 and max(held) < 1500
+    lake = Lake.local(tmp_path / "lake")
+    written, repeated = table.write(lake, "t.parquet", pa.schema([("k", pa.large_string()), ("n", pa.int64())]))
+    stored = lake.read_parquet("t.parquet")
+    assert stored["k"].tolist() == sorted(keys) and written.rows == 4000 and repeated == 0
