@@ -166,11 +166,12 @@ def score(prep: Prepared, cond: Condition, left: np.ndarray, right: np.ndarray) 
 
 
 def _fuzzy(normalized: pd.Series, left: np.ndarray, right: np.ndarray, present: np.ndarray) -> np.ndarray:
-    values = normalized.to_numpy(dtype=object, na_value="")
     sims = np.zeros(len(left), dtype=np.float64)
     idx = np.flatnonzero(present)
     if len(idx):
-        sims[idx] = process.cpdist(values[left[idx]], values[right[idx]], scorer=OSA.normalized_similarity, workers=-1)
+        # Only the compared values become Python strings, not the whole column once per condition.
+        a, b = (normalized.array.take(side[idx]).to_numpy(dtype=object) for side in (left, right))
+        sims[idx] = process.cpdist(a, b, scorer=OSA.normalized_similarity, workers=-1)
     return sims
 
 

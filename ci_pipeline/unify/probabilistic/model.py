@@ -544,6 +544,7 @@ def train(
         "records": table.n,
         "random_pairs": len(sample_left),
         "blocked_pairs": len(blocked.left),
+        "em_pairs": min(len(blocked.left), settings.em_sample_pairs),
         "pairs_per_rule": [vars(c) for c in blocked.counts],
         "expected_matches": float(expected_matches),
         "strata_pairs": [s.pairs for s in strata],
@@ -552,14 +553,15 @@ def train(
 
 
 def _fit_main(table: Table, settings: Settings, blocked: Blocked, seed, u_random, active, fixed, stratified: bool):
-    """EM over the blocked pairs outside the strata: m (but the ``fixed`` comparisons'), each training rule's match
-    share, convergence, trace and the expected matches among those pairs. Without such pairs the main fit keeps the
-    first stratum's m and expects no match outside the strata."""
+    """EM over the blocked pairs outside the strata (a sample of at most ``em_sample_pairs``): m (but the ``fixed``
+    comparisons'), each training rule's match share, convergence, trace and the expected matches among all those
+    pairs. Without such pairs the main fit keeps the first stratum's m and expects no match outside the strata."""
     comparisons = settings.comparisons
     if len(blocked.left) == 0:
         if not stratified:
             raise TrainingError("the training blocking rules found no candidate pair to train on: add a rule")
         return list(seed), np.zeros(0), True, [], 0.0
+    blocked, sampled = _em_sample(blocked, settings)
     gamma = gamma_matrix(table, comparisons, blocked.left, blocked.right)
     patterns, counts, session, rules = _sessions(table, settings, blocked, gamma)
     # A comparison whose m the first stratum gives needs no training pair here.
@@ -572,8 +574,21 @@ def _fit_main(table: Table, settings: Settings, blocked: Blocked, seed, u_random
             "(or its values are never both known), so its m cannot be trained; add a training rule without it"
         )
     m, shares, converged, trace = _em(patterns, counts, session, seed, u_random, settings, active, fixed)
-    expected = _expected_matches(settings, blocked, gamma, rules, shares, m, u_random, active)
+    expected = _expected_matches(settings, blocked, gamma, rules, shares, m, u_random, active) / sampled
     return m, shares, converged, trace, expected
+
+
+def _em_sample(blocked: Blocked, settings: Settings) -> tuple[Blocked, float]:
+    """At most ``settings.em_sample_pairs`` of the blocked pairs, a seeded uniform sample when they are more, and
+    the share of them kept. EM's match shares and m are shares among pairs, which a uniform sample estimates
+    without bias; counting every pair of a large data set only costs time (millions of pairs at a million
+    people, where a sample of two million still holds thousands of matches)."""
+    n = len(blocked.left)
+    if n <= settings.em_sample_pairs:
+        return blocked, 1.0
+    rng = np.random.default_rng((settings.seed, 1))  # apart from the random pairs' stream
+    kept = np.sort(rng.choice(n, settings.em_sample_pairs, replace=False))
+    return Blocked(blocked.left[kept], blocked.right[kept], blocked.rule[kept], blocked.counts), len(kept) / n
 
 
 def _strata_keys(table: Table, settings: Settings) -> list[tuple[tuple[str, ...], ...]]:

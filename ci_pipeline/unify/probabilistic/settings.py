@@ -43,6 +43,8 @@ class Settings:
             pairs do.
         max_pairs_per_rule: a blocking rule generating more pairs is refused.
         u_sample_pairs: random record pairs drawn to estimate the u probabilities.
+        em_sample_pairs: EM trains on at most this many of the training rules' pairs (outside the strata), a
+            seeded sample of them when they are more.
         max_iterations: expectation-maximisation iterations before training stops without converging.
         tolerance: EM has converged when no probability moves by more than this in an iteration.
         seed: seed of the random pair sample.
@@ -56,6 +58,7 @@ class Settings:
     strata: tuple[tuple[tuple[str, ...], ...], ...] = ()
     max_pairs_per_rule: int = 20_000_000
     u_sample_pairs: int = 1_000_000
+    em_sample_pairs: int = 2_000_000
     max_iterations: int = 100
     tolerance: float = 1e-5
     seed: int = 42
@@ -71,7 +74,7 @@ class Settings:
             raise SettingsError(f"link_type: {self.link_type!r} is neither 'dedupe' nor 'link_only'")
         if not 0 < self.threshold < 1:
             raise SettingsError(f"threshold: {self.threshold} is no match probability; give one between 0 and 1")
-        for key in ("max_pairs_per_rule", "u_sample_pairs", "max_iterations"):
+        for key in ("max_pairs_per_rule", "u_sample_pairs", "em_sample_pairs", "max_iterations"):
             if int(getattr(self, key)) < 1:
                 raise SettingsError(f"{key}: {getattr(self, key)} must be a whole number of 1 or more")
         object.__setattr__(self, "strata", _read_strata(self.strata))
@@ -136,6 +139,7 @@ class Settings:
             **({"training_blocking": [r.to_list() for r in self.training_blocking]} if self.training_blocking else {}),
             "max_pairs_per_rule": self.max_pairs_per_rule,
             "u_sample_pairs": self.u_sample_pairs,
+            "em_sample_pairs": self.em_sample_pairs,
             "max_iterations": self.max_iterations,
             "tolerance": self.tolerance,
             "seed": self.seed,
@@ -147,7 +151,7 @@ class Settings:
         if not isinstance(data, dict):
             raise SettingsError(f"probabilistic settings must be a mapping, not {type(data).__name__}")
         known = {"link_type", "threshold", "comparisons", "blocking", "training_blocking", "max_pairs_per_rule"}
-        known |= {"u_sample_pairs", "strata"}
+        known |= {"u_sample_pairs", "em_sample_pairs", "strata"}
         known |= {"max_iterations", "tolerance", "seed"}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -65,6 +65,21 @@ def test_em_recovers_known_m_and_u():
         assert params.u[0] == pytest.approx(1 / VOCABULARY[field], rel=0.15), field
 
 
+def test_em_on_a_seeded_sample_of_the_blocked_pairs_estimates_what_all_of_them_give():
+    records, _ = synthetic()
+    everything = train(records, exact_settings())
+    blocked = everything.training["blocked_pairs"]
+    sampled = train(records, exact_settings(em_sample_pairs=blocked // 3))
+    assert everything.training["em_pairs"] == blocked and sampled.training["em_pairs"] == blocked // 3
+    assert train(records, exact_settings(em_sample_pairs=blocked // 3)).to_dict() == sampled.to_dict()
+    for full, part in zip(everything.parameters, sampled.parameters, strict=True):
+        assert part.m[0] == pytest.approx(full.m[0], abs=0.02), full.name
+    # Expected matches are counted over every blocked pair, not only the sample's.
+    assert sampled.prior == pytest.approx(everything.prior, rel=0.1)
+    with pytest.raises(SettingsError, match="em_sample_pairs: 0 must be a whole number of 1 or more"):
+        exact_settings(em_sample_pairs=0)
+
+
 def test_scoring_finds_the_duplicates_and_clusters_them():
     records, person = synthetic()
     model = train(records, exact_settings())
