@@ -29,6 +29,7 @@ from ci_pipeline.enrich.provider import (
     EnrichmentInputs,
     EnrichmentResult,
     ProviderContext,
+    constant_text,
     json_strings,
 )
 
@@ -92,18 +93,22 @@ class AffinityModel:
         related = spread * np.divide(expected, reach, out=np.zeros_like(reach), where=reach > 0)[:, None]
         return np.where((total > 0)[:, None], own[:, columns].toarray() + related, self.strength * prior[:, columns])
 
-    def top(self) -> np.ndarray:
-        """Each customer's name code with the highest affinity (ties: the first name in sort order)."""
+    def scored(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(customers x ``columns`` affinity, each customer's name code with the highest affinity; ties: the first
+        name in sort order), from one computation of every name's affinity."""
         n, k = len(self.customers), len(self.names)
-        out = np.zeros(n, dtype=np.int64)
+        shares = np.zeros((n, len(columns)))
+        top = np.zeros(n, dtype=np.int64)
         if not k:
-            return out
+            return shares, top
         # By blocks of customers, so the customers x names affinity is never held whole.
         step = max(1, 2**22 // k)
         for start in range(0, n, step):
             block = slice(start, min(start + step, n))
-            out[block] = self.affinity(np.arange(k), block).argmax(axis=1)
-        return out
+            every = self.affinity(np.arange(k), block)
+            top[block] = every.argmax(axis=1)
+            shares[block] = every[:, columns]
+        return shares, top
 
 
 def related_names(pair_customer: np.ndarray, pair_name: np.ndarray, customers: int, k: int) -> sparse.csr_matrix:
@@ -571,19 +576,17 @@ def affinity_result(model: AffinityModel, settings: AffinityParams, provider: st
     codes, warnings = chosen_names(model, settings)
     known = codes < len(model.names)
     shares = np.zeros((len(model.customers), len(codes)))
-    if known.any():
-        shares[:, known] = model.affinity(codes[known])
+    shares[:, known], top = model.scored(codes[known])
     labels = [str(model.names[c]) if c < len(model.names) else settings.chosen[i] for i, c in enumerate(codes)]
     score = scores(shares)
     level = levels(score)
     voice = share_of_voice(shares)
-    top = model.top()
     prior_flag = model.lines < settings.min_lines
     enrichment_type = settings.type or TYPES[provider]
     values = pd.DataFrame(
         {
             "CustomerId": model.customers.astype("string"),
-            "EnrichmentType": pd.array([enrichment_type] * len(model.customers), dtype="string"),
+            "EnrichmentType": constant_text(enrichment_type, len(model.customers)),
             "Values": pd.arrays.ArrowStringArray(_values_json(model, labels, score, level, voice, top, prior_flag)),
         }
     )

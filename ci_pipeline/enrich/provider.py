@@ -208,12 +208,12 @@ def customer_values(ids: pd.Series, enrichment_type: str, values: pd.DataFrame) 
     flat fields segments read (the same keys as columns), so nobody parses the JSON again."""
     ids = ids.astype("string")
     order = pc.sort_indices(arrow_strings(ids)).to_numpy()
-    customers = pd.array(arrow_strings(ids).take(order), dtype="string")
+    customers = text_array(arrow_strings(ids).take(order))
     ordered = values.iloc[order].reset_index(drop=True)
     frame = pd.DataFrame(
         {
             "CustomerId": customers,
-            "EnrichmentType": pd.array([enrichment_type] * len(ids), dtype="string"),
+            "EnrichmentType": constant_text(enrichment_type, len(ids)),
             "Values": json_objects(ordered),
         }
     )
@@ -222,6 +222,16 @@ def customer_values(ids: pd.Series, enrichment_type: str, values: pd.DataFrame) 
         column = ordered[key]
         fields[key] = column if pd.api.types.is_bool_dtype(column.dtype) else column.astype("string")
     return frame, pd.DataFrame(fields)
+
+
+def text_array(values: pa.Array | pa.ChunkedArray) -> pd.arrays.ArrowStringArray:
+    """Arrow strings as a pandas ``string`` array, wrapped as they are (``pd.array`` would convert value by value)."""
+    return pd.arrays.ArrowStringArray(values.cast(pa.large_string()))
+
+
+def constant_text(value: str, length: int) -> pd.arrays.ArrowStringArray:
+    """``length`` times ``value`` as a pandas ``string`` array."""
+    return pd.arrays.ArrowStringArray(pa.repeat(_text(value), length))
 
 
 def _text(value: str) -> pa.Scalar:

@@ -17,6 +17,8 @@ from ci_pipeline.enrich.provider import (
     EnrichmentInputs,
     EnrichmentProvider,
     arrow_strings,
+    constant_text,
+    text_array,
 )
 from ci_pipeline.enrich.provider import EnrichmentResult as Result
 
@@ -81,10 +83,10 @@ def enrichment_rows(
         )
     rows = pd.DataFrame(
         {
-            "CustomerId": pd.array(customer, dtype="string"),
-            "EnrichmentProvider": pd.array([provider_name] * len(table), dtype="string"),
-            "EnrichmentType": pd.array(kind, dtype="string"),
-            "Values": pd.array(table["Values"], dtype="string"),
+            "CustomerId": text_array(customer),
+            "EnrichmentProvider": constant_text(provider_name, len(table)),
+            "EnrichmentType": text_array(kind),
+            "Values": text_array(table["Values"]),
         }
     )
     return rows, {"unknown_customers": int((~known).sum())}
@@ -98,7 +100,7 @@ def enrichment_table(parts: list[pd.DataFrame]) -> pd.DataFrame:
     content = pd.concat(frames, ignore_index=True)
     # One Arrow chunk per column: the contract orders the rows by their GUID, and taking rows from the chunks of
     # several enrichments is several times slower than from one.
-    return outputs.build("Enrichment", pd.DataFrame({c: pd.array(arrow_strings(content[c])) for c in ROW_COLUMNS}))
+    return outputs.build("Enrichment", pd.DataFrame({c: text_array(arrow_strings(content[c])) for c in ROW_COLUMNS}))
 
 
 def flat_fields(rows: pd.DataFrame) -> pd.DataFrame:
