@@ -192,9 +192,10 @@ def _derive_names(out: pd.DataFrame) -> None:
         out["full_name"] = full.where(full.str.len() > 0)
     elif "full_name" in cols:
         # trailing initials and generational suffixes ("Smith Jr.", "Smith B.") are not the last name
-        full = re_replace(out["full_name"].str.strip(), SUFFIX, "", re.IGNORECASE)
-        words = given_name_first(full).str.split()
+        full = given_name_first(re_replace(out["full_name"].str.strip(), SUFFIX, "", re.IGNORECASE))
+        # The first and the last of the words ``str.split()`` finds (the last only of two or more), extracted in
+        # Arrow: a list of Python words per record costs most of the record frame at a million records.
         if "first_name" not in cols:
-            out["first_name"] = words.str[0].astype("string")
+            out["first_name"] = re_extract(full, r"^\s*(\S+)")[0].astype("string")
         if "last_name" not in cols:
-            out["last_name"] = words.str[-1].where(words.str.len() > 1).astype("string")
+            out["last_name"] = re_extract(full, r"\S\s+(\S+)\s*$")[0].astype("string")

@@ -3,6 +3,8 @@ reported, never a crash and never silent."""
 
 from __future__ import annotations
 
+import re
+
 import dagster as dg
 import pandas as pd
 import pytest
@@ -11,7 +13,7 @@ from ci_pipeline.defs import unify as unify_defs
 from ci_pipeline.defs.resources import shared_resources
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.normalize import Normalizer
-from ci_pipeline.unify.records import build_records, parse_times
+from ci_pipeline.unify.records import SUFFIX, build_records, given_name_first, parse_times
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 from ci_pipeline_tests.unify.test_assets import project
 
@@ -204,3 +206,33 @@ def test_a_source_column_named_like_the_unified_id_is_published_as_source_custom
     profile = r.customer_profile
     assert sorted(profile["SourceCustomerId"].dropna()) == ["A1", "A2", "A4"]  # A2 and A3 share an e-mail
     assert profile["CustomerId"].notna().all() and profile["CustomerId"].is_unique
+
+
+def test_names_split_from_a_full_name_are_the_first_and_last_words_python_finds():
+    names = [
+        "  Ann  Marie   Lee ",
+        "Solo",
+        "",
+        None,
+        "ab\tcd",
+        "xy\x1czw",
+        "Zoë\u00a0Brontë",
+        "jo\u2003ka lu",
+        "Smith, John",
+        "Smith Jr.",
+        "Lee, Ann B.",
+        "one\ntwo",
+        " ",
+        "\u00a0lead",
+    ]
+    f = frames()
+    shop = pd.DataFrame({"customer_id": [f"s{i}" for i in range(len(names))], "full_name": names}).astype("string")
+    f[("shop", "customers")] = shop.assign(email=None, phone=None, address=None, town=None).astype("string")
+    records = build_records(config(), f, KEYS)
+    got = records[records["table"] == "customers"].set_index("key").loc[shop["customer_id"]]
+    # As Python would: trailing initials and suffixes dropped, "Last, First" turned round, then str.split().
+    full = got["full_name"].fillna("").map(lambda v: re.sub(SUFFIX, "", v.strip(), flags=re.IGNORECASE))
+    words = [v.split() for v in given_name_first(full.astype("string"))]
+    assert got["first_name"].fillna("-").tolist() == [w[0] if w else "-" for w in words]
+    assert got["last_name"].fillna("-").tolist() == [w[-1] if len(w) > 1 else "-" for w in words]
+    assert got["last_name"].tolist()[:2] == ["Lee", pd.NA] and got["first_name"].tolist()[8] == "John"

@@ -159,10 +159,11 @@ IMPLIED_SHARE = 0.9
 
 def _pairs(table, columns: list[str], known: np.ndarray) -> int:
     """Ordered pairs of distinct records among ``known`` agreeing on all ``columns``."""
-    key = np.zeros(int(known.sum()), dtype=np.int64)
-    for name in columns:
+    # A column's codes are already compact; mixed radix with each further column, re-compacted so the key stays
+    # small.
+    key = table.column(columns[0]).codes[known]
+    for name in columns[1:]:
         column = table.column(name)
-        # Mixed radix, re-compacted after each column so the key stays small.
         key = pd.factorize(key * np.int64(len(column.values)) + column.codes[known])[0]
     sizes = np.bincount(key).astype(np.int64)
     return int((sizes * (sizes - 1)).sum())
