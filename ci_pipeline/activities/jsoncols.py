@@ -47,6 +47,10 @@ def json_values(values: pd.Series) -> pa.Array:
 
 #: Text that ``json.dumps`` writes as it is between two quotes: printable ASCII except ``"`` and ``\\``.
 _VERBATIM = r"^[ !#-\[\]-~]*$"
+#: The same as a lookup of each byte.
+_VERBATIM_BYTE = np.zeros(256, dtype=bool)
+_VERBATIM_BYTE[0x20:0x7F] = True
+_VERBATIM_BYTE[[ord('"'), ord("\\")]] = False
 
 
 def _json_strings(text: pa.Array) -> pa.Array:
@@ -55,8 +59,10 @@ def _json_strings(text: pa.Array) -> pa.Array:
     Most values need no escape and are quoted by an Arrow kernel; only the others go through ``json.dumps``, each
     distinct one once.
     """
-    verbatim = pc.fill_null(pc.match_substring_regex(text, _VERBATIM), True)
     out = pc.binary_join_element_wise('"', text, '"', "")
+    if _all_verbatim(text):
+        return out
+    verbatim = pc.fill_null(pc.match_substring_regex(text, _VERBATIM), True)
     if pc.all(verbatim).as_py():
         return out
     special = pc.filter(text, pc.invert(verbatim))
@@ -64,6 +70,17 @@ def _json_strings(text: pa.Array) -> pa.Array:
     encoded = pa.array([json.dumps(v) for v in uniques.to_pylist()], type=pa.string())
     escaped = pc.take(encoded, pc.index_in(text, value_set=uniques))
     return pc.if_else(verbatim, out, escaped)
+
+
+def _all_verbatim(text: pa.Array) -> bool:
+    """Whether every byte of the column's values is one ``json.dumps`` keeps as it is: one lookup per byte of the
+    whole column instead of a regular expression per value (False may also mean: look value by value)."""
+    if len(text) == 0 or text.buffers()[2] is None:
+        return True
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(text.buffers()[1], dtype=width)[text.offset : text.offset + len(text) + 1]
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return bool(_VERBATIM_BYTE[data].all())
 
 
 def json_objects(frame: pd.DataFrame, names: dict[str, str] | None = None) -> pd.Series:

@@ -484,3 +484,16 @@ def test_each_bucket_holds_its_share_of_the_rows_and_its_key_range(tmp_path):
     written, repeated = table.write(lake, "t.parquet", pa.schema([("k", pa.large_string()), ("n", pa.int64())]))
     stored = lake.read_parquet("t.parquet")
     assert stored["k"].tolist() == sorted(keys) and written.rows == 4000 and repeated == 0
+
+
+def test_json_text_of_a_slice_looks_only_at_its_own_values():
+    import pyarrow as pa
+
+    from ci_pipeline.activities.jsoncols import _json_strings
+
+    values = ['say "hi"', "plain", None, "ok", "é\\"]
+    text = pa.array(values, pa.string())
+    # The slice's values need no escape (the byte check alone); the whole column's do (the value-by-value path).
+    for start, stop in ((1, 4), (0, 5)):
+        expected = [json.dumps(v) if v is not None else None for v in values[start:stop]]
+        assert _json_strings(text.slice(start, stop - start)).to_pylist() == expected
