@@ -1,4 +1,4 @@
-"""The activities stage: one timeline of what every unified customer did (pandas per batch, DuckDB to order)."""
+"""The activities stage: one timeline of what every unified customer did (placed per batch, ordered by key range)."""
 
 from ci_pipeline.activities.timeline import (
     CORRUPT_COLUMNS,

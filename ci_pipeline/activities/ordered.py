@@ -1,9 +1,10 @@
 """The activity tables' keys and GUIDs in DuckDB, and the out-of-core ordering of the two stored tables.
 
-DuckDB answers what each batch needs to know about its whole table (which keys repeat) and computes the
-UnifiedActivity GUIDs of a batch in SQL. The stored tables are put in order by :class:`SortedTable`: each placed
-batch is split by key range into bucket files, and each bucket, small enough to hold, is sorted and written in turn,
-so only the key column is ever sorted and no step holds a whole activity table.
+DuckDB answers what each batch needs to know about its whole table (which keys repeat) and computes the SHA-1
+digests of a batch's UnifiedActivity GUIDs in SQL (numpy lays them out as GUIDs). The stored tables are put in
+order by :class:`SortedTable`: each placed batch is split by key range into bucket files, and each bucket, small
+enough to hold, is sorted and written in turn, so only the key column is ever sorted and no step holds a whole
+activity table.
 """
 
 from __future__ import annotations
