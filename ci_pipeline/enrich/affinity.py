@@ -402,13 +402,21 @@ def _split(con, index: int, raw: pd.Series, settings: AffinityParams, tables, cu
 
 
 def fit_affinity(
-    pairs: PurchasePairs, customers: pd.Index, profile: pd.DataFrame, settings: AffinityParams, as_of: pd.Timestamp
+    pairs: PurchasePairs,
+    customers: pd.Index,
+    profile: pd.DataFrame,
+    settings: AffinityParams,
+    as_of: pd.Timestamp,
+    memo: dict | None = None,
 ) -> AffinityModel:
-    """Own spend and group priors of every profile customer (``customers``, sorted) from their purchase pairs."""
+    """Own spend and group priors of every profile customer (``customers``, sorted) from their purchase pairs;
+    ``memo`` (the run's shared memo) keeps the customers' prior attributes for the other affinities."""
     k = max(len(pairs.names), 1)
-    group, prior, labels = _group_priors(
-        customers, profile, settings, as_of, pairs.customer, pairs.name, pairs.spend, k
-    )
+    key = ("prior attributes", id(profile), id(customers), settings.prior_fields.model_dump_json(), as_of.value)
+    memo = {} if memo is None else memo
+    if key not in memo:
+        memo[key] = _attributes(customers, profile, settings.prior_fields, as_of)
+    group, prior, labels = _group_priors(customers, memo[key], settings, pairs.customer, pairs.name, pairs.spend, k)
     related = related_names(pairs.customer, pairs.name, len(customers), k)
     return AffinityModel(
         customers, pairs.names, pairs.customer, pairs.name, pairs.spend, pairs.lines, group, prior, labels,
@@ -465,7 +473,7 @@ def _per_distinct(values: pd.Series, fn) -> pd.Series:
     return pd.Series(done.take(codes, allow_fill=True), index=values.index)
 
 
-def _group_priors(customers, profile, settings, as_of, pair_customer, pair_name, pair_spend, k):
+def _group_priors(customers, attributes, settings, pair_customer, pair_name, pair_spend, k):
     """Each customer's finest group, the groups' average spend per name (each shrunk towards its parent group's:
     ``min_group`` customers' worth) and readable labels."""
     n = len(customers)
@@ -476,7 +484,7 @@ def _group_priors(customers, profile, settings, as_of, pair_customer, pair_name,
     group = np.zeros(n, dtype=np.int64)
     prior = np.bincount(pair_name, weights=pair_spend, minlength=k)[None, :] / n
     labels = np.array(["all customers"], dtype=object)
-    for label, values in _attributes(customers, profile, settings.prior_fields, as_of):
+    for label, values in attributes:
         value_codes, uniques = pd.factorize(values, sort=True)
         text = np.append(np.asarray(uniques, dtype=object), "unknown")
         value_codes = np.where(value_codes < 0, len(uniques), value_codes)
@@ -651,7 +659,7 @@ class AffinityProvider:
         customers = memo["customers", id(inputs.profiles)]
         pairs = purchase_pairs(source, customers, self.settings, as_of, inputs.tables, memo)
         try:
-            model = fit_affinity(pairs, customers, inputs.profiles, self.settings, as_of)
+            model = fit_affinity(pairs, customers, inputs.profiles, self.settings, as_of, memo)
         except EnrichmentFailed as exc:
             raise EnrichmentFailed(
                 f"enrich.enrichments.{self.enrichment}: activity {self.settings.activity!r}: {exc}"
