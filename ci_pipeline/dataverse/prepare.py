@@ -113,14 +113,34 @@ def _plain(spec: outputs.OutputTable, schema: pa.Schema) -> bool:
     return True
 
 
+def stated_filled(metadata: pq.FileMetaData, column: str) -> bool:
+    """Whether a Parquet file's statistics say that ``column`` has no missing value in any row group (False when a
+    row group states no null count for it): then the column need not be read to know it."""
+    names = list(metadata.schema.names)
+    if column not in names:
+        return False
+    at = names.index(column)
+    for group in range(metadata.num_row_groups):
+        chunk = metadata.row_group(group)
+        if chunk.num_columns != len(names):
+            return False
+        stats = chunk.column(at).statistics
+        if stats is None or not stats.has_null_count or stats.null_count:
+            return False
+    return True
+
+
 def _checked_in_order(table: str, data: ds.Dataset, key: str, filled: list[str]) -> bool:
     """Refuse a missing key or identifying value (as :func:`ci_pipeline.outputs.finish` does); tell whether the keys
-    strictly increase. Reads only those columns, a batch at a time."""
+    strictly increase. Reads only the key and the columns whose statistics do not rule out a missing value, a batch
+    at a time."""
+    files = [pq.read_metadata(path, filesystem=data.filesystem) for path in data.files]
+    read = [c for c in filled if c == key or not all(stated_filled(f, c) for f in files)]
     last = None
     in_order = True
     seen = 0
-    for batch in scan(data, filled):
-        for column in filled:
+    for batch in scan(data, read):
+        for column in read:
             values = batch.column(column)
             if values.null_count:
                 first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from ci_pipeline import outputs
 from ci_pipeline.dataverse.ahead import mapped_ahead
 from ci_pipeline.dataverse.naming import column_text, utc_seconds_text
-from ci_pipeline.dataverse.prepare import sorted_by_key
+from ci_pipeline.dataverse.prepare import sorted_by_key, stated_filled
 from ci_pipeline.errors import StorageError, UserError
 from ci_pipeline.lake import Lake
 
@@ -338,10 +338,13 @@ class StoredTable:
         return sorted_by_key(table, rows, spec.key)
 
     def _keys_in_order(self, key: str, filled: dict) -> bool:
-        """Every key and identifying value filled, keys strictly increasing (read in batches of those columns)."""
+        """Every key and identifying value filled, keys strictly increasing (read in batches of the key and of the
+        columns whose statistics do not rule out a missing value)."""
+        file = self._file()
+        read = [c for c in filled if c == key or not stated_filled(file.metadata, c)]
         last = None
-        for batch in self._file().iter_batches(batch_size=BATCH_ROWS, columns=list(filled)):
-            if any(batch.column(c).null_count for c in filled):
+        for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=read):
+            if any(batch.column(c).null_count for c in read):
                 return False
             keys = batch.column(key)
             if len(keys) == 0:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from ci_pipeline import outputs
@@ -126,6 +127,23 @@ def test_a_stored_table_missing_an_identifying_value_is_refused_and_changes_noth
         ):
             sink.publish(prepare_stored("UnifiedActivity", store(lake, "bad.parquet", broken)))
         assert sink.dump() == held
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_a_missing_identifying_value_is_found_with_or_without_the_files_statistics(tmp_path, statistics):
+    # Statistics that rule out a missing value spare reading the column; without them the column is read.
+    lake = Lake.local(tmp_path)
+    broken = activities(5)
+    broken.loc[3, "CustomerId"] = None
+    pq.write_table(
+        pa.Table.from_pandas(broken, preserve_index=False), tmp_path / "t.parquet", write_statistics=statistics
+    )
+    metadata = pq.read_metadata(tmp_path / "t.parquet")
+    assert prepare_module.stated_filled(metadata, "ActivityId") is statistics
+    assert not prepare_module.stated_filled(metadata, "CustomerId")
+    with pytest.raises(UserError, match=r"1 row\(s\) of a batch have no CustomerId \(e.g. row 3\)"):
+        prepare_stored("UnifiedActivity", lake.dataset("t.parquet"))
+    assert not StoredTable(lake, "t.parquet").streamable("UnifiedActivity")
 
 
 def test_a_failure_while_loading_rows_leaves_the_table_as_it_was(tmp_path, small_batches):
