@@ -109,12 +109,20 @@ def _check_labels(y: np.ndarray, cutoff: pd.Timestamp, days: int) -> None:
         )
 
 
-def with_btyd(X: pd.DataFrame, history: History, cutoff: pd.Timestamp, model: btyd.BgNbd, days: int):
-    """``X`` (the features at ``cutoff``) plus BG/NBD's P(no purchase in the window) and P(alive) at ``cutoff``."""
+def btyd_features(history: History, cutoff: pd.Timestamp, model: btyd.BgNbd, days: int) -> dict[str, np.ndarray]:
+    """BG/NBD's P(no purchase in the window) and P(alive) of the purchasers at ``cutoff`` (:data:`BTYD_FEATURES`)."""
     summary = history.summary(cutoff)
+    return {
+        "bgnbd_p_no_purchase": model.p_no_purchase(summary["x"], summary["t_x"], summary["T"], days / btyd.WEEK),
+        "bgnbd_p_alive": model.p_alive(summary["x"], summary["t_x"], summary["T"]),
+    }
+
+
+def with_btyd(X: pd.DataFrame, history: History, cutoff: pd.Timestamp, model: btyd.BgNbd, days: int):
+    """``X`` (the features at ``cutoff``) plus :func:`btyd_features` as two more columns."""
     out = X.copy()
-    out["bgnbd_p_no_purchase"] = model.p_no_purchase(summary["x"], summary["t_x"], summary["T"], days / btyd.WEEK)
-    out["bgnbd_p_alive"] = model.p_alive(summary["x"], summary["t_x"], summary["T"])
+    for name, values in btyd_features(history, cutoff, model, days).items():
+        out[name] = values
     return out
 
 
@@ -134,16 +142,14 @@ def fit(history: History, cutoff: pd.Timestamp, settings: PredictionSettings) ->
     bgnbd = btyd.fit_bgnbd(summary["x"], summary["t_x"], summary["T"])
     recency = X["days_since_last_purchase"].to_numpy()
     accuracy = {x: float(((recency > x) == y).mean()) for x in rule_windows(days)}
-    frames, labels = [with_btyd(X, history, cutoff, bgnbd, days)], [y]
-    earliest = history.first
-    for step in range(1, TRAINING_CUTOFFS):
-        earlier = cutoff - step * window
-        if earlier - window < earliest:
-            break
-        X_more, y_more = labelled(history, earlier, days)
-        frames.append(with_btyd(X_more, history, earlier, bgnbd, days))
-        labels.append(y_more)
-    X, y = pd.concat(frames), np.concatenate(labels)
+    cutoffs = [cutoff - step * window for step in range(TRAINING_CUTOFFS)]
+    cutoffs = [c for c in cutoffs if c == cutoff or c - window >= history.first]
+    y = np.concatenate([y] + [labelled(history, c, days)[1] for c in cutoffs[1:]])
+    # One copy of the training rows: each cutoff's features are shared with the other steps of the run.
+    X = pd.concat([history.features(c) for c in cutoffs])
+    extra = [btyd_features(history, c, bgnbd, days) for c in cutoffs]
+    for name in BTYD_FEATURES:
+        X[name] = np.concatenate([part[name] for part in extra])
     rng = np.random.default_rng(settings.seed)
     # Stratified split so both classes reach the calibration set even when one of them is rare.
     calibrate = np.zeros(len(y), dtype=bool)
