@@ -175,6 +175,8 @@ class SortedTable:
         self.files: list[list[Path]] = [[] for _ in range(buckets)]
         #: The file each bucket is being written to, with its schema.
         self._open: dict[int, tuple[ipc.RecordBatchFileWriter, pa.Schema]] = {}
+        #: The rows themselves when there is one bucket: writing it holds them all anyway, so no file.
+        self.held: list[pa.Table] = []
 
     def add(self, table: pa.Table, bucket: np.ndarray | None) -> None:
         """Append rows (``bucket``: each row's bucket, None when there is one bucket)."""
@@ -193,6 +195,9 @@ class SortedTable:
             self._append(int(b), table.slice(bounds[b], bounds[b + 1] - bounds[b]))
 
     def _append(self, bucket: int, table: pa.Table) -> None:
+        if self.buckets == 1:
+            self.held.append(table)
+            return
         writer, schema = self._open.get(bucket, (None, None))
         if writer is None or not schema.equals(table.schema):
             # A bucket's rows keep their arrival order across its files; a batch of other columns or types
@@ -229,12 +234,13 @@ class SortedTable:
             ) as writer,
         ):
             for files in self.files:
-                if not files:
-                    continue
                 # Mapped, not read: the rows are copied once, when they are put in order.
-                mapped = [ipc.open_file(pa.memory_map(str(f))).read_all() for f in files]
-                bucket = pa.concat_tables([_conformed(table, schema) for table in mapped])
-                del mapped
+                pieces = self.held or [ipc.open_file(pa.memory_map(str(f))).read_all() for f in files]
+                if not pieces:
+                    continue
+                bucket = pa.concat_tables([_conformed(table, schema) for table in pieces])
+                del pieces
+                self.held = []
                 for f in files:
                     f.unlink()
                 order = key_order(bucket.column(self.key))
