@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
 from ci_pipeline.config.predictions import MODEL_NAMES, SEGMENT_FIELDS, RecommendationSettings
+from ci_pipeline.errors import UserError
 from ci_pipeline.measures.compute import run_end
 from ci_pipeline.measures.conditions import run_date
 from ci_pipeline.outputs import build
@@ -93,6 +93,20 @@ class Trained:
     stored: StoredModel
 
 
+def _attempt(make, *args) -> pd.DataFrame | UserError:
+    try:
+        return make(*args)
+    except UserError as exc:
+        # Without its traceback, whose frames hold the facts.
+        return exc.with_traceback(None)
+
+
+def _derived(frame: pd.DataFrame | UserError | None) -> pd.DataFrame | None:
+    if isinstance(frame, UserError):
+        raise frame
+    return frame
+
+
 class ModelRuns:
     """The models of one run over its activity facts: train one (backtest, fit, score) or score with a stored one.
 
@@ -109,27 +123,32 @@ class ModelRuns:
         self, settings: PredictionSettings, facts: pd.DataFrame, customers: pd.Series, profile, latest, measures=None
     ):
         self.settings = settings
-        self.facts = facts
         self.customers = customers
         self.profile = profile
         self.latest = latest
         self.measures = Measures(measures, facts) if measures is not None and settings.measure_fields else None
+        # The frames the models read are derived now, so the facts (each purchase and order line with its text
+        # columns) are not held while the models train; a frame that cannot be derived keeps its error for the
+        # model that reads it.
+        self._purchases = _attempt(purchases_from_facts, facts, settings.purchases)
+        self._lines = _attempt(lines_from_facts, facts, settings.purchases)
+        names = settings.signal_activities
+        self._signals = _attempt(signals_from_facts, facts, names) if names else None
 
-    @cached_property
+    @property
     def purchases(self) -> pd.DataFrame:
         """The purchases of the purchase activity (read once for churn and CLV)."""
-        return purchases_from_facts(self.facts, self.settings.purchases)
+        return _derived(self._purchases)
 
-    @cached_property
+    @property
     def lines(self) -> pd.DataFrame:
         """The product lines of the product activity."""
-        return lines_from_facts(self.facts, self.settings.purchases)
+        return _derived(self._lines)
 
-    @cached_property
+    @property
     def signals(self) -> pd.DataFrame | None:
         """The signal activities, when configured."""
-        names = self.settings.signal_activities
-        return signals_from_facts(self.facts, names) if names else None
+        return _derived(self._signals)
 
     def train(self, model: str) -> Trained:
         """Backtest, fit at the latest cutoff and score one model (``churn``, ``clv``, ``recommendation``)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.rules import parse_rules
 from ci_pipeline.outputs import PREDICTION_COLUMNS
 from ci_pipeline.predictions import (
+    ModelRuns,
     fact_columns,
     lines_from_facts,
     purchases_from_facts,
@@ -184,3 +186,17 @@ def test_an_activity_missing_from_the_stored_facts_is_named_with_those_there_are
         match=r"no activity named 'purchases' on the timeline \(it has order_lines, orders, surveys, web_sessions\)",
     ):
         purchases_from_facts(read, settings.purchases)
+
+
+def test_model_runs_do_not_hold_the_facts_and_keep_each_frames_error_for_its_model():
+    facts = timeline()
+    settings = PredictionSettings(purchases=PurchaseSource(is_return="is_return", product_activity="basket_lines"))
+    runs = ModelRuns(settings, facts, facts["CustomerId"], None, None)
+    held = weakref.ref(facts)
+    del facts
+    assert held() is None
+    assert runs.purchases["CustomerId"].tolist() == ["A", "B", "C"]
+    # Only the model that reads the order lines fails, each time it asks, with the message naming the fix.
+    for _ in range(2):
+        with pytest.raises(UserError, match="no activity named 'basket_lines' on the timeline"):
+            runs.lines  # noqa: B018
