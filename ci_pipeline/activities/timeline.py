@@ -289,10 +289,9 @@ def write_timeline(
         # Enough buckets that one holds about BUCKET_ROWS rows; the facts' key ranges come from a sample of keys.
         total = sum(source.rows.count_rows() for source in sources.values())
         buckets = max(1, -(-total // ordered.BUCKET_ROWS))
-        samples = _activity_id_samples(sources, rules, max(1, total // (buckets * ordered.SAMPLES_PER_BUCKET)))
-        placed_rows = _Placed(
-            work / "ordered", buckets, ordered.boundaries(samples if buckets > 1 else [], buckets), alternate_key
-        )
+        step = max(1, total // (buckets * ordered.SAMPLES_PER_BUCKET))
+        samples = _activity_id_samples(sources, rules, step) if buckets > 1 else []
+        placed_rows = _Placed(work / "ordered", buckets, ordered.boundaries(samples, buckets), alternate_key)
         corrupt, read, placed, lookups = [], {}, {}, {}
         for name in sorted(sources):
             source = sources[name]
