@@ -222,7 +222,7 @@ class SqliteSink(Sink):
         def changed_rows():
             nonlocal written
             try:
-                for batch, found in in_background(fingerprinted(), name=f"sink-{table.name}"):
+                for batch, found in in_background(fingerprinted(), depth=1, name=f"sink-{table.name}"):
                     prints.append(found)
                     changed = merge.changed(found)
                     written += len(changed)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -439,10 +440,11 @@ def _csv_part(rows: pa.Table, escape: bool) -> tuple[bytes, int, int]:
     return _write_csv(pa.table(columns)), rows.num_rows, escaped
 
 
-def _escape_formulas(text: pa.ChunkedArray) -> tuple[pa.ChunkedArray, int]:
+def _escape_formulas(text: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, int]:
     """:func:`escape_formula_cells` for one Arrow text column."""
-    first = pc.utf8_slice_codeunits(text, 0, 1)
-    starts = pc.fill_null(pc.is_in(first, value_set=pa.array(FORMULA_START, pa.large_string())), False)
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    starts = pa.array(_formula_starts(text))
     if not pc.any(starts).as_py():
         return text, 0
     plain = pc.fill_null(pc.match_substring_regex(text, PLAIN_NUMBER), False)
@@ -452,6 +454,29 @@ def _escape_formulas(text: pa.ChunkedArray) -> tuple[pa.ChunkedArray, int]:
         return text, 0
     quoted = pc.binary_join_element_wise(pa.scalar("'", pa.large_string()), text, pa.scalar("", pa.large_string()))
     return pc.if_else(risky, quoted, text), int(count)
+
+
+#: Whether a byte is one of :data:`FORMULA_START` (all ASCII, so a first byte is a first character).
+_FORMULA_BYTE = np.zeros(256, dtype=bool)
+_FORMULA_BYTE[[ord(c) for c in FORMULA_START]] = True
+
+
+def _formula_starts(text: pa.Array) -> np.ndarray:
+    """Per cell whether it starts with a formula character, from the first byte of each value in the column's own
+    buffers (no text sliced or looked up per cell); False for missing and empty cells."""
+    if not len(text):
+        return np.zeros(0, dtype=bool)
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(text.buffers()[1], dtype=width)[text.offset : text.offset + len(text) + 1]
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    first = np.zeros(len(text), dtype=np.uint8)
+    filled = lengths > 0
+    if filled.any():
+        first[filled] = np.frombuffer(text.buffers()[2], dtype=np.uint8)[starts[filled]]
+    found = _FORMULA_BYTE[first] & filled
+    if text.null_count:
+        found &= text.is_valid().to_numpy(zero_copy_only=False)
+    return found
 
 
 #: One exported table: its name, its CDM attributes and its data files (relative to the export root).
