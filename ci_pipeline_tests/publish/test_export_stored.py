@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from ci_pipeline import outputs
@@ -130,3 +131,13 @@ def test_a_failure_while_a_part_is_written_leaves_no_part_file_and_the_previous_
         write_export(lake, "w", stored, datetime(2026, 3, 2, tzinfo=UTC))
     # Neither the half-written part nor its temporary file is left; the snapshot before and its model.json stay.
     assert {p: lake.fs.cat_file(p) for p in lake.fs.find(lake.path("exports"))} == before
+
+
+def test_the_arrow_formula_check_escapes_what_the_frame_check_escapes_in_a_sliced_column():
+    values = ["x", "=1+2", None, "", "é=", "\0z", "\tcmd", "-5.25", "+1 (530) 991-1656", "@me", "-x", "\n=1"]
+    # A slice starts inside the column's buffers: the first bytes must be read at the slice's offsets.
+    column = pa.array(["=before", *values], pa.large_string()).slice(1)
+    escaped, count = cdm._escape_formulas(column)
+    by_frame, frame_count = cdm.escape_formula_cells(pd.DataFrame({"v": pd.array(values, dtype="string")}))
+    assert escaped.to_pylist() == [None if v is pd.NA else v for v in by_frame["v"].tolist()]
+    assert count == frame_count == 6
