@@ -29,6 +29,14 @@ from ci_pipeline.unify.text import map_words, re_extract, re_replace
 #: Arrow-backed strings: regex and string kernels run in C over whole columns.
 STR = "string[pyarrow]"
 
+#: Normalizations made of two steps: a personal name written plainly (``name_plain``), then its words folded to
+#: formal names with the nickname table (``name``) or its second readings (``name_alt``). Applied as their parts,
+#: so the plain name is computed once for the three.
+_PARTS = {
+    "name": ("name_plain", "nicknames"),
+    "name_alt": ("name_plain", "alternative_nicknames"),
+}
+
 #: Default normalizations per semantic type, used when a condition lists none.
 DEFAULTS: dict[str, tuple[str, ...]] = {
     "full_name": ("ascii", "case", "name", "whitespace"),
@@ -226,7 +234,7 @@ class Normalizer:
         model's e-mail address) starts from the longest list of leading steps already applied to every one of
         its values.
         """
-        steps = tuple(steps)
+        steps = tuple(p for s in steps for p in _PARTS.get(s, (s,)))
         s = values.astype(STR)
         codes, uniques = pd.factorize(s, use_na_sentinel=True)
         raw = pd.Series(uniques, dtype=STR)
@@ -234,8 +242,9 @@ class Normalizer:
         for k in range(done, len(steps)):
             u = self._step(steps[k])(u)
             u = u.where(u.str.len() > 0)
-        if done < len(steps):
-            self._done[steps] = (pd.Index(raw), u.astype(STR).array)
+            if k + 1 == len(steps) or steps[k] == "name_plain":
+                # Kept whole, and up to the plain name: the three spellings of a name share it.
+                self._done[steps[: k + 1]] = (pd.Index(raw), u.astype(STR).array)
         u = self._mask_bypass(u)
         u = u.astype(STR)
         return pd.Series(u.array.take(codes, allow_fill=True), index=values.index, dtype=STR)
@@ -273,9 +282,9 @@ class Normalizer:
             "ascii": _ascii,
             "numerals": _numerals,
             "phone": lambda u: phone_digits(u, self.default_region),
-            "name": _names,
-            "name_plain": lambda u: _names(u, nick=False),
-            "name_alt": lambda u: _names(u, table=alternative_nicknames()),
+            "name_plain": _names,
+            "nicknames": lambda u: _map_words(u, nicknames(), lower=True),
+            "alternative_nicknames": lambda u: _map_words(u, alternative_nicknames(), lower=True),
             "address": lambda u: _map_words(u, address_abbreviations()),
             "organization": _organization,
             "email": _email,
@@ -311,12 +320,11 @@ def _map_words(u: pd.Series, table: dict[str, str], lower: bool = False) -> pd.S
     return map_words(u, table, lower).astype(STR)
 
 
-def _names(u: pd.Series, nick: bool = True, table: dict[str, str] | None = None) -> pd.Series:
-    """Personal names: "Smith, Bob" -> "Bob Smith", trailing initials and Jr/Sr dropped, punctuation dropped,
-    nicknames -> formal names."""
+def _names(u: pd.Series) -> pd.Series:
+    """Personal names: "Smith, Bob" -> "Bob Smith", trailing initials and Jr/Sr dropped, punctuation dropped (the
+    ``name`` normalization then folds nicknames to formal names, see ``_PARTS``)."""
     u = re_replace(given_name_first(u).str.strip(), SUFFIX, "", re.IGNORECASE)
-    u = re_replace(u, r"[^\w ]+|_", " ")
-    return _map_words(u, table if table is not None else nicknames(), lower=True) if nick else u
+    return re_replace(u, r"[^\w ]+|_", " ")
 
 
 def _organization(u: pd.Series) -> pd.Series:

@@ -227,3 +227,25 @@ def test_a_normalizer_reuses_what_it_computed_and_gives_what_a_fresh_one_gives(m
     reused.forget()
     reused.apply(values, EMAIL)
     assert calls == EMAIL + EMAIL
+
+
+def test_the_three_spellings_of_a_name_share_the_plain_name(monkeypatch):
+    values = pd.Series(["Bob Smith", "Smith, Sam", "  ", None, "Liz O'Neil Jr", "bob smith"], dtype="string")
+    shared = Normalizer()
+    calls = []
+    real = Normalizer._step
+    monkeypatch.setattr(Normalizer, "_step", lambda self, name: calls.append(name) or real(self, name))
+    spelled = {
+        v: shared.apply(values, ["ascii", "case", v, "whitespace"]).tolist() for v in ("name_plain", "name", "name_alt")
+    }
+    # ascii, case and the plain name once; then each fold and its whitespace.
+    assert calls.count("name_plain") == 1 and calls.count("ascii") == 1
+    monkeypatch.undo()
+    for v, got in spelled.items():
+        assert got == Normalizer().apply(values, ["ascii", "case", v, "whitespace"]).tolist(), v
+    assert [spelled[v][1] for v in ("name_plain", "name", "name_alt")] == [
+        "sam smith",
+        "samuel smith",
+        "samantha smith",
+    ]
+    assert spelled["name"][0] == "robert smith" and spelled["name"][4] == "elizabeth o neil"
