@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ci_pipeline.config.predictions import MODEL_NAMES, SEGMENT_FIELDS, RecommendationSettings
 from ci_pipeline.errors import UserError
@@ -192,30 +194,53 @@ class ModelRuns:
         )
 
 
-def _json_values(column: pd.Series) -> pd.Series:
-    """Each value as JSON text (what ``json.dumps`` writes), missing and non-finite numbers as ``null``."""
+def _json_values(column: pd.Series) -> np.ndarray:
+    """Each value as JSON text (what ``json.dumps`` writes), missing and non-finite numbers as ``null``.
+
+    Each distinct value is written once: scores are rounded and reasons and product names repeat across customers.
+    """
     if pd.api.types.is_bool_dtype(column.dtype):
-        text = pd.Series(np.where(column.fillna(False).to_numpy(dtype=bool), "true", "false"), index=column.index)
+        text = np.where(column.fillna(False).to_numpy(dtype=bool), "true", "false").astype(object)
+    elif pd.api.types.is_float_dtype(column.dtype):
+        values = np.ascontiguousarray(column.to_numpy(dtype="float64", na_value=np.nan))
+        # Distinct by bit pattern: 0.0 and -0.0 are equal as numbers but written differently.
+        codes, bits = pd.factorize(values.view(np.int64))
+        distinct = bits.view(np.float64)
+        written = pd.Series(distinct).astype(str).to_numpy(dtype=object)
+        text = np.where(np.isfinite(distinct), written, "null").astype(object)[codes]
     elif pd.api.types.is_numeric_dtype(column.dtype):
-        text = column.astype(str)
-        if pd.api.types.is_float_dtype(column.dtype):
-            text = text.where(np.isfinite(column.to_numpy(dtype="float64", na_value=np.nan)), "null")
+        codes, distinct = pd.factorize(column, use_na_sentinel=True)
+        text = np.append(pd.Series(distinct).astype(str).to_numpy(dtype=object), "null")[codes]
     else:
-        # Each distinct text is escaped once (reasons and product names repeat across customers).
-        codes, uniques = pd.factorize(column.astype("string"), use_na_sentinel=True)
-        escaped = np.array([json.dumps(str(u), ensure_ascii=False) for u in uniques] + ["null"], dtype=object)
-        text = pd.Series(escaped[codes], index=column.index)
-    return text.where(column.notna(), "null").astype(object)
+        codes, distinct = pd.factorize(column.astype("string"), use_na_sentinel=True)
+        text = np.append(_json_texts(np.asarray(distinct, dtype=object)), "null")[codes]
+    text[column.isna().to_numpy()] = "null"
+    return text
+
+
+def _json_texts(texts: np.ndarray) -> np.ndarray:
+    """``json.dumps(text, ensure_ascii=False)`` of each text: quoted as is unless it holds a quote, a backslash or a
+    control character (the only characters escaped then)."""
+    escape = pc.match_substring_regex(pa.array(texts, type=pa.string()), r'[\x00-\x1f"\\]')
+    plain = ~escape.to_numpy(zero_copy_only=False).astype(bool)
+    out = np.empty(len(texts), dtype=object)
+    out[plain] = '"' + texts[plain] + '"'
+    out[~plain] = [json.dumps(str(t), ensure_ascii=False) for t in texts[~plain]]
+    return out
 
 
 def json_objects(frame: pd.DataFrame) -> pd.Series:
     """One JSON object per row, keys sorted, compact: the text ``json.dumps(row, sort_keys=True,
-    separators=(",", ":"), ensure_ascii=False)`` gives, built column by column instead of row by row."""
-    parts = [f"{json.dumps(str(name))}:" + _json_values(frame[name]) for name in sorted(frame.columns)]
-    out = pd.Series("{", index=frame.index, dtype=object)
-    for i, part in enumerate(parts):
-        out = out + ("," if i else "") + part
-    return out + "}"
+    separators=(",", ":"), ensure_ascii=False)`` gives, built column by column (joined by Arrow) instead of row by
+    row."""
+    pieces: list = ["{"]
+    for i, name in enumerate(sorted(frame.columns)):
+        pieces += [("," if i else "") + f"{json.dumps(str(name))}:", pa.array(_json_values(frame[name]), pa.string())]
+    pieces.append("}")
+    if not len(frame):
+        return pd.Series([], index=frame.index, dtype=object)
+    joined = pc.binary_join_element_wise(*pieces, "")
+    return pd.Series(joined.to_numpy(zero_copy_only=False), index=frame.index, dtype=object)
 
 
 def prediction_table(scores: dict[str, pd.DataFrame], provider: str) -> pd.DataFrame:

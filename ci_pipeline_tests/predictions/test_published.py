@@ -42,6 +42,12 @@ def churn() -> pd.DataFrame:
 
 def test_json_objects_write_what_json_dumps_writes_for_each_row():
     frame = churn().drop(columns="CustomerId").assign(Big=[1e17, np.inf], Rank=[1, 2])
+    # Values that repeat or differ only in their sign bit, texts that need escaping, a missing count.
+    frame = pd.concat([frame] * 2, ignore_index=True).assign(
+        Zero=[0.0, -0.0, 0.0, np.nan],
+        Count=pd.array([3, None, 3, 4], dtype="Int64"),
+        Note=pd.array(["tab\there", 'back\\slash "q"', "naïve €", "bell\x07"], dtype="string"),
+    )
     expected = [
         json.dumps(
             {k: None if v is pd.NA or (isinstance(v, float) and not np.isfinite(v)) else v for k, v in row.items()},
