@@ -186,27 +186,33 @@ def recommend(
 
 
 def _fill_popular(items, values, reason, pop_order, bought, repeats, n_items, k):
-    """Fill empty slots with the most popular products not already recommended (nor bought, without repeats)."""
-    missing = items < 0
-    if not missing.any():
+    """Fill empty slots with the most popular products not already recommended (nor bought, without repeats).
+
+    Only the customers with an empty slot are looked at; what each of them cannot get is marked in a customers x
+    pool table (the pool: the most popular products, enough for anyone).
+    """
+    need = np.flatnonzero((items < 0).any(axis=1))
+    if not len(need):
         return items, values, reason
     pool = pop_order[: k + 2 * k + int(bought.getnnz(axis=1).max(initial=0))]
-    rows = np.arange(len(items), dtype=np.int64)[:, None]
-    taken = rows * n_items + np.where(items >= 0, items, 0)
-    taken = taken[items >= 0]
+    place = np.full(n_items, -1, dtype=np.int64)
+    place[pool] = np.arange(len(pool))
+    chosen = items[need]
+    blocked = np.zeros((len(need), len(pool)), dtype=bool)
+    r, c = np.nonzero(chosen >= 0)
+    owners, at = r, place[chosen[r, c]]
     if not repeats:
-        coo = bought.tocoo()
-        taken = np.concatenate([taken, coo.row.astype(np.int64) * n_items + coo.col])
-    candidates = np.broadcast_to(pool, (len(items), len(pool)))
-    free = ~np.isin(rows * n_items + candidates, taken)
+        coo = bought[need].tocoo()
+        owners, at = np.concatenate([owners, coo.row]), np.concatenate([at, place[coo.col]])
+    blocked[owners[at >= 0], at[at >= 0]] = True
+    free = ~blocked
     slot = np.cumsum(free, axis=1) - 1
-    have = (~missing).sum(axis=1)
-    use = free & (slot < (k - have)[:, None])
-    r, c = np.nonzero(use)
-    target = have[r] + slot[r, c]
-    items[r, target] = candidates[r, c]
-    values[r, target] = 0.0
-    reason[r, target] = 2
+    have = (chosen >= 0).sum(axis=1)
+    r, c = np.nonzero(free & (slot < (k - have)[:, None]))
+    rows, target = need[r], have[r] + slot[r, c]
+    items[rows, target] = pool[c]
+    values[rows, target] = 0.0
+    reason[rows, target] = 2
     return items, values, reason
 
 
