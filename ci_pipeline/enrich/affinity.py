@@ -136,6 +136,10 @@ _BLANKS = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
 #: Memory DuckDB may use while summing the lines; beyond it, it spills to disk, so the scan's memory stays bounded
 #: whatever the number of lines.
 SCAN_MEMORY = "2GB"
+#: The type each line's weighted value is summed in: fixed point, so that a sum is exact and the same whatever order
+#: DuckDB's threads add the lines in (a sum of doubles is not); a value that is not a finite number below 10^18 is
+#: not used.
+_EXACT = "DECIMAL(30, 12)"
 #: The memo key under which :func:`shared_memo` lists the configured affinities (so one scan serves them all).
 PLAN = "affinity_plan"
 
@@ -322,13 +326,13 @@ def _scan(source, customers: pd.Index, group: list[AffinityParams], cutoff: int,
                 SELECT CAST("CustomerId" AS VARCHAR) AS cid, {selected},
                     TRY_CAST("{_weight(first)}" AS DOUBLE) AS v,
                     coalesce(epoch_ns("ActivityTimeStamp") < {cutoff}, false) AS before,
-                    {decay} AS decay
+                    TRY_CAST(TRY_CAST("{_weight(first)}" AS DOUBLE) * {decay} AS {_EXACT}) AS w
                 FROM facts WHERE "Activity" = $activity
             ), grouped AS (
                 SELECT {which} AS f, cid, coalesce({", ".join(names)}) AS name,
-                    sum(v * decay) FILTER (WHERE before AND isfinite(v)) AS spend,
+                    sum(w) FILTER (WHERE before) AS spend,
                     count(*) FILTER (WHERE before AND v > 0) AS bought,
-                    count(*) FILTER (WHERE before AND isfinite(v)) AS used,
+                    count(*) FILTER (WHERE before AND w IS NOT NULL) AS used,
                     count(*) FILTER (WHERE before) AS before_n,
                     count(*) FILTER (WHERE NOT before) AS after_n
                 FROM lines GROUP BY GROUPING SETS ({sets})
@@ -378,13 +382,13 @@ def _split(con, index: int, raw: pd.Series, settings: AffinityParams, tables, cu
         tally["lines_after_as_of"] += int(after_n)
         tally["lines_without_name" if unnamed else "lines_used"] += int(used if not unnamed else before_n)
     # Names are summed again only where a catalog maps several products to one name; otherwise each pair is one
-    # row already. Sorted, so that every sum over the pairs adds in the same order on every run.
+    # row already. Sorted: the pairs come in the same order on every run.
     query = (
-        """SELECT code, ncode, coalesce(sum(spend), 0) AS spend, sum(bought) AS bought, sum(used) AS used
-        FROM sums JOIN mapping USING (name) WHERE f = ? AND code IS NOT NULL GROUP BY code, ncode
+        """SELECT code, ncode, CAST(coalesce(sum(spend), 0) AS DOUBLE) AS spend, sum(bought) AS bought,
+        sum(used) AS used FROM sums JOIN mapping USING (name) WHERE f = ? AND code IS NOT NULL GROUP BY code, ncode
         ORDER BY code, ncode"""
         if _from_catalog(settings) is not None
-        else """SELECT code, ncode, coalesce(spend, 0) AS spend, bought, used
+        else """SELECT code, ncode, CAST(coalesce(spend, 0) AS DOUBLE) AS spend, bought, used
         FROM sums JOIN mapping USING (name) WHERE f = ? AND code IS NOT NULL ORDER BY code, ncode"""
     )
     pairs = con.execute(query, [index]).fetchnumpy()

@@ -9,7 +9,16 @@ import pandas as pd
 import pytest
 
 from ci_pipeline.enrich import EnrichmentFailed, EnrichmentInputs, ProviderContext
-from ci_pipeline.enrich.affinity import build_brand, build_interest, levels, scores, share_of_voice
+from ci_pipeline.enrich.affinity import (
+    build_brand,
+    build_interest,
+    levels,
+    profile_customers,
+    purchase_pairs,
+    scores,
+    settings_from,
+    share_of_voice,
+)
 
 AS_OF = pd.Timestamp("2026-07-01", tz="UTC")
 
@@ -282,3 +291,18 @@ def test_brand_and_interest_affinity_of_one_run_sum_the_purchase_lines_once():
     assert len([v for v in memo.values() if isinstance(v, dict) and v]) == 1
     assert values_of(interests) == values_of(run(facts, people, provider=build_interest))
     assert values_of(brands) == values_of(run(facts, people))
+
+
+def test_spend_sums_do_not_depend_on_the_order_of_the_lines():
+    # In doubles, (1e15 + 0.3) - 1e15 and (1e15 - 1e15) + 0.3 differ: a sum in the order DuckDB's threads happen to
+    # add the lines would differ between runs. A and B bought the same lines in other orders; C buys another brand.
+    bought = [("Voltix", 1e15), ("Voltix", 0.3), ("Voltix", -1e15)]
+    rows = [("A", b, v, "2026-06-01") for b, v in bought] + [("B", b, v, "2026-06-01") for b, v in bought[::-1]]
+    rows.append(("C", "Lumera", 5.0, "2026-06-01"))
+    customers = profile_customers(profile(["A", "B", "C"]))
+    settings = settings_from({}, "brand_affinity")
+    pairs = purchase_pairs(lines(rows), customers, settings, AS_OF, {}, {})
+    assert pairs.customer.tolist() == [0, 1, 2]
+    assert pairs.spend[0] == pairs.spend[1] == pytest.approx(0.3 * 2 ** (-30 / 365), rel=1e-9)
+    again = purchase_pairs(lines(rows[::-1]), customers, settings, AS_OF, {}, {})
+    assert again.spend.tolist() == pairs.spend.tolist()
