@@ -33,6 +33,9 @@ BATCH_ROWS = 131_072
 BUCKET_ROWS = 524_288
 #: Key samples per bucket taken to choose the key ranges of the buckets.
 SAMPLES_PER_BUCKET = 256
+#: Bucket files one ordered table keeps open at once; past it they are closed and a bucket's next rows start a new
+#: file (the process's limit on open files stays far away whatever the bucket count).
+OPEN_FILES = 128
 
 
 def connect(temp_directory: Path) -> duckdb.DuckDBPyConnection:
@@ -204,6 +207,8 @@ class SortedTable:
             # (another activity table) starts a new file.
             if writer is not None:
                 writer.close()
+            elif len(self._open) >= OPEN_FILES:
+                self.close()
             path = self.folder / f"bucket-{bucket:05d}-{len(self.files[bucket]):05d}.arrow"
             writer = ipc.new_file(path, table.schema)
             self._open[bucket] = (writer, table.schema)
