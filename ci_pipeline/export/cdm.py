@@ -154,11 +154,12 @@ def _csv_bytes(df: pd.DataFrame) -> bytes:
         text = pa.array(values.astype("string"), type=pa.string(), from_pandas=True)
         # Arrow leaves a null unquoted; the CDM files quote every field, the empty one too.
         columns[f"{n}:{column}"] = pc.fill_null(text, "")
-    return _write_csv(pa.table(columns))
+    return _write_csv(pa.table(columns)).to_pybytes()
 
 
-def _write_csv(text: pa.Table) -> bytes:
-    buffer = io.BytesIO()
+def _write_csv(text: pa.Table) -> pa.Buffer:
+    """The CSV text in Arrow's own buffer: written to a file from there, never copied into Python bytes."""
+    buffer = pa.BufferOutputStream()
     options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
     pa_csv.write_csv(text, buffer, options)
     return buffer.getvalue()
@@ -227,7 +228,7 @@ def write_export(
 
 #: A piece of one data file: the part's number (from 1, increasing), its bytes, its rows and the cells escaped in
 #: it. A part is written as the chunks of its number come, so no part is held whole.
-Chunk = tuple[int, bytes, int, int]
+Chunk = tuple[int, bytes | pa.Buffer, int, int]
 
 
 def _write_parts(
@@ -423,7 +424,7 @@ def _arrow_parts(rows: pa.Table, rows_per_part: int, escape: bool) -> Iterator[C
     return _csv_chunks(_numbered(iter(rows.to_batches(max_chunksize=BATCH_ROWS)), rows_per_part, rows.schema), escape)
 
 
-def _csv_part(rows: pa.Table, escape: bool) -> tuple[bytes, int, int]:
+def _csv_part(rows: pa.Table, escape: bool) -> tuple[pa.Buffer, int, int]:
     """CSV text from the Arrow columns of a plain table: the bytes :func:`_csv_bytes` writes for the frame."""
     columns = {}
     escaped = 0
