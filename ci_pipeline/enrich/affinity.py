@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 from pydantic import ValidationError
 from scipy import sparse
 from scipy.stats import rankdata
@@ -248,7 +250,7 @@ def _request(settings: AffinityParams) -> tuple[str, str, str | None]:
 def latest_purchase(source, settings: AffinityParams) -> pd.Timestamp | None:
     """The time of the activity's last line, or None when it has none."""
     with _connect() as con:
-        con.register("facts", source)
+        _register_facts(con, source)
         found = con.execute(
             'SELECT max(epoch_ns("ActivityTimeStamp")) FROM facts WHERE "Activity" = ?', [settings.activity]
         ).fetchone()[0]
@@ -258,6 +260,17 @@ def latest_purchase(source, settings: AffinityParams) -> pd.Timestamp | None:
 def name_sql(column: str) -> str:
     """DuckDB SQL of a brand or category name as the affinities read it: blanks around it removed, empty missing."""
     return f"NULLIF(trim(CAST(\"{column}\" AS VARCHAR), {_BLANKS}), '')"
+
+
+def _register_facts(con, source) -> None:
+    """The timeline as the view ``facts``: a local Parquet dataset through DuckDB's own reader (in parallel by row
+    group, with less work per row than through Arrow's scanner), anything else as it is."""
+    local = isinstance(source, ds.FileSystemDataset) and isinstance(source.filesystem, pafs.LocalFileSystem)
+    if local and source.files:
+        files = ", ".join("'" + path.replace("'", "''") + "'" for path in source.files)
+        con.execute(f"CREATE TEMP VIEW facts AS SELECT * FROM read_parquet([{files}])")
+    else:
+        con.register("facts", source)
 
 
 @contextmanager
@@ -317,7 +330,7 @@ def _scan(source, customers: pd.Index, group: list[AffinityParams], cutoff: int,
     decay = f'pow(2.0, (epoch_ns("ActivityTimeStamp") - {cutoff}) / {scale})'
     ids = pa.table({"cid": pa.array(customers.to_numpy(dtype=object), pa.string()), "code": np.arange(len(customers))})
     with _connect() as con:
-        con.register("facts", source)
+        _register_facts(con, source)
         con.register("ids", ids)
         con.execute(
             f"""
