@@ -37,13 +37,19 @@ def in_background(items: Iterable[T], depth: int = 2, name: str = "ci-pipeline-a
         return False
 
     def produce() -> None:
+        iterator = iter(items)
         try:
-            for item in items:
+            for item in iterator:
                 if not put((item, None)):
                     return
         except BaseException as exc:  # handed to the consumer, which raises it
             put((_DONE, exc))
             return
+        finally:
+            # A generator left early releases what it holds (files, connections) here, before the consumer goes on.
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
         put((_DONE, None))
 
     thread = threading.Thread(target=produce, name=name, daemon=True)

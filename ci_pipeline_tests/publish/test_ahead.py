@@ -25,17 +25,23 @@ def test_items_made_in_the_background_come_in_order_and_an_error_arrives_where_i
 
 def test_a_consumer_that_stops_early_stops_the_producer_and_its_thread():
     made = []
+    released = []
 
     def items():
-        for n in range(1_000):
-            made.append(n)
-            yield n
+        try:
+            for n in range(1_000):
+                made.append(n)
+                yield n
+        finally:
+            released.append(threading.current_thread().name)
 
     before = threading.active_count()
     reader = in_background(items(), depth=2, name="test-ahead")
     assert [next(reader) for _ in range(3)] == [0, 1, 2]
     reader.close()
     assert threading.active_count() == before
+    # The producer's generator was closed in its own thread before the consumer went on.
+    assert released == ["test-ahead"]
     # At most the queue's depth and the item being handed over were made beyond what was taken.
     assert len(made) <= 3 + 2 + 1
 
