@@ -764,16 +764,17 @@ def _dedup_tables(records: pd.DataFrame, config: UnifyConfig) -> dict[tuple[str,
 
 
 def _match_pairs(pairs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """The pairs as published, sorted by left record (source, table, key), right record, stage and rule."""
     left, right = pairs["left"].to_numpy(), pairs["right"].to_numpy()
+    sides = {"Left": left, "Right": right}
     out = pd.DataFrame(
         {
             "Stage": pairs["stage"].astype("string"),
-            "LeftSource": records["source"].to_numpy()[left],
-            "LeftTable": records["table"].to_numpy()[left],
-            "LeftKey": records["key"].to_numpy()[left],
-            "RightSource": records["source"].to_numpy()[right],
-            "RightTable": records["table"].to_numpy()[right],
-            "RightKey": records["key"].to_numpy()[right],
+            **{
+                f"{side}{name}": records[column].astype("string").array.take(at)
+                for side, at in sides.items()
+                for name, column in (("Source", "source"), ("Table", "table"), ("Key", "key"))
+            },
             "Rule": pairs["rule_name"].astype("string"),
             "Scores": pairs["scores"].astype("string"),
             "Accepted": pairs["accepted"].astype(bool),
@@ -781,13 +782,18 @@ def _match_pairs(pairs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
             "Note": pairs["note"].astype("string"),
         }
     )
-    for c in ("LeftSource", "LeftTable", "LeftKey", "RightSource", "RightTable", "RightKey"):
-        out[c] = out[c].astype("string")
-    return out.sort_values(
-        ["LeftSource", "LeftTable", "LeftKey", "RightSource", "RightTable", "RightKey", "Stage", "Rule"],
-        kind="stable",
-        ignore_index=True,
-    )
+    # Each record's place in the order of its (source, table, key) stands for those three texts: one sort of the
+    # records instead of comparing six strings per pair (millions of pairs at a million people).
+    place = np.empty(len(records), dtype=np.int64)
+    place[np.lexsort([_text_order(records[c]) for c in ("key", "table", "source")])] = np.arange(len(records))
+    order = np.lexsort([_text_order(out["Rule"]), _text_order(out["Stage"]), place[right], place[left]])
+    return out.take(order).reset_index(drop=True)
+
+
+def _text_order(text: pd.Series) -> np.ndarray:
+    """Per value, its rank among the column's distinct values in text order (missing last), for a stable sort."""
+    codes, _ = pd.factorize(text, sort=True, use_na_sentinel=True)
+    return np.where(codes < 0, codes.max(initial=-1) + 1, codes)
 
 
 def _rule_stats(pairs: pd.DataFrame) -> list[dict]:

@@ -401,3 +401,38 @@ def test_a_second_match_method_plugs_into_the_match_phase():
     pair = other.match_pairs[other.match_pairs.Rule == "probabilistic"]
     assert pair[["LeftKey", "RightKey", "Accepted", "Linked"]].values.tolist() == [["c1", "m1", True, True]]
     assert json.loads(pair.Scores.iloc[0]) == {"probability": 0.97}
+
+
+def test_match_pairs_are_ordered_by_the_text_of_both_records_stage_and_rule():
+    from ci_pipeline.unify.engine import _match_pairs
+
+    records = pd.DataFrame(
+        {"source": ["shop", "crm", "crm", "b"], "table": ["t", "Z", "a", "t"], "key": ["k2", "k10", "k1", "é"]}
+    ).astype("string")
+    rng = np.random.default_rng(3)
+    pairs = pd.DataFrame(
+        {
+            "left": rng.integers(0, 4, 60),
+            "right": rng.integers(0, 4, 60),
+            "stage": rng.choice(["match", "dedup", "attach"], 60),
+            "rule_name": pd.Series(rng.choice(["r1", "R2", "é", None], 60), dtype="string"),
+            "scores": [f"{{{i}}}" for i in range(60)],
+            "accepted": True,
+            "linked": False,
+            "note": "",
+        }
+    )
+    got = _match_pairs(pairs, records)
+    sides = ["Source", "Table", "Key"]
+    texts = pd.DataFrame(
+        {
+            **{f"Left{s}": records[s.lower()].to_numpy()[pairs["left"]] for s in sides},
+            **{f"Right{s}": records[s.lower()].to_numpy()[pairs["right"]] for s in sides},
+            "Stage": pairs["stage"],
+            "Rule": pairs["rule_name"],
+            "Scores": pairs["scores"],
+        }
+    ).astype("string")
+    # The order of a stable sort of the texts themselves (missing rules last), ties kept in input order.
+    expected = texts.sort_values(list(texts.columns[:-1]), kind="stable", ignore_index=True)
+    pd.testing.assert_frame_equal(got[list(texts.columns)], expected)
