@@ -3,6 +3,7 @@
 from ci_pipeline.activities.timeline import (
     CORRUPT_COLUMNS,
     FACT_COLUMNS,
+    LOOKUP_COLUMNS,
     ActivitySource,
     StoredTimeline,
     Timeline,
@@ -14,6 +15,7 @@ from ci_pipeline.activities.timeline import (
 __all__ = [
     "CORRUPT_COLUMNS",
     "FACT_COLUMNS",
+    "LOOKUP_COLUMNS",
     "ActivitySource",
     "StoredTimeline",
     "Timeline",

@@ -20,6 +20,8 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, unified_activity_guids
 
+#: The AlternateKey columns the stage reads: the customer lookup's.
+LOOKUP_COLUMNS = ["DataSourceName", "EntityName", "AlternateValue", "CustomerId"]
 #: Columns of the quarantine table (one row per activity that could not be placed on the timeline).
 CORRUPT_COLUMNS = ["Activity", "DataSourceName", "EntityName", "SourceActivityId", "Reason", "Record"]
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from ci_pipeline.activities import ActivitySource, StoredTimeline, write_timeline
+from ci_pipeline.activities import LOOKUP_COLUMNS, ActivitySource, StoredTimeline, write_timeline
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest, unify
 from ci_pipeline.defs.metadata import counts_table, numbers, table_of
@@ -29,12 +29,12 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
     tables = {(t.source, t.table) for t in section.tables.values()}
 
     # The activity tables are read by the step itself, in batches (Lake.dataset), never loaded whole: dependencies,
-    # not inputs. AlternateKey (one row per customer record) is loaded whole for the customer lookup.
+    # not inputs. So is AlternateKey (one row per customer record), only the columns of the customer lookup: its
+    # key rings and identifiers would cost more to load than the lookup itself.
     @dg.multi_asset(
         name="place_activities",
         group_name=GROUP,
-        ins={"alternate_key": dg.AssetIn(key=unify.STAGE.key("alternate_key"))},
-        deps=[ingest.table_key(s, t) for s, t in sorted(tables)],
+        deps=[unify.STAGE.key("alternate_key"), *(ingest.table_key(s, t) for s, t in sorted(tables))],
         outs={
             "unified_activity": dg.AssetOut(
                 key=UNIFIED,
@@ -65,9 +65,11 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             ),
         ],
     )
-    def activities(context: dg.AssetExecutionContext, lake: LakeResource, alternate_key: pd.DataFrame):
+    def activities(context: dg.AssetExecutionContext, lake: LakeResource):
         now = pd.Timestamp(dt.datetime.now(dt.UTC)) + pd.Timedelta(hours=section.future_tolerance_hours)
         store = lake.get_lake()
+        stored_keys = store.dataset(asset_path(unify.STAGE.key("alternate_key")))
+        alternate_key = stored_keys.to_table(columns=LOOKUP_COLUMNS).to_pandas()
         sources = {}
         for name, spec in section.tables.items():
             key = spec.primary_key or config.sources[spec.source].tables[spec.table].primary_key
