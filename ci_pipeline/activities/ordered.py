@@ -167,9 +167,9 @@ class SortedTable:
 
     Rows arrive in batches with a bucket number each; every key of a bucket sorts before every key of the next one
     (the caller chooses them so: :func:`guid_buckets`, :func:`key_buckets`). A batch is split by bucket and appended
-    to the buckets' files (Arrow IPC, uncompressed: written once and read back once, soon). :meth:`write` then
-    sorts each bucket on its key alone (stable: equal keys keep their arrival order) and writes it, so what is held
-    at once is one batch, or one bucket and one batch of it.
+    to the buckets' files (Arrow IPC, uncompressed: written once and read back once, soon; with one bucket the rows
+    stay in memory). :meth:`write` then sorts each bucket on its key alone (stable: equal keys keep their arrival
+    order) and writes it, so what is held at once is one batch, or one bucket and one batch of it.
     """
 
     def __init__(self, folder: Path, key: str, buckets: int):
