@@ -251,7 +251,9 @@ def test_a_brand_bought_by_the_buyers_of_what_a_customer_buys_ranks_above_an_unr
 
 
 def test_the_timeline_read_as_a_parquet_dataset_gives_the_same_values_as_in_memory(tmp_path):
+    import fsspec
     import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
 
     facts = lines(
         [("A", "Voltix", 30, "2026-05-01"), ("A", " Lumera ", 10, "2026-06-01"), ("B", "Lumera", 5, "2026-02-01")]
@@ -263,9 +265,18 @@ def test_the_timeline_read_as_a_parquet_dataset_gives_the_same_values_as_in_memo
     from_file = built.enrich(
         EnrichmentInputs(profiles=people, as_of=AS_OF, activity_dataset=ds.dataset(tmp_path / "facts.parquet"))
     )
+    # A lake other than a local folder: its dataset is scanned through Arrow, not by DuckDB's own reader.
+    remote = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("file")))
+    through_arrow = built.enrich(
+        EnrichmentInputs(
+            profiles=people,
+            as_of=AS_OF,
+            activity_dataset=ds.dataset(str(tmp_path / "facts.parquet"), filesystem=remote),
+        )
+    )
     in_memory = run(facts, people)
-    assert values_of(from_file) == values_of(in_memory)
-    assert from_file.counts == in_memory.counts and from_file.counts["lines_used"] == 3
+    assert values_of(from_file) == values_of(in_memory) == values_of(through_arrow)
+    assert from_file.counts == in_memory.counts == through_arrow.counts and from_file.counts["lines_used"] == 3
     # Blanks around a name are not part of it, and lines of other activities are not purchases.
     assert set(values_of(from_file)["A"]["Affinity"]) == {"Lumera", "Voltix"}
 
