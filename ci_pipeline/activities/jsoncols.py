@@ -47,10 +47,8 @@ def json_values(values: pd.Series) -> pa.Array:
 
 #: Text that ``json.dumps`` writes as it is between two quotes: printable ASCII except ``"`` and ``\\``.
 _VERBATIM = r"^[ !#-\[\]-~]*$"
-#: The same as a lookup of each byte.
-_VERBATIM_BYTE = np.zeros(256, dtype=bool)
-_VERBATIM_BYTE[0x20:0x7F] = True
-_VERBATIM_BYTE[[ord('"'), ord("\\")]] = False
+#: The same bytes, as the set ``bytes.translate`` deletes.
+_VERBATIM_BYTES = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
 
 
 def _json_strings(text: pa.Array) -> pa.Array:
@@ -73,14 +71,15 @@ def _json_strings(text: pa.Array) -> pa.Array:
 
 
 def _all_verbatim(text: pa.Array) -> bool:
-    """Whether every byte of the column's values is one ``json.dumps`` keeps as it is: one lookup per byte of the
-    whole column instead of a regular expression per value (False may also mean: look value by value)."""
+    """Whether every byte of the column's values is one ``json.dumps`` keeps as it is: one pass over the whole
+    column's bytes instead of a regular expression per value (False may also mean: look value by value)."""
     if len(text) == 0 or text.buffers()[2] is None:
         return True
     width = np.int64 if pa.types.is_large_string(text.type) else np.int32
     offsets = np.frombuffer(text.buffers()[1], dtype=width)[text.offset : text.offset + len(text) + 1]
     data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    return bool(_VERBATIM_BYTE[data].all())
+    # Deleting every byte json.dumps keeps leaves nothing: one pass in C over a copy of the bytes.
+    return not data.tobytes().translate(None, _VERBATIM_BYTES)
 
 
 def json_objects(frame: pd.DataFrame, names: dict[str, str] | None = None) -> pd.Series:
