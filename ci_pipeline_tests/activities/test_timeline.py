@@ -199,9 +199,9 @@ def test_semantic_text_is_the_json_dumps_text_escapes_included():
     assert json_objects(frame.astype({"t": object})).tolist() == expected
 
 
-def test_tables_whose_activity_ids_interleave_are_merged_in_activity_id_order():
-    # Table "b" keys "c_2" and "z_0" give b's ids around those of table "b_c": the tables cannot go end to end.
-    plain = ActivityTable.model_validate(
+def _shop_table_b() -> ActivityTable:
+    """A custom activity table "b" of source "shop" with one field, n, placed through shop's customers."""
+    return ActivityTable.model_validate(
         {
             "source": "shop",
             "table": "b",
@@ -211,6 +211,11 @@ def test_tables_whose_activity_ids_interleave_are_merged_in_activity_id_order():
             "customer": {"source": "shop", "table": "customers", "column": "cid"},
         }
     )
+
+
+def test_tables_whose_activity_ids_interleave_are_merged_in_activity_id_order():
+    # Table "b" keys "c_2" and "z_0" give b's ids around those of table "b_c": the tables cannot go end to end.
+    plain = _shop_table_b()
     nested = plain.model_copy(update={"table": "b_c", "fields": {"m": "m"}})
 
     def frame(keys, column):
@@ -393,16 +398,7 @@ def test_a_timeline_ordered_in_many_buckets_is_the_one_ordered_in_one(tmp_path, 
 
     # Keys out of order and sorted, ids of two tables interleaving ("shop_b_..." around "shop_b_c_..."), equal
     # ActivityIds (one table placed twice, and x's "c_1" is y's "1"), a field whole in one table, fractional in another.
-    spec = ActivityTable.model_validate(
-        {
-            "source": "shop",
-            "table": "b",
-            "type": "Custom",
-            "timestamp": "ts",
-            "fields": {"n": "n"},
-            "customer": {"source": "shop", "table": "customers", "column": "cid"},
-        }
-    )
+    spec = _shop_table_b()
     nested = spec.model_copy(update={"table": "b_c"})
 
     def frame(keys, numbers):
