@@ -206,6 +206,10 @@ def evaluate(model: ChurnModel, history: History, cutoff: pd.Timestamp) -> dict:
         "calibration": metrics.calibration_table(y, scored),
         "gain": metrics.gain_table(y, scored) if len(y) else [],
     }
+    # Each baseline's points under "<chart>/<baseline>", so the drawn charts set the model beside them.
+    for name, baseline in baselines.items():
+        out["charts"][f"calibration/{name}"] = metrics.calibration_table(y, baseline)
+        out["charts"][f"gain/{name}"] = metrics.gain_table(y, baseline) if len(y) else []
     return out
 
 

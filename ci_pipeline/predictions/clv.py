@@ -175,7 +175,13 @@ def evaluate(model: ClvModel, history: History, cutoff: pd.Timestamp, settings: 
     out["reference_grade"] = metrics.reference_clv_grade(
         out["model"], out["baselines"]["reference_monthly_x_months_x_retention"]
     )
-    out["charts"] = {"gain": metrics.gain_table(y, predicted) if len(y) else []}
+    out["charts"] = {
+        "gain": metrics.gain_table(y, predicted) if len(y) else [],
+        "deciles": metrics.decile_table(y, predicted) if len(y) else [],
+    }
+    # Each baseline's gain points under "gain/<baseline>", so the drawn chart sets the model beside them.
+    for name, values in (("reference_monthly_x_months_x_retention", reference), ("bgnbd_gamma_gamma", bg)):
+        out["charts"][f"gain/{name}"] = metrics.gain_table(y, values) if len(y) else []
     best = max(b["top_capture"] for b in out["baselines"].values())
     out["top_capture_over_best_baseline"] = round(out["model"]["top_capture"] - best, 4)
     return out

@@ -133,6 +133,24 @@ def decile_mape(actual: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(errors)) if errors else float("nan")
 
 
+def decile_table(actual: np.ndarray, predicted: np.ndarray) -> list[dict]:
+    """Predicted against actual per predicted-value decile (the deciles of :func:`decile_mape`): customers and the
+    mean predicted and actual value of each, highest predictions first."""
+    actual = np.asarray(actual, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    order = np.argsort(-predicted, kind="stable")
+    return [
+        {
+            "decile": d,
+            "customers": int(len(chunk)),
+            "mean_predicted": _r(predicted[chunk].mean()),
+            "mean_actual": _r(actual[chunk].mean()),
+        }
+        for d, chunk in enumerate(np.array_split(order, 10), start=1)
+        if len(chunk)
+    ]
+
+
 def regression(
     actual: np.ndarray,
     predicted: np.ndarray,
