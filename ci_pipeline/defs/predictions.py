@@ -25,6 +25,7 @@ from ci_pipeline.predictions import (
     ModelRuns,
     PredictionSettings,
     StoredModel,
+    Trained,
     fact_columns,
     model_summary,
     prediction_table,
@@ -32,6 +33,7 @@ from ci_pipeline.predictions import (
     scoring_cutoff,
     segment_fields,
 )
+from ci_pipeline.predictions.charts import draw_report_charts, markdown_image
 from ci_pipeline.redact import redact
 
 GROUP = "predictions"
@@ -66,6 +68,11 @@ def model_path(model: str) -> str:
     return f"ci_pipeline/{GROUP}/{model}_model.pkl"
 
 
+def chart_path(model: str, chart: str) -> str:
+    """Where a drawn chart of a model's evaluation report lives in the lake, beside the model."""
+    return f"ci_pipeline/{GROUP}/{model}_model_{chart}.png"
+
+
 def _runs(section: PredictionsConfig, lake, measures, models) -> ModelRuns:
     """The model runs over the stored activity facts and profile, reading only the rows and columns ``models`` use."""
     settings = PredictionSettings.model_validate(section.settings())
@@ -95,6 +102,24 @@ def store_model(lake, model: str, stored: StoredModel, settings: dict) -> str:
     return lake.url(path)
 
 
+def chart_metadata(lake, model: str, report: dict) -> dict:
+    """Draw the report's charts, write each PNG to the lake beside the model, and return them as metadata: a
+    Markdown image the UI draws (``plot/<chart>``) and its lake path (``plot/<chart>/path``)."""
+    metadata: dict = {}
+    for chart, png in draw_report_charts(MODEL_NAMES[model], report.get("charts") or {}).items():
+        path = chart_path(model, chart)
+        lake.write_bytes(path, png)
+        metadata[f"plot/{chart}"] = dg.MetadataValue.md(markdown_image(f"{chart} chart of {MODEL_NAMES[model]}", png))
+        metadata[f"plot/{chart}/path"] = dg.MetadataValue.path(lake.url(path))
+    return metadata
+
+
+def _store_trained(lake, model: str, trained: Trained, configured: dict) -> dict:
+    """Store a freshly trained model and its drawn charts; returns the training asset's metadata."""
+    url = store_model(lake, model, trained.stored, configured)
+    return report_metadata(trained.report, url) | chart_metadata(lake, model, trained.report)
+
+
 def _load_model(lake, model: str) -> StoredModel | None:
     path = model_path(model)
     if not lake.exists(path):
@@ -113,8 +138,9 @@ def _trained_with(lake, model: str) -> dict | None:
 
 def report_metadata(report: dict, url: str | None = None) -> dict:
     """The evaluation report as asset metadata: each metric of the model and every baseline as a number (the UI
-    plots them across runs), the grades, the calibration and gain charts' points and the feature importance as
-    tables, and the rest of the report as a table of entries (the whole report is in the lake next to the model)."""
+    plots them across runs), the grades, the calibration and gain charts' points (drawn by :func:`chart_metadata`)
+    and the feature importance as tables, and the rest of the report as a table of entries (the whole report is in
+    the lake next to the model)."""
     metadata: dict = {}
     groups = {"": report} | {mode: report[mode] for mode in ("with_repeats", "new_items_only") if mode in report}
     for prefix, group in groups.items():
@@ -178,8 +204,7 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
             result = runs.train(model)
         except UserError as exc:
             raise dg.Failure(description=redact(exc), allow_retries=False) from exc
-        url = store_model(lake, model, result.stored, _configured(section))
-        return dg.MaterializeResult(metadata=report_metadata(result.report, url))
+        return dg.MaterializeResult(metadata=_store_trained(lake, model, result, _configured(section)))
 
     return train
 
@@ -284,9 +309,9 @@ def _score_one(context: dg.AssetExecutionContext, lake, runs: ModelRuns, configu
         f"predictions: no stored {MODEL_NAMES[model]} model; training it in this run (retrain with job {TRAIN_JOB})"
     )
     result = runs.train(model)
-    url = store_model(lake, model, result.stored, configured)
+    metadata = _store_trained(lake, model, result, configured)
     # The training asset shows the report in the UI, as when the model is trained by its own job.
-    context.log_event(dg.AssetMaterialization(asset_key=model_key(model), metadata=report_metadata(result.report, url)))
+    context.log_event(dg.AssetMaterialization(asset_key=model_key(model), metadata=metadata))
     return result.table
 
 
