@@ -21,6 +21,7 @@ from ci_pipeline.predictions.data import (
     InsufficientData,
     as_utc,
     check_cutoff,
+    informative,
     latest_cutoff,
     native_threads,
     require,
@@ -150,6 +151,7 @@ def fit(history: History, cutoff: pd.Timestamp, settings: PredictionSettings) ->
     extra = [btyd_features(history, c, bgnbd, days) for c in cutoffs]
     for name in BTYD_FEATURES:
         X[name] = np.concatenate([part[name] for part in extra])
+    X = informative(X)
     rng = np.random.default_rng(settings.seed)
     # Stratified split so both classes reach the calibration set even when one of them is rare.
     calibrate = np.zeros(len(y), dtype=bool)

@@ -19,6 +19,7 @@ from ci_pipeline.predictions.data import (
     InsufficientData,
     as_utc,
     check_cutoff,
+    informative,
     latest_cutoff,
     native_threads,
     require,
@@ -131,7 +132,7 @@ def fit(history: History, cutoff: pd.Timestamp, settings: PredictionSettings) ->
     s = history.summary(cutoff)
     bgnbd = btyd.fit_bgnbd(s["x"], s["t_x"], s["T"])
     gg = btyd.fit_gamma_gamma(s["x"], s["monetary"])
-    X = X.join(btyd_value(history, cutoff, bgnbd, gg, settings.clv.period_days))
+    X = informative(X.join(btyd_value(history, cutoff, bgnbd, gg, settings.clv.period_days)))
     mean = _regressor("poisson", settings.seed).fit(X, y)
     low = _regressor("quantile", settings.seed, quantile=QUANTILES[0]).fit(X, y)
     high = _regressor("quantile", settings.seed, quantile=QUANTILES[1]).fit(X, y)

@@ -230,6 +230,17 @@ def check_cutoff(purchases: pd.DataFrame, cutoff: pd.Timestamp, model: str) -> N
         )
 
 
+def informative(X: pd.DataFrame) -> pd.DataFrame:
+    """``X`` without the features that have no value in any of its rows.
+
+    Such a feature carries nothing to learn from, and the gradient boosting cannot bin a column without a value.
+    It happens when every customer at a training cutoff is too new for it: in a data set of one cohort (all
+    customers joined in the same quarter) nobody has a purchase rate before the last 180 days at an early cutoff.
+    The model then leaves the feature out, and scoring reads only the model's own features.
+    """
+    return X.loc[:, X.notna().any().to_numpy()]
+
+
 def native_threads(configured: int | None) -> int:
     """Threads for scikit-learn's native code: one unless configured.
 
