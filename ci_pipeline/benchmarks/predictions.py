@@ -6,6 +6,12 @@ orders and order lines are read through ingestion and placed on the timeline by 
 customer), as for a customer table holding only an id, so the figures do not depend on unification. Each model
 is backtested on a time split and fitted at the latest cutoff; one JSON line per model gives every metric of the
 model and of each baseline, seconds and peak memory (RSS of this process, cumulative, and after loading).
+
+``--dataset cdnow`` (or ``cdnow_sample``, a tenth of it) runs on public purchase data instead: the CDNOW file is
+written as a user's lake holds it (``public_purchases.write_project``: a customer table of ids only and an orders
+table) with the configuration a new user writes, read through the same ingest and activities code, and the models
+run with the settings of that configuration. A model the data cannot serve (recommendation: CDNOW names no
+product) prints its refusal instead of a report.
 """
 
 from __future__ import annotations
@@ -21,22 +27,33 @@ from pathlib import Path
 import pandas as pd
 
 from ci_pipeline.activities.timeline import build_timeline
+from ci_pipeline.benchmarks import public_purchases
 from ci_pipeline.config import load_config
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import ingest_table
 from ci_pipeline.lake import Lake
 from ci_pipeline.predictions import churn, clv, recommend
 from ci_pipeline.predictions.data import lines_from_facts, purchases_from_facts, signals_from_facts
+from ci_pipeline.predictions.published import scoring_cutoff
 from ci_pipeline.predictions.settings import PredictionSettings, PurchaseSource
 
 #: Activities the models read, and the customer table they link to.
 ACTIVITIES = ("orders", "order_lines")
+#: Data the bench runs on: generated (``--people``) or a public data set.
+DATASETS = ("generated", *public_purchases.DATASETS)
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("predictions", help="train and evaluate churn, lifetime value and recommendation")
     parser.add_argument("--people", type=int, default=20_000, help="people to generate (default 20000)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="generated",
+        help="generated data (default; --people) or public purchase data: cdnow (CDNOW, 23,570 customers) or "
+        "cdnow_sample (a tenth of them), read from the installed lifetimes package",
+    )
     parser.add_argument("--data", help="use (or create) this folder for the generated data instead of a temporary one")
     parser.add_argument(
         "--signals",
@@ -49,46 +66,102 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    dataset = getattr(args, "dataset", "generated")
     with tempfile.TemporaryDirectory(prefix="ci-bench-predictions-") as tmp:
         folder = Path(args.data) if args.data else Path(tmp)
         started = time.perf_counter()
-        if not (folder / "ci_pipeline.yaml").exists():
+        if dataset != "generated":
+            public_purchases.write_project(folder, dataset)
+        elif not (folder / "ci_pipeline.yaml").exists():
             _generate(args.people, args.seed, folder)
         generate_s = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
-        facts, customers, latest = load_activities(folder, args.signals)
-        settings = PredictionSettings(
-            seed=args.seed, purchases=PurchaseSource(is_return="is_return"), signal_activities=args.signals
-        )
-        purchases = purchases_from_facts(facts, settings.purchases)
-        lines = lines_from_facts(facts, settings.purchases)
-        signals = signals_from_facts(facts, settings.signal_activities)
+        if dataset == "generated":
+            facts, customers, latest = load_activities(folder, args.signals)
+            settings = PredictionSettings(
+                seed=args.seed, purchases=PurchaseSource(is_return="is_return"), signal_activities=args.signals
+            )
+        else:
+            settings, latest = configured(folder)
+            facts, customers, _ = load_activities(folder, args.signals, _activities(settings))
+        data = _model_inputs(facts, settings)
         del facts
         common = {
-            "people": args.people,
+            "dataset": dataset,
+            "people": args.people if dataset == "generated" else None,
             "signals": args.signals,
             "profiles": int(customers.nunique()),
-            "purchases": len(purchases),
-            "order_lines": len(lines),
+            "purchases": _rows(data["purchases"]),
+            "order_lines": _rows(data["lines"]),
             "generate_s": generate_s,
             "load_s": round(time.perf_counter() - started, 1),
             # Peak RSS once the data is loaded: what the models add is peak_rss_mb minus this.
             "load_peak_rss_mb": _peak_rss_mb(),
         }
-        for name, step in (
-            ("churn", lambda: churn.run_churn(purchases, customers, latest, settings, signals=signals).report),
-            ("clv", lambda: clv.run_clv(purchases, customers, latest, settings, signals=signals).report),
-            ("recommendation", lambda: recommend.run_recommendation(lines, customers, latest, settings).report),
-        ):
+        for name, step in _steps(data, customers, latest, settings):
             started, cpu = time.perf_counter(), time.process_time()
-            report = step()
-            figures = {"benchmark": "predictions", "model": name, **common, "evaluation": report}
+            try:
+                outcome = {"evaluation": step().report}
+            except UserError as exc:
+                # The data cannot serve this model (too little of it, or no product named): say why, go on.
+                outcome = {"refused": str(exc)}
+            figures = {"benchmark": "predictions", "model": name, **common, **outcome}
             figures["seconds"] = round(time.perf_counter() - started, 1)
             figures["cpu_seconds"] = round(time.process_time() - cpu, 1)
             figures["peak_rss_mb"] = _peak_rss_mb()
             print(json.dumps(figures, default=str))
             sys.stdout.flush()
     return 0
+
+
+def _steps(data: dict, customers: pd.Series, latest, settings: PredictionSettings) -> list:
+    """(model, a call returning its result) of each model, in the order they are reported."""
+
+    def needs(name: str):
+        # A frame that could not be derived from the facts keeps its error for the model that reads it.
+        if isinstance(data[name], UserError):
+            raise data[name]
+        return data[name]
+
+    return [
+        ("churn", lambda: churn.run_churn(needs("purchases"), customers, latest, settings, signals=needs("signals"))),
+        ("clv", lambda: clv.run_clv(needs("purchases"), customers, latest, settings, signals=needs("signals"))),
+        ("recommendation", lambda: recommend.run_recommendation(needs("lines"), customers, latest, settings)),
+    ]
+
+
+def _model_inputs(facts: pd.DataFrame, settings: PredictionSettings) -> dict:
+    """The purchases, order lines and signals of ``facts``; a frame that cannot be derived holds its error."""
+    out = {}
+    for name, derive in (
+        ("purchases", lambda: purchases_from_facts(facts, settings.purchases)),
+        ("lines", lambda: lines_from_facts(facts, settings.purchases)),
+        ("signals", lambda: signals_from_facts(facts, settings.signal_activities)),
+    ):
+        try:
+            out[name] = derive()
+        except UserError as exc:
+            out[name] = exc
+    return out
+
+
+def _rows(frame) -> int | None:
+    return len(frame) if isinstance(frame, pd.DataFrame) else None
+
+
+def configured(folder: Path) -> tuple[PredictionSettings, pd.Timestamp | None]:
+    """The model settings and scoring cutoff of the ``predictions`` section of ``folder``'s configuration."""
+    config = load_config(folder / "ci_pipeline.yaml")
+    if config.predictions is None:
+        raise UserError(f"{config.path}: no predictions section; add one (docs/predictions.md)")
+    settings = PredictionSettings(**config.predictions.settings())
+    return settings, scoring_cutoff(config.predictions.as_of, config.measures.as_of)
+
+
+def _activities(settings: PredictionSettings) -> tuple[str, ...]:
+    """The purchase activity and, when set, the product activity."""
+    product = settings.purchases.product_activity
+    return (settings.purchases.activity, *([product] if product else []))
 
 
 def _peak_rss_mb() -> int:
@@ -102,8 +175,10 @@ def _generate(people: int, seed: int, folder: Path) -> None:
         raise UserError(f"generating {people} people failed: {done.stderr.strip()[-2000:]}")
 
 
-def load_activities(folder: Path, signals: list[str] = ()) -> tuple[pd.DataFrame, pd.Series, pd.Timestamp]:
-    """(activity facts of orders, order lines and ``signals``, every CustomerId, the time of the last activity)."""
+def load_activities(
+    folder: Path, signals: list[str] = (), activities: tuple[str, ...] = ACTIVITIES
+) -> tuple[pd.DataFrame, pd.Series, pd.Timestamp]:
+    """(activity facts of ``activities`` and ``signals``, every CustomerId, the time of the last of ``activities``)."""
     config = load_config(folder / "ci_pipeline.yaml")
     unknown = [name for name in signals if name not in config.activities.tables]
     if unknown:
@@ -111,7 +186,7 @@ def load_activities(folder: Path, signals: list[str] = ()) -> tuple[pd.DataFrame
             f"--signals: no activity {', '.join(unknown)} in {config.path} "
             f"(it has {', '.join(sorted(config.activities.tables))})"
         )
-    specs = {name: config.activities.tables[name] for name in (*ACTIVITIES, *signals)}
+    specs = {name: config.activities.tables[name] for name in (*activities, *signals)}
     links = {(s.customer.source, s.customer.table, s.customer.column) for s in specs.values()}
     if len(links) != 1:
         raise UserError(f"{config.path}: activities {', '.join(specs)} must link to the same customer table")
@@ -130,5 +205,5 @@ def load_activities(folder: Path, signals: list[str] = ()) -> tuple[pd.DataFrame
     )
     timeline = build_timeline(tables, alternate_key, pd.Timestamp.now(tz="UTC"))
     facts = timeline.facts
-    latest = facts.loc[facts["Activity"].isin(ACTIVITIES), "ActivityTimeStamp"].max()
+    latest = facts.loc[facts["Activity"].isin(activities), "ActivityTimeStamp"].max()
     return facts, pd.Series(ids.unique(), dtype="string", name="CustomerId"), latest

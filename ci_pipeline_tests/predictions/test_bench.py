@@ -39,3 +39,22 @@ def test_bench_prints_every_metric_of_each_model_and_its_baselines(generated, ca
 def test_bench_refuses_an_unknown_signal(generated):
     with pytest.raises(UserError, match="--signals: no activity clicks in .* web_sessions"):
         bench.load_activities(generated, ["clicks"])
+
+
+@pytest.mark.slow
+def test_bench_on_public_cdnow_data_reports_churn_and_clv_and_why_recommendation_cannot_run(tmp_path, capsys):
+    args = SimpleNamespace(people=0, seed=7, data=str(tmp_path), signals=[], dataset="cdnow_sample")
+    assert bench.run(args) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["model"] for line in lines] == ["churn", "clv", "recommendation"]
+    churn, clv = lines[0]["evaluation"], lines[1]["evaluation"]
+    assert churn["usability"]["customers"] == 2_357 and churn["usability"]["purchases"] == 6_919
+    # The documented defaults a user keeps: a 90-day churn window; half a year of value (18 months of history).
+    assert churn["backtest"] == {"trained_at": "1998-01-01T00:00:00+00:00", "evaluated_at": "1998-04-01T00:00:00+00:00"}
+    assert set(churn["baselines"]) == {f"rule_no_purchase_{churn['best_rule_days']}_days", "bgnbd_p_no_purchase"}
+    assert set(clv["baselines"]) == {"reference_monthly_x_months_x_retention", "bgnbd_gamma_gamma"}
+    assert clv["backtest"]["evaluated_at"].startswith("1997-12-29")
+    recommendation = lines[2]
+    assert "evaluation" not in recommendation
+    assert "product recommendation needs order lines" in recommendation["refused"]
+    assert all(line["dataset"] == "cdnow_sample" and line["peak_rss_mb"] > 0 for line in lines)
