@@ -29,6 +29,7 @@ from ci_pipeline.unify.probabilistic import (
 )
 from ci_pipeline.unify.probabilistic.blocking import BlockingRule
 from ci_pipeline.unify.probabilistic.joint import PlaceComparison
+from ci_pipeline.unify.probabilistic.model import Stratum
 
 #: First names no two of which look alike (housemates' names are told apart by the name comparison's levels).
 FIRST = np.array(
@@ -274,10 +275,60 @@ def test_default_strata_are_the_shared_contacts_then_the_name():
     )
     mapping = {"First": "first_name", "Last": "last_name", "Mail": "email", "Tel": "phone", "Road": "street"}
     settings, _ = default_settings(normalize_records(raw, mapping), mapping)
-    assert settings.strata == ((("Mail",),), (("Tel",),), (("Road",),), (("First", "Last"),))
+    # Pairs of one name include a name written as a nickname (Bob for Robert): the first name's key folds them.
+    assert settings.strata == ((("Mail",),), (("Tel",),), (("Road",),), (("nickname(First)", "Last"),))
     text = Settings.from_dict(settings.to_dict())
     assert text.strata == settings.strata
-    assert settings.to_dict()["strata"] == [["Mail"], ["Tel"], ["Road"], [["First", "Last"]]]
+    assert settings.to_dict()["strata"] == [["Mail"], ["Tel"], ["Road"], [["nickname(First)", "Last"]]]
+
+
+def test_a_name_written_as_a_nickname_belongs_to_the_stratum_of_one_name():
+    frame = pd.DataFrame(
+        {"first": ["robert", "bob", "robert", "ann", "bobby"], "last": ["lee", "lee", "kay", "lee", "lee"]},
+        dtype="string",
+    )
+    table = prepare(frame, ["first", "last"])
+    left, right = np.array([0, 0, 0, 1]), np.array([1, 2, 3, 4])
+    folded = Stratum((("nickname(first)", "last"),), 0.5, (), 0)
+    as_written = Stratum((("first", "last"),), 0.5, (), 0)
+    # Robert Lee and Bob Lee (and Bob and Bobby Lee) are one name; Robert Kay and Ann Lee are not.
+    assert folded.members(table, left, right).tolist() == [True, False, False, True]
+    assert as_written.members(table, left, right).tolist() == [False, False, False, False]
+    assert folded.columns == {"first", "last"}
+
+
+def test_a_nickname_pair_is_weighed_by_the_name_stratum_and_its_prior():
+    from ci_pipeline.unify.probabilistic import explain_pair
+
+    rng = np.random.default_rng(7)
+    n = 600
+    # Each person twice; the second record sometimes writes Robert as Bob. Namesakes share first and last name.
+    first = rng.choice(np.array(["robert", "ann", "james", "mary"]), n)
+    last = rng.choice(LAST[:40], n)
+    second = np.where((first == "robert") & (rng.random(n) < 0.5), "bob", first)
+    frame = pd.DataFrame(
+        {
+            "first": np.column_stack([first, second]).ravel(),
+            "last": np.repeat(last, 2),
+            "born": np.repeat(
+                [f"19{rng.integers(40, 99)}-0{rng.integers(1, 9)}-1{rng.integers(0, 9)}" for _ in range(n)], 2
+            ),
+        }
+    ).astype("string")
+    frame.loc[rng.random(2 * n) < 0.5, "born"] = None
+    settings = Settings(
+        comparisons=(NameComparison("first"), NameComparison("last"), DateComparison("born")),
+        blocking=(BlockingRule.parse(["last"], "b"), BlockingRule.parse(["first", "born"], "b")),
+        strata=((("nickname(first)", "last"),),),
+    )
+    model = quiet_train(frame, settings)
+    (stratum,) = model.strata
+    bob = int(np.flatnonzero(frame["first"].to_numpy() == "bob")[0])
+    waterfall = explain_pair(model, frame, bob - 1, bob)
+    assert frame.loc[bob - 1, "first"] == "robert"
+    # Weighed as a pair of one name (one person or namesakes), not as a random pair of the main fit.
+    assert waterfall.iloc[0]["weight"] == pytest.approx(stratum.prior_weight)
+    assert waterfall.set_index("comparison").loc["first", "level"] == "nickname"
 
 
 def test_the_default_threshold_links_a_match_likelier_than_not():
@@ -330,6 +381,10 @@ def test_malformed_or_unmapped_strata_are_named():
         Settings.from_dict({**base, "strata": "email"})
     with pytest.raises(SettingsError, match=r"strata\[0\] reads column 'phone', which is not mapped"):
         household_settings(strata=((("phone",),),)).check_columns(["first", "last", "email", "street", "born"])
+    with pytest.raises(SettingsError, match=r"strata\[0\] reads column 'nick', which is not mapped"):
+        household_settings(strata=((("nickname(nick)",),),)).check_columns(["first", "last", "email", "street", "born"])
+    with pytest.raises(SettingsError, match=r"strata\[0\]: unknown blocking function 'metaphone'"):
+        Settings.from_dict({**base, "strata": [["metaphone(last)"]]})
 
 
 def _reference_weight(model: Model, records: pd.DataFrame, shares: dict, gamma: np.ndarray, a: int, b: int):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ci_pipeline.unify.probabilistic.comparisons import SettingsError, date_parts
+from ci_pipeline.unify.probabilistic.comparisons import SettingsError, date_parts, nickname_codes
 from ci_pipeline.unify.probabilistic.table import Table
 
 _KEY = re.compile(r"^\s*(?:(\w+)\s*\(\s*([^,()\s]+)\s*(?:,\s*([^,()\s]+)\s*)?\)|([^,()\s]+))\s*$")
@@ -26,6 +26,8 @@ FUNCTIONS = {
     "soundex": "the Soundex code of the first word: soundex(last_name)",
     "year": "the year of a date: year(birth_date)",
     "unordered": "two columns in either order, so swapped values agree: unordered(first_name, last_name)",
+    "nickname": "every word folded to its formal name with the shipped nickname table (bob -> robert): "
+    "nickname(first_name)",
 }
 
 
@@ -99,6 +101,9 @@ class Key:
 
     def _apply(self, values: np.ndarray) -> np.ndarray:
         text = pd.Series(values, dtype="string")
+        if self.function == "nickname":
+            codes = nickname_codes(values)[:-1]
+            return np.where(codes >= 0, codes, -1).astype(np.int64)
         if self.function == "prefix":
             keys = text.str[: self.length]
         elif self.function == "soundex":
@@ -107,6 +112,11 @@ class Key:
             years = date_parts(values)[:, 0]
             keys = pd.Series(np.where(years >= 0, years.astype(str), None), dtype="string")
         return pd.factorize(keys, use_na_sentinel=True)[0].astype(np.int64)
+
+
+def key_columns(text: str) -> tuple[str, ...]:
+    """The columns a key written as text reads (``nickname(first_name)`` reads ``first_name``)."""
+    return Key.parse(text, "key").columns
 
 
 @dataclass(frozen=True)

@@ -326,6 +326,12 @@ class NameComparison(Comparison):
         return (side.null, conditions)
 
 
+def nickname_codes(values: np.ndarray) -> np.ndarray:
+    """Codes of ``values`` with every word folded to its formal name by the shipped nickname table (equal fold,
+    equal code; negative for null), then a trailing negative entry that the null code -1 reads."""
+    return _fold(_nickname_tables()[0])(values)
+
+
 def _nickname_tables() -> tuple[dict[str, str], dict[str, str]]:
     # A nickname of two formal names (Sam: Samuel or Samantha) agrees with either.
     return nicknames(), alternative_nicknames()

@@ -212,10 +212,12 @@ def _strata(mapping: dict[str, str]) -> tuple:
     """Pairs sharing a contact or an address, then pairs of one name (see ``SHARED``)."""
     by_type = {t: c for c, t in mapping.items()}
     shared = [((c,),) for c, t in mapping.items() if t in SHARED]
+    # One name written as a nickname (Bob for Robert) is still one name: its pairs are one person or namesakes
+    # like the others, not the random pairs of the main fit.
     if "first_name" in by_type and "last_name" in by_type:
-        shared.append(((by_type["first_name"], by_type["last_name"]),))
+        shared.append(((f"nickname({by_type['first_name']})", by_type["last_name"]),))
     elif "full_name" in by_type:
-        shared.append(((by_type["full_name"],),))
+        shared.append(((f"nickname({by_type['full_name']})",),))
     return tuple(shared)
 
 

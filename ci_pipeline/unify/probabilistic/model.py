@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.probabilistic.blocking import Blocked, BlockingRule, Key, block, pair_count
+from ci_pipeline.unify.probabilistic.blocking import Blocked, BlockingRule, Key, block, key_columns, pair_count
 from ci_pipeline.unify.probabilistic.comparisons import NULL, Comparison, SettingsError
 from ci_pipeline.unify.probabilistic.settings import Settings
 from ci_pipeline.unify.probabilistic.table import Table, prepare
@@ -125,7 +125,7 @@ class Stratum:
     @property
     def columns(self) -> set[str]:
         """Every column of its keys."""
-        return {c for key in self.keys for c in key}
+        return _key_columns(self.keys)
 
     def members(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Whether each pair (``left[i]``, ``right[i]``) agrees exactly on every column of one of the keys."""
@@ -154,15 +154,21 @@ class Stratum:
 
 
 def _agree(table: Table, keys, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Whether each pair agrees exactly (known on both sides) on every column of one of ``keys``."""
+    """Whether each pair agrees exactly (known on both sides) on every part of one of ``keys``: a column, or a
+    blocking key of one (``nickname(first_name)``: the names agree once nicknames are folded)."""
     inside = np.zeros(len(left), dtype=bool)
     for key in keys:
         agree = np.ones(len(left), dtype=bool)
-        for name in key:
-            codes = table.column(name).codes
+        for part in key:
+            codes = Key.parse(part, "strata").codes(table)
             agree &= (codes[left] == codes[right]) & (codes[left] >= 0)
         inside |= agree
     return inside
+
+
+def _key_columns(keys) -> set[str]:
+    """Every column the strata keys read."""
+    return {c for key in keys for part in key for c in key_columns(part)}
 
 
 def _parameters_dict(p: ComparisonParameters) -> dict:
@@ -599,7 +605,7 @@ def _strata_keys(table: Table, settings: Settings) -> list[tuple[tuple[str, ...]
     for keys in settings.strata:
         kept = []
         for key in keys:
-            rule = BlockingRule(tuple(Key(c) for c in key))
+            rule = BlockingRule(tuple(Key.parse(c, "strata") for c in key))
             codes = rule.codes(table)
             if len(np.unique(codes[codes >= 0])) < 2:
                 continue  # null or constant everywhere: nothing to fit apart (its comparison, if any, says so)
@@ -640,7 +646,7 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
     ``Stratum``); None when there are too few such pairs or no fit is sane (a warning says so, and the next fit
     weighs them)."""
     link_only = settings.link_type == "link_only"
-    rules = tuple(BlockingRule(tuple(Key(c) for c in key)) for key in keys)
+    rules = tuple(BlockingRule(tuple(Key.parse(c, "strata") for c in key)) for key in keys)
     pairs = block(table, rules, settings.max_pairs_per_rule, link_only)
     left, right = _outside(table, earlier, pairs.left, pairs.right)
     said = "pairs agreeing on " + " or ".join(f"[{r}]" for r in rules)
@@ -655,7 +661,7 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
     patterns, counts = _distinct_rows(gamma_matrix(table, settings.comparisons, left, right))
     weights = counts.astype(np.float64)
     active = np.asarray([n is None for n in notes])
-    held = {c for key in keys + earlier for c in key}
+    held = _key_columns(keys + earlier)
     bound = [bool(held & set(c.columns)) for c in settings.comparisons]
     # Two starts for u, the better sane fit kept: the u of random pairs, right where most of the stratum's pairs
     # match (one name in two files), and the levels of all its pairs as if none matched, right where its

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ci_pipeline.unify.probabilistic.blocking import BlockingRule
+from ci_pipeline.unify.probabilistic.blocking import BlockingRule, Key, key_columns
 from ci_pipeline.unify.probabilistic.comparisons import Comparison, SettingsError, comparison_from_dict
 from ci_pipeline.unify.probabilistic.joint import PlaceComparison  # noqa: F401 (adds the 'place' kind to the library)
 
@@ -37,10 +37,10 @@ class Settings:
             only records of different tables.
         threshold: the match probability from which a pair is a link.
         strata: groups of pairs fitted and weighed apart (see ``model.Stratum``), in order: each a list of keys,
-            a key one column or several, and a pair belongs to the first stratum one of whose keys it agrees on
-            exactly. For fields several people hold together (a household's e-mail address, phone or street) and
-            for names: among such pairs the non-matches (housemates, namesakes) agree on more fields than random
-            pairs do.
+            a key one column or several (or a blocking key of one: ``nickname(first_name)``), and a pair belongs to
+            the first stratum one of whose keys it agrees on exactly. For fields several people hold together (a
+            household's e-mail address, phone or street) and for names: among such pairs the non-matches
+            (housemates, namesakes) agree on more fields than random pairs do.
         max_pairs_per_rule: a blocking rule generating more pairs is refused.
         u_sample_pairs: random record pairs drawn to estimate the u probabilities.
         em_sample_pairs: EM trains on at most this many of the training rules' pairs (outside the strata), a
@@ -91,7 +91,7 @@ class Settings:
         """Every column a comparison or a blocking rule reads."""
         used = [c for comp in self.comparisons for c in comp.columns]
         used += [c for rule in self.blocking + self.training_blocking for k in rule.keys for c in k.columns]
-        used += [c for keys in self.strata for key in keys for c in key]
+        used += [c for keys in self.strata for key in keys for part in key for c in key_columns(part)]
         return tuple(dict.fromkeys(used))
 
     def check_columns(self, available) -> None:
@@ -115,7 +115,8 @@ class Settings:
             f"strata[{i}] reads column {c!r}"
             for i, keys in enumerate(self.strata)
             for key in keys
-            for c in key
+            for part in key
+            for c in key_columns(part)
             if c not in available
         ]
         if problems:
@@ -189,6 +190,8 @@ def _read_strata(strata) -> tuple[tuple[tuple[str, ...], ...], ...]:
             columns = (key,) if isinstance(key, str) else key
             if not isinstance(columns, tuple | list) or not columns or not all(isinstance(c, str) for c in columns):
                 raise SettingsError(f"strata[{i}]: key {key!r} is neither a column nor a list of columns ({example})")
+            for part in columns:
+                Key.parse(part, f"strata[{i}]")
             read.append(tuple(columns))
         out.append(tuple(read))
     return tuple(out)

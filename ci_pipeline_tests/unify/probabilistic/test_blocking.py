@@ -63,6 +63,14 @@ def test_key_functions():
     assert pairs(block(swapped, rules("unordered(f, l)"), 100, link_only=False)) == [(0, 1)]
 
 
+def test_the_nickname_key_folds_every_word_to_its_formal_name():
+    frame = pd.DataFrame({"f": ["bob", "robert", "rob", "ann", "bobby lee", "robert lee", None]}, dtype="string")
+    table = prepare(frame, ["f"])
+    # Bob, Rob and Robert are one name; so are "bobby lee" and "robert lee"; Ann and the missing name pair with none.
+    assert pairs(block(table, rules("nickname(f)"), 100, link_only=False)) == [(0, 1), (0, 2), (1, 2), (4, 5)]
+    assert BlockingRule.parse("nickname(f)", "blocking[0]").keys[0].columns == ("f",)
+
+
 def test_soundex():
     assert soundex(["robert", "rupert", "ashcraft", "tymczak", "pfister", "lee smith", "42"]) == [
         "r163",
@@ -93,6 +101,7 @@ def test_an_exploding_rule_is_refused_with_its_count_and_value():
         ("prefix(last, 0)", "a length of 1 or more"),
         ("unordered(last)", "two different columns"),
         ("soundex(last, 2)", "one argument"),
+        ("nickname(last, 2)", "one argument"),
         ("last name", "cannot read blocking key"),
         ([], "non-empty list"),
     ],
