@@ -8,6 +8,7 @@ CustomerId or any published byte.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -162,23 +163,29 @@ PUBLISHED_DIGESTS = {
     "sink/msdynci_customermeasure": "eec6c55d1ce12228",
     "sink/msdynci_customerprofile": "03c3ced847851892",
     "sink/msdynci_enrichment": "4a473039da1f67dc",
-    "sink/msdynci_prediction": "5202408faad6b774",
+    "sink/msdynci_prediction": "e49d291953b39855",
     "sink/msdynci_segmentmembership": "940d08c6676f4c32",
     "sink/msdynci_unifiedactivity": "1c75c9b00ac22d1f",
     "export/AlternateKey": "b9ad778b6bcd8e26",
     "export/CustomerMeasure": "4091e7ab0e93160f",
     "export/CustomerProfile": "de076f5533e35482",
     "export/Enrichment": "e5b8e370bbfea433",
-    "export/Prediction": "07deb15524d15863",
+    "export/Prediction": "c86e47edb1f79e62",
     "export/SegmentMembership": "81216b494eb3a4ca",
     "export/UnifiedActivity": "ef74c8a836838628",
 }
 
 
 def published_digests(folder: Path) -> dict[str, str]:
+    """A digest per published table: each sink table (its columns, rows in key order) and each CSV export file;
+    Prediction's two tables by :func:`prediction_pin`."""
     found = {}
+    for key, rows in prediction_rows(folder).items():
+        found[key] = prediction_pin(rows, VALUES_AT[key])[0]
     with sqlite3.connect(folder / "sink.sqlite") as db:
         for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"):
+            if f"sink/{table}" in VALUES_AT:
+                continue
             digest = hashlib.sha256(repr([r[1] for r in db.execute(f'PRAGMA table_info("{table}")')]).encode())
             for row in db.execute(f'SELECT * FROM "{table}" ORDER BY 1'):
                 digest.update(repr(row).encode())
@@ -187,11 +194,85 @@ def published_digests(folder: Path) -> dict[str, str]:
     # Every run's snapshot of an entity must hold the same bytes, so each entity has one digest.
     exports: dict[str, set[str]] = {}
     for file in sorted((folder / "lake" / "exports").rglob("*.csv")):
-        digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
-        exports.setdefault(f"export/{file.parents[4].name}", set()).add(digest)
+        if f"export/{file.parents[4].name}" not in VALUES_AT:
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+            exports.setdefault(f"export/{file.parents[4].name}", set()).add(digest)
     return found | {key: ", ".join(sorted(digests)) for key, digests in exports.items()}
+
+
+#: Where Values sits in the Prediction tables (the sink's rows start with their id; the export's end with it).
+VALUES_AT = {"sink/msdynci_prediction": 4, "export/Prediction": 3}
+
+
+def prediction_rows(folder: Path) -> dict[str, list[tuple]]:
+    """Prediction's sink rows in key order, and each export snapshot's rows (every snapshot must be equal)."""
+    with sqlite3.connect(folder / "sink.sqlite") as db:
+        found = {"sink/msdynci_prediction": db.execute("SELECT * FROM msdynci_prediction ORDER BY 1").fetchall()}
+    snapshots = {f.read_bytes() for f in (folder / "lake" / "exports").rglob("Prediction/*/*/*/*/*.csv")}
+    assert len(snapshots) == 1, "the runs' Prediction exports differ"
+    frame = pd.read_csv(io.BytesIO(snapshots.pop()), header=None, dtype=str, keep_default_na=False)
+    return found | {"export/Prediction": [tuple(row) for row in frame.itertuples(index=False)]}
+
+
+def prediction_pin(rows: list[tuple], values_at: int) -> tuple[str, dict[str, float]]:
+    """Prediction pinned by what every machine computes alike, and its figures apart.
+
+    Churn and lifetime value come from fitted models (L-BFGS-B for BG/NBD and Gamma-Gamma, gradient boosting on
+    them) whose last bits depend on the CPU's BLAS kernels: the sample gives the same bytes run after run on one
+    machine, but another machine may move a score, a reason's contribution or a band by one rounding step. The
+    digest covers the rows, customers, models, the fields each row holds, each row's basis and the recommended
+    products in order; the figures are each numeric field's total and each label's count per model, compared
+    with a tolerance.
+    """
+    digest = hashlib.sha256()
+    figures: dict[str, float] = {}
+    for row in rows:
+        model, values = row[values_at - 1], json.loads(row[values_at])
+        exact = [values.get("Basis"), sorted(values)]
+        if "Products" in values:
+            exact.append([(p["Product"], p["Rank"], p["Reason"]) for p in values.pop("Products")])
+            values["Score"] = sum(p["Score"] for p in json.loads(row[values_at])["Products"])
+        digest.update(repr((row[:values_at], row[values_at + 1 :], exact)).encode())
+        for name, value in values.items():
+            if isinstance(value, bool) or (isinstance(value, str) and name != "Basis" and "Reason" not in name):
+                figures[f"{model} {name}={value}"] = figures.get(f"{model} {name}={value}", 0) + 1
+            elif isinstance(value, (int, float)):
+                figures[f"{model} {name}"] = round(figures.get(f"{model} {name}", 0.0) + value, 6)
+    return digest.hexdigest()[:16], figures
 
 
 def test_every_published_table_on_the_sample_keeps_its_digest(runs):
     config, *_ = runs
     assert published_digests(config.base_dir) == PUBLISHED_DIGESTS
+
+
+#: Prediction's figures on the sample (see :func:`prediction_pin`): totals of each numeric field, counts of each label.
+PREDICTION_FIGURES = {
+    "CustomerLifetimeValue PredictedValue": 163957.15,
+    "CustomerLifetimeValue ValueBand=High": 409,
+    "CustomerLifetimeValue ValueBand=Low": 1023,
+    "CustomerLifetimeValue ValueBand=Medium": 614,
+    "CustomerLifetimeValue ValueHigh": 339087.32,
+    "CustomerLifetimeValue ValueLow": 0.0,
+    "ProductRecommendation Score": 3000.0474,
+    "TransactionalChurn ChurnScore": 1909.3944,
+    "TransactionalChurn IsChurn=False": 76,
+    "TransactionalChurn IsChurn=True": 1970,
+    "TransactionalChurn Likelihood=High": 1924,
+    "TransactionalChurn Likelihood=Low": 48,
+    "TransactionalChurn Likelihood=Medium": 74,
+}
+
+
+def test_predictions_on_the_sample_keep_their_figures_within_a_rounding_step(runs):
+    config, *_ = runs
+    rows = prediction_rows(config.base_dir)
+    found = prediction_pin(rows["sink/msdynci_prediction"], VALUES_AT["sink/msdynci_prediction"])[1]
+    # The sink and the export of one run hold the same predictions, to the bit.
+    assert prediction_pin(rows["export/Prediction"], VALUES_AT["export/Prediction"])[1] == found
+    for name in found.keys() | PREDICTION_FIGURES.keys():
+        got, expected = found.get(name, 0), PREDICTION_FIGURES.get(name, 0)
+        if "=" in name:  # a customer whose score sits on a band's edge may fall on either side on another CPU
+            assert abs(got - expected) <= 5, name
+        else:
+            assert got == pytest.approx(expected, rel=1e-4, abs=0.05), name
