@@ -19,6 +19,7 @@ import warnings
 from ci_pipeline import __version__, commands
 from ci_pipeline.commands._options import CONFIG_HELP, add_config_option
 from ci_pipeline.errors import UserError
+from ci_pipeline.memory import tune_allocators
 from ci_pipeline.redact import install_log_redaction, redact
 
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=BetaWarning)
     warnings.filterwarnings("ignore", category=PreviewWarning)
     install_log_redaction()
+    tune_allocators()
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

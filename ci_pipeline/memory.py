@@ -1,0 +1,50 @@
+"""How the process gives memory back between stages.
+
+A run holds one stage's frames and Arrow tables at a time and lets go of them before the next stage, but freed
+memory only leaves the process when the allocator returns it. glibc keeps freed blocks in its arenas, one for each
+thread that ever allocated, up to eight per core (DuckDB's, Arrow's and the publish read-ahead's threads each get
+one), and a block freed in one arena serves only what is later allocated from that arena; Arrow's default pool
+(mimalloc) keeps freed segments for Arrow's own reuse. The whole run's peak was then about the sum of what each
+stage left behind in them rather than the largest stage.
+
+So, once per process before the first stage: glibc uses at most two arenas (the main thread's and one that every
+other thread shares), and Arrow allocates from its jemalloc pool, which hands freed pages back to the system after
+a short delay. A fixed threshold for mapping large blocks apart (``M_MMAP_THRESHOLD``, returned to the system when
+freed) was measured too: it lowered the peak no further and cost about a tenth more CPU (every large array's pages
+zeroed anew). Figures: docs/scaling.md. A variable the user set (``MALLOC_ARENA_MAX``,
+``ARROW_DEFAULT_MEMORY_POOL``) is left as it is.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+#: mallopt's parameter number (glibc's malloc.h).
+M_ARENA_MAX = -8
+#: Arenas glibc may create: the main thread's and one shared by every other thread.
+ARENAS = 2
+
+_done = False
+
+
+def tune_allocators() -> dict[str, str]:
+    """Set the allocators up as the module describes (once per process); what was set, for the record."""
+    global _done
+    if _done:
+        return {}
+    _done = True
+    applied = {}
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    if glibc and "MALLOC_ARENA_MAX" not in os.environ and ctypes.CDLL(None).mallopt(M_ARENA_MAX, ARENAS):
+        applied["malloc_arena_max"] = str(ARENAS)
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        import pyarrow as pa
+
+        try:
+            pa.set_memory_pool(pa.jemalloc_memory_pool())
+            applied["arrow_memory_pool"] = "jemalloc"
+        except NotImplementedError:  # a pyarrow built without jemalloc keeps its default pool
+            pass
+    return applied
