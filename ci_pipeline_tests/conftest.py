@@ -120,3 +120,41 @@ def sample_copy(tmp_path) -> Path:
     target = tmp_path / "sample"
     shutil.copytree(SAMPLE_DIR, target, ignore=shutil.ignore_patterns("lake"))
     return target
+
+
+@pytest.fixture(scope="session")
+def _sample_run(tmp_path_factory) -> dict:
+    """The bundled sample after one `ci-pipeline run`, done once per session (a full run of the sample is the
+    suite's most expensive setup).
+
+    ``{"folder"}`` is the project that ran, handed to one module only (:func:`claim_sample_run`) so it can run
+    again in place; ``{"snapshot"}`` is a copy taken right after the run, which nobody changes (copy it with
+    :func:`sample_run_copy`).
+    """
+    from ci_pipeline.cli import main
+
+    folder = tmp_path_factory.mktemp("sample_run") / "sample"
+    shutil.copytree(SAMPLE_DIR, folder, ignore=shutil.ignore_patterns("lake", "sink.sqlite*"))
+    assert main(["--config", str(folder / "ci_pipeline.yaml"), "run"]) == 0
+    snapshot = tmp_path_factory.mktemp("sample_run_snapshot") / "sample"
+    shutil.copytree(folder, snapshot, symlinks=True)
+    return {"folder": folder, "snapshot": snapshot, "claimed": []}
+
+
+@pytest.fixture(scope="module")
+def claim_sample_run(_sample_run, request) -> Path:
+    """The folder the sample ran in, for the one module that runs it again in place (its unchanged rerun must find
+    the same paths and files, so it cannot be a copy)."""
+    claimed = _sample_run["claimed"]
+    if claimed and claimed != [request.module.__name__]:
+        pytest.fail(f"the sample run is already claimed by {claimed[0]}; use sample_run_copy")
+    claimed[:] = [request.module.__name__]
+    return _sample_run["folder"]
+
+
+@pytest.fixture
+def sample_run_copy(_sample_run, tmp_path) -> Path:
+    """A private copy of the bundled sample after one full `ci-pipeline run` (its lake and sink included)."""
+    target = tmp_path / "sample"
+    shutil.copytree(_sample_run["snapshot"], target, symlinks=True)
+    return target
