@@ -8,18 +8,19 @@ import warnings
 
 import dagster as dg
 
-from ci_pipeline.config import load_config
-from ci_pipeline.defs import build_definitions
 from ci_pipeline.memory import tune_allocators
+
+# Runs launched from the UI, the schedules and the sensor load this module in their own process; the allocators are
+# set up before the modules below load pandas and Arrow.
+tune_allocators()
+
+from ci_pipeline.config import load_config  # noqa: E402
+from ci_pipeline.defs import build_definitions  # noqa: E402
 
 # Dagster warns about its own beta and preview parameters that it uses internally (asset selections by group):
 # notes for Dagster's developers that would fill the log of `dg dev` and of every run.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-
-
-# Runs launched from the UI, the schedules and the sensor load this module in their own process.
-tune_allocators()
 
 
 @dg.definitions

@@ -7,11 +7,11 @@ one), and a block freed in one arena serves only what is later allocated from th
 (mimalloc) keeps freed segments for Arrow's own reuse. The whole run's peak was then about the sum of what each
 stage left behind in them rather than the largest stage.
 
-So, once per process before the first stage: glibc uses at most two arenas (the main thread's and one that every
-other thread shares), and Arrow allocates from its jemalloc pool, which hands freed pages back to the system after
-a short delay. A fixed threshold for mapping large blocks apart (``M_MMAP_THRESHOLD``, returned to the system when
-freed) was measured too: it lowered the peak no further and cost about a tenth more CPU (every large array's pages
-zeroed anew). Figures: docs/scaling.md. A variable the user set (``MALLOC_ARENA_MAX``,
+So, once per process, before pandas and Arrow are loaded: glibc uses at most two arenas (the main thread's and one
+that every other thread shares), and Arrow allocates from its jemalloc pool, which hands freed pages back to the
+system after a short delay. A fixed threshold for mapping large blocks apart (``M_MMAP_THRESHOLD``, returned to the
+system when freed) was measured too: it lowered the peak no further and cost about a tenth more CPU (every large
+array's pages zeroed anew). Figures: docs/scaling.md. A variable the user set (``MALLOC_ARENA_MAX``,
 ``ARROW_DEFAULT_MEMORY_POOL``) is left as it is.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import sys
 
 #: mallopt's parameter number (glibc's malloc.h).
 M_ARENA_MAX = -8
@@ -39,12 +40,19 @@ def tune_allocators() -> dict[str, str]:
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     if glibc and "MALLOC_ARENA_MAX" not in os.environ and ctypes.CDLL(None).mallopt(M_ARENA_MAX, ARENAS):
         applied["malloc_arena_max"] = str(ARENAS)
-    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        import pyarrow as pa
+    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+        return applied
+    if "pyarrow" not in sys.modules:
+        # Arrow's C++ code (Parquet, datasets, compute) allocates from the pool this variable names when Arrow is
+        # first used; set later, only what Python asks of Arrow would use it.
+        os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "jemalloc"
+        applied["arrow_memory_pool"] = "jemalloc"
+        return applied
+    import pyarrow as pa
 
-        try:
-            pa.set_memory_pool(pa.jemalloc_memory_pool())
-            applied["arrow_memory_pool"] = "jemalloc"
-        except NotImplementedError:  # a pyarrow built without jemalloc keeps its default pool
-            pass
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        applied["arrow_memory_pool"] = "jemalloc (Python's allocations only: Arrow was loaded before)"
+    except NotImplementedError:  # a pyarrow built without jemalloc keeps its default pool
+        pass
     return applied

@@ -11,9 +11,10 @@ import sys
 from ci_pipeline_tests.conftest import SAMPLE_DIR
 
 PROBE = """
-import json, pyarrow as pa
+import json
 from ci_pipeline.memory import tune_allocators
 first = tune_allocators()
+import pyarrow as pa
 print(json.dumps({"applied": first, "again": tune_allocators(), "pool": pa.default_memory_pool().backend_name}))
 """
 
@@ -44,10 +45,17 @@ def test_what_the_user_set_in_the_environment_is_left_as_it_is():
 
 def test_the_command_sets_the_allocators_up_before_it_runs_a_sub_command():
     code = (
-        "import pyarrow as pa; from ci_pipeline.cli import main; "
+        "from ci_pipeline.cli import main; "
         f"status = main(['--config', {str(SAMPLE_DIR / 'ci_pipeline.yaml')!r}, 'validate']); "
-        "print(status, pa.default_memory_pool().backend_name)"
+        "import pyarrow as pa; print(status, pa.default_memory_pool().backend_name)"
     )
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.stdout.split()[-2:] == ["0", "jemalloc"], done.stderr[-2000:]
+
+
+def test_with_arrow_loaded_before_python_s_own_arrow_allocations_use_jemalloc():
+    code = "import pyarrow, json; from ci_pipeline.memory import tune_allocators; print(json.dumps(tune_allocators()))"
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout)["arrow_memory_pool"].startswith("jemalloc (Python's allocations only")
