@@ -101,6 +101,23 @@ class DagsterDev:
         assert "errors" not in body, body["errors"]
         return body["data"]
 
+    def browse(self, script: Path, args: list[str], chromium: str, shots: Path, timeout: float) -> dict:
+        """Run the node ``script`` against this server; what it found (its last line of output, JSON)."""
+        env = {**os.environ, "NODE_PATH": str(node_modules()), "CHROMIUM_PATH": chromium}
+        browser = subprocess.run(
+            ["node", str(script), self.url, *args, str(shots)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if browser.returncode != 0:
+            pytest.fail(
+                f"browser scenario failed (screenshots: {shots}):\n{browser.stderr[-3000:]}\n"
+                f"--- dagster dev log ---\n{self.tail()}"
+            )
+        return json.loads(browser.stdout.strip().splitlines()[-1])
+
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
@@ -129,20 +146,7 @@ def drive_ui(workspace: Path, config_file: Path, work: Path, asset: str, job: st
     try:
         server.wait_ready()
         server.graphql("mutation { setNuxSeen }")
-        env = {**os.environ, "NODE_PATH": str(node_modules()), "CHROMIUM_PATH": chromium}
-        browser = subprocess.run(
-            ["node", str(SCRIPT), server.url, asset, job, str(shots)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if browser.returncode != 0:
-            pytest.fail(
-                f"browser scenario failed (screenshots: {ARTIFACTS}):\n{browser.stderr[-3000:]}\n"
-                f"--- dagster dev log ---\n{server.tail()}"
-            )
-        found = json.loads(browser.stdout.strip().splitlines()[-1])
+        found = server.browse(SCRIPT, [asset, job], chromium, shots, timeout=900)
         repository = {"repositoryName": "__repository__", "repositoryLocationName": "ci_pipeline"}
         data = server.graphql(
             """query($repo: RepositorySelector!) {

@@ -9,10 +9,7 @@ with the command that installs them. The screenshot is copied to `.artifacts/ui/
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -23,7 +20,7 @@ from ci_pipeline.defs import predictions
 from ci_pipeline.defs.resources import shared_resources
 from ci_pipeline.lake import Lake
 from ci_pipeline_tests.conftest import ROOT
-from ci_pipeline_tests.orchestration.test_ui_browser import ARTIFACTS, DagsterDev, node_modules, require_tools
+from ci_pipeline_tests.orchestration.test_ui_browser import ARTIFACTS, DagsterDev, require_tools
 from ci_pipeline_tests.predictions.test_assets import UPSTREAM, facts
 
 SCRIPT = Path(__file__).with_name("ui_charts.js")
@@ -63,20 +60,7 @@ def test_the_churn_models_page_renders_its_drawn_gain_chart(sample_copy, tmp_pat
     try:
         server.wait_ready()
         server.graphql("mutation { setNuxSeen }")
-        env = {**os.environ, "NODE_PATH": str(node_modules()), "CHROMIUM_PATH": chromium}
-        browser = subprocess.run(
-            ["node", str(SCRIPT), server.url, "predictions/churn_model", "plot/gain", str(shots)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if browser.returncode != 0:
-            pytest.fail(
-                f"browser scenario failed (screenshots: {shots}):\n{browser.stderr[-3000:]}\n"
-                f"--- dagster dev log ---\n{server.tail()}"
-            )
-        found = json.loads(browser.stdout.strip().splitlines()[-1])
+        found = server.browse(SCRIPT, ["predictions/churn_model", "plot/gain"], chromium, shots, timeout=600)
     finally:
         server.stop()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
