@@ -13,15 +13,14 @@ from ci_pipeline.defs import STAGES
 @pytest.mark.slow
 def test_bench_pipeline_reports_every_stage_and_reuses_the_generated_data(tmp_path, capsys):
     data = tmp_path / "data"
-    # Enough people for the sample's prediction models to train: their minimums are 300 customers, and about half of
-    # the generated people buy in the web shop.
-    argv = ["bench", "pipeline", "--people", "1000", "--data", str(data)]
+    # Enough people for the sample's prediction models to train (their minimums are 300 customers).
+    argv = ["bench", "pipeline", "--people", "2000", "--data", str(data)]
     assert main(argv) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     stages = figures["stages"]
     assert list(stages) == [s.name for s in STAGES if s.name in stages]
     assert {"ingest", "unify", "activities", "measures", "segments", "publish"} <= set(stages)
-    assert figures["generate_s"] > 0 and figures["people"] == 1000
+    assert figures["generate_s"] > 0 and figures["people"] == 2000
     for name, stage in stages.items():
         assert stage["rows_out"] > 0 and stage["rows_in"] > 0 and stage["seconds"] >= 0, name
     # Ingest writes every row it reads: accepted into the table, the rest into its quarantine.
