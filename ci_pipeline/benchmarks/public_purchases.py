@@ -14,11 +14,11 @@ prediction settings are the defaults except where the data leaves no choice (see
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 
+from ci_pipeline.benchmarks.packaged import packaged_data
 from ci_pipeline.errors import UserError
 
 #: Data set -> (file in the lifetimes package's datasets folder, its columns in file order).
@@ -100,15 +100,7 @@ def cdnow_file(dataset: str) -> Path:
     """The CDNOW text file of ``dataset`` inside the installed ``lifetimes`` package (found without importing it)."""
     if dataset not in DATASETS:
         raise UserError(f"unknown public data set {dataset!r}; choose one of {', '.join(DATASETS)}")
-    spec = importlib.util.find_spec("lifetimes")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "the CDNOW data sets ship with the lifetimes package, which is not installed: pip install -e '.[dev]'"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / DATASETS[dataset][0]
-    if not path.is_file():
-        raise UserError(f"{path} is missing from the installed lifetimes package: reinstall lifetimes==0.11.3")
-    return path
+    return packaged_data("lifetimes", "datasets", DATASETS[dataset][0], what="the CDNOW data sets")
 
 
 def read_cdnow(dataset: str) -> pd.DataFrame:

@@ -90,7 +90,7 @@ def markdown_image(title: str, png: bytes) -> str:
 def calibration_chart(model: str, series: Mapping[str, Sequence[Mapping]]) -> bytes:
     """Observed rate against mean predicted score per score bin, for the model and each baseline, with the
     diagonal of perfect calibration."""
-    lines = _lines("calibration", model, series, "mean_score", "observed_rate")
+    lines = _lines("calibration", model, series)
 
     def draw(ax) -> None:
         ax.plot([0, 1], [0, 1], label="perfectly calibrated", **_DIAGONAL)
@@ -161,9 +161,9 @@ def baseline_label(name: str) -> str:
     return _BASELINE_LABELS.get(name, name.replace("_", " "))
 
 
-def _lines(chart: str, model: str, series: Mapping, x: str | None = None, y: str | None = None) -> dict:
+def _lines(chart: str, model: str, series: Mapping) -> dict:
     """Each series' (xs, ys) with its unusable points (None, NaN) left out; series with no point left out."""
-    x, y = (x, y) if x else _COLUMNS[chart]
+    x, y = _COLUMNS[chart]
     lines = {}
     for name, points in series.items():
         usable = [p for p in _checked(chart, model, name, points) if _finite(p[x]) and _finite(p[y])]

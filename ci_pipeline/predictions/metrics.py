@@ -124,9 +124,8 @@ def normalized_gini(actual: np.ndarray, predicted: np.ndarray) -> float:
 
 def decile_mape(actual: np.ndarray, predicted: np.ndarray) -> float:
     """Mean absolute percentage error of the total per predicted-value decile (deciles with no actual value skipped)."""
-    order = np.argsort(-predicted, kind="stable")
     errors = []
-    for chunk in np.array_split(order, 10):
+    for chunk in _deciles(predicted):
         truth = actual[chunk].sum()
         if truth > 0:
             errors.append(abs(predicted[chunk].sum() - truth) / truth)
@@ -138,7 +137,6 @@ def decile_table(actual: np.ndarray, predicted: np.ndarray) -> list[dict]:
     mean predicted and actual value of each, highest predictions first."""
     actual = np.asarray(actual, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
-    order = np.argsort(-predicted, kind="stable")
     return [
         {
             "decile": d,
@@ -146,9 +144,14 @@ def decile_table(actual: np.ndarray, predicted: np.ndarray) -> list[dict]:
             "mean_predicted": _r(predicted[chunk].mean()),
             "mean_actual": _r(actual[chunk].mean()),
         }
-        for d, chunk in enumerate(np.array_split(order, 10), start=1)
+        for d, chunk in enumerate(_deciles(predicted), start=1)
         if len(chunk)
     ]
+
+
+def _deciles(predicted: np.ndarray) -> list[np.ndarray]:
+    """The positions of each predicted-value decile, highest predictions first (ties in their order)."""
+    return np.array_split(np.argsort(-predicted, kind="stable"), 10)
 
 
 def regression(
