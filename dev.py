@@ -2,7 +2,7 @@
 """Set up the project and run it: the two commands of the README.
 
     python3 dev.py run     # install, initialise governance, then run the whole pipeline on the bundled sample
-    python3 dev.py test    # install (with test services), then run the full test suite
+    python3 dev.py test    # install (with test services), then run the full test suite (one worker per core)
 
 Only Python 3.11 is assumed. Everything else (the virtual environment, Python packages, the Azure Storage
 emulator from npm, Chromium for the UI test, PostgreSQL for the metadata store tests) is installed here, once,
@@ -32,6 +32,10 @@ INSTANCE_YAML = ROOT / "dagster.yaml"
 NODE_DIR = ROOT / ".ci" / "node"
 #: Names a Chromium or Chrome executable goes by on Linux distributions; the UI test looks for the same ones.
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+#: The suite runs on one worker process per core (pytest-xdist). Tests that share an expensive fixture form a group
+#: that one worker runs, and the costliest are handed out first (ci_pipeline_tests/conftest.py); arguments given to
+#: `dev.py test` come after these, so `-n 0` runs everything in one process.
+PARALLEL = ("--numprocesses", "auto", "--dist", "loadgroup")
 #: pip's lines about a package it fetches: "Downloading pandas-3.1.1-....whl (12.4 MB)" or "Using cached ...".
 _FETCH = re.compile(
     r"^\s*(?:Downloading|Using cached)\s+(\S+?)(?:-\d[^\s]*)?\.(?:whl|tar\.gz|zip)\s+\(([\d.]+)\s*(bytes|[kMG]B)\)"
@@ -177,7 +181,7 @@ def main(argv: list[str]) -> int:
     services = test_services()
     # The tests keep their runs out of the user's run history: each test session makes its own Dagster home.
     env = {**dagster_env(None), **services}
-    return subprocess.run([str(PY), "-m", "pytest", *argv[1:]], cwd=ROOT, env=env).returncode
+    return subprocess.run([str(PY), "-m", "pytest", *PARALLEL, *argv[1:]], cwd=ROOT, env=env).returncode
 
 
 if __name__ == "__main__":

@@ -17,10 +17,67 @@ SAMPLE_DIR = ROOT / "data" / "sample"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
+#: The xdist group of every test that uses the session's run of the bundled sample (:func:`_sample_run`): one
+#: worker runs them all, so the sample runs once per test session, not once per worker.
+SAMPLE_RUN_GROUP = "sample_run"
+#: The costliest tests and groups on the 2-core CI machine, costliest first. On several workers (`dev.py test`)
+#: they are sent first, so that no worker is still busy with a long test after the other ran out of work; the order
+#: of everything else is kept. An entry names a group or the start of test ids.
+COSTLIEST_FIRST = (
+    "ci_pipeline_tests/orchestration/test_ui_browser.py",
+    "ci_pipeline_tests/test_incremental_refresh.py",
+    SAMPLE_RUN_GROUP,
+    "ci_pipeline_tests/test_bench_pipeline.py",
+    "ci_pipeline_tests/predictions/test_charts_browser.py",
+)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _work_unit(item: pytest.Item) -> str | None:
+    """The xdist group ``item`` must share with others, or None when any worker may run it on its own.
+
+    Tests of one module that share a module-scoped fixture stay together, so the fixture is set up once; those
+    that use the session's sample run form one group.
+    """
+    info = item._fixtureinfo
+    if "_sample_run" in info.names_closure:
+        return SAMPLE_RUN_GROUP
+    scopes = {defs[-1].scope for name, defs in info.name2fixturedefs.items() if defs}
+    if scopes & {"module", "package", "class"}:
+        return item.nodeid.split("::", 1)[0]
+    return None
+
+
+def _cost_rank(unit: str) -> int:
+    """The place of a work unit (a group or a test id) in :data:`COSTLIEST_FIRST`; after all of them if absent."""
+    return next((rank for rank, name in enumerate(COSTLIEST_FIRST) if unit.startswith(name)), len(COSTLIEST_FIRST))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """On an xdist worker: group tests that share an expensive fixture and put the costliest first.
+
+    Each worker collects the same items in the same order, which is the order in which work units are handed out
+    (``--dist loadgroup``: a group is one unit, every other test is a unit of its own). A run in one process keeps
+    the collection order and has no groups.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    units = {}
+    for item in items:
+        group = _work_unit(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+        units[item.nodeid] = group or item.nodeid
+    first_seen = {}
+    for unit in units.values():
+        first_seen.setdefault(unit, len(first_seen))
+    items.sort(key=lambda item: (_cost_rank(units[item.nodeid]), first_seen[units[item.nodeid]]))
 
 
 @pytest.fixture(scope="session", autouse=True)

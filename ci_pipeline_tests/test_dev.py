@@ -113,3 +113,26 @@ def test_the_first_command_runs_the_whole_pipeline_each_time_unless_told_otherwi
     monkeypatch.setattr(dev.subprocess, "run", lambda args, **kwargs: calls.append(args[1:]) or Done())
     assert dev.main(argv) == 0
     assert calls == [["init"], ["run", *expected]]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["test"], []),
+        (["test", "-k", "lake"], ["-k", "lake"]),
+        # Given after the defaults, the user's own choice wins: one process, or another number of workers.
+        (["test", "-n", "0", "ci_pipeline_tests/test_lake.py"], ["-n", "0", "ci_pipeline_tests/test_lake.py"]),
+    ],
+)
+def test_the_second_command_runs_the_suite_on_one_worker_per_core_with_the_users_arguments_last(
+    dev, monkeypatch, argv, expected
+):
+    class Done:
+        returncode = 0
+
+    calls = []
+    monkeypatch.setattr(dev, "python_env", lambda: None)
+    monkeypatch.setattr(dev, "test_services", lambda: {})
+    monkeypatch.setattr(dev.subprocess, "run", lambda args, **kwargs: calls.append(args[1:]) or Done())
+    assert dev.main(argv) == 0
+    assert calls == [["-m", "pytest", "--numprocesses", "auto", "--dist", "loadgroup", *expected]]

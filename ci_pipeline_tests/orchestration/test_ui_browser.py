@@ -32,6 +32,8 @@ from ci_pipeline_tests.conftest import ROOT, free_port
 SCRIPT = Path(__file__).with_name("ui_browser.js")
 #: Where the screenshots are copied for people and CI to look at (ignored by git).
 ARTIFACTS = ROOT / ".artifacts" / "ui"
+#: The screenshots ui_browser.js takes besides one per asset group (group-<name>.png).
+SCREENSHOTS = ("asset-columns.png", "asset-plots.png", "job-runs.png", "failure.png")
 TEMPLATE = ROOT / "ci_pipeline" / "generate" / "templates" / "orchestration.yaml"
 #: Names a Chromium or Chrome executable goes by on Linux distributions.
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -161,8 +163,19 @@ def drive_ui(workspace: Path, config_file: Path, work: Path, asset: str, job: st
         return found
     finally:
         server.stop()
-        shutil.rmtree(ARTIFACTS, ignore_errors=True)
-        shutil.copytree(shots, ARTIFACTS)
+        keep_screenshots(shots)
+
+
+def keep_screenshots(shots: Path) -> None:
+    """Copy this scenario's screenshots to :data:`ARTIFACTS` in place of those of its previous run.
+
+    Only its own names are replaced: another browser test keeps its screenshot in the same folder, and may be
+    writing it at the same moment (the suite runs on several workers).
+    """
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for stale in [*ARTIFACTS.glob("group-*.png"), *(ARTIFACTS / name for name in SCREENSHOTS)]:
+        stale.unlink(missing_ok=True)
+    shutil.copytree(shots, ARTIFACTS, dirs_exist_ok=True)
 
 
 @pytest.mark.slow
