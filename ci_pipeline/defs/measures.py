@@ -11,6 +11,8 @@ from ci_pipeline.defs.metadata import FIRST_N, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.measures import StoredFacts, compute_measures, customer_measure_table, distribution, run_date
+from ci_pipeline.measures.incremental import compute_incremental, read_state, write_state
+from ci_pipeline.orchestration import MODE_TAG
 from ci_pipeline.outputs import CUSTOMER_MEASURE_COLUMNS
 
 GROUP = "measures"
@@ -80,13 +82,22 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         check_specs=checks,
     )
     def measures(context: dg.AssetExecutionContext, lake: LakeResource, customer_profile: pd.DataFrame):
+        as_of = run_date(section.as_of)
+        store, state = lake.get_lake(), None
         if has_activities:
-            facts = StoredFacts(lake.get_lake().dataset(asset_path(facts_key)))
+            facts = StoredFacts(store.dataset(asset_path(facts_key)))
+            if context.run.tags.get(MODE_TAG) == "full":
+                state, absent = None, "a full refresh computes every customer"
+            else:
+                state, absent = read_state(store)
+            result, state, report = compute_incremental(
+                section, customer_profile["CustomerId"], facts, as_of, state, absent
+            )
+            context.log.info(f"measures: {'incremental' if report['incremental'] else 'every customer'} {report}")
         else:
             facts = pd.DataFrame({c: pd.Series(dtype="string") for c in FACT_COLUMNS})
             facts["ActivityTimeStamp"] = pd.Series(dtype="datetime64[ns, UTC]")
-        as_of = run_date(section.as_of)
-        result = compute_measures(section, customer_profile["CustomerId"], facts, as_of)
+            result = compute_measures(section, customer_profile["CustomerId"], facts, as_of)
         context.log.info(f"measures as of {as_of}: {len(result.attributes)} customers")
         if result.non_finite:
             context.log.warning(
@@ -140,6 +151,9 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
                     frame.head(FIRST_N).astype(str).to_dict("records"), [str(c) for c in frame.columns]
                 )
             yield dg.Output(frame, output_name=name, metadata=metadata)
+        if state is not None:
+            # Kept last: a run that fails before here leaves the last good state, which still describes what it saw.
+            write_state(store, state)
 
     return dg.Definitions(assets=[measures])
 

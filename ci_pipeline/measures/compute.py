@@ -140,6 +140,12 @@ def _finish(values: pd.Series, spec: MeasureSpec) -> tuple[pd.Series, int]:
     Returns the values and how many were not finite (a sum past the float range, infinities in the facts).
     ``null_value`` does not replace those: the customer had activity, the number is unknown, not absent.
     """
+    values, infinite = _finish_rows(values, spec)
+    return values, int(infinite.sum())
+
+
+def _finish_rows(values: pd.Series, spec: MeasureSpec) -> tuple[pd.Series, np.ndarray]:
+    """:func:`_finish`, with which of the values were not finite (per row, kept for the next run's reuse)."""
     if spec.divide_by:
         values = values / spec.divide_by
     infinite = pd.Series(False, index=values.index)
@@ -151,7 +157,7 @@ def _finish(values: pd.Series, spec: MeasureSpec) -> tuple[pd.Series, int]:
         values = values.fillna(spec.null_value)
     if infinite.any():
         values = values.mask(infinite)
-    return values, int(infinite.sum())
+    return values, infinite.to_numpy(bool)
 
 
 def quantile_score(values: pd.Series, buckets: int, higher_is_better: bool) -> pd.Series:
@@ -174,6 +180,30 @@ class MeasureResults:
     non_finite: dict[str, int] = field(default_factory=dict)
 
 
+#: The columns of :attr:`CustomerValues.raw` that hold, per aggregated attribute measure, whether the customer has
+#: qualifying activity (scores rank only those) and whether the result was not a finite number.
+QUALIFIED, NOT_FINITE = "qualified/", "non_finite/"
+#: The column of a customer measure's table in :class:`CustomerValues` saying its Value was not a finite number.
+ROW_NOT_FINITE = "__non_finite"
+
+
+@dataclass(frozen=True)
+class CustomerValues:
+    """What each customer's own activities give, customer by customer: a customer's rows here depend on nothing
+    but its activity rows (in table order), so they can be kept between runs and reused for a customer whose
+    activity rows did not change.
+
+    ``raw``: ``CustomerId`` (sorted, every customer) and per aggregated attribute measure its value after
+    ``divide_by`` and ``null_value`` but before any score, with its :data:`QUALIFIED` and :data:`NOT_FINITE` flags.
+    ``customer``: per customer measure its rows (``CustomerId``, dimensions, ``Value``, :data:`ROW_NOT_FINITE`),
+    sorted by customer and dimensions. Scores, expressions and business measures (over all customers) are not
+    here: :func:`finish_measures` computes them from these.
+    """
+
+    raw: pd.DataFrame
+    customer: dict[str, pd.DataFrame]
+
+
 def compute_measures(
     config: MeasuresConfig,
     customers: pd.Series,
@@ -191,16 +221,55 @@ def compute_measures(
         as_of: the run date; windows end at its end, later activities are ignored.
         index: a prepared :class:`FactIndex` to share masks with segment evaluation.
     """
-    ids = pd.Index(sorted(customers.astype("string").dropna().unique()), dtype="string")
-    end = run_end(as_of)
-    parts = _Parts.collect(config, fact_parts(index or facts, ids, end, fact_columns(config)))
-    n = len(ids)
-    values: dict[str, np.ndarray | pd.Series] = {}
+    values, business = collect_measures(config, customer_ids(customers), facts, as_of, index)
+    return finish_measures(config, values, business, as_of)
+
+
+def customer_ids(customers: pd.Series) -> pd.Index:
+    """The distinct CustomerIds, sorted: the order of every per-customer result."""
+    return pd.Index(sorted(customers.astype("string").dropna().unique()), dtype="string")
+
+
+def collect_measures(
+    config: MeasuresConfig,
+    ids: pd.Index,
+    facts: pd.DataFrame | StoredFacts,
+    as_of: dt.date,
+    index: FactIndex | None = None,
+) -> tuple[CustomerValues, dict[str, list[pd.DataFrame]]]:
+    """One pass over the facts of the customers ``ids`` (sorted): their :class:`CustomerValues` and, per business
+    measure aggregated from the facts, the rows of each part that decide it."""
+    parts = _Parts.collect(config, fact_parts(index or facts, ids, run_end(as_of), fact_columns(config)))
+    raw = pd.DataFrame({"CustomerId": pd.Series(ids.to_numpy(), dtype="string")})
+    for name in _attribute_order(config):
+        spec = config.attributes[name]
+        values, infinite = _finish_rows(_joined(parts.attributes[name]), spec)
+        raw[name] = values.reset_index(drop=True)
+        raw[QUALIFIED + name] = np.concatenate(parts.qualified[name])
+        raw[NOT_FINITE + name] = infinite
+    customer_tables = {}
+    for name, spec in sorted(config.customer.items()):
+        table = _joined(parts.customer[name])
+        table["Value"], table[ROW_NOT_FINITE] = _finish_rows(table["Value"], spec)
+        customer_tables[name] = table.sort_values(["CustomerId", *spec.dimensions], kind="stable").reset_index(
+            drop=True
+        )
+    return CustomerValues(raw, customer_tables), parts.business
+
+
+def finish_measures(
+    config: MeasuresConfig, values: CustomerValues, business: dict[str, list[pd.DataFrame]], as_of: dt.date
+) -> MeasureResults:
+    """Every measure from the customers' values (all customers) and the business measures' deciding rows: scores
+    rank across customers, expressions combine the attributes, business measures aggregate over everyone."""
+    raw = values.raw
+    n = len(raw)
+    computed: dict[str, np.ndarray | pd.Series] = {}
     non_finite: dict[str, int] = {}
 
     def attribute(name: str) -> pd.Series:
-        if name in values:
-            return values[name]
+        if name in computed:
+            return computed[name]
         spec = config.attributes[name]
         scored = pd.Series(True, index=range(n))
         if spec.expression is not None:
@@ -209,29 +278,27 @@ def compute_measures(
             out = pd.Series(evaluate(node, refs) * np.ones(n), dtype="float64")
             out, non_finite[name] = _finish(out, spec)
         else:
-            out, non_finite[name] = _finish(_joined(parts.attributes[name]), spec)
+            out = raw[name].reset_index(drop=True)
+            non_finite[name] = int(raw[NOT_FINITE + name].sum())
             # Scores rank the customers who have qualifying activity; the others get no score (not the lowest).
-            scored = pd.Series(np.concatenate(parts.qualified[name]))
+            scored = raw[QUALIFIED + name].reset_index(drop=True).astype(bool)
         if spec.score:
             out = quantile_score(out.where(scored), spec.score, spec.higher_is_better)
             if spec.null_value is not None:
                 out = out.fillna(spec.null_value)
-        values[name] = out
+        computed[name] = out
         return out
 
-    wide = pd.DataFrame({"CustomerId": ids.to_numpy()})
+    wide = pd.DataFrame({"CustomerId": raw["CustomerId"].to_numpy()})
     wide["CustomerId"] = wide["CustomerId"].astype("string")
     for name in sorted(config.attributes):
         wide[name] = attribute(name).to_numpy()
 
     customer_tables = {}
-    for name, spec in sorted(config.customer.items()):
-        table = _joined(parts.customer[name])
-        table["Value"], non_finite[name] = _finish(table["Value"], spec)
-        customer_tables[name] = table.sort_values(["CustomerId", *spec.dimensions], kind="stable").reset_index(
-            drop=True
-        )
-    business_tables = _business_tables(config, parts, wide, end, non_finite)
+    for name, table in values.customer.items():
+        non_finite[name] = int(table[ROW_NOT_FINITE].sum())
+        customer_tables[name] = table.drop(columns=[ROW_NOT_FINITE])
+    business_tables = _business_tables(config, business, wide, run_end(as_of), non_finite)
     return MeasureResults(
         attributes=wide,
         customer=customer_tables,
@@ -357,7 +424,11 @@ def _combine(pieces: list[pd.DataFrame], keys: list[str], spec: MeasureSpec, end
 
 
 def _business_tables(
-    config: MeasuresConfig, parts: _Parts, wide: pd.DataFrame, end: pd.Timestamp, non_finite: dict[str, int]
+    config: MeasuresConfig,
+    parts: dict[str, list[pd.DataFrame]],
+    wide: pd.DataFrame,
+    end: pd.Timestamp,
+    non_finite: dict[str, int],
 ) -> dict[str, pd.DataFrame]:
     """The business measures, each computed once: expressions read the scalars of the measures they name."""
     business_tables: dict[str, pd.DataFrame] = {}
@@ -378,10 +449,10 @@ def _business_tables(
             frame = frame[frame["value"].notna()]
             table, non_finite[name] = _scalar_table(aggregate(frame, ["all"], spec, end), spec)
         elif spec.dimensions:
-            series, non_finite[name] = _finish(_combine(parts.business[name], spec.dimensions, spec, end), spec)
+            series, non_finite[name] = _finish(_combine(parts[name], spec.dimensions, spec, end), spec)
             table = series.rename("Value").reset_index()
         else:
-            table, non_finite[name] = _scalar_table(_combine(parts.business[name], ["all"], spec, end), spec)
+            table, non_finite[name] = _scalar_table(_combine(parts[name], ["all"], spec, end), spec)
         if not spec.dimensions and len(table) == 1:
             scalars[name] = pd.to_numeric(table["Value"], errors="coerce").iloc[0]
         business_tables[name] = table.reset_index(drop=True)

@@ -162,21 +162,24 @@ class StoredFacts:
 
     dataset: ds.Dataset
     rows_per_part: int = ROWS_PER_PART
+    #: Only the rows this filter keeps (e.g. some customers' rows) are read; None: every row.
+    where: pc.Expression | None = None
 
     def parts(self, customers: pd.Index, end: pd.Timestamp, columns: list[str]) -> Iterator[FactIndex]:
         """The facts in parts over consecutive ranges of ``customers`` (sorted), in order, covering them all.
 
-        Only ``columns`` are read (those the table has: a missing one is refused by the part with every column
-        of the table). Within a part the rows keep the table's order. One part is the whole table read at once;
-        more are written first, batch by batch, to Arrow files in a temporary folder, one per part. Dictionary
-        encoded columns are read as their values in either case, so that every part has the same column types.
+        Only ``columns`` are read (those the table has: a missing one is refused by the part with every column of
+        the table), and only the rows ``where`` keeps. Within a part the rows keep the table's order. One part is
+        the whole table read at once; more are written first, batch by batch, to Arrow files in a temporary folder,
+        one per part. Dictionary encoded columns are read as their values in either case, so that every part has
+        the same column types.
         """
         fields = list(self.dataset.schema.names)
         wanted = [c for c in dict.fromkeys(columns) if c in fields]
-        count = math.ceil(self.dataset.count_rows() / max(1, self.rows_per_part))
+        count = math.ceil(self.dataset.count_rows(filter=self.where) / max(1, self.rows_per_part))
         count = max(1, min(count, len(customers)))
         if count == 1:
-            table = self.dataset.to_table(columns=wanted)
+            table = self.dataset.to_table(columns=wanted, filter=self.where)
             frame = table.cast(_plain(table.schema)).to_pandas()
             yield FactIndex(frame, customers, end, fields)
             return
@@ -211,7 +214,7 @@ class StoredFacts:
         offset = 0
         try:
             # The scanner yields a file's batches in order, so positions count up through the table.
-            for batch in self.dataset.to_batches(columns=columns):
+            for batch in self.dataset.to_batches(columns=columns, filter=self.where):
                 ids = batch.column("CustomerId").cast(pa.large_string())
                 part = np.zeros(batch.num_rows, dtype=np.int64)
                 for first in firsts:
