@@ -144,6 +144,7 @@ class UsabilityReport:
     first_purchase: str | None
     last_purchase: str | None
     history_days: float
+    #: Share of the customers with a purchase row who bought on two days or more (distinct purchase days).
     share_two_or_more_purchases: float
     share_missing_amount: float
     share_negative_amount: float
@@ -156,8 +157,15 @@ class UsabilityReport:
 
 
 def usability(purchases: pd.DataFrame, customers: pd.Series, context=None) -> UsabilityReport:
-    """Customers, history length, share with >= 2 purchases and missing values of the profile fields used."""
+    """Customers, history length, share with purchases on >= 2 days and missing values of the profile fields used.
+
+    Purchases are counted by day, as the models count them: two rows of one order (or two orders of one day) are
+    one purchase, and a return is none.
+    """
     counts = purchases.groupby("CustomerId", observed=True).size()
+    bought = purchases.loc[~(purchases["Amount"] < 0), ["CustomerId", "Time"]]
+    per_day = bought.assign(Time=bought["Time"].dt.floor("D")).drop_duplicates()
+    days = per_day.groupby("CustomerId", observed=True).size().reindex(counts.index, fill_value=0)
     first, last = (purchases["Time"].min(), purchases["Time"].max()) if len(purchases) else (None, None)
     missing = {}
     profile = context.profile if context is not None else None
@@ -172,7 +180,7 @@ def usability(purchases: pd.DataFrame, customers: pd.Series, context=None) -> Us
         first_purchase=first.isoformat() if first is not None else None,
         last_purchase=last.isoformat() if last is not None else None,
         history_days=round(float((last - first) / DAY), 1) if first is not None else 0.0,
-        share_two_or_more_purchases=round(float((counts >= 2).mean()), 4) if len(counts) else 0.0,
+        share_two_or_more_purchases=round(float((days >= 2).mean()), 4) if len(counts) else 0.0,
         share_missing_amount=round(float(purchases["Amount"].isna().mean()), 4) if len(purchases) else 0.0,
         share_negative_amount=round(float((purchases["Amount"] < 0).mean()), 4) if len(purchases) else 0.0,
         profile_missing=missing,

@@ -172,6 +172,28 @@ def test_purchases_without_an_amount_are_kept_and_counted_as_missing():
         require(report, "TransactionalChurn", 1, 0, 0)
 
 
+def test_the_share_with_two_or_more_purchases_counts_purchase_days_not_rows():
+    day = pd.Timestamp("2026-01-05T09:00:00Z")
+    rows = pd.DataFrame(
+        {
+            # a: two lines of one order (one day); b: two days; c: a purchase and a return on another day.
+            "CustomerId": pd.array(["a", "a", "b", "b", "c", "c"], dtype="string"),
+            "Time": [
+                day,
+                day + pd.Timedelta(hours=3),
+                day,
+                day + pd.Timedelta(days=2),
+                day,
+                day + pd.Timedelta(days=9),
+            ],
+            "Amount": [10.0, 5.0, 20.0, 30.0, 40.0, -40.0],
+        }
+    )
+    report = usability(rows, rows["CustomerId"])
+    assert report.purchases == 6 and report.purchasers == 3
+    assert report.share_two_or_more_purchases == round(1 / 3, 4)
+
+
 def test_a_return_is_not_a_purchase_for_the_label_or_the_btyd_summary():
     day = pd.Timestamp("2026-01-01T00:00:00Z")
     purchases = pd.DataFrame(
