@@ -2,6 +2,11 @@
 
 Like churn, the scoring model is fitted one period before the latest cutoff (its labels are the last period) and
 the backtest one period earlier still, evaluated on the last period.
+
+The published value blends the gradient-boosted model with BG/NBD + Gamma-Gamma, with the weight that did best
+one period back on the data the model learns from (:func:`method_for`): trees cannot extrapolate past the
+customers' ages and silences seen at training, BG/NBD's drop-out process does, and which matters more depends on
+the data.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ BTYD_FEATURES = ["bgnbd_expected_purchases", "gamma_gamma_expected_value"]
 MIN_TRAINING = 50
 #: The two ends of the 80% interval.
 QUANTILES = (0.1, 0.9)
+#: Weights of the gradient-boosted model tried in the blend (the rest goes to BG/NBD + Gamma-Gamma).
+WEIGHTS = tuple(w / 10 for w in range(11))
+#: The weight when the history holds no inner backtest: equal weights, the usual default of forecast combination
+#: when nothing says which of two forecasts is better.
+DEFAULT_WEIGHT = 0.5
+#: Smallest expected value the deviance reads (a forecast of exactly 0 for a customer who spent is infinitely wrong).
+FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
@@ -45,8 +57,9 @@ class ClvModel:
     """A fitted value model, its interval models and its BTYD fit."""
 
     mean: HistGradientBoostingRegressor
-    low: HistGradientBoostingRegressor
-    high: HistGradientBoostingRegressor
+    #: The interval's quantile models (None in the inner backtest's fit, which compares expected values only).
+    low: HistGradientBoostingRegressor | None
+    high: HistGradientBoostingRegressor | None
     features: list[str]
     typical: dict
     bgnbd: btyd.BgNbd
@@ -56,10 +69,73 @@ class ClvModel:
     context: Context
     #: What customers without a purchase spent in the training period (their value).
     prior: Prior | None = None
+    #: Weight of the gradient-boosted model in the published value; the rest is BG/NBD + Gamma-Gamma.
+    weight: float = 1.0
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Expected value over the period."""
+        """Expected value over the period: the blend of the gradient-boosted model and BG/NBD + Gamma-Gamma."""
+        boosted = self.boosted(X)
+        if self.weight == 1.0:
+            return boosted
+        return self.weight * boosted + (1.0 - self.weight) * btyd_estimate(X)
+
+    def boosted(self, X: pd.DataFrame) -> np.ndarray:
+        """The gradient-boosted model's expected value alone."""
         return self.mean.predict(X[self.features])
+
+
+def btyd_estimate(X: pd.DataFrame) -> np.ndarray:
+    """BG/NBD + Gamma-Gamma's expected value: expected purchases x expected purchase value."""
+    purchases = X["bgnbd_expected_purchases"].to_numpy(dtype=np.float64)
+    return purchases * np.nan_to_num(X["gamma_gamma_expected_value"].to_numpy(dtype=np.float64))
+
+
+def poisson_deviance(actual: np.ndarray, expected: np.ndarray) -> float:
+    """Mean Poisson deviance of ``expected`` against ``actual`` (the loss the gradient-boosted model is fitted with).
+
+    It penalises a wrong level and a wrong order together and is lowest, in expectation, at the true mean, so a
+    blend cannot win it by shrinking its forecasts.
+    """
+    y = np.asarray(actual, dtype=np.float64)
+    mu = np.clip(np.asarray(expected, dtype=np.float64), FLOOR, None)
+    ratio = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
+    return float(np.mean(2.0 * (ratio - (y - mu)))) if len(y) else float("nan")
+
+
+def _figures(actual: np.ndarray, expected: np.ndarray, share: float) -> dict:
+    out = metrics.regression(actual, expected, share)
+    keep = {k: out[k] for k in ("top_capture", "normalized_gini", "total_forecast_error")}
+    return keep | {"poisson_deviance": round(poisson_deviance(actual, expected), 4)}
+
+
+@dataclass(frozen=True)
+class Method:
+    """How the published value is made: the weight of the gradient-boosted model and why."""
+
+    weight: float
+    #: One sentence: chosen on the inner backtest (with its figures) or the default (and why there was none).
+    why: str
+    #: The inner backtest: its cutoffs, customers and the figures of both models alone and of the blend chosen.
+    inner: dict
+
+    def as_dict(self) -> dict:
+        """The method for the report."""
+        name = {1.0: "gradient boosting", 0.0: "BG/NBD + Gamma-Gamma"}.get(self.weight, "blend")
+        return {
+            "estimate": name,
+            "weight_gradient_boosting": self.weight,
+            "weight_bgnbd_gamma_gamma": round(1.0 - self.weight, 1),
+            "why": self.why,
+            "inner": self.inner,
+        }
+
+
+def choose_weight(actual: np.ndarray, boosted: np.ndarray, btyd_value: np.ndarray) -> tuple[float, dict]:
+    """The weight of ``boosted`` (of :data:`WEIGHTS`) whose blend with ``btyd_value`` has the lowest Poisson deviance
+    against ``actual``, and the deviance of every weight. Ties go to the larger weight."""
+    deviance = {w: poisson_deviance(actual, w * boosted + (1.0 - w) * btyd_value) for w in WEIGHTS}
+    best = min(sorted(WEIGHTS, reverse=True), key=lambda w: deviance[w])
+    return best, {str(w): round(d, 4) for w, d in deviance.items()}
 
 
 @dataclass(frozen=True)
@@ -113,8 +189,9 @@ def _regressor(loss: str, seed: int, **extra) -> HistGradientBoostingRegressor:
     return HistGradientBoostingRegressor(loss=loss, **BOOSTING, random_state=seed, **extra)
 
 
-def fit(history: History, cutoff: pd.Timestamp, settings: PredictionSettings) -> ClvModel:
-    """Fit the value model (Poisson loss: values are >= 0 and mostly 0 or small) and the 10% / 90% quantile models.
+def fit(history: History, cutoff: pd.Timestamp, settings: PredictionSettings, intervals: bool = True) -> ClvModel:
+    """Fit the value model (Poisson loss: values are >= 0 and mostly 0 or small) and the 10% / 90% quantile models
+    (not when ``intervals`` is False: the inner backtest compares expected values only).
 
     Nothing after ``cutoff`` + the period is read."""
     X, y = labelled(history, cutoff, settings.clv.period_days)
@@ -134,8 +211,8 @@ def fit(history: History, cutoff: pd.Timestamp, settings: PredictionSettings) ->
     gg = btyd.fit_gamma_gamma(s["x"], s["monetary"])
     X = informative(X.join(btyd_value(history, cutoff, bgnbd, gg, settings.clv.period_days)))
     mean = _regressor("poisson", settings.seed).fit(X, y)
-    low = _regressor("quantile", settings.seed, quantile=QUANTILES[0]).fit(X, y)
-    high = _regressor("quantile", settings.seed, quantile=QUANTILES[1]).fit(X, y)
+    low = _regressor("quantile", settings.seed, quantile=QUANTILES[0]).fit(X, y) if intervals else None
+    high = _regressor("quantile", settings.seed, quantile=QUANTILES[1]).fit(X, y) if intervals else None
     return ClvModel(
         mean=mean,
         low=low,
@@ -155,8 +232,48 @@ def _features(model: ClvModel, history: History, cutoff) -> pd.DataFrame:
     return X[model.features]
 
 
+def method_for(history: History, cutoff: pd.Timestamp, settings: PredictionSettings, earlier=None) -> Method:
+    """The blend weight of a model trained at ``cutoff``, chosen on the data that model learns from, one period back.
+
+    Both models are fitted at ``cutoff`` - period (``earlier`` when already fitted there) and compared on the
+    customers at ``cutoff`` against what they spent in the period after it: nothing later than the model's own
+    labels is read. When the history holds no such inner backtest (too few customers had bought by then), the
+    weight is :data:`DEFAULT_WEIGHT` and ``why`` says why.
+    """
+    period = pd.Timedelta(days=settings.clv.period_days)
+    trained_at = cutoff - period
+    window = {"trained_at": trained_at.isoformat(), "evaluated_at": cutoff.isoformat()}
+    try:
+        if earlier is None:
+            earlier = fit(history, trained_at, settings, intervals=False)
+    except InsufficientData as exc:
+        why = f"default: equal weights, as the history holds no inner backtest trained at {trained_at.date()} ({exc})"
+        return Method(DEFAULT_WEIGHT, why, window)
+    _, y = labelled(history, cutoff, settings.clv.period_days)
+    X = _features(earlier, history, cutoff)
+    boosted, bg = earlier.boosted(X), btyd_estimate(X)
+    weight, deviance = choose_weight(y, boosted, bg)
+    share = settings.clv.high_value_share
+    inner = window | {
+        "customers": int(len(y)),
+        "criterion": "lowest mean Poisson deviance of the blend",
+        "deviance_by_weight": deviance,
+        "gradient_boosting": _figures(y, boosted, share),
+        "bgnbd_gamma_gamma": _figures(y, bg, share),
+        "chosen": _figures(y, weight * boosted + (1.0 - weight) * bg, share),
+    }
+    why = (
+        f"inner backtest (trained {trained_at.date()}, evaluated {cutoff.date()} on the next "
+        f"{settings.clv.period_days:.0f} days, {len(y):,} customers): weight {weight:.1f} on gradient boosting has "
+        f"the lowest Poisson deviance, {deviance[str(weight)]} against {deviance['1.0']} for gradient boosting "
+        f"alone and {deviance['0.0']} for BG/NBD + Gamma-Gamma alone"
+    )
+    return Method(weight, why, inner)
+
+
 def evaluate(model: ClvModel, history: History, cutoff: pd.Timestamp, settings: PredictionSettings) -> dict:
-    """Metrics of the model and the two baselines on purchasers at ``cutoff`` against the period after it."""
+    """Metrics of the model (its blend), the gradient-boosted model alone and the two baselines on purchasers at
+    ``cutoff`` against the period after it."""
     _, y = labelled(history, cutoff, settings.clv.period_days)
     X = _features(model, history, cutoff)
     share = settings.clv.high_value_share
@@ -166,8 +283,9 @@ def evaluate(model: ClvModel, history: History, cutoff: pd.Timestamp, settings: 
         "customers": int(len(y)),
         "actual_total": round(float(y.sum()), 2),
         "model": metrics.regression(y, predicted, share, low, high),
+        "gradient_boosting_alone": metrics.regression(y, model.boosted(X), share),
     }
-    bg = X["bgnbd_expected_purchases"].to_numpy() * np.nan_to_num(X["gamma_gamma_expected_value"].to_numpy())
+    bg = btyd_estimate(X)
     reference = reference_value(history, X, cutoff, settings)
     out["baselines"] = {
         "reference_monthly_x_months_x_retention": metrics.regression(y, reference, share),
@@ -272,17 +390,23 @@ def _run_clv(history: History, customers, latest, settings: PredictionSettings):
     history_days = float((latest - purchases["Time"].min()) / pd.Timedelta(days=1))
     need = settings.minimums.history_windows * settings.clv.period_days
     require(report, MODEL, settings.minimums.clv_customers, need, history_days, settings.minimums.max_missing_share)
-    # Each step reads only up to its cutoff plus one period: the backtest nothing after latest - period.
+    # Each step reads only up to its cutoff plus one period: the backtest, its blend weight included, nothing after
+    # latest - period. The published model's weight is chosen the same way one period later, on the backtest.
     backtest = fit(history, latest - 2 * period, settings)
-    evaluation = evaluate(backtest, history, latest - period, settings)
+    method = method_for(history, latest - 2 * period, settings)
+    evaluation = evaluate(replace(backtest, weight=method.weight), history, latest - period, settings)
+    published = method_for(history, latest - period, settings, earlier=backtest)
     model = fit(history, latest - period, settings)
-    model = replace(model, prior=prior.fit_prior(history.encoded, customers, latest - period, settings.clv.period_days))
+    fitted_prior = prior.fit_prior(history.encoded, customers, latest - period, settings.clv.period_days)
+    model = replace(model, prior=fitted_prior, weight=published.weight)
     scores, contrib = score(model, history, latest, settings.clv.high_value_share, customers)
     full_report = {
         "prediction": MODEL,
         "usability": report.as_dict(),
         "backtest": {"trained_at": (latest - 2 * period).isoformat(), "evaluated_at": (latest - period).isoformat()},
         **evaluation,
+        "method": method.as_dict(),
+        "published_method": published.as_dict(),
         "bgnbd": backtest.bgnbd.__dict__,
         "gamma_gamma": backtest.gamma_gamma.__dict__,
         "no_purchase_prior": model.prior.as_dict(),

@@ -54,6 +54,10 @@ def test_bench_on_public_cdnow_data_reports_churn_and_clv_and_why_recommendation
     assert set(churn["baselines"]) == {f"rule_no_purchase_{churn['best_rule_days']}_days", "bgnbd_p_no_purchase"}
     assert set(clv["baselines"]) == {"reference_monthly_x_months_x_retention", "bgnbd_gamma_gamma"}
     assert clv["backtest"]["evaluated_at"].startswith("1997-12-29")
+    # One cohort that joined in 1997's first quarter: one period before the backtest's training cutoff nobody had
+    # bought, so the backtest blends by the default; the published model's blend is chosen on the backtest.
+    assert clv["method"]["why"].startswith("default: equal weights, as the history holds no inner backtest")
+    assert clv["published_method"]["inner"]["evaluated_at"] == clv["backtest"]["evaluated_at"]
     recommendation = lines[2]
     assert "evaluation" not in recommendation
     assert "product recommendation needs order lines" in recommendation["refused"]

@@ -58,6 +58,8 @@ def test_report_holds_every_metric_for_the_model_and_both_baselines(result):
 def test_same_input_gives_the_same_values(purchases, result):
     again = clv.run_clv(purchases, purchases["CustomerId"], synthetic.END, SETTINGS)
     pd.testing.assert_frame_equal(result.scores, again.scores)
+    for key in ("method", "published_method", "model"):
+        assert again.report[key] == result.report[key]
 
 
 def test_reference_baseline_is_monthly_spend_times_months_times_retention():
@@ -135,3 +137,75 @@ def test_only_one_time_buyers_is_a_clear_failure():
     once = synthetic.purchases(customers=900, one_time_share=1.0)
     with pytest.raises(InsufficientData, match=r"bought again in the 91 days after it \(only one-time buyers\)"):
         clv.run_clv(once, once["CustomerId"], synthetic.END, SETTINGS)
+
+
+def test_the_blend_weight_goes_to_the_model_that_is_right_on_the_inner_window():
+    rng = np.random.default_rng(3)
+    truth = rng.gamma(0.5, 80.0, 400) * (rng.random(400) < 0.4)
+    other = truth[::-1].copy()
+    # Whichever forecast equals what was spent has deviance 0, the least possible: it takes the whole weight.
+    assert clv.choose_weight(truth, truth, other)[0] == 1.0
+    assert clv.choose_weight(truth, other, truth)[0] == 0.0
+    # One forecast 50% too high and the other 50% too low: their equal blend is exact.
+    weight, deviance = clv.choose_weight(truth, 1.5 * truth, 0.5 * truth)
+    assert weight == 0.5 and deviance["0.5"] == 0.0 < min(deviance["0.4"], deviance["0.6"])
+
+
+def test_the_reported_and_published_methods_say_what_was_chosen_and_why(result):
+    report = result.report
+    for key in ("method", "published_method"):
+        method = report[key]
+        inner = method["inner"]
+        assert method["weight_gradient_boosting"] in clv.WEIGHTS and "inner backtest" in method["why"]
+        deviance = inner["deviance_by_weight"]
+        assert deviance[str(method["weight_gradient_boosting"])] == min(deviance.values())
+        assert inner["chosen"]["poisson_deviance"] == min(deviance.values())
+    # The reported backtest's weight was chosen one period before it was trained, on data that ends at its cutoff.
+    period = pd.Timedelta(days=SETTINGS.clv.period_days)
+    assert report["method"]["inner"]["evaluated_at"] == (synthetic.END - 2 * period).isoformat()
+    # The published weight is chosen on the backtest: its figures are the evaluation's, model alone and BG/NBD + GG.
+    published = report["published_method"]["inner"]
+    assert published["evaluated_at"] == report["backtest"]["evaluated_at"]
+    assert published["gradient_boosting"]["top_capture"] == report["gradient_boosting_alone"]["top_capture"]
+    assert published["bgnbd_gamma_gamma"]["top_capture"] == report["baselines"]["bgnbd_gamma_gamma"]["top_capture"]
+    assert result.stored.fitted.weight == report["published_method"]["weight_gradient_boosting"]
+
+
+def test_the_published_value_is_the_blend_and_its_reasons_explain_the_blend(purchases, result):
+    model = result.stored.fitted
+    history = History(purchases, Context())
+    X = clv._features(model, history, synthetic.END)
+    blend = model.weight * model.boosted(X) + (1 - model.weight) * clv.btyd_estimate(X)
+    scores = result.scores.set_index("CustomerId").loc[X.index]
+    np.testing.assert_allclose(scores["PredictedValue"], np.round(blend, 2), atol=0.006)
+    if model.weight < 1:
+        # Occluding a BTYD input moves the published value even where the trees would not split on it.
+        assert scores["Reason1"].str.contains("BG/NBD|Gamma-Gamma").any()
+
+
+def test_without_an_inner_backtest_the_weight_is_the_documented_default(purchases):
+    # Nobody bought before 230 days ago: the backtest fits (trained 182 days ago) but one period earlier nobody had.
+    recent = purchases[purchases["Time"] > synthetic.END - pd.Timedelta(days=230)]
+    out = clv.run_clv(recent, recent["CustomerId"], synthetic.END, SETTINGS)
+    method = out.report["method"]
+    assert method["weight_gradient_boosting"] == clv.DEFAULT_WEIGHT
+    assert method["why"].startswith("default: equal weights, as the history holds no inner backtest")
+    assert "only 0 customers had bought" in method["why"]
+    assert "inner backtest (trained" in out.report["published_method"]["why"]
+
+
+def test_the_weight_reads_nothing_after_the_models_own_labels(purchases):
+    period = pd.Timedelta(days=SETTINGS.clv.period_days)
+    cutoff = synthetic.END - 2 * period
+    later = purchases["Time"] > cutoff + period
+    changed = purchases.copy()
+    changed.loc[later, "Amount"] *= 3
+    changed.loc[later, "Time"] += pd.Timedelta(days=5)
+    changed = changed[~(later & (changed.index % 3 == 0))]
+    before = clv.method_for(History(purchases, Context()), cutoff, SETTINGS)
+    after = clv.method_for(History(changed, Context()), cutoff, SETTINGS)
+    assert before.as_dict() == after.as_dict()
+    # The same change before the labels end moves the inner figures: the test sees what it reads.
+    moved = purchases.copy()
+    moved.loc[purchases["Time"] > cutoff, "Amount"] *= 3
+    assert clv.method_for(History(moved, Context()), cutoff, SETTINGS).inner != before.inner
