@@ -138,6 +138,12 @@ class Comparison:
         """Every column the comparison reads."""
         return (self.column,)
 
+    @property
+    def masked_by(self) -> tuple[str, ...]:
+        """The columns on which blocking makes the comparison's levels among non-matches unlike those of random
+        pairs: EM leaves the comparison out of the pairs a training rule on one of them finds."""
+        return self.columns
+
     def __post_init__(self):
         # The catalogue's checks (thresholds, parameters, levels left out), as for a description in the settings.
         found = comparison_problems(self.to_dict(), f"comparison {self.column!r}")
@@ -284,6 +290,13 @@ class NameComparison(Comparison):
     @property
     def columns(self) -> tuple[str, ...]:
         return (self.column,) if self.swap_with is None else (self.column, self.swap_with)
+
+    @property
+    def masked_by(self) -> tuple[str, ...]:
+        # Pairs found by the other name column are hardly ever swapped, matches or not, and compare this column like
+        # any pairs otherwise; left out there, a first and a last name compared with nothing else (birth date aside)
+        # would have no training rule left (every rule pairs two of them).
+        return (self.column,)
 
     def gamma(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """The level reached by each pair of record positions; ``swapped`` reads the other column per pair."""

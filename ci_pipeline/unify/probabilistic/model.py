@@ -423,7 +423,7 @@ def _masked(gamma: np.ndarray, settings: Settings, rule: BlockingRule) -> tuple[
     own = {c for k in rule.keys for c in k.columns}
     masked = gamma.copy()
     for j, comparison in enumerate(settings.comparisons):
-        if own & set(comparison.columns):
+        if own & set(comparison.masked_by):
             masked[:, j] = NULL
     distinct, count = _distinct_rows(masked)
     return distinct, count.astype(np.float64)
@@ -672,12 +672,11 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
         [_frequencies(len(c.levels), patterns[:, j], weights) for j, c in enumerate(settings.comparisons)],
     )
     fits = [_em_both(patterns, weights, m_start, u, active, settings) for u in starts]
-    judged = [(_stratum_insanity(settings.comparisons, fit, active, bound), fit) for fit in fits]
+    judged = [(_stratum_insanity(settings.comparisons, fit, active, bound, u_random), fit) for fit in fits]
     sane = [fit for insane, fit in judged if insane is None]
     if not sane:
         warnings.warn(
-            f"{said}: their fit apart is not sane (exact agreement on {judged[-1][0]} came out no more likely for "
-            "matches than for non-matches); the main fit weighs them",
+            f"{said}: their fit apart is not sane ({judged[-1][0]}); the main fit weighs them",
             UserWarning,
             stacklevel=4,
         )
@@ -700,18 +699,34 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
     return Stratum(tuple(keys), share, parameters, len(left), converged)
 
 
-def _stratum_insanity(comparisons, fit, active: np.ndarray, bound: list[bool]) -> str | None:
+def _stratum_insanity(comparisons, fit, active: np.ndarray, bound: list[bool], u_random) -> str | None:
     """What makes a stratum's fit insane, or None. Within a stratum its own fields (and an earlier stratum's) may
     agree more often among non-matches (housemates share a street that a person who moved no longer holds); the
-    others must still agree more often among matches, none of them halving the odds."""
+    others must still agree more often among matches, none of them halving the odds.
+
+    Nor may its non-matches share a birth date (a ``date`` comparison on no stratum column) as one person's
+    records do. People who share a contact, an address or a name are one person or others (housemates,
+    colleagues, namesakes), and others are born on other days. Where a stratum holds only one person's records
+    (one e-mail address per person), EM still splits it in two, taking the records with more errors for the other
+    class; their birth dates give them away: weighed with the stratum's m against the u of random pairs, they
+    count for a match."""
     _, m, u, _ = fit
     exact = {j: float(np.log2(m[j][0] / u[j][0])) for j in np.flatnonzero(active) if not bound[j]}
     insane = [
         f"{comparisons[j].name!r} (m {m[j][0]:.3g}, u {u[j][0]:.3g})" for j, w in exact.items() if w < SANE_EXACT_WEIGHT
     ]
     if insane:
-        return ", ".join(insane)
-    return None if sum(exact.values()) > 0 else "the other fields"
+        return f"exact agreement on {', '.join(insane)} came out no more likely for matches than for non-matches"
+    if sum(exact.values()) <= 0:
+        return "exact agreement on the other fields came out no more likely for matches than for non-matches"
+    alike = [
+        f"{comparisons[j].name!r} (weight {weight:+.1f})"
+        for j in exact
+        if comparisons[j].kind == "date" and (weight := float((u[j] * np.log2(m[j] / u_random[j])).sum())) >= 0
+    ]
+    if alike:
+        return f"its non-matches share a date as one person's records do: {', '.join(alike)}, on average"
+    return None
 
 
 def _em_both(patterns, counts, m_start, u_start, active: np.ndarray, settings: Settings):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,8 +24,10 @@ from ci_pipeline.unify.probabilistic import (
     frame_of,
     normalize_records,
     normalized_table,
+    predict,
     prepare,
     settings_yaml,
+    train,
 )
 
 RAW = pd.DataFrame(
@@ -204,3 +208,30 @@ def test_the_default_reads_no_full_name_beside_first_and_last_name():
     without, _ = default_settings(frame_of(some), mapping, table=some)
     assert with_full == without
     assert "Full" not in with_full.columns
+
+
+def test_first_and_last_name_with_a_birth_date_alone_train():
+    # Every default rule on these three fields reads a name; a name comparison that compares the other name for
+    # the swapped level is still trained on the pairs blocked on that other name.
+    rng = np.random.default_rng(4)
+    first = rng.choice(["ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal", "ida", "jo", "kit", "lou"], 600)
+    last = rng.choice([f"{a}{b}" for a in ("berg", "dal", "holm", "vik", "lund") for b in "aeiouy"], 600)
+    born = [f"19{rng.integers(40, 99)}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}" for _ in range(600)]
+    frame = pd.DataFrame({"given": first, "family": last, "born": born}, dtype="string")
+    copy = frame.copy()
+    copy.loc[::3, ["given", "family"]] = frame.loc[::3, ["family", "given"]].to_numpy()
+    copy.loc[1::3, "given"] = copy.loc[1::3, "given"] + "x"
+    records = normalize_records(
+        pd.concat([frame, copy], ignore_index=True),
+        mapping := {"given": "first_name", "family": "last_name", "born": "birth_date"},
+    )
+    settings, _ = default_settings(records, mapping)
+    assert all({"given", "family"} & {c for k in r.keys for c in k.columns} for r in settings.training_rules)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = train(records, settings)
+    scored = predict(model, records)
+    linked = scored[scored["link"] & (scored["right"] - scored["left"] == 600)]
+    # The copies with a typo or none are found. The swapped ones are not: every rule that finds them reads both
+    # names (so the swap level is never trained), and the other rules find no swapped pair.
+    assert (linked["left"] % 3 != 0).sum() >= 0.95 * 400
