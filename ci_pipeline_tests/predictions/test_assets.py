@@ -166,6 +166,9 @@ def test_a_fresh_lake_trains_each_model_stores_it_and_shows_its_evaluation_repor
         summary = json.loads(lake.read_bytes(f"ci_pipeline/predictions/{model}_model.json"))
         assert {"features", "data_window", "library_versions", "metrics"} <= set(summary)
         assert {"scikit-learn", "numpy", "pandas", "python"} <= set(summary["library_versions"])
+    # The stored lifetime value model says which value it publishes and why, with its inner backtest's figures.
+    method = json.loads(lake.read_bytes("ci_pipeline/predictions/clv_model.json"))["metrics"]["published_method"]
+    assert method["why"].startswith("inner backtest") and "deviance_by_weight" in method["inner"]
     churn = metadata["predictions/churn_model"]
     # Metrics of the model and of each baseline are numbers the UI plots, next to each other.
     assert 0.5 < churn["model/auc"].value <= 1
@@ -175,6 +178,8 @@ def test_a_fresh_lake_trains_each_model_stores_it_and_shows_its_evaluation_repor
     assert "top_share" in [column.name for column in churn["chart/gain"].schema.columns]
     clv = metadata["predictions/clv_model"]
     assert {"model/top_capture", "baseline/bgnbd_gamma_gamma/top_capture", "model/interval_coverage"} <= set(clv)
+    entries = {record.data["entry"] for record in clv["report"].records}
+    assert {"method.why", "published_method.why", "published_method.weight_gradient_boosting"} <= entries
     assert {
         "with_repeats/model/success_at_3",
         "with_repeats/baseline/own_most_bought/success_at_3",
