@@ -303,7 +303,23 @@ def gamma_matrix(table: Table, comparisons: tuple[Comparison, ...], left: np.nda
     out = np.empty((len(left), len(comparisons)), dtype=np.int8)
     for j, comparison in enumerate(comparisons):
         out[:, j] = comparison.gamma(table, left, right)
+    _count_swaps_once(comparisons, out)
     return out
+
+
+def _count_swaps_once(comparisons: tuple[Comparison, ...], gamma: np.ndarray) -> None:
+    """A swap of two name columns is one event: the first of two comparisons naming each other in ``swap_with``
+    weighs it, and the other is null (no evidence) where it is swapped too. Counted in both, the two ``swapped``
+    levels, which always go together, would add the same evidence twice."""
+    first = {}
+    for j, comparison in enumerate(comparisons):
+        other = getattr(comparison, "swap_with", None)
+        if other is None or "swapped" not in comparison.levels:
+            continue
+        if (other, comparison.column) in first:
+            gamma[gamma[:, j] == comparison.levels.index("swapped"), j] = NULL
+        else:
+            first[(comparison.column, other)] = j
 
 
 def _seed_m(table: Table, settings: Settings, labels: pd.DataFrame | None) -> list[np.ndarray]:
