@@ -5,6 +5,7 @@ customer; an hour folder arriving after a newer one is applied by last-modified.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -16,6 +17,14 @@ import yaml
 from ci_pipeline.cli import main
 from ci_pipeline.dataverse.sqlite import SqliteSink
 
+#: A ticket of a known customer (T0000002's requester) and one of someone new, and a survey of the first.
+APPENDED_TICKETS = (
+    "T9999991,Cindy Garcia,garcia.cindy@comcast.net,(874) 251-5793,2026-06-20 09:15:00,email,Refund request,"
+    "Still waiting for my refund.,high,open\n"
+    "T9999992,Zed Newperson,zed.newperson@example.org,(555) 010-0199,2026-06-21 10:00:00,email,Question,"
+    "Do you ship abroad?,normal,open\n"
+)
+APPENDED_SURVEY = 'S9999991,T9999991,2026-06-22 08:00:00,1,"Too slow."\n'
 #: Columns that name the run that wrote a row or when it ran: they differ between any two runs.
 RUN_COLUMNS = {"RunId", "RunTime"}
 #: The run's clock in a message ("is in the future (after <now>)").
@@ -112,11 +121,14 @@ def test_increments_applied_incrementally_equal_full_refreshes(sample_copy, tmp_
     shutil.copytree(incremental, full, symlinks=True)
 
     for project in (incremental, full):
-        # An hour older than the one applied already, written later; a deletion; a changed CSV file.
+        # An hour older than the one applied already, written later; a deletion; a changed CSV file; appended
+        # records with their activities: a ticket of a known customer and one of a new person, with a survey.
         _hour(project, "2026/01/02/09", "Upserts", _upsert(moved, "Older Town", "01/02/2026 09:10:00"))
         _hour(project, "2026/01/02/09", "Deletes", f"contact_id\n{alone['AlternateValue']}\n")
         surveys = project / "support" / "surveys.csv"
-        surveys.write_text(surveys.read_text().replace(",3,", ",4,", 1))
+        surveys.write_text(surveys.read_text().replace(",3,", ",4,", 1) + APPENDED_SURVEY)
+        tickets = project / "support" / "tickets.csv"
+        tickets.write_text(tickets.read_text() + APPENDED_TICKETS)
 
     # The incremental run stops at the measures stage (as a killed run would), then runs again.
     from ci_pipeline.defs import measures
@@ -131,7 +143,8 @@ def test_increments_applied_incrementally_equal_full_refreshes(sample_copy, tmp_
         code, out = _run(incremental, capsys)
     assert code == 1
     ingested = {a for a in _started(out) if a.split("/")[0] in {"crm", "ecommerce", "loyalty", "support"}}
-    assert ingested == {"crm/contacts", "crm/contacts_corrupt", "support/surveys", "support/surveys_corrupt"}
+    changed = {"crm/contacts", "support/surveys", "support/tickets"}
+    assert ingested == changed | {f"{table}_corrupt" for table in changed}
     code, out = _run(incremental, capsys)
     assert code == 0, out
     rerun = _started(out)
@@ -141,6 +154,13 @@ def test_increments_applied_incrementally_equal_full_refreshes(sample_copy, tmp_
     assert code == 0 and "nothing to run" in out and not _started(out)
 
     assert _run(full, capsys, "--full")[0] == 0
+    # Measures and segments were computed again only for the customers the changes reached; the full refresh
+    # computed everyone.
+    for stage, counted in (("measures", "customers_computed"), ("segments", "customers_evaluated")):
+        for project, incremental_run in ((incremental, True), (full, False)):
+            meta = json.loads((project / f"lake/ci_pipeline/_state/{stage}/meta.json").read_text())["run"]
+            assert meta["incremental"] is incremental_run, (stage, meta)
+            assert (0 < meta[counted] < meta["customers"]) is incremental_run, (stage, meta)
     mine, theirs = _outputs(incremental), _outputs(full)
     assert sorted(mine) == sorted(theirs)
     differ = [name for name in mine if mine[name] != theirs[name]]

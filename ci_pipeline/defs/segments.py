@@ -11,8 +11,10 @@ from ci_pipeline.defs.metadata import bullet_list, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import asset_path
 from ci_pipeline.measures import StoredFacts, run_date
+from ci_pipeline.orchestration import MODE_TAG
 from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS
-from ci_pipeline.segments import SegmentInputs, SegmentRun, evaluate_segments
+from ci_pipeline.segments import Reuse, SegmentInputs, SegmentRun, evaluate_segments
+from ci_pipeline.segments.incremental import read_state, write_state
 
 GROUP = "segments"
 MEMBERSHIP = asset_key(GROUP, "segment_membership")
@@ -102,7 +104,9 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             refresh_static=config.refresh_static,
             provider=provider,
             run_time=pd.Timestamp(dt.datetime.now(dt.UTC)),
+            reuse=_reuse(context, lake),
         )
+        context.log.info(f"segments: {result.report}")
         counts = {name: int(mask.sum()) for name, mask in result.masks.items()}
         yield dg.Output(
             result.membership,
@@ -119,8 +123,17 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         yield dg.Output(result.history, output_name="segment_member_history")
         yield dg.Output(result.static, output_name="static_segment_state")
         yield from _check_results(result, counts, customer_profile)
+        # Kept last: a run that fails before here leaves the last good state, which still describes what it saw.
+        write_state(lake, result.state)
 
     return dg.Definitions(assets=[segments])
+
+
+def _reuse(context: dg.AssetExecutionContext, lake) -> Reuse:
+    """Evaluate only the customers whose inputs changed, unless the run is a full refresh."""
+    if context.run.tags.get(MODE_TAG) == "full":
+        return Reuse(None, "a full refresh evaluates every customer")
+    return Reuse(*read_state(lake))
 
 
 def _check_results(result: SegmentRun, counts: dict[str, int], customer_profile: pd.DataFrame):

@@ -107,10 +107,11 @@ def fact_digests(dataset: ds.Dataset, columns: list[str]) -> pd.DataFrame:
 def affected_customers(
     customers: pd.Index, now: pd.DataFrame, before: pd.DataFrame, known: pd.Index | pd.Series
 ) -> pd.Index:
-    """The customers (sorted ``customers``) whose measures may differ from their stored values: customers the
-    stored values do not have (``known``), and customers whose activity rows differ (``now`` against ``before``,
-    :data:`DIGEST_COLUMNS` frames; a customer with no rows has no row there): rows added, changed or deleted, or
-    moved to or from the customer when customers merged or split.
+    """The customers (sorted ``customers``) whose results may differ from their stored values: customers the
+    stored values do not have (``known``), and customers whose digests differ (``now`` against ``before``: a
+    ``CustomerId`` column and integer digest columns, e.g. :data:`DIGEST_COLUMNS`; a customer with no rows has no
+    row there). For activity rows: rows added, changed or deleted, or moved to or from the customer when customers
+    merged or split.
 
     Examples:
         >>> ids = pd.Index(["a", "b", "c", "d"], dtype="string")
@@ -123,9 +124,12 @@ def affected_customers(
     def aligned(frame: pd.DataFrame) -> np.ndarray:
         # Nullable integers: a customer missing from one side must not turn the digests into floats, which would
         # lose their low bits.
-        indexed = frame.set_index(frame["CustomerId"].astype("string"))[["digest", "rows"]].astype("Int64")
+        indexed = frame.set_index(frame["CustomerId"].astype("string"))[columns].astype("Int64")
         return indexed.reindex(customers).fillna(-1).to_numpy(np.int64)
 
+    columns = [c for c in now.columns if c != "CustomerId"]
+    if sorted(columns) != sorted(c for c in before.columns if c != "CustomerId"):
+        return customers
     differ = (aligned(now) != aligned(before)).any(axis=1)
     unknown = ~customers.isin(pd.Index(known).astype("string"))
     return customers[differ | unknown]
@@ -207,6 +211,8 @@ def compute_incremental(
         report["customers_computed"] = len(affected)
     meta["customers"] = len(values.raw)
     meta["tables"] = sorted(values.customer)
+    # What the run that kept the state did, for whoever wonders why a run took as long as it did.
+    meta["run"] = report
     return finish_measures(config, values, business, as_of), MeasuresState(values, digests, meta), report
 
 

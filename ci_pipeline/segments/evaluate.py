@@ -171,7 +171,7 @@ class SegmentEngine:
                 # Reading a stored table is the cost: the first activity condition counts every one that the
                 # segments to evaluate have, in one pass.
                 evaluated = [r.node for n, rules in self.rules.items() if n not in self.frozen for r in rules]
-                found = dict.fromkeys([node, *(t for tree in evaluated for t in _activity_tests(tree))])
+                found = dict.fromkeys([node, *(t for tree in evaluated for t in activity_tests(tree))])
                 nodes = [n for n in found if n not in self._activities]
             self._count_activities(nodes)
         return self._activities[node]
@@ -203,14 +203,25 @@ def _has_enrichment(table: pd.DataFrame | None, name: str) -> bool:
     return table is not None and any(str(c).startswith(prefix) for c in table.columns)
 
 
-def _activity_tests(node) -> list[ActivityTest]:
+def activity_tests(node) -> list[ActivityTest]:
     """The activity conditions of a condition tree (other segments' are their own)."""
     if isinstance(node, ActivityTest):
         return [node]
     if isinstance(node, AllOf | AnyOf):
-        return [test for item in node.items for test in _activity_tests(item)]
+        return [test for item in node.items for test in activity_tests(item)]
     if isinstance(node, Not):
-        return _activity_tests(node.item)
+        return activity_tests(node.item)
+    return []
+
+
+def segment_tests(node) -> list[str]:
+    """The segments a condition tree refers to (``segment: <name>``)."""
+    if isinstance(node, SegmentTest):
+        return [node.name]
+    if isinstance(node, AllOf | AnyOf):
+        return [name for item in node.items for name in segment_tests(item)]
+    if isinstance(node, Not):
+        return segment_tests(node.item)
     return []
 
 

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.rules import Rule, RuleError, parse_rules
 from ci_pipeline.measures.facts import FactIndex, StoredFacts, run_end
-from ci_pipeline.segments.evaluate import SegmentEngine
+from ci_pipeline.measures.incremental import affected_customers
+from ci_pipeline.segments.evaluate import SegmentEngine, activity_tests, segment_tests
+from ci_pipeline.segments.incremental import (
+    STATE_FORMAT,
+    SegmentsState,
+    aligned,
+    fingerprint,
+    input_digests,
+    masks_frame,
+    merged_masks,
+    reusable,
+)
 from ci_pipeline.segments.membership import (
     HISTORY_COLUMNS,
     frozen_members,
@@ -39,6 +53,15 @@ class SegmentInputs:
 
 
 @dataclass(frozen=True)
+class Reuse:
+    """Evaluate only the customers whose inputs changed since the run that kept ``state`` (None: there is none,
+    ``absent`` says why), and keep a state for the next run (see :mod:`ci_pipeline.segments.incremental`)."""
+
+    state: SegmentsState | None
+    absent: str = "no state of an earlier run"
+
+
+@dataclass(frozen=True)
 class SegmentRun:
     masks: dict[str, np.ndarray]
     membership: pd.DataFrame
@@ -46,6 +69,10 @@ class SegmentRun:
     static: pd.DataFrame
     refreshed: list[str]
     conditions_evaluated: int
+    #: With :class:`Reuse`: the state to keep, and whether the run reused the last one, why not, how many
+    #: customers it evaluated.
+    state: SegmentsState | None = None
+    report: dict = field(default_factory=dict)
 
 
 def parsed_rules(section: SegmentsConfig) -> dict[str, list[Rule]]:
@@ -92,11 +119,13 @@ def evaluate_segments(
     refresh_static: list[str],
     provider: str,
     run_time: pd.Timestamp,
+    reuse: Reuse | None = None,
 ) -> SegmentRun:
     """Evaluate every segment.
 
     Static segments with kept members use them (minus customers that no longer exist) unless named in
-    ``refresh_static`` (``*`` = all); the others are evaluated and their members kept from now on.
+    ``refresh_static`` (``*`` = all); the others are evaluated and their members kept from now on. With
+    ``reuse``, only the customers whose inputs changed since the last run are evaluated (the result is the same).
     """
     static = sorted(n for n, s in section.definitions.items() if s.type == "static")
     unknown = sorted(set(refresh_static) - set(static) - {"*"})
@@ -110,13 +139,86 @@ def evaluate_segments(
     if kept is not None and not kept.empty:
         kept = kept[kept["Segment"].isin(set(static) - refresh)]
     frozen = frozen_members(kept)
-    engine = build_engine(section, as_of, inputs, frozen)
-    masks = engine.evaluate_all()
+    if reuse is None:
+        engine = build_engine(section, as_of, inputs, frozen)
+        customers, masks, conditions = engine.customers, engine.evaluate_all(), engine.conditions_evaluated
+        kept_state, report = None, {}
+    else:
+        customers, masks, conditions, kept_state, report = _evaluate_reusing(section, as_of, inputs, frozen, reuse)
     masks = {name: masks[name] for name in section.definitions}
-    membership = membership_table(engine.customers, masks, provider, section.membership_type, section.membership_name)
-    history = history_rows(run_time, engine.customers, masks, members_by_segment(previous_membership))
+    membership = membership_table(customers, masks, provider, section.membership_type, section.membership_name)
+    history = history_rows(run_time, customers, masks, members_by_segment(previous_membership))
     if previous_history is not None and not previous_history.empty:
         history = pd.concat([previous_history[HISTORY_COLUMNS], history], ignore_index=True)
-    state = static_state(engine.customers, masks, static, kept, run_time)
+    state = static_state(customers, masks, static, kept, run_time)
     refreshed = sorted(set(static) - set(frozen))
-    return SegmentRun(masks, membership, history, state, refreshed, engine.conditions_evaluated)
+    return SegmentRun(masks, membership, history, state, refreshed, conditions, kept_state, report)
+
+
+def _dependencies(section: SegmentsConfig, frozen: dict[str, pd.Series]) -> tuple[list[str], dict[str, pd.Series]]:
+    """The fact fields the activity conditions filter on, and the kept members of the static segments that an
+    evaluated segment refers to (directly or through other segments): an evaluated membership depends on those."""
+    try:
+        rules = parsed_rules(section)
+    except RuleError as exc:
+        raise UserError(str(exc)) from None
+    tests = [test for parsed in rules.values() for rule in parsed for test in activity_tests(rule.node)]
+    fields = list(dict.fromkeys(name for test in tests for name, _, _ in test.where))
+    seen, waiting = set(), [n for n in rules if n not in frozen]
+    while waiting:
+        name = waiting.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in frozen:
+            waiting += [ref for rule in rules.get(name, []) for ref in segment_tests(rule.node)]
+    return fields, {name: frozen[name] for name in sorted(seen & set(frozen))}
+
+
+def _evaluate_reusing(section: SegmentsConfig, as_of: dt.date, inputs: SegmentInputs, frozen: dict, reuse: Reuse):
+    """Every segment's mask, evaluating only the customers whose inputs changed when the last state can be
+    reused; returns the customers, the masks, the conditions evaluated, the state to keep and a report."""
+    customers = pd.Index(sorted(inputs.profile["CustomerId"].astype("string").dropna().unique()), dtype="string")
+    tables = {
+        "profile": aligned(inputs.profile, customers),
+        "measure": aligned(inputs.measures, customers),
+        "prediction": aligned(inputs.predictions, customers),
+        "enrichment": aligned(inputs.enrichments, customers),
+    }
+    facts = inputs.facts
+    stored = facts if isinstance(facts, StoredFacts) else None
+    fields, referred = _dependencies(section, frozen)
+    digests = input_digests(customers, tables, stored, fields)
+    meta = {"format": STATE_FORMAT, "fingerprint": fingerprint(section, as_of, tables, stored, referred)}
+    evaluated = sorted(n for n in section.definitions if n not in frozen)
+    why, known = reusable(reuse.state, reuse.absent, meta, evaluated)
+    if not why and isinstance(facts, pd.DataFrame):
+        why = "the activity facts are not a stored table"
+    if why:
+        engine = build_engine(section, as_of, inputs, frozen)
+        masks, conditions, affected = engine.evaluate_all(), engine.conditions_evaluated, customers
+    else:
+        affected = affected_customers(customers, digests, reuse.state.digests, known)
+        fresh, conditions = {name: np.zeros(0, dtype=bool) for name in evaluated}, 0
+        if len(affected):
+            only = pc.field("CustomerId").isin(pa.array(affected.to_numpy(), pa.string()))
+
+            def rows(table: pd.DataFrame | None) -> pd.DataFrame | None:
+                return None if table is None else table.loc[affected]
+
+            mine = SegmentInputs(
+                profile=rows(tables["profile"]),
+                measures=rows(tables["measure"]),
+                facts=None if stored is None else dataclasses.replace(stored, where=only),
+                predictions=rows(tables["prediction"]),
+                enrichments=rows(tables["enrichment"]),
+            )
+            engine = build_engine(section, as_of, mine, frozen)
+            fresh, conditions = engine.evaluate_all(), engine.conditions_evaluated
+        masks = merged_masks(customers, reuse.state, affected, fresh, evaluated)
+        for name, members in frozen.items():
+            masks[name] = np.asarray(customers.isin(members.astype("string")), dtype=bool)
+    state = SegmentsState(digests, masks_frame(customers, {n: masks[n] for n in evaluated}), meta)
+    report = {"incremental": not why, "reason": why, "customers": len(customers), "customers_evaluated": len(affected)}
+    state.meta.update(customers=len(customers), run=report)
+    return customers, masks, conditions, state, report
