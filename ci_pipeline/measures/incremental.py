@@ -20,6 +20,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 
 import duckdb
@@ -50,6 +51,8 @@ DIGESTS_FILE = f"{STATE_DIR}/digests.parquet"
 META_FILE = f"{STATE_DIR}/meta.json"
 #: The columns of a digest table: per CustomerId, a digest of its activity rows and how many there are.
 DIGEST_COLUMNS = ["CustomerId", "digest", "rows"]
+#: What DuckDB may hold while it sums the digests (one small group per customer).
+MEMORY_LIMIT = "1GB"
 #: Digests are summed modulo this prime, so that a customer's digest does not depend on its rows' order.
 _MODULUS = 9223372036854775783
 
@@ -97,7 +100,10 @@ def fact_digests(dataset: ds.Dataset, columns: list[str]) -> pd.DataFrame:
         f"CAST(sum(hash({', '.join(hashed(c) for c in columns)})) % {_MODULUS} AS BIGINT) AS digest, "
         f"count(*) AS rows FROM facts WHERE {customer} IS NOT NULL GROUP BY 1 ORDER BY 1"
     )
-    with duckdb.connect() as con:
+    with tempfile.TemporaryDirectory(prefix="ci-pipeline-digests-") as spill, duckdb.connect() as con:
+        # Bounded like the stage's other DuckDB work: past the limit the aggregation spills to disk.
+        con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'; SET preserve_insertion_order = false")
+        con.execute("SET temp_directory = ?", [spill])
         con.register("facts", dataset)
         found = con.sql(query).df()
     found["CustomerId"] = found["CustomerId"].astype("string")

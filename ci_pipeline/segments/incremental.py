@@ -83,13 +83,23 @@ def input_digests(
     out = pd.DataFrame({"CustomerId": pd.Series(customers, dtype="string")})
     for name, table in sorted(tables.items()):
         if table is not None:
-            out[name] = pd.util.hash_pandas_object(table, index=False).to_numpy().view(np.int64)
+            out[name] = _row_hashes(table)
     if facts is not None:
         wanted = [c for c in dict.fromkeys(["ActivityId", *INDEXED, *columns]) if c in facts.dataset.schema.names]
         found = fact_digests(facts.dataset, wanted).set_index("CustomerId")
         rows = found[["digest", "rows"]].astype("Int64").reindex(customers).fillna(-1)
         out["facts"], out["facts_rows"] = rows["digest"].to_numpy(np.int64), rows["rows"].to_numpy(np.int64)
     return out
+
+
+def _row_hashes(table: pd.DataFrame) -> np.ndarray:
+    """A hash of each row's values, as signed 64-bit integers; a column of values pandas cannot hash (lists,
+    dicts) is hashed as its text."""
+    try:
+        hashed = pd.util.hash_pandas_object(table, index=False)
+    except TypeError:
+        hashed = pd.util.hash_pandas_object(table.astype("string"), index=False)
+    return hashed.to_numpy().view(np.int64)
 
 
 def reusable(state: SegmentsState | None, absent: str, meta: dict, evaluated: list[str]) -> tuple[str, pd.Index]:

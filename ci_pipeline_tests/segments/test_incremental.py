@@ -13,7 +13,7 @@ import pytest
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.lake import Lake
 from ci_pipeline.segments import Reuse, SegmentInputs, evaluate_segments
-from ci_pipeline.segments.incremental import read_state, write_state
+from ci_pipeline.segments.incremental import aligned, input_digests, read_state, write_state
 from ci_pipeline_tests.measures.test_stored_facts import AS_OF, CUSTOMERS, facts, stored
 
 RUN_TIME = pd.Timestamp("2026-06-30T12:00:00", tz="UTC")
@@ -146,3 +146,12 @@ def test_everyone_is_evaluated_when_the_run_date_changes_or_a_static_segment_is_
     assert why == "" and state.masks.equals(first.state.masks)
     lake.write_bytes("ci_pipeline/_state/segments/meta.json", b'{"format": 1, "customers": 2}')
     assert read_state(lake)[0] is None
+
+
+def test_input_digests_tell_rows_apart_even_of_values_pandas_cannot_hash():
+    customers = pd.Index(["a", "b", "c"], dtype="string")
+    before = pd.DataFrame({"CustomerId": ["a", "b"], "Tags": [["x"], ["y", "z"]], "Tier": ["Gold", "Silver"]})
+    now = before.assign(Tags=[["x"], ["y"]])
+    first = input_digests(customers, {"profile": aligned(before, customers)}, None, [])
+    second = input_digests(customers, {"profile": aligned(now, customers)}, None, [])
+    assert (first["profile"] == second["profile"]).tolist() == [True, False, True]
