@@ -140,7 +140,8 @@ def train_model(config: UnifyConfig, prepared: Preparation) -> tuple[Model, list
         warnings.simplefilter("always")
         model = train(records, settings, table=table)
     said = notes + [str(w.message) for w in caught]
-    model.training["settings_yaml"] = settings_yaml(settings)
+    # The default's notes (single-field rules added within the pair budget or left out for it) become comments.
+    model.training["settings_yaml"] = settings_yaml(settings, notes)
     model.training["chosen"] = "configured" if config.match.probabilistic is not None else "default"
     model.training["warnings"] = said
     return model, said

@@ -1,10 +1,10 @@
 """Blocking: which pairs of records are scored at all, apart from how they are scored.
 
 A blocking rule is a list of keys, each a column or a function of one (``prefix(last_name, 3)``,
-``soundex(last_name)``, ``year(birth_date)``); two records form a candidate pair under the rule when every key is
-known and equal on both. Rules are OR-ed: a pair found by several rules is scored once and counted under the first
-rule that found it. The pairs a rule would generate are counted from its key frequencies before any pair is built,
-and a rule over the configured limit is refused with its count and its most common key value.
+``soundex(last_name)``, ``year(birth_date)``, ``user(email)``); two records form a candidate pair under the rule when
+every key is known and equal on both. Rules are OR-ed: a pair found by several rules is scored once and counted under
+the first rule that found it. The pairs a rule would generate are counted from its key frequencies before any pair is
+built, and a rule over the configured limit is refused with its count and its most common key value.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ FUNCTIONS = {
     "prefix": "the first N characters: prefix(last_name, 3)",
     "soundex": "the Soundex code of the first word: soundex(last_name)",
     "year": "the year of a date: year(birth_date)",
+    "user": "the user name of an e-mail address, before the @ (the whole value without one): user(email)",
     "unordered": "two columns in either order, so swapped values agree: unordered(first_name, last_name)",
     "nickname": "every word folded to its formal name with the shipped nickname table (bob -> robert): "
     "nickname(first_name)",
@@ -108,6 +109,8 @@ class Key:
             keys = text.str[: self.length]
         elif self.function == "soundex":
             keys = pd.Series(soundex(values), dtype="string")
+        elif self.function == "user":
+            keys = text.str.replace(r"@[^@]*$", "", regex=True).replace("", pd.NA)
         else:
             years = date_parts(values)[:, 0]
             keys = pd.Series(np.where(years >= 0, years.astype(str), None), dtype="string")

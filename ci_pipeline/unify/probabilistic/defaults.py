@@ -8,7 +8,10 @@ Blocking rules are chosen so that each kind of error one rule misses, another ca
 fields (a typo in one field leaves the rules without that field), names are also blocked on their Soundex code
 (spelling variants), and fields that identify a person alone (e-mail, phone, long numeric identifiers) are a rule
 each. A rule whose pairs would exceed the limit on these records is left out and said so, since the user did not
-write it.
+write it. Then single fields (e-mail user name, birth date, names) are a rule each while the pairs they add stay
+within a budget proportional to the records (``PAIRS_PER_RECORD``): their pairs grow with the square of the records,
+so small and mid-sized data get them and the recall they bring, and a million records keep the cost of the paired
+rules alone.
 """
 
 from __future__ import annotations
@@ -59,6 +62,19 @@ PAIRED = ("last_name", "first_name", "full_name", "birth_date", "postal_code", "
 #: Semantic types members of one household do not share (they may share an address, a surname, a landline and an
 #: e-mail address): a training rule needs one (see ``training_blocking``).
 PERSONAL = ("first_name", "full_name", "middle_name", "birth_date")
+
+#: Single-field blocking rules added while their pairs fit the budget, in this order: the field that identifies a
+#: person best (fewest strangers share it) first, so a budget that binds spends its pairs where they find the most
+#: matches. Each catches pairs whose other fields all carry a typo or are missing. An e-mail address is blocked on
+#: its user name (another domain, the same person).
+WIDE = ("email", "birth_date", "last_name", "full_name", "first_name")
+
+#: Candidate pairs the single-field rules may add, per record. Today's paired rules form about 10 candidate pairs
+#: per record at a million people (20 million pairs for 2 million records), and scoring runs at about a million
+#: pairs a second on two cores: 5 per record adds at most half of those pairs, about 10 s for 2 million records,
+#: a twentieth of the 3-minute scoring run. A single field's pairs grow with the square of the records, so the
+#: budget (which grows linearly) admits them on small and mid-sized data and leaves them out at a million.
+PAIRS_PER_RECORD = 5
 
 #: Semantic types whose values differ much in frequency: exact agreement is term-frequency adjusted.
 TERM_FREQUENCY = ("first_name", "last_name", "full_name", "middle_name", "city", "company", "street")
@@ -253,6 +269,54 @@ def _candidate_rules(mapping: dict[str, str], records: pd.DataFrame, implied: se
     return rules
 
 
+def _wide_rules(mapping: dict[str, str]) -> list[BlockingRule]:
+    """The single-field rules the budget may add, in the order of ``WIDE``."""
+    redundant = _redundant(mapping)
+    by_type = {t: c for c, t in mapping.items() if t != "custom" and t not in redundant}
+    return [BlockingRule((Key(by_type[t], "user") if t == "email" else Key(by_type[t]),)) for t in WIDE if t in by_type]
+
+
+def _refines(rule: BlockingRule, wide: BlockingRule) -> bool:
+    """Whether every pair ``rule`` finds agrees on the one key of ``wide`` too: ``rule`` holds that key, or its
+    column as is (two equal e-mail addresses have one user name)."""
+    key = wide.keys[0]
+    return any(k == key or (k.function is None and k.column == key.column) for k in rule.keys)
+
+
+def within_budget(
+    candidates: list[BlockingRule],
+    table: Table,
+    link_only: bool,
+    budget: int,
+    notes: list[str],
+    counted: dict[BlockingRule, int] | None = None,
+) -> list[BlockingRule]:
+    """The single-key ``candidates`` whose pairs, added up in order, stay within ``budget``; each one added or left
+    out is noted with its pairs.
+
+    A rule's pairs are counted from its key frequencies, the sum over its values of k * (k - 1) / 2 for the k
+    records holding one, before any pair is built; less the pairs of the largest rule already chosen that refines
+    it (``counted``: rule -> pairs), since it finds those pairs again. Other pairs found by earlier rules too are
+    counted again, so the pairs actually added are at most the sum. A rule over what is left of the budget is left
+    out and the next one is still considered: a smaller one may fit.
+    """
+    counted = counted or {}
+    chosen, spent = [], 0
+    for rule in candidates:
+        count, _ = pair_count(rule.codes(table), table.source, link_only)
+        count = max(0, count - max((n for r, n in counted.items() if _refines(r, rule)), default=0))
+        if spent + count > budget:
+            notes.append(
+                f"blocking rule [{rule}] left out for the pair budget: {count:,} pairs, {budget - spent:,} of "
+                f"{budget:,} left"
+            )
+            continue
+        chosen.append(rule)
+        spent += count
+        notes.append(f"blocking rule [{rule}] added within the pair budget: {count:,} pairs ({spent:,} of {budget:,})")
+    return chosen
+
+
 def default_settings(
     records: pd.DataFrame,
     mapping: dict[str, str],
@@ -260,8 +324,10 @@ def default_settings(
     source: str | None = None,
     max_pairs_per_rule: int = Settings.max_pairs_per_rule,
     table: Table | None = None,
+    pairs_per_record: float = PAIRS_PER_RECORD,
 ) -> tuple[Settings, list[str]]:
-    """Settings chosen from the semantic types of the mapped columns, and notes on what was left out.
+    """Settings chosen from the semantic types of the mapped columns, and notes on the choice: the rules left out,
+    and the single-field rules added within the pair budget or left out for it.
 
     Args:
         records: the normalized records (``normalize_records``); numeric custom columns and rule sizes are read.
@@ -270,6 +336,7 @@ def default_settings(
         source: column naming each record's table (for ``link_only``).
         max_pairs_per_rule: blocking rules over this on ``records`` are left out (and noted).
         table: ``records`` already prepared (every mapped column), when the caller has it.
+        pairs_per_record: the single-field rules (``WIDE``) may add this many candidate pairs per record (0: none).
 
     Example:
         >>> settings, notes = default_settings(frame, {"given_name": "first_name", "surname": "last_name"})
@@ -287,13 +354,14 @@ def default_settings(
         for c, t in mapping.items()
         if t not in implied
     )
-    rules = []
+    counted = {}
     for rule in _candidate_rules(mapping, records, implied):
         count, _ = pair_count(rule.codes(table), table.source, link_type == "link_only")
         if count > max_pairs_per_rule:
             notes.append(f"blocking rule [{rule}] left out: {count:,} pairs, over the limit of {max_pairs_per_rule:,}")
         else:
-            rules.append(rule)
+            counted[rule] = count
+    rules = list(counted)
     if not rules:
         raise SettingsError(
             "no default blocking rule fits these records ("
@@ -301,7 +369,11 @@ def default_settings(
             + "): write blocking rules, or map names, birth dates, postal codes, e-mail or phone"
         )
     personal = {c for c, t in mapping.items() if t in PERSONAL or _is_identifier(records, c, t)}
+    # Training stays on the paired rules: the single-field rules' pairs are nearly all strangers, which would
+    # change what EM learns with the size of the data.
     training = tuple(r for r in rules if personal & {c for k in r.keys for c in k.columns})
+    budget = min(int(pairs_per_record * table.n), max_pairs_per_rule)
+    rules += within_budget(_wide_rules(mapping), table, link_type == "link_only", budget, notes, counted)
     settings = Settings(
         comparisons=comparisons,
         strata=_strata(mapping),
@@ -313,9 +385,11 @@ def default_settings(
     return settings, notes
 
 
-def settings_yaml(settings: Settings) -> str:
-    """The settings as YAML the user can paste under ``unify.match`` and edit (``method`` and ``probabilistic``)."""
-    return yaml.safe_dump(
+def settings_yaml(settings: Settings, notes: list[str] | tuple[str, ...] = ()) -> str:
+    """The settings as YAML the user can paste under ``unify.match`` and edit (``method`` and ``probabilistic``),
+    after ``notes`` on how they were chosen as comments (what was added, what left out and why)."""
+    comments = "".join(f"# {' '.join(note.splitlines())}\n" for note in notes)
+    return comments + yaml.safe_dump(
         {"method": "probabilistic", "probabilistic": settings.to_dict()},
         sort_keys=False,
         width=120,
