@@ -8,10 +8,9 @@ Blocking rules are chosen so that each kind of error one rule misses, another ca
 fields (a typo in one field leaves the rules without that field), names are also blocked on their Soundex code
 (spelling variants), and fields that identify a person alone (e-mail, phone, long numeric identifiers) are a rule
 each. A rule whose pairs would exceed the limit on these records is left out and said so, since the user did not
-write it. Then single fields (e-mail user name, birth date, names) are a rule each while the pairs they add stay
-within a budget proportional to the records (``PAIRS_PER_RECORD``): their pairs grow with the square of the records,
-so small and mid-sized data get them and the recall they bring, and a million records keep the cost of the paired
-rules alone.
+write it. Then single fields (birth date, names) are a rule each while the pairs they add stay within a budget
+proportional to the records (``PAIRS_PER_RECORD``): their pairs grow with the square of the records, so small and
+mid-sized data get them and the recall they bring, and a million records keep the cost of the paired rules alone.
 """
 
 from __future__ import annotations
@@ -63,18 +62,19 @@ PAIRED = ("last_name", "first_name", "full_name", "birth_date", "postal_code", "
 #: e-mail address): a training rule needs one (see ``training_blocking``).
 PERSONAL = ("first_name", "full_name", "middle_name", "birth_date")
 
-#: Single-field blocking rules added while their pairs fit the budget, in this order: the field that identifies a
-#: person best (fewest strangers share it) first, so a budget that binds spends its pairs where they find the most
-#: matches. Each catches pairs whose other fields all carry a typo or are missing. An e-mail address is blocked on
-#: its user name (another domain, the same person).
-WIDE = ("email", "birth_date", "last_name", "full_name", "first_name")
+#: Single-field blocking rules added while their pairs fit the budget, in this order: the field that fewest
+#: strangers share first, so a budget that binds spends its pairs where they find the most matches. Each catches
+#: pairs whose other fields all carry a typo or are missing. The e-mail user name (``user(email)``) is not among
+#: them: namesakes share one at two providers (j.smith), and a model that takes the same user name for strong
+#: evidence links them.
+WIDE = ("birth_date", "last_name", "full_name", "first_name")
 
-#: Candidate pairs the single-field rules may add, per record. Today's paired rules form about 10 candidate pairs
-#: per record at a million people (20 million pairs for 2 million records), and scoring runs at about a million
-#: pairs a second on two cores: 5 per record adds at most half of those pairs, about 10 s for 2 million records,
-#: a twentieth of the 3-minute scoring run. A single field's pairs grow with the square of the records, so the
-#: budget (which grows linearly) admits them on small and mid-sized data and leaves them out at a million.
-PAIRS_PER_RECORD = 5
+#: Candidate pairs the single-field rules may add, per record. Scoring runs at about a million pairs a second on two
+#: cores (the speed target); 2 per record is at most 4 million pairs, about 4 s, for the 2 million records of a
+#: million people, 2% of the 3-minute scoring run, and about as many pairs as the paired rules form per record on
+#: mid-sized data, so scoring there at most doubles. A single field's pairs grow with the square of the records, so
+#: the budget (which grows linearly) admits them on small and mid-sized data and leaves them out on large.
+PAIRS_PER_RECORD = 2
 
 #: Semantic types whose values differ much in frequency: exact agreement is term-frequency adjusted.
 TERM_FREQUENCY = ("first_name", "last_name", "full_name", "middle_name", "city", "company", "street")
@@ -273,12 +273,12 @@ def _wide_rules(mapping: dict[str, str]) -> list[BlockingRule]:
     """The single-field rules the budget may add, in the order of ``WIDE``."""
     redundant = _redundant(mapping)
     by_type = {t: c for c, t in mapping.items() if t != "custom" and t not in redundant}
-    return [BlockingRule((Key(by_type[t], "user") if t == "email" else Key(by_type[t]),)) for t in WIDE if t in by_type]
+    return [BlockingRule((Key(by_type[t]),)) for t in WIDE if t in by_type]
 
 
 def _refines(rule: BlockingRule, wide: BlockingRule) -> bool:
     """Whether every pair ``rule`` finds agrees on the one key of ``wide`` too: ``rule`` holds that key, or its
-    column as is (two equal e-mail addresses have one user name)."""
+    column as is (a rule holding ``last_name`` and ``birth_date`` finds pairs of one birth date)."""
     key = wide.keys[0]
     return any(k == key or (k.function is None and k.column == key.column) for k in rule.keys)
 

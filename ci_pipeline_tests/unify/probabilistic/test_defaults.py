@@ -29,7 +29,7 @@ from ci_pipeline.unify.probabilistic import (
     settings_yaml,
     train,
 )
-from ci_pipeline.unify.probabilistic.blocking import block
+from ci_pipeline.unify.probabilistic.blocking import BlockingRule, block
 
 RAW = pd.DataFrame(
     {
@@ -133,33 +133,43 @@ def test_single_field_rules_are_added_in_order_while_their_pairs_fit_the_budget(
     records = normalize_records(SMALL, SMALL_MAPPING)
     # Three pairs for four records: a budget of 9 pairs.
     settings, notes = default_settings(records, SMALL_MAPPING, pairs_per_record=0.75)
-    # Each rule's pairs less those of the largest chosen rule that finds them too ([Mail], [Last & Born]).
+    # Each rule's pairs less those of the largest chosen rule that finds them too ([Last & Born]).
     assert notes == [
-        "blocking rule [user(Mail)] added within the pair budget: 2 pairs (2 of 9)",
-        "blocking rule [Born] added within the pair budget: 2 pairs (4 of 9)",
-        "blocking rule [Last] left out for the pair budget: 8 pairs, 5 of 9 left",
+        "blocking rule [Born] added within the pair budget: 2 pairs (2 of 9)",
+        "blocking rule [Last] left out for the pair budget: 8 pairs, 7 of 9 left",
         # A later, smaller rule still fits what is left.
-        "blocking rule [First] added within the pair budget: 2 pairs (6 of 9)",
+        "blocking rule [First] added within the pair budget: 2 pairs (4 of 9)",
     ]
     rules = [str(r) for r in settings.blocking]
-    assert rules[-3:] == ["user(Mail)", "Born", "First"] and "Last" not in rules
+    assert rules[-2:] == ["Born", "First"] and "Last" not in rules
+    # The e-mail user name is no default rule (namesakes share one); it can be written.
+    assert "user(Mail)" not in rules
     # Scored, not trained on: their pairs are mostly strangers.
-    assert not {"user(Mail)", "Born", "First"} & {str(r) for r in settings.training_rules}
+    assert not {"Born", "First"} & {str(r) for r in settings.training_rules}
     assert "Last & Born" in {str(r) for r in settings.training_rules}
     # A budget of nothing adds nothing; a large one adds every single field.
     none, _ = default_settings(records, SMALL_MAPPING, pairs_per_record=0)
-    assert not {"user(Mail)", "Born", "Last", "First"} & {str(r) for r in none.blocking}
+    assert not {"Born", "Last", "First"} & {str(r) for r in none.blocking}
     every, notes = default_settings(records, SMALL_MAPPING, pairs_per_record=10)
-    assert [str(r) for r in every.blocking][-4:] == ["user(Mail)", "Born", "Last", "First"]
-    assert notes[-1] == "blocking rule [First] added within the pair budget: 2 pairs (14 of 120)"
+    assert [str(r) for r in every.blocking][-3:] == ["Born", "Last", "First"]
+    assert notes[-1] == "blocking rule [First] added within the pair budget: 2 pairs (12 of 120)"
+
+
+def test_the_email_user_name_is_a_blocking_key():
+    records = normalize_records(SMALL, SMALL_MAPPING)
+    rule = BlockingRule.parse(["user(Mail)"], "blocking[0]")
+    codes = rule.codes(prepare(records, list(SMALL_MAPPING)))
+    # p@a.com twice and p@b.com: one user name; no address, no key.
+    assert codes[0] == codes[1] == codes[2] and codes[3] != codes[0]
+    assert (codes[-2:] == -1).all()
 
 
 def test_the_printed_yaml_says_what_the_budget_chose_and_reproduces_it():
     records = normalize_records(SMALL, SMALL_MAPPING)
     settings, notes = default_settings(records, SMALL_MAPPING, pairs_per_record=0.75)
     text = settings_yaml(settings, notes)
-    assert "# blocking rule [Last] left out for the pair budget: 8 pairs, 5 of 9 left\n" in text
-    assert "# blocking rule [Born] added within the pair budget: 2 pairs (4 of 9)\n" in text
+    assert "# blocking rule [Last] left out for the pair budget: 8 pairs, 7 of 9 left\n" in text
+    assert "# blocking rule [Born] added within the pair budget: 2 pairs (2 of 9)\n" in text
     pasted = Settings.from_dict(yaml.safe_load(text)["probabilistic"])
     assert pasted == settings
     # Pasted, the settings block the same pairs.
@@ -167,7 +177,7 @@ def test_the_printed_yaml_says_what_the_budget_chose_and_reproduces_it():
     chosen = block(table, settings.blocking, settings.max_pairs_per_rule, link_only=False)
     again = block(table, pasted.blocking, pasted.max_pairs_per_rule, link_only=False)
     assert np.array_equal(chosen.left, again.left) and np.array_equal(chosen.right, again.right)
-    # Only the single-field rules find a pair sharing nothing but a birth date and an e-mail user name.
+    # Only the single-field rules find a pair sharing nothing but a birth date (and an e-mail user name).
     assert (0, 2) in set(zip(chosen.left.tolist(), chosen.right.tolist(), strict=True))
 
 
