@@ -352,6 +352,10 @@ def test_a_model_trained_on_the_tables_links_people_and_prints_its_chosen_settin
     assert chosen["method"] == "probabilistic" and model.training["chosen"] == "default"
     compared = {c["column"] for c in chosen["probabilistic"]["comparisons"]}
     assert compared >= {"first_name", "last_name", "email", "birth_date"}
+    # The single-field rules added or left out for the pair budget head the printed settings as comments.
+    budget = [line for line in model.training["settings_yaml"].splitlines() if "pair budget" in line]
+    assert budget and all(line.startswith("# blocking rule [") for line in budget)
+    assert [line[2:] for line in budget] == [note for note in said if "pair budget" in note]
     # The printed settings, pasted into the configuration, are read back unchanged.
     pasted = UnifyConfig.model_validate(GENERATED | {"match": chosen})
     assert pasted.match.method == "probabilistic"
