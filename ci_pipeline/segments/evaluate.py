@@ -214,6 +214,17 @@ def activity_tests(node) -> list[ActivityTest]:
     return []
 
 
+def field_tests(node) -> list[FieldTest]:
+    """The profile, measure, prediction and enrichment conditions of a condition tree."""
+    if isinstance(node, FieldTest):
+        return [node]
+    if isinstance(node, AllOf | AnyOf):
+        return [test for item in node.items for test in field_tests(item)]
+    if isinstance(node, Not):
+        return field_tests(node.item)
+    return []
+
+
 def segment_tests(node) -> list[str]:
     """The segments a condition tree refers to (``segment: <name>``)."""
     if isinstance(node, SegmentTest):

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 import ci_pipeline
+from ci_pipeline.measures.conditions import column_kind
 from ci_pipeline.measures.facts import INDEXED, StoredFacts
 from ci_pipeline.measures.incremental import fact_digests
 
@@ -58,17 +59,32 @@ def aligned(frame: pd.DataFrame | None, customers: pd.Index) -> pd.DataFrame | N
     return frame
 
 
-def fingerprint(section, as_of, tables: dict[str, pd.DataFrame | None], facts: StoredFacts | None, frozen) -> str:
+def read_columns(frame: pd.DataFrame | None, names: set[str]) -> pd.DataFrame | None:
+    """``CustomerId`` and the columns of ``frame`` that conditions read: ``names``, and for an enrichment field
+    (``<enrichment>.<field>``) every field of its enrichment, since whether it has any decides how it is read."""
+    if frame is None:
+        return None
+    prefixes = {name.split(".", 1)[0] + "." for name in names if "." in name}
+    kept = [c for c in frame.columns if c == "CustomerId" or c in names or str(c).startswith(tuple(prefixes))]
+    return frame[kept]
+
+
+def fingerprint(section, as_of, tables: dict, columns: dict, facts: StoredFacts | None, frozen) -> str:
     """What memberships depend on besides each customer's rows: the segments configuration, the run date, the
-    package and DuckDB versions, the columns and types of every input and of the facts, the kept members of the
-    static segments the evaluated ones refer to (``frozen``)."""
+    package and DuckDB versions, the columns of every input (``columns``), the kind of value (date, number, boolean,
+    text) of each column the conditions read (``tables``, aligned to the customers: a missing row can make a true
+    or false column text), the facts' columns and types, and the kept members of the static segments the evaluated
+    ones refer to (``frozen``)."""
     parts = {
         "format": STATE_FORMAT,
         "version": ci_pipeline.__version__,
         "duckdb": duckdb.__version__,
         "config": section.model_dump(mode="json"),
         "as_of": str(as_of),
-        "tables": {n: None if t is None else [[str(c), str(t[c].dtype)] for c in t.columns] for n, t in tables.items()},
+        "columns": columns,
+        "kinds": {
+            n: None if t is None else [[str(c), column_kind(t[c])] for c in t.columns] for n, t in tables.items()
+        },
         "facts": None if facts is None else [[f.name, str(f.type)] for f in facts.dataset.schema],
         "frozen": {n: sorted(ids.astype(str)) for n, ids in sorted(frozen.items())},
     }

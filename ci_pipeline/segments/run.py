@@ -16,7 +16,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.rules import Rule, RuleError, parse_rules
 from ci_pipeline.measures.facts import FactIndex, StoredFacts, run_end
 from ci_pipeline.measures.incremental import affected_customers
-from ci_pipeline.segments.evaluate import SegmentEngine, activity_tests, segment_tests
+from ci_pipeline.segments.evaluate import SegmentEngine, activity_tests, field_tests, segment_tests
 from ci_pipeline.segments.incremental import (
     STATE_FORMAT,
     SegmentsState,
@@ -25,6 +25,7 @@ from ci_pipeline.segments.incremental import (
     input_digests,
     masks_frame,
     merged_masks,
+    read_columns,
     reusable,
 )
 from ci_pipeline.segments.membership import (
@@ -155,15 +156,19 @@ def evaluate_segments(
     return SegmentRun(masks, membership, history, state, refreshed, conditions, kept_state, report)
 
 
-def _dependencies(section: SegmentsConfig, frozen: dict[str, pd.Series]) -> tuple[list[str], dict[str, pd.Series]]:
-    """The fact fields the activity conditions filter on, and the kept members of the static segments that an
-    evaluated segment refers to (directly or through other segments): an evaluated membership depends on those."""
+def _dependencies(section: SegmentsConfig, frozen: dict[str, pd.Series]) -> tuple[list[str], dict, dict]:
+    """The fact fields the activity conditions filter on, the fields the other conditions read per namespace
+    (profile, measure, ...), and the kept members of the static segments that an evaluated segment refers to
+    (directly or through other segments): an evaluated membership depends on those."""
     try:
         rules = parsed_rules(section)
     except RuleError as exc:
         raise UserError(str(exc)) from None
-    tests = [test for parsed in rules.values() for rule in parsed for test in activity_tests(rule.node)]
-    fields = list(dict.fromkeys(name for test in tests for name, _, _ in test.where))
+    nodes = [rule.node for parsed in rules.values() for rule in parsed]
+    fields = list(dict.fromkeys(name for node in nodes for test in activity_tests(node) for name, _, _ in test.where))
+    named: dict[str, set[str]] = {}
+    for test in (test for node in nodes for test in field_tests(node)):
+        named.setdefault(test.namespace, set()).add(test.name)
     seen, waiting = set(), [n for n in rules if n not in frozen]
     while waiting:
         name = waiting.pop()
@@ -172,24 +177,27 @@ def _dependencies(section: SegmentsConfig, frozen: dict[str, pd.Series]) -> tupl
         seen.add(name)
         if name not in frozen:
             waiting += [ref for rule in rules.get(name, []) for ref in segment_tests(rule.node)]
-    return fields, {name: frozen[name] for name in sorted(seen & set(frozen))}
+    return fields, named, {name: frozen[name] for name in sorted(seen & set(frozen))}
 
 
 def _evaluate_reusing(section: SegmentsConfig, as_of: dt.date, inputs: SegmentInputs, frozen: dict, reuse: Reuse):
     """Every segment's mask, evaluating only the customers whose inputs changed when the last state can be
     reused; returns the customers, the masks, the conditions evaluated, the state to keep and a report."""
     customers = pd.Index(sorted(inputs.profile["CustomerId"].astype("string").dropna().unique()), dtype="string")
-    tables = {
-        "profile": aligned(inputs.profile, customers),
-        "measure": aligned(inputs.measures, customers),
-        "prediction": aligned(inputs.predictions, customers),
-        "enrichment": aligned(inputs.enrichments, customers),
+    fields, named, referred = _dependencies(section, frozen)
+    given = {
+        "profile": inputs.profile,
+        "measure": inputs.measures,
+        "prediction": inputs.predictions,
+        "enrichment": inputs.enrichments,
     }
+    # Only the columns the conditions read matter (a change elsewhere in a profile reaches no segment).
+    tables = {name: aligned(read_columns(frame, named.get(name, set())), customers) for name, frame in given.items()}
     facts = inputs.facts
     stored = facts if isinstance(facts, StoredFacts) else None
-    fields, referred = _dependencies(section, frozen)
     digests = input_digests(customers, tables, stored, fields)
-    meta = {"format": STATE_FORMAT, "fingerprint": fingerprint(section, as_of, tables, stored, referred)}
+    columns = {name: None if frame is None else list(map(str, frame.columns)) for name, frame in given.items()}
+    meta = {"format": STATE_FORMAT, "fingerprint": fingerprint(section, as_of, tables, columns, stored, referred)}
     evaluated = sorted(n for n in section.definitions if n not in frozen)
     why, known = reusable(reuse.state, reuse.absent, meta, evaluated)
     if not why and isinstance(facts, pd.DataFrame):
