@@ -137,11 +137,13 @@ def merged_masks(
 ) -> dict[str, np.ndarray]:
     """The mask over ``customers`` of each segment of ``names``: the stored membership of the customers not
     ``affected`` (every one of them is in the state), ``fresh`` (masks over ``affected``, in order) for the others."""
-    stored = state.masks.set_index(state.masks["CustomerId"].astype("string"))
-    at = customers.get_indexer(affected)
+    # One lookup of every customer among the stored ones, on Python strings (fast hashing), for every segment.
+    ids = pd.Index(np.asarray(customers, dtype=object))
+    row = pd.Index(np.asarray(state.masks["CustomerId"], dtype=object)).get_indexer(ids)
+    at = ids.get_indexer(pd.Index(np.asarray(affected, dtype=object)))
     out = {}
     for name in names:
-        mask = stored[name].reindex(customers, fill_value=False).to_numpy(bool, copy=True)
+        mask = np.append(state.masks[name].to_numpy(bool), False)[row]
         mask[at] = fresh[name]
         out[name] = mask
     return out
