@@ -61,12 +61,20 @@ def _outs_and_checks(section: MeasuresConfig) -> tuple[dict[str, dg.AssetOut], l
     return outs, checks
 
 
+def _no_facts() -> pd.DataFrame:
+    """The facts of a project without activities: no rows, the facts' columns."""
+    facts = pd.DataFrame({c: pd.Series(dtype="string") for c in FACT_COLUMNS})
+    facts["ActivityTimeStamp"] = pd.Series(dtype="datetime64[ns, UTC]")
+    return facts
+
+
 def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
     """The measures assets and checks; none when no measures are configured."""
     section = config.measures
     if not (section.attributes or section.customer or section.business):
         return dg.Definitions()
     has_activities = bool(config.activities.tables)
+    record_level = config.orchestration.record_level_increments
     outs, checks = _outs_and_checks(section)
     ins = {"customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile"))}
     facts_key = activities.STAGE.key("activity_facts")
@@ -84,7 +92,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
     def measures(context: dg.AssetExecutionContext, lake: LakeResource, customer_profile: pd.DataFrame):
         as_of = run_date(section.as_of)
         store, state = lake.get_lake(), None
-        if has_activities:
+        if has_activities and record_level:
             facts = StoredFacts(store.dataset(asset_path(facts_key)))
             if context.run.tags.get(MODE_TAG) == "full":
                 state, absent = None, "a full refresh computes every customer"
@@ -95,8 +103,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             )
             context.log.info(f"measures: {'incremental' if report['incremental'] else 'every customer'} {report}")
         else:
-            facts = pd.DataFrame({c: pd.Series(dtype="string") for c in FACT_COLUMNS})
-            facts["ActivityTimeStamp"] = pd.Series(dtype="datetime64[ns, UTC]")
+            facts = StoredFacts(store.dataset(asset_path(facts_key))) if has_activities else _no_facts()
             result = compute_measures(section, customer_profile["CustomerId"], facts, as_of)
         context.log.info(f"measures as of {as_of}: {len(result.attributes)} customers")
         if result.non_finite:
@@ -161,7 +168,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
 STAGE = Stage(
     name=GROUP,
     section="measures",
-    front_door=compute_incremental,
+    front_door=compute_measures,
     build=build,
     summary="CustomerMeasure plus one table per customer or business measure",
     assets={"customer_measure": CUSTOMER_MEASURE, "customer_measure_values": VALUES},

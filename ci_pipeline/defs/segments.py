@@ -28,22 +28,29 @@ class SegmentRunConfig(dg.Config):
     refresh_static: list[str] = []
 
 
+def _ins(config: ProjectConfig) -> dict[str, dg.AssetIn]:
+    """The inputs loaded whole: the profile, and the measure values, prediction and enrichment fields configured."""
+    ins = {"customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile"))}
+    if config.measures.attributes:
+        ins["customer_measure_values"] = dg.AssetIn(key=measures.STAGE.key("customer_measure_values"))
+    if config.predictions is not None:
+        ins["prediction_fields"] = dg.AssetIn(key=predictions.STAGE.key("prediction_fields"))
+    if config.enrich.enrichments:
+        ins["enrichment_fields"] = dg.AssetIn(key=enrich.STAGE.key("enrichment_fields"))
+    return ins
+
+
 def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
     """The segments assets and checks; none when no segments are configured."""
     section = config.segments
     if not section.definitions:
         return dg.Definitions()
-    ins = {"customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile"))}
-    if config.measures.attributes:
-        ins["customer_measure_values"] = dg.AssetIn(key=measures.STAGE.key("customer_measure_values"))
+    ins = _ins(config)
     # The facts are a dependency read from the lake in parts of whole customers when an activity condition is
     # evaluated: the IO manager would load every activity at once.
     facts_key = activities.STAGE.key("activity_facts") if config.activities.tables else None
-    if config.predictions is not None:
-        ins["prediction_fields"] = dg.AssetIn(key=predictions.STAGE.key("prediction_fields"))
-    if config.enrich.enrichments:
-        ins["enrichment_fields"] = dg.AssetIn(key=enrich.STAGE.key("enrichment_fields"))
     provider = section.provider or config.name
+    record_level = config.orchestration.record_level_increments
     measures_section = config.measures
 
     @dg.multi_asset(
@@ -104,9 +111,9 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             refresh_static=config.refresh_static,
             provider=provider,
             run_time=pd.Timestamp(dt.datetime.now(dt.UTC)),
-            reuse=_reuse(context, lake),
+            reuse=_reuse(context, lake, record_level),
         )
-        context.log.info(f"segments: {result.report}")
+        context.log.info(f"segments: {result.report or 'every customer (record-level increments are off)'}")
         counts = {name: int(mask.sum()) for name, mask in result.masks.items()}
         yield dg.Output(
             result.membership,
@@ -123,14 +130,18 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         yield dg.Output(result.history, output_name="segment_member_history")
         yield dg.Output(result.static, output_name="static_segment_state")
         yield from _check_results(result, counts, customer_profile)
-        # Kept last: a run that fails before here leaves the last good state, which still describes what it saw.
-        write_state(lake, result.state)
+        if result.state is not None:
+            # Kept last: a run that fails before here leaves the last good state, which still describes what it saw.
+            write_state(lake, result.state)
 
     return dg.Definitions(assets=[segments])
 
 
-def _reuse(context: dg.AssetExecutionContext, lake) -> Reuse:
-    """Evaluate only the customers whose inputs changed, unless the run is a full refresh."""
+def _reuse(context: dg.AssetExecutionContext, lake, record_level: bool) -> Reuse | None:
+    """Evaluate only the customers whose inputs changed, unless the run is a full refresh; None (every customer,
+    no state kept) when record-level increments are off."""
+    if not record_level:
+        return None
     if context.run.tags.get(MODE_TAG) == "full":
         return Reuse(None, "a full refresh evaluates every customer")
     return Reuse(*read_state(lake))
