@@ -41,14 +41,13 @@ from ci_pipeline.measures.compute import (
     finish_measures,
 )
 from ci_pipeline.measures.facts import StoredFacts
+from ci_pipeline.run_state import META, read_run_state, write_run_state
 
 #: Raised when what a state holds changes meaning: an older state is then not reused.
 STATE_FORMAT = 1
 STATE_DIR = "ci_pipeline/_state/measures"
-VALUES_FILE = f"{STATE_DIR}/customer_values.parquet"
-DIGESTS_FILE = f"{STATE_DIR}/digests.parquet"
-#: Written last: a state without it (a run killed while writing) is no state.
-META_FILE = f"{STATE_DIR}/meta.json"
+#: Written last (:mod:`ci_pipeline.run_state`): a state without it (a run killed while writing) is no state.
+META_FILE = f"{STATE_DIR}/{META}"
 #: The columns of a digest table: per CustomerId, a digest of its activity rows and how many there are.
 DIGEST_COLUMNS = ["CustomerId", "digest", "rows"]
 #: What DuckDB may hold while it sums the digests (one small group per customer).
@@ -57,8 +56,9 @@ MEMORY_LIMIT = "1GB"
 _MODULUS = 9223372036854775783
 
 
-def _table_file(position: int) -> str:
-    return f"{STATE_DIR}/customer_measure_{position}.parquet"
+def _table_name(position: int) -> str:
+    """The stored table of the customer measure at ``position`` of the meta's list (names may not suit a path)."""
+    return f"customer_measure_{position}"
 
 
 @dataclass
@@ -251,26 +251,25 @@ def _business_rows(
 
 
 def write_state(lake, state: MeasuresState) -> None:
-    """Store the state in the lake; the meta file goes last, so a run killed while writing leaves no state."""
-    lake.delete(META_FILE)
-    lake.write_parquet(VALUES_FILE, state.values.raw)
-    lake.write_parquet(DIGESTS_FILE, state.digests)
+    """Store the state in the lake (:mod:`ci_pipeline.run_state`)."""
+    tables = {"customer_values": state.values.raw, "digests": state.digests}
     for position, name in enumerate(state.meta["tables"]):
-        lake.write_parquet(_table_file(position), state.values.customer[name])
-    lake.write_bytes(META_FILE, json.dumps(state.meta, sort_keys=True).encode())
+        tables[_table_name(position)] = state.values.customer[name]
+    write_run_state(lake, STATE_DIR, tables, state.meta)
 
 
 def read_state(lake) -> tuple[MeasuresState | None, str]:
     """The last run's state, or None and why it cannot be used (then every customer is computed)."""
-    if not lake.exists(META_FILE):
-        return None, f"no state of an earlier run at {lake.url(META_FILE)}"
-    try:
-        meta = json.loads(lake.read_bytes(META_FILE))
-        raw = lake.read_parquet(VALUES_FILE)
-        digests = lake.read_parquet(DIGESTS_FILE)
-        tables = {name: lake.read_parquet(_table_file(i)) for i, name in enumerate(meta["tables"])}
-    except Exception as exc:  # any damage means computing every customer, never a wrong reuse
-        return None, f"the state at {lake.url(STATE_DIR)} is unreadable ({type(exc).__name__}: {exc})"
+    found = read_run_state(
+        lake,
+        STATE_DIR,
+        lambda meta: ["customer_values", "digests", *map(_table_name, range(len(meta["tables"])))],
+    )
+    if isinstance(found, str):
+        return None, found
+    meta, stored = found
+    raw, digests = stored["customer_values"], stored["digests"]
+    tables = {name: stored[_table_name(i)] for i, name in enumerate(meta["tables"])}
     if meta.get("format") != STATE_FORMAT or len(raw) != meta.get("customers"):
         return None, f"the state at {lake.url(STATE_DIR)} has another format or is incomplete"
     raw["CustomerId"] = raw["CustomerId"].astype("string")

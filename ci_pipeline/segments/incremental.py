@@ -28,14 +28,13 @@ import ci_pipeline
 from ci_pipeline.measures.conditions import column_kind
 from ci_pipeline.measures.facts import INDEXED, StoredFacts
 from ci_pipeline.measures.incremental import fact_digests
+from ci_pipeline.run_state import META, read_run_state, write_run_state
 
 #: Raised when what a state holds changes meaning: an older state is then not reused.
 STATE_FORMAT = 1
 STATE_DIR = "ci_pipeline/_state/segments"
-DIGESTS_FILE = f"{STATE_DIR}/digests.parquet"
-MASKS_FILE = f"{STATE_DIR}/memberships.parquet"
-#: Written last: a state without it (a run killed while writing) is no state.
-META_FILE = f"{STATE_DIR}/meta.json"
+#: Written last (:mod:`ci_pipeline.run_state`): a state without it (a run killed while writing) is no state.
+META_FILE = f"{STATE_DIR}/{META}"
 
 
 @dataclass
@@ -158,23 +157,17 @@ def masks_frame(customers: pd.Index, masks: dict[str, np.ndarray]) -> pd.DataFra
 
 
 def write_state(lake, state: SegmentsState) -> None:
-    """Store the state in the lake; the meta file goes last, so a run killed while writing leaves no state."""
-    lake.delete(META_FILE)
-    lake.write_parquet(DIGESTS_FILE, state.digests)
-    lake.write_parquet(MASKS_FILE, state.masks)
-    lake.write_bytes(META_FILE, json.dumps(state.meta, sort_keys=True).encode())
+    """Store the state in the lake (:mod:`ci_pipeline.run_state`)."""
+    write_run_state(lake, STATE_DIR, {"digests": state.digests, "memberships": state.masks}, state.meta)
 
 
 def read_state(lake) -> tuple[SegmentsState | None, str]:
     """The last run's state, or None and why it cannot be used (then every customer is evaluated)."""
-    if not lake.exists(META_FILE):
-        return None, f"no state of an earlier run at {lake.url(META_FILE)}"
-    try:
-        meta = json.loads(lake.read_bytes(META_FILE))
-        digests = lake.read_parquet(DIGESTS_FILE)
-        masks = lake.read_parquet(MASKS_FILE)
-    except Exception as exc:  # any damage means evaluating every customer, never a wrong reuse
-        return None, f"the state at {lake.url(STATE_DIR)} is unreadable ({type(exc).__name__}: {exc})"
+    found = read_run_state(lake, STATE_DIR, lambda meta: ["digests", "memberships"])
+    if isinstance(found, str):
+        return None, found
+    meta, tables = found
+    digests, masks = tables["digests"], tables["memberships"]
     if meta.get("format") != STATE_FORMAT or len(masks) != meta.get("customers") or len(digests) != len(masks):
         return None, f"the state at {lake.url(STATE_DIR)} has another format or is incomplete"
     digests["CustomerId"] = digests["CustomerId"].astype("string")

@@ -25,6 +25,7 @@ import pandas as pd
 
 import ci_pipeline
 from ci_pipeline.config.unify import Condition, Rule, UnifyConfig
+from ci_pipeline.run_state import META, read_run_state, write_run_state
 from ci_pipeline.unify.compare import Prepared
 from ci_pipeline.unify.merge import merge_profiles
 from ci_pipeline.unify.normalize import STR, Normalizer
@@ -33,10 +34,9 @@ from ci_pipeline.unify.normalize import STR, Normalizer
 STATE_FORMAT = 1
 #: Where the state lives in the lake.
 STATE_DIR = "ci_pipeline/_state/unify"
-RECORDS_FILE = f"{STATE_DIR}/records.parquet"
 PAIRS_FILE = f"{STATE_DIR}/pairs.parquet"
-#: Written last: a state without it (a run killed while writing) is no state.
-META_FILE = f"{STATE_DIR}/meta.json"
+#: Written last (:mod:`ci_pipeline.run_state`): a state without it (a run killed while writing) is no state.
+META_FILE = f"{STATE_DIR}/{META}"
 IDENTITY = ["source", "table", "key"]
 PAIR_STATE_TYPES = {
     "left": "int64",
@@ -51,7 +51,6 @@ PAIR_STATE_TYPES = {
 PAIR_STATE_COLUMNS = list(PAIR_STATE_TYPES)
 #: The column of the stored profiles holding each profile's cluster label.
 LABEL = "__label__"
-PROFILES_FILE = f"{STATE_DIR}/profiles.parquet"
 
 
 @dataclass
@@ -379,26 +378,22 @@ def next_state(
 
 
 def write_state(lake, state: UnifyState) -> None:
-    """Store the state in the lake; the meta file goes last, so a run killed while writing leaves no state."""
-    lake.delete(META_FILE)
-    lake.write_parquet(RECORDS_FILE, state.records)
-    lake.write_parquet(PAIRS_FILE, state.pairs)
+    """Store the state in the lake (:mod:`ci_pipeline.run_state`)."""
+    tables = {"records": state.records, "pairs": state.pairs}
     if state.profiles is not None:
-        lake.write_parquet(PROFILES_FILE, state.profiles)
-    lake.write_bytes(META_FILE, json.dumps(state.meta).encode())
+        tables["profiles"] = state.profiles
+    write_run_state(lake, STATE_DIR, tables, state.meta)
 
 
 def read_state(lake) -> tuple[UnifyState | None, str]:
     """The last run's state, or None and why it cannot be used (then the run is a full unify)."""
-    if not lake.exists(META_FILE):
-        return None, f"no state of an earlier run at {lake.url(META_FILE)}"
-    try:
-        meta = json.loads(lake.read_bytes(META_FILE))
-        records = lake.read_parquet(RECORDS_FILE)
-        pairs = lake.read_parquet(PAIRS_FILE)
-        profiles = lake.read_parquet(PROFILES_FILE) if "profiles" in meta else None
-    except Exception as exc:  # any damage means a full unify, never a wrong incremental one
-        return None, f"the state at {lake.url(STATE_DIR)} is unreadable ({type(exc).__name__}: {exc})"
+    found = read_run_state(
+        lake, STATE_DIR, lambda meta: ["records", "pairs", *(["profiles"] if "profiles" in meta else [])]
+    )
+    if isinstance(found, str):
+        return None, found
+    meta, tables = found
+    records, pairs, profiles = tables["records"], tables["pairs"], tables.get("profiles")
     if (
         len(records) != meta.get("records")
         or len(pairs) != meta.get("pairs")
