@@ -207,7 +207,7 @@ def link(
         "f1": round(f1, 5),
         "threshold": settings.threshold,
         "blocking_rules": len(settings.blocking),
-        "rules_left_out": notes,
+        "default_notes": notes,  # what the default chose: rules added or left out, comparisons adjusted
         "em_iterations": len(model.trace),
         "em_converged": model.converged,
         "warnings": [str(w.message) for w in caught],
