@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.rules import Rule, RuleError, parse_rules
+from ci_pipeline.measures.compute import customer_ids
 from ci_pipeline.measures.facts import FactIndex, StoredFacts, run_end
 from ci_pipeline.measures.incremental import affected_customers
 from ci_pipeline.segments.evaluate import SegmentEngine, activity_tests, field_tests, segment_tests
@@ -92,7 +93,7 @@ def build_engine(
         rules = parsed_rules(section)
     except RuleError as exc:
         raise UserError(str(exc)) from None
-    customers = pd.Index(sorted(inputs.profile["CustomerId"].astype("string").dropna().unique()), dtype="string")
+    customers = customer_ids(inputs.profile["CustomerId"])
     end = run_end(as_of)
     facts = inputs.facts
     if isinstance(facts, pd.DataFrame):
@@ -183,7 +184,7 @@ def _dependencies(section: SegmentsConfig, frozen: dict[str, pd.Series]) -> tupl
 def _evaluate_reusing(section: SegmentsConfig, as_of: dt.date, inputs: SegmentInputs, frozen: dict, reuse: Reuse):
     """Every segment's mask, evaluating only the customers whose inputs changed when the last state can be
     reused; returns the customers, the masks, the conditions evaluated, the state to keep and a report."""
-    customers = pd.Index(sorted(inputs.profile["CustomerId"].astype("string").dropna().unique()), dtype="string")
+    customers = customer_ids(inputs.profile["CustomerId"])
     fields, named, referred = _dependencies(section, frozen)
     given = {
         "profile": inputs.profile,
