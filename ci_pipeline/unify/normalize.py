@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import phonenumbers
+import pyarrow.compute as pc
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 from unidecode import unidecode
 
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.records import SUFFIX, given_name_first, parse_times
-from ci_pipeline.unify.text import map_words, re_extract, re_replace
+from ci_pipeline.unify.text import arrow_strings, map_words, pandas_strings, re_extract, re_replace
 
 #: Arrow-backed strings: regex and string kernels run in C over whole columns.
 STR = "string[pyarrow]"
@@ -209,6 +210,17 @@ def _basic(value: str) -> str:
     return " ".join(re.sub(r"[^0-9a-z@ ]+", " ", unidecode(value).lower()).split())
 
 
+@dataclass
+class _Column:
+    """A column's Arrow data, the code of each value among its distinct values, and those values stripped and
+    bypass-masked (the start of every normalization; computed when first needed)."""
+
+    data: object
+    codes: np.ndarray
+    raw: pd.Series
+    start: pd.Series | None = None
+
+
 @dataclass(frozen=True)
 class Normalizer:
     """Applies named normalizations to a Series.
@@ -225,6 +237,9 @@ class Normalizer:
     #: steps -> (distinct raw values, their text after those steps, before the last bypass mask): what this
     #: normalizer already computed, reused value by value (see ``apply``) until ``forget``.
     _done: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
+    #: id of a column's Arrow data -> :class:`_Column`: a run normalizes one column up to three times (a name's
+    #: three spellings, an e-mail address with and without ``personal_email``), so it is factorized once.
+    _columns: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     def apply(self, values: pd.Series, steps: Iterable[str]) -> pd.Series:
         """Normalize a column for matching; empty, missing and bypass values become ``<NA>``.
@@ -235,34 +250,50 @@ class Normalizer:
         its values.
         """
         steps = tuple(p for s in steps for p in _PARTS.get(s, (s,)))
-        s = values.astype(STR)
-        codes, uniques = pd.factorize(s, use_na_sentinel=True)
-        raw = pd.Series(uniques, dtype=STR)
-        done, u = self._resume(raw, steps)
+        column = self._column(values.astype(STR))
+        raw = column.raw
+        done, u = self._resume(column, steps)
         for k in range(done, len(steps)):
             u = self._step(steps[k])(u)
             u = u.where(u.str.len() > 0)
             if k + 1 == len(steps) or steps[k] == "name_plain":
                 # Kept whole, and up to the plain name: the three spellings of a name share it.
-                self._done[steps[: k + 1]] = (pd.Index(raw), u.astype(STR).array)
+                self._done[steps[: k + 1]] = (raw, u.astype(STR).array)
         u = self._mask_bypass(u)
         u = u.astype(STR)
-        return pd.Series(u.array.take(codes, allow_fill=True), index=values.index, dtype=STR)
+        return pd.Series(u.array.take(column.codes, allow_fill=True), index=values.index, dtype=STR)
 
-    def _resume(self, raw: pd.Series, steps: tuple[str, ...]) -> tuple[int, pd.Series]:
-        """How many leading ``steps`` are already applied to the distinct values ``raw``, and their text then."""
+    def _column(self, s: pd.Series) -> _Column:
+        """The codes and distinct values of a column, factorized once per column. Arrow data never changes, so
+        the same data object holds the same values; the entry keeps it alive, so its id is not reused."""
+        data = s.array.__arrow_array__()
+        found = self._columns.get(id(data))
+        if found is None or found.data is not data:
+            codes, uniques = pd.factorize(s, use_na_sentinel=True)
+            found = _Column(data, codes, pd.Series(uniques, dtype=STR))
+            self._columns[id(data)] = found
+        return found
+
+    def _resume(self, column: _Column, steps: tuple[str, ...]) -> tuple[int, pd.Series]:
+        """How many leading ``steps`` are already applied to the column's distinct values, and their text then."""
+        raw = column.raw
         for k in range(len(steps), 0, -1):
             if steps[:k] not in self._done:
                 continue
             known, text = self._done[steps[:k]]
-            at = known.get_indexer(raw)
+            if known is raw:
+                return k, pd.Series(text, dtype=STR)
+            at = pd.Index(known).get_indexer(raw)
             if len(at) and (at >= 0).all():
                 return k, pd.Series(text.take(at), dtype=STR)
-        return 0, self._mask_bypass(raw.str.strip())
+        if column.start is None:
+            column.start = self._mask_bypass(raw.str.strip())
+        return 0, column.start
 
     def forget(self) -> None:
         """Drop the values kept for reuse (a run calls it once it normalizes no more)."""
         self._done.clear()
+        self._columns.clear()
 
     def _mask_bypass(self, u: pd.Series) -> pd.Series:
         folded = _squash(u.str.lower())
@@ -297,8 +328,19 @@ class Normalizer:
         return steps[name]
 
 
+#: ASCII text that ``_squash`` would change: whitespace other than single spaces between words.
+_UNSQUASHED = r"[\t\n\v\f\r\x1c-\x1f]|^ | $|  "
+
+
 def _squash(u: pd.Series) -> pd.Series:
-    return re_replace(u, r"\s+", " ").str.strip()
+    """Runs of whitespace as one space, none at the ends. Most values are already so: only the others (and any
+    with a non-ASCII character) are rewritten, which costs a regex match instead of a replacement per value."""
+    arrow = arrow_strings(u)
+    odd = pc.or_(pc.invert(pc.string_is_ascii(arrow)), pc.match_substring_regex(arrow, _UNSQUASHED)).fill_null(False)
+    if pc.any(odd).as_py():
+        fixed = re_replace(pd.Series(pandas_strings(arrow.filter(odd))), r"\s+", " ").str.strip()
+        arrow = pc.replace_with_mask(arrow, odd, arrow_strings(fixed))
+    return pd.Series(pandas_strings(arrow), index=u.index)
 
 
 def _ascii(u: pd.Series) -> pd.Series:
