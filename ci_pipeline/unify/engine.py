@@ -443,8 +443,11 @@ def identify(
     records["CustomerId"] = records["label"].map(identity.ids).astype("string")
     profiles.insert(0, "CustomerId", identity.ids.reindex(profiles.index).astype("string").to_numpy())
     profiles["PreviousCustomerId"] = previous_ids(identity.id_change, profiles["CustomerId"]).to_numpy()
-    profiles = profiles.sort_values("CustomerId", kind="stable").reset_index(drop=True)
-    alternate = _alternate_keys(records, config, primary_keys, profiles)
+    profiles = profiles.sort_values("CustomerId", kind="stable")
+    # Each record's customer as a position in the sorted profiles, found by its label (one id per label).
+    customer = pd.Index(profiles.index).get_indexer(records["label"]).astype(np.int64)
+    profiles = profiles.reset_index(drop=True)
+    alternate = _alternate_keys(records, config, primary_keys, profiles, customer)
     return Identified(records, profiles, alternate, identity)
 
 
@@ -691,15 +694,15 @@ def _read_pair_file(path: Path, kind: str) -> list[tuple]:
 
 
 def _alternate_keys(
-    records: pd.DataFrame, config: UnifyConfig, primary_keys: dict, profiles: pd.DataFrame
+    records: pd.DataFrame, config: UnifyConfig, primary_keys: dict, profiles: pd.DataFrame, customer: np.ndarray
 ) -> pd.DataFrame:
     """AlternateKey rows with KeyRing: every (source, table) of the customer with its preferred key and all keys.
 
     The KeyRing text is built with Arrow string kernels over the records sorted by customer, table and key: at a
     million customers, Python strings per record would cost gigabytes and most of the phase's time.
     """
-    # Profiles are sorted by CustomerId, so a customer's position orders records as its id does.
-    customer = pd.Index(profiles["CustomerId"]).get_indexer(records["CustomerId"]).astype(np.int64)
+    # Profiles are sorted by CustomerId, so a record's ``customer`` (its profile's position) orders records as
+    # its id does.
     rank = records["rank"].to_numpy(np.int64)
     esc = _json_escape(arrow_strings(records["key"]))
     order = pc.sort_indices(

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.config.unify import UnifyConfig, unified_fields
-from ci_pipeline.unify.text import re_replace
+from ci_pipeline.unify.normalize import squash_spaces
 
 
 def record_order(records: pd.DataFrame, policy: str, priority: tuple[str, ...], n_tables: int) -> np.ndarray:
@@ -45,8 +45,9 @@ def merge_profiles(
     values = pd.DataFrame(index=records.index)
     for f in fields:
         present = [c for c in f.columns if c in records.columns]
-        col = pd.Series(pd.NA, index=records.index, dtype="string")
-        for c in present:
+        # The first column as it is; each next one fills what is still missing.
+        col = records[present[0]].astype("string") if present else pd.Series(pd.NA, index=records.index, dtype="string")
+        for c in present[1:]:
             col = col.fillna(records[c].astype("string"))
         values[f.name] = col
     # placeholders ("N/A", "unknown") never win a field over a real value
@@ -63,7 +64,8 @@ def merge_profiles(
             continue
         lead = by_name[members[0]]
         order = record_order(records, lead.policy, lead.priority, n_tables)
-        ranked = values.iloc[order]
+        # Only the group's columns are put in order, not every field's.
+        ranked = values[[*members, "label"]].iloc[order]
         has_any = ranked[members].notna().any(axis=1).to_numpy()
         chosen = ranked[has_any].drop_duplicates("label").set_index("label")[members]
         out = out.join(chosen)
@@ -74,7 +76,7 @@ def merge_profiles(
             singles.setdefault((f.policy, f.priority), []).append(f.name)
     for (policy, priority), names in singles.items():
         order = record_order(records, policy, priority, n_tables)
-        chosen = values.iloc[order][names + ["label"]].groupby("label", sort=True).first()
+        chosen = values[names + ["label"]].iloc[order].groupby("label", sort=True).first()
         out = out.join(chosen)
     out = out[[f.name for f in fields]]
     best = np.lexsort(
@@ -100,7 +102,7 @@ def _drop_placeholders(column: pd.Series, bypass: set[str]) -> pd.Series:
     """Empty and placeholder values become missing (decided once per distinct value)."""
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
     u = pd.Series(uniques, dtype="string")
-    folded = re_replace(u.str.lower(), r"\s+", " ").str.strip()
+    folded = squash_spaces(u.str.lower())
     keep = ((folded.str.len() > 0) & ~folded.isin(bypass)).to_numpy(dtype=bool, na_value=False)
     ok = np.append(keep, False)[codes]  # code -1 (missing) indexes the appended False
     return column.where(ok)

@@ -234,8 +234,8 @@ class Normalizer:
     bypass_values: Iterable[str] = ()
     default_region: str = "US"
     aliases: dict[str, dict[str, str]] = field(default_factory=dict)
-    #: steps -> (distinct raw values, their text after those steps, before the last bypass mask): what this
-    #: normalizer already computed, reused value by value (see ``apply``) until ``forget``.
+    #: steps -> (distinct raw values, as a Series and an Index, their text after those steps, before the last bypass
+    #: mask): what this normalizer already computed, reused value by value (see ``apply``) until ``forget``.
     _done: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
     #: id of a column's Arrow data -> :class:`_Column`: a run normalizes one column up to three times (a name's
     #: three spellings, an e-mail address with and without ``personal_email``), so it is factorized once.
@@ -258,7 +258,7 @@ class Normalizer:
             u = u.where(u.str.len() > 0)
             if k + 1 == len(steps) or steps[k] == "name_plain":
                 # Kept whole, and up to the plain name: the three spellings of a name share it.
-                self._done[steps[: k + 1]] = (raw, u.astype(STR).array)
+                self._done[steps[: k + 1]] = (raw, pd.Index(raw), u.astype(STR).array)
         u = self._mask_bypass(u)
         u = u.astype(STR)
         return pd.Series(u.array.take(column.codes, allow_fill=True), index=values.index, dtype=STR)
@@ -280,10 +280,11 @@ class Normalizer:
         for k in range(len(steps), 0, -1):
             if steps[:k] not in self._done:
                 continue
-            known, text = self._done[steps[:k]]
+            known, index, text = self._done[steps[:k]]
             if known is raw:
                 return k, pd.Series(text, dtype=STR)
-            at = pd.Index(known).get_indexer(raw)
+            # The index is kept: its hash table is built once, however many columns are looked up in it.
+            at = index.get_indexer(raw)
             if len(at) and (at >= 0).all():
                 return k, pd.Series(text.take(at), dtype=STR)
         if column.start is None:
@@ -296,7 +297,7 @@ class Normalizer:
         self._columns.clear()
 
     def _mask_bypass(self, u: pd.Series) -> pd.Series:
-        folded = _squash(u.str.lower())
+        folded = squash_spaces(u.str.lower())
         bypass = {" ".join(str(b).lower().split()) for b in self.bypass_values}
         return u.where(~folded.isin(bypass) & (u.str.len() > 0))
 
@@ -307,8 +308,8 @@ class Normalizer:
                 raise UserError(f"alias map {name[6:]!r} is not configured under unify.normalize.aliases")
             return lambda u: _alias(u, mapping)
         steps = {
-            "whitespace": _squash,
-            "symbols": lambda u: _squash(re_replace(u, r"[^\w@ ]+|_", " ")),
+            "whitespace": squash_spaces,
+            "symbols": lambda u: squash_spaces(re_replace(u, r"[^\w@ ]+|_", " ")),
             "case": lambda u: u.str.lower(),
             "ascii": _ascii,
             "numerals": _numerals,
@@ -328,11 +329,11 @@ class Normalizer:
         return steps[name]
 
 
-#: ASCII text that ``_squash`` would change: whitespace other than single spaces between words.
+#: ASCII text that ``squash_spaces`` would change: whitespace other than single spaces between words.
 _UNSQUASHED = r"[\t\n\v\f\r\x1c-\x1f]|^ | $|  "
 
 
-def _squash(u: pd.Series) -> pd.Series:
+def squash_spaces(u: pd.Series) -> pd.Series:
     """Runs of whitespace as one space, none at the ends. Most values are already so: only the others (and any
     with a non-ASCII character) are rewritten, which costs a regex match instead of a replacement per value."""
     arrow = arrow_strings(u)
