@@ -69,13 +69,17 @@ class Prepared:
                 found = shared_values(values, self.normalized(Condition(field="first_name")))
                 self.shared[key] = {str(v): int(n) for v, n in found.items()}
                 values = values.where(~values.isin(found.index))
-            counts = values.value_counts(dropna=True)
-            limit = self.max_value_frequency if cond.field in self.frequency_fields else np.inf
-            too_many = counts[counts > limit]
-            if len(too_many):
-                self.frequent[key] = {str(v): int(n) for v, n in too_many.items()}
-                values = values.where(~values.isin(too_many.index))
+            if cond.field in self.frequency_fields:
+                counts = values.value_counts(dropna=True)
+                too_many = counts[counts > self.max_value_frequency]
+                if len(too_many):
+                    self.frequent[key] = {str(v): int(n) for v, n in too_many.items()}
+                    values = values.where(~values.isin(too_many.index))
             self._values[key] = values
+            # Unmasked, the normalizer knows the codes already.
+            known = self.normalizer.codes_of(values)
+            if known is not None:
+                self._codes[key] = known
         return self._values[key]
 
     def ignore(self, cond: Condition, frequent: dict[str, int]) -> None:
@@ -95,7 +99,9 @@ class Prepared:
         """Integer codes of the normalized values (-1 = missing): equal codes = equal values."""
         key = (cond.field, self.steps(cond))
         if key not in self._codes:
-            self._codes[key] = pd.factorize(self.normalized(cond), use_na_sentinel=True)[0].astype(np.int64)
+            values = self.normalized(cond)
+            if key not in self._codes:
+                self._codes[key] = pd.factorize(values, use_na_sentinel=True)[0].astype(np.int64)
         return self._codes[key]
 
 

@@ -240,6 +240,8 @@ class Normalizer:
     #: id of a column's Arrow data -> :class:`_Column`: a run normalizes one column up to three times (a name's
     #: three spellings, an e-mail address with and without ``personal_email``), so it is factorized once.
     _columns: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
+    #: id of a normalized column's array -> (the array, its codes): see ``codes_of``.
+    _codes: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     def apply(self, values: pd.Series, steps: Iterable[str]) -> pd.Series:
         """Normalize a column for matching; empty, missing and bypass values become ``<NA>``.
@@ -259,9 +261,18 @@ class Normalizer:
             if k + 1 == len(steps) or steps[k] == "name_plain":
                 # Kept whole, and up to the plain name: the three spellings of a name share it.
                 self._done[steps[: k + 1]] = (raw, pd.Index(raw), u.astype(STR).array)
-        u = self._mask_bypass(u)
-        u = u.astype(STR)
-        return pd.Series(u.array.take(column.codes, allow_fill=True), index=values.index, dtype=STR)
+        u = self._mask_bypass(u).astype(STR)
+        out = pd.Series(u.array.take(column.codes, allow_fill=True), index=values.index, dtype=STR)
+        # Distinct raw values are numbered in the order they first appear, so numbering their normalized text in
+        # that order gives the codes pd.factorize would give the normalized column, without hashing every record.
+        numbered = np.append(pd.factorize(u, use_na_sentinel=True)[0].astype(np.int64), -1)
+        self._codes[id(out.array)] = (out.array, numbered[column.codes])
+        return out
+
+    def codes_of(self, normalized: pd.Series) -> np.ndarray | None:
+        """``pd.factorize(normalized)[0]`` of a column ``apply`` returned (as int64), None for any other."""
+        found = self._codes.get(id(normalized.array))
+        return found[1] if found is not None and found[0] is normalized.array else None
 
     def _column(self, s: pd.Series) -> _Column:
         """The codes and distinct values of a column, factorized once per column. Arrow data never changes, so
@@ -295,6 +306,7 @@ class Normalizer:
         """Drop the values kept for reuse (a run calls it once it normalizes no more)."""
         self._done.clear()
         self._columns.clear()
+        self._codes.clear()
 
     def _mask_bypass(self, u: pd.Series) -> pd.Series:
         folded = squash_spaces(u.str.lower())
