@@ -487,26 +487,62 @@ class _Merge:
 
     def changed(self, new: pa.Table) -> np.ndarray:
         """Positions of the rows of ``new`` whose key is not held or whose hash differs."""
-        keys = new.column("key")
+        keys = new.column("key").combine_chunks()
         if not len(keys):
             return np.arange(0)
         if self.last is not None and not keys[0].as_py() > self.last:
             raise RuntimeError("rows reached the sink out of key order")
         self.last = keys[-1].as_py()
-        end = self._after(self.last)
-        window = self.keys.slice(self.at, end - self.at)
-        position = pc.index_in(keys, value_set=window).to_numpy(zero_copy_only=False)
-        found = ~np.isnan(position)
-        at = np.where(found, position, 0).astype(np.int64) + self.at
-        same = found & (self.hashes[at] == new.column("hash").to_numpy()) if len(window) else found
-        self.gone.append(pc.filter(window, pc.invert(pc.is_in(window, value_set=keys))))
-        self.at = end
+        start, self.at = self.at, self._after(self.last)
+        window = self.keys.slice(start, self.at - start)
+        if not len(window):
+            # Nothing held up to here (a first publish): every row is new, and no held key is gone.
+            return np.arange(len(keys))
+        position = _positions(window, keys)
+        found = position >= 0
+        at = np.where(found, position, 0) + start
+        same = found & (self.hashes[at] == new.column("hash").to_numpy())
+        matched = np.zeros(len(window), dtype=bool)
+        matched[position[found]] = True
+        if not matched.all():
+            self.gone.append(window.filter(pa.array(~matched)))
         return np.flatnonzero(~same)
 
     def stale(self) -> pa.Array:
         """The held keys no batch had."""
         rest = [*self.gone, self.keys.slice(self.at)]
         return pa.concat_arrays([a.cast(pa.string()) for a in rest])
+
+
+def _positions(window: pa.Array, keys: pa.Array) -> np.ndarray:
+    """For each of ``keys`` its position in ``window``, or -1 (both sorted, unique). Keys of one width (the GUIDs of
+    every published table) are compared as fixed-width bytes by a binary search in C, without building a hash table
+    of either side; other keys are looked up by Arrow's hash join."""
+    held, given = _fixed_width(window), _fixed_width(keys)
+    if held is None or given is None or held.dtype != given.dtype:
+        position = pc.index_in(keys, value_set=window)
+        return pc.fill_null(position, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    # Byte order is the order of Arrow's string comparison that sorted both sides.
+    at = np.minimum(np.searchsorted(held, given), len(held) - 1)
+    return np.where(held[at] == given, at, -1).astype(np.int64)
+
+
+def _fixed_width(text: pa.Array) -> np.ndarray | None:
+    """The values of a text array as a NumPy array of fixed-width bytes (a view of its buffer) when every value is
+    present, not empty, of one length in bytes and free of NUL bytes (which NumPy's bytes type would drop at the
+    end); None otherwise."""
+    if text.null_count or not len(text) or not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        return None
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(text.buffers()[1], dtype=width)[text.offset : text.offset + len(text) + 1]
+    lengths = np.diff(offsets)
+    size = int(lengths[0])
+    if size == 0 or (lengths != size).any():
+        return None
+    values = np.frombuffer(text.buffers()[2], dtype=f"S{size}", count=len(text), offset=int(offsets[0]))
+    if (values.view(np.uint8) == 0).any():
+        return None
+    return values
 
 
 def _definition(columns: list[str], pk: str) -> str:
