@@ -376,10 +376,12 @@ def _name_keys(
     valid = np.ones(n, dtype=bool)
     key = np.zeros(n, dtype=np.int64)
     shares = np.ones(n)
+    # One integer per (code, label): the distinct ones are the customers holding each value.
+    width = np.int64(labels.max(initial=0)) + 1
     for codes in same_codes:
         valid &= codes >= 0
-        held = pd.DataFrame({"code": codes, "label": labels})[codes >= 0].drop_duplicates()
-        holders = np.bincount(held["code"].to_numpy(), minlength=int(codes.max(initial=0)) + 1)
+        held = pd.unique(codes[codes >= 0] * width + labels[codes >= 0])
+        holders = np.bincount(held // width, minlength=int(codes.max(initial=0)) + 1)
         shares *= np.where(codes >= 0, holders[np.maximum(codes, 0)], 0) / max(customers, 1)
         key = pd.factorize(key * (int(codes.max(initial=0)) + 2) + (codes + 1))[0].astype(np.int64)
     return valid, key, shares

@@ -69,18 +69,27 @@ class Prepared:
                 found = shared_values(values, self.normalized(Condition(field="first_name")))
                 self.shared[key] = {str(v): int(n) for v, n in found.items()}
                 values = values.where(~values.isin(found.index))
-            if cond.field in self.frequency_fields:
-                counts = values.value_counts(dropna=True)
-                too_many = counts[counts > self.max_value_frequency]
-                if len(too_many):
-                    self.frequent[key] = {str(v): int(n) for v, n in too_many.items()}
-                    values = values.where(~values.isin(too_many.index))
-            self._values[key] = values
             # Unmasked, the normalizer knows the codes already.
             known = self.normalizer.codes_of(values)
+            if cond.field in self.frequency_fields:
+                capped = self._cap(key, values, known)
+                known = known if capped is values else None
+                values = capped
+            self._values[key] = values
             if known is not None:
                 self._codes[key] = known
         return self._values[key]
+
+    def _cap(self, key: tuple, values: pd.Series, codes: np.ndarray | None) -> pd.Series:
+        """``values`` with those held by more records than the frequency cap masked (and noted in ``frequent``)."""
+        if codes is not None and np.bincount(codes[codes >= 0]).max(initial=0) <= self.max_value_frequency:
+            return values  # the common case, told by the codes without counting the text of every record
+        counts = values.value_counts(dropna=True)
+        too_many = counts[counts > self.max_value_frequency]
+        if len(too_many):
+            self.frequent[key] = {str(v): int(n) for v, n in too_many.items()}
+            values = values.where(~values.isin(too_many.index))
+        return values
 
     def ignore(self, cond: Condition, frequent: dict[str, int]) -> None:
         """Treat these normalized values of a condition as missing, as too frequent (``value -> records``)."""

@@ -240,7 +240,8 @@ class Normalizer:
     #: id of a column's Arrow data -> :class:`_Column`: a run normalizes one column up to three times (a name's
     #: three spellings, an e-mail address with and without ``personal_email``), so it is factorized once.
     _columns: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
-    #: id of a normalized column's array -> (the array, its codes): see ``codes_of``.
+    #: id of a normalized column's array -> (the array, its distinct values' text, each record's position among them):
+    #: see ``codes_of``.
     _codes: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     def apply(self, values: pd.Series, steps: Iterable[str]) -> pd.Series:
@@ -263,16 +264,20 @@ class Normalizer:
                 self._done[steps[: k + 1]] = (raw, pd.Index(raw), u.astype(STR).array)
         u = self._mask_bypass(u).astype(STR)
         out = pd.Series(u.array.take(column.codes, allow_fill=True), index=values.index, dtype=STR)
-        # Distinct raw values are numbered in the order they first appear, so numbering their normalized text in
-        # that order gives the codes pd.factorize would give the normalized column, without hashing every record.
-        numbered = np.append(pd.factorize(u, use_na_sentinel=True)[0].astype(np.int64), -1)
-        self._codes[id(out.array)] = (out.array, numbered[column.codes])
+        self._codes[id(out.array)] = (out.array, u, column.codes)
         return out
 
     def codes_of(self, normalized: pd.Series) -> np.ndarray | None:
-        """``pd.factorize(normalized)[0]`` of a column ``apply`` returned (as int64), None for any other."""
+        """``pd.factorize(normalized)[0]`` of a column ``apply`` returned (as int64), None for any other.
+
+        Distinct raw values are numbered in the order they first appear, so numbering their normalized text in that
+        order gives the codes pd.factorize would give the normalized column, without hashing every record.
+        """
         found = self._codes.get(id(normalized.array))
-        return found[1] if found is not None and found[0] is normalized.array else None
+        if found is None or found[0] is not normalized.array:
+            return None
+        numbered = np.append(pd.factorize(found[1], use_na_sentinel=True)[0].astype(np.int64), -1)
+        return numbered[found[2]]
 
     def _column(self, s: pd.Series) -> _Column:
         """The codes and distinct values of a column, factorized once per column. Arrow data never changes, so
