@@ -210,6 +210,11 @@ def _basic(value: str) -> str:
     return " ".join(re.sub(r"[^0-9a-z@ ]+", " ", unidecode(value).lower()).split())
 
 
+def _arrow(values: pd.Series):
+    """The Arrow data of an Arrow-backed text column (no copy)."""
+    return values.array.__arrow_array__()
+
+
 @dataclass
 class _Column:
     """A column's Arrow data, the code of each value among its distinct values, and those values stripped and
@@ -282,7 +287,7 @@ class Normalizer:
     def _column(self, s: pd.Series) -> _Column:
         """The codes and distinct values of a column, factorized once per column. Arrow data never changes, so
         the same data object holds the same values; the entry keeps it alive, so its id is not reused."""
-        data = s.array.__arrow_array__()
+        data = _arrow(s)
         found = self._columns.get(id(data))
         if found is None or found.data is not data:
             codes, uniques = pd.factorize(s, use_na_sentinel=True)
@@ -297,7 +302,8 @@ class Normalizer:
             if steps[:k] not in self._done:
                 continue
             known, index, text = self._done[steps[:k]]
-            if known is raw:
+            # The same distinct values in the same order (another factorization of the same column): no lookup.
+            if known is raw or (len(known) == len(raw) and _arrow(known).equals(_arrow(raw))):
                 return k, pd.Series(text, dtype=STR)
             # The index is kept: its hash table is built once, however many columns are looked up in it.
             at = index.get_indexer(raw)
