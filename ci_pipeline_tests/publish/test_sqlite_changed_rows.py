@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ci_pipeline import outputs
 from ci_pipeline.dataverse.prepare import prepare
-from ci_pipeline.dataverse.sqlite import SqliteSink
+from ci_pipeline.dataverse.sqlite import FINGERPRINTS, SqliteSink, _Merge
 
 
 def keys_table(customers: int, changed: dict[int, str] | None = None) -> pd.DataFrame:
@@ -135,3 +138,27 @@ def test_a_lost_or_stale_state_file_is_rebuilt_from_the_rows(tmp_path):
     with SqliteSink(path) as sink:
         result = publish(sink, "AlternateKey", keys_table(20))
         assert (result.upserted, result.unchanged) == (1, 39)
+
+
+def test_the_comparison_with_held_rows_finds_the_same_rows_for_keys_of_any_width():
+    def fingerprints(keys: list[str], hashes: dict[str, int]) -> pa.Table:
+        return pa.table([keys, [hashes[k] for k in keys], [1] * len(keys)], schema=FINGERPRINTS)
+
+    rng = random.Random(7)
+    # GUIDs (one width: compared as bytes), keys of several widths and keys with NUL bytes (looked up by hash).
+    kinds = [
+        lambda: f"{rng.getrandbits(128):032x}",
+        lambda: f"k{rng.randrange(10**5)}",
+        lambda: rng.choice(["a", "a\x00", "b\x00b", "é"]) + f"{rng.randrange(99):02d}",
+    ]
+    for trial in range(60):
+        key = kinds[trial % 3]
+        held = sorted({key() for _ in range(rng.randrange(1, 200))})
+        old = {k: rng.randrange(3) for k in held}
+        new_keys = sorted(set(rng.sample(held, rng.randrange(len(held) + 1))) | {key() for _ in range(30)})
+        new = {k: old.get(k, 0) if rng.random() < 0.8 else rng.randrange(3) for k in new_keys}
+        merge = _Merge(fingerprints(held, old))
+        table = fingerprints(new_keys, new)
+        changed = np.concatenate([merge.changed(table.slice(at, 25)) + at for at in range(0, len(new_keys), 25)])
+        assert [new_keys[i] for i in changed] == [k for k in new_keys if old.get(k) != new[k]]
+        assert merge.stale().to_pylist() == [k for k in held if k not in new]
