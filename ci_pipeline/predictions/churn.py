@@ -65,9 +65,11 @@ class ChurnModel:
     #: What customers without a purchase did in the training window (their score).
     prior: Prior | None = None
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Calibrated churn probabilities."""
-        return self.calibrator.predict_proba(_logit(self.classifier.predict_proba(X[self.features])[:, 1]))[:, 1]
+    def predict(self, X: pd.DataFrame, boosted: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated churn probabilities (of the classifier's probabilities ``boosted`` of ``X`` when given)."""
+        if boosted is None:
+            boosted = self.classifier.predict_proba(X[self.features])[:, 1]
+        return self.calibrator.predict_proba(_logit(boosted))[:, 1]
 
 
 @dataclass(frozen=True)
@@ -222,8 +224,10 @@ def score(model: ChurnModel, history: History, cutoff: pd.Timestamp, customers=N
     prior (``Basis`` says which).
     """
     X = with_btyd(history.features(cutoff), history, cutoff, model.bgnbd, model.label_days)[model.features]
-    probability = model.predict(X)
-    contrib = explain.contributions(model.predict, X, model.typical)
+    # Each tree evaluated once; each reason re-evaluates only the trees and customers its typical value changes.
+    trees = explain.BoostedTrees(model.classifier, X, model.typical)
+    probability = model.predict(X, trees.output())
+    contrib = explain.contributions(model.predict, X, model.typical, trees)
     out = _rows(probability, X.index).join(explain.top_reasons(X, contrib))
     out["Basis"] = pd.array([prior.MODEL_BASIS] * len(out), dtype="string")
     without = prior.without_purchase(history.encoded, customers, cutoff)

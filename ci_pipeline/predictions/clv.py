@@ -72,9 +72,11 @@ class ClvModel:
     #: Weight of the gradient-boosted model in the published value; the rest is BG/NBD + Gamma-Gamma.
     weight: float = 1.0
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Expected value over the period: the blend of the gradient-boosted model and BG/NBD + Gamma-Gamma."""
-        boosted = self.boosted(X)
+    def predict(self, X: pd.DataFrame, boosted: np.ndarray | None = None) -> np.ndarray:
+        """Expected value over the period: the blend of the gradient-boosted model (its values ``boosted`` of ``X``
+        when given) and BG/NBD + Gamma-Gamma."""
+        if boosted is None:
+            boosted = self.boosted(X)
         if self.weight == 1.0:
             return boosted
         return self.weight * boosted + (1.0 - self.weight) * btyd_estimate(X)
@@ -322,9 +324,12 @@ def score(model: ClvModel, history: History, cutoff: pd.Timestamp, share: float,
     prior (``Basis`` says which). Bands rank all of them together.
     """
     X = _features(model, history, cutoff)
-    value = model.predict(X)
+    # Each tree of the value model evaluated once; each reason re-evaluates only the trees and customers its
+    # typical value changes.
+    trees = explain.BoostedTrees(model.mean, X, model.typical)
+    value = model.predict(X, trees.output())
     low, high = interval(value, model.low.predict(X), model.high.predict(X))
-    contrib = explain.contributions(model.predict, X, model.typical)
+    contrib = explain.contributions(model.predict, X, model.typical, trees)
     reasons = explain.top_reasons(X, contrib)
     basis = np.full(len(X), prior.MODEL_BASIS, dtype=object)
     index = X.index

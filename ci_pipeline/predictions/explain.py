@@ -13,8 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from sklearn.base import is_classifier
+from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
-from ci_pipeline.predictions.features import describe
+from ci_pipeline.predictions.features import describe, formatted
 
 #: Reasons given per customer.
 TOP_REASONS = 3
@@ -33,13 +35,153 @@ def typical_values(X: pd.DataFrame) -> dict:
     return out
 
 
-def contributions(predict: Callable[[pd.DataFrame], np.ndarray], X: pd.DataFrame, typical: dict) -> np.ndarray:
+class BoostedTrees:
+    """The trees of a fitted scikit-learn histogram gradient boosting model (a regressor or a two-class
+    classifier) evaluated on every row of ``X``, to predict again with one feature set to its typical value.
+
+    A tree's output can change only for the rows whose path through it meets a split on that feature which the
+    typical value takes the other way. Each row's leaf in each tree is kept, and which leaves' paths the typical
+    value of each feature turns away from; a prediction with one feature made typical evaluates only the trees
+    that split on it, on only those rows. A row's tree outputs are then added one after the other from the
+    baseline, in the order scikit-learn adds them, so each prediction is the number ``predict``
+    (``predict_proba``) gives, to the last bit: the reasons depend on it, as ties between contributions are common.
+
+    Args:
+        estimator: a fitted ``HistGradientBoostingRegressor`` or two-class ``HistGradientBoostingClassifier``.
+        X: the features the estimator reads, one row per customer.
+        typical: the typical value of each feature (:func:`typical_values`).
+    """
+
+    def __init__(self, estimator, X: pd.DataFrame, typical: dict):
+        if estimator.n_trees_per_iteration_ != 1:
+            raise ValueError("BoostedTrees reads a regressor or a two-class classifier (one tree per iteration)")
+        self.estimator = estimator
+        # The estimator's own conversion of the frame (categories to codes) and its bitsets of known categories.
+        self.data = estimator._preprocess_X(X, reset=False)
+        self.bitsets, self.category_map = estimator._bin_mapper.make_known_categories_bitsets()
+        self.trees = [iteration[0] for iteration in estimator._predictors]
+        # The converted frame holds the categorical columns first, then the others (scikit-learn's preprocessor).
+        categorical = estimator.is_categorical_
+        order = np.arange(X.shape[1])
+        if categorical is not None:
+            order = np.r_[np.flatnonzero(categorical), np.flatnonzero(~categorical)]
+        self.position = {column: at for at, column in enumerate(X.columns[order])}
+        usual = np.full(X.shape[1], np.nan)
+        numeric = np.ones(X.shape[1], dtype=bool)
+        for column, at in self.position.items():
+            numeric[at] = not isinstance(X[column].dtype, pd.CategoricalDtype)
+            usual[at] = typical[column] if numeric[at] and not pd.isna(typical[column]) else np.nan
+        # rows x (baseline, each tree's output), then per tree each row's leaf (numbered across the trees), each
+        # leaf's output, and per feature which leaves' paths its typical value turns off.
+        self.terms = np.empty((len(X), 1 + len(self.trees)), dtype=np.float64)
+        self.terms[:, 0] = estimator._baseline_prediction.ravel()[0]
+        self.leaf = np.empty((len(self.trees), len(X)), dtype=np.int32)
+        outputs, turns, start = [], [], 0
+        for k, tree in enumerate(self.trees):
+            self.terms[:, 1 + k] = self._evaluate(k, self.data)
+            leaf, known, turned = _turns(tree.nodes, self.terms[:, 1 + k], usual, numeric)
+            self.leaf[k] = start + leaf
+            outputs.append(known)
+            turns.append(turned)
+            start += len(known)
+        self.output_of = np.concatenate(outputs)
+        self.turned = np.concatenate(turns).T.copy()
+        self.splits_on = [[k for k, t in enumerate(turns) if t[:, at].any()] for at in range(X.shape[1])]
+        self.raw = _added(self.terms)
+
+    def _evaluate(self, k: int, data: np.ndarray) -> np.ndarray:
+        return self.trees[k].predict(data, self.bitsets, self.category_map, _openmp_effective_n_threads())
+
+    def output(self, rows: np.ndarray | None = None, changed: pd.DataFrame | None = None, column=None) -> np.ndarray:
+        """The estimator's prediction (for a classifier the probability of its second class) of every row, or of
+        the ``rows`` of ``X`` given as ``changed``: those rows with ``column`` set to its typical value."""
+        if changed is None:
+            return self._link(self.raw)
+        at = self.position[column]
+        data = self.data[rows]
+        data[:, at] = self.estimator._preprocess_X(changed.iloc[:1], reset=False)[0, at]
+        changes = []
+        for k in self.splits_on[at]:
+            leaves = self.leaf[k, rows]
+            turned = np.flatnonzero(self.turned[at][leaves])
+            if len(turned):
+                new = self._evaluate(k, data[turned])
+                differs = new != self.output_of[leaves[turned]]
+                changes.append((k, turned[differs], new[differs]))
+        # Rows whose every tree gives the output it gave before keep their sum; the others are added up again.
+        raw = self.raw[rows]
+        again = np.unique(np.concatenate([where for _, where, _ in changes])) if changes else np.zeros(0, dtype=int)
+        if len(again):
+            terms = self.terms[rows[again]]
+            for k, where, new in changes:
+                terms[np.searchsorted(again, where), 1 + k] = new
+            raw[again] = _added(terms)
+        return self._link(raw)
+
+    def _link(self, raw: np.ndarray) -> np.ndarray:
+        if is_classifier(self.estimator):
+            return self.estimator._loss.predict_proba(raw[:, None])[:, 1]
+        return self.estimator._loss.link.inverse(raw)
+
+
+def _added(terms: np.ndarray) -> np.ndarray:
+    """Each row's terms added one after the other, left to right (scikit-learn's sum over its trees)."""
+    total = terms[:, 0].copy()
+    for k in range(1, terms.shape[1]):
+        total += terms[:, k]
+    return total
+
+
+def _turns(nodes: np.ndarray, values: np.ndarray, usual: np.ndarray, numeric: np.ndarray):
+    """(each row's leaf, leaves x features: whether the feature's ``usual`` value turns off the leaf's path at a
+    split on it) of one tree, the rows known by their output ``values``.
+
+    A categorical split counts as turning. When two leaves share a value, a row's leaf is unknown: every leaf
+    counts as turned at every split of the tree.
+    """
+    turns = np.zeros((len(nodes), len(usual)), dtype=bool)
+    splits = np.zeros(len(usual), dtype=bool)
+    todo = [0]
+    while todo:
+        node = todo.pop()
+        if nodes["is_leaf"][node]:
+            continue
+        at = nodes["feature_idx"][node]
+        splits[at] = True
+        value = usual[at]
+        if not numeric[at]:
+            goes_left = None
+        elif np.isnan(value):
+            goes_left = bool(nodes["missing_go_to_left"][node])
+        else:
+            goes_left = bool(value <= nodes["num_threshold"][node])
+        for child, left in ((nodes["left"][node], True), (nodes["right"][node], False)):
+            turns[child] = turns[node]
+            turns[child, at] |= goes_left is None or goes_left != left
+            todo.append(child)
+    leaves = np.flatnonzero(nodes["is_leaf"])
+    order = np.argsort(nodes["value"][leaves], kind="stable")
+    known = nodes["value"][leaves][order]
+    if len(np.unique(known)) < len(known):
+        return np.zeros(len(values), dtype=np.int32), np.full(1, np.nan), splits[None, :].copy()
+    return np.searchsorted(known, values).astype(np.int32), known, turns[leaves[order]]
+
+
+def contributions(predict: Callable, X: pd.DataFrame, typical: dict, trees: BoostedTrees | None = None) -> np.ndarray:
     """customers x features: prediction minus the prediction with that feature set to its typical value.
 
     Only customers whose value differs from the typical one are predicted again (for the others the difference is
     0 by definition); counts such as purchases in the last 30 days are at their median for most customers.
+
+    Args:
+        predict: the model's prediction of a frame of features, ``predict(frame)``; with ``trees``,
+            ``predict(frame, boosted)``, given its boosted trees' output for the frame's rows.
+        X: the features, one row per customer.
+        typical: the typical value of each feature (:func:`typical_values`).
+        trees: the model's boosted trees on ``X`` and ``typical`` (:class:`BoostedTrees`): each changed feature
+            then re-evaluates only the trees, and rows, it can change.
     """
-    base = predict(X)
+    base = predict(X) if trees is None else predict(X, trees.output())
     out = np.zeros((len(X), X.shape[1]))
     for j, column in enumerate(X.columns):
         values = X[column]
@@ -53,7 +195,10 @@ def contributions(predict: Callable[[pd.DataFrame], np.ndarray], X: pd.DataFrame
             changed[column] = pd.Categorical([usual] * len(rows), categories=values.cat.categories)
         else:
             changed[column] = usual
-        out[rows, j] = base[rows] - predict(changed)
+        if trees is None:
+            out[rows, j] = base[rows] - predict(changed)
+        else:
+            out[rows, j] = base[rows] - predict(changed, trees.output(rows, changed, column))
     return out
 
 
@@ -71,7 +216,7 @@ def top_reasons(X: pd.DataFrame, contrib: np.ndarray, fmt: str = "%+.2f") -> pd.
         owner, rank = np.nonzero(order == j)
         if len(owner):
             phrase[owner, rank] = describe(column, X[column].iloc[owner])
-    value = np.char.mod(fmt, contrib[rows[:, None], order]).astype(object) if len(X) else phrase
+    value = formatted(fmt, contrib[rows[:, None], order].ravel()).reshape(order.shape) if len(X) else phrase
     out = pd.DataFrame(index=X.index)
     for r in range(top):
         out[f"Reason{r + 1}"] = pd.Series(phrase[:, r] + ": " + value[:, r], index=X.index, dtype="string")

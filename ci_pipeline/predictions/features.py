@@ -406,8 +406,17 @@ def describe(feature: str, values: pd.Series) -> np.ndarray:
     elif signal and kind in ("last_90_days", "last_365_days"):
         template = f"%.0f {activity} in the last {kind.split('_')[1]} days"
     if template:
-        text = np.char.mod(template, np.nan_to_num(values.to_numpy(dtype=np.float64))).astype(object)
+        text = formatted(template, np.nan_to_num(values.to_numpy(dtype=np.float64)))
     else:
         text = (feature + " is " + values.astype("string").fillna("")).to_numpy(dtype=object)
     text[values.isna().to_numpy()] = missing_text
     return text
+
+
+def formatted(template: str, values: np.ndarray) -> np.ndarray:
+    """``template % value`` of each float value, as an object array; each distinct value is formatted once (counts
+    and rounded amounts repeat across customers, and formatting is the slow part)."""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    # Distinct by bit pattern: 0.0 and -0.0 are equal as numbers but formatted differently.
+    codes, bits = pd.factorize(values.view(np.int64))
+    return np.char.mod(template, bits.view(np.float64)).astype(object)[codes]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from ci_pipeline.predictions import explain
 
@@ -55,3 +55,28 @@ def test_each_customer_gets_the_phrases_of_their_three_largest_contributions_in_
     assert reasons.loc["C2", "Reason1"].endswith("purchases in the last 30 days: -0.20")
     assert list(reasons.columns) == ["Reason1", "Reason2", "Reason3"]
     assert reasons.notna().all().all()
+
+
+def test_boosted_trees_give_the_models_own_predictions_and_contributions_to_the_last_bit():
+    X = frame(2000)
+    signal = X["purchases_last_30_days"] * 3 + np.nan_to_num(X["last_gap_days"]) / 10 + (X["profile.Channel"] == "web")
+    settings = {"max_iter": 40, "max_leaf_nodes": 15, "categorical_features": "from_dtype", "random_state": 0}
+    regressor = HistGradientBoostingRegressor(loss="poisson", **settings).fit(X, signal)
+    classifier = HistGradientBoostingClassifier(**settings).fit(X, signal > signal.median())
+    typical = explain.typical_values(X)
+    typical["last_gap_days"] = np.nan
+
+    def churn(features):
+        return classifier.predict_proba(features)[:, 1]
+
+    for predict, estimator in ((regressor.predict, regressor), (churn, classifier)):
+        trees = explain.BoostedTrees(estimator, X, typical)
+        np.testing.assert_array_equal(trees.output(), predict(X))
+
+        def from_trees(frame, boosted, predict=predict):
+            # The boosted output the trees give a frame is the model's own prediction of it.
+            np.testing.assert_array_equal(boosted, predict(frame))
+            return boosted
+
+        got = explain.contributions(from_trees, X, typical, trees)
+        np.testing.assert_array_equal(got, explain.contributions(predict, X, typical))
