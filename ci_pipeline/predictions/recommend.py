@@ -94,7 +94,12 @@ def fit(history: sparse.csr_matrix, products: pd.Index, settings: Recommendation
 def _row_max_scale(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
     if matrix.shape[1] == 0:
         return matrix
-    peak = matrix.max(axis=1).toarray().ravel()
+    matrix = matrix.tocsr()
+    # Each row's largest stored value, 0 for an empty row: the values are counts and co-occurrence weights (>= 0),
+    # so that is the row's maximum; taken without sorting the columns of each row, which ``max`` would do first.
+    counts = np.diff(matrix.indptr)
+    peak = np.zeros(matrix.shape[0])
+    peak[counts > 0] = np.maximum.reduceat(matrix.data, matrix.indptr[:-1][counts > 0]) if matrix.nnz else 0.0
     return sparse.diags(np.where(peak > 0, 1.0 / np.where(peak > 0, peak, 1.0), 0.0)) @ matrix
 
 
@@ -105,8 +110,8 @@ def _top_k(scores: sparse.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     Only the candidates at or above their row's k-th best score are sorted. That score is found by taking each
     row's maximum k times, a pass over the candidates each: cheaper than sorting them all (scores are >= 0).
     """
+    # The order of the columns within a row does not matter: the candidates are ordered by (row, -score, column).
     scores = scores.tocsr()
-    scores.sort_indices()
     n = scores.shape[0]
     counts = np.diff(scores.indptr)
     owner = np.repeat(np.arange(n), counts)
