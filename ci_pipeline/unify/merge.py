@@ -11,8 +11,8 @@ from ci_pipeline.unify.normalize import squash_spaces
 
 def record_order(records: pd.DataFrame, policy: str, priority: tuple[str, ...], n_tables: int) -> np.ndarray:
     """Record positions best-first for a policy (ties: table priority, dedup winner, most filled, highest key)."""
-    refs = (records["source"] + "." + records["table"]).to_numpy(dtype=object)
     if priority:
+        refs = (records["source"] + "." + records["table"]).to_numpy(dtype=object)
         prio = pd.Series(refs).map({r: i for i, r in enumerate(priority)}).fillna(len(priority)).to_numpy()
         prio = prio * (n_tables + 1) + records["rank"].to_numpy()
     else:
