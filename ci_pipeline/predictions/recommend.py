@@ -77,18 +77,33 @@ def fit(history: sparse.csr_matrix, products: pd.Index, settings: Recommendation
         co = (bought_t[chunk] @ bought).toarray()
         co[np.arange(len(chunk)), chunk] = 0.0
         co /= norm[chunk, None] * norm[None, :]
-        top = np.argpartition(-co, keep_n - 1, axis=1)[:, :keep_n] if n > 1 else np.zeros((len(chunk), 0), int)
-        picked = np.take_along_axis(co, top, axis=1)
-        nonzero = picked > 0
-        rows.append(np.repeat(chunk, nonzero.sum(axis=1)))
-        cols.append(top[nonzero])
-        vals.append(picked[nonzero])
+        r, c = _neighbours(co, keep_n)
+        rows.append(chunk[r])
+        cols.append(c)
+        vals.append(co[r, c])
     if vals:
         similar = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
     else:
         similar = sparse.csr_matrix((n, n))
     allowed = ~products.isin(settings.exclude_products)
     return Recommender(products=products, similar=similar, popularity=buyers, allowed=np.asarray(allowed))
+
+
+def _neighbours(co: np.ndarray, keep_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of each row's ``keep_n`` largest positive values, the lower column first among equal values.
+
+    Which of several equal values ``np.argpartition`` keeps depends on the CPU (numpy sorts with other SIMD code
+    where AVX-512 is present), so the ties are settled here: every value above the row's ``keep_n``-th largest, then
+    as many of those equal to it as fit, from the left.
+    """
+    if co.shape[1] <= 1 or keep_n < 1:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    kth = -np.partition(-co, keep_n - 1, axis=1)[:, keep_n - 1 : keep_n]
+    above = co > kth
+    tied = co == kth
+    room = keep_n - above.sum(axis=1, keepdims=True)
+    keep = (above | (tied & (np.cumsum(tied, axis=1) <= room))) & (co > 0)
+    return np.nonzero(keep)
 
 
 def _row_max_scale(matrix: sparse.csr_matrix) -> sparse.csr_matrix:

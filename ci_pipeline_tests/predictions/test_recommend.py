@@ -126,3 +126,17 @@ def test_top_k_is_every_rows_best_scores_with_ties_broken_by_column():
         expected = [c for _, c in ranked] + [-1] * (7 - len(ranked))
         assert items[row].tolist() == expected
         assert values[row].tolist() == [-v for v, _ in ranked] + [0.0] * (7 - len(ranked))
+
+
+def test_neighbours_are_each_rows_largest_values_with_ties_settled_by_column_on_any_cpu():
+    rng = np.random.default_rng(5)
+    # Few distinct values: most rows tie at their cut, which argpartition settles differently on CPUs with AVX-512.
+    co = rng.integers(0, 4, size=(60, 40)).astype(np.float64) / 3
+    for keep_n in (1, 3, 7, 40):
+        rows, cols = recommend._neighbours(co, keep_n)
+        expected = []
+        for r in range(co.shape[0]):
+            order = sorted(range(co.shape[1]), key=lambda c: (-co[r, c], c))
+            expected += [(r, c) for c in order[:keep_n] if co[r, c] > 0]
+        assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == sorted(expected)
+    assert len(recommend._neighbours(co[:, :1], 1)[0]) == 0
