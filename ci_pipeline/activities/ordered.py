@@ -21,6 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from ci_pipeline.arrow_text import fixed_width_bytes
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.outputs import NAMESPACE
 
@@ -282,7 +283,7 @@ def key_order(keys: pa.ChunkedArray | pa.Array) -> np.ndarray:
         merged = _merged_runs(keys, [0, *ends.tolist(), n])
         if merged is not None:
             return merged
-    text = _fixed_width(keys)
+    text = fixed_width_bytes(keys)
     if text is None or text.dtype.itemsize < 8:
         return pc.sort_indices(keys).to_numpy()
     width = text.dtype.itemsize
@@ -312,18 +313,6 @@ def _merged_runs(keys: pa.Array, edges: list[int]) -> np.ndarray | None:
         if last > first or (last == first and before > after):
             return None
     return np.concatenate([np.arange(edges[j], edges[j + 1]) for j in runs])
-
-
-def _fixed_width(keys: pa.Array) -> np.ndarray | None:
-    """Text keys of one byte length as a numpy byte-string array over their buffer (no copy); None otherwise."""
-    if keys.null_count or not (pa.types.is_large_string(keys.type) or pa.types.is_string(keys.type)):
-        return None
-    width_type = np.int64 if pa.types.is_large_string(keys.type) else np.int32
-    offsets = np.frombuffer(keys.buffers()[1], dtype=width_type)[keys.offset : keys.offset + len(keys) + 1]
-    widths = np.diff(offsets)
-    if len(widths) == 0 or widths[0] == 0 or (widths != widths[0]).any():
-        return None
-    return np.frombuffer(keys.buffers()[2], dtype=f"S{widths[0]}", count=len(keys), offset=int(offsets[0]))
 
 
 def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:

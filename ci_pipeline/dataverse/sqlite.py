@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ci_pipeline.arrow_text import fixed_width_bytes
 from ci_pipeline.dataverse.ahead import in_background
 from ci_pipeline.dataverse.attachment import AttachmentClaim, check_marker
 from ci_pipeline.dataverse.sink import Sink, SinkTable, TableResult, TableUsage
@@ -518,31 +519,13 @@ def _positions(window: pa.Array, keys: pa.Array) -> np.ndarray:
     """For each of ``keys`` its position in ``window``, or -1 (both sorted, unique). Keys of one width (the GUIDs of
     every published table) are compared as fixed-width bytes by a binary search in C, without building a hash table
     of either side; other keys are looked up by Arrow's hash join."""
-    held, given = _fixed_width(window), _fixed_width(keys)
+    held, given = fixed_width_bytes(window), fixed_width_bytes(keys)
     if held is None or given is None or held.dtype != given.dtype:
         position = pc.index_in(keys, value_set=window)
         return pc.fill_null(position, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     # Byte order is the order of Arrow's string comparison that sorted both sides.
     at = np.minimum(np.searchsorted(held, given), len(held) - 1)
     return np.where(held[at] == given, at, -1).astype(np.int64)
-
-
-def _fixed_width(text: pa.Array) -> np.ndarray | None:
-    """The values of a text array as a NumPy array of fixed-width bytes (a view of its buffer) when every value is
-    present, not empty, of one length in bytes and free of NUL bytes (which NumPy's bytes type would drop at the
-    end); None otherwise."""
-    if text.null_count or not len(text) or not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
-        return None
-    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
-    offsets = np.frombuffer(text.buffers()[1], dtype=width)[text.offset : text.offset + len(text) + 1]
-    lengths = np.diff(offsets)
-    size = int(lengths[0])
-    if size == 0 or (lengths != size).any():
-        return None
-    values = np.frombuffer(text.buffers()[2], dtype=f"S{size}", count=len(text), offset=int(offsets[0]))
-    if (values.view(np.uint8) == 0).any():
-        return None
-    return values
 
 
 def _definition(columns: list[str], pk: str) -> str:
