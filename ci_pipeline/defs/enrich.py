@@ -10,6 +10,7 @@ inactive enrichment is skipped the same way without failing.
 import dagster as dg
 import pandas as pd
 
+from ci_pipeline.arrow_text import text_isin
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.enrich import AFFINITY_PROVIDERS, EnrichmentSpec
 from ci_pipeline.defs import activities, ingest, measures, unify
@@ -89,7 +90,7 @@ class _Run:
         rows = self._asset(enrichment_key(name))
         if rows is None:
             return None
-        return rows[rows["CustomerId"].isin(self.profile["CustomerId"].astype("string"))].reset_index(drop=True)
+        return rows[text_isin(rows["CustomerId"], self.profile["CustomerId"].astype("string"))].reset_index(drop=True)
 
     def context_for(self, name: str, spec: EnrichmentSpec) -> ProviderContext:
         return ProviderContext(

@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
+from ci_pipeline.arrow_text import text_isin
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import activities, enrich, measures, predictions, unify
 from ci_pipeline.defs.metadata import bullet_list, numbers, table_of
@@ -153,8 +154,8 @@ def _check_results(result: SegmentRun, counts: dict[str, int], customer_profile:
         asset_key=MEMBERSHIP,
         passed=list(result.membership.columns) == SEGMENT_MEMBERSHIP_COLUMNS,
     )
-    known = set(customer_profile["CustomerId"].astype(str))
-    strangers = int((~result.membership["CustomerId"].isin(known)).sum())
+    known = customer_profile["CustomerId"].astype("string")
+    strangers = int((~text_isin(result.membership["CustomerId"], known)).sum())
     yield dg.AssetCheckResult(
         check_name="members_are_profile_customers",
         asset_key=MEMBERSHIP,

@@ -14,6 +14,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.arrow_text import text_isin
 from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.rules import ActivityTest, AllOf, AnyOf, FieldTest, Not, Rule, SegmentTest
 from ci_pipeline.measures.conditions import column_kind, condition_mask, period_start
@@ -98,8 +99,7 @@ class SegmentEngine:
                 f"segments.definitions.{name}: segments reference each other in a cycle {' -> '.join(stack + (name,))}"
             )
         if name in self.frozen:
-            mask = self.customers.isin(self.frozen[name].astype("string")).astype(bool)
-            mask = np.asarray(mask)
+            mask = text_isin(self.customers, self.frozen[name].astype("string"))
         else:
             if name not in self.rules:
                 raise UserError(f"segments: unknown segment {name!r}; defined: {', '.join(sorted(self.rules))}")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.arrow_text import text_isin
 from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS, with_ids
 
 HISTORY_COLUMNS = ["RunTime", "Segment", "Members", "Added", "Removed"]
@@ -70,8 +71,8 @@ def history_rows(
     for name in sorted(set(masks) | set(previous)):
         now = customers[masks[name]] if name in masks else pd.Index([], dtype="string")
         before = previous.get(name, pd.Index([], dtype="string"))
-        added = int((~now.isin(before)).sum())
-        removed = int((~before.isin(now)).sum())
+        added = int((~text_isin(now, before)).sum())
+        removed = int((~text_isin(before, now)).sum())
         rows.append((run_time, name, len(now), added, removed))
     frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
     frame["RunTime"] = pd.to_datetime(frame["RunTime"], utc=True)

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ci_pipeline.arrow_text import text_isin
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.rules import Rule, RuleError, parse_rules
@@ -226,7 +227,7 @@ def _evaluate_reusing(section: SegmentsConfig, as_of: dt.date, inputs: SegmentIn
             fresh, conditions = engine.evaluate_all(), engine.conditions_evaluated
         masks = merged_masks(customers, reuse.state, affected, fresh, evaluated)
         for name, members in frozen.items():
-            masks[name] = np.asarray(customers.isin(members.astype("string")), dtype=bool)
+            masks[name] = text_isin(customers, members.astype("string"))
     state = SegmentsState(digests, masks_frame(customers, {n: masks[n] for n in evaluated}), meta)
     report = {"incremental": not why, "reason": why, "customers": len(customers), "customers_evaluated": len(affected)}
     state.meta.update(customers=len(customers), run=report)

@@ -1,0 +1,49 @@
+"""Arrow text helpers: fixed-width keys and membership by hash lookup, checked against pandas and NumPy."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from ci_pipeline.arrow_text import fixed_width_bytes, text_isin
+
+VALUES = ["a", None, "b", "c", "a", ""]
+
+
+@pytest.mark.parametrize("dtype", ["str", "string"])
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        ["a", None],
+        ["b"],
+        {"c", "a", ""},
+        [],
+        ("zz",),
+        pd.Series(["a", None], dtype="string"),
+        pd.Index(["c"], dtype="str"),
+        pd.Series(["b", "b"], dtype="str"),
+    ],
+    ids=repr,
+)
+def test_text_isin_answers_as_pandas_does(dtype, lookup):
+    values = pd.Series(VALUES, dtype=dtype)
+    got = text_isin(values, lookup)
+    assert got.dtype == bool
+    assert got.tolist() == values.isin(lookup).tolist()
+    assert text_isin(pd.Index(values), lookup).tolist() == pd.Index(values).isin(lookup).tolist()
+
+
+@pytest.mark.parametrize(
+    ("values", "lookup"),
+    [(pd.Series([1, 2, 3]), [2]), (pd.Series(["a", "b"], dtype=object), ["b"]), (pd.Series(["a"], dtype="str"), [1])],
+)
+def test_text_isin_leaves_what_is_not_text_on_both_sides_to_pandas(values, lookup):
+    assert text_isin(values, lookup).tolist() == values.isin(lookup).tolist()
+
+
+def test_fixed_width_bytes_views_keys_of_one_width_and_refuses_the_rest():
+    keys = pa.array(["bb", "ab", "ba"])
+    assert fixed_width_bytes(keys).tolist() == [b"bb", b"ab", b"ba"]
+    assert np.argsort(fixed_width_bytes(keys), kind="stable").tolist() == [1, 2, 0]
+    for refused in (pa.array(["a", "bb"]), pa.array(["a", None]), pa.array(["", ""]), pa.array(["a\0", "bb"])):
+        assert fixed_width_bytes(refused) is None
