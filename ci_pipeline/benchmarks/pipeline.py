@@ -116,7 +116,7 @@ def measure(config_path: Path, incremental: bool = False) -> dict:
         return {
             "seconds": round(time.perf_counter() - started, 2),
             "cpu_seconds": round(time.process_time() - cpu_started, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "peak_rss_mb": round(peak_rss_kb() / 1024),
             "assets": 0,
             "stages": {},
         }
@@ -125,7 +125,7 @@ def measure(config_path: Path, incremental: bool = False) -> dict:
     cpu_at: dict[str, float] = {}
 
     def on_event(record) -> None:
-        # ru_maxrss only grows: read when a step ends, it is the peak up to and including that step.
+        # The peak only grows: read when a step ends, it is the peak up to and including that step.
         event = record.dagster_event
         if event is None:
             return
@@ -135,7 +135,7 @@ def measure(config_path: Path, incremental: bool = False) -> dict:
         if event.event_type_value == "STEP_START":
             cpu_at[event.step_key] = -(usage.ru_utime + usage.ru_stime)
         elif event.event_type_value in {"STEP_SUCCESS", "STEP_FAILURE"}:
-            peak_at[event.step_key] = usage.ru_maxrss
+            peak_at[event.step_key] = peak_rss_kb()
             cpu_at[event.step_key] = cpu_at.get(event.step_key, 0.0) + usage.ru_utime + usage.ru_stime
 
     with dg.DagsterInstance.ephemeral() as instance:
@@ -149,7 +149,7 @@ def measure(config_path: Path, incremental: bool = False) -> dict:
     return {
         "seconds": round(seconds, 2),
         "cpu_seconds": round(time.process_time() - cpu_started, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(peak_rss_kb() / 1024),
         "assets": len(job.asset_layer.selected_asset_keys),
         "stages": stages,
     }
@@ -167,6 +167,19 @@ def _measure_incremental(config_path: Path) -> dict:
 
     tune_allocators()  # as the command does, before pandas and Arrow load in this new process
     return measure(config_path, incremental=True)
+
+
+def peak_rss_kb() -> int:
+    """The process's peak resident memory in KiB. Linux keeps ``ru_maxrss`` across exec, so a process started from a
+    large one would report its parent's peak; the high-water mark of the process's own memory (VmHWM) starts
+    afresh."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _detach(path: Path, root: Path) -> None:
