@@ -19,13 +19,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import fsspec
-import httpx
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
 from ci_pipeline.config.base import resolve_secret
 from ci_pipeline.config.lake import LakeConfig
@@ -248,7 +246,7 @@ class Lake:
             # Not chained: the SDK's own message can carry the request URL with its SAS signature, and Dagster
             # stores every cause of a failure in the run's event log.
             status = getattr(exc, "status_code", None) or 0
-            transient = status >= 500 or isinstance(exc, (ServiceRequestError, ServiceResponseError, TimeoutError))
+            transient = status >= 500 or _unreachable(exc)
             if status in (401, 403):
                 fix = "the storage account refused the credentials; check the key or SAS token (its permissions and "
                 fix += "expiry) or the role assignment of the identity on this container"
@@ -257,6 +255,16 @@ class Lake:
             raise (StorageUnavailable if transient else StorageError)(
                 f"{self.url(relative)}: cannot {action} ({type(exc).__name__}: {redact(_first_line(exc))}); {fix}"
             ) from None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether the storage service could not be reached or did not answer in time (worth another try later)."""
+    if isinstance(exc, TimeoutError):
+        return True
+    # Imported here: a local lake never needs the Azure SDK, and an error of the SDK means it is loaded already.
+    from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+    return isinstance(exc, (ServiceRequestError, ServiceResponseError))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -351,6 +359,8 @@ def _check_reachable(url: str, options: dict) -> None:
     scheme, host, port = _blob_endpoint(url, options)
     if not host or host.startswith("."):
         raise StorageError(f"{url}: no storage account named; give account_name, a connection string or an abfss URL")
+    import httpx
+
     try:
         httpx.head(f"{scheme}://{host}:{port}/", timeout=CONNECT_TIMEOUT)
     except httpx.HTTPError as exc:

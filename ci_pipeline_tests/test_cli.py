@@ -85,13 +85,31 @@ def test_version_and_help_import_neither_dagster_nor_pandas():
         "        main(argv)\n"
         "    except SystemExit as exc:\n"
         "        assert exc.code == 0, argv\n"
-        "heavy = sorted(m for m in ('dagster', 'pandas', 'numpy', 'pyarrow', 'duckdb') if m in sys.modules)\n"
-        "print('HEAVY', heavy)\n"
+        "heavy = ('dagster', 'pandas', 'numpy', 'pyarrow', 'duckdb', 'sqlalchemy')\n"
+        "print('HEAVY', sorted(m for m in heavy if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "ci-pipeline 0.1.0" in result.stdout and "suggest-mapping" in result.stdout
     assert "HEAVY []" in result.stdout
+
+
+def test_a_local_bench_unify_imports_no_client_of_a_service_it_does_not_use():
+    # Process start is part of the bench's figures: a local run reads files, so the Azure SDK, the HTTP client, the
+    # governance store's SQLAlchemy and Dagster stay unloaded.
+    probe = (
+        "import sys\n"
+        "from ci_pipeline.cli import build_parser\n"
+        "build_parser()\n"
+        "import ci_pipeline.benchmarks.unify\n"
+        "from ci_pipeline.config import load_config\n"
+        "load_config(None)\n"
+        "unused = ('azure', 'httpx', 'sqlalchemy', 'dagster')\n"
+        "print('LOADED', sorted(m for m in unused if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout
 
 
 def test_config_is_accepted_before_and_after_the_sub_command(tmp_path, capsys):

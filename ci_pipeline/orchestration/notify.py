@@ -11,8 +11,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import httpx
-
 from ci_pipeline.errors import UserError
 from ci_pipeline.redact import redact, redact_value
 from ci_pipeline.redact import register as register_secret
@@ -101,6 +99,8 @@ def send_webhook(
         resolve: reads a secret reference; raises :class:`UserError` when it cannot.
         key: the configuration key, for messages.
     """
+    import httpx  # only a run that sends a notice needs the HTTP client
+
     try:
         if url.startswith(("env:", "file:")):
             url = resolve(url)
