@@ -155,6 +155,9 @@ class PredictionsConfig(ModelSettings):
     as_of: dt.date | Literal["today", "last_purchase"] | None = None
     #: Monthly by default (the 1st at 03:00 in ``orchestration.timezone``).
     training: TrainingSchedule = TrainingSchedule()
+    #: Models trained or scored at the same time, each on a thread of the run's process: two use both cores of a
+    #: small machine; one holds a single model's training rows at a time (the least memory).
+    parallel_models: int = Field(2, ge=1, le=len(MODELS))
 
     @field_validator("models")
     @classmethod

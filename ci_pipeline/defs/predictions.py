@@ -256,12 +256,18 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         lake = context.resources.lake.get_lake()
         runs = _runs(section, lake, measures, models)
         configured = _configured(section)
-        scored: dict[str, pd.DataFrame] = {}
+        stored, failed = {}, {}
         for model in models:
             try:
-                frame = _score_one(context, lake, runs, configured, model)
+                stored[model] = _stored_for(context, lake, configured, model)
             except UserError as exc:
-                message = redact(exc)
+                failed[model] = exc
+        done = runs.run_all(stored, workers=section.parallel_models) | failed
+        scored: dict[str, pd.DataFrame] = {}
+        for model in models:
+            outcome = done[model]
+            if isinstance(outcome, UserError):
+                message = redact(outcome)
                 context.log.error(f"predictions: {MODEL_NAMES[model]} publishes nothing this run: {message}")
                 yield dg.AssetCheckResult(
                     check_name="enough_data",
@@ -271,8 +277,13 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
                     metadata={"error": message},
                 )
                 continue
-            scored[model] = frame
-            yield dg.Output(frame, output_name=TABLES[model])
+            if isinstance(outcome, Trained):
+                # The training asset shows the report in the UI, as when the model is trained by its own job.
+                metadata = _store_trained(lake, model, outcome, configured)
+                context.log_event(dg.AssetMaterialization(asset_key=model_key(model), metadata=metadata))
+                outcome = outcome.table
+            scored[model] = outcome
+            yield dg.Output(outcome, output_name=TABLES[model])
             yield dg.AssetCheckResult(check_name="enough_data", asset_key=table_key(model), passed=True)
         fields = segment_fields(scored, models)
         yield dg.Output(
@@ -291,28 +302,25 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     return score
 
 
-def _score_one(context: dg.AssetExecutionContext, lake, runs: ModelRuns, configured: dict, model: str):
-    """One model's scores from its stored model; with none stored, train it now (stored for the next runs)."""
+def _stored_for(context: dg.AssetExecutionContext, lake, configured: dict, model: str) -> StoredModel | None:
+    """A model's stored model, which this run scores with; None when there is none: the run trains it then (and
+    stores it for the next runs)."""
     stored = _load_model(lake, model)
-    if stored is not None:
-        if _trained_with(lake, model) != configured:
-            context.log.warning(
-                f"predictions: the stored {MODEL_NAMES[model]} model was trained with other predictions settings; "
-                f"it scores until it is retrained (job {TRAIN_JOB})"
-            )
-        context.log.info(
-            f"predictions: {MODEL_NAMES[model]} scores with the model trained at "
-            f"{stored.data_window.get('trained_at_cutoff')}"
+    if stored is None:
+        context.log.warning(
+            f"predictions: no stored {MODEL_NAMES[model]} model; training it in this run (retrain with job {TRAIN_JOB})"
         )
-        return runs.score(model, stored)
-    context.log.warning(
-        f"predictions: no stored {MODEL_NAMES[model]} model; training it in this run (retrain with job {TRAIN_JOB})"
+        return None
+    if _trained_with(lake, model) != configured:
+        context.log.warning(
+            f"predictions: the stored {MODEL_NAMES[model]} model was trained with other predictions settings; "
+            f"it scores until it is retrained (job {TRAIN_JOB})"
+        )
+    context.log.info(
+        f"predictions: {MODEL_NAMES[model]} scores with the model trained at "
+        f"{stored.data_window.get('trained_at_cutoff')}"
     )
-    result = runs.train(model)
-    metadata = _store_trained(lake, model, result, configured)
-    # The training asset shows the report in the UI, as when the model is trained by its own job.
-    context.log_event(dg.AssetMaterialization(asset_key=model_key(model), metadata=metadata))
-    return result.table
+    return stored
 
 
 def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from threadpoolctl import threadpool_limits
 
 from ci_pipeline.config.predictions import MODEL_NAMES, SEGMENT_FIELDS, RecommendationSettings
 from ci_pipeline.errors import UserError
@@ -20,7 +22,13 @@ from ci_pipeline.outputs import build
 from ci_pipeline.predictions import churn, clv
 from ci_pipeline.predictions.churn import run_churn
 from ci_pipeline.predictions.clv import run_clv
-from ci_pipeline.predictions.data import latest_cutoff, lines_from_facts, purchases_from_facts, signals_from_facts
+from ci_pipeline.predictions.data import (
+    latest_cutoff,
+    lines_from_facts,
+    native_threads,
+    purchases_from_facts,
+    signals_from_facts,
+)
 from ci_pipeline.predictions.features import Measures
 from ci_pipeline.predictions.recommend import MODEL, REASONS, Recommender, interactions, recommend, run_recommendation
 from ci_pipeline.predictions.settings import PredictionSettings
@@ -162,6 +170,32 @@ class ModelRuns:
             self.purchases, self.customers, self.latest, self.settings, self.profile, self.signals, self.measures
         )
         return Trained(result.scores, result.report, result.stored)
+
+    def run_all(self, stored: dict[str, StoredModel | None], workers: int = 1) -> dict:
+        """Score each model of ``stored`` with its stored model, or train it where it has none (None), up to
+        ``workers`` models at a time, each on a thread of this process.
+
+        Returns model -> its scores (a frame) when scored, its :class:`Trained` result when trained, or the
+        :class:`UserError` its data raised (the other models still run), in the order of ``stored``.
+
+        The models read the same frames and change none of them, and each has its own history and seed: the results
+        are those of running them one after another. Most of their work (the trees' histograms, Arrow's and NumPy's
+        kernels) runs outside Python's lock, so two models keep two cores busy.
+        """
+
+        def one(model: str):
+            try:
+                found = stored[model]
+                return self.train(model) if found is None else self.score(model, found)
+            except UserError as exc:
+                return exc
+
+        with threadpool_limits(limits=native_threads(self.settings.threads)):
+            if workers <= 1 or len(stored) <= 1:
+                return {model: one(model) for model in stored}
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="predictions") as pool:
+                futures = {model: pool.submit(one, model) for model in stored}
+                return {model: future.result() for model, future in futures.items()}
 
     def score(self, model: str, stored: StoredModel) -> pd.DataFrame:
         """One model's scores (or recommendations) at the latest cutoff from its stored model."""

@@ -11,11 +11,13 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
+from ci_pipeline.config.predictions import PredictionsConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.rules import parse_rules
 from ci_pipeline.outputs import PREDICTION_COLUMNS
 from ci_pipeline.predictions import (
     ModelRuns,
+    Trained,
     fact_columns,
     lines_from_facts,
     purchases_from_facts,
@@ -25,6 +27,8 @@ from ci_pipeline.predictions import (
 from ci_pipeline.predictions.published import json_objects, prediction_table, scoring_cutoff, segment_fields
 from ci_pipeline.predictions.settings import PredictionSettings, PurchaseSource
 from ci_pipeline.segments.evaluate import SegmentEngine
+from ci_pipeline_tests.predictions.test_assets import CONFIG as SHOP_CONFIG
+from ci_pipeline_tests.predictions.test_assets import facts as shop_facts
 
 
 def churn() -> pd.DataFrame:
@@ -206,3 +210,28 @@ def test_model_runs_do_not_hold_the_facts_and_keep_each_frames_error_for_its_mod
     for _ in range(2):
         with pytest.raises(UserError, match="no activity named 'basket_lines' on the timeline"):
             runs.lines  # noqa: B018
+
+
+def test_models_run_side_by_side_give_what_they_give_one_after_another():
+    facts = shop_facts()
+    section = json.loads(json.dumps(SHOP_CONFIG["predictions"]))
+    section["minimums"]["clv_customers"] = 5000  # one model without enough data: its error is its result
+    settings = PredictionSettings.model_validate(PredictionsConfig.model_validate(section).settings())
+    customers = pd.Series(sorted(set(facts["CustomerId"])), dtype="string")
+    latest = scoring_cutoff(None, dt.date(2026, 6, 30))
+    models = ["churn", "clv", "recommendation"]
+
+    def run(stored: dict, workers: int) -> dict:
+        return ModelRuns(settings, facts, customers, None, latest).run_all(stored, workers=workers)
+
+    alone, together = run(dict.fromkeys(models), 1), run(dict.fromkeys(models), 2)
+    assert list(together) == models
+    assert isinstance(together["clv"], UserError) and str(together["clv"]) == str(alone["clv"])
+    assert "at least 5000 are needed" in str(together["clv"])
+    for model in ("churn", "recommendation"):
+        assert isinstance(together[model], Trained)
+        pd.testing.assert_frame_equal(together[model].table, alone[model].table)
+    # Scoring with the stored models, side by side, gives the scores training gave.
+    scored = run({m: together[m].stored for m in ("churn", "recommendation")}, 2)
+    for model, frame in scored.items():
+        pd.testing.assert_frame_equal(frame, alone[model].table)
