@@ -10,6 +10,8 @@ values of a conflict field differ. Skipped links are reported with their reason.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 
@@ -90,19 +92,23 @@ def guarded_clusters(
     lk_ends = np.searchsorted(lk_comp, comps, side="right")
     code_cols = [conflicts[f] for f in fields]
     labels = labels.copy()
+    # A component has a handful of records and links, and thousands are guarded: Python ints and lists within one.
+    left_of, right_of = left.tolist(), right.tolist()
     for g, start in enumerate(rec_starts.tolist()):
         end = rec_starts[g + 1] if g + 1 < len(rec_starts) else len(rec)
         members = rec[start:end]
         component_links = lk[lk_bounds[g] : lk_ends[g]]
-        parts = _Parts(members, code_cols)
+        held = members.tolist()
+        parts = _Parts(held, [c[members].tolist() for c in code_cols])
         for e in component_links.tolist():
-            skipped[e] = parts.join(int(left[e]), int(right[e]), max_cluster_size, never_of)
-        roots = np.array([parts.find(int(m)) for m in members])
+            skipped[e] = parts.join(left_of[e], right_of[e], max_cluster_size, never_of)
+        roots = [parts.find(m) for m in held]
         # relabel each part by its smallest member so labels stay canonical
-        for root in np.unique(roots):
-            part = members[roots == root]
-            labels[part] = part.min()
-        events.append(_event(members, roots, skipped[component_links], fields, max_cluster_size))
+        smallest: dict[int, int] = {}
+        for m, root in zip(held, roots, strict=True):
+            smallest[root] = min(smallest.get(root, m), m)
+        labels[members] = [smallest[root] for root in roots]
+        events.append(_event(len(held), len(smallest), skipped[component_links], fields, max_cluster_size))
     return labels, skipped, events
 
 
@@ -129,11 +135,12 @@ def _flagged(
 class _Parts:
     """Union-find over one flagged component's records, with each part's members and known conflict values."""
 
-    def __init__(self, members: np.ndarray, code_cols: list[np.ndarray]):
-        self.parent = {int(m): int(m) for m in members}
-        self.size = {int(m): 1 for m in members}
-        self.members = {int(m): {int(m)} for m in members}
-        self.values = {int(m): [({int(c[m])} if c[m] >= 0 else set()) for c in code_cols] for m in members}
+    def __init__(self, members: list[int], codes: list[list[int]]):
+        """``codes[k][i]``: the code of ``members[i]``'s value of the k-th conflict field (-1 = unknown)."""
+        self.parent = {m: m for m in members}
+        self.size = dict.fromkeys(members, 1)
+        self.members = {m: {m} for m in members}
+        self.values = {m: [({c[i]} if c[i] >= 0 else set()) for c in codes] for i, m in enumerate(members)}
 
     def find(self, x: int) -> int:
         return _find(self.parent, x)
@@ -161,21 +168,23 @@ class _Parts:
         return 0
 
 
-def _event(members: np.ndarray, roots: np.ndarray, skips: np.ndarray, fields: list[str], max_cluster_size: int):
-    """The report of one guarded component: its size, the customers made of it, why, and the links skipped."""
+def _event(records: int, parts: int, skips: np.ndarray, fields: list[str], max_cluster_size: int):
+    """The report of one guarded component: its size, the customers made of it (``parts``), why, and the links
+    skipped."""
+    count = Counter(skips.tolist())
     reasons = []
-    if len(members) > max_cluster_size:
+    if records > max_cluster_size:
         reasons.append("size cap")
-    if (skips == 2).any():
+    if count[2]:
         reasons.append("never-match pair")
-    reasons += [f"conflicting {f}" for k, f in enumerate(fields) if (skips == 3 + k).any()]
+    reasons += [f"conflicting {f}" for k, f in enumerate(fields) if count[3 + k]]
     return {
-        "records": int(len(members)),
-        "parts": int(len(np.unique(roots))),
+        "records": records,
+        "parts": parts,
         "reason": ", ".join(reasons),
-        "links_skipped_size": int((skips == 1).sum()),
-        "links_skipped_never_match": int((skips == 2).sum()),
-        "links_skipped_conflict": int((skips >= 3).sum()),
+        "links_skipped_size": count[1],
+        "links_skipped_never_match": count[2],
+        "links_skipped_conflict": sum(n for reason, n in count.items() if reason >= 3),
     }
 
 

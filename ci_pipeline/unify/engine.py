@@ -410,8 +410,7 @@ def cluster_and_attach(
     customers rebuilt with those links last. Adds ``label`` to the records."""
     n = len(records)
     pairs, never, conflicts = candidates.pairs, candidates.never, matched.conflicts
-    links = pairs[pairs["accepted"]].copy()
-    links["order"] = _link_order(links)
+    links = _links(pairs)
     labels, skipped, events = guarded_clusters(n, links, never, config.guard.max_cluster_size, conflicts)
     attach_pairs, attach_stats = _attach(
         config.match.attach, matched.attach_inputs, labels, _previous_codes(records, previous_identity)
@@ -419,8 +418,7 @@ def cluster_and_attach(
     if len(attach_pairs):
         # Attachment links are the weakest evidence: the guard takes them last when it rebuilds a customer.
         pairs = pd.concat([pairs, attach_pairs], ignore_index=True)
-        links = pairs[pairs["accepted"]].copy()
-        links["order"] = _link_order(links)
+        links = _links(pairs)
         labels, skipped, events = guarded_clusters(n, links, never, config.guard.max_cluster_size, conflicts)
     used = skipped == 0
     pairs["linked"] = False
@@ -523,6 +521,12 @@ def _guard_warnings(config: UnifyConfig, records: pd.DataFrame, uncomparable: di
                 "field the rules compare or add a rule for it"
             )
     return found
+
+
+def _links(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The accepted pairs (their index kept) with what the guard reads of them: ``left``, ``right`` and ``order``."""
+    links = pairs.loc[pairs["accepted"].to_numpy(bool), ["left", "right", "stage", "rule", "strength"]]
+    return links.assign(order=_link_order(links))
 
 
 def _link_order(links: pd.DataFrame) -> np.ndarray:
@@ -804,20 +808,26 @@ def _text_order(text: pd.Series) -> np.ndarray:
 
 
 def _rule_stats(pairs: pd.DataFrame) -> list[dict]:
-    rules = []
+    """Candidates, accepted and linked pairs per stage and rule, in the order the rules first appear."""
     # An attach rule's row pairing a record with itself records an outcome, not a candidate.
-    pairs = pairs[pairs["left"].to_numpy() != pairs["right"].to_numpy()]
-    for (stage, rule), g in pairs.groupby(["stage", "rule_name"], sort=False):
-        rules.append(
-            {
-                "stage": stage,
-                "rule": rule,
-                "candidates": int(len(g)),
-                "accepted": int(g["accepted"].sum()),
-                "linked": int(g["linked"].sum()),
-            }
+    candidate = pairs["left"].to_numpy() != pairs["right"].to_numpy()
+    counted = pd.DataFrame(
+        {
+            "stage": pairs["stage"].to_numpy()[candidate],
+            "rule": pairs["rule_name"].to_numpy()[candidate],
+            "accepted": pairs["accepted"].to_numpy(bool)[candidate],
+            "linked": pairs["linked"].to_numpy(bool)[candidate],
+        }
+    )
+    totals = counted.groupby(["stage", "rule"], sort=False).agg(
+        candidates=("accepted", "size"), accepted=("accepted", "sum"), linked=("linked", "sum")
+    )
+    return [
+        {"stage": stage, "rule": rule, "candidates": int(c), "accepted": int(a), "linked": int(k)}
+        for (stage, rule), c, a, k in zip(
+            totals.index, totals["candidates"], totals["accepted"], totals["linked"], strict=True
         )
-    return rules
+    ]
 
 
 def _stats(records, config, rules, events, prep, profiles) -> dict:
