@@ -267,12 +267,18 @@ def evaluate_rules(
 
 
 def scores_json(names: list[str], scores: list[np.ndarray], n: int) -> pd.Series:
-    """``{"email": 1.0, "first_name": 0.857}`` per pair, built column-wise (no per-row Python)."""
+    """``{"email": 1.0, "first_name": 0.857}`` per pair (``null`` for a missing score).
+
+    A score is written as ``str()`` writes the float, and each pair's text joined in one Python pass: about half the
+    time of concatenating text columns condition by condition.
+    """
     if n == 0:
         return pd.Series([], dtype="string")
-    out = pd.Series("{", index=range(n), dtype="string")
-    for i, (name, s) in enumerate(zip(names, scores, strict=True)):
-        sep = "" if i == 0 else ", "
-        text = pd.Series(np.round(s, 3), dtype="float64").astype("string").fillna("null")
-        out = out + f'{sep}"{name}": ' + text
-    return out + "}"
+    if not names:
+        return pd.Series(["{}"] * n, dtype="string")
+    heads = [f'"{name}": ' for name in names]
+    texts = [["null" if v != v else str(v) for v in np.asarray(np.round(s, 3), np.float64).tolist()] for s in scores]
+    rows = [
+        "{" + ", ".join([h + t for h, t in zip(heads, parts, strict=True)]) + "}" for parts in zip(*texts, strict=True)
+    ]
+    return pd.Series(rows, dtype="string")
