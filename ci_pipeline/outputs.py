@@ -106,16 +106,66 @@ def uuid5_hex_digits(names: list[str]) -> np.ndarray:
     return np.frombuffer(raw.tobytes().hex().encode("ascii"), dtype="S1").reshape(-1, 32)
 
 
+def uuid5_digest_sql(name: str) -> str:
+    """SQL (DuckDB) of the SHA-1 (40 hex digits) that ``uuid.uuid5(NAMESPACE, name)`` takes: of the namespace's bytes
+    followed by the UTF-8 of ``name`` (an SQL text expression)."""
+    prefix = "".join(f"\\x{b:02X}" for b in NAMESPACE.bytes)
+    return f"sha1('{prefix}'::BLOB || encode({name}))"
+
+
+#: For each of the 36 characters of a GUID, the digest digit it shows; the dashes, the version digit (``5``) and
+#: the variant digit (the 17th digest digit's value modulo 4, as one of ``89ab``) are set apart.
+_DASH, _VERSION, _VARIANT = -1, -2, -3
+_GUID_DIGITS = np.array(
+    [*range(0, 8), _DASH, *range(8, 12), _DASH, _VERSION, *range(13, 16), _DASH, _VARIANT, *range(17, 20), _DASH]
+    + [*range(20, 32)]
+)
+#: Each hex digit's (ASCII code's) value.
+_HEX_VALUE = np.zeros(256, dtype=np.uint8)
+_HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+
+
+def guids_of_digests(digests: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """uuid5 GUIDs from their SHA-1 digests (40 lowercase hex digits each, as :func:`unified_activity_digest_sql`
+    gives them), and the value of each GUID's first four hex digits (0 to 65535, for :func:`guid_buckets`).
+
+    uuid5 cuts the digest to 16 bytes and sets the version nibble to 5 and the variant bits to ``10``; the
+    characters are picked from the digests' bytes as one array, not a string per row.
+    """
+    n = len(digests)
+    offsets = np.frombuffer(digests.buffers()[1], dtype=np.int64)[digests.offset : digests.offset + n + 1]
+    digits = np.frombuffer(digests.buffers()[2], dtype=np.uint8, count=40 * n, offset=int(offsets[0])).reshape(n, 40)
+    text = digits[:, np.maximum(_GUID_DIGITS, 0)]
+    text[:, _GUID_DIGITS == _DASH] = ord("-")
+    text[:, _GUID_DIGITS == _VERSION] = ord("5")
+    text[:, _GUID_DIGITS == _VARIANT] = np.frombuffer(b"89ab", dtype=np.uint8)[_HEX_VALUE[digits[:, 16]] % 4, None]
+    value = _HEX_VALUE[digits[:, :4]].astype(np.int64)
+    heads = ((value[:, 0] * 16 + value[:, 1]) * 16 + value[:, 2]) * 16 + value[:, 3]
+    guids = pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(np.arange(0, 36 * (n + 1), 36, dtype=np.int64)), pa.py_buffer(text.tobytes())
+    )
+    return guids, heads
+
+
 def guids(identifiers: pd.Series) -> pd.Series:
-    """Deterministic GUIDs for a column of identifiers: exactly :func:`guid` of each value, computed in bulk."""
+    """Deterministic GUIDs for a column of identifiers: exactly :func:`guid` of each value, computed in bulk (the
+    SHA-1 of each by DuckDB, on its threads; the characters picked from the digests as one array)."""
     if len(identifiers) == 0:
         return pd.Series([], index=identifiers.index, dtype="string")
-    hexed = uuid5_hex_digits(identifiers.astype(str).tolist())
-    out = np.full((len(hexed), 36), b"-", dtype="S1")
-    for start, end, at in ((0, 8, 0), (8, 12, 9), (12, 16, 14), (16, 20, 19), (20, 32, 24)):
-        out[:, at : at + end - start] = hexed[:, start:end]
-    text = pa.array(out.view("S36").ravel(), type=pa.binary(36)).cast(pa.string())
-    return pd.Series(pd.array(text, dtype="string"), index=identifiers.index)
+    import duckdb  # only the stages that derive GUIDs need it, not every command that reads the contract
+
+    names = pa.array(identifiers.astype(str), type=pa.large_string())
+    if names.null_count:
+        raise ValueError("guids() got a missing identifier")
+    con = duckdb.connect()
+    try:
+        con.register("names", pa.table({"name": names}))
+        # DuckDB keeps the rows in their order (preserve_insertion_order, its default) for a plain projection.
+        found = con.sql(f"SELECT {uuid5_digest_sql('name')} FROM names").to_arrow_table()
+    finally:
+        con.close()
+    text, _ = guids_of_digests(found.column(0).combine_chunks().cast(pa.large_string()))
+    return pd.Series(pd.array(text.cast(pa.string()), dtype="string"), index=identifiers.index)
 
 
 def identifiers(*parts: pd.Series | str) -> pd.Series:

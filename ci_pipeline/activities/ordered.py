@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from ci_pipeline.arrow_text import fixed_width_bytes
 from ci_pipeline.lake import Lake, WrittenTable
-from ci_pipeline.outputs import NAMESPACE
+from ci_pipeline.outputs import guids_of_digests, uuid5_digest_sql
 
 #: DuckDB's working memory (the repeated keys of one table); past it, it spills to its temporary folder.
 MEMORY_LIMIT = "1GB"
@@ -82,44 +82,8 @@ def repeated_keys(con: duckdb.DuckDBPyConnection, rows: ds.Dataset, column: str)
 
 
 def unified_activity_digest_sql(activity_id: str) -> str:
-    """SQL of the SHA-1 (40 hex digits) uuid5 takes of ``"UnifiedActivity|" + ActivityId`` in the fixed namespace:
-    the SHA-1 of the namespace bytes and the UTF-8 name."""
-    prefix = "".join(f"\\x{b:02X}" for b in NAMESPACE.bytes)
-    return f"sha1('{prefix}'::BLOB || encode('UnifiedActivity|' || {activity_id}))"
-
-
-#: For each of the 36 characters of a GUID, the digest digit it shows; the dashes, the version digit (``5``) and
-#: the variant digit (the 17th digest digit's value modulo 4, as one of ``89ab``) are set apart.
-_DASH, _VERSION, _VARIANT = -1, -2, -3
-_GUID_DIGITS = np.array(
-    [*range(0, 8), _DASH, *range(8, 12), _DASH, _VERSION, *range(13, 16), _DASH, _VARIANT, *range(17, 20), _DASH]
-    + [*range(20, 32)]
-)
-#: Each hex digit's (ASCII code's) value.
-_HEX_VALUE = np.zeros(256, dtype=np.uint8)
-_HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
-
-
-def guids_of_digests(digests: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """uuid5 GUIDs from their SHA-1 digests (40 lowercase hex digits each, as :func:`unified_activity_digest_sql`
-    gives them), and the value of each GUID's first four hex digits (0 to 65535, for :func:`guid_buckets`).
-
-    uuid5 cuts the digest to 16 bytes and sets the version nibble to 5 and the variant bits to ``10``; the
-    characters are picked from the digests' bytes as one array, not a string per row.
-    """
-    n = len(digests)
-    offsets = np.frombuffer(digests.buffers()[1], dtype=np.int64)[digests.offset : digests.offset + n + 1]
-    digits = np.frombuffer(digests.buffers()[2], dtype=np.uint8, count=40 * n, offset=int(offsets[0])).reshape(n, 40)
-    text = digits[:, np.maximum(_GUID_DIGITS, 0)]
-    text[:, _GUID_DIGITS == _DASH] = ord("-")
-    text[:, _GUID_DIGITS == _VERSION] = ord("5")
-    text[:, _GUID_DIGITS == _VARIANT] = np.frombuffer(b"89ab", dtype=np.uint8)[_HEX_VALUE[digits[:, 16]] % 4, None]
-    value = _HEX_VALUE[digits[:, :4]].astype(np.int64)
-    heads = ((value[:, 0] * 16 + value[:, 1]) * 16 + value[:, 2]) * 16 + value[:, 3]
-    guids = pa.LargeStringArray.from_buffers(
-        n, pa.py_buffer(np.arange(0, 36 * (n + 1), 36, dtype=np.int64)), pa.py_buffer(text.tobytes())
-    )
-    return guids, heads
+    """SQL of the SHA-1 (40 hex digits) uuid5 takes of ``"UnifiedActivity|" + ActivityId`` in the fixed namespace."""
+    return uuid5_digest_sql(f"'UnifiedActivity|' || {activity_id}")
 
 
 def unified_activity_guids(con: duckdb.DuckDBPyConnection, activity_ids: pa.Array) -> tuple[pa.Array, np.ndarray]:
