@@ -134,9 +134,13 @@ def test_bad_input_names_table_and_columns():
 
 
 def test_bulk_guids_equal_uuid5_one_by_one():
-    names = pd.Series(["", "crm|contacts|c-1", "Zoë|Ärger|€", "x" * 500, *[f"k{i}" for i in range(1000)]])
+    names = pd.Series(["", "crm|contacts|c-1", "Zoë|Ärger|€", "😀|a\x00b", "x" * 500, *[f"k{i}" for i in range(1000)]])
     assert outputs.guids(names).tolist() == [expected_guid(n) for n in names]
     assert outputs.guids(pd.Series([], dtype="string")).tolist() == []
+    # In the order and with the index of the identifiers given.
+    shuffled = names.sample(frac=1, random_state=3)
+    found = outputs.guids(shuffled)
+    assert found.index.equals(shuffled.index) and found.tolist() == [expected_guid(n) for n in shuffled]
 
 
 def keys_with_gap() -> pd.DataFrame:
