@@ -25,12 +25,15 @@ def test_bench_pipeline_reports_every_stage_and_reuses_the_generated_data(tmp_pa
         assert stage["rows_out"] > 0 and stage["rows_in"] > 0 and stage["seconds"] >= 0, name
     # Ingest writes every row it reads: accepted into the table, the rest into its quarantine.
     assert stages["ingest"]["rows_in"] == stages["ingest"]["rows_out"]
-    assert sum(s["seconds"] for s in stages.values()) <= figures["seconds"]
-    # CPU seconds are counted per step in this process: each stage used some, all of them no more than the run.
+    # A stage's seconds are its steps' own; steps run two at a time (orchestration.executor.max_concurrent), so
+    # the stages' seconds add up to at most twice the run's.
+    assert all(s["seconds"] <= figures["seconds"] for s in stages.values())
+    assert sum(s["seconds"] for s in stages.values()) <= 2 * figures["seconds"]
+    # CPU seconds are shared among the steps running at the time: each stage used some, all of them no more than
+    # the run.
     assert all(s["cpu_seconds"] > 0 for s in stages.values())
     assert sum(s["cpu_seconds"] for s in stages.values()) <= figures["cpu_seconds"]
-    peaks = [s["peak_rss_mb"] for s in stages.values()]
-    assert peaks == sorted(peaks) and 0 < peaks[-1] <= figures["peak_rss_mb"]
+    assert all(0 < s["peak_rss_mb"] <= figures["peak_rss_mb"] for s in stages.values())
     # The unchanged rerun recomputes nothing; the 1% append re-reads the grown tables and what depends on them.
     unchanged, append = figures["unchanged_rerun"], figures["append_1pct"]
     assert unchanged["seconds"] > 0 and unchanged["assets_recomputed"] == 0 and unchanged["stages_seconds"] == {}

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -122,24 +123,33 @@ def measure(config_path: Path, incremental: bool = False) -> dict:
         }
     graph = defs.resolve_asset_graph()
     peak_at: dict[str, int] = {}
-    cpu_at: dict[str, float] = {}
+    cpu_at: dict[str, float] = defaultdict(float)
+    running: set[str] = set()
+    last_cpu = [_process_cpu()]
+    lock = threading.Lock()
 
     def on_event(record) -> None:
-        # The peak only grows: read when a step ends, it is the peak up to and including that step.
+        # Steps run side by side on threads (and call this from their threads): the process's CPU time (every
+        # thread) between two step starts or ends is shared equally by the steps running then. A figure that stays
+        # put on a machine other processes keep busy, and exact when steps run one at a time.
         event = record.dagster_event
-        if event is None:
+        if event is None or event.event_type_value not in {"STEP_START", "STEP_SUCCESS", "STEP_FAILURE"}:
             return
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        # The steps run one after another in this process, so the CPU time used between a step's start and end
-        # (every thread) is the step's: a figure that stays put on a machine other processes keep busy.
-        if event.event_type_value == "STEP_START":
-            cpu_at[event.step_key] = -(usage.ru_utime + usage.ru_stime)
-        elif event.event_type_value in {"STEP_SUCCESS", "STEP_FAILURE"}:
-            peak_at[event.step_key] = peak_rss_kb()
-            cpu_at[event.step_key] = cpu_at.get(event.step_key, 0.0) + usage.ru_utime + usage.ru_stime
+        with lock:
+            now = _process_cpu()
+            for step in running:
+                cpu_at[step] += (now - last_cpu[0]) / len(running)
+            last_cpu[0] = now
+            if event.event_type_value == "STEP_START":
+                running.add(event.step_key)
+            else:
+                running.discard(event.step_key)
+                # The peak only grows: read when a step ends, it is the peak up to and including that step.
+                peak_at[event.step_key] = peak_rss_kb()
 
     with dg.DagsterInstance.ephemeral() as instance:
-        result = execute_as_job_run(job, instance, {MODE_TAG: mode}, {}, on_event=on_event)
+        steps = config.orchestration.executor.max_concurrent
+        result = execute_as_job_run(job, instance, {MODE_TAG: mode}, {}, on_event=on_event, steps_at_once=steps)
         records = list(instance.all_logs(result.run_id))
     seconds = time.perf_counter() - started
     if not result.success:
@@ -153,6 +163,11 @@ def measure(config_path: Path, incremental: bool = False) -> dict:
         "assets": len(job.asset_layer.selected_asset_keys),
         "stages": stages,
     }
+
+
+def _process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure_apart(config_path: Path, incremental: bool = True) -> dict:

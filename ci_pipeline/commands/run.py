@@ -83,7 +83,8 @@ def run(args) -> int:
         # Stage notes and warnings on the console; the step-by-step debug events stay in the run's event log.
         run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
         progress = Progress(step_assets(graph))
-        result = execute_as_job_run(job, instance, tags, run_config, on_event=progress)
+        steps = config.orchestration.executor.max_concurrent
+        result = execute_as_job_run(job, instance, tags, run_config, on_event=progress, steps_at_once=steps)
         records = list(instance.all_logs(result.run_id))
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     print_summary(

@@ -9,6 +9,7 @@ from dagster._core.execution.api import create_execution_plan, execute_run
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
 from ci_pipeline.defs.refresh import plan, stale_selection
+from ci_pipeline.defs.threaded import threaded_executor
 from ci_pipeline.errors import UserError
 from ci_pipeline.orchestration import MODE_TAG
 from ci_pipeline.orchestration.refresh import RefreshPlan
@@ -85,18 +86,27 @@ def incremental_job(defs: dg.Definitions, config, lake) -> tuple[dg.JobDefinitio
 
 
 def execute_as_job_run(
-    job: dg.JobDefinition, instance: dg.DagsterInstance, tags: dict, run_config: dict, on_event=None
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    tags: dict,
+    run_config: dict,
+    on_event=None,
+    steps_at_once: int = 1,
 ):
     """Execute ``job`` in this process as a run of the code location's job, and return the result.
 
     ``on_event`` (optional) is called with every event log entry of the run as it is stored (progress, figures).
+    ``steps_at_once``: steps the plan has ready that run side by side, each on a thread of this process
+    (:mod:`ci_pipeline.defs.threaded`); 1: one after another.
 
     ``execute_in_process`` records runs that belong to no code location: the UI lists them under Runs only, never
     on their job's page or the timeline. Here the run is created with the origin of the job in the workspace
     (:data:`CODE_LOCATION`), then executed in this process with the in-process executor, so it is as fast as
     before and the UI treats it like a run it launched itself.
     """
-    in_process = job.with_executor_def(dg.in_process_executor)
+    in_process = job.with_executor_def(
+        threaded_executor(steps_at_once) if steps_at_once > 1 else dg.in_process_executor
+    )
     repository = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin(CODE_LOCATION), REPOSITORY)
     plan = create_execution_plan(
         InMemoryJob(in_process),

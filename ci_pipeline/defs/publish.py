@@ -24,6 +24,7 @@ from ci_pipeline.defs.resources import (
     export_lake,
     fail_fast,
 )
+from ci_pipeline.defs.threaded import EXCLUSIVE_TAG
 from ci_pipeline.export import StoredTable, write_export
 from ci_pipeline.redact import redact
 
@@ -75,6 +76,8 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
         # whole through the IO manager would hold millions of activity rows at once.
         deps=[upstream] if upstream is not None else [],
         tags={"ci_pipeline/output_table": table},
+        # One sink at a time: its tables share one database (and its lock).
+        op_tags={EXCLUSIVE_TAG: "sink"},
         # The Dataverse sink crosses the network; the embedded one does not need retries.
         retry_policy=EXTERNAL_RETRY if kind == "dataverse" else None,
         check_specs=[
@@ -127,6 +130,7 @@ def _capacity_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         kinds={"sqlite" if publish.sink.kind == "sqlite" else "dataverse"},
         description="One row per published table: Dataverse storage entitlement next to the rows and bytes published.",
         deps=[sink_asset_key(t) for t in outputs.OUTPUT_TABLES],
+        op_tags={EXCLUSIVE_TAG: "sink"},
     )
     def _capacity(context: dg.AssetExecutionContext, lake: LakeResource, sink: SinkResource) -> dg.MaterializeResult:
         with sink.open(lake, context.run_id) as opened:

@@ -1,0 +1,191 @@
+"""Steps of a run on threads of the run's own process: the in-process executor, with up to N steps at a time.
+
+`ci-pipeline run` executes a run in its own process (no process per step: on a small machine starting one costs
+more than many steps take). One step at a time leaves one of two cores idle while, for example, the models train
+and the enrichments, the measures and the first sink tables wait for them, although none needs the others. Here
+the steps the plan has ready run side by side on threads (most of their work is in Arrow, DuckDB, NumPy, SQLite and
+scikit-learn, which release Python's lock). Events, hooks and the plan's bookkeeping stay on the run's thread, in
+the order each step gives them, exactly as the in-process executor handles them; a step's own work is unchanged.
+
+Steps that write one database serialise there anyway and would wait on its lock: a step tagged with
+:data:`EXCLUSIVE_TAG` never runs beside another step with the same tag value.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import dagster as dg
+import dagster._check as check
+from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.execution.api import ExecuteRunWithPlanIterable
+from dagster._core.execution.compute_logs import create_compute_log_file_key
+from dagster._core.execution.context.system import PlanExecutionContext, PlanOrchestrationContext
+from dagster._core.execution.context_creation_job import PlanExecutionContextManager
+from dagster._core.execution.plan.execute_plan import (
+    _handle_compute_log_setup_error,
+    _handle_compute_log_teardown_error,
+    _trigger_hook,
+    dagster_event_sequence_for_step,
+)
+from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.execution.retries import RetryMode
+from dagster._core.executor.in_process import InProcessExecutor
+
+#: Op tag: steps with the same value never run at the same time (the sink's tables: one SQLite file).
+EXCLUSIVE_TAG = "ci_pipeline/exclusive"
+_DONE = object()
+
+
+class ThreadedInProcessExecutor(InProcessExecutor):
+    """:class:`InProcessExecutor` with up to ``max_concurrent`` steps at a time on threads."""
+
+    def __init__(self, retries, max_concurrent: int):
+        super().__init__(retries)
+        self.max_concurrent = check.int_param(max_concurrent, "max_concurrent")
+
+    def execute(self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan) -> Iterator[DagsterEvent]:
+        pid = os.getpid()
+        keys = execution_plan.step_keys_to_execute
+        yield DagsterEvent.engine_event(
+            plan_context,
+            f"Executing steps in process (pid: {pid}), up to {self.max_concurrent} at a time on threads",
+            event_specific_data=EngineEventData.in_process(pid, keys),
+        )
+
+        def iterator(job_context: PlanExecutionContext, execution_plan: ExecutionPlan) -> Iterator[DagsterEvent]:
+            with InstanceConcurrencyContext(job_context.instance, job_context.dagster_run) as concurrency:
+                yield from _threaded_steps(job_context, execution_plan, concurrency, self.max_concurrent)
+
+        yield from ExecuteRunWithPlanIterable(
+            execution_plan=plan_context.execution_plan,
+            iterator=iterator,
+            execution_context_manager=PlanExecutionContextManager(
+                job=plan_context.job,
+                retry_mode=plan_context.retry_mode,
+                execution_plan=plan_context.execution_plan,
+                run_config=plan_context.run_config,
+                dagster_run=plan_context.dagster_run,
+                instance=plan_context.instance,
+                raise_on_error=plan_context.raise_on_error,
+                output_capture=plan_context.output_capture,
+                step_dependency_config=self.step_dependency_config,
+            ),
+        )
+        yield DagsterEvent.engine_event(
+            plan_context,
+            f"Finished steps in process (pid: {pid})",
+            event_specific_data=EngineEventData.in_process(pid, keys),
+        )
+
+
+def threaded_executor(max_concurrent: int) -> dg.ExecutorDefinition:
+    """The executor of runs that `ci-pipeline run` executes in its own process: ``max_concurrent`` steps at a time
+    on threads (1: one after another, as Dagster's in-process executor)."""
+
+    @dg.executor(name="in_process_threads")
+    def _threads(_init_context) -> InProcessExecutor:
+        return ThreadedInProcessExecutor(RetryMode.ENABLED, max_concurrent)
+
+    return _threads
+
+
+def _exclusive(step) -> str | None:
+    return step.tags.get(EXCLUSIVE_TAG) if step.tags else None
+
+
+def _run_step(step_context, events: queue.Queue) -> None:
+    """A step's events into ``events``, then :data:`_DONE` (or the exception that ended the step's sequence)."""
+    try:
+        for event in dagster_event_sequence_for_step(step_context):
+            events.put((step_context.step.key, event))
+        events.put((step_context.step.key, _DONE))
+    except BaseException as exc:  # noqa: BLE001 - handed to the run's thread, which raises it
+        events.put((step_context.step.key, exc))
+
+
+def _startable(active, running: dict, held: list, workers: int) -> list:
+    """The steps to start now: held ones whose exclusive tag is free first, then ready ones from the plan, up to
+    ``workers`` running; a ready step whose tag is taken joins ``held``."""
+    busy = {_exclusive(context.step) for context, _ in running.values()} - {None}
+    chosen = []
+
+    def admit(step) -> bool:
+        tag = _exclusive(step)
+        if tag in busy:
+            return False
+        if tag is not None:
+            busy.add(tag)
+        chosen.append(step)
+        return True
+
+    for step in list(held):
+        if len(running) + len(chosen) < workers and admit(step):
+            held.remove(step)
+    while len(running) + len(chosen) < workers and not active.is_complete:
+        step = active.get_next_step()
+        if step is None:
+            break
+        if not admit(step):
+            held.append(step)
+    return chosen
+
+
+def _threaded_steps(
+    job_context: PlanExecutionContext, plan: ExecutionPlan, concurrency, workers: int
+) -> Iterator[DagsterEvent]:
+    """``inner_plan_execution_iterator`` of Dagster's in-process executor, with up to ``workers`` steps at once."""
+    compute_log_manager = job_context.instance.compute_log_manager
+    step_keys = [step.key for step in plan.get_steps_to_execute_in_topo_order()]
+    with (
+        plan.start(
+            retry_mode=job_context.retry_mode,
+            instance_concurrency_context=concurrency,
+            step_dependency_config=job_context.step_dependency_config,
+        ) as active,
+        ExitStack() as capture_stack,
+    ):
+        # The logs of the whole process are captured once, as the in-process executor does.
+        try:
+            log_key = compute_log_manager.build_log_key_for_run(job_context.run_id, create_compute_log_file_key())
+            log_context = capture_stack.enter_context(compute_log_manager.capture_logs(log_key))
+            yield DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context)
+        except Exception:
+            yield from _handle_compute_log_setup_error(job_context, sys.exc_info())
+        events: queue.Queue = queue.Queue()
+        running: dict[str, tuple] = {}  # step key -> (step context, its events so far)
+        held: list = []  # steps taken from the plan that wait for a running step with the same exclusive tag
+        while running or held or not active.is_complete:
+            for step in _startable(active, running, held, workers):
+                context = job_context.for_step(step, active.get_known_state())
+                running[step.key] = (context, [])
+                threading.Thread(target=_run_step, args=(context, events), name=f"step-{step.key}", daemon=True).start()
+            yield from active.concurrency_event_iterator(job_context)
+            if not running:
+                active.sleep_til_ready()
+                continue
+            key, event = events.get()
+            context, seen = running[key]
+            if isinstance(event, BaseException):
+                raise event
+            if event is not _DONE:
+                seen.append(event)
+                yield event
+                active.handle_event(event)
+                continue
+            del running[key]
+            active.verify_complete(job_context, key)
+            for skipped in active.plan_events_iterator(job_context):
+                seen.append(skipped)
+                yield skipped
+            yield from _trigger_hook(context, seen)
+        try:
+            capture_stack.close()
+        except Exception:
+            yield from _handle_compute_log_teardown_error(job_context, sys.exc_info())

@@ -1,0 +1,89 @@
+"""Steps side by side on threads of the run's process (ci_pipeline.defs.threaded), as `ci-pipeline run` runs them."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import dagster as dg
+
+from ci_pipeline.defs.launch import execute_as_job_run
+from ci_pipeline.defs.threaded import EXCLUSIVE_TAG
+
+SECONDS = 0.4
+
+
+def _job(spans: dict, fail: set[str] = frozenset(), hooked: list | None = None) -> dg.JobDefinition:
+    """Four independent assets (two of them sharing an exclusive tag) and one after all four; each records when it
+    ran and on which thread."""
+
+    def make(name: str, deps=(), tags=None):
+        @dg.asset(name=name, deps=list(deps), op_tags=tags or {})
+        def _asset():
+            started = time.monotonic()
+            time.sleep(SECONDS)
+            if name in fail:
+                raise RuntimeError(f"{name} failed on purpose")
+            spans[name] = (started, time.monotonic(), threading.current_thread().name)
+
+        return _asset
+
+    exclusive = {EXCLUSIVE_TAG: "sink"}
+    assets = [make("a"), make("b"), make("sink_1", tags=exclusive), make("sink_2", tags=exclusive)]
+    assets.append(make("last", deps=["a", "b", "sink_1", "sink_2"]))
+
+    @dg.success_hook
+    def record(context):
+        hooked.append((context.op.name, threading.current_thread().name))
+
+    job = dg.define_asset_job("all", hooks={record} if hooked is not None else None)
+    return dg.Definitions(assets=assets, jobs=[job]).resolve_job_def("all")
+
+
+def _overlap(first: tuple, second: tuple) -> bool:
+    return first[0] < second[1] and second[0] < first[1]
+
+
+def test_ready_steps_run_two_at_a_time_but_never_two_of_one_exclusive_tag():
+    spans: dict = {}
+    hooked: list = []
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = execute_as_job_run(_job(spans, hooked=hooked), instance, {}, {}, steps_at_once=2)
+    assert result.success
+    assert set(spans) == {"a", "b", "sink_1", "sink_2", "last"}
+    assert not _overlap(spans["sink_1"], spans["sink_2"])
+    names = ["a", "b", "sink_1", "sink_2"]
+    pairs = [(x, y) for i, x in enumerate(names) for y in names[i + 1 :]]
+    assert any(_overlap(spans[x], spans[y]) for x, y in pairs)
+    # Never more than two at once, and the last one after all four.
+    for moment in (s[0] for s in spans.values()):
+        assert sum(s[0] <= moment < s[1] for s in spans.values()) <= 2
+    assert spans["last"][0] >= max(spans[n][1] for n in names)
+    # The steps ran on threads of their own; each step's hook ran once, on the run's own thread.
+    assert all(s[2].startswith("step-") for s in spans.values())
+    assert sorted(op for op, _ in hooked) == sorted(spans)
+    assert {thread for _, thread in hooked} == {threading.current_thread().name}
+
+
+def test_one_at_a_time_runs_the_steps_one_after_another():
+    spans: dict = {}
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert execute_as_job_run(_job(spans), instance, {}, {}, steps_at_once=1).success
+    ordered = sorted(spans.values())
+    assert all(earlier[1] <= later[0] for earlier, later in zip(ordered, ordered[1:], strict=False))
+
+
+def test_a_failed_step_stops_what_depends_on_it_and_the_others_still_run_as_one_at_a_time():
+    outcomes = []
+    for steps in (1, 2):
+        spans: dict = {}
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = execute_as_job_run(_job(spans, fail={"b"}), instance, {}, {}, steps_at_once=steps)
+            events = [r.dagster_event for r in instance.all_logs(result.run_id) if r.dagster_event]
+        ended = {(e.event_type_value, e.step_key) for e in events if e.is_step_success or e.is_step_failure}
+        started = {e.step_key for e in events if e.event_type_value == "STEP_START"}
+        outcomes.append((result.success, set(spans), ended, started))
+    assert outcomes[0] == outcomes[1]
+    success, ran, ended, started = outcomes[1]
+    assert not success and ran == {"a", "sink_1", "sink_2"}
+    assert ("STEP_FAILURE", "b") in ended and "last" not in started
