@@ -28,6 +28,7 @@ from ci_pipeline.predictions.data import (
     latest_cutoff,
     native_threads,
     require,
+    training_sample,
     usability,
 )
 from ci_pipeline.predictions.features import Context, Measures
@@ -211,7 +212,11 @@ def fit(history: History, cutoff: pd.Timestamp, settings: PredictionSettings, in
     s = history.summary(cutoff)
     bgnbd = btyd.fit_bgnbd(s["x"], s["t_x"], s["T"])
     gg = btyd.fit_gamma_gamma(s["x"], s["monetary"])
-    X = informative(X.join(btyd_value(history, cutoff, bgnbd, gg, settings.clv.period_days)))
+    X = X.join(btyd_value(history, cutoff, bgnbd, gg, settings.clv.period_days))
+    sample = training_sample(len(y), settings.seed)
+    if sample is not None:
+        X, y = X.iloc[sample], y[sample]
+    X = informative(X)
     mean = _regressor("poisson", settings.seed).fit(X, y)
     low = _regressor("quantile", settings.seed, quantile=QUANTILES[0]).fit(X, y) if intervals else None
     high = _regressor("quantile", settings.seed, quantile=QUANTILES[1]).fit(X, y) if intervals else None

@@ -8,7 +8,7 @@ import pytest
 
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.errors import UserError
-from ci_pipeline.predictions import churn
+from ci_pipeline.predictions import churn, clv
 from ci_pipeline.predictions.data import InsufficientData
 from ci_pipeline.predictions.features import Measures
 from ci_pipeline.predictions.settings import PredictionSettings
@@ -198,3 +198,23 @@ def test_measures_become_features_recomputed_at_each_cutoff_and_must_still_exist
     gone = Measures(MeasuresConfig(attributes={"spend": MEASURES.attributes["spend"]}), measures.facts)
     with pytest.raises(UserError, match="measure.average_order that the data no longer has"):
         churn.score_stored(stored, purchases, synthetic.END, measures=gone)
+
+
+def test_models_fit_on_a_seeded_sample_of_their_training_rows_beyond_the_limit(monkeypatch):
+    from ci_pipeline.predictions import data
+
+    assert data.training_sample(data.MAX_TRAINING_ROWS, 7) is None
+    monkeypatch.setattr(data, "MAX_TRAINING_ROWS", 300)
+    picked = data.training_sample(1000, 7)
+    assert len(picked) == 300 == len(set(picked)) and (np.diff(picked) > 0).all() and picked[-1] < 1000
+    assert (picked == data.training_sample(1000, 7)).all() and not (picked == data.training_sample(1000, 8)).all()
+    # Both models still train and score everyone on their sample, the same way twice.
+    purchases = synthetic.purchases()
+    customers = purchases["CustomerId"]
+    first = churn.run_churn(purchases, customers, synthetic.END, SETTINGS).scores
+    pd.testing.assert_frame_equal(first, churn.run_churn(purchases, customers, synthetic.END, SETTINGS).scores)
+    assert first["CustomerId"].nunique() == customers.nunique()
+    settings = SETTINGS.model_copy(update={"clv": SETTINGS.clv.model_copy(update={"period_months": 3})})
+    assert (
+        clv.run_clv(purchases, customers, synthetic.END, settings).scores["CustomerId"].nunique() == customers.nunique()
+    )
