@@ -177,12 +177,14 @@ class Freshness(StrictModel):
 class Executor(StrictModel):
     """How the steps of a run execute: processes on this machine, or one Kubernetes pod per step."""
 
-    #: ``in_process`` (default: the steps one after another in the run's process, as `ci-pipeline run` does; on a
-    #: small machine starting a process per step costs more than the steps), ``multiprocess`` (a process per step,
-    #: ``max_concurrent`` at a time: for large data on a machine with cores to spare) or ``k8s`` (one pod per
-    #: step; needs the dagster-k8s package and the K8sRunLauncher, see docs/operations.md).
+    #: ``in_process`` (default: the steps in the run's process, ``max_concurrent`` at a time on threads, as
+    #: `ci-pipeline run` does; on a small machine starting a process per step costs more than the steps),
+    #: ``multiprocess`` (a process per step, ``max_concurrent`` at a time: for large data on a machine with cores to
+    #: spare) or ``k8s`` (one pod per step; needs the dagster-k8s package and the K8sRunLauncher, see
+    #: docs/operations.md).
     kind: Literal["multiprocess", "in_process", "k8s"] = "in_process"
-    #: ``multiprocess`` and ``k8s``: steps running at the same time; the default suits a 2-core machine.
+    #: Steps running at the same time (threads, processes or pods); the default suits a 2-core machine; 1 runs the
+    #: steps one after another (the least memory).
     max_concurrent: int = Field(2, ge=1, le=256)
     #: ``k8s`` only: namespace of the step pods (default: the run's namespace).
     job_namespace: str | None = None

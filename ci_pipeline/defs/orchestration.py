@@ -23,6 +23,7 @@ from ci_pipeline.defs import refresh as refresh_defs
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Stage, stage_jobs
 from ci_pipeline.defs.resources import LakeResource
 from ci_pipeline.defs.stages import PUBLISH, STAGES
+from ci_pipeline.defs.threaded import threaded_executor
 from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake
 from ci_pipeline.orchestration import (
@@ -408,10 +409,11 @@ def with_freshness(config: ProjectConfig, stages: dg.Definitions, graph) -> dg.D
 
 def executor_for(config: ProjectConfig) -> dg.ExecutorDefinition:
     """The executor ``orchestration.executor`` names: the one place the executor of every job is chosen (the UI's
-    runs and the schedules' use it; `ci-pipeline run` always executes in its own process). Default: in-process."""
+    runs and the schedules' use it; `ci-pipeline run` always executes in its own process, ``max_concurrent`` steps at a
+    time). Default: in-process, two steps at a time on threads (:mod:`ci_pipeline.defs.threaded`)."""
     settings = config.orchestration.executor
     if settings.kind == "in_process":
-        return dg.in_process_executor
+        return threaded_executor(settings.max_concurrent) if settings.max_concurrent > 1 else dg.in_process_executor
     if settings.kind == "multiprocess":
         if settings.max_concurrent == 2:
             return EXECUTOR

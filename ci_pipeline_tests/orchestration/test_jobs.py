@@ -75,8 +75,11 @@ def test_the_project_definitions_carry_the_orchestration(tmp_path):
 
 def test_in_process_executor_by_default_bounded_multiprocess_on_request_and_freshness(project, tmp_path):
     _, _, defs = project
-    # The UI's runs execute like `ci-pipeline run`: in the run's process, no process started per step.
-    assert defs.resolve_job_def("full_refresh").executor_def.name == dg.in_process_executor.name
+    # The UI's runs execute like `ci-pipeline run`: in the run's process, no process started per step, two steps at
+    # a time on threads (one after another with max_concurrent: 1).
+    assert defs.resolve_job_def("full_refresh").executor_def.name == "in_process_threads"
+    one = load_config(write_project(tmp_path / "one", {"executor": {"kind": "in_process", "max_concurrent": 1}}))
+    assert build_project(one).resolve_job_def("full_refresh").executor_def.name == dg.in_process_executor.name
     config = load_config(write_project(tmp_path / "mp", {"executor": {"kind": "multiprocess"}}))
     job = build_project(config).resolve_job_def("full_refresh")
     assert job.executor_def.name == EXECUTOR.name
