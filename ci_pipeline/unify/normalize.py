@@ -25,7 +25,7 @@ from unidecode import unidecode
 
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.records import SUFFIX, given_name_first, parse_times
-from ci_pipeline.unify.text import arrow_strings, map_words, pandas_strings, re_extract, re_replace
+from ci_pipeline.unify.text import arrow_strings, map_words, pandas_strings, re_extract, re_fullmatch, re_replace
 
 #: Arrow-backed strings: regex and string kernels run in C over whole columns.
 STR = "string[pyarrow]"
@@ -408,7 +408,7 @@ def _organization(u: pd.Series) -> pd.Series:
 
 def _email(u: pd.Series) -> pd.Series:
     # An address without exactly one "@" and a dotted domain is not an address: it never matches.
-    valid = u.str.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+").fillna(False).astype(bool)
+    valid = re_fullmatch(u, r"[^@\s]+@[^@\s]+\.[^@\s]+")
     u = u.where(valid)
     parts = re_extract(u, r"^(.*@)([^@]*)$")
     domain = parts[1].astype("string")

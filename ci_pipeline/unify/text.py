@@ -146,6 +146,22 @@ def re_extract(values: pd.Series, pattern: str) -> pd.DataFrame:
     return pd.DataFrame(columns, index=values.index)
 
 
+def re_fullmatch(values: pd.Series, pattern: str) -> np.ndarray:
+    """``values.str.fullmatch(pattern)`` as booleans (False where missing), with Python ``re`` semantics.
+
+    pandas matches a pattern with ``\\s`` in Python, one value at a time; here, as in :func:`re_replace`, RE2 runs
+    over the ASCII values without a newline and Python's ``re`` over the rest.
+    """
+    arrow = arrow_strings(values)
+    found = pc.match_substring_regex(arrow, f"^(?:{re2_pattern(pattern)})$").fill_null(False)
+    python = _python_rows(arrow, "\n")
+    if pc.any(python).as_py():
+        compiled = re.compile(pattern)
+        odd = [compiled.fullmatch(v) is not None for v in pc.filter(arrow, python).to_pylist()]
+        found = pc.replace_with_mask(found, python, pa.array(odd, pa.bool_()))
+    return found.to_numpy(zero_copy_only=False)
+
+
 def map_words(values: pd.Series, table: dict[str, str], lower: bool = False) -> pd.Series:
     """``" ".join(table.get(w, w) for w in v.split())`` for each value (``w.lower()`` looked up when ``lower``).
 
