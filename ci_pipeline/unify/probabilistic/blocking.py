@@ -259,21 +259,34 @@ def block(table: Table, rules: tuple[BlockingRule, ...], max_pairs_per_rule: int
 _SOUNDEX = str.maketrans("bfpvcgjkqsxzdtlmnr", "111122222222334556")
 
 
+_NOT_A_LETTER = re.compile(r"[^a-z]")
+
+
 def soundex(values: np.ndarray) -> list[str | None]:
     """American Soundex of each value's first word (``robert`` -> ``r163``); ``None`` when it has no letter."""
+    # Distinct values often share their first word ("mary", "mary ann"): each word is coded once.
+    coded: dict[str, str | None] = {}
     out = []
     for value in values:
-        word = re.sub(r"[^a-z]", "", str(value).lower().split(" ")[0]) if value is not None else ""
-        if not word:
+        if value is None:
             out.append(None)
             continue
-        digits, last = [], word[0].translate(_SOUNDEX)
-        for ch in word[1:]:
-            code = ch.translate(_SOUNDEX)
-            if code.isdigit() and code != last:
-                digits.append(code)
-            # h and w do not separate equal codes; vowels do.
-            if ch not in "hw":
-                last = code
-        out.append((word[0] + "".join(digits) + "000")[:4])
+        first = str(value).lower().split(" ")[0]
+        if first not in coded:
+            coded[first] = _soundex_word(_NOT_A_LETTER.sub("", first))
+        out.append(coded[first])
     return out
+
+
+def _soundex_word(word: str) -> str | None:
+    if not word:
+        return None
+    digits, last = [], word[0].translate(_SOUNDEX)
+    for ch in word[1:]:
+        code = ch.translate(_SOUNDEX)
+        if code.isdigit() and code != last:
+            digits.append(code)
+        # h and w do not separate equal codes; vowels do.
+        if ch not in "hw":
+            last = code
+    return (word[0] + "".join(digits) + "000")[:4]
