@@ -155,9 +155,11 @@ class PredictionsConfig(ModelSettings):
     as_of: dt.date | Literal["today", "last_purchase"] | None = None
     #: Monthly by default (the 1st at 03:00 in ``orchestration.timezone``).
     training: TrainingSchedule = TrainingSchedule()
-    #: Models trained or scored at the same time, each on a thread of the run's process: two use both cores of a
-    #: small machine; one holds a single model's training rows at a time (the least memory).
-    parallel_models: int = Field(2, ge=1, le=len(MODELS))
+    #: Models trained or scored at the same time, each on a thread of the run's process. One by default: the
+    #: predictions step already runs beside other steps (``orchestration.executor.max_concurrent``), and a second
+    #: model's training rows raised the peak of a run of 1,000,000 people by about 2 GB; two use both cores when
+    #: the step runs alone.
+    parallel_models: int = Field(1, ge=1, le=len(MODELS))
 
     @field_validator("models")
     @classmethod

@@ -19,6 +19,7 @@ from ci_pipeline.defs import activities, unify
 from ci_pipeline.defs.metadata import counts_table, entries_table, numbers, table_of
 from ci_pipeline.defs.registry import REFRESH_TAG, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import asset_path
+from ci_pipeline.defs.threaded import PRIORITY_TAG
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import PREDICTION_COLUMNS
 from ci_pipeline.predictions import (
@@ -243,6 +244,9 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         group_name=GROUP,
         outs=outs,
         check_specs=checks,
+        # The longest step after the timeline, and segments wait for it: it starts before the other ready steps
+        # when steps run side by side (orchestration.executor.max_concurrent).
+        op_tags={PRIORITY_TAG: "1"},
         required_resource_keys={"lake"},
         # The facts and profile are read from the lake by the columns and rows the models use. When a model is
         # trained in the same run, scoring waits for it.

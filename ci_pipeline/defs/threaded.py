@@ -40,6 +40,8 @@ from dagster._core.executor.in_process import InProcessExecutor
 
 #: Op tag: steps with the same value never run at the same time (the sink's tables: one SQLite file).
 EXCLUSIVE_TAG = "ci_pipeline/exclusive"
+#: Dagster's op tag: of the ready steps, those with the higher number start first (default 0).
+PRIORITY_TAG = "dagster/priority"
 _DONE = object()
 
 

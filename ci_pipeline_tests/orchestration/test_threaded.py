@@ -8,7 +8,7 @@ import time
 import dagster as dg
 
 from ci_pipeline.defs.launch import execute_as_job_run
-from ci_pipeline.defs.threaded import EXCLUSIVE_TAG
+from ci_pipeline.defs.threaded import EXCLUSIVE_TAG, PRIORITY_TAG
 
 SECONDS = 0.4
 
@@ -87,3 +87,21 @@ def test_a_failed_step_stops_what_depends_on_it_and_the_others_still_run_as_one_
     success, ran, ended, started = outcomes[1]
     assert not success and ran == {"a", "sink_1", "sink_2"}
     assert ("STEP_FAILURE", "b") in ended and "last" not in started
+
+
+def test_ready_steps_with_a_higher_priority_start_first():
+    spans: dict = {}
+
+    def make(name: str, priority: str | None = None):
+        @dg.asset(name=name, op_tags={PRIORITY_TAG: priority} if priority else {})
+        def _asset():
+            spans[name] = time.monotonic()
+            time.sleep(SECONDS / 2)
+
+        return _asset
+
+    assets = [make("a"), make("b"), make("urgent_1", "1"), make("urgent_2", "2")]
+    job = dg.Definitions(assets=assets, jobs=[dg.define_asset_job("all")]).resolve_job_def("all")
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert execute_as_job_run(job, instance, {}, {}, steps_at_once=2).success
+    assert max(spans["urgent_1"], spans["urgent_2"]) < min(spans["a"], spans["b"])
