@@ -17,6 +17,7 @@ from ci_pipeline.defs import activities, ingest, measures, unify
 from ci_pipeline.defs.metadata import bullet_list, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import asset_path
+from ci_pipeline.defs.threaded import CUSTOMER_MODELS, EXCLUSIVE_TAG
 from ci_pipeline.enrich import (
     EnrichmentFailed,
     EnrichmentInputs,
@@ -182,6 +183,8 @@ def _enrichments_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name="run_enrichments",
         group_name=GROUP,
+        # Never beside the predictions: each holds every customer's features at once (see defs.threaded).
+        op_tags={EXCLUSIVE_TAG: CUSTOMER_MODELS},
         ins=ins,
         deps=deps,
         outs=outs,

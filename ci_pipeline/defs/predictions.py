@@ -19,7 +19,7 @@ from ci_pipeline.defs import activities, unify
 from ci_pipeline.defs.metadata import counts_table, entries_table, numbers, table_of
 from ci_pipeline.defs.registry import REFRESH_TAG, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import asset_path
-from ci_pipeline.defs.threaded import PRIORITY_TAG
+from ci_pipeline.defs.threaded import CUSTOMER_MODELS, EXCLUSIVE_TAG, PRIORITY_TAG
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import PREDICTION_COLUMNS
 from ci_pipeline.predictions import (
@@ -195,6 +195,8 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
         deps=[activities.STAGE.key("activity_facts"), unify.STAGE.key("customer_profile")],
         required_resource_keys={"lake"},
         tags={REFRESH_TAG: "on_demand"},
+        # One model trains at a time: each holds its training rows (predictions.parallel_models).
+        op_tags={EXCLUSIVE_TAG: CUSTOMER_MODELS},
         description=f"The {MODEL_NAMES[model]} model: backtested one window back, fitted at the latest cutoff and "
         "stored in the lake with its evaluation report; refreshes score with it until it is trained again.",
     )
@@ -245,8 +247,8 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         outs=outs,
         check_specs=checks,
         # The longest step after the timeline, and segments wait for it: it starts before the other ready steps
-        # when steps run side by side (orchestration.executor.max_concurrent).
-        op_tags={PRIORITY_TAG: "1"},
+        # when steps run side by side (orchestration.executor.max_concurrent), never beside the enrichments.
+        op_tags={PRIORITY_TAG: "1", EXCLUSIVE_TAG: CUSTOMER_MODELS},
         required_resource_keys={"lake"},
         # The facts and profile are read from the lake by the columns and rows the models use. When a model is
         # trained in the same run, scoring waits for it.

@@ -40,6 +40,9 @@ from dagster._core.executor.in_process import InProcessExecutor
 
 #: Op tag: steps with the same value never run at the same time (the sink's tables: one SQLite file).
 EXCLUSIVE_TAG = "ci_pipeline/exclusive"
+#: Its value on the steps that hold every customer's features and models at once (predictions, enrichment): side by
+#: side they raised the peak of a run of 1,000,000 people from about 14 to 16 GB.
+CUSTOMER_MODELS = "customer_models"
 #: Dagster's op tag: of the ready steps, those with the higher number start first (default 0).
 PRIORITY_TAG = "dagster/priority"
 _DONE = object()
