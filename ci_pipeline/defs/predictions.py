@@ -35,6 +35,7 @@ from ci_pipeline.predictions import (
     segment_fields,
 )
 from ci_pipeline.predictions.charts import draw_report_charts, markdown_image
+from ci_pipeline.predictions.published import models_at_once
 from ci_pipeline.redact import redact
 
 GROUP = "predictions"
@@ -268,7 +269,8 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
                 stored[model] = _stored_for(context, lake, configured, model)
             except UserError as exc:
                 failed[model] = exc
-        done = runs.run_all(stored, workers=section.parallel_models) | failed
+        workers = models_at_once(section.parallel_models, _purchase_rows(runs))
+        done = runs.run_all(stored, workers=workers) | failed
         scored: dict[str, pd.DataFrame] = {}
         for model in models:
             outcome = done[model]
@@ -306,6 +308,13 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         )
 
     return score
+
+
+def _purchase_rows(runs: ModelRuns) -> int:
+    try:
+        return len(runs.purchases)
+    except UserError:
+        return 0  # no purchases to derive: the models that need them fail on their own
 
 
 def _stored_for(context: dg.AssetExecutionContext, lake, configured: dict, model: str) -> StoredModel | None:

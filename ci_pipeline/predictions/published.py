@@ -34,6 +34,17 @@ from ci_pipeline.predictions.recommend import MODEL, REASONS, Recommender, inter
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
 
+#: Below this many purchase rows, ``parallel_models: auto`` trains or scores two models at a time.
+PARALLEL_PURCHASES = 1_000_000
+
+
+def models_at_once(configured: int | str, purchase_rows: int) -> int:
+    """The models run at the same time: the configured number, or for ``auto`` two below
+    :data:`PARALLEL_PURCHASES` purchase rows (a second model's rows then cost well under a gigabyte), else one."""
+    if configured != "auto":
+        return int(configured)
+    return 2 if purchase_rows < PARALLEL_PURCHASES else 1
+
 
 def scoring_cutoff(as_of, measures_as_of) -> pd.Timestamp | None:
     """The cutoff the models score at: the end (midnight UTC after) of ``as_of``, of today for ``today``, of

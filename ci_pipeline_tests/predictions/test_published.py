@@ -24,7 +24,13 @@ from ci_pipeline.predictions import (
     read_facts,
     signals_from_facts,
 )
-from ci_pipeline.predictions.published import json_objects, prediction_table, scoring_cutoff, segment_fields
+from ci_pipeline.predictions.published import (
+    json_objects,
+    models_at_once,
+    prediction_table,
+    scoring_cutoff,
+    segment_fields,
+)
 from ci_pipeline.predictions.settings import PredictionSettings, PurchaseSource
 from ci_pipeline.segments.evaluate import SegmentEngine
 from ci_pipeline_tests.predictions.test_assets import CONFIG as SHOP_CONFIG
@@ -235,3 +241,13 @@ def test_models_run_side_by_side_give_what_they_give_one_after_another():
     scored = run({m: together[m].stored for m in ("churn", "recommendation")}, 2)
     for model, frame in scored.items():
         pd.testing.assert_frame_equal(frame, alone[model].table)
+
+
+def test_auto_runs_two_models_at_once_below_a_million_purchases_and_a_number_is_kept():
+    assert models_at_once("auto", 214_000) == 2 and models_at_once("auto", 2_144_000) == 1
+    assert models_at_once(3, 10) == 3 and models_at_once(1, 10) == 1
+    assert PredictionsConfig().parallel_models == "auto"
+    assert PredictionsConfig.model_validate({"parallel_models": 2}).parallel_models == 2
+    for wrong in (0, 4, "many"):
+        with pytest.raises(ValueError, match="parallel_models"):
+            PredictionsConfig.model_validate({"parallel_models": wrong})
