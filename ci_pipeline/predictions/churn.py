@@ -25,7 +25,7 @@ from ci_pipeline.predictions.data import (
     latest_cutoff,
     native_threads,
     require,
-    training_sample,
+    sampled,
     usability,
 )
 from ci_pipeline.predictions.features import Context, Measures
@@ -154,9 +154,7 @@ def fit(history: History, cutoff: pd.Timestamp, settings: PredictionSettings) ->
     extra = [btyd_features(history, c, bgnbd, days) for c in cutoffs]
     for name in BTYD_FEATURES:
         X[name] = np.concatenate([part[name] for part in extra])
-    sample = training_sample(len(y), settings.seed)
-    if sample is not None:
-        X, y = X.iloc[sample], y[sample]
+    X, y = sampled(X, y, settings.seed)
     X = informative(X)
     rng = np.random.default_rng(settings.seed)
     # Stratified split so both classes reach the calibration set even when one of them is rare.

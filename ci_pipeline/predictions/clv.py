@@ -28,7 +28,7 @@ from ci_pipeline.predictions.data import (
     latest_cutoff,
     native_threads,
     require,
-    training_sample,
+    sampled,
     usability,
 )
 from ci_pipeline.predictions.features import Context, Measures
@@ -213,9 +213,7 @@ def fit(history: History, cutoff: pd.Timestamp, settings: PredictionSettings, in
     bgnbd = btyd.fit_bgnbd(s["x"], s["t_x"], s["T"])
     gg = btyd.fit_gamma_gamma(s["x"], s["monetary"])
     X = X.join(btyd_value(history, cutoff, bgnbd, gg, settings.clv.period_days))
-    sample = training_sample(len(y), settings.seed)
-    if sample is not None:
-        X, y = X.iloc[sample], y[sample]
+    X, y = sampled(X, y, settings.seed)
     X = informative(X)
     mean = _regressor("poisson", settings.seed).fit(X, y)
     low = _regressor("quantile", settings.seed, quantile=QUANTILES[0]).fit(X, y) if intervals else None

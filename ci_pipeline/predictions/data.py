@@ -251,6 +251,12 @@ def training_sample(count: int, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng([seed, count]).choice(count, MAX_TRAINING_ROWS, replace=False))
 
 
+def sampled(X: pd.DataFrame, y: np.ndarray, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """``X`` and ``y`` at the rows of :func:`training_sample` (as they are when it takes all of them)."""
+    sample = training_sample(len(y), seed)
+    return (X, y) if sample is None else (X.iloc[sample], y[sample])
+
+
 def informative(X: pd.DataFrame) -> pd.DataFrame:
     """``X`` without the features that have no value in any of its rows.
 
