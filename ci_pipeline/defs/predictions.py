@@ -35,7 +35,6 @@ from ci_pipeline.predictions import (
     segment_fields,
 )
 from ci_pipeline.predictions.charts import draw_report_charts, markdown_image
-from ci_pipeline.predictions.published import models_at_once
 from ci_pipeline.redact import redact
 
 GROUP = "predictions"
@@ -269,8 +268,7 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
                 stored[model] = _stored_for(context, lake, configured, model)
             except UserError as exc:
                 failed[model] = exc
-        workers = models_at_once(section.parallel_models, _purchase_rows(runs))
-        done = runs.run_all(stored, workers=workers) | failed
+        done = runs.run_all(stored, workers=section.parallel_models) | failed
         scored: dict[str, pd.DataFrame] = {}
         for model in models:
             outcome = done[model]
@@ -308,13 +306,6 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         )
 
     return score
-
-
-def _purchase_rows(runs: ModelRuns) -> int:
-    try:
-        return len(runs.purchases)
-    except UserError:
-        return 0  # no purchases to derive: the models that need them fail on their own
 
 
 def _stored_for(context: dg.AssetExecutionContext, lake, configured: dict, model: str) -> StoredModel | None:

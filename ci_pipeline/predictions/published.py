@@ -182,9 +182,9 @@ class ModelRuns:
         )
         return Trained(result.scores, result.report, result.stored)
 
-    def run_all(self, stored: dict[str, StoredModel | None], workers: int = 1) -> dict:
+    def run_all(self, stored: dict[str, StoredModel | None], workers: int | str = 1) -> dict:
         """Score each model of ``stored`` with its stored model, or train it where it has none (None), up to
-        ``workers`` models at a time, each on a thread of this process.
+        ``workers`` models at a time (``auto``: :func:`models_at_once`), each on a thread of this process.
 
         Returns model -> its scores (a frame) when scored, its :class:`Trained` result when trained, or the
         :class:`UserError` its data raised (the other models still run), in the order of ``stored``.
@@ -201,6 +201,11 @@ class ModelRuns:
             except UserError as exc:
                 return exc
 
+        if workers == "auto":
+            try:
+                workers = models_at_once("auto", len(self.purchases))
+            except UserError:  # no purchases to derive: the models that read them fail on their own
+                workers = 1
         with threadpool_limits(limits=native_threads(self.settings.threads)):
             if workers <= 1 or len(stored) <= 1:
                 return {model: one(model) for model in stored}
