@@ -5,6 +5,7 @@ looked up per level."""
 from __future__ import annotations
 
 import re
+import threading
 from functools import cache
 
 import numpy as np
@@ -23,9 +24,11 @@ from ci_pipeline.unify.probabilistic import (
     LevenshteinAtThresholds,
     NameComparison,
     PostalCodeComparison,
+    model,
     prepare,
 )
 from ci_pipeline.unify.probabilistic.comparisons import per_value_pair
+from ci_pipeline.unify.probabilistic.model import gamma_matrix
 from ci_pipeline.unify.records import parse_times
 
 FIRST = ["robert", "bob", "rob", "roberta", "r", "john", "jon", "johnny", "j", "sam", "samuel", "samantha", "ann"]
@@ -208,3 +211,24 @@ def test_the_direct_lookup_and_the_hashed_path_give_the_same_levels():
     assert (per_value_pair(left, right, width, levels) == expected).all()  # direct lookup (few codes)
     few = slice(0, 500)  # fewer pairs than possible code pairs: hashed
     assert (per_value_pair(left[few], right[few], width, levels) == expected[few]).all()
+
+
+def test_comparisons_side_by_side_give_the_matrix_of_one_at_a_time(records, monkeypatch):
+    table = prepare(records, list(records.columns))
+    left, right = _pairs(len(records))
+    monkeypatch.setattr(model, "PARALLEL_PAIRS", len(left) + 1)
+    one_at_a_time = gamma_matrix(table, tuple(COMPARISONS), left, right)
+    monkeypatch.setattr(model, "PARALLEL_PAIRS", 1)
+    started = threading.active_count()
+    seen = []
+    original = ExactMatch.gamma
+
+    def noting(self, *args):
+        seen.append(threading.current_thread().name)
+        return original(self, *args)
+
+    monkeypatch.setattr(ExactMatch, "gamma", noting)
+    side_by_side = gamma_matrix(table, tuple(COMPARISONS), left, right)
+    assert np.array_equal(side_by_side, one_at_a_time)
+    assert seen and all(name.startswith("comparisons") for name in seen)  # on the pool's threads
+    assert threading.active_count() == started  # the pool is gone

@@ -24,7 +24,9 @@ for more than agreeing on "smith".
 
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +37,14 @@ from ci_pipeline.unify.probabilistic.blocking import Blocked, BlockingRule, Key,
 from ci_pipeline.unify.probabilistic.comparisons import NULL, Comparison, SettingsError
 from ci_pipeline.unify.probabilistic.settings import Settings
 from ci_pipeline.unify.probabilistic.table import Table, prepare
+
+#: Candidate pairs from which :func:`gamma_matrix` runs comparisons side by side. A comparison's work on many pairs
+#: (hashing the value pairs, gathering codes and levels, rapidfuzz) runs outside Python's lock, so two comparisons
+#: keep two cores busy: 20 million pairs took 0.65 of the time one after another did, 650,000 pairs 0.7; on a few
+#: thousand pairs the Python between those steps holds the lock and threads gain nothing.
+PARALLEL_PAIRS = 250_000
+#: Comparisons computed at once (each holds its pairs' keys and levels: a few bytes per pair).
+COMPARISONS_AT_ONCE = 2
 
 #: Pseudo-count added to each level when probabilities are estimated from counts (Jeffreys prior): a level never
 #: seen gets a small probability, not zero, so no weight is infinite.
@@ -299,10 +309,22 @@ def _inactive_reason(table: Table, comparison: Comparison) -> str | None:
 
 
 def gamma_matrix(table: Table, comparisons: tuple[Comparison, ...], left: np.ndarray, right: np.ndarray):
-    """Levels reached by each pair (rows) in each comparison (columns), -1 = null."""
+    """Levels reached by each pair (rows) in each comparison (columns), -1 = null.
+
+    From :data:`PARALLEL_PAIRS` pairs on, the comparisons run :data:`COMPARISONS_AT_ONCE` at a time on threads;
+    each fills its own column, so the result is the same."""
     out = np.empty((len(left), len(comparisons)), dtype=np.int8)
-    for j, comparison in enumerate(comparisons):
-        out[:, j] = comparison.gamma(table, left, right)
+
+    def one(j: int) -> None:
+        out[:, j] = comparisons[j].gamma(table, left, right)
+
+    workers = min(COMPARISONS_AT_ONCE, len(comparisons), os.cpu_count() or 1)
+    if len(left) < PARALLEL_PAIRS or workers < 2:
+        for j in range(len(comparisons)):
+            one(j)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="comparisons") as pool:
+            list(pool.map(one, range(len(comparisons))))
     _count_swaps_once(comparisons, out)
     return out
 
