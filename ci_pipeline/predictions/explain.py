@@ -110,13 +110,30 @@ class BoostedTrees:
                 changes.append((k, turned[differs], new[differs]))
         # Rows whose every tree gives the output it gave before keep their sum; the others are added up again.
         raw = self.raw[rows]
-        again = np.unique(np.concatenate([where for _, where, _ in changes])) if changes else np.zeros(0, dtype=int)
+        # Marked, not sorted: np.unique sorts every changed row of every tree (a third of the reasons at a million
+        # customers); the marks give the same rows in the same order.
+        marked = np.zeros(len(rows), dtype=bool)
+        for _, where, _ in changes:
+            marked[where] = True
+        again = np.flatnonzero(marked)
         if len(again):
-            terms = self.terms[rows[again]]
-            for k, where, new in changes:
-                terms[np.searchsorted(again, where), 1 + k] = new
-            raw[again] = _added(terms)
+            raw[again] = self._added_again(rows[again], [(k, np.searchsorted(again, w), n) for k, w, n in changes])
         return self._link(raw)
+
+    def _added_again(self, rows: np.ndarray, changes: list) -> np.ndarray:
+        """The sums of ``rows`` with each change (tree k, positions among ``rows`` in order, its new outputs) in
+        place of the terms it changes, :data:`ADDED_ROWS` rows at a time: each block of terms is gathered, changed
+        and added up while it is in the processor's cache, instead of a copy of every row's terms at once (at a
+        million customers that copy and its additions were half the time of the reasons)."""
+        bounds = np.append(np.arange(0, len(rows), ADDED_ROWS), len(rows))
+        cuts = [np.searchsorted(positions, bounds) for _, positions, _ in changes]
+        total = np.empty(len(rows), dtype=np.float64)
+        for c, start in enumerate(bounds[:-1]):
+            block = self.terms[rows[start : bounds[c + 1]]]
+            for (k, positions, new), cut in zip(changes, cuts, strict=True):
+                block[positions[cut[c] : cut[c + 1]] - start, 1 + k] = new[cut[c] : cut[c + 1]]
+            total[start : bounds[c + 1]] = np.add.accumulate(block, axis=1)[:, -1]
+        return total
 
     def _link(self, raw: np.ndarray) -> np.ndarray:
         if is_classifier(self.estimator):
@@ -124,11 +141,19 @@ class BoostedTrees:
         return self.estimator._loss.link.inverse(raw)
 
 
+#: Rows added up at a time by :func:`_added` (their running sums stay in the processor's cache).
+ADDED_ROWS = 4096
+
+
 def _added(terms: np.ndarray) -> np.ndarray:
-    """Each row's terms added one after the other, left to right (scikit-learn's sum over its trees)."""
-    total = terms[:, 0].copy()
-    for k in range(1, terms.shape[1]):
-        total += terms[:, k]
+    """Each row's terms added one after the other, left to right (scikit-learn's sum over its trees).
+
+    A running sum along each row (``np.add.accumulate`` adds strictly in order, so the last one is the same number
+    to the bit) over a few thousand rows at a time: adding the matrix column by column reads a row's terms a whole
+    row apart in memory, once per tree."""
+    total = np.empty(len(terms), dtype=np.float64)
+    for start in range(0, len(terms), ADDED_ROWS):
+        total[start : start + ADDED_ROWS] = np.add.accumulate(terms[start : start + ADDED_ROWS], axis=1)[:, -1]
     return total
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from ci_pipeline.predictions import explain
@@ -57,7 +58,10 @@ def test_each_customer_gets_the_phrases_of_their_three_largest_contributions_in_
     assert reasons.notna().all().all()
 
 
-def test_boosted_trees_give_the_models_own_predictions_and_contributions_to_the_last_bit():
+@pytest.mark.parametrize("block_rows", [explain.ADDED_ROWS, 7], ids=["one block", "blocks of 7 rows"])
+def test_boosted_trees_give_the_models_own_predictions_and_contributions_to_the_last_bit(monkeypatch, block_rows):
+    # Blocks of 7 rows: the sums are added up block by block, with a block boundary inside most trees' changes.
+    monkeypatch.setattr(explain, "ADDED_ROWS", block_rows)
     X = frame(2000)
     signal = X["purchases_last_30_days"] * 3 + np.nan_to_num(X["last_gap_days"]) / 10 + (X["profile.Channel"] == "web")
     settings = {"max_iter": 40, "max_leaf_nodes": 15, "categorical_features": "from_dtype", "random_state": 0}
