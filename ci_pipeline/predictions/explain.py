@@ -215,7 +215,7 @@ def contributions(predict: Callable, X: pd.DataFrame, typical: dict, trees: Boos
         rows = np.flatnonzero(~same)
         if not len(rows):
             continue
-        changed = X.iloc[rows].copy()
+        changed = X.take(rows)  # a new frame (pandas copies on write): a second copy of the rows is not needed
         if isinstance(values.dtype, pd.CategoricalDtype):
             changed[column] = pd.Categorical([usual] * len(rows), categories=values.cat.categories)
         else:
