@@ -1,11 +1,11 @@
-"""Arrow text helpers: fixed-width keys and membership by hash lookup, checked against pandas and NumPy."""
+"""Arrow text helpers: fixed-width keys, membership and positions by hash lookup, checked against pandas and NumPy."""
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ci_pipeline.arrow_text import fixed_width_bytes, text_isin
+from ci_pipeline.arrow_text import fixed_width_bytes, text_isin, text_positions
 
 VALUES = ["a", None, "b", "c", "a", ""]
 
@@ -52,3 +52,21 @@ def test_fixed_width_bytes_views_keys_of_one_width_and_refuses_the_rest():
     assert np.argsort(fixed_width_bytes(keys), kind="stable").tolist() == [1, 2, 0]
     for refused in (pa.array(["a", "bb"]), pa.array(["a", None]), pa.array(["", ""]), pa.array(["a\0", "bb"])):
         assert fixed_width_bytes(refused) is None
+
+
+@pytest.mark.parametrize("dtype", ["str", "string"])
+@pytest.mark.parametrize(
+    "lookup",
+    [["c", "a", ""], ["a", None], [], ["zz"], ["b"]],
+    ids=repr,
+)
+def test_text_positions_answer_as_get_indexer_does(dtype, lookup):
+    index = pd.Index(lookup, dtype=dtype)
+    for values in (pd.Series(VALUES, dtype=dtype), pd.Index(VALUES, dtype="string")):
+        got = text_positions(values, index)
+        assert got.dtype == np.intp
+        assert got.tolist() == index.get_indexer(values).tolist()
+
+
+def test_text_positions_leave_what_is_not_text_to_pandas():
+    assert text_positions(pd.Series([3, 1, 5]), pd.Index([1, 2, 3])).tolist() == [2, 0, -1]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.arrow_text import text_positions
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.measures.compute import compute_measures
@@ -117,7 +118,7 @@ class Encoded:
     def positions(self, customers: pd.Index) -> np.ndarray:
         """The code of each of ``customers``; ``len(ids)``, a code no row has, for a customer without purchase rows
         (rows without a CustomerId have code -1 and belong to no customer)."""
-        codes = self.ids.get_indexer(pd.Index(customers, dtype="string"))
+        codes = text_positions(pd.Index(customers, dtype="string"), self.ids)
         return np.where(codes < 0, len(self.ids), codes)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.errors import UserError
-from ci_pipeline.predictions import btyd
+from ci_pipeline.predictions import btyd, prior
 from ci_pipeline.predictions.churn import run_churn
 from ci_pipeline.predictions.data import (
     InsufficientData,
@@ -322,3 +322,18 @@ def test_a_training_run_computes_each_cutoffs_features_once(monkeypatch):
     run_churn(purchases, purchases["CustomerId"], synthetic.END, settings)
     # The backtest's and the final fit's training cutoffs overlap, and the evaluation reads the final fit's first.
     assert len(cutoffs) == len(set(cutoffs)) > 4
+
+
+def test_customers_without_purchase_are_those_with_only_returns_or_nothing_in_code_point_order():
+    purchases = pd.DataFrame(
+        {
+            "CustomerId": ["b", "a", "é", "z", "a", "late"],
+            "Time": pd.to_datetime(["2020-01-01"] * 5 + ["2022-01-01"], utc=True),
+            "Amount": [1.0, 1.0, 1.0, -1.0, 2.0, 5.0],  # z only returned something; late bought after the cutoff
+        }
+    )
+    customers = pd.Series(["c", "a", "é", "b", "z", None, "Z", "c", "ä", "aa", "late"], dtype="string")
+    got = prior.without_purchase(Encoded.of(purchases), customers, pd.Timestamp("2021-01-01", tz="UTC"))
+    assert got.tolist() == ["Z", "aa", "c", "late", "z", "ä"]  # Python's order of code points, each once
+    assert got.name == "CustomerId" and isinstance(got.dtype, pd.StringDtype)
+    assert prior.without_purchase(purchases, None, pd.Timestamp("2021-01-01", tz="UTC")).empty
