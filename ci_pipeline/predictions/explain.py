@@ -9,7 +9,9 @@ recency). Contributions do not add up to the score when features interact; they 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,11 @@ from ci_pipeline.predictions.features import describe, formatted
 
 #: Reasons given per customer.
 TOP_REASONS = 3
+#: Customers from which :func:`contributions` works on two features at a time, on threads: re-evaluating the
+#: trees and NumPy's gathers run outside Python's lock. Each feature fills its own column: the same result.
+PARALLEL_ROWS = 200_000
+#: Features worked on at once (each holds a copy of its changed rows' features).
+FEATURES_AT_ONCE = 2
 
 
 def typical_values(X: pd.DataFrame) -> dict:
@@ -56,6 +63,9 @@ class BoostedTrees:
         if estimator.n_trees_per_iteration_ != 1:
             raise ValueError("BoostedTrees reads a regressor or a two-class classifier (one tree per iteration)")
         self.estimator = estimator
+        # OpenMP threads per tree evaluation, as limited where the trees are built: a limit set on one thread does
+        # not reach the threads that work on several features at once (:func:`contributions`).
+        self.threads = _openmp_effective_n_threads()
         # The estimator's own conversion of the frame (categories to codes) and its bitsets of known categories.
         self.data = estimator._preprocess_X(X, reset=False)
         self.bitsets, self.category_map = estimator._bin_mapper.make_known_categories_bitsets()
@@ -90,7 +100,7 @@ class BoostedTrees:
         self.raw = _added(self.terms)
 
     def _evaluate(self, k: int, data: np.ndarray) -> np.ndarray:
-        return self.trees[k].predict(data, self.bitsets, self.category_map, _openmp_effective_n_threads())
+        return self.trees[k].predict(data, self.bitsets, self.category_map, self.threads)
 
     def output(self, rows: np.ndarray | None = None, changed: pd.DataFrame | None = None, column=None) -> np.ndarray:
         """The estimator's prediction (for a classifier the probability of its second class) of every row, or of
@@ -208,13 +218,14 @@ def contributions(predict: Callable, X: pd.DataFrame, typical: dict, trees: Boos
     """
     base = predict(X) if trees is None else predict(X, trees.output())
     out = np.zeros((len(X), X.shape[1]))
-    for j, column in enumerate(X.columns):
+
+    def one(j: int, column) -> None:
         values = X[column]
         usual = typical[column]
         same = values.isna().to_numpy() if pd.isna(usual) else (values == usual).fillna(False).to_numpy(dtype=bool)
         rows = np.flatnonzero(~same)
         if not len(rows):
-            continue
+            return
         changed = X.take(rows)  # a new frame (pandas copies on write): a second copy of the rows is not needed
         if isinstance(values.dtype, pd.CategoricalDtype):
             changed[column] = pd.Categorical([usual] * len(rows), categories=values.cat.categories)
@@ -224,6 +235,14 @@ def contributions(predict: Callable, X: pd.DataFrame, typical: dict, trees: Boos
             out[rows, j] = base[rows] - predict(changed)
         else:
             out[rows, j] = base[rows] - predict(changed, trees.output(rows, changed, column))
+
+    workers = min(FEATURES_AT_ONCE, X.shape[1], os.cpu_count() or 1)
+    if len(X) < PARALLEL_ROWS or workers < 2:
+        for j, column in enumerate(X.columns):
+            one(j, column)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reasons") as pool:
+            list(pool.map(one, range(X.shape[1]), X.columns))
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -84,3 +86,26 @@ def test_boosted_trees_give_the_models_own_predictions_and_contributions_to_the_
 
         got = explain.contributions(from_trees, X, typical, trees)
         np.testing.assert_array_equal(got, explain.contributions(predict, X, typical))
+
+
+def test_features_worked_on_side_by_side_give_the_contributions_of_one_at_a_time(monkeypatch):
+    X = frame(3000)
+    signal = X["purchases_last_30_days"] * 2 + np.nan_to_num(X["last_gap_days"]) / 20 + (X["profile.Channel"] == "web")
+    settings = {"max_iter": 30, "max_leaf_nodes": 15, "categorical_features": "from_dtype", "random_state": 0}
+    regressor = HistGradientBoostingRegressor(loss="poisson", **settings).fit(X, signal)
+    typical = explain.typical_values(X)
+    trees = explain.BoostedTrees(regressor, X, typical)
+    threads = []
+
+    def predict(frame, boosted):
+        threads.append(threading.current_thread().name)
+        return boosted
+
+    monkeypatch.setattr(explain, "PARALLEL_ROWS", len(X) + 1)
+    one_at_a_time = explain.contributions(predict, X, typical, trees)
+    assert not any(name.startswith("reasons") for name in threads)
+    monkeypatch.setattr(explain, "PARALLEL_ROWS", 1)
+    side_by_side = explain.contributions(predict, X, typical, trees)
+    np.testing.assert_array_equal(side_by_side, one_at_a_time)
+    assert any(name.startswith("reasons") for name in threads)
+    assert np.abs(one_at_a_time).sum() > 0
