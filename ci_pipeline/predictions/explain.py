@@ -9,9 +9,7 @@ recency). Contributions do not add up to the score when features interact; they 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -19,6 +17,7 @@ from sklearn.base import is_classifier
 from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
 from ci_pipeline.predictions.features import describe, formatted
+from ci_pipeline.side_by_side import each
 
 #: Reasons given per customer.
 TOP_REASONS = 3
@@ -219,7 +218,8 @@ def contributions(predict: Callable, X: pd.DataFrame, typical: dict, trees: Boos
     base = predict(X) if trees is None else predict(X, trees.output())
     out = np.zeros((len(X), X.shape[1]))
 
-    def one(j: int, column) -> None:
+    def one(j: int) -> None:
+        column = X.columns[j]
         values = X[column]
         usual = typical[column]
         same = values.isna().to_numpy() if pd.isna(usual) else (values == usual).fillna(False).to_numpy(dtype=bool)
@@ -236,13 +236,7 @@ def contributions(predict: Callable, X: pd.DataFrame, typical: dict, trees: Boos
         else:
             out[rows, j] = base[rows] - predict(changed, trees.output(rows, changed, column))
 
-    workers = min(FEATURES_AT_ONCE, X.shape[1], os.cpu_count() or 1)
-    if len(X) < PARALLEL_ROWS or workers < 2:
-        for j, column in enumerate(X.columns):
-            one(j, column)
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reasons") as pool:
-            list(pool.map(one, range(X.shape[1]), X.columns))
+    each(one, range(X.shape[1]), FEATURES_AT_ONCE if len(X) >= PARALLEL_ROWS else 1, "reasons")
     return out
 
 

@@ -24,15 +24,14 @@ for more than agreeing on "smith".
 
 from __future__ import annotations
 
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from ci_pipeline.errors import UserError
+from ci_pipeline.side_by_side import each
 from ci_pipeline.unify.probabilistic.blocking import Blocked, BlockingRule, Key, block, key_columns, pair_count
 from ci_pipeline.unify.probabilistic.comparisons import NULL, Comparison, SettingsError
 from ci_pipeline.unify.probabilistic.settings import Settings
@@ -318,13 +317,7 @@ def gamma_matrix(table: Table, comparisons: tuple[Comparison, ...], left: np.nda
     def one(j: int) -> None:
         out[:, j] = comparisons[j].gamma(table, left, right)
 
-    workers = min(COMPARISONS_AT_ONCE, len(comparisons), os.cpu_count() or 1)
-    if len(left) < PARALLEL_PAIRS or workers < 2:
-        for j in range(len(comparisons)):
-            one(j)
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="comparisons") as pool:
-            list(pool.map(one, range(len(comparisons))))
+    each(one, range(len(comparisons)), COMPARISONS_AT_ONCE if len(left) >= PARALLEL_PAIRS else 1, "comparisons")
     _count_swaps_once(comparisons, out)
     return out
 
