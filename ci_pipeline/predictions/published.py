@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +32,7 @@ from ci_pipeline.predictions.features import Measures
 from ci_pipeline.predictions.recommend import MODEL, REASONS, Recommender, interactions, recommend, run_recommendation
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
+from ci_pipeline.side_by_side import each
 
 #: Below this many purchase rows, ``parallel_models: auto`` trains or scores two models at a time.
 PARALLEL_PURCHASES = 1_000_000
@@ -195,23 +195,21 @@ class ModelRuns:
         """
 
         def one(model: str):
-            try:
-                found = stored[model]
-                return self.train(model) if found is None else self.score(model, found)
-            except UserError as exc:
-                return exc
+            # The limit is set on the thread that runs the model: a limit set on another thread does not reach it,
+            # and scikit-learn's trees would use every core (other scores than with one thread, see native_threads).
+            with threadpool_limits(limits=native_threads(self.settings.threads)):
+                try:
+                    found = stored[model]
+                    return self.train(model) if found is None else self.score(model, found)
+                except UserError as exc:
+                    return exc
 
         if workers == "auto":
             try:
                 workers = models_at_once("auto", len(self.purchases))
             except UserError:  # no purchases to derive: the models that read them fail on their own
                 workers = 1
-        with threadpool_limits(limits=native_threads(self.settings.threads)):
-            if workers <= 1 or len(stored) <= 1:
-                return {model: one(model) for model in stored}
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="predictions") as pool:
-                futures = {model: pool.submit(one, model) for model in stored}
-                return {model: future.result() for model, future in futures.items()}
+        return dict(zip(stored, each(one, list(stored), workers, "predictions"), strict=True))
 
     def score(self, model: str, stored: StoredModel) -> pd.DataFrame:
         """One model's scores (or recommendations) at the latest cutoff from its stored model."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import threading
 import weakref
 
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
 from ci_pipeline.config.predictions import PredictionsConfig
 from ci_pipeline.errors import UserError
@@ -251,3 +254,25 @@ def test_auto_runs_two_models_at_once_below_a_million_purchases_and_a_number_is_
     for wrong in (0, 4, "many"):
         with pytest.raises(ValueError, match="parallel_models"):
             PredictionsConfig.model_validate({"parallel_models": wrong})
+
+
+def test_each_model_run_side_by_side_keeps_the_configured_thread_limit(monkeypatch):
+    # A thread limit set on the caller's thread does not reach a new thread: each model's thread sets its own, or
+    # scikit-learn's trees would use every core and give other scores than one after another.
+    seen = {}
+
+    def train(self, model):
+        seen[model] = (threading.current_thread().name, _openmp_effective_n_threads())
+        return model
+
+    monkeypatch.setattr(ModelRuns, "train", train)
+    settings = PredictionSettings.model_validate(PredictionsConfig().settings())
+    runs = ModelRuns(settings, shop_facts(), pd.Series(["C1"], dtype="string"), None, None)
+    assert runs.run_all(dict.fromkeys(["churn", "clv", "recommendation"]), workers=2) == {
+        "churn": "churn",
+        "clv": "clv",
+        "recommendation": "recommendation",
+    }
+    assert {threads for _, threads in seen.values()} == {1}
+    if (os.cpu_count() or 1) > 1:
+        assert all(name.startswith("predictions") for name, _ in seen.values())
