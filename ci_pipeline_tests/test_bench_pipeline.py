@@ -33,7 +33,10 @@ def test_bench_pipeline_reports_every_stage_and_reuses_the_generated_data(tmp_pa
     # the run.
     assert all(s["cpu_seconds"] > 0 for s in stages.values())
     assert sum(s["cpu_seconds"] for s in stages.values()) <= figures["cpu_seconds"]
-    assert all(0 < s["peak_rss_mb"] <= figures["peak_rss_mb"] for s in stages.values())
+    assert all(0 < s["peak_rss_mb"] <= figures["peak_rss_mb"] for s in stages.values()), (
+        figures["peak_rss_mb"],
+        stages,
+    )
     # The unchanged rerun recomputes nothing; the 1% append re-reads the grown tables and what depends on them.
     unchanged, append = figures["unchanged_rerun"], figures["append_1pct"]
     assert unchanged["seconds"] > 0 and unchanged["assets_recomputed"] == 0 and unchanged["stages_seconds"] == {}
