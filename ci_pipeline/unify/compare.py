@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
@@ -266,19 +268,41 @@ def evaluate_rules(
     return pd.concat(frames, ignore_index=True)
 
 
+#: Scores of pairs are written with three decimals; those of [-1, 1] (every similarity) are looked up among these
+#: texts, ``str()`` of each value (index 0: a missing score, 1: minus zero, then -1.000 to 1.000).
+_SCORE_RANGE = 1000
+_SCORE_TEXTS = ["null", "-0.0"] + [str(k / 1000) for k in range(-_SCORE_RANGE, _SCORE_RANGE + 1)]
+
+
 def scores_json(names: list[str], scores: list[np.ndarray], n: int) -> pd.Series:
     """``{"email": 1.0, "first_name": 0.857}`` per pair (``null`` for a missing score).
 
-    A score is written as ``str()`` writes the float, and each pair's text joined in one Python pass: about half the
-    time of concatenating text columns condition by condition.
+    A score is written as ``str()`` writes the float rounded to three decimals. Each condition's texts, its name
+    and the braces included, are taken from the few thousand a score can have, and the conditions joined, in
+    Arrow: no Python string per pair (a score outside [-1, 1] is the rare exception written by ``str()``).
     """
     if n == 0:
         return pd.Series([], dtype="string")
     if not names:
         return pd.Series(["{}"] * n, dtype="string")
-    heads = [f'"{name}": ' for name in names]
-    texts = [["null" if v != v else str(v) for v in np.asarray(np.round(s, 3), np.float64).tolist()] for s in scores]
-    rows = [
-        "{" + ", ".join([h + t for h, t in zip(heads, parts, strict=True)]) + "}" for parts in zip(*texts, strict=True)
-    ]
-    return pd.Series(rows, dtype="string")
+    last = len(names) - 1
+    parts = []
+    for c, (name, values) in enumerate(zip(names, scores, strict=True)):
+        head, tail = ("{" if c == 0 else "") + f'"{name}": ', "}" if c == last else ""
+        parts.append(_score_texts(np.asarray(values, np.float64), head, tail))
+    whole = pc.binary_join_element_wise(*parts, pa.scalar(", ", pa.large_string())) if len(parts) > 1 else parts[0]
+    return pd.Series(pd.arrays.ArrowStringArray(whole))
+
+
+def _score_texts(values: np.ndarray, head: str, tail: str) -> pa.Array:
+    """``head + str(round(value, 3)) + tail`` per value (``null`` for NaN), as :func:`np.round` rounds."""
+    missing = np.isnan(values)
+    thousandths = np.rint(np.where(missing, 0.0, values) * 1000)  # np.round(values, 3) before its division
+    outside = ~missing & ~(np.abs(thousandths) <= _SCORE_RANGE)
+    position = np.where(np.signbit(thousandths) & (thousandths == 0), 1, thousandths + _SCORE_RANGE + 2)
+    position = np.where(missing | outside, 0, position).astype(np.int64)
+    texts = pa.array([head + t + tail for t in _SCORE_TEXTS], pa.large_string()).take(pa.array(position))
+    if outside.any():
+        odd = [head + str(v) + tail for v in np.round(values[outside], 3).tolist()]
+        texts = pc.replace_with_mask(texts, pa.array(outside), pa.array(odd, pa.large_string()))
+    return texts

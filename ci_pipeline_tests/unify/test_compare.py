@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.config.unify import Condition
-from ci_pipeline.unify.compare import Prepared, score
+from ci_pipeline.unify.compare import Prepared, score, scores_json
 from ci_pipeline.unify.normalize import Normalizer, alternative_nicknames, nicknames
 
 
@@ -57,3 +57,28 @@ def test_personal_phone_ignores_numbers_held_by_several_first_names():
     assert np.isnan(sims[0]) and sims[1] == 0.0
     # the plain phone normalization is untouched
     assert prep.normalized(Condition(field="phone")).isna().sum() == 0
+
+
+def _python_scores_json(names: list[str], scores: list[np.ndarray]) -> list[str]:
+    """The text a pair's scores had before they were written in Arrow: ``str()`` of each score rounded."""
+    heads = [f'"{name}": ' for name in names]
+    texts = [["null" if v != v else str(v) for v in np.round(s, 3).tolist()] for s in scores]
+    rows = zip(*texts, strict=True)
+    return ["{" + ", ".join(h + t for h, t in zip(heads, parts, strict=True)) + "}" for parts in rows]
+
+
+def test_scores_are_written_as_str_writes_each_rounded_score():
+    rng = np.random.default_rng(3)
+    n = 5000
+    edge = [0.0, -0.0, -0.0004, 0.0005, 0.9995, 1.0, -1.0, 1.5, 123456.789, 1e20, np.inf, -np.inf, np.nan]
+    first = np.concatenate([edge, rng.random(n - len(edge))])
+    second = np.where(rng.random(n) < 0.3, np.nan, rng.random(n))
+    third = np.round(rng.random(n), 2)
+    names = ["email", "first_name", "first_name_2"]
+    written = scores_json(names, [first, second, third], n)
+    assert written.dtype == "string"
+    assert written.tolist() == _python_scores_json(names, [first, second, third])
+    assert scores_json(["email"], [first], n).tolist() == _python_scores_json(["email"], [first])
+    assert [w.split(", ")[0] for w in written[:3]] == ['{"email": 0.0', '{"email": -0.0', '{"email": -0.0']
+    assert scores_json(["email"], [first[:0]], 0).tolist() == []
+    assert scores_json([], [], 3).tolist() == ["{}"] * 3
