@@ -19,6 +19,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from ci_pipeline.config.unify import Condition, Rule
+from ci_pipeline.side_by_side import each
 from ci_pipeline.unify.normalize import Normalizer, default_normalizations, shared_values
 
 
@@ -105,6 +106,23 @@ class Prepared:
         if values:
             self._values[key] = current.where(~current.isin(values))
             self._codes.pop(key, None)
+
+    def warm(self, conds: list[Condition], at_once: int = 2) -> None:
+        """Normalize and number the values of ``conds`` now, ``at_once`` fields at a time on threads (Arrow's
+        kernels run outside Python's lock); a field's conditions in order, so each reuses the steps the one before
+        it applied. The same columns and codes as computing them when first asked, and the masked values noted in
+        the order of ``conds``."""
+        groups: dict[str, list[Condition]] = {}
+        for cond in conds:
+            groups.setdefault(cond.field, []).append(cond)
+        if any("personal_phone" in self.steps(c) for c in conds) and self.judge_shared:
+            self.codes(Condition(field="first_name"))  # read by personal_phone: once, before the threads
+        each(lambda group: [self.codes(c) for c in group], groups.values(), at_once, "unify-normalize")
+        order = list(dict.fromkeys((c.field, self.steps(c)) for c in conds))
+        for noted in (self.frequent, self.shared):
+            ordered = {k: noted[k] for k in order if k in noted} | noted
+            noted.clear()
+            noted.update(ordered)
 
     def codes(self, cond: Condition) -> np.ndarray:
         """Integer codes of the normalized values (-1 = missing): equal codes = equal values."""

@@ -21,7 +21,7 @@ from ci_pipeline.unify.attach import sole_namesake_links, thin_namesake_links
 from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
 from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
-from ci_pipeline.unify.incremental import Plan, UnifyState, next_state, plan
+from ci_pipeline.unify.incremental import Plan, UnifyState, next_state, pair_conditions, plan
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
 from ci_pipeline.unify.records import BASE, EARLIEST, LATEST, build_records
 from ci_pipeline.unify.text import arrow_strings, concat_strings, group_starts, join_runs, pandas_strings
@@ -211,6 +211,7 @@ def unify(
     prepared = prepare(config, frames, primary_keys, base_dir)
     watch.lap("prepare")
     how = plan(config, prepared.records, prepared.prep, state, match_method is rule_matches, no_state)
+    prepared.prep.warm(pair_conditions(config, prepared.prep))
     watch.lap("plan")
     dedup_pairs = deduplicate(config, prepared, how)
     watch.lap("dedup")

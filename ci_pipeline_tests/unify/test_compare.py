@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 
@@ -57,6 +59,55 @@ def test_personal_phone_ignores_numbers_held_by_several_first_names():
     assert np.isnan(sims[0]) and sims[1] == 0.0
     # the plain phone normalization is untouched
     assert prep.normalized(Condition(field="phone")).isna().sum() == 0
+
+
+def test_warming_gives_the_columns_codes_and_notes_computed_when_first_asked(monkeypatch):
+    rng = np.random.default_rng(5)
+    n = 400
+    firsts = np.array(["Rob", "Robert", "Mary", "Jennifer", "Jenny", None], dtype=object)
+    records = pd.DataFrame(
+        {
+            "first_name": rng.choice(firsts, n),
+            "last_name": rng.choice(np.array(["Smith", "smith ", "Nguyen", "O'Brien", None], dtype=object), n),
+            # One address on most records: over the frequency cap, so masked and noted.
+            "email": np.where(rng.random(n) < 0.5, "info@shop.example", [f"p{i}@mail.example" for i in range(n)]),
+            "phone": rng.choice(np.array(["555-010-0001", "555 010 0002", "(555) 010-0003", None], dtype=object), n),
+        },
+        dtype="string",
+    )
+    # The phone numbers first: they take longest, so the e-mail addresses are noted first unless put in order.
+    conds = [
+        Condition(field="phone"),
+        Condition(field="phone", allow_missing=True, normalize=["phone", "personal_phone"]),
+        Condition(field="email"),
+        Condition(field="last_name", precision="medium"),
+        Condition(field="first_name", precision="high"),
+        Condition(field="first_name", normalize=["name_plain"]),
+    ]
+    lazy = Prepared(records, Normalizer(), 25)
+    expected = [(lazy.normalized(c), lazy.codes(c)) for c in conds]
+    threads = []
+    monkeypatch.setattr("ci_pipeline.side_by_side.os.cpu_count", lambda: 2)  # threads on any machine
+    warm = Prepared(records, Normalizer(), 25)
+    original = Prepared.codes
+
+    def noted(self, cond):
+        threads.append(threading.current_thread().name)
+        return original(self, cond)
+
+    monkeypatch.setattr(Prepared, "codes", noted)
+    warm.warm(conds)
+    assert any(name.startswith("unify-normalize") for name in threads)
+    for cond, (values, codes) in zip(conds, expected, strict=True):
+        pd.testing.assert_series_equal(warm.normalized(cond), values)
+        np.testing.assert_array_equal(warm.codes(cond), codes)
+    assert len(lazy.frequent) == 2 and list(warm.frequent.items()) == list(lazy.frequent.items())
+    assert lazy.shared and list(warm.shared.items()) == list(lazy.shared.items())
+    # The fields in whatever order the threads finish them: the notes still in the order of the conditions.
+    monkeypatch.setattr("ci_pipeline.unify.compare.each", lambda work, items, *_: [work(i) for i in list(items)[::-1]])
+    backwards = Prepared(records, Normalizer(), 25)
+    backwards.warm(conds)
+    assert list(backwards.frequent.items()) == list(lazy.frequent.items())
 
 
 def _python_scores_json(names: list[str], scores: list[np.ndarray]) -> list[str]:
