@@ -156,9 +156,9 @@ class PredictionsConfig(ModelSettings):
     #: Monthly by default (the 1st at 03:00 in ``orchestration.timezone``).
     training: TrainingSchedule = TrainingSchedule()
     #: Models trained or scored at the same time, each on a thread of the run's process, or ``auto`` (default): two
-    #: below :data:`ci_pipeline.predictions.published.PARALLEL_PURCHASES` purchase rows, else one. A second model at
-    #: once holds its own training rows: at 1,000,000 generated people (2.1M purchases) it raised the run's peak by
-    #: about 2 GB; at 100,000 by 0.2 GB, for the three models in 12 s instead of 20.
+    #: up to :data:`ci_pipeline.predictions.published.PARALLEL_PURCHASES` purchase rows, else one. A second model at
+    #: once holds its own training rows: at 100,000 generated people 0.2 GB more, for the three models in 12 s
+    #: instead of 20; at 1,000,000 (2.1M purchases) the run's peak stayed 14.6 GB (docs/predictions.md).
     parallel_models: int | Literal["auto"] = "auto"
 
     @field_validator("parallel_models")

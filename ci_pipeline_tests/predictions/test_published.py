@@ -246,8 +246,9 @@ def test_models_run_side_by_side_give_what_they_give_one_after_another():
         pd.testing.assert_frame_equal(frame, alone[model].table)
 
 
-def test_auto_runs_two_models_at_once_below_a_million_purchases_and_a_number_is_kept():
-    assert models_at_once("auto", 214_000) == 2 and models_at_once("auto", 2_144_000) == 1
+def test_auto_runs_two_models_at_once_up_to_three_million_purchases_and_a_number_is_kept():
+    assert models_at_once("auto", 214_000) == 2 and models_at_once("auto", 2_144_000) == 2
+    assert models_at_once("auto", 3_000_000) == 2 and models_at_once("auto", 3_000_001) == 1
     assert models_at_once(3, 10) == 3 and models_at_once(1, 10) == 1
     assert PredictionsConfig().parallel_models == "auto"
     assert PredictionsConfig.model_validate({"parallel_models": 2}).parallel_models == 2
