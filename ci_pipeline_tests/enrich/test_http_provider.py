@@ -84,6 +84,7 @@ def provider():
                 number = len(state.requests)
                 state.in_flight += 1
                 state.most_in_flight = max(state.most_in_flight, state.in_flight)
+            answering = True
             try:
                 time.sleep(state.delay(number))
                 status, headers, payload = state.reply(number, body["records"])
@@ -91,12 +92,20 @@ def provider():
                 for key, value in {**headers, "Content-Length": str(len(payload))}.items():
                     self.send_header(key, value)
                 self.end_headers()
+                # Done before the body goes out: once the client has it, it may send its next request at once,
+                # possibly before this thread would get to count this one as finished.
+                answering = False
+                self._leave()
                 self.wfile.write(payload)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up waiting (the timeout tests)
             finally:
-                with state.lock:
-                    state.in_flight -= 1
+                if answering:
+                    self._leave()
+
+        def _leave(self) -> None:
+            with state.lock:
+                state.in_flight -= 1
 
         def log_message(self, *args):
             pass
