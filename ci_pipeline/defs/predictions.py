@@ -204,7 +204,8 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
         lake = context.resources.lake.get_lake()
         try:
             runs = _runs(section, lake, measures, [model])
-            result = runs.train(model)
+            # The scoring step scores everyone with the stored model: scoring them here too would be thrown away.
+            result = runs.train(model, table=False)
         except UserError as exc:
             raise dg.Failure(description=redact(exc), allow_retries=False) from exc
         return dg.MaterializeResult(metadata=_store_trained(lake, model, result, _configured(section)))

@@ -77,8 +77,9 @@ class ChurnModel:
 class ChurnResult:
     """What :func:`run_churn` returns."""
 
-    #: One row per customer with a purchase: CustomerId, ChurnScore, IsChurn, Likelihood, Reason1..3.
-    scores: pd.DataFrame
+    #: One row per customer with a purchase: CustomerId, ChurnScore, IsChurn, Likelihood, Reason1..3 (None when
+    #: not asked for).
+    scores: pd.DataFrame | None
     #: Backtest metrics of the model and each baseline, grades, feature importance, usability report.
     report: dict
     stored: StoredModel
@@ -225,7 +226,7 @@ def score(model: ChurnModel, history: History, cutoff: pd.Timestamp, customers=N
     Everyone with a purchase is scored by the model; the other customers of ``customers`` get the population
     prior (``Basis`` says which).
     """
-    X = with_btyd(history.features(cutoff), history, cutoff, model.bgnbd, model.label_days)[model.features]
+    X = _features(model, history, cutoff)
     # Each tree evaluated once; each reason re-evaluates only the trees and customers its typical value changes.
     trees = explain.BoostedTrees(model.classifier, X, model.typical)
     probability = model.predict(X, trees.output())
@@ -243,6 +244,10 @@ def score(model: ChurnModel, history: History, cutoff: pd.Timestamp, customers=N
         out = pd.concat([out, rows])
         out = out.sort_index(kind="stable")
     return out.reset_index(), contrib
+
+
+def _features(model: ChurnModel, history: History, cutoff) -> pd.DataFrame:
+    return with_btyd(history.features(cutoff), history, cutoff, model.bgnbd, model.label_days)[model.features]
 
 
 def _rows(probability: np.ndarray, index: pd.Index) -> pd.DataFrame:
@@ -265,6 +270,7 @@ def run_churn(
     profile: pd.DataFrame | None = None,
     signals: pd.DataFrame | None = None,
     measures: Measures | None = None,
+    score_everyone: bool = True,
 ) -> ChurnResult:
     """Check the data, backtest one window back, fit at the latest cutoff and score every purchaser.
 
@@ -276,16 +282,19 @@ def run_churn(
         profile: the CustomerProfile table when ``settings.profile_fields`` is set.
         signals: the other activities when ``settings.signal_activities`` is set (``data.signals_from_facts``).
         measures: the measures section and activity facts when ``settings.measure_fields`` is set.
+        score_everyone: False when the scores are not wanted (the result's ``scores`` is None): the model is then
+            explained only for the customers of its global importance (:func:`explain.importance_rows`).
 
     Raises:
         InsufficientData: below the minimum customers or history, a cutoff after the last purchase, or a window
             in which everyone (or no one) churned.
     """
     with threadpool_limits(limits=native_threads(settings.threads)):
-        return _run_churn(History(purchases, settings.context(profile, signals, measures)), customers, latest, settings)
+        history = History(purchases, settings.context(profile, signals, measures))
+        return _run_churn(history, customers, latest, settings, score_everyone)
 
 
-def _run_churn(history: History, customers, latest, settings: PredictionSettings):
+def _run_churn(history: History, customers, latest, settings: PredictionSettings, score_everyone: bool = True):
     purchases, context = history.purchases, history.context
     latest = latest_cutoff(latest, purchases, MODEL)
     days = settings.churn.label_days
@@ -306,7 +315,13 @@ def _run_churn(history: History, customers, latest, settings: PredictionSettings
     evaluation = evaluate(backtest, history, latest - window)
     model = fit(history, latest - window, settings)
     model = replace(model, prior=prior.fit_prior(history.encoded, customers, latest - window, days))
-    scores, contrib = score(model, history, latest, customers)
+    if score_everyone:
+        scores, contrib = score(model, history, latest, customers)
+        importance = explain.importance(contrib[explain.importance_rows(len(contrib), settings.seed)], model.features)
+    else:
+        scores = None
+        X = _features(model, history, latest)
+        importance = explain.sampled_importance(model.classifier, model.predict, X, model.typical, settings.seed)
     full_report = {
         "prediction": MODEL,
         "usability": report.as_dict(),
@@ -315,7 +330,7 @@ def _run_churn(history: History, customers, latest, settings: PredictionSettings
         "best_rule_days": backtest.rule_days,
         "bgnbd": backtest.bgnbd.__dict__,
         "no_purchase_prior": _prior_backtest(history, customers, latest, days),
-        "feature_importance": explain.importance(contrib, model.features),
+        "feature_importance": importance,
     }
     stored = StoredModel(
         model=MODEL,

@@ -145,8 +145,9 @@ def choose_weight(actual: np.ndarray, boosted: np.ndarray, btyd_value: np.ndarra
 class ClvResult:
     """What :func:`run_clv` returns."""
 
-    #: One row per customer with a purchase: CustomerId, PredictedValue, ValueLow, ValueHigh, ValueBand, Reason1..3.
-    scores: pd.DataFrame
+    #: One row per customer with a purchase: CustomerId, PredictedValue, ValueLow, ValueHigh, ValueBand, Reason1..3
+    #: (None when not asked for).
+    scores: pd.DataFrame | None
     report: dict
     stored: StoredModel
 
@@ -370,6 +371,7 @@ def run_clv(
     profile: pd.DataFrame | None = None,
     signals: pd.DataFrame | None = None,
     measures: Measures | None = None,
+    score_everyone: bool = True,
 ) -> ClvResult:
     """Check the data, backtest one period back, fit at the latest cutoff and score every purchaser.
 
@@ -381,15 +383,18 @@ def run_clv(
         profile: the CustomerProfile table when ``settings.profile_fields`` is set.
         signals: the other activities when ``settings.signal_activities`` is set (``data.signals_from_facts``).
         measures: the measures section and activity facts when ``settings.measure_fields`` is set.
+        score_everyone: False when the scores are not wanted (the result's ``scores`` is None): the model is then
+            explained only for the customers of its global importance (:func:`explain.importance_rows`).
 
     Raises:
         InsufficientData: below the minimum customers or history, or a cutoff after the last purchase.
     """
     with threadpool_limits(limits=native_threads(settings.threads)):
-        return _run_clv(History(purchases, settings.context(profile, signals, measures)), customers, latest, settings)
+        history = History(purchases, settings.context(profile, signals, measures))
+        return _run_clv(history, customers, latest, settings, score_everyone)
 
 
-def _run_clv(history: History, customers, latest, settings: PredictionSettings):
+def _run_clv(history: History, customers, latest, settings: PredictionSettings, score_everyone: bool = True):
     purchases, context = history.purchases, history.context
     latest = latest_cutoff(latest, purchases, MODEL)
     period = pd.Timedelta(days=settings.clv.period_days)
@@ -407,7 +412,13 @@ def _run_clv(history: History, customers, latest, settings: PredictionSettings):
     model = fit(history, latest - period, settings)
     fitted_prior = prior.fit_prior(history.encoded, customers, latest - period, settings.clv.period_days)
     model = replace(model, prior=fitted_prior, weight=published.weight)
-    scores, contrib = score(model, history, latest, settings.clv.high_value_share, customers)
+    if score_everyone:
+        scores, contrib = score(model, history, latest, settings.clv.high_value_share, customers)
+        importance = explain.importance(contrib[explain.importance_rows(len(contrib), settings.seed)], model.features)
+    else:
+        scores = None
+        X = _features(model, history, latest)
+        importance = explain.sampled_importance(model.mean, model.predict, X, model.typical, settings.seed)
     full_report = {
         "prediction": MODEL,
         "usability": report.as_dict(),
@@ -418,7 +429,7 @@ def _run_clv(history: History, customers, latest, settings: PredictionSettings):
         "bgnbd": backtest.bgnbd.__dict__,
         "gamma_gamma": backtest.gamma_gamma.__dict__,
         "no_purchase_prior": model.prior.as_dict(),
-        "feature_importance": explain.importance(contrib, model.features),
+        "feature_importance": importance,
     }
     stored = StoredModel(
         model=MODEL,

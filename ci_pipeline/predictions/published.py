@@ -109,9 +109,10 @@ def fact_columns(settings: PredictionSettings, models) -> tuple[list[str], list[
 
 @dataclass(frozen=True)
 class Trained:
-    """A model trained in a run: its table (scores, or recommendations), evaluation report and stored model."""
+    """A model trained in a run: its table (scores, or recommendations; None when not asked for), evaluation report
+    and stored model."""
 
-    table: pd.DataFrame
+    table: pd.DataFrame | None
     report: dict
     stored: StoredModel
 
@@ -173,14 +174,26 @@ class ModelRuns:
         """The signal activities, when configured."""
         return _derived(self._signals)
 
-    def train(self, model: str) -> Trained:
-        """Backtest, fit at the latest cutoff and score one model (``churn``, ``clv``, ``recommendation``)."""
+    def train(self, model: str, table: bool = True) -> Trained:
+        """Backtest, fit at the latest cutoff and score one model (``churn``, ``clv``, ``recommendation``).
+
+        Without ``table`` (a model trained by its own step, which stores it for the scoring step) churn and CLV
+        score no one: the trained result's table is None and its report's importance explains a sample of the
+        customers (:func:`~ci_pipeline.predictions.explain.importance_rows`), as it does when they are scored.
+        """
         if model == "recommendation":
             result = run_recommendation(self.lines, self.customers, self.latest, self.settings)
             return Trained(result.recommendations, result.report, result.stored)
         run = run_churn if model == "churn" else run_clv
         result = run(
-            self.purchases, self.customers, self.latest, self.settings, self.profile, self.signals, self.measures
+            self.purchases,
+            self.customers,
+            self.latest,
+            self.settings,
+            self.profile,
+            self.signals,
+            self.measures,
+            score_everyone=table,
         )
         return Trained(result.scores, result.report, result.stored)
 

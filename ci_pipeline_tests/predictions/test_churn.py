@@ -218,3 +218,32 @@ def test_models_fit_on_a_seeded_sample_of_their_training_rows_beyond_the_limit(m
     assert (
         clv.run_clv(purchases, customers, synthetic.END, settings).scores["CustomerId"].nunique() == customers.nunique()
     )
+
+
+@pytest.mark.parametrize("model", [churn, clv])
+def test_training_without_scores_explains_the_same_sample_as_scoring_everyone(monkeypatch, purchases, model):
+    """A model trained by its own step scores no one: its importance comes from a seeded sample of the customers,
+    and equals the importance over the same rows of everyone's contributions (a customer's contributions do not
+    depend on the other rows)."""
+    from ci_pipeline.predictions import explain
+
+    customers = purchases["CustomerId"]
+    full = model.run_churn if model is churn else model.run_clv
+    settings = (
+        SETTINGS
+        if model is churn
+        else PredictionSettings.model_validate({"minimums": LOW, "clv": {"period_months": 3}})
+    )
+    monkeypatch.setattr(explain, "IMPORTANCE_ROWS", 300)
+    scored = full(purchases, customers, synthetic.END, settings)
+    alone = full(purchases, customers, synthetic.END, settings, score_everyone=False)
+    assert alone.scores is None and len(scored.scores) == 700
+    assert alone.report == scored.report
+    sample = explain.importance_rows(700, settings.seed)
+    assert len(sample) == 300 and (np.diff(sample) > 0).all()
+    assert sample.tolist() == explain.importance_rows(700, settings.seed).tolist()
+    # A sample indeed: everyone's importance (up to IMPORTANCE_ROWS customers, all 700) differs from it.
+    monkeypatch.setattr(explain, "IMPORTANCE_ROWS", 20_000)
+    everyone = full(purchases, customers, synthetic.END, settings, score_everyone=False).report["feature_importance"]
+    assert everyone != scored.report["feature_importance"]
+    assert everyone == full(purchases, customers, synthetic.END, settings).report["feature_importance"]
