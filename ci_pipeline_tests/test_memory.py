@@ -15,13 +15,18 @@ import json
 from ci_pipeline.memory import tune_allocators
 first = tune_allocators()
 import pyarrow as pa
-print(json.dumps({"applied": first, "again": tune_allocators(), "pool": pa.default_memory_pool().backend_name}))
+import numpy
+# Setting the advice returns what it was.
+huge_pages = numpy._core.multiarray._set_madvise_hugepage(False)
+print(json.dumps({"applied": first, "again": tune_allocators(), "pool": pa.default_memory_pool().backend_name,
+                  "huge_pages": huge_pages}))
 """
 
 
 def probe(**env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     clean.pop("ARROW_DEFAULT_MEMORY_POOL", None)
+    clean.pop("NUMPY_MADVISE_HUGEPAGE", None)
     done = subprocess.run(
         [sys.executable, "-c", PROBE], env=clean | env, capture_output=True, text=True, check=True, timeout=120
     )
@@ -35,12 +40,27 @@ def test_a_run_uses_two_arenas_and_arrows_jemalloc_pool_set_up_once():
     assert found["applied"]["arrow_memory_pool"] == "jemalloc"
     assert found["pool"] == "jemalloc"
     assert found["again"] == {}
+    if platform.system() == "Linux":
+        assert found["applied"]["numpy_madvise_hugepage"] == "0"
+        assert found["huge_pages"] is False
 
 
 def test_what_the_user_set_in_the_environment_is_left_as_it_is():
-    found = probe(MALLOC_ARENA_MAX="4", ARROW_DEFAULT_MEMORY_POOL="system")
+    found = probe(MALLOC_ARENA_MAX="4", ARROW_DEFAULT_MEMORY_POOL="system", NUMPY_MADVISE_HUGEPAGE="1")
     assert found["applied"] == {}
     assert found["pool"] == "system"
+    assert found["huge_pages"] is True
+
+
+def test_numpy_loaded_before_gives_no_huge_page_advice_either():
+    code = (
+        "import numpy, json; from ci_pipeline.memory import tune_allocators; applied = tune_allocators(); "
+        "print(json.dumps([applied.get('numpy_madvise_hugepage'), numpy._core.multiarray._set_madvise_hugepage(0)]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    if platform.system() == "Linux":
+        assert json.loads(done.stdout) == ["0", False]
 
 
 def test_the_command_sets_the_allocators_up_before_it_runs_a_sub_command():
