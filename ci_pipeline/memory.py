@@ -17,8 +17,11 @@ NumPy asks the kernel for transparent huge pages for every large array (``madvis
 compacts memory on the fault to find 2 MB pages, or the pages come from a hypervisor, a fresh array's pages can
 arrive far slower than 4 KB pages would: on the 2-core virtual machine of the figures, a new 400-800 MB array was
 written at 76-115 MB/s with the advice when its huge pages had to be found (3.7-5.7 GB/s when freed ones were at
-hand) and at 1.7 GB/s without it; over a whole run the first case wins out: at 100,000 people the run took 79.6 and
-75.9 s without the advice against 94.0 and 84.3 s with it (in turn). So NumPy gives no such advice in a run.
+hand) and at 1.7 GB/s without it. A nightly run starts on a machine that has been idle, which is the first case:
+`bench pipeline --people 100000`, each run after 30 s idle, in the order without, with, with, without: 65.9 and
+70.3 s (90-96 CPU s) without the advice against 74.4 and 75.1 s (102 CPU s) with it. Runs started right after
+another run (huge pages at hand) went the other way: 66.0 and 67.8 s without against 60.0 and 60.1 s with. So NumPy
+gives no such advice in a run.
 
 A variable the user set (``MALLOC_ARENA_MAX``, ``ARROW_DEFAULT_MEMORY_POOL``, ``NUMPY_MADVISE_HUGEPAGE``) is left as
 it is.
