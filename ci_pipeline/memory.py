@@ -16,7 +16,7 @@ array's pages zeroed anew). Figures: docs/scaling.md.
 NumPy asks the kernel for transparent huge pages for every large array (``madvise``). Where the kernel then
 compacts memory on the fault to find 2 MB pages, or the pages come from a hypervisor, a fresh array's pages can
 arrive far slower than 4 KB pages would: on the 2-core virtual machine of the figures, a new 400-800 MB array was
-written at 76-115 MB/s with the advice when its huge pages had to be found (3.7-5.7 GB/s when freed ones were at
+written at 76-115 MB/s with the advice when its huge pages had to be found (3.7-6.9 GB/s when freed ones were at
 hand) and at 1.7 GB/s without it. A nightly run starts on a machine that has been idle, which is the first case:
 `bench pipeline --people 100000`, each run after 30 s idle, in the order without, with, with, without: 65.9 and
 70.3 s (90-96 CPU s) without the advice against 74.4 and 75.1 s (102 CPU s) with it. Runs started right after
