@@ -294,7 +294,7 @@ def run_churn(
         return _run_churn(history, customers, latest, settings, score_everyone)
 
 
-def _run_churn(history: History, customers, latest, settings: PredictionSettings, score_everyone: bool = True):
+def _run_churn(history: History, customers, latest, settings: PredictionSettings, score_everyone: bool):
     purchases, context = history.purchases, history.context
     latest = latest_cutoff(latest, purchases, MODEL)
     days = settings.churn.label_days
@@ -317,7 +317,7 @@ def _run_churn(history: History, customers, latest, settings: PredictionSettings
     model = replace(model, prior=prior.fit_prior(history.encoded, customers, latest - window, days))
     if score_everyone:
         scores, contrib = score(model, history, latest, customers)
-        importance = explain.importance(contrib[explain.importance_rows(len(contrib), settings.seed)], model.features)
+        importance = explain.importance_of(contrib, model.features, settings.seed)
     else:
         scores = None
         X = _features(model, history, latest)

@@ -394,7 +394,7 @@ def run_clv(
         return _run_clv(history, customers, latest, settings, score_everyone)
 
 
-def _run_clv(history: History, customers, latest, settings: PredictionSettings, score_everyone: bool = True):
+def _run_clv(history: History, customers, latest, settings: PredictionSettings, score_everyone: bool):
     purchases, context = history.purchases, history.context
     latest = latest_cutoff(latest, purchases, MODEL)
     period = pd.Timedelta(days=settings.clv.period_days)
@@ -414,7 +414,7 @@ def _run_clv(history: History, customers, latest, settings: PredictionSettings, 
     model = replace(model, prior=fitted_prior, weight=published.weight)
     if score_everyone:
         scores, contrib = score(model, history, latest, settings.clv.high_value_share, customers)
-        importance = explain.importance(contrib[explain.importance_rows(len(contrib), settings.seed)], model.features)
+        importance = explain.importance_of(contrib, model.features, settings.seed)
     else:
         scores = None
         X = _features(model, history, latest)

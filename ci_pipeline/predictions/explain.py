@@ -282,6 +282,12 @@ def importance_rows(count: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, count]).choice(count, IMPORTANCE_ROWS, replace=False))
 
 
+def importance_of(contrib: np.ndarray, features: list[str], seed: int) -> dict[str, float]:
+    """:func:`importance` over the :func:`importance_rows` of everyone's contributions (a model that scored
+    everyone)."""
+    return importance(contrib[importance_rows(len(contrib), seed)], features)
+
+
 def sampled_importance(estimator, predict: Callable, X: pd.DataFrame, typical: dict, seed: int) -> dict[str, float]:
     """:func:`importance` over the :func:`importance_rows` of ``X`` only: a model trained by its own step scores no
     one else (the scoring step scores everyone with the stored model). ``estimator`` is the model's boosted trees'
