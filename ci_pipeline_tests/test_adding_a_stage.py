@@ -94,7 +94,9 @@ def test_a_registered_stage_is_published_run_and_summarised(config, capsys):
     graph = defs.resolve_asset_graph()
     sink_prediction = dg.AssetKey(["publish", "sink_prediction"])
     assert graph.get(sink_prediction).parent_keys == {PREDICTION}
-    assert graph.get(dg.AssetKey(["publish", "export_warehouse"])).parent_keys == {PREDICTION}
+    prediction_files = dg.AssetKey(["publish", "prediction_to_warehouse"])
+    assert graph.get(prediction_files).parent_keys == {PREDICTION}
+    assert graph.get(dg.AssetKey(["publish", "export_warehouse"])).parent_keys == {prediction_files}
     assert defs.resolve_job_def("scores_only").asset_layer.selected_asset_keys == {PREDICTION}
     full = defs.resolve_job_def("full_refresh")
     assert PREDICTION in full.asset_layer.selected_asset_keys

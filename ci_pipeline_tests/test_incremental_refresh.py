@@ -84,7 +84,8 @@ def _outputs(project: Path) -> dict:
         rows = text.sort_values(list(text.columns)).to_csv(index=False)
         # A quarantined row names its source file by its absolute path, in this project's folder.
         found[str(file.relative_to(lake))] = CLOCK.sub("<run time>", rows).replace(here, "<project>")
-    files = [f for f in sorted((lake / "exports").rglob("*")) if f.is_file()]
+    # Hidden files are the export's own records of the tables written ahead, which only the assets that ran write.
+    files = [f for f in sorted((lake / "exports").rglob("*")) if f.is_file() and not f.name.startswith(".")]
     # Runs in the same minute share a snapshot folder, so how many older snapshots a lake keeps depends on the
     # clock: the latest snapshot (the one model.json points at) is what the two lakes must agree on.
     latest = max(m for f in files for m in SNAPSHOT.findall(str(f)))

@@ -1,4 +1,5 @@
-"""Dagster definitions of the publish stage: one asset per sink table, a capacity report and one asset per export.
+"""Dagster definitions of the publish stage: one asset per sink table, a capacity report and, per export, one
+asset per table (its data files, written as soon as the table is made) and one for the snapshot's metadata.
 
 Each asset depends on the upstream table it publishes when a stage of this configuration produces it; tables no
 stage produces (Enrichment, Prediction, ...) are still published, empty, so the sink always holds all seven.
@@ -24,8 +25,8 @@ from ci_pipeline.defs.resources import (
     export_lake,
     fail_fast,
 )
-from ci_pipeline.defs.threaded import EXCLUSIVE_TAG
-from ci_pipeline.export import StoredTable, write_export
+from ci_pipeline.defs.threaded import EXCLUSIVE_TAG, PRIORITY_TAG
+from ci_pipeline.export import StoredTable, write_export, write_table
 from ci_pipeline.redact import redact
 
 GROUP = "publish"
@@ -154,30 +155,92 @@ def export_tables(export: ExportConfig, produced: Produced) -> dict[str, dg.Asse
     return {table: produced.get(table) for table in names}
 
 
+def export_table_asset_key(name: str, table: str) -> dg.AssetKey:
+    """The asset that writes one table's data files of an export: ``publish/unified_activity_to_<name>``."""
+    return asset_key(GROUP, f"{_snake(table)}_to_{name}")
+
+
+def _export_settings(export: ExportConfig) -> dict:
+    return {
+        "folder": export.folder,
+        "fmt": export.format,
+        "rows_per_part": export.rows_per_part,
+        "escape_formulas": export.escape_formulas,
+    }
+
+
+def _export_spec(config: ProjectConfig, export: ExportConfig) -> dict:
+    """What every asset of one export shares: its group, kind, refresh tag, retries and skipping when detached."""
+    remote = export.connection or config.lake.url.startswith(("abfs://", "abfss://", "az://"))
+    return {
+        "group_name": GROUP,
+        "kinds": {export.format},
+        "tags": {REFRESH_TAG: export.refresh},
+        "retry_policy": EXTERNAL_RETRY if remote else None,
+        # A detached export (its connection removed) produces nothing and is shown as skipped, not failed.
+        "output_required": export.connection is None,
+    }
+
+
+def _detached(context: dg.AssetExecutionContext, lake: LakeResource, export: ExportConfig) -> bool:
+    skipped = lake.access.inactive_exports.get(export.name)
+    if skipped:
+        # Nothing is yielded: the asset is not materialized in this run, and the step still succeeds.
+        context.log.warning(f"skipped: {skipped}")
+    return bool(skipped)
+
+
+def _export_table_asset(
+    config: ProjectConfig, export: ExportConfig, table: str, upstream: dg.AssetKey
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=export_table_asset_key(export.name, table),
+        description=f"The {table} data files of this run's snapshot of the {export.name} export, written as soon as "
+        "the table is made; the export's metadata points at them.",
+        deps=[upstream],
+        # Of the ready steps, the stages and the sink go first: segments holds every customer's attributes, and
+        # beside it the sink (which ran there before) keeps the peak lower than an export's batches do.
+        op_tags={PRIORITY_TAG: "-1"},
+        **_export_spec(config, export),
+    )
+    @fail_fast
+    def _export_table(context: dg.AssetExecutionContext, lake: LakeResource):
+        if _detached(context, lake, export):
+            return
+        started = time.monotonic()
+        stored = StoredTable(lake.get_lake(), asset_path(upstream))
+        record = write_table(
+            export_lake(lake, export), export.name, table, stored, run_timestamp(context), **_export_settings(export)
+        )
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": record["rows"],
+                "files": len(record["files"]),
+                "bytes": record["bytes"],
+                "escaped_cells": record["escaped"],
+                "duration_seconds": round(time.monotonic() - started, 3),
+            }
+        )
+
+    return _export_table
+
+
 def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produced) -> dg.AssetsDefinition:
     tables = export_tables(export, produced)
 
     @dg.asset(
         key=export_asset_key(export.name),
-        group_name=GROUP,
-        kinds={export.format},
-        description=f"One CDM folder snapshot per run of the output tables ({', '.join(tables)}) in the lake.",
+        description=f"One CDM folder snapshot per run of the output tables ({', '.join(tables)}) in the lake: the "
+        "metadata, after the data files the tables' own assets wrote (a table whose files are not there is written "
+        "here).",
         # The tables are read from the lake by the export itself, in batches where it can (StoredTable): loading
         # them whole through the IO manager would hold millions of activity rows at once.
-        deps=[key for key in tables.values() if key is not None],
-        tags={REFRESH_TAG: export.refresh},
-        retry_policy=EXTERNAL_RETRY
-        if export.connection or config.lake.url.startswith(("abfs://", "abfss://", "az://"))
-        else None,
-        # A detached export (its connection removed) produces nothing and is shown as skipped, not failed.
-        output_required=export.connection is None,
+        deps=[export_table_asset_key(export.name, table) for table, key in tables.items() if key is not None],
+        **_export_spec(config, export),
     )
     @fail_fast
     def _export(context: dg.AssetExecutionContext, lake: LakeResource):
-        skipped = lake.access.inactive_exports.get(export.name)
-        if skipped:
-            # Nothing is yielded: the asset is not materialized in this run, and the step still succeeds.
-            context.log.warning(f"skipped: {skipped}")
+        if _detached(context, lake, export):
             return
         started = time.monotonic()
         source = lake.get_lake()
@@ -191,11 +254,8 @@ def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produce
             export.name,
             shaped,
             run_timestamp(context),
-            folder=export.folder,
-            fmt=export.format,
-            rows_per_part=export.rows_per_part,
             retention=export.retention,
-            escape_formulas=export.escape_formulas,
+            **_export_settings(export),
         )
         metadata = {**result.metadata(), "duration_seconds": round(time.monotonic() - started, 3)}
         metadata["dagster/row_count"] = metadata["rows"]
@@ -203,6 +263,13 @@ def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produce
         yield dg.MaterializeResult(metadata=metadata)
 
     return _export
+
+
+def _export_assets(config: ProjectConfig, export: ExportConfig, produced: Produced) -> list[dg.AssetsDefinition]:
+    """An export's assets: one per produced table (its data files), then the snapshot's metadata."""
+    tables = export_tables(export, produced)
+    parts = [_export_table_asset(config, export, t, key) for t, key in tables.items() if key is not None]
+    return [*parts, _export_asset(config, export, produced)]
 
 
 def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
@@ -218,7 +285,8 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
     if config.publish.sink.kind != "none":
         assets.extend(_sink_asset(config, table, produced.get(table)) for table in outputs.OUTPUT_TABLES)
         assets.append(_capacity_asset(config))
-    assets.extend(_export_asset(config, export, produced) for export in config.publish.exports)
+    for export in config.publish.exports:
+        assets.extend(_export_assets(config, export, produced))
     return dg.Definitions(assets=assets)
 
 

@@ -29,6 +29,7 @@ from ci_pipeline.dataverse.naming import column_text, utc_seconds_text
 from ci_pipeline.dataverse.prepare import sorted_by_key, stated_filled
 from ci_pipeline.errors import StorageError, UserError
 from ci_pipeline.lake import Lake
+from ci_pipeline.orchestration.files import FileState
 
 MODEL_JSON = "model.json"
 MANIFEST = "default.manifest.cdm.json"
@@ -69,6 +70,8 @@ class ExportResult:
     metadata_file: str = ""
     #: Text cells written with a leading ``'`` so spreadsheets do not run them as formulas.
     escaped_cells: int = 0
+    #: Tables whose data files :func:`write_table` wrote earlier in the run, taken as they were.
+    taken: list[str] = field(default_factory=list)
 
     def metadata(self) -> dict:
         return {
@@ -80,6 +83,7 @@ class ExportResult:
             "files": sum(t["parts"] for t in self.tables.values()),
             "removed_snapshots": len(self.removed_snapshots),
             "escaped_cells": self.escaped_cells,
+            "tables_written_earlier": len(self.taken),
         }
 
 
@@ -172,6 +176,8 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
 
 
 def _snapshot(timestamp: datetime) -> str:
+    if timestamp.tzinfo is None:
+        raise ValueError("export timestamp must be timezone-aware")
     stamp = timestamp.astimezone(UTC)
     return f"{stamp:%Y}/{stamp:%m}/{stamp:%d}/{stamp:%H%M}"
 
@@ -189,6 +195,9 @@ def write_export(
 ) -> ExportResult:
     """Write one snapshot of ``tables`` as a CDM folder, then drop snapshots beyond ``retention``.
 
+    A stored table whose data files :func:`write_table` already wrote into this snapshot, from the same file with
+    the same settings, is taken as it is; every other table is written here.
+
     Args:
         lake: the data lake.
         name: export name (the folder under ``folder``).
@@ -202,21 +211,21 @@ def write_export(
         escape_formulas: CSV only: escape text cells a spreadsheet would run as formulas (see
             :func:`escape_formula_cells`).
     """
-    if timestamp.tzinfo is None:
-        raise ValueError("export timestamp must be timezone-aware")
-    root = posixpath.join(folder, name)
-    snapshot = _snapshot(timestamp)
+    root, snapshot = posixpath.join(folder, name), _snapshot(timestamp)
+    settings = _settings(fmt, rows_per_part, escape_formulas)
     result = ExportResult(name=name, root=lake.url(root), snapshot=snapshot)
     written: dict[str, list[str]] = {}
     entities = []
-    extension = "csv" if fmt == "csv" else "parquet"
     for table, source in tables.items():
-        attributes, chunks = _encoded_parts(table, source, fmt, rows_per_part, escape_formulas)
-        files, size, rows, escaped = _write_parts(lake, root, f"{table}/{snapshot}/{table}", extension, chunks)
-        result.escaped_cells += escaped
-        written[table] = files
-        result.tables[table] = {"rows": rows, "parts": len(files), "bytes": size}
-        entities.append((table, attributes, files))
+        record = _written_earlier(lake, root, snapshot, table, source, settings)
+        if record is None:
+            record = _write_table(lake, root, snapshot, table, source, settings)
+        else:
+            result.taken.append(table)
+        result.escaped_cells += record["escaped"]
+        written[table] = record["files"]
+        result.tables[table] = {"rows": record["rows"], "parts": len(record["files"]), "bytes": record["bytes"]}
+        entities.append((table, record["attributes"], record["files"]))
     modified = timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if fmt == "csv":
         result.metadata_file = _write_model_json(lake, root, name, modified, entities)
@@ -224,6 +233,71 @@ def write_export(
         result.metadata_file = _write_manifest(lake, root, modified, entities)
     result.removed_snapshots = _clean_up(lake, root, written, retention)
     return result
+
+
+def write_table(
+    lake: Lake,
+    name: str,
+    table: str,
+    source: StoredTable,
+    timestamp: datetime,
+    folder: str = "exports",
+    fmt: str = "csv",
+    rows_per_part: int = 1_000_000,
+    escape_formulas: bool = True,
+) -> dict:
+    """Write one stored table's data files into the snapshot of ``timestamp`` ahead of :func:`write_export`, as
+    soon as the stage that makes the table is done, so the export's last step does not write it then. Nothing
+    points at the files until :func:`write_export` writes the metadata.
+
+    Returns:
+        The table's record (:data:`TABLE_RECORD`): rows, bytes, escaped cells, attributes and files.
+    """
+    root, snapshot = posixpath.join(folder, name), _snapshot(timestamp)
+    # An earlier record of this snapshot (a rerun within the minute) no longer describes the files being replaced.
+    lake.delete(posixpath.join(root, table, snapshot, TABLE_RECORD))
+    settings = _settings(fmt, rows_per_part, escape_formulas)
+    record = _write_table(lake, root, snapshot, table, source, settings)
+    # Written last: a record means every file it names is in place.
+    record_file = {**record, "source": source.state(), "settings": settings}
+    lake.write_bytes(posixpath.join(root, table, snapshot, TABLE_RECORD), _json(record_file))
+    return record
+
+
+#: A hidden file beside one table's data files of a snapshot (written by :func:`write_table`): what they hold, from
+#: which stored file and with which settings. Readers of the CDM folder follow its metadata and never see it.
+TABLE_RECORD = ".table.json"
+
+
+def _settings(fmt: str, rows_per_part: int, escape_formulas: bool) -> dict:
+    return {"format": fmt, "rows_per_part": rows_per_part, "escape_formulas": escape_formulas and fmt == "csv"}
+
+
+def _write_table(
+    lake: Lake, root: str, snapshot: str, table: str, source: pd.DataFrame | StoredTable, settings: dict
+) -> dict:
+    """Write one table's data files into ``snapshot``; its record (see :data:`TABLE_RECORD`)."""
+    fmt = settings["format"]
+    attributes, chunks = _encoded_parts(table, source, fmt, settings["rows_per_part"], settings["escape_formulas"])
+    extension = "csv" if fmt == "csv" else "parquet"
+    files, size, rows, escaped = _write_parts(lake, root, f"{table}/{snapshot}/{table}", extension, chunks)
+    return {"rows": rows, "bytes": size, "escaped": escaped, "attributes": attributes, "files": files}
+
+
+def _written_earlier(
+    lake: Lake, root: str, snapshot: str, table: str, source: pd.DataFrame | StoredTable, settings: dict
+) -> dict | None:
+    """The record of ``table``'s data files in ``snapshot`` when :func:`write_table` wrote them from the stored
+    file as it is now, with these settings, and they are all still there; else None."""
+    path = posixpath.join(root, table, snapshot, TABLE_RECORD)
+    if not isinstance(source, StoredTable) or not lake.exists(path):
+        return None
+    record = json.loads(lake.read_bytes(path))
+    if record.get("source") != source.state() or record.get("settings") != settings:
+        return None
+    if not all(lake.exists(posixpath.join(root, f)) for f in record["files"]):
+        return None
+    return {key: record[key] for key in ("rows", "bytes", "escaped", "attributes", "files")}
 
 
 #: A piece of one data file: the part's number (from 1, increasing), its bytes, its rows and the cells escaped in
@@ -297,6 +371,12 @@ class StoredTable:
         if not self.lake.exists(self.path):
             raise StorageError(f"{self.lake.url(self.path)}: not found in the lake; run the stage that writes it")
         return pq.ParquetFile(self.lake.fs.open(self.lake.path(self.path), "rb"))
+
+    def state(self) -> list:
+        """The stored file's size, modified time and ETag: any change of the file changes them."""
+        if not self.lake.exists(self.path):
+            raise StorageError(f"{self.lake.url(self.path)}: not found in the lake; run the stage that writes it")
+        return FileState.from_info(self.lake.info(self.path)).to_json()
 
     def frame(self, table: str) -> pd.DataFrame:
         """The whole table, checked and ordered by :func:`ci_pipeline.outputs.finish`."""

@@ -113,6 +113,14 @@ def test_publish_assets_fill_the_sink_export_and_report(tmp_path):
         assets=[*upstream_assets(["C1"]), *defs.assets], resources=shared_resources(config)
     ).resolve_asset_graph()
     assert graph.get(publish.sink_asset_key("AlternateKey")).parent_keys == {dg.AssetKey(["unify", "alternate_key"])}
+    # Each produced table's data files are written as soon as the table is made; the export writes the metadata.
+    ahead = publish.export_table_asset_key("warehouse", "AlternateKey")
+    assert ahead == dg.AssetKey(["publish", "alternate_key_to_warehouse"])
+    assert graph.get(ahead).parent_keys == {dg.AssetKey(["unify", "alternate_key"])}
+    assert graph.get(dg.AssetKey(["publish", "export_warehouse"])).parent_keys == {
+        ahead,
+        publish.export_table_asset_key("warehouse", "CustomerProfile"),
+    }
 
     first = run(config, ["C1", "C2", "C3"])
     profile = first["publish/sink_customer_profile"]
@@ -120,6 +128,9 @@ def test_publish_assets_fill_the_sink_export_and_report(tmp_path):
     assert first["publish/sink_enrichment"]["rows"].value == 0
     assert first["publish/sink_capacity"]["profiles"].value == 3
     assert first["publish/export_warehouse"]["rows"].value == 6
+    assert first["publish/export_warehouse"]["tables_written_earlier"].value == 2
+    assert first["publish/alternate_key_to_warehouse"]["dagster/row_count"].value == 3
+    assert first["publish/alternate_key_to_warehouse"]["files"].value == 2
     sink_file = tmp_path / "sink.sqlite"
     tables = {r[0] for r in sqlite3.connect(sink_file).execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert len(tables) == 7 and "msdynci_segmentmembership" in tables

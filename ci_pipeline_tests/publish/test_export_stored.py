@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 
 from ci_pipeline import outputs
 from ci_pipeline.errors import UserError
-from ci_pipeline.export import StoredTable, cdm, write_export
+from ci_pipeline.export import StoredTable, cdm, read_export, write_export, write_table
 from ci_pipeline.lake import Lake
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -141,3 +142,99 @@ def test_the_arrow_formula_check_escapes_what_the_frame_check_escapes_in_a_slice
     by_frame, frame_count = cdm.escape_formula_cells(pd.DataFrame({"v": pd.array(values, dtype="string")}))
     assert escaped.to_pylist() == [None if v is pd.NA else v for v in by_frame["v"].tolist()]
     assert count == frame_count == 6
+
+
+def export_files(lake: Lake, name: str) -> dict[str, bytes]:
+    root = lake.path(f"exports/{name}")
+    return {p[len(root) :]: lake.fs.cat_file(p) for p in lake.fs.find(root)}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_table_written_ahead_is_taken_by_the_export_as_written(tmp_path, fmt):
+    lake = Lake.local(tmp_path)
+    lake.write_parquet("t.parquet", activities(8))
+    stored = {"UnifiedActivity": StoredTable(lake, "t.parquet")}
+    whole = write_export(lake, "whole", stored, T0, fmt=fmt, rows_per_part=3)
+
+    record = write_table(lake, "ahead", "UnifiedActivity", stored["UnifiedActivity"], T0, fmt=fmt, rows_per_part=3)
+    assert record["rows"] == 8 and len(record["files"]) == 3
+    assert record["files"][0] == "UnifiedActivity/2026/03/01/1200/UnifiedActivity_1." + fmt
+    taken = write_export(lake, "ahead", stored, T0, fmt=fmt, rows_per_part=3)
+
+    assert taken.taken == ["UnifiedActivity"] and whole.taken == []
+    assert taken.tables == whole.tables and taken.escaped_cells == whole.escaped_cells
+    # The same data files and metadata (named after the export); the hidden record is the only other file.
+    ahead = export_files(lake, "ahead")
+    record_file = "/UnifiedActivity/2026/03/01/1200/" + cdm.TABLE_RECORD
+    assert json.loads(ahead.pop(record_file))["source"] == stored["UnifiedActivity"].state()
+    assert ahead.keys() == export_files(lake, "whole").keys()
+    for path, data in export_files(lake, "whole").items():
+        if not path.endswith(("model.json", ".cdm.json")):
+            assert ahead[path] == data, path
+    assert [e.files for e in read_export(lake, "ahead")] == [[f"exports/ahead/{f}" for f in record["files"]]]
+
+
+def test_a_table_changed_after_it_was_written_ahead_is_written_again(tmp_path):
+    lake = Lake.local(tmp_path)
+    lake.write_parquet("t.parquet", activities(8))
+    stored = StoredTable(lake, "t.parquet")
+    write_table(lake, "w", "UnifiedActivity", stored, T0)
+    lake.write_parquet("t.parquet", activities(5))
+    result = write_export(lake, "w", {"UnifiedActivity": stored}, T0)
+    assert result.taken == [] and result.tables["UnifiedActivity"]["rows"] == 5
+    write_export(lake, "frame", {"UnifiedActivity": activities(5)}, T0)
+    assert csv_files(lake, "w") == csv_files(lake, "frame")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"rows_per_part": 3},
+        {"escape_formulas": False},
+        {"fmt": "parquet"},
+        {"timestamp": datetime(2026, 3, 2, tzinfo=UTC)},
+    ],
+)
+def test_a_table_written_ahead_with_other_settings_or_for_another_snapshot_is_written_again(tmp_path, change):
+    lake = Lake.local(tmp_path)
+    lake.write_parquet("t.parquet", activities(8))
+    stored = StoredTable(lake, "t.parquet")
+    write_table(lake, "w", "UnifiedActivity", stored, T0)
+    settings = {"timestamp": T0, **change}
+    result = write_export(lake, "w", {"UnifiedActivity": stored}, settings.pop("timestamp"), **settings)
+    assert result.taken == []
+    write_export(lake, "frame", {"UnifiedActivity": stored}, result_time(result), **settings)
+    assert sorted(read_export(lake, "w")[0].files) == [
+        f.replace("exports/frame/", "exports/w/") for f in sorted(read_export(lake, "frame")[0].files)
+    ]
+
+
+def result_time(result) -> datetime:
+    return datetime.strptime(result.snapshot, "%Y/%m/%d/%H%M").replace(tzinfo=UTC)
+
+
+def test_a_table_written_ahead_with_a_part_file_gone_is_written_again(tmp_path):
+    lake = Lake.local(tmp_path)
+    lake.write_parquet("t.parquet", activities(8))
+    stored = StoredTable(lake, "t.parquet")
+    record = write_table(lake, "w", "UnifiedActivity", stored, T0, rows_per_part=3)
+    lake.delete(f"exports/w/{record['files'][1]}")
+    result = write_export(lake, "w", {"UnifiedActivity": stored}, T0, rows_per_part=3)
+    assert result.taken == [] and lake.exists(f"exports/w/{record['files'][1]}")
+
+
+def test_writing_a_table_ahead_again_replaces_its_record_and_files(tmp_path):
+    lake = Lake.local(tmp_path)
+    lake.write_parquet("t.parquet", activities(8))
+    stored = StoredTable(lake, "t.parquet")
+    write_table(lake, "w", "UnifiedActivity", stored, T0, rows_per_part=3)
+    lake.write_parquet("t.parquet", activities(4))
+    record = write_table(lake, "w", "UnifiedActivity", stored, T0, rows_per_part=3)
+    result = write_export(lake, "w", {"UnifiedActivity": stored}, T0, rows_per_part=3)
+    # The export takes the new files and removes the third part, which the new record does not name.
+    assert result.taken == ["UnifiedActivity"] and result.tables["UnifiedActivity"] == {
+        "rows": 4,
+        "parts": 2,
+        "bytes": record["bytes"],
+    }
+    assert len(csv_files(lake, "w")) == 2
