@@ -16,6 +16,7 @@ from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.publish import ExportConfig
 from ci_pipeline.dataverse import capacity_report, logical_table, prepare, prepare_stored
 from ci_pipeline.defs.metadata import table_of
+from ci_pipeline.defs.refresh import RUNS_WITH_DOWNSTREAM_TAG
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import (
     EXTERNAL_RETRY,
@@ -170,12 +171,11 @@ def _export_settings(export: ExportConfig) -> dict:
 
 
 def _export_spec(config: ProjectConfig, export: ExportConfig) -> dict:
-    """What every asset of one export shares: its group, kind, refresh tag, retries and skipping when detached."""
+    """What every asset of one export shares: its group, kind, retries and skipping when detached."""
     remote = export.connection or config.lake.url.startswith(("abfs://", "abfss://", "az://"))
     return {
         "group_name": GROUP,
         "kinds": {export.format},
-        "tags": {REFRESH_TAG: export.refresh},
         "retry_policy": EXTERNAL_RETRY if remote else None,
         # A detached export (its connection removed) produces nothing and is shown as skipped, not failed.
         "output_required": export.connection is None,
@@ -198,6 +198,8 @@ def _export_table_asset(
         description=f"The {table} data files of this run's snapshot of the {export.name} export, written as soon as "
         "the table is made; the export's metadata points at them.",
         deps=[upstream],
+        # The export writes a whole snapshot every run, so these files are written whenever it runs.
+        tags={REFRESH_TAG: export.refresh, RUNS_WITH_DOWNSTREAM_TAG: "true"},
         # Of the ready steps, the stages and the sink go first: segments holds every customer's attributes, and
         # beside it the sink (which ran there before) keeps the peak lower than an export's batches do.
         op_tags={PRIORITY_TAG: "-1"},
@@ -236,6 +238,7 @@ def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produce
         # The tables are read from the lake by the export itself, in batches where it can (StoredTable): loading
         # them whole through the IO manager would hold millions of activity rows at once.
         deps=[export_table_asset_key(export.name, table) for table, key in tables.items() if key is not None],
+        tags={REFRESH_TAG: export.refresh},
         **_export_spec(config, export),
     )
     @fail_fast

@@ -108,12 +108,26 @@ def plan(config: ProjectConfig, graph, keys, lake: Lake) -> RefreshPlan:
     return plan_refresh(nodes, load_states(lake, nodes))
 
 
+#: Asset tag: the asset writes part of what an asset downstream of it makes in the same run (an export's table
+#: files in the run's snapshot), so it runs whenever that asset runs, stale or not.
+RUNS_WITH_DOWNSTREAM_TAG = "ci_pipeline/runs_with_downstream"
+
+
 def stale_selection(graph, plan_: RefreshPlan, keys) -> set[dg.AssetKey]:
-    """The stale assets and the assets that must run in the same step, within ``keys``."""
+    """The stale assets, the assets that must run in the same step, and those that run with an asset downstream
+    (:data:`RUNS_WITH_DOWNSTREAM_TAG`), within ``keys``."""
     stale = [dg.AssetKey(list(path)) for path in plan_.stale]
     if not stale:
         return set()
-    return set(dg.AssetSelection.assets(*stale).required_multi_asset_neighbors().resolve(graph)) & set(keys)
+    chosen = set(dg.AssetSelection.assets(*stale).required_multi_asset_neighbors().resolve(graph)) & set(keys)
+    # An export writes a whole snapshot every run: its tables' files are written ahead by their own assets, beside
+    # the stages, instead of by the export at the end of the run.
+    ahead = {
+        key
+        for key in keys
+        if graph.get(key).tags.get(RUNS_WITH_DOWNSTREAM_TAG) == "true" and graph.get(key).child_entity_keys & chosen
+    }
+    return chosen | ahead
 
 
 def refresh_hook(graph, keys) -> dg.HookDefinition:
