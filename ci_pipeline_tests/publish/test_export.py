@@ -12,7 +12,7 @@ import pytest
 
 from ci_pipeline import outputs
 from ci_pipeline.errors import UserError
-from ci_pipeline.export import query, read_export, write_export
+from ci_pipeline.export import StoredTable, cdm, query, read_export, write_export, write_table
 from ci_pipeline.lake import Lake
 
 T0 = datetime(2026, 6, 30, 12, 5, tzinfo=UTC)
@@ -190,3 +190,22 @@ def test_unreachable_lake_gives_a_clear_error():
     )
     with pytest.raises(StorageError, match="unreachable"):
         write_export(Lake.from_url("abfs://nowhere/lake", {"connection_string": dead}), "wh", tables(), T0)
+
+
+def test_a_table_written_ahead_on_azurite_is_taken_until_its_stored_file_changes(azure_container):
+    import os
+
+    lake = Lake.from_url(f"abfs://{azure_container}/ahead", {"connection_string": os.environ["AZURE_TEST_CONNECTION"]})
+    lake.write_parquet("ci_pipeline/unify/customer_profile.parquet", tables()["CustomerProfile"])
+    stored = StoredTable(lake, "ci_pipeline/unify/customer_profile.parquet")
+    record = write_table(lake, "wh", "CustomerProfile", stored, T0, rows_per_part=2)
+    assert lake.exists(f"exports/wh/CustomerProfile/2026/06/30/1205/{cdm.TABLE_RECORD}")
+    first = write_export(lake, "wh", {"CustomerProfile": stored}, T0, rows_per_part=2)
+    assert first.taken == ["CustomerProfile"] and [e.files for e in read_export(lake, "wh")] == [
+        [f"exports/wh/{f}" for f in record["files"]]
+    ]
+    # The same bytes written again are a new blob (a new ETag): the export writes the table itself.
+    lake.write_parquet("ci_pipeline/unify/customer_profile.parquet", tables()["CustomerProfile"].iloc[:1])
+    again = write_export(lake, "wh", {"CustomerProfile": stored}, T0, rows_per_part=2)
+    assert again.taken == [] and again.tables["CustomerProfile"]["rows"] == 1
+    assert query(lake, "SELECT count(*) AS n FROM CustomerProfile", ["wh"])["n"].iloc[0] == 1
