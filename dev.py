@@ -134,18 +134,9 @@ def test_services() -> dict[str, str]:
         apt_install(system)
     if not node_modules:
         say("installing Azurite (Azure Storage emulator) and playwright-core (UI test driver) from npm (~200 MB)")
-        NODE_DIR.mkdir(parents=True, exist_ok=True)
-        sh(
-            "npm",
-            "install",
-            "--silent",
-            "--no-audit",
-            "--no-fund",
-            "--prefix",
-            NODE_DIR,
-            "azurite@3",
-            "playwright-core@1",
-        )
+        # The versions of the committed lockfile: `npm install <name>@<range>` would rewrite package.json and the
+        # lockfile of a fresh clone to whatever is newest that day.
+        sh("npm", "ci", "--silent", "--no-audit", "--no-fund", "--prefix", NODE_DIR)
     # The UI test drives the system's Chromium (playwright cannot download its own browsers here).
     return {"CI_PIPELINE_CHROMIUM": find_chromium() or ""}
 
