@@ -297,7 +297,7 @@ def _written_earlier(
         return None
     if not all(lake.exists(posixpath.join(root, f)) for f in record["files"]):
         return None
-    return {key: record[key] for key in ("rows", "bytes", "escaped", "attributes", "files")}
+    return record
 
 
 #: A piece of one data file: the part's number (from 1, increasing), its bytes, its rows and the cells escaped in
@@ -367,15 +367,17 @@ class StoredTable:
     #: Lake-relative path of the Parquet file.
     path: str
 
-    def _file(self) -> pq.ParquetFile:
+    def _require(self) -> None:
         if not self.lake.exists(self.path):
             raise StorageError(f"{self.lake.url(self.path)}: not found in the lake; run the stage that writes it")
+
+    def _file(self) -> pq.ParquetFile:
+        self._require()
         return pq.ParquetFile(self.lake.fs.open(self.lake.path(self.path), "rb"))
 
     def state(self) -> list:
         """The stored file's size, modified time and ETag: any change of the file changes them."""
-        if not self.lake.exists(self.path):
-            raise StorageError(f"{self.lake.url(self.path)}: not found in the lake; run the stage that writes it")
+        self._require()
         return FileState.from_info(self.lake.info(self.path)).to_json()
 
     def frame(self, table: str) -> pd.DataFrame:
