@@ -6,6 +6,8 @@ import numpy as np
 from scipy import sparse, stats
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
+from ci_pipeline.arrays import isin
+
 
 def _r(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 4)
@@ -198,7 +200,7 @@ def ranking(recommended: np.ndarray, relevant: sparse.csr_matrix, k: int) -> dic
     coo = relevant.tocoo()
     keys = np.unique(coo.row.astype(np.int64) * n_items + coo.col)
     rows = np.arange(recommended.shape[0], dtype=np.int64)[:, None]
-    hit = np.isin(rows * n_items + recommended, keys) & (recommended >= 0)
+    hit = isin(rows * n_items + recommended, keys) & (recommended >= 0)
     wanted = np.diff(relevant.indptr)
     evaluated = wanted > 0
     n = int(evaluated.sum())

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.arrays import isin
+
 #: Why a thin customer was or was not attached (the ``attach`` statistics use these names).
 OUTCOMES = ("attached", "kept", "ambiguous", "no namesake", "too common", "conflict", "no name")
 
@@ -298,7 +300,7 @@ def thin_namesake_links(
     expected = int(thin_customer.sum()) * shares
 
     thin_rows, all_thin, named = _thin_names(labels, key, valid, expected, thin_record)
-    elsewhere = np.isin(named["key"].to_numpy(), key[valid & ~thin_record])
+    elsewhere = isin(named["key"].to_numpy(), key[valid & ~thin_record])
     group = named.drop_duplicates("label").groupby("key")["label"]
     named = named.assign(
         bearers=named["key"].map(group.size()).to_numpy(), anchor=named["key"].map(group.min()).to_numpy()

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
+from ci_pipeline.arrays import isin
 from ci_pipeline.config.unify import Condition, Rule
 from ci_pipeline.side_by_side import each
 from ci_pipeline.unify.normalize import Normalizer, default_normalizations, shared_values
@@ -164,7 +165,7 @@ def candidate_pairs(
     block = block[(sizes > 1) & ~big]
     if touched is not None:
         hot = np.unique(block["k"].to_numpy()[touched[block["i"].to_numpy()]])
-        block = block[np.isin(block["k"].to_numpy(), hot)]
+        block = block[isin(block["k"].to_numpy(), hot)]
     pairs = block.merge(block, on="k", suffixes=("", "_r"))
     i, j = pairs["i"].to_numpy(), pairs["i_r"].to_numpy()
     keep = i < j if touched is None else (i < j) & (touched[i] | touched[j])
@@ -249,7 +250,7 @@ def evaluate_rules(
         keep = (ranks[left] != ranks[right]) if across_ranks else np.ones(len(left), dtype=bool)
         left, right = left[keep], right[keep]
         pair_id = left * n + right
-        fresh = ~np.isin(pair_id, done)
+        fresh = ~isin(pair_id, done)
         left, right, pair_id = left[fresh], right[fresh], pair_id[fresh]
         accepted = np.ones(len(left), dtype=bool)
         scores = []

@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ci_pipeline.arrays import isin
 from ci_pipeline.outputs import identifiers, uuid5_hex_digits
 from ci_pipeline.unify.text import arrow_strings, concat_strings, group_starts, join_runs, pandas_strings
 
@@ -142,7 +143,7 @@ def assign_ids(
     # Known records in a cluster with a new id: it was split off the ids they had.
     parted = known & (id_of_label[label_pos] < 0)
     split_c, split_l, split_n = _pair_counts(code[parted], label_pos[parted], n_labels)
-    brand_new = need[~np.isin(need, split_l)]
+    brand_new = need[~isin(need, split_l)]
     gone = np.flatnonzero(moved == 0)
     total = np.bincount(prev_code[has], minlength=n_ids)
     changes = [

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.arrays import isin
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.engine import Preparation, prepare, rule_matches
@@ -205,7 +206,7 @@ class ProbabilisticMatches:
             a, b = accepted["left"].to_numpy(np.int64), accepted["right"].to_numpy(np.int64)
             n = table.n
             pair_id = pairs["left"].to_numpy(np.int64) * n + pairs["right"].to_numpy(np.int64)
-            taken = np.isin(pair_id, np.minimum(a, b) * n + np.maximum(a, b))
+            taken = isin(pair_id, np.minimum(a, b) * n + np.maximum(a, b))
             pairs = pd.concat([rules, pairs[~taken]], ignore_index=True)
         self.comparable = np.zeros(table.n, dtype=bool)
         for rule in settings.blocking:

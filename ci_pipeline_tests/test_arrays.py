@@ -1,0 +1,19 @@
+import numpy as np
+import pytest
+
+from ci_pipeline.arrays import isin
+
+
+@pytest.mark.parametrize("shape", [(0,), (1000,), (40, 25)])
+def test_isin_agrees_with_numpy(shape):
+    rng = np.random.default_rng(5)
+    values = rng.integers(-50, 10**12, shape)
+    test = np.concatenate([rng.choice(values.ravel(), 300) if values.size else [], rng.integers(0, 10**12, 300)])
+    test = test.astype(np.int64)
+    got = isin(values, test)
+    assert got.shape == values.shape and got.dtype == bool
+    np.testing.assert_array_equal(got, np.isin(values, test))
+
+
+def test_isin_with_nothing_to_find():
+    assert isin(np.array([1, 2]), np.array([], dtype=np.int64)).tolist() == [False, False]
