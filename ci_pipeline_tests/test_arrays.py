@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ci_pipeline.arrays import isin
+from ci_pipeline.arrays import isin, unique
 
 
 @pytest.mark.parametrize("shape", [(0,), (1000,), (40, 25)])
@@ -17,3 +17,22 @@ def test_isin_agrees_with_numpy(shape):
 
 def test_isin_with_nothing_to_find():
     assert isin(np.array([1, 2]), np.array([], dtype=np.int64)).tolist() == [False, False]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([], dtype=np.int64),
+        np.array([7]),
+        np.random.default_rng(1).integers(-5, 5, 1000),
+        np.random.default_rng(2).integers(0, 10**15, 1000),
+        np.array([True, False, True]),
+        np.array([2.5, np.nan, 1.0, np.nan]),
+        np.array(["b", "a", "b"], dtype=object),
+    ],
+)
+def test_unique_agrees_with_numpy(values):
+    got = unique(values)
+    expected = np.unique(values)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)

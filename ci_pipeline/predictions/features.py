@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.arrays import unique
 from ci_pipeline.arrow_text import text_positions
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.errors import UserError
@@ -376,7 +377,7 @@ def profile_features(profile: pd.DataFrame | None, customers: pd.Index, fields: 
 def purchasers_at(purchases: pd.DataFrame | Encoded, cutoff: pd.Timestamp) -> pd.Index:
     """Customers with at least one purchase (not only returns) at or before the cutoff, sorted."""
     p = encoded(purchases)
-    codes = np.unique(p.code[p.at(cutoff) & p.bought() & (p.code >= 0)])
+    codes = unique(p.code[p.at(cutoff) & p.bought() & (p.code >= 0)])
     return pd.Index(p.ids[codes], dtype="string", name="CustomerId")
 
 

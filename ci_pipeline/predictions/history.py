@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.arrays import unique
 from ci_pipeline.predictions.btyd import rfm_summary
 from ci_pipeline.predictions.features import Context, Encoded, future_purchases, purchasers_at
 
@@ -68,4 +69,4 @@ class History:
     def customers_active(self, start: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:
         """Codes of the customers with a purchase row in (start, end]."""
         p = self.encoded
-        return np.unique(p.code[(p.ns > start.value) & (p.ns <= end.value) & (p.code >= 0)])
+        return unique(p.code[(p.ns > start.value) & (p.ns <= end.value) & (p.code >= 0)])

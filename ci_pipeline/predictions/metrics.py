@@ -6,7 +6,7 @@ import numpy as np
 from scipy import sparse, stats
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from ci_pipeline.arrays import isin
+from ci_pipeline.arrays import isin, unique
 
 
 def _r(value: float) -> float | None:
@@ -59,7 +59,7 @@ def classification(y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> 
     y = np.asarray(y, dtype=bool)
     score = np.asarray(score, dtype=np.float64)
     flagged = score >= threshold
-    both = len(np.unique(y)) == 2
+    both = len(unique(y)) == 2
     tp = int((flagged & y).sum())
     return {
         "auc": _r(roc_auc_score(y, score)) if both else None,
@@ -198,7 +198,7 @@ def ranking(recommended: np.ndarray, relevant: sparse.csr_matrix, k: int) -> dic
     relevant = sparse.csr_matrix(relevant)
     n_items = relevant.shape[1]
     coo = relevant.tocoo()
-    keys = np.unique(coo.row.astype(np.int64) * n_items + coo.col)
+    keys = unique(coo.row.astype(np.int64) * n_items + coo.col)
     rows = np.arange(recommended.shape[0], dtype=np.int64)[:, None]
     hit = isin(rows * n_items + recommended, keys) & (recommended >= 0)
     wanted = np.diff(relevant.indptr)

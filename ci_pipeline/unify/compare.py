@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-from ci_pipeline.arrays import isin
+from ci_pipeline.arrays import isin, unique
 from ci_pipeline.config.unify import Condition, Rule
 from ci_pipeline.side_by_side import each
 from ci_pipeline.unify.normalize import Normalizer, default_normalizations, shared_values
@@ -160,11 +160,11 @@ def candidate_pairs(
     big = sizes > prep.max_block_size
     if big.any():
         found = prep.oversized_blocks.setdefault(rule.name, {"blocks": 0, "records": 0})
-        found["blocks"] += int(len(np.unique(key[big])))
+        found["blocks"] += int(len(unique(key[big])))
         found["records"] += int(big.sum())
     block = block[(sizes > 1) & ~big]
     if touched is not None:
-        hot = np.unique(block["k"].to_numpy()[touched[block["i"].to_numpy()]])
+        hot = unique(block["k"].to_numpy()[touched[block["i"].to_numpy()]])
         block = block[isin(block["k"].to_numpy(), hot)]
     pairs = block.merge(block, on="k", suffixes=("", "_r"))
     i, j = pairs["i"].to_numpy(), pairs["i_r"].to_numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.arrays import unique
 from ci_pipeline.config.unify import UnifyConfig, unified_fields
 from ci_pipeline.unify.normalize import squash_spaces
 
@@ -55,7 +56,7 @@ def merge_profiles(
     for name in values.columns:
         values[name] = _drop_placeholders(values[name], bypass)
     values["label"] = labels
-    out = pd.DataFrame(index=pd.Index(np.unique(labels), name="label"))
+    out = pd.DataFrame(index=pd.Index(unique(labels), name="label"))
     grouped_names: set[str] = set()
     by_name = {f.name: f for f in fields}
     for group in config.merge.groups.values():

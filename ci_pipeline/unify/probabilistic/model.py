@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.arrays import unique
 from ci_pipeline.errors import UserError
 from ci_pipeline.side_by_side import each
 from ci_pipeline.unify.probabilistic.blocking import Blocked, BlockingRule, Key, block, key_columns, pair_count
@@ -533,7 +534,7 @@ def train(
     if table is None:
         table = prepare(records, settings.columns, source)
     link_only = settings.link_type == "link_only"
-    if link_only and len(np.unique(table.source)) < 2:
+    if link_only and len(unique(table.source)) < 2:
         raise SettingsError("link_type link_only needs records of two or more tables (name their column in source)")
     comparisons = settings.comparisons
     notes = [_inactive_reason(table, c) for c in comparisons]
@@ -638,7 +639,7 @@ def _strata_keys(table: Table, settings: Settings) -> list[tuple[tuple[str, ...]
         for key in keys:
             rule = BlockingRule(tuple(Key.parse(c, "strata") for c in key))
             codes = rule.codes(table)
-            if len(np.unique(codes[codes >= 0])) < 2:
+            if len(unique(codes[codes >= 0])) < 2:
                 continue  # null or constant everywhere: nothing to fit apart (its comparison, if any, says so)
             count, _ = pair_count(codes, table.source, link_only)
             if count > settings.max_pairs_per_rule:
