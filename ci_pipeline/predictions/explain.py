@@ -16,7 +16,6 @@ import pandas as pd
 from sklearn.base import is_classifier
 from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
-from ci_pipeline.arrays import unique
 from ci_pipeline.predictions.features import describe, formatted
 from ci_pipeline.side_by_side import each
 
@@ -202,7 +201,7 @@ def _turns(nodes: np.ndarray, values: np.ndarray, usual: np.ndarray, numeric: np
     leaves = np.flatnonzero(nodes["is_leaf"])
     order = np.argsort(nodes["value"][leaves], kind="stable")
     known = nodes["value"][leaves][order]
-    if len(unique(known)) < len(known):
+    if len(np.unique(known)) < len(known):
         return np.zeros(len(values), dtype=np.int32), np.full(1, np.nan), splits[None, :].copy()
     return np.searchsorted(known, values).astype(np.int32), known, turns[leaves[order]]
 

@@ -250,10 +250,10 @@ def evaluate_rules(
         keep = (ranks[left] != ranks[right]) if across_ranks else np.ones(len(left), dtype=bool)
         left, right = left[keep], right[keep]
         pair_id = left * n + right
-        fresh = ~isin(pair_id, done)
+        fresh = np.flatnonzero(~isin(pair_id, done))
         # In the order the stage's pairs are kept in (table, rule, records): that final sort then takes each rule's
         # rows in runs instead of gathering millions of score texts at random.
-        fresh = np.flatnonzero(fresh)[np.lexsort([right[fresh], left[fresh], ranks[left[fresh]]])]
+        fresh = fresh[np.lexsort([right[fresh], left[fresh], ranks[left[fresh]]])]
         left, right, pair_id = left[fresh], right[fresh], pair_id[fresh]
         accepted = np.ones(len(left), dtype=bool)
         scores = []
