@@ -7,6 +7,7 @@ message, and Prediction, segments and publishing go on with the other models.
 """
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Set as AbstractSet
 
@@ -21,6 +22,7 @@ from ci_pipeline.defs.registry import REFRESH_TAG, JobSpec, Produced, Stage, ass
 from ci_pipeline.defs.resources import asset_path
 from ci_pipeline.defs.threaded import CUSTOMER_MODELS, EXCLUSIVE_TAG, PRIORITY_TAG
 from ci_pipeline.errors import UserError
+from ci_pipeline.orchestration import MODE_TAG
 from ci_pipeline.outputs import PREDICTION_COLUMNS
 from ci_pipeline.predictions import (
     ModelRuns,
@@ -35,6 +37,7 @@ from ci_pipeline.predictions import (
     segment_fields,
 )
 from ci_pipeline.predictions.charts import draw_report_charts, markdown_image
+from ci_pipeline.predictions.reuse import RowReuse, read_kept, write_kept
 from ci_pipeline.redact import redact
 
 GROUP = "predictions"
@@ -43,6 +46,8 @@ FIELDS = asset_key(GROUP, "prediction_fields")
 #: Model -> the output name of its per-customer table.
 TABLES = {"churn": "churn_scores", "clv": "clv_scores", "recommendation": "product_recommendations"}
 TRAIN_JOB = "train_predictions"
+#: The models whose scores are kept between runs and reused for customers whose features did not change.
+REUSED = ("churn", "clv")
 _RANKING_BASELINES = ("most_popular", "own_most_bought")
 _DESCRIPTIONS = {
     "churn_scores": "One row per customer with a purchase: ChurnScore (calibrated probability), IsChurn, "
@@ -93,14 +98,15 @@ def _configured(section: PredictionsConfig) -> dict:
     return json.loads(json.dumps(section.settings(), default=str))
 
 
-def store_model(lake, model: str, stored: StoredModel, settings: dict) -> str:
+def store_model(lake, model: str, stored: StoredModel, settings: dict) -> tuple[str, str]:
     """Write a trained model and its readable summary (with the settings it was trained with) to the lake; returns
-    its URL."""
+    its URL and the digest of its bytes."""
     path = model_path(model)
-    lake.write_bytes(path, stored.to_bytes())
+    payload = stored.to_bytes()
+    lake.write_bytes(path, payload)
     summary = model_summary(stored, dt.datetime.now(dt.UTC)) | {"settings": settings}
     lake.write_bytes(path.removesuffix(".pkl") + ".json", json.dumps(summary, indent=2, default=str).encode())
-    return lake.url(path)
+    return lake.url(path), hashlib.sha256(payload).hexdigest()
 
 
 def chart_metadata(lake, model: str, report: dict) -> dict:
@@ -115,20 +121,25 @@ def chart_metadata(lake, model: str, report: dict) -> dict:
     return metadata
 
 
-def _store_trained(lake, model: str, trained: Trained, configured: dict) -> dict:
-    """Store a freshly trained model and its drawn charts; returns the training asset's metadata."""
-    url = store_model(lake, model, trained.stored, configured)
+def _store_trained(lake, model: str, trained: Trained, configured: dict, reuse: RowReuse | None = None) -> dict:
+    """Store a freshly trained model and its drawn charts; returns the training asset's metadata. The scores it
+    gave in this run (``reuse``) are kept under the stored model's digest."""
+    url, digest = store_model(lake, model, trained.stored, configured)
+    if reuse is not None:
+        reuse.model_digest = digest
     return report_metadata(trained.report, url) | chart_metadata(lake, model, trained.report)
 
 
-def _load_model(lake, model: str) -> StoredModel | None:
+def _load_model(lake, model: str) -> tuple[StoredModel, str] | None:
+    """A model's stored model and the digest of its bytes (what its kept scores were computed with)."""
     path = model_path(model)
     if not lake.exists(path):
         return None
-    stored = StoredModel.from_bytes(lake.read_bytes(path), where=f"{lake.url(path)}")
+    payload = lake.read_bytes(path)
+    stored = StoredModel.from_bytes(payload, where=f"{lake.url(path)}")
     if stored.model != MODEL_NAMES[model]:
         raise UserError(f"{lake.url(path)} holds a {stored.model} model, not {MODEL_NAMES[model]}; retrain the model")
-    return stored
+    return stored, hashlib.sha256(payload).hexdigest()
 
 
 def _trained_with(lake, model: str) -> dict | None:
@@ -263,13 +274,9 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         lake = context.resources.lake.get_lake()
         runs = _runs(section, lake, measures, models)
         configured = _configured(section)
-        stored, failed = {}, {}
-        for model in models:
-            try:
-                stored[model] = _stored_for(context, lake, configured, model)
-            except UserError as exc:
-                failed[model] = exc
+        stored, failed = _stored_models(context, lake, configured, models, runs)
         done = runs.run_all(stored, workers=section.parallel_models) | failed
+        _log_reuse(context, runs.reuse)
         scored: dict[str, pd.DataFrame] = {}
         for model in models:
             outcome = done[model]
@@ -286,11 +293,11 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
                 continue
             if isinstance(outcome, Trained):
                 # The training asset shows the report in the UI, as when the model is trained by its own job.
-                metadata = _store_trained(lake, model, outcome, configured)
+                metadata = _store_trained(lake, model, outcome, configured, runs.reuse.get(model))
                 context.log_event(dg.AssetMaterialization(asset_key=model_key(model), metadata=metadata))
                 outcome = outcome.table
             scored[model] = outcome
-            yield dg.Output(outcome, output_name=TABLES[model])
+            yield dg.Output(outcome, output_name=TABLES[model], metadata=_reuse_metadata(runs.reuse.get(model)))
             yield dg.AssetCheckResult(check_name="enough_data", asset_key=table_key(model), passed=True)
         fields = segment_fields(scored, models)
         yield dg.Output(
@@ -305,19 +312,83 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
             asset_key=PREDICTION,
             passed=list(table.columns) == PREDICTION_COLUMNS,
         )
+        # Kept last: a run that fails before here leaves the kept scores of an earlier run, still true of what
+        # they describe (each row's outputs are a function of its digest and the fingerprint).
+        write_kept(lake, runs.reuse)
 
     return score
 
 
-def _stored_for(context: dg.AssetExecutionContext, lake, configured: dict, model: str) -> StoredModel | None:
-    """A model's stored model, which this run scores with; None when there is none: the run trains it then (and
-    stores it for the next runs)."""
-    stored = _load_model(lake, model)
-    if stored is None:
+def _stored_models(context, lake, configured: dict, models: list[str], runs: ModelRuns) -> tuple[dict, dict]:
+    """Each model's stored model (None: trained in this run) and the models whose stored model cannot be used (the
+    error); the models whose scores are kept between runs get the last run's (``runs.reuse``)."""
+    stored, failed = {}, {}
+    for model in models:
+        try:
+            stored[model], digest = _stored_for(context, lake, configured, model)
+        except UserError as exc:
+            failed[model] = exc
+        else:
+            if model in REUSED:
+                runs.reuse[model] = RowReuse(digest, configured)
+    _kept_scores(context, lake, runs.reuse)
+    return stored, failed
+
+
+def _log_reuse(context: dg.AssetExecutionContext, reuses: dict[str, RowReuse]) -> None:
+    for model, reuse in reuses.items():
+        if reuse.rows is not None:
+            report = reuse.report
+            kept = report["customers"] - report["computed"]
+            why = f" ({report['why_not']})" if "why_not" in report else ""
+            context.log.info(
+                f"predictions: {MODEL_NAMES[model]} scored {report['computed']} of {report['customers']} "
+                f"customers; {kept} kept last run's scores (features unchanged){why}"
+            )
+
+
+def _reuse_metadata(reuse: RowReuse | None) -> dict:
+    """How many customers were scored again and how many kept last run's scores (their features unchanged)."""
+    if reuse is None or reuse.rows is None:
+        return {}
+    report = reuse.report
+    metadata = {
+        "customers_scored": dg.MetadataValue.int(report["computed"]),
+        "customers_kept_from_last_run": dg.MetadataValue.int(report["customers"] - report["computed"]),
+    }
+    if "why_not" in report:
+        metadata["scores_not_kept_because"] = dg.MetadataValue.text(report["why_not"])
+    return metadata
+
+
+def _kept_scores(context: dg.AssetExecutionContext, lake, reuses: dict[str, RowReuse]) -> None:
+    """Give each model that scores with a stored model the scores the last run kept (none on a full refresh)."""
+    if not reuses:
+        return
+    if context.run.tags.get(MODE_TAG) == "full":
+        kept, absent = {}, "a full refresh scores every customer"
+    else:
+        kept, absent = read_kept(lake, list(reuses))
+    for model, reuse in reuses.items():
+        if not reuse.model_digest:
+            reuse.absent = "the model is trained in this run"
+            continue
+        reuse.kept_fingerprint, reuse.kept = kept.get(model, (None, None))
+        reuse.absent = absent or ("" if model in kept else "no kept scores of this model")
+
+
+def _stored_for(
+    context: dg.AssetExecutionContext, lake, configured: dict, model: str
+) -> tuple[StoredModel | None, str]:
+    """A model's stored model, which this run scores with, and the digest of its bytes; None when there is none:
+    the run trains it then (and stores it for the next runs)."""
+    found = _load_model(lake, model)
+    if found is None:
         context.log.warning(
             f"predictions: no stored {MODEL_NAMES[model]} model; training it in this run (retrain with job {TRAIN_JOB})"
         )
-        return None
+        return None, ""
+    stored, digest = found
     if _trained_with(lake, model) != configured:
         context.log.warning(
             f"predictions: the stored {MODEL_NAMES[model]} model was trained with other predictions settings; "
@@ -327,7 +398,7 @@ def _stored_for(context: dg.AssetExecutionContext, lake, configured: dict, model
         f"predictions: {MODEL_NAMES[model]} scores with the model trained at "
         f"{stored.data_window.get('trained_at_cutoff')}"
     )
-    return stored
+    return stored, digest
 
 
 def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:

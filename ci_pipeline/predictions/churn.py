@@ -31,6 +31,7 @@ from ci_pipeline.predictions.data import (
 from ci_pipeline.predictions.features import Context, Measures
 from ci_pipeline.predictions.history import History
 from ci_pipeline.predictions.prior import Prior
+from ci_pipeline.predictions.reuse import RowReuse, reuse_rows
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
 
@@ -220,18 +221,21 @@ def evaluate(model: ChurnModel, history: History, cutoff: pd.Timestamp) -> dict:
     return out
 
 
-def score(model: ChurnModel, history: History, cutoff: pd.Timestamp, customers=None) -> tuple[pd.DataFrame, np.ndarray]:
+def score(
+    model: ChurnModel, history: History, cutoff: pd.Timestamp, customers=None, reuse: RowReuse | None = None
+) -> tuple[pd.DataFrame, np.ndarray | None]:
     """Per-customer scores at ``cutoff`` and the contributions matrix (of the customers with a purchase).
 
     Everyone with a purchase is scored by the model; the other customers of ``customers`` get the population
-    prior (``Basis`` says which).
+    prior (``Basis`` says which). With ``reuse``, customers whose features did not change since the kept run keep
+    their scores and reasons (the same values; the contributions matrix is returned only when every row was
+    computed).
     """
     X = _features(model, history, cutoff)
-    # Each tree evaluated once; each reason re-evaluates only the trees and customers its typical value changes.
-    trees = explain.BoostedTrees(model.classifier, X, model.typical)
-    probability = model.predict(X, trees.output())
-    contrib = explain.contributions(model.predict, X, model.typical, trees)
-    out = _rows(probability, X.index).join(explain.top_reasons(X, contrib))
+    if reuse is None:
+        out, contrib = _scored(model, X)
+    else:
+        out, contrib = reuse_rows(reuse, X, cutoff, lambda rows: _scored(model, rows))
     out["Basis"] = pd.array([prior.MODEL_BASIS] * len(out), dtype="string")
     without = prior.without_purchase(history.encoded, customers, cutoff)
     if len(without) and model.prior is not None:
@@ -244,6 +248,16 @@ def score(model: ChurnModel, history: History, cutoff: pd.Timestamp, customers=N
         out = pd.concat([out, rows])
         out = out.sort_index(kind="stable")
     return out.reset_index(), contrib
+
+
+def _scored(model: ChurnModel, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The model's score, band and reasons of each row of ``X`` (each row's depend on that row alone), and the
+    contributions matrix."""
+    # Each tree evaluated once; each reason re-evaluates only the trees and customers its typical value changes.
+    trees = explain.BoostedTrees(model.classifier, X, model.typical)
+    probability = model.predict(X, trees.output())
+    contrib = explain.contributions(model.predict, X, model.typical, trees)
+    return _rows(probability, X.index).join(explain.top_reasons(X, contrib)), contrib
 
 
 def _features(model: ChurnModel, history: History, cutoff) -> pd.DataFrame:
@@ -271,6 +285,7 @@ def run_churn(
     signals: pd.DataFrame | None = None,
     measures: Measures | None = None,
     score_everyone: bool = True,
+    reuse: RowReuse | None = None,
 ) -> ChurnResult:
     """Check the data, backtest one window back, fit at the latest cutoff and score every purchaser.
 
@@ -284,6 +299,8 @@ def run_churn(
         measures: the measures section and activity facts when ``settings.measure_fields`` is set.
         score_everyone: False when the scores are not wanted (the result's ``scores`` is None): the model is then
             explained only for the customers of its global importance (:func:`explain.importance_rows`).
+        reuse: with ``score_everyone``, where the scores are kept for the next run (its kept rows are not used: the
+            model is new).
 
     Raises:
         InsufficientData: below the minimum customers or history, a cutoff after the last purchase, or a window
@@ -291,10 +308,10 @@ def run_churn(
     """
     with threadpool_limits(limits=native_threads(settings.threads)):
         history = History(purchases, settings.context(profile, signals, measures))
-        return _run_churn(history, customers, latest, settings, score_everyone)
+        return _run_churn(history, customers, latest, settings, score_everyone, reuse)
 
 
-def _run_churn(history: History, customers, latest, settings: PredictionSettings, score_everyone: bool):
+def _run_churn(history: History, customers, latest, settings: PredictionSettings, score_everyone: bool, reuse=None):
     purchases, context = history.purchases, history.context
     latest = latest_cutoff(latest, purchases, MODEL)
     days = settings.churn.label_days
@@ -316,7 +333,7 @@ def _run_churn(history: History, customers, latest, settings: PredictionSettings
     model = fit(history, latest - window, settings)
     model = replace(model, prior=prior.fit_prior(history.encoded, customers, latest - window, days))
     if score_everyone:
-        scores, contrib = score(model, history, latest, customers)
+        scores, contrib = score(model, history, latest, customers, reuse)
         importance = explain.importance_of(contrib, model.features, settings.seed)
     else:
         scores = None
@@ -363,13 +380,15 @@ def score_stored(
     threads: int | None = None,
     customers: pd.Series | None = None,
     measures: Measures | None = None,
+    reuse: RowReuse | None = None,
 ) -> pd.DataFrame:
     """Score with a stored model (every refresh, between trainings); a feature that no longer exists is an error.
 
-    Customers of ``customers`` without a purchase get the stored population prior.
+    Customers of ``customers`` without a purchase get the stored population prior. With ``reuse``, customers whose
+    features are unchanged since the kept run keep their scores (:mod:`ci_pipeline.predictions.reuse`).
     """
     model: ChurnModel = stored.fitted
     context = replace(model.context, profile=profile, signals=signals, measures=measures)
     stored.check_features(context.available() + BTYD_FEATURES)
     with threadpool_limits(limits=native_threads(threads)):
-        return score(model, History(purchases, context), as_utc(cutoff), customers)[0]
+        return score(model, History(purchases, context), as_utc(cutoff), customers, reuse)[0]

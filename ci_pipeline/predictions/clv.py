@@ -34,6 +34,7 @@ from ci_pipeline.predictions.data import (
 from ci_pipeline.predictions.features import Context, Measures
 from ci_pipeline.predictions.history import History
 from ci_pipeline.predictions.prior import Prior
+from ci_pipeline.predictions.reuse import RowReuse, reuse_rows
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
 
@@ -321,20 +322,22 @@ def interval(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.n
     return np.clip(np.minimum(low, value), 0, None), np.maximum(high, value)
 
 
-def score(model: ClvModel, history: History, cutoff: pd.Timestamp, share: float, customers=None):
+def score(model: ClvModel, history: History, cutoff: pd.Timestamp, share: float, customers=None, reuse=None):
     """Per-customer value, 80% interval, band and reasons at ``cutoff``, and the contributions matrix.
 
     Everyone with a purchase is valued by the model; the other customers of ``customers`` get the population
-    prior (``Basis`` says which). Bands rank all of them together.
+    prior (``Basis`` says which). Bands rank all of them together. With ``reuse`` (a
+    :class:`~ci_pipeline.predictions.reuse.RowReuse`), customers whose features did not change since the kept run
+    keep their value, interval and reasons (the same values; the contributions matrix is returned only when every
+    row was computed).
     """
     X = _features(model, history, cutoff)
-    # Each tree of the value model evaluated once; each reason re-evaluates only the trees and customers its
-    # typical value changes.
-    trees = explain.BoostedTrees(model.mean, X, model.typical)
-    value = model.predict(X, trees.output())
-    low, high = interval(value, model.low.predict(X), model.high.predict(X))
-    contrib = explain.contributions(model.predict, X, model.typical, trees)
-    reasons = explain.top_reasons(X, contrib)
+    if reuse is None:
+        valued, contrib = _valued(model, X)
+    else:
+        valued, contrib = reuse_rows(reuse, X, cutoff, lambda rows: _valued(model, rows))
+    value, low, high = (valued[c].to_numpy(dtype=np.float64) for c in _VALUES)
+    reasons = valued.drop(columns=list(_VALUES))
     basis = np.full(len(X), prior.MODEL_BASIS, dtype=object)
     index = X.index
     without = prior.without_purchase(history.encoded, customers, cutoff)
@@ -363,6 +366,23 @@ def score(model: ClvModel, history: History, cutoff: pd.Timestamp, share: float,
     return out.sort_index(kind="stable").reset_index(), contrib
 
 
+#: The value model's own outputs per customer (before rounding), beside its reasons.
+_VALUES = ("value", "low", "high")
+
+
+def _valued(model: ClvModel, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The value, interval and reasons of each row of ``X`` (each row's depend on that row alone), and the
+    contributions matrix."""
+    # Each tree of the value model evaluated once; each reason re-evaluates only the trees and customers its
+    # typical value changes.
+    trees = explain.BoostedTrees(model.mean, X, model.typical)
+    value = model.predict(X, trees.output())
+    low, high = interval(value, model.low.predict(X), model.high.predict(X))
+    contrib = explain.contributions(model.predict, X, model.typical, trees)
+    values = pd.DataFrame(dict(zip(_VALUES, (value, low, high), strict=True)), index=X.index)
+    return values.join(explain.top_reasons(X, contrib)), contrib
+
+
 def run_clv(
     purchases: pd.DataFrame,
     customers: pd.Series,
@@ -372,6 +392,7 @@ def run_clv(
     signals: pd.DataFrame | None = None,
     measures: Measures | None = None,
     score_everyone: bool = True,
+    reuse: RowReuse | None = None,
 ) -> ClvResult:
     """Check the data, backtest one period back, fit at the latest cutoff and score every purchaser.
 
@@ -385,16 +406,18 @@ def run_clv(
         measures: the measures section and activity facts when ``settings.measure_fields`` is set.
         score_everyone: False when the scores are not wanted (the result's ``scores`` is None): the model is then
             explained only for the customers of its global importance (:func:`explain.importance_rows`).
+        reuse: with ``score_everyone``, where the scores are kept for the next run (its kept rows are not used: the
+            model is new).
 
     Raises:
         InsufficientData: below the minimum customers or history, or a cutoff after the last purchase.
     """
     with threadpool_limits(limits=native_threads(settings.threads)):
         history = History(purchases, settings.context(profile, signals, measures))
-        return _run_clv(history, customers, latest, settings, score_everyone)
+        return _run_clv(history, customers, latest, settings, score_everyone, reuse)
 
 
-def _run_clv(history: History, customers, latest, settings: PredictionSettings, score_everyone: bool):
+def _run_clv(history: History, customers, latest, settings: PredictionSettings, score_everyone: bool, reuse=None):
     purchases, context = history.purchases, history.context
     latest = latest_cutoff(latest, purchases, MODEL)
     period = pd.Timedelta(days=settings.clv.period_days)
@@ -413,7 +436,7 @@ def _run_clv(history: History, customers, latest, settings: PredictionSettings, 
     fitted_prior = prior.fit_prior(history.encoded, customers, latest - period, settings.clv.period_days)
     model = replace(model, prior=fitted_prior, weight=published.weight)
     if score_everyone:
-        scores, contrib = score(model, history, latest, settings.clv.high_value_share, customers)
+        scores, contrib = score(model, history, latest, settings.clv.high_value_share, customers, reuse)
         importance = explain.importance_of(contrib, model.features, settings.seed)
     else:
         scores = None
@@ -455,13 +478,16 @@ def score_stored(
     threads: int | None = None,
     customers: pd.Series | None = None,
     measures: Measures | None = None,
+    reuse=None,
 ) -> pd.DataFrame:
     """Score with a stored model; a feature that no longer exists is an error.
 
-    Customers of ``customers`` without a purchase get the stored population prior.
+    Customers of ``customers`` without a purchase get the stored population prior. With ``reuse`` (a
+    :class:`~ci_pipeline.predictions.reuse.RowReuse`), customers whose features are unchanged since the kept run
+    keep their values.
     """
     model: ClvModel = stored.fitted
     context = replace(model.context, profile=profile, signals=signals, measures=measures)
     stored.check_features(context.available() + BTYD_FEATURES)
     with threadpool_limits(limits=native_threads(threads)):
-        return score(model, History(purchases, context), as_utc(cutoff), share, customers)[0]
+        return score(model, History(purchases, context), as_utc(cutoff), share, customers, reuse)[0]

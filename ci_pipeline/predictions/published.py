@@ -30,6 +30,7 @@ from ci_pipeline.predictions.data import (
 )
 from ci_pipeline.predictions.features import Measures
 from ci_pipeline.predictions.recommend import MODEL, REASONS, Recommender, interactions, recommend, run_recommendation
+from ci_pipeline.predictions.reuse import RowReuse
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
 from ci_pipeline.side_by_side import each
@@ -147,6 +148,9 @@ class ModelRuns:
         self, settings: PredictionSettings, facts: pd.DataFrame, customers: pd.Series, profile, latest, measures=None
     ):
         self.settings = settings
+        #: Model -> the kept scores it reuses when it scores with a stored model (see
+        #: :mod:`~ci_pipeline.predictions.reuse`).
+        self.reuse: dict[str, RowReuse] = {}
         self.customers = customers
         self.profile = profile
         self.latest = latest
@@ -194,6 +198,7 @@ class ModelRuns:
             self.signals,
             self.measures,
             score_everyone=table,
+            reuse=self.reuse.get(model) if table else None,
         )
         return Trained(result.scores, result.report, result.stored)
 
@@ -232,6 +237,7 @@ class ModelRuns:
         if model == "recommendation":
             return recommend_stored(stored, self.lines, self.customers, self.latest, settings.recommendation)
         latest = self.latest if self.latest is not None else latest_cutoff(None, self.purchases, stored.model)
+        reuse = self.reuse.get(model)
         if model == "churn":
             return churn.score_stored(
                 stored,
@@ -242,6 +248,7 @@ class ModelRuns:
                 settings.threads,
                 self.customers,
                 self.measures,
+                reuse,
             )
         share = settings.clv.high_value_share
         return clv.score_stored(
@@ -254,6 +261,7 @@ class ModelRuns:
             settings.threads,
             self.customers,
             self.measures,
+            reuse,
         )
 
 

@@ -17,6 +17,7 @@ from ci_pipeline.defs.registry import REFRESHED, produced_tables
 from ci_pipeline.defs.resources import shared_resources
 from ci_pipeline.defs.stages import STAGES
 from ci_pipeline.lake import Lake
+from ci_pipeline.orchestration import MODE_TAG
 from ci_pipeline.outputs import PREDICTION_COLUMNS, guid
 from ci_pipeline_tests.conftest import SAMPLE_DIR
 from ci_pipeline_tests.predictions import synthetic
@@ -117,7 +118,7 @@ def project(tmp_path, **changes) -> ProjectConfig:
     return config
 
 
-def materialize(config: ProjectConfig, selection=REFRESHED, raise_on_error=True, instance=None):
+def materialize(config: ProjectConfig, selection=REFRESHED, raise_on_error=True, instance=None, tags=None):
     """A refresh (the training assets run on demand only) or the given selection."""
     # The tables of the stages before are published empty: only what this stage and segments make is real.
     produced = {t: k for t, k in produced_tables(config, STAGES).items() if t in ("Prediction", "SegmentMembership")}
@@ -129,6 +130,7 @@ def materialize(config: ProjectConfig, selection=REFRESHED, raise_on_error=True,
         selection=selection,
         raise_on_error=raise_on_error,
         instance=instance,
+        tags=tags,
     )
 
 
@@ -220,6 +222,48 @@ def test_the_second_refresh_scores_with_the_stored_models_and_gives_the_same_sco
     assert "predictions/churn_model" not in materializations(second)
     for name, table in tables.items():
         pd.testing.assert_frame_equal(read(lake, name), table, check_like=False)
+
+
+def test_a_refresh_after_a_change_scores_only_customers_whose_features_changed_and_equals_scoring_everyone(
+    tmp_path,
+):
+    config = project(tmp_path)
+    lake = Lake.local(tmp_path / "lake")
+    timeline = prefill(lake)
+    materialize(config)  # trains the models, scores everyone with them and keeps the scores
+    unchanged = materialize(config)  # scores with the stored models
+    for table in ("churn_scores", "clv_scores"):
+        # Everyone kept the scores of the run that trained the model (one row is scored for the columns' types).
+        assert materializations(unchanged)[f"predictions/{table}"]["customers_scored"].value == 1
+    # Some customers buy again, one customer's rows are gone, a new customer arrives.
+    orders = timeline[timeline["Activity"] == "orders"]
+    again = orders[orders["CustomerId"].isin(sorted(set(orders["CustomerId"]))[:20])].drop_duplicates("CustomerId")
+    again = again.assign(
+        ActivityId=pd.array([f"again{i}" for i in range(len(again))], dtype="string"),
+        ActivityTimeStamp=pd.Timestamp("2026-06-20", tz="UTC"),
+    )
+    newcomer = again.head(1).assign(CustomerId=pd.array(["NEWCOMER"], dtype="string"), ActivityId="new0")
+    changed = pd.concat([timeline[timeline["CustomerId"] != "C00100"], again, newcomer], ignore_index=True)
+    lake.write_parquet("ci_pipeline/activities/activity_facts.parquet", changed)
+    ids = sorted(set(changed["CustomerId"])) + ["NEVER_BOUGHT"]
+    lake.write_parquet("ci_pipeline/unify/customer_profile.parquet", pd.DataFrame({"CustomerId": ids}))
+
+    incremental = materialize(config)
+    names = ("churn_scores", "clv_scores", "prediction", "prediction_fields")
+    kept = {name: read(lake, name) for name in names}
+    full = materialize(config, tags={MODE_TAG: "full"})
+    for name in names:
+        pd.testing.assert_frame_equal(kept[name], read(lake, name))
+
+    for table in ("churn_scores", "clv_scores"):
+        reused = materializations(incremental)[f"predictions/{table}"]
+        purchasers = len(read(lake, table)[lambda t: t["Basis"] == "model"])
+        # The 20 who bought again and the newcomer; the others kept their scores.
+        assert reused["customers_scored"].value == 21
+        assert reused["customers_kept_from_last_run"].value == purchasers - 21
+        everyone = materializations(full)[f"predictions/{table}"]
+        assert everyone["customers_scored"].value == purchasers
+        assert "full refresh" in everyone["scores_not_kept_because"].value
 
 
 def test_prediction_reaches_the_sqlite_sink_and_the_export(trained):
