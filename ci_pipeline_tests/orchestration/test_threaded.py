@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
 import dagster as dg
 
@@ -105,3 +107,48 @@ def test_ready_steps_with_a_higher_priority_start_first():
     with dg.DagsterInstance.ephemeral() as instance:
         assert execute_as_job_run(job, instance, {}, {}, steps_at_once=2).success
     assert max(spans["urgent_1"], spans["urgent_2"]) < min(spans["a"], spans["b"])
+
+
+class _Payload:
+    """A step's output, standing for a table: what the finished step's context still holds."""
+
+
+class _Written(dg.IOManager):
+    """Stores an output elsewhere (as the lake's IO manager writes Parquet) and keeps no reference to it."""
+
+    def handle_output(self, context, obj) -> None:
+        pass
+
+    def load_input(self, context):
+        return None
+
+
+def test_a_finished_steps_context_and_what_it_holds_are_freed_before_the_next_step_starts():
+    # Dagster's step context and its data version cache refer to each other: only the cycle collector frees a
+    # finished step's context and the output it holds. Automatic collection is off here, so the executor's own
+    # collection after each step is what frees it.
+    outputs: list[weakref.ref] = []
+    alive_when_next_ran: list[bool] = []
+
+    @dg.asset(io_manager_key="mem")
+    def table():
+        payload = _Payload()
+        outputs.append(weakref.ref(payload))
+        return payload
+
+    @dg.asset(deps=[table])
+    def after():
+        alive_when_next_ran.append(outputs[0]() is not None)
+
+    job = dg.define_asset_job("two")
+    defs = dg.Definitions(assets=[table, after], jobs=[job], resources={"mem": _Written()})
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert execute_as_job_run(defs.resolve_job_def("two"), instance, {}, {}, steps_at_once=2).success
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert alive_when_next_ran == [False]
+    assert gc.get_freeze_count() == 0  # the objects frozen for the run's collections are collectable again
