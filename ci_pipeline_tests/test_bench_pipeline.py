@@ -43,6 +43,8 @@ def test_bench_pipeline_reports_every_stage_and_reuses_the_generated_data(tmp_pa
     assert 0 < unchanged["share_of_full"] < 1
     assert append["rows_appended"] > 0 and 0 < append["assets_recomputed"] < figures["assets"]
     assert {"ingest", "unify", "publish"} <= set(append["stages_seconds"]) <= set(stages)
+    assert set(append["stages_peak_rss_mb"]) == set(append["stages_seconds"])
+    assert all(0 < peak <= append["peak_rss_mb"] for peak in append["stages_peak_rss_mb"].values())
     # The run wrote its lake, sink and 1% append in a folder of its own: the cached data set holds only what was
     # generated, unchanged (the next run reads as many rows as the first).
     assert not (data / "lake").exists() and not (data / "sink.sqlite").exists()

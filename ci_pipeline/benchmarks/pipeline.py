@@ -256,6 +256,8 @@ def _incremental_figures(run: dict, full: dict) -> dict:
         "peak_rss_mb": run["peak_rss_mb"],
         "assets_recomputed": run["assets"],
         "stages_seconds": {name: s["seconds"] for name, s in run["stages"].items()},
+        # Where the run's peak was reached (the process's high-water mark when each stage's last step ended).
+        "stages_peak_rss_mb": {name: s["peak_rss_mb"] for name, s in run["stages"].items()},
     }
 
 
