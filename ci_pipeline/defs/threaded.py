@@ -9,6 +9,9 @@ the order each step gives them, exactly as the in-process executor handles them;
 
 Steps that write one database serialise there anyway and would wait on its lock: a step tagged with
 :data:`EXCLUSIVE_TAG` never runs beside another step with the same tag value.
+
+After each step the run's thread frees the reference cycles the step left (:func:`_collect_step_garbage`): a
+finished step's context holds its inputs and outputs, and only the cycle collector frees it.
 """
 
 from __future__ import annotations
