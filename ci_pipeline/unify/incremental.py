@@ -20,8 +20,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 import ci_pipeline
 from ci_pipeline.config.unify import Condition, Rule, UnifyConfig
@@ -31,7 +33,7 @@ from ci_pipeline.unify.merge import merge_profiles
 from ci_pipeline.unify.normalize import STR, Normalizer
 
 #: Raised when what a state holds changes meaning: an older state is then not reused.
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 #: Where the state lives in the lake.
 STATE_DIR = "ci_pipeline/_state/unify"
 PAIRS_FILE = f"{STATE_DIR}/pairs.parquet"
@@ -179,6 +181,7 @@ def fingerprint(config: UnifyConfig, normalizer: Normalizer) -> str:
         {
             "format": STATE_FORMAT,
             "version": ci_pipeline.__version__,
+            "duckdb": duckdb.__version__,
             "config": config.model_dump(mode="json"),
             "aliases": normalizer.aliases,
             "bypass": list(normalizer.bypass_values),
@@ -191,8 +194,22 @@ def fingerprint(config: UnifyConfig, normalizer: Normalizer) -> str:
 
 
 def record_hashes(records: pd.DataFrame) -> np.ndarray:
-    """A hash of each record's mapped values (every column of the record frame), as signed 64-bit integers."""
-    return pd.util.hash_pandas_object(records, index=False).to_numpy().view(np.int64)
+    """A hash of each record's mapped values (every column of the record frame), as signed 64-bit integers.
+
+    DuckDB's ``hash`` of each row, over the frame's Arrow data (pandas' ``hash_pandas_object`` first turns every
+    Arrow text into a Python string: 0.25 s against 0.055 s for 197,081 records, 5.8 s at two million); pandas' for
+    a frame Arrow cannot take. The state's fingerprint names the DuckDB version, whose hash may change.
+    """
+    try:
+        table = pa.Table.from_pandas(records, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pd.util.hash_pandas_object(records, index=False).to_numpy().view(np.int64)
+    with duckdb.connect() as con:
+        con.register("records", table)
+        columns = ", ".join('"' + name.replace('"', '""') + '"' for name in table.column_names)
+        # A plain projection keeps the rows in their order (DuckDB's preserve_insertion_order, its default).
+        hashed = con.sql(f"SELECT hash({columns}) FROM records").to_arrow_table().column(0)
+    return hashed.to_numpy().astype(np.uint64, copy=False).view(np.int64)
 
 
 def pair_conditions(config: UnifyConfig, prep: Prepared) -> list[Condition]:

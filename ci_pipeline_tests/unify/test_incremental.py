@@ -14,7 +14,7 @@ import ci_pipeline
 from ci_pipeline.lake import Lake
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.engine import rule_matches
-from ci_pipeline.unify.incremental import META_FILE, PAIRS_FILE, read_state, write_state
+from ci_pipeline.unify.incremental import META_FILE, PAIRS_FILE, read_state, record_hashes, write_state
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 
 CRM, SHOP, LOYALTY = ("crm", "contacts"), ("shop", "customers"), ("loyalty", "members")
@@ -301,3 +301,24 @@ def test_random_increments_unify_incrementally_as_a_full_unify_does(seed):
             tables[t] = pd.concat([kept, fresh], ignore_index=True)
         full, last = both(cfg, tables, last)
         assert last.stats["incremental"]["incremental"]
+
+
+def test_record_hashes_follow_each_rows_values_whatever_the_other_rows_and_their_order():
+    records = pd.DataFrame(
+        {
+            "key": pd.array(["a", "b", "c"], dtype="string"),
+            "email": pd.array(["x@example.com", None, ""], dtype="string"),
+            "rank": [0, 1, 2],
+            "birth_date": pd.to_datetime(["1980-01-02", None, "1990-03-04"], utc=True),
+        }
+    )
+    hashes = record_hashes(records)
+    assert hashes.dtype == np.int64 and len(set(hashes)) == 3
+    # The same row gives the same hash in another frame, in another place; a changed value (a missing e-mail
+    # written as empty) gives another.
+    again = record_hashes(records.iloc[[2, 0]].reset_index(drop=True))
+    assert again.tolist() == [hashes[2], hashes[0]]
+    changed = records.copy()
+    changed.loc[1, "email"] = ""
+    assert record_hashes(changed)[1] != hashes[1] and record_hashes(changed)[0] == hashes[0]
+    assert len(record_hashes(records.iloc[:0])) == 0
