@@ -37,7 +37,7 @@ from ci_pipeline.predictions import (
     segment_fields,
 )
 from ci_pipeline.predictions.charts import draw_report_charts, markdown_image
-from ci_pipeline.predictions.reuse import RowReuse, read_kept, write_kept
+from ci_pipeline.predictions.reuse import RowReuse, hand_out, read_kept, write_kept
 from ci_pipeline.redact import redact
 
 GROUP = "predictions"
@@ -339,11 +339,10 @@ def _log_reuse(context: dg.AssetExecutionContext, reuses: dict[str, RowReuse]) -
     for model, reuse in reuses.items():
         if reuse.rows is not None:
             report = reuse.report
-            kept = report["customers"] - report["computed"]
             why = f" ({report['why_not']})" if "why_not" in report else ""
             context.log.info(
                 f"predictions: {MODEL_NAMES[model]} scored {report['computed']} of {report['customers']} "
-                f"customers; {kept} kept last run's scores (features unchanged){why}"
+                f"customers; {reuse.kept_count} kept last run's scores (features unchanged){why}"
             )
 
 
@@ -354,7 +353,7 @@ def _reuse_metadata(reuse: RowReuse | None) -> dict:
     report = reuse.report
     metadata = {
         "customers_scored": dg.MetadataValue.int(report["computed"]),
-        "customers_kept_from_last_run": dg.MetadataValue.int(report["customers"] - report["computed"]),
+        "customers_kept_from_last_run": dg.MetadataValue.int(reuse.kept_count),
     }
     if "why_not" in report:
         metadata["scores_not_kept_because"] = dg.MetadataValue.text(report["why_not"])
@@ -366,15 +365,9 @@ def _kept_scores(context: dg.AssetExecutionContext, lake, reuses: dict[str, RowR
     if not reuses:
         return
     if context.run.tags.get(MODE_TAG) == "full":
-        kept, absent = {}, "a full refresh scores every customer"
+        hand_out(reuses, {}, "a full refresh scores every customer")
     else:
-        kept, absent = read_kept(lake, list(reuses))
-    for model, reuse in reuses.items():
-        if not reuse.model_digest:
-            reuse.absent = "the model is trained in this run"
-            continue
-        reuse.kept_fingerprint, reuse.kept = kept.get(model, (None, None))
-        reuse.absent = absent or ("" if model in kept else "no kept scores of this model")
+        hand_out(reuses, *read_kept(lake, list(reuses)))
 
 
 def _stored_for(

@@ -322,7 +322,9 @@ def interval(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.n
     return np.clip(np.minimum(low, value), 0, None), np.maximum(high, value)
 
 
-def score(model: ClvModel, history: History, cutoff: pd.Timestamp, share: float, customers=None, reuse=None):
+def score(
+    model: ClvModel, history: History, cutoff: pd.Timestamp, share: float, customers=None, reuse: RowReuse | None = None
+):
     """Per-customer value, 80% interval, band and reasons at ``cutoff``, and the contributions matrix.
 
     Everyone with a purchase is valued by the model; the other customers of ``customers`` get the population
@@ -478,7 +480,7 @@ def score_stored(
     threads: int | None = None,
     customers: pd.Series | None = None,
     measures: Measures | None = None,
-    reuse=None,
+    reuse: RowReuse | None = None,
 ) -> pd.DataFrame:
     """Score with a stored model; a feature that no longer exists is an error.
 

@@ -81,6 +81,11 @@ class RowReuse:
     def fingerprint(self) -> str:
         return fingerprint(self.model_digest, self.cutoff, self.settings, self.features)
 
+    @property
+    def kept_count(self) -> int:
+        """Customers who kept last run's outputs in :meth:`apply`."""
+        return self.report["customers"] - self.report["computed"]
+
     def apply(self, X: pd.DataFrame, compute: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
         """``compute(X)`` (a frame of outputs indexed like its argument, one row per row, each row's outputs
         depending on that row alone), computed only for the rows that are new or changed since the kept run."""
@@ -127,6 +132,17 @@ def reuse_rows(
 
     out = reuse.apply(X, outputs)
     return out, computed[0] if reuse.report["computed"] == len(X) else None
+
+
+def hand_out(reuses: dict[str, RowReuse], kept: dict[str, tuple[str, pd.DataFrame]], absent: str) -> None:
+    """Give each model's reuse its kept rows (:func:`read_kept`; ``absent``: why there are none), or say why it has
+    none: a model trained in this run (no digest yet) or one the last run kept nothing of."""
+    for model, reuse in reuses.items():
+        if not reuse.model_digest:
+            reuse.absent = "the model is trained in this run"
+            continue
+        reuse.kept_fingerprint, reuse.kept = kept.get(model, (None, None))
+        reuse.absent = absent or ("" if model in kept else "no kept scores of this model")
 
 
 def read_kept(lake, models: list[str]) -> tuple[dict[str, tuple[str, pd.DataFrame]], str]:
