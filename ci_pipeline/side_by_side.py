@@ -4,8 +4,9 @@ rapidfuzz) run outside Python's lock, so that two threads keep the two cores of 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -24,3 +25,27 @@ def each(work: Callable[[T], R], items: Iterable[T], at_once: int, name: str) ->
         return [work(item) for item in items]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
         return list(pool.map(work, items))
+
+
+def overlapped(consume: Callable[[T], object], items: Iterable[T], name: str) -> None:
+    """``consume`` each item, in order, on one thread named ``name`` while this thread makes the next item: a
+    producer and a consumer that both run mostly outside Python's lock (gathering rows, compressing them) take the
+    two cores instead of one after the other. At most one made item waits for ``consume``, so two items are held at
+    once instead of one. An error on either side stops both and is raised here."""
+    if (os.cpu_count() or 1) < 2:
+        for item in items:
+            consume(item)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=name) as pool:
+        pending: deque[Future] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(consume, item))
+                del item  # the consumer holds it now; this thread's next item is the only other one
+                if len(pending) > 1:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()

@@ -10,7 +10,7 @@ activity table.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from ci_pipeline.arrow_text import fixed_width_bytes
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.outputs import guids_of_digests, uuid5_digest_sql
+from ci_pipeline.side_by_side import overlapped
 
 #: DuckDB's working memory (the repeated keys of one table); past it, it spills to its temporary folder.
 MEMORY_LIMIT = "1GB"
@@ -134,7 +135,8 @@ class SortedTable:
     (the caller chooses them so: :func:`guid_buckets`, :func:`key_buckets`). A batch is split by bucket and appended
     to the buckets' files (Arrow IPC, uncompressed: written once and read back once, soon; with one bucket the rows
     stay in memory). :meth:`write` then sorts each bucket on its key alone (stable: equal keys keep their arrival
-    order) and writes it, so what is held at once is one batch, or one bucket and one batch of it.
+    order) and writes it, so what is held at once is one batch, or one bucket and two batches of it (one compressed
+    while the next is gathered).
     """
 
     def __init__(self, folder: Path, key: str, buckets: int):
@@ -196,38 +198,44 @@ class SortedTable:
         would otherwise build for each row group and give up on.
         """
         self.close()
-        rows = repeated = 0
+        counts = {"rows": 0, "repeated": 0}
         with (
             lake.writing(relative) as local,
             pq.ParquetWriter(
                 local, schema, compression="zstd", use_dictionary=[n for n in schema.names if n not in distinct]
             ) as writer,
         ):
-            for files in self.files:
-                # Mapped, not read: the rows are copied once, when they are put in order.
-                pieces = self.held or [ipc.open_file(pa.memory_map(str(f))).read_all() for f in files]
-                if not pieces:
-                    continue
-                bucket = pa.concat_tables([_conformed(table, schema) for table in pieces])
-                del pieces
-                self.held = []
-                for f in files:
-                    f.unlink()
-                order = key_order(bucket.column(self.key))
-                if _scattered(order):
-                    # A take from one chunk per column: a take from many chunks joins them again for every call.
-                    bucket = bucket.combine_chunks()
-                last = None
-                for start in range(0, len(order), BATCH_ROWS):
-                    part = _gathered(bucket, order[start : start + BATCH_ROWS])
-                    repeated += _repeats(part.column(self.key), last)
-                    last = part.column(self.key)[-1]
-                    writer.write_table(part)
-                rows += bucket.num_rows
-                del bucket
-            if rows == 0:
+            # Compressing one part (Parquet's writer) and gathering the next run side by side.
+            overlapped(writer.write_table, self._ordered_parts(schema, counts), "ordered-write")
+            if counts["rows"] == 0:
                 writer.write_table(schema.empty_table())
-        return WrittenTable(path=relative, rows=rows, schema=schema), repeated
+        return WrittenTable(path=relative, rows=counts["rows"], schema=schema), counts["repeated"]
+
+    def _ordered_parts(self, schema: pa.Schema, counts: dict[str, int]) -> Iterator[pa.Table]:
+        """The rows in key order, ``BATCH_ROWS`` at a time, bucket by bucket (each bucket's files removed once read);
+        counts the rows and the repeated keys into ``counts``."""
+        for files in self.files:
+            # Mapped, not read: the rows are copied once, when they are put in order.
+            pieces = self.held or [ipc.open_file(pa.memory_map(str(f))).read_all() for f in files]
+            if not pieces:
+                continue
+            bucket = pa.concat_tables([_conformed(table, schema) for table in pieces])
+            del pieces
+            self.held = []
+            for f in files:
+                f.unlink()
+            order = key_order(bucket.column(self.key))
+            if _scattered(order):
+                # A take from one chunk per column: a take from many chunks joins them again for every call.
+                bucket = bucket.combine_chunks()
+            last = None
+            for start in range(0, len(order), BATCH_ROWS):
+                part = _gathered(bucket, order[start : start + BATCH_ROWS])
+                counts["repeated"] += _repeats(part.column(self.key), last)
+                last = part.column(self.key)[-1]
+                yield part
+            counts["rows"] += bucket.num_rows
+            del bucket
 
 
 def key_order(keys: pa.ChunkedArray | pa.Array) -> np.ndarray:

@@ -19,6 +19,7 @@ from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable
 from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, unified_activity_guids
+from ci_pipeline.side_by_side import overlapped
 
 #: The AlternateKey columns the stage reads: the customer lookup's.
 LOOKUP_COLUMNS = ["DataSourceName", "EntityName", "AlternateValue", "CustomerId"]
@@ -295,19 +296,24 @@ def write_timeline(
         samples = _activity_id_samples(sources, rules, step) if buckets > 1 else []
         placed_rows = _Placed(work / "ordered", buckets, ordered.boundaries(samples, buckets), alternate_key)
         corrupt, read, placed, lookups = [], {}, {}, {}
-        for name in sorted(sources):
-            source = sources[name]
-            spec = source.spec
-            linked = (spec.customer.source, spec.customer.table)
-            if linked not in lookups:
-                lookups[linked] = customer_lookup(alternate_key, *linked)
-            read[name] = placed[name] = 0
-            for frame in _batches(source.rows):
-                ok, bad = place_rows(name, spec, frame, source.primary_key, lookups[linked], now, rules[name])
-                placed_rows.add(con, _timeline_rows(ok))
-                corrupt.append(bad)
-                read[name] += len(frame)
-                placed[name] += len(ok)
+
+        def placed_batches():
+            for name in sorted(sources):
+                source = sources[name]
+                spec = source.spec
+                linked = (spec.customer.source, spec.customer.table)
+                if linked not in lookups:
+                    lookups[linked] = customer_lookup(alternate_key, *linked)
+                read[name] = placed[name] = 0
+                for frame in _batches(source.rows):
+                    ok, bad = place_rows(name, spec, frame, source.primary_key, lookups[linked], now, rules[name])
+                    corrupt.append(bad)
+                    read[name] += len(frame)
+                    placed[name] += len(ok)
+                    yield ok
+
+        # A batch is placed while the one before goes into the buckets (its GUIDs in DuckDB, its bucket files).
+        overlapped(lambda ok: placed_rows.add(con, _timeline_rows(ok)), placed_batches(), "activities-buckets")
         # The batches are gone: give the memory their Arrow buffers took back before the buckets are sorted.
         lookups.clear()
         pa.default_memory_pool().release_unused()
