@@ -88,6 +88,8 @@ class Prepared:
         """``values`` with those held by more records than the frequency cap masked (and noted in ``frequent``)."""
         if codes is not None and np.bincount(codes[codes >= 0]).max(initial=0) <= self.max_value_frequency:
             return values  # the common case, told by the codes without counting the text of every record
+        if codes is None and _most_held(values) <= self.max_value_frequency:
+            return values  # the same, counted by Arrow's hash (pandas' count makes every distinct value an object)
         counts = values.value_counts(dropna=True)
         too_many = counts[counts > self.max_value_frequency]
         if len(too_many):
@@ -133,6 +135,13 @@ class Prepared:
             if key not in self._codes:
                 self._codes[key] = pd.factorize(values, use_na_sentinel=True)[0].astype(np.int64)
         return self._codes[key]
+
+
+def _most_held(values: pd.Series) -> int:
+    """How many records hold the most frequent present value of a text column."""
+    counts = pc.value_counts(pa.array(values.array)).flatten()
+    present = pc.is_valid(counts[0])
+    return int(pc.max(pc.filter(counts[1], present)).as_py() or 0)
 
 
 def candidate_pairs(

@@ -23,6 +23,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 from unidecode import unidecode
 
+from ci_pipeline.arrays import unique
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.records import SUFFIX, given_name_first, parse_times
 from ci_pipeline.unify.text import arrow_strings, map_words, pandas_strings, re_extract, re_fullmatch, re_replace
@@ -454,9 +455,16 @@ def mail_domain_corrections(domains: Collection[str]) -> dict[str, str]:
 def shared_values(values: pd.Series, first_names: pd.Series) -> pd.Series:
     """Per normalized value held by records of two or more different (normalized) first names, how many names hold
     it: a household's landline or a shop's number, which says nothing about which of them a record is."""
-    held = pd.DataFrame({"value": values.to_numpy(), "name": first_names.to_numpy()}).dropna().drop_duplicates()
-    names = held.groupby("value").size()
-    return names[names.to_numpy() > 1]
+    # On integer codes: grouping the texts themselves made a Python object of every record's value and name.
+    value, distinct = pd.factorize(values, use_na_sentinel=True)
+    name = pd.factorize(first_names, use_na_sentinel=True)[0].astype(np.int64)
+    both = (value >= 0) & (name >= 0)
+    width = int(name.max(initial=0)) + 1
+    held = unique(value[both].astype(np.int64) * width + name[both]) // width
+    names = np.bincount(held, minlength=len(distinct))
+    shared = np.flatnonzero(names > 1)
+    found = pd.Series(names[shared], index=pd.Index(np.asarray(distinct[shared], dtype=object), name="value"))
+    return found.sort_index()
 
 
 def _personal_email(u: pd.Series) -> pd.Series:
