@@ -842,22 +842,25 @@ def _rule_stats(pairs: pd.DataFrame) -> list[dict]:
     """Candidates, accepted and linked pairs per stage and rule, in the order the rules first appear."""
     # An attach rule's row pairing a record with itself records an outcome, not a candidate.
     candidate = pairs["left"].to_numpy() != pairs["right"].to_numpy()
-    counted = pd.DataFrame(
-        {
-            "stage": pairs["stage"].to_numpy()[candidate],
-            "rule": pairs["rule_name"].to_numpy()[candidate],
-            "accepted": pairs["accepted"].to_numpy(bool)[candidate],
-            "linked": pairs["linked"].to_numpy(bool)[candidate],
-        }
-    )
-    totals = counted.groupby(["stage", "rule"], sort=False).agg(
-        candidates=("accepted", "size"), accepted=("accepted", "sum"), linked=("linked", "sum")
-    )
+    # Counted on integer codes: the texts of millions of pairs as Python objects took seconds to group.
+    stage_codes, stages = pd.factorize(pairs["stage"], use_na_sentinel=True)
+    rule_codes, rules = pd.factorize(pairs["rule_name"], use_na_sentinel=True)
+    candidate &= (stage_codes >= 0) & (rule_codes >= 0)
+    width = len(rules) + 1
+    group, keys = pd.factorize(stage_codes[candidate].astype(np.int64) * width + rule_codes[candidate])
+    size = len(keys)
+    candidates = np.bincount(group, minlength=size)
+    accepted = np.bincount(group, weights=pairs["accepted"].to_numpy(bool)[candidate], minlength=size)
+    linked = np.bincount(group, weights=pairs["linked"].to_numpy(bool)[candidate], minlength=size)
     return [
-        {"stage": stage, "rule": rule, "candidates": int(c), "accepted": int(a), "linked": int(k)}
-        for (stage, rule), c, a, k in zip(
-            totals.index, totals["candidates"], totals["accepted"], totals["linked"], strict=True
-        )
+        {
+            "stage": stages[k // width],
+            "rule": rules[k % width],
+            "candidates": int(candidates[g]),
+            "accepted": int(accepted[g]),
+            "linked": int(linked[g]),
+        }
+        for g, k in enumerate(keys)
     ]
 
 
