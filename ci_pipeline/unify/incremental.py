@@ -80,6 +80,27 @@ class UnifyState:
 
 
 @dataclass
+class ReusedPairs:
+    """The last run's pairs of two untouched records: their rows in the stored pairs, and their records' positions
+    in this run. They are gathered from the stored pairs once, in their final order (:meth:`Plan.complete`): each
+    gather of millions of pairs copies their texts."""
+
+    stored: pd.DataFrame
+    rows: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def of_stage(self, stage: str) -> np.ndarray:
+        """Which of the reused pairs belong to ``stage``."""
+        codes, stages = pd.factorize(self.stored["stage"], use_na_sentinel=True)
+        found = np.flatnonzero(np.asarray(stages, dtype=object) == stage)
+        return np.zeros(len(self.rows), dtype=bool) if not len(found) else codes[self.rows] == found[0]
+
+
+@dataclass
 class Plan:
     """How this run finds its pairs and merges its profiles: every pair (``touched`` None) and every profile, or
     only the pairs of touched records plus ``reused`` pairs of the last run (positions of this run), and only the
@@ -88,7 +109,7 @@ class Plan:
     incremental: bool
     reason: str
     touched: np.ndarray | None = None
-    reused: pd.DataFrame | None = None
+    reused: ReusedPairs | None = None
     counts: dict = field(default_factory=dict)
     #: This run's fingerprint and record hashes, for :func:`next_state`.
     meta: dict = field(default_factory=dict)
@@ -99,13 +120,26 @@ class Plan:
     def complete(self, stage: str, found: pd.DataFrame, ranks: np.ndarray) -> pd.DataFrame:
         """The pairs of a stage: those found this run and, incrementally, the reused ones; in one order either way
         (table, rule, records), so the state a run keeps does not depend on how it found its pairs."""
-        reused = self.reused[self.reused["stage"].to_numpy() == stage] if self.reused is not None else None
-        both = pd.concat([found, reused[found.columns]], ignore_index=True) if reused is not None else found
-        left = both["left"].to_numpy(np.int64)
-        order = np.lexsort([both["right"].to_numpy(), left, both["rule"].to_numpy(), ranks[left]])
-        if not np.any(np.diff(order) != 1):
-            return both.reset_index(drop=True)  # found in this order already (a full run's dedup pairs): no copy
-        return both.iloc[order].reset_index(drop=True)
+        if self.reused is None:
+            left = found["left"].to_numpy(np.int64)
+            order = np.lexsort([found["right"].to_numpy(), left, found["rule"].to_numpy(), ranks[left]])
+            if not np.any(np.diff(order) != 1):
+                return found.reset_index(drop=True)  # found in this order already (a full run's dedup pairs)
+            return found.iloc[order].reset_index(drop=True)
+        reused, stored = self.reused, self.reused.stored
+        picked = reused.of_stage(stage)
+        rows = reused.rows[picked]
+        left = np.concatenate([found["left"].to_numpy(np.int64), reused.left[picked]])
+        right = np.concatenate([found["right"].to_numpy(np.int64), reused.right[picked]])
+        rule = np.concatenate([found["rule"].to_numpy(np.int64), stored["rule"].to_numpy(np.int64)[rows]])
+        order = np.lexsort([right, left, rule, ranks[left]])
+        # Each other column gathered once, from the found pairs and the stored ones side by side.
+        at = np.concatenate([np.arange(len(found)), len(found) + rows])[order]
+        columns = {"left": left[order], "right": right[order], "rule": rule[order]}
+        for c in found.columns:
+            if c not in columns:
+                columns[c] = pd.concat([found[c], stored[c]], ignore_index=True).iloc[at].reset_index(drop=True)
+        return pd.DataFrame({c: columns[c] for c in found.columns})
 
     def merge(self, records: pd.DataFrame, labels: np.ndarray, config: UnifyConfig, primary_keys: dict) -> pd.DataFrame:
         """The profiles of the clusters (see :func:`ci_pipeline.unify.merge.merge_profiles`); incrementally, a
@@ -328,8 +362,8 @@ def plan(
     pairs = state.pairs
     left, right = position[pairs["left"].to_numpy(np.int64)], position[pairs["right"].to_numpy(np.int64)]
     kept = (left >= 0) & (right >= 0)
-    reused = pairs[kept].assign(left=left[kept], right=right[kept]).reset_index(drop=True)
-    counts["pairs_reused"] = int(len(reused))
+    reused = ReusedPairs(pairs, np.flatnonzero(kept), left[kept], right[kept])
+    counts["pairs_reused"] = len(reused)
     return Plan(True, "", touched, reused, counts, meta, source, state)
 
 
