@@ -22,7 +22,15 @@ from ci_pipeline.unify.attach import sole_namesake_links, thin_namesake_links
 from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
 from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
-from ci_pipeline.unify.incremental import Plan, UnifyState, next_state, pair_conditions, plan
+from ci_pipeline.unify.incremental import (
+    IDENTITY,
+    Plan,
+    UnifyState,
+    next_state,
+    pair_conditions,
+    plan,
+    previous_rows,
+)
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
 from ci_pipeline.unify.records import BASE, EARLIEST, LATEST, build_records
 from ci_pipeline.unify.text import arrow_strings, concat_strings, group_starts, join_runs, pandas_strings
@@ -571,11 +579,10 @@ def _previous_codes(records: pd.DataFrame, previous_identity: pd.DataFrame | Non
     """Per record, a code of the CustomerId it had in the last run (-1: a record the last run did not see)."""
     if previous_identity is None or not len(previous_identity):
         return None
-    last = previous_identity[["DataSourceName", "EntityName", "AlternateValue", "CustomerId"]]
-    found = records[["source", "table", "key"]].merge(
-        last.set_axis(["source", "table", "key", "CustomerId"], axis=1), on=["source", "table", "key"], how="left"
-    )
-    return pd.factorize(found["CustomerId"], use_na_sentinel=True)[0].astype(np.int64)
+    last = previous_identity[["DataSourceName", "EntityName", "AlternateValue"]].set_axis(IDENTITY, axis=1)
+    codes = pd.factorize(previous_identity["CustomerId"], use_na_sentinel=True)[0].astype(np.int64)
+    row = previous_rows(records, last)
+    return np.where(row >= 0, codes[np.maximum(row, 0)], -1)
 
 
 def _attach(
@@ -739,19 +746,26 @@ def _alternate_keys(
     rings = concat_strings("[", join_runs(entries, ring_starts, ", "), "]")
     # Every customer has a record, so ring i belongs to the customer at profile position head_customer[ring_starts][i].
     ring_of_record = np.searchsorted(head_customer[ring_starts], customer)
+    # The rows in identifier order, each column gathered once in it (the key rings are the largest texts).
     ident = identifiers(records["source"], records["table"], records["key"])
+    by_ident = pc.sort_indices(arrow_strings(ident)).to_numpy()
+    ident = ident.iloc[by_ident].reset_index(drop=True)
+
+    def text(column: str) -> pd.Series:
+        return records[column].astype("string").iloc[by_ident].reset_index(drop=True)
+
     out = pd.DataFrame(
         {
-            "DataSourceName": records["source"].astype("string"),
-            "EntityName": records["table"].astype("string"),
-            "AlternateValue": records["key"].astype("string"),
-            "KeyRing": pandas_strings(rings.take(ring_of_record)),
-            "CustomerId": records["CustomerId"].astype("string"),
+            "DataSourceName": text("source"),
+            "EntityName": text("table"),
+            "AlternateValue": text("key"),
+            "KeyRing": pandas_strings(rings.take(ring_of_record[by_ident])),
+            "CustomerId": text("CustomerId"),
             "AlternateKeyId": guids(ident),
             "msdynci_identifier": ident,
         }
-    )[ALTERNATE_KEY_COLUMNS]
-    return out.sort_values("msdynci_identifier", kind="stable", ignore_index=True)
+    )
+    return out[ALTERNATE_KEY_COLUMNS]
 
 
 def _json_escape(text: pa.Array) -> pa.Array:
