@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ci_pipeline.errors import UserError
 
@@ -472,16 +473,36 @@ def finish(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     _no_nulls(frame, table, dict.fromkeys([spec.key, *spec.identifying]))
     # JSON columns the stage wrote as text stay as they are (json_text only serialises dicts and lists).
     out = pd.DataFrame({c: _typed(spec, c, frame[c]) for c in columns})
-    if not out[spec.key].is_monotonic_increasing:
+    if not _ascending(out[spec.key]):
         out = out.sort_values(spec.key, kind="stable")
     return _unique_sorted(out.reset_index(drop=True), table, spec.key)
 
 
+def _text(values: pd.Series) -> pa.Array | None:
+    """A text column as one Arrow array (None for other columns): comparing neighbours there takes no Python
+    string per row, which pandas makes of every key of a table of millions of rows."""
+    if not isinstance(values.dtype, pd.StringDtype) or values.dtype.storage != "pyarrow":
+        return None
+    array = pa.array(values.array)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def _ascending(values: pd.Series) -> bool:
+    text = _text(values)
+    if text is None or text.null_count or len(text) < 2:
+        return bool(values.is_monotonic_increasing)
+    return bool(pc.all(pc.less_equal(text[:-1], text[1:])).as_py())
+
+
 def _unique_sorted(df: pd.DataFrame, table: str, key: str) -> pd.DataFrame:
     """Refuse equal keys; the rows are sorted by ``key``, so equal keys are neighbours (no hashing)."""
-    keys = df[key].to_numpy()
-    same = keys[1:] == keys[:-1]
+    text = _text(df[key])
+    if text is not None and text.null_count == 0 and len(text) > 1:
+        same = pc.equal(text[1:], text[:-1]).to_numpy(zero_copy_only=False)
+    else:
+        same = df[key].to_numpy()[1:] == df[key].to_numpy()[:-1]
     if same.any():
+        keys = df[key].to_numpy()
         duplicated = np.zeros(len(keys), dtype=bool)
         duplicated[1:] |= same
         duplicated[:-1] |= same

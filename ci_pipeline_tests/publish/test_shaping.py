@@ -186,3 +186,16 @@ def test_a_json_column_handed_over_as_dicts_is_published_as_json():
     built = outputs.build("CustomerMeasure", pd.DataFrame({"CustomerId": ["A"], "Measures": ["{}"]}))
     handed = built.assign(Measures=pd.Series([{"b": 1, "a": "é"}], dtype=object))
     assert outputs.finish("CustomerMeasure", handed).loc[0, "Measures"] == '{"a":"é","b":1}'
+
+
+@pytest.mark.parametrize("dtype", ["string[pyarrow]", "string[python]", object])
+def test_finish_orders_rows_by_key_and_refuses_repeated_keys_whatever_the_text_type(dtype):
+    ids = pd.Series(["b", "é", "a", "B", "ab"], dtype=dtype)
+    out = outputs.finish("CustomerProfile", pd.DataFrame({"CustomerId": ids, "Name": list("12345")}))
+    # Byte (code point) order, as the sink and the exports expect: upper case before lower, accents last.
+    assert out["CustomerId"].tolist() == ["B", "a", "ab", "b", "é"]
+    assert out["Name"].tolist() == ["4", "3", "5", "1", "2"]
+    already = outputs.finish("CustomerProfile", out)
+    assert already["Name"].tolist() == out["Name"].tolist()
+    with pytest.raises(UserError, match=r"CustomerProfile: 2 rows share a CustomerId \(e.g. \['ab'\]\)"):
+        outputs.finish("CustomerProfile", pd.DataFrame({"CustomerId": pd.Series(["ab", "c", "ab"], dtype=dtype)}))
