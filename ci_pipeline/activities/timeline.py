@@ -19,7 +19,7 @@ from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable
 from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, unified_activity_guids
-from ci_pipeline.side_by_side import overlapped
+from ci_pipeline.side_by_side import each, overlapped
 
 #: The AlternateKey columns the stage reads: the customer lookup's.
 LOOKUP_COLUMNS = ["DataSourceName", "EntityName", "AlternateValue", "CustomerId"]
@@ -270,8 +270,8 @@ def write_timeline(
     SemanticData holds the configured semantic fields as a JSON object with sorted keys; RangeIndex is the Unix
     timestamp (seconds) as a string. Rows whose key, timestamp or customer cannot be resolved are quarantined.
     The placed rows go to bucket files under ``work`` by key range (``ordered.SortedTable``), and each bucket is
-    sorted and written in turn. What is held at once is one batch (or one bucket), the customer lookup and the
-    quarantine.
+    sorted and written in turn, the two tables at once. What is held at once is two batches (or one bucket of each
+    table and two batches of it), the customer lookup and the quarantine.
 
     Args:
         sources: activity name -> its table.
@@ -493,8 +493,11 @@ class _Placed:
         facts_sample["Activity"] = facts_sample["Activity"].astype("string")
         unified_sample = sample[UNIFIED_ACTIVITY_COLUMNS[:-1]].copy()
         unified_sample["msdynci_unifiedactivityid"] = unified_activity_guids(unified_sample["ActivityId"])
-        # One after the other: each holds one bucket at a time.
         distinct = ("ActivityId", "SourceActivityId", "msdynci_unifiedactivityid")
-        unified, _ = self.unified.write(lake, paths[0], self.schema(unified_sample), distinct)
-        facts, repeated = self.facts.write(lake, paths[1], self.schema(facts_sample), ("ActivityId",))
+        tables = [
+            (self.unified, paths[0], self.schema(unified_sample), distinct),
+            (self.facts, paths[1], self.schema(facts_sample), ("ActivityId",)),
+        ]
+        # Both at once, one bucket of each held: the facts are written while UnifiedActivity is.
+        (unified, _), (facts, repeated) = each(lambda t: t[0].write(lake, *t[1:]), tables, 2, "activities-tables")
         return unified, facts, repeated
