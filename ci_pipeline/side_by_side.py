@@ -1,11 +1,15 @@
 """Work on a few threads of this process, for steps whose heavy parts (NumPy's, Arrow's and scikit-learn's kernels,
-rapidfuzz) run outside Python's lock, so that two threads keep the two cores of a small machine busy."""
+rapidfuzz, Parquet's and SQLite's writers) run outside Python's lock, so that two threads keep the two cores of a
+small machine busy: items worked on side by side (:func:`each`, :func:`mapped_ahead`), or the next items made while
+the current one is consumed (:func:`in_background`)."""
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -27,25 +31,71 @@ def each(work: Callable[[T], R], items: Iterable[T], at_once: int, name: str) ->
         return list(pool.map(work, items))
 
 
-def overlapped(consume: Callable[[T], object], items: Iterable[T], name: str) -> None:
-    """``consume`` each item, in order, on one thread named ``name`` while this thread makes the next item: a
-    producer and a consumer that both run mostly outside Python's lock (gathering rows, compressing them) take the
-    two cores instead of one after the other. At most one made item waits for ``consume``, so two items are held at
-    once instead of one. An error on either side stops both and is raised here."""
-    if (os.cpu_count() or 1) < 2:
-        for item in items:
-            consume(item)
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=name) as pool:
-        pending: deque[Future] = deque()
+#: Marks the end of the items a background thread produced.
+_DONE = object()
+
+
+def in_background(items: Iterable[T], depth: int = 2, name: str = "ci-pipeline-ahead") -> Iterator[T]:
+    """The items of ``items``, produced by a thread of their own at most ``depth`` ahead of the consumer.
+
+    An error of the producer is raised to the consumer at the item where it happened. A consumer that stops early
+    (or fails) stops the producer: it is told to end and waited for, so no thread outlives the iteration.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put((_DONE, exc))
+            return
+        finally:
+            # A generator left early releases what it holds (files, connections) here, before the consumer goes on.
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        put((_DONE, None))
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def mapped_ahead(function: Callable[[T], R], items: Iterable[T], workers: int = 2) -> Iterator[R]:
+    """``function`` of each item, in the items' order, computed by ``workers`` threads at once; at most
+    ``workers + 1`` items are taken ahead of the consumer, so what is held stays bounded."""
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ci-pipeline-map") as pool:
         try:
             for item in items:
-                pending.append(pool.submit(consume, item))
-                del item  # the consumer holds it now; this thread's next item is the only other one
-                if len(pending) > 1:
-                    pending.popleft().result()
+                pending.append(pool.submit(function, item))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
             while pending:
-                pending.popleft().result()
+                yield pending.popleft().result()
         finally:
             for future in pending:
                 future.cancel()

@@ -1,69 +1,79 @@
-"""Work on threads: ``overlapped`` consumes in order, on another thread, holding at most two items, and stops on
-either side's error."""
+"""Work done ahead in threads keeps the order of the items, raises the producer's error where it happened, holds a
+bounded number of items and leaves no thread behind."""
+
+from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
-from ci_pipeline import side_by_side
-from ci_pipeline.side_by_side import overlapped
+from ci_pipeline.side_by_side import in_background, mapped_ahead
 
 
-def test_each_item_consumed_in_order_on_another_thread_with_at_most_two_held(monkeypatch):
-    monkeypatch.setattr(side_by_side.os, "cpu_count", lambda: 2)
-    made, consumed, threads = [], [], set()
-    gate = threading.Event()
-
+def test_items_made_in_the_background_come_in_order_and_an_error_arrives_where_it_happened():
     def items():
-        for i in range(6):
-            # The producer may run at most one item ahead of the consumer.
-            assert len(made) - len(consumed) <= 1
-            made.append(i)
-            yield i
+        yield from range(5)
+        raise OSError("the lake went away")
 
-    def consume(item):
-        threads.add(threading.current_thread().name)
-        gate.wait(0.01)
-        consumed.append(item)
-
-    overlapped(consume, items(), "test-consumer")
-    assert consumed == list(range(6))
-    assert len(threads) == 1 and next(iter(threads)).startswith("test-consumer")
+    seen = []
+    with pytest.raises(OSError, match="the lake went away"):
+        for item in in_background(items(), depth=2):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3, 4]
 
 
-def test_a_consumer_error_stops_the_producer_and_is_raised(monkeypatch):
-    monkeypatch.setattr(side_by_side.os, "cpu_count", lambda: 2)
+def test_a_consumer_that_stops_early_stops_the_producer_and_its_thread():
     made = []
+    released = []
 
     def items():
-        for i in range(100):
-            made.append(i)
-            yield i
+        try:
+            for n in range(1_000):
+                made.append(n)
+                yield n
+        finally:
+            released.append(threading.current_thread().name)
 
-    def consume(item):
-        if item == 2:
-            raise ValueError("disk full")
+    before = threading.active_count()
+    reader = in_background(items(), depth=2, name="test-ahead")
+    assert [next(reader) for _ in range(3)] == [0, 1, 2]
+    reader.close()
+    assert threading.active_count() == before
+    # The producer's generator was closed in its own thread before the consumer went on.
+    assert released == ["test-ahead"]
+    # At most the queue's depth and the item being handed over were made beyond what was taken.
+    assert len(made) <= 3 + 2 + 1
 
-    with pytest.raises(ValueError, match="disk full"):
-        overlapped(consume, items(), "test-consumer")
-    assert len(made) <= 5
 
-
-def test_a_producer_error_is_raised_after_what_was_made(monkeypatch):
-    monkeypatch.setattr(side_by_side.os, "cpu_count", lambda: 2)
-    consumed = []
+def test_mapped_items_keep_their_order_with_at_most_workers_plus_one_taken_ahead():
+    taken = []
 
     def items():
-        yield 1
-        raise OSError("bucket file unreadable")
+        for n in range(20):
+            taken.append(n)
+            yield n
 
-    with pytest.raises(OSError, match="unreadable"):
-        overlapped(consumed.append, items(), "test-consumer")
-    assert consumed == [1]
+    def slow_for_even(n: int) -> int:
+        # The even items finish after the odd ones that were started with them.
+        time.sleep(0.002 if n % 2 == 0 else 0)
+        return n * n
+
+    results = []
+    for result in mapped_ahead(slow_for_even, items(), workers=2):
+        results.append(result)
+        assert len(taken) - len(results) <= 3
+    assert results == [n * n for n in range(20)]
 
 
-def test_one_core_consumes_on_this_thread(monkeypatch):
-    monkeypatch.setattr(side_by_side.os, "cpu_count", lambda: 1)
-    threads = []
-    overlapped(lambda item: threads.append(threading.current_thread()), range(3), "test-consumer")
-    assert threads == [threading.current_thread()] * 3
+def test_an_error_of_a_mapped_item_is_raised_in_order():
+    def square_or_fail(n: int) -> int:
+        if n == 3:
+            raise ValueError("row 3 is bad")
+        return n * n
+
+    results = []
+    with pytest.raises(ValueError, match="row 3 is bad"):
+        for result in mapped_ahead(square_or_fail, range(10), workers=2):
+            results.append(result)
+    assert results == [0, 1, 4]

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from ci_pipeline.arrow_text import fixed_width_bytes
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.outputs import guids_of_digests, uuid5_digest_sql
-from ci_pipeline.side_by_side import overlapped
+from ci_pipeline.side_by_side import in_background
 
 #: DuckDB's working memory (the repeated keys of one table); past it, it spills to its temporary folder.
 MEMORY_LIMIT = "1GB"
@@ -135,8 +135,8 @@ class SortedTable:
     (the caller chooses them so: :func:`guid_buckets`, :func:`key_buckets`). A batch is split by bucket and appended
     to the buckets' files (Arrow IPC, uncompressed: written once and read back once, soon; with one bucket the rows
     stay in memory). :meth:`write` then sorts each bucket on its key alone (stable: equal keys keep their arrival
-    order) and writes it, so what is held at once is one batch, or one bucket and two batches of it (one compressed
-    while the next is gathered).
+    order) and writes it, so what is held at once is one batch, or one bucket and three batches of it (one compressed
+    while the next ones are gathered).
     """
 
     def __init__(self, folder: Path, key: str, buckets: int):
@@ -205,8 +205,9 @@ class SortedTable:
                 local, schema, compression="zstd", use_dictionary=[n for n in schema.names if n not in distinct]
             ) as writer,
         ):
-            # Compressing one part (Parquet's writer) and gathering the next run side by side.
-            overlapped(writer.write_table, self._ordered_parts(schema, counts), "ordered-write")
+            # The next parts gathered while Parquet's writer compresses this one.
+            for part in in_background(self._ordered_parts(schema, counts), depth=1, name="ordered-parts"):
+                writer.write_table(part)
             if counts["rows"] == 0:
                 writer.write_table(schema.empty_table())
         return WrittenTable(path=relative, rows=counts["rows"], schema=schema), counts["repeated"]

@@ -19,7 +19,7 @@ from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable
 from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, unified_activity_guids
-from ci_pipeline.side_by_side import each, overlapped
+from ci_pipeline.side_by_side import each, in_background
 
 #: The AlternateKey columns the stage reads: the customer lookup's.
 LOOKUP_COLUMNS = ["DataSourceName", "EntityName", "AlternateValue", "CustomerId"]
@@ -270,8 +270,8 @@ def write_timeline(
     SemanticData holds the configured semantic fields as a JSON object with sorted keys; RangeIndex is the Unix
     timestamp (seconds) as a string. Rows whose key, timestamp or customer cannot be resolved are quarantined.
     The placed rows go to bucket files under ``work`` by key range (``ordered.SortedTable``), and each bucket is
-    sorted and written in turn, the two tables at once. What is held at once is two batches (or one bucket of each
-    table and two batches of it), the customer lookup and the quarantine.
+    sorted and written in turn, the two tables at once. What is held at once is three batches (or one bucket of each
+    table and three batches of it), the customer lookup and the quarantine.
 
     Args:
         sources: activity name -> its table.
@@ -312,8 +312,9 @@ def write_timeline(
                     placed[name] += len(ok)
                     yield ok
 
-        # A batch is placed while the one before goes into the buckets (its GUIDs in DuckDB, its bucket files).
-        overlapped(lambda ok: placed_rows.add(con, _timeline_rows(ok)), placed_batches(), "activities-buckets")
+        # The next batches are placed while this one goes into the buckets (its GUIDs in DuckDB, its bucket files).
+        for ok in in_background(placed_batches(), depth=1, name="activities-place"):
+            placed_rows.add(con, _timeline_rows(ok))
         # The batches are gone: give the memory their Arrow buffers took back before the buckets are sorted.
         lookups.clear()
         pa.default_memory_pool().release_unused()

@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ci_pipeline.arrow_text import fixed_width_bytes
-from ci_pipeline.dataverse.ahead import in_background
 from ci_pipeline.dataverse.attachment import AttachmentClaim, check_marker
 from ci_pipeline.dataverse.sink import Sink, SinkTable, TableResult, TableUsage
 from ci_pipeline.errors import UserError
+from ci_pipeline.side_by_side import in_background
 
 
 def _q(name: str) -> str:

@@ -24,12 +24,12 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from ci_pipeline import outputs
-from ci_pipeline.dataverse.ahead import mapped_ahead
 from ci_pipeline.dataverse.naming import column_text, utc_seconds_text
 from ci_pipeline.dataverse.prepare import sorted_by_key, stated_filled
 from ci_pipeline.errors import StorageError, UserError
 from ci_pipeline.lake import Lake
 from ci_pipeline.orchestration.files import FileState
+from ci_pipeline.side_by_side import mapped_ahead
 
 MODEL_JSON = "model.json"
 MANIFEST = "default.manifest.cdm.json"
