@@ -133,3 +133,35 @@ def test_scores_are_written_as_str_writes_each_rounded_score():
     assert [w.split(", ")[0] for w in written[:3]] == ['{"email": 0.0', '{"email": -0.0', '{"email": -0.0']
     assert scores_json(["email"], [first[:0]], 0).tolist() == []
     assert scores_json([], [], 3).tolist() == ["{}"] * 3
+
+
+def test_shared_values_count_the_first_names_holding_each_value():
+    from ci_pipeline.unify.normalize import shared_values
+
+    values = pd.Series(["555", "555", "555", "777", "777", None, "888"], dtype="string")
+    names = pd.Series(["ann", "bob", "bob", "cy", "cy", "dee", None], dtype="string")
+    found = shared_values(values, names)
+    # 555 is held by two names; 777 by one name twice; a missing value or a missing name counts for nothing.
+    assert found.to_dict() == {"555": 2}
+    assert shared_values(values.iloc[:0], names.iloc[:0]).empty
+
+
+def test_rule_statistics_per_stage_and_rule_in_the_order_they_first_appear():
+    from ci_pipeline.unify.engine import _rule_stats
+
+    pairs = pd.DataFrame(
+        {
+            "left": [0, 1, 2, 3, 4, 5],
+            "right": [1, 2, 3, 3, 5, 6],
+            "stage": pd.Series(["match", "dedup", "match", "attach", "match", "match"], dtype="string"),
+            "rule_name": pd.Series(["email", "name", "email", "namesake", "phone", None], dtype="string"),
+            "accepted": [True, True, False, False, True, True],
+            "linked": [True, False, False, False, True, True],
+        }
+    )
+    # A record paired with itself (an attach outcome) is no candidate; a pair with no rule name is not counted.
+    assert _rule_stats(pairs) == [
+        {"stage": "match", "rule": "email", "candidates": 2, "accepted": 1, "linked": 1},
+        {"stage": "dedup", "rule": "name", "candidates": 1, "accepted": 1, "linked": 0},
+        {"stage": "match", "rule": "phone", "candidates": 1, "accepted": 1, "linked": 1},
+    ]

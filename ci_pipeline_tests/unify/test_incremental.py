@@ -322,3 +322,17 @@ def test_record_hashes_follow_each_rows_values_whatever_the_other_rows_and_their
     changed.loc[1, "email"] = ""
     assert record_hashes(changed)[1] != hashes[1] and record_hashes(changed)[0] == hashes[0]
     assert len(record_hashes(records.iloc[:0])) == 0
+
+
+def test_previous_rows_find_each_records_row_by_its_whole_identity():
+    from ci_pipeline.unify.incremental import previous_rows
+
+    def frame(rows):
+        return pd.DataFrame(rows, columns=["source", "table", "key"]).astype("string")
+
+    # A "|" in a table name or key must not make two identities meet (a joined text would).
+    last = frame([("crm", "contacts", "1"), ("crm", "a|b", "c"), ("shop", "customers", "1"), ("crm", "a", "b|c")])
+    now = frame([("shop", "customers", "1"), ("crm", "a", "b|c"), ("crm", "contacts", "2"), ("crm", "a|b", "c")])
+    assert previous_rows(now, last).tolist() == [2, 3, -1, 1]
+    assert previous_rows(now.iloc[:0], last).tolist() == []
+    assert previous_rows(now, last.iloc[:0]).tolist() == [-1, -1, -1, -1]
