@@ -31,7 +31,7 @@ def text_isin(values: pd.Series | pd.Index, lookup) -> np.ndarray:
     Arrow-backed text turns every lookup value into a Python object first (a few microseconds each, whole seconds
     over a profile's CustomerIds). A missing value matches a missing value, as in pandas; anything that is not text
     on both sides goes to pandas."""
-    array, value_set = _text_array(values), _text_array(lookup)
+    array, value_set = text_array(values), text_array(lookup)
     if array is None or value_set is None:
         return np.asarray(values.isin(lookup), dtype=bool)
     return pc.is_in(array, value_set=value_set.cast(array.type)).to_numpy(zero_copy_only=False)
@@ -41,14 +41,16 @@ def text_positions(values: pd.Series | pd.Index, lookup: pd.Index) -> np.ndarray
     """``lookup.get_indexer(values)`` (each value's position in ``lookup``, -1 where it is absent) by Arrow's hash
     lookup when both hold text: pandas turns both sides' Arrow-backed text into Python objects on every call (whole
     seconds over a million CustomerIds). ``lookup`` holds each value once, as ``get_indexer`` requires."""
-    array, value_set = _text_array(values), _text_array(lookup)
+    array, value_set = text_array(values), text_array(lookup)
     if array is None or value_set is None:
         return pd.Index(lookup).get_indexer(values)
     found = pc.index_in(array, value_set=value_set.cast(array.type)).fill_null(-1)
     return found.to_numpy(zero_copy_only=False).astype(np.intp)
 
 
-def _text_array(values) -> pa.Array | None:
+def text_array(values) -> pa.Array | pa.ChunkedArray | None:
+    """Text as Arrow data, without a Python string per value: a pandas text column or index (``str``/``string``
+    dtypes), or a set, list or tuple of Python strings; None for anything else (the caller goes to pandas)."""
     if isinstance(values, pd.Series | pd.Index):
         if not isinstance(values.dtype, pd.StringDtype):
             return None

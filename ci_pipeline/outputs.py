@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ci_pipeline.arrow_text import text_array
 from ci_pipeline.errors import UserError
 
 #: The one fixed namespace of every GUID the project derives: uuid5(NAMESPACE, msdynci_identifier).
@@ -478,17 +479,10 @@ def finish(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     return _unique_sorted(out.reset_index(drop=True), table, spec.key)
 
 
-def _text(values: pd.Series) -> pa.Array | None:
-    """A text column as one Arrow array (None for other columns): comparing neighbours there takes no Python
-    string per row, which pandas makes of every key of a table of millions of rows."""
-    if not isinstance(values.dtype, pd.StringDtype) or values.dtype.storage != "pyarrow":
-        return None
-    array = pa.array(values.array)
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-
-
 def _ascending(values: pd.Series) -> bool:
-    text = _text(values)
+    """Whether a key column is in ascending order; text keys compared by Arrow (pandas makes a Python string of
+    every key of a table of millions of rows)."""
+    text = text_array(values)
     if text is None or text.null_count or len(text) < 2:
         return bool(values.is_monotonic_increasing)
     return bool(pc.all(pc.less_equal(text[:-1], text[1:])).as_py())
@@ -496,11 +490,12 @@ def _ascending(values: pd.Series) -> bool:
 
 def _unique_sorted(df: pd.DataFrame, table: str, key: str) -> pd.DataFrame:
     """Refuse equal keys; the rows are sorted by ``key``, so equal keys are neighbours (no hashing)."""
-    text = _text(df[key])
+    text = text_array(df[key])
     if text is not None and text.null_count == 0 and len(text) > 1:
         same = pc.equal(text[1:], text[:-1]).to_numpy(zero_copy_only=False)
     else:
-        same = df[key].to_numpy()[1:] == df[key].to_numpy()[:-1]
+        keys = df[key].to_numpy()
+        same = keys[1:] == keys[:-1]
     if same.any():
         keys = df[key].to_numpy()
         duplicated = np.zeros(len(keys), dtype=bool)
