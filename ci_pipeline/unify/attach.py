@@ -108,25 +108,25 @@ def sole_namesake_links(
         [[2, 0]]
     """
     labels = np.asarray(labels, np.int64)
-    n = len(labels)
-    thin_customer, thin_record = _thin(labels, thin)
-    customers = len(thin_customer)
+    customers, _, thin_record = _thin(labels, thin)
     candidate = ~thin_record
     if among is not None:
-        candidate &= pd.Series(among).groupby(labels).any().reindex(labels).to_numpy()
+        candidate &= _any_per_label(labels, among)[labels]
     # C of the expectation: the customers a thin one could be attached to.
-    population = customers if among is None else int(pd.Series(candidate).groupby(labels).any().sum())
+    population = customers if among is None else int(np.count_nonzero(_any_per_label(labels, candidate)))
 
     valid, key, shares = _name_keys(labels, same_codes, customers)
     expected = population * shares
 
     # The customers that may be chosen and bear each name, each with one record to link to (its first).
-    bearers = pd.DataFrame({"key": key, "label": labels, "pos": np.arange(n)})[valid & candidate]
-    bearers = bearers.drop_duplicates(["key", "label"])
-    count = bearers["key"].value_counts()
+    pos = np.flatnonzero(valid & candidate)
+    first = ~pd.Series(key[pos] * (labels.max(initial=0) + 1) + labels[pos]).duplicated().to_numpy()
+    pos = pos[first]
+    bearers = pd.DataFrame({"key": key[pos], "label": labels[pos], "pos": pos})
+    count = np.bincount(key[pos], minlength=key.max(initial=0) + 1)
 
     thin_rows, all_thin, named = _thin_names(labels, key, valid, expected, thin_record)
-    named = named.assign(bearers=named["key"].map(count).fillna(0).astype(np.int64).to_numpy())
+    named = named.assign(bearers=count[named["key"].to_numpy()])
     outcome = np.select(
         [named["bearers"] >= 2, named["bearers"] == 0, named["expected"] > max_expected_namesakes],
         ["ambiguous", "no namesake", "too common"],
@@ -134,8 +134,10 @@ def sole_namesake_links(
     )
     named = named.assign(outcome=outcome, conflict="", was=outcome)
     # The bearer each thin customer would join (-1: none).
-    sole = bearers[bearers["key"].map(count).to_numpy() == 1].set_index("key")["label"]
-    chosen = np.where(outcome == "attached", sole.reindex(named["key"].to_numpy()).fillna(-1).to_numpy(), -1)
+    sole = np.full(len(count), -1, dtype=np.int64)
+    alone = count[key[pos]] == 1
+    sole[key[pos][alone]] = labels[pos][alone]
+    chosen = np.where(outcome == "attached", sole[named["key"].to_numpy()], -1)
     if previous is not None:
         rivalled = np.isin(outcome, ["ambiguous", "too common"])
         kept = _kept_bearers(named[rivalled], bearers, labels, previous)
@@ -178,6 +180,10 @@ def _proposals(
     """One row per thin record and listed bearer (accepted where it joins the chosen one), and one row pairing a
     thin record with itself where no bearer can be listed; each with its note."""
     listed = named[named["outcome"].isin(["attached", "kept", "ambiguous", "too common", "conflict"])]
+    # Only a name's first bearers can be listed, and the chosen ones: the rest are left out before the join (a
+    # common name has thousands of bearers and thousands of thin records).
+    rank = bearers.groupby("key").cumcount().to_numpy()
+    bearers = bearers[(rank < MAX_LISTED_BEARERS) | isin(bearers["label"].to_numpy(), listed["chosen"].to_numpy())]
     proposals = listed.merge(bearers[["key", "pos", "label"]].rename(columns={"label": "bearer"}), on="key")
     proposals = proposals.rename(columns={"pos": "right"}).sort_values(["left", "right"], kind="stable")
     joins = (proposals["bearer"] == proposals["chosen"]).to_numpy()
@@ -206,43 +212,66 @@ def _proposals(
 
 def _notes(proposals: pd.DataFrame, joins: np.ndarray, max_expected_namesakes: float, whose: str) -> np.ndarray:
     """The ``match_pairs`` note of each listed proposal: why it joins, or why the thin customer stays apart."""
-    expected_text = pd.Series(np.round(proposals["expected"].to_numpy(), 2)).astype("string").to_numpy()
-    bearer_text = proposals["bearers"].astype("string").to_numpy()
     limit = f"{max_expected_namesakes:g}"
-    outcome = proposals["outcome"]
+    outcome = proposals["outcome"].to_numpy(object)
     was_ambiguous = (proposals["was"] == "ambiguous").to_numpy()
-    return np.select(
+    kept = outcome == "kept"
+    which = np.select(
         [
             outcome == "attached",
-            (outcome == "kept") & joins & was_ambiguous,
-            (outcome == "kept") & joins,
-            (outcome == "ambiguous") | ((outcome == "kept") & was_ambiguous),
+            kept & joins & was_ambiguous,
+            kept & joins,
+            (outcome == "ambiguous") | (kept & was_ambiguous),
             outcome == "conflict",
         ],
-        [
-            f"sole namesake{whose}; namesakes expected by chance: " + expected_text,
-            "kept from the last run, though " + bearer_text + f" customers{whose} bear this name now",
-            "kept from the last run, though the name is too common now: "
-            + expected_text
-            + f" namesakes expected by chance (limit {limit})",
-            "not attached: " + bearer_text + f" customers{whose} bear this name",
-            "not attached: the sole namesake holds a different " + proposals["conflict"].to_numpy(str).astype(object),
-        ],
-        "not attached: name too common, " + expected_text + " namesakes expected by chance (limit " + limit + ")",
+        [0, 1, 2, 3, 4],
+        5,
     )
+
+    # Each kind of note built for its own rows only: most rows are of one or two kinds.
+    def expected_text(rows: np.ndarray) -> np.ndarray:
+        return pd.Series(np.round(proposals["expected"].to_numpy()[rows], 2)).astype("string").to_numpy()
+
+    def bearer_text(rows: np.ndarray) -> np.ndarray:
+        return proposals["bearers"].iloc[rows].astype("string").to_numpy()
+
+    kinds = [
+        lambda r: f"sole namesake{whose}; namesakes expected by chance: " + expected_text(r),
+        lambda r: "kept from the last run, though " + bearer_text(r) + f" customers{whose} bear this name now",
+        lambda r: (
+            "kept from the last run, though the name is too common now: "
+            + expected_text(r)
+            + f" namesakes expected by chance (limit {limit})"
+        ),
+        lambda r: "not attached: " + bearer_text(r) + f" customers{whose} bear this name",
+        lambda r: (
+            "not attached: the sole namesake holds a different " + proposals["conflict"].to_numpy(str)[r].astype(object)
+        ),
+        lambda r: (
+            "not attached: name too common, " + expected_text(r) + " namesakes expected by chance (limit " + limit + ")"
+        ),
+    ]
+    note = np.empty(len(proposals), dtype=object)
+    for kind, build in enumerate(kinds):
+        rows = np.flatnonzero(which == kind)
+        if len(rows):
+            note[rows] = build(rows)
+    return note
 
 
 def _kept_bearers(named: pd.DataFrame, bearers: pd.DataFrame, labels: np.ndarray, previous: np.ndarray) -> pd.Series:
     """Per thin customer label, the one bearer of its name holding a record of the customer all its records were
     last run. Thin customers with records of several (or no) previous customers, or two such bearers, are absent."""
-    last = pd.DataFrame({"label": labels, "prev": previous})
-    own = last[last["label"].isin(named["label"])].groupby("label")["prev"].agg(["min", "max"])
+    mine = isin(labels, named["label"].to_numpy())
+    own = pd.DataFrame({"label": labels[mine], "prev": previous[mine]}).groupby("label")["prev"].agg(["min", "max"])
     one = own["min"][(own["min"] == own["max"]).to_numpy() & (own["min"] >= 0).to_numpy()]
     thin = named.drop_duplicates("label")[["label", "key"]]
     thin = thin[thin["label"].isin(one.index)]
     thin = thin.assign(prev=thin["label"].map(one).to_numpy())
-    held = last[last["prev"] >= 0].drop_duplicates().rename(columns={"label": "bearer"})
     found = thin.merge(bearers[["key", "label"]].rename(columns={"label": "bearer"}), on="key")
+    # The previous customers of the bearers found only (not of every record).
+    theirs = isin(labels, found["bearer"].to_numpy()) & (previous >= 0)
+    held = pd.DataFrame({"bearer": labels[theirs], "prev": previous[theirs]}).drop_duplicates()
     found = found.merge(held, on=["bearer", "prev"])
     many = found.groupby("label")["bearer"].nunique()
     found = found[found["label"].map(many).to_numpy() == 1]
@@ -255,10 +284,13 @@ def _differing_fields(
     """Per thin customer label, the ``must_not_differ`` fields (joined by " and ") its namesake holds a different
     value of: both customers have a value of the field and none in common. Labels with no conflict are absent."""
     found = pd.Series("", index=pairs["thin"].to_numpy(), dtype=object)
+    # The values of the customers paired only (not of every record).
+    involved = isin(labels, np.concatenate([pairs["thin"].to_numpy(), pairs["bearer"].to_numpy()]))
     for field_codes, name in zip(codes, names, strict=True):
-        held = pd.DataFrame({"label": labels, "code": field_codes})[field_codes >= 0].drop_duplicates()
-        holders = set(held["label"].to_numpy().tolist())
-        both = pairs[pairs["thin"].isin(holders).to_numpy() & pairs["bearer"].isin(holders).to_numpy()]
+        mine = involved & (field_codes >= 0)
+        held = pd.DataFrame({"label": labels[mine], "code": field_codes[mine]}).drop_duplicates()
+        holders = held["label"].to_numpy()
+        both = pairs[isin(pairs["thin"].to_numpy(), holders) & isin(pairs["bearer"].to_numpy(), holders)]
         shared = both.merge(held, left_on="thin", right_on="label").merge(
             held, left_on=["bearer", "code"], right_on=["label", "code"]
         )
@@ -295,9 +327,9 @@ def thin_namesake_links(
         [[2, 1]]
     """
     labels = np.asarray(labels, np.int64)
-    thin_customer, thin_record = _thin(labels, thin)
-    valid, key, shares = _name_keys(labels, same_codes, len(thin_customer))
-    expected = int(thin_customer.sum()) * shares
+    customers, thin_customers, thin_record = _thin(labels, thin)
+    valid, key, shares = _name_keys(labels, same_codes, customers)
+    expected = thin_customers * shares
 
     thin_rows, all_thin, named = _thin_names(labels, key, valid, expected, thin_record)
     elsewhere = isin(named["key"].to_numpy(), key[valid & ~thin_record])
@@ -350,10 +382,18 @@ def _outcome_counts(named: pd.DataFrame, all_thin: np.ndarray) -> dict[str, int]
     return counts
 
 
-def _thin(labels: np.ndarray, thin: np.ndarray) -> tuple[pd.Series, np.ndarray]:
-    """Per customer label, whether it is thin (all its records are); and the same per record."""
-    thin_customer = pd.Series(thin).groupby(labels).all()
-    return thin_customer, thin_customer.reindex(labels).to_numpy()
+def _thin(labels: np.ndarray, thin: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """The number of customers, of thin ones (all their records are thin), and per record whether its customer is
+    thin. Labels are small non-negative integers (a record position): counted per label, not grouped."""
+    size = int(labels.max(initial=-1)) + 1
+    present = np.bincount(labels, minlength=size) > 0
+    thin_label = present & ~_any_per_label(labels, ~np.asarray(thin, bool))
+    return int(np.count_nonzero(present)), int(np.count_nonzero(thin_label)), thin_label[labels]
+
+
+def _any_per_label(labels: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Per label value (``0 .. labels.max()``), whether any of its records is flagged."""
+    return np.bincount(labels[np.asarray(flags, bool)], minlength=int(labels.max(initial=-1)) + 1) > 0
 
 
 def _thin_names(
