@@ -198,25 +198,44 @@ def score(prep: Prepared, cond: Condition, left: np.ndarray, right: np.ndarray) 
     if cond.is_exact:
         sims = (present & (cl == cr)).astype(np.float64)
     else:
-        sims = _fuzzy(prep.normalized(cond), left, right, present)
+        sims = _fuzzy(prep, cond, left, right, present)
         steps = prep.steps(cond)
         if "name" in steps:
             for variant in ("name_plain", "name_alt"):
                 other = cond.model_copy(update={"normalize": [(variant if s == "name" else s) for s in steps]})
-                sims = np.maximum(sims, _fuzzy(prep.normalized(other), left, right, present))
+                sims = np.maximum(sims, _fuzzy(prep, other, left, right, present))
         sims[present & (cl == cr)] = 1.0
     if cond.allow_missing:
         sims[~present] = np.nan
     return sims
 
 
-def _fuzzy(normalized: pd.Series, left: np.ndarray, right: np.ndarray, present: np.ndarray) -> np.ndarray:
+def _fuzzy(prep: Prepared, cond: Condition, left: np.ndarray, right: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """OSA similarity of the condition's normalized values where ``present``, once per distinct pair of values:
+    candidate pairs repeat value pairs a lot (a block of one surname compares a few first names many times)."""
     sims = np.zeros(len(left), dtype=np.float64)
     idx = np.flatnonzero(present)
-    if len(idx):
-        # Only the compared values become Python strings, not the whole column once per condition.
-        a, b = (normalized.array.take(side[idx]).to_numpy(dtype=object) for side in (left, right))
-        sims[idx] = process.cpdist(a, b, scorer=OSA.normalized_similarity, workers=-1)
+    if not len(idx):
+        return sims
+    normalized, codes = prep.normalized(cond), prep.codes(cond)
+    cl, cr = codes[left[idx]], codes[right[idx]]
+    coded = (cl >= 0) & (cr >= 0)
+    if not coded.all():
+        # A variant spelling missing where the condition's own value is not: compared as the values are.
+        odd = idx[~coded]
+        a, b = (normalized.array.take(side[odd]).to_numpy(dtype=object) for side in (left, right))
+        sims[odd] = process.cpdist(a, b, scorer=OSA.normalized_similarity, workers=-1)
+        idx, cl, cr = idx[coded], cl[coded], cr[coded]
+    width = np.int64(codes.max(initial=0)) + 1
+    inverse, distinct = pd.factorize(cl * width + cr)
+    # One record per code holds its text: only the distinct values compared become Python strings.
+    holder = np.zeros(int(width), dtype=np.int64)
+    held = np.flatnonzero(codes >= 0)
+    holder[codes[held]] = held
+    a, b = (
+        normalized.array.take(holder[side]).to_numpy(dtype=object) for side in (distinct // width, distinct % width)
+    )
+    sims[idx] = process.cpdist(a, b, scorer=OSA.normalized_similarity, workers=-1)[inverse]
     return sims
 
 

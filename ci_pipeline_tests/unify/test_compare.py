@@ -165,3 +165,23 @@ def test_rule_statistics_per_stage_and_rule_in_the_order_they_first_appear():
         {"stage": "dedup", "rule": "name", "candidates": 1, "accepted": 1, "linked": 0},
         {"stage": "match", "rule": "phone", "candidates": 1, "accepted": 1, "linked": 1},
     ]
+
+
+def test_fuzzy_scores_are_per_pair_though_computed_once_per_distinct_pair_of_values():
+    from rapidfuzz.distance import OSA
+
+    streets = ["12 Oak St", "12 Oak Street", "12 Oka St", None, "9 Elm Rd", "12 Oak St"]
+    prep = Prepared(pd.DataFrame({"street": pd.Series(streets, dtype="string")}), Normalizer(), 25)
+    cond = Condition(field="street", precision="high", normalize=["case"])
+    # The same value pairs in both orders and several times over, a missing value, equal values.
+    left = np.array([0, 1, 0, 2, 5, 0, 3, 4, 5])
+    right = np.array([1, 0, 1, 0, 1, 5, 0, 2, 2])
+    sims = score(prep, cond, left, right)
+    norm = prep.normalized(cond)
+    expected = [
+        0.0 if pd.isna(norm[i]) or pd.isna(norm[j]) else OSA.normalized_similarity(norm[i], norm[j])
+        for i, j in zip(left.tolist(), right.tolist(), strict=True)
+    ]
+    # rapidfuzz's bulk call gives float32 similarities
+    assert sims.tolist() == np.asarray(expected, np.float32).astype(np.float64).tolist()
+    assert sims[5] == 1.0 and sims[6] == 0.0 and sims[0] == sims[2] == sims[4]
