@@ -37,3 +37,33 @@ def unique(values: np.ndarray) -> np.ndarray:
     keep[:1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
     return ordered[keep]
+
+
+def pairs_sharing_code(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of positions ``(left, right)``, ``left < right``, whose codes are equal and known (``>= 0``):
+    the pairs of records in one block. By code, then left, then right.
+
+    Positions are sorted by code (rising within a code) and each is paired with those after it in its code:
+    exactly the pairs wanted, where a self-merge builds every pair twice plus each position with itself. The sort
+    is of one integer per position (code and position), much faster than a stable argsort.
+
+    Examples:
+        >>> left, right = pairs_sharing_code(np.array([4, -1, 4, 7, 4, 7]))
+        >>> list(zip(left.tolist(), right.tolist()))
+        [(0, 2), (0, 4), (2, 4), (3, 5)]
+        >>> pairs_sharing_code(np.array([-1, 3]))[0].tolist()
+        []
+    """
+    n = np.int64(len(codes))
+    known = np.flatnonzero(codes >= 0)
+    if not len(known):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    ordered = np.sort(codes[known] * n + known)
+    order, ranked = ordered % n, ordered // n
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    ends = np.r_[starts[1:], len(order)].astype(np.int64)
+    group_end = np.repeat(ends, np.diff(np.r_[starts, len(order)]))
+    after = group_end - np.arange(len(order)) - 1
+    first = np.repeat(np.arange(len(order)), after)
+    offset = np.arange(len(first)) - np.repeat(np.cumsum(after) - after, after)
+    return order[first], order[first + 1 + offset]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ci_pipeline.arrays import isin, unique
+from ci_pipeline.arrays import isin, pairs_sharing_code, unique
 
 
 @pytest.mark.parametrize("shape", [(0,), (1000,), (40, 25)])
@@ -36,3 +36,17 @@ def test_unique_agrees_with_numpy(values):
     expected = np.unique(values)
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("codes", [np.array([], np.int64), np.array([-1, -1]), np.array([5]), None])
+def test_pairs_sharing_code_are_the_self_join_of_each_code(codes):
+    if codes is None:
+        codes = np.random.default_rng(3).integers(-3, 40, 500)
+    left, right = pairs_sharing_code(codes)
+    expected = sorted(
+        (i, j) for i in range(len(codes)) for j in range(i + 1, len(codes)) if codes[i] >= 0 and codes[i] == codes[j]
+    )
+    assert sorted(zip(left.tolist(), right.tolist(), strict=True)) == expected
+    # By code, then left, then right.
+    keys = list(zip(codes[left].tolist(), left.tolist(), right.tolist(), strict=True))
+    assert keys == sorted(keys)

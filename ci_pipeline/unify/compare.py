@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-from ci_pipeline.arrays import isin, unique
+from ci_pipeline.arrays import isin, pairs_sharing_code, unique
 from ci_pipeline.config.unify import Condition, Rule
 from ci_pipeline.side_by_side import each
 from ci_pipeline.unify.normalize import Normalizer, default_normalizations, shared_values
@@ -164,22 +164,24 @@ def candidate_pairs(
     key = key[valid]
     if len(idx) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    block = pd.DataFrame({"k": key, "i": idx})
     sizes = np.bincount(key)[key]
     big = sizes > prep.max_block_size
     if big.any():
         found = prep.oversized_blocks.setdefault(rule.name, {"blocks": 0, "records": 0})
         found["blocks"] += int(len(unique(key[big])))
         found["records"] += int(big.sum())
-    block = block[(sizes > 1) & ~big]
+    kept = (sizes > 1) & ~big
+    idx, key = idx[kept], key[kept]
     if touched is not None:
-        hot = unique(block["k"].to_numpy()[touched[block["i"].to_numpy()]])
-        block = block[isin(block["k"].to_numpy(), hot)]
-    pairs = block.merge(block, on="k", suffixes=("", "_r"))
-    i, j = pairs["i"].to_numpy(), pairs["i_r"].to_numpy()
-    keep = i < j if touched is None else (i < j) & (touched[i] | touched[j])
-    pairs = pairs[keep]
-    return pairs["i"].to_numpy(np.int64), pairs["i_r"].to_numpy(np.int64)
+        hot = isin(key, unique(key[touched[idx]]))
+        idx, key = idx[hot], key[hot]
+    codes = np.full(len(prep.records), -1, dtype=np.int64)
+    codes[idx] = key
+    left, right = pairs_sharing_code(codes)
+    if touched is not None:
+        keep = touched[left] | touched[right]
+        left, right = left[keep], right[keep]
+    return left, right
 
 
 def score(prep: Prepared, cond: Condition, left: np.ndarray, right: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.arrays import pairs_sharing_code
 from ci_pipeline.unify.probabilistic.comparisons import SettingsError, date_parts, nickname_codes
 from ci_pipeline.unify.probabilistic.table import Table
 
@@ -191,27 +192,13 @@ def pair_count(codes: np.ndarray, source: np.ndarray, link_only: bool) -> tuple[
 
 
 def _rule_pairs(codes: np.ndarray, source: np.ndarray, link_only: bool) -> np.ndarray:
-    """Pair keys ``left * n + right`` (left < right) of records sharing a known code.
-
-    Records are sorted by code, positions rising within a code, and each is paired with the records after it in
-    its code: exactly the pairs wanted, where a self-merge would build every pair twice plus the record with
-    itself. The sort is of one integer per record (code and position), much faster than a stable argsort.
-    """
-    n = np.int64(len(codes))
-    known = np.flatnonzero(codes >= 0)
-    ordered = np.sort(codes[known] * n + known)
-    order, ranked = ordered % n, ordered // n
-    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]]) if len(order) else np.empty(0, np.int64)
-    ends = np.r_[starts[1:], len(order)].astype(np.int64)
-    group_end = np.repeat(ends, np.diff(np.r_[starts, len(order)]))
-    after = group_end - np.arange(len(order)) - 1
-    first = np.repeat(np.arange(len(order)), after)
-    offset = np.arange(len(first)) - np.repeat(np.cumsum(after) - after, after)
-    left, right = order[first], order[first + 1 + offset]
+    """Pair keys ``left * n + right`` (left < right) of records sharing a known code (``link_only``: and not of one
+    source)."""
+    left, right = pairs_sharing_code(codes)
     if link_only:
         keep = source[left] != source[right]
         left, right = left[keep], right[keep]
-    return left * n + right
+    return left * np.int64(len(codes)) + right
 
 
 def _value(table: Table, column: str, position: int):
