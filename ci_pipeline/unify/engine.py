@@ -732,11 +732,14 @@ def _alternate_keys(
 
     # One entry per (customer, table): the table's preferred key is the profile's key column for that table.
     head_customer, head_rank = customer[order][starts], rank[order][starts]
-    preferred = pa.nulls(len(starts), pa.large_string())
+    # Each table's preferred keys taken for its own entries only, then put in entry order with one take.
+    parts, places = [], []
     for r, t in enumerate(config.tables):
         column = f"{t.source}_{t.table}_{primary_keys[(t.source, t.table)]}"
-        values = arrow_strings(profiles[config.merge.rename.get(column, column)])
-        preferred = pc.if_else(head_rank == r, values.take(head_customer), preferred)
+        at = np.flatnonzero(head_rank == r)
+        parts.append(arrow_strings(profiles[config.merge.rename.get(column, column)]).take(head_customer[at]))
+        places.append(at)
+    preferred = pa.concat_arrays(parts).take(np.argsort(np.concatenate(places), kind="stable"))
     names = pa.array(
         [f'{{"dataSourceName": "{t.source}", "entityName": "{t.table}", "preferredKey": "' for t in config.tables],
         pa.large_string(),
@@ -744,25 +747,30 @@ def _alternate_keys(
     entries = concat_strings(names.take(head_rank), _json_escape(preferred), '", "keys": [', keys, "]}")
     ring_starts = group_starts([head_customer])
     rings = concat_strings("[", join_runs(entries, ring_starts, ", "), "]")
-    # Every customer has a record, so ring i belongs to the customer at profile position head_customer[ring_starts][i].
-    ring_of_record = np.searchsorted(head_customer[ring_starts], customer)
-    # The rows in identifier order, each column gathered once in it (the key rings are the largest texts).
+    # Every customer has a record, so ring i belongs to the customer at profile position head_customer[ring_starts][i]:
+    # position i itself when every profile has one (always, as the profiles are made of the records).
+    holders = head_customer[ring_starts]
+    whole = np.array_equal(holders, np.arange(len(holders)))
+    ring_of_record = customer if whole else np.searchsorted(holders, customer)
+    # The rows in the order of their key, the GUID, as the contract publishes them (the sink and the exports then
+    # stream the stored table instead of reading and sorting it whole); each column gathered once in it (the key
+    # rings are the largest texts).
     ident = identifiers(records["source"], records["table"], records["key"])
-    by_ident = pc.sort_indices(arrow_strings(ident)).to_numpy()
-    ident = ident.iloc[by_ident].reset_index(drop=True)
+    key = guids(ident)
+    by_key = pc.sort_indices(arrow_strings(key)).to_numpy()
 
-    def text(column: str) -> pd.Series:
-        return records[column].astype("string").iloc[by_ident].reset_index(drop=True)
+    def text(column: pd.Series) -> pd.Series:
+        return column.astype("string").iloc[by_key].reset_index(drop=True)
 
     out = pd.DataFrame(
         {
-            "DataSourceName": text("source"),
-            "EntityName": text("table"),
-            "AlternateValue": text("key"),
-            "KeyRing": pandas_strings(rings.take(ring_of_record[by_ident])),
-            "CustomerId": text("CustomerId"),
-            "AlternateKeyId": guids(ident),
-            "msdynci_identifier": ident,
+            "DataSourceName": text(records["source"]),
+            "EntityName": text(records["table"]),
+            "AlternateValue": text(records["key"]),
+            "KeyRing": pandas_strings(rings.take(ring_of_record[by_key])),
+            "CustomerId": text(records["CustomerId"]),
+            "AlternateKeyId": text(key),
+            "msdynci_identifier": text(ident),
         }
     )
     return out[ALTERNATE_KEY_COLUMNS]
@@ -770,7 +778,12 @@ def _alternate_keys(
 
 def _json_escape(text: pa.Array) -> pa.Array:
     """Backslashes and double quotes escaped, so the text can sit inside a JSON string."""
-    return pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
+    # Keys rarely hold either: looking is much cheaper than rewriting every value.
+    if pc.any(pc.match_substring(text, "\\")).as_py():
+        text = pc.replace_substring(text, "\\", "\\\\")
+    if pc.any(pc.match_substring(text, '"')).as_py():
+        text = pc.replace_substring(text, '"', '\\"')
+    return text
 
 
 def _dedup_tables(records: pd.DataFrame, config: UnifyConfig) -> dict[tuple[str, str], pd.DataFrame]:

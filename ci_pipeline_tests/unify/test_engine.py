@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from ci_pipeline.errors import UserError
+from ci_pipeline.outputs import guids
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
@@ -280,6 +281,9 @@ def test_alternate_key_and_keyring():
     assert ring == [{"dataSourceName": "crm", "entityName": "contacts", "preferredKey": "c2", "keys": ["c2", "c3"]}]
     assert row.msdynci_identifier == "crm|contacts|c3"
     assert ak.AlternateKeyId.is_unique
+    # In the order of its key, as published: the sink and the exports stream it without sorting.
+    assert ak.AlternateKeyId.is_monotonic_increasing
+    assert ak.AlternateKeyId.tolist() == guids(ak.msdynci_identifier).tolist()
 
 
 def test_keyring_escapes_keys_and_lists_tables_in_config_order():
