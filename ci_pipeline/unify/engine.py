@@ -18,6 +18,7 @@ from ci_pipeline.arrays import isin
 from ci_pipeline.config.unify import AttachRule, Condition, Rule, UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
+from ci_pipeline.side_by_side import each
 from ci_pipeline.unify.attach import sole_namesake_links, thin_namesake_links
 from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
@@ -758,22 +759,25 @@ def _alternate_keys(
     ident = identifiers(records["source"], records["table"], records["key"])
     key = guids(ident)
     by_key = pc.sort_indices(arrow_strings(key)).to_numpy()
+    columns = {
+        "DataSourceName": records["source"],
+        "EntityName": records["table"],
+        "AlternateValue": records["key"],
+        "KeyRing": rings,
+        "CustomerId": records["CustomerId"],
+        "AlternateKeyId": key,
+        "msdynci_identifier": ident,
+    }
 
-    def text(column: pd.Series) -> pd.Series:
+    def gathered(column: pd.Series | pa.Array) -> pd.Series:
+        if isinstance(column, pa.Array):
+            return pd.Series(pandas_strings(column.take(ring_of_record[by_key])))
         return column.astype("string").iloc[by_key].reset_index(drop=True)
 
-    out = pd.DataFrame(
-        {
-            "DataSourceName": text(records["source"]),
-            "EntityName": text(records["table"]),
-            "AlternateValue": text(records["key"]),
-            "KeyRing": pandas_strings(rings.take(ring_of_record[by_key])),
-            "CustomerId": text(records["CustomerId"]),
-            "AlternateKeyId": text(key),
-            "msdynci_identifier": text(ident),
-        }
-    )
-    return out[ALTERNATE_KEY_COLUMNS]
+    # Two columns at a time: a gather of millions of texts runs in Arrow, outside Python's lock, and the other core
+    # is idle while a unification makes its ids (everything after it waits for them).
+    taken = each(gathered, columns.values(), 2, "unify-alternate-keys")
+    return pd.DataFrame(dict(zip(columns, taken, strict=True)))[ALTERNATE_KEY_COLUMNS]
 
 
 def _json_escape(text: pa.Array) -> pa.Array:
