@@ -831,20 +831,27 @@ def _match_pairs(pairs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
     # Each column is gathered once, in the published order: a random gather of millions of texts is what costs
     # (cache misses), so the few distinct sources, tables, stages and rules are gathered as codes instead.
     left, right = left[order], right[order]
+    note = _Coded(pairs["note"])
+    gathers = {
+        "Stage": lambda: stage.take(order),
+        **{
+            f"{side}{name}": gather
+            for side, at in (("Left", left), ("Right", right))
+            for name, gather in (
+                ("Source", lambda at=at: source.take(at)),
+                ("Table", lambda at=at: table.take(at)),
+                ("Key", lambda at=at: _take(key, at)),
+            )
+        },
+        "Rule": lambda: rule.take(order),
+        "Scores": lambda: _take(arrow_strings(pairs["scores"]), order),
+        "Accepted": lambda: pairs["accepted"].to_numpy(bool)[order],
+        "Linked": lambda: pairs["linked"].to_numpy(bool)[order],
+        "Note": lambda: note.take(order),
+    }
+    # Two columns at a time on threads: the gathers run in Arrow and NumPy, outside Python's lock.
     return pd.DataFrame(
-        {
-            "Stage": stage.take(order),
-            **{
-                f"{side}{name}": column
-                for side, at in (("Left", left), ("Right", right))
-                for name, column in (("Source", source.take(at)), ("Table", table.take(at)), ("Key", _take(key, at)))
-            },
-            "Rule": rule.take(order),
-            "Scores": _take(arrow_strings(pairs["scores"]), order),
-            "Accepted": pairs["accepted"].to_numpy(bool)[order],
-            "Linked": pairs["linked"].to_numpy(bool)[order],
-            "Note": _Coded(pairs["note"]).take(order),
-        }
+        dict(zip(gathers, each(lambda gather: gather(), gathers.values(), 2, "unify-pairs"), strict=True))
     )
 
 
