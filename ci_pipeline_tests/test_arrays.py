@@ -50,3 +50,16 @@ def test_pairs_sharing_code_are_the_self_join_of_each_code(codes):
     # By code, then left, then right.
     keys = list(zip(codes[left].tolist(), left.tolist(), right.tolist(), strict=True))
     assert keys == sorted(keys)
+
+
+def test_take_rows_is_iloc_with_a_fresh_index():
+    import pandas as pd
+
+    from ci_pipeline.arrays import take_rows
+
+    frame = pd.DataFrame(
+        {"a": [1, 2, 3], "b": pd.array(["x", None, "z"], dtype="string"), "c": [0.5, 1.5, 2.5]}, index=[7, 8, 9]
+    )
+    rows = np.array([2, 0, 1, 0])
+    pd.testing.assert_frame_equal(take_rows(frame, rows), frame.iloc[rows].reset_index(drop=True))
+    assert take_rows(frame, np.array([], np.int64)).columns.tolist() == ["a", "b", "c"]

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ci_pipeline.arrays import isin
+from ci_pipeline.arrays import isin, take_rows
 from ci_pipeline.config.unify import AttachRule, Condition, Rule, UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
@@ -454,10 +454,11 @@ def identify(
     records["CustomerId"] = records["label"].map(identity.ids).astype("string")
     profiles.insert(0, "CustomerId", identity.ids.reindex(profiles.index).astype("string").to_numpy())
     profiles["PreviousCustomerId"] = previous_ids(identity.id_change, profiles["CustomerId"]).to_numpy()
-    profiles = profiles.sort_values("CustomerId", kind="stable")
+    # One id per profile: the order of the ids needs no tie-breaking.
+    by_id = pc.sort_indices(arrow_strings(profiles["CustomerId"])).to_numpy()
     # Each record's customer as a position in the sorted profiles, found by its label (one id per label).
-    customer = pd.Index(profiles.index).get_indexer(records["label"]).astype(np.int64)
-    profiles = profiles.reset_index(drop=True)
+    customer = pd.Index(profiles.index[by_id]).get_indexer(records["label"]).astype(np.int64)
+    profiles = take_rows(profiles, by_id)
     alternate = _alternate_keys(records, config, primary_keys, profiles, customer)
     return Identified(records, profiles, alternate, identity)
 
