@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ci_pipeline.arrays import take_rows
 from ci_pipeline.arrow_text import text_array
 from ci_pipeline.errors import UserError
 
@@ -475,7 +476,12 @@ def finish(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     # JSON columns the stage wrote as text stay as they are (json_text only serialises dicts and lists).
     out = pd.DataFrame({c: _typed(spec, c, frame[c]) for c in columns})
     if not _ascending(out[spec.key]):
-        out = out.sort_values(spec.key, kind="stable")
+        text = text_array(out[spec.key])
+        if text is None:
+            out = out.sort_values(spec.key, kind="stable")
+        else:
+            # Arrow's sort is stable too; the columns (millions of texts each) are gathered two at a time.
+            out = take_rows(out, pc.sort_indices(text).to_numpy())
     return _unique_sorted(out.reset_index(drop=True), table, spec.key)
 
 
