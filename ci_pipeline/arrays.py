@@ -78,8 +78,7 @@ def take_rows(frame: pd.DataFrame, rows: np.ndarray, at_once: int = 2) -> pd.Dat
         >>> take_rows(pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]}), np.array([2, 0])).to_dict("list")
         {'a': [3, 1], 'b': ['z', 'x']}
     """
-    from ci_pipeline.side_by_side import each  # arrays stays importable without the thread helpers
+    from ci_pipeline.side_by_side import each_named  # arrays stays importable without the thread helpers
 
-    names = list(frame.columns)
-    taken = each(lambda name: frame[name].iloc[rows].reset_index(drop=True), names, at_once, "take-rows")
-    return pd.DataFrame(dict(zip(names, taken, strict=True)), index=pd.RangeIndex(len(rows)))
+    gathers = {name: (lambda name=name: frame[name].iloc[rows].reset_index(drop=True)) for name in frame.columns}
+    return pd.DataFrame(each_named(gathers, at_once, "take-rows"), index=pd.RangeIndex(len(rows)))

@@ -475,8 +475,8 @@ def finish(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     _no_nulls(frame, table, dict.fromkeys([spec.key, *spec.identifying]))
     # JSON columns the stage wrote as text stay as they are (json_text only serialises dicts and lists).
     out = pd.DataFrame({c: _typed(spec, c, frame[c]) for c in columns})
-    if not _ascending(out[spec.key]):
-        text = text_array(out[spec.key])
+    text = text_array(out[spec.key])
+    if not _ascending(out[spec.key], text):
         if text is None:
             out = out.sort_values(spec.key, kind="stable")
         else:
@@ -485,10 +485,9 @@ def finish(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     return _unique_sorted(out.reset_index(drop=True), table, spec.key)
 
 
-def _ascending(values: pd.Series) -> bool:
-    """Whether a key column is in ascending order; text keys compared by Arrow (pandas makes a Python string of
-    every key of a table of millions of rows)."""
-    text = text_array(values)
+def _ascending(values: pd.Series, text: pa.Array | pa.ChunkedArray | None) -> bool:
+    """Whether a key column is in ascending order; text keys (``text``, from :func:`text_array`) compared by Arrow
+    (pandas makes a Python string of every key of a table of millions of rows)."""
     if text is None or text.null_count or len(text) < 2:
         return bool(values.is_monotonic_increasing)
     return bool(pc.all(pc.less_equal(text[:-1], text[1:])).as_py())

@@ -1,7 +1,7 @@
 """Work on a few threads of this process, for steps whose heavy parts (NumPy's, Arrow's and scikit-learn's kernels,
 rapidfuzz, Parquet's and SQLite's writers) run outside Python's lock, so that two threads keep the two cores of a
-small machine busy: items worked on side by side (:func:`each`, :func:`mapped_ahead`), or the next items made while
-the current one is consumed (:func:`in_background`)."""
+small machine busy: items worked on side by side (:func:`each`, :func:`each_named`, :func:`mapped_ahead`), or the
+next items made while the current one is consumed (:func:`in_background`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -29,6 +29,12 @@ def each(work: Callable[[T], R], items: Iterable[T], at_once: int, name: str) ->
         return [work(item) for item in items]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
         return list(pool.map(work, items))
+
+
+def each_named(work: Mapping[str, Callable[[], R]], at_once: int, name: str) -> dict[str, R]:
+    """Every named piece of work done, ``at_once`` at a time on threads (as :func:`each`); the results by name, in
+    the mapping's order (the columns of a table gathered side by side, for example)."""
+    return dict(zip(work, each(lambda do: do(), work.values(), at_once, name), strict=True))
 
 
 #: Marks the end of the items a background thread produced.

@@ -3,12 +3,13 @@ bounded number of items and leaves no thread behind."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import pytest
 
-from ci_pipeline.side_by_side import in_background, mapped_ahead
+from ci_pipeline.side_by_side import each_named, in_background, mapped_ahead
 
 
 def test_items_made_in_the_background_come_in_order_and_an_error_arrives_where_it_happened():
@@ -77,3 +78,19 @@ def test_an_error_of_a_mapped_item_is_raised_in_order():
         for result in mapped_ahead(square_or_fail, range(10), workers=2):
             results.append(result)
     assert results == [0, 1, 4]
+
+
+def test_named_work_is_done_side_by_side_and_returned_by_name_in_order():
+    threads = set()
+
+    def piece(value):
+        def do():
+            threads.add(threading.current_thread().name)
+            return value
+
+        return do
+
+    done = each_named({"b": piece(2), "a": piece(1), "c": piece(3)}, 2, "named-test")
+    assert list(done.items()) == [("b", 2), ("a", 1), ("c", 3)]
+    if (os.cpu_count() or 1) >= 2:
+        assert all(name.startswith("named-test") for name in threads)

@@ -18,7 +18,7 @@ from ci_pipeline.arrays import isin, take_rows
 from ci_pipeline.config.unify import AttachRule, Condition, Rule, UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
-from ci_pipeline.side_by_side import each
+from ci_pipeline.side_by_side import each_named
 from ci_pipeline.unify.attach import sole_namesake_links, thin_namesake_links
 from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
@@ -760,25 +760,22 @@ def _alternate_keys(
     ident = identifiers(records["source"], records["table"], records["key"])
     key = guids(ident)
     by_key = pc.sort_indices(arrow_strings(key)).to_numpy()
-    columns = {
+    texts = {
         "DataSourceName": records["source"],
         "EntityName": records["table"],
         "AlternateValue": records["key"],
-        "KeyRing": rings,
         "CustomerId": records["CustomerId"],
         "AlternateKeyId": key,
         "msdynci_identifier": ident,
     }
-
-    def gathered(column: pd.Series | pa.Array) -> pd.Series:
-        if isinstance(column, pa.Array):
-            return pd.Series(pandas_strings(column.take(ring_of_record[by_key])))
-        return column.astype("string").iloc[by_key].reset_index(drop=True)
-
+    gathers = {
+        name: (lambda text=text: text.astype("string").iloc[by_key].reset_index(drop=True))
+        for name, text in texts.items()
+    }
+    gathers["KeyRing"] = lambda: pd.Series(pandas_strings(rings.take(ring_of_record[by_key])))
     # Two columns at a time: a gather of millions of texts runs in Arrow, outside Python's lock, and the other core
     # is idle while a unification makes its ids (everything after it waits for them).
-    taken = each(gathered, columns.values(), 2, "unify-alternate-keys")
-    return pd.DataFrame(dict(zip(columns, taken, strict=True)))[ALTERNATE_KEY_COLUMNS]
+    return pd.DataFrame(each_named(gathers, 2, "unify-alternate-keys"))[ALTERNATE_KEY_COLUMNS]
 
 
 def _json_escape(text: pa.Array) -> pa.Array:
@@ -851,9 +848,7 @@ def _match_pairs(pairs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
         "Note": lambda: note.take(order),
     }
     # Two columns at a time on threads: the gathers run in Arrow and NumPy, outside Python's lock.
-    return pd.DataFrame(
-        dict(zip(gathers, each(lambda gather: gather(), gathers.values(), 2, "unify-pairs"), strict=True))
-    )
+    return pd.DataFrame(each_named(gathers, 2, "unify-pairs"))
 
 
 class _Coded:
