@@ -95,7 +95,7 @@ def run(args) -> int:
         elif args.churn:
             figures = churn(folder)
         elif args.increment is not None:
-            figures = increment(folder, args.increment / 100)
+            figures = increment(folder, args.increment / 100, args.method, args.model)
         else:
             figures = bench(folder, args.misses, args.method, args.model, args.save_model)
         figures = {"generate_s": round(generate_s, 1), **figures}
@@ -324,17 +324,20 @@ def churn(folder: Path, arriving: float = 0.05, deleted: float = 0.01, seed: int
     }
 
 
-def increment(folder: Path, share: float) -> dict:
+def increment(folder: Path, share: float, method: str = "rules", model_path: str | None = None) -> dict:
     """A full and an incremental unify of the same increment of the generated data set in ``folder``, timed.
 
     The last run unifies the tables without a ``share`` of their rows (chosen by a hash of each record's
     identifier). The increment brings those rows, changes the first mapped column of a tenth as many others and
     deletes as many again. Both runs carry the last run's ids; the incremental one also its state (stored and read
-    back through a local lake, timed apart). ``equal`` says whether every output of the two runs is the same.
+    back through a local lake, timed apart). ``differing_outputs`` names the outputs of the two runs that differ.
+    With a model (``method`` probabilistic or hybrid), every run scores with the stored model at ``model_path``,
+    else with one trained on the last run's tables (not timed), as nightly runs score with the stored model.
     """
     config = load_config(folder / "ci_pipeline.yaml")
     if config.unify is None:
         raise UserError(f"{config.path}: no 'unify' section to benchmark")
+    ucfg = method_config(config.unify, method)
     frames, keys = read_customer_tables(config)
     before, after = {}, {}
     for t in config.unify.tables:
@@ -347,7 +350,16 @@ def increment(folder: Path, share: float) -> dict:
         hit = (u >= 0.5) & (u < 0.5 + share / 10)
         changed.loc[hit, column] = changed.loc[hit, column].astype("string") + " x"
         after[(t.source, t.table)] = changed[(u < 0.6) | (u >= 0.6 + share / 10)]
-    last = unify(config.unify, before, keys, base_dir=config.base_dir)
+    model = None
+    if method != "rules":
+        model = read_model(Path(model_path).read_bytes(), model_path) if model_path else None
+        model = model or train_from_tables(ucfg, before, keys, config.base_dir)[0]
+
+    def unify_with(tables, *ids, **kwargs):
+        method_of_run = rule_matches if model is None else ProbabilisticMatches(model)
+        return unify(ucfg, tables, keys, *ids, base_dir=config.base_dir, match_method=method_of_run, **kwargs)
+
+    last = unify_with(before)
     ids = (last.identity.identity_map, last.identity.id_change)
     with tempfile.TemporaryDirectory(prefix="ci-bench-state-") as scratch:
         lake = Lake.local(scratch)
@@ -357,12 +369,14 @@ def increment(folder: Path, share: float) -> dict:
         state, _ = read_state(lake)
         t2 = time.perf_counter()
         state_bytes = sum(lake.info(p)["size"] for p in lake.find(STATE_DIR))
+    del last  # its state was read back; a nightly run holds only that of the run before
     c3, t3 = time.process_time(), time.perf_counter()
-    full = unify(config.unify, after, keys, *ids, base_dir=config.base_dir)
+    full = unify_with(after, *ids)
     c4, t4 = time.process_time(), time.perf_counter()
-    inc = unify(config.unify, after, keys, *ids, base_dir=config.base_dir, state=state)
+    inc = unify_with(after, *ids, state=state)
     c5, t5 = time.process_time(), time.perf_counter()
     return {
+        "method": method,
         "records": int(len(inc.records)),
         "increment_share": share,
         "incremental": inc.stats["incremental"],
@@ -394,12 +408,11 @@ def differing_outputs(a, b) -> list[str]:
         "state_records": (a.state.records, b.state.records),
         "state_pairs": (a.state.pairs, b.state.pairs),
         "state_profiles": (a.state.profiles, b.state.profiles),
+        "state_model_pairs": (a.state.model_pairs, b.state.model_pairs),
         **{f"dedup {'.'.join(k)}": (a.dedup[k], b.dedup[k]) for k in a.dedup},
     }
-    found = [name for name, (x, y) in frames.items() if not x.equals(y)]
-    if {k: v for k, v in a.stats.items() if k != "incremental"} != {
-        k: v for k, v in b.stats.items() if k != "incremental"
-    }:
+    found = [name for name, (x, y) in frames.items() if not (x is y is None or (x is not None and x.equals(y)))]
+    if a.found_stats() != b.found_stats():
         found.append("stats")
     return found + (["state_meta"] if a.state.meta != b.state.meta else [])
 

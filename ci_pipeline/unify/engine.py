@@ -74,6 +74,14 @@ class UnifyResult:
     #: What the next run needs to unify incrementally (see :mod:`ci_pipeline.unify.incremental`).
     state: UnifyState | None = None
 
+    def found_stats(self) -> dict:
+        """The statistics of what the run found, not of how it went (incremental or not, a model's seconds): the
+        same for an incremental run and a full one of the same data."""
+        stats = {k: v for k, v in self.stats.items() if k != "incremental"}
+        if "match_method" in stats:
+            stats["match_method"] = {k: v for k, v in stats["match_method"].items() if k != "seconds"}
+        return stats
+
 
 def make_normalizer(config: UnifyConfig, base_dir: Path | None = None) -> Normalizer:
     """The configured normalizer, with alias maps read from their files (relative to ``base_dir``)."""
@@ -220,14 +228,17 @@ def unify(
     watch = _Stopwatch()
     prepared = prepare(config, frames, primary_keys, base_dir)
     watch.lap("prepare")
-    how = plan(config, prepared.records, prepared.prep, state, match_method is rule_matches, no_state)
+    state_key = getattr(match_method, "state_key", None)
+    method_key = state_key(config) if state_key else None
+    how = plan(config, prepared.records, prepared.prep, state, match_method is rule_matches, no_state, method_key)
     prepared.prep.warm(pair_conditions(config, prepared.prep))
     watch.lap("plan")
     dedup_pairs = deduplicate(config, prepared, how)
     watch.lap("dedup")
     matched = match(config, prepared, match_method, how)
     records = prepared.records
-    kept = next_state(config, records, prepared.prep, how, pd.concat([dedup_pairs, matched.pairs], ignore_index=True))
+    found = pd.concat([dedup_pairs, matched.pairs], ignore_index=True)
+    kept = next_state(config, records, prepared.prep, how, found, getattr(match_method, "kept_pairs", None))
     prepared.prep.release()
     _within_tables_as_dedup(config, records, dedup_pairs, matched)
     watch.lap("match")
@@ -365,6 +376,8 @@ def match(
     records, prep = prepared.records, prepared.prep
     if how and method is rule_matches:
         pairs = how.complete("match", rule_matches(config, prepared, how.touched), records["rank"].to_numpy())
+    elif how and how.incremental:
+        pairs = method(config, prepared, how)  # a method with a state key (see plan): it reuses what it can
     else:
         pairs = method(config, prepared)
     conflicts = {_condition_text(c): prep.codes(c) for c in config.guard.conflict_conditions()}

@@ -5,13 +5,16 @@ depend on all records), and the dedup and match pairs it scored. The next run fi
 by identity and hash, normalizes only the new and changed ones, and scores only the pairs that involve them; the
 pairs of two unchanged records are taken from the last run. The overrides, clustering and its guard, attach and
 the ids run over the whole result, as a full run does; a customer whose records and dedup winners are the last
-run's keeps its stored profile, and only the others are merged.
+run's keeps its stored profile, and only the others are merged. A match model (``match.method: probabilistic``)
+keeps the levels of its candidate pairs the same way and weighs every pair afresh (term frequencies count every
+record), as long as the stored model and its settings are the last run's.
 
 A pair of two unchanged records is the same as last run unless something that depends on all records changed for
 them: a value of theirs masked as too frequent or as shared by several first names, or their block going over the
 block size cap (or back under it). Those are compared with the last run's, and the unchanged records they concern
-are scored again with the new ones. A changed configuration, alias map, package version or state format, a match
-method other than the rules, or a missing or damaged state is always a full unify, and the run says why.
+are scored again with the new ones. A changed configuration, alias map, package version, state format or match
+model, a match method without a state key (a model beside match rules), or a missing or damaged state is always a
+full unify, and the run says why.
 """
 
 from __future__ import annotations
@@ -63,13 +66,16 @@ class UnifyState:
     ``records``: ``source, table, key, hash`` and one column per normalized (field, normalizations), in the run's
     record order, then (once clustered) each record's cluster ``label`` and ``is_winner``. ``pairs``: the dedup and
     match pairs (positions in ``records``). ``profiles``: the merged profile of each cluster (``LABEL`` column).
-    ``meta``: the fingerprint of the configuration, the masks and the oversized blocks.
+    ``meta``: the fingerprint of the configuration, the masks and the oversized blocks. ``model_pairs``: with a
+    match model, every candidate pair it formed (positions in ``records``, the first blocking rule, the level of
+    each comparison), whatever its score.
     """
 
     records: pd.DataFrame
     pairs: pd.DataFrame
     meta: dict
     profiles: pd.DataFrame | None = None
+    model_pairs: pd.DataFrame | None = None
 
     def keep_clusters(self, labels: np.ndarray, is_winner: np.ndarray, profiles: pd.DataFrame) -> None:
         """Add what merging the next run needs: the clusters, the dedup winners and the merged profiles."""
@@ -116,6 +122,18 @@ class Plan:
     #: Per record, its row in the last run's state when unchanged, else -1 (incremental runs).
     previous_row: np.ndarray | None = None
     last: UnifyState | None = None
+    #: Per row of the last run's state, this run's position of that record when untouched, else -1.
+    position: np.ndarray | None = None
+
+    def kept_model_pairs(self) -> pd.DataFrame:
+        """The last run's candidate pairs of a match model (:attr:`UnifyState.model_pairs`) whose two records are
+        untouched, at this run's positions (a pair's ``left`` may now come after its ``right``)."""
+        stored = self.last.model_pairs
+        left = self.position[stored["left"].to_numpy(np.int64)]
+        right = self.position[stored["right"].to_numpy(np.int64)]
+        kept = np.flatnonzero((left >= 0) & (right >= 0))
+        self.counts["model_pairs_reused"] = len(kept)
+        return stored.iloc[kept].assign(left=left[kept], right=right[kept]).reset_index(drop=True)
 
     def complete(self, stage: str, found: pd.DataFrame, ranks: np.ndarray) -> pd.DataFrame:
         """The pairs of a stage: those found this run and, incrementally, the reused ones; in one order either way
@@ -322,18 +340,21 @@ def plan(
     state: UnifyState | None,
     rules_method: bool,
     absent_reason: str = "no state of an earlier run",
+    method_key: str | None = None,
 ) -> Plan:
     """Decide how this run finds its pairs, and install the reusing normalizer on ``prep``.
 
     Args:
         records: this run's record frame (before any phase added columns).
         state: the last run's state (None: there is none, ``absent_reason`` says why).
-        rules_method: whether pairs come from the configured rules (a model's pairs are always scored afresh).
+        rules_method: whether pairs come from the configured rules.
+        method_key: for another match method, what its pairs depend on besides the records (its ``state_key``):
+            the last run's pairs are reused only under the same key; None: the method scores every pair afresh.
     """
     hashes = record_hashes(records)
     base = prep.normalizer.base if isinstance(prep.normalizer, ReusingNormalizer) else prep.normalizer
-    meta = {"fingerprint": fingerprint(config, base), "hashes": hashes}
-    why = _refusal(config, state, base, rules_method) if state is not None else absent_reason
+    meta = {"fingerprint": fingerprint(config, base), "hashes": hashes, "method": method_key}
+    why = _refusal(config, state, base, rules_method, method_key) if state is not None else absent_reason
     if why:
         prep.normalizer = ReusingNormalizer(base)
         return Plan(False, why, counts={"records": len(records)}, meta=meta)
@@ -353,7 +374,7 @@ def plan(
     ranks = records["rank"].to_numpy()
     meta["oversized_blocks"] = oversized_blocks(config, prep, ranks)
     # An unchanged record whose masked value or block changed with the other records forms new pairs too.
-    touched = ~same | _masked_anew(meta["masks"], state.meta.get("masks", {}), prep.normalizer.seen)
+    touched = ~same | _masked_anew(meta["masks"], state.meta.get("masks", {}), prep.normalizer.seen, len(records))
     touched |= _blocks_anew(config, prep, ranks, meta["oversized_blocks"], state.meta.get("oversized_blocks", {}))
     counts["records_touched_by_others"] = int((touched & same).sum())
     # The last run's pairs of two untouched records, at this run's positions.
@@ -364,7 +385,7 @@ def plan(
     kept = (left >= 0) & (right >= 0)
     reused = ReusedPairs(pairs, np.flatnonzero(kept), left[kept], right[kept])
     counts["pairs_reused"] = len(reused)
-    return Plan(True, "", touched, reused, counts, meta, source, state)
+    return Plan(True, "", touched, reused, counts, meta, source, state, position)
 
 
 def previous_rows(records: pd.DataFrame, last: pd.DataFrame) -> np.ndarray:
@@ -388,10 +409,12 @@ def previous_rows(records: pd.DataFrame, last: pd.DataFrame) -> np.ndarray:
     return row
 
 
-def _refusal(config: UnifyConfig, state: UnifyState, base: Normalizer, rules_method: bool) -> str:
+def _refusal(config: UnifyConfig, state: UnifyState, base: Normalizer, rules_method: bool, method_key) -> str:
     """Why the last run's state cannot be reused whatever the records ('' when it can)."""
-    if not rules_method:
-        return "the match method is a model scoring pairs over all records, not the rules"
+    if not rules_method and method_key is None:
+        return "the match method scores its pairs over all records (a model beside match rules, or a method of its own)"
+    if not rules_method and (state.meta.get("method") != method_key or state.model_pairs is None):
+        return "the stored match model or the settings it scores with changed since the last run"
     if state.meta.get("format") != STATE_FORMAT:
         return "the stored state has another format"
     if state.meta.get("version") != ci_pipeline.__version__:
@@ -401,10 +424,9 @@ def _refusal(config: UnifyConfig, state: UnifyState, base: Normalizer, rules_met
     return ""
 
 
-def _masked_anew(now: dict, before: dict, normalized: dict[str, pd.Series]) -> np.ndarray:
-    """Per record, whether it holds a value masked this run and not the last, or the other way round (a value
-    grown too frequent, or a phone number now shared by two first names)."""
-    n = len(next(iter(normalized.values()))) if normalized else 0
+def _masked_anew(now: dict, before: dict, normalized: dict[str, pd.Series], n: int) -> np.ndarray:
+    """Per record (of ``n``), whether it holds a value masked this run and not the last, or the other way round
+    (a value grown too frequent, or a phone number now shared by two first names)."""
     found = np.zeros(n, dtype=bool)
     for column in set(now) | set(before):
         changed = set()
@@ -430,9 +452,15 @@ def _blocks_anew(config: UnifyConfig, prep: Prepared, ranks: np.ndarray, now: di
 
 
 def next_state(
-    config: UnifyConfig, records: pd.DataFrame, prep: Prepared, found: Plan, pairs: pd.DataFrame
+    config: UnifyConfig,
+    records: pd.DataFrame,
+    prep: Prepared,
+    found: Plan,
+    pairs: pd.DataFrame,
+    model_pairs: pd.DataFrame | None = None,
 ) -> UnifyState:
-    """The state this run keeps for the next: call after matching, before the normalized values are released."""
+    """The state this run keeps for the next: call after matching, before the normalized values are released.
+    ``model_pairs``: a match model's candidate pairs (see :class:`UnifyState`)."""
     current = found.meta["masks"] if "masks" in found.meta else masks(config, prep)
     if "oversized_blocks" in found.meta:
         blocks = found.meta["oversized_blocks"]
@@ -452,10 +480,13 @@ def next_state(
         "oversized_blocks": blocks,
         "records": len(kept),
         "pairs": len(pairs),
+        "method": found.meta.get("method"),
     }
+    if model_pairs is not None:
+        meta["model_pairs"] = len(model_pairs)
     # Fixed types: an empty frame of pairs must not store (and hand on) another type than a full one.
     pairs = pairs[PAIR_STATE_COLUMNS].astype(PAIR_STATE_TYPES).reset_index(drop=True)
-    return UnifyState(kept, pairs, meta)
+    return UnifyState(kept, pairs, meta, model_pairs=model_pairs)
 
 
 def write_state(lake, state: UnifyState) -> None:
@@ -463,22 +494,18 @@ def write_state(lake, state: UnifyState) -> None:
     tables = {"records": state.records, "pairs": state.pairs}
     if state.profiles is not None:
         tables["profiles"] = state.profiles
+    if state.model_pairs is not None:
+        tables["model_pairs"] = state.model_pairs
     write_run_state(lake, STATE_DIR, tables, state.meta)
 
 
 def read_state(lake) -> tuple[UnifyState | None, str]:
     """The last run's state, or None and why it cannot be used (then the run is a full unify)."""
-    found = read_run_state(
-        lake, STATE_DIR, lambda meta: ["records", "pairs", *(["profiles"] if "profiles" in meta else [])]
-    )
+    optional = ("profiles", "model_pairs")
+    found = read_run_state(lake, STATE_DIR, lambda meta: ["records", "pairs", *(t for t in optional if t in meta)])
     if isinstance(found, str):
         return None, found
     meta, tables = found
-    records, pairs, profiles = tables["records"], tables["pairs"], tables.get("profiles")
-    if (
-        len(records) != meta.get("records")
-        or len(pairs) != meta.get("pairs")
-        or (profiles is not None and len(profiles) != meta["profiles"])
-    ):
+    if any(len(tables[name]) != meta.get(name) for name in tables):
         return None, f"the state at {lake.url(STATE_DIR)} is incomplete (its files do not match its meta file)"
-    return UnifyState(records, pairs, meta, profiles), ""
+    return UnifyState(tables["records"], tables["pairs"], meta, tables.get("profiles"), tables.get("model_pairs")), ""

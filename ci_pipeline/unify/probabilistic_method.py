@@ -10,6 +10,7 @@ attach rules, merge and stable ids work as with rules. The model scores pairs wi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import warnings
@@ -23,6 +24,7 @@ from ci_pipeline.arrays import isin
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.engine import Preparation, prepare, rule_matches
+from ci_pipeline.unify.incremental import Plan
 from ci_pipeline.unify.normalize import Normalizer
 from ci_pipeline.unify.probabilistic import (
     Model,
@@ -190,13 +192,29 @@ class ProbabilisticMatches:
         self.model = model
         self.report: dict = {}
         self.comparable: np.ndarray | None = None
+        #: After a call: every candidate pair with its levels, kept for the next run (:meth:`state_key`).
+        self.kept_pairs: pd.DataFrame | None = None
 
-    def __call__(self, config: UnifyConfig, prepared: Preparation) -> pd.DataFrame:
+    def state_key(self, config: UnifyConfig) -> str | None:
+        """What the candidate pairs and their levels depend on besides the records (the model and the settings it
+        scores with), so that a run with the same key may reuse the last run's pairs of unchanged records; None
+        when the rules accept pairs beside the model (those are scored over every record)."""
+        if config.match.rules:
+            return None
+        settings = scoring_settings(config, self.model, mapping(config))
+        text = model_json(self.model) + json.dumps(settings.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(text).hexdigest()
+
+    def __call__(self, config: UnifyConfig, prepared: Preparation, how: Plan | None = None) -> pd.DataFrame:
+        """The scored pairs; with an incremental ``how`` (see :mod:`ci_pipeline.unify.incremental`), only the pairs
+        of new and changed records are blocked and compared, the last run's levels of the others reused."""
         settings = scoring_settings(config, self.model, mapping(config))
         started = time.perf_counter()
         table = model_table(config, prepared.records, prepared.prep.normalizer, settings.columns)
         prepared_s = round(time.perf_counter() - started, 3)
-        scored = predict_table(self.model, table, settings)
+        kept = how.kept_model_pairs() if how is not None and how.incremental else None
+        scored = predict_table(self.model, table, settings, None if kept is None else how.touched, kept)
+        self.kept_pairs = None if config.match.rules else state_pairs(scored)
         kept = scored[(scored["match_probability"] >= REVIEW_PROBABILITY) | scored["link"]]
         rules = rule_matches(config, prepared) if config.match.rules else None
         pairs = _pairs(kept, len(config.match.rules))
@@ -224,6 +242,17 @@ class ProbabilisticMatches:
             "settings_yaml": settings_yaml(settings),
         }
         return pairs
+
+
+def state_pairs(scored: pd.DataFrame) -> pd.DataFrame:
+    """The candidate pairs of :func:`predict_table` as the unify state keeps them: positions, the first rule's
+    index and the level of each comparison."""
+    levels = [c for c in scored.columns if c.startswith("gamma_")]
+    rule = scored["rule"].cat.codes.to_numpy().astype(np.int16)
+    return pd.DataFrame(
+        {"left": scored["left"].to_numpy(np.int64), "right": scored["right"].to_numpy(np.int64), "rule": rule}
+        | {c: scored[c].to_numpy(np.int8) for c in levels}
+    )
 
 
 def _pairs(scored: pd.DataFrame, rule_index: int) -> pd.DataFrame:

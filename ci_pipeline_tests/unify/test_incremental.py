@@ -3,6 +3,7 @@ full unify, saying why, when what the pairs depend on changed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,6 +16,7 @@ from ci_pipeline.lake import Lake
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.engine import rule_matches
 from ci_pipeline.unify.incremental import META_FILE, PAIRS_FILE, read_state, record_hashes, write_state
+from ci_pipeline.unify.probabilistic_method import ProbabilisticMatches
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 
 CRM, SHOP, LOYALTY = ("crm", "contacts"), ("shop", "customers"), ("loyalty", "members")
@@ -29,25 +31,29 @@ def assert_same(full, inc) -> None:
     assert full.dedup.keys() == inc.dedup.keys()
     for table in full.dedup:
         assert_frame_equal(full.dedup[table], inc.dedup[table], obj=f"dedup {table}")
-    assert {k: v for k, v in full.stats.items() if k != "incremental"} == {
-        k: v for k, v in inc.stats.items() if k != "incremental"
-    }
+    assert full.found_stats() == inc.found_stats()
     assert_frame_equal(full.state.records, inc.state.records, obj="state records")
     assert_frame_equal(full.state.pairs, inc.state.pairs, obj="state pairs")
     assert_frame_equal(full.state.profiles, inc.state.profiles, obj="state profiles")
+    if full.state.model_pairs is not None or inc.state.model_pairs is not None:
+        assert_frame_equal(full.state.model_pairs, inc.state.model_pairs, obj="state model pairs")
     assert full.state.meta == inc.state.meta
 
 
-def both(cfg, tables, last, lake=None, **kwargs):
+def both(cfg, tables, last, lake=None, model=None, **kwargs):
     """A full unify and an incremental one of ``tables``, both carrying the ids of ``last``; the state goes
-    through the lake when one is given (as the asset stores it)."""
+    through the lake when one is given (as the asset stores it). ``model``: match with it (a method per run)."""
     state = last.state
     if lake is not None:
         write_state(lake, last.state)
         state, why = read_state(lake)
         assert why == ""
     ids = (last.identity.identity_map, last.identity.id_change, "run")
+    if model is not None:
+        kwargs["match_method"] = ProbabilisticMatches(model)
     full = unify(cfg, tables, KEYS, *ids, **kwargs)
+    if model is not None:
+        kwargs["match_method"] = ProbabilisticMatches(model)
     inc = unify(cfg, tables, KEYS, *ids, **kwargs, state=state)
     assert_same(full, inc)
     return full, inc
@@ -336,3 +342,77 @@ def test_previous_rows_find_each_records_row_by_its_whole_identity():
     assert previous_rows(now, last).tolist() == [2, 3, -1, 1]
     assert previous_rows(now.iloc[:0], last).tolist() == []
     assert previous_rows(now, last.iloc[:0]).tolist() == [-1, -1, -1, -1]
+
+
+def test_increments_scored_by_a_match_model_unify_as_a_full_unify_does(tmp_path):
+    from ci_pipeline_tests.unify.test_probabilistic_method import config as model_config
+    from ci_pipeline_tests.unify.test_probabilistic_method import hand_model
+
+    cfg, model, lake = model_config(), hand_model(), Lake.local(tmp_path)
+    tables = frames()
+    last = unify(cfg, tables, KEYS, run_id="run", match_method=ProbabilisticMatches(model))
+    assert last.state.meta["method"] and len(last.state.model_pairs) == last.state.meta["model_pairs"] > 0
+
+    # A new record sharing Bob's e-mail, and a new person.
+    add(tables, SHOP, customer_id="s4", full_name="Robert Smith", email="bob.smith@example.com")
+    add(tables, CRM, contact_id="c5", first_name="Vera", last_name="Quill", email="vera@example.org")
+    full, last = both(cfg, tables, last, lake, model=model)
+    report = last.stats["incremental"]
+    assert report["incremental"] and report["records_new"] == 2 and report["model_pairs_reused"] > 0
+    assert report["model_pairs_reused"] < len(last.state.model_pairs)
+    ids = last.records.set_index("key")["CustomerId"]
+    assert ids["s4"] == ids["c1"]
+
+    # A changed e-mail, a deletion, and the crm rows in another order: pairs of two unchanged records whose
+    # positions swapped are compared again the right way round.
+    tables[CRM].loc[tables[CRM]["contact_id"] == "c1", "email"] = "robert@elsewhere.net"
+    tables[LOYALTY] = tables[LOYALTY][tables[LOYALTY]["member_id"] != "m2"]
+    tables[CRM] = tables[CRM].iloc[::-1].reset_index(drop=True)
+    full, last = both(cfg, tables, last, lake, model=model)
+    assert last.stats["incremental"]["incremental"]
+    assert last.stats["incremental"]["records_changed"] == 1 and last.stats["incremental"]["records_deleted"] == 1
+
+    # Nothing changed: every candidate pair keeps its levels.
+    full, again = both(cfg, tables, last, model=model)
+    assert again.stats["incremental"]["model_pairs_reused"] == len(again.state.model_pairs)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_random_increments_scored_by_a_match_model_unify_as_a_full_unify_does(seed):
+    from ci_pipeline_tests.unify.test_probabilistic_method import config as model_config
+    from ci_pipeline_tests.unify.test_probabilistic_method import hand_model
+
+    rng = np.random.default_rng(seed)
+    cfg, model = model_config(), hand_model()
+    cfg = cfg.model_copy(update={"guard": cfg.guard.model_copy(update={"max_cluster_size": 4})})
+    names = {CRM: "crm", SHOP: "shop", LOYALTY: "loyalty"}
+    tables = {t: random_rows(rng, name, [f"{name}{i}" for i in range(12)]) for t, name in names.items()}
+    last = unify(cfg, tables, KEYS, run_id="run", match_method=ProbabilisticMatches(model))
+    serial = 100
+    for _ in range(3):
+        for t, name in names.items():
+            frame, key = tables[t], KEYS[t]
+            kept = frame[rng.random(len(frame)) > 0.15].copy()
+            changed = rng.random(len(kept)) < 0.15
+            kept.loc[changed] = random_rows(rng, name, list(kept.loc[changed, key])).set_index(kept.index[changed])
+            serial += 4
+            fresh = random_rows(rng, name, [f"{name}{serial + i}" for i in range(4)])
+            # The rows in a new order too: a table's records may come in any order.
+            tables[t] = pd.concat([kept, fresh], ignore_index=True).sample(frac=1, random_state=serial)
+        full, last = both(cfg, tables, last, model=model)
+        assert last.stats["incremental"]["incremental"]
+
+
+def test_another_match_model_or_rules_beside_it_is_a_full_unify():
+    from ci_pipeline_tests.unify.test_probabilistic_method import config as model_config
+    from ci_pipeline_tests.unify.test_probabilistic_method import hand_model
+
+    tables = frames()
+    last = unify(model_config(), tables, KEYS, run_id="run", match_method=ProbabilisticMatches(hand_model()))
+    stricter = dataclasses.replace(hand_model(), prior=0.001)
+    fall_back(model_config(), tables, last, "stored match model", match_method=ProbabilisticMatches(stricter))
+    # A model beside match rules: the rules' pairs are scored over every record.
+    hybrid = model_config(rules=config().match.model_dump(mode="json")["rules"])
+    before = unify(hybrid, tables, KEYS, run_id="run", match_method=ProbabilisticMatches(hand_model()))
+    assert before.state.model_pairs is None
+    fall_back(hybrid, tables, before, "beside match rules", match_method=ProbabilisticMatches(hand_model()))

@@ -21,6 +21,7 @@ from ci_pipeline.lake import Lake
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.engine import make_normalizer
 from ci_pipeline.unify.explain import explain_pair, render_pair
+from ci_pipeline.unify.incremental import STATE_DIR
 from ci_pipeline.unify.probabilistic import (
     BlockingRule,
     EmailComparison,
@@ -442,6 +443,27 @@ def test_the_match_model_asset_is_stored_and_unification_scores_with_it(tmp_path
         ["unify", "match_model"]
     ]
     assert unify_defs.key("match_model") not in defs.resolve_job_def("unify_only").asset_layer.selected_asset_keys
+
+
+def test_nightly_runs_with_the_stored_model_unify_incrementally_as_a_full_run_does(tmp_path):
+    cfg, lake = generated_project(tmp_path)
+    unification = dg.AssetSelection.groups("unify") - dg.AssetSelection.assets(unify_defs.key("match_model"))
+    materialize(cfg, dg.AssetSelection.assets(unify_defs.key("match_model")))
+    first = materialized(materialize(cfg, unification), "unify_stats").metadata
+    assert first["incremental"].value is False
+    crm = lake.read_parquet("ci_pipeline/crm/contacts.parquet")
+    lake.write_parquet("ci_pipeline/crm/contacts.parquet", pd.concat([crm, crm.iloc[[0]].assign(id="new-1")]))
+    second = materialized(materialize(cfg, unification), "unify_stats").metadata
+    assert second["incremental"].value is True and second["incremental records_new"].value == 1
+    assert 0 < second["incremental model_pairs_reused"].value < second["match_method candidate_pairs"].value
+    incremental = lake.read_parquet("ci_pipeline/unify/alternate_key.parquet")
+    ids = incremental.set_index("AlternateValue")["CustomerId"]
+    assert ids["new-1"] == ids[crm["id"].iloc[0]]
+    # The same data without the state: every pair scored, the same published tables.
+    lake.delete(STATE_DIR, recursive=True)
+    third = materialized(materialize(cfg, unification), "unify_stats").metadata
+    assert third["incremental"].value is False
+    pd.testing.assert_frame_equal(lake.read_parquet("ci_pipeline/unify/alternate_key.parquet"), incremental)
 
 
 def test_a_stored_model_from_another_configuration_fails_the_run_saying_to_retrain(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ci_pipeline.benchmarks.unify import bench, churn, read_customer_tables, score_against_truth
+from ci_pipeline.benchmarks.unify import bench, churn, increment, read_customer_tables, score_against_truth
 from ci_pipeline.config import SAMPLE_CONFIG, load_config
 from ci_pipeline.unify import unify
 
@@ -58,3 +58,14 @@ def test_bench_churn_two_nights_on_the_sample():
     # New records and deletions move few of the records already known (measured: 5 of 3,712).
     assert figures["records_kept_that_changed_id"] <= 0.01 * figures["records_kept"], figures
     assert figures["night2_id_changes"]["new"] > 0 and figures["night2_id_changes"]["removed"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["rules", "probabilistic"])
+def test_bench_increment_on_the_sample_unifies_incrementally_as_a_full_unify_does(method):
+    figures = increment(SAMPLE_CONFIG.parent, 0.05, method)
+    assert figures["incremental"]["incremental"], figures["incremental"]
+    assert figures["differing_outputs"] == []
+    assert figures["incremental"]["records_new"] > 0 and figures["incremental"]["records_deleted"] > 0
+    if method == "probabilistic":
+        assert figures["incremental"]["model_pairs_reused"] > 0

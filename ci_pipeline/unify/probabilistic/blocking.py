@@ -151,7 +151,7 @@ class BlockingRule:
         combined = parts[0][known]
         for part in parts[1:]:
             # Mixed radix, re-compacted after each key so the codes stay small.
-            combined = pd.factorize(combined * np.int64(part.max() + 1) + part[known])[0]
+            combined = pd.factorize(combined * np.int64(part.max(initial=0) + 1) + part[known])[0]
         out = np.full(table.n, -1, dtype=np.int64)
         out[known] = combined
         return out
@@ -191,12 +191,20 @@ def pair_count(codes: np.ndarray, source: np.ndarray, link_only: bool) -> tuple[
     return int((sizes * (sizes - 1) // 2).sum()), int(np.flatnonzero(codes == int(np.argmax(sizes)))[0])
 
 
-def _rule_pairs(codes: np.ndarray, source: np.ndarray, link_only: bool) -> np.ndarray:
+def _rule_pairs(codes: np.ndarray, source: np.ndarray, link_only: bool, touched: np.ndarray | None) -> np.ndarray:
     """Pair keys ``left * n + right`` (left < right) of records sharing a known code (``link_only``: and not of one
-    source)."""
+    source; ``touched``: and one of them touched)."""
+    if touched is not None:
+        # Only the blocks holding a touched record can hold such a pair: the others are left out before pairing.
+        reached = np.zeros(max(int(codes.max(initial=-1)), 0) + 1, dtype=bool)
+        reached[codes[touched & (codes >= 0)]] = True
+        codes = np.where((codes >= 0) & reached[np.maximum(codes, 0)], codes, -1)
     left, right = pairs_sharing_code(codes)
+    keep = None if touched is None else touched[left] | touched[right]
     if link_only:
-        keep = source[left] != source[right]
+        other = source[left] != source[right]
+        keep = other if keep is None else keep & other
+    if keep is not None:
         left, right = left[keep], right[keep]
     return left * np.int64(len(codes)) + right
 
@@ -206,14 +214,22 @@ def _value(table: Table, column: str, position: int):
     return None if code < 0 else table.column(column).values[code]
 
 
-def block(table: Table, rules: tuple[BlockingRule, ...], max_pairs_per_rule: int, link_only: bool) -> Blocked:
+def block(
+    table: Table,
+    rules: tuple[BlockingRule, ...],
+    max_pairs_per_rule: int,
+    link_only: bool,
+    touched: np.ndarray | None = None,
+) -> Blocked:
     """The candidate pairs of ``rules`` (OR-ed) over ``table``.
 
     Args:
         table: the prepared records.
         rules: the blocking rules, in order.
-        max_pairs_per_rule: a rule generating more pairs than this is refused.
+        max_pairs_per_rule: a rule generating more pairs than this is refused (counted over every record).
         link_only: pair only records of different sources (``table.source``).
+        touched: per record, whether it is new or changed: when given, only the pairs holding one are formed
+            (with the first rule that finds each, as without it); ``counts`` then count those pairs only.
 
     Raises:
         SettingsError: a rule generates more than ``max_pairs_per_rule`` pairs; the message gives the count and
@@ -232,7 +248,7 @@ def block(table: Table, rules: tuple[BlockingRule, ...], max_pairs_per_rule: int
                 f"{max_pairs_per_rule:,} (its most common key holds {common}): add a key to the rule, drop it, or "
                 "raise max_pairs_per_rule"
             )
-        found.append(_rule_pairs(codes, table.source, link_only))
+        found.append(_rule_pairs(codes, table.source, link_only, touched))
     # One integer per found pair and rule; sorted, each pair's first entry holds the first rule that found it.
     width = np.int64(len(rules))
     tagged = np.sort(np.concatenate([f * width + i for i, f in enumerate(found)]))

@@ -125,23 +125,43 @@ def predict(
     return frame
 
 
-def predict_table(model: Model, table: Table, settings: Settings | None = None) -> pd.DataFrame:
+def predict_table(
+    model: Model,
+    table: Table,
+    settings: Settings | None = None,
+    touched: np.ndarray | None = None,
+    kept: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """``predict`` on records already prepared (``prepare``, or ``normalized_table`` of raw records);
-    ``frame.attrs["seconds"]`` holds the seconds of blocking and scoring."""
+    ``frame.attrs["seconds"]`` holds the seconds of blocking and scoring.
+
+    Incrementally, ``touched`` marks the new and changed records and ``kept`` holds the last run's candidate pairs
+    of two untouched records (``left``, ``right`` at this run's positions, ``rule`` as its index and the
+    ``gamma_<comparison>`` levels, as this function returns them): only the pairs holding a touched record are
+    blocked and compared, the kept ones keep their levels, and every pair is weighed afresh (term frequencies
+    count every record). The same frame as scoring every pair: a pair's levels and first blocking rule depend on
+    its two records alone.
+    """
     settings = settings or model.settings
     model.check_fits(settings)
     settings.check_columns(table.columns)
     started = time.perf_counter()
-    blocked = block(table, settings.blocking, settings.max_pairs_per_rule, settings.link_type == "link_only")
+    link_only = settings.link_type == "link_only"
+    blocked = block(table, settings.blocking, settings.max_pairs_per_rule, link_only, touched)
     blocked_at = time.perf_counter()
-    gamma, weight = weigh(model, table, blocked.left, blocked.right)
+    left, right, rule = blocked.left, blocked.right, blocked.rule
+    gamma = gamma_matrix(table, model.settings.comparisons, left, right)
+    if kept is not None:
+        left, right, rule, gamma = _with_kept(model, table, (left, right, rule, gamma), kept)
+    prior, weights = pair_weights(model, table, gamma, left, right)
+    weight = prior + weights.sum(axis=1)
     scored = time.perf_counter()
     chance = probability(weight)
     frame = pd.DataFrame(
         {
-            "left": blocked.left,
-            "right": blocked.right,
-            "rule": pd.Categorical.from_codes(blocked.rule, [str(r) for r in settings.blocking]),
+            "left": left,
+            "right": right,
+            "rule": pd.Categorical.from_codes(rule, [str(r) for r in settings.blocking]),
             "match_weight": weight,
             "match_probability": chance,
             "link": chance >= settings.threshold,
@@ -150,6 +170,24 @@ def predict_table(model: Model, table: Table, settings: Settings | None = None) 
     )
     frame.attrs["seconds"] = {"block": round(blocked_at - started, 3), "score": round(scored - blocked_at, 3)}
     return frame
+
+
+def _with_kept(model: Model, table: Table, found: tuple, kept: pd.DataFrame) -> tuple:
+    """The pairs found now and the kept ones together, by ``left`` then ``right`` as blocking orders them. A kept
+    pair whose two records changed places in the record order is compared again the right way round (a
+    comparison need not be symmetric)."""
+    left, right, rule, gamma = found
+    a, b = kept["left"].to_numpy(np.int64), kept["right"].to_numpy(np.int64)
+    turned = np.flatnonzero(a > b)
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    levels = np.column_stack([kept[f"gamma_{c.name}"].to_numpy(np.int8) for c in model.settings.comparisons])
+    if len(turned):
+        levels[turned] = gamma_matrix(table, model.settings.comparisons, low[turned], high[turned])
+    left, right = np.concatenate([left, low]), np.concatenate([right, high])
+    order = np.argsort(left * np.int64(table.n) + right)
+    rule = np.concatenate([rule, kept["rule"].to_numpy(rule.dtype)])
+    gamma = np.concatenate([gamma, levels.reshape(len(kept), gamma.shape[1])])
+    return left[order], right[order], rule[order], gamma[order]
 
 
 def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, source: str | None = None):

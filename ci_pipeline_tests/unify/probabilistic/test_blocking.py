@@ -159,3 +159,29 @@ def test_each_pair_once_under_the_first_rule_that_finds_it():
         assert pairs(blocked) == sorted(expected)
         assert blocked.rule.tolist() == [expected[p] for p in sorted(expected)]
         assert [c.new for c in blocked.counts] == [list(expected.values()).count(i) for i in range(len(specs))]
+
+
+@pytest.mark.parametrize("link_only", [False, True])
+def test_blocking_the_touched_records_forms_every_pair_holding_one_under_the_same_rule(link_only):
+    """With ``touched``, exactly the pairs of blocking everything that hold a touched record, each under the same
+    first rule: what an incremental run scores besides the kept pairs of untouched records."""
+    rng = np.random.default_rng(11)
+    for _ in range(25):
+        n = int(rng.integers(0, 50))
+        frame = pd.DataFrame({c: pd.array(rng.integers(0, 4, n).astype(str), dtype="string") for c in "abc"})
+        frame.loc[rng.random(n) < 0.2, "b"] = None
+        frame["src"] = rng.choice(["x", "y"], n)
+        table = prepare(frame, ["a", "b", "c"], source="src")
+        specs = rules(["a", "b"], ["c"], ["b", "c"])
+        everything = block(table, specs, 10_000, link_only=link_only)
+        touched = rng.random(n) < 0.2
+        found = block(table, specs, 10_000, link_only=link_only, touched=touched)
+        holding = touched[everything.left] | touched[everything.right]
+        assert pairs(found) == [p for p, h in zip(pairs(everything), holding, strict=True) if h]
+        assert found.rule.tolist() == everything.rule[holding].tolist()
+
+
+def test_blocking_the_touched_records_when_no_record_holds_a_key():
+    frame = pd.DataFrame({"k": pd.array([None, None, None], dtype="string")})
+    blocked = block(prepare(frame, ["k"]), rules("k"), 100, link_only=False, touched=np.array([True, False, True]))
+    assert pairs(blocked) == []
