@@ -125,16 +125,6 @@ class Plan:
     #: Per row of the last run's state, this run's position of that record when untouched, else -1.
     position: np.ndarray | None = None
 
-    def kept_model_pairs(self) -> pd.DataFrame:
-        """The last run's candidate pairs of a match model (:attr:`UnifyState.model_pairs`) whose two records are
-        untouched, at this run's positions (a pair's ``left`` may now come after its ``right``)."""
-        stored = self.last.model_pairs
-        left = self.position[stored["left"].to_numpy(np.int64)]
-        right = self.position[stored["right"].to_numpy(np.int64)]
-        kept = np.flatnonzero((left >= 0) & (right >= 0))
-        self.counts["model_pairs_reused"] = len(kept)
-        return stored.iloc[kept].assign(left=left[kept], right=right[kept]).reset_index(drop=True)
-
     def complete(self, stage: str, found: pd.DataFrame, ranks: np.ndarray) -> pd.DataFrame:
         """The pairs of a stage: those found this run and, incrementally, the reused ones; in one order either way
         (table, rule, records), so the state a run keeps does not depend on how it found its pairs."""

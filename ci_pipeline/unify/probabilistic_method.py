@@ -35,11 +35,11 @@ from ci_pipeline.unify.probabilistic import (
     frame_of,
     normalize_records,
     normalized_table,
-    predict_table,
     settings_yaml,
     train,
 )
 from ci_pipeline.unify.probabilistic import explain_pair as model_waterfall
+from ci_pipeline.unify.probabilistic.scoring import Candidates, Scored, score_pairs
 from ci_pipeline.unify.probabilistic.table import Table
 
 #: The rule name of the model's pairs in ``match_pairs``.
@@ -212,12 +212,12 @@ class ProbabilisticMatches:
         started = time.perf_counter()
         table = model_table(config, prepared.records, prepared.prep.normalizer, settings.columns)
         prepared_s = round(time.perf_counter() - started, 3)
-        kept = how.kept_model_pairs() if how is not None and how.incremental else None
-        scored = predict_table(self.model, table, settings, None if kept is None else how.touched, kept)
-        self.kept_pairs = None if config.match.rules else state_pairs(scored)
-        kept = scored[(scored["match_probability"] >= REVIEW_PROBABILITY) | scored["link"]]
+        kept = _kept(how, settings) if how is not None and how.incremental else None
+        scored = score_pairs(self.model, table, settings, None if kept is None else how.touched, kept)
+        self.kept_pairs = None if config.match.rules else state_pairs(scored, settings)
         rules = rule_matches(config, prepared) if config.match.rules else None
-        pairs = _pairs(kept, len(config.match.rules))
+        reviewed = np.flatnonzero((scored.probability >= REVIEW_PROBABILITY) | scored.link)
+        pairs = _pairs(scored, reviewed, len(config.match.rules))
         if rules is not None:
             # Hybrid: a pair a rule accepts is a link outright; the model's verdict on it adds nothing.
             accepted = rules[rules["accepted"]]
@@ -230,35 +230,55 @@ class ProbabilisticMatches:
         for rule in settings.blocking:
             columns = dict.fromkeys(c for k in rule.keys for c in k.columns)
             self.comparable |= np.logical_and.reduce([table.column(c).codes >= 0 for c in columns])
+        links = int(scored.link.sum())
+        per_rule = np.bincount(scored.pairs.rule, minlength=len(settings.blocking))
         self.report = {
             "method": "probabilistic" if rules is None else "probabilistic with rules",
             "threshold": settings.threshold,
-            "candidate_pairs": int(len(scored)),
-            "pairs_per_rule": scored["rule"].value_counts(sort=False).astype(int).to_dict(),
-            "links": int(scored["link"].sum()),
-            "near_misses": int(len(kept) - kept["link"].sum()),
+            "candidate_pairs": len(scored.pairs),
+            "pairs_per_rule": {str(r): int(c) for r, c in zip(settings.blocking, per_rule, strict=True)},
+            "links": links,
+            "near_misses": len(reviewed) - links,
             # Preparing the records, blocking, and comparing and weighing the candidate pairs.
-            "seconds": {"prepare": prepared_s, **scored.attrs["seconds"]},
+            "seconds": {"prepare": prepared_s, **scored.seconds},
             "settings_yaml": settings_yaml(settings),
         }
         return pairs
 
 
-def state_pairs(scored: pd.DataFrame) -> pd.DataFrame:
-    """The candidate pairs of :func:`predict_table` as the unify state keeps them: positions, the first rule's
-    index and the level of each comparison."""
-    levels = [c for c in scored.columns if c.startswith("gamma_")]
-    rule = scored["rule"].cat.codes.to_numpy().astype(np.int16)
-    return pd.DataFrame(
-        {"left": scored["left"].to_numpy(np.int64), "right": scored["right"].to_numpy(np.int64), "rule": rule}
-        | {c: scored[c].to_numpy(np.int8) for c in levels}
-    )
+def state_pairs(scored: Scored, settings: Settings) -> pd.DataFrame:
+    """The candidate pairs as the unify state keeps them (:attr:`ci_pipeline.unify.incremental.UnifyState.
+    model_pairs`): positions, the first blocking rule's index and the level of each comparison (``gamma_<name>``);
+    the arrays themselves, not copies."""
+    pairs = scored.pairs
+    columns = {"left": pairs.left, "right": pairs.right, "rule": pairs.rule}
+    columns |= {f"gamma_{c.name}": pairs.gamma[:, j] for j, c in enumerate(settings.comparisons)}
+    return pd.DataFrame(columns, copy=False)
 
 
-def _pairs(scored: pd.DataFrame, rule_index: int) -> pd.DataFrame:
-    """Scored pairs in the engine's pair contract; the match weight orders the links for the guard."""
-    weight = scored["match_weight"].to_numpy()
-    chance = scored["match_probability"].to_numpy()
+def _kept(how: Plan, settings: Settings) -> Candidates:
+    """The last run's candidate pairs of two untouched records, at this run's positions (a pair's ``left`` may now
+    come after its ``right``), each column taken once from the stored state."""
+    stored = how.last.model_pairs
+    left = how.position[stored["left"].to_numpy(np.int64)]
+    right = how.position[stored["right"].to_numpy(np.int64)]
+    both = (left >= 0) & (right >= 0)
+    rows = None if both.all() else np.flatnonzero(both)
+    how.counts["model_pairs_reused"] = len(left) if rows is None else len(rows)
+
+    def taken(values: np.ndarray) -> np.ndarray:
+        return values if rows is None else values[rows]
+
+    gamma = np.empty((how.counts["model_pairs_reused"], len(settings.comparisons)), dtype=np.int8)
+    for j, c in enumerate(settings.comparisons):
+        gamma[:, j] = taken(stored[f"gamma_{c.name}"].to_numpy(np.int8))
+    return Candidates(taken(left), taken(right), taken(stored["rule"].to_numpy(np.int16)), gamma)
+
+
+def _pairs(scored: Scored, rows: np.ndarray, rule_index: int) -> pd.DataFrame:
+    """The scored pairs at ``rows`` in the engine's pair contract; the match weight orders the links for the
+    guard."""
+    weight, chance = scored.weight[rows], scored.probability[rows]
     # One f-string per pair (a float formats as str() writes it): a third of the time of building the text column
     # by column through pandas, which also writes each number with str().
     scores = np.array(
@@ -271,12 +291,12 @@ def _pairs(scored: pd.DataFrame, rule_index: int) -> pd.DataFrame:
     scores[np.isnan(weight) | np.isnan(chance)] = np.nan  # no number, no text (as a missing value added to text)
     return pd.DataFrame(
         {
-            "left": scored["left"].to_numpy(np.int64),
-            "right": scored["right"].to_numpy(np.int64),
+            "left": scored.pairs.left[rows].astype(np.int64),
+            "right": scored.pairs.right[rows].astype(np.int64),
             "rule": rule_index,
             "scores": scores,
             "strength": weight,
-            "accepted": scored["link"].to_numpy(bool),
+            "accepted": scored.link[rows],
             "stage": "match",
             "rule_name": RULE_NAME,
         }

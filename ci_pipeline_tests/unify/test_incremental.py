@@ -363,8 +363,7 @@ def test_increments_scored_by_a_match_model_unify_as_a_full_unify_does(tmp_path)
     ids = last.records.set_index("key")["CustomerId"]
     assert ids["s4"] == ids["c1"]
 
-    # A changed e-mail, a deletion, and the crm rows in another order: pairs of two unchanged records whose
-    # positions swapped are compared again the right way round.
+    # A changed e-mail, a deletion, and the crm rows in another order (records are taken in key order).
     tables[CRM].loc[tables[CRM]["contact_id"] == "c1", "email"] = "robert@elsewhere.net"
     tables[LOYALTY] = tables[LOYALTY][tables[LOYALTY]["member_id"] != "m2"]
     tables[CRM] = tables[CRM].iloc[::-1].reset_index(drop=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -72,9 +73,12 @@ def pair_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray
     prior, levels, numerator = _tables(model, table)
     start = fit * (levels.shape[1] // len(prior)) + 1
     out = np.empty(gamma.shape, dtype=np.float64, order="F")
+    # One index buffer for every comparison: millions of fresh pages per comparison cost more than the gather.
+    at = np.empty(len(start), dtype=np.intp)
     for j, comparison in enumerate(model.settings.comparisons):
         g = gamma[:, j]
-        out[:, j] = levels[j].take(start + g)
+        np.add(start, g, out=at)
+        levels[j].take(at, out=out[:, j], mode="clip")
         adjusts = ~np.isnan(numerator[:, j])
         if not adjusts.any():
             continue
@@ -125,22 +129,47 @@ def predict(
     return frame
 
 
-def predict_table(
+@dataclass(frozen=True)
+class Candidates:
+    """Candidate pairs (record positions ``left``, ``right``), the index of the first blocking rule that found each
+    and the level each reached per comparison (``gamma``: pairs x comparisons, -1 = null)."""
+
+    left: np.ndarray
+    right: np.ndarray
+    rule: np.ndarray
+    gamma: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.left)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Scored candidate pairs (``left < right``, by ``left`` then ``right``): the candidates, each pair's match weight,
+    probability and whether it links (probability at or over the threshold), and the seconds of blocking and of
+    comparing and weighing."""
+
+    pairs: Candidates
+    weight: np.ndarray
+    probability: np.ndarray
+    link: np.ndarray
+    seconds: dict
+
+
+def score_pairs(
     model: Model,
     table: Table,
     settings: Settings | None = None,
     touched: np.ndarray | None = None,
-    kept: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """``predict`` on records already prepared (``prepare``, or ``normalized_table`` of raw records);
-    ``frame.attrs["seconds"]`` holds the seconds of blocking and scoring.
+    kept: Candidates | None = None,
+) -> Scored:
+    """Block ``table`` with the settings' rules, compare and weigh every candidate pair.
 
     Incrementally, ``touched`` marks the new and changed records and ``kept`` holds the last run's candidate pairs
-    of two untouched records (``left``, ``right`` at this run's positions, ``rule`` as its index and the
-    ``gamma_<comparison>`` levels, as this function returns them): only the pairs holding a touched record are
-    blocked and compared, the kept ones keep their levels, and every pair is weighed afresh (term frequencies
-    count every record). The same frame as scoring every pair: a pair's levels and first blocking rule depend on
-    its two records alone.
+    of two untouched records (at this run's positions; ``left`` may now come after ``right``): only the pairs
+    holding a touched record are blocked and compared, the kept ones keep their levels, and every pair is weighed
+    afresh (term frequencies count every record). The same result as scoring every pair: a pair's levels and first
+    blocking rule depend on its two records alone.
     """
     settings = settings or model.settings
     model.check_fits(settings)
@@ -149,45 +178,72 @@ def predict_table(
     link_only = settings.link_type == "link_only"
     blocked = block(table, settings.blocking, settings.max_pairs_per_rule, link_only, touched)
     blocked_at = time.perf_counter()
-    left, right, rule = blocked.left, blocked.right, blocked.rule
-    gamma = gamma_matrix(table, model.settings.comparisons, left, right)
+    gamma = gamma_matrix(table, model.settings.comparisons, blocked.left, blocked.right)
+    pairs = Candidates(blocked.left, blocked.right, blocked.rule, gamma)
     if kept is not None:
-        left, right, rule, gamma = _with_kept(model, table, (left, right, rule, gamma), kept)
-    prior, weights = pair_weights(model, table, gamma, left, right)
+        pairs = _with_kept(model, table, pairs, kept)
+    prior, weights = pair_weights(model, table, pairs.gamma, pairs.left, pairs.right)
     weight = prior + weights.sum(axis=1)
     scored = time.perf_counter()
     chance = probability(weight)
+    seconds = {"block": round(blocked_at - started, 3), "score": round(scored - blocked_at, 3)}
+    return Scored(pairs, weight, chance, chance >= settings.threshold, seconds)
+
+
+def predict_table(model: Model, table: Table, settings: Settings | None = None) -> pd.DataFrame:
+    """``predict`` on records already prepared (``prepare``, or ``normalized_table`` of raw records);
+    ``frame.attrs["seconds"]`` holds the seconds of blocking and scoring."""
+    settings = settings or model.settings
+    scored = score_pairs(model, table, settings)
+    pairs = scored.pairs
     frame = pd.DataFrame(
         {
-            "left": left,
-            "right": right,
-            "rule": pd.Categorical.from_codes(rule, [str(r) for r in settings.blocking]),
-            "match_weight": weight,
-            "match_probability": chance,
-            "link": chance >= settings.threshold,
-            **{f"gamma_{c.name}": gamma[:, j] for j, c in enumerate(settings.comparisons)},
+            "left": pairs.left,
+            "right": pairs.right,
+            "rule": pd.Categorical.from_codes(pairs.rule, [str(r) for r in settings.blocking]),
+            "match_weight": scored.weight,
+            "match_probability": scored.probability,
+            "link": scored.link,
+            **{f"gamma_{c.name}": pairs.gamma[:, j] for j, c in enumerate(settings.comparisons)},
         }
     )
-    frame.attrs["seconds"] = {"block": round(blocked_at - started, 3), "score": round(scored - blocked_at, 3)}
+    frame.attrs["seconds"] = scored.seconds
     return frame
 
 
-def _with_kept(model: Model, table: Table, found: tuple, kept: pd.DataFrame) -> tuple:
+def _with_kept(model: Model, table: Table, found: Candidates, kept: Candidates) -> Candidates:
     """The pairs found now and the kept ones together, by ``left`` then ``right`` as blocking orders them. A kept
     pair whose two records changed places in the record order is compared again the right way round (a
-    comparison need not be symmetric)."""
-    left, right, rule, gamma = found
-    a, b = kept["left"].to_numpy(np.int64), kept["right"].to_numpy(np.int64)
-    turned = np.flatnonzero(a > b)
-    low, high = np.minimum(a, b), np.maximum(a, b)
-    levels = np.column_stack([kept[f"gamma_{c.name}"].to_numpy(np.int8) for c in model.settings.comparisons])
+    comparison need not be symmetric).
+
+    The kept pairs are in order already when the untouched records kept their order (records that arrive or go
+    do not move the others around them): the found ones are then put in their places by one search, without
+    sorting millions of pairs or gathering them more than once."""
+    turned = np.flatnonzero(kept.left > kept.right)
+    low, high, gamma = kept.left, kept.right, kept.gamma
     if len(turned):
-        levels[turned] = gamma_matrix(table, model.settings.comparisons, low[turned], high[turned])
-    left, right = np.concatenate([left, low]), np.concatenate([right, high])
-    order = np.argsort(left * np.int64(table.n) + right)
-    rule = np.concatenate([rule, kept["rule"].to_numpy(rule.dtype)])
-    gamma = np.concatenate([gamma, levels.reshape(len(kept), gamma.shape[1])])
-    return left[order], right[order], rule[order], gamma[order]
+        low, high, gamma = np.minimum(low, high), np.maximum(low, high), gamma.copy()
+        gamma[turned] = gamma_matrix(table, model.settings.comparisons, low[turned], high[turned])
+    n = np.int64(table.n)
+    keys = low * n + high
+    found_keys = found.left * n + found.right
+    if len(keys) > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+        order = np.argsort(np.concatenate([found_keys, keys]), kind="stable")
+        return Candidates(
+            *(np.concatenate([a, b])[order] for a, b in zip(_arrays(found), (low, high, kept.rule, gamma), strict=True))
+        )
+    is_found = np.zeros(len(found) + len(kept), dtype=bool)
+    is_found[np.searchsorted(keys, found_keys) + np.arange(len(found))] = True
+    merged = []
+    for a, b in zip(_arrays(found), (low, high, kept.rule, gamma), strict=True):
+        out = np.empty((len(is_found), *a.shape[1:]), dtype=a.dtype)
+        out[is_found], out[~is_found] = a, b
+        merged.append(out)
+    return Candidates(*merged)
+
+
+def _arrays(pairs: Candidates) -> tuple:
+    return pairs.left, pairs.right, pairs.rule, pairs.gamma
 
 
 def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, source: str | None = None):

@@ -117,6 +117,38 @@ def test_same_input_same_weights():
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_scoring_touched_records_beside_kept_levels_scores_as_scoring_every_pair(shuffled):
+    """The pairs of untouched records handed in with their levels (in order, or in any order with some the other
+    way round), the others blocked and compared: the same pairs, levels, rules and weights as scoring everything."""
+    from ci_pipeline.unify.probabilistic.scoring import Candidates, score_pairs
+    from ci_pipeline.unify.probabilistic.table import prepare
+
+    records, _ = synthetic(people=600, seed=4)
+    model = train(records, exact_settings())
+    table = prepare(records, list(KEEP))
+    everything = score_pairs(model, table)
+    rng = np.random.default_rng(9)
+    touched = rng.random(len(records)) < 0.1
+    pairs = everything.pairs
+    rows = np.flatnonzero(~touched[pairs.left] & ~touched[pairs.right])
+    left, right = pairs.left[rows], pairs.right[rows]
+    if shuffled:
+        rows = rng.permutation(rows)
+        left, right = pairs.left[rows], pairs.right[rows]
+        turned = rng.random(len(rows)) < 0.3
+        left, right = np.where(turned, right, left), np.where(turned, left, right)
+    kept = Candidates(left, right, pairs.rule[rows], pairs.gamma[rows].copy())
+    if shuffled:
+        kept.gamma[turned] = 99  # levels of a pair turned round are not trusted: it is compared again
+    again = score_pairs(model, table, touched=touched, kept=kept)
+    assert 0 < len(rows) < len(pairs.left)
+    for name in ("left", "right", "rule", "gamma"):
+        np.testing.assert_array_equal(getattr(again.pairs, name), getattr(pairs, name), err_msg=name)
+    np.testing.assert_array_equal(again.weight, everything.weight)
+    np.testing.assert_array_equal(again.link, everything.link)
+
+
 def test_term_frequency_adjustment_weighs_rare_values_more():
     records, _ = synthetic(people=1500)
     rng = np.random.default_rng(3)
