@@ -69,32 +69,55 @@ def pair_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray
     """The prior weight of each pair and, per pair and comparison (columns), the log2 Bayes factor of the level it
     reached (term-frequency adjusted), each from the fit that weighs the pair (its first stratum, else the main
     fit). Every weight is a gather from a small table per fit and comparison."""
-    fit = _fits(model, table, left, right)
-    prior, levels, numerator = _tables(model, table)
-    start = fit * (levels.shape[1] // len(prior)) + 1
+    weights = _Weights(model, table, gamma, left, right)
     out = np.empty(gamma.shape, dtype=np.float64, order="F")
-    # One index buffer for every comparison: millions of fresh pages per comparison cost more than the gather.
-    at = np.empty(len(start), dtype=np.intp)
-    for j, comparison in enumerate(model.settings.comparisons):
-        g = gamma[:, j]
-        np.add(start, g, out=at)
-        levels[j].take(at, out=out[:, j], mode="clip")
-        adjusts = ~np.isnan(numerator[:, j])
-        if not adjusts.any():
-            continue
-        exact = np.flatnonzero((g == 0) & adjusts[fit])
-        column = table.column(comparison.column)
-        share = column.counts[column.codes[left[exact]]] / column.non_null
-        # The weight grows as the agreed value gets rarer.
-        out[exact, j] += np.log2(numerator[fit[exact], j] / share)
-    return prior[fit], out
+    for j in range(gamma.shape[1]):
+        weights.of(j, out[:, j])
+    return weights.prior[weights.fit], out
+
+
+def match_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Each pair's match weight: its prior weight plus the sum of :func:`pair_weights` (the same numbers, added in
+    the same order), without holding a weight per pair and comparison: at millions of pairs, that matrix's fresh
+    memory costs more than the gathers that fill it."""
+    weights = _Weights(model, table, gamma, left, right)
+    total, column = np.zeros(len(left)), np.empty(len(left))
+    for j in range(gamma.shape[1]):
+        total += weights.of(j, column)
+    return weights.prior[weights.fit] + total
+
+
+class _Weights:
+    """The weights of one comparison at a time for a set of pairs (see :func:`pair_weights`)."""
+
+    def __init__(self, model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray):
+        self.model, self.table, self.gamma, self.left = model, table, gamma, left
+        self.fit = _fits(model, table, left, right)
+        self.prior, self.levels, self.numerator = _tables(model, table)
+        self.start = self.fit * (self.levels.shape[1] // len(self.prior)) + 1
+        # One index buffer for every comparison: millions of fresh pages per comparison cost more than the gather.
+        self.at = np.empty(len(left), dtype=np.intp)
+
+    def of(self, j: int, out: np.ndarray) -> np.ndarray:
+        """Fill ``out`` with comparison ``j``'s weight of each pair; returns it."""
+        g = self.gamma[:, j]
+        np.add(self.start, g, out=self.at)
+        self.levels[j].take(self.at, out=out, mode="clip")
+        adjusts = ~np.isnan(self.numerator[:, j])
+        if adjusts.any():
+            fit = self.fit
+            exact = np.flatnonzero((g == 0) & adjusts[fit])
+            column = self.table.column(self.model.settings.comparisons[j].column)
+            share = column.counts[column.codes[self.left[exact]]] / column.non_null
+            # The weight grows as the agreed value gets rarer.
+            out[exact] += np.log2(self.numerator[fit[exact], j] / share)
+        return out
 
 
 def weigh(model: Model, table: Table, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The levels (pairs x comparisons) and match weights of the pairs (``left[i]``, ``right[i]``) of ``table``."""
     gamma = gamma_matrix(table, model.settings.comparisons, left, right)
-    prior, weights = pair_weights(model, table, gamma, left, right)
-    return gamma, prior + weights.sum(axis=1)
+    return gamma, match_weights(model, table, gamma, left, right)
 
 
 def predict(
@@ -182,8 +205,7 @@ def score_pairs(
     pairs = Candidates(blocked.left, blocked.right, blocked.rule, gamma)
     if kept is not None:
         pairs = _with_kept(model, table, pairs, kept)
-    prior, weights = pair_weights(model, table, pairs.gamma, pairs.left, pairs.right)
-    weight = prior + weights.sum(axis=1)
+    weight = match_weights(model, table, pairs.gamma, pairs.left, pairs.right)
     scored = time.perf_counter()
     chance = probability(weight)
     seconds = {"block": round(blocked_at - started, 3), "score": round(scored - blocked_at, 3)}
