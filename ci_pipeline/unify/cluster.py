@@ -65,51 +65,90 @@ def guarded_clusters(
         records already together) and otherwise why it was skipped (1 size cap, 2 never-match pair, 3 + k
         conflict on the k-th field of ``conflicts``; see :func:`skip_notes`); and one event per guarded component.
     """
-    conflicts = conflicts or {}
-    fields = list(conflicts)
-    left = links["left"].to_numpy(np.int64)
-    right = links["right"].to_numpy(np.int64)
-    labels = components(n, left, right)
-    skipped = np.zeros(len(links), dtype=np.int64)
-    flagged = _flagged(labels, never, max_cluster_size, conflicts)
-    events: list[dict] = []
-    if not flagged.any():
+    return Guard(n, never, max_cluster_size, conflicts).clusters(links)
+
+
+class Guard:
+    """:func:`guarded_clusters` over one set of records; asked again with links added after the earlier ones
+    (weaker: attachment), it rebuilds only the components those links reach. A component no added link reaches is
+    one of the earlier components, with its links in the same order: the guard decides it as before."""
+
+    def __init__(
+        self,
+        n: int,
+        never: tuple[np.ndarray, np.ndarray],
+        max_cluster_size: int,
+        conflicts: dict[str, np.ndarray] | None = None,
+    ):
+        self.n, self.never, self.max_cluster_size = n, never, max_cluster_size
+        self.conflicts = conflicts or {}
+        self.never_of: dict[int, set[int]] | None = None
+        #: The last call's links, labels, skipped links and event per guarded component (by its label).
+        self._last: tuple[int, np.ndarray, np.ndarray, dict[int, dict]] | None = None
+
+    def clusters(self, links: pd.DataFrame, added: int = 0) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """:func:`guarded_clusters` of ``links``; ``added``: how many of them, at the end, the last call did not
+        have (the others in the same order)."""
+        fields = list(self.conflicts)
+        left = links["left"].to_numpy(np.int64)
+        right = links["right"].to_numpy(np.int64)
+        labels = components(self.n, left, right)
+        skipped = np.zeros(len(links), dtype=np.int64)
+        flagged = _flagged(labels, self.never, self.max_cluster_size, self.conflicts)
+        last = self._last if added and self._last is not None and self._last[0] == len(links) - added else None
+        events: list[dict] = []
+        decided: dict[int, dict] = {}
+        if not flagged.any():
+            self._last = (len(links), labels, skipped, decided)
+            return labels, skipped, events
+        never_of = self._never_of()
+        # Members and links of the flagged components, grouped once (not one scan of all records per component).
+        rec = np.flatnonzero(flagged[labels])
+        rec = rec[np.argsort(labels[rec], kind="stable")]
+        rec_starts = group_starts([labels[rec]])
+        lk = np.flatnonzero(flagged[labels[left]])
+        lk = lk[np.lexsort((links["order"].to_numpy()[lk], labels[left][lk]))]
+        lk_comp = labels[left][lk]
+        comps = labels[rec][rec_starts]
+        lk_bounds = np.searchsorted(lk_comp, comps, side="left")
+        lk_ends = np.searchsorted(lk_comp, comps, side="right")
+        code_cols = [self.conflicts[f] for f in fields]
+        labels = labels.copy()
+        first_added = len(links) - added
+        # A component has a handful of records and links, and thousands are guarded: Python ints and lists within one.
+        left_of, right_of = left.tolist(), right.tolist()
+        for g, (start, comp) in enumerate(zip(rec_starts.tolist(), comps.tolist(), strict=True)):
+            end = rec_starts[g + 1] if g + 1 < len(rec_starts) else len(rec)
+            members = rec[start:end]
+            component_links = lk[lk_bounds[g] : lk_ends[g]]
+            if last is not None and comp in last[3] and not (component_links >= first_added).any():
+                labels[members] = last[1][members]
+                skipped[component_links] = last[2][component_links]
+                decided[comp] = last[3][comp]
+                events.append(decided[comp])
+                continue
+            held = members.tolist()
+            parts = _Parts(held, [c[members].tolist() for c in code_cols])
+            for e in component_links.tolist():
+                skipped[e] = parts.join(left_of[e], right_of[e], self.max_cluster_size, never_of)
+            roots = [parts.find(m) for m in held]
+            # relabel each part by its smallest member so labels stay canonical
+            smallest: dict[int, int] = {}
+            for m, root in zip(held, roots, strict=True):
+                smallest[root] = min(smallest.get(root, m), m)
+            labels[members] = [smallest[root] for root in roots]
+            decided[comp] = _event(len(held), len(smallest), skipped[component_links], fields, self.max_cluster_size)
+            events.append(decided[comp])
+        self._last = (len(links), labels, skipped, decided)
         return labels, skipped, events
 
-    never_of: dict[int, set[int]] = {}
-    for x, y in zip(never[0].tolist(), never[1].tolist(), strict=True):
-        never_of.setdefault(x, set()).add(y)
-        never_of.setdefault(y, set()).add(x)
-    # Members and links of the flagged components, grouped once (not one scan of all records per component).
-    rec = np.flatnonzero(flagged[labels])
-    rec = rec[np.argsort(labels[rec], kind="stable")]
-    rec_starts = group_starts([labels[rec]])
-    lk = np.flatnonzero(flagged[labels[left]])
-    lk = lk[np.lexsort((links["order"].to_numpy()[lk], labels[left][lk]))]
-    lk_comp = labels[left][lk]
-    comps = labels[rec][rec_starts]
-    lk_bounds = np.searchsorted(lk_comp, comps, side="left")
-    lk_ends = np.searchsorted(lk_comp, comps, side="right")
-    code_cols = [conflicts[f] for f in fields]
-    labels = labels.copy()
-    # A component has a handful of records and links, and thousands are guarded: Python ints and lists within one.
-    left_of, right_of = left.tolist(), right.tolist()
-    for g, start in enumerate(rec_starts.tolist()):
-        end = rec_starts[g + 1] if g + 1 < len(rec_starts) else len(rec)
-        members = rec[start:end]
-        component_links = lk[lk_bounds[g] : lk_ends[g]]
-        held = members.tolist()
-        parts = _Parts(held, [c[members].tolist() for c in code_cols])
-        for e in component_links.tolist():
-            skipped[e] = parts.join(left_of[e], right_of[e], max_cluster_size, never_of)
-        roots = [parts.find(m) for m in held]
-        # relabel each part by its smallest member so labels stay canonical
-        smallest: dict[int, int] = {}
-        for m, root in zip(held, roots, strict=True):
-            smallest[root] = min(smallest.get(root, m), m)
-        labels[members] = [smallest[root] for root in roots]
-        events.append(_event(len(held), len(smallest), skipped[component_links], fields, max_cluster_size))
-    return labels, skipped, events
+    def _never_of(self) -> dict[int, set[int]]:
+        if self.never_of is None:
+            self.never_of = {}
+            for x, y in zip(self.never[0].tolist(), self.never[1].tolist(), strict=True):
+                self.never_of.setdefault(x, set()).add(y)
+                self.never_of.setdefault(y, set()).add(x)
+        return self.never_of
 
 
 def _flagged(

@@ -20,7 +20,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
 from ci_pipeline.side_by_side import each_named
 from ci_pipeline.unify.attach import sole_namesake_links, thin_namesake_links
-from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
+from ci_pipeline.unify.cluster import Guard, components, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
 from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
 from ci_pipeline.unify.incremental import (
@@ -435,15 +435,17 @@ def cluster_and_attach(
     n = len(records)
     pairs, never, conflicts = candidates.pairs, candidates.never, matched.conflicts
     links = _links(pairs)
-    labels, skipped, events = guarded_clusters(n, links, never, config.guard.max_cluster_size, conflicts)
+    guard = Guard(n, never, config.guard.max_cluster_size, conflicts)
+    labels, skipped, events = guard.clusters(links)
     attach_pairs, attach_stats = _attach(
         config.match.attach, matched.attach_inputs, labels, _previous_codes(records, previous_identity)
     )
     if len(attach_pairs):
-        # Attachment links are the weakest evidence: the guard takes them last when it rebuilds a customer.
+        # Attachment links are the weakest evidence: the guard takes them last when it rebuilds a customer (and
+        # decides again only the customers they reach).
         pairs = pd.concat([pairs, attach_pairs], ignore_index=True)
         links = _links(pairs)
-        labels, skipped, events = guarded_clusters(n, links, never, config.guard.max_cluster_size, conflicts)
+        labels, skipped, events = guard.clusters(links, added=int(attach_pairs["accepted"].sum()))
     used = skipped == 0
     pairs["linked"] = False
     pairs.loc[links.index, "linked"] = used

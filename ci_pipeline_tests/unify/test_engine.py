@@ -11,7 +11,7 @@ import pytest
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import guids
 from ci_pipeline.unify import unify
-from ci_pipeline.unify.cluster import components, guarded_clusters, skip_notes
+from ci_pipeline.unify.cluster import Guard, components, guarded_clusters, skip_notes
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 
 
@@ -146,6 +146,33 @@ def test_conflict_guard_keeps_two_birth_dates_apart_even_through_records_without
     # One birth date, or none: a plain transitive cluster, no event.
     labels, skipped, events = guarded_clusters(4, links, none, 50, {"birth_date": np.array([5, -1, 5, -1])})
     assert labels.tolist() == [0, 0, 0, 0] and not skipped.any() and events == []
+
+
+def test_the_guard_asked_again_with_weaker_links_added_decides_as_from_scratch():
+    """Attachment links come after the others: the guard then rebuilds only the components they reach, and its
+    labels, skipped links and events are those of guarding every link afresh."""
+    rng = np.random.default_rng(21)
+    for _ in range(40):
+        n = int(rng.integers(2, 60))
+        m = int(rng.integers(1, 3 * n))
+        a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+        keep = a != b
+        links = pd.DataFrame({"left": np.minimum(a, b)[keep], "right": np.maximum(a, b)[keep]})
+        links["order"] = rng.permutation(len(links))
+        added = int(rng.integers(0, len(links) + 1))
+        # The added links are the weakest: last in the order, as attachment links are.
+        first = len(links) - added
+        links.loc[links.index[first:], "order"] += len(links)
+        never = (rng.integers(0, n, 2), rng.integers(0, n, 2))
+        births = rng.integers(-3, 3, n)
+        births[births < 0] = -1
+        guard = Guard(n, never, 4, {"birth_date": births})
+        guard.clusters(links.iloc[:first])
+        again = guard.clusters(links, added=added)
+        fresh = guarded_clusters(n, links, never, 4, {"birth_date": births})
+        assert again[0].tolist() == fresh[0].tolist()
+        assert again[1].tolist() == fresh[1].tolist()
+        assert again[2] == fresh[2]
 
 
 def test_father_and_son_sharing_a_home_phone_stay_two_customers():
