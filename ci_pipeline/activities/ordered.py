@@ -25,6 +25,7 @@ from ci_pipeline.arrow_text import fixed_width_bytes
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.outputs import guids_of_digests, uuid5_digest_sql
 from ci_pipeline.side_by_side import in_background
+from ci_pipeline.sql_text import literal, quoted
 
 #: DuckDB's working memory (the repeated keys of one table); past it, it spills to its temporary folder.
 MEMORY_LIMIT = "1GB"
@@ -49,16 +50,6 @@ def connect(temp_directory: Path) -> duckdb.DuckDBPyConnection:
     # Text comes out as Arrow large strings, the type the stored tables have: no copy to convert it.
     con.sql("SET arrow_large_buffer_size = true")
     return con
-
-
-def quoted(name: str) -> str:
-    """A column name as a DuckDB identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(text: str) -> str:
-    """A text as a DuckDB string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def repeated_keys(con: duckdb.DuckDBPyConnection, rows: ds.Dataset, column: str) -> tuple[pa.Array, bool | None]:

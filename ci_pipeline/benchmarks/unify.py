@@ -26,6 +26,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import ingest_table
 from ci_pipeline.lake import Lake
 from ci_pipeline.outputs import identifiers
+from ci_pipeline.side_by_side import each
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.engine import make_normalizer, rule_matches
 from ci_pipeline.unify.explain import pair_sides
@@ -418,14 +419,14 @@ def differing_outputs(a, b) -> list[str]:
 
 
 def read_customer_tables(config: ProjectConfig) -> tuple[dict, dict]:
-    """The unify tables as ingestion accepts them (quarantined rows left out), as the pipeline hands them over."""
-    frames, keys = {}, {}
+    """The unify tables as ingestion accepts them (quarantined rows left out), as the pipeline hands them over: two
+    tables at a time, as the pipeline's executor ingests them."""
+    names = [(t.source, t.table) for t in config.unify.tables]
+    keys = {(s, t): config.sources[s].tables[t].primary_key for s, t in names}
     with tempfile.TemporaryDirectory(prefix="ci-bench-ingest-") as scratch:
         lake = Lake.local(scratch)
-        for t in config.unify.tables:
-            frames[(t.source, t.table)] = ingest_table(config, lake, t.source, t.table).data
-            keys[(t.source, t.table)] = config.sources[t.source].tables[t.table].primary_key
-    return frames, keys
+        read = each(lambda name: ingest_table(config, lake, *name).data, names, 2, "bench-ingest")
+    return dict(zip(names, read, strict=True)), keys
 
 
 def score_against_truth(membership: pd.DataFrame, truth: pd.DataFrame) -> dict:

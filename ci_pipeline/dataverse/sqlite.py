@@ -24,11 +24,7 @@ from ci_pipeline.dataverse.attachment import AttachmentClaim, check_marker
 from ci_pipeline.dataverse.sink import Sink, SinkTable, TableResult, TableUsage
 from ci_pipeline.errors import UserError
 from ci_pipeline.side_by_side import in_background
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
+from ci_pipeline.sql_text import quoted
 
 #: The table holding the attachment marker row (not one of the published tables).
 MARKER_TABLE = "ci_pipeline_attachment"
@@ -189,7 +185,7 @@ class SqliteSink(Sink):
         return seen
 
     def _columns(self, name: str) -> list[str]:
-        return [row[1] for row in self._con.execute(f"PRAGMA main.table_info({_q(name)})")]
+        return [row[1] for row in self._con.execute(f"PRAGMA main.table_info({quoted(name)})")]
 
     def _token(self, name: str) -> tuple:
         found = self._con.execute(
@@ -248,7 +244,7 @@ class SqliteSink(Sink):
                 cursor.execute(f"PRAGMA page_size={LOAD_PAGE_BYTES}")
                 cursor.execute("PRAGMA journal_mode=OFF")
                 cursor.execute("PRAGMA synchronous=OFF")
-                cursor.execute(f"CREATE TABLE {_q(LOAD_TABLE)} {_definition(table.columns, table.primary_key)}")
+                cursor.execute(f"CREATE TABLE {quoted(LOAD_TABLE)} {_definition(table.columns, table.primary_key)}")
                 cursor.adbc_ingest(
                     LOAD_TABLE, pa.RecordBatchReader.from_batches(table.schema, changed_rows()), mode="append"
                 )
@@ -283,12 +279,14 @@ class SqliteSink(Sink):
             if staged.rebuild:
                 # The column set changed (e.g. a new unified attribute): rebuild the table in this transaction;
                 # every row is written again, and the rows whose key is gone count as deleted.
-                con.execute(f"DROP TABLE main.{_q(name)}")
-            con.execute(f"CREATE TABLE IF NOT EXISTS main.{_q(name)} {_definition(columns, pk)}")
+                con.execute(f"DROP TABLE main.{quoted(name)}")
+            con.execute(f"CREATE TABLE IF NOT EXISTS main.{quoted(name)} {_definition(columns, pk)}")
             if staged.written:
                 con.execute(_load_sql(name, pk, columns, fresh=staged.rebuild or seen.fingerprints.num_rows == 0))
             if len(stale) and not staged.rebuild:
-                con.executemany(f"DELETE FROM main.{_q(name)} WHERE {_q(pk)} = ?", ((k,) for k in stale.to_pylist()))
+                con.executemany(
+                    f"DELETE FROM main.{quoted(name)} WHERE {quoted(pk)} = ?", ((k,) for k in stale.to_pylist())
+                )
             held = int(pc.sum(fingerprints.column("bytes")).as_py() or 0)
             self._mark(name, columns, fingerprints, held, store=staged.written > 0 or len(stale) > 0)
             if self.hook:
@@ -338,8 +336,8 @@ class SqliteSink(Sink):
             return
         con.execute("DELETE FROM state.table_state")
         for name in tables:
-            columns = [r[1] for r in con.execute(f"PRAGMA main.table_info({_q(name)})")]
-            frame = pd.DataFrame(con.execute(f"SELECT * FROM main.{_q(name)}").fetchall(), columns=columns)
+            columns = [r[1] for r in con.execute(f"PRAGMA main.table_info({quoted(name)})")]
+            frame = pd.DataFrame(con.execute(f"SELECT * FROM main.{quoted(name)}").fetchall(), columns=columns)
             frame = frame.astype("string")
             fingerprints = row_fingerprints(pa.Table.from_pandas(frame, preserve_index=False), columns[0])
             held = int(pc.sum(fingerprints.column("bytes")).as_py() or 0)
@@ -389,16 +387,16 @@ class SqliteSink(Sink):
             raise UserError(
                 f"sink {self.path}: no table {logical_name!r}; it holds {', '.join(self.tables()) or 'no tables yet'}"
             )
-        columns = [r[1] for r in self._con.execute(f"PRAGMA table_info({_q(logical_name)})")]
+        columns = [r[1] for r in self._con.execute(f"PRAGMA table_info({quoted(logical_name)})")]
         clauses, params = [], []
         for column, value in (where or {}).items():
             if column in columns:
-                clauses.append(f"{_q(column)} = ?")
+                clauses.append(f"{quoted(column)} = ?")
                 params.append(value)
-        sql = f"SELECT * FROM {_q(logical_name)}"
+        sql = f"SELECT * FROM {quoted(logical_name)}"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        sql += f" ORDER BY {_q(columns[0])}"
+        sql += f" ORDER BY {quoted(columns[0])}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = self._con.execute(sql, params).fetchall()
@@ -440,10 +438,10 @@ def row_fingerprints(
     arrow = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
     try:
         con.register("published", arrow)
-        columns = [_q(c) for c in arrow.column_names]
+        columns = [quoted(c) for c in arrow.column_names]
         sizes = " + ".join(f"coalesce(strlen({c}), 0)" for c in columns)
         found = con.sql(
-            f"SELECT {_q(key)}::VARCHAR AS key, hash({', '.join(columns)}) AS hash, ({sizes})::BIGINT AS bytes "
+            f"SELECT {quoted(key)}::VARCHAR AS key, hash({', '.join(columns)}) AS hash, ({sizes})::BIGINT AS bytes "
             "FROM published"
         ).to_arrow_table()
         con.unregister("published")
@@ -530,7 +528,9 @@ def _positions(window: pa.Array, keys: pa.Array) -> np.ndarray:
 
 def _definition(columns: list[str], pk: str) -> str:
     """The columns and key of a sink table (and of its load table): every column TEXT, the GUID as primary key."""
-    return "(" + ", ".join(f"{_q(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns) + ") WITHOUT ROWID"
+    return (
+        "(" + ", ".join(f"{quoted(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns) + ") WITHOUT ROWID"
+    )
 
 
 def _load_sql(name: str, pk: str, columns: list[str], fresh: bool) -> str:
@@ -538,12 +538,12 @@ def _load_sql(name: str, pk: str, columns: list[str], fresh: bool) -> str:
     tables of one definition is SQLite's transfer optimisation: whole records in key order, no row decoded),
     else inserted or replacing the row with their key."""
     if fresh:
-        return f"INSERT INTO main.{_q(name)} SELECT * FROM load.{_q(LOAD_TABLE)}"
-    cols = ", ".join(_q(c) for c in columns)
-    sql = f"INSERT INTO main.{_q(name)} ({cols}) SELECT {cols} FROM load.{_q(LOAD_TABLE)}"
-    updates = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in columns if c != pk)
+        return f"INSERT INTO main.{quoted(name)} SELECT * FROM load.{quoted(LOAD_TABLE)}"
+    cols = ", ".join(quoted(c) for c in columns)
+    sql = f"INSERT INTO main.{quoted(name)} ({cols}) SELECT {cols} FROM load.{quoted(LOAD_TABLE)}"
+    updates = ", ".join(f"{quoted(c)} = excluded.{quoted(c)}" for c in columns if c != pk)
     # "WHERE true" tells SQLite's parser that ON CONFLICT belongs to the INSERT, not to a join of the SELECT.
-    return f"{sql} WHERE true ON CONFLICT({_q(pk)}) " + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
+    return f"{sql} WHERE true ON CONFLICT({quoted(pk)}) " + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
 
 
 def _missing(old: pa.Table, new: pa.Table) -> pa.Array:

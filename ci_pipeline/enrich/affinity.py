@@ -34,6 +34,7 @@ from ci_pipeline.enrich.provider import (
     constant_text,
     json_strings,
 )
+from ci_pipeline.sql_text import literal
 
 #: Provider -> the EnrichmentType it publishes by default.
 TYPES = {"brand_affinity": "BrandAffinity", "interest_affinity": "InterestAffinity"}
@@ -267,7 +268,7 @@ def _register_facts(con, source) -> None:
     group, with less work per row than through Arrow's scanner), anything else as it is."""
     local = isinstance(source, ds.FileSystemDataset) and isinstance(source.filesystem, pafs.LocalFileSystem)
     if local and source.files:
-        files = ", ".join("'" + path.replace("'", "''") + "'" for path in source.files)
+        files = ", ".join(map(literal, source.files))
         con.execute(f"CREATE TEMP VIEW facts AS SELECT * FROM read_parquet([{files}])")
     else:
         con.register("facts", source)

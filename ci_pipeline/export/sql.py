@@ -18,6 +18,7 @@ import pandas as pd
 from ci_pipeline.errors import UserError
 from ci_pipeline.export.cdm import read_export
 from ci_pipeline.lake import Lake
+from ci_pipeline.sql_text import literal, quoted
 
 #: The schema holding one view per asset table of the lake (``<lake>/ci_pipeline/<key parts>.parquet``).
 LAKE_SCHEMA = "lake"
@@ -40,14 +41,6 @@ DUCKDB_TYPES = {
     "dateTimeOffset": "TIMESTAMPTZ",
     "time": "TIME",
 }
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def connect(
@@ -83,23 +76,25 @@ def connect(
         default = exports[0]
     readable: list[str] = []
     for export in exports:
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(export)}")
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted(export)}")
         where = folder.get(export, "exports") if isinstance(folder, dict) else folder
         for entity in read_export(lake, export, where):
             paths = [_location(lake, f) for f in entity.files]
             readable += paths
-            listed = "[" + ", ".join(_lit(p) for p in paths) + "]"
+            listed = "[" + ", ".join(literal(p) for p in paths) + "]"
             if entity.format == "parquet":
                 source = f"read_parquet({listed})"
             else:
-                columns = ", ".join(f"{_lit(n)}: {_lit(DUCKDB_TYPES.get(t, 'VARCHAR'))}" for n, t in entity.attributes)
+                columns = ", ".join(
+                    f"{literal(n)}: {literal(DUCKDB_TYPES.get(t, 'VARCHAR'))}" for n, t in entity.attributes
+                )
                 source = (
                     f"read_csv({listed}, header = false, delim = ',', quote = '\"', escape = '\"', "
                     f"columns = {{{columns}}}, auto_detect = false)"
                 )
-            targets = [f"{_ident(export)}.{_ident(entity.name)}"]
+            targets = [f"{quoted(export)}.{quoted(entity.name)}"]
             if export == default:
-                targets.append(_ident(entity.name))
+                targets.append(quoted(entity.name))
             for target in targets:
                 con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT * FROM {source}")
     if lake_tables:
@@ -122,7 +117,7 @@ def _lake_views(con, lake: Lake) -> list[str]:
         name = relative[len(ASSET_FOLDER) + 1 : -len(".parquet")].replace("/", "__")
         location = _location(lake, relative)
         try:
-            con.execute(f"CREATE VIEW {LAKE_SCHEMA}.{_ident(name)} AS SELECT * FROM read_parquet({_lit(location)})")
+            con.execute(f"CREATE VIEW {LAKE_SCHEMA}.{quoted(name)} AS SELECT * FROM read_parquet({literal(location)})")
         except duckdb.Error as exc:  # one damaged table must not keep the others from being queried
             log.warning("sql: %s is left out: %s", lake.url(relative), str(exc).splitlines()[0])
             continue
@@ -132,7 +127,7 @@ def _lake_views(con, lake: Lake) -> list[str]:
 
 def _lock(con, readable: list[str]) -> None:
     """From here on DuckDB opens only ``readable`` files, loads no extension and its settings cannot change."""
-    con.execute(f"SET allowed_paths = [{', '.join(_lit(p) for p in sorted(set(readable)))}]")
+    con.execute(f"SET allowed_paths = [{', '.join(literal(p) for p in sorted(set(readable)))}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 

@@ -42,6 +42,7 @@ from ci_pipeline.measures.compute import (
 )
 from ci_pipeline.measures.facts import StoredFacts
 from ci_pipeline.run_state import META, read_run_state, write_run_state
+from ci_pipeline.sql_text import quoted
 
 #: Raised when what a state holds changes meaning: an older state is then not reused.
 STATE_FORMAT = 1
@@ -91,8 +92,7 @@ def fact_digests(dataset: ds.Dataset, columns: list[str]) -> pd.DataFrame:
     types = {f.name: f.type for f in dataset.schema}
 
     def hashed(name: str) -> str:
-        quoted = '"' + name.replace('"', '""') + '"'
-        return f"CAST({quoted} AS VARCHAR)" if pa.types.is_dictionary(types[name]) else quoted
+        return f"CAST({quoted(name)} AS VARCHAR)" if pa.types.is_dictionary(types[name]) else quoted(name)
 
     customer = hashed("CustomerId")
     query = (

@@ -31,6 +31,7 @@ import pyarrow as pa
 import ci_pipeline
 from ci_pipeline.config.unify import Condition, Rule, UnifyConfig
 from ci_pipeline.run_state import META, read_run_state, write_run_state
+from ci_pipeline.sql_text import quoted
 from ci_pipeline.unify.compare import Prepared
 from ci_pipeline.unify.merge import merge_profiles
 from ci_pipeline.unify.normalize import STR, Normalizer
@@ -258,7 +259,7 @@ def record_hashes(records: pd.DataFrame) -> np.ndarray:
         return pd.util.hash_pandas_object(records, index=False).to_numpy().view(np.int64)
     with duckdb.connect() as con:
         con.register("records", table)
-        columns = ", ".join('"' + name.replace('"', '""') + '"' for name in table.column_names)
+        columns = ", ".join(map(quoted, table.column_names))
         # A plain projection keeps the rows in their order (DuckDB's preserve_insertion_order, its default).
         hashed = con.sql(f"SELECT hash({columns}) FROM records").to_arrow_table().column(0)
     return hashed.to_numpy().astype(np.uint64, copy=False).view(np.int64)
