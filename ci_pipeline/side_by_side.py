@@ -1,7 +1,8 @@
 """Work on a few threads of this process, for steps whose heavy parts (NumPy's, Arrow's and scikit-learn's kernels,
 rapidfuzz, Parquet's and SQLite's writers) run outside Python's lock, so that two threads keep the two cores of a
-small machine busy: items worked on side by side (:func:`each`, :func:`each_named`, :func:`mapped_ahead`), or the
-next items made while the current one is consumed (:func:`in_background`)."""
+small machine busy: items worked on side by side (:func:`each`, :func:`each_named`, :func:`mapped_ahead`), the
+next items made while the current one is consumed (:func:`in_background`), or one step begun beside the rest
+(:func:`started`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,22 @@ def each_named(work: Mapping[str, Callable[[], R]], at_once: int, name: str) -> 
     """Every named piece of work done, ``at_once`` at a time on threads (as :func:`each`); the results by name, in
     the mapping's order (the columns of a table gathered side by side, for example)."""
     return dict(zip(work, each(lambda do: do(), work.values(), at_once, name), strict=True))
+
+
+def started(work: Callable[[], R], name: str) -> Future[R]:
+    """``work`` begun now on a thread of its own named ``name``; its result, or its error, from the future. For a
+    step whose inputs are ready while this thread does something else the step does not need."""
+    future: Future[R] = Future()
+
+    def run() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(work())
+        except BaseException as exc:  # handed to whoever asks for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 #: Marks the end of the items a background thread produced.

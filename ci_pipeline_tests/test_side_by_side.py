@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ci_pipeline.side_by_side import each_named, in_background, mapped_ahead
+from ci_pipeline.side_by_side import each_named, in_background, mapped_ahead, started
 
 
 def test_items_made_in_the_background_come_in_order_and_an_error_arrives_where_it_happened():
@@ -94,3 +94,15 @@ def test_named_work_is_done_side_by_side_and_returned_by_name_in_order():
     assert list(done.items()) == [("b", 2), ("a", 1), ("c", 3)]
     if (os.cpu_count() or 1) >= 2:
         assert all(name.startswith("named-test") for name in threads)
+
+
+def test_started_work_runs_on_its_own_named_thread_and_hands_over_its_result_or_its_error():
+    done = started(lambda: (threading.current_thread().name, 6 * 7), "named-step")
+    assert done.result(timeout=10) == ("named-step", 42)
+
+    def fails():
+        raise ValueError("bad step")
+
+    failed = started(fails, "failing-step")
+    with pytest.raises(ValueError, match="bad step"):
+        failed.result(timeout=10)

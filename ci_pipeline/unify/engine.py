@@ -18,7 +18,7 @@ from ci_pipeline.arrays import isin, take_rows
 from ci_pipeline.config.unify import AttachRule, Condition, Rule, UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
-from ci_pipeline.side_by_side import each_named
+from ci_pipeline.side_by_side import each_named, started
 from ci_pipeline.unify.attach import sole_namesake_links, thin_namesake_links
 from ci_pipeline.unify.cluster import Guard, components, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
@@ -248,6 +248,10 @@ def unify(
     uncomparable = matched.uncomparable
     del dedup_pairs, matched, candidates  # the candidate pairs are the largest frames of a run: free them now
     watch.lap("cluster")
+    # The ids depend on the clusters alone: issued on a thread of their own (mostly Arrow and NumPy, outside
+    # Python's lock) while the profiles are merged.
+    membership = records[["source", "table", "key", "label"]]
+    identity = started(lambda: assign_ids(membership, previous_identity, id_history, run_id), "unify-ids")
     profiles = how.merge(records, clustering.labels, config, primary_keys)
     kept.keep_clusters(clustering.labels, records["is_winner"].to_numpy(bool), profiles)
     attributes = [
@@ -255,7 +259,7 @@ def unify(
     ]
     records = records.drop(columns=attributes)
     watch.lap("merge")
-    identified = identify(config, records, profiles, primary_keys, previous_identity, id_history, run_id)
+    identified = identify(config, records, profiles, primary_keys, identity.result())
     watch.lap("ids")
     records = identified.records
     stats = _stats(records, config, clustering.rule_stats, clustering.events, prepared.prep, identified.profiles)
@@ -459,13 +463,10 @@ def identify(
     records: pd.DataFrame,
     profiles: pd.DataFrame,
     primary_keys: dict[tuple[str, str], str],
-    previous_identity: pd.DataFrame | None,
-    id_history: pd.DataFrame | None,
-    run_id: str,
+    identity: IdentityResult,
 ) -> Identified:
-    """CustomerIds for the clusters (kept from the last run where possible), on records and profiles; the
-    profiles sorted by CustomerId; the alternate keys."""
-    identity = assign_ids(records[["source", "table", "key", "label"]], previous_identity, id_history, run_id)
+    """The clusters' CustomerIds (``identity``, see :func:`ci_pipeline.unify.identity.assign_ids`) on records and
+    profiles; the profiles sorted by CustomerId; the alternate keys."""
     records["CustomerId"] = records["label"].map(identity.ids).astype("string")
     profiles.insert(0, "CustomerId", identity.ids.reindex(profiles.index).astype("string").to_numpy())
     profiles["PreviousCustomerId"] = previous_ids(identity.id_change, profiles["CustomerId"]).to_numpy()
