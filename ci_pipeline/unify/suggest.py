@@ -36,13 +36,16 @@ CUSTOM_PATTERNS: list[tuple[str, str]] = [
 NAME_PATTERNS: list[tuple[str, str]] = [
     ("email", r"e_?mail|mail_?address"),
     ("phone", r"phone|mobile|" + _words(r"cell|tel|telephone|fax")),
+    # A column named for a first and a last name together (``first_and_surname``) holds a whole name.
+    ("full_name", r"(first|given|fore)_?(name_?)?(and_?)?(sur|last|family)_?name"),
     ("first_name", r"first_?name|given_?name|forename|" + _words(r"fname")),
     ("last_name", r"last_?name|surname|family_?name|" + _words(r"lname")),
     ("middle_name", r"middle_?(name|initial)|" + _words(r"mi|middle")),
     ("full_name", r"full_?name|customer_?name|contact_?name|requester_?name|display_?name|^name$"),
     ("postal_code", r"postal|post_?code|" + _words(r"zip(_?code)?|postcode|plz")),
     ("street", r"street|address_?(line)?_?1|^addr1$|^((billing|shipping|mailing|home|postal)_)?address$"),
-    ("city", _words(r"city|town|locality|suburb|municipality")),
+    # A birth place is a town like an address's: what the place comparisons and blocking rules of a city do.
+    ("city", _words(r"city|town|locality|suburb|municipality|birth_?place|place_?of_?birth")),
     ("state", _words(r"state|province|region")),
     ("country", r"country"),
     ("birth_date", r"birth|" + _words(r"dob|bdate|bday|b_?day")),
@@ -109,6 +112,8 @@ def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, floa
     dates = max(
         _share(values, DATE_VALUE), _share(values, COMPACT_DATE_VALUE) if says_date or by_name == "birth_date" else 0.0
     )
+    if by_name == "birth_date" and len(values) and dates < 0.5:
+        return "", "", f"the name says birth date but {dates:.0%} of values are dates: {NOT_AN_ATTRIBUTE}", 0.0
     if dates >= 0.8 or (says_date and by_name is None):
         # Only a birth date is a customer attribute; other dates (sign-up, last login) are not matched on.
         if by_name == "birth_date":
@@ -137,21 +142,26 @@ def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, floa
 
 
 def _one_column_per_type(suggestions: pd.DataFrame) -> pd.DataFrame:
-    """Keep each semantic type on its best column (confidence, then share of confirming values, then column order);
-    the others become ``custom``."""
+    """Keep each semantic type on its best column (confidence, then share of confirming values, then a name that is
+    the type's name as a whole, ``surname`` before ``maiden_surname``, then column order); the others become
+    ``custom``."""
     typed = suggestions[(suggestions["suggested"] != "") & (suggestions["suggested"] != "custom")]
-    ranked = typed.assign(rank=typed["confidence"].map(_RANK)).sort_values(
-        ["rank", "share"], ascending=False, kind="stable"
+    whole = [_named_as_a_whole(str(c), kind) for c, kind in zip(typed["column"], typed["suggested"], strict=True)]
+    ranked = typed.assign(rank=typed["confidence"].map(_RANK), whole=whole).sort_values(
+        ["rank", "share", "whole"], ascending=False, kind="stable"
     )
     losers = ranked[ranked.duplicated("suggested", keep="first")]
     winners = ranked.drop_duplicates("suggested").set_index("suggested")["column"]
     result = suggestions.copy()
     for index, row in losers.iterrows():
-        result.loc[index, ["suggested", "confidence"]] = ["custom", "medium"]
-        result.loc[index, "reason"] = (
-            f"also looks like {row['suggested']}, which {winners[row['suggested']]} takes (one column per type): "
-            "kept as custom"
-        )
+        taken = f"also looks like {row['suggested']}, which {winners[row['suggested']]} takes (one column per type)"
+        if row["suggested"] in NAME_TYPES:
+            # A second name column compared beside the first would count the same name twice as evidence.
+            result.loc[index, ["suggested", "confidence"]] = ["", ""]
+            result.loc[index, "reason"] = f"{taken}: left unmapped, as comparing it too would count the name twice"
+        else:
+            result.loc[index, ["suggested", "confidence"]] = ["custom", "medium"]
+            result.loc[index, "reason"] = f"{taken}: kept as custom"
     return result
 
 
@@ -176,6 +186,12 @@ def customer_table_verdict(suggestions: pd.DataFrame) -> str | None:
 def _normalized_name(column: str) -> str:
     """``signupDate`` / ``Signup Date`` -> ``signup_date``."""
     return re.sub(r"[^a-z0-9]+", "_", re.sub(r"([a-z])([A-Z])", r"\1_\2", column).lower()).strip("_")
+
+
+def _named_as_a_whole(column: str, kind: str) -> bool:
+    """Whether the column's whole name is one that names ``kind`` (``surname`` for last_name)."""
+    name = _normalized_name(column)
+    return any(k == kind and re.fullmatch(pattern, name) for k, pattern in NAME_PATTERNS)
 
 
 def _share(values: pd.Series, pattern: str) -> float:

@@ -125,6 +125,41 @@ def test_one_column_per_type_and_the_mapping_validates():
         UnifyTable.model_validate({"source": "s", "table": "t", "columns": {c: k for c, k in mapping.items() if k}})
 
 
+#: People with name variants: a whole name, a first and last name joined, the parts, and a place of birth.
+PERSONS = {
+    "full_name": ["thomas clifford, baron of chudleigh", "tom chudleigh", "mary anne smith"],
+    "first_and_surname": ["thomas chudleigh", "tom chudleigh", "mary smith"],
+    "first_name": ["thomas", "tom", "mary"],
+    "surname": ["chudleigh", "chudleigh", "smith"],
+    "dob": ["1630-08-01", "1630-08-01", "1801-02-03"],
+    "birth_place": ["devon", "west devon", "london"],
+}
+
+
+def test_a_joined_first_and_last_name_is_a_whole_name_and_surname_is_the_last_name():
+    got = suggest_mapping(pd.DataFrame(PERSONS)).set_index("column")
+    assert got["suggested"].to_dict() == {
+        "full_name": "full_name",
+        "first_and_surname": "",
+        "first_name": "first_name",
+        "surname": "last_name",
+        "dob": "birth_date",
+        "birth_place": "city",
+    }
+    # The second whole-name column is left unmapped, saying why: compared too, it would count the name twice.
+    assert "which full_name takes" in got.loc["first_and_surname", "reason"]
+    assert "count the name twice" in got.loc["first_and_surname", "reason"]
+    # Of two columns a name pattern takes, the one the type names as a whole wins.
+    ties = suggested({"maiden_surname": ["x", "y", "z"], "surname": ["a", "b", "c"]})
+    assert ties == {"maiden_surname": "", "surname": "last_name"}
+
+
+def test_a_column_named_for_birth_whose_values_are_not_dates_is_not_a_birth_date():
+    rows = suggest_mapping(pd.DataFrame({"birth_info": ["born abroad", "unknown", "at home"]})).set_index("column")
+    assert rows.loc["birth_info", "suggested"] == ""
+    assert "the name says birth date but 0% of values are dates" in rows.loc["birth_info", "reason"]
+
+
 def test_a_transactions_table_is_not_a_customer_table():
     suggestions = suggest_mapping(pd.DataFrame(TRANSACTIONS))
     assert set(suggestions["suggested"]) == {""}
