@@ -352,9 +352,10 @@ def increment(folder: Path, share: float, method: str = "rules", model_path: str
         changed.loc[hit, column] = changed.loc[hit, column].astype("string") + " x"
         after[(t.source, t.table)] = changed[(u < 0.6) | (u >= 0.6 + share / 10)]
     model = None
-    if method != "rules":
-        model = read_model(Path(model_path).read_bytes(), model_path) if model_path else None
-        model = model or train_from_tables(ucfg, before, keys, config.base_dir)[0]
+    if method != "rules" and model_path:
+        model = read_model(Path(model_path).read_bytes(), model_path)
+    elif method != "rules":
+        model = train_from_tables(ucfg, before, keys, config.base_dir)[0]
 
     def unify_with(tables, *ids, **kwargs):
         method_of_run = rule_matches if model is None else ProbabilisticMatches(model)

@@ -11,6 +11,7 @@ values of a conflict field differ. Skipped links are reported with their reason.
 from __future__ import annotations
 
 from collections import Counter
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -82,9 +83,8 @@ class Guard:
     ):
         self.n, self.never, self.max_cluster_size = n, never, max_cluster_size
         self.conflicts = conflicts or {}
-        self.never_of: dict[int, set[int]] | None = None
-        #: The last call's links, labels, skipped links and event per guarded component (by its label).
-        self._last: tuple[int, np.ndarray, np.ndarray, dict[int, dict]] | None = None
+        self._never_by_record: dict[int, set[int]] | None = None
+        self._last: _Decided | None = None
 
     def clusters(self, links: pd.DataFrame, added: int = 0) -> tuple[np.ndarray, np.ndarray, list[dict]]:
         """:func:`guarded_clusters` of ``links``; ``added``: how many of them, at the end, the last call did not
@@ -95,11 +95,11 @@ class Guard:
         labels = components(self.n, left, right)
         skipped = np.zeros(len(links), dtype=np.int64)
         flagged = _flagged(labels, self.never, self.max_cluster_size, self.conflicts)
-        last = self._last if added and self._last is not None and self._last[0] == len(links) - added else None
+        last = self._last if added and self._last is not None and self._last.links == len(links) - added else None
         events: list[dict] = []
         decided: dict[int, dict] = {}
         if not flagged.any():
-            self._last = (len(links), labels, skipped, decided)
+            self._last = _Decided(len(links), labels, skipped, decided)
             return labels, skipped, events
         never_of = self._never_of()
         # Members and links of the flagged components, grouped once (not one scan of all records per component).
@@ -121,10 +121,10 @@ class Guard:
             end = rec_starts[g + 1] if g + 1 < len(rec_starts) else len(rec)
             members = rec[start:end]
             component_links = lk[lk_bounds[g] : lk_ends[g]]
-            if last is not None and comp in last[3] and not (component_links >= first_added).any():
-                labels[members] = last[1][members]
-                skipped[component_links] = last[2][component_links]
-                decided[comp] = last[3][comp]
+            if last is not None and comp in last.events and not (component_links >= first_added).any():
+                labels[members] = last.labels[members]
+                skipped[component_links] = last.skipped[component_links]
+                decided[comp] = last.events[comp]
                 events.append(decided[comp])
                 continue
             held = members.tolist()
@@ -139,16 +139,27 @@ class Guard:
             labels[members] = [smallest[root] for root in roots]
             decided[comp] = _event(len(held), len(smallest), skipped[component_links], fields, self.max_cluster_size)
             events.append(decided[comp])
-        self._last = (len(links), labels, skipped, decided)
+        self._last = _Decided(len(links), labels, skipped, decided)
         return labels, skipped, events
 
     def _never_of(self) -> dict[int, set[int]]:
-        if self.never_of is None:
-            self.never_of = {}
+        """Each record's never-match partners (built once, when a component is first guarded)."""
+        if self._never_by_record is None:
+            self._never_by_record = {}
             for x, y in zip(self.never[0].tolist(), self.never[1].tolist(), strict=True):
-                self.never_of.setdefault(x, set()).add(y)
-                self.never_of.setdefault(y, set()).add(x)
-        return self.never_of
+                self._never_by_record.setdefault(x, set()).add(y)
+                self._never_by_record.setdefault(y, set()).add(x)
+        return self._never_by_record
+
+
+class _Decided(NamedTuple):
+    """What a call of :meth:`Guard.clusters` decided: over how many links, the labels, the skipped links and the
+    event of each guarded component (by its label)."""
+
+    links: int
+    labels: np.ndarray
+    skipped: np.ndarray
+    events: dict[int, dict]
 
 
 def _flagged(

@@ -400,7 +400,9 @@ def previous_rows(records: pd.DataFrame, last: pd.DataFrame) -> np.ndarray:
     return row
 
 
-def _refusal(config: UnifyConfig, state: UnifyState, base: Normalizer, rules_method: bool, method_key) -> str:
+def _refusal(
+    config: UnifyConfig, state: UnifyState, base: Normalizer, rules_method: bool, method_key: str | None
+) -> str:
     """Why the last run's state cannot be reused whatever the records ('' when it can)."""
     if not rules_method and method_key is None:
         return "the match method scores its pairs over all records (a model beside match rules, or a method of its own)"

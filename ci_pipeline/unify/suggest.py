@@ -3,8 +3,9 @@
 Names are read as words (``race_ethnicity`` holds no ``city``); a name match is confirmed or contradicted by the
 share of sampled values that look like the type. Each semantic type goes to one column per table (what
 ``unify.tables[].columns`` accepts): when several columns qualify, the best keeps it and the others are proposed as
-``custom``. National identifiers (``ssn``, ``national_id``, ...) and house numbers are proposed as ``custom``
-too: kept on the profile under their own name, and usable in match rules (``{field: ssn}``).
+``custom`` (a second name column is left unmapped: compared too, it would count the name twice). National
+identifiers (``ssn``, ``national_id``, ...) and house numbers are proposed as ``custom`` too: kept on the profile
+under their own name, and usable in match rules (``{field: ssn}``).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, floa
 def _one_column_per_type(suggestions: pd.DataFrame) -> pd.DataFrame:
     """Keep each semantic type on its best column (confidence, then share of confirming values, then a name that is
     the type's name as a whole, ``surname`` before ``maiden_surname``, then column order); the others become
-    ``custom``."""
+    ``custom``, but for a name type, which is left unmapped."""
     typed = suggestions[(suggestions["suggested"] != "") & (suggestions["suggested"] != "custom")]
     whole = [_named_as_a_whole(str(c), kind) for c, kind in zip(typed["column"], typed["suggested"], strict=True)]
     ranked = typed.assign(rank=typed["confidence"].map(_RANK), whole=whole).sort_values(
