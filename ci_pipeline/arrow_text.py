@@ -58,3 +58,48 @@ def text_array(values) -> pa.Array | pa.ChunkedArray | None:
     if isinstance(values, set | frozenset | list | tuple) and all(isinstance(v, str) for v in values):
         return pa.array(list(values), pa.large_string())
     return None
+
+
+class TextIndex:
+    """Positions of texts in one set of distinct texts, asked batch after batch.
+
+    ``pc.index_in`` hashes its whole value set on every call: with a million values and a hundred batches that is
+    a hundred hash tables of a million texts. Here the set is hashed once (DuckDB's ``hash``, 64 bits) and sorted;
+    a batch's texts are hashed, found by binary search and compared as text, so a collision of two hashes can never
+    give a wrong position (such texts, if any, are looked up the slow way).
+    """
+
+    def __init__(self, values: pa.Array):
+        self.values = values.cast(pa.large_string())
+        hashes = _hashes(self.values)
+        self.order = np.argsort(hashes, kind="stable")
+        self.sorted = hashes[self.order]
+
+    def positions(self, text: pa.Array) -> pa.Array:
+        """The position of each text in the set (null where it is not in it; a missing text is never found)."""
+        text = text.cast(pa.large_string())
+        n = len(self.sorted)
+        if n == 0 or len(text) == 0:
+            return pa.nulls(len(text), pa.int64())
+        hashes = _hashes(text)
+        at = np.minimum(np.searchsorted(self.sorted, hashes), n - 1)
+        candidate = self.order[at]
+        same = pc.fill_null(pc.equal(self.values.take(pa.array(candidate)), text), False)
+        found = same.to_numpy(zero_copy_only=False) & (self.sorted[at] == hashes)
+        positions = np.where(found, candidate, -1)
+        # A hash that several texts share: the first of them was not this one; ask the slow way.
+        shared = ~found & (self.sorted[at] == hashes)
+        if shared.any():
+            slow = pc.index_in(text.filter(pa.array(shared)), value_set=self.values, skip_nulls=True)
+            positions[shared] = pc.fill_null(slow, -1).to_numpy()
+        return pa.array(positions, mask=positions < 0)
+
+
+def _hashes(text: pa.Array) -> np.ndarray:
+    import duckdb
+
+    with duckdb.connect() as con:
+        con.register("texts", pa.table({"t": text}))
+        # A plain projection keeps the rows in their order (DuckDB's preserve_insertion_order, its default).
+        found = con.sql("SELECT hash(t) FROM texts").to_arrow_table().column(0)
+    return found.to_numpy().astype(np.uint64, copy=False)

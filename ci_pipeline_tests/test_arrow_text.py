@@ -70,3 +70,21 @@ def test_text_positions_answer_as_get_indexer_does(dtype, lookup):
 
 def test_text_positions_leave_what_is_not_text_to_pandas():
     assert text_positions(pd.Series([3, 1, 5]), pd.Index([1, 2, 3])).tolist() == [2, 0, -1]
+
+
+def test_a_text_index_finds_what_index_in_finds_collisions_and_all(monkeypatch):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ci_pipeline import arrow_text
+    from ci_pipeline.arrow_text import TextIndex
+
+    values = pa.array([f"k{i}" for i in range(500)] + [None], pa.large_string())
+    asked = pa.array(["k3", "nope", None, "k499", "k0", "k3", ""], pa.string())
+    expected = pc.index_in(asked, value_set=values, skip_nulls=True)
+    assert TextIndex(values).positions(asked).to_pylist() == expected.to_pylist()
+    # Every text of one hash: each is found by its text, never by its hash alone.
+    monkeypatch.setattr(arrow_text, "_hashes", lambda text: np.zeros(len(text), dtype=np.uint64))
+    assert TextIndex(values).positions(asked).to_pylist() == expected.to_pylist()
+    assert TextIndex(pa.array([], pa.string())).positions(asked).null_count == len(asked)

@@ -180,16 +180,26 @@ class SortedTable:
         self._open.clear()
 
     def write(
-        self, lake: Lake, relative: str, schema: pa.Schema, distinct: tuple[str, ...] = ()
+        self,
+        lake: Lake,
+        relative: str,
+        schema: pa.Schema,
+        distinct: tuple[str, ...] = (),
+        stored: Iterator[pa.Table] | None = None,
     ) -> tuple[WrittenTable, int]:
         """Write the rows in key order to ``relative`` in the lake, in ``schema`` (missing columns empty, others cast),
         atomically; returns the table and how many rows have a key an earlier row has.
 
         ``distinct``: identifier columns, whose values (nearly) all differ: stored without the dictionary Parquet
-        would otherwise build for each row group and give up on.
+        would otherwise build for each row group and give up on. ``stored``: rows in ``schema`` and in key order
+        to merge with these (the rows of the table a run before wrote that stay), read as they are written.
         """
         self.close()
-        counts = {"rows": 0, "repeated": 0}
+        rows = repeated = 0
+        last = None
+        parts = self._ordered_parts(schema)
+        if stored is not None:
+            parts = merged(stored, parts, self.key)
         with (
             lake.writing(relative) as local,
             pq.ParquetWriter(
@@ -197,15 +207,18 @@ class SortedTable:
             ) as writer,
         ):
             # The next parts gathered while Parquet's writer compresses this one.
-            for part in in_background(self._ordered_parts(schema, counts), depth=1, name="ordered-parts"):
+            for part in in_background(parts, depth=1, name="ordered-parts"):
                 writer.write_table(part)
-            if counts["rows"] == 0:
+                rows += part.num_rows
+                repeated += _repeats(part.column(self.key), last)
+                last = part.column(self.key)[-1]
+            if rows == 0:
                 writer.write_table(schema.empty_table())
-        return WrittenTable(path=relative, rows=counts["rows"], schema=schema), counts["repeated"]
+        return WrittenTable(path=relative, rows=rows, schema=schema), repeated
 
-    def _ordered_parts(self, schema: pa.Schema, counts: dict[str, int]) -> Iterator[pa.Table]:
-        """The rows in key order, ``BATCH_ROWS`` at a time, bucket by bucket (each bucket's files removed once read);
-        counts the rows and the repeated keys into ``counts``."""
+    def _ordered_parts(self, schema: pa.Schema) -> Iterator[pa.Table]:
+        """The rows in key order, ``BATCH_ROWS`` at a time, bucket by bucket (each bucket's files removed once
+        read)."""
         for files in self.files:
             # Mapped, not read: the rows are copied once, when they are put in order.
             pieces = self.held or [ipc.open_file(pa.memory_map(str(f))).read_all() for f in files]
@@ -220,14 +233,36 @@ class SortedTable:
             if _scattered(order):
                 # A take from one chunk per column: a take from many chunks joins them again for every call.
                 bucket = bucket.combine_chunks()
-            last = None
             for start in range(0, len(order), BATCH_ROWS):
-                part = _gathered(bucket, order[start : start + BATCH_ROWS])
-                counts["repeated"] += _repeats(part.column(self.key), last)
-                last = part.column(self.key)[-1]
-                yield part
-            counts["rows"] += bucket.num_rows
+                yield _gathered(bucket, order[start : start + BATCH_ROWS])
             del bucket
+
+
+def merged(first: Iterator[pa.Table], second: Iterator[pa.Table], key: str) -> Iterator[pa.Table]:
+    """The rows of two streams of tables, each in the order of ``key``, as one stream in that order (equal keys:
+    ``first``'s before ``second``'s). A part of ``first`` goes out as it is when no row of ``second`` falls in
+    its range, else together with those rows, put in order."""
+    rest = (table for table in second if table.num_rows)
+    pending = next(rest, None)
+    for part in first:
+        if part.num_rows == 0:
+            continue
+        last = part.column(key)[-1]
+        taken = []
+        while pending is not None:
+            within = int(pc.sum(pc.less_equal(pending.column(key), last)).as_py() or 0)
+            if within == 0:
+                break
+            taken.append(pending.slice(0, within))
+            pending = pending.slice(within) if within < pending.num_rows else next(rest, None)
+        if not taken:
+            yield part
+            continue
+        chunk = pa.concat_tables([part, *taken]).combine_chunks()
+        yield _gathered(chunk, key_order(chunk.column(key)))
+    while pending is not None:
+        yield pending
+        pending = next(rest, None)
 
 
 def key_order(keys: pa.ChunkedArray | pa.Array) -> np.ndarray:

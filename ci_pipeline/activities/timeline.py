@@ -3,18 +3,24 @@ of one activity table at a time."""
 
 from __future__ import annotations
 
+import functools
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
-from ci_pipeline.activities import ordered
+from ci_pipeline.activities import incremental, ordered
+from ci_pipeline.activities.incremental import TimelineState
 from ci_pipeline.activities.jsoncols import json_objects
+from ci_pipeline.arrow_text import TextIndex
 from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable
 from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake, WrittenTable
@@ -52,11 +58,18 @@ def key_strings(values: pd.Series, whole: bool | None = None) -> pd.Series:
     """
     if pd.api.types.is_float_dtype(values.dtype):
         if whole is None:
-            present = values.dropna()
-            whole = bool((present == np.floor(present)).all())
+            whole = whole_numbers(values)
         if whole:
             return values.astype("Int64").astype("string")
     return values.astype("string")
+
+
+def whole_numbers(values: pd.Series) -> bool | None:
+    """For a float column, whether every present value is a whole number; None for any other type."""
+    if not pd.api.types.is_float_dtype(values.dtype):
+        return None
+    present = values.dropna()
+    return bool((present == np.floor(present)).all())
 
 
 def parse_timestamps(values: pd.Series, fmt: str | None = None) -> pd.Series:
@@ -75,22 +88,35 @@ def parse_timestamps(values: pd.Series, fmt: str | None = None) -> pd.Series:
     return parsed
 
 
-def customer_lookup(alternate_key: pd.DataFrame, source: str, table: str) -> tuple[pa.Array, pa.Array]:
+@dataclass(frozen=True)
+class CustomerLookup:
+    """The AlternateValue and CustomerId of the records of one customer table, one row per AlternateValue."""
+
+    values: pa.Array
+    ids: pa.Array
+
+    @functools.cached_property
+    def index(self) -> TextIndex:
+        """The values hashed once, for the lookups of every batch."""
+        return TextIndex(self.values)
+
+
+def customer_lookup(alternate_key: pd.DataFrame, source: str, table: str) -> CustomerLookup:
     """The AlternateValue and CustomerId of the records of one customer table, one row per AlternateValue."""
     rows = alternate_key[(alternate_key["DataSourceName"] == source) & (alternate_key["EntityName"] == table)]
     rows = rows.drop_duplicates("AlternateValue")
-    return _arrow_text(rows["AlternateValue"]), _arrow_text(rows["CustomerId"])
+    return CustomerLookup(_arrow_text(rows["AlternateValue"]), _arrow_text(rows["CustomerId"]))
 
 
 def _arrow_text(values: pd.Series) -> pa.Array:
     return pa.array(values.astype("string"), type=pa.large_string(), from_pandas=True)
 
 
-def _customers(links: pd.Series, lookup: tuple[pa.Array, pa.Array]) -> pd.Series:
-    """CustomerId of each link value (missing where no record has it): one hash join on the keys, no Python per row."""
-    values, customer_ids = lookup
-    position = pc.index_in(_arrow_text(links), value_set=values)
-    return pd.Series(pd.array(pc.take(customer_ids, position), dtype="string"), index=links.index)
+def _customers(links: pd.Series, lookup: CustomerLookup) -> pd.Series:
+    """CustomerId of each link value (missing where no record has it): a hash lookup on the keys, no Python per
+    row."""
+    position = lookup.index.positions(_arrow_text(links))
+    return pd.Series(pd.array(pc.take(lookup.ids, position), dtype="string"), index=links.index)
 
 
 class _Reasons:
@@ -146,7 +172,7 @@ def place_rows(
     spec: ActivityTable,
     frame: pd.DataFrame,
     primary_key: str,
-    lookup: tuple[pa.Array, pa.Array],
+    lookup: CustomerLookup,
     now,
     keys_of_table: KeyRules | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -157,11 +183,33 @@ def place_rows(
         keys_of_table: what the whole table's keys look like when ``frame`` is one batch of it (None: ``frame`` is
             the whole table).
     """
+    accepted, corrupt, _ = _place(name, spec, frame, primary_key, lookup, now, keys_of_table)
+    return accepted, corrupt
+
+
+def _place(
+    name: str,
+    spec: ActivityTable,
+    frame: pd.DataFrame,
+    primary_key: str,
+    lookup: CustomerLookup,
+    now,
+    keys_of_table: KeyRules | None = None,
+    only: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """:func:`place_rows` of the rows ``only`` marks (every row when None), and which of them were quarantined.
+
+    What a batch decides for all its rows (whether its float customer keys are whole numbers) is decided over the
+    whole ``frame``, so a row is placed alike whichever rows of its batch are placed with it.
+    """
     check_columns(name, spec, list(frame.columns), primary_key)
     frame = frame.reset_index(drop=True)
+    links_whole = whole_numbers(frame[spec.customer.column])
+    if only is not None:
+        frame = frame[only].reset_index(drop=True)
     keys = key_strings(frame[primary_key], keys_of_table.whole if keys_of_table else None)
     stamps = parse_timestamps(frame[spec.timestamp], spec.timestamp_format)
-    links = key_strings(frame[spec.customer.column])
+    links = key_strings(frame[spec.customer.column], links_whole)
     customers = _customers(links, lookup)
 
     reasons = _Reasons(frame.index)
@@ -206,7 +254,7 @@ def place_rows(
     fields = frame[list(spec.fields.values())].set_axis(list(spec.fields.keys()), axis=1)
     accepted = pd.concat([accepted, fields], axis=1)
     accepted["SemanticData"] = json_objects(fields) if len(fields) else pd.Series(dtype="string")
-    return accepted, corrupt.astype("string")
+    return accepted, corrupt.astype("string"), bad
 
 
 def _text(frame: pd.DataFrame, column: str | None) -> pd.Series:
@@ -244,6 +292,11 @@ class StoredTimeline:
     customers: int
     #: Placed rows whose ActivityId another placed row has too (``duplicated().sum()``).
     repeated_activity_ids: int
+    #: What this run keeps for the next (:mod:`ci_pipeline.activities.incremental`), to be stored after the tables;
+    #: None when a column of an activity table cannot be fingerprinted.
+    state: TimelineState | None = None
+    #: Whether the run placed only what changed (``incremental``), why not (``reason``), and its row counts.
+    report: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -263,6 +316,8 @@ def write_timeline(
     lake: Lake,
     paths: tuple[str, str],
     work: Path,
+    previous: TimelineState | None = None,
+    no_previous: str = "no state of an earlier run",
 ) -> StoredTimeline:
     """Place every activity table one batch at a time and store UnifiedActivity and the facts in the lake.
 
@@ -273,6 +328,10 @@ def write_timeline(
     sorted and written in turn, the two tables at once. What is held at once is three batches (or one bucket of each
     table and three batches of it), the customer lookup and the quarantine.
 
+    With ``previous``, the state an earlier run kept (:mod:`ci_pipeline.activities.incremental`), only the rows
+    that changed since are placed, and the others are taken from the stored tables at ``paths``; the result is the
+    same. The returned :attr:`StoredTimeline.state` is for the next run, to be stored once the tables are.
+
     Args:
         sources: activity name -> its table.
         alternate_key: the AlternateKey table.
@@ -280,6 +339,8 @@ def write_timeline(
         lake: where the tables are stored.
         paths: the lake-relative paths of UnifiedActivity and of the facts.
         work: an empty folder for the bucket files and DuckDB's spill files (the caller removes it).
+        previous: the last run's state (None: every row is placed).
+        no_previous: why there is no ``previous`` (reported).
     """
     con = ordered.connect(work / "duckdb")
     try:
@@ -289,54 +350,203 @@ def write_timeline(
             check_columns(name, source.spec, source.rows.schema.names, source.primary_key)
             repeated, whole = ordered.repeated_keys(con, source.rows, source.primary_key)
             rules[name] = KeyRules(whole=whole, duplicated=key_strings(repeated.to_pandas(), whole))
+        linked = sorted({(s.spec.customer.source, s.spec.customer.table) for s in sources.values()})
+        lookups = {customers: customer_lookup(alternate_key, *customers) for customers in linked}
+        digest = incremental.fingerprint(sources)
+        whole = {name: rule.whole for name, rule in rules.items()}
+        reuse, why = incremental.Reuse.plan(
+            previous, no_previous, digest, sources, whole, lookups, now, lambda: _stored_rows(lake, paths)
+        )
+        run = _Run(sources, rules, lookups, now, con)
+        try:
+            stored = run.write(lake, paths, work / "placed", reuse)
+        except _Refused as exc:
+            reuse, why = None, str(exc)
+            stored = _Run(sources, rules, lookups, now, con).write(lake, paths, work / "again", None)
+    finally:
+        con.close()
+    state = incremental.new_state(digest, now, stored.kept, whole, lookups, stored.outputs) if stored.kept else None
+    report = {"incremental": reuse is not None, "reason": why, **stored.counts}
+    return replace(stored.timeline, state=state, report=report)
+
+
+def _stored_rows(lake: Lake, paths: tuple[str, str]) -> dict[str, int | None]:
+    """The rows of the stored UnifiedActivity and facts (None for a table that is not there)."""
+    return {
+        kind: (lake.dataset(path).count_rows() if lake.exists(path) else None)
+        for kind, path in zip(("unified", "facts"), paths, strict=True)
+    }
+
+
+class _Refused(Exception):
+    """The stored tables cannot be reused after all (the message says why): every row is placed."""
+
+
+@dataclass(frozen=True)
+class _Written:
+    timeline: StoredTimeline
+    #: Per activity name, its rows as this run leaves them (None when they could not be fingerprinted).
+    kept: dict[str, incremental.KeptRows] | None
+    outputs: dict[str, int]
+    counts: dict[str, int]
+
+
+class _Run:
+    """One placing of the activity tables: every row, or with a :class:`incremental.Reuse` only the rows that
+    changed, the others taken from the stored tables."""
+
+    def __init__(self, sources, rules, lookups, now, con):
+        self.sources, self.rules, self.lookups, self.now, self.con = sources, rules, lookups, now, con
+        self.corrupt: list[pd.DataFrame] = []
+        self.read: dict[str, int] = {}
+        self.placed: dict[str, int] = {}
+        self.counts = {"rows_placed": 0, "rows_reused": 0}
+        #: Per activity name, its rows as this run leaves them (None once a batch cannot be fingerprinted).
+        self.kept: dict[str, incremental.KeptRows] | None = {name: incremental.KeptRows() for name in sources}
+
+    def write(self, lake: Lake, paths: tuple[str, str], folder: Path, reuse) -> _Written:
+        sources, rules = self.sources, self.rules
         # Enough buckets that one holds about BUCKET_ROWS rows; the facts' key ranges come from a sample of keys.
         total = sum(source.rows.count_rows() for source in sources.values())
         buckets = max(1, -(-total // ordered.BUCKET_ROWS))
         step = max(1, total // (buckets * ordered.SAMPLES_PER_BUCKET))
         samples = _activity_id_samples(sources, rules, step) if buckets > 1 else []
-        placed_rows = _Placed(work / "ordered", buckets, ordered.boundaries(samples, buckets), alternate_key)
-        corrupt, read, placed, lookups = [], {}, {}, {}
+        placed_rows = _Placed(folder, buckets, ordered.boundaries(samples, buckets))
 
         def placed_batches():
-            for name in sorted(sources):
-                source = sources[name]
-                spec = source.spec
-                linked = (spec.customer.source, spec.customer.table)
-                if linked not in lookups:
-                    lookups[linked] = customer_lookup(alternate_key, *linked)
-                read[name] = placed[name] = 0
-                for frame in _batches(source.rows):
-                    ok, bad = place_rows(name, spec, frame, source.primary_key, lookups[linked], now, rules[name])
-                    corrupt.append(bad)
-                    read[name] += len(frame)
-                    placed[name] += len(ok)
-                    yield ok
+            hasher = duckdb.connect()
+            try:
+                for name in sorted(sources):
+                    yield from self._placed(name, hasher, reuse)
+            finally:
+                hasher.close()
 
         # The next batches are placed while this one goes into the buckets (its GUIDs in DuckDB, its bucket files).
         for ok in in_background(placed_batches(), depth=1, name="activities-place"):
-            placed_rows.add(con, _timeline_rows(ok))
+            placed_rows.add(self.con, _timeline_rows(ok))
         # The batches are gone: give the memory their Arrow buffers took back before the buckets are sorted.
-        lookups.clear()
         pa.default_memory_pool().release_unused()
-        unified, facts, repeated_ids = placed_rows.write(lake, paths)
-    finally:
-        con.close()
-    per_type: dict[str, int] = {}
-    for name, count in placed.items():
-        if count:
-            per_type[sources[name].spec.type] = per_type.get(sources[name].spec.type, 0) + count
-    bad = pd.concat(corrupt, ignore_index=True) if corrupt else pd.DataFrame(columns=CORRUPT_COLUMNS)
-    bad = bad.sort_values(["Activity", "SourceActivityId"], kind="stable").reset_index(drop=True).astype("string")
-    return StoredTimeline(
-        unified=unified,
-        facts=facts,
-        corrupt=bad,
-        rows_read=read,
-        placed=placed,
-        per_type=dict(sorted(per_type.items())),
-        customers=placed_rows.customers(),
-        repeated_activity_ids=repeated_ids,
-    )
+        schemas = stored = None
+        if reuse is not None:
+            schemas, stored = self._kept(reuse, placed_rows, lake, paths)
+        unified, facts, repeated_ids = placed_rows.write(lake, paths, schemas, stored)
+        per_type: dict[str, int] = {}
+        for name, count in self.placed.items():
+            if count:
+                per_type[sources[name].spec.type] = per_type.get(sources[name].spec.type, 0) + count
+        bad = pd.concat(self.corrupt, ignore_index=True) if self.corrupt else pd.DataFrame(columns=CORRUPT_COLUMNS)
+        bad = bad.sort_values(["Activity", "SourceActivityId"], kind="stable").reset_index(drop=True).astype("string")
+        timeline = StoredTimeline(
+            unified=unified,
+            facts=facts,
+            corrupt=bad,
+            rows_read=self.read,
+            placed=self.placed,
+            per_type=dict(sorted(per_type.items())),
+            customers=placed_rows.customers(),
+            repeated_activity_ids=repeated_ids,
+        )
+        return _Written(timeline, self.kept, {"unified": unified.rows, "facts": facts.rows}, self.counts)
+
+    def _placed(self, name: str, hasher: duckdb.DuckDBPyConnection, reuse) -> Iterator[pd.DataFrame]:
+        """The placed rows of each batch of one table (with ``reuse``, of the rows it places again; none of a batch
+        whose every row is kept); fingerprints its rows for the next state."""
+        source = self.sources[name]
+        spec, key, rules = source.spec, source.primary_key, self.rules[name]
+        lookup = self.lookups[(spec.customer.source, spec.customer.table)]
+        self.read[name] = self.placed[name] = 0
+        duplicated = pa.array(rules.duplicated, type=pa.large_string(), from_pandas=True)
+        prefix = f"{spec.source}_{spec.table}_"
+        for batch in _batches(source.rows):
+            n = batch.num_rows
+            self.read[name] += n
+            keys = key_strings(batch.column(key).to_pandas(), rules.whole)
+            keys = pa.array(keys, type=pa.large_string(), from_pandas=True)
+            hashes = self._fingerprints(hasher, batch, keys, prefix, reuse is not None)
+            again = None
+            if reuse is not None:
+                links = functools.partial(_links, batch, spec.customer.column)
+                repeated = pc.is_in(keys, value_set=duplicated).to_numpy(zero_copy_only=False)
+                again = reuse.select(name, hashes[0], hashes[1], links, repeated)
+                self.placed[name] += n - int(again.sum())
+                self.counts["rows_reused"] += n - int(again.sum())
+            flagged = np.zeros(0, dtype=bool)
+            if again is None or again.any():
+                ok, bad, flagged = _place(name, spec, batch.to_pandas(), key, lookup, self.now, rules, again)
+                self.corrupt.append(bad)
+                self.placed[name] += len(ok)
+                self.counts["rows_placed"] += len(flagged)
+                yield ok
+            if self.kept is not None:
+                placed = np.ones(n, dtype=bool)
+                placed[slice(None) if again is None else again] = ~flagged
+                self.kept[name].add(hashes[0], hashes[1], placed)
+
+    def _fingerprints(self, hasher, batch: pa.RecordBatch, keys: pa.Array, prefix: str, needed: bool):
+        """The key and row hashes of a batch (None once a batch could not be hashed and no reuse needs them)."""
+        if self.kept is None:
+            return None
+        try:
+            return incremental.row_fingerprints(hasher, batch, keys, prefix)
+        except duckdb.Error as exc:
+            if needed:
+                raise _Refused(f"the rows of a table cannot be fingerprinted ({exc}): every row is placed") from exc
+            self.kept = None  # a column DuckDB cannot hash: no state, and the next run places every row too
+            return None
+
+    def _kept(self, reuse, placed_rows: _Placed, lake: Lake, paths: tuple[str, str]) -> tuple[dict, list]:
+        """The schemas of the two tables, which must be the stored ones (else :class:`_Refused`), and the stored
+        rows that stay, per table, to be merged with the placed ones as the tables are written."""
+        stored = [lake.dataset(path) for path in paths]
+        heads = [_first_row(ds_) for ds_ in stored]
+        schemas = placed_rows.schemas(_stored_head(*heads), [ds_.schema for ds_ in stored])
+        for found, ds_, what in zip(schemas, stored, ("UnifiedActivity", "the activity facts"), strict=True):
+            if not _alike(found, ds_.schema):
+                raise _Refused(f"the columns of {what} change with this run's rows: every row is placed")
+        removed, rows = reuse.removed()
+        self.counts["rows_removed"] = rows
+        kept = incremental.Kept(removed, rows, _Refused)
+        unified = placed_rows.seen_in(kept.batches(_stored_batches(stored[0])))
+        facts = kept.batches(_stored_batches(stored[1]))
+        # The stored schemas, pandas metadata and all: which value a batch's first row holds may make that
+        # metadata say "empty" where another run's says "bool", for the same types and the same frames read back.
+        return {"unified": stored[0].schema, "facts": stored[1].schema}, [unified, facts]
+
+
+def _links(batch: pa.RecordBatch, column: str) -> pd.Series:
+    """A batch's customer keys as the placing writes them."""
+    values = batch.column(column).to_pandas()
+    return key_strings(values, whole_numbers(values))
+
+
+def _first_row(stored: ds.Dataset) -> pd.DataFrame:
+    """The first row of a stored table in the types the placing had (its pandas metadata; none without a row)."""
+    with stored.filesystem.open_input_file(stored.files[0]) as file:
+        first = next(pq.ParquetFile(file).iter_batches(batch_size=1), None)
+    table = pa.Table.from_batches([first] if first is not None else [], schema=stored.schema)
+    return table.slice(0, 1).replace_schema_metadata(stored.schema.metadata).to_pandas()
+
+
+def _alike(schema: pa.Schema, stored: pa.Schema) -> bool:
+    """Whether two schemas have the same columns and types, and give the same pandas types when read."""
+    if not schema.remove_metadata().equals(stored.remove_metadata()):
+        return False
+    return schema.empty_table().to_pandas().dtypes.equals(stored.empty_table().to_pandas().dtypes)
+
+
+def _stored_head(unified: pd.DataFrame, facts: pd.DataFrame) -> pd.DataFrame:
+    """One stored row of each table as one placed row would show them (the columns of both, in placing order)."""
+    if unified.empty or facts.empty:
+        return pd.DataFrame()
+    head = facts.copy()
+    for column in UNIFIED_ACTIVITY_COLUMNS[:-1]:
+        if column not in head.columns:
+            head[column] = unified[column].array
+    return head
+
+
+def _stored_batches(stored: ds.Dataset):
+    return stored.to_batches(batch_size=ordered.BATCH_ROWS, batch_readahead=1, fragment_readahead=1)
 
 
 def _activity_id_samples(sources: dict[str, ActivitySource], rules: dict[str, KeyRules], step: int) -> list[str]:
@@ -381,16 +591,16 @@ def build_timeline(
         )
 
 
-def _batches(rows: ds.Dataset):
-    """The table's rows as frames of at most ``ordered.BATCH_ROWS`` rows (one empty frame for an empty table)."""
+def _batches(rows: ds.Dataset) -> Iterator[pa.RecordBatch]:
+    """The table's rows in batches of at most ``ordered.BATCH_ROWS`` rows (one empty batch for an empty table)."""
     found = False
     # One batch ahead at most: the scanner's default reads 16 batches ahead, which is most of a table at these sizes.
     for batch in rows.to_batches(batch_size=ordered.BATCH_ROWS, batch_readahead=1, fragment_readahead=1):
         if batch.num_rows:
             found = True
-            yield batch.to_pandas()
+            yield batch
     if not found:
-        yield rows.schema.empty_table().to_pandas()
+        yield pa.RecordBatch.from_pylist([], schema=rows.schema)
 
 
 def _timeline_rows(accepted: pd.DataFrame) -> pd.DataFrame:
@@ -426,7 +636,7 @@ class _Placed:
     """Placed rows on their way to the two stored tables (``ordered.SortedTable``), with what the tables' schemas
     are derived from and the customers that have an activity."""
 
-    def __init__(self, folder: Path, buckets: int, boundaries: list[str], alternate_key: pd.DataFrame):
+    def __init__(self, folder: Path, buckets: int, boundaries: list[str]):
         self.unified = ordered.SortedTable(folder / "unified", "msdynci_unifiedactivityid", buckets)
         self.facts = ordered.SortedTable(folder / "facts", "ActivityId", len(boundaries) + 1)
         self.guid_bucket = ordered.guid_buckets(buckets)
@@ -434,9 +644,8 @@ class _Placed:
         #: The first row of each batch (every batch for column names and types), and each column's Arrow types.
         self.heads: list[pd.DataFrame] = []
         self.types: dict[str, list[pa.DataType]] = {}
-        #: Every CustomerId, and whether a placed row has it: distinct customers counted on integer codes.
-        self.customer_ids = _arrow_text(pd.Series(alternate_key["CustomerId"].dropna().unique()))
-        self.seen = np.zeros(len(self.customer_ids), dtype=bool)
+        #: The distinct CustomerIds of each batch of placed (or kept) rows: the customers with an activity.
+        self.customer_sets: list[pa.Array] = []
 
     def add(self, con, rows: pd.DataFrame) -> None:
         """Put a batch of placed rows into both tables' buckets, after the ones before (the order ties keep)."""
@@ -453,51 +662,72 @@ class _Placed:
         self.unified.add(unified, self.guid_bucket(heads))
         facts = table.select(FACT_COLUMNS + [c for c in table.column_names if c not in _NOT_FIELDS])
         self.facts.add(facts, self.fact_bucket(ids) if self.facts.buckets > 1 else None)
-        customers = pc.index_in(table.column("CustomerId").cast(pa.large_string()), value_set=self.customer_ids)
-        self.seen[customers.to_numpy()] = True
+        self.customer_sets.append(pc.unique(table.column("CustomerId")))
+
+    def seen_in(self, stored: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        """Stored rows kept on the timeline, passed on once their customers are counted."""
+        for rows in stored:
+            self.customer_sets.append(pc.unique(rows.column("CustomerId")))
+            yield rows
 
     def customers(self) -> int:
         """Distinct customers with at least one placed activity."""
-        return int(self.seen.sum())
+        found = [ids.cast(pa.large_string()) for ids in self.customer_sets]
+        return len(pc.drop_null(pc.unique(pa.concat_arrays(found)))) if found else 0
 
-    def sample(self) -> pd.DataFrame:
-        """A few rows with the columns, in the order and with the types, that concatenating every batch gives."""
-        filled = [h for h in self.heads if len(h)]
-        columns = list(dict.fromkeys(c for h in self.heads for c in h.columns))
-        if not self.heads:
+    def sample(self, first: pd.DataFrame | None = None) -> pd.DataFrame:
+        """A few rows with the columns, in the order and with the types, that concatenating every batch gives
+        (``first``: rows that come before every batch, the stored tables' when only some rows are placed)."""
+        heads = ([first] if first is not None else []) + self.heads
+        filled = [h for h in heads if len(h)]
+        columns = list(dict.fromkeys(c for h in heads for c in h.columns))
+        if not heads:
             return pd.DataFrame({c: pd.Series(dtype="string") for c in FACT_COLUMNS + UNIFIED_ACTIVITY_COLUMNS})
-        sample = pd.concat(filled or self.heads, ignore_index=True)
+        sample = pd.concat(filled or heads, ignore_index=True)
         for column in columns:
             if column not in sample.columns:
                 # Only tables without a placed row have it: it is empty, in its own type.
-                first = next(h for h in self.heads if column in h.columns)
-                sample[column] = pd.Series(index=sample.index, dtype=first[column].dtype)
+                having = next(h for h in heads if column in h.columns)
+                sample[column] = pd.Series(index=sample.index, dtype=having[column].dtype)
         return sample[columns]
 
     def schema(self, frame: pd.DataFrame) -> pa.Schema:
         """The Arrow schema of ``frame`` (pandas metadata included); a column of Python objects that are all
         missing in the sample takes the type its rows have in the batches."""
         schema = pa.Schema.from_pandas(frame, preserve_index=False)
-        for i, field in enumerate(schema):
-            if pa.types.is_null(field.type):
-                found = [t for t in self.types.get(field.name, []) if not pa.types.is_null(t)]
+        for i, column in enumerate(schema):
+            if pa.types.is_null(column.type):
+                found = [t for t in self.types.get(column.name, []) if not pa.types.is_null(t)]
                 if found:
-                    schema = schema.set(i, field.with_type(found[0]))
+                    schema = schema.set(i, column.with_type(found[0]))
         return schema
 
-    def write(self, lake: Lake, paths: tuple[str, str]) -> tuple[WrittenTable, WrittenTable, int]:
-        """UnifiedActivity in GUID order and the facts in ActivityId order (ties: in placing order), and how many
-        placed rows have an ActivityId an earlier one has."""
-        sample = self.sample()
+    def schemas(self, first: pd.DataFrame | None = None, fallback: list[pa.Schema] = ()) -> tuple[pa.Schema, pa.Schema]:
+        """The schemas of UnifiedActivity and of the facts (``first``: see :meth:`sample`; ``fallback``: schemas
+        whose types a column empty in every placed batch takes)."""
+        for schema in fallback:
+            for column in schema:
+                self.types.setdefault(column.name, []).append(column.type)
+        sample = self.sample(first)
         fields = [c for c in sample.columns if c not in _NOT_FIELDS]
         facts_sample = sample[FACT_COLUMNS + fields]
         facts_sample["Activity"] = facts_sample["Activity"].astype("string")
         unified_sample = sample[UNIFIED_ACTIVITY_COLUMNS[:-1]].copy()
         unified_sample["msdynci_unifiedactivityid"] = unified_activity_guids(unified_sample["ActivityId"])
+        return self.schema(unified_sample), self.schema(facts_sample)
+
+    def write(
+        self, lake: Lake, paths: tuple[str, str], schemas: dict | None = None, stored: list | None = None
+    ) -> tuple[WrittenTable, WrittenTable, int]:
+        """UnifiedActivity in GUID order and the facts in ActivityId order (ties: in placing order), and how many
+        placed rows have an ActivityId an earlier one has (``schemas``: the tables', when already decided;
+        ``stored``: per table, stored rows in its order to merge in)."""
+        unified_schema, facts_schema = (schemas["unified"], schemas["facts"]) if schemas else self.schemas()
         distinct = ("ActivityId", "SourceActivityId", "msdynci_unifiedactivityid")
+        kept = stored or [None, None]
         tables = [
-            (self.unified, paths[0], self.schema(unified_sample), distinct),
-            (self.facts, paths[1], self.schema(facts_sample), ("ActivityId",)),
+            (self.unified, paths[0], unified_schema, distinct, kept[0]),
+            (self.facts, paths[1], facts_schema, ("ActivityId",), kept[1]),
         ]
         # Both at once, one bucket of each held: the facts are written while UnifiedActivity is.
         (unified, _), (facts, repeated) = each(lambda t: t[0].write(lake, *t[1:]), tables, 2, "activities-tables")

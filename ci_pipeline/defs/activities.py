@@ -8,11 +8,13 @@ import dagster as dg
 import pandas as pd
 
 from ci_pipeline.activities import LOOKUP_COLUMNS, ActivitySource, StoredTimeline, write_timeline
+from ci_pipeline.activities.incremental import forget, read_state, write_state
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest, unify
 from ci_pipeline.defs.metadata import counts_table, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path
+from ci_pipeline.orchestration import MODE_TAG
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS
 
 GROUP = "activities"
@@ -75,9 +77,8 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             key = spec.primary_key or config.sources[spec.source].tables[spec.table].primary_key
             rows = store.dataset(asset_path(ingest.table_key(spec.source, spec.table)))
             sources[name] = ActivitySource(spec, key, rows)
-        with tempfile.TemporaryDirectory(prefix="ci-pipeline-activities-") as work:
-            paths = (asset_path(UNIFIED), asset_path(FACTS))
-            timeline = write_timeline(sources, alternate_key, now, store, paths, Path(work))
+        timeline = _placed(context, store, sources, alternate_key, now)
+        report = timeline.report
         quarantined = timeline.corrupt["Activity"].value_counts().to_dict()
         per_table = {
             name: {"read": read, "placed": timeline.placed[name], "quarantined": int(quarantined.get(name, 0))}
@@ -94,6 +95,9 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
                 **numbers("placed", {name: counts["placed"] for name, counts in per_table.items()}),
                 "per_type": counts_table(timeline.per_type, "type", "rows"),
                 "customers": dg.MetadataValue.int(timeline.customers),
+                "rows_placed_this_run": dg.MetadataValue.int(report["rows_placed"]),
+                "rows_kept_from_last_run": dg.MetadataValue.int(report["rows_reused"]),
+                "placed_every_row_because": dg.MetadataValue.text(report["reason"] or "-"),
             },
         )
         reasons = timeline.corrupt["Reason"].str.replace(r"'[^']*'", "'…'", regex=True).value_counts()
@@ -109,6 +113,25 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         yield from _check_results(timeline, per_table)
 
     return dg.Definitions(assets=[activities])
+
+
+def _placed(context: dg.AssetExecutionContext, store, sources: dict, alternate_key: pd.DataFrame, now):
+    """The stored timeline: only the rows that changed placed, from the last run's state (every row on a full
+    refresh); the state for the next run stored once the tables are."""
+    if context.run.tags.get(MODE_TAG) == "full":
+        previous, no_previous = None, "a full refresh places every row"
+    else:
+        previous, no_previous = read_state(store)
+    # The stored tables are about to change: until the new state is written, there is none to trust.
+    forget(store)
+    with tempfile.TemporaryDirectory(prefix="ci-pipeline-activities-") as work:
+        paths = (asset_path(UNIFIED), asset_path(FACTS))
+        timeline = write_timeline(sources, alternate_key, now, store, paths, Path(work), previous, no_previous)
+    if timeline.state is not None:
+        write_state(store, timeline.state)
+    report = timeline.report
+    context.log.info(f"activities: {'incremental' if report['incremental'] else 'every row placed'} {report}")
+    return timeline
 
 
 def _check_results(timeline: StoredTimeline, per_table: dict):
