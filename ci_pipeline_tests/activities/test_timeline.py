@@ -495,3 +495,30 @@ def test_json_text_of_a_slice_looks_only_at_its_own_values():
     for start, stop in ((1, 4), (0, 5)):
         expected = [json.dumps(v) if v is not None else None for v in values[start:stop]]
         assert _json_strings(text.slice(start, stop - start)).to_pylist() == expected
+
+
+def test_two_ordered_streams_merge_into_one_in_key_order():
+    import random
+
+    import pyarrow as pa
+
+    from ci_pipeline.activities.ordered import merged
+
+    rng = random.Random(5)
+    for _ in range(30):
+        keys = sorted(rng.sample(range(10_000), rng.randrange(0, 60)))
+        mine = sorted(rng.sample(keys, rng.randrange(0, len(keys) + 1))) if keys else []
+        theirs = sorted(set(keys) - set(mine))
+
+        def parts(values, tag):
+            cuts = sorted(rng.sample(range(len(values) + 1), min(3, len(values) + 1)))
+            edges = [0, *cuts, len(values)]
+            return [
+                pa.table({"k": [f"{v:05d}" for v in values[a:b]], "from": [tag] * (b - a)})
+                for a, b in zip(edges[:-1], edges[1:], strict=True)
+            ]
+
+        out = list(merged(iter(parts(mine, "stored")), iter(parts(theirs, "placed")), "k"))
+        joined = pa.concat_tables(out) if out else pa.table({"k": [], "from": []})
+        assert joined.column("k").to_pylist() == [f"{v:05d}" for v in keys]
+        assert all(len(part) for part in out)
