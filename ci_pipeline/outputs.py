@@ -176,14 +176,15 @@ def identifiers(*parts: pd.Series | str) -> pd.Series:
     series = [p for p in parts if isinstance(p, pd.Series)]
     if not series:
         raise ValueError("identifiers() needs at least one column")
-    index = series[0].index
+    # Joined by one Arrow kernel (a missing part makes the identifier missing, as pandas' ``+`` does).
     columns = [
-        p.astype("string") if isinstance(p, pd.Series) else pd.Series(p, index=index, dtype="string") for p in parts
+        pa.array(p.astype("string"), pa.large_string(), from_pandas=True)
+        if isinstance(p, pd.Series)
+        else pa.scalar(p, pa.large_string())
+        for p in parts
     ]
-    out = columns[0]
-    for column in columns[1:]:
-        out = out + "|" + column
-    return out
+    joined = pc.binary_join_element_wise(*columns, pa.scalar("|", pa.large_string()))
+    return pd.Series(pd.array(joined, dtype="string"), index=series[0].index)
 
 
 # -- the contract: one entry per output table ------------------------------------------------------------------

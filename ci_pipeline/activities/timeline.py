@@ -149,7 +149,8 @@ def place_activities(
         now: run time (UTC); timestamps later than it (plus the tolerance applied by the caller) are future.
     """
     lookup = customer_lookup(alternate_key, spec.customer.source, spec.customer.table)
-    return place_rows(name, spec, frame, primary_key, lookup, now)
+    accepted, corrupt, _ = place_rows(name, spec, frame, primary_key, lookup, now)
+    return accepted, corrupt
 
 
 def check_columns(name: str, spec: ActivityTable, columns: list[str], primary_key: str) -> None:
@@ -175,32 +176,18 @@ def place_rows(
     lookup: CustomerLookup,
     now,
     keys_of_table: KeyRules | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`place_activities` of ``frame``, the whole table or one batch of it.
+    only: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """:func:`place_activities` of ``frame``, the whole table or one batch of it: of the rows ``only`` marks (every
+    row when None); the accepted rows, the quarantined ones and which of the placed rows were quarantined.
+
+    What a batch decides for all its rows (whether its float customer keys are whole numbers) is decided over the
+    whole ``frame``, so a row is placed alike whichever rows of its batch are placed with it.
 
     Args:
         lookup: :func:`customer_lookup` of the table's customer table.
         keys_of_table: what the whole table's keys look like when ``frame`` is one batch of it (None: ``frame`` is
             the whole table).
-    """
-    accepted, corrupt, _ = _place(name, spec, frame, primary_key, lookup, now, keys_of_table)
-    return accepted, corrupt
-
-
-def _place(
-    name: str,
-    spec: ActivityTable,
-    frame: pd.DataFrame,
-    primary_key: str,
-    lookup: CustomerLookup,
-    now,
-    keys_of_table: KeyRules | None = None,
-    only: np.ndarray | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """:func:`place_rows` of the rows ``only`` marks (every row when None), and which of them were quarantined.
-
-    What a batch decides for all its rows (whether its float customer keys are whole numbers) is decided over the
-    whole ``frame``, so a row is placed alike whichever rows of its batch are placed with it.
     """
     check_columns(name, spec, list(frame.columns), primary_key)
     frame = frame.reset_index(drop=True)
@@ -472,7 +459,7 @@ class _Run:
                 self.counts["rows_reused"] += n - int(again.sum())
             flagged = np.zeros(0, dtype=bool)
             if again is None or again.any():
-                ok, bad, flagged = _place(name, spec, batch.to_pandas(), key, lookup, self.now, rules, again)
+                ok, bad, flagged = place_rows(name, spec, batch.to_pandas(), key, lookup, self.now, rules, again)
                 self.corrupt.append(bad)
                 self.placed[name] += len(ok)
                 self.counts["rows_placed"] += len(flagged)

@@ -265,28 +265,32 @@ class ModelRuns:
         )
 
 
-def _json_values(column: pd.Series) -> np.ndarray:
+def _json_values(column: pd.Series) -> pa.Array:
     """Each value as JSON text (what ``json.dumps`` writes), missing and non-finite numbers as ``null``.
 
     Each distinct value is written once: scores are rounded and reasons and product names repeat across customers.
     """
     if pd.api.types.is_bool_dtype(column.dtype):
-        text = np.where(column.fillna(False).to_numpy(dtype=bool), "true", "false").astype(object)
-    elif pd.api.types.is_float_dtype(column.dtype):
-        values = np.ascontiguousarray(column.to_numpy(dtype="float64", na_value=np.nan))
-        # Distinct by bit pattern: 0.0 and -0.0 are equal as numbers but written differently.
-        codes, bits = pd.factorize(values.view(np.int64))
-        distinct = bits.view(np.float64)
-        written = pd.Series(distinct).astype(str).to_numpy(dtype=object)
-        text = np.where(np.isfinite(distinct), written, "null").astype(object)[codes]
-    elif pd.api.types.is_numeric_dtype(column.dtype):
-        codes, distinct = pd.factorize(column, use_na_sentinel=True)
-        text = np.append(pd.Series(distinct).astype(str).to_numpy(dtype=object), "null")[codes]
+        text = pa.array(np.where(column.fillna(False).to_numpy(dtype=bool), "true", "false"), pa.string())
     else:
-        codes, distinct = pd.factorize(column.astype("string"), use_na_sentinel=True)
-        text = np.append(_json_texts(np.asarray(distinct, dtype=object)), "null")[codes]
-    text[column.isna().to_numpy()] = "null"
-    return text
+        if pd.api.types.is_float_dtype(column.dtype):
+            values = np.ascontiguousarray(column.to_numpy(dtype="float64", na_value=np.nan))
+            # Distinct by bit pattern: 0.0 and -0.0 are equal as numbers but written differently.
+            codes, bits = pd.factorize(values.view(np.int64))
+            distinct = bits.view(np.float64)
+            written = pd.Series(distinct).astype(str).to_numpy(dtype=object)
+            texts = np.where(np.isfinite(distinct), written, "null").astype(object)
+        elif pd.api.types.is_numeric_dtype(column.dtype):
+            codes, distinct = pd.factorize(column, use_na_sentinel=True)
+            texts = pd.Series(distinct).astype(str).to_numpy(dtype=object)
+        else:
+            codes, distinct = pd.factorize(column.astype("string"), use_na_sentinel=True)
+            texts = _json_texts(np.asarray(distinct, dtype=object))
+        # Each distinct text made once, then taken by code in Arrow (-1, missing, takes the trailing "null").
+        table = pa.array(np.append(texts, "null").astype(object), pa.string())
+        text = table.take(pa.array(np.where(codes < 0, len(texts), codes)))
+    missing = column.isna().to_numpy()
+    return pc.if_else(pa.array(missing), pa.scalar("null"), text) if missing.any() else text
 
 
 def _json_texts(texts: np.ndarray) -> np.ndarray:
@@ -300,18 +304,17 @@ def _json_texts(texts: np.ndarray) -> np.ndarray:
     return out
 
 
-def json_objects(frame: pd.DataFrame) -> pd.Series:
+def json_objects(frame: pd.DataFrame) -> pa.Array:
     """One JSON object per row, keys sorted, compact: the text ``json.dumps(row, sort_keys=True,
     separators=(",", ":"), ensure_ascii=False)`` gives, built column by column (joined by Arrow) instead of row by
-    row."""
+    row, and left in Arrow (no Python string per row)."""
+    if not len(frame):
+        return pa.array([], pa.string())
     pieces: list = ["{"]
     for i, name in enumerate(sorted(frame.columns)):
-        pieces += [("," if i else "") + f"{json.dumps(str(name))}:", pa.array(_json_values(frame[name]), pa.string())]
+        pieces += [("," if i else "") + f"{json.dumps(str(name))}:", _json_values(frame[name])]
     pieces.append("}")
-    if not len(frame):
-        return pd.Series([], index=frame.index, dtype=object)
-    joined = pc.binary_join_element_wise(*pieces, "")
-    return pd.Series(joined.to_numpy(zero_copy_only=False), index=frame.index, dtype=object)
+    return pc.binary_join_element_wise(*pieces, "")
 
 
 def prediction_table(scores: dict[str, pd.DataFrame], provider: str) -> pd.DataFrame:
@@ -327,16 +330,17 @@ def prediction_table(scores: dict[str, pd.DataFrame], provider: str) -> pd.DataF
     for model, frame in scores.items():
         if model == "recommendation":
             ordered = frame.sort_values(["CustomerId", "Rank"], kind="stable")
-            items = json_objects(ordered[["Rank", "Product", "Score", "Reason"]]).to_numpy(dtype=object)
-            owner = ordered["CustomerId"].to_numpy(dtype=object)
-            # Each customer's items are contiguous: join them with one reduceat instead of a Python call per group.
-            starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]) if len(owner) else np.array([], dtype=int)
-            comma = np.full(len(items), ",", dtype=object)
-            comma[np.r_[starts[1:] - 1, len(items) - 1] if len(items) else []] = ""
-            joined = np.add.reduceat(items + comma, starts) if len(items) else np.array([], dtype=object)
-            customers, values = owner[starts], '{"Products":[' + joined + "]}"
+            items = json_objects(ordered[["Rank", "Product", "Score", "Reason"]])
+            owner = pa.array(ordered["CustomerId"].astype("string"), pa.string(), from_pandas=True)
+            # Each customer's items are contiguous: one list per customer, joined by Arrow.
+            changes = pc.not_equal(owner[1:], owner[:-1]).to_numpy(zero_copy_only=False) if len(owner) > 1 else []
+            starts = np.flatnonzero(np.r_[len(owner) > 0, changes]).astype(np.int32)
+            lists = pa.ListArray.from_arrays(pa.array(np.r_[starts, len(items)].astype(np.int32)), items)
+            joined = pc.binary_join(lists, ",")
+            values = pc.binary_join_element_wise('{"Products":[', joined, "]}", "")
+            customers = owner.take(pa.array(starts))
         else:
-            customers, values = frame["CustomerId"], json_objects(frame.drop(columns="CustomerId")).to_numpy()
+            customers, values = frame["CustomerId"], json_objects(frame.drop(columns="CustomerId"))
         parts.append(
             pd.DataFrame(
                 {
