@@ -105,8 +105,8 @@ def place(lake: Lake, work: Path, tables: dict, customers: dict, now=NOW, previo
 class Runs:
     """A lake placed run after run from its state, and a fresh lake placed in full each time, compared."""
 
-    def __init__(self, root: Path):
-        self.root, self.lake, self.count = root, Lake.local(root / "incremental"), 0
+    def __init__(self, root: Path, lake: Lake | None = None):
+        self.root, self.lake, self.count = root, lake or Lake.local(root / "incremental"), 0
 
     def run(self, tables: dict, customers: dict, now=NOW) -> dict:
         self.count += 1
@@ -247,3 +247,16 @@ def test_a_kept_row_sharing_a_hash_with_a_leaving_one_places_every_row(runs, mon
     monkeypatch.setattr(incremental.Reuse, "removed", colliding)
     report = runs.run({**tables, "orders": (ORDERS, shop, "order_id")}, CUSTOMERS)
     assert not report["incremental"] and "a hash shared by two ids" in report["reason"]
+
+
+def test_an_azure_lake_keeps_the_state_and_the_tables_it_merges_from(azure_container, tmp_path):
+    from ci_pipeline.config.lake import LakeConfig
+
+    config = LakeConfig(url=f"abfs://{azure_container}/lake", connection_string="env:AZURE_TEST_CONNECTION")
+    runs = Runs(tmp_path, Lake.from_config(config, tmp_path))
+    shop = orders(40)
+    tables = {"orders": (ORDERS, shop, "order_id"), "points": (POINTS, points(10), "transaction_id")}
+    assert not runs.run(tables, CUSTOMERS)["incremental"]
+    grown = pd.concat([shop.drop(index=2), orders(3, seed=4).assign(order_id=lambda f: "n" + f["order_id"])])
+    report = runs.run({**tables, "orders": (ORDERS, grown.reset_index(drop=True), "order_id")}, CUSTOMERS)
+    assert report["incremental"] and report["rows_removed"] >= 1
