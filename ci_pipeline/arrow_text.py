@@ -95,11 +95,23 @@ class TextIndex:
         return pa.array(positions, mask=positions < 0)
 
 
-def _hashes(text: pa.Array) -> np.ndarray:
+def duckdb_hashes(table: pa.Table, expressions: list[str], con=None) -> list[np.ndarray]:
+    """DuckDB's 64-bit ``hash`` expressions over the rows of ``table`` (registered as ``rows``), one array per
+    expression in row order, as signed integers (the same 64 bits); on ``con`` when given."""
     import duckdb
 
-    with duckdb.connect() as con:
-        con.register("texts", pa.table({"t": text}))
+    own = con is None
+    con = duckdb.connect() if own else con
+    con.register("rows", table)
+    try:
         # A plain projection keeps the rows in their order (DuckDB's preserve_insertion_order, its default).
-        found = con.sql("SELECT hash(t) FROM texts").to_arrow_table().column(0)
-    return found.to_numpy().astype(np.uint64, copy=False)
+        found = con.sql(f"SELECT {', '.join(expressions)} FROM rows").to_arrow_table()
+    finally:
+        con.unregister("rows")
+        if own:
+            con.close()
+    return [column.to_numpy().astype(np.uint64, copy=False).view(np.int64) for column in found.columns]
+
+
+def _hashes(text: pa.Array) -> np.ndarray:
+    return duckdb_hashes(pa.table({"t": text}), ["hash(t)"])[0]

@@ -2,7 +2,7 @@
 
 A row's place on the timeline depends on its own values, on the CustomerId of the record it names, on whether
 another row has its key, and on the run's clock (a timestamp in the future is quarantined). So the stage keeps, per
-activity table, each row's key, a hash of the key and one of the whole row, and whether the row was placed; and per
+activity table, a hash of each row's ActivityId and one of the whole row, and whether the row was placed; and per
 customer table the CustomerId of each key. The next run places again only the rows that are new or changed, that
 were quarantined (the clock moved on, a missing customer may have come), whose key is repeated now, or whose
 record's CustomerId changed; every other row placed before is taken from the stored timeline as it is, and the rows
@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import ci_pipeline
+from ci_pipeline.arrow_text import duckdb_hashes
 from ci_pipeline.lake import Lake
 from ci_pipeline.run_state import META
 from ci_pipeline.sql_text import literal, quoted
@@ -72,30 +73,19 @@ def row_fingerprints(
     """Per row of ``batch``: a 64-bit hash of its ActivityId (``prefix`` and its key text, ``keys``) and one of all
     its columns (DuckDB's ``hash``, vectorised, in row order), as signed integers."""
     table = pa.Table.from_batches([batch]).append_column(_KEY, keys)
-    con.register("activity_batch", table)
-    try:
-        columns = ", ".join(quoted(c) for c in batch.schema.names)
-        activity_id = _ID_HASH.format(f"{literal(prefix)} || {quoted(_KEY)}")
-        # A plain projection keeps the rows in their order (DuckDB's preserve_insertion_order, its default).
-        found = con.sql(f"SELECT {activity_id}, hash({columns}) FROM activity_batch").to_arrow_table()
-    finally:
-        con.unregister("activity_batch")
-    return _signed(found.column(0)), _signed(found.column(1))
+    columns = ", ".join(quoted(c) for c in batch.schema.names)
+    activity_id = _ID_HASH.format(f"{literal(prefix)} || {quoted(_KEY)}")
+    found = duckdb_hashes(table, [activity_id, f"hash({columns})"], con)
+    return found[0], found[1]
 
 
 def id_hashes(con: duckdb.DuckDBPyConnection, ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """The hash :func:`row_fingerprints` gives each ActivityId."""
-    con.register("activity_ids", pa.table({"id": ids}))
-    try:
-        found = con.sql(f"SELECT {_ID_HASH.format('id')} FROM activity_ids").to_arrow_table()
-    finally:
-        con.unregister("activity_ids")
-    return _signed(found.column(0))
+    return duckdb_hashes(pa.table({"id": ids}), [_ID_HASH.format("id")], con)[0]
 
 
-def _signed(hashes: pa.ChunkedArray) -> np.ndarray:
-    # DuckDB's hash is unsigned; the state keeps the same 64 bits as a signed integer.
-    return hashes.to_numpy().astype(np.uint64, copy=False).view(np.int64)
+class Refused(Exception):
+    """The stored tables cannot be reused after all (the message says why): every row is placed."""
 
 
 class KeptRows:
@@ -296,10 +286,10 @@ def _changed_customers(before: pa.Table | None, now) -> pd.Series:
 class Kept:
     """The stored rows that stay, batch by batch in their order: every row but those whose ActivityId hash is one
     of ``removed``. Each table must lose exactly ``rows`` rows (one per leaving ActivityId); another count means
-    a kept ActivityId shares a hash with a leaving one, and :meth:`batches` raises ``refuse(...)``."""
+    a kept ActivityId shares a hash with a leaving one, and :meth:`batches` raises :class:`Refused`."""
 
-    def __init__(self, removed: np.ndarray, rows: int, refuse: Callable[[str], Exception]):
-        self.removed, self.rows, self.refuse = removed, rows, refuse
+    def __init__(self, removed: np.ndarray, rows: int):
+        self.removed, self.rows = removed, rows
 
     def batches(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
         dropped = 0
@@ -315,4 +305,4 @@ class Kept:
                 if table.num_rows:
                     yield table
         if dropped != self.rows:
-            raise self.refuse(f"{dropped} stored rows matched the {self.rows} that leave (a hash shared by two ids)")
+            raise Refused(f"{dropped} stored rows matched the {self.rows} that leave (a hash shared by two ids)")

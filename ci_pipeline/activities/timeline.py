@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ci_pipeline.activities import incremental, ordered
-from ci_pipeline.activities.incremental import TimelineState
+from ci_pipeline.activities.incremental import Refused, TimelineState
 from ci_pipeline.activities.jsoncols import json_objects
 from ci_pipeline.arrow_text import TextIndex
 from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable
@@ -106,6 +106,11 @@ def customer_lookup(alternate_key: pd.DataFrame, source: str, table: str) -> Cus
     rows = alternate_key[(alternate_key["DataSourceName"] == source) & (alternate_key["EntityName"] == table)]
     rows = rows.drop_duplicates("AlternateValue")
     return CustomerLookup(_arrow_text(rows["AlternateValue"]), _arrow_text(rows["CustomerId"]))
+
+
+def activity_id_prefix(spec: ActivityTable) -> str:
+    """What comes before a row's key in its ActivityId: ``<source>_<table>_``."""
+    return f"{spec.source}_{spec.table}_"
 
 
 def _arrow_text(values: pd.Series) -> pa.Array:
@@ -227,7 +232,7 @@ def place_rows(
     accepted = pd.DataFrame(
         {
             "CustomerId": customers,
-            "ActivityId": (spec.source + "_" + spec.table + "_" + keys).astype("string"),
+            "ActivityId": (activity_id_prefix(spec) + keys).astype("string"),
             "SourceEntityName": spec.table,
             "SourceActivityId": keys,
             "ActivityType": spec.type,
@@ -347,7 +352,7 @@ def write_timeline(
         run = _Run(sources, rules, lookups, now, con)
         try:
             stored = run.write(lake, paths, work / "placed", reuse)
-        except _Refused as exc:
+        except Refused as exc:
             reuse, why = None, str(exc)
             stored = _Run(sources, rules, lookups, now, con).write(lake, paths, work / "again", None)
     finally:
@@ -363,10 +368,6 @@ def _stored_rows(lake: Lake, paths: tuple[str, str]) -> dict[str, int | None]:
         kind: (lake.dataset(path).count_rows() if lake.exists(path) else None)
         for kind, path in zip(("unified", "facts"), paths, strict=True)
     }
-
-
-class _Refused(Exception):
-    """The stored tables cannot be reused after all (the message says why): every row is placed."""
 
 
 @dataclass(frozen=True)
@@ -443,7 +444,7 @@ class _Run:
         lookup = self.lookups[(spec.customer.source, spec.customer.table)]
         self.read[name] = self.placed[name] = 0
         duplicated = pa.array(rules.duplicated, type=pa.large_string(), from_pandas=True)
-        prefix = f"{spec.source}_{spec.table}_"
+        prefix = activity_id_prefix(spec)
         for batch in _batches(source.rows):
             n = batch.num_rows
             self.read[name] += n
@@ -455,8 +456,9 @@ class _Run:
                 links = functools.partial(_links, batch, spec.customer.column)
                 repeated = pc.is_in(keys, value_set=duplicated).to_numpy(zero_copy_only=False)
                 again = reuse.select(name, hashes[0], hashes[1], links, repeated)
-                self.placed[name] += n - int(again.sum())
-                self.counts["rows_reused"] += n - int(again.sum())
+                reused = n - int(again.sum())
+                self.placed[name] += reused
+                self.counts["rows_reused"] += reused
             flagged = np.zeros(0, dtype=bool)
             if again is None or again.any():
                 ok, bad, flagged = place_rows(name, spec, batch.to_pandas(), key, lookup, self.now, rules, again)
@@ -470,29 +472,30 @@ class _Run:
                 self.kept[name].add(hashes[0], hashes[1], placed)
 
     def _fingerprints(self, hasher, batch: pa.RecordBatch, keys: pa.Array, prefix: str, needed: bool):
-        """The key and row hashes of a batch (None once a batch could not be hashed and no reuse needs them)."""
+        """The ActivityId and row hashes of a batch (None once a batch could not be hashed and no reuse needs
+        them)."""
         if self.kept is None:
             return None
         try:
             return incremental.row_fingerprints(hasher, batch, keys, prefix)
         except duckdb.Error as exc:
             if needed:
-                raise _Refused(f"the rows of a table cannot be fingerprinted ({exc}): every row is placed") from exc
+                raise Refused(f"the rows of a table cannot be fingerprinted ({exc}): every row is placed") from exc
             self.kept = None  # a column DuckDB cannot hash: no state, and the next run places every row too
             return None
 
     def _kept(self, reuse, placed_rows: _Placed, lake: Lake, paths: tuple[str, str]) -> tuple[dict, list]:
-        """The schemas of the two tables, which must be the stored ones (else :class:`_Refused`), and the stored
+        """The schemas of the two tables, which must be the stored ones (else :class:`Refused`), and the stored
         rows that stay, per table, to be merged with the placed ones as the tables are written."""
         stored = [lake.dataset(path) for path in paths]
         heads = [_first_row(ds_) for ds_ in stored]
         schemas = placed_rows.schemas(_stored_head(*heads), [ds_.schema for ds_ in stored])
         for found, ds_, what in zip(schemas, stored, ("UnifiedActivity", "the activity facts"), strict=True):
             if not _alike(found, ds_.schema):
-                raise _Refused(f"the columns of {what} change with this run's rows: every row is placed")
+                raise Refused(f"the columns of {what} change with this run's rows: every row is placed")
         removed, rows = reuse.removed()
         self.counts["rows_removed"] = rows
-        kept = incremental.Kept(removed, rows, _Refused)
+        kept = incremental.Kept(removed, rows)
         unified = placed_rows.seen_in(kept.batches(_stored_batches(stored[0])))
         facts = kept.batches(_stored_batches(stored[1]))
         # The stored schemas, pandas metadata and all: which value a batch's first row holds may make that
@@ -542,7 +545,7 @@ def _activity_id_samples(sources: dict[str, ActivitySource], rules: dict[str, Ke
     samples: list[str] = []
     for name in sorted(sources):
         source = sources[name]
-        prefix = f"{source.spec.source}_{source.spec.table}_"
+        prefix = activity_id_prefix(source.spec)
         for batch in source.rows.to_batches(
             columns=[source.primary_key], batch_size=ordered.BATCH_ROWS, batch_readahead=1, fragment_readahead=1
         ):
