@@ -109,6 +109,35 @@ def test_ready_steps_with_a_higher_priority_start_first():
     assert max(spans["urgent_1"], spans["urgent_2"]) < min(spans["a"], spans["b"])
 
 
+def test_the_head_of_the_longest_chain_starts_first_among_steps_of_one_priority():
+    """The pipeline's shape: two customer tables feed unification, which every later step waits for; four activity
+    tables (first in the plan's order) feed only a step after unification. With two threads, unification starts as
+    soon as its tables are in, and the activity tables are read beside it."""
+    spans: dict = {}
+
+    def make(name: str, deps=(), seconds: float = SECONDS / 4):
+        @dg.asset(name=name, deps=list(deps))
+        def _asset():
+            started = time.monotonic()
+            time.sleep(seconds)
+            spans[name] = (started, time.monotonic())
+
+        return _asset
+
+    activity_tables = [make(f"activity_{i}") for i in range(4)]
+    customer_tables = [make("customers_1"), make("customers_2")]
+    unify = make("unify", deps=["customers_1", "customers_2"], seconds=SECONDS)
+    placed = make("place", deps=["unify", *(a.key.path[-1] for a in activity_tables)])
+    published = make("publish_profiles", deps=["unify"])
+    assets = [*activity_tables, *customer_tables, unify, placed, published, make("measures", deps=["place"])]
+    job = dg.Definitions(assets=assets, jobs=[dg.define_asset_job("all")]).resolve_job_def("all")
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert execute_as_job_run(job, instance, {}, {}, steps_at_once=2).success
+    assert max(spans["customers_1"][0], spans["customers_2"][0]) < min(spans[f"activity_{i}"][0] for i in range(4))
+    # Unification started before the activity tables were all read, not after them.
+    assert spans["unify"][0] < max(spans[f"activity_{i}"][0] for i in range(4))
+
+
 class _Payload:
     """A step's output, standing for a table: what the finished step's context still holds."""
 
