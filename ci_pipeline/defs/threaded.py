@@ -32,6 +32,7 @@ from dagster._core.execution.api import ExecuteRunWithPlanIterable
 from dagster._core.execution.compute_logs import create_compute_log_file_key
 from dagster._core.execution.context.system import PlanExecutionContext, PlanOrchestrationContext
 from dagster._core.execution.context_creation_job import PlanExecutionContextManager
+from dagster._core.execution.plan.active import _default_sort_key
 from dagster._core.execution.plan.execute_plan import (
     _handle_compute_log_setup_error,
     _handle_compute_log_teardown_error,
@@ -203,7 +204,7 @@ def _collect_step_garbage() -> None:
     gc.collect()
 
 
-def critical_path_first(plan: ExecutionPlan) -> Callable[[ExecutionStep], tuple[int, int, int]]:
+def critical_path_first(plan: ExecutionPlan) -> Callable[[ExecutionStep], tuple[float, int, int]]:
     """The order in which ready steps start: a higher ``dagster/priority`` tag first (Dagster's own order), then the
     step with the longest chain of steps after it in this plan, then the one more steps wait for.
 
@@ -225,8 +226,8 @@ def critical_path_first(plan: ExecutionPlan) -> Callable[[ExecutionStep], tuple[
         chain[step.key] = 1 + max((chain[d] for d in children), default=0)
         after[step.key] = set(children).union(*(after[d] for d in children))
 
-    def key(step: ExecutionStep) -> tuple[int, int, int]:
-        return (-int(step.tags.get(PRIORITY_TAG, 0)), -chain.get(step.key, 0), -len(after.get(step.key, ())))
+    def key(step: ExecutionStep) -> tuple[float, int, int]:
+        return (_default_sort_key(step), -chain.get(step.key, 0), -len(after.get(step.key, ())))
 
     return key
 
