@@ -133,9 +133,9 @@ def test_429_pauses_every_sender_then_ramps_up(server):
     during = [round(r.start - throttled.end, 3) for r in records if throttled.end + 0.2 < r.start < throttled.end + 1.0]
     assert during == [], f"requests started during the pause, seconds after the 429: {during}"
     after = sorted((r for r in records if r.start >= throttled.end + 1.0), key=lambda r: r.start)
-    # One sender first, then more. The server notes a request's end after its response is on its way, so the
-    # client's next request may be noted a few microseconds before it; two senders at once would overlap by most of
-    # the 30 ms latency.
+    # One sender first, then more. The server notes a request's end as its answer goes out, not when the client has
+    # read it, so the two may be a few microseconds apart; two senders at once would overlap by most of the 30 ms
+    # latency.
     assert after[0].end <= after[1].start + 0.01
     assert _most_in_flight(records) <= 4
 
