@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ci_pipeline.arrays import isin, pairs_sharing_code, unique
+from ci_pipeline.arrays import isin, pairs_sharing_code, stable_order, unique
 
 
 @pytest.mark.parametrize("shape", [(0,), (1000,), (40, 25)])
@@ -63,3 +63,18 @@ def test_take_rows_is_iloc_with_a_fresh_index():
     rows = np.array([2, 0, 1, 0])
     pd.testing.assert_frame_equal(take_rows(frame, rows), frame.iloc[rows].reset_index(drop=True))
     assert take_rows(frame, np.array([], np.int64)).columns.tolist() == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [np.array([], np.int64), np.array([], np.int64)],
+        [np.random.default_rng(4).integers(-3, 3, 2000), np.random.default_rng(5).integers(0, 50, 2000)],
+        # Ranges too wide to pack into one integer: the lexsort.
+        [np.random.default_rng(6).integers(0, 2**40, 500), np.random.default_rng(7).integers(0, 2**40, 500)],
+        # Two sorted runs end to end, as reused pairs after the pairs found anew.
+        [np.r_[np.arange(0, 100, 3), np.arange(100)], np.r_[np.zeros(34, np.int64), np.ones(100, np.int64)]],
+    ],
+)
+def test_stable_order_is_the_lexsort_of_the_keys(keys):
+    np.testing.assert_array_equal(stable_order(keys), np.lexsort(keys[::-1]))

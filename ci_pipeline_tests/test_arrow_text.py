@@ -88,3 +88,11 @@ def test_a_text_index_finds_what_index_in_finds_collisions_and_all(monkeypatch):
     monkeypatch.setattr(arrow_text, "_hashes", lambda text: np.zeros(len(text), dtype=np.uint64))
     assert TextIndex(values).positions(asked).to_pylist() == expected.to_pylist()
     assert TextIndex(pa.array([], pa.string())).positions(asked).null_count == len(asked)
+
+
+@pytest.mark.parametrize("at", [np.array([], np.int64), np.array([3, 0, 0, 2, 1, 3])])
+def test_take_repeated_takes_as_arrow_does(at):
+    from ci_pipeline.unify.text import take_repeated
+
+    text = pa.array(['{"email": 1.0}', None, '{"email": 0.5}', '{"email": 1.0}'], pa.large_string())
+    assert take_repeated(text, at).equals(text.take(pa.array(at, pa.int64())))

@@ -34,7 +34,14 @@ from ci_pipeline.unify.incremental import (
 )
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
 from ci_pipeline.unify.records import BASE, EARLIEST, LATEST, build_records
-from ci_pipeline.unify.text import arrow_strings, concat_strings, group_starts, join_runs, pandas_strings
+from ci_pipeline.unify.text import (
+    arrow_strings,
+    concat_strings,
+    group_starts,
+    join_runs,
+    pandas_strings,
+    take_repeated,
+)
 
 MATCH_PAIR_COLUMNS = [
     "Stage",
@@ -858,7 +865,7 @@ def _match_pairs(pairs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
             )
         },
         "Rule": lambda: rule.take(order),
-        "Scores": lambda: _take(arrow_strings(pairs["scores"]), order),
+        "Scores": lambda: pandas_strings(take_repeated(arrow_strings(pairs["scores"]), order)),
         "Accepted": lambda: pairs["accepted"].to_numpy(bool)[order],
         "Linked": lambda: pairs["linked"].to_numpy(bool)[order],
         "Note": lambda: note.take(order),

@@ -110,6 +110,23 @@ def test_a_sequence_of_increments_unifies_incrementally_as_a_full_unify_does(tmp
     assert again.stats["incremental"]["customers_reused"] == len(again.customer_profile)
 
 
+def test_the_stored_pairs_keep_their_texts_as_dictionaries_and_a_state_with_plain_texts_is_reused_alike(tmp_path):
+    cfg = config()
+    tables = frames()
+    last = unify(cfg, tables, KEYS, run_id="run")
+    lake = Lake.local(tmp_path)
+    write_state(lake, last.state)
+    state, _ = read_state(lake)
+    assert all(isinstance(state.pairs[c].dtype, pd.CategoricalDtype) for c in ("scores", "stage", "rule_name"))
+    # A state kept before the texts were stored as dictionaries holds them as plain text: reused the same way.
+    state.pairs = state.pairs.astype({"scores": "string", "stage": "string", "rule_name": "string"})
+    add(tables, SHOP, customer_id="s4", full_name="Robert Smith", email="bob.smith@example.com")
+    ids = (last.identity.identity_map, last.identity.id_change, "run")
+    inc = unify(cfg, tables, KEYS, *ids, state=state)
+    assert inc.stats["incremental"]["pairs_reused"] > 0
+    assert_same(unify(cfg, tables, KEYS, *ids), inc)
+
+
 def test_a_dedup_winner_changes_when_a_newer_duplicate_arrives():
     cfg = config()
     tables = frames()
