@@ -90,9 +90,12 @@ def test_a_text_index_finds_what_index_in_finds_collisions_and_all(monkeypatch):
     assert TextIndex(pa.array([], pa.string())).positions(asked).null_count == len(asked)
 
 
-@pytest.mark.parametrize("at", [np.array([], np.int64), np.array([3, 0, 0, 2, 1, 3])])
-def test_take_repeated_takes_as_arrow_does(at):
+@pytest.mark.parametrize("distinct", [3, 600])
+def test_take_repeated_takes_as_arrow_does(distinct):
     from ci_pipeline.unify.text import take_repeated
 
-    text = pa.array(['{"email": 1.0}', None, '{"email": 0.5}', '{"email": 1.0}'], pa.large_string())
-    assert take_repeated(text, at).equals(text.take(pa.array(at, pa.int64())))
+    # Repeated texts (and a missing one) go through dictionary codes; mostly distinct ones are taken directly.
+    values = [f'{{"email": {i % distinct}}}' for i in range(600)]
+    text = pa.array([None if i % 7 == 0 else v for i, v in enumerate(values)], pa.large_string())
+    for at in (np.array([], np.int64), np.random.default_rng(distinct).integers(0, 600, 1000)):
+        assert take_repeated(text, at).equals(text.take(pa.array(at, pa.int64())))

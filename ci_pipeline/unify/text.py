@@ -57,12 +57,17 @@ def pandas_strings(array: pa.Array) -> pd.arrays.ArrowStringArray:
 
 
 def take_repeated(text: pa.Array, at: np.ndarray) -> pa.Array:
-    """``text.take(at)`` for long texts of few distinct values (the scores of millions of pairs): gathered as
-    dictionary codes, then decoded. Arrow's take copies each text it gathers; for 5.2 million pair scores of 100
-    characters (22,000 distinct) that took 0.85 s in order and 1.2 s shuffled, the codes 0.18 s. Mostly distinct
-    texts are slower this way: take them directly."""
+    """``text.take(at)``, by dictionary codes where the texts repeat (the rules' scores of millions of pairs).
+
+    Arrow's take copies each text it gathers; for 5.2 million pair scores of 100 characters (22,000 distinct) that
+    took 0.85 s in order and 1.2 s shuffled, encoding them and gathering the codes 0.18 s. Mostly distinct texts (a
+    match model's weights) are slower to encode than to take: when a sample of the first texts is more than a
+    quarter distinct, they are taken directly."""
+    sample = text.slice(0, 10_000)
+    if len(sample) and pc.count_distinct(sample).as_py() > len(sample) // 4:
+        return text.take(pa.array(at, pa.int64()))
     coded = text.dictionary_encode()
-    return coded.dictionary.take(coded.indices.take(pa.array(at)))
+    return coded.dictionary.take(coded.indices.take(pa.array(at, pa.int64())))
 
 
 def concat_strings(*parts: str | pa.Array) -> pa.LargeStringArray:
