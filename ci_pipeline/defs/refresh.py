@@ -6,7 +6,9 @@ The rules are in :mod:`ci_pipeline.orchestration.refresh`; docs/operations.md ("
 
 from __future__ import annotations
 
+import threading
 import warnings
+from collections import OrderedDict
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -130,22 +132,53 @@ def stale_selection(graph, plan_: RefreshPlan, keys) -> set[dg.AssetKey]:
     return chosen | ahead
 
 
+class _RunMaterializations:
+    """The materializations of the runs in progress, read from the instance once each, by step.
+
+    The hook runs after every step and needs that step's materializations; reading all of the run's events each
+    time deserialized them again and again, a cost that grows with the square of the steps (26 steps at 100,000
+    people: 906 records read in 0.39 s for 58 materializations). Each call reads only the events stored since the
+    last read (the instance's cursor), files them by step and hands out the asking step's (0.05 s). Steps run on
+    threads, hence the lock; the few most recent runs are kept."""
+
+    KEPT_RUNS = 4
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._runs: OrderedDict[str, tuple[str | None, dict[str, list]]] = OrderedDict()
+
+    def of_step(self, instance, run_id: str, step_key: str) -> list:
+        with self._lock:
+            cursor, by_step = self._runs.pop(run_id, (None, {}))
+            while True:
+                found = instance.get_records_for_run(
+                    run_id, cursor=cursor, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+                )
+                for record in found.records:
+                    event = record.event_log_entry.dagster_event
+                    if event is not None:
+                        by_step.setdefault(event.step_key, []).append(event)
+                cursor = found.cursor or cursor
+                if not found.has_more:
+                    break
+            mine = by_step.pop(step_key, [])
+            self._runs[run_id] = (cursor, by_step)
+            while len(self._runs) > self.KEPT_RUNS:
+                self._runs.popitem(last=False)
+            return mine
+
+
 def refresh_hook(graph, keys) -> dg.HookDefinition:
     """The success hook that records, after each step, the provenance of the assets it stored (in the lake).
 
     ``keys``: the assets the provenance covers (those the refreshes run)."""
     nodes_keys = set(keys)
+    materializations = _RunMaterializations()
 
     @dg.success_hook(name=HOOK_NAME, required_resource_keys={"lake"})
     def record_refresh_state(context: dg.HookContext):
-        records = context.instance.get_records_for_run(
-            context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-        ).records
         stored, fingerprints = [], {}
-        for record in records:
-            event = record.event_log_entry.dagster_event
-            if event is None or event.step_key != context.step_key:
-                continue
+        for event in materializations.of_step(context.instance, context.run_id, context.step_key):
             materialization = event.event_specific_data.materialization
             path = tuple(materialization.asset_key.path)
             stored.append(path)
