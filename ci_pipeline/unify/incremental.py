@@ -193,9 +193,10 @@ class Plan:
 
 
 def _gathered(found: pd.Series, reused: ReusedPairs, column: str, at: np.ndarray) -> pd.Series:
-    """``pd.concat([found, stored]).iloc[at]`` of a column; texts (scores, stages, rule names: few distinct
-    values) gathered as dictionary codes (see :func:`~ci_pipeline.unify.text.take_repeated`), the stored ones
-    encoded once for both stages."""
+    """``pd.concat([found, stored]).iloc[at]`` of a column. The texts of the rules' pairs (scores, stages, rule
+    names) have few distinct values: they are gathered as dictionary codes and decoded once (Arrow's take of the
+    texts copies each one; see :func:`~ci_pipeline.unify.text.take_repeated`), the stored ones encoded once for
+    both stages (the state keeps them as dictionaries)."""
     stored = reused.stored[column]
     if not isinstance(stored.dtype, pd.StringDtype | pd.CategoricalDtype):
         return pd.concat([found, stored], ignore_index=True).iloc[at].reset_index(drop=True)
