@@ -7,6 +7,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -402,10 +403,9 @@ def apply_overrides(
 ) -> Candidates:
     """Dedup and match pairs together; ``never_match`` pairs refused (noted), ``always_match`` pairs added."""
     n = len(records)
-    ident = (records["source"] + "|" + records["table"] + "|" + records["key"]).to_numpy(dtype=object)
-    position = pd.Series(np.arange(n), index=ident)
-    never, never_notes = _override_pairs(config, "never_match", position, base_dir)
-    always, always_notes = _override_pairs(config, "always_match", position, base_dir)
+    positions = _RecordPositions(records)
+    never, never_notes = _override_pairs(config, "never_match", positions, base_dir)
+    always, always_notes = _override_pairs(config, "always_match", positions, base_dir)
     pairs = pd.concat([dedup_pairs, match_pairs], ignore_index=True)
     pairs["note"] = ""
     if len(never[0]):
@@ -693,8 +693,22 @@ def _winners(records: pd.DataFrame, config: UnifyConfig) -> np.ndarray:
     return winner
 
 
+class _RecordPositions:
+    """Each record's position by its identifier (``source|table|key``), indexed when first asked: most
+    configurations have no override pairs, and indexing two million identifiers takes most of a second."""
+
+    def __init__(self, records: pd.DataFrame):
+        self.records = records
+
+    @cached_property
+    def index(self) -> pd.Series:
+        records = self.records
+        ident = (records["source"] + "|" + records["table"] + "|" + records["key"]).to_numpy(dtype=object)
+        return pd.Series(np.arange(len(records)), index=ident)
+
+
 def _override_pairs(
-    config: UnifyConfig, kind: str, position: pd.Series, base_dir: Path | None
+    config: UnifyConfig, kind: str, positions: _RecordPositions, base_dir: Path | None
 ) -> tuple[tuple[np.ndarray, np.ndarray], list[str]]:
     pairs = [
         (tuple(p.left), tuple(p.right), f"unify.match.{kind}[{i}]") for i, p in enumerate(getattr(config.match, kind))
@@ -703,6 +717,9 @@ def _override_pairs(
     if path:
         p = Path(path) if Path(path).is_absolute() or base_dir is None else base_dir / path
         pairs += _read_pair_file(p, kind)
+    if not pairs:
+        return (np.empty(0, np.int64), np.empty(0, np.int64)), []
+    position = positions.index
     left, right, notes = [], [], []
     for a, b, where in pairs:
         ia, ib = "|".join(a), "|".join(b)
