@@ -251,7 +251,9 @@ def unify(
     _within_tables_as_dedup(config, records, dedup_pairs, matched)
     watch.lap("match")
     candidates = apply_overrides(config, records, dedup_pairs, matched.pairs, base_dir)
-    clustering = cluster_and_attach(config, records, candidates, matched, previous_identity)
+    # Each record's row in the last run's identity map, found once for the attach rules and the ids.
+    previous_row = previous_positions(records, previous_identity)
+    clustering = cluster_and_attach(config, records, candidates, matched, previous_identity, previous_row)
     warnings = prepared.warnings + candidates.warnings
     uncomparable = matched.uncomparable
     del dedup_pairs, matched, candidates  # the candidate pairs are the largest frames of a run: free them now
@@ -259,7 +261,7 @@ def unify(
     # The ids depend on the clusters alone: issued on a thread of their own (mostly Arrow and NumPy, outside
     # Python's lock) while the profiles are merged.
     membership = records[["source", "table", "key", "label"]]
-    identity = started(lambda: assign_ids(membership, previous_identity, id_history, run_id), "unify-ids")
+    identity = started(lambda: assign_ids(membership, previous_identity, id_history, run_id, previous_row), "unify-ids")
     profiles = how.merge(records, clustering.labels, config, primary_keys)
     kept.keep_clusters(clustering.labels, records["is_winner"].to_numpy(bool), profiles)
     attributes = [
@@ -440,6 +442,7 @@ def cluster_and_attach(
     candidates: Candidates,
     matched: Matched,
     previous_identity: pd.DataFrame | None,
+    previous_row: np.ndarray | None = None,
 ) -> Clustering:
     """Accepted links joined into customers under the over-merge guard; then name-only customers attached and the
     customers rebuilt with those links last. Adds ``label`` to the records."""
@@ -449,7 +452,7 @@ def cluster_and_attach(
     guard = Guard(n, never, config.guard.max_cluster_size, conflicts)
     labels, skipped, events = guard.clusters(links)
     attach_pairs, attach_stats = _attach(
-        config.match.attach, matched.attach_inputs, labels, _previous_codes(records, previous_identity)
+        config.match.attach, matched.attach_inputs, labels, _previous_codes(records, previous_identity, previous_row)
     )
     if len(attach_pairs):
         # Attachment links are the weakest evidence: the guard takes them last when it rebuilds a customer (and
@@ -600,13 +603,24 @@ def _in_tables(records: pd.DataFrame, refs: list[str]) -> np.ndarray:
     return found
 
 
-def _previous_codes(records: pd.DataFrame, previous_identity: pd.DataFrame | None) -> np.ndarray | None:
-    """Per record, a code of the CustomerId it had in the last run (-1: a record the last run did not see)."""
+def previous_positions(records: pd.DataFrame, previous_identity: pd.DataFrame | None) -> np.ndarray | None:
+    """Per record, its row in the last run's identity map (-1: a record the last run did not see); None on a first
+    run. A DuckDB join on source, table and key (see :func:`~ci_pipeline.unify.incremental.previous_rows`)."""
     if previous_identity is None or not len(previous_identity):
         return None
     last = previous_identity[["DataSourceName", "EntityName", "AlternateValue"]].set_axis(IDENTITY, axis=1)
+    return previous_rows(records, last)
+
+
+def _previous_codes(
+    records: pd.DataFrame, previous_identity: pd.DataFrame | None, row: np.ndarray | None = None
+) -> np.ndarray | None:
+    """Per record, a code of the CustomerId it had in the last run (-1: a record the last run did not see).
+    ``row``: :func:`previous_positions` of the records, when the caller has them."""
+    row = previous_positions(records, previous_identity) if row is None else row
+    if row is None:
+        return None
     codes = pd.factorize(previous_identity["CustomerId"], use_na_sentinel=True)[0].astype(np.int64)
-    row = previous_rows(records, last)
     return np.where(row >= 0, codes[np.maximum(row, 0)], -1)
 
 

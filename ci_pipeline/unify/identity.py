@@ -78,6 +78,7 @@ def assign_ids(
     previous: pd.DataFrame | None,
     history: pd.DataFrame | None,
     run_id: str = "",
+    previous_row: np.ndarray | None = None,
 ) -> IdentityResult:
     """Give every cluster a CustomerId, carrying ids forward from the previous identity map.
 
@@ -89,15 +90,13 @@ def assign_ids(
         previous: the identity map of the last run (``IDENTITY_COLUMNS``), or None on the first run.
         history: the cumulative id change log so far (``ID_CHANGE_COLUMNS``), or None.
         run_id: the orchestrator's run id, written to the change log.
+        previous_row: per membership row, its row in ``previous`` (-1: not there), when the caller found them
+            already (unification does, by source, table and key); else they are looked up by identifier here.
     """
     previous = empty_identity_map() if previous is None or previous.empty else previous
     history = empty_id_change() if history is None or history.empty else history
     run = int(previous["Run"].max()) + 1 if len(previous) else 1
 
-    ident = arrow_strings(identifiers(membership["source"], membership["table"], membership["key"]))
-    prev_ident = arrow_strings(
-        identifiers(previous["DataSourceName"], previous["EntityName"], previous["AlternateValue"])
-    )
     # Previous ids as codes 0..P-1 in id order, so that "smallest id" is "smallest code".
     prev_code, id_text = pd.factorize(previous["CustomerId"].astype("string"), sort=True)
     id_text = arrow_strings(pd.Series(id_text, dtype="string"))
@@ -109,7 +108,7 @@ def assign_ids(
     first_codes, first_rows = np.unique(prev_code[has], return_index=True)
     issued[first_codes] = issued_runs[has][first_rows]
 
-    found = pc.index_in(ident, value_set=prev_ident).fill_null(-1).to_numpy().astype(np.int64)
+    found = _rows_in(membership, previous) if previous_row is None else np.asarray(previous_row, np.int64)
     code = np.where(found >= 0, prev_code[np.maximum(found, 0)] if len(prev_code) else -1, -1)
     labels, label_pos = np.unique(membership["label"].to_numpy(np.int64), return_inverse=True)
     n_labels = len(labels)
@@ -124,13 +123,14 @@ def assign_ids(
     if len(need):
         # A new id comes from the cluster's members, sorted: it does not depend on row order.
         members = np.flatnonzero(id_of_label[label_pos] < 0)
+        # Only these records' identifiers are needed (after a first run, the few of new and split customers).
+        ident = arrow_strings(identifiers(*(membership[c].iloc[members] for c in ("source", "table", "key"))))
         o = pc.sort_indices(
-            pa.table({"l": label_pos[members], "i": ident.take(members)}),
-            sort_keys=[("l", "ascending"), ("i", "ascending")],
+            pa.table({"l": label_pos[members], "i": ident}), sort_keys=[("l", "ascending"), ("i", "ascending")]
         ).to_numpy()
         sorted_labels = label_pos[members][o]
         starts = group_starts([sorted_labels])
-        seeds = concat_strings("customer|", join_runs(ident.take(members).take(o), starts, "\n"))
+        seeds = concat_strings("customer|", join_runs(ident.take(o), starts, "\n"))
         fresh = _fresh_ids(seeds, history, id_text)
         need = sorted_labels[starts]
     cid = pa.concat_arrays([id_text.take(keeper_c).cast(pa.string()), fresh.cast(pa.string())])
@@ -158,6 +158,15 @@ def assign_ids(
     identity = _identity_map(membership, label_pos, label_id, label_issued, run)
     ids = pd.Series(pandas_strings(label_id), index=pd.Index(labels, name="label"))
     return IdentityResult(ids=ids, identity_map=identity, id_change=cumulative.reset_index(drop=True), run=run)
+
+
+def _rows_in(membership: pd.DataFrame, previous: pd.DataFrame) -> np.ndarray:
+    """Per membership row, the row of ``previous`` with its identifier (-1: none)."""
+    ident = arrow_strings(identifiers(membership["source"], membership["table"], membership["key"]))
+    prev_ident = arrow_strings(
+        identifiers(previous["DataSourceName"], previous["EntityName"], previous["AlternateValue"])
+    )
+    return pc.index_in(ident, value_set=prev_ident).fill_null(-1).to_numpy().astype(np.int64)
 
 
 def _homes(
