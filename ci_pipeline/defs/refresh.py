@@ -138,8 +138,9 @@ class _RunMaterializations:
     The hook runs after every step and needs that step's materializations; reading all of the run's events each
     time deserialized them again and again, a cost that grows with the square of the steps (26 steps at 100,000
     people: 906 records read in 0.39 s for 58 materializations). Each call reads only the events stored since the
-    last read (the instance's cursor), files them by step and hands out the asking step's (0.05 s). Steps run on
-    threads, hence the lock; the few most recent runs are kept."""
+    last read (the instance's cursor), files them by step and hands out the asking step's (0.05 s). One hook serves
+    every run of the process (a run's hooks are called on its own thread, runs may overlap), hence the lock; the
+    few most recent runs are kept."""
 
     KEPT_RUNS = 4
 

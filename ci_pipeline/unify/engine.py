@@ -23,15 +23,13 @@ from ci_pipeline.side_by_side import each_named, started
 from ci_pipeline.unify.attach import sole_namesake_links, thin_namesake_links
 from ci_pipeline.unify.cluster import Guard, components, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
-from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids
+from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids, previous_positions
 from ci_pipeline.unify.incremental import (
-    IDENTITY,
     Plan,
     UnifyState,
     next_state,
     pair_conditions,
     plan,
-    previous_rows,
 )
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
 from ci_pipeline.unify.records import BASE, EARLIEST, LATEST, build_records
@@ -442,7 +440,7 @@ def cluster_and_attach(
     candidates: Candidates,
     matched: Matched,
     previous_identity: pd.DataFrame | None,
-    previous_row: np.ndarray | None = None,
+    previous_row: np.ndarray | None,
 ) -> Clustering:
     """Accepted links joined into customers under the over-merge guard; then name-only customers attached and the
     customers rebuilt with those links last. Adds ``label`` to the records."""
@@ -452,7 +450,7 @@ def cluster_and_attach(
     guard = Guard(n, never, config.guard.max_cluster_size, conflicts)
     labels, skipped, events = guard.clusters(links)
     attach_pairs, attach_stats = _attach(
-        config.match.attach, matched.attach_inputs, labels, _previous_codes(records, previous_identity, previous_row)
+        config.match.attach, matched.attach_inputs, labels, _previous_codes(previous_identity, previous_row)
     )
     if len(attach_pairs):
         # Attachment links are the weakest evidence: the guard takes them last when it rebuilds a customer (and
@@ -603,21 +601,9 @@ def _in_tables(records: pd.DataFrame, refs: list[str]) -> np.ndarray:
     return found
 
 
-def previous_positions(records: pd.DataFrame, previous_identity: pd.DataFrame | None) -> np.ndarray | None:
-    """Per record, its row in the last run's identity map (-1: a record the last run did not see); None on a first
-    run. A DuckDB join on source, table and key (see :func:`~ci_pipeline.unify.incremental.previous_rows`)."""
-    if previous_identity is None or not len(previous_identity):
-        return None
-    last = previous_identity[["DataSourceName", "EntityName", "AlternateValue"]].set_axis(IDENTITY, axis=1)
-    return previous_rows(records, last)
-
-
-def _previous_codes(
-    records: pd.DataFrame, previous_identity: pd.DataFrame | None, row: np.ndarray | None = None
-) -> np.ndarray | None:
-    """Per record, a code of the CustomerId it had in the last run (-1: a record the last run did not see).
-    ``row``: :func:`previous_positions` of the records, when the caller has them."""
-    row = previous_positions(records, previous_identity) if row is None else row
+def _previous_codes(previous_identity: pd.DataFrame | None, row: np.ndarray | None) -> np.ndarray | None:
+    """Per record, a code of the CustomerId it had in the last run (-1: a record the last run did not see), from
+    each record's ``row`` in the last identity map (:func:`~ci_pipeline.unify.identity.previous_positions`)."""
     if row is None:
         return None
     codes = pd.factorize(previous_identity["CustomerId"], use_na_sentinel=True)[0].astype(np.int64)

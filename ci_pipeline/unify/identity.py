@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from ci_pipeline.arrays import isin
 from ci_pipeline.outputs import identifiers, uuid5_hex_digits
+from ci_pipeline.unify.incremental import IDENTITY, previous_rows
 from ci_pipeline.unify.text import arrow_strings, concat_strings, group_starts, join_runs, pandas_strings
 
 IDENTITY_COLUMNS = ["DataSourceName", "EntityName", "AlternateValue", "CustomerId", "IdIssuedRun", "Run"]
@@ -90,8 +91,7 @@ def assign_ids(
         previous: the identity map of the last run (``IDENTITY_COLUMNS``), or None on the first run.
         history: the cumulative id change log so far (``ID_CHANGE_COLUMNS``), or None.
         run_id: the orchestrator's run id, written to the change log.
-        previous_row: per membership row, its row in ``previous`` (-1: not there), when the caller found them
-            already (unification does, by source, table and key); else they are looked up by identifier here.
+        previous_row: :func:`previous_positions` of ``membership`` in ``previous``, when the caller has them.
     """
     previous = empty_identity_map() if previous is None or previous.empty else previous
     history = empty_id_change() if history is None or history.empty else history
@@ -108,7 +108,8 @@ def assign_ids(
     first_codes, first_rows = np.unique(prev_code[has], return_index=True)
     issued[first_codes] = issued_runs[has][first_rows]
 
-    found = _rows_in(membership, previous) if previous_row is None else np.asarray(previous_row, np.int64)
+    found = previous_positions(membership, previous) if previous_row is None else previous_row
+    found = np.full(len(membership), -1, np.int64) if found is None else np.asarray(found, np.int64)
     code = np.where(found >= 0, prev_code[np.maximum(found, 0)] if len(prev_code) else -1, -1)
     labels, label_pos = np.unique(membership["label"].to_numpy(np.int64), return_inverse=True)
     n_labels = len(labels)
@@ -160,13 +161,14 @@ def assign_ids(
     return IdentityResult(ids=ids, identity_map=identity, id_change=cumulative.reset_index(drop=True), run=run)
 
 
-def _rows_in(membership: pd.DataFrame, previous: pd.DataFrame) -> np.ndarray:
-    """Per membership row, the row of ``previous`` with its identifier (-1: none)."""
-    ident = arrow_strings(identifiers(membership["source"], membership["table"], membership["key"]))
-    prev_ident = arrow_strings(
-        identifiers(previous["DataSourceName"], previous["EntityName"], previous["AlternateValue"])
-    )
-    return pc.index_in(ident, value_set=prev_ident).fill_null(-1).to_numpy().astype(np.int64)
+def previous_positions(records: pd.DataFrame, previous: pd.DataFrame | None) -> np.ndarray | None:
+    """Per record (``source, table, key``), its row in the identity map ``previous`` (-1: a record it does not
+    hold); None without one. A DuckDB join on the three columns (:func:`~ci_pipeline.unify.incremental.
+    previous_rows`)."""
+    if previous is None or not len(previous):
+        return None
+    last = previous[["DataSourceName", "EntityName", "AlternateValue"]].set_axis(IDENTITY, axis=1)
+    return previous_rows(records, last)
 
 
 def _homes(
