@@ -29,7 +29,7 @@ from ci_pipeline.unify import (
     train_from_tables,
     unify,
 )
-from ci_pipeline.unify.incremental import read_state, write_state
+from ci_pipeline.unify.incremental import read_state, state_ahead
 
 GROUP = "unify"
 KINDS = {"pandas"}
@@ -191,12 +191,15 @@ def _unify_asset(config: ProjectConfig):
         if key("unify_stats") in selected:
             store.write_bytes(GUARD_EVENTS_PATH, json.dumps(result.stats["guard_events"], indent=1).encode())
         described = output_metadata(result, store.url(GUARD_EVENTS_PATH))
+        # The next state is written beside the outputs (both mostly Parquet encoding, outside Python's lock) and
+        # made the state last: a run that fails before then leaves the last good state, which still describes what
+        # it saw.
+        state = state_ahead(store, result.state)
         for name, frame in outputs.items():
             if key(name) in selected:
                 yield dg.Output(frame, output_name=key(name).to_python_identifier(), metadata=described.get(name, {}))
         yield from _checks(context, result, ucfg.guard.max_cluster_size)
-        # Kept last: a run that fails before here leaves the last good state, which still describes what it saw.
-        write_state(store, result.state)
+        state.commit()
 
     def _stored_model(context, store, frames):
         if store.exists(MODEL_PATH):

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import ci_pipeline
 from ci_pipeline.arrays import stable_order
 from ci_pipeline.config.unify import Condition, Rule, UnifyConfig
-from ci_pipeline.run_state import META, read_run_state, write_run_state
+from ci_pipeline.run_state import META, StateAhead, read_run_state, write_ahead
 from ci_pipeline.sql_text import quoted
 from ci_pipeline.unify.compare import Prepared
 from ci_pipeline.unify.merge import merge_profiles
@@ -43,7 +43,6 @@ from ci_pipeline.unify.text import arrow_strings, pandas_strings
 STATE_FORMAT = 2
 #: Where the state lives in the lake.
 STATE_DIR = "ci_pipeline/_state/unify"
-PAIRS_FILE = f"{STATE_DIR}/pairs.parquet"
 #: Written last (:mod:`ci_pipeline.run_state`): a state without it (a run killed while writing) is no state.
 META_FILE = f"{STATE_DIR}/{META}"
 IDENTITY = ["source", "table", "key"]
@@ -513,14 +512,20 @@ def next_state(
     return UnifyState(kept, pairs, meta, model_pairs=model_pairs)
 
 
-def write_state(lake, state: UnifyState) -> None:
-    """Store the state in the lake (:mod:`ci_pipeline.run_state`)."""
+def state_ahead(lake, state: UnifyState) -> StateAhead:
+    """Begin storing the state in the lake on a thread of its own, beside the last one, which stays the state until
+    :meth:`~ci_pipeline.run_state.StateAhead.commit` (:mod:`ci_pipeline.run_state`)."""
     tables = {"records": state.records, "pairs": state.pairs}
     if state.profiles is not None:
         tables["profiles"] = state.profiles
     if state.model_pairs is not None:
         tables["model_pairs"] = state.model_pairs
-    write_run_state(lake, STATE_DIR, tables, state.meta)
+    return write_ahead(lake, STATE_DIR, tables, state.meta)
+
+
+def write_state(lake, state: UnifyState) -> None:
+    """Store the state in the lake and make it the state."""
+    state_ahead(lake, state).commit()
 
 
 def read_state(lake) -> tuple[UnifyState | None, str]:

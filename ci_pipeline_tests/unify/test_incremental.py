@@ -15,7 +15,7 @@ import ci_pipeline
 from ci_pipeline.lake import Lake
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.engine import rule_matches
-from ci_pipeline.unify.incremental import META_FILE, PAIRS_FILE, read_state, record_hashes, write_state
+from ci_pipeline.unify.incremental import META_FILE, STATE_DIR, read_state, record_hashes, write_state
 from ci_pipeline.unify.probabilistic_method import ProbabilisticMatches
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 
@@ -257,7 +257,8 @@ def test_a_missing_damaged_or_half_written_state_is_a_full_unify(tmp_path):
     assert state is None and "no state of an earlier run" in why
     last = unify(config(), frames(), KEYS, run_id="run")
     write_state(lake, last.state)
-    (tmp_path / PAIRS_FILE).write_bytes(b"not parquet")
+    pairs = json.loads((tmp_path / META_FILE).read_text())["_files"]["pairs"]
+    (tmp_path / STATE_DIR / pairs).write_bytes(b"not parquet")
     state, why = read_state(lake)
     assert state is None and "unreadable" in why
     write_state(lake, last.state)
