@@ -22,6 +22,9 @@ AFFINITY_PROVIDERS = {"brand_affinity": "brand", "interest_affinity": "category"
 #: Every provider name an enrichment may use (the enrich registry holds one factory per name; a test keeps the two
 #: equal): the affinities, standardized addresses, e-mail classes and a third-party API over HTTP.
 PROVIDERS = (*AFFINITY_PROVIDERS, "address", "email", "http")
+#: The providers that read the unified profile alone (no activities, measures or catalog): their enrichments run in
+#: a step of their own as soon as the profile is unified, beside the activities.
+PROFILE_PROVIDERS = ("address", "email", "http")
 #: Most brands or interests an affinity enrichment reports scores and share of voice for (the reference's limit).
 MAX_CHOSEN = 5
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ci_pipeline.arrow_text import text_isin
 from ci_pipeline.config import ProjectConfig
-from ci_pipeline.config.enrich import AFFINITY_PROVIDERS, EnrichmentSpec
+from ci_pipeline.config.enrich import AFFINITY_PROVIDERS, PROFILE_PROVIDERS, EnrichmentSpec
 from ci_pipeline.defs import activities, ingest, measures, unify
 from ci_pipeline.defs.metadata import bullet_list, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
@@ -37,6 +37,7 @@ from ci_pipeline.redact import redact
 GROUP = "enrich"
 ENRICHMENT = asset_key(GROUP, "enrichment")
 FIELDS = asset_key(GROUP, "enrichment_fields")
+PROFILE_STATUS = asset_key(GROUP, "profile_enrichments")
 
 
 def enrichment_key(name: str) -> dg.AssetKey:
@@ -140,19 +141,84 @@ def _run_one(run: _Run, name: str, spec: EnrichmentSpec):
     return rows, fields, metadata
 
 
-def _enrichments_asset(config: ProjectConfig) -> dg.AssetsDefinition:
-    section = config.enrich
-    names = list(section.enrichments)
-    outs = {
-        name: dg.AssetOut(
+def _profile_names(config: ProjectConfig) -> list[str]:
+    """The enrichments whose provider reads the profile alone (run by ``enrich_profiles``)."""
+    return [name for name, spec in config.enrich.enrichments.items() if spec.provider in PROFILE_PROVIDERS]
+
+
+def _table_outs(config: ProjectConfig, names: list[str]) -> tuple[dict, list]:
+    """The tables ``enrich/<name>`` of ``names`` (written only when their provider succeeds) and their checks."""
+    outs = {}
+    for name in names:
+        spec = config.enrich.enrichments[name]
+        outs[name] = dg.AssetOut(
             key=enrichment_key(name),
             description=f"One row per customer and type from the {spec.provider} enrichment "
             f"({spec.description or 'enrich.enrichments.' + name}); its rows of Enrichment.",
             kinds={"pandas", "parquet"},
             is_required=False,
         )
-        for name, spec in section.enrichments.items()
-    }
+    checks = [
+        dg.AssetCheckSpec(
+            "provider_succeeded",
+            asset=enrichment_key(name),
+            description="The provider ran and returned usable values (else the message says why; the previous "
+            "output stays published).",
+        )
+        for name in names
+    ]
+    return outs, checks
+
+
+def _run_all(run: _Run, names: list[str]):
+    """Run the enrichments ``names``, yielding their outputs and checks; returns each one's status, the rows
+    published for it and its fields."""
+    try:
+        deactivated = _deactivated(run.config)
+    except Exception as exc:  # governance unreachable: the enrichments with a connection fail below
+        deactivated, governance_error = set(), redact(exc)
+    else:
+        governance_error = None
+    status, parts, fields = {}, {}, {}
+    for name in names:
+        spec = run.config.enrich.enrichments[name]
+        outcome = yield from _one(run, name, spec, name in deactivated, governance_error)
+        status[name] = outcome[0]
+        if outcome[1] is not None:
+            parts[name] = outcome[1]
+            fields[name] = outcome[2]
+    return status, parts, fields
+
+
+def _profile_asset(config: ProjectConfig, names: list[str]) -> dg.AssetsDefinition:
+    outs, checks = _table_outs(config, names)
+    outs["profile_enrichments"] = dg.AssetOut(
+        key=PROFILE_STATUS,
+        description="The outcome (succeeded, failed, skipped) of each enrichment that reads the profile alone, run "
+        "as soon as the profile is unified; the Enrichment table takes their rows from their tables.",
+        kinds={"pandas", "parquet"},
+    )
+
+    @dg.multi_asset(
+        name="enrich_profiles",
+        group_name=GROUP,
+        ins={"customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile"))},
+        outs=outs,
+        check_specs=checks,
+        required_resource_keys={"lake"},
+    )
+    def enrich_profiles(context: dg.AssetExecutionContext, customer_profile: pd.DataFrame):
+        status, _, _ = yield from _run_all(_Run(context, config, customer_profile, {}), names)
+        table = pd.DataFrame({"enrichment": list(status), "status": list(status.values())}, dtype="string")
+        yield dg.Output(table, output_name="profile_enrichments", metadata={"status": _status_table(status)})
+
+    return enrich_profiles
+
+
+def _enrichments_asset(config: ProjectConfig) -> dg.AssetsDefinition:
+    profile_names = _profile_names(config)
+    names = [name for name in config.enrich.enrichments if name not in profile_names]
+    outs, checks = _table_outs(config, names)
     outs["enrichment"] = dg.AssetOut(
         key=ENRICHMENT,
         description="One row per customer, provider and enrichment type with the values as JSON (Enrichment).",
@@ -163,17 +229,10 @@ def _enrichments_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         description="One row per enriched customer with the fields segments read as enrichment.<name>.<field>.",
         kinds={"pandas", "parquet"},
     )
-    checks = [
-        dg.AssetCheckSpec(
-            "provider_succeeded",
-            asset=enrichment_key(name),
-            description="The provider ran and returned usable values (else the message says why; the previous "
-            "output stays published).",
-        )
-        for name in names
-    ]
     checks.append(dg.AssetCheckSpec("matches_output_contract", asset=ENRICHMENT, description="Columns are exact."))
     ins = {"customer_profile": dg.AssetIn(key=unify.STAGE.key("customer_profile"))}
+    if profile_names:
+        ins["profile_enrichments"] = dg.AssetIn(key=PROFILE_STATUS)
     catalogs = sorted(_catalogs(config))
     ins |= {f"{s}__{t}": dg.AssetIn(key=ingest.table_key(s, t)) for s, t in catalogs}
     deps = [activities.STAGE.key("activity_facts")] if config.activities.tables else []
@@ -192,22 +251,20 @@ def _enrichments_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         required_resource_keys={"lake"},
     )
     def enrich(context: dg.AssetExecutionContext, customer_profile: pd.DataFrame, **tables: pd.DataFrame):
+        profile_status = tables.pop("profile_enrichments", None)
         tables = {f"{s}.{t}": tables[f"{s}__{t}"] for s, t in catalogs}
         run = _Run(context, config, customer_profile, tables)
-        try:
-            deactivated = _deactivated(config)
-        except Exception as exc:  # governance unreachable: the enrichments with a connection fail below
-            deactivated, governance_error = set(), redact(exc)
-        else:
-            governance_error = None
-        parts, fields, status = [], {}, {}
-        for name, spec in section.enrichments.items():
-            outcome = yield from _one(run, name, spec, name in deactivated, governance_error)
-            status[name] = outcome[0]
-            if outcome[1] is not None:
-                parts.append(outcome[1])
-                fields[name] = outcome[2]
-        table = enrichment_table(parts)
+        status, parts, fields = yield from _run_all(run, names)
+        if profile_status is not None:
+            status |= dict(zip(profile_status["enrichment"], profile_status["status"], strict=True))
+        for name in profile_names:
+            # As the profile step left them: this run's rows, or the last ones where the provider failed.
+            rows = run.previous(name)
+            if rows is not None:
+                parts[name], fields[name] = rows, flat_fields(rows)
+        order = list(config.enrich.enrichments)
+        status = {name: status.get(name, "not run") for name in order}
+        table = enrichment_table([parts[name] for name in order if name in parts])
         yield dg.Output(
             segment_fields(fields),
             output_name="enrichment_fields",
@@ -222,12 +279,16 @@ def _enrichments_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     return enrich
 
 
+def _status_table(status: dict[str, str]):
+    return table_of([{"enrichment": n, "status": s} for n, s in status.items()], ["enrichment", "status"])
+
+
 def _enrichment_metadata(status: dict[str, str], counts: pd.Series) -> dict:
     """Each enrichment's outcome and the rows per provider and type as native tables, the rows also as numbers the
     UI plots: both lists grow with the configured enrichments."""
     rows = [{"provider": p, "type": t, "rows": int(n)} for (p, t), n in counts.items()]
     return {
-        "status": table_of([{"enrichment": n, "status": s} for n, s in status.items()], ["enrichment", "status"]),
+        "status": _status_table(status),
         "rows_per_type": table_of(rows, ["provider", "type", "rows"]),
         **numbers("rows", {f"{r['provider']}/{r['type']}": r["rows"] for r in rows}),
     }
@@ -275,7 +336,9 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
     """The enrich assets; none without configured enrichments."""
     if not config.enrich.enrichments:
         return dg.Definitions()
-    return dg.Definitions(assets=[_enrichments_asset(config)])
+    profile_names = _profile_names(config)
+    assets = [_profile_asset(config, profile_names)] if profile_names else []
+    return dg.Definitions(assets=[*assets, _enrichments_asset(config)])
 
 
 STAGE = Stage(

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from ci_pipeline import outputs
 from ci_pipeline.enrich.provider import (
@@ -111,13 +112,42 @@ def flat_fields(rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame({"CustomerId": pd.Series(dtype="string")})
     several = rows["EnrichmentType"].nunique() > 1
-    records = [
-        _flatten(json.loads(text), f"{kind}." if several else "")
-        for kind, text in zip(rows["EnrichmentType"].to_numpy(), rows["Values"].to_numpy(), strict=True)
-    ]
-    frame = pd.DataFrame.from_records(records)
+    frame = _parsed_in_arrow(rows, several)
+    if frame is None:
+        records = [
+            _flatten(json.loads(text), f"{kind}." if several else "")
+            for kind, text in zip(rows["EnrichmentType"].to_numpy(), rows["Values"].to_numpy(), strict=True)
+        ]
+        frame = pd.DataFrame.from_records(records)
     frame.insert(0, "CustomerId", rows["CustomerId"].astype("string").to_numpy())
     return frame.groupby("CustomerId", sort=True).first().reset_index()
+
+
+def _parsed_in_arrow(rows: pd.DataFrame, several: bool) -> pd.DataFrame | None:
+    """The flat fields of one enrichment type's rows as :func:`_flatten` gives them, parsed by Arrow's JSON reader
+    (a million rows in about a second, against ten in Python); None when Arrow cannot say the same: several types,
+    a value that is no object or spans lines, a member whose type differs between rows, or an empty object."""
+    if several:
+        return None
+    text = arrow_strings(rows["Values"])
+    if text.null_count or pc.any(pc.match_substring(text, "\n")).as_py():
+        return None
+    # One value per line: the data buffer of the values each followed by a line break.
+    lines = pc.binary_join_element_wise(text, pa.scalar("", pa.large_string()), pa.scalar("\n", pa.large_string()))
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    data = lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    try:
+        table = pa_json.read_json(pa.BufferReader(data))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != len(rows):
+        return None
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        if any(pa.types.is_struct(f.type) and f.type.num_fields == 0 for f in table.schema):
+            return None
+        table = table.flatten()
+    keep = [f.name for f in table.schema if not pa.types.is_list(f.type) and not pa.types.is_large_list(f.type)]
+    return table.select(keep).to_pandas()
 
 
 def _flatten(value: dict, prefix: str) -> dict:

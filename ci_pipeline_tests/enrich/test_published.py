@@ -13,6 +13,7 @@ from ci_pipeline.enrich import (
     enrichment_rows,
     enrichment_table,
     flat_fields,
+    published,
     segment_fields,
 )
 from ci_pipeline.enrich.provider import customer_values, json_objects
@@ -88,3 +89,24 @@ def test_flat_fields_join_nested_keys_with_dots_and_keep_types():
 def test_several_types_of_one_enrichment_carry_the_type_in_the_field_name():
     rows, _ = enrichment_rows(result([("A", "Home", {"City": "X"}), ("A", "Work", {"City": "Y"})]), "p", CUSTOMERS, "e")
     assert flat_fields(rows).set_index("CustomerId").loc["A"].to_dict() == {"Home.City": "X", "Work.City": "Y"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        # Parsed by Arrow: nested objects, lists left out, numbers, booleans and members some rows lack.
+        [{"City": "Boston", "Geo": {"Lat": 42.3, "Zone": {"Id": 7}}, "Tags": ["x"], "Ok": True}, {}, {"Ok": None}],
+        [{"N": 1}, {"N": None}, {"N": 3, "Text": 'a "quoted"\tvalue'}],
+        # Left to Python: a member of two types, a line break inside a value, an empty object inside.
+        [{"N": 1}, {"N": "one"}, {"N": 2.5}],
+        [{"Text": "two\nlines"}, {"Text": "one"}, {}],
+        [{"Geo": {}}, {"Geo": {"Lat": 1.0}}, {}],
+    ],
+)
+def test_flat_fields_parsed_by_arrow_are_what_python_gives(values, monkeypatch):
+    rows, _ = enrichment_rows(result(list(zip(CUSTOMERS, "TTT", values, strict=True))), "acme", CUSTOMERS, "e")
+    found = flat_fields(rows)
+    monkeypatch.setattr(published, "_parsed_in_arrow", lambda rows, several: None)
+    by_python = flat_fields(rows)
+    pd.testing.assert_frame_equal(found, by_python)
+    pd.testing.assert_frame_equal(segment_fields({"e": found}), segment_fields({"e": by_python}))

@@ -15,7 +15,7 @@ from ci_pipeline.defs import enrich, publish, segments
 from ci_pipeline.defs.registry import REFRESHED, produced_tables
 from ci_pipeline.defs.resources import shared_resources
 from ci_pipeline.defs.stages import STAGES
-from ci_pipeline.enrich import EnrichmentFailed, EnrichmentResult
+from ci_pipeline.enrich import EnrichmentFailed, EnrichmentInputs, EnrichmentResult, segment_fields
 from ci_pipeline.enrich.registry import FACTORIES
 from ci_pipeline.governance import METADATA_URL_ENV, USER_ENV, Governance, SecretResolver, open_store
 from ci_pipeline.lake import Lake
@@ -326,3 +326,64 @@ def test_an_enrichment_whose_connection_was_removed_is_skipped_and_keeps_its_out
     assert check.passed and check.metadata["skipped"].text == "its connection binding is inactive"
     assert len(seen) == 1
     assert (lake.read_parquet("ci_pipeline/enrich/enrichment.parquet")["EnrichmentType"] == "Household").sum() == 40
+
+
+def _with_contact_details(lake: Lake) -> pd.DataFrame:
+    profile = lake.read_parquet("ci_pipeline/unify/customer_profile.parquet")
+    n = len(profile)
+    profile["Email"] = pd.array([f"c{i}@gmail.com" if i % 4 else f"info@shop{i}.example" for i in range(n)], "string")
+    profile["Address1"] = pd.array([f"{i} north main street" for i in range(n)], "string")
+    profile["City"] = pd.array(["springfield"] * n, "string")
+    profile["PostalCode"] = pd.array(["2134"] * n, "string")
+    lake.write_parquet("ci_pipeline/unify/customer_profile.parquet", profile)
+    return profile
+
+
+def test_the_enrichments_of_the_profile_alone_run_in_their_own_step_and_reach_enrichment_and_segments(tmp_path, lake):
+    profile = _with_contact_details(lake)
+    enrichments = {**CONFIG["enrich"]["enrichments"], "mail": {"provider": "email"}, "places": {"provider": "address"}}
+    config = project(tmp_path, enrich={"enrichments": enrichments})
+    result = materialize(config)
+    early = {m.asset_key.to_user_string() for m in result.asset_materializations_for_node("enrich_profiles")}
+    assert early == {"enrich/mail", "enrich/places", "enrich/profile_enrichments"}
+    table = lake.read_parquet("ci_pipeline/enrich/enrichment.parquet")
+    assert table["EnrichmentType"].value_counts().to_dict() == {
+        "BrandAffinity": 40,
+        "InterestAffinity": 40,
+        "Email": 40,
+        "Address": 40,
+    }
+    # The fields segments read are the ones the providers give, though the last step reads them from the rows.
+    fields = lake.read_parquet("ci_pipeline/enrich/enrichment_fields.parquet")
+    for name, build in (("mail", FACTORIES["email"]), ("places", FACTORIES["address"])):
+        own = build({}, None).enrich(EnrichmentInputs(profiles=profile)).fields
+        expected = segment_fields({name: own})
+        lake.write_parquet("expected.parquet", expected)
+        pd.testing.assert_frame_equal(fields[list(expected.columns)], lake.read_parquet("expected.parquet"))
+    status = {
+        m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("run_enrichments")
+    }
+    assert [row.data for row in status["enrich/enrichment"]["status"].records] == [
+        {"enrichment": name, "status": "succeeded"} for name in ("brands", "interests", "mail", "places")
+    ]
+
+    # The e-mail enrichment fails: its last rows stay in Enrichment and the last step says it failed.
+    before = lake.read_parquet("ci_pipeline/enrich/mail.parquet")
+    broken = {**enrichments, "mail": {"provider": "email", "params": {"column": "WorkEmail"}}}
+    result = materialize(project(tmp_path, enrich={"enrichments": broken}))
+    check = checks(result)[("enrich/mail", "provider_succeeded")]
+    assert not check.passed and "WorkEmail" in check.metadata["error"].text
+    pd.testing.assert_frame_equal(lake.read_parquet("ci_pipeline/enrich/mail.parquet"), before)
+    assert (lake.read_parquet("ci_pipeline/enrich/enrichment.parquet")["EnrichmentType"] == "Email").sum() == 40
+    status = {
+        m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("run_enrichments")
+    }
+    outcome = {row.data["enrichment"]: row.data["status"] for row in status["enrich/enrichment"]["status"].records}
+    assert outcome == {"brands": "succeeded", "interests": "succeeded", "mail": "failed", "places": "succeeded"}
+
+
+def test_a_configuration_of_profile_enrichments_alone_still_has_the_step_that_builds_enrichment():
+    config = ProjectConfig.model_validate({**CONFIG, "enrich": {"enrichments": {"mail": {"provider": "email"}}}})
+    defs = enrich.build(config)
+    nodes = sorted(a.node_def.name for a in defs.assets)
+    assert nodes == ["enrich_profiles", "run_enrichments"]
