@@ -150,9 +150,10 @@ def guids_of_digests(digests: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return guids, heads
 
 
-def guids(identifiers: pd.Series) -> pd.Series:
+def guids(identifiers: pd.Series, threads: int | None = None) -> pd.Series:
     """Deterministic GUIDs for a column of identifiers: exactly :func:`guid` of each value, computed in bulk (the
-    SHA-1 of each by DuckDB, on its threads; the characters picked from the digests as one array)."""
+    SHA-1 of each by DuckDB, on its threads, or ``threads`` of them; the characters picked from the digests as one
+    array)."""
     if len(identifiers) == 0:
         return pd.Series([], index=identifiers.index, dtype="string")
     import duckdb  # only the stages that derive GUIDs need it, not every command that reads the contract
@@ -162,6 +163,8 @@ def guids(identifiers: pd.Series) -> pd.Series:
         raise ValueError("guids() got a missing identifier")
     con = duckdb.connect()
     try:
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
         con.register("names", pa.table({"name": names}))
         # DuckDB keeps the rows in their order (preserve_insertion_order, its default) for a plain projection.
         found = con.sql(f"SELECT {uuid5_digest_sql('name')} FROM names").to_arrow_table()

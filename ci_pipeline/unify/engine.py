@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -248,6 +249,10 @@ def unify(
     prepared.prep.release()
     _within_tables_as_dedup(config, records, dedup_pairs, matched)
     watch.lap("match")
+    # The records' AlternateKey identifiers and GUIDs depend on their source, table and key alone: made on one
+    # thread of their own (DuckDB's too) while the rest of unification, mostly one core's work, goes on.
+    parts = [records[c] for c in ("source", "table", "key")]
+    record_keys = started(lambda: _record_keys(*parts, threads=1), "unify-keys")
     candidates = apply_overrides(config, records, dedup_pairs, matched.pairs, base_dir)
     # Each record's row in the last run's identity map, found once for the attach rules and the ids.
     previous_row = previous_positions(records, previous_identity)
@@ -267,7 +272,7 @@ def unify(
     ]
     records = records.drop(columns=attributes)
     watch.lap("merge")
-    identified = identify(config, records, profiles, primary_keys, identity.result())
+    identified = identify(config, records, profiles, primary_keys, identity.result(), record_keys.result())
     watch.lap("ids")
     records = identified.records
     stats = _stats(records, config, clustering.rule_stats, clustering.events, prepared.prep, identified.profiles)
@@ -472,9 +477,11 @@ def identify(
     profiles: pd.DataFrame,
     primary_keys: dict[tuple[str, str], str],
     identity: IdentityResult,
+    record_keys: RecordKeys | None = None,
 ) -> Identified:
     """The clusters' CustomerIds (``identity``, see :func:`ci_pipeline.unify.identity.assign_ids`) on records and
-    profiles; the profiles sorted by CustomerId; the alternate keys."""
+    profiles; the profiles sorted by CustomerId; the alternate keys (``record_keys``: the records' identifiers and
+    GUIDs, :func:`_record_keys`, when made already)."""
     records["CustomerId"] = records["label"].map(identity.ids).astype("string")
     profiles.insert(0, "CustomerId", identity.ids.reindex(profiles.index).astype("string").to_numpy())
     profiles["PreviousCustomerId"] = previous_ids(identity.id_change, profiles["CustomerId"]).to_numpy()
@@ -483,7 +490,8 @@ def identify(
     # Each record's customer as a position in the sorted profiles, found by its label (one id per label).
     customer = pd.Index(profiles.index[by_id]).get_indexer(records["label"]).astype(np.int64)
     profiles = take_rows(profiles, by_id)
-    alternate = _alternate_keys(records, config, primary_keys, profiles, customer)
+    record_keys = record_keys or _record_keys(records["source"], records["table"], records["key"])
+    alternate = _alternate_keys(records, config, primary_keys, profiles, customer, record_keys)
     return Identified(records, profiles, alternate, identity)
 
 
@@ -752,8 +760,27 @@ def _read_pair_file(path: Path, kind: str) -> list[tuple]:
     return out
 
 
+class RecordKeys(NamedTuple):
+    """Each record's AlternateKey identifier (``source|table|key``) and GUID, and the records' order by GUID."""
+
+    identifier: pd.Series
+    guid: pd.Series
+    by_guid: np.ndarray
+
+
+def _record_keys(source: pd.Series, table: pd.Series, key: pd.Series, threads: int | None = None) -> RecordKeys:
+    ident = identifiers(source, table, key)
+    guid = guids(ident, threads)
+    return RecordKeys(ident, guid, pc.sort_indices(arrow_strings(guid)).to_numpy())
+
+
 def _alternate_keys(
-    records: pd.DataFrame, config: UnifyConfig, primary_keys: dict, profiles: pd.DataFrame, customer: np.ndarray
+    records: pd.DataFrame,
+    config: UnifyConfig,
+    primary_keys: dict,
+    profiles: pd.DataFrame,
+    customer: np.ndarray,
+    record_keys: RecordKeys,
 ) -> pd.DataFrame:
     """AlternateKey rows with KeyRing: every (source, table) of the customer with its preferred key and all keys.
 
@@ -797,9 +824,7 @@ def _alternate_keys(
     # The rows in the order of their key, the GUID, as the contract publishes them (the sink and the exports then
     # stream the stored table instead of reading and sorting it whole); each column gathered once in it (the key
     # rings are the largest texts).
-    ident = identifiers(records["source"], records["table"], records["key"])
-    key = guids(ident)
-    by_key = pc.sort_indices(arrow_strings(key)).to_numpy()
+    ident, key, by_key = record_keys
     texts = {
         "DataSourceName": records["source"],
         "EntityName": records["table"],
