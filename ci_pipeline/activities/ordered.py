@@ -186,6 +186,7 @@ class SortedTable:
         schema: pa.Schema,
         distinct: tuple[str, ...] = (),
         stored: Iterator[pa.Table] | None = None,
+        compression: str = "zstd",
     ) -> tuple[WrittenTable, int]:
         """Write the rows in key order to ``relative`` in the lake, in ``schema`` (missing columns empty, others cast),
         atomically; returns the table and how many rows have a key an earlier row has.
@@ -193,6 +194,7 @@ class SortedTable:
         ``distinct``: identifier columns, whose values (nearly) all differ: stored without the dictionary Parquet
         would otherwise build for each row group and give up on. ``stored``: rows in ``schema`` and in key order
         to merge with these (the rows of the table a run before wrote that stay), read as they are written.
+        ``compression``: Parquet's codec for the file.
         """
         self.close()
         rows = repeated = 0
@@ -203,7 +205,7 @@ class SortedTable:
         with (
             lake.writing(relative) as local,
             pq.ParquetWriter(
-                local, schema, compression="zstd", use_dictionary=[n for n in schema.names if n not in distinct]
+                local, schema, compression=compression, use_dictionary=[n for n in schema.names if n not in distinct]
             ) as writer,
         ):
             # The next parts gathered while Parquet's writer compresses this one.

@@ -276,6 +276,19 @@ def test_repeated_activity_ids_are_counted_like_duplicated_on_the_facts(tmp_path
     assert lake.find("a") == ["a/facts.parquet", "a/unified.parquet"]
 
 
+def test_unified_activity_is_stored_for_fast_reading_and_the_facts_small(tmp_path):
+    import pyarrow.parquet as pq
+
+    stored, lake = write({"a": (ORDERS, orders(), "order_id")}, tmp_path)
+
+    def codecs(path):
+        meta = pq.read_metadata(lake.path(path))
+        return {meta.row_group(0).column(i).compression for i in range(meta.num_columns)}
+
+    # Read whole three times a run for once written (sink, export, next run): LZ4; the facts, read by column: zstd.
+    assert codecs(stored.unified.path) == {"LZ4"} and codecs(stored.facts.path) == {"ZSTD"}
+
+
 def test_a_table_placed_in_batches_gives_what_it_gives_in_one(tmp_path, monkeypatch):
     from ci_pipeline.activities import ordered
 
