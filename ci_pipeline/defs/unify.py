@@ -191,9 +191,8 @@ def _unify_asset(config: ProjectConfig):
         if key("unify_stats") in selected:
             store.write_bytes(GUARD_EVENTS_PATH, json.dumps(result.stats["guard_events"], indent=1).encode())
         described = output_metadata(result, store.url(GUARD_EVENTS_PATH))
-        # The next state is written beside the outputs (both mostly Parquet encoding, outside Python's lock) and
-        # made the state last: a run that fails before then leaves the last good state, which still describes what
-        # it saw.
+        # Written beside the outputs, made the state last: a run that fails before then leaves the last good state,
+        # which still describes what it saw.
         state = state_ahead(store, result.state)
         for name, frame in outputs.items():
             if key(name) in selected:

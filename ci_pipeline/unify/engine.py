@@ -6,6 +6,7 @@ import csv
 import resource
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -249,10 +250,7 @@ def unify(
     prepared.prep.release()
     _within_tables_as_dedup(config, records, dedup_pairs, matched)
     watch.lap("match")
-    # The records' AlternateKey identifiers and GUIDs depend on their source, table and key alone: made on one
-    # thread of their own (DuckDB's too) while the rest of unification, mostly one core's work, goes on.
-    parts = [records[c] for c in ("source", "table", "key")]
-    record_keys = started(lambda: _record_keys(*parts, threads=1), "unify-keys")
+    record_keys = _record_keys_ahead(records)
     candidates = apply_overrides(config, records, dedup_pairs, matched.pairs, base_dir)
     # Each record's row in the last run's identity map, found once for the attach rules and the ids.
     previous_row = previous_positions(records, previous_identity)
@@ -766,6 +764,13 @@ class RecordKeys(NamedTuple):
     identifier: pd.Series
     guid: pd.Series
     by_guid: np.ndarray
+
+
+def _record_keys_ahead(records: pd.DataFrame) -> Future[RecordKeys]:
+    """The records' AlternateKey identifiers and GUIDs, which depend on their source, table and key alone, begun on
+    one thread of their own (DuckDB's too) while the rest of unification, mostly one core's work, goes on."""
+    parts = [records[c] for c in ("source", "table", "key")]
+    return started(lambda: _record_keys(*parts, threads=1), "unify-keys")
 
 
 def _record_keys(source: pd.Series, table: pd.Series, key: pd.Series, threads: int | None = None) -> RecordKeys:
