@@ -475,11 +475,11 @@ def identify(
     profiles: pd.DataFrame,
     primary_keys: dict[tuple[str, str], str],
     identity: IdentityResult,
-    record_keys: RecordKeys | None = None,
+    record_keys: RecordKeys,
 ) -> Identified:
     """The clusters' CustomerIds (``identity``, see :func:`ci_pipeline.unify.identity.assign_ids`) on records and
     profiles; the profiles sorted by CustomerId; the alternate keys (``record_keys``: the records' identifiers and
-    GUIDs, :func:`_record_keys`, when made already)."""
+    GUIDs, :func:`_record_keys`)."""
     records["CustomerId"] = records["label"].map(identity.ids).astype("string")
     profiles.insert(0, "CustomerId", identity.ids.reindex(profiles.index).astype("string").to_numpy())
     profiles["PreviousCustomerId"] = previous_ids(identity.id_change, profiles["CustomerId"]).to_numpy()
@@ -488,7 +488,6 @@ def identify(
     # Each record's customer as a position in the sorted profiles, found by its label (one id per label).
     customer = pd.Index(profiles.index[by_id]).get_indexer(records["label"]).astype(np.int64)
     profiles = take_rows(profiles, by_id)
-    record_keys = record_keys or _record_keys(records["source"], records["table"], records["key"])
     alternate = _alternate_keys(records, config, primary_keys, profiles, customer, record_keys)
     return Identified(records, profiles, alternate, identity)
 
