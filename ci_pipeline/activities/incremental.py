@@ -40,6 +40,8 @@ STATE_FORMAT = 1
 ROWS = pa.schema([("id_hash", pa.int64()), ("row_hash", pa.int64()), ("placed", pa.bool_())])
 #: Columns of a customer table's kept lookup (the key of each record and its CustomerId).
 LOOKUP = pa.schema([("value", pa.large_string()), ("customer", pa.large_string())])
+#: UnifiedActivity's key.
+GUID = "msdynci_unifiedactivityid"
 #: The name under which a batch's key text joins its columns to be hashed (a source column never has it).
 _KEY = "ci_pipeline key text"
 #: DuckDB's ``hash`` of a text, as the ActivityIds of stored rows are hashed to find the ones that leave.
@@ -93,17 +95,44 @@ class KeptRows:
 
     def __init__(self):
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._table: pa.Table | None = None
 
     def add(self, id_hash: np.ndarray, row_hash: np.ndarray, placed: np.ndarray) -> None:
         self.parts.append((id_hash, row_hash, placed))
+        self._table = None
 
     def table(self) -> pa.Table:
         """The rows sorted by ActivityId hash (equal hashes in table order)."""
+        if self._table is None:
+            self._table = self._sorted()
+        return self._table
+
+    def _sorted(self) -> pa.Table:
         if not self.parts:
             return ROWS.empty_table()
         id_hash, row_hash, placed = (np.concatenate([p[i] for p in self.parts]) for i in range(3))
         order = np.argsort(id_hash, kind="stable")
         return pa.table([id_hash[order], row_hash[order], placed[order]], schema=ROWS)
+
+
+def version(fingerprint_: str, rows: dict[str, KeptRows], whole: dict[str, bool | None], lookups: dict) -> str:
+    """The version of the stored timeline a state describes: a digest of everything the state holds but the run's
+    time and the row counts (the configuration's fingerprint, each table's rows, each customer table's lookup).
+    The rows of stored tables are reused on the strength of these alone, so two timelines of one version hold the
+    same rows."""
+    digest = hashlib.sha256(json.dumps([fingerprint_, sorted(whole.items())], default=str).encode())
+    for name in sorted(rows):
+        table = rows[name].table()
+        digest.update(f"|{name}|{table.num_rows}|".encode())
+        for column in table.columns:
+            digest.update(column.to_numpy().tobytes())
+    with duckdb.connect() as con:
+        for linked in sorted(lookups):
+            found = lookups[linked]
+            pairs = pa.table({"v": found.values.cast(pa.large_string()), "c": found.ids.cast(pa.large_string())})
+            digest.update(f"|{linked}|{pairs.num_rows}|".encode())
+            digest.update(duckdb_hashes(pairs, ["hash(v, c)"], con)[0].tobytes())
+    return digest.hexdigest()
 
 
 def write_state(lake: Lake, state: TimelineState) -> None:
@@ -291,7 +320,8 @@ class Kept:
     def __init__(self, removed: np.ndarray, rows: int):
         self.removed, self.rows = removed, rows
 
-    def batches(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
+    def batches(self, batches: Iterator[pa.RecordBatch], left: list[pa.Array] | None = None) -> Iterator[pa.Table]:
+        """The kept rows of each batch (``left``: gets the GUIDs of the rows that leave, when given)."""
         dropped = 0
         with duckdb.connect() as con:
             for batch in batches:
@@ -301,6 +331,8 @@ class Kept:
                     at = np.minimum(np.searchsorted(self.removed, hashes), len(self.removed) - 1)
                     leaving = self.removed[at] == hashes
                     dropped += int(leaving.sum())
+                    if left is not None and leaving.any():
+                        left.append(table.column(GUID).filter(pa.array(leaving)).combine_chunks())
                     table = table.filter(pa.array(~leaving))
                 if table.num_rows:
                     yield table

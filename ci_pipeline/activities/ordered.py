@@ -10,6 +10,7 @@ activity table.
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from ci_pipeline import table_delta
 from ci_pipeline.arrow_text import fixed_width_bytes
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.outputs import guids_of_digests, uuid5_digest_sql
@@ -187,6 +189,8 @@ class SortedTable:
         distinct: tuple[str, ...] = (),
         stored: Iterator[pa.Table] | None = None,
         compression: str = "zstd",
+        version: str | None = None,
+        copy_to: str | None = None,
     ) -> tuple[WrittenTable, int]:
         """Write the rows in key order to ``relative`` in the lake, in ``schema`` (missing columns empty, others cast),
         atomically; returns the table and how many rows have a key an earlier row has.
@@ -194,20 +198,24 @@ class SortedTable:
         ``distinct``: identifier columns, whose values (nearly) all differ: stored without the dictionary Parquet
         would otherwise build for each row group and give up on. ``stored``: rows in ``schema`` and in key order
         to merge with these (the rows of the table a run before wrote that stay), read as they are written.
-        ``compression``: Parquet's codec for the file.
+        ``compression``: Parquet's codec for the file. ``version``: stamped on the file
+        (:mod:`ci_pipeline.table_delta`). ``copy_to``: where this table's own rows (not the ``stored`` ones) are
+        written as well, in key order.
         """
         self.close()
         rows = repeated = 0
         last = None
-        parts = self._ordered_parts(schema)
-        if stored is not None:
-            parts = merged(stored, parts, self.key)
-        with (
-            lake.writing(relative) as local,
-            pq.ParquetWriter(
-                local, schema, compression=compression, use_dictionary=[n for n in schema.names if n not in distinct]
-            ) as writer,
-        ):
+        schema = table_delta.stamped(schema, version)
+        options = {"compression": compression, "use_dictionary": [n for n in schema.names if n not in distinct]}
+        with contextlib.ExitStack() as stack:
+            parts = self._ordered_parts(schema)
+            if copy_to is not None:
+                copied = stack.enter_context(lake.writing(copy_to))
+                parts = _copied(parts, stack.enter_context(pq.ParquetWriter(copied, schema, **options)))
+            if stored is not None:
+                parts = merged(stored, parts, self.key)
+            local = stack.enter_context(lake.writing(relative))
+            writer = stack.enter_context(pq.ParquetWriter(local, schema, **options))
             # The next parts gathered while Parquet's writer compresses this one.
             for part in in_background(parts, depth=1, name="ordered-parts"):
                 writer.write_table(part)
@@ -238,6 +246,17 @@ class SortedTable:
             for start in range(0, len(order), BATCH_ROWS):
                 yield _gathered(bucket, order[start : start + BATCH_ROWS])
             del bucket
+
+
+def _copied(parts: Iterator[pa.Table], writer: pq.ParquetWriter) -> Iterator[pa.Table]:
+    """``parts`` passed on, each written by ``writer`` too (at least an empty table)."""
+    written = False
+    for part in parts:
+        writer.write_table(part)
+        written = True
+        yield part
+    if not written:
+        writer.write_table(writer.schema.empty_table())
 
 
 def merged(first: Iterator[pa.Table], second: Iterator[pa.Table], key: str) -> Iterator[pa.Table]:

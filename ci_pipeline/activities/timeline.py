@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from ci_pipeline import table_delta
 from ci_pipeline.activities import incremental, ordered
 from ci_pipeline.activities.incremental import Refused, TimelineState
 from ci_pipeline.activities.jsoncols import json_objects
@@ -349,12 +350,14 @@ def write_timeline(
         reuse, why = incremental.Reuse.plan(
             previous, no_previous, digest, sources, whole, lookups, now, lambda: _stored_rows(lake, paths)
         )
+        # The stored UnifiedActivity is about to change: until a new delta is written, none describes it.
+        table_delta.forget(lake, paths[0])
         run = _Run(sources, rules, lookups, now, con)
         try:
-            stored = run.write(lake, paths, work / "placed", reuse)
+            stored = run.write(lake, paths, work / "placed", reuse, digest)
         except Refused as exc:
             reuse, why = None, str(exc)
-            stored = _Run(sources, rules, lookups, now, con).write(lake, paths, work / "again", None)
+            stored = _Run(sources, rules, lookups, now, con).write(lake, paths, work / "again", None, digest)
     finally:
         con.close()
     state = incremental.new_state(digest, now, stored.kept, whole, lookups, stored.outputs) if stored.kept else None
@@ -392,7 +395,10 @@ class _Run:
         #: Per activity name, its rows as this run leaves them (None once a batch cannot be fingerprinted).
         self.kept: dict[str, incremental.KeptRows] | None = {name: incremental.KeptRows() for name in sources}
 
-    def write(self, lake: Lake, paths: tuple[str, str], folder: Path, reuse) -> _Written:
+    def write(self, lake: Lake, paths: tuple[str, str], folder: Path, reuse, digest: str) -> _Written:
+        """Place the rows and write the two tables: UnifiedActivity stamped with the version of the state this
+        run leaves, and with a delta from the stored one when only some rows were placed (``digest``: the
+        configuration's fingerprint)."""
         sources, rules = self.sources, self.rules
         # Enough buckets that one holds about BUCKET_ROWS rows; the facts' key ranges come from a sample of keys.
         total = sum(source.rows.count_rows() for source in sources.values())
@@ -414,10 +420,23 @@ class _Run:
             placed_rows.add(self.con, _timeline_rows(ok))
         # The batches are gone: give the memory their Arrow buffers took back before the buckets are sorted.
         pa.default_memory_pool().release_unused()
-        schemas = stored = None
+        version = None
+        if self.kept is not None:
+            whole = {name: rule.whole for name, rule in rules.items()}
+            version = incremental.version(digest, self.kept, whole, self.lookups)
+        schemas = stored = delta = None
         if reuse is not None:
-            schemas, stored = self._kept(reuse, placed_rows, lake, paths)
-        unified, facts, repeated_ids = placed_rows.write(lake, paths, schemas, stored)
+            schemas, stored, delta = self._kept(reuse, placed_rows, lake, paths)
+        if version is None or self.counts["rows_placed"] > self.counts["rows_reused"]:
+            # Comparing every row costs the sink about what applying a delta of half of them does.
+            delta = None
+        unified, facts, repeated_ids = placed_rows.write(
+            lake, paths, schemas, stored, version, table_delta.rows_path(paths[0]) if delta else None
+        )
+        if delta is not None:
+            left = delta.left
+            removed = pa.concat_arrays(left) if left else pa.array([], pa.large_string())
+            table_delta.write(lake, paths[0], delta.base, version, removed)
         per_type: dict[str, int] = {}
         for name, count in self.placed.items():
             if count:
@@ -484,9 +503,10 @@ class _Run:
             self.kept = None  # a column DuckDB cannot hash: no state, and the next run places every row too
             return None
 
-    def _kept(self, reuse, placed_rows: _Placed, lake: Lake, paths: tuple[str, str]) -> tuple[dict, list]:
-        """The schemas of the two tables, which must be the stored ones (else :class:`Refused`), and the stored
-        rows that stay, per table, to be merged with the placed ones as the tables are written."""
+    def _kept(self, reuse, placed_rows: _Placed, lake: Lake, paths: tuple[str, str]) -> tuple[dict, list, _Left | None]:
+        """The schemas of the two tables, which must be the stored ones (else :class:`Refused`), the stored rows
+        that stay, per table, to be merged with the placed ones as the tables are written, and the GUIDs of the
+        stored UnifiedActivity rows that leave as they are read (None when that table has no version)."""
         stored = [lake.dataset(path) for path in paths]
         heads = [_first_row(ds_) for ds_ in stored]
         schemas = placed_rows.schemas(_stored_head(*heads), [ds_.schema for ds_ in stored])
@@ -496,11 +516,21 @@ class _Run:
         removed, rows = reuse.removed()
         self.counts["rows_removed"] = rows
         kept = incremental.Kept(removed, rows)
-        unified = placed_rows.seen_in(kept.batches(_stored_batches(stored[0])))
+        base = table_delta.version_of(stored[0])
+        left = _Left(base, []) if base is not None else None
+        unified = placed_rows.seen_in(kept.batches(_stored_batches(stored[0]), left.left if left else None))
         facts = kept.batches(_stored_batches(stored[1]))
         # The stored schemas, pandas metadata and all: which value a batch's first row holds may make that
         # metadata say "empty" where another run's says "bool", for the same types and the same frames read back.
-        return {"unified": stored[0].schema, "facts": stored[1].schema}, [unified, facts]
+        return {"unified": stored[0].schema, "facts": stored[1].schema}, [unified, facts], left
+
+
+@dataclass(frozen=True)
+class _Left:
+    """The version of the stored UnifiedActivity, and the GUIDs of its rows that leave (filled as it is read)."""
+
+    base: str
+    left: list[pa.Array]
 
 
 def _links(batch: pa.RecordBatch, column: str) -> pd.Series:
@@ -707,11 +737,18 @@ class _Placed:
         return self.schema(unified_sample), self.schema(facts_sample)
 
     def write(
-        self, lake: Lake, paths: tuple[str, str], schemas: dict | None = None, stored: list | None = None
+        self,
+        lake: Lake,
+        paths: tuple[str, str],
+        schemas: dict | None = None,
+        stored: list | None = None,
+        version: str | None = None,
+        delta_rows: str | None = None,
     ) -> tuple[WrittenTable, WrittenTable, int]:
         """UnifiedActivity in GUID order and the facts in ActivityId order (ties: in placing order), and how many
         placed rows have an ActivityId an earlier one has (``schemas``: the tables', when already decided;
-        ``stored``: per table, stored rows in its order to merge in)."""
+        ``stored``: per table, stored rows in its order to merge in; ``version``: UnifiedActivity's;
+        ``delta_rows``: where its placed rows are written as well)."""
         unified_schema, facts_schema = (schemas["unified"], schemas["facts"]) if schemas else self.schemas()
         distinct = ("ActivityId", "SourceActivityId", "msdynci_unifiedactivityid")
         kept = stored or [None, None]
@@ -719,7 +756,7 @@ class _Placed:
         # kept rows): LZ4 writes it a sixth faster and reads it twice as fast as zstd, for a file 1.7 times larger.
         # The facts are mostly read a few columns at a time, where the codec matters little: zstd keeps them small.
         tables = [
-            (self.unified, paths[0], unified_schema, distinct, kept[0], "lz4"),
+            (self.unified, paths[0], unified_schema, distinct, kept[0], "lz4", version, delta_rows),
             (self.facts, paths[1], facts_schema, ("ActivityId",), kept[1], "zstd"),
         ]
         # Both at once, one bucket of each held: the facts are written while UnifiedActivity is.

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from ci_pipeline import outputs
+from ci_pipeline import outputs, table_delta
 from ci_pipeline.dataverse.naming import (
     entity_set,
     held_sink_table,
@@ -22,7 +22,7 @@ from ci_pipeline.dataverse.naming import (
     sink_table,
     text_batch,
 )
-from ci_pipeline.dataverse.sink import BATCH_ROWS, SinkTable
+from ci_pipeline.dataverse.sink import BATCH_ROWS, SinkTable, TableDelta
 from ci_pipeline.errors import UserError
 
 
@@ -43,7 +43,11 @@ def prepare(
 
 
 def prepare_stored(
-    table: str, data: ds.Dataset, prefix: str = "msdynci", entity_sets: dict[str, str] | None = None
+    table: str,
+    data: ds.Dataset,
+    prefix: str = "msdynci",
+    entity_sets: dict[str, str] | None = None,
+    delta: table_delta.Delta | None = None,
 ) -> SinkTable:
     """:func:`prepare` for a table stored in the lake, read in batches where it can be.
 
@@ -52,6 +56,9 @@ def prepare_stored(
     batch of rows. CustomerProfile (ordered by the GUID of CustomerId, which the table does not store) and a table
     out of key order are read whole as Arrow and sorted; any other table is loaded and checked like a frame, whose
     error names what is wrong. The text is the same in every case.
+
+    A streamed table carries its version, and ``delta`` (the changes its stage stored beside it) when that leads to
+    this very version and its rows are checked like the table's.
     """
     spec = outputs.contract(table)
     schema = data.schema
@@ -67,11 +74,25 @@ def prepare_stored(
         return held_sink_table(table, text_batch(table, rows, renamed, prefix), prefix, entity_sets)
     text_schema = text_batch(table, schema.empty_table(), renamed, prefix).schema
 
-    def batches():
-        for batch in scan(data):
-            if batch.num_rows:
-                yield text_batch(table, batch, renamed, prefix).to_batches()[0]
+    def texts(rows: ds.Dataset):
+        def batches():
+            for batch in scan(rows):
+                if batch.num_rows:
+                    yield text_batch(table, batch, renamed, prefix).to_batches()[0]
 
+        return batches
+
+    version = table_delta.version_of(data)
+    changes = None
+    # The delta's rows were written with the table's schema; checked as the table is (identifiers, key order).
+    if (
+        delta is not None
+        and version is not None
+        and delta.version == version
+        and delta.rows.schema.names == schema.names
+        and _checked_in_order(table, delta.rows, spec.key, filled)
+    ):
+        changes = TableDelta(delta.base, delta.removed.cast(pa.string()), texts(delta.rows))
     return SinkTable(
         name=table,
         logical_name=logical_table(table, prefix),
@@ -79,7 +100,9 @@ def prepare_stored(
         primary_key=primary_key(table, prefix),
         schema=text_schema,
         rows=data.count_rows(),
-        source=batches,
+        source=texts(data),
+        version=version,
+        delta=changes,
     )
 
 

@@ -20,6 +20,20 @@ BATCH_ROWS = 65_536
 
 
 @dataclass(frozen=True)
+class TableDelta:
+    """What changed in a table since its version ``base`` (:mod:`ci_pipeline.table_delta`), in the sink's text:
+    the rows placed since (new, changed or the same again), in key order, and the keys of rows that left (a key
+    placed again may be among them)."""
+
+    base: str
+    removed: pa.Array = field(repr=False)
+    source: Callable[[], Iterator[pa.RecordBatch]] = field(repr=False)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        yield from self.source()
+
+
+@dataclass(frozen=True)
 class SinkTable:
     """One output table ready for a sink: logical column names, every value as text, primary key first, rows in
     increasing key order (unique keys).
@@ -36,6 +50,11 @@ class SinkTable:
     schema: pa.Schema
     rows: int
     source: pa.Table | Callable[[], Iterator[pa.RecordBatch]] = field(repr=False, compare=False)
+    #: The version the stored table is stamped with (None: unknown, every row is compared).
+    version: str | None = None
+    #: The changes from an earlier version to ``version``, when the producing stage wrote them: a sink holding that
+    #: version may apply them instead of comparing every row.
+    delta: TableDelta | None = field(default=None, repr=False, compare=False)
 
     @property
     def columns(self) -> list[str]:
@@ -87,6 +106,8 @@ class TableResult:
     throttles: int = 0
     dead_letter: str | None = None
     errors: list[str] = field(default_factory=list)
+    #: Whether the sink applied the table's delta instead of comparing every row.
+    from_delta: bool = False
 
     def metadata(self) -> dict:
         """Plain values for asset metadata and logs."""
@@ -101,6 +122,7 @@ class TableResult:
             "requests": self.requests,
             "retries": self.retries,
             "throttles": self.throttles,
+            "from_delta": self.from_delta,
         }
 
 

@@ -8,7 +8,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,8 @@ class _Seen:
     columns: list[str]
     fingerprints: pa.Table
     token: tuple
+    #: The version of the rows the table holds (:mod:`ci_pipeline.table_delta`), when known.
+    version: str | None
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class _Staged:
     written: int
     stale: pa.Array
     rebuild: bool
+    #: Staged from the table's delta, not by comparing every row.
+    from_delta: bool = False
 
 
 class SqliteSink(Sink):
@@ -94,8 +98,12 @@ class SqliteSink(Sink):
             self._con.execute("PRAGMA cache_size=-65536")
             self._con.execute(
                 "CREATE TABLE IF NOT EXISTS state.table_state (tbl TEXT PRIMARY KEY, columns TEXT, rows INTEGER, "
-                "bytes INTEGER, generation INTEGER, published_at TEXT, hasher TEXT, fingerprints BLOB)"
+                "bytes INTEGER, generation INTEGER, published_at TEXT, hasher TEXT, fingerprints BLOB, version TEXT)"
             )
+            held = {row[1] for row in self._con.execute("PRAGMA state.table_info(table_state)")}
+            if "version" not in held:
+                # A state file of an earlier release: its tables' versions are unknown, so compared row by row.
+                self._con.execute("ALTER TABLE state.table_state ADD COLUMN version TEXT")
         except (OSError, sqlite3.Error) as exc:
             raise UserError(
                 f"sink {self.path}: cannot open the SQLite database or its state file {self.state_path.name} "
@@ -152,7 +160,7 @@ class SqliteSink(Sink):
         started = time.monotonic()
         for _ in range(ATTEMPTS):
             seen = self._read_state(table.logical_name)
-            staged = self._stage(table, seen)
+            staged = self._stage_delta(table, seen) or self._stage(table, seen)
             try:
                 result = self._apply(table, seen, staged)
             finally:
@@ -172,7 +180,8 @@ class SqliteSink(Sink):
         try:
             con.execute("BEGIN IMMEDIATE")
             self._resync()
-            seen = _Seen(self._columns(name), self._fingerprints(name), self._token(name))
+            found = con.execute("SELECT version FROM state.table_state WHERE tbl = ?", (name,)).fetchone()
+            seen = _Seen(self._columns(name), self._fingerprints(name), self._token(name), found and found[0])
             con.execute("COMMIT")
         except sqlite3.Error as exc:
             if con.in_transaction:
@@ -195,22 +204,60 @@ class SqliteSink(Sink):
 
     def _stage(self, table: SinkTable, seen: _Seen) -> _Staged:
         """Read the table's batches once: fingerprint each, keep the rows that are new or changed against what the
-        sink holds, and bulk-load them (Arrow into SQLite, in C) into a load database beside the sink. Only that
-        connection opens the load file while it is written: two SQLite libraries never share an open file.
+        sink holds, and bulk-load them into a load database beside the sink (:meth:`_load`)."""
+        rebuild = bool(seen.columns) and seen.columns != table.columns
+        merge = _Merge(FINGERPRINTS.empty_table() if rebuild else seen.fingerprints)
+        prints: list[pa.Table] = []
+        path, written = self._load(table, table.batches(), merge.changed, prints)
+        fingerprints = pa.concat_tables(prints) if prints else FINGERPRINTS.empty_table()
+        stale = _missing(seen.fingerprints, fingerprints) if rebuild else merge.stale()
+        return _Staged(path, fingerprints, written, stale, rebuild)
+
+    def _stage_delta(self, table: SinkTable, seen: _Seen) -> _Staged | None:
+        """When the sink holds the version the table's delta starts from, load only the delta's new and changed
+        rows (and nothing when it holds the table's version already); None when the delta cannot be used, so that
+        every row is compared."""
+        if table.version is None or seen.version is None or seen.columns != table.columns:
+            return None
+        if seen.version == table.version:
+            batches, removed = iter(()), pa.array([], pa.string())
+        elif table.delta is not None and table.delta.base == seen.version:
+            batches, removed = table.delta.batches(), table.delta.removed
+        else:
+            return None
+        held = _Held(seen.fingerprints)
+        prints: list[pa.Table] = []
+        path, written = self._load(table, batches, held.changed, prints)
+        placed = pa.concat_tables(prints) if prints else FINGERPRINTS.empty_table()
+        patched = held.patched(placed, removed)
+        if patched is None or patched[0].num_rows != table.rows:
+            # Not the table the delta promised (or keys the patch cannot order): compare every row instead.
+            shutil.rmtree(path.parent, ignore_errors=True)
+            return None
+        return _Staged(path, patched[0], written, patched[1], rebuild=False, from_delta=True)
+
+    def _load(
+        self,
+        table: SinkTable,
+        batches: Iterator[pa.RecordBatch],
+        changed: Callable[[pa.Table], np.ndarray],
+        prints: list[pa.Table],
+    ) -> tuple[Path, int]:
+        """Fingerprint each of ``batches`` (into ``prints``), keep its rows at the positions ``changed`` gives, and
+        bulk-load them (Arrow into SQLite, in C) into a load database beside the sink; its path and the rows
+        written. Only that connection opens the load file while it is written: two SQLite libraries never share an
+        open file.
 
         A thread of its own reads, converts and hashes the next batches while the driver writes the current one.
         The load table has the sink table's definition and gets the rows in key order, so that copying it into a
         new or emptied sink table is SQLite's page-level transfer, not a second insertion row by row."""
-        rebuild = bool(seen.columns) and seen.columns != table.columns
-        merge = _Merge(FINGERPRINTS.empty_table() if rebuild else seen.fingerprints)
-        prints: list[pa.Table] = []
         failure: list[BaseException] = []
         written = 0
 
         def fingerprinted():
             hasher = duckdb.connect()
             try:
-                for batch in table.batches():
+                for batch in batches:
                     # The load takes the columns by position.
                     if batch.schema.names != table.columns:
                         raise RuntimeError(f"{table.name}: a batch has the columns {batch.schema.names}")
@@ -223,12 +270,12 @@ class SqliteSink(Sink):
             try:
                 for batch, found in in_background(fingerprinted(), depth=1, name=f"sink-{table.name}"):
                     prints.append(found)
-                    changed = merge.changed(found)
-                    written += len(changed)
-                    if len(changed) == batch.num_rows:
+                    picked = changed(found)
+                    written += len(picked)
+                    if len(picked) == batch.num_rows:
                         yield batch
-                    elif len(changed):
-                        yield batch.take(pa.array(changed))
+                    elif len(picked):
+                        yield batch.take(pa.array(picked))
             except BaseException as exc:
                 # The load driver sees only that the stream broke: the cause is raised again below.
                 failure.append(exc)
@@ -258,9 +305,7 @@ class SqliteSink(Sink):
                     f"({exc}); check the free space and permissions of its folder"
                 ) from exc
             raise
-        fingerprints = pa.concat_tables(prints) if prints else FINGERPRINTS.empty_table()
-        stale = _missing(seen.fingerprints, fingerprints) if rebuild else merge.stale()
-        return _Staged(path, fingerprints, written, stale, rebuild)
+        return path, written
 
     def _apply(self, table: SinkTable, seen: _Seen, staged: _Staged) -> TableResult | None:
         """In one transaction: write the staged rows, delete the stale keys, stamp the run marker and commit. None
@@ -288,7 +333,7 @@ class SqliteSink(Sink):
                     f"DELETE FROM main.{quoted(name)} WHERE {quoted(pk)} = ?", ((k,) for k in stale.to_pylist())
                 )
             held = int(pc.sum(fingerprints.column("bytes")).as_py() or 0)
-            self._mark(name, columns, fingerprints, held, store=staged.written > 0 or len(stale) > 0)
+            self._mark(name, columns, fingerprints, held, staged.written > 0 or len(stale) > 0, table.version)
             if self.hook:
                 self.hook(table.name, "staged")
             con.execute("COMMIT")
@@ -315,6 +360,7 @@ class SqliteSink(Sink):
             deleted=len(stale),
             unchanged=rows - staged.written,
             bytes=held,
+            from_delta=staged.from_delta,
         )
 
     def _fingerprints(self, name: str) -> pa.Table:
@@ -347,9 +393,11 @@ class SqliteSink(Sink):
                 (name, json.dumps(columns), fingerprints.num_rows, held, generation, HASHER, _blob(fingerprints)),
             )
 
-    def _mark(self, name: str, columns: list[str], fingerprints: pa.Table, held: int, store: bool) -> None:
-        """The run marker: the table's row count, bytes and publish time, and a new generation in both files; the
-        fingerprints are stored again only when rows were written or deleted."""
+    def _mark(
+        self, name: str, columns: list[str], fingerprints: pa.Table, held: int, store: bool, version: str | None
+    ) -> None:
+        """The run marker: the table's row count, bytes, version and publish time, and a new generation in both
+        files; the fingerprints are stored again only when rows were written or deleted."""
         con = self._con
         generation = (
             max(
@@ -362,14 +410,24 @@ class SqliteSink(Sink):
         if store or con.execute("SELECT 1 FROM state.table_state WHERE tbl = ?", (name,)).fetchone() is None:
             con.execute(
                 "INSERT OR REPLACE INTO state.table_state "
-                "(tbl, columns, rows, bytes, generation, published_at, hasher, fingerprints) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, json.dumps(columns), fingerprints.num_rows, held, generation, now, HASHER, _blob(fingerprints)),
+                "(tbl, columns, rows, bytes, generation, published_at, hasher, fingerprints, version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    json.dumps(columns),
+                    fingerprints.num_rows,
+                    held,
+                    generation,
+                    now,
+                    HASHER,
+                    _blob(fingerprints),
+                    version,
+                ),
             )
         else:
             con.execute(
-                "UPDATE state.table_state SET columns = ?, generation = ?, published_at = ? WHERE tbl = ?",
-                (json.dumps(columns), generation, now, name),
+                "UPDATE state.table_state SET columns = ?, generation = ?, published_at = ?, version = ? WHERE tbl = ?",
+                (json.dumps(columns), generation, now, version, name),
             )
         con.execute(f"PRAGMA main.user_version = {int(generation)}")
 
@@ -511,6 +569,77 @@ class _Merge:
         """The held keys no batch had."""
         rest = [*self.gone, self.keys.slice(self.at)]
         return pa.concat_arrays([a.cast(pa.string()) for a in rest])
+
+
+class _Held:
+    """The held fingerprints, sorted by key, for a delta: which of its rows differ from them, and the fingerprints
+    once it is applied."""
+
+    def __init__(self, held: pa.Table):
+        keys = held.column("key")
+        if len(keys) > 1 and not pc.all(pc.greater(keys[1:], keys[:-1])).as_py():
+            held = held.take(pc.array_sort_indices(keys))
+        self.held = held.combine_chunks()
+        self.keys = self.held.column("key").chunk(0) if held.num_rows else pa.array([], pa.string())
+        self.hashes = self.held.column("hash").to_numpy()
+        #: The keys as fixed-width bytes, searched for every batch (None when they differ in length).
+        self.fixed = fixed_width_bytes(self.keys)
+
+    def _positions(self, keys: pa.Array) -> np.ndarray:
+        """For each of ``keys`` its position among the held keys, or -1."""
+        if not len(keys):
+            return np.zeros(0, dtype=np.int64)
+        given = fixed_width_bytes(keys) if self.fixed is not None else None
+        if given is None or given.dtype != self.fixed.dtype or not len(self.fixed):
+            position = pc.index_in(keys, value_set=self.keys)
+            return pc.fill_null(position, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        at = np.minimum(np.searchsorted(self.fixed, given), len(self.fixed) - 1)
+        return np.where(self.fixed[at] == given, at, -1).astype(np.int64)
+
+    def changed(self, new: pa.Table) -> np.ndarray:
+        """Positions of the rows of ``new`` whose key is not held or whose hash differs."""
+        position = self._positions(new.column("key").combine_chunks())
+        found = position >= 0
+        same = found & (self.hashes[np.where(found, position, 0)] == new.column("hash").to_numpy())
+        return np.flatnonzero(~same)
+
+    def patched(self, placed: pa.Table, removed: pa.Array) -> tuple[pa.Table, pa.Array] | None:
+        """The fingerprints after the delta (the held ones but those of ``removed`` and of ``placed``'s keys, with
+        ``placed``'s put in key order), and the held keys to delete (removed, not placed again); None when the
+        placed keys do not increase."""
+        keys = placed.column("key").combine_chunks()
+        if len(keys) > 1 and not pc.all(pc.greater(keys[1:], keys[:-1])).as_py():
+            return None
+        keep = np.ones(self.held.num_rows, dtype=bool)
+        replaced = self._positions(keys)
+        keep[replaced[replaced >= 0]] = False
+        leaving = pc.filter(removed, pc.invert(pc.is_in(removed, value_set=keys))) if len(keys) else removed
+        gone = self._positions(leaving.cast(pa.string()))
+        keep[gone[gone >= 0]] = False
+        stale = pc.take(self.keys, pa.array(np.unique(gone[gone >= 0])))
+        if not len(keys) and keep.all():
+            return self.held, stale
+        # Where each placed key goes among all held keys; a held key it replaces is dropped, so it takes its place.
+        given = fixed_width_bytes(keys) if self.fixed is not None else None
+        if given is not None and given.dtype == self.fixed.dtype:
+            at = np.searchsorted(self.fixed, given, side="left")
+        else:
+            at = np.searchsorted(_texts(self.keys), _texts(keys), side="left")
+        # A held row moves down by the placed rows before it and up by the dropped rows before it; a placed row
+        # comes after the kept held rows before its place and the placed rows before it.
+        dropped_before = np.concatenate([[0], np.cumsum(~keep)])
+        placed_up_to = np.cumsum(np.bincount(at, minlength=len(keep) + 1))
+        held_rows = np.flatnonzero(keep)
+        order = np.empty(len(held_rows) + len(keys), dtype=np.int64)
+        order[held_rows - dropped_before[held_rows] + placed_up_to[held_rows]] = held_rows
+        order[at - dropped_before[at] + np.arange(len(keys))] = len(keep) + np.arange(len(keys))
+        both = pa.concat_tables([self.held, placed.select(FINGERPRINTS.names).cast(FINGERPRINTS)]).combine_chunks()
+        return both.take(pa.array(order)), stale
+
+
+def _texts(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Keys as Python strings, which compare by code point: the byte order of their UTF-8, as Arrow sorts them."""
+    return np.array(keys.to_pylist(), dtype=object)
 
 
 def _positions(window: pa.Array, keys: pa.Array) -> np.ndarray:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from ci_pipeline import outputs
+from ci_pipeline import outputs, table_delta
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.publish import ExportConfig
 from ci_pipeline.dataverse import capacity_report, logical_table, prepare, prepare_stored
@@ -95,13 +95,16 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
         if upstream is None:
             prepared = prepare(table, None, publish.prefix, _entity_sets(config))
         else:
-            stored = lake.get_lake().dataset(asset_path(upstream))
-            prepared = prepare_stored(table, stored, publish.prefix, _entity_sets(config))
+            store = lake.get_lake()
+            stored = store.dataset(asset_path(upstream))
+            delta = table_delta.read(store, asset_path(upstream))
+            prepared = prepare_stored(table, stored, publish.prefix, _entity_sets(config), delta)
         with sink.open(lake, context.run_id) as opened:
             result = opened.publish(prepared)
         context.log.info(
             f"{table}: {result.rows} rows, {result.upserted} upserted, {result.deleted} deleted, "
             f"{result.unchanged} unchanged, {result.rejected} rejected in {result.seconds:.1f} s"
+            + (" (from the delta its stage wrote)" if result.from_delta else "")
         )
         metadata = {**result.metadata(), "dagster/row_count": result.rows, "sink": kind}
         if result.dead_letter:

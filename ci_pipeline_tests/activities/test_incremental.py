@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
+from ci_pipeline import table_delta
 from ci_pipeline.activities import ActivitySource, write_timeline
 from ci_pipeline.activities import ordered as ordered_module
-from ci_pipeline.activities.incremental import STATE_DIR, forget, read_state, write_state
+from ci_pipeline.activities.incremental import GUID, STATE_DIR, forget, read_state, write_state
 from ci_pipeline.config.activities import ActivityTable
 from ci_pipeline.lake import Lake
 
@@ -111,6 +113,7 @@ class Runs:
     def run(self, tables: dict, customers: dict, now=NOW) -> dict:
         self.count += 1
         previous, why = read_state(self.lake)
+        before = self._stored()
         forget(self.lake)
         mine = place(self.lake, self.root / f"work-{self.count}", tables, customers, now, previous, why)
         if mine.state is not None:
@@ -125,7 +128,35 @@ class Runs:
         for attribute in ("rows_read", "placed", "per_type", "customers", "repeated_activity_ids"):
             assert getattr(mine, attribute) == getattr(theirs, attribute), attribute
         assert mine.unified.rows == theirs.unified.rows and mine.facts.rows == theirs.facts.rows
-        return {**mine.report, "quarantined": len(mine.corrupt)}
+        # Both UnifiedActivity tables are stamped with one version: the same rows, however they were placed.
+        version = table_delta.version_of(self.lake.dataset(PATHS[0]))
+        assert version is not None and version == table_delta.version_of(full_lake.dataset(PATHS[0]))
+        delta = table_delta.read(self.lake, PATHS[0])
+        if delta is not None:
+            # The delta leads from the table before this run to this one.
+            assert mine.report["incremental"] and (delta.base, delta.version) == (before[0], version)
+            assert _rows(_applied(before[1], delta)) == _rows(self.lake.dataset(PATHS[0]).to_table())
+        return {**mine.report, "quarantined": len(mine.corrupt), "delta": delta is not None}
+
+    def _stored(self) -> tuple[str | None, pa.Table] | None:
+        if not self.lake.exists(PATHS[0]):
+            return None
+        stored = self.lake.dataset(PATHS[0])
+        return table_delta.version_of(stored), stored.to_table()
+
+
+def _applied(before: pa.Table, delta: table_delta.Delta) -> pa.Table:
+    """``before`` without the rows whose GUID left or was placed again, with the placed rows."""
+    placed = delta.rows.to_table()
+    leaving = pa.concat_arrays(
+        [delta.removed.cast(pa.large_string()), placed.column(GUID).combine_chunks().cast(pa.large_string())]
+    )
+    kept = before.filter(pc.invert(pc.is_in(before.column(GUID).cast(pa.large_string()), value_set=leaving)))
+    return pa.concat_tables([kept, placed.cast(kept.schema)])
+
+
+def _rows(table: pa.Table) -> list[str]:
+    return sorted(map(repr, table.to_pylist()))
 
 
 @pytest.fixture(params=[False, True], ids=["one batch", "many batches and buckets"])
@@ -153,7 +184,7 @@ def test_each_change_placed_alone_gives_what_placing_every_row_gives(runs):
     shop = pd.concat([shop, orders(5, seed=7).assign(order_id=lambda f: "n" + f["order_id"])], ignore_index=True)
     customers = {**CUSTOMERS, ("shop.customers", "9"): "C-F"}
     report = runs.run({**tables, "orders": (ORDERS, shop, "order_id")}, customers)
-    assert report["incremental"] and report["rows_removed"] == 0
+    assert report["incremental"] and report["rows_removed"] == 0 and report["delta"]
 
     # A changed value, a deleted row, a key repeated by a new row, a row in the future.
     shop = shop.copy()
@@ -163,7 +194,7 @@ def test_each_change_placed_alone_gives_what_placing_every_row_gives(runs):
     shop.iloc[-1, 0] = "future"
     tables = {"orders": (ORDERS, shop.reset_index(drop=True), "order_id"), "points": tables["points"]}
     report = runs.run(tables, customers)
-    assert report["incremental"] and report["rows_removed"] >= 2
+    assert report["incremental"] and report["rows_removed"] >= 2 and report["delta"]
 
     # The repetition resolved; a record moved to another customer; a member merged into another customer.
     shop = tables["orders"][1].drop_duplicates("order_id", keep="last").reset_index(drop=True)
