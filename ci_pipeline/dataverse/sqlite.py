@@ -24,7 +24,7 @@ from ci_pipeline.dataverse.attachment import AttachmentClaim, check_marker
 from ci_pipeline.dataverse.sink import Sink, SinkTable, TableResult, TableUsage
 from ci_pipeline.errors import UserError
 from ci_pipeline.side_by_side import in_background
-from ci_pipeline.sql_text import quoted
+from ci_pipeline.sql_text import literal, quoted
 
 #: The table holding the attachment marker row (not one of the published tables).
 MARKER_TABLE = "ci_pipeline_attachment"
@@ -45,6 +45,9 @@ class _Seen:
     token: tuple
     #: The version of the rows the table holds (:mod:`ci_pipeline.table_delta`), when known.
     version: str | None
+    #: Whether the table has the layout of this release (:func:`_definition`); one of an earlier release is
+    #: written again whole.
+    current: bool
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,11 @@ class SqliteSink(Sink):
             con.execute("BEGIN IMMEDIATE")
             self._resync()
             found = con.execute("SELECT version FROM state.table_state WHERE tbl = ?", (name,)).fetchone()
-            seen = _Seen(self._columns(name), self._fingerprints(name), self._token(name), found and found[0])
+            layout = con.execute("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?", (name,))
+            defined = layout.fetchone()
+            current = defined is None or "WITHOUT ROWID" not in defined[0].upper()
+            fingerprints, token = self._fingerprints(name), self._token(name)
+            seen = _Seen(self._columns(name), fingerprints, token, found and found[0], current)
             con.execute("COMMIT")
         except sqlite3.Error as exc:
             if con.in_transaction:
@@ -205,7 +212,7 @@ class SqliteSink(Sink):
     def _stage(self, table: SinkTable, seen: _Seen) -> _Staged:
         """Read the table's batches once: fingerprint each, keep the rows that are new or changed against what the
         sink holds, and bulk-load them into a load database beside the sink (:meth:`_load`)."""
-        rebuild = bool(seen.columns) and seen.columns != table.columns
+        rebuild = bool(seen.columns) and (seen.columns != table.columns or not seen.current)
         merge = _Merge(FINGERPRINTS.empty_table() if rebuild else seen.fingerprints)
         prints: list[pa.Table] = []
         path, written = self._load(table, table.batches(), merge.changed, prints)
@@ -217,7 +224,7 @@ class SqliteSink(Sink):
         """When the sink holds the version the table's delta starts from, load only the delta's new and changed
         rows (and nothing when it holds the table's version already); None when the delta cannot be used, so that
         every row is compared."""
-        if table.version is None or seen.version is None or seen.columns != table.columns:
+        if table.version is None or seen.version is None or seen.columns != table.columns or not seen.current:
             return None
         if seen.version == table.version:
             batches, removed = iter(()), pa.array([], pa.string())
@@ -322,8 +329,9 @@ class SqliteSink(Sink):
                 con.execute("ROLLBACK")
                 return None
             if staged.rebuild:
-                # The column set changed (e.g. a new unified attribute): rebuild the table in this transaction;
-                # every row is written again, and the rows whose key is gone count as deleted.
+                # The column set changed (e.g. a new unified attribute), or the table has an earlier release's
+                # layout: rebuild it in this transaction; every row is written again, and the rows whose key is gone
+                # count as deleted.
                 con.execute(f"DROP TABLE main.{quoted(name)}")
             con.execute(f"CREATE TABLE IF NOT EXISTS main.{quoted(name)} {_definition(columns, pk)}")
             if staged.written:
@@ -461,8 +469,24 @@ class SqliteSink(Sink):
         return pd.DataFrame(rows, columns=columns, dtype="string") if rows else pd.DataFrame(columns=columns)
 
     def dump(self) -> str:
-        """The whole content as SQL text (schema and rows, in key order): equal dumps mean equal content."""
-        return "\n".join(self._con.iterdump())
+        """The whole content as SQL text (schema and rows, in key order): equal dumps mean equal content, whatever
+        order the rows were written in."""
+        con = self._con
+        lines = ["BEGIN TRANSACTION;"]
+        tables = con.execute(
+            "SELECT name, sql FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        ).fetchall()
+        for name, sql in tables:
+            lines.append(f"{sql};")
+            columns = [r[1] for r in con.execute(f"PRAGMA main.table_info({quoted(name)})")]
+            values = " || ',' || ".join(f"quote({quoted(c)})" for c in columns)
+            rows = con.execute(
+                f"SELECT 'INSERT INTO ' || {literal(quoted(name))} || ' VALUES(' || {values} || ');' "
+                f"FROM main.{quoted(name)} ORDER BY {quoted(columns[0])}"
+            )
+            lines.extend(row[0] for row in rows)
+        lines.append("COMMIT;")
+        return "\n".join(lines)
 
     def usage(self) -> dict[str, TableUsage]:
         """Rows and bytes per table as the publishes counted them (the state database), without scanning."""
@@ -656,10 +680,13 @@ def _positions(window: pa.Array, keys: pa.Array) -> np.ndarray:
 
 
 def _definition(columns: list[str], pk: str) -> str:
-    """The columns and key of a sink table (and of its load table): every column TEXT, the GUID as primary key."""
-    return (
-        "(" + ", ".join(f"{quoted(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns) + ") WITHOUT ROWID"
-    )
+    """The columns and key of a sink table (and of its load table): every column TEXT, the GUID as primary key.
+
+    The rows are kept in the order they arrive, with an index of the keys (not clustered by key): the new rows of a
+    run (most of an append's) go to the table's end instead of to pages all over it, which a cold cache reads and
+    writes back one by one (96,000 new activity rows into a table of 13 million: 6.4-6.6 s instead of 12.4-13.6 s
+    measured with nothing cached), for a file about a sixth larger."""
+    return "(" + ", ".join(f"{quoted(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns) + ")"
 
 
 def _load_sql(name: str, pk: str, columns: list[str], fresh: bool) -> str:

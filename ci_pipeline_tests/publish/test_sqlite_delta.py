@@ -148,3 +148,40 @@ def test_a_state_file_of_an_earlier_release_gains_the_versions(tmp_path, monkeyp
         second = sink.publish(versioned(table, "v1"))
         assert by_rows == [table.name]
         assert (first.unchanged, second.unchanged) == (40, 40)
+
+
+def test_new_rows_go_to_the_tables_end_whatever_their_keys(tmp_path):
+    before = alternate_keys(200)
+    after = alternate_keys(200, added=30)
+    new = set(after.to_arrow().column(after.primary_key).to_pylist()) - set(
+        before.to_arrow().column(before.primary_key).to_pylist()
+    )
+    with SqliteSink(tmp_path / "sink.sqlite") as sink:
+        sink.publish(before)
+        sink.publish(after)
+        arrival = f"SELECT {after.primary_key} FROM {after.logical_name} ORDER BY rowid"
+        order = [r[0] for r in sink._con.execute(arrival)]
+        content = sink.dump()
+    assert set(order[-len(new) :]) == new and min(new) < max(order[: -len(new)])
+    assert content == clean_dump(tmp_path, after)
+
+
+def test_a_table_of_an_earlier_releases_layout_is_written_again_in_this_ones(tmp_path):
+    table = alternate_keys(60)
+    path = tmp_path / "sink.sqlite"
+    with SqliteSink(path) as sink:
+        sink.publish(table)
+    # The layout of an earlier release: the rows clustered by their key.
+    with sqlite3.connect(path) as db:
+        name = table.logical_name
+        columns = ", ".join(f'"{c}" TEXT' + (" PRIMARY KEY" if c == table.primary_key else "") for c in table.columns)
+        db.execute(f"ALTER TABLE {name} RENAME TO old")
+        db.execute(f"CREATE TABLE {name} ({columns}) WITHOUT ROWID")
+        db.execute(f"INSERT INTO {name} SELECT * FROM old")
+        db.execute("DROP TABLE old")
+    with SqliteSink(path) as sink:
+        result = sink.publish(table)
+        layout = sink._con.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0]
+        content = sink.dump()
+    assert "WITHOUT ROWID" not in layout.upper() and (result.rows, result.upserted, result.deleted) == (60, 60, 0)
+    assert content == clean_dump(tmp_path, table)
