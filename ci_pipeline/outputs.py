@@ -226,6 +226,8 @@ class OutputTable:
         defaults: values of optional content columns that the input may leave out.
         computed: optional content columns derived from the others where the input leaves them out.
         rules: content normalisations :func:`build` applies before serialising.
+        appended: rows are added and seldom changed once written (activities), rather than changed in place from
+            run to run (a customer's profile, measures, scores): a sink may keep them in the order they arrive.
     """
 
     name: str
@@ -240,6 +242,7 @@ class OutputTable:
     defaults: Mapping[str, str | None] = field(default_factory=dict)
     computed: Mapping[str, Callable[[pd.DataFrame], pd.Series]] = field(default_factory=dict)
     rules: Mapping[str, Callable[[pd.Series], pd.Series]] = field(default_factory=dict)
+    appended: bool = False
 
     @property
     def content(self) -> tuple[str, ...]:
@@ -296,6 +299,7 @@ OUTPUT_TABLES: dict[str, OutputTable] = {
             timestamps=("ActivityTimeStamp",),
             defaults={"Title": None, "Description": None, "URL": None, "SemanticData": "{}"},
             computed={"RangeIndex": _range_index},
+            appended=True,
         ),
         OutputTable(
             "CustomerMeasure",

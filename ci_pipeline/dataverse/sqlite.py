@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ci_pipeline import outputs
 from ci_pipeline.arrow_text import fixed_width_bytes
 from ci_pipeline.dataverse.attachment import AttachmentClaim, check_marker
 from ci_pipeline.dataverse.sink import Sink, SinkTable, TableResult, TableUsage
@@ -45,9 +46,14 @@ class _Seen:
     token: tuple
     #: The version of the rows the table holds (:mod:`ci_pipeline.table_delta`), when known.
     version: str | None
-    #: Whether the table has the layout of this release (:func:`_definition`); one of an earlier release is
-    #: written again whole.
-    current: bool
+    #: The table's definition in the sink (None: no table yet).
+    defined: str | None
+
+    def laid_out_as(self, table: SinkTable) -> bool:
+        """Whether the table has the layout :func:`_definition` gives it (a table laid out otherwise, by an
+        earlier release, is written again whole)."""
+        clustered = self.defined is not None and "WITHOUT ROWID" in self.defined.upper()
+        return self.defined is None or clustered != _by_arrival(table)
 
 
 @dataclass(frozen=True)
@@ -186,9 +192,8 @@ class SqliteSink(Sink):
             found = con.execute("SELECT version FROM state.table_state WHERE tbl = ?", (name,)).fetchone()
             layout = con.execute("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?", (name,))
             defined = layout.fetchone()
-            current = defined is None or "WITHOUT ROWID" not in defined[0].upper()
             fingerprints, token = self._fingerprints(name), self._token(name)
-            seen = _Seen(self._columns(name), fingerprints, token, found and found[0], current)
+            seen = _Seen(self._columns(name), fingerprints, token, found and found[0], defined and defined[0])
             con.execute("COMMIT")
         except sqlite3.Error as exc:
             if con.in_transaction:
@@ -212,7 +217,7 @@ class SqliteSink(Sink):
     def _stage(self, table: SinkTable, seen: _Seen) -> _Staged:
         """Read the table's batches once: fingerprint each, keep the rows that are new or changed against what the
         sink holds, and bulk-load them into a load database beside the sink (:meth:`_load`)."""
-        rebuild = bool(seen.columns) and (seen.columns != table.columns or not seen.current)
+        rebuild = bool(seen.columns) and (seen.columns != table.columns or not seen.laid_out_as(table))
         merge = _Merge(FINGERPRINTS.empty_table() if rebuild else seen.fingerprints)
         prints: list[pa.Table] = []
         path, written = self._load(table, table.batches(), merge.changed, prints)
@@ -224,7 +229,9 @@ class SqliteSink(Sink):
         """When the sink holds the version the table's delta starts from, load only the delta's new and changed
         rows (and nothing when it holds the table's version already); None when the delta cannot be used, so that
         every row is compared."""
-        if table.version is None or seen.version is None or seen.columns != table.columns or not seen.current:
+        if table.version is None or seen.version is None or seen.columns != table.columns:
+            return None
+        if not seen.laid_out_as(table):
             return None
         if seen.version == table.version:
             batches, removed = iter(()), pa.array([], pa.string())
@@ -298,7 +305,7 @@ class SqliteSink(Sink):
                 cursor.execute(f"PRAGMA page_size={LOAD_PAGE_BYTES}")
                 cursor.execute("PRAGMA journal_mode=OFF")
                 cursor.execute("PRAGMA synchronous=OFF")
-                cursor.execute(f"CREATE TABLE {quoted(LOAD_TABLE)} {_definition(table.columns, table.primary_key)}")
+                cursor.execute(f"CREATE TABLE {quoted(LOAD_TABLE)} {_definition(table)}")
                 cursor.adbc_ingest(
                     LOAD_TABLE, pa.RecordBatchReader.from_batches(table.schema, changed_rows()), mode="append"
                 )
@@ -333,7 +340,7 @@ class SqliteSink(Sink):
                 # layout: rebuild it in this transaction; every row is written again, and the rows whose key is gone
                 # count as deleted.
                 con.execute(f"DROP TABLE main.{quoted(name)}")
-            con.execute(f"CREATE TABLE IF NOT EXISTS main.{quoted(name)} {_definition(columns, pk)}")
+            con.execute(f"CREATE TABLE IF NOT EXISTS main.{quoted(name)} {_definition(table)}")
             if staged.written:
                 con.execute(_load_sql(name, pk, columns, fresh=staged.rebuild or seen.fingerprints.num_rows == 0))
             if len(stale) and not staged.rebuild:
@@ -679,14 +686,22 @@ def _positions(window: pa.Array, keys: pa.Array) -> np.ndarray:
     return np.where(held[at] == given, at, -1).astype(np.int64)
 
 
-def _definition(columns: list[str], pk: str) -> str:
+def _by_arrival(table: SinkTable) -> bool:
+    """Whether the sink keeps ``table``'s rows in the order they arrive (:func:`_definition`)."""
+    return table.name in outputs.OUTPUT_TABLES and outputs.contract(table.name).appended
+
+
+def _definition(table: SinkTable) -> str:
     """The columns and key of a sink table (and of its load table): every column TEXT, the GUID as primary key.
 
-    The rows are kept in the order they arrive, with an index of the keys (not clustered by key): the new rows of a
-    run (most of an append's) go to the table's end instead of to pages all over it, which a cold cache reads and
+    A table whose rows are mostly appended (UnifiedActivity) keeps them in the order they arrive, with an index of
+    the keys: a run's new rows go to the table's end instead of to pages all over it, which a cold cache reads and
     writes back one by one (96,000 new activity rows into a table of 13 million: 6.4-6.6 s instead of 12.4-13.6 s
-    measured with nothing cached), for a file about a sixth larger."""
-    return "(" + ", ".join(f"{quoted(c)} TEXT" + (" PRIMARY KEY" if c == pk else "") for c in columns) + ")"
+    with nothing cached), for a file about a sixth larger. The others, whose rows change in place from run to run,
+    are clustered by their key: a changed row is found and rewritten in one page instead of an index page and a
+    table page (a third of Enrichment's 4 million rows change with an append)."""
+    columns = ", ".join(f"{quoted(c)} TEXT" + (" PRIMARY KEY" if c == table.primary_key else "") for c in table.columns)
+    return f"({columns})" + ("" if _by_arrival(table) else " WITHOUT ROWID")
 
 
 def _load_sql(name: str, pk: str, columns: list[str], fresh: bool) -> str:

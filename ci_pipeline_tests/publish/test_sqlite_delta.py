@@ -150,9 +150,22 @@ def test_a_state_file_of_an_earlier_release_gains_the_versions(tmp_path, monkeyp
         assert (first.unchanged, second.unchanged) == (40, 40)
 
 
-def test_new_rows_go_to_the_tables_end_whatever_their_keys(tmp_path):
-    before = alternate_keys(200)
-    after = alternate_keys(200, added=30)
+def activities(count: int) -> SinkTable:
+    frame = pd.DataFrame(
+        {
+            "CustomerId": [f"C{i % 17}" for i in range(count)],
+            "ActivityId": [f"shop_orders_{i}" for i in range(count)],
+            "SourceEntityName": "orders",
+            "SourceActivityId": [str(i) for i in range(count)],
+            "ActivityType": "SalesOrder",
+            "ActivityTimeStamp": pd.Timestamp("2026-01-01", tz="UTC"),
+        }
+    )
+    return prepare("UnifiedActivity", outputs.build("UnifiedActivity", frame))
+
+
+def test_new_activities_go_to_the_tables_end_whatever_their_keys(tmp_path):
+    before, after = activities(200), activities(230)
     new = set(after.to_arrow().column(after.primary_key).to_pylist()) - set(
         before.to_arrow().column(before.primary_key).to_pylist()
     )
@@ -167,11 +180,11 @@ def test_new_rows_go_to_the_tables_end_whatever_their_keys(tmp_path):
 
 
 def test_a_table_of_an_earlier_releases_layout_is_written_again_in_this_ones(tmp_path):
-    table = alternate_keys(60)
+    table = activities(60)
     path = tmp_path / "sink.sqlite"
     with SqliteSink(path) as sink:
         sink.publish(table)
-    # The layout of an earlier release: the rows clustered by their key.
+    # The layout of an earlier release: the activities clustered by their key.
     with sqlite3.connect(path) as db:
         name = table.logical_name
         columns = ", ".join(f'"{c}" TEXT' + (" PRIMARY KEY" if c == table.primary_key else "") for c in table.columns)
@@ -185,3 +198,12 @@ def test_a_table_of_an_earlier_releases_layout_is_written_again_in_this_ones(tmp
         content = sink.dump()
     assert "WITHOUT ROWID" not in layout.upper() and (result.rows, result.upserted, result.deleted) == (60, 60, 0)
     assert content == clean_dump(tmp_path, table)
+
+
+def test_rows_changed_in_place_stay_clustered_by_their_key(tmp_path):
+    with SqliteSink(tmp_path / "sink.sqlite") as sink:
+        sink.publish(alternate_keys(20))
+        sink.publish(activities(20))
+        layouts = dict(sink._con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+    assert "WITHOUT ROWID" in layouts["msdynci_alternatekey"]
+    assert "WITHOUT ROWID" not in layouts["msdynci_unifiedactivity"]
