@@ -16,6 +16,7 @@ from ci_pipeline import outputs
 from ci_pipeline.dataverse.prepare import prepare
 from ci_pipeline.dataverse.sink import SinkTable, TableDelta
 from ci_pipeline.dataverse.sqlite import SqliteSink, row_fingerprints
+from ci_pipeline_tests.publish.test_export_stored import activities as stored_activities
 from ci_pipeline_tests.publish.test_sqlite_changed_rows import keys_table
 
 
@@ -151,17 +152,7 @@ def test_a_state_file_of_an_earlier_release_gains_the_versions(tmp_path, monkeyp
 
 
 def activities(count: int) -> SinkTable:
-    frame = pd.DataFrame(
-        {
-            "CustomerId": [f"C{i % 17}" for i in range(count)],
-            "ActivityId": [f"shop_orders_{i}" for i in range(count)],
-            "SourceEntityName": "orders",
-            "SourceActivityId": [str(i) for i in range(count)],
-            "ActivityType": "SalesOrder",
-            "ActivityTimeStamp": pd.Timestamp("2026-01-01", tz="UTC"),
-        }
-    )
-    return prepare("UnifiedActivity", outputs.build("UnifiedActivity", frame))
+    return prepare("UnifiedActivity", stored_activities(count))
 
 
 def test_new_activities_go_to_the_tables_end_whatever_their_keys(tmp_path):
