@@ -428,7 +428,8 @@ class _Run:
         if reuse is not None:
             schemas, stored, delta = self._kept(reuse, placed_rows, lake, paths)
         if version is None or self.counts["rows_placed"] > self.counts["rows_reused"]:
-            # Comparing every row costs the sink about what applying a delta of half of them does.
+            # A delta larger than the rows kept would save the sink little over comparing every row, and it costs a
+            # second copy of the placed rows here.
             delta = None
         unified, facts, repeated_ids = placed_rows.write(
             lake, paths, schemas, stored, version, table_delta.rows_path(paths[0]) if delta else None
