@@ -8,14 +8,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
+def text_offsets(text: pa.Array) -> np.ndarray:
+    """The ``len(text) + 1`` offsets of a text array's values in its data buffer (the array's own slice of them)."""
+    width = np.int64 if pa.types.is_large_string(text.type) or pa.types.is_large_binary(text.type) else np.int32
+    return np.frombuffer(text.buffers()[1], dtype=width)[text.offset : text.offset + len(text) + 1]
+
+
+def value_bytes(text: pa.Array) -> pa.Buffer:
+    """The bytes of a text array's values, one after the other (a slice of its data buffer, no copy)."""
+    data = text.buffers()[2] if len(text) else None
+    if data is None:
+        return pa.py_buffer(b"")
+    offsets = text_offsets(text)
+    return data.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+
+
 def fixed_width_bytes(text: pa.Array) -> np.ndarray | None:
     """The values of a text array as a NumPy array of fixed-width bytes (a view of its buffer, no copy) when every
     value is present, not empty, of one length in bytes and free of NUL bytes (which NumPy's bytes type would drop
     at the end); None otherwise. Byte order is the order in which Arrow compares text."""
     if text.null_count or not len(text) or not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
         return None
-    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
-    offsets = np.frombuffer(text.buffers()[1], dtype=width)[text.offset : text.offset + len(text) + 1]
+    offsets = text_offsets(text)
     lengths = np.diff(offsets)
     size = int(lengths[0])
     if size == 0 or (lengths != size).any():

@@ -9,6 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ci_pipeline.arrow_text import value_bytes
+
 
 def json_values(values: pd.Series) -> pa.Array:
     """Each value of a column as a JSON literal (``null`` for missing and non-finite numbers).
@@ -73,13 +75,8 @@ def _json_strings(text: pa.Array) -> pa.Array:
 def _all_verbatim(text: pa.Array) -> bool:
     """Whether every byte of the column's values is one ``json.dumps`` keeps as it is: one pass over the whole
     column's bytes instead of a regular expression per value (False may also mean: look value by value)."""
-    if len(text) == 0 or text.buffers()[2] is None:
-        return True
-    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
-    offsets = np.frombuffer(text.buffers()[1], dtype=width)[text.offset : text.offset + len(text) + 1]
-    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     # Deleting every byte json.dumps keeps leaves nothing: one pass in C over a copy of the bytes.
-    return not data.tobytes().translate(None, _VERBATIM_BYTES)
+    return not value_bytes(text).to_pybytes().translate(None, _VERBATIM_BYTES)
 
 
 def json_objects(frame: pd.DataFrame, names: dict[str, str] | None = None) -> pd.Series:

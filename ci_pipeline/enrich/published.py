@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from ci_pipeline import outputs
+from ci_pipeline.arrow_text import value_bytes
 from ci_pipeline.enrich.provider import (
     VALUE_COLUMNS,
     EnrichmentFailed,
@@ -134,10 +135,8 @@ def _parsed_in_arrow(rows: pd.DataFrame, several: bool) -> pd.DataFrame | None:
         return None
     # One value per line: the data buffer of the values each followed by a line break.
     lines = pc.binary_join_element_wise(text, pa.scalar("", pa.large_string()), pa.scalar("\n", pa.large_string()))
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
-    data = lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
     try:
-        table = pa_json.read_json(pa.BufferReader(data))
+        table = pa_json.read_json(pa.BufferReader(value_bytes(lines)))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if table.num_rows != len(rows):
