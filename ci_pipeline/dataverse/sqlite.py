@@ -552,10 +552,7 @@ class _Merge:
     batch is looked up in the window of held keys up to its last key, so the work is linear in both."""
 
     def __init__(self, held: pa.Table):
-        keys = held.column("key")
-        if len(keys) > 1 and not pc.all(pc.greater(keys[1:], keys[:-1])).as_py():
-            held = held.take(pc.array_sort_indices(keys))
-        held = held.combine_chunks()
+        held = _by_key(held)
         self.keys = held.column("key").chunk(0) if held.num_rows else pa.array([], pa.string())
         self.hashes = held.column("hash").to_numpy()
         self.at = 0
@@ -607,25 +604,15 @@ class _Held:
     once it is applied."""
 
     def __init__(self, held: pa.Table):
-        keys = held.column("key")
-        if len(keys) > 1 and not pc.all(pc.greater(keys[1:], keys[:-1])).as_py():
-            held = held.take(pc.array_sort_indices(keys))
-        self.held = held.combine_chunks()
-        self.keys = self.held.column("key").chunk(0) if held.num_rows else pa.array([], pa.string())
+        self.held = _by_key(held)
+        self.keys = self.held.column("key").chunk(0) if self.held.num_rows else pa.array([], pa.string())
         self.hashes = self.held.column("hash").to_numpy()
         #: The keys as fixed-width bytes, searched for every batch (None when they differ in length).
         self.fixed = fixed_width_bytes(self.keys)
 
     def _positions(self, keys: pa.Array) -> np.ndarray:
         """For each of ``keys`` its position among the held keys, or -1."""
-        if not len(keys):
-            return np.zeros(0, dtype=np.int64)
-        given = fixed_width_bytes(keys) if self.fixed is not None else None
-        if given is None or given.dtype != self.fixed.dtype or not len(self.fixed):
-            position = pc.index_in(keys, value_set=self.keys)
-            return pc.fill_null(position, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        at = np.minimum(np.searchsorted(self.fixed, given), len(self.fixed) - 1)
-        return np.where(self.fixed[at] == given, at, -1).astype(np.int64)
+        return _positions(self.keys, keys, self.fixed)
 
     def changed(self, new: pa.Table) -> np.ndarray:
         """Positions of the rows of ``new`` whose key is not held or whose hash differs."""
@@ -639,7 +626,7 @@ class _Held:
         ``placed``'s put in key order), and the held keys to delete (removed, not placed again); None when the
         placed keys do not increase."""
         keys = placed.column("key").combine_chunks()
-        if len(keys) > 1 and not pc.all(pc.greater(keys[1:], keys[:-1])).as_py():
+        if not _increasing(keys):
             return None
         keep = np.ones(self.held.num_rows, dtype=bool)
         replaced = self._positions(keys)
@@ -673,11 +660,27 @@ def _texts(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.array(keys.to_pylist(), dtype=object)
 
 
-def _positions(window: pa.Array, keys: pa.Array) -> np.ndarray:
+def _increasing(keys: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether each key is greater than the one before."""
+    return len(keys) < 2 or pc.all(pc.greater(keys[1:], keys[:-1])).as_py()
+
+
+def _by_key(fingerprints: pa.Table) -> pa.Table:
+    """Fingerprints in key order, in one chunk (a state computed again from a table's rows comes in their order)."""
+    if not _increasing(fingerprints.column("key")):
+        fingerprints = fingerprints.take(pc.array_sort_indices(fingerprints.column("key")))
+    return fingerprints.combine_chunks()
+
+
+def _positions(window: pa.Array, keys: pa.Array, held: np.ndarray | None = None) -> np.ndarray:
     """For each of ``keys`` its position in ``window``, or -1 (both sorted, unique). Keys of one width (the GUIDs of
     every published table) are compared as fixed-width bytes by a binary search in C, without building a hash table
-    of either side; other keys are looked up by Arrow's hash join."""
-    held, given = fixed_width_bytes(window), fixed_width_bytes(keys)
+    of either side; other keys are looked up by Arrow's hash join. ``held``: ``window`` as fixed-width bytes, when
+    the caller has them already."""
+    if not len(keys) or not len(window):
+        return np.full(len(keys), -1, dtype=np.int64)
+    held = fixed_width_bytes(window) if held is None else held
+    given = fixed_width_bytes(keys) if held is not None else None
     if held is None or given is None or held.dtype != given.dtype:
         position = pc.index_in(keys, value_set=window)
         return pc.fill_null(position, -1).to_numpy(zero_copy_only=False).astype(np.int64)
