@@ -115,23 +115,28 @@ class KeptRows:
         return pa.table([id_hash[order], row_hash[order], placed[order]], schema=ROWS)
 
 
-def version(fingerprint_: str, rows: dict[str, KeptRows], whole: dict[str, bool | None], lookups: dict) -> str:
+def version(
+    fingerprint_: str,
+    rows: dict[str, KeptRows],
+    whole: dict[str, bool | None],
+    lookups: dict,
+    con: duckdb.DuckDBPyConnection,
+) -> str:
     """The version of the stored timeline a state describes: a digest of everything the state holds but the run's
-    time and the row counts (the configuration's fingerprint, each table's rows, each customer table's lookup).
-    The rows of stored tables are reused on the strength of these alone, so two timelines of one version hold the
-    same rows."""
+    time and the row counts (the configuration's fingerprint, each table's rows, each customer table's lookup,
+    hashed on ``con``). The rows of stored tables are reused on the strength of these alone, so two timelines of
+    one version hold the same rows."""
     digest = hashlib.sha256(json.dumps([fingerprint_, sorted(whole.items())], default=str).encode())
     for name in sorted(rows):
         table = rows[name].table()
         digest.update(f"|{name}|{table.num_rows}|".encode())
         for column in table.columns:
             digest.update(column.to_numpy().tobytes())
-    with duckdb.connect() as con:
-        for linked in sorted(lookups):
-            found = lookups[linked]
-            pairs = pa.table({"v": found.values.cast(pa.large_string()), "c": found.ids.cast(pa.large_string())})
-            digest.update(f"|{linked}|{pairs.num_rows}|".encode())
-            digest.update(duckdb_hashes(pairs, ["hash(v, c)"], con)[0].tobytes())
+    for linked in sorted(lookups):
+        found = lookups[linked]
+        pairs = pa.table({"v": found.values.cast(pa.large_string()), "c": found.ids.cast(pa.large_string())})
+        digest.update(f"|{linked}|{pairs.num_rows}|".encode())
+        digest.update(duckdb_hashes(pairs, ["hash(v, c)"], con)[0].tobytes())
     return digest.hexdigest()
 
 

@@ -423,7 +423,7 @@ class _Run:
         version = None
         if self.kept is not None:
             whole = {name: rule.whole for name, rule in rules.items()}
-            version = incremental.version(digest, self.kept, whole, self.lookups)
+            version = incremental.version(digest, self.kept, whole, self.lookups, self.con)
         schemas = stored = delta = None
         if reuse is not None:
             schemas, stored, delta = self._kept(reuse, placed_rows, lake, paths)
