@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 from pydantic import PrivateAttr
 
 from ci_pipeline.config import ProjectConfig, load_config
@@ -24,6 +25,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.governance.runtime import RunAccess, RunNeeds, authorise_run, open_rules
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.redact import redact
+from ci_pipeline.side_by_side import each
 
 #: Retry policy for steps that call external services (Dataverse, ADLS, enrichment):
 #: ``@dg.asset(retry_policy=EXTERNAL_RETRY)`` with :func:`fail_fast` on the body. Three more tries, 10 s, 20 s,
@@ -211,6 +213,20 @@ def export_lake(lake: LakeResource, export) -> Lake:
 def asset_path(key: dg.AssetKey) -> str:
     """Where an asset's table lives in the lake: ``ci_pipeline/<key parts>.parquet``."""
     return "ci_pipeline/" + "/".join(key.path) + ".parquet"
+
+
+def write_tables(lake: Lake, frames: dict[dg.AssetKey, pd.DataFrame]) -> dict[dg.AssetKey, WrittenTable]:
+    """Store the tables of a step with several large outputs two at a time (Parquet's encoders run outside Python's
+    lock, where the IO manager stores one output after another); each is then handed to the IO manager as the
+    :class:`WrittenTable` it records and loads like any other."""
+
+    def one(item: tuple[dg.AssetKey, pd.DataFrame]) -> WrittenTable:
+        asset, frame = item
+        relative = asset_path(asset)
+        lake.write_parquet(relative, frame)
+        return WrittenTable(relative, len(frame), pa.Schema.from_pandas(frame, preserve_index=False))
+
+    return dict(zip(frames, each(one, frames.items(), 2, "write-tables"), strict=True))
 
 
 def column_schema(frame: pd.DataFrame) -> dg.TableSchema:

@@ -15,8 +15,9 @@ from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest
 from ci_pipeline.defs.metadata import FIRST_N, bullet_list, counts_table, numbers, table_of
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
-from ci_pipeline.defs.resources import LakeResource, asset_path
+from ci_pipeline.defs.resources import LakeResource, asset_path, write_tables
 from ci_pipeline.errors import StorageError
+from ci_pipeline.side_by_side import started
 from ci_pipeline.unify import (
     MODEL_PATH,
     OUTCOMES,
@@ -190,14 +191,11 @@ def _unify_asset(config: ProjectConfig):
         }
         if key("unify_stats") in selected:
             store.write_bytes(GUARD_EVENTS_PATH, json.dumps(result.stats["guard_events"], indent=1).encode())
-        described = output_metadata(result, store.url(GUARD_EVENTS_PATH))
         # Written beside the outputs, made the state last: a run that fails before then leaves the last good state,
         # which still describes what it saw.
         state = state_ahead(store, result.state)
-        for name, frame in outputs.items():
-            if key(name) in selected:
-                yield dg.Output(frame, output_name=key(name).to_python_identifier(), metadata=described.get(name, {}))
-        yield from _checks(context, result, ucfg.guard.max_cluster_size)
+        chosen = {key(name): frame for name, frame in outputs.items() if key(name) in selected}
+        yield from _stored(context, store, result, chosen, ucfg.guard.max_cluster_size)
         state.commit()
 
     def _stored_model(context, store, frames):
@@ -280,6 +278,16 @@ def _read_optional(store, asset_key: dg.AssetKey) -> pd.DataFrame | None:
             f"{store.url(relative)}: cannot read the last run's {asset_key.path[-1]} ({exc}); restore it or delete it "
             "on purpose to issue ids afresh"
         ) from exc
+
+
+def _stored(context, store, result: UnifyResult, outputs: dict[dg.AssetKey, pd.DataFrame], cap: int):
+    """The outputs, stored two at a time while the checks run beside them (all of it mostly outside Python's lock),
+    then the checks' results."""
+    checked = started(lambda: list(_checks(context, result, cap)), "unify-checks")
+    described = output_metadata(result, store.url(GUARD_EVENTS_PATH))
+    for asset, table in write_tables(store, outputs).items():
+        yield dg.Output(table, output_name=asset.to_python_identifier(), metadata=described.get(asset.path[-1], {}))
+    yield from checked.result()
 
 
 def _checks(context, result: UnifyResult, cap: int):

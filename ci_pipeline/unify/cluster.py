@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.arrays import unique
 from ci_pipeline.unify.text import group_starts
 
 
@@ -176,9 +177,10 @@ def _flagged(
         flagged[labels[nl][same]] = True
     for codes in conflicts.values():
         known = codes >= 0
-        distinct = pd.DataFrame({"label": labels[known], "code": codes[known]}).drop_duplicates()
-        counts = distinct["label"].value_counts()
-        flagged[counts.index[counts.to_numpy() > 1].to_numpy()] = True
+        # Each distinct (label, value) as one integer (both below the record count): labels holding two values.
+        width = np.int64(codes.max(initial=0)) + 1
+        held = unique(labels[known].astype(np.int64) * width + codes[known]) // width
+        flagged[held[np.bincount(held, minlength=n)[held] > 1]] = True
     return flagged
 
 

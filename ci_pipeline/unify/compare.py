@@ -41,6 +41,7 @@ class Prepared:
     max_block_size: int = 1000
     _codes: dict = field(default_factory=dict)
     _values: dict = field(default_factory=dict)
+    _blocks: dict = field(default_factory=dict)
     #: (field, normalizations) -> {value: records holding it} for values over the frequency cap.
     frequent: dict = field(default_factory=dict)
     #: rule name -> {"blocks": n, "records": n} of blocking keys over ``max_block_size`` (no pairs formed).
@@ -55,6 +56,7 @@ class Prepared:
         """Drop the cached normalized columns (they are the largest objects of a run once matching is done)."""
         self._values.clear()
         self._codes.clear()
+        self._blocks.clear()
         self.normalizer.forget()
 
     def steps(self, cond: Condition) -> tuple[str, ...]:
@@ -109,6 +111,8 @@ class Prepared:
         if values:
             self._values[key] = current.where(~current.isin(values))
             self._codes.pop(key, None)
+            for blocked in [b for b in self._blocks if key in b]:
+                del self._blocks[blocked]
 
     def warm(self, conds: list[Condition], at_once: int = 2) -> None:
         """Normalize and number the values of ``conds`` now, ``at_once`` fields at a time on threads (Arrow's
@@ -136,6 +140,26 @@ class Prepared:
                 self._codes[key] = pd.factorize(values, use_na_sentinel=True)[0].astype(np.int64)
         return self._codes[key]
 
+    def block_key(self, conds: list[Condition]) -> np.ndarray:
+        """Per record, one integer per whole blocking key of ``conds`` (-1 = a value missing): records with equal
+        keys are in one block. Computed once over every record for all the rules and tables blocking on it (the
+        incremental plan's cap check, then each table's dedup rules and the match rules)."""
+        wanted = tuple((c.field, self.steps(c)) for c in conds)
+        if wanted not in self._blocks:
+            codes = [self.codes(c) for c in conds]
+            if len(codes) == 1:
+                self._blocks[wanted] = codes[0]
+            else:
+                at = np.flatnonzero(np.logical_and.reduce([c >= 0 for c in codes]))
+                key = codes[0][at]
+                for more in codes[1:]:
+                    # Both factors stay below the record count, so the product fits an int64.
+                    key = pd.factorize(key * (int(more.max(initial=0)) + 1) + more[at])[0].astype(np.int64)
+                whole = np.full(len(self.records), -1, dtype=np.int64)
+                whole[at] = key
+                self._blocks[wanted] = whole
+        return self._blocks[wanted]
+
 
 def _most_held(values: pd.Series) -> int:
     """How many records hold the most frequent present value of a text column."""
@@ -152,14 +176,8 @@ def candidate_pairs(
     With ``touched`` (per record), only pairs with a touched record are formed; block sizes still count every
     record of ``subset``, so a pair is formed exactly when it would be without ``touched``.
     """
-    conds = rule.blocking_fields()
-    key = np.zeros(len(subset), dtype=np.int64)
-    valid = np.ones(len(subset), dtype=bool)
-    for cond in conds:
-        codes = prep.codes(cond)[subset]
-        valid &= codes >= 0
-        combined = key * (int(codes.max(initial=0)) + 2) + (codes + 1)
-        key = pd.factorize(combined)[0].astype(np.int64)
+    key = prep.block_key(rule.blocking_fields())[subset]
+    valid = key >= 0
     idx = subset[valid]
     key = key[valid]
     if len(idx) == 0:

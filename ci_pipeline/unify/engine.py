@@ -25,7 +25,14 @@ from ci_pipeline.side_by_side import each_named, started
 from ci_pipeline.unify.attach import sole_namesake_links, thin_namesake_links
 from ci_pipeline.unify.cluster import Guard, components, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
-from ci_pipeline.unify.identity import IdentityResult, assign_ids, previous_ids, previous_positions
+from ci_pipeline.unify.identity import (
+    IdentityResult,
+    PreviousIds,
+    assign_ids,
+    previous_id_codes,
+    previous_ids,
+    previous_positions,
+)
 from ci_pipeline.unify.incremental import (
     Plan,
     UnifyState,
@@ -235,6 +242,12 @@ def unify(
     """
     watch = _Stopwatch()
     prepared = prepare(config, frames, primary_keys, base_dir)
+    # The last run's ids sorted and numbered beside the phases up to clustering (attach and the ids read them).
+    coded = (
+        None
+        if previous_identity is None
+        else started(lambda: previous_id_codes(previous_identity), "unify-previous-ids")
+    )
     watch.lap("prepare")
     state_key = getattr(match_method, "state_key", None)
     method_key = state_key(config) if state_key else None
@@ -254,7 +267,8 @@ def unify(
     candidates = apply_overrides(config, records, dedup_pairs, matched.pairs, base_dir)
     # Each record's row in the last run's identity map, found once for the attach rules and the ids.
     previous_row = previous_positions(records, previous_identity)
-    clustering = cluster_and_attach(config, records, candidates, matched, previous_identity, previous_row)
+    last_ids = None if coded is None else coded.result()
+    clustering = cluster_and_attach(config, records, candidates, matched, last_ids, previous_row)
     warnings = prepared.warnings + candidates.warnings
     uncomparable = matched.uncomparable
     del dedup_pairs, matched, candidates  # the candidate pairs are the largest frames of a run: free them now
@@ -262,25 +276,17 @@ def unify(
     # The ids depend on the clusters alone: issued on a thread of their own (mostly Arrow and NumPy, outside
     # Python's lock) while the profiles are merged.
     membership = records[["source", "table", "key", "label"]]
-    identity = started(lambda: assign_ids(membership, previous_identity, id_history, run_id, previous_row), "unify-ids")
+    identity = started(
+        lambda: assign_ids(membership, previous_identity, id_history, run_id, previous_row, last_ids), "unify-ids"
+    )
     profiles = how.merge(records, clustering.labels, config, primary_keys)
     kept.keep_clusters(clustering.labels, records["is_winner"].to_numpy(bool), profiles)
-    attributes = [
-        c for c in records.columns[len(BASE) :] if c not in ("filled", "key_rank", "dedup_group", "is_winner", "label")
-    ]
-    records = records.drop(columns=attributes)
+    records = records.drop(columns=_attributes(records))
     watch.lap("merge")
     identified = identify(config, records, profiles, primary_keys, identity.result(), record_keys.result())
     watch.lap("ids")
     records = identified.records
-    stats = _stats(records, config, clustering.rule_stats, clustering.events, prepared.prep, identified.profiles)
-    stats["attach"] = clustering.attach_stats
-    stats["unreadable_dates"] = prepared.unreadable
-    stats["uncomparable_records"] = uncomparable
-    stats["guard_splits"] = _guard_splits(clustering.events)
-    stats["incremental"] = how.report()
-    if getattr(match_method, "report", None):
-        stats["match_method"] = match_method.report
+    stats = _run_stats(config, prepared, clustering, identified, uncomparable, how.report(), match_method)
     warnings += _guard_warnings(config, records, uncomparable, stats["guard_splits"])
     dedup_tables = _dedup_tables(records, config)
     watch.lap("outputs")
@@ -297,6 +303,27 @@ def unify(
         warnings=warnings,
         state=kept,
     )
+
+
+def _attributes(records: pd.DataFrame) -> list[str]:
+    """The mapped attributes of the record frame (what merging reads), not the columns the phases added."""
+    added = ("filled", "key_rank", "dedup_group", "is_winner", "label")
+    return [c for c in records.columns[len(BASE) :] if c not in added]
+
+
+def _run_stats(config, prepared, clustering, identified, uncomparable, incremental, match_method) -> dict:
+    """The run's statistics (``UnifyResult.stats``): per table, the rules, the guard, attach and the plan."""
+    stats = _stats(
+        identified.records, config, clustering.rule_stats, clustering.events, prepared.prep, identified.profiles
+    )
+    stats["attach"] = clustering.attach_stats
+    stats["unreadable_dates"] = prepared.unreadable
+    stats["uncomparable_records"] = uncomparable
+    stats["guard_splits"] = _guard_splits(clustering.events)
+    stats["incremental"] = incremental
+    if getattr(match_method, "report", None):
+        stats["match_method"] = match_method.report
+    return stats
 
 
 def prepare(
@@ -442,7 +469,7 @@ def cluster_and_attach(
     records: pd.DataFrame,
     candidates: Candidates,
     matched: Matched,
-    previous_identity: pd.DataFrame | None,
+    last_ids: PreviousIds | None,
     previous_row: np.ndarray | None,
 ) -> Clustering:
     """Accepted links joined into customers under the over-merge guard; then name-only customers attached and the
@@ -453,7 +480,7 @@ def cluster_and_attach(
     guard = Guard(n, never, config.guard.max_cluster_size, conflicts)
     labels, skipped, events = guard.clusters(links)
     attach_pairs, attach_stats = _attach(
-        config.match.attach, matched.attach_inputs, labels, _previous_codes(previous_identity, previous_row)
+        config.match.attach, matched.attach_inputs, labels, _previous_codes(last_ids, previous_row)
     )
     if len(attach_pairs):
         # Attachment links are the weakest evidence: the guard takes them last when it rebuilds a customer (and
@@ -575,8 +602,15 @@ def _link_order(links: pd.DataFrame) -> np.ndarray:
     # Looked up per distinct stage: Series.map on text costs a Python call per link.
     codes, stages = pd.factorize(links["stage"])
     stage_order = np.array([STAGE_ORDER[s] for s in stages], dtype=np.int64)[codes]
-    keys = [links["right"].to_numpy(), links["left"].to_numpy(), -links["strength"].to_numpy()]
-    return np.lexsort([*keys, links["rule"].to_numpy(), stage_order]).argsort()
+    left, right, rule = (links[c].to_numpy(np.int64) for c in ("left", "right", "rule"))
+    # Stage and rule as one key, and the two records as one (both below the record count): three sort keys, not
+    # five, over millions of links.
+    records = int(max(left.max(initial=0), right.max(initial=0))) + 1
+    stage_rule = stage_order * (int(rule.max(initial=0)) + 2) + (rule + 1)
+    order = np.lexsort([left * records + right, -links["strength"].to_numpy(), stage_rule])
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
 
 
 def _attach_inputs(rule: AttachRule, config: UnifyConfig, records: pd.DataFrame, prep: Prepared) -> dict:
@@ -606,12 +640,12 @@ def _in_tables(records: pd.DataFrame, refs: list[str]) -> np.ndarray:
     return found
 
 
-def _previous_codes(previous_identity: pd.DataFrame | None, row: np.ndarray | None) -> np.ndarray | None:
+def _previous_codes(last_ids: PreviousIds | None, row: np.ndarray | None) -> np.ndarray | None:
     """Per record, a code of the CustomerId it had in the last run (-1: a record the last run did not see), from
     each record's ``row`` in the last identity map (:func:`~ci_pipeline.unify.identity.previous_positions`)."""
-    if row is None:
+    if row is None or last_ids is None:
         return None
-    codes = pd.factorize(previous_identity["CustomerId"], use_na_sentinel=True)[0].astype(np.int64)
+    codes = last_ids.codes.astype(np.int64)
     return np.where(row >= 0, codes[np.maximum(row, 0)], -1)
 
 

@@ -74,12 +74,29 @@ def empty_id_change() -> pd.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class PreviousIds:
+    """The CustomerIds of the last run's identity map as codes 0..P-1 in id order (so that "smallest id" is
+    "smallest code"; -1: none), per row of the map, and the ids by code."""
+
+    codes: np.ndarray
+    text: pa.Array
+
+
+def previous_id_codes(previous: pd.DataFrame) -> PreviousIds:
+    """:class:`PreviousIds` of an identity map (sorting a million ids takes about a second: a caller with time
+    to spare computes them ahead, as unification does while it prepares its records)."""
+    codes, text = pd.factorize(previous["CustomerId"].astype("string"), sort=True)
+    return PreviousIds(codes, arrow_strings(pd.Series(text, dtype="string")))
+
+
 def assign_ids(
     membership: pd.DataFrame,
     previous: pd.DataFrame | None,
     history: pd.DataFrame | None,
     run_id: str = "",
     previous_row: np.ndarray | None = None,
+    coded: PreviousIds | None = None,
 ) -> IdentityResult:
     """Give every cluster a CustomerId, carrying ids forward from the previous identity map.
 
@@ -92,14 +109,14 @@ def assign_ids(
         history: the cumulative id change log so far (``ID_CHANGE_COLUMNS``), or None.
         run_id: the orchestrator's run id, written to the change log.
         previous_row: :func:`previous_positions` of ``membership`` in ``previous``, when the caller has them.
+        coded: :func:`previous_id_codes` of ``previous``, when the caller has them.
     """
     previous = empty_identity_map() if previous is None or previous.empty else previous
     history = empty_id_change() if history is None or history.empty else history
     run = int(previous["Run"].max()) + 1 if len(previous) else 1
 
-    # Previous ids as codes 0..P-1 in id order, so that "smallest id" is "smallest code".
-    prev_code, id_text = pd.factorize(previous["CustomerId"].astype("string"), sort=True)
-    id_text = arrow_strings(pd.Series(id_text, dtype="string"))
+    coded = previous_id_codes(previous) if coded is None or not len(previous) else coded
+    prev_code, id_text = coded.codes, coded.text
     n_ids = len(id_text)
     issued = np.full(n_ids, np.inf)
     has = prev_code >= 0

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import ci_pipeline
-from ci_pipeline.arrays import stable_order
+from ci_pipeline.arrays import isin, stable_order
 from ci_pipeline.config.unify import Condition, Rule, UnifyConfig
 from ci_pipeline.run_state import META, StateAhead, read_run_state, write_ahead
 from ci_pipeline.sql_text import quoted
@@ -327,19 +327,15 @@ def oversized_blocks(config: UnifyConfig, prep: Prepared, ranks: np.ndarray) -> 
     out = {}
     for label, rule, rank in _blocking_rules(config):
         conds = rule.blocking_fields()
-        key = np.zeros(len(ranks), dtype=np.int64) if rank is None else ranks.astype(np.int64)
-        valid = np.ones(len(ranks), dtype=bool) if rank is None else ranks == rank
-        for cond in conds:
-            codes = prep.codes(cond)
-            valid &= codes >= 0
-            key = pd.factorize(key * (int(codes.max(initial=0)) + 2) + (codes + 1))[0].astype(np.int64)
+        key = prep.block_key(conds)
+        valid = key >= 0 if rank is None else (key >= 0) & (ranks == rank)
         sizes = np.bincount(key[valid], minlength=int(key.max(initial=0)) + 1)
         big = np.flatnonzero(sizes > prep.max_block_size)
         if not len(big):
             continue
-        first = pd.Series(np.flatnonzero(valid), index=key[valid]).groupby(level=0).first()
-        rows = first.loc[big].to_numpy()
-        values = [prep.normalized(c).to_numpy(dtype=object)[rows] for c in conds]
+        inside = np.flatnonzero(valid & isin(key, big))
+        rows = inside[np.unique(key[inside], return_index=True)[1]]
+        values = [prep.normalized(c).iloc[rows].to_numpy(dtype=object) for c in conds]
         out[label] = sorted([str(v) for v in block] for block in zip(*values, strict=True))
     return out
 
