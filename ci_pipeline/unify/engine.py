@@ -242,12 +242,7 @@ def unify(
     """
     watch = _Stopwatch()
     prepared = prepare(config, frames, primary_keys, base_dir)
-    # The last run's ids sorted and numbered beside the phases up to clustering (attach and the ids read them).
-    coded = (
-        None
-        if previous_identity is None
-        else started(lambda: previous_id_codes(previous_identity), "unify-previous-ids")
-    )
+    last_run = _last_run_ahead(prepared.records, previous_identity)
     watch.lap("prepare")
     state_key = getattr(match_method, "state_key", None)
     method_key = state_key(config) if state_key else None
@@ -265,9 +260,7 @@ def unify(
     watch.lap("match")
     record_keys = _record_keys_ahead(records)
     candidates = apply_overrides(config, records, dedup_pairs, matched.pairs, base_dir)
-    # Each record's row in the last run's identity map, found once for the attach rules and the ids.
-    previous_row = previous_positions(records, previous_identity)
-    last_ids = None if coded is None else coded.result()
+    last_ids, previous_row = last_run.result() if last_run else (None, None)
     clustering = cluster_and_attach(config, records, candidates, matched, last_ids, previous_row)
     warnings = prepared.warnings + candidates.warnings
     uncomparable = matched.uncomparable
@@ -302,6 +295,21 @@ def unify(
         peak_rss_mb=watch.peak_rss_mb,
         warnings=warnings,
         state=kept,
+    )
+
+
+def _last_run_ahead(
+    records: pd.DataFrame, previous_identity: pd.DataFrame | None
+) -> Future[tuple[PreviousIds, np.ndarray | None]] | None:
+    """The last run's ids sorted and numbered, and each record's row in its identity map (found once for the attach
+    rules and the ids), begun on a thread beside the phases up to clustering: a sort of a million ids and a DuckDB
+    join on the records' three identity texts, neither of which those phases need."""
+    if previous_identity is None:
+        return None
+    identity = records[["source", "table", "key"]]  # taken here: the phases add columns to ``records`` meanwhile
+    return started(
+        lambda: (previous_id_codes(previous_identity), previous_positions(identity, previous_identity)),
+        "unify-last-run",
     )
 
 
