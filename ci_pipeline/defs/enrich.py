@@ -16,7 +16,7 @@ from ci_pipeline.config.enrich import AFFINITY_PROVIDERS, PROFILE_PROVIDERS, Enr
 from ci_pipeline.defs import activities, ingest, measures, unify
 from ci_pipeline.defs.metadata import bullet_list, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
-from ci_pipeline.defs.resources import asset_path
+from ci_pipeline.defs.resources import asset_path, stored_outputs
 from ci_pipeline.defs.threaded import CUSTOMER_MODELS, EXCLUSIVE_TAG
 from ci_pipeline.enrich import (
     EnrichmentFailed,
@@ -265,13 +265,16 @@ def _enrichments_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         order = list(config.enrich.enrichments)
         status = {name: status.get(name, "not run") for name in order}
         table = enrichment_table([parts[name] for name in order if name in parts])
-        yield dg.Output(
-            segment_fields(fields),
-            output_name="enrichment_fields",
-            metadata={"enrichments": bullet_list(sorted(fields))},
-        )
         counts = table.groupby(["EnrichmentProvider", "EnrichmentType"]).size()
-        yield dg.Output(table, output_name="enrichment", metadata=_enrichment_metadata(status, counts))
+        yield from stored_outputs(
+            context,
+            run.lake,
+            {"enrichment_fields": segment_fields(fields), "enrichment": table},
+            {
+                "enrichment_fields": {"enrichments": bullet_list(sorted(fields))},
+                "enrichment": _enrichment_metadata(status, counts),
+            },
+        )
         yield dg.AssetCheckResult(
             check_name="matches_output_contract", asset_key=ENRICHMENT, passed=list(table.columns) == ENRICHMENT_COLUMNS
         )

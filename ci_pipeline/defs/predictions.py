@@ -19,7 +19,7 @@ from ci_pipeline.config.predictions import MODEL_NAMES, PredictionsConfig
 from ci_pipeline.defs import activities, unify
 from ci_pipeline.defs.metadata import counts_table, entries_table, numbers, table_of
 from ci_pipeline.defs.registry import REFRESH_TAG, JobSpec, Produced, Stage, asset_key
-from ci_pipeline.defs.resources import asset_path
+from ci_pipeline.defs.resources import asset_path, stored_outputs
 from ci_pipeline.defs.threaded import CUSTOMER_MODELS, EXCLUSIVE_TAG, PRIORITY_TAG
 from ci_pipeline.errors import UserError
 from ci_pipeline.orchestration import MODE_TAG
@@ -297,16 +297,18 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
                 context.log_event(dg.AssetMaterialization(asset_key=model_key(model), metadata=metadata))
                 outcome = outcome.table
             scored[model] = outcome
-            yield dg.Output(outcome, output_name=TABLES[model], metadata=_reuse_metadata(runs.reuse.get(model)))
-            yield dg.AssetCheckResult(check_name="enough_data", asset_key=table_key(model), passed=True)
-        fields = segment_fields(scored, models)
-        yield dg.Output(
-            fields, output_name="prediction_fields", metadata={"models": dg.MetadataValue.json(list(scored))}
-        )
         table = prediction_table(scored, provider)
         counts = table["Model"].value_counts().to_dict()
-        metadata = {"rows_per_model": counts_table(counts, "model", "rows"), **numbers("rows", counts)}
-        yield dg.Output(table, output_name="prediction", metadata=metadata)
+        frames = {TABLES[m]: scored[m] for m in scored}
+        metadata = {TABLES[m]: _reuse_metadata(runs.reuse.get(m)) for m in scored}
+        frames["prediction_fields"] = segment_fields(scored, models)
+        metadata["prediction_fields"] = {"models": dg.MetadataValue.json(list(scored))}
+        frames["prediction"] = table
+        metadata["prediction"] = {"rows_per_model": counts_table(counts, "model", "rows"), **numbers("rows", counts)}
+        # The scores, the fields and the Prediction table (millions of rows) stored two at a time.
+        yield from stored_outputs(context, lake, frames, metadata)
+        for model in scored:
+            yield dg.AssetCheckResult(check_name="enough_data", asset_key=table_key(model), passed=True)
         yield dg.AssetCheckResult(
             check_name="matches_output_contract",
             asset_key=PREDICTION,

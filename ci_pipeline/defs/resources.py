@@ -8,6 +8,7 @@ import abc
 import functools
 import inspect
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -227,6 +228,17 @@ def write_tables(lake: Lake, frames: dict[dg.AssetKey, pd.DataFrame]) -> dict[dg
         return WrittenTable(relative, len(frame), pa.Schema.from_pandas(frame, preserve_index=False))
 
     return dict(zip(frames, each(one, frames.items(), 2, "write-tables"), strict=True))
+
+
+def stored_outputs(
+    context: dg.AssetExecutionContext, lake: Lake, frames: dict[str, pd.DataFrame], metadata: dict[str, dict]
+) -> Iterator[dg.Output]:
+    """The outputs of a step with several large tables (output name -> frame) stored two at a time
+    (:func:`write_tables`), as the step's Outputs with their ``metadata`` (by output name)."""
+    keys = {name: context.asset_key_for_output(name) for name in frames}
+    written = write_tables(lake, {keys[name]: frame for name, frame in frames.items()})
+    for name in frames:
+        yield dg.Output(written[keys[name]], output_name=name, metadata=metadata.get(name, {}))
 
 
 def column_schema(frame: pd.DataFrame) -> dg.TableSchema:

@@ -15,7 +15,7 @@ from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest
 from ci_pipeline.defs.metadata import FIRST_N, bullet_list, counts_table, numbers, table_of
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
-from ci_pipeline.defs.resources import LakeResource, asset_path, write_tables
+from ci_pipeline.defs.resources import LakeResource, asset_path, stored_outputs
 from ci_pipeline.errors import StorageError
 from ci_pipeline.side_by_side import started
 from ci_pipeline.unify import (
@@ -194,7 +194,7 @@ def _unify_asset(config: ProjectConfig):
         # Written beside the outputs, made the state last: a run that fails before then leaves the last good state,
         # which still describes what it saw.
         state = state_ahead(store, result.state)
-        chosen = {key(name): frame for name, frame in outputs.items() if key(name) in selected}
+        chosen = {key(name).to_python_identifier(): frame for name, frame in outputs.items() if key(name) in selected}
         yield from _stored(context, store, result, chosen, ucfg.guard.max_cluster_size)
         state.commit()
 
@@ -280,13 +280,14 @@ def _read_optional(store, asset_key: dg.AssetKey) -> pd.DataFrame | None:
         ) from exc
 
 
-def _stored(context, store, result: UnifyResult, outputs: dict[dg.AssetKey, pd.DataFrame], cap: int):
-    """The outputs, stored two at a time while the checks run beside them (all of it mostly outside Python's lock),
-    then the checks' results."""
+def _stored(context, store, result: UnifyResult, outputs: dict[str, pd.DataFrame], cap: int):
+    """The outputs (by output name), stored two at a time while the checks run beside them (all of it mostly
+    outside Python's lock), then the checks' results."""
     checked = started(lambda: list(_checks(context, result, cap)), "unify-checks")
-    described = output_metadata(result, store.url(GUARD_EVENTS_PATH))
-    for asset, table in write_tables(store, outputs).items():
-        yield dg.Output(table, output_name=asset.to_python_identifier(), metadata=described.get(asset.path[-1], {}))
+    described = {
+        key(name).to_python_identifier(): m for name, m in output_metadata(result, store.url(GUARD_EVENTS_PATH)).items()
+    }
+    yield from stored_outputs(context, store, outputs, described)
     yield from checked.result()
 
 
