@@ -185,3 +185,29 @@ def test_fuzzy_scores_are_per_pair_though_computed_once_per_distinct_pair_of_val
     # rapidfuzz's bulk call gives float32 similarities
     assert sims.tolist() == np.asarray(expected, np.float32).astype(np.float64).tolist()
     assert sims[5] == 1.0 and sims[6] == 0.0 and sims[0] == sims[2] == sims[4]
+
+
+def test_a_blocking_key_is_one_number_per_whole_key_made_once_and_made_again_after_a_mask():
+    records = pd.DataFrame(
+        {
+            "last_name": ["Smith", "Smith", "Smith", "Jones", None, "Jones"],
+            "postal_code": ["02139", "02139", "10001", "02139", "02139", "02139"],
+        },
+        dtype="string",
+    )
+    prep = Prepared(records, Normalizer(), 25)
+    conds = [Condition(field="last_name"), Condition(field="postal_code")]
+    key = prep.block_key(conds)
+    # Equal keys exactly where both values are equal; a missing value has no block.
+    assert key[4] == -1 and (key[[0, 1, 2, 3, 5]] >= 0).all()
+    assert key[0] == key[1] and key[3] == key[5]
+    assert len({key[0], key[2], key[3]}) == 3
+    # Every rule blocking on the same fields gets the same array.
+    assert prep.block_key(list(conds)) is key
+    # One field alone: its codes are the key.
+    assert prep.block_key(conds[:1]) is prep.codes(conds[0])
+    # Masking a value (as too frequent) makes the key again without it.
+    prep.mask(conds[0], ["smith"])
+    masked = prep.block_key(conds)
+    assert masked is not key
+    assert (masked[[0, 1, 2, 4]] == -1).all() and masked[3] == masked[5] >= 0
