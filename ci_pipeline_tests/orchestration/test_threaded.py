@@ -181,3 +181,37 @@ def test_a_finished_steps_context_and_what_it_holds_are_freed_before_the_next_st
             gc.enable()
     assert alive_when_next_ran == [False]
     assert gc.get_freeze_count() == 0  # the objects frozen for the run's collections are collectable again
+
+
+def test_a_finished_steps_outputs_are_freed_though_its_context_outlives_it_through_a_check():
+    # Every step of a run has a hook (the refresh state), so Dagster captures each output's value for the hooks in
+    # the step's context; and a step that evaluated an asset check leaves its context referenced from Dagster's
+    # own module state after the step. The captured outputs (tables of gigabytes at a million people) are let go
+    # once the hooks ran, whoever still holds the context.
+    outputs: list[weakref.ref] = []
+    alive_when_next_ran: list[bool] = []
+
+    @dg.multi_asset(
+        outs={"table": dg.AssetOut(io_manager_key="mem")},
+        check_specs=[dg.AssetCheckSpec("filled", asset="table")],
+    )
+    def table():
+        payload = _Payload()
+        outputs.append(weakref.ref(payload))
+        yield dg.Output(payload, output_name="table")
+        yield dg.AssetCheckResult(check_name="filled", asset_key="table", passed=True)
+
+    @dg.asset(deps=["table"])
+    def after():
+        gc.collect()
+        alive_when_next_ran.append(outputs[0]() is not None)
+
+    @dg.success_hook
+    def noted(context):
+        pass
+
+    job = dg.define_asset_job("two", hooks={noted})
+    defs = dg.Definitions(assets=[table, after], jobs=[job], resources={"mem": _Written()})
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert execute_as_job_run(defs.resolve_job_def("two"), instance, {}, {}, steps_at_once=2).success
+    assert alive_when_next_ran == [False]
