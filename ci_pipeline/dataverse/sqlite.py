@@ -552,9 +552,7 @@ class _Merge:
     batch is looked up in the window of held keys up to its last key, so the work is linear in both."""
 
     def __init__(self, held: pa.Table):
-        held = _by_key(held)
-        self.keys = held.column("key").chunk(0) if held.num_rows else pa.array([], pa.string())
-        self.hashes = held.column("hash").to_numpy()
+        _, self.keys, self.hashes = _sorted(held)
         self.at = 0
         self.last: str | None = None
         self.gone: list[pa.Array] = []
@@ -584,14 +582,11 @@ class _Merge:
             # Nothing held up to here (a first publish): every row is new, and no held key is gone.
             return np.arange(len(keys))
         position = _positions(window, keys)
-        found = position >= 0
-        at = np.where(found, position, 0) + start
-        same = found & (self.hashes[at] == new.column("hash").to_numpy())
         matched = np.zeros(len(window), dtype=bool)
-        matched[position[found]] = True
+        matched[position[position >= 0]] = True
         if not matched.all():
             self.gone.append(window.filter(pa.array(~matched)))
-        return np.flatnonzero(~same)
+        return _differing(position, start, self.hashes, new)
 
     def stale(self) -> pa.Array:
         """The held keys no batch had."""
@@ -604,9 +599,7 @@ class _Held:
     once it is applied."""
 
     def __init__(self, held: pa.Table):
-        self.held = _by_key(held)
-        self.keys = self.held.column("key").chunk(0) if self.held.num_rows else pa.array([], pa.string())
-        self.hashes = self.held.column("hash").to_numpy()
+        self.held, self.keys, self.hashes = _sorted(held)
         #: The keys as fixed-width bytes, searched for every batch (None when they differ in length).
         self.fixed = fixed_width_bytes(self.keys)
 
@@ -616,10 +609,7 @@ class _Held:
 
     def changed(self, new: pa.Table) -> np.ndarray:
         """Positions of the rows of ``new`` whose key is not held or whose hash differs."""
-        position = self._positions(new.column("key").combine_chunks())
-        found = position >= 0
-        same = found & (self.hashes[np.where(found, position, 0)] == new.column("hash").to_numpy())
-        return np.flatnonzero(~same)
+        return _differing(self._positions(new.column("key").combine_chunks()), 0, self.hashes, new)
 
     def patched(self, placed: pa.Table, removed: pa.Array) -> tuple[pa.Table, pa.Array] | None:
         """The fingerprints after the delta (the held ones but those of ``removed`` and of ``placed``'s keys, with
@@ -663,6 +653,21 @@ def _texts(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def _increasing(keys: pa.Array | pa.ChunkedArray) -> bool:
     """Whether each key is greater than the one before."""
     return len(keys) < 2 or pc.all(pc.greater(keys[1:], keys[:-1])).as_py()
+
+
+def _sorted(held: pa.Table) -> tuple[pa.Table, pa.Array, np.ndarray]:
+    """The held fingerprints in key order (:func:`_by_key`), their keys as one array and their hashes."""
+    held = _by_key(held)
+    keys = held.column("key").chunk(0) if held.num_rows else pa.array([], pa.string())
+    return held, keys, held.column("hash").to_numpy()
+
+
+def _differing(position: np.ndarray, offset: int, hashes: np.ndarray, new: pa.Table) -> np.ndarray:
+    """Positions of the rows of ``new`` whose key is not held (``position`` -1) or whose hash differs from the held
+    one at ``position + offset``."""
+    found = position >= 0
+    same = found & (hashes[np.where(found, position, 0) + offset] == new.column("hash").to_numpy())
+    return np.flatnonzero(~same)
 
 
 def _by_key(fingerprints: pa.Table) -> pa.Table:
