@@ -126,6 +126,13 @@ _GUID_DIGITS = np.array(
 #: Each hex digit's (ASCII code's) value.
 _HEX_VALUE = np.zeros(256, dtype=np.uint8)
 _HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+#: Each lowercase hex digit's value, every other character :data:`_NOT_A_DIGIT` (GUIDs ordered as numbers).
+_NOT_A_DIGIT = 255
+_DIGIT_OR_NOT = np.full(256, _NOT_A_DIGIT, dtype=np.uint8)
+_DIGIT_OR_NOT[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+#: Where a GUID's text has its dashes, and its 32 hex digits.
+_GUID_DASHES = np.array([8, 13, 18, 23])
+_GUID_HEX = np.setdiff1d(np.arange(36), _GUID_DASHES)
 
 
 def guids_of_digests(digests: pa.Array) -> tuple[pa.Array, np.ndarray]:
@@ -484,6 +491,9 @@ def finish(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     # JSON columns the stage wrote as text stay as they are (json_text only serialises dicts and lists).
     out = pd.DataFrame({c: _typed(spec, c, frame[c]) for c in columns})
     text = text_array(out[spec.key])
+    words = guid_words(text)
+    if words is not None:
+        return _in_guid_order(out, table, spec.key, words)
     if not _ascending(out[spec.key], text):
         if text is None:
             out = out.sort_values(spec.key, kind="stable")
@@ -491,6 +501,52 @@ def finish(table: str, frame: pd.DataFrame) -> pd.DataFrame:
             # Arrow's sort is stable too; the columns (millions of texts each) are gathered two at a time.
             out = take_rows(out, pc.sort_indices(text).to_numpy())
     return _unique_sorted(out.reset_index(drop=True), table, spec.key)
+
+
+def guid_words(text: pa.Array | pa.ChunkedArray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each GUID of ``text`` as two unsigned 64-bit numbers (its first and last 16 hex digits), which order the
+    GUIDs as their texts do (the dashes stand at the same places in each); None unless every value is a GUID in
+    lowercase. Sorting millions of GUIDs as numbers takes a third of the time of sorting them as texts."""
+    if text is None or text.null_count or len(text) == 0:
+        return None
+    chunks = text.chunks if isinstance(text, pa.ChunkedArray) else [text]
+    digits = []
+    for chunk in chunks:
+        if not len(chunk):
+            continue
+        wide = pa.types.is_large_string(chunk.type)
+        if not (wide or pa.types.is_string(chunk.type)):
+            return None
+        offsets = np.frombuffer(chunk.buffers()[1], np.int64 if wide else np.int32)[chunk.offset :][: len(chunk) + 1]
+        if not (np.diff(offsets) == 36).all():
+            return None
+        chars = np.frombuffer(chunk.buffers()[2], np.uint8, 36 * len(chunk), int(offsets[0])).reshape(-1, 36)
+        if (chars[:, _GUID_DASHES] != ord("-")).any():
+            return None
+        digits.append(_DIGIT_OR_NOT[chars[:, _GUID_HEX]])
+    every = np.concatenate(digits)
+    if (every == _NOT_A_DIGIT).any():
+        return None
+    # Two digits a byte, read as big-endian words: the first digit is the most significant.
+    words = np.ascontiguousarray((every[:, 0::2] << 4) | every[:, 1::2]).view(">u8").astype(np.uint64)
+    return words[:, 0], words[:, 1]
+
+
+def _in_guid_order(out: pd.DataFrame, table: str, key: str, words: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
+    """``out`` ordered by its GUID ``key`` (:func:`guid_words`), stable as Arrow's sort of the texts; equal keys
+    refused as :func:`_unique_sorted` does."""
+    high, low = words
+    later = (high[1:] > high[:-1]) | ((high[1:] == high[:-1]) & (low[1:] >= low[:-1]))
+    if not later.all():
+        order = np.argsort(high, kind="stable")
+        ranked = high[order]
+        if (ranked[1:] == ranked[:-1]).any():
+            order = np.lexsort((low, high))
+        out, high, low = take_rows(out, order), high[order], low[order]
+    out = out.reset_index(drop=True)
+    if ((high[1:] == high[:-1]) & (low[1:] == low[:-1])).any():
+        return _unique_sorted(out, table, key)
+    return out
 
 
 def _ascending(values: pd.Series, text: pa.Array | pa.ChunkedArray | None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -110,3 +111,32 @@ def test_flat_fields_parsed_by_arrow_are_what_python_gives(values, monkeypatch):
     by_python = flat_fields(rows)
     pd.testing.assert_frame_equal(found, by_python)
     pd.testing.assert_frame_equal(segment_fields({"e": found}), segment_fields({"e": by_python}))
+
+
+@pytest.mark.parametrize("widest_holds_everyone", [True, False])
+def test_segment_fields_hold_every_customer_of_any_enrichment_as_an_outer_merge_would(widest_holds_everyone):
+    everyone = [f"C{i:02d}" for i in range(12)]
+    wide = pd.DataFrame({"CustomerId": pd.array(everyone, dtype="string"), "Score": np.arange(12.0)})
+    some = everyone[::3] if widest_holds_everyone else [*everyone[::3], "Z"]
+    narrow = pd.DataFrame(
+        {
+            "CustomerId": pd.array(some[::-1] + some[:1], dtype="string"),  # out of order, the last one twice
+            "Ok": [True] * (len(some) + 1),
+            "Level": pd.array([f"L{i}" for i in range(len(some) + 1)], dtype="string"),
+        }
+    )
+    found = segment_fields({"wide": wide, "narrow": narrow})
+    expected = (
+        narrow.drop_duplicates("CustomerId")
+        .rename(columns={"Ok": "narrow.Ok", "Level": "narrow.Level"})
+        .merge(wide.rename(columns={"Score": "wide.Score"}), on="CustomerId", how="outer")
+        .sort_values("CustomerId")
+        .reset_index(drop=True)
+    )
+    assert found["CustomerId"].tolist() == sorted(set(everyone) | set(some))
+    assert found["narrow.Ok"].dtype == "boolean" and found["wide.Score"].dtype == "float64"
+    for column in ("narrow.Ok", "narrow.Level", "wide.Score"):
+        assert (
+            found[column].astype(object).where(found[column].notna(), None).tolist()
+            == expected[column].astype(object).where(expected[column].notna(), None).tolist()
+        )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from ci_pipeline import outputs
@@ -199,3 +201,30 @@ def test_finish_orders_rows_by_key_and_refuses_repeated_keys_whatever_the_text_t
     assert already["Name"].tolist() == out["Name"].tolist()
     with pytest.raises(UserError, match=r"CustomerProfile: 2 rows share a CustomerId \(e.g. \['ab'\]\)"):
         outputs.finish("CustomerProfile", pd.DataFrame({"CustomerId": pd.Series(["ab", "c", "ab"], dtype=dtype)}))
+
+
+def test_guid_keys_are_ordered_as_numbers_exactly_as_their_texts_sort():
+    guids = [str(uuid.uuid5(uuid.NAMESPACE_URL, str(i))) for i in range(2000)]
+    # Keys sharing their first 16 digits are ordered by the last 16.
+    guids += ["00000000-0000-5000-8000-00000000000b", "00000000-0000-5000-8000-00000000000a"]
+    content = pd.DataFrame({"CustomerId": [f"C{i}" for i in range(len(guids))], "Measures": ["{}"] * len(guids)})
+    handed = outputs.with_ids("CustomerMeasure", content).assign(msdynci_customermeasureid=guids)
+    assert outputs.guid_words(pa.array(guids)) is not None
+    out = outputs.finish("CustomerMeasure", handed)
+    assert out["msdynci_customermeasureid"].tolist() == sorted(guids)
+    assert out["CustomerId"].tolist() == [f"C{guids.index(g)}" for g in sorted(guids)]
+    # A chunk that starts inside its buffers (a slice), as a column of several parts may hold.
+    as_chunks = pa.chunked_array([pa.array(guids[:7]), pa.array(["x", *guids[7:]]).slice(1)])
+    whole, chunked = outputs.guid_words(pa.array(guids)), outputs.guid_words(as_chunks)
+    assert all(np.array_equal(a, b) for a, b in zip(whole, chunked, strict=True))
+    with pytest.raises(UserError, match=r"CustomerMeasure: 2 rows share a msdynci_customermeasureid \(e.g. \['0"):
+        outputs.finish("CustomerMeasure", handed.assign(msdynci_customermeasureid=guids[:-1] + guids[-2:-1]))
+
+
+@pytest.mark.parametrize("key", ["A0000000-0000-5000-8000-000000000000", "0000000-0000-5000-8000-0000000000000"])
+def test_keys_that_are_not_lowercase_guids_are_ordered_as_texts(key):
+    keys = ["b0000000-0000-5000-8000-000000000000", key, "10000000-0000-5000-8000-000000000000"]
+    assert outputs.guid_words(pa.array(keys)) is None
+    content = pd.DataFrame({"CustomerId": ["x", "y", "z"], "Measures": ["{}"] * 3})
+    handed = outputs.with_ids("CustomerMeasure", content).assign(msdynci_customermeasureid=keys)
+    assert outputs.finish("CustomerMeasure", handed)["msdynci_customermeasureid"].tolist() == sorted(keys)
