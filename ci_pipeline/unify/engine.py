@@ -155,7 +155,12 @@ class Clustering:
     events: list[dict]
     attach_stats: list[dict]
     rule_stats: list[dict]
-    match_pairs: pd.DataFrame
+    #: Put in their published order on a thread of their own: nothing after clustering reads them but the result.
+    pairs_ahead: Future[pd.DataFrame]
+
+    @property
+    def match_pairs(self) -> pd.DataFrame:
+        return self.pairs_ahead.result()
 
 
 @dataclass(frozen=True)
@@ -501,7 +506,9 @@ def cluster_and_attach(
     pairs.loc[links.index, "linked"] = used
     pairs.loc[links.index[~used], "note"] = skip_notes(skipped[~used], list(conflicts))
     records["label"] = labels
-    return Clustering(labels, events, attach_stats, _rule_stats(pairs), _match_pairs(pairs, records))
+    keys = records[["source", "table", "key"]]
+    published = started(lambda: _match_pairs(pairs, keys), "unify-match-pairs")
+    return Clustering(labels, events, attach_stats, _rule_stats(pairs), published)
 
 
 def identify(
