@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import partial
 
 import duckdb
 import numpy as np
@@ -33,6 +34,7 @@ import ci_pipeline
 from ci_pipeline.arrays import isin, stable_order
 from ci_pipeline.config.unify import Condition, Rule, UnifyConfig
 from ci_pipeline.run_state import META, StateAhead, read_run_state, write_ahead
+from ci_pipeline.side_by_side import each_named
 from ci_pipeline.sql_text import quoted
 from ci_pipeline.unify.compare import Prepared
 from ci_pipeline.unify.merge import merge_profiles
@@ -156,9 +158,10 @@ class Plan:
         # Each other column gathered once, from the found pairs and the stored ones side by side.
         at = np.concatenate([np.arange(len(found)), len(found) + rows])[order]
         columns = {"left": left[order], "right": right[order], "rule": rule[order]}
-        for c in found.columns:
-            if c not in columns:
-                columns[c] = _gathered(found[c], reused, c, at)
+        # Two at a time: decoding the gathered texts (scores, stages, rule names) is most of the time, and Arrow's
+        # take and its conversion to pandas strings release the GIL, so two columns use both cores.
+        gathers = {c: partial(_gathered, found[c], reused, c, at) for c in found.columns if c not in columns}
+        columns.update(each_named(gathers, 2, "unify-reused-pairs"))
         return pd.DataFrame({c: columns[c] for c in found.columns})
 
     def merge(self, records: pd.DataFrame, labels: np.ndarray, config: UnifyConfig, primary_keys: dict) -> pd.DataFrame:
