@@ -209,8 +209,9 @@ class StoredFacts:
         out = plain.append(pa.field(ROW, pa.int64()))
         firsts = [pa.scalar(customers[b], pa.large_string()) for b in bounds[1:-1]]
         paths = [folder / f"part-{i:05d}.arrow" for i in range(len(bounds) - 1)]
-        options = pa.ipc.IpcWriteOptions(compression="lz4")
-        writers = [pa.ipc.new_file(str(p), out, options=options) for p in paths]
+        # Uncompressed: the files live for one pass and are read at once through a memory map; compressing them
+        # took most of the split's time (at a million people: 4.1 of 6.5 s, and reading 1.2 s instead of 0.3 s).
+        writers = [pa.ipc.new_file(str(p), out) for p in paths]
         offset = 0
         try:
             # The scanner yields a file's batches in order, so positions count up through the table.
@@ -221,11 +222,12 @@ class StoredFacts:
                     part += pc.fill_null(pc.greater_equal(ids, first), False).to_numpy(zero_copy_only=False)
                 rows = np.argsort(part, kind="stable")
                 starts = np.searchsorted(part[rows], np.arange(len(paths) + 1))
+                # One take puts the batch in part order (in table order within a part); each part's rows are a slice.
+                placed = batch.select(columns).take(pa.array(rows)).cast(plain)
+                placed = placed.append_column(ROW, pa.array(rows + offset))
                 for i, writer in enumerate(writers):
-                    take = rows[starts[i] : starts[i + 1]]
-                    if len(take):
-                        chosen = batch.select(columns).take(pa.array(take)).cast(plain)
-                        writer.write_batch(chosen.append_column(ROW, pa.array(take + offset)))
+                    if starts[i + 1] > starts[i]:
+                        writer.write_batch(placed.slice(starts[i], starts[i + 1] - starts[i]))
                 offset += batch.num_rows
         finally:
             for writer in writers:
