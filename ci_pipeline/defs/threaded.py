@@ -154,6 +154,9 @@ def _steps_on_threads(job_context: PlanExecutionContext, active, workers: int) -
     step gives them; a finished step's hooks run here, on the run's thread."""
     events: queue.Queue = queue.Queue()
     running: dict[str, tuple] = {}  # step key -> (step context, its events so far, its thread)
+    # A step's end (success, failure, retry) reaches the plan only once its hooks ran and its outputs were let go:
+    # a step after it would otherwise start while this step's tables are still held.
+    ends: dict[str, list] = {}
     held: list = []  # steps taken from the plan that wait for a running step with the same exclusive tag
     while running or held or not active.is_complete:
         for step in _startable(active, running, held, workers):
@@ -172,9 +175,14 @@ def _steps_on_threads(job_context: PlanExecutionContext, active, workers: int) -
         if event is not _DONE:
             seen.append(event)
             yield event
-            active.handle_event(event)
+            if _ends_step(event):
+                ends.setdefault(key, []).append(event)
+            else:
+                active.handle_event(event)
             continue
         del running[key]
+        for end in ends.pop(key, []):
+            active.handle_event(end)
         active.verify_complete(job_context, key)
         for skipped in active.plan_events_iterator(job_context):
             seen.append(skipped)
@@ -184,6 +192,11 @@ def _steps_on_threads(job_context: PlanExecutionContext, active, workers: int) -
         thread.join()  # it has put its last event: its frame lets go of the context now
         del context, seen, thread
         _collect_step_garbage()
+
+
+def _ends_step(event: DagsterEvent) -> bool:
+    ended = (event.is_step_success, event.is_step_failure, event.is_step_up_for_retry, event.is_resource_init_failure)
+    return any(ended)
 
 
 def _release_outputs(context) -> None:

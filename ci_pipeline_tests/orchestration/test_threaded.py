@@ -208,7 +208,9 @@ def test_a_finished_steps_outputs_are_freed_though_its_context_outlives_it_throu
 
     @dg.success_hook
     def noted(context):
-        pass
+        # A slow hook: a step after this one that started on the step's success, before the hooks ran and the
+        # outputs were let go, would find the table alive.
+        time.sleep(0.5)
 
     job = dg.define_asset_job("two", hooks={noted})
     defs = dg.Definitions(assets=[table, after], jobs=[job], resources={"mem": _Written()})
