@@ -154,9 +154,6 @@ def _steps_on_threads(job_context: PlanExecutionContext, active, workers: int) -
     step gives them; a finished step's hooks run here, on the run's thread."""
     events: queue.Queue = queue.Queue()
     running: dict[str, tuple] = {}  # step key -> (step context, its events so far, its thread)
-    # A step's end (success, failure, retry) reaches the plan only once its hooks ran and its outputs were let go:
-    # a step after it would otherwise start while this step's tables are still held.
-    ends: dict[str, list] = {}
     held: list = []  # steps taken from the plan that wait for a running step with the same exclusive tag
     while running or held or not active.is_complete:
         for step in _startable(active, running, held, workers):
@@ -175,13 +172,13 @@ def _steps_on_threads(job_context: PlanExecutionContext, active, workers: int) -
         if event is not _DONE:
             seen.append(event)
             yield event
-            if _ends_step(event):
-                ends.setdefault(key, []).append(event)
-            else:
+            # A step's end (success, failure, retry) reaches the plan when its thread is done (below), so the steps
+            # after it start on the next pass, once its hooks ran and its outputs were let go, not while they're held.
+            if not _ends_step(event):
                 active.handle_event(event)
             continue
         del running[key]
-        for end in ends.pop(key, []):
+        for end in [e for e in seen if _ends_step(e)]:
             active.handle_event(end)
         active.verify_complete(job_context, key)
         for skipped in active.plan_events_iterator(job_context):
