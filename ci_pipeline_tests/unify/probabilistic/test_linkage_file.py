@@ -114,3 +114,24 @@ def bench_file_args(path, args: list[str]) -> int:
     parser = argparse.ArgumentParser()
     linkage.register(parser.add_subparsers())
     return linkage.run(parser.parse_args(["linkage", "--file", str(path), *args]))
+
+
+def test_the_customers_the_links_make_are_scored_too(tmp_path, capsys):
+    """Each person's third record carries the second record's typo, one more and no birth date: it links to the
+    second record more often than to the first, and the customer (the connected component) joins all three anyway;
+    links between look-alikes chain their customers too, which the links' own figures do not show."""
+    frame = labelled(people=300)
+    rng = np.random.default_rng(5)
+    copies = frame.iloc[1::2].copy()
+    copies["dob"] = None  # nothing but names and the city to go by, so the second typo costs the direct link
+    copies["first_name"] = [_typo(name, rng) for name in copies["first_name"]]
+    copies["record_id"] = [f"c{i:05d}" for i in range(len(copies))]
+    path = tmp_path / "people.csv"
+    pd.concat([frame, copies], ignore_index=True).to_csv(path, index=False)
+    assert main(["bench", "linkage", "--file", str(path), "--truth", "person", "--id", "record_id"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip())
+    customers = figures["clustered"]
+    assert figures["true_pairs"] == 900
+    assert customers["recall"] > figures["recall"] + 0.1
+    assert customers["precision"] < figures["precision"] and customers["chained"] >= 1
+    assert 300 <= customers["customers"] < 400
