@@ -32,6 +32,7 @@ import pandas as pd
 from ci_pipeline.benchmarks.packaged import packaged_data
 from ci_pipeline.config.unify import SemanticType
 from ci_pipeline.errors import UserError
+from ci_pipeline.unify.cluster import WEAK_DENSITY
 from ci_pipeline.unify.probabilistic import clusters, default_settings, normalize_records, predict, prepare, train
 from ci_pipeline.unify.probabilistic.scoring import weigh
 from ci_pipeline.unify.suggest import suggest_mapping
@@ -214,7 +215,7 @@ def link(
         "clustered": {
             "customers": int(len(np.unique(label))),
             **_scores(person_pairs(pd.Series(label), link_only, sides), truth),
-            "chained": int(((density["size"] >= 3) & (density["density"] < 0.5)).sum()),
+            "chained": int(((density["size"] >= 3) & (density["density"] < WEAK_DENSITY)).sum()),
         },
         "threshold": settings.threshold,
         "blocking_rules": len(settings.blocking),

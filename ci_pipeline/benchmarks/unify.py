@@ -175,6 +175,8 @@ def bench(
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "peak_rss_mb_after_phase": result.peak_rss_mb,
         "largest_cluster": result.stats["largest_cluster"],
+        # customers of three or more records held by chains of single links (density below a half)
+        "weakly_held_customers": result.stats["cluster_density"]["weakly_held"],
         "guard_events": len(result.stats["guard_events"]),
         # thin customers per attach rule and what became of them (attached, ambiguous, ...)
         "attach": {a["rule"]: {k: v for k, v in a.items() if k != "rule"} for a in result.stats["attach"]},

@@ -358,6 +358,11 @@ def output_metadata(result: UnifyResult, guard_events_url: str) -> dict[str, dic
                 [{"records per customer": size, "customers": n} for size, n in s["cluster_sizes"].items()],
                 ["records per customer", "customers"],
             ),
+            # Customers held together by chains of single links: the ones to review first.
+            "weakly_held_customers": s["cluster_density"]["weakly_held"],
+            f"weakly_held_customers (weakest {FIRST_N})": table_of(
+                s["cluster_density"]["weakest"][:FIRST_N], ["customer_id", "records", "links", "density"]
+            ),
         },
         "match_pairs": {
             "pairs_candidates": sum(r["candidates"] for r in s["rules"]),

@@ -19,6 +19,10 @@ import pandas as pd
 from ci_pipeline.arrays import unique
 from ci_pipeline.unify.text import group_starts
 
+#: A customer of three or more records fewer than this share of whose pairs are links is weakly held: a chain of
+#: single links holds it together, so one wrong link in the chain would join two people. Reported, not refused.
+WEAK_DENSITY = 0.5
+
 
 def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Connected-component label (smallest member position) for each of ``n`` nodes.
@@ -43,6 +47,29 @@ def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
             if np.array_equal(nxt, parent):
                 break
             parent = nxt
+
+
+def densities(labels: np.ndarray, left: np.ndarray, right: np.ndarray) -> pd.DataFrame:
+    """Each customer of two or more records with its ``size``, ``links`` (distinct linked pairs of its records) and
+    ``density`` = links / possible pairs: 1.0 when every two of its records are linked, near 0 when a chain of single
+    links holds it together (so one wrong link in the chain joins two people).
+
+    Args:
+        labels: the customer label of each record (the smallest member position, as :func:`components` gives).
+        left, right: record positions of the links used; a link between two customers (skipped) is not counted.
+    """
+    n = len(labels)
+    left, right = np.asarray(left, np.int64), np.asarray(right, np.int64)
+    lo, hi = np.minimum(left, right), np.maximum(left, right)
+    inside = (labels[lo] == labels[hi]) & (lo != hi)
+    pairs = unique(lo[inside] * n + hi[inside])
+    links = np.bincount(labels[pairs // n], minlength=n)
+    sizes = np.bincount(labels, minlength=n)
+    members = np.flatnonzero(sizes >= 2)
+    size = sizes[members]
+    return pd.DataFrame(
+        {"cluster": members, "size": size, "links": links[members], "density": links[members] / (size * (size - 1) / 2)}
+    )
 
 
 def guarded_clusters(

@@ -23,7 +23,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
 from ci_pipeline.side_by_side import each_named, started
 from ci_pipeline.unify.attach import sole_namesake_links, thin_namesake_links
-from ci_pipeline.unify.cluster import Guard, components, skip_notes
+from ci_pipeline.unify.cluster import WEAK_DENSITY, Guard, components, densities, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
 from ci_pipeline.unify.identity import (
     IdentityResult,
@@ -69,6 +69,8 @@ DEDUP_COLUMNS = ["Key", "WinnerKey", "IsWinner", "GroupSize"]
 #: The guard takes links stage by stage, in this order.
 STAGE_ORDER = {"override": 0, "dedup": 1, "match": 2, "attach": 3}
 SIZE_BINS = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 25), (26, 10**12)]
+#: The weakly held customers listed in the statistics, weakest first (all are counted).
+WEAKEST_LISTED = 100
 
 
 @dataclass
@@ -155,6 +157,8 @@ class Clustering:
     events: list[dict]
     attach_stats: list[dict]
     rule_stats: list[dict]
+    #: Each customer of two or more records: size, links used inside it and density (see ``cluster.densities``).
+    density: pd.DataFrame
     #: Put in their published order on a thread of their own: nothing after clustering reads them but the result.
     pairs_ahead: Future[pd.DataFrame]
 
@@ -333,10 +337,33 @@ def _run_stats(config, prepared, clustering, identified, uncomparable, increment
     stats["unreadable_dates"] = prepared.unreadable
     stats["uncomparable_records"] = uncomparable
     stats["guard_splits"] = _guard_splits(clustering.events)
+    stats["cluster_density"] = _density_stats(clustering.density, identified.identity.ids)
     stats["incremental"] = incremental
     if getattr(match_method, "report", None):
         stats["match_method"] = match_method.report
     return stats
+
+
+def _density_stats(density: pd.DataFrame, ids: pd.Series) -> dict:
+    """How well the links hold the customers together: customers of three or more records, how many of them are
+    weakly held (density below :data:`WEAK_DENSITY`) and the weakest of those with their CustomerId (``ids``: per
+    cluster label), weakest first, then largest, then by CustomerId."""
+    larger = density[density["size"] >= 3]
+    weak = larger[larger["density"] < WEAK_DENSITY]
+    listed = pd.DataFrame(
+        {
+            "customer_id": ids.reindex(weak["cluster"].to_numpy()).to_numpy(),
+            "records": weak["size"].to_numpy(),
+            "links": weak["links"].to_numpy(),
+            "density": weak["density"].round(3).to_numpy(),
+        }
+    )
+    listed = listed.sort_values(["density", "records", "customer_id"], ascending=[True, False, True], kind="stable")
+    return {
+        "customers_of_3_or_more": len(larger),
+        "weakly_held": len(weak),
+        "weakest": listed.head(WEAKEST_LISTED).to_dict("records"),
+    }
 
 
 def prepare(
@@ -508,7 +535,8 @@ def cluster_and_attach(
     records["label"] = labels
     keys = records[["source", "table", "key"]]
     published = started(lambda: _match_pairs(pairs, keys), "unify-match-pairs")
-    return Clustering(labels, events, attach_stats, _rule_stats(pairs), published)
+    density = densities(labels, links["left"].to_numpy()[used], links["right"].to_numpy()[used])
+    return Clustering(labels, events, attach_stats, _rule_stats(pairs), density, published)
 
 
 def identify(

@@ -10,6 +10,7 @@ import pandas as pd
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import identifiers
+from ci_pipeline.unify.cluster import WEAK_DENSITY
 from ci_pipeline.unify.compare import Prepared, passes, score
 from ci_pipeline.unify.normalize import Normalizer, default_normalizations, shared_values
 from ci_pipeline.unify.probabilistic import Model
@@ -49,6 +50,7 @@ def explain_record(
     return {
         "record": f"{source}|{table}|{key}",
         "customer_id": cid,
+        "density": _density(left[inside & ~alone & mp["Linked"]], right[inside & ~alone & mp["Linked"]], len(idents)),
         "profile": {k: v for k, v in profile.iloc[0].items() if pd.notna(v)} if len(profile) else {},
         "records": sorted(idents),
         "links": _pairs(mp[inside & mp["Accepted"]]),
@@ -280,6 +282,18 @@ def holding(records: pd.DataFrame, normalizer: Normalizer, field: str, steps: tu
     return found
 
 
+def _density(left: pd.Series, right: pd.Series, records: int) -> dict | None:
+    """The customer's links (distinct pairs of its records) over its possible pairs; None for a single record."""
+    if records < 2:
+        return None
+    links = len(set(zip(left.where(left < right, right), right.where(left < right, left), strict=True)))
+    return {
+        "links": links,
+        "possible": records * (records - 1) // 2,
+        "density": round(links / (records * (records - 1) / 2), 3),
+    }
+
+
 def _text(v) -> str | None:
     return None if v is None or pd.isna(v) else str(v)
 
@@ -292,6 +306,11 @@ def render_record(info: dict) -> str:
         lines.append(f"  previous ids: {prev}")
     lines.append("records:")
     lines += [f"  - {r}" for r in info["records"]]
+    density = info.get("density")
+    if density and len(info["records"]) >= 3:
+        weak = " (weakly held: a chain of single links; one wrong link in it joins two people)"
+        held = weak if density["density"] < WEAK_DENSITY else ""
+        lines.append(f"density: {density['links']} of {density['possible']} record pairs linked{held}")
     lines.append("links (why these records are one customer):")
     if not info["links"]:
         lines.append("  (none: the record matched nothing and is a customer of its own)")

@@ -11,7 +11,8 @@ import pytest
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import guids
 from ci_pipeline.unify import unify
-from ci_pipeline.unify.cluster import Guard, components, guarded_clusters, skip_notes
+from ci_pipeline.unify.cluster import Guard, components, densities, guarded_clusters, skip_notes
+from ci_pipeline.unify.explain import explain_record, render_record
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 
 
@@ -467,3 +468,56 @@ def test_match_pairs_are_ordered_by_the_text_of_both_records_stage_and_rule():
     # The order of a stable sort of the texts themselves (missing rules last), ties kept in input order.
     expected = texts.sort_values(list(texts.columns[:-1]), kind="stable", ignore_index=True)
     pd.testing.assert_frame_equal(got[list(texts.columns)], expected)
+
+
+def test_densities_count_each_linked_pair_of_a_customer_once():
+    labels = np.array([0, 0, 0, 3, 3, 5])
+    # (1, 0) repeats (0, 1); (2, 3) joins two customers (a link the guard skipped) and counts for neither.
+    frame = densities(labels, np.array([0, 1, 1, 3, 2]), np.array([1, 0, 2, 4, 3]))
+    assert frame.to_dict("list") == {
+        "cluster": [0, 3],
+        "size": [3, 2],
+        "links": [2, 1],
+        "density": [2 / 3, 1.0],
+    }
+
+
+def chain_of_five() -> dict:
+    """Five crm records each linked to the next only, by the e-mail address and the phone in turn."""
+    f = frames()
+    f[("crm", "contacts")] = pd.DataFrame(
+        {
+            "contact_id": [f"k{i}" for i in range(5)],
+            "first_name": ["Kim"] * 5,
+            "last_name": ["Chain"] * 5,
+            "email": ["k1@x.com", "k1@x.com", "k2@x.com", "k2@x.com", "k3@x.com"],
+            "phone": ["555-010-0001", "555-010-0002", "555-010-0002", "555-010-0003", "555-010-0003"],
+            "street": [None] * 5,
+            "city": [None] * 5,
+            "modified_at": [None] * 5,
+        }
+    ).astype("string")
+    return f
+
+
+def test_a_customer_held_by_a_chain_of_single_links_is_reported_as_weakly_held():
+    raw = config().model_dump()
+    raw["tables"][0]["dedup"]["rules"].append({"name": "same_phone", "conditions": [{"field": "phone"}]})
+    r = unify(type(config()).model_validate(raw), chain_of_five(), KEYS)
+    chained = customer_of(r, "crm", "contacts", "k0")
+    assert all(customer_of(r, "crm", "contacts", f"k{i}") == chained for i in range(5))
+    density = r.stats["cluster_density"]
+    # 4 links of the 10 pairs of five records: below half, so weakly held.
+    assert density == {
+        "customers_of_3_or_more": 1,
+        "weakly_held": 1,
+        "weakest": [{"customer_id": chained, "records": 5, "links": 4, "density": 0.4}],
+    }
+    info = explain_record("crm", "contacts", "k2", r.alternate_key, r.match_pairs, r.customer_profile)
+    assert info["density"] == {"links": 4, "possible": 10, "density": 0.4}
+    assert "density: 4 of 10 record pairs linked (weakly held: a chain of single links" in render_record(info)
+    # Two records are one link; the text says nothing of density below three records, nor for one record.
+    pair = explain_record("shop", "customers", "s1", r.alternate_key, r.match_pairs, r.customer_profile)
+    assert pair["density"] == {"links": 1, "possible": 1, "density": 1.0} and "density:" not in render_record(pair)
+    alone = explain_record("shop", "customers", "s2", r.alternate_key, r.match_pairs, r.customer_profile)
+    assert alone["density"] is None and "density:" not in render_record(alone)

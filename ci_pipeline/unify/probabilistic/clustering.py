@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ci_pipeline.unify.cluster import components
+from ci_pipeline.unify.cluster import components, densities
 
 
 def clusters(n: int, links: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
@@ -23,17 +23,4 @@ def clusters(n: int, links: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     left = links["left"].to_numpy(np.int64)
     right = links["right"].to_numpy(np.int64)
     label = components(n, left, right)
-    sizes = np.bincount(label, minlength=n)
-    pairs = np.unique(np.stack([np.minimum(left, right), np.maximum(left, right)], axis=1), axis=0)
-    inside = np.bincount(label[pairs[:, 0]], minlength=n) if len(pairs) else np.zeros(n, np.int64)
-    members = np.flatnonzero(sizes >= 2)
-    size = sizes[members]
-    density = pd.DataFrame(
-        {
-            "cluster": members,
-            "size": size,
-            "links": inside[members],
-            "density": inside[members] / (size * (size - 1) / 2),
-        }
-    )
-    return label, density
+    return label, densities(label, left, right)
