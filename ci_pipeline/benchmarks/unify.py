@@ -72,7 +72,8 @@ def register(subparsers) -> None:
         "--churn",
         action="store_true",
         help="instead, measure CustomerId churn over two nightly runs: new records arrive, some are deleted, the "
-        "rows come in another order, then the second run is repeated",
+        "rows come in another order, then the second run is repeated; with --method probabilistic or hybrid, both "
+        "nights score with the model trained on night 1, and night 2 is also run with a model retrained on it",
     )
     parser.add_argument(
         "--increment",
@@ -94,7 +95,7 @@ def run(args) -> int:
         if args.compare_splink:
             figures = compare_splink(folder)
         elif args.churn:
-            figures = churn(folder)
+            figures = churn(folder, args.method)
         elif args.increment is not None:
             figures = increment(folder, args.increment / 100, args.method, args.model)
         else:
@@ -251,13 +252,18 @@ def _scoring(report: dict | None) -> dict:
     }
 
 
-def churn(folder: Path, arriving: float = 0.05, deleted: float = 0.01, seed: int = 1) -> dict:
+def churn(folder: Path, method: str = "rules", arriving: float = 0.05, deleted: float = 0.01, seed: int = 1) -> dict:
     """CustomerId churn over two nightly runs of the generated data set in ``folder``, against its ground truth.
 
     Night 1 unifies the tables without a ``arriving`` share of their rows. Night 2 sees those rows arrive, a
     ``deleted`` share of the others disappear, and every table in a new row order; it carries the ids forward
     from night 1. Night 2 is then repeated on the same rows in yet another order, which must change no id. Which
     rows arrive or go is a hash of each record's identifier, so the figures are reproducible.
+
+    With ``probabilistic`` (or ``hybrid``), night 1 trains a model on its tables and both nights score with it, as
+    nightly runs do with the stored model; then night 2 is run once more from night 1's ids with a model retrained
+    on night 2's tables (``retrained``: the night the monthly retraining falls on), so the churn retraining adds is
+    the difference between the two.
 
     The figures: how many of the records seen both nights changed CustomerId, the night-2 id changes by reason,
     and ``people_given_new_id``: people (ground truth) with a record seen both nights whose night-2 id none of
@@ -267,6 +273,7 @@ def churn(folder: Path, arriving: float = 0.05, deleted: float = 0.01, seed: int
     config = load_config(folder / "ci_pipeline.yaml")
     if config.unify is None:
         raise UserError(f"{config.path}: no 'unify' section to benchmark")
+    ucfg = method_config(config.unify, method)
     frames, keys = read_customer_tables(config)
     truth = pd.read_parquet(folder / "ground_truth" / "records.parquet")
     night1, night2 = {}, {}
@@ -279,51 +286,69 @@ def churn(folder: Path, arriving: float = 0.05, deleted: float = 0.01, seed: int
         kept = frame[(u < arriving) | (u >= arriving + deleted)]
         night2[(source, table)] = kept.iloc[rng.permutation(len(kept))]
 
-    def run(tables, previous=None):
+    def matcher(tables):
+        if method == "rules":
+            return rule_matches
+        return ProbabilisticMatches(train_from_tables(ucfg, tables, keys, config.base_dir)[0])
+
+    def run(tables, previous=None, matches=rule_matches):
         return unify(
-            config.unify,
+            ucfg,
             tables,
             keys,
             previous.identity.identity_map if previous else None,
             previous.identity.id_change if previous else None,
             base_dir=config.base_dir,
+            match_method=matches,
         )
 
+    stored = matcher(night1)
     t0 = time.perf_counter()
-    first = run(night1)
-    second = run(night2, first)
-    again = run({k: f.iloc[rng.permutation(len(f))] for k, f in night2.items()}, second)
+    first = run(night1, matches=stored)
+    second = run(night2, first, stored)
+    again = run({k: f.iloc[rng.permutation(len(f))] for k, f in night2.items()}, second, stored)
     seconds = time.perf_counter() - t0
+    figures = {
+        "method": method,
+        "records_night1": int(len(first.records)),
+        "records_night2": int(len(second.records)),
+        "unify_s_three_runs": round(seconds, 2),
+        **_churn(first, second, truth),
+        "rerun_id_changes": int((again.identity.id_change["Run"] == again.identity.run).sum()),
+        "rerun_records_changed_id": int((_ids(again).reindex(_ids(second).index) != _ids(second)).sum()),
+    }
+    if method != "rules":
+        figures["retrained"] = _churn(first, run(night2, first, matcher(night2)), truth)
+    return figures
 
-    def ids(result) -> pd.Series:
-        r = result.records
-        return pd.Series(r["CustomerId"].to_numpy(object), index=identifiers(r["source"], r["table"], r["key"]))
 
-    before, after = ids(first), ids(second)
+def _ids(result) -> pd.Series:
+    """Each record's CustomerId, indexed by ``source|table|key``."""
+    r = result.records
+    return pd.Series(r["CustomerId"].to_numpy(object), index=identifiers(r["source"], r["table"], r["key"]))
+
+
+def _churn(first, second, truth: pd.DataFrame) -> dict:
+    """The ids of the records both runs saw, from ``first`` to ``second`` (see :func:`churn`)."""
+    before, after = _ids(first), _ids(second)
     both = before.index.intersection(after.index)
     changed = int((before.reindex(both) != after.reindex(both)).sum())
     log = second.identity.id_change
     reasons = log[log["Run"] == second.identity.run]["Reason"].value_counts()
-    repeat = again.identity.id_change
     person = person_of(truth)
     had = pd.DataFrame({"person": person.reindex(before.index).to_numpy(), "id": before.to_numpy()})
     kept = pd.DataFrame({"person": person.reindex(both).to_numpy(), "id": after.reindex(both).to_numpy()})
     seen = kept.drop_duplicates().merge(had.drop_duplicates(), on=["person", "id"], how="left", indicator=True)
     unseen = seen[seen["_merge"] == "left_only"]
     return {
-        "records_night1": int(len(before)),
-        "records_night2": int(len(after)),
         "arrived": int(len(after.index.difference(before.index))),
         "deleted": int(len(before.index.difference(after.index))),
-        "unify_s_three_runs": round(seconds, 2),
         "records_kept": int(len(both)),
         "records_kept_that_changed_id": changed,
         "changed_share": round(changed / len(both), 5) if len(both) else 0.0,
         "night2_id_changes": {k: int(v) for k, v in reasons.sort_index().items()},
         "people_seen_night1": int(had["person"].nunique()),
         "people_given_new_id": int(unseen["person"].nunique()),
-        "rerun_id_changes": int((repeat["Run"] == again.identity.run).sum()),
-        "rerun_records_changed_id": int((ids(again).reindex(after.index) != after).sum()),
     }
 
 
