@@ -31,6 +31,7 @@ from ci_pipeline.unify import (
     unify,
 )
 from ci_pipeline.unify.incremental import read_state, state_ahead
+from ci_pipeline.unify.probabilistic.chart import weight_bars
 
 GROUP = "unify"
 KINDS = {"pandas"}
@@ -251,8 +252,18 @@ def _model_metadata(model, frames: dict, url: str, run_id: str) -> dict:
         for level, m, u, w in zip(p.levels, p.m, p.u, p.weights, strict=True)
     ]
     levels += [{"comparison": p.name, "level": "(no evidence)", "note": p.note} for p in model.parameters if p.note]
+    bars = weight_bars(
+        [
+            (f"{p.name} {level}", w)
+            for p in model.parameters
+            if p.active
+            for level, w in zip(p.levels, p.weights, strict=True)
+        ]
+    )
     return {
         "parameters": table_of(levels, ["comparison", "level", "m", "u", "weight", "note"]),
+        # The same weights drawn: against a match left of the axis, for one right of it.
+        "weights_chart": dg.MetadataValue.md("```\n" + "\n".join(bars) + "\n```"),
         "prior_match_probability": dg.MetadataValue.float(float(model.prior)),
         "prior_weight": dg.MetadataValue.float(round(float(model.prior_weight), 3)),
         "path": dg.MetadataValue.path(url),

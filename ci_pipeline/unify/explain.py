@@ -14,6 +14,7 @@ from ci_pipeline.unify.cluster import WEAK_DENSITY
 from ci_pipeline.unify.compare import Prepared, passes, score
 from ci_pipeline.unify.normalize import Normalizer, default_normalizations, shared_values
 from ci_pipeline.unify.probabilistic import Model
+from ci_pipeline.unify.probabilistic.chart import waterfall as waterfall_chart
 from ci_pipeline.unify.probabilistic_method import waterfall
 
 
@@ -383,6 +384,10 @@ def render_waterfall(info: dict) -> list[str]:
         f"  total weight {info['match_weight']:+.2f} -> probability {info['match_probability']:.4f} "
         f"(threshold {info['threshold']}): {verdict}"
     )
+    steps = [("prior", info["prior_weight"])]
+    steps += [(f"{c['comparison']} {c['level']}", c["weight"]) for c in info["comparisons"]]
+    lines.append("  waterfall (each step's weight and the running total):")
+    lines += [f"    {line}" for line in waterfall_chart(steps, "total weight")]
     return lines
 
 

@@ -427,6 +427,10 @@ def test_the_match_model_asset_is_stored_and_unification_scores_with_it(tmp_path
     assert {row.data["rule"] for row in metadata["training_pairs_per_rule"].records}
     assert metadata["training records"].value == 500
     assert metadata["trace"].records and "probabilistic:" in metadata["settings"].value
+    # The weights drawn: one bar per level of each comparison, first name's exact level right of the axis.
+    chart = metadata["weights_chart"].value.strip("`\n").splitlines()
+    assert len(chart) == sum(1 for r in levels if r["level"] != "(no evidence)" and r["note"] == "")
+    assert next(line for line in chart if line.startswith("first_name exact ")).split("│")[1].startswith("█")
     stored = lake.read_bytes(MODEL_PATH)
     second = materialize(cfg, unification)
     scoring = materialized(second, "unify_stats").metadata
@@ -491,6 +495,8 @@ def test_explain_pair_command_shows_the_stored_model_weights(tmp_path, capsys):
     assert main(["--config", config_file, "explain", *pair]) == 0
     out = capsys.readouterr().out
     assert "model: prior weight" in out and "first_name:" in out and "total weight" in out
+    chart = out.split("waterfall (each step's weight and the running total):\n")[1].splitlines()
+    assert chart[0].lstrip().startswith("prior") and chart[-1].lstrip().startswith("total weight")
     assert main(["--config", config_file, "explain", *pair, "--json"]) == 0
     waterfall = json.loads(capsys.readouterr().out)["probabilistic"]
     assert {c["comparison"] for c in waterfall["comparisons"]} >= {"first_name", "last_name", "birth_date"}
