@@ -23,7 +23,7 @@ import pandas as pd
 from ci_pipeline.arrays import isin
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.engine import Preparation, prepare, rule_matches
+from ci_pipeline.unify.engine import Preparation, override_labels, prepare, rule_matches
 from ci_pipeline.unify.incremental import Plan
 from ci_pipeline.unify.normalize import Normalizer
 from ci_pipeline.unify.probabilistic import (
@@ -113,12 +113,14 @@ def configured_settings(config: UnifyConfig) -> Settings | None:
         raise SettingsError(f"unify.match.probabilistic: {exc}") from None
 
 
-def train_model(config: UnifyConfig, prepared: Preparation) -> tuple[Model, list[str]]:
+def train_model(config: UnifyConfig, prepared: Preparation, base_dir: Path | None = None) -> tuple[Model, list[str]]:
     """Train the model on a run's prepared records.
 
     The settings are ``unify.match.probabilistic`` or, when absent, chosen from the semantic types of the mapped
     columns; the chosen settings are stored in the model (``training["settings_yaml"]``: YAML to paste under
-    ``unify.match``), so every scoring run uses the same comparisons until the next retraining.
+    ``unify.match``), so every scoring run uses the same comparisons until the next retraining. The pairs a user
+    labelled as one person (``unify.match.always_match`` and its file) seed m: EM starts from the levels they
+    reach (``base_dir``: where relative override files are).
 
     Returns:
         The model and the warnings of training (a left-out default rule, a comparison without evidence, EM that
@@ -141,8 +143,10 @@ def train_model(config: UnifyConfig, prepared: Preparation) -> tuple[Model, list
         settings, notes = default_settings(records, mapped, table=table)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = train(records, settings, table=table)
+        labels = override_labels(config, prepared.records, base_dir)
+        model = train(records, settings, table=table, labels=labels)
     said = notes + [str(w.message) for w in caught]
+    model.training["labelled_matches"] = 0 if labels is None else int(labels["match"].sum())
     # The default's notes (single-field rules added within the pair budget or left out for it) become comments.
     model.training["settings_yaml"] = settings_yaml(settings, notes)
     model.training["chosen"] = "configured" if config.match.probabilistic is not None else "default"
@@ -157,7 +161,7 @@ def train_from_tables(
     base_dir: Path | None = None,
 ) -> tuple[Model, list[str]]:
     """:func:`train_model` on the customer tables (as :func:`ci_pipeline.unify.unify` takes them)."""
-    return train_model(config, prepare(config, frames, primary_keys, base_dir))
+    return train_model(config, prepare(config, frames, primary_keys, base_dir), base_dir)
 
 
 def _check_columns(settings: Settings, columns: Iterable[str]) -> None:
