@@ -70,10 +70,11 @@ def _side(table: Table, column: str, left: np.ndarray, right: np.ndarray) -> Sid
 def per_value_pair(left: np.ndarray, right: np.ndarray, width: int, levels: Callable) -> np.ndarray:
     """``levels(a, b)`` computed once per distinct pair of codes (``left[i]``, ``right[i]``) and spread back.
 
-    Codes run from -1 (null) to ``width - 1``. Candidate pairs repeat value pairs a lot (one e-mail address on
-    several records, a few thousand first names over millions of pairs), so every measure and every level
-    condition runs on the distinct value pairs only; per pair there is one hash (or, when the codes are few, one
-    direct lookup) and one gather.
+    Codes run from -1 (null) to ``width - 1``; ``levels`` must give a pair with a null side the null level (-1),
+    as every comparison does. Candidate pairs repeat value pairs a lot (one e-mail address on several records, a
+    few thousand first names over millions of pairs), so every measure and every level condition runs on the
+    distinct value pairs only; per pair there is one hash (or, when the codes are few, one direct lookup) and one
+    gather.
     """
     radix = np.int64(width + 1)
     key = (left + 1) * radix + (right + 1)
@@ -83,8 +84,13 @@ def per_value_pair(left: np.ndarray, right: np.ndarray, width: int, levels: Call
         lookup = np.zeros(space, dtype=np.int8)
         lookup[present] = levels(present // radix - 1, present % radix - 1)
         return lookup[key]
-    inverse, distinct = pd.factorize(key)
-    return levels(distinct // radix - 1, distinct % radix - 1)[inverse]
+    # Many codes: the hash is most of the cost, so the pairs with a null side (a third to a half of them for a
+    # phone or a street) are not hashed at all.
+    known = (left >= 0) & (right >= 0)
+    out = np.full(len(key), NULL, dtype=np.int8)
+    inverse, distinct = pd.factorize(key[known])
+    out[known] = levels(distinct // radix - 1, distinct % radix - 1)[inverse]
+    return out
 
 
 def _measured(side: Side, todo: np.ndarray, measure: Callable[[np.ndarray, np.ndarray], np.ndarray], fill):
@@ -127,6 +133,9 @@ class Comparison:
     term_frequency: bool = False
     #: Levels left out: a pair that would reach one reaches the next level that holds.
     without: tuple[str, ...] = ()
+    #: Whether the levels are worth computing once per distinct value pair (:func:`per_value_pair`): so when they
+    #: measure text. Levels that are a few comparisons of codes cost less per pair than finding the distinct pairs.
+    per_distinct: ClassVar[bool] = True
 
     @property
     def name(self) -> str:
@@ -174,6 +183,8 @@ class Comparison:
     def gamma(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """The level reached by each pair (``left[i]``, ``right[i]``) of record positions; -1 = null."""
         column = table.column(self.column)
+        if not self.per_distinct:
+            return self._levels(table, column.codes[left], column.codes[right])
         return per_value_pair(
             column.codes[left],
             column.codes[right],
@@ -196,6 +207,7 @@ class ExactMatch(Comparison):
     """exact, else."""
 
     kind: ClassVar[str] = "exact"
+    per_distinct: ClassVar[bool] = False
 
     def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
@@ -444,6 +456,7 @@ class EmailComparison(Comparison):
     """E-mail addresses: exact, same user name (another domain), same domain, else."""
 
     kind: ClassVar[str] = "email"
+    per_distinct: ClassVar[bool] = False
 
     def _conditions(self, table, left, right):
         parts = table.derived(self.column, "email", _split_email)

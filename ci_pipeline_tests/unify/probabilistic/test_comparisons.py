@@ -219,3 +219,30 @@ def test_an_unknown_level_is_named_with_the_levels_there_are():
         comparison_from_dict({"kind": "name", "column": "first", "without": ["nick"]})
     with pytest.raises(SettingsError, match="unknown level"):
         comparison_from_dict({"kind": "date", "column": "dob", "without": ["else"]})
+
+
+@pytest.mark.parametrize("pairs", [200, 20_000], ids=["hashed", "looked-up"])
+def test_levels_per_distinct_value_pair_equal_levels_pair_by_pair(pairs):
+    """Levels are computed once per distinct value pair (pairs with a null side not even hashed) or, for the
+    cheap comparisons, straight on every pair: either way each pair gets the level of its two values."""
+    rng = np.random.default_rng(4)
+    words = np.array(["ann", "anne", "bob", "rob", "robert", "lee", "li", "x.y@a.com", "x.y@b.org", "z@a.com"])
+    values = [
+        None if rng.random() < 0.2 else f"{rng.choice(words)}{rng.integers(0, 9)}{rng.choice(['', 'a'])}"
+        for _ in range(300)
+    ]
+    comparisons = [
+        ExactMatch("c"),
+        JaroWinklerAtThresholds("c"),
+        IdentifierComparison("c"),
+        EmailComparison("c"),
+        NameComparison("c"),
+        PostalCodeComparison("c"),
+    ]
+    table = prepare(pd.DataFrame({"c": values}, dtype="string"), ["c"])
+    left, right = rng.integers(0, 300, pairs), rng.integers(0, 300, pairs)
+    codes = table.column("c").codes
+    for comparison in comparisons:
+        one_by_one = comparison._levels(table, codes[left], codes[right])
+        assert np.array_equal(comparison.gamma(table, left, right), one_by_one), comparison.kind
+        assert (one_by_one[(codes[left] < 0) | (codes[right] < 0)] == NULL).all()
