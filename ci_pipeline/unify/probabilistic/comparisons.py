@@ -429,6 +429,55 @@ class DateComparison(Comparison):
         )
 
 
+#: Digit strings up to this long are compared as digit rows (:func:`_digit_rows`) rather than as text.
+DIGITS = 18
+
+
+def _digit_rows(values: np.ndarray) -> np.ndarray | None:
+    """Each value's digits as a row of small integers, left-aligned and padded with -1 (one extra column, so that
+    every row ends in padding), with the last column the value's length; None when a value is not a string of at
+    most :data:`DIGITS` digits."""
+    text = _text(values)
+    if len(text) == 0 or not pc.all(pc.match_substring_regex(text, f"^[0-9]{{1,{DIGITS}}}$")).as_py():
+        return None
+    padded = pc.utf8_rpad(text, DIGITS + 1, "/")  # '/' is the character before '0': -1 once '0' is subtracted
+    # Every padded value is DIGITS + 1 bytes long, one after the other in the array's data buffer.
+    raw = np.frombuffer(padded.buffers()[2], dtype=np.uint8, count=len(text) * (DIGITS + 1))
+    rows = raw.reshape(len(text), DIGITS + 1).astype(np.int8) - ord("0")
+    rows[:, DIGITS] = pc.utf8_length(text).to_numpy()
+    return rows
+
+
+def _one_edit_digits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether the optimal-string-alignment distance of two different digit strings is 1 (one digit changed,
+    inserted or dropped, or two neighbours swapped), from their :func:`_digit_rows`; vectorised."""
+    la, lb = a[:, DIGITS].astype(np.int64), b[:, DIGITS].astype(np.int64)
+    da, db = a[:, :DIGITS], b[:, :DIGITS]
+    out = np.zeros(len(a), dtype=bool)
+    same = np.flatnonzero(la == lb)
+    if len(same):
+        x, y = da[same], db[same]
+        differ = x != y
+        count = differ.sum(axis=1)
+        swap = (x[:, :-1] == y[:, 1:]) & (x[:, 1:] == y[:, :-1]) & differ[:, :-1] & differ[:, 1:]
+        out[same] = (count == 1) | ((count == 2) & swap.any(axis=1))
+    near = np.flatnonzero(np.abs(la - lb) == 1)
+    if len(near):
+        # One digit dropped from the longer gives the shorter: their common start and common end cover it.
+        longer = la[near] > lb[near]
+        short = np.where(longer[:, None], db[near], da[near])
+        long_ = np.where(longer[:, None], da[near], db[near])
+        ls = np.minimum(la[near], lb[near])
+        cols = np.arange(DIGITS)
+        start = np.cumprod(short == long_, axis=1).sum(axis=1)
+        # The ends aligned: position k from the end of each, for k below the shorter length.
+        back_s = np.take_along_axis(short, np.clip(ls[:, None] - 1 - cols, 0, DIGITS - 1), axis=1)
+        back_l = np.take_along_axis(long_, np.clip(ls[:, None] - cols, 0, DIGITS - 1), axis=1)
+        end = np.cumprod((back_s == back_l) & (cols < ls[:, None]), axis=1).sum(axis=1)
+        out[near] = start + end >= ls
+    return out
+
+
 @dataclass(frozen=True)
 class IdentifierComparison(Comparison):
     """Identifiers and phone numbers: exact, one typing error (an edit or a transposition), else."""
@@ -438,7 +487,14 @@ class IdentifierComparison(Comparison):
     def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
         exact = side.exact
-        dist = _measured(side, ~side.null & ~exact, _edits(distance.OSA.distance, 1), np.int32(2))
+        todo = ~side.null & ~exact
+        # Phone numbers and numeric ids: digit rows compared in NumPy, without gathering millions of texts.
+        digits = table.derived(self.column, "digits", _digit_rows)
+        if digits is not None:
+            typo = np.zeros(len(left), dtype=bool)
+            typo[todo] = _one_edit_digits(digits[side.left[todo]], digits[side.right[todo]])
+            return (side.null, [exact, typo])
+        dist = _measured(side, todo, _edits(distance.OSA.distance, 1), np.int32(2))
         return (side.null, [exact, dist <= 1])
 
 

@@ -246,3 +246,44 @@ def test_levels_per_distinct_value_pair_equal_levels_pair_by_pair(pairs):
         one_by_one = comparison._levels(table, codes[left], codes[right])
         assert np.array_equal(comparison.gamma(table, left, right), one_by_one), comparison.kind
         assert (one_by_one[(codes[left] < 0) | (codes[right] < 0)] == NULL).all()
+
+
+def test_one_typo_on_digit_strings_is_the_edit_distance_of_one_that_text_gives():
+    """Phone numbers and numeric ids are compared as rows of digits; the level is the one rapidfuzz's optimal
+    string alignment distance gives on the text: one digit changed, added or dropped, or two neighbours swapped."""
+    from rapidfuzz.distance import OSA
+
+    from ci_pipeline.unify.probabilistic.comparisons import _digit_rows, _one_edit_digits
+
+    rng = np.random.default_rng(2)
+    originals, typed = [], []
+    for _ in range(2000):
+        digits = list(map(str, rng.integers(0, 10, rng.integers(1, 19))))
+        originals.append("".join(digits))
+        edit = rng.integers(0, 5)
+        if edit == 0:
+            digits[rng.integers(len(digits))] = str(rng.integers(10))
+        elif edit == 1 and len(digits) > 1:
+            i = rng.integers(len(digits) - 1)
+            digits[i], digits[i + 1] = digits[i + 1], digits[i]
+        elif edit == 2 and len(digits) < 18:
+            digits.insert(rng.integers(len(digits) + 1), str(rng.integers(10)))
+        elif edit == 3 and len(digits) > 1:
+            del digits[rng.integers(len(digits))]
+        typed.append("".join(digits))
+    values = np.array(sorted(set(originals + typed)), dtype=object)
+    position = {v: i for i, v in enumerate(values)}
+    left = np.array([position[v] for v in originals] + list(rng.integers(0, len(values), 5000)))
+    right = np.array([position[v] for v in typed] + list(rng.integers(0, len(values), 5000)))
+    differ = values[left] != values[right]
+    left, right = left[differ], right[differ]
+    rows = _digit_rows(values)
+    expected = [OSA.distance(a, b) <= 1 for a, b in zip(values[left], values[right], strict=True)]
+    assert sum(expected) > 1000
+    assert _one_edit_digits(rows[left], rows[right]).tolist() == expected
+    # Text that is not all digits, or longer, is compared as text.
+    assert _digit_rows(np.array(["555-0101"], dtype=object)) is None
+    assert _digit_rows(np.array(["1" * 19], dtype=object)) is None
+    digits_only = [("5550101", "5550110"), ("5550101", "555010"), ("5550101", "5551100"), ("5550101", None)]
+    assert levels(IdentifierComparison("phone"), digits_only) == ["one_typo", "one_typo", "else", "null"]
+    assert levels(IdentifierComparison("id"), [("A550101", "A550110"), ("A550101", "A551100")]) == ["one_typo", "else"]
