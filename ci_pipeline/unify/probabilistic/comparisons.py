@@ -431,6 +431,8 @@ class DateComparison(Comparison):
 
 #: Digit strings up to this long are compared as digit rows (:func:`_digit_rows`) rather than as text.
 DIGITS = 18
+#: Pairs of digit rows compared at once: bounds the memory of the comparison (about 0.3 GB) at any data size.
+DIGIT_PAIRS_AT_ONCE = 1_000_000
 
 
 def _digit_rows(values: np.ndarray) -> np.ndarray | None:
@@ -492,7 +494,10 @@ class IdentifierComparison(Comparison):
         digits = table.derived(self.column, "digits", _digit_rows)
         if digits is not None:
             typo = np.zeros(len(left), dtype=bool)
-            typo[todo] = _one_edit_digits(digits[side.left[todo]], digits[side.right[todo]])
+            # In parts: a digit row is 19 bytes and each step makes a few such matrices per pair.
+            at = np.flatnonzero(todo)
+            for part in np.array_split(at, max(1, len(at) // DIGIT_PAIRS_AT_ONCE)):
+                typo[part] = _one_edit_digits(digits[side.left[part]], digits[side.right[part]])
             return (side.null, [exact, typo])
         dist = _measured(side, todo, _edits(distance.OSA.distance, 1), np.int32(2))
         return (side.null, [exact, dist <= 1])
