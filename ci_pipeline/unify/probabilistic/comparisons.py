@@ -523,10 +523,13 @@ class EmailComparison(Comparison):
 
     def _conditions(self, table, left, right):
         parts = table.derived(self.column, "email", _split_email)
+        # Each part as its own narrow array: the levels are computed on every pair, so the gathers are the cost.
+        user = table.derived(self.column, "email_user", lambda _: parts[:, 0].astype(np.int32))
+        domain = table.derived(self.column, "email_domain", lambda _: parts[:, 1].astype(np.int32))
         side = _side(table, self.column, left, right)
-        lp, rp = parts[side.left], parts[side.right]
-        same_user = lp[:, 0] == rp[:, 0]
-        same_domain = (lp[:, 1] == rp[:, 1]) & (lp[:, 1] >= 0)
+        same_user = user[side.left] == user[side.right]
+        domain_left = domain[side.left]
+        same_domain = (domain_left == domain[side.right]) & (domain_left >= 0)
         return (side.null, [side.exact, same_user, same_domain])
 
 
