@@ -348,8 +348,8 @@ def _customers_yaml(plan: Plan) -> list[str]:
             f"    # {len(types)} comparable attributes are mapped: {listed}.",
             "    # A probabilistic model weighs the evidence of every one, learnt from the data without labels",
             "    # (docs/matching-probabilistic.md).",
-            "    # Comparisons and blocking are chosen from the mapped types; materialize unify/match_model to keep a",
-            "    # trained model so nightly runs score with it.",
+            "    # Comparisons and blocking are chosen from the mapped types; the first run trains the model and",
+            "    # keeps it in the lake, later runs score with it; materialize unify/match_model to retrain it.",
             "    method: probabilistic",
             *NO_ACTIVITIES,
         ]

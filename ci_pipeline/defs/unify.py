@@ -203,10 +203,14 @@ def _unify_asset(config: ProjectConfig):
         if store.exists(MODEL_PATH):
             return read_model(store.read_bytes(MODEL_PATH), store.url(MODEL_PATH))
         context.log.warning(
-            f"unify: no stored match model at {store.url(MODEL_PATH)}; training one for this run only. Scoring "
-            f"with a stored model keeps nightly runs fast and CustomerIds steady: {TRAIN_STEP}"
+            f"unify: no stored match model at {store.url(MODEL_PATH)}; training one in this run and storing it, so "
+            f"that the next runs score with it (fast, and CustomerIds steady); to retrain it: {TRAIN_STEP}"
         )
-        return train_from_tables(ucfg, frames, primary_keys, config.base_dir)[0]
+        # As the predictions do with theirs: a first run that trained the model keeps it, rather than every
+        # nightly run training its own on that night's data.
+        model = train_from_tables(ucfg, frames, primary_keys, config.base_dir)[0]
+        store.write_bytes(MODEL_PATH, model_json(model))
+        return model
 
     return _unify
 

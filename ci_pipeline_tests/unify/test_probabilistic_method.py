@@ -413,10 +413,14 @@ def materialized(result, name: str):
 def test_the_match_model_asset_is_stored_and_unification_scores_with_it(tmp_path):
     cfg, lake = generated_project(tmp_path)
     unification = dg.AssetSelection.groups("unify") - dg.AssetSelection.assets(unify_defs.key("match_model"))
-    # No stored model yet: the run trains one for itself, with a warning, and stores nothing.
+    # No stored model yet: the run trains one, with a warning, and stores it; the next run scores with it.
     first = materialize(cfg, unification)
-    assert first.success and not lake.exists(MODEL_PATH)
+    assert first.success and lake.exists(MODEL_PATH)
+    kept = lake.read_bytes(MODEL_PATH)
+    assert materialize(cfg, unification).success and lake.read_bytes(MODEL_PATH) == kept
     trained = materialize(cfg, dg.AssetSelection.assets(unify_defs.key("match_model")))
+    # Trained again on the same tables: the same model.
+    assert read_model(lake.read_bytes(MODEL_PATH), "").to_dict() == read_model(kept, "").to_dict()
     metadata = materialized(trained, "match_model").metadata
     levels = [row.data for row in metadata["parameters"].records]
     exact = next(r for r in levels if (r["comparison"], r["level"]) == ("first_name", "exact"))
@@ -487,7 +491,9 @@ def test_explain_pair_command_shows_the_stored_model_weights(tmp_path, capsys):
     config_file = str(tmp_path / "ci_pipeline.yaml")
     unification = dg.AssetSelection.groups("unify") - dg.AssetSelection.assets(unify_defs.key("match_model"))
     materialize(cfg, unification)
-    # Without a stored model there is no waterfall to show: the error says how to train one.
+    # Without a stored model (the first run stored one; here it is gone) there is no waterfall to show: the error
+    # says how to train one.
+    lake.delete(MODEL_PATH)
     assert main(["--config", config_file, "explain", "crm", "contacts", "c1", "--pair", "shop", "customers", "s1"]) == 2
     assert "match_model.json does not exist: train the match model first" in capsys.readouterr().err
     materialize(cfg, dg.AssetSelection.assets(unify_defs.key("match_model")))
