@@ -206,8 +206,7 @@ def _unify_asset(config: ProjectConfig):
             f"unify: no stored match model at {store.url(MODEL_PATH)}; training one in this run and storing it, so "
             f"that the next runs score with it (fast, and CustomerIds steady); to retrain it: {TRAIN_STEP}"
         )
-        # As the predictions do with theirs: a first run that trained the model keeps it, rather than every
-        # nightly run training its own on that night's data.
+        # Kept, as the predictions keep theirs: not every nightly run training its own on that night's data.
         model = train_from_tables(ucfg, frames, primary_keys, config.base_dir)[0]
         store.write_bytes(MODEL_PATH, model_json(model))
         return model
