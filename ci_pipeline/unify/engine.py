@@ -790,17 +790,13 @@ class _RecordPositions:
 
 
 def override_labels(config: UnifyConfig, records: pd.DataFrame, base_dir: Path | None) -> pd.DataFrame | None:
-    """The ``always_match`` pairs (``match`` true) and ``never_match`` pairs (false), inline and from their files, as
-    labelled pairs of record positions (``left``, ``right``, ``match``) for training to seed m from; None when there
-    are none. Pairs naming a record not in ``records`` are left out (the unification run notes them)."""
-    positions = _RecordPositions(records)
-    frames = []
-    for kind, match in (("always_match", True), ("never_match", False)):
-        (left, right), _ = _override_pairs(config, kind, positions, base_dir)
-        apart = left != right  # a record paired with itself says nothing of two records
-        frames.append(pd.DataFrame({"left": left[apart], "right": right[apart], "match": match}))
-    labels = pd.concat(frames, ignore_index=True)
-    return labels if len(labels) else None
+    """The ``always_match`` pairs, inline and from their file, as labelled matches (``left``, ``right`` record
+    positions, ``match`` true) for training to seed m from; None when there are none. Only matches seed m (u comes
+    from random pairs), so the ``never_match`` pairs are not read. Pairs naming a record not in ``records`` are left
+    out (the unification run notes them)."""
+    (left, right), _ = _override_pairs(config, "always_match", _RecordPositions(records), base_dir)
+    apart = left != right  # a record paired with itself says nothing of two records
+    return pd.DataFrame({"left": left[apart], "right": right[apart], "match": True}) if apart.any() else None
 
 
 def _override_pairs(
