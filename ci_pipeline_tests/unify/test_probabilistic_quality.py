@@ -27,6 +27,7 @@ from ci_pipeline.unify.probabilistic import (
     prepare,
     train,
 )
+from ci_pipeline.unify.probabilistic import model as model_module
 from ci_pipeline.unify.probabilistic.blocking import BlockingRule
 from ci_pipeline.unify.probabilistic.joint import PlaceComparison
 from ci_pipeline.unify.probabilistic.model import Stratum
@@ -460,6 +461,17 @@ def _reference_weight(model: Model, records: pd.DataFrame, shares: dict, gamma: 
             agree = params.u[0] if index < 0 else float((f**2).sum())
             total += float(np.log2(agree / f[values[comparison.column].iloc[0]]))
     return index, total
+
+
+def test_pairs_compared_and_weighed_a_chunk_at_a_time_give_the_same_bits(monkeypatch):
+    records, _ = households(n=300)
+    settings = household_settings(strata=((("first", "last"),), (("email",),)))
+    model = quiet_train(records, settings)
+    whole = predict(model, records, settings=settings)
+    monkeypatch.setattr(model_module, "CHUNK_PAIRS", 7)
+    chunked = predict(model, records, settings=settings)
+    assert len(whole) > 10 * 7  # many chunks, the last one short
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=True)
 
 
 def test_strata_weights_looked_up_per_fit_equal_the_pair_by_pair_definition():

@@ -213,12 +213,13 @@ def test_the_direct_lookup_and_the_hashed_path_give_the_same_levels():
     assert (per_value_pair(left[few], right[few], width, levels) == expected[few]).all()
 
 
-def test_comparisons_side_by_side_give_the_matrix_of_one_at_a_time(records, monkeypatch):
+def test_comparisons_side_by_side_and_a_chunk_at_a_time_give_the_matrix_of_one_at_a_time(records, monkeypatch):
     table = prepare(records, list(records.columns))
     left, right = _pairs(len(records))
     monkeypatch.setattr(model, "PARALLEL_PAIRS", len(left) + 1)
     one_at_a_time = gamma_matrix(table, tuple(COMPARISONS), left, right)
     monkeypatch.setattr(model, "PARALLEL_PAIRS", 1)
+    monkeypatch.setattr(model, "CHUNK_PAIRS", 4_099)  # 30,000 pairs: eight chunks, the last one short
     started = threading.active_count()
     seen = []
     original = ExactMatch.gamma

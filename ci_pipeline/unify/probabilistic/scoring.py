@@ -10,7 +10,7 @@ import pandas as pd
 
 from ci_pipeline.unify.probabilistic.blocking import block
 from ci_pipeline.unify.probabilistic.comparisons import NULL, Comparison
-from ci_pipeline.unify.probabilistic.model import ComparisonParameters, Model, Stratum, gamma_matrix
+from ci_pipeline.unify.probabilistic.model import ComparisonParameters, Model, Stratum, chunks, gamma_matrix
 from ci_pipeline.unify.probabilistic.settings import Settings
 from ci_pipeline.unify.probabilistic.table import Table, prepare
 
@@ -79,21 +79,26 @@ def pair_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray
 def match_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Each pair's match weight: its prior weight plus the sum of :func:`pair_weights` (the same numbers, added in
     the same order), without holding a weight per pair and comparison: at millions of pairs, that matrix's fresh
-    memory costs more than the gathers that fill it."""
-    weights = _Weights(model, table, gamma, left, right)
-    total, column = np.zeros(len(left)), np.empty(len(left))
-    for j in range(gamma.shape[1]):
-        total += weights.of(j, column)
-    return weights.prior[weights.fit] + total
+    memory costs more than the gathers that fill it. A chunk of pairs at a time (:func:`chunks`), for the same
+    reason."""
+    tables = _tables(model, table)
+    out = np.empty(len(left))
+    for chunk in chunks(len(left)):
+        weights = _Weights(model, table, gamma[chunk], left[chunk], right[chunk], tables)
+        total, column = np.zeros(len(weights.fit)), np.empty(len(weights.fit))
+        for j in range(gamma.shape[1]):
+            total += weights.of(j, column)
+        out[chunk] = weights.prior[weights.fit] + total
+    return out
 
 
 class _Weights:
     """The weights of one comparison at a time for a set of pairs (see :func:`pair_weights`)."""
 
-    def __init__(self, model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray):
+    def __init__(self, model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray, tables=None):
         self.model, self.table, self.gamma, self.left = model, table, gamma, left
         self.fit = _fits(model, table, left, right)
-        self.prior, self.levels, self.numerator = _tables(model, table)
+        self.prior, self.levels, self.numerator = tables or _tables(model, table)
         self.start = self.fit * (self.levels.shape[1] // len(self.prior)) + 1
         # One index buffer for every comparison: millions of fresh pages per comparison cost more than the gather.
         self.at = np.empty(len(left), dtype=np.intp)
