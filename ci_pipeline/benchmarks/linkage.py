@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import get_args
 
@@ -33,7 +32,15 @@ from ci_pipeline.benchmarks.packaged import packaged_data
 from ci_pipeline.config.unify import SemanticType
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.cluster import WEAK_DENSITY
-from ci_pipeline.unify.probabilistic import clusters, default_settings, normalize_records, predict, prepare, train
+from ci_pipeline.unify.probabilistic import (
+    clusters,
+    default_settings,
+    normalize_records,
+    predict,
+    prepare,
+    train,
+    training_notes,
+)
 from ci_pipeline.unify.probabilistic.scoring import weigh
 from ci_pipeline.unify.suggest import suggest_mapping
 
@@ -189,8 +196,7 @@ def link(
         records, mapping, link_type="link_only" if link_only else "dedupe", source=source
     )
     prepared_s = time.perf_counter() - started
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with training_notes() as caught:
         model = train(records, settings, source=source)
     trained_s = time.perf_counter() - started - prepared_s
     scoring_started = time.perf_counter()
@@ -222,7 +228,7 @@ def link(
         "default_notes": notes,  # what the default chose: rules added or left out, comparisons adjusted
         "em_iterations": len(model.trace),
         "em_converged": model.converged,
-        "warnings": [str(w.message) for w in caught],
+        "warnings": caught,
         "prepare_s": round(prepared_s, 2),
         "train_s": round(trained_s, 2),
         "score_s": round(scoring_s, 2),

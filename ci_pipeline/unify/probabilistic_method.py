@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from ci_pipeline.unify.probabilistic import (
     normalized_table,
     settings_yaml,
     train,
+    training_notes,
 )
 from ci_pipeline.unify.probabilistic import explain_pair as model_waterfall
 from ci_pipeline.unify.probabilistic.scoring import Candidates, Scored, score_pairs
@@ -141,11 +141,10 @@ def train_model(config: UnifyConfig, prepared: Preparation, base_dir: Path | Non
     notes: list[str] = []
     if settings is None:
         settings, notes = default_settings(records, mapped, table=table)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        labels = override_labels(config, prepared.records, base_dir)
+    labels = override_labels(config, prepared.records, base_dir)
+    with training_notes() as caught:
         model = train(records, settings, table=table, labels=labels)
-    said = notes + [str(w.message) for w in caught]
+    said = notes + caught
     model.training["labelled_matches"] = 0 if labels is None else int(labels["match"].sum())
     # The default's notes (single-field rules added within the pair budget or left out for it) become comments.
     model.training["settings_yaml"] = settings_yaml(settings, notes)

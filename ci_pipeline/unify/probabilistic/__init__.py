@@ -35,7 +35,7 @@ from ci_pipeline.unify.probabilistic.defaults import (
     normalized_table,
     settings_yaml,
 )
-from ci_pipeline.unify.probabilistic.model import ConvergenceWarning, Model, TrainingError, train
+from ci_pipeline.unify.probabilistic.model import ConvergenceWarning, Model, TrainingError, train, training_notes
 from ci_pipeline.unify.probabilistic.scoring import explain_pair, predict, predict_table, probability
 from ci_pipeline.unify.probabilistic.settings import DEFAULT_THRESHOLD, Settings
 from ci_pipeline.unify.probabilistic.table import frame_of, prepare
@@ -75,4 +75,5 @@ __all__ = [
     "probability",
     "settings_yaml",
     "train",
+    "training_notes",
 ]

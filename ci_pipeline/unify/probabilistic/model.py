@@ -25,6 +25,9 @@ for more than agreeing on "smith".
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,6 +74,33 @@ class TrainingError(UserError):
 
 class ConvergenceWarning(UserWarning):
     """EM stopped at its iteration limit; the model kept its last (sane) parameters."""
+
+
+#: Where training's warnings go while :func:`training_notes` collects them on this thread; None: to ``warnings``.
+_NOTES: ContextVar[list[str] | None] = ContextVar("training_notes", default=None)
+
+
+@contextmanager
+def training_notes() -> Iterator[list[str]]:
+    """Collect what training on this thread warns, as text, instead of warning. ``warnings.catch_warnings`` would
+    change the whole process's warning state: a step training beside others on the threaded executor would take
+    their warnings as its own and could drop theirs or its own when another step's block ended first."""
+    notes: list[str] = []
+    token = _NOTES.set(notes)
+    try:
+        yield notes
+    finally:
+        _NOTES.reset(token)
+
+
+def _warn(message: str, category: type[Warning] = UserWarning, stacklevel: int = 2) -> None:
+    """A warning of training: collected by :func:`training_notes` when active, else warned (``stacklevel`` as for
+    ``warnings.warn`` from the caller)."""
+    notes = _NOTES.get()
+    if notes is None:
+        warnings.warn(message, category, stacklevel=stacklevel + 1)
+    else:
+        notes.append(message)
 
 
 @dataclass(frozen=True)
@@ -553,7 +583,7 @@ def train(
     if not active.any():
         raise TrainingError("no comparison carries evidence: " + "; ".join(notes))
     for note in filter(None, notes):
-        warnings.warn(note, UserWarning, stacklevel=2)
+        _warn(note, UserWarning, stacklevel=2)
     sample_left, sample_right = _random_pairs(table, settings)
     sample = gamma_matrix(table, comparisons, sample_left, sample_right)
     seed = _seed_m(table, settings, labels)
@@ -654,7 +684,7 @@ def _strata_keys(table: Table, settings: Settings) -> list[tuple[tuple[str, ...]
                 continue  # null or constant everywhere: nothing to fit apart (its comparison, if any, says so)
             count, _ = pair_count(codes, table.source, link_only)
             if count > settings.max_pairs_per_rule:
-                warnings.warn(
+                _warn(
                     f"strata: key [{rule}] left out: records agreeing on it form {count:,} pairs, more than "
                     f"max_pairs_per_rule {settings.max_pairs_per_rule:,}",
                     UserWarning,
@@ -694,7 +724,7 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
     left, right = _outside(table, earlier, pairs.left, pairs.right)
     said = "pairs agreeing on " + " or ".join(f"[{r}]" for r in rules)
     if len(left) < MIN_STRATUM_PAIRS:
-        warnings.warn(
+        _warn(
             f"{said}: {len(left)} pair(s), too few to fit apart (at least {MIN_STRATUM_PAIRS}); the main fit weighs "
             "them",
             UserWarning,
@@ -718,7 +748,7 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
     judged = [(_stratum_insanity(settings.comparisons, fit, active, bound, u_random), fit) for fit in fits]
     sane = [fit for insane, fit in judged if insane is None]
     if not sane:
-        warnings.warn(
+        _warn(
             f"{said}: their fit apart is not sane ({judged[-1][0]}); the main fit weighs them",
             UserWarning,
             stacklevel=4,
@@ -727,7 +757,7 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
     share, m, u, trace = max(sane, key=lambda fit: fit[3][-1].log_likelihood)
     converged = trace[-1].change < settings.tolerance
     if not converged:
-        warnings.warn(
+        _warn(
             f"{said}: EM did not converge after {len(trace)} iteration(s) (last change {trace[-1].change:.2g}, "
             f"tolerance {settings.tolerance:g}; match share per iteration: "
             + ", ".join(f"{t.match_share:.4g}" for t in trace[-5:])
@@ -824,6 +854,6 @@ def _judge_fit(comparisons, m, u_random, active: np.ndarray, notes: list, trace,
                 f"as for matches (m {m[j][0]:.3g}): it carries no evidence"
             )
             active[j] = False
-            warnings.warn(notes[j], UserWarning, stacklevel=3)
+            _warn(notes[j], UserWarning, stacklevel=3)
     if not converged:
-        warnings.warn(f"{summary}; the last parameters are kept (they are sane)", ConvergenceWarning, stacklevel=3)
+        _warn(f"{summary}; the last parameters are kept (they are sane)", ConvergenceWarning, stacklevel=3)

@@ -96,9 +96,10 @@ class _Weights:
     """The weights of one comparison at a time for a set of pairs (see :func:`pair_weights`)."""
 
     def __init__(self, model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray, tables=None):
+        """``tables``: :func:`_tables` of ``model`` and ``table`` when the caller has them (one per chunk of pairs)."""
         self.model, self.table, self.gamma, self.left = model, table, gamma, left
         self.fit = _fits(model, table, left, right)
-        self.prior, self.levels, self.numerator = tables or _tables(model, table)
+        self.prior, self.levels, self.numerator = tables if tables is not None else _tables(model, table)
         self.start = self.fit * (self.levels.shape[1] // len(self.prior)) + 1
         # One index buffer for every comparison: millions of fresh pages per comparison cost more than the gather.
         self.at = np.empty(len(left), dtype=np.intp)

@@ -4,6 +4,7 @@ the bad inputs (non-convergence, insane fits, null or constant fields, a model f
 from __future__ import annotations
 
 import json
+import threading
 import warnings
 
 import numpy as np
@@ -23,6 +24,7 @@ from ci_pipeline.unify.probabilistic import (
     explain_pair,
     predict,
     train,
+    training_notes,
 )
 from ci_pipeline.unify.probabilistic.blocking import BlockingRule
 from ci_pipeline.unify.probabilistic.model import _frequencies, _Patterns
@@ -223,6 +225,25 @@ def test_an_insane_fit_is_a_clear_error_naming_the_comparison():
     )
     with pytest.raises(TrainingError, match=r"not sane: exact agreement on 'side'"):
         train(records, settings)
+
+
+def test_training_notes_collect_this_threads_training_warnings_and_nothing_else():
+    records, _ = synthetic(people=500)
+    records["same"] = pd.array(["x"] * len(records), dtype="string")
+    settings = Settings(
+        comparisons=(*exact_settings().comparisons, ExactMatch("same")), blocking=exact_settings().blocking
+    )
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        with training_notes() as notes:
+            # Another step warning on its own thread meanwhile keeps its warning (a process-wide catch took it).
+            other = threading.Thread(target=lambda: warnings.warn("another step's warning", UserWarning, stacklevel=1))
+            other.start()
+            other.join()
+            train(records, settings)
+    assert any("'same' holds the same value in every record" in n for n in notes)
+    assert not any("another step" in n for n in notes)
+    assert [str(w.message) for w in escaped] == ["another step's warning"]  # training's went to the notes only
 
 
 def test_a_field_null_or_constant_everywhere_carries_no_evidence():
