@@ -162,7 +162,7 @@ def _unify_asset(config: ProjectConfig):
         frames = {(s, t): inputs[f"{s}__{t}"] for s, t in tables}
         method = {}
         if probabilistic:
-            method["match_method"] = ProbabilisticMatches(_stored_model(context, store, frames))
+            method["match_method"] = ProbabilisticMatches(_stored_model(context, store, config, frames, primary_keys))
         state, no_state = read_state(store)
         result = unify(
             ucfg,
@@ -199,19 +199,27 @@ def _unify_asset(config: ProjectConfig):
         yield from _stored(context, store, result, chosen, ucfg.guard.max_cluster_size)
         state.commit()
 
-    def _stored_model(context, store, frames):
-        if store.exists(MODEL_PATH):
-            return read_model(store.read_bytes(MODEL_PATH), store.url(MODEL_PATH))
-        context.log.warning(
-            f"unify: no stored match model at {store.url(MODEL_PATH)}; training one in this run and storing it, so "
-            f"that the next runs score with it (fast, and CustomerIds steady); to retrain it: {TRAIN_STEP}"
-        )
-        # Kept, as the predictions keep theirs: not every nightly run training its own on that night's data.
-        model = train_from_tables(ucfg, frames, primary_keys, config.base_dir)[0]
-        store.write_bytes(MODEL_PATH, model_json(model))
-        return model
-
     return _unify
+
+
+def _stored_model(context, store, config: ProjectConfig, frames: dict, primary_keys: dict):
+    """The stored match model; without one, a model trained on ``frames``, stored for the next runs and recorded
+    as the model asset's materialization."""
+    if store.exists(MODEL_PATH):
+        return read_model(store.read_bytes(MODEL_PATH), store.url(MODEL_PATH))
+    context.log.warning(
+        f"unify: no stored match model at {store.url(MODEL_PATH)}; training one in this run and storing it, so "
+        f"that the next runs score with it (fast, and CustomerIds steady); to retrain it: {TRAIN_STEP}"
+    )
+    # Kept, as the predictions keep theirs: not every nightly run training its own on that night's data.
+    model = train_from_tables(config.unify, frames, primary_keys, config.base_dir)[0]
+    store.write_bytes(MODEL_PATH, model_json(model))
+    # Recorded as the model asset's materialization, so the UI shows the stored model and what it learnt.
+    metadata = _model_metadata(model, frames, store.url(MODEL_PATH), context.run_id)
+    context.log_event(
+        dg.AssetMaterialization(key("match_model"), description="trained by unification", metadata=metadata)
+    )
+    return model
 
 
 def _model_asset(config: ProjectConfig):

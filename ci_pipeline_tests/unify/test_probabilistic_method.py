@@ -417,6 +417,10 @@ def test_the_match_model_asset_is_stored_and_unification_scores_with_it(tmp_path
     first = materialize(cfg, unification)
     assert first.success and lake.exists(MODEL_PATH)
     kept = lake.read_bytes(MODEL_PATH)
+    # The model it stored is the model asset's materialization, with what it learnt.
+    recorded = materialized(first, "match_model")
+    assert recorded.description == "trained by unification"
+    assert recorded.metadata["training records"].value == 500 and recorded.metadata["parameters"].records
     assert materialize(cfg, unification).success and lake.read_bytes(MODEL_PATH) == kept
     trained = materialize(cfg, dg.AssetSelection.assets(unify_defs.key("match_model")))
     # Trained again on the same tables: the same model.
