@@ -283,6 +283,28 @@ def test_default_strata_are_the_shared_contacts_then_the_name():
     assert settings.to_dict()["strata"] == [["Mail"], ["Tel"], ["Road"], [["nickname(First)", "Last"]]]
 
 
+@pytest.mark.parametrize(
+    ("places", "address"),
+    [({"Zip": "postal_code", "Town": "city"}, ("Road", "Zip")), ({"Town": "city"}, ("Road", "Town"))],
+)
+def test_the_address_stratum_is_a_street_within_its_most_specific_place(places, address):
+    # "1 main st" is in many towns: strangers of other towns are not housemates.
+    raw = pd.DataFrame(
+        {
+            "First": ["ann", "bo"],
+            "Mail": ["a@b.example", "b@c.example"],
+            "Road": ["1 main st"] * 2,
+            "Zip": ["02134"] * 2,
+        }
+        | {"Town": ["boston", "boston"]},
+        dtype="string",
+    )
+    mapping = {"First": "first_name", "Mail": "email", "Road": "street"} | places
+    settings, _ = default_settings(normalize_records(raw[list(mapping)], mapping), mapping)
+    assert settings.strata == ((("Mail",),), (address,))
+    assert settings.to_dict()["strata"] == [["Mail"], [list(address)]]
+
+
 def test_a_name_written_as_a_nickname_belongs_to_the_stratum_of_one_name():
     frame = pd.DataFrame(
         {"first": ["robert", "bob", "robert", "ann", "bobby"], "last": ["lee", "lee", "kay", "lee", "lee"]},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -36,7 +37,10 @@ def test_default_linkage_on_a_febrl4_subset():
     assert figures["true_pairs"] == 1000
     assert figures["precision"] >= 0.995
     assert figures["recall"] >= 0.99
-    assert figures["em_converged"] and figures["warnings"] == []
+    assert figures["em_converged"]
+    # Two files of one record a person: the pairs of one address are nearly all one person, nothing to fit apart,
+    # so that stratum may be left to the main fit, saying so; nothing else is warned.
+    assert all(re.search(r"^pairs agreeing on .*the main fit weighs them$", w) for w in figures["warnings"])
 
 
 @pytest.mark.slow
