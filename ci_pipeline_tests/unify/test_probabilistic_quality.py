@@ -419,6 +419,43 @@ def test_a_stratum_of_one_persons_records_is_not_split_in_two_by_their_errors():
     assert wrong == 0 and right >= 0.95 * 150 * 6
 
 
+def _levels(n: int, exact: float, other: float) -> np.ndarray:
+    """Level probabilities: ``exact`` on the first level, ``other`` on the last (else), the rest spread evenly (two
+    levels: ``exact`` and the rest)."""
+    if n == 2:
+        return np.r_[exact, 1 - exact]
+    middle = np.full(n - 2, (1 - exact - other) / (n - 2))
+    return np.r_[exact, middle, other]
+
+
+@pytest.mark.parametrize(("first_exact", "refused"), [(0.74, False), (0.069, True)])
+def test_a_stratum_fit_whose_matches_differ_in_first_name_is_refused(first_exact, refused):
+    # Keyed on a street alone at a million people, a stratum held housemates and strangers of other towns, and EM
+    # split it into one surname against the rest: its "matches" were housemates, different first names (m exact
+    # 0.069, else 0.887). One person's records agree on their name far more often than they differ entirely.
+    comparisons = household_settings().comparisons
+    sizes = [len(c.levels) for c in comparisons]
+    m = [_levels(k, 0.5, 0.3) for k in sizes]
+    u = [_levels(k, 0.05, 0.8) for k in sizes]
+    m[0] = _levels(sizes[0], first_exact, 0.955 - first_exact)
+    m[1], u[1] = _levels(sizes[1], 0.95, 0.01), _levels(sizes[1], 0.005, 0.97)
+    u_random = [_levels(k, 0.01, 0.9) for k in sizes]
+    # The non-matches' birth dates those of random pairs: unlike one person's, as the date check asks.
+    m[4], u[4] = _levels(sizes[4], 0.9, 0.05), u_random[4]
+    street = [c.name for c in comparisons].index("street")
+    bound = [j == street for j in range(len(comparisons))]
+    found = model_module._stratum_insanity(
+        comparisons, (0.1, m, u, []), np.ones(len(comparisons), bool), bound, u_random
+    )
+    if refused:
+        assert found == (
+            "its matches differ in name more often than they agree, as different people do: 'first' (m exact "
+            "0.069, else 0.886)"
+        )
+    else:
+        assert found is None
+
+
 def test_a_stratum_of_housemates_still_passes_the_birth_date_check():
     records, _ = households()
     model = quiet_train(records, household_settings(strata=((("email",),),)))

@@ -782,7 +782,12 @@ def _stratum_insanity(comparisons, fit, active: np.ndarray, bound: list[bool], u
     colleagues, namesakes), and others are born on other days. Where a stratum holds only one person's records
     (one e-mail address per person), EM still splits it in two, taking the records with more errors for the other
     class; their birth dates give them away: weighed with the stratum's m against the u of random pairs, they
-    count for a match."""
+    count for a match.
+
+    Nor may its matches differ entirely in a name (a ``name`` comparison on no stratum column) more often than they
+    agree on it exactly: one person's records nearly always give one first name. A stratum of a group's members and
+    strangers (a street string housemates share with people of other towns) can otherwise split by surname, the
+    housemates taken for one person."""
     _, m, u, _ = fit
     exact = {j: float(np.log2(m[j][0] / u[j][0])) for j in np.flatnonzero(active) if not bound[j]}
     insane = [
@@ -799,6 +804,13 @@ def _stratum_insanity(comparisons, fit, active: np.ndarray, bound: list[bool], u
     ]
     if alike:
         return f"its non-matches share a date as one person's records do: {', '.join(alike)}, on average"
+    unlike = [
+        f"{comparisons[j].name!r} (m exact {m[j][0]:.3g}, else {m[j][-1]:.3g})"
+        for j in exact
+        if comparisons[j].kind == "name" and m[j][0] <= m[j][-1]
+    ]
+    if unlike:
+        return f"its matches differ in name more often than they agree, as different people do: {', '.join(unlike)}"
     return None
 
 
