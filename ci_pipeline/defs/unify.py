@@ -212,14 +212,26 @@ def _stored_model(context, store, config: ProjectConfig, frames: dict, primary_k
         f"that the next runs score with it (fast, and CustomerIds steady); to retrain it: {TRAIN_STEP}"
     )
     # Kept, as the predictions keep theirs: not every nightly run training its own on that night's data.
-    model = train_from_tables(config.unify, frames, primary_keys, config.base_dir)[0]
-    store.write_bytes(MODEL_PATH, model_json(model))
+    model, metadata = _train_and_store(context, store, config, frames, primary_keys)
     # Recorded as the model asset's materialization, so the UI shows the stored model and what it learnt.
-    metadata = _model_metadata(model, frames, store.url(MODEL_PATH), context.run_id)
     context.log_event(
         dg.AssetMaterialization(key("match_model"), description="trained by unification", metadata=metadata)
     )
     return model
+
+
+def _train_and_store(context, store, config: ProjectConfig, frames: dict, primary_keys: dict):
+    """A model trained on ``frames``, its warnings and chosen settings logged, stored at ``MODEL_PATH``; the model
+    and its metadata."""
+    model, said = train_from_tables(config.unify, frames, primary_keys, config.base_dir)
+    for warning in said:
+        context.log.warning(f"unify.match_model: {warning}")
+    context.log.info(
+        f"unify.match_model: trained with these settings (paste under unify.match to keep or edit "
+        f"them):\n{model.training['settings_yaml']}"
+    )
+    store.write_bytes(MODEL_PATH, model_json(model))
+    return model, _model_metadata(model, frames, store.url(MODEL_PATH), context.run_id)
 
 
 def _model_asset(config: ProjectConfig):
@@ -240,16 +252,8 @@ def _model_asset(config: ProjectConfig):
     )
     def match_model(context: dg.AssetExecutionContext, lake: LakeResource, **inputs) -> dg.MaterializeResult:
         frames = {(s, t): inputs[f"{s}__{t}"] for s, t in tables}
-        model, said = train_from_tables(ucfg, frames, primary_keys, config.base_dir)
-        for warning in said:
-            context.log.warning(f"unify.match_model: {warning}")
-        context.log.info(
-            f"unify.match_model: trained with these settings (paste under unify.match to keep or edit "
-            f"them):\n{model.training['settings_yaml']}"
-        )
-        store = lake.get_lake()
-        store.write_bytes(MODEL_PATH, model_json(model))
-        return dg.MaterializeResult(metadata=_model_metadata(model, frames, store.url(MODEL_PATH), context.run_id))
+        _, metadata = _train_and_store(context, lake.get_lake(), config, frames, primary_keys)
+        return dg.MaterializeResult(metadata=metadata)
 
     return match_model
 

@@ -431,8 +431,6 @@ class DateComparison(Comparison):
 
 #: Digit strings up to this long are compared as digit rows (:func:`_digit_rows`) rather than as text.
 DIGITS = 18
-#: Pairs of digit rows compared at once: bounds the memory of the comparison (about 0.3 GB) at any data size.
-DIGIT_PAIRS_AT_ONCE = 1_000_000
 
 
 def _digit_rows(values: np.ndarray) -> np.ndarray | None:
@@ -493,11 +491,10 @@ class IdentifierComparison(Comparison):
         # Phone numbers and numeric ids: digit rows compared in NumPy, without gathering millions of texts.
         digits = table.derived(self.column, "digits", _digit_rows)
         if digits is not None:
+            # A digit row is 19 bytes and each step makes a few such matrices per pair: the memory stays bounded
+            # since the pairs come a chunk at a time (``model.CHUNK_PAIRS``).
             typo = np.zeros(len(left), dtype=bool)
-            # In parts: a digit row is 19 bytes and each step makes a few such matrices per pair.
-            at = np.flatnonzero(todo)
-            for part in np.array_split(at, max(1, len(at) // DIGIT_PAIRS_AT_ONCE)):
-                typo[part] = _one_edit_digits(digits[side.left[part]], digits[side.right[part]])
+            typo[todo] = _one_edit_digits(digits[side.left[todo]], digits[side.right[todo]])
             return (side.null, [exact, typo])
         dist = _measured(side, todo, _edits(distance.OSA.distance, 1), np.int32(2))
         return (side.null, [exact, dist <= 1])
