@@ -23,6 +23,7 @@ from ci_pipeline.unify import (
     OUTCOMES,
     TRAIN_STEP,
     ProbabilisticMatches,
+    TrainingMatches,
     UnifyResult,
     configured_settings,
     model_json,
@@ -162,7 +163,7 @@ def _unify_asset(config: ProjectConfig):
         frames = {(s, t): inputs[f"{s}__{t}"] for s, t in tables}
         method = {}
         if probabilistic:
-            method["match_method"] = ProbabilisticMatches(_stored_model(context, store, config, frames, primary_keys))
+            method["match_method"] = _match_method(context, store, config)
         state, no_state = read_state(store)
         result = unify(
             ucfg,
@@ -176,6 +177,8 @@ def _unify_asset(config: ProjectConfig):
             state=state,
             no_state=no_state,
         )
+        if isinstance(method.get("match_method"), TrainingMatches):
+            _store_trained(context, store, frames, method["match_method"])
         plan = result.stats["incremental"]
         context.log.info(f"unify: {'incremental' if plan['incremental'] else 'full'} {plan}")
         for warning in result.warnings:
@@ -202,28 +205,29 @@ def _unify_asset(config: ProjectConfig):
     return _unify
 
 
-def _stored_model(context, store, config: ProjectConfig, frames: dict, primary_keys: dict):
-    """The stored match model; without one, a model trained on ``frames``, stored for the next runs and recorded
-    as the model asset's materialization."""
+def _match_method(context, store, config: ProjectConfig) -> ProbabilisticMatches:
+    """Scoring with the stored match model; without one, a method that trains one in this run, on the run's own
+    prepared records (stored after the run by ``_store_trained``)."""
     if store.exists(MODEL_PATH):
-        return read_model(store.read_bytes(MODEL_PATH), store.url(MODEL_PATH))
+        return ProbabilisticMatches(read_model(store.read_bytes(MODEL_PATH), store.url(MODEL_PATH)))
     context.log.warning(
         f"unify: no stored match model at {store.url(MODEL_PATH)}; training one in this run and storing it, so "
         f"that the next runs score with it (fast, and CustomerIds steady); to retrain it: {TRAIN_STEP}"
     )
-    # Kept, as the predictions keep theirs: not every nightly run training its own on that night's data.
-    model, metadata = _train_and_store(context, store, config, frames, primary_keys)
-    # Recorded as the model asset's materialization, so the UI shows the stored model and what it learnt.
+    return TrainingMatches(config.base_dir)
+
+
+def _store_trained(context, store, frames: dict, trained: TrainingMatches) -> None:
+    """Store the model a unification run trained (kept, as the predictions keep theirs: not every nightly run
+    training its own on that night's data), recorded as the model asset's materialization so the UI shows it."""
+    metadata = _store_model(context, store, trained.model, trained.said, frames)
     context.log_event(
         dg.AssetMaterialization(key("match_model"), description="trained by unification", metadata=metadata)
     )
-    return model
 
 
-def _train_and_store(context, store, config: ProjectConfig, frames: dict, primary_keys: dict):
-    """A model trained on ``frames``, its warnings and chosen settings logged, stored at ``MODEL_PATH``; the model
-    and its metadata."""
-    model, said = train_from_tables(config.unify, frames, primary_keys, config.base_dir)
+def _store_model(context, store, model, said: list[str], frames: dict) -> dict:
+    """Log training's warnings and chosen settings, store the model at ``MODEL_PATH``; its metadata."""
     for warning in said:
         context.log.warning(f"unify.match_model: {warning}")
     context.log.info(
@@ -231,7 +235,7 @@ def _train_and_store(context, store, config: ProjectConfig, frames: dict, primar
         f"them):\n{model.training['settings_yaml']}"
     )
     store.write_bytes(MODEL_PATH, model_json(model))
-    return model, _model_metadata(model, frames, store.url(MODEL_PATH), context.run_id)
+    return _model_metadata(model, frames, store.url(MODEL_PATH), context.run_id)
 
 
 def _model_asset(config: ProjectConfig):
@@ -252,8 +256,8 @@ def _model_asset(config: ProjectConfig):
     )
     def match_model(context: dg.AssetExecutionContext, lake: LakeResource, **inputs) -> dg.MaterializeResult:
         frames = {(s, t): inputs[f"{s}__{t}"] for s, t in tables}
-        _, metadata = _train_and_store(context, lake.get_lake(), config, frames, primary_keys)
-        return dg.MaterializeResult(metadata=metadata)
+        model, said = train_from_tables(config.unify, frames, primary_keys, config.base_dir)
+        return dg.MaterializeResult(metadata=_store_model(context, lake.get_lake(), model, said, frames))
 
     return match_model
 

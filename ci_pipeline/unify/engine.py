@@ -261,6 +261,8 @@ def unify(
     dedup_pairs = deduplicate(config, prepared, how)
     watch.lap("dedup")
     matched = match(config, prepared, match_method, how)
+    if state_key:
+        how.meta["method"] = state_key(config)  # known only now for a method that trains in the run
     records = prepared.records
     found = pd.concat([dedup_pairs, matched.pairs], ignore_index=True)
     kept = next_state(config, records, prepared.prep, how, found, getattr(match_method, "kept_pairs", None))

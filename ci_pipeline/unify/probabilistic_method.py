@@ -191,7 +191,7 @@ class ProbabilisticMatches:
     ``comparable`` marks the records the model can compare (those holding the keys of a blocking rule).
     """
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model | None):
         self.model = model
         self.report: dict = {}
         self.comparable: np.ndarray | None = None
@@ -247,6 +247,33 @@ class ProbabilisticMatches:
             "settings_yaml": settings_yaml(settings),
         }
         return pairs
+
+
+class TrainingMatches(ProbabilisticMatches):
+    """The match method of a run that has no stored model: when called, it trains one on the run's own prepared
+    records (:func:`train_model`), then scores with it. The records are prepared once and each column normalized
+    once for both (training them apart from the run prepared and normalized every record a second time).
+
+    After the call, ``model`` holds the trained model, ``said`` training's warnings and ``train_s`` its seconds.
+    """
+
+    def __init__(self, base_dir: Path | None = None):
+        super().__init__(None)
+        self.base_dir = base_dir
+        self.said: list[str] = []
+        self.train_s = 0.0
+
+    def state_key(self, config: UnifyConfig) -> str | None:
+        """None until trained (a run that trains finds every pair afresh), then that of the trained model, which
+        the run's state keeps: the next run, scoring with the stored model, reuses its pairs."""
+        return None if self.model is None else super().state_key(config)
+
+    def __call__(self, config: UnifyConfig, prepared: Preparation, how: Plan | None = None) -> pd.DataFrame:
+        if self.model is None:
+            started = time.perf_counter()
+            self.model, self.said = train_model(config, prepared, self.base_dir)
+            self.train_s = round(time.perf_counter() - started, 3)
+        return super().__call__(config, prepared, how)
 
 
 def state_pairs(scored: Scored, settings: Settings) -> pd.DataFrame:

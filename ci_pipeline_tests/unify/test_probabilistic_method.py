@@ -36,6 +36,7 @@ from ci_pipeline.unify.probabilistic.model import ComparisonParameters, Iteratio
 from ci_pipeline.unify.probabilistic_method import (
     MODEL_PATH,
     ProbabilisticMatches,
+    TrainingMatches,
     configured_settings,
     model_json,
     read_model,
@@ -376,6 +377,29 @@ def test_a_model_trained_on_the_tables_links_people_and_prints_its_chosen_settin
     assert correct / len(same_person) >= 0.9  # recall
 
 
+def test_a_run_that_trains_on_its_own_records_unifies_as_training_apart_then_scoring_does():
+    tables, _ = people(400, seed=11)
+    cfg = UnifyConfig.model_validate(GENERATED)
+    model, said = train_from_tables(cfg, tables, GENERATED_KEYS)
+    apart = unify(cfg, tables, GENERATED_KEYS, run_id="r1", match_method=ProbabilisticMatches(model))
+    training = TrainingMatches()
+    within = unify(cfg, tables, GENERATED_KEYS, run_id="r1", match_method=training)
+    # The same model, warnings and unification: training reads the run's prepared records, not its own copy.
+    assert model_json(training.model) == model_json(model) and training.said == said and training.train_s > 0
+    for name in ("customer_profile", "alternate_key", "match_pairs"):
+        pd.testing.assert_frame_equal(getattr(within, name), getattr(apart, name))
+    # The state is keyed to the trained model, so the next run, scoring with the stored model, reuses its pairs.
+    assert within.state.meta["method"] == ProbabilisticMatches(model).state_key(cfg)
+    stored = ProbabilisticMatches(read_model(model_json(training.model), "match_model.json"))
+    shuffled = {k: f.iloc[::-1].reset_index(drop=True) for k, f in tables.items()}
+    ids = within.identity
+    nightly = unify(
+        cfg, shuffled, GENERATED_KEYS, ids.identity_map, ids.id_change, "r2", match_method=stored, state=within.state
+    )
+    assert nightly.stats["incremental"]["incremental"] is True
+    assert nightly.stats["incremental"]["model_pairs_reused"] == len(within.state.model_pairs)
+
+
 def generated_project(tmp_path, match: dict | None = None):
     """A project over two tables of made-up people, ingested into a real lake folder."""
     tables, _ = people(300, seed=5)
@@ -421,7 +445,10 @@ def test_the_match_model_asset_is_stored_and_unification_scores_with_it(tmp_path
     recorded = materialized(first, "match_model")
     assert recorded.description == "trained by unification"
     assert recorded.metadata["training records"].value == 500 and recorded.metadata["parameters"].records
-    assert materialize(cfg, unification).success and lake.read_bytes(MODEL_PATH) == kept
+    again = materialize(cfg, unification)
+    assert again.success and lake.read_bytes(MODEL_PATH) == kept
+    # The run that trained kept its pairs under the model it stored: the next run reuses them.
+    assert materialized(again, "unify_stats").metadata["incremental"].value is True
     trained = materialize(cfg, dg.AssetSelection.assets(unify_defs.key("match_model")))
     # Trained again on the same tables: the same model.
     assert read_model(lake.read_bytes(MODEL_PATH), "").to_dict() == read_model(kept, "").to_dict()
