@@ -425,6 +425,8 @@ class _Patterns:
         # Pattern by pattern, the levels of the trained comparisons (for their counts in one bincount).
         self.flat = self.index[:, columns].ravel()
         self.rows = len(patterns)
+        # Comparison by comparison, each pattern's slot: one gather for all of them.
+        self.by_comparison = np.ascontiguousarray(self.index[:, columns].T)
 
     def log_table(self, probabilities: list[np.ndarray]) -> np.ndarray:
         """log of every level's probability, flat, then 0 for the null slot."""
@@ -432,16 +434,19 @@ class _Patterns:
 
     def posterior(self, share, m: list[np.ndarray], u: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Per pattern, the probability of a match and the log-likelihood, under the match share(s) and m, u."""
-        log_m = np.broadcast_to(np.log(share), self.rows).copy()
-        log_u = np.broadcast_to(np.log1p(-share), self.rows).copy()
-        m_table, u_table = self.log_table(m), self.log_table(u)
-        for j in self.columns:
-            at = self.index[:, j]
-            log_m += m_table[at]
-            log_u += u_table[at]
+        log_m = self._summed(np.log(share), self.log_table(m))
+        log_u = self._summed(np.log1p(-share), self.log_table(u))
         top = np.maximum(log_m, log_u)
         evidence = top + np.log(np.exp(log_m - top) + np.exp(log_u - top))
         return np.exp(log_m - evidence), evidence
+
+    def _summed(self, first, table: np.ndarray) -> np.ndarray:
+        """Per pattern, ``first`` plus the log-probability of each comparison's level, added in the order of the
+        comparisons (a reduction over the first axis adds row after row)."""
+        terms = np.empty((len(self.columns) + 1, self.rows))
+        terms[0] = first
+        np.take(table, self.by_comparison, out=terms[1:])
+        return np.add.reduce(terms, axis=0)
 
     def frequencies(self, weights: np.ndarray) -> list[np.ndarray | None]:
         """Per comparison, the smoothed share of each level among the known levels of the patterns, each pattern
