@@ -130,6 +130,12 @@ def train_model(config: UnifyConfig, prepared: Preparation, base_dir: Path | Non
         SettingsError: the settings are malformed or read an unmapped attribute.
         TrainingError: the fit is not sane (see :func:`ci_pipeline.unify.probabilistic.train`).
     """
+    model, said, _ = _trained(config, prepared, base_dir)
+    return model, said
+
+
+def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) -> tuple[Model, list[str], Table]:
+    """:func:`train_model`, and the prepared table it trained on."""
     settings = configured_settings(config)
     mapped = mapping(config)
     if settings is not None:
@@ -150,7 +156,7 @@ def train_model(config: UnifyConfig, prepared: Preparation, base_dir: Path | Non
     model.training["settings_yaml"] = settings_yaml(settings, notes)
     model.training["chosen"] = "configured" if config.match.probabilistic is not None else "default"
     model.training["warnings"] = said
-    return model, said
+    return model, said, table
 
 
 def train_from_tables(
@@ -213,7 +219,7 @@ class ProbabilisticMatches:
         of new and changed records are blocked and compared, the last run's levels of the others reused."""
         settings = scoring_settings(config, self.model, mapping(config))
         started = time.perf_counter()
-        table = model_table(config, prepared.records, prepared.prep.normalizer, settings.columns)
+        table = self._table(config, prepared, settings)
         prepared_s = round(time.perf_counter() - started, 3)
         kept = _kept(how, settings) if how is not None and how.incremental else None
         scored = score_pairs(self.model, table, settings, None if kept is None else how.touched, kept)
@@ -248,6 +254,10 @@ class ProbabilisticMatches:
         }
         return pairs
 
+    def _table(self, config: UnifyConfig, prepared: Preparation, settings: Settings) -> Table:
+        """The records prepared for comparison: the columns the settings read."""
+        return model_table(config, prepared.records, prepared.prep.normalizer, settings.columns)
+
 
 class TrainingMatches(ProbabilisticMatches):
     """The match method of a run that has no stored model: when called, it trains one on the run's own prepared
@@ -262,6 +272,7 @@ class TrainingMatches(ProbabilisticMatches):
         self.base_dir = base_dir
         self.said: list[str] = []
         self.train_s = 0.0
+        self._trained_on: Table | None = None
 
     def state_key(self, config: UnifyConfig) -> str | None:
         """None until trained (a run that trains finds every pair afresh), then that of the trained model, which
@@ -271,9 +282,20 @@ class TrainingMatches(ProbabilisticMatches):
     def __call__(self, config: UnifyConfig, prepared: Preparation, how: Plan | None = None) -> pd.DataFrame:
         if self.model is None:
             started = time.perf_counter()
-            self.model, self.said = train_model(config, prepared, self.base_dir)
+            self.model, self.said, self._trained_on = _trained(config, prepared, self.base_dir)
             self.train_s = round(time.perf_counter() - started, 3)
-        return super().__call__(config, prepared, how)
+        try:
+            return super().__call__(config, prepared, how)
+        finally:
+            self._trained_on = None  # the run's largest arrays besides its pairs: not kept past the call
+
+    def _table(self, config: UnifyConfig, prepared: Preparation, settings: Settings) -> Table:
+        """The table training prepared, when it holds every column the settings read (it holds the columns the
+        default may choose from): the same records, normalized the same way, with the blocking keys it built."""
+        table = self._trained_on
+        if table is not None and set(settings.columns) <= set(table.columns):
+            return table
+        return super()._table(config, prepared, settings)
 
 
 def state_pairs(scored: Scored, settings: Settings) -> pd.DataFrame:

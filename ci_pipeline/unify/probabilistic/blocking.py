@@ -145,7 +145,11 @@ class BlockingRule:
         return [str(k) for k in self.keys]
 
     def codes(self, table: Table) -> np.ndarray:
-        """One integer code per record for the combined key (-1 when any part is unknown)."""
+        """One integer code per record for the combined key (-1 when any part is unknown); made once per table
+        (read-only)."""
+        return table.remember(("rule", str(self)), lambda: self._combined(table))
+
+    def _combined(self, table: Table) -> np.ndarray:
         parts = [k.codes(table) for k in self.keys]
         known = np.logical_and.reduce([p >= 0 for p in parts])
         combined = parts[0][known]

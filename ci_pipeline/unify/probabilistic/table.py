@@ -60,6 +60,15 @@ class Table:
                 "remove the comparison or blocking rule that uses it"
             ) from None
 
+    def remember(self, key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
+        """``make()`` once per ``key``, kept read-only: a blocking rule's codes are read by the default's pair
+        budget, training's blocking and strata, and scoring's blocking and fits, on one table."""
+        if key not in self._derived:
+            made = make()
+            made.setflags(write=False)
+            self._derived[key] = made
+        return self._derived[key]
+
     def derived(self, name: str, kind: str, make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """``make`` applied once to the distinct values of column ``name`` (cached under ``kind``)."""
         key = (name, kind)

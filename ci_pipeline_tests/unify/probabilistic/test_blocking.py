@@ -40,6 +40,20 @@ def test_rules_are_ored_and_a_pair_found_twice_is_scored_once():
     assert blocked.rule.tolist() == [0, 1, 1, 1, 1, 1]
 
 
+def test_a_rules_codes_are_made_once_per_table_and_kept_read_only():
+    table = prepare(RECORDS, ["first", "last", "dob"])
+    (rule,) = rules(["last", "year(dob)"])
+    codes = rule.codes(table)
+    # lee: 1980 (0, 1, 2, 5) is one code; ray 1970 and bob 1971 others.
+    assert codes.tolist() == [0, 0, 0, 1, 2, 0]
+    assert rule.codes(table) is codes and BlockingRule.parse(["last", "year(dob)"], "b").codes(table) is codes
+    with pytest.raises(ValueError, match="read-only"):
+        codes[0] = 5
+    # Another table of the same records makes its own, equal codes.
+    other = prepare(RECORDS, ["last", "dob"])
+    assert rule.codes(other) is not codes and rule.codes(other).tolist() == codes.tolist()
+
+
 def test_a_null_key_never_pairs():
     table = prepare(RECORDS, ["first"])
     blocked = block(table, rules("first"), 100, link_only=False)
