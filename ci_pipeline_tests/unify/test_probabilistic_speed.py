@@ -96,11 +96,17 @@ def _name_level(comparison: NameComparison, a, b, a_other, b_other) -> str:
     conditions = {
         "exact": a == b,
         "swapped": differ and a_other is not None and b_other is not None and a == b_other and b == a_other,
-        "nickname": differ and any(f(a) == f(b) for f in fold),
+        "nickname": differ and (any(f(a) == f(b) for f in fold) or _typed_amiss(a, b) or _typed_amiss(b, a)),
         "initial": differ and (len(a) == 1 or len(b) == 1) and a[:1] == b[:1],
         **_jw_levels(comparison, a, b),
     }
     return _first_level(comparison, conditions)
+
+
+def _typed_amiss(nickname: str, other: str) -> bool:
+    """A one-word nickname whose formal name (five letters or more) is one edit from ``other``."""
+    formal = [t[nickname] for t in (nicknames(), alternative_nicknames()) if nickname in t]
+    return any(len(f) >= 5 and distance.OSA.distance(f, other) <= 1 for f in formal)
 
 
 @cache

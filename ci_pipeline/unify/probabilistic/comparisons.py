@@ -342,6 +342,7 @@ class NameComparison(Comparison):
         nick = np.zeros(len(left), dtype=bool)
         for fold in folded:
             nick |= todo & (fold[side.left] == fold[side.right])
+        nick |= self._nickname_typed_amiss(table, side, todo & ~nick)
         conditions.append(nick)
         single = table.derived(
             self.column, "single", lambda v: np.append(pc.utf8_length(_text(v)).to_numpy() == 1, False)
@@ -351,6 +352,34 @@ class NameComparison(Comparison):
         sim = _measured(side, todo, _jaro_winkler(min(self.thresholds)), np.float32(0))
         conditions.extend(sim >= t for t in self.thresholds)
         return (side.null, conditions)
+
+    def _nickname_typed_amiss(self, table: Table, side: Side, todo: np.ndarray) -> np.ndarray:
+        """Pairs of a nickname and its formal name written with one typing error (Jimmy and Jaems, Liz and
+        Eilzabeth): the formal name (of five letters or more) within one edit, a transposition counting as one, of
+        the other side. A nickname folds to its formal name only when the latter is written right."""
+        found = np.zeros(len(todo), dtype=bool)
+        for i, names in enumerate(_nickname_tables()):
+            formal = table.derived(self.column, f"formal{i}", _formal_of(names))
+            for mine, theirs in ((side.left, side.right), (side.right, side.left)):
+                ask = todo & ~found & (formal[mine] != "")
+                if ask.any():
+                    near = process.cpdist(
+                        formal[mine[ask]], side.values[theirs[ask]], scorer=distance.OSA.distance, score_cutoff=1
+                    )
+                    found[np.flatnonzero(ask)[near <= 1]] = True
+        return found
+
+
+def _formal_of(names: dict[str, str]) -> Callable[[np.ndarray], np.ndarray]:
+    """Per value, the formal name of a one-word nickname when it has five letters or more (a single edit in a
+    shorter name makes another name: Mary, Mark), else ""; then "" for the null code -1."""
+
+    def make(values: np.ndarray) -> np.ndarray:
+        formal = np.asarray([names.get(v, "") for v in values.tolist()], dtype=object)
+        long = np.asarray([len(f) >= 5 for f in formal.tolist()], dtype=bool)
+        return np.append(np.where(long, formal, ""), "")
+
+    return make
 
 
 def nickname_codes(values: np.ndarray) -> np.ndarray:

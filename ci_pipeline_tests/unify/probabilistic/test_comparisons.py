@@ -84,6 +84,15 @@ def test_name_levels_exact_swapped_nickname_initial_fuzzy():
     ]
 
 
+def test_a_nickname_beside_its_formal_name_written_with_one_typing_error_is_a_nickname():
+    comparison = NameComparison("first")
+    pairs = [("jimmy", "jaems"), ("eilzabeth", "liz"), ("tina", "christiaa"), ("jimmy", "jmaes")]
+    # Two errors are another name; a formal name under five letters is another name after one (Molly is Mary).
+    pairs += [("jimmy", "jaeems"), ("molly", "mark"), ("jimmy", "jameson")]
+    found = levels(comparison, pairs)
+    assert found[:4] == ["nickname"] * 4 and "nickname" not in found[4:]
+
+
 def test_a_swap_of_first_and_last_name_is_counted_once():
     # Both comparisons reach `swapped` on the same pairs: weighed in both, one swap would count twice (on Splink's
     # fake_20000 data +12.0 and +11.7 bits, outweighing birth dates years apart).
