@@ -293,8 +293,9 @@ class NameComparison(Comparison):
 
     ``swap_with`` names the other name column (first name <-> last name): the pair is at level ``swapped`` when
     each record's value equals the other record's value of the other column. ``nickname``: both values fold to the
-    same formal name with the shipped nickname table (Bob, Robert). ``initial``: one side is a single letter, the
-    other side's first letter.
+    same formal name with the shipped nickname table (Bob, Robert), or one is a nickname whose formal name is one
+    typing error from the other (Jimmy, Jaems). ``initial``: one side is a single letter, the other side's first
+    letter.
     """
 
     kind: ClassVar[str] = "name"
