@@ -172,7 +172,8 @@ def test_a_pair_of_a_stratum_is_weighed_by_its_fit_and_explained_with_its_prior(
 def test_a_rare_name_weighs_more_than_a_common_one_within_the_name_stratum():
     rng = np.random.default_rng(5)
     n = 800
-    # Many people named "smith", a few with rare surnames; each person twice, an e-mail address per person.
+    # Many people named "smith", a few with rare surnames; each person twice, an e-mail address, a birth date and a
+    # town per person (what tells namesakes apart within the stratum), each known on half the records.
     last = np.where(rng.random(n) < 0.5, "smith", np.array([f"rare{i}" for i in range(n)]))
     first = rng.choice(FIRST[:6], n)
     frame = pd.DataFrame(
@@ -180,14 +181,21 @@ def test_a_rare_name_weighs_more_than_a_common_one_within_the_name_stratum():
             "first": np.repeat(first, 2),
             "last": np.repeat(last, 2),
             "email": np.repeat([f"p{i}@x.example" for i in range(n)], 2),
+            "born": np.repeat(
+                [f"{rng.integers(1940, 2000)}-0{rng.integers(1, 9)}-1{rng.integers(0, 9)}" for _ in range(n)], 2
+            ),
+            "town": np.repeat(rng.choice(np.array([f"town{i}" for i in range(20)]), n), 2),
         }
     ).astype("string")
-    frame.loc[frame.index % 2 == 1, "email"] = None
+    for column in ("email", "born", "town"):
+        frame.loc[rng.random(2 * n) < 0.5, column] = None
     settings = Settings(
         comparisons=(
             NameComparison("first", term_frequency=True),
             NameComparison("last", term_frequency=True),
             EmailComparison("email"),
+            DateComparison("born"),
+            ExactMatch("town"),
         ),
         blocking=(BlockingRule.parse(["first", "last"], "b"), BlockingRule.parse(["email"], "b")),
         strata=((("first", "last"),),),
@@ -195,8 +203,11 @@ def test_a_rare_name_weighs_more_than_a_common_one_within_the_name_stratum():
     model = quiet_train(frame, settings)
     assert len(model.strata) == 1
     scored = predict(model, frame).set_index(["left", "right"])
-    common = int(np.flatnonzero(last == "smith")[0])
-    rare = int(np.flatnonzero(last != "smith")[0])
+    # People whose two records share nothing else known on both sides.
+    known = frame[["email", "born", "town"]].notna().to_numpy()
+    name_only = ~(known[::2] & known[1::2]).any(axis=1)
+    common = int(np.flatnonzero((last == "smith") & name_only)[0])
+    rare = int(np.flatnonzero((last != "smith") & name_only)[0])
     # Both pairs: the same first and last name, nothing else known on both sides.
     assert (
         scored.loc[(2 * rare, 2 * rare + 1), "match_weight"] > scored.loc[(2 * common, 2 * common + 1), "match_weight"]
@@ -320,12 +331,10 @@ def test_a_name_written_as_a_nickname_belongs_to_the_stratum_of_one_name():
     assert folded.columns == {"first", "last"}
 
 
-def test_a_nickname_pair_is_weighed_by_the_name_stratum_and_its_prior():
-    from ci_pipeline.unify.probabilistic import explain_pair
-
-    rng = np.random.default_rng(7)
-    n = 600
-    # Each person twice; the second record sometimes writes Robert as Bob. Namesakes share first and last name.
+def nickname_people(n: int = 600, seed: int = 7) -> pd.DataFrame:
+    """Each of ``n`` people twice; the second record sometimes writes Robert as Bob. Namesakes share first and last
+    name; birth date, city and e-mail address tell them apart (each missing on half the records)."""
+    rng = np.random.default_rng(seed)
     first = rng.choice(np.array(["robert", "ann", "james", "mary"]), n)
     last = rng.choice(LAST[:40], n)
     second = np.where((first == "robert") & (rng.random(n) < 0.5), "bob", first)
@@ -336,22 +345,55 @@ def test_a_nickname_pair_is_weighed_by_the_name_stratum_and_its_prior():
             "born": np.repeat(
                 [f"19{rng.integers(40, 99)}-0{rng.integers(1, 9)}-1{rng.integers(0, 9)}" for _ in range(n)], 2
             ),
+            "city": np.repeat(rng.choice(np.array([f"town{i}" for i in range(30)]), n), 2),
+            "email": np.repeat(
+                [f"{f}.{x}{i}@mail.example" for i, (f, x) in enumerate(zip(first, last, strict=True))], 2
+            ),
         }
     ).astype("string")
-    frame.loc[rng.random(2 * n) < 0.5, "born"] = None
-    settings = Settings(
-        comparisons=(NameComparison("first"), NameComparison("last"), DateComparison("born")),
-        blocking=(BlockingRule.parse(["last"], "b"), BlockingRule.parse(["first", "born"], "b")),
-        strata=((("nickname(first)", "last"),),),
-    )
-    model = quiet_train(frame, settings)
+    for column in ("born", "city", "email"):
+        frame.loc[rng.random(2 * n) < 0.5, column] = None
+    return frame
+
+
+NICKNAME_SETTINGS = Settings(
+    comparisons=(
+        NameComparison("first"),
+        NameComparison("last"),
+        DateComparison("born"),
+        ExactMatch("city"),
+        EmailComparison("email"),
+    ),
+    blocking=(BlockingRule.parse(["last"], "b"), BlockingRule.parse(["first", "born"], "b")),
+    strata=((("nickname(first)", "last"),),),
+)
+
+
+def test_a_nickname_pair_is_weighed_by_the_name_stratum_and_its_prior():
+    from ci_pipeline.unify.probabilistic import explain_pair
+
+    frame = nickname_people()
+    model = quiet_train(frame, NICKNAME_SETTINGS)
     (stratum,) = model.strata
+    assert stratum.converged and 0.05 < stratum.share < 0.95
     bob = int(np.flatnonzero(frame["first"].to_numpy() == "bob")[0])
     waterfall = explain_pair(model, frame, bob - 1, bob)
     assert frame.loc[bob - 1, "first"] == "robert"
     # Weighed as a pair of one name (one person or namesakes), not as a random pair of the main fit.
     assert waterfall.iloc[0]["weight"] == pytest.approx(stratum.prior_weight)
     assert waterfall.set_index("comparison").loc["first", "level"] == "nickname"
+
+
+def test_a_stratum_with_too_few_other_comparisons_is_left_to_the_main_fit():
+    # Beside the names the stratum agrees on, only the birth date and the city could tell its matches apart: two
+    # classes with free m and u cannot be fitted from two comparisons (EM ends wherever it is stopped).
+    frame = nickname_people().drop(columns="email")
+    settings = dataclasses.replace(NICKNAME_SETTINGS, comparisons=NICKNAME_SETTINGS.comparisons[:4])
+    with pytest.warns(
+        UserWarning, match=r"only 2 comparison\(s\) read none of its key columns \(born, city\), too few"
+    ):
+        model = train(frame, settings)
+    assert model.strata == ()
 
 
 def test_the_default_threshold_links_a_match_likelier_than_not():
@@ -456,6 +498,21 @@ def test_a_stratum_fit_whose_matches_differ_in_first_name_is_refused(first_exact
         assert found is None
 
 
+@pytest.mark.parametrize("share", [1e-9, 1 - 1e-9])
+def test_a_stratum_fit_that_lost_a_class_is_refused(share):
+    # Otherwise sane levels; but one class holds (next to) every pair: nothing tells its pairs apart.
+    comparisons = household_settings().comparisons
+    sizes = [len(c.levels) for c in comparisons]
+    m, u = [_levels(k, 0.9, 0.05) for k in sizes], [_levels(k, 0.05, 0.8) for k in sizes]
+    fit = (share, m, u, [])
+    everything = np.ones(len(comparisons), bool)
+    found = model_module._stratum_insanity(comparisons, fit, everything, [False] * len(comparisons), u)
+    assert found == f"one of its two classes vanished (match share {share:.2g})"
+    assert (
+        model_module._stratum_insanity(comparisons, (0.3, m, u, []), everything, [False] * len(comparisons), u) is None
+    )
+
+
 def test_a_stratum_of_housemates_still_passes_the_birth_date_check():
     records, _ = households()
     model = quiet_train(records, household_settings(strata=((("email",),),)))
@@ -469,6 +526,44 @@ def test_a_stratum_em_that_does_not_converge_warns_and_keeps_its_sane_parameters
     ):
         model = train(records, household_settings(strata=((("email",),),), max_iterations=2))
     assert len(model.strata) == 1 and not model.strata[0].converged
+
+
+def _plain_em(patterns, counts, m, u, steps: int):
+    """Plain EM over level patterns (match share, m and u all free), the fixed point SQUAREM must reach: the last
+    share, m and u, and the share after each step."""
+    flat = model_module._Patterns(patterns, [len(x) for x in m], np.arange(len(m)))
+    share, shares = 0.5, []
+    for _ in range(steps):
+        posterior, _ = flat.posterior(share, m, u)
+        matched = posterior * counts
+        share = float(np.clip(matched.sum() / counts.sum(), 1e-9, 1 - 1e-9))
+        m, u = flat.frequencies(matched), flat.frequencies(counts - matched)
+        shares.append(share)
+    return share, m, u, np.asarray(shares)
+
+
+def test_a_stratum_em_accelerated_reaches_the_fixed_point_of_plain_em_in_fewer_steps():
+    # Two overlapping classes over four comparisons: plain EM creeps towards its fixed point.
+    rng = np.random.default_rng(11)
+    n = 20_000
+    match = rng.random(n) < 0.3
+    rates = ((0.7, 0.4), (0.8, 0.5), (0.6, 0.3), (0.75, 0.45))
+    agree = [np.where(match, rng.random(n) < p_m, rng.random(n) < p_u) for p_m, p_u in rates]
+    patterns, counts = model_module._distinct_rows(np.column_stack([np.where(a, 0, 1) for a in agree]).astype(np.int8))
+    counts = counts.astype(np.float64)
+    start_m, start_u = [np.array([0.9, 0.1])] * 4, [np.array([0.3, 0.7])] * 4
+    settings = Settings(
+        comparisons=tuple(ExactMatch(f"c{j}") for j in range(4)), blocking=(BlockingRule.parse(["c0"], "b"),)
+    )
+    share, m, u, trace = model_module._em_both(patterns, counts, start_m, start_u, np.ones(4, bool), settings)
+    assert trace[-1].change < settings.tolerance
+    plain_share, plain_m, plain_u, shares = _plain_em(patterns, counts, list(start_m), list(start_u), 20_000)
+    assert share == pytest.approx(plain_share, abs=1e-3)
+    for j in range(4):
+        assert m[j] == pytest.approx(plain_m[j], abs=1e-3) and u[j] == pytest.approx(plain_u[j], abs=1e-3)
+    # Plain EM needs more steps to come as close than the cycles cost (two EM steps each, and one per jump tried).
+    steps = int(np.flatnonzero(np.abs(shares - plain_share) < abs(share - plain_share) + 1e-6)[0]) + 1
+    assert (2 + model_module.JUMP_TRIES) * len(trace) < steps
 
 
 def test_a_stratum_key_null_or_constant_everywhere_is_skipped():

@@ -67,6 +67,18 @@ FORMAT = 2
 #: A stratum of fewer pairs than this is too few to fit its own two classes: its pairs are weighed by the main fit.
 MIN_STRATUM_PAIRS = 200
 
+#: A stratum is fitted apart only when at least this many active comparisons read none of its key columns. Its two
+#: classes are told apart by those alone (on its keys every pair agrees), with m and u both free: a mixture of two
+#: classes is identifiable from three independent indicators, not fewer (from one or two, EM drifts along a ridge
+#: of equally likely fits and ends wherever it is stopped, or with no match at all).
+MIN_FREE_COMPARISONS = 3
+
+#: A stratum's fit whose match share comes out below this (or above one minus it) has lost a class: not sane.
+MIN_SHARE = 1e-6
+
+#: SQUAREM's jumps tried per cycle, each halfway back towards the two plain EM steps from the one before.
+JUMP_TRIES = 3
+
 
 class TrainingError(UserError):
     """Training could not produce a usable model; the message names the comparison and what to change."""
@@ -128,7 +140,8 @@ class ComparisonParameters:
 
 @dataclass(frozen=True)
 class Iteration:
-    """One EM iteration: the share of blocked pairs taken as matches and the largest parameter change."""
+    """One EM iteration (in a stratum's fit, one SQUAREM cycle): the share of blocked pairs taken as matches, the
+    largest parameter change of one plain EM step, and the log-likelihood."""
 
     iteration: int
     match_share: float
@@ -736,11 +749,21 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
             stacklevel=4,
         )
         return None
-    patterns, counts = _distinct_rows(gamma_matrix(table, settings.comparisons, left, right))
-    weights = counts.astype(np.float64)
     active = np.asarray([n is None for n in notes])
     held = _key_columns(keys + earlier)
     bound = [bool(held & set(c.columns)) for c in settings.comparisons]
+    own = _key_columns(keys)
+    free = [c.name for j, c in enumerate(settings.comparisons) if active[j] and not own & set(c.columns)]
+    if len(free) < MIN_FREE_COMPARISONS:
+        _warn(
+            f"{said}: only {len(free)} comparison(s) read none of its key columns ({', '.join(free) or 'none'}), too "
+            f"few to tell its matches from its non-matches (at least {MIN_FREE_COMPARISONS}); the main fit weighs them",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
+    patterns, counts = _distinct_rows(gamma_matrix(table, settings.comparisons, left, right))
+    weights = counts.astype(np.float64)
     # Two starts for u, the better sane fit kept: the u of random pairs, right where most of the stratum's pairs
     # match (one name in two files), and the levels of all its pairs as if none matched, right where its
     # non-matches agree on much (housemates share a surname and a street: from random pairs' u every pair would
@@ -792,8 +815,13 @@ def _stratum_insanity(comparisons, fit, active: np.ndarray, bound: list[bool], u
     Nor may its matches differ entirely in a name (a ``name`` comparison on no stratum column) more often than they
     agree on it exactly: one person's records nearly always give one first name. A stratum of a group's members and
     strangers (a street string housemates share with people of other towns) can otherwise split by surname, the
-    housemates taken for one person."""
-    _, m, u, _ = fit
+    housemates taken for one person.
+
+    Nor may one class vanish (a match share of next to nothing, or of nearly every pair): EM then explains the
+    stratum with one class, which says nothing about which of its pairs match."""
+    share, m, u, _ = fit
+    if not MIN_SHARE <= share <= 1 - MIN_SHARE:
+        return f"one of its two classes vanished (match share {share:.2g})"
     exact = {j: float(np.log2(m[j][0] / u[j][0])) for j in np.flatnonzero(active) if not bound[j]}
     insane = [
         f"{comparisons[j].name!r} (m {m[j][0]:.3g}, u {u[j][0]:.3g})" for j, w in exact.items() if w < SANE_EXACT_WEIGHT
@@ -820,24 +848,70 @@ def _stratum_insanity(comparisons, fit, active: np.ndarray, bound: list[bool], u
 
 
 def _em_both(patterns, counts, m_start, u_start, active: np.ndarray, settings: Settings):
-    """EM over level patterns fitting the match share and both m and u, from the starting m and u."""
+    """EM over level patterns fitting the match share and both m and u, from the starting m and u.
+
+    Accelerated by SQUAREM (Varadhan and Roland, 2008): two EM steps give a direction, the parameters jump along it
+    as far as the steps' shrinking suggests, and one EM step from there stabilises the jump; a jump that lowers the
+    likelihood, or leaves the probabilities, is dropped for the two plain steps. EM within a stratum creeps where
+    its classes overlap (hundreds of steps, each changing the match share by a few in 100,000); SQUAREM reaches the
+    same fixed point in a few dozen cycles. An iteration of the trace is a cycle; it converged when one plain EM
+    step from its parameters moves none by ``settings.tolerance`` or more."""
+    columns = np.flatnonzero(active)
+    flat = _Patterns(patterns, [len(x) for x in m_start], columns)
     m = [np.array(x, dtype=np.float64) for x in m_start]
     u = [np.array(x, dtype=np.float64) for x in u_start]
-    columns, share, trace = np.flatnonzero(active), 0.5, []
-    flat = _Patterns(patterns, [len(x) for x in m], columns)
-    for iteration in range(1, settings.max_iterations + 1):
-        posterior, evidence = flat.posterior(share, m, u)
+    sizes = [len(m[j]) for j in columns]
+
+    def packed(share: float, m: list, u: list) -> np.ndarray:
+        return np.concatenate([[share], *(m[j] for j in columns), *(u[j] for j in columns)])
+
+    def unpacked(theta: np.ndarray) -> tuple[float, list, list]:
+        parts = np.split(theta[1:], np.cumsum(sizes + sizes)[:-1])
+        new_m, new_u = list(m), list(u)
+        for k, j in enumerate(columns):
+            new_m[j], new_u[j] = parts[k], parts[len(columns) + k]
+        return float(theta[0]), new_m, new_u
+
+    def step(theta: np.ndarray) -> tuple[np.ndarray, float]:
+        """One EM step from ``theta``, and the log-likelihood at ``theta``."""
+        share, m_now, u_now = unpacked(theta)
+        posterior, evidence = flat.posterior(share, m_now, u_now)
         matched = posterior * counts
         new_share = float(np.clip(matched.sum() / counts.sum(), 1e-9, 1 - 1e-9))
-        new_m, new_u = flat.frequencies(matched), flat.frequencies(counts - matched)
-        change = max(abs(new_share - share), _largest_change(new_m, m, columns), _largest_change(new_u, u, columns))
-        for j in columns:
-            m[j], u[j] = new_m[j], new_u[j]
-        share = new_share
-        trace.append(Iteration(iteration, share, change, float((evidence * counts).sum())))
+        return packed(new_share, flat.frequencies(matched), flat.frequencies(counts - matched)), float(
+            (evidence * counts).sum()
+        )
+
+    theta, trace = packed(0.5, m, u), []
+    for iteration in range(1, settings.max_iterations + 1):
+        one, likelihood = step(theta)
+        change = float(np.abs(one - theta).max())
         if change < settings.tolerance:
+            theta = one
+            trace.append(Iteration(iteration, float(theta[0]), change, likelihood))
             break
+        two, _ = step(one)
+        theta_start = theta
+        r, v = one - theta, two - 2 * one + theta
+        alpha = min(-float(np.sqrt((r @ r) / (v @ v))), -1.0) if v @ v > 0 else -1.0
+        theta = two
+        for _ in range(JUMP_TRIES if alpha < -1.0 else 0):
+            jumped = theta_start - 2 * alpha * r + alpha**2 * v
+            if _probabilities(jumped, sizes):
+                landed, at_jump = step(jumped)
+                if at_jump >= likelihood and _probabilities(landed, sizes):
+                    theta = landed
+                    break
+            alpha = (alpha - 1.0) / 2  # halfway back towards the plain steps
+        trace.append(Iteration(iteration, float(theta[0]), change, likelihood))
+    share, m, u = unpacked(theta)
     return share, m, u, trace
+
+
+def _probabilities(theta: np.ndarray, sizes: list[int]) -> bool:
+    """Whether a packed (share, m..., u...) holds a share strictly between 0 and 1 and only positive level
+    probabilities (a jump may overshoot)."""
+    return bool(0 < theta[0] < 1 and (theta[1:] > 0).all())
 
 
 def _judge_fit(comparisons, m, u_random, active: np.ndarray, notes: list, trace, converged: bool, tolerance: float):

@@ -59,7 +59,7 @@ class Settings:
     max_pairs_per_rule: int = 20_000_000
     u_sample_pairs: int = 1_000_000
     em_sample_pairs: int = 2_000_000
-    max_iterations: int = 100
+    max_iterations: int = 1000
     tolerance: float = 1e-5
     seed: int = 42
 
