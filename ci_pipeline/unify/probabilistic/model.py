@@ -67,11 +67,16 @@ FORMAT = 2
 #: A stratum of fewer pairs than this is too few to fit its own two classes: its pairs are weighed by the main fit.
 MIN_STRATUM_PAIRS = 200
 
-#: A stratum is fitted apart only when at least this many active comparisons read none of its key columns. Its two
-#: classes are told apart by those alone (on its keys every pair agrees), with m and u both free: a mixture of two
-#: classes is identifiable from three independent indicators, not fewer (from one or two, EM drifts along a ridge
-#: of equally likely fits and ends wherever it is stopped, or with no match at all).
+#: A stratum's EM runs to convergence (accelerated) when at least this many active comparisons read none of its
+#: key columns. Its two classes are told apart by those alone (on its keys every pair agrees), with m and u both
+#: free: a mixture of two classes is identifiable from three independent indicators, not fewer. From one or two,
+#: EM drifts along a ridge of equally likely fits and, run to the end, may lose a class altogether; there it runs
+#: plain for at most :data:`WEAK_STRATUM_STEPS` steps from its starting values (the random pairs' u, the seed m),
+#: which keeps it near them.
 MIN_FREE_COMPARISONS = 3
+
+#: The plain EM steps of a stratum that fewer than :data:`MIN_FREE_COMPARISONS` comparisons describe.
+WEAK_STRATUM_STEPS = 100
 
 #: A stratum's fit whose match share comes out below this (or above one minus it) has lost a class: not sane.
 MIN_SHARE = 1e-6
@@ -754,14 +759,7 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
     bound = [bool(held & set(c.columns)) for c in settings.comparisons]
     own = _key_columns(keys)
     free = [c.name for j, c in enumerate(settings.comparisons) if active[j] and not own & set(c.columns)]
-    if len(free) < MIN_FREE_COMPARISONS:
-        _warn(
-            f"{said}: only {len(free)} comparison(s) read none of its key columns ({', '.join(free) or 'none'}), too "
-            f"few to tell its matches from its non-matches (at least {MIN_FREE_COMPARISONS}); the main fit weighs them",
-            UserWarning,
-            stacklevel=4,
-        )
-        return None
+    weak = len(free) < MIN_FREE_COMPARISONS
     patterns, counts = _distinct_rows(gamma_matrix(table, settings.comparisons, left, right))
     weights = counts.astype(np.float64)
     # Two starts for u, the better sane fit kept: the u of random pairs, right where most of the stratum's pairs
@@ -772,7 +770,7 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
         u_random,
         [_frequencies(len(c.levels), patterns[:, j], weights) for j, c in enumerate(settings.comparisons)],
     )
-    fits = [_em_both(patterns, weights, m_start, u, active, settings) for u in starts]
+    fits = [_em_both(patterns, weights, m_start, u, active, settings, accelerate=not weak) for u in starts]
     judged = [(_stratum_insanity(settings.comparisons, fit, active, bound, u_random), fit) for fit in fits]
     sane = [fit for insane, fit in judged if insane is None]
     if not sane:
@@ -785,8 +783,15 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
     share, m, u, trace = max(sane, key=lambda fit: fit[3][-1].log_likelihood)
     converged = trace[-1].change < settings.tolerance
     if not converged:
+        why = (
+            f" (only {len(free)} comparison(s) read none of its key columns: {', '.join(free) or 'none'}; fewer "
+            f"than {MIN_FREE_COMPARISONS} cannot pin its two classes down, so EM stops after {WEAK_STRATUM_STEPS} "
+            "steps near its starting values)"
+            if weak
+            else ""
+        )
         _warn(
-            f"{said}: EM did not converge after {len(trace)} iteration(s) (last change {trace[-1].change:.2g}, "
+            f"{said}: EM did not converge after {len(trace)} iteration(s){why} (last change {trace[-1].change:.2g}, "
             f"tolerance {settings.tolerance:g}; match share per iteration: "
             + ", ".join(f"{t.match_share:.4g}" for t in trace[-5:])
             + "); the last parameters are kept (they are sane)",
@@ -847,7 +852,7 @@ def _stratum_insanity(comparisons, fit, active: np.ndarray, bound: list[bool], u
     return None
 
 
-def _em_both(patterns, counts, m_start, u_start, active: np.ndarray, settings: Settings):
+def _em_both(patterns, counts, m_start, u_start, active: np.ndarray, settings: Settings, accelerate: bool = True):
     """EM over level patterns fitting the match share and both m and u, from the starting m and u.
 
     Accelerated by SQUAREM (Varadhan and Roland, 2008): two EM steps give a direction, the parameters jump along it
@@ -855,7 +860,8 @@ def _em_both(patterns, counts, m_start, u_start, active: np.ndarray, settings: S
     likelihood, or leaves the probabilities, is dropped for the two plain steps. EM within a stratum creeps where
     its classes overlap (hundreds of steps, each changing the match share by a few in 100,000); SQUAREM reaches the
     same fixed point in a few dozen cycles. An iteration of the trace is a cycle; it converged when one plain EM
-    step from its parameters moves none by ``settings.tolerance`` or more."""
+    step from its parameters moves none by ``settings.tolerance`` or more. Without ``accelerate``, plain EM steps,
+    at most :data:`WEAK_STRATUM_STEPS` of them (see :data:`MIN_FREE_COMPARISONS`)."""
     columns = np.flatnonzero(active)
     flat = _Patterns(patterns, [len(x) for x in m_start], columns)
     m = [np.array(x, dtype=np.float64) for x in m_start]
@@ -883,13 +889,16 @@ def _em_both(patterns, counts, m_start, u_start, active: np.ndarray, settings: S
         )
 
     theta, trace = packed(0.5, m, u), []
-    for iteration in range(1, settings.max_iterations + 1):
+    limit = settings.max_iterations if accelerate else min(settings.max_iterations, WEAK_STRATUM_STEPS)
+    for iteration in range(1, limit + 1):
         one, likelihood = step(theta)
         change = float(np.abs(one - theta).max())
-        if change < settings.tolerance:
+        if change < settings.tolerance or not accelerate:
             theta = one
             trace.append(Iteration(iteration, float(theta[0]), change, likelihood))
-            break
+            if change < settings.tolerance:
+                break
+            continue
         two, _ = step(one)
         theta_start = theta
         r, v = one - theta, two - 2 * one + theta
