@@ -893,32 +893,33 @@ def _em_both(patterns, counts, m_start, u_start, active: np.ndarray, settings: S
     for iteration in range(1, limit + 1):
         one, likelihood = step(theta)
         change = float(np.abs(one - theta).max())
-        if change < settings.tolerance or not accelerate:
-            theta = one
-            trace.append(Iteration(iteration, float(theta[0]), change, likelihood))
-            if change < settings.tolerance:
-                break
-            continue
-        two, _ = step(one)
-        theta_start = theta
-        r, v = one - theta, two - 2 * one + theta
-        alpha = min(-float(np.sqrt((r @ r) / (v @ v))), -1.0) if v @ v > 0 else -1.0
-        theta = two
-        for _ in range(JUMP_TRIES if alpha < -1.0 else 0):
-            jumped = theta_start - 2 * alpha * r + alpha**2 * v
-            if _probabilities(jumped, sizes):
-                landed, at_jump = step(jumped)
-                if at_jump >= likelihood and _probabilities(landed, sizes):
-                    theta = landed
-                    break
-            alpha = (alpha - 1.0) / 2  # halfway back towards the plain steps
+        theta = _squarem(step, theta, one, likelihood) if accelerate and change >= settings.tolerance else one
         trace.append(Iteration(iteration, float(theta[0]), change, likelihood))
+        if change < settings.tolerance:
+            break
     share, m, u = unpacked(theta)
     return share, m, u, trace
 
 
-def _probabilities(theta: np.ndarray, sizes: list[int]) -> bool:
-    """Whether a packed (share, m..., u...) holds a share strictly between 0 and 1 and only positive level
+def _squarem(step, theta: np.ndarray, one: np.ndarray, likelihood: float) -> np.ndarray:
+    """One SQUAREM cycle from the packed parameters ``theta`` (``one``: an EM step from them, ``likelihood``: at
+    them): the jump along the two plain steps' direction, stabilised by one more step; the second plain step where
+    no jump (of :data:`JUMP_TRIES`) keeps the probabilities and the likelihood."""
+    two, _ = step(one)
+    r, v = one - theta, two - 2 * one + theta
+    alpha = min(-float(np.sqrt((r @ r) / (v @ v))), -1.0) if v @ v > 0 else -1.0
+    for _ in range(JUMP_TRIES if alpha < -1.0 else 0):
+        jumped = theta - 2 * alpha * r + alpha**2 * v
+        if _probabilities(jumped):
+            landed, at_jump = step(jumped)
+            if at_jump >= likelihood and _probabilities(landed):
+                return landed
+        alpha = (alpha - 1.0) / 2  # halfway back towards the plain steps
+    return two
+
+
+def _probabilities(theta: np.ndarray) -> bool:
+    """Whether packed parameters (share, m..., u...) hold a share strictly between 0 and 1 and only positive level
     probabilities (a jump may overshoot)."""
     return bool(0 < theta[0] < 1 and (theta[1:] > 0).all())
 
