@@ -256,7 +256,7 @@ def unify(
     state_key = getattr(match_method, "state_key", None)
     method_key = state_key(config) if state_key else None
     how = plan(config, prepared.records, prepared.prep, state, match_method is rule_matches, no_state, method_key)
-    prepared.prep.warm(pair_conditions(config, prepared.prep))
+    prepared.prep.warm(pair_conditions(config, prepared.prep) + _read_after_matching(config))
     watch.lap("plan")
     dedup_pairs = deduplicate(config, prepared, how)
     watch.lap("dedup")
@@ -307,6 +307,15 @@ def unify(
         warnings=warnings,
         state=kept,
     )
+
+
+def _read_after_matching(config: UnifyConfig) -> list[Condition]:
+    """The normalized columns the guard's conflict fields and the attach rules read (see :func:`match`): warmed with
+    the rules' own, two at a time, where each would otherwise be normalized alone when first asked."""
+    found = list(config.guard.conflict_conditions())
+    for rule in config.match.attach:
+        found += [Condition(field=f) for f in [*rule.same, *rule.without]] + list(rule.must_not_differ)
+    return found
 
 
 def _last_run_ahead(
