@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
 from ci_pipeline.arrays import unique
 from ci_pipeline.config.unify import UnifyConfig, unified_fields
+from ci_pipeline.side_by_side import each_named
 from ci_pipeline.unify.normalize import squash_spaces
 
 
@@ -53,8 +56,12 @@ def merge_profiles(
         values[f.name] = col
     # placeholders ("N/A", "unknown") never win a field over a real value
     bypass = {" ".join(str(b).lower().split()) for b in config.normalize.bypass_values}
-    for name in values.columns:
-        values[name] = _drop_placeholders(values[name], bypass)
+    # Two columns at a time: hashing and folding each column's text runs in Arrow, outside Python's lock.
+    kept = each_named(
+        {name: partial(_drop_placeholders, values[name], bypass) for name in values.columns}, 2, "unify-merge"
+    )
+    for name, column in kept.items():
+        values[name] = column
     values["label"] = labels
     out = pd.DataFrame(index=pd.Index(unique(labels), name="label"))
     grouped_names: set[str] = set()
