@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.arrays import pairs_sharing_code
+from ci_pipeline.side_by_side import each
 from ci_pipeline.unify.probabilistic.comparisons import SettingsError, date_parts, nickname_codes
 from ci_pipeline.unify.probabilistic.table import Table
 
@@ -241,8 +242,9 @@ def block(
     """
     if not rules:
         raise SettingsError("blocking: no blocking rule; list at least one (for example [first_name, last_name])")
-    found = []
-    for index, rule in enumerate(rules):
+
+    def pairs_of(index: int) -> np.ndarray:
+        rule = rules[index]
         codes = rule.codes(table)
         expected, top = pair_count(codes, table.source, link_only)
         if expected > max_pairs_per_rule:
@@ -252,7 +254,11 @@ def block(
                 f"{max_pairs_per_rule:,} (its most common key holds {common}): add a key to the rule, drop it, or "
                 "raise max_pairs_per_rule"
             )
-        found.append(_rule_pairs(codes, table.source, link_only, touched))
+        return _rule_pairs(codes, table.source, link_only, touched)
+
+    # Two rules at a time: their sorts and hashes run in NumPy and pandas outside Python's lock. In the rules'
+    # order either way, and the first rule over the limit is the one named.
+    found = each(pairs_of, range(len(rules)), 2, "model-blocking")
     # One integer per found pair and rule; sorted, each pair's first entry holds the first rule that found it.
     width = np.int64(len(rules))
     tagged = np.sort(np.concatenate([f * width + i for i, f in enumerate(found)]))
