@@ -108,6 +108,7 @@ class Plan:
     transactions: Transactions | None = None
     as_of: str | None = None
     customer_ids: pd.DataFrame | None = None
+    multiline: bool = False  # a CSV whose quoted values hold line breaks
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -118,6 +119,9 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if suffix == ".csv":
             frame = pd.read_csv(path, dtype="string", keep_default_na=False, encoding="utf-8-sig")
+            # Ingestion reads a header name without the blanks around it (`id, given_name` names `given_name`);
+            # the configuration must name the columns as it does.
+            frame.columns = [str(c).strip() for c in frame.columns]
             return frame.replace(r"^\s*$", pd.NA, regex=True)
         if suffix in {".parquet", ".pq"}:
             return pd.read_parquet(path)
@@ -221,6 +225,7 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
             )
         key = KeyChoice(ROW_KEY, f"{key.reason}; {ROW_KEY} numbers the rows in file order (--row-key)")
     plan = Plan(path, table_name(path), "transactions" if transactions else "customers", key)
+    plan.multiline = path.suffix.lower() == ".csv" and _line_breaks(frame)
     if transactions:
         plan.transactions = transactions
         fmt = date_format(frame[transactions.timestamp])
@@ -311,6 +316,11 @@ def configuration_yaml(plan: Plan, data_path: str) -> str:
         f"        # {plan.key.reason}.",
         f"        primary_key: {_q(plan.key.column)}",
     ]
+    if plan.multiline and fmt == "csv":
+        lines += [
+            "        # Quoted values of this file hold line breaks (multi-line addresses, notes): read them as values.",
+            "        csv: {multiline: true}",
+        ]
     if plan.formats:
         lines.append(
             "        # Read as typed values (the format reads every value of the file); other columns stay text."
@@ -441,6 +451,12 @@ def _normalized(name: object) -> str:
     """``OrderDate`` / ``Order Date`` -> ``order_date``."""
     text = re.sub(r"([a-z])([A-Z])", r"\1_\2", str(name))
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _line_breaks(frame: pd.DataFrame) -> bool:
+    """Whether any text value holds a line break (a quoted multi-line value of a CSV file)."""
+    text = frame.select_dtypes(include=["string", "object"])
+    return any(text[c].str.contains(r"[\r\n]", regex=True).fillna(False).any() for c in text.columns)
 
 
 def _unique(values: pd.Series) -> bool:

@@ -9,7 +9,10 @@ import pytest
 import yaml
 
 from ci_pipeline.cli import main
+from ci_pipeline.config import load_config
 from ci_pipeline.errors import UserError
+from ci_pipeline.ingest.table import ingest_table
+from ci_pipeline.lake import Lake
 from ci_pipeline.quickstart import (
     ROW_KEY,
     detect_transactions,
@@ -156,6 +159,44 @@ def test_few_attributes_get_simple_rules_and_a_hand_edited_configuration_is_kept
     with pytest.raises(UserError, match="exists and differs"):
         write_files(plan, frame, tmp_path / "out")
     assert config.read_text().endswith("# mine\n")
+
+
+def test_an_export_with_blanks_in_its_header_and_multi_line_values_is_configured_as_ingestion_reads_it(tmp_path):
+    # A header written `id, given_name, ...` (as the febrl files are), and quoted addresses over two lines.
+    source = tmp_path / "export.csv"
+    source.write_text(
+        "rec_id, given_name, surname, email, address\n"
+        'r1, ann, lee, ann@x.example,"12 Main St\nApt 4"\n'
+        "r2, bob, stone, bob@x.example, 3 Elm Rd\n"
+        'r3, ann, lee, ann@x.example,"12 Main Street\nApartment 4"\n',
+        encoding="utf-8",
+    )
+    frame = read_table(source)
+    assert list(frame.columns) == ["rec_id", "given_name", "surname", "email", "address"]
+    plan = plan_quickstart(source, frame)
+    config_path = write_files(plan, frame, tmp_path / "out")
+    written = yaml.safe_load(config_path.read_text())
+    table = written["sources"]["quickstart"]["tables"]["export"]
+    assert table["csv"] == {"multiline": True}
+    assert {"given_name", "surname", "email"} <= set(written["unify"]["tables"][0]["columns"])
+    assert main(["validate", str(config_path)]) == 0
+    # Every row is read: none is quarantined as broken quoting.
+    result = ingest_table(load_config(config_path), Lake.local(tmp_path / "lake"), "quickstart", "export")
+    assert result.rows_read == 3 and len(result.data) == 3 and result.quarantine.empty
+    assert result.data["address"].str.contains("\n").sum() == 2
+
+
+def test_a_file_without_line_breaks_in_values_reads_csv_lines_as_rows(tmp_path):
+    source = tmp_path / "contacts.csv"
+    people(20).to_csv(source, index=False)
+    plan = plan_quickstart(source, read_table(source))
+    assert not plan.multiline
+    assert (
+        "csv"
+        not in yaml.safe_load(write_files(plan, read_table(source), tmp_path / "out").read_text())["sources"][
+            "quickstart"
+        ]["tables"]["contacts"]
+    )
 
 
 @pytest.mark.slow

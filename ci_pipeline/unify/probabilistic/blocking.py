@@ -20,7 +20,9 @@ from ci_pipeline.side_by_side import each
 from ci_pipeline.unify.probabilistic.comparisons import SettingsError, date_parts, nickname_codes
 from ci_pipeline.unify.probabilistic.table import Table
 
-_KEY = re.compile(r"^\s*(?:(\w+)\s*\(\s*([^,()\s]+)\s*(?:,\s*([^,()\s]+)\s*)?\)|([^,()\s]+))\s*$")
+# A column name may hold spaces ("Site name"), not commas or parentheses.
+_NAME = r"[^,()\s](?:[^,()]*[^,()\s])?"
+_KEY = re.compile(rf"^\s*(?:(\w+)\s*\(\s*({_NAME})\s*(?:,\s*({_NAME})\s*)?\)|({_NAME}))\s*$")
 
 #: Key functions and how each is written.
 FUNCTIONS = {

@@ -116,13 +116,27 @@ def test_an_exploding_rule_is_refused_with_its_count_and_value():
         ("unordered(last)", "two different columns"),
         ("soundex(last, 2)", "one argument"),
         ("nickname(last, 2)", "one argument"),
-        ("last name", "cannot read blocking key"),
+        ("last, first", "cannot read blocking key"),
+        ("prefix(last", "cannot read blocking key"),
         ([], "non-empty list"),
     ],
 )
 def test_bad_blocking_rules(spec, message):
     with pytest.raises(SettingsError, match=message):
         BlockingRule.parse(spec, "blocking[0]")
+
+
+def test_a_column_named_with_spaces_is_a_key_alone_and_inside_a_function():
+    # Exports name columns "Site name" or "Last Name"; a custom column keeps its own name in the model.
+    frame = RECORDS.rename(columns={"last": "Last Name", "first": "First Name"})
+    table = prepare(frame, ["First Name", "Last Name"])
+    keys = BlockingRule.parse([" Last Name ", "prefix(First Name, 3)"], "blocking[0]").keys
+    assert [str(k) for k in keys] == ["Last Name", "prefix(First Name, 3)"]
+    assert [k.columns for k in keys] == [("Last Name",), ("First Name",)]
+    assert BlockingRule.parse("unordered(First Name, Last Name)", "blocking[1]").keys[0].other == "Last Name"
+    spaced = block(table, (BlockingRule(keys),), 100, link_only=False)
+    plain = block(prepare(RECORDS, ["first", "last"]), rules(["last", "prefix(first, 3)"]), 100, link_only=False)
+    assert pairs(spaced) == pairs(plain) == [(0, 1), (0, 2), (1, 2)]
 
 
 def test_a_blocking_key_on_a_missing_column_names_it():
