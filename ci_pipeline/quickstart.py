@@ -8,10 +8,11 @@ a configuration that says why each choice was made. Running it is the command's 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -64,6 +65,15 @@ MODEL_FIELDS = {
 }
 
 
+#: Delimiters a CSV file's header is tried for, the comma first on a tie.
+DELIMITERS = (",", ";", "\t", "|")
+#: Why the written configuration sets each ``csv`` option.
+CSV_REASONS = {
+    "encoding": "The file is not UTF-8; it reads as Windows-1252 (spreadsheet exports are often written so)",
+    "delimiter": "Values are separated by this character, not by commas",
+    "multiline": "Quoted values of this file hold line breaks (multi-line addresses, notes): read them as values",
+}
+
 #: Words YAML reads as booleans or null: quoted when they are names.
 YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null"}
 
@@ -108,26 +118,64 @@ class Plan:
     transactions: Transactions | None = None
     as_of: str | None = None
     customer_ids: pd.DataFrame | None = None
-    multiline: bool = False  # a CSV whose quoted values hold line breaks
+    csv: dict = field(default_factory=dict)  # a CSV file's ``csv`` options that differ from ingestion's defaults
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """The file as a frame of text (CSV) or of its own types (Parquet); empty cells are missing."""
+    """The file as a frame of text (CSV) or of its own types (Parquet); empty cells are missing. A CSV file's
+    ``csv`` options (see :func:`read_csv_file`) are in ``frame.attrs["csv"]``."""
     if not path.is_file():
         raise UserError(f"{path}: no such file (give a CSV or Parquet file)")
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            frame = pd.read_csv(path, dtype="string", keep_default_na=False, encoding="utf-8-sig")
-            # Ingestion reads a header name without the blanks around it (`id, given_name` names `given_name`);
-            # the configuration must name the columns as it does.
-            frame.columns = [str(c).strip() for c in frame.columns]
-            return frame.replace(r"^\s*$", pd.NA, regex=True)
+            frame, options = read_csv_file(path)
+            frame.attrs["csv"] = options
+            return frame
         if suffix in {".parquet", ".pq"}:
             return pd.read_parquet(path)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
+    except (ValueError, OSError) as exc:
         raise UserError(f"{path}: cannot be read as {suffix[1:]}: {exc}") from None
     raise UserError(f"{path}: unsupported file type {suffix or '(none)'}; give a .csv or .parquet file")
+
+
+def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
+    """A CSV file as text, and the ``csv`` options ingestion needs to read it as this does (those that differ from
+    the defaults): its encoding when not UTF-8 (Windows-1252, as spreadsheet exports in Western Europe are
+    written), its delimiter when not a comma (``;`` where the comma is the decimal mark, tab, ``|``) and
+    ``multiline`` when a quoted value holds a line break. Header names are read without the blanks around them,
+    as ingestion reads them (``id, given_name`` names ``given_name``)."""
+    data = path.read_bytes()
+    options: dict = {}
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            raise UserError(
+                f"{path}: the file is neither UTF-8 ({exc}) nor Windows-1252; save it as UTF-8, or write its "
+                "configuration by hand with csv.encoding set to its encoding (docs/config/sources.md)"
+            ) from None
+        options["encoding"] = "cp1252"
+    delimiter = _delimiter(text)
+    if delimiter != ",":
+        options["delimiter"] = delimiter
+    frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype="string", keep_default_na=False)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = frame.replace(r"^\s*$", pd.NA, regex=True)
+    if _line_breaks(frame):
+        options["multiline"] = True
+    return frame, options
+
+
+def _delimiter(text: str) -> str:
+    """The delimiter of the header (the first non-blank line): the candidate it holds most often, a comma when it
+    holds none (a file of one column)."""
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(counts, key=counts.__getitem__)
+    return best if counts[best] else ","
 
 
 def table_name(path: Path) -> str:
@@ -225,7 +273,7 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
             )
         key = KeyChoice(ROW_KEY, f"{key.reason}; {ROW_KEY} numbers the rows in file order (--row-key)")
     plan = Plan(path, table_name(path), "transactions" if transactions else "customers", key)
-    plan.multiline = path.suffix.lower() == ".csv" and _line_breaks(frame)
+    plan.csv = dict(frame.attrs.get("csv", {}))
     if transactions:
         plan.transactions = transactions
         fmt = date_format(frame[transactions.timestamp])
@@ -278,6 +326,8 @@ def write_files(plan: Plan, frame: pd.DataFrame, out: Path) -> Path:
         numbered.insert(0, ROW_KEY, range(1, len(frame) + 1))
         if data.suffix == ".csv":
             numbered.to_csv(data, index=False)
+            # The copy is UTF-8 with commas: of the file's own options only multi-line values still apply.
+            plan = replace(plan, csv={k: v for k, v in plan.csv.items() if k == "multiline"})
         else:
             numbered.to_parquet(data, index=False)
     if plan.customer_ids is not None:
@@ -316,11 +366,9 @@ def configuration_yaml(plan: Plan, data_path: str) -> str:
         f"        # {plan.key.reason}.",
         f"        primary_key: {_q(plan.key.column)}",
     ]
-    if plan.multiline and fmt == "csv":
-        lines += [
-            "        # Quoted values of this file hold line breaks (multi-line addresses, notes): read them as values.",
-            "        csv: {multiline: true}",
-        ]
+    if plan.csv and fmt == "csv":
+        lines += [f"        # {CSV_REASONS[k]}." for k in plan.csv]
+        lines.append("        csv: {" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in plan.csv.items()) + "}")
     if plan.formats:
         lines.append(
             "        # Read as typed values (the format reads every value of the file); other columns stay text."

@@ -177,7 +177,7 @@ def test_an_export_with_blanks_in_its_header_and_multi_line_values_is_configured
     config_path = write_files(plan, frame, tmp_path / "out")
     written = yaml.safe_load(config_path.read_text())
     table = written["sources"]["quickstart"]["tables"]["export"]
-    assert table["csv"] == {"multiline": True}
+    assert table["csv"] == {"multiline": True} == plan.csv
     assert {"given_name", "surname", "email"} <= set(written["unify"]["tables"][0]["columns"])
     assert main(["validate", str(config_path)]) == 0
     # Every row is read: none is quarantined as broken quoting.
@@ -190,13 +190,42 @@ def test_a_file_without_line_breaks_in_values_reads_csv_lines_as_rows(tmp_path):
     source = tmp_path / "contacts.csv"
     people(20).to_csv(source, index=False)
     plan = plan_quickstart(source, read_table(source))
-    assert not plan.multiline
-    assert (
-        "csv"
-        not in yaml.safe_load(write_files(plan, read_table(source), tmp_path / "out").read_text())["sources"][
-            "quickstart"
-        ]["tables"]["contacts"]
-    )
+    assert plan.csv == {}
+    written = yaml.safe_load(write_files(plan, read_table(source), tmp_path / "out").read_text())
+    assert "csv" not in written["sources"]["quickstart"]["tables"]["contacts"]
+
+
+@pytest.mark.parametrize(
+    ("delimiter", "encoding", "options"),
+    [
+        (";", "cp1252", {"encoding": "cp1252", "delimiter": ";"}),
+        ("\t", "utf-8", {"delimiter": "\t"}),
+        ("|", "utf-8", {"delimiter": "|"}),
+        (",", "cp1252", {"encoding": "cp1252"}),
+    ],
+)
+def test_a_spreadsheet_export_is_read_with_its_delimiter_and_encoding(tmp_path, delimiter, encoding, options):
+    frame = people(12)
+    frame.loc[0, "FirstName"], frame.loc[1, "LastName"] = "Zoë", "Müller"
+    source = tmp_path / "export.csv"
+    frame.to_csv(source, sep=delimiter, index=False, encoding=encoding)
+    read = read_table(source)
+    assert read.attrs["csv"] == options
+    assert list(read.columns) == list(frame.columns) and read.loc[0, "FirstName"] == "Zoë"
+    plan = plan_quickstart(source, read)
+    config_path = write_files(plan, read, tmp_path / "out")
+    assert yaml.safe_load(config_path.read_text())["sources"]["quickstart"]["tables"]["export"]["csv"] == options
+    assert main(["validate", str(config_path)]) == 0
+    result = ingest_table(load_config(config_path), Lake.local(tmp_path / "lake"), "quickstart", "export")
+    assert len(result.data) == 12 and result.quarantine.empty
+    assert result.data.loc[result.data["CustomerID"] == "CRM-1001", "LastName"].tolist() == ["Müller"]
+
+
+def test_a_file_in_no_encoding_it_can_read_names_the_fix(tmp_path):
+    source = tmp_path / "export.csv"
+    source.write_bytes(b"id,name,email\n1,\x81\xff,a@x.example\n")  # 0x81 is no Windows-1252 character
+    with pytest.raises(UserError, match="neither UTF-8 .* nor Windows-1252; save it as UTF-8, or .* csv.encoding"):
+        read_table(source)
 
 
 @pytest.mark.slow
