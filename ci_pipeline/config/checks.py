@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, get_args
 
@@ -27,6 +26,7 @@ from ci_pipeline.config.unify import (
     derived_attributes,
     unified_fields,
 )
+from ci_pipeline.grammar.blocking_keys import BlockingKeyError, parse_key
 from ci_pipeline.grammar.comparisons import comparison_problems
 from ci_pipeline.grammar.expression import parse, references
 from ci_pipeline.grammar.rules import (
@@ -598,18 +598,32 @@ def _probabilistic_problems(unify: UnifyConfig, mapped_anywhere: set[str]) -> li
     comparisons = settings.get("comparisons")
     for ci, spec in enumerate(comparisons if isinstance(comparisons, list) else []):
         found += comparison_problems(spec, f"{key}.comparisons[{ci}]", mapped_anywhere)
-    hint = f"map a column to it in unify.tables[*].columns or remove it (mapped: {sorted(mapped_anywhere)})"
     for rules_key in ("blocking", "training_blocking"):
         rules = settings.get(rules_key)
         for ri, rule in enumerate(rules if isinstance(rules, list) else []):
-            for text in [rule] if isinstance(rule, str) else rule if isinstance(rule, list) else []:
-                # Every word not followed by "(" names a column (a function's name is followed by one).
-                for name, call in re.findall(r"([A-Za-z_]\w*)\s*(\(?)", str(text)):
-                    if not call and name not in mapped_anywhere:
-                        found.append(
-                            f"{key}.{rules_key}[{ri}]: key {text!r} reads {name!r}, not mapped"
-                            f"{did_you_mean(name, mapped_anywhere)}; {hint}"
-                        )
+            found += _key_problems(rule, f"{key}.{rules_key}[{ri}]", mapped_anywhere)
+    strata = settings.get("strata")
+    for si, stratum in enumerate(strata if isinstance(strata, list) else []):
+        for ki, rule in enumerate(stratum if isinstance(stratum, list) else [stratum]):
+            found += _key_problems(rule, f"{key}.strata[{si}][{ki}]", mapped_anywhere)
+    return found
+
+
+def _key_problems(rule, where: str, mapped_anywhere: set[str]) -> list[str]:
+    """A blocking rule's or stratum's keys (one key or a list of keys): each readable, on mapped columns only."""
+    hint = f"map a column to it in unify.tables[*].columns or remove it (mapped: {sorted(mapped_anywhere)})"
+    found = []
+    for text in [rule] if isinstance(rule, str) else rule if isinstance(rule, list) else []:
+        try:
+            columns = parse_key(text).columns
+        except BlockingKeyError as exc:
+            found.append(f"{where}: {exc}")
+            continue
+        found += [
+            f"{where}: key {text!r} reads {name!r}, not mapped{did_you_mean(name, mapped_anywhere)}; {hint}"
+            for name in columns
+            if name not in mapped_anywhere
+        ]
     return found
 
 

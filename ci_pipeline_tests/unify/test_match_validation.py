@@ -86,6 +86,30 @@ def test_correct_settings_validate(tmp_path, capsys):
     assert validate(tmp_path, capsys, settings) == (0, "")
 
 
+def test_blocking_and_strata_keys_are_read_as_the_matcher_reads_them(tmp_path, capsys):
+    raw = yaml.safe_load(CONFIG)
+    raw["unify"]["tables"][0]["columns"]["Member No"] = "custom"
+    raw["unify"]["match"]["probabilistic"] = {
+        # What the model's YAML says for a custom column named with blanks, pasted as the docs suggest.
+        "blocking": [["Member No"], ["prefix(last_name, 3)", "born"], ["soundex(first_name, 2)"], "lst_name"],
+        "training_blocking": [["Member No"]],
+        "strata": [["email", ["street", "postal_code"]], [["first_name", "last nme"]]],
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "contacts.csv").write_text("id,mail,first,last,born,street,zip,Member No\n1,a@x.nl,ann,lee,,,,1\n")
+    assert main(["validate", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "key 'Member No'" not in err and "training_blocking" not in err
+    for message in (
+        f"{KEY}.blocking[1]: key 'born' reads 'born', not mapped",
+        f"{KEY}.blocking[2]: the Soundex code of the first word: soundex(last_name) (one argument)",
+        f"{KEY}.blocking[3]: key 'lst_name' reads 'lst_name', not mapped (did you mean 'last_name'?)",
+        f"{KEY}.strata[1][0]: key 'last nme' reads 'last nme', not mapped (did you mean 'last_name'?)",
+    ):
+        assert message in err
+    assert "strata[0]" not in err and "prefix(last_name" not in err
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

@@ -16,71 +16,24 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.arrays import pairs_sharing_code
+from ci_pipeline.grammar.blocking_keys import BlockingKeyError, KeyText, parse_key
 from ci_pipeline.side_by_side import each
 from ci_pipeline.unify.probabilistic.comparisons import SettingsError, date_parts, nickname_codes
 from ci_pipeline.unify.probabilistic.table import Table
 
-# A column name may hold spaces ("Site name"), not commas or parentheses.
-_NAME = r"[^,()\s](?:[^,()]*[^,()\s])?"
-_KEY = re.compile(rf"^\s*(?:(\w+)\s*\(\s*({_NAME})\s*(?:,\s*({_NAME})\s*)?\)|({_NAME}))\s*$")
-
-#: Key functions and how each is written.
-FUNCTIONS = {
-    "prefix": "the first N characters: prefix(last_name, 3)",
-    "soundex": "the Soundex code of the first word: soundex(last_name)",
-    "year": "the year of a date: year(birth_date)",
-    "user": "the user name of an e-mail address, before the @ (the whole value without one): user(email)",
-    "unordered": "two columns in either order, so swapped values agree: unordered(first_name, last_name)",
-    "nickname": "every word folded to its formal name with the shipped nickname table (bob -> robert): "
-    "nickname(first_name)",
-}
-
 
 @dataclass(frozen=True)
-class Key:
-    """One part of a blocking rule: ``column`` as is, or ``function(column[, length or other column])``."""
-
-    column: str
-    function: str | None = None
-    length: int | None = None
-    other: str | None = None
-
-    def __str__(self) -> str:
-        if self.function is None:
-            return self.column
-        extra = self.other if self.other is not None else self.length
-        return f"{self.function}({self.column}{'' if extra is None else f', {extra}'})"
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """The columns the key reads."""
-        return (self.column,) if self.other is None else (self.column, self.other)
+class Key(KeyText):
+    """One part of a blocking rule (its written form: :class:`~ci_pipeline.grammar.blocking_keys.KeyText`)."""
 
     @classmethod
     def parse(cls, text: str, where: str) -> Key:
-        """Read ``last_name`` or ``function(column[, argument])`` (see ``FUNCTIONS``)."""
-        match = _KEY.match(str(text))
-        if not match:
-            raise SettingsError(f"{where}: cannot read blocking key {text!r}; write a column or function(column)")
-        function, column, argument, plain = match.groups()
-        if plain:
-            return cls(plain)
-        if function not in FUNCTIONS:
-            raise SettingsError(
-                f"{where}: unknown blocking function {function!r}; use one of "
-                + "; ".join(f"{k}: {v}" for k, v in FUNCTIONS.items())
-            )
-        if function == "prefix":
-            if argument is None or not argument.isdigit() or int(argument) < 1:
-                raise SettingsError(f"{where}: {FUNCTIONS[function]} (a length of 1 or more)")
-            return cls(column, function, length=int(argument))
-        if function == "unordered":
-            if argument is None or argument == column:
-                raise SettingsError(f"{where}: {FUNCTIONS[function]} (two different columns)")
-            return cls(column, function, other=argument)
-        if argument is not None:
-            raise SettingsError(f"{where}: {FUNCTIONS[function]} (one argument)")
-        return cls(column, function)
+        """Read ``last_name`` or ``function(column[, argument])`` (see ``grammar.blocking_keys.FUNCTIONS``)."""
+        try:
+            spec = parse_key(text)
+        except BlockingKeyError as exc:
+            raise SettingsError(f"{where}: {exc}") from None
+        return cls(spec.column, spec.function, spec.length, spec.other)
 
     def codes(self, table: Table) -> np.ndarray:
         """Per record, an integer code of the key's value (-1 = unknown)."""

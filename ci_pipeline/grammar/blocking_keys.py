@@ -1,0 +1,82 @@
+"""The written form of a blocking key: ``column`` or ``function(column[, length or other column])``.
+
+A blocking rule (``unify.match.probabilistic.blocking``, ``training_blocking``) and a stratum
+(``strata``) are lists of such keys. The configuration checks them with :func:`parse_key` (``validate`` names every
+mistake and every key on an unmapped column) and the matcher (``ci_pipeline.unify.probabilistic.blocking``) reads
+them with the same function, so the two cannot disagree on what a key is or which columns it reads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+#: Key functions and how each is written.
+FUNCTIONS = {
+    "prefix": "the first N characters: prefix(last_name, 3)",
+    "soundex": "the Soundex code of the first word: soundex(last_name)",
+    "year": "the year of a date: year(birth_date)",
+    "user": "the user name of an e-mail address, before the @ (the whole value without one): user(email)",
+    "unordered": "two columns in either order, so swapped values agree: unordered(first_name, last_name)",
+    "nickname": "every word folded to its formal name with the shipped nickname table (bob -> robert): "
+    "nickname(first_name)",
+}
+
+# A column name may hold blanks ("Site name", as exports name columns), not commas or parentheses.
+_NAME = r"[^,()\s](?:[^,()]*[^,()\s])?"
+_KEY = re.compile(rf"^\s*(?:(\w+)\s*\(\s*({_NAME})\s*(?:,\s*({_NAME})\s*)?\)|({_NAME}))\s*$")
+
+
+class BlockingKeyError(ValueError):
+    """A key that cannot be read; the message says how to write it."""
+
+
+@dataclass(frozen=True)
+class KeyText:
+    """A key as written: ``column`` as is, or ``function(column[, length or other column])``."""
+
+    column: str
+    function: str | None = None
+    length: int | None = None
+    other: str | None = None
+
+    def __str__(self) -> str:
+        if self.function is None:
+            return self.column
+        extra = self.other if self.other is not None else self.length
+        return f"{self.function}({self.column}{'' if extra is None else f', {extra}'})"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns the key reads."""
+        return (self.column,) if self.other is None else (self.column, self.other)
+
+
+def parse_key(text: object) -> KeyText:
+    """Read one key.
+
+    Raises:
+        BlockingKeyError: the text is no key, names an unknown function, or gives a function the wrong arguments.
+    """
+    match = _KEY.match(str(text))
+    if not match:
+        raise BlockingKeyError(f"cannot read blocking key {text!r}; write a column or function(column)")
+    function, column, argument, plain = match.groups()
+    if plain:
+        return KeyText(plain)
+    if function not in FUNCTIONS:
+        raise BlockingKeyError(
+            f"unknown blocking function {function!r}; use one of "
+            + "; ".join(f"{k}: {v}" for k, v in FUNCTIONS.items())
+        )
+    if function == "prefix":
+        if argument is None or not argument.isdigit() or int(argument) < 1:
+            raise BlockingKeyError(f"{FUNCTIONS[function]} (a length of 1 or more)")
+        return KeyText(column, function, length=int(argument))
+    if function == "unordered":
+        if argument is None or argument == column:
+            raise BlockingKeyError(f"{FUNCTIONS[function]} (two different columns)")
+        return KeyText(column, function, other=argument)
+    if argument is not None:
+        raise BlockingKeyError(f"{FUNCTIONS[function]} (one argument)")
+    return KeyText(column, function)
