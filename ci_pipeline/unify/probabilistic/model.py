@@ -60,6 +60,11 @@ PSEUDO_COUNT = 0.5
 
 #: A fit in which exact agreement halves the odds of a match (or worse) is wrong, not a weak field.
 SANE_EXACT_WEIGHT = -1.0
+#: A cause of training failures the other hints miss: no duplicates, so no match class for EM to find.
+FEW_DUPLICATES = (
+    "If the records hold few or no duplicates (a table already deduplicated), the model has nothing to learn "
+    "from: use unify.match.method rules, or train it on data that holds duplicates"
+)
 
 #: Version of the serialised model layout (2: strata).
 FORMAT = 2
@@ -673,7 +678,8 @@ def _fit_main(table: Table, settings: Settings, blocked: Blocked, seed, u_random
     if untrained:
         raise TrainingError(
             f"comparison(s) {', '.join(map(repr, untrained))}: every training blocking rule reads the compared column "
-            "(or its values are never both known), so its m cannot be trained; add a training rule without it"
+            f"(or its values are never both known), so its m cannot be trained; add a training rule without it. "
+            f"{FEW_DUPLICATES}"
         )
     m, shares, converged, trace = _em(patterns, counts, session, seed, u_random, settings, active, fixed)
     expected = _expected_matches(settings, blocked, gamma, rules, shares, m, u_random, active) / sampled
@@ -945,7 +951,7 @@ def _judge_fit(comparisons, m, u_random, active: np.ndarray, notes: list, trace,
         raise TrainingError(
             f"{summary}; the fit is not sane: exact agreement on {', '.join(insane)} came out less likely for "
             "matches than for non-matches. Check that the column holds what its comparison expects, add blocking "
-            "rules that find more true matches, or remove the comparison"
+            f"rules that find more true matches, or remove the comparison. {FEW_DUPLICATES}"
         )
     for j, c in enumerate(comparisons):
         if active[j] and exact_weight[j] <= 0:
