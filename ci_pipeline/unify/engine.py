@@ -405,10 +405,21 @@ def prepare(
     )
     warnings = config.warnings() + [
         f"unify: {where}: {u['values']} value(s) are not dates unify can read (e.g. {u['example']!r}; dates from "
-        f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} are read); they count as missing"
+        f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} are read); they count as missing{_still_compared(config, where)}"
         for where, u in unreadable.items()
     ]
     return Preparation(records, prep, unreadable, warnings)
+
+
+def _still_compared(config: UnifyConfig, where: str) -> str:
+    """What the probabilistic model does with the birth dates of ``where`` (``source.table.column``) that unify
+    cannot read: it compares the text's year, month and day, so a date before 1677 or with a typo still counts."""
+    if config.match.method != "probabilistic":
+        return ""
+    birth_dates = {f"{t.ref}.{c}" for t in config.tables for c, kind in t.columns.items() if kind == "birth_date"}
+    if where not in birth_dates:
+        return ""
+    return " for rules, the guard and merge; the probabilistic model still compares their year, month and day"
 
 
 def deduplicate(config: UnifyConfig, prepared: Preparation, how: Plan | None = None) -> pd.DataFrame:

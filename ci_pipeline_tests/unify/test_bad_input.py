@@ -12,7 +12,9 @@ import pytest
 from ci_pipeline.defs import unify as unify_defs
 from ci_pipeline.defs.resources import shared_resources
 from ci_pipeline.unify import unify
+from ci_pipeline.unify.engine import prepare
 from ci_pipeline.unify.normalize import Normalizer
+from ci_pipeline.unify.probabilistic_method import model_records
 from ci_pipeline.unify.records import SUFFIX, build_records, given_name_first, parse_times
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 from ci_pipeline_tests.unify.test_assets import project
@@ -50,6 +52,25 @@ def test_unify_counts_unreadable_birth_dates_and_matches_without_them():
     r = unify(type(config()).model_validate(raw), f, KEYS)
     assert len(r.alternate_key) == 9
     assert r.stats["unreadable_dates"]["crm.contacts.dob"] == {"values": 2, "example": "12/31/9999"}
+
+
+def test_birth_dates_unify_cannot_hold_are_still_compared_by_the_probabilistic_model():
+    # Historical records: a date before 1677 is beyond a nanosecond timestamp, a typo'd day beyond any calendar.
+    f = frames()
+    f[("crm", "contacts")] = f[("crm", "contacts")].assign(dob=["1634-08-01", "1845-01-81", "1980-05-06", None])
+    raw = config().model_dump()
+    raw["tables"][0]["columns"]["dob"] = "birth_date"
+    rules_config = type(config()).model_validate(raw)
+    raw["match"]["method"] = "probabilistic"
+    model_config = type(config()).model_validate(raw)
+    (rules_warning,) = [w for w in prepare(rules_config, f, KEYS, None).warnings if "crm.contacts.dob" in w]
+    assert rules_warning.endswith("they count as missing")
+    prepared = prepare(model_config, f, KEYS, None)
+    (model_warning,) = [w for w in prepared.warnings if "crm.contacts.dob" in w]
+    assert "2 value(s) are not dates" in model_warning
+    assert model_warning.endswith("the probabilistic model still compares their year, month and day")
+    compared = model_records(model_config, prepared.records, prepared.prep.normalizer)["birth_date"]
+    assert compared.head(4).tolist() == ["1634-08-01", "1845-01-81", "1980-05-06", pd.NA]
 
 
 @pytest.mark.parametrize(
