@@ -48,6 +48,7 @@ NORMALIZATIONS = (
     "postal",
     "name_plain",
     "name_alt",
+    "titles",
 )
 
 #: Named precisions and the similarity each requires.

@@ -25,7 +25,7 @@ from unidecode import unidecode
 
 from ci_pipeline.arrays import unique
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.records import SUFFIX, given_name_first, parse_times
+from ci_pipeline.unify.records import SUFFIX, TITLE, given_name_first, parse_times
 from ci_pipeline.unify.text import arrow_strings, map_words, pandas_strings, re_extract, re_fullmatch, re_replace
 
 #: Arrow-backed strings: regex and string kernels run in C over whole columns.
@@ -41,7 +41,7 @@ _PARTS = {
 
 #: Default normalizations per semantic type, used when a condition lists none.
 DEFAULTS: dict[str, tuple[str, ...]] = {
-    "full_name": ("ascii", "case", "name", "whitespace"),
+    "full_name": ("ascii", "case", "name", "titles", "whitespace"),
     "first_name": ("ascii", "case", "name", "whitespace"),
     "middle_name": ("ascii", "case", "symbols", "whitespace"),
     "last_name": ("ascii", "case", "symbols", "whitespace"),
@@ -339,6 +339,7 @@ class Normalizer:
             "numerals": _numerals,
             "phone": lambda u: phone_digits(u, self.default_region),
             "name_plain": _names,
+            "titles": lambda u: re_replace(u, TITLE, "", re.IGNORECASE),
             "nicknames": lambda u: _map_words(u, nicknames(), lower=True),
             "alternative_nicknames": lambda u: _map_words(u, alternative_nicknames(), lower=True),
             "address": lambda u: _map_words(u, address_abbreviations()),

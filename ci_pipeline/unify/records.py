@@ -12,6 +12,12 @@ from ci_pipeline.unify.text import re_extract, re_replace
 
 #: Trailing initials and generational suffixes ("Smith Jr.", "Smith B."): not part of the last name.
 SUFFIX = r"\s+(?:jr|sr|ii|iii|iv|[a-z])\.?$"
+#: Titles written before a name ("Mr John Smith", "Dr. Jane Doe", "Sir Walter Scott"), one or more: not part of the
+#: name, and shared by many people. Words that are also given names (Hon, Fr as a short form) are not among them.
+TITLE = (
+    r"^(?:(?:mr|mrs|ms|miss|mstr|master|dr|prof|professor|sir|dame|lord|lady|rev|revd|reverend|herr|frau|mme|mlle)"
+    r"\.?(?:\s+|$))+"
+)
 
 
 def given_name_first(names: pd.Series) -> pd.Series:
@@ -193,6 +199,7 @@ def _derive_names(out: pd.DataFrame) -> None:
     elif "full_name" in cols:
         # trailing initials and generational suffixes ("Smith Jr.", "Smith B.") are not the last name
         full = given_name_first(re_replace(out["full_name"].str.strip(), SUFFIX, "", re.IGNORECASE))
+        full = re_replace(full.str.strip(), TITLE, "", re.IGNORECASE)
         # The first and the last of the words ``str.split()`` finds (the last only of two or more), extracted in
         # Arrow: a list of Python words per record costs most of the record frame at a million records.
         if "first_name" not in cols:

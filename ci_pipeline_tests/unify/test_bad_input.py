@@ -15,7 +15,7 @@ from ci_pipeline.unify import unify
 from ci_pipeline.unify.engine import prepare
 from ci_pipeline.unify.normalize import Normalizer
 from ci_pipeline.unify.probabilistic_method import model_records
-from ci_pipeline.unify.records import SUFFIX, build_records, given_name_first, parse_times
+from ci_pipeline.unify.records import SUFFIX, TITLE, build_records, given_name_first, parse_times
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 from ci_pipeline_tests.unify.test_assets import project
 
@@ -245,15 +245,24 @@ def test_names_split_from_a_full_name_are_the_first_and_last_words_python_finds(
         "one\ntwo",
         " ",
         "\u00a0lead",
+        "Mr. John Smith",
+        "Smith, Dr Jane",
+        "Sir Walter Scott",
+        "Mrs",
+        "Misty Day",
     ]
     f = frames()
     shop = pd.DataFrame({"customer_id": [f"s{i}" for i in range(len(names))], "full_name": names}).astype("string")
     f[("shop", "customers")] = shop.assign(email=None, phone=None, address=None, town=None).astype("string")
     records = build_records(config(), f, KEYS)
     got = records[records["table"] == "customers"].set_index("key").loc[shop["customer_id"]]
-    # As Python would: trailing initials and suffixes dropped, "Last, First" turned round, then str.split().
+    # As Python would: trailing initials and suffixes dropped, "Last, First" turned round, titles before the name
+    # dropped, then str.split().
     full = got["full_name"].fillna("").map(lambda v: re.sub(SUFFIX, "", v.strip(), flags=re.IGNORECASE))
-    words = [v.split() for v in given_name_first(full.astype("string"))]
+    full = given_name_first(full.astype("string")).fillna("")
+    words = [re.sub(TITLE, "", v.strip(), flags=re.IGNORECASE).split() for v in full]
     assert got["first_name"].fillna("-").tolist() == [w[0] if w else "-" for w in words]
     assert got["last_name"].fillna("-").tolist() == [w[-1] if len(w) > 1 else "-" for w in words]
     assert got["last_name"].tolist()[:2] == ["Lee", pd.NA] and got["first_name"].tolist()[8] == "John"
+    assert got["first_name"].tolist()[-5:] == ["John", "Jane", "Walter", pd.NA, "Misty"]
+    assert got["last_name"].tolist()[-5:] == ["Smith", "Smith", "Scott", pd.NA, "Day"]

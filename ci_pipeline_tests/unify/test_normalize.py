@@ -122,6 +122,15 @@ def test_initials_and_suffixes_are_not_names():
     assert norm(["David Turner B.", "David Turner Jr.", "david turner"], steps) == ["david turner"] * 3
 
 
+def test_titles_before_a_full_name_are_not_the_name():
+    full = ["ascii", "case", "name", "titles", "whitespace"]
+    got = norm(["Mr. John Smith", "DR JOHN SMITH", "Sir Dr John Smith", "Smith, Mr John", "Mrs.", "Misty Lord"], full)
+    assert got[:4] == ["john smith"] * 4
+    assert pd.isna(got[4]) and got[5] == "misty lord"
+    # A first name keeps a title unless asked (see docs/config/unify.md#normalizations-normalize).
+    assert norm(["Sir", "Sir Walter"], ["ascii", "case", "name", "whitespace"]) == ["sir", "sir walter"]
+
+
 def test_email_fixes_misspelt_provider_domains_only():
     got = norm(["Ann@GMIAL.com", "ann@gmail.con", "ann@gmail.com", "ann@gmial.org", "not an address"], EMAIL)
     assert got[:3] == ["ann@gmail.com"] * 3

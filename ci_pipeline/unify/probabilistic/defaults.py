@@ -41,7 +41,7 @@ from ci_pipeline.unify.probabilistic.table import Table, prepare, prepare_raw
 #: Normalizations before probabilistic comparison. Names keep their nicknames (the name comparison has a nickname
 #: level of its own) and dates their written components (the date comparison reads them).
 NORMALIZATIONS = {
-    "full_name": ("ascii", "case", "name_plain", "whitespace"),
+    "full_name": ("ascii", "case", "name_plain", "titles", "whitespace"),
     "first_name": ("ascii", "case", "name_plain", "whitespace"),
     "birth_date": ("whitespace",),
     "custom": ("ascii", "case", "symbols", "whitespace"),
