@@ -303,3 +303,40 @@ def test_first_and_last_name_with_a_birth_date_alone_train():
     # The copies with a typo or none are found. The swapped ones are not: every rule that finds them reads both
     # names (so the swap level is never trained), and the other rules find no swapped pair.
     assert (linked["left"] % 3 != 0).sum() >= 0.95 * 400
+
+
+def test_a_first_name_that_every_personal_rule_reads_is_trained_on_the_other_rules():
+    # The first name is the only personal field: every personal rule reads it, so it was never compared in
+    # training and training stopped ("cannot be trained"). The rules without it train it now.
+    rng = np.random.default_rng(7)
+    n = 1000
+    given = ["ann", "bob", "cyril", "dee", "eve", "fay", "gus", "hal", "ida", "jo", "kit", "lou", "max", "ned", "oda"]
+    frame = pd.DataFrame(
+        {
+            "given": rng.choice(given, n),
+            "family": rng.choice(
+                [f"{a}{b}{c}" for a in ("berg", "dal", "holm", "vik") for b in "aeiou" for c in "lmnr"], n
+            ),
+            "town": rng.choice([f"town{i}" for i in range(30)], n),
+            "zip": [f"{10000 + i}" for i in rng.integers(0, 500, n)],
+            "sex": rng.choice(["f", "m"], n),
+        },
+        dtype="string",
+    )
+    copy = frame.copy()
+    copy.loc[::3, "given"] = copy.loc[::3, "given"] + "e"
+    copy.loc[1::3, "family"] = copy.loc[1::3, "family"] + "s"
+    copy.loc[1::4, "zip"] = None
+    copy.loc[2::5, "town"] = None
+    mapping = {"given": "first_name", "family": "last_name", "town": "city", "zip": "postal_code", "sex": "gender"}
+    records = normalize_records(pd.concat([frame, copy], ignore_index=True), mapping)
+    settings, _ = default_settings(records, mapping)
+    without_given = [r for r in settings.training_rules if "given" not in {c for k in r.keys for c in k.columns}]
+    assert {"family & zip", "family & town"} <= {str(r) for r in without_given}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = train(records, settings)
+    assert next(p for p in model.parameters if p.name == "given").weights[0] > 1  # exact agreement is evidence
+    scored = predict(model, records)
+    copies = scored["link"] & (scored["right"] - scored["left"] == n)
+    assert copies.sum() >= 0.9 * n and (scored["link"] & ~copies).sum() <= 0.05 * n
