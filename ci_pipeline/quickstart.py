@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ci_pipeline.config.unify import NormalizeConfig
 from ci_pipeline.errors import UserError
+from ci_pipeline.unify.normalize import phone_region
 from ci_pipeline.unify.suggest import customer_table_verdict, suggest_mapping
 
 #: The source every quick-start table belongs to.
@@ -65,6 +67,8 @@ MODEL_FIELDS = {
 }
 
 
+#: The region phone numbers without a country code are read in unless the configuration says otherwise.
+DEFAULT_REGION = NormalizeConfig.model_fields["default_region"].default
 #: Delimiters a CSV file's header is tried for, the comma first on a tie.
 DELIMITERS = (",", ";", "\t", "|")
 #: Why the written configuration sets each ``csv`` option.
@@ -119,6 +123,7 @@ class Plan:
     as_of: str | None = None
     customer_ids: pd.DataFrame | None = None
     csv: dict = field(default_factory=dict)  # a CSV file's ``csv`` options that differ from ingestion's defaults
+    phone_region: tuple[str, float] | None = None  # the region of most numbers written with a country code
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -288,6 +293,9 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
             plan.table = "transactions"
     else:
         plan.mapping = mapping[mapping["column"] != key.column]
+        phones = plan.mapping.loc[plan.mapping["suggested"] == "phone", "column"]
+        region = phone_region(frame[phones.iloc[0]]) if len(phones) else None
+        plan.phone_region = region if region and region[0] != DEFAULT_REGION else None
         birth = plan.mapping.loc[plan.mapping["suggested"] == "birth_date", "column"]
         for column in birth:
             fmt = date_format(frame[column])
@@ -398,6 +406,14 @@ def _customers_yaml(plan: Plan) -> list[str]:
     lines += [f"        {_q(r.column)}: {r.suggested}  # {r.confidence}: {r.reason}" for r in mapped.itertuples()]
     for row in unmapped.itertuples():
         lines.append(f"        # {row.column} is left out: {row.reason}")
+    if plan.phone_region:
+        region, share = plan.phone_region
+        lines += [
+            "  normalize:",
+            f"    # {share:.0%} of the phone numbers written with a country code are {region} numbers: those written",
+            f"    # without one are read as {region} numbers too, so both ways of writing one number match.",
+            f"    default_region: {region}",
+        ]
     types = set(mapped["suggested"]) & MODEL_FIELDS
     listed = ", ".join(sorted(types)) or "none"
     if len(types) >= 3:

@@ -221,6 +221,22 @@ def test_a_spreadsheet_export_is_read_with_its_delimiter_and_encoding(tmp_path, 
     assert result.data.loc[result.data["CustomerID"] == "CRM-1001", "LastName"].tolist() == ["Müller"]
 
 
+def test_phone_numbers_written_with_a_country_code_set_the_region_of_those_without(tmp_path):
+    frame = people(60)
+    frame["Phone"] = [f"+44 7700 900{i:03d}" if i % 2 else f"07700 900{i:03d}" for i in range(60)]
+    source = tmp_path / "uk.csv"
+    frame.to_csv(source, index=False)
+    plan = plan_quickstart(source, read_table(source))
+    assert plan.phone_region == ("GB", 1.0)
+    config_path = write_files(plan, read_table(source), tmp_path / "out")
+    assert yaml.safe_load(config_path.read_text())["unify"]["normalize"] == {"default_region": "GB"}
+    assert "100% of the phone numbers written with a country code are GB numbers" in config_path.read_text()
+    assert main(["validate", str(config_path)]) == 0
+    # US numbers (the default region) write nothing.
+    source.write_text(people(60).to_csv(index=False))
+    assert plan_quickstart(source, read_table(source)).phone_region is None
+
+
 def test_a_file_in_no_encoding_it_can_read_names_the_fix(tmp_path):
     source = tmp_path / "export.csv"
     source.write_bytes(b"id,name,email\n1,\x81\xff,a@x.example\n")  # 0x81 is no Windows-1252 character

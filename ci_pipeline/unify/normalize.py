@@ -502,6 +502,29 @@ def _alias(u: pd.Series, mapping: dict[str, str]) -> pd.Series:
 _EXTENSION = r"\s*(?:ext\.?|extension|x|#)\s*\d+\s*$"
 
 
+def phone_region(values: pd.Series, least: int = 20) -> tuple[str, float] | None:
+    """The region (``GB``) whose country code most of the numbers written with one (``+44 ...``, ``0044 ...``)
+    carry, and that share; None when fewer than ``least`` numbers carry a code or no region holds most of them.
+
+    Numbers without a country code are read as numbers of ``normalize.default_region``: where a table mixes
+    ``+44 7700 900123`` and ``07700 900123``, the second is the first only when that region is ``GB``."""
+    s = values.dropna().astype(STR).str.strip()
+    coded = s[(s.str.startswith("+") | s.str.startswith("00")).fillna(False).to_numpy(bool)]
+    digits = re_replace(re_replace(coded, r"^00", ""), r"\D+", "")
+    if len(digits) < least:
+        return None
+    region = pd.Series(pd.NA, index=digits.index, dtype="object")
+    # Country codes are prefix-free (1, 44, 353): the first of one to three leading digits that is one decides.
+    for length in (1, 2, 3):
+        code = pd.to_numeric(digits.str[:length], errors="coerce")
+        found = code.map({c: phonenumbers.region_code_for_country_code(int(c)) for c in code.dropna().unique()})
+        region = region.where(region.notna() | (found == "ZZ") | found.isna(), found)
+    shares = region.value_counts(normalize=True, dropna=True)
+    if shares.empty or shares.iloc[0] <= 0.5:
+        return None
+    return str(shares.index[0]), float(shares.iloc[0])
+
+
 def phone_digits(u: pd.Series, default_region: str = "US") -> pd.Series:
     """Phone numbers as digits with the country code (``+1 (555) 010-9999 x12`` -> ``15550109999``).
 

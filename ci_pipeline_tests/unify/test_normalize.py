@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.normalize import Normalizer, mail_domain_corrections, nicknames, phone_digits, read_alias_file
+from ci_pipeline.unify.normalize import (
+    Normalizer,
+    mail_domain_corrections,
+    nicknames,
+    phone_digits,
+    phone_region,
+    read_alias_file,
+)
 from ci_pipeline.unify.text import map_words, re_extract, re_replace
 
 EMAIL = ["ascii", "case", "whitespace", "email"]
@@ -36,6 +43,17 @@ def test_phone_keeps_country_code_and_drops_extension():
 def test_phone_default_region_strips_trunk_prefix():
     got = phone_digits(pd.Series(["020 7946 0000", "0044 20 7946 0000"]), "GB").tolist()
     assert got == ["442079460000", "442079460000"]
+
+
+def test_the_region_of_numbers_written_with_a_country_code():
+    uk = [f"+44 7700 900{i:03d}" for i in range(25)] + [f"0044 20 7946 {i:04d}" for i in range(5)]
+    national = [f"07700 900{i:03d}" for i in range(50)]
+    assert phone_region(pd.Series([*uk, *national, "+1 206 555 0100", "+353 1 234 5678", None])) == ("GB", 30 / 32)
+    assert phone_region(pd.Series([f"+353 1 {i:07d}" for i in range(30)])) == ("IE", 1.0)
+    assert phone_region(pd.Series([f"+1 206 555 {i:04d}" for i in range(30)]))[0] == "US"
+    # Too few numbers carry a code, or no region holds most of them: nothing to say.
+    assert phone_region(pd.Series([*national, *uk[:5]])) is None
+    assert phone_region(pd.Series(uk[:15] + [f"+49 30 {i:07d}" for i in range(15)])) is None
 
 
 def test_names_use_nicknames_and_ascii():
