@@ -42,6 +42,7 @@ from ci_pipeline.unify.probabilistic import (
     training_notes,
 )
 from ci_pipeline.unify.probabilistic.scoring import weigh
+from ci_pipeline.unify.records import split_full_name
 from ci_pipeline.unify.suggest import suggest_mapping
 
 #: The febrl columns mapped to semantic types, as a user would map them from the data's header.
@@ -178,8 +179,22 @@ def bench_file(path: str, truth: str, id_column: str | None = None, given: list[
     """Deduplicate a labelled file with the default settings; figures as a dict (with the mapping used)."""
     raw = read_labelled(path, truth, id_column)
     mapping = file_mapping(raw, given or [], {truth} | ({id_column} if id_column else set()), path)
-    figures = link(raw, link_only=False, mapping=mapping, person=raw[truth])
-    return {"file": path, "mapping": mapping, **figures}
+    raw, split = with_split_names(raw, mapping)
+    figures = link(raw, link_only=False, mapping=mapping | split, person=raw[truth])
+    return {"file": path, "mapping": mapping, **({"split_from_full_name": split} if split else {}), **figures}
+
+
+def with_split_names(raw: pd.DataFrame, mapping: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Where a whole name is mapped without a first or last name, the first and last name split from it, as
+    unification splits them (``records.split_full_name``) and compares them: the records with those columns, and
+    their mapping."""
+    full = next((c for c, t in mapping.items() if t == "full_name"), None)
+    missing = [t for t in ("first_name", "last_name") if t not in mapping.values()]
+    if full is None or not missing:
+        return raw, {}
+    parts = dict(zip(("first_name", "last_name"), split_full_name(raw[full]), strict=True))
+    split = {f"{t}_from_{full}": t for t in missing}
+    return raw.assign(**{column: parts[t].to_numpy() for column, t in split.items()}), split
 
 
 def link(

@@ -76,11 +76,18 @@ def read_model(data: bytes, where: str) -> Model:
 
 
 def mapping(config: UnifyConfig) -> dict[str, str]:
-    """Record attribute -> semantic type over every table (a ``custom`` column is an attribute of its own name)."""
+    """Record attribute -> semantic type over every table (a ``custom`` column is an attribute of its own name).
+
+    Where a full name is mapped and no table maps a first or last name, the first and last name the record frame
+    splits from it are attributes too: compared apart, a typo in one leaves the other's evidence and its blocking
+    rules (one whole-name column alone found under half of the true pairs of Splink's fake_20000)."""
     found: dict[str, str] = {}
     for t in config.tables:
         for column, kind in t.columns.items():
             found.setdefault(column if kind == "custom" else kind, kind)
+    if "full_name" in found:
+        for part in ("first_name", "last_name"):
+            found.setdefault(part, part)
     return found
 
 

@@ -197,12 +197,21 @@ def _derive_names(out: pd.DataFrame) -> None:
         full = (first.fillna("") + " " + last.fillna("")).str.strip()
         out["full_name"] = full.where(full.str.len() > 0)
     elif "full_name" in cols:
-        # trailing initials and generational suffixes ("Smith Jr.", "Smith B.") are not the last name
-        full = given_name_first(re_replace(out["full_name"].str.strip(), SUFFIX, "", re.IGNORECASE))
-        full = re_replace(full.str.strip(), TITLE, "", re.IGNORECASE)
-        # The first and the last of the words ``str.split()`` finds (the last only of two or more), extracted in
-        # Arrow: a list of Python words per record costs most of the record frame at a million records.
+        first, last = split_full_name(out["full_name"])
         if "first_name" not in cols:
-            out["first_name"] = re_extract(full, r"^\s*(\S+)")[0].astype("string")
+            out["first_name"] = first
         if "last_name" not in cols:
-            out["last_name"] = re_extract(full, r"\S\s+(\S+)\s*$")[0].astype("string")
+            out["last_name"] = last
+
+
+def split_full_name(full: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The first and the last name of whole names: the first and the last word (the last only of two or more),
+    after turning "Smith, John" round and dropping titles before the name and initials and suffixes after it."""
+    # trailing initials and generational suffixes ("Smith Jr.", "Smith B.") are not the last name
+    full = given_name_first(re_replace(full.astype("string").str.strip(), SUFFIX, "", re.IGNORECASE))
+    full = re_replace(full.str.strip(), TITLE, "", re.IGNORECASE)
+    # The first and the last of the words ``str.split()`` finds, extracted in Arrow: a list of Python words per
+    # record costs most of the record frame at a million records.
+    first = re_extract(full, r"^\s*(\S+)")[0].astype("string")
+    last = re_extract(full, r"\S\s+(\S+)\s*$")[0].astype("string")
+    return first, last

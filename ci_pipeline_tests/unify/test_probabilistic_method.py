@@ -38,6 +38,7 @@ from ci_pipeline.unify.probabilistic_method import (
     ProbabilisticMatches,
     TrainingMatches,
     configured_settings,
+    mapping,
     model_json,
     read_model,
     train_from_tables,
@@ -567,3 +568,26 @@ def test_pairs_labelled_as_one_person_seed_the_training():
     assert seeded.training["labelled_matches"] == 3 and plain.training["labelled_matches"] == 0
     assert seeded.trace[0] != plain.trace[0]
     assert seeded.settings.to_dict() == plain.settings.to_dict()
+
+
+def test_tables_with_only_a_whole_name_compare_its_first_and_last_name_apart():
+    # A typo in one part of a whole name leaves the other part's evidence and blocking rules: the model compares
+    # the first and last name unification splits from it, as if mapped.
+    tables, truth = people(600, seed=5)
+    crm = tables[("crm", "contacts")]
+    tables[("crm", "contacts")] = crm.assign(name=crm["first"] + " " + crm["last"]).drop(columns=["first", "last"])
+    both = {**GENERATED, "tables": [dict(GENERATED["tables"][0]), GENERATED["tables"][1]]}
+    both["tables"][0]["columns"] = {"name": "full_name", "email": "email", "born": "birth_date", "zip": "postal_code"}
+    cfg = UnifyConfig.model_validate(both)
+    assert {"first_name": "first_name", "last_name": "last_name"}.items() <= mapping(cfg).items()
+    model, _ = train_from_tables(cfg, tables, GENERATED_KEYS)
+    compared = {c.column for c in model.settings.comparisons}
+    assert {"first_name", "last_name"} <= compared and "full_name" not in compared
+    r = unify(cfg, tables, GENERATED_KEYS, match_method=ProbabilisticMatches(model))
+    found = r.alternate_key[["DataSourceName", "AlternateValue", "CustomerId"]].set_axis(
+        ["source", "key", "id"], axis=1
+    )
+    joined = truth.merge(found, on=["source", "key"])
+    pairs = joined.merge(joined, on="person")
+    pairs = pairs[pairs.key_x < pairs.key_y]
+    assert (pairs.id_x == pairs.id_y).mean() >= 0.9  # recall of the people's pairs

@@ -87,6 +87,19 @@ def test_columns_mapped_by_hand_are_the_only_ones_compared(tmp_path, capsys):
     assert figures["recall"] > 0.5
 
 
+def test_a_whole_name_is_compared_as_its_first_and_last_name_as_unification_does(tmp_path, capsys):
+    frame = labelled(people=200)
+    frame["name"] = frame["first_name"] + " " + frame["surname"]
+    path = tmp_path / "people.csv"
+    frame.drop(columns=["first_name", "surname"]).to_csv(path, index=False)
+    assert main(["bench", "linkage", "--file", str(path), "--truth", "person", "--id", "record_id"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip())
+    assert figures["mapping"]["name"] == "full_name"
+    assert figures["split_from_full_name"] == {"first_name_from_name": "first_name", "last_name_from_name": "last_name"}
+    # A typo in one part leaves the other part's blocking rules and evidence.
+    assert figures["blocking_recall"] >= 0.95 and figures["recall"] >= 0.9 and figures["precision"] >= 0.98
+
+
 def test_a_wrong_column_or_type_is_named_with_the_fix(tmp_path):
     path = tmp_path / "people.csv"
     frame = labelled(people=20)
