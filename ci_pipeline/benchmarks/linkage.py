@@ -31,6 +31,7 @@ import pandas as pd
 from ci_pipeline.benchmarks.packaged import packaged_data
 from ci_pipeline.config.unify import SemanticType
 from ci_pipeline.errors import UserError
+from ci_pipeline.quickstart import read_csv_file
 from ci_pipeline.unify.cluster import WEAK_DENSITY
 from ci_pipeline.unify.probabilistic import (
     clusters,
@@ -135,9 +136,10 @@ def read_labelled(path: str, truth: str, id_column: str | None = None) -> pd.Dat
         raise UserError(f"--file {path}: no such file")
     if file.suffix.lower() in (".parquet", ".pq"):
         raw = pd.read_parquet(file).astype("string")
+        raw.columns = raw.columns.astype(str).str.strip()
     else:
-        raw = pd.read_csv(file, dtype="string", keep_default_na=False, na_values=[""])
-    raw.columns = raw.columns.astype(str).str.strip()
+        # As the quick start reads a CSV file: its encoding and delimiter found, header names without blanks.
+        raw, _ = read_csv_file(file)
     for option, column in (("--truth", truth), ("--id", id_column)):
         if column is not None and column not in raw.columns:
             raise UserError(f"{path}: {option} column {column!r} is not in the file (it has {', '.join(raw.columns)})")

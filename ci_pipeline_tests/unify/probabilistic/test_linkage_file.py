@@ -100,6 +100,16 @@ def test_a_whole_name_is_compared_as_its_first_and_last_name_as_unification_does
     assert figures["blocking_recall"] >= 0.95 and figures["recall"] >= 0.9 and figures["precision"] >= 0.98
 
 
+def test_a_spreadsheet_export_is_read_as_the_quick_start_reads_it(tmp_path, capsys):
+    frame = labelled(people=100)
+    frame.loc[0, "surname"] = "Müller"
+    path = tmp_path / "people.csv"
+    frame.to_csv(path, index=False, sep=";", encoding="cp1252")
+    assert main(["bench", "linkage", "--file", str(path), "--truth", "person", "--id", "record_id"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip())
+    assert figures["records"] == 200 and figures["mapping"]["surname"] == "last_name"
+
+
 def test_a_wrong_column_or_type_is_named_with_the_fix(tmp_path):
     path = tmp_path / "people.csv"
     frame = labelled(people=20)
