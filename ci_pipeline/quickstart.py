@@ -53,6 +53,9 @@ DATE_FORMATS = [
     "%d.%m.%Y",
     "%Y%m%d",
 ]
+#: Rows a customer table needs for the probabilistic model to be the default: it learns from the pairs of records
+#: that look alike, and a handful of rows holds too few (training on 1 or 5 rows stops with an error).
+MODEL_ROWS = 100
 #: Attributes the probabilistic model compares well; with three of them mapped it is the default method.
 MODEL_FIELDS = {
     "first_name",
@@ -124,6 +127,7 @@ class Plan:
     customer_ids: pd.DataFrame | None = None
     csv: dict = field(default_factory=dict)  # a CSV file's ``csv`` options that differ from ingestion's defaults
     phone_region: tuple[str, float] | None = None  # the region of most numbers written with a country code
+    rows: int = 0
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -277,7 +281,7 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
                 "the key: a copy of the file with that column is written to the output folder"
             )
         key = KeyChoice(ROW_KEY, f"{key.reason}; {ROW_KEY} numbers the rows in file order (--row-key)")
-    plan = Plan(path, table_name(path), "transactions" if transactions else "customers", key)
+    plan = Plan(path, table_name(path), "transactions" if transactions else "customers", key, rows=len(frame))
     plan.csv = dict(frame.attrs.get("csv", {}))
     if transactions:
         plan.transactions = transactions
@@ -406,34 +410,37 @@ def _customers_yaml(plan: Plan) -> list[str]:
     lines += [f"        {_q(r.column)}: {r.suggested}  # {r.confidence}: {r.reason}" for r in mapped.itertuples()]
     for row in unmapped.itertuples():
         lines.append(f"        # {row.column} is left out: {row.reason}")
-    if plan.phone_region:
-        region, share = plan.phone_region
-        lines += [
-            "  normalize:",
-            f"    # {share:.0%} of the phone numbers written with a country code are {region} numbers: those written",
-            f"    # without one are read as {region} numbers too, so both ways of writing one number match.",
-            f"    default_region: {region}",
-        ]
     types = set(mapped["suggested"]) & MODEL_FIELDS
     listed = ", ".join(sorted(types)) or "none"
-    if len(types) >= 3:
-        return lines + [
-            "  match:",
-            f"    # {len(types)} comparable attributes are mapped: {listed}.",
-            "    # A probabilistic model weighs the evidence of every one, learnt from the data without labels",
-            "    # (docs/matching-probabilistic.md).",
-            "    # Comparisons and blocking are chosen from the mapped types; the first run trains the model and",
-            "    # keeps it in the lake, later runs score with it; materialize unify/match_model to retrain it.",
-            "    method: probabilistic",
-            *NO_ACTIVITIES,
-        ]
+    if len(types) >= 3 and plan.rows >= MODEL_ROWS:
+        return (
+            lines
+            + _normalize_yaml(plan)
+            + [
+                "  match:",
+                f"    # {len(types)} comparable attributes are mapped: {listed}.",
+                "    # A probabilistic model weighs the evidence of every one, learnt from the data without labels",
+                "    # (docs/matching-probabilistic.md).",
+                "    # Comparisons and blocking are chosen from the mapped types; the first run trains the model and",
+                "    # keeps it in the lake, later runs score with it; materialize unify/match_model to retrain it.",
+                "    method: probabilistic",
+                *NO_ACTIVITIES,
+            ]
+        )
     rules = _simple_rules(types)
-    lines.append(
-        f"      # Only {len(types)} comparable attribute(s) are mapped: {listed}. Too few for a probabilistic model,"
-    )
+    if len(types) >= 3:
+        lines.append(
+            f"      # The file has only {plan.rows} row(s): too few for a probabilistic model to learn from (it "
+            f"needs {MODEL_ROWS} or more),"
+        )
+    else:
+        lines.append(
+            f"      # Only {len(types)} comparable attribute(s) are mapped: {listed}. Too few for a probabilistic "
+            "model,"
+        )
     if not rules:
         lines.append("      # and none identifies a person on its own: every row is a customer of its own.")
-        return lines + NO_ACTIVITIES
+        return lines + _normalize_yaml(plan) + NO_ACTIVITIES
     lines += [
         "      # so duplicates are found by simple rules (docs/config/unify.md).",
         "      dedup:",
@@ -442,7 +449,20 @@ def _customers_yaml(plan: Plan) -> list[str]:
     for name, conditions in rules:
         lines += [f"          - name: {name}", "            conditions:"]
         lines += [f"              - {_flow(c)}" for c in conditions]
-    return lines + NO_ACTIVITIES
+    return lines + _normalize_yaml(plan) + NO_ACTIVITIES
+
+
+def _normalize_yaml(plan: Plan) -> list[str]:
+    """``unify.normalize`` when the phone numbers say their region (see :func:`phone_region`)."""
+    if not plan.phone_region:
+        return []
+    region, share = plan.phone_region
+    return [
+        "  normalize:",
+        f"    # {share:.0%} of the phone numbers written with a country code are {region} numbers: those written",
+        f"    # without one are read as {region} numbers too, so both ways of writing one number match.",
+        f"    default_region: {region}",
+    ]
 
 
 def _simple_rules(types: set[str]) -> list[tuple[str, list[dict]]]:

@@ -14,6 +14,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.ingest.table import ingest_table
 from ci_pipeline.lake import Lake
 from ci_pipeline.quickstart import (
+    MODEL_ROWS,
     ROW_KEY,
     detect_transactions,
     infer_primary_key,
@@ -221,9 +222,10 @@ def test_a_spreadsheet_export_is_read_with_its_delimiter_and_encoding(tmp_path, 
     assert result.data.loc[result.data["CustomerID"] == "CRM-1001", "LastName"].tolist() == ["Müller"]
 
 
-def test_phone_numbers_written_with_a_country_code_set_the_region_of_those_without(tmp_path):
-    frame = people(60)
-    frame["Phone"] = [f"+44 7700 900{i:03d}" if i % 2 else f"07700 900{i:03d}" for i in range(60)]
+@pytest.mark.parametrize("rows", [60, 120], ids=["rules", "model"])
+def test_phone_numbers_written_with_a_country_code_set_the_region_of_those_without(tmp_path, rows):
+    frame = people(rows)
+    frame["Phone"] = [f"+44 7700 900{i:03d}" if i % 2 else f"07700 900{i:03d}" for i in range(rows)]
     source = tmp_path / "uk.csv"
     frame.to_csv(source, index=False)
     plan = plan_quickstart(source, read_table(source))
@@ -235,6 +237,21 @@ def test_phone_numbers_written_with_a_country_code_set_the_region_of_those_witho
     # US numbers (the default region) write nothing.
     source.write_text(people(60).to_csv(index=False))
     assert plan_quickstart(source, read_table(source)).phone_region is None
+
+
+def test_a_handful_of_rows_gets_simple_rules_not_a_model_with_nothing_to_learn_from(tmp_path):
+    source = tmp_path / "few.csv"
+    people(12).to_csv(source, index=False)
+    config_path = write_files(plan_quickstart(source, read_table(source)), read_table(source), tmp_path / "out")
+    written = config_path.read_text()
+    assert "The file has only 12 row(s): too few for a probabilistic model to learn from" in written
+    unify = yaml.safe_load(written)["unify"]
+    assert "match" not in unify and unify["tables"][0]["dedup"]["rules"][0]["name"] == "same_email"
+    assert main(["validate", str(config_path)]) == 0
+    # From the threshold on, the model.
+    people(MODEL_ROWS).to_csv(source, index=False)
+    plan = plan_quickstart(source, read_table(source))
+    assert "method: probabilistic" in write_files(plan, read_table(source), tmp_path / "more").read_text()
 
 
 def test_a_file_in_no_encoding_it_can_read_names_the_fix(tmp_path):
