@@ -125,7 +125,7 @@ def em_sessions(settings: Settings) -> list:
 
 def _trained(rule, untrained: dict[str, set[str]]) -> set[str]:
     """The comparisons (of ``untrained``: name -> columns read) an EM session blocked on ``rule`` trains."""
-    used = {c for k in rule.keys for c in k.columns}
+    used = set(rule.columns)
     return {name for name, columns in untrained.items() if not columns & used}
 
 
@@ -137,7 +137,7 @@ def deterministic_rules(settings: Settings) -> list:
     compared = [c.column for c in settings.comparisons]
     rules = []
     for rule in em_sessions(settings):
-        used = {c for k in rule.keys for c in k.columns}
+        used = set(rule.columns)
         extra = [c for c in compared if c not in used][:1]
         rules.append(block_on(*[sql for key in rule.keys for sql in _key_sql(key)], *extra))
     return rules

@@ -244,8 +244,7 @@ class ProbabilisticMatches:
             pairs = pd.concat([rules, pairs[~taken]], ignore_index=True)
         self.comparable = np.zeros(table.n, dtype=bool)
         for rule in settings.blocking:
-            columns = dict.fromkeys(c for k in rule.keys for c in k.columns)
-            self.comparable |= np.logical_and.reduce([table.column(c).codes >= 0 for c in columns])
+            self.comparable |= np.logical_and.reduce([table.column(c).codes >= 0 for c in rule.columns])
         links = int(scored.link.sum())
         per_rule = np.bincount(scored.pairs.rule, minlength=len(settings.blocking))
         self.report = {

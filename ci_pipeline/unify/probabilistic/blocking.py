@@ -96,6 +96,11 @@ class BlockingRule:
             raise SettingsError(f"{where}: a blocking rule is a key or a non-empty list of keys, not {spec!r}")
         return cls(tuple(Key.parse(k, where) for k in items))
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns the rule's keys read, each once, in key order."""
+        return tuple(dict.fromkeys(c for k in self.keys for c in k.columns))
+
     def to_list(self) -> list[str]:
         """The rule as it is written in settings."""
         return [str(k) for k in self.keys]
@@ -203,7 +208,7 @@ def block(
         codes = rule.codes(table)
         expected, top = pair_count(codes, table.source, link_only)
         if expected > max_pairs_per_rule:
-            common = ", ".join(f"{c}={_value(table, c, top)!r}" for k in rule.keys for c in k.columns)
+            common = ", ".join(f"{c}={_value(table, c, top)!r}" for c in rule.columns)
             raise SettingsError(
                 f"blocking rule {index + 1} [{rule}] would generate {expected:,} pairs, more than the limit of "
                 f"{max_pairs_per_rule:,} (its most common key holds {common}): add a key to the rule, drop it, or "

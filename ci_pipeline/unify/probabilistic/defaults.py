@@ -380,7 +380,7 @@ def default_settings(
     personal = {c for c, t in mapping.items() if t in PERSONAL or _is_identifier(records, c, t)}
     # Training stays on the paired rules: the single-field rules' pairs are nearly all strangers, which would
     # change what EM learns with the size of the data.
-    training = tuple(r for r in rules if personal & _read(r))
+    training = tuple(r for r in rules if personal & set(r.columns))
     training += _training_for_untrained(comparisons, training, rules)
     budget = min(int(pairs_per_record * table.n), max_pairs_per_rule)
     rules += within_budget(_wide_rules(mapping), table, link_type == "link_only", budget, notes, counted)
@@ -395,18 +395,15 @@ def default_settings(
     return settings, notes
 
 
-def _read(rule: BlockingRule) -> set[str]:
-    """The columns a blocking rule reads."""
-    return {c for k in rule.keys for c in k.columns}
-
-
 def _training_for_untrained(comparisons, training: tuple, rules: list) -> tuple:
     """The other rules that leave unmasked a comparison every personal rule masks, so that it can be trained: where
     the first name is the only personal field mapped (first and last name, city, phone), every personal rule reads
     it, and a pair's first names are never compared in training. Their pairs may hold households (one surname,
     one street), whom the first name tells apart; without them training would stop."""
-    untrained = [c for c in comparisons if all(set(c.masked_by) & _read(r) for r in training)]
-    return tuple(r for r in rules if r not in training and any(not set(c.masked_by) & _read(r) for c in untrained))
+    untrained = [c for c in comparisons if all(set(c.masked_by) & set(r.columns) for r in training)]
+    return tuple(
+        r for r in rules if r not in training and any(not set(c.masked_by) & set(r.columns) for c in untrained)
+    )
 
 
 def settings_yaml(settings: Settings, notes: list[str] | tuple[str, ...] = ()) -> str:

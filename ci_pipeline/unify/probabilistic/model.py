@@ -521,7 +521,7 @@ def _em(patterns, counts, rule, m, u, settings: Settings, active, fixed: frozens
 
 def _masked(gamma: np.ndarray, settings: Settings, rule: BlockingRule) -> tuple[np.ndarray, np.ndarray]:
     """Distinct level patterns of ``gamma`` and their counts, the rule's own comparisons masked (null)."""
-    own = {c for k in rule.keys for c in k.columns}
+    own = set(rule.columns)
     masked = gamma.copy()
     for j, comparison in enumerate(settings.comparisons):
         if own & set(comparison.masked_by):

@@ -90,7 +90,7 @@ class Settings:
     def columns(self) -> tuple[str, ...]:
         """Every column a comparison or a blocking rule reads."""
         used = [c for comp in self.comparisons for c in comp.columns]
-        used += [c for rule in self.blocking + self.training_blocking for k in rule.keys for c in k.columns]
+        used += [c for rule in self.blocking + self.training_blocking for c in rule.columns]
         used += [c for keys in self.strata for key in keys for part in key for c in key_columns(part)]
         return tuple(dict.fromkeys(used))
 
