@@ -378,12 +378,17 @@ def default_settings(
             + "): write blocking rules, or map names, birth dates, postal codes, e-mail or phone"
         )
     personal = {c for c, t in mapping.items() if t in PERSONAL or _is_identifier(records, c, t)}
-    # Training stays on the paired rules: the single-field rules' pairs are nearly all strangers, which would
-    # change what EM learns with the size of the data.
-    training = tuple(r for r in rules if personal & set(r.columns))
-    training += _training_for_untrained(comparisons, training, rules)
     budget = min(int(pairs_per_record * table.n), max_pairs_per_rule)
-    rules += within_budget(_wide_rules(mapping), table, link_type == "link_only", budget, notes, counted)
+    wide = within_budget(_wide_rules(mapping), table, link_type == "link_only", budget, notes, counted)
+    # A single personal field within the budget trains too. A comparison's m is learnt from the pairs of rules not
+    # reading it; where those all pair two fields, its matches are the records that agree on both, and where a
+    # copy's errors exclude one another (one altered field per copy, as test-data generators make them) these
+    # matches nearly all differ in the third field: its exact agreement came out rare among matches. A rule of
+    # one field conditions on less. Within the budget its pairs are few per record, so its matches are not lost
+    # among strangers; over it (large data), training keeps the paired rules.
+    training = tuple(r for r in rules + wide if personal & set(r.columns))
+    training += _training_for_untrained(comparisons, training, rules)
+    rules += wide
     settings = Settings(
         comparisons=comparisons,
         strata=_strata(mapping),
