@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ci_pipeline.config.unify import NormalizeConfig
+from ci_pipeline.config.unify import BIRTH_DATE_PARTS, NormalizeConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.normalize import phone_region
 from ci_pipeline.unify.suggest import customer_table_verdict, suggest_mapping
@@ -410,7 +410,8 @@ def _customers_yaml(plan: Plan) -> list[str]:
     lines += [f"        {_q(r.column)}: {r.suggested}  # {r.confidence}: {r.reason}" for r in mapped.itertuples()]
     for row in unmapped.itertuples():
         lines.append(f"        # {row.column} is left out: {row.reason}")
-    types = set(mapped["suggested"]) & MODEL_FIELDS
+    # A birth date in parts is compared as one date (the record frame joins them).
+    types = {"birth_date" if t in BIRTH_DATE_PARTS else t for t in mapped["suggested"]} & MODEL_FIELDS
     listed = ", ".join(sorted(types)) or "none"
     if len(types) >= 3 and plan.rows >= MODEL_ROWS:
         return (

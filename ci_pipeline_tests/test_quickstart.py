@@ -254,6 +254,31 @@ def test_a_handful_of_rows_gets_simple_rules_not_a_model_with_nothing_to_learn_f
     assert "method: probabilistic" in write_files(plan, read_table(source), tmp_path / "more").read_text()
 
 
+def test_a_birth_date_in_three_columns_is_mapped_in_parts_and_published_as_one_date(tmp_path):
+    frame = people(MODEL_ROWS)[["CustomerID", "FirstName", "LastName", "DOB"]]
+    parts = frame.pop("DOB").str.split("-", expand=True).astype(int)
+    frame = frame.assign(BirthYear=parts[0], BirthMonth=parts[1], BirthDay=parts[2])
+    again = frame.iloc[::5].assign(CustomerID=lambda f: f["CustomerID"] + "-again")  # twenty people twice
+    source = tmp_path / "people.csv"
+    pd.concat([frame, again]).to_csv(source, index=False)
+    config_path = write_files(plan_quickstart(source, read_table(source)), read_table(source), tmp_path / "out")
+    written = yaml.safe_load(config_path.read_text())["unify"]
+    assert written["tables"][0]["columns"] == {
+        "FirstName": "first_name",
+        "LastName": "last_name",
+        "BirthYear": "birth_year",
+        "BirthMonth": "birth_month",
+        "BirthDay": "birth_day",
+    }
+    # Two names and the birth date: three comparable attributes, enough for the model.
+    assert written["match"]["method"] == "probabilistic"
+    assert main(["run", "--config", str(config_path)]) == 0
+    profiles = pd.read_parquet(tmp_path / "out" / "lake" / "ci_pipeline" / "unify" / "customer_profile.parquet")
+    joined = {f"{y}-{m:02d}-{d:02d}" for y, m, d in parts.itertuples(index=False)}
+    assert len(profiles) == MODEL_ROWS and set(profiles["BirthDate"]) == joined
+    assert not {"BirthYear", "BirthMonth", "BirthDay"} & set(profiles.columns)
+
+
 def test_a_file_in_no_encoding_it_can_read_names_the_fix(tmp_path):
     source = tmp_path / "export.csv"
     source.write_bytes(b"id,name,email\n1,\x81\xff,a@x.example\n")  # 0x81 is no Windows-1252 character

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.benchmarks.packaged import packaged_data
-from ci_pipeline.config.unify import SemanticType
+from ci_pipeline.config.unify import BIRTH_DATE_PARTS, SemanticType
 from ci_pipeline.errors import UserError
 from ci_pipeline.quickstart import read_csv_file
 from ci_pipeline.unify.cluster import WEAK_DENSITY
@@ -43,7 +43,7 @@ from ci_pipeline.unify.probabilistic import (
     training_notes,
 )
 from ci_pipeline.unify.probabilistic.scoring import weigh
-from ci_pipeline.unify.records import split_full_name
+from ci_pipeline.unify.records import join_birth_date, split_full_name
 from ci_pipeline.unify.suggest import suggest_mapping
 
 #: The febrl columns mapped to semantic types, as a user would map them from the data's header.
@@ -181,9 +181,28 @@ def bench_file(path: str, truth: str, id_column: str | None = None, given: list[
     """Deduplicate a labelled file with the default settings; figures as a dict (with the mapping used)."""
     raw = read_labelled(path, truth, id_column)
     mapping = file_mapping(raw, given or [], {truth} | ({id_column} if id_column else set()), path)
-    raw, split = with_split_names(raw, mapping)
-    figures = link(raw, link_only=False, mapping=mapping | split, person=raw[truth])
+    raw, compared = with_birth_date(raw, mapping)
+    raw, split = with_split_names(raw, compared)
+    figures = link(raw, link_only=False, mapping=compared | split, person=raw[truth])
     return {"file": path, "mapping": mapping, **({"split_from_full_name": split} if split else {}), **figures}
+
+
+def with_birth_date(raw: pd.DataFrame, mapping: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Where the birth date is mapped in parts (``birth_year``, ``birth_month``, ``birth_day``), the records with
+    the date joined from them as unification joins it (``records.join_birth_date``), and the mapping comparing it
+    in their stead."""
+    parts = {t: c for c, t in mapping.items() if t in BIRTH_DATE_PARTS}
+    if not parts:
+        return raw, mapping
+    if missing := [p for p in BIRTH_DATE_PARTS if p not in parts]:
+        raise UserError(
+            f"--map: a birth date in parts needs birth_year, birth_month and birth_day; {' and '.join(missing)} "
+            "not mapped (a year of birth alone: map it as custom)"
+        )
+    column = "birth_date_from_" + "_".join(parts[p] for p in BIRTH_DATE_PARTS)
+    joined = join_birth_date(*(raw[parts[p]] for p in BIRTH_DATE_PARTS))
+    compared = {c: t for c, t in mapping.items() if t not in BIRTH_DATE_PARTS} | {column: "birth_date"}
+    return raw.assign(**{column: joined.to_numpy()}), compared
 
 
 def with_split_names(raw: pd.DataFrame, mapping: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:

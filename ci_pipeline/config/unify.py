@@ -25,10 +25,16 @@ SemanticType = Literal[
     "postal_code",
     "country",
     "birth_date",
+    "birth_year",
+    "birth_month",
+    "birth_day",
     "gender",
     "company",
     "custom",
 ]
+
+#: Semantic types of a birth date written in three columns; unification joins them into ``birth_date``.
+BIRTH_DATE_PARTS = ("birth_year", "birth_month", "birth_day")
 
 #: Normalizations a condition can apply (``alias:<name>`` names an alias map of ``unify.normalize.aliases``).
 NORMALIZATIONS = (
@@ -153,8 +159,22 @@ class UnifyTable(StrictModel):
         return f"{self.source}.{self.table}"
 
     def attributes(self) -> dict[str, str]:
-        """Attribute name -> column (a ``custom`` column is an attribute of its own name)."""
-        return {(column if kind == "custom" else kind): column for column, kind in self.columns.items()}
+        """Attribute name -> column (a ``custom`` column is an attribute of its own name). A birth date written in
+        three columns is the attribute ``birth_date`` of ``year/month/day`` (see :meth:`birth_date_parts`)."""
+        attrs = {
+            (column if kind == "custom" else kind): column
+            for column, kind in self.columns.items()
+            if kind not in BIRTH_DATE_PARTS
+        }
+        if parts := self.birth_date_parts():
+            attrs["birth_date"] = "/".join(parts.values())
+        return attrs
+
+    def birth_date_parts(self) -> dict[str, str]:
+        """Part (``birth_year``, ``birth_month``, ``birth_day``) -> column, in that order; empty when the birth
+        date is not written in parts."""
+        by_kind = {kind: column for column, kind in self.columns.items()}
+        return {part: by_kind[part] for part in BIRTH_DATE_PARTS if part in by_kind}
 
     @model_validator(mode="after")
     def _one_column_per_type(self):
@@ -166,6 +186,19 @@ class UnifyTable(StrictModel):
                     "'custom' (each semantic type takes one column per table)"
                 )
             seen[kind] = column
+        parts = [p for p in BIRTH_DATE_PARTS if p in seen]
+        if parts and "birth_date" in seen:
+            raise ValueError(
+                f"column {seen['birth_date']!r} is mapped to 'birth_date' and {', '.join(map(repr, parts))} to its "
+                "parts: map the birth date once, either as one column or as birth_year, birth_month and birth_day"
+            )
+        if parts and len(parts) < len(BIRTH_DATE_PARTS):
+            missing = [p for p in BIRTH_DATE_PARTS if p not in seen]
+            raise ValueError(
+                f"{', '.join(f'{seen[p]!r} -> {p}' for p in parts)} without {' and '.join(missing)}: a birth date "
+                "in parts needs birth_year, birth_month and birth_day (a year of birth alone: map it as 'custom', "
+                "compared as a number)"
+            )
         return self
 
 

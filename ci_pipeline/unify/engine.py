@@ -416,7 +416,7 @@ def _still_compared(config: UnifyConfig, where: str) -> str:
     cannot read: it compares the text's year, month and day, so a date before 1677 or with a typo still counts."""
     if config.match.method != "probabilistic":
         return ""
-    birth_dates = {f"{t.ref}.{c}" for t in config.tables for c, kind in t.columns.items() if kind == "birth_date"}
+    birth_dates = {f"{t.ref}.{c}" for t in config.tables for a, c in t.attributes().items() if a == "birth_date"}
     if where not in birth_dates:
         return ""
     return " for rules, the guard and merge; the probabilistic model still compares their year, month and day"

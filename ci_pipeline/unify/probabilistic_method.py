@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.arrays import isin
-from ci_pipeline.config.unify import UnifyConfig
+from ci_pipeline.config.unify import BIRTH_DATE_PARTS, UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.engine import Preparation, override_labels, prepare, rule_matches
 from ci_pipeline.unify.incremental import Plan
@@ -84,6 +84,7 @@ def mapping(config: UnifyConfig) -> dict[str, str]:
     found: dict[str, str] = {}
     for t in config.tables:
         for column, kind in t.columns.items():
+            kind = "birth_date" if kind in BIRTH_DATE_PARTS else kind  # the record frame joins them
             found.setdefault(column if kind == "custom" else kind, kind)
     if "full_name" in found:
         for part in ("first_name", "last_name"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
 from ci_pipeline.config.unify import UnifyConfig, UnifyTable
@@ -84,7 +85,11 @@ def build_records(
                 f"unify: {t.ref}: primary key {key!r} is not unique (e.g. {out['key'][dup].iloc[0]!r}); "
                 "fix the key column or choose another primary_key"
             )
+        date_parts = t.birth_date_parts()
         for attr, column in t.attributes().items():
+            if attr == "birth_date" and date_parts:
+                out[attr] = _birth_date_of_parts(t, df, date_parts, unreadable)
+                continue
             out[attr] = df[column].astype("string")
             if attr in DATE_ATTRIBUTES and unreadable is not None:
                 _count_unreadable(t, df, column, parse_times(df[column]), unreadable)
@@ -187,6 +192,38 @@ def _count_unreadable(
     lost = text[text.str.len() > 0]
     if len(lost):
         unreadable[f"{t.ref}.{column}"] = {"values": len(lost), "example": str(lost.iloc[0])}
+
+
+def join_birth_date(year: pd.Series, month: pd.Series, day: pd.Series) -> pd.Series:
+    """Birth dates written ``YYYY-MM-DD`` from three columns of whole numbers (``1967``, ``9``, ``27``; ``9.0`` as a
+    spreadsheet exports them); missing where a part is missing or is no whole number in its range. A day the month
+    does not have (February 30) is kept: the model compares year, month and day as written."""
+
+    def number(values: pd.Series, low: int, high: int, width: int) -> pd.Series:
+        n = pd.to_numeric(values.astype("string").str.strip(), errors="coerce").astype("float64")
+        n = n.where((n == n.round()) & (n >= low) & (n <= high))
+        return n.astype("Int64").astype("string").str.zfill(width)
+
+    return number(year, 1000, 9999, 4) + "-" + number(month, 1, 12, 2) + "-" + number(day, 1, 31, 2)
+
+
+def _birth_date_of_parts(
+    t: UnifyTable, df: pd.DataFrame, parts: dict[str, str], unreadable: dict[str, dict] | None
+) -> pd.Series:
+    """The birth date joined from its three columns; a record holding any part whose date is missing or not on the
+    calendar is counted as unreadable under ``source.table.year/month/day``."""
+    columns = [df[c] for c in parts.values()]
+    joined = join_birth_date(*columns)
+    if unreadable is not None:
+        written = np.column_stack([(c.astype("string").str.strip().fillna("") != "").to_numpy(bool) for c in columns])
+        bad = written.any(axis=1) & parse_times(joined).isna().to_numpy(bool)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            unreadable[f"{t.ref}.{'/'.join(parts.values())}"] = {
+                "values": int(bad.sum()),
+                "example": "/".join(str(c.iloc[first]) for c in columns),
+            }
+    return joined
 
 
 def _derive_names(out: pd.DataFrame) -> None:

@@ -99,7 +99,40 @@ def suggest_mapping(frame: pd.DataFrame, sample: int = 2000) -> pd.DataFrame:
         values = values[values.str.len() > 0].head(sample)
         rows.append((column, *_suggest_column(str(column), values)))
     suggestions = pd.DataFrame(rows, columns=["column", "suggested", "confidence", "reason", "share"])
-    return _one_column_per_type(suggestions).drop(columns="share")
+    return _birth_date_parts(_one_column_per_type(suggestions), frame, sample).drop(columns="share")
+
+
+#: Birth date part -> (column-name pattern, lowest and highest value).
+BIRTH_DATE_PART_PATTERNS = {
+    "birth_year": (_words(r"birth_?year|year_?of_?birth|yob|dob_?year"), 1000, 9999),
+    "birth_month": (_words(r"birth_?month|month_?of_?birth|mob|dob_?month"), 1, 12),
+    "birth_day": (_words(r"birth_?day|day_?of_?birth|dob_?day"), 1, 31),
+}
+
+
+def _birth_date_parts(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: int) -> pd.DataFrame:
+    """A year, a month and a day of birth in three columns (named so, holding whole numbers in range) are mapped
+    as the birth date's parts, which unification joins into one date, when no column holds the whole date. A
+    year alone stays ``custom`` (compared as a number)."""
+    if (suggestions["suggested"] == "birth_date").any():
+        return suggestions
+    found = {}
+    for part, (pattern, low, high) in BIRTH_DATE_PART_PATTERNS.items():
+        for index, column in suggestions["column"].items():
+            text = frame[column].dropna().astype("string").str.strip().head(sample)
+            values = pd.to_numeric(text, errors="coerce").astype("float64")
+            whole = (values == values.round()) & values.between(low, high)
+            if re.search(pattern, _normalized_name(str(column))) and len(values) and whole.mean() >= 0.8:
+                found[part] = index
+                break
+    if len(found) < len(BIRTH_DATE_PART_PATTERNS):
+        return suggestions
+    result = suggestions.copy()
+    names = ", ".join(str(result.at[i, "column"]) for i in found.values())
+    for part, index in found.items():
+        result.loc[index, ["suggested", "confidence"]] = [part, "high"]
+        result.loc[index, "reason"] = f"name and values: with {names}, the birth date in parts (joined into one date)"
+    return result
 
 
 def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, float]:

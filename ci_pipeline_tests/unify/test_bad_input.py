@@ -15,7 +15,7 @@ from ci_pipeline.unify import unify
 from ci_pipeline.unify.engine import prepare
 from ci_pipeline.unify.normalize import Normalizer
 from ci_pipeline.unify.probabilistic_method import model_records
-from ci_pipeline.unify.records import SUFFIX, TITLE, build_records, given_name_first, parse_times
+from ci_pipeline.unify.records import SUFFIX, TITLE, build_records, given_name_first, join_birth_date, parse_times
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 from ci_pipeline_tests.unify.test_assets import project
 
@@ -52,6 +52,27 @@ def test_unify_counts_unreadable_birth_dates_and_matches_without_them():
     r = unify(type(config()).model_validate(raw), f, KEYS)
     assert len(r.alternate_key) == 9
     assert r.stats["unreadable_dates"]["crm.contacts.dob"] == {"values": 2, "example": "12/31/9999"}
+
+
+def test_a_birth_date_in_three_columns_is_joined_and_its_unreadable_parts_counted():
+    assert join_birth_date(
+        pd.Series(["1967", "1980", None, "2001.0", "abc", "1990"], dtype="string"),
+        pd.Series(["9", "12", "1", "2", "3", "13"]),
+        pd.Series([27, 1, 5, 30, 4, 1]),
+    ).tolist() == ["1967-09-27", "1980-12-01", pd.NA, "2001-02-30", pd.NA, pd.NA]
+    f = frames()
+    f[("crm", "contacts")] = f[("crm", "contacts")].assign(
+        by=["1980", "1980", "1980", "1975"], bm=["5", "05", "2", None], bd=["6", "6.0", "30", "3"]
+    )
+    raw = config().model_dump()
+    raw["tables"][0]["columns"].update(by="birth_year", bm="birth_month", bd="birth_day")
+    unreadable: dict[str, dict] = {}
+    records = build_records(type(config()).model_validate(raw), f, KEYS, unreadable=unreadable)
+    dates = records.loc[(records["source"] == "crm") & (records["table"] == "contacts"), "birth_date"]
+    assert dates.tolist() == ["1980-05-06", "1980-05-06", "1980-02-30", pd.NA]
+    assert not {"by", "bm", "bd", "birth_year"} & set(records.columns)
+    # February 30 is no day of the calendar (rules cannot read it); the missing month leaves the last one empty.
+    assert unreadable == {"crm.contacts.by/bm/bd": {"values": 2, "example": "1980/2/30"}}
 
 
 def test_birth_dates_unify_cannot_hold_are_still_compared_by_the_probabilistic_model():

@@ -113,6 +113,32 @@ def test_two_columns_one_type(tmp_path):
     assert "both mapped to 'email'" in problems(tmp_path, bad)
 
 
+def test_a_birth_date_in_parts_needs_all_three_and_no_whole_date_beside(tmp_path):
+    def parts(*kinds):
+        def mutate(r):
+            r["unify"]["tables"][0]["columns"].update({f"c_{k}": k for k in kinds})
+
+        return mutate
+
+    config = load(tmp_path, parts("birth_year", "birth_month", "birth_day"))
+    table = config.unify.tables[0]
+    assert table.attributes()["birth_date"] == "c_birth_year/c_birth_month/c_birth_day"
+    assert not {"birth_year", "birth_month", "birth_day"} & set(table.attributes())
+    # A rule on the joined birth date validates.
+    assert load(
+        tmp_path,
+        lambda r: (
+            parts("birth_year", "birth_month", "birth_day")(r),
+            r["unify"].update(guard={"conflict_fields": ["birth_date"]}),
+        ),
+    ).unify.guard.conflict_fields == ["birth_date"]
+    text = problems(tmp_path, parts("birth_year", "birth_month"))
+    assert "'c_birth_year' -> birth_year, 'c_birth_month' -> birth_month without birth_day" in text
+    assert "a year of birth alone: map it as 'custom'" in text
+    text = problems(tmp_path, parts("birth_date", "birth_year", "birth_month", "birth_day"))
+    assert "column 'c_birth_date' is mapped to 'birth_date' and 'birth_year', 'birth_month', 'birth_day'" in text
+
+
 def test_conflict_field_must_be_mapped(tmp_path):
     text = problems(tmp_path, lambda r: r["unify"].update(guard={"conflict_fields": ["birth_date"]}))
     assert "unify.guard.conflict_fields[0]: 'birth_date' is not mapped in any table" in text

@@ -160,6 +160,23 @@ def test_a_column_named_for_birth_whose_values_are_not_dates_is_not_a_birth_date
     assert "the name says birth date but 0% of values are dates" in rows.loc["birth_info", "reason"]
 
 
+def test_a_birth_date_in_three_columns_is_mapped_as_its_parts_and_a_year_alone_is_custom():
+    parts = {"YearOfBirth": [1967, 1980, 2001], "birth_month": ["9", "12", "2"], "dob_day": ["27", "1", "30"]}
+    rows = suggest_mapping(pd.DataFrame({"surname": ["a", "b", "c"], **parts})).set_index("column")
+    assert rows["suggested"].tolist() == ["last_name", "birth_year", "birth_month", "birth_day"]
+    assert "the birth date in parts (joined into one date)" in rows.loc["dob_day", "reason"]
+    UnifyTable(source="s", table="t", columns=dict(rows["suggested"].items()))  # validates
+    # A year alone, or parts beside a whole date, are no birth date in parts.
+    year = suggest_mapping(pd.DataFrame({"surname": ["a"], "YearOfBirth": [1967]})).set_index("column")
+    assert year.loc["YearOfBirth", "suggested"] == "custom"
+    beside = suggest_mapping(pd.DataFrame({**parts, "birthday": ["1967-09-27", "1980-12-01", "2001-02-03"]}))
+    assert dict(zip(beside["column"], beside["suggested"], strict=True))["birthday"] == "birth_date"
+    assert not {"birth_year", "birth_month", "birth_day"} & set(beside["suggested"])
+    # Named so but not months: left as they were.
+    months = suggest_mapping(pd.DataFrame({**parts, "birth_month": ["Sep", "Dec", "Feb"]}))
+    assert "birth_year" not in set(months["suggested"])
+
+
 def test_a_transactions_table_is_not_a_customer_table():
     suggestions = suggest_mapping(pd.DataFrame(TRANSACTIONS))
     assert set(suggestions["suggested"]) == {""}

@@ -100,6 +100,28 @@ def test_a_whole_name_is_compared_as_its_first_and_last_name_as_unification_does
     assert figures["blocking_recall"] >= 0.95 and figures["recall"] >= 0.9 and figures["precision"] >= 0.98
 
 
+def test_a_birth_date_in_three_columns_is_compared_as_one_date(tmp_path, capsys):
+    frame = labelled(people=200)
+    parts = frame.pop("dob").str.split("-", expand=True).astype(int)
+    frame = frame.assign(birth_year=parts[0], birth_month=parts[1], birth_day=parts[2])
+    path = tmp_path / "people.csv"
+    frame.to_csv(path, index=False)
+    assert main(["bench", "linkage", "--file", str(path), "--truth", "person", "--id", "record_id"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip())
+    assert {figures["mapping"][c] for c in ("birth_year", "birth_month", "birth_day")} == {
+        "birth_year",
+        "birth_month",
+        "birth_day",
+    }
+    # Joined as unification joins them: a rule of its own, within the pair budget.
+    assert "blocking rule [birth_date_from_birth_year_birth_month_birth_day] added" in figures["default_notes"][0]
+    assert figures["precision"] >= 0.98 and figures["recall"] >= 0.95
+    args = ["bench", "linkage", "--file", str(path), "--truth", "person", "--map", "birth_year=birth_year"]
+    assert main([*args, "--map", "first_name=first_name"]) != 0
+    said = "needs birth_year, birth_month and birth_day; birth_month and birth_day not mapped"
+    assert said in capsys.readouterr().err
+
+
 def test_a_spreadsheet_export_is_read_as_the_quick_start_reads_it(tmp_path, capsys):
     frame = labelled(people=100)
     frame.loc[0, "surname"] = "Müller"
