@@ -12,14 +12,19 @@ import io
 import json
 import os
 import re
+import textwrap
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
-from ci_pipeline.config.unify import BIRTH_DATE_PARTS, NormalizeConfig
+from ci_pipeline.config.unify import BIRTH_DATE_PARTS, NormalizeConfig, UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.normalize import phone_region
+from ci_pipeline.unify.probabilistic import SettingsError, TrainingError
+from ci_pipeline.unify.probabilistic_method import train_from_tables
 from ci_pipeline.unify.suggest import customer_table_verdict, suggest_mapping
 
 #: The source every quick-start table belongs to.
@@ -128,6 +133,7 @@ class Plan:
     csv: dict = field(default_factory=dict)  # a CSV file's ``csv`` options that differ from ingestion's defaults
     phone_region: tuple[str, float] | None = None  # the region of most numbers written with a country code
     rows: int = 0
+    model_refused: str | None = None  # why the model could not be trained on the file (see ``trial_training``)
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -305,7 +311,39 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
             fmt = date_format(frame[column])
             if fmt:
                 plan.formats[column] = {"type": "date", "format": fmt}
+        if _wants_model(plan):
+            plan.model_refused = trial_training(plan, frame)
     return plan
+
+
+def _model_types(plan: Plan) -> set[str]:
+    """The attributes mapped that the model compares well (a birth date in parts is compared as one date)."""
+    suggested = plan.mapping.loc[plan.mapping["suggested"] != "", "suggested"]
+    return {"birth_date" if t in BIRTH_DATE_PARTS else t for t in suggested} & MODEL_FIELDS
+
+
+def _wants_model(plan: Plan) -> bool:
+    return len(_model_types(plan)) >= 3 and plan.rows >= MODEL_ROWS
+
+
+def trial_training(plan: Plan, frame: pd.DataFrame) -> str | None:
+    """Why the default probabilistic model cannot be trained on the file, or None when it can.
+
+    The model is trained once here, as the first run would train it, on the file as read: a table already
+    deduplicated (a clean CRM export) holds no pairs of one person to learn from, and its first run would stop
+    with that error; such a file gets simple rules instead, with the reason in the configuration.
+    """
+    unify = UnifyConfig.model_validate(yaml.safe_load(configuration_yaml(plan, plan.path.name))["unify"])
+    if plan.key.column == ROW_KEY:
+        frame = frame.assign(**{ROW_KEY: range(1, len(frame) + 1)})
+    table = (SOURCE, plan.table)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the run itself reports training's notes
+            train_from_tables(unify, {table: frame}, {table: plan.key.column})
+    except (TrainingError, SettingsError) as exc:
+        return str(exc)
+    return None
 
 
 def date_format(values: pd.Series) -> str | None:
@@ -411,9 +449,9 @@ def _customers_yaml(plan: Plan) -> list[str]:
     for row in unmapped.itertuples():
         lines.append(f"        # {row.column} is left out: {row.reason}")
     # A birth date in parts is compared as one date (the record frame joins them).
-    types = {"birth_date" if t in BIRTH_DATE_PARTS else t for t in mapped["suggested"]} & MODEL_FIELDS
+    types = _model_types(plan)
     listed = ", ".join(sorted(types)) or "none"
-    if len(types) >= 3 and plan.rows >= MODEL_ROWS:
+    if _wants_model(plan) and not plan.model_refused:
         return (
             lines
             + _normalize_yaml(plan)
@@ -429,7 +467,11 @@ def _customers_yaml(plan: Plan) -> list[str]:
             ]
         )
     rules = _simple_rules(types)
-    if len(types) >= 3:
+    if plan.model_refused:
+        said = f"A probabilistic model could not be trained on this file (quickstart tried): {plan.model_refused}."
+        said += " Once the data holds duplicates, set match: {method: probabilistic} to train one; until then,"
+        lines += [f"      # {line}" for line in textwrap.wrap(said, 108)]
+    elif len(types) >= 3:
         lines.append(
             f"      # The file has only {plan.rows} row(s): too few for a probabilistic model to learn from (it "
             f"needs {MODEL_ROWS} or more),"

@@ -279,6 +279,25 @@ def test_a_birth_date_in_three_columns_is_mapped_in_parts_and_published_as_one_d
     assert not {"BirthYear", "BirthMonth", "BirthDay"} & set(profiles.columns)
 
 
+def test_a_file_of_distinct_people_gets_simple_rules_with_the_reason_not_a_run_that_fails(tmp_path, capsys):
+    # A clean export: no two rows of one person, so a model has nothing to learn from and the first run's
+    # training would stop.
+    source = tmp_path / "clean.csv"
+    people(MODEL_ROWS)[["CustomerID", "FirstName", "LastName", "DOB"]].to_csv(source, index=False)
+    plan = plan_quickstart(source, read_table(source))
+    assert "found no candidate pair to train on" in plan.model_refused
+    assert "the model has nothing to learn from" in plan.model_refused
+    assert main(["quickstart", str(source), "--out", str(tmp_path / "out")]) == 0
+    assert "matching: simple rules, as a probabilistic model could not be trained" in capsys.readouterr().out
+    written = (tmp_path / "out" / "ci_pipeline.yaml").read_text()
+    assert "# A probabilistic model could not be trained on this file (quickstart tried): the training" in written
+    unify = yaml.safe_load(written)["unify"]
+    assert "match" not in unify
+    assert unify["tables"][0]["dedup"]["rules"][0]["name"] == "first_name_and_birth_date"
+    profiles = pd.read_parquet(tmp_path / "out" / "lake" / "ci_pipeline" / "unify" / "customer_profile.parquet")
+    assert len(profiles) == MODEL_ROWS
+
+
 def test_a_file_in_no_encoding_it_can_read_names_the_fix(tmp_path):
     source = tmp_path / "export.csv"
     source.write_bytes(b"id,name,email\n1,\x81\xff,a@x.example\n")  # 0x81 is no Windows-1252 character

@@ -45,6 +45,8 @@ def run(args) -> int:
     else:
         mapped = plan.mapping[plan.mapping["suggested"] != ""]
         print("  mapping: " + ", ".join(f"{r.column} -> {r.suggested}" for r in mapped.itertuples()))
+        if plan.model_refused:
+            print(f"  matching: simple rules, as a probabilistic model could not be trained: {plan.model_refused}")
     config_path = write_files(plan, frame, out)
     print(f"  configuration: {config_path}\n")
     # The same command as `ci-pipeline run --config <file>`, in this process.

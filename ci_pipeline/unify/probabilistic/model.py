@@ -666,7 +666,9 @@ def _fit_main(table: Table, settings: Settings, blocked: Blocked, seed, u_random
     comparisons = settings.comparisons
     if len(blocked.left) == 0:
         if not stratified:
-            raise TrainingError("the training blocking rules found no candidate pair to train on: add a rule")
+            raise TrainingError(
+                f"the training blocking rules found no candidate pair to train on: add a rule. {FEW_DUPLICATES}"
+            )
         return list(seed), np.zeros(0), True, [], 0.0
     blocked, sampled = _em_sample(blocked, settings)
     gamma = gamma_matrix(table, comparisons, blocked.left, blocked.right)
