@@ -27,7 +27,7 @@ from ci_pipeline.unify.probabilistic import (
     training_notes,
 )
 from ci_pipeline.unify.probabilistic.blocking import BlockingRule
-from ci_pipeline.unify.probabilistic.model import _frequencies, _Patterns
+from ci_pipeline.unify.probabilistic.model import _frequencies, _Patterns, exact_first
 
 #: Probability that a duplicate keeps each field (the true m of exact agreement) and each field's vocabulary.
 KEEP = {"a": 0.95, "b": 0.9, "c": 0.8, "d": 0.7}
@@ -65,6 +65,17 @@ def test_em_recovers_known_m_and_u():
         true_m = KEEP[field] + (1 - KEEP[field]) / VOCABULARY[field]
         assert params.m[0] == pytest.approx(true_m, abs=0.03), field
         assert params.u[0] == pytest.approx(1 / VOCABULARY[field], rel=0.15), field
+
+
+def test_exact_agreement_is_held_at_least_as_likely_among_matches_as_each_difference_but_the_last():
+    # Levels EM gave more than exact are pooled with it: the maximum-likelihood shares under that order.
+    assert np.allclose(exact_first(np.array([0.1, 0.5, 0.4, 0.0])), [1 / 3, 1 / 3, 1 / 3, 0.0])
+    assert np.allclose(exact_first(np.array([0.002, 0.0004, 0.6, 0.02, 0.3778])), [0.301, 0.0004, 0.301, 0.02, 0.3778])
+    # In order already, or only the last level (else) above exact: unchanged.
+    for m in ([0.6, 0.3, 0.05, 0.05], [0.2, 0.1, 0.7], [0.4, 0.6]):
+        assert np.array_equal(exact_first(np.array(m)), m)
+    pooled = exact_first(np.array([0.05, 0.3, 0.25, 0.2, 0.2]))
+    assert np.isclose(pooled.sum(), 1.0) and pooled[0] >= pooled[1:-1].max()
 
 
 def test_em_on_a_seeded_sample_of_the_blocked_pairs_estimates_what_all_of_them_give():
