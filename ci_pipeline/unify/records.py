@@ -221,7 +221,7 @@ def _birth_date_of_parts(
             first = int(np.flatnonzero(bad)[0])
             unreadable[f"{t.ref}.{'/'.join(parts.values())}"] = {
                 "values": int(bad.sum()),
-                "example": "/".join(str(c.iloc[first]) for c in columns),
+                "example": "/".join(c.astype("string").fillna("").iloc[first] for c in columns),
             }
     return joined
 

@@ -73,6 +73,11 @@ def test_a_birth_date_in_three_columns_is_joined_and_its_unreadable_parts_counte
     assert not {"by", "bm", "bd", "birth_year"} & set(records.columns)
     # February 30 is no day of the calendar (rules cannot read it); the missing month leaves the last one empty.
     assert unreadable == {"crm.contacts.by/bm/bd": {"values": 2, "example": "1980/2/30"}}
+    # A part missing is shown empty in the example.
+    f[("crm", "contacts")]["bm"] = [None, "5", "5", "5"]
+    unreadable = {}
+    build_records(type(config()).model_validate(raw), f, KEYS, unreadable=unreadable)
+    assert unreadable["crm.contacts.by/bm/bd"] == {"values": 1, "example": "1980//6"}
 
 
 def test_birth_dates_unify_cannot_hold_are_still_compared_by_the_probabilistic_model():
