@@ -69,6 +69,7 @@ MODEL_FIELDS = {
     "email",
     "phone",
     "birth_date",
+    "birth_year",
     "postal_code",
     "street",
     "city",
@@ -317,9 +318,10 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
 
 
 def _model_types(plan: Plan) -> set[str]:
-    """The attributes mapped that the model compares well (a birth date in parts is compared as one date)."""
-    suggested = plan.mapping.loc[plan.mapping["suggested"] != "", "suggested"]
-    return {"birth_date" if t in BIRTH_DATE_PARTS else t for t in suggested} & MODEL_FIELDS
+    """The attributes mapped that the model compares well (a birth date in three parts is compared as one date)."""
+    suggested = set(plan.mapping.loc[plan.mapping["suggested"] != "", "suggested"])
+    joined = set(BIRTH_DATE_PARTS) <= suggested
+    return {"birth_date" if joined and t in BIRTH_DATE_PARTS else t for t in suggested} & MODEL_FIELDS
 
 
 def _wants_model(plan: Plan) -> bool:

@@ -43,7 +43,7 @@ from ci_pipeline.unify.probabilistic import (
     training_notes,
 )
 from ci_pipeline.unify.probabilistic.scoring import weigh
-from ci_pipeline.unify.records import join_birth_date, split_full_name
+from ci_pipeline.unify.records import join_birth_date, split_full_name, whole_numbers
 from ci_pipeline.unify.suggest import suggest_mapping
 
 #: The febrl columns mapped to semantic types, as a user would map them from the data's header.
@@ -190,14 +190,16 @@ def bench_file(path: str, truth: str, id_column: str | None = None, given: list[
 def with_birth_date(raw: pd.DataFrame, mapping: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
     """Where the birth date is mapped in parts (``birth_year``, ``birth_month``, ``birth_day``), the records with
     the date joined from them as unification joins it (``records.join_birth_date``), and the mapping comparing it
-    in their stead."""
+    in their stead; a year of birth alone is written as four digits."""
     parts = {t: c for c, t in mapping.items() if t in BIRTH_DATE_PARTS}
     if not parts:
         return raw, mapping
+    if list(parts) == ["birth_year"]:  # a year alone, written as unification writes it
+        return raw.assign(**{parts["birth_year"]: whole_numbers(raw[parts["birth_year"]], 1000, 9999, 4)}), mapping
     if missing := [p for p in BIRTH_DATE_PARTS if p not in parts]:
         raise UserError(
             f"--map: a birth date in parts needs birth_year, birth_month and birth_day; {' and '.join(missing)} "
-            "not mapped (a year of birth alone: map it as custom)"
+            "not mapped (a year of birth alone may be mapped as birth_year)"
         )
     column = "birth_date_from_" + "_".join(parts[p] for p in BIRTH_DATE_PARTS)
     joined = join_birth_date(*(raw[parts[p]] for p in BIRTH_DATE_PARTS))

@@ -33,7 +33,8 @@ SemanticType = Literal[
     "custom",
 ]
 
-#: Semantic types of a birth date written in three columns; unification joins them into ``birth_date``.
+#: Semantic types of a birth date written in three columns; unification joins them into ``birth_date``. A year
+#: of birth alone (no month or day) is the attribute ``birth_year``.
 BIRTH_DATE_PARTS = ("birth_year", "birth_month", "birth_day")
 
 #: Normalizations a condition can apply (``alias:<name>`` names an alias map of ``unify.normalize.aliases``).
@@ -161,20 +162,23 @@ class UnifyTable(StrictModel):
     def attributes(self) -> dict[str, str]:
         """Attribute name -> column (a ``custom`` column is an attribute of its own name). A birth date written in
         three columns is the attribute ``birth_date`` of ``year/month/day`` (see :meth:`birth_date_parts`)."""
+        parts = self.birth_date_parts()
         attrs = {
             (column if kind == "custom" else kind): column
             for column, kind in self.columns.items()
-            if kind not in BIRTH_DATE_PARTS
+            if not (parts and kind in BIRTH_DATE_PARTS)
         }
-        if parts := self.birth_date_parts():
+        if parts:
             attrs["birth_date"] = "/".join(parts.values())
         return attrs
 
     def birth_date_parts(self) -> dict[str, str]:
         """Part (``birth_year``, ``birth_month``, ``birth_day``) -> column, in that order; empty when the birth
-        date is not written in parts."""
+        date is not written in parts (a year of birth alone is an attribute of its own)."""
         by_kind = {kind: column for column, kind in self.columns.items()}
-        return {part: by_kind[part] for part in BIRTH_DATE_PARTS if part in by_kind}
+        if not all(part in by_kind for part in BIRTH_DATE_PARTS):
+            return {}
+        return {part: by_kind[part] for part in BIRTH_DATE_PARTS}
 
     @model_validator(mode="after")
     def _one_column_per_type(self):
@@ -192,12 +196,12 @@ class UnifyTable(StrictModel):
                 f"column {seen['birth_date']!r} is mapped to 'birth_date' and {', '.join(map(repr, parts))} to its "
                 "parts: map the birth date once, either as one column or as birth_year, birth_month and birth_day"
             )
-        if parts and len(parts) < len(BIRTH_DATE_PARTS):
+        if parts and parts != ["birth_year"] and len(parts) < len(BIRTH_DATE_PARTS):
             missing = [p for p in BIRTH_DATE_PARTS if p not in seen]
             raise ValueError(
                 f"{', '.join(f'{seen[p]!r} -> {p}' for p in parts)} without {' and '.join(missing)}: a birth date "
-                "in parts needs birth_year, birth_month and birth_day (a year of birth alone: map it as 'custom', "
-                "compared as a number)"
+                "in parts needs birth_year, birth_month and birth_day (a year of birth alone may be mapped as "
+                "birth_year)"
             )
         return self
 

@@ -83,8 +83,9 @@ def mapping(config: UnifyConfig) -> dict[str, str]:
     rules (one whole-name column alone found under half of the true pairs of Splink's fake_20000)."""
     found: dict[str, str] = {}
     for t in config.tables:
+        joined = bool(t.birth_date_parts())
         for column, kind in t.columns.items():
-            kind = "birth_date" if kind in BIRTH_DATE_PARTS else kind  # the record frame joins them
+            kind = "birth_date" if joined and kind in BIRTH_DATE_PARTS else kind  # the record frame joins them
             found.setdefault(column if kind == "custom" else kind, kind)
     if "full_name" in found:
         for part in ("first_name", "last_name"):

@@ -90,6 +90,9 @@ def build_records(
             if attr == "birth_date" and date_parts:
                 out[attr] = _birth_date_of_parts(t, df, date_parts, unreadable)
                 continue
+            if attr == "birth_year":
+                out[attr] = _birth_years(t, df, column, unreadable)
+                continue
             out[attr] = df[column].astype("string")
             if attr in DATE_ATTRIBUTES and unreadable is not None:
                 _count_unreadable(t, df, column, parse_times(df[column]), unreadable)
@@ -194,17 +197,21 @@ def _count_unreadable(
         unreadable[f"{t.ref}.{column}"] = {"values": len(lost), "example": str(lost.iloc[0])}
 
 
+def whole_numbers(values: pd.Series, low: int, high: int, width: int) -> pd.Series:
+    """Whole numbers from ``low`` to ``high`` written with at least ``width`` digits (``9``, ``09``, ``9.0`` as a
+    spreadsheet exports it -> ``09``); missing where a value is no such number."""
+    n = pd.to_numeric(values.astype("string").str.strip(), errors="coerce").astype("float64")
+    n = n.where((n == n.round()) & (n >= low) & (n <= high))
+    return n.astype("Int64").astype("string").str.zfill(width)
+
+
 def join_birth_date(year: pd.Series, month: pd.Series, day: pd.Series) -> pd.Series:
-    """Birth dates written ``YYYY-MM-DD`` from three columns of whole numbers (``1967``, ``9``, ``27``; ``9.0`` as a
-    spreadsheet exports them); missing where a part is missing or is no whole number in its range. A day the month
-    does not have (February 30) is kept: the model compares year, month and day as written."""
-
-    def number(values: pd.Series, low: int, high: int, width: int) -> pd.Series:
-        n = pd.to_numeric(values.astype("string").str.strip(), errors="coerce").astype("float64")
-        n = n.where((n == n.round()) & (n >= low) & (n <= high))
-        return n.astype("Int64").astype("string").str.zfill(width)
-
-    return number(year, 1000, 9999, 4) + "-" + number(month, 1, 12, 2) + "-" + number(day, 1, 31, 2)
+    """Birth dates written ``YYYY-MM-DD`` from three columns of whole numbers (``1967``, ``9``, ``27``); missing
+    where a part is missing or is no whole number in its range. A day the month does not have (February 30) is
+    kept: the model compares year, month and day as written."""
+    return (
+        whole_numbers(year, 1000, 9999, 4) + "-" + whole_numbers(month, 1, 12, 2) + "-" + whole_numbers(day, 1, 31, 2)
+    )
 
 
 def _birth_date_of_parts(
@@ -224,6 +231,18 @@ def _birth_date_of_parts(
                 "example": "/".join(c.astype("string").fillna("").iloc[first] for c in columns),
             }
     return joined
+
+
+def _birth_years(t: UnifyTable, df: pd.DataFrame, column: str, unreadable: dict[str, dict] | None) -> pd.Series:
+    """A year of birth as four digits (``1967``, ``1967.0`` -> ``1967``); a value that is no year is missing and
+    counted as unreadable under ``source.table.column``."""
+    years = whole_numbers(df[column], 1000, 9999, 4)
+    if unreadable is not None:
+        text = df[column].astype("string").str.strip().fillna("")
+        bad = ((text != "") & years.isna()).to_numpy(bool)
+        if bad.any():
+            unreadable[f"{t.ref}.{column}"] = {"values": int(bad.sum()), "example": text[bad].iloc[0]}
+    return years
 
 
 def _derive_names(out: pd.DataFrame) -> None:

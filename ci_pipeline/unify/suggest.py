@@ -112,8 +112,8 @@ BIRTH_DATE_PART_PATTERNS = {
 
 def _birth_date_parts(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: int) -> pd.DataFrame:
     """A year, a month and a day of birth in three columns (named so, holding whole numbers in range) are mapped
-    as the birth date's parts, which unification joins into one date, when no column holds the whole date. A
-    year alone stays ``custom`` (compared as a number)."""
+    as the birth date's parts, which unification joins into one date, when no column holds the whole date; a year
+    of birth without them is mapped as ``birth_year``."""
     if (suggestions["suggested"] == "birth_date").any():
         return suggestions
     found = {}
@@ -125,9 +125,14 @@ def _birth_date_parts(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: in
             if re.search(pattern, _normalized_name(str(column))) and len(values) and whole.mean() >= 0.8:
                 found[part] = index
                 break
+    result = suggestions.copy()
+    if list(found) == ["birth_year"] or ("birth_year" in found and len(found) < len(BIRTH_DATE_PART_PATTERNS)):
+        index = found["birth_year"]
+        result.loc[index, ["suggested", "confidence"]] = ["birth_year", "high"]
+        result.loc[index, "reason"] = "name and values: a year of birth (compared as a year, blocked on with names)"
+        return result
     if len(found) < len(BIRTH_DATE_PART_PATTERNS):
         return suggestions
-    result = suggestions.copy()
     names = ", ".join(str(result.at[i, "column"]) for i in found.values())
     for part, index in found.items():
         result.loc[index, ["suggested", "confidence"]] = [part, "high"]

@@ -80,6 +80,18 @@ def test_a_birth_date_in_three_columns_is_joined_and_its_unreadable_parts_counte
     assert unreadable["crm.contacts.by/bm/bd"] == {"values": 1, "example": "1980//6"}
 
 
+def test_a_year_of_birth_alone_is_written_as_four_digits_and_a_value_that_is_no_year_counted():
+    f = frames()
+    f[("crm", "contacts")] = f[("crm", "contacts")].assign(yob=["1980", "1980.0", "80", None])
+    raw = config().model_dump()
+    raw["tables"][0]["columns"]["yob"] = "birth_year"
+    unreadable: dict[str, dict] = {}
+    records = build_records(type(config()).model_validate(raw), f, KEYS, unreadable=unreadable)
+    years = records.loc[(records["source"] == "crm") & (records["table"] == "contacts"), "birth_year"]
+    assert years.tolist() == ["1980", "1980", pd.NA, pd.NA] and "birth_date" not in records.columns
+    assert unreadable == {"crm.contacts.yob": {"values": 1, "example": "80"}}
+
+
 def test_birth_dates_unify_cannot_hold_are_still_compared_by_the_probabilistic_model():
     # Historical records: a date before 1677 is beyond a nanosecond timestamp, a typo'd day beyond any calendar.
     f = frames()

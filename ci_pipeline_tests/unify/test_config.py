@@ -134,7 +134,11 @@ def test_a_birth_date_in_parts_needs_all_three_and_no_whole_date_beside(tmp_path
     ).unify.guard.conflict_fields == ["birth_date"]
     text = problems(tmp_path, parts("birth_year", "birth_month"))
     assert "'c_birth_year' -> birth_year, 'c_birth_month' -> birth_month without birth_day" in text
-    assert "a year of birth alone: map it as 'custom'" in text
+    assert "a year of birth alone may be mapped as birth_year" in text
+    assert "without birth_year and birth_month" in problems(tmp_path, parts("birth_day"))
+    # A year alone is an attribute of its own.
+    alone = load(tmp_path, parts("birth_year")).unify.tables[0]
+    assert alone.attributes()["birth_year"] == "c_birth_year" and not alone.birth_date_parts()
     text = problems(tmp_path, parts("birth_date", "birth_year", "birth_month", "birth_day"))
     assert "column 'c_birth_date' is mapped to 'birth_date' and 'birth_year', 'birth_month', 'birth_day'" in text
 

@@ -97,7 +97,7 @@ def test_census_columns_words_not_substrings():
     got = suggested(CENSUS)
     # "race_ethnicity" holds the letters of "city", and an SSN the digits of a phone number.
     assert got["race_ethnicity"] == "" and got["ssn"] == "custom" and got["middle_initial"] == "middle_name"
-    assert got["sex"] == "gender" and got["zip"] == "postal_code" and got["birth_year"] == "custom"
+    assert got["sex"] == "gender" and got["zip"] == "postal_code" and got["birth_year"] == "birth_year"
     assert got["household_id"] == got["person_number"] == got["county"] == ""
 
 
@@ -160,21 +160,26 @@ def test_a_column_named_for_birth_whose_values_are_not_dates_is_not_a_birth_date
     assert "the name says birth date but 0% of values are dates" in rows.loc["birth_info", "reason"]
 
 
-def test_a_birth_date_in_three_columns_is_mapped_as_its_parts_and_a_year_alone_is_custom():
+def test_a_birth_date_in_three_columns_is_mapped_as_its_parts_and_a_year_alone_as_a_year():
     parts = {"YearOfBirth": [1967, 1980, 2001], "birth_month": ["9", "12", "2"], "dob_day": ["27", "1", "30"]}
     rows = suggest_mapping(pd.DataFrame({"surname": ["a", "b", "c"], **parts})).set_index("column")
     assert rows["suggested"].tolist() == ["last_name", "birth_year", "birth_month", "birth_day"]
     assert "the birth date in parts (joined into one date)" in rows.loc["dob_day", "reason"]
     UnifyTable(source="s", table="t", columns=dict(rows["suggested"].items()))  # validates
-    # A year alone, or parts beside a whole date, are no birth date in parts.
-    year = suggest_mapping(pd.DataFrame({"surname": ["a"], "YearOfBirth": [1967]})).set_index("column")
-    assert year.loc["YearOfBirth", "suggested"] == "custom"
+    # A year alone is a year of birth (a two-digit one stays custom); parts beside a whole date are no parts.
+    year = suggest_mapping(pd.DataFrame({"surname": ["a"], "YearOfBirth": [1967], "yob": ["67"]})).set_index("column")
+    assert year.loc["YearOfBirth", "suggested"] == "birth_year" and year.loc["yob", "suggested"] == "custom"
+    UnifyTable(source="s", table="t", columns={"YearOfBirth": "birth_year"})  # validates
     beside = suggest_mapping(pd.DataFrame({**parts, "birthday": ["1967-09-27", "1980-12-01", "2001-02-03"]}))
     assert dict(zip(beside["column"], beside["suggested"], strict=True))["birthday"] == "birth_date"
     assert not {"birth_year", "birth_month", "birth_day"} & set(beside["suggested"])
-    # Named so but not months: left as they were.
+    # Named so but not months: the year alone.
     months = suggest_mapping(pd.DataFrame({**parts, "birth_month": ["Sep", "Dec", "Feb"]}))
-    assert "birth_year" not in set(months["suggested"])
+    assert dict(zip(months["column"], months["suggested"], strict=True)) == {
+        "YearOfBirth": "birth_year",
+        "birth_month": "",
+        "dob_day": "",
+    }
 
 
 def test_a_transactions_table_is_not_a_customer_table():

@@ -44,6 +44,7 @@ NORMALIZATIONS = {
     "full_name": ("ascii", "case", "name_plain", "titles", "whitespace"),
     "first_name": ("ascii", "case", "name_plain", "whitespace"),
     "birth_date": ("whitespace",),
+    "birth_year": ("whitespace",),
     "custom": ("ascii", "case", "symbols", "whitespace"),
 }
 
@@ -63,11 +64,21 @@ SHARED = ("email", "phone", "street")
 STREET_PLACES = ("postal_code", "city")
 
 #: Semantic types paired with each other in two-field blocking rules, most selective first.
-PAIRED = ("last_name", "first_name", "full_name", "birth_date", "postal_code", "street", "city", "company")
+PAIRED = (
+    "last_name",
+    "first_name",
+    "full_name",
+    "birth_date",
+    "birth_year",
+    "postal_code",
+    "street",
+    "city",
+    "company",
+)
 
 #: Semantic types members of one household do not share (they may share an address, a surname, a landline and an
 #: e-mail address): a training rule needs one (see ``training_blocking``).
-PERSONAL = ("first_name", "full_name", "middle_name", "birth_date")
+PERSONAL = ("first_name", "full_name", "middle_name", "birth_date", "birth_year")
 
 #: Single-field blocking rules added while their pairs fit the budget, in this order: the field that fewest
 #: strangers share first, so a budget that binds spends its pairs where they find the most matches. Each catches
@@ -142,6 +153,9 @@ def _comparison(column: str, semantic: str, mapping: dict[str, str], records: pd
         return NameComparison(column, term_frequency=tf)
     if semantic == "birth_date":
         return DateComparison(column)
+    if semantic == "birth_year":
+        # Four digits: exact, one typing error (1967/1968, 1967/1976), else.
+        return IdentifierComparison(column)
     if semantic == "email":
         return EmailComparison(column)
     if semantic == "phone":
@@ -273,7 +287,7 @@ def _candidate_rules(mapping: dict[str, str], records: pd.DataFrame, implied: se
         rules.append(BlockingRule((Key(by_type["first_name"], "unordered", other=by_type["last_name"]),)))
     for semantic in ("last_name", "first_name", "full_name"):
         if semantic in by_type:
-            others = [by_type[t] for t in ("birth_date", "postal_code") if t in by_type]
+            others = [by_type[t] for t in ("birth_date", "birth_year", "postal_code") if t in by_type]
             rules += [BlockingRule((Key(by_type[semantic], "soundex"), Key(o))) for o in others]
     return rules
 

@@ -215,6 +215,18 @@ def test_single_personal_fields_within_the_budget_train_too():
     assert born.m[0] >= max(born.m[1:-1]) and born.m[0] > 0.2
 
 
+def test_a_year_of_birth_is_compared_as_digits_and_blocked_on_with_each_name():
+    frame = SMALL.assign(Year=SMALL["Born"].str[:4]).drop(columns="Born")
+    mapping = {"First": "first_name", "Last": "last_name", "Year": "birth_year", "Mail": "email"}
+    settings, _ = default_settings(normalize_records(frame, mapping), mapping)
+    year = next(c for c in settings.comparisons if c.column == "Year")
+    assert isinstance(year, IdentifierComparison)  # exact, one typing error (1967/1968, 1967/1976), else
+    rules = {str(r) for r in settings.blocking}
+    assert {"Last & Year", "First & Year", "soundex(Last) & Year", "soundex(First) & Year"} <= rules
+    # A personal field: household members are born in other years, so its rules train.
+    assert "Last & Year" in {str(r) for r in settings.training_rules}
+
+
 def test_the_email_user_name_is_a_blocking_key():
     records = normalize_records(SMALL, SMALL_MAPPING)
     rule = BlockingRule.parse(["user(Mail)"], "blocking[0]")

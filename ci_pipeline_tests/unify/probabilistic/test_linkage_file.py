@@ -116,10 +116,21 @@ def test_a_birth_date_in_three_columns_is_compared_as_one_date(tmp_path, capsys)
     # Joined as unification joins them: a rule of its own, within the pair budget.
     assert "blocking rule [birth_date_from_birth_year_birth_month_birth_day] added" in figures["default_notes"][0]
     assert figures["precision"] >= 0.98 and figures["recall"] >= 0.95
-    args = ["bench", "linkage", "--file", str(path), "--truth", "person", "--map", "birth_year=birth_year"]
+    args = ["bench", "linkage", "--file", str(path), "--truth", "person", "--map", "birth_day=birth_day"]
     assert main([*args, "--map", "first_name=first_name"]) != 0
-    said = "needs birth_year, birth_month and birth_day; birth_month and birth_day not mapped"
+    said = "needs birth_year, birth_month and birth_day; birth_year and birth_month not mapped"
     assert said in capsys.readouterr().err
+
+
+def test_a_year_of_birth_alone_is_compared_and_blocked_on_with_the_names(tmp_path, capsys):
+    frame = labelled(people=200)
+    frame["birth_year"] = frame.pop("dob").str[:4] + ".0"  # as a spreadsheet may export it
+    path = tmp_path / "people.csv"
+    frame.to_csv(path, index=False)
+    assert main(["bench", "linkage", "--file", str(path), "--truth", "person", "--id", "record_id"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip())
+    assert figures["mapping"]["birth_year"] == "birth_year"
+    assert figures["precision"] >= 0.95 and figures["recall"] >= 0.9
 
 
 def test_a_spreadsheet_export_is_read_as_the_quick_start_reads_it(tmp_path, capsys):
