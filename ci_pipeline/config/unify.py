@@ -218,7 +218,7 @@ class Pair(StrictModel):
 
 
 #: Fields that identify a person beyond the name: a customer whose records hold none of them is "thin".
-IDENTIFYING_FIELDS = ["email", "phone", "street", "postal_code", "birth_date", "company"]
+IDENTIFYING_FIELDS = ["email", "phone", "street", "postal_code", "birth_date", "birth_year", "company"]
 
 
 class AttachRule(StrictModel):

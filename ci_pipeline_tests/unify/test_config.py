@@ -190,7 +190,7 @@ def test_attach_rule_problems_name_the_key_and_the_fix(tmp_path):
     )
     assert "unify.match.attach[0].among: a rule joining thin customers to each other ('each_other')" in text
     rule = load(tmp_path, attach(tables=["crm.contacts"], same=["first_name"])).unify.match.attach[0]
-    assert rule.without == ["email", "phone", "street", "postal_code", "birth_date", "company"]
+    assert rule.without == ["email", "phone", "street", "postal_code", "birth_date", "birth_year", "company"]
 
 
 def test_a_key_yaml_reads_as_true_is_named_with_the_fix(tmp_path):
