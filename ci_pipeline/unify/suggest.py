@@ -119,14 +119,15 @@ def _birth_date_parts(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: in
     found = {}
     for part, (pattern, low, high) in BIRTH_DATE_PART_PATTERNS.items():
         for index, column in suggestions["column"].items():
+            if not re.search(pattern, _normalized_name(str(column))):
+                continue
             text = frame[column].dropna().astype("string").str.strip().head(sample)
             values = pd.to_numeric(text, errors="coerce").astype("float64")
-            whole = (values == values.round()) & values.between(low, high)
-            if re.search(pattern, _normalized_name(str(column))) and len(values) and whole.mean() >= 0.8:
+            if len(values) and ((values == values.round()) & values.between(low, high)).mean() >= 0.8:
                 found[part] = index
                 break
     result = suggestions.copy()
-    if list(found) == ["birth_year"] or ("birth_year" in found and len(found) < len(BIRTH_DATE_PART_PATTERNS)):
+    if "birth_year" in found and len(found) < len(BIRTH_DATE_PART_PATTERNS):
         index = found["birth_year"]
         result.loc[index, ["suggested", "confidence"]] = ["birth_year", "high"]
         result.loc[index, "reason"] = "name and values: a year of birth (compared as a year, blocked on with names)"
