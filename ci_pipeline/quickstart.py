@@ -450,7 +450,6 @@ def _customers_yaml(plan: Plan) -> list[str]:
     lines += [f"        {_q(r.column)}: {r.suggested}  # {r.confidence}: {r.reason}" for r in mapped.itertuples()]
     for row in unmapped.itertuples():
         lines.append(f"        # {row.column} is left out: {row.reason}")
-    # A birth date in parts is compared as one date (the record frame joins them).
     types = _model_types(plan)
     listed = ", ".join(sorted(types)) or "none"
     if _wants_model(plan) and not plan.model_refused:

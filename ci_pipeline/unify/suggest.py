@@ -14,6 +14,8 @@ import re
 
 import pandas as pd
 
+from ci_pipeline.unify.records import whole_numbers
+
 
 def _words(pattern: str) -> str:
     """``pattern`` as whole words of a normalized name: ``city`` matches ``billing_city``, not ``ethnicity``."""
@@ -121,9 +123,8 @@ def _birth_date_parts(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: in
         for index, column in suggestions["column"].items():
             if not re.search(pattern, _normalized_name(str(column))):
                 continue
-            text = frame[column].dropna().astype("string").str.strip().head(sample)
-            values = pd.to_numeric(text, errors="coerce").astype("float64")
-            if len(values) and ((values == values.round()) & values.between(low, high)).mean() >= 0.8:
+            values = frame[column].dropna().head(sample)
+            if len(values) and whole_numbers(values, low, high, 1).notna().mean() >= 0.8:
                 found[part] = index
                 break
     result = suggestions.copy()
