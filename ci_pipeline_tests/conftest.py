@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "data" / "sample"
@@ -92,6 +93,17 @@ def _private_dagster_home(tmp_path_factory):
         os.environ.pop("DAGSTER_HOME", None)
     else:
         os.environ["DAGSTER_HOME"] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_native_thread():
+    """Native code called straight from a test gets one thread, as the product gives it (predictions' threads).
+
+    Each worker has a core of its own; OpenMP threads waiting for each other at every tree on a core the other
+    worker holds made a 0.4 s test take 40 s.
+    """
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture(autouse=True)
