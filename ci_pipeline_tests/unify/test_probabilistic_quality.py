@@ -597,12 +597,13 @@ def test_malformed_or_unmapped_strata_are_named():
         Settings.from_dict({**base, "strata": [["metaphone(last)"]]})
 
 
-def _reference_weight(model: Model, records: pd.DataFrame, shares: dict, gamma: np.ndarray, a: int, b: int):
+def _reference_weight(model: Model, records: pd.DataFrame, counts: dict, gamma: np.ndarray, a: int, b: int):
     """The fit (stratum index, -1 = the main fit) and the match weight of records ``a`` and ``b`` from the
     definitions, pair by pair: the fit of the first stratum whose key both records hold alike, its prior, and per
-    comparison log2(m / u) of the level reached (0 for null); exact agreement on a term-frequency comparison weighs
-    log2(u / f(v)) in the main fit and log2(sum of f^2 / f(v)) in a stratum keyed on that column (no adjustment in
-    another stratum)."""
+    comparison log2(m / u) of the level reached (0 for null); exact agreement on value v of a term-frequency
+    comparison adds log2(u / f(v)) in the main fit and log2(a / f(v)) in a stratum keyed on that column (no
+    adjustment in another stratum), f(v) being the share of v among the other N - 1 known values and a the chance
+    that two random records agree, both from the ``counts`` of the column's N known values."""
     values = records.iloc[[a, b]]
     held = [
         any(all(values[c].notna().all() and values[c].iloc[0] == values[c].iloc[1] for c in k) for k in s.keys)
@@ -617,9 +618,10 @@ def _reference_weight(model: Model, records: pd.DataFrame, shares: dict, gamma: 
             continue
         total += float(np.log2(params.m[level] / params.u[level]))
         if comparison.term_frequency and level == 0 and (index < 0 or comparison.column in fit.columns):
-            f = shares[comparison.column]
-            agree = params.u[0] if index < 0 else float((f**2).sum())
-            total += float(np.log2(agree / f[values[comparison.column].iloc[0]]))
+            c = counts[comparison.column]
+            n = c.sum()
+            agree = params.u[0] if index < 0 else float((c * (c - 1)).sum() / (n * (n - 1)))
+            total += float(np.log2(agree * (n - 1) / (c[values[comparison.column].iloc[0]] - 1)))
     return index, total
 
 
@@ -643,10 +645,10 @@ def test_strata_weights_looked_up_per_fit_equal_the_pair_by_pair_definition():
     scoring = dataclasses.replace(settings, blocking=(*settings.blocking, BlockingRule.parse(["last"], "blocking")))
     scored = predict(model, records, settings=scoring)
     gamma = scored[[f"gamma_{c.name}" for c in model.settings.comparisons]].to_numpy()
-    shares = {c: records[c].value_counts(normalize=True) for c in records.columns}
+    counts = {c: records[c].value_counts() for c in records.columns}
     fits, expected = zip(
         *(
-            _reference_weight(model, records, shares, g, a, b)
+            _reference_weight(model, records, counts, g, a, b)
             for a, b, g in zip(scored["left"], scored["right"], gamma, strict=True)
         ),
         strict=True,

@@ -95,7 +95,7 @@ WIDE = ("birth_date", "last_name", "full_name", "first_name")
 PAIRS_PER_RECORD = 2
 
 #: Semantic types whose values differ much in frequency: exact agreement is term-frequency adjusted.
-TERM_FREQUENCY = ("first_name", "last_name", "full_name", "middle_name", "city", "company", "street")
+TERM_FREQUENCY = ("first_name", "last_name", "full_name", "middle_name", "city", "company", "street", "birth_date")
 
 
 def _normalizations(frame: pd.DataFrame, mapping: dict[str, str], normalizer: Normalizer | None):
@@ -152,7 +152,7 @@ def _comparison(column: str, semantic: str, mapping: dict[str, str], records: pd
     if semantic in ("full_name", "middle_name"):
         return NameComparison(column, term_frequency=tf)
     if semantic == "birth_date":
-        return DateComparison(column)
+        return DateComparison(column, term_frequency=tf)
     if semantic == "birth_year":
         # Four digits: exact, one typing error (1967/1968, 1967/1976), else.
         return IdentifierComparison(column)

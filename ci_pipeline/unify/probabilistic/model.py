@@ -18,8 +18,9 @@ Training:
   so each stratum has its own match share, m and u, all by EM. The main fit leaves their pairs out.
 
 Term-frequency adjustment: for a comparison with ``term_frequency``, exact agreement on value v gets the Bayes
-factor m / f(v) instead of m / u, f(v) being v's share of the records' values: agreeing on a rare surname counts
-for more than agreeing on "smith".
+factor m / f(v) instead of m / u, f(v) being the chance that another record holds v (v's share of the known values
+but the pair's own): agreeing on a rare surname counts for more than agreeing on "smith", on a placeholder birth
+date for less than on one nobody else has.
 """
 
 from __future__ import annotations

@@ -43,8 +43,10 @@ def _adjustment(fit: Model | Stratum, params: ComparisonParameters, comparison: 
     if comparison.column not in fit.columns:
         return np.nan
     column = table.column(comparison.column)
-    shares = column.counts / column.non_null
-    return float((shares**2).sum())
+    if column.non_null < 2:
+        return np.nan
+    counts = column.counts.astype(np.float64)
+    return float((counts * (counts - 1)).sum() / (column.non_null * (column.non_null - 1.0)))
 
 
 def _tables(model: Model, table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -114,7 +116,11 @@ class _Weights:
             fit = self.fit
             exact = np.flatnonzero((g == 0) & adjusts[fit])
             column = self.table.column(self.model.settings.comparisons[j].column)
-            share = column.counts[column.codes[self.left[exact]]] / column.non_null
+            # The chance that another record holds the value: the records holding it but the pair's first one, over
+            # all records but that one. Counting the record itself would make a value two records share look
+            # commoner than it is, the more so the rarer it is, and weigh down the pairs of one person most.
+            others = np.maximum(column.counts[column.codes[self.left[exact]]] - 1, 1)
+            share = others / max(column.non_null - 1, 1)
             # The weight grows as the agreed value gets rarer.
             out[exact] += np.log2(self.numerator[fit[exact], j] / share)
         return out

@@ -21,6 +21,7 @@ from ci_pipeline.unify.probabilistic import (
     SettingsError,
     default_columns,
     default_settings,
+    explain_pair,
     frame_of,
     normalize_records,
     normalized_table,
@@ -72,7 +73,7 @@ def test_comparisons_follow_the_semantic_types():
     assert by_name["First"] == NameComparison("First", term_frequency=True, swap_with="Last")
     assert by_name["Last"] == NameComparison("Last", term_frequency=True, swap_with="First")
     assert isinstance(by_name["Mail"], EmailComparison)
-    assert isinstance(by_name["Born"], DateComparison)
+    assert by_name["Born"] == DateComparison("Born", term_frequency=True)
     assert isinstance(by_name["Zip"], PostalCodeComparison)
     # Digits: an identifier (typing errors); text: Jaro-Winkler.
     assert isinstance(by_name["Member"], IdentifierComparison)
@@ -383,6 +384,37 @@ def test_first_and_last_name_with_a_birth_date_alone_train():
     left, settings = copies_linked(PAIRS_PER_RECORD)
     assert "born" in {str(r) for r in settings.training_rules}
     assert (left != 0).sum() >= 0.95 * 400 and (left == 0).sum() >= 0.95 * 200
+
+
+def test_a_placeholder_birth_date_many_records_carry_weighs_less_than_one_nobody_else_has():
+    # A fifth of the people were entered with 1900-01-01 for an unknown birth date; each person has two records,
+    # the second with a typo in the first name (pairs of one name are weighed by the name stratum's own fit).
+    rng = np.random.default_rng(8)
+    people = 800
+    born = [f"19{rng.integers(40, 99)}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}" for _ in range(people)]
+    born = np.where(rng.random(people) < 0.2, "1900-01-01", born)
+    first = rng.choice(["ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal", "ida", "jo"], people)
+    last = rng.choice([f"{a}{b}" for a in ("berg", "dal", "holm", "vik", "lund", "strom") for b in "aeiouy"], people)
+    frame = pd.DataFrame({"given": first, "family": last, "born": born}, dtype="string")
+    records = normalize_records(
+        pd.concat([frame, frame.assign(given=frame["given"] + "x")], ignore_index=True),
+        mapping := {"given": "first_name", "family": "last_name", "born": "birth_date"},
+    )
+    settings, _ = default_settings(records, mapping)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = train(records, settings)
+    placeholder = int(np.flatnonzero(born == "1900-01-01")[0])
+    unique = int(np.flatnonzero(pd.Series(born).map(pd.Series(born).value_counts()).to_numpy() == 1)[0])
+
+    def born_weight(person: int) -> float:
+        waterfall = explain_pair(model, records, person, person + people).set_index("comparison")
+        assert waterfall.loc["born", "level"] == "exact"
+        return float(waterfall.loc["born", "weight"])
+
+    plain = next(p for p in model.parameters if p.name == "born").weights[0]
+    # Unadjusted, agreeing on any birth date weighs what agreeing at all does, which the placeholder makes common.
+    assert born_weight(placeholder) < plain - 1 and born_weight(unique) > plain + 3
 
 
 def test_a_first_name_that_every_personal_rule_reads_is_trained_on_the_other_rules():

@@ -174,14 +174,31 @@ def test_term_frequency_adjustment_weighs_rare_values_more():
     model = train(records, Settings(comparisons, exact_settings().blocking))
     common_pair = explain_pair(model, records, 2 * smith, 2 * smith + 1).set_index("comparison")
     rare_pair = explain_pair(model, records, 2 * rare, 2 * rare + 1).set_index("comparison")
-    shares = records["last"].value_counts(normalize=True)
+    counts = records["last"].value_counts()
     assert common_pair.loc["last", "level"] == rare_pair.loc["last", "level"] == "exact"
-    assert rare_pair.loc["last", "weight"] - common_pair.loc["last", "weight"] == pytest.approx(
-        np.log2(shares["smith"] / shares[surnames[rare]])
-    )
+    # Each weighs log2(m / f), f the chance that another record holds the value: those holding it but the pair's
+    # first one, over all records but that one.
+    m = model.parameters[-1].m[0]
+    for pair, value in ((common_pair, "smith"), (rare_pair, surnames[rare])):
+        share = (counts[value] - 1) / (len(records) - 1)
+        assert pair.loc["last", "weight"] == pytest.approx(np.log2(m / share))
     # Without the adjustment both would weigh log2(m / u).
     plain = model.parameters[-1].weights[0]
     assert common_pair.loc["last", "weight"] < plain < rare_pair.loc["last", "weight"]
+
+
+def test_term_frequencies_of_values_each_held_by_one_person_leave_the_plain_weight():
+    # Every surname is one person's, on both of their records: agreeing on any of them is as rare as agreeing at
+    # all, so the adjustment adds nothing (counting the pair's own record in, it took a bit off every such pair).
+    records, _ = synthetic(people=1500)
+    records["last"] = pd.array(np.repeat([f"name{i}" for i in range(1500)], 2), dtype="string")
+    comparisons = (*exact_settings().comparisons, NameComparison("last", term_frequency=True))
+    model = train(records, Settings(comparisons, exact_settings().blocking))
+    pair = explain_pair(model, records, 10, 11).set_index("comparison")
+    plain = model.parameters[-1].weights[0]
+    assert pair.loc["last", "level"] == "exact"
+    # u is estimated from a sample of random pairs: the two agree within its noise.
+    assert pair.loc["last", "weight"] == pytest.approx(plain, abs=0.25)
 
 
 def test_explain_pair_adds_up_to_the_predicted_weight():
