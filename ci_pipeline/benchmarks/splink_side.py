@@ -35,16 +35,21 @@ DETERMINISTIC_RECALL = 0.7
 
 
 def _place(ours):
-    """A place and the general places it implies (kind ``place``) as a Splink custom comparison with the same
-    levels: null when no place is known on both sides, exact, Jaro-Winkler thresholds, then each general place."""
+    """A place and the general places it implies (kind ``place``, or ``postal_code`` with ``then``) as a Splink
+    custom comparison with the same levels: null when no place is known on both sides, exact, Jaro-Winkler
+    thresholds (a postal code: one typing error), then each general place."""
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
     column = ours.column
+    if ours.kind == "place":
+        own = [cll.JaroWinklerLevel(column, t) for t in ours.thresholds]
+    else:
+        own = [cll.DamerauLevenshteinLevel(column, 1)]
     levels = [
         cll.And(*[cll.NullLevel(c) for c in ours.columns]),
         cll.ExactMatchLevel(column, term_frequency_adjustments=ours.term_frequency),
-        *[cll.JaroWinklerLevel(column, t) for t in ours.thresholds],
+        *own,
         *[cll.ExactMatchLevel(c) for c in ours.then],
         cll.ElseLevel(),
     ]
@@ -56,7 +61,7 @@ def comparison(ours):
     import splink.comparison_library as cl
 
     column = ours.column
-    if ours.kind == "place":
+    if getattr(ours, "then", ()):
         return _place(ours)
     made = {
         "exact": lambda: cl.ExactMatch(column),

@@ -85,9 +85,15 @@ KINDS: dict[str, Kind] = {
         Kind("email", "e-mail addresses", lambda p: ("exact", "same_user", "same_domain", "else")),
         Kind(
             "postal_code",
-            "postal codes: one typing error, same prefix",
-            lambda p: ("exact", "one_typo", f"same_prefix_{p['prefix_length']}", "else"),
-            {"prefix_length": 3},
+            "postal codes: one typing error, same prefix, then the more general places it implies (then)",
+            lambda p: (
+                "exact",
+                "one_typo",
+                f"same_prefix_{p['prefix_length']}",
+                *(f"same_{c}" for c in p["then"]),
+                "else",
+            ),
+            {"prefix_length": 3, "then": ()},
         ),
         Kind(
             "place",
@@ -100,6 +106,8 @@ KINDS: dict[str, Kind] = {
 
 #: Kinds whose thresholds are similarities (listed high to low); the others with thresholds take edit distances.
 SIMILARITY_KINDS = ("jaro_winkler", "name", "place")
+#: Kinds that take ``then``: more general places compared as the levels below their own.
+GENERAL_PLACE_KINDS = ("place", "postal_code")
 
 
 def did_you_mean(name: str, choices: Collection[str]) -> str:
@@ -135,18 +143,30 @@ def _parameter_problems(kind: Kind, spec: dict, where: str) -> list[str]:
             found.append(f"{where}.prefix_length: {length!r} must be a whole number of 1 or more")
     if spec.get("swap_with") is not None and spec.get("swap_with") == spec.get("column"):
         found.append(f"{where}.swap_with: names the column itself; name the other name column")
-    if kind.name == "place":
-        then = spec.get("then")
-        if not isinstance(then, list | tuple) or not then or not all(isinstance(c, str) for c in then):
-            found.append(
+    if kind.name in GENERAL_PLACE_KINDS:
+        found += _then_problems(kind.name, spec, where)
+    return found
+
+
+def _then_problems(kind: str, spec: dict, where: str) -> list[str]:
+    """``then``, the more general places: column names, none twice nor the compared column; a ``place``
+    comparison needs at least one (a postal code may have none)."""
+    then = spec.get("then", ())
+    if (
+        not isinstance(then, list | tuple)
+        or not all(isinstance(c, str) for c in then)
+        or (kind == "place" and not then)
+    ):
+        if kind == "place":
+            return [
                 f"{where}.then: a 'place' comparison needs 'then', the more general places (for example "
                 "[postal_code, city]); without them use 'jaro_winkler'"
-            )
-        else:
-            repeated = sorted({c for c in then if c == spec.get("column") or list(then).count(c) > 1})
-            if repeated:
-                found.append(f"{where}.then: names {', '.join(repeated)} twice (or the compared column itself)")
-    return found
+            ]
+        return [f"{where}.then: list the more general places' columns, for example [city]"]
+    repeated = sorted({c for c in then if c == spec.get("column") or list(then).count(c) > 1})
+    if repeated:
+        return [f"{where}.then: names {', '.join(repeated)} twice (or the compared column itself)"]
+    return []
 
 
 def _without_problems(kind: Kind, spec: dict, where: str) -> list[str]:
@@ -172,7 +192,8 @@ def _column_problems(kind: Kind, spec: dict, where: str, columns: Collection[str
     named = [("column", spec.get("column"))]
     if isinstance(spec.get("swap_with"), str):
         named.append(("swap_with", spec["swap_with"]))
-    named += [(f"then[{i}]", c) for i, c in enumerate(spec.get("then") or ()) if kind.name == "place"]
+    if kind.name in GENERAL_PLACE_KINDS and isinstance(spec.get("then"), list | tuple):
+        named += [(f"then[{i}]", c) for i, c in enumerate(spec["then"])]
     return [
         f"{where}.{key}: {name!r} is not mapped{did_you_mean(name, columns)}; map a column to it in "
         f"unify.tables[*].columns or compare a mapped one (mapped: {', '.join(sorted(columns))})"

@@ -20,7 +20,7 @@ SETTINGS = Settings.from_dict(
             {"kind": "jaro_winkler", "column": "company", "thresholds": [0.9]},
             {"kind": "levenshtein", "column": "city", "thresholds": [1, 2]},
             {"kind": "damerau_levenshtein", "column": "state", "thresholds": [1]},
-            {"kind": "postal_code", "column": "postal_code"},
+            {"kind": "postal_code", "column": "postal_code", "then": ["state"]},
             {"kind": "exact", "column": "gender"},
         ],
         "blocking": [

@@ -19,6 +19,7 @@ from ci_pipeline.unify.probabilistic import (
     ExactMatch,
     Model,
     NameComparison,
+    PostalCodeComparison,
     Settings,
     SettingsError,
     default_settings,
@@ -244,6 +245,38 @@ def test_place_comparison_levels_run_from_the_street_to_the_general_places():
     assert Settings.from_dict({**household_settings(place=True).to_dict()}).comparisons[3] == PlaceComparison(
         "street", then=("last",)
     )
+
+
+def test_a_postal_code_with_general_places_counts_them_only_where_the_postal_codes_say_nothing():
+    records = pd.DataFrame(
+        {
+            "zip": ["10001", "10001", "10002", "10017", "20002", None, None, "30003", "10001"],
+            "city": ["york", "york", "york", "york", "york", "york", None, "troy", "troy"],
+        },
+        dtype="string",
+    )
+    zip_code = PostalCodeComparison("zip", then=("city",))
+    assert zip_code.levels == ("exact", "one_typo", "same_prefix_3", "same_city", "else")
+    assert zip_code.columns == ("zip", "city")
+    table = prepare(records, zip_code.columns)
+    left = np.array([0, 0, 0, 0, 0, 6, 7, 0])
+    right = np.array([1, 2, 3, 4, 5, 5, 4, 8])
+    # exact (the city agreeing adds nothing); one typo; same prefix; another zip, same city; zip unknown on one
+    # side, same city; nothing known on both sides (null); different zip and city (else); same zip, another city
+    # (the zip's level: the city is not looked at).
+    assert zip_code.gamma(table, left, right).tolist() == [0, 1, 2, 3, 3, -1, 4, 0]
+    # A left-out level falls through to the next one that holds; without general places the levels are the plain
+    # ones.
+    no_prefix = PostalCodeComparison("zip", then=("city",), without=("same_prefix_3",))
+    assert no_prefix.gamma(table, left, right).tolist() == [0, 1, 2, 2, 2, -1, 3, 0]
+    assert PostalCodeComparison("zip").gamma(table, left, right).tolist() == [0, 1, 2, 3, -1, -1, 3, 0]
+    spec = {"kind": "postal_code", "column": "zip", "then": ["city"]}
+    assert Settings.from_dict({"comparisons": [spec], "blocking": ["zip"]}).comparisons[0] == zip_code
+    assert zip_code.to_dict() == spec
+    with pytest.raises(SettingsError, match=r"'zip'\.then: names zip twice \(or the compared column itself\)"):
+        PostalCodeComparison("zip", then=("zip",))
+    with pytest.raises(SettingsError, match=r"comparisons\[0\]\.then: list the more general places' columns"):
+        Settings.from_dict({"comparisons": [{**spec, "then": "city"}], "blocking": ["zip"]})
 
 
 def test_place_comparison_mistakes_are_named():

@@ -23,7 +23,7 @@ call (``process.cpdist``) over the distinct value pairs that are neither null no
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from typing import ClassVar
 
@@ -562,10 +562,16 @@ class EmailComparison(Comparison):
 
 @dataclass(frozen=True)
 class PostalCodeComparison(Comparison):
-    """Postal codes: exact, one typing error, same first ``prefix_length`` characters, else."""
+    """Postal codes: exact, one typing error, same first ``prefix_length`` characters, then ``same_<column>`` for
+    each more general place of ``then`` (see :func:`with_general_places`), else."""
 
     kind: ClassVar[str] = "postal_code"
     prefix_length: int = KINDS["postal_code"].parameters["prefix_length"]
+    then: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (self.column, *self.then)
 
     def _conditions(self, table, left, right):
         side = _side(table, self.column, left, right)
@@ -574,6 +580,37 @@ class PostalCodeComparison(Comparison):
         k = self.prefix_length
         prefix = table.derived(self.column, f"prefix{k}", lambda v: _codes(pc.utf8_slice_codeunits(_text(v), 0, k)))
         return (side.null, [exact, typo, prefix[side.left] == prefix[side.right]])
+
+    def gamma(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        if not self.then:
+            return super().gamma(table, left, right)
+        own = replace(self, then=(), without=())
+        return with_general_places(self, own.gamma(table, left, right), table, left, right)
+
+
+def with_general_places(comparison: Comparison, own: np.ndarray, table: Table, left, right) -> np.ndarray:
+    """The levels of a place comparison with more general places (``comparison.then``, from the most specific)
+    below its own: ``own`` holds the levels its own column reached (all of them, NULL where unknown on a side);
+    a pair whose own column says nothing (else or null) reaches ``same_<c>`` for the first general place c both
+    records know alike, else ``else``. Null only when no place is known on both sides.
+
+    The model takes its comparisons as independent evidence; nested places are not (records of different people
+    sharing a postal code mostly share its town), so the general places count only where the specific one does
+    not.
+    """
+    reached = own != NULL
+    # A condition holds from its level up, so a level left out (``without``) falls through to the next one.
+    own_levels = len(comparison.all_levels) - len(comparison.then) - 1
+    conditions = [reached & (own <= i) for i in range(own_levels)]
+    null = ~reached
+    for column in comparison.then:
+        codes = table.column(column).codes
+        a, b = codes[left], codes[right]
+        known = (a >= 0) & (b >= 0)
+        conditions.append(known & (a == b))
+        null &= ~known
+    kept = [c for level, c in zip(comparison.all_levels, conditions, strict=False) if level not in comparison.without]
+    return _select(null, kept)
 
 
 LIBRARY: dict[str, type[Comparison]] = {

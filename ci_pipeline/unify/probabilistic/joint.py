@@ -4,7 +4,7 @@ The Fellegi-Sunter model takes its comparisons as independent evidence. Places n
 records on one street share its postal code and city. Compared apart, a pair agreeing on all three would count the
 same evidence three times; left out, the postal code would say nothing when the street is missing on one side. A
 place comparison keeps them in one comparison whose levels run from the most specific place to the most general,
-each level with its own m and u.
+each level with its own m and u. A postal code takes the same ``then`` (``PostalCodeComparison``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import numpy as np
 
 from ci_pipeline.unify.probabilistic.comparisons import (
     LIBRARY,
-    NULL,
     JaroWinklerAtThresholds,
     SettingsError,
-    _select,
+    with_general_places,
 )
 from ci_pipeline.unify.probabilistic.table import Table
 
@@ -58,20 +57,9 @@ class PlaceComparison(JaroWinklerAtThresholds):
 
     def gamma(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """The level reached by each pair of record positions; -1 when no place is known on both sides."""
-        # The specific place's own levels (exact, then each threshold), as a plain Jaro-Winkler comparison has them;
-        # a condition holds from its level up, so a left-out level falls through to the next one that holds.
-        specific = JaroWinklerAtThresholds(self.column, thresholds=self.thresholds).gamma(table, left, right)
-        reached = specific != NULL
-        conditions = [specific == 0] + [reached & (specific <= i + 1) for i in range(len(self.thresholds))]
-        null = ~reached
-        for column in self.then:
-            codes = table.column(column).codes
-            a, b = codes[left], codes[right]
-            known = (a >= 0) & (b >= 0)
-            conditions.append(known & (a == b))
-            null &= ~known
-        kept = [c for level, c in zip(self.all_levels, conditions, strict=False) if level not in self.without]
-        return _select(null, kept)
+        # The specific place's own levels (exact, then each threshold), as a plain Jaro-Winkler comparison has them.
+        own = JaroWinklerAtThresholds(self.column, thresholds=self.thresholds).gamma(table, left, right)
+        return with_general_places(self, own, table, left, right)
 
 
 # Settings are read through the library: a place comparison is one of its kinds.

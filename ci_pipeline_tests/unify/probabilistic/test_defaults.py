@@ -271,11 +271,12 @@ def test_a_mapped_column_missing_from_the_data_is_named():
         normalize_records(RAW, {**MAPPING, "Phone": "phone"})
 
 
-def places(city_of_zip: bool, n: int = 400, seed: int = 2) -> pd.DataFrame:
-    """Records of different people in 20 postal codes; the city follows the postal code or is drawn apart."""
+def places(city_of_zip: float, n: int = 400, seed: int = 2) -> pd.DataFrame:
+    """Records of different people in 20 postal codes; the city follows the postal code for a ``city_of_zip``
+    share of them and is drawn apart for the others."""
     rng = np.random.default_rng(seed)
     zips = rng.integers(0, 20, n)
-    cities = zips % 7 if city_of_zip else rng.integers(0, 7, n)
+    cities = np.where(rng.random(n) < city_of_zip, zips % 7, rng.integers(0, 7, n))
     return pd.DataFrame(
         {
             "First": [f"name{i}" for i in range(n)],
@@ -286,18 +287,23 @@ def places(city_of_zip: bool, n: int = 400, seed: int = 2) -> pd.DataFrame:
     )
 
 
-def test_a_city_the_postal_code_implies_is_not_compared():
+@pytest.mark.parametrize("city_of_zip", [1.0, 0.8])
+def test_a_city_the_postal_code_implies_is_compared_only_where_the_postal_codes_say_nothing(city_of_zip):
     mapping = {"First": "first_name", "Zip": "postal_code", "Town": "city"}
-    settings, notes = default_settings(normalize_records(places(True), mapping), mapping, pairs_per_record=0)
+    records = normalize_records(places(city_of_zip), mapping)
+    settings, notes = default_settings(records, mapping, pairs_per_record=0)
+    assert settings.comparisons[1] == PostalCodeComparison("Zip", then=("Town",))
     assert [c.name for c in settings.comparisons] == ["First", "Zip"]
+    share = "100%" if city_of_zip == 1 else "70%"
     assert [n for n in notes if "pair budget" not in n] == [
-        "city (Town) not compared: 100% of different people sharing a Zip share the Town too, so Zip already "
-        "holds that evidence"
+        f"city (Town) not compared: {share} of different people sharing a Zip share the Town too, so Zip already "
+        "holds that evidence",
+        "Town compared after all, as lower levels of Zip (same_<place>)",
     ]
     # Nor blocked on with the postal code: together they are one place, everybody living there.
     assert "Zip & Town" not in [str(r) for r in settings.blocking]
     # Drawn apart, the city is evidence of its own.
-    settings, notes = default_settings(normalize_records(places(False), mapping), mapping, pairs_per_record=0)
+    settings, notes = default_settings(normalize_records(places(0), mapping), mapping, pairs_per_record=0)
     assert [c.name for c in settings.comparisons] == ["First", "Zip", "Town"]
     assert "Zip & Town" in [str(r) for r in settings.blocking]
     assert [n for n in notes if "pair budget" not in n] == []
