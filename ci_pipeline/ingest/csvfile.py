@@ -132,7 +132,8 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
             "reason": pd.array(
                 np.where(
                     broken_quoting[bad],
-                    "broken quoting: a quoted value is not closed on this line",
+                    "broken quoting: a quoted value is not closed on this line"
+                    + ("" if options.multiline else _MULTILINE_HINT),
                     np.char.add(f"expected {len(columns)} columns, found ", fields[bad].astype(str)),
                 ),
                 dtype=STRING,
@@ -148,6 +149,11 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     frame[START] = starts[good]
     frame[END] = ends[good]
     return ParsedCsv(frame=frame, broken=broken, columns=columns, text=text)
+
+
+#: What a row with an unclosed quote is told when the table does not read line breaks inside quotes: the likeliest
+#: cause in an export of addresses or notes.
+_MULTILINE_HINT = " (if quoted values of this file hold line breaks, set csv.multiline: true for its table)"
 
 
 def _bare_cr_to_lf(text: bytes, buf: np.ndarray, quotes_before, multiline: bool) -> tuple[bytes, np.ndarray]:

@@ -79,6 +79,12 @@ def test_quoted_values_may_span_lines_when_multiline(tmp_path, ingest):
     single = ingest(csv_table())
     assert single.quarantine["kind"].tolist() == ["broken_quoting", "broken_quoting"]
     assert single.rows_read == 3 and single.balanced
+    # The reason names the setting that reads such a file.
+    assert (
+        single.quarantine["reason"]
+        .str.endswith("(if quoted values of this file hold line breaks, set csv.multiline: true for its table)")
+        .all()
+    )
 
 
 def test_typed_columns_get_pandas_dtypes(tmp_path, ingest):
