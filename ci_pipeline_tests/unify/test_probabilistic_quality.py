@@ -23,6 +23,7 @@ from ci_pipeline.unify.probabilistic import (
     Settings,
     SettingsError,
     default_settings,
+    explain_pair,
     normalize_records,
     predict,
     prepare,
@@ -31,7 +32,7 @@ from ci_pipeline.unify.probabilistic import (
 from ci_pipeline.unify.probabilistic import model as model_module
 from ci_pipeline.unify.probabilistic.blocking import BlockingRule
 from ci_pipeline.unify.probabilistic.joint import PlaceComparison
-from ci_pipeline.unify.probabilistic.model import Stratum
+from ci_pipeline.unify.probabilistic.model import ComparisonParameters, Stratum
 
 #: First names no two of which look alike (housemates' names are told apart by the name comparison's levels).
 FIRST = np.array(
@@ -270,6 +271,14 @@ def test_a_postal_code_with_general_places_counts_them_only_where_the_postal_cod
     no_prefix = PostalCodeComparison("zip", then=("city",), without=("same_prefix_3",))
     assert no_prefix.gamma(table, left, right).tolist() == [0, 1, 2, 2, 2, -1, 3, 0]
     assert PostalCodeComparison("zip").gamma(table, left, right).tolist() == [0, 1, 2, 3, -1, -1, 3, 0]
+    # The waterfall of a pair that reached same_city shows the cities.
+    levels = ComparisonParameters(
+        "zip", zip_code.levels, (0.7, 0.1, 0.1, 0.05, 0.05), (0.001, 0.002, 0.01, 0.05, 0.937)
+    )
+    model = Model(Settings((zip_code,), (BlockingRule.parse(["zip"], "b"),)), (levels,), 0.01, True, (), {})
+    waterfall = explain_pair(model, records, 0, 4).set_index("comparison")
+    assert waterfall.loc["zip", ["left_value", "right_value", "level"]].tolist() == ["york", "york", "same_city"]
+    assert explain_pair(model, records, 0, 1).set_index("comparison").loc["zip", "left_value"] == "10001"
     spec = {"kind": "postal_code", "column": "zip", "then": ["city"]}
     assert Settings.from_dict({"comparisons": [spec], "blocking": ["zip"]}).comparisons[0] == zip_code
     assert zip_code.to_dict() == spec

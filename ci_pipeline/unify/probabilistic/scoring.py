@@ -295,13 +295,15 @@ def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, sou
     prior, weights = float(prior[0]), weights[0]
     rows = [{"comparison": "prior", "weight": prior}]
     for j, comparison in enumerate(settings.comparisons):
-        g = int(gamma[0, j])
+        level = "null" if gamma[0, j] == NULL else comparison.levels[gamma[0, j]]
+        # A pair that reached a general place's level (same_city) agreed on that place: its values are shown.
+        shown = next((c for c in getattr(comparison, "then", ()) if level == f"same_{c}"), comparison.column)
         rows.append(
             {
                 "comparison": comparison.name,
-                "left_value": records[comparison.column].iloc[left],
-                "right_value": records[comparison.column].iloc[right],
-                "level": "null" if g == NULL else comparison.levels[g],
+                "left_value": records[shown].iloc[left],
+                "right_value": records[shown].iloc[right],
+                "level": level,
                 "weight": float(weights[j]),
             }
         )
