@@ -378,7 +378,10 @@ def render_waterfall(info: dict) -> list[str]:
     lines = [f"model: prior weight {info['prior_weight']:+.2f}"]
     for c in info["comparisons"]:
         values = f"{_text(c['left_value'])!r} vs {_text(c['right_value'])!r}"
-        lines.append(f"  {c['weight']:+7.2f}  {c['comparison']}: {values}: {c['level']}")
+        rarity = c.get("term_frequency")
+        # The exact level's weight is that of an average value; a rare one counts for more, a common one for less.
+        said = "" if rarity is None else f" ({rarity:+.2f} of it for how rare the value is)"
+        lines.append(f"  {c['weight']:+7.2f}  {c['comparison']}: {values}: {c['level']}{said}")
     verdict = "LINK" if info["link"] else "no link"
     lines.append(
         f"  total weight {info['match_weight']:+.2f} -> probability {info['match_probability']:.4f} "

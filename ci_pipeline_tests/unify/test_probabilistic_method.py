@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import dagster as dg
@@ -256,6 +257,24 @@ def test_explain_pair_shows_the_weight_of_each_comparison():
     assert waterfall["link"] is True and waterfall["threshold"] == 0.5
     text = render_pair(info)
     assert "model: prior weight -6.63" in text and "nickname" in text and "LINK" in text
+    assert rows["last_name"]["term_frequency"] is None and "how rare" not in text
+
+    # With term frequencies on the last name, the waterfall says how much of its weight the value's rarity makes.
+    last = dataclasses.replace(SETTINGS.comparisons[1], term_frequency=True)
+    tf = dataclasses.replace(SETTINGS, comparisons=(SETTINGS.comparisons[0], last, *SETTINGS.comparisons[2:]))
+    info = explain_pair(
+        records,
+        cfg,
+        make_normalizer(cfg),
+        ("crm", "contacts", "c1"),
+        ("loyalty", "members", "m1"),
+        model=hand_model(tf),
+    )
+    rows = {c["comparison"]: c for c in info["probabilistic"]["comparisons"]}
+    assert rows["last_name"]["term_frequency"] == pytest.approx(rows["last_name"]["weight"] - np.log2(85))
+    assert rows["last_name"]["term_frequency"] != 0 and rows["first_name"]["term_frequency"] is None
+    said = next(line for line in render_pair(info).splitlines() if "last_name:" in line)
+    assert said.endswith(f"exact ({rows['last_name']['term_frequency']:+.2f} of it for how rare the value is)")
 
 
 def people(n: int, seed: int) -> tuple[dict, pd.DataFrame]:

@@ -284,8 +284,10 @@ def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, sou
     """A waterfall of one pair: per comparison the two values, the level reached and its weight.
 
     Returns:
-        One row per comparison (``comparison``, ``left_value``, ``right_value``, ``level``, ``weight``) after a
-        ``prior`` row and before a ``total`` row whose weight is the match weight; ``probability`` on the total row.
+        One row per comparison (``comparison``, ``left_value``, ``right_value``, ``level``, ``weight`` and
+        ``term_frequency``, the part of the weight that the agreed value's own frequency adds or takes away, nan
+        where there is none) after a ``prior`` row and before a ``total`` row whose weight is the match weight;
+        ``probability`` on the total row.
     """
     settings = model.settings
     table = prepare(records, settings.columns, source)
@@ -293,8 +295,11 @@ def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, sou
     gamma = gamma_matrix(table, settings.comparisons, a, b)
     prior, weights = pair_weights(model, table, gamma, a, b)
     prior, weights = float(prior[0]), weights[0]
+    fit = _Weights(model, table, gamma, a, b)
     rows = [{"comparison": "prior", "weight": prior}]
     for j, comparison in enumerate(settings.comparisons):
+        level_weight = float(fit.levels[j][fit.start[0] + gamma[0, j]])
+        adjusted = gamma[0, j] == 0 and not np.isnan(fit.numerator[fit.fit[0], j])
         level = "null" if gamma[0, j] == NULL else comparison.levels[gamma[0, j]]
         # A pair that reached a general place's level (same_city) agreed on that place: its values are shown.
         shown = next((c for c in getattr(comparison, "then", ()) if level == f"same_{c}"), comparison.column)
@@ -305,6 +310,7 @@ def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, sou
                 "right_value": records[shown].iloc[right],
                 "level": level,
                 "weight": float(weights[j]),
+                "term_frequency": float(weights[j]) - level_weight if adjusted else np.nan,
             }
         )
     total = prior + float(weights.sum())

@@ -182,9 +182,13 @@ def test_term_frequency_adjustment_weighs_rare_values_more():
     for pair, value in ((common_pair, "smith"), (rare_pair, surnames[rare])):
         share = (counts[value] - 1) / (len(records) - 1)
         assert pair.loc["last", "weight"] == pytest.approx(np.log2(m / share))
-    # Without the adjustment both would weigh log2(m / u).
+    # Without the adjustment both would weigh log2(m / u); the waterfall says how much of the weight the value's
+    # frequency makes.
     plain = model.parameters[-1].weights[0]
     assert common_pair.loc["last", "weight"] < plain < rare_pair.loc["last", "weight"]
+    for pair in (common_pair, rare_pair):
+        assert pair.loc["last", "term_frequency"] == pytest.approx(pair.loc["last", "weight"] - plain)
+        assert pair.drop(index=["prior", "total", "last"])["term_frequency"].isna().all()
 
 
 def test_term_frequencies_of_values_each_held_by_one_person_leave_the_plain_weight():
