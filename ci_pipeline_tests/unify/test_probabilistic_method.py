@@ -236,17 +236,16 @@ def test_config_refuses_probabilistic_settings_under_the_rules_method(tmp_path):
         load(tmp_path, {"method": "rules", "probabilistic": {"blocking": [["email"]]}})
 
 
-def test_explain_pair_shows_the_weight_of_each_comparison():
+def explain_robert(model: Model) -> dict:
+    """``explain_pair`` of Robert Smith's CRM contact and loyalty member (nickname Bob) with ``model``."""
     cfg = config()
     records = build_records(cfg, frames(), KEYS)
-    info = explain_pair(
-        records,
-        cfg,
-        make_normalizer(cfg),
-        ("crm", "contacts", "c1"),
-        ("loyalty", "members", "m1"),
-        model=hand_model(),
-    )
+    pair = (("crm", "contacts", "c1"), ("loyalty", "members", "m1"))
+    return explain_pair(records, cfg, make_normalizer(cfg), *pair, model=model)
+
+
+def test_explain_pair_shows_the_weight_of_each_comparison():
+    info = explain_robert(hand_model())
     waterfall = info["probabilistic"]
     rows = {c["comparison"]: c for c in waterfall["comparisons"]}
     assert rows["first_name"]["level"] == "nickname" and rows["first_name"]["left_value"] == "robert"
@@ -262,14 +261,7 @@ def test_explain_pair_shows_the_weight_of_each_comparison():
     # With term frequencies on the last name, the waterfall says how much of its weight the value's rarity makes.
     last = dataclasses.replace(SETTINGS.comparisons[1], term_frequency=True)
     tf = dataclasses.replace(SETTINGS, comparisons=(SETTINGS.comparisons[0], last, *SETTINGS.comparisons[2:]))
-    info = explain_pair(
-        records,
-        cfg,
-        make_normalizer(cfg),
-        ("crm", "contacts", "c1"),
-        ("loyalty", "members", "m1"),
-        model=hand_model(tf),
-    )
+    info = explain_robert(hand_model(tf))
     rows = {c["comparison"]: c for c in info["probabilistic"]["comparisons"]}
     assert rows["last_name"]["term_frequency"] == pytest.approx(rows["last_name"]["weight"] - np.log2(85))
     assert rows["last_name"]["term_frequency"] != 0 and rows["first_name"]["term_frequency"] is None
