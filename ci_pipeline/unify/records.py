@@ -185,7 +185,8 @@ def _to_time(t: UnifyTable, df: pd.DataFrame, column: str, unreadable: dict[str,
 def _count_unreadable(
     t: UnifyTable, df: pd.DataFrame, column: str, times: pd.Series, unreadable: dict[str, dict]
 ) -> None:
-    """Note how many present values of ``column`` did not parse as dates, with one example."""
+    """Note how many present values of ``column`` did not parse (as dates, or years: missing in ``times``), with
+    one example."""
     # Only the values that did not parse are written as text: formatting a whole column of zoned timestamps
     # (a recency column) costs more than building the rest of the record frame.
     unparsed = (df[column].notna() & times.isna()).to_numpy(bool)
@@ -238,10 +239,7 @@ def _birth_years(t: UnifyTable, df: pd.DataFrame, column: str, unreadable: dict[
     counted as unreadable under ``source.table.column``."""
     years = whole_numbers(df[column], 1000, 9999, 4)
     if unreadable is not None:
-        text = df[column].astype("string").str.strip().fillna("")
-        bad = ((text != "") & years.isna()).to_numpy(bool)
-        if bad.any():
-            unreadable[f"{t.ref}.{column}"] = {"values": int(bad.sum()), "example": text[bad].iloc[0]}
+        _count_unreadable(t, df, column, years, unreadable)
     return years
 
 

@@ -293,9 +293,9 @@ def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, sou
     table = prepare(records, settings.columns, source)
     a, b = np.asarray([left], np.int64), np.asarray([right], np.int64)
     gamma = gamma_matrix(table, settings.comparisons, a, b)
-    prior, weights = pair_weights(model, table, gamma, a, b)
-    prior, weights = float(prior[0]), weights[0]
     fit = _Weights(model, table, gamma, a, b)
+    prior = float(fit.prior[fit.fit[0]])
+    weights = np.asarray([fit.of(j, np.empty(1))[0] for j in range(len(settings.comparisons))])
     rows = [{"comparison": "prior", "weight": prior}]
     for j, comparison in enumerate(settings.comparisons):
         level_weight = float(fit.levels[j][fit.start[0] + gamma[0, j]])
