@@ -67,22 +67,10 @@ def _tables(model: Model, table: Table) -> tuple[np.ndarray, np.ndarray, np.ndar
     return np.asarray([f.prior_weight for f in fits]), levels.reshape(len(comparisons), -1), numerator
 
 
-def pair_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray):
-    """The prior weight of each pair and, per pair and comparison (columns), the log2 Bayes factor of the level it
-    reached (term-frequency adjusted), each from the fit that weighs the pair (its first stratum, else the main
-    fit). Every weight is a gather from a small table per fit and comparison."""
-    weights = _Weights(model, table, gamma, left, right)
-    out = np.empty(gamma.shape, dtype=np.float64, order="F")
-    for j in range(gamma.shape[1]):
-        weights.of(j, out[:, j])
-    return weights.prior[weights.fit], out
-
-
 def match_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Each pair's match weight: its prior weight plus the sum of :func:`pair_weights` (the same numbers, added in
-    the same order), without holding a weight per pair and comparison: at millions of pairs, that matrix's fresh
-    memory costs more than the gathers that fill it. A chunk of pairs at a time (:func:`chunks`), for the same
-    reason."""
+    """Each pair's match weight: its prior weight plus each comparison's weight (:class:`_Weights`), without holding
+    a weight per pair and comparison: at millions of pairs, that matrix's fresh memory costs more than the gathers
+    that fill it. A chunk of pairs at a time (:func:`chunks`), for the same reason."""
     tables = _tables(model, table)
     out = np.empty(len(left))
     for chunk in chunks(len(left)):
@@ -95,7 +83,10 @@ def match_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarra
 
 
 class _Weights:
-    """The weights of one comparison at a time for a set of pairs (see :func:`pair_weights`)."""
+    """The weights of one comparison at a time for a set of pairs: the log2 Bayes factor of the level each pair
+    reached (term-frequency adjusted), from the fit that weighs the pair (its first stratum, else the main fit),
+    and each pair's prior weight (``prior[fit]``). Every weight is a gather from a small table per fit and
+    comparison."""
 
     def __init__(self, model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray, tables=None):
         """``tables``: :func:`_tables` of ``model`` and ``table`` when the caller has them (one per chunk of pairs)."""
