@@ -117,6 +117,27 @@ def test_the_data_version_of_a_computed_asset_is_a_digest_of_its_code_and_inputs
     assert logical_version("cv-u", inputs) != logical_version("cv-u2", inputs)
 
 
+def test_a_model_stored_anew_outside_the_refresh_makes_what_reads_it_stale(tmp_path):
+    """A model retrained by its own job is no asset the refresh runs: what scores with it is stale once the model
+    file is new, up to date again once computed from it."""
+    model = ("unify", "model")
+
+    def nodes(version):
+        return {**_nodes(), UNIFY: Node((INGEST, OTHER), "cv-u", outside=((model, version),))}
+
+    states = _recorded(tmp_path, nodes("st-1"))
+    assert states[UNIFY].inputs[model] == "st-1"
+    assert plan_refresh(nodes("st-1"), states).stale == {}
+    retrained = plan_refresh(nodes("st-2"), states)
+    assert retrained.stale == {
+        UNIFY: "unify/model was stored anew since it was computed",
+        MEASURES: "input unify/profile is recomputed",
+    }
+    lake = Lake.local(tmp_path / "lake")
+    record_step(lake, [UNIFY], nodes("st-2"), {}, "r2")
+    assert list(plan_refresh(nodes("st-2"), load_states(lake, nodes("st-2"))).stale) == [MEASURES]
+
+
 @pytest.fixture
 def project(tmp_path):
     """A configuration with a plain CSV table and an incremental-layout table, and its lake."""

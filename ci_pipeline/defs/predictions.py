@@ -18,6 +18,7 @@ from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.predictions import MODEL_NAMES, PredictionsConfig
 from ci_pipeline.defs import activities, unify
 from ci_pipeline.defs.metadata import counts_table, entries_table, numbers, table_of
+from ci_pipeline.defs.refresh import STORED_AT
 from ci_pipeline.defs.registry import REFRESH_TAG, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import asset_path, stored_outputs
 from ci_pipeline.defs.threaded import CUSTOMER_MODELS, EXCLUSIVE_TAG, PRIORITY_TAG
@@ -206,6 +207,7 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
         deps=[activities.STAGE.key("activity_facts"), unify.STAGE.key("customer_profile")],
         required_resource_keys={"lake"},
         tags={REFRESH_TAG: "on_demand"},
+        metadata={STORED_AT: model_path(model)},
         # One model trains at a time: each holds its training rows (predictions.parallel_models).
         op_tags={EXCLUSIVE_TAG: CUSTOMER_MODELS},
         description=f"The {MODEL_NAMES[model]} model: backtested one window back, fitted at the latest cutoff and "

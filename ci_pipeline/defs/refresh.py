@@ -6,6 +6,7 @@ The rules are in :mod:`ci_pipeline.orchestration.refresh`; docs/operations.md ("
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import warnings
 from collections import OrderedDict
@@ -24,6 +25,7 @@ from ci_pipeline.orchestration.refresh import (
     load_states,
     plan_refresh,
     record_step,
+    stored_version,
     table_fingerprint,
 )
 
@@ -31,6 +33,9 @@ from ci_pipeline.orchestration.refresh import (
 #: due, scores and memberships are as of the run): an unchanged stored output of an earlier day is stale.
 DATED_STAGES = frozenset({"activities", "measures", "predictions", "enrich", "segments"})
 HOOK_NAME = "record_refresh_state"
+#: Metadata of an asset the refreshes do not run (a model retrained on its own schedule): the lake-relative path of
+#: the file it stores, whose every new version makes the assets reading it stale.
+STORED_AT = "ci_pipeline/stored_at"
 
 
 def _section(config: ProjectConfig, name: str):
@@ -76,18 +81,30 @@ def with_code_versions(part: dg.Definitions, config: ProjectConfig, sections: li
         return part.map_asset_specs(func=versioned)
 
 
-def refresh_nodes(graph, keys, today: str | None = None) -> dict[AssetPath, Node]:
-    """The planner's view of ``keys`` (in topological order): parents within ``keys``, code version, run date."""
+def refresh_nodes(graph, keys, lake: Lake, today: str | None = None) -> dict[AssetPath, Node]:
+    """The planner's view of ``keys`` (in topological order): parents within ``keys``, code version, run date, and
+    the versions of the files that parents outside ``keys`` stored (:data:`STORED_AT`).
+
+    Raises:
+        UserError, StorageError: the lake cannot be read.
+    """
     today = today or datetime.now(UTC).date().isoformat()
+    stored: dict[dg.AssetKey, str | None] = {}
     nodes = {}
     for key in graph.toposorted_asset_keys:
         if key not in keys:
             continue
         node = graph.get(key)
+        parents = sorted(node.parent_keys, key=lambda k: k.path)
+        outside = [p for p in parents if p not in keys and STORED_AT in graph.get(p).metadata]
+        for parent in outside:
+            if parent not in stored:
+                stored[parent] = stored_version(lake, str(graph.get(parent).metadata[STORED_AT]))
         nodes[tuple(key.path)] = Node(
-            parents=tuple(tuple(p.path) for p in sorted(node.parent_keys, key=lambda k: k.path) if p in keys),
+            parents=tuple(tuple(p.path) for p in parents if p in keys),
             code_version=node.code_version or "",
             run_date=today if node.group_name in DATED_STAGES else None,
+            outside=tuple((tuple(p.path), stored[p]) for p in outside),
         )
     return nodes
 
@@ -98,7 +115,7 @@ def plan(config: ProjectConfig, graph, keys, lake: Lake) -> RefreshPlan:
     Raises:
         UserError, StorageError: a source location cannot be listed.
     """
-    nodes = refresh_nodes(graph, keys)
+    nodes = refresh_nodes(graph, keys, lake)
     tables = ingested_tables(config)
     fingerprints: dict[tuple[str, str], str] = {}
     for path in nodes:
@@ -106,7 +123,7 @@ def plan(config: ProjectConfig, graph, keys, lake: Lake) -> RefreshPlan:
             source, table = tables[path]
             if (source, table) not in fingerprints:
                 fingerprints[(source, table)] = table_fingerprint(lake, config, source, table)
-            nodes[path] = Node(nodes[path].parents, nodes[path].code_version, fingerprints[(source, table)])
+            nodes[path] = dataclasses.replace(nodes[path], fingerprint=fingerprints[(source, table)])
     return plan_refresh(nodes, load_states(lake, nodes))
 
 
@@ -187,7 +204,7 @@ def refresh_hook(graph, keys) -> dg.HookDefinition:
             if version.startswith("fp-"):
                 fingerprints[path] = version
         if stored:
-            nodes = refresh_nodes(graph, nodes_keys)
-            record_step(context.resources.lake.get_lake(), stored, nodes, fingerprints, context.run_id)
+            lake = context.resources.lake.get_lake()
+            record_step(lake, stored, refresh_nodes(graph, nodes_keys, lake), fingerprints, context.run_id)
 
     return record_refresh_state

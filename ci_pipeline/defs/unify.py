@@ -14,6 +14,7 @@ from ci_pipeline.arrow_text import text_isin
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest
 from ci_pipeline.defs.metadata import FIRST_N, bullet_list, counts_table, numbers, table_of
+from ci_pipeline.defs.refresh import STORED_AT
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path, stored_outputs
 from ci_pipeline.errors import StorageError
@@ -251,6 +252,7 @@ def _model_asset(config: ProjectConfig):
         kinds={"json"},
         ins={f"{s}__{t}": dg.AssetIn(key=ingest.table_key(s, t)) for s, t in tables},
         tags={REFRESH_TAG: "on_demand"},
+        metadata={STORED_AT: MODEL_PATH},
         description="The probabilistic match model (m and u per comparison level, prior, EM trace), trained on "
         "the customer tables; retrain it on demand, since unification scores every run with the stored model.",
     )

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ci_pipeline.orchestration.files import hour_folder_closes_at, is_temporary, list_location, watch_root
+from ci_pipeline.orchestration.files import FileState, hour_folder_closes_at, is_temporary, list_location, watch_root
 
 if TYPE_CHECKING:
     from ci_pipeline.config import ProjectConfig
@@ -63,6 +63,18 @@ def table_fingerprint(lake: Lake, config: ProjectConfig, source: str, table: str
         lines.append([relative, state.size, state.mtime, state.etag])
     source_settings = settings.model_dump(mode="json", exclude={"tables"})
     return "fp-" + digest(source_settings, spec.model_dump(mode="json"), location, lines)
+
+
+def stored_version(lake: Lake, relative: str) -> str | None:
+    """The version of one file an asset outside the refresh stored (its size, modified time and ETag), None when
+    the file is not there.
+
+    Raises:
+        UserError, StorageError: the lake cannot be read (the caller reports it).
+    """
+    if not lake.exists(relative):
+        return None
+    return "st-" + digest(relative, FileState.from_info(lake.info(relative)).to_json())
 
 
 def logical_version(code_version: str, inputs: Mapping[AssetPath, str | None]) -> str:
@@ -137,6 +149,9 @@ class Node:
     code_version: str
     fingerprint: str | None = None
     run_date: str | None = None
+    #: Inputs the refresh never runs (a model retrained on its own schedule) -> the version of what they stored
+    #: now (None: nothing yet). A retrained model makes what scores with it stale, as a changed file does.
+    outside: tuple[tuple[AssetPath, str | None], ...] = ()
 
 
 @dataclass
@@ -168,6 +183,9 @@ def _why_stale(node: Node, state: AssetState | None, stale: Mapping[AssetPath, s
         return "source files changed"
     if node.run_date is not None and state.run_date != node.run_date:
         return f"computed on {state.run_date}, the run date is {node.run_date}"
+    for parent, version in node.outside:
+        if state.inputs.get(parent) != version:
+            return f"{'/'.join(parent)} was stored anew since it was computed"
     for parent in node.parents:
         if parent in stale:
             return f"input {'/'.join(parent)} is recomputed"
@@ -213,7 +231,7 @@ def record_step(
     known = {k: s.data_version for k, s in load_states(lake, parents - done).items()}
     for key in ordered:
         node = nodes[key]
-        inputs = {parent: known.get(parent) for parent in node.parents}
+        inputs = {parent: known.get(parent) for parent in node.parents} | dict(node.outside)
         version = fingerprints.get(key) or logical_version(node.code_version, inputs)
         save_state(lake, key, AssetState(node.code_version, version, inputs, node.run_date, run_id))
         known[key] = version

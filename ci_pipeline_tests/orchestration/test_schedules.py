@@ -7,13 +7,16 @@ from itertools import islice
 
 import dagster as dg
 import pytest
+import yaml
 from dagster._utils.schedules import cron_string_iterator
 
 from ci_pipeline.config import load_config
-from ci_pipeline.defs.refresh import ingested_tables, refresh_nodes
+from ci_pipeline.defs import build_definitions
+from ci_pipeline.defs.refresh import ingested_tables, plan, refresh_nodes
 from ci_pipeline.defs.resources import LakeResource
 from ci_pipeline.errors import UserError
 from ci_pipeline.orchestration.refresh import record_step, table_fingerprint
+from ci_pipeline.unify.probabilistic_method import MODEL_PATH
 from ci_pipeline_tests.orchestration.conftest import build_project, write_project
 
 
@@ -56,7 +59,7 @@ def test_the_refresh_schedule_runs_what_changed_since_the_last_run(tmp_path):
     first = local_run(refresh, tick, lake)
     assert first.tags["ci_pipeline/mode"] == "full" and set(first.asset_selection) == set(keys)
     # That run succeeded: each step recorded what it computed from.
-    nodes, tables = refresh_nodes(graph, keys), ingested_tables(config)
+    nodes, tables = refresh_nodes(graph, keys, lake.get_lake()), ingested_tables(config)
     for path in nodes:
         versions = {path: table_fingerprint(lake.get_lake(), config, *tables[path])} if path in tables else {}
         record_step(lake.get_lake(), [path], nodes, versions, "r1")
@@ -154,3 +157,33 @@ def test_a_schedule_of_one_table_takes_its_quarantine_table_along(tmp_path):
         ["crm", "contacts"],
         ["crm", "contacts_corrupt"],
     ]
+
+
+def test_a_retrained_match_model_makes_the_next_incremental_refresh_unify_again(tmp_path):
+    """The model is retrained by its own job, outside the refresh: the refresh after it unifies with the new model
+    although no source changed, and the one after that finds nothing to do."""
+    file = write_project(tmp_path)
+    data = yaml.safe_load(file.read_text())
+    columns = {"name": "full_name", "email": "email"}
+    data["unify"] = {
+        "tables": [{"source": "crm", "table": "contacts", "columns": columns}],
+        "match": {"method": "probabilistic"},
+    }
+    file.write_text(yaml.safe_dump(data))
+    (tmp_path / "crm" / "contacts.csv").write_text("id,name,email\n1,Ann Lee,ann@example.com\n")
+    config = load_config(file)
+    defs = build_definitions(config)
+    graph, lake = defs.resolve_asset_graph(), LakeResource.from_config(config).get_lake()
+    keys = defs.resolve_job_def("incremental_refresh").asset_layer.selected_asset_keys
+    lake.write_bytes(MODEL_PATH, b"{}")
+    nodes, tables = refresh_nodes(graph, keys, lake), ingested_tables(config)
+    for path in nodes:
+        versions = {path: table_fingerprint(lake, config, *tables[path])} if path in tables else {}
+        record_step(lake, [path], nodes, versions, "r1")
+    assert plan(config, graph, keys, lake).stale == {}
+    lake.write_bytes(MODEL_PATH, b'{"retrained": true}')
+    stale = plan(config, graph, keys, lake).stale
+    unified = {k for k in keys if k.path[0] == "unify"}
+    assert {dg.AssetKey(list(p)) for p in stale} >= unified
+    assert stale[("unify", "customer_profile")] == "unify/match_model was stored anew since it was computed"
+    assert not any(p[0] == "crm" for p in stale)
