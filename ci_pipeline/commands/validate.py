@@ -22,6 +22,12 @@ def run(args) -> int:
     # References between sections and the sources are checked in one pass, so every problem is listed at once.
     config = load_config(args.path or args.config, references=False)
     problems = config.cross_reference_problems()
+    if config.unify is not None and config.unify.match.probabilistic is not None:
+        # The comparisons, rules and strata are checked key by key above; the other keys here.
+        from ci_pipeline.unify.probabilistic import option_problems
+
+        found = option_problems(config.unify.match.probabilistic)
+        problems += [f"unify.match.probabilistic: {problem}" for problem in found]
     if not args.no_sources:
         problems += project_problems(config)
     if problems:

@@ -26,7 +26,7 @@ from ci_pipeline.unify import (
     ProbabilisticMatches,
     TrainingMatches,
     UnifyResult,
-    configured_settings,
+    check_settings,
     model_json,
     read_model,
     train_from_tables,
@@ -110,7 +110,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         return dg.Definitions(assets=[_unify_asset(config)])
     # A mistake in the model's settings (unknown kind or level, thresholds out of order) fails when the definitions
     # load, naming its key, rather than at the first training or scoring run.
-    configured_settings(config.unify)
+    check_settings(config.unify)
     return dg.Definitions(assets=[_unify_asset(config), _model_asset(config)])
 
 

@@ -26,14 +26,17 @@ from ci_pipeline.unify.engine import Preparation, override_labels, prepare, rule
 from ci_pipeline.unify.incremental import Plan
 from ci_pipeline.unify.normalize import Normalizer
 from ci_pipeline.unify.probabilistic import (
+    TRAINED_KEYS,
     Model,
     Settings,
     SettingsError,
     default_columns,
     default_settings,
+    default_strata,
     frame_of,
     normalize_records,
     normalized_table,
+    placeholder,
     settings_yaml,
     train,
     training_notes,
@@ -50,7 +53,7 @@ RULE_NAME = "probabilistic"
 REVIEW_PROBABILITY = 0.5
 
 #: How to retrain, told with every error about a stored model.
-TRAIN_STEP = "materialize the asset unify/match_model"
+TRAIN_STEP = "`ci-pipeline run --job train_match_model` (or materialize the asset unify/match_model)"
 RETRAIN = f"retrain the model: {TRAIN_STEP}"
 
 
@@ -112,14 +115,25 @@ def model_table(
     return normalized_table(records[list(mapped)].reset_index(drop=True), mapped, normalizer)
 
 
-def configured_settings(config: UnifyConfig) -> Settings | None:
-    """The settings of ``unify.match.probabilistic`` (None when absent); mistakes name their key path."""
+def configured_settings(config: UnifyConfig, base: Settings | None = None) -> Settings | None:
+    """The settings of ``unify.match.probabilistic`` (None when absent), each key it leaves out taken from ``base``
+    (the default's choice, or the stored model's); mistakes name their key path."""
     if config.match.probabilistic is None:
         return None
     try:
-        return Settings.from_dict(config.match.probabilistic)
+        return Settings.from_dict(config.match.probabilistic, base)
     except SettingsError as exc:
         raise SettingsError(f"unify.match.probabilistic: {exc}") from None
+
+
+def check_settings(config: UnifyConfig) -> None:
+    """Refuse a malformed ``unify.match.probabilistic`` before any data is read (when the definitions load); the
+    keys it leaves out are chosen from the data at training.
+
+    Raises:
+        SettingsError: naming the key path.
+    """
+    configured_settings(config, placeholder())
 
 
 def train_model(config: UnifyConfig, prepared: Preparation, base_dir: Path | None = None) -> tuple[Model, list[str]]:
@@ -145,17 +159,24 @@ def train_model(config: UnifyConfig, prepared: Preparation, base_dir: Path | Non
 
 def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) -> tuple[Model, list[str], Table]:
     """:func:`train_model`, and the prepared table it trained on."""
-    settings = configured_settings(config)
+    given = config.match.probabilistic
     mapped = mapping(config)
-    if settings is not None:
-        _check_columns(settings, mapped)
-    # Only the columns the model can read are normalized: the settings', or those the default may choose from.
-    columns = default_columns(mapped) if settings is None else settings.columns
-    table = model_table(config, prepared.records, prepared.prep.normalizer, columns)
-    records = frame_of(table)
     notes: list[str] = []
-    if settings is None:
+    if given is not None and {"comparisons", "blocking"} <= given.keys():
+        settings = configured_settings(config, placeholder(strata=default_strata(mapped)))
+        _check_columns(settings, mapped)
+        table = model_table(config, prepared.records, prepared.prep.normalizer, settings.columns)
+        records = frame_of(table)
+    else:
+        # Only the columns the model can read are normalized: those the default may choose from, or (for a block
+        # that gives some keys) every mapped column.
+        columns = default_columns(mapped) if given is None else None
+        table = model_table(config, prepared.records, prepared.prep.normalizer, columns)
+        records = frame_of(table)
         settings, notes = default_settings(records, mapped, table=table)
+        if given is not None:
+            settings = configured_settings(config, settings)
+            _check_columns(settings, mapped)
     labels = override_labels(config, prepared.records, base_dir)
     with training_notes() as caught:
         model = train(records, settings, table=table, labels=labels)
@@ -163,7 +184,9 @@ def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) 
     model.training["labelled_matches"] = 0 if labels is None else int(labels["match"].sum())
     # The default's notes (single-field rules added within the pair budget or left out for it) become comments.
     model.training["settings_yaml"] = settings_yaml(settings, notes)
-    model.training["chosen"] = "configured" if config.match.probabilistic is not None else "default"
+    model.training["chosen"] = "configured" if given is not None else "default"
+    # What scoring must find configured again (a key dropped since means the default's choice: another model).
+    model.training["configured_keys"] = sorted(given or {})
     model.training["warnings"] = said
     return model, said, table
 
@@ -189,14 +212,29 @@ def scoring_settings(config: UnifyConfig, model: Model, columns: Iterable[str]) 
     """The settings a run scores with: the configured ones (their comparisons must be the model's; blocking and
     threshold may differ), or the model's own. A model that does not fit (or reads a column not among the records'
     ``columns``) is a clear error telling to retrain."""
-    settings = configured_settings(config) or model.settings
     try:
+        settings = configured_settings(config, model.settings) or model.settings
+        _refuse_dropped_keys(config, model)
         model.check_fits(settings)
         settings.check_columns(columns)
     except SettingsError as exc:
         problem = f"unify.match: the stored match model does not fit the configuration ({exc}); {RETRAIN}"
         raise SettingsError(problem) from None
     return settings
+
+
+def _refuse_dropped_keys(config: UnifyConfig, model: Model) -> None:
+    """Refuse scoring when the model was trained with comparisons or strata configured that the configuration now
+    leaves out: left out, they are the default's choice, which the model was not trained with."""
+    then = model.training.get("configured_keys")
+    if then is None:  # a model stored before the keys were recorded: a configured block then gave comparisons
+        then = ["comparisons"] if model.training.get("chosen") == "configured" else []
+    dropped = [k for k in TRAINED_KEYS if k in then and k not in (config.match.probabilistic or {})]
+    if dropped:
+        raise SettingsError(
+            f"it was trained with the {' and '.join(dropped)} configured then, which unify.match.probabilistic now "
+            "leaves to the default"
+        )
 
 
 class ProbabilisticMatches:

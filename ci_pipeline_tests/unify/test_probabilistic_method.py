@@ -42,6 +42,7 @@ from ci_pipeline.unify.probabilistic_method import (
     mapping,
     model_json,
     read_model,
+    scoring_settings,
     train_from_tables,
 )
 from ci_pipeline.unify.records import build_records
@@ -532,6 +533,58 @@ def test_a_stored_model_from_another_configuration_fails_the_run_saying_to_retra
     cfg, _ = generated_project(tmp_path, other)
     with pytest.raises(UserError, match=r"does not fit.*materialize the asset unify/match_model"):
         materialize(cfg, dg.AssetSelection.assets(unify_defs.key("customer_profile")))
+
+
+def test_a_block_of_settings_need_only_say_what_it_changes(tmp_path):
+    """Keys left out of unify.match.probabilistic are the default's: a threshold alone keeps the chosen comparisons
+    and blocking; blocking rules alone keep the comparisons and train on themselves."""
+    model_asset = dg.AssetSelection.assets(unify_defs.key("match_model"))
+    cfg, lake = generated_project(tmp_path)
+    materialize(cfg, model_asset)
+    default = read_model(lake.read_bytes(MODEL_PATH), "default")
+    cfg, lake = generated_project(tmp_path, {"method": "probabilistic", "probabilistic": {"threshold": 0.9}})
+    materialize(cfg, model_asset)
+    stricter = read_model(lake.read_bytes(MODEL_PATH), "stricter")
+    assert stricter.settings == dataclasses.replace(default.settings, threshold=0.9)
+    assert stricter.training["configured_keys"] == ["threshold"]
+    # Scoring keeps the model's comparisons and takes the configured threshold: no retraining needed.
+    assert scoring_settings(cfg.unify, default, mapping(cfg.unify)).threshold == 0.9
+    rules = [r.to_list() for r in reversed(default.settings.blocking)]
+    cfg, lake = generated_project(tmp_path, {"method": "probabilistic", "probabilistic": {"blocking": rules}})
+    materialize(cfg, model_asset)
+    own = read_model(lake.read_bytes(MODEL_PATH), "own rules").settings
+    assert own.comparisons == default.settings.comparisons and own.strata == default.settings.strata
+    assert [r.to_list() for r in own.blocking] == rules and own.training_blocking == ()
+
+
+def test_pasted_comparisons_without_strata_fit_the_default_model_and_dropping_them_does_not(tmp_path):
+    """The comparisons the default chose, pasted without its strata, are the default model's settings (strata left
+    out are the default's); a model trained with configured comparisons does not fit a configuration that leaves
+    them to the default again."""
+    model_asset = dg.AssetSelection.assets(unify_defs.key("match_model"))
+    cfg, lake = generated_project(tmp_path)
+    materialize(cfg, model_asset)
+    default = read_model(lake.read_bytes(MODEL_PATH), "default")
+    assert default.settings.strata
+    pasted = {"comparisons": [c.to_dict() for c in default.settings.comparisons]}
+    cfg, _ = generated_project(tmp_path, {"method": "probabilistic", "probabilistic": pasted})
+    assert scoring_settings(cfg.unify, default, mapping(cfg.unify)).strata == default.settings.strata
+    materialize(cfg, dg.AssetSelection.assets(unify_defs.key("customer_profile")))
+    materialize(cfg, model_asset)
+    configured = read_model(lake.read_bytes(MODEL_PATH), "configured")
+    assert configured.settings.comparisons == default.settings.comparisons
+    assert configured.settings.strata == default.settings.strata
+    cfg, _ = generated_project(tmp_path)
+    with pytest.raises(UserError, match=r"comparisons configured then.*leaves to the default.*--job train_match_model"):
+        materialize(cfg, dg.AssetSelection.assets(unify_defs.key("customer_profile")))
+
+
+def test_validate_reports_a_misset_option_of_a_partial_block(tmp_path, capsys):
+    settings = {"threshold": 2, "treshold_typo": 1}
+    generated_project(tmp_path, {"method": "probabilistic", "probabilistic": settings})
+    assert main(["validate", str(tmp_path / "ci_pipeline.yaml"), "--no-sources"]) == 2
+    err = capsys.readouterr().err
+    assert "unify.match.probabilistic: unknown key(s) treshold_typo" in err
 
 
 def test_explain_pair_command_shows_the_stored_model_weights(tmp_path, capsys):

@@ -31,17 +31,25 @@ from ci_pipeline.unify.probabilistic.comparisons import (
 from ci_pipeline.unify.probabilistic.defaults import (
     default_columns,
     default_settings,
+    default_strata,
     normalize_records,
     normalized_table,
     settings_yaml,
 )
 from ci_pipeline.unify.probabilistic.model import ConvergenceWarning, Model, TrainingError, train, training_notes
 from ci_pipeline.unify.probabilistic.scoring import explain_pair, predict, predict_table, probability
-from ci_pipeline.unify.probabilistic.settings import DEFAULT_THRESHOLD, Settings
+from ci_pipeline.unify.probabilistic.settings import (
+    DEFAULT_THRESHOLD,
+    TRAINED_KEYS,
+    Settings,
+    option_problems,
+    placeholder,
+)
 from ci_pipeline.unify.probabilistic.table import frame_of, prepare
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "TRAINED_KEYS",
     "LIBRARY",
     "BlockingRule",
     "Comparison",
@@ -65,10 +73,13 @@ __all__ = [
     "comparison_from_dict",
     "default_columns",
     "default_settings",
+    "default_strata",
     "explain_pair",
     "frame_of",
     "normalize_records",
     "normalized_table",
+    "option_problems",
+    "placeholder",
     "predict",
     "predict_table",
     "prepare",

@@ -252,7 +252,7 @@ def _implied(mapping: dict[str, str], table: Table, notes: list[str], within: di
     return implied
 
 
-def _strata(mapping: dict[str, str]) -> tuple:
+def default_strata(mapping: dict[str, str]) -> tuple:
     """Pairs sharing a contact or an address (a street within its place, see ``STREET_PLACES``), then pairs of one
     name (see ``SHARED``)."""
     by_type = {t: c for c, t in mapping.items()}
@@ -415,7 +415,7 @@ def default_settings(
     rules += wide
     settings = Settings(
         comparisons=comparisons,
-        strata=_strata(mapping),
+        strata=default_strata(mapping),
         blocking=tuple(rules),
         training_blocking=training if training != tuple(rules) else (),
         link_type=link_type,

@@ -22,6 +22,15 @@ DEFAULT_THRESHOLD = 0.5
 
 LinkType = Literal["dedupe", "link_only"]
 
+#: The keys of a description (``unify.match.probabilistic``).
+KEYS = frozenset(
+    {"link_type", "threshold", "comparisons", "blocking", "training_blocking", "max_pairs_per_rule"}
+    | {"u_sample_pairs", "em_sample_pairs", "strata", "max_iterations", "tolerance", "seed"}
+)
+#: The keys a trained model is bound to: scoring with other comparisons or strata needs another model. The others
+#: (threshold, blocking, the training budget) may change between trainings.
+TRAINED_KEYS = ("comparisons", "strata")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -132,11 +141,8 @@ class Settings:
         return {
             "link_type": self.link_type,
             "threshold": self.threshold,
-            **(
-                {"strata": [[k[0] if len(k) == 1 else list(k) for k in keys] for keys in self.strata]}
-                if self.strata
-                else {}
-            ),
+            # Always written, none as []: a description pasted back must not take the default strata instead.
+            "strata": [[k[0] if len(k) == 1 else list(k) for k in keys] for keys in self.strata],
             "comparisons": [c.to_dict() for c in self.comparisons],
             "blocking": [r.to_list() for r in self.blocking],
             **({"training_blocking": [r.to_list() for r in self.training_blocking]} if self.training_blocking else {}),
@@ -149,16 +155,17 @@ class Settings:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> Settings:
-        """Settings from their description; unknown keys, kinds and malformed rules are clear errors."""
+    def from_dict(cls, data: dict, base: Settings | None = None) -> Settings:
+        """Settings from their description; unknown keys, kinds and malformed rules are clear errors.
+
+        ``base``: where the description leaves a key out, its value (:func:`over`)."""
         if not isinstance(data, dict):
             raise SettingsError(f"probabilistic settings must be a mapping, not {type(data).__name__}")
-        known = {"link_type", "threshold", "comparisons", "blocking", "training_blocking", "max_pairs_per_rule"}
-        known |= {"u_sample_pairs", "em_sample_pairs", "strata"}
-        known |= {"max_iterations", "tolerance", "seed"}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - KEYS)
         if unknown:
-            raise SettingsError(f"unknown key(s) {', '.join(unknown)}; the settings take {', '.join(sorted(known))}")
+            raise SettingsError(f"unknown key(s) {', '.join(unknown)}; the settings take {', '.join(sorted(KEYS))}")
+        if base is not None:
+            data = over(data, base)
         comparisons = data.get("comparisons") or []
         if not isinstance(comparisons, list):
             raise SettingsError("comparisons: a list of comparisons ({kind: ..., column: ...})")
@@ -197,3 +204,34 @@ def _read_strata(strata) -> tuple[tuple[tuple[str, ...], ...], ...]:
             read.append(tuple(columns))
         out.append(tuple(read))
     return tuple(out)
+
+
+def over(data: dict, base: Settings) -> dict:
+    """A description with each key it leaves out taken from ``base``: a block of settings need only say what it
+    changes (``threshold: 0.9`` alone keeps the chosen comparisons and blocking). Blocking rules given without
+    training rules train on themselves, not on ``base``'s training rules (chosen for other rules)."""
+    merged = base.to_dict()
+    if "blocking" in data:
+        merged.pop("training_blocking", None)
+    return merged | data
+
+
+def placeholder(**given) -> Settings:
+    """Settings of one exact comparison and one rule on a column named ``_``, with ``given`` keys: the base of a
+    description read only to be checked, or only for the keys it gives."""
+    return Settings.from_dict({"comparisons": [{"kind": "exact", "column": "_"}], "blocking": [["_"]], **given})
+
+
+def option_problems(data: dict) -> list[str]:
+    """The mistakes of a description's keys other than its comparisons, rules and strata (which the configuration
+    checks one by one): unknown keys and values out of range, each a line naming its key."""
+    if not isinstance(data, dict):
+        return [f"probabilistic settings must be a mapping, not {type(data).__name__}"]
+    options = {k: v for k, v in data.items() if k not in ("comparisons", "blocking", "training_blocking", "strata")}
+    try:
+        Settings.from_dict(options, placeholder())
+    except SettingsError as exc:
+        return [str(exc)]
+    except (TypeError, ValueError) as exc:
+        return [f"a value of the wrong type ({exc})"]
+    return []
