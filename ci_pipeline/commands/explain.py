@@ -20,7 +20,8 @@ def register(subparsers) -> None:
         nargs=3,
         metavar=("SOURCE", "TABLE", "KEY"),
         help="explain why this second record did or did not match the first: per rule and condition (and, with "
-        "unify.match.method probabilistic, the model's weight per comparison)",
+        "unify.match.method probabilistic, whether a blocking rule brought the pair to the model, the stratum whose "
+        "fit weighs it and the model's weight per comparison)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)

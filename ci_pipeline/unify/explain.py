@@ -13,9 +13,10 @@ from ci_pipeline.outputs import identifiers
 from ci_pipeline.unify.cluster import WEAK_DENSITY
 from ci_pipeline.unify.compare import Prepared, passes, score
 from ci_pipeline.unify.normalize import Normalizer, default_normalizations, shared_values
-from ci_pipeline.unify.probabilistic import Model
+from ci_pipeline.unify.probabilistic import BlockingRule, Model, Settings
 from ci_pipeline.unify.probabilistic.chart import waterfall as waterfall_chart
-from ci_pipeline.unify.probabilistic_method import waterfall
+from ci_pipeline.unify.probabilistic.table import Table
+from ci_pipeline.unify.probabilistic_method import RULE_NAME, mapping, model_table, scoring_settings, waterfall
 
 
 def explain_record(
@@ -104,12 +105,13 @@ def explain_pair(
             so that value-frequency limits are judged as in the run.
         a, b: ``(source, table, key)`` of the two records.
         model: the stored match model (``unify.match.method: probabilistic``): adds ``probabilistic``, the model's
-            waterfall (per comparison the values, level and weight; prior, total weight and probability).
+            waterfall (per comparison the values, level and weight; prior, total weight and probability) and what
+            the run did with such a pair (:func:`model_evidence`).
     """
     i, j = _positions(records, a, b)
     if model is not None:
         # The model scores pairs within and across tables alike; the rules below are those of the pair's stage.
-        waterfall_info = waterfall(config, records, normalizer, model, i, j)
+        waterfall_info = model_evidence(config, records, normalizer, model, i, j)
     if records["rank"].iloc[i] == records["rank"].iloc[j]:
         rules = config.tables[int(records["rank"].iloc[i])].dedup.rules
         stage = "dedup"
@@ -143,6 +145,73 @@ def explain_pair(
         # Refused attach proposals are kept too: they say why a name-only record did not join this customer.
         result["last_run"] = [link for link in _pairs(hit) if link["accepted"] or link["stage"] == "attach"]
     return result
+
+
+def model_evidence(
+    config: UnifyConfig, records: pd.DataFrame, normalizer: Normalizer, model: Model, i: int, j: int
+) -> dict:
+    """The model's waterfall of the records at positions ``i`` and ``j`` (:func:`waterfall`) with what the run did
+    with such a pair: ``blocking``, per blocking rule whether the two share its block (``compared``: whether any
+    does; the run scores no other pair, whatever the model would say), ``stratum``, the keys of the stratum whose
+    fit weighs the pair (None: the main fit; ``strata`` lists them all), and swapped names labelled ``swapped``
+    with the ``crossed`` values."""
+    info = waterfall(config, records, normalizer, model, i, j)
+    settings = scoring_settings(config, model, mapping(config))
+    # Block keys, strata and swaps compare the two records' own normalized values: only they are normalized.
+    columns = dict.fromkeys([*settings.columns, *model.settings.columns])
+    table = model_table(config, records.iloc[[i, j]], normalizer, columns)
+    info["blocking"] = [_block_verdict(table, rule) for rule in settings.blocking]
+    info["compared"] = any(b["together"] for b in info["blocking"])
+    pair = np.array([0]), np.array([1])
+    # The first stratum holding the pair weighs it, as in scoring.
+    info["stratum"] = next(([list(k) for k in s.keys] for s in model.strata if s.members(table, *pair)[0]), None)
+    info["strata"] = [[list(k) for k in s.keys] for s in model.strata]
+    _label_swaps(model.settings, table, info["comparisons"])
+    return info
+
+
+def _block_verdict(table: Table, rule: BlockingRule) -> dict:
+    """Whether the two records of ``table`` share the block of ``rule``: ``one block``, ``different keys`` or
+    ``missing key`` (a key unknown on either side puts a record in no block of the rule), with the values of the
+    columns its keys read."""
+    codes = [key.codes(table) for key in rule.keys]
+    if any(c[0] < 0 or c[1] < 0 for c in codes):
+        state = "missing key"
+    else:
+        state = "one block" if all(c[0] == c[1] for c in codes) else "different keys"
+    return {
+        "rule": rule.to_list(),
+        "together": state == "one block",
+        "state": state,
+        "values": [[_table_value(table, column, p) for column in rule.columns] for p in (0, 1)],
+    }
+
+
+def _table_value(table: Table, column: str, position: int) -> str | None:
+    """The normalized value of ``column`` of the record at ``position`` (None: missing)."""
+    col = table.column(column)
+    code = col.codes[position]
+    return None if code < 0 else str(col.values[code])
+
+
+def _label_swaps(settings: Settings, table: Table, comparisons: list[dict]) -> None:
+    """Give a name swap its level in ``comparisons`` (waterfall rows): the comparison weighing the swap reads
+    ``swapped`` and gets the ``crossed`` values; the other one, nulled so the swap counts once, reads ``swapped``
+    too (not ``null``: both values are there) with the comparison it is ``weighed_under``."""
+    names = {c.column: c.name for c in settings.comparisons}
+    for row, comparison in zip(comparisons, settings.comparisons, strict=True):
+        other = getattr(comparison, "swap_with", None)
+        if other is None or row["level"] not in ("swapped", "null"):
+            continue
+        mine = [_table_value(table, comparison.column, p) for p in (0, 1)]
+        theirs = [_table_value(table, other, p) for p in (0, 1)]
+        crossed = None not in mine + theirs and mine[0] == theirs[1] and mine[1] == theirs[0] and mine[0] != mine[1]
+        if not crossed:
+            continue
+        if row["level"] == "swapped":
+            row["crossed"] = {comparison.column: mine, other: theirs}
+        else:
+            row["level"], row["weighed_under"] = "swapped", names.get(other, other)
 
 
 def _positions(records: pd.DataFrame, a: tuple[str, str, str], b: tuple[str, str, str]) -> tuple[int, int]:
@@ -336,19 +405,17 @@ def render_record(info: dict) -> str:
 def render_pair(info: dict) -> str:
     """Plain-text form of :func:`explain_pair`."""
     a, b = info["records"]
-    head = f"{a} vs {b} ({info['stage']} rules)"
-    lines = [head]
+    model = info.get("probabilistic")
+    # With the model, rules are shown only where some are configured: the model alone may decide the pair.
+    parts = [f"{info['stage']} rules"] if info["rules"] or model is None else []
+    parts += ["the probabilistic model"] if model is not None else []
+    lines = [f"{a} vs {b} ({' and '.join(parts)})"]
     if "customer_ids" in info:
         same = "the same customer" if info["same_customer"] else "different customers"
         lines.append(f"  last run: {same} ({info['customer_ids'][0]} / {info['customer_ids'][1]})")
     if info["overrides"]:
         lines.append(f"  override: {', '.join(info['overrides'])}")
-    for link in info.get("last_run", []):
-        if not link["accepted"]:
-            lines.append(f"  last run: {link['stage']} rule {link['rule']}: {link['note']}")
-            continue
-        state = "linked" if link["linked"] else f"not linked: {link['note']}"
-        lines.append(f"  last run: accepted by {link['stage']} rule {link['rule']}, {state}")
+    lines += [_last_run_line(link) for link in info.get("last_run", [])]
     for rule in info["rules"]:
         verdict = "MATCH" if rule["matched"] else "no match"
         lines.append(f"rule {rule['rule']}: {verdict}")
@@ -364,25 +431,56 @@ def render_pair(info: dict) -> str:
                 f"  {mark} {c['field']}: {c['values'][0]!r} vs {c['values'][1]!r} -> {c['normalized'][0]!r} vs "
                 f"{c['normalized'][1]!r}: {_score_text(c)} (needs {c['threshold']}){extra}"
             )
-    if not info["rules"] and "probabilistic" not in info:
+    if model is None and not info["rules"]:
         lines.append("  no rules apply to this pair of tables")
-    lines.append(f"verdict: matched by {info['matched_by']}" if info["matched_by"] else "verdict: no rule matches")
-    if "probabilistic" in info:
-        lines += render_waterfall(info["probabilistic"])
+    if model is None or info["rules"]:
+        lines.append(f"verdict: matched by {info['matched_by']}" if info["matched_by"] else "verdict: no rule matches")
+    if model is not None:
+        lines += render_waterfall(model)
     return "\n".join(lines)
 
 
+def _last_run_line(link: dict) -> str:
+    """What the last run did with the pair: a rule's or the model's verdict, and whether the link was kept."""
+    probability = link["scores"].get("match_probability")
+    if link["rule"] == RULE_NAME and link["stage"] == "match" and probability is not None:
+        chance = f"(match probability {probability:.4f})"
+        if link["linked"]:
+            return f"  last run: the model linked them {chance}"
+        return f"  last run: the model accepted them {chance}, not linked: {link['note']}"
+    if not link["accepted"]:
+        return f"  last run: {link['stage']} rule {link['rule']}: {link['note']}"
+    state = "linked" if link["linked"] else f"not linked: {link['note']}"
+    return f"  last run: accepted by {link['stage']} rule {link['rule']}, {state}"
+
+
 def render_waterfall(info: dict) -> list[str]:
-    """Plain-text lines of a model's waterfall: each comparison's values, level and weight (log2 Bayes factor),
-    then the total weight and the probability against the threshold."""
-    lines = [f"model: prior weight {info['prior_weight']:+.2f}"]
+    """Plain-text lines of a model's waterfall: whether a blocking rule brought the pair to the model in the run,
+    the prior weight of the fit weighing it, each comparison's values, level and weight (log2 Bayes factor), then
+    the total weight and the probability against the threshold."""
+    blocks = info.get("blocking", [])
+    together = [b for b in blocks if b["together"]]
+    # A compared pair shows the rules that found it; one never compared shows why each rule did not.
+    lines = [_block_line(b) for b in (together or blocks)]
+    if together and len(blocks) > len(together):
+        lines.append(f"  ({len(blocks) - len(together)} other blocking rule(s) do not put the two in one block)")
+    compared = info.get("compared", True)
+    if not compared:
+        lines.append(
+            "  never compared: no blocking rule puts the two records in one block; add a blocking rule on a field "
+            "they share to compare such pairs"
+        )
+    lines.append(f"model: prior weight {info['prior_weight']:+.2f}{_fit_text(info)}")
     for c in info["comparisons"]:
-        values = f"{_text(c['left_value'])!r} vs {_text(c['right_value'])!r}"
-        rarity = c.get("term_frequency")
-        # The exact level's weight is that of an average value; a rare one counts for more, a common one for less.
-        said = "" if rarity is None else f" ({rarity:+.2f} of it for how rare the value is)"
-        lines.append(f"  {c['weight']:+7.2f}  {c['comparison']}: {values}: {c['level']}{said}")
+        lines.append(f"  {c['weight']:+7.2f}  {c['comparison']}: {_comparison_text(c)}")
     verdict = "LINK" if info["link"] else "no link"
+    if not compared:
+        # The model's verdict on a pair the run never scored is only what it would have said.
+        verdict += (
+            " had the run compared the pair; it never did, so this verdict did not apply"
+            if info["link"]
+            else " (the run never compared the pair)"
+        )
     lines.append(
         f"  total weight {info['match_weight']:+.2f} -> probability {info['match_probability']:.4f} "
         f"(threshold {info['threshold']}): {verdict}"
@@ -392,6 +490,36 @@ def render_waterfall(info: dict) -> list[str]:
     lines.append("  waterfall (each step's weight and the running total):")
     lines += [f"    {line}" for line in waterfall_chart(steps, "total weight")]
     return lines
+
+
+def _block_line(block: dict) -> str:
+    """``blocking [first_name, birth_date]: different keys ('anna'|'19800102' vs 'ana'|'19800102')``."""
+    left, right = ("|".join(repr(v) for v in side) for side in block["values"])
+    # Keys made by a function (soundex, prefix, year) put unequal values in one block: then both are shown.
+    values = left if left == right else f"{left} vs {right}"
+    return f"blocking [{', '.join(block['rule'])}]: {block['state']} ({values})"
+
+
+def _fit_text(info: dict) -> str:
+    """Which fit weighs the pair: its prior (and every weight) differs between a stratum and the main fit."""
+    if info.get("stratum"):
+        keys = " or ".join(f"[{', '.join(key)}]" for key in info["stratum"])
+        return f" (pairs agreeing on {keys}, fitted apart)"
+    return " (pairs in no stratum: the main fit)" if info.get("strata") else ""
+
+
+def _comparison_text(c: dict) -> str:
+    """One comparison's values and level: ``'smith' vs 'smith': exact``."""
+    text = f"{_text(c['left_value'])!r} vs {_text(c['right_value'])!r}: {c['level']}"
+    if c.get("crossed"):
+        # Each record's value of one name column is the other record's value of the other column.
+        (one, mine), (other, theirs) = c["crossed"].items()
+        return f"{text} ({one}|{other} {mine[0]!r}|{theirs[0]!r} vs {mine[1]!r}|{theirs[1]!r})"
+    if c.get("weighed_under"):
+        return f"{text} (counted once, under {c['weighed_under']})"
+    rarity = c.get("term_frequency")
+    # The exact level's weight is that of an average value; a rare one counts for more, a common one for less.
+    return text if rarity is None else f"{text} ({rarity:+.2f} of it for how rare the value is)"
 
 
 def _fmt(scores: dict) -> str:
