@@ -8,7 +8,6 @@ a configuration that says why each choice was made. Running it is the command's 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -20,8 +19,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ci_pipeline.config.sources import CsvOptions
 from ci_pipeline.config.unify import BIRTH_DATE_PARTS, NormalizeConfig, UnifyConfig
 from ci_pipeline.errors import UserError
+from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, ParsedCsv, parse_csv
 from ci_pipeline.unify.normalize import phone_region
 from ci_pipeline.unify.probabilistic import SettingsError, TrainingError
 from ci_pipeline.unify.probabilistic_method import train_from_tables
@@ -86,6 +87,11 @@ CSV_REASONS = {
     "delimiter": "Values are separated by this character, not by commas",
     "multiline": "Quoted values of this file hold line breaks (multi-line addresses, notes): read them as values",
 }
+#: Line breaks a quoted value may hold and still be one value (an address of six lines); more is an unclosed quote
+#: that ran on over later records.
+VALUE_LINE_BREAKS = 5
+#: How many line numbers a note on unread lines lists.
+LINES_LISTED = 5
 
 #: Words YAML reads as booleans or null: quoted when they are names.
 YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null"}
@@ -118,6 +124,15 @@ class Transactions:
     amount: str
 
 
+@dataclass(frozen=True)
+class UnreadLine:
+    """A line of a CSV file that ingestion will quarantine, as ingestion's parser found it."""
+
+    line: int
+    kind: str  # "broken_quoting" (an unclosed quote) or "column_count" (another number of fields than the header)
+    raw: str
+
+
 @dataclass
 class Plan:
     """What the quick start will configure for one file."""
@@ -135,11 +150,14 @@ class Plan:
     phone_region: tuple[str, float] | None = None  # the region of most numbers written with a country code
     rows: int = 0
     model_refused: str | None = None  # why the model could not be trained on the file (see ``trial_training``)
+    unread: tuple[UnreadLine, ...] = ()  # lines left out of planning, which ingestion quarantines
+    notes: list[str] = field(default_factory=list)  # what the user is told about the file as read
 
 
 def read_table(path: Path) -> pd.DataFrame:
     """The file as a frame of text (CSV) or of its own types (Parquet); empty cells are missing. A CSV file's
-    ``csv`` options (see :func:`read_csv_file`) are in ``frame.attrs["csv"]``."""
+    ``csv`` options (see :func:`read_csv_file`) are in ``frame.attrs["csv"]``, the lines it leaves out in
+    ``frame.attrs["unread"]``."""
     if not path.is_file():
         raise UserError(f"{path}: no such file (give a CSV or Parquet file)")
     suffix = path.suffix.lower()
@@ -159,8 +177,14 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
     """A CSV file as text, and the ``csv`` options ingestion needs to read it as this does (those that differ from
     the defaults): its encoding when not UTF-8 (Windows-1252, as spreadsheet exports in Western Europe are
     written), its delimiter when not a comma (``;`` where the comma is the decimal mark, tab, ``|``) and
-    ``multiline`` when a quoted value holds a line break. Header names are read without the blanks around them,
-    as ingestion reads them (``id, given_name`` names ``given_name``)."""
+    ``multiline`` when quoted values really hold line breaks (see :func:`_quoted_records`).
+
+    The file is parsed by ingestion's own parser (:func:`~ci_pipeline.ingest.csvfile.parse_csv`), so the frame
+    holds the rows the run will accept as records, header names without the blanks around them (``id,
+    given_name`` names ``given_name``). Lines that parser quarantines (an unclosed quote, another number of
+    fields than the header) are left out and listed, as :class:`UnreadLine`, in ``frame.attrs["unread"]``: the
+    quick start plans from the rest, and the run's quarantine holds them with their reasons.
+    """
     data = path.read_bytes()
     options: dict = {}
     try:
@@ -177,12 +201,51 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
     delimiter = _delimiter(text)
     if delimiter != ",":
         options["delimiter"] = delimiter
-    frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype="string", keep_default_na=False)
-    frame.columns = [str(c).strip() for c in frame.columns]
-    frame = frame.replace(r"^\s*$", pd.NA, regex=True)
-    if _line_breaks(frame):
-        options["multiline"] = True
+    utf8 = text.encode("utf-8")
+    parsed = parse_csv(utf8, CsvOptions(delimiter=delimiter), str(path))
+    if (parsed.broken["kind"] == "broken_quoting").any():
+        quoted = _quoted_records(utf8, delimiter, str(path))
+        if quoted is not None:
+            parsed = quoted
+            options["multiline"] = True
+    frame = parsed.frame.drop(columns=[FILE, LINE, START, END]).replace(r"^\s*$", pd.NA, regex=True)
+    frame.attrs["unread"] = tuple(
+        UnreadLine(int(line), str(kind), str(raw))
+        for line, kind, raw in parsed.broken[["line", "kind", "raw"]].itertuples(index=False)
+    )
     return frame, options
+
+
+def _quoted_records(data: bytes, delimiter: str, file: str) -> ParsedCsv | None:
+    """The file read with line breaks inside quotes as part of values, or None when that reading is not
+    consistent and the odd quotes are unclosed quotes rather than values over several lines.
+
+    Read line by line, a line with an odd number of quotes is one record with an unclosed quote; read with quoted
+    line breaks, it is the start of a value that ends at the next quote, however far that is. A value over two
+    lines (an address) ends on the next line or soon after, and the record around it has the header's fields. An
+    unclosed quote runs on to the next quote in the file, taking whole records with it: so the quoted reading is
+    taken only when no record ends in an unclosed quote, no record over several lines has another number of
+    fields than the header, and no value with a line break holds more than :data:`VALUE_LINE_BREAKS` of them or
+    as many delimiters as a whole record (one fewer than the header's fields, one at least). A wrong choice here
+    is silent data loss, while reading line by line only quarantines each unclosed line with a hint to set
+    ``csv.multiline``: when in doubt, line by line.
+    """
+    try:
+        quoted = parse_csv(data, CsvOptions(delimiter=delimiter, multiline=True), file)
+    except UserError:
+        return None  # the quote count and the parser disagree: no consistent reading with quoted line breaks
+    broken = quoted.broken
+    if (broken["kind"] == "broken_quoting").any() or broken["raw"].str.contains(r"[\r\n]").any():
+        return None
+    values = quoted.frame[quoted.columns]
+    record_delimiters = max(len(quoted.columns) - 1, 1)
+    for column in values.columns:
+        spanning = values[column].dropna()
+        spanning = spanning[spanning.str.contains(r"[\r\n]")]
+        breaks = spanning.str.count(r"\r\n|\r|\n")
+        if (breaks > VALUE_LINE_BREAKS).any() or (spanning.str.count(re.escape(delimiter)) >= record_delimiters).any():
+            return None
+    return quoted
 
 
 def _delimiter(text: str) -> str:
@@ -290,6 +353,8 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
         key = KeyChoice(ROW_KEY, f"{key.reason}; {ROW_KEY} numbers the rows in file order (--row-key)")
     plan = Plan(path, table_name(path), "transactions" if transactions else "customers", key, rows=len(frame))
     plan.csv = dict(frame.attrs.get("csv", {}))
+    plan.unread = tuple(frame.attrs.get("unread", ()))
+    plan.notes = unread_notes(plan.unread, len(frame.columns))
     if transactions:
         plan.transactions = transactions
         fmt = date_format(frame[transactions.timestamp])
@@ -315,6 +380,25 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
         if _wants_model(plan):
             plan.model_refused = trial_training(plan, frame)
     return plan
+
+
+def unread_notes(unread: tuple[UnreadLine, ...], fields: int) -> list[str]:
+    """What the user is told of the lines left out of planning (``fields``: the header's count): one line per
+    problem, with the first line numbers, each saying that the run quarantines them."""
+    notes = []
+    for kind, what, then in [
+        ("broken_quoting", "hold an unclosed quote", "(set csv.multiline: true only if values really span lines)"),
+        ("column_count", f"have another number of fields than the header's {fields}", "(fix them in the file)"),
+    ]:
+        lines = [u.line for u in unread if u.kind == kind]
+        if lines:
+            listed = ", ".join(map(str, lines[:LINES_LISTED])) + (", ..." if len(lines) > LINES_LISTED else "")
+            where = f"line{'s' if len(lines) > 1 else ''} {listed}"
+            notes.append(
+                f"csv: {len(lines):,} line(s) {what} ({where}); quickstart planned without them and ingestion "
+                f"quarantines them {then}"
+            )
+    return notes
 
 
 def _model_types(plan: Plan) -> set[str]:
@@ -378,6 +462,11 @@ def write_files(plan: Plan, frame: pd.DataFrame, out: Path) -> Path:
         numbered.insert(0, ROW_KEY, range(1, len(frame) + 1))
         if data.suffix == ".csv":
             numbered.to_csv(data, index=False)
+            if plan.unread:
+                # Numbered after the rows and otherwise as they are, so still broken: the run quarantines them
+                # from the copy as it would from the file.
+                with data.open("a", encoding="utf-8", newline="") as copy:
+                    copy.writelines(f"{len(frame) + i},{u.raw}\n" for i, u in enumerate(plan.unread, 1))
             # The copy is UTF-8 with commas: of the file's own options only multi-line values still apply.
             plan = replace(plan, csv={k: v for k, v in plan.csv.items() if k == "multiline"})
         else:
@@ -418,6 +507,7 @@ def configuration_yaml(plan: Plan, data_path: str) -> str:
         f"        # {plan.key.reason}.",
         f"        primary_key: {_q(plan.key.column)}",
     ]
+    lines += [f"        # {line}" for note in plan.notes for line in textwrap.wrap(note + ".", 108)]
     if plan.csv and fmt == "csv":
         lines += [f"        # {CSV_REASONS[k]}." for k in plan.csv]
         lines.append("        csv: {" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in plan.csv.items()) + "}")
@@ -579,12 +669,6 @@ def _normalized(name: object) -> str:
     """``OrderDate`` / ``Order Date`` -> ``order_date``."""
     text = re.sub(r"([a-z])([A-Z])", r"\1_\2", str(name))
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-
-
-def _line_breaks(frame: pd.DataFrame) -> bool:
-    """Whether any text value holds a line break (a quoted multi-line value of a CSV file)."""
-    text = frame.select_dtypes(include=["string", "object"])
-    return any(text[c].str.contains(r"[\r\n]", regex=True).fillna(False).any() for c in text.columns)
 
 
 def _unique(values: pd.Series) -> bool:

@@ -36,6 +36,8 @@ def run(args) -> int:
     plan = plan_quickstart(path, frame, row_key=args.row_key)
     out = Path(args.out).expanduser() if args.out else Path.cwd() / f"{plan.table}_quickstart"
     print(f"{path}: {len(frame):,} rows of {KIND_TEXT[plan.kind]}")
+    for note in plan.notes:
+        print(f"  {note}")
     print(f"  primary key: {plan.key.column} ({plan.key.reason})")
     if plan.transactions:
         t = plan.transactions

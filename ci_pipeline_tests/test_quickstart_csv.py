@@ -1,0 +1,113 @@
+"""`ci-pipeline quickstart` on CSV files with broken lines: every row of the file is accepted or quarantined.
+
+An unclosed quote must not be read as a value over several lines (it would swallow the records after it), and a
+line with another number of fields than the header must not stop the quick start: the run quarantines both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ci_pipeline.cli import main
+from ci_pipeline.quickstart import read_table
+
+HEADER = "unique_id,first_name,surname,dob,city,email"
+ROWS = 90  # under MODEL_ROWS: simple rules, so no model is trained and the test stays fast
+
+
+def customer_lines(count: int = ROWS) -> list[str]:
+    """Distinct customers, one CSV line each, without a quote character."""
+    names = ["Ann", "Bob", "Carla", "Dev", "Elif", "Farid", "Grace", "Hugo", "Ines"]
+    return [
+        f"c{i},{names[i % 9]},Lee{i},{1950 + i % 40}-0{1 + i % 9}-1{i % 10},Oslo,{names[i % 9].lower()}{i}@x.example"
+        for i in range(count)
+    ]
+
+
+def quickstart(source: Path, tmp_path: Path, *options: str) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Run the quick start on ``source``; return the table's configuration, its accepted rows and its quarantine."""
+    out = tmp_path / "out"
+    assert main(["quickstart", str(source), "--out", str(out), *options]) == 0
+    table = source.stem
+    config = yaml.safe_load((out / "ci_pipeline.yaml").read_text())["sources"]["quickstart"]["tables"][table]
+    lake = out / "lake" / "ci_pipeline" / "quickstart"
+    return config, pd.read_parquet(lake / f"{table}.parquet"), pd.read_parquet(lake / f"{table}_corrupt.parquet")
+
+
+def test_unclosed_quotes_are_quarantined_not_read_as_values_that_swallow_the_records_after_them(tmp_path):
+    lines = customer_lines()
+    unclosed = [10, 11, 40, 75]  # each opens a value that, read over lines, would end at the next one
+    for i in unclosed:
+        lines[i] = lines[i].replace(",", ',"', 1)  # c10,"Bob,Lee10,... : first_name never closed
+    source = tmp_path / "customers.csv"
+    source.write_text("\n".join([HEADER, *lines]) + "\n", encoding="utf-8")
+
+    config, accepted, quarantine = quickstart(source, tmp_path)
+    assert "multiline" not in config.get("csv", {})
+    assert len(accepted) + len(quarantine) == ROWS and len(quarantine) == len(unclosed)
+    assert quarantine["line"].tolist() == [i + 2 for i in unclosed]  # the header is line 1
+    assert quarantine["reason"].str.contains("broken quoting: a quoted value is not closed").all()
+    assert quarantine["reason"].str.contains("csv.multiline").all()
+    written = (tmp_path / "out" / "ci_pipeline.yaml").read_text()
+    assert "# csv: 4 line(s) hold an unclosed quote (lines 12, 13, 42, 77); quickstart planned without them" in written
+
+
+def test_quoted_values_over_two_lines_are_still_read_as_values(tmp_path):
+    rows = [f'a{i},Ann{i % 9},Lee{i},"{i} Main St\nApt {i}",a{i}@x.example' for i in range(0, ROWS, 3)]
+    rows += [f"b{i},Bob{i % 9},Stone{i},{i} Elm Rd,b{i}@x.example" for i in range(ROWS - len(rows))]
+    source = tmp_path / "addresses.csv"
+    source.write_text("\n".join(["customer_id,first_name,surname,address,email", *rows]) + "\n", encoding="utf-8")
+
+    config, accepted, quarantine = quickstart(source, tmp_path)
+    assert config["csv"] == {"multiline": True}
+    assert len(accepted) == ROWS and quarantine.empty
+    assert accepted["address"].str.contains("\n").sum() == ROWS // 3
+
+
+@pytest.mark.parametrize("row_key", [False, True], ids=["key", "row-key"])
+def test_a_line_with_another_number_of_fields_is_left_to_the_quarantine(tmp_path, row_key):
+    lines = customer_lines()
+    lines[30] += ",extra"
+    if row_key:
+        # No column identifies a row: the numbered copy must still hold the broken line for ingestion to quarantine.
+        lines = [line.split(",", 1)[1] for line in lines]
+        lines[60] = lines[0]
+    source = tmp_path / "messy.csv"
+    header = HEADER.split(",", 1)[1] if row_key else HEADER
+    source.write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+
+    config, accepted, quarantine = quickstart(source, tmp_path, *(["--row-key"] if row_key else []))
+    assert config["primary_key"] == ("row_number" if row_key else "unique_id")
+    assert len(accepted) + len(quarantine) == ROWS and len(quarantine) == 1
+    fields = len(header.split(","))
+    assert quarantine["reason"].tolist() == [f"expected {fields + row_key} columns, found {fields + row_key + 1}"]
+    assert quarantine["raw"].str.endswith(lines[30]).all()
+    written = (tmp_path / "out" / "ci_pipeline.yaml").read_text()
+    assert f"# csv: 1 line(s) have another number of fields than the header's {fields} (line 32)" in written
+
+
+@pytest.mark.parametrize(
+    ("text", "multiline"),
+    [
+        ('id,name,address\n1,Ann,"1 Main St\nApt 2"\n2,Bob,"3 Elm Rd, Oslo"\n', True),
+        # Two unclosed quotes in one column: read over lines, the value holds a whole record and the record
+        # around it has the header's five fields, so only the delimiters in the value tell.
+        ('id,first,last,city,email\n1,"Ann,Lee,Oslo,a@x\n2,"Bob,Stone,Oslo,b@x\n3,Cy,Berg,Oslo,c@x\n', False),
+        # One column, so no delimiter: a value of eight lines is an unclosed quote, not an address.
+        ('name\n"Ann\nBob\nCy\nDee\nEve\nFay\nGus\n"Hal\nIda\n', False),
+        # An odd number of quotes: the last one is never closed.
+        ('id,name,address\n1,Ann,"1 Main St\nApt 2"\n2,"Bob,3 Elm Rd\n', False),
+    ],
+    ids=["address", "swallowed-record", "many-lines", "odd-quotes"],
+)
+def test_values_are_read_over_lines_only_when_that_reading_is_consistent(tmp_path, text, multiline):
+    source = tmp_path / "file.csv"
+    source.write_text(text, encoding="utf-8")
+    frame = read_table(source)
+    assert frame.attrs["csv"].get("multiline", False) is multiline
+    if not multiline:
+        assert {u.kind for u in frame.attrs["unread"]} == {"broken_quoting"}
