@@ -338,3 +338,15 @@ def test_activity_tables_that_name_missing_tables_columns_or_customers_are_each_
         "activities.tables.not_unified.customer: crm.leads does not take part in unification, so its records have "
         "no customer; add it to unify.tables or point at a table that does",
     ]
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """Pasting a block that repeats a key (``method: probabilistic`` under ``method: rules``) must not leave the
+    first silently dropped."""
+    text = MINIMAL + "unify:\n  match:\n    method: rules\n    method: probabilistic\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert "line 13: unify.match.method is given twice (lines 12 and 13)" in str(caught.value)
+    # An alias merged into a mapping (<<) is not a repeated key: the keys written beside it override its values.
+    merged = MINIMAL.replace("        format: csv\n", "        <<: {format: parquet}\n        format: csv\n")
+    assert load_config(write(tmp_path, merged)).sources["crm"].tables["contacts"].format == "csv"

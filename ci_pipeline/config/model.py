@@ -25,7 +25,7 @@ from ci_pipeline.config.publish import PublishConfig
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.config.sources import SourceConfig
 from ci_pipeline.config.unify import UnifyConfig
-from ci_pipeline.config.yamlfile import YamlLimitError, line_number, load_yaml, with_lines
+from ci_pipeline.config.yamlfile import DuplicateKeyError, YamlLimitError, line_number, load_yaml, with_lines
 from ci_pipeline.errors import ConfigError
 
 #: Environment variable that chooses the configuration file when ``--config`` is not given.
@@ -124,6 +124,8 @@ def load_config(path: str | os.PathLike | None = None, *, references: bool = Tru
         raw, lines = load_yaml(text)
     except YamlLimitError as exc:
         raise ConfigError(str(file), [str(exc)]) from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(str(file), exc.problems) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

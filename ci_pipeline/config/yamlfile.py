@@ -28,6 +28,15 @@ class YamlLimitError(ValueError):
     """The document is nested too deeply or its aliases expand too far; the message names line and key path."""
 
 
+class DuplicateKeyError(ValueError):
+    """A mapping of the document gives one key twice (YAML would keep the last silently); ``problems`` names each
+    key path with both lines."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """A SafeLoader whose composer refuses nesting beyond :data:`MAX_YAML_DEPTH` and keeps the key path."""
 
@@ -74,6 +83,8 @@ def load_yaml(text: str) -> tuple[Any, dict[str, int]]:
     Raises:
         yaml.YAMLError: the text is not valid YAML.
         YamlLimitError: nesting or alias expansion beyond the documented bounds.
+        DuplicateKeyError: a key given twice in one mapping (``method: rules`` above a pasted
+            ``method: probabilistic``: the first would be dropped without a word).
     """
     loader = _BoundedLoader(text)
     try:
@@ -137,21 +148,36 @@ def _check_expansion(root: Node) -> None:
 
 
 def _key_lines(root: Node) -> dict[str, int]:
-    """Key path -> line of its value, in the spelling problems use (``a.b[0].c``)."""
+    """Key path -> line of its value, in the spelling problems use (``a.b[0].c``).
+
+    Raises:
+        DuplicateKeyError: a mapping gives a key twice.
+    """
     lines: dict[str, int] = {}
+    twice: list[str] = []
     stack: list[tuple[str, Node]] = [("", root)]
     while stack:
         path, node = stack.pop()
         if path:
             lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, MappingNode):
+            seen: dict[str, int] = {}
             for key_node, value in node.value:
                 if isinstance(key_node, ScalarNode):
                     name = f"{path}.{key_node.value}" if path else str(key_node.value)
-                    lines.setdefault(name, key_node.start_mark.line + 1)
+                    line = key_node.start_mark.line + 1
+                    if key_node.value in seen and key_node.value != "<<":
+                        twice.append(
+                            f"line {line}: {name} is given twice (lines {seen[key_node.value]} and {line}); YAML keeps "
+                            "only the last one without a word: remove one"
+                        )
+                    seen.setdefault(key_node.value, line)
+                    lines.setdefault(name, line)
                     stack.append((name, value))
         elif isinstance(node, SequenceNode):
             stack.extend((f"{path}[{i}]", item) for i, item in enumerate(node.value))
+    if twice:
+        raise DuplicateKeyError(sorted(twice, key=line_number))
     return lines
 
 
