@@ -30,6 +30,7 @@ def run(args) -> int:
     from ci_pipeline.config import load_config
     from ci_pipeline.lake import Lake
     from ci_pipeline.quickstart import KIND_TEXT, plan_quickstart, read_table, write_files
+    from ci_pipeline.unify import SETTINGS_PATH
 
     path = Path(args.path).expanduser()
     frame = read_table(path)
@@ -61,6 +62,8 @@ def run(args) -> int:
     print(f"  configuration   {config_path}  (keep and edit it; `ci-pipeline validate {config_path}`)")
     print(f"  lake tables     {lake.url('ci_pipeline')}")
     print(f"  profiles        {lake.url('ci_pipeline/unify/customer_profile.parquet')}")
+    if lake.exists(SETTINGS_PATH):
+        print(f"  match settings  {lake.url(SETTINGS_PATH)}  (the model's choices, as YAML to paste and edit)")
     if plan.kind == "transactions":
         print(f"  measures        {lake.url('ci_pipeline/measures/customer_measure_values.parquet')}")
         print(f"  segments        {lake.url('ci_pipeline/segments/segment_membership.parquet')}")

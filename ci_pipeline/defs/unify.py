@@ -22,6 +22,7 @@ from ci_pipeline.side_by_side import started
 from ci_pipeline.unify import (
     MODEL_PATH,
     OUTCOMES,
+    SETTINGS_PATH,
     TRAIN_STEP,
     ProbabilisticMatches,
     TrainingMatches,
@@ -88,7 +89,8 @@ def jobs(config: ProjectConfig, keys: AbstractSet[dg.AssetKey]) -> list[JobSpec]
             JobSpec(
                 "train_match_model",
                 dg.AssetSelection.assets(key("match_model")),
-                "Retrain the probabilistic match model on the last ingested data (nightly runs score with it).",
+                "Retrain the probabilistic match model on the last ingested data (monthly by default; the runs between "
+                "score with the stored model).",
                 "partial",
             )
         )
@@ -213,7 +215,8 @@ def _match_method(context, store, config: ProjectConfig) -> ProbabilisticMatches
         return ProbabilisticMatches(read_model(store.read_bytes(MODEL_PATH), store.url(MODEL_PATH)))
     context.log.warning(
         f"unify: no stored match model at {store.url(MODEL_PATH)}; training one in this run and storing it, so "
-        f"that the next runs score with it (fast, and CustomerIds steady); to retrain it: {TRAIN_STEP}"
+        f"that the next runs score with it (fast, and CustomerIds steady), with the settings it chose as YAML to "
+        f"paste and edit in {store.url(SETTINGS_PATH)}; to retrain it: {TRAIN_STEP}"
     )
     return TrainingMatches(config.base_dir)
 
@@ -227,15 +230,19 @@ def _store_trained(context, store, frames: dict, trained: TrainingMatches) -> No
     )
 
 
+#: What the stored settings are for, atop the file and in the log.
+PASTE_HINT = "paste under unify.match to keep or edit them; a key left out keeps the default's choice"
+
+
 def _store_model(context, store, model, said: list[str], frames: dict) -> dict:
-    """Log training's warnings and chosen settings, store the model at ``MODEL_PATH``; its metadata."""
+    """Log training's warnings and chosen settings, store the model at ``MODEL_PATH`` and its settings as YAML at
+    ``SETTINGS_PATH``; its metadata."""
     for warning in said:
         context.log.warning(f"unify.match_model: {warning}")
-    context.log.info(
-        f"unify.match_model: trained with these settings (paste under unify.match to keep or edit "
-        f"them):\n{model.training['settings_yaml']}"
-    )
     store.write_bytes(MODEL_PATH, model_json(model))
+    settings = model.training["settings_yaml"]
+    store.write_bytes(SETTINGS_PATH, f"# {PASTE_HINT}\n{settings}".encode())
+    context.log.info(f"unify.match_model: trained with these settings ({PASTE_HINT}):\n{settings}")
     return _model_metadata(model, frames, store.url(MODEL_PATH), context.run_id)
 
 

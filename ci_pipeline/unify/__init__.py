@@ -6,6 +6,7 @@ from ci_pipeline.unify.identity import assign_ids, new_customer_id
 from ci_pipeline.unify.normalize import Normalizer, phone_digits, read_alias_file
 from ci_pipeline.unify.probabilistic_method import (
     MODEL_PATH,
+    SETTINGS_PATH,
     TRAIN_STEP,
     ProbabilisticMatches,
     TrainingMatches,
@@ -19,6 +20,7 @@ from ci_pipeline.unify.probabilistic_method import (
 __all__ = [
     "MODEL_PATH",
     "OUTCOMES",
+    "SETTINGS_PATH",
     "TRAIN_STEP",
     "ProbabilisticMatches",
     "TrainingMatches",

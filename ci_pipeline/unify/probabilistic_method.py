@@ -59,6 +59,9 @@ RETRAIN = f"retrain the model: {TRAIN_STEP}"
 
 #: Where the trained model lives in the lake (JSON of :meth:`Model.to_dict`), beside the unify tables.
 MODEL_PATH = "ci_pipeline/unify/match_model.json"
+#: Beside it, the settings it was trained with as YAML to paste under ``unify.match`` (the model's
+#: ``training["settings_yaml"]``), for a user working from the command line rather than the UI's metadata.
+SETTINGS_PATH = "ci_pipeline/unify/match_model_settings.yaml"
 
 
 def model_json(model: Model) -> bytes:

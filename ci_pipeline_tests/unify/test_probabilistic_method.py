@@ -36,6 +36,7 @@ from ci_pipeline.unify.probabilistic import (
 from ci_pipeline.unify.probabilistic.model import ComparisonParameters, Iteration
 from ci_pipeline.unify.probabilistic_method import (
     MODEL_PATH,
+    SETTINGS_PATH,
     ProbabilisticMatches,
     TrainingMatches,
     configured_settings,
@@ -577,6 +578,18 @@ def test_pasted_comparisons_without_strata_fit_the_default_model_and_dropping_th
     cfg, _ = generated_project(tmp_path)
     with pytest.raises(UserError, match=r"comparisons configured then.*leaves to the default.*--job train_match_model"):
         materialize(cfg, dg.AssetSelection.assets(unify_defs.key("customer_profile")))
+
+
+def test_the_stored_settings_file_pasted_under_match_scores_with_the_model_as_it_is(tmp_path):
+    cfg, lake = generated_project(tmp_path)
+    materialize(cfg, dg.AssetSelection.assets(unify_defs.key("match_model")))
+    model = read_model(lake.read_bytes(MODEL_PATH), "stored")
+    text = lake.read_bytes(SETTINGS_PATH).decode()
+    assert text.startswith("# paste under unify.match")
+    pasted = yaml.safe_load(text)
+    assert pasted["method"] == "probabilistic"
+    cfg, _ = generated_project(tmp_path, pasted)
+    assert scoring_settings(cfg.unify, model, mapping(cfg.unify)) == model.settings
 
 
 def test_validate_reports_a_misset_option_of_a_partial_block(tmp_path, capsys):
