@@ -39,9 +39,19 @@ def register(subparsers) -> None:
 def _instance() -> dg.DagsterInstance:
     import dagster as dg
 
+    from ci_pipeline.errors import UserError
+
     # With DAGSTER_HOME set (python3 dev.py sets it) the run is kept in the local run history that `dagster dev`
     # shows; otherwise it runs against a throwaway instance.
-    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return dg.DagsterInstance.ephemeral()
+    if not os.path.isdir(home):
+        raise UserError(
+            f"DAGSTER_HOME is {home!r}, which is not a folder: create it (mkdir -p {home}) to keep the run history "
+            "there, or unset DAGSTER_HOME to run without one"
+        )
+    return dg.DagsterInstance.get()
 
 
 def run(args) -> int:

@@ -85,3 +85,12 @@ def test_the_workspace_serves_the_code_location_the_runs_name():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'code_location_name = "{launch.CODE_LOCATION}"' in pyproject
     assert 'name = "ci_pipeline"' in pyproject  # dg dev names the code location after the project
+
+
+def test_a_dagster_home_that_is_no_folder_is_a_clear_error_without_a_traceback(cli_project, monkeypatch, capsys):
+    missing = cli_project.parent / "no-such-home"
+    monkeypatch.setenv("DAGSTER_HOME", str(missing))
+    assert cli.main(["run", "--config", str(cli_project)]) == 2
+    err = capsys.readouterr().err
+    assert f"DAGSTER_HOME is '{missing}', which is not a folder: create it (mkdir -p {missing})" in err
+    assert "Traceback" not in err
