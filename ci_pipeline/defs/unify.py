@@ -237,8 +237,10 @@ PASTE_HINT = "paste under unify.match to keep or edit them; a key left out keeps
 def _store_model(context, store, model, said: list[str], frames: dict) -> dict:
     """Log training's warnings and chosen settings, store the model at ``MODEL_PATH`` and its settings as YAML at
     ``SETTINGS_PATH``; its metadata."""
+    chose = set(model.training.get("notes", []))
     for warning in said:
-        context.log.warning(f"unify.match_model: {warning}")
+        # What the default chose (and left out) is in the settings file as comments; only training's own notes warn.
+        (context.log.info if warning in chose else context.log.warning)(f"unify.match_model: {warning}")
     store.write_bytes(MODEL_PATH, model_json(model))
     settings = model.training["settings_yaml"]
     store.write_bytes(SETTINGS_PATH, f"# {PASTE_HINT}\n{settings}".encode())

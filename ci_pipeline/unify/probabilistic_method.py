@@ -191,6 +191,7 @@ def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) 
     # What scoring must find configured again (a key dropped since means the default's choice: another model).
     model.training["configured_keys"] = sorted(given or {})
     model.training["warnings"] = said
+    model.training["notes"] = notes  # the default's choices among them: information, not warnings
     return model, said, table
 
 

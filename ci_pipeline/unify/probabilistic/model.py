@@ -84,6 +84,8 @@ MIN_FREE_COMPARISONS = 3
 #: The plain EM steps of a stratum that fewer than :data:`MIN_FREE_COMPARISONS` comparisons describe.
 WEAK_STRATUM_STEPS = 100
 
+#: Said of a stratum left to the main fit: the model is sound without it, the note only explains its weights.
+NOTHING_TO_DO = "no action needed"
 #: A stratum's fit whose match share comes out below this (or above one minus it) has lost a class: not sane.
 MIN_SHARE = 1e-6
 
@@ -784,8 +786,8 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
     said = "pairs agreeing on " + " or ".join(f"[{r}]" for r in rules)
     if len(left) < MIN_STRATUM_PAIRS:
         _warn(
-            f"{said}: {len(left)} pair(s), too few to fit apart (at least {MIN_STRATUM_PAIRS}); the main fit weighs "
-            "them",
+            f"{said}: {len(left)} pair(s), too few to fit apart (at least {MIN_STRATUM_PAIRS}); they are weighed "
+            f"with all other pairs, as without strata ({NOTHING_TO_DO})",
             UserWarning,
             stacklevel=4,
         )
@@ -811,7 +813,8 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
     sane = [fit for insane, fit in judged if insane is None]
     if not sane:
         _warn(
-            f"{said}: their fit apart is not sane ({judged[-1][0]}); the main fit weighs them",
+            f"{said}: their fit apart is not sane: it could not tell one person's records from different people's "
+            f"({judged[-1][0]}); they are weighed with all other pairs, as without strata ({NOTHING_TO_DO})",
             UserWarning,
             stacklevel=4,
         )
