@@ -111,3 +111,15 @@ def test_values_are_read_over_lines_only_when_that_reading_is_consistent(tmp_pat
     assert frame.attrs["csv"].get("multiline", False) is multiline
     if not multiline:
         assert {u.kind for u in frame.attrs["unread"]} == {"broken_quoting"}
+
+
+def test_a_file_written_with_a_blank_after_each_comma_is_read_without_the_blanks(tmp_path):
+    lines = [line.replace(",", ", ") for line in [HEADER, *customer_lines()]]
+    source = tmp_path / "spaced.csv"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config, accepted, quarantine = quickstart(source, tmp_path)
+    assert config["csv"] == {"skip_initial_space": True}
+    assert len(accepted) == ROWS and quarantine.empty
+    assert not accepted["first_name"].str.startswith(" ").any() and accepted["first_name"].iloc[1] == "Bob"
+    profile = pd.read_parquet(tmp_path / "out" / "lake" / "ci_pipeline" / "unify" / "customer_profile.parquet")
+    assert not profile["FirstName"].dropna().str.startswith(" ").any()

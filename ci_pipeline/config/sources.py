@@ -79,6 +79,10 @@ class CsvOptions(StrictModel):
     escapechar: str | None = Field(None, min_length=1, max_length=1)
     #: Quoted values may contain line breaks. Off by default, so one unbalanced quote cannot swallow later rows.
     multiline: bool = False
+    #: Blanks right after a delimiter are not part of the value, for files written ``a, b, c`` (febrl's are): without
+    #: it every value but the first of a row keeps a leading blank into the profiles. Header names are read without
+    #: their blanks either way.
+    skip_initial_space: bool = False
 
     @field_validator("encoding")
     @classmethod

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ci_pipeline.config.sources import CsvOptions
@@ -260,4 +261,12 @@ def _parse_records(
             f"{file}: the CSV parser and the quoting analysis disagree on {max(len(invalid), 1)} row(s); check "
             "csv.quotechar, csv.escapechar and csv.multiline for this table"
         )
+    if options.skip_initial_space:
+        table = pa.table({name: _without_initial_space(table[name]) for name in table.column_names})
     return table.to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)
+
+
+def _without_initial_space(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The values without the blanks before them; a value of blanks only is missing, as an empty one is."""
+    trimmed = pc.utf8_ltrim(values, characters=" ")
+    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)

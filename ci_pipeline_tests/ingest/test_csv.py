@@ -87,6 +87,18 @@ def test_quoted_values_may_span_lines_when_multiline(tmp_path, ingest):
     )
 
 
+def test_blanks_after_delimiters_are_not_part_of_values_when_skip_initial_space(tmp_path, ingest):
+    """A file written ``a, b, c`` (as febrl's are): its values lose the blank after each delimiter, and a value of
+    blanks only is missing; inner and trailing blanks stay, and without the option the blanks stay too."""
+    (tmp_path / "t.csv").write_text("id, name, city, n\n1, ann lee, oslo ,  2\n2,bob,   , 3\n")
+    result = ingest(csv_table(columns={"n": "int64"}, csv={"skip_initial_space": True}))
+    assert result.data["name"].tolist() == ["ann lee", "bob"]
+    assert result.data["city"].iloc[0] == "oslo " and result.data["city"].isna().iloc[1]
+    assert result.data["n"].tolist() == [2, 3] and result.balanced
+    kept = ingest(csv_table())
+    assert kept.data["name"].tolist() == [" ann lee", "bob"]
+
+
 def test_typed_columns_get_pandas_dtypes(tmp_path, ingest):
     (tmp_path / "t.csv").write_text(
         "id,amount,flag,at,g,doc,clock\n"
