@@ -11,6 +11,8 @@ from ci_pipeline.arrays import unique
 from ci_pipeline.config.unify import UnifyConfig, unified_fields
 from ci_pipeline.side_by_side import each_named
 from ci_pipeline.unify.normalize import squash_spaces
+from ci_pipeline.unify.probabilistic.comparisons import date_parts
+from ci_pipeline.unify.records import DATE_ATTRIBUTES
 
 
 def record_order(records: pd.DataFrame, policy: str, priority: tuple[str, ...], n_tables: int) -> np.ndarray:
@@ -82,9 +84,16 @@ def merge_profiles(
     for f in fields:
         if f.name not in grouped_names:
             singles.setdefault((f.policy, f.priority), []).append(f.name)
+    dates = {f.name for f in fields if set(f.columns) & DATE_ATTRIBUTES}
     for (policy, priority), names in singles.items():
         order = record_order(records, policy, priority, n_tables)
-        chosen = values[names + ["label"]].iloc[order].groupby("label", sort=True).first()
+        ranked = values[names + ["label"]].iloc[order]
+        chosen = ranked.groupby("label", sort=True).first()
+        for name in dates & set(names):
+            # A date that is no calendar date ('1857-88-14', a typo) is kept only where the customer has no other:
+            # it never wins over another record's date that is one.
+            sound = ranked[name].where(calendar_dates(ranked[name]))
+            chosen[name] = sound.groupby(ranked["label"], sort=True).first().fillna(chosen[name])
         out = out.join(chosen)
     out = out[[f.name for f in fields]]
     best = np.lexsort(
@@ -104,6 +113,21 @@ def merge_profiles(
         out = out.join(part)
     out = out.rename(columns=config.merge.rename)
     return out.astype("string")
+
+
+def calendar_dates(values: pd.Series) -> np.ndarray:
+    """Whether each value is a day of the calendar in any era (``1634-08-01`` is, ``1857-88-14`` and
+    ``1845-12-50`` are not); missing values are not. Judged once per distinct value."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    year, month, day = date_parts(np.asarray(uniques, dtype=object)).T
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    days = np.array(MONTH_DAYS)[np.clip(month - 1, 0, 11)] + (leap & (month == 2))
+    sound = (year > 0) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= days)
+    return np.append(sound, False)[codes]  # code -1 (missing) indexes the appended False
+
+
+#: Days of each month in a common year.
+MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def _drop_placeholders(column: pd.Series, bypass: set[str]) -> pd.Series:

@@ -521,3 +521,31 @@ def test_a_customer_held_by_a_chain_of_single_links_is_reported_as_weakly_held()
     assert pair["density"] == {"links": 1, "possible": 1, "density": 1.0} and "density:" not in render_record(pair)
     alone = explain_record("shop", "customers", "s2", r.alternate_key, r.match_pairs, r.customer_profile)
     assert alone["density"] is None and "density:" not in render_record(alone)
+
+
+def test_a_birth_date_that_is_no_calendar_date_never_wins_over_one_that_is():
+    """The best record of a customer (most filled) holds a typo'd date: the profile takes the other record's
+    date; a customer whose only date is a typo keeps its text, and a date before 1677 is a date like any other."""
+    people = pd.DataFrame(
+        {
+            "id": ["a1", "a2", "b1", "c1", "c2"],
+            "email": ["a@x.example", "a@x.example", "b@x.example", "c@x.example", "c@x.example"],
+            "birth": ["1857-88-14", "1857-08-14", "1845-12-50", "1634-08-01", None],
+            "city": ["Oslo", None, "Bergen", None, "Molde"],
+        }
+    ).astype("string")
+    raw = {
+        "tables": [
+            {
+                "source": "crm",
+                "table": "people",
+                "columns": {"email": "email", "birth": "birth_date", "city": "city"},
+                "dedup": {"rules": [{"name": "same_email", "conditions": [{"field": "email"}]}]},
+            }
+        ],
+    }
+    r = unify(type(config()).model_validate(raw), {("crm", "people"): people}, {("crm", "people"): "id"})
+    profile = r.customer_profile.set_index("crm_people_id")
+    assert profile.loc["a1", "BirthDate"] == "1857-08-14"
+    assert profile.loc["b1", "BirthDate"] == "1845-12-50"
+    assert profile["BirthDate"].tolist().count("1634-08-01") == 1
