@@ -254,7 +254,7 @@ def test_a_handful_of_rows_gets_simple_rules_not_a_model_with_nothing_to_learn_f
     assert "method: probabilistic" in write_files(plan, read_table(source), tmp_path / "more").read_text()
 
 
-def test_a_birth_date_in_three_columns_is_mapped_in_parts_and_published_as_one_date(tmp_path):
+def test_a_birth_date_in_three_columns_is_mapped_in_parts_and_published_as_one_date(tmp_path, capsys):
     frame = people(MODEL_ROWS)[["CustomerID", "FirstName", "LastName", "DOB"]]
     parts = frame.pop("DOB").str.split("-", expand=True).astype(int)
     frame = frame.assign(BirthYear=parts[0], BirthMonth=parts[1], BirthDay=parts[2])
@@ -273,6 +273,9 @@ def test_a_birth_date_in_three_columns_is_mapped_in_parts_and_published_as_one_d
     # Two names and the birth date: three comparable attributes, enough for the model.
     assert written["match"]["method"] == "probabilistic"
     assert main(["run", "--config", str(config_path)]) == 0
+    # The run says what it did to the CustomerIds: on a first run, every customer's id is new.
+    told = f"CustomerId changes this run: {MODEL_ROWS:,} new, 0 merged, 0 split, 0 removed (each in unify/id_change)"
+    assert told in capsys.readouterr().out
     profiles = pd.read_parquet(tmp_path / "out" / "lake" / "ci_pipeline" / "unify" / "customer_profile.parquet")
     joined = {f"{y}-{m:02d}-{d:02d}" for y, m, d in parts.itertuples(index=False)}
     assert len(profiles) == MODEL_ROWS and set(profiles["BirthDate"]) == joined

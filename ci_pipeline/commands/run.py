@@ -36,6 +36,11 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+#: The asset whose metadata counts the run's CustomerId changes by reason (``id changes <reason>``).
+ID_CHANGE = "unify/id_change"
+ID_PREFIX = "id changes "
+
+
 def _instance() -> dg.DagsterInstance:
     import dagster as dg
 
@@ -190,6 +195,7 @@ def print_summary(
     step_time: dict[str, float] = {}
     step_status: dict[str, str] = defaultdict(lambda: "skipped")
     rows: dict[str, tuple[str, int | None]] = {}
+    ids: dict[str, float] = {}
     for record in records:
         event = record.dagster_event
         if event is None:
@@ -206,6 +212,10 @@ def print_summary(
             key = materialization.asset_key.to_user_string()
             count = materialization.metadata.get("dagster/row_count")
             rows[key] = (step, count.value if count is not None else None)
+            if key == ID_CHANGE:
+                ids = {
+                    k[len(ID_PREFIX) :]: v.value for k, v in materialization.metadata.items() if k.startswith(ID_PREFIX)
+                }
     print(f"\n{'asset':<52} {'rows':>10} {'seconds':>8}  status")
     for key in sorted(rows, key=lambda k: (step_start.get(rows[k][0], 0), k)):
         step, count = rows[key]
@@ -221,6 +231,10 @@ def print_summary(
             key=lambda item: (order.get(item[0], len(order)), min(step_start.get(s, 0) for s in item[1])),
         ):
             print(f"{stage:<52} {len(steps):>10} {sum(step_time.get(s, 0) for s in steps):8.1f}")
+    if ids:
+        # What moved the customers a user knows: the ids a nightly run issued, merged, split or retired.
+        told = ", ".join(f"{int(ids.get(r, 0)):,} {r}" for r in ("new", "merged", "split", "removed"))
+        print(f"\nCustomerId changes this run: {told} (each in {ID_CHANGE})")
     _print_failures(result, [s for s, status in step_status.items() if status == "FAILED"], assets)
     checks = failed_checks(records)
     for line in checks:
