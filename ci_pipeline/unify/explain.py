@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.errors import UserError
@@ -53,6 +55,7 @@ def explain_record(
         "record": f"{source}|{table}|{key}",
         "customer_id": cid,
         "density": _density(left[inside & ~alone & mp["Linked"]], right[inside & ~alone & mp["Linked"]], len(idents)),
+        "bridges": _bridges(mp[inside & ~alone & mp["Linked"]], sorted(idents)),
         "profile": {k: v for k, v in profile.iloc[0].items() if pd.notna(v)} if len(profile) else {},
         "records": sorted(idents),
         "links": _pairs(mp[inside & mp["Accepted"]]),
@@ -364,6 +367,36 @@ def _density(left: pd.Series, right: pd.Series, records: int) -> dict | None:
     }
 
 
+def _bridges(links: pd.DataFrame, records: list[str]) -> list[dict]:
+    """The links that alone hold the customer together: without one of them its records fall into two parts (their
+    sizes in ``parts``), so a wrong one there is what joins two people. The most even splits first; none for a
+    customer of more than :data:`BRIDGE_LINKS` links (each link is taken out in turn)."""
+    left, right = pair_sides(links)
+    first = {}
+    for pair, row in zip(zip(left, right, strict=True), _pairs(links), strict=True):
+        first.setdefault(tuple(sorted(pair)), row)
+    if len(records) < 3 or not first or len(first) > BRIDGE_LINKS:
+        return []
+    index = {r: i for i, r in enumerate(records)}
+    a = np.array([index[x] for x, _ in first])
+    b = np.array([index[y] for _, y in first])
+    found = []
+    for k, row in enumerate(first.values()):
+        others = np.arange(len(a)) != k
+        graph = coo_matrix((np.ones(others.sum()), (a[others], b[others])), shape=(len(records), len(records)))
+        _, label = connected_components(graph, directed=False)
+        if label[a[k]] != label[b[k]]:
+            parts = sorted((int((label == label[a[k]]).sum()), int((label == label[b[k]]).sum())), reverse=True)
+            found.append(row | {"parts": parts})
+    return sorted(found, key=lambda f: (-f["parts"][1], f["left"], f["right"]))
+
+
+#: A customer with more links is not searched for the links that alone hold it together (``explain`` only).
+BRIDGE_LINKS = 5_000
+#: Those links shown in plain text, the most even splits first (``--json`` has every one).
+BRIDGES_SHOWN = 5
+
+
 def _text(v) -> str | None:
     return None if v is None or pd.isna(v) else str(v)
 
@@ -381,6 +414,18 @@ def render_record(info: dict) -> str:
         weak = " (weakly held: a chain of single links; one wrong link in it joins two people)"
         held = weak if density["density"] < WEAK_DENSITY else ""
         lines.append(f"density: {density['links']} of {density['possible']} record pairs linked{held}")
+    bridges = info.get("bridges") or []
+    if bridges:
+        lines.append(
+            f"held by single links: {len(bridges)} link(s) each alone join two parts of this customer (a wrong one "
+            "joins two people); the most even splits:"
+        )
+        for link in bridges[:BRIDGES_SHOWN]:
+            big, small = link["parts"]
+            lines.append(
+                f"  {link['left']} <-> {link['right']}: {link['stage']} rule {link['rule']} {_fmt(link['scores'])} "
+                f"joins {big} and {small} record(s)"
+            )
     lines.append("links (why these records are one customer):")
     if not info["links"]:
         lines.append("  (none: the record matched nothing and is a customer of its own)")

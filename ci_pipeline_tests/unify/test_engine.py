@@ -516,6 +516,13 @@ def test_a_customer_held_by_a_chain_of_single_links_is_reported_as_weakly_held()
     info = explain_record("crm", "contacts", "k2", r.alternate_key, r.match_pairs, r.customer_profile)
     assert info["density"] == {"links": 4, "possible": 10, "density": 0.4}
     assert "density: 4 of 10 record pairs linked (weakly held: a chain of single links" in render_record(info)
+    # Every link of a chain alone holds it together: the most even splits first, where a wrong link costs most.
+    assert [b["parts"] for b in info["bridges"]] == [[3, 2], [3, 2], [4, 1], [4, 1]]
+    assert {frozenset((b["left"], b["right"])) for b in info["bridges"][:2]} == {
+        frozenset(("crm|contacts|k1", "crm|contacts|k2")),
+        frozenset(("crm|contacts|k2", "crm|contacts|k3")),
+    }
+    assert "held by single links: 4 link(s) each alone join two parts of this customer" in render_record(info)
     # Two records are one link; the text says nothing of density below three records, nor for one record.
     pair = explain_record("shop", "customers", "s1", r.alternate_key, r.match_pairs, r.customer_profile)
     assert pair["density"] == {"links": 1, "possible": 1, "density": 1.0} and "density:" not in render_record(pair)
