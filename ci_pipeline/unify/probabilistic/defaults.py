@@ -340,13 +340,15 @@ def within_budget(
         count = max(0, count - max((n for r, n in counted.items() if _refines(r, rule)), default=0))
         if spent + count > budget:
             notes.append(
-                f"blocking rule [{rule}] left out for the pair budget: {count:,} pairs, {budget - spent:,} of "
-                f"{budget:,} left"
+                f"blocking rule [{rule}] left out for the pair budget: {count:,} new pairs, more than the "
+                f"{budget - spent:,} left of {budget:,}"
             )
             continue
         chosen.append(rule)
         spent += count
-        notes.append(f"blocking rule [{rule}] added within the pair budget: {count:,} pairs ({spent:,} of {budget:,})")
+        notes.append(
+            f"blocking rule [{rule}] added within the pair budget: {count:,} new pairs ({spent:,} of {budget:,} used)"
+        )
     return chosen
 
 

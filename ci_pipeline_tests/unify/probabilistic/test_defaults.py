@@ -137,10 +137,10 @@ def test_single_field_rules_are_added_in_order_while_their_pairs_fit_the_budget(
     settings, notes = default_settings(records, SMALL_MAPPING, pairs_per_record=0.75)
     # Each rule's pairs less those of the largest chosen rule that finds them too ([Last & Born]).
     assert notes == [
-        "blocking rule [Born] added within the pair budget: 2 pairs (2 of 9)",
-        "blocking rule [Last] left out for the pair budget: 8 pairs, 7 of 9 left",
+        "blocking rule [Born] added within the pair budget: 2 new pairs (2 of 9 used)",
+        "blocking rule [Last] left out for the pair budget: 8 new pairs, more than the 7 left of 9",
         # A later, smaller rule still fits what is left.
-        "blocking rule [First] added within the pair budget: 2 pairs (4 of 9)",
+        "blocking rule [First] added within the pair budget: 2 new pairs (4 of 9 used)",
     ]
     rules = [str(r) for r in settings.blocking]
     assert rules[-2:] == ["Born", "First"] and "Last" not in rules
@@ -153,7 +153,7 @@ def test_single_field_rules_are_added_in_order_while_their_pairs_fit_the_budget(
     assert not {"Born", "Last", "First"} & {str(r) for r in none.blocking}
     every, notes = default_settings(records, SMALL_MAPPING, pairs_per_record=10)
     assert [str(r) for r in every.blocking][-3:] == ["Born", "Last", "First"]
-    assert notes[-1] == "blocking rule [First] added within the pair budget: 2 pairs (12 of 120)"
+    assert notes[-1] == "blocking rule [First] added within the pair budget: 2 new pairs (12 of 120 used)"
     assert "Last" not in {str(r) for r in every.training_rules}
 
 
@@ -241,8 +241,8 @@ def test_the_printed_yaml_says_what_the_budget_chose_and_reproduces_it():
     records = normalize_records(SMALL, SMALL_MAPPING)
     settings, notes = default_settings(records, SMALL_MAPPING, pairs_per_record=0.75)
     text = settings_yaml(settings, notes)
-    assert "# blocking rule [Last] left out for the pair budget: 8 pairs, 7 of 9 left\n" in text
-    assert "# blocking rule [Born] added within the pair budget: 2 pairs (2 of 9)\n" in text
+    assert "# blocking rule [Last] left out for the pair budget: 8 new pairs, more than the 7 left of 9\n" in text
+    assert "# blocking rule [Born] added within the pair budget: 2 new pairs (2 of 9 used)\n" in text
     pasted = Settings.from_dict(yaml.safe_load(text)["probabilistic"])
     assert pasted == settings
     # Pasted, the settings block the same pairs.
