@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, get_args
 
@@ -543,7 +544,24 @@ def unify_problems(project: ProjectConfig) -> list[str]:
     refs = {t.ref for t in unify.tables}
     found += _attach_problems(unify, refs, mapped_anywhere)
     found += _merge_field_problems(unify, refs, mapped_anywhere)
-    return found
+    return _with_source_column_hints(found, unify, mapped_anywhere)
+
+
+def _with_source_column_hints(problems: list[str], unify: UnifyConfig, mapped: set[str]) -> list[str]:
+    """Each problem naming as unmapped a source column that is mapped (rules and comparisons read the attribute,
+    ``first_name``, not the column, ``given_name``) says which attribute to name instead."""
+    columns = {c: kind for t in unify.tables for c, kind in t.columns.items() if kind != "custom" and c not in mapped}
+    if not columns:
+        return problems
+    unmapped = re.compile(r"'([^']+)' is not mapped|reads '([^']+)', not mapped")
+    out = []
+    for problem in problems:
+        found = unmapped.search(problem)
+        name = found and (found.group(1) or found.group(2))
+        if name in columns:
+            problem += f" ('{name}' is a source column mapped to {columns[name]}: name the attribute, {columns[name]})"
+        out.append(problem)
+    return out
 
 
 def _missing_table(key: str, t: UnifyTable, project: ProjectConfig) -> str | None:

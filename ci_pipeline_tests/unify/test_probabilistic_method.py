@@ -592,6 +592,16 @@ def test_the_stored_settings_file_pasted_under_match_scores_with_the_model_as_it
     assert scoring_settings(cfg.unify, model, mapping(cfg.unify)) == model.settings
 
 
+def test_a_comparison_or_rule_on_a_mapped_source_column_is_told_the_attribute_to_name(tmp_path):
+    settings = {"comparisons": [{"kind": "exact", "column": "born"}], "blocking": [["zip"]]}
+    with pytest.raises(ConfigError) as caught:
+        generated_project(tmp_path, {"method": "probabilistic", "probabilistic": settings})
+    message = str(caught.value)
+    assert "comparisons[0].column: 'born' is not mapped" in message
+    assert "('born' is a source column mapped to birth_date: name the attribute, birth_date)" in message
+    assert "('zip' is a source column mapped to postal_code: name the attribute, postal_code)" in message
+
+
 def test_validate_reports_a_misset_option_of_a_partial_block(tmp_path, capsys):
     settings = {"threshold": 2, "treshold_typo": 1}
     generated_project(tmp_path, {"method": "probabilistic", "probabilistic": settings})
