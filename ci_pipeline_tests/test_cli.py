@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -168,3 +169,19 @@ def test_bench_lists_the_runnable_benchmarks_each_with_its_whole_summary():
     assert {"enrich-providers", "pipeline", "unify"} <= set(bench.choices)
     summaries = {choice.dest: choice.help for choice in bench._choices_actions}
     assert summaries["enrich"].endswith("first-party enrichments' speed and memory")
+
+
+def test_bench_unify_refuses_people_or_a_seed_its_reused_data_were_not_generated_with(tmp_path, capsys):
+    from ci_pipeline.cli import main
+
+    data = str(tmp_path / "data")
+    assert main(["bench", "unify", "--people", "40", "--seed", "3", "--data", data]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["people"] > 0
+    assert main(["bench", "unify", "--people", "40", "--data", data]) == 0  # the same population: reused
+    capsys.readouterr()
+    for option, value, made in (("--people", "80", "40"), ("--seed", "7", "3")):
+        assert main(["bench", "unify", option, value, "--data", data]) == 2
+        err = capsys.readouterr().err
+        assert f"holds data generated with {option} {made}, reused as they are, so {option} {value}" in err
+    assert main(["bench", "unify", "--people", "0"]) == 2
+    assert "--people 0: give at least 1 person to generate" in capsys.readouterr().err

@@ -47,8 +47,8 @@ EVIDENCE = ("email", "phone", "birth_date", "postal_code", "street", "company")
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("unify", help="unify generated data and score it against the ground truth")
-    parser.add_argument("--people", type=int, default=10_000, help="people to generate (default 10000)")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--people", type=int, help=f"people to generate (default {PEOPLE})")
+    parser.add_argument("--seed", type=int, help=f"the generator's seed (default {SEED})")
     parser.add_argument("--data", help="use (or create) this folder for the generated data instead of a temporary one")
     parser.add_argument(
         "--misses",
@@ -95,8 +95,12 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="ci-bench-unify-") as tmp:
         folder = Path(args.data) if args.data else Path(tmp)
         started = time.perf_counter()
+        if args.people is not None and args.people < 1:
+            raise UserError(f"--people {args.people}: give at least 1 person to generate")
         if not (folder / "ground_truth" / "records.parquet").exists():
-            _generate(args.people, args.seed, folder)
+            _generate(args.people or PEOPLE, SEED if args.seed is None else args.seed, folder)
+        else:
+            _check_reused(folder, args.people, args.seed)
         generate_s = time.perf_counter() - started
         if args.compare_splink:
             figures = compare_splink(folder)
@@ -116,6 +120,28 @@ def _generate(people: int, seed: int, folder: Path) -> None:
     done = subprocess.run([*command, "--out", str(folder)], capture_output=True, text=True)
     if done.returncode != 0:
         raise UserError(f"generating {people} people failed: {done.stderr.strip()[-2000:]}")
+    (folder / GENERATED).write_text(json.dumps({"people": people, "seed": seed}))
+
+
+def _check_reused(folder: Path, people: int | None, seed: int | None) -> None:
+    """Refuse a ``--people`` or ``--seed`` that the data in ``--data`` were not generated with: they are reused as
+    they are, so the figures would be another population's than the one asked for."""
+    written = folder / GENERATED
+    made = json.loads(written.read_text()) if written.exists() else {}
+    if "people" not in made:
+        made["people"] = len(pd.read_parquet(folder / "ground_truth" / "people.parquet", columns=[]))
+    for name, asked in (("people", people), ("seed", seed)):
+        if asked is not None and name in made and made[name] != asked:
+            raise UserError(
+                f"--data {folder} holds data generated with --{name} {made[name]}, reused as they are, so --{name} "
+                f"{asked} would not apply: give another --data folder (or none) to generate them, or drop --{name}"
+            )
+
+
+#: Generated people and seed when not given.
+PEOPLE, SEED = 10_000, 7
+#: What a folder's data were generated with (written beside them by this benchmark).
+GENERATED = "ground_truth/generated.json"
 
 
 def method_config(config: UnifyConfig, method: str) -> UnifyConfig:
