@@ -14,7 +14,7 @@ from ci_pipeline.lake import Lake
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 
 
-def project(tmp_path):
+def project(tmp_path, **unify):
     sources = {}
     for (source, table), pk in KEYS.items():
         sources.setdefault(source, {"owner": "me", "tables": {}})["tables"][table] = {
@@ -25,7 +25,7 @@ def project(tmp_path):
     raw = {
         "lake": {"url": "lake"},
         "sources": sources,
-        "unify": config().model_dump(mode="json", exclude_defaults=True),
+        "unify": config(**unify).model_dump(mode="json", exclude_defaults=True),
     }
     (tmp_path / "ci_pipeline.yaml").write_text(yaml.safe_dump(raw))
     cfg = load_config(tmp_path / "ci_pipeline.yaml")
@@ -70,6 +70,17 @@ def test_unify_assets_materialize_with_checks_and_stable_ids(tmp_path):
     again = lake.read_parquet("ci_pipeline/unify/customer_profile.parquet")
     assert sorted(again.CustomerId) == sorted(profile.CustomerId)
     assert len(lake.read_parquet("ci_pipeline/unify/id_change.parquet")) == len(log1)
+
+
+def test_the_size_guard_check_warns_when_the_guard_cut_a_group_at_the_cap(tmp_path):
+    """Bob Smith's three records with a cap of two: the guard cuts them, so the check warns (it could never fail
+    when it only compared the largest customer with the cap the guard itself keeps)."""
+    cfg, _ = project(tmp_path, guard={"max_cluster_size": 2})
+    checks = {c.check_name: c for c in run(cfg).get_asset_check_evaluations()}
+    guard = checks["cluster_size_guard"]
+    assert not guard.passed and guard.severity == dg.AssetCheckSeverity.WARN
+    assert guard.metadata["size_cap_groups"].value == 1 and guard.metadata["largest_cluster"].value == 2
+    assert all(c.passed for name, c in checks.items() if name != "cluster_size_guard")
 
 
 def test_match_only_mode_issues_no_ids(tmp_path):
