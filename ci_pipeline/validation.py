@@ -50,7 +50,7 @@ def project_problems(
         found += problems
     found += column_reference_problems(config, schemas)
     if selected is None or any(key[0] == "unify" for key in selected):
-        found += alias_file_problems(config)
+        found += alias_file_problems(config) + override_problems(config)
     if selected is None or any(key[0] == "publish" and key[-1].startswith("sink_") for key in selected):
         found += sink_problems(config)
     return found
@@ -135,6 +135,36 @@ def alias_file_problems(config: ProjectConfig) -> list[str]:
         except UserError as exc:
             key = f"unify.normalize.aliases.{name}"
             found.append(str(exc) if str(exc).startswith(key) else f"{key}: {exc}")
+    return found
+
+
+def override_problems(config: ProjectConfig) -> list[str]:
+    """Never-match and always-match pairs, listed or in their files, that unification cannot read or that name a
+    table it does not unify (a record it cannot hold: the pair would only be ignored, with a warning)."""
+    from ci_pipeline.unify.engine import read_pair_file
+
+    if config.unify is None:
+        return []
+    tables = {(t.source, t.table) for t in config.unify.tables}
+    found: list[str] = []
+    for kind in ("never_match", "always_match"):
+        pairs = [
+            (tuple(p.left), tuple(p.right), f"unify.match.{kind}[{i}]")
+            for i, p in enumerate(getattr(config.unify.match, kind))
+        ]
+        path = getattr(config.unify.match, f"{kind}_file")
+        if path:
+            try:
+                pairs += read_pair_file(Path(config.resolve_location(path)), kind)
+            except UserError as exc:
+                found.append(str(exc))
+        named = sorted(f"{s}.{t}" for s, t in tables)
+        found += [
+            f"{where}: {side[0]}.{side[1]} is not a unify table ({', '.join(named)}); fix the source and table"
+            for left, right, where in pairs
+            for side in (left, right)
+            if (side[0], side[1]) not in tables
+        ]
     return found
 
 

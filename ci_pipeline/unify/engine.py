@@ -830,7 +830,7 @@ def _override_pairs(
     path = getattr(config.match, f"{kind}_file")
     if path:
         p = Path(path) if Path(path).is_absolute() or base_dir is None else base_dir / path
-        pairs += _read_pair_file(p, kind)
+        pairs += read_pair_file(p, kind)
     if not pairs:
         return (np.empty(0, np.int64), np.empty(0, np.int64)), []
     position = positions.index
@@ -845,14 +845,21 @@ def _override_pairs(
     return (np.array(left, dtype=np.int64), np.array(right, dtype=np.int64)), notes
 
 
-def _read_pair_file(path: Path, kind: str) -> list[tuple]:
+def read_pair_file(path: Path, kind: str) -> list[tuple]:
+    """The pairs of an override file (``unify.match.<kind>_file``): ``(left, right, where)``, each side
+    ``(source, table, key)`` and ``where`` the file and line.
+
+    Raises:
+        UserError: the file cannot be read, lacks the header, or has a line without six values.
+    """
     header = ["left_source", "left_table", "left_key", "right_source", "right_table", "right_key"]
     try:
         rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
     except OSError as exc:
         raise UserError(f"unify.match.{kind}_file: cannot read {path} ({exc.strerror}); fix the path") from None
     if not rows or [c.strip() for c in rows[0]] != header:
-        raise UserError(f"{path}: the first line must be the header {','.join(header)}")
+        found = ",".join(rows[0]) if rows else "an empty file"
+        raise UserError(f"{path}: the first line must be the header {','.join(header)}, not {found}")
     out, bad = [], []
     for line, row in enumerate(rows[1:], start=2):
         if not row:

@@ -602,6 +602,25 @@ def test_a_comparison_or_rule_on_a_mapped_source_column_is_told_the_attribute_to
     assert "('zip' is a source column mapped to postal_code: name the attribute, postal_code)" in message
 
 
+def test_validate_reads_the_override_files_and_names_pairs_of_tables_it_does_not_unify(tmp_path, capsys):
+    match = {
+        "method": "probabilistic",
+        "never_match": [{"left": ["crm", "peeple", "c1"], "right": ["shop", "customers", "s1"]}],
+        "never_match_file": "never.csv",
+        "always_match_file": "always.csv",
+    }
+    generated_project(tmp_path, match)
+    (tmp_path / "always.csv").write_text("left,right\ncrm|contacts|c1,shop|customers|s1\n")
+    assert main(["validate", str(tmp_path / "ci_pipeline.yaml"), "--no-sources"]) == 0  # the file alone: no sources
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "ci_pipeline.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "unify.match.never_match[0]: crm.peeple is not a unify table (crm.contacts, shop.customers)" in err
+    assert "unify.match.never_match_file: cannot read" in err and "never.csv" in err
+    assert "always.csv: the first line must be the header left_source,left_table,left_key," in err
+    assert "not left,right" in err
+
+
 def test_validate_reports_a_misset_option_of_a_partial_block(tmp_path, capsys):
     settings = {"threshold": 2, "treshold_typo": 1}
     generated_project(tmp_path, {"method": "probabilistic", "probabilistic": settings})
