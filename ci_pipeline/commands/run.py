@@ -233,7 +233,7 @@ def print_summary(
             print(f"{stage:<52} {len(steps):>10} {sum(step_time.get(s, 0) for s in steps):8.1f}")
     if ids:
         # What moved the customers a user knows: the ids a nightly run issued, merged, split or retired.
-        told = ", ".join(f"{int(ids.get(r, 0)):,} {r}" for r in ("new", "merged", "split", "removed"))
+        told = ", ".join(f"{int(ids.get(r, 0)):,} {r}" for r in ("new", "merged", "split", "moved", "removed"))
         print(f"\nCustomerId changes this run: {told} (each in {ID_CHANGE})")
     _print_failures(result, [s for s, status in step_status.items() if status == "FAILED"], assets)
     checks = failed_checks(records)

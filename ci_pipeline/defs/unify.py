@@ -394,7 +394,7 @@ def output_metadata(result: UnifyResult, guard_events_url: str) -> dict[str, dic
     this_run = result.identity.id_change
     this_run = this_run[this_run["Run"] == result.identity.run]
     changes = this_run.groupby("Reason")["Records"].size()
-    reasons = {reason: int(changes.get(reason, 0)) for reason in ("new", "merged", "split", "removed")}
+    reasons = {reason: int(changes.get(reason, 0)) for reason in ("new", "merged", "split", "moved", "removed")}
     duplicates = [{"table": t["table"], "records": t["records"], "duplicates": t["duplicates"]} for t in s["tables"]]
     return {
         "customer_profile": {

@@ -13,6 +13,9 @@ Rules (docs/config/unify.md, "CustomerId"):
 - A cluster that is home to none gets a new id: reason ``split`` if it holds records of a previous customer (the
   biggest part of a split kept the old id), else ``new``.
 - A previous id none of whose records remain is retired with reason ``removed``.
+- Records of a previous id that lives on elsewhere, now in a cluster keeping another previous id, moved between two
+  customers that both keep their ids: reason ``moved`` (old id, new id, how many records), so every record whose
+  CustomerId changed is in the log.
 """
 
 from __future__ import annotations
@@ -161,6 +164,12 @@ def assign_ids(
     # Known records in a cluster with a new id: it was split off the ids they had.
     parted = known & (id_of_label[label_pos] < 0)
     split_c, split_l, split_n = _pair_counts(code[parted], label_pos[parted], n_labels)
+    # Known records whose id lives on elsewhere, now in a cluster keeping another id: moved between two customers
+    # that both keep their ids (neither merged nor split, yet these records' CustomerId changed).
+    kept = np.zeros(max(n_ids, 1), dtype=bool)  # a slot even without previous ids: np.maximum(code, 0) reads it
+    kept[keeper_c] = True
+    shifted = known & kept[np.maximum(code, 0)] & (id_of_label[label_pos] >= 0) & (id_of_label[label_pos] != code)
+    moved_c, moved_l, moved_n = _pair_counts(code[shifted], label_pos[shifted], n_labels)
     brand_new = need[~isin(need, split_l)]
     gone = np.flatnonzero(moved == 0)
     total = np.bincount(prev_code[has], minlength=n_ids)
@@ -168,6 +177,7 @@ def assign_ids(
         ("split", id_text.take(split_c), label_id.take(split_l), split_n),
         ("new", pa.nulls(len(brand_new), pa.string()), label_id.take(brand_new), counts[brand_new]),
         ("merged", id_text.take(retired_c), label_id.take(retired_l), moved[retired_c]),
+        ("moved", id_text.take(moved_c), label_id.take(moved_l), moved_n),
         ("removed", id_text.take(gone), pa.nulls(len(gone), pa.string()), total[gone]),
     ]
     log = _change_log(changes, run, run_id)

@@ -79,6 +79,24 @@ def test_split_biggest_part_keeps_the_id():
     assert log[["OldCustomerId", "NewCustomerId", "Reason"]].values.tolist() == [[old, second.ids.iloc[0], "split"]]
 
 
+def test_a_record_moved_between_two_customers_that_keep_their_ids_is_logged_as_moved():
+    """crm|c|3 leaves A (which keeps its id with two records) for B (which keeps its own): no id is merged or split,
+    yet that record's CustomerId changed, and the log says so."""
+    first = assign_ids(members(["crm|c|1", "crm|c|2", "crm|c|3"], ["shop|s|1", "shop|s|2"]), None, None, "r1")
+    a, b = first.ids.tolist()
+    second = assign_ids(
+        members(["crm|c|1", "crm|c|2"], ["shop|s|1", "shop|s|2", "crm|c|3"]), first.identity_map, first.id_change, "r2"
+    )
+    assert second.ids.tolist() == [a, b]
+    log = second.id_change[second.id_change.Run == 2]
+    assert log[["OldCustomerId", "NewCustomerId", "Reason", "Records"]].values.tolist() == [[a, b, "moved", 1]]
+    # Moving back is logged again; an unchanged run logs nothing.
+    third = assign_ids(
+        members(["crm|c|1", "crm|c|2"], ["shop|s|1", "shop|s|2", "crm|c|3"]), second.identity_map, second.id_change
+    )
+    assert len(third.id_change) == len(second.id_change)
+
+
 def test_removed_customer_is_logged_and_ids_are_never_reused():
     first = assign_ids(members(["crm|c|1"], ["crm|c|2"]), None, None)
     second = assign_ids(members(["crm|c|1"]), first.identity_map, first.id_change)
