@@ -147,6 +147,7 @@ def override_problems(config: ProjectConfig) -> list[str]:
         return []
     tables = {(t.source, t.table) for t in config.unify.tables}
     found: list[str] = []
+    listed: dict[str, dict[frozenset, str]] = {}
     for kind in ("never_match", "always_match"):
         pairs = [
             (tuple(p.left), tuple(p.right), f"unify.match.{kind}[{i}]")
@@ -165,6 +166,15 @@ def override_problems(config: ProjectConfig) -> list[str]:
             for side in (left, right)
             if (side[0], side[1]) not in tables
         ]
+        listed[kind] = {frozenset(("|".join(left), "|".join(right))): where for left, right, where in pairs}
+    # A pair in both lists is kept apart (never-match wins over a link of any kind): say so rather than let one
+    # of the two be ignored without a word.
+    found += [
+        f"{where} and {listed['always_match'][pair]}: {' and '.join(sorted(pair))} are listed as both never-match "
+        "and always-match (never-match wins); remove one"
+        for pair, where in listed["never_match"].items()
+        if pair in listed["always_match"]
+    ]
     return found
 
 

@@ -619,6 +619,14 @@ def test_validate_reads_the_override_files_and_names_pairs_of_tables_it_does_not
     assert "unify.match.never_match_file: cannot read" in err and "never.csv" in err
     assert "always.csv: the first line must be the header left_source,left_table,left_key," in err
     assert "not left,right" in err
+    # A pair listed both ways.
+    both = {"left": ["crm", "contacts", "c1"], "right": ["shop", "customers", "s1"]}
+    generated_project(tmp_path, {"method": "probabilistic", "never_match": [both], "always_match": [both]})
+    assert main(["validate", str(tmp_path / "ci_pipeline.yaml")]) == 2
+    assert (
+        "unify.match.never_match[0] and unify.match.always_match[0]: crm|contacts|c1 and shop|customers|s1 are listed "
+        "as both never-match and always-match (never-match wins); remove one"
+    ) in capsys.readouterr().err
 
 
 def test_validate_reports_a_misset_option_of_a_partial_block(tmp_path, capsys):
@@ -626,7 +634,7 @@ def test_validate_reports_a_misset_option_of_a_partial_block(tmp_path, capsys):
     generated_project(tmp_path, {"method": "probabilistic", "probabilistic": settings})
     assert main(["validate", str(tmp_path / "ci_pipeline.yaml"), "--no-sources"]) == 2
     err = capsys.readouterr().err
-    assert "unify.match.probabilistic: unknown key(s) treshold_typo" in err
+    assert "unify.match.probabilistic: unknown key(s) treshold_typo (did you mean 'threshold'?)" in err
 
 
 def test_explain_pair_command_shows_the_stored_model_weights(tmp_path, capsys):

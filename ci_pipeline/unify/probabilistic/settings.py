@@ -7,6 +7,7 @@ settings it was trained on, so scoring with settings whose comparisons differ is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from difflib import get_close_matches
 from typing import Literal
 
 from ci_pipeline.unify.probabilistic.blocking import BlockingRule, Key, key_columns
@@ -163,7 +164,8 @@ class Settings:
             raise SettingsError(f"probabilistic settings must be a mapping, not {type(data).__name__}")
         unknown = sorted(set(data) - KEYS)
         if unknown:
-            raise SettingsError(f"unknown key(s) {', '.join(unknown)}; the settings take {', '.join(sorted(KEYS))}")
+            near = [f"{k} (did you mean {m[0]!r}?)" if (m := get_close_matches(k, KEYS, 1)) else k for k in unknown]
+            raise SettingsError(f"unknown key(s) {', '.join(near)}; the settings take {', '.join(sorted(KEYS))}")
         if base is not None:
             data = over(data, base)
         comparisons = data.get("comparisons") or []
