@@ -25,6 +25,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, ParsedCsv, parse_csv
 from ci_pipeline.unify.normalize import phone_region
 from ci_pipeline.unify.probabilistic import SettingsError, TrainingError
+from ci_pipeline.unify.probabilistic.model import FEW_MATCHES_PER_RECORD
 from ci_pipeline.unify.probabilistic_method import train_from_tables
 from ci_pipeline.unify.suggest import customer_table_verdict, suggest_mapping
 
@@ -441,9 +442,12 @@ def trial_training(plan: Plan, frame: pd.DataFrame) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the run itself reports training's notes
-            train_from_tables(unify, {table: frame}, {table: plan.key.column})
+            model, said = train_from_tables(unify, {table: frame}, {table: plan.key.column})
     except (TrainingError, SettingsError) as exc:
         return str(exc)
+    if model.training["expected_matches_all"] < FEW_MATCHES_PER_RECORD * model.training["records"]:
+        # Trained, but on next to no duplicates: its few links would be its least certain; rules are safer.
+        return next(note for note in said if note.startswith("the model expects"))
     return None
 
 

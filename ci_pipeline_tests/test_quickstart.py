@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -387,3 +388,29 @@ def test_a_parquet_file_keeps_its_own_types(tmp_path):
     assert plan.as_of == "2024-03-05" and plan.customer_ids["customer_key"].tolist() == ["10", "11"]
     config = yaml.safe_load(write_files(plan, read_table(source), tmp_path / "out").read_text())
     assert config["sources"]["quickstart"]["tables"]["shop"]["format"] == "parquet"
+
+
+def test_a_clean_file_the_model_trains_on_without_finding_duplicates_gets_simple_rules(tmp_path, capsys):
+    """Distinct people among many namesakes: blocking finds pairs and training succeeds, but the model expects next
+    to no pair of one person, so its few links would be its least certain: quickstart writes simple rules."""
+    rng = np.random.default_rng(1)
+    n = 400
+    source = tmp_path / "clean.csv"
+    pd.DataFrame(
+        {
+            "id": [f"c{i}" for i in range(n)],
+            "first_name": rng.choice(FIRST, n),
+            "last_name": rng.choice(LAST, n),
+            "dob": pd.to_datetime(rng.integers(-7000, 12000, n), unit="D").strftime("%Y-%m-%d"),
+            "city": rng.choice(["Oslo", "Bergen", "Molde", "Hamar"], n),
+            "email": [f"user{i}@x{i % 13}.example" for i in range(n)],
+        }
+    ).to_csv(source, index=False)
+    assert main(["quickstart", str(source), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "matching: simple rules, as a probabilistic model could not be trained: the model expects" in out
+    assert "too few duplicates to learn from" in out
+    unify = yaml.safe_load((tmp_path / "out" / "ci_pipeline.yaml").read_text())["unify"]
+    assert "match" not in unify and unify["tables"][0]["dedup"]["rules"]
+    profiles = pd.read_parquet(tmp_path / "out" / "lake" / "ci_pipeline" / "unify" / "customer_profile.parquet")
+    assert len(profiles) == n
