@@ -594,7 +594,8 @@ def _conflict_field_problems(unify: UnifyConfig, mapped_anywhere: set[str]) -> l
     for fi, cond in enumerate(unify.guard.conflict_conditions()):
         if cond.field not in mapped_anywhere:
             found.append(
-                f"unify.guard.conflict_fields[{fi}]: {cond.field!r} is not mapped in any table; map a column to "
+                f"unify.guard.conflict_fields[{fi}]: {cond.field!r} is not mapped in any table"
+                f"{did_you_mean(cond.field, mapped_anywhere)}; map a column to "
                 f"it in unify.tables[*].columns or remove it (mapped: {sorted(mapped_anywhere)})"
             )
         elif not cond.is_exact or cond.allow_missing:
@@ -693,7 +694,8 @@ def _attach_table_problems(key: str, rule, unify: UnifyConfig, refs: set[str]) -
             continue
         attrs = derived_attributes(unify.table(*ref.split(".", 1)).attributes())
         found += [
-            f"{key}.same[{fi}]: {f!r} is not mapped in {ref}; map a column to it or remove it (mapped: {sorted(attrs)})"
+            f"{key}.same[{fi}]: {f!r} is not mapped in {ref}{did_you_mean(f, attrs)}; map a column to it or remove it "
+            f"(mapped: {sorted(attrs)})"
             for fi, f in enumerate(rule.same)
             if f not in attrs
         ]
@@ -728,7 +730,8 @@ def _rule_problems(rule: Rule, key: str, attrs: set[str], normalize: NormalizeCo
     for ci, cond in enumerate(rule.conditions):
         if cond.field not in attrs:
             found.append(
-                f"{key}.conditions[{ci}].field: {cond.field!r} is not mapped in any table it applies to; map a "
+                f"{key}.conditions[{ci}].field: {cond.field!r} is not mapped in any table it applies to"
+                f"{did_you_mean(cond.field, attrs)}; map a "
                 f"column to it in unify.tables[*].columns (mapped: {sorted(attrs)})"
             )
         for n in cond.normalize or []:

@@ -53,6 +53,13 @@ def test_valid_section_loads(tmp_path):
     assert cfg.unify.match.rules[0].conditions[0].threshold == 1.0
 
 
+def test_a_near_miss_of_a_mapped_field_is_suggested(tmp_path):
+    text = problems(tmp_path, lambda r: r["unify"]["match"]["rules"][0]["conditions"].append({"field": "e_mail"}))
+    assert "'e_mail' is not mapped in any table it applies to (did you mean 'email'?)" in text
+    text = problems(tmp_path, lambda r: r["unify"].update(guard={"conflict_fields": ["emial"]}))
+    assert "unify.guard.conflict_fields[0]: 'emial' is not mapped in any table (did you mean 'email'?)" in text
+
+
 def test_rule_naming_an_unmapped_field(tmp_path):
     text = problems(tmp_path, lambda r: r["unify"]["match"]["rules"][0]["conditions"].append({"field": "phone"}))
     assert "unify.match.rules[0].conditions[1].field: 'phone' is not mapped" in text
