@@ -141,25 +141,22 @@ def alias_file_problems(config: ProjectConfig) -> list[str]:
 def override_problems(config: ProjectConfig) -> list[str]:
     """Never-match and always-match pairs, listed or in their files, that unification cannot read or that name a
     table it does not unify (a record it cannot hold: the pair would only be ignored, with a warning)."""
-    from ci_pipeline.unify.engine import read_pair_file
+    from ci_pipeline.unify.engine import listed_pairs, pair_file, read_pair_file
 
     if config.unify is None:
         return []
     tables = {(t.source, t.table) for t in config.unify.tables}
+    named = sorted(f"{s}.{t}" for s, t in tables)
     found: list[str] = []
     listed: dict[str, dict[frozenset, str]] = {}
     for kind in ("never_match", "always_match"):
-        pairs = [
-            (tuple(p.left), tuple(p.right), f"unify.match.{kind}[{i}]")
-            for i, p in enumerate(getattr(config.unify.match, kind))
-        ]
-        path = getattr(config.unify.match, f"{kind}_file")
-        if path:
+        pairs = listed_pairs(config.unify, kind)
+        file = pair_file(config.unify, kind, config.base_dir)
+        if file:
             try:
-                pairs += read_pair_file(Path(config.resolve_location(path)), kind)
+                pairs += read_pair_file(file, kind)
             except UserError as exc:
                 found.append(str(exc))
-        named = sorted(f"{s}.{t}" for s, t in tables)
         found += [
             f"{where}: {side[0]}.{side[1]} is not a unify table ({', '.join(named)}); fix the source and table"
             for left, right, where in pairs

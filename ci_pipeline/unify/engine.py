@@ -821,16 +821,27 @@ def override_labels(config: UnifyConfig, records: pd.DataFrame, base_dir: Path |
     return pd.DataFrame({"left": left[apart], "right": right[apart], "match": True}) if apart.any() else None
 
 
+def listed_pairs(config: UnifyConfig, kind: str) -> list[tuple]:
+    """The ``never_match`` or ``always_match`` pairs (``kind``) listed in the configuration: ``(left, right, where)``,
+    each side ``(source, table, key)``, as :func:`read_pair_file` gives a file's."""
+    return [
+        (tuple(p.left), tuple(p.right), f"unify.match.{kind}[{i}]") for i, p in enumerate(getattr(config.match, kind))
+    ]
+
+
+def pair_file(config: UnifyConfig, kind: str, base_dir: Path | None) -> Path | None:
+    """The ``<kind>_file`` of the configuration (relative to ``base_dir``), None when there is none."""
+    path = getattr(config.match, f"{kind}_file")
+    if not path:
+        return None
+    return Path(path) if Path(path).is_absolute() or base_dir is None else base_dir / path
+
+
 def _override_pairs(
     config: UnifyConfig, kind: str, positions: _RecordPositions, base_dir: Path | None
 ) -> tuple[tuple[np.ndarray, np.ndarray], list[str]]:
-    pairs = [
-        (tuple(p.left), tuple(p.right), f"unify.match.{kind}[{i}]") for i, p in enumerate(getattr(config.match, kind))
-    ]
-    path = getattr(config.match, f"{kind}_file")
-    if path:
-        p = Path(path) if Path(path).is_absolute() or base_dir is None else base_dir / path
-        pairs += read_pair_file(p, kind)
+    file = pair_file(config, kind, base_dir)
+    pairs = listed_pairs(config, kind) + (read_pair_file(file, kind) if file else [])
     if not pairs:
         return (np.empty(0, np.int64), np.empty(0, np.int64)), []
     position = positions.index
