@@ -25,7 +25,6 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, ParsedCsv, parse_csv
 from ci_pipeline.unify.normalize import phone_region
 from ci_pipeline.unify.probabilistic import SettingsError, TrainingError
-from ci_pipeline.unify.probabilistic.model import FEW_MATCHES_PER_RECORD
 from ci_pipeline.unify.probabilistic_method import train_from_tables
 from ci_pipeline.unify.suggest import customer_table_verdict, suggest_mapping
 
@@ -208,9 +207,10 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
     if skip:
         options["skip_initial_space"] = True
     utf8 = text.encode("utf-8")
-    parsed = parse_csv(utf8, CsvOptions(delimiter=delimiter, skip_initial_space=skip), str(path))
+    read = CsvOptions(delimiter=delimiter, skip_initial_space=skip)
+    parsed = parse_csv(utf8, read, str(path))
     if (parsed.broken["kind"] == "broken_quoting").any():
-        quoted = _quoted_records(utf8, CsvOptions(delimiter=delimiter, skip_initial_space=skip), str(path))
+        quoted = _quoted_records(utf8, read, str(path))
         if quoted is not None:
             parsed = quoted
             options["multiline"] = True
@@ -442,13 +442,11 @@ def trial_training(plan: Plan, frame: pd.DataFrame) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the run itself reports training's notes
-            model, said = train_from_tables(unify, {table: frame}, {table: plan.key.column})
+            model, _ = train_from_tables(unify, {table: frame}, {table: plan.key.column})
     except (TrainingError, SettingsError) as exc:
         return str(exc)
-    if model.training["expected_matches_all"] < FEW_MATCHES_PER_RECORD * model.training["records"]:
-        # Trained, but on next to no duplicates: its few links would be its least certain; rules are safer.
-        return next(note for note in said if note.startswith("the model expects"))
-    return None
+    # Trained, but on next to no duplicates: its few links would be its least certain; rules are safer.
+    return model.training["few_duplicates"]
 
 
 def date_format(values: pd.Series) -> str | None:

@@ -216,8 +216,8 @@ def scoring_settings(config: UnifyConfig, model: Model, columns: Iterable[str]) 
     """The settings a run scores with: the configured ones (their comparisons must be the model's; blocking and
     threshold may differ), or the model's own. A model that does not fit (or reads a column not among the records'
     ``columns``) is a clear error telling to retrain."""
+    settings = configured_settings(config, model.settings) or model.settings
     try:
-        settings = configured_settings(config, model.settings) or model.settings
         _refuse_dropped_keys(config, model)
         model.check_fits(settings)
         settings.check_columns(columns)

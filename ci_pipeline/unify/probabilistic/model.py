@@ -694,13 +694,14 @@ def train(
     # Matches expected in all: the main fit's and each stratum's share of its pairs.
     everywhere = float(expected_matches + sum(s.share * s.pairs for s in strata))
     training["expected_matches_all"] = everywhere
+    # Kept in the model (None when there are duplicates enough) for a caller that refuses such a model.
+    training["few_duplicates"] = None
     if everywhere < FEW_MATCHES_PER_RECORD * table.n:
-        _warn(
+        training["few_duplicates"] = (
             f"the model expects {everywhere:,.1f} pair(s) of one person's records among {table.n:,} records: too few "
-            f"duplicates to learn from, so the few links it makes are its least certain. {FEW_DUPLICATES}",
-            UserWarning,
-            stacklevel=2,
+            f"duplicates to learn from, so the few links it makes are its least certain. {FEW_DUPLICATES}"
         )
+        _warn(training["few_duplicates"], UserWarning, stacklevel=2)
     return Model(settings, parameters, prior, converged, tuple(trace), training, strata)
 
 
