@@ -33,6 +33,7 @@ from ci_pipeline.config.unify import BIRTH_DATE_PARTS, SemanticType
 from ci_pipeline.errors import UserError
 from ci_pipeline.quickstart import read_csv_file
 from ci_pipeline.unify.cluster import WEAK_DENSITY
+from ci_pipeline.unify.dates import read_birth_dates
 from ci_pipeline.unify.probabilistic import (
     clusters,
     default_settings,
@@ -188,9 +189,12 @@ def bench_file(path: str, truth: str, id_column: str | None = None, given: list[
 
 
 def with_birth_date(raw: pd.DataFrame, mapping: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Where the birth date is mapped in parts (``birth_year``, ``birth_month``, ``birth_day``), the records with
-    the date joined from them as unification joins it (``records.join_birth_date``), and the mapping comparing it
-    in their stead; a year of birth alone is written as four digits."""
+    """A birth date column read as unification reads it (``dates.read_birth_dates``); where the birth date is
+    mapped in parts (``birth_year``, ``birth_month``, ``birth_day``), the records with the date joined from them as
+    unification joins it (``records.join_birth_date``), and the mapping comparing it in their stead; a year of
+    birth alone is written as four digits."""
+    for column in [c for c, t in mapping.items() if t == "birth_date"]:
+        raw = raw.assign(**{column: read_birth_dates(raw[column])[0].to_numpy()})
     parts = {t: c for c, t in mapping.items() if t in BIRTH_DATE_PARTS}
     if not parts:
         return raw, mapping

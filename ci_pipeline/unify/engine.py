@@ -25,6 +25,7 @@ from ci_pipeline.side_by_side import each_named, started
 from ci_pipeline.unify.attach import sole_namesake_links, thin_namesake_links
 from ci_pipeline.unify.cluster import WEAK_DENSITY, Guard, components, densities, skip_notes
 from ci_pipeline.unify.compare import Prepared, evaluate_rules, scores_json
+from ci_pipeline.unify.dates import EARLIEST, LATEST, DateOrder
 from ci_pipeline.unify.identity import (
     IdentityResult,
     PreviousIds,
@@ -41,7 +42,7 @@ from ci_pipeline.unify.incremental import (
     plan,
 )
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
-from ci_pipeline.unify.records import BASE, EARLIEST, LATEST, build_records
+from ci_pipeline.unify.records import BASE, build_records
 from ci_pipeline.unify.text import (
     arrow_strings,
     concat_strings,
@@ -394,7 +395,8 @@ def prepare(
             if len(parts) == 3:
                 extra.setdefault((parts[0], parts[1]), []).append(parts[2])
     unreadable: dict[str, dict] = {}
-    records = build_records(config, frames, primary_keys, extra, unreadable)
+    orders: dict[str, DateOrder] = {}
+    records = build_records(config, frames, primary_keys, extra, unreadable, orders)
     normalizer = make_normalizer(config, base_dir)
     prep = Prepared(
         records,
@@ -403,23 +405,46 @@ def prepare(
         tuple(config.guard.frequency_fields),
         config.guard.max_block_size,
     )
-    warnings = config.warnings() + [
-        f"unify: {where}: {u['values']} value(s) are not dates unify can read (e.g. {u['example']!r}; dates from "
-        f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} are read); they count as missing{_still_compared(config, where)}"
-        for where, u in unreadable.items()
-    ]
+    warnings = (
+        config.warnings()
+        + [
+            f"unify: {where}: {u['values']} value(s) are not dates unify can read (e.g. {u['example']!r}; dates "
+            f"from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} are read); they count as missing"
+            + _still_compared(config, u.get("components", 0))
+            for where, u in unreadable.items()
+        ]
+        + [note for where, order in orders.items() if (note := date_order_note(where, order))]
+    )
     return Preparation(records, prep, unreadable, warnings)
 
 
-def _still_compared(config: UnifyConfig, where: str) -> str:
-    """What the probabilistic model does with the birth dates of ``where`` (``source.table.column``) that unify
-    cannot read: it compares the text's year, month and day, so a date before 1677 or with a typo still counts."""
-    if config.match.method != "probabilistic":
+def _still_compared(config: UnifyConfig, components: int) -> str:
+    """What the probabilistic model does with birth dates unify cannot read but whose year, month and day it could
+    (a date before 1677, a keyed month 81): it compares those."""
+    if config.match.method != "probabilistic" or not components:
         return ""
-    birth_dates = {f"{t.ref}.{c}" for t in config.tables for a, c in t.attributes().items() if a == "birth_date"}
-    if where not in birth_dates:
-        return ""
-    return " for rules, the guard and merge; the probabilistic model still compares their year, month and day"
+    return (
+        f" for rules, the guard and merge; the probabilistic model still compares the year, month and day of "
+        f"{components} of them"
+    )
+
+
+def date_order_note(where: str, order: DateOrder) -> str | None:
+    """A warning when the order of day and month of a column's year-last birth dates was not plain from its values:
+    none of them shows it (all days 12 or less), or some show the other order."""
+    if order.evidence and not order.against:
+        return None
+    read = f"unify: {where}: {order.written} birth date(s) written with the year last were read as {order.pattern}"
+    if not order.evidence and not order.against:
+        return (
+            f"{read}, since none has a day above 12 to show the order; if they are written the other way round, "
+            f"type the column as a date with its format in sources (e.g. format: "
+            f'"{"%m/%d/%Y" if order.day_first else "%d/%m/%Y"}")'
+        )
+    return (
+        f"{read} ({order.evidence} can only be read so), but {order.against} can only be read the other way "
+        "round: the column mixes both orders, and those are compared as written (day and month transposed)"
+    )
 
 
 def deduplicate(config: UnifyConfig, prepared: Preparation, how: Plan | None = None) -> pd.DataFrame:

@@ -25,7 +25,8 @@ from unidecode import unidecode
 
 from ci_pipeline.arrays import unique
 from ci_pipeline.errors import UserError
-from ci_pipeline.unify.records import SUFFIX, TITLE, given_name_first, parse_times
+from ci_pipeline.unify.dates import parse_times
+from ci_pipeline.unify.records import SUFFIX, TITLE, given_name_first
 from ci_pipeline.unify.text import arrow_strings, map_words, pandas_strings, re_extract, re_fullmatch, re_replace
 
 #: Arrow-backed strings: regex and string kernels run in C over whole columns.

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ci_pipeline.config.unify import UnifyConfig, UnifyTable
 from ci_pipeline.errors import UserError
+from ci_pipeline.unify.dates import DateOrder, parse_times, read_birth_dates
 from ci_pipeline.unify.text import re_extract, re_replace
 
 #: Trailing initials and generational suffixes ("Smith Jr.", "Smith B."): not part of the last name.
@@ -21,10 +22,42 @@ TITLE = (
 )
 
 
+#: What follows a comma after a whole name rather than a given name: "John Smith, Jr.", "Jane Doe, PhD",
+#: "Thomas Clifford, 1st Baron Clifford of Chudleigh".
+AFTER_NAME = (
+    r"(?i)^\s*(?:jr|sr|ii|iii|iv|esq|phd|md|mba|dds|cpa|\d+(?:st|nd|rd|th)|baron|baroness|baronet|earl|count|"
+    r"countess|duke|duchess|viscount|viscountess|marquess|marquis|lord|lady|sir|dame|king|queen|prince|princess|"
+    r"bishop|archbishop)\b"
+)
+#: Words that belong to the last name they stand before ("Ludwig van Beethoven", "Maria de la Cruz").
+PARTICLES = (
+    "van",
+    "von",
+    "der",
+    "den",
+    "de",
+    "del",
+    "della",
+    "da",
+    "das",
+    "dos",
+    "di",
+    "du",
+    "la",
+    "le",
+    "ten",
+    "ter",
+    "st",
+)
+
+
 def given_name_first(names: pd.Series) -> pd.Series:
-    """``"Smith, John"`` (last name first, as many systems write it) -> ``"John Smith"``; other names unchanged."""
+    """``"Smith, John"`` (last name first, as many systems write it) -> ``"John Smith"``; what follows a comma
+    after a whole name (``"John Smith, Jr."``, a title) is dropped; other names unchanged."""
     parts = re_extract(names, r"^([^,]*),(.*)$")
-    return (parts[1].str.strip() + " " + parts[0].str.strip()).fillna(names).astype("string")
+    after_name = parts[1].str.contains(AFTER_NAME, regex=True).fillna(False).astype(bool)
+    turned = (parts[1].str.strip() + " " + parts[0].str.strip()).where(~after_name, parts[0].str.strip())
+    return turned.fillna(names).astype("string")
 
 
 #: Columns every record frame has before its attributes.
@@ -37,6 +70,7 @@ def build_records(
     keys: dict[tuple[str, str], str],
     extra_columns: dict[tuple[str, str], list[str]] | None = None,
     unreadable: dict[str, dict] | None = None,
+    date_orders: dict[str, DateOrder] | None = None,
 ) -> pd.DataFrame:
     """Stack the customer tables into one frame (original values, as strings).
 
@@ -48,7 +82,10 @@ def build_records(
             each becomes a column of that name, empty on other tables' rows.
         unreadable: when given, filled with ``source.table.column`` -> ``{"values": n, "example": text}`` for each
             recency, winner or birth-date column holding values that are not dates unify can read (see
-            :func:`parse_times`); those values count as missing.
+            :func:`parse_times`); those values count as missing. A birth date whose year, month and day were read
+            but is no calendar date (month 81) is counted too, under ``"components"`` as well.
+        date_orders: when given, filled with ``source.table.column`` -> how its year-last birth dates were read
+            (:func:`~ci_pipeline.unify.dates.read_birth_dates`).
 
     Returns:
         One row per source record, in table order then key order: ``source, table, key, rank, recency`` plus one
@@ -93,9 +130,10 @@ def build_records(
             if attr == "birth_year":
                 out[attr] = _birth_years(t, df, column, unreadable)
                 continue
+            if attr == "birth_date":
+                out[attr] = _birth_dates(t, df, column, unreadable, date_orders)
+                continue
             out[attr] = df[column].astype("string")
-            if attr in DATE_ATTRIBUTES and unreadable is not None:
-                _count_unreadable(t, df, column, parse_times(df[column]), unreadable)
         for column in (extra_columns or {}).get((t.source, t.table), []):
             if column not in df.columns:
                 raise UserError(
@@ -130,49 +168,6 @@ def _check_columns(t: UnifyTable, df: pd.DataFrame, key: str) -> None:
 
 #: Attributes normalized as dates (see normalize.DEFAULTS): an unreadable value is counted like a recency date's.
 DATE_ATTRIBUTES = frozenset({"birth_date"})
-#: The dates unify can hold (pandas' nanosecond range, whole days): anything outside is unreadable, i.e. missing.
-#: They are also the widest date_range ingestion allows, so unify reads every date ingestion accepted.
-EARLIEST = pd.Timestamp("1677-09-22", tz="UTC")
-LATEST = pd.Timestamp("2262-04-10", tz="UTC")
-TIME_DTYPE = "datetime64[ns, UTC]"
-
-#: Formats tried in order, each vectorised, before the slow per-value "mixed" parser handles what is left.
-TIME_FORMATS = (
-    "ISO8601",
-    "%m/%d/%Y %H:%M:%S",
-    "%m/%d/%Y",
-    "%d.%m.%Y",
-    "%Y/%m/%d",
-)
-
-
-def parse_times(values: pd.Series) -> pd.Series:
-    """Dates and times in UTC (nanosecond precision) from typed or text values.
-
-    Text that is no date, and dates outside ``EARLIEST`` .. ``LATEST`` (``12/31/9999``, ``01/01/0001``), become NaT.
-    """
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return _within_range(pd.to_datetime(values, utc=True))
-    text = values.astype("string").str.strip()
-    out = pd.Series(pd.NaT, index=values.index, dtype=TIME_DTYPE)
-    todo = text.notna() & (text.str.len() > 0)
-    for fmt in TIME_FORMATS:
-        if not todo.any():
-            return out
-        parsed = pd.to_datetime(text[todo], errors="coerce", format=fmt, utc=True)
-        # A value read in this format is settled even when out of range: a later, looser format must not reread it.
-        read = parsed.notna()
-        out[read[read].index] = _within_range(parsed[read])
-        todo[read[read].index] = False
-    if todo.any():
-        out[todo] = _within_range(pd.to_datetime(text[todo], errors="coerce", format="mixed", utc=True))
-    return out
-
-
-def _within_range(times: pd.Series) -> pd.Series:
-    """``times`` as nanosecond UTC, NaT where outside what that type holds (pandas may parse a wider range)."""
-    inside = times.isna() | ((times >= EARLIEST) & (times < LATEST + pd.Timedelta(days=1)))
-    return times.where(inside).astype(TIME_DTYPE)
 
 
 def _to_time(t: UnifyTable, df: pd.DataFrame, column: str, unreadable: dict[str, dict] | None) -> pd.Series:
@@ -234,6 +229,28 @@ def _birth_date_of_parts(
     return joined
 
 
+def _birth_dates(
+    t: UnifyTable,
+    df: pd.DataFrame,
+    column: str,
+    unreadable: dict[str, dict] | None,
+    date_orders: dict[str, DateOrder] | None,
+) -> pd.Series:
+    """The birth dates of ``column`` as ``YYYY-MM-DD`` text (see :func:`read_birth_dates`), noting how its year-last
+    dates were read and which values are no calendar date."""
+    dates, order = read_birth_dates(df[column])
+    if order is not None and date_orders is not None:
+        date_orders[f"{t.ref}.{column}"] = order
+    if unreadable is not None:
+        times = parse_times(dates)
+        _count_unreadable(t, df, column, times, unreadable)
+        entry = unreadable.get(f"{t.ref}.{column}")
+        if entry is not None:
+            lost = dates.notna() & times.isna()
+            entry["components"] = int(dates[lost].str.fullmatch(r"\d{4}-\d{2}-\d{2}").sum())
+    return dates
+
+
 def _birth_years(t: UnifyTable, df: pd.DataFrame, column: str, unreadable: dict[str, dict] | None) -> pd.Series:
     """A year of birth as four digits (``1967``, ``1967.0`` -> ``1967``); a value that is no year is missing and
     counted as unreadable under ``source.table.column``."""
@@ -259,13 +276,15 @@ def _derive_names(out: pd.DataFrame) -> None:
 
 
 def split_full_name(full: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """The first and the last name of whole names: the first and the last word (the last only of two or more),
-    after turning "Smith, John" round and dropping titles before the name and initials and suffixes after it."""
+    """The first and the last name of whole names: the first and the last word (the last only of two or more, with
+    the particles before it: "van Wijk"), after turning "Smith, John" round and dropping titles before the name and
+    initials and suffixes after it."""
     # trailing initials and generational suffixes ("Smith Jr.", "Smith B.") are not the last name
     full = given_name_first(re_replace(full.astype("string").str.strip(), SUFFIX, "", re.IGNORECASE))
     full = re_replace(full.str.strip(), TITLE, "", re.IGNORECASE)
     # The first and the last of the words ``str.split()`` finds, extracted in Arrow: a list of Python words per
     # record costs most of the record frame at a million records.
     first = re_extract(full, r"^\s*(\S+)")[0].astype("string")
-    last = re_extract(full, r"\S\s+(\S+)\s*$")[0].astype("string")
+    particles = "|".join(PARTICLES)
+    last = re_extract(full, rf"(?i)\S\s+((?:(?:{particles})\.?\s+)*\S+)\s*$")[0].astype("string")
     return first, last

@@ -12,10 +12,11 @@ import pytest
 from ci_pipeline.defs import unify as unify_defs
 from ci_pipeline.defs.resources import shared_resources
 from ci_pipeline.unify import unify
+from ci_pipeline.unify.dates import parse_times
 from ci_pipeline.unify.engine import prepare
 from ci_pipeline.unify.normalize import Normalizer
 from ci_pipeline.unify.probabilistic_method import model_records
-from ci_pipeline.unify.records import SUFFIX, TITLE, build_records, given_name_first, join_birth_date, parse_times
+from ci_pipeline.unify.records import PARTICLES, SUFFIX, TITLE, build_records, given_name_first, join_birth_date
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 from ci_pipeline_tests.unify.test_assets import project
 
@@ -51,7 +52,8 @@ def test_unify_counts_unreadable_birth_dates_and_matches_without_them():
     raw["tables"][0]["columns"]["dob"] = "birth_date"
     r = unify(type(config()).model_validate(raw), f, KEYS)
     assert len(r.alternate_key) == 9
-    assert r.stats["unreadable_dates"]["crm.contacts.dob"] == {"values": 2, "example": "12/31/9999"}
+    # 12/31/9999 has a year, month and day (beyond what unify holds), "no date" none.
+    assert r.stats["unreadable_dates"]["crm.contacts.dob"] == {"values": 2, "example": "12/31/9999", "components": 1}
 
 
 def test_a_birth_date_in_three_columns_is_joined_and_its_unreadable_parts_counted():
@@ -106,9 +108,13 @@ def test_birth_dates_unify_cannot_hold_are_still_compared_by_the_probabilistic_m
     prepared = prepare(model_config, f, KEYS, None)
     (model_warning,) = [w for w in prepared.warnings if "crm.contacts.dob" in w]
     assert "2 value(s) are not dates" in model_warning
-    assert model_warning.endswith("the probabilistic model still compares their year, month and day")
+    assert model_warning.endswith("the probabilistic model still compares the year, month and day of 2 of them")
     compared = model_records(model_config, prepared.records, prepared.prep.normalizer)["birth_date"]
     assert compared.head(4).tolist() == ["1634-08-01", "1845-01-81", "1980-05-06", pd.NA]
+    # Text with no year, month and day in it is not said to be compared.
+    f[("crm", "contacts")] = f[("crm", "contacts")].assign(dob=["unknown", "1845-01-81", "1980-05-06", None])
+    (model_warning,) = [w for w in prepare(model_config, f, KEYS, None).warnings if "crm.contacts.dob" in w]
+    assert "2 value(s) are not dates" in model_warning and model_warning.endswith("day of 1 of them")
 
 
 @pytest.mark.parametrize(
@@ -288,6 +294,10 @@ def test_names_split_from_a_full_name_are_the_first_and_last_words_python_finds(
         "Sir Walter Scott",
         "Mrs",
         "Misty Day",
+        "thomas clifford, 1st baron clifford of chudleigh",
+        "James Van Wijk",
+        "Maria de la Cruz",
+        "Van Wijk",
     ]
     f = frames()
     shop = pd.DataFrame({"customer_id": [f"s{i}" for i in range(len(names))], "full_name": names}).astype("string")
@@ -295,12 +305,39 @@ def test_names_split_from_a_full_name_are_the_first_and_last_words_python_finds(
     records = build_records(config(), f, KEYS)
     got = records[records["table"] == "customers"].set_index("key").loc[shop["customer_id"]]
     # As Python would: trailing initials and suffixes dropped, "Last, First" turned round, titles before the name
-    # dropped, then str.split().
+    # dropped, then str.split(), the last name with the particles before it.
     full = got["full_name"].fillna("").map(lambda v: re.sub(SUFFIX, "", v.strip(), flags=re.IGNORECASE))
     full = given_name_first(full.astype("string")).fillna("")
     words = [re.sub(TITLE, "", v.strip(), flags=re.IGNORECASE).split() for v in full]
+
+    def last(w: list[str]) -> str:
+        start = len(w) - 1
+        while start > 1 and w[start - 1].lower() in PARTICLES:
+            start -= 1
+        return " ".join(w[start:]) if len(w) > 1 else "-"
+
     assert got["first_name"].fillna("-").tolist() == [w[0] if w else "-" for w in words]
-    assert got["last_name"].fillna("-").tolist() == [w[-1] if len(w) > 1 else "-" for w in words]
+    assert got["last_name"].fillna("-").tolist() == [last(w) for w in words]
     assert got["last_name"].tolist()[:2] == ["Lee", pd.NA] and got["first_name"].tolist()[8] == "John"
-    assert got["first_name"].tolist()[-5:] == ["John", "Jane", "Walter", pd.NA, "Misty"]
-    assert got["last_name"].tolist()[-5:] == ["Smith", "Smith", "Scott", pd.NA, "Day"]
+    assert got["first_name"].tolist()[-9:] == [
+        "John",
+        "Jane",
+        "Walter",
+        pd.NA,
+        "Misty",
+        "thomas",
+        "James",
+        "Maria",
+        "Van",
+    ]
+    assert got["last_name"].tolist()[-9:] == [
+        "Smith",
+        "Smith",
+        "Scott",
+        pd.NA,
+        "Day",
+        "clifford",
+        "Van Wijk",
+        "de la Cruz",
+        "Wijk",
+    ]

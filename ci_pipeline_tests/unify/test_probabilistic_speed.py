@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from rapidfuzz import distance
 
+from ci_pipeline.unify.dates import parse_times
 from ci_pipeline.unify.normalize import alternative_nicknames, nicknames
 from ci_pipeline.unify.probabilistic import (
     DamerauLevenshteinAtThresholds,
@@ -29,7 +30,6 @@ from ci_pipeline.unify.probabilistic import (
 )
 from ci_pipeline.unify.probabilistic.comparisons import per_value_pair
 from ci_pipeline.unify.probabilistic.model import gamma_matrix
-from ci_pipeline.unify.records import parse_times
 
 FIRST = ["robert", "bob", "rob", "roberta", "r", "john", "jon", "johnny", "j", "sam", "samuel", "samantha", "ann"]
 LAST = ["smith", "smyth", "smithe", "jones", "johns", "john", "bob", "doe", "dough", "lee", "li"]

@@ -35,9 +35,9 @@ from rapidfuzz import distance, process
 
 from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.comparisons import KINDS, comparison_problems
+from ci_pipeline.unify.dates import parse_times
 from ci_pipeline.unify.normalize import alternative_nicknames, nicknames
 from ci_pipeline.unify.probabilistic.table import Table
-from ci_pipeline.unify.records import parse_times
 
 NULL = -1
 
@@ -438,9 +438,10 @@ class DateComparison(Comparison):
     kind: ClassVar[str] = "date"
 
     def _conditions(self, table, left, right):
-        parts = table.derived(self.column, "date", date_parts)
+        # A last row of -1 stands for a missing value (position -1): there is one even when no value is present.
+        parts = table.derived(self.column, "date", lambda v: np.vstack([date_parts(v), np.full((1, 3), -1)]))
         side = _side(table, self.column, left, right)
-        lp, rp = parts[np.maximum(side.left, 0)], parts[np.maximum(side.right, 0)]
+        lp, rp = parts[side.left], parts[side.right]
         null = side.null | (lp[:, 0] < 0) | (rp[:, 0] < 0)
         (ly, lm, ld), (ry, rm, rd) = lp.T, rp.T
         exact = (ly == ry) & (lm == rm) & (ld == rd)

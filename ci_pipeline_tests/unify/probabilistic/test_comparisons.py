@@ -296,3 +296,23 @@ def test_one_typo_on_digit_strings_is_the_edit_distance_of_one_that_text_gives()
     digits_only = [("5550101", "5550110"), ("5550101", "555010"), ("5550101", "5551100"), ("5550101", None)]
     assert levels(IdentifierComparison("phone"), digits_only) == ["one_typo", "one_typo", "else", "null"]
     assert levels(IdentifierComparison("id"), [("A550101", "A550110"), ("A550101", "A551100")]) == ["one_typo", "else"]
+
+
+@pytest.mark.parametrize(
+    "comparison",
+    [
+        ExactMatch("v"),
+        JaroWinklerAtThresholds("v"),
+        LevenshteinAtThresholds("v"),
+        DamerauLevenshteinAtThresholds("v"),
+        NameComparison("v"),
+        DateComparison("v"),
+        IdentifierComparison("v"),
+        EmailComparison("v"),
+        PostalCodeComparison("v"),
+    ],
+    ids=lambda c: c.kind,
+)
+def test_a_column_with_no_value_at_all_is_null_on_every_pair(comparison):
+    # Every row quarantined for its date, say, leaves a mapped column empty: no level, never a crash.
+    assert levels(comparison, [(None, None), (None, None)]) == ["null", "null"]

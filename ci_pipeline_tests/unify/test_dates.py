@@ -1,0 +1,101 @@
+"""Birth dates written differently by each table are read, per column, into one form that rules, the model and the
+profile share."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ci_pipeline.config.unify import UnifyConfig
+from ci_pipeline.unify import unify
+from ci_pipeline.unify.dates import DateOrder, read_birth_dates
+from ci_pipeline.unify.engine import date_order_note, prepare
+from ci_pipeline.unify.probabilistic_method import model_records
+
+KEYS = {("crm", "contacts"): "id", ("shop", "customers"): "id"}
+
+
+def read(values: list) -> tuple[list, DateOrder | None]:
+    dates, order = read_birth_dates(pd.Series(values, dtype="string"))
+    return dates.tolist(), order
+
+
+def test_a_column_whose_days_show_above_12_in_first_place_is_read_day_first():
+    dates, order = read(["01/04/1990", "22/03/1997", "01/81/1835", "12/03/1997 00:00:00", None, " "])
+    # 01/04/1990 is 1 April: the column's 22/03/1997 shows the order. A keyed month 81 keeps its components.
+    assert dates == ["1990-04-01", "1997-03-22", "1835-81-01", "1997-03-12", pd.NA, pd.NA]
+    assert (order.day_first, order.written, order.day_first_only, order.month_first_only) == (True, 4, 1, 0)
+    assert order.pattern == "dd/mm/yyyy"
+
+
+def test_a_column_whose_days_show_above_12_in_second_place_is_read_month_first():
+    dates, order = read(["04/01/1990", "03/22/1997"])
+    assert dates == ["1990-04-01", "1997-03-22"] and order.pattern == "mm/dd/yyyy"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("01.02.1990", "1990-02-01"), ("01/02/1990", "1990-01-02")])
+def test_without_evidence_dots_read_day_first_and_slashes_month_first(value, expected):
+    dates, order = read([value])
+    assert dates == [expected] and order.evidence == 0 and order.against == 0
+
+
+def test_year_first_compact_typed_and_spelled_out_dates_are_written_alike():
+    dates, order = read(["1857-1-2", "1956/04/09", "19560409", "3 April 1990", "unknown", "01041990"])
+    # Text that is no date is kept as written (counted as unreadable, never silently a date).
+    assert dates == ["1857-01-02", "1956-04-09", "1956-04-09", "1990-04-03", "unknown", "01041990"]
+    assert order is None
+    typed, order = read_birth_dates(pd.Series(pd.to_datetime(["1990-04-03", None])))
+    assert typed.tolist() == ["1990-04-03", pd.NA] and order is None
+
+
+def test_the_order_is_noted_only_when_the_values_do_not_show_it_plainly():
+    plain = DateOrder(True, 10, 6, 0, "/")
+    assert date_order_note("shop.customers.dob", plain) is None
+    unknown = date_order_note("shop.customers.dob", DateOrder(False, 3, 0, 0, "/"))
+    assert "3 birth date(s)" in unknown and "mm/dd/yyyy" in unknown and '"%d/%m/%Y"' in unknown
+    mixed = date_order_note("shop.customers.dob", DateOrder(True, 10, 6, 2, "/"))
+    assert "dd/mm/yyyy (6 can only be read so), but 2" in mixed
+
+
+def tables() -> dict[tuple[str, str], pd.DataFrame]:
+    crm = pd.DataFrame(
+        {"id": ["c1", "c2"], "last_name": ["Nicholls", "Berg"], "dob": ["1857-04-01", "1990-05-06"]}
+    ).astype("string")
+    shop = pd.DataFrame(
+        {
+            "id": ["s1", "s2", "s3"],
+            "last_name": ["Nicholls", "Nicholls", "Berg"],
+            "dob": ["01/04/1857", "04/01/1857", "23/07/1990"],
+        }
+    ).astype("string")
+    return {("crm", "contacts"): crm, ("shop", "customers"): shop}
+
+
+def config(method: str = "rules") -> UnifyConfig:
+    columns = {"last_name": "last_name", "dob": "birth_date"}
+    rule = {"name": "name_and_birth_date", "conditions": [{"field": "last_name"}, {"field": "birth_date"}]}
+    return UnifyConfig.model_validate(
+        {
+            "tables": [
+                {"source": "crm", "table": "contacts", "columns": columns},
+                {"source": "shop", "table": "customers", "columns": columns},
+            ],
+            "match": {"method": method, "rules": [rule] if method == "rules" else []},
+        }
+    )
+
+
+def test_one_birth_date_written_iso_in_one_table_and_day_first_in_another_matches():
+    r = unify(config(), tables(), KEYS)
+    by_key = r.alternate_key.set_index("AlternateValue")["CustomerId"]
+    # s1's 01/04/1857 is 1 April (its table writes 23/07/1990): c1's 1857-04-01. s2's 04/01/1857 is 4 January.
+    assert by_key["s1"] == by_key["c1"]
+    assert by_key["s2"] != by_key["c1"]
+    assert sorted(r.customer_profile["BirthDate"].dropna()) == ["1857-01-04", "1857-04-01", "1990-05-06", "1990-07-23"]
+
+
+def test_the_model_blocks_and_compares_the_dates_as_one_form():
+    prepared = prepare(config("probabilistic"), tables(), KEYS, None)
+    compared = model_records(config("probabilistic"), prepared.records, prepared.prep.normalizer)
+    assert compared["birth_date"].tolist() == ["1857-04-01", "1990-05-06", "1857-04-01", "1857-01-04", "1990-07-23"]
+    assert not [w for w in prepared.warnings if "birth date(s) written with the year last" in w]
