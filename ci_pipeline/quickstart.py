@@ -23,6 +23,7 @@ from ci_pipeline.config.sources import CsvOptions
 from ci_pipeline.config.unify import BIRTH_DATE_PARTS, NormalizeConfig, UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, ParsedCsv, parse_csv
+from ci_pipeline.ingest.date_sample import COMMON_DATE_FORMATS
 from ci_pipeline.unify.normalize import phone_region
 from ci_pipeline.unify.probabilistic import SettingsError, TrainingError
 from ci_pipeline.unify.probabilistic_method import train_from_tables
@@ -46,19 +47,6 @@ CUSTOMER_REF_NAME = (
 AMOUNT_NAME = r"(^|_)(amount|amt|total|price|revenue|value|spend|sales|sum|cost|paid|subtotal|net|gross)($|_)"
 #: Names that say a column holds the date of a transaction.
 DATE_NAME = r"(^|_)(date|time|timestamp|datetime|ts|dt|at|on|day)($|_)"
-#: Date formats tried, in order, on the whole column; the first that reads every value wins.
-DATE_FORMATS = [
-    "%Y-%m-%d",
-    "%Y-%m-%dT%H:%M:%S",
-    "%Y-%m-%d %H:%M:%S",
-    "%Y-%m-%dT%H:%M:%SZ",
-    "%m/%d/%Y",
-    "%m/%d/%Y %H:%M:%S",
-    "%d/%m/%Y",
-    "%d/%m/%Y %H:%M:%S",
-    "%d.%m.%Y",
-    "%Y%m%d",
-]
 #: Rows a customer table needs for the probabilistic model to be the default: it learns from the pairs of records
 #: that look alike, and a handful of rows holds too few (training on 1 or 5 rows stops with an error).
 MODEL_ROWS = 100
@@ -388,11 +376,8 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
         phones = plan.mapping.loc[plan.mapping["suggested"] == "phone", "column"]
         region = phone_region(frame[phones.iloc[0]]) if len(phones) else None
         plan.phone_region = region if region and region[0] != DEFAULT_REGION else None
-        birth = plan.mapping.loc[plan.mapping["suggested"] == "birth_date", "column"]
-        for column in birth:
-            fmt = date_format(frame[column])
-            if fmt:
-                plan.formats[column] = {"type": "date", "format": fmt}
+        # Birth dates stay text: unification reads each column's format itself (day or month first as its values
+        # show), while a typed column would quarantine the whole record over one unreadable or pre-1900 date.
         if _wants_model(plan):
             plan.model_refused = trial_training(plan, frame)
     return plan
@@ -450,7 +435,8 @@ def trial_training(plan: Plan, frame: pd.DataFrame) -> str | None:
 
 
 def date_format(values: pd.Series) -> str | None:
-    """The first of :data:`DATE_FORMATS` that reads every non-empty value, or None."""
+    """The first of :data:`~ci_pipeline.ingest.date_sample.COMMON_DATE_FORMATS` that reads every non-empty value,
+    or None."""
     if pd.api.types.is_datetime64_any_dtype(values) or not (
         pd.api.types.is_string_dtype(values) or values.dtype == object
     ):
@@ -458,7 +444,7 @@ def date_format(values: pd.Series) -> str | None:
     text = values.dropna().astype("string").str.strip()
     if text.empty or not text.str.match(r"\d").all():
         return None
-    for fmt in DATE_FORMATS:
+    for fmt in COMMON_DATE_FORMATS:
         if pd.to_datetime(text, format=fmt, errors="coerce").notna().all():
             return fmt
     return None

@@ -19,7 +19,8 @@ from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.config.sources import TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import cdm
-from ci_pipeline.ingest.csvfile import header_names
+from ci_pipeline.ingest.csvfile import header_names, parse_csv
+from ci_pipeline.ingest.date_sample import date_problems
 from ci_pipeline.ingest.read import data_files
 from ci_pipeline.ingest.storage import SourceLocation
 from ci_pipeline.lake import Lake
@@ -192,6 +193,7 @@ def _csv(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSchema,
                         "read; check that the file is a CSV text file (and csv.encoding, e.g. utf-16)"
                     )
                 columns = header_names(lines[0], table.csv, file.url)
+                problems += _sample_dates(text, whole, table, file.url)
             lines = lines[1:]
         filled = any(line.strip() for line in lines)
         data_rows += int(filled or not whole or bad is not None)
@@ -199,6 +201,15 @@ def _csv(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSchema,
         what = "holds only its header" if table.csv.header else "is empty"
         problems.append(f"path: {files[0].url} {what}, no rows; a run would fail on it ({_EMPTY_FIX})")
     return SourceSchema(columns, files[0].url), problems
+
+
+def _sample_dates(text: str, whole: bool, table: TableConfig, url: str) -> list[str]:
+    """:func:`date_problems` of the sample's whole lines, when the table declares a date or datetime column."""
+    if not any(spec.type in ("date", "datetime") for spec in table.columns.values()):
+        return []
+    lines = text if whole else text[: text.rfind("\n") + 1]
+    options = table.csv.model_copy(update={"encoding": "utf-8"})
+    return date_problems(table, parse_csv(lines.encode("utf-8"), options, url).frame, url)
 
 
 def _head(location: SourceLocation) -> bytes:
