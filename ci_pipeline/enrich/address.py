@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 #: The version of this module's own rules for a street line (the fast path, boxes): raise it when the standard
 #: form of some line changes, so that cached results of the old rules are not used.
-RULES = 2
+RULES = 3
 #: The ``EnrichmentProvider`` of first-party enrichments: the project itself.
 PROVIDER = "ci_pipeline"
 ENRICHMENT_TYPE = "Address"
@@ -379,6 +379,10 @@ def _parse_one(line: str) -> str | None:
         parsed = normalize_addr_str(line)
     except (AddressNormalizationError, ValueError, TypeError):
         return _box(line)
+    if parsed["city"] or parsed["state"] or parsed["postal_code"]:
+        # A whole address in the street column ("7 Wallaby Pl, Delmar, Cleveland SA 2119"): its street line alone
+        # would drop the rest, and a place outside the US read as a US city and state would be wrong anyway.
+        return None
     street = " ".join(p for p in (parsed["address_line_1"], parsed["address_line_2"]) if p)
     return street or None
 

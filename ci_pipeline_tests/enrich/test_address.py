@@ -274,3 +274,16 @@ def test_a_street_named_after_a_direction_keeps_its_name():
     assert {k: v["Street1"] for k, v in _values(result).items()} == {k: want for k, (_, want) in lines.items()}
     again = _run([(k, want, "SALEM", "OR", "97301", "US") for k, (_, want) in lines.items()])
     assert again.counts["processed_unchanged"] == len(lines)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["74 Kingston Street, Sec 478 Hd Paringa, Mosman QLD 2067", "123 Main St, Springfield IL 62701"],
+    ids=["outside the US", "a US one"],
+)
+def test_a_whole_address_in_the_street_column_is_kept_whole(line):
+    # The street alone would drop its city, state and postal code (and read an Australian suburb as a US city).
+    values = _values(_run([("c1", line, None, None, None, None)]))["c1"]
+    assert (values["Street1"], values["Status"]) == (line.upper(), "NotProcessed")
+    assert values["Reason"] == address.REASON_UNPARSEABLE
+
