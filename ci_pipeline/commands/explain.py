@@ -40,6 +40,8 @@ def run(args) -> int:
         raise UserError(f"{config.path}: no 'unify' section; there is nothing to explain")
     lake = Lake.from_config(config.lake, config.base_dir)
     alternate = _read(lake, "unify/alternate_key")
+    for record in [(args.source, args.table, args.key), *([tuple(args.pair)] if args.pair else [])]:
+        _refuse_quarantined(lake, alternate, *record)
     if args.pair:
         frames, keys = {}, {}
         for t in config.unify.tables:
@@ -89,6 +91,28 @@ def _render_enrichments(info: dict) -> str:
         return ""
     lines = [f"  {e['provider']}/{e['type']}: {json.dumps(e['values'], ensure_ascii=False)}" for e in found]
     return "\nenrichments:\n" + "\n".join(lines or ["  (none)"])
+
+
+def _refuse_quarantined(lake, alternate, source: str, table: str, key: str) -> None:
+    """A clear error when the record is not among the last run's records because ingestion quarantined it: why,
+    and where (the quarantine table holds every such row with its file, line and reason)."""
+    ak = alternate
+    if ((ak["DataSourceName"] == source) & (ak["EntityName"] == table) & (ak["AlternateValue"] == key)).any():
+        return
+    relative = f"ci_pipeline/{source}/{table}_corrupt.parquet"
+    if not lake.exists(relative):
+        return
+    corrupt = lake.read_parquet(relative)
+    rows = corrupt[corrupt["key"].astype("string").str.strip() == key]
+    if rows.empty:
+        return
+    row = rows.iloc[-1]
+    where = f"{row['file']}, line {row['line']}" if row["line"] == row["line"] else str(row["file"])
+    raise UserError(
+        f"record {source}.{table} key {key!r} was quarantined by ingestion, so it took part in no unification: "
+        f"{row['reason']} ({where}; every quarantined row is in {lake.url(relative)}). Fix the value in the source "
+        "or the column's declared type, then run again"
+    )
 
 
 def _read(lake, name: str):

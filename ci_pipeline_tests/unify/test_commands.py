@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 
+import dagster as dg
 import pandas as pd
 import pytest
+import yaml
 
 from ci_pipeline.cli import main
+from ci_pipeline.config import load_config
 from ci_pipeline.unify.suggest import suggest_mapping
+from ci_pipeline_tests.unify.helpers import frames
 from ci_pipeline_tests.unify.test_assets import project, run
 
 
@@ -89,3 +93,23 @@ def test_suggest_mapping_never_takes_dates_or_identifiers_for_phones():
     assert got.loc["DoB", "reason"].startswith("also looks like birth_date, which dob takes")
     assert suggest_mapping(frame[["DoB"]])["suggested"].tolist() == ["birth_date"]
     assert got.loc["dob", "confidence"] == "high"
+
+
+def test_explain_of_a_record_ingestion_quarantined_says_why(tmp_path, capsys):
+    cfg, lake = project(tmp_path)
+    raw = yaml.safe_load(cfg.path.read_text())
+    raw["sources"]["crm"]["tables"]["contacts"]["columns"] = {"modified_at": "date"}
+    cfg.path.write_text(yaml.safe_dump(raw))
+    contacts = frames()[("crm", "contacts")]
+    bad = contacts.iloc[[0]].assign(contact_id="c9", modified_at="31/02/2026")
+    pd.concat([contacts, bad]).to_csv(tmp_path / "contacts.csv", index=False)
+    ingest = dg.AssetSelection.keys(dg.AssetKey(["crm", "contacts"])).required_multi_asset_neighbors()
+    assert run(load_config(cfg.path), dg.AssetSelection.groups("unify") | ingest).success
+    assert main(["--config", str(cfg.path), "explain", "crm", "contacts", "c9"]) == 2
+    err = capsys.readouterr().err
+    assert "record crm.contacts key 'c9' was quarantined by ingestion" in err
+    assert "malformed value in column 'modified_at': '31/02/2026' is not a valid date" in err
+    assert "contacts.csv, line 6" in err and "contacts_corrupt.parquet" in err
+    # The other side of a pair is looked up too.
+    assert main(["--config", str(cfg.path), "explain", "crm", "contacts", "c1", "--pair", "crm", "contacts", "c9"]) == 2
+    assert "'c9' was quarantined by ingestion" in capsys.readouterr().err
