@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from rapidfuzz.distance import Levenshtein
 
 from ci_pipeline.errors import UserError
 from ci_pipeline.redact import register as register_secret
@@ -26,6 +27,9 @@ def did_you_mean(name: str, choices: Collection[str]) -> str:
     if name.lower() in lowered and lowered[name.lower()] != name:
         return f" (did you mean '{lowered[name.lower()]}'?)"
     close = difflib.get_close_matches(name, [str(c) for c in choices], n=1, cutoff=0.75)
+    if not close and len(name) >= 3:
+        # Short names: one changed letter ("D0B" for "DOB") is a smaller share of their length than difflib allows.
+        close = [c for low, c in lowered.items() if Levenshtein.distance(name.lower(), low) == 1][:1]
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

@@ -68,9 +68,14 @@ COMPACT_DATE_VALUE = r"(1[89]|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])"
 DATE_NAME = _words(r"date|time|timestamp|datetime|ts|dt|at|on|day|year|month")
 
 #: Column names of keys and references: their values are never a person's attribute, whatever they look like.
-IDENTIFIER_NAME = r"(^|_)(id|key|uuid|guid|number|no|num)$"
+IDENTIFIER_NAME = r"(^|_)(id|key|uuid|guid|number|no|num|ref|reference)$"
 
 NOT_AN_ATTRIBUTE = "not a customer attribute; map it to 'custom' to keep it on the profile"
+#: Keys are left unmapped: a table's primary key is on every profile already (``<Source>_<Table>_<Key>``).
+IDENTIFIER = (
+    "an identifier (the table's key or a reference): not a customer attribute; leave it unmapped (the primary key "
+    "is on the profile already)"
+)
 CUSTOM_IN_RULES = "'custom' keeps it under its own name, usable in match rules ({field: %s})"
 
 _VALUE_TESTS: list[tuple[str, str]] = [
@@ -154,15 +159,17 @@ def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, floa
         _share(values, DATE_VALUE), _share(values, COMPACT_DATE_VALUE) if says_date or by_name == "birth_date" else 0.0
     )
     if by_name == "birth_date" and len(values) and dates < 0.5:
-        return "", "", f"the name says birth date but {dates:.0%} of values are dates: {NOT_AN_ATTRIBUTE}", 0.0
+        return "", "", f"the name says birth date but {dates:.0%} of values look like dates: {NOT_AN_ATTRIBUTE}", 0.0
     if dates >= 0.8 or (says_date and by_name is None):
         # Only a birth date is a customer attribute; other dates (sign-up, last login) are not matched on.
         if by_name == "birth_date":
-            return "birth_date", "high", f"name and {dates:.0%} of values are dates", dates
-        what = f"{dates:.0%} of values are dates or times" if dates >= 0.8 else "the name says it is a date or time"
+            return "birth_date", "high", f"name and {dates:.0%} of values look like dates", dates
+        what = (
+            f"{dates:.0%} of values look like dates or times" if dates >= 0.8 else "the name says it is a date or time"
+        )
         return "", "", f"{what}: {NOT_AN_ATTRIBUTE}", 0.0
     if by_name is None and re.search(IDENTIFIER_NAME, name):
-        return "", "", f"an identifier (the table's key or a reference): {NOT_AN_ATTRIBUTE}", 0.0
+        return "", "", IDENTIFIER, 0.0
     by_value, share = _by_value(values)
     if by_value == "custom" and by_name is None:
         return (

@@ -53,3 +53,10 @@ def test_dates_outside_the_accepted_range_are_told_to_widen_it(tmp_path):
 def test_a_sound_column_or_too_few_values_are_not_reported(tmp_path, dobs):
     fmt = "%m/%d/%Y" if dobs[0] == "31/12/1999" else "%d/%m/%Y"
     assert problems(tmp_path, dobs, fmt) == []
+
+
+def test_a_short_declared_column_one_letter_off_gets_a_did_you_mean(tmp_path):
+    (tmp_path / "contacts.csv").write_text("id,DOB\nr1,1990-01-02\n")
+    (tmp_path / "ci_pipeline.yaml").write_text((CONFIG % {"format": "%Y-%m-%d"}).replace("dob:", "D0B:"))
+    (problem,) = project_problems(load_config(tmp_path / "ci_pipeline.yaml"))
+    assert "columns.D0B: declared, but" in problem and "(did you mean 'DOB'?)" in problem

@@ -88,7 +88,7 @@ def test_suggest_mapping_never_takes_dates_or_identifiers_for_phones():
         "account_number": "",
         "mobile_no": "phone",
     }
-    assert got.loc["created", "reason"].startswith("100% of values are dates or times: not a customer attribute")
+    assert got.loc["created", "reason"].startswith("100% of values look like dates or times: not a customer attribute")
     assert got.loc["account_number", "reason"].startswith("an identifier")
     assert got.loc["DoB", "reason"].startswith("also looks like birth_date, which dob takes")
     assert suggest_mapping(frame[["DoB"]])["suggested"].tolist() == ["birth_date"]

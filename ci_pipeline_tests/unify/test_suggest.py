@@ -157,7 +157,7 @@ def test_a_joined_first_and_last_name_is_a_whole_name_and_surname_is_the_last_na
 def test_a_column_named_for_birth_whose_values_are_not_dates_is_not_a_birth_date():
     rows = suggest_mapping(pd.DataFrame({"birth_info": ["born abroad", "unknown", "at home"]})).set_index("column")
     assert rows.loc["birth_info", "suggested"] == ""
-    assert "the name says birth date but 0% of values are dates" in rows.loc["birth_info", "reason"]
+    assert "the name says birth date but 0% of values look like dates" in rows.loc["birth_info", "reason"]
 
 
 def test_a_birth_date_in_three_columns_is_mapped_as_its_parts_and_a_year_alone_as_a_year():
@@ -186,7 +186,7 @@ def test_a_transactions_table_is_not_a_customer_table():
     suggestions = suggest_mapping(pd.DataFrame(TRANSACTIONS))
     assert set(suggestions["suggested"]) == {""}
     reasons = suggestions.set_index("column")["reason"]
-    assert reasons["event_date"].startswith("100% of values are dates")
+    assert reasons["event_date"].startswith("100% of values look like dates")
     assert reasons["created_ts"].startswith("the name says it is a date or time")
     assert "does not look like a customer table" in customer_table_verdict(suggestions)
     assert customer_table_verdict(suggest_mapping(pd.DataFrame(SHOP))) is None
@@ -217,3 +217,9 @@ def test_command_says_when_a_table_is_not_a_customer_table(tmp_path, capsys):
     assert main(["suggest-mapping", "pos", "people", "--config", config]) == 0
     out = capsys.readouterr().out
     assert "        suburb: city  # medium: column name" in out and "        soc_sec_id: custom  # high:" in out
+
+
+def test_a_key_named_ref_is_left_unmapped_and_said_to_be_on_the_profile_already():
+    rows = suggest_mapping(pd.DataFrame({"Ref": ["rec-1-org", "rec-1-dup-0", "rec-2-org"], "name": ["a b"] * 3}))
+    ref = rows.set_index("column").loc["Ref"]
+    assert ref["suggested"] == "" and "leave it unmapped" in ref["reason"] and "'custom'" not in ref["reason"]
