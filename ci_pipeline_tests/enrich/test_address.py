@@ -286,4 +286,3 @@ def test_a_whole_address_in_the_street_column_is_kept_whole(line):
     values = _values(_run([("c1", line, None, None, None, None)]))["c1"]
     assert (values["Street1"], values["Status"]) == (line.upper(), "NotProcessed")
     assert values["Reason"] == address.REASON_UNPARSEABLE
-
