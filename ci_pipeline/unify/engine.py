@@ -431,8 +431,9 @@ def _still_compared(config: UnifyConfig, components: int) -> str:
 
 def date_order_note(where: str, order: DateOrder) -> str | None:
     """A warning when the order of day and month of a column's year-last birth dates was not plain from its values:
-    none of them shows it (all days 12 or less), or some show the other order."""
-    if order.evidence and not order.against:
+    none of them shows it (all days 12 or less), or a tenth as many as show it show the other order (fewer are the
+    keying errors any column holds, which the model weighs as day and month transposed)."""
+    if order.evidence and order.against * 10 < order.evidence:
         return None
     read = f"unify: {where}: {order.written} birth date(s) written with the year last were read as {order.pattern}"
     if not order.evidence and not order.against:

@@ -51,6 +51,8 @@ def test_year_first_compact_typed_and_spelled_out_dates_are_written_alike():
 def test_the_order_is_noted_only_when_the_values_do_not_show_it_plainly():
     plain = DateOrder(True, 10, 6, 0, "/")
     assert date_order_note("shop.customers.dob", plain) is None
+    # A few the other way round are keying errors (4,884 against 122 in a public data set), not two formats.
+    assert date_order_note("shop.customers.dob", DateOrder(True, 15614, 4884, 122, "/")) is None
     unknown = date_order_note("shop.customers.dob", DateOrder(False, 3, 0, 0, "/"))
     assert "3 birth date(s)" in unknown and "mm/dd/yyyy" in unknown and '"%d/%m/%Y"' in unknown
     mixed = date_order_note("shop.customers.dob", DateOrder(True, 10, 6, 2, "/"))
