@@ -39,6 +39,15 @@ def register(subparsers) -> None:
 #: The asset whose metadata counts the run's CustomerId changes by reason (``id changes <reason>``).
 ID_CHANGE = "unify/id_change"
 ID_PREFIX = "id changes "
+UNIFY_STATS = "unify/unify_stats"
+INCREMENTAL_PREFIX = "incremental "
+
+
+def _unify_plan(metadata) -> dict:
+    """The unification plan (``Plan.report``) back from the ``unify_stats`` metadata."""
+    plan = {k[len(INCREMENTAL_PREFIX) :]: int(v.value) for k, v in metadata.items() if k.startswith(INCREMENTAL_PREFIX)}
+    reason = metadata.get("incremental_reason")
+    return {**plan, "incremental": bool(metadata["incremental"].value), "reason": reason.value if reason else ""}
 
 
 def _instance() -> dg.DagsterInstance:
@@ -196,6 +205,7 @@ def print_summary(
     step_status: dict[str, str] = defaultdict(lambda: "skipped")
     rows: dict[str, tuple[str, int | None]] = {}
     ids: dict[str, float] = {}
+    unified: dict | None = None
     for record in records:
         event = record.dagster_event
         if event is None:
@@ -216,6 +226,8 @@ def print_summary(
                 ids = {
                     k[len(ID_PREFIX) :]: v.value for k, v in materialization.metadata.items() if k.startswith(ID_PREFIX)
                 }
+            if key == UNIFY_STATS and "incremental" in materialization.metadata:
+                unified = _unify_plan(materialization.metadata)
     print(f"\n{'asset':<52} {'rows':>10} {'seconds':>8}  status")
     for key in sorted(rows, key=lambda k: (step_start.get(rows[k][0], 0), k)):
         step, count = rows[key]
@@ -231,10 +243,7 @@ def print_summary(
             key=lambda item: (order.get(item[0], len(order)), min(step_start.get(s, 0) for s in item[1])),
         ):
             print(f"{stage:<52} {len(steps):>10} {sum(step_time.get(s, 0) for s in steps):8.1f}")
-    if ids:
-        # What moved the customers a user knows: the ids a nightly run issued, merged, split or retired.
-        told = ", ".join(f"{int(ids.get(r, 0)):,} {r}" for r in ("new", "merged", "split", "moved", "removed"))
-        print(f"\nCustomerId changes this run: {told} (each in {ID_CHANGE})")
+    _print_unification(unified, ids)
     _print_failures(result, [s for s, status in step_status.items() if status == "FAILED"], assets)
     checks = failed_checks(records)
     for line in checks:
@@ -262,6 +271,21 @@ def failed_checks(records: list) -> list[str]:
         line = f"{'CHECK FAILED' if error else 'check warning'} {evaluation.asset_key.to_user_string()} "
         lines.append((not error, line + evaluation.check_name + (f": {reason}" if reason else "")))
     return [line for _, line in sorted(lines, key=lambda item: item[0])]
+
+
+def _print_unification(unified: dict | None, ids: dict[str, float]) -> None:
+    """How unification ran (incremental or full) and what moved the customers a user knows: the ids the run
+    issued, merged, split or retired."""
+    lines = []
+    if unified is not None:
+        from ci_pipeline.unify.incremental import report_text
+
+        lines.append(f"unification: {report_text(unified)}")
+    if ids:
+        told = ", ".join(f"{int(ids.get(r, 0)):,} {r}" for r in ("new", "merged", "split", "moved", "removed"))
+        lines.append(f"CustomerId changes this run: {told} (each in {ID_CHANGE})")
+    if lines:
+        print("\n" + "\n".join(lines))
 
 
 def _print_failures(result, failed: list[str], assets: dict[str, list[str]]) -> None:

@@ -33,7 +33,7 @@ from ci_pipeline.unify import (
     train_from_tables,
     unify,
 )
-from ci_pipeline.unify.incremental import read_state, state_ahead
+from ci_pipeline.unify.incremental import read_state, report_text, state_ahead
 from ci_pipeline.unify.probabilistic.chart import weight_bars
 
 GROUP = "unify"
@@ -183,7 +183,7 @@ def _unify_asset(config: ProjectConfig):
         if isinstance(method.get("match_method"), TrainingMatches):
             _store_trained(context, store, frames, method["match_method"])
         plan = result.stats["incremental"]
-        context.log.info(f"unify: {'incremental' if plan['incremental'] else 'full'} {plan}")
+        context.log.info(f"unify: {report_text(plan)}")
         for warning in result.warnings:
             context.log.warning(warning)
         selected = context.selected_asset_keys

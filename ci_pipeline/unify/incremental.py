@@ -194,6 +194,27 @@ class Plan:
         return {"incremental": self.incremental, "reason": self.reason, **self.counts}
 
 
+def report_text(report: dict) -> str:
+    """A :meth:`Plan.report` in words: ``incremental: 50,578 records (1,060 new, ...); reused ...`` or ``full: why``."""
+    if not report["incremental"]:
+        return "full" + (f": {report['reason']}" if report["reason"] else "")
+    records = ", ".join(
+        f"{report.get(f'records_{kind}', 0):,} {kind}" for kind in ("new", "changed", "deleted", "unchanged")
+    )
+    reused = [
+        f"{report[k]:,} {what}"
+        for k, what in (
+            ("pairs_reused", "rule pairs"),
+            ("model_pairs_reused", "model pairs"),
+            ("customers_reused", "customers"),
+        )
+        if report.get(k)
+    ]
+    return f"incremental: {report.get('records', 0):,} records ({records})" + (
+        f"; reused {', '.join(reused)}" if reused else ""
+    )
+
+
 def _gathered(found: pd.Series, reused: ReusedPairs, column: str, at: np.ndarray) -> pd.Series:
     """``pd.concat([found, stored]).iloc[at]`` of a column. The texts of the rules' pairs (scores, stages, rule
     names) have few distinct values: they are gathered as dictionary codes and decoded once (Arrow's take of the
