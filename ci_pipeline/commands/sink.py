@@ -107,6 +107,9 @@ def print_frame(df, fmt: str) -> None:
     else:
         width = shutil.get_terminal_size().columns
         print(df.to_string(index=False, max_colwidth=MAX_CELL, line_width=width))
+        text = df.select_dtypes(exclude="number").astype("string")
+        if any((text[c].str.len() > MAX_CELL).any() for c in text.columns):
+            print(f"(cells longer than {MAX_CELL} characters are cut; --format csv or json prints them whole)")
 
 
 def run_capacity(args) -> int:

@@ -70,6 +70,11 @@ def test_sql_formats_and_errors(published, capsys):
     assert capsys.readouterr().out == "s,empty\n6,\n"
     assert main(["--config", published, "sql", "SELECT sum(length(CustomerId)) AS s FROM CustomerProfile"]) == 0
     assert capsys.readouterr().out.split() == ["s", "6"]
+    # A cell cut to fit says so, and how to see it whole.
+    assert main(["--config", published, "sql", "SELECT repeat('x', 60) AS long FROM CustomerProfile LIMIT 1"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "(cells longer than 40 characters are cut; --format csv or json prints them whole)"
+    )
     assert main(["--config", published, "sql", "SELECT * FROM Missing"]) == 2
     assert "the views are" in capsys.readouterr().err
     assert main(["--config", published, "sink", "show", "Nope"]) == 2
