@@ -40,7 +40,12 @@ def run(args) -> int:
         raise UserError(f"{config.path}: no 'unify' section; there is nothing to explain")
     lake = Lake.from_config(config.lake, config.base_dir)
     alternate = _read(lake, "unify/alternate_key")
+    # Ingestion trims keys, so a key pasted with a blank around it is the same record.
+    args.key = args.key.strip()
+    if args.pair:
+        args.pair = [*args.pair[:2], args.pair[2].strip()]
     for record in [(args.source, args.table, args.key), *([tuple(args.pair)] if args.pair else [])]:
+        _refuse_unknown_table(config.unify, *record[:2])
         _refuse_quarantined(lake, alternate, *record)
     if args.pair:
         frames, keys = {}, {}
@@ -91,6 +96,18 @@ def _render_enrichments(info: dict) -> str:
         return ""
     lines = [f"  {e['provider']}/{e['type']}: {json.dumps(e['values'], ensure_ascii=False)}" for e in found]
     return "\nenrichments:\n" + "\n".join(lines or ["  (none)"])
+
+
+def _refuse_unknown_table(unify, source: str, table: str) -> None:
+    """A clear error naming the unified tables when ``source table`` is none of them."""
+    from ci_pipeline.config.base import did_you_mean
+
+    tables = [t.ref for t in unify.tables]
+    if f"{source}.{table}" not in tables:
+        raise UserError(
+            f"{source} {table}: no such table among unify.tables{did_you_mean(f'{source}.{table}', tables)}; the "
+            f"unified tables are {', '.join(tables)} (give the source and the table as two words)"
+        )
 
 
 def _refuse_quarantined(lake, alternate, source: str, table: str, key: str) -> None:

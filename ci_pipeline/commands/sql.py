@@ -10,7 +10,9 @@ def register(subparsers) -> None:
         "sql", help="run one read-only SELECT over the CDM exports and the tables of the lake (DuckDB)"
     )
     parser.add_argument(
-        "query", help='e.g. "SELECT count(*) FROM CustomerProfile" or "SELECT * FROM lake.unify__customer_profile"'
+        "query",
+        help='e.g. "SELECT * FROM lake.unify__customer_profile LIMIT 5" (every lake table, as lake.<stage>__<table>), '
+        'or "SELECT count(*) FROM CustomerProfile" (the output tables, with publish.exports configured)',
     )
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
     parser.add_argument(

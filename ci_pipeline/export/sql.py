@@ -168,7 +168,15 @@ def query(
             f"{', '.join(_views(con))}"
         ) from None
     except duckdb.Error as exc:
-        raise UserError(f"sql: {str(exc).splitlines()[0]}; the views are {', '.join(_views(con))}") from None
+        hint = (
+            ""
+            if exports
+            else (
+                "; tables such as CustomerProfile are views of an export, and no export is configured "
+                "(publish.exports): query the lake's tables as lake.<stage>__<table>"
+            )
+        )
+        raise UserError(f"sql: {str(exc).splitlines()[0]}; the views are {', '.join(_views(con))}{hint}") from None
     finally:
         con.close()
 

@@ -193,6 +193,7 @@ def _csv(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSchema,
                         "read; check that the file is a CSV text file (and csv.encoding, e.g. utf-16)"
                     )
                 columns = header_names(lines[0], table.csv, file.url)
+                problems += _other_delimiter(columns, table, file.url)
                 problems += _sample_dates(text, whole, table, file.url)
             lines = lines[1:]
         filled = any(line.strip() for line in lines)
@@ -201,6 +202,20 @@ def _csv(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSchema,
         what = "holds only its header" if table.csv.header else "is empty"
         problems.append(f"path: {files[0].url} {what}, no rows; a run would fail on it ({_EMPTY_FIX})")
     return SourceSchema(columns, files[0].url), problems
+
+
+def _other_delimiter(columns: list[str], table: TableConfig, url: str) -> list[str]:
+    """``csv.delimiter: ...`` when the header reads as one column that another common delimiter would split."""
+    if len(columns) != 1:
+        return []
+    for other in (";", "\t", "|", ","):
+        if other != table.csv.delimiter and other in columns[0]:
+            shown = "\\t" if other == "\t" else other
+            return [
+                f"csv.delimiter: the header of {url} reads as one column ({columns[0][:80]!r}) with delimiter "
+                f"{table.csv.delimiter!r}; it looks '{shown}'-separated: set csv.delimiter: \"{shown}\" for this table"
+            ]
+    return []
 
 
 def _sample_dates(text: str, whole: bool, table: TableConfig, url: str) -> list[str]:

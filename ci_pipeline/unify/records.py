@@ -53,9 +53,11 @@ PARTICLES = (
 
 def given_name_first(names: pd.Series) -> pd.Series:
     """``"Smith, John"`` (last name first, as many systems write it) -> ``"John Smith"``; what follows a comma
-    after a whole name (``"John Smith, Jr."``, a title) is dropped; other names unchanged."""
+    after a whole name of two words or more (``"John Smith, Jr."``, a title) is dropped; other names unchanged."""
     parts = re_extract(names, r"^([^,]*),(.*)$")
-    after_name = parts[1].str.contains(AFTER_NAME, regex=True).fillna(False).astype(bool)
+    # One word before the comma is a last name ("Jenson, Bishop" is Bishop Jenson): a whole name has two or more.
+    whole = parts[0].str.strip().str.contains(r"\s", regex=True).fillna(False).astype(bool)
+    after_name = whole & parts[1].str.contains(AFTER_NAME, regex=True).fillna(False).astype(bool)
     turned = (parts[1].str.strip() + " " + parts[0].str.strip()).where(~after_name, parts[0].str.strip())
     return turned.fillna(names).astype("string")
 

@@ -41,8 +41,8 @@ NAME_PATTERNS: list[tuple[str, str]] = [
     ("phone", r"phone|mobile|" + _words(r"cell|tel|telephone|fax")),
     # A column named for a first and a last name together (``first_and_surname``) holds a whole name.
     ("full_name", r"(first|given|fore)_?(name_?)?(and_?)?(sur|last|family)_?name"),
-    ("first_name", r"first_?name|given_?name|forename|" + _words(r"fname")),
-    ("last_name", r"last_?name|surname|family_?name|" + _words(r"lname")),
+    ("first_name", r"first_?name|given_?name|forename|" + _words(r"fname|given")),
+    ("last_name", r"last_?name|surname|family_?name|" + _words(r"lname|family")),
     ("middle_name", r"middle_?(name|initial)|" + _words(r"mi|middle")),
     ("full_name", r"full_?name|customer_?name|contact_?name|requester_?name|display_?name|^name$"),
     ("postal_code", r"postal|post_?code|" + _words(r"zip(_?code)?|postcode|plz")),
@@ -51,16 +51,24 @@ NAME_PATTERNS: list[tuple[str, str]] = [
     ("city", _words(r"city|town|locality|suburb|municipality|birth_?place|place_?of_?birth")),
     ("state", _words(r"state|province|region")),
     ("country", r"country"),
-    ("birth_date", r"birth|" + _words(r"dob|bdate|bday|b_?day")),
+    ("birth_date", r"birth|" + _words(r"dob|bdate|bday|b_?day|born")),
     ("gender", r"gender|" + _words(r"sex")),
     ("company", r"company|organi[sz]ation|employer|business_?name"),
 ]
 
-#: Dates and timestamps as systems write them: ISO (2023-02-21, 2026-06-06T19:09:52), US (03/16/2021 21:21:51) and
-#: day-first (16.03.2021). Digit runs like these also pass the phone test, so dates are recognised first.
+#: English month names and their three-letter forms, in any case.
+_MONTH = (
+    r"(?i:jan(uary)?|feb(ruary)?|mar(ch)?|apr(il)?|may|june?|july?|aug(ust)?|sep(t(ember)?)?|oct(ober)?|"
+    r"nov(ember)?|dec(ember)?)"
+)
+#: Dates and timestamps as systems write them: ISO (2023-02-21, 2026-06-06T19:09:52), US (03/16/2021 21:21:51),
+#: day-first (16.03.2021) and with the month's name (3 April 1990). Digit runs like these also pass the phone test,
+#: so dates are recognised first.
 DATE_VALUE = (
     r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})?)?"
     r"|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}([ T]\d{1,2}:\d{2}(:\d{2})?\s*([AaPp][Mm])?)?"
+    # 3 April 1990, 3-Apr-1990, April 3, 1990
+    rf"|\d{{1,2}}[ -]{_MONTH}\.?[ ,-]*\d{{4}}|{_MONTH}\.? \d{{1,2}}(st|nd|rd|th)?,? \d{{4}}"
 )
 #: A date without separators (20230115): only trusted when the column's name says it is a date.
 COMPACT_DATE_VALUE = r"(1[89]|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])"
@@ -222,8 +230,12 @@ def customer_table_verdict(suggestions: pd.DataFrame) -> str | None:
     types = set(suggestions["suggested"])
     if types & NAME_TYPES or len(types & CONTACT_TYPES) >= 2:
         return None
-    found = sorted(types & CONTACT_TYPES)
-    held = f"its only customer attribute is {found[0]}" if found else "none of its columns is a customer attribute"
+    found = sorted(t for t in types if t and t != "custom")
+    held = (
+        f"its only customer attribute{'s are' if len(found) > 1 else ' is'} {', '.join(found)}"
+        if found
+        else "none of its columns is a customer attribute"
+    )
     return (
         f"this does not look like a customer table: {held} (a customer table holds a name, or two of email, phone, "
         "street, postal code and birth date). If it records events (orders, visits, tickets), configure it under "

@@ -60,3 +60,12 @@ def test_a_short_declared_column_one_letter_off_gets_a_did_you_mean(tmp_path):
     (tmp_path / "ci_pipeline.yaml").write_text((CONFIG % {"format": "%Y-%m-%d"}).replace("dob:", "D0B:"))
     (problem,) = project_problems(load_config(tmp_path / "ci_pipeline.yaml"))
     assert "columns.D0B: declared, but" in problem and "(did you mean 'DOB'?)" in problem
+
+
+@pytest.mark.parametrize(("delimiter", "shown"), [(";", ";"), ("\t", "\\t")])
+def test_a_header_that_reads_as_one_column_names_the_delimiter_it_looks_separated_by(tmp_path, delimiter, shown):
+    (tmp_path / "contacts.csv").write_text(f"id{delimiter}dob\nr1{delimiter}1990-01-02\n")
+    (tmp_path / "ci_pipeline.yaml").write_text(CONFIG % {"format": "%Y-%m-%d"})
+    found = project_problems(load_config(tmp_path / "ci_pipeline.yaml"))
+    assert f"it looks '{shown}'-separated: set csv.delimiter: \"{shown}\" for this table" in found[0]
+    assert found[0].startswith("sources.crm.tables.contacts.csv.delimiter: the header of ")

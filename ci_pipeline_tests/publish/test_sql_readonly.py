@@ -164,3 +164,14 @@ def test_read_only_sql_on_azurite(azure_container):
     assert not lake.exists("ci_pipeline/copied.csv")
     with pytest.raises(UserError, match="only SELECT queries run"):
         query(lake, f"COPY (SELECT 1) TO 'abfs://{lake.root}/ci_pipeline/copied.csv'", ["wh"])
+
+
+def test_an_output_table_without_an_export_says_where_the_tables_are(lake):
+    with pytest.raises(UserError) as caught:
+        query(lake, "SELECT count(*) FROM CustomerProfile", [])
+    assert "no export is configured (publish.exports): query the lake's tables as lake.<stage>__<table>" in str(
+        caught.value
+    )
+    with pytest.raises(UserError) as caught:
+        query(lake, "SELECT count(*) FROM Nope", ["wh"])
+    assert "publish.exports" not in str(caught.value)

@@ -113,3 +113,12 @@ def test_explain_of_a_record_ingestion_quarantined_says_why(tmp_path, capsys):
     # The other side of a pair is looked up too.
     assert main(["--config", str(cfg.path), "explain", "crm", "contacts", "c1", "--pair", "crm", "contacts", "c9"]) == 2
     assert "'c9' was quarantined by ingestion" in capsys.readouterr().err
+
+
+def test_explain_names_the_unified_tables_for_a_misspelt_one_and_trims_the_key(unified, capsys):
+    assert main(["--config", unified, "explain", "crm", "contact", "c1"]) == 2
+    err = capsys.readouterr().err
+    assert "crm contact: no such table among unify.tables (did you mean 'crm.contacts'?)" in err
+    assert "the unified tables are crm.contacts, shop.customers, loyalty.members" in err
+    assert main(["--config", unified, "explain", "crm", "contacts", " c1 "]) == 0
+    assert "crm|contacts|c1 belongs to customer" in capsys.readouterr().out

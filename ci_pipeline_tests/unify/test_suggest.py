@@ -223,3 +223,22 @@ def test_a_key_named_ref_is_left_unmapped_and_said_to_be_on_the_profile_already(
     rows = suggest_mapping(pd.DataFrame({"Ref": ["rec-1-org", "rec-1-dup-0", "rec-2-org"], "name": ["a b"] * 3}))
     ref = rows.set_index("column").loc["Ref"]
     assert ref["suggested"] == "" and "leave it unmapped" in ref["reason"] and "'custom'" not in ref["reason"]
+
+
+def test_dates_written_with_the_month_name_and_given_family_names_are_recognised():
+    rows = suggest_mapping(
+        pd.DataFrame(
+            {
+                "born": ["3 April 1990", "12 Dec 1985", "April 3, 1990", "3-Apr-1990"],
+                "given": ["Ann", "Bo", "Cy", "Di"],
+                "family": ["Lee", "Moe", "Ng", "Oz"],
+            }
+        )
+    ).set_index("column")
+    assert rows["suggested"].to_dict() == {"born": "birth_date", "given": "first_name", "family": "last_name"}
+    assert rows.loc["born", "reason"] == "name and 100% of values look like dates"
+
+
+def test_a_table_holding_only_a_city_is_told_so():
+    verdict = customer_table_verdict(suggest_mapping(pd.DataFrame({"town": ["Leeds", "York"], "n": ["1", "2"]})))
+    assert "its only customer attribute is city" in verdict
