@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import ci_pipeline
 
 ROOT = Path(ci_pipeline.__file__).resolve().parent
@@ -64,13 +66,21 @@ def _runtime_nodes(tree: ast.AST):
         stack.extend(ast.iter_child_nodes(node))
 
 
-def import_graph(root: Path) -> dict[str, set[str]]:
-    """Module -> the modules of the same tree it imports (``from pkg import sub`` counts as ``pkg.sub``)."""
+def all_imports(root: Path) -> dict[str, set[tuple[str, str | None]]]:
+    """Module -> its :func:`imported_names`, for every module under ``root``."""
+    return {name: imported_names(name, path, is_package) for name, (path, is_package) in modules(root).items()}
+
+
+def import_graph(root: Path, imports: dict[str, set[tuple[str, str | None]]] | None = None) -> dict[str, set[str]]:
+    """Module -> the modules of the same tree it imports (``from pkg import sub`` counts as ``pkg.sub``).
+
+    ``imports`` are the tree's :func:`all_imports` when already read."""
     known = modules(root)
+    imports = all_imports(root) if imports is None else imports
     graph: dict[str, set[str]] = {}
-    for name, (path, is_package) in known.items():
+    for name in known:
         targets = set()
-        for module, member in imported_names(name, path, is_package):
+        for module, member in imports[name]:
             imported = f"{module}.{member}" if f"{module}.{member}" in known else module
             while imported and imported not in known:
                 imported = imported.rpartition(".")[0]
@@ -141,22 +151,27 @@ def mutual_packages(graph: dict[str, set[str]]) -> list[str]:
     ]
 
 
-def test_no_import_cycle_between_modules():
-    found = cycles(import_graph(ROOT))
+@pytest.fixture(scope="module")
+def project_imports() -> dict[str, set[tuple[str, str | None]]]:
+    """Every import of every module of ci_pipeline, read once for this module's tests (they only read it)."""
+    return all_imports(ROOT)
+
+
+def test_no_import_cycle_between_modules(project_imports):
+    found = cycles(import_graph(ROOT, project_imports))
     assert not found, "modules importing each other (directly or around a loop): " + "; ".join(map(str, found))
 
 
-def test_no_two_packages_import_each_other():
-    found = mutual_packages(import_graph(ROOT))
+def test_no_two_packages_import_each_other(project_imports):
+    found = mutual_packages(import_graph(ROOT, project_imports))
     assert not found, "packages importing each other:\n" + "\n".join(found)
 
 
-def test_domain_code_never_imports_dagster():
+def test_domain_code_never_imports_dagster(project_imports):
     offenders = [
         name
-        for name, (path, is_package) in modules(ROOT).items()
-        if not name.startswith(DAGSTER_ALLOWED)
-        and any(m == "dagster" or m.startswith("dagster.") for m, _ in imported_names(name, path, is_package))
+        for name, imports in project_imports.items()
+        if not name.startswith(DAGSTER_ALLOWED) and any(m == "dagster" or m.startswith("dagster.") for m, _ in imports)
     ]
     assert not offenders, f"only {', '.join(DAGSTER_ALLOWED)} may import dagster; found it in {offenders}"
 

@@ -14,7 +14,7 @@ from functools import partial
 
 import pytest
 
-from ci_pipeline_tests.conftest import ROOT
+from ci_pipeline_tests.conftest import ROOT, SERVE
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_pip_install_lists_each_download_with_its_size(dev, tmp_path, monkeypatc
     (index / "simple" / "tinypkg" / "index.html").write_text(f"<html><body>{link}</body></html>")
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(index))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs=SERVE, daemon=True).start()
     monkeypatch.setattr(dev, "PY", sys.executable)
     # Only this index: no pip configuration file or extra index of the machine.
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)

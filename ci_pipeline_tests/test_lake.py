@@ -13,6 +13,7 @@ import pytest
 from ci_pipeline.config.lake import LakeConfig
 from ci_pipeline.errors import StorageError
 from ci_pipeline.lake import Lake
+from ci_pipeline_tests.conftest import SERVE
 
 FRAME = pd.DataFrame({"id": ["a", "b"], "n": [1, 2]})
 
@@ -112,7 +113,7 @@ class BlobStub:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs=SERVE, daemon=True).start()
         self.port = self.server.server_address[1]
 
     def close(self):

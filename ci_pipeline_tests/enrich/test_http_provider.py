@@ -20,6 +20,7 @@ import pytest
 from ci_pipeline.enrich.http import _retry_after, build
 from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs
 from ci_pipeline.governance import Governance, SecretResolver, open_store
+from ci_pipeline_tests.conftest import SERVE
 
 API_KEY = "sk-test-Q7fz9Kp2Lm4Xw8Rt"
 PARAMS = {
@@ -112,7 +113,7 @@ def provider():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs=SERVE, daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}/v1/enrich"
     yield state

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ci_pipeline_tests.conftest import SERVE
+
 TOKEN = "test-access-token-for-the-loopback-vault"
 
 
@@ -109,7 +111,7 @@ class FakeVault:
         context.load_cert_chain(self.cert_file, key_file)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs=SERVE, daemon=True)
 
     def __enter__(self) -> FakeVault:
         self.thread.start()

@@ -21,6 +21,7 @@ from ci_pipeline.orchestration import (
     send_webhook,
     watch_root,
 )
+from ci_pipeline_tests.conftest import SERVE
 
 NOW = datetime(2026, 7, 1, 12, tzinfo=UTC)
 
@@ -68,7 +69,7 @@ def test_the_notice_names_the_step_and_the_user_error_and_reaches_the_webhook():
             pass
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs=SERVE, daemon=True).start()
     try:
         cause = SimpleNamespace(cls_name="ConfigError", message="ConfigError: unify.tables: fix it", cause=None)
         error = SimpleNamespace(cls_name="DagsterExecutionStepExecutionError", message="wrapped", cause=cause)

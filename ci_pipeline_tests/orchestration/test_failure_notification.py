@@ -15,7 +15,7 @@ from ci_pipeline.config import load_config
 from ci_pipeline.config.base import resolve_secret
 from ci_pipeline.defs import orchestration
 from ci_pipeline.defs.resources import shared_resources
-from ci_pipeline_tests.conftest import free_port
+from ci_pipeline_tests.conftest import SERVE, free_port
 from ci_pipeline_tests.orchestration.conftest import write_project
 
 
@@ -34,7 +34,7 @@ def webhook():
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs=SERVE, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/hooks/ci", bodies
     server.shutdown()
@@ -128,7 +128,7 @@ def failing_webhook():
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs=SERVE, daemon=True).start()
     yield server.server_address[1], hits
     server.shutdown()
     server.server_close()

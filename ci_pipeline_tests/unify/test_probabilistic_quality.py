@@ -641,16 +641,22 @@ def test_malformed_or_unmapped_strata_are_named():
         Settings.from_dict({**base, "strata": [["metaphone(last)"]]})
 
 
-def _reference_weight(model: Model, records: pd.DataFrame, counts: dict, gamma: np.ndarray, a: int, b: int):
+def _reference_weight(model: Model, rows: list[dict], counts: dict, gamma: np.ndarray, a: int, b: int):
     """The fit (stratum index, -1 = the main fit) and the match weight of records ``a`` and ``b`` from the
     definitions, pair by pair: the fit of the first stratum whose key both records hold alike, its prior, and per
     comparison log2(m / u) of the level reached (0 for null); exact agreement on value v of a term-frequency
     comparison adds log2(u / f(v)) in the main fit and log2(a / f(v)) in a stratum keyed on that column (no
     adjustment in another stratum), f(v) being the share of v among the other N - 1 known values and a the chance
-    that two random records agree, both from the ``counts`` of the column's N known values."""
-    values = records.iloc[[a, b]]
+    that two random records agree, both from the ``counts`` of the column's N known values.
+
+    ``rows`` are the records as plain values, None for a missing one (:func:`_plain_rows`): read a pair at a time,
+    a data frame's rows made this reference most of the test's time."""
+    values = (rows[a], rows[b])
     held = [
-        any(all(values[c].notna().all() and values[c].iloc[0] == values[c].iloc[1] for c in k) for k in s.keys)
+        any(
+            all(values[0][c] is not None and values[1][c] is not None and values[0][c] == values[1][c] for c in k)
+            for k in s.keys
+        )
         for s in model.strata
     ]
     index = held.index(True) if any(held) else -1
@@ -665,8 +671,13 @@ def _reference_weight(model: Model, records: pd.DataFrame, counts: dict, gamma: 
             c = counts[comparison.column]
             n = c.sum()
             agree = params.u[0] if index < 0 else float((c * (c - 1)).sum() / (n * (n - 1)))
-            total += float(np.log2(agree * (n - 1) / (c[values[comparison.column].iloc[0]] - 1)))
+            total += float(np.log2(agree * (n - 1) / (c[values[0][comparison.column]] - 1)))
     return index, total
+
+
+def _plain_rows(records: pd.DataFrame) -> list[dict]:
+    """Each record as a dict of its values, None where the value is missing."""
+    return records.astype(object).where(records.notna(), None).to_dict("records")
 
 
 def test_pairs_compared_and_weighed_a_chunk_at_a_time_give_the_same_bits(monkeypatch):
@@ -690,9 +701,10 @@ def test_strata_weights_looked_up_per_fit_equal_the_pair_by_pair_definition():
     scored = predict(model, records, settings=scoring)
     gamma = scored[[f"gamma_{c.name}" for c in model.settings.comparisons]].to_numpy()
     counts = {c: records[c].value_counts() for c in records.columns}
+    rows = _plain_rows(records)
     fits, expected = zip(
         *(
-            _reference_weight(model, records, counts, g, a, b)
+            _reference_weight(model, rows, counts, g, a, b)
             for a, b, g in zip(scored["left"], scored["right"], gamma, strict=True)
         ),
         strict=True,
