@@ -113,6 +113,8 @@ def _refuse_unknown_table(unify, source: str, table: str) -> None:
 def _refuse_quarantined(lake, alternate, source: str, table: str, key: str) -> None:
     """A clear error when the record is not among the last run's records because ingestion quarantined it: why,
     and where (the quarantine table holds every such row with its file, line and reason)."""
+    import pandas as pd
+
     ak = alternate
     if ((ak["DataSourceName"] == source) & (ak["EntityName"] == table) & (ak["AlternateValue"] == key)).any():
         return
@@ -124,7 +126,7 @@ def _refuse_quarantined(lake, alternate, source: str, table: str, key: str) -> N
     if rows.empty:
         return
     row = rows.iloc[-1]
-    where = f"{row['file']}, line {row['line']}" if row["line"] == row["line"] else str(row["file"])
+    where = f"{row['file']}, line {row['line']}" if pd.notna(row["line"]) else str(row["file"])
     raise UserError(
         f"record {source}.{table} key {key!r} was quarantined by ingestion, so it took part in no unification: "
         f"{row['reason']} ({where}; every quarantined row is in {lake.url(relative)}). Fix the value in the source "
