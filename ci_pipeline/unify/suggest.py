@@ -41,8 +41,9 @@ NAME_PATTERNS: list[tuple[str, str]] = [
     ("phone", r"phone|mobile|" + _words(r"cell|tel|telephone|fax")),
     # A column named for a first and a last name together (``first_and_surname``) holds a whole name.
     ("full_name", r"(first|given|fore)_?(name_?)?(and_?)?(sur|last|family)_?name"),
-    ("first_name", r"first_?name|given_?name|forename|" + _words(r"fname|given")),
-    ("last_name", r"last_?name|surname|family_?name|" + _words(r"lname|family")),
+    # "given" and "family" only as the whole name: family_size or given_at are no names.
+    ("first_name", r"first_?name|given_?name|forename|^given$|" + _words(r"fname")),
+    ("last_name", r"last_?name|surname|family_?name|^family$|" + _words(r"lname")),
     ("middle_name", r"middle_?(name|initial)|" + _words(r"mi|middle")),
     ("full_name", r"full_?name|customer_?name|contact_?name|requester_?name|display_?name|^name$"),
     ("postal_code", r"postal|post_?code|" + _words(r"zip(_?code)?|postcode|plz")),

@@ -237,6 +237,11 @@ def test_dates_written_with_the_month_name_and_given_family_names_are_recognised
     ).set_index("column")
     assert rows["suggested"].to_dict() == {"born": "birth_date", "given": "first_name", "family": "last_name"}
     assert rows.loc["born", "reason"] == "name and 100% of values look like dates"
+    # Only as whole names: a family's size is no last name.
+    assert suggested({"family_size": ["2", "3", "4"], "given_at": ["x", "y", "z"]}) == {
+        "family_size": "",
+        "given_at": "",
+    }
 
 
 def test_a_table_holding_only_a_city_is_told_so():
