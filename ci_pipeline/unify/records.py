@@ -280,13 +280,22 @@ def _derive_names(out: pd.DataFrame) -> None:
 def split_full_name(full: pd.Series) -> tuple[pd.Series, pd.Series]:
     """The first and the last name of whole names: the first and the last word (the last only of two or more, with
     the particles before it: "van Wijk"), after turning "Smith, John" round and dropping titles before the name and
-    initials and suffixes after it."""
+    initials and suffixes after it.
+
+    A lone word is the first name, except in a column that writes most names last name first ("Smith, John"):
+    there a name without its comma is a last name whose given name is missing ("Davies").
+    """
     # trailing initials and generational suffixes ("Smith Jr.", "Smith B.") are not the last name
-    full = given_name_first(re_replace(full.astype("string").str.strip(), SUFFIX, "", re.IGNORECASE))
-    full = re_replace(full.str.strip(), TITLE, "", re.IGNORECASE)
+    written = re_replace(full.astype("string").str.strip(), SUFFIX, "", re.IGNORECASE)
+    commas = int(written.str.contains(",", regex=False).fillna(False).sum())
+    last_first = commas * 2 > int(written.notna().sum())
+    full = re_replace(given_name_first(written).str.strip(), TITLE, "", re.IGNORECASE)
     # The first and the last of the words ``str.split()`` finds, extracted in Arrow: a list of Python words per
     # record costs most of the record frame at a million records.
     first = re_extract(full, r"^\s*(\S+)")[0].astype("string")
     particles = "|".join(PARTICLES)
     last = re_extract(full, rf"(?i)\S\s+((?:(?:{particles})\.?\s+)*\S+)\s*$")[0].astype("string")
+    if last_first:
+        lone = first.notna() & last.isna()
+        last, first = last.mask(lone, first), first.mask(lone)
     return first, last

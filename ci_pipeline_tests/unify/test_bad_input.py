@@ -344,3 +344,16 @@ def test_names_split_from_a_full_name_are_the_first_and_last_words_python_finds(
     ]
     # One word before a comma is a last name, even when the given name after it reads like a title.
     assert (got["first_name"].iloc[-1], got["last_name"].iloc[-1]) == ("Bishop", "Jenson")
+
+
+def test_a_lone_word_in_a_column_written_last_name_first_is_the_last_name():
+    f = frames()
+    names = {"Smith, Robert": "s1", "Davies": "s2", "Garcia, Jose": "s3"}
+    shop = pd.DataFrame({"customer_id": list(names.values()), "full_name": list(names)}).astype("string")
+    f[("shop", "customers")] = shop.assign(email=None, phone=None, address=None, town=None).astype("string")
+    got = build_records(config(), f, KEYS).set_index("key").loc[["s1", "s2", "s3"], ["first_name", "last_name"]]
+    assert got.fillna("-").to_numpy().tolist() == [["Robert", "Smith"], ["-", "Davies"], ["Jose", "Garcia"]]
+    # Where names are written given name first, a lone word stays the first name.
+    f[("shop", "customers")] = f[("shop", "customers")].assign(full_name=["Robert Smith", "Davies", "Jose Garcia"])
+    got = build_records(config(), f, KEYS).set_index("key").loc["s2", ["first_name", "last_name"]]
+    assert got.fillna("-").tolist() == ["Davies", "-"]
