@@ -132,7 +132,7 @@ def build_records(
             if attr == "birth_year":
                 out[attr] = _birth_years(t, df, column, unreadable)
                 continue
-            if attr == "birth_date":
+            if attr in DATE_ATTRIBUTES:
                 out[attr] = _birth_dates(t, df, column, unreadable, date_orders)
                 continue
             out[attr] = df[column].astype("string")
@@ -168,7 +168,7 @@ def _check_columns(t: UnifyTable, df: pd.DataFrame, key: str) -> None:
         )
 
 
-#: Attributes normalized as dates (see normalize.DEFAULTS): an unreadable value is counted like a recency date's.
+#: Attributes read as dates (:func:`_birth_dates`; normalized as dates, see normalize.DEFAULTS).
 DATE_ATTRIBUTES = frozenset({"birth_date"})
 
 
