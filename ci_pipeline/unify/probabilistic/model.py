@@ -6,7 +6,8 @@ comparison, log2(m / u) of the level it reached (a null level adds nothing); its
 ``2**w / (1 + 2**w)``.
 
 Training:
-- u comes from a seeded sample of random record pairs (almost all of them are non-matches).
+- u comes from a seeded sample of random record pairs (almost all of them are non-matches), the few matches among
+  them taken out once m and the prior are known (:func:`_without_matches`).
 - m comes from expectation maximisation over the blocked candidate pairs, unsupervised: both m and u are fitted
   there (the blocked non-matches agree more often than random pairs, so their own u is needed to separate the two
   classes), then m is kept and u is taken from the random sample for scoring. Labelled pairs, when given, seed m.
@@ -283,6 +284,13 @@ class Model:
         """log2 of the prior odds that two records match."""
         return float(np.log2(self.prior / (1 - self.prior)))
 
+    @property
+    def duplicates_per_record(self) -> float:
+        """The other records of its own person a record has, on average, by the training (0 for a model that
+        did not record it)."""
+        records = self.training.get("records") or 0
+        return 2 * float(self.training.get("expected_matches_all") or 0) / records if records else 0.0
+
     def check_fits(self, settings: Settings) -> None:
         """Refuse settings whose comparisons or strata differ from those the model was trained on (retrain)."""
         trained = {c.name: c.to_dict() for c in self.settings.comparisons}
@@ -362,6 +370,21 @@ def _frequencies(levels: int, gamma: np.ndarray, weights: np.ndarray | None = No
     """Smoothed share of each level among the non-null values of ``gamma``."""
     known = gamma >= 0
     counts = np.bincount(gamma[known], weights=None if weights is None else weights[known], minlength=levels)
+    return (counts + PSEUDO_COUNT) / (counts.sum() + PSEUDO_COUNT * levels)
+
+
+def _without_matches(levels: int, gamma: np.ndarray, m: np.ndarray, prior: float) -> np.ndarray:
+    """u from the random pairs' levels ``gamma`` with the matches among them taken out: ``prior`` of the pairs
+    are matches, whose levels fall as ``m`` says.
+
+    Random pairs are nearly all non-matches, but where people have several records the few matches among them
+    are most of the agreement on a field that strangers rarely share: with a few records a person, a random pair
+    is one person's about once in ten thousand, which is more often than two strangers share a birth date, so the
+    raw share of agreeing random pairs is mostly matches and the field's weight came out bits too low (measured:
+    the birth date's exact u 0.0029 raw, 0.0008 without the matches, on 1,000 records of 181 people)."""
+    known = gamma >= 0
+    counts = np.bincount(gamma[known], minlength=levels).astype(np.float64)
+    counts = np.maximum(counts - prior * known.sum() * np.asarray(m, dtype=np.float64), 0.0)
     return (counts + PSEUDO_COUNT) / (counts.sum() + PSEUDO_COUNT * levels)
 
 
@@ -673,6 +696,9 @@ def train(
     m, shares, converged, trace, expected_matches = _fit_main(
         table, settings, blocked, seed, u_random, active, fixed, bool(strata)
     )
+    outside_pairs = _total_pairs(table, link_only) - sum(s.pairs for s in strata)
+    prior = float(np.clip(expected_matches / max(outside_pairs, 1), 1e-12, 0.5))
+    u_random = [_without_matches(len(c.levels), sample[:, j], m[j], prior) for j, c in enumerate(comparisons)]
     _judge_fit(comparisons, m, u_random, active, notes, trace, converged, settings.tolerance)
     parameters = tuple(
         ComparisonParameters(
@@ -680,8 +706,6 @@ def train(
         )
         for j, c in enumerate(comparisons)
     )
-    outside_pairs = _total_pairs(table, link_only) - sum(s.pairs for s in strata)
-    prior = float(np.clip(expected_matches / max(outside_pairs, 1), 1e-12, 0.5))
     training = {
         "records": table.n,
         "random_pairs": len(sample_left),

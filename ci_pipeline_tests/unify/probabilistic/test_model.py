@@ -176,11 +176,14 @@ def test_term_frequency_adjustment_weighs_rare_values_more():
     rare_pair = explain_pair(model, records, 2 * rare, 2 * rare + 1).set_index("comparison")
     counts = records["last"].value_counts()
     assert common_pair.loc["last", "level"] == rare_pair.loc["last", "level"] == "exact"
-    # Each weighs log2(m / f), f the chance that another record holds the value: those holding it but the pair's
-    # first one, over all records but that one.
+    # Each weighs log2(m / f), f the chance that another person's record holds the value: those holding it but the
+    # pair's first one and, on average, its own person's other records holding it (at least one), over all records
+    # but that one.
     m = model.parameters[-1].m[0]
+    own = model.duplicates_per_record * m
+    assert own == pytest.approx(1, abs=0.1)  # two records a person, who keeps the surname
     for pair, value in ((common_pair, "smith"), (rare_pair, surnames[rare])):
-        share = (counts[value] - 1) / (len(records) - 1)
+        share = max(counts[value] - 1 - own, 1) / (len(records) - 1)
         assert pair.loc["last", "weight"] == pytest.approx(np.log2(m / share))
     # Without the adjustment both would weigh log2(m / u); the waterfall says how much of the weight the value's
     # frequency makes.
@@ -191,18 +194,18 @@ def test_term_frequency_adjustment_weighs_rare_values_more():
         assert pair.drop(index=["prior", "total", "last"])["term_frequency"].isna().all()
 
 
-def test_term_frequencies_of_values_each_held_by_one_person_leave_the_plain_weight():
-    # Every surname is one person's, on both of their records: agreeing on any of them is as rare as agreeing at
-    # all, so the adjustment adds nothing (counting the pair's own record in, it took a bit off every such pair).
+def test_term_frequencies_of_values_each_held_by_one_person_count_no_stranger():
+    # Every surname is one person's, on both of their records: no other person holds it, so agreeing on it weighs
+    # what one other record in all would, the least the adjustment counts (counting the pair's first record in,
+    # it weighed as if two did).
     records, _ = synthetic(people=1500)
     records["last"] = pd.array(np.repeat([f"name{i}" for i in range(1500)], 2), dtype="string")
     comparisons = (*exact_settings().comparisons, NameComparison("last", term_frequency=True))
     model = train(records, Settings(comparisons, exact_settings().blocking))
     pair = explain_pair(model, records, 10, 11).set_index("comparison")
-    plain = model.parameters[-1].weights[0]
     assert pair.loc["last", "level"] == "exact"
-    # u is estimated from a sample of random pairs: the two agree within its noise.
-    assert pair.loc["last", "weight"] == pytest.approx(plain, abs=0.25)
+    m = model.parameters[-1].m[0]
+    assert pair.loc["last", "weight"] == pytest.approx(np.log2(m * (len(records) - 1)))
 
 
 def test_explain_pair_adds_up_to_the_predicted_weight():
@@ -403,3 +406,39 @@ def test_em_on_flat_level_tables_gives_the_per_comparison_sums_to_the_last_bit()
     posterior, found = flat.posterior(share, m, u)
     assert np.array_equal(found, evidence)
     assert np.array_equal(posterior, np.exp(log_m - evidence))
+
+
+def test_u_leaves_out_the_matches_among_the_random_pairs():
+    # Ten records a person: a random pair is one person's about once in 27, and a field that no two people share
+    # agrees on no other random pair, so its raw share of exact agreement is all matches.
+    rng = np.random.default_rng(3)
+    people, copies = 150, 10
+    person = np.repeat(np.arange(people), copies)
+    data = {}
+    for field, size in VOCABULARY.items():
+        values = np.repeat(rng.integers(0, size, people), copies)
+        changed = rng.random(people * copies) > KEEP[field]
+        values[changed] = rng.integers(0, size, changed.sum())
+        data[field] = pd.array([f"{field}{v}" for v in values], dtype="string")
+    data["own"] = pd.array([f"p{p}" for p in person], dtype="string")  # one value a person, no two share one
+    records = pd.DataFrame(data)
+    settings = Settings(
+        comparisons=tuple(ExactMatch(f) for f in [*KEEP, "own"]),
+        blocking=tuple(BlockingRule.parse(r, "blocking") for r in (["a", "b"], ["a", "c"], ["b", "c"])),
+    )
+    model = train(records, settings)
+    own = model.parameters[-1]
+    raw_share = (copies - 1) / (people * copies - 1)
+    # Left: the matches among the random pairs that no blocking rule finds (the prior counts those it finds).
+    assert own.u[0] < raw_share / 5
+    # Where strangers do agree, their share is kept: that of the pairs of different people in the records (where
+    # strangers agree less often than matches are left among the random pairs, somewhat more).
+    apart = person[:, None] != person[None, :]
+    for params in model.parameters[:-1]:
+        values = records[params.name].to_numpy()
+        strangers = ((values[:, None] == values[None, :]) & apart).sum() / apart.sum()
+        raw = (values[:, None] == values[None, :]).sum() - len(values)
+        raw /= len(values) * (len(values) - 1)
+        assert 0.85 * strangers < params.u[0] < raw, params.name
+        if params.name in ("c", "d"):
+            assert params.u[0] == pytest.approx(strangers, rel=0.15), params.name
