@@ -340,6 +340,15 @@ def _attributes(records: pd.DataFrame) -> list[str]:
     return [c for c in records.columns[len(BASE) :] if c not in added]
 
 
+def _frequent_entry(values: dict[str, int]) -> dict:
+    """A column's values ignored as too frequent (value -> records), as the statistics report them."""
+    return {
+        "values": len(values),
+        "records": sum(values.values()),
+        "top": sorted(values.items(), key=lambda kv: -kv[1])[:5],
+    }
+
+
 def _run_stats(config, prepared, clustering, identified, uncomparable, incremental, match_method) -> dict:
     """The run's statistics (``UnifyResult.stats``): per table, the rules, the guard, attach and the plan."""
     stats = _stats(
@@ -353,6 +362,8 @@ def _run_stats(config, prepared, clustering, identified, uncomparable, increment
     stats["incremental"] = incremental
     if getattr(match_method, "report", None):
         stats["match_method"] = match_method.report
+        for column, values in match_method.report.get("frequent_values_ignored", {}).items():
+            stats["frequent_values_ignored"][f"{column} (match model)"] = _frequent_entry(values)
     return stats
 
 
@@ -1142,14 +1153,7 @@ def _stats(records, config, rules, events, prep, profiles) -> dict:
         )
         for lo, hi in SIZE_BINS
     }
-    frequent = {
-        f"{field} ({', '.join(steps)})": {
-            "values": len(v),
-            "records": sum(v.values()),
-            "top": sorted(v.items(), key=lambda kv: -kv[1])[:5],
-        }
-        for (field, steps), v in prep.frequent.items()
-    }
+    frequent = {f"{field} ({', '.join(steps)})": _frequent_entry(v) for (field, steps), v in prep.frequent.items()}
     return {
         "records_in": int(len(records)),
         "customers": int(len(profiles)),

@@ -162,7 +162,7 @@ def model_evidence(
     settings = scoring_settings(config, model, mapping(config))
     # Block keys, strata and swaps compare the two records' own normalized values: only they are normalized.
     columns = dict.fromkeys([*settings.columns, *model.settings.columns])
-    table = model_table(config, records.iloc[[i, j]], normalizer, columns)
+    table = model_table(config, records.iloc[[i, j]], normalizer, columns, frequent=info["too_frequent"])
     info["blocking"] = [_block_verdict(table, rule) for rule in settings.blocking]
     info["compared"] = any(b["together"] for b in info["blocking"])
     pair = np.array([0]), np.array([1])
@@ -518,6 +518,12 @@ def render_waterfall(info: dict) -> list[str]:
     lines.append(f"model: prior weight {info['prior_weight']:+.2f}{_fit_text(info)}")
     for c in info["comparisons"]:
         lines.append(f"  {c['weight']:+7.2f}  {c['comparison']}: {_comparison_text(c)}")
+    for column, values in info.get("too_frequent", {}).items():
+        held = ", ".join(f"{v!r} ({n:,} records)" for v, n in values.items())
+        lines.append(
+            f"  {column} {held}: ignored (missing) as held by more than guard.max_value_frequency "
+            f"({info['max_value_frequency']}) records"
+        )
     verdict = "LINK" if info["link"] else "no link"
     if not compared:
         # The model's verdict on a pair the run never scored is only what it would have said.

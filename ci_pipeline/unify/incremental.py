@@ -522,6 +522,8 @@ def next_state(
         "records": len(kept),
         "pairs": len(pairs),
         "method": found.meta.get("method"),
+        # A match model's values taken for missing as too frequent (its pairs are found afresh when they change).
+        "model_masks": found.meta.get("model_masks", {}),
     }
     if model_pairs is not None:
         meta["model_pairs"] = len(model_pairs)

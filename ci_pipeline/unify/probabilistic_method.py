@@ -43,7 +43,7 @@ from ci_pipeline.unify.probabilistic import (
 )
 from ci_pipeline.unify.probabilistic import explain_pair as model_waterfall
 from ci_pipeline.unify.probabilistic.scoring import Candidates, Scored, score_pairs
-from ci_pipeline.unify.probabilistic.table import Table
+from ci_pipeline.unify.probabilistic.table import Column, Table
 
 #: The rule name of the model's pairs in ``match_pairs``.
 RULE_NAME = "probabilistic"
@@ -108,14 +108,49 @@ def model_records(config: UnifyConfig, records: pd.DataFrame, normalizer: Normal
 
 
 def model_table(
-    config: UnifyConfig, records: pd.DataFrame, normalizer: Normalizer, columns: Iterable[str] | None = None
+    config: UnifyConfig,
+    records: pd.DataFrame,
+    normalizer: Normalizer,
+    columns: Iterable[str] | None = None,
+    frequent: dict[str, dict[str, int]] | None = None,
 ) -> Table:
     """:func:`model_records` prepared for comparison (``prepare``), each column normalized on its distinct values;
-    only ``columns`` when given (scoring reads only the columns of its settings)."""
+    only ``columns`` when given (scoring reads only the columns of its settings). The values of the guard's
+    ``frequency_fields`` that more records hold than its ``max_value_frequency`` are missing, as for the rules:
+    those of these records (:func:`frequent_values`), or ``frequent`` (the run's, for a few of its records)."""
     mapped = mapping(config)
     if columns is not None:
         mapped = {c: mapped[c] for c in columns}
-    return normalized_table(records[list(mapped)].reset_index(drop=True), mapped, normalizer)
+    table = normalized_table(records[list(mapped)].reset_index(drop=True), mapped, normalizer)
+    return without_values(table, frequent_values(config, table) if frequent is None else frequent)
+
+
+def frequent_values(config: UnifyConfig, table: Table) -> dict[str, dict[str, int]]:
+    """Per column of the guard's ``frequency_fields`` in ``table``, its normalized values that more records hold
+    than ``guard.max_value_frequency`` (value -> records): a placeholder e-mail address, a shop's phone. Taken as
+    evidence, such a value blocks and links strangers by the hundred, and the model's e-mail stratum learns from
+    them what a shared address means."""
+    cap, found = config.guard.max_value_frequency, {}
+    for name in config.guard.frequency_fields:
+        column = table.columns.get(name)
+        over = np.flatnonzero(column.counts > cap) if column is not None else []
+        if len(over):
+            found[name] = {str(column.values[k]): int(column.counts[k]) for k in over}
+    return found
+
+
+def without_values(table: Table, values: dict[str, dict[str, int]]) -> Table:
+    """``table`` with these values of its columns (column -> value -> records) missing (``Table.missing``)."""
+    values = {name: v for name, v in values.items() if name in table.columns and v}
+    if not values:
+        return table
+    columns = dict(table.columns)
+    for name, dropped in values.items():
+        column = columns[name]
+        gone = np.append(pd.Series(column.values, dtype=object).isin(list(dropped)).to_numpy(bool), False)
+        codes = np.where(gone[column.codes], -1, column.codes)  # a null code (-1) reads the appended False
+        columns[name] = Column(name, codes, column.values, np.where(gone[:-1], 0, column.counts))
+    return Table(columns, table.n, table.source, values)
 
 
 def configured_settings(config: UnifyConfig, base: Settings | None = None) -> Settings | None:
@@ -272,8 +307,15 @@ class ProbabilisticMatches:
         started = time.perf_counter()
         table = self._table(config, prepared, settings)
         prepared_s = round(time.perf_counter() - started, 3)
-        kept = _kept(how, settings) if how is not None and how.incremental else None
-        scored = score_pairs(self.model, table, settings, None if kept is None else how.touched, kept)
+        masks = {name: sorted(v) for name, v in table.missing.items()}
+        touched, kept = None, None
+        # A value grown too frequent (or back under the cap) since the last run changes its records' pairs: then
+        # every pair is found afresh (rare, and a full scoring is exact).
+        if how is not None and how.incremental and how.last.meta.get("model_masks", {}) == masks:
+            touched, kept = how.touched, _kept(how, settings)
+        if how is not None:
+            how.meta["model_masks"] = masks
+        scored = score_pairs(self.model, table, settings, touched, kept)
         self.kept_pairs = None if config.match.rules else state_pairs(scored, settings)
         rules = rule_matches(config, prepared) if config.match.rules else None
         reviewed = np.flatnonzero((scored.probability >= REVIEW_PROBABILITY) | scored.link)
@@ -301,6 +343,8 @@ class ProbabilisticMatches:
             # Preparing the records, blocking, and comparing and weighing the candidate pairs.
             "seconds": {"prepare": prepared_s, **scored.seconds},
             "settings_yaml": settings_yaml(settings),
+            # The guard's too frequent values, missing for the model as for the rules (column -> value -> records).
+            "frequent_values_ignored": table.missing,
         }
         return pairs
 
@@ -410,8 +454,18 @@ def waterfall(
 ) -> dict:
     """The evidence on the records at positions ``left`` and ``right`` of the record frame: per comparison the two
     normalized values, the level reached and its weight; the prior, the total weight, the probability and whether
-    it reaches the threshold. Term frequencies are those of all ``records``, as in the run."""
+    it reaches the threshold. Term frequencies are those of all ``records``, as in the run, and so are the values
+    taken for missing as too frequent (``too_frequent``: the pair's, column -> value -> records)."""
     records = model_records(config, records, normalizer)
+    too_frequent = {}
+    for name in config.guard.frequency_fields:
+        if name in records.columns:
+            counts = records[name].value_counts()
+            over = counts[counts > config.guard.max_value_frequency]
+            pair = {str(v): int(over[v]) for v in records[name].iloc[[left, right]].dropna() if v in over.index}
+            if pair:
+                too_frequent[name] = pair
+            records[name] = records[name].where(~records[name].isin(over.index))
     settings = scoring_settings(config, model, records.columns)
     frame = model_waterfall(model, records, left, right)
     rows = frame.to_dict("records")
@@ -425,4 +479,6 @@ def waterfall(
         "match_probability": total["probability"],
         "threshold": settings.threshold,
         "link": total["probability"] >= settings.threshold,
+        "too_frequent": too_frequent,
+        "max_value_frequency": config.guard.max_value_frequency,
     }

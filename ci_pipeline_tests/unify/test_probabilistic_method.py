@@ -705,3 +705,77 @@ def test_tables_with_only_a_whole_name_compare_its_first_and_last_name_apart():
     r = unify(cfg, tables, GENERATED_KEYS, match_method=ProbabilisticMatches(model))
     precision, recall = pairwise(r, truth)
     assert precision >= 0.95 and recall >= 0.95  # the whole name compared as one value: recall 0.970
+
+
+def with_placeholder_mail(tables: dict, holders: int, seed: int = 0) -> dict:
+    """``tables`` with ``holders`` shop customers (of as many people) giving one made-up address."""
+    shop = tables[("shop", "customers")].copy()
+    rows = np.random.default_rng(seed).choice(len(shop), holders, replace=False)
+    shop.loc[shop.index[rows], "mail"] = "none@shop.com"
+    return {**tables, ("shop", "customers"): shop}
+
+
+def test_the_model_takes_a_value_more_records_hold_than_the_guard_allows_for_missing():
+    tables, truth = people(400, seed=5)
+    tables = with_placeholder_mail(tables, 60)
+    cfg = UnifyConfig.model_validate(GENERATED)
+    training = TrainingMatches()
+    result = unify(cfg, tables, GENERATED_KEYS, match_method=training)
+    ignored = result.stats["frequent_values_ignored"]["email (match model)"]
+    assert ignored["top"] == [("none@shop.com", 60)]
+    # The strangers giving it are not paired by it (60 records would make 1,770 pairs on the e-mail address) and
+    # no comparison weighs it.
+    assert result.stats["match_method"]["pairs_per_rule"]["email"] < 200
+    precision, recall = pairwise(result, truth)
+    assert precision >= 0.98 and recall >= 0.9
+    assert result.stats["match_method"]["frequent_values_ignored"] == {"email": {"none@shop.com": 60}}
+    # explain --pair weighs two of its holders as the run did, and says why their addresses count for nothing.
+    shop = tables[("shop", "customers")]
+    a, b = shop.loc[shop["mail"] == "none@shop.com", "cid"].iloc[:2]
+    records = build_records(cfg, tables, GENERATED_KEYS)
+    pair = ("shop", "customers", a), ("shop", "customers", b)
+    info = explain_pair(records, cfg, make_normalizer(cfg), *pair, model=training.model)
+    rows = {c["comparison"]: c for c in info["probabilistic"]["comparisons"]}
+    assert rows["email"]["level"] == "null" and rows["email"]["weight"] == 0
+    assert info["probabilistic"]["too_frequent"] == {"email": {"none@shop.com": 60}}
+    assert not any(b["together"] for b in info["probabilistic"]["blocking"] if b["rule"] == ["email"])
+    assert "email 'none@shop.com' (60 records): ignored (missing)" in render_pair(info)
+
+
+def test_a_value_grown_too_frequent_since_the_last_run_has_its_pairs_found_afresh():
+    tables, _ = people(300, seed=8)
+    cfg = UnifyConfig.model_validate(GENERATED)
+    model, _ = train_from_tables(cfg, tables, GENERATED_KEYS)
+    first = unify(cfg, with_placeholder_mail(tables, 20), GENERATED_KEYS, match_method=ProbabilisticMatches(model))
+    grown = with_placeholder_mail(tables, 40)
+    ids = first.identity
+    nightly = unify(
+        cfg,
+        grown,
+        GENERATED_KEYS,
+        ids.identity_map,
+        ids.id_change,
+        "r2",
+        match_method=ProbabilisticMatches(model),
+        state=first.state,
+    )
+    assert nightly.stats["incremental"]["incremental"] is True
+    # The model's pairs are found afresh (the rules' plan stays incremental), and the result is a full run's.
+    assert "model_pairs_reused" not in nightly.stats["incremental"]
+    full = unify(
+        cfg, grown, GENERATED_KEYS, ids.identity_map, ids.id_change, "r2", match_method=ProbabilisticMatches(model)
+    )
+    for name in ("customer_profile", "alternate_key", "match_pairs"):
+        pd.testing.assert_frame_equal(getattr(nightly, name), getattr(full, name))
+    # Unchanged since: the next run reuses them again.
+    again = unify(
+        cfg,
+        grown,
+        GENERATED_KEYS,
+        nightly.identity.identity_map,
+        nightly.identity.id_change,
+        "r3",
+        match_method=ProbabilisticMatches(model),
+        state=nightly.state,
+    )
+    assert again.stats["incremental"]["model_pairs_reused"] > 0

@@ -43,11 +43,14 @@ class Table:
         n: number of records.
         source: per record, the code of the table it comes from (all 0 for one table); only link-only pairing
             reads it.
+        missing: values taken for missing after normalizing (column -> value -> records that held it), as a
+            caller reports them (a placeholder held by hundreds of records).
     """
 
     columns: dict[str, Column]
     n: int
     source: np.ndarray
+    missing: dict[str, dict[str, int]] = field(default_factory=dict, compare=False)
     _derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     def column(self, name: str) -> Column:
