@@ -103,7 +103,8 @@ def read_birth_dates(values: pd.Series) -> tuple[pd.Series, DateOrder | None]:
     Year-first and ``YYYYMMDD`` values are split as written; year-last ones in the column's order of day and month:
     the order more of its values can only be read in, else ``dd.mm.yyyy`` for dots and ``mm/dd/yyyy`` otherwise
     (as :func:`parse_times` reads them). Other text the project's date parser reads (``3 April 1990``) is written
-    out the same way; text it cannot read is kept as it is (stripped); blank is missing.
+    out the same way; text it cannot read is kept as it is (stripped); blank and year 0 (``00/00/0000``) are
+    missing.
     """
     if pd.api.types.is_datetime64_any_dtype(values):
         return values.dt.strftime("%Y-%m-%d").astype("string"), None
@@ -126,7 +127,9 @@ def read_birth_dates(values: pd.Series) -> tuple[pd.Series, DateOrder | None]:
     if rest.any():
         parsed = parse_times(text[rest])
         out[rest] = parsed.dt.strftime("%Y-%m-%d").astype("string").fillna(text[rest])
-    return out, order
+    # Year 0 is no one's: 00/00/0000 and 0000-00-00 are what systems write for an unknown date. Read as a date,
+    # two strangers holding it agreed on every part of it.
+    return out.mask(out.str.startswith("0000-", na=False)), order
 
 
 def _order(first: pd.Series, second: pd.Series, separators: pd.Series) -> DateOrder:

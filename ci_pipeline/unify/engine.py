@@ -274,7 +274,7 @@ def unify(
     candidates = apply_overrides(config, records, dedup_pairs, matched.pairs, base_dir)
     last_ids, previous_row = last_run.result() if last_run else (None, None)
     clustering = cluster_and_attach(config, records, candidates, matched, last_ids, previous_row)
-    warnings = prepared.warnings + candidates.warnings
+    warnings = prepared.warnings + list(getattr(match_method, "warnings", ())) + candidates.warnings
     uncomparable = matched.uncomparable
     del dedup_pairs, matched, candidates  # the candidate pairs are the largest frames of a run: free them now
     watch.lap("cluster")
@@ -902,7 +902,8 @@ def read_pair_file(path: Path, kind: str) -> list[tuple]:
     """
     header = ["left_source", "left_table", "left_key", "right_source", "right_table", "right_key"]
     try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, which would cling to the first name.
+        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
     except OSError as exc:
         raise UserError(f"unify.match.{kind}_file: cannot read {path} ({exc.strerror}); fix the path") from None
     if not rows or [c.strip() for c in rows[0]] != header:

@@ -159,9 +159,24 @@ def configured_settings(config: UnifyConfig, base: Settings | None = None) -> Se
     if config.match.probabilistic is None:
         return None
     try:
-        return Settings.from_dict(config.match.probabilistic, base)
+        settings = Settings.from_dict(config.match.probabilistic, base)
     except SettingsError as exc:
         raise SettingsError(f"unify.match.probabilistic: {exc}") from None
+    if problem := link_type_problem(config, settings.link_type):
+        raise SettingsError(problem)
+    return settings
+
+
+def link_type_problem(config: UnifyConfig, link_type: str) -> str | None:
+    """Why ``link_type`` cannot work for the configured tables (None: it can): ``link_only`` pairs only records of
+    different tables, so with one table it would compare no pair and link nothing."""
+    if link_type == "link_only" and len(config.tables) < 2:
+        return (
+            "unify.match.probabilistic.link_type: link_only pairs only records of different tables, and "
+            f"unify.tables holds one ({config.tables[0].ref if config.tables else 'none'}): no pair would be "
+            "compared; use link_type: dedupe (the default) to find the duplicates within it"
+        )
+    return None
 
 
 def check_settings(config: UnifyConfig) -> None:
@@ -226,6 +241,8 @@ def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) 
     # What scoring must find configured again (a key dropped since means the default's choice: another model).
     model.training["configured_keys"] = sorted(given or {})
     model.training["warnings"] = said
+    # The attributes mapped when it trained: one mapped since is not compared until the next training.
+    model.training["mapped"] = sorted(mapped)
     model.training["notes"] = notes  # the default's choices among them: information, not warnings
     return model, said, table
 
@@ -262,6 +279,32 @@ def scoring_settings(config: UnifyConfig, model: Model, columns: Iterable[str]) 
     return settings
 
 
+#: Settings only training reads: changed since the model trained, they wait for the next training.
+TRAINING_ONLY = ("training_blocking", "u_sample_pairs", "em_sample_pairs", "max_iterations", "tolerance", "seed")
+
+
+def waiting_for_training(config: UnifyConfig, model: Model) -> list[str]:
+    """What the configuration says that the stored model does not do until it is retrained: training settings
+    changed since it trained, attributes mapped since (the model compares only those it was trained on)."""
+    found = []
+    given = config.match.probabilistic or {}
+    if given:
+        now, then = configured_settings(config, model.settings).to_dict(), model.settings.to_dict()
+        changed = [k for k in TRAINING_ONLY if k in given and now.get(k) != then.get(k)]
+        if changed:
+            found.append(
+                f"unify.match.probabilistic: {', '.join(changed)} changed since the stored match model was trained; "
+                f"the run scores with the model as trained, and the change takes effect when you {RETRAIN}"
+            )
+    trained_on = model.training.get("mapped")
+    if trained_on is not None and (added := sorted(set(mapping(config)) - set(trained_on))):
+        found.append(
+            f"attribute(s) {', '.join(added)} mapped since the stored match model was trained: the model does not "
+            f"compare them until you {RETRAIN}"
+        )
+    return found
+
+
 def _refuse_dropped_keys(config: UnifyConfig, model: Model) -> None:
     """Refuse scoring when the model was trained with comparisons or strata configured that the configuration now
     leaves out: left out, they are the default's choice, which the model was not trained with."""
@@ -289,6 +332,8 @@ class ProbabilisticMatches:
         self.comparable: np.ndarray | None = None
         #: After a call: every candidate pair with its levels, kept for the next run (:meth:`state_key`).
         self.kept_pairs: pd.DataFrame | None = None
+        #: After a call: what the configuration asks that the stored model does only once retrained.
+        self.warnings: list[str] = []
 
     def state_key(self, config: UnifyConfig) -> str | None:
         """What the candidate pairs and their levels depend on besides the records (the model and the settings it
@@ -304,6 +349,7 @@ class ProbabilisticMatches:
         """The scored pairs; with an incremental ``how`` (see :mod:`ci_pipeline.unify.incremental`), only the pairs
         of new and changed records are blocked and compared, the last run's levels of the others reused."""
         settings = scoring_settings(config, self.model, mapping(config))
+        self.warnings = waiting_for_training(config, self.model)
         started = time.perf_counter()
         table = self._table(config, prepared, settings)
         prepared_s = round(time.perf_counter() - started, 3)

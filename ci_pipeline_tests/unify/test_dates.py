@@ -39,6 +39,12 @@ def test_without_evidence_dots_read_day_first_and_slashes_month_first(value, exp
     assert dates == [expected] and order.evidence == 0 and order.against == 0
 
 
+def test_a_date_of_year_0_is_what_systems_write_for_an_unknown_one_and_is_missing():
+    dates, _ = read(["00/00/0000", "0000-00-00", "01/02/0000", "1990-00-00"])
+    # A real year with an unknown month and day keeps what it says.
+    assert dates == [pd.NA, pd.NA, pd.NA, "1990-00-00"]
+
+
 def test_year_first_compact_typed_and_spelled_out_dates_are_written_alike():
     dates, order = read(["1857-1-2", "1956/04/09", "19560409", "3 April 1990", "unknown", "01041990"])
     # Text that is no date is kept as written (counted as unreadable, never silently a date).

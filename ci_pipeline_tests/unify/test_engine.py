@@ -240,6 +240,11 @@ def test_override_file(tmp_path):
     raw["match"]["always_match_file"] = "always.csv"
     r = unify(type(config()).model_validate(raw), frames(), KEYS, base_dir=tmp_path)
     assert customer_of(r, "crm", "contacts", "c2") == customer_of(r, "shop", "customers", "s3")
+    # Saved by a spreadsheet as "CSV UTF-8": a byte-order mark before the header is no part of it.
+    header = "left_source,left_table,left_key,right_source,right_table,right_key\n"
+    (tmp_path / "always.csv").write_bytes(("\ufeff" + header + "crm,contacts,c2,shop,customers,s3\n").encode())
+    r = unify(type(config()).model_validate(raw), frames(), KEYS, base_dir=tmp_path)
+    assert customer_of(r, "crm", "contacts", "c2") == customer_of(r, "shop", "customers", "s3")
     (tmp_path / "always.csv").write_text("left_source,left_table,left_key,right_source,right_table,right_key\nx,y\n")
     with pytest.raises(UserError, match="line"):
         unify(type(config()).model_validate(raw), frames(), KEYS, base_dir=tmp_path)

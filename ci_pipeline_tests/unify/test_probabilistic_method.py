@@ -39,6 +39,7 @@ from ci_pipeline.unify.probabilistic_method import (
     SETTINGS_PATH,
     ProbabilisticMatches,
     TrainingMatches,
+    check_settings,
     configured_settings,
     mapping,
     model_json,
@@ -779,3 +780,48 @@ def test_a_value_grown_too_frequent_since_the_last_run_has_its_pairs_found_afres
         state=nightly.state,
     )
     assert again.stats["incremental"]["model_pairs_reused"] > 0
+
+
+def test_link_only_with_one_table_is_refused_saying_to_deduplicate():
+    one = {"tables": GENERATED["tables"][:1], "match": {"method": "probabilistic"}}
+    cfg = UnifyConfig.model_validate(
+        one | {"match": {"method": "probabilistic", "probabilistic": {"link_type": "link_only"}}}
+    )
+    with pytest.raises(
+        SettingsError, match=r"link_type: link_only pairs only records of different tables.*crm\.contacts.*dedupe"
+    ):
+        check_settings(cfg)
+    # Two tables: accepted.
+    two = UnifyConfig.model_validate(
+        GENERATED | {"match": {"method": "probabilistic", "probabilistic": {"link_type": "link_only"}}}
+    )
+    check_settings(two)
+
+
+def test_training_settings_and_attributes_changed_since_training_are_said_to_wait_for_retraining():
+    tables, _ = people(300, seed=4)
+    shop = GENERATED["tables"][1]
+    no_phone = {**shop, "columns": {k: v for k, v in shop["columns"].items() if v != "phone"}}
+    base = {"tables": [GENERATED["tables"][0], no_phone]}
+    cfg = UnifyConfig.model_validate(base | {"match": {"method": "probabilistic"}})
+    model, _ = train_from_tables(cfg, tables, GENERATED_KEYS)
+    quiet = unify(cfg, tables, GENERATED_KEYS, match_method=ProbabilisticMatches(model))
+    assert not [w for w in quiet.warnings if "retrain" in w]
+    # A training setting changed since (the threshold is a scoring one, in effect at once).
+    changed = UnifyConfig.model_validate(
+        base | {"match": {"method": "probabilistic", "probabilistic": {"seed": 7, "threshold": 0.8}}}
+    )
+    said = [
+        w
+        for w in unify(changed, tables, GENERATED_KEYS, match_method=ProbabilisticMatches(model)).warnings
+        if "retrain" in w
+    ]
+    assert len(said) == 1 and said[0].startswith("unify.match.probabilistic: seed changed since the stored match model")
+    # The shop's phone mapped since: not compared until retrained.
+    added = UnifyConfig.model_validate(GENERATED)
+    said = [
+        w
+        for w in unify(added, tables, GENERATED_KEYS, match_method=ProbabilisticMatches(model)).warnings
+        if "retrain" in w
+    ]
+    assert len(said) == 1 and said[0].startswith("attribute(s) phone mapped since the stored match model was trained")

@@ -716,3 +716,18 @@ def test_strata_weights_looked_up_per_fit_equal_the_pair_by_pair_definition():
     assert scored["match_weight"].to_numpy() == pytest.approx(np.asarray(expected), rel=1e-12, abs=1e-12)
     # Every fit weighs some of the pairs.
     assert set(fits) == {-1, 0, 1}
+
+
+def test_training_rules_whose_every_pair_is_in_a_stratum_warn_that_no_other_pair_will_link():
+    records, _ = households(n=300)
+    names = household_settings(strata=((("first", "last"),),))
+    # The training rule finds only pairs of one name, all fitted apart: outside them the model expects no match.
+    settings = dataclasses.replace(names, training_blocking=(BlockingRule.parse(["first", "last"], "blocking"),))
+    with pytest.warns(UserWarning, match=r"agrees on a key of the strata \(\[first, last\]\).*links only pairs"):
+        model = train(records, settings)
+    assert model.prior <= 1e-12
+    # Trained on the blocking rules, some pairs fall outside the stratum: no such warning.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(records, names)
+    assert not [w for w in caught if "agrees on a key of the strata" in str(w.message)]

@@ -732,13 +732,26 @@ def train(
 def _fit_main(table: Table, settings: Settings, blocked: Blocked, seed, u_random, active, fixed, stratified: bool):
     """EM over the blocked pairs outside the strata (a sample of at most ``em_sample_pairs``): m (but the ``fixed``
     comparisons'), each training rule's match share, convergence, trace and the expected matches among all those
-    pairs. Without such pairs the main fit keeps the first stratum's m and expects no match outside the strata."""
+    pairs. Without such pairs the main fit keeps the first stratum's m and expects no match outside the strata (and
+    warns)."""
     comparisons = settings.comparisons
     if len(blocked.left) == 0:
         if not stratified:
             raise TrainingError(
                 f"the training blocking rules found no candidate pair to train on: add a rule. {FEW_DUPLICATES}"
             )
+        # Every pair they find agrees on a stratum's key, so nothing tells how likely a match is among the other
+        # pairs: the model expects none there and links next to none of them (its prior comes out at 1e-12). Right
+        # where every match shares such a key; said, since a hand-written training rule can do it by mistake.
+        keys = ", ".join(f"[{', '.join(k)}]" for stratum in settings.strata for k in stratum)
+        _warn(
+            f"every pair the training blocking rules find agrees on a key of the strata ({keys}), whose pairs are "
+            "fitted apart, so the model expects no match among the other pairs and links only pairs that agree on "
+            "such a key: if one person's records may differ on all of them, add a training rule on other fields (a "
+            "birth date, a postal code with a first name) or remove training_blocking to train on the blocking rules",
+            UserWarning,
+            stacklevel=3,
+        )
         return list(seed), np.zeros(0), True, [], 0.0
     blocked, sampled = _em_sample(blocked, settings)
     gamma = gamma_matrix(table, comparisons, blocked.left, blocked.right)
