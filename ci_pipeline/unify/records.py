@@ -282,8 +282,9 @@ def split_full_name(full: pd.Series) -> tuple[pd.Series, pd.Series]:
     the particles before it: "van Wijk"), after turning "Smith, John" round and dropping titles before the name and
     initials and suffixes after it.
 
-    A lone word is the first name, except in a column that writes most names last name first ("Smith, John"):
-    there a name without its comma is a last name whose given name is missing ("Davies").
+    A lone word is the name the column's other names hold it as more often: "Davies" where "Davies, Anna" is
+    written, "Anna" where "Smith, Anna" is. A word they hold as neither (or as both alike) is a last name in a
+    column that writes most names last name first ("Davies" without its given name), else the first name.
     """
     # trailing initials and generational suffixes ("Smith Jr.", "Smith B.") are not the last name
     written = re_replace(full.astype("string").str.strip(), SUFFIX, "", re.IGNORECASE)
@@ -295,7 +296,13 @@ def split_full_name(full: pd.Series) -> tuple[pd.Series, pd.Series]:
     first = re_extract(full, r"^\s*(\S+)")[0].astype("string")
     particles = "|".join(PARTICLES)
     last = re_extract(full, rf"(?i)\S\s+((?:(?:{particles})\.?\s+)*\S+)\s*$")[0].astype("string")
-    if last_first:
-        lone = first.notna() & last.isna()
-        last, first = last.mask(lone, first), first.mask(lone)
+    lone = first.notna() & last.isna()
+    if lone.any():
+        word = first[lone].str.casefold()
+        whole = last.notna()
+        as_first = word.map(first[whole].str.casefold().value_counts()).fillna(0).to_numpy()
+        as_last = word.map(last[whole].str.casefold().value_counts()).fillna(0).to_numpy()
+        moved = lone.copy()
+        moved[lone] = (as_last > as_first) | ((as_last == as_first) & last_first)
+        last, first = last.mask(moved, first), first.mask(moved)
     return first, last
