@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from ci_pipeline.config.base import Name, StrictModel
 from ci_pipeline.config.orchestration import Retraining
@@ -206,8 +206,20 @@ class UnifyTable(StrictModel):
         return self
 
 
+def _texts(ref):
+    """A record reference's parts as written: a key YAML read as a number is refused, since the text it stood for
+    is lost (``0012`` reads as 10, ``1e3`` as text, ``1.50`` as 1.5)."""
+    if isinstance(ref, list) and any(isinstance(part, int | float) and not isinstance(part, bool) for part in ref):
+        shown = ", ".join(repr(str(p)) if isinstance(p, int | float) else repr(p) for p in ref)
+        raise ValueError(
+            f"write each part of the record in quotes when it reads as a number: [{shown}] (YAML reads an unquoted "
+            "number as a number, and 0012 as 10)"
+        )
+    return ref
+
+
 #: A record reference in an override pair: [source, table, key].
-RecordRef = Annotated[list[str], Field(min_length=3, max_length=3)]
+RecordRef = Annotated[list[str], BeforeValidator(_texts), Field(min_length=3, max_length=3)]
 
 
 class Pair(StrictModel):

@@ -825,3 +825,11 @@ def test_training_settings_and_attributes_changed_since_training_are_said_to_wai
         if "retrain" in w
     ]
     assert len(said) == 1 and said[0].startswith("attribute(s) phone mapped since the stored match model was trained")
+
+
+def test_a_record_key_written_as_a_number_is_refused_saying_to_quote_it(tmp_path):
+    pair = {"left": ["crm", "contacts", 12], "right": ["loyalty", "members", "m1"]}
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, {"always_match": [pair]})
+    text = str(err.value)
+    assert "unify.match.always_match" in text and "in quotes" in text and "['crm', 'contacts', '12']" in text
