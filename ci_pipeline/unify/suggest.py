@@ -191,6 +191,10 @@ def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, floa
         return by_name, "high", f"name and {share:.0%} of values look like {by_name}", share
     if by_name in {"email", "phone", "postal_code", "gender"} and by_value and by_value not in {by_name, "custom"}:
         return by_value, "medium", f"name says {by_name} but values look like {by_value}", share
+    if by_name in CHECKED_BY_VALUE and len(values) and (held := _holds(values, by_name)) < 0.5:
+        # A column named for a contact field whose values are something else (phone_or_town holding towns) would
+        # block and match on that something else.
+        return "", "", f"the name says {by_name} but {held:.0%} of values look like {by_name}: {NOT_AN_ATTRIBUTE}", 0.0
     if by_name:
         return by_name, "medium", "column name", 0.0
     if by_value:
@@ -278,6 +282,19 @@ def _by_value(values: pd.Series) -> tuple[str | None, float]:
                 continue
             return kind, share
     return None, 0.0
+
+
+#: Types a column's name proposes only when half its values or more look like them.
+CHECKED_BY_VALUE = ("email", "phone")
+
+
+def _holds(values: pd.Series, kind: str) -> float:
+    """The share of ``values`` that look like ``kind`` (an e-mail address; a phone number of 7 to 15 digits)."""
+    pattern = dict(_VALUE_TESTS)[kind]
+    looks = values.str.fullmatch(pattern).fillna(False)
+    if kind == "phone":
+        looks &= values.str.replace(r"\D", "", regex=True).str.len().between(7, 15)
+    return float(looks.mean())
 
 
 def _phone_digits(values: pd.Series) -> bool:

@@ -114,7 +114,8 @@ def test_one_column_per_type_and_the_mapping_validates():
     got = suggestions.set_index("column")
     assert got.loc["billing_city", "suggested"] == "city" and got.loc["shipping_city", "suggested"] == "custom"
     assert "which billing_city takes" in got.loc["shipping_city", "reason"]
-    assert got.loc["email", "suggested"] == "email" and got.loc["email_opt_in", "suggested"] == "custom"
+    # email_opt_in holds yes and no, not addresses: no e-mail, and no attribute to match on.
+    assert got.loc["email", "suggested"] == "email" and got.loc["email_opt_in", "suggested"] == ""
     assert got.loc["created_at", "suggested"] == got.loc["total_spent", "suggested"] == ""
     assert got.loc["DOB", "suggested"] == "birth_date" and got.loc["phone_number", "suggested"] == "phone"
     typed = suggestions[~suggestions["suggested"].isin(["", "custom"])]
@@ -247,3 +248,19 @@ def test_dates_written_with_the_month_name_and_given_family_names_are_recognised
 def test_a_table_holding_only_a_city_is_told_so():
     verdict = customer_table_verdict(suggest_mapping(pd.DataFrame({"town": ["Leeds", "York"], "n": ["1", "2"]})))
     assert "its only customer attribute is city" in verdict
+
+
+def test_a_column_named_for_a_phone_or_email_whose_values_are_something_else_is_not_proposed_as_one():
+    frame = pd.DataFrame(
+        {
+            "phone_or_town": ["Leeds", "York", "Bath", "Hull"],
+            "contact_email": ["n/a", "ask at desk", "none", "-"],
+            "phone": ["+44 113 496 0000", "0113 496 0001", None, "n/a"],
+        }
+    )
+    rows = suggest_mapping(frame).set_index("column")
+    assert rows.loc["phone_or_town", "suggested"] == ""
+    assert "the name says phone but 0% of values look like phone" in rows.loc["phone_or_town", "reason"]
+    assert rows.loc["contact_email", "suggested"] == ""
+    # Half the values or more look like the type: the name decides, as before.
+    assert rows.loc["phone", "suggested"] == "phone"
