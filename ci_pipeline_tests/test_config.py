@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from ci_pipeline.config import load_config, resolve_secret
+from ci_pipeline.config.unify import DEFAULT_BYPASS, NormalizeConfig
 from ci_pipeline.errors import ConfigError, UserError
 
 MINIMAL = """
@@ -350,3 +353,13 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
     # An alias merged into a mapping (<<) is not a repeated key: the keys written beside it override its values.
     merged = MINIMAL.replace("        format: csv\n", "        <<: {format: parquet}\n        format: csv\n")
     assert load_config(write(tmp_path, merged)).sources["crm"].tables["contacts"].format == "csv"
+
+
+def test_the_documented_default_bypass_values_are_the_default_and_unquoted_entries_are_read_or_named():
+    text = (Path(__file__).parents[1] / "docs" / "config" / "unify.md").read_text()
+    block = text.split("```yaml\nnormalize:\n  bypass_values:")[1].split("```")[0]
+    assert yaml.safe_load("v:" + block)["v"] == DEFAULT_BYPASS
+    # 0 and yes unquoted are the text they stand for; null is no value, and the message says to quote it.
+    assert NormalizeConfig.model_validate({"bypass_values": [0, True, "n/a"]}).bypass_values == ["0", "true", "n/a"]
+    with pytest.raises(ValueError, match=r"write the placeholder in quotes, e.g. 'null'"):
+        NormalizeConfig.model_validate({"bypass_values": ["n/a", None]})

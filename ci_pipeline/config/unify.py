@@ -356,12 +356,24 @@ DEFAULT_BYPASS = [
 ]
 
 
+def _placeholders(values):
+    """Bypass values as written: YAML reads an unquoted ``null``, ``~`` or empty entry as no value, and ``0`` or
+    ``yes`` as a number or a truth value, which the user meant as text."""
+    if isinstance(values, list):
+        if any(v is None for v in values):
+            raise ValueError(
+                "an entry is no value: write the placeholder in quotes, e.g. 'null' (YAML reads null as none)"
+            )
+        return [str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v for v in values]
+    return values
+
+
 class NormalizeConfig(StrictModel):
     """Settings for the matching normalizations."""
 
     #: Values that never make records match (compared case- and whitespace-insensitively). All-zero phone
     #: numbers are always bypassed.
-    bypass_values: list[str] = DEFAULT_BYPASS
+    bypass_values: Annotated[list[str], BeforeValidator(_placeholders)] = DEFAULT_BYPASS
     #: Region for phone numbers written without a country code (ISO 3166 alpha-2).
     default_region: str = Field("US", pattern=r"^[A-Z]{2}$")
     #: Alias maps: name -> CSV file with header ``alias,canonical``; use as normalization ``alias:<name>``.

@@ -204,8 +204,8 @@ def report_text(report: dict) -> str:
     reused = [
         f"{report[k]:,} {what}"
         for k, what in (
-            ("pairs_reused", "rule pairs"),
-            ("model_pairs_reused", "model pairs"),
+            ("pairs_reused", "dedup and match pairs"),
+            ("model_pairs_reused", "model candidate pairs"),
             ("customers_reused", "customers"),
         )
         if report.get(k)

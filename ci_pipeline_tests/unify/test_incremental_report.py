@@ -14,13 +14,13 @@ def test_an_incremental_plan_says_what_was_new_and_what_was_reused():
         "records_changed": 0,
         "records_deleted": 0,
         "records_unchanged": 49518,
-        "pairs_reused": 0,
+        "pairs_reused": 18846,
         "model_pairs_reused": 232523,
         "customers_reused": 11172,
     }
     assert report_text(report) == (
         "incremental: 50,578 records (1,060 new, 0 changed, 0 deleted, 49,518 unchanged); "
-        "reused 232,523 model pairs, 11,172 customers"
+        "reused 18,846 dedup and match pairs, 232,523 model candidate pairs, 11,172 customers"
     )
 
 
