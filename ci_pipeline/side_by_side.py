@@ -50,7 +50,10 @@ def started(work: Callable[[], R], name: str) -> Future[R]:
         except BaseException as exc:  # handed to whoever asks for the result
             future.set_exception(exc)
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    # Not a daemon: a run that fails while the step is under way (a bad override file) would otherwise end the
+    # process with the thread inside DuckDB's or Arrow's native code, which aborts it ("terminate called ...").
+    # The interpreter waits for the step at exit instead: a step of one run, seconds at most.
+    threading.Thread(target=run, name=name, daemon=False).start()
     return future
 
 

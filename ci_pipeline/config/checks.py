@@ -27,8 +27,8 @@ from ci_pipeline.config.unify import (
     derived_attributes,
     unified_fields,
 )
-from ci_pipeline.grammar.blocking_keys import BlockingKeyError, parse_key
-from ci_pipeline.grammar.comparisons import comparison_problems
+from ci_pipeline.grammar.blocking_keys import BlockingKeyError, parse_key, rule_problem, strata_problems
+from ci_pipeline.grammar.comparisons import compared_twice_problem, comparison_problems
 from ci_pipeline.grammar.expression import parse, references
 from ci_pipeline.grammar.rules import (
     MAX_RULE_DEPTH,
@@ -613,18 +613,43 @@ def _probabilistic_problems(unify: UnifyConfig, mapped_anywhere: set[str]) -> li
     if not settings:
         return []
     key = "unify.match.probabilistic"
-    found = []
+    found = _listed_problems(settings, key)
     comparisons = settings.get("comparisons")
     for ci, spec in enumerate(comparisons if isinstance(comparisons, list) else []):
         found += comparison_problems(spec, f"{key}.comparisons[{ci}]", mapped_anywhere)
+    if isinstance(comparisons, list) and (twice := compared_twice_problem(comparisons, f"{key}.comparisons")):
+        found.append(twice)
     for rules_key in ("blocking", "training_blocking"):
         rules = settings.get(rules_key)
         for ri, rule in enumerate(rules if isinstance(rules, list) else []):
+            if problem := rule_problem(rule):
+                found.append(f"{key}.{rules_key}[{ri}]: {problem}")
             found += _key_problems(rule, f"{key}.{rules_key}[{ri}]", mapped_anywhere)
+    if "strata" in settings:
+        found += strata_problems(settings["strata"], f"{key}.strata")
     strata = settings.get("strata")
     for si, stratum in enumerate(strata if isinstance(strata, list) else []):
         for ki, rule in enumerate(stratum if isinstance(stratum, list) else [stratum]):
             found += _key_problems(rule, f"{key}.strata[{si}][{ki}]", mapped_anywhere)
+    return found
+
+
+def _listed_problems(settings: dict, key: str) -> list[str]:
+    """Comparisons and blocking rules given other than as a list, or none of them: the matcher needs a list of at
+    least one (``training_blocking`` may be empty: EM then trains on the blocking rules)."""
+    found = []
+    for listed, example in (
+        ("comparisons", "[{kind: exact, column: email}]"),
+        ("blocking", "[[email], [last_name, birth_date]]"),
+        ("training_blocking", "[[last_name, birth_date]]"),
+    ):
+        if listed not in settings:
+            continue
+        value = settings[listed]
+        if not isinstance(value, list) and value is not None:
+            found.append(f"{key}.{listed}: {value!r} is no list; give a list, for example {example}")
+        elif not value and listed != "training_blocking":
+            found.append(f"{key}.{listed}: is empty; list at least one, for example {example}")
     return found
 
 

@@ -60,7 +60,10 @@ def parse_key(text: object) -> KeyText:
     """
     match = _KEY.match(str(text))
     if not match:
-        raise BlockingKeyError(f"cannot read blocking key {text!r}; write a column or function(column)")
+        # YAML splits an unquoted [prefix(last_name, 3), birth_date] at the comma: 'prefix(last_name' and '3)'.
+        split = "(" in str(text) or ")" in str(text)
+        hint = "; quote a key holding a comma, for example 'prefix(last_name, 3)'" if split else ""
+        raise BlockingKeyError(f"cannot read blocking key {text!r}; write a column or function(column){hint}")
     function, column, argument, plain = match.groups()
     if plain:
         return KeyText(plain)
@@ -80,3 +83,32 @@ def parse_key(text: object) -> KeyText:
     if argument is not None:
         raise BlockingKeyError(f"{FUNCTIONS[function]} (one argument)")
     return KeyText(column, function)
+
+
+def rule_problem(spec: object) -> str | None:
+    """Why a blocking rule as written is neither one key nor a non-empty list of keys; None when it is either."""
+    if isinstance(spec, str) or (isinstance(spec, list | tuple) and spec):
+        return None
+    return f"a blocking rule is a key or a non-empty list of keys (for example [last_name, birth_date]), not {spec!r}"
+
+
+STRATA_EXAMPLE = "for example [[email, phone], [[first_name, last_name]]]"
+
+
+def strata_problems(strata: object, where: str = "strata") -> list[str]:
+    """What makes strata as written no list of strata, each a non-empty list of keys and a key one key or a
+    non-empty list of keys (the keys themselves are read by :func:`parse_key`); each problem starts with its path."""
+    if not isinstance(strata, list | tuple):
+        return [f"{where}: {strata!r} is no list of strata ({STRATA_EXAMPLE})"]
+    found = []
+    for i, keys in enumerate(strata):
+        if not isinstance(keys, list | tuple) or not keys:
+            found.append(f"{where}[{i}]: {keys!r} is no list of keys ({STRATA_EXAMPLE})")
+            continue
+        found += [
+            f"{where}[{i}]: key {key!r} is neither a column nor a list of columns ({STRATA_EXAMPLE})"
+            for key in keys
+            if not isinstance(key, str)
+            and not (isinstance(key, list | tuple) and key and all(isinstance(c, str) for c in key))
+        ]
+    return found

@@ -133,8 +133,46 @@ def threshold_problems(kind: str, thresholds, where: str) -> list[str]:
     return []
 
 
+def parameters_of(spec: dict) -> dict:
+    """A description's values as a comparison takes them: lists as tuples, and a single threshold as a list of one
+    (``thresholds: 0.9`` means one threshold)."""
+    out = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+    if "thresholds" in out and not isinstance(out["thresholds"], tuple):
+        out["thresholds"] = (out["thresholds"],)
+    return out
+
+
+def _compared_columns(spec: dict) -> tuple[str, ...]:
+    """The columns whose agreement a comparison description weighs: its column and the general places of ``then``
+    (``swap_with`` is only read for the swapped level, which another comparison weighs as its own column)."""
+    then = spec.get("then") or ()
+    return (spec.get("column"), *(then if isinstance(then, list | tuple) else ()))
+
+
+def compared_twice_problem(specs: list, where: str = "comparisons") -> str | None:
+    """Columns that several comparisons weigh (:func:`_compared_columns`), or None: the model takes its comparisons as
+    independent evidence, so a column weighed twice counts its agreement twice."""
+    by_column: dict[str, list[str]] = {}
+    for i, spec in enumerate(specs):
+        if isinstance(spec, dict):
+            for j, column in enumerate(_compared_columns(spec)):
+                if isinstance(column, str):
+                    by_column.setdefault(column, []).append(f"[{i}]" + ("" if j == 0 else f".then[{j - 1}]"))
+    twice = {column: at for column, at in by_column.items() if len(at) > 1}
+    if not twice:
+        return None
+    said = "; ".join(f"{column} by comparisons{' and comparisons'.join(at)}" for column, at in sorted(twice.items()))
+    then = " (a column among a place's 'then' is compared there)" if ".then[" in said else ""
+    return f"{where}: column(s) compared twice ({said}); keep one comparison each{then}"
+
+
 def _parameter_problems(kind: Kind, spec: dict, where: str) -> list[str]:
     found = []
+    if not isinstance(spec.get("term_frequency", False), bool):
+        found.append(
+            f"{where}.term_frequency: {spec['term_frequency']!r} is not a yes or no; write term_frequency: true "
+            "(or false), unquoted"
+        )
     if "thresholds" in spec:
         found += threshold_problems(kind.name, spec["thresholds"], f"{where}.thresholds")
     if "prefix_length" in spec:
@@ -174,11 +212,16 @@ def _without_problems(kind: Kind, spec: dict, where: str) -> list[str]:
     if isinstance(without, str) or not isinstance(without, list | tuple):
         return [f"{where}.without: list the levels to leave out, for example [nickname]"]
     try:
-        levels = kind.all_levels({k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})[:-1]
+        levels = kind.all_levels(parameters_of(spec))[:-1]
     except (TypeError, KeyError, ValueError):
         return []  # malformed parameters are reported on their own key
     unknown = [level for level in without if level not in levels]
     if not unknown:
+        if set(levels) <= set(without):
+            return [
+                f"{where}.without: leaves out every level but else; a comparison needs at least one level besides "
+                f"else: keep one of {', '.join(levels)} (or remove the comparison)"
+            ]
         return []
     hint = "".join(did_you_mean(str(level), levels) for level in unknown)
     return [

@@ -893,6 +893,10 @@ def _override_pairs(
     return (np.array(left, dtype=np.int64), np.array(right, dtype=np.int64)), notes
 
 
+#: Column names of a file that labels each pair as a match or not.
+LABEL_COLUMNS = {"match", "is_match", "label", "same_person", "duplicate"}
+
+
 def read_pair_file(path: Path, kind: str) -> list[tuple]:
     """The pairs of an override file (``unify.match.<kind>_file``): ``(left, right, where)``, each side
     ``(source, table, key)`` and ``where`` the file and line.
@@ -908,7 +912,15 @@ def read_pair_file(path: Path, kind: str) -> list[tuple]:
         raise UserError(f"unify.match.{kind}_file: cannot read {path} ({exc.strerror}); fix the path") from None
     if not rows or [c.strip() for c in rows[0]] != header:
         found = ",".join(rows[0]) if rows else "an empty file"
-        raise UserError(f"{path}: the first line must be the header {','.join(header)}, not {found}")
+        # A file of labelled pairs of both kinds (a match column) is two files here: say how to split it.
+        labels = any(c.strip().lower() in LABEL_COLUMNS for c in (rows[0] if rows else []))
+        split = (
+            ": a file of labelled pairs goes in two, the pairs of one person in always_match_file and the others "
+            "in never_match_file, each naming a pair's records by source, table and key"
+            if labels
+            else ""
+        )
+        raise UserError(f"{path}: the first line must be the header {','.join(header)}, not {found}{split}")
     out, bad = [], []
     for line, row in enumerate(rows[1:], start=2):
         if not row:

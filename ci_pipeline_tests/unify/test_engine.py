@@ -245,6 +245,10 @@ def test_override_file(tmp_path):
     (tmp_path / "always.csv").write_bytes(("\ufeff" + header + "crm,contacts,c2,shop,customers,s3\n").encode())
     r = unify(type(config()).model_validate(raw), frames(), KEYS, base_dir=tmp_path)
     assert customer_of(r, "crm", "contacts", "c2") == customer_of(r, "shop", "customers", "s3")
+    # A file of labelled pairs of both kinds: the message says how to split it.
+    (tmp_path / "always.csv").write_text("left,right,match\nc2,s3,true\n")
+    with pytest.raises(UserError, match=r"the first line must be the header .* in never_match_file"):
+        unify(type(config()).model_validate(raw), frames(), KEYS, base_dir=tmp_path)
     (tmp_path / "always.csv").write_text("left_source,left_table,left_key,right_source,right_table,right_key\nx,y\n")
     with pytest.raises(UserError, match="line"):
         unify(type(config()).model_validate(raw), frames(), KEYS, base_dir=tmp_path)

@@ -102,7 +102,7 @@ def household_settings(**options) -> Settings:
             NameComparison("first", term_frequency=True, swap_with="last"),
             NameComparison("last", term_frequency=True, swap_with="first"),
             EmailComparison("email"),
-            PlaceComparison("street", then=("last",)) if options.pop("place", False) else ExactMatch("street"),
+            PlaceComparison("street", then=("city",)) if options.pop("place", False) else ExactMatch("street"),
             DateComparison("born"),
         ),
         blocking=tuple(
@@ -244,7 +244,7 @@ def test_place_comparison_levels_run_from_the_street_to_the_general_places():
     no_zip = PlaceComparison("street", then=("zip", "city"), without=("same_zip",))
     assert no_zip.gamma(table, left, right).tolist() == [0, 1, 3, 3, 3, -1, 4]
     assert Settings.from_dict({**household_settings(place=True).to_dict()}).comparisons[3] == PlaceComparison(
-        "street", then=("last",)
+        "street", then=("city",)
     )
 
 

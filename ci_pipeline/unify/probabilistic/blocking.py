@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.arrays import pairs_sharing_code
-from ci_pipeline.grammar.blocking_keys import BlockingKeyError, KeyText, parse_key
+from ci_pipeline.grammar.blocking_keys import BlockingKeyError, KeyText, parse_key, rule_problem
 from ci_pipeline.side_by_side import each
 from ci_pipeline.unify.probabilistic.comparisons import SettingsError, date_parts, nickname_codes
 from ci_pipeline.unify.probabilistic.table import Table
@@ -91,10 +91,10 @@ class BlockingRule:
     @classmethod
     def parse(cls, spec, where: str) -> BlockingRule:
         """A rule from a list of keys or one key (``[first_name, prefix(last_name, 3)]`` or ``email``)."""
-        items = [spec] if isinstance(spec, str) else spec
-        if not isinstance(items, list | tuple) or not items:
-            raise SettingsError(f"{where}: a blocking rule is a key or a non-empty list of keys, not {spec!r}")
-        return cls(tuple(Key.parse(k, where) for k in items))
+        problem = rule_problem(spec)
+        if problem:
+            raise SettingsError(f"{where}: {problem}")
+        return cls(tuple(Key.parse(k, where) for k in ([spec] if isinstance(spec, str) else spec)))
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -185,6 +185,7 @@ def block(
     max_pairs_per_rule: int,
     link_only: bool,
     touched: np.ndarray | None = None,
+    where: str = "blocking",
 ) -> Blocked:
     """The candidate pairs of ``rules`` (OR-ed) over ``table``.
 
@@ -195,6 +196,8 @@ def block(
         link_only: pair only records of different sources (``table.source``).
         touched: per record, whether it is new or changed: when given, only the pairs holding one are formed
             (with the first rule that finds each, as without it); ``counts`` then count those pairs only.
+        where: the settings key the rules are listed under: a refused rule is named by its key path
+            (``blocking[10]``), as ``validate`` names it.
 
     Raises:
         SettingsError: a rule generates more than ``max_pairs_per_rule`` pairs; the message gives the count and
@@ -210,7 +213,7 @@ def block(
         if expected > max_pairs_per_rule:
             common = ", ".join(f"{c}={_value(table, c, top)!r}" for c in rule.columns)
             raise SettingsError(
-                f"blocking rule {index + 1} [{rule}] would generate {expected:,} pairs, more than the limit of "
+                f"{where}[{index}] [{rule}] would generate {expected:,} pairs, more than the limit of "
                 f"{max_pairs_per_rule:,} (its most common key holds {common}): add a key to the rule, drop it, or "
                 "raise max_pairs_per_rule"
             )

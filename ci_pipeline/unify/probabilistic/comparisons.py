@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from rapidfuzz import distance, process
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.grammar.comparisons import KINDS, comparison_problems
+from ci_pipeline.grammar.comparisons import KINDS, comparison_problems, parameters_of
 from ci_pipeline.unify.dates import parse_times
 from ci_pipeline.unify.normalize import alternative_nicknames, nicknames
 from ci_pipeline.unify.probabilistic.table import Table
@@ -640,5 +640,5 @@ def comparison_from_dict(spec: dict, where: str = "comparisons") -> Comparison:
     found = comparison_problems(spec, where)
     if found:
         raise SettingsError("; ".join(found))
-    args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "kind"}
+    args = {k: v for k, v in parameters_of(spec).items() if k != "kind"}
     return LIBRARY[spec["kind"]](**args)

@@ -683,7 +683,8 @@ def train(
     sample_left, sample = sample_left[outside], sample[outside]
     u_random = [_frequencies(len(c.levels), sample[:, j]) for j, c in enumerate(comparisons)]
 
-    blocked: Blocked = block(table, settings.training_rules, settings.max_pairs_per_rule, link_only)
+    where = "training_blocking" if settings.training_blocking else "blocking"
+    blocked: Blocked = block(table, settings.training_rules, settings.max_pairs_per_rule, link_only, where=where)
     keep = ~_agree(table, every_key, blocked.left, blocked.right)
     blocked = Blocked(blocked.left[keep], blocked.right[keep], blocked.rule[keep], blocked.counts)
     fixed: frozenset = frozenset()
@@ -834,7 +835,7 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
     weighs them)."""
     link_only = settings.link_type == "link_only"
     rules = tuple(BlockingRule(tuple(Key.parse(c, "strata") for c in key)) for key in keys)
-    pairs = block(table, rules, settings.max_pairs_per_rule, link_only)
+    pairs = block(table, rules, settings.max_pairs_per_rule, link_only, where=f"strata {list(map(list, keys))}: key")
     left, right = _outside(table, earlier, pairs.left, pairs.right)
     said = "pairs agreeing on " + " or ".join(f"[{r}]" for r in rules)
     if len(left) < MIN_STRATUM_PAIRS:

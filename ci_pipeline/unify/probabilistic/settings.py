@@ -6,10 +6,14 @@ settings it was trained on, so scoring with settings whose comparisons differ is
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Literal
 
+from ci_pipeline.grammar.blocking_keys import strata_problems
+from ci_pipeline.grammar.comparisons import compared_twice_problem
 from ci_pipeline.unify.probabilistic.blocking import BlockingRule, Key, key_columns
 from ci_pipeline.unify.probabilistic.comparisons import Comparison, SettingsError, comparison_from_dict
 from ci_pipeline.unify.probabilistic.joint import PlaceComparison  # noqa: F401 (adds the 'place' kind to the library)
@@ -31,6 +35,39 @@ KEYS = frozenset(
 #: The keys a trained model is bound to: scoring with other comparisons or strata needs another model. The others
 #: (threshold, blocking, the training budget) may change between trainings.
 TRAINED_KEYS = ("comparisons", "strata")
+
+
+#: The numeric options: whether each is a whole number, and how to write it.
+NUMBERS = {
+    "threshold": (False, "give a match probability between 0 and 1, for example 0.9"),
+    "tolerance": (False, "give a small number between 0 and 1, for example 1.0e-05"),
+    "max_pairs_per_rule": (True, "give a whole number of 1 or more, for example 20000000"),
+    "u_sample_pairs": (True, "give a whole number of 1 or more, for example 1000000"),
+    "em_sample_pairs": (True, "give a whole number of 1 or more, for example 2000000"),
+    "max_iterations": (True, "give a whole number of 1 or more, for example 5000"),
+    "seed": (True, "give a whole number of 0 or more, for example 42"),
+}
+
+
+def _number(key: str, value, how: tuple[bool, str]) -> int | float:
+    """``value`` as the number option ``key`` takes, or a SettingsError naming the key, the value and the fix.
+
+    YAML reads 1e6 and 1e-5 (no dot in the mantissa) as text, and a user who writes them means the number: numeric
+    text is read as one. A whole-number option takes a number that is whole (1e6 is 1000000)."""
+    whole, fix = how
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, numbers.Real) or not math.isfinite(number):
+        raise SettingsError(f"{key}: {value!r} is not a number; {fix}")
+    if not whole:
+        return float(number)
+    if number != int(number):
+        raise SettingsError(f"{key}: {value!r} is not a whole number; {fix}")
+    return int(number)
 
 
 @dataclass(frozen=True)
@@ -78,17 +115,20 @@ class Settings:
     def __post_init__(self):
         if not self.comparisons:
             raise SettingsError("comparisons: list at least one comparison")
-        names = [c.name for c in self.comparisons]
-        twice = sorted({n for n in names if names.count(n) > 1})
+        twice = compared_twice_problem([c.to_dict() for c in self.comparisons])
         if twice:
-            raise SettingsError(f"comparisons: column(s) {', '.join(twice)} compared twice; keep one comparison each")
+            raise SettingsError(twice)
         if self.link_type not in ("dedupe", "link_only"):
             raise SettingsError(f"link_type: {self.link_type!r} is neither 'dedupe' nor 'link_only'")
+        for key, how in NUMBERS.items():
+            object.__setattr__(self, key, _number(key, getattr(self, key), how))
         if not 0 < self.threshold < 1:
             raise SettingsError(f"threshold: {self.threshold} is no match probability; give one between 0 and 1")
         for key in ("max_pairs_per_rule", "u_sample_pairs", "em_sample_pairs", "max_iterations"):
-            if int(getattr(self, key)) < 1:
+            if getattr(self, key) < 1:
                 raise SettingsError(f"{key}: {getattr(self, key)} must be a whole number of 1 or more")
+        if self.seed < 0:
+            raise SettingsError(f"seed: {self.seed} must be a whole number of 0 or more")
         object.__setattr__(self, "strata", _read_strata(self.strata))
         if not 0 < self.tolerance < 1:
             raise SettingsError(f"tolerance: {self.tolerance} must be between 0 and 1")
@@ -116,7 +156,7 @@ class Settings:
             if col not in available
         ]
         problems += [
-            f"{key} rule {i + 1} [{rule}] reads column {c!r}"
+            f"{key}[{i}] [{rule}] reads column {c!r}"
             for key, rules in (("blocking", self.blocking), ("training_blocking", self.training_blocking))
             for i, rule in enumerate(rules)
             for k in rule.keys
@@ -189,23 +229,15 @@ class Settings:
 
 def _read_strata(strata) -> tuple[tuple[tuple[str, ...], ...], ...]:
     """Strata as tuples: each a list of keys, a key a column name or a list of them; anything else is an error."""
-    example = "for example [[email, phone], [[first_name, last_name]]]"
-    if not isinstance(strata, tuple | list):
-        raise SettingsError(f"strata: {strata!r} is no list of strata ({example})")
-    out = []
-    for i, keys in enumerate(strata):
-        if not isinstance(keys, tuple | list) or not keys:
-            raise SettingsError(f"strata[{i}]: {keys!r} is no list of keys ({example})")
-        read = []
+    found = strata_problems(strata)
+    if found:
+        raise SettingsError("; ".join(found))
+    out = tuple(tuple((key,) if isinstance(key, str) else tuple(key) for key in keys) for keys in strata)
+    for i, keys in enumerate(out):
         for key in keys:
-            columns = (key,) if isinstance(key, str) else key
-            if not isinstance(columns, tuple | list) or not columns or not all(isinstance(c, str) for c in columns):
-                raise SettingsError(f"strata[{i}]: key {key!r} is neither a column nor a list of columns ({example})")
-            for part in columns:
+            for part in key:
                 Key.parse(part, f"strata[{i}]")
-            read.append(tuple(columns))
-        out.append(tuple(read))
-    return tuple(out)
+    return out
 
 
 def over(data: dict, base: Settings) -> dict:
@@ -226,7 +258,7 @@ def placeholder(**given) -> Settings:
 
 def option_problems(data: dict) -> list[str]:
     """The mistakes of a description's keys other than its comparisons, rules and strata (which the configuration
-    checks one by one): unknown keys and values out of range, each a line naming its key."""
+    checks one by one): unknown keys and values out of range or of the wrong type, each a line naming its key."""
     if not isinstance(data, dict):
         return [f"probabilistic settings must be a mapping, not {type(data).__name__}"]
     options = {k: v for k, v in data.items() if k not in ("comparisons", "blocking", "training_blocking", "strata")}
@@ -234,6 +266,4 @@ def option_problems(data: dict) -> list[str]:
         Settings.from_dict(options, placeholder())
     except SettingsError as exc:
         return [str(exc)]
-    except (TypeError, ValueError) as exc:
-        return [f"a value of the wrong type ({exc})"]
     return []

@@ -103,7 +103,7 @@ def test_an_exploding_rule_is_refused_with_its_count_and_value():
     with pytest.raises(SettingsError) as caught:
         block(table, rules("email", "country"), 10_000, link_only=False)
     message = str(caught.value)
-    assert "blocking rule 2 [country] would generate 1,999,000 pairs" in message
+    assert "blocking[1] [country] would generate 1,999,000 pairs" in message
     assert "country='us'" in message and "limit of 10,000" in message
 
 

@@ -350,7 +350,7 @@ def test_em_trains_on_the_training_rules_and_scores_the_blocking_rules():
     assert [r["rule"] for r in model.training["pairs_per_rule"]] == ["a & b", "a & c", "b & c"]
     scored = predict(model, records)
     assert set(scored["rule"].unique()) == {"a & b", "a & c", "b & c", "c & d"}
-    with pytest.raises(SettingsError, match=r"training_blocking rule 1 \[e\] reads column 'e'"):
+    with pytest.raises(SettingsError, match=r"training_blocking\[0\] \[e\] reads column 'e'"):
         Settings(base.comparisons, base.blocking, training_blocking=(BlockingRule.parse("e", "t"),)).check_columns(
             records.columns
         )
