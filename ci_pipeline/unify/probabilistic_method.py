@@ -48,9 +48,17 @@ from ci_pipeline.unify.probabilistic.table import Column, Table
 #: The rule name of the model's pairs in ``match_pairs``.
 RULE_NAME = "probabilistic"
 
-#: Pairs below the threshold are kept in ``match_pairs`` (not accepted) from this probability on: the near misses
-#: a user may want to review; weaker candidates are only counted.
-REVIEW_PROBABILITY = 0.5
+#: Pairs below the threshold are kept in ``match_pairs`` (not accepted) while their odds of a match are at least
+#: the threshold's over this factor: the near misses a user reviews, and what ``explain`` lists as compared and
+#: rejected; weaker candidates are only counted. At the default threshold of 0.5, from a probability of 1/11 on.
+REVIEW_ODDS_FACTOR = 10.0
+
+
+def review_probability(threshold: float) -> float:
+    """The probability from which a pair below ``threshold`` is kept for review (:data:`REVIEW_ODDS_FACTOR`)."""
+    odds = threshold / (1 - threshold) / REVIEW_ODDS_FACTOR
+    return odds / (1 + odds)
+
 
 #: How to retrain, told with every error about a stored model.
 TRAIN_STEP = "`ci-pipeline run --job train_match_model` (or materialize the asset unify/match_model)"
@@ -364,7 +372,7 @@ class ProbabilisticMatches:
         scored = score_pairs(self.model, table, settings, touched, kept)
         self.kept_pairs = None if config.match.rules else state_pairs(scored, settings)
         rules = rule_matches(config, prepared) if config.match.rules else None
-        reviewed = np.flatnonzero((scored.probability >= REVIEW_PROBABILITY) | scored.link)
+        reviewed = np.flatnonzero((scored.probability >= review_probability(settings.threshold)) | scored.link)
         pairs = _pairs(scored, reviewed, len(config.match.rules))
         if rules is not None:
             # Hybrid: a pair a rule accepts is a link outright; the model's verdict on it adds nothing.

@@ -21,7 +21,7 @@ from ci_pipeline.errors import ConfigError, UserError
 from ci_pipeline.lake import Lake
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.engine import make_normalizer
-from ci_pipeline.unify.explain import explain_pair, render_pair
+from ci_pipeline.unify.explain import explain_pair, explain_record, render_pair
 from ci_pipeline.unify.incremental import STATE_DIR
 from ci_pipeline.unify.probabilistic import (
     BlockingRule,
@@ -833,3 +833,23 @@ def test_a_record_key_written_as_a_number_is_refused_saying_to_quote_it(tmp_path
         load(tmp_path, {"always_match": [pair]})
     text = str(err.value)
     assert "unify.match.always_match" in text and "in quotes" in text and "['crm', 'contacts', '12']" in text
+
+
+def test_near_misses_below_the_threshold_are_published_for_review_and_explained_as_rejected():
+    tables, _ = people(300, seed=6)
+    cfg = UnifyConfig.model_validate(GENERATED)
+    model, _ = train_from_tables(cfg, tables, GENERATED_KEYS)
+    r = unify(cfg, tables, GENERATED_KEYS, match_method=ProbabilisticMatches(model))
+    pairs = r.match_pairs[r.match_pairs.Rule == "probabilistic"]
+    chance = pairs.Scores.map(lambda s: json.loads(s)["match_probability"])
+    near = pairs[~pairs.Accepted]
+    # At the default threshold 0.5, pairs whose odds are within a factor of ten of it: from 1/11 on.
+    assert len(near) == r.stats["match_method"]["near_misses"] > 0
+    assert (chance[~pairs.Accepted] >= 1 / 11 - 1e-6).all() and (chance[~pairs.Accepted] < 0.5).all()
+    assert (chance[pairs.Accepted] >= 0.5).all()
+    # explain on a record of such a pair lists it as compared and rejected.
+    row = near.iloc[0]
+    info = explain_record(
+        row.LeftSource, row.LeftTable, row.LeftKey, r.alternate_key, r.match_pairs, r.customer_profile
+    )
+    assert info["rejected"]
