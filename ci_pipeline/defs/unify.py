@@ -33,6 +33,7 @@ from ci_pipeline.unify import (
     train_from_tables,
     unify,
 )
+from ci_pipeline.unify.engine import WEAKEST_LISTED
 from ci_pipeline.unify.incremental import read_state, report_text, state_ahead
 from ci_pipeline.unify.probabilistic.chart import weight_bars
 
@@ -276,12 +277,8 @@ def _model_asset(config: ProjectConfig):
 def _model_metadata(model, frames: dict, url: str, run_id: str) -> dict:
     """What the model learnt, as native tables: m, u and weight per level, the EM trace; the prior and the
     iterations as numbers the UI plots over retrainings; what it was trained on."""
-    levels = [
-        {"comparison": p.name, "level": level, "m": round(m, 6), "u": round(u, 6), "weight": round(w, 3), "note": ""}
-        for p in model.parameters
-        for level, m, u, w in zip(p.levels, p.m, p.u, p.weights, strict=True)
-    ]
-    levels += [{"comparison": p.name, "level": "(no evidence)", "note": p.note} for p in model.parameters if p.note]
+    fits = [("main", model.parameters)] + [(_stratum_name(s), s.parameters) for s in model.strata]
+    levels = [row for fit, parameters in fits for row in _level_rows(fit, parameters)]
     bars = weight_bars(
         [
             (f"{p.name} {level}", w)
@@ -290,8 +287,20 @@ def _model_metadata(model, frames: dict, url: str, run_id: str) -> dict:
             for level, w in zip(p.levels, p.weights, strict=True)
         ]
     )
+    strata = [
+        {
+            "stratum": _stratum_name(s),
+            "pairs": s.pairs,
+            "match_share": _significant(s.share),
+            "prior_weight": round(s.prior_weight, 3),
+            "converged": s.converged,
+        }
+        for s in model.strata
+    ]
     return {
-        "parameters": table_of(levels, ["comparison", "level", "m", "u", "weight", "note"]),
+        "parameters": table_of(levels, ["fit", "comparison", "level", "m", "u", "weight", "note"]),
+        # Pairs agreeing on a stratum's key are weighed by its own fit (prior, m and u), not the main one.
+        "strata": table_of(strata, ["stratum", "pairs", "match_share", "prior_weight", "converged"]),
         # The same weights drawn: against a match left of the axis, for one right of it.
         "weights_chart": dg.MetadataValue.md("```\n" + "\n".join(bars) + "\n```"),
         "prior_match_probability": dg.MetadataValue.float(float(model.prior)),
@@ -306,6 +315,31 @@ def _model_metadata(model, frames: dict, url: str, run_id: str) -> dict:
         **_training_metadata(model.training, run_id, {f"{s}.{t}": len(f) for (s, t), f in frames.items()}),
         "settings": dg.MetadataValue.md(f"```yaml\n{model.training['settings_yaml']}```"),
     }
+
+
+def _stratum_name(stratum) -> str:
+    """A stratum by its keys: ``stratum [email] or [phone]``."""
+    return "stratum " + " or ".join(f"[{', '.join(key)}]" for key in stratum.keys)
+
+
+def _significant(x: float) -> float:
+    """Four significant digits: a u of 3.2e-07 rounded to six decimals would read 0, and its weight not add up."""
+    return float(f"{x:.4g}")
+
+
+def _level_rows(fit: str, parameters) -> list[dict]:
+    """A fit's m, u and weight per level. A level weighing more than exact agreement (a swap or an initial that
+    hardly any pair reached, m and u both near their pseudo-counts) is noted: its weight says little."""
+    rows = []
+    for p in parameters:
+        exact = p.weights[0]
+        for level, m, u, w in zip(p.levels, p.m, p.u, p.weights, strict=True):
+            note = "weighs more than exact agreement: too rarely reached to tell" if w > exact + 1e-9 else ""
+            row = {"fit": fit, "comparison": p.name, "level": level, "m": _significant(m), "u": _significant(u)}
+            rows.append(row | {"weight": round(w, 3), "note": note})
+        if p.note:
+            rows.append({"fit": fit, "comparison": p.name, "level": "(no evidence)", "note": p.note})
+    return rows
 
 
 def _read_optional(store, asset_key: dg.AssetKey) -> pd.DataFrame | None:
@@ -407,8 +441,8 @@ def output_metadata(result: UnifyResult, guard_events_url: str) -> dict[str, dic
             ),
             # Customers held together by chains of single links: the ones to review first.
             "weakly_held_customers": s["cluster_density"]["weakly_held"],
-            f"weakly_held_customers (weakest {FIRST_N})": table_of(
-                s["cluster_density"]["weakest"][:FIRST_N], ["customer_id", "records", "links", "density"]
+            f"weakly_held_customers (weakest {WEAKEST_LISTED})": table_of(
+                s["cluster_density"]["weakest"], ["customer_id", "records", "links", "density"]
             ),
         },
         "match_pairs": {
@@ -498,9 +532,6 @@ def _training_metadata(training: dict, run_id: str, tables: dict[str, int]) -> d
         **numbers("training", {k: training[k] for k in fixed if k in training}),
         "training_tables": counts_table(tables, "table", "records"),
         "training_pairs_per_rule": table_of(training.get("pairs_per_rule", []), ["rule", "pairs", "new"]),
-        "training_strata_pairs": table_of(
-            [{"stratum": i, "pairs": n} for i, n in enumerate(training.get("strata_pairs", []))], ["stratum", "pairs"]
-        ),
         "training_warnings": bullet_list(training.get("warnings", [])),
     }
 

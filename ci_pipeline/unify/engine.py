@@ -362,6 +362,11 @@ def _run_stats(config, prepared, clustering, identified, uncomparable, increment
     stats["incremental"] = incremental
     if getattr(match_method, "report", None):
         stats["match_method"] = match_method.report
+        # The model's row counts the pairs it compared, as a rule's counts the pairs it blocked: its published
+        # pairs are only the links and near misses.
+        for row in stats["rules"]:
+            if row["rule"] == match_method.report.get("rule_name"):
+                row["candidates"] = match_method.report["candidate_pairs"]
         for column, values in match_method.report.get("frequent_values_ignored", {}).items():
             stats["frequent_values_ignored"][f"{column} (match model)"] = _frequent_entry(values)
     return stats

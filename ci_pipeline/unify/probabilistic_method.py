@@ -389,6 +389,7 @@ class ProbabilisticMatches:
         per_rule = np.bincount(scored.pairs.rule, minlength=len(settings.blocking))
         self.report = {
             "method": "probabilistic" if rules is None else "probabilistic with rules",
+            "rule_name": RULE_NAME,
             "threshold": settings.threshold,
             "candidate_pairs": len(scored.pairs),
             "pairs_per_rule": {str(r): int(c) for r, c in zip(settings.blocking, per_rule, strict=True)},

@@ -156,7 +156,7 @@ def test_unify_statistics_are_plottable_numbers_and_native_tables(materialized):
     assert sizes["1"] == 4 and sizes["3"] == 1, "Ann: two contacts and one account; the rest alone"
     # Ann's three records are linked pair by pair, not through a chain: no customer is weakly held.
     assert isinstance(profile["weakly_held_customers"], dg.IntMetadataValue)
-    assert profile["weakly_held_customers"].value == 0 and _rows(profile["weakly_held_customers (weakest 10)"]) == []
+    assert profile["weakly_held_customers"].value == 0 and _rows(profile["weakly_held_customers (weakest 100)"]) == []
 
     pairs = _latest(result, "unify", "match_pairs")
     assert isinstance(pairs["accepted match.email"], dg.IntMetadataValue) and pairs["accepted match.email"].value >= 1

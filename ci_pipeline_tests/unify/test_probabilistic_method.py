@@ -484,9 +484,20 @@ def test_the_match_model_asset_is_stored_and_unification_scores_with_it(tmp_path
     assert metadata["trace"].records and "probabilistic:" in metadata["settings"].value
     # The weights drawn: one bar per level of each comparison, first name's exact level right of the axis.
     chart = metadata["weights_chart"].value.strip("`\n").splitlines()
-    assert len(chart) == sum(1 for r in levels if r["level"] != "(no evidence)" and r["note"] == "")
+    silent = {r["comparison"] for r in levels if r["level"] == "(no evidence)"}
+    main = [r for r in levels if r["fit"] == "main" and r["level"] != "(no evidence)"]
+    assert len(chart) == sum(1 for r in main if r["comparison"] not in silent)
+    # Each level's weight is log2(m / u) of the m and u shown (to their four significant digits).
+    for r in main:
+        assert r["weight"] == pytest.approx(np.log2(r["m"] / r["u"]), abs=0.01)
+    # The strata's own fits are shown too, each named by its keys, with the pairs it weighs.
+    model = read_model(stored := lake.read_bytes(MODEL_PATH), "")
+    strata = [row.data for row in metadata["strata"].records]
+    assert [s["stratum"] for s in strata] == [
+        "stratum " + " or ".join(f"[{', '.join(k)}]" for k in s.keys) for s in model.strata
+    ]
+    assert {r["fit"] for r in levels} == {"main"} | {s["stratum"] for s in strata}
     assert next(line for line in chart if line.startswith("first_name exact ")).split("│")[1].startswith("█")
-    stored = lake.read_bytes(MODEL_PATH)
     second = materialize(cfg, unification)
     scoring = materialized(second, "unify_stats").metadata
     assert scoring["match_method"].value == "probabilistic" and scoring["match_method links"].value > 0

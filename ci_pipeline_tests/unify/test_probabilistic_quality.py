@@ -731,3 +731,21 @@ def test_training_rules_whose_every_pair_is_in_a_stratum_warn_that_no_other_pair
         warnings.simplefilter("always")
         train(records, names)
     assert not [w for w in caught if "agrees on a key of the strata" in str(w.message)]
+
+
+def test_the_model_asset_shows_each_stratum_fit_by_its_keys_beside_the_main_fit():
+    from ci_pipeline.defs.unify import _model_metadata
+
+    records, _ = households(n=300)
+    model = quiet_train(records, household_settings(strata=((("first", "last"),), (("email",),))))
+    model.training["settings_yaml"] = ""
+    metadata = _model_metadata(model, {("crm", "contacts"): records}, "lake/match_model.json", "r1")
+    strata = [row.data for row in metadata["strata"].records]
+    assert [s["stratum"] for s in strata] == ["stratum [first, last]", "stratum [email]"]
+    assert [s["pairs"] for s in strata] == [s.pairs for s in model.strata]
+    assert strata[0]["prior_weight"] == pytest.approx(model.strata[0].prior_weight, abs=1e-3)
+    rows = [row.data for row in metadata["parameters"].records]
+    email = [r for r in rows if r["fit"] == "stratum [email]" and r["comparison"] == "first"]
+    # The stratum's own weights: within it a different first name is what housemates look like.
+    assert [r["weight"] for r in email] == [round(w, 3) for w in model.strata[1].parameters[0].weights]
+    assert {r["fit"] for r in rows} == {"main", "stratum [first, last]", "stratum [email]"}
