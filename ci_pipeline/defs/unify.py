@@ -328,17 +328,14 @@ def _significant(x: float) -> float:
 
 
 def _level_rows(fit: str, parameters) -> list[dict]:
-    """A fit's m, u and weight per level. A level weighing more than exact agreement (a swap or an initial that
-    hardly any pair reached, m and u both near their pseudo-counts) is noted: its weight says little."""
-    rows = []
-    for p in parameters:
-        exact = p.weights[0]
-        for level, m, u, w in zip(p.levels, p.m, p.u, p.weights, strict=True):
-            note = "weighs more than exact agreement: too rarely reached to tell" if w > exact + 1e-9 else ""
-            row = {"fit": fit, "comparison": p.name, "level": level, "m": _significant(m), "u": _significant(u)}
-            rows.append(row | {"weight": round(w, 3), "note": note})
-        if p.note:
-            rows.append({"fit": fit, "comparison": p.name, "level": "(no evidence)", "note": p.note})
+    """A fit's m, u and weight per level, and why a comparison carries no evidence."""
+    rows = [
+        {"fit": fit, "comparison": p.name, "level": level, "m": _significant(m), "u": _significant(u)}
+        | {"weight": round(w, 3), "note": ""}
+        for p in parameters
+        for level, m, u, w in zip(p.levels, p.m, p.u, p.weights, strict=True)
+    ]
+    rows += [{"fit": fit, "comparison": p.name, "level": "(no evidence)", "note": p.note} for p in parameters if p.note]
     return rows
 
 
