@@ -616,7 +616,7 @@ def identify(
     GUIDs, :func:`_record_keys`)."""
     records["CustomerId"] = records["label"].map(identity.ids).astype("string")
     profiles.insert(0, "CustomerId", identity.ids.reindex(profiles.index).astype("string").to_numpy())
-    profiles["PreviousCustomerId"] = previous_ids(identity.id_change, profiles["CustomerId"]).to_numpy()
+    profiles["PreviousCustomerId"] = previous_ids(identity.id_change, profiles["CustomerId"]).array
     # One id per profile: the order of the ids needs no tie-breaking.
     by_id = pc.sort_indices(arrow_strings(profiles["CustomerId"])).to_numpy()
     # Each record's customer as a position in the sorted profiles, found by its label (one id per label).

@@ -110,6 +110,9 @@ def test_removed_customer_is_logged_and_ids_are_never_reused():
 def test_previous_customer_id_on_profile():
     f = frames()
     first = unify(config(), f, KEYS)
+    # No history yet: the column is text all the same, so the stored table's type does not change once it has one.
+    assert first.customer_profile["PreviousCustomerId"].isna().all()
+    assert first.customer_profile["PreviousCustomerId"].dtype == "string"
     f2 = frames()
     f2[("crm", "contacts")].loc[0, "phone"] = None  # c1-m1 link now only through s1, still one customer
     f2[("shop", "customers")].loc[0, "email"] = None
