@@ -117,7 +117,8 @@ def explain_pair(
         waterfall_info = model_evidence(config, records, normalizer, model, i, j)
     if records["rank"].iloc[i] == records["rank"].iloc[j]:
         rules = config.tables[int(records["rank"].iloc[i])].dedup.rules
-        stage = "dedup"
+        # Without dedup rules, a model's pair of one table is a match pair, as the run publishes it.
+        stage = "dedup" if rules or model is None else "match"
     else:
         rules = config.match.rules
         stage = "match"

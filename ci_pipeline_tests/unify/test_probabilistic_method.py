@@ -864,3 +864,12 @@ def test_near_misses_below_the_threshold_are_published_for_review_and_explained_
         row.LeftSource, row.LeftTable, row.LeftKey, r.alternate_key, r.match_pairs, r.customer_profile
     )
     assert info["rejected"]
+
+
+def test_explain_calls_a_pair_of_one_table_the_model_linked_a_match_pair_as_the_run_publishes_it():
+    cfg = config()
+    r = unify(cfg, frames(), KEYS, match_method=ProbabilisticMatches(hand_model()))
+    records = build_records(cfg, frames(), KEYS)
+    pair = ("crm", "contacts", "c2"), ("crm", "contacts", "c3")
+    info = explain_pair(records, cfg, make_normalizer(cfg), *pair, r.alternate_key, r.match_pairs, hand_model())
+    assert info["stage"] == "match" and [link["stage"] for link in info["last_run"]] == ["match"]
