@@ -522,7 +522,14 @@ def _match_method_metadata(report: dict) -> dict:
 def _training_metadata(training: dict, run_id: str, tables: dict[str, int]) -> dict:
     """What the match model was trained on: the records and pairs as numbers, the records per table and the pairs
     per training blocking rule as tables, the warnings as a list (the lists grow with tables and rules)."""
-    fixed = ("records", "random_pairs", "blocked_pairs", "expected_matches", "labelled_matches")
+    fixed = (
+        "records",
+        "random_pairs",
+        "blocked_pairs",
+        "blocked_pairs_in_strata",
+        "expected_matches",
+        "labelled_matches",
+    )
     return {
         "training_run_id": run_id,
         "training_chosen": str(training.get("chosen", "")),

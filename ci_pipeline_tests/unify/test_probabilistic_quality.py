@@ -749,3 +749,12 @@ def test_the_model_asset_shows_each_stratum_fit_by_its_keys_beside_the_main_fit(
     # The stratum's own weights: within it a different first name is what housemates look like.
     assert [r["weight"] for r in email] == [round(w, 3) for w in model.strata[1].parameters[0].weights]
     assert {r["fit"] for r in rows} == {"main", "stratum [first, last]", "stratum [email]"}
+
+
+def test_the_training_rules_pairs_add_up_to_the_main_fits_and_the_strata():
+    records, _ = households(n=300)
+    model = quiet_train(records, household_settings(strata=((("email",),),)))
+    training = model.training
+    found = sum(rule["new"] for rule in training["pairs_per_rule"])
+    assert training["blocked_pairs_in_strata"] > 0
+    assert found == training["blocked_pairs"] + training["blocked_pairs_in_strata"]

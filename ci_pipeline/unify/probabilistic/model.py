@@ -711,6 +711,8 @@ def train(
         "records": table.n,
         "random_pairs": len(sample_left),
         "blocked_pairs": len(blocked.left),
+        # Found by the training rules but weighed by a stratum's fit: the main fit's pairs are the others.
+        "blocked_pairs_in_strata": int((~keep).sum()),
         "em_pairs": min(len(blocked.left), settings.em_sample_pairs),
         "pairs_per_rule": [vars(c) for c in blocked.counts],
         "expected_matches": float(expected_matches),
