@@ -188,7 +188,20 @@ def _block_verdict(table: Table, rule: BlockingRule) -> dict:
         "together": state == "one block",
         "state": state,
         "values": [[_table_value(table, column, p) for column in rule.columns] for p in (0, 1)],
+        # What blocking compared, per column: the key's value ("eva" of prefix(last_name, 3)) where a function
+        # makes one.
+        "keys": [[_key_text(table, rule, column, p) for column in rule.columns] for p in (0, 1)],
     }
+
+
+def _key_text(table: Table, rule: BlockingRule, column: str, position: int) -> str | None:
+    """The value the first key of ``rule`` reading ``column`` blocks the record at ``position`` on (None: missing)."""
+    value = _table_value(table, column, position)
+    key = next(k for k in rule.keys if column in k.columns)
+    if value is None or key.function in (None, "nickname", "unordered"):
+        return value
+    text = key.texts(np.asarray([value], dtype=object)).iloc[0]
+    return None if pd.isna(text) else str(text)
 
 
 def _table_value(table: Table, column: str, position: int) -> str | None:
@@ -545,9 +558,14 @@ def render_waterfall(info: dict) -> list[str]:
 
 
 def _block_line(block: dict) -> str:
-    """``blocking [first_name, birth_date]: different keys ('anna'|'19800102' vs 'ana'|'19800102')``."""
-    left, right = ("|".join(repr(v) for v in side) for side in block["values"])
+    """``blocking [first_name, birth_date]: different keys ('anna'|'19800102' vs 'ana'|'19800102')``; a key made
+    by a function shows what blocking compared beside the value (``'eva' of 'evans'``)."""
+    sides = [
+        "|".join(repr(v) if k == v or k is None else f"{k!r} of {v!r}" for v, k in zip(values, keys, strict=True))
+        for values, keys in zip(block["values"], block.get("keys", block["values"]), strict=True)
+    ]
     # Keys made by a function (soundex, prefix, year) put unequal values in one block: then both are shown.
+    left, right = sides
     values = left if left == right else f"{left} vs {right}"
     return f"blocking [{', '.join(block['rule'])}]: {block['state']} ({values})"
 

@@ -189,3 +189,11 @@ def test_the_prior_names_the_stratum_whose_fit_weighs_the_pair():
     outside = explain(("crm", "contacts", "c1"), ("shop", "customers", "s1"))
     assert outside["probabilistic"]["stratum"] is None
     assert "model: prior weight -6.63 (pairs in no stratum: the main fit)" in render_pair(outside)
+
+
+def test_a_blocking_key_made_by_a_function_shows_what_blocking_compared():
+    cfg = config().model_dump()
+    cfg["match"]["probabilistic"] = {"blocking": [["email"], ["prefix(last_name, 3)", "first_name"]]}
+    info = explain(("crm", "contacts", "c1"), ("shop", "customers", "s1"), UnifyConfig.model_validate(cfg))
+    assert info["probabilistic"]["blocking"][1]["keys"] == [["ber", "anna"], ["ber", "anna"]]
+    assert "blocking [prefix(last_name, 3), first_name]: one block ('ber' of 'berg'|'anna')" in render_pair(info)

@@ -58,20 +58,25 @@ class Key(KeyText):
         return out
 
     def _apply(self, values: np.ndarray) -> np.ndarray:
-        text = pd.Series(values, dtype="string")
         if self.function == "nickname":
             codes = nickname_codes(values)[:-1]
             return np.where(codes >= 0, codes, -1).astype(np.int64)
+        return pd.factorize(self.texts(values), use_na_sentinel=True)[0].astype(np.int64)
+
+    def texts(self, values: np.ndarray) -> pd.Series:
+        """The key of each of the column's ``values`` as text, as blocking compares it (``prefix(last_name, 3)``
+        of "evans": "eva"); a key without a text of its own (a nickname fold, an unordered pair) is the value."""
+        text = pd.Series(values, dtype="string")
         if self.function == "prefix":
-            keys = text.str[: self.length]
-        elif self.function == "soundex":
-            keys = pd.Series(soundex(values), dtype="string")
-        elif self.function == "user":
-            keys = text.str.replace(r"@[^@]*$", "", regex=True).replace("", pd.NA)
-        else:
+            return text.str[: self.length]
+        if self.function == "soundex":
+            return pd.Series(soundex(values), dtype="string")
+        if self.function == "user":
+            return text.str.replace(r"@[^@]*$", "", regex=True).replace("", pd.NA)
+        if self.function == "year":
             years = date_parts(values)[:, 0]
-            keys = pd.Series(np.where(years >= 0, years.astype(str), None), dtype="string")
-        return pd.factorize(keys, use_na_sentinel=True)[0].astype(np.int64)
+            return pd.Series(np.where(years >= 0, years.astype(str), None), dtype="string")
+        return text
 
 
 def key_columns(text: str) -> tuple[str, ...]:
