@@ -647,9 +647,7 @@ def _reference_weight(model: Model, rows: list[dict], counts: dict, gamma: np.nd
     comparison log2(m / u) of the level reached (0 for null); exact agreement on value v of a term-frequency
     comparison adds log2(u / f(v)) in the main fit and log2(a / f(v)) in a stratum keyed on that column (no
     adjustment in another stratum), f(v) being the share of v among the other N - 1 known values and a the chance
-    that two random records agree, both from the ``counts`` of the column's N known values; in the main fit, whose u
-    is that of non-matches, the other records holding v leave out the record's own person's (on average the model's
-    duplicates a record times m of exact agreement), and at least one is counted.
+    that two random records agree, both from the ``counts`` of the column's N known values.
 
     ``rows`` are the records as plain values, None for a missing one (:func:`_plain_rows`): read a pair at a time,
     a data frame's rows made this reference most of the test's time."""
@@ -673,9 +671,7 @@ def _reference_weight(model: Model, rows: list[dict], counts: dict, gamma: np.nd
             c = counts[comparison.column]
             n = c.sum()
             agree = params.u[0] if index < 0 else float((c * (c - 1)).sum() / (n * (n - 1)))
-            own = model.duplicates_per_record * params.m[0] if index < 0 else 0.0
-            others = max(c[values[0][comparison.column]] - 1 - own, 1)
-            total += float(np.log2(agree * (n - 1) / others))
+            total += float(np.log2(agree * (n - 1) / (c[values[0][comparison.column]] - 1)))
     return index, total
 
 

@@ -284,13 +284,6 @@ class Model:
         """log2 of the prior odds that two records match."""
         return float(np.log2(self.prior / (1 - self.prior)))
 
-    @property
-    def duplicates_per_record(self) -> float:
-        """The other records of its own person a record has, on average, by the training (0 for a model that
-        did not record it)."""
-        records = self.training.get("records") or 0
-        return 2 * float(self.training.get("expected_matches_all") or 0) / records if records else 0.0
-
     def check_fits(self, settings: Settings) -> None:
         """Refuse settings whose comparisons or strata differ from those the model was trained on (retrain)."""
         trained = {c.name: c.to_dict() for c in self.settings.comparisons}
@@ -381,7 +374,9 @@ def _without_matches(levels: int, gamma: np.ndarray, m: np.ndarray, prior: float
     are most of the agreement on a field that strangers rarely share: with a few records a person, a random pair
     is one person's about once in ten thousand, which is more often than two strangers share a birth date, so the
     raw share of agreeing random pairs is mostly matches and the field's weight came out bits too low (measured:
-    the birth date's exact u 0.0029 raw, 0.0008 without the matches, on 1,000 records of 181 people)."""
+    the birth date's exact u 0.0029 raw, 0.0008 without the matches, on 1,000 records of 181 people). The term
+    frequencies keep counting every record: leaving out a record's own person's others by the average duplicates
+    a record was measured and not taken (it raised the names of people with many records most, namesakes too)."""
     known = gamma >= 0
     counts = np.bincount(gamma[known], minlength=levels).astype(np.float64)
     counts = np.maximum(counts - prior * known.sum() * np.asarray(m, dtype=np.float64), 0.0)

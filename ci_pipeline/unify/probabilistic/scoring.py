@@ -49,27 +49,22 @@ def _adjustment(fit: Model | Stratum, params: ComparisonParameters, comparison: 
     return float((counts * (counts - 1)).sum() / (column.non_null * (column.non_null - 1.0)))
 
 
-def _tables(model: Model, table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _tables(model: Model, table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per fit (each stratum, then the main fit): its prior weight; per comparison and fit, the weight of the null
-    level (0: no evidence) then of each level, so that level g of fit k is entry ``k * width + g + 1``; per fit
-    and comparison, the term-frequency numerator (nan: none); and per fit and comparison, how many of the other
-    records holding a record's value are, on average, its own person's (the main fit's u is that of non-matches,
-    so its term frequencies count the strangers holding the value; a stratum's numerator and frequencies both
-    count every record)."""
+    level (0: no evidence) then of each level, so that level g of fit k is entry ``k * width + g + 1``; and per
+    fit and comparison, the term-frequency numerator (nan: none)."""
     comparisons = model.settings.comparisons
     fits = (*model.strata, model)
     width = max(len(c.levels) for c in comparisons) + 1
     levels = np.zeros((len(comparisons), len(fits), width))
     numerator = np.full((len(fits), len(comparisons)), np.nan)
-    own = np.zeros((len(fits), len(comparisons)))
     for k, fit in enumerate(fits):
         for j, (comparison, params) in enumerate(zip(comparisons, fit.parameters, strict=True)):
             # An inactive comparison carries no evidence in that fit: its weights stay 0, unadjusted.
             if params.active:
                 levels[j, k, 1 : len(params.levels) + 1] = params.weights
                 numerator[k, j] = _adjustment(fit, params, comparison, table)
-    own[-1] = [model.duplicates_per_record * p.m[0] for p in model.parameters]
-    return np.asarray([f.prior_weight for f in fits]), levels.reshape(len(comparisons), -1), numerator, own
+    return np.asarray([f.prior_weight for f in fits]), levels.reshape(len(comparisons), -1), numerator
 
 
 def match_weights(model: Model, table: Table, gamma: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -97,7 +92,7 @@ class _Weights:
         """``tables``: :func:`_tables` of ``model`` and ``table`` when the caller has them (one per chunk of pairs)."""
         self.model, self.table, self.gamma, self.left = model, table, gamma, left
         self.fit = _fits(model, table, left, right)
-        self.prior, self.levels, self.numerator, self.own = tables if tables is not None else _tables(model, table)
+        self.prior, self.levels, self.numerator = tables if tables is not None else _tables(model, table)
         self.start = self.fit * (self.levels.shape[1] // len(self.prior)) + 1
         # One index buffer for every comparison: millions of fresh pages per comparison cost more than the gather.
         self.at = np.empty(len(left), dtype=np.intp)
@@ -114,10 +109,8 @@ class _Weights:
             column = self.table.column(self.model.settings.comparisons[j].column)
             # The chance that another record holds the value: the records holding it but the pair's first one, over
             # all records but that one. Counting the record itself would make a value two records share look
-            # commoner than it is, the more so the rarer it is, and weigh down the pairs of one person most; so
-            # would counting its own person's other records where the numerator is the u of non-matches.
-            held = column.counts[column.codes[self.left[exact]]] - 1.0
-            others = np.maximum(held - self.own[fit[exact], j], 1)
+            # commoner than it is, the more so the rarer it is, and weigh down the pairs of one person most.
+            others = np.maximum(column.counts[column.codes[self.left[exact]]] - 1, 1)
             share = others / max(column.non_null - 1, 1)
             # The weight grows as the agreed value gets rarer.
             out[exact] += np.log2(self.numerator[fit[exact], j] / share)

@@ -176,14 +176,11 @@ def test_term_frequency_adjustment_weighs_rare_values_more():
     rare_pair = explain_pair(model, records, 2 * rare, 2 * rare + 1).set_index("comparison")
     counts = records["last"].value_counts()
     assert common_pair.loc["last", "level"] == rare_pair.loc["last", "level"] == "exact"
-    # Each weighs log2(m / f), f the chance that another person's record holds the value: those holding it but the
-    # pair's first one and, on average, its own person's other records holding it (at least one), over all records
-    # but that one.
+    # Each weighs log2(m / f), f the chance that another record holds the value: those holding it but the pair's
+    # first one, over all records but that one.
     m = model.parameters[-1].m[0]
-    own = model.duplicates_per_record * m
-    assert own == pytest.approx(1, abs=0.1)  # two records a person, who keeps the surname
     for pair, value in ((common_pair, "smith"), (rare_pair, surnames[rare])):
-        share = max(counts[value] - 1 - own, 1) / (len(records) - 1)
+        share = (counts[value] - 1) / (len(records) - 1)
         assert pair.loc["last", "weight"] == pytest.approx(np.log2(m / share))
     # Without the adjustment both would weigh log2(m / u); the waterfall says how much of the weight the value's
     # frequency makes.
@@ -195,9 +192,10 @@ def test_term_frequency_adjustment_weighs_rare_values_more():
 
 
 def test_term_frequencies_of_values_each_held_by_one_person_count_no_stranger():
-    # Every surname is one person's, on both of their records: no other person holds it, so agreeing on it weighs
-    # what one other record in all would, the least the adjustment counts (counting the pair's first record in,
-    # it weighed as if two did).
+    # Every surname is one person's, on both of their records: agreeing on it weighs what one other record in all
+    # holding it would, the least the adjustment counts (counting the pair's first record in, it weighed as if two
+    # did). The plain weight, from u without the matches among the random pairs, is far higher: the adjustment
+    # counts the pair's own other record, which the u of non-matches leaves out.
     records, _ = synthetic(people=1500)
     records["last"] = pd.array(np.repeat([f"name{i}" for i in range(1500)], 2), dtype="string")
     comparisons = (*exact_settings().comparisons, NameComparison("last", term_frequency=True))
