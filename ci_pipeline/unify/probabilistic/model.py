@@ -713,18 +713,23 @@ def train(
         "expected_matches": float(expected_matches),
         "strata_pairs": [s.pairs for s in strata],
     }
-    # Matches expected in all: the main fit's and each stratum's share of its pairs.
-    everywhere = float(expected_matches + sum(s.share * s.pairs for s in strata))
+    _expected_everywhere(training, strata, table.n)
+    return Model(settings, parameters, prior, converged, tuple(trace), training, strata)
+
+
+def _expected_everywhere(training: dict, strata: list, records: int) -> None:
+    """Add to ``training`` the matches expected in all (the main fit's and each stratum's share of its pairs) and,
+    when they are too few to learn from, a warning kept as ``few_duplicates`` (None otherwise) for a caller that
+    refuses such a model."""
+    everywhere = float(training["expected_matches"] + sum(s.share * s.pairs for s in strata))
     training["expected_matches_all"] = everywhere
-    # Kept in the model (None when there are duplicates enough) for a caller that refuses such a model.
     training["few_duplicates"] = None
-    if everywhere < FEW_MATCHES_PER_RECORD * table.n:
+    if everywhere < FEW_MATCHES_PER_RECORD * records:
         training["few_duplicates"] = (
-            f"the model expects {everywhere:,.1f} pair(s) of one person's records among {table.n:,} records: too few "
+            f"the model expects {everywhere:,.1f} pair(s) of one person's records among {records:,} records: too few "
             f"duplicates to learn from, so the few links it makes are its least certain. {FEW_DUPLICATES}"
         )
-        _warn(training["few_duplicates"], UserWarning, stacklevel=2)
-    return Model(settings, parameters, prior, converged, tuple(trace), training, strata)
+        _warn(training["few_duplicates"], UserWarning, stacklevel=3)
 
 
 def _fit_main(table: Table, settings: Settings, blocked: Blocked, seed, u_random, active, fixed, stratified: bool):
