@@ -363,3 +363,14 @@ def test_the_documented_default_bypass_values_are_the_default_and_unquoted_entri
     assert NormalizeConfig.model_validate({"bypass_values": [0, True, "n/a"]}).bypass_values == ["0", "true", "n/a"]
     with pytest.raises(ValueError, match=r"write the placeholder in quotes, e.g. 'null'"):
         NormalizeConfig.model_validate({"bypass_values": ["n/a", None]})
+
+
+def test_a_value_yaml_reads_as_no_text_is_told_to_be_quoted(tmp_path):
+    # A primary key column named 12: YAML reads it as a number, not as the column's name.
+    bad = MINIMAL.replace("primary_key: contact_id", "primary_key: 12")
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, bad))
+    assert (
+        "sources.crm.tables.contacts.primary_key: Input should be a valid string; got 12: write the text in quotes"
+        in str(caught.value)
+    )

@@ -195,6 +195,9 @@ def _describe(err: dict) -> str:
     elif _holds_secret(loc) or isinstance(err.get("input"), dict | list):
         # A value refused from a secret key may be the secret itself: say which key, never what it held.
         fix = "fix the value"
+    elif kind == "string_type" and (err.get("input") is None or isinstance(err.get("input"), bool | int | float)):
+        # YAML reads an unquoted null, ~, yes, 0012 or 1e3 as no value, a truth value or a number.
+        fix = f"got {err.get('input')!r}: write the text in quotes (YAML reads null, yes and numbers unquoted as such)"
     else:
         fix = f"got {err.get('input')!r}"
     return f"{key}: {msg}; {fix}"
