@@ -562,7 +562,7 @@ def _block_line(block: dict) -> str:
     by a function shows what blocking compared beside the value (``'eva' of 'evans'``)."""
     sides = [
         "|".join(repr(v) if k == v or k is None else f"{k!r} of {v!r}" for v, k in zip(values, keys, strict=True))
-        for values, keys in zip(block["values"], block.get("keys", block["values"]), strict=True)
+        for values, keys in zip(block["values"], block["keys"], strict=True)
     ]
     # Keys made by a function (soundex, prefix, year) put unequal values in one block: then both are shown.
     left, right = sides

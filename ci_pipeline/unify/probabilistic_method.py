@@ -44,6 +44,7 @@ from ci_pipeline.unify.probabilistic import (
 from ci_pipeline.unify.probabilistic import explain_pair as model_waterfall
 from ci_pipeline.unify.probabilistic.scoring import Candidates, Scored, score_pairs
 from ci_pipeline.unify.probabilistic.table import Column, Table
+from ci_pipeline.unify.probabilistic.table import prepare as prepare_table
 
 #: The rule name of the model's pairs in ``match_pairs``.
 RULE_NAME = "probabilistic"
@@ -512,15 +513,13 @@ def waterfall(
     it reaches the threshold. Term frequencies are those of all ``records``, as in the run, and so are the values
     taken for missing as too frequent (``too_frequent``: the pair's, column -> value -> records)."""
     records = model_records(config, records, normalizer)
+    capped = [name for name in config.guard.frequency_fields if name in records.columns]
     too_frequent = {}
-    for name in config.guard.frequency_fields:
-        if name in records.columns:
-            counts = records[name].value_counts()
-            over = counts[counts > config.guard.max_value_frequency]
-            pair = {str(v): int(over[v]) for v in records[name].iloc[[left, right]].dropna() if v in over.index}
-            if pair:
-                too_frequent[name] = pair
-            records[name] = records[name].where(~records[name].isin(over.index))
+    for name, values in frequent_values(config, prepare_table(records, capped)).items():
+        text = records[name].str.strip()
+        if pair := {v: values[v] for v in text.iloc[[left, right]].dropna() if v in values}:
+            too_frequent[name] = pair
+        records[name] = records[name].where(~text.isin(list(values)))
     settings = scoring_settings(config, model, records.columns)
     frame = model_waterfall(model, records, left, right)
     rows = frame.to_dict("records")
