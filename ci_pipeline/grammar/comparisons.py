@@ -21,6 +21,7 @@ DATE_LEVELS = (
     "day_month_transposed",
     "one_typo",
     "same_year_month",
+    "same_month_day",
     "within_1_year",
     "within_5_years",
     "else",

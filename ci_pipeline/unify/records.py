@@ -263,18 +263,24 @@ def _birth_years(t: UnifyTable, df: pd.DataFrame, column: str, unreadable: dict[
 
 
 def _derive_names(out: pd.DataFrame) -> None:
+    """A whole name and its first and last parts, each from the others where a record lacks it: a parts column not
+    mapped is taken whole from the whole names, and of a table mapping all three, a record holding only a whole name
+    gets its parts and one holding only parts a whole name (systems that feed one table write one or the other)."""
     cols = out.columns
-    if "full_name" not in cols and ("first_name" in cols or "last_name" in cols):
-        first = out["first_name"] if "first_name" in cols else pd.Series(pd.NA, index=out.index, dtype="string")
-        last = out["last_name"] if "last_name" in cols else pd.Series(pd.NA, index=out.index, dtype="string")
-        full = (first.fillna("") + " " + last.fillna("")).str.strip()
-        out["full_name"] = full.where(full.str.len() > 0)
-    elif "full_name" in cols:
-        first, last = split_full_name(out["full_name"])
-        if "first_name" not in cols:
-            out["first_name"] = first
-        if "last_name" not in cols:
-            out["last_name"] = last
+    if "full_name" not in cols and "first_name" not in cols and "last_name" not in cols:
+        return
+    empty = pd.Series(pd.NA, index=out.index, dtype="string")
+    if "full_name" in cols:
+        split = dict(zip(("first_name", "last_name"), split_full_name(out["full_name"]), strict=True))
+        parts = {name: out[name] if name in cols else empty for name in split}
+        only_whole = parts["first_name"].isna() & parts["last_name"].isna()
+        for name, derived in split.items():
+            out[name] = derived if name not in cols else parts[name].where(~only_whole, derived)
+    first = out["first_name"] if "first_name" in out.columns else empty
+    last = out["last_name"] if "last_name" in out.columns else empty
+    built = (first.fillna("") + " " + last.fillna("")).str.strip()
+    built = built.where(built.str.len() > 0)
+    out["full_name"] = out["full_name"].fillna(built) if "full_name" in cols else built
 
 
 def split_full_name(full: pd.Series) -> tuple[pd.Series, pd.Series]:

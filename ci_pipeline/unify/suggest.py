@@ -22,10 +22,12 @@ def _words(pattern: str) -> str:
     return rf"(?<![a-z])(?:{pattern})(?![a-z])"
 
 
+IDENTIFIER_OF_PERSON = "an identifier of the person"
+
 #: Columns kept as ``custom`` (no semantic type fits, but they help to tell people apart), with what they are.
 CUSTOM_PATTERNS: list[tuple[str, str]] = [
     (
-        "an identifier of the person",
+        IDENTIFIER_OF_PERSON,
         _words(
             r"ssn|soc_?sec(_?id)?|social_?security(_?(number|no|id))?|national_?(id|insurance)(_?number)?|nino|nin|"
             r"sin|tax_?id|tin|passport(_?(number|no))?|driver_?s?_?licen[cs]e(_?(number|no))?"
@@ -35,6 +37,12 @@ CUSTOM_PATTERNS: list[tuple[str, str]] = [
     ("a year of birth (not a date)", _words(r"birth_?year|year_?of_?birth|yob")),
 ]
 
+#: What a column beside an identity document's number holds of the document (``passport_country``,
+#: ``drivers_license_state``, ``tax_id_type``): shared by most people, so it tells no one apart.
+DOCUMENT_DETAIL = _words(
+    r"country|state|province|type|kind|class|issuer|issued(_?(by|on|at))?|authority|expiry|expiration|expires|date"
+)
+
 #: (semantic type, column-name pattern). The first pattern that matches a normalized column name wins.
 NAME_PATTERNS: list[tuple[str, str]] = [
     ("email", r"e_?mail|mail_?address"),
@@ -42,19 +50,20 @@ NAME_PATTERNS: list[tuple[str, str]] = [
     # A column named for a first and a last name together (``first_and_surname``) holds a whole name.
     ("full_name", r"(first|given|fore)_?(name_?)?(and_?)?(sur|last|family)_?name"),
     # "given" and "family" only as the whole name: family_size or given_at are no names.
-    ("first_name", r"first_?name|given_?name|forename|^given$|" + _words(r"fname")),
-    ("last_name", r"last_?name|surname|family_?name|^family$|" + _words(r"lname")),
+    # ``name_first`` too: schemas that group a name's parts under one prefix (``primary_name_first``).
+    ("first_name", r"first_?name|name_?first|given_?name|forename|^given$|" + _words(r"fname")),
+    ("last_name", r"last_?name|name_?last|surname|family_?name|^family$|" + _words(r"lname")),
     ("middle_name", r"middle_?(name|initial)|" + _words(r"mi|middle")),
-    ("full_name", r"full_?name|customer_?name|contact_?name|requester_?name|display_?name|^name$"),
+    ("full_name", r"full_?name|name_?full|customer_?name|contact_?name|requester_?name|display_?name|^name$"),
     ("postal_code", r"postal|post_?code|" + _words(r"zip(_?code)?|postcode|plz")),
-    ("street", r"street|address_?(line)?_?1|^addr1$|^((billing|shipping|mailing|home|postal)_)?address$"),
+    ("street", r"street|addr(ess)?_?(line)?_?1|^((billing|shipping|mailing|home|postal)_)?address$"),
     # A birth place is a town like an address's: what the place comparisons and blocking rules of a city do.
     ("city", _words(r"city|town|locality|suburb|municipality|birth_?place|place_?of_?birth")),
     ("state", _words(r"state|province|region")),
     ("country", r"country"),
     ("birth_date", r"birth|" + _words(r"dob|bdate|bday|b_?day|born")),
     ("gender", r"gender|" + _words(r"sex")),
-    ("company", r"company|organi[sz]ation|employer|business_?name"),
+    ("company", r"company|organi[sz]ation|employer|business_?name|" + _words(r"name_?org|org_?name")),
 ]
 
 #: English month names and their three-letter forms, in any case.
@@ -161,6 +170,8 @@ def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, floa
     name = _normalized_name(column)
     for what, pattern in CUSTOM_PATTERNS:
         if re.search(pattern, name):
+            if what == IDENTIFIER_OF_PERSON and (detail := re.search(DOCUMENT_DETAIL, name)):
+                return "", "", f"the {detail[0]} of an identity document, not the person's: {NOT_AN_ATTRIBUTE}", 0.0
             return "custom", "high", f"{what}: {CUSTOM_IN_RULES % column}", 1.0
     by_name = _by_name(column)
     says_date = re.search(DATE_NAME, name) is not None

@@ -385,3 +385,22 @@ def test_a_lone_word_is_the_name_the_columns_other_names_hold_it_as(names):
     # Davies is a last name there, Anna a given name; Quinn, held as neither, follows the column's order.
     quinn = ["-", "Quinn"] if "," in names[0] else ["Quinn", "-"]
     assert got.fillna("-").to_numpy().tolist() == [["-", "DAVIES"], ["Anna", "-"], quinn]
+
+
+def test_a_table_mapping_a_whole_name_and_its_parts_fills_each_record_from_what_it_holds():
+    # One table fed by two systems: one writes the whole name, the other first and last name apart.
+    raw = config().model_dump()
+    raw["tables"][0]["columns"]["name"] = "full_name"
+    f = frames()
+    crm = f[("crm", "contacts")].assign(name=None)
+    crm.loc[crm.index[0], ["first_name", "last_name", "name"]] = [None, None, "Smith, Dr Jane"]
+    crm.loc[crm.index[1], "name"] = "Other Name"
+    f[("crm", "contacts")] = crm
+    records = build_records(type(config()).model_validate(raw), f, KEYS)
+    rows = records[records["table"] == "contacts"].set_index("key")
+    whole_only, both = rows.loc[crm.iloc[0]["contact_id"]], rows.loc[crm.iloc[1]["contact_id"]]
+    assert (whole_only["first_name"], whole_only["last_name"]) == ("Jane", "Smith")
+    # A record holding both keeps both as written; one holding only the parts gets a whole name from them.
+    assert both["full_name"] == "Other Name" and both["first_name"] == crm.iloc[1]["first_name"]
+    parts_only = rows.loc[crm.iloc[2]["contact_id"]]
+    assert parts_only["full_name"] == f"{crm.iloc[2]['first_name']} {crm.iloc[2]['last_name']}"

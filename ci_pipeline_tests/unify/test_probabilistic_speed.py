@@ -130,6 +130,7 @@ def _date_level(comparison: DateComparison, a: str, b: str) -> str:
         "day_month_transposed": (ly, lm, ld) == (ry, rd, rm),
         "one_typo": distance.OSA.distance(f"{ly:04d}{lm:02d}{ld:02d}", f"{ry:04d}{rm:02d}{rd:02d}") == 1,
         "same_year_month": (ly, lm) == (ry, rm),
+        "same_month_day": (lm, ld) == (rm, rd),
         "within_1_year": days <= 372,
         "within_5_years": days <= 5 * 372,
     }

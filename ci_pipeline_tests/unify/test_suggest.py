@@ -264,3 +264,29 @@ def test_a_column_named_for_a_phone_or_email_whose_values_are_something_else_is_
     assert rows.loc["contact_email", "suggested"] == ""
     # Half the values or more look like the type: the name decides, as before.
     assert rows.loc["phone", "suggested"] == "phone"
+
+
+def test_names_grouped_under_one_prefix_and_the_details_of_identity_documents():
+    # A schema that groups a name's and an address's parts under one prefix, and writes beside each identity
+    # document's number its country, state or type.
+    got = suggested(
+        {
+            "PRIMARY_NAME_FIRST": ["Anna", "Bo", "Cy"],
+            "PRIMARY_NAME_LAST": ["Lee", "Ng", "Ox"],
+            "PRIMARY_NAME_FULL": ["Anna Lee", "Bo Ng", "Cy Ox"],
+            "PRIMARY_NAME_ORG": ["Acme", "Initech", "Globex"],
+            "ADDR_LINE1": ["1 Main St", "2 Oak Rd", "3 Elm Ave"],
+            "ADDR_COUNTRY": ["US", "US", "CA"],
+            "PASSPORT_NUMBER": ["X123", "Y456", "Z789"],
+            "PASSPORT_COUNTRY": ["US", "US", "CA"],
+            "DRIVERS_LICENSE_STATE": ["NV", "CA", "TX"],
+            "TAX_ID_TYPE": ["SSN", "SSN", "EIN"],
+        }
+    )
+    assert got["PRIMARY_NAME_FIRST"] == "first_name" and got["PRIMARY_NAME_LAST"] == "last_name"
+    assert got["PRIMARY_NAME_FULL"] == "full_name" and got["PRIMARY_NAME_ORG"] == "company"
+    assert got["ADDR_LINE1"] == "street" and got["ADDR_COUNTRY"] == "country"
+    assert got["PASSPORT_NUMBER"] == "custom"
+    assert got["PASSPORT_COUNTRY"] == got["DRIVERS_LICENSE_STATE"] == got["TAX_ID_TYPE"] == ""
+    reason = suggest_mapping(pd.DataFrame({"PASSPORT_COUNTRY": ["US"]})).set_index("column").loc["PASSPORT_COUNTRY"]
+    assert "the country of an identity document" in reason["reason"]

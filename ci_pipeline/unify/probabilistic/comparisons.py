@@ -10,8 +10,8 @@ named by algorithm and thresholds, as in Splink's comparison library:
   (ascending); Damerau-Levenshtein is the optimal-string-alignment variant, a transposition counting as one edit.
 - ``NameComparison``: exact, first/last swapped (across two columns), nickname, initial vs full name, then
   Jaro-Winkler thresholds, else.
-- ``DateComparison``: exact, day and month transposed, one typing error, same year and month, within 1 year,
-  within 5 years, else; dates compared by component, not as text.
+- ``DateComparison``: exact, day and month transposed, one typing error, same year and month, same month and
+  day, within 1 year, within 5 years, else; dates compared by component, not as text.
 - ``IdentifierComparison``: exact, one typing error (an edit or a transposition), else (identifiers, phones).
 - ``EmailComparison``: exact, same user name, same domain, else.
 - ``PostalCodeComparison``: exact, one typing error, same prefix, else.
@@ -432,8 +432,9 @@ def _one_keying_error(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DateComparison(Comparison):
-    """Dates by component: exact, day/month transposed, one typing error, same year and month, within 1 year,
-    within 5 years, else."""
+    """Dates by component: exact, day/month transposed, one typing error, same year and month, same month and day
+    (a birthday kept with a year typed wrong or filled in by a form that asked only for the birthday), within 1
+    year, within 5 years, else."""
 
     kind: ClassVar[str] = "date"
 
@@ -456,7 +457,7 @@ class DateComparison(Comparison):
         days = np.abs((ly - ry) * 372 + (lm - rm) * 31 + (ld - rd))
         return (
             null,
-            [exact, transposed, typo, (ly == ry) & (lm == rm), days <= 372, days <= 5 * 372],
+            [exact, transposed, typo, (ly == ry) & (lm == rm), (lm == rm) & (ld == rd), days <= 372, days <= 5 * 372],
         )
 
 

@@ -329,7 +329,7 @@ class Model:
         expected = [(c.name, c.levels) for c in settings.comparisons]
         fitted = [parameters] + [s.parameters for s in strata]
         if any([(p.name, p.levels) for p in fit] != expected for fit in fitted):
-            raise UserError("the stored model's parameters do not fit its own settings: retrain the model")
+            raise UserError(f"the stored model's parameters do not fit its own settings ({_unfit(expected, fitted)})")
         return cls(
             settings=settings,
             parameters=parameters,
@@ -715,6 +715,19 @@ def train(
     }
     _expected_everywhere(training, strata, table.n)
     return Model(settings, parameters, prior, converged, tuple(trace), training, strata)
+
+
+def _unfit(expected: list[tuple[str, tuple[str, ...]]], fitted: list[tuple[ComparisonParameters, ...]]) -> str:
+    """What differs between the comparisons' levels and those a stored model has parameters for, and what to do."""
+    for fit in fitted:
+        had = {p.name: p.levels for p in fit}
+        for name, levels in expected:
+            if name in had and had[name] != levels:
+                return (
+                    f"comparison {name!r} has the levels {', '.join(levels)} in this version, the model was trained "
+                    f"on {', '.join(had[name])}: retrain the model"
+                )
+    return "other comparisons: retrain the model"
 
 
 def _expected_everywhere(training: dict, strata: list, records: int) -> None:

@@ -119,6 +119,7 @@ def test_date_levels_by_component():
         ("1980-03-04", "1980-04-03"),
         ("19800304", "19800305"),  # one keyed digit
         ("1980-03-04", "1980-03-28"),  # same year and month (two digits differ)
+        ("1980-03-04", "1995-03-04"),  # the birthday kept, the year wrong or filled in
         ("1980-03-04", "1980-11-20"),
         ("1980-03-04", "1984-07-20"),
         ("1980-03-04", "2001-07-20"),
@@ -129,6 +130,7 @@ def test_date_levels_by_component():
         "day_month_transposed",
         "one_typo",
         "same_year_month",
+        "same_month_day",
         "within_1_year",
         "within_5_years",
         "else",

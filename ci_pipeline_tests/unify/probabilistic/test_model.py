@@ -440,3 +440,14 @@ def test_u_leaves_out_the_matches_among_the_random_pairs():
         assert 0.85 * strangers < params.u[0] < raw, params.name
         if params.name in ("c", "d"):
             assert params.u[0] == pytest.approx(strangers, rel=0.15), params.name
+
+
+def test_a_stored_model_whose_comparison_has_other_levels_in_this_version_names_it():
+    # A model stored before a comparison kind gained a level (the date's same_month_day) has one parameter fewer.
+    records, _ = synthetic(people=300)
+    described = train(records, exact_settings()).to_dict()
+    first = described["parameters"][0]
+    first.update(levels=["exact", "older", "else"], m=[*first["m"][:1], 0.0, first["m"][1]])
+    first.update(u=[*first["u"][:1], 0.0, first["u"][1]])
+    with pytest.raises(UserError, match=r"comparison 'a' has the levels exact, else in this version, the model was "):
+        Model.from_dict(described)
