@@ -304,14 +304,18 @@ def _holds(values: pd.Series, kind: str) -> float:
     pattern = dict(_VALUE_TESTS)[kind]
     looks = values.str.fullmatch(pattern).fillna(False)
     if kind == "phone":
-        looks &= values.str.replace(r"\D", "", regex=True).str.len().between(7, 15)
+        looks &= _phone_length(values)
     return float(looks.mean())
+
+
+def _phone_length(values: pd.Series) -> pd.Series:
+    """Whether each value has 7 to 15 digits, as a phone number has with or without its country code."""
+    return values.str.replace(r"\D", "", regex=True).str.len().between(7, 15)
 
 
 def _phone_digits(values: pd.Series) -> bool:
     """Most values have 7 to 15 digits and are not decimal amounts (``12345.67``)."""
-    digits = values.str.replace(r"\D", "", regex=True).str.len().between(7, 15).mean()
-    return bool(digits >= 0.8 and _share(values, r"-?\d+\.\d{1,4}") < 0.5)
+    return bool(_phone_length(values).mean() >= 0.8 and _share(values, r"-?\d+\.\d{1,4}") < 0.5)
 
 
 def mapping_yaml(suggestions: pd.DataFrame, source: str, table: str) -> str:

@@ -94,7 +94,7 @@ class BlockingRule:
         return " & ".join(map(str, self.keys))
 
     @classmethod
-    def parse(cls, spec, where: str) -> BlockingRule:
+    def parse(cls, spec: str | list[str] | tuple[str, ...], where: str) -> BlockingRule:
         """A rule from a list of keys or one key (``[first_name, prefix(last_name, 3)]`` or ``email``)."""
         problem = rule_problem(spec)
         if problem:

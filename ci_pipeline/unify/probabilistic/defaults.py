@@ -111,7 +111,9 @@ def _normalizations(frame: pd.DataFrame, mapping: dict[str, str], normalizer: No
     return out
 
 
-def normalize_records(frame: pd.DataFrame, mapping: dict[str, str], normalizer: Normalizer | None = None):
+def normalize_records(
+    frame: pd.DataFrame, mapping: dict[str, str], normalizer: Normalizer | None = None
+) -> pd.DataFrame:
     """The mapped columns of ``frame`` normalized for probabilistic comparison (same column names)."""
     normalize = _normalizations(frame, mapping, normalizer)
     return pd.DataFrame({column: f(frame[column]) for column, f in normalize.items()}, index=frame.index)
@@ -143,40 +145,59 @@ def _is_identifier(records: pd.DataFrame, column: str, semantic: str) -> bool:
     return numeric and length >= 6
 
 
+def _by_type(mapping: dict[str, str]) -> dict[str, str]:
+    """Semantic type -> its column (the last one mapped when several are)."""
+    return {t: c for c, t in mapping.items()}
+
+
+def _text(column: str, term_frequency: bool) -> Comparison:
+    """Free text (a street, a company, a town, a custom column of text): exact, Jaro-Winkler similarity of 0.92
+    and of 0.8, else."""
+    return JaroWinklerAtThresholds(column, term_frequency=term_frequency, thresholds=(0.92, 0.8))
+
+
+#: The comparison of a column of each semantic type, made from the column and whether it is term-frequency
+#: adjusted (``TERM_FREQUENCY``); a type not listed is compared exactly. First and last names, which may be swapped
+#: with each other, and custom columns, digits or text, are chosen in ``_comparison``.
+COMPARED_AS = {
+    "full_name": NameComparison,
+    "middle_name": NameComparison,
+    "birth_date": DateComparison,
+    # Four digits: exact, one typing error (1967/1968, 1967/1976), else.
+    "birth_year": IdentifierComparison,
+    "email": EmailComparison,
+    "phone": IdentifierComparison,
+    "postal_code": PostalCodeComparison,
+    "street": _text,
+    "company": _text,
+    "city": _text,
+}
+
+#: The name a first or a last name may be written in place of.
+SWAPPED_WITH = {"first_name": "last_name", "last_name": "first_name"}
+
+
 def _comparison(column: str, semantic: str, mapping: dict[str, str], records: pd.DataFrame) -> Comparison:
-    by_type = {t: c for c, t in mapping.items()}
     tf = semantic in TERM_FREQUENCY
-    if semantic == "first_name":
-        return NameComparison(column, term_frequency=tf, swap_with=by_type.get("last_name"))
-    if semantic == "last_name":
-        return NameComparison(column, term_frequency=tf, swap_with=by_type.get("first_name"))
-    if semantic in ("full_name", "middle_name"):
-        return NameComparison(column, term_frequency=tf)
-    if semantic == "birth_date":
-        return DateComparison(column, term_frequency=tf)
-    if semantic == "birth_year":
-        # Four digits: exact, one typing error (1967/1968, 1967/1976), else.
-        return IdentifierComparison(column)
-    if semantic == "email":
-        return EmailComparison(column)
-    if semantic == "phone":
-        return IdentifierComparison(column)
-    if semantic == "postal_code":
-        return PostalCodeComparison(column)
-    if semantic in ("street", "company", "city"):
-        return JaroWinklerAtThresholds(column, term_frequency=tf, thresholds=(0.92, 0.8))
+    if semantic in SWAPPED_WITH:
+        return NameComparison(column, term_frequency=tf, swap_with=_by_type(mapping).get(SWAPPED_WITH[semantic]))
     if semantic == "custom":
         numeric, _ = _numeric(records[column])
-        if numeric:
-            return IdentifierComparison(column)
-        return JaroWinklerAtThresholds(column, term_frequency=True, thresholds=(0.92, 0.8))
-    return ExactMatch(column)
+        return IdentifierComparison(column) if numeric else _text(column, term_frequency=True)
+    return COMPARED_AS.get(semantic, ExactMatch)(column, term_frequency=tf)
 
 
 def _redundant(mapping: dict[str, str]) -> set[str]:
     """Semantic types whose evidence others already hold: a full name beside its first and last name."""
     types = set(mapping.values())
     return {"full_name"} if {"first_name", "last_name"} <= types else set()
+
+
+def _blocked_by_type(mapping: dict[str, str]) -> dict[str, str]:
+    """``_by_type`` of the types default blocking rules read: not custom columns (an identifier among them is a
+    rule of its own), nor types whose evidence others hold (``_redundant``)."""
+    redundant = _redundant(mapping)
+    return {t: c for t, c in _by_type(mapping).items() if t != "custom" and t not in redundant}
 
 
 def default_columns(mapping: dict[str, str]) -> list[str]:
@@ -224,7 +245,7 @@ def _implied(mapping: dict[str, str], table: Table, notes: list[str], within: di
     missing or differs.
     """
     implied = set(_redundant(mapping))
-    by_type = {t: c for c, t in mapping.items()}
+    by_type = _by_type(mapping)
     person = by_type.get("first_name") or by_type.get("full_name") or by_type.get("birth_date")
     if person is None:
         return implied
@@ -255,7 +276,7 @@ def _implied(mapping: dict[str, str], table: Table, notes: list[str], within: di
 def default_strata(mapping: dict[str, str]) -> tuple:
     """Pairs sharing a contact or an address (a street within its place, see ``STREET_PLACES``), then pairs of one
     name (see ``SHARED``)."""
-    by_type = {t: c for c, t in mapping.items()}
+    by_type = _by_type(mapping)
     place = next((by_type[t] for t in STREET_PLACES if t in by_type), None)
     shared = [((c, place),) if t == "street" and place else ((c,),) for c, t in mapping.items() if t in SHARED]
     # One name written as a nickname (Bob for Robert) is still one name: its pairs are one person or namesakes
@@ -281,8 +302,7 @@ def _place(comparison: Comparison, general: list[str], notes: list[str]) -> Comp
 
 
 def _candidate_rules(mapping: dict[str, str], records: pd.DataFrame, implied: set[str]) -> list[BlockingRule]:
-    redundant = _redundant(mapping)
-    by_type = {t: c for c, t in mapping.items() if t != "custom" and t not in redundant}
+    by_type = _blocked_by_type(mapping)
     rules = [BlockingRule((Key(by_type[t]),)) for t in IDENTIFYING if t in by_type]
     rules += [BlockingRule((Key(c),)) for c, t in mapping.items() if _is_identifier(records, c, t)]
     paired = [t for t in PAIRED if t in by_type]
@@ -304,8 +324,7 @@ def _candidate_rules(mapping: dict[str, str], records: pd.DataFrame, implied: se
 
 def _wide_rules(mapping: dict[str, str]) -> list[BlockingRule]:
     """The single-field rules the budget may add, in the order of ``WIDE``."""
-    redundant = _redundant(mapping)
-    by_type = {t: c for c, t in mapping.items() if t != "custom" and t not in redundant}
+    by_type = _blocked_by_type(mapping)
     return [BlockingRule((Key(by_type[t]),)) for t in WIDE if t in by_type]
 
 
@@ -374,8 +393,19 @@ def default_settings(
         pairs_per_record: the single-field rules (``WIDE``) may add this many candidate pairs per record (0: none).
 
     Example:
+        >>> frame = pd.DataFrame(
+        ...     {"given_name": ["anna", "anna", "ben", "carl"], "surname": ["berg", "berg", "dahl", "berg"]}
+        ... )
         >>> settings, notes = default_settings(frame, {"given_name": "first_name", "surname": "last_name"})
-        >>> print(settings_yaml(settings))
+        >>> [str(rule) for rule in settings.blocking]
+        ['surname & given_name', 'unordered(given_name, surname)', 'surname', 'given_name']
+        >>> print(settings_yaml(settings, notes))  # doctest: +ELLIPSIS
+        # blocking rule [surname] added within the pair budget: 2 new pairs (2 of 8 used)
+        # blocking rule [given_name] added within the pair budget: 0 new pairs (2 of 8 used)
+        method: probabilistic
+        probabilistic:
+          link_type: dedupe
+        ...
     """
     if not mapping:
         raise SettingsError("mapping: map at least one column to a semantic type")

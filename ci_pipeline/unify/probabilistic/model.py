@@ -1,4 +1,5 @@
-"""The Fellegi-Sunter model: training (u from random pairs, m by EM over blocked pairs) and scoring.
+"""The Fellegi-Sunter model and its training (u from random pairs, m by EM over blocked pairs); ``scoring`` weighs
+pairs with it.
 
 For each comparison level, m is the probability that two records of one person reach it and u the probability that
 two records of different people do. A pair's match weight is the prior log2-odds that two records match plus, per
@@ -38,9 +39,9 @@ import pandas as pd
 from ci_pipeline.arrays import unique
 from ci_pipeline.errors import UserError
 from ci_pipeline.side_by_side import each
-from ci_pipeline.unify.probabilistic.blocking import Blocked, BlockingRule, Key, block, key_columns, pair_count
+from ci_pipeline.unify.probabilistic.blocking import Blocked, BlockingRule, Key, block, pair_count
 from ci_pipeline.unify.probabilistic.comparisons import NULL, Comparison, SettingsError
-from ci_pipeline.unify.probabilistic.settings import Settings
+from ci_pipeline.unify.probabilistic.settings import Settings, stratum_columns
 from ci_pipeline.unify.probabilistic.table import Table, prepare
 
 #: Candidate pairs from which :func:`gamma_matrix` runs comparisons side by side. A comparison's work on many pairs
@@ -202,7 +203,7 @@ class Stratum:
     @property
     def columns(self) -> set[str]:
         """Every column of its keys."""
-        return _key_columns(self.keys)
+        return set(stratum_columns(self.keys))
 
     def members(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Whether each pair (``left[i]``, ``right[i]``) agrees exactly on every column of one of the keys."""
@@ -241,11 +242,6 @@ def _agree(table: Table, keys, left: np.ndarray, right: np.ndarray) -> np.ndarra
             agree &= (codes[left] == codes[right]) & (codes[left] >= 0)
         inside |= agree
     return inside
-
-
-def _key_columns(keys) -> set[str]:
-    """Every column the strata keys read."""
-    return {c for key in keys for part in key for c in key_columns(part)}
 
 
 def _parameters_dict(p: ComparisonParameters) -> dict:
@@ -362,8 +358,12 @@ def _random_pairs(table: Table, settings: Settings) -> tuple[np.ndarray, np.ndar
 def _frequencies(levels: int, gamma: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Smoothed share of each level among the non-null values of ``gamma``."""
     known = gamma >= 0
-    counts = np.bincount(gamma[known], weights=None if weights is None else weights[known], minlength=levels)
-    return (counts + PSEUDO_COUNT) / (counts.sum() + PSEUDO_COUNT * levels)
+    return _smoothed(np.bincount(gamma[known], weights=None if weights is None else weights[known], minlength=levels))
+
+
+def _smoothed(counts: np.ndarray) -> np.ndarray:
+    """Each level's share of ``counts`` (one per level), every level given :data:`PSEUDO_COUNT` more."""
+    return (counts + PSEUDO_COUNT) / (counts.sum() + PSEUDO_COUNT * len(counts))
 
 
 def _without_matches(levels: int, gamma: np.ndarray, m: np.ndarray, prior: float) -> np.ndarray:
@@ -374,13 +374,10 @@ def _without_matches(levels: int, gamma: np.ndarray, m: np.ndarray, prior: float
     are most of the agreement on a field that strangers rarely share: with a few records a person, a random pair
     is one person's about once in ten thousand, which is more often than two strangers share a birth date, so the
     raw share of agreeing random pairs is mostly matches and the field's weight came out bits too low (measured:
-    the birth date's exact u 0.0029 raw, 0.0008 without the matches, on 1,000 records of 181 people). The term
-    frequencies keep counting every record: leaving out a record's own person's others by the average duplicates
-    a record was measured and not taken (it raised the names of people with many records most, namesakes too)."""
+    the birth date's exact u 0.0029 raw, 0.0008 without the matches, on 1,000 records of 181 people)."""
     known = gamma >= 0
     counts = np.bincount(gamma[known], minlength=levels).astype(np.float64)
-    counts = np.maximum(counts - prior * known.sum() * np.asarray(m, dtype=np.float64), 0.0)
-    return (counts + PSEUDO_COUNT) / (counts.sum() + PSEUDO_COUNT * levels)
+    return _smoothed(np.maximum(counts - prior * known.sum() * np.asarray(m, dtype=np.float64), 0.0))
 
 
 def _inactive_reason(table: Table, comparison: Comparison) -> str | None:
@@ -392,7 +389,7 @@ def _inactive_reason(table: Table, comparison: Comparison) -> str | None:
     return None
 
 
-def gamma_matrix(table: Table, comparisons: tuple[Comparison, ...], left: np.ndarray, right: np.ndarray):
+def gamma_matrix(table: Table, comparisons: tuple[Comparison, ...], left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Levels reached by each pair (rows) in each comparison (columns), -1 = null.
 
     From :data:`PARALLEL_PAIRS` pairs on, the comparisons run :data:`COMPARISONS_AT_ONCE` at a time on threads;
@@ -503,8 +500,7 @@ class _Patterns:
         counts = np.bincount(self.flat, weights=np.repeat(weights, len(self.columns)), minlength=self.width + 1)
         out: list[np.ndarray | None] = [None] * len(self.sizes)
         for j in self.columns:
-            level = counts[self.starts[j] : self.starts[j] + self.sizes[j]]
-            out[j] = (level + PSEUDO_COUNT) / (level.sum() + PSEUDO_COUNT * self.sizes[j])
+            out[j] = _smoothed(counts[self.starts[j] : self.starts[j] + self.sizes[j]])
         return out
 
 
@@ -512,26 +508,28 @@ def _largest_change(new: list, old: list, columns) -> float:
     return max((float(np.abs(new[j] - old[j]).max()) for j in columns), default=0.0)
 
 
-def _em(patterns, counts, rule, m, u, settings: Settings, active, fixed: frozenset = frozenset()):
-    """EM for m over level patterns (``counts`` pairs each) found by blocking rule ``rule``, u held fixed (and the m
-    of the comparisons in ``fixed``).
+def _em(patterns, counts, session, m, u, settings: Settings, active, fixed: frozenset = frozenset()):
+    """EM for m over level patterns (``counts`` pairs each), ``session`` the session of each pattern (one per
+    training rule that found pairs, see :func:`_sessions`), u held fixed (and the m of the comparisons in
+    ``fixed``).
 
-    Each rule has its own match share (an e-mail rule finds mostly matches, a postal-code rule mostly not); the
-    comparisons on a rule's own columns are masked in its patterns, so what is left compares like random pairs
+    Each session has its own match share (an e-mail rule finds mostly matches, a postal-code rule mostly not); the
+    comparisons on its rule's own columns are masked in its patterns, so what is left compares like random pairs
     among its non-matches and the u of random pairs holds for them. Each m is held to :func:`exact_first`.
     """
     trace = []
-    rules = int(rule.max()) + 1
-    pairs_per_rule = np.bincount(rule, weights=counts, minlength=rules)
-    shares = np.full(rules, 0.1)
+    sessions = int(session.max()) + 1
+    pairs_per_session = np.bincount(session, weights=counts, minlength=sessions)
+    shares = np.full(sessions, 0.1)
     columns = np.flatnonzero(active)
     trained = [j for j in columns if j not in fixed]
     flat = _Patterns(patterns, [len(x) for x in m], columns)
     converged = False
     for iteration in range(1, settings.max_iterations + 1):
-        posterior, evidence = flat.posterior(shares[rule], m, u)
+        posterior, evidence = flat.posterior(shares[session], m, u)
         matched = posterior * counts
-        new_shares = np.clip(np.bincount(rule, weights=matched, minlength=rules) / pairs_per_rule, 1e-9, 1 - 1e-9)
+        new_shares = np.bincount(session, weights=matched, minlength=sessions) / pairs_per_session
+        new_shares = np.clip(new_shares, 1e-9, 1 - 1e-9)
         new_m = flat.frequencies(matched)
         for j in trained:
             new_m[j] = exact_first(new_m[j])
@@ -649,8 +647,16 @@ def train(
             comparison; a comparison every training rule reads; no comparison carries evidence.
 
     Example:
+        >>> import pandas as pd
+        >>> from ci_pipeline.unify.probabilistic.defaults import default_settings
+        >>> frame = pd.DataFrame({
+        ...     "first_name": ["anna", "anna", "ben", "ben", "carl", "dora"],
+        ...     "birth_date": ["1980-01-02", "1980-01-02", "1975-03-04", "1975-03-04", "1990-05-06", "1985-07-08"],
+        ... })
         >>> settings, notes = default_settings(frame, {"first_name": "first_name", "birth_date": "birth_date"})
         >>> model = train(frame, settings)
+        >>> [(p.name, p.active) for p in model.parameters]
+        [('first_name', True), ('birth_date', True)]
     """
     settings.check_columns(records.columns)
     if table is None:
@@ -862,9 +868,9 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
         )
         return None
     active = np.asarray([n is None for n in notes])
-    held = _key_columns(keys + earlier)
+    held = set(stratum_columns(keys + earlier))
     bound = [bool(held & set(c.columns)) for c in settings.comparisons]
-    own = _key_columns(keys)
+    own = set(stratum_columns(keys))
     free = [c.name for j, c in enumerate(settings.comparisons) if active[j] and not own & set(c.columns)]
     weak = len(free) < MIN_FREE_COMPARISONS
     patterns, counts = _distinct_rows(gamma_matrix(table, settings.comparisons, left, right))

@@ -271,7 +271,7 @@ def _arrays(pairs: Candidates) -> tuple:
     return pairs.left, pairs.right, pairs.rule, pairs.gamma
 
 
-def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, source: str | None = None):
+def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, source: str | None = None) -> pd.DataFrame:
     """A waterfall of one pair: per comparison the two values, the level reached and its weight.
 
     Returns:

@@ -1,6 +1,6 @@
 """Settings of probabilistic matching: they only describe the model (comparisons, blocking, thresholds).
 
-The code that trains and scores reads them (``training.train``, ``scoring.predict``); a trained model keeps the
+The code that trains and scores reads them (``model.train``, ``scoring.predict``); a trained model keeps the
 settings it was trained on, so scoring with settings whose comparisons differ is refused (retrain).
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Literal
@@ -140,42 +141,33 @@ class Settings:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """Every column a comparison or a blocking rule reads."""
-        used = [c for comp in self.comparisons for c in comp.columns]
-        used += [c for rule in self.blocking + self.training_blocking for c in rule.columns]
-        used += [c for keys in self.strata for key in keys for part in key for c in key_columns(part)]
-        return tuple(dict.fromkeys(used))
+        """Every column a comparison, a blocking rule or a stratum reads."""
+        return tuple(dict.fromkeys(column for _, column in self._reads()))
 
-    def check_columns(self, available) -> None:
-        """Refuse comparisons and blocking keys on columns the records do not hold, naming each."""
+    def check_columns(self, available: Iterable[str]) -> None:
+        """Refuse comparisons, blocking keys and strata on columns the records do not hold, naming each."""
         available = set(available)
-        problems = [
-            f"comparison {c.name!r} reads column {col!r}"
-            for c in self.comparisons
-            for col in c.columns
-            if col not in available
-        ]
-        problems += [
-            f"{key}[{i}] [{rule}] reads column {c!r}"
-            for key, rules in (("blocking", self.blocking), ("training_blocking", self.training_blocking))
-            for i, rule in enumerate(rules)
-            for k in rule.keys
-            for c in k.columns
-            if c not in available
-        ]
-        problems += [
-            f"strata[{i}] reads column {c!r}"
-            for i, keys in enumerate(self.strata)
-            for key in keys
-            for part in key
-            for c in key_columns(part)
-            if c not in available
-        ]
+        problems = [f"{reader} reads column {column!r}" for reader, column in self._reads() if column not in available]
         if problems:
             raise SettingsError(
                 "; ".join(problems) + f", which is not mapped (mapped: {', '.join(sorted(available))}); map the "
                 "column or remove what reads it"
             )
+
+    def _reads(self) -> Iterator[tuple[str, str]]:
+        """Each column the settings read, with what reads it as an error names it: comparisons, blocking rules,
+        training rules, then strata, part by part (a column read twice comes twice)."""
+        for comparison in self.comparisons:
+            for column in comparison.columns:
+                yield f"comparison {comparison.name!r}", column
+        for key, rules in (("blocking", self.blocking), ("training_blocking", self.training_blocking)):
+            for i, rule in enumerate(rules):
+                for k in rule.keys:
+                    for column in k.columns:
+                        yield f"{key}[{i}] [{rule}]", column
+        for i, keys in enumerate(self.strata):
+            for column in stratum_columns(keys):
+                yield f"strata[{i}]", column
 
     def to_dict(self) -> dict:
         """A JSON/YAML-able description; ``from_dict`` reads it back."""
@@ -225,6 +217,13 @@ class Settings:
             },
             **options,
         )
+
+
+def stratum_columns(keys: Iterable[tuple[str, ...]]) -> Iterator[str]:
+    """The columns one stratum's keys read, part by part (``nickname(first_name)`` reads ``first_name``)."""
+    for key in keys:
+        for part in key:
+            yield from key_columns(part)
 
 
 def _read_strata(strata) -> tuple[tuple[tuple[str, ...], ...], ...]:

@@ -58,10 +58,7 @@ class Table:
         try:
             return self.columns[name]
         except KeyError:
-            raise UserError(
-                f"column {name!r} is not in the records (they hold {', '.join(sorted(self.columns))}): map it or "
-                "remove the comparison or blocking rule that uses it"
-            ) from None
+            raise _missing(name, sorted(self.columns)) from None
 
     def remember(self, key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
         """``make()`` once per ``key``, kept read-only: a blocking rule's codes are read by the default's pair
@@ -94,10 +91,11 @@ def _factorized(name: str, text: pd.Series, outer: np.ndarray | None = None) -> 
     return Column(name, codes, values, counts)
 
 
-def _missing(name: str, frame: pd.DataFrame) -> UserError:
+def _missing(name: str, held: Iterable) -> UserError:
+    """The error for a column ``name`` that the records (holding the columns ``held``) do not hold."""
     return UserError(
-        f"column {name!r} is not in the records (they hold {', '.join(map(str, frame.columns))}): map it or remove "
-        "the comparison or blocking rule that uses it"
+        f"column {name!r} is not in the records (they hold {', '.join(map(str, held))}): map it or remove the "
+        "comparison or blocking rule that uses it"
     )
 
 
@@ -120,7 +118,7 @@ def prepare(frame: pd.DataFrame, columns: Iterable[str], source: str | None = No
     prepared = {}
     for name in dict.fromkeys(columns):
         if name not in frame.columns:
-            raise _missing(name, frame)
+            raise _missing(name, frame.columns)
         prepared[name] = _factorized(name, frame[name])
     return Table(prepared, len(frame), _origin(frame, source))
 
@@ -139,7 +137,7 @@ def prepare_raw(
     """
     missing = [name for name in normalize if name not in frame.columns]
     if missing:
-        raise _missing(missing[0], frame)
+        raise _missing(missing[0], frame.columns)
 
     def one(name: str) -> Column:
         outer, distinct = pd.factorize(frame[name].astype("string"), use_na_sentinel=True)
