@@ -563,7 +563,12 @@ def _customers_yaml(plan: Plan) -> list[str]:
     rules = _simple_rules(types)
     if plan.model_refused:
         said = f"A probabilistic model could not be trained on this file (quickstart tried): {plan.model_refused}."
-        said += " Once the data holds duplicates, set match: {method: probabilistic} to train one; until then,"
+        said += " Once the data holds duplicates, set match: {method: probabilistic} to train one. Until then, "
+        said += (
+            "duplicates are found by simple rules (docs/config/unify.md)."
+            if rules
+            else "every row is a customer of its own: no mapped attribute identifies a person on its own."
+        )
         lines += [f"      # {line}" for line in textwrap.wrap(said, 108)]
     elif len(types) >= 3:
         lines.append(
@@ -576,10 +581,12 @@ def _customers_yaml(plan: Plan) -> list[str]:
             "model,"
         )
     if not rules:
-        lines.append("      # and none identifies a person on its own: every row is a customer of its own.")
+        if not plan.model_refused:
+            lines.append("      # and none identifies a person on its own: every row is a customer of its own.")
         return lines + _normalize_yaml(plan) + NO_ACTIVITIES
+    if not plan.model_refused:
+        lines.append("      # so duplicates are found by simple rules (docs/config/unify.md).")
     lines += [
-        "      # so duplicates are found by simple rules (docs/config/unify.md).",
         "      dedup:",
         "        rules:",
     ]

@@ -297,6 +297,8 @@ def test_a_file_of_distinct_people_gets_simple_rules_with_the_reason_not_a_run_t
     assert "matching: simple rules, as a probabilistic model could not be trained" in capsys.readouterr().out
     written = (tmp_path / "out" / "ci_pipeline.yaml").read_text()
     assert "# A probabilistic model could not be trained on this file (quickstart tried): the training" in written
+    said = " ".join(line.strip().lstrip("# ") for line in written.splitlines() if line.strip().startswith("#"))
+    assert "to train one. Until then, duplicates are found by simple rules (docs/config/unify.md)." in said
     unify = yaml.safe_load(written)["unify"]
     assert "match" not in unify
     assert unify["tables"][0]["dedup"]["rules"][0]["name"] == "first_name_and_birth_date"

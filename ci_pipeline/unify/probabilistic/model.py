@@ -696,7 +696,7 @@ def train(
         seed = [np.asarray(p.m) for p in strata[0].parameters]
         fixed = frozenset(j for j, c in enumerate(comparisons) if not strata[0].columns & set(c.columns))
     m, shares, converged, trace, expected_matches = _fit_main(
-        table, settings, blocked, seed, u_random, active, fixed, bool(strata)
+        table, settings, blocked, seed, u_random, active, notes, fixed, bool(strata)
     )
     outside_pairs = _total_pairs(table, link_only) - sum(s.pairs for s in strata)
     prior = float(np.clip(expected_matches / max(outside_pairs, 1), 1e-12, 0.5))
@@ -751,11 +751,13 @@ def _expected_everywhere(training: dict, strata: list, records: int) -> None:
         _warn(training["few_duplicates"], UserWarning, stacklevel=3)
 
 
-def _fit_main(table: Table, settings: Settings, blocked: Blocked, seed, u_random, active, fixed, stratified: bool):
+def _fit_main(
+    table: Table, settings: Settings, blocked: Blocked, seed, u_random, active, notes: list, fixed, stratified: bool
+):
     """EM over the blocked pairs outside the strata (a sample of at most ``em_sample_pairs``): m (but the ``fixed``
     comparisons'), each training rule's match share, convergence, trace and the expected matches among all those
     pairs. Without such pairs the main fit keeps the first stratum's m and expects no match outside the strata (and
-    warns)."""
+    warns). A comparison whose column no pair holds on both sides is switched off (in ``active`` and ``notes``)."""
     comparisons = settings.comparisons
     if len(blocked.left) == 0:
         if not stratified:
@@ -779,15 +781,24 @@ def _fit_main(table: Table, settings: Settings, blocked: Blocked, seed, u_random
     gamma = gamma_matrix(table, comparisons, blocked.left, blocked.right)
     patterns, counts, session, rules = _sessions(table, settings, blocked, gamma)
     # A comparison whose m the first stratum gives needs no training pair here.
-    untrained = [
-        c.name for j, c in enumerate(comparisons) if active[j] and j not in fixed and not (patterns[:, j] >= 0).any()
-    ]
-    if untrained:
-        raise TrainingError(
-            f"comparison(s) {', '.join(map(repr, untrained))}: every training blocking rule reads the compared column "
-            f"(or its values are never both known), so its m cannot be trained; add a training rule without it. "
-            f"{FEW_DUPLICATES}"
+    untrained = [j for j in range(len(comparisons)) if active[j] and j not in fixed and not (patterns[:, j] >= 0).any()]
+    sparse = [j for j in untrained if not (gamma[:, j] >= 0).any()]
+    for j in sparse:
+        # A column few records fill (a middle name, a second phone): no pair to learn from is no error of the
+        # settings, and the other comparisons can still be trained.
+        notes[j] = (
+            f"column {comparisons[j].column!r} is known on both sides of none of the {len(blocked.left):,} pairs "
+            "training weighs: it carries no evidence until a training finds pairs that hold it"
         )
+        active[j] = False
+        _warn(notes[j], UserWarning, stacklevel=3)
+    if misread := [comparisons[j].name for j in untrained if j not in sparse]:
+        raise TrainingError(
+            f"comparison(s) {', '.join(map(repr, misread))}: every training blocking rule reads the compared column, "
+            f"so its m cannot be trained; add a training rule without it. {FEW_DUPLICATES}"
+        )
+    if not active.any():
+        raise TrainingError("no comparison carries evidence: " + "; ".join(filter(None, notes)))
     m, shares, converged, trace = _em(patterns, counts, session, seed, u_random, settings, active, fixed)
     expected = _expected_matches(settings, blocked, gamma, rules, shares, m, u_random, active) / sampled
     return m, shares, converged, trace, expected

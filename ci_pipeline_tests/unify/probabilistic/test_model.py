@@ -451,3 +451,19 @@ def test_a_stored_model_whose_comparison_has_other_levels_in_this_version_names_
     first.update(u=[*first["u"][:1], 0.0, first["u"][1]])
     with pytest.raises(UserError, match=r"comparison 'a' has the levels exact, else in this version, the model was "):
         Model.from_dict(described)
+
+
+def test_a_comparison_whose_column_no_training_pair_holds_on_both_sides_is_switched_off_with_a_warning():
+    # A middle name a handful of records give: none of the blocked pairs holds it twice, which is no fault of
+    # the settings; the other comparisons train and score as before.
+    records, _ = synthetic(people=300)
+    sparse = records.assign(e=pd.Series(pd.NA, index=records.index, dtype="string"))
+    sparse.loc[sparse.index[[0, 7]], "e"] = ["anne", "beth"]
+    settings = Settings(
+        comparisons=(*exact_settings().comparisons, ExactMatch("e")), blocking=exact_settings().blocking
+    )
+    with pytest.warns(UserWarning, match=r"column 'e' is known on both sides of none of the [\d,]+ pairs training"):
+        model = train(sparse, settings)
+    assert [p.name for p in model.parameters if not p.active] == ["e"]
+    plain = train(records, exact_settings())
+    assert [p.m for p in model.parameters[:-1]] == [p.m for p in plain.parameters]
