@@ -104,3 +104,15 @@ def take_rows(frame: pd.DataFrame, rows: np.ndarray, at_once: int = 2) -> pd.Dat
 
     gathers = {name: (lambda name=name: frame[name].iloc[rows].reset_index(drop=True)) for name in frame.columns}
     return pd.DataFrame(each_named(gathers, at_once, "take-rows"), index=pd.RangeIndex(len(rows)))
+
+
+def pair_ids(left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+    """One integer per unordered pair of positions below ``n`` (``min * n + max``): the pair (a, b) and the pair
+    (b, a) get the same id, so pairs found in either order can be looked up with :func:`isin`.
+
+    Examples:
+        >>> pair_ids(np.array([0, 3]), np.array([3, 0]), 5).tolist()
+        [3, 3]
+    """
+    left, right = np.asarray(left, np.int64), np.asarray(right, np.int64)
+    return np.minimum(left, right) * np.int64(n) + np.maximum(left, right)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ci_pipeline.arrays import isin, pairs_sharing_code, stable_order, unique
+from ci_pipeline.arrays import isin, pair_ids, pairs_sharing_code, stable_order, unique
 
 
 @pytest.mark.parametrize("shape", [(0,), (1000,), (40, 25)])
@@ -78,3 +78,12 @@ def test_take_rows_is_iloc_with_a_fresh_index():
 )
 def test_stable_order_is_the_lexsort_of_the_keys(keys):
     np.testing.assert_array_equal(stable_order(keys), np.lexsort(keys[::-1]))
+
+
+def test_pair_ids_name_an_unordered_pair_once_and_tell_pairs_apart():
+    rng = np.random.default_rng(3)
+    left, right = rng.integers(0, 50, 2000), rng.integers(0, 50, 2000)
+    ids = pair_ids(left, right, 50)
+    assert (ids == pair_ids(right, left, 50)).all()
+    pairs = {(min(a, b), max(a, b)) for a, b in zip(left.tolist(), right.tolist(), strict=True)}
+    assert len(np.unique(ids)) == len(pairs)

@@ -2,7 +2,7 @@
 
 from ci_pipeline.unify.attach import OUTCOMES
 from ci_pipeline.unify.engine import UnifyResult, make_normalizer, unify
-from ci_pipeline.unify.identity import assign_ids, new_customer_id
+from ci_pipeline.unify.identity import assign_ids
 from ci_pipeline.unify.normalize import Normalizer, phone_digits, read_alias_file
 from ci_pipeline.unify.probabilistic_method import (
     MODEL_PATH,
@@ -31,7 +31,6 @@ __all__ = [
     "configured_settings",
     "make_normalizer",
     "model_json",
-    "new_customer_id",
     "phone_digits",
     "read_alias_file",
     "read_model",

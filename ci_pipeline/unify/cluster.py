@@ -2,10 +2,10 @@
 
 The guard: a component that would hold more than ``max_cluster_size`` records, that would join two records
 declared never-match, or that would hold two different known values of a conflict field (two birth dates: a father
-and a son of the same name and address), is rebuilt greedily from its strongest links: links are taken in order of
-strength (stage dedup before match, then rule order, then mean condition score, then record order) and a link is
-skipped when it would make the cluster exceed the size cap, join a never-match pair or join two parts whose known
-values of a conflict field differ. Skipped links are reported with their reason.
+and a son of the same name and address), is rebuilt greedily from its strongest links: links are taken in the order
+the caller gives them (unification's is :func:`ci_pipeline.unify.engine._link_order`: by stage, rule, strength,
+then records) and a link is skipped when it would make the cluster exceed the size cap, join a never-match pair or
+join two parts whose known values of a conflict field differ. Skipped links are reported with their reason.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ci_pipeline.arrays import unique
+from ci_pipeline.arrays import pair_ids, unique
 from ci_pipeline.unify.text import group_starts
 
 #: A customer of three or more records fewer than this share of whose pairs are links is weakly held: a chain of
@@ -60,9 +60,8 @@ def densities(labels: np.ndarray, left: np.ndarray, right: np.ndarray) -> pd.Dat
     """
     n = len(labels)
     left, right = np.asarray(left, np.int64), np.asarray(right, np.int64)
-    lo, hi = np.minimum(left, right), np.maximum(left, right)
-    inside = (labels[lo] == labels[hi]) & (lo != hi)
-    pairs = unique(lo[inside] * n + hi[inside])
+    inside = (labels[left] == labels[right]) & (left != right)
+    pairs = unique(pair_ids(left[inside], right[inside], n))
     links = np.bincount(labels[pairs // n], minlength=n)
     sizes = np.bincount(labels, minlength=n)
     members = np.flatnonzero(sizes >= 2)
@@ -72,35 +71,20 @@ def densities(labels: np.ndarray, left: np.ndarray, right: np.ndarray) -> pd.Dat
     )
 
 
-def guarded_clusters(
-    n: int,
-    links: pd.DataFrame,
-    never: tuple[np.ndarray, np.ndarray],
-    max_cluster_size: int,
-    conflicts: dict[str, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Clusters over ``links`` with the over-merge guard.
+class Guard:
+    """The over-merge guard over one set of records (see the module docstring).
 
     Args:
         n: number of records.
-        links: accepted links with ``left, right`` (positions) and ``order`` (lower = stronger, unique per link).
         never: positions of never-match pairs.
         max_cluster_size: the size cap.
         conflicts: conflict field -> integer code of each record's normalized value (-1 = unknown); one customer
             never holds two different known codes of a field.
 
-    Returns:
-        ``(labels, skipped, events)``: the cluster label of each record; per link, 0 when it was used (or joined
-        records already together) and otherwise why it was skipped (1 size cap, 2 never-match pair, 3 + k
-        conflict on the k-th field of ``conflicts``; see :func:`skip_notes`); and one event per guarded component.
+    Asked again with links added after the earlier ones (weaker: attachment), it rebuilds only the components those
+    links reach. A component no added link reaches is one of the earlier components, with its links in the same
+    order: the guard decides it as before.
     """
-    return Guard(n, never, max_cluster_size, conflicts).clusters(links)
-
-
-class Guard:
-    """:func:`guarded_clusters` over one set of records; asked again with links added after the earlier ones
-    (weaker: attachment), it rebuilds only the components those links reach. A component no added link reaches is
-    one of the earlier components, with its links in the same order: the guard decides it as before."""
 
     def __init__(
         self,
@@ -115,8 +99,18 @@ class Guard:
         self._last: _Decided | None = None
 
     def clusters(self, links: pd.DataFrame, added: int = 0) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-        """:func:`guarded_clusters` of ``links``; ``added``: how many of them, at the end, the last call did not
-        have (the others in the same order)."""
+        """Clusters over ``links`` with the guard.
+
+        Args:
+            links: accepted links with ``left, right`` (positions) and ``order`` (lower = stronger, unique per link).
+            added: how many of ``links``, at the end, the last call did not have (the others in the same order).
+
+        Returns:
+            ``(labels, skipped, events)``: the cluster label of each record; per link, 0 when it was used (or joined
+            records already together) and otherwise why it was skipped (1 size cap, 2 never-match pair, 3 + k
+            conflict on the k-th field of ``conflicts``; see :func:`skip_notes`); and one event per guarded
+            component.
+        """
         fields = list(self.conflicts)
         left = links["left"].to_numpy(np.int64)
         right = links["right"].to_numpy(np.int64)
@@ -226,7 +220,7 @@ class _Parts:
 
     def join(self, a: int, b: int, max_cluster_size: int, never_of: dict[int, set[int]]) -> int:
         """Join the parts of ``a`` and ``b`` unless the guard refuses; 0 when joined (or already together), else
-        the reason code of :func:`guarded_clusters`."""
+        the reason code of :meth:`Guard.clusters`."""
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return 0

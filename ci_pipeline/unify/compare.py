@@ -60,6 +60,7 @@ class Prepared:
         self.normalizer.forget()
 
     def steps(self, cond: Condition) -> tuple[str, ...]:
+        """The normalizations of a condition: its own, else the defaults of its field's semantic type."""
         return tuple(cond.normalize) if cond.normalize is not None else default_normalizations(cond.field)
 
     def normalized(self, cond: Condition) -> pd.Series:
@@ -219,15 +220,23 @@ def score(prep: Prepared, cond: Condition, left: np.ndarray, right: np.ndarray) 
         sims = (present & (cl == cr)).astype(np.float64)
     else:
         sims = _fuzzy(prep, cond, left, right, present)
-        steps = prep.steps(cond)
-        if "name" in steps:
-            for variant in ("name_plain", "name_alt"):
-                other = cond.model_copy(update={"normalize": [(variant if s == "name" else s) for s in steps]})
-                sims = np.maximum(sims, _fuzzy(prep, other, left, right, present))
+        for other in name_variants(cond, prep.steps(cond)):
+            sims = np.maximum(sims, _fuzzy(prep, other, left, right, present))
         sims[present & (cl == cr)] = 1.0
     if cond.allow_missing:
         sims[~present] = np.nan
     return sims
+
+
+def name_variants(cond: Condition, steps: tuple[str, ...]) -> list[Condition]:
+    """The other spellings a fuzzy condition with the ``name`` normalization (among its ``steps``) is scored on: the
+    plain name and its alternative nickname reading (see :func:`score`); none without ``name``."""
+    if "name" not in steps:
+        return []
+    return [
+        cond.model_copy(update={"normalize": [variant if s == "name" else s for s in steps]})
+        for variant in ("name_plain", "name_alt")
+    ]
 
 
 def _fuzzy(prep: Prepared, cond: Condition, left: np.ndarray, right: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -286,8 +295,9 @@ def evaluate_rules(
 
     Returns:
         One row per (candidate pair, rule evaluated): ``left, right`` (record positions, left from the earlier
-        table), ``rule`` (position), ``scores`` (JSON), ``accepted``. A pair accepted by a rule is not tried on
-        later rules.
+        table), ``rule`` (position), ``scores`` (JSON), ``strength`` (the mean of the conditions' scores, a missing
+        one left out; 0 when all are missing) and ``accepted``. A pair accepted by a rule is not tried on later
+        rules.
     """
     ranks = prep.records["rank"].to_numpy()
     n = len(prep.records)

@@ -5,19 +5,18 @@ from __future__ import annotations
 import csv
 import resource
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ci_pipeline.arrays import isin, take_rows
+from ci_pipeline.arrays import isin, pair_ids, take_rows
 from ci_pipeline.config.unify import AttachRule, Condition, Rule, UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import ALTERNATE_KEY_COLUMNS, guids, identifiers
@@ -52,21 +51,6 @@ from ci_pipeline.unify.text import (
     take_repeated,
 )
 
-MATCH_PAIR_COLUMNS = [
-    "Stage",
-    "LeftSource",
-    "LeftTable",
-    "LeftKey",
-    "RightSource",
-    "RightTable",
-    "RightKey",
-    "Rule",
-    "Scores",
-    "Accepted",
-    "Linked",
-    "Note",
-]
-DEDUP_COLUMNS = ["Key", "WinnerKey", "IsWinner", "GroupSize"]
 #: The guard takes links stage by stage, in this order.
 STAGE_ORDER = {"override": 0, "dedup": 1, "match": 2, "attach": 3}
 SIZE_BINS = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 25), (26, 10**12)]
@@ -141,7 +125,7 @@ class Matched:
 
 
 @dataclass(frozen=True)
-class Candidates:
+class OverriddenPairs:
     """Dedup and match pairs after the overrides: ``never_match`` pairs refused, ``always_match`` pairs added."""
 
     pairs: pd.DataFrame
@@ -183,10 +167,26 @@ class Identified:
 #: guard; higher first), ``accepted``, and the ``stage`` (``dedup``, ``match``, ``override``, ``attach``).
 PAIR_COLUMNS = ["left", "right", "rule", "scores", "strength", "accepted", "stage", "rule_name"]
 
-#: A match method: prepared records in, candidate pairs across tables out (columns :data:`PAIR_COLUMNS`). After it
-#: ran, a method may hold ``comparable`` (per record, whether it could compare the record) and ``report`` (a dict
-#: for the statistics), as :class:`ci_pipeline.unify.probabilistic_method.ProbabilisticMatches` does.
-MatchMethod = Callable[[UnifyConfig, Preparation], pd.DataFrame]
+
+class MatchMethod(Protocol):
+    """A match method: prepared records in, scored candidate pairs out (columns :data:`PAIR_COLUMNS`), of records of
+    one table as well as of two; as :class:`ci_pipeline.unify.probabilistic_method.ProbabilisticMatches`.
+
+    The engine reads these optional attributes, each through ``getattr``:
+
+    - ``state_key(config) -> str | None``: what the method's pairs depend on besides the records; under the same
+      key as the last run's, the run is incremental (None: every pair is scored afresh).
+    - after a call: ``report`` (a dict, ``stats["match_method"]``), ``comparable`` (per record, whether the method
+      could compare it), ``warnings`` (a list of texts the run shows) and ``kept_pairs`` (a frame the state keeps
+      for the next run, :attr:`~ci_pipeline.unify.incremental.UnifyState.model_pairs`).
+
+    The default, :func:`rule_matches`, is the configured rules, which the engine calls with the touched records
+    itself.
+    """
+
+    def __call__(self, config: UnifyConfig, prepared: Preparation, how: Plan | None = None) -> pd.DataFrame:
+        """The pairs; ``how`` is the run's plan: when incremental, the method may reuse the last run's pairs of
+        untouched records, and it may note in ``how.meta`` what the next run needs to tell whether it can."""
 
 
 class _Stopwatch:
@@ -240,7 +240,8 @@ def unify(
         id_history: the cumulative id change log of earlier runs.
         run_id: the orchestrator's run id (for the change log).
         base_dir: folder that relative override and alias files are resolved against.
-        match_method: how candidate pairs across tables are found and scored (default: the configured rules).
+        match_method: how candidate pairs are found and scored (default: the configured rules; see
+            :class:`MatchMethod`).
         state: what the last run kept (:attr:`UnifyResult.state`): with it, only the pairs of new and changed
             records are scored and only the customers they touch merged, the rest reused, with the same result as
             without it (see
@@ -271,12 +272,12 @@ def unify(
     _within_tables_as_dedup(config, records, dedup_pairs, matched)
     watch.lap("match")
     record_keys = _record_keys_ahead(records)
-    candidates = apply_overrides(config, records, dedup_pairs, matched.pairs, base_dir)
+    overridden = apply_overrides(config, records, dedup_pairs, matched.pairs, base_dir)
     last_ids, previous_row = last_run.result() if last_run else (None, None)
-    clustering = cluster_and_attach(config, records, candidates, matched, last_ids, previous_row)
-    warnings = prepared.warnings + list(getattr(match_method, "warnings", ())) + candidates.warnings
+    clustering = cluster_and_attach(config, records, overridden, matched, last_ids, previous_row)
+    warnings = prepared.warnings + list(getattr(match_method, "warnings", ())) + overridden.warnings
     uncomparable = matched.uncomparable
-    del dedup_pairs, matched, candidates  # the candidate pairs are the largest frames of a run: free them now
+    del dedup_pairs, matched, overridden  # the candidate pairs are the largest frames of a run: free them now
     watch.lap("cluster")
     # The ids depend on the clusters alone: issued on a thread of their own (mostly Arrow and NumPy, outside
     # Python's lock) while the profiles are merged.
@@ -516,16 +517,16 @@ def _within_tables_as_dedup(
 def match(
     config: UnifyConfig, prepared: Preparation, method: MatchMethod = rule_matches, how: Plan | None = None
 ) -> Matched:
-    """Candidate pairs across tables by ``method`` (with an incremental ``how``: the rules' pairs of touched
-    records, and the others reused); then what clustering and attaching need of the normalized values is kept.
+    """Candidate pairs by ``method`` (with an incremental ``how``: the pairs of touched records, and the others
+    reused); then what clustering and attaching need of the normalized values is kept.
     The caller releases the normalized columns (``prepared.prep.release()``) once it no longer needs them."""
     records, prep = prepared.records, prepared.prep
-    if how and method is rule_matches:
-        pairs = how.complete("match", rule_matches(config, prepared, how.touched), records["rank"].to_numpy())
-    elif how and how.incremental:
-        pairs = method(config, prepared, how)  # a method with a state key (see plan): it reuses what it can
+    if method is rule_matches:
+        found = rule_matches(config, prepared, how.touched if how else None)
+        pairs = how.complete("match", found, records["rank"].to_numpy()) if how else found
     else:
-        pairs = method(config, prepared)
+        # On a full run too: a method notes in the plan what the next run compares to reuse its pairs.
+        pairs = method(config, prepared, how)
     conflicts = {_condition_text(c): prep.codes(c) for c in config.guard.conflict_conditions()}
     attach_inputs = [_attach_inputs(rule, config, records, prep) for rule in config.match.attach]
     uncomparable = _uncomparable(config, records, prep, getattr(method, "comparable", None))
@@ -533,8 +534,12 @@ def match(
 
 
 def apply_overrides(
-    config: UnifyConfig, records: pd.DataFrame, dedup_pairs: pd.DataFrame, match_pairs: pd.DataFrame, base_dir
-) -> Candidates:
+    config: UnifyConfig,
+    records: pd.DataFrame,
+    dedup_pairs: pd.DataFrame,
+    match_pairs: pd.DataFrame,
+    base_dir: Path | None,
+) -> OverriddenPairs:
     """Dedup and match pairs together; ``never_match`` pairs refused (noted), ``always_match`` pairs added."""
     n = len(records)
     positions = _RecordPositions(records)
@@ -543,10 +548,9 @@ def apply_overrides(
     pairs = pd.concat([dedup_pairs, match_pairs], ignore_index=True)
     pairs["note"] = ""
     if len(never[0]):
-        never_ids = np.minimum(*never) * n + np.maximum(*never)
-        lo = np.minimum(pairs["left"], pairs["right"]).to_numpy()
-        hi = np.maximum(pairs["left"], pairs["right"]).to_numpy()
-        hit = isin(lo * n + hi, never_ids)
+        hit = isin(
+            pair_ids(pairs["left"].to_numpy(np.int64), pairs["right"].to_numpy(np.int64), n), pair_ids(*never, n)
+        )
         pairs.loc[hit & pairs["accepted"].to_numpy(), "note"] = "never_match"
         pairs.loc[hit, "accepted"] = False
     if len(always[0]):
@@ -565,13 +569,13 @@ def apply_overrides(
             }
         )
         pairs = pd.concat([pairs, forced], ignore_index=True)
-    return Candidates(pairs, never, never_notes + always_notes)
+    return OverriddenPairs(pairs, never, never_notes + always_notes)
 
 
 def cluster_and_attach(
     config: UnifyConfig,
     records: pd.DataFrame,
-    candidates: Candidates,
+    overridden: OverriddenPairs,
     matched: Matched,
     last_ids: PreviousIds | None,
     previous_row: np.ndarray | None,
@@ -579,7 +583,7 @@ def cluster_and_attach(
     """Accepted links joined into customers under the over-merge guard; then name-only customers attached and the
     customers rebuilt with those links last. Adds ``label`` to the records."""
     n = len(records)
-    pairs, never, conflicts = candidates.pairs, candidates.never, matched.conflicts
+    pairs, never, conflicts = overridden.pairs, overridden.never, matched.conflicts
     links = _links(pairs)
     guard = Guard(n, never, config.guard.max_cluster_size, conflicts)
     labels, skipped, events = guard.clusters(links)
@@ -824,7 +828,7 @@ def _names(rules: list[Rule], index: pd.Series) -> list[str]:
 def _winners(records: pd.DataFrame, config: UnifyConfig) -> np.ndarray:
     """True for the surviving record of each dedup group (policy per table; ties: highest key)."""
     t_ns = records["winner_time"]
-    ns = np.where(t_ns.isna(), 0, t_ns.dt.tz_convert("UTC").astype("int64").fillna(0).to_numpy() if len(records) else 0)
+    ns = np.where(t_ns.isna(), 0, t_ns.dt.tz_convert("UTC").astype("int64").to_numpy())
     policy = records["rank"].map({r: t.dedup.winner.policy for r, t in enumerate(config.tables)}).to_numpy()
     missing = t_ns.isna().to_numpy()
     recent = np.where(missing, np.iinfo(np.int64).max, -ns)
@@ -849,7 +853,7 @@ class _RecordPositions:
     @cached_property
     def index(self) -> pd.Series:
         records = self.records
-        ident = (records["source"] + "|" + records["table"] + "|" + records["key"]).to_numpy(dtype=object)
+        ident = identifiers(records["source"], records["table"], records["key"]).to_numpy(dtype=object)
         return pd.Series(np.arange(len(records)), index=ident)
 
 

@@ -6,19 +6,17 @@ import json
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import identifiers
-from ci_pipeline.unify.cluster import WEAK_DENSITY
+from ci_pipeline.unify.cluster import WEAK_DENSITY, components, densities
 from ci_pipeline.unify.compare import Prepared, passes, score
 from ci_pipeline.unify.normalize import Normalizer, default_normalizations, shared_values
 from ci_pipeline.unify.probabilistic import BlockingRule, Model, Settings
-from ci_pipeline.unify.probabilistic.chart import waterfall as waterfall_chart
+from ci_pipeline.unify.probabilistic.chart import waterfall_figure
 from ci_pipeline.unify.probabilistic.table import Table
-from ci_pipeline.unify.probabilistic_method import RULE_NAME, mapping, model_table, scoring_settings, waterfall
+from ci_pipeline.unify.probabilistic_method import RULE_NAME, model_table, waterfall
 
 
 def explain_record(
@@ -54,7 +52,9 @@ def explain_record(
     return {
         "record": f"{source}|{table}|{key}",
         "customer_id": cid,
-        "density": _density(left[inside & ~alone & mp["Linked"]], right[inside & ~alone & mp["Linked"]], len(idents)),
+        "density": _density(
+            left[inside & ~alone & mp["Linked"]], right[inside & ~alone & mp["Linked"]], sorted(idents)
+        ),
         "bridges": _bridges(mp[inside & ~alone & mp["Linked"]], sorted(idents)),
         "profile": {k: v for k, v in profile.iloc[0].items() if pd.notna(v)} if len(profile) else {},
         "records": sorted(idents),
@@ -159,8 +159,7 @@ def model_evidence(
     does; the run scores no other pair, whatever the model would say), ``stratum``, the keys of the stratum whose
     fit weighs the pair (None: the main fit; ``strata`` lists them all), and swapped names labelled ``swapped``
     with the ``crossed`` values."""
-    info = waterfall(config, records, normalizer, model, i, j)
-    settings = scoring_settings(config, model, mapping(config))
+    info, settings = waterfall(config, records, normalizer, model, i, j)
     # Block keys, strata and swaps compare the two records' own normalized values: only they are normalized.
     columns = dict.fromkeys([*settings.columns, *model.settings.columns])
     table = model_table(config, records.iloc[[i, j]], normalizer, columns, frequent=info["too_frequent"])
@@ -233,7 +232,7 @@ def _label_swaps(settings: Settings, table: Table, comparisons: list[dict]) -> N
 
 def _positions(records: pd.DataFrame, a: tuple[str, str, str], b: tuple[str, str, str]) -> tuple[int, int]:
     """The positions of the two records in the record frame; a clear error for one that is not there."""
-    ident = records["source"] + "|" + records["table"] + "|" + records["key"]
+    ident = identifiers(records["source"], records["table"], records["key"])
     found = []
     for ref in (a, b):
         hit = np.flatnonzero((ident == "|".join(ref)).to_numpy())
@@ -369,16 +368,16 @@ def holding(records: pd.DataFrame, normalizer: Normalizer, field: str, steps: tu
     return found
 
 
-def _density(left: pd.Series, right: pd.Series, records: int) -> dict | None:
-    """The customer's links (distinct pairs of its records) over its possible pairs; None for a single record."""
-    if records < 2:
+def _density(left: pd.Series, right: pd.Series, records: list[str]) -> dict | None:
+    """The customer's links (distinct pairs of its ``records``, identifiers of both sides of each link in ``left``
+    and ``right``) over its possible pairs, as :func:`ci_pipeline.unify.cluster.densities` counts them in a run;
+    None for a single record."""
+    n = len(records)
+    if n < 2:
         return None
-    links = len(set(zip(left.where(left < right, right), right.where(left < right, left), strict=True)))
-    return {
-        "links": links,
-        "possible": records * (records - 1) // 2,
-        "density": round(links / (records * (records - 1) / 2), 3),
-    }
+    index = pd.Index(records)
+    found = densities(np.zeros(n, np.int64), index.get_indexer(left), index.get_indexer(right)).iloc[0]
+    return {"links": int(found["links"]), "possible": n * (n - 1) // 2, "density": round(float(found["density"]), 3)}
 
 
 def _bridges(links: pd.DataFrame, records: list[str]) -> list[dict]:
@@ -397,8 +396,7 @@ def _bridges(links: pd.DataFrame, records: list[str]) -> list[dict]:
     found = []
     for k, row in enumerate(first.values()):
         others = np.arange(len(a)) != k
-        graph = coo_matrix((np.ones(others.sum()), (a[others], b[others])), shape=(len(records), len(records)))
-        _, label = connected_components(graph, directed=False)
+        label = components(len(records), a[others], b[others])
         if label[a[k]] != label[b[k]]:
             parts = sorted((int((label == label[a[k]]).sum()), int((label == label[b[k]]).sum())), reverse=True)
             found.append(row | {"parts": parts})
@@ -553,7 +551,7 @@ def render_waterfall(info: dict) -> list[str]:
     steps = [("prior", info["prior_weight"])]
     steps += [(f"{c['comparison']} {c['level']}", c["weight"]) for c in info["comparisons"]]
     lines.append("  waterfall (each step's weight and the running total):")
-    lines += [f"    {line}" for line in waterfall_chart(steps, "total weight")]
+    lines += [f"    {line}" for line in waterfall_figure(steps, "total weight")]
     return lines
 
 

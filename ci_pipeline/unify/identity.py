@@ -46,12 +46,8 @@ class IdentityResult:
     run: int
 
 
-def new_customer_id(members: list[str], taken: set[str] | frozenset = frozenset()) -> str:
-    """The deterministic id of a new cluster from its member identifiers (``source|table|key``)."""
-    return _new_id_from_seed("customer|" + "\n".join(sorted(members)), taken)
-
-
 def _new_id_from_seed(seed: str, taken: set[str] | frozenset) -> str:
+    """The uuid5 of ``seed``, or of ``seed#1``, ``seed#2``, ... the first that is not ``taken``."""
     candidate = uuid5_hex(seed)
     n = 0
     while candidate in taken:
@@ -66,12 +62,14 @@ def uuid5_hex(name: str) -> str:
 
 
 def empty_identity_map() -> pd.DataFrame:
+    """An identity map of no records, with the columns and types of a stored one."""
     return pd.DataFrame(
         {c: pd.Series(dtype="Int64" if c in ("IdIssuedRun", "Run") else "string") for c in IDENTITY_COLUMNS}
     )
 
 
 def empty_id_change() -> pd.DataFrame:
+    """An id change log of no changes, with the columns and types of a stored one."""
     return pd.DataFrame(
         {c: pd.Series(dtype="Int64" if c in ("Run", "Records") else "string") for c in ID_CHANGE_COLUMNS}
     )

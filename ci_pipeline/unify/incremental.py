@@ -23,6 +23,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -36,10 +37,13 @@ from ci_pipeline.config.unify import Condition, Rule, UnifyConfig
 from ci_pipeline.run_state import META, StateAhead, read_run_state, write_ahead
 from ci_pipeline.side_by_side import each_named
 from ci_pipeline.sql_text import quoted
-from ci_pipeline.unify.compare import Prepared
+from ci_pipeline.unify.compare import Prepared, name_variants
 from ci_pipeline.unify.merge import merge_profiles
 from ci_pipeline.unify.normalize import STR, Normalizer
 from ci_pipeline.unify.text import arrow_strings, pandas_strings
+
+if TYPE_CHECKING:
+    from ci_pipeline.lake import Lake
 
 #: Raised when what a state holds changes meaning: an older state is then not reused.
 STATE_FORMAT = 2
@@ -321,10 +325,8 @@ def pair_conditions(config: UnifyConfig, prep: Prepared) -> list[Condition]:
     for rule in _rules(config):
         for cond in [*rule.blocking_fields(), *rule.conditions]:
             found.append(cond)
-            steps = prep.steps(cond)
-            if not cond.is_exact and "name" in steps:
-                for variant in ("name_plain", "name_alt"):
-                    found.append(cond.model_copy(update={"normalize": [variant if s == "name" else s for s in steps]}))
+            if not cond.is_exact:
+                found += name_variants(cond, prep.steps(cond))
     return found
 
 
@@ -496,34 +498,34 @@ def next_state(
     config: UnifyConfig,
     records: pd.DataFrame,
     prep: Prepared,
-    found: Plan,
+    how: Plan,
     pairs: pd.DataFrame,
     model_pairs: pd.DataFrame | None = None,
 ) -> UnifyState:
     """The state this run keeps for the next: call after matching, before the normalized values are released.
     ``model_pairs``: a match model's candidate pairs (see :class:`UnifyState`)."""
-    current = found.meta["masks"] if "masks" in found.meta else masks(config, prep)
-    if "oversized_blocks" in found.meta:
-        blocks = found.meta["oversized_blocks"]
+    current = how.meta["masks"] if "masks" in how.meta else masks(config, prep)
+    if "oversized_blocks" in how.meta:
+        blocks = how.meta["oversized_blocks"]
     else:
         blocks = oversized_blocks(config, prep, records["rank"].to_numpy())
     normalizer = prep.normalizer
     seen = normalizer.seen if isinstance(normalizer, ReusingNormalizer) else {}
     kept = pd.DataFrame({c: records[c].astype("string") for c in IDENTITY})
-    kept["hash"] = found.meta["hashes"]
+    kept["hash"] = how.meta["hashes"]
     for column in sorted(seen):
         kept[column] = seen[column].array
     meta = {
         "format": STATE_FORMAT,
         "version": ci_pipeline.__version__,
-        "fingerprint": found.meta["fingerprint"],
+        "fingerprint": how.meta["fingerprint"],
         "masks": current,
         "oversized_blocks": blocks,
         "records": len(kept),
         "pairs": len(pairs),
-        "method": found.meta.get("method"),
+        "method": how.meta.get("method"),
         # A match model's values taken for missing as too frequent (its pairs are found afresh when they change).
-        "model_masks": found.meta.get("model_masks", {}),
+        "model_masks": how.meta.get("model_masks", {}),
     }
     if model_pairs is not None:
         meta["model_pairs"] = len(model_pairs)
@@ -534,7 +536,7 @@ def next_state(
     return UnifyState(kept, pairs, meta, model_pairs=model_pairs)
 
 
-def state_ahead(lake, state: UnifyState) -> StateAhead:
+def state_ahead(lake: Lake, state: UnifyState) -> StateAhead:
     """Begin storing the state in the lake on a thread of its own, beside the last one, which stays the state until
     :meth:`~ci_pipeline.run_state.StateAhead.commit` (:mod:`ci_pipeline.run_state`)."""
     tables = {"records": state.records, "pairs": state.pairs}
@@ -545,12 +547,12 @@ def state_ahead(lake, state: UnifyState) -> StateAhead:
     return write_ahead(lake, STATE_DIR, tables, state.meta)
 
 
-def write_state(lake, state: UnifyState) -> None:
+def write_state(lake: Lake, state: UnifyState) -> None:
     """Store the state in the lake and make it the state."""
     state_ahead(lake, state).commit()
 
 
-def read_state(lake) -> tuple[UnifyState | None, str]:
+def read_state(lake: Lake) -> tuple[UnifyState | None, str]:
     """The last run's state, or None and why it cannot be used (then the run is a full unify)."""
     optional = ("profiles", "model_pairs")
     found = read_run_state(lake, STATE_DIR, lambda meta: ["records", "pairs", *(t for t in optional if t in meta)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import partial
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 from ci_pipeline.arrays import unique
 from ci_pipeline.config.unify import UnifyConfig, unified_fields
 from ci_pipeline.side_by_side import each_named
-from ci_pipeline.unify.normalize import squash_spaces
+from ci_pipeline.unify.normalize import placeholder_mask, squash_spaces
 from ci_pipeline.unify.probabilistic.comparisons import date_parts
 from ci_pipeline.unify.records import DATE_ATTRIBUTES
 
@@ -31,7 +32,7 @@ def record_order(records: pd.DataFrame, policy: str, priority: tuple[str, ...], 
     ]
     if policy != "priority":
         t = records["recency"]
-        ns = t.dt.tz_convert("UTC").astype("int64").to_numpy() if hasattr(t, "dt") else np.zeros(len(records))
+        ns = t.dt.tz_convert("UTC").astype("int64").to_numpy()
         ns = np.where(t.isna().to_numpy(), np.iinfo(np.int64).max, -ns if policy == "most_recent" else ns)
         keys.append(ns)
     return np.lexsort(keys)
@@ -57,7 +58,7 @@ def merge_profiles(
             col = col.fillna(records[c].astype("string"))
         values[f.name] = col
     # placeholders ("N/A", "unknown") never win a field over a real value
-    bypass = {" ".join(str(b).lower().split()) for b in config.normalize.bypass_values}
+    bypass = tuple(config.normalize.bypass_values)
     # Two columns at a time: hashing and folding each column's text runs in Arrow, outside Python's lock.
     kept = each_named(
         {name: partial(_drop_placeholders, values[name], bypass) for name in values.columns}, 2, "unify-merge"
@@ -96,13 +97,8 @@ def merge_profiles(
             chosen[name] = sound.groupby(ranked["label"], sort=True).first().fillna(chosen[name])
         out = out.join(chosen)
     out = out[[f.name for f in fields]]
-    best = np.lexsort(
-        [
-            -records["key_rank"].to_numpy(),
-            -records["filled"].to_numpy(),
-            -records["is_winner"].to_numpy().astype(np.int64),
-        ]
-    )
+    # Per table, the customer's preferred record: the order of the priority policy without a table priority.
+    best = record_order(records, "priority", (), n_tables)
     keyed = pd.DataFrame({"label": labels, "rank": records["rank"].to_numpy(), "key": records["key"].to_numpy()}).iloc[
         best
     ]
@@ -130,11 +126,10 @@ def calendar_dates(values: pd.Series) -> np.ndarray:
 MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def _drop_placeholders(column: pd.Series, bypass: set[str]) -> pd.Series:
+def _drop_placeholders(column: pd.Series, bypass_values: Iterable[str]) -> pd.Series:
     """Empty and placeholder values become missing (decided once per distinct value)."""
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    u = pd.Series(uniques, dtype="string")
-    folded = squash_spaces(u.str.lower())
-    keep = ((folded.str.len() > 0) & ~folded.isin(bypass)).to_numpy(dtype=bool, na_value=False)
+    # Raw values: one of nothing but whitespace is empty too (the normalizer strips its values before it asks).
+    keep = ~placeholder_mask(squash_spaces(pd.Series(uniques, dtype="string")), bypass_values)
     ok = np.append(keep, False)[codes]  # code -1 (missing) indexes the appended False
     return column.where(ok)

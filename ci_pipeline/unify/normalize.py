@@ -122,20 +122,19 @@ def nicknames() -> dict[str, str]:
 
 @cache
 def alternative_nicknames() -> dict[str, str]:
-    """Nicknames with a second formal name (``sam`` -> ``samantha`` besides ``samuel``), lower-case ASCII.
+    """Every nickname of the shipped table with its second reading, lower-case ASCII: the second formal name listed
+    where it has one (``sam`` -> ``samantha``, where :func:`nicknames` gives ``samuel``), else its only one.
 
     Names compare as equal when they agree with either reading, so Sam matches Samuel and Samantha, but Samuel and
     Samantha still differ.
     """
-    text = resources.files("ci_pipeline.unify").joinpath("data/nicknames.csv").read_text("utf-8")
-    first: dict[str, str] = {}
+    seen: set[str] = set()
     second: dict[str, str] = {}
-    for nick, formal in list(csv.reader(text.splitlines()))[1:]:
-        if nick in first:
+    for nick, formal in _read_rows("nicknames.csv"):
+        if nick in seen:
             second.setdefault(nick, formal)
-        else:
-            first[nick] = formal
-    return {**first, **second}
+        seen.add(nick)
+    return {**nicknames(), **second}
 
 
 @cache
@@ -166,11 +165,16 @@ def organization_noise_words() -> frozenset[str]:
 
 def _read_pairs(name: str) -> dict[str, str]:
     """``key -> value`` rows of a shipped table; a key listed twice keeps its first value."""
-    text = resources.files("ci_pipeline.unify").joinpath(f"data/{name}").read_text("utf-8")
     out: dict[str, str] = {}
-    for a, b in list(csv.reader(text.splitlines()))[1:]:
+    for a, b in _read_rows(name):
         out.setdefault(a, b)
     return out
+
+
+def _read_rows(name: str) -> list[list[str]]:
+    """The rows of a shipped CSV table of two columns, after its header."""
+    text = resources.files("ci_pipeline.unify").joinpath(f"data/{name}").read_text("utf-8")
+    return list(csv.reader(text.splitlines()))[1:]
 
 
 def read_alias_file(path: str | Path, name: str) -> dict[str, str]:
@@ -322,9 +326,7 @@ class Normalizer:
         self._codes.clear()
 
     def _mask_bypass(self, u: pd.Series) -> pd.Series:
-        folded = squash_spaces(u.str.lower())
-        bypass = {" ".join(str(b).lower().split()) for b in self.bypass_values}
-        return u.where(~folded.isin(bypass) & (u.str.len() > 0))
+        return u.where(~placeholder_mask(u, self.bypass_values))
 
     def _step(self, name: str) -> Callable[[pd.Series], pd.Series]:
         if name.startswith("alias:"):
@@ -357,6 +359,20 @@ class Normalizer:
 
 #: ASCII text that ``squash_spaces`` would change: whitespace other than single spaces between words.
 _UNSQUASHED = r"[\t\n\v\f\r\x1c-\x1f]|^ | $|  "
+
+
+def placeholder_mask(values: pd.Series, bypass_values: Iterable[str]) -> np.ndarray:
+    """Per value, whether it stands for no value: missing, empty, or one of ``bypass_values`` ("N/A", "unknown"),
+    compared with case and runs of whitespace folded on both sides.
+
+    Examples:
+        >>> placeholder_mask(pd.Series(["N / a", " n/a ", "", None, "Ann"], dtype="string"), ["N/A"]).tolist()
+        [False, True, True, True, False]
+    """
+    folded = squash_spaces(values.str.lower())
+    bypass = {" ".join(str(b).lower().split()) for b in bypass_values}
+    real = ~folded.isin(bypass) & (values.str.len() > 0)
+    return ~real.to_numpy(bool, na_value=False)
 
 
 def squash_spaces(u: pd.Series) -> pd.Series:

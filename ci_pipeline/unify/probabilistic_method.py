@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ci_pipeline.arrays import isin
+from ci_pipeline.arrays import isin, pair_ids
 from ci_pipeline.config.unify import BIRTH_DATE_PARTS, UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.engine import Preparation, override_labels, prepare, rule_matches
@@ -44,7 +44,6 @@ from ci_pipeline.unify.probabilistic import (
 from ci_pipeline.unify.probabilistic import explain_pair as model_waterfall
 from ci_pipeline.unify.probabilistic.scoring import Candidates, Scored, score_pairs
 from ci_pipeline.unify.probabilistic.table import Column, Table
-from ci_pipeline.unify.probabilistic.table import prepare as prepare_table
 
 #: The rule name of the model's pairs in ``match_pairs``.
 RULE_NAME = "probabilistic"
@@ -90,7 +89,7 @@ def read_model(data: bytes, where: str) -> Model:
         raise UserError(f"{where}: the stored match model cannot be read ({exc}); {RETRAIN}") from None
 
 
-def mapping(config: UnifyConfig) -> dict[str, str]:
+def model_attributes(config: UnifyConfig) -> dict[str, str]:
     """Record attribute -> semantic type over every table (a ``custom`` column is an attribute of its own name).
 
     Where a full name is mapped and no table maps a first or last name, the first and last name the record frame
@@ -111,7 +110,7 @@ def mapping(config: UnifyConfig) -> dict[str, str]:
 def model_records(config: UnifyConfig, records: pd.DataFrame, normalizer: Normalizer) -> pd.DataFrame:
     """The records as the model compares them: the mapped attributes of the record frame normalized per semantic
     type (positions as in the record frame); the configured normalizer's bypass values and aliases apply."""
-    mapped = mapping(config)
+    mapped = model_attributes(config)
     frame = records[list(mapped)].reset_index(drop=True)
     return normalize_records(frame, mapped, normalizer)
 
@@ -127,7 +126,7 @@ def model_table(
     only ``columns`` when given (scoring reads only the columns of its settings). The values of the guard's
     ``frequency_fields`` that more records hold than its ``max_value_frequency`` are missing, as for the rules:
     those of these records (:func:`frequent_values`), or ``frequent`` (the run's, for a few of its records)."""
-    mapped = mapping(config)
+    mapped = model_attributes(config)
     if columns is not None:
         mapped = {c: mapped[c] for c in columns}
     table = normalized_table(records[list(mapped)].reset_index(drop=True), mapped, normalizer)
@@ -222,7 +221,7 @@ def train_model(config: UnifyConfig, prepared: Preparation, base_dir: Path | Non
 def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) -> tuple[Model, list[str], Table]:
     """:func:`train_model`, and the prepared table it trained on."""
     given = config.match.probabilistic
-    mapped = mapping(config)
+    mapped = model_attributes(config)
     notes: list[str] = []
     if given is not None and {"comparisons", "blocking"} <= given.keys():
         settings = configured_settings(config, placeholder(strata=default_strata(mapped)))
@@ -306,7 +305,7 @@ def waiting_for_training(config: UnifyConfig, model: Model) -> list[str]:
                 f"the run scores with the model as trained, and the change takes effect when you {RETRAIN}"
             )
     trained_on = model.training.get("mapped")
-    if trained_on is not None and (added := sorted(set(mapping(config)) - set(trained_on))):
+    if trained_on is not None and (added := sorted(set(model_attributes(config)) - set(trained_on))):
         found.append(
             f"attribute(s) {', '.join(added)} mapped since the stored match model was trained: the model does not "
             f"compare them until you {RETRAIN}"
@@ -350,58 +349,27 @@ class ProbabilisticMatches:
         when the rules accept pairs beside the model (those are scored over every record)."""
         if config.match.rules:
             return None
-        settings = scoring_settings(config, self.model, mapping(config))
+        settings = scoring_settings(config, self.model, model_attributes(config))
         text = model_json(self.model) + json.dumps(settings.to_dict(), sort_keys=True, default=str).encode()
         return hashlib.sha256(text).hexdigest()
 
     def __call__(self, config: UnifyConfig, prepared: Preparation, how: Plan | None = None) -> pd.DataFrame:
         """The scored pairs; with an incremental ``how`` (see :mod:`ci_pipeline.unify.incremental`), only the pairs
         of new and changed records are blocked and compared, the last run's levels of the others reused."""
-        settings = scoring_settings(config, self.model, mapping(config))
+        settings = scoring_settings(config, self.model, model_attributes(config))
         self.warnings = waiting_for_training(config, self.model)
         started = time.perf_counter()
         table = self._table(config, prepared, settings)
         prepared_s = round(time.perf_counter() - started, 3)
-        masks = {name: sorted(v) for name, v in table.missing.items()}
-        touched, kept = None, None
-        # A value grown too frequent (or back under the cap) since the last run changes its records' pairs: then
-        # every pair is found afresh (rare, and a full scoring is exact).
-        if how is not None and how.incremental and how.last.meta.get("model_masks", {}) == masks:
-            touched, kept = how.touched, _kept(how, settings)
-        if how is not None:
-            how.meta["model_masks"] = masks
-        scored = score_pairs(self.model, table, settings, touched, kept)
+        scored = score_pairs(self.model, table, settings, *_reusable(how, table, settings))
         self.kept_pairs = None if config.match.rules else state_pairs(scored, settings)
         rules = rule_matches(config, prepared) if config.match.rules else None
         reviewed = np.flatnonzero((scored.probability >= review_probability(settings.threshold)) | scored.link)
         pairs = _pairs(scored, reviewed, len(config.match.rules))
         if rules is not None:
-            # Hybrid: a pair a rule accepts is a link outright; the model's verdict on it adds nothing.
-            accepted = rules[rules["accepted"]]
-            a, b = accepted["left"].to_numpy(np.int64), accepted["right"].to_numpy(np.int64)
-            n = table.n
-            pair_id = pairs["left"].to_numpy(np.int64) * n + pairs["right"].to_numpy(np.int64)
-            taken = isin(pair_id, np.minimum(a, b) * n + np.maximum(a, b))
-            pairs = pd.concat([rules, pairs[~taken]], ignore_index=True)
-        self.comparable = np.zeros(table.n, dtype=bool)
-        for rule in settings.blocking:
-            self.comparable |= np.logical_and.reduce([table.column(c).codes >= 0 for c in rule.columns])
-        links = int(scored.link.sum())
-        per_rule = np.bincount(scored.pairs.rule, minlength=len(settings.blocking))
-        self.report = {
-            "method": "probabilistic" if rules is None else "probabilistic with rules",
-            "rule_name": RULE_NAME,
-            "threshold": settings.threshold,
-            "candidate_pairs": len(scored.pairs),
-            "pairs_per_rule": {str(r): int(c) for r, c in zip(settings.blocking, per_rule, strict=True)},
-            "links": links,
-            "near_misses": len(reviewed) - links,
-            # Preparing the records, blocking, and comparing and weighing the candidate pairs.
-            "seconds": {"prepare": prepared_s, **scored.seconds},
-            "settings_yaml": settings_yaml(settings),
-            # The guard's too frequent values, missing for the model as for the rules (column -> value -> records).
-            "frequent_values_ignored": table.missing,
-        }
+            pairs = _with_rules(rules, pairs, table.n)
+        self.comparable = _comparable(table, settings)
+        self.report = _report(settings, table, scored, len(reviewed), prepared_s, rules is not None)
         return pairs
 
     def _table(self, config: UnifyConfig, prepared: Preparation, settings: Settings) -> Table:
@@ -446,6 +414,60 @@ class TrainingMatches(ProbabilisticMatches):
         if table is not None and set(settings.columns) <= set(table.columns):
             return table
         return super()._table(config, prepared, settings)
+
+
+def _reusable(how: Plan | None, table: Table, settings: Settings) -> tuple[np.ndarray | None, Candidates | None]:
+    """The touched records and the last run's candidate pairs scoring may reuse (None, None: score every pair);
+    notes this run's masks in ``how.meta`` for the next run, on a full run too."""
+    masks = {name: sorted(v) for name, v in table.missing.items()}
+    reusable = None, None
+    # A value grown too frequent (or back under the cap) since the last run changes its records' pairs: then
+    # every pair is found afresh (rare, and a full scoring is exact).
+    if how is not None and how.incremental and how.last.meta.get("model_masks", {}) == masks:
+        reusable = how.touched, _kept(how, settings)
+    if how is not None:
+        how.meta["model_masks"] = masks
+    return reusable
+
+
+def _with_rules(rules: pd.DataFrame, pairs: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The rules' pairs, then the model's pairs that no rule accepted (``n`` records)."""
+    # Hybrid: a pair a rule accepts is a link outright; the model's verdict on it adds nothing.
+    accepted = rules[rules["accepted"]]
+    by_rule = pair_ids(accepted["left"].to_numpy(np.int64), accepted["right"].to_numpy(np.int64), n)
+    taken = isin(pair_ids(pairs["left"].to_numpy(np.int64), pairs["right"].to_numpy(np.int64), n), by_rule)
+    return pd.concat([rules, pairs[~taken]], ignore_index=True)
+
+
+def _comparable(table: Table, settings: Settings) -> np.ndarray:
+    """Per record, whether a blocking rule gives it a whole key: only such a record can be in a candidate pair (a
+    key function may give nothing for a value that is there: the soundex of digits)."""
+    found = np.zeros(table.n, dtype=bool)
+    for rule in settings.blocking:
+        found |= rule.codes(table) >= 0
+    return found
+
+
+def _report(
+    settings: Settings, table: Table, scored: Scored, reviewed: int, prepared_s: float, with_rules: bool
+) -> dict:
+    """What the statistics show of a scoring (``stats["match_method"]``); ``reviewed``: the links and near misses."""
+    links = int(scored.link.sum())
+    per_rule = np.bincount(scored.pairs.rule, minlength=len(settings.blocking))
+    return {
+        "method": "probabilistic with rules" if with_rules else "probabilistic",
+        "rule_name": RULE_NAME,
+        "threshold": settings.threshold,
+        "candidate_pairs": len(scored.pairs),
+        "pairs_per_rule": {str(r): int(c) for r, c in zip(settings.blocking, per_rule, strict=True)},
+        "links": links,
+        "near_misses": reviewed - links,
+        # Preparing the records, blocking, and comparing and weighing the candidate pairs.
+        "seconds": {"prepare": prepared_s, **scored.seconds},
+        "settings_yaml": settings_yaml(settings),
+        # The guard's too frequent values, missing for the model as for the rules (column -> value -> records).
+        "frequent_values_ignored": table.missing,
+    }
 
 
 def state_pairs(scored: Scored, settings: Settings) -> pd.DataFrame:
@@ -507,24 +529,27 @@ def _pairs(scored: Scored, rows: np.ndarray, rule_index: int) -> pd.DataFrame:
 
 def waterfall(
     config: UnifyConfig, records: pd.DataFrame, normalizer: Normalizer, model: Model, left: int, right: int
-) -> dict:
+) -> tuple[dict, Settings]:
     """The evidence on the records at positions ``left`` and ``right`` of the record frame: per comparison the two
     normalized values, the level reached and its weight; the prior, the total weight, the probability and whether
     it reaches the threshold. Term frequencies are those of all ``records``, as in the run, and so are the values
-    taken for missing as too frequent (``too_frequent``: the pair's, column -> value -> records)."""
-    records = model_records(config, records, normalizer)
-    capped = [name for name in config.guard.frequency_fields if name in records.columns]
+    taken for missing as too frequent (``too_frequent``: the pair's, column -> value -> records).
+
+    Returns:
+        The waterfall, and the settings the run scores with (:func:`scoring_settings`).
+    """
+    every = model_table(config, records, normalizer, frequent={})  # nothing masked yet: the pair's own values
+    table = without_values(every, frequent_values(config, every))
     too_frequent = {}
-    for name, values in frequent_values(config, prepare_table(records, capped)).items():
-        text = records[name].str.strip()
-        if pair := {v: values[v] for v in text.iloc[[left, right]].dropna() if v in values}:
+    for name, values in table.missing.items():
+        column = every.column(name)
+        held = [str(column.values[code]) for code in column.codes[[left, right]] if code >= 0]
+        if pair := {v: values[v] for v in held if v in values}:
             too_frequent[name] = pair
-        records[name] = records[name].where(~text.isin(list(values)))
-    settings = scoring_settings(config, model, records.columns)
-    frame = model_waterfall(model, records, left, right)
-    rows = frame.to_dict("records")
+    settings = scoring_settings(config, model, table.columns)
+    rows = model_waterfall(model, frame_of(table), left, right).to_dict("records")
     total = rows[-1]
-    return {
+    info = {
         "prior_weight": rows[0]["weight"],
         "comparisons": [
             {k: (None if pd.isna(v) else v) for k, v in r.items() if k != "probability"} for r in rows[1:-1]
@@ -536,3 +561,4 @@ def waterfall(
         "too_frequent": too_frequent,
         "max_value_frequency": config.guard.max_value_frequency,
     }
+    return info, settings

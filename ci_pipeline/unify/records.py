@@ -90,9 +90,11 @@ def build_records(
             (:func:`~ci_pipeline.unify.dates.read_birth_dates`).
 
     Returns:
-        One row per source record, in table order then key order: ``source, table, key, rank, recency`` plus one
-        column per attribute (semantic type or custom column name). ``full_name`` is derived from first and last
-        name where a table has no full name, and first/last name from the full name where it has no parts.
+        One row per source record, in table order then key order: the :data:`BASE` columns (``source, table, key,
+        rank, recency, winner_time``; the two times in UTC, missing where a table names no such column), then one
+        column per attribute (semantic type or custom column name) and per ``source.table.column`` of
+        ``extra_columns``, in the order the tables first hold them. A whole name and its first and last parts
+        are each derived from the others where a record lacks them (see :func:`_derive_names`).
 
     Raises:
         UserError: a mapped, key or recency column is missing, or a key is empty or duplicated.
@@ -116,7 +118,7 @@ def build_records(
         if bad.any():
             raise UserError(
                 f"unify: {t.ref}: {int(bad.sum())} record(s) have an empty primary key {key!r}; ingestion should "
-                "have quarantined them; check sources.{t.source}.tables.{t.table}.primary_key"
+                f"have quarantined them; check sources.{t.source}.tables.{t.table}.primary_key"
             )
         dup = out["key"].duplicated()
         if dup.any():

@@ -12,6 +12,7 @@ import pytest
 
 from ci_pipeline.defs import unify as unify_defs
 from ci_pipeline.defs.resources import shared_resources
+from ci_pipeline.errors import UserError
 from ci_pipeline.unify import unify
 from ci_pipeline.unify.dates import parse_times
 from ci_pipeline.unify.engine import prepare
@@ -184,6 +185,14 @@ def identical_people(n: int) -> pd.DataFrame:
             "modified_at": ["2026-01-01"] * n,
         }
     ).astype("string")
+
+
+def test_an_empty_primary_key_names_the_setting_to_check():
+    f = frames()
+    f[("loyalty", "members")].loc[1, "member_id"] = " "
+    with pytest.raises(UserError) as caught:
+        build_records(config(), f, KEYS)
+    assert "check sources.loyalty.tables.members.primary_key" in str(caught.value)
 
 
 def test_a_group_cut_at_the_size_cap_is_warned_with_counts():

@@ -11,7 +11,7 @@ import pytest
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import guids
 from ci_pipeline.unify import unify
-from ci_pipeline.unify.cluster import Guard, components, densities, guarded_clusters, skip_notes
+from ci_pipeline.unify.cluster import Guard, components, densities, skip_notes
 from ci_pipeline.unify.explain import explain_record, render_record
 from ci_pipeline_tests.unify.helpers import KEYS, config, frames
 
@@ -130,7 +130,7 @@ def test_conflict_guard_keeps_two_birth_dates_apart_even_through_records_without
     links = pd.DataFrame({"left": [0, 1, 2], "right": [1, 2, 3], "order": [0, 1, 2]})
     none = (np.empty(0, np.int64), np.empty(0, np.int64))
     births = np.array([5, -1, -1, 7])
-    labels, skipped, events = guarded_clusters(4, links, none, 50, {"birth_date": births})
+    labels, skipped, events = Guard(4, none, 50, {"birth_date": births}).clusters(links)
     assert labels.tolist() == [0, 0, 0, 3]
     assert skipped.tolist() == [0, 0, 3]
     assert skip_notes(skipped, ["birth_date"]).tolist() == ["", "", "over-merge guard: conflicting birth_date"]
@@ -145,7 +145,7 @@ def test_conflict_guard_keeps_two_birth_dates_apart_even_through_records_without
         }
     ]
     # One birth date, or none: a plain transitive cluster, no event.
-    labels, skipped, events = guarded_clusters(4, links, none, 50, {"birth_date": np.array([5, -1, 5, -1])})
+    labels, skipped, events = Guard(4, none, 50, {"birth_date": np.array([5, -1, 5, -1])}).clusters(links)
     assert labels.tolist() == [0, 0, 0, 0] and not skipped.any() and events == []
 
 
@@ -170,7 +170,7 @@ def test_the_guard_asked_again_with_weaker_links_added_decides_as_from_scratch()
         guard = Guard(n, never, 4, {"birth_date": births})
         guard.clusters(links.iloc[:first])
         again = guard.clusters(links, added=added)
-        fresh = guarded_clusters(n, links, never, 4, {"birth_date": births})
+        fresh = Guard(n, never, 4, {"birth_date": births}).clusters(links)
         assert again[0].tolist() == fresh[0].tolist()
         assert again[1].tolist() == fresh[1].tolist()
         assert again[2] == fresh[2]
@@ -409,10 +409,10 @@ def test_names_and_dates_are_not_frequency_capped_but_oversized_blocks_are():
 def test_a_second_match_method_plugs_into_the_match_phase():
     from ci_pipeline.unify.engine import PAIR_COLUMNS, rule_matches
 
-    def nothing_matches(cfg, prepared):
+    def nothing_matches(cfg, prepared, how=None):
         return rule_matches(cfg, prepared).iloc[0:0]
 
-    def only_loyalty_to_crm(cfg, prepared):
+    def only_loyalty_to_crm(cfg, prepared, how=None):
         """A method of its own: links m1 to c1 by key alone, with a score the rules never give."""
         records = prepared.records
         left = int(np.flatnonzero(records["key"].to_numpy() == "c1")[0])

@@ -245,7 +245,7 @@ def test_another_match_method_is_a_full_unify():
     tables = frames()
     last = unify(config(), tables, KEYS, run_id="run")
 
-    def model(cfg, prepared):  # any method but the rules scores its pairs over all records
+    def model(cfg, prepared, how=None):  # any method but the rules scores its pairs over all records
         return rule_matches(cfg, prepared)
 
     fall_back(config(), tables, last, "model", match_method=model)
@@ -392,6 +392,23 @@ def test_increments_scored_by_a_match_model_unify_as_a_full_unify_does(tmp_path)
     # Nothing changed: every candidate pair keeps its levels.
     full, again = both(cfg, tables, last, model=model)
     assert again.stats["incremental"]["model_pairs_reused"] == len(again.state.model_pairs)
+
+
+def test_a_value_the_model_masks_as_too_frequent_keeps_the_next_runs_pairs_reusable():
+    """A first (full) run keeps the model's masks too: the next run, nothing changed, finds them the same and
+    reuses every candidate pair instead of scoring them all again."""
+    from ci_pipeline_tests.unify.test_probabilistic_method import config as model_config
+    from ci_pipeline_tests.unify.test_probabilistic_method import hand_model
+
+    cfg, model = model_config(), hand_model()
+    cfg = cfg.model_copy(update={"guard": cfg.guard.model_copy(update={"max_value_frequency": 1})})
+    tables = frames()
+    first = unify(cfg, tables, KEYS, run_id="r1", match_method=ProbabilisticMatches(model))
+    masked = first.stats["match_method"]["frequent_values_ignored"]
+    assert masked and first.state.meta["model_masks"] == {name: sorted(v) for name, v in masked.items()}
+    again = unify(cfg, tables, KEYS, run_id="r2", match_method=ProbabilisticMatches(model), state=first.state)
+    assert again.stats["incremental"]["incremental"]
+    assert again.stats["incremental"]["model_pairs_reused"] == len(again.state.model_pairs) > 0
 
 
 @pytest.mark.parametrize("seed", [3, 4])

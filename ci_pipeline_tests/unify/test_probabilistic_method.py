@@ -41,7 +41,7 @@ from ci_pipeline.unify.probabilistic_method import (
     TrainingMatches,
     check_settings,
     configured_settings,
-    mapping,
+    model_attributes,
     model_json,
     read_model,
     scoring_settings,
@@ -108,6 +108,18 @@ def test_the_model_links_within_and_across_tables_and_publishes_its_scores():
     assert r.stats["match_method"]["links"] == len(pairs)
     # Records the model compares are not reported as uncomparable though no rule exists.
     assert not any("no dedup, match or attach rule" in w for w in r.warnings)
+
+
+def test_a_record_whose_blocking_key_function_gives_nothing_is_uncomparable():
+    """A record compared by no blocking rule is uncomparable, as blocking finds it: soundex of a last name of
+    digits is no key, though the last name is there."""
+    by_sound = dataclasses.replace(SETTINGS, blocking=(BlockingRule.parse(["soundex(last_name)"], "blocking[0]"),))
+    tables = frames()
+    tables[("loyalty", "members")].loc[1, "last_name"] = "123"
+    method = ProbabilisticMatches(hand_model(by_sound))
+    r = unify(config(), tables, KEYS, match_method=method)
+    assert r.stats["uncomparable_records"] == {"loyalty.members": 1}
+    assert method.comparable.tolist() == [True] * 8 + [False]
 
 
 def test_overrides_and_the_guard_apply_to_the_model_links():
@@ -561,7 +573,7 @@ def test_a_block_of_settings_need_only_say_what_it_changes(tmp_path):
     assert stricter.settings == dataclasses.replace(default.settings, threshold=0.9)
     assert stricter.training["configured_keys"] == ["threshold"]
     # Scoring keeps the model's comparisons and takes the configured threshold: no retraining needed.
-    assert scoring_settings(cfg.unify, default, mapping(cfg.unify)).threshold == 0.9
+    assert scoring_settings(cfg.unify, default, model_attributes(cfg.unify)).threshold == 0.9
     rules = [r.to_list() for r in reversed(default.settings.blocking)]
     cfg, lake = generated_project(tmp_path, {"method": "probabilistic", "probabilistic": {"blocking": rules}})
     materialize(cfg, model_asset)
@@ -581,7 +593,7 @@ def test_pasted_comparisons_without_strata_fit_the_default_model_and_dropping_th
     assert default.settings.strata
     pasted = {"comparisons": [c.to_dict() for c in default.settings.comparisons]}
     cfg, _ = generated_project(tmp_path, {"method": "probabilistic", "probabilistic": pasted})
-    assert scoring_settings(cfg.unify, default, mapping(cfg.unify)).strata == default.settings.strata
+    assert scoring_settings(cfg.unify, default, model_attributes(cfg.unify)).strata == default.settings.strata
     materialize(cfg, dg.AssetSelection.assets(unify_defs.key("customer_profile")))
     materialize(cfg, model_asset)
     configured = read_model(lake.read_bytes(MODEL_PATH), "configured")
@@ -601,7 +613,7 @@ def test_the_stored_settings_file_pasted_under_match_scores_with_the_model_as_it
     pasted = yaml.safe_load(text)
     assert pasted["method"] == "probabilistic"
     cfg, _ = generated_project(tmp_path, pasted)
-    assert scoring_settings(cfg.unify, model, mapping(cfg.unify)) == model.settings
+    assert scoring_settings(cfg.unify, model, model_attributes(cfg.unify)) == model.settings
 
 
 def test_a_comparison_or_rule_on_a_mapped_source_column_is_told_the_attribute_to_name(tmp_path):
@@ -710,7 +722,7 @@ def test_tables_with_only_a_whole_name_compare_its_first_and_last_name_apart():
     both = {**GENERATED, "tables": [dict(GENERATED["tables"][0]), GENERATED["tables"][1]]}
     both["tables"][0]["columns"] = {"name": "full_name", "email": "email", "born": "birth_date", "zip": "postal_code"}
     cfg = UnifyConfig.model_validate(both)
-    assert {"first_name": "first_name", "last_name": "last_name"}.items() <= mapping(cfg).items()
+    assert {"first_name": "first_name", "last_name": "last_name"}.items() <= model_attributes(cfg).items()
     model, _ = train_from_tables(cfg, tables, GENERATED_KEYS)
     compared = {c.column for c in model.settings.comparisons}
     assert {"first_name", "last_name"} <= compared and "full_name" not in compared

@@ -28,7 +28,7 @@ def weight_bars(rows: Sequence[tuple[str, float]], width: int = 20) -> list[str]
     return lines
 
 
-def waterfall(steps: Sequence[tuple[str, float]], total: str = "total", width: int = 40) -> list[str]:
+def waterfall_figure(steps: Sequence[tuple[str, float]], total: str = "total", width: int = 40) -> list[str]:
     """One line per ``(label, weight)`` step, the first being the prior: a bar from the running total before the
     step to the total after it (``█`` a rise, ``░`` a fall) on one axis for every line, with 0 marked ``│``; then a
     line for the final total, drawn from 0. Each line ends with the step's weight and the running total."""

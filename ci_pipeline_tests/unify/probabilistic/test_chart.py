@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ci_pipeline.unify.probabilistic.chart import AXIS, FALL, RISE, waterfall, weight_bars
+from ci_pipeline.unify.probabilistic.chart import AXIS, FALL, RISE, waterfall_figure, weight_bars
 
 
 def test_weight_bars_put_evidence_against_left_of_one_axis_and_scale_to_the_largest():
@@ -15,7 +15,7 @@ def test_weight_bars_put_evidence_against_left_of_one_axis_and_scale_to_the_larg
 
 
 def test_a_waterfall_runs_from_the_prior_through_each_step_to_the_total():
-    lines = waterfall([("prior", -16.0), ("name exact", 12.0), ("birth date else", -4.0), ("email exact", 16.0)])
+    lines = waterfall_figure([("prior", -16.0), ("name exact", 12.0), ("birth date else", -4.0), ("email exact", 16.0)])
     assert [line.split()[0] for line in lines] == ["prior", "name", "birth", "email", "total"]
     assert [float(line.split()[-1]) for line in lines] == [-16.0, -4.0, -8.0, 8.0, 8.0]
     # A rise is drawn solid from left to right, a fall light from right to left; each step starts where the last
