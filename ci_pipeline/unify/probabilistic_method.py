@@ -10,6 +10,7 @@ attach rules, merge and stable ids work as with rules. The model scores pairs wi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -130,6 +131,9 @@ def model_table(
     if columns is not None:
         mapped = {c: mapped[c] for c in columns}
     table = normalized_table(records[list(mapped)].reset_index(drop=True), mapped, normalizer)
+    # Each record's table, for link_type link_only (pairs only across tables).
+    origin = pd.factorize(records["source"].astype(str) + "\x1f" + records["table"].astype(str), sort=True)[0]
+    table = dataclasses.replace(table, source=origin.astype(np.int64))
     return without_values(table, frequent_values(config, table) if frequent is None else frequent)
 
 

@@ -821,6 +821,22 @@ def test_link_only_with_one_table_is_refused_saying_to_deduplicate():
     check_settings(two)
 
 
+def test_link_only_trains_and_scores_only_pairs_across_tables():
+    # Each record's table reaches the model: before, training stopped saying it saw one table.
+    tables, _ = people(400, seed=6)
+    cfg = UnifyConfig.model_validate(
+        GENERATED | {"match": {"method": "probabilistic", "probabilistic": {"link_type": "link_only"}}}
+    )
+    model, _ = train_from_tables(cfg, tables, GENERATED_KEYS)
+    r = unify(cfg, tables, GENERATED_KEYS, match_method=ProbabilisticMatches(model))
+    pairs = r.match_pairs[r.match_pairs.Rule == "probabilistic"]
+    assert len(pairs) > 100 and (pairs.LeftTable != pairs.RightTable).all()
+    dedupe = UnifyConfig.model_validate(GENERATED | {"match": {"method": "probabilistic"}})
+    model, _ = train_from_tables(dedupe, tables, GENERATED_KEYS)
+    both = unify(dedupe, tables, GENERATED_KEYS, match_method=ProbabilisticMatches(model)).match_pairs
+    assert (both[both.Rule == "probabilistic"].LeftTable == both[both.Rule == "probabilistic"].RightTable).any()
+
+
 def test_training_settings_and_attributes_changed_since_training_are_said_to_wait_for_retraining():
     tables, _ = people(300, seed=4)
     shop = GENERATED["tables"][1]
