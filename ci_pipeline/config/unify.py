@@ -56,6 +56,7 @@ NORMALIZATIONS = (
     "name_plain",
     "name_alt",
     "titles",
+    "identifier",
 )
 
 #: Named precisions and the similarity each requires.

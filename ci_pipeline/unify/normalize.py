@@ -57,7 +57,8 @@ DEFAULTS: dict[str, tuple[str, ...]] = {
     "gender": ("ascii", "case", "symbols", "whitespace"),
     "company": ("ascii", "case", "symbols", "whitespace", "organization"),
 }
-GENERIC = ("ascii", "case", "symbols", "whitespace")
+#: Custom columns (an account or passport number, a tier): as text, and a number written in groups as its digits.
+GENERIC = ("ascii", "case", "symbols", "whitespace", "identifier")
 
 _NUMBER_WORDS = {
     w: str(i)
@@ -353,6 +354,7 @@ class Normalizer:
             "personal_phone": lambda u: u,
             "date": _date,
             "postal": _postal,
+            "identifier": _identifier,
         }
         return steps[name]
 
@@ -425,9 +427,22 @@ def _organization(u: pd.Series) -> pd.Series:
     )
 
 
+def _identifier(u: pd.Series) -> pd.Series:
+    """A number written in groups (``521-21-2123``, ``521 21 2123``, ``12.345.678``) as its digits, so that every
+    way of writing it is one value; a value holding a letter is left as it is."""
+    grouped = re_fullmatch(u, r"[0-9]+([ ./-]+[0-9]+)+")
+    if not grouped.any():
+        return u
+    u = u.copy()
+    u[grouped] = re_replace(u[grouped], r"[ ./-]+", "")
+    return u
+
+
 def _email(u: pd.Series) -> pd.Series:
+    # "Ann Lee <ann@example.com>" and "mailto:ann@example.com" hold an address: it is what is compared.
+    u = re_replace(re_replace(u, r"^.*<\s*([^<>\s]+@[^<>\s]+)\s*>.*$", r"\1"), r"^mailto:", "")
     # An address without exactly one "@" and a dotted domain is not an address: it never matches.
-    valid = re_fullmatch(u, r"[^@\s]+@[^@\s]+\.[^@\s]+")
+    valid = re_fullmatch(u, r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
     u = u.where(valid)
     parts = re_extract(u, r"^(.*@)([^@]*)$")
     domain = parts[1].astype("string")

@@ -9,6 +9,8 @@ import pytest
 
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.normalize import (
+    DEFAULTS,
+    GENERIC,
     Normalizer,
     mail_domain_corrections,
     nicknames,
@@ -84,6 +86,18 @@ def test_null_empty_and_bypass_values_become_missing():
 
 def test_invalid_email_never_matches():
     assert pd.isna(norm(["not-an-email"], ["case", "email"])[0])
+
+
+def test_an_address_written_with_a_display_name_or_as_a_link_is_the_address():
+    got = norm(
+        ["Ann Lee<Ann@Example.com>", '"Lee, Ann" <ann@example.com>', "mailto:ann@example.com", "a<b"], DEFAULTS["email"]
+    )
+    assert got[:3] == ["ann@example.com"] * 3 and pd.isna(got[3])
+
+
+def test_a_custom_number_written_in_groups_is_its_digits():
+    got = norm(["521-21-2123", "521 21 2123", "521212123", "12.345.678", "X123-45", "Gold tier"], GENERIC)
+    assert got == ["521212123", "521212123", "521212123", "12345678", "x123 45", "gold tier"]
 
 
 def test_dates_compare_whatever_the_format():

@@ -46,7 +46,7 @@ NORMALIZATIONS = {
     "first_name": ("ascii", "case", "name_plain", "whitespace"),
     "birth_date": ("whitespace",),
     "birth_year": ("whitespace",),
-    "custom": ("ascii", "case", "symbols", "whitespace"),
+    "custom": ("ascii", "case", "symbols", "whitespace", "identifier"),
 }
 
 #: Semantic types that identify a person on their own: exact agreement is a blocking rule by itself.
