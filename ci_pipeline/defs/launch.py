@@ -3,12 +3,16 @@ executing it as a run of the code location's job, so the UI lists it on the job'
 
 from __future__ import annotations
 
+import re
+from collections.abc import Set as AbstractSet
+
 import dagster as dg
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.execution.api import create_execution_plan, execute_run
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
 from ci_pipeline.defs.refresh import plan, stale_selection
+from ci_pipeline.defs.registry import REFRESH_TAG
 from ci_pipeline.defs.threaded import threaded_executor
 from ci_pipeline.errors import UserError
 from ci_pipeline.orchestration import MODE_TAG
@@ -35,7 +39,7 @@ def choose_job(defs: dg.Definitions, job_name: str | None, select: str | None) -
         job = defs.resolve_job_def(job_name)
         mode = job.tags.get(MODE_TAG, "partial")
     elif select:
-        # An explicit selection may name anything, on-demand exports included.
+        # An explicit selection may name anything, on-demand assets included (see ``_on_demand_named``).
         job, mode = defs.resolve_implicit_global_asset_job_def(), "full"
     elif "full_refresh" in job_names(defs):
         job = defs.resolve_job_def("full_refresh")
@@ -45,7 +49,7 @@ def choose_job(defs: dg.Definitions, job_name: str | None, select: str | None) -
     if select:
         try:
             selection = dg.AssetSelection.from_string(select).required_multi_asset_neighbors()
-            keys = selection.resolve(defs.resolve_asset_graph())
+            keys = _on_demand_named(select, selection.resolve(defs.resolve_asset_graph()), defs)
         except Exception as exc:
             raise UserError(f"--select {select!r}: {exc}") from None
         if job_name:
@@ -58,6 +62,15 @@ def choose_job(defs: dg.Definitions, job_name: str | None, select: str | None) -
         # its steps record their provenance for the next incremental run too.
         job = job.with_hooks(set(defs.resolve_job_def("full_refresh").hook_defs))
     return job, mode
+
+
+def _on_demand_named(select: str, keys: AbstractSet[dg.AssetKey], defs: dg.Definitions) -> set[dg.AssetKey]:
+    """``keys`` without the on-demand assets (a match or prediction model, an export marked ``on_demand``) that
+    ``select`` reaches only through a group, a tag or ``+``: ``--select 'group:unify+'`` recomputes unification
+    with the stored model, while ``--select unify/match_model`` retrains it."""
+    on_demand = dg.AssetSelection.tag(REFRESH_TAG, "on_demand").resolve(defs.resolve_asset_graph())
+    named = {k for k in keys & on_demand if re.search(rf"(?<![\w/]){re.escape(k.to_user_string())}(?![\w/])", select)}
+    return (set(keys) - on_demand) | named
 
 
 def incremental_job(defs: dg.Definitions, config, lake) -> tuple[dg.JobDefinition | None, str, RefreshPlan]:

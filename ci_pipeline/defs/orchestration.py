@@ -258,7 +258,9 @@ def watched_tables(config: ProjectConfig, graph) -> dict[str, WatchedTable]:
             if key not in keys:
                 continue
             location = config.resolve_location(table.path)
-            affected = dg.AssetSelection.assets(key).downstream().required_multi_asset_neighbors().resolve(graph)
+            # On-demand assets (a match model, a prediction model) are retrained when asked, not when a file lands.
+            downstream = dg.AssetSelection.assets(key).downstream() & REFRESHED
+            affected = downstream.required_multi_asset_neighbors().resolve(graph)
             corrupt = ingest.corrupt_key(source_name, table_name)
             if corrupt in keys:
                 affected |= {corrupt}

@@ -13,8 +13,11 @@ import pytest
 import yaml
 
 from ci_pipeline.config import load_config
+from ci_pipeline.defs import orchestration
+from ci_pipeline.defs.orchestration import watched_tables
+from ci_pipeline.defs.registry import REFRESH_TAG
 from ci_pipeline.defs.resources import LakeResource
-from ci_pipeline_tests.orchestration.conftest import build_project, write_project
+from ci_pipeline_tests.orchestration.conftest import build_project, stage_definitions, write_project
 
 SETTLED = {"new_files": {"settle_seconds": 0}}
 CONTACTS_RUN = [
@@ -243,3 +246,19 @@ def test_incremental_hour_folders_start_a_run_once_closed(tmp_path):
     # The full load and the closed hour are processed; the open hour is not, until it closes.
     assert json.loads(result.cursor)["tables"]["shop/orders"]["files"] == 2
     assert "hour folder closes at" in tick().skip_message
+
+
+def test_a_new_file_does_not_request_the_on_demand_assets_downstream_of_it(tmp_path):
+    # A match model trained on the customer tables is retrained on demand (or monthly), never by a landing file:
+    # a run that retrains moves CustomerIds for the model's noise.
+    config = load_config(write_project(tmp_path, SETTLED))
+
+    @dg.asset(
+        key=["unify", "match_model"], group_name="unify", deps=[["crm", "contacts"]], tags={REFRESH_TAG: "on_demand"}
+    )
+    def match_model() -> None:
+        return None
+
+    stages = dg.Definitions.merge(stage_definitions(config), dg.Definitions(assets=[match_model]))
+    watched = watched_tables(config, orchestration.build(config, stages).resolve_asset_graph())
+    assert [list(k) for k in watched["crm/contacts"].assets] == CONTACTS_RUN

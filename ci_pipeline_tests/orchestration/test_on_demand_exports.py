@@ -37,6 +37,11 @@ def test_on_demand_export_is_left_out_of_every_refresh(sample_copy):
     assert dg.AssetKey(["publish", "sink_customer_profile"]) in _keys(job)
     asked, _ = choose_job(defs, None, "publish/export_warehouse")
     assert EXPORT in _keys(asked)
+    # Reached through a group or `+` only, an on-demand asset is left out; named by its key, it runs.
+    group, _ = choose_job(defs, None, "group:publish")
+    assert EXPORT not in _keys(group) and dg.AssetKey(["publish", "sink_customer_profile"]) in _keys(group)
+    assert EXPORT not in _keys(choose_job(defs, None, "group:unify+")[0])
+    assert EXPORT in _keys(choose_job(defs, None, "key:publish/export_warehouse or group:unify")[0])
 
 
 def test_every_refresh_export_runs_with_the_refresh(sample_copy):
