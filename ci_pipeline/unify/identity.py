@@ -133,7 +133,7 @@ def assign_ids(
     n_labels = len(labels)
     known = code >= 0
 
-    keeper_c, keeper_l, retired_c, retired_l = _homes(code[known], label_pos[known], n_labels, issued)
+    keeper_c, keeper_l, retired_c, _ = _homes(code[known], label_pos[known], n_labels, issued)
 
     id_of_label = np.full(n_labels, -1, dtype=np.int64)
     id_of_label[keeper_l] = keeper_c
@@ -168,13 +168,19 @@ def assign_ids(
     kept[keeper_c] = True
     shifted = known & kept[np.maximum(code, 0)] & (id_of_label[label_pos] >= 0) & (id_of_label[label_pos] != code)
     moved_c, moved_l, moved_n = _pair_counts(code[shifted], label_pos[shifted], n_labels)
+    # Known records of a retired id in a cluster keeping an id: merged into that id (its home cluster, and any other
+    # keeping one); those in clusters with a new id are logged as split above.
+    retired = np.zeros(max(n_ids, 1), dtype=bool)
+    retired[retired_c] = True
+    merging = known & retired[np.maximum(code, 0)] & (id_of_label[label_pos] >= 0)
+    merged_c, merged_l, merged_n = _pair_counts(code[merging], label_pos[merging], n_labels)
     brand_new = need[~isin(need, split_l)]
     gone = np.flatnonzero(moved == 0)
     total = np.bincount(prev_code[has], minlength=n_ids)
     changes = [
         ("split", id_text.take(split_c), label_id.take(split_l), split_n),
         ("new", pa.nulls(len(brand_new), pa.string()), label_id.take(brand_new), counts[brand_new]),
-        ("merged", id_text.take(retired_c), label_id.take(retired_l), moved[retired_c]),
+        ("merged", id_text.take(merged_c), label_id.take(merged_l), merged_n),
         ("moved", id_text.take(moved_c), label_id.take(moved_l), moved_n),
         ("removed", id_text.take(gone), pa.nulls(len(gone), pa.string()), total[gone]),
     ]

@@ -170,3 +170,20 @@ def test_empty_tables_then_records_then_none_again():
     log = third.identity.id_change
     assert log[log.Run == third.identity.run].Reason.tolist() == ["removed"] * second.stats["customers"]
     assert set(log[log.Reason == "removed"].OldCustomerId) == set(second.customer_profile.CustomerId)
+
+
+def test_a_merged_row_counts_the_records_that_moved_and_each_changed_record_is_logged_once():
+    # A (3 records) splits three ways: one record joins B (older, keeps its id), the other two start customers of
+    # their own. The merged row counts the one record that went to B; the two others are split rows.
+    first = assign_ids(members(["shop|s|1"]), None, None, "r1")
+    second = assign_ids(members(["shop|s|1"], ["crm|c|1", "crm|c|2", "crm|c|3"]), first.identity_map, None, "r2")
+    b, a = second.ids.tolist()
+    third = assign_ids(
+        members(["shop|s|1", "crm|c|1"], ["crm|c|2"], ["crm|c|3"]), second.identity_map, second.id_change, "r3"
+    )
+    log = third.id_change[third.id_change.Run == 3]
+    rows = sorted(map(tuple, log[["OldCustomerId", "Reason", "Records"]].values.tolist()))
+    assert rows == [(a, "merged", 1), (a, "split", 1), (a, "split", 1)]
+    assert log[log.Reason == "merged"].NewCustomerId.tolist() == [b]
+    changed = sum(ids_by_record(second)[r] != ids_by_record(third)[r] for r in ("crm|c|1", "crm|c|2", "crm|c|3"))
+    assert int(log.Records.sum()) == changed == 3
