@@ -72,7 +72,7 @@ def test_a_changed_table_is_recomputed_with_everything_downstream_and_nothing_el
         UNIFY: "input shop/orders is recomputed",
         MEASURES: "input unify/profile is recomputed",
     }
-    assert plan.summary().startswith("3 of 5 assets to recompute: shop/orders (source files changed)")
+    assert plan.summary() == "3 of 5 assets to recompute: shop/orders (source files changed); 2 downstream of it"
 
 
 def test_a_changed_setting_recomputes_its_stage_and_what_follows(tmp_path):

@@ -171,6 +171,9 @@ class RefreshPlan:
             return f"all {self.total} assets are up to date: nothing to run"
         causes = [f"{'/'.join(k)} ({why})" for k, why in self.stale.items() if not why.startswith("input ")]
         shown = "; ".join(causes[:5]) + (f"; and {len(causes) - 5} more" if len(causes) > 5 else "")
+        # The others are stale only because an input is: named by count, so the figures add up.
+        following = len(self.stale) - len(causes)
+        shown += f"; {following} downstream of {'them' if len(causes) > 1 else 'it'}" if following else ""
         return f"{len(self.stale)} of {self.total} assets to recompute: {shown}"
 
 
