@@ -213,7 +213,12 @@ def _match_method(context, store, config: ProjectConfig) -> ProbabilisticMatches
     """Scoring with the stored match model; without one, a method that trains one in this run, on the run's own
     prepared records (stored after the run by ``_store_trained``)."""
     if store.exists(MODEL_PATH):
-        return ProbabilisticMatches(read_model(store.read_bytes(MODEL_PATH), store.url(MODEL_PATH)))
+        model = read_model(store.read_bytes(MODEL_PATH), store.url(MODEL_PATH))
+        context.log.info(
+            f"unify: scoring with the stored match model at {store.url(MODEL_PATH)}, trained on "
+            f"{model.training.get('records', 0):,} records; to retrain it: {TRAIN_STEP}"
+        )
+        return ProbabilisticMatches(model)
     context.log.warning(
         f"unify: no stored match model at {store.url(MODEL_PATH)}; training one in this run and storing it, so "
         f"that the next runs score with it (fast, and CustomerIds steady), with the settings it chose as YAML to "

@@ -245,7 +245,7 @@ def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) 
     labels = override_labels(config, prepared.records, base_dir)
     with training_notes() as caught:
         model = train(records, settings, table=table, labels=labels)
-    said = notes + caught
+    said = notes + caught + _empty_tables(config, prepared.records)
     model.training["labelled_matches"] = 0 if labels is None else int(labels["match"].sum())
     # The default's notes (single-field rules added within the pair budget or left out for it) become comments.
     model.training["settings_yaml"] = settings_yaml(settings, notes)
@@ -257,6 +257,19 @@ def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) 
     model.training["mapped"] = sorted(mapped)
     model.training["notes"] = notes  # the default's choices among them: information, not warnings
     return model, said, table
+
+
+def _empty_tables(config: UnifyConfig, records: pd.DataFrame) -> list[str]:
+    """A warning when configured tables hold no records: a model trained before their files land knows nothing of
+    how they write their values, and is kept until it is retrained."""
+    held = set(zip(records["source"], records["table"], strict=True))
+    empty = [f"{t.source}.{t.table}" for t in config.tables if (t.source, t.table) not in held]
+    if not empty:
+        return []
+    return [
+        f"trained while {', '.join(empty)} held no records: what it learnt of how one person's records differ comes "
+        f"from the other tables only, and runs score with it until it is retrained; once they hold data, {RETRAIN}"
+    ]
 
 
 def train_from_tables(

@@ -453,11 +453,13 @@ def generated_project(tmp_path, match: dict | None = None):
     return load_config(tmp_path / "ci_pipeline.yaml"), lake
 
 
-def materialize(cfg, selection):
+def materialize(cfg, selection, instance: dg.DagsterInstance | None = None):
     defs = build_definitions(cfg)
     assets = list(defs.assets or [])
     assets += [dg.SourceAsset(dg.AssetKey([s, t])) for s, t in GENERATED_KEYS]
-    return dg.materialize(assets, resources=shared_resources(cfg), selection=selection, raise_on_error=True)
+    return dg.materialize(
+        assets, resources=shared_resources(cfg), selection=selection, raise_on_error=True, instance=instance
+    )
 
 
 def materialized(result, name: str):
@@ -477,8 +479,11 @@ def test_the_match_model_asset_is_stored_and_unification_scores_with_it(tmp_path
     recorded = materialized(first, "match_model")
     assert recorded.description == "trained by unification"
     assert recorded.metadata["training records"].value == 500 and recorded.metadata["parameters"].records
-    again = materialize(cfg, unification)
+    instance = dg.DagsterInstance.ephemeral()
+    again = materialize(cfg, unification, instance)
     assert again.success and lake.read_bytes(MODEL_PATH) == kept
+    said = [e.user_message for e in instance.all_logs(again.run_id)]
+    assert any(m.startswith("unify: scoring with the stored match model at ") and "500 records" in m for m in said)
     # The run that trained kept its pairs under the model it stored: the next run reuses them.
     assert materialized(again, "unify_stats").metadata["incremental"].value is True
     trained = materialize(cfg, dg.AssetSelection.assets(unify_defs.key("match_model")))
@@ -819,6 +824,18 @@ def test_link_only_with_one_table_is_refused_saying_to_deduplicate():
         GENERATED | {"match": {"method": "probabilistic", "probabilistic": {"link_type": "link_only"}}}
     )
     check_settings(two)
+
+
+def test_a_model_trained_while_a_configured_table_is_empty_says_to_retrain_once_it_holds_data():
+    tables, _ = people(400, seed=6)
+    later = {**GENERATED["tables"][1], "source": "loyalty", "table": "members"}
+    cfg = UnifyConfig.model_validate(GENERATED | {"tables": [*GENERATED["tables"], later]})
+    landed = {**tables, ("loyalty", "members"): tables[("shop", "customers")].iloc[0:0]}
+    _, said = train_from_tables(cfg, landed, {**GENERATED_KEYS, ("loyalty", "members"): "cid"})
+    [warned] = [w for w in said if "held no records" in w]
+    assert warned.startswith("trained while loyalty.members held no records") and "train_match_model" in warned
+    _, quiet = train_from_tables(UnifyConfig.model_validate(GENERATED), tables, GENERATED_KEYS)
+    assert not [w for w in quiet if "held no records" in w]
 
 
 def test_link_only_trains_and_scores_only_pairs_across_tables():
