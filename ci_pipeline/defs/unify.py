@@ -36,6 +36,7 @@ from ci_pipeline.unify import (
 from ci_pipeline.unify.engine import WEAKEST_LISTED
 from ci_pipeline.unify.incremental import read_state, report_text, state_ahead
 from ci_pipeline.unify.probabilistic.chart import weight_bars
+from ci_pipeline.unify.probabilistic.model import NOTHING_TO_DO
 
 GROUP = "unify"
 KINDS = {"pandas"}
@@ -245,8 +246,10 @@ def _store_model(context, store, model, said: list[str], frames: dict) -> dict:
     ``SETTINGS_PATH``; its metadata."""
     chose = set(model.training.get("notes", []))
     for warning in said:
-        # What the default chose (and left out) is in the settings file as comments; only training's own notes warn.
-        (context.log.info if warning in chose else context.log.warning)(f"unify.match_model: {warning}")
+        # What the default chose (and left out) is in the settings file as comments, and what training handled by
+        # design needs nothing of the user: only the rest warns.
+        inform = warning in chose or warning.endswith(f"{NOTHING_TO_DO})")
+        (context.log.info if inform else context.log.warning)(f"unify.match_model: {warning}")
     store.write_bytes(MODEL_PATH, model_json(model))
     settings = model.training["settings_yaml"]
     store.write_bytes(SETTINGS_PATH, f"# {PASTE_HINT}\n{settings}".encode())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import dagster as dg
 import numpy as np
@@ -472,8 +473,12 @@ def test_the_match_model_asset_is_stored_and_unification_scores_with_it(tmp_path
     cfg, lake = generated_project(tmp_path)
     unification = dg.AssetSelection.groups("unify") - dg.AssetSelection.assets(unify_defs.key("match_model"))
     # No stored model yet: the run trains one, with a warning, and stores it; the next run scores with it.
-    first = materialize(cfg, unification)
+    trained_in_run = dg.DagsterInstance.ephemeral()
+    first = materialize(cfg, unification, trained_in_run)
     assert first.success and lake.exists(MODEL_PATH)
+    # What training handled by design (strata too small to fit apart) informs; it does not warn.
+    handled = [e for e in trained_in_run.all_logs(first.run_id) if "(no action needed)" in e.user_message]
+    assert handled and {e.level for e in handled} == {logging.INFO}
     kept = lake.read_bytes(MODEL_PATH)
     # The model it stored is the model asset's materialization, with what it learnt.
     recorded = materialized(first, "match_model")

@@ -440,6 +440,8 @@ def test_a_stratum_too_few_comparisons_describe_stops_early_near_its_start_and_s
         "pairs agreeing on [nickname(first) & last]: EM did not converge after 100 iteration(s) (only 1 "
         "comparison(s) read none of its key columns: born; fewer than 3 cannot pin"
     )
+    # Stopping early is the design here, not a fault to fix: the run logs it as information.
+    assert said[0].endswith("the last parameters are kept (they are sane; no action needed)")
     (stratum,) = model.strata
     assert not stratum.converged and 0.1 < stratum.share < 0.5
 

@@ -919,7 +919,8 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
             f"{said}: EM did not converge after {len(trace)} iteration(s){why} (last change {trace[-1].change:.2g}, "
             f"tolerance {settings.tolerance:g}; match share per iteration: "
             + ", ".join(f"{t.match_share:.4g}" for t in trace[-5:])
-            + "); the last parameters are kept (they are sane)",
+            + "); the last parameters are kept (they are sane"
+            + (f"; {NOTHING_TO_DO})" if weak else ")"),
             ConvergenceWarning,
             stacklevel=4,
         )
