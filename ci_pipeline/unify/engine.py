@@ -528,6 +528,7 @@ def match(
         # On a full run too: a method notes in the plan what the next run compares to reuse its pairs.
         pairs = method(config, prepared, how)
     conflicts = {_condition_text(c): prep.codes(c) for c in config.guard.conflict_conditions()}
+    conflicts |= _one_record_per_table(config, records)
     attach_inputs = [_attach_inputs(rule, config, records, prep) for rule in config.match.attach]
     uncomparable = _uncomparable(config, records, prep, getattr(method, "comparable", None))
     return Matched(pairs, conflicts, attach_inputs, uncomparable)
@@ -570,6 +571,24 @@ def apply_overrides(
         )
         pairs = pd.concat([pairs, forced], ignore_index=True)
     return OverriddenPairs(pairs, never, never_notes + always_notes)
+
+
+def _one_record_per_table(config: UnifyConfig, records: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Guard conflicts for ``link_type: link_only``, which declares the tables free of duplicates: a customer holds
+    at most one record of each table (but a table with dedup rules, whose duplicates they merge). Without them, a
+    chain of links across tables joins two records of one table, two people its source already told apart."""
+    given = config.match.probabilistic or {}
+    if config.match.method != "probabilistic" or given.get("link_type") != "link_only":
+        return {}
+    conflicts = {}
+    for t in config.tables:
+        if t.dedup.rules:
+            continue
+        mine = ((records["source"] == t.source) & (records["table"] == t.table)).to_numpy()
+        codes = np.full(len(records), -1, dtype=np.int64)
+        codes[mine] = np.arange(int(mine.sum()))
+        conflicts[f"records of {t.ref} (link_only: one record of a table per customer)"] = codes
+    return conflicts
 
 
 def cluster_and_attach(

@@ -853,6 +853,9 @@ def test_link_only_trains_and_scores_only_pairs_across_tables():
     r = unify(cfg, tables, GENERATED_KEYS, match_method=ProbabilisticMatches(model))
     pairs = r.match_pairs[r.match_pairs.Rule == "probabilistic"]
     assert len(pairs) > 100 and (pairs.LeftTable != pairs.RightTable).all()
+    # The tables hold no duplicates, so no chain of links across them makes one customer of two records of one.
+    per_table = r.identity.identity_map.groupby(["CustomerId", "DataSourceName", "EntityName"]).size()
+    assert per_table.max() == 1
     dedupe = UnifyConfig.model_validate(GENERATED | {"match": {"method": "probabilistic"}})
     model, _ = train_from_tables(dedupe, tables, GENERATED_KEYS)
     both = unify(dedupe, tables, GENERATED_KEYS, match_method=ProbabilisticMatches(model)).match_pairs
