@@ -73,11 +73,35 @@ def run(args) -> int:
         _read(lake, "unify/match_pairs"),
         _read(lake, "unify/customer_profile"),
     )
+    info["values"] = _record_values(config, lake, info["records"])
     enriched = "ci_pipeline/enrich/enrichment.parquet"
     if config.enrich.enrichments and lake.exists(enriched):
         info["enrichments"] = _enrichments(lake.read_parquet(enriched), info["customer_id"])
     print(json.dumps(info, indent=2, default=str) if args.json else render_record(info) + _render_enrichments(info))
     return 0
+
+
+def _record_values(config, lake, identifiers: list[str]) -> dict[str, dict[str, str]]:
+    """Each record of the customer (``source|table|key``) with the values of its mapped attributes as its table
+    holds them, so that what its records share and where they differ is seen at once."""
+    import pandas as pd
+
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for ident in identifiers:
+        source, table, key = ident.split("|", 2)
+        wanted.setdefault((source, table), []).append(key)
+    values = {}
+    for t in config.unify.tables:
+        keys = wanted.get((t.source, t.table))
+        if not keys:
+            continue
+        frame = _read(lake, f"{t.source}/{t.table}")
+        key_column = config.sources[t.source].tables[t.table].primary_key
+        rows = frame[frame[key_column].astype("string").isin(keys)]
+        for row in rows.to_dict("records"):
+            held = {c: row[c] for c in t.columns if c in row and pd.notna(row[c]) and str(row[c]).strip()}
+            values[f"{t.source}|{t.table}|{row[key_column]}"] = {c: str(v).strip() for c, v in held.items()}
+    return values
 
 
 def _enrichments(table, customer_id: str) -> list[dict]:

@@ -420,7 +420,10 @@ def render_record(info: dict) -> str:
     if prev:
         lines.append(f"  previous ids: {prev}")
     lines.append("records:")
-    lines += [f"  - {r}" for r in info["records"]]
+    values = info.get("values", {})
+    for r in info["records"]:
+        held = ", ".join(f"{column} {value}" for column, value in values.get(r, {}).items())
+        lines.append(f"  - {r}" + (f": {held}" if held else ""))
     density = info.get("density")
     if density and len(info["records"]) >= 3:
         weak = " (weakly held: a chain of single links; one wrong link in it joins two people)"

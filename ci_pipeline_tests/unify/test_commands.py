@@ -29,9 +29,15 @@ def test_explain_record_lists_customer_records_and_links(unified, capsys):
     assert "crm|contacts|c1 belongs to customer" in out and "(3 record(s))" in out
     assert "shop|customers|s1" in out and "loyalty|members|m1" in out
     assert "match rule email_name (email 1.0, first_name 1.0)" in out
+    # Each record with the values its table holds, as written there: what they share is seen at once.
+    shop = next(line for line in out.splitlines() if line.startswith("  - shop|customers|s1: "))
+    assert {"full_name Bob Smith", "email bob.smith@example.com", "town Springfield"} <= set(shop[23:].split(", "))
+    crm = next(line for line in out.splitlines() if line.startswith("  - crm|contacts|c1: "))
+    assert {"first_name Robert", "email Bob.Smith@Example.com", "city Springfield"} <= set(crm[21:].split(", "))
     assert main(["--config", unified, "explain", "crm", "contacts", "c1", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert {link["rule"] for link in info["links"]} == {"email_name", "phone_last_name"}
+    assert info["values"]["loyalty|members|m1"]["first_name"]
 
 
 def test_explain_pair_shows_each_condition(unified, capsys):
