@@ -31,7 +31,7 @@ from ci_pipeline.unify.probabilistic import (
 )
 from ci_pipeline.unify.probabilistic import model as model_module
 from ci_pipeline.unify.probabilistic.blocking import BlockingRule
-from ci_pipeline.unify.probabilistic.joint import PlaceComparison
+from ci_pipeline.unify.probabilistic.comparisons import PlaceComparison
 from ci_pipeline.unify.probabilistic.model import ComparisonParameters, Stratum
 
 #: First names no two of which look alike (housemates' names are told apart by the name comparison's levels).

@@ -15,6 +15,8 @@ named by algorithm and thresholds, as in Splink's comparison library:
 - ``IdentifierComparison``: exact, one typing error (an edit or a transposition), else (identifiers, phones).
 - ``EmailComparison``: exact, same user name, same domain, else.
 - ``PostalCodeComparison``: exact, one typing error, same prefix, else.
+- ``PlaceComparison``: a place (a street) and the more general places it implies (postal code, city) as one
+  comparison: exact, Jaro-Winkler thresholds, then ``same_<column>`` per general place, else.
 
 All work on aligned pairs of record positions, vectorised: integer codes per record, and one batched rapidfuzz
 call (``process.cpdist``) over the distinct value pairs that are neither null nor equal.
@@ -38,6 +40,7 @@ from ci_pipeline.grammar.comparisons import KINDS, comparison_problems, paramete
 from ci_pipeline.unify.dates import parse_times
 from ci_pipeline.unify.normalize import alternative_nicknames, nicknames
 from ci_pipeline.unify.probabilistic.table import Table
+from ci_pipeline.unify.text import map_words
 
 NULL = -1
 
@@ -273,16 +276,9 @@ def _codes(texts: pa.Array) -> np.ndarray:
 
 def _fold(table: dict[str, str]) -> Callable[[np.ndarray], np.ndarray]:
     """Codes of each value with every word replaced by its formal name (``bob smith`` -> ``robert smith``)."""
-    known = pd.Index(list(table))
-    formal = np.asarray(list(table.values()), dtype=object)
 
     def make(values: np.ndarray) -> np.ndarray:
-        words = pc.split_pattern(_text(values), " ")
-        flat = words.flatten().to_numpy(zero_copy_only=False)
-        at = known.get_indexer(flat)
-        folded = np.where(at >= 0, formal[at], flat)
-        rebuilt = pa.ListArray.from_arrays(words.offsets, pa.array(folded, type=pa.string()))
-        return _codes(pc.binary_join(rebuilt, " "))
+        return _codes(pa.array(map_words(pd.Series(values, dtype="string"), table), type=pa.string()))
 
     return make
 
@@ -423,7 +419,12 @@ def _one_keying_error(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Whether two 8-digit numbers (YYYYMMDD) differ by one digit or by one swap of adjacent digits: the
     optimal-string-alignment distance <= 1 of equal-length digit strings, computed on integers."""
     powers = 10 ** np.arange(7, -1, -1, dtype=np.int64)
-    a, b = (left[:, None] // powers) % 10, (right[:, None] // powers) % 10
+    return _one_change_aligned((left[:, None] // powers) % 10, (right[:, None] // powers) % 10)
+
+
+def _one_change_aligned(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row of two aligned digit matrices (equal lengths): whether they differ in exactly one position, or in
+    two neighbouring positions that hold each other's digit (one swap)."""
     differ = a != b
     count = differ.sum(axis=1)
     swap = (a[:, :-1] == b[:, 1:]) & (a[:, 1:] == b[:, :-1]) & differ[:, :-1] & differ[:, 1:]
@@ -488,11 +489,7 @@ def _one_edit_digits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.zeros(len(a), dtype=bool)
     same = np.flatnonzero(la == lb)
     if len(same):
-        x, y = da[same], db[same]
-        differ = x != y
-        count = differ.sum(axis=1)
-        swap = (x[:, :-1] == y[:, 1:]) & (x[:, 1:] == y[:, :-1]) & differ[:, :-1] & differ[:, 1:]
-        out[same] = (count == 1) | ((count == 2) & swap.any(axis=1))
+        out[same] = _one_change_aligned(da[same], db[same])
     near = np.flatnonzero(np.abs(la - lb) == 1)
     if len(near):
         # One digit dropped from the longer gives the shorter: their common start and common end cover it.
@@ -615,6 +612,52 @@ def with_general_places(comparison: Comparison, own: np.ndarray, table: Table, l
     return _select(null, kept)
 
 
+@dataclass(frozen=True)
+class PlaceComparison(JaroWinklerAtThresholds):
+    """A place and the more general places it implies: exact, Jaro-Winkler similarity of ``column`` at each
+    threshold, then ``same_<column>`` for each column of ``then`` (from the most specific), else.
+
+    Places nested in one another are no independent evidence: two records on one street share its postal code and
+    city. Compared apart, a pair agreeing on all three would count the same evidence three times; left out, the
+    postal code would say nothing when the street is missing on one side. One comparison keeps them, its levels
+    running from the most specific place to the most general, each with its own m and u (a postal code takes the
+    same ``then``: ``PostalCodeComparison``).
+
+    A pair reaches ``same_postal_code`` when its postal codes agree and its streets differ or one is missing. The
+    comparison is null only when no place is known on both sides.
+    """
+
+    kind = "place"
+    thresholds: tuple[float, ...] = (0.92, 0.8)
+    then: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not self.then:
+            raise SettingsError(
+                f"comparison {self.column!r}: a 'place' comparison needs 'then', the more general places (for "
+                "example [postal_code, city]); without them use 'jaro_winkler'"
+            )
+        repeated = [c for c in self.then if c == self.column or list(self.then).count(c) > 1]
+        if repeated:
+            raise SettingsError(f"comparison {self.column!r}: then names {', '.join(sorted(set(repeated)))} twice")
+        super().__post_init__()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The place and the general places."""
+        return (self.column, *self.then)
+
+    @property
+    def all_levels(self) -> tuple[str, ...]:
+        return (*super().all_levels[:-1], *(f"same_{c}" for c in self.then), "else")
+
+    def gamma(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """The level reached by each pair of record positions; -1 when no place is known on both sides."""
+        # The specific place's own levels (exact, then each threshold), as a plain Jaro-Winkler comparison has them.
+        own = JaroWinklerAtThresholds(self.column, thresholds=self.thresholds).gamma(table, left, right)
+        return with_general_places(self, own, table, left, right)
+
+
 LIBRARY: dict[str, type[Comparison]] = {
     c.kind: c
     for c in (
@@ -627,6 +670,7 @@ LIBRARY: dict[str, type[Comparison]] = {
         IdentifierComparison,
         EmailComparison,
         PostalCodeComparison,
+        PlaceComparison,
     )
 }
 

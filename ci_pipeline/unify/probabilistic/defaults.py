@@ -32,10 +32,10 @@ from ci_pipeline.unify.probabilistic.comparisons import (
     IdentifierComparison,
     JaroWinklerAtThresholds,
     NameComparison,
+    PlaceComparison,
     PostalCodeComparison,
     SettingsError,
 )
-from ci_pipeline.unify.probabilistic.joint import PlaceComparison
 from ci_pipeline.unify.probabilistic.settings import LinkType, Settings
 from ci_pipeline.unify.probabilistic.table import Table, prepare, prepare_raw
 
@@ -241,7 +241,7 @@ def _implied(mapping: dict[str, str], table: Table, notes: list[str], within: di
     sharing the specific place (told apart by their first name), most share the general one too; that is measured,
     not assumed, since some data sets draw them independently. Such a place is added to ``within[specific]``: it
     becomes a lower level of the specific place's comparison when that one compares text or a postal code (see
-    ``joint.PlaceComparison`` and ``PostalCodeComparison.then``), so it still counts when the specific place is
+    ``PlaceComparison`` and ``PostalCodeComparison.then``), so it still counts when the specific place is
     missing or differs.
     """
     implied = set(_redundant(mapping))

@@ -17,7 +17,6 @@ from ci_pipeline.grammar.blocking_keys import strata_problems
 from ci_pipeline.grammar.comparisons import compared_twice_problem
 from ci_pipeline.unify.probabilistic.blocking import BlockingRule, Key, key_columns
 from ci_pipeline.unify.probabilistic.comparisons import Comparison, SettingsError, comparison_from_dict
-from ci_pipeline.unify.probabilistic.joint import PlaceComparison  # noqa: F401 (adds the 'place' kind to the library)
 
 #: A pair is a link when a match is likelier than not (Splink's default too). With calibrated probabilities the
 #: threshold that maximises the expected F1 is half the F1 reached, so about 0.5 when matching works; the strata
