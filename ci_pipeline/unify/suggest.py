@@ -56,14 +56,16 @@ NAME_PATTERNS: list[tuple[str, str]] = [
     ("middle_name", r"middle_?(name|initial)|" + _words(r"mi|middle")),
     ("full_name", r"full_?name|name_?full|customer_?name|contact_?name|requester_?name|display_?name|^name$"),
     ("postal_code", r"postal|post_?code|" + _words(r"zip(_?code)?|postcode|plz")),
-    ("street", r"street|addr(ess)?_?(line)?_?1|^((billing|shipping|mailing|home|postal)_)?address$"),
+    # The parts of an address before the street: a schema prefixes them all alike (``address1_city``,
+    # ``address1_line1``), and the country before the state (``Country/Region`` beside ``State/Region``).
+    ("country", r"country"),
+    ("state", _words(r"state|province|region|stateorprovince|state_?or_?province")),
     # A birth place is a town like an address's: what the place comparisons and blocking rules of a city do.
     ("city", _words(r"city|town|locality|suburb|municipality|birth_?place|place_?of_?birth")),
-    ("state", _words(r"state|province|region")),
-    ("country", r"country"),
+    ("street", r"street|addr(ess)?_?(line)?_?1|^((billing|shipping|mailing|home|postal)_)?address$"),
     ("birth_date", r"birth|" + _words(r"dob|bdate|bday|b_?day|born")),
     ("gender", r"gender|" + _words(r"sex")),
-    ("company", r"company|organi[sz]ation|employer|business_?name|" + _words(r"name_?org|org_?name")),
+    ("company", r"company|organi[sz]ation|employer|business_?name|account_?name|" + _words(r"name_?org|org_?name")),
 ]
 
 #: English month names and their three-letter forms, in any case.
@@ -86,7 +88,11 @@ COMPACT_DATE_VALUE = r"(1[89]|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])"
 DATE_NAME = _words(r"date|time|timestamp|datetime|ts|dt|at|on|day|year|month")
 
 #: Column names of keys and references: their values are never a person's attribute, whatever they look like.
-IDENTIFIER_NAME = r"(^|_)(id|key|uuid|guid|number|no|num|ref|reference)$"
+IDENTIFIER_NAME = (
+    r"(^|_)(id|key|uuid|guid|number|no|num|ref|reference)$"
+    # Written as one word by some systems (Dynamics 365's contactid, parentcustomerid, ownerid).
+    r"|(^|_)(contact|customer|parentcustomer|account|owner|lead|user|member|person|client|record|external)id$"
+)
 
 NOT_AN_ATTRIBUTE = "not a customer attribute; map it to 'custom' to keep it on the profile"
 #: Keys are left unmapped: a table's primary key is on every profile already (``<Source>_<Table>_<Key>``).
@@ -168,6 +174,9 @@ def _birth_date_parts(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: in
 def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, float]:
     """``(suggested, confidence, reason, share)`` for one column; ``share`` of values confirming it ranks ties."""
     name = _normalized_name(column)
+    if values.empty:
+        # Mapped, it would be compared and blocked on nothing (an unused MobilePhone field of a CRM export).
+        return "", "", "empty in every row: nothing to compare; map it once it holds values", 0.0
     for what, pattern in CUSTOM_PATTERNS:
         if re.search(pattern, name):
             if what == IDENTIFIER_OF_PERSON and (detail := re.search(DOCUMENT_DETAIL, name)):

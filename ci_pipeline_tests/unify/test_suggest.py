@@ -290,3 +290,31 @@ def test_names_grouped_under_one_prefix_and_the_details_of_identity_documents():
     assert got["PASSPORT_COUNTRY"] == got["DRIVERS_LICENSE_STATE"] == got["TAX_ID_TYPE"] == ""
     reason = suggest_mapping(pd.DataFrame({"PASSPORT_COUNTRY": ["US"]})).set_index("column").loc["PASSPORT_COUNTRY"]
     assert "the country of an identity document" in reason["reason"]
+
+
+def test_the_columns_of_common_crm_exports():
+    # Dynamics 365 prefixes every part of an address alike and writes ids as one word; HubSpot writes the country
+    # and the state as "Country/Region" and "State/Region"; a Salesforce export carries an unused phone field.
+    got = suggested(
+        {
+            "contactid": ["0f1e", "a2b3", "c4d5"],
+            "parentcustomerid": ["9a", "9b", "9c"],
+            "address1_line1": ["1 Main St", "2 Oak Rd", "3 Elm Ave"],
+            "address1_city": ["London", "Glasgow", "Leeds"],
+            "address1_stateorprovince": ["Kent", "Lanark", "Yorks"],
+            "address1_postalcode": ["SW1A 1AA", "G1 1AA", "LS1 1AA"],
+            "address1_country": ["UK", "UK", "UK"],
+            "Country/Region": ["UK", "US", "UK"],
+            "State/Region": ["Kent", "NY", "Yorks"],
+            "Account Name": ["Acme", "Initech", "Globex"],
+            "MobilePhone": [None, None, None],
+        }
+    )
+    assert got["contactid"] == got["parentcustomerid"] == "" and got["MobilePhone"] == ""
+    assert got["address1_line1"] == "street" and got["address1_city"] == "city"
+    assert got["address1_postalcode"] == "postal_code" and got["Account Name"] == "company"
+    # One column per type: the address's state and country keep theirs, the region columns are kept as custom.
+    assert {got["address1_stateorprovince"], got["State/Region"]} == {"state", "custom"}
+    assert {got["address1_country"], got["Country/Region"]} == {"country", "custom"}
+    reason = suggest_mapping(pd.DataFrame({"MobilePhone": [None, ""]})).set_index("column").loc["MobilePhone"]
+    assert reason["reason"].startswith("empty in every row")
