@@ -454,9 +454,16 @@ def _refusal(
     config: UnifyConfig, state: UnifyState, base: Normalizer, rules_method: bool, method_key: str | None
 ) -> str:
     """Why the last run's state cannot be reused whatever the records ('' when it can)."""
+    before = state.meta.get("method")
+    if rules_method and before is not None:
+        return "the last run matched with the probabilistic model, this one with rules"
     if not rules_method and method_key is None:
-        return "the match method scores its pairs over all records (a model beside match rules, or a method of its own)"
-    if not rules_method and (state.meta.get("method") != method_key or state.model_pairs is None):
+        if config.match.rules:
+            return "match rules beside the model accept pairs over all records"
+        return "the match model is trained in this run (none is stored yet), and every pair is scored with it"
+    if not rules_method and before is None:
+        return "the last run matched with rules, this one with the probabilistic model"
+    if not rules_method and (before != method_key or state.model_pairs is None):
         return "the stored match model or the settings it scores with changed since the last run"
     if state.meta.get("format") != STATE_FORMAT:
         return "the stored state has another format"

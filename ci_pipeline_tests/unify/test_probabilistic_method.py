@@ -815,6 +815,26 @@ def test_a_value_grown_too_frequent_since_the_last_run_has_its_pairs_found_afres
     assert again.stats["incremental"]["model_pairs_reused"] > 0
 
 
+def test_switching_between_rules_and_the_model_says_why_the_run_is_full():
+    tables, _ = people(300, seed=4)
+    email = [{"name": "same_email", "conditions": [{"field": "email"}]}]
+    rules = UnifyConfig.model_validate(GENERATED | {"match": {"method": "rules", "rules": email}})
+    model_cfg = UnifyConfig.model_validate(GENERATED)
+    last = unify(rules, tables, GENERATED_KEYS, run_id="r1")
+
+    def reason(cfg, before, **method) -> str:
+        ids = (before.identity.identity_map, before.identity.id_change, "r2")
+        after = unify(cfg, tables, GENERATED_KEYS, *ids, state=before.state, **method)
+        assert not after.stats["incremental"]["incremental"]
+        return after.stats["incremental"]["reason"]
+
+    assert "trained in this run (none is stored yet)" in reason(model_cfg, last, match_method=TrainingMatches())
+    model, _ = train_from_tables(model_cfg, tables, GENERATED_KEYS)
+    assert "the last run matched with rules" in reason(model_cfg, last, match_method=ProbabilisticMatches(model))
+    scored = unify(model_cfg, tables, GENERATED_KEYS, run_id="r1", match_method=ProbabilisticMatches(model))
+    assert "the last run matched with the probabilistic model, this one with rules" in reason(rules, scored)
+
+
 def test_link_only_with_one_table_is_refused_saying_to_deduplicate():
     one = {"tables": GENERATED["tables"][:1], "match": {"method": "probabilistic"}}
     cfg = UnifyConfig.model_validate(

@@ -123,7 +123,9 @@ class Settings:
         for key, how in NUMBERS.items():
             object.__setattr__(self, key, _number(key, getattr(self, key), how))
         if not 0 < self.threshold < 1:
-            raise SettingsError(f"threshold: {self.threshold} is no match probability; give one between 0 and 1")
+            # A percentage is the likely slip (90 for 0.9).
+            meant = f" (for {self.threshold:g}%, {self.threshold / 100:g})" if 1 < self.threshold < 100 else ""
+            raise SettingsError(f"threshold: {self.threshold} is no match probability; give one between 0 and 1{meant}")
         for key in ("max_pairs_per_rule", "u_sample_pairs", "em_sample_pairs", "max_iterations"):
             if getattr(self, key) < 1:
                 raise SettingsError(f"{key}: {getattr(self, key)} must be a whole number of 1 or more")

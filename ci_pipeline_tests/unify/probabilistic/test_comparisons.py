@@ -209,6 +209,8 @@ def test_unknown_settings_key_and_duplicate_comparison():
         Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}] * 2, "blocking": ["a"]})
     with pytest.raises(SettingsError, match="no match probability"):
         Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}], "blocking": ["a"], "threshold": 1.5})
+    with pytest.raises(SettingsError, match=r"between 0 and 1 \(for 90%, 0.9\)"):
+        Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}], "blocking": ["a"], "threshold": 90})
 
 
 def test_a_level_left_out_falls_to_the_next_that_holds():
