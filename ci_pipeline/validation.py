@@ -23,6 +23,28 @@ from ci_pipeline.lake import Lake
 AssetPath = tuple[str, ...]
 
 
+#: The asset of the probabilistic match model (``unify/match_model``).
+MATCH_MODEL = ("unify", "match_model")
+
+
+def stored_model_problems(config: ProjectConfig, lake: Lake) -> list[str]:
+    """The match model stored in the lake against the configuration: with ``method: probabilistic``, comparisons
+    the model was not trained with (or attributes it reads that are no longer mapped) stop a run, so they are
+    told before it, with the way to retrain."""
+    unify = config.unify
+    if unify is None or unify.match.method != "probabilistic":
+        return []
+    from ci_pipeline.unify.probabilistic_method import MODEL_PATH, model_attributes, read_model, scoring_settings
+
+    try:
+        if lake.exists(MODEL_PATH):
+            model = read_model(lake.read_bytes(MODEL_PATH), lake.url(MODEL_PATH))
+            scoring_settings(unify, model, model_attributes(unify))
+    except UserError as exc:
+        return [str(exc)]
+    return []
+
+
 def project_problems(
     config: ProjectConfig, lake: Lake | None = None, selected: Collection[AssetPath] | None = None
 ) -> list[str]:
@@ -48,6 +70,9 @@ def project_problems(
     else:
         schemas, problems = inspect_sources(config, lake, tables)
         found += problems
+        # A run that retrains the model (its asset selected) is how a model that does not fit is mended.
+        if selected is None or (any(key[0] == "unify" for key in selected) and MATCH_MODEL not in selected):
+            found += stored_model_problems(config, lake)
     found += column_reference_problems(config, schemas)
     if selected is None or any(key[0] == "unify" for key in selected):
         found += alias_file_problems(config) + override_problems(config)
