@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from ci_pipeline.config.base import Name, StrictModel
+from ci_pipeline.config.base import Name, StrictModel, did_you_mean
 from ci_pipeline.config.orchestration import Retraining
 
 #: Semantic types a customer-table column can be mapped to. ``custom`` keeps the column under its own name.
@@ -272,13 +272,28 @@ class MatchTraining(Retraining):
     cron: list[str] | None = Field(default_factory=lambda: ["0 2 1 * *"], min_length=1, max_length=24)
 
 
+def _check_method(value: Any) -> Any:
+    if value in ("rules", "probabilistic"):
+        return value
+    hybrid = (
+        "; the hybrid of the benchmarks is method probabilistic with match.rules beside it (the rules accept their "
+        "pairs, the model scores the others)"
+        if str(value).strip().lower() == "hybrid"
+        else ""
+    )
+    raise ValueError(
+        f"unknown match method {value!r}{did_you_mean(str(value), ['rules', 'probabilistic'])}; use rules or "
+        f"probabilistic{hybrid}"
+    )
+
+
 class MatchConfig(StrictModel):
     """Matching across tables: each later table matches against all tables above it."""
 
     #: ``rules``: the configured rules decide; ``probabilistic``: a trained Fellegi-Sunter model scores the pairs
     #: within and across tables (rules, when given, still accept their pairs outright). See
     #: docs/matching-probabilistic.md.
-    method: Literal["rules", "probabilistic"] = "rules"
+    method: Annotated[Literal["rules", "probabilistic"], BeforeValidator(_check_method)] = "rules"
     #: The probabilistic model's settings (comparisons, blocking, training_blocking, threshold, ...); read by
     #: :class:`ci_pipeline.unify.probabilistic.Settings`. When absent, they are chosen from the semantic types of
     #: the mapped columns when the model is trained, and printed as YAML to paste here.

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from ci_pipeline.config import load_config
+from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.errors import ConfigError
 
 BASE = """
@@ -209,3 +210,16 @@ def test_a_key_yaml_reads_as_true_is_named_with_the_fix(tmp_path):
         "unify.match.rules[0]: a key was read as True: YAML reads an unquoted on, off, yes or no as true/false; "
         "quote it ('on') or correct the key name"
     ]
+
+
+@pytest.mark.parametrize(
+    ("method", "said"),
+    [("probablistic", "did you mean 'probabilistic'"), ("hybrid", "method probabilistic with match.rules beside it")],
+)
+def test_an_unknown_match_method_names_the_near_miss_or_how_to_write_the_hybrid(method, said):
+    raw = {
+        "tables": [{"source": "crm", "table": "contacts", "columns": {"email": "email"}}],
+        "match": {"method": method},
+    }
+    with pytest.raises(ValueError, match=said):
+        UnifyConfig.model_validate(raw)
