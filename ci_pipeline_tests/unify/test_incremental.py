@@ -449,4 +449,4 @@ def test_another_match_model_or_rules_beside_it_is_a_full_unify():
     hybrid = model_config(rules=config().match.model_dump(mode="json")["rules"])
     before = unify(hybrid, tables, KEYS, run_id="run", match_method=ProbabilisticMatches(hand_model()))
     assert before.state.model_pairs is None
-    fall_back(hybrid, tables, before, "beside match rules", match_method=ProbabilisticMatches(hand_model()))
+    fall_back(hybrid, tables, before, "match rules beside the model", match_method=ProbabilisticMatches(hand_model()))
