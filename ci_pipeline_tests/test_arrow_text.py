@@ -1,11 +1,13 @@
 """Arrow text helpers: fixed-width keys, membership and positions by hash lookup, checked against pandas and NumPy."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ci_pipeline.arrow_text import fixed_width_bytes, text_isin, text_positions
+from ci_pipeline.arrow_text import _hashes, duckdb_hashes, fixed_width_bytes, text_isin, text_positions
 
 VALUES = ["a", None, "b", "c", "a", ""]
 
@@ -99,3 +101,12 @@ def test_take_repeated_takes_as_arrow_does(distinct):
     text = pa.array([None if i % 7 == 0 else v for i, v in enumerate(values)], pa.large_string())
     for at in (np.array([], np.int64), np.random.default_rng(distinct).integers(0, 600, 1000)):
         assert take_repeated(text, at).equals(text.take(pa.array(at, pa.int64())))
+
+
+def test_text_hashes_are_the_same_on_every_thread_and_call():
+    # Each thread keeps a DuckDB connection of its own for hashing: the hashes must not depend on which one.
+    text = pa.array([f"name {i}" for i in range(500)], pa.large_string())
+    fresh = duckdb_hashes(pa.table({"t": text}), ["hash(t)"])[0]
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda _: _hashes(text), range(8)))
+    assert all((f == fresh).all() for f in found) and (_hashes(text) == fresh).all()
