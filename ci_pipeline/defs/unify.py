@@ -6,6 +6,7 @@ is issued or changed), ``unify`` (the whole group, identity map included) and ``
 
 import json
 from collections.abc import Set as AbstractSet
+from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
@@ -18,6 +19,7 @@ from ci_pipeline.defs.refresh import STORED_AT
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path, stored_outputs
 from ci_pipeline.errors import StorageError
+from ci_pipeline.orchestration.files import FileState
 from ci_pipeline.side_by_side import started
 from ci_pipeline.unify import (
     MODEL_PATH,
@@ -215,8 +217,10 @@ def _match_method(context, store, config: ProjectConfig) -> ProbabilisticMatches
     prepared records (stored after the run by ``_store_trained``)."""
     if store.exists(MODEL_PATH):
         model = read_model(store.read_bytes(MODEL_PATH), store.url(MODEL_PATH))
+        stored = FileState.from_info(store.info(MODEL_PATH)).mtime
+        when = "" if stored is None else f" on {datetime.fromtimestamp(stored, UTC):%Y-%m-%d %H:%M} UTC"
         context.log.info(
-            f"unify: scoring with the stored match model at {store.url(MODEL_PATH)}, trained on "
+            f"unify: scoring with the stored match model at {store.url(MODEL_PATH)}, stored{when}, trained on "
             f"{model.training.get('records', 0):,} records; to retrain it: {TRAIN_STEP}"
         )
         return ProbabilisticMatches(model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 
 import dagster as dg
 import numpy as np
@@ -490,6 +491,7 @@ def test_the_match_model_asset_is_stored_and_unification_scores_with_it(tmp_path
     assert again.success and lake.read_bytes(MODEL_PATH) == kept
     said = [e.user_message for e in instance.all_logs(again.run_id)]
     assert any(m.startswith("unify: scoring with the stored match model at ") and "500 records" in m for m in said)
+    assert any(re.search(r", stored on \d{4}-\d\d-\d\d \d\d:\d\d UTC, trained on", m) for m in said)
     # The run that trained kept its pairs under the model it stored: the next run reuses them.
     assert materialized(again, "unify_stats").metadata["incremental"].value is True
     trained = materialize(cfg, dg.AssetSelection.assets(unify_defs.key("match_model")))
