@@ -24,10 +24,9 @@ def run(args) -> int:
     problems = config.cross_reference_problems()
     if config.unify is not None and config.unify.match.probabilistic is not None:
         # The comparisons, rules and strata are checked key by key above; the other keys here.
-        from ci_pipeline.unify.probabilistic import option_problems
+        from ci_pipeline.unify.probabilistic import option_path, option_problems
 
-        found = option_problems(config.unify.match.probabilistic)
-        problems += [f"unify.match.probabilistic: {problem}" for problem in found]
+        problems += [option_path(p) for p in option_problems(config.unify.match.probabilistic)]
     if not args.no_sources:
         problems += project_problems(config)
     if problems:

@@ -37,6 +37,7 @@ from ci_pipeline.unify.probabilistic import (
     frame_of,
     normalize_records,
     normalized_table,
+    option_path,
     placeholder,
     settings_yaml,
     train,
@@ -173,7 +174,7 @@ def configured_settings(config: UnifyConfig, base: Settings | None = None) -> Se
     try:
         settings = Settings.from_dict(config.match.probabilistic, base)
     except SettingsError as exc:
-        raise SettingsError(f"unify.match.probabilistic: {exc}") from None
+        raise SettingsError(option_path(str(exc))) from None
     if problem := link_type_problem(config, settings.link_type):
         raise SettingsError(problem)
     return settings

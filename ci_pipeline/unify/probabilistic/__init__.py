@@ -43,6 +43,7 @@ from ci_pipeline.unify.probabilistic.settings import (
     DEFAULT_THRESHOLD,
     TRAINED_KEYS,
     Settings,
+    option_path,
     option_problems,
     placeholder,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "frame_of",
     "normalize_records",
     "normalized_table",
+    "option_path",
     "option_problems",
     "placeholder",
     "predict",

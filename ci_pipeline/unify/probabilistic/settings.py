@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from difflib import get_close_matches
 from typing import Literal
 
@@ -254,6 +255,15 @@ def placeholder(**given) -> Settings:
     """Settings of one exact comparison and one rule on a column named ``_``, with ``given`` keys: the base of a
     description read only to be checked, or only for the keys it gives."""
     return Settings.from_dict({"comparisons": [{"kind": "exact", "column": "_"}], "blocking": [["_"]], **given})
+
+
+def option_path(problem: str, where: str = "unify.match.probabilistic") -> str:
+    """A settings mistake under the key path of the block holding the settings: ``threshold: 90.0 is ...`` ->
+    ``unify.match.probabilistic.threshold: 90.0 is ...`` (a mistake of the block as a whole keeps its path)."""
+    key = re.match(r"([a-z_]+): ", problem)
+    if key and key[1] in {f.name for f in fields(Settings)}:
+        return f"{where}.{problem}"
+    return f"{where}: {problem}"
 
 
 def option_problems(data: dict) -> list[str]:

@@ -19,6 +19,7 @@ from ci_pipeline.unify.probabilistic import (
     Settings,
     SettingsError,
     comparison_from_dict,
+    option_path,
     prepare,
 )
 from ci_pipeline.unify.probabilistic.comparisons import NULL
@@ -209,8 +210,11 @@ def test_unknown_settings_key_and_duplicate_comparison():
         Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}] * 2, "blocking": ["a"]})
     with pytest.raises(SettingsError, match="no match probability"):
         Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}], "blocking": ["a"], "threshold": 1.5})
-    with pytest.raises(SettingsError, match=r"between 0 and 1 \(for 90%, 0.9\)"):
+    with pytest.raises(SettingsError, match=r"between 0 and 1 \(for 90%, 0.9\)") as raised:
         Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}], "blocking": ["a"], "threshold": 90})
+    # Told under the key's own path, so that the configuration's error points at its line.
+    assert option_path(str(raised.value)).startswith("unify.match.probabilistic.threshold: 90")
+    assert option_path("unknown key(s) x") == "unify.match.probabilistic: unknown key(s) x"
 
 
 def test_a_level_left_out_falls_to_the_next_that_holds():
