@@ -4,8 +4,9 @@ Rules (docs/config/unify.md, "CustomerId"):
 
 - A new cluster's id is ``uuid5(NAMESPACE, "customer|" + "\\n".join(sorted member identifiers)).hex``, where a
   member identifier is ``source|table|key``: 32 hex digits that depend only on the members, never on row order.
-  If that id was ever issued before (to another customer, or retired), ``"#1"``, ``"#2"``, ... is appended to the
-  seed until it is unused, so an id is never reused for a different customer.
+  If a customer of the last run holds that id (its records have changed since), ``"#1"``, ``"#2"``, ... is
+  appended to the seed until the id is free; a retired id is issued again to the records it was issued to, so an
+  id is never used for a different set of records than its first, and a merge undone restores the parted id.
 - Each previous id goes "home" to the new cluster holding most of its records (ties: the cluster whose first
   record comes first in table/key order).
 - A cluster that is home to several previous ids keeps the oldest (issued in the earliest run; ties: smallest id);
@@ -150,7 +151,7 @@ def assign_ids(
         sorted_labels = label_pos[members][o]
         starts = group_starts([sorted_labels])
         seeds = concat_strings("customer|", join_runs(ident.take(o), starts, "\n"))
-        fresh = _fresh_ids(seeds, history, id_text)
+        fresh = _fresh_ids(seeds, id_text)
         need = sorted_labels[starts]
     cid = pa.concat_arrays([id_text.take(keeper_c).cast(pa.string()), fresh.cast(pa.string())])
     label_id = cid.take(np.argsort(np.concatenate([keeper_l, need]), kind="stable"))
@@ -273,23 +274,21 @@ def _identity_map(
     )
 
 
-def _fresh_ids(seeds: pa.Array, history: pd.DataFrame, id_text: pa.Array) -> pa.Array:
-    """uuid5 of each seed; an id issued before (to anyone) is replaced via :func:`_new_id_from_seed`."""
+def _fresh_ids(seeds: pa.Array, id_text: pa.Array) -> pa.Array:
+    """uuid5 of each seed (a cluster's members, sorted). An id that a customer of the last run holds (one that has
+    gained or lost records since it was issued) is replaced via :func:`_new_id_from_seed`; a retired one is issued
+    again, since it was issued to exactly these records: a merge undone (a wrong link mended, the match method
+    switched back) gives the parted customer its id back rather than a new one."""
     fresh = uuid5_hexes(seeds.to_pylist())
-    taken = pa.concat_arrays(
-        [
-            id_text.cast(pa.string()),
-            arrow_strings(history["OldCustomerId"].dropna()).cast(pa.string()),
-            arrow_strings(history["NewCustomerId"].dropna()).cast(pa.string()),
-        ]
-    )
-    clash = np.flatnonzero(pc.is_in(fresh, value_set=taken).to_numpy(zero_copy_only=False))
+    live = id_text.cast(pa.string())
+    clash = np.flatnonzero(pc.is_in(fresh, value_set=live).to_numpy(zero_copy_only=False))
     if not len(clash):
         return fresh
-    used = set(taken.to_pylist())
     values = fresh.to_pylist()
+    used = set(live.to_pylist()) | set(values)
     for i in clash:
         values[i] = _new_id_from_seed(seeds[int(i)].as_py(), used)
+        used.add(values[i])
     return pa.array(values, pa.string())
 
 

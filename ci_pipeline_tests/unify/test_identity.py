@@ -42,10 +42,9 @@ def test_new_id_depends_only_on_members():
     assert a == assign_ids(members(["shop|customers|9", "crm|contacts|1"]), None, None).ids.iloc[0]
     assert a == new_customer_id(["crm|contacts|1", "shop|customers|9"])
     assert len(a) == 32 and int(a, 16) >= 0
-    # An id issued before (the change log says so) is not issued again: the next seed's is.
+    # Issued before to these very records (the change log says so; the identity map is lost): the same id again.
     issued = assign_ids(members(["crm|contacts|1", "shop|customers|9"]), None, None).id_change
-    again = assign_ids(members(["shop|customers|9", "crm|contacts|1"]), None, issued).ids.iloc[0]
-    assert again == new_customer_id(["crm|contacts|1", "shop|customers|9"], {a}) != a
+    assert assign_ids(members(["shop|customers|9", "crm|contacts|1"]), None, issued).ids.iloc[0] == a
 
 
 def test_same_input_in_any_order_changes_no_id():
@@ -116,14 +115,28 @@ def test_a_record_moved_between_two_customers_that_keep_their_ids_is_logged_as_m
     assert len(third.id_change) == len(second.id_change)
 
 
-def test_removed_customer_is_logged_and_ids_are_never_reused():
+def test_removed_customer_is_logged_and_its_id_comes_back_with_its_records():
     first = assign_ids(members(["crm|c|1"], ["crm|c|2"]), None, None)
     second = assign_ids(members(["crm|c|1"]), first.identity_map, first.id_change)
     log = second.id_change[second.id_change.Run == 2]
     assert log.Reason.tolist() == ["removed"] and log.OldCustomerId.iloc[0] == first.ids.iloc[1]
-    # the same member comes back: it gets a fresh id, not the retired one
+    # The same record comes back: the id issued to exactly it is its again.
     third = assign_ids(members(["crm|c|1"], ["crm|c|2"]), second.identity_map, second.id_change)
-    assert third.ids.iloc[1] != first.ids.iloc[1]
+    assert third.ids.iloc[1] == first.ids.iloc[1]
+
+
+def test_a_merge_undone_gives_the_parted_customer_its_id_back():
+    # A wrong link joins two customers for a night (or the match method is switched and back): the younger id is
+    # retired, and when the link goes the parted record gets it back, not a new one.
+    first = assign_ids(members(["crm|c|1", "crm|c|2"]), None, None, "r1")
+    second = assign_ids(members(["crm|c|1", "crm|c|2"], ["shop|s|1"]), first.identity_map, first.id_change, "r2")
+    a, b = second.ids.tolist()
+    merged = assign_ids(members(["crm|c|1", "crm|c|2", "shop|s|1"]), second.identity_map, second.id_change, "r3")
+    assert merged.ids.tolist() == [a]
+    parted = assign_ids(members(["crm|c|1", "crm|c|2"], ["shop|s|1"]), merged.identity_map, merged.id_change, "r4")
+    assert parted.ids.tolist() == [a, b]
+    log = parted.id_change[parted.id_change.Run == 4]
+    assert log[["OldCustomerId", "NewCustomerId", "Reason", "Records"]].values.tolist() == [[a, b, "split", 1]]
 
 
 def test_previous_customer_id_on_profile():
@@ -151,14 +164,17 @@ def test_fast_uuid5_equals_the_standard_one():
     assert uuid5_hexes(names).to_pylist() == [uuid.uuid5(NAMESPACE, n).hex for n in names]
 
 
-def test_a_new_cluster_whose_id_was_issued_before_gets_the_next_seed():
-    first = assign_ids(members(["crm|c|1", "crm|c|2"]), None, None)
-    second = assign_ids(members(["crm|c|1"], ["crm|c|2"]), first.identity_map, first.id_change)
-    split_off = second.ids.iloc[1]
-    assert split_off == new_customer_id(["crm|c|2"])
-    # The change log says that id was issued: a later customer made of the same member may not take it again.
-    again = assign_ids(members(["crm|c|2"], ["crm|c|1", "crm|c|3"]), None, second.id_change)
-    assert again.ids.iloc[0] == new_customer_id(["crm|c|2"], {split_off}) != split_off
+def test_a_new_cluster_whose_id_a_grown_customer_still_holds_gets_the_next_seed():
+    first = assign_ids(members(["crm|c|1", "crm|c|2"]), None, None, "r1")
+    held = first.ids.iloc[0]
+    grown = assign_ids(members([f"crm|c|{i}" for i in range(1, 6)]), first.identity_map, first.id_change, "r2")
+    assert grown.ids.tolist() == [held]
+    # The id's first records part from it, the bigger part keeps it: theirs, issued to them, is held, so the next.
+    parted = assign_ids(
+        members(["crm|c|1", "crm|c|2"], ["crm|c|3", "crm|c|4", "crm|c|5"]), grown.identity_map, grown.id_change, "r3"
+    )
+    assert parted.ids.iloc[1] == held
+    assert parted.ids.iloc[0] == new_customer_id(["crm|c|1", "crm|c|2"], {held}) != held
 
 
 def test_empty_tables_then_records_then_none_again():
