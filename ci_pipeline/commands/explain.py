@@ -95,8 +95,11 @@ def _record_values(config, lake, identifiers: list[str]) -> dict[str, dict[str, 
         keys = wanted.get((t.source, t.table))
         if not keys:
             continue
-        frame = _read(lake, f"{t.source}/{t.table}")
+        # Only the key and the mapped columns are read: a customer's few records need no table read whole.
+        stored = lake.dataset(f"ci_pipeline/{t.source}/{t.table}.parquet")
         key_column = config.sources[t.source].tables[t.table].primary_key
+        mapped = [c for c in t.columns if c in stored.schema.names and c != key_column]
+        frame = stored.to_table(columns=[key_column, *mapped]).to_pandas()
         rows = frame[frame[key_column].astype("string").isin(keys)]
         for row in rows.to_dict("records"):
             held = {c: row[c] for c in t.columns if c in row and pd.notna(row[c]) and str(row[c]).strip()}

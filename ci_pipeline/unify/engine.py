@@ -581,10 +581,11 @@ def _one_record_per_table(config: UnifyConfig, records: pd.DataFrame) -> dict[st
     if config.match.method != "probabilistic" or given.get("link_type") != "link_only":
         return {}
     conflicts = {}
-    for t in config.tables:
+    rank = records["rank"].to_numpy()
+    for index, t in enumerate(config.tables):
         if t.dedup.rules:
             continue
-        mine = ((records["source"] == t.source) & (records["table"] == t.table)).to_numpy()
+        mine = rank == index
         codes = np.full(len(records), -1, dtype=np.int64)
         codes[mine] = np.arange(int(mine.sum()))
         conflicts[f"records of {t.ref} (link_only: one record of a table per customer)"] = codes

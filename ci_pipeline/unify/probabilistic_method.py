@@ -132,9 +132,8 @@ def model_table(
     if columns is not None:
         mapped = {c: mapped[c] for c in columns}
     table = normalized_table(records[list(mapped)].reset_index(drop=True), mapped, normalizer)
-    # Each record's table, for link_type link_only (pairs only across tables).
-    origin = pd.factorize(records["source"].astype(str) + "\x1f" + records["table"].astype(str), sort=True)[0]
-    table = dataclasses.replace(table, source=origin.astype(np.int64))
+    # Each record's table (its position in unify.tables), for link_type link_only (pairs only across tables).
+    table = dataclasses.replace(table, source=records["rank"].to_numpy(np.int64))
     return without_values(table, frequent_values(config, table) if frequent is None else frequent)
 
 
@@ -263,8 +262,8 @@ def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) 
 def _empty_tables(config: UnifyConfig, records: pd.DataFrame) -> list[str]:
     """A warning when configured tables hold no records: a model trained before their files land knows nothing of
     how they write their values, and is kept until it is retrained."""
-    held = set(zip(records["source"], records["table"], strict=True))
-    empty = [f"{t.source}.{t.table}" for t in config.tables if (t.source, t.table) not in held]
+    held = set(records["rank"].tolist())
+    empty = [t.ref for rank, t in enumerate(config.tables) if rank not in held]
     if not empty:
         return []
     return [
