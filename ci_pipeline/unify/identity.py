@@ -8,7 +8,8 @@ Rules (docs/config/unify.md, "CustomerId"):
   appended to the seed until the id is free; a retired id is issued again to the records it was issued to, so an
   id is never used for a different set of records than its first, and a merge undone restores the parted id.
 - Each previous id goes "home" to the new cluster holding most of its records (ties: the cluster whose first
-  record comes first in table/key order).
+  record comes first in table/key order), unless a merge is undone: then to the cluster it was issued to, and the
+  other cluster takes back its own retired id (:func:`_merges_undone`).
 - A cluster that is home to several previous ids keeps the oldest (issued in the earliest run; ties: smallest id);
   the others are retired with reason ``merged``.
 - A cluster that is home to none gets a new id: reason ``split`` if it holds records of a previous customer (the
@@ -134,25 +135,17 @@ def assign_ids(
     n_labels = len(labels)
     known = code >= 0
 
-    keeper_c, keeper_l, retired_c, _ = _homes(code[known], label_pos[known], n_labels, issued)
+    id_c, id_l, n = _pair_counts(code[known], label_pos[known], n_labels)
+    undone = _merges_undone(membership, label_pos, id_c, id_l, n, id_text, history)
+    keeper_c, keeper_l, retired_c, _ = _homes(id_c, id_l, n, undone, issued)
 
     id_of_label = np.full(n_labels, -1, dtype=np.int64)
     id_of_label[keeper_l] = keeper_c
     need = np.flatnonzero(id_of_label < 0)
     fresh = pa.array([], pa.string())
     if len(need):
-        # A new id comes from the cluster's members, sorted: it does not depend on row order.
-        members = np.flatnonzero(id_of_label[label_pos] < 0)
-        # Only these records' identifiers are needed (after a first run, the few of new and split customers).
-        ident = arrow_strings(identifiers(*(membership[c].iloc[members] for c in ("source", "table", "key"))))
-        o = pc.sort_indices(
-            pa.table({"l": label_pos[members], "i": ident}), sort_keys=[("l", "ascending"), ("i", "ascending")]
-        ).to_numpy()
-        sorted_labels = label_pos[members][o]
-        starts = group_starts([sorted_labels])
-        seeds = concat_strings("customer|", join_runs(ident.take(o), starts, "\n"))
+        need, seeds = _member_seeds(membership, label_pos, id_of_label[label_pos] < 0)
         fresh = _fresh_ids(seeds, id_text)
-        need = sorted_labels[starts]
     cid = pa.concat_arrays([id_text.take(keeper_c).cast(pa.string()), fresh.cast(pa.string())])
     label_id = cid.take(np.argsort(np.concatenate([keeper_l, need]), kind="stable"))
     label_issued = np.full(n_labels, float(run))
@@ -203,16 +196,70 @@ def previous_positions(records: pd.DataFrame, previous: pd.DataFrame | None) -> 
     return previous_rows(records, last)
 
 
-def _homes(
-    codes: np.ndarray, label_pos: np.ndarray, n_labels: int, issued: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Which previous ids are kept, and by which cluster: ``(kept id, its cluster, retired id, its cluster)``.
+def _member_seeds(membership: pd.DataFrame, label_pos: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, pa.Array]:
+    """The clusters of the ``wanted`` records (a mask per record), sorted, and the seed of each one's new id: its
+    members' identifiers, sorted, so that it does not depend on row order. Only these records' identifiers are
+    made (after a first run, the few of new and split customers)."""
+    members = np.flatnonzero(wanted)
+    ident = arrow_strings(identifiers(*(membership[c].iloc[members] for c in ("source", "table", "key"))))
+    o = pc.sort_indices(
+        pa.table({"l": label_pos[members], "i": ident}), sort_keys=[("l", "ascending"), ("i", "ascending")]
+    ).to_numpy()
+    sorted_labels = label_pos[members][o]
+    starts = group_starts([sorted_labels])
+    return sorted_labels[starts], concat_strings("customer|", join_runs(ident.take(o), starts, "\n"))
 
-    Each previous id goes home to the cluster holding most of its records (ties: the earlier cluster); a cluster
-    that is home to several ids keeps the oldest (ties: the smallest id) and the others are retired.
+
+def _merges_undone(
+    membership: pd.DataFrame,
+    label_pos: np.ndarray,
+    id_c: np.ndarray,
+    id_l: np.ndarray,
+    n: np.ndarray,
+    id_text: pa.Array,
+    history: pd.DataFrame,
+) -> np.ndarray:
+    """Per (previous id, cluster) pair of :func:`_pair_counts`, whether it is a merge undone: the id's records are
+    now in several clusters, this cluster's members are exactly those the id was issued to, and the cluster that
+    holds most of its records can take back an id of its own that a merge retired (its members' id is in the
+    change log and no customer holds it). Sending the id home by its records alone would give the parted customer's
+    id to the other one (a person's id would name another person) and issue the parted one a new id; instead both
+    get back the ids they had before the merge. Only the few clusters of split ids are hashed."""
+    found = np.zeros(len(id_c), dtype=bool)
+    spread = np.bincount(id_c, minlength=len(id_text))[id_c] > 1 if len(id_c) else found
+    if not spread.any() or history.empty:
+        return found
+    wanted = np.zeros(int(label_pos.max()) + 1, dtype=bool)
+    wanted[id_l[spread]] = True
+    labels, seeds = _member_seeds(membership, label_pos, wanted[label_pos])
+    own = uuid5_hexes(seeds.to_pylist())
+    rows = np.flatnonzero(spread)
+    own_of_pair = own.take(np.searchsorted(labels, id_l[rows]))
+    origin = pc.equal(own_of_pair, id_text.take(id_c[rows]).cast(pa.string())).to_numpy(zero_copy_only=False)
+    issued_before = pa.array(history["OldCustomerId"].dropna().unique().astype(str), pa.string())
+    restorable = pc.is_in(own_of_pair, value_set=issued_before).to_numpy(zero_copy_only=False) & ~pc.is_in(
+        own_of_pair, value_set=id_text.cast(pa.string())
+    ).to_numpy(zero_copy_only=False)
+    # The cluster each spread id would go home to by its records: most records, then the earlier cluster.
+    o = np.lexsort((id_l[rows], -n[rows], id_c[rows]))
+    first = o[group_starts([id_c[rows][o]])]
+    majority_restorable = np.zeros(len(id_text), dtype=bool)
+    majority_restorable[id_c[rows][first]] = restorable[first]
+    found[rows] = origin & majority_restorable[id_c[rows]]
+    return found
+
+
+def _homes(
+    id_c: np.ndarray, id_l: np.ndarray, n: np.ndarray, undone: np.ndarray, issued: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Which previous ids are kept, and by which cluster: ``(kept id, its cluster, retired id, its cluster)``, from
+    the (id, cluster, records) pairs of :func:`_pair_counts`.
+
+    Each previous id goes home to the cluster it was issued to where a merge is ``undone`` (:func:`_merges_undone`),
+    else to the cluster holding most of its records (ties: the earlier cluster); a cluster that is home to several
+    ids keeps the oldest (ties: the smallest id) and the others are retired.
     """
-    id_c, id_l, n = _pair_counts(codes, label_pos, n_labels)
-    o = np.lexsort((id_l, -n, id_c))
+    o = np.lexsort((id_l, -n, ~undone, id_c))
     first = group_starts([id_c[o]])
     home_c, home_l = id_c[o][first], id_l[o][first]
     o = np.lexsort((home_c, issued[home_c], home_l))

@@ -139,6 +139,28 @@ def test_a_merge_undone_gives_the_parted_customer_its_id_back():
     assert log[["OldCustomerId", "NewCustomerId", "Reason", "Records"]].values.tolist() == [[a, b, "split", 1]]
 
 
+def test_a_merge_undone_gives_both_customers_their_ids_back_when_the_older_id_was_the_smaller_ones():
+    # The older id (the shop record's) survived the merge although the contacts are most of its records; when the
+    # link goes, each customer gets back the id it had before the merge: the shop record's id does not go over to
+    # the contacts (that id would name another person) and the contacts' retired id is issued to them again.
+    first = assign_ids(members(["shop|s|1"]), None, None, "r1")
+    second = assign_ids(members(["shop|s|1"], ["crm|c|1", "crm|c|2", "crm|c|3"]), first.identity_map, None, "r2")
+    b, a = second.ids.tolist()
+    merged = assign_ids(
+        members(["shop|s|1", "crm|c|1", "crm|c|2", "crm|c|3"]), second.identity_map, second.id_change, "r3"
+    )
+    assert merged.ids.tolist() == [b]
+    parted = assign_ids(
+        members(["shop|s|1"], ["crm|c|1", "crm|c|2", "crm|c|3"]), merged.identity_map, merged.id_change, "r4"
+    )
+    assert parted.ids.tolist() == [b, a]
+    log = parted.id_change[parted.id_change.Run == 4]
+    assert log[["OldCustomerId", "NewCustomerId", "Reason", "Records"]].values.tolist() == [[b, a, "split", 3]]
+    # Without a change log that shows the contacts' id was issued, the records decide: most go with the id.
+    guessed = assign_ids(members(["shop|s|1"], ["crm|c|1", "crm|c|2", "crm|c|3"]), merged.identity_map, None, "r4")
+    assert guessed.ids.tolist()[1] == b and guessed.ids.tolist()[0] not in (a, b)
+
+
 def test_previous_customer_id_on_profile():
     f = frames()
     first = unify(config(), f, KEYS)
