@@ -81,6 +81,17 @@ def project_problems(
     return found
 
 
+def option_problems(config: ProjectConfig) -> list[str]:
+    """The mistakes of ``unify.match.probabilistic``'s keys other than its comparisons, rules and strata (which
+    :meth:`~ci_pipeline.config.ProjectConfig.cross_reference_problems` checks key by key), each under its key path."""
+    if config.unify is None or config.unify.match.probabilistic is None:
+        return []
+    from ci_pipeline.unify.probabilistic import option_path
+    from ci_pipeline.unify.probabilistic import option_problems as settings_problems
+
+    return [option_path(p) for p in settings_problems(config.unify.match.probabilistic)]
+
+
 def load_checked(path=None) -> ProjectConfig:
     """:func:`~ci_pipeline.config.load_config` for a command that runs the pipeline.
 
@@ -88,7 +99,7 @@ def load_checked(path=None) -> ProjectConfig:
     sources, the same list ``ci-pipeline validate`` prints.
     """
     config = load_config(path, references=False)
-    problems = config.cross_reference_problems()
+    problems = config.cross_reference_problems() + option_problems(config)
     if problems:
         raise config.error(problems + project_problems(config))
     return config

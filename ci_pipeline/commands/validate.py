@@ -17,20 +17,16 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ci_pipeline.config import load_config
-    from ci_pipeline.validation import project_problems
+    from ci_pipeline.validation import option_problems, project_problems
 
     # References between sections and the sources are checked in one pass, so every problem is listed at once.
     config = load_config(args.path or args.config, references=False)
-    problems = config.cross_reference_problems()
-    if config.unify is not None and config.unify.match.probabilistic is not None:
-        # The comparisons, rules and strata are checked key by key above; the other keys here.
-        from ci_pipeline.unify.probabilistic import option_path, option_problems
-
-        problems += [option_path(p) for p in option_problems(config.unify.match.probabilistic)]
+    problems = config.cross_reference_problems() + option_problems(config)
     if not args.no_sources:
         problems += project_problems(config)
     if problems:
-        raise config.error(problems)
+        # A settings mistake is found both reading the file and checking the stored model against it: told once.
+        raise config.error(list(dict.fromkeys(problems)))
     tables = sum(len(s.tables) for s in config.sources.values())
     print(f"{config.path}: OK ({len(config.sources)} sources, {tables} tables)")
     return 0

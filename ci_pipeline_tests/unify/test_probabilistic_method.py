@@ -671,7 +671,20 @@ def test_validate_reports_a_misset_option_of_a_partial_block(tmp_path, capsys):
     generated_project(tmp_path, {"method": "probabilistic", "probabilistic": settings})
     assert main(["validate", str(tmp_path / "ci_pipeline.yaml"), "--no-sources"]) == 2
     err = capsys.readouterr().err
-    assert "unify.match.probabilistic: unknown key(s) treshold_typo (did you mean 'threshold'?)" in err
+    # Under the unknown key's own path, so the line shown is its line; told once although the stored model's check
+    # reads the settings too.
+    assert "unify.match.probabilistic.treshold_typo: not a setting (did you mean 'threshold'?)" in err
+    assert err.count("treshold_typo") == 1
+
+
+def test_run_refuses_an_unknown_model_setting_naming_the_file_and_its_line(tmp_path, capsys):
+    generated_project(tmp_path, {"method": "probabilistic", "probabilistic": {"treshold": 0.8}})
+    config_file = tmp_path / "ci_pipeline.yaml"
+    assert main(["run", "--config", str(config_file)]) == 2
+    err = capsys.readouterr().err
+    line = next(i for i, text in enumerate(config_file.read_text().splitlines(), 1) if "treshold" in text)
+    assert str(config_file) in err
+    assert f"line {line}: unify.match.probabilistic.treshold: not a setting (did you mean 'threshold'?)" in err
 
 
 def test_explain_pair_command_shows_the_stored_model_weights(tmp_path, capsys):

@@ -199,7 +199,10 @@ class Settings:
         unknown = sorted(set(data) - KEYS)
         if unknown:
             near = [f"{k} (did you mean {m[0]!r}?)" if (m := get_close_matches(k, KEYS, 1)) else k for k in unknown]
-            raise SettingsError(f"unknown key(s) {', '.join(near)}; the settings take {', '.join(sorted(KEYS))}")
+            takes = f"the settings take {', '.join(sorted(KEYS))}"
+            if len(unknown) == 1:  # under its own key, so that the configuration's error points at its line
+                raise SettingsError(f"{unknown[0]}: not a setting{near[0][len(unknown[0]) :]}; {takes}")
+            raise SettingsError(f"unknown key(s) {', '.join(near)}; {takes}")
         if base is not None:
             data = over(data, base)
         comparisons = data.get("comparisons") or []
@@ -261,7 +264,7 @@ def option_path(problem: str, where: str = "unify.match.probabilistic") -> str:
     """A settings mistake under the key path of the block holding the settings: ``threshold: 90.0 is ...`` ->
     ``unify.match.probabilistic.threshold: 90.0 is ...`` (a mistake of the block as a whole keeps its path)."""
     key = re.match(r"([a-z_]+): ", problem)
-    if key and key[1] in {f.name for f in fields(Settings)}:
+    if key and (key[1] in {f.name for f in fields(Settings)} or problem[key.end() :].startswith("not a setting")):
         return f"{where}.{problem}"
     return f"{where}: {problem}"
 

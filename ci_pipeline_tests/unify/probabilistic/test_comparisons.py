@@ -204,7 +204,7 @@ def test_a_comparison_on_a_missing_column_names_it():
 
 
 def test_unknown_settings_key_and_duplicate_comparison():
-    with pytest.raises(SettingsError, match="unknown key"):
+    with pytest.raises(SettingsError, match="treshold: not a setting"):
         Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}], "blocking": ["a"], "treshold": 0.5})
     with pytest.raises(SettingsError, match="compared twice"):
         Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}] * 2, "blocking": ["a"]})
@@ -214,7 +214,8 @@ def test_unknown_settings_key_and_duplicate_comparison():
         Settings.from_dict({"comparisons": [{"kind": "exact", "column": "a"}], "blocking": ["a"], "threshold": 90})
     # Told under the key's own path, so that the configuration's error points at its line.
     assert option_path(str(raised.value)).startswith("unify.match.probabilistic.threshold: 90")
-    assert option_path("unknown key(s) x") == "unify.match.probabilistic: unknown key(s) x"
+    assert option_path("unknown key(s) x, y") == "unify.match.probabilistic: unknown key(s) x, y"
+    assert option_path("x: not a setting; ...") == "unify.match.probabilistic.x: not a setting; ..."
 
 
 def test_a_level_left_out_falls_to_the_next_that_holds():
