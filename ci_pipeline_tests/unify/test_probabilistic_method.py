@@ -412,6 +412,24 @@ def test_a_model_trained_on_the_tables_links_people_and_prints_its_chosen_settin
     assert precision >= 0.98 and recall >= 0.9
 
 
+def test_a_block_giving_its_own_blocking_is_not_told_the_defaults_notes_on_blocking_rules():
+    tables, _ = people(600, seed=3)
+    given = GENERATED | {"match": {"method": "probabilistic", "probabilistic": {"blocking": [["email"], ["phone"]]}}}
+    model, said = train_from_tables(UnifyConfig.model_validate(given), tables, GENERATED_KEYS)
+    assert [r.keys for r in model.settings.blocking] == [
+        r.keys
+        for r in Settings.from_dict(
+            {"comparisons": [{"kind": "exact", "column": "email"}], "blocking": [["email"], ["phone"]]}
+        ).blocking
+    ]
+    # The default's choice among single-field rules is not what ran: neither said nor printed over the settings.
+    assert not [note for note in said if "blocking rule" in note]
+    assert "# blocking rule" not in model.training["settings_yaml"]
+    # Its notes on the comparisons it chose still are.
+    _, default_said = train_from_tables(UnifyConfig.model_validate(GENERATED), tables, GENERATED_KEYS)
+    assert [n for n in default_said if not n.startswith("blocking rule")] == said
+
+
 def test_a_run_that_trains_on_its_own_records_unifies_as_training_apart_then_scoring_does():
     tables, _ = people(400, seed=11)
     cfg = UnifyConfig.model_validate(GENERATED)
