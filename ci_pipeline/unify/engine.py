@@ -146,6 +146,8 @@ class Clustering:
     density: pd.DataFrame
     #: Put in their published order on a thread of their own: nothing after clustering reads them but the result.
     pairs_ahead: Future[pd.DataFrame]
+    #: Warnings for ``always_match`` pairs the guard did not join.
+    refused: list[str]
 
     @property
     def match_pairs(self) -> pd.DataFrame:
@@ -293,7 +295,7 @@ def unify(
     watch.lap("ids")
     records = identified.records
     stats = _run_stats(config, prepared, clustering, identified, uncomparable, how.report(), match_method)
-    warnings += _guard_warnings(config, records, uncomparable, stats["guard_splits"])
+    warnings += _guard_warnings(config, records, uncomparable, stats["guard_splits"]) + clustering.refused
     dedup_tables = _dedup_tables(records, config)
     watch.lap("outputs")
     return UnifyResult(
@@ -624,7 +626,28 @@ def cluster_and_attach(
     keys = records[["source", "table", "key"]]
     published = started(lambda: _match_pairs(pairs, keys), "unify-match-pairs")
     density = densities(labels, links["left"].to_numpy()[used], links["right"].to_numpy()[used])
-    return Clustering(labels, events, attach_stats, _rule_stats(pairs), density, published)
+    refused = _refused_always_match(pairs, keys)
+    return Clustering(labels, events, attach_stats, _rule_stats(pairs), density, published, refused)
+
+
+def _refused_always_match(pairs: pd.DataFrame, keys: pd.DataFrame, shown: int = 5) -> list[str]:
+    """A warning naming the ``always_match`` pairs the guard did not join (a conflict field's two values, a
+    never-match pair between them), with its reason: the user listed them as one person."""
+    refused = pairs[(pairs["rule_name"] == "always_match").to_numpy(bool) & ~pairs["linked"].to_numpy(bool)]
+    if refused.empty:
+        return []
+    ident = keys.astype("string").agg("|".join, axis=1).to_numpy(object)
+    first = refused.iloc[:shown]
+    said = [
+        f"{ident[left]} and {ident[right]} ({note})"
+        for left, right, note in zip(first["left"], first["right"], first["note"], strict=True)
+    ]
+    more = f" and {len(refused) - shown} more" if len(refused) > shown else ""
+    return [
+        f"unify: {len(refused)} always_match pair(s) not joined, as the over-merge guard refused them: "
+        f"{'; '.join(said)}{more} (match_pairs lists them with Linked false); correct the conflicting value or "
+        "take the field out of unify.guard.conflict_fields to have them joined"
+    ]
 
 
 def identify(

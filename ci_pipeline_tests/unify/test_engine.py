@@ -196,6 +196,24 @@ def test_father_and_son_sharing_a_home_phone_stay_two_customers():
     assert r.stats["guard_events"][0]["reason"] == "conflicting birth_date"
 
 
+def test_an_always_match_pair_the_guard_refuses_is_warned_naming_the_pair_and_the_conflict():
+    raw = config().model_dump()
+    raw["tables"][0]["columns"]["born"] = "birth_date"
+    raw["tables"][2]["columns"]["born"] = "birth_date"
+    raw["guard"] = {"conflict_fields": ["birth_date"]}
+    f = frames()
+    f[("crm", "contacts")]["born"] = pd.Series(["1960-01-01", None, None, "1971-02-03"], dtype="string")
+    f[("loyalty", "members")]["born"] = pd.Series(["1990-05-05", "1980-04-04"], dtype="string")
+    plain = unify(type(config()).model_validate(raw), f, KEYS)
+    assert not [w for w in plain.warnings if "always_match" in w]
+    raw["match"]["always_match"] = [{"left": ["crm", "contacts", "c4"], "right": ["loyalty", "members", "m2"]}]
+    r = unify(type(config()).model_validate(raw), f, KEYS)
+    assert customer_of(r, "crm", "contacts", "c4") != customer_of(r, "loyalty", "members", "m2")
+    [warned] = [w for w in r.warnings if "always_match" in w]
+    assert "1 always_match pair(s) not joined" in warned
+    assert "crm|contacts|c4 and loyalty|members|m2 (over-merge guard: conflicting birth_date)" in warned
+
+
 def test_conflict_field_with_normalizations_keeps_two_personal_addresses_apart():
     # Robert Smith (c1, s1) and his son Rob (s4) share the home phone; each has his own personal address.
     f = frames()
