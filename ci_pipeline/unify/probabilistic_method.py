@@ -238,7 +238,10 @@ def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) 
         columns = default_columns(mapped) if given is None else None
         table = model_table(config, prepared.records, prepared.prep.normalizer, columns)
         records = frame_of(table)
-        settings, notes = default_settings(records, mapped, table=table)
+        # The default counts each rule's pairs as the configured link type forms them (under link_only, a rule on a
+        # field one table lacks finds none).
+        link_type = given.get("link_type", "dedupe") if given is not None else "dedupe"
+        settings, notes = default_settings(records, mapped, link_type=link_type, table=table)
         if given is not None:
             settings = configured_settings(config, settings)
             _check_columns(settings, mapped)

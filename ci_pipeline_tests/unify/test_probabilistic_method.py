@@ -426,8 +426,43 @@ def test_a_block_giving_its_own_blocking_is_not_told_the_defaults_notes_on_block
     assert not [note for note in said if "blocking rule" in note]
     assert "# blocking rule" not in model.training["settings_yaml"]
     # Its notes on the comparisons it chose still are.
-    _, default_said = train_from_tables(UnifyConfig.model_validate(GENERATED), tables, GENERATED_KEYS)
-    assert [n for n in default_said if not n.startswith("blocking rule")] == said
+    default, _ = train_from_tables(UnifyConfig.model_validate(GENERATED), tables, GENERATED_KEYS)
+    assert [n for n in default.training["notes"] if not n.startswith("blocking rule")] == model.training["notes"]
+    assert set(model.training["notes"]) <= set(said)
+
+
+def test_link_only_without_rules_trains_where_only_one_table_holds_the_birth_year():
+    # The default chose its training rules counting pairs as a dedupe would form them: the rules on the year found
+    # pairs within the census, none between the files, and training stopped (every rule left reads the first name).
+    rng = np.random.default_rng(6)
+    n = 400
+    census = pd.DataFrame(
+        {
+            "cid": [f"c{i}" for i in range(n)],
+            "first": rng.choice(["ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal", "ida", "jo"], n),
+            "last": [f"name{i}" for i in rng.integers(0, 120, n)],
+            "year": rng.integers(1820, 1850, n).astype(str),
+            "place": rng.choice(["ny", "pa", "oh", "ir", "de"], n),
+        },
+        dtype="string",
+    )
+    service = census.drop(columns="year").assign(cid=[f"s{i}" for i in range(n)]).rename(columns={"cid": "sid"})
+    service.loc[::4, "first"] = service.loc[::4, "first"] + "x"
+    raw = {
+        "tables": [
+            {
+                "source": "ua",
+                "table": "cen",
+                "columns": {"first": "first_name", "last": "last_name", "year": "birth_year", "place": "city"},
+            },
+            {"source": "ua", "table": "msr", "columns": {"first": "first_name", "last": "last_name", "place": "city"}},
+        ],
+        "match": {"method": "probabilistic", "probabilistic": {"link_type": "link_only"}},
+    }
+    tables = {("ua", "cen"): census, ("ua", "msr"): service}
+    model, _ = train_from_tables(UnifyConfig.model_validate(raw), tables, {("ua", "cen"): "cid", ("ua", "msr"): "sid"})
+    assert model.settings.link_type == "link_only"
+    assert not [r for r in model.settings.training_rules if "birth_year" in r.columns]
 
 
 def test_a_run_that_trains_on_its_own_records_unifies_as_training_apart_then_scoring_does():

@@ -442,8 +442,11 @@ def default_settings(
     # matches nearly all differ in the third field: its exact agreement came out rare among matches. A rule of
     # one field conditions on less. Within the budget its pairs are few per record, so its matches are not lost
     # among strangers; over it (large data), training keeps the paired rules.
-    training = tuple(r for r in rules + wide if personal & set(r.columns))
-    training += _training_for_untrained(comparisons, training, rules)
+    # A rule that finds no pair trains nothing (under link_only, one on a field that only one table holds): it
+    # would hide that the comparisons it leaves unmasked have no training pair.
+    pairing = [r for r in rules if counted[r] > 0] + wide
+    training = tuple(r for r in pairing if personal & set(r.columns))
+    training += _training_for_untrained(comparisons, training, pairing)
     rules += wide
     settings = Settings(
         comparisons=comparisons,

@@ -27,6 +27,7 @@ date for less than on one nobody else has.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,6 +74,10 @@ FEW_DUPLICATES = (
 #: the data hold next to no duplicates to learn from: a clean export of 5,727 distinct people trains to 0.0002 a
 #: record, while data with duplicates expect tenths to whole pairs a record. A sanity bound, far from both.
 FEW_MATCHES_PER_RECORD = 0.001
+
+#: The share of a stratum's matches that must know a comparison on both sides for the main fit to keep the
+#: stratum's m of it: fewer, and its m says little about one person's records (see ``train``).
+MIN_SUPPORT = 0.5
 
 #: Version of the serialised model layout (2: strata).
 FORMAT = 2
@@ -194,6 +199,9 @@ class Stratum:
     parameters: tuple[ComparisonParameters, ...]
     pairs: int
     converged: bool = True
+    #: Per comparison, the expected matches at training that know it on both sides (:func:`_support`): what the
+    #: main fit reads to know which m the stratum learnt well. Not stored with the model: only training reads it.
+    support: tuple[float, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def prior_weight(self) -> float:
@@ -693,11 +701,17 @@ def train(
         # A stratum's two classes are well apart (housemates differ in first name and birth date), so its m is the
         # cleaner estimate of how a person's records differ; the main fit keeps it for every comparison on no
         # column of the first stratum (outside it, the levels of those mean something else).
-        seed = [np.asarray(p.m) for p in strata[0].parameters]
-        fixed = frozenset(j for j, c in enumerate(comparisons) if not strata[0].columns & set(c.columns))
+        # Only where the stratum learnt it from most of its matches: a field that one of the tables lacks (a birth
+        # date the payroll file does not hold) is known on few of them, which may all be housemates.
+        first, learnt = strata[0], strata[0].share * strata[0].pairs * MIN_SUPPORT
+        seed = [np.asarray(p.m) for p in first.parameters]
+        fixed = frozenset(
+            j for j, c in enumerate(comparisons) if not first.columns & set(c.columns) and first.support[j] >= learnt
+        )
     m, shares, converged, trace, expected_matches = _fit_main(
         table, settings, blocked, seed, u_random, active, notes, fixed, bool(strata)
     )
+    strata = tuple(_with_main_m(stratum, m) for stratum in strata)
     outside_pairs = _total_pairs(table, link_only) - sum(s.pairs for s in strata)
     prior = float(np.clip(expected_matches / max(outside_pairs, 1), 1e-12, 0.5))
     u_random = [_without_matches(len(c.levels), sample[:, j], m[j], prior) for j, c in enumerate(comparisons)]
@@ -928,7 +942,33 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
         ComparisonParameters(c.name, c.levels, tuple(float(x) for x in m[j]), tuple(float(x) for x in u[j]), notes[j])
         for j, c in enumerate(settings.comparisons)
     )
-    return Stratum(tuple(keys), share, parameters, len(left), converged)
+    support = tuple(float(x) for x in _support(patterns, weights, share, m, u, active))
+    return Stratum(tuple(keys), share, parameters, len(left), converged, support)
+
+
+def _with_main_m(stratum: Stratum, m: list) -> Stratum:
+    """``stratum`` with the main fit's ``m`` for each comparison that fewer than :data:`MIN_SUPPORT` of its matches
+    know on both sides. Its own m of such a comparison comes from a few pairs, which where one of the tables lacks
+    the field are housemates (census records of one address, each a different person): a birth date differing by a
+    few years came out as likely for one person as for two, and housemates were joined."""
+    learnt = stratum.share * stratum.pairs * MIN_SUPPORT
+    weak = [j for j, held in enumerate(stratum.support) if held < learnt]
+    if not weak:
+        return stratum
+    parameters = tuple(
+        dataclasses.replace(p, m=tuple(float(x) for x in m[j])) if j in weak else p
+        for j, p in enumerate(stratum.parameters)
+    )
+    return dataclasses.replace(stratum, parameters=parameters)
+
+
+def _support(patterns, weights, share: float, m, u, active) -> np.ndarray:
+    """Per comparison, the stratum's expected matches on which it is known on both sides: how many of one
+    person's pairs its m was learnt from."""
+    columns = np.flatnonzero(active)
+    posterior, _ = _Patterns(patterns, [len(x) for x in m], columns).posterior(share, m, u)
+    matched = posterior * weights
+    return np.asarray([float(matched[patterns[:, j] >= 0].sum()) for j in range(patterns.shape[1])])
 
 
 def _stratum_insanity(comparisons, fit, active: np.ndarray, bound: list[bool], u_random) -> str | None:
@@ -1072,6 +1112,16 @@ def _judge_fit(comparisons, m, u_random, active: np.ndarray, notes: list, trace,
             f"{summary}; the fit is not sane: exact agreement on {', '.join(insane)} came out less likely for "
             "matches than for non-matches. Check that the column holds what its comparison expects, add blocking "
             f"rules that find more true matches, or remove the comparison. {FEW_DUPLICATES}"
+        )
+    names = [j for j, c in enumerate(comparisons) if active[j] and c.kind == "name"]
+    if names and all(m[j][0] <= m[j][-1] for j in names):
+        # One person's records nearly always agree on a name. Where EM's match class agrees on none more often than
+        # it differs in it entirely, it has found some other group (people of one sex and town in a file without
+        # duplicates), and its links would join strangers.
+        said = ", ".join(f"{comparisons[j].name!r} (m exact {m[j][0]:.3g}, else {m[j][-1]:.3g})" for j in names)
+        raise TrainingError(
+            f"{summary}; the fit is not sane: its matches differ entirely in every name more often than they agree on "
+            f"it, as different people do: {said}. {FEW_DUPLICATES}"
         )
     for j, c in enumerate(comparisons):
         if active[j] and exact_weight[j] <= 0:

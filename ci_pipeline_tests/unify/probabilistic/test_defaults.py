@@ -316,7 +316,9 @@ def test_training_rules_hold_a_personal_key():
     # Only what a household may share (surname, postal code, e-mail): scored, not trained on.
     assert {"Last & Zip", "Mail"} <= {str(r) for r in settings.blocking}
     assert not {"Last & Zip", "soundex(Last) & Zip", "Mail"} & set(training)
-    assert {"Member", "Last & First", "Last & Born", "Born & Zip"} <= set(training)
+    assert {"Member", "Last & Born", "Born & Zip"} <= set(training)
+    # A rule that finds no pair here (no two records give one first and last name as written) trains nothing.
+    assert "Last & First" in {str(r) for r in settings.blocking} and "Last & First" not in training
     data = yaml.safe_load(settings_yaml(settings))
     assert data.pop("method") == "probabilistic"
     assert Settings.from_dict(data["probabilistic"]) == settings
@@ -355,6 +357,36 @@ def test_the_default_reads_no_full_name_beside_first_and_last_name():
     without, _ = default_settings(frame_of(some), mapping, table=some)
     assert with_full == without
     assert "Full" not in with_full.columns
+
+
+def test_linking_two_files_where_only_one_holds_the_birth_year_trains_every_comparison():
+    # A census (names, birth year, birthplace) linked to service records without the year: under link_only the
+    # rules on the year find no pair between the two files. Counted as training rules, they hid that every rule
+    # that finds pairs reads the first name, and training stopped; a rule on surname and birthplace trains it.
+    rng = np.random.default_rng(6)
+    n = 500
+    people = pd.DataFrame(
+        {
+            "first": rng.choice(["ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal", "ida", "jo"], n),
+            "last": [f"name{i}" for i in rng.integers(0, 150, n)],
+            "year": rng.integers(1820, 1850, n).astype(str),
+            "place": rng.choice(["ny", "pa", "oh", "ir", "de"], n),
+        },
+        dtype="string",
+    )
+    service = people.assign(year=pd.NA)
+    service.loc[::4, "first"] = service.loc[::4, "first"] + "x"
+    raw = pd.concat([people, service], ignore_index=True)
+    mapping = {"first": "first_name", "last": "last_name", "year": "birth_year", "place": "city"}
+    records = normalize_records(raw, mapping)
+    records["source"] = pd.array(["census"] * n + ["service"] * n, dtype="string")
+    settings, _ = default_settings(records, mapping, link_type="link_only", source="source")
+    assert not [r for r in settings.training_rules if "year" in r.columns]
+    assert [r for r in settings.training_rules if "first" not in r.columns]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = train(records, settings, source="source")
+    assert {p.name for p in model.parameters if p.active} >= {"first", "last"}
 
 
 def test_first_and_last_name_with_a_birth_date_alone_train():

@@ -3,6 +3,7 @@ the bad inputs (non-convergence, insane fits, null or constant fields, a model f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import warnings
@@ -27,7 +28,16 @@ from ci_pipeline.unify.probabilistic import (
     training_notes,
 )
 from ci_pipeline.unify.probabilistic.blocking import BlockingRule
-from ci_pipeline.unify.probabilistic.model import _frequencies, _Patterns, exact_first
+from ci_pipeline.unify.probabilistic.model import (
+    ComparisonParameters,
+    Stratum,
+    _frequencies,
+    _judge_fit,
+    _Patterns,
+    _support,
+    _with_main_m,
+    exact_first,
+)
 
 #: Probability that a duplicate keeps each field (the true m of exact agreement) and each field's vocabulary.
 KEEP = {"a": 0.95, "b": 0.9, "c": 0.8, "d": 0.7}
@@ -258,6 +268,48 @@ def test_an_insane_fit_is_a_clear_error_naming_the_comparison():
     )
     with pytest.raises(TrainingError, match=r"not sane: exact agreement on 'side'.*few or no duplicates"):
         train(records, settings)
+
+
+def test_a_match_class_that_agrees_on_no_name_is_refused_as_no_person():
+    # What EM found in a census file without duplicates: a class of people of one sex and town, whose names agree
+    # no more often than strangers' do. Every weight is "sane" (agreement is rarer among random pairs), yet linking
+    # by it would join strangers.
+    first, last, sex = NameComparison("first"), NameComparison("last"), ExactMatch("sex")
+    comparisons = [first, last, sex]
+
+    def levels(c, exact, other):
+        rest = (1 - exact - other) / (len(c.levels) - 2)
+        return np.r_[exact, [rest] * (len(c.levels) - 2), other]
+
+    u = [levels(first, 0.002, 0.97), levels(last, 0.0005, 0.98), np.r_[0.5, 0.5]]
+    no_person = [levels(first, 0.18, 0.77), levels(last, 0.007, 0.985), np.r_[1.0, 1e-9]]
+    with pytest.raises(TrainingError, match=r"differ entirely in every name more often than they agree.*'first'"):
+        _judge_fit(comparisons, no_person, u, np.ones(3, bool), [None] * 3, [], True, 1e-5)
+    # Households taken for matches still agree on the surname: not refused here (the strata weigh them).
+    households = [levels(first, 0.3, 0.56), levels(last, 0.9, 0.05), np.r_[0.6, 0.4]]
+    _judge_fit(comparisons, households, u, np.ones(3, bool), [None] * 3, [], True, 1e-5)
+
+
+def test_a_stratum_keeps_its_own_m_only_of_the_comparisons_most_of_its_matches_know():
+    # Two pattern rows of a stratum: 90 pairs agreeing on both comparisons, 10 agreeing on the first with the second
+    # unknown on one side. All of them matches: the first comparison is known on all 100, the second on 90.
+    patterns = np.array([[0, 0], [0, -1]])
+    m = [np.r_[0.9, 0.1], np.r_[0.8, 0.2]]
+    u = [np.r_[0.01, 0.99], np.r_[0.01, 0.99]]
+    support = _support(patterns, np.r_[90.0, 10.0], 0.999999, m, u, np.ones(2, bool))
+    assert support == pytest.approx([100, 90], rel=1e-4)
+    # A stratum of 1,000 pairs, 100 of them matches; the birth date known on both sides of 30 of them (the payroll
+    # file holds none): its m of the birth date comes from those few, and the main fit's is taken instead.
+    own = (
+        ComparisonParameters("first", ("exact", "else"), (0.95, 0.05), (0.01, 0.99)),
+        ComparisonParameters("born", ("exact", "else"), (0.05, 0.95), (0.01, 0.99)),
+    )
+    stratum = Stratum((("email",),), 0.1, own, 1000, True, (100.0, 30.0))
+    main = [np.r_[0.9, 0.1], np.r_[0.7, 0.3]]
+    mended = _with_main_m(stratum, main)
+    assert mended.parameters[0] == own[0]
+    assert mended.parameters[1].m == (0.7, 0.3) and mended.parameters[1].u == own[1].u
+    assert _with_main_m(dataclasses.replace(stratum, support=(100.0, 60.0)), main) == stratum
 
 
 def test_training_notes_collect_this_threads_training_warnings_and_nothing_else():
