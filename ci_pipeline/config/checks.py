@@ -539,6 +539,7 @@ def unify_problems(project: ProjectConfig) -> list[str]:
             found += _rule_problems(rule, f"{key}.dedup.rules[{ri}]", attrs, unify.normalize)
     for ri, rule in enumerate(unify.match.rules):
         found += _rule_problems(rule, f"unify.match.rules[{ri}]", mapped_anywhere, unify.normalize)
+    found += _frequency_field_problems(unify, mapped_anywhere)
     found += _conflict_field_problems(unify, mapped_anywhere)
     found += _probabilistic_problems(unify, mapped_anywhere)
     refs = {t.ref for t in unify.tables}
@@ -586,6 +587,22 @@ def _column_problems(key: str, t: UnifyTable, table) -> list[str]:
         return []
     used = list(t.columns) + [c for c in [t.recency_column, t.dedup.winner.column] if c]
     return [f"{key}.columns: {t.ref} has no column {column!r}" for column in used if column not in table.columns]
+
+
+def _frequency_field_problems(unify: UnifyConfig, mapped_anywhere: set[str]) -> list[str]:
+    """Frequency fields written in the configuration must be mapped somewhere: the list replaces the default, so a
+    misspelt name silently leaves e-mail or phone uncapped. The default list is not checked (a project without
+    phones is fine)."""
+    if "frequency_fields" not in unify.guard.model_fields_set:
+        return []
+    return [
+        f"unify.guard.frequency_fields[{fi}]: {field!r} is not mapped in any table"
+        f"{did_you_mean(field, mapped_anywhere)}; the list replaces the default [email, phone], so a field that "
+        f"is not mapped is capped nowhere; map a column to it in unify.tables[*].columns or fix or remove it "
+        f"(mapped: {sorted(mapped_anywhere)})"
+        for fi, field in enumerate(unify.guard.frequency_fields)
+        if field not in mapped_anywhere
+    ]
 
 
 def _conflict_field_problems(unify: UnifyConfig, mapped_anywhere: set[str]) -> list[str]:

@@ -61,6 +61,16 @@ def test_a_near_miss_of_a_mapped_field_is_suggested(tmp_path):
     assert "unify.guard.conflict_fields[0]: 'emial' is not mapped in any table (did you mean 'email'?)" in text
 
 
+def test_a_frequency_field_mapped_nowhere_is_refused(tmp_path):
+    # The list replaces the default, so a typo would leave e-mail uncapped without a word.
+    text = problems(tmp_path, lambda r: r["unify"].update(guard={"frequency_fields": ["emial"]}))
+    assert "unify.guard.frequency_fields[0]: 'emial' is not mapped in any table (did you mean 'email'?)" in text
+    assert "mapped: ['email', 'first_name', 'full_name']" in text
+    assert load(tmp_path, lambda r: r["unify"].update(guard={"frequency_fields": ["email"]})).unify.guard
+    # The default names phone, which this project does not map: only a list written in the file is checked.
+    assert load(tmp_path).unify.guard.frequency_fields == ["email", "phone"]
+
+
 def test_rule_naming_an_unmapped_field(tmp_path):
     text = problems(tmp_path, lambda r: r["unify"]["match"]["rules"][0]["conditions"].append({"field": "phone"}))
     assert "unify.match.rules[0].conditions[1].field: 'phone' is not mapped" in text
