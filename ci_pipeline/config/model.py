@@ -192,8 +192,13 @@ def _describe(err: dict) -> str:
         close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1, cutoff=0.6)
         if close:
             fix = f"remove it or correct its spelling: did you mean '{close[0]}'? (see docs/configuration.md)"
-    elif _holds_secret(loc) or isinstance(err.get("input"), dict | list):
+    elif _holds_secret(loc):
         # A value refused from a secret key may be the secret itself: say which key, never what it held.
+        fix = "fix the value"
+    elif isinstance(err.get("input"), dict | list):
+        if kind == "value_error":
+            # Our own validators' messages on a block end in their fix; a generic one would say it twice.
+            return f"{key}: {msg}"
         fix = "fix the value"
     elif kind == "string_type" and (err.get("input") is None or isinstance(err.get("input"), bool | int | float)):
         # YAML reads an unquoted null, ~, yes, 0012 or 1e3 as no value, a truth value or a number.

@@ -71,6 +71,21 @@ def test_a_frequency_field_mapped_nowhere_is_refused(tmp_path):
     assert load(tmp_path).unify.guard.frequency_fields == ["email", "phone"]
 
 
+def test_a_model_setting_under_the_rules_method_is_refused_even_at_its_default(tmp_path):
+    for name, value in [
+        ("training", {"cron": "0 2 1 * *"}),
+        ("training", {"cron": "0 3 1 * *"}),
+        ("probabilistic", {}),
+    ]:
+        text = problems(tmp_path, lambda r: r["unify"]["match"].update({name: value}))  # noqa: B023
+        assert text == (
+            f"unify.match.{name}: is given but the method is 'rules', which has no model; set "
+            f"unify.match.method: probabilistic or remove unify.match.{name}"
+        )
+    method = lambda r: r["unify"]["match"].update(method="probabilistic", training={"cron": "0 2 1 * *"})  # noqa: E731
+    assert load(tmp_path, method).unify.match.training.cron == ["0 2 1 * *"]
+
+
 def test_rule_naming_an_unmapped_field(tmp_path):
     text = problems(tmp_path, lambda r: r["unify"]["match"]["rules"][0]["conditions"].append({"field": "phone"}))
     assert "unify.match.rules[0].conditions[1].field: 'phone' is not mapped" in text

@@ -45,7 +45,7 @@ def test_the_rules_method_has_no_model_to_retrain(sample):
     defs = build_definitions(sample)
     assert sample.unify.match.method == "rules"
     assert "train_match_model" not in {s.name for s in defs.schedules or []}
-    with pytest.raises(ValidationError, match=r"training is given but method is 'rules'.*unify\.match\.training"):
+    with pytest.raises(ValidationError, match=r"is given but the method is 'rules'.*remove unify\.match\.training"):
         MatchConfig.model_validate({"training": {"cron": "0 1 * * *"}})
     with pytest.raises(ValidationError, match="give either 'cron' or 'at'"):
         MatchConfig.model_validate({"method": "probabilistic", "training": {"cron": "0 1 * * *", "at": "02:00"}})
