@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ci_pipeline.grammar.comparisons import did_you_mean
+
 #: Key functions and how each is written.
 FUNCTIONS = {
     "prefix": "the first N characters: prefix(last_name, 3)",
@@ -69,20 +71,35 @@ def parse_key(text: object) -> KeyText:
         return KeyText(plain)
     if function not in FUNCTIONS:
         raise BlockingKeyError(
-            f"unknown blocking function {function!r}; use one of "
+            f"unknown blocking function {function!r}{did_you_mean(function, FUNCTIONS)}; use one of "
             + "; ".join(f"{k}: {v}" for k, v in FUNCTIONS.items())
         )
+    written = f"{function}({column}{'' if argument is None else f', {argument}'})"
     if function == "prefix":
-        if argument is None or not argument.isdigit() or int(argument) < 1:
-            raise BlockingKeyError(f"{FUNCTIONS[function]} (a length of 1 or more)")
+        wrong = _length_problem(argument)
+        if wrong:
+            raise BlockingKeyError(f"{written}: {wrong}; write prefix({column}, 3) for its first 3 characters")
         return KeyText(column, function, length=int(argument))
     if function == "unordered":
         if argument is None or argument == column:
-            raise BlockingKeyError(f"{FUNCTIONS[function]} (two different columns)")
+            raise BlockingKeyError(
+                f"{written}: needs two different columns; write unordered({column}, <other column>), for example "
+                "unordered(first_name, last_name)"
+            )
         return KeyText(column, function, other=argument)
     if argument is not None:
-        raise BlockingKeyError(f"{FUNCTIONS[function]} (one argument)")
+        raise BlockingKeyError(f"{written}: {function} takes one column (one argument); write {function}({column})")
     return KeyText(column, function)
+
+
+def _length_problem(argument: str | None) -> str | None:
+    """What is wrong with a prefix length as written, or None for a whole number of 1 or more."""
+    if argument is None:
+        return "the length is missing"
+    if not re.fullmatch(r"[+-]?\d+", argument):
+        return f"{argument!r} is not a whole number"
+    length = int(argument)
+    return None if length >= 1 else f"a length of {length} keeps no character (give 1 or more)"
 
 
 def rule_problem(spec: object) -> str | None:

@@ -102,7 +102,8 @@ def test_blocking_and_strata_keys_are_read_as_the_matcher_reads_them(tmp_path, c
     assert "key 'Member No'" not in err and "training_blocking" not in err
     for message in (
         f"{KEY}.blocking[1]: key 'born' reads 'born', not mapped",
-        f"{KEY}.blocking[2]: the Soundex code of the first word: soundex(last_name) (one argument)",
+        f"{KEY}.blocking[2]: soundex(first_name, 2): soundex takes one column (one argument); "
+        "write soundex(first_name)",
         f"{KEY}.blocking[3]: key 'lst_name' reads 'lst_name', not mapped (did you mean 'last_name'?)",
         f"{KEY}.strata[1][0]: key 'last nme' reads 'last nme', not mapped (did you mean 'last_name'?)",
     ):
