@@ -199,16 +199,18 @@ def read_alias_file(path: str | Path, name: str) -> dict[str, str]:
     for line, row in enumerate(rows[1:], start=2):
         if not row:
             continue
+        # Named by the file: a bare "line 3" in validate's list reads as a line of the YAML configuration.
+        where = f"{path.name} line {line}"
         if len(row) != 2:
-            problems.append(f"line {line}: expected 2 values (alias,canonical), got {len(row)}")
+            problems.append(f"{where}: expected 2 values (alias,canonical), got {len(row)}")
         elif not row[0].strip() or not row[1].strip():
-            problems.append(f"line {line}: alias and canonical must both be non-empty")
+            problems.append(f"{where}: alias and canonical must both be non-empty")
         else:
             mapping[_basic(row[0])] = _basic(row[1])
     if problems:
         raise UserError(
-            f"{path}: {len(problems)} bad row(s) in alias map {name!r}; fix or delete them:\n  - "
-            + "\n  - ".join(problems[:20])
+            f"{path}: {len(problems)} bad row(s) in alias map {name!r}; fix or delete them:\n    - "
+            + "\n    - ".join(problems[:20])
         )
     return mapping
 

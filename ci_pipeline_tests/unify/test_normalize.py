@@ -120,7 +120,10 @@ def test_alias_file_with_bad_rows_names_the_lines(tmp_path):
     with pytest.raises(UserError) as err:
         read_alias_file(path, "bad")
     text = str(err.value)
-    assert "bad.csv" in text and "line 3" in text and "line 4" in text and "line 5" in text
+    # Each row is named by its file, not told as a bare "line 3" that reads like a line of the configuration.
+    assert "\n    - bad.csv line 3: expected 2 values (alias,canonical), got 1" in text
+    assert "\n    - bad.csv line 4: alias and canonical must both be non-empty" in text
+    assert "\n    - bad.csv line 5: expected 2 values (alias,canonical), got 3" in text
 
 
 def test_alias_file_missing_or_without_header(tmp_path):
