@@ -19,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ci_pipeline.activities import latest_accepted, parse_timestamps
+from ci_pipeline.config.activities import ActivitiesConfig
 from ci_pipeline.config.sources import CsvOptions
 from ci_pipeline.config.unify import BIRTH_DATE_PARTS, NormalizeConfig, UnifyConfig
 from ci_pipeline.errors import UserError
@@ -134,6 +136,7 @@ class Plan:
     mapping: pd.DataFrame | None = None
     transactions: Transactions | None = None
     as_of: str | None = None
+    as_of_reason: str = ""  # which date ``as_of`` is, for the configuration's comment
     customer_ids: pd.DataFrame | None = None
     csv: dict = field(default_factory=dict)  # a CSV file's ``csv`` options that differ from ingestion's defaults
     phone_region: tuple[str, float] | None = None  # the region of most numbers written with a country code
@@ -366,7 +369,8 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
             transactions.timestamp: {"type": "datetime", **({"format": fmt} if fmt else {})},
             transactions.amount: {"type": "double"},
         }
-        plan.as_of = str(pd.to_datetime(frame[transactions.timestamp], format=fmt).max().date())
+        dates = pd.to_datetime(frame[transactions.timestamp], format=fmt)
+        plan.as_of, plan.as_of_reason = measures_as_of(dates, transactions.timestamp, path.name)
         ids = frame[transactions.customer].astype("string").str.strip().dropna()
         plan.customer_ids = pd.DataFrame({CUSTOMER_KEY: sorted(ids[ids != ""].unique())})
         if plan.table == "customers":
@@ -381,6 +385,27 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
         if _wants_model(plan):
             plan.model_refused = trial_training(plan, frame)
     return plan
+
+
+def measures_as_of(dates: pd.Series, column: str, file: str) -> tuple[str, str]:
+    """The day the measures' windows end on, the last of ``dates`` that a run today places, and which date that is
+    (for the configuration's comment).
+
+    A date in the future (a typo as 2066) would otherwise end the windows decades ahead, for a row the run then
+    quarantines: every customer's recency would be that far off.
+    """
+    stamps = parse_timestamps(dates)  # UTC, as the activities stage reads them
+    future = stamps > latest_accepted(pd.Timestamp.now(tz="UTC"), ActivitiesConfig().future_tolerance_hours)
+    kept = dates[~future].max()
+    if not future.any():
+        return str(kept.date()), f"the last {column} in {file}"
+    latest = dates[future].max().date()
+    if pd.isna(kept):
+        return str(pd.Timestamp.now().date()), f"today: every {column} in {file} is in the future (up to {latest})"
+    return str(kept.date()), (
+        f"the last {column} in {file} that is not in the future; {int(future.sum())} later row(s), up to {latest}, "
+        "are quarantined by the run as in the future (activities.future_tolerance_hours)"
+    )
 
 
 def unread_notes(unread: tuple[UnreadLine, ...], fields: int) -> list[str]:
@@ -649,7 +674,7 @@ def _transactions_yaml(plan: Plan) -> list[str]:
         f"      customer: {{source: {SOURCE}, table: customers, column: {_q(t.customer)}}}",
         "",
         "measures:",
-        "  # Windows end on the last transaction's date, so the results do not change from day to day.",
+        *_as_of_comment(plan),
         f"  as_of: {plan.as_of}",
         "  attributes:",
         "    total_spend: {template: total_transaction_value, activity: orders}",
@@ -673,6 +698,12 @@ def _transactions_yaml(plan: Plan) -> list[str]:
         "    rfm_hibernating: {template: rfm_hibernating}",
         "    rfm_new: {template: rfm_new}",
     ]
+
+
+def _as_of_comment(plan: Plan) -> list[str]:
+    """Which date ends the measures' windows, and why that one."""
+    said = f"Windows end on {plan.as_of}, so the results do not change from day to day: {plan.as_of_reason}."
+    return [f"  # {line}" for line in textwrap.wrap(said, 112, break_on_hyphens=False)]
 
 
 def _normalized(name: object) -> str:

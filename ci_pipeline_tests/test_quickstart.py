@@ -394,6 +394,30 @@ def test_a_parquet_file_keeps_its_own_types(tmp_path):
     assert config["sources"]["quickstart"]["tables"]["shop"]["format"] == "parquet"
 
 
+def test_a_date_in_the_future_does_not_end_the_measures_windows(tmp_path):
+    # The run quarantines the 2066 row as in the future; taken as as_of, it made every recency some 40 years.
+    source = tmp_path / "shop.parquet"
+    pd.DataFrame(
+        {
+            "order_id": [1, 2, 3, 4],
+            "customer_id": [10, 10, 11, 11],
+            "order_ts": pd.to_datetime(
+                ["2024-01-01 10:00", "2024-02-01 11:30", "2066-03-14 00:26", "2024-01-20 08:00"]
+            ),
+            "total": [1.5, 2.0, 3.25, 4.0],
+        }
+    ).to_parquet(source)
+    plan = plan_quickstart(source, read_table(source))
+    assert plan.as_of == "2024-02-01"
+    written = write_files(plan, read_table(source), tmp_path / "out").read_text()
+    assert str(yaml.safe_load(written)["measures"]["as_of"]) == "2024-02-01"
+    said = " ".join(written.replace("#", " ").split())
+    assert (
+        "Windows end on 2024-02-01, so the results do not change from day to day: the last order_ts in shop.parquet "
+        "that is not in the future; 1 later row(s), up to 2066-03-14, are quarantined by the run as in the future"
+    ) in said
+
+
 def test_a_clean_file_the_model_trains_on_without_finding_duplicates_gets_simple_rules(tmp_path, capsys):
     """Distinct people among many namesakes: blocking finds pairs and training succeeds, but the model expects next
     to no pair of one person, so its few links would be its least certain: quickstart writes simple rules."""

@@ -8,6 +8,7 @@ from ci_pipeline.activities.timeline import (
     StoredTimeline,
     Timeline,
     build_timeline,
+    latest_accepted,
     parse_timestamps,
     write_timeline,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "StoredTimeline",
     "Timeline",
     "build_timeline",
+    "latest_accepted",
     "parse_timestamps",
     "write_timeline",
 ]

@@ -89,6 +89,12 @@ def parse_timestamps(values: pd.Series, fmt: str | None = None) -> pd.Series:
     return parsed
 
 
+def latest_accepted(run_time: pd.Timestamp, tolerance_hours: float) -> pd.Timestamp:
+    """The latest timestamp a run at ``run_time`` (UTC) places: later ones are quarantined as in the future (the
+    tolerance, ``activities.future_tolerance_hours``, allows for clocks and time zones a day apart)."""
+    return run_time + pd.Timedelta(hours=tolerance_hours)
+
+
 @dataclass(frozen=True)
 class CustomerLookup:
     """The AlternateValue and CustomerId of the records of one customer table, one row per AlternateValue."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from ci_pipeline.activities import LOOKUP_COLUMNS, ActivitySource, StoredTimeline, write_timeline
+from ci_pipeline.activities import LOOKUP_COLUMNS, ActivitySource, StoredTimeline, latest_accepted, write_timeline
 from ci_pipeline.activities.incremental import forget, read_state, write_state
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest, unify
@@ -68,7 +68,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         ],
     )
     def activities(context: dg.AssetExecutionContext, lake: LakeResource):
-        now = pd.Timestamp(dt.datetime.now(dt.UTC)) + pd.Timedelta(hours=section.future_tolerance_hours)
+        now = latest_accepted(pd.Timestamp(dt.datetime.now(dt.UTC)), section.future_tolerance_hours)
         store = lake.get_lake()
         stored_keys = store.dataset(asset_path(unify.STAGE.key("alternate_key")))
         alternate_key = stored_keys.to_table(columns=LOOKUP_COLUMNS).to_pandas()
