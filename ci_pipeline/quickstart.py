@@ -661,6 +661,8 @@ def _transactions_yaml(plan: Plan) -> list[str]:
         "      # Add a customer table (name, e-mail, ...) here to deduplicate and enrich the profiles.",
         "      columns:",
         f"        {CUSTOMER_KEY}: custom",
+        "      # One record per customer by construction: the run does not warn that no rule compares its records.",
+        "      one_customer_per_record: true",
         "",
         "activities:",
         "  tables:",

@@ -357,9 +357,13 @@ def test_quickstart_on_a_transaction_file_builds_customers_measures_and_rfm_segm
     out = tmp_path / "qs"
 
     assert main(["quickstart", str(source), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "customers: CustomerNo (90 distinct); date: TransactionDate; amount: Amount" in printed
     config = yaml.safe_load((out / "ci_pipeline.yaml").read_text())
+    # The generated customer table holds one record per reference by construction: nothing to warn about.
+    assert config["unify"]["tables"][0]["one_customer_per_record"] is True
+    assert "no dedup, match or attach rule" not in captured.out + captured.err
     assert config["measures"]["as_of"] == pd.Timestamp(sales["TransactionDate"].max()).date()
     assert set(config["segments"]["definitions"]) >= {"rfm_champions", "rfm_at_risk"}
     assert main(["validate", str(out / "ci_pipeline.yaml")]) == 0

@@ -163,6 +163,10 @@ class UnifyTable(StrictModel):
     #: Date/time column telling how recent a record is (for ``most_recent`` / ``least_recent`` merge policies).
     recency_column: str | None = None
     dedup: Dedup = Dedup()
+    #: Each record is one customer by construction (a table of distinct customer references, as the quick start
+    #: generates from transactions): that no rule can compare its records is then expected, not a mistake, so the
+    #: run does not warn about it (the statistics still count them).
+    one_customer_per_record: bool = False
 
     @property
     def ref(self) -> str:

@@ -735,7 +735,7 @@ def _guard_warnings(config: UnifyConfig, records: pd.DataFrame, uncomparable: di
     sizes = records["rank"].value_counts()
     for rank, t in enumerate(config.tables):
         lost = uncomparable.get(t.ref, 0)
-        if lost and lost == sizes.get(rank, 0):
+        if lost and lost == sizes.get(rank, 0) and not t.one_customer_per_record:
             found.append(
                 f"unify: table {t.ref}: no dedup, match or attach rule can compare any of its {lost} records (none "
                 f"holds every field a rule needs; it maps {', '.join(sorted(t.attributes())) or 'nothing'}, and "

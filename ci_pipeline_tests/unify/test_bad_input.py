@@ -249,6 +249,17 @@ def test_an_unmapped_rule_field_makes_the_table_uncomparable():
     assert any("table loyalty.members" in w and "it maps tier" in w for w in r.warnings)
 
 
+def test_a_table_of_one_customer_per_record_is_counted_but_not_warned():
+    # Declared so (the quick start's table of distinct customer references): no rule is expected to compare it.
+    raw = config().model_dump()
+    raw["tables"][2] |= {"columns": {"tier": "custom"}, "one_customer_per_record": True}
+    f = frames()
+    f[("loyalty", "members")] = f[("loyalty", "members")][["member_id", "tier"]]
+    r = unify(type(config()).model_validate(raw), f, KEYS)
+    assert r.stats["uncomparable_records"]["loyalty.members"] == 2
+    assert not any("table loyalty.members" in w for w in r.warnings)
+
+
 def test_unify_asset_logs_the_warnings_and_records_the_counts(tmp_path):
     cfg, lake = project(tmp_path)
     crm = frames()[("crm", "contacts")].assign(modified_at=["12/31/9999", "2026-03-01", "01/01/0001", None])
