@@ -696,18 +696,7 @@ def train(
     blocked: Blocked = block(table, settings.training_rules, settings.max_pairs_per_rule, link_only, where=where)
     keep = ~_agree(table, every_key, blocked.left, blocked.right)
     blocked = Blocked(blocked.left[keep], blocked.right[keep], blocked.rule[keep], blocked.counts)
-    fixed: frozenset = frozenset()
-    if strata:
-        # A stratum's two classes are well apart (housemates differ in first name and birth date), so its m is the
-        # cleaner estimate of how a person's records differ; the main fit keeps it for every comparison on no
-        # column of the first stratum (outside it, the levels of those mean something else).
-        # Only where the stratum learnt it from most of its matches: a field that one of the tables lacks (a birth
-        # date the payroll file does not hold) is known on few of them, which may all be housemates.
-        first, learnt = strata[0], strata[0].share * strata[0].pairs * MIN_SUPPORT
-        seed = [np.asarray(p.m) for p in first.parameters]
-        fixed = frozenset(
-            j for j, c in enumerate(comparisons) if not first.columns & set(c.columns) and first.support[j] >= learnt
-        )
+    seed, fixed = _held_from_first(strata, comparisons, seed)
     m, shares, converged, trace, expected_matches = _fit_main(
         table, settings, blocked, seed, u_random, active, notes, fixed, bool(strata)
     )
@@ -944,6 +933,24 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
     )
     support = tuple(float(x) for x in _support(patterns, weights, share, m, u, active))
     return Stratum(tuple(keys), share, parameters, len(left), converged, support)
+
+
+def _held_from_first(strata: tuple, comparisons, seed: list) -> tuple[list, frozenset]:
+    """The main fit's starting m and the comparisons whose m it keeps from the first stratum.
+
+    A stratum's two classes are well apart (housemates differ in first name and birth date), so its m is the
+    cleaner estimate of how a person's records differ; the main fit keeps it for every comparison on no column of
+    the first stratum (outside it, the levels of those mean something else), where the stratum learnt it from most
+    of its matches: a field that one of the tables lacks (a birth date the payroll file does not hold) is known on
+    few of them, which may all be housemates."""
+    if not strata:
+        return seed, frozenset()
+    first = strata[0]
+    learnt = first.share * first.pairs * MIN_SUPPORT
+    fixed = frozenset(
+        j for j, c in enumerate(comparisons) if not first.columns & set(c.columns) and first.support[j] >= learnt
+    )
+    return [np.asarray(p.m) for p in first.parameters], fixed
 
 
 def _with_main_m(stratum: Stratum, m: list) -> Stratum:
