@@ -33,14 +33,16 @@ def _fits(model: Model, table: Table, left: np.ndarray, right: np.ndarray) -> np
 def _adjustment(fit: Model | Stratum, params: ComparisonParameters, comparison: Comparison, table: Table) -> float:
     """The numerator of the term-frequency adjustment of exact agreement on ``comparison`` in ``fit``: agreeing on
     value v weighs log2(numerator / f(v)) instead of its level's weight; nan when there is none. The main fit has
-    m / f(v) in place of m / u (numerator u). A stratum adjusts only on its own columns (among pairs of one name,
-    a rare name is likelier one person than a common one), relative to the chance that two random records agree
-    on the column's value (the main fit's u does not hold it: it is that of pairs outside the strata)."""
+    m / f(v) in place of m / u (numerator u). A stratum adjusts only on its own name columns (among pairs of one
+    name, a rare name is likelier one person than a common one), relative to the chance that two random records
+    agree on the column's value (the main fit's u does not hold it: it is that of pairs outside the strata). Not on
+    a place: how many people share a street is not how often it is written, and among the pairs of one street a
+    rare one's adjustment outweighed two housemates' different first names."""
     if not (comparison.term_frequency and comparison.levels[0] == "exact"):
         return np.nan
     if isinstance(fit, Model):
         return params.u[0]
-    if comparison.column not in fit.columns:
+    if comparison.column not in fit.columns or comparison.kind != "name":
         return np.nan
     column = table.column(comparison.column)
     if column.non_null < 2:

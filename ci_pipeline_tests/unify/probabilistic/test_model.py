@@ -18,12 +18,14 @@ from ci_pipeline.unify.probabilistic import (
     ExactMatch,
     Model,
     NameComparison,
+    PlaceComparison,
     Settings,
     SettingsError,
     TrainingError,
     clusters,
     explain_pair,
     predict,
+    prepare,
     train,
     training_notes,
 )
@@ -199,6 +201,28 @@ def test_term_frequency_adjustment_weighs_rare_values_more():
     for pair in (common_pair, rare_pair):
         assert pair.loc["last", "term_frequency"] == pytest.approx(pair.loc["last", "weight"] - plain)
         assert pair.drop(index=["prior", "total", "last"])["term_frequency"].isna().all()
+
+
+def test_a_stratum_adjusts_for_term_frequency_on_its_own_names_not_on_its_places():
+    from ci_pipeline.unify.probabilistic.scoring import _adjustment
+
+    records = pd.DataFrame(
+        {
+            "last": ["lee", "lee", "lee", "wu"],
+            "street": ["1 elm st", "1 elm st", "2 oak st", "2 oak st"],
+            "city": ["york", "york", "york", "york"],
+        },
+        dtype="string",
+    )
+    name = NameComparison("last", term_frequency=True)
+    place = PlaceComparison("street", then=("city",), term_frequency=True)
+    table = prepare(records, ["last", "street", "city"])
+    params = ComparisonParameters("x", ("exact", "else"), (0.9, 0.1), (0.5, 0.5))
+    by_name = Stratum((("last",),), 0.5, (params,), 3)
+    by_street = Stratum((("street",),), 0.5, (params,), 2)
+    # Three of the four hold "lee": 3 * 2 ordered pairs of 4 * 3.
+    assert _adjustment(by_name, params, name, table) == pytest.approx(0.5)
+    assert np.isnan(_adjustment(by_street, params, place, table))
 
 
 def test_term_frequencies_of_values_each_held_by_one_person_count_no_stranger():
