@@ -62,7 +62,7 @@ NAME_PATTERNS: list[tuple[str, str]] = [
     ("state", _words(r"state|province|region|stateorprovince|state_?or_?province")),
     # A birth place is a town like an address's: what the place comparisons and blocking rules of a city do.
     ("city", _words(r"city|town|locality|suburb|municipality|birth_?place|place_?of_?birth")),
-    ("street", r"street|addr(ess)?_?(line)?_?1|^((billing|shipping|mailing|home|postal)_)?address$"),
+    ("street", r"street|addr(ess)?_?(line)?_?1|^((billing|shipping|mailing|home|postal)_)?addr(ess)?$"),
     ("birth_date", r"birth|" + _words(r"dob|bdate|bday|b_?day|born")),
     ("gender", r"gender|" + _words(r"sex")),
     ("company", r"company|organi[sz]ation|employer|business_?name|account_?name|" + _words(r"name_?org|org_?name")),
@@ -105,7 +105,7 @@ CUSTOM_IN_RULES = "'custom' keeps it under its own name, usable in match rules (
 _VALUE_TESTS: list[tuple[str, str]] = [
     ("email", r"[^@\s]+@[^@\s]+\.[^@\s]+"),
     ("custom", r"\d{3}-\d{2}-\d{4}"),  # a US social security number, which the phone test would take
-    ("phone", r"\+?[\d\s().\-]{7,}(\s*(x|ext\.?)\s*\d+)?"),
+    ("phone", r"\+?[\d\s().\-/]{7,}(\s*(x|ext\.?)\s*\d+)?"),  # 310/246-1501 too
     ("postal_code", r"\d{5}(-\d{4})?|[A-Za-z]\d[A-Za-z] ?\d[A-Za-z]\d|[A-Za-z]{1,2}\d[A-Za-z\d]? ?\d[A-Za-z]{2}"),
     ("gender", r"(?i)m|f|male|female|man|woman|x|other|non-binary|unknown"),
 ]
@@ -177,12 +177,11 @@ def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, floa
     if values.empty:
         # Mapped, it would be compared and blocked on nothing (an unused MobilePhone field of a CRM export).
         return "", "", "empty in every row: nothing to compare; map it once it holds values", 0.0
-    for what, pattern in CUSTOM_PATTERNS:
-        if re.search(pattern, name):
-            if what == IDENTIFIER_OF_PERSON and (detail := re.search(DOCUMENT_DETAIL, name)):
-                return "", "", f"the {detail[0]} of an identity document, not the person's: {NOT_AN_ATTRIBUTE}", 0.0
-            return "custom", "high", f"{what}: {CUSTOM_IN_RULES % column}", 1.0
+    if kept := _custom_by_name(name, column):
+        return kept
     by_name = _by_name(column)
+    if by_name and (whose := _an_organisations(name, by_name)):
+        return "", "", whose, 0.0
     says_date = re.search(DATE_NAME, name) is not None
     dates = max(
         _share(values, DATE_VALUE), _share(values, COMPACT_DATE_VALUE) if says_date or by_name == "birth_date" else 0.0
@@ -220,6 +219,36 @@ def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, floa
     if by_value:
         return by_value, "medium", f"{share:.0%} of values look like {by_value}", share
     return "", "", "no semantic type recognised (map it to 'custom' to keep it)", 0.0
+
+
+#: A column name that begins with an organisation's name: its address or contact is the employer's or the
+#: company's, not the person's (``employer_street_name``, ``company_phone``, ``work_city``).
+ORGANISATION_PREFIX = r"^(employer|company|business|work|office|organi[sz]ation|org)_"
+#: Types an organisation's column is not the person's.
+PERSONAL_PLACES = {"street", "city", "state", "postal_code", "country", "phone", "email"}
+
+
+def _custom_by_name(name: str, column: str) -> tuple[str, str, str, float] | None:
+    """The suggestion for a column whose name says it is one of :data:`CUSTOM_PATTERNS`, or None."""
+    for what, pattern in CUSTOM_PATTERNS:
+        if re.search(pattern, name):
+            if what == IDENTIFIER_OF_PERSON and (detail := re.search(DOCUMENT_DETAIL, name)):
+                return "", "", f"the {detail[0]} of an identity document, not the person's: {NOT_AN_ATTRIBUTE}", 0.0
+            if what == "a house number" and re.search(ORGANISATION_PREFIX, name):
+                return "", "", f"the organisation's house number, not the person's: {NOT_AN_ATTRIBUTE}", 0.0
+            return "custom", "high", f"{what}: {CUSTOM_IN_RULES % column}", 1.0
+    return None
+
+
+def _an_organisations(name: str, by_name: str) -> str | None:
+    """Why a column the name alone suggests as ``by_name`` is no attribute of the person, or None: an employer's
+    address or contact (compared with the person's own, it would join colleagues), or an identifier of the company
+    (``employer_id``, ``company_number``), which colleagues share."""
+    if by_name in PERSONAL_PLACES and re.search(ORGANISATION_PREFIX, name):
+        return f"the organisation's {by_name.replace('_', ' ')}, not the person's: {NOT_AN_ATTRIBUTE}"
+    if by_name == "company" and re.search(r"_?(id|number|no|nr|code|num|key)$", name):
+        return f"an identifier of the organisation, which its people share: {NOT_AN_ATTRIBUTE}"
+    return None
 
 
 def _one_column_per_type(suggestions: pd.DataFrame) -> pd.DataFrame:

@@ -318,3 +318,29 @@ def test_the_columns_of_common_crm_exports():
     assert {got["address1_country"], got["Country/Region"]} == {"country", "custom"}
     reason = suggest_mapping(pd.DataFrame({"MobilePhone": [None, ""]})).set_index("column").loc["MobilePhone"]
     assert reason["reason"].startswith("empty in every row")
+
+
+def test_an_employers_address_and_identifier_are_not_the_persons_and_a_slashed_phone_is_a_phone():
+    # A payroll form holds the employer's address beside the person's mailing address: compared as the person's,
+    # the employer's would join colleagues (and split one person's two forms from two employers).
+    got = suggested(
+        {
+            "employer_id": ["95", "12", "95"],
+            "employer_name": ["Dairy Queen", "Baymont Inn", "Dairy Queen"],
+            "employer_street_number": ["264", "9217", "264"],
+            "employer_street_name": ["hallmont dr", "drakewood rd", "hallmont dr"],
+            "employer_city": ["Anytown", "Anytown", "Anytown"],
+            "employer_zipcode": ["00000", "00000", "00000"],
+            "mailing_address_street_name": ["interlake ave n", "w elverta rd", "oak st"],
+            "mailing_address_zipcode": ["00000", "00001", "00002"],
+            "phone": ["310/246-1501", "818/762-1221", "212/555-0100"],
+        }
+    )
+    assert got["employer_name"] == "company"
+    assert got["employer_id"] == got["employer_street_number"] == got["employer_street_name"] == ""
+    assert got["employer_city"] == got["employer_zipcode"] == ""
+    assert got["mailing_address_street_name"] == "street" and got["mailing_address_zipcode"] == "postal_code"
+    assert got["phone"] == "phone"
+    assert suggested({"addr": ["435 S. La Cienega Blvd.", "12224 Ventura Blvd."]})["addr"] == "street"
+    reason = suggest_mapping(pd.DataFrame({"employer_city": ["Anytown"]})).set_index("column").loc["employer_city"]
+    assert "the organisation's city, not the person's" in reason["reason"]
