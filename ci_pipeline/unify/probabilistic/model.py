@@ -64,6 +64,10 @@ PSEUDO_COUNT = 0.5
 
 #: A fit in which exact agreement halves the odds of a match (or worse) is wrong, not a weak field.
 SANE_EXACT_WEIGHT = -1.0
+#: Comparison kinds of fields that describe a person rather than identify one (a company, a town, a tier, a
+#: gender): where exact agreement on one comes out less likely for matches than for non-matches, it is switched off
+#: with a warning rather than failing training (see ``_judge_fit``).
+DESCRIBING_KINDS = frozenset({"exact", "jaro_winkler", "levenshtein", "damerau_levenshtein"})
 #: A cause of training failures the other hints miss: no duplicates, so no match class for EM to find.
 FEW_DUPLICATES = (
     "If the records hold few or no duplicates (a table already deduplicated), the model has nothing to learn "
@@ -1101,6 +1105,17 @@ def _judge_fit(comparisons, m, u_random, active: np.ndarray, notes: list, trace,
     """Refuse an insane fit; switch off (in ``active`` and ``notes``) comparisons whose agreement carries no
     evidence; warn when EM stopped at its iteration limit with sane parameters."""
     exact_weight = [float(np.log2(m[j][0] / u_random[j][0])) for j in range(len(comparisons))]
+    for j, c in enumerate(comparisons):
+        if active[j] and exact_weight[j] < SANE_EXACT_WEIGHT and c.kind in DESCRIBING_KINDS:
+            # A field that describes rather than identifies (an employer, a town, a tier) may differ between one
+            # person's records more often than between others': two payroll forms of one person name two employers.
+            notes[j] = (
+                f"exact agreement on column {c.column!r} came out rarer among one person's records (m {m[j][0]:.3g}) "
+                f"than among different people's (u {u_random[j][0]:.3g}): one person's records give different values "
+                "of it (two employers, two towns), so it is not compared"
+            )
+            active[j] = False
+            _warn(notes[j], UserWarning, stacklevel=3)
     insane = [
         f"{c.name!r} (m {m[j][0]:.3g}, u {u_random[j][0]:.3g})"
         for j, c in enumerate(comparisons)

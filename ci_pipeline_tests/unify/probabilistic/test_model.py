@@ -16,6 +16,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.unify.probabilistic import (
     ConvergenceWarning,
     ExactMatch,
+    IdentifierComparison,
     Model,
     NameComparison,
     PlaceComparison,
@@ -287,11 +288,17 @@ def test_an_insane_fit_is_a_clear_error_naming_the_comparison():
     # The two records of a person never share "side"; two random records share it half of the time.
     records["side"] = pd.array(["left", "right"] * 1000, dtype="string")
     settings = Settings(
-        comparisons=(*exact_settings().comparisons, ExactMatch("side")),
+        comparisons=(*exact_settings().comparisons, IdentifierComparison("side")),
         blocking=exact_settings().blocking,
     )
     with pytest.raises(TrainingError, match=r"not sane: exact agreement on 'side'.*few or no duplicates"):
         train(records, settings)
+    # A field that describes rather than identifies (an employer: two payroll forms of one person name two) may
+    # well differ between one person's records: switched off with a warning, the others trained.
+    settings = dataclasses.replace(settings, comparisons=(*exact_settings().comparisons, ExactMatch("side")))
+    with pytest.warns(UserWarning, match=r"exact agreement on column 'side' came out rarer among one person's"):
+        model = train(records, settings)
+    assert [p.name for p in model.parameters if not p.active] == ["side"]
 
 
 def test_a_match_class_that_agrees_on_no_name_is_refused_as_no_person():
