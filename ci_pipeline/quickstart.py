@@ -29,7 +29,7 @@ from ci_pipeline.ingest.date_sample import COMMON_DATE_FORMATS
 from ci_pipeline.unify.normalize import phone_region
 from ci_pipeline.unify.probabilistic import SettingsError, TrainingError
 from ci_pipeline.unify.probabilistic_method import train_from_tables
-from ci_pipeline.unify.suggest import customer_table_verdict, suggest_mapping
+from ci_pipeline.unify.suggest import IDENTIFIER_OF_PERSON, customer_table_verdict, suggest_mapping
 
 #: The source every quick-start table belongs to.
 SOURCE = "quickstart"
@@ -585,7 +585,7 @@ def _customers_yaml(plan: Plan) -> list[str]:
                 *NO_ACTIVITIES,
             ]
         )
-    rules = _simple_rules(types)
+    rules = _simple_rules(types, _person_identifiers(plan))
     if plan.model_refused:
         said = f"A probabilistic model could not be trained on this file (quickstart tried): {plan.model_refused}."
         said += " Once the data holds duplicates, set match: {method: probabilistic} to train one. Until then, "
@@ -634,11 +634,23 @@ def _normalize_yaml(plan: Plan) -> list[str]:
     ]
 
 
-def _simple_rules(types: set[str]) -> list[tuple[str, list[dict]]]:
-    """Rules of one identifying attribute each, with the name agreeing where a name is mapped."""
+def _person_identifiers(plan: Plan) -> list[str]:
+    """The columns kept as ``custom`` because they identify the person (a social security or passport number)."""
+    mapped = plan.mapping
+    if mapped is None:
+        return []
+    found = (mapped["suggested"] == "custom") & mapped["reason"].str.startswith(IDENTIFIER_OF_PERSON)
+    found |= (mapped["suggested"] == "custom") & mapped["reason"].str.contains("look like social security numbers")
+    return mapped.loc[found, "column"].astype(str).tolist()
+
+
+def _simple_rules(types: set[str], identifiers: list[str] = ()) -> list[tuple[str, list[dict]]]:
+    """Rules of one identifying attribute each (a person's own number first, then e-mail and phone), with the name
+    agreeing where a name is mapped."""
     name = next((t for t in ("first_name", "full_name", "last_name") if t in types), None)
     agree = [{"field": name, "precision": "high"}] if name else []
-    rules = [(f"same_{field}", [{"field": field}, *agree]) for field in ("email", "phone") if field in types]
+    rules = [(f"same_{_normalized(c)}", [{"field": c}, *agree]) for c in identifiers]
+    rules += [(f"same_{field}", [{"field": field}, *agree]) for field in ("email", "phone") if field in types]
     if not rules and name:
         rules += [(f"{name}_and_{f}", [{"field": f}, *agree]) for f in ("birth_date", "postal_code") if f in types]
     return rules

@@ -446,3 +446,16 @@ def test_a_clean_file_the_model_trains_on_without_finding_duplicates_gets_simple
     assert "match" not in unify and unify["tables"][0]["dedup"]["rules"]
     profiles = pd.read_parquet(tmp_path / "out" / "lake" / "ci_pipeline" / "unify" / "customer_profile.parquet")
     assert len(profiles) == n
+
+
+def test_simple_rules_match_on_a_persons_own_number_first(tmp_path):
+    # Payroll forms of a town whose postal codes are all one placeholder: the number that is each person's own is
+    # the rule that finds their forms (the name with the postal code found one pair of thousands).
+    source = tmp_path / "forms.csv"
+    frame = people(12)
+    frame["ssn"] = [f"{100 + i // 2:03d}-45-{6789 + i // 2}" for i in range(len(frame))]
+    frame.to_csv(source, index=False)
+    config_path = write_files(plan_quickstart(source, read_table(source)), read_table(source), tmp_path / "out")
+    rules = yaml.safe_load(config_path.read_text())["unify"]["tables"][0]["dedup"]["rules"]
+    assert rules[0]["name"] == "same_ssn" and rules[0]["conditions"][0] == {"field": "ssn"}
+    assert main(["validate", str(config_path)]) == 0

@@ -756,3 +756,24 @@ def test_the_training_rules_pairs_add_up_to_the_main_fits_and_the_strata():
     found = sum(rule["new"] for rule in training["pairs_per_rule"])
     assert training["blocked_pairs_in_strata"] > 0
     assert found == training["blocked_pairs"] + training["blocked_pairs_in_strata"]
+
+
+def test_a_field_one_persons_records_give_differently_neither_stops_training_nor_undoes_the_strata():
+    # Each record names an employer, one person's two records two different ones (two jobs), while strangers often
+    # share one. That "insane" field made the e-mail stratum's fit insane, the main fit took the housemates for
+    # matches, and every household became one customer. It is switched off, saying why; the stratum holds.
+    records, person = households()
+    rng = np.random.default_rng(8)
+    employer = np.empty(len(records), dtype=object)
+    for p in np.unique(person):
+        held = np.flatnonzero(person == p)
+        employer[held] = rng.choice(8, len(held), replace=False).astype(str)
+    records["employer"] = pd.array(employer, dtype="string")
+    settings = household_settings(strata=((("email",),),))
+    settings = dataclasses.replace(settings, comparisons=(*settings.comparisons, ExactMatch("employer")))
+    with pytest.warns(UserWarning, match=r"'employer' came out rarer among one person's records"):
+        model = train(records, settings)
+    assert [s.keys for s in model.strata] == [(("email",),)]
+    assert [p.name for p in model.parameters if not p.active] == ["employer"]
+    right, wrong = links(model, records, person)
+    assert wrong == 0 and right == 1000

@@ -1005,8 +1005,11 @@ def _stratum_insanity(comparisons, fit, active: np.ndarray, bound: list[bool], u
     if not MIN_SHARE <= share <= 1 - MIN_SHARE:
         return f"one of its two classes vanished (match share {share:.2g})"
     exact = {j: float(np.log2(m[j][0] / u[j][0])) for j in np.flatnonzero(active) if not bound[j]}
+    # A describing field (an employer) may differ between one person's records more often than between others'.
     insane = [
-        f"{comparisons[j].name!r} (m {m[j][0]:.3g}, u {u[j][0]:.3g})" for j, w in exact.items() if w < SANE_EXACT_WEIGHT
+        f"{comparisons[j].name!r} (m {m[j][0]:.3g}, u {u[j][0]:.3g})"
+        for j, w in exact.items()
+        if w < SANE_EXACT_WEIGHT and comparisons[j].kind not in DESCRIBING_KINDS
     ]
     if insane:
         return f"exact agreement on {', '.join(insane)} came out no more likely for matches than for non-matches"
