@@ -44,6 +44,11 @@ def run(args) -> int:
     args.key = args.key.strip()
     if args.pair:
         args.pair = [*args.pair[:2], args.pair[2].strip()]
+        if tuple(args.pair) == (args.source, args.table, args.key):
+            raise UserError(
+                f"--pair {' '.join(args.pair)} is the record explained itself; give another record to compare it with "
+                "(or leave --pair out to see this record's customer)"
+            )
     for record in [(args.source, args.table, args.key), *([tuple(args.pair)] if args.pair else [])]:
         _refuse_unknown_table(config.unify, *record[:2])
         _refuse_quarantined(lake, alternate, *record)

@@ -56,6 +56,9 @@ def test_explain_pair_shows_each_condition(unified, capsys):
 def test_explain_unknown_record_is_a_clear_error(unified, capsys):
     assert main(["--config", unified, "explain", "crm", "contacts", "nope"]) == 2
     assert "not in the last unification run" in capsys.readouterr().err
+    # A pair of the record with itself explains nothing.
+    assert main(["--config", unified, "explain", "crm", "contacts", "c1", "--pair", "crm", "contacts", " c1"]) == 2
+    assert "--pair crm contacts c1 is the record explained itself" in capsys.readouterr().err
 
 
 def test_suggest_mapping_from_names_and_values(unified, capsys):
