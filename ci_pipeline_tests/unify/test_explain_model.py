@@ -197,3 +197,20 @@ def test_a_blocking_key_made_by_a_function_shows_what_blocking_compared():
     info = explain(("crm", "contacts", "c1"), ("shop", "customers", "s1"), UnifyConfig.model_validate(cfg))
     assert info["probabilistic"]["blocking"][1]["keys"] == [["ber", "anna"], ["ber", "anna"]]
     assert "blocking [prefix(last_name, 3), first_name]: one block ('ber' of 'berg'|'anna')" in render_pair(info)
+
+
+def test_a_place_at_a_general_level_names_the_column_whose_values_it_shows():
+    from ci_pipeline.unify.explain import _comparison_text, _label_places
+    from ci_pipeline.unify.probabilistic import PlaceComparison, Settings
+    from ci_pipeline.unify.probabilistic.blocking import BlockingRule
+
+    settings = Settings(
+        (PlaceComparison("street", then=("postal_code", "city")),), (BlockingRule.parse(["city"], "b"),)
+    )
+    rows = [{"comparison": "street", "left_value": "02139", "right_value": "02139", "level": "same_postal_code"}]
+    _label_places(settings, rows)
+    # One record holds no street: the postal codes agree, and the line says they are postal codes.
+    assert _comparison_text(rows[0]) == "postal_code '02139' vs '02139': same_postal_code"
+    exact = [{"comparison": "street", "left_value": "1 elm st", "right_value": "1 elm st", "level": "exact"}]
+    _label_places(settings, exact)
+    assert _comparison_text(exact[0]) == "'1 elm st' vs '1 elm st': exact"
