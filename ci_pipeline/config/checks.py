@@ -628,7 +628,7 @@ def _probabilistic_problems(unify: UnifyConfig, mapped_anywhere: set[str]) -> li
     left out, thresholds) and on mapped attributes; blocking keys on mapped attributes."""
     settings = unify.match.probabilistic
     if not settings:
-        return []
+        return _too_few_to_weigh(unify, mapped_anywhere)
     key = "unify.match.probabilistic"
     found = _listed_problems(settings, key)
     comparisons = settings.get("comparisons")
@@ -649,6 +649,18 @@ def _probabilistic_problems(unify: UnifyConfig, mapped_anywhere: set[str]) -> li
         for ki, rule in enumerate(stratum if isinstance(stratum, list) else [stratum]):
             found += _key_problems(rule, f"{key}.strata[{si}][{ki}]", mapped_anywhere)
     return found
+
+
+def _too_few_to_weigh(unify: UnifyConfig, mapped_anywhere: set[str]) -> list[str]:
+    """The default model of a project that maps fewer than two attributes: every blocking rule would read the one
+    attribute, so training could learn nothing of how one person's records differ and would stop the run."""
+    if unify.match.method != "probabilistic" or len(mapped_anywhere) >= 2:
+        return []
+    return [
+        f"unify.match.method: probabilistic weighs the evidence of several attributes, and the tables map "
+        f"{len(mapped_anywhere)} ({', '.join(sorted(mapped_anywhere)) or 'none'}): map more columns (a name, a birth "
+        "date, an address, an e-mail or phone) or use method: rules with a dedup rule on what is mapped"
+    ]
 
 
 def _listed_problems(settings: dict, key: str) -> list[str]:

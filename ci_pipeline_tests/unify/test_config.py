@@ -248,3 +248,16 @@ def test_an_unknown_match_method_names_the_near_miss_or_how_to_write_the_hybrid(
     }
     with pytest.raises(ValueError, match=said):
         UnifyConfig.model_validate(raw)
+
+
+def test_the_default_model_over_one_mapped_attribute_is_refused_before_a_run(tmp_path):
+    # Every blocking rule would read the one attribute: training could not learn how one person's records differ,
+    # and the run would stop after reading every table.
+    def only_email(raw):
+        raw["unify"]["tables"][0]["columns"] = {"email": "email"}
+        raw["unify"]["match"] = {"method": "probabilistic"}
+
+    text = problems(tmp_path, only_email)
+    assert text.startswith("unify.match.method: probabilistic weighs the evidence of several attributes")
+    assert "map 1 (email)" in text
+    assert load(tmp_path, lambda r: r["unify"].update(match={"method": "probabilistic"})).unify.match.method
