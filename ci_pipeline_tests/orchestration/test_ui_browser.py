@@ -37,6 +37,10 @@ SCREENSHOTS = ("asset-columns.png", "asset-plots.png", "job-runs.png", "failure.
 TEMPLATE = ROOT / "ci_pipeline" / "generate" / "templates" / "orchestration.yaml"
 #: Names a Chromium or Chrome executable goes by on Linux distributions.
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+#: The daemon's look at the run queue, every 5 s by default: each run the scenario launches waited half of that on
+#: average before it started. The server's instance is the project's dagster.yaml with only this interval shorter
+#: (the runs still go through the queued run coordinator and its daemon).
+DEQUEUE_INTERVAL_SECONDS = 1
 
 
 def node_modules() -> Path:
@@ -68,7 +72,9 @@ class DagsterDev:
 
     def __init__(self, workspace: Path, config: Path, home: Path, log: Path):
         home.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+        instance = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+        instance["run_coordinator"]["config"]["dequeue_interval_seconds"] = DEQUEUE_INTERVAL_SECONDS
+        (home / "dagster.yaml").write_text(yaml.safe_dump(instance, sort_keys=False))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log

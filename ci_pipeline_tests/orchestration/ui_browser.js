@@ -15,6 +15,9 @@ const { chromium } = require("playwright-core");
 const [baseUrl, assetPath, jobName, outDir] = process.argv.slice(2);
 const RUN_TIMEOUT_MS = Number(process.env.UI_RUN_TIMEOUT_MS || 600000);
 const LOCATION = { repositoryLocationName: "ci_pipeline", repositoryName: "__repository__" };
+// How often a run's status is asked for: a query costs the server little, and each poll interval is time the
+// scenario may wait after the run has ended.
+const POLL_MS = 200;
 
 async function graphql(query, variables = {}) {
   const response = await fetch(`${baseUrl}/graphql`, {
@@ -37,7 +40,7 @@ async function waitForNewRun(before) {
   while (Date.now() < deadline) {
     const fresh = (await runIds()).filter((run) => !before.has(run.runId));
     if (fresh.length) return fresh[0].runId;
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
   throw new Error("clicking Materialize all started no run within 60 s");
 }
@@ -51,7 +54,7 @@ async function waitForSuccess(runId) {
       if (status !== "SUCCESS") throw new Error(`run ${runId} ended ${status}; see ${baseUrl}/runs/${runId}`);
       return status;
     }
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
   throw new Error(`run ${runId} did not finish within ${RUN_TIMEOUT_MS / 1000} s`);
 }
@@ -119,15 +122,42 @@ async function jobRuns(page, runId) {
   return { listed: runId.slice(0, 8), screenshot: await shoot(page, "job-runs") };
 }
 
-// The graph's bounds and the window's, in screen pixels (the graph is the largest SVG in the viewport).
-async function graphBounds(page) {
-  return page.evaluate(() => {
-    const viewport = document.querySelector('[data-svg-viewport="1"]');
-    const area = (svg) => Number(svg.getAttribute("width") || 0) * Number(svg.getAttribute("height") || 0);
-    const graph = [...viewport.querySelectorAll("svg")].sort((a, b) => area(b) - area(a))[0];
-    const box = (r) => ({ x: r.x, y: r.y, width: r.width, height: r.height });
-    return { window: box(viewport.getBoundingClientRect()), graph: box(graph.getBoundingClientRect()) };
-  });
+// The graph's bounds and the window's, in screen pixels (the graph is the largest SVG in the viewport), once they
+// have stayed the same for `frames` animation frames (the graph is laid out and any centering animation is over);
+// given `from` (the graph's bounds before a wheel event), once they differ from those and then stay. Null when
+// nothing changed from `from` within `timeout` (the viewport ignored the wheel: it is at its zoom limit). Waiting
+// for the page's own frames takes as long as the page needs, where a fixed sleep had to cover the slowest machine.
+async function graphSettled(page, { from = null, frames = 6, timeout = 30000 } = {}) {
+  try {
+    const settled = await page.waitForFunction(
+      ({ from, frames }) => {
+        const viewport = document.querySelector('[data-svg-viewport="1"]');
+        const area = (svg) => Number(svg.getAttribute("width") || 0) * Number(svg.getAttribute("height") || 0);
+        const graph = viewport && [...viewport.querySelectorAll("svg")].sort((a, b) => area(b) - area(a))[0];
+        if (!graph) return false;
+        const r = graph.getBoundingClientRect();
+        const key = [r.x, r.y, r.width, r.height].join();
+        const state = window.__graphSettled;
+        if (from !== null && key === from && !state) return false;
+        if (!state || state.key !== key) {
+          window.__graphSettled = { key, same: 0 };
+          return false;
+        }
+        state.same += 1;
+        if (state.same < frames) return false;
+        const box = (b) => ({ x: b.x, y: b.y, width: b.width, height: b.height });
+        return { window: box(viewport.getBoundingClientRect()), graph: box(r) };
+      },
+      { from: from && [from.x, from.y, from.width, from.height].join(), frames },
+      { polling: "raf", timeout },
+    );
+    return await settled.jsonValue();
+  } catch (error) {
+    if (from !== null && error.name === "TimeoutError") return null;
+    throw error;
+  } finally {
+    await page.evaluate(() => delete window.__graphSettled);
+  }
 }
 
 function inside({ window: w, graph: g }) {
@@ -138,25 +168,25 @@ function inside({ window: w, graph: g }) {
 async function fitGraph(page) {
   const viewport = page.locator('[data-svg-viewport="1"]').first();
   await viewport.waitFor({ state: "visible", timeout: 60000 });
-  await page.waitForTimeout(500);
-  let bounds = await graphBounds(page);
+  let bounds = await graphSettled(page);
   const center = { x: bounds.window.x + bounds.window.width / 2, y: bounds.window.y + bounds.window.height / 2 };
+  // Control is held down over all the wheel notches, as a user zooming out would hold it.
+  await page.mouse.move(center.x, center.y);
+  await page.keyboard.down("Control");
   for (let i = 0; i < 40 && (bounds.graph.width > bounds.window.width || bounds.graph.height > bounds.window.height); i++) {
-    await page.mouse.move(center.x, center.y);
-    await page.keyboard.down("Control");
     await page.mouse.wheel(0, 100);
-    await page.keyboard.up("Control");
-    await page.waitForTimeout(120);
-    bounds = await graphBounds(page);
+    const zoomed = await graphSettled(page, { from: bounds.graph, frames: 1, timeout: 3000 });
+    if (!zoomed) break; // at the viewport's smallest zoom: more wheeling changes nothing
+    bounds = zoomed;
   }
+  await page.keyboard.up("Control");
   // A plain wheel pans the graph by 0.7 of its delta (dragging could click a node and open its side panel).
   for (let i = 0; i < 5; i++) {
     const dx = center.x - (bounds.graph.x + bounds.graph.width / 2);
     const dy = center.y - (bounds.graph.y + bounds.graph.height / 2);
     if (Math.abs(dx) < 2 && Math.abs(dy) < 2) break;
     await page.mouse.wheel(-dx / 0.7, -dy / 0.7);
-    await page.waitForTimeout(150);
-    bounds = await graphBounds(page);
+    bounds = (await graphSettled(page, { from: bounds.graph, frames: 1, timeout: 3000 })) || bounds;
   }
   return bounds;
 }
