@@ -730,7 +730,8 @@ def _guard_warnings(config: UnifyConfig, records: pd.DataFrame, uncomparable: di
             f"{splits['size_cap_customers']} customers of at most {config.guard.max_cluster_size} records "
             "(unify.guard.max_cluster_size); where a group is cut depends on link order, not on who the people are: "
             "look for a placeholder value many records share (match_pairs notes 'over-merge guard: size cap') and "
-            "add it to unify.normalize.bypass_values, or tighten the rules"
+            "add it to unify.normalize.bypass_values, or tighten the rules; where the records truly are one customer "
+            "(an organisation's many records), raise unify.guard.max_cluster_size above the largest group"
         )
     sizes = records["rank"].value_counts()
     for rank, t in enumerate(config.tables):
