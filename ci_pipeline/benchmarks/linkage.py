@@ -11,11 +11,12 @@ links); candidate pairs, seconds and scored pairs/s.
 
 - febrl4: 5,000 originals (file a) and one duplicate of each (file b); linked across the two files.
 - febrl3: 5,000 records of 2,000 people (originals and up to several duplicates each); deduplicated.
-- ``--file PATH --truth COLUMN [--id COLUMN] [--map COLUMN=TYPE ...]``: a labelled file of one's own (CSV or
-  Parquet), deduplicated; ``--truth`` names the column holding the true person of each record (a record without one
-  is a person of its own). Its columns are mapped as ``unify.tables[].columns`` maps them: ``--map`` per column,
-  else what ``ci-pipeline suggest-mapping`` would propose (the truth and id columns left out); the mapping used is
-  in the output.
+- ``--file PATH --truth COLUMN [--id COLUMN] [--source COLUMN] [--map COLUMN=TYPE ...]``: a labelled file of one's
+  own (CSV or Parquet), deduplicated, or with ``--source`` (the column naming each record's system) linked across
+  its systems only (``link_type: link_only``) and scored on the pairs across them; ``--truth`` names the column
+  holding the true person of each record (a record without one is a person of its own). Its columns are mapped as
+  ``unify.tables[].columns`` maps them: ``--map`` per column, else what ``ci-pipeline suggest-mapping`` would
+  propose (the truth, id and source columns left out); the mapping used is in the output.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def register(subparsers) -> None:
     parser.add_argument("--truth", help="with --file: the column holding the true person of each record")
     parser.add_argument("--id", help="with --file: the column identifying each record (unique; never compared)")
     parser.add_argument(
+        "--source",
+        help="with --file: the column naming each record's system; records are linked across systems only "
+        "(link_type: link_only, as a project of one table per system would), and scored on the pairs across them",
+    )
+    parser.add_argument(
         "--map",
         action="append",
         default=[],
@@ -130,7 +136,7 @@ def bench(dataset: str) -> dict:
     return {"dataset": dataset, **link(load(dataset), link_only=dataset == "febrl4")}
 
 
-def read_labelled(path: str, truth: str, id_column: str | None = None) -> pd.DataFrame:
+def read_labelled(path: str, truth: str, id_column: str | None = None, source: str | None = None) -> pd.DataFrame:
     """A labelled file (CSV, or Parquet by its extension) as text columns, checked for the truth and id columns."""
     file = Path(path)
     if not file.is_file():
@@ -141,7 +147,7 @@ def read_labelled(path: str, truth: str, id_column: str | None = None) -> pd.Dat
     else:
         # As the quick start reads a CSV file: its encoding and delimiter found, header names without blanks.
         raw, _ = read_csv_file(file)
-    for option, column in (("--truth", truth), ("--id", id_column)):
+    for option, column in (("--truth", truth), ("--id", id_column), ("--source", source)):
         if column is not None and column not in raw.columns:
             raise UserError(f"{path}: {option} column {column!r} is not in the file (it has {', '.join(raw.columns)})")
     if id_column is not None:
@@ -171,20 +177,30 @@ def file_mapping(raw: pd.DataFrame, given: list[str], left_out: set[str], path: 
         if column not in raw.columns:
             raise UserError(f"--map {item}: column {column!r} is not in {path} (it has {', '.join(raw.columns)})")
         if column in left_out:
-            raise UserError(f"--map {item}: {column!r} is the truth or id column, never compared; map the others")
+            raise UserError(
+                f"--map {item}: {column!r} is the truth, id or source column, never compared; map the others"
+            )
         if semantic not in types:
             raise UserError(f"--map {item}: unknown semantic type {semantic!r}; use one of {', '.join(types)}")
         mapping[column] = semantic
     return mapping
 
 
-def bench_file(path: str, truth: str, id_column: str | None = None, given: list[str] | None = None) -> dict:
-    """Deduplicate a labelled file with the default settings; figures as a dict (with the mapping used)."""
-    raw = read_labelled(path, truth, id_column)
-    mapping = file_mapping(raw, given or [], {truth} | ({id_column} if id_column else set()), path)
+def bench_file(
+    path: str, truth: str, id_column: str | None = None, given: list[str] | None = None, source: str | None = None
+) -> dict:
+    """Deduplicate a labelled file with the default settings, or with ``source`` (a column naming each record's
+    system) link its systems (link_only); figures as a dict (with the mapping used)."""
+    raw = read_labelled(path, truth, id_column, source)
+    if source is not None and raw[source].nunique() < 2:
+        raise UserError(f"--source {source}: the file holds one system only; leave --source out to deduplicate it")
+    left_out = {truth} | {c for c in (id_column, source) if c}
+    mapping = file_mapping(raw, given or [], left_out, path)
     raw, compared = with_birth_date(raw, mapping)
     raw, split = with_split_names(raw, compared)
-    figures = link(raw, link_only=False, mapping=compared | split, person=raw[truth])
+    if source is not None:
+        raw = raw.assign(source=raw[source].fillna("").to_numpy())
+    figures = link(raw, link_only=source is not None, mapping=compared | split, person=raw[truth])
     return {"file": path, "mapping": mapping, **({"split_from_full_name": split} if split else {}), **figures}
 
 
@@ -301,11 +317,11 @@ def _throughput(model, records: pd.DataFrame, source: str | None, pairs: int = 1
 
 def run(args) -> int:
     if args.file is None:
-        if args.truth or args.id or args.map:
-            raise UserError("--truth, --id and --map go with --file PATH")
+        if args.truth or args.id or args.map or args.source:
+            raise UserError("--truth, --id, --source and --map go with --file PATH")
         print(json.dumps(bench(args.dataset)))
         return 0
     if not args.truth:
         raise UserError(f"--file {args.file}: name the column holding the true person of each record with --truth")
-    print(json.dumps(bench_file(args.file, args.truth, args.id, args.map)))
+    print(json.dumps(bench_file(args.file, args.truth, args.id, args.map, args.source)))
     return 0

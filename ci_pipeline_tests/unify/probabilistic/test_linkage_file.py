@@ -152,7 +152,7 @@ def test_a_wrong_column_or_type_is_named_with_the_fix(tmp_path):
         (["--truth", "cluster"], "--truth column 'cluster' is not in the file (it has record_id, person, first_name"),
         (["--truth", "person", "--map", "surname=surname"], "unknown semantic type 'surname'; use one of full_name"),
         ([], "name the column holding the true person of each record with --truth"),
-        (["--truth", "person", "--map", "person=custom"], "'person' is the truth or id column, never compared"),
+        (["--truth", "person", "--map", "person=custom"], "'person' is the truth, id or source column, never compared"),
     ]:
         with pytest.raises(UserError) as raised:
             bench_file_args(path, args)
@@ -192,3 +192,25 @@ def test_the_customers_the_links_make_are_scored_too(tmp_path, capsys):
     assert customers["recall"] > figures["recall"] + 0.1
     assert customers["precision"] < figures["precision"] and customers["chained"] >= 1
     assert 300 <= customers["customers"] < 400
+
+
+def test_a_file_of_two_systems_is_linked_across_them_only_with_source(tmp_path, capsys):
+    # Each person's original in the CRM, the copy in the shop: with --source the pairs within a system are neither
+    # compared nor counted as true pairs (there are none here), as a project of one table per system with
+    # link_type: link_only would link them.
+    frame = labelled()
+    frame["system"] = np.where(np.arange(len(frame)) % 2 == 0, "crm", "shop")
+    path = tmp_path / "people.csv"
+    frame.to_csv(path, index=False)
+    assert (
+        main(["bench", "linkage", "--file", str(path), "--truth", "person", "--id", "record_id", "--source", "system"])
+        == 0
+    )
+    figures = json.loads(capsys.readouterr().out.strip())
+    assert "system" not in figures["mapping"] and figures["true_pairs"] == 300
+    assert figures["precision"] >= 0.98 and figures["recall"] >= 0.95
+    frame.assign(system="crm").to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"--source system: the file holds one system only"):
+        bench_file_args(path, ["--truth", "person", "--source", "system"])
+    with pytest.raises(UserError, match=r"--source column 'sys' is not in the file"):
+        bench_file_args(path, ["--truth", "person", "--source", "sys"])
