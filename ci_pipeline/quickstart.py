@@ -29,7 +29,7 @@ from ci_pipeline.ingest.date_sample import COMMON_DATE_FORMATS
 from ci_pipeline.unify.normalize import phone_region
 from ci_pipeline.unify.probabilistic import SettingsError, TrainingError
 from ci_pipeline.unify.probabilistic_method import train_from_tables
-from ci_pipeline.unify.suggest import IDENTIFIER_OF_PERSON, customer_table_verdict, suggest_mapping
+from ci_pipeline.unify.suggest import IDENTIFIER_OF_PERSON, LOOK_LIKE_SSN, customer_table_verdict, suggest_mapping
 
 #: The source every quick-start table belongs to.
 SOURCE = "quickstart"
@@ -640,7 +640,7 @@ def _person_identifiers(plan: Plan) -> list[str]:
     if mapped is None:
         return []
     found = (mapped["suggested"] == "custom") & mapped["reason"].str.startswith(IDENTIFIER_OF_PERSON)
-    found |= (mapped["suggested"] == "custom") & mapped["reason"].str.contains("look like social security numbers")
+    found |= (mapped["suggested"] == "custom") & mapped["reason"].str.contains(LOOK_LIKE_SSN)
     return mapped.loc[found, "column"].astype(str).tolist()
 
 

@@ -32,7 +32,8 @@ def stored_model_problems(config: ProjectConfig, lake: Lake) -> list[str]:
     the model was not trained with (or attributes it reads that are no longer mapped) stop a run, so they are
     told before it, with the way to retrain."""
     unify = config.unify
-    if unify is None or unify.match.method != "probabilistic":
+    # Settings that cannot be read are told by :func:`option_problems`; against them no model fits or not.
+    if unify is None or unify.match.method != "probabilistic" or option_problems(config):
         return []
     from ci_pipeline.unify.probabilistic_method import MODEL_PATH, model_attributes, read_model, scoring_settings
 

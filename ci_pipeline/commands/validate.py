@@ -25,8 +25,7 @@ def run(args) -> int:
     if not args.no_sources:
         problems += project_problems(config)
     if problems:
-        # A settings mistake is found both reading the file and checking the stored model against it: told once.
-        raise config.error(list(dict.fromkeys(problems)))
+        raise config.error(problems)
     tables = sum(len(s.tables) for s in config.sources.values())
     print(f"{config.path}: OK ({len(config.sources)} sources, {tables} tables)")
     return 0

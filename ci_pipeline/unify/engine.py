@@ -636,12 +636,9 @@ def _refused_always_match(pairs: pd.DataFrame, keys: pd.DataFrame, shown: int = 
     refused = pairs[(pairs["rule_name"] == "always_match").to_numpy(bool) & ~pairs["linked"].to_numpy(bool)]
     if refused.empty:
         return []
-    ident = keys.astype("string").agg("|".join, axis=1).to_numpy(object)
     first = refused.iloc[:shown]
-    said = [
-        f"{ident[left]} and {ident[right]} ({note})"
-        for left, right, note in zip(first["left"], first["right"], first["note"], strict=True)
-    ]
+    named = [identifiers(*(keys[c].iloc[first[side]] for c in keys.columns)).tolist() for side in ("left", "right")]
+    said = [f"{a} and {b} ({note})" for a, b, note in zip(*named, first["note"], strict=True)]
     more = f" and {len(refused) - shown} more" if len(refused) > shown else ""
     return [
         f"unify: {len(refused)} always_match pair(s) not joined, as the over-merge guard refused them: "

@@ -170,7 +170,6 @@ def model_evidence(
     info["stratum"] = next(([list(k) for k in s.keys] for s in model.strata if s.members(table, *pair)[0]), None)
     info["strata"] = [[list(k) for k in s.keys] for s in model.strata]
     _label_swaps(model.settings, table, info["comparisons"])
-    _label_places(model.settings, info["comparisons"])
     return info
 
 
@@ -229,15 +228,6 @@ def _label_swaps(settings: Settings, table: Table, comparisons: list[dict]) -> N
             row["crossed"] = {comparison.column: mine, other: theirs}
         else:
             row["level"], row["weighed_under"] = "swapped", names.get(other, other)
-
-
-def _label_places(settings: Settings, comparisons: list[dict]) -> None:
-    """A place comparison that reached a general place's level (``same_postal_code`` under ``street``) shows that
-    place's values: name the column they are ``values_of``, so they do not read as the street's."""
-    for row, comparison in zip(comparisons, settings.comparisons, strict=True):
-        general = [c for c in getattr(comparison, "then", ()) if row["level"] == f"same_{c}"]
-        if general:
-            row["values_of"] = general[0]
 
 
 def _positions(records: pd.DataFrame, a: tuple[str, str, str], b: tuple[str, str, str]) -> tuple[int, int]:

@@ -240,7 +240,7 @@ def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) 
         records = frame_of(table)
         # The default counts each rule's pairs as the configured link type forms them (under link_only, a rule on a
         # field one table lacks finds none).
-        link_type = given.get("link_type", "dedupe") if given is not None else "dedupe"
+        link_type = (given or {}).get("link_type", Settings.link_type)
         settings, notes = default_settings(records, mapped, link_type=link_type, table=table)
         if given is not None:
             settings = configured_settings(config, settings)

@@ -23,6 +23,8 @@ def _words(pattern: str) -> str:
 
 
 IDENTIFIER_OF_PERSON = "an identifier of the person"
+#: What a column's values say when they are social security numbers (the reason of a ``custom`` suggestion).
+LOOK_LIKE_SSN = "look like social security numbers"
 
 #: Columns kept as ``custom`` (no semantic type fits, but they help to tell people apart), with what they are.
 CUSTOM_PATTERNS: list[tuple[str, str]] = [
@@ -203,7 +205,7 @@ def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, floa
         return (
             "custom",
             "medium",
-            f"{share:.0%} of values look like social security numbers: " + (CUSTOM_IN_RULES % column),
+            f"{share:.0%} of values {LOOK_LIKE_SSN}: " + (CUSTOM_IN_RULES % column),
             share,
         )
     if by_name and by_value == by_name:

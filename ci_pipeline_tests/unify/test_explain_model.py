@@ -200,17 +200,28 @@ def test_a_blocking_key_made_by_a_function_shows_what_blocking_compared():
 
 
 def test_a_place_at_a_general_level_names_the_column_whose_values_it_shows():
-    from ci_pipeline.unify.explain import _comparison_text, _label_places
-    from ci_pipeline.unify.probabilistic import PlaceComparison, Settings
+    from ci_pipeline.unify.explain import _comparison_text
+    from ci_pipeline.unify.probabilistic import Model, PlaceComparison, Settings
+    from ci_pipeline.unify.probabilistic import explain_pair as model_waterfall
     from ci_pipeline.unify.probabilistic.blocking import BlockingRule
 
-    settings = Settings(
-        (PlaceComparison("street", then=("postal_code", "city")),), (BlockingRule.parse(["city"], "b"),)
+    street = PlaceComparison("street", then=("postal_code", "city"))
+    levels = tuple(1 / len(street.levels) for _ in street.levels)
+    params = ComparisonParameters("street", street.levels, levels, levels)
+    model = Model(Settings((street,), (BlockingRule.parse(["city"], "b"),)), (params,), 0.01, True, (), {})
+    records = pd.DataFrame(
+        {
+            "street": ["1 elm st", None, "1 elm st"],
+            "postal_code": ["02139", "02139", "02139"],
+            "city": ["cambridge", "cambridge", "cambridge"],
+        },
+        dtype="string",
     )
-    rows = [{"comparison": "street", "left_value": "02139", "right_value": "02139", "level": "same_postal_code"}]
-    _label_places(settings, rows)
+
+    def row(left: int, right: int) -> dict:
+        rows = model_waterfall(model, records, left, right).to_dict("records")
+        return {k: (None if pd.isna(v) else v) for k, v in rows[1].items()}
+
     # One record holds no street: the postal codes agree, and the line says they are postal codes.
-    assert _comparison_text(rows[0]) == "postal_code '02139' vs '02139': same_postal_code"
-    exact = [{"comparison": "street", "left_value": "1 elm st", "right_value": "1 elm st", "level": "exact"}]
-    _label_places(settings, exact)
-    assert _comparison_text(exact[0]) == "'1 elm st' vs '1 elm st': exact"
+    assert _comparison_text(row(0, 1)) == "postal_code '02139' vs '02139': same_postal_code"
+    assert _comparison_text(row(0, 2)) == "'1 elm st' vs '1 elm st': exact"

@@ -207,6 +207,12 @@ class Stratum:
     #: main fit reads to know which m the stratum learnt well. Not stored with the model: only training reads it.
     support: tuple[float, ...] = field(default=(), compare=False, repr=False)
 
+    def learnt_from_few(self) -> set[int]:
+        """The comparisons fewer than :data:`MIN_SUPPORT` of the stratum's matches know on both sides (from
+        ``support``): its m of them comes from a few pairs."""
+        learnt = self.share * self.pairs * MIN_SUPPORT
+        return {j for j, held in enumerate(self.support) if held < learnt}
+
     @property
     def prior_weight(self) -> float:
         """log2 of the odds that a pair of the stratum matches."""
@@ -286,6 +292,12 @@ class Model:
     trace: tuple[Iteration, ...]
     training: dict = field(default_factory=dict)
     strata: tuple[Stratum, ...] = ()
+
+    def learnt_from_few(self) -> set[int]:
+        """The comparisons fewer than :data:`MIN_SUPPORT` of the stratum's matches know on both sides (from
+        ``support``): its m of them comes from a few pairs."""
+        learnt = self.share * self.pairs * MIN_SUPPORT
+        return {j for j, held in enumerate(self.support) if held < learnt}
 
     @property
     def prior_weight(self) -> float:
@@ -950,10 +962,8 @@ def _held_from_first(strata: tuple, comparisons, seed: list) -> tuple[list, froz
     if not strata:
         return seed, frozenset()
     first = strata[0]
-    learnt = first.share * first.pairs * MIN_SUPPORT
-    fixed = frozenset(
-        j for j, c in enumerate(comparisons) if not first.columns & set(c.columns) and first.support[j] >= learnt
-    )
+    few = first.learnt_from_few()
+    fixed = frozenset(j for j, c in enumerate(comparisons) if not first.columns & set(c.columns) and j not in few)
     return [np.asarray(p.m) for p in first.parameters], fixed
 
 
@@ -962,8 +972,7 @@ def _with_main_m(stratum: Stratum, m: list) -> Stratum:
     know on both sides. Its own m of such a comparison comes from a few pairs, which where one of the tables lacks
     the field are housemates (census records of one address, each a different person): a birth date differing by a
     few years came out as likely for one person as for two, and housemates were joined."""
-    learnt = stratum.share * stratum.pairs * MIN_SUPPORT
-    weak = [j for j, held in enumerate(stratum.support) if held < learnt]
+    weak = stratum.learnt_from_few()
     if not weak:
         return stratum
     parameters = tuple(

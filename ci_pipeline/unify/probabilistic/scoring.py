@@ -277,10 +277,11 @@ def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, sou
     """A waterfall of one pair: per comparison the two values, the level reached and its weight.
 
     Returns:
-        One row per comparison (``comparison``, ``left_value``, ``right_value``, ``level``, ``weight`` and
-        ``term_frequency``, the part of the weight that the agreed value's own frequency adds or takes away, nan
-        where there is none) after a ``prior`` row and before a ``total`` row whose weight is the match weight;
-        ``probability`` on the total row.
+        One row per comparison (``comparison``, ``left_value``, ``right_value``, ``values_of``: the column those
+        values are of where a place's general level shows another (``same_city``: the cities), ``level``,
+        ``weight`` and ``term_frequency``, the part of the weight that the agreed value's own frequency adds or
+        takes away, nan where there is none) after a ``prior`` row and before a ``total`` row whose weight is the
+        match weight; ``probability`` on the total row.
     """
     settings = model.settings
     table = prepare(records, settings.columns, source)
@@ -301,6 +302,8 @@ def explain_pair(model: Model, records: pd.DataFrame, left: int, right: int, sou
                 "comparison": comparison.name,
                 "left_value": records[shown].iloc[left],
                 "right_value": records[shown].iloc[right],
+                # Named where they are not the compared column's, so that they do not read as its values.
+                "values_of": shown if shown != comparison.column else None,
                 "level": level,
                 "weight": float(weights[j]),
                 "term_frequency": float(weights[j]) - level_weight if adjusted else np.nan,
