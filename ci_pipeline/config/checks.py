@@ -551,7 +551,7 @@ def unify_problems(project: ProjectConfig) -> list[str]:
 def _with_source_column_hints(problems: list[str], unify: UnifyConfig, mapped: set[str]) -> list[str]:
     """Each problem naming as unmapped a source column that is mapped (rules and comparisons read the attribute,
     ``first_name``, not the column, ``given_name``) says which attribute to name instead."""
-    columns = {c: kind for t in unify.tables for c, kind in t.columns.items() if kind != "custom" and c not in mapped}
+    columns = {c: kind for t in unify.tables for c, kind in t.kinds().items() if kind != "custom" and c not in mapped}
     if not columns:
         return problems
     unmapped = re.compile(r"'([^']+)' is not mapped|reads '([^']+)', not mapped")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -40,6 +40,31 @@ SemanticType = Literal[
     "company",
     "custom",
 ]
+
+#: A column taken as a custom attribute of another name (``member_no: custom:loyalty_id``), so that columns of
+#: several tables named differently are one attribute, compared and merged together.
+CUSTOM_NAMED = re.compile(r"^custom:([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _column_kind(value: str) -> str:
+    """A column's mapping: a semantic type or ``custom:<attribute>``."""
+    types = get_args(SemanticType)
+    named = CUSTOM_NAMED.match(value)
+    if value in types or (named and named[1] not in types):
+        return value
+    if named:
+        raise ValueError(
+            f"{value!r} names the custom attribute like the semantic type {named[1]!r}: map the column to "
+            f"{named[1]!r} itself, or give the custom attribute another name"
+        )
+    raise ValueError(
+        f"{value!r} is no semantic type{did_you_mean(value, types)}: map the column to one of {', '.join(types)}; "
+        "or to custom:<name> to take it as the attribute <name> of the columns of that name in other tables"
+    )
+
+
+#: A column's mapping as written: a semantic type, or ``custom:<attribute>`` (see :data:`CUSTOM_NAMED`).
+ColumnKind = Annotated[str, AfterValidator(_column_kind)]
 
 #: Semantic types of a birth date written in three columns; unification joins them into ``birth_date``. A year
 #: of birth alone (no month or day) is the attribute ``birth_year``.
@@ -158,8 +183,9 @@ class UnifyTable(StrictModel):
 
     source: Name
     table: Name
-    #: The map: column -> semantic type. Only mapped columns take part in matching and merging.
-    columns: dict[str, SemanticType] = Field(min_length=1)
+    #: The map: column -> semantic type, or ``custom:<attribute>``. Only mapped columns take part in matching and
+    #: merging.
+    columns: dict[str, ColumnKind] = Field(min_length=1)
     #: Date/time column telling how recent a record is (for ``most_recent`` / ``least_recent`` merge policies).
     recency_column: str | None = None
     dedup: Dedup = Dedup()
@@ -172,13 +198,24 @@ class UnifyTable(StrictModel):
     def ref(self) -> str:
         return f"{self.source}.{self.table}"
 
+    def kinds(self) -> dict[str, str]:
+        """Column -> semantic type (``custom`` for ``custom:<attribute>``)."""
+        return {column: "custom" if CUSTOM_NAMED.match(kind) else kind for column, kind in self.columns.items()}
+
+    def attribute_of(self, column: str) -> str:
+        """The attribute a mapped column is: its semantic type; for ``custom``, the column's own name, for
+        ``custom:<attribute>`` that name."""
+        kind = self.columns[column]
+        named = CUSTOM_NAMED.match(kind)
+        return named[1] if named else column if kind == "custom" else kind
+
     def attributes(self) -> dict[str, str]:
-        """Attribute name -> column (a ``custom`` column is an attribute of its own name). A birth date written in
-        three columns is the attribute ``birth_date`` of ``year/month/day`` (see :meth:`birth_date_parts`)."""
+        """Attribute name -> column (see :meth:`attribute_of`). A birth date written in three columns is the
+        attribute ``birth_date`` of ``year/month/day`` (see :meth:`birth_date_parts`)."""
         parts = self.birth_date_parts()
         attrs = {
-            (column if kind == "custom" else kind): column
-            for column, kind in self.columns.items()
+            self.attribute_of(column): column
+            for column, kind in self.kinds().items()
             if not (parts and kind in BIRTH_DATE_PARTS)
         }
         if parts:
@@ -188,7 +225,7 @@ class UnifyTable(StrictModel):
     def birth_date_parts(self) -> dict[str, str]:
         """Part (``birth_year``, ``birth_month``, ``birth_day``) -> column, in that order; empty when the birth
         date is not written in parts (a year of birth alone is an attribute of its own)."""
-        by_kind = {kind: column for column, kind in self.columns.items()}
+        by_kind = {kind: column for column, kind in self.kinds().items()}
         if not all(part in by_kind for part in BIRTH_DATE_PARTS):
             return {}
         return {part: by_kind[part] for part in BIRTH_DATE_PARTS}
@@ -196,13 +233,22 @@ class UnifyTable(StrictModel):
     @model_validator(mode="after")
     def _one_column_per_type(self):
         seen: dict[str, str] = {}
-        for column, kind in self.columns.items():
+        for column, kind in self.kinds().items():
             if kind != "custom" and kind in seen:
                 raise ValueError(
                     f"columns {seen[kind]!r} and {column!r} are both mapped to {kind!r}; map one of them to "
                     "'custom' (each semantic type takes one column per table)"
                 )
             seen[kind] = column
+        named: dict[str, str] = {}
+        for column in self.columns:
+            attribute = self.attribute_of(column)
+            if attribute in named:
+                raise ValueError(
+                    f"columns {named[attribute]!r} and {column!r} are both the custom attribute {attribute!r}; "
+                    "give one of them another name (custom:<name>: each attribute takes one column per table)"
+                )
+            named[attribute] = column
         parts = [p for p in BIRTH_DATE_PARTS if p in seen]
         if parts and "birth_date" in seen:
             raise ValueError(

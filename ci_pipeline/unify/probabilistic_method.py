@@ -92,7 +92,7 @@ def read_model(data: bytes, where: str) -> Model:
 
 
 def model_attributes(config: UnifyConfig) -> dict[str, str]:
-    """Record attribute -> semantic type over every table (a ``custom`` column is an attribute of its own name).
+    """Record attribute -> semantic type over every table (a ``custom`` column is the attribute it is named as).
 
     Where a full name is mapped and no table maps a first or last name, the first and last name the record frame
     splits from it are attributes too: compared apart, a typo in one leaves the other's evidence and its blocking
@@ -100,9 +100,9 @@ def model_attributes(config: UnifyConfig) -> dict[str, str]:
     found: dict[str, str] = {}
     for t in config.tables:
         joined = bool(t.birth_date_parts())
-        for column, kind in t.columns.items():
+        for column, kind in t.kinds().items():
             kind = "birth_date" if joined and kind in BIRTH_DATE_PARTS else kind  # the record frame joins them
-            found.setdefault(column if kind == "custom" else kind, kind)
+            found.setdefault(kind if kind == "birth_date" else t.attribute_of(column), kind)
     if "full_name" in found:
         for part in ("first_name", "last_name"):
             found.setdefault(part, part)

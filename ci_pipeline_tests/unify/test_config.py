@@ -146,6 +146,36 @@ def test_two_columns_one_type(tmp_path):
     assert "both mapped to 'email'" in problems(tmp_path, bad)
 
 
+def test_columns_named_differently_are_one_custom_attribute(tmp_path):
+    def named(r):
+        r["unify"]["tables"][0]["columns"]["loyalty_id"] = "custom"
+        r["unify"]["tables"][1]["columns"]["member_no"] = "custom:loyalty_id"
+        r["unify"]["match"]["rules"].append({"name": "card", "conditions": [{"field": "loyalty_id"}]})
+
+    cfg = load(tmp_path, named)
+    assert cfg.unify.tables[1].attributes() == {"email": "mail", "loyalty_id": "member_no"}
+    assert cfg.unify.tables[1].kinds() == {"mail": "email", "member_no": "custom"}
+
+
+@pytest.mark.parametrize(
+    ("columns", "said"),
+    [
+        ({"member_no": "custom:first_name"}, "'custom:first_name' names the custom attribute like the semantic type"),
+        (
+            {"member_no": "custom:"},
+            "'custom:' is no semantic type (did you mean 'custom'?): map the column to one of full_name",
+        ),
+        ({"member_no": "firstname"}, "'firstname' is no semantic type (did you mean 'first_name'?)"),
+        ({"card": "custom:loyalty", "member_no": "custom:loyalty"}, "are both the custom attribute 'loyalty'"),
+        ({"loyalty": "custom", "member_no": "custom:loyalty"}, "are both the custom attribute 'loyalty'"),
+    ],
+)
+def test_a_column_mapping_that_is_no_type_names_the_key_and_the_fix(tmp_path, columns, said):
+    text = problems(tmp_path, lambda r: r["unify"]["tables"][1]["columns"].update(columns))
+    assert "unify.tables.1" in text
+    assert said in text
+
+
 def test_a_birth_date_in_parts_needs_all_three_and_no_whole_date_beside(tmp_path):
     def parts(*kinds):
         def mutate(r):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import guids
 from ci_pipeline.unify import unify
@@ -36,6 +37,22 @@ def test_everyone_included_and_linked_as_expected():
     assert r.stats["customers"] == len(r.customer_profile) == 5
     assert r.customer_profile.CustomerId.is_unique
     assert r.customer_profile.CustomerId.str.fullmatch(r"[0-9a-f]{32}").all()
+
+
+def test_columns_named_differently_in_two_tables_are_matched_and_merged_as_one_custom_attribute():
+    raw = config().model_dump()
+    raw["tables"][0]["columns"]["card"] = "custom:loyalty_id"
+    raw["tables"][2]["columns"]["loyalty_id"] = "custom"
+    raw["match"]["rules"].append({"name": "same_card", "conditions": [{"field": "loyalty_id"}]})
+    f = frames()
+    f[("crm", "contacts")]["card"] = pd.Series([None, None, None, "L-9"], dtype="string")
+    f[("loyalty", "members")]["loyalty_id"] = pd.Series(["L-1", "L-9"], dtype="string")
+    r = unify(UnifyConfig.model_validate(raw), f, KEYS)
+    # Pat Jones shares nothing with José García but the card each system writes under its own column name.
+    assert customer_of(r, "crm", "contacts", "c4") == customer_of(r, "loyalty", "members", "m2")
+    prof = r.customer_profile.set_index("CustomerId")
+    assert prof.loc[customer_of(r, "crm", "contacts", "c4"), "LoyaltyId"] == "L-9"
+    assert "Card" not in prof.columns
 
 
 def test_rules_tried_in_order_and_scores_recorded():

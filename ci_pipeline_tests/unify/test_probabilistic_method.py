@@ -810,6 +810,23 @@ def test_tables_with_only_a_whole_name_compare_its_first_and_last_name_apart():
     assert precision >= 0.95 and recall >= 0.95  # the whole name compared as one value: recall 0.970
 
 
+def test_a_card_number_each_table_names_its_own_way_is_one_compared_attribute():
+    tables, _ = people(600, seed=5)
+    rng = np.random.default_rng(1)
+    cards = pd.Series([f"L{x:07d}" for x in rng.choice(10_000_000, 600, replace=False)], dtype="string")
+    crm, shop = tables[("crm", "contacts")], tables[("shop", "customers")]
+    tables[("crm", "contacts")] = crm.assign(member=cards.where(rng.random(600) < 0.5))
+    tables[("shop", "customers")] = shop.assign(card_no=cards[shop["cid"].str[1:].astype(int)].to_numpy())
+    raw = {**GENERATED, "tables": [dict(t, columns=dict(t["columns"])) for t in GENERATED["tables"]]}
+    raw["tables"][0]["columns"]["member"] = "custom:card"
+    raw["tables"][1]["columns"]["card_no"] = "custom:card"
+    cfg = UnifyConfig.model_validate(raw)
+    assert model_attributes(cfg)["card"] == "custom"
+    model, _ = train_from_tables(cfg, tables, GENERATED_KEYS)
+    card = next(p for p in model.parameters if p.name == "card")
+    assert card.m[0] > 0.9 and card.u[0] < 0.01  # exact agreement: the same card, nearly never strangers'
+
+
 def with_placeholder_mail(tables: dict, holders: int, seed: int = 0) -> dict:
     """``tables`` with ``holders`` shop customers (of as many people) giving one made-up address."""
     shop = tables[("shop", "customers")].copy()
