@@ -345,8 +345,37 @@ def _check_method(value: Any) -> Any:
     )
 
 
+#: The probabilistic model's settings (``ci_pipeline.unify.probabilistic.Settings``, checked equal by a test): a
+#: user writing one of them beside ``method`` is told where it goes.
+MODEL_SETTINGS = (
+    "comparisons",
+    "blocking",
+    "training_blocking",
+    "link_type",
+    "threshold",
+    "strata",
+    "max_pairs_per_rule",
+    "u_sample_pairs",
+    "em_sample_pairs",
+    "max_iterations",
+    "tolerance",
+    "seed",
+)
+
+
 class MatchConfig(StrictModel):
     """Matching across tables: each later table matches against all tables above it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_settings_under_their_block(cls, data):
+        misplaced = [k for k in data if k in MODEL_SETTINGS] if isinstance(data, dict) else []
+        if misplaced:
+            raise ValueError(
+                f"{', '.join(misplaced)}: a setting of the probabilistic model; write it under unify.match."
+                f"probabilistic (probabilistic: {{{misplaced[0]}: ...}}), beside method: probabilistic"
+            )
+        return data
 
     #: ``rules``: the configured rules decide; ``probabilistic``: a trained Fellegi-Sunter model scores the pairs
     #: within and across tables (rules, when given, still accept their pairs outright). See

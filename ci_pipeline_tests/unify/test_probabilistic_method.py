@@ -15,7 +15,7 @@ import yaml
 
 from ci_pipeline.cli import main
 from ci_pipeline.config import load_config
-from ci_pipeline.config.unify import UnifyConfig
+from ci_pipeline.config.unify import MODEL_SETTINGS, UnifyConfig
 from ci_pipeline.defs import build_definitions
 from ci_pipeline.defs import unify as unify_defs
 from ci_pipeline.defs.resources import shared_resources
@@ -229,6 +229,15 @@ def load(tmp_path, match: dict):
     raw["unify"]["match"] |= match
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     return load_config(tmp_path / "c.yaml")
+
+
+def test_a_model_setting_written_beside_the_method_is_told_where_it_goes(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, {"link_type": "link_only"})
+    assert "unify.match: link_type: a setting of the probabilistic model; write it under unify.match.probabilistic" in (
+        "\n".join(err.value.problems)
+    )
+    assert set(MODEL_SETTINGS) == {f.name for f in dataclasses.fields(Settings)}
 
 
 def test_config_refuses_comparisons_and_blocking_keys_on_unmapped_attributes(tmp_path):
