@@ -83,7 +83,9 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--source",
         help="with --file: the column naming each record's system; records are linked across systems only "
-        "(link_type: link_only, as a project of one table per system would), and scored on the pairs across them",
+        "(link_type: link_only, as a project of one table per system would), and scored on the pairs across them; "
+        "its customers are the links' connected components, without the guard that keeps a project's customers to "
+        "one record of a table each",
     )
     parser.add_argument(
         "--map",

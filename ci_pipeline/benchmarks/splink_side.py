@@ -85,6 +85,8 @@ def _key_sql(key: Key) -> list[str]:
         return [f"substr({key.column}, 1, {key.length})"]
     if key.function == "year":
         return [f"substr({key.column}, 1, 4)"]
+    if key.function == "birthday":
+        return [f"substr({key.column}, 6, 5)"]
     if key.function == "unordered":
         return [f"least({key.column}, {key.other})", f"greatest({key.column}, {key.other})"]
     # Soundex: DuckDB has no phonetic function; the first three letters stand in for it.

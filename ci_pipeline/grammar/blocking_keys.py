@@ -18,6 +18,7 @@ FUNCTIONS = {
     "prefix": "the first N characters: prefix(last_name, 3)",
     "soundex": "the Soundex code of the first word: soundex(last_name)",
     "year": "the year of a date: year(birth_date)",
+    "birthday": "the month and day of a date, whatever its year: birthday(birth_date)",
     "user": "the user name of an e-mail address, before the @ (the whole value without one): user(email)",
     "unordered": "two columns in either order, so swapped values agree: unordered(first_name, last_name)",
     "nickname": "every word folded to its formal name with the shipped nickname table (bob -> robert): "

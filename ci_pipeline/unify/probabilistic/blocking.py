@@ -76,6 +76,14 @@ class Key(KeyText):
         if self.function == "year":
             years = date_parts(values)[:, 0]
             return pd.Series(np.where(years >= 0, years.astype(str), None), dtype="string")
+        if self.function == "birthday":
+            parts = date_parts(values)
+            known = (parts[:, 1] > 0) & (parts[:, 2] > 0)
+            return (
+                pd.Series(np.where(known, parts[:, 1] * 100 + parts[:, 2], -1), dtype="Int64")
+                .mask(~known)
+                .astype("string")
+            )
         return text
 
 

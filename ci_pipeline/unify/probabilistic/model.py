@@ -71,7 +71,9 @@ DESCRIBING_KINDS = frozenset({"exact", "jaro_winkler", "levenshtein", "damerau_l
 #: A cause of training failures the other hints miss: no duplicates, so no match class for EM to find.
 FEW_DUPLICATES = (
     "If the records hold few or no duplicates (a table already deduplicated), the model has nothing to learn "
-    "from: use unify.match.method rules, or train it on data that holds duplicates"
+    "from: use unify.match.method rules, or train it on data that holds duplicates; where each system holds a "
+    "person at most once, link the systems' tables across each other only (unify.match.probabilistic.link_type: "
+    "link_only; bench linkage --source COLUMN)"
 )
 
 #: Pairs of one person's records the model may expect per record (over the main fit and every stratum) below which
@@ -805,9 +807,11 @@ def _fit_main(
     for j in sparse:
         # A column few records fill (a middle name, a second phone): no pair to learn from is no error of the
         # settings, and the other comparisons can still be trained.
+        column = comparisons[j].column
+        renamed = f" (a custom column other tables hold under another name: map theirs as custom:{column})"
         notes[j] = (
-            f"column {comparisons[j].column!r} is known on both sides of none of the {len(blocked.left):,} pairs "
-            "training weighs: it carries no evidence until a training finds pairs that hold it"
+            f"column {column!r} is known on both sides of none of the {len(blocked.left):,} pairs training weighs: "
+            f"it carries no evidence until a training finds pairs that hold it{renamed}"
         )
         active[j] = False
         _warn(notes[j], UserWarning, stacklevel=3)

@@ -217,3 +217,11 @@ def test_blocking_the_touched_records_when_no_record_holds_a_key():
     frame = pd.DataFrame({"k": pd.array([None, None, None], dtype="string")})
     blocked = block(prepare(frame, ["k"]), rules("k"), 100, link_only=False, touched=np.array([True, False, True]))
     assert pairs(blocked) == []
+
+
+def test_a_birthday_key_is_the_month_and_day_whatever_the_year_and_unknown_without_them():
+    (rule,) = [BlockingRule.parse(["birthday(dob)"], "blocking[0]")]
+    dates = ["1959-03-27", "1995-03-27", "1959-04-27", "1843-05-00", None]
+    codes = rule.codes(prepare(pd.DataFrame({"dob": pd.Series(dates, dtype="string")}), ["dob"]))
+    assert codes[0] == codes[1] and codes[2] not in (codes[0], -1)
+    assert (codes[3:] == -1).all()  # a day never written is no birthday

@@ -133,28 +133,51 @@ SMALL_MAPPING = {"First": "first_name", "Last": "last_name", "Born": "birth_date
 
 def test_single_field_rules_are_added_in_order_while_their_pairs_fit_the_budget():
     records = normalize_records(SMALL, SMALL_MAPPING)
-    # Three pairs for four records: a budget of 9 pairs.
-    settings, notes = default_settings(records, SMALL_MAPPING, pairs_per_record=0.75)
-    # Each rule's pairs less those of the largest chosen rule that finds them too ([Last & Born]).
+    # One pair per record: a budget of 12 pairs.
+    settings, notes = default_settings(records, SMALL_MAPPING, pairs_per_record=1)
+    # Each rule's pairs less those of the largest chosen rule that finds them too ([Last & Born]). A birthday with
+    # a name's sound comes first: the four Rays born on 3 March of four years (6 pairs) and Lee and Kim on theirs.
     assert notes == [
-        "blocking rule [Born] added within the pair budget: 2 new pairs (2 of 9 used)",
-        "blocking rule [Last] left out for the pair budget: 8 new pairs, more than the 7 left of 9",
+        "blocking rule [birthday(Born) & soundex(Last)] added within the pair budget: 6 new pairs (6 of 12 used)",
+        "blocking rule [birthday(Born) & soundex(First)] added within the pair budget: 0 new pairs (6 of 12 used)",
+        "blocking rule [Born] added within the pair budget: 2 new pairs (8 of 12 used)",
+        "blocking rule [Last] left out for the pair budget: 8 new pairs, more than the 4 left of 12",
         # A later, smaller rule still fits what is left.
-        "blocking rule [First] added within the pair budget: 2 new pairs (4 of 9 used)",
+        "blocking rule [First] added within the pair budget: 2 new pairs (10 of 12 used)",
     ]
     rules = [str(r) for r in settings.blocking]
     assert rules[-2:] == ["Born", "First"] and "Last" not in rules
     # The e-mail user name is no default rule (namesakes share one); it can be written.
     assert "user(Mail)" not in rules
-    # Trained on too, being personal fields (a surname is shared by a household).
-    assert {"Born", "First", "Last & Born"} <= {str(r) for r in settings.training_rules}
+    # Trained on too, being personal fields (a surname is shared by a household); the birthday rules block only.
+    training = {str(r) for r in settings.training_rules}
+    assert {"Born", "First", "Last & Born"} <= training and "birthday(Born) & soundex(Last)" not in training
     # A budget of nothing adds nothing; a large one adds every single field.
     none, _ = default_settings(records, SMALL_MAPPING, pairs_per_record=0)
-    assert not {"Born", "Last", "First"} & {str(r) for r in none.blocking}
+    assert not {"Born", "Last", "First", "birthday(Born) & soundex(Last)"} & {str(r) for r in none.blocking}
     every, notes = default_settings(records, SMALL_MAPPING, pairs_per_record=10)
     assert [str(r) for r in every.blocking][-3:] == ["Born", "Last", "First"]
-    assert notes[-1] == "blocking rule [First] added within the pair budget: 2 new pairs (12 of 120 used)"
+    assert notes[-1] == "blocking rule [First] added within the pair budget: 2 new pairs (18 of 120 used)"
     assert "Last" not in {str(r) for r in every.training_rules}
+
+
+def test_a_birthday_with_a_names_sound_finds_copies_whose_year_and_names_all_carry_a_typo():
+    frame = pd.DataFrame(
+        {
+            "First": ["grygoriy", "hryhorii", "ann", "ben"],
+            "Last": ["tyvonchuk", "tyvomchuk", "tyvonchuk", "berg"],
+            "Born": ["1959-03-27", "1995-03-27", "1959-04-27", "1995-03-27"],
+        },
+        dtype="string",
+    )
+    mapping = {"First": "first_name", "Last": "last_name", "Born": "birth_date"}
+    records = normalize_records(frame, mapping)
+    settings, _ = default_settings(records, mapping, pairs_per_record=0.5)
+    table = prepare(records, list(mapping))
+    found = block(table, settings.blocking, settings.max_pairs_per_rule, link_only=False)
+    # No rule of exact names or dates holds the two first records; their birthday and the surname's sound do.
+    pairs = set(zip(found.left.tolist(), found.right.tolist(), strict=True))
+    assert (0, 1) in pairs and (0, 2) not in pairs  # Ann Tyvonchuk has another birthday
 
 
 GERMAN_FIRST = (
@@ -239,10 +262,10 @@ def test_the_email_user_name_is_a_blocking_key():
 
 def test_the_printed_yaml_says_what_the_budget_chose_and_reproduces_it():
     records = normalize_records(SMALL, SMALL_MAPPING)
-    settings, notes = default_settings(records, SMALL_MAPPING, pairs_per_record=0.75)
+    settings, notes = default_settings(records, SMALL_MAPPING, pairs_per_record=1)
     text = settings_yaml(settings, notes)
-    assert "# blocking rule [Last] left out for the pair budget: 8 new pairs, more than the 7 left of 9\n" in text
-    assert "# blocking rule [Born] added within the pair budget: 2 new pairs (2 of 9 used)\n" in text
+    assert "# blocking rule [Last] left out for the pair budget: 8 new pairs, more than the 4 left of 12\n" in text
+    assert "# blocking rule [Born] added within the pair budget: 2 new pairs (8 of 12 used)\n" in text
     pasted = Settings.from_dict(yaml.safe_load(text)["probabilistic"])
     assert pasted == settings
     # Pasted, the settings block the same pairs.
