@@ -135,42 +135,94 @@ def suggest_mapping(frame: pd.DataFrame, sample: int = 2000) -> pd.DataFrame:
     return _birth_date_parts(_one_column_per_type(suggestions), frame, sample).drop(columns="share")
 
 
-#: Birth date part -> (column-name pattern, lowest and highest value).
-BIRTH_DATE_PART_PATTERNS = {
-    "birth_year": (_words(r"birth_?year|year_?of_?birth|yob|dob_?year"), 1000, 9999),
-    "birth_month": (_words(r"birth_?month|month_?of_?birth|mob|dob_?month"), 1, 12),
-    "birth_day": (_words(r"birth_?day|day_?of_?birth|dob_?day"), 1, 31),
-}
+#: The words naming a date's part at either end of a column's name (``dob_mon``, ``YearOfBirth``, plain ``day``).
+DATE_PART_WORDS = {"birth_year": r"year|yr|yyyy", "birth_month": r"month|mon|mo|mm|mth", "birth_day": r"day|dd"}
+#: Names that are a birth date's part as a whole (year and month of birth).
+BIRTH_PART_NAMES = {"yob": "birth_year", "mob": "birth_month"}
+#: Words beside a part's word that say the date is a birth date (``dob_``, ``birth_``, ``bd_``, ``_of_birth``).
+#: RecordLinkage's two-letter ``by``, ``bm``, ``bd`` hold no part's word, so they are not guessed.
+BIRTH_WORDS = _words(r"(of_?)?birth|dob|bd|bdate|born")
+#: A birth date part's whole numbers: lowest and highest.
+PART_RANGES = {"birth_year": (1000, 9999), "birth_month": (1, 12), "birth_day": (1, 31)}
+#: Birth years of a customer table span decades and lie mostly long past: its median that many years ago at least.
+ADULT_YEARS = 16
 
 
 def _birth_date_parts(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: int) -> pd.DataFrame:
-    """A year, a month and a day of birth in three columns (named so, holding whole numbers in range) are mapped
-    as the birth date's parts, which unification joins into one date, when no column holds the whole date; a year
-    of birth without them is mapped as ``birth_year``."""
+    """A year, a month and a day in three columns of whole numbers in range, sharing the rest of their names, are
+    mapped as the birth date's parts, which unification joins into one date, when no column holds the whole date:
+    when the rest says birth (``dob_day``, ``dob_mon``, ``dob_year``), or is nothing (``day``, ``month``, ``year``)
+    in a customer table whose years are spread as birth years are. A year of birth without its month and day is
+    mapped as ``birth_year``."""
     if (suggestions["suggested"] == "birth_date").any():
         return suggestions
-    found = {}
-    for part, (pattern, low, high) in BIRTH_DATE_PART_PATTERNS.items():
-        for index, column in suggestions["column"].items():
-            if not re.search(pattern, _normalized_name(str(column))):
-                continue
+    groups = _date_parts_by_rest(suggestions, frame, sample)
+    result = suggestions.copy()
+    customers = customer_table_verdict(suggestions) is None
+    for rest, found in groups.items():
+        if len(found) < len(PART_RANGES) or not _of_birth(
+            rest, frame[result.at[found["birth_year"], "column"]], customers
+        ):
+            continue
+        names = ", ".join(str(result.at[found[p], "column"]) for p in PART_RANGES)
+        for part, index in found.items():
+            result.loc[index, ["suggested", "confidence"]] = [part, "high"]
+            result.loc[index, "reason"] = (
+                f"name and values: with {names}, the birth date in parts (joined into one date)"
+            )
+        return result
+    year = next((f["birth_year"] for rest, f in groups.items() if _says_birth(rest) and "birth_year" in f), None)
+    if year is not None:
+        result.loc[year, ["suggested", "confidence"]] = ["birth_year", "high"]
+        result.loc[year, "reason"] = "name and values: a year of birth (compared as a year, blocked on with names)"
+    return result
+
+
+def _date_parts_by_rest(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: int) -> dict[str, dict[str, int]]:
+    """The columns named for a date's part (:func:`_date_part`) whose values are whole numbers in its range, by the
+    rest of their names: rest -> part -> the column's row in ``suggestions`` (the first column of each part)."""
+    groups: dict[str, dict[str, int]] = {}
+    for index, column in suggestions["column"].items():
+        named = _date_part(_normalized_name(str(column)))
+        if named and named[0] not in groups.setdefault(named[1], {}):
+            low, high = PART_RANGES[named[0]]
             values = frame[column].dropna().head(sample)
             if len(values) and whole_numbers(values, low, high, 1).notna().mean() >= 0.8:
-                found[part] = index
-                break
-    result = suggestions.copy()
-    if "birth_year" in found and len(found) < len(BIRTH_DATE_PART_PATTERNS):
-        index = found["birth_year"]
-        result.loc[index, ["suggested", "confidence"]] = ["birth_year", "high"]
-        result.loc[index, "reason"] = "name and values: a year of birth (compared as a year, blocked on with names)"
-        return result
-    if len(found) < len(BIRTH_DATE_PART_PATTERNS):
-        return suggestions
-    names = ", ".join(str(result.at[i, "column"]) for i in found.values())
-    for part, index in found.items():
-        result.loc[index, ["suggested", "confidence"]] = [part, "high"]
-        result.loc[index, "reason"] = f"name and values: with {names}, the birth date in parts (joined into one date)"
-    return result
+                groups[named[1]][named[0]] = index
+    return groups
+
+
+def _date_part(name: str) -> tuple[str, str] | None:
+    """The part of a birth date a normalized column name names, and the rest of the name with its words of birth
+    written ``birth`` (``dob_mon`` -> ``("birth_month", "birth")``, ``day`` -> ``("birth_day", "")``), or None."""
+    if name in BIRTH_PART_NAMES:
+        return BIRTH_PART_NAMES[name], "birth"
+    for part, words in DATE_PART_WORDS.items():
+        if found := re.fullmatch(rf"(.*?)_?(?:{words})|(?:{words})_?(.*)", name):
+            rest = found[1] if found[1] is not None else found[2]
+            return part, re.sub(BIRTH_WORDS, "birth", rest)
+    return None
+
+
+def _says_birth(rest: str) -> bool:
+    return re.search(_words("birth"), rest) is not None
+
+
+def _of_birth(rest: str, years: pd.Series, customers: bool) -> bool:
+    """Whether a date in parts whose names share ``rest`` is a birth date: its names say so, or they are plain
+    (``day``, ``month``, ``year``) in a customer table and the years are spread as birth years are (see
+    :func:`birth_years`)."""
+    return _says_birth(rest) or (rest == "" and customers and birth_years(years))
+
+
+def birth_years(years: pd.Series) -> bool:
+    """Whether ``years`` (whole numbers) are spread as a customer table's years of birth: over three decades or
+    more, and mostly long past (the median :data:`ADULT_YEARS` years ago or more). The years of an order, a visit or
+    a sign-up lie within a few years, or are recent."""
+    known = pd.to_numeric(whole_numbers(years.dropna(), 1000, 9999, 4), errors="coerce").dropna()
+    return bool(
+        len(known) and known.floordiv(10).nunique() >= 3 and known.median() <= pd.Timestamp.now().year - ADULT_YEARS
+    )
 
 
 def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, float]:

@@ -344,3 +344,48 @@ def test_an_employers_address_and_identifier_are_not_the_persons_and_a_slashed_p
     assert suggested({"addr": ["435 S. La Cienega Blvd.", "12224 Ventura Blvd."]})["addr"] == "street"
     reason = suggest_mapping(pd.DataFrame({"employer_city": ["Anytown"]})).set_index("column").loc["employer_city"]
     assert "the organisation's city, not the person's" in reason["reason"]
+
+
+#: A birth date in three columns of whole numbers, years spread over decades as customers' birth years are.
+DAYS, MONTHS, YEARS = ["3", "17", "28", "9"], ["1", "12", "5", "7"], ["1950", "1987", "1962", "2001"]
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("dob_day", "dob_mon", "dob_year"),
+        ("bd_dd", "bd_mm", "bd_yyyy"),
+        ("birth_day", "birth_mth", "birth_yr"),
+        ("DayOfBirth", "MonthOfBirth", "YearOfBirth"),
+        ("day", "month", "year"),
+        ("dd", "mo", "yyyy"),
+    ],
+)
+def test_a_birth_date_in_three_columns_sharing_a_prefix_or_plain_day_month_year_is_mapped_as_its_parts(names):
+    day, month, year = names
+    frame = pd.DataFrame({"surname": ["a", "b", "c", "d"], day: DAYS, month: MONTHS, year: YEARS})
+    rows = suggest_mapping(frame).set_index("column")
+    assert rows["suggested"].to_dict() == {
+        "surname": "last_name",
+        day: "birth_day",
+        month: "birth_month",
+        year: "birth_year",
+    }
+    assert f"with {year}, {month}, {day}, the birth date in parts" in rows.loc[day, "reason"]
+    UnifyTable(source="s", table="t", columns=dict(rows["suggested"].items()))  # validates
+
+
+def test_plain_day_month_year_are_a_birth_date_only_in_a_customer_table_and_with_years_of_birth():
+    # The day, month and year of an order, in a table of orders: no customer's birth date.
+    orders = suggested({"order_no": ["1", "2", "3", "4"], "day": DAYS, "month": MONTHS, "year": YEARS})
+    assert set(orders.values()) == {""}
+    # In a customer table, years within a few years of each other are the date of something else (a sign-up).
+    recent = ["2021", "2022", "2023", "2024"]
+    signup = suggested({"surname": ["a", "b", "c", "d"], "day": DAYS, "month": MONTHS, "year": recent})
+    assert signup == {"surname": "last_name", "day": "", "month": "", "year": ""}
+    # A prefix that does not say birth names another date, whatever its years.
+    other = suggested({"surname": ["a", "b", "c", "d"], "wed_day": DAYS, "wed_month": MONTHS, "wed_year": YEARS})
+    assert other == {"surname": "last_name", "wed_day": "", "wed_month": "", "wed_year": ""}
+    # RecordLinkage's two-letter by, bm, bd are not guessed.
+    terse = suggested({"surname": ["a", "b", "c", "d"], "bd": DAYS, "bm": MONTHS, "by": YEARS})
+    assert terse == {"surname": "last_name", "bd": "", "bm": "", "by": ""}
