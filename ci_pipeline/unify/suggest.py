@@ -4,8 +4,9 @@ Names are read as words (``race_ethnicity`` holds no ``city``); a name match is 
 share of sampled values that look like the type. Each semantic type goes to one column per table (what
 ``unify.tables[].columns`` accepts): when several columns qualify, the best keeps it and the others are proposed as
 ``custom`` (a second name column is left unmapped: compared too, it would count the name twice). National
-identifiers (``ssn``, ``national_id``, ...) and house numbers are proposed as ``custom`` too: kept on the profile
-under their own name, and usable in match rules (``{field: ssn}``).
+identifiers (``ssn``, ``national_id``, ...) are proposed as ``custom`` too: kept on the profile under their own name,
+and usable in match rules (``{field: ssn}``). A house number written apart from the street is left unmapped: it is
+part of the address, and compared on its own as ``custom`` it would weigh as an identifier of the person.
 """
 
 from __future__ import annotations
@@ -35,9 +36,17 @@ CUSTOM_PATTERNS: list[tuple[str, str]] = [
             r"sin|tax_?id|tin|passport(_?(number|no))?|driver_?s?_?licen[cs]e(_?(number|no))?"
         ),
     ),
-    ("a house number", _words(r"(street|house|building)_?(number|no|num|nr)")),
     ("a year of birth (not a date)", _words(r"birth_?year|year_?of_?birth|yob")),
 ]
+
+#: Column names of a house number written apart from the street (febrl's ``street_number``, ``house_no``, ``hnum``).
+HOUSE_NUMBER_NAME = _words(r"(street|house|building|hse)_?(number|no|num|nr|nbr)|h_?(num|nbr|nr)")
+#: Why a house number is left unmapped: mapped as ``custom`` it would be compared as an identifier of the person.
+HOUSE_NUMBER = (
+    "a house number: part of the address, not an identifier of the person; left out of matching (mapped as "
+    "'custom' it is compared on its own, and a differing number weighs against a match far more than a differing "
+    "street does). To compare it, write it into the street column ('12 stanley street') before ingestion"
+)
 
 #: What a column beside an identity document's number holds of the document (``passport_country``,
 #: ``drivers_license_state``, ``tax_id_type``): shared by most people, so it tells no one apart.
@@ -231,6 +240,8 @@ def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, floa
     if values.empty:
         # Mapped, it would be compared and blocked on nothing (an unused MobilePhone field of a CRM export).
         return "", "", "empty in every row: nothing to compare; map it once it holds values", 0.0
+    if re.search(HOUSE_NUMBER_NAME, name):
+        return "", "", HOUSE_NUMBER, 0.0
     if kept := _custom_by_name(name, column):
         return kept
     by_name = _by_name(column)
@@ -288,8 +299,6 @@ def _custom_by_name(name: str, column: str) -> tuple[str, str, str, float] | Non
         if re.search(pattern, name):
             if what == IDENTIFIER_OF_PERSON and (detail := re.search(DOCUMENT_DETAIL, name)):
                 return "", "", f"the {detail[0]} of an identity document, not the person's: {NOT_AN_ATTRIBUTE}", 0.0
-            if what == "a house number" and re.search(ORGANISATION_PREFIX, name):
-                return "", "", f"the organisation's house number, not the person's: {NOT_AN_ATTRIBUTE}", 0.0
             return "custom", "high", f"{what}: {CUSTOM_IN_RULES % column}", 1.0
     return None
 

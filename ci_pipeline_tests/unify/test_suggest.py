@@ -82,7 +82,7 @@ def test_febrl_columns():
         "rec_id": "",
         "given_name": "first_name",
         "surname": "last_name",
-        "street_number": "custom",
+        "street_number": "",
         "address_1": "street",
         "address_2": "",
         "suburb": "city",
@@ -389,3 +389,13 @@ def test_plain_day_month_year_are_a_birth_date_only_in_a_customer_table_and_with
     # RecordLinkage's two-letter by, bm, bd are not guessed.
     terse = suggested({"surname": ["a", "b", "c", "d"], "bd": DAYS, "bm": MONTHS, "by": YEARS})
     assert terse == {"surname": "last_name", "bd": "", "bm": "", "by": ""}
+
+
+@pytest.mark.parametrize("name", ["street_number", "house_number", "house_no", "HouseNr", "hnum", "building_no"])
+def test_a_house_number_written_apart_from_the_street_is_left_out_of_matching(name):
+    # Mapped as custom it was compared on its own, as an identifier of the person: a differing number cost a pair far
+    # more than a differing street (reported on ePBRN's patient records: customers' F1 0.9956 mapped, 0.9992 not).
+    rows = suggest_mapping(pd.DataFrame({name: ["8", "12", "8"], "street": ["stanley st", "oak rd", "stanley st"]}))
+    row = rows.set_index("column").loc[name]
+    assert row["suggested"] == "" and row["reason"].startswith("a house number: part of the address, not an identifier")
+    assert "left out of matching" in row["reason"] and "write it into the street column" in row["reason"]
