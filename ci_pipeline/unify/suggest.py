@@ -105,6 +105,22 @@ IDENTIFIER_NAME = (
     r"|(^|_)(contact|customer|parentcustomer|account|owner|lead|user|member|person|client|record|external)id$"
 )
 
+#: Column names of a labelled file's truth, which records are one person (``label_true``, Splink's ``cluster``,
+#: ePBRN's ``match_id``, ``entity_id``).
+TRUTH_LABEL_NAME = (
+    r"^(labels?|truth|ground_?truth|gold(_?standard)?|clusters?)$"
+    r"|^(true|truth|gold)_?(id|label|match(_?id)?|entity(_?id)?|person(_?id)?|cluster(_?id)?)$"
+    r"|^(label|cluster|match|entity|person)_?(true|truth)$"
+    r"|^(labels?|clusters?|match(es)?|ent|entity|group|dup(licate)?)_?(id|no|key|label)$"
+)
+#: Why a truth label is left unmapped: compared, it would hand the matching its own answer.
+TRUTH_LABEL = (
+    "a label of who is who (a truth or cluster label): never compared, as matching on it would take the answer for "
+    "evidence; leave it unmapped (`ci-pipeline bench linkage --truth` scores the matching against it)"
+)
+#: Columns left unmapped whatever their values: (column-name pattern, why).
+LEFT_OUT_BY_NAME = [(TRUTH_LABEL_NAME, TRUTH_LABEL), (HOUSE_NUMBER_NAME, HOUSE_NUMBER)]
+
 NOT_AN_ATTRIBUTE = "not a customer attribute; map it to 'custom' to keep it on the profile"
 #: Keys are left unmapped: a table's primary key is on every profile already (``<Source>_<Table>_<Key>``).
 IDENTIFIER = (
@@ -240,8 +256,8 @@ def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, floa
     if values.empty:
         # Mapped, it would be compared and blocked on nothing (an unused MobilePhone field of a CRM export).
         return "", "", "empty in every row: nothing to compare; map it once it holds values", 0.0
-    if re.search(HOUSE_NUMBER_NAME, name):
-        return "", "", HOUSE_NUMBER, 0.0
+    if left_out := next((why for pattern, why in LEFT_OUT_BY_NAME if re.search(pattern, name)), None):
+        return "", "", left_out, 0.0
     if kept := _custom_by_name(name, column):
         return kept
     by_name = _by_name(column)
@@ -263,7 +279,7 @@ def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, floa
         return "", "", f"{what}: {NOT_AN_ATTRIBUTE}", 0.0
     if by_name is None and re.search(IDENTIFIER_NAME, name):
         return "", "", IDENTIFIER, 0.0
-    by_value, share = _by_value(values)
+    by_value, share = _by_value(values, by_name)
     if by_value == "custom" and by_name is None:
         return (
             "custom",
@@ -384,13 +400,17 @@ def _by_name(column: str) -> str | None:
     return "birth_date" if column.endswith("DoB") or column.lower() == "dob" else None
 
 
-def _by_value(values: pd.Series) -> tuple[str | None, float]:
+def _by_value(values: pd.Series, by_name: str | None) -> tuple[str | None, float]:
+    """The type most values look like, and their share. Bare digits (``4155550101``) are a phone number only where
+    the name says phone: without, they are as likely a label, an account or a ZIP+4 written without its dash."""
     if values.empty:
         return None, 0.0
     for kind, pattern in _VALUE_TESTS:
         share = _share(values, pattern)
         if share >= 0.8:
-            if kind == "phone" and not _phone_digits(values):
+            if kind == "phone" and not (
+                _phone_digits(values) and (by_name == "phone" or _share(values, r"\d+") <= 0.5)
+            ):
                 continue
             return kind, share
     return None, 0.0

@@ -399,3 +399,28 @@ def test_a_house_number_written_apart_from_the_street_is_left_out_of_matching(na
     row = rows.set_index("column").loc[name]
     assert row["suggested"] == "" and row["reason"].startswith("a house number: part of the address, not an identifier")
     assert "left out of matching" in row["reason"] and "write it into the street column" in row["reason"]
+
+
+@pytest.mark.parametrize(
+    "name", ["label_true", "label", "truth", "true_id", "cluster", "match_id", "ent_id", "entity_id", "group_id"]
+)
+def test_a_label_of_who_is_who_in_a_labelled_file_is_never_compared(name):
+    # Splink's fake_1000 names its truth `cluster`, ePBRN `match_id`; a labelled file's 9-10 digit labels had been
+    # proposed as phone numbers by their values.
+    labels = ["123456789", "2345678901", "123456789", "987654321"]
+    rows = suggest_mapping(pd.DataFrame({name: labels, "surname": ["a", "b", "a", "c"]})).set_index("column")
+    assert rows.loc[name, "suggested"] == ""
+    assert rows.loc[name, "reason"].startswith("a label of who is who (a truth or cluster label): never compared")
+
+
+def test_unformatted_digits_are_a_phone_only_when_the_name_says_so():
+    digits = ["4155550101", "2125550199", "3105550142", "7185550123"]
+    got = suggest_mapping(pd.DataFrame({"code": digits, "mobile": digits, "tel": ["+14155550101"] * 4}))
+    rows = got.set_index("column")
+    assert rows.loc["code", "suggested"] == "" and rows.loc["mobile", "suggested"] == "phone"
+    assert rows.loc["mobile", "confidence"] == "high"
+    # Written as phones are (a country code, spaces, brackets, dashes), the values alone still say phone.
+    written = suggested({"c": ["+44 113 496 0000", "(206) 555-0102", "206.555.0103", "0113 496 0001"]})
+    assert written == {"c": "phone"}
+    # A nine-digit ZIP code written without its dash is no phone either.
+    assert suggested({"zip": ["981011234", "984021111", "985010001"]}) == {"zip": "postal_code"}
