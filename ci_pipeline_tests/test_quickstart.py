@@ -459,3 +459,34 @@ def test_simple_rules_match_on_a_persons_own_number_first(tmp_path):
     rules = yaml.safe_load(config_path.read_text())["unify"]["tables"][0]["dedup"]["rules"]
     assert rules[0]["name"] == "same_ssn" and rules[0]["conditions"][0] == {"field": "ssn"}
     assert main(["validate", str(config_path)]) == 0
+
+
+def test_a_census_file_with_numbered_name_columns_is_a_customer_table(tmp_path):
+    # The ONS census's columns had been refused as "its only customer attributes are birth_year, gender,
+    # postal_code": forename and surname as pername1 and pername2, the address line as enumcap, the month as dob_mon.
+    source = tmp_path / "census.csv"
+    pd.DataFrame(
+        {
+            "resident_id": ["R1", "R2", "R3", "R4"],
+            "pername1": ["JOHN", "MARY", "PETER", "SUSAN"],
+            "pername2": ["SMITH", "JONES", "TAYLOR", "BROWN"],
+            "sex": ["M", "F", "M", "F"],
+            "dob_day": ["3", "17", "28", "9"],
+            "dob_mon": ["1", "12", "5", "7"],
+            "dob_year": ["1950", "1987", "1962", "2001"],
+            "enumcap": ["64 HIGHFIELD ROAD", "1 CHURCH STREET", "7 MILL LANE", "22 PARK AVENUE"],
+            "enumpc": ["DE22 1GH", "DE1 2AB", "NG7 1AA", "LE1 5XY"],
+        }
+    ).to_csv(source, index=False)
+    config_path = write_files(plan_quickstart(source, read_table(source)), read_table(source), tmp_path / "out")
+    assert yaml.safe_load(config_path.read_text())["unify"]["tables"][0]["columns"] == {
+        "pername1": "first_name",
+        "pername2": "last_name",
+        "sex": "gender",
+        "dob_day": "birth_day",
+        "dob_mon": "birth_month",
+        "dob_year": "birth_year",
+        "enumcap": "street",
+        "enumpc": "postal_code",
+    }
+    load_config(config_path)  # validates

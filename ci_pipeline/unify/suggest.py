@@ -15,6 +15,7 @@ import re
 
 import pandas as pd
 
+from ci_pipeline.config.unify import BIRTH_DATE_PARTS
 from ci_pipeline.unify.records import whole_numbers
 
 
@@ -137,6 +138,26 @@ _VALUE_TESTS: list[tuple[str, str]] = [
     ("gender", r"(?i)m|f|male|female|man|woman|x|other|non-binary|unknown"),
 ]
 
+#: The words that end a street's name (``road``, ``st``, ``avenue``), in any case.
+STREET_TYPES = (
+    r"street|st|road|rd|avenue|ave?|lane|ln|drive|dr|close|cl|way|court|ct|crt|place|pl|crescent|cres|terrace|terr?|"
+    r"tce|boulevard|blvd|grove|gro?|gardens|gdns|square|sq|parade|pde|highway|hwy|circuit|cct|circle|cir|row|mews|"
+    r"walk|hill|green|view|rise|parkway|pkwy|trail|trl|esplanade|esp"
+)
+#: An address line: a house number, then words ending in a street's word (``64 HIGHFIELD ROAD``, ``7A Mill Ln``,
+#: ``435 S. La Cienega Blvd.``, ``12 Oak St NW``).
+STREET_VALUE = (
+    r"\d+[A-Za-z]?([-/]\d+[A-Za-z]?)?,?\s+((\d+(?i:st|nd|rd|th)|[^\W\d_][\w'.-]*)\s+)+"
+    rf"(?i:{STREET_TYPES})\.?(\s+(?i:[nsew]|ne|nw|se|sw))?"
+)
+#: Address lines are written many ways (``FLAT 2``, ``The Cottage``): half of them in the common shape make a street.
+STREET_SHARE = 0.5
+
+#: A person's name in two numbered columns, forename then surname (the ONS census's ``pername1``, ``pername2``).
+NUMBERED_NAME = r"(.*name)_?([12])"
+#: A name of one word, in any alphabet (``O'NEIL``, ``ANNE-MARIE``).
+ONE_WORD = r"[^\W\d_]+(['’-][^\W\d_]+)*"
+
 #: Types that make a table a customer table: a name, or (at least two of) the contact and identity fields.
 NAME_TYPES = {"full_name", "first_name", "last_name"}
 CONTACT_TYPES = {"email", "phone", "street", "postal_code", "birth_date"}
@@ -157,7 +178,33 @@ def suggest_mapping(frame: pd.DataFrame, sample: int = 2000) -> pd.DataFrame:
         values = values[values.str.len() > 0].head(sample)
         rows.append((column, *_suggest_column(str(column), values)))
     suggestions = pd.DataFrame(rows, columns=["column", "suggested", "confidence", "reason", "share"])
-    return _birth_date_parts(_one_column_per_type(suggestions), frame, sample).drop(columns="share")
+    suggestions = _numbered_names(_one_column_per_type(suggestions), frame, sample)
+    return _birth_date_parts(suggestions, frame, sample).drop(columns="share")
+
+
+def _numbered_names(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: int) -> pd.DataFrame:
+    """Two columns named alike but for a 1 and a 2 after ``name`` (``pername1``, ``pername2``), unmapped and holding
+    mostly single words, are the forename and the surname, in that order, as census files write them; unless
+    another column takes the first or the last name. Columns whose values are several words (an organisation's
+    name over two lines) are not names of a person."""
+    if {"first_name", "last_name"} & set(suggestions["suggested"]):
+        return suggestions
+    pairs: dict[str, dict[str, int]] = {}
+    for index, column in suggestions["column"].items():
+        numbered = re.fullmatch(NUMBERED_NAME, _normalized_name(str(column)))
+        if not numbered or suggestions.at[index, "suggested"] != "":
+            continue
+        if _share(frame[column].dropna().astype("string").str.strip().head(sample), ONE_WORD) >= 0.8:
+            pairs.setdefault(numbered[1], {})[numbered[2]] = index
+    result = suggestions.copy()
+    for pair in pairs.values():
+        if len(pair) == 2:
+            names = f"{result.at[pair['1'], 'column']}, {result.at[pair['2'], 'column']}"
+            reason = f"name and values: single words in two numbered name columns ({names}), a forename then a surname"
+            result.loc[pair["1"], ["suggested", "confidence", "reason"]] = ["first_name", "medium", reason]
+            result.loc[pair["2"], ["suggested", "confidence", "reason"]] = ["last_name", "medium", reason]
+            break
+    return result
 
 
 #: The words naming a date's part at either end of a column's name (``dob_mon``, ``YearOfBirth``, plain ``day``).
@@ -358,10 +405,12 @@ def customer_table_verdict(suggestions: pd.DataFrame) -> str | None:
     """Why the table does not look like a customer table, or None when it does.
 
     A customer table holds a person's name, or at least two contact or identity fields (email, phone, street,
-    postal code, birth date); a table of orders that carries a customer's email is an activity table.
+    postal code, birth date, which may be in three parts); a table of orders that carries a customer's email is an
+    activity table.
     """
     types = set(suggestions["suggested"])
-    if types & NAME_TYPES or len(types & CONTACT_TYPES) >= 2:
+    contacts = types & CONTACT_TYPES | ({"birth_date"} if set(BIRTH_DATE_PARTS) <= types else set())
+    if types & NAME_TYPES or len(contacts) >= 2:
         return None
     found = sorted(t for t in types if t and t != "custom")
     held = (
@@ -413,6 +462,8 @@ def _by_value(values: pd.Series, by_name: str | None) -> tuple[str | None, float
             ):
                 continue
             return kind, share
+    if (share := _share(values, STREET_VALUE)) >= STREET_SHARE:
+        return "street", share
     return None, 0.0
 
 

@@ -424,3 +424,34 @@ def test_unformatted_digits_are_a_phone_only_when_the_name_says_so():
     assert written == {"c": "phone"}
     # A nine-digit ZIP code written without its dash is no phone either.
     assert suggested({"zip": ["981011234", "984021111", "985010001"]}) == {"zip": "postal_code"}
+
+
+def test_names_in_two_numbered_columns_and_an_address_line_are_recognised_by_their_values():
+    # The ONS census's columns: forename and surname as pername1 and pername2, the address line as enumcap.
+    got = suggest_mapping(
+        pd.DataFrame(
+            {
+                "pername1": ["JOHN", "MARY", "PETER", "SUSAN", "ANNE-MARIE"],
+                "pername2": ["SMITH", "O'NEIL", "TAYLOR", "BROWN", "JONES"],
+                "enumcap": ["64 HIGHFIELD ROAD", "1 Church St", "7A MILL LANE", "22 park avenue", "FLAT 2"],
+            }
+        )
+    ).set_index("column")
+    assert got["suggested"].to_dict() == {"pername1": "first_name", "pername2": "last_name", "enumcap": "street"}
+    assert "a forename then a surname" in got.loc["pername1", "reason"]
+    assert got.loc["enumcap", "reason"] == "80% of values look like street"
+    # Numbered names holding more than one word each (an organisation's name over two lines) are no person's name,
+    # and a column of numbered names beside a first and a last name is left as it is.
+    lines = suggested({"name1": ["ACME TRADING LTD", "GLOBEX CORP"], "name2": ["SALES DEPT", "C/O J SMITH"]})
+    assert lines == {"name1": "", "name2": ""}
+    named = suggested({"first_name": ["a", "b"], "last_name": ["c", "d"], "name1": ["x", "y"], "name2": ["z", "w"]})
+    assert named["name1"] == named["name2"] == ""
+    # A number and words without a street's word are no street.
+    assert suggested({"c": ["12 apples", "3 pears", "7 plums"]}) == {"c": ""}
+
+
+def test_a_birth_date_in_parts_counts_as_a_birth_date_for_a_customer_table():
+    parts = {"dob_day": DAYS, "dob_mon": MONTHS, "dob_year": YEARS}
+    assert customer_table_verdict(suggest_mapping(pd.DataFrame({**parts, "postcode": ["98101"] * 4}))) is None
+    verdict = customer_table_verdict(suggest_mapping(pd.DataFrame(parts)))
+    assert "its only customer attributes are birth_day, birth_month, birth_year" in verdict
