@@ -490,3 +490,12 @@ def test_a_census_file_with_numbered_name_columns_is_a_customer_table(tmp_path):
         "enumpc": "postal_code",
     }
     load_config(config_path)  # validates
+
+
+def test_a_column_of_dates_that_may_be_birth_dates_is_left_out_with_how_to_map_it(tmp_path):
+    source = tmp_path / "people.csv"
+    frame = people(12)[["CustomerID", "FirstName", "LastName"]]
+    frame.assign(date=[f"{1940 + 5 * i}/0{1 + i % 9}/1{i % 9}" for i in range(12)]).to_csv(source, index=False)
+    written = write_files(plan_quickstart(source, read_table(source)), read_table(source), tmp_path / "out")
+    comment = next(line for line in written.read_text().splitlines() if line.strip().startswith("# date is left out"))
+    assert "if it is the person's birth date, map it as birth_date" in comment

@@ -16,6 +16,7 @@ import re
 import pandas as pd
 
 from ci_pipeline.config.unify import BIRTH_DATE_PARTS
+from ci_pipeline.unify.dates import read_birth_dates
 from ci_pipeline.unify.records import whole_numbers
 
 
@@ -179,7 +180,28 @@ def suggest_mapping(frame: pd.DataFrame, sample: int = 2000) -> pd.DataFrame:
         rows.append((column, *_suggest_column(str(column), values)))
     suggestions = pd.DataFrame(rows, columns=["column", "suggested", "confidence", "reason", "share"])
     suggestions = _numbered_names(_one_column_per_type(suggestions), frame, sample)
-    return _birth_date_parts(suggestions, frame, sample).drop(columns="share")
+    suggestions = _birth_date_parts(suggestions, frame, sample)
+    return _unnamed_birth_dates(suggestions, frame, sample).drop(columns="share")
+
+
+def _unnamed_birth_dates(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: int) -> pd.DataFrame:
+    """The reason of a column of dates left unmapped says, where no birth date is mapped and its dates (without
+    times) spread as birth dates do (see :func:`birth_years`), to map it as ``birth_date`` if it is one: its name
+    (``date``) does not say which date it is, and a sign-up date compared as a birth date would join strangers."""
+    if {"birth_date", *BIRTH_DATE_PARTS} & set(suggestions["suggested"]):
+        return suggestions
+    result = suggestions.copy()
+    for index in suggestions.index[suggestions["suggested"] == ""]:
+        values = frame[suggestions.at[index, "column"]].dropna().astype("string").str.strip().head(sample)
+        dates = _share(values, DATE_VALUE)
+        if dates < 0.8 or values.str.contains(r"\d:\d\d").mean() >= 0.5:
+            continue
+        if birth_years(read_birth_dates(values)[0].str[:4]):
+            result.loc[index, "reason"] = (
+                f"{dates:.0%} of values look like dates, spread over decades as birth dates are: if it is the "
+                "person's birth date, map it as birth_date (its name does not say so; other dates are not matched on)"
+            )
+    return result
 
 
 def _numbered_names(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: int) -> pd.DataFrame:

@@ -455,3 +455,18 @@ def test_a_birth_date_in_parts_counts_as_a_birth_date_for_a_customer_table():
     assert customer_table_verdict(suggest_mapping(pd.DataFrame({**parts, "postcode": ["98101"] * 4}))) is None
     verdict = customer_table_verdict(suggest_mapping(pd.DataFrame(parts)))
     assert "its only customer attributes are birth_day, birth_month, birth_year" in verdict
+
+
+def test_dates_spread_as_birth_dates_in_a_column_not_named_for_one_are_said_to_be_one_if_they_are():
+    dates = ["1950/01/03", "1987/12/17", "1962/05/28", "2001/07/09"]
+    rows = suggest_mapping(pd.DataFrame({"name": ["a b"] * 4, "date": dates})).set_index("column")
+    assert rows.loc["date", "suggested"] == ""
+    assert (
+        "spread over decades as birth dates are: if it is the person's birth date, map it as birth_date"
+        in (rows.loc["date", "reason"])
+    )
+    # Dates of a few recent years (sign-ups, orders), or with times, are not said to be birth dates.
+    recent = suggest_mapping(pd.DataFrame({"name": ["a b"] * 4, "date": ["2023/01/03", "2024/12/17"] * 2}))
+    assert "birth" not in recent.set_index("column").loc["date", "reason"]
+    stamps = suggest_mapping(pd.DataFrame({"name": ["a b"] * 4, "date": [d + " 10:00:00" for d in dates]}))
+    assert "birth" not in stamps.set_index("column").loc["date", "reason"]
