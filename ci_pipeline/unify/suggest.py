@@ -254,10 +254,10 @@ def _birth_date_parts(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: in
     result = suggestions.copy()
     customers = customer_table_verdict(suggestions) is None
     for rest, found in groups.items():
-        if len(found) < len(PART_RANGES) or not _of_birth(
-            rest, frame[result.at[found["birth_year"], "column"]], customers
-        ):
+        if len(found) < len(PART_RANGES) or not _of_birth(rest, frame[result.at[found["birth_year"], "column"]]):
             continue
+        if rest == "" and not customers:
+            continue  # plain day, month and year outside a customer table: an order's or a visit's date
         names = ", ".join(str(result.at[found[p], "column"]) for p in PART_RANGES)
         for part, index in found.items():
             result.loc[index, ["suggested", "confidence"]] = [part, "high"]
@@ -302,11 +302,10 @@ def _says_birth(rest: str) -> bool:
     return re.search(_words("birth"), rest) is not None
 
 
-def _of_birth(rest: str, years: pd.Series, customers: bool) -> bool:
+def _of_birth(rest: str, years: pd.Series) -> bool:
     """Whether a date in parts whose names share ``rest`` is a birth date: its names say so, or they are plain
-    (``day``, ``month``, ``year``) in a customer table and the years are spread as birth years are (see
-    :func:`birth_years`)."""
-    return _says_birth(rest) or (rest == "" and customers and birth_years(years))
+    (``day``, ``month``, ``year``) and the years are spread as birth years are (see :func:`birth_years`)."""
+    return _says_birth(rest) or (rest == "" and birth_years(years))
 
 
 def birth_years(years: pd.Series) -> bool:
