@@ -115,6 +115,10 @@ class TrainingError(UserError):
     """Training could not produce a usable model; the message names the comparison and what to change."""
 
 
+class NoPersonFit(TrainingError):
+    """EM's match class differs in every name as strangers do: it is not one person's records (``_judge_fit``)."""
+
+
 class ConvergenceWarning(UserWarning):
     """EM stopped at its iteration limit; the model kept its last (sane) parameters."""
 
@@ -715,14 +719,8 @@ def train(
     keep = ~_agree(table, every_key, blocked.left, blocked.right)
     blocked = Blocked(blocked.left[keep], blocked.right[keep], blocked.rule[keep], blocked.counts)
     seed, fixed = _held_from_first(strata, comparisons, seed)
-    m, shares, converged, trace, expected_matches = _fit_main(
-        table, settings, blocked, seed, u_random, active, notes, fixed, bool(strata)
-    )
-    strata = tuple(_with_main_m(stratum, m) for stratum in strata)
-    outside_pairs = _total_pairs(table, link_only) - sum(s.pairs for s in strata)
-    prior = float(np.clip(expected_matches / max(outside_pairs, 1), 1e-12, 0.5))
-    u_random = [_without_matches(len(c.levels), sample[:, j], m[j], prior) for j, c in enumerate(comparisons)]
-    _judge_fit(comparisons, m, u_random, active, notes, trace, converged, settings.tolerance)
+    fit = _MainFit(table, settings, blocked, seed, u_random, fixed, strata, sample)
+    m, u_random, prior, converged, trace, expected_matches, strata = fit.sane(active, notes)
     parameters = tuple(
         ComparisonParameters(
             c.name, c.levels, tuple(float(x) for x in m[j]), tuple(float(x) for x in u_random[j]), notes[j]
@@ -770,6 +768,77 @@ def _expected_everywhere(training: dict, strata: list, records: int) -> None:
             f"duplicates to learn from, so the few links it makes are its least certain. {FEW_DUPLICATES}"
         )
         _warn(training["few_duplicates"], UserWarning, stacklevel=3)
+
+
+#: Comparison kinds tried without, one at a time, when a fit's match class is no person's: fields several people
+#: share (a country, a region code, a town) can draw EM's match class to the pairs sharing them.
+SUSPECT_KINDS = DESCRIBING_KINDS | {"identifier", "postal_code", "place"}
+
+
+@dataclass(frozen=True)
+class _MainFit:
+    """The main fit over the training pairs outside the strata, judged; see :meth:`sane`."""
+
+    table: Table
+    settings: Settings
+    blocked: Blocked
+    seed: list
+    u_random: list
+    fixed: set
+    strata: tuple
+    sample: np.ndarray
+
+    def once(self, active: np.ndarray, notes: list, strict: bool = False) -> tuple:
+        """EM, then u without the matches among the random pairs, the prior, and the judgement (raising
+        :class:`TrainingError`); ``active`` and ``notes`` take the comparisons switched off."""
+        comparisons, link_only = self.settings.comparisons, self.settings.link_type == "link_only"
+        m, _, converged, trace, expected_matches = _fit_main(
+            self.table,
+            self.settings,
+            self.blocked,
+            self.seed,
+            self.u_random,
+            active,
+            notes,
+            self.fixed,
+            bool(self.strata),
+        )
+        strata = tuple(_with_main_m(stratum, m) for stratum in self.strata)
+        outside_pairs = _total_pairs(self.table, link_only) - sum(s.pairs for s in strata)
+        prior = float(np.clip(expected_matches / max(outside_pairs, 1), 1e-12, 0.5))
+        u = [_without_matches(len(c.levels), self.sample[:, j], m[j], prior) for j, c in enumerate(comparisons)]
+        _judge_fit(comparisons, m, u, active, notes, trace, converged, self.settings.tolerance, strict)
+        return m, u, prior, converged, trace, expected_matches, strata
+
+    def sane(self, active: np.ndarray, notes: list) -> tuple:
+        """:meth:`once`; when its match class is no person's (:class:`NoPersonFit`), the same without one field
+        several people share (tried in order, the first sane fit kept, that field switched off with a warning),
+        else the first refusal. (A field whose own agreement comes out against a match still stops training: there
+        it means a column holding something else.)"""
+        try:
+            return self.once(active, notes)
+        except NoPersonFit as refused:
+            comparisons = self.settings.comparisons
+            for j in [j for j, c in enumerate(comparisons) if active[j] and c.kind in SUSPECT_KINDS]:
+                tried, told = active.copy(), list(notes)
+                tried[j] = False
+                try:
+                    with training_notes() as said:  # the notes of a fit not kept are not told
+                        # Judged strictly: without the field, EM may find a class agreeing on a middle initial
+                        # alone (soldiers of one file, deduplicated where they should be linked across systems).
+                        fitted = self.once(tried, told, strict=True)
+                except TrainingError:
+                    continue
+                for note in said:
+                    _warn(note, UserWarning, stacklevel=4)
+                active[:], notes[:] = tried, told
+                notes[j] = (
+                    f"column {comparisons[j].column!r} is not compared: with it, EM's match class was the pairs "
+                    "sharing it rather than one person's records (the fit was not sane); without it the fit is"
+                )
+                _warn(notes[j], UserWarning, stacklevel=4)
+                return fitted
+            raise refused
 
 
 def _fit_main(
@@ -1117,9 +1186,12 @@ def _probabilities(theta: np.ndarray) -> bool:
     return bool(0 < theta[0] < 1 and (theta[1:] > 0).all())
 
 
-def _judge_fit(comparisons, m, u_random, active: np.ndarray, notes: list, trace, converged: bool, tolerance: float):
+def _judge_fit(
+    comparisons, m, u_random, active: np.ndarray, notes: list, trace, converged: bool, tolerance: float, strict=False
+):
     """Refuse an insane fit; switch off (in ``active`` and ``notes``) comparisons whose agreement carries no
-    evidence; warn when EM stopped at its iteration limit with sane parameters."""
+    evidence; warn when EM stopped at its iteration limit with sane parameters. ``strict`` (a fit tried again
+    without a field): refused also where half of the names or more differ more often than they agree."""
     exact_weight = [float(np.log2(m[j][0] / u_random[j][0])) for j in range(len(comparisons))]
     for j, c in enumerate(comparisons):
         if active[j] and exact_weight[j] < SANE_EXACT_WEIGHT and c.kind in DESCRIBING_KINDS:
@@ -1152,12 +1224,13 @@ def _judge_fit(comparisons, m, u_random, active: np.ndarray, notes: list, trace,
             f"rules that find more true matches, or remove the comparison. {FEW_DUPLICATES}"
         )
     names = [j for j, c in enumerate(comparisons) if active[j] and c.kind == "name"]
-    if names and all(m[j][0] <= m[j][-1] for j in names):
+    differ = [j for j in names if m[j][0] <= m[j][-1]]
+    if names and (len(differ) == len(names) or (strict and 2 * len(differ) >= len(names))):
         # One person's records nearly always agree on a name. Where EM's match class agrees on none more often than
         # it differs in it entirely, it has found some other group (people of one sex and town in a file without
         # duplicates), and its links would join strangers.
         said = ", ".join(f"{comparisons[j].name!r} (m exact {m[j][0]:.3g}, else {m[j][-1]:.3g})" for j in names)
-        raise TrainingError(
+        raise NoPersonFit(
             f"{summary}; the fit is not sane: its matches differ entirely in every name more often than they agree on "
             f"it, as different people do: {said}. {FEW_DUPLICATES}"
         )

@@ -30,9 +30,11 @@ from ci_pipeline.unify.probabilistic import (
     train,
     training_notes,
 )
+from ci_pipeline.unify.probabilistic import model as model_module
 from ci_pipeline.unify.probabilistic.blocking import BlockingRule
 from ci_pipeline.unify.probabilistic.model import (
     ComparisonParameters,
+    NoPersonFit,
     Stratum,
     _frequencies,
     _judge_fit,
@@ -319,6 +321,33 @@ def test_a_match_class_that_agrees_on_no_name_is_refused_as_no_person():
     # Households taken for matches still agree on the surname: not refused here (the strata weigh them).
     households = [levels(first, 0.3, 0.56), levels(last, 0.9, 0.05), np.r_[0.6, 0.4]]
     _judge_fit(comparisons, households, u, np.ones(3, bool), [None] * 3, [], True, 1e-5)
+
+
+def test_a_match_class_drawn_to_a_shared_field_is_fitted_again_without_it(monkeypatch):
+    # On a register of foreigners (86% of one country; copies with typos in both names and the year) EM's class
+    # with the country compared was the pairs of one country, not one person's records; without it, the fit is
+    # sane. Such a field is tried without, one at a time, and the first sane fit kept with a warning.
+    records, person = synthetic(people=1000)
+    judge = model_module._judge_fit
+    settings = exact_settings()
+    shared = [c.name for c in settings.comparisons].index("d")
+
+    def drawn_while_shared_compared(comparisons, m, u, active, *rest):
+        if active[shared]:
+            raise NoPersonFit("its matches differ entirely in every name")
+        return judge(comparisons, m, u, active, *rest)
+
+    monkeypatch.setattr(model_module, "_judge_fit", drawn_while_shared_compared)
+    with pytest.warns(UserWarning, match=r"column 'd' is not compared: with it, EM's match class was the pairs"):
+        model = train(records, settings)
+    assert [p.name for p in model.parameters if not p.active] == ["d"]
+    scored = predict(model, records)
+    links = scored[scored["link"]]
+    assert (person[links["left"]] == person[links["right"]]).mean() > 0.95
+    # Where no field taken out gives a sane fit, the first refusal stands.
+    monkeypatch.setattr(model_module, "_judge_fit", lambda *a: (_ for _ in ()).throw(NoPersonFit("no person")))
+    with pytest.raises(NoPersonFit, match="no person"):
+        train(records, settings)
 
 
 def test_a_stratum_keeps_its_own_m_only_of_the_comparisons_most_of_its_matches_know():
