@@ -54,7 +54,7 @@ KINDS: dict[str, Kind] = {
             "jaro_winkler",
             "Jaro-Winkler similarity at thresholds (high to low)",
             lambda p: ("exact", *_similarities(p["thresholds"]), "else"),
-            {"thresholds": (0.92, 0.88, 0.7)},
+            {"thresholds": (0.92, 0.88, 0.7), "same_numbers": False},
         ),
         Kind(
             "levenshtein",
@@ -100,7 +100,7 @@ KINDS: dict[str, Kind] = {
             "place",
             "a place and the more general places it implies (then), from the most specific",
             lambda p: ("exact", *_similarities(p["thresholds"]), *(f"same_{c}" for c in p["then"]), "else"),
-            {"thresholds": (0.92, 0.8), "then": ()},
+            {"thresholds": (0.92, 0.8), "then": (), "same_numbers": False},
         ),
     )
 }
@@ -176,6 +176,10 @@ def _parameter_problems(kind: Kind, spec: dict, where: str) -> list[str]:
         )
     if "thresholds" in spec:
         found += threshold_problems(kind.name, spec["thresholds"], f"{where}.thresholds")
+    if not isinstance(spec.get("same_numbers", False), bool):
+        found.append(
+            f"{where}.same_numbers: {spec['same_numbers']!r} is not a yes or no; write true or false, unquoted"
+        )
     if "prefix_length" in spec:
         length = spec["prefix_length"]
         if isinstance(length, bool) or not isinstance(length, int) or length < 1:

@@ -317,7 +317,9 @@ def test_an_implied_place_becomes_a_lower_level_of_the_specific_one_by_default()
     mapping = {"First": "first_name", "Street": "street", "Zip": "postal_code"}
     settings, notes = default_settings(normalize_records(raw, mapping), mapping)
     street = next(c for c in settings.comparisons if c.column == "Street")
-    assert street == PlaceComparison("Street", term_frequency=True, thresholds=(0.92, 0.8), then=("Zip",))
+    assert street == PlaceComparison(
+        "Street", term_frequency=True, thresholds=(0.92, 0.8), same_numbers=True, then=("Zip",)
+    )
     assert "Zip" not in [c.name for c in settings.comparisons]
     assert any("Zip compared after all, as lower levels of Street" in n for n in notes)
 

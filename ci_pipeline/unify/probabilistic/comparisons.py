@@ -221,10 +221,14 @@ class ExactMatch(Comparison):
 
 @dataclass(frozen=True)
 class JaroWinklerAtThresholds(Comparison):
-    """exact, Jaro-Winkler similarity >= each threshold (high to low), else."""
+    """exact, Jaro-Winkler similarity >= each threshold (high to low), else.
+
+    With ``same_numbers`` a pair reaches a similarity level only where the numbers written in both values agree
+    (or one holds none): ``15 new st`` and ``10 new st`` are neighbours, not one address typed twice."""
 
     kind: ClassVar[str] = "jaro_winkler"
     thresholds: tuple[float, ...] = KINDS["jaro_winkler"].parameters["thresholds"]
+    same_numbers: bool = False
 
     @property
     def all_levels(self) -> tuple[str, ...]:
@@ -235,7 +239,19 @@ class JaroWinklerAtThresholds(Comparison):
         side = _side(table, self.column, left, right)
         exact = side.exact
         sim = _measured(side, ~side.null & ~exact, _jaro_winkler(min(self.thresholds)), np.float32(0))
+        if self.same_numbers:
+            numbers = table.derived(self.column, "numbers", number_codes)
+            ln, rn = numbers[side.left], numbers[side.right]
+            sim[(ln >= 0) & (rn >= 0) & (ln != rn)] = 0
         return (side.null, [exact, *(sim >= t for t in self.thresholds)])
+
+
+def number_codes(values: np.ndarray) -> np.ndarray:
+    """Per value, a code of the numbers written in it (``12b main st 3`` -> ``12 3``), -1 where it holds none;
+    one more -1 last, where a null's position (-1) reads."""
+    digits = pc.utf8_trim_whitespace(pc.replace_substring_regex(pa.array(values, pa.string()), r"[^0-9]+", " "))
+    codes = pd.factorize(pd.Series(digits.to_pandas(), dtype="string").replace("", pd.NA), use_na_sentinel=True)[0]
+    return np.append(codes, -1).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -654,7 +670,9 @@ class PlaceComparison(JaroWinklerAtThresholds):
     def gamma(self, table: Table, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """The level reached by each pair of record positions; -1 when no place is known on both sides."""
         # The specific place's own levels (exact, then each threshold), as a plain Jaro-Winkler comparison has them.
-        own = JaroWinklerAtThresholds(self.column, thresholds=self.thresholds).gamma(table, left, right)
+        own = JaroWinklerAtThresholds(self.column, thresholds=self.thresholds, same_numbers=self.same_numbers).gamma(
+            table, left, right
+        )
         return with_general_places(self, own, table, left, right)
 
 

@@ -159,6 +159,11 @@ def _text(column: str, term_frequency: bool) -> Comparison:
     return JaroWinklerAtThresholds(column, term_frequency=term_frequency, thresholds=(0.92, 0.8))
 
 
+def _street(column: str, term_frequency: bool) -> Comparison:
+    """A street address as free text, similar only where its house numbers agree (neighbours are no typo)."""
+    return JaroWinklerAtThresholds(column, term_frequency=term_frequency, thresholds=(0.92, 0.8), same_numbers=True)
+
+
 #: The comparison of a column of each semantic type, made from the column and whether it is term-frequency
 #: adjusted (``TERM_FREQUENCY``); a type not listed is compared exactly. First and last names, which may be swapped
 #: with each other, and custom columns, digits or text, are chosen in ``_comparison``.
@@ -171,7 +176,7 @@ COMPARED_AS = {
     "email": EmailComparison,
     "phone": IdentifierComparison,
     "postal_code": PostalCodeComparison,
-    "street": _text,
+    "street": _street,
     "company": _text,
     "city": _text,
 }
@@ -300,7 +305,11 @@ def _place(comparison: Comparison, general: list[str], notes: list[str]) -> Comp
     if isinstance(comparison, PostalCodeComparison):
         return dataclasses.replace(comparison, then=tuple(general))
     return PlaceComparison(
-        comparison.column, comparison.term_frequency, thresholds=comparison.thresholds, then=tuple(general)
+        comparison.column,
+        comparison.term_frequency,
+        thresholds=comparison.thresholds,
+        same_numbers=comparison.same_numbers,
+        then=tuple(general),
     )
 
 

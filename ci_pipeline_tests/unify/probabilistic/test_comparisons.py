@@ -54,6 +54,18 @@ def test_jaro_winkler_thresholds_pick_the_first_level_reached():
     assert got == ["exact", "jaro_winkler>=0.95", "jaro_winkler>=0.8", "else"]
 
 
+def test_a_street_is_similar_only_where_its_house_numbers_agree():
+    pairs = [("15 new st", "15 new st"), ("15 new st", "15 neww st"), ("15 new st", "10 new st"), ("new st", "new st.")]
+    plain = JaroWinklerAtThresholds("street", thresholds=(0.92, 0.8))
+    assert levels(plain, pairs) == ["exact", "jaro_winkler>=0.92", "jaro_winkler>=0.92", "jaro_winkler>=0.92"]
+    # Neighbours are no typo; a value without a number still compares by its text.
+    street = JaroWinklerAtThresholds("street", thresholds=(0.92, 0.8), same_numbers=True)
+    assert levels(street, pairs) == ["exact", "jaro_winkler>=0.92", "else", "jaro_winkler>=0.92"]
+    assert comparison_from_dict(street.to_dict()) == street
+    with pytest.raises(SettingsError, match=r"same_numbers: 'yes' is not a yes or no"):
+        comparison_from_dict({"kind": "jaro_winkler", "column": "street", "same_numbers": "yes"}, "comparisons[0]")
+
+
 def test_levenshtein_and_damerau_levenshtein_differ_on_a_transposition():
     pairs = [("abcd", "abcd"), ("abcd", "abdc"), ("abcd", "abxy"), ("abcd", "wxyz")]
     assert levels(LevenshteinAtThresholds("c", thresholds=(1, 2)), pairs) == [
