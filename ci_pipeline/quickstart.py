@@ -24,7 +24,7 @@ from ci_pipeline.config.activities import ActivitiesConfig
 from ci_pipeline.config.sources import CsvOptions
 from ci_pipeline.config.unify import BIRTH_DATE_PARTS, NormalizeConfig, UnifyConfig
 from ci_pipeline.errors import UserError
-from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, ParsedCsv, parse_csv
+from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, listed_lines, parse_csv, quoted_records
 from ci_pipeline.ingest.date_sample import COMMON_DATE_FORMATS
 from ci_pipeline.unify.normalize import phone_region
 from ci_pipeline.unify.probabilistic import SettingsError, TrainingError
@@ -78,11 +78,6 @@ CSV_REASONS = {
     "multiline": "Quoted values of this file hold line breaks (multi-line addresses, notes): read them as values",
     "skip_initial_space": "Each delimiter is followed by a blank (a, b, c): the blank is not part of the value",
 }
-#: Line breaks a quoted value may hold and still be one value (an address of six lines); more is an unclosed quote
-#: that ran on over later records.
-VALUE_LINE_BREAKS = 5
-#: How many line numbers a note on unread lines lists.
-LINES_LISTED = 5
 
 #: Words YAML reads as booleans or null: quoted when they are names.
 YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null"}
@@ -169,7 +164,7 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
     """A CSV file as text, and the ``csv`` options ingestion needs to read it as this does (those that differ from
     the defaults): its encoding when not UTF-8 (Windows-1252, as spreadsheet exports in Western Europe are
     written), its delimiter when not a comma (``;`` where the comma is the decimal mark, tab, ``|``) and
-    ``multiline`` when quoted values really hold line breaks (see :func:`_quoted_records`) and
+    ``multiline`` when quoted values really hold line breaks (see :func:`quoted_records`) and
     ``skip_initial_space`` when every delimiter is followed by a blank (:func:`_blank_after_delimiters`).
 
     The file is parsed by ingestion's own parser (:func:`~ci_pipeline.ingest.csvfile.parse_csv`), so the frame
@@ -201,7 +196,7 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
     read = CsvOptions(delimiter=delimiter, skip_initial_space=skip)
     parsed = parse_csv(utf8, read, str(path))
     if (parsed.broken["kind"] == "broken_quoting").any():
-        quoted = _quoted_records(utf8, read, str(path))
+        quoted = quoted_records(utf8, read, str(path))
         if quoted is not None:
             parsed = quoted
             options["multiline"] = True
@@ -219,40 +214,6 @@ def _blank_after_delimiters(text: str, delimiter: str, lines: int = 50) -> bool:
     sample = [line for line in text.splitlines()[: lines + 1] if delimiter in line]
     spaced = sum(line.count(delimiter) == line.count(delimiter + " ") for line in sample)
     return bool(sample) and delimiter != " " and spaced >= 0.9 * len(sample)
-
-
-def _quoted_records(data: bytes, options: CsvOptions, file: str) -> ParsedCsv | None:
-    """The file read with line breaks inside quotes as part of values, or None when that reading is not
-    consistent and the odd quotes are unclosed quotes rather than values over several lines.
-
-    Read line by line, a line with an odd number of quotes is one record with an unclosed quote; read with quoted
-    line breaks, it is the start of a value that ends at the next quote, however far that is. A value over two
-    lines (an address) ends on the next line or soon after, and the record around it has the header's fields. An
-    unclosed quote runs on to the next quote in the file, taking whole records with it: so the quoted reading is
-    taken only when no record ends in an unclosed quote, no record over several lines has another number of
-    fields than the header, and no value with a line break holds more than :data:`VALUE_LINE_BREAKS` of them or
-    as many delimiters as a whole record (one fewer than the header's fields, one at least). A wrong choice here
-    is silent data loss, while reading line by line only quarantines each unclosed line with a hint to set
-    ``csv.multiline``: when in doubt, line by line.
-    """
-    try:
-        quoted = parse_csv(data, options.model_copy(update={"multiline": True}), file)
-    except UserError:
-        return None  # the quote count and the parser disagree: no consistent reading with quoted line breaks
-    broken = quoted.broken
-    if (broken["kind"] == "broken_quoting").any() or broken["raw"].str.contains(r"[\r\n]").any():
-        return None
-    values = quoted.frame[quoted.columns]
-    record_delimiters = max(len(quoted.columns) - 1, 1)
-    for column in values.columns:
-        spanning = values[column].dropna()
-        spanning = spanning[spanning.str.contains(r"[\r\n]")]
-        breaks = spanning.str.count(r"\r\n|\r|\n")
-        if (breaks > VALUE_LINE_BREAKS).any() or (
-            spanning.str.count(re.escape(options.delimiter)) >= record_delimiters
-        ).any():
-            return None
-    return quoted
 
 
 def _delimiter(text: str) -> str:
@@ -418,11 +379,9 @@ def unread_notes(unread: tuple[UnreadLine, ...], fields: int) -> list[str]:
     ]:
         lines = [u.line for u in unread if u.kind == kind]
         if lines:
-            listed = ", ".join(map(str, lines[:LINES_LISTED])) + (", ..." if len(lines) > LINES_LISTED else "")
-            where = f"line{'s' if len(lines) > 1 else ''} {listed}"
             notes.append(
-                f"csv: {len(lines):,} line(s) {what} ({where}); quickstart planned without them and ingestion "
-                f"quarantines them {then}"
+                f"csv: {len(lines):,} line(s) {what} ({listed_lines(lines)}); quickstart planned without them and "
+                f"ingestion quarantines them {then}"
             )
     return notes
 

@@ -57,6 +57,14 @@ def project_problems(
         selected: the asset keys a run materialises (default: everything). Only the source tables among them are
             opened; alias files are checked when a unify asset is selected, the sink when a sink asset is.
     """
+    return project_report(config, lake, selected)[0]
+
+
+def project_report(
+    config: ProjectConfig, lake: Lake | None = None, selected: Collection[AssetPath] | None = None
+) -> tuple[list[str], list[str]]:
+    """The problems of :func:`project_problems`, and the warnings of the sources (see
+    :class:`~ci_pipeline.ingest.preflight.SourceSchema`), which ``validate`` prints and which do not stop a run."""
     found: list[str] = []
     tables = None
     if selected is not None:
@@ -79,7 +87,7 @@ def project_problems(
         found += alias_file_problems(config) + override_problems(config)
     if selected is None or any(key[0] == "publish" and key[-1].startswith("sink_") for key in selected):
         found += sink_problems(config)
-    return found
+    return found, [warning for schema in schemas.values() for warning in schema.warnings]
 
 
 def option_problems(config: ProjectConfig) -> list[str]:

@@ -336,3 +336,83 @@ publish:
     assert "unify.normalize.aliases.companies" in err and "CI_TEST_UNSET_SECRET" not in err
     assert main(["--config", str(tmp_path / "c.yaml"), "run"]) == 2
     assert "4 problem(s)" in capsys.readouterr().err
+
+
+SANCTIONS = """
+sources:
+  un:
+    owner: compliance
+    tables:
+      sanctions:
+        format: csv
+        path: sanctions.csv
+        primary_key: id
+"""
+
+
+def write_sanctions(tmp_path, text: str, config: str = SANCTIONS):
+    (tmp_path / "sanctions.csv").write_text(text)
+    path = tmp_path / "ci_pipeline.yaml"
+    path.write_text(config)
+    return path
+
+
+def listed_people(count: int = 10) -> list[str]:
+    """Records of a sanctions list; every third holds an address over two lines, in quotes."""
+    return [
+        f'{i},Person {i},"{i} Main St\nApt {i}"' if i % 3 == 0 else f'{i},Person {i},"{i} Elm Rd, Oslo"'
+        for i in range(count)
+    ]
+
+
+def test_validate_tells_a_table_read_line_by_line_that_its_quoted_values_span_lines(tmp_path, capsys):
+    path = write_sanctions(tmp_path, "\n".join(["id,name,address", *listed_people()]) + "\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    # 4 of the 10 records span two lines: 8 lines of 15 hold an unclosed quote when read one by one.
+    assert (
+        "line 6: sources.un.tables.sanctions.csv.multiline: 8 of the 15 lines of "
+        f"{tmp_path / 'sanctions.csv'} (lines 2, 3, 6, 7, 10, ...) hold a quoted value with a line break: 4 of the "
+        "10 records read have values over several lines"
+    ) in err
+    assert err.rstrip().endswith("set sources.un.tables.sanctions.csv.multiline: true")
+    # A run refuses, as on a date format that most values are not in, rather than quarantine 40% of the table.
+    assert main(["--config", str(path), "run"]) == 2
+    assert not (tmp_path / "lake").exists()
+
+
+def test_validate_says_nothing_of_values_over_lines_when_the_table_reads_them(tmp_path, capsys):
+    config = SANCTIONS.replace("primary_key: id\n", "primary_key: id\n        csv: {multiline: true}\n")
+    path = write_sanctions(tmp_path, "\n".join(["id,name,address", *listed_people()]) + "\n", config)
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.endswith(": OK (1 sources, 1 tables)\n")
+
+
+def test_a_stray_quote_is_a_warning_to_fix_the_file_not_to_set_multiline(tmp_path, capsys):
+    people = [f"{i},Person {i},{i} Elm Rd" for i in range(20)]
+    for i in (4, 12):
+        people[i] = people[i].replace(",", ',"', 1)  # 4,"Person 4,4 Elm Rd: the name's quote is never closed
+    path = write_sanctions(tmp_path, "\n".join(["id,name,address", *people]) + "\n")
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith(
+        "warning: line 8: sources.un.tables.sanctions.path: 2 of the 21 lines of "
+        f"{tmp_path / 'sanctions.csv'} (lines 6, 14) hold an unclosed quote that does not close as a value over "
+        "several lines (a stray quote): a run quarantines these lines"
+    )
+    assert "fix the quotes in the file" in err and "set sources" not in err
+    assert out.endswith(": OK (1 sources, 1 tables; 1 warning(s) above)\n")
+
+
+def test_a_value_over_lines_cut_by_the_end_of_the_sample_is_not_taken_for_a_stray_quote(tmp_path):
+    from ci_pipeline.ingest.preflight import SAMPLE_BYTES
+
+    record = '{:07d},"Flat 1\nHigh St"\n'  # 25 bytes; the value's line break is its 16th
+    # A header as long as puts the sample's end after that line break and before the closing quote.
+    header = next(h for h in (f"id{'_' * k},address\n" for k in range(25)) if 16 <= (SAMPLE_BYTES - len(h)) % 25 <= 23)
+    config = SANCTIONS.replace("primary_key: id", f"primary_key: {header.split(',')[0]}")
+    records = "".join(record.format(i) for i in range(SAMPLE_BYTES // 25 + 10))
+    path = write_sanctions(tmp_path, header + records, config)
+    (problem,) = project_problems(load_config(path))
+    assert problem.startswith("sources.un.tables.sanctions.csv.multiline: ") and " of the first " in problem, problem

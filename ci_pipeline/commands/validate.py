@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -17,15 +19,20 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ci_pipeline.config import load_config
-    from ci_pipeline.validation import option_problems, project_problems
+    from ci_pipeline.validation import option_problems, project_report
 
     # References between sections and the sources are checked in one pass, so every problem is listed at once.
     config = load_config(args.path or args.config, references=False)
     problems = config.cross_reference_problems() + option_problems(config)
+    warnings: list[str] = []
     if not args.no_sources:
-        problems += project_problems(config)
+        found, warnings = project_report(config)
+        problems += found
+    for warning in config.located(warnings):
+        print(f"warning: {warning}", file=sys.stderr)
     if problems:
         raise config.error(problems)
     tables = sum(len(s.tables) for s in config.sources.values())
-    print(f"{config.path}: OK ({len(config.sources)} sources, {tables} tables)")
+    told = f"; {len(warnings)} warning(s) above" if warnings else ""
+    print(f"{config.path}: OK ({len(config.sources)} sources, {tables} tables{told})")
     return 0

@@ -63,6 +63,10 @@ class ProjectConfig(StrictModel):
         """A :class:`ConfigError` for this file whose message gives each problem's line (see :func:`located_error`)."""
         return located_error(str(self._path), problems, self._lines)
 
+    def located(self, messages: list[str]) -> list[str]:
+        """Messages that start with a key path as :meth:`error` lists them: each with its line, in file order."""
+        return in_file_order(messages, self._lines)
+
     @property
     def base_dir(self) -> Path:
         """Folder that relative paths in the configuration are resolved against."""
@@ -154,11 +158,15 @@ def located_error(file: str, problems: list[str], lines: dict[str, int]) -> Conf
 
     ``problems`` keeps the plain messages, each starting with its key path, for programs that read them.
     """
-    # Shown in file order, so the list reads top to bottom like the file; problems with no line come last.
-    shown = sorted(with_lines(problems, lines), key=lambda p: line_number(p) or float("inf"))
-    error = ConfigError(file, shown)
+    error = ConfigError(file, in_file_order(problems, lines))
     error.problems = problems
     return error
+
+
+def in_file_order(messages: list[str], lines: dict[str, int]) -> list[str]:
+    """Each message with its line (:func:`with_lines`), in file order, so the list reads top to bottom like the
+    file; messages with no line come last."""
+    return sorted(with_lines(messages, lines), key=lambda p: line_number(p) or float("inf"))
 
 
 def _boolean_keys(node, path: str) -> list[str]:

@@ -152,6 +152,53 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     return ParsedCsv(frame=frame, broken=broken, columns=columns, text=text)
 
 
+#: Line breaks a quoted value may hold and still be one value (an address of six lines); more is an unclosed quote
+#: that ran on over later records.
+VALUE_LINE_BREAKS = 5
+#: How many line numbers a message on broken lines lists.
+LINES_LISTED = 5
+
+
+def quoted_records(data: bytes, options: CsvOptions, file: str, names: list[str] | None = None) -> ParsedCsv | None:
+    """The file read with line breaks inside quotes as part of values, or None when that reading is not
+    consistent and the odd quotes are unclosed quotes rather than values over several lines.
+
+    Read line by line, a line with an odd number of quotes is one record with an unclosed quote; read with quoted
+    line breaks, it is the start of a value that ends at the next quote, however far that is. A value over two
+    lines (an address) ends on the next line or soon after, and the record around it has the header's fields. An
+    unclosed quote runs on to the next quote in the file, taking whole records with it: so the quoted reading is
+    taken only when no record ends in an unclosed quote, no record over several lines has another number of
+    fields than the header, and no value with a line break holds more than :data:`VALUE_LINE_BREAKS` of them or
+    as many delimiters as a whole record (one fewer than the header's fields, one at least). A wrong choice here
+    is silent data loss, while reading line by line only quarantines each unclosed line with a hint to set
+    ``csv.multiline``: when in doubt, line by line.
+    """
+    try:
+        quoted = parse_csv(data, options.model_copy(update={"multiline": True}), file, names)
+    except UserError:
+        return None  # the quote count and the parser disagree: no consistent reading with quoted line breaks
+    broken = quoted.broken
+    if (broken["kind"] == "broken_quoting").any() or broken["raw"].str.contains(r"[\r\n]").any():
+        return None
+    values = quoted.frame[quoted.columns]
+    record_delimiters = max(len(quoted.columns) - 1, 1)
+    for column in values.columns:
+        spanning = values[column].dropna()
+        spanning = spanning[spanning.str.contains(r"[\r\n]")]
+        breaks = spanning.str.count(r"\r\n|\r|\n")
+        if (breaks > VALUE_LINE_BREAKS).any() or (
+            spanning.str.count(re.escape(options.delimiter)) >= record_delimiters
+        ).any():
+            return None
+    return quoted
+
+
+def listed_lines(lines: list[int]) -> str:
+    """``line 12`` or ``lines 12, 13, 42, 77, 80, ...``: the first :data:`LINES_LISTED` of them, for a message."""
+    listed = ", ".join(map(str, lines[:LINES_LISTED])) + (", ..." if len(lines) > LINES_LISTED else "")
+    return f"line{'s' if len(lines) > 1 else ''} {listed}"
+
+
 #: What a row with an unclosed quote is told when the table does not read line breaks inside quotes: the likeliest
 #: cause in an export of addresses or notes.
 _MULTILINE_HINT = " (if quoted values of this file hold line breaks, set csv.multiline: true for its table)"

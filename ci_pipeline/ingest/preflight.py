@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
@@ -19,7 +19,7 @@ from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.config.sources import TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import cdm
-from ci_pipeline.ingest.csvfile import header_names, parse_csv
+from ci_pipeline.ingest.csvfile import VALUE_LINE_BREAKS, header_names, listed_lines, parse_csv, quoted_records
 from ci_pipeline.ingest.date_sample import date_problems
 from ci_pipeline.ingest.read import data_files
 from ci_pipeline.ingest.storage import SourceLocation
@@ -37,11 +37,13 @@ class SourceSchema:
     """What the preflight learned about one source table.
 
     ``columns`` is None when they cannot be known without reading the data (an incremental table whose
-    ``FullData`` folder does not exist yet).
+    ``FullData`` folder does not exist yet). ``warnings`` are what a run would quarantine though the configuration
+    reads the data as it is written (a stray quote): told by ``validate``, they do not stop a run.
     """
 
     columns: list[str] | None
     file: str
+    warnings: list[str] = field(default_factory=list)
 
 
 def source_problems(config: ProjectConfig, lake: Lake | None = None) -> list[str]:
@@ -73,7 +75,7 @@ def inspect_sources(
                 continue
             label = f"sources.{source_name}.tables.{table_name}"
             try:
-                schema, found = _inspect(config, lake, table, table_name)
+                schema, found = _inspect(config, lake, table, table_name, label)
             except UserError as exc:
                 problems.append(f"{label}.path: {exc}")
                 continue
@@ -96,8 +98,10 @@ def inspect_sources(
     return schemas, problems
 
 
-def _inspect(config: ProjectConfig, lake: Lake, table: TableConfig, table_name: str) -> tuple[SourceSchema, list]:
-    """The table's schema and its problems as ``sub.key: message`` (relative to the table's key path)."""
+def _inspect(
+    config: ProjectConfig, lake: Lake, table: TableConfig, table_name: str, label: str
+) -> tuple[SourceSchema, list]:
+    """The table's schema and its problems as ``sub.key: message`` (relative to its key path ``label``)."""
     location = SourceLocation.open(lake, config.resolve_location(table.path))
     if table.format == "cdm":
         entity = cdm.read_entity(location, table.entity or table_name, partitions=table.incremental is None)
@@ -122,13 +126,13 @@ def _inspect(config: ProjectConfig, lake: Lake, table: TableConfig, table_name: 
             return SourceSchema(None, location.url), []
         suffix = ".parquet" if table.format == "parquet" else ".csv"
         files = data_files(full, suffix)[:1]
-        schema, _ = _parquet(files, table) if table.format == "parquet" else _csv(files, table)
+        schema, _ = _parquet(files, table) if table.format == "parquet" else _csv(files, table, label)
         return schema, []
     if table.format == "delta":
         return SourceSchema(_delta_columns(location, lake), location.url), []
     if table.format == "parquet":
         return _parquet(data_files(location, ".parquet"), table)
-    return _csv(data_files(location, ".csv"), table)
+    return _csv(data_files(location, ".csv"), table, label)
 
 
 def _delta_columns(location: SourceLocation, lake: Lake) -> list[str]:
@@ -170,8 +174,9 @@ def _parquet(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSch
 _EMPTY_FIX = "check the export that writes it, or set allow_empty: true for this table"
 
 
-def _csv(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSchema, list[str]]:
+def _csv(files: list[SourceLocation], table: TableConfig, label: str) -> tuple[SourceSchema, list[str]]:
     problems: list[str] = []
+    quoting: tuple[bool, str] | None = None
     columns: list[str] | None = list(table.columns) if not table.csv.header else None
     data_rows = 0
     for i, file in enumerate(files[:SAMPLE_FILES]):
@@ -196,12 +201,21 @@ def _csv(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSchema,
                 problems += _other_delimiter(columns, table, file.url)
                 problems += _sample_dates(text, whole, table, file.url)
             lines = lines[1:]
+        # Told for the first file that shows it: the files of a folder come from one export.
+        quoting = quoting or _broken_quoting(text, whole, table, columns, file.url, label)
         filled = any(line.strip() for line in lines)
         data_rows += int(filled or not whole or bad is not None)
     if data_rows == 0 and len(files) <= SAMPLE_FILES and not table.allow_empty:
         what = "holds only its header" if table.csv.header else "is empty"
         problems.append(f"path: {files[0].url} {what}, no rows; a run would fail on it ({_EMPTY_FIX})")
-    return SourceSchema(columns, files[0].url), problems
+    warnings: list[str] = []
+    if quoting:
+        is_problem, message = quoting
+        if is_problem:
+            problems.append(message)
+        else:
+            warnings.append(f"{label}.{message}")
+    return SourceSchema(columns, files[0].url, warnings), problems
 
 
 def _other_delimiter(columns: list[str], table: TableConfig, url: str) -> list[str]:
@@ -216,6 +230,66 @@ def _other_delimiter(columns: list[str], table: TableConfig, url: str) -> list[s
                 f"{table.csv.delimiter!r}; it looks '{shown}'-separated: set csv.delimiter: \"{shown}\" for this table"
             ]
     return []
+
+
+def _broken_quoting(
+    text: str, whole: bool, table: TableConfig, columns: list[str] | None, url: str, label: str
+) -> tuple[bool, str] | None:
+    """Lines of the sample that hold an odd number of quotes, which a table read line by line quarantines: a
+    problem (``True``) when they are values over several lines (:func:`quoted_records`), which
+    ``csv.multiline: true`` reads; else a warning (``False``) that they are stray quotes, for the file to be fixed.
+
+    A problem like a date format that most values are not in: the configuration does not read the file as it is
+    written, and a run would quarantine sound records. A stray quote is broken data that the quarantine is for.
+    """
+    quotechar = table.csv.quotechar
+    if table.csv.multiline or quotechar not in text:
+        return None
+    records_text = _whole_records(text, whole, quotechar)
+    sample = records_text.encode("utf-8")
+    options = table.csv.model_copy(update={"encoding": "utf-8"})
+    try:
+        parsed = parse_csv(sample, options, url, columns)
+    except UserError:
+        return None  # the run says what is wrong with the file itself
+    lines = parsed.broken.loc[parsed.broken["kind"] == "broken_quoting", "line"].tolist()
+    if not lines:
+        return None
+    read = len(_LINE_BREAK.split(records_text.rstrip("\r\n")))
+    found = f"{len(lines):,} of the {'' if whole else 'first '}{read:,} lines of {url} ({listed_lines(lines)})"
+    quoted = quoted_records(sample, options, url, columns)
+    if quoted is None:
+        return False, (
+            f"path: {found} hold an unclosed quote that does not close as a value over several lines (a stray "
+            "quote): a run quarantines these lines as broken quoting, and csv.multiline: true would not read them "
+            "(each would run on over the records after it); fix the quotes in the file"
+        )
+    values = quoted.frame[quoted.columns]
+    spanning = int(values.apply(lambda column: column.str.contains(r"[\r\n]", na=False)).any(axis=1).sum())
+    records = len(values) + len(quoted.broken)
+    return True, (
+        f"csv.multiline: {found} hold a quoted value with a line break: {spanning:,} of the {records:,} records read "
+        "have values over several lines, which this table reads line by line (csv.multiline is false), so a run "
+        f"would quarantine them as broken quoting; set {label}.csv.multiline: true"
+    )
+
+
+def _whole_records(text: str, whole: bool, quotechar: str) -> str:
+    """The sample without the record its end cut: up to its last line break or, when an odd number of quotes
+    comes before that, up to the line break a few lines before (:data:`VALUE_LINE_BREAKS` at most) after which the
+    quotes are even, so that a value over several lines is not cut in two. An odd count further up is an unclosed
+    quote, and stays."""
+    if whole:
+        return text
+    ends = [match.end() for match in _LINE_BREAK.finditer(text)]
+    if not ends:
+        return ""
+    quotes = text.count(quotechar, 0, ends[-1])
+    for i in range(len(ends) - 1, max(len(ends) - 2 - VALUE_LINE_BREAKS, -1), -1):
+        if quotes % 2 == 0:
+            return text[: ends[i]]
+        quotes -= text.count(quotechar, ends[i - 1] if i else 0, ends[i])
+    return text[: ends[-1]]
 
 
 def _sample_dates(text: str, whole: bool, table: TableConfig, url: str) -> list[str]:
