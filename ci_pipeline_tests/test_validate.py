@@ -381,6 +381,22 @@ def test_validate_tells_a_table_read_line_by_line_that_its_quoted_values_span_li
     assert not (tmp_path / "lake").exists()
 
 
+def test_a_few_values_over_lines_are_a_warning_and_a_run_quarantines_only_them(tmp_path, capsys):
+    people = [f"{i},Person {i},{i} Elm Rd" for i in range(60)]
+    people[7] = '7,Person 7,"7 Elm Rd\nback door"'  # one note typed over two lines among 60 records
+    path = write_sanctions(tmp_path, "\n".join(["id,name,address", *people]) + "\n")
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith("warning: line 6: sources.un.tables.sanctions.csv.multiline: 2 of the 62 lines of ")
+    assert "set sources.un.tables.sanctions.csv.multiline: true" in err
+    assert out.endswith(": OK (1 sources, 1 tables; 1 warning(s) above)\n")
+    # The run is not stopped: it loads the 59 others and quarantines the two lines, saying why.
+    assert main(["--config", str(path), "run"]) == 0
+    tables = tmp_path / "lake" / "ci_pipeline" / "un"
+    assert len(pd.read_parquet(tables / "sanctions.parquet")) == 59
+    assert len(pd.read_parquet(tables / "sanctions_corrupt.parquet")) == 2
+
+
 def test_validate_says_nothing_of_values_over_lines_when_the_table_reads_them(tmp_path, capsys):
     config = SANCTIONS.replace("primary_key: id\n", "primary_key: id\n        csv: {multiline: true}\n")
     path = write_sanctions(tmp_path, "\n".join(["id,name,address", *listed_people()]) + "\n", config)

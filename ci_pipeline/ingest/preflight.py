@@ -232,12 +232,18 @@ def _other_delimiter(columns: list[str], table: TableConfig, url: str) -> list[s
     return []
 
 
+#: Share of the records read whose values span lines from which a table read line by line is a problem that stops
+#: a run; below it, a warning (the run quarantines those records and loads the others).
+MULTILINE_SHARE = 0.05
+
+
 def _broken_quoting(
     text: str, whole: bool, table: TableConfig, columns: list[str] | None, url: str, label: str
 ) -> tuple[bool, str] | None:
     """Lines of the sample that hold an odd number of quotes, which a table read line by line quarantines: a
     problem (``True``) when they are values over several lines (:func:`quoted_records`), which
-    ``csv.multiline: true`` reads; else a warning (``False``) that they are stray quotes, for the file to be fixed.
+    ``csv.multiline: true`` reads, in at least :data:`MULTILINE_SHARE` of the records (a warning for fewer); else a
+    warning (``False``) that they are stray quotes, for the file to be fixed.
 
     A problem like a date format that most values are not in: the configuration does not read the file as it is
     written, and a run would quarantine sound records. A stray quote is broken data that the quarantine is for.
@@ -267,7 +273,9 @@ def _broken_quoting(
     values = quoted.frame[quoted.columns]
     spanning = int(values.apply(lambda column: column.str.contains(r"[\r\n]", na=False)).any(axis=1).sum())
     records = len(values) + len(quoted.broken)
-    return True, (
+    # Many such records: the table is read otherwise than it is written, and a run stops rather than quarantine
+    # a share of sound ones. A few: a note typed over two lines, quarantined while the rest are loaded.
+    return spanning >= MULTILINE_SHARE * records, (
         f"csv.multiline: {found} hold a quoted value with a line break: {spanning:,} of the {records:,} records read "
         "have values over several lines, which this table reads line by line (csv.multiline is false), so a run "
         f"would quarantine them as broken quoting; set {label}.csv.multiline: true"
