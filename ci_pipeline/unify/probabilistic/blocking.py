@@ -79,11 +79,7 @@ class Key(KeyText):
         if self.function == "birthday":
             parts = date_parts(values)
             known = (parts[:, 1] > 0) & (parts[:, 2] > 0)
-            return (
-                pd.Series(np.where(known, parts[:, 1] * 100 + parts[:, 2], -1), dtype="Int64")
-                .mask(~known)
-                .astype("string")
-            )
+            return pd.Series(np.where(known, (parts[:, 1] * 100 + parts[:, 2]).astype(str), None), dtype="string")
         return text
 
 

@@ -299,12 +299,6 @@ class Model:
     training: dict = field(default_factory=dict)
     strata: tuple[Stratum, ...] = ()
 
-    def learnt_from_few(self) -> set[int]:
-        """The comparisons fewer than :data:`MIN_SUPPORT` of the stratum's matches know on both sides (from
-        ``support``): its m of them comes from a few pairs."""
-        learnt = self.share * self.pairs * MIN_SUPPORT
-        return {j for j, held in enumerate(self.support) if held < learnt}
-
     @property
     def prior_weight(self) -> float:
         """log2 of the prior odds that two records match."""
