@@ -492,10 +492,14 @@ def test_a_census_file_with_numbered_name_columns_is_a_customer_table(tmp_path):
     load_config(config_path)  # validates
 
 
-def test_a_column_of_dates_that_may_be_birth_dates_is_left_out_with_how_to_map_it(tmp_path):
-    source = tmp_path / "people.csv"
+def test_a_column_only_named_date_beside_names_is_mapped_as_the_birth_date_others_are_left_out_with_how(tmp_path):
     frame = people(12)[["CustomerID", "FirstName", "LastName"]]
-    frame.assign(date=[f"{1940 + 5 * i}/0{1 + i % 9}/1{i % 9}" for i in range(12)]).to_csv(source, index=False)
-    written = write_files(plan_quickstart(source, read_table(source)), read_table(source), tmp_path / "out")
-    comment = next(line for line in written.read_text().splitlines() if line.strip().startswith("# date is left out"))
-    assert "if it is the person's birth date, map it as birth_date" in comment
+    spread = [f"{1940 + 5 * i}/0{1 + i % 9}/1{i % 9}" for i in range(12)]
+    for column, line in (("date", "date: birth_date  # medium: values:"), ("visit_date", "# visit_date is left out")):
+        source = tmp_path / column / "people.csv"
+        source.parent.mkdir()
+        frame.assign(**{column: spread}).to_csv(source, index=False)
+        plan = plan_quickstart(source, read_table(source))
+        written = write_files(plan, read_table(source), tmp_path / column / "out")
+        comment = next(x for x in written.read_text().splitlines() if x.strip().startswith(line))
+        assert ("unmap it if it is not" if column == "date" else "map it as birth_date") in comment

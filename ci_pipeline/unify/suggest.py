@@ -185,23 +185,40 @@ def suggest_mapping(frame: pd.DataFrame, sample: int = 2000) -> pd.DataFrame:
 
 
 def _unnamed_birth_dates(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: int) -> pd.DataFrame:
-    """The reason of a column of dates left unmapped says, where no birth date is mapped and its dates (without
-    times) spread as birth dates do (see :func:`birth_years`), to map it as ``birth_date`` if it is one: its name
-    (``date``) does not say which date it is, and a sign-up date compared as a birth date would join strangers."""
+    """A column of dates (without times) left unmapped whose dates spread as birth dates do (see :func:`birth_years`),
+    where no birth date is mapped: named only ``date`` (:data:`PLAIN_DATE_NAME`) in a table of people's names, it is
+    suggested as ``birth_date`` (a register of people keeps few other dates that span decades, and a sign-up or
+    order date does not spread so); named otherwise (``issue_date``), or without names, its reason says to map it
+    so if it is the birth date, since a date of another kind compared as a birth date would join strangers."""
     if {"birth_date", *BIRTH_DATE_PARTS} & set(suggestions["suggested"]):
         return suggestions
     result = suggestions.copy()
+    people = bool(NAME_TYPES & set(suggestions["suggested"]))
     for index in suggestions.index[suggestions["suggested"] == ""]:
-        values = frame[suggestions.at[index, "column"]].dropna().astype("string").str.strip().head(sample)
+        column = suggestions.at[index, "column"]
+        values = frame[column].dropna().astype("string").str.strip().head(sample)
         dates = _share(values, DATE_VALUE)
         if dates < 0.8 or values.str.contains(r"\d:\d\d").mean() >= 0.5:
             continue
-        if birth_years(read_birth_dates(values)[0].str[:4]):
-            result.loc[index, "reason"] = (
-                f"{dates:.0%} of values look like dates, spread over decades as birth dates are: if it is the "
-                "person's birth date, map it as birth_date (its name does not say so; other dates are not matched on)"
-            )
+        if not birth_years(read_birth_dates(values)[0].str[:4]):
+            continue
+        if people and re.fullmatch(PLAIN_DATE_NAME, _normalized_name(str(column))):
+            result.loc[index, ["suggested", "confidence", "reason"]] = [
+                "birth_date",
+                "medium",
+                f"values: {dates:.0%} look like dates, spread over decades as birth dates are, beside people's names "
+                "(the name does not say which date: unmap it if it is not the person's birth date)",
+            ]
+            return result
+        result.loc[index, "reason"] = (
+            f"{dates:.0%} of values look like dates, spread over decades as birth dates are: if it is the "
+            "person's birth date, map it as birth_date (its name does not say so; other dates are not matched on)"
+        )
     return result
+
+
+#: A column's name that says it holds a date and nothing of which one.
+PLAIN_DATE_NAME = r"dates?|dt|d"
 
 
 def _numbered_names(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: int) -> pd.DataFrame:

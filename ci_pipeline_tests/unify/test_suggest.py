@@ -457,14 +457,20 @@ def test_a_birth_date_in_parts_counts_as_a_birth_date_for_a_customer_table():
     assert "its only customer attributes are birth_day, birth_month, birth_year" in verdict
 
 
-def test_dates_spread_as_birth_dates_in_a_column_not_named_for_one_are_said_to_be_one_if_they_are():
+def test_dates_spread_as_birth_dates_in_a_column_named_only_date_beside_names_are_the_birth_date():
     dates = ["1950/01/03", "1987/12/17", "1962/05/28", "2001/07/09"]
     rows = suggest_mapping(pd.DataFrame({"name": ["a b"] * 4, "date": dates})).set_index("column")
-    assert rows.loc["date", "suggested"] == ""
-    assert (
-        "spread over decades as birth dates are: if it is the person's birth date, map it as birth_date"
-        in (rows.loc["date", "reason"])
-    )
+    assert rows.loc["date", ["suggested", "confidence"]].tolist() == ["birth_date", "medium"]
+    assert "unmap it if it is not the person's birth date" in rows.loc["date", "reason"]
+    # Named for another date, or without a person's name beside it, it is only said to look like one.
+    for frame in ({"name": ["a b"] * 4, "issue_date": dates}, {"code": ["x1", "x2", "x3", "x4"], "date": dates}):
+        rows = suggest_mapping(pd.DataFrame(frame)).set_index("column")
+        column = next(c for c in frame if "date" in c)
+        assert rows.loc[column, "suggested"] == ""
+        assert (
+            "spread over decades as birth dates are: if it is the person's birth date, map it as birth_date"
+            in rows.loc[column, "reason"]
+        )
     # Dates of a few recent years (sign-ups, orders), or with times, are not said to be birth dates.
     recent = suggest_mapping(pd.DataFrame({"name": ["a b"] * 4, "date": ["2023/01/03", "2024/12/17"] * 2}))
     assert "birth" not in recent.set_index("column").loc["date", "reason"]

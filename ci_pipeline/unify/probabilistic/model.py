@@ -806,33 +806,46 @@ class _MainFit:
 
     def sane(self, active: np.ndarray, notes: list) -> tuple:
         """:meth:`once`; when its match class is no person's (:class:`NoPersonFit`), the same without one field
-        several people share (tried in order, the first sane fit kept, that field switched off with a warning),
-        else the first refusal. (A field whose own agreement comes out against a match still stops training: there
-        it means a column holding something else.)"""
+        several people share (tried in order), then without all of them (a country and a region can each hold the
+        class alone), the first sane fit kept and those fields switched off with a warning; else the first refusal.
+        (A field whose own agreement comes out against a match still stops training: there it means a column
+        holding something else.)"""
         try:
             return self.once(active, notes)
         except NoPersonFit as refused:
             comparisons = self.settings.comparisons
-            for j in [j for j, c in enumerate(comparisons) if active[j] and c.kind in SUSPECT_KINDS]:
-                tried, told = active.copy(), list(notes)
-                tried[j] = False
-                try:
-                    with training_notes() as said:  # the notes of a fit not kept are not told
-                        # Judged strictly: without the field, EM may find a class agreeing on a middle initial
-                        # alone (soldiers of one file, deduplicated where they should be linked across systems).
-                        fitted = self.once(tried, told, strict=True)
-                except TrainingError:
-                    continue
-                for note in said:
-                    _warn(note, UserWarning, stacklevel=4)
-                active[:], notes[:] = tried, told
-                notes[j] = (
-                    f"column {comparisons[j].column!r} is not compared: with it, EM's match class was the pairs "
-                    "sharing it rather than one person's records (the fit was not sane); without it the fit is"
-                )
-                _warn(notes[j], UserWarning, stacklevel=4)
-                return fitted
+            suspects = [j for j, c in enumerate(comparisons) if active[j] and c.kind in SUSPECT_KINDS]
+            # All of them only where other comparisons remain to fit.
+            together = [suspects] if 1 < len(suspects) < active.sum() else []
+            for left_out in [[j] for j in suspects] + together:
+                if (fitted := self._without(left_out, active, notes)) is not None:
+                    return fitted
             raise refused
+
+    def _without(self, left_out: list[int], active: np.ndarray, notes: list) -> tuple | None:
+        """:meth:`once` without the comparisons ``left_out``, judged strictly: when sane, those are switched off in
+        ``active`` and ``notes`` with a warning and the fit returned; else None."""
+        tried, told = active.copy(), list(notes)
+        tried[left_out] = False
+        try:
+            with training_notes() as said:  # the notes of a fit not kept are not told
+                # Judged strictly: without the field, EM may find a class agreeing on a middle initial alone
+                # (soldiers of one file, deduplicated where they should be linked across systems).
+                fitted = self.once(tried, told, strict=True)
+        except TrainingError:
+            return None
+        for note in said:
+            _warn(note, UserWarning, stacklevel=5)
+        active[:], notes[:] = tried, told
+        comparisons = self.settings.comparisons
+        for j in left_out:
+            notes[j] = (
+                f"column {comparisons[j].column!r} is not compared: with it, EM's match class was the pairs sharing "
+                f"it rather than one person's records (the fit was not sane); without "
+                f"{'it' if len(left_out) == 1 else ', '.join(comparisons[i].column for i in left_out)} the fit is"
+            )
+            _warn(notes[j], UserWarning, stacklevel=5)
+        return fitted
 
 
 def _fit_main(

@@ -350,6 +350,32 @@ def test_a_match_class_drawn_to_a_shared_field_is_fitted_again_without_it(monkey
         train(records, settings)
 
 
+def test_a_match_class_drawn_to_either_of_two_shared_fields_is_fitted_again_without_both(monkeypatch):
+    # On that register with its region code mapped too, EM's class was the pairs of one country with the region
+    # compared, and of one region with the country compared: only without both is the fit sane.
+    records, person = synthetic(people=1000)
+    judge = model_module._judge_fit
+    settings = dataclasses.replace(
+        exact_settings(), comparisons=(NameComparison("a"), NameComparison("b"), ExactMatch("c"), ExactMatch("d"))
+    )
+
+    def drawn_while_either_compared(comparisons, m, u, active, *rest):
+        if active[2] or active[3]:
+            raise NoPersonFit("its matches differ entirely in every name")
+        return judge(comparisons, m, u, active, *rest)
+
+    monkeypatch.setattr(model_module, "_judge_fit", drawn_while_either_compared)
+    with pytest.warns(UserWarning, match=r"column 'c' is not compared: .* without c, d the fit is"):
+        model = train(records, settings)
+    assert [p.name for p in model.parameters if not p.active] == ["c", "d"]
+    links = predict(model, records).query("link")
+    assert (person[links["left"]] == person[links["right"]]).mean() > 0.95
+    # Every comparison one several people share: none is left to fit without them all, so the refusal stands.
+    monkeypatch.setattr(model_module, "_judge_fit", lambda *a: (_ for _ in ()).throw(NoPersonFit("no person")))
+    with pytest.raises(NoPersonFit, match="no person"):
+        train(records, exact_settings())
+
+
 def test_a_stratum_keeps_its_own_m_only_of_the_comparisons_most_of_its_matches_know():
     # Two pattern rows of a stratum: 90 pairs agreeing on both comparisons, 10 agreeing on the first with the second
     # unknown on one side. All of them matches: the first comparison is known on all 100, the second on 90.
