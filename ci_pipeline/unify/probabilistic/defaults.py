@@ -335,7 +335,8 @@ def _candidate_rules(mapping: dict[str, str], records: pd.DataFrame, implied: se
 
 
 def _wide_rules(mapping: dict[str, str]) -> list[BlockingRule]:
-    """The rules the budget may add: a birthday with each name's Soundex code, then the single fields of ``WIDE``.
+    """The rules the budget may add: a birthday with each name's Soundex code, both names' Soundex codes, then the
+    single fields of ``WIDE``.
 
     A birthday (month and day, whatever the year) with a name's sound finds the pairs whose year of birth and
     names all carry a typing error (1959 keyed 1995, Velychko keyed Velyczko), which every rule of exact dates or
@@ -347,7 +348,11 @@ def _wide_rules(mapping: dict[str, str]) -> list[BlockingRule]:
         for t in BIRTHDAY_NAMES
         if date and t in by_type
     ]
-    return birthday + [BlockingRule((Key(by_type[t]),)) for t in WIDE if t in by_type]
+    # Both names by their sound: a typing error in each of them (Sammuel Brant for Samuel Brandt), where no date
+    # or place is known on both sides to pair a name with.
+    sounds = [Key(by_type[t], "soundex") for t in ("first_name", "last_name") if t in by_type]
+    both = [BlockingRule(tuple(sounds))] if len(sounds) == 2 else []
+    return birthday + both + [BlockingRule((Key(by_type[t]),)) for t in WIDE if t in by_type]
 
 
 def _refines(rule: BlockingRule, wide: BlockingRule) -> bool:

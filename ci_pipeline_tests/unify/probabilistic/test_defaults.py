@@ -140,6 +140,7 @@ def test_single_field_rules_are_added_in_order_while_their_pairs_fit_the_budget(
     assert notes == [
         "blocking rule [birthday(Born) & soundex(Last)] added within the pair budget: 6 new pairs (6 of 12 used)",
         "blocking rule [birthday(Born) & soundex(First)] added within the pair budget: 0 new pairs (6 of 12 used)",
+        "blocking rule [soundex(First) & soundex(Last)] added within the pair budget: 0 new pairs (6 of 12 used)",
         "blocking rule [Born] added within the pair budget: 2 new pairs (8 of 12 used)",
         "blocking rule [Last] left out for the pair budget: 8 new pairs, more than the 4 left of 12",
         # A later, smaller rule still fits what is left.
@@ -178,6 +179,28 @@ def test_a_birthday_with_a_names_sound_finds_copies_whose_year_and_names_all_car
     # No rule of exact names or dates holds the two first records; their birthday and the surname's sound do.
     pairs = set(zip(found.left.tolist(), found.right.tolist(), strict=True))
     assert (0, 1) in pairs and (0, 2) not in pairs  # Ann Tyvonchuk has another birthday
+
+
+def test_both_names_sounds_find_copies_with_a_typo_in_each_name_and_no_date_on_one_side():
+    # A soldier's census record holds his birth year, his service record none: every rule with the year misses
+    # Sammuel Brant for Samuel Brandt, the sounds of both names find him.
+    frame = pd.DataFrame(
+        {
+            "First": ["samuel", "sammuel", "samuel", "john"],
+            "Last": ["brandt", "brant", "berry", "brandt"],
+            "Born": ["1843-02-11", None, "1843-02-11", None],
+            "Place": ["pa", "pa", "pa", "pa"],
+        },
+        dtype="string",
+    )
+    mapping = {"First": "first_name", "Last": "last_name", "Born": "birth_date", "Place": "city"}
+    records = normalize_records(frame, mapping)
+    settings, _ = default_settings(records, mapping, pairs_per_record=0.5)
+    assert "soundex(First) & soundex(Last)" in {str(r) for r in settings.blocking}
+    assert "soundex(First) & soundex(Last)" not in {str(r) for r in settings.training_rules}
+    found = block(prepare(records, list(mapping)), settings.blocking, settings.max_pairs_per_rule, link_only=False)
+    pairs = set(zip(found.left.tolist(), found.right.tolist(), strict=True))
+    assert (0, 1) in pairs and (1, 3) not in pairs
 
 
 GERMAN_FIRST = (
