@@ -63,6 +63,9 @@ def _within_range(times: pd.Series) -> pd.Series:
 _YEAR_FIRST = r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[T ].*)?$"
 _COMPACT = r"^([12]\d{3})(\d{2})(\d{2})$"
 _YEAR_LAST = r"^(\d{1,2})([-/.])(\d{1,2})[-/.](\d{4})(?:[T ].*)?$"
+#: A date of which only the year, or the year and month, is known: ``1843``, ``1843----``, ``1843-05``,
+#: ``1843-05-??``, ``184305--``; the unknown parts may be dashes, question marks, x or zeros.
+_PARTIAL = r"^([12]\d{3})(?:[-/.]?(\d{2}|[-?xX]{2})|[-/.](\d))?(?:[-/.]?(?:00|[-?xX]{2}))?$"
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,14 @@ def read_birth_dates(values: pd.Series) -> tuple[pd.Series, DateOrder | None]:
         order = _order(first, second, dmy[1][got])
         day, month = (first, second) if order.day_first else (second, first)
         out[got] = _written(dmy[3][got], month, day)
+    partial = re_extract(text, _PARTIAL)
+    got = partial[0].notna() & out.isna()
+    if got.any():
+        # A year alone, or a year and month: the parts not known are written 00, as 00/00/1975 is, so that no one
+        # reads them as the 1st of January (two people born in 1843 would agree on every part of one date).
+        written = partial[1][got] + partial[2][got]  # one of the two month groups is empty
+        month = pd.to_numeric(written.str.extract(r"(\d+)", expand=False), errors="coerce").fillna(0)
+        out[got] = _written(partial[0][got], month.where(month <= 12, 0), pd.Series(0, index=month.index))
     rest = text.notna() & out.isna()
     if rest.any():
         parsed = parse_times(text[rest])

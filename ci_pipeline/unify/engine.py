@@ -426,15 +426,30 @@ def prepare(
     )
     warnings = (
         config.warnings()
-        + [
-            f"unify: {where}: {u['values']} value(s) are not dates unify can read (e.g. {u['example']!r}; dates "
-            f"from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} are read); they count as missing"
-            + _still_compared(config, u.get("components", 0))
-            for where, u in unreadable.items()
-        ]
+        + [_unreadable_note(config, where, u) for where, u in unreadable.items()]
         + [note for where, order in orders.items() if (note := date_order_note(where, order))]
     )
     return Preparation(records, prep, unreadable, warnings)
+
+
+def _unreadable_note(config: UnifyConfig, where: str, u: dict) -> str:
+    """The warning on a column's values unify cannot read as dates; birth dates known only in part (a year, or a
+    year and month) are said to be so, and what each method does with them."""
+    partial = u.get("partial", 0)
+    if partial == u["values"]:
+        compared = (
+            "; the probabilistic model compares the parts known" if config.match.method == "probabilistic" else ""
+        )
+        return (
+            f"unify: {where}: {partial} birth date(s) are known only in part, a year or a year and month (e.g. "
+            f"{u['example']!r}): rules, the guard and merge read them as missing{compared}"
+        )
+    return (
+        f"unify: {where}: {u['values']} value(s) are not dates unify can read (e.g. {u['example']!r}; dates "
+        f"from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} are read); they count as missing"
+        + _still_compared(config, u.get("components", 0))
+        + (f" ({partial} of them known only in part, a year or a year and month)" if partial else "")
+    )
 
 
 def _still_compared(config: UnifyConfig, components: int) -> str:

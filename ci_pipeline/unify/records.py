@@ -170,6 +170,8 @@ def _check_columns(t: UnifyTable, df: pd.DataFrame, key: str) -> None:
         )
 
 
+#: A birth date of which only the year, or the year and month, is known, as :func:`read_birth_dates` writes it.
+PARTIAL_DATE = r"\d{4}-\d{2}-00"
 #: Attributes read as dates (:func:`_birth_dates`; normalized as dates, see normalize.DEFAULTS).
 DATE_ATTRIBUTES = frozenset({"birth_date"})
 
@@ -252,6 +254,8 @@ def _birth_dates(
         if entry is not None:
             lost = dates.notna() & times.isna()
             entry["components"] = int(dates[lost].str.fullmatch(r"\d{4}-\d{2}-\d{2}").sum())
+            if partial := int(dates[lost].str.fullmatch(PARTIAL_DATE).sum()):
+                entry["partial"] = partial
     return dates
 
 

@@ -96,6 +96,29 @@ def test_a_year_of_birth_alone_is_written_as_four_digits_and_a_value_that_is_no_
     assert unreadable == {"crm.contacts.yob": {"values": 1, "example": "80"}}
 
 
+def test_birth_dates_known_only_in_part_are_said_to_be_so_with_what_each_method_does():
+    f = frames()
+    f[("crm", "contacts")] = f[("crm", "contacts")].assign(dob=["1843----", "1843-05", "1980-05-06", None])
+    raw = config().model_dump()
+    raw["tables"][0]["columns"]["dob"] = "birth_date"
+    rules_config = type(config()).model_validate(raw)
+    raw["match"]["method"] = "probabilistic"
+    model_config = type(config()).model_validate(raw)
+    (rules_warning,) = [w for w in prepare(rules_config, f, KEYS, None).warnings if "crm.contacts.dob" in w]
+    assert "2 birth date(s) are known only in part, a year or a year and month (e.g. '1843----')" in rules_warning
+    assert rules_warning.endswith("rules, the guard and merge read them as missing")
+    prepared = prepare(model_config, f, KEYS, None)
+    (model_warning,) = [w for w in prepared.warnings if "crm.contacts.dob" in w]
+    assert model_warning.endswith("read them as missing; the probabilistic model compares the parts known")
+    compared = model_records(model_config, prepared.records, prepared.prep.normalizer)["birth_date"]
+    assert compared.head(4).tolist() == ["1843-00-00", "1843-05-00", "1980-05-06", pd.NA]
+    # Beside values that are no date at all, the general warning counts them.
+    f[("crm", "contacts")] = f[("crm", "contacts")].assign(dob=["1843----", "1845-01-81", "1980-05-06", None])
+    (model_warning,) = [w for w in prepare(model_config, f, KEYS, None).warnings if "crm.contacts.dob" in w]
+    assert "2 value(s) are not dates" in model_warning
+    assert model_warning.endswith("(1 of them known only in part, a year or a year and month)")
+
+
 def test_birth_dates_unify_cannot_hold_are_still_compared_by_the_probabilistic_model():
     # Historical records: a date before 1677 is beyond a nanosecond timestamp, a typo'd day beyond any calendar.
     f = frames()

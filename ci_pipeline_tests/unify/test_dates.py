@@ -20,6 +20,23 @@ def read(values: list) -> tuple[list, DateOrder | None]:
     return dates.tolist(), order
 
 
+def test_a_birth_date_known_only_in_part_is_written_with_00_for_the_parts_not_known():
+    # Not the 1st of January: two people born in 1843 would agree on every part of one date.
+    written = ["1843", "1843----", "1843-05", "1843-5", "184305--", "1843-05-??", "1843xxxx", "00/00/1975"]
+    dates, _ = read(written)
+    assert dates == [
+        "1843-00-00",
+        "1843-00-00",
+        "1843-05-00",
+        "1843-05-00",
+        "1843-05-00",
+        "1843-05-00",
+        "1843-00-00",
+        "1975-00-00",
+    ]
+    assert read(["1843-05-02", "18430502"])[0] == ["1843-05-02", "1843-05-02"]
+
+
 def test_a_column_whose_days_show_above_12_in_first_place_is_read_day_first():
     dates, order = read(["01/04/1990", "22/03/1997", "01/81/1835", "12/03/1997 00:00:00", None, " "])
     # 01/04/1990 is 1 April: the column's 22/03/1997 shows the order. A keyed month 81 keeps its components.

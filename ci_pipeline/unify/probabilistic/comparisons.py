@@ -451,7 +451,8 @@ def _one_change_aligned(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class DateComparison(Comparison):
     """Dates by component: exact, day/month transposed, one typing error, same year and month, same month and day
     (a birthday kept with a year typed wrong or filled in by a form that asked only for the birthday), within 1
-    year, within 5 years, else."""
+    year, within 5 years, else. A date known only in part (``1843-00-00``, ``1843-05-00``) reaches the levels of the
+    parts both sides know, never ``exact``."""
 
     kind: ClassVar[str] = "date"
 
@@ -462,19 +463,31 @@ class DateComparison(Comparison):
         lp, rp = parts[side.left], parts[side.right]
         null = side.null | (lp[:, 0] < 0) | (rp[:, 0] < 0)
         (ly, lm, ld), (ry, rm, rd) = lp.T, rp.T
-        exact = (ly == ry) & (lm == rm) & (ld == rd)
-        transposed = (ly == ry) & (lm == rd) & (ld == rm)
+        # A month or day written 00 is not known (a year of birth alone, 1843----): such a date agrees with another
+        # on what both know and reaches the levels of the parts compared; two of one year are within a year.
+        months = (lm > 0) & (rm > 0)
+        full = months & (ld > 0) & (rd > 0)
+        exact = full & (ly == ry) & (lm == rm) & (ld == rd)
+        transposed = full & (ly == ry) & (lm == rd) & (ld == rm)
         # One keyed digit changes one component, a swap across a boundary two: only those pairs are examined.
-        near = ~null & ~exact & ((ly != ry).astype(np.int8) + (lm != rm) + (ld != rd) <= 2)
+        near = full & ~null & ~exact & ((ly != ry).astype(np.int8) + (lm != rm) + (ld != rd) <= 2)
         typo = np.zeros(len(left), dtype=bool)
         typo[near] = _one_keying_error(
             ly[near] * 10000 + lm[near] * 100 + ld[near], ry[near] * 10000 + rm[near] * 100 + rd[near]
         )
         # Days on a 372-day calendar: no calendar arithmetic, so keyed dates that are no real date still compare.
-        days = np.abs((ly - ry) * 372 + (lm - rm) * 31 + (ld - rd))
+        days = np.abs((ly - ry) * 372 + np.where(months, lm - rm, 0) * 31 + np.where(full, ld - rd, 0))
         return (
             null,
-            [exact, transposed, typo, (ly == ry) & (lm == rm), (lm == rm) & (ld == rd), days <= 372, days <= 5 * 372],
+            [
+                exact,
+                transposed,
+                typo,
+                months & (ly == ry) & (lm == rm),
+                full & (lm == rm) & (ld == rd),
+                days <= 372,
+                days <= 5 * 372,
+            ],
         )
 
 

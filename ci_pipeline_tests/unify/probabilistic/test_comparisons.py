@@ -151,6 +151,31 @@ def test_date_levels_by_component():
     ]
 
 
+def test_a_date_known_only_in_part_reaches_the_levels_of_the_parts_both_know():
+    # A year alone or a year and month (00 for the part not known, as read_birth_dates writes 1843---- and 1843-05)
+    # never agrees exactly: two people born in 1843 are not one birth date.
+    pairs = [
+        ("1843-00-00", "1843-00-00"),
+        ("1843-05-00", "1843-05-17"),
+        ("1843-05-00", "1843-05-00"),
+        ("1843-00-00", "1843-05-17"),
+        ("1843-05-00", "1843-06-00"),
+        ("1843-00-00", "1847-00-00"),
+        ("1843-00-00", "1850-05-17"),
+        ("1843-05-00", "1834-05-00"),
+    ]
+    assert levels(DateComparison("dob"), pairs) == [
+        "within_1_year",
+        "same_year_month",
+        "same_year_month",
+        "within_1_year",
+        "within_1_year",
+        "within_5_years",
+        "else",
+        "else",
+    ]
+
+
 def test_date_in_other_formats_goes_through_the_parser():
     assert levels(DateComparison("dob"), [("03/04/1980", "1980-03-04")]) == ["exact"]
 
