@@ -22,6 +22,7 @@ DATE_LEVELS = (
     "one_typo",
     "same_year_month",
     "same_month_day",
+    "same_year",
     "within_1_year",
     "within_5_years",
     "else",

@@ -34,7 +34,16 @@ from ci_pipeline.unify.probabilistic.model import gamma_matrix
 FIRST = ["robert", "bob", "rob", "roberta", "r", "john", "jon", "johnny", "j", "sam", "samuel", "samantha", "ann"]
 LAST = ["smith", "smyth", "smithe", "jones", "johns", "john", "bob", "doe", "dough", "lee", "li"]
 DATES = ["1980-03-04", "1980-04-03", "19800305", "1980-03-28", "1980-11-20", "1984-07-20", "2001-07-20"]
-DATES += ["03/04/1980", "1980-13-04", "not a date", "1981-03-04"]
+DATES += [
+    "03/04/1980",
+    "1980-13-04",
+    "not a date",
+    "1981-03-04",
+    "1980-00-00",
+    "1980-03-00",
+    "1981-00-00",
+    "1980-00-04",
+]
 EMAILS = ["ann@x.com", "ann@y.org", "bob@x.com", "bob", "ann@x@y.com", "a@", "@x.com"]
 CODES = ["4223", "4232", "4299", "5111", "42", "4223a"]
 
@@ -124,13 +133,17 @@ def _date_level(comparison: DateComparison, a: str, b: str) -> str:
     if pa_ is None or pb is None:
         return "null"
     (ly, lm, ld), (ry, rm, rd) = pa_, pb
-    days = abs((ly - ry) * 372 + (lm - rm) * 31 + (ld - rd))
+    # A day 00 is not known, nor a month 00 with it: only the parts both know are compared.
+    full = ld > 0 and rd > 0
+    months = (lm > 0 or ld > 0) and (rm > 0 or rd > 0)
+    days = abs((ly - ry) * 372 + ((lm - rm) * 31 if months else 0) + ((ld - rd) if full else 0))
     conditions = {
-        "exact": pa_ == pb,
-        "day_month_transposed": (ly, lm, ld) == (ry, rd, rm),
-        "one_typo": distance.OSA.distance(f"{ly:04d}{lm:02d}{ld:02d}", f"{ry:04d}{rm:02d}{rd:02d}") == 1,
-        "same_year_month": (ly, lm) == (ry, rm),
-        "same_month_day": (lm, ld) == (rm, rd),
+        "exact": full and pa_ == pb,
+        "day_month_transposed": full and (ly, lm, ld) == (ry, rd, rm),
+        "one_typo": full and distance.OSA.distance(f"{ly:04d}{lm:02d}{ld:02d}", f"{ry:04d}{rm:02d}{rd:02d}") == 1,
+        "same_year_month": months and (ly, lm) == (ry, rm),
+        "same_month_day": full and (lm, ld) == (rm, rd),
+        "same_year": not full and ly == ry,
         "within_1_year": days <= 372,
         "within_5_years": days <= 5 * 372,
     }

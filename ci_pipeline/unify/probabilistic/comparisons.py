@@ -452,7 +452,7 @@ class DateComparison(Comparison):
     """Dates by component: exact, day/month transposed, one typing error, same year and month, same month and day
     (a birthday kept with a year typed wrong or filled in by a form that asked only for the birthday), within 1
     year, within 5 years, else. A date known only in part (``1843-00-00``, ``1843-05-00``) reaches the levels of the
-    parts both sides know, never ``exact``."""
+    parts both sides know (same year and month, or ``same_year``, a level only such dates reach), never ``exact``."""
 
     kind: ClassVar[str] = "date"
 
@@ -463,10 +463,12 @@ class DateComparison(Comparison):
         lp, rp = parts[side.left], parts[side.right]
         null = side.null | (lp[:, 0] < 0) | (rp[:, 0] < 0)
         (ly, lm, ld), (ry, rm, rd) = lp.T, rp.T
-        # A month or day written 00 is not known (a year of birth alone, 1843----): such a date agrees with another
-        # on what both know and reaches the levels of the parts compared; two of one year are within a year.
-        months = (lm > 0) & (rm > 0)
-        full = months & (ld > 0) & (rd > 0)
+        # A day written 00 is not known, nor a month written 00 with it (a year of birth alone, 1843----, or a year
+        # and month): such a date agrees with another on what both know and reaches the levels of the parts compared:
+        # same_year_month, else same_year, a level of its own (whole dates a year apart are no such agreement). A
+        # month 00 before a known day is a keyed month, compared as written.
+        full = (ld > 0) & (rd > 0)
+        months = ((lm > 0) | (ld > 0)) & ((rm > 0) | (rd > 0))
         exact = full & (ly == ry) & (lm == rm) & (ld == rd)
         transposed = full & (ly == ry) & (lm == rd) & (ld == rm)
         # One keyed digit changes one component, a swap across a boundary two: only those pairs are examined.
@@ -485,6 +487,7 @@ class DateComparison(Comparison):
                 typo,
                 months & (ly == ry) & (lm == rm),
                 full & (lm == rm) & (ld == rd),
+                ~full & (ly == ry),
                 days <= 372,
                 days <= 5 * 372,
             ],

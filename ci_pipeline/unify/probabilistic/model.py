@@ -767,6 +767,8 @@ def _expected_everywhere(training: dict, strata: list, records: int) -> None:
 #: Comparison kinds tried without, one at a time, when a fit's match class is no person's: fields several people
 #: share (a country, a region code, a town) can draw EM's match class to the pairs sharing them.
 SUSPECT_KINDS = DESCRIBING_KINDS | {"identifier", "postal_code", "place"}
+#: Comparison kinds of where a person lives or was born.
+PLACE_KINDS = frozenset({"postal_code", "place"})
 
 
 @dataclass(frozen=True)
@@ -1094,11 +1096,13 @@ def _stratum_insanity(comparisons, fit, active: np.ndarray, bound: list[bool], u
     if not MIN_SHARE <= share <= 1 - MIN_SHARE:
         return f"one of its two classes vanished (match share {share:.2g})"
     exact = {j: float(np.log2(m[j][0] / u[j][0])) for j in np.flatnonzero(active) if not bound[j]}
-    # A describing field (an employer) may differ between one person's records more often than between others'.
+    # A describing field (an employer) may differ between one person's records more often than between others', and
+    # so may a place: namesakes share one (a father and son of one name at one address, people of one name born in
+    # one town) that one person's records, kept across a move, do not.
     insane = [
         f"{comparisons[j].name!r} (m {m[j][0]:.3g}, u {u[j][0]:.3g})"
         for j, w in exact.items()
-        if w < SANE_EXACT_WEIGHT and comparisons[j].kind not in DESCRIBING_KINDS
+        if w < SANE_EXACT_WEIGHT and comparisons[j].kind not in DESCRIBING_KINDS | PLACE_KINDS
     ]
     if insane:
         return f"exact agreement on {', '.join(insane)} came out no more likely for matches than for non-matches"

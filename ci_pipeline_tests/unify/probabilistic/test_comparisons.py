@@ -153,7 +153,7 @@ def test_date_levels_by_component():
 
 def test_a_date_known_only_in_part_reaches_the_levels_of_the_parts_both_know():
     # A year alone or a year and month (00 for the part not known, as read_birth_dates writes 1843---- and 1843-05)
-    # never agrees exactly: two people born in 1843 are not one birth date.
+    # never agrees exactly: two people born in 1843 are not one birth date; one year is a level of its own.
     pairs = [
         ("1843-00-00", "1843-00-00"),
         ("1843-05-00", "1843-05-17"),
@@ -163,16 +163,20 @@ def test_a_date_known_only_in_part_reaches_the_levels_of_the_parts_both_know():
         ("1843-00-00", "1847-00-00"),
         ("1843-00-00", "1850-05-17"),
         ("1843-05-00", "1834-05-00"),
+        ("1949-07-13", "1949-00-13"),  # a month keyed 00 before a known day: one typing error
+        ("1843-12-00", "1844-01-03"),  # a year apart in whole dates' terms, but not of one year
     ]
     assert levels(DateComparison("dob"), pairs) == [
-        "within_1_year",
+        "same_year",
         "same_year_month",
         "same_year_month",
-        "within_1_year",
-        "within_1_year",
+        "same_year",
+        "same_year",
         "within_5_years",
         "else",
         "else",
+        "one_typo",
+        "within_1_year",
     ]
 
 

@@ -39,6 +39,7 @@ from ci_pipeline.unify.probabilistic.model import (
     _frequencies,
     _judge_fit,
     _Patterns,
+    _stratum_insanity,
     _support,
     _with_main_m,
     exact_first,
@@ -374,6 +375,27 @@ def test_a_match_class_drawn_to_either_of_two_shared_fields_is_fitted_again_with
     monkeypatch.setattr(model_module, "_judge_fit", lambda *a: (_ for _ in ()).throw(NoPersonFit("no person")))
     with pytest.raises(NoPersonFit, match="no person"):
         train(records, exact_settings())
+
+
+def test_a_place_shared_more_by_a_strata_namesakes_than_by_one_persons_records_leaves_its_fit_sane():
+    # Within pairs of one name, namesakes may share a place (a father and son at one address, people of one name
+    # born in one town) that one person's records, kept across a move, do not: as for a describing field, that
+    # alone does not make the fit insane. An identifier agreeing so still does.
+    first = NameComparison("first")
+    place = PlaceComparison("town", then=("country",))
+    ident = IdentifierComparison("ssn")
+    comparisons = [first, place, ident]
+
+    def levels(c, exact):
+        rest = (1 - exact) / (len(c.levels) - 1)
+        return np.r_[exact, [rest] * (len(c.levels) - 1)]
+
+    u = [levels(first, 0.01), levels(place, 0.3), levels(ident, 0.001)]
+    m = [levels(first, 0.9), levels(place, 0.1), levels(ident, 0.8)]
+    active, bound = np.ones(3, bool), [False] * 3
+    assert _stratum_insanity(comparisons, (0.5, m, u, []), active, bound, u) is None
+    m[2] = levels(ident, 0.0001)
+    assert "'ssn'" in _stratum_insanity(comparisons, (0.5, m, u, []), active, bound, u)
 
 
 def test_a_stratum_keeps_its_own_m_only_of_the_comparisons_most_of_its_matches_know():
