@@ -213,18 +213,21 @@ def with_birth_date(raw: pd.DataFrame, mapping: dict[str, str]) -> tuple[pd.Data
     birth alone is written as four digits."""
     for column in [c for c, t in mapping.items() if t == "birth_date"]:
         raw = raw.assign(**{column: read_birth_dates(raw[column])[0].to_numpy()})
-    parts = {t: c for c, t in mapping.items() if t in BIRTH_DATE_PARTS}
+    by_part = {t: c for c, t in mapping.items() if t in BIRTH_DATE_PARTS}
+    parts = {p: by_part[p] for p in BIRTH_DATE_PARTS if p in by_part}
     if not parts:
         return raw, mapping
     if list(parts) == ["birth_year"]:  # a year alone, written as unification writes it
         return raw.assign(**{parts["birth_year"]: whole_numbers(raw[parts["birth_year"]], 1000, 9999, 4)}), mapping
-    if missing := [p for p in BIRTH_DATE_PARTS if p not in parts]:
+    if list(parts) != list(BIRTH_DATE_PARTS[: len(parts)]) or len(parts) < 2:
+        missing = [p for p in BIRTH_DATE_PARTS if p not in parts]
         raise UserError(
             f"--map: a birth date in parts needs birth_year, birth_month and birth_day; {' and '.join(missing)} "
-            "not mapped (a year of birth alone may be mapped as birth_year)"
+            "not mapped (a year of birth alone may be mapped as birth_year, a year and month as birth_year and "
+            "birth_month)"
         )
-    column = "birth_date_from_" + "_".join(parts[p] for p in BIRTH_DATE_PARTS)
-    joined = join_birth_date(*(raw[parts[p]] for p in BIRTH_DATE_PARTS))
+    column = "birth_date_from_" + "_".join(parts.values())
+    joined = join_birth_date(*(raw[c] for c in parts.values()))
     compared = {c: t for c, t in mapping.items() if t not in BIRTH_DATE_PARTS} | {column: "birth_date"}
     return raw.assign(**{column: joined.to_numpy()}), compared
 

@@ -66,8 +66,9 @@ def _column_kind(value: str) -> str:
 #: A column's mapping as written: a semantic type, or ``custom:<attribute>`` (see :data:`CUSTOM_NAMED`).
 ColumnKind = Annotated[str, AfterValidator(_column_kind)]
 
-#: Semantic types of a birth date written in three columns; unification joins them into ``birth_date``. A year
-#: of birth alone (no month or day) is the attribute ``birth_year``.
+#: Semantic types of a birth date written in three columns (or two: a year and month, a date known in part);
+#: unification joins them into ``birth_date``. A year of birth alone (no month or day) is the attribute
+#: ``birth_year``.
 BIRTH_DATE_PARTS = ("birth_year", "birth_month", "birth_day")
 
 #: Normalizations a condition can apply (``alias:<name>`` names an alias map of ``unify.normalize.aliases``).
@@ -223,12 +224,13 @@ class UnifyTable(StrictModel):
         return attrs
 
     def birth_date_parts(self) -> dict[str, str]:
-        """Part (``birth_year``, ``birth_month``, ``birth_day``) -> column, in that order; empty when the birth
-        date is not written in parts (a year of birth alone is an attribute of its own)."""
+        """Part (``birth_year``, ``birth_month``, ``birth_day``) -> column, in that order, for a birth date written
+        in three parts or as a year and month (a date known in part); empty otherwise (a year of birth alone is an
+        attribute of its own)."""
         by_kind = {kind: column for column, kind in self.kinds().items()}
-        if not all(part in by_kind for part in BIRTH_DATE_PARTS):
+        if not all(part in by_kind for part in BIRTH_DATE_PARTS[:2]):
             return {}
-        return {part: by_kind[part] for part in BIRTH_DATE_PARTS}
+        return {part: by_kind[part] for part in BIRTH_DATE_PARTS if part in by_kind}
 
     @model_validator(mode="after")
     def _one_column_per_type(self):
@@ -255,12 +257,12 @@ class UnifyTable(StrictModel):
                 f"column {seen['birth_date']!r} is mapped to 'birth_date' and {', '.join(map(repr, parts))} to its "
                 "parts: map the birth date once, either as one column or as birth_year, birth_month and birth_day"
             )
-        if parts and parts != ["birth_year"] and len(parts) < len(BIRTH_DATE_PARTS):
+        if parts and parts[0] != "birth_year" or parts == ["birth_year", "birth_day"]:
             missing = [p for p in BIRTH_DATE_PARTS if p not in seen]
             raise ValueError(
                 f"{', '.join(f'{seen[p]!r} -> {p}' for p in parts)} without {' and '.join(missing)}: a birth date "
                 "in parts needs birth_year, birth_month and birth_day (a year of birth alone may be mapped as "
-                "birth_year)"
+                "birth_year, a year and month as birth_year and birth_month)"
             )
         return self
 

@@ -96,7 +96,9 @@ def model_attributes(config: UnifyConfig) -> dict[str, str]:
 
     Where a full name is mapped and no table maps a first or last name, the first and last name the record frame
     splits from it are attributes too: compared apart, a typo in one leaves the other's evidence and its blocking
-    rules (one whole-name column alone found under half of the true pairs of Splink's fake_20000)."""
+    rules (one whole-name column alone found under half of the true pairs of Splink's fake_20000). A year of birth
+    alone is no attribute of the model where another table maps a birth date: it is compared as that table's birth
+    date known in part (:func:`_years_as_dates`)."""
     found: dict[str, str] = {}
     for t in config.tables:
         joined = bool(t.birth_date_parts())
@@ -106,14 +108,27 @@ def model_attributes(config: UnifyConfig) -> dict[str, str]:
     if "full_name" in found:
         for part in ("first_name", "last_name"):
             found.setdefault(part, part)
+    if found.get("birth_year") == "birth_year" and "birth_date" in found:
+        del found["birth_year"]  # compared as a birth date known in part: see _years_as_dates
     return found
+
+
+def _years_as_dates(config: UnifyConfig, records: pd.DataFrame) -> pd.DataFrame:
+    """The records with the year of birth of a table that holds no birth date written as a birth date known in part
+    (``1967-00-00``) where another table maps a birth date: so the model compares one with the other (same year, or
+    a year apart), rather than each only within the tables that map it."""
+    if "birth_year" not in records.columns or "birth_date" not in records.columns:
+        return records
+    if "birth_year" in model_attributes(config):
+        return records
+    return records.assign(birth_date=records["birth_date"].fillna(records["birth_year"] + "-00-00"))
 
 
 def model_records(config: UnifyConfig, records: pd.DataFrame, normalizer: Normalizer) -> pd.DataFrame:
     """The records as the model compares them: the mapped attributes of the record frame normalized per semantic
     type (positions as in the record frame); the configured normalizer's bypass values and aliases apply."""
     mapped = model_attributes(config)
-    frame = records[list(mapped)].reset_index(drop=True)
+    frame = _years_as_dates(config, records)[list(mapped)].reset_index(drop=True)
     return normalize_records(frame, mapped, normalizer)
 
 
@@ -131,7 +146,7 @@ def model_table(
     mapped = model_attributes(config)
     if columns is not None:
         mapped = {c: mapped[c] for c in columns}
-    table = normalized_table(records[list(mapped)].reset_index(drop=True), mapped, normalizer)
+    table = normalized_table(_years_as_dates(config, records)[list(mapped)].reset_index(drop=True), mapped, normalizer)
     # Each record's table (its position in unify.tables), for link_type link_only (pairs only across tables).
     table = dataclasses.replace(table, source=records["rank"].to_numpy(np.int64))
     return without_values(table, frequent_values(config, table) if frequent is None else frequent)

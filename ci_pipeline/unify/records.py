@@ -207,25 +207,26 @@ def whole_numbers(values: pd.Series, low: int, high: int, width: int) -> pd.Seri
     return n.astype("Int64").astype("string").str.zfill(width)
 
 
-def join_birth_date(year: pd.Series, month: pd.Series, day: pd.Series) -> pd.Series:
-    """Birth dates written ``YYYY-MM-DD`` from three columns of whole numbers (``1967``, ``9``, ``27``); missing
-    where a part is missing or is no whole number in its range. A day the month does not have (February 30) is
-    kept: the model compares year, month and day as written."""
-    return (
-        whole_numbers(year, 1000, 9999, 4) + "-" + whole_numbers(month, 1, 12, 2) + "-" + whole_numbers(day, 1, 31, 2)
-    )
+def join_birth_date(year: pd.Series, month: pd.Series, day: pd.Series | None = None) -> pd.Series:
+    """Birth dates written ``YYYY-MM-DD`` from three columns of whole numbers (``1967``, ``9``, ``27``), or from a
+    year and month (``1967-09-00``: a date known in part); missing where a part is missing or is no whole number in
+    its range. A day the month does not have (February 30) is kept: the model compares year, month and day as
+    written."""
+    days = "00" if day is None else whole_numbers(day, 1, 31, 2)
+    return whole_numbers(year, 1000, 9999, 4) + "-" + whole_numbers(month, 1, 12, 2) + "-" + days
 
 
 def _birth_date_of_parts(
     t: UnifyTable, df: pd.DataFrame, parts: dict[str, str], unreadable: dict[str, dict] | None
 ) -> pd.Series:
-    """The birth date joined from its three columns; a record holding any part whose date is missing or not on the
-    calendar is counted as unreadable under ``source.table.year/month/day``."""
+    """The birth date joined from its columns (three, or a year and month); a record holding any part whose date is
+    missing or not on the calendar is counted as unreadable under ``source.table.year/month/day``."""
     columns = [df[c] for c in parts.values()]
     joined = join_birth_date(*columns)
     if unreadable is not None:
         written = np.column_stack([(c.astype("string").str.strip().fillna("") != "").to_numpy(bool) for c in columns])
-        bad = written.any(axis=1) & parse_times(joined).isna().to_numpy(bool)
+        read = parse_times(joined).notna() | joined.str.fullmatch(PARTIAL_DATE).fillna(False)
+        bad = written.any(axis=1) & ~read.to_numpy(bool)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             unreadable[f"{t.ref}.{'/'.join(parts.values())}"] = {

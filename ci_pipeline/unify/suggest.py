@@ -97,6 +97,9 @@ DATE_VALUE = (
 )
 #: A date without separators (20230115): only trusted when the column's name says it is a date.
 COMPACT_DATE_VALUE = r"(1[89]|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])"
+#: A birth date known in part: a year and month, or a year with the month and day dashed out (dashes, question
+#: marks, x or zeros). A bare year is not counted: a column of years is a year of birth.
+PARTIAL_DATE_VALUE = r"(1[89]|20)\d{2}([-/.]?(\d{1,2}|[-?xX]{2}))([-/.]?(00|[-?xX]{2}))?"
 #: Column names of dates and times (``event_date``, ``created_at``, ``update_ts``).
 DATE_NAME = _words(r"date|time|timestamp|datetime|ts|dt|at|on|day|year|month")
 
@@ -263,8 +266,8 @@ def _birth_date_parts(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: in
     """A year, a month and a day in three columns of whole numbers in range, sharing the rest of their names, are
     mapped as the birth date's parts, which unification joins into one date, when no column holds the whole date:
     when the rest says birth (``dob_day``, ``dob_mon``, ``dob_year``), or is nothing (``day``, ``month``, ``year``)
-    in a customer table whose years are spread as birth years are. A year of birth without its month and day is
-    mapped as ``birth_year``."""
+    in a customer table whose years are spread as birth years are. A year and month of birth without the day are
+    mapped as those parts (a birth date known in part); a year of birth alone as ``birth_year``."""
     if (suggestions["suggested"] == "birth_date").any():
         return suggestions
     groups = _date_parts_by_rest(suggestions, frame, sample)
@@ -280,6 +283,17 @@ def _birth_date_parts(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: in
             result.loc[index, ["suggested", "confidence"]] = [part, "high"]
             result.loc[index, "reason"] = (
                 f"name and values: with {names}, the birth date in parts (joined into one date)"
+            )
+        return result
+    month = next(
+        (f for rest, f in groups.items() if _says_birth(rest) and {"birth_year", "birth_month"} <= set(f)), None
+    )
+    if month is not None:
+        names = ", ".join(str(result.at[month[p], "column"]) for p in ("birth_year", "birth_month"))
+        for part in ("birth_year", "birth_month"):
+            result.loc[month[part], ["suggested", "confidence"]] = [part, "high"]
+            result.loc[month[part], "reason"] = (
+                f"name and values: with {names}, a year and month of birth (joined into a birth date known in part)"
             )
         return result
     year = next((f["birth_year"] for rest, f in groups.items() if _says_birth(rest) and "birth_year" in f), None)
@@ -335,6 +349,14 @@ def birth_years(years: pd.Series) -> bool:
     )
 
 
+def _dates_share(values: pd.Series, says_date: bool, by_name: str | None) -> float:
+    """The share of ``values`` that look like dates: compact ones (20230115) only where the name says date, and
+    where it says birth date, those known in part (1843----, 1843-05) beside whole ones, as unification reads them."""
+    if by_name == "birth_date":
+        return _share(values, f"{DATE_VALUE}|{COMPACT_DATE_VALUE}|{PARTIAL_DATE_VALUE}")
+    return max(_share(values, DATE_VALUE), _share(values, COMPACT_DATE_VALUE) if says_date else 0.0)
+
+
 def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, float]:
     """``(suggested, confidence, reason, share)`` for one column; ``share`` of values confirming it ranks ties."""
     name = _normalized_name(column)
@@ -349,9 +371,7 @@ def _suggest_column(column: str, values: pd.Series) -> tuple[str, str, str, floa
     if by_name and (whose := _an_organisations(name, by_name)):
         return "", "", whose, 0.0
     says_date = re.search(DATE_NAME, name) is not None
-    dates = max(
-        _share(values, DATE_VALUE), _share(values, COMPACT_DATE_VALUE) if says_date or by_name == "birth_date" else 0.0
-    )
+    dates = _dates_share(values, says_date, by_name)
     if by_name == "birth_date" and len(values) and dates < 0.5:
         return "", "", f"the name says birth date but {dates:.0%} of values look like dates: {NOT_AN_ATTRIBUTE}", 0.0
     if dates >= 0.8 or (says_date and by_name is None):

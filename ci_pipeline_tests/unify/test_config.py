@@ -195,10 +195,15 @@ def test_a_birth_date_in_parts_needs_all_three_and_no_whole_date_beside(tmp_path
             r["unify"].update(guard={"conflict_fields": ["birth_date"]}),
         ),
     ).unify.guard.conflict_fields == ["birth_date"]
-    text = problems(tmp_path, parts("birth_year", "birth_month"))
-    assert "'c_birth_year' -> birth_year, 'c_birth_month' -> birth_month without birth_day" in text
-    assert "a year of birth alone may be mapped as birth_year" in text
+    # A year and month are a birth date known in part, joined as one.
+    month = load(tmp_path, parts("birth_year", "birth_month")).unify.tables[0]
+    assert month.attributes()["birth_date"] == "c_birth_year/c_birth_month"
+    assert month.birth_date_parts() == {"birth_year": "c_birth_year", "birth_month": "c_birth_month"}
+    text = problems(tmp_path, parts("birth_year", "birth_day"))
+    assert "'c_birth_year' -> birth_year, 'c_birth_day' -> birth_day without birth_month" in text
+    assert "a year of birth alone may be mapped as birth_year, a year and month as birth_year and birth_month" in text
     assert "without birth_year and birth_month" in problems(tmp_path, parts("birth_day"))
+    assert "without birth_year" in problems(tmp_path, parts("birth_month", "birth_day"))
     # A year alone is an attribute of its own.
     alone = load(tmp_path, parts("birth_year")).unify.tables[0]
     assert alone.attributes()["birth_year"] == "c_birth_year" and not alone.birth_date_parts()

@@ -45,6 +45,7 @@ from ci_pipeline.unify.probabilistic_method import (
     configured_settings,
     model_attributes,
     model_json,
+    model_records,
     read_model,
     scoring_settings,
     train_from_tables,
@@ -472,6 +473,33 @@ def test_link_only_without_rules_trains_where_only_one_table_holds_the_birth_yea
     model, _ = train_from_tables(UnifyConfig.model_validate(raw), tables, {("ua", "cen"): "cid", ("ua", "msr"): "sid"})
     assert model.settings.link_type == "link_only"
     assert not [r for r in model.settings.training_rules if "birth_year" in r.columns]
+
+
+def test_a_year_of_birth_beside_a_birth_date_in_another_table_is_compared_as_that_date_known_in_part():
+    # A loyalty table asks the year of birth, the CRM keeps the whole date, a census the year and month: the model
+    # compares all of them as one birth date, each on the parts it knows, not each within its own tables.
+    raw = {
+        "tables": [
+            {"source": "s", "table": "crm", "columns": {"n": "last_name", "dob": "birth_date"}},
+            {"source": "s", "table": "club", "columns": {"n": "last_name", "yob": "birth_year"}},
+            {"source": "s", "table": "census", "columns": {"n": "last_name", "y": "birth_year", "m": "birth_month"}},
+        ],
+        "match": {"method": "probabilistic"},
+    }
+    config = UnifyConfig.model_validate(raw)
+    assert model_attributes(config) == {"last_name": "last_name", "birth_date": "birth_date"}
+    tables = {
+        ("s", "crm"): pd.DataFrame({"id": ["1"], "n": ["berg"], "dob": ["1967-09-27"]}, dtype="string"),
+        ("s", "club"): pd.DataFrame({"id": ["2", "3"], "n": ["berg", "dahl"], "yob": ["1967", None]}, dtype="string"),
+        ("s", "census"): pd.DataFrame({"id": ["4"], "n": ["berg"], "y": ["1967"], "m": ["9"]}, dtype="string"),
+    }
+    keys = {name: "id" for name in tables}
+    records = build_records(config, tables, keys)
+    compared = model_records(config, records, make_normalizer(config, None))
+    assert compared["birth_date"].tolist() == ["1967-09-27", "1967-00-00", pd.NA, "1967-09-00"]
+    # Where no table maps a birth date, the year is compared as a year.
+    raw["tables"] = raw["tables"][1:2]
+    assert "birth_year" in model_attributes(UnifyConfig.model_validate(raw))
 
 
 def test_a_run_that_trains_on_its_own_records_unifies_as_training_apart_then_scoring_does():

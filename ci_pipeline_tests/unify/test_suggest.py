@@ -450,6 +450,20 @@ def test_names_in_two_numbered_columns_and_an_address_line_are_recognised_by_the
     assert suggested({"c": ["12 apples", "3 pears", "7 plums"]}) == {"c": ""}
 
 
+def test_a_year_and_month_of_birth_are_mapped_as_a_birth_date_known_in_part():
+    rows = suggest_mapping(pd.DataFrame({"name": ["a b"] * 4, "birth_year": YEARS, "birth_month": MONTHS}))
+    got = rows.set_index("column")
+    assert got["suggested"].to_dict() == {"name": "full_name", "birth_year": "birth_year", "birth_month": "birth_month"}
+    assert "a year and month of birth (joined into a birth date known in part)" in got.loc["birth_month", "reason"]
+
+
+def test_a_birth_date_column_holding_dates_known_in_part_is_still_the_birth_date():
+    # Service records: whole dates beside years with the month and day dashed out.
+    written = ["18440602", "1843----", "1838----", "18470207", "1827----"]
+    rows = suggest_mapping(pd.DataFrame({"name": ["a b"] * 5, "birth_date": written})).set_index("column")
+    assert rows.loc["birth_date", "suggested"] == "birth_date"
+
+
 def test_a_birth_date_in_parts_counts_as_a_birth_date_for_a_customer_table():
     parts = {"dob_day": DAYS, "dob_mon": MONTHS, "dob_year": YEARS}
     assert customer_table_verdict(suggest_mapping(pd.DataFrame({**parts, "postcode": ["98101"] * 4}))) is None

@@ -137,6 +137,18 @@ def test_a_year_of_birth_alone_is_compared_and_blocked_on_with_the_names(tmp_pat
     assert figures["precision"] >= 0.95 and figures["recall"] >= 0.9
 
 
+def test_a_year_and_month_of_birth_are_joined_into_a_birth_date_known_in_part(tmp_path, capsys):
+    frame = labelled(people=300)
+    dob = frame.pop("dob")
+    frame["birth_year"], frame["birth_month"] = dob.str[:4], dob.str[5:7]
+    path = tmp_path / "people.csv"
+    frame.to_csv(path, index=False)
+    assert main(["bench", "linkage", "--file", str(path), "--truth", "person", "--id", "record_id"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip())
+    assert figures["mapping"]["birth_month"] == "birth_month"
+    assert figures["precision"] >= 0.95 and figures["recall"] >= 0.9
+
+
 def test_a_spreadsheet_export_is_read_as_the_quick_start_reads_it(tmp_path, capsys):
     frame = labelled(people=100)
     frame.loc[0, "surname"] = "Müller"
