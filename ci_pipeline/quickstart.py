@@ -387,9 +387,10 @@ def unread_notes(unread: tuple[UnreadLine, ...], fields: int) -> list[str]:
 
 
 def _model_types(plan: Plan) -> set[str]:
-    """The attributes mapped that the model compares well (a birth date in three parts is compared as one date)."""
+    """The attributes mapped that the model compares well (a birth date in three parts, or a year and month, is
+    compared as one date)."""
     suggested = set(plan.mapping.loc[plan.mapping["suggested"] != "", "suggested"])
-    joined = set(BIRTH_DATE_PARTS) <= suggested
+    joined = set(BIRTH_DATE_PARTS[:2]) <= suggested
     return {"birth_date" if joined and t in BIRTH_DATE_PARTS else t for t in suggested} & MODEL_FIELDS
 
 

@@ -268,9 +268,22 @@ def _birth_date_parts(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: in
     when the rest says birth (``dob_day``, ``dob_mon``, ``dob_year``), or is nothing (``day``, ``month``, ``year``)
     in a customer table whose years are spread as birth years are. A year and month of birth without the day are
     mapped as those parts (a birth date known in part); a year of birth alone as ``birth_year``."""
-    if (suggestions["suggested"] == "birth_date").any():
-        return suggestions
     groups = _date_parts_by_rest(suggestions, frame, sample)
+    whole = suggestions.index[suggestions["suggested"] == "birth_date"]
+    if len(whole):
+        year = next((f["birth_year"] for rest, f in groups.items() if _says_birth(rest) and "birth_year" in f), None)
+        dated, years = frame.iloc[:, whole[0]].count(), (frame.iloc[:, year].count() if year is not None else 0)
+        if years <= dated:
+            return suggestions
+        # Two systems' rows in one sheet: one wrote the birth date, the other (more of them) the year of birth.
+        suggestions = suggestions.copy()
+        suggestions.loc[whole[0], ["suggested", "confidence", "reason"]] = [
+            "",
+            "",
+            f"a birth date, but fewer records hold it than {frame.columns[year]!r} ({dated:,} against {years:,}): "
+            "the year of birth is mapped instead (a table maps one of the two); map this as custom to keep it on the "
+            "profile",
+        ]
     result = suggestions.copy()
     customers = customer_table_verdict(suggestions) is None
     for rest, found in groups.items():

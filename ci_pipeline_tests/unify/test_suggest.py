@@ -462,6 +462,17 @@ def test_a_birth_date_column_holding_dates_known_in_part_is_still_the_birth_date
     written = ["18440602", "1843----", "1838----", "18470207", "1827----"]
     rows = suggest_mapping(pd.DataFrame({"name": ["a b"] * 5, "birth_date": written})).set_index("column")
     assert rows.loc["birth_date", "suggested"] == "birth_date"
+    # Two systems in one sheet, one writing the date, the other (more rows) the year: a table maps one of the two.
+    sheet = pd.DataFrame(
+        {
+            "name": ["a b"] * 8,
+            "birth_date": written[:2] + [None] * 6,
+            "birth_year": [None] * 2 + YEARS + ["1940", "1933"],
+        }
+    )
+    rows = suggest_mapping(sheet).set_index("column")
+    assert rows["suggested"].to_dict() == {"name": "full_name", "birth_date": "", "birth_year": "birth_year"}
+    assert "fewer records hold it than 'birth_year' (2 against 6)" in rows.loc["birth_date", "reason"]
 
 
 def test_a_birth_date_in_parts_counts_as_a_birth_date_for_a_customer_table():

@@ -468,10 +468,13 @@ def default_settings(
     # matches nearly all differ in the third field: its exact agreement came out rare among matches. A rule of
     # one field conditions on less. Within the budget its pairs are few per record, so its matches are not lost
     # among strangers; over it (large data), training keeps the paired rules.
-    # A rule that finds no pair trains nothing (under link_only, one on a field that only one table holds): it
-    # would hide that the comparisons it leaves unmasked have no training pair.
-    # The birthday rules block only: as training rules they cost precision on data whose names are common.
-    pairing = [r for r in rules if counted[r] > 0] + [r for r in wide if len(r.keys) == 1]
+    # A rule that finds no pair trains nothing (under link_only, one on a field that only one table holds, such as
+    # a census's year and month of birth): it would hide that the comparisons it leaves unmasked have no training
+    # pair. The birthday rules block only: as training rules they cost precision on data whose names are common.
+    single = [r for r in wide if len(r.keys) == 1]
+    if link_type == "link_only":
+        single = [r for r in single if pair_count(r.codes(table), table.source, True)[0] > 0]
+    pairing = [r for r in rules if counted[r] > 0] + single
     training = tuple(r for r in pairing if personal & set(r.columns))
     training += _training_for_untrained(comparisons, training, pairing)
     rules += wide

@@ -996,7 +996,10 @@ def _fit_stratum(table: Table, settings: Settings, keys, earlier, m_start, u_ran
         [_frequencies(len(c.levels), patterns[:, j], weights) for j, c in enumerate(settings.comparisons)],
     )
     fits = [_em_both(patterns, weights, m_start, u, active, settings, accelerate=not weak) for u in starts]
-    judged = [(_stratum_insanity(settings.comparisons, fit, active, bound, u_random), fit) for fit in fits]
+    # A comparison known on both sides of none of its pairs (a field one table holds, under link_only) says
+    # nothing of the fit: its m stays where it started, as its u does.
+    known = active & (patterns >= 0).any(axis=0)
+    judged = [(_stratum_insanity(settings.comparisons, fit, known, bound, u_random), fit) for fit in fits]
     sane = [fit for insane, fit in judged if insane is None]
     if not sane:
         _warn(

@@ -405,7 +405,8 @@ def test_the_default_reads_no_full_name_beside_first_and_last_name():
     assert "Full" not in with_full.columns
 
 
-def test_linking_two_files_where_only_one_holds_the_birth_year_trains_every_comparison():
+@pytest.mark.parametrize("kind", ["birth_year", "birth_date"])
+def test_linking_two_files_where_only_one_holds_the_birth_year_trains_every_comparison(kind):
     # A census (names, birth year, birthplace) linked to service records without the year: under link_only the
     # rules on the year find no pair between the two files. Counted as training rules, they hid that every rule
     # that finds pairs reads the first name, and training stopped; a rule on surname and birthplace trains it.
@@ -420,10 +421,14 @@ def test_linking_two_files_where_only_one_holds_the_birth_year_trains_every_comp
         },
         dtype="string",
     )
+    if kind == "birth_date":
+        # A year and month of birth joined into a date known in part: a single field the pair budget takes as a
+        # rule, which finds no pair between the files either.
+        people["year"] = people["year"] + "-0" + pd.Series(rng.integers(1, 10, n).astype(str), dtype="string") + "-00"
     service = people.assign(year=pd.NA)
     service.loc[::4, "first"] = service.loc[::4, "first"] + "x"
     raw = pd.concat([people, service], ignore_index=True)
-    mapping = {"first": "first_name", "last": "last_name", "year": "birth_year", "place": "city"}
+    mapping = {"first": "first_name", "last": "last_name", "year": kind, "place": "city"}
     records = normalize_records(raw, mapping)
     records["source"] = pd.array(["census"] * n + ["service"] * n, dtype="string")
     settings, _ = default_settings(records, mapping, link_type="link_only", source="source")
@@ -433,6 +438,34 @@ def test_linking_two_files_where_only_one_holds_the_birth_year_trains_every_comp
         warnings.simplefilter("ignore")
         model = train(records, settings, source="source")
     assert {p.name for p in model.parameters if p.active} >= {"first", "last"}
+
+
+def test_a_date_one_linked_file_holds_leaves_the_fit_of_the_pairs_of_one_name_sane():
+    # The census's year and month of birth are known on both sides of none of the pairs of one name between the two
+    # files: their m and u stay as they started, which read as non-matches sharing a date like one person's records
+    # and refused the fit of those pairs, whose namesakes then went to the main fit.
+    rng = np.random.default_rng(6)
+    n = 600
+    people = pd.DataFrame(
+        {
+            "first": rng.choice(["ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal", "ida", "jo"], n),
+            "middle": rng.choice(list("abcdefghijklmnop"), n),
+            "last": [f"name{i}" for i in rng.integers(0, 40, n)],
+            "born": [f"{y}-0{m}-00" for y, m in zip(rng.integers(1820, 1850, n), rng.integers(1, 10, n), strict=True)],
+            "place": rng.choice(["ny", "pa", "oh", "ir", "de", "ma", "va", "nj"], n),
+        },
+        dtype="string",
+    )
+    service = people.assign(born=pd.NA)
+    service.loc[::4, "first"] = service.loc[::4, "first"] + "x"
+    mapping = {"first": "first_name", "middle": "middle_name", "last": "last_name", "born": "birth_date"}
+    records = normalize_records(pd.concat([people, service], ignore_index=True), mapping | {"place": "city"})
+    records["source"] = pd.array(["census"] * n + ["service"] * n, dtype="string")
+    settings, _ = default_settings(records, mapping | {"place": "city"}, link_type="link_only", source="source")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = train(records, settings, source="source")
+    assert [s.keys for s in model.strata] == [(("nickname(first)", "last"),)]
 
 
 def test_first_and_last_name_with_a_birth_date_alone_train():
