@@ -606,13 +606,18 @@ def _person_identifiers(plan: Plan) -> list[str]:
 
 def _simple_rules(types: set[str], identifiers: list[str] = ()) -> list[tuple[str, list[dict]]]:
     """Rules of one identifying attribute each (a person's own number first, then e-mail and phone), with the name
-    agreeing where a name is mapped."""
+    agreeing where a name is mapped; without those, a birth date or postal code with the whole name (the first and
+    last name where both are mapped: many people of one first name share a birthday in a register of thousands)."""
     name = next((t for t in ("first_name", "full_name", "last_name") if t in types), None)
     agree = [{"field": name, "precision": "high"}] if name else []
     rules = [(f"same_{_normalized(c)}", [{"field": c}, *agree]) for c in identifiers]
     rules += [(f"same_{field}", [{"field": field}, *agree]) for field in ("email", "phone") if field in types]
     if not rules and name:
-        rules += [(f"{name}_and_{f}", [{"field": f}, *agree]) for f in ("birth_date", "postal_code") if f in types]
+        names = ["first_name", "last_name"] if {"first_name", "last_name"} <= types else [name]
+        whole = [{"field": n, "precision": "high"} for n in names]
+        rules += [
+            (f"{'_'.join(names)}_and_{f}", [{"field": f}, *whole]) for f in ("birth_date", "postal_code") if f in types
+        ]
     return rules
 
 

@@ -301,7 +301,10 @@ def test_a_file_of_distinct_people_gets_simple_rules_with_the_reason_not_a_run_t
     assert "to train one. Until then, duplicates are found by simple rules (docs/config/unify.md)." in said
     unify = yaml.safe_load(written)["unify"]
     assert "match" not in unify
-    assert unify["tables"][0]["dedup"]["rules"][0]["name"] == "first_name_and_birth_date"
+    # The first and last name with the birth date: the first name alone joined strangers of one birthday.
+    (rule,) = unify["tables"][0]["dedup"]["rules"]
+    assert rule["name"] == "first_name_last_name_and_birth_date"
+    assert [c["field"] for c in rule["conditions"]] == ["birth_date", "first_name", "last_name"]
     profiles = pd.read_parquet(tmp_path / "out" / "lake" / "ci_pipeline" / "unify" / "customer_profile.parquet")
     assert len(profiles) == MODEL_ROWS
 
