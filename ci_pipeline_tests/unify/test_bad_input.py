@@ -96,14 +96,20 @@ def test_a_year_of_birth_alone_is_written_as_four_digits_and_a_value_that_is_no_
     assert unreadable == {"crm.contacts.yob": {"values": 1, "example": "80"}}
 
 
-def test_birth_dates_known_only_in_part_are_said_to_be_so_with_what_each_method_does():
-    f = frames()
-    f[("crm", "contacts")] = f[("crm", "contacts")].assign(dob=["1843----", "1843-05", "1980-05-06", None])
+def _dob_configs():
+    """The test configuration with the contacts' ``dob`` mapped as the birth date: matched by rules, and by the
+    probabilistic model."""
     raw = config().model_dump()
     raw["tables"][0]["columns"]["dob"] = "birth_date"
     rules_config = type(config()).model_validate(raw)
     raw["match"]["method"] = "probabilistic"
-    model_config = type(config()).model_validate(raw)
+    return rules_config, type(config()).model_validate(raw)
+
+
+def test_birth_dates_known_only_in_part_are_said_to_be_so_with_what_each_method_does():
+    f = frames()
+    f[("crm", "contacts")] = f[("crm", "contacts")].assign(dob=["1843----", "1843-05", "1980-05-06", None])
+    rules_config, model_config = _dob_configs()
     (rules_warning,) = [w for w in prepare(rules_config, f, KEYS, None).warnings if "crm.contacts.dob" in w]
     assert "2 birth date(s) are known only in part, a year or a year and month (e.g. '1843----')" in rules_warning
     assert rules_warning.endswith("rules, the guard and merge read them as missing")
@@ -123,11 +129,7 @@ def test_birth_dates_unify_cannot_hold_are_still_compared_by_the_probabilistic_m
     # Historical records: a date before 1677 is beyond a nanosecond timestamp, a typo'd day beyond any calendar.
     f = frames()
     f[("crm", "contacts")] = f[("crm", "contacts")].assign(dob=["1634-08-01", "1845-01-81", "1980-05-06", None])
-    raw = config().model_dump()
-    raw["tables"][0]["columns"]["dob"] = "birth_date"
-    rules_config = type(config()).model_validate(raw)
-    raw["match"]["method"] = "probabilistic"
-    model_config = type(config()).model_validate(raw)
+    rules_config, model_config = _dob_configs()
     (rules_warning,) = [w for w in prepare(rules_config, f, KEYS, None).warnings if "crm.contacts.dob" in w]
     assert rules_warning.endswith("they count as missing")
     prepared = prepare(model_config, f, KEYS, None)
