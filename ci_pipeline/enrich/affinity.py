@@ -465,7 +465,9 @@ def _attributes(customers: pd.Index, profile: pd.DataFrame, fields: PriorFields,
         found.append(("Gender", gender))
     birth = column(fields.birth_date)
     if birth is not None:
-        born = pd.to_datetime(birth, errors="coerce", format="mixed", utc=True)
+        # A birth date known in part (1967-00-00, 1967-05-00) still gives an age band: the year is enough.
+        known = birth.str.replace(r"^(\d{4})-00-00$", r"\1-07-01", regex=True).str.replace(r"-00$", "-15", regex=True)
+        born = pd.to_datetime(known, errors="coerce", format="mixed", utc=True)
         age = (as_of - born).dt.days / 365.25
         bounds = [b for b, _ in AGE_BANDS]
         band = pd.Series(np.searchsorted(bounds, age.to_numpy(dtype=float, na_value=np.nan), side="right") - 1)

@@ -125,6 +125,20 @@ def test_a_customer_with_no_purchases_gets_the_prior_of_customers_like_them_mark
     assert sum(a["ShareOfVoice"] for a in values["NEW_S"]["Affinity"].values()) == 100
 
 
+def test_a_birth_date_known_only_in_part_still_gives_an_age_band():
+    # Everyone born in 1960 buys Voltix, around 2005 Lumera; the newcomers' birth dates are a year, a year and
+    # month, as unification writes them (1958-00-00, 2004-05-00).
+    rows = [(f"O{i}", "Voltix", 40, "2026-06-01") for i in range(6)]
+    rows += [(f"Y{i}", "Lumera", 40, "2026-06-01") for i in range(6)]
+    people = profile(
+        [f"O{i}" for i in range(6)] + [f"Y{i}" for i in range(6)] + ["NEW_O", "NEW_Y"],
+        BirthDate=["1960-03-04"] * 6 + ["2005-03-04"] * 6 + ["1958-00-00", "2004-05-00"],
+    )
+    values = values_of(run(lines(rows), people, {"chosen": ["Voltix", "Lumera"], "min_group": 2}))
+    assert values["NEW_O"]["PriorGroup"] == "AgeBand=65+" and values["NEW_Y"]["PriorGroup"] == "AgeBand=<25"
+    assert values["NEW_O"]["Top"] == "Voltix" and values["NEW_Y"]["Top"] == "Lumera"
+
+
 def test_customers_with_enough_history_are_not_marked_prior():
     facts = lines([("A", "Voltix", 10, "2026-06-01")] * 3 + [("B", "Lumera", 10, "2026-06-01")])
     values = values_of(run(facts, profile(["A", "B"])))
