@@ -705,16 +705,20 @@ def train(
     # The main fit is that of the pairs outside the strata: random pairs and blocked pairs of a stratum are left
     # out (each stratum has its own fit).
     outside = ~_agree(table, every_key, sample_left, sample_right)
+    random_levels = sample
     sample_left, sample = sample_left[outside], sample[outside]
     u_random = [_frequencies(len(c.levels), sample[:, j]) for j, c in enumerate(comparisons)]
 
     where = "training_blocking" if settings.training_blocking else "blocking"
     blocked: Blocked = block(table, settings.training_rules, settings.max_pairs_per_rule, link_only, where=where)
+    unseen = _unseen_levels(table, settings, random_levels, blocked)
     keep = ~_agree(table, every_key, blocked.left, blocked.right)
     blocked = Blocked(blocked.left[keep], blocked.right[keep], blocked.rule[keep], blocked.counts)
     seed, fixed = _held_from_first(strata, comparisons, seed)
     fit = _MainFit(table, settings, blocked, seed, u_random, fixed, strata, sample)
     m, u_random, prior, converged, trace, expected_matches, strata = fit.sane(active, notes)
+    m = [np.where(unseen[j], u_random[j], m[j]) for j in range(len(comparisons))]
+    strata = tuple(_without_unseen(stratum, unseen) for stratum in strata)
     parameters = tuple(
         ComparisonParameters(
             c.name, c.levels, tuple(float(x) for x in m[j]), tuple(float(x) for x in u_random[j]), notes[j]
@@ -903,6 +907,33 @@ def _fit_main(
     m, shares, converged, trace = _em(patterns, counts, session, seed, u_random, settings, active, fixed)
     expected = _expected_matches(settings, blocked, gamma, rules, shares, m, u_random, active) / sampled
     return m, shares, converged, trace, expected
+
+
+def _unseen_levels(table: Table, settings: Settings, random_levels: np.ndarray, blocked: Blocked) -> list:
+    """Per comparison, whether each level is reached by no random pair and no training pair (of EM's sample).
+
+    Such a level's m and u are both their smoothing's alone, and they differ by the ratio of the two samples'
+    sizes (a million random pairs against a few thousand expected matches): a level no data showed would weigh
+    many bits (a year of birth alone on data with whole dates only: +9.8). It weighs nothing instead (m = u), so
+    that a stored model meeting such values later does not take them for evidence."""
+    sampled, _ = _em_sample(blocked, settings)
+    training = gamma_matrix(table, settings.comparisons, sampled.left, sampled.right)
+    unseen = []
+    for j, comparison in enumerate(settings.comparisons):
+        seen = np.zeros(len(comparison.levels), dtype=bool)
+        for levels in (random_levels[:, j], training[:, j]):
+            seen[levels[levels >= 0]] = True
+        unseen.append(~seen)
+    return unseen
+
+
+def _without_unseen(stratum: Stratum, unseen: list) -> Stratum:
+    """``stratum`` with the m of the ``unseen`` levels (see :func:`_unseen_levels`) set to its u."""
+    parameters = tuple(
+        dataclasses.replace(p, m=tuple(float(x) for x in np.where(unseen[j], p.u, p.m)))
+        for j, p in enumerate(stratum.parameters)
+    )
+    return dataclasses.replace(stratum, parameters=parameters)
 
 
 def _em_sample(blocked: Blocked, settings: Settings) -> tuple[Blocked, float]:

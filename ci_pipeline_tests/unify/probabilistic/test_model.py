@@ -15,6 +15,7 @@ import pytest
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.probabilistic import (
     ConvergenceWarning,
+    DateComparison,
     ExactMatch,
     IdentifierComparison,
     Model,
@@ -399,6 +400,30 @@ def test_a_place_shared_more_by_a_strata_namesakes_than_by_one_persons_records_l
     assert _stratum_insanity(comparisons, (0.5, m, u, []), active, bound, u) is None
     m[2] = levels(ident, 0.0001)
     assert "'ssn'" in _stratum_insanity(comparisons, (0.5, m, u, []), active, bound, u)
+
+
+def test_a_level_no_pair_reaches_in_training_weighs_nothing():
+    # Whole birth dates only: no pair reaches same_year (a date known in part). From smoothing alone its m and u
+    # differ by the sizes of the two samples, and a stored model meeting a year of birth alone later would have
+    # taken two records of one year for a near-exact date.
+    rng = np.random.default_rng(3)
+    people = 600
+    born = [f"19{rng.integers(40, 99)}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}" for _ in range(people)]
+    first = rng.choice(["ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal"], people)
+    last = [f"name{i}" for i in rng.integers(0, 200, people)]
+    frame = pd.DataFrame({"first": first, "last": last, "born": born}, dtype="string")
+    records = pd.concat([frame, frame.assign(first=frame["first"] + "x")], ignore_index=True)
+    settings = Settings(
+        comparisons=(NameComparison("first"), NameComparison("last"), DateComparison("born")),
+        blocking=tuple(BlockingRule.parse(r, "blocking") for r in (["last", "born"], ["first", "last"], ["born"])),
+    )
+    model = train(records, settings)
+    dates = next(p for p in model.parameters if p.name == "born")
+    level = dates.levels.index("same_year")
+    assert dates.m[level] == dates.u[level]
+    # Levels the data reach keep their weights.
+    exact = dates.levels.index("exact")
+    assert dates.m[exact] > 100 * dates.u[exact]
 
 
 def test_a_stratum_keeps_its_own_m_only_of_the_comparisons_most_of_its_matches_know():
