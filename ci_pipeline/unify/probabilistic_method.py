@@ -113,13 +113,12 @@ def model_attributes(config: UnifyConfig) -> dict[str, str]:
     return found
 
 
-def _years_as_dates(config: UnifyConfig, records: pd.DataFrame) -> pd.DataFrame:
+def _years_as_dates(records: pd.DataFrame, mapped: dict[str, str]) -> pd.DataFrame:
     """The records with the year of birth of a table that holds no birth date written as a birth date known in part
-    (``1967-00-00``) where another table maps a birth date: so the model compares one with the other (same year, or
-    a year apart), rather than each only within the tables that map it."""
-    if "birth_year" not in records.columns or "birth_date" not in records.columns:
-        return records
-    if "birth_year" in model_attributes(config):
+    (``1967-00-00``) where another table maps a birth date (the year is then no attribute of the model, ``mapped``):
+    so the model compares one with the other (same year, or a year apart), rather than each only within the tables
+    that map it."""
+    if "birth_year" in mapped or not {"birth_year", "birth_date"} <= set(records.columns):
         return records
     return records.assign(birth_date=records["birth_date"].fillna(records["birth_year"] + "-00-00"))
 
@@ -128,7 +127,7 @@ def model_records(config: UnifyConfig, records: pd.DataFrame, normalizer: Normal
     """The records as the model compares them: the mapped attributes of the record frame normalized per semantic
     type (positions as in the record frame); the configured normalizer's bypass values and aliases apply."""
     mapped = model_attributes(config)
-    frame = _years_as_dates(config, records)[list(mapped)].reset_index(drop=True)
+    frame = _years_as_dates(records, mapped)[list(mapped)].reset_index(drop=True)
     return normalize_records(frame, mapped, normalizer)
 
 
@@ -143,10 +142,9 @@ def model_table(
     only ``columns`` when given (scoring reads only the columns of its settings). The values of the guard's
     ``frequency_fields`` that more records hold than its ``max_value_frequency`` are missing, as for the rules:
     those of these records (:func:`frequent_values`), or ``frequent`` (the run's, for a few of its records)."""
-    mapped = model_attributes(config)
-    if columns is not None:
-        mapped = {c: mapped[c] for c in columns}
-    table = normalized_table(_years_as_dates(config, records)[list(mapped)].reset_index(drop=True), mapped, normalizer)
+    every = model_attributes(config)
+    mapped = every if columns is None else {c: every[c] for c in columns}
+    table = normalized_table(_years_as_dates(records, every)[list(mapped)].reset_index(drop=True), mapped, normalizer)
     # Each record's table (its position in unify.tables), for link_type link_only (pairs only across tables).
     table = dataclasses.replace(table, source=records["rank"].to_numpy(np.int64))
     return without_values(table, frequent_values(config, table) if frequent is None else frequent)

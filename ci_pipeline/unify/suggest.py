@@ -17,7 +17,7 @@ import pandas as pd
 
 from ci_pipeline.config.unify import BIRTH_DATE_PARTS
 from ci_pipeline.unify.dates import read_birth_dates
-from ci_pipeline.unify.records import whole_numbers
+from ci_pipeline.unify.records import PARTIAL_DATE, whole_numbers
 
 
 def _words(pattern: str) -> str:
@@ -97,9 +97,6 @@ DATE_VALUE = (
 )
 #: A date without separators (20230115): only trusted when the column's name says it is a date.
 COMPACT_DATE_VALUE = r"(1[89]|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])"
-#: A birth date known in part: a year and month, or a year with the month and day dashed out (dashes, question
-#: marks, x or zeros). A bare year is not counted: a column of years is a year of birth.
-PARTIAL_DATE_VALUE = r"(1[89]|20)\d{2}([-/.]?(\d{1,2}|[-?xX]{2}))([-/.]?(00|[-?xX]{2}))?"
 #: Column names of dates and times (``event_date``, ``created_at``, ``update_ts``).
 DATE_NAME = _words(r"date|time|timestamp|datetime|ts|dt|at|on|day|year|month")
 
@@ -365,8 +362,11 @@ def birth_years(years: pd.Series) -> bool:
 def _dates_share(values: pd.Series, says_date: bool, by_name: str | None) -> float:
     """The share of ``values`` that look like dates: compact ones (20230115) only where the name says date, and
     where it says birth date, those known in part (1843----, 1843-05) beside whole ones, as unification reads them."""
-    if by_name == "birth_date":
-        return _share(values, f"{DATE_VALUE}|{COMPACT_DATE_VALUE}|{PARTIAL_DATE_VALUE}")
+    if by_name == "birth_date" and len(values):
+        whole = values.str.fullmatch(f"{DATE_VALUE}|{COMPACT_DATE_VALUE}").fillna(False)
+        # Read as unification reads them; a bare year is not counted: a column of years is a year of birth.
+        partial = read_birth_dates(values)[0].str.fullmatch(PARTIAL_DATE).fillna(False)
+        return float((whole | (partial & ~values.str.fullmatch(r"\d{4}").fillna(False))).mean())
     return max(_share(values, DATE_VALUE), _share(values, COMPACT_DATE_VALUE) if says_date else 0.0)
 
 

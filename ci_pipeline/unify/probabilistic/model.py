@@ -916,14 +916,20 @@ def _unseen_levels(table: Table, settings: Settings, random_levels: np.ndarray, 
     sizes (a million random pairs against a few thousand expected matches): a level no data showed would weigh
     many bits (a year of birth alone on data with whole dates only: +9.8). It weighs nothing instead (m = u), so
     that a stored model meeting such values later does not take them for evidence."""
-    sampled, _ = _em_sample(blocked, settings)
-    training = gamma_matrix(table, settings.comparisons, sampled.left, sampled.right)
+    comparisons = settings.comparisons
     unseen = []
-    for j, comparison in enumerate(settings.comparisons):
+    for j, comparison in enumerate(comparisons):
         seen = np.zeros(len(comparison.levels), dtype=bool)
-        for levels in (random_levels[:, j], training[:, j]):
-            seen[levels[levels >= 0]] = True
+        seen[random_levels[:, j][random_levels[:, j] >= 0]] = True
         unseen.append(~seen)
+    # Only the comparisons with a level no random pair reaches are compared on the training pairs (a date's rare
+    # levels, mostly): the others have no level left to find.
+    rare = [j for j in range(len(comparisons)) if unseen[j].any()]
+    if rare:
+        sampled, _ = _em_sample(blocked, settings)
+        training = gamma_matrix(table, tuple(comparisons[j] for j in rare), sampled.left, sampled.right)
+        for k, j in enumerate(rare):
+            unseen[j][training[:, k][training[:, k] >= 0]] = False
     return unseen
 
 
