@@ -284,3 +284,29 @@ def comparison_problems(spec: Any, where: str, columns: Collection[str] | None =
     if columns is not None:
         found += _column_problems(kind, spec, where, columns)
     return found
+
+
+#: The levels of a date's distance in years, nearest first (see :func:`bands`).
+YEAR_BANDS = ("within_1_year", "within_5_years", "else")
+
+
+def bands(levels: tuple[str, ...]) -> list[list[int]]:
+    """Runs of ``levels`` (positions) that are bands of one measure, most similar first: the thresholds of one
+    similarity or distance, with ``else`` when it comes right after them (below the last threshold), and a date's
+    distance in years. A pair in a later band of a run is less alike than one in an earlier band by that measure."""
+    runs, run, measure = [], [], None
+    for i, level in enumerate(levels):
+        this = level.split(">=")[0].split("<=")[0] if (">=" in level or "<=" in level) else None
+        if level in YEAR_BANDS:
+            this = "years"
+        if this is not None and this == measure:
+            run.append(i)
+            continue
+        if level == "else" and measure is not None:
+            run.append(i)
+        if len(run) >= 2:
+            runs.append(run)
+        run, measure = ([i], this) if this is not None else ([], None)
+    if len(run) >= 2:
+        runs.append(run)
+    return runs

@@ -39,6 +39,7 @@ import pandas as pd
 
 from ci_pipeline.arrays import unique
 from ci_pipeline.errors import UserError
+from ci_pipeline.grammar.comparisons import bands
 from ci_pipeline.side_by_side import each
 from ci_pipeline.unify.probabilistic.blocking import Blocked, BlockingRule, Key, block, pair_count
 from ci_pipeline.unify.probabilistic.comparisons import NULL, Comparison, SettingsError
@@ -594,6 +595,31 @@ def exact_first(m: np.ndarray) -> np.ndarray:
     return m
 
 
+def monotone(m: np.ndarray, u: np.ndarray, levels: tuple[str, ...]) -> np.ndarray:
+    """``m`` with the weight log2(m / u) never rising along a run of bands of one measure (:func:`bands`): where a
+    less alike band came out weighing more than a more alike one, the two are pooled (adjacent violators, as
+    isotonic regression pools them), each then weighing their joint m over their joint u; m keeps its sum.
+
+    A band's weight is learnt from the pairs that reach it, and a rare band's from few: EM gave dates five years
+    apart more weight than dates a year apart (+1.3 bits against -0.8) on records whose matches never differ by
+    years, so that a pair was linked for being further apart."""
+    m = np.array(m, dtype=np.float64)
+    u = np.asarray(u, dtype=np.float64)
+    for run in bands(levels):
+        blocks: list[list[int]] = []
+        for i in run:
+            blocks.append([i])
+            while len(blocks) > 1 and _ratio(m, u, blocks[-2]) < _ratio(m, u, blocks[-1]):
+                blocks[-2:] = [blocks[-2] + blocks[-1]]
+        for pooled in blocks:
+            m[pooled] = u[pooled] * _ratio(m, u, pooled)
+    return m
+
+
+def _ratio(m: np.ndarray, u: np.ndarray, levels: list[int]) -> float:
+    return float(m[levels].sum() / u[levels].sum())
+
+
 def _masked(gamma: np.ndarray, settings: Settings, rule: BlockingRule) -> tuple[np.ndarray, np.ndarray]:
     """Distinct level patterns of ``gamma`` and their counts, the rule's own comparisons masked (null)."""
     own = set(rule.columns)
@@ -718,7 +744,8 @@ def train(
     fit = _MainFit(table, settings, blocked, seed, u_random, fixed, strata, sample)
     m, u_random, prior, converged, trace, expected_matches, strata = fit.sane(active, notes)
     m = [np.where(unseen[j], u_random[j], m[j]) for j in range(len(comparisons))]
-    strata = tuple(_without_unseen(stratum, unseen) for stratum in strata)
+    m = [monotone(m[j], u_random[j], c.levels) for j, c in enumerate(comparisons)]
+    strata = tuple(_monotone_stratum(_without_unseen(stratum, unseen)) for stratum in strata)
     parameters = tuple(
         ComparisonParameters(
             c.name, c.levels, tuple(float(x) for x in m[j]), tuple(float(x) for x in u_random[j]), notes[j]
@@ -938,6 +965,14 @@ def _without_unseen(stratum: Stratum, unseen: list) -> Stratum:
     parameters = tuple(
         dataclasses.replace(p, m=tuple(float(x) for x in np.where(unseen[j], p.u, p.m)))
         for j, p in enumerate(stratum.parameters)
+    )
+    return dataclasses.replace(stratum, parameters=parameters)
+
+
+def _monotone_stratum(stratum: Stratum) -> Stratum:
+    """``stratum`` with each m held to :func:`monotone` against its own u."""
+    parameters = tuple(
+        dataclasses.replace(p, m=tuple(float(x) for x in monotone(p.m, p.u, p.levels))) for p in stratum.parameters
     )
     return dataclasses.replace(stratum, parameters=parameters)
 

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from ci_pipeline.errors import UserError
+from ci_pipeline.grammar.comparisons import DATE_LEVELS, bands
 from ci_pipeline.unify.probabilistic import (
     ConvergenceWarning,
     DateComparison,
@@ -44,6 +45,7 @@ from ci_pipeline.unify.probabilistic.model import (
     _support,
     _with_main_m,
     exact_first,
+    monotone,
 )
 
 #: Probability that a duplicate keeps each field (the true m of exact agreement) and each field's vocabulary.
@@ -655,3 +657,53 @@ def test_a_comparison_whose_column_no_training_pair_holds_on_both_sides_is_switc
     assert [p.name for p in model.parameters if not p.active] == ["e"]
     plain = train(records, exact_settings())
     assert [p.m for p in model.parameters[:-1]] == [p.m for p in plain.parameters]
+
+
+def test_a_less_alike_band_never_weighs_more_than_a_more_alike_one():
+    # Runs of bands of one measure: thresholds of one similarity, else below them, a date's distance in years.
+    levels = ("exact", "nickname", "jaro_winkler>=0.92", "jaro_winkler>=0.88", "jaro_winkler>=0.7", "else")
+    assert bands(levels) == [[2, 3, 4, 5]]
+    assert bands(DATE_LEVELS) == [[6, 7, 8]]
+    assert bands(("exact", "jaro_winkler>=0.92", "jaro_winkler>=0.8", "same_city", "else")) == [[1, 2]]
+    assert bands(("exact", "one_typo", "else")) == []
+    # Weights 1, 3, -1 bits along a run: the first two pooled at their joint m over joint u (2 bits each).
+    u = np.array([0.1, 0.1, 0.1, 0.7])
+    m = np.array([0.5, 0.1, 0.3, 0.1])
+    held = monotone(m, u, ("exact", "jaro_winkler>=0.9", "jaro_winkler>=0.8", "else"))
+    assert np.allclose(held, [0.5, 0.2, 0.2, 0.1]) and np.isclose(held.sum(), m.sum())
+    # In order already: unchanged.
+    assert np.array_equal(monotone(held, u, ("exact", "jaro_winkler>=0.9", "jaro_winkler>=0.8", "else")), held)
+
+
+def test_dates_years_apart_weigh_no_more_than_dates_a_year_apart():
+    # A third of the duplicates hold a birth date drawn again two to four years off (an age given, not a date):
+    # EM finds more matches five years apart than one year apart, and a model weighing each band by its own
+    # share alone linked pairs for being further apart.
+    rng = np.random.default_rng(5)
+    people = 800
+    year = rng.integers(1940, 1999, people)
+    born = [f"{y}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}" for y in year]
+    first = rng.choice([f"first{i}" for i in range(60)], people)
+    last = [f"name{i}" for i in rng.integers(0, 300, people)]
+    frame = pd.DataFrame({"first": first, "last": last, "born": born}, dtype="string")
+    copy = frame.copy()
+    redrawn = rng.random(people) < 1 / 3
+    shift = rng.integers(2, 5, people) * rng.choice([-1, 1], people)
+    copy.loc[redrawn, "born"] = [
+        f"{y}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}" for y in (year + shift)[redrawn]
+    ]
+    records = pd.concat([frame, copy], ignore_index=True)
+    settings = Settings(
+        comparisons=(NameComparison("first"), NameComparison("last"), DateComparison("born")),
+        blocking=tuple(
+            BlockingRule.parse(r, "blocking") for r in (["first", "last"], ["last", "born"], ["first", "born"])
+        ),
+    )
+    model = train(records, settings)
+    for fit in (model.parameters, *(s.parameters for s in model.strata)):
+        for p in fit:
+            for run in bands(p.levels):
+                assert np.all(np.diff(p.weights[run]) <= 1e-9), (p.name, p.levels, p.weights)
+    dates = next(p for p in model.parameters if p.name == "born")
+    far = dates.levels.index("within_5_years")
+    assert dates.weights[far] > 0  # the redrawn dates are evidence still, as much as a year apart
