@@ -39,7 +39,16 @@ CUSTOM_PATTERNS: list[tuple[str, str]] = [
         ),
     ),
     ("a year of birth (not a date)", _words(r"birth_?year|year_?of_?birth|yob")),
+    # Voter and census files keep it apart from the name (``name_sufx_cd``); lost, a father and his son of one name
+    # at one address would be one person.
+    (
+        "a name suffix (Jr, Sr, III): it tells a father from his son of the same name",
+        _words(r"(name_?)?(suffix|sufx|sfx)(_?(cd|code))?"),
+    ),
 ]
+
+#: Column names of a place of birth (``birth_place``, ``birth_state``, ``country_of_birth``).
+OF_BIRTH = _words(r"birth|born")
 
 #: Column names of a house number written apart from the street (febrl's ``street_number``, ``house_no``, ``hnum``).
 HOUSE_NUMBER_NAME = _words(r"(street|house|building|hse)_?(number|no|num|nr|nbr)|h_?(num|nbr|nr)")
@@ -66,14 +75,15 @@ NAME_PATTERNS: list[tuple[str, str]] = [
     # ``name_first`` too: schemas that group a name's parts under one prefix (``primary_name_first``).
     ("first_name", r"first_?name|name_?first|given_?name|forename|^given$|" + _words(r"fname")),
     ("last_name", r"last_?name|name_?last|surname|family_?name|^family$|" + _words(r"lname")),
-    ("middle_name", r"middle_?(name|initial)|" + _words(r"mi|middle")),
+    ("middle_name", r"middle_?(name|initial)|" + _words(r"mi|middle|midl(_?name)?|mid_?name")),
     ("full_name", r"full_?name|name_?full|customer_?name|contact_?name|requester_?name|display_?name|^name$"),
     ("postal_code", r"postal|post_?code|" + _words(r"zip(_?code)?|postcode|plz")),
     # The parts of an address before the street: a schema prefixes them all alike (``address1_city``,
     # ``address1_line1``), and the country before the state (``Country/Region`` beside ``State/Region``).
     ("country", r"country"),
     ("state", _words(r"state|province|region|stateorprovince|state_?or_?province")),
-    # A birth place is a town like an address's: what the place comparisons and blocking rules of a city do.
+    # A birth place is a town like an address's: what the place comparisons and blocking rules of a city do (the
+    # person's own town, where a table has both, is taken first: see ``_one_column_per_type``).
     ("city", _words(r"city|town|locality|suburb|municipality|birth_?place|place_?of_?birth")),
     ("street", r"street|addr(ess)?_?(line)?_?1|^((billing|shipping|mailing|home|postal)_)?addr(ess)?$"),
     ("birth_date", r"birth|" + _words(r"dob|bdate|bday|b_?day|born")),
@@ -454,8 +464,14 @@ def _one_column_per_type(suggestions: pd.DataFrame) -> pd.DataFrame:
     ``custom``, but for a name type, which is left unmapped."""
     typed = suggestions[(suggestions["suggested"] != "") & (suggestions["suggested"] != "custom")]
     whole = [_named_as_a_whole(str(c), kind) for c, kind in zip(typed["column"], typed["suggested"], strict=True)]
-    ranked = typed.assign(rank=typed["confidence"].map(_RANK), whole=whole).sort_values(
-        ["rank", "share", "whole"], ascending=False, kind="stable"
+    # A place of birth stands in for the town where a table has no other: a voter file's res_city_desc beside its
+    # birth_place is where the person lives, which their other records hold too.
+    own = [
+        kind not in PERSONAL_PLACES or not re.search(OF_BIRTH, _normalized_name(str(c)))
+        for c, kind in zip(typed["column"], typed["suggested"], strict=True)
+    ]
+    ranked = typed.assign(rank=typed["confidence"].map(_RANK), own=own, whole=whole).sort_values(
+        ["rank", "own", "share", "whole"], ascending=False, kind="stable"
     )
     losers = ranked[ranked.duplicated("suggested", keep="first")]
     winners = ranked.drop_duplicates("suggested").set_index("suggested")["column"]

@@ -501,3 +501,34 @@ def test_dates_spread_as_birth_dates_in_a_column_named_only_date_beside_names_ar
     assert "birth" not in recent.set_index("column").loc["date", "reason"]
     stamps = suggest_mapping(pd.DataFrame({"name": ["a b"] * 4, "date": [d + " 10:00:00" for d in dates]}))
     assert "birth" not in stamps.set_index("column").loc["date", "reason"]
+
+
+#: A voter register's columns (North Carolina's layout): the middle name and the name suffix apart, the town of
+#: residence beside the place of birth.
+VOTERS = {
+    "ncid": ["AA1", "AA2", "AA3"],
+    "last_name": ["SMITH", "SMITH", "JONES"],
+    "first_name": ["JOHN", "JOHN", "MARY"],
+    "midl_name": ["LEE", "LEE", "ANN"],
+    "name_sufx_cd": ["JR", "SR", ""],
+    "res_street_address": ["12 MAIN ST", "12 MAIN ST", "4 OAK AVE"],
+    "res_city_desc": ["RALEIGH", "RALEIGH", "CARY"],
+    "state_cd": ["NC", "NC", "NC"],
+    "zip_code": ["27601", "27601", "27511"],
+    "birth_state": ["NC", "VA", "NY"],
+    "birth_place": ["DURHAM", "RICHMOND", "ALBANY"],
+}
+
+
+def test_a_voter_registers_middle_name_suffix_and_town_of_residence_beside_the_place_of_birth():
+    rows = suggest_mapping(pd.DataFrame(VOTERS)).set_index("column")
+    got = rows["suggested"].to_dict()
+    assert got["midl_name"] == "middle_name" and got["name_sufx_cd"] == "custom"
+    assert "tells a father from his son" in rows.loc["name_sufx_cd", "reason"]
+    # Where the person lives is their town and state; the places of birth are kept as custom.
+    assert got["res_city_desc"] == "city" and got["birth_place"] == "custom"
+    assert got["state_cd"] == "state" and got["birth_state"] == "custom"
+    assert "which res_city_desc takes" in rows.loc["birth_place", "reason"]
+    # Alone, a place of birth is still the town compared.
+    alone = suggested({"first_name": ["a", "b", "c"], "birth_place": ["devon", "london", "leeds"]})
+    assert alone["birth_place"] == "city"
