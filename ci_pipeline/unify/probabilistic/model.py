@@ -798,6 +798,9 @@ def _expected_everywhere(training: dict, strata: list, records: int) -> None:
 #: Comparison kinds tried without, one at a time, when a fit's match class is no person's: fields several people
 #: share (a country, a region code, a town) can draw EM's match class to the pairs sharing them.
 SUSPECT_KINDS = DESCRIBING_KINDS | {"identifier", "postal_code", "place"}
+#: Share of a match class's pairs agreeing exactly on the birth date from which it is one person's records, whatever
+#: their names: households, namesakes and people of one town mostly differ in it.
+PERSON_AGREEMENT = 0.5
 #: Comparison kinds of where a person lives or was born.
 PLACE_KINDS = frozenset({"postal_code", "place"})
 
@@ -1311,10 +1314,12 @@ def _judge_fit(
         )
     names = [j for j, c in enumerate(comparisons) if active[j] and c.kind == "name"]
     differ = [j for j in names if m[j][0] <= m[j][-1]]
-    if names and (len(differ) == len(names) or (strict and 2 * len(differ) >= len(names))):
+    born = [j for j, c in enumerate(comparisons) if active[j] and c.kind == "date" and m[j][0] >= PERSON_AGREEMENT]
+    if names and not born and (len(differ) == len(names) or (strict and 2 * len(differ) >= len(names))):
         # One person's records nearly always agree on a name. Where EM's match class agrees on none more often than
         # it differs in it entirely, it has found some other group (people of one sex and town in a file without
-        # duplicates), and its links would join strangers.
+        # duplicates), and its links would join strangers. Unless most of its pairs agree on the birth date, which
+        # no such group does: then they are one person's records under other names (a sanctions list's aliases).
         said = ", ".join(f"{comparisons[j].name!r} (m exact {m[j][0]:.3g}, else {m[j][-1]:.3g})" for j in names)
         raise NoPersonFit(
             f"{summary}; the fit is not sane: its matches differ entirely in every name more often than they agree on "

@@ -327,6 +327,26 @@ def test_a_match_class_that_agrees_on_no_name_is_refused_as_no_person():
     _judge_fit(comparisons, households, u, np.ones(3, bool), [None] * 3, [], True, 1e-5)
 
 
+def test_a_match_class_under_other_names_that_agrees_on_the_birth_date_is_one_person():
+    # A sanctions list linked to another: each person is listed under several aliases, so one person's records
+    # differ entirely in both names more often than they agree, and agree on the birth date (m exact 0.76 there).
+    first, last, born = NameComparison("first"), NameComparison("last"), DateComparison("born")
+    comparisons = [first, last, born]
+
+    def levels(c, exact, other):
+        rest = (1 - exact - other) / (len(c.levels) - 2)
+        return np.r_[exact, [rest] * (len(c.levels) - 2), other]
+
+    u = [levels(first, 0.007, 0.95), levels(last, 0.0014, 0.97), levels(born, 0.0009, 0.8)]
+    aliases = [levels(first, 0.33, 0.4), levels(last, 0.09, 0.7), levels(born, 0.76, 0.1)]
+    _judge_fit(comparisons, aliases, u, np.ones(3, bool), [None] * 3, [], True, 1e-5)
+    _judge_fit(comparisons, aliases, u, np.ones(3, bool), [None] * 3, [], True, 1e-5, strict=True)
+    # Agreeing on the birth date for fewer than half of its pairs, the class is no person's (a cohort of one town).
+    cohort = [levels(first, 0.33, 0.4), levels(last, 0.09, 0.7), levels(born, 0.3, 0.4)]
+    with pytest.raises(TrainingError, match="differ entirely in every name"):
+        _judge_fit(comparisons, cohort, u, np.ones(3, bool), [None] * 3, [], True, 1e-5)
+
+
 def test_a_match_class_drawn_to_a_shared_field_is_fitted_again_without_it(monkeypatch):
     # On a register of foreigners (86% of one country; copies with typos in both names and the year) EM's class
     # with the country compared was the pairs of one country, not one person's records; without it, the fit is
