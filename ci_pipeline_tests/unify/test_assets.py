@@ -81,6 +81,14 @@ def test_the_size_guard_check_warns_when_the_guard_cut_a_group_at_the_cap(tmp_pa
     assert not guard.passed and guard.severity == dg.AssetCheckSeverity.WARN
     assert guard.metadata["size_cap_groups"].value == 1 and guard.metadata["largest_cluster"].value == 2
     assert all(c.passed for name, c in checks.items() if name != "cluster_size_guard")
+    # What the run's summary prints for it: how far to raise the cap, or what to look for.
+    assert guard.description == (
+        "the guard cut 1 group(s) of linked records at the size cap of 2, the largest of 3 records: where their "
+        "records truly are one customer (a person listed under many names, an organisation), raise "
+        "unify.guard.max_cluster_size above 3; else look for a placeholder value they share (match_pairs notes "
+        "'over-merge guard: size cap')"
+    )
+    assert all(c.description is None for c in checks.values() if c.passed)
 
 
 def test_match_only_mode_issues_no_ids(tmp_path):
