@@ -48,7 +48,7 @@ CUSTOM_PATTERNS: list[tuple[str, str]] = [
 ]
 
 #: Column names of a place of birth (``birth_place``, ``birth_state``, ``country_of_birth``).
-OF_BIRTH = _words(r"birth|born")
+OF_BIRTH = _words(r"birth(_?(place|state|country|town|city))?|born")
 
 #: Column names of a house number written apart from the street (febrl's ``street_number``, ``house_no``, ``hnum``).
 HOUSE_NUMBER_NAME = _words(r"(street|house|building|hse)_?(number|no|num|nr|nbr)|h_?(num|nbr|nr)")
@@ -73,8 +73,10 @@ NAME_PATTERNS: list[tuple[str, str]] = [
     ("full_name", r"(first|given|fore)_?(name_?)?(and_?)?(sur|last|family)_?name"),
     # "given" and "family" only as the whole name: family_size or given_at are no names.
     # ``name_first`` too: schemas that group a name's parts under one prefix (``primary_name_first``).
-    ("first_name", r"first_?name|name_?first|given_?name|forename|^given$|" + _words(r"fname")),
-    ("last_name", r"last_?name|name_?last|surname|family_?name|^family$|" + _words(r"lname")),
+    # "first", "last", "given" and "family" only as the whole name (Synthea's patients: FIRST, LAST): first_seen or
+    # last_login are no names.
+    ("first_name", r"first_?name|name_?first|given_?name|forename|^given$|^first$|" + _words(r"fname")),
+    ("last_name", r"last_?name|name_?last|surname|family_?name|^family$|^last$|" + _words(r"lname")),
     ("middle_name", r"middle_?(name|initial)|" + _words(r"mi|middle|midl(_?name)?|mid_?name")),
     ("full_name", r"full_?name|name_?full|customer_?name|contact_?name|requester_?name|display_?name|^name$"),
     ("postal_code", r"postal|post_?code|" + _words(r"zip(_?code)?|postcode|plz")),
@@ -482,6 +484,11 @@ def _one_column_per_type(suggestions: pd.DataFrame) -> pd.DataFrame:
             # A second name column compared beside the first would count the same name twice as evidence.
             result.loc[index, ["suggested", "confidence"]] = ["", ""]
             result.loc[index, "reason"] = f"{taken}: left unmapped, as comparing it too would count the name twice"
+        elif row["suggested"] == "gender":
+            # A second column of one-letter codes beside the gender is something else coded alike (a marital
+            # status: M, S, D), which tells no one apart.
+            result.loc[index, ["suggested", "confidence"]] = ["", ""]
+            result.loc[index, "reason"] = f"{taken}: left unmapped, a code shared by many people"
         else:
             result.loc[index, ["suggested", "confidence"]] = ["custom", "medium"]
             result.loc[index, "reason"] = f"{taken}: kept as custom"

@@ -532,3 +532,38 @@ def test_a_voter_registers_middle_name_suffix_and_town_of_residence_beside_the_p
     # Alone, a place of birth is still the town compared.
     alone = suggested({"first_name": ["a", "b", "c"], "birth_place": ["devon", "london", "leeds"]})
     assert alone["birth_place"] == "city"
+
+
+#: Synthea's synthetic patients (patients.csv): names in FIRST and LAST (with digits Synthea appends), the birth
+#: place beside the town of residence, a marital status coded in letters like the gender.
+SYNTHEA = {
+    "Id": ["1d604da9-9a81-4ba9-80c2-de3375d59b40", "034e9e3b-2def-4559-bb2a-7850888ae060", "10339b10-3cd1-4ac3"],
+    "BIRTHDATE": ["1989-05-25", "1983-11-14", "1992-06-02"],
+    "SSN": ["999-76-6866", "999-73-5361", "999-27-3385"],
+    "FIRST": ["José Eduardo181", "Milo271", "Mariana775"],
+    "LAST": ["Gómez206", "Feil794", "Rutherford999"],
+    "MARITAL": ["M", "S", "M"],
+    "GENDER": ["M", "M", "F"],
+    "BIRTHPLACE": ["Marigot  Saint Andrew Parish  DM", "Danvers  Massachusetts  US", "Yarmouth  Massachusetts  US"],
+    "ADDRESS": ["427 Balistreri Way Unit 19", "422 Farrell Path Unit 69", "999 Kuhn Forge"],
+    "CITY": ["Chicopee", "Somerville", "Lowell"],
+    "ZIP": ["01013", "02143", "01851"],
+}
+
+
+def test_synthea_patients_first_and_last_birthplace_and_a_second_letter_code():
+    rows = suggest_mapping(pd.DataFrame(SYNTHEA)).set_index("column")
+    got = rows["suggested"].to_dict()
+    assert got["FIRST"] == "first_name" and got["LAST"] == "last_name" and got["BIRTHDATE"] == "birth_date"
+    assert got["CITY"] == "city" and got["BIRTHPLACE"] == "custom" and got["ADDRESS"] == "street"
+    assert got["GENDER"] == "gender" and got["MARITAL"] == ""
+    # A marital status of married people alone (M) looks like a gender: beside the gender it is left unmapped, not
+    # compared as custom.
+    married = suggest_mapping(pd.DataFrame({**SYNTHEA, "MARITAL": ["M", "M", "M"]})).set_index("column")
+    assert married.loc["MARITAL", "suggested"] == "" and married.loc["GENDER", "suggested"] == "gender"
+    assert "a code shared by many people" in married.loc["MARITAL", "reason"]
+    # Only as the whole name: a first or last date is no name.
+    assert suggested({"first_seen": ["2024-01-02"] * 3, "last_login": ["2024-01-02"] * 3}) == {
+        "first_seen": "",
+        "last_login": "",
+    }
