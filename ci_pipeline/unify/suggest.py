@@ -461,9 +461,10 @@ def _an_organisations(name: str, by_name: str) -> str | None:
 
 
 def _one_column_per_type(suggestions: pd.DataFrame) -> pd.DataFrame:
-    """Keep each semantic type on its best column (confidence, then share of confirming values, then a name that is
-    the type's name as a whole, ``surname`` before ``maiden_surname``, then column order); the others become
-    ``custom``, but for a name type, which is left unmapped."""
+    """Keep each semantic type on its best column (confidence, then a place of the person's own before a place of
+    birth, then share of confirming values, then a name that is the type's name as a whole, ``surname`` before
+    ``maiden_surname``, then column order); the others become ``custom``, but for a name type or the gender, which
+    are left unmapped."""
     typed = suggestions[(suggestions["suggested"] != "") & (suggestions["suggested"] != "custom")]
     whole = [_named_as_a_whole(str(c), kind) for c, kind in zip(typed["column"], typed["suggested"], strict=True)]
     # A place of birth stands in for the town where a table has no other: a voter file's res_city_desc beside its
