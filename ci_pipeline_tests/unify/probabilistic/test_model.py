@@ -307,6 +307,12 @@ def test_an_insane_fit_is_a_clear_error_naming_the_comparison():
     assert [p.name for p in model.parameters if not p.active] == ["side"]
 
 
+def level_shares(c, exact: float, other: float) -> np.ndarray:
+    """Probabilities of ``c``'s levels: ``exact`` for the first, ``other`` for the last (else), the rest shared."""
+    rest = (1 - exact - other) / (len(c.levels) - 2)
+    return np.r_[exact, [rest] * (len(c.levels) - 2), other]
+
+
 def test_a_match_class_that_agrees_on_no_name_is_refused_as_no_person():
     # What EM found in a census file without duplicates: a class of people of one sex and town, whose names agree
     # no more often than strangers' do. Every weight is "sane" (agreement is rarer among random pairs), yet linking
@@ -314,16 +320,12 @@ def test_a_match_class_that_agrees_on_no_name_is_refused_as_no_person():
     first, last, sex = NameComparison("first"), NameComparison("last"), ExactMatch("sex")
     comparisons = [first, last, sex]
 
-    def levels(c, exact, other):
-        rest = (1 - exact - other) / (len(c.levels) - 2)
-        return np.r_[exact, [rest] * (len(c.levels) - 2), other]
-
-    u = [levels(first, 0.002, 0.97), levels(last, 0.0005, 0.98), np.r_[0.5, 0.5]]
-    no_person = [levels(first, 0.18, 0.77), levels(last, 0.007, 0.985), np.r_[1.0, 1e-9]]
+    u = [level_shares(first, 0.002, 0.97), level_shares(last, 0.0005, 0.98), np.r_[0.5, 0.5]]
+    no_person = [level_shares(first, 0.18, 0.77), level_shares(last, 0.007, 0.985), np.r_[1.0, 1e-9]]
     with pytest.raises(TrainingError, match=r"differ entirely in every name more often than they agree.*'first'"):
         _judge_fit(comparisons, no_person, u, np.ones(3, bool), [None] * 3, [], True, 1e-5)
     # Households taken for matches still agree on the surname: not refused here (the strata weigh them).
-    households = [levels(first, 0.3, 0.56), levels(last, 0.9, 0.05), np.r_[0.6, 0.4]]
+    households = [level_shares(first, 0.3, 0.56), level_shares(last, 0.9, 0.05), np.r_[0.6, 0.4]]
     _judge_fit(comparisons, households, u, np.ones(3, bool), [None] * 3, [], True, 1e-5)
 
 
@@ -333,16 +335,12 @@ def test_a_match_class_under_other_names_that_agrees_on_the_birth_date_is_one_pe
     first, last, born = NameComparison("first"), NameComparison("last"), DateComparison("born")
     comparisons = [first, last, born]
 
-    def levels(c, exact, other):
-        rest = (1 - exact - other) / (len(c.levels) - 2)
-        return np.r_[exact, [rest] * (len(c.levels) - 2), other]
-
-    u = [levels(first, 0.007, 0.95), levels(last, 0.0014, 0.97), levels(born, 0.0009, 0.8)]
-    aliases = [levels(first, 0.33, 0.4), levels(last, 0.09, 0.7), levels(born, 0.76, 0.1)]
+    u = [level_shares(first, 0.007, 0.95), level_shares(last, 0.0014, 0.97), level_shares(born, 0.0009, 0.8)]
+    aliases = [level_shares(first, 0.33, 0.4), level_shares(last, 0.09, 0.7), level_shares(born, 0.76, 0.1)]
     _judge_fit(comparisons, aliases, u, np.ones(3, bool), [None] * 3, [], True, 1e-5)
     _judge_fit(comparisons, aliases, u, np.ones(3, bool), [None] * 3, [], True, 1e-5, strict=True)
     # Agreeing on the birth date for fewer than half of its pairs, the class is no person's (a cohort of one town).
-    cohort = [levels(first, 0.33, 0.4), levels(last, 0.09, 0.7), levels(born, 0.3, 0.4)]
+    cohort = [level_shares(first, 0.33, 0.4), level_shares(last, 0.09, 0.7), level_shares(born, 0.3, 0.4)]
     with pytest.raises(TrainingError, match="differ entirely in every name"):
         _judge_fit(comparisons, cohort, u, np.ones(3, bool), [None] * 3, [], True, 1e-5)
 
