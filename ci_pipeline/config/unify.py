@@ -257,7 +257,7 @@ class UnifyTable(StrictModel):
                 f"column {seen['birth_date']!r} is mapped to 'birth_date' and {', '.join(map(repr, parts))} to its "
                 "parts: map the birth date once, either as one column or as birth_year, birth_month and birth_day"
             )
-        if parts and parts[0] != "birth_year" or parts == ["birth_year", "birth_day"]:
+        if (parts and parts[0] != "birth_year") or parts == ["birth_year", "birth_day"]:
             missing = [p for p in BIRTH_DATE_PARTS if p not in seen]
             raise ValueError(
                 f"{', '.join(f'{seen[p]!r} -> {p}' for p in parts)} without {' and '.join(missing)}: a birth date "

@@ -35,7 +35,7 @@ from ci_pipeline.unify import (
     train_from_tables,
     unify,
 )
-from ci_pipeline.unify.engine import WEAKEST_LISTED
+from ci_pipeline.unify.engine import WEAKEST_LISTED, size_cap_summary
 from ci_pipeline.unify.incremental import read_state, report_text, state_ahead
 from ci_pipeline.unify.probabilistic.chart import weight_bars
 from ci_pipeline.unify.probabilistic.model import NOTHING_TO_DO
@@ -406,7 +406,7 @@ def _checks(context, result: UnifyResult, cap: int):
                 **{k: v for k, v in result.stats["guard_splits"].items() if k.startswith("size_cap_")},
             },
             severity=dg.AssetCheckSeverity.WARN,
-            description=_size_cap_cut(result.stats["guard_splits"], cap),
+            description=size_cap_summary(result.stats["guard_splits"], cap),
         ),
     }
     for (asset, name), run in checks.items():
@@ -424,17 +424,6 @@ def _checks(context, result: UnifyResult, cap: int):
 
 def _result(passed, metadata, severity=dg.AssetCheckSeverity.ERROR, description: str | None = None):
     return passed, metadata, severity, description
-
-
-def _size_cap_cut(splits: dict, cap: int) -> str:
-    """What the size cap cut and what to do, for the end of a run (the run's summary prints a failed check's
-    description): the largest group tells the user how far to raise the cap where the records are one customer."""
-    return (
-        f"the guard cut {splits['size_cap_groups']} group(s) of linked records at the size cap of {cap}, the largest "
-        f"of {splits['size_cap_largest']} records: where their records truly are one customer (a person listed "
-        f"under many names, an organisation), raise unify.guard.max_cluster_size above {splits['size_cap_largest']}; "
-        "else look for a placeholder value they share (match_pairs notes 'over-merge guard: size cap')"
-    )
 
 
 def dedup_records(dedup: dict[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:

@@ -732,6 +732,18 @@ def _guard_splits(events: list[dict]) -> dict:
     }
 
 
+def size_cap_summary(splits: dict, cap: int) -> str:
+    """What the size cap cut (``splits``: :func:`_guard_splits`) and what to do, in a line for the end of a run (the
+    size check's description): the largest group tells the user how far to raise the cap where the records are one
+    customer."""
+    return (
+        f"the guard cut {splits['size_cap_groups']} group(s) of linked records at the size cap of {cap}, the largest "
+        f"of {splits['size_cap_largest']} records: where their records truly are one customer (a person listed "
+        f"under many names, an organisation), raise unify.guard.max_cluster_size above {splits['size_cap_largest']}; "
+        "else look for a placeholder value they share (match_pairs notes 'over-merge guard: size cap')"
+    )
+
+
 def _guard_warnings(config: UnifyConfig, records: pd.DataFrame, uncomparable: dict[str, int], splits: dict) -> list:
     """Outcomes a user must see: customers cut at the size cap, and tables whose records no rule can compare."""
     found = []

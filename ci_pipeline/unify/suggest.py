@@ -278,9 +278,9 @@ def _birth_date_parts(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: in
     in a customer table whose years are spread as birth years are. A year and month of birth without the day are
     mapped as those parts (a birth date known in part); a year of birth alone as ``birth_year``."""
     groups = _date_parts_by_rest(suggestions, frame, sample)
+    year = next((f["birth_year"] for rest, f in groups.items() if _says_birth(rest) and "birth_year" in f), None)
     whole = suggestions.index[suggestions["suggested"] == "birth_date"]
     if len(whole):
-        year = next((f["birth_year"] for rest, f in groups.items() if _says_birth(rest) and "birth_year" in f), None)
         dated, years = frame.iloc[:, whole[0]].count(), (frame.iloc[:, year].count() if year is not None else 0)
         if years <= dated:
             return suggestions
@@ -300,28 +300,25 @@ def _birth_date_parts(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: in
             continue
         if rest == "" and not customers:
             continue  # plain day, month and year outside a customer table: an order's or a visit's date
-        names = ", ".join(str(result.at[found[p], "column"]) for p in PART_RANGES)
-        for part, index in found.items():
-            result.loc[index, ["suggested", "confidence"]] = [part, "high"]
-            result.loc[index, "reason"] = (
-                f"name and values: with {names}, the birth date in parts (joined into one date)"
-            )
-        return result
+        return _mapped_as_parts(result, found, tuple(PART_RANGES), "the birth date in parts (joined into one date)")
     month = next(
         (f for rest, f in groups.items() if _says_birth(rest) and {"birth_year", "birth_month"} <= set(f)), None
     )
     if month is not None:
-        names = ", ".join(str(result.at[month[p], "column"]) for p in ("birth_year", "birth_month"))
-        for part in ("birth_year", "birth_month"):
-            result.loc[month[part], ["suggested", "confidence"]] = [part, "high"]
-            result.loc[month[part], "reason"] = (
-                f"name and values: with {names}, a year and month of birth (joined into a birth date known in part)"
-            )
-        return result
-    year = next((f["birth_year"] for rest, f in groups.items() if _says_birth(rest) and "birth_year" in f), None)
+        what = "a year and month of birth (joined into a birth date known in part)"
+        return _mapped_as_parts(result, month, ("birth_year", "birth_month"), what)
     if year is not None:
         result.loc[year, ["suggested", "confidence"]] = ["birth_year", "high"]
         result.loc[year, "reason"] = "name and values: a year of birth (compared as a year, blocked on with names)"
+    return result
+
+
+def _mapped_as_parts(result: pd.DataFrame, found: dict[str, int], parts: tuple[str, ...], what: str) -> pd.DataFrame:
+    """``result`` with the columns of ``found`` (part -> row) mapped as those ``parts`` of the birth date."""
+    names = ", ".join(str(result.at[found[p], "column"]) for p in parts)
+    for part in parts:
+        result.loc[found[part], ["suggested", "confidence"]] = [part, "high"]
+        result.loc[found[part], "reason"] = f"name and values: with {names}, {what}"
     return result
 
 

@@ -743,9 +743,8 @@ def train(
     seed, fixed = _held_from_first(strata, comparisons, seed)
     fit = _MainFit(table, settings, blocked, seed, u_random, fixed, strata, sample)
     m, u_random, prior, converged, trace, expected_matches, strata = fit.sane(active, notes)
-    m = [np.where(unseen[j], u_random[j], m[j]) for j in range(len(comparisons))]
-    m = [monotone(m[j], u_random[j], c.levels) for j, c in enumerate(comparisons)]
-    strata = tuple(_monotone_stratum(_without_unseen(stratum, unseen)) for stratum in strata)
+    m = [_settled(m[j], u_random[j], c.levels, unseen[j]) for j, c in enumerate(comparisons)]
+    strata = tuple(_settled_stratum(stratum, unseen) for stratum in strata)
     parameters = tuple(
         ComparisonParameters(
             c.name, c.levels, tuple(float(x) for x in m[j]), tuple(float(x) for x in u_random[j]), notes[j]
@@ -963,19 +962,17 @@ def _unseen_levels(table: Table, settings: Settings, random_levels: np.ndarray, 
     return unseen
 
 
-def _without_unseen(stratum: Stratum, unseen: list) -> Stratum:
-    """``stratum`` with the m of the ``unseen`` levels (see :func:`_unseen_levels`) set to its u."""
+def _settled(m, u, levels: tuple[str, ...], unseen: np.ndarray) -> np.ndarray:
+    """``m`` as the model keeps it: a level no pair reached weighs nothing (m = u, see :func:`_unseen_levels`), and
+    no band weighs more than a more alike one (:func:`monotone`)."""
+    return monotone(np.where(unseen, u, m), u, levels)
+
+
+def _settled_stratum(stratum: Stratum, unseen: list) -> Stratum:
+    """``stratum`` with each m :func:`_settled` against its own u."""
     parameters = tuple(
-        dataclasses.replace(p, m=tuple(float(x) for x in np.where(unseen[j], p.u, p.m)))
+        dataclasses.replace(p, m=tuple(float(x) for x in _settled(p.m, p.u, p.levels, unseen[j])))
         for j, p in enumerate(stratum.parameters)
-    )
-    return dataclasses.replace(stratum, parameters=parameters)
-
-
-def _monotone_stratum(stratum: Stratum) -> Stratum:
-    """``stratum`` with each m held to :func:`monotone` against its own u."""
-    parameters = tuple(
-        dataclasses.replace(p, m=tuple(float(x) for x in monotone(p.m, p.u, p.levels))) for p in stratum.parameters
     )
     return dataclasses.replace(stratum, parameters=parameters)
 
