@@ -410,9 +410,8 @@ def test_a_place_shared_more_by_a_strata_namesakes_than_by_one_persons_records_l
     ident = IdentifierComparison("ssn")
     comparisons = [first, place, ident]
 
-    def levels(c, exact):
-        rest = (1 - exact) / (len(c.levels) - 1)
-        return np.r_[exact, [rest] * (len(c.levels) - 1)]
+    def levels(c, exact):  # the other levels share the rest alike
+        return level_shares(c, exact, (1 - exact) / (len(c.levels) - 1))
 
     u = [levels(first, 0.01), levels(place, 0.3), levels(ident, 0.001)]
     m = [levels(first, 0.9), levels(place, 0.1), levels(ident, 0.8)]
