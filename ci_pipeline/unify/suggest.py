@@ -75,7 +75,7 @@ NAME_PATTERNS: list[tuple[str, str]] = [
     # ``name_first`` too: schemas that group a name's parts under one prefix (``primary_name_first``).
     # "first", "last", "given" and "family" only as the whole name (Synthea's patients: FIRST, LAST): first_seen or
     # last_login are no names.
-    ("first_name", r"first_?name|name_?first|given_?name|forename|^given$|^first$|" + _words(r"fname")),
+    ("first_name", r"first_?name|name_?first|given_?name|forename|^given$|^first$|" + _words(r"fname|gname")),
     ("last_name", r"last_?name|name_?last|surname|family_?name|^family$|^last$|" + _words(r"lname")),
     ("middle_name", r"middle_?(name|initial)|" + _words(r"mi|middle|midl(_?name)?|mid_?name")),
     ("full_name", r"full_?name|name_?full|customer_?name|contact_?name|requester_?name|display_?name|^name$"),
@@ -191,9 +191,28 @@ def suggest_mapping(frame: pd.DataFrame, sample: int = 2000) -> pd.DataFrame:
         values = values[values.str.len() > 0].head(sample)
         rows.append((column, *_suggest_column(str(column), values)))
     suggestions = pd.DataFrame(rows, columns=["column", "suggested", "confidence", "reason", "share"])
-    suggestions = _numbered_names(_one_column_per_type(suggestions), frame, sample)
+    suggestions = _numbered_names(_one_column_per_type(_family_beside_given(suggestions)), frame, sample)
     suggestions = _birth_date_parts(suggestions, frame, sample)
     return _unnamed_birth_dates(suggestions, frame, sample).drop(columns="share")
+
+
+#: A column named for the given name in so many words or letters (``gname``, ``given_name``, ``forename``).
+GIVEN = r"g_?name|given_?name|given|forename"
+
+
+def _family_beside_given(suggestions: pd.DataFrame) -> pd.DataFrame:
+    """``fname`` is the first name in some schemas and the family name in others (``fname`` and ``gname``: family
+    and given name); beside a column named for the given name, it is the family name."""
+    names = suggestions["column"].astype(str).map(_normalized_name)
+    given = (suggestions["suggested"] == "first_name") & names.str.fullmatch(GIVEN)
+    family = (suggestions["suggested"] == "first_name") & names.str.fullmatch(r"f_?name")
+    if not given.any() or not family.any() or (suggestions["suggested"] == "last_name").any():
+        return suggestions
+    result = suggestions.copy()
+    taken = ", ".join(suggestions.loc[given, "column"].astype(str))
+    result.loc[family, ["suggested", "confidence"]] = ["last_name", "medium"]
+    result.loc[family, "reason"] = f"column name: the family name, beside the given name in {taken}"
+    return result
 
 
 def _unnamed_birth_dates(suggestions: pd.DataFrame, frame: pd.DataFrame, sample: int) -> pd.DataFrame:
@@ -510,10 +529,18 @@ def customer_table_verdict(suggestions: pd.DataFrame) -> str | None:
         if found
         else "none of its columns is a customer attribute"
     )
+    unknown = suggestions.loc[suggestions["suggested"] == "", "column"].astype(str).tolist()
+    by_hand = (
+        f". Columns whose names say nothing known: {', '.join(unknown[:8])}{' ...' if len(unknown) > 8 else ''}; "
+        "where some hold names, contacts or a birth date (or its year, month and day apart), map them by hand in a "
+        "configuration, under unify.tables.<table>.columns (see docs/config/unify.md)"
+        if unknown
+        else ""
+    )
     return (
         f"this does not look like a customer table: {held} (a customer table holds a name, or two of email, phone, "
         "street, postal code and birth date). If it records events (orders, visits, tickets), configure it under "
-        "'activities' and link it to customers by a key"
+        f"'activities' and link it to customers by a key{by_hand}"
     )
 
 

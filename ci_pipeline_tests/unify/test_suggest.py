@@ -567,3 +567,21 @@ def test_synthea_patients_first_and_last_birthplace_and_a_second_letter_code():
         "first_seen": "",
         "last_login": "",
     }
+
+
+def test_fname_beside_a_given_name_is_the_family_name_and_alone_the_first_name():
+    beside = suggest_mapping(pd.DataFrame({"gname": ["jarod", "blake"], "fname": ["huggins", "waller"]}))
+    assert dict(zip(beside["column"], beside["suggested"], strict=True)) == {
+        "gname": "first_name",
+        "fname": "last_name",
+    }
+    assert "beside the given name in gname" in beside.set_index("column").loc["fname", "reason"]
+    alone = suggest_mapping(pd.DataFrame({"fname": ["jarod", "blake"], "lname": ["huggins", "waller"]}))
+    assert dict(zip(alone["column"], alone["suggested"], strict=True)) == {"fname": "first_name", "lname": "last_name"}
+
+
+def test_a_table_not_recognised_as_customers_names_the_columns_to_map_by_hand():
+    suggestions = suggest_mapping(pd.DataFrame({"gender": ["m", "f"], "yb": ["1965", "1952"], "mb": ["7", "8"]}))
+    verdict = customer_table_verdict(suggestions)
+    assert "its only customer attribute is gender" in verdict
+    assert "names say nothing known: yb, mb" in verdict and "under unify.tables.<table>.columns" in verdict

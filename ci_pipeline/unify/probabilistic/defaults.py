@@ -453,12 +453,6 @@ def default_settings(
         else:
             counted[rule] = count
     rules = list(counted)
-    if not rules:
-        raise SettingsError(
-            "no default blocking rule fits these records ("
-            + "; ".join(notes or ["none of the mapped semantic types makes one"])
-            + "): write blocking rules, or map names, birth dates, postal codes, e-mail or phone"
-        )
     personal = {c for c, t in mapping.items() if t in PERSONAL or _is_identifier(records, c, t)}
     budget = min(int(pairs_per_record * table.n), max_pairs_per_rule)
     wide = within_budget(_wide_rules(mapping), table, link_type == "link_only", budget, notes, counted)
@@ -478,6 +472,19 @@ def default_settings(
     training = tuple(r for r in pairing if personal & set(r.columns))
     training += _training_for_untrained(comparisons, training, pairing)
     rules += wide
+    if not rules:
+        raise SettingsError(
+            "no default blocking rule fits these records ("
+            + "; ".join(notes or ["none of the mapped semantic types makes one"])
+            + "): write blocking rules, or map names, birth dates, postal codes, e-mail or phone"
+        )
+    if not counted and (
+        rest := _training_of_the_rest(
+            comparisons, training or tuple(rules), mapping, table, link_type, max_pairs_per_rule, notes
+        )
+    ):
+        # Only single fields block (no two fields pair up): the rule of all the others trains the one they read.
+        training = (training or tuple(rules)) + rest
     settings = Settings(
         comparisons=comparisons,
         strata=default_strata(mapping),
@@ -498,6 +505,31 @@ def _training_for_untrained(comparisons, training: tuple, rules: list) -> tuple:
     return tuple(
         r for r in rules if r not in training and any(not set(c.masked_by) & set(r.columns) for c in untrained)
     )
+
+
+def _training_of_the_rest(
+    comparisons, training: tuple, mapping: dict[str, str], table: Table, link_type: str, limit: int, notes: list[str]
+) -> tuple:
+    """For a comparison that every training rule still reads (a birth date the only personal field, beside a
+    gender and a region), a training rule of every other mapped column, exact, where its pairs stay within
+    ``limit``: its m is learnt from the pairs alike in all else, as a blocking rule that does not read a field
+    lets it be learnt (none: training stops and says so)."""
+    added = []
+    for comparison in comparisons:
+        if any(not set(comparison.masked_by) & set(r.columns) for r in (*training, *added)):
+            continue
+        rest = [c for c in mapping if c not in comparison.masked_by]
+        if not rest:
+            continue
+        rule = BlockingRule(tuple(Key(c) for c in rest))
+        count, _ = pair_count(rule.codes(table), table.source, link_type == "link_only")
+        if 0 < count <= limit:
+            added.append(rule)
+            notes.append(
+                f"training rule [{rule}] added: every other rule reads {comparison.column}, whose m it learns from "
+                f"the {count:,} pairs alike in all else"
+            )
+    return tuple(added)
 
 
 def settings_yaml(settings: Settings, notes: list[str] | tuple[str, ...] = ()) -> str:

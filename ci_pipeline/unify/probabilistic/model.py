@@ -926,10 +926,14 @@ def _fit_main(
         )
         active[j] = False
         _warn(notes[j], UserWarning, stacklevel=3)
-    if misread := [comparisons[j].name for j in untrained if j not in sparse]:
+    if misread := [comparisons[j] for j in untrained if j not in sparse]:
+        masked = {column for c in misread for column in c.masked_by}
+        others = list(dict.fromkeys(col for c in comparisons for col in c.columns if col not in masked))
+        example = f", such as [{', '.join(others)}] (the pairs alike in all else)" if others else ""
         raise TrainingError(
-            f"comparison(s) {', '.join(map(repr, misread))}: every training blocking rule reads the compared column, "
-            f"so its m cannot be trained; add a training rule without it. {FEW_DUPLICATES}"
+            f"comparison(s) {', '.join(repr(c.name) for c in misread)}: every training blocking rule reads the "
+            f"compared column, so its m cannot be trained; add a rule that does not read it to "
+            f"unify.match.probabilistic.training_blocking beside the blocking rules{example}. {FEW_DUPLICATES}"
         )
     if not active.any():
         raise TrainingError("no comparison carries evidence: " + "; ".join(filter(None, notes)))

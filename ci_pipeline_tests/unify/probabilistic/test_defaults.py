@@ -569,3 +569,39 @@ def test_a_first_name_that_every_personal_rule_reads_is_trained_on_the_other_rul
     scored = predict(model, records)
     copies = scored["link"] & (scored["right"] - scored["left"] == n)
     assert copies.sum() >= 0.9 * n and (scored["link"] & ~copies).sum() <= 0.05 * n
+
+
+def _panel(n: int = 1500, seed: int = 5) -> tuple[pd.DataFrame, dict[str, str]]:
+    """A survey panel without names: birth date, sex and region; the second wave's copy of each person keys the
+    birth day wrongly one time in eight."""
+    rng = np.random.default_rng(seed)
+    born = pd.to_datetime("1930-01-01") + pd.to_timedelta(rng.integers(0, 25_000, n), unit="D")
+    frame = pd.DataFrame(
+        {
+            "Born": born.strftime("%Y-%m-%d"),
+            "Sex": rng.choice(["f", "m"], n),
+            "Region": rng.choice([f"region{i}" for i in range(16)], n),
+        },
+        dtype="string",
+    )
+    copy = frame.copy()
+    wrong = rng.random(n) < 0.125
+    copy.loc[wrong, "Born"] = (born[wrong] + pd.Timedelta(days=10)).strftime("%Y-%m-%d")
+    return pd.concat([frame, copy], ignore_index=True), {"Born": "birth_date", "Sex": "gender", "Region": "state"}
+
+
+def test_a_birth_date_beside_fields_many_share_blocks_alone_and_is_trained_on_the_pairs_alike_in_all_else():
+    raw, mapping = _panel()
+    records = normalize_records(raw, mapping)
+    settings, notes = default_settings(records, mapping)
+    assert [str(r) for r in settings.blocking] == ["Born"]
+    assert [str(r) for r in settings.training_rules] == ["Born", "Sex & Region"]
+    assert any(n.startswith("training rule [Sex & Region] added: every other rule reads Born") for n in notes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = train(records, settings)
+    assert next(p for p in model.parameters if p.name == "Born").weights[0] > 5
+    scored = predict(model, records)
+    n = len(raw) // 2
+    copies = scored["link"] & (scored["right"] - scored["left"] == n)
+    assert copies.sum() >= 0.85 * n and (scored["link"] & ~copies).sum() <= 0.02 * n

@@ -724,3 +724,10 @@ def test_dates_years_apart_weigh_no_more_than_dates_a_year_apart():
     dates = next(p for p in model.parameters if p.name == "born")
     far = dates.levels.index("within_5_years")
     assert dates.weights[far] > 0  # the redrawn dates are evidence still, as much as a year apart
+
+
+def test_the_untrainable_comparison_error_names_the_setting_and_a_rule_that_would_train_it():
+    records, _ = synthetic(people=300)
+    settings = Settings(comparisons=tuple(ExactMatch(f) for f in KEEP), blocking=(BlockingRule.parse(["a"], "b0"),))
+    with pytest.raises(TrainingError, match=r"'a': .* unify\.match\.probabilistic\.training_blocking .* \[b, c, d\]"):
+        train(records, settings)
