@@ -524,7 +524,8 @@ def _stats_metadata(result: UnifyResult, guard_events_url: str) -> dict:
 def _match_method_metadata(report: dict) -> dict:
     """The match model's scoring: its counts as numbers the UI plots, the pairs per blocking rule and the seconds
     per part as tables (both grow with the settings), the settings as YAML to paste."""
-    plotted = {k: report[k] for k in ("threshold", "candidate_pairs", "links", "near_misses") if k in report}
+    shown = ("threshold", "candidate_pairs", "links", "links_expected_precision", "links_expected_wrong", "near_misses")
+    plotted = {k: report[k] for k in shown if report.get(k) is not None}
     return {
         "match_method": report.get("method", ""),
         **numbers("match_method", plotted),

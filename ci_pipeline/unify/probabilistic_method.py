@@ -494,6 +494,7 @@ def _report(
     """What the statistics show of a scoring (``stats["match_method"]``); ``reviewed``: the links and near misses."""
     links = int(scored.link.sum())
     per_rule = np.bincount(scored.pairs.rule, minlength=len(settings.blocking))
+    chance = scored.probability[scored.link]
     return {
         "method": "probabilistic with rules" if with_rules else "probabilistic",
         "rule_name": RULE_NAME,
@@ -501,6 +502,11 @@ def _report(
         "candidate_pairs": len(scored.pairs),
         "pairs_per_rule": {str(r): int(c) for r, c in zip(settings.blocking, per_rule, strict=True)},
         "links": links,
+        # The model's own estimate of its links' precision (their mean match probability) and of the links it
+        # expects to be wrong: no truth needed. On labelled public sets it came within 0.03 of the measured
+        # precision, mostly below it (docs/matching-probabilistic.md, "How sure the model is of its links").
+        "links_expected_precision": round(float(chance.mean()), 4) if links else None,
+        "links_expected_wrong": round(float((1.0 - chance).sum()), 1),
         "near_misses": reviewed - links,
         # Preparing the records, blocking, and comparing and weighing the candidate pairs.
         "seconds": {"prepare": prepared_s, **scored.seconds},

@@ -1070,6 +1070,10 @@ def test_near_misses_below_the_threshold_are_published_for_review_and_explained_
     assert len(near) == r.stats["match_method"]["near_misses"] > 0
     assert (chance[~pairs.Accepted] >= 1 / 11 - 1e-6).all() and (chance[~pairs.Accepted] < 0.5).all()
     assert (chance[pairs.Accepted] >= 0.5).all()
+    # The model's own estimate of its links' precision: their mean probability, and the links it expects wrong.
+    report = r.stats["match_method"]
+    assert report["links_expected_precision"] == round(chance[pairs.Accepted].mean(), 4) < 1
+    assert report["links_expected_wrong"] == round((1 - chance[pairs.Accepted]).sum(), 1)
     # explain on a record of such a pair lists it as compared and rejected.
     row = near.iloc[0]
     info = explain_record(
