@@ -117,7 +117,7 @@ def read_birth_dates(values: pd.Series) -> tuple[pd.Series, DateOrder | None]:
     for pattern in (_YEAR_FIRST, _COMPACT):
         ymd = re_extract(text, pattern)
         got = ymd[0].notna() & out.isna()
-        out[got] = _written(ymd[0][got], ymd[1][got], ymd[2][got])
+        out[got] = _written(ymd[0][got], *_readable(ymd[1][got].astype(int), ymd[2][got].astype(int)))
     order = None
     dmy = re_extract(text, _YEAR_LAST)
     got = dmy[0].notna() & out.isna()
@@ -125,7 +125,7 @@ def read_birth_dates(values: pd.Series) -> tuple[pd.Series, DateOrder | None]:
         first, second = dmy[0][got].astype(int), dmy[2][got].astype(int)
         order = _order(first, second, dmy[1][got])
         day, month = (first, second) if order.day_first else (second, first)
-        out[got] = _written(dmy[3][got], month, day)
+        out[got] = _written(dmy[3][got], *_readable(month, day))
     partial = re_extract(text, _PARTIAL)
     got = partial[0].notna() & out.isna()
     if got.any():
@@ -141,6 +141,14 @@ def read_birth_dates(values: pd.Series) -> tuple[pd.Series, DateOrder | None]:
     # Year 0 is no one's: 00/00/0000 and 0000-00-00 are what systems write for an unknown date. Read as a date,
     # two strangers holding it agreed on every part of it.
     return out.mask(out.str.startswith("0000-", na=False)), order
+
+
+def _readable(month: pd.Series, day: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Month and day, swapped where only the other order reads them (a month of 25 and a day of 10: 10/25/2005 in
+    a column read day first is the 25th of October, whatever most of its values say); kept as they are where
+    neither order does."""
+    swap = (month > 12) & (month <= 31) & (day >= 1) & (day <= 12)
+    return month.where(~swap, day), day.where(~swap, month)
 
 
 def _order(first: pd.Series, second: pd.Series, separators: pd.Series) -> DateOrder:

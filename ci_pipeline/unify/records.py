@@ -137,7 +137,8 @@ def build_records(
             if attr in DATE_ATTRIBUTES:
                 out[attr] = _birth_dates(t, df, column, unreadable, date_orders)
                 continue
-            out[attr] = df[column].astype("string")
+            # Without the blanks around it: an export's "Eva " is Eva on the profile (and "Eva Bell" its full name).
+            out[attr] = df[column].astype("string").str.strip()
         for column in (extra_columns or {}).get((t.source, t.table), []):
             if column not in df.columns:
                 raise UserError(

@@ -12,6 +12,7 @@ part of the address, and compared on its own as ``custom`` it would weigh as an 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pandas as pd
 
@@ -65,31 +66,47 @@ DOCUMENT_DETAIL = _words(
     r"country|state|province|type|kind|class|issuer|issued(_?(by|on|at))?|authority|expiry|expiration|expires|date"
 )
 
+#: The common words for a customer's name, birth date and address in German, French, Spanish, Italian and Dutch
+#: exports (normalized: accents dropped, ``ß`` as ``ss``), as whole words of a column name. Bare ``nom``, ``nome``
+#: and ``nombre`` are the first name in Spanish and Italian usage beside ``apellido``/``cognome``, and the family
+#: name in French beside ``prenom``: only the unambiguous words are here.
+FIRST = r"vorname|rufname|prenom|nombre_?de_?pila|voornaam"
+LAST = r"nachname|familienname|nom_?de_?famille|nom|apellidos?|cognome|achternaam"
+BORN = (
+    r"geburtsdatum|geburtstag|date_?(de_?)?naissance|naissance|fecha_?(de_?)?nacimiento|nacimiento|data_?di_?nascita|"
+    r"geboortedatum"
+)
+CITY = r"ort|wohnort|stadt|ville|commune|ciudad|localidad|poblacion|citta|comune|plaats|woonplaats"
+STREET = r"strasse|adresse|rue|calle|direccion|domicilio|indirizzo|straat|adres"
+
 #: (semantic type, column-name pattern). The first pattern that matches a normalized column name wins.
 NAME_PATTERNS: list[tuple[str, str]] = [
-    ("email", r"e_?mail|mail_?address"),
-    ("phone", r"phone|mobile|" + _words(r"cell|tel|telephone|fax")),
+    ("email", r"e_?mail|mail_?address|courriel|" + _words(r"correo(_electronico)?")),
+    ("phone", r"phone|mobile|" + _words(r"cell|tel|telephone|fax|telefon|telefono|handy|portable|movil|cellulare")),
     # A column named for a first and a last name together (``first_and_surname``) holds a whole name.
     ("full_name", r"(first|given|fore)_?(name_?)?(and_?)?(sur|last|family)_?name"),
     # "given" and "family" only as the whole name: family_size or given_at are no names.
     # ``name_first`` too: schemas that group a name's parts under one prefix (``primary_name_first``).
     # "first", "last", "given" and "family" only as the whole name (Synthea's patients: FIRST, LAST): first_seen or
     # last_login are no names.
-    ("first_name", r"first_?name|name_?first|given_?name|forename|^given$|^first$|" + _words(r"fname|gname")),
-    ("last_name", r"last_?name|name_?last|surname|family_?name|^family$|^last$|" + _words(r"lname")),
+    ("first_name", r"first_?name|name_?first|given_?name|forename|^given$|^first$|" + _words(r"fname|gname|" + FIRST)),
+    ("last_name", r"last_?name|name_?last|surname|family_?name|^family$|^last$|" + _words(r"lname|" + LAST)),
     ("middle_name", r"middle_?(name|initial)|" + _words(r"mi|middle|midl(_?name)?|mid_?name")),
     ("full_name", r"full_?name|name_?full|customer_?name|contact_?name|requester_?name|display_?name|^name$"),
-    ("postal_code", r"postal|post_?code|" + _words(r"zip(_?code)?|postcode|plz")),
+    ("postal_code", r"postal|post_?code|" + _words(r"zip(_?code)?|postcode|plz|postleitzahl|cap")),
     # The parts of an address before the street: a schema prefixes them all alike (``address1_city``,
     # ``address1_line1``), and the country before the state (``Country/Region`` beside ``State/Region``).
-    ("country", r"country"),
-    ("state", _words(r"state|province|region|stateorprovince|state_?or_?province")),
+    ("country", r"country|" + _words(r"pays|pais|paese")),
+    ("state", _words(r"state|province|region|stateorprovince|state_?or_?province|bundesland|provincia|provincie")),
     # A birth place is a town like an address's: what the place comparisons and blocking rules of a city do (the
     # person's own town, where a table has both, is taken first: see ``_one_column_per_type``).
-    ("city", _words(r"city|town|locality|suburb|municipality|birth_?place|place_?of_?birth")),
-    ("street", r"street|addr(ess)?_?(line)?_?1|^((billing|shipping|mailing|home|postal)_)?addr(ess)?$"),
-    ("birth_date", r"birth|" + _words(r"dob|bdate|bday|b_?day|born")),
-    ("gender", r"gender|" + _words(r"sex")),
+    ("city", _words(r"city|town|locality|suburb|municipality|birth_?place|place_?of_?birth|" + CITY)),
+    (
+        "street",
+        r"street|addr(ess)?_?(line)?_?1|^((billing|shipping|mailing|home|postal)_)?addr(ess)?$|" + _words(STREET),
+    ),
+    ("birth_date", r"birth|" + _words(r"dob|bdate|bday|b_?day|born|" + BORN)),
+    ("gender", r"gender|" + _words(r"sex|geschlecht|sexe|sexo|genre|geslacht|sesso")),
     ("company", r"company|organi[sz]ation|employer|business_?name|account_?name|" + _words(r"name_?org|org_?name")),
 ]
 
@@ -117,6 +134,8 @@ IDENTIFIER_NAME = (
     r"(^|_)(id|key|uuid|guid|number|no|num|ref|reference)$"
     # Written as one word by some systems (Dynamics 365's contactid, parentcustomerid, ownerid).
     r"|(^|_)(contact|customer|parentcustomer|account|owner|lead|user|member|person|client|record|external)id$"
+    # German compounds (Kundennummer, KundenNr), French and Spanish words for a number or an identifier.
+    r"|(nummer|nr)$|(^|_)(numero|identifiant|identificador)$"
 )
 
 #: Column names of a labelled file's truth, which records are one person (``label_true``, Splink's ``cluster``,
@@ -545,8 +564,9 @@ def customer_table_verdict(suggestions: pd.DataFrame) -> str | None:
 
 
 def _normalized_name(column: str) -> str:
-    """``signupDate`` / ``Signup Date`` -> ``signup_date``."""
-    return re.sub(r"[^a-z0-9]+", "_", re.sub(r"([a-z])([A-Z])", r"\1_\2", column).lower()).strip("_")
+    """``signupDate`` / ``Signup Date`` -> ``signup_date``; ``Prénom`` -> ``prenom``, ``Straße`` -> ``strasse``."""
+    plain = unicodedata.normalize("NFKD", column.replace("ß", "ss")).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "_", re.sub(r"([a-z])([A-Z])", r"\1_\2", plain).lower()).strip("_")
 
 
 def _named_as_a_whole(column: str, kind: str) -> bool:

@@ -50,7 +50,7 @@ def test_explain_pair_shows_each_condition(unified, capsys):
     assert main(["--config", unified, "explain", "crm", "contacts", "c1", "--pair", "shop", "customers", "s1"]) == 0
     out = capsys.readouterr().out
     assert "verdict: matched by email_name" in out
-    assert "'Bob.Smith@Example.com ' vs 'bob.smith@example.com' -> 'bob.smith@example.com'" in out
+    assert "'Bob.Smith@Example.com' vs 'bob.smith@example.com' -> 'bob.smith@example.com'" in out
 
 
 def test_explain_unknown_record_is_a_clear_error(unified, capsys):

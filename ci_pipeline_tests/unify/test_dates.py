@@ -56,6 +56,15 @@ def test_without_evidence_dots_read_day_first_and_slashes_month_first(value, exp
     assert dates == [expected] and order.evidence == 0 and order.against == 0
 
 
+def test_a_date_only_the_other_order_reads_is_read_that_way_never_as_a_month_over_12():
+    # Read month first (as many values of each kind, slashes): 25/10/2005 can only be the 25th of October.
+    dates, order = read_birth_dates(pd.Series(["31/01/1980", "01/31/1980", "25/10/2005", "10/25/2005", "1976-16-02"]))
+    assert not order.day_first
+    assert dates.tolist() == ["1980-01-31", "1980-01-31", "2005-10-25", "2005-10-25", "1976-02-16"]
+    # Neither order reads it: kept as written, for the warning on unreadable dates.
+    assert read_birth_dates(pd.Series(["40/40/1990"]))[0].tolist() == ["1990-40-40"]
+
+
 def test_a_date_of_year_0_is_what_systems_write_for_an_unknown_one_and_is_missing():
     dates, _ = read(["00/00/0000", "0000-00-00", "01/02/0000", "1990-00-00"])
     # A real year with an unknown month and day keeps what it says.

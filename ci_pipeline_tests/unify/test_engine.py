@@ -39,6 +39,16 @@ def test_everyone_included_and_linked_as_expected():
     assert r.customer_profile.CustomerId.str.fullmatch(r"[0-9a-f]{32}").all()
 
 
+def test_profile_values_keep_no_blanks_around_them():
+    tables = frames()
+    loyalty = tables[("loyalty", "members")]
+    tables[("loyalty", "members")] = loyalty.assign(first_name=[" Rob", "Pat "], last_name=["Smith", " Jones  "])
+    profile = unify(config(), tables, KEYS).customer_profile
+    pat = profile[profile.LastName == "Jones"]
+    assert pat[["FirstName", "FullName"]].values.tolist() == [["Pat", "Pat Jones"]]
+    assert not profile.select_dtypes("string").apply(lambda c: c.str.match(r"^\s|.*\s$").fillna(False)).any().any()
+
+
 def test_columns_named_differently_in_two_tables_are_matched_and_merged_as_one_custom_attribute():
     raw = config().model_dump()
     raw["tables"][0]["columns"]["card"] = "custom:loyalty_id"

@@ -585,3 +585,40 @@ def test_a_table_not_recognised_as_customers_names_the_columns_to_map_by_hand():
     verdict = customer_table_verdict(suggestions)
     assert "its only customer attribute is gender" in verdict
     assert "names say nothing known: yb, mb" in verdict and "under unify.tables.<table>.columns" in verdict
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        ["Kundennummer", "Vorname", "Nachname", "Geburtsdatum", "Straße", "PLZ", "Ort", "Telefon", "Geschlecht"],
+        ["identifiant", "prénom", "nom", "date de naissance", "adresse", "code postal", "ville", "téléphone", "sexe"],
+        [
+            "numero",
+            "nombre de pila",
+            "apellidos",
+            "fecha de nacimiento",
+            "dirección",
+            "código postal",
+            "ciudad",
+            "teléfono",
+            "sexo",
+        ],
+    ],
+)
+def test_the_common_german_french_and_spanish_column_names_are_recognised(columns):
+    values = [
+        ["100044", "Jörg", "Müller", "1976-02-16", "Hauptstr. 5", "01067", "Dresden", "0351 4711", "m"],
+        ["100045", "Anna", "Weiß", "1980-11-03", "Ringweg 2", "01069", "Dresden", "0351 4712", "f"],
+    ]
+    suggested = suggest_mapping(pd.DataFrame(values, columns=columns)).set_index("column")["suggested"]
+    assert suggested.tolist() == [
+        "",
+        "first_name",
+        "last_name",
+        "birth_date",
+        "street",
+        "postal_code",
+        "city",
+        "phone",
+        "gender",
+    ]
