@@ -576,6 +576,8 @@ def _customers_yaml(plan: Plan) -> list[str]:
         "        rules:",
     ]
     for name, conditions in rules:
+        if name.endswith("_and_city"):
+            lines.append("          # A name and a town: namesakes living in one large town would be merged too.")
         lines += [f"          - name: {name}", "            conditions:"]
         lines += [f"              - {_flow(c)}" for c in conditions]
     return lines + _normalize_yaml(plan) + NO_ACTIVITIES
@@ -606,8 +608,11 @@ def _person_identifiers(plan: Plan) -> list[str]:
 
 def _simple_rules(types: set[str], identifiers: list[str] = ()) -> list[tuple[str, list[dict]]]:
     """Rules of one identifying attribute each (a person's own number first, then e-mail and phone), with the name
-    agreeing where a name is mapped; without those, a birth date or postal code with the whole name (the first and
-    last name where both are mapped: many people of one first name share a birthday in a register of thousands)."""
+    agreeing where a name is mapped; without those, a birth date, postal code or street with the whole name (the
+    first and last name where both are mapped: many people of one first name share a birthday in a register of
+    thousands), and only where none of them is mapped, the city with the whole name (a file of names and towns:
+    its exact repeats are one person, while namesakes of one large town are merged too, as the configuration
+    says beside the rule)."""
     name = next((t for t in ("first_name", "full_name", "last_name") if t in types), None)
     agree = [{"field": name, "precision": "high"}] if name else []
     rules = [(f"same_{_normalized(c)}", [{"field": c}, *agree]) for c in identifiers]
@@ -615,9 +620,10 @@ def _simple_rules(types: set[str], identifiers: list[str] = ()) -> list[tuple[st
     if not rules and name:
         names = ["first_name", "last_name"] if {"first_name", "last_name"} <= types else [name]
         whole = [{"field": n, "precision": "high"} for n in names]
-        rules += [
-            (f"{'_'.join(names)}_and_{f}", [{"field": f}, *whole]) for f in ("birth_date", "postal_code") if f in types
+        places = [f for f in ("birth_date", "postal_code", "street") if f in types] or [
+            f for f in ("city",) if f in types
         ]
+        rules += [(f"{'_'.join(names)}_and_{f}", [{"field": f}, *whole]) for f in places]
     return rules
 
 

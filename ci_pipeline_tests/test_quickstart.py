@@ -164,6 +164,20 @@ def test_few_attributes_get_simple_rules_and_a_hand_edited_configuration_is_kept
     assert config.read_text().endswith("# mine\n")
 
 
+def test_a_file_of_names_and_towns_gets_a_rule_of_the_whole_name_in_one_town(tmp_path):
+    frame = pd.DataFrame(
+        {"id": ["1", "2", "3"], "first": ["Ann", "Ann", "Bob"], "last": ["Lee", "Lee", "Stone"], "city": ["Kiel"] * 3}
+    )
+    source = tmp_path / "people.csv"
+    frame.to_csv(source, index=False)
+    config = write_files(plan_quickstart(source, read_table(source)), frame, tmp_path / "out")
+    text = config.read_text()
+    rules = yaml.safe_load(text)["unify"]["tables"][0]["dedup"]["rules"]
+    whole = [{"field": "first_name", "precision": "high"}, {"field": "last_name", "precision": "high"}]
+    assert rules == [{"name": "first_name_last_name_and_city", "conditions": [{"field": "city"}, *whole]}]
+    assert "namesakes living in one large town would be merged too" in text
+
+
 def test_an_export_with_blanks_in_its_header_and_multi_line_values_is_configured_as_ingestion_reads_it(tmp_path):
     # A header written `id, given_name, ...` (as the febrl files are), and quoted addresses over two lines.
     source = tmp_path / "export.csv"
