@@ -117,7 +117,7 @@ def read_birth_dates(values: pd.Series) -> tuple[pd.Series, DateOrder | None]:
     for pattern in (_YEAR_FIRST, _COMPACT):
         ymd = re_extract(text, pattern)
         got = ymd[0].notna() & out.isna()
-        out[got] = _written(ymd[0][got], *_readable(ymd[1][got].astype(int), ymd[2][got].astype(int)))
+        out[got] = _written(ymd[0][got], ymd[1][got], ymd[2][got])
     order = None
     dmy = re_extract(text, _YEAR_LAST)
     got = dmy[0].notna() & out.isna()
@@ -144,9 +144,10 @@ def read_birth_dates(values: pd.Series) -> tuple[pd.Series, DateOrder | None]:
 
 
 def _readable(month: pd.Series, day: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Month and day, swapped where only the other order reads them (a month of 25 and a day of 10: 10/25/2005 in
-    a column read day first is the 25th of October, whatever most of its values say); kept as they are where
-    neither order does."""
+    """Month and day of year-last dates, swapped where only the other order reads them (a month of 25 and a day of
+    10: 10/25/2005 in a column read day first is the 25th of October, whatever most of its values say); kept as
+    they are where neither order does. Not for year-first dates: systems write those year, month, day, so a
+    month over 12 there is a typing error (1950-19-05 for 1950-09-05), which swapping would make another date."""
     swap = (month > 12) & (month <= 31) & (day >= 1) & (day <= 12)
     return month.where(~swap, day), day.where(~swap, month)
 

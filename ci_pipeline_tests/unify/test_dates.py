@@ -58,9 +58,10 @@ def test_without_evidence_dots_read_day_first_and_slashes_month_first(value, exp
 
 def test_a_date_only_the_other_order_reads_is_read_that_way_never_as_a_month_over_12():
     # Read month first (as many values of each kind, slashes): 25/10/2005 can only be the 25th of October.
-    dates, order = read_birth_dates(pd.Series(["31/01/1980", "01/31/1980", "25/10/2005", "10/25/2005", "1976-16-02"]))
+    dates, order = read_birth_dates(pd.Series(["31/01/1980", "01/31/1980", "25/10/2005", "10/25/2005", "1950-19-05"]))
     assert not order.day_first
-    assert dates.tolist() == ["1980-01-31", "1980-01-31", "2005-10-25", "2005-10-25", "1976-02-16"]
+    # Year first, a month over 12 is a typing error (of 1950-09-05), kept as written.
+    assert dates.tolist() == ["1980-01-31", "1980-01-31", "2005-10-25", "2005-10-25", "1950-19-05"]
     # Neither order reads it: kept as written, for the warning on unreadable dates.
     assert read_birth_dates(pd.Series(["40/40/1990"]))[0].tolist() == ["1990-40-40"]
 
