@@ -26,6 +26,7 @@ from ci_pipeline.config.unify import BIRTH_DATE_PARTS, NormalizeConfig, UnifyCon
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, listed_lines, parse_csv, quoted_records
 from ci_pipeline.ingest.date_sample import COMMON_DATE_FORMATS
+from ci_pipeline.redact import redact
 from ci_pipeline.unify.normalize import phone_region
 from ci_pipeline.unify.probabilistic import SettingsError, TrainingError
 from ci_pipeline.unify.probabilistic_method import train_from_tables
@@ -39,6 +40,8 @@ ROW_KEY = "row_number"
 #: name: a custom attribute ``customer_id`` would become the profile's ``CustomerId`` column, which unification owns.
 CUSTOMER_KEY = "customer_key"
 
+#: A URL (``https://``, ``abfss://``): ``Path`` would fold its ``//`` into ``/``, and redaction no longer sees a URL.
+URL = r"^[A-Za-z][A-Za-z0-9+.-]*://"
 #: Names of keys: ``id``, ``order_id``, ``CustomerNumber``, ``uuid``.
 KEY_NAME = r"(^|_)(id|key|uuid|guid|number|no|num|nr|code|ref)$"
 #: Names of a transaction's customer reference: ``customer_id``, ``client_no``, ``member_number``, ``cust_id``.
@@ -139,6 +142,20 @@ class Plan:
     model_refused: str | None = None  # why the model could not be trained on the file (see ``trial_training``)
     unread: tuple[UnreadLine, ...] = ()  # lines left out of planning, which ingestion quarantines
     notes: list[str] = field(default_factory=list)  # what the user is told about the file as read
+
+
+def local_path(argument: str) -> Path:
+    """The quick start's file argument as a local path.
+
+    Raises:
+        UserError: the argument is a URL; the message names it with its password and signature masked.
+    """
+    if re.match(URL, argument):
+        raise UserError(
+            f"{redact(argument)} is a URL; quickstart takes a local file path. Download the file first, or write a "
+            "configuration that reads it from the lake (docs/configuration.md)"
+        )
+    return Path(argument).expanduser()
 
 
 def read_table(path: Path) -> pd.DataFrame:

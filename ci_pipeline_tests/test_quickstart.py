@@ -316,6 +316,17 @@ def test_a_file_in_no_encoding_it_can_read_names_the_fix(tmp_path):
         read_table(source)
 
 
+def test_a_url_is_refused_as_not_a_local_file_without_its_password(tmp_path, capsys):
+    url = "https://admin:S3cretPassw0rd@files.example.com/customers.csv?sig=abc123"
+    assert main(["quickstart", url, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "S3cretPassw0rd" not in error and "abc123" not in error
+    assert (
+        "https://admin:***@files.example.com/customers.csv?sig=*** is a URL; quickstart takes a local file path"
+        in error
+    )
+
+
 @pytest.mark.slow
 def test_quickstart_on_a_customer_file_deduplicates_with_the_probabilistic_model(tmp_path, capsys):
     frame = people(300)
