@@ -30,7 +30,13 @@ from ci_pipeline.redact import redact
 from ci_pipeline.unify.normalize import phone_region
 from ci_pipeline.unify.probabilistic import SettingsError, TrainingError
 from ci_pipeline.unify.probabilistic_method import train_from_tables
-from ci_pipeline.unify.suggest import IDENTIFIER_OF_PERSON, LOOK_LIKE_SSN, customer_table_verdict, suggest_mapping
+from ci_pipeline.unify.suggest import (
+    IDENTIFIER,
+    IDENTIFIER_OF_PERSON,
+    LOOK_LIKE_SSN,
+    customer_table_verdict,
+    suggest_mapping,
+)
 
 #: The source every quick-start table belongs to.
 SOURCE = "quickstart"
@@ -72,6 +78,11 @@ MODEL_FIELDS = {
 
 #: The region phone numbers without a country code are read in unless the configuration says otherwise.
 DEFAULT_REGION = NormalizeConfig.model_fields["default_region"].default
+#: Why an identifier is left unmapped when the rows are numbered (``--row-key``).
+ROW_KEY_IDENTIFIER = (
+    f"an identifier, but not the primary key ({ROW_KEY} is, as no column identifies a row): left unmapped it is "
+    "not on the profile; map it to 'custom' to keep it there"
+)
 #: Delimiters a CSV file's header is tried for, the comma first on a tie.
 DELIMITERS = (",", ";", "\t", "|")
 #: Why the written configuration sets each ``csv`` option.
@@ -162,6 +173,8 @@ def read_table(path: Path) -> pd.DataFrame:
     """The file as a frame of text (CSV) or of its own types (Parquet); empty cells are missing. A CSV file's
     ``csv`` options (see :func:`read_csv_file`) are in ``frame.attrs["csv"]``, the lines it leaves out in
     ``frame.attrs["unread"]``."""
+    if path.is_dir():
+        raise UserError(f"{path}: a folder; quickstart takes one CSV or Parquet file: give the path of one file in it")
     if not path.is_file():
         raise UserError(f"{path}: no such file (give a CSV or Parquet file)")
     suffix = path.suffix.lower()
@@ -355,6 +368,11 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
             plan.table = "transactions"
     else:
         plan.mapping = mapping[mapping["column"] != key.column]
+        if key.column == ROW_KEY:
+            # suggest_mapping says an identifier is "on the profile already" as the primary key; here the row
+            # number is, so the id column would be lost unless mapped.
+            said = plan.mapping["reason"] == IDENTIFIER
+            plan.mapping = plan.mapping.assign(reason=plan.mapping["reason"].mask(said, ROW_KEY_IDENTIFIER))
         phones = plan.mapping.loc[plan.mapping["suggested"] == "phone", "column"]
         region = phone_region(frame[phones.iloc[0]]) if len(phones) else None
         plan.phone_region = region if region and region[0] != DEFAULT_REGION else None

@@ -137,6 +137,21 @@ def test_without_a_key_the_user_is_offered_a_row_number(tmp_path):
     assert yaml.safe_load(config.read_text())["sources"]["quickstart"]["tables"]["people"]["path"] == "data/people.csv"
 
 
+def test_with_row_numbers_as_the_key_an_id_column_is_not_said_to_be_on_the_profile(tmp_path):
+    frame = people(5)
+    frame = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)  # the same row twice: no column is unique
+    plan = plan_quickstart(tmp_path / "people.csv", frame, row_key=True)
+    text = write_files(plan, frame, tmp_path / "out").read_text()
+    assert "on the profile already" not in text
+    assert "# CustomerID is left out: an identifier, but not the primary key (row_number is" in text
+    assert "map it to 'custom' to keep it there" in text
+
+
+def test_a_folder_is_refused_as_a_folder_not_as_a_missing_file(tmp_path):
+    with pytest.raises(UserError, match="a folder; quickstart takes one CSV or Parquet file"):
+        read_table(tmp_path)
+
+
 def test_few_attributes_get_simple_rules_and_a_hand_edited_configuration_is_kept(tmp_path):
     frame = pd.DataFrame(
         {
