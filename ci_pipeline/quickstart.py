@@ -24,7 +24,16 @@ from ci_pipeline.config.activities import ActivitiesConfig
 from ci_pipeline.config.sources import CsvOptions
 from ci_pipeline.config.unify import BIRTH_DATE_PARTS, NormalizeConfig, UnifyConfig
 from ci_pipeline.errors import UserError
-from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, listed_lines, parse_csv, quoted_records
+from ci_pipeline.ingest.csvfile import (
+    END,
+    FILE,
+    LINE,
+    START,
+    bom_encoding,
+    listed_lines,
+    parse_csv,
+    quoted_records,
+)
 from ci_pipeline.ingest.date_sample import COMMON_DATE_FORMATS
 from ci_pipeline.redact import redact
 from ci_pipeline.unify.normalize import phone_region
@@ -87,10 +96,16 @@ ROW_KEY_IDENTIFIER = (
 DELIMITERS = (",", ";", "\t", "|")
 #: Why the written configuration sets each ``csv`` option.
 CSV_REASONS = {
-    "encoding": "The file is not UTF-8; it reads as Windows-1252 (spreadsheet exports are often written so)",
     "delimiter": "Values are separated by this character, not by commas",
     "multiline": "Quoted values of this file hold line breaks (multi-line addresses, notes): read them as values",
     "skip_initial_space": "Each delimiter is followed by a blank (a, b, c): the blank is not part of the value",
+}
+
+#: Why the written configuration sets ``csv.encoding`` to each encoding.
+ENCODING_REASONS = {
+    "cp1252": "The file is not UTF-8; it reads as Windows-1252 (spreadsheet exports are often written so)",
+    "utf-16": 'The file is UTF-16: it begins with that byte-order mark (Excel\'s "Unicode text" is written so)',
+    "utf-32": "The file is UTF-32: it begins with that byte-order mark",
 }
 
 #: Words YAML reads as booleans or null: quoted when they are names.
@@ -192,10 +207,11 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
     """A CSV file as text, and the ``csv`` options ingestion needs to read it as this does (those that differ from
-    the defaults): its encoding when not UTF-8 (Windows-1252, as spreadsheet exports in Western Europe are
-    written), its delimiter when not a comma (``;`` where the comma is the decimal mark, tab, ``|``) and
-    ``multiline`` when quoted values really hold line breaks (see :func:`quoted_records`) and
-    ``skip_initial_space`` when every delimiter is followed by a blank (:func:`_blank_after_delimiters`).
+    the defaults): its encoding when not UTF-8 (the UTF-16 or UTF-32 its byte-order mark names, or Windows-1252,
+    as spreadsheet exports in Western Europe are written), its delimiter when not a comma (``;`` where the comma
+    is the decimal mark, tab, ``|``) and ``multiline`` when quoted values really hold line breaks (see
+    :func:`quoted_records`) and ``skip_initial_space`` when every delimiter is followed by a blank
+    (:func:`_blank_after_delimiters`).
 
     The file is parsed by ingestion's own parser (:func:`~ci_pipeline.ingest.csvfile.parse_csv`), so the frame
     holds the rows the run will accept as records, header names without the blanks around them (``id,
@@ -205,17 +221,9 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
     """
     data = path.read_bytes()
     options: dict = {}
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        try:
-            text = data.decode("cp1252")
-        except UnicodeDecodeError:
-            raise UserError(
-                f"{path}: the file is neither UTF-8 ({exc}) nor Windows-1252; save it as UTF-8, or write its "
-                "configuration by hand with csv.encoding set to its encoding (docs/config/sources.md)"
-            ) from None
-        options["encoding"] = "cp1252"
+    text, encoding = _decoded(path, data)
+    if encoding:
+        options["encoding"] = encoding
     delimiter = _delimiter(text)
     if delimiter != ",":
         options["delimiter"] = delimiter
@@ -236,6 +244,30 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
         for line, kind, raw in parsed.broken[["line", "kind", "raw"]].itertuples(index=False)
     )
     return frame, options
+
+
+def _decoded(path: Path, data: bytes) -> tuple[str, str | None]:
+    """The file as text, and its encoding when not UTF-8: the one its byte-order mark names (UTF-16 or UTF-32),
+    else ``cp1252`` when it is not UTF-8 but reads as Windows-1252."""
+    marked = bom_encoding(data)
+    if marked:
+        try:
+            return data.decode(marked), marked
+        except UnicodeDecodeError as exc:
+            raise UserError(
+                f"{path}: the file begins with a {marked.upper()} byte-order mark but is not valid {marked.upper()} "
+                f"({exc}); save it as UTF-8"
+            ) from None
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        try:
+            return data.decode("cp1252"), "cp1252"
+        except UnicodeDecodeError:
+            raise UserError(
+                f"{path}: the file is neither UTF-8 ({exc}) nor Windows-1252; save it as UTF-8, or write its "
+                "configuration by hand with csv.encoding set to its encoding (docs/config/sources.md)"
+            ) from None
 
 
 def _blank_after_delimiters(text: str, delimiter: str, lines: int = 50) -> bool:
@@ -532,7 +564,9 @@ def configuration_yaml(plan: Plan, data_path: str) -> str:
     ]
     lines += [f"        # {line}" for note in plan.notes for line in textwrap.wrap(note + ".", 108)]
     if plan.csv and fmt == "csv":
-        lines += [f"        # {CSV_REASONS[k]}." for k in plan.csv]
+        lines += [
+            f"        # {ENCODING_REASONS[v] if k == 'encoding' else CSV_REASONS[k]}." for k, v in plan.csv.items()
+        ]
         lines.append("        csv: {" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in plan.csv.items()) + "}")
     if plan.formats:
         lines.append(

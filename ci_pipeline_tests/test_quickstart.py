@@ -220,6 +220,9 @@ def test_a_file_without_line_breaks_in_values_reads_csv_lines_as_rows(tmp_path):
         ("\t", "utf-8", {"delimiter": "\t"}),
         ("|", "utf-8", {"delimiter": "|"}),
         (",", "cp1252", {"encoding": "cp1252"}),
+        # Excel's "Unicode text": UTF-16 with a byte-order mark, tab-separated.
+        ("\t", "utf-16", {"encoding": "utf-16", "delimiter": "\t"}),
+        (",", "utf-32", {"encoding": "utf-32"}),
     ],
 )
 def test_a_spreadsheet_export_is_read_with_its_delimiter_and_encoding(tmp_path, delimiter, encoding, options):

@@ -36,6 +36,20 @@ class ParsedCsv:
     text: bytes  # the file as UTF-8, for the raw text of rows quarantined later
 
 
+#: Byte-order marks that name their encoding, the longer first: UTF-32 LE's begins with UTF-16 LE's.
+BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def bom_encoding(data: bytes) -> str | None:
+    """``utf-16`` or ``utf-32`` when the file begins with that byte-order mark (Excel's "Unicode text"), else None."""
+    return next((encoding for bom, encoding in BOMS if data.startswith(bom)), None)
+
+
 def decode(data: bytes, encoding: str, file: str) -> bytes:
     """The file as UTF-8 bytes without a byte-order mark, or a clear error naming the line of the first bad byte."""
     name = codecs.lookup(encoding).name
@@ -48,6 +62,12 @@ def decode(data: bytes, encoding: str, file: str) -> bytes:
         before = data[: exc.start]
         # Lines end with LF, CRLF or a bare CR (see _bare_cr_to_lf).
         line = before.count(b"\n") + before.replace(b"\r\n", b"\n").count(b"\r") + 1
+        marked = bom_encoding(data)
+        if marked and codecs.lookup(marked).name != name:
+            raise UserError(
+                f"{file}: the file begins with a {marked.upper()} byte-order mark but is read as {encoding}: set "
+                f"csv.encoding: {marked} for this table"
+            ) from None
         raise UserError(
             f"{file}: line {line}: byte 0x{data[exc.start]:02x} is not valid {encoding}; the file is in another "
             "encoding: set csv.encoding for this table (for example cp1252, latin-1 or utf-16)"

@@ -215,6 +215,14 @@ def test_escapechar_and_utf16(tmp_path, ingest):
     assert result.data["name"].tolist() == ["Zoë"]
 
 
+def test_a_utf16_file_read_as_utf8_names_its_byte_order_mark_and_the_fix(tmp_path, ingest):
+    (tmp_path / "t.csv").write_bytes("id,name\n1,Zoë\n".encode("utf-16"))
+    with pytest.raises(
+        UserError, match=r"t\.csv: the file begins with a UTF-16 byte-order mark .* csv\.encoding: utf-16"
+    ):
+        ingest(csv_table())
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_round_trip_of_awkward_values_written_by_pandas(tmp_path, ingest, seed):
     import numpy as np
