@@ -33,6 +33,7 @@ from ci_pipeline.ingest.csvfile import (
     listed_lines,
     parse_csv,
     quoted_records,
+    utf8_lines,
 )
 from ci_pipeline.ingest.date_sample import COMMON_DATE_FORMATS
 from ci_pipeline.redact import redact
@@ -144,7 +145,9 @@ class UnreadLine:
     """A line of a CSV file that ingestion will quarantine, as ingestion's parser found it."""
 
     line: int
-    kind: str  # "broken_quoting" (an unclosed quote) or "column_count" (another number of fields than the header)
+    # "broken_quoting" (an unclosed quote), "column_count" (another number of fields than the header) or
+    # "encoding" (a line not in UTF-8 in a file that is)
+    kind: str
     raw: str
 
 
@@ -230,11 +233,10 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
     skip = _blank_after_delimiters(text, delimiter)
     if skip:
         options["skip_initial_space"] = True
-    utf8 = text.encode("utf-8")
-    read = CsvOptions(delimiter=delimiter, skip_initial_space=skip)
-    parsed = parse_csv(utf8, read, str(path))
+    read = CsvOptions(encoding=encoding or "utf-8", delimiter=delimiter, skip_initial_space=skip)
+    parsed = parse_csv(data, read, str(path))
     if (parsed.broken["kind"] == "broken_quoting").any():
-        quoted = quoted_records(utf8, read, str(path))
+        quoted = quoted_records(data, read, str(path))
         if quoted is not None:
             parsed = quoted
             options["multiline"] = True
@@ -261,6 +263,16 @@ def _decoded(path: Path, data: bytes) -> tuple[str, str | None]:
     try:
         return data.decode("utf-8-sig"), None
     except UnicodeDecodeError as exc:
+        lines = utf8_lines(data)
+        if lines.mostly_utf8:
+            return lines.text.decode("utf-8"), None  # ingestion quarantines the other lines
+        if lines.accented:
+            line, byte = next(iter(lines.bad.items()))
+            raise UserError(
+                f"{path}: the file mixes two encodings: {lines.accented:,} line(s) are UTF-8 with accents and "
+                f"{len(lines.bad):,} are not (line {line}: byte 0x{byte:02x}); read as either, the other's names "
+                "would be garbled. Save the whole file as UTF-8"
+            ) from None
         try:
             return data.decode("cp1252"), "cp1252"
         except UnicodeDecodeError:
@@ -443,6 +455,7 @@ def unread_notes(unread: tuple[UnreadLine, ...], fields: int) -> list[str]:
     for kind, what, then in [
         ("broken_quoting", "hold an unclosed quote", "(set csv.multiline: true only if values really span lines)"),
         ("column_count", f"have another number of fields than the header's {fields}", "(fix them in the file)"),
+        ("encoding", "are not UTF-8 as the rest of the file is", "(save them as UTF-8)"),
     ]:
         lines = [u.line for u in unread if u.kind == kind]
         if lines:
@@ -519,9 +532,13 @@ def write_files(plan: Plan, frame: pd.DataFrame, out: Path) -> Path:
             numbered.to_csv(data, index=False)
             if plan.unread:
                 # Numbered after the rows and otherwise as they are, so still broken: the run quarantines them
-                # from the copy as it would from the file.
-                with data.open("a", encoding="utf-8", newline="") as copy:
-                    copy.writelines(f"{len(frame) + i},{u.raw}\n" for i, u in enumerate(plan.unread, 1))
+                # from the copy as it would from the file. A line not in UTF-8 keeps its own bytes (its raw text
+                # shows them escaped, which is valid UTF-8).
+                original = plan.path.read_bytes().splitlines()
+                with data.open("ab") as copy:
+                    for i, u in enumerate(plan.unread, 1):
+                        raw = original[u.line - 1] if u.kind == "encoding" else u.raw.encode("utf-8")
+                        copy.write(f"{len(frame) + i},".encode() + raw + b"\n")
             # The copy is UTF-8 with commas: of the file's own options only multi-line values still apply.
             plan = replace(plan, csv={k: v for k, v in plan.csv.items() if k == "multiline"})
         else:
