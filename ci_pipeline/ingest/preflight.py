@@ -21,6 +21,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import cdm
 from ci_pipeline.ingest.csvfile import (
     VALUE_LINE_BREAKS,
+    bom_encoding,
     header_names,
     listed_lines,
     parse_csv,
@@ -331,6 +332,13 @@ def _head(location: SourceLocation) -> bytes:
 
 def _decode_sample(head: bytes, encoding: str, whole: bool, url: str) -> tuple[str, str | None]:
     """The sample as text, and a message naming the line of the first byte that is not valid ``encoding``."""
+    marked = bom_encoding(head)
+    if marked and codecs.lookup(marked).name != codecs.lookup(encoding).name:
+        # Read so, the file is NULs between characters: its header would be the first thing reported wrong.
+        raise UserError(
+            f"{url}: the file begins with a {marked.upper()} byte-order mark but is read as {encoding}: set "
+            f"csv.encoding: {marked} for this table"
+        )
     decoder = codecs.getincrementaldecoder(encoding)()
     try:
         # Not final unless the whole file was read: a character cut at the sample's end is not an error.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -230,12 +232,16 @@ def test_escapechar_and_utf16(tmp_path, ingest):
     assert result.data["name"].tolist() == ["Zoë"]
 
 
-def test_a_utf16_file_read_as_utf8_names_its_byte_order_mark_and_the_fix(tmp_path, ingest):
+def test_a_utf16_file_read_as_utf8_names_its_byte_order_mark_and_the_fix_in_ingest_and_validate(tmp_path, ingest):
+    from ci_pipeline.ingest.preflight import source_problems
+    from ci_pipeline_tests.ingest.conftest import write_config
+
     (tmp_path / "t.csv").write_bytes("id,name\n1,Zoë\n".encode("utf-16"))
-    with pytest.raises(
-        UserError, match=r"t\.csv: the file begins with a UTF-16 byte-order mark .* csv\.encoding: utf-16"
-    ):
+    fix = r"t\.csv: the file begins with a UTF-16 byte-order mark .* csv\.encoding: utf-16"
+    with pytest.raises(UserError, match=fix):
         ingest(csv_table())
+    (problem,) = source_problems(write_config(tmp_path, csv_table()))  # not "the first line is empty"
+    assert re.search(fix, problem)
 
 
 @pytest.mark.parametrize("seed", range(5))
