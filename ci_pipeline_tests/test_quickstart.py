@@ -124,6 +124,23 @@ def test_a_table_that_is_neither_says_what_it_lacks():
     assert "no customer id column" in message and "no date column" in message
 
 
+def test_transactions_with_a_decimal_comma_are_refused_naming_the_amount_column_and_the_fix():
+    frame = pd.DataFrame(
+        {
+            "order_id": ["B1", "B2", "B3"],
+            "customer_id": ["C1", "C2", "C1"],
+            "order_date": ["19.02.2024", "25.08.2024", "01.09.2024"],
+            "amount": ["262,15", "1.484,83", "7,00"],
+        }
+    )
+    with pytest.raises(UserError) as raised:
+        plan_quickstart(Path("orders.csv"), frame)
+    message = str(raised.value)
+    assert message.startswith("orders.csv: transactions, but it has no amount column it can read: ")
+    assert "amount holds numbers with a decimal comma (262,15)" in message
+    assert "save the file with decimal points (262.15)" in message
+
+
 def test_without_a_key_the_user_is_offered_a_row_number(tmp_path):
     frame = people(5).drop(columns="CustomerID")
     frame = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)  # the same row twice: no column is unique
