@@ -8,6 +8,7 @@ a configuration that says why each choice was made. Running it is the command's 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -383,7 +384,7 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
         UserError: the file is empty, is neither kind, or has no primary key and ``row_key`` is False.
     """
     if frame.empty:
-        raise UserError(f"{path}: the file has no rows")
+        raise UserError(f"{path}: {no_rows(frame)}")
     transactions, missing = detect_transactions(frame)
     mapping = suggest_mapping(frame)
     verdict = customer_table_verdict(mapping)
@@ -458,6 +459,34 @@ def measures_as_of(dates: pd.Series, column: str, file: str) -> tuple[str, str]:
     return str(kept.date()), (
         f"the last {column} in {file} that is not in the future; {int(future.sum())} later row(s), up to {latest}, "
         "are quarantined by the run as in the future (activities.future_tolerance_hours)"
+    )
+
+
+def no_rows(frame: pd.DataFrame) -> str:
+    """Why the file gave no rows: it has none, or every line was left out (``frame.attrs["unread"]``), most often
+    for one cause in the header: a title above it, names cut by a line break, trailing delimiters on every row."""
+    unread = frame.attrs.get("unread", ())
+    if not unread:
+        return "the file has no rows"
+    header = len(frame.columns)
+    if any(u.kind != "column_count" for u in unread):
+        return f"none of its {len(unread):,} lines reads as a row: " + "; ".join(unread_notes(unread, header))
+    delimiter = frame.attrs.get("csv", {}).get("delimiter", ",")
+    rows = [next(csv.reader([u.raw], delimiter=delimiter), []) for u in unread]
+    fields = pd.Series([len(r) for r in rows]).value_counts()
+    most = int(fields.index[0])
+    share = "every one of the {:,} lines has" if len(fields) == 1 else "most of the {:,} lines have"
+    said = f"{share.format(len(unread))} {most} fields where the header (line 1) has {header}"
+    if header == 1:
+        return f"{said}: a title above the header? Delete the lines above the header so that it is the first line"
+    if most > header and all(not "".join(r[header:]).strip() for r in rows):
+        return (
+            f"{said}, the last {most - header} empty in every line: delete the trailing delimiters "
+            f"('{delimiter * (most - header)}' at the end of each line), or name those columns in the header"
+        )
+    return (
+        f"{said} (names: {', '.join(map(str, frame.columns))}): fix the header line (a line break inside a quoted "
+        "name cuts it short) or the delimiter"
     )
 
 

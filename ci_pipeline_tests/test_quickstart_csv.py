@@ -6,6 +6,7 @@ line with another number of fields than the header must not stop the quick start
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ import yaml
 
 from ci_pipeline.cli import main
 from ci_pipeline.errors import UserError
-from ci_pipeline.quickstart import read_table
+from ci_pipeline.quickstart import plan_quickstart, read_table
 
 HEADER = "unique_id,first_name,surname,dob,city,email"
 ROWS = 90  # under MODEL_ROWS: simple rules, so no model is trained and the test stays fast
@@ -162,3 +163,33 @@ def test_a_file_half_utf8_half_windows_1252_is_refused_naming_both(tmp_path):
         UserError, match=r"mixes two encodings: 5 line\(s\) are UTF-8 .* and 5 are not \(line 7: byte 0xe9\)"
     ):
         read_table(source)
+
+
+@pytest.mark.parametrize(
+    ("header", "suffix", "said"),
+    [
+        (
+            f"Customer export 2024-05-01\n{HEADER}",
+            "",
+            "every one of the 91 lines has 6 fields where the header (line 1) has 1: a title above the header?",
+        ),
+        (
+            HEADER,
+            ",,",
+            "every one of the 90 lines has 8 fields where the header (line 1) has 6, the last 2 empty in every "
+            "line: delete the trailing delimiters (',,'",
+        ),
+        (
+            HEADER.replace("dob", '"date of\nbirth"'),
+            "",
+            "every one of the 90 lines has 6 fields where the header (line 1) has 4 (names: unique_id, first_name, "
+            "surname, date of): fix the header line (a line break inside a quoted name",
+        ),
+    ],
+    ids=["title-line", "trailing-commas", "header-line-break"],
+)
+def test_a_file_whose_every_line_is_left_out_says_why_not_that_it_has_no_rows(tmp_path, header, suffix, said):
+    source = tmp_path / "file.csv"
+    source.write_text("\n".join([header, *(line + suffix for line in customer_lines())]) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match="^" + re.escape(f"{source}: {said}")):
+        plan_quickstart(source, read_table(source))
