@@ -8,6 +8,7 @@ a configuration that says why each choice was made. Running it is the command's 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -24,12 +25,29 @@ from ci_pipeline.config.activities import ActivitiesConfig
 from ci_pipeline.config.sources import CsvOptions
 from ci_pipeline.config.unify import BIRTH_DATE_PARTS, NormalizeConfig, UnifyConfig
 from ci_pipeline.errors import UserError
-from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, listed_lines, parse_csv, quoted_records
+from ci_pipeline.ingest.csvfile import (
+    END,
+    FILE,
+    LINE,
+    START,
+    bom_encoding,
+    listed_lines,
+    parse_csv,
+    quoted_records,
+    utf8_lines,
+)
 from ci_pipeline.ingest.date_sample import COMMON_DATE_FORMATS
+from ci_pipeline.redact import redact
 from ci_pipeline.unify.normalize import phone_region
 from ci_pipeline.unify.probabilistic import SettingsError, TrainingError
 from ci_pipeline.unify.probabilistic_method import train_from_tables
-from ci_pipeline.unify.suggest import IDENTIFIER_OF_PERSON, LOOK_LIKE_SSN, customer_table_verdict, suggest_mapping
+from ci_pipeline.unify.suggest import (
+    IDENTIFIER,
+    IDENTIFIER_OF_PERSON,
+    LOOK_LIKE_SSN,
+    customer_table_verdict,
+    suggest_mapping,
+)
 
 #: The source every quick-start table belongs to.
 SOURCE = "quickstart"
@@ -39,6 +57,8 @@ ROW_KEY = "row_number"
 #: name: a custom attribute ``customer_id`` would become the profile's ``CustomerId`` column, which unification owns.
 CUSTOMER_KEY = "customer_key"
 
+#: A URL (``https://``, ``abfss://``): ``Path`` would fold its ``//`` into ``/``, and redaction no longer sees a URL.
+URL = r"^[A-Za-z][A-Za-z0-9+.-]*://"
 #: Names of keys: ``id``, ``order_id``, ``CustomerNumber``, ``uuid``.
 KEY_NAME = r"(^|_)(id|key|uuid|guid|number|no|num|nr|code|ref)$"
 #: Names of a transaction's customer reference: ``customer_id``, ``client_no``, ``member_number``, ``cust_id``.
@@ -47,6 +67,10 @@ CUSTOMER_REF_NAME = (
 )
 #: Names of money amounts.
 AMOUNT_NAME = r"(^|_)(amount|amt|total|price|revenue|value|spend|sales|sum|cost|paid|subtotal|net|gross)($|_)"
+#: A number with a decimal comma, thousands maybe grouped by points (``1.262,15``), as in much of Europe.
+DECIMAL_COMMA = r"-?(\d{1,3}(\.\d{3})+|\d+),\d+"
+#: What a transaction file lacks when its amounts have a decimal comma.
+UNREAD_AMOUNT = "no amount column it can read"
 #: Names that say a column holds the date of a transaction.
 DATE_NAME = r"(^|_)(date|time|timestamp|datetime|ts|dt|at|on|day)($|_)"
 #: Rows a customer table needs for the probabilistic model to be the default: it learns from the pairs of records
@@ -69,14 +93,25 @@ MODEL_FIELDS = {
 
 #: The region phone numbers without a country code are read in unless the configuration says otherwise.
 DEFAULT_REGION = NormalizeConfig.model_fields["default_region"].default
+#: Why an identifier is left unmapped when the rows are numbered (``--row-key``).
+ROW_KEY_IDENTIFIER = (
+    f"an identifier, but not the primary key ({ROW_KEY} is, as no column identifies a row): left unmapped it is "
+    "not on the profile; map it to 'custom' to keep it there"
+)
 #: Delimiters a CSV file's header is tried for, the comma first on a tie.
 DELIMITERS = (",", ";", "\t", "|")
 #: Why the written configuration sets each ``csv`` option.
 CSV_REASONS = {
-    "encoding": "The file is not UTF-8; it reads as Windows-1252 (spreadsheet exports are often written so)",
     "delimiter": "Values are separated by this character, not by commas",
     "multiline": "Quoted values of this file hold line breaks (multi-line addresses, notes): read them as values",
     "skip_initial_space": "Each delimiter is followed by a blank (a, b, c): the blank is not part of the value",
+}
+
+#: Why the written configuration sets ``csv.encoding`` to each encoding.
+ENCODING_REASONS = {
+    "cp1252": "The file is not UTF-8; it reads as Windows-1252 (spreadsheet exports are often written so)",
+    "utf-16": 'The file is UTF-16: it begins with that byte-order mark (Excel\'s "Unicode text" is written so)',
+    "utf-32": "The file is UTF-32: it begins with that byte-order mark",
 }
 
 #: Words YAML reads as booleans or null: quoted when they are names.
@@ -115,7 +150,9 @@ class UnreadLine:
     """A line of a CSV file that ingestion will quarantine, as ingestion's parser found it."""
 
     line: int
-    kind: str  # "broken_quoting" (an unclosed quote) or "column_count" (another number of fields than the header)
+    # "broken_quoting" (an unclosed quote), "column_count" (another number of fields than the header) or
+    # "encoding" (a line not in UTF-8 in a file that is)
+    kind: str
     raw: str
 
 
@@ -141,10 +178,26 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # what the user is told about the file as read
 
 
+def local_path(argument: str) -> Path:
+    """The quick start's file argument as a local path.
+
+    Raises:
+        UserError: the argument is a URL; the message names it with its password and signature masked.
+    """
+    if re.match(URL, argument):
+        raise UserError(
+            f"{redact(argument)} is a URL; quickstart takes a local file path. Download the file first, or write a "
+            "configuration that reads it from the lake (docs/configuration.md)"
+        )
+    return Path(argument).expanduser()
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """The file as a frame of text (CSV) or of its own types (Parquet); empty cells are missing. A CSV file's
     ``csv`` options (see :func:`read_csv_file`) are in ``frame.attrs["csv"]``, the lines it leaves out in
     ``frame.attrs["unread"]``."""
+    if path.is_dir():
+        raise UserError(f"{path}: a folder; quickstart takes one CSV or Parquet file: give the path of one file in it")
     if not path.is_file():
         raise UserError(f"{path}: no such file (give a CSV or Parquet file)")
     suffix = path.suffix.lower()
@@ -162,10 +215,11 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
     """A CSV file as text, and the ``csv`` options ingestion needs to read it as this does (those that differ from
-    the defaults): its encoding when not UTF-8 (Windows-1252, as spreadsheet exports in Western Europe are
-    written), its delimiter when not a comma (``;`` where the comma is the decimal mark, tab, ``|``) and
-    ``multiline`` when quoted values really hold line breaks (see :func:`quoted_records`) and
-    ``skip_initial_space`` when every delimiter is followed by a blank (:func:`_blank_after_delimiters`).
+    the defaults): its encoding when not UTF-8 (the UTF-16 or UTF-32 its byte-order mark names, or Windows-1252,
+    as spreadsheet exports in Western Europe are written), its delimiter when not a comma (``;`` where the comma
+    is the decimal mark, tab, ``|``) and ``multiline`` when quoted values really hold line breaks (see
+    :func:`quoted_records`) and ``skip_initial_space`` when every delimiter is followed by a blank
+    (:func:`_blank_after_delimiters`).
 
     The file is parsed by ingestion's own parser (:func:`~ci_pipeline.ingest.csvfile.parse_csv`), so the frame
     holds the rows the run will accept as records, header names without the blanks around them (``id,
@@ -175,28 +229,19 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
     """
     data = path.read_bytes()
     options: dict = {}
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        try:
-            text = data.decode("cp1252")
-        except UnicodeDecodeError:
-            raise UserError(
-                f"{path}: the file is neither UTF-8 ({exc}) nor Windows-1252; save it as UTF-8, or write its "
-                "configuration by hand with csv.encoding set to its encoding (docs/config/sources.md)"
-            ) from None
-        options["encoding"] = "cp1252"
+    text, encoding = _decoded(path, data)
+    if encoding:
+        options["encoding"] = encoding
     delimiter = _delimiter(text)
     if delimiter != ",":
         options["delimiter"] = delimiter
     skip = _blank_after_delimiters(text, delimiter)
     if skip:
         options["skip_initial_space"] = True
-    utf8 = text.encode("utf-8")
-    read = CsvOptions(delimiter=delimiter, skip_initial_space=skip)
-    parsed = parse_csv(utf8, read, str(path))
+    read = CsvOptions(encoding=encoding or "utf-8", delimiter=delimiter, skip_initial_space=skip)
+    parsed = parse_csv(data, read, str(path))
     if (parsed.broken["kind"] == "broken_quoting").any():
-        quoted = quoted_records(utf8, read, str(path))
+        quoted = quoted_records(data, read, str(path))
         if quoted is not None:
             parsed = quoted
             options["multiline"] = True
@@ -206,6 +251,40 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
         for line, kind, raw in parsed.broken[["line", "kind", "raw"]].itertuples(index=False)
     )
     return frame, options
+
+
+def _decoded(path: Path, data: bytes) -> tuple[str, str | None]:
+    """The file as text, and its encoding when not UTF-8: the one its byte-order mark names (UTF-16 or UTF-32),
+    else ``cp1252`` when it is not UTF-8 but reads as Windows-1252."""
+    marked = bom_encoding(data)
+    if marked:
+        try:
+            return data.decode(marked), marked
+        except UnicodeDecodeError as exc:
+            raise UserError(
+                f"{path}: the file begins with a {marked.upper()} byte-order mark but is not valid {marked.upper()} "
+                f"({exc}); save it as UTF-8"
+            ) from None
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        lines = utf8_lines(data)
+        if lines.mostly_utf8:
+            return lines.text.decode("utf-8"), None  # ingestion quarantines the other lines
+        if lines.accented:
+            line, byte = next(iter(lines.bad.items()))
+            raise UserError(
+                f"{path}: the file mixes two encodings: {lines.accented:,} line(s) are UTF-8 with accents and "
+                f"{len(lines.bad):,} are not (line {line}: byte 0x{byte:02x}); read as either, the other's names "
+                "would be garbled. Save the whole file as UTF-8"
+            ) from None
+        try:
+            return data.decode("cp1252"), "cp1252"
+        except UnicodeDecodeError:
+            raise UserError(
+                f"{path}: the file is neither UTF-8 ({exc}) nor Windows-1252; save it as UTF-8, or write its "
+                "configuration by hand with csv.encoding set to its encoding (docs/config/sources.md)"
+            ) from None
 
 
 def _blank_after_delimiters(text: str, delimiter: str, lines: int = 50) -> bool:
@@ -269,13 +348,10 @@ def detect_transactions(frame: pd.DataFrame) -> tuple[Transactions | None, str]:
     customer = next((c for c, n in names.items() if re.search(CUSTOMER_REF_NAME, n)), None)
     dated = [c for c in frame.columns if _is_date(frame[c])]
     timestamp = next((c for c in dated if re.search(DATE_NAME, names[c])), dated[0] if dated else None)
-    amounts = [
-        c
-        for c, n in names.items()
-        if re.search(AMOUNT_NAME, n) and not re.search(KEY_NAME, n) and _numeric_share(frame[c]) >= 0.95
-    ]
+    named = [c for c, n in names.items() if re.search(AMOUNT_NAME, n) and not re.search(KEY_NAME, n)]
+    amounts = [c for c in named if _numeric_share(frame[c]) >= 0.95]
     missing = [
-        what
+        f"no {what}"
         for what, found in [
             ("customer id column (customer_id, client_no, ...)", customer),
             ("date column", timestamp),
@@ -283,8 +359,16 @@ def detect_transactions(frame: pd.DataFrame) -> tuple[Transactions | None, str]:
         ]
         if not found
     ]
+    comma = next((c for c in named if _decimal_comma_share(frame[c]) >= 0.95), None)
+    if comma is not None and not amounts:
+        example = frame[comma].dropna().iloc[0]
+        missing[-1] = (
+            f"{UNREAD_AMOUNT}: {comma} holds numbers with a decimal comma ({example}), and ingestion reads "
+            "numbers only with a decimal point (no option sets the decimal mark): save the file with decimal "
+            f"points ({example.replace('.', '').replace(',', '.')})"
+        )
     if missing:
-        return None, "it has no " + ", no ".join(missing)
+        return None, "it has " + ", ".join(missing)
     return Transactions(str(customer), str(timestamp), str(amounts[0])), ""
 
 
@@ -300,7 +384,7 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
         UserError: the file is empty, is neither kind, or has no primary key and ``row_key`` is False.
     """
     if frame.empty:
-        raise UserError(f"{path}: the file has no rows")
+        raise UserError(f"{path}: {no_rows(frame)}")
     transactions, missing = detect_transactions(frame)
     mapping = suggest_mapping(frame)
     verdict = customer_table_verdict(mapping)
@@ -309,6 +393,10 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
         # value, not transactions.
         transactions = None
     if transactions is None and verdict:
+        if missing.startswith(f"it has {UNREAD_AMOUNT}"):
+            # Transactions but for the decimal mark (the amount is the last thing looked for): that is the fix,
+            # not the customer-table test the file fails.
+            raise UserError(f"{path}: transactions, but {missing}")
         raise UserError(f"{path}: neither a customer table nor transactions: {verdict}; as transactions {missing}")
     exclude = {transactions.customer} if transactions else set()
     key = infer_primary_key(frame, exclude)
@@ -338,6 +426,11 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
             plan.table = "transactions"
     else:
         plan.mapping = mapping[mapping["column"] != key.column]
+        if key.column == ROW_KEY:
+            # suggest_mapping says an identifier is "on the profile already" as the primary key; here the row
+            # number is, so the id column would be lost unless mapped.
+            said = plan.mapping["reason"] == IDENTIFIER
+            plan.mapping = plan.mapping.assign(reason=plan.mapping["reason"].mask(said, ROW_KEY_IDENTIFIER))
         phones = plan.mapping.loc[plan.mapping["suggested"] == "phone", "column"]
         region = phone_region(frame[phones.iloc[0]]) if len(phones) else None
         plan.phone_region = region if region and region[0] != DEFAULT_REGION else None
@@ -369,6 +462,34 @@ def measures_as_of(dates: pd.Series, column: str, file: str) -> tuple[str, str]:
     )
 
 
+def no_rows(frame: pd.DataFrame) -> str:
+    """Why the file gave no rows: it has none, or every line was left out (``frame.attrs["unread"]``), most often
+    for one cause in the header: a title above it, names cut by a line break, trailing delimiters on every row."""
+    unread = frame.attrs.get("unread", ())
+    if not unread:
+        return "the file has no rows"
+    header = len(frame.columns)
+    if any(u.kind != "column_count" for u in unread):
+        return f"none of its {len(unread):,} lines reads as a row: " + "; ".join(unread_notes(unread, header))
+    delimiter = frame.attrs.get("csv", {}).get("delimiter", ",")
+    rows = [next(csv.reader([u.raw], delimiter=delimiter), []) for u in unread]
+    fields = pd.Series([len(r) for r in rows]).value_counts()
+    most = int(fields.index[0])
+    share = "every one of the {:,} lines has" if len(fields) == 1 else "most of the {:,} lines have"
+    said = f"{share.format(len(unread))} {most} fields where the header (line 1) has {header}"
+    if header == 1:
+        return f"{said}: a title above the header? Delete the lines above the header so that it is the first line"
+    if most > header and all(not "".join(r[header:]).strip() for r in rows):
+        return (
+            f"{said}, the last {most - header} empty in every line: delete the trailing delimiters "
+            f"('{delimiter * (most - header)}' at the end of each line), or name those columns in the header"
+        )
+    return (
+        f"{said} (names: {', '.join(map(str, frame.columns))}): fix the header line (a line break inside a quoted "
+        "name cuts it short) or the delimiter"
+    )
+
+
 def unread_notes(unread: tuple[UnreadLine, ...], fields: int) -> list[str]:
     """What the user is told of the lines left out of planning (``fields``: the header's count): one line per
     problem, with the first line numbers, each saying that the run quarantines them."""
@@ -376,6 +497,7 @@ def unread_notes(unread: tuple[UnreadLine, ...], fields: int) -> list[str]:
     for kind, what, then in [
         ("broken_quoting", "hold an unclosed quote", "(set csv.multiline: true only if values really span lines)"),
         ("column_count", f"have another number of fields than the header's {fields}", "(fix them in the file)"),
+        ("encoding", "are not UTF-8 as the rest of the file is", "(save them as UTF-8)"),
     ]:
         lines = [u.line for u in unread if u.kind == kind]
         if lines:
@@ -452,9 +574,13 @@ def write_files(plan: Plan, frame: pd.DataFrame, out: Path) -> Path:
             numbered.to_csv(data, index=False)
             if plan.unread:
                 # Numbered after the rows and otherwise as they are, so still broken: the run quarantines them
-                # from the copy as it would from the file.
-                with data.open("a", encoding="utf-8", newline="") as copy:
-                    copy.writelines(f"{len(frame) + i},{u.raw}\n" for i, u in enumerate(plan.unread, 1))
+                # from the copy as it would from the file. A line not in UTF-8 keeps its own bytes (its raw text
+                # shows them escaped, which is valid UTF-8).
+                original = plan.path.read_bytes().splitlines()
+                with data.open("ab") as copy:
+                    for i, u in enumerate(plan.unread, 1):
+                        raw = original[u.line - 1] if u.kind == "encoding" else u.raw.encode("utf-8")
+                        copy.write(f"{len(frame) + i},".encode() + raw + b"\n")
             # The copy is UTF-8 with commas: of the file's own options only multi-line values still apply.
             plan = replace(plan, csv={k: v for k, v in plan.csv.items() if k == "multiline"})
         else:
@@ -497,7 +623,9 @@ def configuration_yaml(plan: Plan, data_path: str) -> str:
     ]
     lines += [f"        # {line}" for note in plan.notes for line in textwrap.wrap(note + ".", 108)]
     if plan.csv and fmt == "csv":
-        lines += [f"        # {CSV_REASONS[k]}." for k in plan.csv]
+        lines += [
+            f"        # {ENCODING_REASONS[v] if k == 'encoding' else CSV_REASONS[k]}." for k, v in plan.csv.items()
+        ]
         lines.append("        csv: {" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in plan.csv.items()) + "}")
     if plan.formats:
         lines.append(
@@ -715,6 +843,12 @@ def _numeric_share(values: pd.Series) -> float:
         return 1.0
     text = values.dropna().astype("string").str.strip()
     return float(pd.to_numeric(text, errors="coerce").notna().mean()) if len(text) else 0.0
+
+
+def _decimal_comma_share(values: pd.Series) -> float:
+    """The share of the values written with a decimal comma: ``262,15``, ``1.262,15``, ``-3,5``."""
+    text = values.dropna().astype("string").str.strip()
+    return float(text.str.fullmatch(DECIMAL_COMMA).mean()) if len(text) else 0.0
 
 
 def _relative(path: Path, folder: Path) -> str:

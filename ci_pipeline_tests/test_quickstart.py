@@ -124,6 +124,23 @@ def test_a_table_that_is_neither_says_what_it_lacks():
     assert "no customer id column" in message and "no date column" in message
 
 
+def test_transactions_with_a_decimal_comma_are_refused_naming_the_amount_column_and_the_fix():
+    frame = pd.DataFrame(
+        {
+            "order_id": ["B1", "B2", "B3"],
+            "customer_id": ["C1", "C2", "C1"],
+            "order_date": ["19.02.2024", "25.08.2024", "01.09.2024"],
+            "amount": ["262,15", "1.484,83", "7,00"],
+        }
+    )
+    with pytest.raises(UserError) as raised:
+        plan_quickstart(Path("orders.csv"), frame)
+    message = str(raised.value)
+    assert message.startswith("orders.csv: transactions, but it has no amount column it can read: ")
+    assert "amount holds numbers with a decimal comma (262,15)" in message
+    assert "save the file with decimal points (262.15)" in message
+
+
 def test_without_a_key_the_user_is_offered_a_row_number(tmp_path):
     frame = people(5).drop(columns="CustomerID")
     frame = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)  # the same row twice: no column is unique
@@ -135,6 +152,21 @@ def test_without_a_key_the_user_is_offered_a_row_number(tmp_path):
     copy = pd.read_csv(tmp_path / "out" / "data" / "people.csv", dtype=str)
     assert copy[ROW_KEY].tolist() == [str(i) for i in range(1, 7)] and len(copy.columns) == len(frame.columns) + 1
     assert yaml.safe_load(config.read_text())["sources"]["quickstart"]["tables"]["people"]["path"] == "data/people.csv"
+
+
+def test_with_row_numbers_as_the_key_an_id_column_is_not_said_to_be_on_the_profile(tmp_path):
+    frame = people(5)
+    frame = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)  # the same row twice: no column is unique
+    plan = plan_quickstart(tmp_path / "people.csv", frame, row_key=True)
+    text = write_files(plan, frame, tmp_path / "out").read_text()
+    assert "on the profile already" not in text
+    assert "# CustomerID is left out: an identifier, but not the primary key (row_number is" in text
+    assert "map it to 'custom' to keep it there" in text
+
+
+def test_a_folder_is_refused_as_a_folder_not_as_a_missing_file(tmp_path):
+    with pytest.raises(UserError, match="a folder; quickstart takes one CSV or Parquet file"):
+        read_table(tmp_path)
 
 
 def test_few_attributes_get_simple_rules_and_a_hand_edited_configuration_is_kept(tmp_path):
@@ -219,6 +251,9 @@ def test_a_file_without_line_breaks_in_values_reads_csv_lines_as_rows(tmp_path):
         ("\t", "utf-8", {"delimiter": "\t"}),
         ("|", "utf-8", {"delimiter": "|"}),
         (",", "cp1252", {"encoding": "cp1252"}),
+        # Excel's "Unicode text": UTF-16 with a byte-order mark, tab-separated.
+        ("\t", "utf-16", {"encoding": "utf-16", "delimiter": "\t"}),
+        (",", "utf-32", {"encoding": "utf-32"}),
     ],
 )
 def test_a_spreadsheet_export_is_read_with_its_delimiter_and_encoding(tmp_path, delimiter, encoding, options):
@@ -328,6 +363,17 @@ def test_a_file_in_no_encoding_it_can_read_names_the_fix(tmp_path):
     source.write_bytes(b"id,name,email\n1,\x81\xff,a@x.example\n")  # 0x81 is no Windows-1252 character
     with pytest.raises(UserError, match="neither UTF-8 .* nor Windows-1252; save it as UTF-8, or .* csv.encoding"):
         read_table(source)
+
+
+def test_a_url_is_refused_as_not_a_local_file_without_its_password(tmp_path, capsys):
+    url = "https://admin:S3cretPassw0rd@files.example.com/customers.csv?sig=abc123"
+    assert main(["quickstart", url, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "S3cretPassw0rd" not in error and "abc123" not in error
+    assert (
+        "https://admin:***@files.example.com/customers.csv?sig=*** is a URL; quickstart takes a local file path"
+        in error
+    )
 
 
 @pytest.mark.slow

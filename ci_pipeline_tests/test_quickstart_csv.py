@@ -6,6 +6,7 @@ line with another number of fields than the header must not stop the quick start
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,8 @@ import pytest
 import yaml
 
 from ci_pipeline.cli import main
-from ci_pipeline.quickstart import read_table
+from ci_pipeline.errors import UserError
+from ci_pipeline.quickstart import plan_quickstart, read_table
 
 HEADER = "unique_id,first_name,surname,dob,city,email"
 ROWS = 90  # under MODEL_ROWS: simple rules, so no model is trained and the test stays fast
@@ -123,3 +125,71 @@ def test_a_file_written_with_a_blank_after_each_comma_is_read_without_the_blanks
     assert not accepted["first_name"].str.startswith(" ").any() and accepted["first_name"].iloc[1] == "Bob"
     profile = pd.read_parquet(tmp_path / "out" / "lake" / "ci_pipeline" / "unify" / "customer_profile.parquet")
     assert not profile["FirstName"].dropna().str.startswith(" ").any()
+
+
+def accented_lines(count: int = ROWS) -> list[str]:
+    """Customers whose first names carry an accent (UTF-8 beyond ASCII on every line)."""
+    return [line.replace(",", "é,", 2).replace("é,", ",", 1) for line in customer_lines(count)]
+
+
+@pytest.mark.parametrize("row_key", [False, True], ids=["key", "row-key"])
+def test_a_utf8_file_with_one_line_in_another_encoding_stays_utf8_and_that_line_is_quarantined(tmp_path, row_key):
+    lines = accented_lines()
+    if row_key:
+        lines = [line.split(",", 1)[1] for line in lines]
+        lines[60] = lines[0]
+    header = HEADER.split(",", 1)[1] if row_key else HEADER
+    appended = ("" if row_key else "c999,") + "Jörg,Müller,1970-01-01,Köln,jm@x.example"
+    source = tmp_path / "mixed.csv"
+    source.write_bytes(("\n".join([header, *lines]) + "\n").encode("utf-8") + (appended + "\n").encode("cp1252"))
+
+    config, accepted, quarantine = quickstart(source, tmp_path, *(["--row-key"] if row_key else []))
+    assert "encoding" not in config.get("csv", {})
+    assert len(accepted) + len(quarantine) == ROWS + 1 and len(quarantine) == 1
+    assert accepted["first_name"].str.endswith("é").all()  # not Ã©
+    assert quarantine["kind"].tolist() == ["encoding"]
+    assert quarantine["reason"].str.startswith("byte 0xf6 is not valid utf-8, though the rest of the file is").all()
+    assert quarantine["raw"].str.contains("J\\xf6rg", regex=False).all()
+    written = (tmp_path / "out" / "ci_pipeline.yaml").read_text()
+    assert f"# csv: 1 line(s) are not UTF-8 as the rest of the file is (line {ROWS + 2})" in written
+
+
+def test_a_file_half_utf8_half_windows_1252_is_refused_naming_both(tmp_path):
+    lines = accented_lines(10)
+    source = tmp_path / "mixed.csv"
+    utf8, cp1252 = "\n".join([HEADER, *lines[:5]]) + "\n", "\n".join(lines[5:]) + "\n"
+    source.write_bytes(utf8.encode("utf-8") + cp1252.encode("cp1252"))
+    with pytest.raises(
+        UserError, match=r"mixes two encodings: 5 line\(s\) are UTF-8 .* and 5 are not \(line 7: byte 0xe9\)"
+    ):
+        read_table(source)
+
+
+@pytest.mark.parametrize(
+    ("header", "suffix", "said"),
+    [
+        (
+            f"Customer export 2024-05-01\n{HEADER}",
+            "",
+            "every one of the 91 lines has 6 fields where the header (line 1) has 1: a title above the header?",
+        ),
+        (
+            HEADER,
+            ",,",
+            "every one of the 90 lines has 8 fields where the header (line 1) has 6, the last 2 empty in every "
+            "line: delete the trailing delimiters (',,'",
+        ),
+        (
+            HEADER.replace("dob", '"date of\nbirth"'),
+            "",
+            "every one of the 90 lines has 6 fields where the header (line 1) has 4 (names: unique_id, first_name, "
+            "surname, date of): fix the header line (a line break inside a quoted name",
+        ),
+    ],
+    ids=["title-line", "trailing-commas", "header-line-break"],
+)
+def test_a_file_whose_every_line_is_left_out_says_why_not_that_it_has_no_rows(tmp_path, header, suffix, said):
+    source = tmp_path / "file.csv"
+    source.write_text("\n".join([header, *(line + suffix for line in customer_lines())]) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match="^" + re.escape(f"{source}: {said}")):
+        plan_quickstart(source, read_table(source))

@@ -29,10 +29,10 @@ def run(args) -> int:
     from ci_pipeline.commands import run as run_command
     from ci_pipeline.config import load_config
     from ci_pipeline.lake import Lake
-    from ci_pipeline.quickstart import KIND_TEXT, plan_quickstart, read_table, write_files
+    from ci_pipeline.quickstart import KIND_TEXT, local_path, plan_quickstart, read_table, write_files
     from ci_pipeline.unify import SETTINGS_PATH
 
-    path = Path(args.path).expanduser()
+    path = local_path(args.path)
     frame = read_table(path)
     plan = plan_quickstart(path, frame, row_key=args.row_key)
     out = Path(args.out).expanduser() if args.out else Path.cwd() / f"{plan.table}_quickstart"

@@ -13,7 +13,7 @@ from ci_pipeline.config.base import Name, StrictModel
 ColumnType = Literal["string", "int64", "double", "decimal", "boolean", "date", "datetime", "time", "guid", "json"]
 Severity = Literal["warning", "error"]
 #: Why a row was quarantined; each can get its own severity under ``bad_rows_by_reason``.
-ReasonKind = Literal["missing_key", "duplicate_key", "column_count", "broken_quoting", "malformed_value"]
+ReasonKind = Literal["missing_key", "duplicate_key", "column_count", "broken_quoting", "encoding", "malformed_value"]
 
 #: What Dagster accepts as an asset owner: an e-mail address or ``team:<name>``.
 _OWNER = re.compile(r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")

@@ -36,23 +36,88 @@ class ParsedCsv:
     text: bytes  # the file as UTF-8, for the raw text of rows quarantined later
 
 
-def decode(data: bytes, encoding: str, file: str) -> bytes:
-    """The file as UTF-8 bytes without a byte-order mark, or a clear error naming the line of the first bad byte."""
+#: Byte-order marks that name their encoding, the longer first: UTF-32 LE's begins with UTF-16 LE's.
+BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def bom_encoding(data: bytes) -> str | None:
+    """``utf-16`` or ``utf-32`` when the file begins with that byte-order mark (Excel's "Unicode text"), else None."""
+    return next((encoding for bom, encoding in BOMS if data.startswith(bom)), None)
+
+
+@dataclass(frozen=True)
+class Utf8Lines:
+    """A file read as UTF-8 line by line: lines that are not UTF-8 have their bad bytes written ``\\xf6``."""
+
+    text: bytes  # UTF-8, without a byte-order mark
+    bad: dict[int, int]  # line number -> its first byte that is not UTF-8
+    accented: int  # lines that are valid UTF-8 and hold a character beyond ASCII
+
+    @property
+    def mostly_utf8(self) -> bool:
+        """Whether the file is UTF-8 but for a few lines: more of its lines hold UTF-8 accents than bad bytes. Read
+        whole in another encoding, those accents would be garbled (``é`` as ``Ã©``)."""
+        return 0 < len(self.bad) < self.accented
+
+
+def utf8_lines(data: bytes) -> Utf8Lines:
+    """The file read as UTF-8, each line that is not (a line appended by a Windows-1252 program) kept apart."""
+    data = data.removeprefix(codecs.BOM_UTF8)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    following = np.append(buf[1:], np.uint8(0))
+    # Lines end with LF, CRLF or a bare CR, as parse_csv counts them (see _bare_cr_to_lf).
+    breaks = np.flatnonzero((buf == 10) | ((buf == 13) & (following != 10)))
+    starts = np.concatenate([[0], breaks + 1])
+    stops = np.append(breaks, len(buf))
+    # Only lines beyond ASCII can hold a bad byte: few, so a loop over them is cheap.
+    accented = np.unique(np.searchsorted(breaks, np.flatnonzero(buf >= 0x80)))
+    bad: dict[int, int] = {}
+    pieces, begin = [], 0
+    for i in accented.tolist():
+        line = data[starts[i] : stops[i]]
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad[i + 1] = line[exc.start]
+            pieces += [data[begin : starts[i]], line.decode("utf-8", "backslashreplace").encode("utf-8")]
+            begin = stops[i]
+    text = b"".join([*pieces, data[begin:]])
+    return Utf8Lines(text, bad, len(accented) - len(bad))
+
+
+def decode(data: bytes, encoding: str, file: str) -> tuple[bytes, dict[int, int]]:
+    """The file as UTF-8 bytes without a byte-order mark, and the lines to quarantine as not in ``encoding`` (line
+    number -> the first bad byte; see :attr:`Utf8Lines.mostly_utf8`), or a clear error naming the line of the first
+    bad byte."""
     name = codecs.lookup(encoding).name
     try:
         if name == "utf-8":
             data.decode("utf-8")
-            return data[3:] if data.startswith(codecs.BOM_UTF8) else data
+            return data.removeprefix(codecs.BOM_UTF8), {}
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
+        lines = utf8_lines(data) if name == "utf-8" else None
+        if lines is not None and lines.mostly_utf8:
+            return lines.text, lines.bad
         before = data[: exc.start]
         # Lines end with LF, CRLF or a bare CR (see _bare_cr_to_lf).
         line = before.count(b"\n") + before.replace(b"\r\n", b"\n").count(b"\r") + 1
+        marked = bom_encoding(data)
+        if marked and codecs.lookup(marked).name != name:
+            raise UserError(
+                f"{file}: the file begins with a {marked.upper()} byte-order mark but is read as {encoding}: set "
+                f"csv.encoding: {marked} for this table"
+            ) from None
         raise UserError(
             f"{file}: line {line}: byte 0x{data[exc.start]:02x} is not valid {encoding}; the file is in another "
             "encoding: set csv.encoding for this table (for example cp1252, latin-1 or utf-16)"
         ) from None
-    return text.lstrip("\ufeff").encode("utf-8")
+    return text.lstrip("\ufeff").encode("utf-8"), {}
 
 
 def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | None = None) -> ParsedCsv:
@@ -67,7 +132,7 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     Raises:
         UserError: undecodable bytes, or a header that is empty or repeats a column name.
     """
-    text = decode(data, options.encoding, file)
+    text, undecodable = decode(data, options.encoding, file)
     buf = np.frombuffer(text, dtype=np.uint8)
     size = len(buf)
     quote = ord(options.quotechar)
@@ -119,8 +184,17 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     delims, record = delims[inside], record[inside]
     outside = (quotes_before(delims) - quotes_before(starts[record])) % 2 == 0
     fields = np.bincount(record[outside], minlength=len(starts)) + 1
-    wrong_count = (fields != len(columns)) & ~broken_quoting
-    bad = broken_quoting | wrong_count
+    # A record holding a line that is not in the file's encoding (its other lines are).
+    first_bad: dict[int, int] = {}  # record -> the first byte of it not in the encoding
+    for line, byte in sorted(undecodable.items()):
+        record = int(np.searchsorted(lines, line, side="right")) - 1
+        if record >= 0:
+            first_bad.setdefault(record, byte)
+    encoding = np.zeros(len(starts), dtype=bool)
+    encoding[list(first_bad)] = True
+    broken_quoting &= ~encoding
+    wrong_count = (fields != len(columns)) & ~broken_quoting & ~encoding
+    bad = encoding | broken_quoting | wrong_count
 
     broken = pd.DataFrame(
         {
@@ -131,15 +205,18 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
                 dtype=STRING,
             ),
             "reason": pd.array(
-                np.where(
-                    broken_quoting[bad],
-                    "broken quoting: a quoted value is not closed on this line"
-                    + ("" if options.multiline else _MULTILINE_HINT),
+                np.select(
+                    [encoding[bad], broken_quoting[bad]],
+                    [
+                        _encoding_reasons(first_bad, np.flatnonzero(bad), options.encoding),
+                        "broken quoting: a quoted value is not closed on this line"
+                        + ("" if options.multiline else _MULTILINE_HINT),
+                    ],
                     np.char.add(f"expected {len(columns)} columns, found ", fields[bad].astype(str)),
                 ),
                 dtype=STRING,
             ),
-            "kind": np.where(broken_quoting[bad], "broken_quoting", "column_count"),
+            "kind": np.select([encoding[bad], broken_quoting[bad]], ["encoding", "broken_quoting"], "column_count"),
         }
     )
 
@@ -202,6 +279,20 @@ def listed_lines(lines: list[int]) -> str:
 #: What a row with an unclosed quote is told when the table does not read line breaks inside quotes: the likeliest
 #: cause in an export of addresses or notes.
 _MULTILINE_HINT = " (if quoted values of this file hold line breaks, set csv.multiline: true for its table)"
+
+
+def _encoding_reasons(first_bad: dict[int, int], records: np.ndarray, encoding: str) -> np.ndarray:
+    """The reason of each of ``records`` that holds a byte not in ``encoding`` (``first_bad``), else empty."""
+    return np.array(
+        [
+            f"byte 0x{first_bad[r]:02x} is not valid {encoding}, though the rest of the file is: this line is in "
+            "another encoding (the byte is written \\x.. in raw); save it as UTF-8"
+            if r in first_bad
+            else ""
+            for r in records.tolist()
+        ],
+        dtype=object,
+    )
 
 
 def _bare_cr_to_lf(text: bytes, buf: np.ndarray, quotes_before, multiline: bool) -> tuple[bytes, np.ndarray]:

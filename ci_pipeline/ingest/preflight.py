@@ -19,7 +19,15 @@ from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.config.sources import TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import cdm
-from ci_pipeline.ingest.csvfile import VALUE_LINE_BREAKS, header_names, listed_lines, parse_csv, quoted_records
+from ci_pipeline.ingest.csvfile import (
+    VALUE_LINE_BREAKS,
+    bom_encoding,
+    header_names,
+    listed_lines,
+    parse_csv,
+    quoted_records,
+    utf8_lines,
+)
 from ci_pipeline.ingest.date_sample import date_problems
 from ci_pipeline.ingest.read import data_files
 from ci_pipeline.ingest.storage import SourceLocation
@@ -324,11 +332,22 @@ def _head(location: SourceLocation) -> bytes:
 
 def _decode_sample(head: bytes, encoding: str, whole: bool, url: str) -> tuple[str, str | None]:
     """The sample as text, and a message naming the line of the first byte that is not valid ``encoding``."""
+    marked = bom_encoding(head)
+    if marked and codecs.lookup(marked).name != codecs.lookup(encoding).name:
+        # Read so, the file is NULs between characters: its header would be the first thing reported wrong.
+        raise UserError(
+            f"{url}: the file begins with a {marked.upper()} byte-order mark but is read as {encoding}: set "
+            f"csv.encoding: {marked} for this table"
+        )
     decoder = codecs.getincrementaldecoder(encoding)()
     try:
         # Not final unless the whole file was read: a character cut at the sample's end is not an error.
         return decoder.decode(head, final=whole).lstrip("\ufeff"), None
     except UnicodeDecodeError as exc:
+        if codecs.lookup(encoding).name == "utf-8":
+            lines = utf8_lines(head if whole else head[: head.rfind(b"\n") + 1])
+            if lines.mostly_utf8:
+                return lines.text.decode("utf-8"), None  # a run quarantines the lines that are not UTF-8
         before = codecs.getincrementaldecoder(encoding)(errors="replace").decode(head[: exc.start])
         line = before.count("\n") + (before.count("\r") - before.count("\r\n")) + 1
         message = (

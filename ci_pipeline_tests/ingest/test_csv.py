@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -139,6 +141,21 @@ def test_configured_encoding_and_non_utf8_file(tmp_path, ingest):
     assert result.data["name"].tolist() == ["José", "Zoë"]
 
 
+def test_a_line_in_another_encoding_in_a_utf8_file_is_quarantined_and_validate_agrees(tmp_path, ingest):
+    from ci_pipeline.ingest.preflight import source_problems
+    from ci_pipeline_tests.ingest.conftest import write_config
+
+    data = "id,name\n1,José\n2,Zoë\n".encode() + "3,Jörg\n".encode("cp1252") + "4,Renée\n".encode()
+    (tmp_path / "t.csv").write_bytes(data)
+    result = ingest(csv_table())
+    assert result.data["name"].tolist() == ["José", "Zoë", "Renée"]
+    (row,) = result.quarantine.to_dict("records")
+    assert (row["line"], row["kind"], row["raw"]) == (4, "encoding", "3,J\\xf6rg")
+    assert row["reason"].startswith("byte 0xf6 is not valid utf-8, though the rest of the file is")
+    assert (result.rows_read, result.rows_quarantined) == (4, 1)
+    assert source_problems(write_config(tmp_path, csv_table())) == []
+
+
 def test_folder_of_csv_files(tmp_path, ingest):
     (tmp_path / "parts").mkdir()
     (tmp_path / "parts" / "a.csv").write_text("id,v\n1,a\n")
@@ -213,6 +230,18 @@ def test_escapechar_and_utf16(tmp_path, ingest):
     (tmp_path / "u.csv").write_bytes("id,name\n1,Zoë\n".encode("utf-16"))
     result = ingest(csv_table(path="u.csv", csv={"encoding": "utf-16"}))
     assert result.data["name"].tolist() == ["Zoë"]
+
+
+def test_a_utf16_file_read_as_utf8_names_its_byte_order_mark_and_the_fix_in_ingest_and_validate(tmp_path, ingest):
+    from ci_pipeline.ingest.preflight import source_problems
+    from ci_pipeline_tests.ingest.conftest import write_config
+
+    (tmp_path / "t.csv").write_bytes("id,name\n1,Zoë\n".encode("utf-16"))
+    fix = r"t\.csv: the file begins with a UTF-16 byte-order mark .* csv\.encoding: utf-16"
+    with pytest.raises(UserError, match=fix):
+        ingest(csv_table())
+    (problem,) = source_problems(write_config(tmp_path, csv_table()))  # not "the first line is empty"
+    assert re.search(fix, problem)
 
 
 @pytest.mark.parametrize("seed", range(5))
