@@ -24,7 +24,8 @@ POSITION = [FILE, LINE, START, END, OP, ORDER]
 #: Prefix of the hidden boolean column marking which cells of a Parquet/Delta float column held NaN: pandas shows
 #: NaN and null alike, but NaN is a malformed value and null a missing one.
 NAN = "__nan:"
-BROKEN_COLUMNS = ["file", "line", "raw", "reason", "kind"]
+#: ``first``: a CSV record's first field, when it reads without parsing (its key if that is the first column).
+BROKEN_COLUMNS = ["file", "line", "raw", "reason", "kind", "first"]
 
 
 @dataclass
@@ -76,6 +77,7 @@ def empty_broken() -> pd.DataFrame:
             "raw": pd.array([], dtype=STRING),
             "reason": pd.array([], dtype=STRING),
             "kind": pd.array([], dtype=STRING),
+            "first": pd.array([], dtype=STRING),
         }
     )
 

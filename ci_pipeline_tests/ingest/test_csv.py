@@ -236,3 +236,37 @@ def test_large_integers_are_exact(tmp_path, ingest):
     result = ingest(csv_table(columns={"n": "int64"}))
     assert result.data["n"].tolist() == [12345678901234567]
     assert result.quarantine["reason"].tolist() == ["malformed value in column 'n': 'oops' is not a valid int64"]
+
+
+def test_a_table_whose_every_row_is_quarantined_fails_unless_allowed(tmp_path, ingest):
+    """An export of which no row is accepted is a failed one or a changed layout: loading it would empty every
+    table built on it (unification removing every customer), so the table fails, naming the commonest reasons."""
+    (tmp_path / "t.csv").write_text("id,name,city\n1,ann,oslo,x\n2,bob,rome,y\n3,cy\n,dan,nice\n")
+    with pytest.raises(UserError) as failed:
+        ingest(csv_table())
+    message = str(failed.value)
+    assert "t.csv: all 4 rows read were quarantined and none accepted (sources.src.tables.t)" in message
+    assert "'expected 3 columns, found 4' (2 rows, e.g. line 2)" in message
+    assert "'expected 3 columns, found 2' (1 row, e.g. line 4)" in message
+    assert "failed one or one whose layout changed" in message
+    assert "set sources.src.tables.t.allow_empty: true" in message
+    allowed = ingest(csv_table(allow_empty=True))
+    assert (allowed.rows_accepted, allowed.rows_quarantined) == (0, 4) and allowed.balanced
+
+
+def test_empty_fields_past_the_header_are_an_export_quirk_not_a_wrong_column_count(tmp_path, ingest):
+    """Lines ending in delimiters (a spreadsheet's empty columns on the right) are rows of the header's columns;
+    extra fields that hold a value are still quarantined, and show their key when it is the first field."""
+    (tmp_path / "t.csv").write_text(
+        'id,name,city\n1,ann,oslo,,\n2,bob,"rome, it",\r\n3,cy,nice,,x\n"4",dan\n5,eve,\n NULL ,fay,bergen,z\n'
+    )
+    result = ingest(csv_table())
+    assert result.data["id"].tolist() == ["1", "2", "5"]
+    assert result.data["city"].tolist()[:2] == ["oslo", "rome, it"] and pd.isna(result.data["city"].iloc[2])
+    q = result.quarantine.set_index("line")
+    assert q.index.tolist() == [4, 5, 7]
+    assert q.loc[4, "reason"] == "expected 3 columns, found 5" and q.loc[4, "raw"] == "3,cy,nice,,x"
+    assert q.loc[4, "key"] == "3"
+    assert pd.isna(q.loc[5, "key"])  # a quoted first field is not read without parsing
+    assert pd.isna(q.loc[7, "key"])  # one of the table's null_values
+    assert result.rows_read == 6 and result.balanced
