@@ -138,7 +138,13 @@ _PANDAS_TYPES = {
 
 
 def arrow_frame(table: pa.Table) -> pd.DataFrame:
-    """An Arrow table as pandas (text as ``string``), with a hidden :data:`NAN` column per float column holding NaN."""
+    """An Arrow table as pandas (text as ``string``), with a hidden :data:`NAN` column per float column holding NaN.
+
+    A dictionary column (pandas writes a ``category`` so) is read as its values, as any other column of their type.
+    """
+    for i, column in enumerate(table.columns):
+        if pa.types.is_dictionary(column.type):
+            table = table.set_column(i, table.field(i).name, column.cast(column.type.value_type))
     frame = table.to_pandas(types_mapper=_PANDAS_TYPES.get)
     for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_floating(column.type):

@@ -260,3 +260,15 @@ def test_manifest_pointing_at_a_missing_partition(tmp_path, ingest):
             },
             table="customer",
         )
+
+
+def test_dictionary_columns_are_read_as_their_values(tmp_path, ingest):
+    """pandas writes a ``category`` column as an Arrow dictionary: it is read as its values, not as a category
+    (whose min and max the profile could not take)."""
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "city": ["oslo", None, "oslo"], "tier": [3, 1, 3]})
+    write_parquet(tmp_path / "t.parquet", frame.astype({"city": "category", "tier": "category"}))
+    result = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "id"}})
+    assert result.data["city"].dtype == "string" and result.data["tier"].dtype == "Int64"
+    assert result.data["city"].tolist()[::2] == ["oslo", "oslo"] and pd.isna(result.data["city"].iloc[1])
+    city = next(row for row in result.profile if row["column"] == "city")
+    assert (city["min"], city["max"]) == ("oslo", "oslo")
