@@ -270,3 +270,24 @@ def test_empty_fields_past_the_header_are_an_export_quirk_not_a_wrong_column_cou
     assert pd.isna(q.loc[5, "key"])  # a quoted first field is not read without parsing
     assert pd.isna(q.loc[7, "key"])  # one of the table's null_values
     assert result.rows_read == 6 and result.balanced
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "abfss://crm@contosolake.dfs.core.windows.net/exports/customers.csv?sv=2022&sig=s3cr3tSignature",
+        "abfs://crm/exports/customers.csv",
+    ],
+)
+def test_an_azure_source_with_a_local_lake_is_a_clear_error(tmp_path, ingest, url):
+    """Azure sources are read with the lake's credentials; a local lake has none, so the table names the fix."""
+    from ci_pipeline.ingest.preflight import source_problems
+    from ci_pipeline_tests.ingest.conftest import write_config
+
+    fix = r"an Azure location, but the lake is a local folder.*set lake\.url to abfss://"
+    with pytest.raises(UserError, match=fix) as failed:
+        ingest(csv_table(path=url))
+    assert "s3cr3tSignature" not in str(failed.value)
+    problems = source_problems(write_config(tmp_path, csv_table(path=url)))
+    assert len(problems) == 1 and problems[0].startswith("sources.src.tables.t.path: "), problems
+    assert "lake is a local folder" in problems[0] and "s3cr3tSignature" not in problems[0]
