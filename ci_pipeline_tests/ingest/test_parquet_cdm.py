@@ -272,3 +272,26 @@ def test_dictionary_columns_are_read_as_their_values(tmp_path, ingest):
     assert result.data["city"].tolist()[::2] == ["oslo", "oslo"] and pd.isna(result.data["city"].iloc[1])
     city = next(row for row in result.profile if row["column"] == "city")
     assert (city["min"], city["max"]) == ("oslo", "oslo")
+
+
+def test_timestamps_with_a_zone_keep_their_local_calendar_date_when_read_as_dates(tmp_path, ingest):
+    """A birth date written as midnight Europe/Berlin is 23:00 the day before in UTC: read as a date (declared, or
+    a column of local midnights only), it keeps the date where it was written; other timestamps become UTC."""
+    berlin = pd.to_datetime(["1976-02-16", None, "2016-11-08"]).tz_localize("Europe/Berlin")
+    frame = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "dob": berlin,
+            "day": berlin + pd.Timedelta(minutes=30),
+            "at": berlin + pd.Timedelta(minutes=30),
+        }
+    )
+    write_parquet(tmp_path / "t.parquet", frame)
+    result = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "id", "columns": {"day": "date"}}})
+    data = result.data
+    assert data["dob"].dtype == "datetime64[ns]" and data["day"].dtype == "datetime64[ns]"
+    assert data["dob"].dt.strftime("%Y-%m-%d").tolist()[::2] == ["1976-02-16", "2016-11-08"]
+    assert data["day"].dt.strftime("%Y-%m-%d").tolist()[::2] == ["1976-02-16", "2016-11-08"]
+    assert pd.isna(data["dob"].iloc[1])
+    assert str(data["at"].dtype) == "datetime64[ns, UTC]"
+    assert data["at"].iloc[0] == pd.Timestamp("1976-02-15 23:30", tz="UTC")
