@@ -96,7 +96,9 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     ends = stops.copy()
     has_cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13) if size else np.zeros(len(ends), dtype=bool)
     ends[has_cr] -= 1
-    keep = ends > starts  # blank lines are not rows
+    blank = _blank_records(buf, starts, ends, delim)
+    keep = (ends > starts) & ~blank  # blank lines, and lines of only spaces and tabs, are not rows
+    blank_bytes = _spans(starts[blank], ends[blank])
     starts, stops, ends, lines = starts[keep], stops[keep], ends[keep], lines[keep]
 
     columns: list[str]
@@ -146,9 +148,9 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     )
 
     good = ~bad
-    # The parser is given the records it can read as they are: the empty fields past the header's become line
-    # breaks, which it skips as blank lines; every byte keeps its offset.
-    neutral = _spans(trailing[trailing >= 0], ends[trailing >= 0])
+    # The parser is given the records it can read as they are: blank lines and the empty fields past the header's
+    # become line breaks, which it skips as blank lines; every byte keeps its offset.
+    neutral = np.concatenate([blank_bytes, _spans(trailing[trailing >= 0], ends[trailing >= 0])])
     body = text
     if len(neutral):
         readable = buf.copy()
@@ -212,6 +214,18 @@ def listed_lines(lines: list[int]) -> str:
 #: What a row with an unclosed quote is told when the table does not read line breaks inside quotes: the likeliest
 #: cause in an export of addresses or notes.
 _MULTILINE_HINT = " (if quoted values of this file hold line breaks, set csv.multiline: true for its table)"
+
+
+def _blank_records(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, delim: int) -> np.ndarray:
+    """Which records hold only spaces and tabs (a tab or space delimiter excepted): blank lines, as the docs say,
+    not rows of one field. Each record runs from its start to the next one's, line break included."""
+    blank_bytes = [b for b in (9, 10, 13, 32) if b != delim]
+    filled = ~np.isin(buf, blank_bytes)
+    inside = starts < len(buf)
+    blank = np.zeros(len(starts), dtype=bool)
+    if inside.any():
+        blank[inside] = ~np.logical_or.reduceat(filled, starts[inside])
+    return blank & (ends > starts)
 
 
 def _trailing_delimiters(

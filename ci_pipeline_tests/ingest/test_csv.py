@@ -291,3 +291,15 @@ def test_an_azure_source_with_a_local_lake_is_a_clear_error(tmp_path, ingest, ur
     problems = source_problems(write_config(tmp_path, csv_table(path=url)))
     assert len(problems) == 1 and problems[0].startswith("sources.src.tables.t.path: "), problems
     assert "lake is a local folder" in problems[0] and "s3cr3tSignature" not in problems[0]
+
+
+def test_a_line_of_only_spaces_and_tabs_is_blank(tmp_path, ingest):
+    """Blank lines are skipped, and so are lines holding only spaces or tabs (an export's padding), not rows of
+    one field; a tab-delimited file's line of tabs is a row of empty fields, as before."""
+    (tmp_path / "t.csv").write_text("id,name\n  \n1,ann\n \t \r\n2,bob\n3\n   ")
+    result = ingest(csv_table())
+    assert result.data["id"].tolist() == ["1", "2"] and result.rows_read == 3
+    assert result.quarantine["line"].tolist() == [6] and result.quarantine["raw"].tolist() == ["3"]
+    (tmp_path / "t.csv").write_text("id\tname\n1\tann\n\t\n")
+    tabbed = ingest(csv_table(csv={"delimiter": "\t"}))
+    assert tabbed.quarantine["kind"].tolist() == ["missing_key"] and tabbed.quarantine["line"].tolist() == [3]
