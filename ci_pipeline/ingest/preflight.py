@@ -21,7 +21,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import cdm
 from ci_pipeline.ingest.csvfile import VALUE_LINE_BREAKS, header_names, listed_lines, parse_csv, quoted_records
 from ci_pipeline.ingest.date_sample import date_problems
-from ci_pipeline.ingest.read import data_files
+from ci_pipeline.ingest.read import data_files, require_distinct_columns
 from ci_pipeline.ingest.storage import SourceLocation
 from ci_pipeline.lake import Lake
 
@@ -162,8 +162,10 @@ def _parquet(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSch
                 metadata = pq.ParquetFile(handle).metadata
         except Exception as exc:  # pyarrow reports a damaged footer with several exception types
             raise UserError(f"{file.url}: not a readable Parquet file ({exc}); replace the file") from None
+        names = metadata.schema.to_arrow_schema().names
+        require_distinct_columns(names, file.url)
         if i == 0:
-            columns = metadata.schema.to_arrow_schema().names
+            columns = names
         rows += metadata.num_rows
     problems = []
     if rows == 0 and len(files) <= SAMPLE_FILES and not table.allow_empty:

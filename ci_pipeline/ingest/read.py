@@ -109,8 +109,10 @@ def read_csv_file(location: SourceLocation, options: CsvOptions, names: list[str
 
 def read_parquet_file(location: SourceLocation) -> Batch:
     """One Parquet file; line = the row's number in the file (from 1)."""
+    data = io.BytesIO(location.read_bytes())
     try:
-        table = pq.read_table(io.BytesIO(location.read_bytes()))
+        require_distinct_columns(pq.read_schema(data).names, location.url)
+        table = pq.read_table(data)
     except pa.ArrowInvalid as exc:
         raise UserError(f"{location.url}: not a readable Parquet file ({exc}); replace or remove it") from None
     frame = arrow_frame(table)
@@ -119,6 +121,21 @@ def read_parquet_file(location: SourceLocation) -> Batch:
     frame[START] = -1
     frame[END] = -1
     return Batch(frame=frame, broken=empty_broken(), files=[location.url])
+
+
+def require_distinct_columns(names: list[str], url: str) -> None:
+    """Refuse a Parquet file that names a column twice: which of the two a column means cannot be told.
+
+    Raises:
+        UserError: naming the file and the repeated column(s).
+    """
+    seen = pd.Series(names, dtype=object)
+    repeated = sorted(set(seen[seen.duplicated()]))
+    if repeated:
+        raise UserError(
+            f"{url}: the file has more than one column named {', '.join(repeated)}; which one is meant cannot be "
+            "told: write the file with distinct column names"
+        )
 
 
 #: Text as ``string``; integers as nullable integers, because pandas' default turns an integer column with nulls

@@ -295,3 +295,20 @@ def test_timestamps_with_a_zone_keep_their_local_calendar_date_when_read_as_date
     assert pd.isna(data["dob"].iloc[1])
     assert str(data["at"].dtype) == "datetime64[ns, UTC]"
     assert data["at"].iloc[0] == pd.Timestamp("1976-02-15 23:30", tz="UTC")
+
+
+def test_a_parquet_file_naming_a_column_twice_is_refused_naming_it(tmp_path, ingest):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ci_pipeline.ingest.preflight import source_problems
+    from ci_pipeline_tests.ingest.conftest import write_config
+
+    columns = [pa.array(["1", "2"]), pa.array(["a@x.org", "b@x.org"]), pa.array(["c@x.org", None])]
+    pq.write_table(pa.table(columns, names=["id", "email", "email"]), tmp_path / "t.parquet")
+    tables = {"t": {"format": "parquet", "path": "t.parquet", "primary_key": "id"}}
+    with pytest.raises(UserError, match=r"t\.parquet: the file has more than one column named email; .*distinct"):
+        ingest(tables)
+    problems = source_problems(write_config(tmp_path, tables))
+    assert len(problems) == 1 and problems[0].startswith("sources.src.tables.t.path: ")
+    assert "more than one column named email" in problems[0]
