@@ -289,6 +289,13 @@ def _text_int(text: pd.Series) -> tuple[pd.Series, pd.Series]:
 def _as_text(series: pd.Series) -> pd.Series:
     if isinstance(series.dtype, pd.StringDtype) and series.dtype.na_value is pd.NA:
         return series
+    if pd.api.types.is_float_dtype(series.dtype):
+        number = series.to_numpy(dtype="float64", na_value=np.nan)
+        present = number[~np.isnan(number)]
+        # A float column of whole numbers only (a phone number or a code a tool stored as a double) is written as
+        # the numbers it holds: 4155510033, not 4155510033.0. Up to 2**53 a double holds them exactly.
+        if len(present) and (np.floor(present) == present).all() and (np.abs(present) <= _FLOAT_EXACT).all():
+            return series.astype("Int64").astype(STRING)
     return series.astype(STRING)
 
 

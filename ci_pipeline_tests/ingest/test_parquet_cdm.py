@@ -312,3 +312,14 @@ def test_a_parquet_file_naming_a_column_twice_is_refused_naming_it(tmp_path, ing
     problems = source_problems(write_config(tmp_path, tables))
     assert len(problems) == 1 and problems[0].startswith("sources.src.tables.t.path: ")
     assert "more than one column named email" in problems[0]
+
+
+def test_a_float_column_of_whole_numbers_read_as_text_has_no_fraction(tmp_path, ingest):
+    """A phone number stored as a double is 4155510033, not 4155510033.0, when the column is read as text; a column
+    with a true fraction keeps it."""
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "phone": [4155510033.0, None, 4155510046.0], "x": [1.0, 2.5, None]})
+    write_parquet(tmp_path / "t.parquet", frame)
+    columns = {"phone": "string", "x": "string"}
+    result = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "id", "columns": columns}})
+    assert result.data["phone"].tolist()[::2] == ["4155510033", "4155510046"] and pd.isna(result.data["phone"][1])
+    assert result.data["x"].tolist()[:2] == ["1.0", "2.5"]
