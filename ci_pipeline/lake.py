@@ -137,14 +137,26 @@ class Lake:
 
     def filesystem_for(self, location: str) -> tuple[Any, str]:
         """The filesystem and path for a source location: local paths use the local filesystem, Azure URLs use
-        the lake's credentials, so sources can live in the same storage account as the lake."""
+        the lake's credentials, so sources can live in the same storage account as the lake.
+
+        Raises:
+            StorageError: an unsupported scheme, or an Azure URL while the lake is a local folder.
+        """
         parsed = urlparse(location)
         protocol = parsed.scheme if "://" in location else "file"
         if protocol == "file":
             return fsspec.filesystem("file"), (parsed.path if "://" in location else location)
         if protocol not in AZURE_PROTOCOLS:
             raise StorageError(f"{location}: unsupported scheme {protocol!r}; use a path, file://, abfs:// or abfss://")
-        fs = self.fs if self.protocol in AZURE_PROTOCOLS else fsspec.filesystem("abfs", **self.storage_options)
+        if self.protocol not in AZURE_PROTOCOLS:
+            # A local lake has no account or credentials to read Azure with (the SDK would fail with a traceback).
+            raise StorageError(
+                f"{redact(location)}: an Azure location, but the lake is a local folder; Azure sources are read with "
+                "the lake's credentials, so they need a lake in Azure: set lake.url to "
+                "abfss://<container>@<account>.dfs.core.windows.net/<folder> with its credentials, or copy the "
+                "data and give its local path"
+            )
+        fs = self.fs
         container = parsed.netloc.partition("@")[0]
         return fs, posixpath.join(container, parsed.path.lstrip("/")).rstrip("/")
 

@@ -174,8 +174,9 @@ def test_a_file_half_utf8_half_windows_1252_is_refused_naming_both(tmp_path):
             "every one of the 91 lines has 6 fields where the header (line 1) has 1: a title above the header?",
         ),
         (
+            # Blanks in the extra fields (empty ones are read as trailing delimiters of an export).
             HEADER,
-            ",,",
+            ", , ",
             "every one of the 90 lines has 8 fields where the header (line 1) has 6, the last 2 empty in every "
             "line: delete the trailing delimiters (',,'",
         ),

@@ -432,3 +432,16 @@ def test_a_value_over_lines_cut_by_the_end_of_the_sample_is_not_taken_for_a_stra
     path = write_sanctions(tmp_path, header + records, config)
     (problem,) = project_problems(load_config(path))
     assert problem.startswith("sources.un.tables.sanctions.csv.multiline: ") and " of the first " in problem, problem
+
+
+def test_validate_names_a_file_whose_every_line_has_another_number_of_fields(tmp_path):
+    """A run would quarantine every row of such a file and fail the table; validate says so beforehand."""
+    path = write_project(tmp_path, CONFIG.split("unify:")[0])
+    (tmp_path / "visits.csv").write_text("visit_id,contact_id\nv1,c1,web,x\nv2,c1,shop\n")
+    problems = [p for p in project_problems(load_config(path)) if "shop.tables.visits" in p]
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("sources.shop.tables.visits.path: every one of the 2 lines of ")
+    assert "expected 2 columns, found 4 (1, e.g. line 2), expected 2 columns, found 3 (1, e.g. line 3)" in problems[0]
+    assert "allow_empty: true" in problems[0]
+    (tmp_path / "visits.csv").write_text("visit_id,contact_id\nv1,c1,web,x\nv2,c1\n")
+    assert not any("shop.tables.visits" in p for p in project_problems(load_config(path)))

@@ -161,7 +161,9 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     ends = stops.copy()
     has_cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13) if size else np.zeros(len(ends), dtype=bool)
     ends[has_cr] -= 1
-    keep = ends > starts  # blank lines are not rows
+    blank = _blank_records(buf, starts, ends, delim)
+    keep = (ends > starts) & ~blank  # blank lines, and lines of only spaces and tabs, are not rows
+    blank_bytes = _spans(starts[blank], ends[blank])
     starts, stops, ends, lines = starts[keep], stops[keep], ends[keep], lines[keep]
 
     columns: list[str]
@@ -187,23 +189,26 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     # A record holding a line that is not in the file's encoding (its other lines are).
     first_bad: dict[int, int] = {}  # record -> the first byte of it not in the encoding
     for line, byte in sorted(undecodable.items()):
-        record = int(np.searchsorted(lines, line, side="right")) - 1
-        if record >= 0:
-            first_bad.setdefault(record, byte)
+        at = int(np.searchsorted(lines, line, side="right")) - 1
+        if at >= 0:
+            first_bad.setdefault(at, byte)
     encoding = np.zeros(len(starts), dtype=bool)
     encoding[list(first_bad)] = True
     broken_quoting &= ~encoding
-    wrong_count = (fields != len(columns)) & ~broken_quoting & ~encoding
+    trailing = _trailing_delimiters(
+        delims[outside], record[outside], fields, ends, len(columns), broken_quoting | encoding
+    )
+    wrong_count = (fields != len(columns)) & ~broken_quoting & ~encoding & (trailing < 0)
     bad = encoding | broken_quoting | wrong_count
+    raw = pd.array(
+        [text[s:e].decode("utf-8", "replace") for s, e in zip(starts[bad], ends[bad], strict=True)], dtype=STRING
+    )
 
     broken = pd.DataFrame(
         {
             "file": pd.array([file] * int(bad.sum()), dtype=STRING),
             "line": pd.array(lines[bad], dtype="Int64"),
-            "raw": pd.array(
-                [text[s:e].decode("utf-8", "replace") for s, e in zip(starts[bad], ends[bad], strict=True)],
-                dtype=STRING,
-            ),
+            "raw": raw,
             "reason": pd.array(
                 np.select(
                     [encoding[bad], broken_quoting[bad]],
@@ -217,11 +222,20 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
                 dtype=STRING,
             ),
             "kind": np.select([encoding[bad], broken_quoting[bad]], ["encoding", "broken_quoting"], "column_count"),
+            "first": _first_field(raw, broken_quoting[bad] | encoding[bad], options),
         }
     )
 
     good = ~bad
-    frame = _parse_records(text, starts[good], stops[bad] + 1, starts[bad], size, columns, options, file)
+    # The parser is given the records it can read as they are: blank lines and the empty fields past the header's
+    # become line breaks, which it skips as blank lines; every byte keeps its offset.
+    neutral = np.concatenate([blank_bytes, _spans(trailing[trailing >= 0], ends[trailing >= 0])])
+    body = text
+    if len(neutral):
+        readable = buf.copy()
+        readable[neutral] = 10
+        body = readable.tobytes()
+    frame = _parse_records(body, starts[good], stops[bad] + 1, starts[bad], size, columns, options, file)
     frame[FILE] = pd.array([file] * len(frame), dtype=STRING)
     frame[LINE] = pd.array(lines[good], dtype="Int64")
     frame[START] = starts[good]
@@ -293,6 +307,59 @@ def _encoding_reasons(first_bad: dict[int, int], records: np.ndarray, encoding: 
         ],
         dtype=object,
     )
+
+
+def _blank_records(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, delim: int) -> np.ndarray:
+    """Which records hold only spaces and tabs (a tab or space delimiter excepted): blank lines, as the docs say,
+    not rows of one field. Each record runs from its start to the next one's, line break included."""
+    blank_bytes = [b for b in (9, 10, 13, 32) if b != delim]
+    filled = ~np.isin(buf, blank_bytes)
+    inside = starts < len(buf)
+    blank = np.zeros(len(starts), dtype=bool)
+    if inside.any():
+        blank[inside] = ~np.logical_or.reduceat(filled, starts[inside])
+    return blank & (ends > starts)
+
+
+def _trailing_delimiters(
+    positions: np.ndarray, record: np.ndarray, fields: np.ndarray, ends: np.ndarray, width: int, broken: np.ndarray
+) -> np.ndarray:
+    """Per record, where its fields past the header's ``width`` start when they are all empty (a line ending in
+    delimiters, as spreadsheets export a sheet with empty columns on its right), else -1. Such a record is a row
+    of the header's columns; extra fields holding anything are still a wrong column count.
+
+    ``positions``/``record``: the delimiters outside quotes, in file order, and their records.
+    """
+    out = np.full(len(fields), -1, dtype=np.int64)
+    over = np.flatnonzero((fields > width) & ~broken) if width else np.array([], dtype=np.int64)
+    if len(over) == 0:
+        return out
+    # The delimiter that ends the header's last field; the extra fields are empty when the bytes from it to the
+    # record's end are exactly its extra delimiters.
+    cut = positions[np.searchsorted(record, over) + width - 1]
+    empty = ends[over] - cut == fields[over] - width
+    out[over[empty]] = cut[empty]
+    return out
+
+
+def _spans(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Every byte offset in the ranges [start, stop), without a loop over the ranges."""
+    lengths = (stops - starts).astype(np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.array([], dtype=np.int64)
+    offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts.astype(np.int64), lengths) + offsets
+
+
+def _first_field(raw: pd.arrays.StringArray, quoting: np.ndarray, options: CsvOptions) -> pd.arrays.StringArray:
+    """The first field of each broken record when it can be read without parsing (no quote or escape in it), so
+    that a row with a wrong column count still shows its key when the key is the first column; missing else."""
+    first = pd.Series(raw).str.split(options.delimiter, n=1, regex=False).str[0]
+    odd = first.str.contains(options.quotechar, regex=False)
+    if options.escapechar:
+        odd |= first.str.contains(options.escapechar, regex=False)
+    return first.mask(odd.fillna(True).to_numpy() | quoting).array
 
 
 def _bare_cr_to_lf(text: bytes, buf: np.ndarray, quotes_before, multiline: bool) -> tuple[bytes, np.ndarray]:

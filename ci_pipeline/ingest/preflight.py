@@ -29,7 +29,7 @@ from ci_pipeline.ingest.csvfile import (
     utf8_lines,
 )
 from ci_pipeline.ingest.date_sample import date_problems
-from ci_pipeline.ingest.read import data_files
+from ci_pipeline.ingest.read import data_files, require_distinct_columns
 from ci_pipeline.ingest.storage import SourceLocation
 from ci_pipeline.lake import Lake
 
@@ -170,8 +170,10 @@ def _parquet(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSch
                 metadata = pq.ParquetFile(handle).metadata
         except Exception as exc:  # pyarrow reports a damaged footer with several exception types
             raise UserError(f"{file.url}: not a readable Parquet file ({exc}); replace the file") from None
+        names = metadata.schema.to_arrow_schema().names
+        require_distinct_columns(names, file.url)
         if i == 0:
-            columns = metadata.schema.to_arrow_schema().names
+            columns = names
         rows += metadata.num_rows
     problems = []
     if rows == 0 and len(files) <= SAMPLE_FILES and not table.allow_empty:
@@ -185,6 +187,7 @@ _EMPTY_FIX = "check the export that writes it, or set allow_empty: true for this
 def _csv(files: list[SourceLocation], table: TableConfig, label: str) -> tuple[SourceSchema, list[str]]:
     problems: list[str] = []
     quoting: tuple[bool, str] | None = None
+    miscounted: str | None = None
     columns: list[str] | None = list(table.columns) if not table.csv.header else None
     data_rows = 0
     for i, file in enumerate(files[:SAMPLE_FILES]):
@@ -211,11 +214,14 @@ def _csv(files: list[SourceLocation], table: TableConfig, label: str) -> tuple[S
             lines = lines[1:]
         # Told for the first file that shows it: the files of a folder come from one export.
         quoting = quoting or _broken_quoting(text, whole, table, columns, file.url, label)
+        miscounted = miscounted or _every_line_miscounted(text, whole, table, columns, file.url)
         filled = any(line.strip() for line in lines)
         data_rows += int(filled or not whole or bad is not None)
     if data_rows == 0 and len(files) <= SAMPLE_FILES and not table.allow_empty:
         what = "holds only its header" if table.csv.header else "is empty"
         problems.append(f"path: {files[0].url} {what}, no rows; a run would fail on it ({_EMPTY_FIX})")
+    if miscounted and not table.allow_empty:
+        problems.append(miscounted)
     warnings: list[str] = []
     if quoting:
         is_problem, message = quoting
@@ -287,6 +293,31 @@ def _broken_quoting(
         f"csv.multiline: {found} hold a quoted value with a line break: {spanning:,} of the {records:,} records read "
         "have values over several lines, which this table reads line by line (csv.multiline is false), so a run "
         f"would quarantine them as broken quoting; set {label}.csv.multiline: true"
+    )
+
+
+def _every_line_miscounted(
+    text: str, whole: bool, table: TableConfig, columns: list[str] | None, url: str
+) -> str | None:
+    """``path: ...`` when every record of the sample has another number of fields than the header: a run would
+    quarantine each and fail the table (a changed layout, another delimiter), as it does a table with no rows."""
+    options = table.csv.model_copy(update={"encoding": "utf-8"})
+    try:
+        parsed = parse_csv(_whole_records(text, whole, table.csv.quotechar).encode("utf-8"), options, url, columns)
+    except UserError:
+        return None  # the run says what is wrong with the file itself
+    wrong = parsed.broken[parsed.broken["kind"] == "column_count"]
+    if len(parsed.frame) or wrong.empty:
+        return None
+    counts = wrong["reason"].value_counts()
+    commonest = ", ".join(
+        f"{reason} ({n:,}, e.g. line {wrong.loc[wrong['reason'] == reason, 'line'].iloc[0]})"
+        for reason, n in counts.head(3).items()
+    )
+    return (
+        f"path: every one of the {len(wrong):,} {'' if whole else 'first '}lines of {url} has another number of fields "
+        f"than the header ({commonest}); a run would quarantine every row and fail: check that the export's layout "
+        f"and csv.delimiter agree with the header ({_EMPTY_FIX})"
     )
 
 

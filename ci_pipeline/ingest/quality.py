@@ -65,6 +65,8 @@ def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, 
     accepted = data[keep]
     accepted = accepted.sort_values(key, kind="stable").reset_index(drop=True)
     quarantine = _quarantine(batch, data, reasons, kinds, table, source, table_name)
+    if len(quarantine) == batch.rows_read > 0 and not table.allow_empty:
+        raise UserError(_all_refused(batch, quarantine, label))
     return Checked(accepted=accepted, quarantine=quarantine, rows_read=batch.rows_read, rows_merged=merged)
 
 
@@ -89,6 +91,31 @@ def _require_columns(batch: Batch, table: TableConfig, label: str) -> None:
             f"{where}: the table has no rows ({label}); an empty export usually means a failed one: fix the source, "
             f"or set {label}.allow_empty: true if empty is expected"
         )
+
+
+#: How many of the commonest reasons the message on a table whose every row was quarantined names.
+REASONS_LISTED = 3
+
+
+def _all_refused(batch: Batch, quarantine: pd.DataFrame, label: str) -> str:
+    """The message for a table of which every row read was quarantined: loading none of them would empty every
+    table built on it (unification would remove every customer) while the run looked successful."""
+    where = batch.files[0] if len(batch.files) == 1 else f"{len(batch.files)} files"
+    several = len(batch.files) > 1
+    firsts = quarantine.groupby("reason", sort=False).agg(
+        n=("line", "size"), file=("file", "first"), line=("line", "first")
+    )
+    firsts = firsts.sort_values("n", ascending=False, kind="stable").head(REASONS_LISTED)
+    listed = "; ".join(
+        f"'{reason}' ({row.n:,} row{'s' if row.n > 1 else ''}, e.g. {f'{row.file} ' if several else ''}line {row.line})"
+        for reason, row in firsts.iterrows()
+    )
+    return (
+        f"{where}: all {len(quarantine):,} rows read were quarantined and none accepted ({label}); the commonest "
+        f"reasons: {listed}. An export whose every row is refused is a failed one or one whose layout changed, and "
+        "loading it would empty every table built on it: fix the export (or this table's settings to its new "
+        f"layout), or set {label}.allow_empty: true if a table with no accepted rows is expected"
+    )
 
 
 def _typed(batch: Batch, table: TableConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
@@ -200,7 +227,7 @@ def _quarantine(
             "raw": batch.raw_text(bad_rows),
         }
     )
-    broken = batch.broken.assign(key=pd.array([pd.NA] * len(batch.broken), dtype=STRING))
+    broken = batch.broken.assign(key=_broken_keys(batch, table))
     quarantine = pd.concat([broken, quarantined], ignore_index=True) if len(broken) else quarantined
     quarantine = quarantine.reset_index(drop=True)
     quarantine["source"] = pd.array([source] * len(quarantine), dtype=STRING)
@@ -209,6 +236,16 @@ def _quarantine(
     quarantine["severity"] = quarantine["kind"].astype(object).map(severities).astype(STRING)
     quarantine = quarantine[QUARANTINE_COLUMNS].astype({c: STRING for c in QUARANTINE_COLUMNS if c != "line"})
     return quarantine.sort_values(["file", "line"], kind="stable").reset_index(drop=True)
+
+
+def _broken_keys(batch: Batch, table: TableConfig) -> pd.Series:
+    """The keys of rows that could not be split into columns: their first field when the key is the first column
+    (as :func:`_blank_keys` reads a key), else missing."""
+    broken = batch.broken
+    if "first" not in broken.columns or batch.data_columns[:1] != [table.primary_key]:
+        return pd.Series(pd.NA, index=broken.index, dtype=STRING)
+    first = broken["first"].astype(STRING).str.strip()
+    return first.mask(first.eq("").fillna(False).astype(bool) | first.isin(table.null_values))
 
 
 def _null_markers(values: pd.Series, null_values: list[str]) -> tuple[pd.Series, pd.Series]:

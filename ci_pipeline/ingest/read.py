@@ -24,7 +24,8 @@ POSITION = [FILE, LINE, START, END, OP, ORDER]
 #: Prefix of the hidden boolean column marking which cells of a Parquet/Delta float column held NaN: pandas shows
 #: NaN and null alike, but NaN is a malformed value and null a missing one.
 NAN = "__nan:"
-BROKEN_COLUMNS = ["file", "line", "raw", "reason", "kind"]
+#: ``first``: a CSV record's first field, when it reads without parsing (its key if that is the first column).
+BROKEN_COLUMNS = ["file", "line", "raw", "reason", "kind", "first"]
 
 
 @dataclass
@@ -76,6 +77,7 @@ def empty_broken() -> pd.DataFrame:
             "raw": pd.array([], dtype=STRING),
             "reason": pd.array([], dtype=STRING),
             "kind": pd.array([], dtype=STRING),
+            "first": pd.array([], dtype=STRING),
         }
     )
 
@@ -107,8 +109,10 @@ def read_csv_file(location: SourceLocation, options: CsvOptions, names: list[str
 
 def read_parquet_file(location: SourceLocation) -> Batch:
     """One Parquet file; line = the row's number in the file (from 1)."""
+    data = io.BytesIO(location.read_bytes())
     try:
-        table = pq.read_table(io.BytesIO(location.read_bytes()))
+        require_distinct_columns(pq.read_schema(data).names, location.url)
+        table = pq.read_table(data)
     except pa.ArrowInvalid as exc:
         raise UserError(f"{location.url}: not a readable Parquet file ({exc}); replace or remove it") from None
     frame = arrow_frame(table)
@@ -117,6 +121,21 @@ def read_parquet_file(location: SourceLocation) -> Batch:
     frame[START] = -1
     frame[END] = -1
     return Batch(frame=frame, broken=empty_broken(), files=[location.url])
+
+
+def require_distinct_columns(names: list[str], url: str) -> None:
+    """Refuse a Parquet file that names a column twice: which of the two a column means cannot be told.
+
+    Raises:
+        UserError: naming the file and the repeated column(s).
+    """
+    seen = pd.Series(names, dtype=object)
+    repeated = sorted(set(seen[seen.duplicated()]))
+    if repeated:
+        raise UserError(
+            f"{url}: the file has more than one column named {', '.join(repeated)}; which one is meant cannot be "
+            "told: write the file with distinct column names"
+        )
 
 
 #: Text as ``string``; integers as nullable integers, because pandas' default turns an integer column with nulls
@@ -136,7 +155,13 @@ _PANDAS_TYPES = {
 
 
 def arrow_frame(table: pa.Table) -> pd.DataFrame:
-    """An Arrow table as pandas (text as ``string``), with a hidden :data:`NAN` column per float column holding NaN."""
+    """An Arrow table as pandas (text as ``string``), with a hidden :data:`NAN` column per float column holding NaN.
+
+    A dictionary column (pandas writes a ``category`` so) is read as its values, as any other column of their type.
+    """
+    for i, column in enumerate(table.columns):
+        if pa.types.is_dictionary(column.type):
+            table = table.set_column(i, table.field(i).name, column.cast(column.type.value_type))
     frame = table.to_pandas(types_mapper=_PANDAS_TYPES.get)
     for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_floating(column.type):

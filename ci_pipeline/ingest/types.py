@@ -2,11 +2,11 @@
 
 The dtypes: string -> ``string``; int64 -> ``Int64``; double and decimal -> ``float64``; boolean -> ``boolean``;
 datetime -> ``datetime64[ns, UTC]`` (values without a zone are taken as UTC); date -> ``datetime64[ns]`` at
-midnight (no zone; a calendar date is not an instant); time -> ``string`` ``HH:MM:SS``; guid -> lower-case
-``string``; json -> ``string`` holding valid JSON. A value that does not parse is a malformed value: the row is
-quarantined with the column, the value and the expected type. So is a value that parses but cannot be held
-faithfully: an integer past the int64 range (never wrapped or rounded), a number that is not finite (NaN unless
-the column allows it), a date outside the accepted range.
+midnight (no zone; a calendar date is not an instant: a timestamp with a zone gives its date in that zone);
+time -> ``string`` ``HH:MM:SS``; guid -> lower-case ``string``; json -> ``string`` holding valid JSON. A value that
+does not parse is a malformed value: the row is quarantined with the column, the value and the expected type. So
+is a value that parses but cannot be held faithfully: an integer past the int64 range (never wrapped or rounded),
+a number that is not finite (NaN unless the column allows it), a date outside the accepted range.
 """
 
 from __future__ import annotations
@@ -55,8 +55,17 @@ def source_kind(series: pd.Series) -> str | None:
     if pd.api.types.is_float_dtype(dtype):
         return "double"
     if pd.api.types.is_datetime64_any_dtype(dtype):
-        return "datetime"
+        return "date" if _local_midnights(series) else "datetime"
     return None
+
+
+def _local_midnights(series: pd.Series) -> bool:
+    """Whether a column of timestamps in a zone other than UTC holds only midnights there: calendar dates written
+    as timestamps (a birth date at 00:00 Europe/Berlin), whose date in UTC is the day before."""
+    if not isinstance(series.dtype, pd.DatetimeTZDtype) or str(series.dt.tz) == "UTC":
+        return False
+    present = series.dropna()
+    return len(present) > 0 and bool((present == present.dt.normalize()).all())
 
 
 def normalise(series: pd.Series) -> pd.Series:
@@ -130,8 +139,9 @@ def coerce(
         return _as_text(series), pd.Series(False, index=series.index)
     if kind in ("datetime", "date") and pd.api.types.is_datetime64_any_dtype(series.dtype):
         inside = _within(series, date_range)
-        out = _to_utc(series.where(inside | series.isna()))
-        return (_as_date(out) if kind == "date" else out), ~inside & series.notna()
+        kept = series.where(inside | series.isna())
+        # A date is the calendar date where the timestamp was written, not in UTC.
+        return (_as_date(kept) if kind == "date" else _to_utc(kept)), ~inside & series.notna()
     if kind in ("int64", "double", "decimal") and pd.api.types.is_numeric_dtype(series.dtype):
         nan = nan if nan is not None else pd.Series(False, index=series.index)
         if kind == "int64":
@@ -279,6 +289,13 @@ def _text_int(text: pd.Series) -> tuple[pd.Series, pd.Series]:
 def _as_text(series: pd.Series) -> pd.Series:
     if isinstance(series.dtype, pd.StringDtype) and series.dtype.na_value is pd.NA:
         return series
+    if pd.api.types.is_float_dtype(series.dtype):
+        number = series.to_numpy(dtype="float64", na_value=np.nan)
+        present = number[~np.isnan(number)]
+        # A float column of whole numbers only (a phone number or a code a tool stored as a double) is written as
+        # the numbers it holds: 4155510033, not 4155510033.0. Up to 2**53 a double holds them exactly.
+        if len(present) and (np.floor(present) == present).all() and (np.abs(present) <= _FLOAT_EXACT).all():
+            return series.astype("Int64").astype(STRING)
     return series.astype(STRING)
 
 
@@ -289,7 +306,10 @@ def _to_utc(series: pd.Series) -> pd.Series:
 
 
 def _as_date(series: pd.Series) -> pd.Series:
-    return series.dt.tz_localize(None).dt.normalize().astype("datetime64[ns]")
+    """The calendar date of each timestamp, in its own zone (a naive one as written)."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = series.dt.tz_localize(None)
+    return series.dt.normalize().astype("datetime64[ns]")
 
 
 def _is_json(value: str) -> bool:

@@ -265,3 +265,70 @@ def test_large_integers_are_exact(tmp_path, ingest):
     result = ingest(csv_table(columns={"n": "int64"}))
     assert result.data["n"].tolist() == [12345678901234567]
     assert result.quarantine["reason"].tolist() == ["malformed value in column 'n': 'oops' is not a valid int64"]
+
+
+def test_a_table_whose_every_row_is_quarantined_fails_unless_allowed(tmp_path, ingest):
+    """An export of which no row is accepted is a failed one or a changed layout: loading it would empty every
+    table built on it (unification removing every customer), so the table fails, naming the commonest reasons."""
+    (tmp_path / "t.csv").write_text("id,name,city\n1,ann,oslo,x\n2,bob,rome,y\n3,cy\n,dan,nice\n")
+    with pytest.raises(UserError) as failed:
+        ingest(csv_table())
+    message = str(failed.value)
+    assert "t.csv: all 4 rows read were quarantined and none accepted (sources.src.tables.t)" in message
+    assert "'expected 3 columns, found 4' (2 rows, e.g. line 2)" in message
+    assert "'expected 3 columns, found 2' (1 row, e.g. line 4)" in message
+    assert "failed one or one whose layout changed" in message
+    assert "set sources.src.tables.t.allow_empty: true" in message
+    allowed = ingest(csv_table(allow_empty=True))
+    assert (allowed.rows_accepted, allowed.rows_quarantined) == (0, 4) and allowed.balanced
+
+
+def test_empty_fields_past_the_header_are_an_export_quirk_not_a_wrong_column_count(tmp_path, ingest):
+    """Lines ending in delimiters (a spreadsheet's empty columns on the right) are rows of the header's columns;
+    extra fields that hold a value are still quarantined, and show their key when it is the first field."""
+    (tmp_path / "t.csv").write_text(
+        'id,name,city\n1,ann,oslo,,\n2,bob,"rome, it",\r\n3,cy,nice,,x\n"4",dan\n5,eve,\n NULL ,fay,bergen,z\n'
+    )
+    result = ingest(csv_table())
+    assert result.data["id"].tolist() == ["1", "2", "5"]
+    assert result.data["city"].tolist()[:2] == ["oslo", "rome, it"] and pd.isna(result.data["city"].iloc[2])
+    q = result.quarantine.set_index("line")
+    assert q.index.tolist() == [4, 5, 7]
+    assert q.loc[4, "reason"] == "expected 3 columns, found 5" and q.loc[4, "raw"] == "3,cy,nice,,x"
+    assert q.loc[4, "key"] == "3"
+    assert pd.isna(q.loc[5, "key"])  # a quoted first field is not read without parsing
+    assert pd.isna(q.loc[7, "key"])  # one of the table's null_values
+    assert result.rows_read == 6 and result.balanced
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "abfss://crm@contosolake.dfs.core.windows.net/exports/customers.csv?sv=2022&sig=s3cr3tSignature",
+        "abfs://crm/exports/customers.csv",
+    ],
+)
+def test_an_azure_source_with_a_local_lake_is_a_clear_error(tmp_path, ingest, url):
+    """Azure sources are read with the lake's credentials; a local lake has none, so the table names the fix."""
+    from ci_pipeline.ingest.preflight import source_problems
+    from ci_pipeline_tests.ingest.conftest import write_config
+
+    fix = r"an Azure location, but the lake is a local folder.*set lake\.url to abfss://"
+    with pytest.raises(UserError, match=fix) as failed:
+        ingest(csv_table(path=url))
+    assert "s3cr3tSignature" not in str(failed.value)
+    problems = source_problems(write_config(tmp_path, csv_table(path=url)))
+    assert len(problems) == 1 and problems[0].startswith("sources.src.tables.t.path: "), problems
+    assert "lake is a local folder" in problems[0] and "s3cr3tSignature" not in problems[0]
+
+
+def test_a_line_of_only_spaces_and_tabs_is_blank(tmp_path, ingest):
+    """Blank lines are skipped, and so are lines holding only spaces or tabs (an export's padding), not rows of
+    one field; a tab-delimited file's line of tabs is a row of empty fields, as before."""
+    (tmp_path / "t.csv").write_text("id,name\n  \n1,ann\n \t \r\n2,bob\n3\n   ")
+    result = ingest(csv_table())
+    assert result.data["id"].tolist() == ["1", "2"] and result.rows_read == 3
+    assert result.quarantine["line"].tolist() == [6] and result.quarantine["raw"].tolist() == ["3"]
+    (tmp_path / "t.csv").write_text("id\tname\n1\tann\n\t\n")
+    tabbed = ingest(csv_table(csv={"delimiter": "\t"}))
+    assert tabbed.quarantine["kind"].tolist() == ["missing_key"] and tabbed.quarantine["line"].tolist() == [3]

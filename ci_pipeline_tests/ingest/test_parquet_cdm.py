@@ -260,3 +260,66 @@ def test_manifest_pointing_at_a_missing_partition(tmp_path, ingest):
             },
             table="customer",
         )
+
+
+def test_dictionary_columns_are_read_as_their_values(tmp_path, ingest):
+    """pandas writes a ``category`` column as an Arrow dictionary: it is read as its values, not as a category
+    (whose min and max the profile could not take)."""
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "city": ["oslo", None, "oslo"], "tier": [3, 1, 3]})
+    write_parquet(tmp_path / "t.parquet", frame.astype({"city": "category", "tier": "category"}))
+    result = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "id"}})
+    assert result.data["city"].dtype == "string" and result.data["tier"].dtype == "Int64"
+    assert result.data["city"].tolist()[::2] == ["oslo", "oslo"] and pd.isna(result.data["city"].iloc[1])
+    city = next(row for row in result.profile if row["column"] == "city")
+    assert (city["min"], city["max"]) == ("oslo", "oslo")
+
+
+def test_timestamps_with_a_zone_keep_their_local_calendar_date_when_read_as_dates(tmp_path, ingest):
+    """A birth date written as midnight Europe/Berlin is 23:00 the day before in UTC: read as a date (declared, or
+    a column of local midnights only), it keeps the date where it was written; other timestamps become UTC."""
+    berlin = pd.to_datetime(["1976-02-16", None, "2016-11-08"]).tz_localize("Europe/Berlin")
+    frame = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "dob": berlin,
+            "day": berlin + pd.Timedelta(minutes=30),
+            "at": berlin + pd.Timedelta(minutes=30),
+        }
+    )
+    write_parquet(tmp_path / "t.parquet", frame)
+    result = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "id", "columns": {"day": "date"}}})
+    data = result.data
+    assert data["dob"].dtype == "datetime64[ns]" and data["day"].dtype == "datetime64[ns]"
+    assert data["dob"].dt.strftime("%Y-%m-%d").tolist()[::2] == ["1976-02-16", "2016-11-08"]
+    assert data["day"].dt.strftime("%Y-%m-%d").tolist()[::2] == ["1976-02-16", "2016-11-08"]
+    assert pd.isna(data["dob"].iloc[1])
+    assert str(data["at"].dtype) == "datetime64[ns, UTC]"
+    assert data["at"].iloc[0] == pd.Timestamp("1976-02-15 23:30", tz="UTC")
+
+
+def test_a_parquet_file_naming_a_column_twice_is_refused_naming_it(tmp_path, ingest):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ci_pipeline.ingest.preflight import source_problems
+    from ci_pipeline_tests.ingest.conftest import write_config
+
+    columns = [pa.array(["1", "2"]), pa.array(["a@x.org", "b@x.org"]), pa.array(["c@x.org", None])]
+    pq.write_table(pa.table(columns, names=["id", "email", "email"]), tmp_path / "t.parquet")
+    tables = {"t": {"format": "parquet", "path": "t.parquet", "primary_key": "id"}}
+    with pytest.raises(UserError, match=r"t\.parquet: the file has more than one column named email; .*distinct"):
+        ingest(tables)
+    problems = source_problems(write_config(tmp_path, tables))
+    assert len(problems) == 1 and problems[0].startswith("sources.src.tables.t.path: ")
+    assert "more than one column named email" in problems[0]
+
+
+def test_a_float_column_of_whole_numbers_read_as_text_has_no_fraction(tmp_path, ingest):
+    """A phone number stored as a double is 4155510033, not 4155510033.0, when the column is read as text; a column
+    with a true fraction keeps it."""
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "phone": [4155510033.0, None, 4155510046.0], "x": [1.0, 2.5, None]})
+    write_parquet(tmp_path / "t.parquet", frame)
+    columns = {"phone": "string", "x": "string"}
+    result = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "id", "columns": columns}})
+    assert result.data["phone"].tolist()[::2] == ["4155510033", "4155510046"] and pd.isna(result.data["phone"][1])
+    assert result.data["x"].tolist()[:2] == ["1.0", "2.5"]
