@@ -116,3 +116,25 @@ def pair_ids(left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
     """
     left, right = np.asarray(left, np.int64), np.asarray(right, np.int64)
     return np.minimum(left, right) * np.int64(n) + np.maximum(left, right)
+
+
+#: Whole numbers a double holds exactly: up to 2**53.
+FLOAT_EXACT = 2.0**53
+
+
+def as_text(series: pd.Series) -> pd.Series:
+    """``series`` as text (pandas' string dtype); a float column of whole numbers only (a phone number or a code a
+    tool stored as a double) as the numbers it holds: ``4155510033``, not ``4155510033.0``.
+
+    Examples:
+        >>> as_text(pd.Series([4155510033.0, None])).tolist()
+        ['4155510033', <NA>]
+        >>> as_text(pd.Series([1.5, 2.0])).tolist()
+        ['1.5', '2.0']
+    """
+    if pd.api.types.is_float_dtype(series.dtype):
+        number = series.to_numpy(dtype="float64", na_value=np.nan)
+        present = number[~np.isnan(number)]
+        if len(present) and (np.floor(present) == present).all() and (np.abs(present) <= FLOAT_EXACT).all():
+            return series.astype("Int64").astype(pd.StringDtype())
+    return series.astype(pd.StringDtype())

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ci_pipeline.arrays import FLOAT_EXACT, as_text
 from ci_pipeline.config.sources import DateRange
 
 STRING = pd.StringDtype()
@@ -37,8 +38,6 @@ def date_bounds(date_range: DateRange) -> tuple[pd.Timestamp, pd.Timestamp]:
 #: The accepted dates when a caller states none (the configuration's default ``date_range``).
 DEFAULT_RANGE = date_bounds(DateRange())
 _INT64 = np.iinfo(np.int64)
-#: Integers written with a point or an exponent go through float64, which is exact only up to 2**53.
-_FLOAT_EXACT = 2.0**53
 
 
 def source_kind(series: pd.Series) -> str | None:
@@ -279,7 +278,8 @@ def _text_int(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     if other.any():
         number = pd.to_numeric(text[other], errors="coerce").astype("float64").to_numpy()
         with np.errstate(invalid="ignore"):
-            fine = np.isfinite(number) & (np.floor(number) == number) & (np.abs(number) <= _FLOAT_EXACT)
+            # Integers written with a point or an exponent go through float64, which is exact only up to 2**53.
+            fine = np.isfinite(number) & (np.floor(number) == number) & (np.abs(number) <= FLOAT_EXACT)
         where = np.flatnonzero(other)
         values[where[fine]] = number[fine].astype(np.int64)
         ok[where[fine]] = True
@@ -289,14 +289,7 @@ def _text_int(text: pd.Series) -> tuple[pd.Series, pd.Series]:
 def _as_text(series: pd.Series) -> pd.Series:
     if isinstance(series.dtype, pd.StringDtype) and series.dtype.na_value is pd.NA:
         return series
-    if pd.api.types.is_float_dtype(series.dtype):
-        number = series.to_numpy(dtype="float64", na_value=np.nan)
-        present = number[~np.isnan(number)]
-        # A float column of whole numbers only (a phone number or a code a tool stored as a double) is written as
-        # the numbers it holds: 4155510033, not 4155510033.0. Up to 2**53 a double holds them exactly.
-        if len(present) and (np.floor(present) == present).all() and (np.abs(present) <= _FLOAT_EXACT).all():
-            return series.astype("Int64").astype(STRING)
-    return series.astype(STRING)
+    return as_text(series).astype(STRING)
 
 
 def _to_utc(series: pd.Series) -> pd.Series:

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.arrays import as_text
 from ci_pipeline.config.unify import UnifyConfig, UnifyTable
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.dates import DateOrder, parse_times, read_birth_dates
@@ -137,8 +138,9 @@ def build_records(
             if attr in DATE_ATTRIBUTES:
                 out[attr] = _birth_dates(t, df, column, unreadable, date_orders)
                 continue
-            # Without the blanks around it: an export's "Eva " is Eva on the profile (and "Eva Bell" its full name).
-            out[attr] = df[column].astype("string").str.strip()
+            # Without the blanks around it: an export's "Eva " is Eva on the profile (and "Eva Bell" its full name);
+            # a phone stored as a double is 4155510033, not 4155510033.0.
+            out[attr] = as_text(df[column]).str.strip()
         for column in (extra_columns or {}).get((t.source, t.table), []):
             if column not in df.columns:
                 raise UserError(

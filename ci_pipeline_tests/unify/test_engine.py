@@ -49,6 +49,13 @@ def test_profile_values_keep_no_blanks_around_them():
     assert not profile.select_dtypes("string").apply(lambda c: c.str.match(r"^\s|.*\s$").fillna(False)).any().any()
 
 
+def test_a_phone_stored_as_a_double_is_its_digits_on_the_profile():
+    tables = frames()
+    tables[("loyalty", "members")] = tables[("loyalty", "members")].assign(phone=[None, 5550109876.0])
+    profile = unify(config(), tables, KEYS).customer_profile
+    assert profile.loc[profile.LastName == "Jones", "Phone"].tolist() == ["5550109876"]
+
+
 def test_columns_named_differently_in_two_tables_are_matched_and_merged_as_one_custom_attribute():
     raw = config().model_dump()
     raw["tables"][0]["columns"]["card"] = "custom:loyalty_id"
