@@ -152,19 +152,7 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
         return np.searchsorted(quote_positions, positions)
 
     text, buf = _bare_cr_to_lf(text, buf, quotes_before, options.multiline)
-    newlines = np.flatnonzero(buf == 10)
-    # With multiline values, a line break inside quotes (odd number of quotes before it) does not end the record.
-    breaks = newlines[quotes_before(newlines) % 2 == 0] if options.multiline else newlines
-    starts = np.concatenate([[0], breaks + 1]).astype(np.int64)
-    stops = np.concatenate([breaks, [size]]).astype(np.int64)  # exclusive, before the line break
-    lines = np.searchsorted(newlines, starts) + 1
-    ends = stops.copy()
-    has_cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13) if size else np.zeros(len(ends), dtype=bool)
-    ends[has_cr] -= 1
-    blank = _blank_records(buf, starts, ends, delim)
-    keep = (ends > starts) & ~blank  # blank lines, and lines of only spaces and tabs, are not rows
-    blank_bytes = _spans(starts[blank], ends[blank])
-    starts, stops, ends, lines = starts[keep], stops[keep], ends[keep], lines[keep]
+    starts, stops, ends, lines, blank_bytes = _records(buf, quotes_before, options.multiline, delim)
 
     columns: list[str]
     if options.header:
@@ -186,14 +174,7 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
     delims, record = delims[inside], record[inside]
     outside = (quotes_before(delims) - quotes_before(starts[record])) % 2 == 0
     fields = np.bincount(record[outside], minlength=len(starts)) + 1
-    # A record holding a line that is not in the file's encoding (its other lines are).
-    first_bad: dict[int, int] = {}  # record -> the first byte of it not in the encoding
-    for line, byte in sorted(undecodable.items()):
-        at = int(np.searchsorted(lines, line, side="right")) - 1
-        if at >= 0:
-            first_bad.setdefault(at, byte)
-    encoding = np.zeros(len(starts), dtype=bool)
-    encoding[list(first_bad)] = True
+    first_bad, encoding = _not_in_encoding(undecodable, lines)
     broken_quoting &= ~encoding
     trailing = _trailing_delimiters(
         delims[outside], record[outside], fields, ends, len(columns), broken_quoting | encoding
@@ -209,18 +190,7 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
             "file": pd.array([file] * int(bad.sum()), dtype=STRING),
             "line": pd.array(lines[bad], dtype="Int64"),
             "raw": raw,
-            "reason": pd.array(
-                np.select(
-                    [encoding[bad], broken_quoting[bad]],
-                    [
-                        _encoding_reasons(first_bad, np.flatnonzero(bad), options.encoding),
-                        "broken quoting: a quoted value is not closed on this line"
-                        + ("" if options.multiline else _MULTILINE_HINT),
-                    ],
-                    np.char.add(f"expected {len(columns)} columns, found ", fields[bad].astype(str)),
-                ),
-                dtype=STRING,
-            ),
+            "reason": _reasons(bad, encoding, broken_quoting, first_bad, fields, len(columns), options),
             "kind": np.select([encoding[bad], broken_quoting[bad]], ["encoding", "broken_quoting"], "column_count"),
             "first": _first_field(raw, broken_quoting[bad] | encoding[bad], options),
         }
@@ -293,6 +263,53 @@ def listed_lines(lines: list[int]) -> str:
 #: What a row with an unclosed quote is told when the table does not read line breaks inside quotes: the likeliest
 #: cause in an export of addresses or notes.
 _MULTILINE_HINT = " (if quoted values of this file hold line breaks, set csv.multiline: true for its table)"
+
+
+def _records(buf: np.ndarray, quotes_before, multiline: bool, delim: int):
+    """Each record's start, stop (before its line break), end (before a CR too) and first line number, blank lines
+    left out; and the bytes of those blank lines (lines of only spaces and tabs among them)."""
+    size = len(buf)
+    newlines = np.flatnonzero(buf == 10)
+    # With multiline values, a line break inside quotes (odd number of quotes before it) does not end the record.
+    breaks = newlines[quotes_before(newlines) % 2 == 0] if multiline else newlines
+    starts = np.concatenate([[0], breaks + 1]).astype(np.int64)
+    stops = np.concatenate([breaks, [size]]).astype(np.int64)  # exclusive, before the line break
+    lines = np.searchsorted(newlines, starts) + 1
+    ends = stops.copy()
+    has_cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13) if size else np.zeros(len(ends), dtype=bool)
+    ends[has_cr] -= 1
+    blank = _blank_records(buf, starts, ends, delim)
+    keep = (ends > starts) & ~blank  # blank lines, and lines of only spaces and tabs, are not rows
+    return starts[keep], stops[keep], ends[keep], lines[keep], _spans(starts[blank], ends[blank])
+
+
+def _not_in_encoding(undecodable: dict[int, int], lines: np.ndarray) -> tuple[dict[int, int], np.ndarray]:
+    """The records holding a line that is not in the file's encoding (its other lines are): record -> the first
+    byte of it not in the encoding, and the mask of those records (``lines``: each record's first line)."""
+    first_bad: dict[int, int] = {}
+    for line, byte in sorted(undecodable.items()):
+        at = int(np.searchsorted(lines, line, side="right")) - 1
+        if at >= 0:
+            first_bad.setdefault(at, byte)
+    encoding = np.zeros(len(lines), dtype=bool)
+    encoding[list(first_bad)] = True
+    return first_bad, encoding
+
+
+def _reasons(bad, encoding, broken_quoting, first_bad: dict[int, int], fields, width: int, options: CsvOptions):
+    """Why each ``bad`` record is left out: a line in another encoding, an unclosed quote, or its column count."""
+    return pd.array(
+        np.select(
+            [encoding[bad], broken_quoting[bad]],
+            [
+                _encoding_reasons(first_bad, np.flatnonzero(bad), options.encoding),
+                "broken quoting: a quoted value is not closed on this line"
+                + ("" if options.multiline else _MULTILINE_HINT),
+            ],
+            np.char.add(f"expected {width} columns, found ", fields[bad].astype(str)),
+        ),
+        dtype=STRING,
+    )
 
 
 def _encoding_reasons(first_bad: dict[int, int], records: np.ndarray, encoding: str) -> np.ndarray:
