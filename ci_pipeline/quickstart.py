@@ -69,8 +69,6 @@ CUSTOMER_REF_NAME = (
 AMOUNT_NAME = r"(^|_)(amount|amt|total|price|revenue|value|spend|sales|sum|cost|paid|subtotal|net|gross)($|_)"
 #: A number with a decimal comma, thousands maybe grouped by points (``1.262,15``), as in much of Europe.
 DECIMAL_COMMA = r"-?(\d{1,3}(\.\d{3})+|\d+),\d+"
-#: What a transaction file lacks when its amounts have a decimal comma.
-UNREAD_AMOUNT = "no amount column it can read"
 #: Names that say a column holds the date of a transaction.
 DATE_NAME = r"(^|_)(date|time|timestamp|datetime|ts|dt|at|on|day)($|_)"
 #: Rows a customer table needs for the probabilistic model to be the default: it learns from the pairs of records
@@ -105,6 +103,7 @@ CSV_REASONS = {
     "delimiter": "Values are separated by this character, not by commas",
     "multiline": "Quoted values of this file hold line breaks (multi-line addresses, notes): read them as values",
     "skip_initial_space": "Each delimiter is followed by a blank (a, b, c): the blank is not part of the value",
+    "decimal": "Amounts are written with a decimal comma (262,15; points group thousands): read them so",
 }
 
 #: Why the written configuration sets ``csv.encoding`` to each encoding.
@@ -143,6 +142,8 @@ class Transactions:
     customer: str
     timestamp: str
     amount: str
+    #: The amounts are written with a decimal comma (262,15): the table reads them with ``csv.decimal: ","``.
+    decimal_comma: bool = False
 
 
 @dataclass(frozen=True)
@@ -350,26 +351,20 @@ def detect_transactions(frame: pd.DataFrame) -> tuple[Transactions | None, str]:
     timestamp = next((c for c in dated if re.search(DATE_NAME, names[c])), dated[0] if dated else None)
     named = [c for c, n in names.items() if re.search(AMOUNT_NAME, n) and not re.search(KEY_NAME, n)]
     amounts = [c for c in named if _numeric_share(frame[c]) >= 0.95]
+    comma = [c for c in named if c not in amounts and _decimal_comma_share(frame[c]) >= 0.95]
     missing = [
         f"no {what}"
         for what, found in [
             ("customer id column (customer_id, client_no, ...)", customer),
             ("date column", timestamp),
-            ("amount column (amount, total, price, ...)", amounts),
+            ("amount column (amount, total, price, ...)", amounts or comma),
         ]
         if not found
     ]
-    comma = next((c for c in named if _decimal_comma_share(frame[c]) >= 0.95), None)
-    if comma is not None and not amounts:
-        example = frame[comma].dropna().iloc[0]
-        missing[-1] = (
-            f"{UNREAD_AMOUNT}: {comma} holds numbers with a decimal comma ({example}), and ingestion reads "
-            "numbers only with a decimal point (no option sets the decimal mark): save the file with decimal "
-            f"points ({example.replace('.', '').replace(',', '.')})"
-        )
     if missing:
         return None, "it has " + ", ".join(missing)
-    return Transactions(str(customer), str(timestamp), str(amounts[0])), ""
+    amount = (amounts or comma)[0]
+    return Transactions(str(customer), str(timestamp), str(amount), decimal_comma=not amounts), ""
 
 
 def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> Plan:
@@ -393,10 +388,6 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
         # value, not transactions.
         transactions = None
     if transactions is None and verdict:
-        if missing.startswith(f"it has {UNREAD_AMOUNT}"):
-            # Transactions but for the decimal mark (the amount is the last thing looked for): that is the fix,
-            # not the customer-table test the file fails.
-            raise UserError(f"{path}: transactions, but {missing}")
         raise UserError(f"{path}: neither a customer table nor transactions: {verdict}; as transactions {missing}")
     exclude = {transactions.customer} if transactions else set()
     key = infer_primary_key(frame, exclude)
@@ -413,6 +404,8 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
     plan.notes = unread_notes(plan.unread, len(frame.columns))
     if transactions:
         plan.transactions = transactions
+        if transactions.decimal_comma:
+            plan.csv["decimal"] = ","
         fmt = date_format(frame[transactions.timestamp])
         plan.formats = {
             transactions.timestamp: {"type": "datetime", **({"format": fmt} if fmt else {})},
@@ -581,8 +574,9 @@ def write_files(plan: Plan, frame: pd.DataFrame, out: Path) -> Path:
                     for i, u in enumerate(plan.unread, 1):
                         raw = original[u.line - 1] if u.kind == "encoding" else u.raw.encode("utf-8")
                         copy.write(f"{len(frame) + i},".encode() + raw + b"\n")
-            # The copy is UTF-8 with commas: of the file's own options only multi-line values still apply.
-            plan = replace(plan, csv={k: v for k, v in plan.csv.items() if k == "multiline"})
+            # The copy is UTF-8 with commas: of the file's own options only multi-line values and the decimal mark
+            # still apply.
+            plan = replace(plan, csv={k: v for k, v in plan.csv.items() if k in ("multiline", "decimal")})
         else:
             numbered.to_parquet(data, index=False)
     if plan.customer_ids is not None:

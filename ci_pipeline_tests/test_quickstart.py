@@ -124,21 +124,19 @@ def test_a_table_that_is_neither_says_what_it_lacks():
     assert "no customer id column" in message and "no date column" in message
 
 
-def test_transactions_with_a_decimal_comma_are_refused_naming_the_amount_column_and_the_fix():
-    frame = pd.DataFrame(
-        {
-            "order_id": ["B1", "B2", "B3"],
-            "customer_id": ["C1", "C2", "C1"],
-            "order_date": ["19.02.2024", "25.08.2024", "01.09.2024"],
-            "amount": ["262,15", "1.484,83", "7,00"],
-        }
+def test_transactions_with_a_decimal_comma_are_read_with_it(tmp_path):
+    source = tmp_path / "orders.csv"
+    source.write_text(
+        "order_id;customer_id;order_date;amount\nB1;C1;19.02.2024;262,15\nB2;C2;25.08.2024;1.484,83\n"
+        "B3;C1;01.09.2024;7,00\n",
+        encoding="utf-8",
     )
-    with pytest.raises(UserError) as raised:
-        plan_quickstart(Path("orders.csv"), frame)
-    message = str(raised.value)
-    assert message.startswith("orders.csv: transactions, but it has no amount column it can read: ")
-    assert "amount holds numbers with a decimal comma (262,15)" in message
-    assert "save the file with decimal points (262.15)" in message
+    plan = plan_quickstart(source, read_table(source))
+    assert plan.transactions.amount == "amount" and plan.csv == {"delimiter": ";", "decimal": ","}
+    config = write_files(plan, read_table(source), tmp_path / "out")
+    assert "decimal comma" in config.read_text()
+    result = ingest_table(load_config(config), Lake.local(tmp_path / "lake"), "quickstart", "orders")
+    assert sorted(result.data["amount"].tolist()) == [7.0, 262.15, 1484.83] and result.quarantine.empty
 
 
 def test_without_a_key_the_user_is_offered_a_row_number(tmp_path):

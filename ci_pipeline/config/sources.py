@@ -83,6 +83,9 @@ class CsvOptions(StrictModel):
     #: it every value but the first of a row keeps a leading blank into the profiles. Header names are read without
     #: their blanks either way.
     skip_initial_space: bool = False
+    #: The decimal mark of the numbers in ``double`` and ``decimal`` columns: ``,`` for files where 262,15 is
+    #: written, as in much of Europe (points and blanks then group thousands: 1.262,15 and 1 262,15).
+    decimal: Literal[".", ","] = "."
 
     @field_validator("encoding")
     @classmethod

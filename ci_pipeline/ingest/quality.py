@@ -137,6 +137,8 @@ def _typed(batch: Batch, table: TableConfig) -> tuple[pd.DataFrame, pd.Series, p
         if kind is None:
             typed[column] = normalise(values)
             continue
+        if kind in ("double", "decimal") and table.format == "csv" and table.csv.decimal == ",":
+            values = decimal_point(values)
         own = declared.format if declared and declared.format else batch.formats.get(column)
         formats = ([own] if own else []) + list(table.date_formats)
         bounds = date_bounds(declared.date_range if declared and declared.date_range else table.date_range)
@@ -246,6 +248,17 @@ def _broken_keys(batch: Batch, table: TableConfig) -> pd.Series:
         return pd.Series(pd.NA, index=broken.index, dtype=STRING)
     first = broken["first"].astype(STRING).str.strip()
     return first.mask(first.eq("").fillna(False).astype(bool) | first.isin(table.null_values))
+
+
+def decimal_point(values: pd.Series) -> pd.Series:
+    """Numbers written with a decimal comma (``1.262,15``, ``1 262,15``, ``-3,5``) as a decimal point writes them
+    (``1262.15``): a point or blank between digits that groups three of them dropped, the comma made a point. A
+    point that groups no thousands (``262.15``) is left a decimal point, never read as 26215; text that is no
+    number stays what it was, and the type check says so."""
+    if not isinstance(values.dtype, pd.StringDtype):
+        return values
+    grouped = values.str.replace(r"(?<=\d)[.\s\u00a0\u202f'](?=\d{3}(?:\D|$))", "", regex=True)
+    return grouped.str.replace(",", ".", regex=False)
 
 
 def _null_markers(values: pd.Series, null_values: list[str]) -> tuple[pd.Series, pd.Series]:

@@ -311,3 +311,17 @@ def test_bad_values_cost_rows_not_the_asset(tmp_path):
     meta = metadata(result, ["src", "t"])
     assert (meta["rows_read"], meta["rows_accepted"], meta["rows_quarantined"]) == (6, 2, 4)
     assert checks(result)["rows_balance"].passed
+
+
+def test_a_decimal_comma_file_reads_its_amounts_and_quarantines_what_is_no_number(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text('id;amount\na;1.262,15\nb;-3,5\nc;"1 262,15"\nd;262.15\ne;zwölf\n')
+    result = ingest(csv_table(csv={"delimiter": ";", "decimal": ","}, columns={"amount": "double"}))
+    # A point that groups no thousands stays a decimal point: 262.15, never 26215.
+    assert dict(zip(result.data["id"], result.data["amount"], strict=True)) == {
+        "a": 1262.15,
+        "b": -3.5,
+        "c": 1262.15,
+        "d": 262.15,
+    }
+    assert reasons(result)["e"] == "malformed value in column 'amount': 'zwölf' is not a valid double"
+    balanced(result)
