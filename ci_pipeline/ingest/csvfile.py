@@ -159,6 +159,9 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
         if len(starts) == 0:
             raise UserError(f"{file}: the file is empty but csv.header is true; it needs at least a header row")
         header = text[starts[0] : ends[0]].decode("utf-8")
+        if excel_separator_line(header, options, file) and len(starts) > 1:
+            starts, stops, ends, lines = starts[1:], stops[1:], ends[1:], lines[1:]
+            header = text[starts[0] : ends[0]].decode("utf-8")
         columns = header_names(header, options, file)
         starts, stops, ends, lines = starts[1:], stops[1:], ends[1:], lines[1:]
     else:
@@ -411,6 +414,20 @@ def _cut(text: bytes, starts: np.ndarray, cut_starts: np.ndarray, cut_stops: np.
     return body if body.endswith(b"\n") else body + b"\n"
 
 
+def excel_separator_line(line: str, options: CsvOptions, file: str) -> bool:
+    """Whether ``line`` is the ``sep=;`` line Excel reads a file's delimiter from (the header follows it); one
+    naming another delimiter than the table's is an error saying which to set."""
+    found = re.fullmatch(r"\s*sep=(.)\s*", line)
+    if found is None:
+        return False
+    if found[1] != options.delimiter:
+        raise UserError(
+            f"{file}: line 1 ({line.strip()}) says the values are separated by {found[1]!r}, read with "
+            f"{options.delimiter!r}: set csv.delimiter: {found[1]!r} for this table"
+        )
+    return True
+
+
 def header_names(line: str, options: CsvOptions, file: str) -> list[str]:
     """The column names of a header line (cut at its first line break: CR, LF or CRLF).
 
@@ -429,8 +446,17 @@ def header_names(line: str, options: CsvOptions, file: str) -> list[str]:
             "csv.escapechar for this table"
         ) from None
     names = [f.strip() for f in fields]
-    if any(n == "" for n in names):
-        raise UserError(f"{file}: line 1: the header has an empty column name; name every column")
+    while len(names) > 1 and names[-1] == "":
+        # Empty columns on a sheet's right, as spreadsheets export them (a,b,c,,,): no column. Their rows' empty
+        # fields are trailing delimiters; a row holding something there is quarantined for its column count.
+        names.pop()
+    if "" in names:
+        at = names.index("")
+        after = f" after {names[at - 1]!r}" if at else ""
+        raise UserError(
+            f"{file}: line 1: column {at + 1} of the header{after} has no name; name every column (is line 1 the "
+            "header? A file without one needs csv.header: false and its columns declared in order)"
+        )
     seen = pd.Series(names)
     repeated = sorted(set(seen[seen.duplicated()]))
     if repeated:

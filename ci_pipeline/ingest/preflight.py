@@ -22,6 +22,7 @@ from ci_pipeline.ingest import cdm
 from ci_pipeline.ingest.csvfile import (
     VALUE_LINE_BREAKS,
     bom_encoding,
+    excel_separator_line,
     header_names,
     listed_lines,
     parse_csv,
@@ -208,6 +209,8 @@ def _csv(files: list[SourceLocation], table: TableConfig, label: str) -> tuple[S
                         f"{file.url}: no line break in the first {SAMPLE_BYTES // (1 << 20)} MiB, so no header can be "
                         "read; check that the file is a CSV text file (and csv.encoding, e.g. utf-16)"
                     )
+                if excel_separator_line(lines[0], table.csv, file.url) and len(lines) > 1:
+                    lines = lines[1:]
                 columns = header_names(lines[0], table.csv, file.url)
                 problems += _other_delimiter(columns, table, file.url)
                 problems += _sample_dates(text, whole, table, file.url)

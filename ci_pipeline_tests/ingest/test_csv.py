@@ -332,3 +332,19 @@ def test_a_line_of_only_spaces_and_tabs_is_blank(tmp_path, ingest):
     (tmp_path / "t.csv").write_text("id\tname\n1\tann\n\t\n")
     tabbed = ingest(csv_table(csv={"delimiter": "\t"}))
     assert tabbed.quarantine["kind"].tolist() == ["missing_key"] and tabbed.quarantine["line"].tolist() == [3]
+
+
+def test_excels_separator_line_and_a_sheets_empty_columns_on_the_right_are_read_past(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text("sep=;\nid;name;;\n1;Ann;;\n2;Bob;;\n")
+    result = ingest(csv_table(csv={"delimiter": ";"}))
+    assert list(result.data.columns)[:2] == ["id", "name"] and result.data["name"].tolist() == ["Ann", "Bob"]
+    assert result.quarantine.empty
+
+
+def test_a_separator_line_naming_another_delimiter_and_a_nameless_column_say_the_fix(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text("sep=,\nid;name\n1;Ann\n")
+    with pytest.raises(UserError, match=r"says the values are separated by ',', read with ';': set csv.delimiter: ','"):
+        ingest(csv_table(csv={"delimiter": ";"}))
+    (tmp_path / "t.csv").write_text("id,,name\n1,x,Ann\n")
+    with pytest.raises(UserError, match=r"line 1: column 2 of the header after 'id' has no name; name every column"):
+        ingest(csv_table())
