@@ -99,6 +99,12 @@ class DateOrder:
     def against(self) -> int:
         return self.month_first_only if self.day_first else self.day_first_only
 
+    @property
+    def mixed(self) -> bool:
+        """Whether the column mixes both orders: a tenth as many values as show its order show the other (fewer
+        are the keying errors any column holds, a month keyed 17 for 07, compared as written)."""
+        return self.against > 0 and self.against * 10 >= self.evidence
+
 
 def read_birth_dates(values: pd.Series) -> tuple[pd.Series, DateOrder | None]:
     """``values`` as ``YYYY-MM-DD`` text, and how its year-last dates were read (None when it has none).
@@ -125,7 +131,7 @@ def read_birth_dates(values: pd.Series) -> tuple[pd.Series, DateOrder | None]:
         first, second = dmy[0][got].astype(int), dmy[2][got].astype(int)
         order = _order(first, second, dmy[1][got])
         day, month = (first, second) if order.day_first else (second, first)
-        out[got] = _written(dmy[3][got], *_readable(month, day))
+        out[got] = _written(dmy[3][got], *(_readable(month, day) if order.mixed else (month, day)))
     partial = re_extract(text, _PARTIAL)
     got = partial[0].notna() & out.isna()
     if got.any():
@@ -144,10 +150,11 @@ def read_birth_dates(values: pd.Series) -> tuple[pd.Series, DateOrder | None]:
 
 
 def _readable(month: pd.Series, day: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Month and day of year-last dates, swapped where only the other order reads them (a month of 25 and a day of
-    10: 10/25/2005 in a column read day first is the 25th of October, whatever most of its values say); kept as
-    they are where neither order does. Not for year-first dates: systems write those year, month, day, so a
-    month over 12 there is a typing error (1950-19-05 for 1950-09-05), which swapping would make another date."""
+    """Month and day of year-last dates in a column that mixes both orders, swapped where only the other order
+    reads them (a month of 25 and a day of 10: 10/25/2005 in such a column read day first is the 25th of October);
+    kept as they are where neither order does. Not where the other order is as rare as keying errors, nor for
+    year-first dates: there a month over 12 is a typing error (1950-19-05 for 1950-09-05), which swapping would
+    make another date."""
     swap = (month > 12) & (month <= 31) & (day >= 1) & (day <= 12)
     return month.where(~swap, day), day.where(~swap, month)
 

@@ -467,7 +467,7 @@ def date_order_note(where: str, order: DateOrder) -> str | None:
     """A warning when the order of day and month of a column's year-last birth dates was not plain from its values:
     none of them shows it (all days 12 or less), or a tenth as many as show it show the other order (fewer are the
     keying errors any column holds, which the model weighs as day and month transposed)."""
-    if order.evidence and order.against * 10 < order.evidence:
+    if order.evidence and not order.mixed:
         return None
     read = f"unify: {where}: {order.written} birth date(s) written with the year last were read as {order.pattern}"
     if not order.evidence and not order.against:
@@ -478,7 +478,7 @@ def date_order_note(where: str, order: DateOrder) -> str | None:
         )
     return (
         f"{read} ({order.evidence} can only be read so), but {order.against} can only be read the other way "
-        "round: the column mixes both orders, and those are compared as written (day and month transposed)"
+        "round: the column mixes both orders, and those are read that way round"
     )
 
 

@@ -56,7 +56,7 @@ def test_without_evidence_dots_read_day_first_and_slashes_month_first(value, exp
     assert dates == [expected] and order.evidence == 0 and order.against == 0
 
 
-def test_a_date_only_the_other_order_reads_is_read_that_way_never_as_a_month_over_12():
+def test_in_a_column_of_both_orders_a_date_only_the_other_order_reads_is_read_that_way():
     # Read month first (as many values of each kind, slashes): 25/10/2005 can only be the 25th of October.
     dates, order = read_birth_dates(pd.Series(["31/01/1980", "01/31/1980", "25/10/2005", "10/25/2005", "1950-19-05"]))
     assert not order.day_first
@@ -64,6 +64,9 @@ def test_a_date_only_the_other_order_reads_is_read_that_way_never_as_a_month_ove
     assert dates.tolist() == ["1980-01-31", "1980-01-31", "2005-10-25", "2005-10-25", "1950-19-05"]
     # Neither order reads it: kept as written, for the warning on unreadable dates.
     assert read_birth_dates(pd.Series(["40/40/1990"]))[0].tolist() == ["1990-40-40"]
+    # As rare as keying errors (1 against 12): a month keyed 17 for 07, compared as written.
+    typo, order = read_birth_dates(pd.Series([f"{d}/07/1980" for d in range(13, 25)] + ["05/17/1850"]))
+    assert not order.mixed and typo.iloc[-1] == "1850-17-05"
 
 
 def test_a_date_of_year_0_is_what_systems_write_for_an_unknown_one_and_is_missing():
