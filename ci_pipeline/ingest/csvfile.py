@@ -331,14 +331,21 @@ def _encoding_reasons(first_bad: dict[int, int], records: np.ndarray, encoding: 
 
 def _blank_records(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, delim: int) -> np.ndarray:
     """Which records hold only spaces and tabs (a tab or space delimiter excepted): blank lines, as the docs say,
-    not rows of one field. Each record runs from its start to the next one's, line break included."""
-    blank_bytes = [b for b in (9, 10, 13, 32) if b != delim]
-    filled = ~np.isin(buf, blank_bytes)
-    inside = starts < len(buf)
+    not rows of one field. Only records that begin with such a blank can be one, so only their bytes are looked
+    at: judging every byte of a file cost a fifth of a second a read at 200,000 records."""
+    blanks = [b for b in (9, 32) if b != delim]
     blank = np.zeros(len(starts), dtype=bool)
-    if inside.any():
-        blank[inside] = ~np.logical_or.reduceat(filled, starts[inside])
-    return blank & (ends > starts)
+    filled = ends > starts
+    first = np.full(len(starts), 0, dtype=np.uint8)
+    first[filled] = buf[starts[filled]]
+    candidates = np.flatnonzero(filled & np.isin(first, blanks))
+    if len(candidates) == 0:
+        return blank
+    lengths = ends[candidates] - starts[candidates]
+    written = ~np.isin(buf[_spans(starts[candidates], ends[candidates])], [*blanks, 10, 13])
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    blank[candidates] = ~np.logical_or.reduceat(written, offsets)
+    return blank
 
 
 def _trailing_delimiters(
