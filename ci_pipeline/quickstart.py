@@ -240,7 +240,12 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
     if skip:
         options["skip_initial_space"] = True
     read = CsvOptions(encoding=encoding or "utf-8", delimiter=delimiter, skip_initial_space=skip)
-    parsed = parse_csv(data, read, str(path))
+    try:
+        parsed = parse_csv(data, read, str(path))
+    except UserError:
+        _refuse_data_as_header(path, text, delimiter)
+        raise
+    _refuse_data_as_header(path, text, delimiter)
     if (parsed.broken["kind"] == "broken_quoting").any():
         quoted = quoted_records(data, read, str(path))
         if quoted is not None:
@@ -252,6 +257,31 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
         for line, kind, raw in parsed.broken[["line", "kind", "raw"]].itertuples(index=False)
     )
     return frame, options
+
+
+#: A header cell that is a value, not a name: a number, an e-mail address, a date.
+VALUE_CELL = r"[-+]?\d+([.,]\d+)?|[^@\s]+@[^@\s]+\.\w+|\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
+#: Of those, what no header names a column (a year may head a column of a pivoted export; an address cannot).
+NO_NAME = r"[^@\s]+@[^@\s]+\.\w+|\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
+
+
+def _refuse_data_as_header(path: Path, text: str, delimiter: str) -> None:
+    """Refuse a file whose first line is a row of data (an export without a header): its values would be taken
+    for column names, or an empty one refused as a nameless column.
+
+    Raises:
+        UserError: when a third or more of the first line's cells are numbers, e-mail addresses or dates, one of
+            them an address or a date.
+    """
+    first = next(csv.reader([text.split("\n", 1)[0].strip("\ufeff\r")], delimiter=delimiter), [])
+    values = [c.strip() for c in first if re.fullmatch(VALUE_CELL, c.strip())]
+    unnamed = any(re.fullmatch(NO_NAME, v) for v in values)
+    if first and unnamed and len(values) * 3 >= len(first):
+        raise UserError(
+            f"{path}: line 1 looks like a row of data, not a header ({', '.join(values[:3])}): add a first line "
+            "naming the columns (quickstart reads them by their names), or write the configuration by hand with "
+            "csv.header: false and the columns in order (docs/config/sources.md)"
+        )
 
 
 def _decoded(path: Path, data: bytes) -> tuple[str, str | None]:

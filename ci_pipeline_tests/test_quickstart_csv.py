@@ -194,3 +194,13 @@ def test_a_file_whose_every_line_is_left_out_says_why_not_that_it_has_no_rows(tm
     source.write_text("\n".join([header, *(line + suffix for line in customer_lines())]) + "\n", encoding="utf-8")
     with pytest.raises(UserError, match="^" + re.escape(f"{source}: {said}")):
         plan_quickstart(source, read_table(source))
+
+
+def test_a_file_without_a_header_line_is_refused_as_such(tmp_path):
+    source = tmp_path / "export.csv"
+    source.write_text("1,Ann,Lee,ann@x.example,1980-01-31\n2,Bob,,bob@x.example,1975-03-02\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"line 1 looks like a row of data, not a header \(1, ann@x.example, 1980"):
+        read_table(source)
+    # Years heading the columns of a pivoted export are names.
+    source.write_text("customer_id,2023,2024\nC1,10,12\n", encoding="utf-8")
+    assert read_table(source).columns.tolist() == ["customer_id", "2023", "2024"]
