@@ -239,13 +239,9 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
     skip = _blank_after_delimiters(text, delimiter)
     if skip:
         options["skip_initial_space"] = True
-    read = CsvOptions(encoding=encoding or "utf-8", delimiter=delimiter, skip_initial_space=skip)
-    try:
-        parsed = parse_csv(data, read, str(path))
-    except UserError:
-        _refuse_data_as_header(path, text, delimiter)
-        raise
     _refuse_data_as_header(path, text, delimiter)
+    read = CsvOptions(encoding=encoding or "utf-8", delimiter=delimiter, skip_initial_space=skip)
+    parsed = parse_csv(data, read, str(path))
     if (parsed.broken["kind"] == "broken_quoting").any():
         quoted = quoted_records(data, read, str(path))
         if quoted is not None:

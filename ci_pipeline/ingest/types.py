@@ -289,7 +289,7 @@ def _text_int(text: pd.Series) -> tuple[pd.Series, pd.Series]:
 def _as_text(series: pd.Series) -> pd.Series:
     if isinstance(series.dtype, pd.StringDtype) and series.dtype.na_value is pd.NA:
         return series
-    return as_text(series).astype(STRING)
+    return as_text(series)
 
 
 def _to_utc(series: pd.Series) -> pd.Series:

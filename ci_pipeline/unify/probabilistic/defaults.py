@@ -478,13 +478,11 @@ def default_settings(
             + "; ".join(notes or ["none of the mapped semantic types makes one"])
             + "): write blocking rules, or map names, birth dates, postal codes, e-mail or phone"
         )
-    if not counted and (
-        rest := _training_of_the_rest(
-            comparisons, training or tuple(rules), mapping, table, link_type, max_pairs_per_rule, notes
-        )
-    ):
+    if not counted:
         # Only single fields block (no two fields pair up): the rule of all the others trains the one they read.
-        training = (training or tuple(rules)) + rest
+        trained_on = training or tuple(rules)
+        if rest := _training_of_the_rest(comparisons, trained_on, mapping, table, link_type, max_pairs_per_rule, notes):
+            training = trained_on + rest
     settings = Settings(
         comparisons=comparisons,
         strata=default_strata(mapping),
@@ -501,10 +499,15 @@ def _training_for_untrained(comparisons, training: tuple, rules: list) -> tuple:
     the first name is the only personal field mapped (first and last name, city, phone), every personal rule reads
     it, and a pair's first names are never compared in training. Their pairs may hold households (one surname,
     one street), whom the first name tells apart; without them training would stop."""
-    untrained = [c for c in comparisons if all(set(c.masked_by) & set(r.columns) for r in training)]
+    untrained = [c for c in comparisons if _masked_by_all(c, training)]
     return tuple(
         r for r in rules if r not in training and any(not set(c.masked_by) & set(r.columns) for c in untrained)
     )
+
+
+def _masked_by_all(comparison, rules) -> bool:
+    """Whether every one of ``rules`` reads a column ``comparison`` reads, so that none of their pairs trains it."""
+    return all(set(comparison.masked_by) & set(r.columns) for r in rules)
 
 
 def _training_of_the_rest(
@@ -516,7 +519,7 @@ def _training_of_the_rest(
     lets it be learnt (none: training stops and says so)."""
     added = []
     for comparison in comparisons:
-        if any(not set(comparison.masked_by) & set(r.columns) for r in (*training, *added)):
+        if not _masked_by_all(comparison, (*training, *added)):
             continue
         rest = [c for c in mapping if c not in comparison.masked_by]
         if not rest:
