@@ -57,15 +57,21 @@ def merge_profiles(
         for c in present[1:]:
             col = col.fillna(records[c].astype("string"))
         values[f.name] = col
-    # placeholders ("N/A", "unknown") never win a field over a real value
+    # Placeholders ("N/A", "unknown") never win a field over a real value; where a customer has none, the
+    # placeholder as written is kept: the list holds real names too (Na, a Korean surname; Nil) and numbers ("0"),
+    # which a profile must not lose. Values of nothing but whitespace are empty.
     bypass = tuple(config.normalize.bypass_values)
     # Two columns at a time: hashing and folding each column's text runs in Arrow, outside Python's lock.
     kept = each_named(
-        {name: partial(_drop_placeholders, values[name], bypass) for name in values.columns}, 2, "unify-merge"
+        {name: partial(_split_placeholders, values[name], bypass) for name in values.columns}, 2, "unify-merge"
     )
-    for name, column in kept.items():
-        values[name] = column
+    fallback = pd.DataFrame(index=records.index)
+    for name, (real, placeholders) in kept.items():
+        values[name] = real
+        if placeholders.notna().any():
+            fallback[name] = placeholders
     values["label"] = labels
+    fallback["label"] = labels
     out = pd.DataFrame(index=pd.Index(unique(labels), name="label"))
     grouped_names: set[str] = set()
     by_name = {f.name: f for f in fields}
@@ -76,9 +82,11 @@ def merge_profiles(
         lead = by_name[members[0]]
         order = record_order(records, lead.policy, lead.priority, n_tables)
         # Only the group's columns are put in order, not every field's.
-        ranked = values[[*members, "label"]].iloc[order]
-        has_any = ranked[members].notna().any(axis=1).to_numpy()
-        chosen = ranked[has_any].drop_duplicates("label").set_index("label")[members]
+        chosen = _first_filled(values, members, order)
+        if held := [m for m in members if m in fallback.columns]:
+            # A customer none of whose records holds a real value of the group takes its placeholders together.
+            lacking = _first_filled(fallback, held, order)
+            chosen = pd.concat([chosen, lacking[~lacking.index.isin(chosen.index)]]).reindex(columns=members)
         out = out.join(chosen)
         grouped_names |= set(members)
     singles: dict[tuple, list[str]] = {}
@@ -95,6 +103,9 @@ def merge_profiles(
             # it never wins over another record's date that is one.
             sound = ranked[name].where(calendar_dates(ranked[name]))
             chosen[name] = sound.groupby(ranked["label"], sort=True).first().fillna(chosen[name])
+        if held := [n for n in names if n in fallback.columns]:
+            placeholders = fallback[held + ["label"]].iloc[order].groupby("label", sort=True).first()
+            chosen[held] = chosen[held].fillna(placeholders)
         out = out.join(chosen)
     out = out[[f.name for f in fields]]
     # Per table, the customer's preferred record: the order of the priority policy without a table priority.
@@ -126,10 +137,21 @@ def calendar_dates(values: pd.Series) -> np.ndarray:
 MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def _drop_placeholders(column: pd.Series, bypass_values: Iterable[str]) -> pd.Series:
-    """Empty and placeholder values become missing (decided once per distinct value)."""
+def _first_filled(values: pd.DataFrame, members: list[str], order: np.ndarray) -> pd.DataFrame:
+    """Per label, ``members`` of the first record in ``order`` holding any of them (a group comes from one
+    record)."""
+    ranked = values[[*members, "label"]].iloc[order]
+    has_any = ranked[members].notna().any(axis=1).to_numpy()
+    return ranked[has_any].drop_duplicates("label").set_index("label")[members]
+
+
+def _split_placeholders(column: pd.Series, bypass_values: Iterable[str]) -> tuple[pd.Series, pd.Series]:
+    """The column's real values, and apart its placeholders that are text (decided once per distinct value);
+    empty values and those of nothing but whitespace are in neither."""
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
     # Raw values: one of nothing but whitespace is empty too (the normalizer strips its values before it asks).
-    keep = ~placeholder_mask(squash_spaces(pd.Series(uniques, dtype="string")), bypass_values)
-    ok = np.append(keep, False)[codes]  # code -1 (missing) indexes the appended False
-    return column.where(ok)
+    squashed = squash_spaces(pd.Series(uniques, dtype="string"))
+    real = ~placeholder_mask(squashed, bypass_values)
+    text = (squashed.str.len() > 0).to_numpy(bool, na_value=False) & ~real
+    # Code -1 (missing) indexes the appended False.
+    return column.where(np.append(real, False)[codes]), column.where(np.append(text, False)[codes])

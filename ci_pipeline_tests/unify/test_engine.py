@@ -49,6 +49,26 @@ def test_profile_values_keep_no_blanks_around_them():
     assert not profile.select_dtypes("string").apply(lambda c: c.str.match(r"^\s|.*\s$").fillna(False)).any().any()
 
 
+def test_a_placeholder_is_a_profile_value_only_where_the_customer_has_no_real_one():
+    tables = frames()
+    # Na is a surname and "na" a default placeholder; Pat's and Zed's only e-mail values are a placeholder and
+    # blanks; Ann's "N/A" phone (c2) loses to her other record's number.
+    tables[("loyalty", "members")] = tables[("loyalty", "members")].assign(last_name=["Smith", "Na"])
+    tables[("shop", "customers")] = tables[("shop", "customers")].assign(email=["bob.smith@example.com", "", "  "])
+    profile = unify(config(), tables, KEYS).customer_profile
+    pat = profile[profile.FirstName == "Pat"]
+    assert pat[["LastName", "FullName"]].values.tolist() == [["Na", "Pat Na"]]
+    assert profile.loc[profile.FullName == "Zed Nobody", "Email"].isna().all()
+    assert profile.loc[profile.crm_contacts_contact_id == "c2", "Phone"].tolist() == ["555-010-9999"]
+    # A group whose every value is a placeholder comes from one record all the same.
+    shop = tables[("shop", "customers")]
+    tables[("shop", "customers")] = shop.assign(
+        email=["bob.smith@example.com", "", "unknown"], phone=[*shop.phone[:2], "N/A"]
+    )
+    grouped = unify(config(merge={"groups": {"contact": ["Phone", "Email"]}}), tables, KEYS).customer_profile
+    assert grouped.loc[grouped.FullName == "Zed Nobody", ["Phone", "Email"]].values.tolist() == [["N/A", "unknown"]]
+
+
 def test_a_phone_stored_as_a_double_is_its_digits_on_the_profile():
     tables = frames()
     tables[("loyalty", "members")] = tables[("loyalty", "members")].assign(phone=[None, 5550109876.0])
