@@ -513,6 +513,7 @@ def _stats_metadata(result: UnifyResult, guard_events_url: str) -> dict:
         "unreadable_dates": table_of(
             [{"column": where, **u} for where, u in s["unreadable_dates"].items()], ["column", "values", "example"]
         ),
+        "placeholders_kept": counts_table(s["placeholders_kept"], "field", "customers"),
     }
     if s["attach"]:
         found["attach"] = table_of(s["attach"], ["rule", "thin_customers", *OUTCOMES])

@@ -40,6 +40,7 @@ from ci_pipeline.unify.incremental import (
     pair_conditions,
     plan,
 )
+from ci_pipeline.unify.merge import kept_placeholders
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
 from ci_pipeline.unify.records import BASE, build_records
 from ci_pipeline.unify.text import (
@@ -359,6 +360,7 @@ def _run_stats(config, prepared, clustering, identified, uncomparable, increment
     )
     stats["attach"] = clustering.attach_stats
     stats["unreadable_dates"] = prepared.unreadable
+    stats["placeholders_kept"] = kept_placeholders(identified.profiles, config, _attributes(identified.records))
     stats["uncomparable_records"] = uncomparable
     stats["guard_splits"] = _guard_splits(clustering.events)
     stats["cluster_density"] = _density_stats(clustering.density, identified.identity.ids)

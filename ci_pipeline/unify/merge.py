@@ -137,6 +137,24 @@ def calendar_dates(values: pd.Series) -> np.ndarray:
 MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
+def kept_placeholders(profiles: pd.DataFrame, config: UnifyConfig, attributes: list[str]) -> dict[str, int]:
+    """Per unified field of the profiles (as renamed), the customers whose value is a placeholder, kept because none
+    of their records holds a real one; fields without any are left out."""
+    bypass = tuple(config.normalize.bypass_values)
+    # Folding whitespace only shortens a value: one much longer than every placeholder is none (most are).
+    longest = 2 * max((len(b) for b in bypass), default=0) + 2
+    found = {}
+    for f in unified_fields(config, attributes):
+        name = config.merge.rename.get(f.name, f.name)
+        if name not in profiles.columns:
+            continue
+        column = profiles[name].astype("string")
+        short = column[(column.str.len() <= longest).fillna(False).to_numpy(bool)]
+        if count := int((placeholder_mask(squash_spaces(short), bypass) & short.notna().to_numpy(bool)).sum()):
+            found[name] = count
+    return found
+
+
 def _first_filled(values: pd.DataFrame, members: list[str], order: np.ndarray) -> pd.DataFrame:
     """Per label, ``members`` of the first record in ``order`` holding any of them (a group comes from one
     record)."""

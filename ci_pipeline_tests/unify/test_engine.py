@@ -55,7 +55,10 @@ def test_a_placeholder_is_a_profile_value_only_where_the_customer_has_no_real_on
     # blanks; Ann's "N/A" phone (c2) loses to her other record's number.
     tables[("loyalty", "members")] = tables[("loyalty", "members")].assign(last_name=["Smith", "Na"])
     tables[("shop", "customers")] = tables[("shop", "customers")].assign(email=["bob.smith@example.com", "", "  "])
-    profile = unify(config(), tables, KEYS).customer_profile
+    result = unify(config(), tables, KEYS)
+    # The statistics count them, per field: a customer with no real value.
+    assert result.stats["placeholders_kept"] == {"LastName": 1}
+    profile = result.customer_profile
     pat = profile[profile.FirstName == "Pat"]
     assert pat[["LastName", "FullName"]].values.tolist() == [["Na", "Pat Na"]]
     assert profile.loc[profile.FullName == "Zed Nobody", "Email"].isna().all()
@@ -65,7 +68,9 @@ def test_a_placeholder_is_a_profile_value_only_where_the_customer_has_no_real_on
     tables[("shop", "customers")] = shop.assign(
         email=["bob.smith@example.com", "", "unknown"], phone=[*shop.phone[:2], "N/A"]
     )
-    grouped = unify(config(merge={"groups": {"contact": ["Phone", "Email"]}}), tables, KEYS).customer_profile
+    result = unify(config(merge={"groups": {"contact": ["Phone", "Email"]}}), tables, KEYS)
+    assert result.stats["placeholders_kept"] == {"LastName": 1, "Phone": 1, "Email": 1}
+    grouped = result.customer_profile
     assert grouped.loc[grouped.FullName == "Zed Nobody", ["Phone", "Email"]].values.tolist() == [["N/A", "unknown"]]
 
 
