@@ -446,11 +446,19 @@ def _unreadable_note(config: UnifyConfig, where: str, u: dict) -> str:
             f"unify: {where}: {partial} birth date(s) are known only in part, a year or a year and month (e.g. "
             f"{u['example']!r}): rules, the guard and merge read them as missing{compared}"
         )
+    short = u.get("short_years", 0)
     return (
-        f"unify: {where}: {u['values']} value(s) are not dates unify can read (e.g. {u['example']!r}; dates "
-        f"from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} are read); they count as missing"
+        f"unify: {where}: {u['values']} value(s) are not dates unify can read (e.g. {u['example']!r}; read are days "
+        f"of the calendar from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}, not a day its month lacks such as 31 "
+        "April); they count as missing"
         + _still_compared(config, u.get("components", 0))
         + (f" ({partial} of them known only in part, a year or a year and month)" if partial else "")
+        + (
+            f"; {short} of them have a year of one or two digits: write the year in full (1972, not 72), since unify "
+            "does not guess the century of a birth"
+            if short
+            else ""
+        )
     )
 
 

@@ -31,6 +31,7 @@ from ci_pipeline.unify.probabilistic import (
     Model,
     Settings,
     SettingsError,
+    TrainingError,
     default_columns,
     default_settings,
     default_strata,
@@ -41,6 +42,7 @@ from ci_pipeline.unify.probabilistic import (
     placeholder,
     settings_yaml,
     train,
+    trainable,
     training_notes,
 )
 from ci_pipeline.unify.probabilistic import explain_pair as model_waterfall
@@ -254,14 +256,27 @@ def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) 
         # The default counts each rule's pairs as the configured link type forms them (under link_only, a rule on a
         # field one table lacks finds none).
         link_type = (given or {}).get("link_type", Settings.link_type)
-        settings, notes = default_settings(records, mapped, link_type=link_type, table=table)
+        blocking_given = "blocking" in (given or {})
+        settings, notes = default_settings(
+            records, mapped, link_type=link_type, table=table, blocking_given=blocking_given
+        )
         if given is not None:
             settings = configured_settings(config, settings)
             _check_columns(settings, mapped)
             notes = _notes_on_the_default(notes, given)
     labels = override_labels(config, prepared.records, base_dir)
     with training_notes() as caught:
-        model = train(records, settings, table=table, labels=labels)
+        try:
+            model = train(records, settings, table=table, labels=labels)
+        except TrainingError:
+            # Blocking written without training rules, every rule of it reading a compared field: that field is
+            # trained on the pairs alike in all else, as the default does (a training that ran stays as it was).
+            retried = trainable(settings, table, notes) if given and not {"training_blocking"} & given.keys() else None
+            if retried is None or retried is settings:
+                raise
+            settings = retried
+            caught.clear()
+            model = train(records, settings, table=table, labels=labels)
     said = notes + caught + _empty_tables(config, prepared.records)
     model.training["labelled_matches"] = 0 if labels is None else int(labels["match"].sum())
     # The default's notes (single-field rules added within the pair budget or left out for it) become comments.

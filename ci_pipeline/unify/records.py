@@ -232,10 +232,13 @@ def _birth_date_of_parts(
         bad = written.any(axis=1) & ~read.to_numpy(bool)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
-            unreadable[f"{t.ref}.{'/'.join(parts.values())}"] = {
+            entry = unreadable[f"{t.ref}.{'/'.join(parts.values())}"] = {
                 "values": int(bad.sum()),
                 "example": "/".join(c.astype("string").fillna("").iloc[first] for c in columns),
             }
+            year = pd.to_numeric(columns[0].astype("string").str.strip(), errors="coerce").to_numpy()
+            if short := int((bad & (year >= 0) & (year < 100)).sum()):
+                entry["short_years"] = short
     return joined
 
 

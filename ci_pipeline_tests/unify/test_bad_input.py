@@ -84,6 +84,23 @@ def test_a_birth_date_in_three_columns_is_joined_and_its_unreadable_parts_counte
     assert unreadable["crm.contacts.by/bm/bd"] == {"values": 1, "example": "1980//6"}
 
 
+def test_a_birth_date_in_parts_whose_year_has_two_digits_is_told_to_write_the_year_in_full():
+    f = frames()
+    f[("crm", "contacts")] = f[("crm", "contacts")].assign(
+        by=["80", "1980", "72", "1975"], bm=["5", "05", "2", "4"], bd=["6", "6", "3", "31"]
+    )
+    raw = config().model_dump()
+    raw["tables"][0]["columns"].update(by="birth_year", bm="birth_month", bd="birth_day")
+    (warning,) = [w for w in prepare(type(config()).model_validate(raw), f, KEYS, None).warnings if "by/bm/bd" in w]
+    assert warning.startswith("unify: crm.contacts.by/bm/bd: 3 value(s) are not dates unify can read (e.g. '80/5/6'")
+    # The 31st of April is named as what it is, beside the range of years read.
+    assert "not a day its month lacks such as 31 April" in warning
+    assert warning.endswith(
+        "; 2 of them have a year of one or two digits: write the year in full (1972, not 72), since unify does not "
+        "guess the century of a birth"
+    )
+
+
 def test_a_year_of_birth_alone_is_written_as_four_digits_and_a_value_that_is_no_year_counted():
     f = frames()
     f[("crm", "contacts")] = f[("crm", "contacts")].assign(yob=["1980", "1980.0", "80", None])

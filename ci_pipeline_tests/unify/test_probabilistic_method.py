@@ -475,6 +475,42 @@ def test_link_only_without_rules_trains_where_only_one_table_holds_the_birth_yea
     assert not [r for r in model.settings.training_rules if "birth_year" in r.columns]
 
 
+def _two_waves(n: int = 500, seed: int = 8) -> tuple[dict, dict]:
+    """Two waves of a survey without names or dates: coded categories only, each person once per wave, the second
+    wave keying one code wrongly for one person in eight."""
+    rng = np.random.default_rng(seed)
+    codes = {c: rng.integers(1, k, n).astype(str) for c, k in (("sex", 3), ("born", 60), ("region", 20), ("school", 8))}
+    first = pd.DataFrame({"rid": [f"a{i}" for i in range(n)], **codes}, dtype="string")
+    second = first.assign(rid=[f"b{i}" for i in range(n)])
+    wrong = rng.random(n) < 0.125
+    second.loc[wrong, "school"] = "9"
+    columns = {"sex": "gender", "born": "custom", "region": "custom", "school": "custom"}
+    raw = {
+        "tables": [{"source": "s", "table": t, "columns": columns} for t in ("w1", "w2")],
+        "match": {"method": "probabilistic", "probabilistic": {"link_type": "link_only", "blocking": [["born"]]}},
+    }
+    return raw, {("s", "w1"): first, ("s", "w2"): second}
+
+
+def test_blocking_given_alone_is_used_where_no_default_rule_fits_and_trains_what_it_reads():
+    # No two mapped fields pair up into a default rule: the block's own blocking is what runs, and the comparison
+    # every rule of it reads (born) is trained on the pairs alike in all else.
+    raw, tables = _two_waves()
+    keys = {("s", "w1"): "rid", ("s", "w2"): "rid"}
+    model, said = train_from_tables(UnifyConfig.model_validate(raw), tables, keys)
+    assert [str(r) for r in model.settings.blocking] == ["born"]
+    assert [str(r) for r in model.settings.training_rules] == ["born", "gender & region & school"]
+    assert any(
+        n.startswith("training rule [gender & region & school] added: every other rule reads born") for n in said
+    )
+    born = next(p for p in model.parameters if p.name == "born")
+    assert born.active and born.weights[0] > 3
+    # Without the block's blocking, the default still says it has no rule to offer.
+    del raw["match"]["probabilistic"]["blocking"]
+    with pytest.raises(SettingsError, match="no default blocking rule fits these records"):
+        train_from_tables(UnifyConfig.model_validate(raw), tables, keys)
+
+
 def test_a_year_of_birth_beside_a_birth_date_in_another_table_is_compared_as_that_date_known_in_part():
     # A loyalty table asks the year of birth, the CRM keeps the whole date, a census the year and month: the model
     # compares all of them as one birth date, each on the parts it knows, not each within its own tables.

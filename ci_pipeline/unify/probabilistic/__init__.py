@@ -36,6 +36,7 @@ from ci_pipeline.unify.probabilistic.defaults import (
     normalize_records,
     normalized_table,
     settings_yaml,
+    trainable,
 )
 from ci_pipeline.unify.probabilistic.model import ConvergenceWarning, Model, TrainingError, train, training_notes
 from ci_pipeline.unify.probabilistic.scoring import explain_pair, predict, predict_table, probability
@@ -89,6 +90,7 @@ __all__ = [
     "prepare",
     "probability",
     "settings_yaml",
+    "trainable",
     "train",
     "training_notes",
 ]

@@ -405,6 +405,7 @@ def default_settings(
     max_pairs_per_rule: int = Settings.max_pairs_per_rule,
     table: Table | None = None,
     pairs_per_record: float = PAIRS_PER_RECORD,
+    blocking_given: bool = False,
 ) -> tuple[Settings, list[str]]:
     """Settings chosen from the semantic types of the mapped columns, and notes on the choice: the rules left out,
     and the single-field rules added within the pair budget or left out for it.
@@ -417,6 +418,7 @@ def default_settings(
         max_pairs_per_rule: blocking rules over this on ``records`` are left out (and noted).
         table: ``records`` already prepared (every mapped column), when the caller has it.
         pairs_per_record: the single-field rules (``WIDE``) may add this many candidate pairs per record (0: none).
+        blocking_given: the user writes the blocking rules: none of the default's fitting is no error.
 
     Example:
         >>> frame = pd.DataFrame(
@@ -433,9 +435,8 @@ def default_settings(
           link_type: dedupe
         ...
     """
-    if not mapping:
-        raise SettingsError("mapping: map at least one column to a semantic type")
     notes: list[str] = []
+    mapping = _held(records, mapping, notes)
     within: dict[str, list[str]] = {}
     if table is None:
         table = prepare(records, list(mapping), source)
@@ -472,7 +473,7 @@ def default_settings(
     training = tuple(r for r in pairing if personal & set(r.columns))
     training += _training_for_untrained(comparisons, training, pairing)
     rules += wide
-    if not rules:
+    if not rules and not blocking_given:
         raise SettingsError(
             "no default blocking rule fits these records ("
             + "; ".join(notes or ["none of the mapped semantic types makes one"])
@@ -492,6 +493,26 @@ def default_settings(
         max_pairs_per_rule=max_pairs_per_rule,
     )
     return settings, notes
+
+
+def _held(records: pd.DataFrame, mapping: dict[str, str], notes: list[str]) -> dict[str, str]:
+    """The mapped columns some record holds a value of; each of the others is noted and left out (a birth date
+    whose every value unify could not read, a column empty in this extract): compared, it would carry no
+    evidence, and a blocking or training rule on it would find no pair."""
+    if not mapping:
+        raise SettingsError("mapping: map at least one column to a semantic type")
+    held = {c: t for c, t in mapping.items() if c not in records.columns or records[c].notna().any()}
+    for column in [c for c in mapping if c not in held]:
+        notes.append(
+            f"{mapping[column]} ({column}) neither compared nor blocked on: no record holds a value of it (values "
+            "unify cannot read count as none; the run's warnings name them)"
+        )
+    if not held:
+        raise SettingsError(
+            f"no record holds a value of any mapped column ({', '.join(mapping)}): map columns that hold the "
+            "customers' names, birth dates or contacts, or see the run's warnings on values unify cannot read"
+        )
+    return held
 
 
 def _training_for_untrained(comparisons, training: tuple, rules: list) -> tuple:
@@ -533,6 +554,25 @@ def _training_of_the_rest(
                 f"the {count:,} pairs alike in all else"
             )
     return tuple(added)
+
+
+def trainable(settings: Settings, table: Table, notes: list[str]) -> Settings:
+    """``settings`` written by the user without training rules, with a training rule of all else added for each
+    comparison every one of its blocking rules reads (noted; see ``_training_of_the_rest``): their pairs would
+    leave it untrained, and training would stop. Unchanged when nothing needs one."""
+    if settings.training_blocking:
+        return settings
+    columns = [c for c in settings.columns if c in table.columns]
+    rest = _training_of_the_rest(
+        settings.comparisons,
+        settings.blocking,
+        dict.fromkeys(columns, ""),
+        table,
+        settings.link_type,
+        settings.max_pairs_per_rule,
+        notes,
+    )
+    return dataclasses.replace(settings, training_blocking=settings.blocking + rest) if rest else settings
 
 
 def settings_yaml(settings: Settings, notes: list[str] | tuple[str, ...] = ()) -> str:

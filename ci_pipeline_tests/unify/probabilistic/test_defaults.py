@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -29,8 +30,9 @@ from ci_pipeline.unify.probabilistic import (
     prepare,
     settings_yaml,
     train,
+    trainable,
 )
-from ci_pipeline.unify.probabilistic.blocking import BlockingRule, block
+from ci_pipeline.unify.probabilistic.blocking import BlockingRule, Key, block
 from ci_pipeline.unify.probabilistic.defaults import PAIRS_PER_RECORD
 
 RAW = pd.DataFrame(
@@ -605,3 +607,31 @@ def test_a_birth_date_beside_fields_many_share_blocks_alone_and_is_trained_on_th
     n = len(raw) // 2
     copies = scored["link"] & (scored["right"] - scored["left"] == n)
     assert copies.sum() >= 0.85 * n and (scored["link"] & ~copies).sum() <= 0.02 * n
+
+
+def test_a_mapped_column_no_record_holds_is_neither_compared_nor_blocked_on_and_said_so():
+    # A birth date in three columns whose year has two digits: unify reads none of them, every value is missing.
+    raw, mapping = _panel()
+    raw = raw.assign(Dob=pd.Series(pd.NA, index=raw.index, dtype="string"))
+    mapping = mapping | {"Dob": "birth_date"}
+    records = normalize_records(raw, mapping)
+    settings, notes = default_settings(records, mapping)
+    assert "Dob" not in settings.columns
+    assert "birth_date (Dob) neither compared nor blocked on: no record holds a value of it" in notes[0]
+    assert [str(r) for r in settings.blocking] == ["Born"]
+    with pytest.raises(SettingsError, match="no record holds a value of any mapped column \\(Dob\\)"):
+        default_settings(records[["Dob"]], {"Dob": "birth_date"})
+
+
+def test_blocking_written_by_the_user_gets_a_training_rule_for_what_every_rule_of_it_reads():
+    raw, mapping = _panel()
+    records = normalize_records(raw, mapping)
+    settings, _ = default_settings(records, mapping)
+    written = dataclasses.replace(settings, blocking=(BlockingRule((Key("Born"),)),), training_blocking=())
+    notes: list[str] = []
+    table = prepare(records, list(mapping))
+    assert [str(r) for r in trainable(written, table, notes).training_rules] == ["Born", "Sex & Region"]
+    assert notes[0].startswith("training rule [Sex & Region] added: every other rule reads Born")
+    # Training rules the user wrote are kept as written.
+    kept = dataclasses.replace(written, training_blocking=written.blocking)
+    assert trainable(kept, table, []) is kept
