@@ -233,8 +233,20 @@ def train_model(config: UnifyConfig, prepared: Preparation, base_dir: Path | Non
         SettingsError: the settings are malformed or read an unmapped attribute.
         TrainingError: the fit is not sane (see :func:`ci_pipeline.unify.probabilistic.train`).
     """
-    model, said, _ = _trained(config, prepared, base_dir)
+    model, said, _ = _trained_or_told(config, prepared, base_dir)
     return model, said
+
+
+def _trained_or_told(config: UnifyConfig, prepared: Preparation, base_dir: Path | None):
+    """:func:`_trained`; an error of the settings or the training also tells the values unify could not read,
+    whose warnings a failed run would not reach (a birth date whose every year has two digits is no field)."""
+    try:
+        return _trained(config, prepared, base_dir)
+    except (SettingsError, TrainingError) as exc:
+        unread = [w for w in prepared.warnings if any(f" {where}: " in w for where in prepared.unreadable)]
+        if not unread:
+            raise
+        raise type(exc)(f"{exc}. Beware: " + "; ".join(w.removeprefix("unify: ") for w in unread)) from None
 
 
 def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) -> tuple[Model, list[str], Table]:
@@ -455,7 +467,7 @@ class TrainingMatches(ProbabilisticMatches):
     def __call__(self, config: UnifyConfig, prepared: Preparation, how: Plan | None = None) -> pd.DataFrame:
         if self.model is None:
             started = time.perf_counter()
-            self.model, self.said, self._trained_on = _trained(config, prepared, self.base_dir)
+            self.model, self.said, self._trained_on = _trained_or_told(config, prepared, self.base_dir)
             self.train_s = round(time.perf_counter() - started, 3)
         try:
             return super().__call__(config, prepared, how)

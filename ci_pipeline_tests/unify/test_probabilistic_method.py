@@ -511,6 +511,28 @@ def test_blocking_given_alone_is_used_where_no_default_rule_fits_and_trains_what
         train_from_tables(UnifyConfig.model_validate(raw), tables, keys)
 
 
+def test_a_training_that_cannot_start_also_tells_the_birth_dates_unify_could_not_read():
+    # Birth dates in three columns whose years have two digits: none is read, so no default rule fits the coded
+    # fields left, and the failed run would never reach the warning that says why.
+    raw, tables = _two_waves()
+    del raw["match"]["probabilistic"]["blocking"]
+    for t in raw["tables"]:
+        t["columns"] |= {"yy": "birth_year", "mm": "birth_month", "dd": "birth_day"}
+    for key, frame in tables.items():
+        tables[key] = frame.assign(yy="72", mm="5", dd="17")
+    with pytest.raises(SettingsError) as failed:
+        unify(
+            UnifyConfig.model_validate(raw),
+            tables,
+            {("s", "w1"): "rid", ("s", "w2"): "rid"},
+            match_method=TrainingMatches(),
+        )
+    message = str(failed.value)
+    assert message.startswith("no default blocking rule fits these records (birth_date (birth_date) neither compared")
+    assert "Beware: s.w1.yy/mm/dd: 500 value(s) are not dates unify can read (e.g. '72/5/17'" in message
+    assert "write the year in full (1972, not 72)" in message
+
+
 def test_a_year_of_birth_beside_a_birth_date_in_another_table_is_compared_as_that_date_known_in_part():
     # A loyalty table asks the year of birth, the CRM keeps the whole date, a census the year and month: the model
     # compares all of them as one birth date, each on the parts it knows, not each within its own tables.
