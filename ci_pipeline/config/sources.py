@@ -126,8 +126,9 @@ class TableConfig(StrictModel):
     #: Declared column types; columns not listed are read as strings. Headerless CSV needs every column, in order.
     columns: dict[str, ColumnSpec] = {}
     csv: CsvOptions = CsvOptions()
-    #: Formats tried in order for date/datetime columns that declare no format of their own.
-    date_formats: list[str] = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]
+    #: Formats tried in order for date/datetime columns that declare no format of their own. ISO 8601 last: the
+    #: forms exports write with a zone or fractions (``2026-01-10T12:00:00Z``, ``...+02:00``, ``...09:30:00.25``).
+    date_formats: list[str] = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "ISO8601"]
     #: Dates accepted in date/datetime columns (a column's own ``date_range`` overrides it).
     date_range: DateRange = DateRange()
     #: Text cells that mean "missing" in every column (compared after trimming spaces); a key that is one is a

@@ -170,7 +170,8 @@ def coerce(
         out[lower.isin(_FALSE).fillna(False).astype(bool)] = False
         bad = present & out.isna()
     elif kind in ("datetime", "date"):
-        out = parse_datetimes(text, formats, date_range)
+        # A date is the day as written: its zone, if any, would move it to another day in UTC.
+        out = parse_datetimes(text if kind == "datetime" else _without_zone(text), formats, date_range)
         bad = present & out.isna()
         if kind == "date":
             out = _as_date(out)
@@ -296,6 +297,16 @@ def _to_utc(series: pd.Series) -> pd.Series:
     if isinstance(series.dtype, pd.DatetimeTZDtype):
         return series.dt.tz_convert("UTC").astype(UTC_NS)
     return series.dt.tz_localize("UTC").astype(UTC_NS)
+
+
+def _without_zone(text: pd.Series) -> pd.Series:
+    """Text timestamps without the zone after their time of day (``2026-06-01T00:30:00+02:00`` ->
+    ``2026-06-01T00:30:00``); a date alone is left as it is (``2026-06-01`` ends in no zone)."""
+    # Dates repeat a lot: each distinct text once.
+    codes, uniques = pd.factorize(text)
+    zone = r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+    bare = pd.Series(uniques, dtype=STRING).str.replace(zone, r"\1", regex=True).to_numpy(dtype=object, na_value=None)
+    return pd.Series(np.where(codes >= 0, bare[np.maximum(codes, 0)], None), index=text.index, dtype=STRING)
 
 
 def _as_date(series: pd.Series) -> pd.Series:

@@ -191,6 +191,40 @@ def test_dates_outside_the_accepted_range_are_malformed(tmp_path, ingest):
     balanced(wider)
 
 
+def test_iso_timestamps_with_a_zone_or_fractions_are_read_by_default_and_a_date_keeps_its_day(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text(
+        "id,at,on\n"
+        "a,2026-06-01T10:00:00+02:00,2026-06-01T00:30:00+02:00\n"
+        "b,2026-01-10T12:00:00Z,2026-01-10\n"
+        "c,2025-12-01 08:00:00 -0500,2025-12-01 23:30:00 -0500\n"
+        "d,2026-05-15 09:30:00,2026-05-15T09:30:00.250Z\n"
+        "e,2026-06-01T10:00:00.125Z,2026-06-01T10:00\n"
+        "f,2026-06-01 tea time,2026-06-01\n"
+    )
+    result = ingest(csv_table(columns={"at": "datetime", "on": "date"}))
+    got = result.data.set_index("id")
+    assert got["at"].tolist() == [
+        pd.Timestamp(t, tz="UTC")
+        for t in (
+            "2026-06-01 08:00",
+            "2026-01-10 12:00",
+            "2025-12-01 13:00",
+            "2026-05-15 09:30",
+            "2026-06-01 10:00:00.125",
+        )
+    ]
+    # The day as written, not the day in UTC (00:30 at +02:00 is the evening before in UTC).
+    assert got["on"].dt.strftime("%Y-%m-%d").tolist() == [
+        "2026-06-01",
+        "2026-01-10",
+        "2025-12-01",
+        "2026-05-15",
+        "2026-06-01",
+    ]
+    assert reasons(result) == {"f": "malformed value in column 'at': '2026-06-01 tea time' is not a valid datetime"}
+    balanced(result)
+
+
 def test_typed_parquet_timestamps_outside_the_range(tmp_path, ingest):
     from datetime import datetime
 
