@@ -52,7 +52,8 @@ class Timeline:
 
 
 def key_strings(values: pd.Series, whole: bool | None = None) -> pd.Series:
-    """Key values as the strings AlternateKey stores (``12`` not ``12.0`` for whole floats).
+    """Key values as the strings AlternateKey stores (``12`` not ``12.0`` for whole floats), trimmed as ingest trims
+    primary keys (a customer key `` EC1 `` written in an order is the customer ``EC1``).
 
     ``whole``: whether every float key of the whole table is a whole number, when ``values`` is one batch of it
     (None: decided from ``values``), so that every batch writes its keys alike.
@@ -62,7 +63,7 @@ def key_strings(values: pd.Series, whole: bool | None = None) -> pd.Series:
             whole = whole_numbers(values)
         if whole:
             return values.astype("Int64").astype("string")
-    return values.astype("string")
+    return values.astype("string").str.strip()
 
 
 def whole_numbers(values: pd.Series) -> bool | None:

@@ -111,6 +111,14 @@ def test_unplaceable_rows_are_quarantined_with_their_reason_never_dropped():
         assert read == accepted + (result.corrupt["Activity"] == name).sum()
 
 
+def test_a_customer_key_written_with_blanks_around_it_reaches_its_customer():
+    # Ingest trims primary keys, so the customers' keys are trimmed: a reference to one is read the same way.
+    padded = points().assign(member_id=[" m1 ", "m1\t"], when=["02/01/2026", "02/02/2026"])
+    result = build_timeline({"points": (POINTS, padded, "transaction_id")}, alternate_key(), NOW)
+    assert result.corrupt.empty
+    assert result.unified["CustomerId"].tolist() == ["C-A", "C-A"]
+
+
 def test_output_is_deterministic_whatever_the_input_order():
     a = build().unified
     shuffled = build_timeline(
