@@ -225,6 +225,19 @@ def compute_measures(
     return finish_measures(config, values, business, as_of)
 
 
+def _expression_numbers(where: str, ref: str, values: pd.Series) -> np.ndarray:
+    """The values of measure ``ref`` as numbers for the expression of ``measures.<where>``; a measure holding text
+    (the product an argmax picks) is a clear error naming both, not a failed conversion deep in the run."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    text = values.notna() & numbers.isna()
+    if text.any():
+        raise UserError(
+            f"measures.{where}.expression reads {ref}, whose values are not numbers (e.g. "
+            f"{values[text].iloc[0]!r}): an expression computes with numbers; refer to measures of numbers only"
+        )
+    return numbers.to_numpy(dtype="float64", na_value=np.nan)
+
+
 def customer_ids(customers: pd.Series) -> pd.Index:
     """The distinct CustomerIds, sorted: the order of every per-customer result."""
     return pd.Index(sorted(customers.astype("string").dropna().unique()), dtype="string")
@@ -274,7 +287,7 @@ def finish_measures(
         scored = pd.Series(True, index=range(n))
         if spec.expression is not None:
             node = parse(spec.expression)
-            refs = {ref: attribute(ref).to_numpy(dtype="float64", na_value=np.nan) for ref in spec.references()}
+            refs = {ref: _expression_numbers(f"attributes.{name}", ref, attribute(ref)) for ref in spec.references()}
             out = pd.Series(evaluate(node, refs) * np.ones(n), dtype="float64")
             out, non_finite[name] = _finish(out, spec)
         else:

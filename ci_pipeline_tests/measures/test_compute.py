@@ -142,6 +142,16 @@ def test_activities_after_the_run_date_are_ignored():
     assert attr({"aggregate": "max", "field": "amount"})[1] == 5.0
 
 
+def test_an_expression_over_a_measure_of_text_is_a_clear_error_naming_both():
+    spec = {"activity": "orders", "aggregate": "argmax", "field": "product", "order_by": "amount"}
+    with pytest.raises(UserError) as failed:
+        measures({"top": spec, "x": {"expression": "top / 2"}})
+    assert str(failed.value) == (
+        "measures.attributes.x.expression reads top, whose values are not numbers (e.g. 'shoe'): an expression "
+        "computes with numbers; refer to measures of numbers only"
+    )
+
+
 def test_expressions_measures_of_measures_and_templates():
     result = measures(
         {
