@@ -161,13 +161,33 @@ def _check_results(timeline: StoredTimeline, per_table: dict):
             )
         },
     )
+    lost = {n: c for n, c in per_table.items() if c["quarantined"]}
+    # An activity none of whose rows was placed is a mistake of its configuration (a key column that is no key,
+    # customers looked up in the wrong table), not a few bad rows: an error the end of the run shows as such.
+    whole = [n for n, c in lost.items() if c["placed"] == 0]
     yield dg.AssetCheckResult(
         check_name="no_quarantined_activities",
         asset_key=CORRUPT,
         passed=timeline.corrupt.empty,
-        severity=dg.AssetCheckSeverity.WARN,
+        severity=dg.AssetCheckSeverity.ERROR if whole else dg.AssetCheckSeverity.WARN,
         metadata={"quarantined": len(timeline.corrupt)},
+        description=quarantine_summary(timeline.corrupt, lost, whole) if lost else None,
     )
+
+
+def quarantine_summary(corrupt: pd.DataFrame, lost: dict, whole: list[str]) -> str:
+    """Per activity with quarantined rows: how many of those read, and its most frequent reason (the value in it
+    left out); first whether any activity lost every row, and where the rows are."""
+    reasons = corrupt.assign(Reason=corrupt["Reason"].str.replace(r"'[^']*'", "'…'", regex=True))
+    parts = []
+    for name, counts in lost.items():
+        top = reasons.loc[reasons["Activity"] == name, "Reason"].value_counts()
+        common = f", most often: {top.index[0]}" if len(top) else ""
+        parts.append(f"{name} {counts['quarantined']:,} of {counts['read']:,} row(s){common}")
+    every = (
+        f"{', '.join(whole)} placed no row at all (check its primary_key, timestamp and customer); " if whole else ""
+    )
+    return f"{every}rows quarantined in {CORRUPT.to_user_string()}: " + "; ".join(parts)
 
 
 STAGE = Stage(

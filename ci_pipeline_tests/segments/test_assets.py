@@ -108,6 +108,28 @@ def project(tmp_path):
     return config
 
 
+def test_quarantined_activities_are_told_per_activity_and_one_that_placed_no_row_is_an_error(project, tmp_path):
+    lake = Lake.local(tmp_path / "lake")
+    prefill(lake, orders([("o1", 1, "2026-06-20 10:00", 40.0, "web"), ("o4", 9, "2026-01-01 10:00", 10.0, "web")]))
+    (check,) = [
+        c for c in materialize(project).get_asset_check_evaluations() if c.check_name == "no_quarantined_activities"
+    ]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.description == (
+        "rows quarantined in activities/unified_activity_corrupt: orders 1 of 2 row(s), most often: no "
+        "shop.customers record with key '…'"
+    )
+    prefill(lake, orders([("o4", 9, "2026-01-01 10:00", 10.0, "web"), ("o5", 8, "2026-01-02 10:00", 10.0, "web")]))
+    (check,) = [
+        c for c in materialize(project).get_asset_check_evaluations() if c.check_name == "no_quarantined_activities"
+    ]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.description.startswith(
+        "orders placed no row at all (check its primary_key, timestamp and customer); rows quarantined in "
+        "activities/unified_activity_corrupt: orders 2 of 2 row(s)"
+    )
+
+
 def test_stages_materialise_with_checks_and_history_across_runs(project, tmp_path):
     lake = Lake.local(tmp_path / "lake")
     prefill(
