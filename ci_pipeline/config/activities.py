@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ci_pipeline.config.base import Name, StrictModel
 
@@ -52,6 +52,20 @@ class ActivityTable(StrictModel):
     #: Semantic field name (amount, currency, product, quantity, is_return, points, rating, text, ...) -> column.
     fields: dict[Name, str] = {}
     customer: CustomerLink
+
+    @field_validator("fields")
+    @classmethod
+    def _not_a_fact_column(cls, fields: dict[str, str]) -> dict[str, str]:
+        # SQL over the facts (ci-pipeline sql, DuckDB) reads names without case: a field customerid would be
+        # CustomerId there, and the field itself could not be read.
+        taken = {c.lower(): c for c in FACT_COLUMNS}
+        if clash := [f for f in fields if f.lower() in taken]:
+            raise ValueError(
+                f"field {clash[0]!r} is named like the activity facts' own column {taken[clash[0].lower()]} (names are "
+                "read without case in SQL): name it otherwise, such as "
+                f"{'source_' + clash[0]!r}"
+            )
+        return fields
 
 
 class ActivitiesConfig(StrictModel):

@@ -333,6 +333,13 @@ def test_a_semantic_field_named_like_a_unified_column_in_another_case_keeps_its_
     assert unified["URL"].to_dict() == {"o1": "done", "o2": "returned", "o3": "done"}
 
 
+def test_a_field_named_like_a_fact_column_in_any_case_is_refused_with_another_name_to_use():
+    with pytest.raises(ValueError, match="field 'customerid' is named like the activity facts' own column CustomerId"):
+        ORDERS.model_validate({**ORDERS.model_dump(), "fields": {"amount": "total", "customerid": "customer_id"}})
+    with pytest.raises(ValueError, match="such as 'source_activitytimestamp'"):
+        ORDERS.model_validate({**ORDERS.model_dump(), "fields": {"activitytimestamp": "order_date"}})
+
+
 def test_the_guids_from_sql_digests_are_the_contract_guids(tmp_path):
     import pyarrow as pa
 
