@@ -289,6 +289,30 @@ def test_a_segment_filter_on_an_activity_field_that_does_not_exist_is_named(tmp_
     ]
 
 
+def test_a_measure_may_read_an_activity_type_and_an_unknown_one_lists_names_and_types(tmp_path):
+    activities = """activities:
+  tables:
+    orders:
+      source: crm
+      table: contacts
+      type: SalesOrder
+      timestamp: created
+      fields: {amount: total}
+      customer: {source: crm, table: contacts, column: contact_id}
+measures:
+  attributes:
+    sales: {activity: SalesOrder, aggregate: sum, field: amount}
+"""
+    base = SEGMENT.replace("segments:\n  definitions:\n    deep:\n      rules:\n        - RULE\n", "")
+    assert load_config(write(tmp_path, base + activities)).measures.attributes["sales"].activity == ["SalesOrder"]
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, base + activities.replace("activity: SalesOrder", "activity: SalesOrders")))
+    assert caught.value.problems == [
+        "measures.attributes.sales.activity[0]: unknown activity 'SalesOrders' (did you mean 'SalesOrder'?); use one "
+        "of orders, SalesOrder (an activity or a type)"
+    ]
+
+
 ACTIVITY_SOURCES = """
 sources:
   crm:

@@ -224,15 +224,22 @@ def _aggregation_problems(key: str, spec: MeasureSpec, activities: dict) -> list
         return []
     found = []
     fields = set(ACTIVITY_COLUMNS)
+    # An activity type reads every activity of that type.
+    typed: dict[str, list] = {}
+    for table in activities.values():
+        typed.setdefault(table.type, []).append(table)
     for i, activity in enumerate(spec.activity):
-        if activity not in activities:
-            found.append(
-                f"{key}.activity[{i}]: unknown activity {activity!r}{did_you_mean(activity, activities)}; use one of "
-                f"{', '.join(sorted(activities)) or '(none configured under activities.tables)'}"
-            )
-        else:
+        if activity in activities:
             fields |= set(activities[activity].fields)
-    if not any(a in activities for a in spec.activity):
+        elif activity in typed:
+            fields |= {f for table in typed[activity] for f in table.fields}
+        else:
+            known = sorted(activities) + sorted(set(typed) - set(activities))
+            found.append(
+                f"{key}.activity[{i}]: unknown activity {activity!r}{did_you_mean(activity, known)}; use one of "
+                f"{', '.join(known) or '(none configured under activities.tables)'} (an activity or a type)"
+            )
+    if not any(a in activities or a in typed for a in spec.activity):
         return found
     used = [("field", spec.field), ("order_by", spec.order_by)]
     used += [(f"where[{i}].field", c.field) for i, c in enumerate(spec.where)]

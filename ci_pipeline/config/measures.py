@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from ci_pipeline.config.base import Name, StrictModel
 from ci_pipeline.grammar.conditions import Condition
@@ -73,8 +73,9 @@ class MeasureSpec(StrictModel):
     description: str = ""
     #: A name from ``TEMPLATES``; the other keys given override its defaults.
     template: str | None = None
-    #: Activity name(s) (keys of ``activities.tables``) the aggregation reads.
-    activity: list[Name] = []
+    #: Activity name(s) (keys of ``activities.tables``) or activity types (``SalesOrder``: every activity of that
+    #: type) the aggregation reads.
+    activity: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=63)]] = []
     aggregate: Aggregation | None = None
     #: Semantic field (or ActivityTimeStamp) aggregated; not needed for ``count``.
     field: str | None = None

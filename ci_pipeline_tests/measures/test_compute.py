@@ -152,6 +152,13 @@ def test_an_expression_over_a_measure_of_text_is_a_clear_error_naming_both():
     )
 
 
+def test_a_measure_over_an_activity_type_reads_every_activity_of_that_type():
+    by = {"aggregate": "sum", "field": "amount"}
+    result = measures({"by_type": {"activity": "SalesOrder", **by}, "by_name": {"activity": "orders", **by}})
+    a = result.attributes.set_index("CustomerId")
+    assert a["by_type"].fillna(-1).tolist() == a["by_name"].fillna(-1).tolist() == [60.0, 5.0, -1]
+
+
 def test_expressions_measures_of_measures_and_templates():
     result = measures(
         {
