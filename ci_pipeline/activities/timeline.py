@@ -660,6 +660,20 @@ TEXT_COLUMNS = (
 _NOT_FIELDS = frozenset(UNIFIED_ACTIVITY_COLUMNS) | {"Activity"}
 
 
+def _kind(arrow_type: pa.DataType) -> str | None:
+    """What a semantic field's values are, in words: ``numbers``, ``text``, ``true/false values`` or ``dates``
+    (None for a column no value of which is known)."""
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
+        return "numbers"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "text"
+    if pa.types.is_boolean(arrow_type):
+        return "true/false values"
+    if pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type):
+        return "dates"
+    return None
+
+
 class _Placed:
     """Placed rows on their way to the two stored tables (``ordered.SortedTable``), with what the tables' schemas
     are derived from and the customers that have an activity."""
@@ -672,6 +686,8 @@ class _Placed:
         #: The first row of each batch (every batch for column names and types), and each column's Arrow types.
         self.heads: list[pd.DataFrame] = []
         self.types: dict[str, list[pa.DataType]] = {}
+        #: Per semantic field, the kind of value (see ``_kind``) and the activity that first held it.
+        self.kinds: dict[str, tuple[str, str]] = {}
         #: The distinct CustomerIds of each batch of placed (or kept) rows: the customers with an activity.
         self.customer_sets: list[pa.Array] = []
 
@@ -682,8 +698,13 @@ class _Placed:
         if rows.empty:
             return
         table = pa.Table.from_pandas(rows, preserve_index=False)
+        activity = str(rows["Activity"].iloc[0])
         for name, column in zip(table.column_names, table.columns, strict=True):
             self.types.setdefault(name, []).append(column.type)
+            # A column empty in this batch says nothing of what the field holds (an empty CSV column is text).
+            known = column.null_count < len(column)
+            if name not in _NOT_FIELDS and known and (kind := _kind(column.type)) is not None:
+                self._same_kind(name, kind, activity)
         ids = table.column("ActivityId").cast(pa.large_string())
         guids, heads = ordered.unified_activity_guids(con, ids)
         unified = table.select(UNIFIED_ACTIVITY_COLUMNS[:-1]).append_column("msdynci_unifiedactivityid", guids)
@@ -691,6 +712,17 @@ class _Placed:
         facts = table.select(FACT_COLUMNS + [c for c in table.column_names if c not in _NOT_FIELDS])
         self.facts.add(facts, self.fact_bucket(ids) if self.facts.buckets > 1 else None)
         self.customer_sets.append(pc.unique(table.column("CustomerId")))
+
+    def _same_kind(self, field: str, kind: str, activity: str) -> None:
+        """Refuse a semantic field that one activity holds as numbers and another as text (one column of the
+        facts holds both, and measures compare it as one thing), naming both and the fix."""
+        first = self.kinds.setdefault(field, (kind, activity))
+        if first[0] != kind:
+            raise UserError(
+                f"activities: field {field!r} holds {first[0]} in activity {first[1]} but {kind} in activity "
+                f"{activity}: one field of the timeline has one type; declare the source column's type under "
+                f"sources.<source>.tables.<table>.columns (such as {field}: double), or name the two fields apart"
+            )
 
     def seen_in(self, stored: Iterator[pa.Table]) -> Iterator[pa.Table]:
         """Stored rows kept on the timeline, passed on once their customers are counted."""

@@ -9,6 +9,7 @@ import pytest
 
 from ci_pipeline.activities import build_timeline
 from ci_pipeline.config.activities import ActivityTable
+from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, guid
 
 NOW = pd.Timestamp("2026-07-01T00:00:00Z")
@@ -338,6 +339,26 @@ def test_a_field_named_like_a_fact_column_in_any_case_is_refused_with_another_na
         ORDERS.model_validate({**ORDERS.model_dump(), "fields": {"amount": "total", "customerid": "customer_id"}})
     with pytest.raises(ValueError, match="such as 'source_activitytimestamp'"):
         ORDERS.model_validate({**ORDERS.model_dump(), "fields": {"activitytimestamp": "order_date"}})
+
+
+def test_a_field_one_activity_holds_as_numbers_and_another_as_text_is_a_clear_error():
+    spec = ActivityTable.model_validate({**POINTS.model_dump(), "fields": {"amount": "pts"}})
+    dated = {"when": ["02/01/2026", "02/02/2026"]}
+    tables = {"orders": (ORDERS, orders().iloc[:3], "order_id")}
+    with pytest.raises(UserError) as failed:
+        build_timeline(
+            {**tables, "points": (spec, points().assign(pts=["5", "7"], **dated), "transaction_id")},
+            alternate_key(),
+            NOW,
+        )
+    assert str(failed.value).startswith(
+        "activities: field 'amount' holds numbers in activity orders but text in activity points: one field of the "
+        "timeline has one type; declare the source column's type"
+    )
+    # A field empty in one activity takes the other's type.
+    empty = points().assign(pts=pd.Series([None, None], dtype="string"), **dated)
+    result = build_timeline({**tables, "points": (spec, empty, "transaction_id")}, alternate_key(), NOW)
+    assert result.rows_read == {"orders": 3, "points": 2}
 
 
 def test_the_guids_from_sql_digests_are_the_contract_guids(tmp_path):
