@@ -100,6 +100,9 @@ def explain(
             out[np.isfinite(number) & ~whole] = " (not a whole number)"
         elif not allow_nan:
             out[nan] = " (NaN is not a number; set allow_nan: true on the column to read it as missing)"
+        # 12,50 or 1.234,50: a number written with a decimal comma, which the table does not say it uses.
+        comma = text.str.fullmatch(r"[+-]?(\d+|\d{1,3}(\.\d{3})+),\d+").fillna(False).astype(bool)
+        out[comma & (out == "")] = " (written with a decimal comma? for a CSV file set csv.decimal: ',' on the table)"
     elif kind in ("date", "datetime"):
         last = (date_range[1] - pd.Timedelta(days=1)).date()
         outside = f" (outside the accepted dates {date_range[0].date()}..{last}; see date_range)"

@@ -154,6 +154,20 @@ def test_non_finite_text_in_double_columns(tmp_path, ingest):
     balanced(allowed)
 
 
+def test_a_number_written_with_a_decimal_comma_is_told_the_setting_that_reads_it(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text('id,amount\na,"12,50"\nb,"1.234,5"\nc,7.25\nd,"1,2,3"\n')
+    result = ingest(csv_table(columns={"amount": "double"}))
+    why = reasons(result)
+    hint = " (written with a decimal comma? for a CSV file set csv.decimal: ',' on the table)"
+    assert why["a"] == "malformed value in column 'amount': '12,50' is not a valid double" + hint
+    assert why["b"].endswith("'1.234,5' is not a valid double" + hint)
+    assert why["d"] == "malformed value in column 'amount': '1,2,3' is not a valid double"
+    balanced(result)
+    # With the setting, they are numbers.
+    read = ingest(csv_table(columns={"amount": "double"}, csv={"decimal": ","}))
+    assert read.data.set_index("id").loc[["a", "b"], "amount"].tolist() == [12.5, 1234.5]
+
+
 def test_dates_outside_the_accepted_range_are_malformed(tmp_path, ingest):
     (tmp_path / "t.csv").write_text(
         "id,born,seen\n"
