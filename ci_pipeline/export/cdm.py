@@ -708,7 +708,11 @@ def read_export(lake: Lake, name: str, folder: str = "exports") -> list[Exported
             files = [posixpath.join(root, p["location"]) for p in entity.get("dataPartitions", [])]
             entities.append(ExportedEntity(table, attributes, files, "parquet"))
         return entities
-    raise StorageError(
+    raise NoExport(
         f"{lake.url(root)}: no export here (neither {MODEL_JSON} nor {MANIFEST}); run the pipeline with this export "
         "configured, or check publish.exports"
     )
+
+
+class NoExport(StorageError):
+    """An export folder holds neither a model.json nor a manifest: the export was never written there."""

@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.export.cdm import read_export
+from ci_pipeline.export.cdm import NoExport, read_export
 from ci_pipeline.lake import Lake
 from ci_pipeline.sql_text import literal, quoted
 
@@ -49,6 +49,7 @@ def connect(
     folder: str | dict[str, str] = "exports",
     default: str | None = None,
     lake_tables: bool = True,
+    unwritten: list[str] | None = None,
 ):
     """A locked-down DuckDB connection: a schema per export holding one view per table, and the schema ``lake``.
 
@@ -59,6 +60,8 @@ def connect(
         default: the export whose views are also created unqualified (default: the only export, if one).
         lake_tables: also create ``lake.<key parts joined by __>`` for every asset table in the lake
             (``lake.unify__customer_profile`` for ``<lake>/ci_pipeline/unify/customer_profile.parquet``).
+        unwritten: when given, an export not written yet (a run that failed before publishing it) gets no views
+            and its name is appended here, so the lake's tables stay readable; else it is an error.
 
     Raises:
         UserError: an export is named like the ``lake`` schema.
@@ -78,7 +81,14 @@ def connect(
     for export in exports:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted(export)}")
         where = folder.get(export, "exports") if isinstance(folder, dict) else folder
-        for entity in read_export(lake, export, where):
+        try:
+            entities = read_export(lake, export, where)
+        except NoExport:
+            if unwritten is None:
+                raise
+            unwritten.append(export)
+            continue
+        for entity in entities:
             paths = [_location(lake, f) for f in entity.files]
             readable += paths
             listed = "[" + ", ".join(literal(p) for p in paths) + "]"
@@ -151,7 +161,8 @@ def query(
     Raises:
         UserError: the query is not one SELECT, fails, or reads a file that is not a table of the lake.
     """
-    con = connect(lake, exports, folder, default)
+    unwritten: list[str] = []
+    con = connect(lake, exports, folder, default, unwritten=unwritten)
     try:
         _check_select(con, sql)
         cursor = con.execute(sql)
@@ -176,6 +187,11 @@ def query(
                 "(publish.exports): query the lake's tables as lake.<stage>__<table>"
             )
         )
+        if unwritten:
+            hint += (
+                f"; export(s) {', '.join(unwritten)} not written yet (the last run did not publish them): run the "
+                "pipeline, or query the lake's tables as lake.<stage>__<table>"
+            )
         raise UserError(f"sql: {str(exc).splitlines()[0]}; the views are {', '.join(_views(con))}{hint}") from None
     finally:
         con.close()

@@ -175,3 +175,14 @@ def test_an_output_table_without_an_export_says_where_the_tables_are(lake):
     with pytest.raises(UserError) as caught:
         query(lake, "SELECT count(*) FROM Nope", ["wh"])
     assert "publish.exports" not in str(caught.value)
+
+
+def test_the_lake_tables_stay_readable_while_an_export_is_not_written_yet(lake):
+    # A run that failed before publishing leaves no export: its tables are views of nothing, the lake's are there.
+    assert query(lake, "SELECT count(*) AS n FROM lake.crm__contacts", ["wh", "later"])["n"].iloc[0] == 3
+    with pytest.raises(UserError) as caught:
+        query(lake, "SELECT count(*) FROM later.CustomerProfile", ["wh", "later"])
+    assert "export(s) later not written yet (the last run did not publish them): run the pipeline" in str(caught.value)
+    # Without a list to say it in, a missing export is still an error of its own.
+    with pytest.raises(UserError, match="no export here"):
+        connect(lake, ["later"])
