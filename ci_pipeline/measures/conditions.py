@@ -72,6 +72,27 @@ def _coerce(value, kind: str, key: str, field: str):
     return str(value)
 
 
+#: Operators that order values: on text they would order it as text ("Gold" > "5").
+_ORDERING = ("<", "<=", ">", ">=", "between")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _text_as_numbers(values: pd.Series, op: str, key: str, field: str) -> pd.Series:
+    """A text column compared in order with a number, as numbers (a profile attribute holds its numbers as text,
+    such as a custom loyalty points column); an error naming a value when one is not a number."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    text = values.notna() & numbers.isna()
+    if text.any():
+        raise UserError(
+            f"{key}: {field} holds text (such as {values[text].iloc[0]!r}), not numbers, so {op} cannot compare it "
+            "with a number; compare it with a text value, or use a field of numbers"
+        )
+    return numbers.astype("float64")
+
+
 def condition_mask(values: pd.Series, op: str, value, *, now: pd.Timestamp, key: str, field: str) -> np.ndarray:
     """Rows of ``values`` that satisfy ``op value``; missing values satisfy only ``is_null``.
 
@@ -107,6 +128,8 @@ def condition_mask(values: pd.Series, op: str, value, *, now: pd.Timestamp, key:
         return result.fillna(False).to_numpy(dtype=bool)
     if kind == "date":
         values = values.dt.tz_localize("UTC") if not isinstance(values.dtype, pd.DatetimeTZDtype) else values
+    if kind == "text" and op in _ORDERING and all(_is_number(v) for v in (value if op == "between" else [value])):
+        values, kind = _text_as_numbers(values, op, key, field), "number"
     if op == "in_last":
         start = period_start(now, value)
         result = (values >= start) & (values < now)

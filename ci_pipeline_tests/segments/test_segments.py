@@ -156,12 +156,25 @@ def test_user_strings_are_values_never_code():
         ({"field": "profile.City", "op": "=", "value": dt.date(2026, 1, 1)}, "profile.City is text, not a date"),
         ({"field": "profile.Created", "op": "=", "value": "soon"}, "is a date but the value 'soon' is not"),
         ({"field": "measure.spend", "op": "contains", "value": "5"}, "needs a text field"),
+        (
+            {"field": "profile.City", "op": ">=", "value": 5},
+            "profile.City holds text (such as 'Seattle'), not numbers, so >= cannot compare it with a number",
+        ),
+        ({"field": "profile.BirthDate", "op": "between", "value": [1, 9]}, "holds text (such as '1990-01-01')"),
     ],
 )
 def test_type_mismatches_and_unknown_fields_name_the_key(condition, message):
     with pytest.raises(UserError, match="segments.definitions.s.rules\\[0\\]") as err:
         members(condition)
     assert message in str(err.value)
+
+
+def test_a_profile_attribute_of_numbers_written_as_text_is_ordered_as_numbers():
+    # Profile attributes are text: a custom column of points reads "120", and 120 > 9 where "120" < "9".
+    points = pd.Series(["120", "9", None, "40"], dtype="string")
+    rules = {"s": parse_rules([{"field": "profile.Points", "op": ">", "value": 10}], "segments.definitions.s.rules")}
+    masks = SegmentEngine(IDS, profile().assign(Points=points), measures(), facts(), END, rules, None).evaluate_all()
+    assert list(IDS[masks["s"]]) == ["A", "D"]
 
 
 @pytest.mark.parametrize(
