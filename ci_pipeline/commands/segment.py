@@ -99,7 +99,11 @@ def run_preview(args) -> int:
         engine = build_engine(section, run_date(config.measures.as_of), inputs)
         mask = engine.segment(name)
     except UserError as exc:
-        raise (UserError(flag_message(str(exc), name, args)) if not args.segment else exc) from None
+        pending = _not_computed_yet(str(exc), config, inputs)
+        if args.segment and not pending:
+            raise
+        text = pending or str(exc)
+        raise UserError(text if args.segment else flag_message(text, name, args)) from None
     members = int(mask.sum())
     total = engine.n
     share = 100.0 * members / total if total else 0.0
@@ -111,6 +115,19 @@ def run_preview(args) -> int:
         print(f"\nfirst {len(sample)} members by CustomerId:")
         print_frame(sample, "table")
     return 0
+
+
+def _not_computed_yet(message: str, config, inputs) -> str | None:
+    """For an error on a measure the configuration defines but the stored measures (of an earlier run) lack: that
+    it is not computed yet and how to compute it; None for any other error."""
+    found = re.search(r"unknown customer attribute measure '([^']+)'", message)
+    stored = set(inputs.measures.columns) if inputs.measures is not None else set()
+    if found is None or found.group(1) not in config.measures.attributes or found.group(1) in stored:
+        return None
+    return (
+        f"{message.split(': unknown', 1)[0]}: measure.{found.group(1)} is configured but not computed yet (the stored "
+        "measures come from an earlier run): run the pipeline (ci-pipeline run), then preview"
+    )
 
 
 #: Where a quick rule's settings sit in the configuration it is checked as, and the flag the user typed instead.

@@ -173,3 +173,16 @@ def test_preview_reads_the_stored_facts_in_parts_of_whole_customers(project, cap
     code, out, _ = preview(project, capsys, "--segment", "bought_lately")
     assert code == 0 and out.splitlines()[0] == "estimated size: 1 of 4 customers (25.0%)"
     assert out.splitlines()[-1].split()[0] == "B"
+
+
+def test_preview_of_a_measure_configured_since_the_last_run_says_to_run_first(project, capsys):
+    (project / "ci_pipeline.yaml").write_text(CONFIG + "measures:\n  attributes:\n    fresh: {expression: '2 * 3'}\n")
+    code, _, err = preview(project, capsys, "--field", "measure.fresh", "--op", ">", "--value", "1")
+    assert code == 2
+    assert (
+        "measure.fresh is configured but not computed yet (the stored measures come from an earlier run): run the "
+        in err
+    )
+    # A measure configured nowhere is still unknown.
+    code, _, err = preview(project, capsys, "--field", "measure.stale", "--op", ">", "--value", "1")
+    assert code == 2 and "unknown customer attribute measure 'stale'" in err
