@@ -313,6 +313,35 @@ measures:
     ]
 
 
+def test_a_measure_filter_comparing_a_declared_number_with_text_is_refused_before_the_run(tmp_path):
+    text = (
+        MINIMAL.replace("primary_key: contact_id", "primary_key: contact_id\n        columns: {total: double}")
+        + """unify:
+  tables:
+    - {source: crm, table: contacts, columns: {city: city}}
+activities:
+  tables:
+    orders:
+      source: crm
+      table: contacts
+      type: SalesOrder
+      timestamp: created
+      fields: {amount: total, channel: chan}
+      customer: {source: crm, table: contacts, column: contact_id}
+measures:
+  attributes:
+    big: {activity: SalesOrder, aggregate: count, where: [{field: amount, op: '>', value: abc}]}
+    web: {activity: orders, aggregate: count, where: [{field: channel, op: '=', value: web}, {field: amount, op: '>', value: 5}]}
+"""
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert caught.value.problems == [
+        "measures.attributes.big.where[0].value: field amount is a number (crm.contacts column total is declared "
+        "double); compare it with a number, not 'abc'"
+    ]
+
+
 ACTIVITY_SOURCES = """
 sources:
   crm:

@@ -180,6 +180,7 @@ def measures_problems(project: ProjectConfig) -> list[str]:
             found.extend(_measure_shape_problems(key, kind, spec, section))
             found.extend(_expression_problems(key, kind, spec, section))
             found.extend(_aggregation_problems(key, spec, activities))
+            found.extend(_filter_type_problems(key, spec, activities, project.sources))
     for kind in ("attributes", "business"):
         graph = {n: s.references() for n, s in getattr(section, kind).items()}
         found.extend(f"measures.{kind}.{c[0]}: reference cycle {' -> '.join(c)}; break it" for c in find_cycles(graph))
@@ -216,6 +217,35 @@ def _expression_problems(key: str, kind: str, spec: MeasureSpec, section: Measur
         for ref in sorted(references(parse(spec.expression)))
         if ref not in pool
     ]
+
+
+#: Declared column types whose values are numbers.
+_NUMERIC_TYPES = ("int64", "double", "decimal")
+
+
+def _filter_type_problems(key: str, spec: MeasureSpec, activities: dict, sources: dict) -> list[str]:
+    """Filters comparing a field that its source declares numeric with a value that is no number (``amount >
+    "abc"``): the run would fail on them after ingest, unify and activities have run."""
+    named = [t for a in spec.activity for t in activities.values() if t is activities.get(a) or t.type == a]
+    found = []
+    for i, condition in enumerate(spec.where):
+        values = condition.value if isinstance(condition.value, list | tuple) else [condition.value]
+        if condition.op in ("is_null", "not_null", "in_last") or all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values
+        ):
+            continue
+        for table in named:
+            column = table.fields.get(condition.field)
+            source = sources.get(table.source)
+            declared = source.tables.get(table.table) if source else None
+            spec_of = declared.columns.get(column) if declared and column else None
+            if spec_of is not None and spec_of.type in _NUMERIC_TYPES:
+                found.append(
+                    f"{key}.where[{i}].value: field {condition.field} is a number ({table.source}.{table.table} "
+                    f"column {column} is declared {spec_of.type}); compare it with a number, not {condition.value!r}"
+                )
+                break
+    return found
 
 
 def _aggregation_problems(key: str, spec: MeasureSpec, activities: dict) -> list[str]:
