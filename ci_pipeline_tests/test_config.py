@@ -331,7 +331,10 @@ activities:
 measures:
   attributes:
     big: {activity: SalesOrder, aggregate: count, where: [{field: amount, op: '>', value: abc}]}
-    web: {activity: orders, aggregate: count, where: [{field: channel, op: '=', value: web}, {field: amount, op: '>', value: 5}]}
+    web:
+      activity: orders
+      aggregate: count
+      where: [{field: channel, op: '=', value: web}, {field: amount, op: '>', value: 5}]
 """
     )
     with pytest.raises(ConfigError) as caught:
