@@ -267,8 +267,8 @@ def test_every_broken_rule_of_a_segment_is_reported(tmp_path):
     ], problems
 
 
-def test_a_segment_filter_on_an_activity_field_that_does_not_exist_is_named(tmp_path):
-    activities = """activities:
+#: One activity over the contacts, for the checks of what reads activities.
+ORDERS = """activities:
   tables:
     orders:
       source: crm
@@ -278,6 +278,10 @@ def test_a_segment_filter_on_an_activity_field_that_does_not_exist_is_named(tmp_
       fields: {amount: total, channel: chan}
       customer: {source: crm, table: contacts, column: contact_id}
 """
+
+
+def test_a_segment_filter_on_an_activity_field_that_does_not_exist_is_named(tmp_path):
+    activities = ORDERS
     where = "[{field: chanel, op: '=', value: web}, {field: amount, op: '>', value: 1}]"
     rules = f"        - {{activity: orders, where: {where}}}\n"
     text = SEGMENT.replace("        - RULE\n", rules) + activities
@@ -290,19 +294,13 @@ def test_a_segment_filter_on_an_activity_field_that_does_not_exist_is_named(tmp_
 
 
 def test_a_measure_may_read_an_activity_type_and_an_unknown_one_lists_names_and_types(tmp_path):
-    activities = """activities:
-  tables:
-    orders:
-      source: crm
-      table: contacts
-      type: SalesOrder
-      timestamp: created
-      fields: {amount: total}
-      customer: {source: crm, table: contacts, column: contact_id}
-measures:
+    activities = (
+        ORDERS
+        + """measures:
   attributes:
     sales: {activity: SalesOrder, aggregate: sum, field: amount}
 """
+    )
     base = SEGMENT.replace("segments:\n  definitions:\n    deep:\n      rules:\n        - RULE\n", "")
     assert load_config(write(tmp_path, base + activities)).measures.attributes["sales"].activity == ["SalesOrder"]
     with pytest.raises(ConfigError) as caught:
@@ -319,16 +317,9 @@ def test_a_measure_filter_comparing_a_declared_number_with_text_is_refused_befor
         + """unify:
   tables:
     - {source: crm, table: contacts, columns: {city: city}}
-activities:
-  tables:
-    orders:
-      source: crm
-      table: contacts
-      type: SalesOrder
-      timestamp: created
-      fields: {amount: total, channel: chan}
-      customer: {source: crm, table: contacts, column: contact_id}
-measures:
+"""
+        + ORDERS
+        + """measures:
   attributes:
     big: {activity: SalesOrder, aggregate: count, where: [{field: amount, op: '>', value: abc}]}
     web:
