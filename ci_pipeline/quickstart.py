@@ -255,10 +255,10 @@ def read_csv_file(path: Path) -> tuple[pd.DataFrame, dict]:
     return frame, options
 
 
-#: A header cell that is a value, not a name: a number, an e-mail address, a date.
-VALUE_CELL = r"[-+]?\d+([.,]\d+)?|[^@\s]+@[^@\s]+\.\w+|\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
-#: Of those, what no header names a column (a year may head a column of a pivoted export; an address cannot).
+#: A header cell that no header names a column by: an e-mail address, a date.
 NO_NAME = r"[^@\s]+@[^@\s]+\.\w+|\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
+#: A header cell that is a value, not a name: those, and a number (a year may head a column of a pivoted export).
+VALUE_CELL = r"[-+]?\d+([.,]\d+)?|" + NO_NAME
 
 
 def _refuse_data_as_header(path: Path, text: str, delimiter: str) -> None:

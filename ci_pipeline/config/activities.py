@@ -24,6 +24,10 @@ TYPE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: An activity type as written: a semantic type or a custom name (``SalesOrder``, ``Donation``).
+TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+
+
 class CustomerLink(StrictModel):
     """The customer source table an activity points at, and the activity column holding that table's key."""
 
@@ -39,7 +43,7 @@ class ActivityTable(StrictModel):
     source: Name
     table: Name
     #: Semantic type (SalesOrder, SalesOrderLine, Subscription, Loyalty, Feedback, WebLog) or a custom name.
-    type: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    type: str = Field(pattern=TYPE_PATTERN)
     #: Primary key column (default: the source table's primary key).
     primary_key: str | None = None
     #: Column with when the activity happened; values that do not parse, or lie in the future, are quarantined.
@@ -66,6 +70,12 @@ class ActivityTable(StrictModel):
                 f"{'source_' + clash[0]!r}"
             )
         return fields
+
+
+def tables_read(names: list[str], tables: dict[str, ActivityTable]) -> list[ActivityTable]:
+    """The activity tables that ``names`` read: each an activity name (a key of ``tables``) or an activity type,
+    which reads every table of that type; an unknown name reads none."""
+    return [t for n in dict.fromkeys(names) for k, t in tables.items() if k == n or (n not in tables and t.type == n)]
 
 
 class ActivitiesConfig(StrictModel):

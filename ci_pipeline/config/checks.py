@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, get_args
 
-from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable
+from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable, tables_read
 from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.config.measures import RESERVED, MeasuresConfig, MeasureSpec
 from ci_pipeline.config.predictions import SEGMENT_FIELDS
@@ -29,6 +29,7 @@ from ci_pipeline.config.unify import (
 )
 from ci_pipeline.grammar.blocking_keys import BlockingKeyError, parse_key, rule_problem, strata_problems
 from ci_pipeline.grammar.comparisons import compared_twice_problem, comparison_problems
+from ci_pipeline.grammar.conditions import is_number
 from ci_pipeline.grammar.expression import parse, references
 from ci_pipeline.grammar.rules import (
     MAX_RULE_DEPTH,
@@ -226,15 +227,12 @@ _NUMERIC_TYPES = ("int64", "double", "decimal")
 def _filter_type_problems(key: str, spec: MeasureSpec, activities: dict, sources: dict) -> list[str]:
     """Filters comparing a field that its source declares numeric with a value that is no number (``amount >
     "abc"``): the run would fail on them after ingest, unify and activities have run."""
-    named = [t for a in spec.activity for t in activities.values() if t is activities.get(a) or t.type == a]
     found = []
     for i, condition in enumerate(spec.where):
         values = condition.value if isinstance(condition.value, list | tuple) else [condition.value]
-        if condition.op in ("is_null", "not_null", "in_last") or all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in values
-        ):
+        if condition.op in ("is_null", "not_null", "in_last") or all(is_number(v) for v in values):
             continue
-        for table in named:
+        for table in tables_read(spec.activity, activities):
             column = table.fields.get(condition.field)
             source = sources.get(table.source)
             declared = source.tables.get(table.table) if source else None
@@ -252,24 +250,16 @@ def _aggregation_problems(key: str, spec: MeasureSpec, activities: dict) -> list
     """Activities an aggregation reads that do not exist, and fields those activities do not have."""
     if spec.aggregate is None or spec.of_measure is not None:
         return []
-    found = []
-    fields = set(ACTIVITY_COLUMNS)
-    # An activity type reads every activity of that type.
-    typed: dict[str, list] = {}
-    for table in activities.values():
-        typed.setdefault(table.type, []).append(table)
-    for i, activity in enumerate(spec.activity):
-        if activity in activities:
-            fields |= set(activities[activity].fields)
-        elif activity in typed:
-            fields |= {f for table in typed[activity] for f in table.fields}
-        else:
-            known = sorted(activities) + sorted(set(typed) - set(activities))
-            found.append(
-                f"{key}.activity[{i}]: unknown activity {activity!r}{did_you_mean(activity, known)}; use one of "
-                f"{', '.join(known) or '(none configured under activities.tables)'} (an activity or a type)"
-            )
-    if not any(a in activities or a in typed for a in spec.activity):
+    read = tables_read(spec.activity, activities)
+    fields = set(ACTIVITY_COLUMNS) | {f for table in read for f in table.fields}
+    known = sorted(activities) + sorted({t.type for t in activities.values()} - set(activities))
+    found = [
+        f"{key}.activity[{i}]: unknown activity {activity!r}{did_you_mean(activity, known)}; use one of "
+        f"{', '.join(known) or '(none configured under activities.tables)'} (an activity or a type)"
+        for i, activity in enumerate(spec.activity)
+        if not tables_read([activity], activities)
+    ]
+    if not read:
         return found
     used = [("field", spec.field), ("order_by", spec.order_by)]
     used += [(f"where[{i}].field", c.field) for i, c in enumerate(spec.where)]

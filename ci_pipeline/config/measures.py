@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
+from ci_pipeline.config.activities import TYPE_PATTERN
 from ci_pipeline.config.base import Name, StrictModel
 from ci_pipeline.grammar.conditions import Condition
 from ci_pipeline.grammar.expression import MAX_EXPRESSION_DEPTH, ExpressionError, expression_depth, parse, references
@@ -75,7 +76,7 @@ class MeasureSpec(StrictModel):
     template: str | None = None
     #: Activity name(s) (keys of ``activities.tables``) or activity types (``SalesOrder``: every activity of that
     #: type) the aggregation reads.
-    activity: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=63)]] = []
+    activity: list[Annotated[str, StringConstraints(pattern=TYPE_PATTERN, max_length=63)]] = []
     aggregate: Aggregation | None = None
     #: Semantic field (or ActivityTimeStamp) aggregated; not needed for ``count``.
     field: str | None = None

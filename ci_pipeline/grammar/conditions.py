@@ -108,6 +108,11 @@ def parse_period(value) -> tuple[int, str]:
     return count, unit
 
 
+def is_number(value) -> bool:
+    """Whether a configured value is a number (``True`` is not, though Python counts it as one)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _is_date(value) -> bool:
     if isinstance(value, dt.date):
         return True

@@ -174,7 +174,7 @@ def coerce(
         bad = present & out.isna()
     elif kind in ("datetime", "date"):
         # A date is the day as written: its zone, if any, would move it to another day in UTC.
-        out = parse_datetimes(text if kind == "datetime" else _without_zone(text), formats, date_range)
+        out = parse_datetimes(text, formats, date_range, local_day=kind == "date")
         bad = present & out.isna()
         if kind == "date":
             out = _as_date(out)
@@ -199,20 +199,30 @@ def coerce(
     return out, bad.fillna(False).astype(bool)
 
 
+#: The zone after a time of day (``...00:30:00+02:00``, ``...T12:00Z``); a date alone ends in none.
+_ZONE = r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+
+
 def parse_datetimes(
-    text: pd.Series, formats: list[str], date_range: tuple[pd.Timestamp, pd.Timestamp] | None = None
+    text: pd.Series,
+    formats: list[str],
+    date_range: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    local_day: bool = False,
 ) -> pd.Series:
     """Parse text with each format in turn (the first that fits wins) into ``datetime64[ns, UTC]``.
 
     ``ISO8601`` and ``mixed`` are accepted as formats too (pandas' own parsers). A value outside ``date_range``
     ([first, end), naive = UTC) does not fit a format; without a range, a value outside what ``datetime64[ns]``
-    holds does not.
+    holds does not. ``local_day``: a zone after the time of day is left out, so the day is the one written
+    (``2026-06-01T00:30:00+02:00`` is the 1st, not the 31st of May in UTC).
     """
     first, end = date_range or (pd.Timestamp.min.ceil("D"), pd.Timestamp.max.floor("D"))
     first, end = first.tz_localize("UTC"), end.tz_localize("UTC")
     # Dates repeat a lot: parse each distinct text once and spread the results back.
     codes, uniques = pd.factorize(text)
     distinct = pd.Series(uniques, dtype=STRING)
+    if local_day:
+        distinct = distinct.str.replace(_ZONE, r"\1", regex=True)
     parsed_distinct = pd.Series(pd.NaT, index=distinct.index, dtype=UTC_NS)
     remaining = pd.Series(True, index=distinct.index)
     for fmt in formats:
@@ -300,16 +310,6 @@ def _to_utc(series: pd.Series) -> pd.Series:
     if isinstance(series.dtype, pd.DatetimeTZDtype):
         return series.dt.tz_convert("UTC").astype(UTC_NS)
     return series.dt.tz_localize("UTC").astype(UTC_NS)
-
-
-def _without_zone(text: pd.Series) -> pd.Series:
-    """Text timestamps without the zone after their time of day (``2026-06-01T00:30:00+02:00`` ->
-    ``2026-06-01T00:30:00``); a date alone is left as it is (``2026-06-01`` ends in no zone)."""
-    # Dates repeat a lot: each distinct text once.
-    codes, uniques = pd.factorize(text)
-    zone = r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
-    bare = pd.Series(uniques, dtype=STRING).str.replace(zone, r"\1", regex=True).to_numpy(dtype=object, na_value=None)
-    return pd.Series(np.where(codes >= 0, bare[np.maximum(codes, 0)], None), index=text.index, dtype=STRING)
 
 
 def _as_date(series: pd.Series) -> pd.Series:

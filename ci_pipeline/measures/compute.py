@@ -12,6 +12,7 @@ from ci_pipeline.activities.jsoncols import json_objects
 from ci_pipeline.config.measures import COUNTING, MeasuresConfig, MeasureSpec
 from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.expression import parse
+from ci_pipeline.measures.conditions import as_numbers
 from ci_pipeline.measures.expression import evaluate
 from ci_pipeline.measures.facts import INDEXED, FactIndex, StoredFacts, fact_parts, run_end
 from ci_pipeline.outputs import with_ids
@@ -228,12 +229,11 @@ def compute_measures(
 def _expression_numbers(where: str, ref: str, values: pd.Series) -> np.ndarray:
     """The values of measure ``ref`` as numbers for the expression of ``measures.<where>``; a measure holding text
     (the product an argmax picks) is a clear error naming both, not a failed conversion deep in the run."""
-    numbers = pd.to_numeric(values, errors="coerce")
-    text = values.notna() & numbers.isna()
-    if text.any():
+    numbers, text = as_numbers(values)
+    if text is not None:
         raise UserError(
-            f"measures.{where}.expression reads {ref}, whose values are not numbers (e.g. "
-            f"{values[text].iloc[0]!r}): an expression computes with numbers; refer to measures of numbers only"
+            f"measures.{where}.expression reads {ref}, whose values are not numbers (e.g. {text!r}): an expression "
+            "computes with numbers; refer to measures of numbers only"
         )
     return numbers.to_numpy(dtype="float64", na_value=np.nan)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.grammar.conditions import parse_period
+from ci_pipeline.grammar.conditions import is_number, parse_period
 
 
 def run_date(as_of: dt.date | str) -> dt.date:
@@ -76,21 +76,23 @@ def _coerce(value, kind: str, key: str, field: str):
 _ORDERING = ("<", "<=", ">", ">=", "between")
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def as_numbers(values: pd.Series) -> tuple[pd.Series, object]:
+    """``values`` as float numbers, and the first known value that is no number (None when every one is)."""
+    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    text = values.notna() & numbers.isna()
+    return numbers, (values[text].iloc[0] if text.any() else None)
 
 
 def _text_as_numbers(values: pd.Series, op: str, key: str, field: str) -> pd.Series:
     """A text column compared in order with a number, as numbers (a profile attribute holds its numbers as text,
     such as a custom loyalty points column); an error naming a value when one is not a number."""
-    numbers = pd.to_numeric(values, errors="coerce")
-    text = values.notna() & numbers.isna()
-    if text.any():
+    numbers, text = as_numbers(values)
+    if text is not None:
         raise UserError(
-            f"{key}: {field} holds text (such as {values[text].iloc[0]!r}), not numbers, so {op} cannot compare it "
+            f"{key}: {field} holds text (such as {text!r}), not numbers, so {op} cannot compare it "
             "with a number; compare it with a text value, or use a field of numbers"
         )
-    return numbers.astype("float64")
+    return numbers
 
 
 def condition_mask(values: pd.Series, op: str, value, *, now: pd.Timestamp, key: str, field: str) -> np.ndarray:
@@ -128,7 +130,7 @@ def condition_mask(values: pd.Series, op: str, value, *, now: pd.Timestamp, key:
         return result.fillna(False).to_numpy(dtype=bool)
     if kind == "date":
         values = values.dt.tz_localize("UTC") if not isinstance(values.dtype, pd.DatetimeTZDtype) else values
-    if kind == "text" and op in _ORDERING and all(_is_number(v) for v in (value if op == "between" else [value])):
+    if kind == "text" and op in _ORDERING and all(is_number(v) for v in (value if op == "between" else [value])):
         values, kind = _text_as_numbers(values, op, key, field), "number"
     if op == "in_last":
         start = period_start(now, value)

@@ -482,7 +482,9 @@ def default_settings(
     if not counted:
         # Only single fields block (no two fields pair up): the rule of all the others trains the one they read.
         trained_on = training or tuple(rules)
-        if rest := _training_of_the_rest(comparisons, trained_on, mapping, table, link_type, max_pairs_per_rule, notes):
+        if rest := _training_of_the_rest(
+            comparisons, trained_on, list(mapping), table, link_type, max_pairs_per_rule, notes
+        ):
             training = trained_on + rest
     settings = Settings(
         comparisons=comparisons,
@@ -532,17 +534,17 @@ def _masked_by_all(comparison, rules) -> bool:
 
 
 def _training_of_the_rest(
-    comparisons, training: tuple, mapping: dict[str, str], table: Table, link_type: str, limit: int, notes: list[str]
+    comparisons, training: tuple, columns: list[str], table: Table, link_type: str, limit: int, notes: list[str]
 ) -> tuple:
     """For a comparison that every training rule still reads (a birth date the only personal field, beside a
-    gender and a region), a training rule of every other mapped column, exact, where its pairs stay within
+    gender and a region), a training rule of every other of ``columns``, exact, where its pairs stay within
     ``limit``: its m is learnt from the pairs alike in all else, as a blocking rule that does not read a field
     lets it be learnt (none: training stops and says so)."""
     added = []
     for comparison in comparisons:
         if not _masked_by_all(comparison, (*training, *added)):
             continue
-        rest = [c for c in mapping if c not in comparison.masked_by]
+        rest = [c for c in columns if c not in comparison.masked_by]
         if not rest:
             continue
         rule = BlockingRule(tuple(Key(c) for c in rest))
@@ -563,14 +565,9 @@ def trainable(settings: Settings, table: Table, notes: list[str]) -> Settings:
     if settings.training_blocking:
         return settings
     columns = [c for c in settings.columns if c in table.columns]
+    limit = settings.max_pairs_per_rule
     rest = _training_of_the_rest(
-        settings.comparisons,
-        settings.blocking,
-        dict.fromkeys(columns, ""),
-        table,
-        settings.link_type,
-        settings.max_pairs_per_rule,
-        notes,
+        settings.comparisons, settings.blocking, columns, table, settings.link_type, limit, notes
     )
     return dataclasses.replace(settings, training_blocking=settings.blocking + rest) if rest else settings
 
