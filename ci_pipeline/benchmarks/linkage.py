@@ -32,7 +32,7 @@ import pandas as pd
 from ci_pipeline.benchmarks.packaged import packaged_data
 from ci_pipeline.config.unify import BIRTH_DATE_PARTS, SemanticType
 from ci_pipeline.errors import UserError
-from ci_pipeline.quickstart import read_csv_file
+from ci_pipeline.quickstart import MODEL_ROWS, read_csv_file
 from ci_pipeline.unify.cluster import WEAK_DENSITY
 from ci_pipeline.unify.dates import read_birth_dates
 from ci_pipeline.unify.probabilistic import (
@@ -203,6 +203,12 @@ def bench_file(
     if source is not None:
         raw = raw.assign(source=raw[source].fillna("").to_numpy())
     figures = link(raw, link_only=source is not None, mapping=compared | split, person=raw[truth])
+    if len(raw) < MODEL_ROWS:
+        figures["warnings"].append(
+            f"{path}: {len(raw):,} records, fewer than the {MODEL_ROWS} below which quickstart gives a table simple "
+            "rules instead of the model: the model learns from the pairs of records alike, and figures on so few "
+            "measure little"
+        )
     return {"file": path, "mapping": mapping, **({"split_from_full_name": split} if split else {}), **figures}
 
 

@@ -74,6 +74,7 @@ def test_a_labelled_file_is_mapped_as_suggested_and_scored_against_its_truth_col
         "email": "email",
     }
     assert figures["records"] == len(frame) and figures["true_pairs"] == 300
+    assert not any("fewer than" in w for w in figures["warnings"])
     assert figures["precision"] >= 0.98 and figures["recall"] >= 0.95
 
 
@@ -85,6 +86,14 @@ def test_columns_mapped_by_hand_are_the_only_ones_compared(tmp_path, capsys):
     figures = json.loads(capsys.readouterr().out.strip())
     assert figures["mapping"] == {"first_name": "first_name", "surname": "last_name", "dob": "birth_date"}
     assert figures["recall"] > 0.5
+
+
+def test_a_file_too_small_for_the_model_is_scored_with_a_warning_saying_so(tmp_path, capsys):
+    path = tmp_path / "people.csv"
+    labelled(people=20).to_csv(path, index=False)
+    assert main(["bench", "linkage", "--file", str(path), "--truth", "person", "--id", "record_id"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip())
+    assert any(f"{path}: 40 records, fewer than the 100" in w for w in figures["warnings"]), figures["warnings"]
 
 
 def test_a_whole_name_is_compared_as_its_first_and_last_name_as_unification_does(tmp_path, capsys):
