@@ -28,6 +28,7 @@ from typing import get_args
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from ci_pipeline.benchmarks.packaged import packaged_data
 from ci_pipeline.config.unify import BIRTH_DATE_PARTS, SemanticType
@@ -36,6 +37,8 @@ from ci_pipeline.quickstart import MODEL_ROWS, read_csv_file
 from ci_pipeline.unify.cluster import WEAK_DENSITY
 from ci_pipeline.unify.dates import read_birth_dates
 from ci_pipeline.unify.probabilistic import (
+    Settings,
+    SettingsError,
     clusters,
     default_settings,
     normalize_records,
@@ -45,6 +48,7 @@ from ci_pipeline.unify.probabilistic import (
     training_notes,
 )
 from ci_pipeline.unify.probabilistic.scoring import weigh
+from ci_pipeline.unify.probabilistic_method import notes_on_the_default
 from ci_pipeline.unify.records import join_birth_date, split_full_name, whole_numbers
 from ci_pipeline.unify.suggest import suggest_mapping
 
@@ -86,6 +90,13 @@ def register(subparsers) -> None:
         "(link_type: link_only, as a project of one table per system would), and scored on the pairs across them; "
         "its customers are the links' connected components, without the guard that keeps a project's customers to "
         "one record of a table each",
+    )
+    parser.add_argument(
+        "--settings",
+        metavar="YAML",
+        help="with --file: a YAML file of model settings, written as under unify.match.probabilistic (blocking, "
+        "comparisons, threshold, training_blocking ...) over the file's column names; the keys it leaves out are the "
+        "default's choice",
     )
     parser.add_argument(
         "--map",
@@ -189,10 +200,17 @@ def file_mapping(raw: pd.DataFrame, given: list[str], left_out: set[str], path: 
 
 
 def bench_file(
-    path: str, truth: str, id_column: str | None = None, given: list[str] | None = None, source: str | None = None
+    path: str,
+    truth: str,
+    id_column: str | None = None,
+    given: list[str] | None = None,
+    source: str | None = None,
+    settings: str | None = None,
 ) -> dict:
-    """Deduplicate a labelled file with the default settings, or with ``source`` (a column naming each record's
-    system) link its systems (link_only); figures as a dict (with the mapping used)."""
+    """Deduplicate a labelled file with the default settings (over them, those of the YAML file ``settings``), or
+    with ``source`` (a column naming each record's system) link its systems (link_only); figures as a dict (with the
+    mapping used)."""
+    written = read_settings(settings) if settings else None
     raw = read_labelled(path, truth, id_column, source)
     if source is not None and raw[source].nunique() < 2:
         raise UserError(f"--source {source}: the file holds one system only; leave --source out to deduplicate it")
@@ -202,7 +220,16 @@ def bench_file(
     raw, split = with_split_names(raw, compared)
     if source is not None:
         raw = raw.assign(source=raw[source].fillna("").to_numpy())
-    figures = link(raw, link_only=source is not None, mapping=compared | split, person=raw[truth])
+    figures = link(
+        raw,
+        link_only=source is not None,
+        mapping=compared | split,
+        person=raw[truth],
+        given=written,
+        given_from=settings or "",
+    )
+    if settings:
+        figures = {"settings": settings, **figures}
     if len(raw) < MODEL_ROWS:
         figures["warnings"].append(
             f"{path}: {len(raw):,} records, fewer than the {MODEL_ROWS} below which quickstart gives a table simple "
@@ -210,6 +237,33 @@ def bench_file(
             "measure little"
         )
     return {"file": path, "mapping": mapping, **({"split_from_full_name": split} if split else {}), **figures}
+
+
+def read_settings(path: str) -> dict:
+    """The model settings written in the YAML file ``path`` (as under ``unify.match.probabilistic``)."""
+    try:
+        given = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"--settings {path}: cannot be read as YAML ({exc})") from None
+    if not isinstance(given, dict):
+        raise UserError(
+            f"--settings {path}: write the settings as a mapping, as under unify.match.probabilistic "
+            "(e.g. 'blocking: [[surname], [dob]]')"
+        )
+    if "link_type" in given:
+        raise UserError(f"--settings {path}: link_type is set by --source (link_only across its systems), not here")
+    return given
+
+
+def _over_default(given: dict, settings: Settings, columns, path: str) -> Settings:
+    """``given`` settings (of the file ``path``) over the default's ``settings``; a mistake names the key and the
+    fix."""
+    try:
+        settings = Settings.from_dict(given, settings)
+        settings.check_columns(columns)
+    except SettingsError as exc:
+        raise UserError(f"--settings {path}: {exc}") from None
+    return settings
 
 
 def with_birth_date(raw: pd.DataFrame, mapping: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -252,18 +306,30 @@ def with_split_names(raw: pd.DataFrame, mapping: dict[str, str]) -> tuple[pd.Dat
 
 
 def link(
-    raw: pd.DataFrame, link_only: bool, mapping: dict[str, str] = MAPPING, person: pd.Series | None = None
+    raw: pd.DataFrame,
+    link_only: bool,
+    mapping: dict[str, str] = MAPPING,
+    person: pd.Series | None = None,
+    given: dict | None = None,
+    given_from: str = "",
 ) -> dict:
-    """Match records with the default settings for ``mapping`` and score the links against the true persons:
-    ``person`` per record, else the febrl record ids (``load``'s layout, whose ``source`` names the file)."""
+    """Match records with the default settings for ``mapping`` (over them, the ``given`` ones) and score the links
+    against the true persons: ``person`` per record, else the febrl record ids (``load``'s layout, whose ``source``
+    names the file). ``given_from`` names the file of the ``given`` settings in errors."""
     started = time.perf_counter()
     records = normalize_records(raw, mapping)
     source = "source" if link_only else None
     if link_only:
         records["source"] = raw["source"].to_numpy()
     settings, notes = default_settings(
-        records, mapping, link_type="link_only" if link_only else "dedupe", source=source
+        records,
+        mapping,
+        link_type="link_only" if link_only else "dedupe",
+        source=source,
+        blocking_given="blocking" in (given or {}),
     )
+    if given:
+        settings, notes = _over_default(given, settings, mapping, given_from), notes_on_the_default(notes, given)
     prepared_s = time.perf_counter() - started
     with training_notes() as caught:
         model = train(records, settings, source=source)
@@ -328,11 +394,11 @@ def _throughput(model, records: pd.DataFrame, source: str | None, pairs: int = 1
 
 def run(args) -> int:
     if args.file is None:
-        if args.truth or args.id or args.map or args.source:
-            raise UserError("--truth, --id, --source and --map go with --file PATH")
+        if args.truth or args.id or args.map or args.source or args.settings:
+            raise UserError("--truth, --id, --source, --settings and --map go with --file PATH")
         print(json.dumps(bench(args.dataset)))
         return 0
     if not args.truth:
         raise UserError(f"--file {args.file}: name the column holding the true person of each record with --truth")
-    print(json.dumps(bench_file(args.file, args.truth, args.id, args.map, args.source)))
+    print(json.dumps(bench_file(args.file, args.truth, args.id, args.map, args.source, args.settings)))
     return 0

@@ -275,7 +275,7 @@ def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) 
         if given is not None:
             settings = configured_settings(config, settings)
             _check_columns(settings, mapped)
-            notes = _notes_on_the_default(notes, given)
+            notes = notes_on_the_default(notes, given)
     labels = override_labels(config, prepared.records, base_dir)
     with training_notes() as caught:
         try:
@@ -303,7 +303,7 @@ def _trained(config: UnifyConfig, prepared: Preparation, base_dir: Path | None) 
     return model, said, table
 
 
-def _notes_on_the_default(notes: list[str], given: dict) -> list[str]:
+def notes_on_the_default(notes: list[str], given: dict) -> list[str]:
     """The default's notes on what a partial block left to it: those on blocking rules go when the block gives its
     own ``blocking``, those on comparisons when it gives its own ``comparisons`` (they describe settings not used)."""
     return [n for n in notes if ("blocking" if n.startswith("blocking rule") else "comparisons") not in given]

@@ -96,6 +96,38 @@ def test_a_file_too_small_for_the_model_is_scored_with_a_warning_saying_so(tmp_p
     assert any(f"{path}: 40 records, fewer than the 100" in w for w in figures["warnings"]), figures["warnings"]
 
 
+def test_settings_written_by_the_user_replace_the_default_s_where_given(tmp_path, capsys):
+    path, written = tmp_path / "people.csv", tmp_path / "match.yaml"
+    labelled(people=200).to_csv(path, index=False)
+    written.write_text("blocking: [[dob], [surname, city]]\nthreshold: 0.8\n")
+    args = ["bench", "linkage", "--file", str(path), "--truth", "person", "--id", "record_id"]
+    assert main([*args, "--settings", str(written)]) == 0
+    figures = json.loads(capsys.readouterr().out.strip())
+    assert figures["settings"] == str(written)
+    assert figures["blocking_rules"] == 2 and figures["threshold"] == 0.8
+    # The default's notes on blocking rules it would have added describe rules not used.
+    assert not any(n.startswith("blocking rule") for n in figures["default_notes"])
+    assert figures["recall"] > 0.3
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("blocking: [[surnme]]", "reads column 'surnme'"),
+        ("link_type: link_only", "link_type is set by --source"),
+        ("- surname", "write the settings as a mapping"),
+        ("blocking: [[surname]\n", "cannot be read as YAML"),
+    ],
+)
+def test_a_mistake_in_the_settings_file_names_it(tmp_path, capsys, text, said):
+    path, written = tmp_path / "people.csv", tmp_path / "match.yaml"
+    labelled(people=40).to_csv(path, index=False)
+    written.write_text(text)
+    assert main(["bench", "linkage", "--file", str(path), "--truth", "person", "--settings", str(written)]) != 0
+    error = capsys.readouterr().err
+    assert "--settings" in error and said in error, error
+
+
 def test_a_whole_name_is_compared_as_its_first_and_last_name_as_unification_does(tmp_path, capsys):
     frame = labelled(people=200)
     frame["name"] = frame["first_name"] + " " + frame["surname"]
