@@ -143,7 +143,7 @@ def _table_asset(
         result = ingest_table(config, store, source_name, table_name, previous=previous)
         for note in result.notes:
             context.log.info(f"{source_name}.{table_name}: {note}")
-        for message in result.drift:
+        for message in [*result.drift, *result.warnings]:
             context.log.warning(message)
         if result.rows_quarantined:
             context.log.warning(
@@ -170,6 +170,7 @@ def _table_asset(
                 # File locations and reader notes are the source's own words: a signed URL must not be kept.
                 f"files (first {FIRST_N})": bullet_list(redact(f) for f in result.files[:FIRST_N]),
                 "notes": dg.MetadataValue.text(redact("\n".join(result.notes))),
+                "warnings": dg.MetadataValue.text("\n".join(result.warnings)),
             },
         )
         yield dg.Output(

@@ -5,9 +5,10 @@ Also the light profile and schema-drift comparison that go into asset metadata.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import get_args
 
+import numpy as np
 import pandas as pd
 
 from ci_pipeline.config.sources import ReasonKind, TableConfig
@@ -28,6 +29,8 @@ class Checked:
     rows_read: int
     #: Incremental layout only: versions superseded by a newer one and rows removed by a delete.
     rows_merged: int
+    #: Values read as missing that may be real ones (:func:`null_words_like_values`).
+    warnings: list[str] = field(default_factory=list)
 
 
 def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, label: str) -> Checked:
@@ -45,7 +48,7 @@ def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, 
     frame = batch.frame
     key = table.primary_key
     _require_columns(batch, table, label)
-    data, reasons, markers = _typed(batch, table)
+    data, reasons, markers, warnings = _typed(batch, table, label)
     malformed = reasons.notna()
     kinds = pd.Series(pd.NA, index=frame.index, dtype=STRING)
     kinds[malformed] = "malformed_value"
@@ -67,7 +70,7 @@ def check_batch(batch: Batch, table: TableConfig, source: str, table_name: str, 
     quarantine = _quarantine(batch, data, reasons, kinds, table, source, table_name)
     if len(quarantine) == batch.rows_read > 0 and not table.allow_empty:
         raise UserError(_all_refused(batch, quarantine, label))
-    return Checked(accepted=accepted, quarantine=quarantine, rows_read=batch.rows_read, rows_merged=merged)
+    return Checked(accepted, quarantine, rows_read=batch.rows_read, rows_merged=merged, warnings=warnings)
 
 
 def _require_columns(batch: Batch, table: TableConfig, label: str) -> None:
@@ -118,20 +121,26 @@ def _all_refused(batch: Batch, quarantine: pd.DataFrame, label: str) -> str:
     )
 
 
-def _typed(batch: Batch, table: TableConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
-    """Every column in its declared (or the source's, or a detected) type: ``(data, reasons, key markers)``.
+def _typed(batch: Batch, table: TableConfig, label: str) -> tuple[pd.DataFrame, pd.Series, pd.Series, list[str]]:
+    """Every column in its declared (or the source's, or a detected) type: ``(data, reasons, key markers,
+    warnings)``.
 
     ``reasons`` holds, per row, why its values are malformed (missing when none is); ``key markers`` tells the rows
-    whose key was one of the table's null values.
+    whose key was one of the table's null values; ``warnings``, the null values that look like a column's values.
     """
     frame = batch.frame
     typed = {}
     reasons = pd.Series(pd.NA, index=frame.index, dtype=STRING)
     markers = pd.Series(False, index=frame.index)
+    warnings = []
+    # A list the user wrote is their decision; the default list may hold a column's real values.
+    judged = "null_values" not in table.model_fields_set
     for column in batch.data_columns:
         values, is_marker = _null_markers(frame[column], table.null_values)
         if column == table.primary_key:
             markers = is_marker
+        elif judged and is_marker.any():
+            warnings += null_words_like_values(frame[column], is_marker, f"{label}: column '{column}'", label)
         declared = table.columns.get(column)
         kind = declared.type if declared else batch.types.get(column) or source_kind(values)
         if kind is None:
@@ -153,7 +162,47 @@ def _typed(batch: Batch, table: TableConfig) -> tuple[pd.DataFrame, pd.Series, p
             why = explain(values[bad], kind, formats, bounds, allow_nan)
             message = f"malformed value in column '{column}': '" + shown + f"' is not a valid {kind}" + why
             reasons[bad] = (reasons[bad] + "; ").fillna("") + message
-    return pd.DataFrame(typed, index=frame.index), reasons, markers
+    return pd.DataFrame(typed, index=frame.index), reasons, markers, warnings
+
+
+#: Known values of a column that its null words are judged against: fewer tell nothing of how it is written.
+LIKE_VALUES_MIN = 5
+
+
+def null_words_like_values(cells: pd.Series, hit: pd.Series, where: str, label: str) -> list[str]:
+    """A warning per null word (of the ``hit`` cells of ``cells``) that is written as the column's known values
+    are: letters in the same case, of a length they have. ``NA`` among country codes (Namibia) or ``Null`` among
+    Title-case surnames is more likely a value than a gap, while ``NULL`` among mixed-case names or ``N/A`` anywhere
+    is a gap; the warning says how to keep the word as a value."""
+    text = cells.astype(STRING).str.strip()
+    known = text[~hit & text.ne("").fillna(False).astype(bool)].drop_duplicates()
+    if len(known) < LIKE_VALUES_MIN or known.str.fullmatch(WORDS).fillna(False).mean() < 0.9:
+        return []
+    lengths, cases = known.str.len(), _case(known)
+    low, high = lengths.quantile(0.05), lengths.quantile(0.95)
+    said = []
+    for word, count in text[hit].value_counts().sort_index().items():
+        alike = known[cases.eq(_case(pd.Series([word])).iloc[0])]
+        if not word.isalpha() or not low <= len(word) <= high or len(alike) < len(known) / 2:
+            continue
+        said.append(
+            f"{where}: {count:,} cell(s) '{word}' read as missing (one of the table's null_values), though the "
+            f"column's values are written like it ('{alike.iloc[0]}'): if '{word}' is a value there (the country "
+            f"code NA, the surname Null), set {label}.null_values to the words that mean missing in this table, "
+            "without it"
+        )
+    return said
+
+
+#: Words of letters, joined by a blank, hyphen, apostrophe or point (Mary-Ann, O'Brien, St. Louis).
+WORDS = r"[^\W\d_]+(?:[ '\-.]+[^\W\d_]+)*\.?"
+
+
+def _case(words: pd.Series) -> pd.Series:
+    """How each word is written: ``upper``, ``title``, ``lower`` or ``mixed``."""
+    cases = [words.str.isupper(), words.str.istitle(), words.str.islower()]
+    held = [c.fillna(False).astype(bool) for c in cases]
+    return pd.Series(np.select(held, ["upper", "title", "lower"], "mixed"), index=words.index)
 
 
 def _blank_keys(

@@ -36,6 +36,8 @@ class IngestResult:
     profile: list[dict]
     files: list[str]
     notes: list[str] = field(default_factory=list)
+    #: Values read as missing that may be real ones (a null word written as the column's values are).
+    warnings: list[str] = field(default_factory=list)
     pending_state: dict[str, dict] = field(default_factory=dict)
 
     @property
@@ -118,6 +120,7 @@ def ingest_table(
         profile=profile(checked.accepted),
         files=batch.files,
         notes=batch.notes,
+        warnings=checked.warnings,
         pending_state=pending,
     )
 

@@ -373,3 +373,38 @@ def test_a_decimal_comma_file_reads_its_amounts_and_quarantines_what_is_no_numbe
     }
     assert reasons(result)["e"] == "malformed value in column 'amount': 'zwölf' is not a valid double"
     balanced(result)
+
+
+def test_a_null_word_written_as_the_column_s_values_are_read_as_missing_with_a_warning(tmp_path, ingest):
+    """`NA` among country codes is Namibia and `Null` among surnames a family, more likely than a gap: the cells
+    stay missing (the table's null_values say so) but the run says how to keep them."""
+    rows = [
+        ("1", "US", "Smith"), ("2", "DE", "Null"), ("3", "FR", "NULL"), ("4", "NA", "Brown"), ("5", "GB", "Lee"),
+        ("6", "IT", "Taylor"), ("7", "NA", "Jones"), ("8", "ES", "N/A"), ("9", "PT", "O'Brien"),
+    ]  # fmt: skip
+    (tmp_path / "t.csv").write_text("id,country,surname\n" + "".join(",".join(r) + "\n" for r in rows))
+    result = ingest(csv_table())
+    assert result.data["country"].isna().sum() == 2 and result.data["surname"].isna().sum() == 3
+    assert len(result.warnings) == 2, result.warnings
+    country, surname = result.warnings
+    assert country.startswith("sources.src.tables.t: column 'country': 2 cell(s) 'NA' read as missing")
+    assert "set sources.src.tables.t.null_values to the words that mean missing in this table" in country
+    # 'NULL' among Title-case names and 'N/A' anywhere are gaps: no word of them.
+    assert surname.startswith("sources.src.tables.t: column 'surname': 1 cell(s) 'Null' read as missing")
+    balanced(result)
+
+    kept = ingest(csv_table(null_values=["NULL", "N/A"]))  # the user's own list is their decision
+    assert kept.data["country"].tolist().count("NA") == 2 and kept.warnings == []
+
+
+def test_null_words_among_numbers_or_free_text_are_gaps():
+    from ci_pipeline.ingest.quality import null_words_like_values
+
+    def said(values):
+        cells = pd.Series(values, dtype="string")
+        return null_words_like_values(cells, cells.isin(["NA", "None", "NULL"]), "here", "t")
+
+    assert said(["12", "13", "NA", "14", "15", "16"]) == []
+    assert said(["a long note, with commas", "another one.", "NA", "x y z", "fine", "ok then"]) == []
+    assert said(["Ann", "Bob", "Cy", "Dee", "None"]) == []  # too few known values to judge by
+    assert len(said(["Ann", "Bobby", "Cyd", "Deena", "Eve", "None"])) == 1
