@@ -494,9 +494,6 @@ class DateComparison(Comparison):
         )
 
 
-#: The shortest code in which one edit is told as a typing error (``IdentifierComparison``).
-MIN_TYPO_LENGTH = 3
-
 #: Digit strings up to this long are compared as digit rows (:func:`_digit_rows`) rather than as text.
 DIGITS = 18
 
@@ -559,14 +556,9 @@ class IdentifierComparison(Comparison):
             # since the pairs come a chunk at a time (``model.CHUNK_PAIRS``).
             typo = np.zeros(len(left), dtype=bool)
             typo[todo] = _one_edit_digits(digits[side.left[todo]], digits[side.right[todo]])
-            lengths = digits[:, DIGITS]
-        else:
-            typo = _measured(side, todo, _edits(distance.OSA.distance, 1), np.int32(2)) <= 1
-            lengths = table.derived(self.column, "length", lambda v: pc.utf8_length(_text(v)).to_numpy())
-        # In a code of one or two characters one edit is half the code: most different codes are one edit apart,
-        # so it tells nothing of a typing error.
-        typo[todo] &= np.minimum(lengths[side.left[todo]], lengths[side.right[todo]]) >= MIN_TYPO_LENGTH
-        return (side.null, [exact, typo])
+            return (side.null, [exact, typo])
+        dist = _measured(side, todo, _edits(distance.OSA.distance, 1), np.int32(2))
+        return (side.null, [exact, dist <= 1])
 
 
 def _split_email(values: np.ndarray) -> np.ndarray:
