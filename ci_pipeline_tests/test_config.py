@@ -336,6 +336,19 @@ def test_a_measure_filter_comparing_a_declared_number_with_text_is_refused_befor
     ]
 
 
+def test_a_segment_activity_filter_comparing_a_declared_number_with_text_is_refused_before_the_run(tmp_path):
+    declared = MINIMAL.replace("primary_key: contact_id", "primary_key: contact_id\n        columns: {total: double}")
+    where = "[{field: channel, op: '=', value: web}, {field: amount, op: between, value: [low, 9]}]"
+    rules = f"        - {{activity: SalesOrder, where: {where}}}\n"
+    text = SEGMENT.replace("        - RULE\n", rules).replace(MINIMAL, declared) + ORDERS
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert caught.value.problems == [
+        "segments.definitions.deep.rules[0].where[1].value: field amount is a number (crm.contacts column total is "
+        "declared double); compare it with a number, not ['low', 9]"
+    ]
+
+
 ACTIVITY_SOURCES = """
 sources:
   crm:
