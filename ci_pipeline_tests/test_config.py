@@ -349,6 +349,31 @@ def test_a_segment_activity_filter_comparing_a_declared_number_with_text_is_refu
     ]
 
 
+def test_a_sum_of_a_field_its_source_declares_text_or_dates_is_refused_before_the_run(tmp_path):
+    declared = "primary_key: contact_id\n        columns: {total: string, chan: date, created: datetime}"
+    text = (
+        MINIMAL.replace("primary_key: contact_id", declared)
+        + "unify:\n  tables:\n    - {source: crm, table: contacts, columns: {city: city}}\n"
+        + ORDERS
+        + """measures:
+  attributes:
+    spend: {activity: orders, aggregate: sum, field: amount}
+    when: {activity: SalesOrder, aggregate: average, field: ActivityTimeStamp}
+    first_channel: {activity: orders, aggregate: first, field: channel}
+"""
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    fix = "or use an aggregate that does not add (count, count_distinct, min, max, first, last)"
+    assert caught.value.problems == [
+        "measures.attributes.spend.field: sum needs numbers, but field amount holds text (crm.contacts column total "
+        "is declared string); if it holds numbers, declare sources.crm.tables.contacts.columns.total double, int64 "
+        f"or decimal, {fix}",
+        f"measures.attributes.when.field: average needs numbers, but ActivityTimeStamp holds dates; name a numeric "
+        f"activity field {fix}",
+    ]
+
+
 ACTIVITY_SOURCES = """
 sources:
   crm:

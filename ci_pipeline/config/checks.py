@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, get_args
 
 from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable, tables_read
@@ -183,6 +183,7 @@ def measures_problems(project: ProjectConfig) -> list[str]:
             found.extend(_aggregation_problems(key, spec, activities))
             where = [(c.field, c.op, c.value) for c in spec.where]
             found.extend(_filter_type_problems(key, spec.activity, where, activities, project.sources))
+            found.extend(_sum_type_problems(key, spec, activities, project.sources))
     for kind in ("attributes", "business"):
         graph = {n: s.references() for n, s in getattr(section, kind).items()}
         found.extend(f"measures.{kind}.{c[0]}: reference cycle {' -> '.join(c)}; break it" for c in find_cycles(graph))
@@ -223,6 +224,34 @@ def _expression_problems(key: str, kind: str, spec: MeasureSpec, section: Measur
 
 #: Declared column types whose values are numbers.
 _NUMERIC_TYPES = ("int64", "double", "decimal")
+#: What a sum or an average finds in a field of each other declared type, in words.
+_NOT_NUMBERS = {
+    "string": "text",
+    "json": "text",
+    "guid": "text",
+    "boolean": "true/false values",
+    "date": "dates",
+    "datetime": "dates",
+    "time": "times of day",
+}
+#: The timeline's own columns that are no numbers, whatever the sources declare.
+_FACT_NOT_NUMBERS = {"ActivityTimeStamp": "dates", "ActivityId": "text"}
+
+
+def _declared_types(
+    field: str, read: Sequence[str], activities: dict, sources: dict
+) -> Iterator[tuple[ActivityTable, str, str]]:
+    """``(activity table, column, declared type)`` of the column behind an activity field in each activity table
+    ``read`` (names or types) whose source declares it under ``sources.*.tables.*.columns``.
+    A column the source does not declare has no type known before the data is read (a CSV column is text that
+    may hold numbers), so it is left out."""
+    for table in tables_read(read, activities):
+        column = table.fields.get(field)
+        source = sources.get(table.source)
+        declared = source.tables.get(table.table) if source else None
+        spec_of = declared.columns.get(column) if declared and column else None
+        if spec_of is not None:
+            yield table, column, spec_of.type
 
 
 def _filter_type_problems(
@@ -236,19 +265,37 @@ def _filter_type_problems(
         values = value if isinstance(value, list | tuple) else [value]
         if op in ("is_null", "not_null", "in_last") or all(is_number(v) for v in values):
             continue
-        for table in tables_read(read, activities):
-            column = table.fields.get(field)
-            source = sources.get(table.source)
-            declared = source.tables.get(table.table) if source else None
-            spec_of = declared.columns.get(column) if declared and column else None
-            if spec_of is not None and spec_of.type in _NUMERIC_TYPES:
+        for table, column, declared in _declared_types(field, read, activities, sources):
+            if declared in _NUMERIC_TYPES:
                 shown = list(value) if isinstance(value, tuple) else value
                 found.append(
-                    f"{key}.where[{i}].value: field {field} is a number ({table.source}.{table.table} "
-                    f"column {column} is declared {spec_of.type}); compare it with a number, not {shown!r}"
+                    f"{key}.where[{i}].value: field {field} is a number ({table.source}.{table.table} column "
+                    f"{column} is declared {declared}); "
+                    f"compare it with a number, not {shown!r}"
                 )
                 break
     return found
+
+
+def _sum_type_problems(key: str, spec: MeasureSpec, activities: dict, sources: dict) -> list[str]:
+    """A sum or an average of a field that holds no numbers by its declared type (or by what the timeline column
+    is): the run would refuse it only when the measures are computed, after ingest, unify and activities."""
+    if spec.aggregate not in ("sum", "average") or spec.field is None or spec.of_measure is not None:
+        return []
+    fix = "or use an aggregate that does not add (count, count_distinct, min, max, first, last)"
+    if spec.field in _FACT_NOT_NUMBERS:
+        return [
+            f"{key}.field: {spec.aggregate} needs numbers, but {spec.field} holds {_FACT_NOT_NUMBERS[spec.field]}; "
+            f"name a numeric activity field {fix}"
+        ]
+    for table, column, declared in _declared_types(spec.field, spec.activity, activities, sources):
+        if declared in _NOT_NUMBERS:
+            return [
+                f"{key}.field: {spec.aggregate} needs numbers, but field {spec.field} holds {_NOT_NUMBERS[declared]} "
+                f"({table.source}.{table.table} column {column} is declared {declared}); if it holds numbers, "
+                f"declare sources.{table.source}.tables.{table.table}.columns.{column} double, int64 or decimal, {fix}"
+            ]
+    return []
 
 
 def _aggregation_problems(key: str, spec: MeasureSpec, activities: dict) -> list[str]:
