@@ -336,6 +336,44 @@ def test_a_measure_filter_comparing_a_declared_number_with_text_is_refused_befor
     ]
 
 
+def test_a_segment_activity_filter_comparing_a_declared_number_with_text_is_refused_before_the_run(tmp_path):
+    declared = MINIMAL.replace("primary_key: contact_id", "primary_key: contact_id\n        columns: {total: double}")
+    where = "[{field: channel, op: '=', value: web}, {field: amount, op: between, value: [low, 9]}]"
+    rules = f"        - {{activity: SalesOrder, where: {where}}}\n"
+    text = SEGMENT.replace("        - RULE\n", rules).replace(MINIMAL, declared) + ORDERS
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert caught.value.problems == [
+        "segments.definitions.deep.rules[0].where[1].value: field amount is a number (crm.contacts column total is "
+        "declared double); compare it with a number, not ['low', 9]"
+    ]
+
+
+def test_a_sum_of_a_field_its_source_declares_text_or_dates_is_refused_before_the_run(tmp_path):
+    declared = "primary_key: contact_id\n        columns: {total: string, chan: date, created: datetime}"
+    text = (
+        MINIMAL.replace("primary_key: contact_id", declared)
+        + "unify:\n  tables:\n    - {source: crm, table: contacts, columns: {city: city}}\n"
+        + ORDERS
+        + """measures:
+  attributes:
+    spend: {activity: orders, aggregate: sum, field: amount}
+    when: {activity: SalesOrder, aggregate: average, field: ActivityTimeStamp}
+    first_channel: {activity: orders, aggregate: first, field: channel}
+"""
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    fix = "or use an aggregate that does not add (count, count_distinct, min, max, first, last)"
+    assert caught.value.problems == [
+        "measures.attributes.spend.field: sum needs numbers, but field amount holds text (crm.contacts column total "
+        "is declared string); if it holds numbers, declare sources.crm.tables.contacts.columns.total double, int64 "
+        f"or decimal, {fix}",
+        f"measures.attributes.when.field: average needs numbers, but ActivityTimeStamp holds dates; name a numeric "
+        f"activity field {fix}",
+    ]
+
+
 ACTIVITY_SOURCES = """
 sources:
   crm:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from ci_pipeline.side_by_side import each, in_background
 LOOKUP_COLUMNS = ["DataSourceName", "EntityName", "AlternateValue", "CustomerId"]
 #: Columns of the quarantine table (one row per activity that could not be placed on the timeline).
 CORRUPT_COLUMNS = ["Activity", "DataSourceName", "EntityName", "SourceActivityId", "Reason", "Record"]
+#: The columns of a customer table's ingest quarantine the stage reads: the record's key, its file line and reason.
+QUARANTINE_LOOKUP_COLUMNS = ["key", "line", "reason"]
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 
@@ -97,23 +99,65 @@ def latest_accepted(run_time: pd.Timestamp, tolerance_hours: float) -> pd.Timest
 
 
 @dataclass(frozen=True)
+class QuarantinedCustomers:
+    """The rows of a customer table that ingest quarantined (``QUARANTINE_LOOKUP_COLUMNS``, in file order) and
+    where the user finds them (``crm/contacts_corrupt``): an activity naming one of these records is told that the
+    record was quarantined and where, not that no record has its key (the user would find it in the export)."""
+
+    where: str
+    rows: pd.DataFrame
+
+
+def _no_text() -> pa.Array:
+    return pa.array([], type=pa.large_string())
+
+
+@dataclass(frozen=True)
 class CustomerLookup:
-    """The AlternateValue and CustomerId of the records of one customer table, one row per AlternateValue."""
+    """The AlternateValue and CustomerId of the records of one customer table, one row per AlternateValue; and the
+    keys of its records quarantined at ingest, with where and why each was (one note per key)."""
 
     values: pa.Array
     ids: pa.Array
+    quarantined: pa.Array = field(default_factory=_no_text)
+    notes: pa.Array = field(default_factory=_no_text)
 
     @functools.cached_property
     def index(self) -> TextIndex:
         """The values hashed once, for the lookups of every batch."""
         return TextIndex(self.values)
 
+    @functools.cached_property
+    def quarantine_index(self) -> TextIndex:
+        return TextIndex(self.quarantined)
 
-def customer_lookup(alternate_key: pd.DataFrame, source: str, table: str) -> CustomerLookup:
-    """The AlternateValue and CustomerId of the records of one customer table, one row per AlternateValue."""
+    def quarantine_notes(self, links: pd.Series) -> pd.Series:
+        """Per link value, where and why ingest quarantined the record with that key (missing for the others)."""
+        position = self.quarantine_index.positions(_arrow_text(links))
+        return pd.Series(pd.array(pc.take(self.notes, position), dtype="string"), index=links.index)
+
+
+def customer_lookup(
+    alternate_key: pd.DataFrame, source: str, table: str, quarantined: QuarantinedCustomers | None = None
+) -> CustomerLookup:
+    """The AlternateValue and CustomerId of the records of one customer table, one row per AlternateValue, and the
+    keys ``quarantined`` at ingest with their note (the first row of a key in file order)."""
     rows = alternate_key[(alternate_key["DataSourceName"] == source) & (alternate_key["EntityName"] == table)]
     rows = rows.drop_duplicates("AlternateValue")
-    return CustomerLookup(_arrow_text(rows["AlternateValue"]), _arrow_text(rows["CustomerId"]))
+    if quarantined is None or quarantined.rows.empty:
+        return CustomerLookup(_arrow_text(rows["AlternateValue"]), _arrow_text(rows["CustomerId"]))
+    bad = quarantined.rows
+    # Trimmed as ingest trims the keys of the records it accepts, and as the activities' links are.
+    keys = bad["key"].astype("string").str.strip()
+    first = (keys.notna() & (keys != "")).to_numpy(dtype=bool) & ~keys.duplicated().to_numpy(dtype=bool)
+    line = ("line " + bad["line"].astype("Int64").astype("string") + ", ").fillna("")
+    notes = quarantined.where + ": " + line + bad["reason"].astype("string").fillna("no reason given")
+    return CustomerLookup(
+        _arrow_text(rows["AlternateValue"]),
+        _arrow_text(rows["CustomerId"]),
+        _arrow_text(keys[first]),
+        _arrow_text(notes[first]),
+    )
 
 
 def activity_id_prefix(spec: ActivityTable) -> str:
@@ -221,7 +265,17 @@ def place_rows(
     reasons.flag(stamps.isna(), f"timestamp {spec.timestamp} '", raw, f"' is empty or cannot be parsed{with_format}")
     reasons.flag(stamps > now, f"timestamp {spec.timestamp} ", raw, f" is in the future (after {now.isoformat()})")
     reasons.flag(links.isna() | (links.str.strip() == ""), f"customer key {spec.customer.column} is empty")
-    reasons.flag(customers.isna(), f"no {spec.customer.source}.{spec.customer.table} record with key '", links, "'")
+    customer_table = f"{spec.customer.source}.{spec.customer.table}"
+    missing = customers.isna()
+    if len(lookup.quarantined) and missing.any():
+        notes = lookup.quarantine_notes(links)
+        reasons.flag(
+            missing & notes.notna(),
+            f"the {customer_table} record with key '",
+            links + "' was quarantined at ingest, see " + notes,
+            f"; fix that row of {customer_table}: the activity is placed on the next run",
+        )
+    reasons.flag(missing, f"no {customer_table} record with key '", links, "'")
     bad = reasons.flagged
     corrupt = pd.DataFrame(
         {
@@ -318,6 +372,7 @@ def write_timeline(
     work: Path,
     previous: TimelineState | None = None,
     no_previous: str = "no state of an earlier run",
+    quarantined: Mapping[tuple[str, str], QuarantinedCustomers] | None = None,
 ) -> StoredTimeline:
     """Place every activity table one batch at a time and store UnifiedActivity and the facts in the lake.
 
@@ -341,6 +396,8 @@ def write_timeline(
         work: an empty folder for the bucket files and DuckDB's spill files (the caller removes it).
         previous: the last run's state (None: every row is placed).
         no_previous: why there is no ``previous`` (reported).
+        quarantined: per customer table (source, table), its rows quarantined at ingest. Only the reasons of
+            quarantined activities depend on them, and those rows are placed again every run: the state need not.
     """
     con = ordered.connect(work / "duckdb")
     try:
@@ -351,7 +408,8 @@ def write_timeline(
             repeated, whole = ordered.repeated_keys(con, source.rows, source.primary_key)
             rules[name] = KeyRules(whole=whole, duplicated=key_strings(repeated.to_pandas(), whole))
         linked = sorted({(s.spec.customer.source, s.spec.customer.table) for s in sources.values()})
-        lookups = {customers: customer_lookup(alternate_key, *customers) for customers in linked}
+        told = quarantined or {}
+        lookups = {customers: customer_lookup(alternate_key, *customers, told.get(customers)) for customers in linked}
         digest = incremental.fingerprint(sources)
         whole = {name: rule.whole for name, rule in rules.items()}
         reuse, why = incremental.Reuse.plan(
@@ -596,6 +654,7 @@ def build_timeline(
     tables: dict[str, tuple[ActivityTable, pd.DataFrame, str]],
     alternate_key: pd.DataFrame,
     now: pd.Timestamp,
+    quarantined: Mapping[tuple[str, str], QuarantinedCustomers] | None = None,
 ) -> Timeline:
     """:func:`write_timeline` of frames in memory, with the tables read back as frames (small data: tests, tools).
 
@@ -603,6 +662,7 @@ def build_timeline(
         tables: activity name -> (configuration, ingested frame, primary key column).
         alternate_key: the AlternateKey table.
         now: the run time (UTC, tolerance included): later timestamps are quarantined.
+        quarantined: per customer table, its rows quarantined at ingest (see :func:`write_timeline`).
     """
     sources = {
         name: ActivitySource(spec, key, ds.dataset(pa.Table.from_pandas(frame, preserve_index=False)))
@@ -610,7 +670,8 @@ def build_timeline(
     }
     with tempfile.TemporaryDirectory(prefix="ci-pipeline-activities-") as folder:
         lake = Lake.local(Path(folder) / "lake")
-        stored = write_timeline(sources, alternate_key, now, lake, ("unified.parquet", "facts.parquet"), Path(folder))
+        paths = ("unified.parquet", "facts.parquet")
+        stored = write_timeline(sources, alternate_key, now, lake, paths, Path(folder), quarantined=quarantined)
         return Timeline(
             unified=lake.read_parquet(stored.unified.path),
             corrupt=stored.corrupt,

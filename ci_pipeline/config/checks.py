@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING, get_args
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, get_args
 
 from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable, tables_read
 from ci_pipeline.config.base import did_you_mean
@@ -181,7 +181,9 @@ def measures_problems(project: ProjectConfig) -> list[str]:
             found.extend(_measure_shape_problems(key, kind, spec, section))
             found.extend(_expression_problems(key, kind, spec, section))
             found.extend(_aggregation_problems(key, spec, activities))
-            found.extend(_filter_type_problems(key, spec, activities, project.sources))
+            where = [(c.field, c.op, c.value) for c in spec.where]
+            found.extend(_filter_type_problems(key, spec.activity, where, activities, project.sources))
+            found.extend(_sum_type_problems(key, spec, activities, project.sources))
     for kind in ("attributes", "business"):
         graph = {n: s.references() for n, s in getattr(section, kind).items()}
         found.extend(f"measures.{kind}.{c[0]}: reference cycle {' -> '.join(c)}; break it" for c in find_cycles(graph))
@@ -222,28 +224,78 @@ def _expression_problems(key: str, kind: str, spec: MeasureSpec, section: Measur
 
 #: Declared column types whose values are numbers.
 _NUMERIC_TYPES = ("int64", "double", "decimal")
+#: What a sum or an average finds in a field of each other declared type, in words.
+_NOT_NUMBERS = {
+    "string": "text",
+    "json": "text",
+    "guid": "text",
+    "boolean": "true/false values",
+    "date": "dates",
+    "datetime": "dates",
+    "time": "times of day",
+}
+#: The timeline's own columns that are no numbers, whatever the sources declare.
+_FACT_NOT_NUMBERS = {"ActivityTimeStamp": "dates", "ActivityId": "text"}
 
 
-def _filter_type_problems(key: str, spec: MeasureSpec, activities: dict, sources: dict) -> list[str]:
-    """Filters comparing a field that its source declares numeric with a value that is no number (``amount >
-    "abc"``): the run would fail on them after ingest, unify and activities have run."""
+def _declared_types(
+    field: str, read: Sequence[str], activities: dict, sources: dict
+) -> Iterator[tuple[ActivityTable, str, str]]:
+    """``(activity table, column, declared type)`` of the column behind an activity field in each activity table
+    ``read`` (names or types) whose source declares it under ``sources.*.tables.*.columns``.
+    A column the source does not declare has no type known before the data is read (a CSV column is text that
+    may hold numbers), so it is left out."""
+    for table in tables_read(read, activities):
+        column = table.fields.get(field)
+        source = sources.get(table.source)
+        declared = source.tables.get(table.table) if source else None
+        spec_of = declared.columns.get(column) if declared and column else None
+        if spec_of is not None:
+            yield table, column, spec_of.type
+
+
+def _filter_type_problems(
+    key: str, read: Sequence[str], where: Iterable[tuple[str, str, Any]], activities: dict, sources: dict
+) -> list[str]:
+    """Filters ``(field, op, value)`` over the activities ``read`` (names or types) comparing a field that its source
+    declares numeric with a value that is no number (``amount > "abc"``): the run would fail on them after ingest,
+    unify and activities have run. One check for measure filters and segment activity conditions alike."""
     found = []
-    for i, condition in enumerate(spec.where):
-        values = condition.value if isinstance(condition.value, list | tuple) else [condition.value]
-        if condition.op in ("is_null", "not_null", "in_last") or all(is_number(v) for v in values):
+    for i, (field, op, value) in enumerate(where):
+        values = value if isinstance(value, list | tuple) else [value]
+        if op in ("is_null", "not_null", "in_last") or all(is_number(v) for v in values):
             continue
-        for table in tables_read(spec.activity, activities):
-            column = table.fields.get(condition.field)
-            source = sources.get(table.source)
-            declared = source.tables.get(table.table) if source else None
-            spec_of = declared.columns.get(column) if declared and column else None
-            if spec_of is not None and spec_of.type in _NUMERIC_TYPES:
+        for table, column, declared in _declared_types(field, read, activities, sources):
+            if declared in _NUMERIC_TYPES:
+                shown = list(value) if isinstance(value, tuple) else value
                 found.append(
-                    f"{key}.where[{i}].value: field {condition.field} is a number ({table.source}.{table.table} "
-                    f"column {column} is declared {spec_of.type}); compare it with a number, not {condition.value!r}"
+                    f"{key}.where[{i}].value: field {field} is a number ({table.source}.{table.table} column "
+                    f"{column} is declared {declared}); "
+                    f"compare it with a number, not {shown!r}"
                 )
                 break
     return found
+
+
+def _sum_type_problems(key: str, spec: MeasureSpec, activities: dict, sources: dict) -> list[str]:
+    """A sum or an average of a field that holds no numbers by its declared type (or by what the timeline column
+    is): the run would refuse it only when the measures are computed, after ingest, unify and activities."""
+    if spec.aggregate not in ("sum", "average") or spec.field is None or spec.of_measure is not None:
+        return []
+    fix = "or use an aggregate that does not add (count, count_distinct, min, max, first, last)"
+    if spec.field in _FACT_NOT_NUMBERS:
+        return [
+            f"{key}.field: {spec.aggregate} needs numbers, but {spec.field} holds {_FACT_NOT_NUMBERS[spec.field]}; "
+            f"name a numeric activity field {fix}"
+        ]
+    for table, column, declared in _declared_types(spec.field, spec.activity, activities, sources):
+        if declared in _NOT_NUMBERS:
+            return [
+                f"{key}.field: {spec.aggregate} needs numbers, but field {spec.field} holds {_NOT_NUMBERS[declared]} "
+                f"({table.source}.{table.table} column {column} is declared {declared}); if it holds numbers, "
+                f"declare sources.{table.source}.tables.{table.table}.columns.{column} double, int64 or decimal, {fix}"
+            ]
+    return []
 
 
 def _aggregation_problems(key: str, spec: MeasureSpec, activities: dict) -> list[str]:
@@ -307,6 +359,7 @@ class _RuleNames:
         self.profile = profile_columns(project)
         self.measures = project.measures.attributes
         self.activities = project.activities.tables
+        self.sources = project.sources
         self.types = {t.type for t in self.activities.values()}
         # The columns of the activity facts that ``where`` filters read: the timeline's own and every semantic field.
         self.fact_fields = {*FACT_COLUMNS, *(f for t in self.activities.values() for f in t.fields)}
@@ -349,7 +402,7 @@ class _RuleNames:
                 for j, (field, _, _) in enumerate(node.where)
                 if field not in self.fact_fields
             ]
-        return found
+        return found + _filter_type_problems(node.key, node.activities, node.where, self.activities, self.sources)
 
 
 def _segment_graph_problems(graph: dict[str, set[str]]) -> list[str]:

@@ -7,7 +7,15 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from ci_pipeline.activities import LOOKUP_COLUMNS, ActivitySource, StoredTimeline, latest_accepted, write_timeline
+from ci_pipeline.activities import (
+    LOOKUP_COLUMNS,
+    QUARANTINE_LOOKUP_COLUMNS,
+    ActivitySource,
+    QuarantinedCustomers,
+    StoredTimeline,
+    latest_accepted,
+    write_timeline,
+)
 from ci_pipeline.activities.incremental import forget, read_state, write_state
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest, unify
@@ -29,14 +37,20 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
     if not section.tables:
         return dg.Definitions()
     tables = {(t.source, t.table) for t in section.tables.values()}
+    customers = sorted({(t.customer.source, t.customer.table) for t in section.tables.values()})
 
     # The activity tables are read by the step itself, in batches (Lake.dataset), never loaded whole: dependencies,
     # not inputs. So is AlternateKey (one row per customer record), only the columns of the customer lookup: its
-    # key rings and identifiers would cost more to load than the lookup itself.
+    # key rings and identifiers would cost more to load than the lookup itself. The customer tables' quarantines
+    # tell an activity whose customer record was quarantined at ingest where that record went.
     @dg.multi_asset(
         name="place_activities",
         group_name=GROUP,
-        deps=[unify.STAGE.key("alternate_key"), *(ingest.table_key(s, t) for s, t in sorted(tables))],
+        deps=[
+            unify.STAGE.key("alternate_key"),
+            *(ingest.table_key(s, t) for s, t in sorted(tables)),
+            *(ingest.corrupt_key(s, t) for s, t in customers),
+        ],
         outs={
             "unified_activity": dg.AssetOut(
                 key=UNIFIED,
@@ -77,7 +91,8 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             key = spec.primary_key or config.sources[spec.source].tables[spec.table].primary_key
             rows = store.dataset(asset_path(ingest.table_key(spec.source, spec.table)))
             sources[name] = ActivitySource(spec, key, rows)
-        timeline = _placed(context, store, sources, alternate_key, now)
+        quarantined = _quarantined_customers(store, customers)
+        timeline = _placed(context, store, sources, alternate_key, now, quarantined)
         report = timeline.report
         quarantined = timeline.corrupt["Activity"].value_counts().to_dict()
         per_table = {
@@ -100,7 +115,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
                 "placed_every_row_because": dg.MetadataValue.text(report["reason"] or "-"),
             },
         )
-        reasons = timeline.corrupt["Reason"].str.replace(r"'[^']*'", "'…'", regex=True).value_counts()
+        reasons = reason_kinds(timeline.corrupt["Reason"]).value_counts()
         yield dg.Output(
             timeline.corrupt,
             output_name="unified_activity_corrupt",
@@ -115,7 +130,20 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
     return dg.Definitions(assets=[activities])
 
 
-def _placed(context: dg.AssetExecutionContext, store, sources: dict, alternate_key: pd.DataFrame, now):
+def _quarantined_customers(store, customers: list[tuple[str, str]]) -> dict[tuple[str, str], QuarantinedCustomers]:
+    """The rows each customer table's ingest quarantined, named as the user finds them (asset and SQL view)."""
+    found = {}
+    for source, table in customers:
+        key = ingest.corrupt_key(source, table)
+        path = asset_path(key)
+        if store.exists(path):
+            rows = store.dataset(path).to_table(columns=QUARANTINE_LOOKUP_COLUMNS).to_pandas()
+            where = f"{key.to_user_string()} (lake.{'__'.join(key.path)} in SQL)"
+            found[(source, table)] = QuarantinedCustomers(where, rows)
+    return found
+
+
+def _placed(context: dg.AssetExecutionContext, store, sources: dict, alternate_key: pd.DataFrame, now, quarantined):
     """The stored timeline: only the rows that changed placed, from the last run's state (every row on a full
     refresh); the state for the next run stored once the tables are."""
     if context.run.tags.get(MODE_TAG) == "full":
@@ -126,7 +154,9 @@ def _placed(context: dg.AssetExecutionContext, store, sources: dict, alternate_k
     forget(store)
     with tempfile.TemporaryDirectory(prefix="ci-pipeline-activities-") as work:
         paths = (asset_path(UNIFIED), asset_path(FACTS))
-        timeline = write_timeline(sources, alternate_key, now, store, paths, Path(work), previous, no_previous)
+        timeline = write_timeline(
+            sources, alternate_key, now, store, paths, Path(work), previous, no_previous, quarantined
+        )
     if timeline.state is not None:
         write_state(store, timeline.state)
     report = timeline.report
@@ -175,10 +205,16 @@ def _check_results(timeline: StoredTimeline, per_table: dict):
     )
 
 
+def reason_kinds(reasons: pd.Series) -> pd.Series:
+    """Reasons with the values and file lines in them left out, so that rows quarantined for one cause count
+    together (``no ecommerce.customers record with key '…'``)."""
+    return reasons.str.replace(r"'[^']*'", "'…'", regex=True).str.replace(r"\bline \d+", "line …", regex=True)
+
+
 def quarantine_summary(corrupt: pd.DataFrame, lost: dict, whole: list[str]) -> str:
     """Per activity with quarantined rows: how many of those read, and its most frequent reason (the value in it
     left out); first whether any activity lost every row, and where the rows are."""
-    reasons = corrupt.assign(Reason=corrupt["Reason"].str.replace(r"'[^']*'", "'…'", regex=True))
+    reasons = corrupt.assign(Reason=reason_kinds(corrupt["Reason"]))
     parts = []
     for name, counts in lost.items():
         top = reasons.loc[reasons["Activity"] == name, "Reason"].value_counts()

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from ci_pipeline.activities import build_timeline
+from ci_pipeline.activities import QuarantinedCustomers, build_timeline
 from ci_pipeline.config.activities import ActivityTable
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, guid
@@ -110,6 +110,32 @@ def test_unplaceable_rows_are_quarantined_with_their_reason_never_dropped():
     for name, read in result.rows_read.items():
         accepted = (result.facts["Activity"] == name).sum()
         assert read == accepted + (result.corrupt["Activity"] == name).sum()
+
+
+def test_an_activity_of_a_customer_record_quarantined_at_ingest_says_so_and_where():
+    # Customer 9 is in the export, but ingest quarantined its line: "no record with key '9'" would mislead.
+    rows = pd.DataFrame({"key": [" 9", "9", None], "line": [12, 40, 7], "reason": ["bad date", "dup", "no key"]})
+    quarantined = {("shop", "customers"): QuarantinedCustomers("shop/customers_corrupt", rows)}
+    result = build_timeline({"orders": (ORDERS, orders(), "order_id")}, alternate_key(), NOW, quarantined)
+    reasons = dict(zip(result.corrupt["SourceActivityId"], result.corrupt["Reason"], strict=True))
+    assert reasons["o4"] == (
+        "the shop.customers record with key '9' was quarantined at ingest, see shop/customers_corrupt: line 12, "
+        "bad date; fix that row of shop.customers: the activity is placed on the next run"
+    )
+    assert "in the future" in reasons["o5"]
+    assert result.rows_read["orders"] == len(result.facts) + len(result.corrupt)
+
+
+def test_quarantine_reasons_of_one_cause_count_together_whatever_their_values_and_lines():
+    from ci_pipeline.defs.activities import reason_kinds
+
+    reasons = pd.Series(
+        [
+            "the c.t record with key '1' was quarantined at ingest, see c/t_corrupt: line 12, bad value 'x'; fix it",
+            "the c.t record with key '2' was quarantined at ingest, see c/t_corrupt: line 40, bad value 'y'; fix it",
+        ]
+    )
+    assert reason_kinds(reasons).nunique() == 1
 
 
 def test_a_customer_key_written_with_blanks_around_it_reaches_its_customer():

@@ -120,6 +120,9 @@ def test_quarantined_activities_are_told_per_activity_and_one_that_placed_no_row
         "shop.customers record with key '…'"
     )
     prefill(lake, orders([("o4", 9, "2026-01-01 10:00", 10.0, "web"), ("o5", 8, "2026-01-02 10:00", 10.0, "web")]))
+    # Customer 8 is in the customer file, but ingest quarantined its line: the activity says so, and where.
+    quarantined = {"key": ["8"], "line": [3], "reason": ["expected 4 columns, found 5"]}
+    lake.write_parquet("ci_pipeline/shop/customers_corrupt.parquet", pd.DataFrame(quarantined))
     (check,) = [
         c for c in materialize(project).get_asset_check_evaluations() if c.check_name == "no_quarantined_activities"
     ]
@@ -127,6 +130,13 @@ def test_quarantined_activities_are_told_per_activity_and_one_that_placed_no_row
     assert check.description.startswith(
         "orders placed no row at all (check its primary_key, timestamp and customer); rows quarantined in "
         "activities/unified_activity_corrupt: orders 2 of 2 row(s)"
+    )
+    corrupt = lake.read_parquet("ci_pipeline/activities/unified_activity_corrupt.parquet").set_index("SourceActivityId")
+    assert corrupt.loc["o4", "Reason"] == "no shop.customers record with key '9'"
+    assert corrupt.loc["o5", "Reason"] == (
+        "the shop.customers record with key '8' was quarantined at ingest, see shop/customers_corrupt "
+        "(lake.shop__customers_corrupt in SQL): line 3, expected 4 columns, found 5; fix that row of shop.customers: "
+        "the activity is placed on the next run"
     )
 
 

@@ -218,7 +218,7 @@ def test_config_problems_unknown_segment_measure_activity_and_cycles():
         {"attributes": {"spend": {"aggregate": "sum", "field": "amount", "activity": "orders"}}}
     )
     project = SimpleNamespace(
-        unify=object(), segments=segments, measures=measures, activities=SimpleNamespace(tables={})
+        unify=object(), segments=segments, measures=measures, activities=SimpleNamespace(tables={}), sources={}
     )
     problems = segments_problems(project)
     text = "\n".join(problems)
