@@ -41,6 +41,12 @@ ID_CHANGE = "unify/id_change"
 ID_PREFIX = "id changes "
 UNIFY_STATS = "unify/unify_stats"
 INCREMENTAL_PREFIX = "incremental "
+#: Exit statuses of `run` (and `quickstart`), told apart by a cron job or CI step (docs/operations.md, "Exit
+#: statuses"): 2 is a configuration mistake (ci_pipeline.cli). A run whose steps all succeeded but whose data failed
+#: an error-severity check (an activity that placed no row, a model without enough data) is no success for a nightly
+#: job: its outputs are stale or incomplete. Warnings (quarantined rows, schema drift) leave it 0.
+RUN_FAILED = 1
+CHECK_FAILED = 3
 
 
 def _unify_plan(metadata) -> dict:
@@ -111,10 +117,9 @@ def run(args) -> int:
         result = execute_as_job_run(job, instance, tags, run_config, on_event=progress, steps_at_once=steps)
         records = list(instance.all_logs(result.run_id))
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
-    print_summary(
+    return print_summary(
         result, records, config, time.monotonic() - started, groups, step_assets(graph), [s.name for s in STAGES]
     )
-    return 0 if result.success else 1
 
 
 def _incremental(defs, config):
@@ -186,8 +191,9 @@ def print_summary(
     groups=None,
     assets=None,
     stages: list[str] | None = None,
-) -> None:
+) -> int:
     """Per asset: rows, seconds, status; per stage: steps and seconds; what failed and why; where the outputs are.
+    Returns the command's exit status: 0, :data:`RUN_FAILED` or :data:`CHECK_FAILED`.
 
     Args:
         result: the finished run.
@@ -251,8 +257,9 @@ def print_summary(
     errors = sum(line.startswith("CHECK FAILED") for line in checks)
     status = "succeeded" if result.success else "FAILED"
     if result.success and errors:
-        status += f" with {errors} failed check(s)"
+        status += f" with {errors} failed check(s) of error severity (exit status {CHECK_FAILED})"
     print(f"\n{status} in {seconds:.1f} s; outputs in {_where(config)}")
+    return RUN_FAILED if not result.success else CHECK_FAILED if errors else 0
 
 
 def failed_checks(records: list) -> list[str]:
