@@ -5,6 +5,8 @@ inputs or settings changed since they were computed run (docs/operations.md, "In
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
 from collections import defaultdict
@@ -71,7 +73,28 @@ def _instance() -> dg.DagsterInstance:
             f"DAGSTER_HOME is {home!r}, which is not a folder: create it (mkdir -p {home}) to keep the run history "
             "there, or unset DAGSTER_HOME to run without one"
         )
-    return dg.DagsterInstance.get()
+    if os.path.exists(os.path.join(home, "dagster.yaml")):
+        return dg.DagsterInstance.get()
+    # A new, empty DAGSTER_HOME: Dagster's defaults (the run history in SQLite files there, as `dg dev` keeps it),
+    # with the project's telemetry setting (off, as in its dagster.yaml) rather than Dagster's banner asking the user
+    # to write a dagster.yaml, and without its notice that the file is missing. Nothing but the history is written.
+    with _without_missing_yaml_notice():
+        return dg.DagsterInstance.local_temp(tempdir=home, overrides={"telemetry": {"enabled": False}})
+
+
+@contextlib.contextmanager
+def _without_missing_yaml_notice():
+    """Drops Dagster's "No dagster instance configuration file" warning while the instance is built."""
+    logger = logging.getLogger("dagster")
+
+    def notice(record) -> bool:
+        return not record.getMessage().startswith("No dagster instance configuration file")
+
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
 
 
 def run(args) -> int:
