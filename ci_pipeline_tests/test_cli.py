@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -45,6 +46,21 @@ def test_validate_reports_every_problem_and_exits_2(tmp_path, capsys):
     assert "2 problem(s)" in err
     assert "sources.crm.owner: Field required" in err
     assert "sources.crm.tables.contacts.format" in err
+
+
+def test_output_into_a_pipe_its_reader_closed_early_ends_quietly(monkeypatch, capsys):
+    """`ci-pipeline segment preview ... | head`: no BrokenPipeError trace; the status a shell gives for SIGPIPE."""
+    from ci_pipeline.commands import validate
+
+    # Any command's output: the entry point handles it, whatever the command (this one skips the config's loading).
+    monkeypatch.setattr(validate, "run", lambda args: print("\n".join(map(str, range(1000)))))
+    read, write = os.pipe()
+    os.close(read)
+    with open(write, "w", buffering=1) as pipe:  # line-buffered, so the first line written meets the closed pipe
+        monkeypatch.setattr(sys, "stdout", pipe)
+        assert main(["validate"]) == 141
+        monkeypatch.undo()
+    assert capsys.readouterr().err == ""
 
 
 def test_user_errors_print_no_traceback(tmp_path):

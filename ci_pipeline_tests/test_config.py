@@ -459,3 +459,27 @@ def test_a_value_yaml_reads_as_no_text_is_told_to_be_quoted(tmp_path):
         "sources.crm.tables.contacts.primary_key: Input should be a valid string; got 12: write the text in quotes"
         in str(caught.value)
     )
+
+
+def test_a_name_out_of_its_pattern_is_told_in_words_with_the_mended_name(tmp_path):
+    text = MINIMAL.replace("crm:", "CRM:").replace("contacts:", "Contacts:") + (
+        "activities:\n  tables:\n"
+        "    Web-Orders: {type: Sales Order, source: Shop, table: orders, timestamp: at,"
+        " customer: {source: crm, table: contacts, column: c}}\n"
+        "unify:\n  normalize: {default_region: nl}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    lower = "must be lower-case letters (a-z), digits and underscores, starting with a letter"
+    assert [p for p in caught.value.problems if " must be " in p] == [
+        f"sources.CRM.[key]: the name 'CRM' {lower}: rename it 'crm' (and every reference to it)",
+        f"sources.CRM.tables.Contacts.[key]: the name 'Contacts' {lower}: rename it 'contacts' (and every reference "
+        "to it)",
+        "unify.normalize.default_region: 'nl' must be a two-letter country code in capitals (US, NL, DE): write 'NL'",
+        f"activities.tables.Web-Orders.[key]: the name 'Web-Orders' {lower}: rename it 'web_orders' (and every "
+        "reference to it)",
+        f"activities.tables.Web-Orders.source: 'Shop' {lower}: write 'shop'",
+        "activities.tables.Web-Orders.type: 'Sales Order' must be letters (a-z, A-Z), digits and underscores, starting "
+        "with a letter: write 'Sales_Order'",
+    ]
+    assert "match pattern" not in str(caught.value)

@@ -5,6 +5,8 @@ inputs or settings changed since they were computed run (docs/operations.md, "In
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
 from collections import defaultdict
@@ -41,6 +43,12 @@ ID_CHANGE = "unify/id_change"
 ID_PREFIX = "id changes "
 UNIFY_STATS = "unify/unify_stats"
 INCREMENTAL_PREFIX = "incremental "
+#: Exit statuses of `run` (and `quickstart`), told apart by a cron job or CI step (docs/operations.md, "Exit
+#: statuses"): 2 is a configuration mistake (ci_pipeline.cli). A run whose steps all succeeded but whose data failed
+#: an error-severity check (an activity that placed no row, a model without enough data) is no success for a nightly
+#: job: its outputs are stale or incomplete. Warnings (quarantined rows, schema drift) leave it 0.
+RUN_FAILED = 1
+CHECK_FAILED = 3
 
 
 def _unify_plan(metadata) -> dict:
@@ -65,7 +73,28 @@ def _instance() -> dg.DagsterInstance:
             f"DAGSTER_HOME is {home!r}, which is not a folder: create it (mkdir -p {home}) to keep the run history "
             "there, or unset DAGSTER_HOME to run without one"
         )
-    return dg.DagsterInstance.get()
+    if os.path.exists(os.path.join(home, "dagster.yaml")):
+        return dg.DagsterInstance.get()
+    # A new, empty DAGSTER_HOME: Dagster's defaults (the run history in SQLite files there, as `dg dev` keeps it),
+    # with the project's telemetry setting (off, as in its dagster.yaml) rather than Dagster's banner asking the user
+    # to write a dagster.yaml, and without its notice that the file is missing. Nothing but the history is written.
+    with _without_missing_yaml_notice():
+        return dg.DagsterInstance.local_temp(tempdir=home, overrides={"telemetry": {"enabled": False}})
+
+
+@contextlib.contextmanager
+def _without_missing_yaml_notice():
+    """Drops Dagster's "No dagster instance configuration file" warning while the instance is built."""
+    logger = logging.getLogger("dagster")
+
+    def notice(record) -> bool:
+        return not record.getMessage().startswith("No dagster instance configuration file")
+
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
 
 
 def run(args) -> int:
@@ -111,10 +140,9 @@ def run(args) -> int:
         result = execute_as_job_run(job, instance, tags, run_config, on_event=progress, steps_at_once=steps)
         records = list(instance.all_logs(result.run_id))
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
-    print_summary(
+    return print_summary(
         result, records, config, time.monotonic() - started, groups, step_assets(graph), [s.name for s in STAGES]
     )
-    return 0 if result.success else 1
 
 
 def _incremental(defs, config):
@@ -186,8 +214,9 @@ def print_summary(
     groups=None,
     assets=None,
     stages: list[str] | None = None,
-) -> None:
+) -> int:
     """Per asset: rows, seconds, status; per stage: steps and seconds; what failed and why; where the outputs are.
+    Returns the command's exit status: 0, :data:`RUN_FAILED` or :data:`CHECK_FAILED`.
 
     Args:
         result: the finished run.
@@ -251,8 +280,9 @@ def print_summary(
     errors = sum(line.startswith("CHECK FAILED") for line in checks)
     status = "succeeded" if result.success else "FAILED"
     if result.success and errors:
-        status += f" with {errors} failed check(s)"
+        status += f" with {errors} failed check(s) of error severity (exit status {CHECK_FAILED})"
     print(f"\n{status} in {seconds:.1f} s; outputs in {_where(config)}")
+    return RUN_FAILED if not result.success else CHECK_FAILED if errors else 0
 
 
 def failed_checks(records: list) -> list[str]:

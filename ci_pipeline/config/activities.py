@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from ci_pipeline.config.base import Name, StrictModel
+from ci_pipeline.config.base import TYPE_PATTERN, Name, StrictModel
 
 #: Leading columns of the typed activity table that measures and segments compute on (segment ``where`` filters
 #: may name them besides the semantic fields).
@@ -22,10 +22,6 @@ TYPE_FIELDS: dict[str, tuple[str, ...]] = {
     "Feedback": ("rating", "text"),
     "WebLog": ("url", "page_views", "duration_seconds", "device"),
 }
-
-
-#: An activity type as written: a semantic type or a custom name (``SalesOrder``, ``Donation``).
-TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 
 
 class CustomerLink(StrictModel):

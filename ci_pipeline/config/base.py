@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Collection
+import re
+import unicodedata
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Annotated
 
@@ -34,7 +36,51 @@ def did_you_mean(name: str, choices: Collection[str]) -> str:
 
 
 #: Names that become parts of asset keys and table names: lower case, digits and underscores.
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=63)]
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
+#: An activity type as written: a semantic type or a custom name (``SalesOrder``, ``Donation``).
+TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+#: An Azure region as Azure writes it in URLs and settings (``westeurope``).
+REGION_PATTERN = r"^[a-z0-9]+$"
+#: A two-letter country code in capitals (ISO 3166-1 alpha-2).
+COUNTRY_PATTERN = r"^[A-Z]{2}$"
+
+
+def _underscored(text: str) -> str:
+    """``text`` with accents dropped (é -> e) and each run of other characters (spaces, hyphens, dots) as one
+    underscore."""
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9_]+", "_", plain).strip("_")
+
+
+#: What each pattern of the configuration allows, in words, and how a near miss is mended: a user who wrote
+#: ``Contacts`` reads "lower-case letters ...; write 'contacts'", not a regular expression.
+PATTERN_WORDS: dict[str, tuple[str, Callable[[str], str]]] = {
+    NAME_PATTERN: (
+        "lower-case letters (a-z), digits and underscores, starting with a letter",
+        lambda value: _underscored(value).lower(),
+    ),
+    TYPE_PATTERN: ("letters (a-z, A-Z), digits and underscores, starting with a letter", _underscored),
+    REGION_PATTERN: (
+        "lower-case letters and digits, as Azure writes a region (westeurope)",
+        lambda value: re.sub(r"[^a-z0-9]", "", value.lower()),
+    ),
+    COUNTRY_PATTERN: ("a two-letter country code in capitals (US, NL, DE)", lambda value: value.strip().upper()),
+}
+
+
+def pattern_problem(value: str, pattern: str, is_key: bool = False) -> str | None:
+    """What a value (or a key, when ``is_key``) refused by ``pattern`` must look like, in words, and the mended
+    value when mending gives one that fits; None for a pattern without words."""
+    if pattern not in PATTERN_WORDS:
+        return None
+    words, mend = PATTERN_WORDS[pattern]
+    mended = mend(value)
+    fits = mended != value and re.fullmatch(pattern, mended) is not None
+    if is_key:
+        fix = f": rename it {mended!r} (and every reference to it)" if fits else ""
+        return f"the name {value!r} must be {words}{fix}"
+    return f"{value!r} must be {words}" + (f": write {mended!r}" if fits else "")
 
 
 def check_secret_ref(value: str) -> str:

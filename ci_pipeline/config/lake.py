@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ci_pipeline.config.base import SecretRef, StrictModel
+from ci_pipeline.config.base import REGION_PATTERN, SecretRef, StrictModel
 
 
 class LakeConfig(StrictModel):
@@ -32,7 +32,7 @@ class LakeConfig(StrictModel):
     #: instead of the keys above; resolved as the user who launched the run (docs/governance.md).
     connection: str | None = Field(None, min_length=1, max_length=200)
     #: Azure region of the storage account (``westeurope``); must equal ``publish.sink.region`` when both are set.
-    region: str | None = Field(None, pattern=r"^[a-z0-9]+$")
+    region: str | None = Field(None, pattern=REGION_PATTERN)
 
     @model_validator(mode="after")
     def _connection_or_inline(self):

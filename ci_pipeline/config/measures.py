@@ -7,8 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from ci_pipeline.config.activities import TYPE_PATTERN
-from ci_pipeline.config.base import Name, StrictModel
+from ci_pipeline.config.base import TYPE_PATTERN, Name, StrictModel
 from ci_pipeline.grammar.conditions import Condition
 from ci_pipeline.grammar.expression import MAX_EXPRESSION_DEPTH, ExpressionError, expression_depth, parse, references
 

@@ -13,7 +13,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, ValidationError
 
 from ci_pipeline.config.activities import ActivitiesConfig
-from ci_pipeline.config.base import Name, StrictModel, check_secret_ref
+from ci_pipeline.config.base import Name, StrictModel, check_secret_ref, pattern_problem
 from ci_pipeline.config.checks import section_checks
 from ci_pipeline.config.enrich import EnrichConfig
 from ci_pipeline.config.governance import GovernanceConfig
@@ -203,6 +203,10 @@ def _describe(err: dict) -> str:
     elif _holds_secret(loc):
         # A value refused from a secret key may be the secret itself: say which key, never what it held.
         fix = "fix the value"
+    elif kind == "string_pattern_mismatch" and (
+        words := pattern_problem(err["input"], err["ctx"]["pattern"], is_key=loc[-1:] == ("[key]",))
+    ):
+        return f"{key}: {words}"
     elif isinstance(err.get("input"), dict | list):
         if kind == "value_error":
             # Our own validators' messages on a block end in their fix; a generic one would say it twice.

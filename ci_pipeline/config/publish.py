@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ci_pipeline.config.base import Name, SecretRef, StrictModel
+from ci_pipeline.config.base import REGION_PATTERN, Name, SecretRef, StrictModel
 from ci_pipeline.outputs import OUTPUT_TABLES
 
 #: The seven output tables, in publishing order (the contract in :mod:`ci_pipeline.outputs` owns them).
@@ -74,7 +74,7 @@ class SinkConfig(StrictModel):
     #: the ``dataverse`` block then holds only tuning settings (docs/governance.md).
     connection: str | None = Field(None, min_length=1, max_length=200)
     #: Azure region of the Dataverse environment (``westeurope``); must equal ``lake.region`` when both are set.
-    region: str | None = Field(None, pattern=r"^[a-z0-9]+$")
+    region: str | None = Field(None, pattern=REGION_PATTERN)
 
     @model_validator(mode="after")
     def _dataverse_needs_settings(self):

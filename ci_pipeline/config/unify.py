@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from ci_pipeline.config.base import Name, StrictModel, did_you_mean
+from ci_pipeline.config.base import COUNTRY_PATTERN, Name, StrictModel, did_you_mean
 from ci_pipeline.config.orchestration import Retraining
 
 #: Semantic types a customer-table column can be mapped to. ``custom`` keeps the column under its own name.
@@ -489,7 +489,7 @@ class NormalizeConfig(StrictModel):
     #: numbers are always bypassed.
     bypass_values: Annotated[list[str], BeforeValidator(_placeholders)] = DEFAULT_BYPASS
     #: Region for phone numbers written without a country code (ISO 3166 alpha-2).
-    default_region: str = Field("US", pattern=r"^[A-Z]{2}$")
+    default_region: str = Field("US", pattern=COUNTRY_PATTERN)
     #: Alias maps: name -> CSV file with header ``alias,canonical``; use as normalization ``alias:<name>``.
     aliases: dict[Name, str] = {}
 

@@ -324,6 +324,8 @@ def _one(run: _Run, name: str, spec: EnrichmentSpec, deactivated: bool, governan
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
             metadata={"error": message, "kept": kept},
+            # The run's summary prints the description with the failed check.
+            description=f"{message}; {kept}",
         )
         return "failed", previous, _previous_fields(previous)
     yield dg.Output(rows, output_name=name, metadata=metadata)

@@ -291,6 +291,8 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
                     passed=False,
                     severity=dg.AssetCheckSeverity.ERROR,
                     metadata={"error": message},
+                    # The run's summary prints the description with the failed check: why the model did not run.
+                    description=message,
                 )
                 continue
             if isinstance(outcome, Trained):

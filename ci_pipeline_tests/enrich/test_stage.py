@@ -208,6 +208,8 @@ def test_a_provider_that_fails_keeps_its_previous_output_and_the_rest_of_the_run
     assert "enrich.enrichments.household: provider 'acme' failed: ConnectionError" in message
     assert "sk-live-123456" not in message
     assert check.metadata["kept"].text == "its last output stays published"
+    # The run's summary prints the description after the failed check's name.
+    assert check.description == f"{message}; its last output stays published"
     # Its table is untouched, its rows are still in Enrichment and the sink, the others were refreshed.
     pd.testing.assert_frame_equal(lake.read_parquet("ci_pipeline/enrich/household.parquet"), before)
     table = lake.read_parquet("ci_pipeline/enrich/enrichment.parquet")

@@ -94,3 +94,18 @@ def test_a_dagster_home_that_is_no_folder_is_a_clear_error_without_a_traceback(c
     err = capsys.readouterr().err
     assert f"DAGSTER_HOME is '{missing}', which is not a folder: create it (mkdir -p {missing})" in err
     assert "Traceback" not in err
+
+
+def test_an_empty_dagster_home_keeps_the_run_without_dagster_s_banner_or_a_file_written(
+    cli_project, tmp_path, monkeypatch, capfd
+):
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert cli.main(["run", "--job", "ingest_shop", "--config", str(cli_project)]) == 0
+    said = "".join(capfd.readouterr())
+    # Neither the telemetry banner (which asks for a dagster.yaml) nor the notice that the file is missing.
+    assert "Telemetry" not in said and "dagster.yaml" not in said
+    assert sorted(p.name for p in home.iterdir() if p.name in {"dagster.yaml", ".telemetry"}) == []
+    with dg.DagsterInstance.get() as instance:
+        assert [run.job_name for run in instance.get_runs()] == ["ingest_shop"]

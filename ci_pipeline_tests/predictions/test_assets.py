@@ -303,7 +303,8 @@ def test_too_few_customers_fails_that_model_clearly_and_the_rest_of_the_run_goes
         result = materialize(config, instance=instance)
         # The run's closing summary names the failed check, so a model that could not run is not missed.
         (summary, *_) = failed_checks(list(instance.all_logs(result.run_id)))
-    assert summary.startswith("CHECK FAILED predictions/churn_scores enough_data")
+    assert summary.startswith("CHECK FAILED predictions/churn_scores enough_data: ")
+    assert "at least 5000 are needed" in summary and "predictions.minimums" in summary
 
     check = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
     failed = check[("predictions/churn_scores", "enough_data")]

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from ci_pipeline.commands.run import CHECK_FAILED, print_summary
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import activities, measures, segments
 from ci_pipeline.defs.resources import shared_resources
@@ -90,14 +91,18 @@ def orders(rows):
     return frame
 
 
-def materialize(config: ProjectConfig, run_config=None) -> dg.ExecuteInProcessResult:
+def materialize(config: ProjectConfig, run_config=None, instance=None) -> dg.ExecuteInProcessResult:
     defs = dg.Definitions.merge(activities.build(config), measures.build(config), segments.build(config))
     upstream = [
         dg.SourceAsset(key=key)
         for key in (["shop", "orders"], ["unify", "alternate_key"], ["unify", "customer_profile"])
     ]
     return dg.materialize(
-        [*defs.assets, *upstream], resources=shared_resources(config), run_config=run_config, raise_on_error=True
+        [*defs.assets, *upstream],
+        resources=shared_resources(config),
+        run_config=run_config,
+        raise_on_error=True,
+        instance=instance,
     )
 
 
@@ -108,13 +113,23 @@ def project(tmp_path):
     return config
 
 
-def test_quarantined_activities_are_told_per_activity_and_one_that_placed_no_row_is_an_error(project, tmp_path):
+def summarised(config: ProjectConfig, capsys) -> tuple[dg.AssetCheckEvaluation, int, str]:
+    """The run's ``no_quarantined_activities`` check, the exit status `ci-pipeline run` gives it, and its summary."""
+    capsys.readouterr()
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize(config, instance=instance)
+        status = print_summary(result, list(instance.all_logs(result.run_id)), config, 1.0)
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "no_quarantined_activities"]
+    return check, status, capsys.readouterr().out
+
+
+def test_quarantined_activities_are_told_per_activity_and_one_that_placed_no_row_is_an_error(project, tmp_path, capsys):
     lake = Lake.local(tmp_path / "lake")
     prefill(lake, orders([("o1", 1, "2026-06-20 10:00", 40.0, "web"), ("o4", 9, "2026-01-01 10:00", 10.0, "web")]))
-    (check,) = [
-        c for c in materialize(project).get_asset_check_evaluations() if c.check_name == "no_quarantined_activities"
-    ]
+    check, status, out = summarised(project, capsys)
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    # A warning leaves the run a success: a nightly job goes on exiting 0.
+    assert status == 0 and "\nsucceeded in " in out
     assert check.description == (
         "rows quarantined in activities/unified_activity_corrupt: orders 1 of 2 row(s), most often: no "
         "shop.customers record with key '…'"
@@ -123,10 +138,11 @@ def test_quarantined_activities_are_told_per_activity_and_one_that_placed_no_row
     # Customer 8 is in the customer file, but ingest quarantined its line: the activity says so, and where.
     quarantined = {"key": ["8"], "line": [3], "reason": ["expected 4 columns, found 5"]}
     lake.write_parquet("ci_pipeline/shop/customers_corrupt.parquet", pd.DataFrame(quarantined))
-    (check,) = [
-        c for c in materialize(project).get_asset_check_evaluations() if c.check_name == "no_quarantined_activities"
-    ]
+    check, status, out = summarised(project, capsys)
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    # An activity that placed no row fails the command, so that a cron job or a CI step notices.
+    assert status == CHECK_FAILED == 3
+    assert "\nsucceeded with 1 failed check(s) of error severity (exit status 3) in " in out
     assert check.description.startswith(
         "orders placed no row at all (check its primary_key, timestamp and customer); rows quarantined in "
         "activities/unified_activity_corrupt: orders 2 of 2 row(s)"
