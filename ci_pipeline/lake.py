@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from ci_pipeline.config.base import resolve_secret
 from ci_pipeline.config.lake import LakeConfig
 from ci_pipeline.errors import StorageError
-from ci_pipeline.redact import redact
+from ci_pipeline.redact import clipped, redact
 
 AZURE_PROTOCOLS = ("abfs", "abfss", "az")
 
@@ -281,7 +281,7 @@ def _unreachable(exc: BaseException) -> bool:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else "no message"
+    return clipped(text.splitlines()[0], 300) if text else "no message"
 
 
 def azure_storage_options(config: LakeConfig, base_dir: Path | None = None) -> dict:

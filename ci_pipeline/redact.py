@@ -14,6 +14,7 @@ Pure Python (no Dagster import): the CLI, the Dagster glue and the clients of ex
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -97,6 +98,11 @@ def _parts(secret: str) -> Iterable[str]:
                 values.add(url.path)
     for value in list(values):
         values.update({quote(value, safe=""), quote_plus(value), unquote(value)})
+    # As a JSON string holds it (a provider's error body quoting the key): quotes, backslashes and controls escaped,
+    # and "/" written "\/" as PHP's json_encode and others write it.
+    for value in list(values):
+        escaped = json.dumps(value)[1:-1]
+        values.update({escaped, escaped.replace("/", "\\/"), json.dumps(value, ensure_ascii=False)[1:-1]})
     return values
 
 
@@ -109,6 +115,13 @@ def redact(text: object) -> str:
     for shape, replacement in _SHAPES:
         result = shape.sub(replacement, result)
     return result
+
+
+def clipped(text: object, limit: int) -> str:
+    """``text`` redacted, then cut to ``limit`` characters (``...`` marks a cut): cut first, a secret straddling
+    the cut would no longer be whole, and neither a registered value nor a shape would mask the part left."""
+    whole = redact(text)
+    return whole if len(whole) <= limit else whole[:limit] + "..."
 
 
 def redact_value(value):

@@ -7,7 +7,15 @@ import logging
 import pytest
 
 from ci_pipeline.config.base import resolve_secret
-from ci_pipeline.redact import MASK, RedactingFilter, install_log_redaction, redact, redact_value, register
+from ci_pipeline.redact import (
+    MASK,
+    RedactingFilter,
+    clipped,
+    install_log_redaction,
+    redact,
+    redact_value,
+    register,
+)
 
 
 def test_a_secret_resolved_from_env_is_masked_with_its_encoded_forms(monkeypatch):
@@ -23,6 +31,24 @@ def test_a_secret_read_from_a_file_is_masked(tmp_path):
     (tmp_path / "secret.txt").write_text("file-held-secret-42\n")
     resolve_secret("file:secret.txt", "publish.sink.dataverse.client_secret", tmp_path)
     assert redact("token file-held-secret-42 refused") == f"token {MASK} refused"
+
+
+def test_a_secret_quoted_in_a_json_body_is_masked_as_json_escapes_it():
+    """A provider's error body quoting the key: "/" written "\\/" (PHP's json_encode), quotes and backslashes
+    escaped, non-ASCII letters as \\u escapes."""
+    register("Kq7/json+KEY/12==")
+    register('pä"ss\\wörd-99')
+    body = '{"error": "API key Kq7\\/json+KEY\\/12== is not valid", "k": "p\\u00e4\\"ss\\\\w\\u00f6rd-99"}'
+    assert redact(body) == f'{{"error": "API key {MASK} is not valid", "k": "{MASK}"}}'
+    assert redact('{"k": "pä\\"ss\\\\wörd-99"}') == f'{{"k": "{MASK}"}}'
+
+
+def test_text_is_redacted_before_it_is_cut():
+    """Cut first, a secret straddling the cut would leave its first characters readable."""
+    register("Straddle-SECRET-4471")
+    text = "x" * 190 + "Straddle-SECRET-4471 and more"
+    assert clipped(text, 200) == "x" * 190 + MASK + " and mo..."
+    assert "Straddle" not in clipped(text, 200) and clipped("short", 200) == "short"
 
 
 def test_the_parts_of_a_connection_string_are_masked_alone():

@@ -354,8 +354,7 @@ def _results(response: httpx.Response, where: str) -> list:
 
 
 def _snippet(response: httpx.Response, limit: int = 200) -> str:
-    text = " ".join(response.text.split())
-    return redact.redact(text[:limit] + ("..." if len(text) > limit else "")) or "(empty body)"
+    return redact.clipped(" ".join(response.text.split()), limit) or "(empty body)"
 
 
 def _collect(batches: list[list[dict]], answers: list[list], mapping: Mapping[str, ValueMapping], api_key: str):

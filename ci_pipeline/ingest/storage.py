@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ci_pipeline.errors import StorageError, UserError
+from ci_pipeline.redact import clipped
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class SourceLocation:
         except (UserError, IsADirectoryError, NotADirectoryError):
             raise
         except Exception as exc:  # network, auth and SDK errors all surface as one clear message
-            first = (str(exc).splitlines() or [""])[0][:300]
+            first = clipped((str(exc).splitlines() or [""])[0], 300)
             raise StorageError(
                 f"{self.url}: cannot {action} ({type(exc).__name__}: {first}); check the URL, the lake credentials "
                 "and that the storage account is reachable"

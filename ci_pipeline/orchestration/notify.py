@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ci_pipeline.errors import UserError
-from ci_pipeline.redact import redact, redact_value
+from ci_pipeline.redact import clipped, redact, redact_value
 from ci_pipeline.redact import register as register_secret
 
 
@@ -66,7 +66,7 @@ def failure_notice(run: FailedRun, ui_url: str | None = None) -> dict:
     Redacted as a whole: it leaves the process (webhook) and lands in logs.
     """
     steps = [
-        {"step": step, "error": failure_reason(error)[0].splitlines()[0][:500] if error else "no error message"}
+        {"step": step, "error": clipped(failure_reason(error)[0].splitlines()[0], 500) if error else "no error message"}
         for step, error in run.steps
     ]
     where = ", ".join(step["step"] for step in steps) or "before any step started"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ci_pipeline.errors import UserError
 from ci_pipeline.orchestration.files import list_location, plan_table, run_key
 from ci_pipeline.orchestration.tags import MODE_TAG, NEW_FILES_SENSOR, TRIGGER_TAG
-from ci_pipeline.redact import redact
+from ci_pipeline.redact import clipped
 
 if TYPE_CHECKING:
     from ci_pipeline.lake import Lake
@@ -81,7 +81,7 @@ def evaluate_new_files(
             fs, root = opened.filesystem_for(watch.root)
             current = list_location(fs, root)
         except Exception as exc:  # an unreachable location must not stop the others or lose the cursor
-            first_line = redact(str(exc).splitlines()[0][:300]) if str(exc) else type(exc).__name__
+            first_line = clipped(str(exc).splitlines()[0], 300) if str(exc) else type(exc).__name__
             problems.append(
                 f"{table_id}: cannot list {watch.location} ({type(exc).__name__}: {first_line}); check the path, "
                 "the credentials and that the storage is reachable"
