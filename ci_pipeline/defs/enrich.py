@@ -30,6 +30,8 @@ from ci_pipeline.enrich import (
     segment_fields,
     shared_memo,
 )
+from ci_pipeline.errors import UserError
+from ci_pipeline.governance.runtime import run_actor
 from ci_pipeline.measures import run_date
 from ci_pipeline.outputs import ENRICHMENT_COLUMNS
 from ci_pipeline.redact import redact
@@ -67,6 +69,8 @@ class _Run:
         self.shared = shared_memo(config.enrich.enrichments)
         end = pd.Timestamp(run_date(config.measures.as_of), tz="UTC") + pd.Timedelta(days=1)
         self.as_of = end
+        # Connections are used as whom the run acts as, as the run-start checks use the sink's and the lake's.
+        self.actor, _ = run_actor(context.run.tags, config.governance.service_principal)
 
     def _asset(self, key: dg.AssetKey) -> pd.DataFrame | None:
         path = asset_path(key)
@@ -99,29 +103,38 @@ class _Run:
             enrichment=name,
             project=self.config.name,
             connection=spec.connection,
-            resolve_connection=lambda connection: _resolve(self.config, connection),
+            resolve_connection=self._resolve,
             cache_dir=self.lake.path(f"ci_pipeline/{GROUP}/cache"),
             lake=self.lake,
         )
 
-
-def _governance(config: ProjectConfig):
-    from ci_pipeline.governance import acting_user, open_governance
-
-    return open_governance(config, acting_user())
-
-
-def _resolve(config: ProjectConfig, connection: str) -> dict:
-    """A connection's settings with secrets, through governance (the acting user must be allowed to use it)."""
-    return _governance(config).resolve_connection(connection)
+    def _resolve(self, connection: str) -> dict:
+        """A connection's settings with secrets, as whom the run acts as; a refusal fails the enrichment alone."""
+        try:
+            return _governance(self.config, self.actor).resolve_connection(connection)
+        except UserError as exc:
+            raise EnrichmentFailed(redact(exc)) from None
 
 
-def _deactivated(config: ProjectConfig) -> set[str]:
+def _governance(config: ProjectConfig, actor: str | None):
+    """The governance rules acting as ``actor``, whom the run acts as (:func:`run_actor`): the user who launched it,
+    or for a schedule or sensor ``governance.service_principal``; a connection it uses must be shared with them."""
+    from ci_pipeline.governance import open_governance
+
+    if actor is None:
+        raise UserError(
+            "the run was started by a schedule or sensor, which acts as governance.service_principal, and that is "
+            "not set; set it to a principal with the contributor or admin role, and share the connection with it"
+        )
+    return open_governance(config, actor)
+
+
+def _deactivated(config: ProjectConfig, actor: str | None) -> set[str]:
     """Enrichments whose connection binding governance holds inactive (its connection was removed with --detach)."""
     governed = [name for name, spec in config.enrich.enrichments.items() if spec.connection]
     if not governed:
         return set()
-    governance = _governance(config)
+    governance = _governance(config, actor)
     # Asked one by one: any role may read one binding, while the listing shows others' bindings to admins only.
     bindings = {name: governance.binding("enrichment", name) for name in governed}
     return {name for name, found in bindings.items() if found is not None and not found["active"]}
@@ -174,7 +187,7 @@ def _run_all(run: _Run, names: list[str]):
     """Run the enrichments ``names``, yielding their outputs and checks; returns each one's status, the rows
     published for it and its fields."""
     try:
-        deactivated = _deactivated(run.config)
+        deactivated = _deactivated(run.config, run.actor)
     except Exception as exc:  # governance unreachable: the enrichments with a connection fail below
         deactivated, governance_error = set(), redact(exc)
     else:

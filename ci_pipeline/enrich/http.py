@@ -159,7 +159,11 @@ class HttpProvider:
         try:
             settings = self.resolve_connection(self.connection)
         except (UserError, EnrichmentFailed) as exc:
-            raise EnrichmentFailed(f"{self.where}: connection {self.connection!r}: {redact.redact(exc)}") from None
+            said = redact.redact(exc)
+            named = f"connection {self.connection!r}" in said
+            raise EnrichmentFailed(
+                f"{self.where}: {said if named else f'connection {self.connection!r}: {said}'}"
+            ) from None
         kind = settings.get("type", CONNECTION_TYPE)
         if kind != CONNECTION_TYPE:
             raise EnrichmentFailed(

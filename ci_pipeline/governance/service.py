@@ -507,7 +507,12 @@ class Governance:
             role = self._require(session, "connections.use", name, ("admin", "contributor"))
             connection = session.scalar(select(Connection).where(Connection.name == name))
             if connection is None or (role != "admin" and not self._is_shared_with(session, connection, self.actor)):
-                raise _Refused("connections.use", name, f"connection {name!r} is not shared with {self.actor!r}")
+                raise _Refused(
+                    "connections.use",
+                    name,
+                    f"connection {name!r} is not shared with {self.actor!r}, who runs it; an admin shares it with "
+                    f"`ci-pipeline connections share {shlex.quote(name)} {shlex.quote(self.actor)}`",
+                )
             fields, refs, type_name = dict(connection.fields), dict(connection.secret_refs), connection.type
         secrets = {key: self.resolver.resolve(ref, f"connection {name!r} {key}") for key, ref in refs.items()}
         return {"name": name, "type": type_name, **fields, **secrets}

@@ -106,7 +106,7 @@ def project(tmp_path, **changes) -> ProjectConfig:
     return config
 
 
-def materialize(config: ProjectConfig, instance=None):
+def materialize(config: ProjectConfig, instance=None, tags=None):
     produced = {t: k for t, k in produced_tables(config, STAGES).items() if t in ("Enrichment", "SegmentMembership")}
     defs = dg.Definitions.merge(enrich.build(config), segments.build(config), publish.build(config, produced))
     assets = [a for a in defs.assets if not isinstance(a, dg.SourceAsset)]
@@ -115,6 +115,7 @@ def materialize(config: ProjectConfig, instance=None):
         resources=shared_resources(config),
         selection=REFRESHED,
         instance=instance,
+        tags=tags,
     )
 
 
@@ -328,6 +329,40 @@ def test_an_enrichment_whose_connection_was_removed_is_skipped_and_keeps_its_out
     assert check.passed and check.metadata["skipped"].text == "its connection binding is inactive"
     assert len(seen) == 1
     assert (lake.read_parquet("ci_pipeline/enrich/enrichment.parquet")["EnrichmentType"] == "Household").sum() == 40
+
+
+def test_a_scheduled_run_uses_an_enrichment_connection_as_the_service_principal(tmp_path, lake, monkeypatch):
+    """A schedule or sensor acts as governance.service_principal: a connection not shared with it sends no
+    customer to the provider, whoever the process's user is (here the admin)."""
+    url = f"sqlite:///{tmp_path / 'metadata.sqlite'}"
+    monkeypatch.setenv(METADATA_URL_ENV, url)
+    monkeypatch.setenv(USER_ENV, "root")
+    monkeypatch.setenv("ACME_KEY", "k-123")
+    admin = Governance(open_store(url), "root", SecretResolver([tmp_path]))
+    admin.init({}, "ci-pipeline-scheduler")
+    admin.add_connection(
+        "acme_api", "http-enrichment", {"url": "https://acme.example/v1", "api_key": "env:ACME_KEY"}, consent=True
+    )
+    config = project(
+        tmp_path, enrich={"enrichments": {"household": {"provider": "acme", "connection": "acme_api"}}}, segments={}
+    )
+    seen = []
+
+    def factory(params, context):
+        seen.append(context.resolve_connection(context.connection)["url"])
+        return Working()
+
+    monkeypatch.setitem(FACTORIES, "acme", factory)
+    nightly = {"dagster/schedule_name": "nightly"}
+    check = checks(materialize(config, tags=nightly))[("enrich/household", "provider_succeeded")]
+    assert not check.passed and seen == []
+    assert (
+        "connection 'acme_api' is not shared with 'ci-pipeline-scheduler', who runs it; an admin shares it with "
+        "`ci-pipeline connections share acme_api ci-pipeline-scheduler`"
+    ) in check.description
+    admin.share("acme_api", "ci-pipeline-scheduler")
+    assert checks(materialize(config, tags=nightly))[("enrich/household", "provider_succeeded")].passed
+    assert seen == ["https://acme.example/v1"]
 
 
 def _with_contact_details(lake: Lake) -> pd.DataFrame:
