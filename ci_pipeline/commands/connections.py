@@ -125,16 +125,22 @@ def run_show(args) -> int:
 
 
 def _check(gov, view: dict) -> list[dict]:
+    from ci_pipeline.enrich.http import header_problem
     from ci_pipeline.errors import UserError
 
     results = []
     # Contributors' views hold no references: they never test the credentials; the run that uses them does.
     for secret in view.get("secrets", []):
         try:
-            gov.resolver.resolve(secret["reference"], f"{view['name']} {secret['setting']}")
-            results.append({"setting": secret["setting"], "result": "ok"})
+            value = gov.resolver.resolve(secret["reference"], f"{view['name']} {secret['setting']}")
         except UserError as exc:
             results.append({"setting": secret["setting"], "result": str(exc)})
+            continue
+        # What the run would refuse, told now: an API key goes in a header.
+        problem = (
+            header_problem(value) if view.get("type") == "http-enrichment" and secret["setting"] == "api_key" else None
+        )
+        results.append({"setting": secret["setting"], "result": problem or "ok"})
     return results
 
 

@@ -110,7 +110,7 @@ def resolve_secret(ref: str, key: str, base_dir: Path | None = None) -> str:
     kind, _, target = ref.partition(":")
     target = target.strip()
     if kind == "env":
-        value = os.environ.get(target)
+        value = (os.environ.get(target) or "").strip()  # stripped as a file's is: a pasted key brings a line break
         if not value:
             raise UserError(f"{key}: environment variable {target} is not set; export it or change the reference")
         return register_secret(value)

@@ -175,6 +175,8 @@ class HttpProvider:
             missing = "url" if not url else "api_key"
             raise EnrichmentFailed(f"{self.where}: connection {self.connection!r} has no {missing}; an admin sets it")
         redact.register(api_key)
+        if problem := header_problem(api_key):
+            raise EnrichmentFailed(f"{self.where}: connection {self.connection!r} api_key {problem}")
         return url, api_key
 
     def _records(self, profiles: pd.DataFrame) -> tuple[list[dict], int]:
@@ -355,6 +357,18 @@ def _results(response: httpx.Response, where: str) -> list:
             f'must answer {{"{RESULTS}": [...]}}'
         )
     return results
+
+
+def header_problem(api_key: str) -> str | None:
+    """Why ``api_key`` cannot be sent in an HTTP header (None when it can): a header carries printable ASCII only,
+    and a key with other characters fails in the HTTP library with a message about encodings or the network."""
+    at = next((i for i, c in enumerate(api_key) if not " " <= c <= "~"), None)
+    if at is None:
+        return None
+    return (
+        f"holds a character an HTTP header cannot carry at position {at + 1} (only printable ASCII may be sent); "
+        "an admin stores the key as the provider issued it (`ci-pipeline connections edit ... --api-key ...`)"
+    )
 
 
 def _snippet(response: httpx.Response, limit: int = 200) -> str:

@@ -132,12 +132,13 @@ class SecretResolver:
         check_ref(ref, what, self.roots)
         kind, _, target = ref.partition(":")
         if kind == "env":
-            value = os.environ.get(target)
+            # Stripped as a file's is: `export KEY=$(cat key.txt)` or a pasted key brings a line break along.
+            value = (os.environ.get(target) or "").strip()
             if not value:
                 raise SecretRefError(
                     f"{what}: environment variable {target} is not set; export it or edit the reference"
                 )
-            return register_secret(value)
+            return register_secret(_no_controls(value, what))
         if kind == "file":
             path = _file_path(target, what, self.roots)
             try:
@@ -149,7 +150,7 @@ class SecretResolver:
                 ) from None
             if not value:
                 raise SecretRefError(f"{what}: secret file {path} is empty")
-            return register_secret(value)
+            return register_secret(_no_controls(value, what))
         return self._from_keyvault(ref, what)
 
     def _from_keyvault(self, ref: str, what: str) -> str:
@@ -188,3 +189,15 @@ class SecretResolver:
             host = vault if ("." in vault or ":" in vault) else f"{vault}.vault.azure.net"
             self._clients[vault] = SecretClient(f"https://{host}", self._credential, **self._keyvault_options)
         return self._clients[vault]
+
+
+def _no_controls(value: str, what: str) -> str:
+    """``value``, refused when it holds a control character (a line break, a tab): no key, token or password
+    does, and one sent in a header or a connection string fails far from here with a message about the network."""
+    at = next((i for i, c in enumerate(value) if ord(c) < 32 or ord(c) == 127), None)
+    if at is not None:
+        raise SecretRefError(
+            f"{what}: the secret holds a control character (a line break or tab) at position {at + 1}; store it "
+            "without (one line, as issued)"
+        )
+    return value

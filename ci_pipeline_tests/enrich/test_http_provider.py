@@ -342,6 +342,13 @@ def test_the_api_key_never_appears_in_a_message_a_warning_a_value_or_the_log(pro
     assert {v["FirstInterest"] for v in result.values["Values"]} == {"***"}
 
 
+def test_a_key_an_http_header_cannot_carry_fails_with_the_fix_before_any_request(provider):
+    provider.reply = lambda n, records: pytest.fail("no request may be sent")
+    enrich = build(PARAMS, context_for(provider.url, api_key="sk-Valué-99"))
+    with pytest.raises(EnrichmentFailed, match="api_key holds a character an HTTP header cannot carry at position 8"):
+        enrich.enrich(EnrichmentInputs(profiles=profiles()))
+
+
 def test_connection_problems_are_clear(provider):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

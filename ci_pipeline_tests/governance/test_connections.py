@@ -359,3 +359,22 @@ def test_json_check_exits_non_zero_when_a_reference_does_not_resolve(secrets, mo
     result = secrets.run("connections", "show", "dv", "--json", "--check")
     assert result.code == 1
     assert json.loads(result.out)["check"][0]["setting"] == "client_secret"
+
+
+def test_a_key_with_a_line_break_around_it_is_stripped_and_one_an_http_header_cannot_carry_is_told(
+    secrets, monkeypatch
+):
+    """`export K=$(cat key.txt)` brings a line break: stripped as a file's is. A key with a letter outside ASCII
+    or a line break inside cannot be sent in a header: `--check` says so now, not the run later."""
+    add = ("connections", "add", "enrich", "--type", "http-enrichment", "--url", "https://api.example.com/v1")
+    secrets.run(*add, "--api-key", "env:ENRICH_KEY", "--consent")
+    monkeypatch.setenv("ENRICH_KEY", "k-Value-1234\n")
+    assert re.search(r"check api_key +ok", secrets.run("connections", "show", "enrich", "--check").out)
+    monkeypatch.setenv("ENRICH_KEY", "k-Valué-1234")
+    result = secrets.run("connections", "show", "enrich", "--check")
+    assert result.code == 1
+    assert "holds a character an HTTP header cannot carry at position 7" in result.out
+    assert "k-Valu" not in result.out
+    monkeypatch.setenv("ENRICH_KEY", "k-Value\n-1234")
+    result = secrets.run("connections", "show", "enrich", "--check")
+    assert result.code == 1 and "holds a control character (a line break or tab) at position 8" in result.out
