@@ -73,6 +73,11 @@ def _instance() -> dg.DagsterInstance:
             f"DAGSTER_HOME is {home!r}, which is not a folder: create it (mkdir -p {home}) to keep the run history "
             "there, or unset DAGSTER_HOME to run without one"
         )
+    if not os.path.isabs(home):
+        raise UserError(
+            f"DAGSTER_HOME is {home!r}, a relative path, and Dagster takes an absolute one (the daemon and the UI "
+            f"would each read it from their own folder): export DAGSTER_HOME={os.path.abspath(home)}"
+        )
     if os.path.exists(os.path.join(home, "dagster.yaml")):
         return dg.DagsterInstance.get()
     # A new, empty DAGSTER_HOME: Dagster's defaults (the run history in SQLite files there, as `dg dev` keeps it),

@@ -28,7 +28,7 @@ from ci_pipeline.defs.resources import (
 )
 from ci_pipeline.defs.threaded import EXCLUSIVE_TAG, PRIORITY_TAG
 from ci_pipeline.export import StoredTable, write_export, write_table
-from ci_pipeline.redact import redact
+from ci_pipeline.redact import clipped, redact
 
 GROUP = "publish"
 CAPACITY_KEY = asset_key(GROUP, "sink_capacity")
@@ -115,10 +115,19 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
             severity=dg.AssetCheckSeverity.WARN,
             # The server's error texts can quote a request back.
             metadata={"rejected": result.rejected, "errors": redact("\n".join(result.errors[:20]))},
+            # The run's summary prints the description with the failed check.
+            description=_rejected(result) if result.rejected else None,
         )
         return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
     return _publish
+
+
+def _rejected(result) -> str:
+    """What the summary says of rows the sink refused: how many, the first error, and where the rows are kept."""
+    first = f"; first error: {clipped(result.errors[0], 200)}" if result.errors else ""
+    kept = f"; the rows are in {result.dead_letter}" if result.dead_letter else ""
+    return f"{result.rejected:,} row(s) of {result.rows:,} rejected by the sink{first}{kept}"
 
 
 def _entity_sets(config: ProjectConfig) -> dict[str, str]:

@@ -169,6 +169,8 @@ def _check_results(result: SegmentRun, counts: dict[str, int], customer_profile:
         passed=not empty,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"empty_segments": bullet_list(empty)},
+        # The run's summary prints the description with the failed check.
+        description=f"{len(empty)} segment(s) with no member: {', '.join(empty)}" if empty else None,
     )
 
 

@@ -94,6 +94,17 @@ def test_a_dagster_home_that_is_no_folder_is_a_clear_error_without_a_traceback(c
     err = capsys.readouterr().err
     assert f"DAGSTER_HOME is '{missing}', which is not a folder: create it (mkdir -p {missing})" in err
     assert "Traceback" not in err
+    # A relative folder: Dagster takes absolute paths only; the fix gives the one meant.
+    (cli_project.parent / "home").mkdir()
+    monkeypatch.chdir(cli_project.parent)
+    monkeypatch.setenv("DAGSTER_HOME", "home")
+    assert cli.main(["run", "--config", str(cli_project)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "a relative path, and Dagster takes an absolute one" in err
+        and f"DAGSTER_HOME={cli_project.parent / 'home'}" in err
+    )
+    assert "Traceback" not in err
 
 
 def test_an_empty_dagster_home_keeps_the_run_without_dagster_s_banner_or_a_file_written(

@@ -343,6 +343,7 @@ def test_a_segment_on_a_model_that_failed_selects_no_one_and_segments_are_publis
     assert any("valuable" in s for s in membership["Segments"])
     empty = next(c for c in result.get_asset_check_evaluations() if c.check_name == "no_empty_segments")
     assert not empty.passed and "- likely_to_churn" in empty.metadata["empty_segments"].value.splitlines()
+    assert empty.description.startswith("1 segment(s) with no member: likely_to_churn")  # the run summary's reason
     assert "publish/export_warehouse" in materializations(result)
 
 

@@ -333,6 +333,9 @@ def test_rejected_rows_fail_the_warning_check_of_the_sink_asset(server, tmp_path
     assert result.success
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    # The run summary's reason: how many, the first error, where the rows are kept.
+    assert check.description.startswith("1 row(s) of 3 rejected by the sink; first error: ")
+    assert "; the rows are in " in check.description
     assert len(server.rows("msdynci_customerprofiles")) == 2
     metadata = result.asset_materializations_for_node("publish__sink_customer_profile")[0].metadata
     assert metadata["rows_rejected"].value == 1 and "dead_letter" in metadata
