@@ -301,15 +301,18 @@ def test_no_enrichments_means_no_enrich_stage(tmp_path):
     assert "Enrichment" not in produced_tables(config, STAGES)
 
 
-def test_an_enrichment_whose_connection_was_removed_is_skipped_and_keeps_its_output(tmp_path, lake, monkeypatch):
-    monkeypatch.setenv(METADATA_URL_ENV, f"sqlite:///{tmp_path / 'metadata.sqlite'}")
+def governed_acme(tmp_path, monkeypatch, principal: str | None = None) -> tuple[Governance, ProjectConfig, list]:
+    """An initialised environment (root its admin, ``principal`` the service principal) with an http-enrichment
+    connection ``acme_api`` that the enrichment ``household`` names, and a provider recording the URL it was given
+    (the list returned)."""
+    url = f"sqlite:///{tmp_path / 'metadata.sqlite'}"
+    monkeypatch.setenv(METADATA_URL_ENV, url)
     monkeypatch.setenv(USER_ENV, "root")
     monkeypatch.setenv("ACME_KEY", "k-123")
-    admin = Governance(open_store(f"sqlite:///{tmp_path / 'metadata.sqlite'}"), "root", SecretResolver([tmp_path]))
-    admin.init({})
+    admin = Governance(open_store(url), "root", SecretResolver([tmp_path]))
+    admin.init({}, principal)
     settings = {"url": "https://acme.example/v1", "api_key": "env:ACME_KEY"}
     admin.add_connection("acme_api", "http-enrichment", settings, consent=True)
-    admin.bind("enrichment", "household", "acme_api")
     config = project(
         tmp_path, enrich={"enrichments": {"household": {"provider": "acme", "connection": "acme_api"}}}, segments={}
     )
@@ -320,6 +323,12 @@ def test_an_enrichment_whose_connection_was_removed_is_skipped_and_keeps_its_out
         return Working()
 
     monkeypatch.setitem(FACTORIES, "acme", factory)
+    return admin, config, seen
+
+
+def test_an_enrichment_whose_connection_was_removed_is_skipped_and_keeps_its_output(tmp_path, lake, monkeypatch):
+    admin, config, seen = governed_acme(tmp_path, monkeypatch)
+    admin.bind("enrichment", "household", "acme_api")
     assert checks(materialize(config))[("enrich/household", "provider_succeeded")].passed
     assert seen == ["https://acme.example/v1"]
 
@@ -334,25 +343,7 @@ def test_an_enrichment_whose_connection_was_removed_is_skipped_and_keeps_its_out
 def test_a_scheduled_run_uses_an_enrichment_connection_as_the_service_principal(tmp_path, lake, monkeypatch):
     """A schedule or sensor acts as governance.service_principal: a connection not shared with it sends no
     customer to the provider, whoever the process's user is (here the admin)."""
-    url = f"sqlite:///{tmp_path / 'metadata.sqlite'}"
-    monkeypatch.setenv(METADATA_URL_ENV, url)
-    monkeypatch.setenv(USER_ENV, "root")
-    monkeypatch.setenv("ACME_KEY", "k-123")
-    admin = Governance(open_store(url), "root", SecretResolver([tmp_path]))
-    admin.init({}, "ci-pipeline-scheduler")
-    admin.add_connection(
-        "acme_api", "http-enrichment", {"url": "https://acme.example/v1", "api_key": "env:ACME_KEY"}, consent=True
-    )
-    config = project(
-        tmp_path, enrich={"enrichments": {"household": {"provider": "acme", "connection": "acme_api"}}}, segments={}
-    )
-    seen = []
-
-    def factory(params, context):
-        seen.append(context.resolve_connection(context.connection)["url"])
-        return Working()
-
-    monkeypatch.setitem(FACTORIES, "acme", factory)
+    admin, config, seen = governed_acme(tmp_path, monkeypatch, "ci-pipeline-scheduler")
     nightly = {"dagster/schedule_name": "nightly"}
     check = checks(materialize(config, tags=nightly))[("enrich/household", "provider_succeeded")]
     assert not check.passed and seen == []
