@@ -49,6 +49,9 @@ INCREMENTAL_PREFIX = "incremental "
 #: job: its outputs are stale or incomplete. Warnings (quarantined rows, schema drift) leave it 0.
 RUN_FAILED = 1
 CHECK_FAILED = 3
+#: The events that fail a step: its own failure, or its resources refusing to start (the governance checks of a run
+#: refuse it there, before any data moves).
+STEP_FAILURES = ("STEP_FAILURE", "RESOURCE_INIT_FAILURE")
 
 
 def _unify_plan(metadata) -> dict:
@@ -248,7 +251,7 @@ def print_summary(
         if event.event_type_value == "STEP_START":
             step_start[step] = record.timestamp
             step_status[step] = "running"
-        elif event.event_type_value in {"STEP_SUCCESS", "STEP_FAILURE"}:
+        elif event.event_type_value in {"STEP_SUCCESS", *STEP_FAILURES} and step is not None:
             step_time[step] = record.timestamp - step_start.get(step, record.timestamp)
             step_status[step] = "ok" if event.event_type_value == "STEP_SUCCESS" else "FAILED"
         elif event.event_type_value == "ASSET_MATERIALIZATION":
@@ -278,7 +281,8 @@ def print_summary(
         ):
             print(f"{stage:<52} {len(steps):>10} {sum(step_time.get(s, 0) for s in steps):8.1f}")
     _print_unification(unified, ids)
-    _print_failures(result, [s for s, status in step_status.items() if status == "FAILED"], assets)
+    events = [record.dagster_event for record in records if record.dagster_event is not None]
+    _print_failures(events, result.success, [s for s, status in step_status.items() if status == "FAILED"], assets)
     checks = failed_checks(records)
     for line in checks:
         print(line)
@@ -323,15 +327,29 @@ def _print_unification(unified: dict | None, ids: dict[str, float]) -> None:
         print("\n" + "\n".join(lines))
 
 
-def _print_failures(result, failed: list[str], assets: dict[str, list[str]]) -> None:
-    """Each failed step's assets and the reason: the user error's message (the fix), or a pointer to the trace."""
+def _print_failures(events: list, success: bool, failed: list[str], assets: dict[str, list[str]]) -> None:
+    """Each failed step's assets and the reason: the user error's message (the fix), or a pointer to the trace. A run
+    that failed before or outside its steps (the governance checks refused it) says why too."""
+    told = False
+    for step in failed:
+        for event in events:
+            if event.step_key == step and event.event_type_value in STEP_FAILURES:
+                _print_failure(f"{', '.join(assets.get(step, [step]))} (step {step})", event)
+                told = True
+                break
+    if told or success:
+        return
+    for event in events:
+        if event.is_run_failure and getattr(event.event_specific_data, "error", None):
+            _print_failure("before any step started", event)
+
+
+def _print_failure(what: str, event) -> None:
+    """``FAILED <what>:`` and the reason of the failure ``event``."""
     from ci_pipeline.orchestration import failure_reason
 
-    for step in failed:
-        for event in result.all_events:
-            if event.step_key == step and event.event_type_value == "STEP_FAILURE":
-                message, is_user_error = failure_reason(event.event_specific_data.error)
-                print(f"\nFAILED {', '.join(assets.get(step, [step]))} (step {step}):")
-                print("  " + message.replace("\n", "\n  "))
-                if not is_user_error:
-                    print("  (an unexpected error: the stack trace is above and in the run's event log)")
+    message, is_user_error = failure_reason(getattr(event.event_specific_data, "error", None))
+    print(f"\nFAILED {what}:")
+    print("  " + message.replace("\n", "\n  "))
+    if not is_user_error:
+        print("  (an unexpected error: the stack trace is above and in the run's event log)")

@@ -113,11 +113,45 @@ class Governor:
             self._cond.notify_all()
 
 
+@dataclass(frozen=True)
+class SettingsAdvice:
+    """What to check when the environment does not answer (``url``) or refuses the credential (``credential``):
+    the configuration keys, or the governed connection the URL and credential come from."""
+
+    url: str
+    credential: str
+
+
+#: A ``publish.sink.dataverse`` block with its own URL and credential.
+INLINE_SETTINGS = SettingsAdvice(
+    url="check publish.sink.dataverse.url",
+    credential="check publish.sink.dataverse credential, tenant_id, client_id and secret",
+)
+
+
+def connection_advice(name: str) -> SettingsAdvice:
+    """The advice for a governed ``dataverse`` connection (``publish.sink.connection``): its settings are an admin's
+    to check and change with `ci-pipeline connections`, not configuration keys."""
+    edit = f"`ci-pipeline connections edit {name}"
+    return SettingsAdvice(
+        url=(
+            f"check the environment URL of connection {name!r} (an admin sees it with `ci-pipeline connections show "
+            f"{name}` and changes it with {edit} --org-url https://<environment>.crm.dynamics.com`)"
+        ),
+        credential=(
+            f"check the tenant id, client id and secret of connection {name!r} (an admin checks its secret with "
+            f"`ci-pipeline connections show {name} --check` and changes them with {edit} --tenant-id ... "
+            "--client-id ... --client-secret <reference>` or `--certificate <reference>`)"
+        ),
+    )
+
+
 class TokenSource:
     """Bearer tokens for one scope from an azure-identity credential, cached until shortly before they expire."""
 
-    def __init__(self, credential_factory: Callable[[], Any], scope: str):
+    def __init__(self, credential_factory: Callable[[], Any], scope: str, advice: SettingsAdvice = INLINE_SETTINGS):
         self._factory = credential_factory
+        self.advice = advice
         self._credential = None
         self.scope = scope
         self._token = None
@@ -133,11 +167,12 @@ class TokenSource:
                 try:
                     self._token = self._credential.get_token(self.scope)
                 except Exception as exc:  # azure-identity raises many types; all mean "no token"
-                    first = (str(exc).strip().splitlines() or [""])[0][:300]
+                    # Redacted before it is cut, so that a secret across the cut is still masked whole.
+                    first = redact((str(exc).strip().splitlines() or [""])[0])[:300]
                     # Not chained: the identity library's message may quote the request it sent.
                     raise DataverseError(
-                        f"cannot get a token for {self.scope} ({type(exc).__name__}: {redact(first)}); "
-                        "check publish.sink.dataverse credential, tenant_id, client_id and secret"
+                        f"cannot get a token for {self.scope} ({type(exc).__name__}: {first}); "
+                        + self.advice.credential
                     ) from None
             return self._token.token
 
@@ -228,6 +263,7 @@ class DataverseClient:
         max_concurrency: requests in flight at once.
         max_retries: retries of one request on 429, 5xx and dropped connections before giving up.
         backoff: first backoff in seconds (doubles per retry, at most 60 s).
+        advice: what the messages ask to check when the environment does not answer or refuses the credential.
     """
 
     def __init__(
@@ -244,11 +280,13 @@ class DataverseClient:
         delete_batch_size: int = 500,
         page_size: int = 5000,
         backoff: float = 0.5,
+        advice: SettingsAdvice = INLINE_SETTINGS,
     ):
         self.org_url = org_url.rstrip("/")
+        self.advice = advice
         self.base_url = self.org_url + "/" + api_path.strip("/") + "/"
         factory = credential if callable(credential) and not hasattr(credential, "get_token") else lambda: credential
-        self.tokens = TokenSource(factory, f"{self.org_url}/.default")
+        self.tokens = TokenSource(factory, f"{self.org_url}/.default", advice)
         self.chunk_size = chunk_size
         self.elastic_chunk_size = elastic_chunk_size
         self.elastic_tables = set(elastic_tables)
@@ -281,6 +319,7 @@ class DataverseClient:
             timeout=config.timeout_seconds,
             delete_batch_size=config.delete_batch_size,
             page_size=config.page_size,
+            advice=connection_advice(connection["name"]) if connection else INLINE_SETTINGS,
         )
 
     def close(self) -> None:
@@ -329,9 +368,8 @@ class DataverseClient:
                     continue
                 elif status == 401:
                     raise DataverseError(
-                        f"{self.org_url} refused the credentials (401) even with a fresh token; check "
-                        "publish.sink.dataverse credential, tenant_id, client_id and that the application user exists "
-                        "in the environment"
+                        f"{self.org_url} refused the credentials (401) even with a fresh token; "
+                        f"{self.advice.credential}, and that the application user exists in the environment"
                     )
                 else:
                     return response
@@ -359,8 +397,8 @@ class DataverseClient:
             except httpx.TransportError as exc:
                 reason = "no answer" if isinstance(exc, httpx.TimeoutException) else f"{type(exc).__name__}: {exc}"
                 raise DataverseError(
-                    f"{self.org_url} is unreachable ({redact(reason)} within {CONNECT_TIMEOUT:g} s); check "
-                    "publish.sink.dataverse.url and the network, then publish again (publishing is idempotent)"
+                    f"{self.org_url} is unreachable ({redact(reason)} within {CONNECT_TIMEOUT:g} s); "
+                    f"{self.advice.url} and the network, then publish again (publishing is idempotent)"
                 ) from None
             self._reachable = True
 
@@ -532,11 +570,12 @@ def _retry_after(response: httpx.Response, default: float) -> float:
 
 
 def _error_message(response: httpx.Response) -> str:
-    """The server's error text (it can echo a request's URL or headers back, so it is redacted)."""
+    """The server's error text (it can echo a request's URL or headers back, so it is redacted, and only then cut:
+    a secret across the cut would no longer be whole, and the part left would not be masked)."""
     try:
         return redact(response.json()["error"]["message"])
     except Exception:
-        return redact(response.text[:300])
+        return redact(response.text)[:300]
 
 
 class WebApiSink(Sink):

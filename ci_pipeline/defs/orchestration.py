@@ -314,7 +314,13 @@ def step_assets(graph) -> dict[str, list[str]]:
     return {step: sorted(keys) for step, keys in found.items()}
 
 
-_FAILURES = {dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}
+#: The failures the console shortens: a step's, its resources' (the governance checks of a run refuse it there) and
+#: the run's.
+_FAILURES = {
+    dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.RESOURCE_INIT_FAILURE,
+    dg.DagsterEventType.RUN_FAILURE,
+}
 
 
 class _ConsoleFilter(logging.Filter):

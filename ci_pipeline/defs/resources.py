@@ -121,13 +121,16 @@ def run_access(context: dg.InitResourceContext, config_path: str | None) -> RunA
                     config, run.tags, run_needs(config, _run_keys(context)), f"job {run.job_name}, run {run.run_id}"
                 )
             except UserError as exc:
+                # The refusal's redacted text as the failure's cause, so that the console and the run's summary
+                # recognise a user error and show the message alone, without Dagster's stack traces.
                 found = dg.Failure(description=f"governance: {redact(exc)}", allow_retries=False)
+                found.__cause__ = UserError(found.description)
             # Only the runs of this process are kept, and only the newest few.
             for old in list(_RUN_ACCESS)[:-8]:
                 del _RUN_ACCESS[old]
             _RUN_ACCESS[run.run_id] = found
     if isinstance(found, dg.Failure):
-        raise found
+        raise found from found.__cause__
     return found
 
 

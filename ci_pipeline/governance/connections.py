@@ -116,9 +116,11 @@ def _check_url(value: str, what: str) -> str:
         raise UserError(f"{what}: use an https:// URL (plain http only for localhost)")
     if not parts.hostname:
         raise UserError(f"{what}: the URL has no host")
-    if parts.username or parts.password or parts.query:
+    # Each is a place a token hides (`https://host/path#token=...`); none may be stored and shown as a setting.
+    if parts.username or parts.password or parts.query or parts.fragment or value.rstrip().endswith(("?", "#")):
         raise UserError(
-            f"{what}: the URL carries credentials or a query string; give the credential as a secret reference"
+            f"{what}: the URL carries credentials, a query string or a fragment (#...); give the URL without them "
+            "and the credential as a secret reference"
         )
     return value
 

@@ -15,6 +15,7 @@ Rights:
 
 from __future__ import annotations
 
+import difflib
 import shlex
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -150,7 +151,10 @@ class Governance:
     def _connection(self, session: Session, name: str) -> Connection:
         found = session.scalar(select(Connection).where(Connection.name == name))
         if found is None:
-            raise UserError(f"no connection named {name!r}; `ci-pipeline connections list` shows them")
+            names = session.scalars(select(Connection.name)).all()
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UserError(f"no connection named {name!r}; {hint}`ci-pipeline connections list` shows them")
         return found
 
     def _shared_with(self, session: Session, connection: Connection) -> list[str]:
@@ -420,9 +424,10 @@ class Governance:
         """One connection as the acting user may see it (see :meth:`connections`)."""
         with self._tx() as session:
             role = self._require(session, "connections.show", name, ROLES)
+            if role == "admin":
+                # Admins see every connection: one that is not found does not exist.
+                return self._admin_view(session, self._connection(session, name))
             found = session.scalar(select(Connection).where(Connection.name == name))
-            if role == "admin" and found is not None:
-                return self._admin_view(session, found)
             if found is None or not self._is_shared_with(session, found, self.actor):
                 raise UserError(f"no connection named {name!r} is shared with you; ask an admin to share it")
             return self._contributor_view(found)

@@ -211,12 +211,36 @@ def test_settings_are_checked_per_type(secrets):
          "https://"),
         (("--type", "http-enrichment", "--url", "https://api.example.com/?key=abc", "--api-key", "env:K",
           "--consent"), "query string"),
+        (("--type", "http-enrichment", "--url", "https://api.example.com/v1#token=abc", "--api-key", "env:K",
+          "--consent"), "a fragment (#...)"),
         (("--type", "dataverse", "--org-url", "https://o.crm.dynamics.com", "--tenant-id", "t", "--client-id", "c"),
          "--client-secret or --certificate"),
     ]  # fmt: skip
     for args, message in cases:
         result = secrets.run("connections", "add", "c1", *args)
         assert result.code == 2 and message in result.err, (args, result.err)
+
+
+def test_a_url_fragment_is_refused_when_added_or_edited_and_never_stored(secrets):
+    add = ["connections", "add", "frag", "--type", "http-enrichment", "--api-key", "env:K", "--consent"]
+    result = secrets.run(*add, "--url", "https://api.acme.example/v1#token=Sx9-frag-7781")
+    assert result.code == 2 and "--url: the URL carries credentials, a query string or a fragment" in result.err
+    assert "Sx9-frag-7781" not in result.text
+    assert secrets.run(*add, "--url", "https://api.acme.example/v1").code == 0
+    edit = secrets.run("connections", "edit", "frag", "--url", "https://api.acme.example/v2#t=1", "--consent")
+    assert edit.code == 2 and "a fragment (#...)" in edit.err
+    assert "#" not in secrets.run("connections", "show", "frag").out
+
+
+def test_an_admin_asking_for_a_connection_that_does_not_exist_is_told_so(secrets):
+    secrets.run("connections", "add", "dv-prod", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    result = secrets.run("connections", "show", "dv-prd")
+    assert result.code == 2
+    assert "no connection named 'dv-prd'; did you mean 'dv-prod'? `ci-pipeline connections list` shows them" in (
+        result.err
+    )
+    assert "shared with you" not in result.err
+    assert "did you mean" not in secrets.run("connections", "show", "nosuch").err
 
 
 def test_edit_replaces_the_credential_and_renames(secrets):

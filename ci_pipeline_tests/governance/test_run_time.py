@@ -61,8 +61,8 @@ class Project:
         self.monkeypatch.setenv("CI_PIPELINE_USER", user)
         self.capfd.readouterr()
         code = main(["--config", str(self.config), "run", *args])
-        out, err = self.capfd.readouterr()
-        return code, out + err
+        self.out, self.err = self.capfd.readouterr()
+        return code, self.out + self.err
 
     @property
     def ingested(self) -> bool:
@@ -123,6 +123,42 @@ def test_an_unshared_connection_fails_the_run_before_ingest_writes_anything(gove
     assert SECRET not in text and stored_files_with(dagster_home, SECRET) == []
     code, log = governed.cli("audit", "list", "--json")
     assert '"outcome": "refused"' in log and "connections.use" in log
+
+
+def summary(out: str) -> str:
+    """The summary `ci-pipeline run` prints at the end (after the progress lines)."""
+    return out[out.index("\nasset ") :]
+
+
+@pytest.mark.parametrize(
+    ("select", "where"),
+    [
+        # A whole run is refused before its first step; a one-asset run, at that asset's step.
+        ((), "FAILED before any step started:"),
+        (
+            ("--select", "publish/sink_customer_profile"),
+            "FAILED publish/sink_customer_profile (step publish__sink_customer_profile):",
+        ),
+    ],
+)
+def test_a_refused_run_says_why_in_its_summary_without_a_stack_trace(governed, select, where):
+    assert governed.cli("connections", "unshare", "dv-prod", "alice")[0] == 0
+    code, _ = governed.run("alice", *select)
+    assert code == 1
+    reason = "governance: publish.sink.connection: connection 'dv-prod' is not shared with 'alice'"
+    assert f"{where}\n  {reason}" in summary(governed.out)
+    assert "Stack Trace" not in governed.err and 'File "' not in governed.err, governed.err
+    assert reason in governed.err
+
+
+def test_a_secret_that_cannot_be_read_fails_the_run_with_the_reason_in_its_summary(governed, monkeypatch):
+    monkeypatch.delenv("CI_DV_SECRET")
+    code, _ = governed.run("root")
+    assert code == 1
+    reason = "connection 'dv-prod' client_secret: environment variable CI_DV_SECRET is not set"
+    assert reason in summary(governed.out)
+    assert "Stack Trace" not in governed.err and 'File "' not in governed.err, governed.err
+    assert not governed.ingested
 
 
 def test_a_removed_connection_fails_the_run_naming_it_and_the_fix(governed):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 from azure.core.credentials import AccessToken
@@ -18,6 +20,7 @@ from ci_pipeline.dataverse.prepare import prepare
 from ci_pipeline.dataverse.webapi import DataverseClient, DataverseError, DataverseUnavailable, Stats, WebApiSink
 from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake
+from ci_pipeline.redact import register as register_secret
 from ci_pipeline_tests.conftest import free_port
 
 KEYS_SET = "msdynci_alternatekeys"
@@ -210,6 +213,55 @@ def test_unreachable_dataverse_gives_a_clear_error_in_seconds_and_reports_nothin
         sink.publish(prepare("AlternateKey", keys_frame(3)))
     assert time.monotonic() - started < 5
     assert lake.find("ci_pipeline/publish") == []
+
+
+def governed_client(org_url: str, **tuning) -> DataverseClient:
+    """A client for the governed connection ``dv-prod`` (its secret resolved), as a run builds it."""
+    connection = {"name": "dv-prod", "type": "dataverse", "org_url": org_url, "tenant_id": "t", "client_id": "c"}
+    return DataverseClient.from_config(DataverseConfig(**tuning), Path("."), {**connection, "client_secret": "s"})
+
+
+def test_a_governed_connection_that_does_not_answer_names_the_connection_not_configuration_keys():
+    # publish.sink.dataverse.url is refused next to publish.sink.connection: the fix is the connection's.
+    dead = governed_client(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(DataverseError) as refused:
+        dead.request("GET", "x", Stats())
+    message = str(refused.value)
+    assert "is unreachable" in message and "publish.sink.dataverse" not in message
+    assert "check the environment URL of connection 'dv-prod'" in message
+    assert "`ci-pipeline connections edit dv-prod --org-url https://" in message
+    dead.close()
+
+
+def test_a_token_a_governed_connection_cannot_get_names_the_connection_and_masks_the_secret(server, monkeypatch):
+    secret = "Sx9-secret-VALUE-7781"
+    register_secret(secret)
+
+    class Refused:
+        def get_token(self, *scopes, **kwargs):
+            # Identity libraries can quote what they sent; here the secret straddles the 300th character.
+            prefix = "AADSTS7000215: invalid client secret provided: "
+            raise ValueError(prefix.ljust(290, "x") + f" {secret} was sent")
+
+    monkeypatch.setattr(webapi, "connection_credential_factory", lambda connection: Refused)
+    client = governed_client(server.org_url)
+    with pytest.raises(DataverseError) as refused:
+        client.request("GET", "x", Stats())
+    message = str(refused.value)
+    assert secret[:8] not in message, message
+    assert "cannot get a token" in message and "publish.sink.dataverse" not in message
+    assert "connection 'dv-prod'" in message and "`ci-pipeline connections show dv-prod --check`" in message
+    assert "`ci-pipeline connections edit dv-prod --tenant-id" in message
+    client.close()
+
+
+def test_an_error_body_is_redacted_before_it_is_cut():
+    secret = "BodySecret-0042-abcdefgh"
+    register_secret(secret)
+    # Not JSON: the fallback keeps the first 300 characters; the secret crosses that cut.
+    response = httpx.Response(500, text="<html>" + "x" * 290 + secret + "</html>")
+    message = webapi._error_message(response)
+    assert secret[:4] not in message and "***" in message
 
 
 def test_silent_dataverse_fails_within_the_connect_timeout(tmp_path, monkeypatch):
