@@ -32,7 +32,7 @@ from ci_pipeline.config.base import resolve_secret
 from ci_pipeline.dataverse.attachment import AttachmentClaim, check_marker
 from ci_pipeline.dataverse.sink import Sink, SinkTable, TableResult, TableUsage
 from ci_pipeline.errors import UserError
-from ci_pipeline.redact import redact
+from ci_pipeline.redact import clipped, redact
 
 log = logging.getLogger("ci_pipeline.dataverse")
 
@@ -168,7 +168,7 @@ class TokenSource:
                     self._token = self._credential.get_token(self.scope)
                 except Exception as exc:  # azure-identity raises many types; all mean "no token"
                     # Redacted before it is cut, so that a secret across the cut is still masked whole.
-                    first = redact((str(exc).strip().splitlines() or [""])[0])[:300]
+                    first = clipped((str(exc).strip().splitlines() or [""])[0], 300)
                     # Not chained: the identity library's message may quote the request it sent.
                     raise DataverseError(
                         f"cannot get a token for {self.scope} ({type(exc).__name__}: {first}); "
@@ -575,7 +575,7 @@ def _error_message(response: httpx.Response) -> str:
     try:
         return redact(response.json()["error"]["message"])
     except Exception:
-        return redact(response.text)[:300]
+        return clipped(response.text, 300)
 
 
 class WebApiSink(Sink):
