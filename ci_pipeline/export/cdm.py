@@ -15,6 +15,7 @@ import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
@@ -109,9 +110,16 @@ def public_url(lake: Lake, relative: str) -> str:
     client = getattr(lake.fs, "service_client", None)
     if client is None:
         return lake.url(relative)
-    # The dfs endpoint is what Customer Insights writes and what the CDM SDK's ADLS adapter understands.
-    account_url = client.url.rstrip("/").replace(".blob.core.windows.net", ".dfs.core.windows.net")
-    return account_url + "/" + lake.path(relative)
+    return account_url(client.url) + "/" + lake.path(relative)
+
+
+def account_url(client_url: str) -> str:
+    """The storage account's URL as a reader of an export's manifest uses it: the dfs endpoint (what Customer
+    Insights writes and the CDM SDK's ADLS adapter understands), without the query and fragment. A client made from
+    a SAS token carries the token in its URL's query: in a manifest every reader of the export could use it."""
+    parts = urlsplit(client_url)
+    plain = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    return plain.replace(".blob.core.windows.net", ".dfs.core.windows.net")
 
 
 def escape_formula_cells(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -181,6 +181,33 @@ def test_export_and_sql_on_azurite(azure_container):
     assert query(lake, "SELECT count(*) AS n FROM pq.UnifiedActivity", ["wh", "pq"])["n"].iloc[0] == 2
 
 
+def test_an_export_written_with_a_sas_token_keeps_it_out_of_its_manifest(azure_container, azurite):
+    """A client made from a SAS token carries it in its URL: the manifest's locations are the account's URL alone,
+    since every reader of the export reads them."""
+    from datetime import UTC, datetime
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    from ci_pipeline_tests.conftest import AZURITE_KEY
+
+    expiry = datetime.now(UTC) + timedelta(hours=1)
+    sas = generate_container_sas(
+        "devstoreaccount1",
+        azure_container,
+        AZURITE_KEY,
+        permission=ContainerSasPermissions.from_string("racwdl"),
+        expiry=expiry,
+    )
+    endpoint = f"http://127.0.0.1:{azurite['port']}/devstoreaccount1"
+    connection = f"BlobEndpoint={endpoint};SharedAccessSignature={sas}"
+    lake = Lake.from_url(f"abfs://{azure_container}/lake", {"connection_string": connection})
+    write_export(lake, "wh", tables(), T0)
+    text = lake.read_bytes("exports/wh/model.json").decode()
+    location = json.loads(text)["entities"][0]["partitions"][0]["location"]
+    assert location.startswith(f"{endpoint}/{azure_container}/lake/exports/wh/"), location
+    assert "sig=" not in text and sas.split("sig=")[1].split("&")[0] not in text
+
+
 @pytest.mark.slow
 def test_unreachable_lake_gives_a_clear_error():
     from ci_pipeline.errors import StorageError
