@@ -13,7 +13,7 @@ import posixpath
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from fsspec.asyn import sync
 
 from ci_pipeline.config.base import resolve_secret
 from ci_pipeline.config.lake import LakeConfig
@@ -65,6 +66,8 @@ class Lake:
     root: str
     protocol: str = "file"
     storage_options: dict = field(default_factory=dict, compare=False, repr=False)
+    #: The governed connection whose container this is (``connection 'partner'``), for messages; empty otherwise.
+    held_by: str = field(default="", compare=False)
 
     @classmethod
     def local(cls, folder: str | os.PathLike) -> Lake:
@@ -123,7 +126,8 @@ class Lake:
         """The container of a governed ``adls`` connection (resolved), as a lake rooted at the container."""
         url = f"abfs://{connection['container']}"
         settings = LakeConfig(url=url, connection=connection["name"])
-        return cls.from_url(url, connection_storage_options(settings, connection))
+        lake = cls.from_url(url, connection_storage_options(settings, connection))
+        return replace(lake, held_by=f"connection {connection['name']!r}")
 
     # -- paths -------------------------------------------------------------------------------------------------
     def path(self, relative: str = "") -> str:
@@ -250,11 +254,13 @@ class Lake:
     def _call(self, action: str, relative: str, fn):
         try:
             return fn()
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            self._refuse_missing_container(relative, exc)
             raise StorageError(f"{self.url(relative)}: not found in the lake") from None
         except StorageError:
             raise
         except Exception as exc:  # network, auth and SDK errors all surface as one clear message
+            self._refuse_missing_container(relative, exc)
             # Not chained: the SDK's own message can carry the request URL with its SAS signature, and Dagster
             # stores every cause of a failure in the run's event log.
             status = getattr(exc, "status_code", None) or 0
@@ -267,6 +273,40 @@ class Lake:
             raise (StorageUnavailable if transient else StorageError)(
                 f"{self.url(relative)}: cannot {action} ({type(exc).__name__}: {redact(_first_line(exc))}); {fix}"
             ) from None
+
+    def _refuse_missing_container(self, relative: str, failed: BaseException) -> None:
+        """Raise a clear error when the lake's container does not exist: an operation ``failed``, and the storage
+        said so, or says so when asked (adlfs turns some of its answers into a RecursionError or a missing file)."""
+        if self.protocol == "file":
+            return
+        container = self.root.split("/")[0]
+        if not _says_container_not_found(failed):
+            # Asked only after failures a missing container can cause (not a refusal, not an outage: each retried).
+            if not isinstance(failed, FileNotFoundError | RecursionError) and getattr(failed, "status_code", 0) != 404:
+                return
+            try:
+                # adlfs's client is the SDK's asynchronous one, run on adlfs's own event loop.
+                if sync(self.fs.loop, self.fs.service_client.get_container_client(container).exists):
+                    return
+            except Exception:  # a credential that may not ask (a container's SAS) or no answer: the error stands
+                return
+        where = f" of {self.held_by}" if self.held_by else ""
+        fix = "the connection's --container" if self.held_by else "the container in lake.url"
+        raise StorageError(
+            f"{self.url(relative)}: the container {container!r}{where} does not exist in the storage account; "
+            f"create it, or fix {fix}"
+        ) from None
+
+
+def _says_container_not_found(exc: BaseException | None) -> bool:
+    """Whether the storage answered ``ContainerNotFound`` (the SDK's error, or one it caused or was raised in)."""
+    for _ in range(4):
+        if exc is None:
+            return False
+        if getattr(exc, "error_code", None) == "ContainerNotFound":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _unreachable(exc: BaseException) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 import traceback
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pandas as pd
@@ -66,6 +67,31 @@ def test_azurite_round_trip_through_config(azure_container, tmp_path):
     assert lake.read_parquet("stage/table.parquet")["n"].tolist() == [3]
     lake.delete("stage/table.parquet")
     assert lake.find("stage") == []
+
+
+def test_a_container_that_does_not_exist_is_named_with_its_connection(azurite):
+    """The SDK fails a write to a missing container with errors about anything but it (a SAS: a RecursionError)."""
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    from ci_pipeline_tests.conftest import AZURITE_KEY
+
+    endpoint = f"http://127.0.0.1:{azurite['port']}/devstoreaccount1"
+    sas = generate_container_sas(
+        "devstoreaccount1",
+        "nosuchbox",
+        AZURITE_KEY,
+        permission=ContainerSasPermissions(read=True, write=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    for secret in (azurite["connection_string"], f"BlobEndpoint={endpoint};SharedAccessSignature={sas}"):
+        connection = {"name": "partner", "container": "nosuchbox", "account": "devstoreaccount1"}
+        lake = Lake.for_connection({**connection, "connection_string": secret})
+        with pytest.raises(StorageError) as caught:
+            lake.write_bytes("exports/x/model.json", b"{}")
+        assert str(caught.value) == (
+            "abfs://nosuchbox/exports/x/model.json: the container 'nosuchbox' of connection 'partner' does not exist "
+            "in the storage account; create it, or fix the connection's --container"
+        )
 
 
 @pytest.mark.slow
