@@ -126,8 +126,12 @@ class Lake:
         """The container of a governed ``adls`` connection (resolved), as a lake rooted at the container."""
         url = f"abfs://{connection['container']}"
         settings = LakeConfig(url=url, connection=connection["name"])
-        lake = cls.from_url(url, connection_storage_options(settings, connection))
-        return replace(lake, held_by=f"connection {connection['name']!r}")
+        held_by = f"connection {connection['name']!r}"
+        try:
+            lake = cls.from_url(url, connection_storage_options(settings, connection))
+        except StorageError as exc:
+            raise type(exc)(f"{held_by}: {exc}") from None
+        return replace(lake, held_by=held_by)
 
     # -- paths -------------------------------------------------------------------------------------------------
     def path(self, relative: str = "") -> str:
@@ -387,9 +391,24 @@ READ_TIMEOUT = 20
 STORAGE_RETRIES = 2
 
 
+def connection_string_problem(connection_string: str) -> str | None:
+    """Why ``connection_string`` is no Azure Storage connection string (None when it is one): it names the account
+    (``AccountName=``) or its endpoint (``BlobEndpoint=``). Never quotes the value."""
+    parts = {p.split("=", 1)[0].strip() for p in connection_string.split(";") if "=" in p}
+    if parts & {"AccountName", "BlobEndpoint"}:
+        return None
+    return (
+        "the connection string names neither AccountName nor BlobEndpoint, so it is no Azure Storage connection "
+        "string (the portal's 'Access keys' give one: DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...); "
+        "store that one"
+    )
+
+
 def _blob_endpoint(url: str, options: dict) -> tuple[str, str, int]:
     connection_string = options.get("connection_string")
     if connection_string:
+        if problem := connection_string_problem(connection_string):
+            raise StorageError(f"{url}: {problem}")
         parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
         if "BlobEndpoint" in parts:
             endpoint = urlparse(parts["BlobEndpoint"])

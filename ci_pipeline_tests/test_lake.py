@@ -215,3 +215,14 @@ def test_a_streamed_write_replaces_the_file_only_when_complete(tmp_path):
         pq.write_table(pa.table({"id": ["new"]}), local)
     assert lake.read_parquet("stage/table.parquet")["id"].tolist() == ["new"]
     assert lake.find("stage") == ["stage/table.parquet"]
+
+
+def test_a_connection_string_that_is_none_is_told_with_its_connection():
+    """A wrong secret stored as the connection string (a SAS alone, a key): named, without its value."""
+    connection = {"name": "partner", "container": "c", "account": "acct", "connection_string": "sv=2022&sig=S3cr3tSig"}
+    with pytest.raises(StorageError) as caught:
+        Lake.for_connection(connection)
+    assert str(caught.value).startswith(
+        "connection 'partner': abfs://c: the connection string names neither AccountName nor BlobEndpoint"
+    )
+    assert "S3cr3tSig" not in str(caught.value)

@@ -127,6 +127,7 @@ def run_show(args) -> int:
 def _check(gov, view: dict) -> list[dict]:
     from ci_pipeline.enrich.http import header_problem
     from ci_pipeline.errors import UserError
+    from ci_pipeline.lake import connection_string_problem
 
     results = []
     # Contributors' views hold no references: they never test the credentials; the run that uses them does.
@@ -136,10 +137,11 @@ def _check(gov, view: dict) -> list[dict]:
         except UserError as exc:
             results.append({"setting": secret["setting"], "result": str(exc)})
             continue
-        # What the run would refuse, told now: an API key goes in a header.
-        problem = (
-            header_problem(value) if view.get("type") == "http-enrichment" and secret["setting"] == "api_key" else None
-        )
+        # What the run would refuse, told now: an API key goes in a header; a connection string names its account.
+        problem = {
+            ("http-enrichment", "api_key"): header_problem,
+            ("adls", "connection_string"): connection_string_problem,
+        }.get((view.get("type"), secret["setting"]), lambda _: None)(value)
         results.append({"setting": secret["setting"], "result": problem or "ok"})
     return results
 

@@ -402,3 +402,12 @@ def test_a_key_with_a_line_break_around_it_is_stripped_and_one_an_http_header_ca
     monkeypatch.setenv("ENRICH_KEY", "k-Value\n-1234")
     result = secrets.run("connections", "show", "enrich", "--check")
     assert result.code == 1 and "holds a control character (a line break or tab) at position 8" in result.out
+
+
+def test_check_tells_a_connection_string_that_names_no_account(secrets, monkeypatch):
+    add = ("connections", "add", "box", "--type", "adls", "--account", "acct", "--container", "c")
+    secrets.run(*add, "--connection-string", "env:BOX_CONNECTION")
+    monkeypatch.setenv("BOX_CONNECTION", "sv=2022-11-02&sp=rw&sig=NotAConnStr0123")
+    result = secrets.run("connections", "show", "box", "--check")
+    assert result.code == 1 and "names neither AccountName nor BlobEndpoint" in result.out
+    assert "NotAConnStr0123" not in result.out
