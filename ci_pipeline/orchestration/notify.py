@@ -32,10 +32,7 @@ def failure_reason(error) -> tuple[str, bool]:
     the chain is the cause and its message is the fix (without its class name). Anything else is a bug: the first
     exception that is not Dagster's own, with its type, on one line.
     """
-    chain = []
-    while error is not None:
-        chain.append(error)
-        error = error.cause
+    chain = _chain(error)
     if not chain:
         return "no error message", False
     user = _user_error_names()
@@ -43,9 +40,35 @@ def failure_reason(error) -> tuple[str, bool]:
         if item.cls_name in user:
             text = re.sub(rf"^[\w.]*{re.escape(item.cls_name)}: ", "", (item.message or "").strip())
             return redact(text or item.cls_name), True
-    own = next((item for item in chain if not (item.cls_name or "").startswith("Dagster")), chain[0])
+    own = _own(chain)
     first = ((own.message or "").strip().splitlines() or [own.cls_name or "error"])[0]
     return redact(first), False
+
+
+def _chain(error) -> list:
+    """An error info and its causes, outermost first."""
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.cause
+    return chain
+
+
+def _own(chain: list):
+    """The first error of a chain that is not Dagster's own wrapper (else the first)."""
+    return next((item for item in chain if not (item.cls_name or "").startswith("Dagster")), chain[0])
+
+
+def notice_error(error) -> str:
+    """What a notice says of a step's error: a user error's message (the project's own words, which never hold a
+    secret); of any other error only its type. Its message is a library's, which may quote a secret the run
+    resolved; the sensor sending the notice runs in another process, which never saw that secret to mask it."""
+    if error is None:
+        return "no error message"
+    text, user = failure_reason(error)
+    if user:
+        return clipped(text.splitlines()[0], 500)
+    return f"{_own(_chain(error)).cls_name or 'an error'} (an unexpected error: its message is in the run's event log)"
 
 
 @dataclass(frozen=True)
@@ -65,10 +88,7 @@ def failure_notice(run: FailedRun, ui_url: str | None = None) -> dict:
 
     Redacted as a whole: it leaves the process (webhook) and lands in logs.
     """
-    steps = [
-        {"step": step, "error": clipped(failure_reason(error)[0].splitlines()[0], 500) if error else "no error message"}
-        for step, error in run.steps
-    ]
+    steps = [{"step": step, "error": notice_error(error)} for step, error in run.steps]
     where = ", ".join(step["step"] for step in steps) or "before any step started"
     text = f"{run.project}: run {run.run_id} of job {run.job} failed at {where}"
     if steps:

@@ -89,5 +89,16 @@ def test_the_notice_names_the_step_and_the_user_error_and_reaches_the_webhook():
         server.server_close()
 
 
+def test_a_notice_forwards_an_unexpected_error_s_type_only():
+    """A library's message may quote a secret the run resolved, which the sensor's process never saw to mask."""
+    leak = SimpleNamespace(cls_name="ValueError", message="ValueError: bad token kV9-NeverSeen-77a1", cause=None)
+    error = SimpleNamespace(cls_name="DagsterExecutionStepExecutionError", message="wrapped", cause=leak)
+    notice = failure_notice(FailedRun("contoso", "r-2", "full_refresh", {}, [("publish", error)]))
+    assert notice["failed_steps"] == [
+        {"step": "publish", "error": "ValueError (an unexpected error: its message is in the run's event log)"}
+    ]
+    assert "kV9-NeverSeen-77a1" not in json.dumps(notice)
+
+
 def _refuse(ref: str) -> str:
     raise UserError(f"{ref}: the environment variable is not set")

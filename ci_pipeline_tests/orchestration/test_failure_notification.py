@@ -84,7 +84,11 @@ def test_failed_run_posts_the_run_job_and_failing_step(tmp_path, webhook, caplog
     assert body["job"] == "full_refresh"
     assert body["project"] == "orchestration_test"
     assert body["failed_steps"] == [
-        {"step": "unify__customer_profile", "error": "RuntimeError: duplicate CustomerId c-42 in 2 rows"}
+        # A library's message may quote a secret the sensor's process never saw: the notice gives its type only.
+        {
+            "step": "unify__customer_profile",
+            "error": "RuntimeError (an unexpected error: its message is in the run's event log)",
+        }
     ]
     assert body["text"].startswith(f"orchestration_test: run {run.run_id} of job full_refresh failed at unify__")
     assert body["url"] == f"http://dagster.local:3000/runs/{run.run_id}"
@@ -107,7 +111,7 @@ def test_without_a_webhook_only_the_log_line_is_written(tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="ci_pipeline"):
         notify(defs, "full_refresh")
     [line] = [r.getMessage() for r in caplog.records if r.name == "ci_pipeline.orchestration"]
-    assert "failed at unify__customer_profile: RuntimeError: duplicate CustomerId c-42" in line
+    assert "failed at unify__customer_profile: RuntimeError (an unexpected error" in line
 
 
 @pytest.fixture
@@ -162,4 +166,4 @@ def test_a_refused_webhook_and_the_failure_it_reports_show_no_secret(
     everything = caplog.text + "".join(capfd.readouterr())
     for secret in ("T0PATHTOKEN42", "QueryToken42", "DbPassword42", "AccessTok42"):
         assert secret not in everything
-    assert "run failed: " in caplog.text and "RuntimeError: login with *** refused" in caplog.text
+    assert "run failed: " in caplog.text and "RuntimeError (an unexpected error" in caplog.text
