@@ -189,12 +189,28 @@ def run_unshare(args) -> int:
 
 
 def run_remove(args) -> int:
-    _, gov = open_for(args)
+    config, gov = open_for(args)
     detached = gov.remove_connection(args.name, detach=args.detach)
     if detached:
         print(f"Detached or deactivated: {', '.join(detached)}.")
     print(f"Removed connection {args.name}.")
+    # The configuration's own keys are no bindings governance holds: the runs that read them now fail on them.
+    for key in naming_keys(config, args.name):
+        print(
+            f"Note: {key} in {config.path} still names it; runs fail on it (failure notices go undelivered) until it "
+            "names another connection or is removed"
+        )
     return 0
+
+
+def naming_keys(config, name: str) -> list[str]:
+    """The configuration keys that name connection ``name`` outside the bindings (exports and enrichments)."""
+    keys = {
+        "lake.connection": config.lake.connection,
+        "publish.sink.connection": config.publish.sink.connection,
+        "orchestration.notifications.webhook_connection": config.orchestration.notifications.webhook_connection,
+    }
+    return [key for key, named in keys.items() if named == name]
 
 
 def run_attach(args) -> int:

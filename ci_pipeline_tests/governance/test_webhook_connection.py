@@ -65,3 +65,12 @@ def test_an_unshared_webhook_connection_is_reported_not_used(tmp_path, monkeypat
     expected = "connection 'ops-hook' is not shared with 'svc:alerts'"
     assert any("webhook_connection: the notification was not delivered" in m and expected in m for m in messages)
     assert not any(url in m for m in messages)
+
+
+def test_removing_the_webhook_connection_says_the_configuration_still_names_it(tmp_path, monkeypatch, capsys):
+    governed_failing_project(tmp_path, monkeypatch, "https://hooks.example.com/x", share=False)
+    capsys.readouterr()
+    assert main(["--config", str(tmp_path / "ci_pipeline.yaml"), "connections", "remove", "ops-hook"]) == 0
+    out = capsys.readouterr().out
+    assert "Removed connection ops-hook." in out
+    assert "Note: orchestration.notifications.webhook_connection in " in out and "failure notices go undelivered" in out
