@@ -27,9 +27,9 @@ SAMPLE_RUN_GROUP = "sample_run"
 #: of everything else is kept. An entry names a group or the start of test ids.
 COSTLIEST_FIRST = (
     "ci_pipeline_tests/orchestration/test_ui_browser.py",
+    "ci_pipeline_tests/test_bench_pipeline.py",
     "ci_pipeline_tests/test_incremental_refresh.py",
     SAMPLE_RUN_GROUP,
-    "ci_pipeline_tests/test_bench_pipeline.py",
     "ci_pipeline_tests/predictions/test_charts_browser.py",
 )
 

@@ -10,9 +10,11 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pandas.api.types import is_datetime64_any_dtype, is_numeric_dtype
 
 from ci_pipeline.cli import main
 from ci_pipeline.dataverse.sqlite import SqliteSink
@@ -78,12 +80,7 @@ def _outputs(project: Path) -> dict:
     for file in sorted((lake / "ci_pipeline").rglob("*.parquet")):
         if "_state" in file.parts:
             continue
-        frame = pd.read_parquet(file)
-        frame = frame.drop(columns=[c for c in frame.columns if c in RUN_COLUMNS])
-        text = frame.astype(str)
-        rows = text.sort_values(list(text.columns)).to_csv(index=False)
-        # A quarantined row names its source file by its absolute path, in this project's folder.
-        found[str(file.relative_to(lake))] = CLOCK.sub("<run time>", rows).replace(here, "<project>")
+        found[str(file.relative_to(lake))] = _rows(pd.read_parquet(file), here)
     # Hidden files are the export's own records of the tables written ahead, which only the assets that ran write.
     files = [f for f in sorted((lake / "exports").rglob("*")) if f.is_file() and not f.name.startswith(".")]
     # Runs in the same minute share a snapshot folder, so how many older snapshots a lake keeps depends on the
@@ -103,6 +100,18 @@ def _outputs(project: Path) -> dict:
     with SqliteSink(project / "sink.sqlite") as sink:
         found["sink"] = sink.dump()
     return found
+
+
+def _rows(frame: pd.DataFrame, here: str) -> tuple[tuple[str, ...], bytes]:
+    """A stored table's columns and its rows in any order (run ids left out): each row's values as text, hashed, the
+    hashes sorted (writing the sorted table as CSV instead took 4.7 rather than 3.4 CPU seconds per project)."""
+    frame = frame.drop(columns=[c for c in frame.columns if c in RUN_COLUMNS])
+    text = frame.astype(str)
+    for column in frame.columns[[not (is_numeric_dtype(t) or is_datetime64_any_dtype(t)) for t in frame.dtypes]]:
+        # A quarantined row names its source file by its absolute path, in this project's folder, and a message
+        # may name the run's clock.
+        text[column] = text[column].str.replace(CLOCK, "<run time>", regex=True).str.replace(here, "<project>")
+    return tuple(text.columns), np.sort(pd.util.hash_pandas_object(text, index=False).to_numpy()).tobytes()
 
 
 def _started(out: str) -> set[str]:

@@ -16,9 +16,11 @@ from ci_pipeline_tests.unify.helpers import frames
 from ci_pipeline_tests.unify.test_assets import project, run
 
 
-@pytest.fixture
-def unified(tmp_path):
-    cfg, lake = project(tmp_path)
+@pytest.fixture(scope="module")
+def unified(tmp_path_factory):
+    """The configuration of a project whose unify group ran once for the module: explain and suggest-mapping only
+    read its lake."""
+    cfg, lake = project(tmp_path_factory.mktemp("unified"))
     assert run(cfg).success
     return str(cfg.path)
 
