@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -162,13 +163,48 @@ def arrow_frame(table: pa.Table) -> pd.DataFrame:
     for i, column in enumerate(table.columns):
         if pa.types.is_dictionary(column.type):
             table = table.set_column(i, table.field(i).name, column.cast(column.type.value_type))
-    frame = table.to_pandas(types_mapper=_PANDAS_TYPES.get)
+        elif (text := _as_text(column)) is not None:
+            table = table.set_column(i, table.field(i).name, text)
+    # A named pandas index is a column of the file like any other; the unnamed one pandas adds is none of the data's.
+    table = table.select([n for n in table.column_names if not _PANDAS_INDEX.fullmatch(n)])
+    frame = table.to_pandas(types_mapper=_PANDAS_TYPES.get, ignore_metadata=True)
     for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_floating(column.type):
             nan = pc.fill_null(pc.is_nan(column), False).to_numpy(zero_copy_only=False)
             if nan.any():
                 frame[NAN + name] = nan
     return frame
+
+
+#: The column pandas writes for an index without a name (``df[mask].to_parquet()``).
+_PANDAS_INDEX = re.compile(r"__index_level_\d+__")
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """A nested column (struct, list, map) as JSON text, a binary one as its text or, when it is no UTF-8, as hex;
+    None for any other column. pandas would give nested values as Python's repr (a long list cut to '...') and
+    fail on bytes that are no text."""
+    kind = column.type
+    if pa.types.is_nested(kind):
+        return _in_duckdb(column, "to_json(c)::VARCHAR")
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+        try:
+            return column.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return _in_duckdb(column, "hex(c)")
+    return None
+
+
+def _in_duckdb(column: pa.ChunkedArray, expression: str) -> pa.ChunkedArray:
+    """``expression`` over the column ``c`` in DuckDB, row for row (DuckDB keeps the order of a projection)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("t", pa.table({"c": column}))
+        return con.sql(f"SELECT {expression} AS c FROM t").to_arrow_table().column("c")
+    finally:
+        con.close()
 
 
 def data_files(location: SourceLocation, suffix: str) -> list[SourceLocation]:

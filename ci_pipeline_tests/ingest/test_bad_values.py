@@ -408,3 +408,29 @@ def test_null_words_among_numbers_or_free_text_are_gaps():
     assert said(["a long note, with commas", "another one.", "NA", "x y z", "fine", "ok then"]) == []
     assert said(["Ann", "Bob", "Cy", "Dee", "None"]) == []  # too few known values to judge by
     assert len(said(["Ann", "Bobby", "Cyd", "Deena", "Eve", "None"])) == 1
+
+
+def test_parquet_nested_binary_and_index_columns_are_kept_whole_as_text(tmp_path, ingest):
+    """Structs, lists and maps as JSON (pandas would write Python's repr, a long list cut to '...'); bytes as their
+    text, or hex when they are no UTF-8 (pandas failed on them); a named pandas index is a column of the file."""
+    long_list = [str(i) for i in range(2000)]
+    table = pa.table(
+        {
+            "customer_no": ["c1", "c2"],
+            "address": [{"street": "Main", "zip": None}, {"street": "Elm", "zip": "02134"}],
+            "tags": [["a", "b"], long_list],
+            "scores": pa.array([[("k", 1)], []], type=pa.map_(pa.string(), pa.int64())),
+            "raw": pa.array([b"\xff\x00", b"ok"], type=pa.binary()),
+        }
+    )
+    pq.write_table(table, tmp_path / "t.parquet")
+    result = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "customer_no"}})
+    row = result.data.set_index("customer_no").loc["c1"]
+    assert row["address"] == '{"street":"Main","zip":null}' and row["tags"] == '["a","b"]'
+    assert row["scores"] == '{"k":1}' and row["raw"] == "FF00"
+    assert result.data.set_index("customer_no").loc["c2", "tags"].count(",") == 1999
+    balanced(result)
+
+    pd.DataFrame({"customer_no": ["c1"], "name": ["Ann"]}).set_index("customer_no").to_parquet(tmp_path / "t.parquet")
+    indexed = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "customer_no"}})
+    assert indexed.data.to_dict("records") == [{"customer_no": "c1", "name": "Ann"}]
