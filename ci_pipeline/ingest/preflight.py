@@ -30,7 +30,7 @@ from ci_pipeline.ingest.csvfile import (
     utf8_lines,
 )
 from ci_pipeline.ingest.date_sample import date_problems
-from ci_pipeline.ingest.read import data_files, require_distinct_columns
+from ci_pipeline.ingest.read import data_files, partition_columns, require_distinct_columns
 from ci_pipeline.ingest.storage import SourceLocation
 from ci_pipeline.lake import Lake
 
@@ -140,7 +140,7 @@ def _inspect(
     if table.format == "delta":
         return SourceSchema(_delta_columns(location, lake), location.url), []
     if table.format == "parquet":
-        return _parquet(data_files(location, ".parquet"), table)
+        return _parquet(data_files(location, ".parquet"), table, location)
     return _csv(data_files(location, ".csv"), table, label)
 
 
@@ -162,7 +162,9 @@ def _delta_columns(location: SourceLocation, lake: Lake) -> list[str]:
     return list(schema.to_arrow().names)
 
 
-def _parquet(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSchema, list[str]]:
+def _parquet(
+    files: list[SourceLocation], table: TableConfig, root: SourceLocation | None = None
+) -> tuple[SourceSchema, list[str]]:
     rows = 0
     columns: list[str] = []
     for i, file in enumerate(files[:SAMPLE_FILES]):
@@ -174,7 +176,8 @@ def _parquet(files: list[SourceLocation], table: TableConfig) -> tuple[SourceSch
         names = metadata.schema.to_arrow_schema().names
         require_distinct_columns(names, file.url)
         if i == 0:
-            columns = names
+            # The partition columns of a Hive-style folder are in the folder names (read.partition_columns).
+            columns = names + [c for c in partition_columns(root, file) if c not in names] if root else names
         rows += metadata.num_rows
     problems = []
     if rows == 0 and len(files) <= SAMPLE_FILES and not table.allow_empty:

@@ -6,6 +6,7 @@ import io
 import posixpath
 import re
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -230,8 +231,38 @@ def read_csv(location: SourceLocation, table: TableConfig) -> Batch:
 
 
 def read_parquet(location: SourceLocation) -> Batch:
-    """A Parquet file or a folder of Parquet files (e.g. a Spark output folder)."""
-    return combine([read_parquet_file(f) for f in data_files(location, ".parquet")])
+    """A Parquet file or a folder of Parquet files (e.g. a Spark output folder, whose ``name=value`` folders hold
+    the values of its partition columns: they are columns of each file below them)."""
+    files = data_files(location, ".parquet")
+    return combine([_with_partitions(read_parquet_file(f), location, f) for f in files])
+
+
+#: A folder of a Hive-style partitioned output (Spark, pyarrow, Hive): ``country=NL``.
+_PARTITION = re.compile(r"([^=/]+)=([^/]*)")
+
+
+def _with_partitions(batch: Batch, root: SourceLocation, file: SourceLocation) -> Batch:
+    """``batch`` of ``file`` with a text column per ``name=value`` folder between ``root`` and the file that the
+    file does not hold itself (the value URL-decoded; Hive's ``__HIVE_DEFAULT_PARTITION__`` is no value)."""
+    for name, value in _partitions(root, file):
+        if name not in batch.frame.columns:
+            value = None if value == "__HIVE_DEFAULT_PARTITION__" else value
+            batch.frame[name] = pd.array([value] * len(batch.frame), dtype=STRING)
+    return batch
+
+
+def _partitions(root: SourceLocation, file: SourceLocation) -> list[tuple[str, str]]:
+    """``(name, value)`` of each ``name=value`` folder between ``root`` and ``file`` (the value URL-decoded)."""
+    base = root.path.rstrip("/") + "/"
+    if not file.path.startswith(base):
+        return []
+    found = [_PARTITION.fullmatch(folder) for folder in file.path[len(base) :].split("/")[:-1]]
+    return [(m[1], unquote(m[2])) for m in found if m]
+
+
+def partition_columns(root: SourceLocation, file: SourceLocation) -> list[str]:
+    """The partition columns the folders between ``root`` and ``file`` hold (:func:`read_parquet`)."""
+    return [name for name, _ in _partitions(root, file)]
 
 
 def read_cdm(location: SourceLocation, table: TableConfig, table_name: str) -> Batch:

@@ -14,6 +14,8 @@ from ci_pipeline.config.model import ConfigError
 from ci_pipeline.config.sources import CsvOptions
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest.csvfile import header_names
+from ci_pipeline.ingest.preflight import source_problems
+from ci_pipeline.lake import Lake
 from ci_pipeline_tests.ingest.conftest import write_config
 
 
@@ -434,3 +436,21 @@ def test_parquet_nested_binary_and_index_columns_are_kept_whole_as_text(tmp_path
     pd.DataFrame({"customer_no": ["c1"], "name": ["Ann"]}).set_index("customer_no").to_parquet(tmp_path / "t.parquet")
     indexed = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "customer_no"}})
     assert indexed.data.to_dict("records") == [{"customer_no": "c1", "name": "Ann"}]
+
+
+def test_a_partitioned_parquet_folder_keeps_its_partition_columns(tmp_path, ingest):
+    """Spark and pyarrow write a partition column's values into the folder names only (year=2023/country=NL)."""
+    table = pa.table({"id": ["1", "2", "3"], "name": ["Ann", "Bob", "Cy"], "year": [2023, 2023, 2024]})
+    table = table.append_column("country", pa.array(["NL", "DE", "NL"]))
+    pq.write_to_dataset(table, tmp_path / "orders", partition_cols=["year", "country"])
+    tables = {"t": {"format": "parquet", "path": "orders", "primary_key": "id", "columns": {"year": "int64"}}}
+    # validate knows them too: a declared partition column is no unknown column.
+    assert source_problems(write_config(tmp_path, tables), Lake.local(tmp_path / "lake")) == []
+    result = ingest({"t": {"format": "parquet", "path": "orders", "primary_key": "id"}})
+    rows = result.data.set_index("id")[["name", "year", "country"]].sort_index()
+    assert rows.to_dict("index") == {
+        "1": {"name": "Ann", "year": "2023", "country": "NL"},
+        "2": {"name": "Bob", "year": "2023", "country": "DE"},
+        "3": {"name": "Cy", "year": "2024", "country": "NL"},
+    }
+    balanced(result)
