@@ -58,7 +58,7 @@ def read_incremental(
     parts: list[Batch] = []
     if full.exists():
         parts += [_read(full.with_path(p), layout, "upsert", 0) for p in _files(full, suffix)]
-    skipped = []
+    skipped, read = [], set()
     if changes.exists():
         for path in changes.glob("*/*/*/*"):
             hour = changes.with_path(path)
@@ -74,14 +74,35 @@ def read_incremental(
             for folder, op in (("Upserts", "upsert"), ("Deletes", "delete")):
                 target = hour.child(folder)
                 if target.exists():
-                    parts += [_read(target.with_path(p), layout, op, stamp) for p in _files(target, suffix)]
+                    found = _files(target, suffix)
+                    read.update(found)
+                    parts += [_read(target.with_path(p), layout, op, stamp) for p in found]
     batch = combine(parts, layout.names)
+    if changes.exists():
+        batch.warnings += _outside_the_layout(changes, suffix, read, skipped)
     if OP not in batch.frame.columns:
         batch.frame[OP] = pd.Series(dtype=object)
         batch.frame[ORDER] = pd.Series(dtype="int64")
     if skipped:
         batch.notes.append(f"hour folder(s) {', '.join(skipped)} not read yet: the hour has not ended")
     return batch
+
+
+def _outside_the_layout(changes: SourceLocation, suffix: str, read: set[str], pending: list[str]) -> list[str]:
+    """A warning naming the data files under ``IncrementalData/`` that no hour folder's ``Upserts/`` or
+    ``Deletes/`` holds (an ``hhmm`` folder, ``upserts`` in lower case): their rows would be missing unsaid."""
+    base = changes.path.rstrip("/") + "/"
+    waiting = tuple(f"{hour}/" for hour in pending)
+    unread = [
+        p[len(base) :] for p in _files(changes, suffix) if p not in read and not p[len(base) :].startswith(waiting)
+    ]
+    if not unread:
+        return []
+    shown = ", ".join(unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
+    return [
+        f"{changes.url}: {len(unread)} file(s) outside the layout IncrementalData/yyyy/mm/dd/hh/Upserts|Deletes/ "
+        f"were not read: {shown}; move them into an hour folder's Upserts/ or Deletes/ (names are case-sensitive)"
+    ]
 
 
 def _files(folder: SourceLocation, suffix: str) -> list[str]:

@@ -46,6 +46,8 @@ class Batch:
     formats: dict[str, str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: What the reader found but did not read (a file outside the layout): told as warnings.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def rows_read(self) -> int:
@@ -94,6 +96,7 @@ def combine(batches: list[Batch], columns: list[str] | None = None) -> Batch:
         merged.texts.update(b.texts)
         merged.files.extend(b.files)
         merged.notes.extend(b.notes)
+        merged.warnings.extend(b.warnings)
     return merged
 
 

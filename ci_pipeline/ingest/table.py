@@ -120,7 +120,7 @@ def ingest_table(
         profile=profile(checked.accepted),
         files=batch.files,
         notes=batch.notes,
-        warnings=checked.warnings,
+        warnings=batch.warnings + checked.warnings,
         pending_state=pending,
     )
 

@@ -50,8 +50,21 @@ def test_incremental_layout_applies_upserts_and_deletes_by_key(tmp_path, ingest)
     assert result.rows_read == 7 and result.rows_merged == 4 and result.rows_quarantined == 0
     assert result.balanced
     assert any("2026/06/30/10" in n for n in result.notes)
+    assert result.warnings == []  # the hour still open is waiting, not outside the layout
     later = ingest(table, now=datetime(2026, 6, 30, 11, 0, tzinfo=UTC))
     assert later.data.set_index("id").loc["3", "name"] == "Cy NEW"
+
+    # Files no hour folder's Upserts/ or Deletes/ holds are not read, and told.
+    _hour(root, "2026/06/30/0930", "Upserts", "u.csv", "id,name,modified\n5,Eve,2026-06-30T09:31:00\n")
+    _hour(root, "2026/06/30/09", "upserts", "v.csv", "id,name,modified\n7,Fay,2026-06-30T09:40:00\n")
+    told = ingest(table, now=datetime(2026, 6, 30, 11, 0, tzinfo=UTC))
+    assert "5" not in set(told.data["id"]) and told.balanced
+    (warning,) = told.warnings
+    assert warning.endswith(
+        "2 file(s) outside the layout IncrementalData/yyyy/mm/dd/hh/Upserts|Deletes/ were not read: "
+        "2026/06/30/09/upserts/v.csv, 2026/06/30/0930/Upserts/u.csv; move them into an hour folder's Upserts/ or "
+        "Deletes/ (names are case-sensitive)"
+    )
 
 
 def _delta_config(tmp_path):
