@@ -96,8 +96,12 @@ def read_delta(location: SourceLocation, lake, remembered: dict | None, previous
             )
             return DeltaRead(batch, version)
         notes.append(f"{why}; full read of version {version}")
-    frame = arrow_frame(table.to_pyarrow_table())
-    batch = _positions(frame, location.url)
+    if table.metadata().partition_columns or table.protocol().reader_features:
+        batch = _positions(arrow_frame(table.to_pyarrow_table()), location.url)
+    else:
+        # In the order the files were written, as an incremental read meets them: a key repeated across versions
+        # keeps its first row either way (the later ones are quarantined as duplicates).
+        batch = _read_fragments(table, _written_order(table), location.url)
     batch.notes.extend(notes or [f"Delta version {version}: full read"])
     return DeltaRead(batch, version)
 
@@ -116,17 +120,22 @@ def _appended_files(table, uri: str, options: dict, since: int) -> tuple[list[st
     now = table.file_uris()
     if not old.issubset(now):
         return None, f"files were rewritten or removed since version {since} (update, delete or overwrite)"
-    return [f for f in now if f not in old], ""
+    known = {posixpath.basename(f) for f in old}
+    return [f for f in _written_order(table) if posixpath.basename(f) not in known], ""
+
+
+def _written_order(table) -> list[str]:
+    """The table's data files, oldest first (by the time each was written, then by name)."""
+    added = pa.table(table.get_add_actions(flatten=True)).select(["path", "modification_time"]).to_pylist()
+    return [a["path"] for a in sorted(added, key=lambda a: (a["modification_time"], a["path"]))]
 
 
 def _read_fragments(table, files: list[str], url: str) -> Batch:
-    wanted = {posixpath.basename(f) for f in files}
+    """The rows of ``files`` (of the table's current version), file after file in the order given."""
     dataset = table.to_pyarrow_dataset()
-    tables = [
-        fragment.to_table(schema=dataset.schema)
-        for fragment in dataset.get_fragments()
-        if posixpath.basename(fragment.path) in wanted
-    ]
+    by_name = {posixpath.basename(fragment.path): fragment for fragment in dataset.get_fragments()}
+    wanted = [by_name[name] for name in (posixpath.basename(f) for f in files) if name in by_name]
+    tables = [fragment.to_table(schema=dataset.schema) for fragment in wanted]
     combined = pa.concat_tables(tables) if tables else dataset.schema.empty_table()
     frame = arrow_frame(combined)
     return _positions(frame, url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -98,6 +99,23 @@ def test_delta_table_remembers_the_version_and_reads_only_new_files(tmp_path):
     fourth = materialize(config)
     assert "rewritten or removed" in metadata(fourth, ["src", "events"])["notes"]
     assert pd.read_parquet(tmp_path / "lake" / "ci_pipeline" / "src" / "events.parquet")["id"].tolist() == [9]
+
+
+def test_a_key_repeated_across_delta_versions_keeps_its_first_row_read_whole_or_version_by_version(tmp_path):
+    """A full read meets the files in the order they were written, as reads of one version at a time do."""
+    path = str(tmp_path / "events")
+    write_deltalake(path, pd.DataFrame({"id": [1], "v": ["version0"]}))
+    config = _delta_config(tmp_path)
+    assert materialize(config).success
+    for version in range(1, 6):
+        write_deltalake(path, pd.DataFrame({"id": [1], "v": [f"version{version}"]}), mode="append")
+    assert materialize(config).success
+    stepwise = pd.read_parquet(tmp_path / "lake" / "ci_pipeline" / "src" / "events.parquet")
+    shutil.rmtree(tmp_path / "lake")
+    whole = materialize(config)
+    assert "full read" in metadata(whole, ["src", "events"])["notes"]
+    fresh = pd.read_parquet(tmp_path / "lake" / "ci_pipeline" / "src" / "events.parquet")
+    assert stepwise["v"].tolist() == fresh["v"].tolist() == ["version0"]
 
 
 def test_delta_history_vacuumed_means_a_full_read(tmp_path):
