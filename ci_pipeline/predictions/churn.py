@@ -20,6 +20,7 @@ from ci_pipeline.predictions.data import (
     BOOSTING,
     InsufficientData,
     as_utc,
+    backtested,
     check_cutoff,
     informative,
     latest_cutoff,
@@ -329,7 +330,7 @@ def _run_churn(history: History, customers, latest, settings: PredictionSettings
     window = pd.Timedelta(days=days)
     # Each step reads only up to its cutoff plus one window: the backtest nothing after latest - window.
     backtest = fit(history, latest - 2 * window, settings)
-    evaluation = evaluate(backtest, history, latest - window)
+    evaluation = backtested(MODEL, evaluate, backtest, history, latest - window)
     model = fit(history, latest - window, settings)
     model = replace(model, prior=prior.fit_prior(history.encoded, customers, latest - window, days))
     if score_everyone:

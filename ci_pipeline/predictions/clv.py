@@ -23,6 +23,7 @@ from ci_pipeline.predictions.data import (
     BOOSTING,
     InsufficientData,
     as_utc,
+    backtested,
     check_cutoff,
     informative,
     latest_cutoff,
@@ -432,7 +433,9 @@ def _run_clv(history: History, customers, latest, settings: PredictionSettings, 
     # latest - period. The published model's weight is chosen the same way one period later, on the backtest.
     backtest = fit(history, latest - 2 * period, settings)
     method = method_for(history, latest - 2 * period, settings)
-    evaluation = evaluate(replace(backtest, weight=method.weight), history, latest - period, settings)
+    evaluation = backtested(
+        MODEL, evaluate, replace(backtest, weight=method.weight), history, latest - period, settings
+    )
     published = method_for(history, latest - period, settings, earlier=backtest)
     model = fit(history, latest - period, settings)
     fitted_prior = prior.fit_prior(history.encoded, customers, latest - period, settings.clv.period_days)

@@ -42,6 +42,30 @@ class InsufficientData(UserError):
     """The data does not meet a model's minimum (too few customers or too short a history)."""
 
 
+class EvaluationFailed(UserError):
+    """A model's backtest evaluation raised an unexpected error: that model publishes nothing this run."""
+
+
+def backtested(model: str, evaluate, *args) -> dict:
+    """``evaluate(*args)``, the backtest report of ``model``; an unexpected error in it becomes that model's
+    :class:`EvaluationFailed`, so the other models of the run still train and publish (a run fails only on its own
+    models' errors, not on an evaluation metric that cannot handle this data).
+
+    Raises:
+        EvaluationFailed: naming the model and the error (the original is its ``__cause__``, with its traceback).
+    """
+    try:
+        return evaluate(*args)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise EvaluationFailed(
+            f"{model}: the backtest evaluation failed on this data ({type(exc).__name__}: {exc}); the model "
+            "publishes nothing this run and the other models go on. This is a defect of the evaluation, not of "
+            "the configuration: report it with this message"
+        ) from exc
+
+
 def _activity_rows(facts: pd.DataFrame, activity: str, fields: list[str]) -> pd.DataFrame:
     for column in ["CustomerId", "Activity", "ActivityTimeStamp"]:
         if column not in facts.columns:

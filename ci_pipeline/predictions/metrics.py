@@ -116,11 +116,16 @@ def _gini(actual: np.ndarray, order: np.ndarray) -> float:
 
 
 def normalized_gini(actual: np.ndarray, predicted: np.ndarray) -> float:
-    """Gini of the actual values ordered by prediction, over the Gini of the perfect order (1 = perfect)."""
+    """Gini of the actual values ordered by prediction, over the Gini of the perfect order (1 = perfect); NaN when
+    no order is better than another (nothing spent, or the same by everyone)."""
     actual = np.clip(np.asarray(actual, dtype=np.float64), 0, None)
-    if actual.sum() <= 0:
+    # Undefined (NaN, reported as None) when nothing was spent or everyone spent the same: no order beats another,
+    # so the perfect order's Gini is 0 (or rounding noise around it).
+    if actual.sum() <= 0 or np.ptp(actual) == 0:
         return float("nan")
     perfect = _gini(actual, np.argsort(-actual, kind="stable"))
+    if not perfect > 0:
+        return float("nan")
     return _gini(actual, np.argsort(-np.asarray(predicted), kind="stable")) / perfect
 
 

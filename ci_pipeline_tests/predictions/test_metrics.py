@@ -35,6 +35,15 @@ def test_normalized_gini_is_one_for_the_perfect_order_and_about_zero_for_a_const
     assert metrics.normalized_gini(actual, -actual) < 0
 
 
+def test_normalized_gini_is_undefined_when_everyone_spent_the_same():
+    # The perfect order's Gini is 0 then: dividing by it crashed the whole scoring step.
+    same = np.full(6, 20.0)
+    assert np.isnan(metrics.normalized_gini(same, np.arange(6.0)))
+    assert np.isnan(metrics.normalized_gini(np.zeros(4), np.arange(4.0)))
+    out = metrics.regression(same, np.arange(6.0), 0.2)
+    assert out["normalized_gini"] is None and out["spearman"] is None and out["top_capture"] is not None
+
+
 def test_churn_grades():
     rule = {"recall": 0.90, "accuracy": 0.70, "errors": 100}
     assert metrics.reference_churn_grade({"recall": 0.95, "accuracy": 0.8, "errors": 60}, rule) == "B"
