@@ -187,12 +187,22 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
             [{"feature": f, "mean absolute contribution": v} for f, v in ranked],
             ["feature", "mean absolute contribution"],
         )
+    beaten = report.get("beaten_by_baseline")
+    if beaten:
+        metadata["beaten_by_baseline"] = dg.MetadataValue.text(beaten["message"])
     if "not_evaluated" in report:
         metadata["not_evaluated"] = report["not_evaluated"]
     metadata["report"] = entries_table({k: v for k, v in report.items() if k not in ("charts", "feature_importance")})
     if url is not None:
         metadata["path"] = dg.MetadataValue.path(url)
     return metadata
+
+
+def _warn_beaten(context, report: dict) -> None:
+    """Warn in the run log when a baseline beat the model on its backtest (the finding is in its report)."""
+    beaten = report.get("beaten_by_baseline")
+    if beaten:
+        context.log.warning(f"predictions: {beaten['message']}")
 
 
 def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
@@ -221,6 +231,7 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
             result = runs.train(model, table=False)
         except UserError as exc:
             raise dg.Failure(description=redact(exc), allow_retries=False) from exc
+        _warn_beaten(context, result.report)
         return dg.MaterializeResult(metadata=_store_trained(lake, model, result, _configured(section)))
 
     return train
@@ -297,6 +308,7 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
                 continue
             if isinstance(outcome, Trained):
                 # The training asset shows the report in the UI, as when the model is trained by its own job.
+                _warn_beaten(context, outcome.report)
                 metadata = _store_trained(lake, model, outcome, configured, runs.reuse.get(model))
                 context.log_event(dg.AssetMaterialization(asset_key=model_key(model), metadata=metadata))
                 outcome = outcome.table
@@ -397,6 +409,7 @@ def _stored_for(
         f"predictions: {MODEL_NAMES[model]} scores with the model trained at "
         f"{stored.data_window.get('trained_at_cutoff')}"
     )
+    _warn_beaten(context, stored.metrics)
     return stored, digest
 
 

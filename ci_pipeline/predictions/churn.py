@@ -210,6 +210,9 @@ def evaluate(model: ChurnModel, history: History, cutoff: pd.Timestamp) -> dict:
     out["auc_over_best_baseline"] = (
         round(out["model"]["auc"] - max(aucs), 4) if aucs and out["model"]["auc"] is not None else None
     )
+    beaten = metrics.beaten_by_baseline(MODEL, out["model"], out["baselines"], "auc", "AUC")
+    if beaten is not None:
+        out["beaten_by_baseline"] = beaten
     # The points of the calibration and gain charts the evaluation report draws.
     out["charts"] = {
         "calibration": metrics.calibration_table(y, scored),

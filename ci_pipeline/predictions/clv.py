@@ -311,6 +311,9 @@ def evaluate(model: ClvModel, history: History, cutoff: pd.Timestamp, settings: 
         out["charts"][f"gain/{name}"] = metrics.gain_table(y, values) if len(y) else []
     best = max(b["top_capture"] for b in out["baselines"].values())
     out["top_capture_over_best_baseline"] = round(out["model"]["top_capture"] - best, 4)
+    beaten = metrics.beaten_by_baseline(MODEL, out["model"], out["baselines"], "top_capture", "top-share capture")
+    if beaten is not None:
+        out["beaten_by_baseline"] = beaten
     return out
 
 

@@ -101,6 +101,39 @@ def lift_grade(reduction: float | None) -> str:
     return "A" if reduction >= 0.20 else "B" if reduction > 0 else "C"
 
 
+def beaten_by_baseline(
+    model_name: str, model: dict, baselines: dict[str, dict], metric: str, label: str
+) -> dict | None:
+    """The baseline that beat the model on the backtest by ``metric`` (higher is better), or None.
+
+    The grades compare the model with the reference product's rule only, so a model can be graded A while another
+    baseline ranks customers better; this finding says so where the user reads the report. Returns the baseline's
+    name, both figures, the difference and a ``message`` that names them and what they mean.
+    """
+    mine = model.get(metric)
+    scored = {name: b[metric] for name, b in baselines.items() if b.get(metric) is not None}
+    if mine is None or not scored:
+        return None
+    best = max(scored, key=scored.get)
+    difference = round(mine - scored[best], 4)
+    if difference >= 0:
+        return None
+    message = (
+        f"{model_name}: on the backtest the baseline {best} beat the model: {label} {scored[best]} against the "
+        f"model's {mine} ({difference:+.4f}). The grades compare the model with the reference rule only; the "
+        f"published scores come from the model, which did worse here than {best}: weigh them accordingly (more "
+        "history, or other features, may let the model catch up)"
+    )
+    return {
+        "baseline": best,
+        "metric": metric,
+        "model": mine,
+        "baseline_value": scored[best],
+        "difference": difference,
+        "message": message,
+    }
+
+
 def top_capture(actual: np.ndarray, predicted: np.ndarray, share: float) -> float:
     """Share of the true top ``share`` customers (by actual value) that are in the predicted top ``share``."""
     n = max(int(round(len(actual) * share)), 1)

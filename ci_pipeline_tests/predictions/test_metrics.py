@@ -53,6 +53,20 @@ def test_churn_grades():
     assert metrics.lift_grade(0.4) == "A" and metrics.lift_grade(0.1) == "B" and metrics.lift_grade(-0.1) == "C"
 
 
+def test_a_baseline_that_beats_the_model_is_named_with_both_figures_and_what_it_means():
+    # The sample's churn backtest: graded A against the rule, yet BG/NBD ranked customers better.
+    baselines = {"rule_no_purchase_90_days": {"auc": 0.81}, "bgnbd_p_no_purchase": {"auc": 0.9452}}
+    found = metrics.beaten_by_baseline("TransactionalChurn", {"auc": 0.9365}, baselines, "auc", "AUC")
+    assert found["baseline"] == "bgnbd_p_no_purchase" and found["difference"] == -0.0087
+    assert found["model"] == 0.9365 and found["baseline_value"] == 0.9452
+    message = found["message"]
+    assert "bgnbd_p_no_purchase beat the model: AUC 0.9452 against the model's 0.9365 (-0.0087)" in message
+    assert message.startswith("TransactionalChurn: ") and "published scores come from the model" in message
+    assert metrics.beaten_by_baseline("TransactionalChurn", {"auc": 0.95}, baselines, "auc", "AUC") is None
+    assert metrics.beaten_by_baseline("TransactionalChurn", {"auc": 0.9452}, baselines, "auc", "AUC") is None
+    assert metrics.beaten_by_baseline("TransactionalChurn", {"auc": None}, baselines, "auc", "AUC") is None
+
+
 def test_clv_grade_reads_five_points_as_absolute():
     assert metrics.reference_clv_grade({"top_capture": 0.65}, {"top_capture": 0.60}) == "A"
     assert metrics.reference_clv_grade({"top_capture": 0.63}, {"top_capture": 0.60}) == "B"  # +5% relative only
