@@ -112,15 +112,77 @@ def read_facts(dataset: ds.Dataset, activities: list[str], fields: list[str]) ->
     return frame
 
 
-def purchases_from_facts(facts: pd.DataFrame, source: PurchaseSource) -> pd.DataFrame:
+@dataclass(frozen=True)
+class AmountSource:
+    """Where the purchases' amounts are read from, and the amounts that are text but no number (``$11.77``,
+    ``USD``): kept on the purchases frame (``attrs[AMOUNT_ATTR]``) so the usability check and the run log can name
+    the field and show a value."""
+
+    activity: str
+    field: str
+    #: The source column(s) the field is read from, as the configuration says (None when not known).
+    origin: str | None
+    purchases: int
+    #: Purchases whose amount is text that is no number (they count with no amount).
+    text_rows: int = 0
+    example: str | None = None
+
+    def where(self) -> str:
+        """The field, its activity and source column."""
+        return f"field '{self.field}' of activity '{self.activity}'" + (f" ({self.origin})" if self.origin else "")
+
+    def text_note(self) -> str:
+        """How many amounts are text that is no number, with an example ('' when none is)."""
+        if not self.text_rows:
+            return ""
+        return (
+            f"{self.where()} holds text that is no number in {self.text_rows:,} of {self.purchases:,} purchases, "
+            f"for example {self.example!r}"
+        )
+
+    def warning(self) -> str | None:
+        """The run log's warning when some amounts are text that is no number (None when none is)."""
+        if not self.text_rows:
+            return None
+        return (
+            f"predictions: {self.text_note()}; those purchases count with no amount, so their spend is left out of "
+            "lifetime value and the spend features. Write the amounts as plain numbers (no currency sign or "
+            "thousands separator) or declare the column a number in the source, or point "
+            "predictions.purchases.amount at the field that holds the amount"
+        )
+
+
+#: Where :func:`purchases_from_facts` keeps the :class:`AmountSource` on the purchases frame.
+AMOUNT_ATTR = "amount_source"
+
+
+def _amount_source(raw: pd.Series, amount: pd.Series, source: PurchaseSource, origin: str | None) -> AmountSource:
+    # Only values that are there but do not read as a number: blank text is no amount, not a wrong one.
+    text = raw.notna().to_numpy() & amount.isna().to_numpy()
+    found = raw[text].astype("string").str.strip() if text.any() else pd.Series([], dtype="string")
+    found = found[found != ""]
+    return AmountSource(
+        activity=source.activity,
+        field=source.amount,
+        origin=origin,
+        purchases=int(len(raw)),
+        text_rows=int(len(found)),
+        example=str(found.iloc[0]) if len(found) else None,
+    )
+
+
+def purchases_from_facts(facts: pd.DataFrame, source: PurchaseSource, origin: str | None = None) -> pd.DataFrame:
     """One row per purchase: CustomerId, Time (UTC), Amount (returns negative), sorted by customer and time.
 
     Rows whose amount is missing or not a number are kept with a missing amount: the purchase happened (it counts
-    for recency and frequency), its value is unknown (sums leave it out; the usability report counts it).
+    for recency and frequency), its value is unknown (sums leave it out; the usability report counts it). Where the
+    amount is read from, and the amounts that are text but no number, are the frame's ``attrs[AMOUNT_ATTR]`` (an
+    :class:`AmountSource`; ``origin`` names the source column).
     """
     fields = [source.amount] + ([source.is_return] if source.is_return else [])
     rows = _activity_rows(facts, source.activity, fields)
     amount = pd.to_numeric(rows[source.amount], errors="coerce").astype("float64")
+    read = _amount_source(rows[source.amount], amount, source, origin)
     if source.is_return:
         flagged = rows[source.is_return].astype("boolean").fillna(False).to_numpy(dtype=bool)
         amount = amount.where(~flagged, -amount.abs())
@@ -131,7 +193,9 @@ def purchases_from_facts(facts: pd.DataFrame, source: PurchaseSource) -> pd.Data
             "Amount": amount.to_numpy(),
         }
     )
-    return out.sort_values(["CustomerId", "Time"], kind="stable").reset_index(drop=True)
+    out = out.sort_values(["CustomerId", "Time"], kind="stable").reset_index(drop=True)
+    out.attrs[AMOUNT_ATTR] = read
+    return out
 
 
 def signals_from_facts(facts: pd.DataFrame, activities: list[str]) -> pd.DataFrame:
@@ -179,10 +243,15 @@ class UsabilityReport:
     share_negative_amount: float
     #: Share of missing values per profile column used as a feature.
     profile_missing: dict[str, float]
+    #: Where the amounts are read from and how many are text that is no number (not part of :meth:`as_dict`).
+    amount_source: AmountSource | None = None
 
     def as_dict(self) -> dict:
         """The report as plain JSON-ready values."""
-        return dict(self.__dict__)
+        out = {k: v for k, v in self.__dict__.items() if k != "amount_source"}
+        if self.amount_source is not None and self.amount_source.text_rows:
+            out["amounts_not_a_number"] = {"rows": self.amount_source.text_rows, "example": self.amount_source.example}
+        return out
 
 
 def usability(purchases: pd.DataFrame, customers: pd.Series, context=None) -> UsabilityReport:
@@ -213,6 +282,7 @@ def usability(purchases: pd.DataFrame, customers: pd.Series, context=None) -> Us
         share_missing_amount=round(float(purchases["Amount"].isna().mean()), 4) if len(purchases) else 0.0,
         share_negative_amount=round(float((purchases["Amount"] < 0).mean()), 4) if len(purchases) else 0.0,
         profile_missing=missing,
+        amount_source=purchases.attrs.get(AMOUNT_ATTR),
     )
 
 
@@ -241,9 +311,12 @@ def require(
             "(a longer history, a shorter prediction window, or a lower predictions.minimums.history_windows)"
         )
     if report.share_missing_amount > max_missing:
+        read = report.amount_source
+        where = f" in {read.where()}" if read is not None else ""
+        note = f": {read.text_note()}" if read is not None and read.text_rows else ""
         problems.append(
-            f"{report.share_missing_amount:.0%} of the purchases have no amount, at most {max_missing:.0%} may "
-            "(check the amount field of predictions.purchases)"
+            f"{report.share_missing_amount:.0%} of the purchases have no amount{where}, at most {max_missing:.0%} may"
+            f"{note} (check the amount field of predictions.purchases: it must hold numbers)"
         )
     for column, share in report.profile_missing.items():
         if share > max_missing:

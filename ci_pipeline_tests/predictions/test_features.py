@@ -11,6 +11,7 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.predictions import btyd, prior
 from ci_pipeline.predictions.churn import run_churn
 from ci_pipeline.predictions.data import (
+    AMOUNT_ATTR,
     InsufficientData,
     lines_from_facts,
     purchases_from_facts,
@@ -27,6 +28,7 @@ from ci_pipeline.predictions.features import (
     purchase_features,
     purchasers_at,
 )
+from ci_pipeline.predictions.published import ModelRuns
 from ci_pipeline.predictions.settings import PredictionSettings, PurchaseSource
 from ci_pipeline_tests.predictions import synthetic
 
@@ -168,8 +170,49 @@ def test_purchases_without_an_amount_are_kept_and_counted_as_missing():
     assert len(out) == 2 and out["Amount"].isna().sum() == 1
     report = usability(out, out["CustomerId"])
     assert report.share_missing_amount == 0.5
-    with pytest.raises(InsufficientData, match="50% of the purchases have no amount, at most 20% may"):
+    with pytest.raises(
+        InsufficientData,
+        match="50% of the purchases have no amount in field 'amount' of activity 'orders', at most 20%",
+    ):
         require(report, "TransactionalChurn", 1, 0, 0)
+
+
+def test_amounts_that_are_text_but_no_number_are_warned_about_even_below_the_limit():
+    # "$11.77" in a column not declared numeric: the purchase counts with no amount, and the run says so.
+    rows = facts().astype({"amount": object})
+    rows.loc[0, "amount"] = "$11.77"
+    rows.loc[1, "amount"] = "20.00"
+    origin = "column amount of shop.orders"
+    out = purchases_from_facts(rows, PurchaseSource(), origin)
+    assert out["Amount"].isna().tolist() == [True, False]
+    read = out.attrs[AMOUNT_ATTR]
+    assert (read.text_rows, read.purchases, read.example) == (1, 2, "$11.77")
+    warning = read.warning()
+    assert "field 'amount' of activity 'orders' (column amount of shop.orders)" in warning
+    assert "holds text that is no number in 1 of 2 purchases, for example '$11.77'" in warning
+    # What the usability check reads is the purchases up to the cutoff: the note goes with them.
+    report = usability(out[out["Time"] <= out["Time"].max()], out["CustomerId"])
+    assert report.as_dict()["amounts_not_a_number"] == {"rows": 1, "example": "$11.77"}
+    require(report, "TransactionalChurn", 1, 0, 0, max_missing=0.6)
+    settings = PredictionSettings()
+    runs = ModelRuns(settings, rows, rows["CustomerId"], None, None, amount_origin=origin)
+    assert runs.warnings(["churn", "clv"]) == [warning] and runs.warnings(["recommendation"]) == []
+    # Blank text is no amount, not a wrong one: nothing to warn about.
+    rows.loc[0, "amount"] = "  "
+    assert purchases_from_facts(rows, PurchaseSource()).attrs[AMOUNT_ATTR].warning() is None
+
+
+def test_an_amount_field_of_text_names_the_field_the_column_and_a_value():
+    rows = facts().astype({"amount": object})
+    rows["amount"] = "USD"
+    out = purchases_from_facts(rows, PurchaseSource(), "column currency of shop.orders")
+    with pytest.raises(InsufficientData) as caught:
+        require(usability(out, out["CustomerId"]), "CustomerLifetimeValue", 1, 0, 0)
+    assert (
+        "100% of the purchases have no amount in field 'amount' of activity 'orders' (column currency of "
+        "shop.orders), at most 20% may: field 'amount' of activity 'orders' (column currency of shop.orders) holds "
+        "text that is no number in 2 of 2 purchases, for example 'USD'"
+    ) in str(caught.value)
 
 
 def test_the_share_with_two_or_more_purchases_counts_purchase_days_not_rows():
