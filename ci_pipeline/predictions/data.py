@@ -380,6 +380,34 @@ def as_utc(value) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+#: ``as_of: last_purchase`` warns when purchases lie more than this after the 99.9th percentile of purchase dates:
+#: in real data the last 0.1% of purchases span days (at 1,000 purchases, the last one or two), so a month means
+#: a few stray rows (mistyped dates) ending the data instead of the bulk of it.
+STRAY_GAP = pd.Timedelta(days=30)
+
+
+def stray_last_purchases(times: pd.Series) -> str | None:
+    """With ``as_of: last_purchase``, a warning when the last purchases are few and far after the rest (more than
+    :data:`STRAY_GAP` after the 99.9th percentile of purchase dates): they alone move the cutoff, and everyone then
+    looks inactive since the real end of the data. None when the purchases end as the bulk of them does."""
+    times = pd.Series(times).dropna()
+    if times.empty:
+        return None
+    stamps = pd.to_datetime(times, utc=True)
+    bulk_end = stamps.quantile(0.999)
+    late = stamps[stamps > bulk_end + STRAY_GAP]
+    if late.empty:
+        return None
+    examples = ", ".join(str(d) for d in np.sort(late.dt.date.unique())[-3:])
+    return (
+        f"predictions: as_of is last_purchase, so the models score at {stamps.max().isoformat()}, the latest purchase; "
+        f"but {len(late):,} purchases are dated more than {STRAY_GAP.days} days after 99.9% of the others (which end "
+        f"by {bulk_end.date()}), for example {examples}. A few late rows (often mistyped dates) move the cutoff, and "
+        "every customer then looks inactive since the real end of the data. Correct those rows' dates, or set "
+        f"predictions.as_of to the date the data ends (such as {bulk_end.date()})"
+    )
+
+
 def latest_cutoff(latest, frame: pd.DataFrame, model: str) -> pd.Timestamp:
     """The scoring cutoff: ``latest`` in UTC, or the last activity of ``frame`` when ``latest`` is None.
 

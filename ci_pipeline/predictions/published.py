@@ -28,6 +28,7 @@ from ci_pipeline.predictions.data import (
     native_threads,
     purchases_from_facts,
     signals_from_facts,
+    stray_last_purchases,
 )
 from ci_pipeline.predictions.features import Measures
 from ci_pipeline.predictions.recommend import MODEL, REASONS, Recommender, interactions, recommend, run_recommendation
@@ -179,12 +180,15 @@ class ModelRuns:
 
     def warnings(self, models) -> list[str]:
         """What the run log should warn about the data ``models`` read: purchase amounts that are text but no number
-        (they count with no amount, even when too few to stop the models)."""
+        (they count with no amount, even when too few to stop the models), and with ``as_of: last_purchase`` a few
+        purchases far after the rest that move the cutoff (:func:`stray_last_purchases`)."""
         if not {"churn", "clv"} & set(models) or isinstance(self._purchases, UserError):
             return []
         read = self._purchases.attrs.get(AMOUNT_ATTR)
-        warning = read.warning() if read is not None else None
-        return [warning] if warning else []
+        found = [read.warning() if read is not None else None]
+        if self.latest is None:
+            found.append(stray_last_purchases(self._purchases["Time"]))
+        return [warning for warning in found if warning]
 
     @property
     def lines(self) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from ci_pipeline.predictions.data import (
     purchases_from_facts,
     require,
     signals_from_facts,
+    stray_last_purchases,
     usability,
 )
 from ci_pipeline.predictions.features import (
@@ -380,3 +381,32 @@ def test_customers_without_purchase_are_those_with_only_returns_or_nothing_in_co
     assert got.tolist() == ["Z", "aa", "c", "late", "z", "ä"]  # Python's order of code points, each once
     assert got.name == "CustomerId" and isinstance(got.dtype, pd.StringDtype)
     assert prior.without_purchase(purchases, None, pd.Timestamp("2021-01-01", tz="UTC")).empty
+
+
+def test_a_few_purchases_far_after_the_rest_are_warned_about_when_the_last_purchase_is_the_cutoff():
+    # 15 orders typed as September instead of June moved the cutoff three months: everyone looked churned.
+    start = pd.Timestamp("1998-01-01T00:00:00Z")
+    times = pd.Series(start + pd.to_timedelta(np.arange(20_000) % 181, unit="D"))
+    assert stray_last_purchases(times) is None
+    assert stray_last_purchases(times.iloc[:300]) is None and stray_last_purchases(times.iloc[:0]) is None
+    late = times.copy()
+    late.iloc[:15] = pd.Timestamp("1998-09-15T00:00:00Z")
+    message = stray_last_purchases(late)
+    assert "score at 1998-09-15T00:00:00+00:00, the latest purchase" in message
+    assert "15 purchases are dated more than 30 days after 99.9% of the others (which end by 1998-06-30)" in message
+    assert "for example 1998-09-15" in message and "set predictions.as_of to the date the data ends" in message
+    rows = pd.DataFrame(
+        {
+            "CustomerId": pd.array([f"c{i % 500}" for i in range(len(late))], dtype="string"),
+            "Activity": "orders",
+            "ActivityTimeStamp": late,
+            "amount": 10.0,
+        }
+    )
+    customers = rows["CustomerId"]
+    assert ModelRuns(PredictionSettings(), rows, customers, None, None).warnings(["churn"]) == [message]
+    # A date as the cutoff is not moved by them.
+    assert (
+        ModelRuns(PredictionSettings(), rows, customers, None, pd.Timestamp("1998-07-01", tz="UTC")).warnings(["churn"])
+        == []
+    )
