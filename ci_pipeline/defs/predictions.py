@@ -15,6 +15,7 @@ import dagster as dg
 import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.config.activities import tables_read
 from ci_pipeline.config.predictions import MODEL_NAMES, PredictionsConfig
 from ci_pipeline.defs import activities, unify
 from ci_pipeline.defs.metadata import counts_table, entries_table, numbers, table_of
@@ -80,8 +81,20 @@ def chart_path(model: str, chart: str) -> str:
     return f"ci_pipeline/{GROUP}/{model}_model_{chart}.png"
 
 
-def _runs(section: PredictionsConfig, lake, measures, models) -> ModelRuns:
-    """The model runs over the stored activity facts and profile, reading only the rows and columns ``models`` use."""
+def _amount_origin(config: ProjectConfig, activity: str, field: str) -> str | None:
+    """The source column(s) the purchase amount field is read from, for messages about amounts."""
+    found = [
+        f"column {t.fields[field]} of {t.source}.{t.table}"
+        for t in tables_read([activity], config.activities.tables)
+        if field in t.fields
+    ]
+    return ", ".join(found) or None
+
+
+def _runs(context, config: ProjectConfig, lake, models) -> ModelRuns:
+    """The model runs over the stored activity facts and profile, reading only the rows and columns ``models`` use;
+    what the data read gives to warn about is in the run log."""
+    section, measures = config.predictions, config.measures
     settings = PredictionSettings.model_validate(section.settings())
     latest = scoring_cutoff(section.as_of, measures.as_of)
     facts_path = asset_path(activities.STAGE.key("activity_facts"))
@@ -91,7 +104,11 @@ def _runs(section: PredictionsConfig, lake, measures, models) -> ModelRuns:
     columns = [c for c in dict.fromkeys(["CustomerId", *section.profile_fields]) if c in profile_set.schema.names]
     profile = profile_set.to_table(columns=columns).to_pandas()
     chosen = profile if section.profile_fields else None
-    return ModelRuns(settings, facts, profile["CustomerId"], chosen, latest, measures)
+    origin = _amount_origin(config, settings.purchases.activity, settings.purchases.amount)
+    runs = ModelRuns(settings, facts, profile["CustomerId"], chosen, latest, measures, origin)
+    for warning in runs.warnings(models):
+        context.log.warning(warning)
+    return runs
 
 
 def _configured(section: PredictionsConfig) -> dict:
@@ -187,6 +204,9 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
             [{"feature": f, "mean absolute contribution": v} for f, v in ranked],
             ["feature", "mean absolute contribution"],
         )
+    beaten = report.get("beaten_by_baseline")
+    if beaten:
+        metadata["beaten_by_baseline"] = dg.MetadataValue.text(beaten["message"])
     if "not_evaluated" in report:
         metadata["not_evaluated"] = report["not_evaluated"]
     metadata["report"] = entries_table({k: v for k, v in report.items() if k not in ("charts", "feature_importance")})
@@ -195,9 +215,15 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
     return metadata
 
 
+def _warn_beaten(context, report: dict) -> None:
+    """Warn in the run log when a baseline beat the model on its backtest (the finding is in its report)."""
+    beaten = report.get("beaten_by_baseline")
+    if beaten:
+        context.log.warning(f"predictions: {beaten['message']}")
+
+
 def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
     section = config.predictions
-    measures = config.measures
 
     @dg.asset(
         key=model_key(model),
@@ -216,11 +242,12 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
     def train(context: dg.AssetExecutionContext):
         lake = context.resources.lake.get_lake()
         try:
-            runs = _runs(section, lake, measures, [model])
+            runs = _runs(context, config, lake, [model])
             # The scoring step scores everyone with the stored model: scoring them here too would be thrown away.
             result = runs.train(model, table=False)
         except UserError as exc:
             raise dg.Failure(description=redact(exc), allow_retries=False) from exc
+        _warn_beaten(context, result.report)
         return dg.MaterializeResult(metadata=_store_trained(lake, model, result, _configured(section)))
 
     return train
@@ -228,7 +255,6 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
 
 def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     section = config.predictions
-    measures = config.measures
     provider = config.name
     models = list(section.models)
     outs = {
@@ -274,7 +300,7 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     )
     def score(context: dg.AssetExecutionContext):
         lake = context.resources.lake.get_lake()
-        runs = _runs(section, lake, measures, models)
+        runs = _runs(context, config, lake, models)
         configured = _configured(section)
         stored, failed = _stored_models(context, lake, configured, models, runs)
         done = runs.run_all(stored, workers=section.parallel_models) | failed
@@ -297,6 +323,7 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
                 continue
             if isinstance(outcome, Trained):
                 # The training asset shows the report in the UI, as when the model is trained by its own job.
+                _warn_beaten(context, outcome.report)
                 metadata = _store_trained(lake, model, outcome, configured, runs.reuse.get(model))
                 context.log_event(dg.AssetMaterialization(asset_key=model_key(model), metadata=metadata))
                 outcome = outcome.table
@@ -397,6 +424,7 @@ def _stored_for(
         f"predictions: {MODEL_NAMES[model]} scores with the model trained at "
         f"{stored.data_window.get('trained_at_cutoff')}"
     )
+    _warn_beaten(context, stored.metrics)
     return stored, digest
 
 

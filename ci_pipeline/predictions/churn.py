@@ -20,6 +20,7 @@ from ci_pipeline.predictions.data import (
     BOOSTING,
     InsufficientData,
     as_utc,
+    backtested,
     check_cutoff,
     informative,
     latest_cutoff,
@@ -209,6 +210,9 @@ def evaluate(model: ChurnModel, history: History, cutoff: pd.Timestamp) -> dict:
     out["auc_over_best_baseline"] = (
         round(out["model"]["auc"] - max(aucs), 4) if aucs and out["model"]["auc"] is not None else None
     )
+    beaten = metrics.beaten_by_baseline(MODEL, out["model"], out["baselines"], "auc", "AUC")
+    if beaten is not None:
+        out["beaten_by_baseline"] = beaten
     # The points of the calibration and gain charts the evaluation report draws.
     out["charts"] = {
         "calibration": metrics.calibration_table(y, scored),
@@ -329,7 +333,7 @@ def _run_churn(history: History, customers, latest, settings: PredictionSettings
     window = pd.Timedelta(days=days)
     # Each step reads only up to its cutoff plus one window: the backtest nothing after latest - window.
     backtest = fit(history, latest - 2 * window, settings)
-    evaluation = evaluate(backtest, history, latest - window)
+    evaluation = backtested(MODEL, evaluate, backtest, history, latest - window)
     model = fit(history, latest - window, settings)
     model = replace(model, prior=prior.fit_prior(history.encoded, customers, latest - window, days))
     if score_everyone:

@@ -23,6 +23,7 @@ from ci_pipeline.predictions.data import (
     BOOSTING,
     InsufficientData,
     as_utc,
+    backtested,
     check_cutoff,
     informative,
     latest_cutoff,
@@ -310,6 +311,9 @@ def evaluate(model: ClvModel, history: History, cutoff: pd.Timestamp, settings: 
         out["charts"][f"gain/{name}"] = metrics.gain_table(y, values) if len(y) else []
     best = max(b["top_capture"] for b in out["baselines"].values())
     out["top_capture_over_best_baseline"] = round(out["model"]["top_capture"] - best, 4)
+    beaten = metrics.beaten_by_baseline(MODEL, out["model"], out["baselines"], "top_capture", "top-share capture")
+    if beaten is not None:
+        out["beaten_by_baseline"] = beaten
     return out
 
 
@@ -432,7 +436,9 @@ def _run_clv(history: History, customers, latest, settings: PredictionSettings, 
     # latest - period. The published model's weight is chosen the same way one period later, on the backtest.
     backtest = fit(history, latest - 2 * period, settings)
     method = method_for(history, latest - 2 * period, settings)
-    evaluation = evaluate(replace(backtest, weight=method.weight), history, latest - period, settings)
+    evaluation = backtested(
+        MODEL, evaluate, replace(backtest, weight=method.weight), history, latest - period, settings
+    )
     published = method_for(history, latest - period, settings, earlier=backtest)
     model = fit(history, latest - period, settings)
     fitted_prior = prior.fit_prior(history.encoded, customers, latest - period, settings.clv.period_days)

@@ -42,6 +42,30 @@ class InsufficientData(UserError):
     """The data does not meet a model's minimum (too few customers or too short a history)."""
 
 
+class EvaluationFailed(UserError):
+    """A model's backtest evaluation raised an unexpected error: that model publishes nothing this run."""
+
+
+def backtested(model: str, evaluate, *args) -> dict:
+    """``evaluate(*args)``, the backtest report of ``model``; an unexpected error in it becomes that model's
+    :class:`EvaluationFailed`, so the other models of the run still train and publish (a run fails only on its own
+    models' errors, not on an evaluation metric that cannot handle this data).
+
+    Raises:
+        EvaluationFailed: naming the model and the error (the original is its ``__cause__``, with its traceback).
+    """
+    try:
+        return evaluate(*args)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise EvaluationFailed(
+            f"{model}: the backtest evaluation failed on this data ({type(exc).__name__}: {exc}); the model "
+            "publishes nothing this run and the other models go on. This is a defect of the evaluation, not of "
+            "the configuration: report it with this message"
+        ) from exc
+
+
 def _activity_rows(facts: pd.DataFrame, activity: str, fields: list[str]) -> pd.DataFrame:
     for column in ["CustomerId", "Activity", "ActivityTimeStamp"]:
         if column not in facts.columns:
@@ -88,15 +112,77 @@ def read_facts(dataset: ds.Dataset, activities: list[str], fields: list[str]) ->
     return frame
 
 
-def purchases_from_facts(facts: pd.DataFrame, source: PurchaseSource) -> pd.DataFrame:
+@dataclass(frozen=True)
+class AmountSource:
+    """Where the purchases' amounts are read from, and the amounts that are text but no number (``$11.77``,
+    ``USD``): kept on the purchases frame (``attrs[AMOUNT_ATTR]``) so the usability check and the run log can name
+    the field and show a value."""
+
+    activity: str
+    field: str
+    #: The source column(s) the field is read from, as the configuration says (None when not known).
+    origin: str | None
+    purchases: int
+    #: Purchases whose amount is text that is no number (they count with no amount).
+    text_rows: int = 0
+    example: str | None = None
+
+    def where(self) -> str:
+        """The field, its activity and source column."""
+        return f"field '{self.field}' of activity '{self.activity}'" + (f" ({self.origin})" if self.origin else "")
+
+    def text_note(self) -> str:
+        """How many amounts are text that is no number, with an example ('' when none is)."""
+        if not self.text_rows:
+            return ""
+        return (
+            f"{self.where()} holds text that is no number in {self.text_rows:,} of {self.purchases:,} purchases, "
+            f"for example {self.example!r}"
+        )
+
+    def warning(self) -> str | None:
+        """The run log's warning when some amounts are text that is no number (None when none is)."""
+        if not self.text_rows:
+            return None
+        return (
+            f"predictions: {self.text_note()}; those purchases count with no amount, so their spend is left out of "
+            "lifetime value and the spend features. Write the amounts as plain numbers (no currency sign or "
+            "thousands separator) or declare the column a number in the source, or point "
+            "predictions.purchases.amount at the field that holds the amount"
+        )
+
+
+#: Where :func:`purchases_from_facts` keeps the :class:`AmountSource` on the purchases frame.
+AMOUNT_ATTR = "amount_source"
+
+
+def _amount_source(raw: pd.Series, amount: pd.Series, source: PurchaseSource, origin: str | None) -> AmountSource:
+    # Only values that are there but do not read as a number: blank text is no amount, not a wrong one.
+    text = raw.notna().to_numpy() & amount.isna().to_numpy()
+    found = raw[text].astype("string").str.strip() if text.any() else pd.Series([], dtype="string")
+    found = found[found != ""]
+    return AmountSource(
+        activity=source.activity,
+        field=source.amount,
+        origin=origin,
+        purchases=int(len(raw)),
+        text_rows=int(len(found)),
+        example=str(found.iloc[0]) if len(found) else None,
+    )
+
+
+def purchases_from_facts(facts: pd.DataFrame, source: PurchaseSource, origin: str | None = None) -> pd.DataFrame:
     """One row per purchase: CustomerId, Time (UTC), Amount (returns negative), sorted by customer and time.
 
     Rows whose amount is missing or not a number are kept with a missing amount: the purchase happened (it counts
-    for recency and frequency), its value is unknown (sums leave it out; the usability report counts it).
+    for recency and frequency), its value is unknown (sums leave it out; the usability report counts it). Where the
+    amount is read from, and the amounts that are text but no number, are the frame's ``attrs[AMOUNT_ATTR]`` (an
+    :class:`AmountSource`; ``origin`` names the source column).
     """
     fields = [source.amount] + ([source.is_return] if source.is_return else [])
     rows = _activity_rows(facts, source.activity, fields)
     amount = pd.to_numeric(rows[source.amount], errors="coerce").astype("float64")
+    read = _amount_source(rows[source.amount], amount, source, origin)
     if source.is_return:
         flagged = rows[source.is_return].astype("boolean").fillna(False).to_numpy(dtype=bool)
         amount = amount.where(~flagged, -amount.abs())
@@ -107,7 +193,9 @@ def purchases_from_facts(facts: pd.DataFrame, source: PurchaseSource) -> pd.Data
             "Amount": amount.to_numpy(),
         }
     )
-    return out.sort_values(["CustomerId", "Time"], kind="stable").reset_index(drop=True)
+    out = out.sort_values(["CustomerId", "Time"], kind="stable").reset_index(drop=True)
+    out.attrs[AMOUNT_ATTR] = read
+    return out
 
 
 def signals_from_facts(facts: pd.DataFrame, activities: list[str]) -> pd.DataFrame:
@@ -155,10 +243,15 @@ class UsabilityReport:
     share_negative_amount: float
     #: Share of missing values per profile column used as a feature.
     profile_missing: dict[str, float]
+    #: Where the amounts are read from and how many are text that is no number (not part of :meth:`as_dict`).
+    amount_source: AmountSource | None = None
 
     def as_dict(self) -> dict:
         """The report as plain JSON-ready values."""
-        return dict(self.__dict__)
+        out = {k: v for k, v in self.__dict__.items() if k != "amount_source"}
+        if self.amount_source is not None and self.amount_source.text_rows:
+            out["amounts_not_a_number"] = {"rows": self.amount_source.text_rows, "example": self.amount_source.example}
+        return out
 
 
 def usability(purchases: pd.DataFrame, customers: pd.Series, context=None) -> UsabilityReport:
@@ -189,6 +282,7 @@ def usability(purchases: pd.DataFrame, customers: pd.Series, context=None) -> Us
         share_missing_amount=round(float(purchases["Amount"].isna().mean()), 4) if len(purchases) else 0.0,
         share_negative_amount=round(float((purchases["Amount"] < 0).mean()), 4) if len(purchases) else 0.0,
         profile_missing=missing,
+        amount_source=purchases.attrs.get(AMOUNT_ATTR),
     )
 
 
@@ -217,9 +311,12 @@ def require(
             "(a longer history, a shorter prediction window, or a lower predictions.minimums.history_windows)"
         )
     if report.share_missing_amount > max_missing:
+        read = report.amount_source
+        where = f" in {read.where()}" if read is not None else ""
+        note = f": {read.text_note()}" if read is not None and read.text_rows else ""
         problems.append(
-            f"{report.share_missing_amount:.0%} of the purchases have no amount, at most {max_missing:.0%} may "
-            "(check the amount field of predictions.purchases)"
+            f"{report.share_missing_amount:.0%} of the purchases have no amount{where}, at most {max_missing:.0%} may"
+            f"{note} (check the amount field of predictions.purchases: it must hold numbers)"
         )
     for column, share in report.profile_missing.items():
         if share > max_missing:
@@ -281,6 +378,34 @@ def as_utc(value) -> pd.Timestamp:
     """A timestamp in UTC (naive values are taken as UTC)."""
     stamp = pd.Timestamp(value)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+#: ``as_of: last_purchase`` warns when purchases lie more than this after the 99.9th percentile of purchase dates:
+#: in real data the last 0.1% of purchases span days (at 1,000 purchases, the last one or two), so a month means
+#: a few stray rows (mistyped dates) ending the data instead of the bulk of it.
+STRAY_GAP = pd.Timedelta(days=30)
+
+
+def stray_last_purchases(times: pd.Series) -> str | None:
+    """With ``as_of: last_purchase``, a warning when the last purchases are few and far after the rest (more than
+    :data:`STRAY_GAP` after the 99.9th percentile of purchase dates): they alone move the cutoff, and everyone then
+    looks inactive since the real end of the data. None when the purchases end as the bulk of them does."""
+    times = pd.Series(times).dropna()
+    if times.empty:
+        return None
+    stamps = pd.to_datetime(times, utc=True)
+    bulk_end = stamps.quantile(0.999)
+    late = stamps[stamps > bulk_end + STRAY_GAP]
+    if late.empty:
+        return None
+    examples = ", ".join(str(d) for d in np.sort(late.dt.date.unique())[-3:])
+    return (
+        f"predictions: as_of is last_purchase, so the models score at {stamps.max().isoformat()}, the latest purchase; "
+        f"but {len(late):,} purchases are dated more than {STRAY_GAP.days} days after 99.9% of the others (which end "
+        f"by {bulk_end.date()}), for example {examples}. A few late rows (often mistyped dates) move the cutoff, and "
+        "every customer then looks inactive since the real end of the data. Correct those rows' dates, or set "
+        f"predictions.as_of to the date the data ends (such as {bulk_end.date()})"
+    )
 
 
 def latest_cutoff(latest, frame: pd.DataFrame, model: str) -> pd.Timestamp:

@@ -101,6 +101,39 @@ def lift_grade(reduction: float | None) -> str:
     return "A" if reduction >= 0.20 else "B" if reduction > 0 else "C"
 
 
+def beaten_by_baseline(
+    model_name: str, model: dict, baselines: dict[str, dict], metric: str, label: str
+) -> dict | None:
+    """The baseline that beat the model on the backtest by ``metric`` (higher is better), or None.
+
+    The grades compare the model with the reference product's rule only, so a model can be graded A while another
+    baseline ranks customers better; this finding says so where the user reads the report. Returns the baseline's
+    name, both figures, the difference and a ``message`` that names them and what they mean.
+    """
+    mine = model.get(metric)
+    scored = {name: b[metric] for name, b in baselines.items() if b.get(metric) is not None}
+    if mine is None or not scored:
+        return None
+    best = max(scored, key=scored.get)
+    difference = round(mine - scored[best], 4)
+    if difference >= 0:
+        return None
+    message = (
+        f"{model_name}: on the backtest the baseline {best} beat the model: {label} {scored[best]} against the "
+        f"model's {mine} ({difference:+.4f}). The grades compare the model with the reference rule only; the "
+        f"published scores come from the model, which did worse here than {best}: weigh them accordingly (more "
+        "history, or other features, may let the model catch up)"
+    )
+    return {
+        "baseline": best,
+        "metric": metric,
+        "model": mine,
+        "baseline_value": scored[best],
+        "difference": difference,
+        "message": message,
+    }
+
+
 def top_capture(actual: np.ndarray, predicted: np.ndarray, share: float) -> float:
     """Share of the true top ``share`` customers (by actual value) that are in the predicted top ``share``."""
     n = max(int(round(len(actual) * share)), 1)
@@ -116,11 +149,16 @@ def _gini(actual: np.ndarray, order: np.ndarray) -> float:
 
 
 def normalized_gini(actual: np.ndarray, predicted: np.ndarray) -> float:
-    """Gini of the actual values ordered by prediction, over the Gini of the perfect order (1 = perfect)."""
+    """Gini of the actual values ordered by prediction, over the Gini of the perfect order (1 = perfect); NaN when
+    no order is better than another (nothing spent, or the same by everyone)."""
     actual = np.clip(np.asarray(actual, dtype=np.float64), 0, None)
-    if actual.sum() <= 0:
+    # Undefined (NaN, reported as None) when nothing was spent or everyone spent the same: no order beats another,
+    # so the perfect order's Gini is 0 (or rounding noise around it).
+    if actual.sum() <= 0 or np.ptp(actual) == 0:
         return float("nan")
     perfect = _gini(actual, np.argsort(-actual, kind="stable"))
+    if not perfect > 0:
+        return float("nan")
     return _gini(actual, np.argsort(-np.asarray(predicted), kind="stable")) / perfect
 
 

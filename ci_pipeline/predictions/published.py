@@ -22,11 +22,13 @@ from ci_pipeline.predictions import churn, clv
 from ci_pipeline.predictions.churn import run_churn
 from ci_pipeline.predictions.clv import run_clv
 from ci_pipeline.predictions.data import (
+    AMOUNT_ATTR,
     latest_cutoff,
     lines_from_facts,
     native_threads,
     purchases_from_facts,
     signals_from_facts,
+    stray_last_purchases,
 )
 from ci_pipeline.predictions.features import Measures
 from ci_pipeline.predictions.recommend import MODEL, REASONS, Recommender, interactions, recommend, run_recommendation
@@ -142,10 +144,18 @@ class ModelRuns:
         profile: the CustomerProfile when ``settings.profile_fields`` lists fields, else None.
         latest: the scoring cutoff (:func:`scoring_cutoff`); None for the last purchase.
         measures: the measures section, when ``settings.measure_fields`` lists measures (recomputed at each cutoff).
+        amount_origin: the source column(s) the purchase amount field is read from, named in messages about it.
     """
 
     def __init__(
-        self, settings: PredictionSettings, facts: pd.DataFrame, customers: pd.Series, profile, latest, measures=None
+        self,
+        settings: PredictionSettings,
+        facts: pd.DataFrame,
+        customers: pd.Series,
+        profile,
+        latest,
+        measures=None,
+        amount_origin: str | None = None,
     ):
         self.settings = settings
         #: Model -> the kept scores it reuses when it scores with a stored model (see
@@ -158,7 +168,7 @@ class ModelRuns:
         # The frames the models read are derived now, so the facts (each purchase and order line with its text
         # columns) are not held while the models train; a frame that cannot be derived keeps its error for the
         # model that reads it.
-        self._purchases = _attempt(purchases_from_facts, facts, settings.purchases)
+        self._purchases = _attempt(purchases_from_facts, facts, settings.purchases, amount_origin)
         self._lines = _attempt(lines_from_facts, facts, settings.purchases)
         names = settings.signal_activities
         self._signals = _attempt(signals_from_facts, facts, names) if names else None
@@ -167,6 +177,18 @@ class ModelRuns:
     def purchases(self) -> pd.DataFrame:
         """The purchases of the purchase activity (read once for churn and CLV)."""
         return _derived(self._purchases)
+
+    def warnings(self, models) -> list[str]:
+        """What the run log should warn about the data ``models`` read: purchase amounts that are text but no number
+        (they count with no amount, even when too few to stop the models), and with ``as_of: last_purchase`` a few
+        purchases far after the rest that move the cutoff (:func:`stray_last_purchases`)."""
+        if not {"churn", "clv"} & set(models) or isinstance(self._purchases, UserError):
+            return []
+        read = self._purchases.attrs.get(AMOUNT_ATTR)
+        found = [read.warning() if read is not None else None]
+        if self.latest is None:
+            found.append(stray_last_purchases(self._purchases["Time"]))
+        return [warning for warning in found if warning]
 
     @property
     def lines(self) -> pd.DataFrame:

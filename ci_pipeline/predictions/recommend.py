@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import sparse
 
 from ci_pipeline.predictions import metrics
-from ci_pipeline.predictions.data import InsufficientData, latest_cutoff
+from ci_pipeline.predictions.data import InsufficientData, backtested, latest_cutoff
 from ci_pipeline.predictions.settings import PredictionSettings, RecommendationSettings
 from ci_pipeline.predictions.stored import StoredModel
 
@@ -298,7 +298,7 @@ def run_recommendation(
             "(a longer predictions.recommendation.lookback_days or lower predictions.minimums)"
         )
     report = {"prediction": MODEL, "k": rs.k, "repeats": rs.repeats}
-    report.update(evaluate(lines, index, latest - pd.Timedelta(days=rs.holdout_days), latest, rs))
+    report.update(backtested(MODEL, evaluate, lines, index, latest - pd.Timedelta(days=rs.holdout_days), latest, rs))
     products = _products(lines, start, latest)
     history = interactions(lines, index, products, start, latest)
     model = fit(history, products, rs)

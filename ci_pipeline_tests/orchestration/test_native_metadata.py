@@ -11,7 +11,7 @@ import yaml
 from ci_pipeline.config import load_config
 from ci_pipeline.defs import build_definitions
 from ci_pipeline.defs.metadata import entries_table
-from ci_pipeline.defs.predictions import report_metadata
+from ci_pipeline.defs.predictions import _warn_beaten, report_metadata
 from ci_pipeline.lake import Lake
 from ci_pipeline.orchestration.schedule import describe_cron
 from ci_pipeline_tests.conftest import SAMPLE_DIR
@@ -268,6 +268,19 @@ def test_prediction_charts_and_feature_importance_are_native_tables():
     assert calibration[0] == {"bin": 1, "predicted": 0.1, "observed": 0.12} and calibration[1]["observed"] is None
     assert [row["feature"] for row in _rows(metadata["feature_importance"])] == ["frequency", "recency"]
     _no_big_json(metadata, "prediction report")
+
+
+def test_a_baseline_that_beat_the_model_is_told_in_the_metadata_and_the_run_log():
+    beaten = {"baseline": "bgnbd_p_no_purchase", "message": "TransactionalChurn: on the backtest the baseline ..."}
+    report = {"lift_grade": "A", "auc_over_best_baseline": -0.0087, "beaten_by_baseline": beaten}
+    metadata = report_metadata(report)
+    assert metadata["beaten_by_baseline"].value == beaten["message"] and metadata["lift_grade"] == "A"
+    assert "beaten_by_baseline" not in report_metadata({"lift_grade": "A"})
+    warned = []
+    log = type("Log", (), {"warning": lambda self, text: warned.append(text)})()
+    _warn_beaten(type("Context", (), {"log": log})(), report)
+    _warn_beaten(type("Context", (), {"log": log})(), {"lift_grade": "A"})
+    assert warned == [f"predictions: {beaten['message']}"]
 
 
 def test_sink_capacity_lists_its_tables_as_a_native_table(tmp_path):

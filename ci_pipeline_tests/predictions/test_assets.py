@@ -388,3 +388,10 @@ def test_a_stored_model_whose_feature_is_gone_fails_that_model_and_says_retrain(
     logs = [r.user_message for r in instance.all_logs(result.run_id)]
     assert any("trained with other predictions settings" in m and "train_predictions" in m for m in logs)
     assert read(lake, "prediction").empty
+
+
+def test_messages_about_amounts_name_the_source_column_the_amount_field_is_read_from():
+    config = ProjectConfig.model_validate(CONFIG)
+    assert predictions._amount_origin(config, "orders", "amount") == "column total of shop.orders"
+    assert predictions._amount_origin(config, "SalesOrder", "amount") == "column total of shop.orders"
+    assert predictions._amount_origin(config, "orders", "currency") is None

@@ -49,6 +49,8 @@ def test_report_holds_model_and_baselines_side_by_side(result):
     assert report["best_rule_days"] in churn.rule_windows(60) == [60, 30]
     assert report["reference_grade"] in "ABC" and report["lift_grade"] in "ABC"
     assert report["usability"]["purchasers"] == 700
+    best = max(b["auc"] for b in report["baselines"].values())
+    assert ("beaten_by_baseline" in report) == (report["model"]["auc"] < best)
     assert set(report["feature_importance"]) == set(result.stored.features)
 
 

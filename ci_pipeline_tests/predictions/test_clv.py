@@ -53,6 +53,8 @@ def test_report_holds_every_metric_for_the_model_and_both_baselines(result):
     assert report["model"]["normalized_gini"] > 0.2
     assert 0.5 < report["model"]["interval_coverage"] <= 1
     assert report["reference_grade"] in "ABC"
+    best = max(b["top_capture"] for b in report["baselines"].values())
+    assert ("beaten_by_baseline" in report) == (report["model"]["top_capture"] < best)
 
 
 def test_same_input_gives_the_same_values(purchases, result):

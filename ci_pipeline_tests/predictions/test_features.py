@@ -11,11 +11,13 @@ from ci_pipeline.errors import UserError
 from ci_pipeline.predictions import btyd, prior
 from ci_pipeline.predictions.churn import run_churn
 from ci_pipeline.predictions.data import (
+    AMOUNT_ATTR,
     InsufficientData,
     lines_from_facts,
     purchases_from_facts,
     require,
     signals_from_facts,
+    stray_last_purchases,
     usability,
 )
 from ci_pipeline.predictions.features import (
@@ -27,6 +29,7 @@ from ci_pipeline.predictions.features import (
     purchase_features,
     purchasers_at,
 )
+from ci_pipeline.predictions.published import ModelRuns
 from ci_pipeline.predictions.settings import PredictionSettings, PurchaseSource
 from ci_pipeline_tests.predictions import synthetic
 
@@ -168,8 +171,49 @@ def test_purchases_without_an_amount_are_kept_and_counted_as_missing():
     assert len(out) == 2 and out["Amount"].isna().sum() == 1
     report = usability(out, out["CustomerId"])
     assert report.share_missing_amount == 0.5
-    with pytest.raises(InsufficientData, match="50% of the purchases have no amount, at most 20% may"):
+    with pytest.raises(
+        InsufficientData,
+        match="50% of the purchases have no amount in field 'amount' of activity 'orders', at most 20%",
+    ):
         require(report, "TransactionalChurn", 1, 0, 0)
+
+
+def test_amounts_that_are_text_but_no_number_are_warned_about_even_below_the_limit():
+    # "$11.77" in a column not declared numeric: the purchase counts with no amount, and the run says so.
+    rows = facts().astype({"amount": object})
+    rows.loc[0, "amount"] = "$11.77"
+    rows.loc[1, "amount"] = "20.00"
+    origin = "column amount of shop.orders"
+    out = purchases_from_facts(rows, PurchaseSource(), origin)
+    assert out["Amount"].isna().tolist() == [True, False]
+    read = out.attrs[AMOUNT_ATTR]
+    assert (read.text_rows, read.purchases, read.example) == (1, 2, "$11.77")
+    warning = read.warning()
+    assert "field 'amount' of activity 'orders' (column amount of shop.orders)" in warning
+    assert "holds text that is no number in 1 of 2 purchases, for example '$11.77'" in warning
+    # What the usability check reads is the purchases up to the cutoff: the note goes with them.
+    report = usability(out[out["Time"] <= out["Time"].max()], out["CustomerId"])
+    assert report.as_dict()["amounts_not_a_number"] == {"rows": 1, "example": "$11.77"}
+    require(report, "TransactionalChurn", 1, 0, 0, max_missing=0.6)
+    settings = PredictionSettings()
+    runs = ModelRuns(settings, rows, rows["CustomerId"], None, None, amount_origin=origin)
+    assert runs.warnings(["churn", "clv"]) == [warning] and runs.warnings(["recommendation"]) == []
+    # Blank text is no amount, not a wrong one: nothing to warn about.
+    rows.loc[0, "amount"] = "  "
+    assert purchases_from_facts(rows, PurchaseSource()).attrs[AMOUNT_ATTR].warning() is None
+
+
+def test_an_amount_field_of_text_names_the_field_the_column_and_a_value():
+    rows = facts().astype({"amount": object})
+    rows["amount"] = "USD"
+    out = purchases_from_facts(rows, PurchaseSource(), "column currency of shop.orders")
+    with pytest.raises(InsufficientData) as caught:
+        require(usability(out, out["CustomerId"]), "CustomerLifetimeValue", 1, 0, 0)
+    assert (
+        "100% of the purchases have no amount in field 'amount' of activity 'orders' (column currency of "
+        "shop.orders), at most 20% may: field 'amount' of activity 'orders' (column currency of shop.orders) holds "
+        "text that is no number in 2 of 2 purchases, for example 'USD'"
+    ) in str(caught.value)
 
 
 def test_the_share_with_two_or_more_purchases_counts_purchase_days_not_rows():
@@ -337,3 +381,32 @@ def test_customers_without_purchase_are_those_with_only_returns_or_nothing_in_co
     assert got.tolist() == ["Z", "aa", "c", "late", "z", "ä"]  # Python's order of code points, each once
     assert got.name == "CustomerId" and isinstance(got.dtype, pd.StringDtype)
     assert prior.without_purchase(purchases, None, pd.Timestamp("2021-01-01", tz="UTC")).empty
+
+
+def test_a_few_purchases_far_after_the_rest_are_warned_about_when_the_last_purchase_is_the_cutoff():
+    # 15 orders typed as September instead of June moved the cutoff three months: everyone looked churned.
+    start = pd.Timestamp("1998-01-01T00:00:00Z")
+    times = pd.Series(start + pd.to_timedelta(np.arange(20_000) % 181, unit="D"))
+    assert stray_last_purchases(times) is None
+    assert stray_last_purchases(times.iloc[:300]) is None and stray_last_purchases(times.iloc[:0]) is None
+    late = times.copy()
+    late.iloc[:15] = pd.Timestamp("1998-09-15T00:00:00Z")
+    message = stray_last_purchases(late)
+    assert "score at 1998-09-15T00:00:00+00:00, the latest purchase" in message
+    assert "15 purchases are dated more than 30 days after 99.9% of the others (which end by 1998-06-30)" in message
+    assert "for example 1998-09-15" in message and "set predictions.as_of to the date the data ends" in message
+    rows = pd.DataFrame(
+        {
+            "CustomerId": pd.array([f"c{i % 500}" for i in range(len(late))], dtype="string"),
+            "Activity": "orders",
+            "ActivityTimeStamp": late,
+            "amount": 10.0,
+        }
+    )
+    customers = rows["CustomerId"]
+    assert ModelRuns(PredictionSettings(), rows, customers, None, None).warnings(["churn"]) == [message]
+    # A date as the cutoff is not moved by them.
+    assert (
+        ModelRuns(PredictionSettings(), rows, customers, None, pd.Timestamp("1998-07-01", tz="UTC")).warnings(["churn"])
+        == []
+    )

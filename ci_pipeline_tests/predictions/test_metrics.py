@@ -35,6 +35,15 @@ def test_normalized_gini_is_one_for_the_perfect_order_and_about_zero_for_a_const
     assert metrics.normalized_gini(actual, -actual) < 0
 
 
+def test_normalized_gini_is_undefined_when_everyone_spent_the_same():
+    # The perfect order's Gini is 0 then: dividing by it crashed the whole scoring step.
+    same = np.full(6, 20.0)
+    assert np.isnan(metrics.normalized_gini(same, np.arange(6.0)))
+    assert np.isnan(metrics.normalized_gini(np.zeros(4), np.arange(4.0)))
+    out = metrics.regression(same, np.arange(6.0), 0.2)
+    assert out["normalized_gini"] is None and out["spearman"] is None and out["top_capture"] is not None
+
+
 def test_churn_grades():
     rule = {"recall": 0.90, "accuracy": 0.70, "errors": 100}
     assert metrics.reference_churn_grade({"recall": 0.95, "accuracy": 0.8, "errors": 60}, rule) == "B"
@@ -42,6 +51,20 @@ def test_churn_grades():
     assert metrics.reference_churn_grade({"recall": 1.0, "accuracy": 0.4, "errors": 60}, rule) == "C"
     assert metrics.error_reduction({"errors": 60}, rule) == 0.4
     assert metrics.lift_grade(0.4) == "A" and metrics.lift_grade(0.1) == "B" and metrics.lift_grade(-0.1) == "C"
+
+
+def test_a_baseline_that_beats_the_model_is_named_with_both_figures_and_what_it_means():
+    # The sample's churn backtest: graded A against the rule, yet BG/NBD ranked customers better.
+    baselines = {"rule_no_purchase_90_days": {"auc": 0.81}, "bgnbd_p_no_purchase": {"auc": 0.9452}}
+    found = metrics.beaten_by_baseline("TransactionalChurn", {"auc": 0.9365}, baselines, "auc", "AUC")
+    assert found["baseline"] == "bgnbd_p_no_purchase" and found["difference"] == -0.0087
+    assert found["model"] == 0.9365 and found["baseline_value"] == 0.9452
+    message = found["message"]
+    assert "bgnbd_p_no_purchase beat the model: AUC 0.9452 against the model's 0.9365 (-0.0087)" in message
+    assert message.startswith("TransactionalChurn: ") and "published scores come from the model" in message
+    assert metrics.beaten_by_baseline("TransactionalChurn", {"auc": 0.95}, baselines, "auc", "AUC") is None
+    assert metrics.beaten_by_baseline("TransactionalChurn", {"auc": 0.9452}, baselines, "auc", "AUC") is None
+    assert metrics.beaten_by_baseline("TransactionalChurn", {"auc": None}, baselines, "auc", "AUC") is None
 
 
 def test_clv_grade_reads_five_points_as_absolute():

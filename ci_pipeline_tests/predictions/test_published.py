@@ -21,12 +21,14 @@ from ci_pipeline.outputs import PREDICTION_COLUMNS
 from ci_pipeline.predictions import (
     ModelRuns,
     Trained,
+    clv,
     fact_columns,
     lines_from_facts,
     purchases_from_facts,
     read_facts,
     signals_from_facts,
 )
+from ci_pipeline.predictions.data import EvaluationFailed
 from ci_pipeline.predictions.published import (
     json_objects,
     models_at_once,
@@ -244,6 +246,24 @@ def test_models_run_side_by_side_give_what_they_give_one_after_another():
     scored = run({m: together[m].stored for m in ("churn", "recommendation")}, 2)
     for model, frame in scored.items():
         pd.testing.assert_frame_equal(frame, alone[model].table)
+
+
+def test_an_unexpected_error_in_one_models_evaluation_fails_that_model_alone(monkeypatch):
+    def broken(*args):
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(clv, "evaluate", broken)
+    facts = shop_facts()
+    settings = PredictionSettings.model_validate(
+        PredictionsConfig.model_validate(SHOP_CONFIG["predictions"]).settings()
+    )
+    customers = pd.Series(sorted(set(facts["CustomerId"])), dtype="string")
+    runs = ModelRuns(settings, facts, customers, None, scoring_cutoff(None, dt.date(2026, 6, 30)))
+    done = runs.run_all(dict.fromkeys(["clv", "recommendation"]), workers=1)
+    assert isinstance(done["clv"], EvaluationFailed) and isinstance(done["clv"], UserError)
+    assert "CustomerLifetimeValue: the backtest evaluation failed" in str(done["clv"])
+    assert "ZeroDivisionError: float division by zero" in str(done["clv"])
+    assert isinstance(done["recommendation"], Trained)
 
 
 def test_auto_runs_two_models_at_once_up_to_three_million_purchases_and_a_number_is_kept():
