@@ -121,8 +121,8 @@ def beaten_by_baseline(
     message = (
         f"{model_name}: on the backtest the baseline {best} beat the model: {label} {scored[best]} against the "
         f"model's {mine} ({difference:+.4f}). The grades compare the model with the reference rule only; the "
-        f"published scores come from the model, which did worse here than {best}: weigh them accordingly (more "
-        "history, or other features, may let the model catch up)"
+        f"published scores come from the model (retrained at the latest cutoff), which did worse here than {best}: "
+        "weigh them accordingly (more history, or other features, may let the model catch up)"
     )
     return {
         "baseline": best,
