@@ -208,7 +208,9 @@ def regression(
     out = {
         "top_capture": _r(top_capture(actual, predicted, share)),
         "normalized_gini": _r(normalized_gini(actual, predicted)),
-        "spearman": _r(stats.spearmanr(actual, predicted).statistic) if np.ptp(predicted) > 0 else None,
+        "spearman": _r(stats.spearmanr(actual, predicted).statistic)
+        if np.ptp(predicted) > 0 and np.ptp(actual) > 0
+        else None,
         "decile_mape": _r(decile_mape(actual, predicted)),
         "total_forecast_error": _r((predicted.sum() - total) / total) if total else None,
         "rmse": _r(float(np.sqrt(np.mean((predicted - actual) ** 2)))),
