@@ -30,7 +30,7 @@ from ci_pipeline.ingest.csvfile import (
     utf8_lines,
 )
 from ci_pipeline.ingest.date_sample import date_problems
-from ci_pipeline.ingest.read import data_files, partition_columns, require_distinct_columns
+from ci_pipeline.ingest.read import data_files, partition_columns, require_distinct_columns, without_empty_parts
 from ci_pipeline.ingest.storage import SourceLocation
 from ci_pipeline.lake import Lake
 
@@ -141,7 +141,7 @@ def _inspect(
         return SourceSchema(_delta_columns(location, lake), location.url), []
     if table.format == "parquet":
         return _parquet(data_files(location, ".parquet"), table, location)
-    return _csv(data_files(location, ".csv"), table, label)
+    return _csv(without_empty_parts(data_files(location, ".csv"))[0], table, label)
 
 
 def _delta_columns(location: SourceLocation, lake: Lake) -> list[str]:

@@ -227,10 +227,24 @@ def data_files(location: SourceLocation, suffix: str) -> list[SourceLocation]:
     return found
 
 
+def without_empty_parts(files: list[SourceLocation]) -> tuple[list[SourceLocation], list[SourceLocation]]:
+    """``files`` without those of 0 bytes, and those: a folder export (Spark writes a part per task) may hold parts
+    with no header and no rows. A file alone, or a folder of empty files only, is kept (reading it says why)."""
+    empty = [f for f in files if f.fs.size(f.path) == 0] if len(files) > 1 else []
+    if not empty or len(empty) == len(files):
+        return files, []
+    return [f for f in files if f not in empty], empty
+
+
 def read_csv(location: SourceLocation, table: TableConfig) -> Batch:
     """A CSV file or a folder of CSV files with the same layout."""
     names = list(table.columns) if not table.csv.header else None
-    return combine([read_csv_file(f, table.csv, names) for f in data_files(location, ".csv")], names)
+    files, empty = without_empty_parts(data_files(location, ".csv"))
+    batch = combine([read_csv_file(f, table.csv, names) for f in files], names)
+    if empty:
+        shown = ", ".join(posixpath.basename(f.url) for f in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        batch.notes.append(f"{len(empty)} empty file(s) of 0 bytes skipped (no header, no rows): {shown}")
+    return batch
 
 
 def read_parquet(location: SourceLocation) -> Batch:

@@ -454,3 +454,15 @@ def test_a_partitioned_parquet_folder_keeps_its_partition_columns(tmp_path, inge
         "3": {"name": "Cy", "year": "2024", "country": "NL"},
     }
     balanced(result)
+
+
+def test_an_empty_part_file_in_a_folder_export_is_skipped_with_a_note(tmp_path, ingest):
+    """Spark writes a part per task, some of 0 bytes: no header, no rows; the others are the table."""
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "part-0000.csv").write_bytes(b"")
+    (tmp_path / "export" / "part-0001.csv").write_text("id,name\n1,Ann\n2,Bob\n")
+    assert source_problems(write_config(tmp_path, csv_table(path="export")), Lake.local(tmp_path / "lake")) == []
+    result = ingest(csv_table(path="export"))
+    assert result.data["id"].tolist() == ["1", "2"] and result.rows_read == 2
+    assert "1 empty file(s) of 0 bytes skipped (no header, no rows): part-0000.csv" in result.notes
+    balanced(result)
