@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from ci_pipeline.errors import StorageError, UserError
 from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, STRING
-from ci_pipeline.ingest.read import Batch, arrow_frame, empty_broken
+from ci_pipeline.ingest.read import Batch, arrow_frame, empty_broken, stored_dates
 from ci_pipeline.ingest.storage import SourceLocation
 
 
@@ -84,7 +84,7 @@ def read_delta(location: SourceLocation, lake, remembered: dict | None, previous
         since = int(remembered["version"])
         if since == version:
             notes.append(f"Delta version {version} unchanged since the last run; nothing new read")
-            return DeltaRead(_carried(previous, location.url, notes), version)
+            return DeltaRead(_dated(_carried(previous, location.url, notes), table), version)
         new_files, why = _appended_files(table, uri, options, since)
         if new_files is not None:
             batch = _read_fragments(table, new_files, location.url)
@@ -94,7 +94,7 @@ def read_delta(location: SourceLocation, lake, remembered: dict | None, previous
                 f"Delta versions {since + 1}..{version}: read {len(new_files)} new file(s) only, "
                 f"{len(previous)} row(s) kept from version {since}"
             )
-            return DeltaRead(batch, version)
+            return DeltaRead(_dated(batch, table), version)
         notes.append(f"{why}; full read of version {version}")
     if table.metadata().partition_columns or table.protocol().reader_features:
         batch = _positions(arrow_frame(table.to_pyarrow_table()), location.url)
@@ -103,7 +103,13 @@ def read_delta(location: SourceLocation, lake, remembered: dict | None, previous
         # keeps its first row either way (the later ones are quarantined as duplicates).
         batch = _read_fragments(table, _written_order(table), location.url)
     batch.notes.extend(notes or [f"Delta version {version}: full read"])
-    return DeltaRead(batch, version)
+    return DeltaRead(_dated(batch, table), version)
+
+
+def _dated(batch: Batch, table) -> Batch:
+    """``batch`` with the table's date columns declared ``date`` (every run alike: read whole, in part or carried)."""
+    batch.types = {**stored_dates(pa.schema(table.schema().to_arrow())), **batch.types}
+    return batch
 
 
 def _appended_files(table, uri: str, options: dict, since: int) -> tuple[list[str] | None, str]:

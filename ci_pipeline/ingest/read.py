@@ -97,6 +97,8 @@ def combine(batches: list[Batch], columns: list[str] | None = None) -> Batch:
         merged.files.extend(b.files)
         merged.notes.extend(b.notes)
         merged.warnings.extend(b.warnings)
+        for name, kind in b.types.items():  # the first file's when they differ, as the columns' order
+            merged.types.setdefault(name, kind)
     return merged
 
 
@@ -125,7 +127,13 @@ def read_parquet_file(location: SourceLocation) -> Batch:
     frame[LINE] = pd.array(np.arange(1, len(frame) + 1), dtype="Int64")
     frame[START] = -1
     frame[END] = -1
-    return Batch(frame=frame, broken=empty_broken(), files=[location.url])
+    return Batch(frame=frame, broken=empty_broken(), files=[location.url], types=stored_dates(table.schema))
+
+
+def stored_dates(schema: pa.Schema) -> dict[str, str]:
+    """The columns a Parquet file stores as dates (``date32``/``date64``): checked as declared ``date`` columns
+    (their ``date_range`` too), which :func:`arrow_frame` hands over as timestamps at midnight."""
+    return {f.name: "date" for f in schema if pa.types.is_date(f.type)}
 
 
 def require_distinct_columns(names: list[str], url: str) -> None:
@@ -169,6 +177,9 @@ def arrow_frame(table: pa.Table) -> pd.DataFrame:
             table = table.set_column(i, table.field(i).name, column.cast(column.type.value_type))
         elif (text := _as_text(column)) is not None:
             table = table.set_column(i, table.field(i).name, text)
+        elif pa.types.is_date(column.type):
+            # As milliseconds: pandas' nanoseconds end in 2262 and begin in 1677, inside many a typo's year.
+            table = table.set_column(i, table.field(i).name, column.cast(pa.timestamp("ms")))
     # A named pandas index is a column of the file like any other; the unnamed one pandas adds is none of the data's.
     table = table.select([n for n in table.column_names if not _PANDAS_INDEX.fullmatch(n)])
     frame = table.to_pandas(types_mapper=_PANDAS_TYPES.get, ignore_metadata=True)

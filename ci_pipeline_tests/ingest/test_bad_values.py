@@ -3,6 +3,8 @@ keys and bare-CR files each quarantine (or read) only what they must, and rows r
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -465,4 +467,16 @@ def test_an_empty_part_file_in_a_folder_export_is_skipped_with_a_note(tmp_path, 
     result = ingest(csv_table(path="export"))
     assert result.data["id"].tolist() == ["1", "2"] and result.rows_read == 2
     assert "1 empty file(s) of 0 bytes skipped (no header, no rows): part-0000.csv" in result.notes
+    balanced(result)
+
+
+def test_parquet_dates_are_dates_checked_against_the_date_range(tmp_path, ingest):
+    """A date32 column was read as text: a year-1600 typo passed, and a date compared with text downstream."""
+    born = pa.array([date(1980, 1, 2), date(1600, 1, 1), None], type=pa.date32())
+    pq.write_table(pa.table({"id": ["1", "2", "3"], "born": born}), tmp_path / "t.parquet")
+    result = ingest({"t": {"format": "parquet", "path": "t.parquet", "primary_key": "id"}})
+    assert str(result.data["born"].dtype) == "datetime64[ns]"
+    assert result.data["born"].tolist()[0] == pd.Timestamp("1980-01-02") and pd.isna(result.data["born"].tolist()[1])
+    (reason,) = result.quarantine["reason"]
+    assert "'1600-01-01 00:00:00' is not a valid date (outside the accepted dates" in reason
     balanced(result)
