@@ -177,6 +177,10 @@ def arrow_frame(table: pa.Table) -> pd.DataFrame:
             table = table.set_column(i, table.field(i).name, column.cast(column.type.value_type))
         elif (text := _as_text(column)) is not None:
             table = table.set_column(i, table.field(i).name, text)
+        elif pa.types.is_decimal(column.type):
+            # As a declared decimal column holds its numbers (pandas would give Decimal objects, later text); through
+            # the decimal text, which parses to the nearest float (a direct cast gives 19.99 as 19.990000000000002).
+            table = table.set_column(i, table.field(i).name, column.cast(pa.string()).cast(pa.float64()))
         elif pa.types.is_date(column.type):
             # As milliseconds: pandas' nanoseconds end in 2262 and begin in 1677, inside many a typo's year.
             table = table.set_column(i, table.field(i).name, column.cast(pa.timestamp("ms")))

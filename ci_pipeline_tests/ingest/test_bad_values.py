@@ -480,3 +480,13 @@ def test_parquet_dates_are_dates_checked_against_the_date_range(tmp_path, ingest
     (reason,) = result.quarantine["reason"]
     assert "'1600-01-01 00:00:00' is not a valid date (outside the accepted dates" in reason
     balanced(result)
+
+
+def test_parquet_decimals_are_numbers_as_a_declared_decimal_column_holds_them():
+    from decimal import Decimal
+
+    from ci_pipeline.ingest.read import arrow_frame
+
+    prices = pa.array([Decimal("19.9900000000"), Decimal("-1.0000000000"), None], type=pa.decimal128(20, 10))
+    frame = arrow_frame(pa.table({"price": prices}))
+    assert str(frame["price"].dtype) == "float64" and frame["price"].tolist()[:2] == [19.99, -1.0]
