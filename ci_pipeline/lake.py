@@ -29,7 +29,7 @@ from fsspec.asyn import sync
 from ci_pipeline.config.base import resolve_secret
 from ci_pipeline.config.lake import LakeConfig
 from ci_pipeline.errors import StorageError
-from ci_pipeline.redact import clipped, redact
+from ci_pipeline.redact import first_line, redact
 
 AZURE_PROTOCOLS = ("abfs", "abfss", "az")
 
@@ -95,7 +95,7 @@ class Lake:
             fs = fsspec.filesystem("abfs", **options)
         except Exception as exc:  # adlfs repeats the connection details it could not use
             raise StorageError(
-                f"{url}: cannot open the storage account ({type(exc).__name__}: {redact(_first_line(exc))}); check "
+                f"{url}: cannot open the storage account ({type(exc).__name__}: {_first_line(exc)}); check "
                 "the connection string or the credentials"
             ) from None
         _bound_retries(fs)
@@ -275,7 +275,7 @@ class Lake:
             else:
                 fix = "check the lake url, the credentials and that the storage account is reachable"
             raise (StorageUnavailable if transient else StorageError)(
-                f"{self.url(relative)}: cannot {action} ({type(exc).__name__}: {redact(_first_line(exc))}); {fix}"
+                f"{self.url(relative)}: cannot {action} ({type(exc).__name__}: {_first_line(exc)}); {fix}"
             ) from None
 
     def _refuse_missing_container(self, relative: str, failed: BaseException) -> None:
@@ -324,8 +324,7 @@ def _unreachable(exc: BaseException) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return clipped(text.splitlines()[0], 300) if text else "no message"
+    return first_line(exc) or "no message"
 
 
 def azure_storage_options(config: LakeConfig, base_dir: Path | None = None) -> dict:
@@ -435,7 +434,7 @@ def _check_reachable(url: str, options: dict) -> None:
     try:
         httpx.head(f"{scheme}://{host}:{port}/", timeout=CONNECT_TIMEOUT)
     except httpx.HTTPError as exc:
-        reason = "no answer" if isinstance(exc, httpx.TimeoutException) else redact(_first_line(exc))
+        reason = "no answer" if isinstance(exc, httpx.TimeoutException) else _first_line(exc)
         raise StorageError(
             f"{url}: storage endpoint {host}:{port} is unreachable ({reason} within {CONNECT_TIMEOUT} s); check the "
             "account name, the network and the connection string"

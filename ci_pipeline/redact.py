@@ -124,6 +124,13 @@ def clipped(text: object, limit: int) -> str:
     return whole if len(whole) <= limit else whole[:limit] + "..."
 
 
+def first_line(text: object, limit: int = 300) -> str:
+    """The first line of ``text`` (an exception's message), redacted and cut to ``limit`` (:func:`clipped`); ``""``
+    when it has none."""
+    lines = str(text).strip().splitlines()
+    return clipped(lines[0], limit) if lines else ""
+
+
 def redact_value(value):
     """A copy of a JSON-like value (dicts, lists, strings) with every string redacted; other scalars unchanged."""
     if isinstance(value, str):

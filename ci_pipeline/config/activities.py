@@ -74,6 +74,17 @@ def tables_read(names: list[str], tables: dict[str, ActivityTable]) -> list[Acti
     return [t for n in dict.fromkeys(names) for k, t in tables.items() if k == n or (n not in tables and t.type == n)]
 
 
+def field_origin(activity: str, field: str, tables: dict[str, ActivityTable]) -> str | None:
+    """The source column(s) an activity's (or type's) field is read from (``column amount of shop.orders``), for
+    messages about its values; None when no table of it has the field."""
+    found = [
+        f"column {t.fields[field]} of {t.source}.{t.table}"
+        for t in tables_read([activity], tables)
+        if field in t.fields
+    ]
+    return ", ".join(found) or None
+
+
 class ActivitiesConfig(StrictModel):
     """The activity tables that make up the unified timeline (UnifiedActivity)."""
 

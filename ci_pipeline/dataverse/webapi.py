@@ -32,7 +32,7 @@ from ci_pipeline.config.base import resolve_secret
 from ci_pipeline.dataverse.attachment import AttachmentClaim, check_marker
 from ci_pipeline.dataverse.sink import Sink, SinkTable, TableResult, TableUsage
 from ci_pipeline.errors import UserError
-from ci_pipeline.redact import clipped, redact
+from ci_pipeline.redact import clipped, first_line, redact
 
 log = logging.getLogger("ci_pipeline.dataverse")
 
@@ -168,7 +168,7 @@ class TokenSource:
                     self._token = self._credential.get_token(self.scope)
                 except Exception as exc:  # azure-identity raises many types; all mean "no token"
                     # Redacted before it is cut, so that a secret across the cut is still masked whole.
-                    first = clipped((str(exc).strip().splitlines() or [""])[0], 300)
+                    first = first_line(exc)
                     # Not chained: the identity library's message may quote the request it sent.
                     raise DataverseError(
                         f"cannot get a token for {self.scope} ({type(exc).__name__}: {first}); "

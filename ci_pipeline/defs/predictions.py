@@ -15,7 +15,7 @@ import dagster as dg
 import pandas as pd
 
 from ci_pipeline.config import ProjectConfig
-from ci_pipeline.config.activities import tables_read
+from ci_pipeline.config.activities import field_origin
 from ci_pipeline.config.predictions import MODEL_NAMES, PredictionsConfig
 from ci_pipeline.defs import activities, unify
 from ci_pipeline.defs.metadata import counts_table, entries_table, numbers, table_of
@@ -81,16 +81,6 @@ def chart_path(model: str, chart: str) -> str:
     return f"ci_pipeline/{GROUP}/{model}_model_{chart}.png"
 
 
-def _amount_origin(config: ProjectConfig, activity: str, field: str) -> str | None:
-    """The source column(s) the purchase amount field is read from, for messages about amounts."""
-    found = [
-        f"column {t.fields[field]} of {t.source}.{t.table}"
-        for t in tables_read([activity], config.activities.tables)
-        if field in t.fields
-    ]
-    return ", ".join(found) or None
-
-
 def _runs(context, config: ProjectConfig, lake, models) -> ModelRuns:
     """The model runs over the stored activity facts and profile, reading only the rows and columns ``models`` use;
     what the data read gives to warn about is in the run log."""
@@ -104,7 +94,7 @@ def _runs(context, config: ProjectConfig, lake, models) -> ModelRuns:
     columns = [c for c in dict.fromkeys(["CustomerId", *section.profile_fields]) if c in profile_set.schema.names]
     profile = profile_set.to_table(columns=columns).to_pandas()
     chosen = profile if section.profile_fields else None
-    origin = _amount_origin(config, settings.purchases.activity, settings.purchases.amount)
+    origin = field_origin(settings.purchases.activity, settings.purchases.amount, config.activities.tables)
     runs = ModelRuns(settings, facts, profile["CustomerId"], chosen, latest, measures, origin)
     for warning in runs.warnings(models):
         context.log.warning(warning)

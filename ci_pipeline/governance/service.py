@@ -503,6 +503,13 @@ class Governance:
             audit.append(session, self.actor, "connections.remove", name, before=before)
             return detached
 
+    def _not_shared(self, name: str) -> str:
+        """Why the acting user may not use connection ``name`` at run time, and the admin's fix."""
+        return (
+            f"connection {name!r} is not shared with {self.actor!r}, who runs it; an admin shares it with "
+            f"`ci-pipeline connections share {shlex.quote(name)} {shlex.quote(self.actor)}`"
+        )
+
     def resolve_connection(self, name: str) -> dict:
         """A connection's settings with its secrets resolved, for code that connects (never for printing).
 
@@ -512,12 +519,7 @@ class Governance:
             role = self._require(session, "connections.use", name, ("admin", "contributor"))
             connection = session.scalar(select(Connection).where(Connection.name == name))
             if connection is None or (role != "admin" and not self._is_shared_with(session, connection, self.actor)):
-                raise _Refused(
-                    "connections.use",
-                    name,
-                    f"connection {name!r} is not shared with {self.actor!r}, who runs it; an admin shares it with "
-                    f"`ci-pipeline connections share {shlex.quote(name)} {shlex.quote(self.actor)}`",
-                )
+                raise _Refused("connections.use", name, self._not_shared(name))
             fields, refs, type_name = dict(connection.fields), dict(connection.secret_refs), connection.type
         secrets = {key: self.resolver.resolve(ref, f"connection {name!r} {key}") for key, ref in refs.items()}
         return {"name": name, "type": type_name, **fields, **secrets}
@@ -564,12 +566,7 @@ class Governance:
                     f"{key}: connection {name!r} is a {connection.type} connection; this needs a {expected_type} one"
                 )
             if role != "admin" and not self._is_shared_with(session, connection, self.actor):
-                raise _Refused(
-                    "connections.use",
-                    name,
-                    f"{key}: connection {name!r} is not shared with {self.actor!r}, who runs it; an admin "
-                    f"shares it with `ci-pipeline connections share {shlex.quote(name)} {shlex.quote(self.actor)}`",
-                )
+                raise _Refused("connections.use", name, f"{key}: {self._not_shared(name)}")
             fields, refs = dict(connection.fields), dict(connection.secret_refs)
         secrets = {k: self.resolver.resolve(ref, f"{key}: connection {name!r} {k}") for k, ref in refs.items()}
         return {"name": name, "type": expected_type, **fields, **secrets}

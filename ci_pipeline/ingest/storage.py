@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ci_pipeline.errors import StorageError, UserError
-from ci_pipeline.redact import clipped
+from ci_pipeline.redact import first_line
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class SourceLocation:
         except (UserError, IsADirectoryError, NotADirectoryError):
             raise
         except Exception as exc:  # network, auth and SDK errors all surface as one clear message
-            first = clipped((str(exc).splitlines() or [""])[0], 300)
+            first = first_line(exc)
             raise StorageError(
                 f"{self.url}: cannot {action} ({type(exc).__name__}: {first}); check the URL, the lake credentials "
                 "and that the storage account is reachable"

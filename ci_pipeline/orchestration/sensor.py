@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ci_pipeline.errors import UserError
 from ci_pipeline.orchestration.files import list_location, plan_table, run_key
 from ci_pipeline.orchestration.tags import MODE_TAG, NEW_FILES_SENSOR, TRIGGER_TAG
-from ci_pipeline.redact import clipped
+from ci_pipeline.redact import first_line
 
 if TYPE_CHECKING:
     from ci_pipeline.lake import Lake
@@ -81,9 +81,9 @@ def evaluate_new_files(
             fs, root = opened.filesystem_for(watch.root)
             current = list_location(fs, root)
         except Exception as exc:  # an unreachable location must not stop the others or lose the cursor
-            first_line = clipped(str(exc).splitlines()[0], 300) if str(exc) else type(exc).__name__
+            said = first_line(exc) or type(exc).__name__
             problems.append(
-                f"{table_id}: cannot list {watch.location} ({type(exc).__name__}: {first_line}); check the path, "
+                f"{table_id}: cannot list {watch.location} ({type(exc).__name__}: {said}); check the path, "
                 "the credentials and that the storage is reachable"
             )
             continue

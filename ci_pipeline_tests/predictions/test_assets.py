@@ -12,6 +12,7 @@ import yaml
 
 from ci_pipeline.commands.run import failed_checks
 from ci_pipeline.config import ProjectConfig, load_config
+from ci_pipeline.config.activities import field_origin
 from ci_pipeline.defs import build_definitions, predictions, publish, segments
 from ci_pipeline.defs.registry import REFRESHED, produced_tables
 from ci_pipeline.defs.resources import shared_resources
@@ -391,7 +392,7 @@ def test_a_stored_model_whose_feature_is_gone_fails_that_model_and_says_retrain(
 
 
 def test_messages_about_amounts_name_the_source_column_the_amount_field_is_read_from():
-    config = ProjectConfig.model_validate(CONFIG)
-    assert predictions._amount_origin(config, "orders", "amount") == "column total of shop.orders"
-    assert predictions._amount_origin(config, "SalesOrder", "amount") == "column total of shop.orders"
-    assert predictions._amount_origin(config, "orders", "currency") is None
+    tables = ProjectConfig.model_validate(CONFIG).activities.tables
+    assert field_origin("orders", "amount", tables) == "column total of shop.orders"
+    assert field_origin("SalesOrder", "amount", tables) == "column total of shop.orders"
+    assert field_origin("orders", "currency", tables) is None
