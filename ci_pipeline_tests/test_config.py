@@ -280,14 +280,21 @@ ORDERS = """activities:
 """
 
 
-def test_a_segment_filter_on_an_activity_field_that_does_not_exist_is_named(tmp_path):
-    activities = ORDERS
-    where = "[{field: chanel, op: '=', value: web}, {field: amount, op: '>', value: 1}]"
-    rules = f"        - {{activity: orders, where: {where}}}\n"
-    text = SEGMENT.replace("        - RULE\n", rules) + activities
+def segment_filtering(activity: str, where: str) -> str:
+    """The segment configuration whose one rule filters ``activity`` by ``where`` (a YAML flow list)."""
+    return SEGMENT.replace("        - RULE\n", f"        - {{activity: {activity}, where: {where}}}\n")
+
+
+def refused(tmp_path, text: str) -> list[str]:
+    """The problems loading the configuration ``text`` is refused with."""
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text))
-    assert caught.value.problems == [
+    return caught.value.problems
+
+
+def test_a_segment_filter_on_an_activity_field_that_does_not_exist_is_named(tmp_path):
+    where = "[{field: chanel, op: '=', value: web}, {field: amount, op: '>', value: 1}]"
+    assert refused(tmp_path, segment_filtering("orders", where) + ORDERS) == [
         "segments.definitions.deep.rules[0].where[0].field: unknown activity field 'chanel' (did you mean 'channel'?); "
         "the activities have Activity, ActivityId, ActivityTimeStamp, ActivityType, CustomerId, amount, channel"
     ]
@@ -339,11 +346,7 @@ def test_a_measure_filter_comparing_a_declared_number_with_text_is_refused_befor
 def test_a_segment_activity_filter_comparing_a_declared_number_with_text_is_refused_before_the_run(tmp_path):
     declared = MINIMAL.replace("primary_key: contact_id", "primary_key: contact_id\n        columns: {total: double}")
     where = "[{field: channel, op: '=', value: web}, {field: amount, op: between, value: [low, 9]}]"
-    rules = f"        - {{activity: SalesOrder, where: {where}}}\n"
-    text = SEGMENT.replace("        - RULE\n", rules).replace(MINIMAL, declared) + ORDERS
-    with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, text))
-    assert caught.value.problems == [
+    assert refused(tmp_path, segment_filtering("SalesOrder", where).replace(MINIMAL, declared) + ORDERS) == [
         "segments.definitions.deep.rules[0].where[1].value: field amount is a number (crm.contacts column total is "
         "declared double); compare it with a number, not ['low', 9]"
     ]
