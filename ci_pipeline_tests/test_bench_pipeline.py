@@ -50,7 +50,20 @@ def test_bench_pipeline_reports_every_stage_and_reuses_the_generated_data(tmp_pa
     # generated, unchanged (the next run reads as many rows as the first).
     assert not (data / "lake").exists() and not (data / "sink.sqlite").exists()
 
-    assert main([*argv, "--no-rerun"]) == 0
-    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert again["generate_s"] == 0 and "unchanged_rerun" not in again and "append_1pct" not in again
-    assert {n: s["rows_out"] for n, s in again["stages"].items()} == {n: s["rows_out"] for n, s in stages.items()}
+
+def test_a_generated_data_set_is_reused_not_generated_again(tmp_path, monkeypatch):
+    """A folder holding a finished data set (its configuration written) is taken as it is, in no time; a partial one
+    left by an interrupted generation is never taken for it."""
+    from ci_pipeline.benchmarks import pipeline
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError(f"generated again: {args}")
+
+    monkeypatch.setattr(pipeline.subprocess, "run", no_generation)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ci_pipeline.yaml").write_text("name: x\n")
+    assert pipeline.cached_data(2000, 7, str(tmp_path / "data")) == (tmp_path / "data", 0.0)
+    (tmp_path / "fresh.partial").mkdir()
+    (tmp_path / "fresh.partial" / "ci_pipeline.yaml").write_text("name: x\n")
+    with pytest.raises(AssertionError, match="generated again"):
+        pipeline.cached_data(2000, 7, str(tmp_path / "fresh"))

@@ -343,7 +343,20 @@ class _ConsoleFilter(logging.Filter):
             where = ", ".join(self.assets.get(event.step_key or "", [])) or event.step_key or "the run"
             headline = str(record.msg).split("\n\n", 1)[0]
             record.msg = f"{headline}\n  {where} failed: {message}"
+            run_id = str(meta.get("run_id") or "")
+            shown = _SHOWN.setdefault(run_id, set())
+            if event.event_type == dg.DagsterEventType.RUN_FAILURE:
+                # The run's failure is its last event and repeats its resources' or a step's reason: said once.
+                if message in _SHOWN.pop(run_id, shown):
+                    record.msg = headline
+            else:
+                shown.add(message)
         return True
+
+
+#: Run id -> the failure reasons its console has shown. Module-wide: each step's and the run's loggers are set up
+#: apart, so no one filter sees every event of a run.
+_SHOWN: dict[str, set[str]] = {}
 
 
 def console_logger(assets: dict[str, list[str]]) -> dg.LoggerDefinition:

@@ -126,6 +126,8 @@ def test_an_unshared_connection_fails_the_run_before_ingest_writes_anything(gove
     # The summary says why (a whole run is refused before its first step), and the console holds no stack trace.
     reason = "governance: publish.sink.connection: connection 'dv-prod' is not shared with 'alice'"
     assert f"FAILED before any step started:\n  {reason}" in summary(governed.out)
+    # Said once while the run goes (the run's failure repeats its resources'), once in the summary.
+    assert text.count("is not shared with 'alice'") == 2, text
     assert "Stack Trace" not in governed.err and 'File "' not in governed.err, governed.err
     assert not governed.ingested
     assert governed.used == []
