@@ -1,9 +1,10 @@
 """Dagster definitions of the predictions stage: a training asset per model (on demand and monthly) and one
 scoring step per refresh that writes each model's table, the prediction fields segments read, and Prediction.
 
-A model whose data is not enough (``InsufficientData``) or whose stored model no longer fits the data fails on
-its own: its training asset fails; in a refresh its table is not written, its ``enough_data`` check fails with the
-message, and Prediction, segments and publishing go on with the other models.
+A model whose data is not enough (``InsufficientData``), whose stored model no longer fits the data, or whose
+training or scoring raises an unexpected error (``ModelFailed``) fails on its own: its training asset fails; in a
+refresh its table is not written, its ``enough_data`` check fails with the message, and Prediction, segments and
+publishing go on with the other models.
 """
 
 import datetime as dt
@@ -39,6 +40,7 @@ from ci_pipeline.predictions import (
     segment_fields,
 )
 from ci_pipeline.predictions.charts import draw_report_charts, markdown_image
+from ci_pipeline.predictions.data import ModelFailed, model_failed
 from ci_pipeline.predictions.reuse import RowReuse, hand_out, read_kept, write_kept
 from ci_pipeline.redact import redact
 
@@ -237,6 +239,10 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
             result = runs.train(model, table=False)
         except UserError as exc:
             raise dg.Failure(description=redact(exc), allow_retries=False) from exc
+        except Exception as exc:
+            # Only this model's asset fails (the others train in their own steps); the message says what to do.
+            failed = model_failed(MODEL_NAMES[model], "training", exc)
+            raise dg.Failure(description=redact(failed), allow_retries=False) from exc
         _warn_beaten(context, result.report)
         return dg.MaterializeResult(metadata=_store_trained(lake, model, result, _configured(section)))
 
@@ -301,6 +307,9 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
             if isinstance(outcome, UserError):
                 message = redact(outcome)
                 context.log.error(f"predictions: {MODEL_NAMES[model]} publishes nothing this run: {message}")
+                if isinstance(outcome, ModelFailed) and outcome.details:
+                    # The stack trace of the defect, for its report; the run goes on with the other models.
+                    context.log.error(f"predictions: {MODEL_NAMES[model]}: {redact(outcome.details)}")
                 yield dg.AssetCheckResult(
                     check_name="enough_data",
                     asset_key=table_key(model),
