@@ -181,9 +181,7 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
             for metric, value in metrics.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     metadata[f"{prefix + '/' if prefix else ''}{name}/{metric}"] = dg.MetadataValue.float(float(value))
-    for grade in ("reference_grade", "lift_grade"):
-        if grade in report:
-            metadata[grade] = report[grade]
+    metadata |= _findings(report)
     for number in ("auc_over_best_baseline", "top_capture_over_best_baseline", "rule_errors_removed"):
         if isinstance(report.get(number), int | float):
             metadata[number] = dg.MetadataValue.float(float(report[number]))
@@ -196,22 +194,38 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
             [{"feature": f, "mean absolute contribution": v} for f, v in ranked],
             ["feature", "mean absolute contribution"],
         )
-    beaten = report.get("beaten_by_baseline")
-    if beaten:
-        metadata["beaten_by_baseline"] = dg.MetadataValue.text(beaten["message"])
-    if "not_evaluated" in report:
-        metadata["not_evaluated"] = report["not_evaluated"]
     metadata["report"] = entries_table({k: v for k, v in report.items() if k not in ("charts", "feature_importance")})
     if url is not None:
         metadata["path"] = dg.MetadataValue.path(url)
     return metadata
 
 
+def _findings(report: dict) -> dict:
+    """The report's verdicts as metadata: the grades (or why there is none), the baseline that beat the model, and
+    why a model was not evaluated."""
+    metadata: dict = {}
+    for grade in ("reference_grade", "lift_grade"):
+        if grade in report:
+            # None: too few customers in the backtest for a letter (the reason is under not_graded).
+            metadata[grade] = report[grade] if report[grade] is not None else "not graded"
+    if report.get("not_graded"):
+        metadata["not_graded"] = dg.MetadataValue.text(report["not_graded"])
+    beaten = report.get("beaten_by_baseline")
+    if beaten:
+        metadata["beaten_by_baseline"] = dg.MetadataValue.text(beaten["message"])
+    if "not_evaluated" in report:
+        metadata["not_evaluated"] = report["not_evaluated"]
+    return metadata
+
+
 def _warn_beaten(context, report: dict) -> None:
-    """Warn in the run log when a baseline beat the model on its backtest (the finding is in its report)."""
+    """Warn in the run log when a baseline beat the model on its backtest, or when the backtest held too few
+    customers for a grade (the findings are in its report)."""
     beaten = report.get("beaten_by_baseline")
     if beaten:
         context.log.warning(f"predictions: {beaten['message']}")
+    if report.get("not_graded"):
+        context.log.warning(f"predictions: {report.get('prediction', 'the model')}: {report['not_graded']}")
 
 
 def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:

@@ -195,17 +195,25 @@ def evaluate(model: ChurnModel, history: History, cutoff: pd.Timestamp) -> dict:
     X, y = labelled(history, cutoff, model.label_days)
     X = with_btyd(X, history, cutoff, model.bgnbd, model.label_days)
     scored = model.predict(X)
+    churners = int(y.sum())
     out = {
         "customers": int(len(y)),
+        "churners": churners,
+        "bought_again": int(len(y)) - churners,
         "churn_rate": round(float(y.mean()), 4),
         "model": metrics.classification(y, scored),
     }
     baselines = baseline_scores(model, history, X, cutoff)
     out["baselines"] = {name: metrics.classification(y, s) for name, s in baselines.items()}
     rule = out["baselines"][f"rule_no_purchase_{model.rule_days}_days"]
-    out["reference_grade"] = metrics.reference_churn_grade(out["model"], rule)
     out["rule_errors_removed"] = metrics.error_reduction(out["model"], rule)
-    out["lift_grade"] = metrics.lift_grade(out["rule_errors_removed"])
+    withheld = metrics.churn_grade_withheld(churners, out["bought_again"])
+    if withheld is None:
+        out["reference_grade"] = metrics.reference_churn_grade(out["model"], rule)
+        out["lift_grade"] = metrics.lift_grade(out["rule_errors_removed"])
+    else:
+        out["reference_grade"] = out["lift_grade"] = None
+        out["not_graded"] = withheld
     aucs = [b["auc"] for b in out["baselines"].values() if b["auc"] is not None]
     out["auc_over_best_baseline"] = (
         round(out["model"]["auc"] - max(aucs), 4) if aucs and out["model"]["auc"] is not None else None
@@ -372,7 +380,9 @@ def _prior_backtest(history: History, customers, latest: pd.Timestamp, days: int
     window = pd.Timedelta(days=days)
     learnt = prior.fit_prior(history.encoded, customers, latest - 2 * window, days)
     actual = prior.fit_prior(history.encoded, customers, latest - window, days)
-    return {**learnt.as_dict(), "actual_p_no_purchase": round(1 - actual.bought / max(actual.customers, 1), 4)}
+    # A share of no one is no figure: None, not the 1.0 "nobody bought" of a division by a stand-in 1.
+    observed = round(1 - actual.bought / actual.customers, 4) if actual.customers else None
+    return {**learnt.as_dict(), "actual_customers_without_purchase": actual.customers, "actual_p_no_purchase": observed}
 
 
 def score_stored(

@@ -289,6 +289,7 @@ def evaluate(model: ClvModel, history: History, cutoff: pd.Timestamp, settings: 
     low, high = interval(predicted, model.low.predict(X), model.high.predict(X))
     out = {
         "customers": int(len(y)),
+        "top_customers": metrics.top_count(len(y), share),
         "actual_total": round(float(y.sum()), 2),
         "model": metrics.regression(y, predicted, share, low, high),
         "gradient_boosting_alone": metrics.regression(y, model.boosted(X), share),
@@ -299,9 +300,14 @@ def evaluate(model: ClvModel, history: History, cutoff: pd.Timestamp, settings: 
         "reference_monthly_x_months_x_retention": metrics.regression(y, reference, share),
         "bgnbd_gamma_gamma": metrics.regression(y, bg, share),
     }
-    out["reference_grade"] = metrics.reference_clv_grade(
-        out["model"], out["baselines"]["reference_monthly_x_months_x_retention"]
+    withheld = metrics.clv_grade_withheld(out["customers"], out["top_customers"], share)
+    out["reference_grade"] = (
+        metrics.reference_clv_grade(out["model"], out["baselines"]["reference_monthly_x_months_x_retention"])
+        if withheld is None
+        else None
     )
+    if withheld is not None:
+        out["not_graded"] = withheld
     out["charts"] = {
         "gain": metrics.gain_table(y, predicted) if len(y) else [],
         "deciles": metrics.decile_table(y, predicted) if len(y) else [],

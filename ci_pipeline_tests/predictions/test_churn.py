@@ -47,11 +47,31 @@ def test_report_holds_model_and_baselines_side_by_side(result):
     rule = f"rule_no_purchase_{report['best_rule_days']}_days"
     assert set(report["baselines"]) == {rule, "bgnbd_p_no_purchase"}
     assert report["best_rule_days"] in churn.rule_windows(60) == [60, 30]
+    # 689 customers evaluated, over 100 of each outcome: graded.
+    assert report["churners"] + report["bought_again"] == report["customers"]
+    assert min(report["churners"], report["bought_again"]) >= 100 and "not_graded" not in report
     assert report["reference_grade"] in "ABC" and report["lift_grade"] in "ABC"
     assert report["usability"]["purchasers"] == 700
     best = max(b["auc"] for b in report["baselines"].values())
     assert ("beaten_by_baseline" in report) == (report["model"]["auc"] < best)
     assert set(report["feature_importance"]) == set(result.stored.features)
+
+
+def test_a_backtest_of_few_customers_is_not_graded_and_a_rate_over_no_one_is_no_figure():
+    small = synthetic.purchases(customers=150)
+    # Only customers who had bought by the backtest's training cutoff: none is without a purchase at either cutoff.
+    first = small.groupby("CustomerId")["Time"].min()
+    early = pd.Series(first.index[first <= synthetic.END - pd.Timedelta(days=120)], dtype="string")
+    settings = SETTINGS.model_copy(update={"minimums": SETTINGS.minimums.model_copy(update={"churn_customers": 10})})
+    report = churn.run_churn(small, early, synthetic.END, settings, score_everyone=False).report
+    assert report["reference_grade"] is None and report["lift_grade"] is None
+    assert report["not_graded"].startswith(
+        f"not graded: only {report['customers']:,} customers in the backtest ({report['churners']:,} churned, "
+        f"{report['bought_again']:,} bought again), at least 100 of each are needed"
+    )
+    assert report["model"]["auc"] is not None  # the metrics are still reported, with their counts
+    prior = report["no_purchase_prior"]
+    assert prior["actual_customers_without_purchase"] == 0 and prior["actual_p_no_purchase"] is None
 
 
 def test_same_input_gives_the_same_scores(purchases, result):
