@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from ci_pipeline.config.measures import MeasuresConfig
+from ci_pipeline.config.predictions import ChurnSettings
 from ci_pipeline.errors import UserError
 from ci_pipeline.predictions import churn, clv
 from ci_pipeline.predictions.data import InsufficientData
@@ -269,3 +270,17 @@ def test_training_without_scores_explains_the_same_sample_as_scoring_everyone(mo
     everyone = full(purchases, customers, synthetic.END, settings, score_everyone=False).report["feature_importance"]
     assert everyone != scored.report["feature_importance"]
     assert everyone == full(purchases, customers, synthetic.END, settings).report["feature_importance"]
+
+
+def test_window_days_beside_a_different_churn_days_is_warned_about_naming_both_keys_and_the_fix():
+    both = ChurnSettings.model_validate({"window_days": 180, "churn_days": 90})
+    warning = churn.ignored_window(both)
+    assert warning.startswith("predictions.churn: window_days (180) has no effect while churn_days (90) is set")
+    assert warning.endswith("To predict 180 days ahead, remove churn_days; to keep 90, remove window_days")
+    # Only churn_days set (window_days at its default), or both the same: nothing is ignored that the user set.
+    assert churn.ignored_window(ChurnSettings.model_validate({"churn_days": 60})) is None
+    assert churn.ignored_window(ChurnSettings.model_validate({"window_days": 60, "churn_days": 60})) is None
+    assert churn.ignored_window(ChurnSettings.model_validate({"window_days": 60})) is None
+    # The refusal of a window without churners names the key that set it.
+    assert churn.label_key(both) == "predictions.churn.churn_days"
+    assert churn.label_key(ChurnSettings()) == "predictions.churn.window_days"
