@@ -39,6 +39,8 @@ from ci_pipeline.predictions.settings import PredictionSettings, PurchaseSource
 
 #: Activities the models read, and the customer table they link to.
 ACTIVITIES = ("orders", "order_lines")
+#: Seed of the generated data and of the models when ``--seed`` is not given.
+SEED = 7
 #: Data the bench runs on: generated (``--people``) or a public data set.
 DATASETS = ("generated", *public_purchases.DATASETS)
 
@@ -46,7 +48,14 @@ DATASETS = ("generated", *public_purchases.DATASETS)
 def register(subparsers) -> None:
     parser = subparsers.add_parser("predictions", help="train and evaluate churn, lifetime value and recommendation")
     parser.add_argument("--people", type=int, default=20_000, help="people to generate (default 20000)")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"seed of the generated data and of the models (default {SEED}); with a public --dataset, the models' "
+        "predictions.seed (default: the configuration's). Run it with several seeds to see how far the figures "
+        "move with the seed alone",
+    )
     parser.add_argument(
         "--dataset",
         choices=DATASETS,
@@ -67,22 +76,23 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     dataset = getattr(args, "dataset", "generated")
+    seed = args.seed if args.seed is not None or dataset != "generated" else SEED
     with tempfile.TemporaryDirectory(prefix="ci-bench-predictions-") as tmp:
         folder = Path(args.data) if args.data else Path(tmp)
         started = time.perf_counter()
         if dataset != "generated":
             public_purchases.write_project(folder, dataset)
         elif not (folder / "ci_pipeline.yaml").exists():
-            _generate(args.people, args.seed, folder)
+            _generate(args.people, seed, folder)
         generate_s = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
         if dataset == "generated":
             facts, customers, latest = load_activities(folder, args.signals)
             settings = PredictionSettings(
-                seed=args.seed, purchases=PurchaseSource(is_return="is_return"), signal_activities=args.signals
+                seed=seed, purchases=PurchaseSource(is_return="is_return"), signal_activities=args.signals
             )
         else:
-            settings, latest = configured(folder)
+            settings, latest = configured(folder, seed)
             facts, customers, _ = load_activities(folder, args.signals, _activities(settings))
         data = _model_inputs(facts, settings)
         del facts
@@ -90,6 +100,8 @@ def run(args) -> int:
             "dataset": dataset,
             "people": args.people if dataset == "generated" else None,
             "signals": args.signals,
+            # The models' seed: on public data the figures move with it alone (docs/predictions.md).
+            "seed": settings.seed,
             "profiles": int(customers.nunique()),
             "purchases": _rows(data["purchases"]),
             "order_lines": _rows(data["lines"]),
@@ -149,12 +161,14 @@ def _rows(frame) -> int | None:
     return len(frame) if isinstance(frame, pd.DataFrame) else None
 
 
-def configured(folder: Path) -> tuple[PredictionSettings, pd.Timestamp | None]:
-    """The model settings and scoring cutoff of the ``predictions`` section of ``folder``'s configuration."""
+def configured(folder: Path, seed: int | None = None) -> tuple[PredictionSettings, pd.Timestamp | None]:
+    """The model settings and scoring cutoff of the ``predictions`` section of ``folder``'s configuration, with the
+    models' seed replaced by ``seed`` when given."""
     config = load_config(folder / "ci_pipeline.yaml")
     if config.predictions is None:
         raise UserError(f"{config.path}: no predictions section; add one (docs/predictions.md)")
-    settings = PredictionSettings(**config.predictions.settings())
+    chosen = config.predictions.settings() | ({"seed": seed} if seed is not None else {})
+    settings = PredictionSettings(**chosen)
     return settings, scoring_cutoff(config.predictions.as_of, config.measures.as_of)
 
 

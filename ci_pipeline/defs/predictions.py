@@ -1,9 +1,10 @@
 """Dagster definitions of the predictions stage: a training asset per model (on demand and monthly) and one
 scoring step per refresh that writes each model's table, the prediction fields segments read, and Prediction.
 
-A model whose data is not enough (``InsufficientData``) or whose stored model no longer fits the data fails on
-its own: its training asset fails; in a refresh its table is not written, its ``enough_data`` check fails with the
-message, and Prediction, segments and publishing go on with the other models.
+A model whose data is not enough (``InsufficientData``), whose stored model no longer fits the data, or whose
+training or scoring raises an unexpected error (``ModelFailed``) fails on its own: its training asset fails; in a
+refresh its table is not written, its ``enough_data`` check fails with the message, and Prediction, segments and
+publishing go on with the other models.
 """
 
 import datetime as dt
@@ -31,6 +32,7 @@ from ci_pipeline.predictions import (
     PredictionSettings,
     StoredModel,
     Trained,
+    churn,
     fact_columns,
     model_summary,
     prediction_table,
@@ -39,6 +41,7 @@ from ci_pipeline.predictions import (
     segment_fields,
 )
 from ci_pipeline.predictions.charts import draw_report_charts, markdown_image
+from ci_pipeline.predictions.data import ModelFailed, model_failed
 from ci_pipeline.predictions.reuse import RowReuse, hand_out, read_kept, write_kept
 from ci_pipeline.redact import redact
 
@@ -98,6 +101,9 @@ def _runs(context, config: ProjectConfig, lake, models) -> ModelRuns:
     runs = ModelRuns(settings, facts, profile["CustomerId"], chosen, latest, measures, origin)
     for warning in runs.warnings(models):
         context.log.warning(warning)
+    ignored = churn.ignored_window(section.churn) if "churn" in models else None
+    if ignored:
+        context.log.warning(f"predictions: {ignored}")
     return runs
 
 
@@ -179,9 +185,7 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
             for metric, value in metrics.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     metadata[f"{prefix + '/' if prefix else ''}{name}/{metric}"] = dg.MetadataValue.float(float(value))
-    for grade in ("reference_grade", "lift_grade"):
-        if grade in report:
-            metadata[grade] = report[grade]
+    metadata |= _findings(report)
     for number in ("auc_over_best_baseline", "top_capture_over_best_baseline", "rule_errors_removed"):
         if isinstance(report.get(number), int | float):
             metadata[number] = dg.MetadataValue.float(float(report[number]))
@@ -194,22 +198,38 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
             [{"feature": f, "mean absolute contribution": v} for f, v in ranked],
             ["feature", "mean absolute contribution"],
         )
-    beaten = report.get("beaten_by_baseline")
-    if beaten:
-        metadata["beaten_by_baseline"] = dg.MetadataValue.text(beaten["message"])
-    if "not_evaluated" in report:
-        metadata["not_evaluated"] = report["not_evaluated"]
     metadata["report"] = entries_table({k: v for k, v in report.items() if k not in ("charts", "feature_importance")})
     if url is not None:
         metadata["path"] = dg.MetadataValue.path(url)
     return metadata
 
 
+def _findings(report: dict) -> dict:
+    """The report's verdicts as metadata: the grades (or why there is none), the baseline that beat the model, and
+    why a model was not evaluated."""
+    metadata: dict = {}
+    for grade in ("reference_grade", "lift_grade"):
+        if grade in report:
+            # None: too few customers in the backtest for a letter (the reason is under not_graded).
+            metadata[grade] = report[grade] if report[grade] is not None else "not graded"
+    if report.get("not_graded"):
+        metadata["not_graded"] = dg.MetadataValue.text(report["not_graded"])
+    beaten = report.get("beaten_by_baseline")
+    if beaten:
+        metadata["beaten_by_baseline"] = dg.MetadataValue.text(beaten["message"])
+    if "not_evaluated" in report:
+        metadata["not_evaluated"] = report["not_evaluated"]
+    return metadata
+
+
 def _warn_beaten(context, report: dict) -> None:
-    """Warn in the run log when a baseline beat the model on its backtest (the finding is in its report)."""
+    """Warn in the run log when a baseline beat the model on its backtest, or when the backtest held too few
+    customers for a grade (the findings are in its report)."""
     beaten = report.get("beaten_by_baseline")
     if beaten:
         context.log.warning(f"predictions: {beaten['message']}")
+    if report.get("not_graded"):
+        context.log.warning(f"predictions: {report.get('prediction', 'the model')}: {report['not_graded']}")
 
 
 def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
@@ -237,6 +257,10 @@ def _training_asset(config: ProjectConfig, model: str) -> dg.AssetsDefinition:
             result = runs.train(model, table=False)
         except UserError as exc:
             raise dg.Failure(description=redact(exc), allow_retries=False) from exc
+        except Exception as exc:
+            # Only this model's asset fails (the others train in their own steps); the message says what to do.
+            failed = model_failed(MODEL_NAMES[model], "training", exc)
+            raise dg.Failure(description=redact(failed), allow_retries=False) from exc
         _warn_beaten(context, result.report)
         return dg.MaterializeResult(metadata=_store_trained(lake, model, result, _configured(section)))
 
@@ -301,6 +325,9 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
             if isinstance(outcome, UserError):
                 message = redact(outcome)
                 context.log.error(f"predictions: {MODEL_NAMES[model]} publishes nothing this run: {message}")
+                if isinstance(outcome, ModelFailed) and outcome.details:
+                    # The stack trace of the defect, for its report; the run goes on with the other models.
+                    context.log.error(f"predictions: {MODEL_NAMES[model]}: {redact(outcome.details)}")
                 yield dg.AssetCheckResult(
                     check_name="enough_data",
                     asset_key=table_key(model),

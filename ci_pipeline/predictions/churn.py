@@ -33,7 +33,7 @@ from ci_pipeline.predictions.features import Context, Measures
 from ci_pipeline.predictions.history import History
 from ci_pipeline.predictions.prior import Prior
 from ci_pipeline.predictions.reuse import RowReuse, reuse_rows
-from ci_pipeline.predictions.settings import PredictionSettings
+from ci_pipeline.predictions.settings import ChurnSettings, PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
 
 MODEL = "TransactionalChurn"
@@ -106,13 +106,33 @@ def labelled(history: History, cutoff: pd.Timestamp, days: int):
     return history.features(cutoff), (count == 0).to_numpy()
 
 
-def _check_labels(y: np.ndarray, cutoff: pd.Timestamp, days: int) -> None:
+def label_key(settings: ChurnSettings) -> str:
+    """The setting that says how many days the churn label covers: ``churn_days`` when set, else ``window_days``."""
+    return "predictions.churn." + ("churn_days" if settings.churn_days else "window_days")
+
+
+def ignored_window(settings: ChurnSettings) -> str | None:
+    """The run log's warning when ``window_days`` is set beside a different ``churn_days``, which alone takes effect
+    (None otherwise). Churn is "no purchase in the ``churn_days`` after the cutoff": one number is both the silence
+    that makes a churner and how far ahead the model predicts, so the other setting changes nothing."""
+    days, window = settings.churn_days, settings.window_days
+    if days is None or window == days or "window_days" not in settings.model_fields_set:
+        return None
+    return (
+        f"predictions.churn: window_days ({window}) has no effect while churn_days ({days}) is set. Churn is "
+        f'"no purchase in the {days} days after the cutoff": {days} days are both the silence that makes a churner '
+        f"and how far ahead the model predicts (its backtest and training cutoffs are {days} days apart). To predict "
+        f"{window} days ahead, remove churn_days; to keep {days}, remove window_days"
+    )
+
+
+def _check_labels(y: np.ndarray, cutoff: pd.Timestamp, days: int, key: str) -> None:
     churners, stayers = int(y.sum()), int((~y).sum())
     if min(churners, stayers) < MIN_CLASS:
         raise InsufficientData(
             f"{MODEL}: at the training cutoff {cutoff.date()} {churners} customers churned and {stayers} bought again "
             f"within {days} days; at least {MIN_CLASS} of each are needed to learn the difference "
-            "(change predictions.churn.window_days or add history)"
+            f"(change {key} or add history)"
         )
 
 
@@ -144,7 +164,7 @@ def fit(history: History, cutoff: pd.Timestamp, settings: PredictionSettings) ->
     days = settings.churn.label_days
     window = pd.Timedelta(days=days)
     X, y = labelled(history, cutoff, days)
-    _check_labels(y, cutoff, days)
+    _check_labels(y, cutoff, days, label_key(settings.churn))
     summary = history.summary(cutoff)
     bgnbd = btyd.fit_bgnbd(summary["x"], summary["t_x"], summary["T"])
     recency = X["days_since_last_purchase"].to_numpy()
@@ -195,17 +215,25 @@ def evaluate(model: ChurnModel, history: History, cutoff: pd.Timestamp) -> dict:
     X, y = labelled(history, cutoff, model.label_days)
     X = with_btyd(X, history, cutoff, model.bgnbd, model.label_days)
     scored = model.predict(X)
+    churners = int(y.sum())
     out = {
         "customers": int(len(y)),
+        "churners": churners,
+        "bought_again": int(len(y)) - churners,
         "churn_rate": round(float(y.mean()), 4),
         "model": metrics.classification(y, scored),
     }
     baselines = baseline_scores(model, history, X, cutoff)
     out["baselines"] = {name: metrics.classification(y, s) for name, s in baselines.items()}
     rule = out["baselines"][f"rule_no_purchase_{model.rule_days}_days"]
-    out["reference_grade"] = metrics.reference_churn_grade(out["model"], rule)
     out["rule_errors_removed"] = metrics.error_reduction(out["model"], rule)
-    out["lift_grade"] = metrics.lift_grade(out["rule_errors_removed"])
+    withheld = metrics.churn_grade_withheld(churners, out["bought_again"])
+    if withheld is None:
+        out["reference_grade"] = metrics.reference_churn_grade(out["model"], rule)
+        out["lift_grade"] = metrics.lift_grade(out["rule_errors_removed"])
+    else:
+        out["reference_grade"] = out["lift_grade"] = None
+        out["not_graded"] = withheld
     aucs = [b["auc"] for b in out["baselines"].values() if b["auc"] is not None]
     out["auc_over_best_baseline"] = (
         round(out["model"]["auc"] - max(aucs), 4) if aucs and out["model"]["auc"] is not None else None
@@ -372,7 +400,9 @@ def _prior_backtest(history: History, customers, latest: pd.Timestamp, days: int
     window = pd.Timedelta(days=days)
     learnt = prior.fit_prior(history.encoded, customers, latest - 2 * window, days)
     actual = prior.fit_prior(history.encoded, customers, latest - window, days)
-    return {**learnt.as_dict(), "actual_p_no_purchase": round(1 - actual.bought / max(actual.customers, 1), 4)}
+    # A share of no one is no figure: None, not the 1.0 "nobody bought" of a division by a stand-in 1.
+    observed = round(1 - actual.bought / actual.customers, 4) if actual.customers else None
+    return {**learnt.as_dict(), "actual_customers_without_purchase": actual.customers, "actual_p_no_purchase": observed}
 
 
 def score_stored(

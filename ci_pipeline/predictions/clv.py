@@ -279,6 +279,30 @@ def method_for(history: History, cutoff: pd.Timestamp, settings: PredictionSetti
     return Method(weight, why, inner)
 
 
+def figures_are(backtest: Method, published: Method) -> str:
+    """What the report's ``model`` figures describe next to what is published: the backtest's blend, whose weight
+    was chosen one period before its window, and the published value, whose weight was chosen on that window."""
+    w, p = backtest.weight, published.weight
+    said = f"the backtest's {_weighted(w)}"
+    if w == p:
+        return f"{said}, weighted as the published values are"
+    if p in (0.0, 1.0):
+        where = "the baseline bgnbd_gamma_gamma" if p == 0.0 else "gradient_boosting_alone"
+        what = f"the published values are {_weighted(p)}, whose figures here are those of {where}"
+    else:
+        what = (
+            f"the published values are a {_weighted(p)}, chosen on this same window: its figures on it "
+            "(published_method.inner.chosen) were picked there, not tested there, so no figure here tests them"
+        )
+    return f"{said}, not what is published: {what}"
+
+
+def _weighted(weight: float) -> str:
+    return {1.0: "gradient boosting alone", 0.0: "BG/NBD + Gamma-Gamma alone"}.get(
+        weight, f"blend (weight {weight:.1f} on gradient boosting)"
+    )
+
+
 def evaluate(model: ClvModel, history: History, cutoff: pd.Timestamp, settings: PredictionSettings) -> dict:
     """Metrics of the model (its blend), the gradient-boosted model alone and the two baselines on purchasers at
     ``cutoff`` against the period after it."""
@@ -289,6 +313,7 @@ def evaluate(model: ClvModel, history: History, cutoff: pd.Timestamp, settings: 
     low, high = interval(predicted, model.low.predict(X), model.high.predict(X))
     out = {
         "customers": int(len(y)),
+        "top_customers": metrics.top_count(len(y), share),
         "actual_total": round(float(y.sum()), 2),
         "model": metrics.regression(y, predicted, share, low, high),
         "gradient_boosting_alone": metrics.regression(y, model.boosted(X), share),
@@ -299,9 +324,14 @@ def evaluate(model: ClvModel, history: History, cutoff: pd.Timestamp, settings: 
         "reference_monthly_x_months_x_retention": metrics.regression(y, reference, share),
         "bgnbd_gamma_gamma": metrics.regression(y, bg, share),
     }
-    out["reference_grade"] = metrics.reference_clv_grade(
-        out["model"], out["baselines"]["reference_monthly_x_months_x_retention"]
+    withheld = metrics.clv_grade_withheld(out["customers"], out["top_customers"], share)
+    out["reference_grade"] = (
+        metrics.reference_clv_grade(out["model"], out["baselines"]["reference_monthly_x_months_x_retention"])
+        if withheld is None
+        else None
     )
+    if withheld is not None:
+        out["not_graded"] = withheld
     out["charts"] = {
         "gain": metrics.gain_table(y, predicted) if len(y) else [],
         "deciles": metrics.decile_table(y, predicted) if len(y) else [],
@@ -454,7 +484,7 @@ def _run_clv(history: History, customers, latest, settings: PredictionSettings, 
         "prediction": MODEL,
         "usability": report.as_dict(),
         "backtest": {"trained_at": (latest - 2 * period).isoformat(), "evaluated_at": (latest - period).isoformat()},
-        **evaluation,
+        **_published_note(evaluation, method, published),
         "method": method.as_dict(),
         "published_method": published.as_dict(),
         "bgnbd": backtest.bgnbd.__dict__,
@@ -474,6 +504,17 @@ def _run_clv(history: History, customers, latest, settings: PredictionSettings, 
         },
     )
     return ClvResult(scores=scores, report=full_report, stored=stored)
+
+
+def _published_note(evaluation: dict, method: Method, published: Method) -> dict:
+    """The evaluation with ``model_figures_are`` (what its ``model`` figures describe), and a baseline's win told
+    against what is published when that differs from the backtest's blend."""
+    out = {**evaluation, "model_figures_are": figures_are(method, published)}
+    beaten = out.get("beaten_by_baseline")
+    if beaten and method.weight != published.weight:
+        note = f" (the model here is {out['model_figures_are']})"
+        out["beaten_by_baseline"] = {**beaten, "message": beaten["message"] + note}
+    return out
 
 
 def score_stored(

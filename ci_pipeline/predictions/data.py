@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,37 @@ class InsufficientData(UserError):
 
 class EvaluationFailed(UserError):
     """A model's backtest evaluation raised an unexpected error: that model publishes nothing this run."""
+
+
+class ModelFailed(UserError):
+    """Training or scoring one model raised an unexpected error: that model publishes nothing this run, the others
+    go on. ``details`` is the original error's traceback as text (the error itself is not kept: its frames hold the
+    run's purchases)."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details
+
+
+def model_failed(model: str, step: str, exc: BaseException) -> ModelFailed:
+    """The :class:`ModelFailed` of ``model`` for an unexpected error ``exc`` while it was ``step`` (``training`` or
+    ``scoring with its stored model``), with what to do."""
+    if step == "training":
+        todo = (
+            "check the data it reads (the purchases, and the signal, profile and measure fields listed in "
+            "predictions) and run the job train_predictions again; if it fails again, report it with this message"
+        )
+    else:
+        todo = (
+            "retrain it (job train_predictions), which also checks the stored model against the data; if it fails "
+            "again, report it with this message"
+        )
+    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return ModelFailed(
+        f"{model}: {step} failed with an unexpected error ({type(exc).__name__}: {exc}); the model publishes nothing "
+        f"this run and the other models go on. What to do: {todo}",
+        details,
+    )
 
 
 def backtested(model: str, evaluate, *args) -> dict:

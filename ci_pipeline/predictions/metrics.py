@@ -72,6 +72,46 @@ def classification(y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> 
     }
 
 
+#: Fewest churners, and fewest customers who bought again, a churn backtest is graded on. The grades turn on
+#: proportions: the reference grade on 10 points of churners' recall, the lift grade on a share of the rule's
+#: errors. A proportion over n customers has a standard error of up to 0.5 / sqrt(n), so at 100 of each outcome
+#: the 10-point margin is two standard errors (0.05 each): fewer, and the letter can be the luck of a few customers.
+CHURN_GRADE_MIN = 100
+#: Fewest customers in the true top share a lifetime value backtest is graded on: the reference grade turns on
+#: 5 points of top-share capture, a proportion over those customers, so by the same rule
+#: (2 x 0.5 / sqrt(n) <= 0.05) at least 400 (2,000 customers evaluated at the default top 20%).
+CLV_GRADE_MIN_TOP = 400
+
+
+def churn_grade_withheld(churners: int, bought_again: int) -> str | None:
+    """Why a churn backtest is not graded (too few churners or customers who bought again); None when it is."""
+    if churners >= CHURN_GRADE_MIN and bought_again >= CHURN_GRADE_MIN:
+        return None
+    return (
+        f"not graded: only {churners + bought_again:,} customers in the backtest ({churners:,} churned, "
+        f"{bought_again:,} bought again), at least {CHURN_GRADE_MIN} of each are needed: with fewer, the grades' "
+        "10-point margin is within two standard errors, so the letter would be the luck of a few customers. The "
+        "metrics are reported with these counts; more customers or a longer history make them steadier"
+    )
+
+
+def clv_grade_withheld(customers: int, top: int, share: float) -> str | None:
+    """Why a lifetime value backtest is not graded (too few customers in the true top share); None when it is."""
+    if top >= CLV_GRADE_MIN_TOP:
+        return None
+    return (
+        f"not graded: only {customers:,} customers in the backtest, {top:,} of them in the top {share:.0%}; at "
+        f"least {CLV_GRADE_MIN_TOP} in the top share are needed ({int(np.ceil(CLV_GRADE_MIN_TOP / share)):,} "
+        "customers): with fewer, the grade's 5-point margin of top-share capture is within two standard errors, so "
+        "the letter would be the luck of a few customers. The metrics are reported with these counts"
+    )
+
+
+def top_count(customers: int, share: float) -> int:
+    """The customers in the top ``share`` of ``customers`` (as :func:`top_capture` counts them)."""
+    return max(int(round(customers * share)), 1) if customers else 0
+
+
 def reference_churn_grade(model: dict, rule: dict) -> str:
     """The reference product's grade: A when accuracy >= 50% and recall >= the rule's + 10 points, B within 0-10."""
     if model["recall"] is None or rule["recall"] is None:
@@ -136,7 +176,7 @@ def beaten_by_baseline(
 
 def top_capture(actual: np.ndarray, predicted: np.ndarray, share: float) -> float:
     """Share of the true top ``share`` customers (by actual value) that are in the predicted top ``share``."""
-    n = max(int(round(len(actual) * share)), 1)
+    n = top_count(len(actual), share) or 1
     true_top = np.argsort(-actual, kind="stable")[:n]
     predicted_top = np.argsort(-predicted, kind="stable")[:n]
     return float(len(np.intersect1d(true_top, predicted_top)) / n)

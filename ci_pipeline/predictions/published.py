@@ -25,6 +25,7 @@ from ci_pipeline.predictions.data import (
     AMOUNT_ATTR,
     latest_cutoff,
     lines_from_facts,
+    model_failed,
     native_threads,
     purchases_from_facts,
     signals_from_facts,
@@ -229,7 +230,9 @@ class ModelRuns:
         ``workers`` models at a time (``auto``: :func:`models_at_once`), each on a thread of this process.
 
         Returns model -> its scores (a frame) when scored, its :class:`Trained` result when trained, or the
-        :class:`UserError` its data raised (the other models still run), in the order of ``stored``.
+        :class:`UserError` its data raised (the other models still run), in the order of ``stored``. Any other
+        error of one model becomes its :class:`~ci_pipeline.predictions.data.ModelFailed` (naming the model, the
+        step and what to do, with the traceback as ``details``): that model alone fails.
 
         The models read the same frames and change none of them, and each has its own history and seed: the results
         are those of running them one after another. Most of their work (the trees' histograms, Arrow's and NumPy's
@@ -240,11 +243,14 @@ class ModelRuns:
             # The limit is set on the thread that runs the model: a limit set on another thread does not reach it,
             # and scikit-learn's trees would use every core (other scores than with one thread, see native_threads).
             with threadpool_limits(limits=native_threads(self.settings.threads)):
+                found = stored[model]
                 try:
-                    found = stored[model]
                     return self.train(model) if found is None else self.score(model, found)
                 except UserError as exc:
                     return exc
+                except Exception as exc:  # noqa: BLE001 - one model's defect must not take the others down
+                    step = "training" if found is None else "scoring with its stored model"
+                    return model_failed(MODEL_NAMES[model], step, exc)
 
         if workers == "auto":
             try:

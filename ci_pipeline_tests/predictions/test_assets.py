@@ -396,3 +396,15 @@ def test_messages_about_amounts_name_the_source_column_the_amount_field_is_read_
     assert field_origin("orders", "amount", tables) == "column total of shop.orders"
     assert field_origin("SalesOrder", "amount", tables) == "column total of shop.orders"
     assert field_origin("orders", "currency", tables) is None
+
+
+def test_a_report_not_graded_shows_why_in_the_metadata_and_the_run_log():
+    why = "not graded: only 40 customers in the backtest (38 churned, 2 bought again), at least 100 of each ..."
+    report = {"prediction": "TransactionalChurn", "reference_grade": None, "lift_grade": None, "not_graded": why}
+    metadata = predictions.report_metadata(report)
+    assert metadata["reference_grade"] == metadata["lift_grade"] == "not graded"
+    assert metadata["not_graded"].value == why
+    warned = []
+    log = type("Log", (), {"warning": lambda self, text: warned.append(text)})()
+    predictions._warn_beaten(type("Context", (), {"log": log})(), report)
+    assert warned == [f"predictions: TransactionalChurn: {why}"]

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from ci_pipeline.benchmarks import predictions as bench
+from ci_pipeline.benchmarks import public_purchases
 from ci_pipeline.errors import UserError
 
 
@@ -62,3 +63,11 @@ def test_bench_on_public_cdnow_data_reports_churn_and_clv_and_why_recommendation
     assert "evaluation" not in recommendation
     assert "product recommendation needs order lines" in recommendation["refused"]
     assert all(line["dataset"] == "cdnow_sample" and line["peak_rss_mb"] > 0 for line in lines)
+    assert all(line["seed"] == 7 for line in lines)
+
+
+def test_the_bench_seed_sets_the_models_seed_on_public_data(tmp_path):
+    # On public data the figures move with the models' seed alone: --seed must reach them (it was ignored there).
+    public_purchases.write_project(tmp_path, "cdnow_sample", customers=50)
+    assert bench.configured(tmp_path)[0].seed == 7  # the configuration's
+    assert bench.configured(tmp_path, 3)[0].seed == 3

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from ci_pipeline.config.measures import MeasuresConfig
+from ci_pipeline.config.predictions import ChurnSettings
 from ci_pipeline.errors import UserError
 from ci_pipeline.predictions import churn, clv
 from ci_pipeline.predictions.data import InsufficientData
@@ -47,11 +48,31 @@ def test_report_holds_model_and_baselines_side_by_side(result):
     rule = f"rule_no_purchase_{report['best_rule_days']}_days"
     assert set(report["baselines"]) == {rule, "bgnbd_p_no_purchase"}
     assert report["best_rule_days"] in churn.rule_windows(60) == [60, 30]
+    # 689 customers evaluated, over 100 of each outcome: graded.
+    assert report["churners"] + report["bought_again"] == report["customers"]
+    assert min(report["churners"], report["bought_again"]) >= 100 and "not_graded" not in report
     assert report["reference_grade"] in "ABC" and report["lift_grade"] in "ABC"
     assert report["usability"]["purchasers"] == 700
     best = max(b["auc"] for b in report["baselines"].values())
     assert ("beaten_by_baseline" in report) == (report["model"]["auc"] < best)
     assert set(report["feature_importance"]) == set(result.stored.features)
+
+
+def test_a_backtest_of_few_customers_is_not_graded_and_a_rate_over_no_one_is_no_figure():
+    small = synthetic.purchases(customers=150)
+    # Only customers who had bought by the backtest's training cutoff: none is without a purchase at either cutoff.
+    first = small.groupby("CustomerId")["Time"].min()
+    early = pd.Series(first.index[first <= synthetic.END - pd.Timedelta(days=120)], dtype="string")
+    settings = SETTINGS.model_copy(update={"minimums": SETTINGS.minimums.model_copy(update={"churn_customers": 10})})
+    report = churn.run_churn(small, early, synthetic.END, settings, score_everyone=False).report
+    assert report["reference_grade"] is None and report["lift_grade"] is None
+    assert report["not_graded"].startswith(
+        f"not graded: only {report['customers']:,} customers in the backtest ({report['churners']:,} churned, "
+        f"{report['bought_again']:,} bought again), at least 100 of each are needed"
+    )
+    assert report["model"]["auc"] is not None  # the metrics are still reported, with their counts
+    prior = report["no_purchase_prior"]
+    assert prior["actual_customers_without_purchase"] == 0 and prior["actual_p_no_purchase"] is None
 
 
 def test_same_input_gives_the_same_scores(purchases, result):
@@ -249,3 +270,17 @@ def test_training_without_scores_explains_the_same_sample_as_scoring_everyone(mo
     everyone = full(purchases, customers, synthetic.END, settings, score_everyone=False).report["feature_importance"]
     assert everyone != scored.report["feature_importance"]
     assert everyone == full(purchases, customers, synthetic.END, settings).report["feature_importance"]
+
+
+def test_window_days_beside_a_different_churn_days_is_warned_about_naming_both_keys_and_the_fix():
+    both = ChurnSettings.model_validate({"window_days": 180, "churn_days": 90})
+    warning = churn.ignored_window(both)
+    assert warning.startswith("predictions.churn: window_days (180) has no effect while churn_days (90) is set")
+    assert warning.endswith("To predict 180 days ahead, remove churn_days; to keep 90, remove window_days")
+    # Only churn_days set (window_days at its default), or both the same: nothing is ignored that the user set.
+    assert churn.ignored_window(ChurnSettings.model_validate({"churn_days": 60})) is None
+    assert churn.ignored_window(ChurnSettings.model_validate({"window_days": 60, "churn_days": 60})) is None
+    assert churn.ignored_window(ChurnSettings.model_validate({"window_days": 60})) is None
+    # The refusal of a window without churners names the key that set it.
+    assert churn.label_key(both) == "predictions.churn.churn_days"
+    assert churn.label_key(ChurnSettings()) == "predictions.churn.window_days"

@@ -52,7 +52,11 @@ def test_report_holds_every_metric_for_the_model_and_both_baselines(result):
         assert set(baseline) == keys
     assert report["model"]["normalized_gini"] > 0.2
     assert 0.5 < report["model"]["interval_coverage"] <= 1
-    assert report["reference_grade"] in "ABC"
+    # 900 customers: the true top 20% of the backtest holds far fewer than the 400 a 5-point margin needs.
+    assert report["top_customers"] == round(report["customers"] * 0.2) < 400
+    assert report["reference_grade"] is None
+    assert report["not_graded"].startswith(f"not graded: only {report['customers']:,} customers in the backtest")
+    assert "at least 400 in the top share are needed (2,000 customers)" in report["not_graded"]
     best = max(b["top_capture"] for b in report["baselines"].values())
     assert ("beaten_by_baseline" in report) == (report["model"]["top_capture"] < best)
 
@@ -211,3 +215,29 @@ def test_the_weight_reads_nothing_after_the_models_own_labels(purchases):
     moved = purchases.copy()
     moved.loc[purchases["Time"] > cutoff, "Amount"] *= 3
     assert clv.method_for(History(moved, Context()), cutoff, SETTINGS).inner != before.inner
+
+
+def test_the_report_says_whether_its_model_figures_describe_what_is_published():
+    default, chosen = clv.Method(0.5, "default", {}), clv.Method(0.0, "inner backtest", {})
+    said = clv.figures_are(default, chosen)
+    assert said == (
+        "the backtest's blend (weight 0.5 on gradient boosting), not what is published: the published values are "
+        "BG/NBD + Gamma-Gamma alone, whose figures here are those of the baseline bgnbd_gamma_gamma"
+    )
+    assert clv.figures_are(default, clv.Method(0.2, "", {})).endswith("so no figure here tests them")
+    assert (
+        clv.figures_are(chosen, chosen)
+        == "the backtest's BG/NBD + Gamma-Gamma alone, weighted as the published values are"
+    )
+    # A baseline's win is told against the model the figures describe, and what is published instead.
+    beaten = {"baseline": "bgnbd_gamma_gamma", "message": "CustomerLifetimeValue: on the backtest ... accordingly"}
+    noted = clv._published_note({"beaten_by_baseline": beaten}, default, chosen)
+    assert noted["model_figures_are"] == said
+    assert noted["beaten_by_baseline"]["message"] == beaten["message"] + f" (the model here is {said})"
+    assert clv._published_note({"beaten_by_baseline": beaten}, chosen, chosen)["beaten_by_baseline"] == beaten
+
+
+def test_the_run_reports_what_its_model_figures_describe(result):
+    report = result.report
+    backtest, published = (report[k]["weight_gradient_boosting"] for k in ("method", "published_method"))
+    assert report["model_figures_are"] == clv.figures_are(clv.Method(backtest, "", {}), clv.Method(published, "", {}))

@@ -53,6 +53,19 @@ def test_churn_grades():
     assert metrics.lift_grade(0.4) == "A" and metrics.lift_grade(0.1) == "B" and metrics.lift_grade(-0.1) == "C"
 
 
+def test_grades_need_enough_customers_of_each_outcome_for_their_margin_to_exceed_two_standard_errors():
+    assert metrics.churn_grade_withheld(100, 100) is None
+    assert metrics.churn_grade_withheld(38, 2).startswith(
+        "not graded: only 40 customers in the backtest (38 churned, 2 bought again), at least 100 of each"
+    )
+    assert metrics.churn_grade_withheld(5_000, 99) is not None
+    assert metrics.clv_grade_withheld(2_000, 400, 0.2) is None
+    assert metrics.clv_grade_withheld(40, 8, 0.2).startswith(
+        "not graded: only 40 customers in the backtest, 8 of them in the top 20%; at least 400"
+    )
+    assert metrics.top_count(40, 0.2) == 8 and metrics.top_count(0, 0.2) == 0 and metrics.top_count(3, 0.2) == 1
+
+
 def test_a_baseline_that_beats_the_model_is_named_with_both_figures_and_what_it_means():
     # The sample's churn backtest: graded A against the rule, yet BG/NBD ranked customers better.
     baselines = {"rule_no_purchase_90_days": {"auc": 0.81}, "bgnbd_p_no_purchase": {"auc": 0.9452}}

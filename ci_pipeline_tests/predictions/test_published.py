@@ -24,11 +24,12 @@ from ci_pipeline.predictions import (
     clv,
     fact_columns,
     lines_from_facts,
+    published,
     purchases_from_facts,
     read_facts,
     signals_from_facts,
 )
-from ci_pipeline.predictions.data import EvaluationFailed
+from ci_pipeline.predictions.data import EvaluationFailed, ModelFailed
 from ci_pipeline.predictions.published import (
     json_objects,
     models_at_once,
@@ -264,6 +265,33 @@ def test_an_unexpected_error_in_one_models_evaluation_fails_that_model_alone(mon
     assert "CustomerLifetimeValue: the backtest evaluation failed" in str(done["clv"])
     assert "ZeroDivisionError: float division by zero" in str(done["clv"])
     assert isinstance(done["recommendation"], Trained)
+
+
+def test_an_unexpected_error_training_or_scoring_one_model_fails_that_model_alone(monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("window shape cannot be larger than input array shape")
+
+    monkeypatch.setattr(published, "run_clv", broken)
+    monkeypatch.setattr(clv, "score_stored", broken)
+    facts = shop_facts()
+    settings = PredictionSettings.model_validate(
+        PredictionsConfig.model_validate(SHOP_CONFIG["predictions"]).settings()
+    )
+    customers = pd.Series(sorted(set(facts["CustomerId"])), dtype="string")
+    runs = ModelRuns(settings, facts, customers, None, scoring_cutoff(None, dt.date(2026, 6, 30)))
+    done = runs.run_all({"clv": None, "recommendation": None}, workers=2)
+    assert isinstance(done["recommendation"], Trained)
+    failed = done["clv"]
+    # A UserError, so the stage reports it as that model's failed check and publishes the others.
+    assert isinstance(failed, ModelFailed) and isinstance(failed, UserError)
+    assert str(failed).startswith(
+        "CustomerLifetimeValue: training failed with an unexpected error (ValueError: window shape cannot be larger"
+    )
+    assert "the other models go on" in str(failed) and "run the job train_predictions again" in str(failed)
+    assert "in broken" in failed.details and failed.__traceback__ is None
+    scored = runs.run_all({"clv": object()}, workers=1)["clv"]
+    assert str(scored).startswith("CustomerLifetimeValue: scoring with its stored model failed")
+    assert "retrain it (job train_predictions)" in str(scored)
 
 
 def test_auto_runs_two_models_at_once_up_to_three_million_purchases_and_a_number_is_kept():
