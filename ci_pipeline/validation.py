@@ -87,7 +87,15 @@ def project_report(
         found += alias_file_problems(config) + override_problems(config)
     if selected is None or any(key[0] == "publish" and key[-1].startswith("sink_") for key in selected):
         found += sink_problems(config)
-    return found, [warning for schema in schemas.values() for warning in schema.warnings]
+    warnings = [warning for schema in schemas.values() for warning in schema.warnings]
+    return found, warnings + setting_warnings(config)
+
+
+def setting_warnings(config: ProjectConfig) -> list[str]:
+    """Settings that are legal but do not do what they seem to (the run log says them again)."""
+    predictions = config.predictions
+    ignored = predictions.churn.ignored_window() if predictions and "churn" in predictions.models else None
+    return [ignored] if ignored else []
 
 
 def option_problems(config: ProjectConfig) -> list[str]:

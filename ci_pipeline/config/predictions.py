@@ -73,6 +73,21 @@ class ChurnSettings(StrictModel):
         """Days after the cutoff in which no purchase means churn."""
         return self.churn_days or self.window_days
 
+    def ignored_window(self) -> str | None:
+        """The warning (of ``validate`` and the run log) when ``window_days`` is set beside a different
+        ``churn_days``, which alone takes effect; None otherwise. Churn is "no purchase in the ``churn_days`` after
+        the cutoff": one number is both the silence that makes a churner and how far ahead the model predicts, so
+        the other setting changes nothing."""
+        days, window = self.churn_days, self.window_days
+        if days is None or window == days or "window_days" not in self.model_fields_set:
+            return None
+        return (
+            f"predictions.churn.window_days: {window} has no effect while churn_days ({days}) is set. Churn is "
+            f'"no purchase in the {days} days after the cutoff": {days} days are both the silence that makes a '
+            f"churner and how far ahead the model predicts (its backtest and training cutoffs are {days} days apart). "
+            f"To predict {window} days ahead, remove churn_days; to keep {days}, remove window_days"
+        )
+
 
 class ClvSettings(StrictModel):
     """Customer lifetime value: what a customer will spend over the coming period."""

@@ -32,7 +32,6 @@ from ci_pipeline.predictions import (
     PredictionSettings,
     StoredModel,
     Trained,
-    churn,
     fact_columns,
     model_summary,
     prediction_table,
@@ -101,9 +100,9 @@ def _runs(context, config: ProjectConfig, lake, models) -> ModelRuns:
     runs = ModelRuns(settings, facts, profile["CustomerId"], chosen, latest, measures, origin)
     for warning in runs.warnings(models):
         context.log.warning(warning)
-    ignored = churn.ignored_window(section.churn) if "churn" in models else None
+    ignored = section.churn.ignored_window() if "churn" in models else None
     if ignored:
-        context.log.warning(f"predictions: {ignored}")
+        context.log.warning(ignored)
     return runs
 
 

@@ -111,21 +111,6 @@ def label_key(settings: ChurnSettings) -> str:
     return "predictions.churn." + ("churn_days" if settings.churn_days else "window_days")
 
 
-def ignored_window(settings: ChurnSettings) -> str | None:
-    """The run log's warning when ``window_days`` is set beside a different ``churn_days``, which alone takes effect
-    (None otherwise). Churn is "no purchase in the ``churn_days`` after the cutoff": one number is both the silence
-    that makes a churner and how far ahead the model predicts, so the other setting changes nothing."""
-    days, window = settings.churn_days, settings.window_days
-    if days is None or window == days or "window_days" not in settings.model_fields_set:
-        return None
-    return (
-        f"predictions.churn: window_days ({window}) has no effect while churn_days ({days}) is set. Churn is "
-        f'"no purchase in the {days} days after the cutoff": {days} days are both the silence that makes a churner '
-        f"and how far ahead the model predicts (its backtest and training cutoffs are {days} days apart). To predict "
-        f"{window} days ahead, remove churn_days; to keep {days}, remove window_days"
-    )
-
-
 def _check_labels(y: np.ndarray, cutoff: pd.Timestamp, days: int, key: str) -> None:
     churners, stayers = int(y.sum()), int((~y).sum())
     if min(churners, stayers) < MIN_CLASS:

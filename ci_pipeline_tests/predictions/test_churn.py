@@ -274,13 +274,27 @@ def test_training_without_scores_explains_the_same_sample_as_scoring_everyone(mo
 
 def test_window_days_beside_a_different_churn_days_is_warned_about_naming_both_keys_and_the_fix():
     both = ChurnSettings.model_validate({"window_days": 180, "churn_days": 90})
-    warning = churn.ignored_window(both)
-    assert warning.startswith("predictions.churn: window_days (180) has no effect while churn_days (90) is set")
+    warning = both.ignored_window()
+    assert warning.startswith("predictions.churn.window_days: 180 has no effect while churn_days (90) is set")
     assert warning.endswith("To predict 180 days ahead, remove churn_days; to keep 90, remove window_days")
     # Only churn_days set (window_days at its default), or both the same: nothing is ignored that the user set.
-    assert churn.ignored_window(ChurnSettings.model_validate({"churn_days": 60})) is None
-    assert churn.ignored_window(ChurnSettings.model_validate({"window_days": 60, "churn_days": 60})) is None
-    assert churn.ignored_window(ChurnSettings.model_validate({"window_days": 60})) is None
+    assert ChurnSettings.model_validate({"churn_days": 60}).ignored_window() is None
+    assert ChurnSettings.model_validate({"window_days": 60, "churn_days": 60}).ignored_window() is None
+    assert ChurnSettings.model_validate({"window_days": 60}).ignored_window() is None
     # The refusal of a window without churners names the key that set it.
     assert churn.label_key(both) == "predictions.churn.churn_days"
     assert churn.label_key(ChurnSettings()) == "predictions.churn.window_days"
+
+
+def test_validate_warns_of_window_days_beside_a_different_churn_days_at_its_line(tmp_path):
+    from ci_pipeline.config import SAMPLE_CONFIG, load_config
+    from ci_pipeline.validation import setting_warnings
+
+    assert setting_warnings(load_config(SAMPLE_CONFIG)) == []
+    churn = "  churn:\n    window_days: 90\n"
+    text = SAMPLE_CONFIG.read_text().replace(churn, "  churn:\n    window_days: 180\n    churn_days: 90\n")
+    (tmp_path / "ci_pipeline.yaml").write_text(text)
+    config = load_config(tmp_path / "ci_pipeline.yaml")
+    line = text.splitlines().index("    window_days: 180") + 1
+    (warning,) = config.located(setting_warnings(config))
+    assert warning.startswith(f"line {line}: predictions.churn.window_days: 180 has no effect while churn_days (90)")
