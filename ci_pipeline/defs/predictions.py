@@ -42,7 +42,7 @@ from ci_pipeline.predictions import (
 from ci_pipeline.predictions.charts import draw_report_charts, markdown_image
 from ci_pipeline.predictions.data import ModelFailed, model_failed
 from ci_pipeline.predictions.reuse import RowReuse, hand_out, read_kept, write_kept
-from ci_pipeline.redact import redact
+from ci_pipeline.redact import first_line, redact
 
 GROUP = "predictions"
 PREDICTION = asset_key(GROUP, "prediction")
@@ -126,7 +126,13 @@ def chart_metadata(lake, model: str, report: dict) -> dict:
     """Draw the report's charts, write each PNG to the lake beside the model, and return them as metadata: a
     Markdown image the UI draws (``plot/<chart>``) and its lake path (``plot/<chart>/path``)."""
     metadata: dict = {}
-    for chart, png in draw_report_charts(MODEL_NAMES[model], report.get("charts") or {}).items():
+    try:
+        drawn = draw_report_charts(MODEL_NAMES[model], report.get("charts") or {})
+    except Exception as exc:  # a picture of the report: the model and its figures are stored all the same
+        said = f"{MODEL_NAMES[model]}: the report's charts could not be drawn ({type(exc).__name__}: {first_line(exc)})"
+        dg.get_dagster_logger().warning(f"predictions: {said}; their points are in the metadata")
+        return {"plots": dg.MetadataValue.text(said)}
+    for chart, png in drawn.items():
         path = chart_path(model, chart)
         lake.write_bytes(path, png)
         metadata[f"plot/{chart}"] = dg.MetadataValue.md(markdown_image(f"{chart} chart of {MODEL_NAMES[model]}", png))

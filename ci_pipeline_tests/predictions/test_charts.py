@@ -236,3 +236,16 @@ def test_an_image_is_what_pillow_reads_as_640_by_400():
     with Image.open(io.BytesIO(png)) as image:
         image.load()
         assert image.size == (640, 400)
+
+
+def test_charts_that_cannot_be_drawn_are_said_so_and_the_model_is_stored_all_the_same(tmp_path, monkeypatch, caplog):
+    def broken(model, points):
+        raise ValueError("posx and posy should be finite values")
+
+    monkeypatch.setattr(predictions, "draw_report_charts", broken)
+    lake = Lake.local(tmp_path / "lake")
+    metadata = predictions.chart_metadata(lake, "churn", {"charts": churn_like_charts()})
+    said = "TransactionalChurn: the report's charts could not be drawn (ValueError: posx and posy should be finite"
+    assert metadata["plots"].value.startswith(said)
+    assert said in caplog.text
+    assert not (tmp_path / "lake").exists() or not list((tmp_path / "lake").rglob("*.png"))
