@@ -12,6 +12,7 @@ import os
 import posixpath
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -91,6 +92,11 @@ class Lake:
         if account_host and "account_name" not in options and "connection_string" not in options:
             options["account_name"] = account_host.split(".")[0]
         _check_reachable(url, options)
+        # The storage library warns "Failed to fetch container properties for <container>. Assume it exists
+        # already" when a credential may not read them (a container's SAS), also of a container that does not
+        # exist: the lake says itself, naming the connection and the fix, when one is missing
+        # (`_refuse_missing_container`). Set here, not at import, where a caller's warning settings may not last.
+        warnings.filterwarnings("ignore", message="Failed to fetch container properties", category=UserWarning)
         try:
             fs = fsspec.filesystem("abfs", **options)
         except Exception as exc:  # adlfs repeats the connection details it could not use
