@@ -92,6 +92,11 @@ def test_a_step_that_did_not_finish_after_its_input_changed_is_stale(tmp_path):
     plan = plan_refresh(changed, load_states(lake, changed))
     assert list(plan.stale) == [UNIFY, MEASURES]
     assert plan.stale[UNIFY] == "input crm/contacts changed since it was computed"
+    # The summary names that cause (it said "2 of 5 assets to recompute: ; 1 downstream of it").
+    assert plan.summary() == (
+        "2 of 5 assets to recompute: unify/profile (input crm/contacts changed since it was computed); "
+        "1 downstream of it"
+    )
 
 
 def test_a_dated_stage_computed_on_an_earlier_day_is_stale(tmp_path):

@@ -169,7 +169,9 @@ class RefreshPlan:
             return "no earlier run recorded in this lake: full refresh"
         if not self.stale:
             return f"all {self.total} assets are up to date: nothing to run"
-        causes = [f"{'/'.join(k)} ({why})" for k, why in self.stale.items() if not why.startswith("input ")]
+        # An input "changed since it was computed" is a cause (a run stopped half way, or ran part of the
+        # pipeline, after storing that input): only "is recomputed" follows from another stale asset.
+        causes = [f"{'/'.join(k)} ({why})" for k, why in self.stale.items() if not why.endswith(" is recomputed")]
         shown = "; ".join(causes[:5]) + (f"; and {len(causes) - 5} more" if len(causes) > 5 else "")
         # The others are stale only because an input is: named by count, so the figures add up.
         following = len(self.stale) - len(causes)
