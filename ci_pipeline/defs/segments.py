@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 import pandas as pd
+import pyarrow.compute as pc
 
 from ci_pipeline.arrow_text import text_isin
 from ci_pipeline.config import ProjectConfig
@@ -113,6 +114,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             provider=provider,
             run_time=pd.Timestamp(dt.datetime.now(dt.UTC)),
             reuse=_reuse(context, lake, record_level),
+            id_change=_merges(lake) if lake.exists(asset_path(STATIC)) else None,
         )
         context.log.info(f"segments: {result.report or 'every customer (record-level increments are off)'}")
         counts = {name: int(mask.sum()) for name, mask in result.masks.items()}
@@ -136,6 +138,15 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             write_state(lake, result.state)
 
     return dg.Definitions(assets=[segments])
+
+
+def _merges(lake) -> pd.DataFrame | None:
+    """The merges of unification's id log (whose ids static segments follow), None before unification logged any."""
+    path = asset_path(unify.STAGE.key("id_change"))
+    if not lake.exists(path):
+        return None
+    columns = ["OldCustomerId", "NewCustomerId", "Reason", "Records"]
+    return lake.dataset(path).to_table(columns=columns, filter=pc.field("Reason") == "merged").to_pandas()
 
 
 def _reuse(context: dg.AssetExecutionContext, lake, record_level: bool) -> Reuse | None:

@@ -87,6 +87,43 @@ def frozen_members(state: pd.DataFrame | None) -> dict[str, pd.Series]:
     return {name: group["CustomerId"].astype("string") for name, group in state.groupby("Segment", sort=True)}
 
 
+def follow_merges(
+    state: pd.DataFrame | None, id_change: pd.DataFrame | None, current: pd.Series
+) -> pd.DataFrame | None:
+    """The kept members of static segments, each whose CustomerId a merge retired under the id its records joined.
+
+    A merge (reason ``merged`` in ``unify/id_change``) retires an id and carries its records on under another, so the
+    person is still there: a frozen segment keeps them under that id (the one that took most of the retired id's
+    records; ties: the smallest), through any chain of merges since the segment was frozen. Ids whose customer is
+    gone otherwise (``removed``) stay as they are and drop out with their customer. A survivor that is a member
+    already is kept once.
+    """
+    if state is None or state.empty or id_change is None or id_change.empty:
+        return state
+    ids = state["CustomerId"].astype("string")
+    gone = ~np.asarray(text_isin(ids, current.astype("string")), dtype=bool)
+    if not gone.any():
+        return state
+    merged = id_change[id_change["Reason"] == "merged"].dropna(subset=["OldCustomerId", "NewCustomerId"])
+    merged = merged.sort_values(
+        ["OldCustomerId", "Records", "NewCustomerId"], ascending=[True, False, True], kind="stable"
+    ).drop_duplicates("OldCustomerId")
+    successor = dict(zip(merged["OldCustomerId"].astype(str), merged["NewCustomerId"].astype(str), strict=True))
+    followed = []
+    # Only the members whose id is gone: a few among the kept members.
+    for cid in ids[gone].astype(str):
+        seen = {cid}
+        while cid in successor and successor[cid] not in seen:
+            cid = successor[cid]
+            seen.add(cid)
+        followed.append(cid)
+    out = state.copy()
+    out.loc[gone, "CustomerId"] = followed
+    out["CustomerId"] = out["CustomerId"].astype("string")
+    out = out.drop_duplicates(["Segment", "CustomerId"], keep="first")
+    return out.sort_values(["Segment", "CustomerId"], kind="stable").reset_index(drop=True)
+
+
 def static_state(
     customers: pd.Index, masks: dict[str, np.ndarray], static: list[str], previous: pd.DataFrame | None, now
 ) -> pd.DataFrame:

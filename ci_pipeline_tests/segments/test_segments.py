@@ -17,6 +17,7 @@ from ci_pipeline.measures.compute import FactIndex, run_end
 from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS, guid
 from ci_pipeline.segments.evaluate import SegmentEngine
 from ci_pipeline.segments.membership import (
+    follow_merges,
     frozen_members,
     history_rows,
     members_by_segment,
@@ -257,6 +258,32 @@ def test_membership_table_history_and_static_state():
     assert state["CustomerId"].tolist() == ["A", "B"]
     kept = engine({"buyers": [{"field": "measure.orders", "op": ">", "value": 100}]}, frozen_members(state))
     assert list(IDS[kept.evaluate_all()["buyers"]]) == ["A", "B"]
+
+
+def test_a_frozen_member_whose_id_a_merge_retired_stays_under_the_id_that_carries_their_records():
+    at = pd.Timestamp("2026-07-01", tz="UTC")
+    state = pd.DataFrame(
+        {"Segment": ["loyal", "loyal", "loyal", "vip"], "CustomerId": ["A", "X", "Y", "X"], "FrozenAt": at}
+    ).astype({"Segment": "string", "CustomerId": "string"})
+    log = pd.DataFrame(
+        {
+            # X merged into B (most of its records; one went to C); Y into Z, which merged into A the night after;
+            # R's records are gone.
+            "OldCustomerId": ["X", "X", "Y", "Z", "R"],
+            "NewCustomerId": ["C", "B", "Z", "A", None],
+            "Reason": ["merged", "merged", "merged", "merged", "removed"],
+            "Records": [1, 2, 1, 2, 3],
+        }
+    )
+    current = pd.Series(["A", "B", "C", "D"], dtype="string")
+    followed = follow_merges(state, log, current)
+    # A member already (A) is kept once; X follows to B in both segments; FrozenAt is the segment's.
+    assert followed[["Segment", "CustomerId"]].values.tolist() == [["loyal", "A"], ["loyal", "B"], ["vip", "B"]]
+    assert (followed["FrozenAt"] == at).all()
+    # Nothing retired by a merge: the state as it was (a removed customer drops out later, with its customer).
+    assert follow_merges(state.iloc[:1], log, current) is not None
+    assert follow_merges(state.iloc[:1], log, current).equals(state.iloc[:1])
+    assert follow_merges(state, None, current) is state
 
 
 def test_rfm_templates_parse():
