@@ -9,9 +9,10 @@ model and of each baseline, seconds and peak memory (RSS of this process, cumula
 
 ``--dataset cdnow`` (or ``cdnow_sample``, a tenth of it) runs on public purchase data instead: the CDNOW file is
 written as a user's lake holds it (``public_purchases.write_project``: a customer table of ids only and an orders
-table) with the configuration a new user writes, read through the same ingest and activities code, and the models
-run with the settings of that configuration. A model the data cannot serve (recommendation: CDNOW names no
-product) prints its refusal instead of a report.
+table) with the configuration a new user writes, read through the same ingest, unify and activities code (so each
+customer has the CustomerId a first ``ci-pipeline run`` issues), and the models run with the settings of that
+configuration: the figures are those the pipeline stores with its models. A model the data cannot serve
+(recommendation: CDNOW names no product) prints its refusal instead of a report.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ci_pipeline.predictions import churn, clv, recommend
 from ci_pipeline.predictions.data import lines_from_facts, purchases_from_facts, signals_from_facts
 from ci_pipeline.predictions.published import scoring_cutoff
 from ci_pipeline.predictions.settings import PredictionSettings, PurchaseSource
+from ci_pipeline.unify.engine import unify
 
 #: Activities the models read, and the customer table they link to.
 ACTIVITIES = ("orders", "order_lines")
@@ -93,7 +95,7 @@ def run(args) -> int:
             )
         else:
             settings, latest = configured(folder, seed)
-            facts, customers, _ = load_activities(folder, args.signals, _activities(settings))
+            facts, customers, _ = load_activities(folder, args.signals, _activities(settings), unified=True)
         data = _model_inputs(facts, settings)
         del facts
         common = {
@@ -190,9 +192,16 @@ def _generate(people: int, seed: int, folder: Path) -> None:
 
 
 def load_activities(
-    folder: Path, signals: list[str] = (), activities: tuple[str, ...] = ACTIVITIES
+    folder: Path, signals: list[str] = (), activities: tuple[str, ...] = ACTIVITIES, unified: bool = False
 ) -> tuple[pd.DataFrame, pd.Series, pd.Timestamp]:
-    """(activity facts of ``activities`` and ``signals``, every CustomerId, the time of the last of ``activities``)."""
+    """(activity facts of ``activities`` and ``signals``, every CustomerId, the time of the last of ``activities``).
+
+    With ``unified`` the customers are those the configuration's ``unify`` section makes of its customer tables, with
+    the CustomerIds a first ``ci-pipeline run`` issues: the models take their seeded draws (training sample,
+    early-stopping and calibration rows) over customers in CustomerId order, so other ids (the source's own) would
+    give other figures than the pipeline's on the same data and seed. Without it each record of the customer table
+    is a customer under its own key (generated data: the figures do not depend on unification).
+    """
     config = load_config(folder / "ci_pipeline.yaml")
     unknown = [name for name in signals if name not in config.activities.tables]
     if unknown:
@@ -207,16 +216,21 @@ def load_activities(
     source, table, _ = links.pop()
     with tempfile.TemporaryDirectory(prefix="ci-bench-ingest-") as scratch:
         lake = Lake.local(scratch)
-        owners = ingest_table(config, lake, source, table).data
-        key = config.sources[source].tables[table].primary_key
+        customer_tables = [(t.source, t.table) for t in config.unify.tables] if unified else [(source, table)]
+        owners = {(s, t): ingest_table(config, lake, s, t).data for s, t in customer_tables}
         tables = {}
         for name, spec in specs.items():
             frame = ingest_table(config, lake, spec.source, spec.table).data
             tables[name] = (spec, frame, config.sources[spec.source].tables[spec.table].primary_key)
-    ids = owners[key].astype("string")
-    alternate_key = pd.DataFrame(
-        {"DataSourceName": source, "EntityName": table, "AlternateValue": ids, "CustomerId": ids}
-    )
+    keys = {(s, t): config.sources[s].tables[t].primary_key for s, t in owners}
+    if unified:
+        result = unify(config.unify, owners, keys, base_dir=config.base_dir)
+        alternate_key, ids = result.alternate_key, result.customer_profile["CustomerId"].astype("string")
+    else:
+        ids = owners[source, table][keys[source, table]].astype("string")
+        alternate_key = pd.DataFrame(
+            {"DataSourceName": source, "EntityName": table, "AlternateValue": ids, "CustomerId": ids}
+        )
     timeline = build_timeline(tables, alternate_key, pd.Timestamp.now(tz="UTC"))
     facts = timeline.facts
     latest = facts.loc[facts["Activity"].isin(activities), "ActivityTimeStamp"].max()

@@ -67,9 +67,11 @@ unify:
   tables:
     - source: shop
       table: customers
-      # Each customer id is one customer: nothing else is known of them, so there is nothing to match on.
+      # Each customer id is one customer: nothing else is known of them, so there is nothing to match on (and the
+      # run need not warn that no rule can compare these records).
       columns:
         customer_id: custom
+      one_customer_per_record: true
 
 activities:
   tables:

@@ -42,30 +42,6 @@ def test_bench_refuses_an_unknown_signal(generated):
         bench.load_activities(generated, ["clicks"])
 
 
-@pytest.mark.slow
-def test_bench_on_public_cdnow_data_reports_churn_and_clv_and_why_recommendation_cannot_run(tmp_path, capsys):
-    args = SimpleNamespace(people=0, seed=7, data=str(tmp_path), signals=[], dataset="cdnow_sample")
-    assert bench.run(args) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [line["model"] for line in lines] == ["churn", "clv", "recommendation"]
-    churn, clv = lines[0]["evaluation"], lines[1]["evaluation"]
-    assert churn["usability"]["customers"] == 2_357 and churn["usability"]["purchases"] == 6_919
-    # The documented defaults a user keeps: a 90-day churn window; half a year of value (18 months of history).
-    assert churn["backtest"] == {"trained_at": "1998-01-01T00:00:00+00:00", "evaluated_at": "1998-04-01T00:00:00+00:00"}
-    assert set(churn["baselines"]) == {f"rule_no_purchase_{churn['best_rule_days']}_days", "bgnbd_p_no_purchase"}
-    assert set(clv["baselines"]) == {"reference_monthly_x_months_x_retention", "bgnbd_gamma_gamma"}
-    assert clv["backtest"]["evaluated_at"].startswith("1997-12-29")
-    # One cohort that joined in 1997's first quarter: one period before the backtest's training cutoff nobody had
-    # bought, so the backtest blends by the default; the published model's blend is chosen on the backtest.
-    assert clv["method"]["why"].startswith("default: equal weights, as the history holds no inner backtest")
-    assert clv["published_method"]["inner"]["evaluated_at"] == clv["backtest"]["evaluated_at"]
-    recommendation = lines[2]
-    assert "evaluation" not in recommendation
-    assert "product recommendation needs order lines" in recommendation["refused"]
-    assert all(line["dataset"] == "cdnow_sample" and line["peak_rss_mb"] > 0 for line in lines)
-    assert all(line["seed"] == 7 for line in lines)
-
-
 def test_the_bench_seed_sets_the_models_seed_on_public_data(tmp_path):
     # On public data the figures move with the models' seed alone: --seed must reach them (it was ignored there).
     public_purchases.write_project(tmp_path, "cdnow_sample", customers=50)
