@@ -114,7 +114,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             provider=provider,
             run_time=pd.Timestamp(dt.datetime.now(dt.UTC)),
             reuse=_reuse(context, lake, record_level),
-            id_change=_merges(lake) if lake.exists(asset_path(STATIC)) else None,
+            id_change=_id_changes(lake) if lake.exists(asset_path(STATIC)) else None,
         )
         context.log.info(f"segments: {result.report or 'every customer (record-level increments are off)'}")
         counts = {name: int(mask.sum()) for name, mask in result.masks.items()}
@@ -140,13 +140,14 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
     return dg.Definitions(assets=[segments])
 
 
-def _merges(lake) -> pd.DataFrame | None:
-    """The merges of unification's id log (whose ids static segments follow), None before unification logged any."""
+def _id_changes(lake) -> pd.DataFrame | None:
+    """Unification's log of retired ids (whose records static segments' members follow), None before any."""
     path = asset_path(unify.STAGE.key("id_change"))
     if not lake.exists(path):
         return None
-    columns = ["OldCustomerId", "NewCustomerId", "Reason", "Records"]
-    return lake.dataset(path).to_table(columns=columns, filter=pc.field("Reason") == "merged").to_pandas()
+    columns = ["Run", "OldCustomerId", "NewCustomerId", "Reason", "Records"]
+    retired = pc.field("Reason").isin(["merged", "split", "removed"])
+    return lake.dataset(path).to_table(columns=columns, filter=retired).to_pandas()
 
 
 def _reuse(context: dg.AssetExecutionContext, lake, record_level: bool) -> Reuse | None:

@@ -11,7 +11,8 @@ from ci_pipeline.arrow_text import text_isin
 from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS, with_ids
 
 HISTORY_COLUMNS = ["RunTime", "Segment", "Members", "Added", "Removed"]
-STATIC_COLUMNS = ["Segment", "CustomerId", "FrozenAt"]
+#: ``CustomerId`` is the member now; ``FrozenCustomerId`` the id it was frozen under (see :func:`follow_retired_ids`).
+STATIC_COLUMNS = ["Segment", "CustomerId", "FrozenAt", "FrozenCustomerId"]
 
 
 def membership_table(
@@ -84,66 +85,86 @@ def frozen_members(state: pd.DataFrame | None) -> dict[str, pd.Series]:
     """Static segment name -> kept CustomerIds, from the static state table."""
     if state is None or state.empty:
         return {}
-    return {name: group["CustomerId"].astype("string") for name, group in state.groupby("Segment", sort=True)}
+    # Two members frozen apart may be one customer now (a merge): a member once.
+    groups = state.groupby("Segment", sort=True)
+    return {name: group["CustomerId"].astype("string").drop_duplicates() for name, group in groups}
 
 
-def follow_merges(
+def follow_retired_ids(
     state: pd.DataFrame | None, id_change: pd.DataFrame | None, current: pd.Series
 ) -> pd.DataFrame | None:
-    """The kept members of static segments, each whose CustomerId a merge retired under the id its records joined.
+    """The kept members of static segments, each under the CustomerId that holds their records now.
 
-    A merge (reason ``merged`` in ``unify/id_change``) retires an id and carries its records on under another, so the
-    person is still there: a frozen segment keeps them under that id (the one that took most of the retired id's
-    records; ties: the smallest), through any chain of merges since the segment was frozen. Ids whose customer is
-    gone otherwise (``removed``) stay as they are and drop out with their customer. A survivor that is a member
-    already is kept once.
+    A member is kept by the id it was frozen under (``FrozenCustomerId``). While that id is a customer, it is the
+    member. When unification retired it (``unify/id_change``), the person is still there: the member is the id that
+    took most of its records in the run that retired it (``merged`` into another customer or ``split`` off into a new
+    one; ties: the smallest id), followed the same way if that one was retired in turn. An id whose last change was
+    ``removed`` stays as it is and drops out with its customer. Resolved from the frozen id every run, a merge undone
+    (the frozen id given back to its records) gives the membership back to them, not to the other person.
     """
-    if state is None or state.empty or id_change is None or id_change.empty:
+    if state is None or state.empty:
         return state
-    ids = state["CustomerId"].astype("string")
-    gone = ~np.asarray(text_isin(ids, current.astype("string")), dtype=bool)
-    if not gone.any():
-        return state
-    merged = id_change[id_change["Reason"] == "merged"].dropna(subset=["OldCustomerId", "NewCustomerId"])
-    merged = merged.sort_values(
-        ["OldCustomerId", "Records", "NewCustomerId"], ascending=[True, False, True], kind="stable"
-    ).drop_duplicates("OldCustomerId")
-    successor = dict(zip(merged["OldCustomerId"].astype(str), merged["NewCustomerId"].astype(str), strict=True))
+    out = state.copy()
+    frozen = out["FrozenCustomerId"] if "FrozenCustomerId" in out else out["CustomerId"]
+    out["FrozenCustomerId"] = frozen.astype("string")
+    gone = ~np.asarray(text_isin(out["FrozenCustomerId"], current.astype("string")), dtype=bool)
+    successor = _last_successors(id_change) if gone.any() and id_change is not None else {}
     followed = []
-    # Only the members whose id is gone: a few among the kept members.
-    for cid in ids[gone].astype(str):
+    # Only the members whose frozen id is gone: a few among the kept members.
+    for cid in out.loc[gone, "FrozenCustomerId"].astype(str):
         seen = {cid}
-        while cid in successor and successor[cid] not in seen:
+        while successor.get(cid) and successor[cid] not in seen:
             cid = successor[cid]
             seen.add(cid)
         followed.append(cid)
-    out = state.copy()
+    out["CustomerId"] = out["FrozenCustomerId"]
     out.loc[gone, "CustomerId"] = followed
     out["CustomerId"] = out["CustomerId"].astype("string")
-    out = out.drop_duplicates(["Segment", "CustomerId"], keep="first")
-    return out.sort_values(["Segment", "CustomerId"], kind="stable").reset_index(drop=True)
+    return out.sort_values(["Segment", "CustomerId", "FrozenCustomerId"], kind="stable").reset_index(drop=True)[
+        STATIC_COLUMNS
+    ]
+
+
+def _last_successors(id_change: pd.DataFrame) -> dict[str, str | None]:
+    """Retired id -> the id that took most of its records in the last run that changed it (None: removed then)."""
+    log = id_change[id_change["Reason"].isin(["merged", "split", "removed"])]
+    if log.empty:
+        return {}
+    last = log.groupby("OldCustomerId", sort=False)["Run"].transform("max")
+    log = log[log["Run"] == last].sort_values(
+        ["OldCustomerId", "Records", "NewCustomerId"], ascending=[True, False, True], kind="stable", na_position="last"
+    )
+    # A removed row has no new id: it wins only where nothing of the id lives on.
+    log = log.drop_duplicates("OldCustomerId")
+    new = log["NewCustomerId"].astype(object).where(log["NewCustomerId"].notna(), None)
+    return dict(zip(log["OldCustomerId"].astype(str), new, strict=True))
 
 
 def static_state(
     customers: pd.Index, masks: dict[str, np.ndarray], static: list[str], previous: pd.DataFrame | None, now
 ) -> pd.DataFrame:
-    """The kept members of static segments: earlier state for segments already frozen, today's for new ones."""
+    """The kept members of static segments: earlier state for segments already frozen (as :func:`follow_retired_ids`
+    resolved it), today's for new ones."""
     kept = previous[previous["Segment"].isin(static)] if previous is not None and not previous.empty else None
     frozen_names = set() if kept is None else set(kept["Segment"])
     parts = [] if kept is None else [kept]
     for name in sorted(set(static) - frozen_names):
         ids = customers[masks[name]]
-        parts.append(pd.DataFrame({"Segment": name, "CustomerId": ids, "FrozenAt": now}))
+        parts.append(pd.DataFrame({"Segment": name, "CustomerId": ids, "FrozenAt": now, "FrozenCustomerId": ids}))
     if not parts:
         return pd.DataFrame(
             {
                 "Segment": pd.Series(dtype="string"),
                 "CustomerId": pd.Series(dtype="string"),
                 "FrozenAt": pd.Series(dtype="datetime64[ns, UTC]"),
+                "FrozenCustomerId": pd.Series(dtype="string"),
             }
         )
     state = pd.concat(parts, ignore_index=True)
-    state["Segment"] = state["Segment"].astype("string")
-    state["CustomerId"] = state["CustomerId"].astype("string")
+    for column in ("Segment", "CustomerId", "FrozenCustomerId"):
+        # A state written before FrozenCustomerId was kept: its members were frozen under the ids it holds.
+        state[column] = (state[column] if column in state else state["CustomerId"]).astype("string")
+    state["FrozenCustomerId"] = state["FrozenCustomerId"].fillna(state["CustomerId"])
     state["FrozenAt"] = pd.to_datetime(state["FrozenAt"], utc=True)
-    return state.sort_values(["Segment", "CustomerId"], kind="stable").reset_index(drop=True)[STATIC_COLUMNS]
+    order = ["Segment", "CustomerId", "FrozenCustomerId"]
+    return state.sort_values(order, kind="stable").reset_index(drop=True)[STATIC_COLUMNS]

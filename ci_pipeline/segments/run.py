@@ -32,7 +32,7 @@ from ci_pipeline.segments.incremental import (
 )
 from ci_pipeline.segments.membership import (
     HISTORY_COLUMNS,
-    follow_merges,
+    follow_retired_ids,
     frozen_members,
     history_rows,
     members_by_segment,
@@ -128,8 +128,8 @@ def evaluate_segments(
 ) -> SegmentRun:
     """Evaluate every segment.
 
-    Static segments with kept members use them (minus customers that no longer exist; a member whose id a merge
-    retired, under the id that carries their records on: ``id_change``'s ``merged`` rows) unless named in
+    Static segments with kept members use them (minus customers that no longer exist; a member whose id
+    unification retired, under the id that holds their records now: :func:`follow_retired_ids`) unless named in
     ``refresh_static`` (``*`` = all); the others are evaluated and their members kept from now on. With
     ``reuse``, only the customers whose inputs changed since the last run are evaluated (the result is the same).
     """
@@ -141,7 +141,7 @@ def evaluate_segments(
             f"static segments: {', '.join(static) or 'none'}"
         )
     refresh = set(static) if "*" in refresh_static else set(refresh_static)
-    kept = follow_merges(previous_static, id_change, inputs.profile["CustomerId"])
+    kept = follow_retired_ids(previous_static, id_change, inputs.profile["CustomerId"])
     if kept is not None and not kept.empty:
         kept = kept[kept["Segment"].isin(set(static) - refresh)]
     frozen = frozen_members(kept)

@@ -17,7 +17,7 @@ from ci_pipeline.measures.compute import FactIndex, run_end
 from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS, guid
 from ci_pipeline.segments.evaluate import SegmentEngine
 from ci_pipeline.segments.membership import (
-    follow_merges,
+    follow_retired_ids,
     frozen_members,
     history_rows,
     members_by_segment,
@@ -260,30 +260,41 @@ def test_membership_table_history_and_static_state():
     assert list(IDS[kept.evaluate_all()["buyers"]]) == ["A", "B"]
 
 
-def test_a_frozen_member_whose_id_a_merge_retired_stays_under_the_id_that_carries_their_records():
+def test_a_frozen_member_whose_id_was_retired_stays_with_their_records():
     at = pd.Timestamp("2026-07-01", tz="UTC")
     state = pd.DataFrame(
-        {"Segment": ["loyal", "loyal", "loyal", "vip"], "CustomerId": ["A", "X", "Y", "X"], "FrozenAt": at}
-    ).astype({"Segment": "string", "CustomerId": "string"})
+        {"Segment": ["loyal", "loyal", "loyal", "loyal", "vip"], "CustomerId": ["A", "X", "Y", "R", "X"]}
+    ).assign(FrozenAt=at)
     log = pd.DataFrame(
         {
-            # X merged into B (most of its records; one went to C); Y into Z, which merged into A the night after;
-            # R's records are gone.
-            "OldCustomerId": ["X", "X", "Y", "Z", "R"],
-            "NewCustomerId": ["C", "B", "Z", "A", None],
-            "Reason": ["merged", "merged", "merged", "merged", "removed"],
-            "Records": [1, 2, 1, 2, 3],
+            # Run 2: X merged into B (most of its records; one went to C); Y into Z; R's records are gone.
+            # Run 3: Z merged into A.
+            "Run": [2, 2, 2, 2, 3],
+            "OldCustomerId": ["X", "X", "Y", "R", "Z"],
+            "NewCustomerId": ["C", "B", "Z", None, "A"],
+            "Reason": ["merged", "merged", "merged", "removed", "merged"],
+            "Records": [1, 2, 1, 3, 2],
         }
     )
     current = pd.Series(["A", "B", "C", "D"], dtype="string")
-    followed = follow_merges(state, log, current)
-    # A member already (A) is kept once; X follows to B in both segments; FrozenAt is the segment's.
-    assert followed[["Segment", "CustomerId"]].values.tolist() == [["loyal", "A"], ["loyal", "B"], ["vip", "B"]]
+    followed = follow_retired_ids(state, log, current)
+    # X follows to B in both segments; Y to A through Z (a member already: a member once); R stays and drops out
+    # with its customer; each row keeps the id it was frozen under and when.
+    assert followed[["Segment", "CustomerId", "FrozenCustomerId"]].values.tolist() == [
+        ["loyal", "A", "A"],
+        ["loyal", "A", "Y"],
+        ["loyal", "B", "X"],
+        ["loyal", "R", "R"],
+        ["vip", "B", "X"],
+    ]
     assert (followed["FrozenAt"] == at).all()
-    # Nothing retired by a merge: the state as it was (a removed customer drops out later, with its customer).
-    assert follow_merges(state.iloc[:1], log, current) is not None
-    assert follow_merges(state.iloc[:1], log, current).equals(state.iloc[:1])
-    assert follow_merges(state, None, current) is state
+    assert frozen_members(followed)["loyal"].tolist() == ["A", "B", "R"]
+    # Run 4 undoes the merge of X: X is given back to its records (a customer again), so the member is X, not B.
+    undone = follow_retired_ids(followed, log, pd.Series(["A", "B", "C", "D", "X"], dtype="string"))
+    assert undone[undone["FrozenCustomerId"] == "X"]["CustomerId"].tolist() == ["X", "X"]
+    # Run 5 removes X after it was given back: its last change is a removal, it no longer follows the old merge.
+    log5 = pd.concat([log, pd.DataFrame({"Run": [5], "OldCustomerId": ["X"], "Reason": ["removed"], "Records": [3]})])
+    assert follow_retired_ids(undone, log5, current)["CustomerId"].tolist() == ["A", "A", "R", "X", "X"]
 
 
 def test_rfm_templates_parse():
