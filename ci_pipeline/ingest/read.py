@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from ci_pipeline.config.sources import CsvOptions, TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import cdm
-from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, STRING, parse_csv
+from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, STRING, other_delimiter, parse_csv
 from ci_pipeline.ingest.storage import SourceLocation
 
 #: Incremental layout: the operation (upsert/delete) and when the change was written (seconds since epoch).
@@ -255,10 +255,54 @@ def read_csv(location: SourceLocation, table: TableConfig) -> Batch:
     """A CSV file or a folder of CSV files with the same layout."""
     names = list(table.columns) if not table.csv.header else None
     files, empty = without_empty_parts(data_files(location, ".csv"))
-    batch = combine([read_csv_file(f, table.csv, names) for f in files], names)
+    batches = [read_csv_file(f, table.csv, names) for f in files]
+    if table.csv.header:
+        batches = [batches[0], *(as_first_header(b, batches[0], table.csv.delimiter) for b in batches[1:])]
+    batch = combine(batches, names)
     if empty:
         shown = ", ".join(posixpath.basename(f.url) for f in empty[:5]) + (" ..." if len(empty) > 5 else "")
         batch.notes.append(f"{len(empty)} empty file(s) of 0 bytes skipped (no header, no rows): {shown}")
+    return batch
+
+
+def other_delimiter_in_folder(url: str, columns: list[str], first: str, known: list[str], delimiter: str) -> str:
+    """Why a file of a folder whose header (``columns``) reads as one column that another delimiter would split is
+    refused, while the folder's ``first`` file has the columns ``known``; empty when it is not so."""
+    shown = other_delimiter(columns, delimiter)
+    if shown is None or len(known) < 2:
+        return ""
+    return (
+        f"{url}: its header reads as one column ({columns[0][:80]!r}) with csv.delimiter {delimiter!r}, while "
+        f"{first} in the same folder has the columns {', '.join(known)}: it looks '{shown}'-separated. Write it "
+        f"with {delimiter!r} as the folder's other files are, or move it out of the folder"
+    )
+
+
+def as_first_header(batch: Batch, first: Batch, delimiter: str) -> Batch:
+    """A later file of a folder read with the first file's column names where its header writes them in another
+    case (``ID`` for ``id``), as Spark and the reference product match them.
+
+    Raises:
+        UserError: the file's header reads as one column that another delimiter would split (``id;name``), while
+            the first file's does not: naming the file and the fix.
+    """
+    url, columns = batch.files[0], batch.data_columns
+    known = first.data_columns
+    refused = other_delimiter_in_folder(url, columns, first.files[0], known, delimiter)
+    if refused:
+        raise UserError(refused)
+    folded = {name.casefold(): name for name in known}
+    renamed = {
+        name: folded[name.casefold()]
+        for name in columns
+        if name not in known and name.casefold() in folded and folded[name.casefold()] not in columns
+    }
+    if renamed:
+        batch.frame = batch.frame.rename(columns=renamed)
+        batch.notes.append(
+            f"{url}: header names in another case than those of {first.files[0]} read as its columns: "
+            + ", ".join(f"{old} as {new}" for old, new in renamed.items())
+        )
     return batch
 
 
