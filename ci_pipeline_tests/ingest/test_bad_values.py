@@ -172,6 +172,31 @@ def test_a_number_written_with_a_decimal_comma_is_told_the_setting_that_reads_it
     assert read.data.set_index("id").loc[["a", "b"], "amount"].tolist() == [12.5, 1234.5]
 
 
+def test_numbers_with_thousands_commas_are_told_csv_thousands_which_reads_them(tmp_path, ingest):
+    """'1,234.56' and '1,234' in an int64 column are US thousands, not decimal commas; '1,234' in a double column
+    may be either, and the hint says both. A table already reading decimal commas is not told to set them again."""
+    (tmp_path / "t.csv").write_text('id,qty,price\na,"1,234","1,234.56"\nb,"2,000","1,234"\nc,"1,23",7\nd,5,12.5\n')
+    why = reasons(ingest(csv_table(columns={"qty": "int64", "price": "double"})))
+    thousands = "(written with commas between thousands? for a CSV file set csv.thousands: ',' on the table)"
+    assert why["a"] == (
+        f"malformed value in column 'qty': '1,234' is not a valid int64 {thousands}; "
+        f"malformed value in column 'price': '1,234.56' is not a valid double {thousands}"
+    )
+    assert (
+        "'1,234' is not a valid double (written with commas between thousands, or with a decimal comma? for a "
+        "CSV file set csv.thousands: ',' or csv.decimal: ','" in why["b"]
+    )
+    assert why["c"] == "malformed value in column 'qty': '1,23' is not a valid int64"
+    european = reasons(ingest(csv_table(columns={"qty": "int64", "price": "double"}, csv={"decimal": ","})))
+    assert "csv.decimal: ','" not in "".join(european.values())
+    assert "set csv.thousands: ',' and csv.decimal: '.' on the table" in european["a"]
+    read = ingest(csv_table(columns={"qty": "int64", "price": "double"}, csv={"thousands": ","}))
+    assert read.data.set_index("id").loc[["a", "b"]].to_dict("list") == {"qty": [1234, 2000], "price": [1234.56, 1234]}
+    assert reasons(read) == {"c": "malformed value in column 'qty': '1,23' is not a valid int64"}
+    with pytest.raises(ConfigError, match="thousands and decimal are both ','"):
+        ingest(csv_table(csv={"thousands": ",", "decimal": ","}))
+
+
 def test_dates_outside_the_accepted_range_are_malformed(tmp_path, ingest):
     (tmp_path / "t.csv").write_text(
         "id,born,seen\n"
