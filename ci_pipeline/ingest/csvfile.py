@@ -133,6 +133,8 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
         UserError: undecodable bytes, or a header that is empty or repeats a column name.
     """
     text, undecodable = decode(data, options.encoding, file)
+    # DOS ended a text file with Ctrl-Z, as some old exports still do: the end of the file, not a row.
+    text = text.removesuffix(b"\x1a")
     buf = np.frombuffer(text, dtype=np.uint8)
     size = len(buf)
     quote = ord(options.quotechar)

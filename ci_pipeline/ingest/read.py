@@ -310,7 +310,28 @@ def read_parquet(location: SourceLocation) -> Batch:
     """A Parquet file or a folder of Parquet files (e.g. a Spark output folder, whose ``name=value`` folders hold
     the values of its partition columns: they are columns of each file below them)."""
     files = data_files(location, ".parquet")
-    return combine([_with_partitions(read_parquet_file(f), location, f) for f in files])
+    batches = [_with_partitions(read_parquet_file(f), location, f) for f in files]
+    batch = combine(batches)
+    batch.warnings += mixed_types(batches, batch.frame)
+    return batch
+
+
+def mixed_types(batches: list[Batch], combined: pd.DataFrame) -> list[str]:
+    """A warning per column that files of a folder store with types that have no common one (int64 in one, text in
+    another; int32 and int64 are int64): their values are then read together as text, and declaring the column's
+    type checks them all as one."""
+    first: dict[str, tuple[str, str]] = {}
+    said: dict[str, str] = {}
+    for b in batches:
+        for column in b.data_columns:
+            kind = str(b.frame[column].dtype)
+            seen_kind, seen_in = first.setdefault(column, (kind, b.files[0]))
+            if seen_kind != kind and column not in said and combined[column].dtype == object:
+                said[column] = (
+                    f"{b.files[0]}: column '{column}' is stored as {kind}, but as {seen_kind} in {seen_in}: the "
+                    "folder's values of it are read as text; declare its type under columns to read them all as one"
+                )
+    return list(said.values())
 
 
 #: A folder of a Hive-style partitioned output (Spark, pyarrow, Hive): ``country=NL``.

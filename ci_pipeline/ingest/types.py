@@ -150,7 +150,19 @@ def explain(
             for fmt in formats:
                 parses |= pd.to_datetime(text, format=fmt, errors="coerce", utc=True).notna()
             out[parses] = outside
+            out[~parses & _excel_serial(text, kind)] = (
+                " (an Excel serial date number, days since 1899-12-30: 45000 is 2023-03-15; export the column as "
+                "dates, for example yyyy-mm-dd, not as numbers)"
+            )
     return out
+
+
+def _excel_serial(text: pd.Series, kind: str) -> pd.Series:
+    """Which values are Excel's serial numbers of days (with a fraction of a day for a datetime) of the years
+    1927..2064, as a date column exported as numbers holds them."""
+    pattern = r"\d{5}" if kind == "date" else r"\d{5}(\.\d+)?"
+    number = pd.to_numeric(text.where(text.str.fullmatch(pattern).fillna(False).astype(bool)), errors="coerce")
+    return number.between(10_000, 60_000).fillna(False).astype(bool)
 
 
 def coerce(

@@ -515,3 +515,23 @@ def test_parquet_decimals_are_numbers_as_a_declared_decimal_column_holds_them():
     prices = pa.array([Decimal("19.9900000000"), Decimal("-1.0000000000"), None], type=pa.decimal128(20, 10))
     frame = arrow_frame(pa.table({"price": prices}))
     assert str(frame["price"].dtype) == "float64" and frame["price"].tolist()[:2] == [19.99, -1.0]
+
+
+def test_excel_serial_dates_a_ctrl_z_at_the_end_and_parquet_files_of_other_types_are_told(tmp_path, ingest):
+    """A date column exported as Excel's day numbers is told so; DOS's end-of-file byte is no row; a folder whose
+    Parquet files store a column with types that have no common one is read as text with a warning naming both."""
+    (tmp_path / "t.csv").write_bytes(b"id,born\na,45000\nb,2020-01-02\n\x1a")
+    result = ingest(csv_table(columns={"born": "date"}))
+    assert reasons(result)["a"].endswith(
+        "'45000' is not a valid date (an Excel serial date number, days since "
+        "1899-12-30: 45000 is 2023-03-15; export the column as dates, for example "
+        "yyyy-mm-dd, not as numbers)"
+    )
+    assert result.rows_read == 2 and result.data["id"].tolist() == ["b"]
+    (tmp_path / "p").mkdir()
+    pd.DataFrame({"id": ["1"], "n": [1], "m": pd.array([1], dtype="int32")}).to_parquet(tmp_path / "p" / "a.parquet")
+    pd.DataFrame({"id": ["2"], "n": ["x"], "m": [2]}).to_parquet(tmp_path / "p" / "b.parquet")
+    mixed = ingest({"t": {"format": "parquet", "path": "p", "primary_key": "id"}})
+    assert mixed.data["n"].tolist() == ["1", "x"] and mixed.data["m"].tolist() == [1, 2]
+    (warning,) = mixed.warnings
+    assert warning.startswith(f"{tmp_path / 'p' / 'b.parquet'}: column 'n' is stored as string, but as Int64 in ")
