@@ -8,7 +8,9 @@ the check ``ci-pipeline run`` makes before it writes anything.
 from __future__ import annotations
 
 import codecs
+import gzip
 import re
+import zlib
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -35,6 +37,7 @@ from ci_pipeline.ingest.csvfile import (
 )
 from ci_pipeline.ingest.date_sample import date_problems
 from ci_pipeline.ingest.read import (
+    CSV_SUFFIXES,
     data_files,
     other_delimiter_in_folder,
     partition_columns,
@@ -145,7 +148,7 @@ def _inspect(
         return SourceSchema(_delta_columns(location, lake), location.url), []
     if table.format == "parquet":
         return _parquet(data_files(location, ".parquet"), table, location)
-    return _csv(without_empty_parts(data_files(location, ".csv"))[0], table, label)
+    return _csv(without_empty_parts(data_files(location, CSV_SUFFIXES))[0], table, label)
 
 
 def _cdm_partitions(entity: cdm.Entity, table: TableConfig, label: str) -> tuple[list[str], list[str]]:
@@ -425,10 +428,17 @@ def _sample_dates(text: str, whole: bool, table: TableConfig, url: str) -> list[
 
 
 def _head(location: SourceLocation) -> bytes:
-    """The first :data:`SAMPLE_BYTES` + 1 bytes of a file (one more than the sample tells whether it is whole)."""
+    """The first :data:`SAMPLE_BYTES` + 1 bytes of a file (one more than the sample tells whether it is whole),
+    of its text when it is gzipped (``.gz``)."""
     try:
         with location.fs.open(location.path, "rb") as handle:
+            if location.path.lower().endswith(".gz"):
+                # The sample of a gzip file is of its text: only as much of it as that needs is read.
+                with gzip.open(handle) as text:
+                    return text.read(SAMPLE_BYTES + 1)
             return handle.read(SAMPLE_BYTES + 1)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise UserError(f"{location.url}: not a readable gzip file ({exc}); replace it or remove it") from None
     except FileNotFoundError:
         raise UserError(f"{location.url}: not found; check the path in the configuration") from None
     except OSError as exc:

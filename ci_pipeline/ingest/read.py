@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import posixpath
 import re
+import zlib
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -103,15 +105,33 @@ def combine(batches: list[Batch], columns: list[str] | None = None) -> Batch:
 
 
 # -- files ---------------------------------------------------------------------------------------------------------
+#: The names of the files a CSV table's folder holds: ``.csv``, or compressed with gzip, as Spark and ADF write them.
+CSV_SUFFIXES = (".csv", ".csv.gz")
+
+
 def read_csv_file(location: SourceLocation, options: CsvOptions, names: list[str] | None = None) -> Batch:
-    """One CSV file (names: the columns when it has no header)."""
-    parsed = parse_csv(location.read_bytes(), options, location.url, names)
+    """One CSV file (names: the columns when it has no header), gunzipped when its name ends in ``.gz``."""
+    parsed = parse_csv(csv_bytes(location.read_bytes(), location.url), options, location.url, names)
     return Batch(
         frame=parsed.frame,
         broken=parsed.broken,
         texts={location.url: parsed.text},
         files=[location.url],
     )
+
+
+def csv_bytes(data: bytes, url: str) -> bytes:
+    """A CSV file's bytes, gunzipped when its name ends in ``.gz``.
+
+    Raises:
+        UserError: a ``.gz`` file that is not gzip or is cut short, naming it.
+    """
+    if not url.lower().endswith(".gz"):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UserError(f"{url}: not a readable gzip file ({exc}); replace it or remove it") from None
 
 
 def read_parquet_file(location: SourceLocation) -> Batch:
@@ -226,9 +246,9 @@ def _in_duckdb(column: pa.ChunkedArray, expression: str) -> pa.ChunkedArray:
         con.close()
 
 
-def data_files(location: SourceLocation, suffix: str) -> list[SourceLocation]:
+def data_files(location: SourceLocation, suffix: str | tuple[str, ...]) -> list[SourceLocation]:
     """A file, or every ``*<suffix>`` file below a folder (hidden and ``_``-prefixed files such as ``_SUCCESS``
-    skipped), sorted."""
+    skipped), sorted; ``suffix`` may be several."""
     location.require("file or folder", "path")
     if not location.isdir():
         return [location]
@@ -238,7 +258,8 @@ def data_files(location: SourceLocation, suffix: str) -> list[SourceLocation]:
         if p.lower().endswith(suffix) and not posixpath.basename(p).startswith((".", "_"))
     ]
     if not found:
-        raise UserError(f"{location.url}: the folder holds no {suffix} files; check the path and the format")
+        shown = " or ".join([suffix] if isinstance(suffix, str) else suffix)
+        raise UserError(f"{location.url}: the folder holds no {shown} files; check the path and the format")
     return found
 
 
@@ -254,7 +275,7 @@ def without_empty_parts(files: list[SourceLocation]) -> tuple[list[SourceLocatio
 def read_csv(location: SourceLocation, table: TableConfig) -> Batch:
     """A CSV file or a folder of CSV files with the same layout."""
     names = list(table.columns) if not table.csv.header else None
-    files, empty = without_empty_parts(data_files(location, ".csv"))
+    files, empty = without_empty_parts(data_files(location, CSV_SUFFIXES))
     batches = [read_csv_file(f, table.csv, names) for f in files]
     if table.csv.header:
         batches = [batches[0], *(as_first_header(b, batches[0], table.csv.delimiter) for b in batches[1:])]

@@ -414,3 +414,20 @@ def test_a_folder_file_with_its_header_in_another_case_or_delimiter(tmp_path, in
     fix = r"b\.csv: its header reads as one column \('id;name'\) .* it looks ';'-separated"
     with pytest.raises(UserError, match=fix):
         ingest(csv_table(path="f"))
+
+
+def test_a_folder_reads_its_gzipped_csv_parts_and_names_a_broken_one(tmp_path, ingest):
+    import gzip
+
+    from ci_pipeline.ingest.preflight import source_problems
+    from ci_pipeline_tests.ingest.conftest import write_config
+
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "part-0.csv").write_text("id,name\n1,Ann\n")
+    (tmp_path / "f" / "part-1.csv.gz").write_bytes(gzip.compress(b"id,name\n2,Bob\n"))
+    result = ingest(csv_table(path="f"))
+    assert result.data["name"].tolist() == ["Ann", "Bob"] and len(result.files) == 2
+    assert source_problems(write_config(tmp_path, csv_table(path="f"))) == []
+    (tmp_path / "f" / "part-1.csv.gz").write_bytes(b"id,name\n2,Bob\n")
+    with pytest.raises(UserError, match=r"part-1\.csv\.gz: not a readable gzip file"):
+        ingest(csv_table(path="f"))
