@@ -1,7 +1,9 @@
 """CSV parsing that keeps every row accountable: its file, line and raw text, or why it could not be read.
 
 Record boundaries, quoting and column counts are worked out on the raw bytes with numpy (no loop per row); the
-rows that are structurally sound are then parsed by pyarrow, so each parsed row maps to exactly one record.
+rows that are structurally sound are then parsed by pyarrow, so each parsed row maps to exactly one record. The few
+records holding a quote that pyarrow reads as text (``ab"c``, ``1, "Smith, John"``) are cut from its input and read
+one by one with Python's csv module, which reads quotes as it does.
 """
 
 from __future__ import annotations
