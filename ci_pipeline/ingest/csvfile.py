@@ -387,7 +387,10 @@ def _read_odd_records(
             skipinitialspace=options.skip_initial_space,
             strict=False,
         )
-        rows = list(reader)
+        try:
+            rows = list(reader)
+        except csv.Error:  # a value past the csv module's field size limit (128 KiB): not one the parser reads
+            rows = []
         fields = rows[0] if len(rows) == 1 else []
         while len(fields) > width and fields[-1] == "":
             fields = fields[:-1]
