@@ -445,3 +445,63 @@ def test_validate_names_a_file_whose_every_line_has_another_number_of_fields(tmp
     assert "allow_empty: true" in problems[0]
     (tmp_path / "visits.csv").write_text("visit_id,contact_id\nv1,c1,web,x\nv2,c1\n")
     assert not any("shop.tables.visits" in p for p in project_problems(load_config(path)))
+
+
+def test_validate_warns_of_rows_a_run_quarantines_for_quotes_it_reads_as_text(tmp_path, capsys):
+    """A blank before a quote, a backslash-escaped quote, a quote with multiline that is never closed: a run
+    quarantines those rows and loads the others, and validate says so beforehand, with the same reasons."""
+    path = write_sanctions(tmp_path, 'id,name\n1, "Smith, John"\n2,Bob\n3,"Cy\n4,Dan\n')
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "warning: line 8: sources.un.tables.sanctions.path: 1 of the 4 records of "
+        f"{tmp_path / 'sanctions.csv'} (line 2) cannot be split into the header's columns; a run quarantines them "
+        "and loads the others. line 2: expected 2 columns, found 3: a quote after a blank"
+    )
+    assert "(a stray quote)" in err  # line 4, told as before
+    config = SANCTIONS.replace("primary_key: id\n", "primary_key: id\n        csv: {multiline: true}\n")
+    path = write_sanctions(tmp_path, 'id,name\n1,Ann\n2,"Bob\n3,Cy\n4,Dan\n', config)
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "(line 3) cannot be split" in err and "not closed before the end of the file (line 5)" in err
+
+
+def test_validate_finds_a_headerless_cdm_partition_with_a_column_more_and_one_bad_byte_once(tmp_path):
+    import json
+
+    (tmp_path / "M1").mkdir()
+    entity = {
+        "$type": "LocalEntity",
+        "name": "M1",
+        "attributes": [{"name": "id", "dataType": "string"}, {"name": "name", "dataType": "string"}],
+        "partitions": [{"name": "p0", "location": "M1/p0.csv"}],
+    }
+    (tmp_path / "model.json").write_text(json.dumps({"name": "cdm", "entities": [entity]}))
+    (tmp_path / "M1" / "p0.csv").write_text('"C1","Ann","NL"\n"C2","Bob","DE"\n')
+    (tmp_path / "w.csv").write_bytes(b"id,name,note\n1,Ren\xe9e,x\n2,Jo,y\n")
+    (tmp_path / "c.yaml").write_text(
+        """
+sources:
+  src:
+    owner: data@contoso.example
+    tables:
+      m1: {format: cdm, path: model.json, entity: M1, primary_key: id}
+      w: {format: csv, path: w.csv, primary_key: id}
+"""
+    )
+    cdm, encoding = project_problems(load_config(tmp_path / "c.yaml"))
+    assert cdm.startswith("sources.src.tables.m1.path: every one of the 2 lines of ") and "p0.csv" in cdm
+    assert "than the entity's attributes (expected 2 columns, found 3 (2, e.g. line 1))" in cdm
+    assert encoding.startswith("sources.src.tables.w.csv.encoding: ") and "line 2: byte 0xe9" in encoding
+
+
+def test_validate_refuses_a_folder_file_written_with_another_delimiter(tmp_path):
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "a.csv").write_text("id,name\n1,Ann\n")
+    (tmp_path / "f" / "b.csv").write_text("ID,NAME\n2,Bob\n")
+    path = write_sanctions(tmp_path, "", SANCTIONS.replace("sanctions.csv", "f"))
+    assert project_problems(load_config(path)) == []
+    (tmp_path / "f" / "b.csv").write_text("id;name\n2;Bob\n")
+    (problem,) = project_problems(load_config(path))
+    assert problem.startswith(f"sources.un.tables.sanctions.path: {tmp_path / 'f' / 'b.csv'}: its header reads as")
+    assert "it looks ';'-separated" in problem

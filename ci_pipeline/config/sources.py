@@ -86,6 +86,15 @@ class CsvOptions(StrictModel):
     #: The decimal mark of the numbers in ``double`` and ``decimal`` columns: ``,`` for files where 262,15 is
     #: written, as in much of Europe (points and blanks then group thousands: 1.262,15 and 1 262,15).
     decimal: Literal[".", ","] = "."
+    #: The mark between groups of three digits in ``int64``, ``double`` and ``decimal`` columns, dropped where it
+    #: groups three digits (``,`` for 1,234,567.89 as US exports write it); other text is still malformed.
+    thousands: Literal[",", ".", " ", "'"] | None = None
+
+    @model_validator(mode="after")
+    def _marks_differ(self) -> CsvOptions:
+        if self.thousands == self.decimal:
+            raise ValueError(f"thousands and decimal are both {self.decimal!r}; a number cannot have one mark for both")
+        return self
 
     @field_validator("encoding")
     @classmethod

@@ -1,7 +1,9 @@
 """CSV parsing that keeps every row accountable: its file, line and raw text, or why it could not be read.
 
 Record boundaries, quoting and column counts are worked out on the raw bytes with numpy (no loop per row); the
-rows that are structurally sound are then parsed by pyarrow, so each parsed row maps to exactly one record.
+rows that are structurally sound are then parsed by pyarrow, so each parsed row maps to exactly one record. The few
+records holding a quote that pyarrow reads as text (``ab"c``, ``1, "Smith, John"``) are cut from its input and read
+one by one with Python's csv module, which reads quotes as it does.
 """
 
 from __future__ import annotations
@@ -133,6 +135,8 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
         UserError: undecodable bytes, or a header that is empty or repeats a column name.
     """
     text, undecodable = decode(data, options.encoding, file)
+    # DOS ended a text file with Ctrl-Z, as some old exports still do: the end of the file, not a row.
+    text = text.removesuffix(b"\x1a")
     buf = np.frombuffer(text, dtype=np.uint8)
     size = len(buf)
     quote = ord(options.quotechar)
@@ -152,12 +156,12 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
         return np.searchsorted(quote_positions, positions)
 
     text, buf = _bare_cr_to_lf(text, buf, quotes_before, options.multiline)
-    starts, stops, ends, lines, blank_bytes = _records(buf, quotes_before, options.multiline, delim)
+    starts, stops, ends, lines, blank_bytes, runaways = _records(buf, quotes_before, options.multiline, delim)
 
     columns: list[str]
     if options.header:
         if len(starts) == 0:
-            raise UserError(f"{file}: the file is empty but csv.header is true; it needs at least a header row")
+            raise UserError(empty_file(file))
         header = text[starts[0] : ends[0]].decode("utf-8")
         if excel_separator_line(header, options, file) and len(starts) > 1:
             starts, stops, ends, lines = starts[1:], stops[1:], ends[1:], lines[1:]
@@ -169,51 +173,306 @@ def parse_csv(data: bytes, options: CsvOptions, file: str, names: list[str] | No
 
     quote_count = quotes_before(ends) - quotes_before(starts)
     broken_quoting = quote_count % 2 == 1
-    # Fields = delimiters outside quotes + 1; a delimiter is outside quotes when the quotes before it in its
-    # record are even.
-    delims = np.flatnonzero(is_delim) if len(starts) else np.array([], dtype=np.int64)
-    record = np.searchsorted(starts, delims, side="right") - 1
-    inside = (record >= 0) & (delims < ends[np.maximum(record, 0)])
-    delims, record = delims[inside], record[inside]
-    outside = (quotes_before(delims) - quotes_before(starts[record])) % 2 == 0
-    fields = np.bincount(record[outside], minlength=len(starts)) + 1
+    delims, record, fields = _fields(is_delim, starts, ends, quotes_before)
     first_bad, encoding = _not_in_encoding(undecodable, lines)
     broken_quoting &= ~encoding
-    trailing = _trailing_delimiters(
-        delims[outside], record[outside], fields, ends, len(columns), broken_quoting | encoding
-    )
-    wrong_count = (fields != len(columns)) & ~broken_quoting & ~encoding & (trailing < 0)
+    # Records whose quotes the parser reads otherwise than the count above (a quote inside a value, one after a
+    # blank, one escaped with a backslash) are read one by one with Python's csv module, which reads quotes as the
+    # parser does: there are few, and cut out of the parser's input they cannot shift its records.
+    quotes = _odd_quotes(buf, quote_positions, starts, ends, options)
+    odd = quotes.odd & ~broken_quoting & ~encoding
+    odd_read = _read_odd_records(text, (starts, ends), odd, quotes, fields, len(columns), options)
+    trailing = _trailing_delimiters(delims, record, fields, ends, len(columns), broken_quoting | encoding | odd)
+    wrong_count = (fields != len(columns)) & ~broken_quoting & ~encoding & ~odd & (trailing < 0)
+    broken_quoting |= odd_read.broken_quoting
+    wrong_count |= odd_read.wrong_count
+    fields[odd] = odd_read.fields[odd]
     bad = encoding | broken_quoting | wrong_count
     raw = pd.array(
         [text[s:e].decode("utf-8", "replace") for s, e in zip(starts[bad], ends[bad], strict=True)], dtype=STRING
     )
 
+    reasons = _reasons(bad, encoding, broken_quoting, first_bad, fields, len(columns), options)
+    # What the records read one by one, and those ended at their first line, were told instead.
+    hints = odd_read.hints[bad]
+    if runaways:
+        hints = np.where(hints != "", hints, _runaway_reasons(starts[bad], lines[bad], runaways))
     broken = pd.DataFrame(
         {
             "file": pd.array([file] * int(bad.sum()), dtype=STRING),
             "line": pd.array(lines[bad], dtype="Int64"),
             "raw": raw,
-            "reason": _reasons(bad, encoding, broken_quoting, first_bad, fields, len(columns), options),
+            "reason": pd.array(np.where(hints != "", hints, reasons.astype(object)), dtype=STRING),
             "kind": np.select([encoding[bad], broken_quoting[bad]], ["encoding", "broken_quoting"], "column_count"),
             "first": _first_field(raw, broken_quoting[bad] | encoding[bad], options),
         }
     )
 
-    good = ~bad
-    # The parser is given the records it can read as they are: blank lines and the empty fields past the header's
-    # become line breaks, which it skips as blank lines; every byte keeps its offset.
+    good = ~bad & ~odd
     neutral = np.concatenate([blank_bytes, _spans(trailing[trailing >= 0], ends[trailing >= 0])])
-    body = text
-    if len(neutral):
-        readable = buf.copy()
-        readable[neutral] = 10
-        body = readable.tobytes()
-    frame = _parse_records(body, starts[good], stops[bad] + 1, starts[bad], size, columns, options, file)
+    body = _readable(text, buf, neutral, quotes.moves, quote)
+    cut = bad | odd
+    frame = _parse_records(body, starts[good], stops[cut] + 1, starts[cut], size, columns, options, file)
+    sound = odd & ~bad
+    frame = _in_file_order(frame, good, _text_frame(odd_read.rows, sound, columns, options))
+    kept = good | sound
     frame[FILE] = pd.array([file] * len(frame), dtype=STRING)
-    frame[LINE] = pd.array(lines[good], dtype="Int64")
-    frame[START] = starts[good]
-    frame[END] = ends[good]
+    frame[LINE] = pd.array(lines[kept], dtype="Int64")
+    frame[START] = starts[kept]
+    frame[END] = ends[kept]
     return ParsedCsv(frame=frame, broken=broken, columns=columns, text=text)
+
+
+@dataclass(frozen=True)
+class OddQuotes:
+    """Per record, whether it holds a quote the parser reads as text though counted as quoting (``odd``), one such
+    after a backslash (an escape the table does not read), one such that would open a value after a blank; and
+    with ``skip_initial_space``, where the blanks before a quote that opens a value begin and the quote is."""
+
+    odd: np.ndarray
+    backslashed: np.ndarray
+    blank_before: np.ndarray
+    moves: tuple[np.ndarray, np.ndarray]
+
+
+def _by_record(positions: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Of sorted byte ``positions``, those inside a record and the record of each: through each record's first and
+    count, found by a search per record, not per position (a file has many more delimiters than records)."""
+    first = np.searchsorted(positions, starts)
+    counts = np.searchsorted(positions, ends) - first
+    total = int(counts.sum())
+    if total and total == first[-1] + counts[-1] - first[0]:
+        inside = positions[first[0] : first[0] + total]  # the usual case: none between records
+    else:
+        inside = positions[_spans(first, first + counts)]
+    return inside, np.repeat(np.arange(len(starts)), counts)
+
+
+def _fields(is_delim: np.ndarray, starts: np.ndarray, ends: np.ndarray, quotes_before):
+    """The delimiters outside quotes (in file order), their records, and each record's fields: those delimiters +
+    1. A delimiter is outside quotes when the quotes before it in its record are even."""
+    delims, record = _by_record(np.flatnonzero(is_delim), starts, ends)
+    # The quotes before each record's start, looked up once per record rather than once per delimiter.
+    outside = (quotes_before(delims) - quotes_before(starts)[record]) % 2 == 0
+    return delims[outside], record[outside], np.bincount(record[outside], minlength=len(starts)) + 1
+
+
+def _odd_quotes(
+    buf: np.ndarray, quote_positions: np.ndarray, starts: np.ndarray, ends: np.ndarray, options: CsvOptions
+) -> OddQuotes:
+    """The records holding a quote that the parser does not read as the opening or closing of a quoted value: a
+    quote opens one only at the start of a field (after blanks too with ``skip_initial_space``, as Python's csv
+    module reads it) and closes it only before a delimiter, the record's end or a second quote (a doubled one);
+    anywhere else it is text (``ab"c``, ``1, "Smith, John"``, ``"say \\"hi\\""``)."""
+    none = np.array([], dtype=np.int64)
+    odd = np.zeros(len(starts), dtype=bool)
+    found = OddQuotes(odd, odd.copy(), odd.copy(), (none, none))
+    if len(quote_positions) == 0 or len(starts) == 0:
+        return found
+    delim, quote = ord(options.delimiter), ord(options.quotechar)
+    positions, opening = _quote_parity(quote_positions, starts, ends)
+    # A record starts after a line break and ends before one (or a CR): a quote there opens or closes. At the
+    # file's first or last byte the neighbour looked at is the quote itself, which also says so.
+    before = buf[np.maximum(positions - 1, 0)]
+    after = buf[np.minimum(positions + 1, len(buf) - 1)]
+    ok = np.where(
+        opening,
+        (before == delim) | (before == quote) | (before == 10),
+        (after == delim) | (after == quote) | (after == 10) | (after == 13),
+    )
+    if options.skip_initial_space:
+        found = _after_blanks(buf, positions, ok, opening & (before == 32), delim, found)
+    strange = np.flatnonzero(~ok)
+    if len(strange) == 0:
+        return found
+    # Few quotes are read as text: their records, and why, are looked up for them alone.
+    record = np.searchsorted(starts, positions[strange], side="right") - 1
+    odd[record] = True
+    before, opening = before[strange], opening[strange]
+    found.backslashed[record[before == ord("\\")]] = True
+    found.blank_before[record[opening & ((before == 9) | (before == 32))]] = True
+    return found
+
+
+def _quote_parity(quote_positions: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """The quotes inside records, and whether each is an even one of its record's (from 0), which opens a value
+    when quotes pair. Through each record's first quote and count, found by a search per record, not per quote."""
+    first = np.searchsorted(quote_positions, starts)
+    counts = np.searchsorted(quote_positions, ends) - first
+    total = int(counts.sum())
+    if total == first[-1] + counts[-1] - first[0]:
+        # The usual case, no quote between records: a slice, and parities as one byte each (a large file has
+        # millions of quotes, and int64 arithmetic over them cost a third more than the rest of the parse).
+        positions = quote_positions[first[0] : first[0] + total]
+        odd_rank = np.zeros(total, dtype=bool)
+        odd_rank[1 - int(first[0] & 1) :: 2] = True
+    else:
+        rank = _spans(first, first + counts)
+        positions, odd_rank = quote_positions[rank], (rank & 1).astype(bool)
+    return positions, odd_rank == np.repeat((first & 1).astype(bool), counts)
+
+
+def _after_blanks(
+    buf: np.ndarray, positions: np.ndarray, ok: np.ndarray, blank: np.ndarray, delim: int, found: OddQuotes
+) -> OddQuotes:
+    """With ``skip_initial_space``, the quotes that would open a value after blanks (``blank``) that follow a
+    delimiter or a record's start made ``ok`` (in place), and where their blanks begin."""
+    at = np.flatnonzero(blank & ~ok)
+    if len(at) == 0:
+        return found
+    # Walk back over the blanks (as many steps as the longest run of them) to what precedes them.
+    begin = positions[at] - 1
+    while (more := (begin > 0) & (buf[np.maximum(begin - 1, 0)] == 32)).any():
+        begin[more] -= 1
+    before = buf[np.maximum(begin - 1, 0)]
+    starts_value = (begin == 0) | (before == delim) | (before == 10)
+    ok[at[starts_value]] = True
+    return OddQuotes(
+        found.odd, found.backslashed, found.blank_before, (begin[starts_value], positions[at[starts_value]])
+    )
+
+
+@dataclass(frozen=True)
+class OddRecords:
+    """Records with quotes the parser reads as text (:func:`_odd_quotes`), read one by one: per record of the file,
+    its fields as read (the sound ones), whether it is broken, and why (empty for records not read so)."""
+
+    rows: list[list[str]]  # the fields of each sound record, in file order
+    fields: np.ndarray
+    broken_quoting: np.ndarray
+    wrong_count: np.ndarray
+    hints: np.ndarray
+
+
+#: The fix for quotes escaped with a backslash in a table that does not set csv.escapechar.
+_BACKSLASH_HINT = (
+    'broken quoting: a quote in this line is escaped with a backslash (\\"), which this table reads as a quote '
+    'that ends the value: set csv.escapechar: "\\\\" for this table (or write a quote in a quoted value doubled, "")'
+)
+
+
+def _read_odd_records(
+    text: bytes,
+    spans: tuple[np.ndarray, np.ndarray],
+    odd: np.ndarray,
+    quotes: OddQuotes,
+    quoted_fields: np.ndarray,
+    width: int,
+    options: CsvOptions,
+) -> OddRecords:
+    """The records of ``odd`` read as the parser reads them (Python's csv module does so), one by one: only they
+    are (a handful in a file), so this costs no loop over the file. A record read as one row of ``width`` fields
+    (empty ones past it allowed, as :func:`_trailing_delimiters`) is sound; one with a quote escaped with a
+    backslash is broken quoting (its values would keep the backslashes, cut at the quote); else its column count
+    is wrong, and the reason says why the quote did not quote when read as quoting it has the header's fields
+    (``quoted_fields``: per record, the fields counted with every quote quoting).
+
+    ``spans``: each record's start and end; ``quotes``: what :func:`_odd_quotes` found.
+    """
+    starts, ends = spans
+    count = len(starts)
+    out = OddRecords(
+        [],
+        np.zeros(count, dtype=np.int64),
+        *(np.zeros(count, dtype=bool) for _ in range(2)),
+        np.full(count, "", dtype=object),
+    )
+    for i in np.flatnonzero(odd).tolist():
+        record = text[starts[i] : ends[i]].decode("utf-8", "replace")
+        reader = csv.reader(
+            io.StringIO(record, newline=""),
+            delimiter=options.delimiter,
+            quotechar=options.quotechar,
+            escapechar=options.escapechar,
+            skipinitialspace=options.skip_initial_space,
+            strict=False,
+        )
+        try:
+            rows = list(reader)
+        except csv.Error:  # a value past the csv module's field size limit (128 KiB): not one the parser reads
+            rows = []
+        fields = rows[0] if len(rows) == 1 else []
+        while len(fields) > width and fields[-1] == "":
+            fields = fields[:-1]
+        out.fields[i] = len(rows[0]) if len(rows) == 1 else 0
+        if quotes.backslashed[i] and not options.escapechar:
+            out.broken_quoting[i] = True
+            out.hints[i] = _BACKSLASH_HINT
+        elif len(rows) == 1 and len(fields) == width:
+            out.rows.append(fields)
+        elif len(rows) != 1:
+            out.broken_quoting[i] = True
+            out.hints[i] = "broken quoting: the quotes of this record do not pair as a quoted value's"
+        else:
+            out.wrong_count[i] = True
+            # Why the quotes did not quote, when quoting would have given the header's fields.
+            why = _quote_as_text(bool(quotes.blank_before[i]), options) if quoted_fields[i] == width else ""
+            out.hints[i] = f"expected {width} columns, found {out.fields[i]}{why}"
+    return out
+
+
+def _runaway_reasons(starts: np.ndarray, lines: np.ndarray, runaways: dict[int, int]) -> np.ndarray:
+    """The reason of each record that :func:`_multiline_breaks` ended at its first line (empty for the others)."""
+    return np.array(
+        [
+            f"broken quoting: a quoted value opened on this line is not closed before the end of the file (line "
+            f"{runaways[start]:,}), so it would take in the {runaways[start] - line:,} lines after it; this line is "
+            "quarantined and the lines after it are read as records: close the quote in the file"
+            if start in runaways
+            else ""
+            for start, line in zip(starts.tolist(), lines.tolist(), strict=True)
+        ],
+        dtype=object,
+    )
+
+
+def _quote_as_text(blank_before: bool, options: CsvOptions) -> str:
+    """Why a quote of a record did not quote its value, and the fix (``blank_before``: it follows a blank)."""
+    q, d = options.quotechar, options.delimiter
+    if blank_before and not options.skip_initial_space:
+        return (
+            f": a quote after a blank ('{d} {q}') does not quote the value, so a delimiter inside it splits the value; "
+            "set csv.skip_initial_space: true for this table (or write the file without blanks after delimiters)"
+        )
+    return (
+        f": a quote inside a value (not right after a delimiter) is text, so it does not quote the value and a "
+        f"delimiter after it splits the value; quote the whole value in the file ({q}ab{q}{q}c{q}{q}{q} for ab{q}c{q})"
+    )
+
+
+def _readable(
+    text: bytes, buf: np.ndarray, neutral: np.ndarray, moves: tuple[np.ndarray, np.ndarray], quote: int
+) -> bytes:
+    """The text as the parser is given it, every byte at its offset: the ``neutral`` bytes (blank lines, empty
+    fields past the header's) line breaks, which it skips as blank lines; a quote after blanks that opens a value
+    (``moves``: where the blanks begin, where the quote is) moved before them, where the parser reads it so, the
+    blanks it then holds trimmed with the others (skip_initial_space)."""
+    blanks, opening = moves
+    if not len(neutral) and not len(opening):
+        return text
+    readable = buf.copy()
+    readable[neutral] = 10
+    readable[_spans(blanks + 1, opening + 1)] = 32
+    readable[blanks] = quote
+    return readable.tobytes()
+
+
+def _in_file_order(parsed: pd.DataFrame, good: np.ndarray, read_alone: pd.DataFrame) -> pd.DataFrame:
+    """The parser's rows (of the ``good`` records) and those read one by one, in the file's order."""
+    parsed.index = np.flatnonzero(good)
+    if len(read_alone):
+        parsed = pd.concat([parsed, read_alone]).sort_index()
+    return parsed.reset_index(drop=True)
+
+
+def _text_frame(rows: list[list[str]], sound: np.ndarray, columns: list[str], options: CsvOptions) -> pd.DataFrame:
+    """Records read by :func:`_read_odd_records` (``sound``: their mask) as the parser's frame holds them: empty
+    values missing."""
+    index = np.flatnonzero(sound)
+    frame = pd.DataFrame(rows, columns=columns, index=index, dtype=object).astype(STRING)
+    if options.skip_initial_space:
+        frame = frame.apply(lambda column: column.str.lstrip(" "))
+    return frame.mask(frame.eq(""))
 
 
 #: Line breaks a quoted value may hold and still be one value (an address of six lines); more is an unclosed quote
@@ -263,6 +522,8 @@ def listed_lines(lines: list[int]) -> str:
     return f"line{'s' if len(lines) > 1 else ''} {listed}"
 
 
+#: The reason of a record with an odd number of quotes (its hint follows).
+UNCLOSED = "broken quoting: a quoted value is not closed on this line"
 #: What a row with an unclosed quote is told when the table does not read line breaks inside quotes: the likeliest
 #: cause in an export of addresses or notes.
 _MULTILINE_HINT = " (if quoted values of this file hold line breaks, set csv.multiline: true for its table)"
@@ -270,11 +531,16 @@ _MULTILINE_HINT = " (if quoted values of this file hold line breaks, set csv.mul
 
 def _records(buf: np.ndarray, quotes_before, multiline: bool, delim: int):
     """Each record's start, stop (before its line break), end (before a CR too) and first line number, blank lines
-    left out; and the bytes of those blank lines (lines of only spaces and tabs among them)."""
+    left out; the bytes of those blank lines (lines of only spaces and tabs among them); and the starts of the
+    records whose quote is not closed before the end of the file, with the file's last line
+    (:func:`_multiline_breaks`)."""
     size = len(buf)
     newlines = np.flatnonzero(buf == 10)
-    # With multiline values, a line break inside quotes (odd number of quotes before it) does not end the record.
-    breaks = newlines[quotes_before(newlines) % 2 == 0] if multiline else newlines
+    runaways: dict[int, int] = {}
+    if multiline:
+        breaks, runaways = _multiline_breaks(newlines, quotes_before, size)
+    else:
+        breaks = newlines
     starts = np.concatenate([[0], breaks + 1]).astype(np.int64)
     stops = np.concatenate([breaks, [size]]).astype(np.int64)  # exclusive, before the line break
     lines = np.searchsorted(newlines, starts) + 1
@@ -283,7 +549,32 @@ def _records(buf: np.ndarray, quotes_before, multiline: bool, delim: int):
     ends[has_cr] -= 1
     blank = _blank_records(buf, starts, ends, delim)
     keep = (ends > starts) & ~blank  # blank lines, and lines of only spaces and tabs, are not rows
-    return starts[keep], stops[keep], ends[keep], lines[keep], _spans(starts[blank], ends[blank])
+    return starts[keep], stops[keep], ends[keep], lines[keep], _spans(starts[blank], ends[blank]), runaways
+
+
+def _multiline_breaks(newlines: np.ndarray, quotes_before, size: int) -> tuple[np.ndarray, dict[int, int]]:
+    """The line breaks that end records when quoted values may hold line breaks: those after an even number of
+    quotes. A quote not closed before the end of the file would make one record of every line after it; that
+    record ends with its first line instead (quarantined for its quote), and the lines after it are read anew,
+    as records of their own. Returns the breaks, and the start of each such record -> the file's last line."""
+
+    def before(position: int) -> int:
+        return int(quotes_before(np.array([position]))[0])
+
+    parts, runaways, begin = [], {}, 0
+    last_line = len(newlines) + int(size > (newlines[-1] + 1 if len(newlines) else 0))
+    while True:
+        following = newlines[np.searchsorted(newlines, begin) :]
+        breaks = following[(quotes_before(following) - before(begin)) % 2 == 0]
+        parts.append(breaks)
+        start = int(breaks[-1]) + 1 if len(breaks) else begin
+        inner = following[np.searchsorted(following, start) :]
+        if len(inner) == 0 or (before(size) - before(start)) % 2 == 0:
+            return np.concatenate(parts), runaways
+        # The unclosed record runs to the end of the file: it ends with its first line.
+        runaways[start] = last_line
+        parts.append(inner[:1])
+        begin = int(inner[0]) + 1
 
 
 def _not_in_encoding(undecodable: dict[int, int], lines: np.ndarray) -> tuple[dict[int, int], np.ndarray]:
@@ -306,8 +597,7 @@ def _reasons(bad, encoding, broken_quoting, first_bad: dict[int, int], fields, w
             [encoding[bad], broken_quoting[bad]],
             [
                 _encoding_reasons(first_bad, np.flatnonzero(bad), options.encoding),
-                "broken quoting: a quoted value is not closed on this line"
-                + ("" if options.multiline else _MULTILINE_HINT),
+                UNCLOSED + ("" if options.multiline else _MULTILINE_HINT),
             ],
             np.char.add(f"expected {width} columns, found ", fields[bad].astype(str)),
         ),
@@ -421,6 +711,15 @@ def _cut(text: bytes, starts: np.ndarray, cut_starts: np.ndarray, cut_stops: np.
     return body if body.endswith(b"\n") else body + b"\n"
 
 
+def empty_file(file: str) -> str:
+    """The message for a file with no header (no bytes, or only blank lines) where the table reads one."""
+    return (
+        f"{file}: the file is empty, without even the header row that csv.header: true reads the columns from; an "
+        "empty export usually means a failed one: fix the export. A table that may be empty needs a file holding at "
+        "least its header row, and allow_empty: true on the table"
+    )
+
+
 def excel_separator_line(line: str, options: CsvOptions, file: str) -> bool:
     """Whether ``line`` is the ``sep=;`` line Excel reads a file's delimiter from (the header follows it); one
     naming another delimiter than the table's is an error saying which to set."""
@@ -433,6 +732,19 @@ def excel_separator_line(line: str, options: CsvOptions, file: str) -> bool:
             f"{options.delimiter!r}: set csv.delimiter: {found[1]!r} for this table"
         )
     return True
+
+
+#: Delimiters a file may be written with, in the order a header that reads as one column is tried with them.
+DELIMITERS = (";", "\t", "|", ",")
+
+
+def other_delimiter(columns: list[str], delimiter: str) -> str | None:
+    """The delimiter a header that reads as one column with ``delimiter`` seems written with (``id;name`` read with
+    ``,``), shown as a YAML value writes it (``\\t`` for a tab); None when it reads as more columns or none fits."""
+    if len(columns) != 1:
+        return None
+    found = next((other for other in DELIMITERS if other != delimiter and other in columns[0]), None)
+    return "\\t" if found == "\t" else found
 
 
 def header_names(line: str, options: CsvOptions, file: str) -> list[str]:
@@ -486,10 +798,10 @@ def _parse_records(
     # The body is the file from the first sound record on, with the broken records cut out (there are few, so
     # this is a handful of slices). Blank lines are left in: the parser skips them as we do.
     body = _cut(text, starts, cut_starts, cut_stops, size)
-    invalid: list[int] = []
+    invalid: list[str] = []
 
     def _invalid(row) -> str:
-        invalid.append(row.number)
+        invalid.append(row.text)
         return "skip"
 
     table = pacsv.read_csv(
@@ -512,9 +824,11 @@ def _parse_records(
         ),
     )
     if invalid or table.num_rows != len(starts):
+        # Records whose quotes the parser reads otherwise were read one by one (_odd_quotes): this is a bug.
+        first = f" (the first: {invalid[0][:80]!r})" if invalid else ""
         raise UserError(
-            f"{file}: the CSV parser and the quoting analysis disagree on {max(len(invalid), 1)} row(s); check "
-            "csv.quotechar, csv.escapechar and csv.multiline for this table"
+            f"{file}: the CSV parser and the quoting analysis disagree on {max(len(invalid), 1)} row(s){first}; "
+            "check csv.quotechar, csv.escapechar and csv.multiline for this table"
         )
     if options.skip_initial_space:
         table = pa.table({name: _without_initial_space(table[name]) for name in table.column_names})

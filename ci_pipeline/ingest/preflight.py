@@ -8,7 +8,9 @@ the check ``ci-pipeline run`` makes before it writes anything.
 from __future__ import annotations
 
 import codecs
+import gzip
 import re
+import zlib
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -16,21 +18,32 @@ import pyarrow.parquet as pq
 
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.base import did_you_mean
-from ci_pipeline.config.sources import TableConfig
+from ci_pipeline.config.sources import CsvOptions, TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import cdm
 from ci_pipeline.ingest.csvfile import (
+    UNCLOSED,
     VALUE_LINE_BREAKS,
+    ParsedCsv,
     bom_encoding,
+    empty_file,
     excel_separator_line,
     header_names,
     listed_lines,
+    other_delimiter,
     parse_csv,
     quoted_records,
     utf8_lines,
 )
 from ci_pipeline.ingest.date_sample import date_problems
-from ci_pipeline.ingest.read import data_files, partition_columns, require_distinct_columns, without_empty_parts
+from ci_pipeline.ingest.read import (
+    CSV_SUFFIXES,
+    data_files,
+    other_delimiter_in_folder,
+    partition_columns,
+    require_distinct_columns,
+    without_empty_parts,
+)
 from ci_pipeline.ingest.storage import SourceLocation
 from ci_pipeline.lake import Lake
 
@@ -119,14 +132,8 @@ def _inspect(
             return SourceSchema(entity.columns, where), [
                 f"path: {where} has no partitions; a run would have nothing to read (check the CDM document)"
             ]
-        problems = []
-        for part in entity.partitions[:SAMPLE_FILES]:
-            if part.format == "csv":
-                head = _head(part.location)
-                encoding = table.csv.encoding if "encoding" in table.csv.model_fields_set else part.csv.encoding
-                bad = _decode_sample(head[:SAMPLE_BYTES], encoding, len(head) <= SAMPLE_BYTES, part.location.url)[1]
-                problems += [f"csv.encoding: {bad}"] if bad else []
-        return SourceSchema(entity.columns, where), problems
+        problems, warnings = _cdm_partitions(entity, table, label)
+        return SourceSchema(entity.columns, where, warnings), problems
     if table.incremental is not None:
         # Columns come from the full snapshot's first file; hour folders are checked when they are read.
         location.require("incremental table folder", "path")
@@ -141,7 +148,32 @@ def _inspect(
         return SourceSchema(_delta_columns(location, lake), location.url), []
     if table.format == "parquet":
         return _parquet(data_files(location, ".parquet"), table, location)
-    return _csv(without_empty_parts(data_files(location, ".csv"))[0], table, label)
+    return _csv(without_empty_parts(data_files(location, CSV_SUFFIXES))[0], table, label)
+
+
+def _cdm_partitions(entity: cdm.Entity, table: TableConfig, label: str) -> tuple[list[str], list[str]]:
+    """The problems and warnings of a sample of a CDM entity's CSV partitions, as :func:`_csv` finds them in a CSV
+    table's files: bytes not in the encoding, every record with another number of fields than the entity's
+    attributes (a headerless partition with a column more or fewer), records a run would quarantine."""
+    problems: list[str] = []
+    miscounted = odd_rows = None
+    for part in entity.partitions[:SAMPLE_FILES]:
+        if part.format != "csv":
+            continue
+        head = _head(part.location)
+        url, whole = part.location.url, len(head) <= SAMPLE_BYTES
+        options = part.csv
+        if "encoding" in table.csv.model_fields_set:
+            options = options.model_copy(update={"encoding": table.csv.encoding})
+        text, bad = _decode_sample(head[:SAMPLE_BYTES], options.encoding, whole, url)
+        if bad:
+            problems.append(f"csv.encoding: {bad}")
+            text, whole = text[: text.rfind("\n") + 1], False
+        parsed = _parse_sample(_whole_records(text, whole, options.quotechar), options, url, entity.columns)
+        miscounted = miscounted or _every_line_miscounted(parsed, whole, url, "the entity's attributes")
+        odd_rows = odd_rows or _quarantined_rows(parsed, whole, options, url, label)
+    problems += [miscounted] if miscounted and not table.allow_empty else []
+    return problems, [odd_rows] if odd_rows and not miscounted else []
 
 
 def _delta_columns(location: SourceLocation, lake: Lake) -> list[str]:
@@ -192,6 +224,7 @@ def _csv(files: list[SourceLocation], table: TableConfig, label: str) -> tuple[S
     problems: list[str] = []
     quoting: tuple[bool, str] | None = None
     miscounted: str | None = None
+    odd_rows: str | None = None
     columns: list[str] | None = list(table.columns) if not table.csv.header else None
     data_rows = 0
     for i, file in enumerate(files[:SAMPLE_FILES]):
@@ -200,9 +233,13 @@ def _csv(files: list[SourceLocation], table: TableConfig, label: str) -> tuple[S
         text, bad = _decode_sample(head[:SAMPLE_BYTES], table.csv.encoding, whole, file.url)
         if bad:
             problems.append(f"csv.encoding: {bad}")
+            # The text ends at the bad byte: only the lines before it are whole.
+            text, whole = text[: text.rfind("\n") + 1] if "\n" in text else text, False
         lines = _LINE_BREAK.split(text)
         if table.csv.header:
             if i == 0:
+                if whole and not text.strip():
+                    raise UserError(empty_file(file.url))
                 if not lines[0].strip():
                     raise UserError(
                         f"{file.url}: the first line is empty; a CSV with csv.header: true starts with its header"
@@ -217,10 +254,19 @@ def _csv(files: list[SourceLocation], table: TableConfig, label: str) -> tuple[S
                 columns = header_names(lines[0], table.csv, file.url)
                 problems += _other_delimiter(columns, table, file.url)
                 problems += _sample_dates(text, whole, table, file.url)
+            elif lines[0].strip() and columns:
+                # A later file of the folder: read with the first one's columns (another case of a name is matched).
+                refused = other_delimiter_in_folder(
+                    file.url, header_names(lines[0], table.csv, file.url), files[0].url, columns, table.csv.delimiter
+                )
+                problems += [f"path: {refused}"] if refused else []
             lines = lines[1:]
         # Told for the first file that shows it: the files of a folder come from one export.
-        quoting = quoting or _broken_quoting(text, whole, table, columns, file.url, label)
-        miscounted = miscounted or _every_line_miscounted(text, whole, table, columns, file.url)
+        sample = _whole_records(text, whole, table.csv.quotechar)
+        parsed = _parse_sample(sample, table.csv, file.url, columns)
+        quoting = quoting or _broken_quoting(sample, parsed, whole, table, columns, file.url, label)
+        miscounted = miscounted or _every_line_miscounted(parsed, whole, file.url)
+        odd_rows = odd_rows or _quarantined_rows(parsed, whole, table.csv, file.url, label)
         filled = any(line.strip() for line in lines)
         data_rows += int(filled or not whole or bad is not None)
     if data_rows == 0 and len(files) <= SAMPLE_FILES and not table.allow_empty:
@@ -228,7 +274,7 @@ def _csv(files: list[SourceLocation], table: TableConfig, label: str) -> tuple[S
         problems.append(f"path: {files[0].url} {what}, no rows; a run would fail on it ({_EMPTY_FIX})")
     if miscounted and not table.allow_empty:
         problems.append(miscounted)
-    warnings: list[str] = []
+    warnings: list[str] = [odd_rows] if odd_rows and not miscounted else []
     if quoting:
         is_problem, message = quoting
         if is_problem:
@@ -240,16 +286,13 @@ def _csv(files: list[SourceLocation], table: TableConfig, label: str) -> tuple[S
 
 def _other_delimiter(columns: list[str], table: TableConfig, url: str) -> list[str]:
     """``csv.delimiter: ...`` when the header reads as one column that another common delimiter would split."""
-    if len(columns) != 1:
+    shown = other_delimiter(columns, table.csv.delimiter)
+    if shown is None:
         return []
-    for other in (";", "\t", "|", ","):
-        if other != table.csv.delimiter and other in columns[0]:
-            shown = "\\t" if other == "\t" else other
-            return [
-                f"csv.delimiter: the header of {url} reads as one column ({columns[0][:80]!r}) with delimiter "
-                f"{table.csv.delimiter!r}; it looks '{shown}'-separated: set csv.delimiter: \"{shown}\" for this table"
-            ]
-    return []
+    return [
+        f"csv.delimiter: the header of {url} reads as one column ({columns[0][:80]!r}) with delimiter "
+        f"{table.csv.delimiter!r}; it looks '{shown}'-separated: set csv.delimiter: \"{shown}\" for this table"
+    ]
 
 
 #: Share of the records read whose values span lines from which a table read line by line is a problem that stops
@@ -257,8 +300,45 @@ def _other_delimiter(columns: list[str], table: TableConfig, url: str) -> list[s
 MULTILINE_SHARE = 0.05
 
 
+def _parse_sample(sample: str, options: CsvOptions, url: str, columns: list[str] | None) -> ParsedCsv | None:
+    """The sample's whole records parsed as a run parses them, or None when the file cannot be (the run says why)."""
+    try:
+        return parse_csv(sample.encode("utf-8"), options.model_copy(update={"encoding": "utf-8"}), url, columns)
+    except UserError:
+        return None
+
+
+def _quarantined_rows(parsed: ParsedCsv | None, whole: bool, options: CsvOptions, url: str, label: str) -> str | None:
+    """A warning naming the records of the sample that a run would quarantine because they cannot be split into the
+    header's columns (a wrong column count, a quote read as text, an escaped quote the table does not read, a quote
+    not closed before the end of the file), with the first reason of each kind; None when there are none. Lines
+    with an unclosed quote read line by line are told by :func:`_broken_quoting`."""
+    if parsed is None:
+        return None
+    broken = parsed.broken
+    if not options.multiline:
+        broken = broken[~broken["reason"].str.startswith(UNCLOSED)]
+    if broken.empty:
+        return None
+    lines = broken["line"].tolist()
+    firsts = broken.drop_duplicates("kind")
+    reasons = "; ".join(f"line {row.line}: {row.reason}" for row in firsts.itertuples())
+    records = len(parsed.frame) + len(parsed.broken)
+    return (
+        f"{label}.path: {len(lines):,} of the {'' if whole else 'first '}{records:,} records of {url} "
+        f"({listed_lines(lines)}) cannot be split into the header's columns; a run quarantines them and loads the "
+        f"others. {reasons}"
+    )
+
+
 def _broken_quoting(
-    text: str, whole: bool, table: TableConfig, columns: list[str] | None, url: str, label: str
+    records_text: str,
+    parsed: ParsedCsv | None,
+    whole: bool,
+    table: TableConfig,
+    columns: list[str] | None,
+    url: str,
+    label: str,
 ) -> tuple[bool, str] | None:
     """Lines of the sample that hold an odd number of quotes, which a table read line by line quarantines: a
     problem (``True``) when they are values over several lines (:func:`quoted_records`), which
@@ -267,18 +347,15 @@ def _broken_quoting(
 
     A problem like a date format that most values are not in: the configuration does not read the file as it is
     written, and a run would quarantine sound records. A stray quote is broken data that the quarantine is for.
+
+    ``records_text``: the sample's whole records; ``parsed``: them parsed as a run does (None: the run says why
+    the file cannot be).
     """
-    quotechar = table.csv.quotechar
-    if table.csv.multiline or quotechar not in text:
+    if table.csv.multiline or parsed is None or table.csv.quotechar not in records_text:
         return None
-    records_text = _whole_records(text, whole, quotechar)
     sample = records_text.encode("utf-8")
     options = table.csv.model_copy(update={"encoding": "utf-8"})
-    try:
-        parsed = parse_csv(sample, options, url, columns)
-    except UserError:
-        return None  # the run says what is wrong with the file itself
-    lines = parsed.broken.loc[parsed.broken["kind"] == "broken_quoting", "line"].tolist()
+    lines = parsed.broken.loc[parsed.broken["reason"].str.startswith(UNCLOSED), "line"].tolist()
     if not lines:
         return None
     read = len(_LINE_BREAK.split(records_text.rstrip("\r\n")))
@@ -302,16 +379,12 @@ def _broken_quoting(
     )
 
 
-def _every_line_miscounted(
-    text: str, whole: bool, table: TableConfig, columns: list[str] | None, url: str
-) -> str | None:
-    """``path: ...`` when every record of the sample has another number of fields than the header: a run would
-    quarantine each and fail the table (a changed layout, another delimiter), as it does a table with no rows."""
-    options = table.csv.model_copy(update={"encoding": "utf-8"})
-    try:
-        parsed = parse_csv(_whole_records(text, whole, table.csv.quotechar).encode("utf-8"), options, url, columns)
-    except UserError:
-        return None  # the run says what is wrong with the file itself
+def _every_line_miscounted(parsed: ParsedCsv | None, whole: bool, url: str, header: str = "the header") -> str | None:
+    """``path: ...`` when every record of the sample (``parsed``) has another number of fields than the header
+    (``header``: what gives the columns): a run would quarantine each and fail the table (a changed layout, another
+    delimiter), as it does a table with no rows."""
+    if parsed is None:
+        return None
     wrong = parsed.broken[parsed.broken["kind"] == "column_count"]
     if len(parsed.frame) or wrong.empty:
         return None
@@ -322,8 +395,8 @@ def _every_line_miscounted(
     )
     return (
         f"path: every one of the {len(wrong):,} {'' if whole else 'first '}lines of {url} has another number of fields "
-        f"than the header ({commonest}); a run would quarantine every row and fail: check that the export's layout "
-        f"and csv.delimiter agree with the header ({_EMPTY_FIX})"
+        f"than {header} ({commonest}); a run would quarantine every row and fail: check that the export's layout "
+        f"and csv.delimiter agree with {header} ({_EMPTY_FIX})"
     )
 
 
@@ -355,10 +428,17 @@ def _sample_dates(text: str, whole: bool, table: TableConfig, url: str) -> list[
 
 
 def _head(location: SourceLocation) -> bytes:
-    """The first :data:`SAMPLE_BYTES` + 1 bytes of a file (one more than the sample tells whether it is whole)."""
+    """The first :data:`SAMPLE_BYTES` + 1 bytes of a file (one more than the sample tells whether it is whole),
+    of its text when it is gzipped (``.gz``)."""
     try:
         with location.fs.open(location.path, "rb") as handle:
+            if location.path.lower().endswith(".gz"):
+                # The sample of a gzip file is of its text: only as much of it as that needs is read.
+                with gzip.open(handle) as text:
+                    return text.read(SAMPLE_BYTES + 1)
             return handle.read(SAMPLE_BYTES + 1)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise UserError(f"{location.url}: not a readable gzip file ({exc}); replace it or remove it") from None
     except FileNotFoundError:
         raise UserError(f"{location.url}: not found; check the path in the configuration") from None
     except OSError as exc:

@@ -5,6 +5,7 @@ Also the light profile and schema-drift comparison that go into asset metadata.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import get_args
 
@@ -146,7 +147,10 @@ def _typed(batch: Batch, table: TableConfig, label: str) -> tuple[pd.DataFrame, 
         if kind is None:
             typed[column] = normalise(values)
             continue
-        if kind in ("double", "decimal") and table.format == "csv" and table.csv.decimal == ",":
+        marks = (table.csv.decimal, table.csv.thousands) if table.format == "csv" else (".", None)
+        if kind in ("int64", "double", "decimal") and marks[1]:
+            values = without_thousands(values, marks[1])
+        if kind in ("double", "decimal") and marks[0] == ",":
             values = decimal_point(values)
         own = declared.format if declared and declared.format else batch.formats.get(column)
         formats = ([own] if own else []) + list(table.date_formats)
@@ -159,7 +163,7 @@ def _typed(batch: Batch, table: TableConfig, label: str) -> tuple[pd.DataFrame, 
             cells = frame.loc[bad, column]
             shown = pd.Series(cells.to_numpy(dtype=object).astype(str), index=cells.index, dtype=STRING)
             shown = shown.str.slice(0, 80)
-            why = explain(values[bad], kind, formats, bounds, allow_nan)
+            why = explain(values[bad], kind, formats, bounds, allow_nan, marks, written=frame.loc[bad, column])
             message = f"malformed value in column '{column}': '" + shown + f"' is not a valid {kind}" + why
             reasons[bad] = (reasons[bad] + "; ").fillna("") + message
     return pd.DataFrame(typed, index=frame.index), reasons, markers, warnings
@@ -308,6 +312,16 @@ def decimal_point(values: pd.Series) -> pd.Series:
         return values
     grouped = values.str.replace(r"(?<=\d)[.\s\u00a0\u202f'](?=\d{3}(?:\D|$))", "", regex=True)
     return grouped.str.replace(",", ".", regex=False)
+
+
+def without_thousands(values: pd.Series, mark: str) -> pd.Series:
+    """Numbers with ``mark`` between groups of three digits (``1,234,567.5`` for ``,``) without it; a mark that
+    groups no three digits (``1,23``) stays, and the type check refuses the value."""
+    if not isinstance(values.dtype, pd.StringDtype):
+        return values
+    group = re.escape(mark) + r"\d{3}"
+    grouped = values.str.strip().str.fullmatch(rf"[+-]?\d{{1,3}}(?:{group})+(?:[.,]\d*)?").fillna(False).astype(bool)
+    return values.where(~grouped, values.str.replace(mark, "", regex=False))
 
 
 def _null_markers(values: pd.Series, null_values: list[str]) -> tuple[pd.Series, pd.Series]:

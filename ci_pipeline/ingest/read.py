@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import posixpath
 import re
+import zlib
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -17,7 +19,7 @@ import pyarrow.parquet as pq
 from ci_pipeline.config.sources import CsvOptions, TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import cdm
-from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, STRING, parse_csv
+from ci_pipeline.ingest.csvfile import END, FILE, LINE, START, STRING, other_delimiter, parse_csv
 from ci_pipeline.ingest.storage import SourceLocation
 
 #: Incremental layout: the operation (upsert/delete) and when the change was written (seconds since epoch).
@@ -103,15 +105,33 @@ def combine(batches: list[Batch], columns: list[str] | None = None) -> Batch:
 
 
 # -- files ---------------------------------------------------------------------------------------------------------
+#: The names of the files a CSV table's folder holds: ``.csv``, or compressed with gzip, as Spark and ADF write them.
+CSV_SUFFIXES = (".csv", ".csv.gz")
+
+
 def read_csv_file(location: SourceLocation, options: CsvOptions, names: list[str] | None = None) -> Batch:
-    """One CSV file (names: the columns when it has no header)."""
-    parsed = parse_csv(location.read_bytes(), options, location.url, names)
+    """One CSV file (names: the columns when it has no header), gunzipped when its name ends in ``.gz``."""
+    parsed = parse_csv(csv_bytes(location.read_bytes(), location.url), options, location.url, names)
     return Batch(
         frame=parsed.frame,
         broken=parsed.broken,
         texts={location.url: parsed.text},
         files=[location.url],
     )
+
+
+def csv_bytes(data: bytes, url: str) -> bytes:
+    """A CSV file's bytes, gunzipped when its name ends in ``.gz``.
+
+    Raises:
+        UserError: a ``.gz`` file that is not gzip or is cut short, naming it.
+    """
+    if not url.lower().endswith(".gz"):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UserError(f"{url}: not a readable gzip file ({exc}); replace it or remove it") from None
 
 
 def read_parquet_file(location: SourceLocation) -> Batch:
@@ -226,9 +246,9 @@ def _in_duckdb(column: pa.ChunkedArray, expression: str) -> pa.ChunkedArray:
         con.close()
 
 
-def data_files(location: SourceLocation, suffix: str) -> list[SourceLocation]:
+def data_files(location: SourceLocation, suffix: str | tuple[str, ...]) -> list[SourceLocation]:
     """A file, or every ``*<suffix>`` file below a folder (hidden and ``_``-prefixed files such as ``_SUCCESS``
-    skipped), sorted."""
+    skipped), sorted; ``suffix`` may be several."""
     location.require("file or folder", "path")
     if not location.isdir():
         return [location]
@@ -238,7 +258,8 @@ def data_files(location: SourceLocation, suffix: str) -> list[SourceLocation]:
         if p.lower().endswith(suffix) and not posixpath.basename(p).startswith((".", "_"))
     ]
     if not found:
-        raise UserError(f"{location.url}: the folder holds no {suffix} files; check the path and the format")
+        shown = " or ".join([suffix] if isinstance(suffix, str) else suffix)
+        raise UserError(f"{location.url}: the folder holds no {shown} files; check the path and the format")
     return found
 
 
@@ -254,11 +275,55 @@ def without_empty_parts(files: list[SourceLocation]) -> tuple[list[SourceLocatio
 def read_csv(location: SourceLocation, table: TableConfig) -> Batch:
     """A CSV file or a folder of CSV files with the same layout."""
     names = list(table.columns) if not table.csv.header else None
-    files, empty = without_empty_parts(data_files(location, ".csv"))
-    batch = combine([read_csv_file(f, table.csv, names) for f in files], names)
+    files, empty = without_empty_parts(data_files(location, CSV_SUFFIXES))
+    batches = [read_csv_file(f, table.csv, names) for f in files]
+    if table.csv.header:
+        batches = [batches[0], *(as_first_header(b, batches[0], table.csv.delimiter) for b in batches[1:])]
+    batch = combine(batches, names)
     if empty:
         shown = ", ".join(posixpath.basename(f.url) for f in empty[:5]) + (" ..." if len(empty) > 5 else "")
         batch.notes.append(f"{len(empty)} empty file(s) of 0 bytes skipped (no header, no rows): {shown}")
+    return batch
+
+
+def other_delimiter_in_folder(url: str, columns: list[str], first: str, known: list[str], delimiter: str) -> str:
+    """Why a file of a folder whose header (``columns``) reads as one column that another delimiter would split is
+    refused, while the folder's ``first`` file has the columns ``known``; empty when it is not so."""
+    shown = other_delimiter(columns, delimiter)
+    if shown is None or len(known) < 2:
+        return ""
+    return (
+        f"{url}: its header reads as one column ({columns[0][:80]!r}) with csv.delimiter {delimiter!r}, while "
+        f"{first} in the same folder has the columns {', '.join(known)}: it looks '{shown}'-separated. Write it "
+        f"with {delimiter!r} as the folder's other files are, or move it out of the folder"
+    )
+
+
+def as_first_header(batch: Batch, first: Batch, delimiter: str) -> Batch:
+    """A later file of a folder read with the first file's column names where its header writes them in another
+    case (``ID`` for ``id``), as Spark and the reference product match them.
+
+    Raises:
+        UserError: the file's header reads as one column that another delimiter would split (``id;name``), while
+            the first file's does not: naming the file and the fix.
+    """
+    url, columns = batch.files[0], batch.data_columns
+    known = first.data_columns
+    refused = other_delimiter_in_folder(url, columns, first.files[0], known, delimiter)
+    if refused:
+        raise UserError(refused)
+    folded = {name.casefold(): name for name in known}
+    renamed = {
+        name: folded[name.casefold()]
+        for name in columns
+        if name not in known and name.casefold() in folded and folded[name.casefold()] not in columns
+    }
+    if renamed:
+        batch.frame = batch.frame.rename(columns=renamed)
+        batch.notes.append(
+            f"{url}: header names in another case than those of {first.files[0]} read as its columns: "
+            + ", ".join(f"{old} as {new}" for old, new in renamed.items())
+        )
     return batch
 
 
@@ -266,7 +331,28 @@ def read_parquet(location: SourceLocation) -> Batch:
     """A Parquet file or a folder of Parquet files (e.g. a Spark output folder, whose ``name=value`` folders hold
     the values of its partition columns: they are columns of each file below them)."""
     files = data_files(location, ".parquet")
-    return combine([_with_partitions(read_parquet_file(f), location, f) for f in files])
+    batches = [_with_partitions(read_parquet_file(f), location, f) for f in files]
+    batch = combine(batches)
+    batch.warnings += mixed_types(batches, batch.frame)
+    return batch
+
+
+def mixed_types(batches: list[Batch], combined: pd.DataFrame) -> list[str]:
+    """A warning per column that files of a folder store with types that have no common one (int64 in one, text in
+    another; int32 and int64 are int64): their values are then read together as text, and declaring the column's
+    type checks them all as one."""
+    first: dict[str, tuple[str, str]] = {}
+    said: dict[str, str] = {}
+    for b in batches:
+        for column in b.data_columns:
+            kind = str(b.frame[column].dtype)
+            seen_kind, seen_in = first.setdefault(column, (kind, b.files[0]))
+            if seen_kind != kind and column not in said and combined[column].dtype == object:
+                said[column] = (
+                    f"{b.files[0]}: column '{column}' is stored as {kind}, but as {seen_kind} in {seen_in}: the "
+                    "folder's values of it are read as text; declare its type under columns to read them all as one"
+                )
+    return list(said.values())
 
 
 #: A folder of a Hive-style partitioned output (Spark, pyarrow, Hive): ``country=NL``.

@@ -77,15 +77,51 @@ def normalise(series: pd.Series) -> pd.Series:
     return series
 
 
+def _number_marks(text: pd.Series, kind: str, marks: tuple[str, str | None]) -> pd.Series:
+    """The hint for numbers written with a decimal mark or thousands separator the table does not read (empty
+    where none fits): ``1,234.56`` (a thousands comma), ``12,50`` or ``1.234,50`` (a decimal comma), and ``1,234``,
+    which is either in a double column."""
+    decimal, thousands = marks
+    out = pd.Series("", index=text.index, dtype=STRING)
+
+    def matches(pattern: str) -> pd.Series:
+        return text.str.fullmatch(pattern).fillna(False).astype(bool)
+
+    us_grouped = matches(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?") & (thousands != ",")
+    eu_grouped = matches(r"[+-]?\d{1,3}(\.\d{3})+(,\d+)?") & (thousands != ".")
+    comma = matches(r"[+-]?\d+,\d+") & ~us_grouped
+    set_thousands = " (written with {} between thousands? for a CSV file set csv.thousands: '{}' on the table)"
+    set_decimal = " (written with a decimal comma? for a CSV file set csv.decimal: ',' on the table)"
+    if kind == "int64" or decimal == ",":
+        # No decimal comma fits: an int64 has no decimals, and a table reading decimal commas reads these.
+        out[us_grouped] = set_thousands.format("commas", ",")
+        if decimal == ",":
+            out[us_grouped] = out[us_grouped].str.replace(" on the table", " and csv.decimal: '.' on the table")
+        out[eu_grouped & ~us_grouped & (decimal == ",")] = set_thousands.format("points", ".")
+        return out
+    # 1,234.56 has both marks; 1,234 is 1234 with a thousands comma or 1.234 with a decimal one.
+    out[us_grouped & text.str.contains(".", regex=False)] = set_thousands.format("commas", ",")
+    out[us_grouped & ~text.str.contains(".", regex=False)] = (
+        " (written with commas between thousands, or with a decimal comma? for a CSV file set csv.thousands: ',' "
+        "or csv.decimal: ',' on the table, as the file writes its numbers)"
+    )
+    out[(comma | eu_grouped) & (out == "")] = set_decimal
+    return out
+
+
 def explain(
     values: pd.Series,
     kind: str,
     formats: list[str],
     date_range: tuple[pd.Timestamp, pd.Timestamp] = DEFAULT_RANGE,
     allow_nan: bool = False,
+    marks: tuple[str, str | None] = (".", None),
+    written: pd.Series | None = None,
 ) -> pd.Series:
     """Why some malformed values (as read) are not valid ``kind``: a suffix for the quarantine reason, empty when
-    the value simply does not parse. Called on the malformed cells only."""
+    the value simply does not parse. Called on the malformed cells only. ``marks``: the table's decimal mark and
+    thousands separator (CSV's ``csv.decimal`` and ``csv.thousands``), for the hint on numbers written with others;
+    ``written``: the values as the file writes them, when ``values`` are those with the marks read."""
     text = _as_text(values).str.strip()
     out = pd.Series("", index=values.index, dtype=STRING)
     if kind in ("int64", "double", "decimal"):
@@ -100,9 +136,10 @@ def explain(
             out[np.isfinite(number) & ~whole] = " (not a whole number)"
         elif not allow_nan:
             out[nan] = " (NaN is not a number; set allow_nan: true on the column to read it as missing)"
-        # 12,50 or 1.234,50: a number written with a decimal comma, which the table does not say it uses.
-        comma = text.str.fullmatch(r"[+-]?(\d+|\d{1,3}(\.\d{3})+),\d+").fillna(False).astype(bool)
-        out[comma & (out == "")] = " (written with a decimal comma? for a CSV file set csv.decimal: ',' on the table)"
+        # Said rather than "not a whole number" too: 1.234 in an int64 column of a table with decimal commas.
+        hint = _number_marks(text if written is None else _as_text(written).str.strip(), kind, marks)
+        told = hint.ne("") & out.isin(["", " (not a whole number)"])
+        out[told] = hint[told]
     elif kind in ("date", "datetime"):
         last = (date_range[1] - pd.Timedelta(days=1)).date()
         outside = f" (outside the accepted dates {date_range[0].date()}..{last}; see date_range)"
@@ -113,7 +150,19 @@ def explain(
             for fmt in formats:
                 parses |= pd.to_datetime(text, format=fmt, errors="coerce", utc=True).notna()
             out[parses] = outside
+            out[~parses & _excel_serial(text, kind)] = (
+                " (an Excel serial date number, days since 1899-12-30: 45000 is 2023-03-15; export the column as "
+                "dates, for example yyyy-mm-dd, not as numbers)"
+            )
     return out
+
+
+def _excel_serial(text: pd.Series, kind: str) -> pd.Series:
+    """Which values are Excel's serial numbers of days (with a fraction of a day for a datetime) of the years
+    1927..2064, as a date column exported as numbers holds them."""
+    pattern = r"\d{5}" if kind == "date" else r"\d{5}(\.\d+)?"
+    number = pd.to_numeric(text.where(text.str.fullmatch(pattern).fillna(False).astype(bool)), errors="coerce")
+    return number.between(10_000, 60_000).fillna(False).astype(bool)
 
 
 def coerce(

@@ -172,6 +172,31 @@ def test_a_number_written_with_a_decimal_comma_is_told_the_setting_that_reads_it
     assert read.data.set_index("id").loc[["a", "b"], "amount"].tolist() == [12.5, 1234.5]
 
 
+def test_numbers_with_thousands_commas_are_told_csv_thousands_which_reads_them(tmp_path, ingest):
+    """'1,234.56' and '1,234' in an int64 column are US thousands, not decimal commas; '1,234' in a double column
+    may be either, and the hint says both. A table already reading decimal commas is not told to set them again."""
+    (tmp_path / "t.csv").write_text('id,qty,price\na,"1,234","1,234.56"\nb,"2,000","1,234"\nc,"1,23",7\nd,5,12.5\n')
+    why = reasons(ingest(csv_table(columns={"qty": "int64", "price": "double"})))
+    thousands = "(written with commas between thousands? for a CSV file set csv.thousands: ',' on the table)"
+    assert why["a"] == (
+        f"malformed value in column 'qty': '1,234' is not a valid int64 {thousands}; "
+        f"malformed value in column 'price': '1,234.56' is not a valid double {thousands}"
+    )
+    assert (
+        "'1,234' is not a valid double (written with commas between thousands, or with a decimal comma? for a "
+        "CSV file set csv.thousands: ',' or csv.decimal: ','" in why["b"]
+    )
+    assert why["c"] == "malformed value in column 'qty': '1,23' is not a valid int64"
+    european = reasons(ingest(csv_table(columns={"qty": "int64", "price": "double"}, csv={"decimal": ","})))
+    assert "csv.decimal: ','" not in "".join(european.values())
+    assert "set csv.thousands: ',' and csv.decimal: '.' on the table" in european["a"]
+    read = ingest(csv_table(columns={"qty": "int64", "price": "double"}, csv={"thousands": ","}))
+    assert read.data.set_index("id").loc[["a", "b"]].to_dict("list") == {"qty": [1234, 2000], "price": [1234.56, 1234]}
+    assert reasons(read) == {"c": "malformed value in column 'qty': '1,23' is not a valid int64"}
+    with pytest.raises(ConfigError, match="thousands and decimal are both ','"):
+        ingest(csv_table(csv={"thousands": ",", "decimal": ","}))
+
+
 def test_dates_outside_the_accepted_range_are_malformed(tmp_path, ingest):
     (tmp_path / "t.csv").write_text(
         "id,born,seen\n"
@@ -490,3 +515,23 @@ def test_parquet_decimals_are_numbers_as_a_declared_decimal_column_holds_them():
     prices = pa.array([Decimal("19.9900000000"), Decimal("-1.0000000000"), None], type=pa.decimal128(20, 10))
     frame = arrow_frame(pa.table({"price": prices}))
     assert str(frame["price"].dtype) == "float64" and frame["price"].tolist()[:2] == [19.99, -1.0]
+
+
+def test_excel_serial_dates_a_ctrl_z_at_the_end_and_parquet_files_of_other_types_are_told(tmp_path, ingest):
+    """A date column exported as Excel's day numbers is told so; DOS's end-of-file byte is no row; a folder whose
+    Parquet files store a column with types that have no common one is read as text with a warning naming both."""
+    (tmp_path / "t.csv").write_bytes(b"id,born\na,45000\nb,2020-01-02\n\x1a")
+    result = ingest(csv_table(columns={"born": "date"}))
+    assert reasons(result)["a"].endswith(
+        "'45000' is not a valid date (an Excel serial date number, days since "
+        "1899-12-30: 45000 is 2023-03-15; export the column as dates, for example "
+        "yyyy-mm-dd, not as numbers)"
+    )
+    assert result.rows_read == 2 and result.data["id"].tolist() == ["b"]
+    (tmp_path / "p").mkdir()
+    pd.DataFrame({"id": ["1"], "n": [1], "m": pd.array([1], dtype="int32")}).to_parquet(tmp_path / "p" / "a.parquet")
+    pd.DataFrame({"id": ["2"], "n": ["x"], "m": [2]}).to_parquet(tmp_path / "p" / "b.parquet")
+    mixed = ingest({"t": {"format": "parquet", "path": "p", "primary_key": "id"}})
+    assert mixed.data["n"].tolist() == ["1", "x"] and mixed.data["m"].tolist() == [1, 2]
+    (warning,) = mixed.warnings
+    assert warning.startswith(f"{tmp_path / 'p' / 'b.parquet'}: column 'n' is stored as string, but as Int64 in ")

@@ -191,7 +191,7 @@ def test_empty_table_is_an_error_unless_allowed(tmp_path, ingest):
         ingest(csv_table())
     result = ingest(csv_table(allow_empty=True))
     assert result.rows_read == 0 and list(result.data.columns) == ["id", "v"]
-    with pytest.raises(UserError, match="the file is empty"):
+    with pytest.raises(UserError, match="the file is empty, without even the header row.*allow_empty: true"):
         (tmp_path / "t.csv").write_text("")
         ingest(csv_table())
 
@@ -348,3 +348,86 @@ def test_a_separator_line_naming_another_delimiter_and_a_nameless_column_say_the
     (tmp_path / "t.csv").write_text("id,,name\n1,x,Ann\n")
     with pytest.raises(UserError, match=r"line 1: column 2 of the header after 'id' has no name; name every column"):
         ingest(csv_table())
+
+
+def test_a_row_whose_quotes_the_parser_reads_as_text_is_quarantined_and_the_others_loaded(tmp_path, ingest):
+    """A blank before a quote, or quotes escaped with a backslash, make the parser read the quote as text: such a
+    row is quarantined with its line and the fix, instead of failing the whole table."""
+    (tmp_path / "t.csv").write_text('id,name\n1, "Smith, John"\n2,Bob\n3,Cy\n')
+    result = ingest(csv_table())
+    assert result.data["id"].tolist() == ["2", "3"] and result.balanced
+    (row,) = result.quarantine.to_dict("records")
+    assert (row["line"], row["kind"], row["key"], row["raw"]) == (2, "column_count", "1", '1, "Smith, John"')
+    assert row["reason"].startswith("expected 2 columns, found 3: a quote after a blank")
+    assert row["reason"].endswith(
+        "set csv.skip_initial_space: true for this table (or write the file without blanks after delimiters)"
+    )
+    fixed = ingest(csv_table(csv={"skip_initial_space": True}))
+    assert fixed.data["name"].tolist() == ["Smith, John", "Bob", "Cy"] and fixed.rows_quarantined == 0
+
+    (tmp_path / "t.csv").write_text('id,name,note\n1,Ann,"say \\"hi\\", ok"\n2,Bob,plain\n')
+    result = ingest(csv_table())
+    assert result.data["id"].tolist() == ["2"] and result.balanced
+    (row,) = result.quarantine.to_dict("records")
+    assert (row["line"], row["kind"]) == (2, "broken_quoting")
+    assert 'escaped with a backslash (\\")' in row["reason"] and 'set csv.escapechar: "\\\\"' in row["reason"]
+    fixed = ingest(csv_table(csv={"escapechar": "\\"}))
+    assert fixed.data["note"].tolist() == ['say "hi", ok', "plain"]
+
+
+def test_quotes_inside_values_are_text_read_as_the_parser_reads_them():
+    """Records holding a quote that is text (inside a value, or after a closing one) are read one by one, in file
+    order among the others; a value's own quote after blanks opens it with skip_initial_space."""
+    from ci_pipeline.config.sources import CsvOptions
+    from ci_pipeline.ingest.csvfile import LINE, parse_csv
+
+    data = b'id,name,note\n1,Ann,ab"c"d\n2,Bob,"x""y",,\n3,"a"b,\n4,   "q, r" ,z\n5,Eve,\n'
+    parsed = parse_csv(data, CsvOptions(skip_initial_space=True), "t.csv")
+    assert parsed.frame["note"].tolist() == ['ab"c"d', 'x"y', pd.NA, "z", pd.NA]
+    assert parsed.frame["name"].tolist() == ["Ann", "Bob", "ab", "q, r ", "Eve"]
+    assert parsed.frame[LINE].tolist() == [2, 3, 4, 5, 6] and parsed.broken.empty
+
+
+def test_an_unclosed_quote_with_multiline_quarantines_its_line_and_reads_the_lines_after_it(tmp_path, ingest):
+    """With csv.multiline, a quote never closed would make one value of the rest of the file: only its line is
+    quarantined, saying so, and every later line is read as a record."""
+    records = "".join(f"{i},P{i},{i}\n" for i in range(4, 11))
+    (tmp_path / "t.csv").write_text(f'id,name,amt\n1,Ann,1\n2,"Bob\nB",2\n3,"Cy,3\n{records}')
+    result = ingest(csv_table(csv={"multiline": True}))
+    assert (result.rows_read, result.rows_accepted, result.rows_quarantined) == (10, 9, 1)
+    assert result.data.set_index("id").loc[["1", "2", "10"], "name"].tolist() == ["Ann", "Bob\nB", "P10"]
+    (row,) = result.quarantine.to_dict("records")
+    assert (row["line"], row["kind"], row["raw"]) == (5, "broken_quoting", '3,"Cy,3')
+    assert "not closed before the end of the file (line 12), so it would take in the 7 lines after it" in row["reason"]
+
+
+def test_a_folder_file_with_its_header_in_another_case_or_delimiter(tmp_path, ingest):
+    """A later file whose header names the columns in another case is read with the first file's names; one
+    written with another delimiter is refused, naming it, instead of adding a column 'id;name'."""
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "a.csv").write_text("id,name\n1,Ann\n")
+    (tmp_path / "f" / "b.csv").write_text("ID,Name\n3,Cy\n")
+    result = ingest(csv_table(path="f"))
+    assert list(result.data.columns) == ["id", "name"] and result.data["id"].tolist() == ["1", "3"]
+    assert any("b.csv: header names in another case" in note and "ID as id" in note for note in result.notes)
+    (tmp_path / "f" / "b.csv").write_text("id;name\n3;Cy\n")
+    fix = r"b\.csv: its header reads as one column \('id;name'\) .* it looks ';'-separated"
+    with pytest.raises(UserError, match=fix):
+        ingest(csv_table(path="f"))
+
+
+def test_a_folder_reads_its_gzipped_csv_parts_and_names_a_broken_one(tmp_path, ingest):
+    import gzip
+
+    from ci_pipeline.ingest.preflight import source_problems
+    from ci_pipeline_tests.ingest.conftest import write_config
+
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "part-0.csv").write_text("id,name\n1,Ann\n")
+    (tmp_path / "f" / "part-1.csv.gz").write_bytes(gzip.compress(b"id,name\n2,Bob\n"))
+    result = ingest(csv_table(path="f"))
+    assert result.data["name"].tolist() == ["Ann", "Bob"] and len(result.files) == 2
+    assert source_problems(write_config(tmp_path, csv_table(path="f"))) == []
+    (tmp_path / "f" / "part-1.csv.gz").write_bytes(b"id,name\n2,Bob\n")
+    with pytest.raises(UserError, match=r"part-1\.csv\.gz: not a readable gzip file"):
+        ingest(csv_table(path="f"))
