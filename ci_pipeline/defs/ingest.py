@@ -217,6 +217,8 @@ def _check_results(key: dg.AssetKey, corrupt: dg.AssetKey, result: IngestResult,
         passed=not result.drift,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"changes": dg.MetadataValue.md(_drift_text(result))},
+        # The run's summary and the UI give the description: the changes themselves, as the log said them.
+        description="; ".join(result.drift) or None,
     )
 
 

@@ -96,6 +96,9 @@ def test_schema_drift_against_the_previous_run(tmp_path):
     assert "src.t: column 'new' appeared (string)" in drift
     assert "src.t: column 'old' disappeared (was string)" in drift
     assert "src.t: column 'n' changed type from Int64 to float64" in drift
+    # The check says the changes itself: the run's summary prints its description.
+    assert "src.t: column 'new' appeared (string)" in evaluation.description
+    assert "src.t: column 'old' disappeared (was string)" in evaluation.description
     assert checks(materialize(config))["schema_drift"].passed  # the new schema is the baseline now
 
 
