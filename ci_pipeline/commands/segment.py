@@ -11,6 +11,12 @@ VALUES = "ci_pipeline/measures/customer_measure_values.parquet"
 FACTS = "ci_pipeline/activities/activity_facts.parquet"
 PREDICTIONS = "ci_pipeline/predictions/prediction_fields.parquet"
 STATIC = "ci_pipeline/segments/static_segment_state.parquet"
+#: The assets the segments stage computes in one step (an incremental run computes them again after a release).
+SEGMENT_ASSETS = [
+    ("segments", "segment_membership"),
+    ("segments", "segment_member_history"),
+    ("segments", "static_segment_state"),
+]
 
 
 def register(subparsers) -> None:
@@ -186,5 +192,9 @@ def run_refresh(args) -> int:
         return 0
     remaining = state[~state["Segment"].isin(names)].reset_index(drop=True)
     lake.write_parquet(STATIC, remaining)
+    from ci_pipeline.orchestration.refresh import release
+
+    # Nothing the segments read has changed: without this the next incremental run would find nothing to do.
+    release(lake, SEGMENT_ASSETS)
     print(f"released {', '.join(sorted(names))}; the next `ci-pipeline run` evaluates and keeps them again")
     return 0

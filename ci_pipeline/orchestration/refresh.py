@@ -179,9 +179,23 @@ class RefreshPlan:
         return f"{len(self.stale)} of {self.total} assets to recompute: {shown}"
 
 
+#: The code version an asset's record is given when what it computed was released by hand (static segments by
+#: `ci-pipeline segment refresh`): the next incremental run computes it again.
+RELEASED = "released"
+
+
+def release(lake: Lake, keys: Iterable[AssetPath]) -> None:
+    """Mark the recorded assets ``keys`` to be computed again by the next incremental run (what they read has not
+    changed, but what they keep was released)."""
+    for key, state in load_states(lake, keys).items():
+        save_state(lake, key, AssetState(RELEASED, state.data_version, state.inputs, state.run_date, state.run_id))
+
+
 def _why_stale(node: Node, state: AssetState | None, stale: Mapping[AssetPath, str], states) -> str | None:
     if state is None:
         return "never computed into this lake"
+    if state.code_version == RELEASED:
+        return "released by `ci-pipeline segment refresh`"
     if state.code_version != node.code_version:
         return "configuration or code changed"
     if node.fingerprint is not None and state.data_version != node.fingerprint:

@@ -93,8 +93,19 @@ def test_refresh_releases_kept_members_of_static_segments(project, capsys, monke
         segment.STATIC,
         pd.DataFrame({"Segment": ["frozen", "frozen", "other"], "CustomerId": ["A", "C", "B"], "FrozenAt": pd.NaT}),
     )
+    from ci_pipeline.orchestration.refresh import AssetState, Node, load_states, plan_refresh, save_state
+
+    # The segments' records of the last run: nothing they read has changed since.
+    nodes = {key: Node((), "cv-s") for key in segment.SEGMENT_ASSETS}
+    for key in segment.SEGMENT_ASSETS:
+        save_state(lake, key, AssetState("cv-s", "lv-1", {}))
+    assert plan_refresh(nodes, load_states(lake, nodes)).stale == {}
     assert cli.main(["segment", "refresh", "frozen"]) == 0
     assert lake.read_parquet(segment.STATIC)["Segment"].tolist() == ["other"]
+    # The next incremental run evaluates the segments again (it found nothing to do).
+    plan = plan_refresh(nodes, load_states(lake, nodes))
+    assert set(plan.stale.values()) == {"released by `ci-pipeline segment refresh`"}
+    assert set(plan.stale) == set(segment.SEGMENT_ASSETS)
     assert cli.main(["segment", "refresh", "live"]) == 2
     assert "live is not a static segment" in capsys.readouterr().err
     assert cli.main(["segment", "refresh", "--all"]) == 0
