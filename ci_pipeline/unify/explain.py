@@ -442,8 +442,11 @@ def render_record(info: dict) -> str:
                 f"joins {big} and {small} record(s)"
             )
     lines.append("links (why these records are one customer):")
-    if not info["links"]:
+    outside = info.get("outside_links") or []
+    if not info["links"] and not outside:
         lines.append("  (none: the record matched nothing and is a customer of its own)")
+    elif not info["links"]:
+        lines.append("  (none: what it matched was not linked, below; it is a customer of its own)")
     for link in info["links"]:
         note = link["note"] if link["linked"] else f"not used: {link['note']}"
         state = f"  [{note}]" if note else ""
@@ -452,6 +455,12 @@ def render_record(info: dict) -> str:
         )
     for row in info.get("not_attached", []):
         lines.append(f"  {row['record']}: attach rule {row['rule']}: {row['note']}")
+    if outside:
+        lines.append("matched, but not linked (the records stay in other customers):")
+        for link in outside:
+            note = f" [not linked: {link['note']}]" if link["note"] else ""
+            rule = f"{link['stage']} rule {link['rule']} {_fmt(link['scores'])}"
+            lines.append(f"  {link['left']} <-> {link['right']}: {rule}{note}")
     if info["rejected"]:
         lines.append("candidates compared and rejected:")
         for link in info["rejected"]:

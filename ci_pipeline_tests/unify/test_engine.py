@@ -253,6 +253,15 @@ def test_father_and_son_sharing_a_home_phone_stay_two_customers():
     assert (refused.Accepted & ~refused.Linked).all() and len(refused) == 2
     assert set(refused.Note) == {"over-merge guard: conflicting birth_date"}
     assert r.stats["guard_events"][0]["reason"] == "conflicting birth_date"
+    # explain of the son's record says what it matched and why it was not linked (it said it matched nothing).
+    text = render_record(explain_record("loyalty", "members", "m1", r.alternate_key, r.match_pairs, r.customer_profile))
+    assert "(none: what it matched was not linked, below; it is a customer of its own)" in text
+    assert "matched, but not linked (the records stay in other customers):" in text
+    assert (
+        "<-> loyalty|members|m1: match rule" in text
+        and "[not linked: over-merge guard: conflicting birth_date]" in text
+    )
+    assert "matched nothing" not in text
 
 
 def test_an_always_match_pair_the_guard_refuses_is_warned_naming_the_pair_and_the_conflict():
