@@ -10,6 +10,7 @@ run never starts only to fail after it has rewritten lake tables.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from pathlib import Path
 
@@ -137,16 +138,11 @@ def column_reference_problems(config: ProjectConfig, schemas: dict[tuple[str, st
         schemas: ``(source, table)`` -> what the preflight found; tables not in it (or with unknown columns) are
             skipped.
     """
-    found: list[str] = []
+    named: list[tuple[str, str, str, str]] = []
 
     def check(key: str, source: str, table: str, column: str | None) -> None:
-        schema = schemas.get((source, table))
-        if column is None or schema is None or schema.columns is None or column in schema.columns:
-            return
-        found.append(
-            f"{key}: {source}.{table} has no column '{column}'{did_you_mean(column, schema.columns)}; the columns of "
-            f"{schema.file} are {', '.join(schema.columns)}"
-        )
+        if column is not None:
+            named.append((key, source, table, column))
 
     if config.unify is not None:
         for i, t in enumerate(config.unify.tables):
@@ -163,7 +159,7 @@ def column_reference_problems(config: ProjectConfig, schemas: dict[tuple[str, st
                     check(f"unify.merge.fields.{name}.sources[{j}]", parts[0], parts[1], parts[2])
     for name, act in config.activities.tables.items():
         key = f"activities.tables.{name}"
-        named = {
+        columns = {
             "timestamp": act.timestamp,
             "primary_key": act.primary_key,
             "title": act.title,
@@ -172,9 +168,38 @@ def column_reference_problems(config: ProjectConfig, schemas: dict[tuple[str, st
             "customer.column": act.customer.column,
             **{f"fields.{field}": column for field, column in act.fields.items()},
         }
-        for sub, column in named.items():
+        for sub, column in columns.items():
             check(f"{key}.{sub}", act.source, act.table, column)
+    return _missing_columns(named, schemas)
+
+
+def _missing_columns(named: list[tuple[str, str, str, str]], schemas: dict[tuple[str, str], SourceSchema]) -> list[str]:
+    """The problems of the columns ``named`` (key, source, table, column) that their table does not have, each with
+    a likely fix: a column of the table that no key names and that shares a word with it (a renamed column:
+    ``requester_email`` now ``email_address``), else a near miss of its spelling."""
+    used: dict[tuple[str, str], set[str]] = {}
+    for _, source, table, column in named:
+        used.setdefault((source, table), set()).add(column)
+    found = []
+    for key, source, table, column in named:
+        schema = schemas.get((source, table))
+        if schema is None or schema.columns is None or column in schema.columns:
+            continue
+        words = set(_words(column))
+        renamed = [c for c in schema.columns if c not in used[source, table] and words & set(_words(c))]
+        hint = f" (renamed to '{renamed[0]}'?)" if len(renamed) == 1 else did_you_mean(column, schema.columns)
+        found.append(
+            f"{key}: {source}.{table} has no column '{column}'{hint}; the columns of {schema.file} are "
+            f"{', '.join(schema.columns)}"
+        )
     return found
+
+
+def _words(column: str) -> list[str]:
+    """The words of a column name (``RequesterEmail``, ``requester_email``, ``Requester Email``: requester, email),
+    in lower case; words of one or two letters (``id``, ``nr``) say too little to tie two names."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", str(column))
+    return [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if len(w) > 2]
 
 
 def alias_file_problems(config: ProjectConfig) -> list[str]:

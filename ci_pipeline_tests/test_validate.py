@@ -505,3 +505,26 @@ def test_validate_refuses_a_folder_file_written_with_another_delimiter(tmp_path)
     (problem,) = project_problems(load_config(path))
     assert problem.startswith(f"sources.un.tables.sanctions.path: {tmp_path / 'f' / 'b.csv'}: its header reads as")
     assert "it looks ';'-separated" in problem
+
+
+def test_a_mapped_column_renamed_in_the_file_is_named_as_the_likely_fix():
+    from types import SimpleNamespace
+
+    from ci_pipeline.validation import _missing_columns
+
+    file = "tickets.csv"
+    columns = ["ticket_id", "requester_name", "email_address", "requester_phone", "subject"]
+    schemas = {("support", "tickets"): SimpleNamespace(columns=columns, file=file)}
+    named = [
+        ("unify.tables[3].columns.ticket_id", "support", "tickets", "ticket_id"),
+        ("unify.tables[3].columns.requester_name", "support", "tickets", "requester_name"),
+        ("unify.tables[3].columns.requester_email", "support", "tickets", "requester_email"),
+        ("unify.tables[3].columns.requester_phone", "support", "tickets", "requester_phone"),
+        ("activities.tables.tickets.title", "support", "tickets", "subjet"),
+    ]
+    first, second = _missing_columns(named, schemas)
+    # Not 'requester_name' (the nearest spelling, mapped already): the column no key names that shares its word.
+    assert first.startswith("unify.tables[3].columns.requester_email: support.tickets has no column 'requester_email' "
+                            "(renamed to 'email_address'?); the columns of tickets.csv are ticket_id, ")  # fmt: skip
+    # A typo (no unnamed column shares a word with it) gets the near miss of its spelling.
+    assert "has no column 'subjet' (did you mean 'subject'?)" in second
