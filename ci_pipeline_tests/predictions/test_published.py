@@ -249,17 +249,22 @@ def test_models_run_side_by_side_give_what_they_give_one_after_another():
         pd.testing.assert_frame_equal(frame, alone[model].table)
 
 
-def test_an_unexpected_error_in_one_models_evaluation_fails_that_model_alone(monkeypatch):
-    def broken(*args):
-        raise ZeroDivisionError("float division by zero")
-
-    monkeypatch.setattr(clv, "evaluate", broken)
+def shop_runs() -> ModelRuns:
+    """The models of the shop configuration on its generated timeline, scored at the end of June 2026."""
     facts = shop_facts()
     settings = PredictionSettings.model_validate(
         PredictionsConfig.model_validate(SHOP_CONFIG["predictions"]).settings()
     )
     customers = pd.Series(sorted(set(facts["CustomerId"])), dtype="string")
-    runs = ModelRuns(settings, facts, customers, None, scoring_cutoff(None, dt.date(2026, 6, 30)))
+    return ModelRuns(settings, facts, customers, None, scoring_cutoff(None, dt.date(2026, 6, 30)))
+
+
+def test_an_unexpected_error_in_one_models_evaluation_fails_that_model_alone(monkeypatch):
+    def broken(*args):
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(clv, "evaluate", broken)
+    runs = shop_runs()
     done = runs.run_all(dict.fromkeys(["clv", "recommendation"]), workers=1)
     assert isinstance(done["clv"], EvaluationFailed) and isinstance(done["clv"], UserError)
     assert "CustomerLifetimeValue: the backtest evaluation failed" in str(done["clv"])
@@ -273,12 +278,7 @@ def test_an_unexpected_error_training_or_scoring_one_model_fails_that_model_alon
 
     monkeypatch.setattr(published, "run_clv", broken)
     monkeypatch.setattr(clv, "score_stored", broken)
-    facts = shop_facts()
-    settings = PredictionSettings.model_validate(
-        PredictionsConfig.model_validate(SHOP_CONFIG["predictions"]).settings()
-    )
-    customers = pd.Series(sorted(set(facts["CustomerId"])), dtype="string")
-    runs = ModelRuns(settings, facts, customers, None, scoring_cutoff(None, dt.date(2026, 6, 30)))
+    runs = shop_runs()
     done = runs.run_all({"clv": None, "recommendation": None}, workers=2)
     assert isinstance(done["recommendation"], Trained)
     failed = done["clv"]
