@@ -15,7 +15,16 @@ import pandas as pd
 from ci_pipeline.config.sources import CsvOptions, TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.ingest import cdm
-from ci_pipeline.ingest.read import OP, ORDER, Batch, combine, read_csv_file, read_parquet_file, user_encoding
+from ci_pipeline.ingest.read import (
+    CSV_SUFFIXES,
+    OP,
+    ORDER,
+    Batch,
+    combine,
+    read_csv_file,
+    read_parquet_file,
+    user_encoding,
+)
 from ci_pipeline.ingest.storage import SourceLocation
 
 
@@ -54,7 +63,8 @@ def read_incremental(
             "of the incremental layout"
         )
     now = now or datetime.now(UTC)
-    suffix = ".parquet" if layout.format == "parquet" else ".csv"
+    # CSV parts may be gzipped, as Spark and Azure Data Factory write them.
+    suffix = (".parquet",) if layout.format == "parquet" else CSV_SUFFIXES
     parts: list[Batch] = []
     if full.exists():
         parts += [_read(full.with_path(p), layout, "upsert", 0) for p in _files(full, suffix)]
@@ -88,7 +98,9 @@ def read_incremental(
     return batch
 
 
-def _outside_the_layout(changes: SourceLocation, suffix: str, read: set[str], pending: list[str]) -> list[str]:
+def _outside_the_layout(
+    changes: SourceLocation, suffix: tuple[str, ...], read: set[str], pending: list[str]
+) -> list[str]:
     """A warning naming the data files under ``IncrementalData/`` that no hour folder's ``Upserts/`` or
     ``Deletes/`` holds (an ``hhmm`` folder, ``upserts`` in lower case): their rows would be missing unsaid."""
     base = changes.path.rstrip("/") + "/"
@@ -105,7 +117,7 @@ def _outside_the_layout(changes: SourceLocation, suffix: str, read: set[str], pe
     ]
 
 
-def _files(folder: SourceLocation, suffix: str) -> list[str]:
+def _files(folder: SourceLocation, suffix: tuple[str, ...]) -> list[str]:
     return [p for p in folder.find() if p.lower().endswith(suffix) and not p.rsplit("/", 1)[-1].startswith((".", "_"))]
 
 

@@ -68,6 +68,24 @@ def test_incremental_layout_applies_upserts_and_deletes_by_key(tmp_path, ingest)
     )
 
 
+def test_gzipped_parts_of_the_incremental_layout_are_read(tmp_path, ingest):
+    """Spark and Azure Data Factory may write each part gzipped (``.csv.gz``): read, not left unread unsaid."""
+    import gzip
+
+    root = tmp_path / "contacts"
+    (root / "FullData").mkdir(parents=True)
+    (root / "FullData" / "part-0.csv.gz").write_bytes(gzip.compress(b"id,name\n1,Ann\n2,Bob\n"))
+    folder = root / "IncrementalData" / "2026/06/30/08" / "Upserts"
+    folder.mkdir(parents=True)
+    (folder / "u.csv.gz").write_bytes(gzip.compress(b"id,name\n1,Ann B\n3,Cy\n"))
+    (root / "IncrementalData" / "2026/06/30/08" / "Deletes").mkdir()
+    (root / "IncrementalData" / "2026/06/30/08" / "Deletes" / "d.csv").write_text("id\n2\n")
+    table = {"t": {"format": "csv", "path": "contacts", "primary_key": "id", "incremental": {}}}
+    result = ingest(table, now=datetime(2026, 7, 1, tzinfo=UTC))
+    assert result.data[["id", "name"]].values.tolist() == [["1", "Ann B"], ["3", "Cy"]]
+    assert result.balanced and result.warnings == []
+
+
 def _delta_config(tmp_path):
     return write_config(tmp_path, {"events": {"format": "delta", "path": "events", "primary_key": "id"}})
 
