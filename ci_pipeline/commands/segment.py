@@ -10,6 +10,7 @@ PROFILE = "ci_pipeline/unify/customer_profile.parquet"
 VALUES = "ci_pipeline/measures/customer_measure_values.parquet"
 FACTS = "ci_pipeline/activities/activity_facts.parquet"
 PREDICTIONS = "ci_pipeline/predictions/prediction_fields.parquet"
+ENRICHMENTS = "ci_pipeline/enrich/enrichment_fields.parquet"
 STATIC = "ci_pipeline/segments/static_segment_state.parquet"
 #: The assets the segments stage computes in one step (an incremental run computes them again after a release).
 SEGMENT_ASSETS = [
@@ -100,6 +101,7 @@ def run_preview(args) -> int:
         # activities can be far larger than memory.
         facts=StoredFacts(lake.dataset(FACTS)) if lake.exists(FACTS) else None,
         predictions=_read(lake, PREDICTIONS, False),
+        enrichments=_read(lake, ENRICHMENTS, False),
     )
     try:
         engine = build_engine(section, run_date(config.measures.as_of), inputs)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ci_pipeline.arrow_text import text_isin
+from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.rules import ActivityTest, AllOf, AnyOf, FieldTest, Not, Rule, SegmentTest
 from ci_pipeline.measures.conditions import column_kind, condition_mask, period_start
@@ -140,8 +141,12 @@ class SegmentEngine:
             # fields have no value for anyone, so the condition selects no one instead of failing every segment.
             return pd.Series(pd.NA, index=self.customers, dtype="object")
         if table is None or name not in table.columns or name == "CustomerId":
-            have = [] if table is None else [c for c in table.columns if c != "CustomerId"]
-            raise UserError(f"{key}.field: unknown {label} {name!r}; available: {', '.join(map(str, have)) or 'none'}")
+            have = [] if table is None else [str(c) for c in table.columns if c != "CustomerId"]
+            if namespace == "enrichment":
+                # The fields of that enrichment only (the others' make a list of fifty).
+                have = [c for c in have if c.split(".", 1)[0] == name.split(".", 1)[0]]
+            hint = did_you_mean(name, have)
+            raise UserError(f"{key}.field: unknown {label} {name!r}{hint}; available: {', '.join(have) or 'none'}")
         values = table[name]
         if wants_date and column_kind(values) == "text":
             cache = (namespace, name)

@@ -58,6 +58,14 @@ def test_preview_reads_the_prediction_fields_of_the_last_run(project, capsys):
     assert "1 of 4" in preview(project, capsys, "--field", "prediction.ChurnScore", "--op", ">", "--value", "0.5")[1]
 
 
+def test_preview_reads_the_enrichment_fields_of_the_last_run(project, capsys):
+    """As the run does: it read none and put no one in a segment on an enrichment field (the run put 1,824)."""
+    fields = pd.DataFrame({"CustomerId": ["A", "B", "C"], "email.Class": ["FreeMail", "Business", "FreeMail"]})
+    Lake.local(project / "lake").write_parquet(segment.ENRICHMENTS, fields)
+    args = ["--field", "enrichment.email.Class", "--op", "=", "--value", "FreeMail"]
+    assert "estimated size: 2 of 4 customers" in preview(project, capsys, *args)[1]
+
+
 def test_preview_errors_are_clear_and_never_execute_the_value(project, capsys):
     code, _, err = preview(project, capsys, "--field", "measure.spend", "--op", "~", "--value", "1")
     assert code == 2 and "unknown operator '~'" in err
@@ -197,3 +205,14 @@ def test_preview_of_a_measure_configured_since_the_last_run_says_to_run_first(pr
     # A measure configured nowhere is still unknown.
     code, _, err = preview(project, capsys, "--field", "measure.stale", "--op", ">", "--value", "1")
     assert code == 2 and "unknown customer attribute measure 'stale'" in err
+
+
+def test_the_tables_preview_reads_are_those_the_stages_store():
+    from ci_pipeline.defs import activities, enrich, measures, predictions, unify
+    from ci_pipeline.defs.resources import asset_path
+
+    assert asset_path(unify.STAGE.key("customer_profile")) == segment.PROFILE
+    assert asset_path(measures.STAGE.key("customer_measure_values")) == segment.VALUES
+    assert asset_path(activities.STAGE.key("activity_facts")) == segment.FACTS
+    assert asset_path(predictions.STAGE.key("prediction_fields")) == segment.PREDICTIONS
+    assert asset_path(enrich.STAGE.key("enrichment_fields")) == segment.ENRICHMENTS

@@ -170,6 +170,20 @@ def test_type_mismatches_and_unknown_fields_name_the_key(condition, message):
     assert message in str(err.value)
 
 
+def test_an_unknown_enrichment_field_is_named_with_the_near_miss_among_that_enrichments_fields():
+    fields = pd.DataFrame(
+        {"CustomerId": list(IDS), "email.Class": "FreeMail", "email.Domain": "x.example", "address.City": "Oslo"}
+    )
+    parsed = {"s": parse_rules([{"field": "enrichment.email.class", "op": "=", "value": "FreeMail"}], "k.rules")}
+    eng = SegmentEngine(IDS, profile(), measures(), facts(), END, parsed, None, enrichments=fields)
+    with pytest.raises(UserError) as err:
+        eng.evaluate_all()
+    assert str(err.value) == (
+        "k.rules[0].field: unknown enrichment field 'email.class' (did you mean 'email.Class'?); available: "
+        "email.Class, email.Domain"
+    )
+
+
 def test_a_profile_attribute_of_numbers_written_as_text_is_ordered_as_numbers():
     # Profile attributes are text: a custom column of points reads "120", and 120 > 9 where "120" < "9".
     points = pd.Series(["120", "9", None, "40"], dtype="string")
