@@ -387,8 +387,7 @@ def score(
         reasons = pd.concat([reasons, extra])
         basis = np.concatenate([basis, np.full(len(without), prior.PRIOR, dtype=object)])
         index = index.append(without)
-    rank = pd.Series(value).rank(ascending=False, method="first").to_numpy() / max(len(value), 1)
-    band = np.where(rank <= share, "High", np.where(rank <= 0.5, "Medium", "Low"))
+    band = value_bands(value, share)
     out = pd.DataFrame(
         {
             "PredictedValue": np.round(value, 2),
@@ -540,3 +539,13 @@ def score_stored(
     stored.check_features(context.available() + BTYD_FEATURES)
     with threadpool_limits(limits=native_threads(threads)):
         return score(model, History(purchases, context), as_utc(cutoff), share, customers, reuse)[0]
+
+
+def value_bands(value: np.ndarray, share: float) -> np.ndarray:
+    """``High`` for the top ``share`` of ``value``, ``Medium`` down to the median, ``Low`` for the rest.
+
+    Equal values share a band: a run of them (every customer valued by the prior holds the same value) that
+    straddles a band's edge falls in the lower band, so no more than ``share`` are High and which of two equal
+    customers is High never depends on their order."""
+    rank = pd.Series(value).rank(ascending=False, method="max").to_numpy() / max(len(value), 1)
+    return np.where(rank <= share, "High", np.where(rank <= 0.5, "Medium", "Low"))
