@@ -95,3 +95,30 @@ def test_the_rules_hold_on_postgres(store, tmp_path):
     assert root.remove_connection("lake2", detach=True) == ["export weekly"]
     assert [s["name"] for s in alice.sources({"crm": "alice"})["mine"]] == ["crm"]
     assert root.verify_audit().ok
+
+
+def test_the_documented_instance_storage_block_opens_a_dagster_instance_on_postgres(postgres_url, tmp_path):
+    """deploy/dagster-k8s.yaml's storage block (as docs/operations.md gives it) on a real server: Dagster creates its
+    tables and keeps a run. A plain postgresql:// scheme fails: SQLAlchemy 2.1 reads it as psycopg 3."""
+    from urllib.parse import urlparse
+
+    import dagster as dg
+    import yaml
+
+    from ci_pipeline_tests.conftest import ROOT
+
+    storage = yaml.safe_load((ROOT / "deploy" / "dagster-k8s.yaml").read_text())["storage"]
+    where = urlparse(postgres_url)
+    db = storage["postgres"]["postgres_db"]
+    db.update(hostname=where.hostname, port=where.port, username=where.username, db_name=where.path.strip("/"))
+    db.pop("password", None)
+    db.pop("params", None)  # sslmode: the loopback server speaks no TLS
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump({"storage": storage, "telemetry": {"enabled": False}}))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+
+        @dg.asset
+        def one() -> int:
+            return 1
+
+        assert dg.materialize([one], instance=instance).success
+        assert len(instance.get_runs()) == 1
