@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable, tables_read
 from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.config.measures import RESERVED, MeasuresConfig, MeasureSpec
-from ci_pipeline.config.predictions import SEGMENT_FIELDS
+from ci_pipeline.config.predictions import SEGMENT_FIELDS, SEGMENT_VALUES
 from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.config.unify import (
     NormalizeConfig,
@@ -513,6 +513,14 @@ def _prediction_field_problems(node: FieldTest, project: ProjectConfig) -> list[
         return [f"{node.key}.value: prediction.{node.name} is a number; compare it with a number, not {node.value!r}"]
     if kind == "boolean" and any(not isinstance(v, bool) for v in values):
         return [f"{node.key}.value: prediction.{node.name} is true or false; compare it with true or false"]
+    closed = SEGMENT_VALUES.get(node.name)
+    if closed and node.op in ("=", "!=", "in", "not_in"):
+        wrong = [v for v in values if v not in closed]
+        if wrong:
+            return [
+                f"{node.key}.value: prediction.{node.name} is one of {', '.join(closed)}, not {wrong[0]!r}"
+                f"{did_you_mean(str(wrong[0]), closed)} (values are compared as written)"
+            ]
     return []
 
 

@@ -30,6 +30,13 @@ SEGMENT_FIELDS: dict[str, tuple[str, str, str]] = {
     "ClvBand": ("clv", "ValueBand", "text"),
     "ClvBasis": ("clv", "Basis", "text"),
 }
+#: The values a text prediction field holds (a segment rule comparing it with another selects no one).
+SEGMENT_VALUES: dict[str, tuple[str, ...]] = {
+    "ChurnLikelihood": ("Low", "Medium", "High"),
+    "ClvBand": ("Low", "Medium", "High"),
+    "ChurnBasis": ("model", "population prior"),
+    "ClvBasis": ("model", "population prior"),
+}
 
 
 class PurchaseSource(StrictModel):

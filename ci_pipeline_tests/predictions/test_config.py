@@ -100,6 +100,16 @@ def test_only_the_models_that_run_need_their_activities(tmp_path):
             {"field": "predictions.ClvValue", "op": ">", "value": "high"},
             "segments.definitions.s.rules[0].value: prediction.ClvValue is a number",
         ),
+        (
+            # A value in another case selected no one without a word.
+            {"field": "prediction.ChurnLikelihood", "op": "=", "value": "high"},
+            "segments.definitions.s.rules[0].value: prediction.ChurnLikelihood is one of Low, Medium, High, not "
+            "'high' (did you mean 'High'?) (values are compared as written)",
+        ),
+        (
+            {"field": "prediction.ClvBand", "op": "in", "value": ["High", "Top"]},
+            "segments.definitions.s.rules[0].value: prediction.ClvBand is one of Low, Medium, High, not 'Top'",
+        ),
     ],
 )
 def test_segment_rules_on_prediction_fields_are_checked(tmp_path, rule, expected):
