@@ -343,6 +343,27 @@ def test_a_measure_filter_comparing_a_declared_number_with_text_is_refused_befor
     ]
 
 
+def test_a_measure_filter_comparing_a_date_with_a_number_is_refused_before_the_run(tmp_path):
+    """The run refused it in the measures step, after ingest, unify and activities, taking every later stage."""
+    text = (
+        MINIMAL
+        + "unify:\n  tables:\n    - {source: crm, table: contacts, columns: {city: city}}\n"
+        + ORDERS
+        + """measures:
+  attributes:
+    recent: {activity: orders, aggregate: count, where: [{field: ActivityTimeStamp, op: '>=', value: 5}]}
+    since: {activity: orders, aggregate: count, where: [{field: ActivityTimeStamp, op: '>=', value: '2026-01-31'}]}
+    us: {activity: orders, aggregate: count, where: [{field: ActivityTimeStamp, op: '<', value: '01/31/2026'}]}
+"""
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert caught.value.problems == [
+        "measures.attributes.recent.where[0].value: field ActivityTimeStamp is a date; write the value as YYYY-MM-DD, "
+        "not 5"
+    ]
+
+
 def test_a_segment_activity_filter_comparing_a_declared_number_with_text_is_refused_before_the_run(tmp_path):
     declared = MINIMAL.replace("primary_key: contact_id", "primary_key: contact_id\n        columns: {total: double}")
     where = "[{field: channel, op: '=', value: web}, {field: amount, op: between, value: [low, 9]}]"

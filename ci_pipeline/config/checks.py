@@ -263,11 +263,21 @@ def _filter_type_problems(
     found = []
     for i, (field, op, value) in enumerate(where):
         values = value if isinstance(value, list | tuple) else [value]
-        if op in ("is_null", "not_null", "in_last") or all(is_number(v) for v in values):
+        if op in ("is_null", "not_null", "in_last"):
+            continue
+        shown = list(value) if isinstance(value, tuple) else value
+        dated = field == "ActivityTimeStamp" or any(
+            declared in ("date", "datetime") for _, _, declared in _declared_types(field, read, activities, sources)
+        )
+        if dated and not all(_is_date(v) for v in values):
+            found.append(
+                f"{key}.where[{i}].value: field {field} is a date; write the value as YYYY-MM-DD, not {shown!r}"
+            )
+            continue
+        if dated or all(is_number(v) for v in values):
             continue
         for table, column, declared in _declared_types(field, read, activities, sources):
             if declared in _NUMERIC_TYPES:
-                shown = list(value) if isinstance(value, tuple) else value
                 found.append(
                     f"{key}.where[{i}].value: field {field} is a number ({table.source}.{table.table} column "
                     f"{column} is declared {declared}); "
@@ -275,6 +285,21 @@ def _filter_type_problems(
                 )
                 break
     return found
+
+
+def _is_date(value) -> bool:
+    """Whether a filter value reads as a date, as the run reads it (a date, or text such as ``2026-01-31``)."""
+    if isinstance(value, dt.date):
+        return True
+    if not isinstance(value, str) or is_number(value):
+        return False
+    import pandas as pd  # only for a date filter: read as the run reads it (measures.conditions)
+
+    try:
+        pd.Timestamp(value)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def _sum_type_problems(key: str, spec: MeasureSpec, activities: dict, sources: dict) -> list[str]:
