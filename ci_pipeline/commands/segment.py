@@ -103,8 +103,10 @@ def run_preview(args) -> int:
         predictions=_read(lake, PREDICTIONS, False),
         enrichments=_read(lake, ENRICHMENTS, False),
     )
+    # Static segments keep their members: the preview of one, or of a segment built on one, counts those.
+    frozen = _kept(section, lake)
     try:
-        engine = build_engine(section, run_date(config.measures.as_of), inputs)
+        engine = build_engine(section, run_date(config.measures.as_of), inputs, frozen)
         mask = engine.segment(name)
     except UserError as exc:
         pending = _not_computed_yet(str(exc), config, inputs)
@@ -116,6 +118,12 @@ def run_preview(args) -> int:
     total = engine.n
     share = 100.0 * members / total if total else 0.0
     print(f"estimated size: {members:,} of {total:,} customers ({share:.1f}%)")
+    if name in frozen:
+        rules = int(build_engine(section, run_date(config.measures.as_of), inputs).segment(name).sum())
+        print(
+            f"  (static: the members it keeps, which the next run publishes; its rules select {rules:,} now, kept "
+            f"instead after `ci-pipeline segment refresh {name}`)"
+        )
     if members and args.sample:
         from ci_pipeline.commands.sink import print_frame
 
@@ -123,6 +131,15 @@ def run_preview(args) -> int:
         print(f"\nfirst {len(sample)} members by CustomerId:")
         print_frame(sample, "table")
     return 0
+
+
+def _kept(section, lake) -> dict:
+    """The members static segments keep (as the next run reads them): segment -> CustomerIds."""
+    from ci_pipeline.segments.membership import frozen_members
+
+    state = _read(lake, STATIC, False)
+    static = [n for n, spec in section.definitions.items() if spec.type == "static"]
+    return frozen_members(state[state["Segment"].isin(static)]) if state is not None else {}
 
 
 def _not_computed_yet(message: str, config, inputs) -> str | None:

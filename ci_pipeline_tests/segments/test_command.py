@@ -216,3 +216,33 @@ def test_the_tables_preview_reads_are_those_the_stages_store():
     assert asset_path(activities.STAGE.key("activity_facts")) == segment.FACTS
     assert asset_path(predictions.STAGE.key("prediction_fields")) == segment.PREDICTIONS
     assert asset_path(enrich.STAGE.key("enrichment_fields")) == segment.ENRICHMENTS
+
+
+def test_preview_of_a_static_segment_counts_the_members_it_keeps_and_says_what_its_rules_select(
+    project, capsys, monkeypatch
+):
+    config = ProjectConfig.model_validate(
+        {
+            "lake": {"url": str(project / "lake")},
+            "sources": {"shop": {"owner": "me", "tables": {"c": {"format": "csv", "path": "c", "primary_key": "id"}}}},
+            "segments": {
+                "definitions": {
+                    "frozen": {"type": "static", "rules": [{"field": "profile.City", "op": "=", "value": "Oslo"}]},
+                    "on_it": {"rules": [{"segment": "frozen"}]},
+                }
+            },
+        }
+    )
+    monkeypatch.setattr("ci_pipeline.config.load_config", lambda path: config)
+    kept = pd.DataFrame({"Segment": ["frozen"] * 3, "CustomerId": ["A", "B", "D"], "FrozenAt": pd.NaT})
+    Lake.local(project / "lake").write_parquet(segment.STATIC, kept)
+    code, out, _ = preview(project, capsys, "--segment", "frozen", "--sample", "0")
+    assert code == 0 and out.splitlines() == [
+        "estimated size: 3 of 4 customers (75.0%)",
+        "  (static: the members it keeps, which the next run publishes; its rules select 2 now, kept instead after "
+        "`ci-pipeline segment refresh frozen`)",
+    ]
+    # A segment built on it reads the kept members, as the run does.
+    assert preview(project, capsys, "--segment", "on_it", "--sample", "0")[1] == (
+        "estimated size: 3 of 4 customers (75.0%)\n"
+    )
