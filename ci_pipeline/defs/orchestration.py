@@ -397,6 +397,7 @@ def build_failure_sensor(config: ProjectConfig) -> dg.SensorDefinition:
                 (event.step_key, event.event_specific_data.error if event.event_specific_data else None)
                 for event in context.get_step_failure_events()
             ],
+            error=getattr(context.failure_event.event_specific_data, "error", None),
         )
         notice = failure_notice(failed, settings.ui_url)
         log.error("run failed: %s", notice["text"])

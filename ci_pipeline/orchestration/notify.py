@@ -81,6 +81,9 @@ class FailedRun:
     tags: Mapping[str, str]
     #: (step key, error info or None) per failed step.
     steps: list[tuple[str, object]]
+    #: The run's own error (its failure event's), for a run that failed before or outside its steps (refused by
+    #: governance, resources that could not start).
+    error: object = None
 
 
 def failure_notice(run: FailedRun, ui_url: str | None = None) -> dict:
@@ -93,6 +96,8 @@ def failure_notice(run: FailedRun, ui_url: str | None = None) -> dict:
     text = f"{run.project}: run {run.run_id} of job {run.job} failed at {where}"
     if steps:
         text += f": {steps[0]['error']}"
+    elif run.error is not None:
+        text += f": {notice_error(run.error)}"
     notice = {
         "text": text,
         "project": run.project,

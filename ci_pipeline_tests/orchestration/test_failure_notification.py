@@ -96,6 +96,32 @@ def test_failed_run_posts_the_run_job_and_failing_step(tmp_path, webhook, caplog
     assert any("run failed: " + body["text"] == record.getMessage() for record in caplog.records)
 
 
+def test_a_run_refused_before_any_step_says_why_in_its_notice(tmp_path, webhook, monkeypatch):
+    """Governance refuses a run where its resources start: no step failed, and the notice said only where."""
+    from ci_pipeline.errors import UserError
+
+    url, bodies = webhook
+    monkeypatch.setenv("CI_TEST_WEBHOOK", url)
+    config = load_config(write_project(tmp_path, {"notifications": {"webhook_url": "env:CI_TEST_WEBHOOK"}}))
+    reason = "governance: 'svc' has no role in this environment; an admin grants one with `ci-pipeline roles grant`"
+
+    @dg.resource
+    def refused(_):
+        raise UserError(reason)
+
+    @dg.asset(key=["crm", "contacts"], group_name="ingest", required_resource_keys={"lake"})
+    def contacts() -> pd.DataFrame:
+        return pd.DataFrame({"id": ["1"]})
+
+    resources = {**shared_resources(config), "lake": refused}
+    run = notify(orchestration.build(config, dg.Definitions(assets=[contacts], resources=resources)), "full_refresh")
+    [body] = bodies
+    assert body["failed_steps"] == []
+    assert body["text"] == (
+        f"orchestration_test: run {run.run_id} of job full_refresh failed at before any step started: {reason}"
+    )
+
+
 def test_unreachable_webhook_is_logged_not_raised(tmp_path, caplog):
     dead = f"http://127.0.0.1:{free_port()}/hook"
     defs = failing_project(tmp_path, {"webhook_url": dead, "timeout_seconds": 2})
