@@ -273,16 +273,7 @@ class Lake:
             self._refuse_missing_container(relative, exc)
             # Not chained: the SDK's own message can carry the request URL with its SAS signature, and Dagster
             # stores every cause of a failure in the run's event log.
-            status = getattr(exc, "status_code", None) or 0
-            transient = status >= 500 or _unreachable(exc)
-            if status in (401, 403):
-                fix = "the storage account refused the credentials; check the key or SAS token (its permissions and "
-                fix += "expiry) or the role assignment of the identity on this container"
-            else:
-                fix = "check the lake url, the credentials and that the storage account is reachable"
-            raise (StorageUnavailable if transient else StorageError)(
-                f"{self.url(relative)}: cannot {action} ({type(exc).__name__}: {_first_line(exc)}); {fix}"
-            ) from None
+            raise storage_failure(self.url(relative), action, exc) from None
 
     def _refuse_missing_container(self, relative: str, failed: BaseException) -> None:
         """Raise a clear error when the lake's container does not exist: an operation ``failed``, and the storage
@@ -317,6 +308,21 @@ def _says_container_not_found(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def storage_failure(url: str, action: str, exc: BaseException) -> StorageError:
+    """The clear error for a storage operation on ``url`` that failed with ``exc`` (network, credentials, the SDK's
+    errors): what could not be done, the error's first line, and the fix; :class:`StorageUnavailable` when another
+    try later may succeed. Raise it ``from None``: the SDK's message chained to it can carry a SAS signature."""
+    status = getattr(exc, "status_code", None) or 0
+    transient = status >= 500 or _unreachable(exc)
+    if status in (401, 403):
+        fix = "the storage account refused the credentials; check the key or SAS token (its permissions and "
+        fix += "expiry) or the role assignment of the identity on this container"
+    else:
+        fix = "check the lake url, the credentials and that the storage account is reachable"
+    error = StorageUnavailable if transient else StorageError
+    return error(f"{url}: cannot {action} ({type(exc).__name__}: {_first_line(exc)}); {fix}")
 
 
 def _unreachable(exc: BaseException) -> bool:

@@ -200,3 +200,27 @@ def test_a_fingerprint_of_a_missing_location_is_that_of_no_files(project):
     root, config, lake = project
     (root / "people.csv").unlink()
     assert table_fingerprint(lake, config, "crm", "people").startswith("fp-")
+
+
+def test_a_source_the_storage_refuses_to_list_is_a_clear_error_naming_it_and_the_fix(tmp_path, monkeypatch):
+    """The SDK's own error (HttpResponseError: "Server failed to authenticate the request") reached the run raw."""
+    from ci_pipeline.config import SAMPLE_CONFIG, load_config
+    from ci_pipeline.errors import StorageError
+    from ci_pipeline.orchestration import refresh
+
+    class Refused(Exception):
+        status_code = 403
+
+    def refuse(fs, root):
+        raise Refused("Server failed to authenticate the request.\nRequestId: 42")
+
+    monkeypatch.setattr(refresh, "list_location", refuse)
+    config = load_config(SAMPLE_CONFIG)
+    with pytest.raises(StorageError) as caught:
+        refresh.table_fingerprint(Lake.local(tmp_path / "lake"), config, "crm", "contacts")
+    message = str(caught.value)
+    assert message.startswith(config.resolve_location(config.sources["crm"].tables["contacts"].path))
+    assert ": cannot list (Refused: Server failed to authenticate the request.); the storage account refused the " in (
+        message
+    )
+    assert caught.value.__cause__ is None

@@ -53,7 +53,13 @@ def table_fingerprint(lake: Lake, config: ProjectConfig, source: str, table: str
     fs, root = lake.filesystem_for(watch_root(location))
     now = now or datetime.now(UTC)
     lines = []
-    for path, state in sorted(list_location(fs, root).items()):
+    try:
+        found = list_location(fs, root)
+    except Exception as exc:  # refused credentials, an unreachable account: the SDK's own error names neither
+        from ci_pipeline.lake import storage_failure
+
+        raise storage_failure(location, "list", exc) from None
+    for path, state in sorted(found.items()):
         if is_temporary(path):
             continue
         closes = hour_folder_closes_at(path)
