@@ -842,7 +842,15 @@ def _attach(
     rules: list[AttachRule], inputs: list[dict], labels: np.ndarray, previous: np.ndarray | None = None
 ) -> tuple[pd.DataFrame, list[dict]]:
     """The attach proposals of every rule, in order: each rule sees the customers the rules before it attached.
-    ``previous`` (per record, a code of its last CustomerId) keeps last run's attachments (see attach.py)."""
+    ``previous`` (per record, a code of its last CustomerId) keeps last run's attachments (see attach.py) where no
+    rule attaches them afresh: otherwise a rule that finds a name ambiguous would keep a record that a later rule
+    (among fewer customers) attaches, and the same input would give other attach pairs than the run before."""
+    if previous is not None and any(rule.keep_last_run for rule in rules):
+        fresh, _ = _attach(rules, inputs, labels)
+        if len(fresh):
+            attached = fresh["accepted"].to_numpy(bool) & (fresh["left"].to_numpy() != fresh["right"].to_numpy())
+            previous = previous.copy()
+            previous[fresh["left"].to_numpy()[attached]] = -1
     current = labels.copy()
     frames, stats = [], []
     for i, (rule, data) in enumerate(zip(rules, inputs, strict=True)):

@@ -315,6 +315,11 @@ def test_engine_attaches_among_customers_holding_a_record_of_the_among_tables():
     link = r.match_pairs[(r.match_pairs.Stage == "attach") & r.match_pairs.Linked]
     assert link[["LeftKey", "RightKey", "Rule"]].values.tolist() == [["m2", "c5", "shoppers"]]
     assert link.Note.iloc[0].startswith("sole namesake with records in shop.customers; namesakes expected by chance:")
+    # The same input again, with the ids of the run before: the first rule, finding the name ambiguous, does not
+    # keep m2 where it was before the second rule attaches it afresh, so the attach pairs are the same.
+    again = unify(UnifyConfig.model_validate(raw), f, KEYS, previous_identity=r.identity.identity_map, run_id="2")
+    pd.testing.assert_frame_equal(again.match_pairs, r.match_pairs)
+    assert again.stats["attach"] == r.stats["attach"]
 
 
 def test_engine_joins_members_known_only_to_loyalty_that_share_a_name():
