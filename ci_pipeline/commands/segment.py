@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 from ci_pipeline.errors import UserError
 
@@ -118,6 +119,13 @@ def run_preview(args) -> int:
     total = engine.n
     share = 100.0 * members / total if total else 0.0
     print(f"estimated size: {members:,} of {total:,} customers ({share:.1f}%)")
+    if _reads_measures(section, name) and _measures_stale(config, lake):
+        print(
+            "warning: the stored measure values were computed with other settings than the configuration's now (a "
+            "measure, an activity or a source changed since the last run): run the pipeline (ci-pipeline run) for "
+            "the size the next run gives",
+            file=sys.stderr,
+        )
     if name in frozen:
         rules = int(build_engine(section, run_date(config.measures.as_of), inputs).segment(name).sum())
         print(
@@ -131,6 +139,41 @@ def run_preview(args) -> int:
         print(f"\nfirst {len(sample)} members by CustomerId:")
         print_frame(sample, "table")
     return 0
+
+
+def _reads_measures(section, name: str) -> bool:
+    """Whether the segment ``name`` reads a measure value, itself or through the segments it refers to."""
+    from ci_pipeline.segments.evaluate import field_tests, segment_tests
+    from ci_pipeline.segments.run import parsed_rules
+
+    rules, seen, waiting = parsed_rules(section), set(), [name]
+    while waiting:
+        current = waiting.pop()
+        if current in seen or current not in rules:
+            continue
+        seen.add(current)
+        for rule in rules[current]:
+            if any(test.namespace == "measure" for test in field_tests(rule.node)):
+                return True
+            waiting += segment_tests(rule.node)
+    return False
+
+
+def _measures_stale(config, lake) -> bool:
+    """Whether the stored measure values were computed with other settings (of the measures or the stages before
+    them) or another version than the configuration's now, as an incremental run would find them."""
+    from ci_pipeline.defs import STAGES
+    from ci_pipeline.defs.refresh import stage_code_version
+    from ci_pipeline.orchestration.refresh import load_states
+
+    sections = []
+    for stage in STAGES:
+        sections.append(stage.section)
+        if stage.name == "measures":
+            break
+    key = ("measures", "customer_measure_values")
+    state = load_states(lake, [key]).get(key)
+    return state is not None and state.code_version != stage_code_version(config, sections)
 
 
 def _kept(section, lake) -> dict:

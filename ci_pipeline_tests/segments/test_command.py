@@ -246,3 +246,30 @@ def test_preview_of_a_static_segment_counts_the_members_it_keeps_and_says_what_i
     assert preview(project, capsys, "--segment", "on_it", "--sample", "0")[1] == (
         "estimated size: 3 of 4 customers (75.0%)\n"
     )
+
+
+def test_preview_warns_when_the_stored_measures_were_computed_with_other_settings(project, capsys):
+    """A measure redefined since the last run: the preview counted the old values (255) without a word (the run: 6)."""
+    from ci_pipeline.config import load_config
+    from ci_pipeline.defs import STAGES
+    from ci_pipeline.defs.refresh import stage_code_version
+    from ci_pipeline.orchestration.refresh import AssetState, save_state
+
+    lake, key = Lake.local(project / "lake"), ("measures", "customer_measure_values")
+    args = ["--field", "measure.spend", "--op", ">=", "--value", "50"]
+    save_state(lake, key, AssetState("cv-of-other-settings", "lv-1", {}))
+    code, out, err = preview(project, capsys, *args)
+    assert (
+        code == 0
+        and out.startswith("estimated size: 2 of 4")
+        and err.startswith(
+            "warning: the stored measure values were computed with other settings than the configuration's now"
+        )
+    )
+    sections = [stage.section for stage in STAGES[: [s.name for s in STAGES].index("measures") + 1]]
+    current = stage_code_version(load_config(project / "ci_pipeline.yaml"), sections)
+    save_state(lake, key, AssetState(current, "lv-1", {}))
+    assert preview(project, capsys, *args)[2] == ""
+    # A rule that reads no measure says nothing of them.
+    save_state(lake, key, AssetState("cv-of-other-settings", "lv-1", {}))
+    assert preview(project, capsys, "--field", "profile.City", "--op", "=", "--value", "Oslo")[2] == ""
