@@ -182,7 +182,12 @@ def _check_results(result: SegmentRun, counts: dict[str, int], customer_profile:
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"empty_segments": bullet_list(empty)},
         # The run's summary prints the description with the failed check.
-        description=f"{len(empty)} segment(s) with no member: {', '.join(empty)}" if empty else None,
+        description=(
+            f"{len(empty)} segment(s) with no member: "
+            + ", ".join(f"{n} ({result.hints[n]})" if n in result.hints else n for n in empty)
+            if empty
+            else None
+        ),
     )
 
 

@@ -16,6 +16,7 @@ from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.grammar.rules import Rule, RuleError, parse_rules
 from ci_pipeline.measures.compute import customer_ids
+from ci_pipeline.measures.conditions import column_kind
 from ci_pipeline.measures.facts import FactIndex, StoredFacts, run_end
 from ci_pipeline.measures.incremental import affected_customers
 from ci_pipeline.segments.evaluate import SegmentEngine, activity_tests, field_tests, segment_tests
@@ -77,6 +78,8 @@ class SegmentRun:
     #: customers it evaluated.
     state: SegmentsState | None = None
     report: dict = field(default_factory=dict)
+    #: Empty segment -> why it may be empty when a value of one of its rules is held only in another case.
+    hints: dict[str, str] = field(default_factory=dict)
 
 
 def parsed_rules(section: SegmentsConfig) -> dict[str, list[Rule]]:
@@ -158,7 +161,44 @@ def evaluate_segments(
         history = pd.concat([previous_history[HISTORY_COLUMNS], history], ignore_index=True)
     state = static_state(customers, masks, static, kept, run_time)
     refreshed = sorted(set(static) - set(frozen))
-    return SegmentRun(masks, membership, history, state, refreshed, conditions, kept_state, report)
+    empty = [name for name, mask in masks.items() if not mask.any() and name not in frozen]
+    hints = case_hints(section, empty, inputs)
+    return SegmentRun(masks, membership, history, state, refreshed, conditions, kept_state, report, hints)
+
+
+#: The column of each namespace's table a field test reads (``None``: the field name itself).
+_TABLES = {"profile": "profile", "measure": "measures", "prediction": "predictions", "enrichment": "enrichments"}
+
+
+def case_hints(section: SegmentsConfig, empty: list[str], inputs: SegmentInputs) -> dict[str, str]:
+    """For each empty segment, a rule of its own comparing a text field (``=``, ``in``) with a value that no
+    customer holds as written but some hold in another case (``gold`` for ``Gold``): values are compared as
+    written, so the segment selects no one. Only the empty segments' own rules are looked at."""
+    hints: dict[str, str] = {}
+    rules = parsed_rules(section)
+    for name in empty:
+        for rule in rules.get(name, []):
+            for test in field_tests(rule.node):
+                said = _case_slip(test, getattr(inputs, _TABLES.get(test.namespace, ""), None))
+                if said:
+                    hints.setdefault(name, said)
+    return hints
+
+
+def _case_slip(test, table: pd.DataFrame | None) -> str | None:
+    if test.op not in ("=", "in") or table is None or test.name not in table.columns:
+        return None
+    wanted = [v for v in (test.value if isinstance(test.value, tuple) else (test.value,)) if isinstance(v, str)]
+    held = table[test.name]
+    if not wanted or column_kind(held) != "text":
+        return None
+    present = pd.Series(held.dropna().astype(str).unique())
+    by_lower = dict(zip(present.str.lower(), present, strict=False))
+    for value in wanted:
+        other = by_lower.get(value.lower())
+        if other is not None and not (present == value).any():
+            return f"{test.namespace}.{test.name} holds {other!r}, not {value!r} (values are compared as written)"
+    return None
 
 
 def _dependencies(section: SegmentsConfig, frozen: dict[str, pd.Series]) -> tuple[list[str], dict, dict]:

@@ -311,6 +311,23 @@ def test_a_frozen_member_whose_id_was_retired_stays_with_their_records():
     assert follow_retired_ids(undone, log5, current)["CustomerId"].tolist() == ["A", "A", "R", "X", "X"]
 
 
+def test_an_empty_segment_whose_value_is_held_in_another_case_says_so():
+    from ci_pipeline.segments.run import SegmentInputs, case_hints
+
+    tiers = profile().assign(Tier=["Gold", "Platinum", "Gold", None])
+    section = SegmentsConfig.model_validate(
+        {
+            "definitions": {
+                "slip": {"rules": [{"field": "profile.Tier", "op": "in", "value": ["gold", "platinum"]}]},
+                "fine": {"rules": [{"field": "profile.Tier", "op": "=", "value": "Gold"}]},
+                "none": {"rules": [{"field": "profile.Tier", "op": "=", "value": "Bronze"}]},
+            }
+        }
+    )
+    hints = case_hints(section, ["slip", "none"], SegmentInputs(profile=tiers))
+    assert hints == {"slip": "profile.Tier holds 'Gold', not 'gold' (values are compared as written)"}
+
+
 def test_rfm_templates_parse():
     config = SegmentsConfig.model_validate({"definitions": {"champions": {"template": "rfm_champions"}}})
     assert parsed_rules(config)["champions"][0].node.items[0].name == "rfm_recency_score"
