@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
+from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.errors import UserError
 
 PROFILE = "ci_pipeline/unify/customer_profile.parquet"
@@ -79,7 +80,7 @@ def run_preview(args) -> int:
         section = config.segments
         if args.segment not in section.definitions:
             raise UserError(
-                f"--segment {args.segment}: unknown segment; "
+                f"--segment {args.segment}: unknown segment{did_you_mean(args.segment, section.definitions)}; "
                 f"defined: {', '.join(sorted(section.definitions)) or 'none'}"
             )
         name = args.segment
@@ -244,7 +245,7 @@ def run_refresh(args) -> int:
     unknown = sorted(set(names) - set(static))
     if unknown:
         raise UserError(
-            f"segment refresh: {', '.join(unknown)} is not a static segment; "
+            f"segment refresh: {', '.join(unknown)} is not a static segment{did_you_mean(unknown[0], static)}; "
             f"static segments: {', '.join(static) or 'none'}"
         )
     lake = _lake(config)

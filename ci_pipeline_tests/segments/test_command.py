@@ -73,6 +73,8 @@ def test_preview_errors_are_clear_and_never_execute_the_value(project, capsys):
     assert code == 2 and "measure.spend is a number but the value" in err
     code, _, err = preview(project, capsys, "--field", "profile.Nope", "--op", "=", "--value", "x")
     assert code == 2 and "unknown profile attribute 'Nope'" in err
+    code, _, err = preview(project, capsys, "--segment", "nothing")
+    assert code == 2 and "--segment nothing: unknown segment; defined: none" in err
 
 
 def test_preview_without_a_run_says_what_to_do(tmp_path, capsys):
@@ -116,6 +118,8 @@ def test_refresh_releases_kept_members_of_static_segments(project, capsys, monke
     assert set(plan.stale) == set(segment.SEGMENT_ASSETS)
     assert cli.main(["segment", "refresh", "live"]) == 2
     assert "live is not a static segment" in capsys.readouterr().err
+    assert cli.main(["segment", "refresh", "frozn"]) == 2
+    assert "frozn is not a static segment (did you mean 'frozen'?)" in capsys.readouterr().err
     assert cli.main(["segment", "refresh", "--all"]) == 0
     assert lake.read_parquet(segment.STATIC).empty
 
