@@ -36,3 +36,24 @@ def test_run_prints_every_asset_when_it_starts_and_ends_with_rows_and_seconds(tm
         assert started[asset] < line < summary
         assert match[2] == rows
     assert done["unify/customer_profile"][1][2] == "3" and done["publish/sink_alternate_key"][1][2] == "4"
+
+
+def test_a_run_stopped_by_a_signal_is_told_as_interrupted_not_as_a_failure_before_any_step():
+    from types import SimpleNamespace
+
+    from dagster._utils.error import SerializableErrorInfo
+
+    from ci_pipeline.commands.run import interrupted
+
+    def run_failure(cls_name, cause=None):
+        error = SerializableErrorInfo("stopped", [], cls_name, cause)
+        return SimpleNamespace(is_run_failure=True, event_specific_data=SimpleNamespace(error=error))
+
+    step = SimpleNamespace(is_run_failure=False, event_specific_data=None)
+    assert interrupted([step, run_failure("DagsterExecutionInterruptedError")])
+    assert not interrupted(
+        [run_failure("DagsterExecutionStepExecutionError", run_failure("x").event_specific_data.error)]
+    )
+    assert not interrupted([run_failure("DagsterExecutionStepExecutionError")])
+    wrapped = SerializableErrorInfo("stopped", [], "DagsterExecutionInterruptedError")
+    assert interrupted([run_failure("DagsterUserCodeProcessError", wrapped)])

@@ -49,6 +49,8 @@ INCREMENTAL_PREFIX = "incremental "
 #: job: its outputs are stale or incomplete. Warnings (quarantined rows, schema drift) leave it 0.
 RUN_FAILED = 1
 CHECK_FAILED = 3
+#: Exit status of a run stopped by Ctrl-C or a termination signal (as the shell gives an interrupted command).
+INTERRUPTED = 130
 #: The events that fail a step: its own failure, or its resources refusing to start (the governance checks of a run
 #: refuse it there, before any data moves).
 STEP_FAILURES = ("STEP_FAILURE", "RESOURCE_INIT_FAILURE")
@@ -282,6 +284,15 @@ def print_summary(
             print(f"{stage:<52} {len(steps):>10} {sum(step_time.get(s, 0) for s in steps):8.1f}")
     _print_unification(unified, ids)
     events = [record.dagster_event for record in records if record.dagster_event is not None]
+    if not result.success and interrupted(events):
+        # Dagster turns Ctrl-C and SIGTERM into a run failure "before any step": said as what it is.
+        done = sum(status == "ok" for status in step_status.values())
+        print(
+            f"\nINTERRUPTED: the run was stopped (Ctrl-C or a termination signal) after {done} step(s) finished; "
+            "the next `ci-pipeline run` recomputes only what did not finish"
+        )
+        print(f"\nINTERRUPTED after {seconds:.1f} s; outputs in {_where(config)}")
+        return INTERRUPTED
     _print_failures(events, result.success, [s for s, status in step_status.items() if status == "FAILED"], assets)
     checks = failed_checks(records)
     for line in checks:
@@ -342,6 +353,17 @@ def _print_failures(events: list, success: bool, failed: list[str], assets: dict
     for event in events:
         if event.is_run_failure and getattr(event.event_specific_data, "error", None):
             _print_failure("before any step started", event)
+
+
+def interrupted(events: list) -> bool:
+    """Whether the run failed because it was interrupted (Ctrl-C, a termination signal), not by an error."""
+    for event in events:
+        error = getattr(event.event_specific_data, "error", None) if event.is_run_failure else None
+        while error is not None:
+            if error.cls_name == "DagsterExecutionInterruptedError":
+                return True
+            error = error.cause
+    return False
 
 
 def _print_failure(what: str, event) -> None:
