@@ -4,7 +4,6 @@ of one activity table at a time."""
 from __future__ import annotations
 
 import functools
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable
 from ci_pipeline.errors import UserError
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, unified_activity_guids
+from ci_pipeline.scratch import spill_folder
 from ci_pipeline.side_by_side import each, in_background
 
 #: The AlternateKey columns the stage reads: the customer lookup's.
@@ -668,7 +668,7 @@ def build_timeline(
         name: ActivitySource(spec, key, ds.dataset(pa.Table.from_pandas(frame, preserve_index=False)))
         for name, (spec, frame, key) in tables.items()
     }
-    with tempfile.TemporaryDirectory(prefix="ci-pipeline-activities-") as folder:
+    with spill_folder("ci-pipeline-activities-") as folder:
         lake = Lake.local(Path(folder) / "lake")
         paths = ("unified.parquet", "facts.parquet")
         stored = write_timeline(sources, alternate_key, now, lake, paths, Path(folder), quarantined=quarantined)

@@ -1,7 +1,6 @@
 """Dagster definitions of the activities stage: the unified timeline, its quarantine and typed facts."""
 
 import datetime as dt
-import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -24,6 +23,7 @@ from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.orchestration import MODE_TAG
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS
+from ci_pipeline.scratch import spill_folder
 
 GROUP = "activities"
 UNIFIED = asset_key(GROUP, "unified_activity")
@@ -152,7 +152,7 @@ def _placed(context: dg.AssetExecutionContext, store, sources: dict, alternate_k
         previous, no_previous = read_state(store)
     # The stored tables are about to change: until the new state is written, there is none to trust.
     forget(store)
-    with tempfile.TemporaryDirectory(prefix="ci-pipeline-activities-") as work:
+    with spill_folder("ci-pipeline-activities-") as work:
         paths = (asset_path(UNIFIED), asset_path(FACTS))
         timeline = write_timeline(
             sources, alternate_key, now, store, paths, Path(work), previous, no_previous, quarantined
