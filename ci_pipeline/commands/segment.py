@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import sys
 
-from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.errors import UserError
 
 PROFILE = "ci_pipeline/unify/customer_profile.parquet"
@@ -68,6 +67,7 @@ def run_preview(args) -> int:
     import yaml
 
     from ci_pipeline.config import load_config
+    from ci_pipeline.config.base import did_you_mean
     from ci_pipeline.config.segments import SegmentsConfig
     from ci_pipeline.measures.conditions import run_date
     from ci_pipeline.measures.facts import StoredFacts
@@ -234,6 +234,7 @@ def sample_members(ids, inputs, field: str | None):
 
 def run_refresh(args) -> int:
     from ci_pipeline.config import load_config
+    from ci_pipeline.config.base import did_you_mean
 
     config = load_config(args.config)
     static = sorted(n for n, s in config.segments.definitions.items() if s.type == "static")

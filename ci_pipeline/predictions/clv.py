@@ -544,8 +544,8 @@ def score_stored(
 def value_bands(value: np.ndarray, share: float) -> np.ndarray:
     """``High`` for the top ``share`` of ``value``, ``Medium`` down to the median, ``Low`` for the rest.
 
-    Equal values share a band: a run of them (every customer valued by the prior holds the same value) that
-    straddles a band's edge falls in the lower band, so no more than ``share`` are High and which of two equal
-    customers is High never depends on their order."""
-    rank = pd.Series(value).rank(ascending=False, method="max").to_numpy() / max(len(value), 1)
+    Equal values share a band, the band of their middle rank: a run of them (every customer valued by the prior
+    holds the same value) is placed as a whole where its middle falls, so which of two equal customers is High
+    never depends on their order."""
+    rank = pd.Series(value).rank(ascending=False, method="average").to_numpy() / max(len(value), 1)
     return np.where(rank <= share, "High", np.where(rank <= 0.5, "Medium", "Low"))

@@ -243,11 +243,12 @@ def test_the_run_reports_what_its_model_figures_describe(result):
     assert report["model_figures_are"] == clv.figures_are(clv.Method(backtest, "", {}), clv.Method(published, "", {}))
 
 
-def test_equal_values_share_a_band_and_a_run_across_an_edge_falls_below_it():
-    # Ten customers: two valued above the rest, then six valued alike (the population prior), then two below.
-    value = np.array([90.0, 80.0, 32.22, 32.22, 32.22, 32.22, 32.22, 32.22, 10.0, 5.0])
+def test_equal_values_share_the_band_of_their_middle_rank():
+    # Ten customers: two valued above the rest, then four valued alike (the population prior), then four below.
+    value = np.array([90.0, 80.0, 32.22, 32.22, 32.22, 32.22, 20.0, 15.0, 10.0, 5.0])
     bands = clv.value_bands(value, 0.2)
-    assert bands.tolist() == ["High", "High"] + ["Low"] * 8
+    # The four alike hold ranks 3 to 6: their middle, 4.5 of 10, is in the Medium half.
+    assert bands.tolist() == ["High", "High"] + ["Medium"] * 4 + ["Low"] * 4
     # In another order, the same bands per value.
     order = np.array([5, 0, 9, 2, 7, 1, 3, 8, 4, 6])
     assert clv.value_bands(value[order], 0.2).tolist() == bands[order].tolist()
