@@ -83,21 +83,24 @@ def test_preview_without_a_run_says_what_to_do(tmp_path, capsys):
     assert code == 2 and "run `ci-pipeline run` first" in err
 
 
-def test_refresh_releases_kept_members_of_static_segments(project, capsys, monkeypatch):
+def with_segments(project, monkeypatch, definitions: dict) -> None:
+    """The commands load a configuration of the project's lake with these segment definitions."""
     config = ProjectConfig.model_validate(
         {
             "lake": {"url": str(project / "lake")},
             "sources": {"shop": {"owner": "me", "tables": {"c": {"format": "csv", "path": "c", "primary_key": "id"}}}},
-            "segments": {
-                "definitions": {
-                    "frozen": {"type": "static", "rules": [{"field": "profile.City", "op": "=", "value": "Oslo"}]},
-                    "other": {"type": "static", "rules": [{"field": "profile.City", "op": "=", "value": "Rome"}]},
-                    "live": {"rules": [{"field": "profile.City", "op": "=", "value": "Rome"}]},
-                }
-            },
+            "segments": {"definitions": definitions},
         }
     )
     monkeypatch.setattr("ci_pipeline.config.load_config", lambda path: config)
+
+
+def test_refresh_releases_kept_members_of_static_segments(project, capsys, monkeypatch):
+    with_segments(project, monkeypatch, {
+        "frozen": {"type": "static", "rules": [{"field": "profile.City", "op": "=", "value": "Oslo"}]},
+        "other": {"type": "static", "rules": [{"field": "profile.City", "op": "=", "value": "Rome"}]},
+        "live": {"rules": [{"field": "profile.City", "op": "=", "value": "Rome"}]},
+    })  # fmt: skip
     lake = Lake.local(project / "lake")
     lake.write_parquet(
         segment.STATIC,
@@ -225,19 +228,10 @@ def test_the_tables_preview_reads_are_those_the_stages_store():
 def test_preview_of_a_static_segment_counts_the_members_it_keeps_and_says_what_its_rules_select(
     project, capsys, monkeypatch
 ):
-    config = ProjectConfig.model_validate(
-        {
-            "lake": {"url": str(project / "lake")},
-            "sources": {"shop": {"owner": "me", "tables": {"c": {"format": "csv", "path": "c", "primary_key": "id"}}}},
-            "segments": {
-                "definitions": {
-                    "frozen": {"type": "static", "rules": [{"field": "profile.City", "op": "=", "value": "Oslo"}]},
-                    "on_it": {"rules": [{"segment": "frozen"}]},
-                }
-            },
-        }
-    )
-    monkeypatch.setattr("ci_pipeline.config.load_config", lambda path: config)
+    with_segments(project, monkeypatch, {
+        "frozen": {"type": "static", "rules": [{"field": "profile.City", "op": "=", "value": "Oslo"}]},
+        "on_it": {"rules": [{"segment": "frozen"}]},
+    })  # fmt: skip
     kept = pd.DataFrame({"Segment": ["frozen"] * 3, "CustomerId": ["A", "B", "D"], "FrozenAt": pd.NaT})
     Lake.local(project / "lake").write_parquet(segment.STATIC, kept)
     code, out, _ = preview(project, capsys, "--segment", "frozen", "--sample", "0")
