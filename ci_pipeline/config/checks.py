@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable, tables_read
 from ci_pipeline.config.base import did_you_mean
+from ci_pipeline.config.enrich import PROVIDER_FIELDS
 from ci_pipeline.config.measures import RESERVED, MeasuresConfig, MeasureSpec
 from ci_pipeline.config.predictions import SEGMENT_FIELDS, SEGMENT_VALUES
 from ci_pipeline.config.segments import SegmentsConfig
@@ -557,6 +558,13 @@ def _enrichment_field_problems(node: FieldTest, project: ProjectConfig) -> list[
         return [
             f"{node.key}.field: enrichment.{node.name} names no configured enrichment {name!r}"
             f"{did_you_mean(name, configured)}; enrichments: {', '.join(configured) or 'none'} (enrich.enrichments)"
+        ]
+    fields = PROVIDER_FIELDS.get(configured[name].provider)
+    field = node.name.split(".", 1)[1] if "." in node.name else ""
+    if fields and field not in fields:
+        return [
+            f"{node.key}.field: enrichment {name} ({configured[name].provider}) has no field {field!r}"
+            f"{did_you_mean(field, fields)}; its fields are {', '.join(fields)}"
         ]
     return []
 

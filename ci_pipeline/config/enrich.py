@@ -25,6 +25,21 @@ PROVIDERS = (*AFFINITY_PROVIDERS, "address", "email", "http")
 #: The providers that read the unified profile alone (no activities, measures or catalog): their enrichments run in
 #: a step of their own as soon as the profile is unified, beside the activities.
 PROFILE_PROVIDERS = ("address", "email", "http")
+#: The fields of the built-in profile providers, as segment rules read them (``enrichment.<name>.<field>``); a test
+#: keeps them equal to what the providers write.
+PROVIDER_FIELDS = {
+    "email": ("Domain", "Class", "FreeMailProvider", "Disposable", "Role", "Valid"),
+    "address": (
+        "Street1",
+        "City",
+        "StateOrProvince",
+        "ZipOrPostalCode",
+        "CountryOrRegion",
+        "Address",
+        "Status",
+        "Reason",
+    ),
+}
 #: Most brands or interests an affinity enrichment reports scores and share of voice for (the reference's limit).
 MAX_CHOSEN = 5
 

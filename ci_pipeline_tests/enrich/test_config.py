@@ -85,6 +85,35 @@ def test_a_segment_on_an_enrichment_that_is_not_configured_is_refused(tmp_path):
     assert "(did you mean 'brand_affinity'?)" in message
 
 
+def test_a_segment_on_a_field_the_email_or_address_enrichment_does_not_write_is_refused(tmp_path):
+    """Validate said OK and the run failed its whole segments step, after ingest, unify, predictions, enrichment."""
+
+    def change(raw):
+        raw["segments"]["definitions"]["free"] = {
+            "rules": [{"field": "enrichment.email.class", "op": "=", "value": "FreeMail"}]
+        }
+        raw["segments"]["definitions"]["ct"] = {
+            "rules": [{"field": "enrichment.address.State", "op": "=", "value": "CT"}]
+        }
+
+    message = problems(tmp_path, change)
+    assert (
+        "segments.definitions.free.rules[0].field: enrichment email (email) has no field 'class' (did you mean "
+        "'Class'?); its fields are Domain, Class, FreeMailProvider, Disposable, Role, Valid"
+    ) in message
+    assert "segments.definitions.ct.rules[0].field: enrichment address (address) has no field 'State'" in message
+
+
+def test_the_fields_the_email_and_address_enrichments_write_are_those_the_configuration_checks():
+    import pandas as pd
+
+    from ci_pipeline.config.enrich import PROVIDER_FIELDS
+    from ci_pipeline.enrich import address, email
+
+    assert tuple(email.classify(pd.Series(["ann@gmail.com", "bo@x.example"])).columns) == PROVIDER_FIELDS["email"]
+    assert PROVIDER_FIELDS["address"] == (*address.FIELDS, "Status", "Reason")
+
+
 def test_an_enrichment_field_needs_the_enrichment_and_the_field():
     with pytest.raises(RuleError, match=r"write enrichment.<enrichment name>.<field>"):
         parse_node({"field": "enrichment.brand_affinity", "op": "=", "value": 1}, "segments.definitions.x.rules[0]")
