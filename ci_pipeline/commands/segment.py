@@ -13,6 +13,7 @@ FACTS = "ci_pipeline/activities/activity_facts.parquet"
 PREDICTIONS = "ci_pipeline/predictions/prediction_fields.parquet"
 ENRICHMENTS = "ci_pipeline/enrich/enrichment_fields.parquet"
 STATIC = "ci_pipeline/segments/static_segment_state.parquet"
+ID_CHANGE = "ci_pipeline/unify/id_change.parquet"
 #: The assets the segments stage computes in one step (an incremental run computes them again after a release).
 SEGMENT_ASSETS = [
     ("segments", "segment_membership"),
@@ -106,7 +107,7 @@ def run_preview(args) -> int:
         enrichments=_read(lake, ENRICHMENTS, False),
     )
     # Static segments keep their members: the preview of one, or of a segment built on one, counts those.
-    frozen = _kept(section, lake)
+    frozen = _kept(section, lake, inputs.profile["CustomerId"])
     try:
         engine = build_engine(section, run_date(config.measures.as_of), inputs, frozen)
         mask = engine.segment(name)
@@ -177,13 +178,17 @@ def _measures_stale(config, lake) -> bool:
     return state is not None and state.code_version != stage_code_version(config, sections)
 
 
-def _kept(section, lake) -> dict:
-    """The members static segments keep (as the next run reads them): segment -> CustomerIds."""
-    from ci_pipeline.segments.membership import frozen_members
+def _kept(section, lake, customers) -> dict:
+    """The members static segments keep, as the next run reads them (under the ids holding their records now):
+    segment -> CustomerIds."""
+    from ci_pipeline.segments.membership import follow_retired_ids, frozen_members, read_retired_ids
 
     state = _read(lake, STATIC, False)
+    if state is None:
+        return {}
     static = [n for n, spec in section.definitions.items() if spec.type == "static"]
-    return frozen_members(state[state["Segment"].isin(static)]) if state is not None else {}
+    kept = follow_retired_ids(state[state["Segment"].isin(static)], read_retired_ids(lake, ID_CHANGE), customers)
+    return frozen_members(kept)
 
 
 def _not_computed_yet(message: str, config, inputs) -> str | None:

@@ -344,13 +344,11 @@ class _ConsoleFilter(logging.Filter):
             headline = str(record.msg).split("\n\n", 1)[0]
             record.msg = f"{headline}\n  {where} failed: {message}"
             run_id = str(meta.get("run_id") or "")
-            shown = _SHOWN.setdefault(run_id, set())
-            if event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            if event.event_type != dg.DagsterEventType.RUN_FAILURE:
+                _SHOWN.setdefault(run_id, set()).add(message)
+            elif message in _SHOWN.pop(run_id, set()):
                 # The run's failure is its last event and repeats its resources' or a step's reason: said once.
-                if message in _SHOWN.pop(run_id, shown):
-                    record.msg = headline
-            else:
-                shown.add(message)
+                record.msg = headline
         return True
 
 

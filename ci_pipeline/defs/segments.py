@@ -4,7 +4,6 @@ import datetime as dt
 
 import dagster as dg
 import pandas as pd
-import pyarrow.compute as pc
 
 from ci_pipeline.arrow_text import text_isin
 from ci_pipeline.config import ProjectConfig
@@ -17,6 +16,7 @@ from ci_pipeline.orchestration import MODE_TAG
 from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS
 from ci_pipeline.segments import Reuse, SegmentInputs, SegmentRun, evaluate_segments
 from ci_pipeline.segments.incremental import read_state, write_state
+from ci_pipeline.segments.membership import read_retired_ids
 
 GROUP = "segments"
 MEMBERSHIP = asset_key(GROUP, "segment_membership")
@@ -114,7 +114,9 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             provider=provider,
             run_time=pd.Timestamp(dt.datetime.now(dt.UTC)),
             reuse=_reuse(context, lake, record_level),
-            id_change=_id_changes(lake) if lake.exists(asset_path(STATIC)) else None,
+            id_change=read_retired_ids(lake, asset_path(unify.STAGE.key("id_change")))
+            if lake.exists(asset_path(STATIC))
+            else None,
         )
         context.log.info(f"segments: {result.report or 'every customer (record-level increments are off)'}")
         counts = {name: int(mask.sum()) for name, mask in result.masks.items()}
@@ -138,16 +140,6 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             write_state(lake, result.state)
 
     return dg.Definitions(assets=[segments])
-
-
-def _id_changes(lake) -> pd.DataFrame | None:
-    """Unification's log of retired ids (whose records static segments' members follow), None before any."""
-    path = asset_path(unify.STAGE.key("id_change"))
-    if not lake.exists(path):
-        return None
-    columns = ["Run", "OldCustomerId", "NewCustomerId", "Reason", "Records"]
-    retired = pc.field("Reason").isin(["merged", "split", "removed"])
-    return lake.dataset(path).to_table(columns=columns, filter=retired).to_pandas()
 
 
 def _reuse(context: dg.AssetExecutionContext, lake, record_level: bool) -> Reuse | None:

@@ -325,13 +325,11 @@ def evaluate(model: ClvModel, history: History, cutoff: pd.Timestamp, settings: 
         "bgnbd_gamma_gamma": metrics.regression(y, bg, share),
     }
     withheld = metrics.clv_grade_withheld(out["customers"], out["top_customers"], share)
-    out["reference_grade"] = (
-        metrics.reference_clv_grade(out["model"], out["baselines"]["reference_monthly_x_months_x_retention"])
-        if withheld is None
-        else None
-    )
-    if withheld is not None:
-        out["not_graded"] = withheld
+    if withheld is None:
+        reference = out["baselines"]["reference_monthly_x_months_x_retention"]
+        out["reference_grade"] = metrics.reference_clv_grade(out["model"], reference)
+    else:
+        out["reference_grade"], out["not_graded"] = None, withheld
     out["charts"] = {
         "gain": metrics.gain_table(y, predicted) if len(y) else [],
         "deciles": metrics.decile_table(y, predicted) if len(y) else [],

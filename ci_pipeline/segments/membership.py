@@ -125,6 +125,18 @@ def follow_retired_ids(
     ]
 
 
+def read_retired_ids(lake, path: str) -> pd.DataFrame | None:
+    """The rows of unification's id log (``unify/id_change`` at ``path``) that retired an id, with what
+    :func:`follow_retired_ids` reads; None before unification logged any."""
+    import pyarrow.compute as pc
+
+    if not lake.exists(path):
+        return None
+    columns = ["Run", "OldCustomerId", "NewCustomerId", "Reason", "Records"]
+    retired = pc.field("Reason").isin(["merged", "split", "removed"])
+    return lake.dataset(path).to_table(columns=columns, filter=retired).to_pandas()
+
+
 def _last_successors(id_change: pd.DataFrame) -> dict[str, str | None]:
     """Retired id -> the id that took most of its records in the last run that changed it (None: removed then)."""
     log = id_change[id_change["Reason"].isin(["merged", "split", "removed"])]

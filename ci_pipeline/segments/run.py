@@ -166,7 +166,7 @@ def evaluate_segments(
     return SegmentRun(masks, membership, history, state, refreshed, conditions, kept_state, report, hints)
 
 
-#: The column of each namespace's table a field test reads (``None``: the field name itself).
+#: The input (of :class:`SegmentInputs`) holding each namespace's fields.
 _TABLES = {"profile": "profile", "measure": "measures", "prediction": "predictions", "enrichment": "enrichments"}
 
 
@@ -175,7 +175,7 @@ def case_hints(section: SegmentsConfig, empty: list[str], inputs: SegmentInputs)
     customer holds as written but some hold in another case (``gold`` for ``Gold``): values are compared as
     written, so the segment selects no one. Only the empty segments' own rules are looked at."""
     hints: dict[str, str] = {}
-    rules = parsed_rules(section)
+    rules = parsed_rules(section) if empty else {}
     for name in empty:
         for rule in rules.get(name, []):
             for test in field_tests(rule.node):

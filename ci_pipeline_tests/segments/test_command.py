@@ -223,6 +223,7 @@ def test_the_tables_preview_reads_are_those_the_stages_store():
     assert asset_path(activities.STAGE.key("activity_facts")) == segment.FACTS
     assert asset_path(predictions.STAGE.key("prediction_fields")) == segment.PREDICTIONS
     assert asset_path(enrich.STAGE.key("enrichment_fields")) == segment.ENRICHMENTS
+    assert asset_path(unify.STAGE.key("id_change")) == segment.ID_CHANGE
 
 
 def test_preview_of_a_static_segment_counts_the_members_it_keeps_and_says_what_its_rules_select(
