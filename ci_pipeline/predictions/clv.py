@@ -326,8 +326,8 @@ def evaluate(model: ClvModel, history: History, cutoff: pd.Timestamp, settings: 
     }
     withheld = metrics.clv_grade_withheld(out["customers"], out["top_customers"], share)
     if withheld is None:
-        reference = out["baselines"]["reference_monthly_x_months_x_retention"]
-        out["reference_grade"] = metrics.reference_clv_grade(out["model"], reference)
+        rule = out["baselines"]["reference_monthly_x_months_x_retention"]
+        out["reference_grade"] = metrics.reference_clv_grade(out["model"], rule)
     else:
         out["reference_grade"], out["not_graded"] = None, withheld
     out["charts"] = {
