@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable, tables_read
 from ci_pipeline.config.base import did_you_mean
-from ci_pipeline.config.enrich import PROVIDER_FIELDS
+from ci_pipeline.config.enrich import field_problem
 from ci_pipeline.config.measures import RESERVED, MeasuresConfig, MeasureSpec
 from ci_pipeline.config.predictions import SEGMENT_FIELDS, SEGMENT_VALUES
 from ci_pipeline.config.segments import SegmentsConfig
@@ -551,7 +551,8 @@ def _prediction_field_problems(node: FieldTest, project: ProjectConfig) -> list[
 
 
 def _enrichment_field_problems(node: FieldTest, project: ProjectConfig) -> list[str]:
-    """A rule on ``enrichment.<name>.<field>``: the enrichment is configured (its fields are known once it runs)."""
+    """A rule on ``enrichment.<name>.<field>``: the enrichment is configured and its provider may write the field (as
+    far as its configuration tells: an affinity's brands without ``chosen`` are known once it runs)."""
     name = node.name.split(".", 1)[0]
     configured = project.enrich.enrichments
     if name not in configured:
@@ -559,13 +560,9 @@ def _enrichment_field_problems(node: FieldTest, project: ProjectConfig) -> list[
             f"{node.key}.field: enrichment.{node.name} names no configured enrichment {name!r}"
             f"{did_you_mean(name, configured)}; enrichments: {', '.join(configured) or 'none'} (enrich.enrichments)"
         ]
-    fields = PROVIDER_FIELDS.get(configured[name].provider)
-    field = node.name.split(".", 1)[1] if "." in node.name else ""
-    if fields and field not in fields:
-        return [
-            f"{node.key}.field: enrichment {name} ({configured[name].provider}) has no field {field!r}"
-            f"{did_you_mean(field, fields)}; its fields are {', '.join(fields)}"
-        ]
+    problem = field_problem(configured[name], node.name.split(".", 1)[1] if "." in node.name else "")
+    if problem:
+        return [f"{node.key}.field: enrichment {name} ({configured[name].provider}) {problem}"]
     return []
 
 

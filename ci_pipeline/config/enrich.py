@@ -40,6 +40,10 @@ PROVIDER_FIELDS = {
         "Reason",
     ),
 }
+#: The fields of an affinity enrichment beside ``Affinity.<brand or interest>.<part>``.
+AFFINITY_FIELDS = ("Top", "Prior")
+#: The parts of each brand or interest an affinity enrichment scores.
+AFFINITY_PARTS = ("Score", "Level", "ShareOfVoice")
 #: Most brands or interests an affinity enrichment reports scores and share of voice for (the reference's limit).
 MAX_CHOSEN = 5
 
@@ -185,3 +189,57 @@ def _affinity_problems(key: str, spec: EnrichmentSpec, project: ProjectConfig) -
                 "of sources.<source>.tables"
             )
     return found
+
+
+def field_problem(spec: EnrichmentSpec, field: str) -> str | None:
+    """Why ``field`` is no segment field of the enrichment (``enrichment.<name>.<field>``), as far as its
+    configuration tells before any data: the fixed fields of e-mail and address, the shape of the affinities' (and
+    the brands or interests they score when ``params.chosen`` lists them), the ``params.mapping`` keys of an HTTP
+    enrichment. None when the field may be written; an affinity's brands without ``chosen`` are known only from the
+    purchases (the run names a wrong one)."""
+    if spec.provider in PROVIDER_FIELDS:
+        fields = PROVIDER_FIELDS[spec.provider]
+        return None if field in fields else _no_field(field, fields, ", ".join(fields))
+    if spec.provider in AFFINITY_PROVIDERS:
+        return _affinity_field_problem(spec, field)
+    if spec.provider == "http":
+        return _http_field_problem(spec, field)
+    return None
+
+
+def _no_field(field: str, near: list[str] | tuple[str, ...], fields: str) -> str:
+    return f"has no field {field!r}{did_you_mean(field, near)}; its fields are {fields}"
+
+
+def _affinity_field_problem(spec: EnrichmentSpec, field: str) -> str | None:
+    chosen = spec.params.get("chosen") if isinstance(spec.params.get("chosen"), list) else None
+    chosen = [str(c) for c in chosen] if chosen else None
+    named = ", ".join(chosen) if chosen else "each of the most bought, known once it runs"
+    fields = f"Top, Prior and Affinity.<name>.Score|Level|ShareOfVoice (names: {named})"
+    head, _, rest = field.partition(".")
+    brand, _, part = rest.rpartition(".")
+    shaped = head == "Affinity" and bool(brand) and part in AFFINITY_PARTS
+    if field in AFFINITY_FIELDS or (shaped and (not chosen or brand in chosen)):
+        return None
+    if shaped:
+        return (
+            f"scores no {brand!r}{did_you_mean(brand, chosen)}; it scores the names its params.chosen lists, as "
+            f"written: {', '.join(chosen)}"
+        )
+    # The near miss among the fields it has, the brand or interest taken as written where none are listed.
+    names = chosen or ([brand] if brand else [])
+    near = [*AFFINITY_FIELDS, *(f"Affinity.{n}.{p}" for n in names for p in AFFINITY_PARTS)]
+    return _no_field(field, near, fields)
+
+
+def _http_field_problem(spec: EnrichmentSpec, field: str) -> str | None:
+    mapping = spec.params.get("mapping")
+    if not isinstance(mapping, dict) or not mapping:
+        # Parameters the provider refuses when it is built: that message is the one to fix first.
+        return None
+    keys = [str(k) for k in mapping]
+    # A value of type any may be an object: its members are fields too (``Household.Size``).
+    objects = [k for k, v in mapping.items() if not isinstance(v, dict) or v.get("type", "any") == "any"]
+    if field in keys or any(field.startswith(f"{k}.") for k in objects):
+        return None
+    return _no_field(field, keys, f"the keys of its params.mapping: {', '.join(keys)}")

@@ -186,6 +186,17 @@ def test_a_chosen_brand_never_bought_scores_zero_and_is_warned_about():
     assert values_of(result)["A"]["Affinity"]["Voltix"]["ShareOfVoice"] == 100
 
 
+def test_the_fields_an_affinity_writes_are_those_the_configuration_accepts():
+    from ci_pipeline.config.enrich import EnrichmentSpec, field_problem
+
+    facts = lines([("A", "Voltix", 30, "2026-05-01"), ("B", "Lumera", 20, "2026-05-01")])
+    for params in ({}, {"chosen": ["Voltix", "Lumera"]}):
+        written = run(facts, profile(["A", "B"]), params).fields.columns.drop("CustomerId")
+        spec = EnrichmentSpec(provider="brand_affinity", params=params)
+        assert [f for f in written if field_problem(spec, f)] == []
+        assert field_problem(spec, "PriorGroup") and field_problem(spec, "Affinity.Voltix") is not None
+
+
 def test_bad_parameters_name_the_key():
     with pytest.raises(EnrichmentFailed, match=r"enrich.enrichments.brands.params: top: .*less than or equal to 5"):
         run(lines([("A", "Voltix", 30, "2026-05-01")]), profile(["A"]), {"top": 9})

@@ -114,6 +114,69 @@ def test_the_fields_the_email_and_address_enrichments_write_are_those_the_config
     assert PROVIDER_FIELDS["address"] == (*address.FIELDS, "Status", "Reason")
 
 
+def test_a_segment_on_a_field_an_affinity_does_not_write_is_refused(tmp_path):
+    """The affinities' fields have a fixed shape, and their names are known where params.chosen lists them; a slip
+    passed validate and failed the run's whole segments step."""
+
+    def change(raw):
+        rules = {
+            "top": "enrichment.brand_affinity.top",
+            "part": "enrichment.brand_affinity.Affinity.Voltix.score",
+            "interest": "enrichment.interest_affinity.Affinity.electronics.Level",
+            "fine": "enrichment.brand_affinity.Affinity.Any Brand.ShareOfVoice",
+            "chosen": "enrichment.interest_affinity.Affinity.Home & Kitchen.Score",
+        }
+        for name, field in rules.items():
+            raw["segments"]["definitions"][name] = {"rules": [{"field": field, "op": "!=", "value": "x"}]}
+
+    message = problems(tmp_path, change)
+    assert (
+        "segments.definitions.top.rules[0].field: enrichment brand_affinity (brand_affinity) has no field 'top' (did "
+        "you mean 'Top'?); its fields are Top, Prior and Affinity.<name>.Score|Level|ShareOfVoice (names: each of "
+        "the most bought, known once it runs)"
+    ) in message
+    assert (
+        "segments.definitions.part.rules[0].field: enrichment brand_affinity (brand_affinity) has no field "
+        in (message)
+        and "(did you mean 'Affinity.Voltix.Score'?)" in message
+    )
+    assert (
+        "segments.definitions.interest.rules[0].field: enrichment interest_affinity (interest_affinity) scores no "
+        "'electronics' (did you mean 'Electronics'?); it scores the names its params.chosen lists, as written: "
+        "Electronics, Home & Kitchen, Apparel, Beauty, Sports & Outdoors"
+    ) in message
+    assert "definitions.fine" not in message and "definitions.chosen" not in message
+
+
+def test_a_segment_on_a_field_an_http_enrichment_does_not_map_is_refused(tmp_path):
+    def change(raw):
+        raw["enrich"]["enrichments"]["demographics"] = {
+            "provider": "http",
+            "connection": "acme",
+            "params": {
+                "type": "Demographics",
+                "fields": ["Email"],
+                "mapping": {"Income": {"path": "household.income", "type": "number"}, "Household": "household"},
+            },
+        }
+        rules = {
+            "income": "enrichment.demographics.income",
+            "typed": "enrichment.demographics.Income.value",
+            "member": "enrichment.demographics.Household.size",
+        }
+        for name, field in rules.items():
+            raw["segments"]["definitions"][name] = {"rules": [{"field": field, "op": "!=", "value": 1}]}
+
+    message = problems(tmp_path, change)
+    assert (
+        "segments.definitions.income.rules[0].field: enrichment demographics (http) has no field 'income' (did you "
+        "mean 'Income'?); its fields are the keys of its params.mapping: Income, Household"
+    ) in message
+    # A number is no object; a value of type any may be one, whose members are fields.
+    assert "segments.definitions.typed.rules[0].field: enrichment demographics (http) has no field" in message
+    assert "definitions.member" not in message
+
+
 def test_an_enrichment_field_needs_the_enrichment_and_the_field():
     with pytest.raises(RuleError, match=r"write enrichment.<enrichment name>.<field>"):
         parse_node({"field": "enrichment.brand_affinity", "op": "=", "value": 1}, "segments.definitions.x.rules[0]")
