@@ -22,6 +22,8 @@ VALUES = asset_key(GROUP, "customer_measure_values")
 #: The columns of the attribute measures' distribution table, and the figures plotted per measure.
 _STAT_COLUMNS = ("customers", "nulls", "non_finite", "min", "mean", "median", "max", "distinct")
 _PLOTTED = ("mean", "max", "nulls")
+#: The warning check of the assets of measures with filters.
+FILTERS_CHECK = "filters_match_activities"
 
 
 def _outs_and_checks(section: MeasuresConfig) -> tuple[dict[str, dg.AssetOut], list[dg.AssetCheckSpec]]:
@@ -58,7 +60,38 @@ def _outs_and_checks(section: MeasuresConfig) -> tuple[dict[str, dg.AssetOut], l
             description=f"One row per {what}: the {kind} measure {name}. {spec.description}".strip(),
             kinds={"pandas", "parquet"},
         )
+    checks += [
+        dg.AssetCheckSpec(FILTERS_CHECK, asset=asset, description="Every filter matches some row of its activities.")
+        for asset in sorted(set(_filter_assets(section).values()), key=lambda k: k.to_user_string())
+    ]
     return outs, checks
+
+
+def _filter_assets(section: MeasuresConfig) -> dict[str, dg.AssetKey]:
+    """Key path (``measures.attributes.x``) -> the asset of each measure with filters: CustomerMeasure for the
+    attributes, the measure's own table for the others."""
+    found = {}
+    for kind in ("attributes", "customer", "business"):
+        for name, spec in getattr(section, kind).items():
+            if spec.where:
+                found[f"measures.{kind}.{name}"] = CUSTOMER_MEASURE if kind == "attributes" else asset_key(GROUP, name)
+    return found
+
+
+def _filter_checks(section: MeasuresConfig, warnings: list[str]):
+    """One warning check per asset whose measures have filters: failed when one matched none of its activities'
+    rows (the run's summary prints the description)."""
+    assets = _filter_assets(section)
+    for asset in sorted(set(assets.values()), key=lambda k: k.to_user_string()):
+        mine = [w for w in warnings if assets.get(w.split(".where[", 1)[0]) == asset]
+        yield dg.AssetCheckResult(
+            check_name=FILTERS_CHECK,
+            asset_key=asset,
+            passed=not mine,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"filters_matching_nothing": len(mine)},
+            description="; ".join(mine) or None,
+        )
 
 
 def _no_facts() -> pd.DataFrame:
@@ -106,6 +139,8 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             facts = StoredFacts(store.dataset(asset_path(facts_key))) if has_activities else _no_facts()
             result = compute_measures(section, customer_profile["CustomerId"], facts, as_of)
         context.log.info(f"measures as of {as_of}: {len(result.attributes)} customers")
+        for warning in result.warnings:
+            context.log.warning(f"measures: {warning}")
         if result.non_finite:
             context.log.warning(
                 f"measures with results that are not finite numbers, published as null: {result.non_finite}"
@@ -158,6 +193,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
                     frame.head(FIRST_N).astype(str).to_dict("records"), [str(c) for c in frame.columns]
                 )
             yield dg.Output(frame, output_name=name, metadata=metadata)
+        yield from _filter_checks(section, result.warnings)
         if state is not None:
             # Kept last: a run that fails before here leaves the last good state, which still describes what it saw.
             write_state(store, state)

@@ -3,7 +3,7 @@ through Arrow in parts of whole customers).
 
 Modules: ``expression`` (arithmetic tree), ``conditions`` (operator masks shared with segments), ``facts`` (the
 activity facts prepared for measures and segment conditions, a stored table read in parts of whole customers),
-``compute``.
+``filters`` (filters that match none of their activities' rows), ``compute``.
 """
 
 from ci_pipeline.measures.compute import (

@@ -15,6 +15,7 @@ from ci_pipeline.grammar.expression import parse
 from ci_pipeline.measures.conditions import as_numbers
 from ci_pipeline.measures.expression import evaluate
 from ci_pipeline.measures.facts import INDEXED, FactIndex, StoredFacts, fact_parts, run_end
+from ci_pipeline.measures.filters import FilterCheck
 from ci_pipeline.outputs import with_ids
 
 _DAY = pd.Timedelta(days=1)
@@ -179,6 +180,8 @@ class MeasureResults:
     business: dict[str, pd.DataFrame]
     #: Name -> how many of the measure's results were not finite numbers and are published as null instead.
     non_finite: dict[str, int] = field(default_factory=dict)
+    #: Sentences for the run: filters that matched none of their activities' rows (:mod:`.filters`).
+    warnings: list[str] = field(default_factory=list)
 
 
 #: The columns of :attr:`CustomerValues.raw` that hold, per aggregated attribute measure, whether the customer has
@@ -222,8 +225,9 @@ def compute_measures(
         as_of: the run date; windows end at its end, later activities are ignored.
         index: a prepared :class:`FactIndex` to share masks with segment evaluation.
     """
-    values, business = collect_measures(config, customer_ids(customers), facts, as_of, index)
-    return finish_measures(config, values, business, as_of)
+    check = FilterCheck()
+    values, business = collect_measures(config, customer_ids(customers), facts, as_of, index, check)
+    return finish_measures(config, values, business, as_of, check.warnings())
 
 
 def _expression_numbers(where: str, ref: str, values: pd.Series) -> np.ndarray:
@@ -249,10 +253,11 @@ def collect_measures(
     facts: pd.DataFrame | StoredFacts,
     as_of: dt.date,
     index: FactIndex | None = None,
+    check: FilterCheck | None = None,
 ) -> tuple[CustomerValues, dict[str, list[pd.DataFrame]]]:
     """One pass over the facts of the customers ``ids`` (sorted): their :class:`CustomerValues` and, per business
-    measure aggregated from the facts, the rows of each part that decide it."""
-    parts = _Parts.collect(config, fact_parts(index or facts, ids, run_end(as_of), fact_columns(config)))
+    measure aggregated from the facts, the rows of each part that decide it. ``check`` notes what the filters match."""
+    parts = _Parts.collect(config, fact_parts(index or facts, ids, run_end(as_of), fact_columns(config)), check)
     raw = pd.DataFrame({"CustomerId": pd.Series(ids.to_numpy(), dtype="string")})
     for name in _attribute_order(config):
         spec = config.attributes[name]
@@ -271,10 +276,15 @@ def collect_measures(
 
 
 def finish_measures(
-    config: MeasuresConfig, values: CustomerValues, business: dict[str, list[pd.DataFrame]], as_of: dt.date
+    config: MeasuresConfig,
+    values: CustomerValues,
+    business: dict[str, list[pd.DataFrame]],
+    as_of: dt.date,
+    warnings: list[str] | None = None,
 ) -> MeasureResults:
     """Every measure from the customers' values (all customers) and the business measures' deciding rows: scores
-    rank across customers, expressions combine the attributes, business measures aggregate over everyone."""
+    rank across customers, expressions combine the attributes, business measures aggregate over everyone.
+    ``warnings`` are handed on in the results."""
     raw = values.raw
     n = len(raw)
     computed: dict[str, np.ndarray | pd.Series] = {}
@@ -317,6 +327,7 @@ def finish_measures(
         customer=customer_tables,
         business=business_tables,
         non_finite={name: count for name, count in sorted(non_finite.items()) if count},
+        warnings=list(warnings or []),
     )
 
 
@@ -360,9 +371,9 @@ class _Parts:
     business: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
 
     @classmethod
-    def collect(cls, config: MeasuresConfig, parts) -> _Parts:
-        """Go through the parts once. A sum over values that are not numbers is refused after the last part,
-        with the count over all of them."""
+    def collect(cls, config: MeasuresConfig, parts, check: FilterCheck | None = None) -> _Parts:
+        """Go through the parts once (``check`` notes what the filters match in each). A sum over values that are
+        not numbers is refused after the last part, with the count over all of them."""
         out, refused = cls(), {}
         attributes = _attribute_order(config)
         for index in parts:
@@ -372,6 +383,8 @@ class _Parts:
                 out._measure(refused, out._customer, index, name, spec)
             for name in _from_facts(config):
                 out._measure(refused, out._business, index, name, config.business[name])
+            if check is not None:
+                check.observe(index, config)
         if refused:
             raise next(iter(refused.values()))
         return out

@@ -40,7 +40,8 @@ from ci_pipeline.measures.compute import (
     fact_columns,
     finish_measures,
 )
-from ci_pipeline.measures.facts import StoredFacts
+from ci_pipeline.measures.facts import StoredFacts, run_end
+from ci_pipeline.measures.filters import FilterCheck
 from ci_pipeline.run_state import META, read_run_state, write_run_state
 from ci_pipeline.sql_text import quoted
 
@@ -214,26 +215,30 @@ def compute_incremental(
     meta = {"format": STATE_FORMAT, "fingerprint": fingerprint(config, as_of, dataset.schema)}
     why = _refusal(state, absent, meta)
     report = {"incremental": not why, "reason": why, "customers": len(ids)}
+    check = FilterCheck()
     if why:
-        values, business = collect_measures(config, ids, facts, as_of)
+        values, business = collect_measures(config, ids, facts, as_of, check=check)
         report["customers_computed"] = len(ids)
     else:
         affected = affected_customers(ids, digests, state.digests, state.values.raw["CustomerId"])
         own = config.model_copy(update={"business": {}})
         mine = dataclasses.replace(facts, where=pc.field("CustomerId").isin(pa.array(affected.to_numpy(), pa.string())))
-        fresh, _ = collect_measures(own, affected, mine, as_of)
+        fresh, _ = collect_measures(own, affected, mine, as_of, check=check)
         values = _merged(state, fresh, _plain(ids), _plain(affected), config)
-        business = _business_rows(config, ids, facts, as_of)
+        business = _business_rows(config, ids, facts, as_of, check)
+        # The changed customers' rows may match none of a filter that others' rows match: judged on the whole table.
+        check.confirm(dataset, ids, run_end(as_of))
         report["customers_computed"] = len(affected)
     meta["customers"] = len(values.raw)
     meta["tables"] = sorted(values.customer)
     # What the run that kept the state did, for whoever wonders why a run took as long as it did.
     meta["run"] = report
-    return finish_measures(config, values, business, as_of), MeasuresState(values, digests, meta), report
+    results = finish_measures(config, values, business, as_of, check.warnings())
+    return results, MeasuresState(values, digests, meta), report
 
 
 def _business_rows(
-    config: MeasuresConfig, ids: pd.Index, facts: StoredFacts, as_of: dt.date
+    config: MeasuresConfig, ids: pd.Index, facts: StoredFacts, as_of: dt.date, check: FilterCheck
 ) -> dict[str, list[pd.DataFrame]]:
     """The deciding rows of the business measures aggregated from the facts, read from the rows of their
     activities only (the rows of a measure keep their order in the table)."""
@@ -246,7 +251,7 @@ def _business_rows(
     schema = facts.dataset.schema.names
     keep = [pc.field(c).isin(pa.array(named, pa.string())) for c in ("Activity", "ActivityType") if c in schema]
     where = keep[0] | keep[1] if len(keep) == 2 else keep[0]
-    _, rows = collect_measures(business, ids, dataclasses.replace(facts, where=where), as_of)
+    _, rows = collect_measures(business, ids, dataclasses.replace(facts, where=where), as_of, check=check)
     return rows
 
 

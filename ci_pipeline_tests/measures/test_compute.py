@@ -304,3 +304,82 @@ def test_fact_columns_are_the_indexed_ones_and_every_field_a_measure_names():
         "channel",
         "status",
     ]
+
+
+def test_a_filter_that_matches_no_row_of_its_activities_is_warned_of_with_the_values_there():
+    """channel = Web where the data holds web gave every customer 0 without a word."""
+    result = measures(
+        {
+            "web_orders": {
+                "activity": "orders",
+                "aggregate": "count",
+                "where": [{"field": "channel", "op": "=", "value": "Web"}],
+            },
+            "big": {
+                "activity": "orders",
+                "aggregate": "sum",
+                "field": "amount",
+                "where": [{"field": "amount", "op": ">", "value": 500}],
+            },
+            "fine": {
+                "activity": "orders",
+                "aggregate": "count",
+                "where": [{"field": "channel", "op": "in", "value": ["web"]}],
+            },
+            # A window or a date matching nothing depends on the run date, not on how a value is written.
+            "old": {
+                "activity": "orders",
+                "aggregate": "count",
+                "where": [{"field": "ActivityTimeStamp", "op": "before", "value": "2001-01-01"}],
+            },
+        },
+        business={
+            "store_lines": {
+                "activity": "points",
+                "aggregate": "count",
+                "where": [{"field": "channel", "op": "=", "value": "store"}],
+            }
+        },
+    )
+    assert result.attributes["web_orders"].tolist() == [0.0, 0.0, 0.0]
+    assert result.warnings == [
+        "measures.attributes.big.where[0]: amount > 500 matches none of the 4 rows of orders, so big is empty (null) "
+        "for every customer; amount holds numbers from 5 to 30 there (values are compared as written)",
+        "measures.attributes.web_orders.where[0]: channel = 'Web' matches none of the 4 rows of orders, so web_orders "
+        "is 0 for every customer; channel holds 'store', 'web' there (did you mean 'web'?) (values are compared as "
+        "written)",
+        "measures.business.store_lines.where[0]: channel = 'store' matches none of the 2 rows of points, so "
+        "store_lines is 0; channel holds no value there (values are compared as written)",
+    ]
+
+
+def test_the_stage_fails_a_warning_check_on_the_asset_of_a_measure_whose_filter_matches_nothing():
+    """The run's summary prints failed checks with their description: the warning reaches the user there."""
+    import dagster as dg
+
+    from ci_pipeline.defs.measures import FILTERS_CHECK, _filter_checks, _outs_and_checks
+
+    section = MeasuresConfig.model_validate(
+        {
+            "attributes": {
+                "web": {"activity": "orders", "aggregate": "count", "where": [{"field": "c", "op": "=", "value": 1}]}
+            },
+            "customer": {
+                "by": {
+                    "activity": "orders",
+                    "aggregate": "count",
+                    "dimensions": ["c"],
+                    "where": [{"field": "c", "op": "=", "value": 1}],
+                }
+            },
+        }
+    )
+    section.attributes["store"] = section.attributes["web"]
+    checks = [(c.asset_key.to_user_string(), c.name) for c in _outs_and_checks(section)[1] if c.name == FILTERS_CHECK]
+    assert sorted(checks) == [("measures/by", FILTERS_CHECK), ("measures/customer_measure", FILTERS_CHECK)]
+    warning = "measures.attributes.web.where[0]: c = 1 matches none of the 4 rows of orders, ..."
+    results = {r.asset_key.to_user_string(): r for r in _filter_checks(section, [warning])}
+    assert set(results) == {"measures/customer_measure", "measures/by"}
+    told = results["measures/customer_measure"]
+    assert (told.check_name, told.passed, told.severity) == (FILTERS_CHECK, False, dg.AssetCheckSeverity.WARN)
+    assert told.description == warning and results["measures/by"].passed

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ci_pipeline.grammar.conditions import Condition
 from ci_pipeline.lake import Lake
 from ci_pipeline.measures import compute_measures
 from ci_pipeline.measures.incremental import (
@@ -157,3 +158,25 @@ def test_an_unchanged_rerun_computes_no_customer_and_still_the_business_measures
     again, _, report = compute_incremental(section, CUSTOMERS, facts_now, AS_OF, dataclasses.replace(state))
     assert report["incremental"] and report["customers_computed"] == 0
     _assert_same(again, compute_measures(section, CUSTOMERS, frame, AS_OF))
+
+
+def test_an_incremental_run_warns_of_a_filter_that_matches_nothing_in_the_whole_table_only(tmp_path):
+    """The changed customers' rows may match none of a filter that other customers' rows match."""
+    frame = facts()
+    # Only C01 buys by phone; the run after the first changes C02's rows only.
+    frame["channel"] = frame["channel"].where((frame["channel"] != "phone") | (frame["CustomerId"] == "C01"), "web")
+    frame.loc[frame.index[frame["CustomerId"] == "C01"][0], ["Activity", "channel"]] = ["orders", "phone"]
+    section = config().model_copy(update={"customer": {}, "business": {}})
+    section.attributes["phone"] = section.attributes["a_count"].model_copy(
+        update={"where": [Condition(field="channel", op="=", value="phone")]}
+    )
+    section.attributes["typo"] = section.attributes["a_count"].model_copy(
+        update={"where": [Condition(field="channel", op="=", value="Phone")]}
+    )
+    first, state, _ = compute_incremental(section, CUSTOMERS, stored(tmp_path, frame, 10_000), AS_OF, None)
+    assert [w.split(":")[0] for w in first.warnings] == ["measures.attributes.typo.where[0]"]
+    changed = frame.assign(amount=frame["amount"].where(frame["CustomerId"] != "C02", 1.0))
+    mine, _, report = compute_incremental(section, CUSTOMERS, stored(tmp_path / "2", changed, 10_000), AS_OF, state)
+    assert report["incremental"] and report["customers_computed"] == 1
+    assert mine.warnings == first.warnings
+    assert "channel holds 'phone', 'store', 'web' there (did you mean 'phone'?)" in mine.warnings[0]
