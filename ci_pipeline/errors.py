@@ -20,3 +20,20 @@ class ConfigError(UserError):
 
 class StorageError(UserError):
     """The data lake or a source location cannot be reached or read."""
+
+
+def key_path(loc) -> str:
+    """A pydantic error location as the configuration's key paths are written: list positions in brackets
+    (``rules[0].where[1].op``, not ``rules.0.where.1.op``).
+
+    Examples:
+        >>> key_path(("measures", "attributes", "x", "where", 0, "op"))
+        'measures.attributes.x.where[0].op'
+    """
+    out = ""
+    for part in loc:
+        if isinstance(part, int) and not isinstance(part, bool) and out:
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

@@ -245,9 +245,9 @@ def test_problems_in_lists_get_the_line_of_the_item(tmp_path):
     schedules += "    - {name: b, select: '*', at: '02:00', timezone: Mars/Olympus}\n"
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, MINIMAL + schedules))
-    assert "line 13: orchestration.schedules.1.timezone: unknown time zone 'Mars/Olympus'" in str(caught.value)
+    assert "line 13: orchestration.schedules[1].timezone: unknown time zone 'Mars/Olympus'" in str(caught.value)
     # programs reading the problems get them without the line prefix
-    assert caught.value.problems[0].startswith("orchestration.schedules.1.timezone:")
+    assert caught.value.problems[0].startswith("orchestration.schedules[1].timezone:")
 
 
 def test_every_broken_rule_of_a_segment_is_reported(tmp_path):
@@ -507,3 +507,48 @@ def test_a_name_out_of_its_pattern_is_told_in_words_with_the_mended_name(tmp_pat
         "with a letter: write 'Sales_Order'",
     ]
     assert "match pattern" not in str(caught.value)
+
+
+def test_numbers_written_with_thousands_separators_are_told_to_drop_the_comma(tmp_path):
+    """Inside { } YAML reads value: 1,000 as value 1 and a key 000; in a block it reads the text '1,000'."""
+    measures = """measures:
+  attributes:
+    spend: {activity: orders, aggregate: sum, field: amount}
+    big: {activity: orders, aggregate: count, where: [{field: amount, op: '>=', value: 1,000}]}
+"""
+    rule = "{field: measure.spend, op: between, value: [1,000, 5,000]}"
+    text = SEGMENT.replace("        - RULE\n", f"        - {rule}\n") + ORDERS + measures
+    assert refused(tmp_path, text) == [
+        "measures.attributes.big.where[0]: a key was read as the number 0: inside { } a comma separates entries, so "
+        "a number written with a thousands separator ({..., value: 1,000}) is read as value 1 and a key 000; drop "
+        "the comma (value: 1000)"
+    ]
+    text = text.replace("value: 1,000}]}", "value: 1000}]}")
+    assert refused(tmp_path, text) == [
+        "segments.definitions.deep.rules[0]: operator between needs a list of two values [low, high]; got 4 "
+        "value(s): [1, 0, 5, 0] (a comma separates list items: write 1000, not 1,000)"
+    ]
+    text = text.replace(rule, "{field: measure.spend, op: '>=', value: '1,000'}")
+    assert refused(tmp_path, text) == [
+        "segments.definitions.deep.rules[0].value: measure spend is a number; compare it with a number, not '1,000' "
+        "(write 1000, without the thousands separator)"
+    ]
+
+
+def test_a_measure_filter_names_the_near_miss_of_a_field_and_the_operators_as_the_docs_write_them(tmp_path):
+    measures = """measures:
+  attributes:
+    web: {activity: orders, aggregate: count, where: [{field: chanel, op: '=', value: web}]}
+    by: {activity: orders, aggregate: count, where: [{field: channel, op: equals, value: web}]}
+"""
+    base = SEGMENT.replace("segments:\n  definitions:\n    deep:\n      rules:\n        - RULE\n", "")
+    problems = refused(tmp_path, base + ORDERS + measures)
+    # One key path style: list positions in brackets, as the rules' own messages write them.
+    assert problems == [
+        "measures.attributes.by.where[0].op: unknown operator 'equals'; use one of =, !=, <, <=, >, >=, between, in, "
+        "not in, contains, starts with, ends with, is null, not null, before, after, in the last"
+    ]
+    problems = refused(tmp_path, base + ORDERS + measures.replace("equals", "'='"))
+    assert problems[0].startswith(
+        "measures.attributes.web.where[0].field: unknown field 'chanel' (did you mean 'channel'?)"
+    )

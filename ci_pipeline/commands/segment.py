@@ -64,6 +64,17 @@ def _read(lake, path: str, required: bool):
     return None
 
 
+def cli_value(value):
+    """A --value as YAML read it, with a number in exponent form read as a number: YAML reads ``1e3`` as text
+    (it wants ``1.0e+3``) while it reads ``1_000`` as 1000, and a user types either on a command line."""
+    if isinstance(value, list):
+        return [cli_value(v) for v in value]
+    if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value.strip()):
+        number = float(value)
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    return value
+
+
 def run_preview(args) -> int:
     import yaml
 
@@ -88,7 +99,7 @@ def run_preview(args) -> int:
     else:
         if not args.field or not args.op:
             raise UserError("segment preview needs --field and --op (and --value unless the operator is a null test)")
-        value = yaml.safe_load(args.value) if args.value is not None else None
+        value = cli_value(yaml.safe_load(args.value)) if args.value is not None else None
         rule = {"field": args.field, "op": args.op, **({"value": value} if value is not None else {})}
         name = "preview"
         section = SegmentsConfig.model_validate(

@@ -30,7 +30,7 @@ from ci_pipeline.config.unify import (
 )
 from ci_pipeline.grammar.blocking_keys import BlockingKeyError, parse_key, rule_problem, strata_problems
 from ci_pipeline.grammar.comparisons import compared_twice_problem, comparison_problems
-from ci_pipeline.grammar.conditions import is_number
+from ci_pipeline.grammar.conditions import is_number, thousands_hint
 from ci_pipeline.grammar.expression import parse, references
 from ci_pipeline.grammar.rules import (
     MAX_RULE_DEPTH,
@@ -282,7 +282,7 @@ def _filter_type_problems(
                 found.append(
                     f"{key}.where[{i}].value: field {field} is a number ({table.source}.{table.table} column "
                     f"{column} is declared {declared}); "
-                    f"compare it with a number, not {shown!r}"
+                    f"compare it with a number, not {shown!r}{thousands_hint(values)}"
                 )
                 break
     return found
@@ -343,7 +343,8 @@ def _aggregation_problems(key: str, spec: MeasureSpec, activities: dict) -> list
     used += [(f"where[{i}].field", c.field) for i, c in enumerate(spec.where)]
     used += [(f"dimensions[{i}]", d) for i, d in enumerate(spec.dimensions)]
     found += [
-        f"{key}.{sub}: unknown field {field!r}; the activities have {', '.join(sorted(fields))}"
+        f"{key}.{sub}: unknown field {field!r}{did_you_mean(field, fields)}; the activities have "
+        f"{', '.join(sorted(fields))}"
         for sub, field in used
         if field is not None and field not in fields
     ]
@@ -514,7 +515,10 @@ def _measure_problems(node: FieldTest, measures: dict[str, MeasureSpec]) -> list
         if node.op in ("contains", "starts_with", "ends_with", "before", "after", "in_last"):
             return [f"{node.key}.op: {node.op} does not apply to measure {node.name}, which is a number"]
         if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
-            return [f"{node.key}.value: measure {node.name} is a number; compare it with a number, not {node.value!r}"]
+            return [
+                f"{node.key}.value: measure {node.name} is a number; compare it with a number, not {node.value!r}"
+                f"{thousands_hint(values)}"
+            ]
     if kind == "date" and node.op != "in_last" and any(not isinstance(v, dt.date | str) for v in values):
         return [f"{node.key}.value: measure {node.name} is a date; compare it with a date (YYYY-MM-DD)"]
     return []
@@ -536,7 +540,10 @@ def _prediction_field_problems(node: FieldTest, project: ProjectConfig) -> list[
     if node.op in ("is_null", "not_null"):
         return []
     if kind == "number" and any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
-        return [f"{node.key}.value: prediction.{node.name} is a number; compare it with a number, not {node.value!r}"]
+        return [
+            f"{node.key}.value: prediction.{node.name} is a number; compare it with a number, not {node.value!r}"
+            f"{thousands_hint(values)}"
+        ]
     if kind == "boolean" and any(not isinstance(v, bool) for v in values):
         return [f"{node.key}.value: prediction.{node.name} is true or false; compare it with true or false"]
     closed = SEGMENT_VALUES.get(node.name)

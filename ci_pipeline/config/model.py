@@ -26,7 +26,7 @@ from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.config.sources import SourceConfig
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.config.yamlfile import DuplicateKeyError, YamlLimitError, line_number, load_yaml, with_lines
-from ci_pipeline.errors import ConfigError
+from ci_pipeline.errors import ConfigError, key_path
 
 #: Environment variable that chooses the configuration file when ``--config`` is not given.
 CONFIG_ENV = "CI_PIPELINE_CONFIG"
@@ -190,9 +190,12 @@ def _boolean_keys(node, path: str) -> list[str]:
 def _describe(err: dict) -> str:
     """One pydantic error as ``key.path: what is wrong; the fix``. A secret's value is never repeated."""
     loc = tuple(err["loc"])
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    key = key_path(loc) or "(top level)"
     kind = err["type"]
     msg = err["msg"].removeprefix("Value error, ")
+    numeric_key = _numeric_key(err)
+    if numeric_key is not None:
+        return numeric_key
     if kind == "missing":
         fix = "add this key"
     elif kind == "extra_forbidden":
@@ -215,9 +218,31 @@ def _describe(err: dict) -> str:
     elif kind == "string_type" and (err.get("input") is None or isinstance(err.get("input"), bool | int | float)):
         # YAML reads an unquoted null, ~, yes, 0012 or 1e3 as no value, a truth value or a number.
         fix = f"got {err.get('input')!r}: write the text in quotes (YAML reads null, yes and numbers unquoted as such)"
+    elif kind == "value_error" and repr(err.get("input")) in msg:
+        # Our own validators name the value already.
+        return f"{key}: {msg}"
     else:
         fix = f"got {err.get('input')!r}"
     return f"{key}: {msg}; {fix}"
+
+
+def _numeric_key(err: dict) -> str | None:
+    """The message for a key YAML read as a number, or None. Inside ``{ }`` a comma separates entries, so a number
+    written with a thousands separator (``{..., value: 1,000}``) is read as ``value: 1`` and a key ``000``."""
+    loc, key = tuple(err["loc"]), err.get("input")
+    if loc[-1:] == ("[key]",):
+        parent = loc[:-2]
+    elif err["type"] == "invalid_key" and loc and isinstance(loc[-1], int) and not isinstance(loc[-1], bool):
+        parent, key = loc[:-1], loc[-1]
+    else:
+        return None
+    if isinstance(key, bool) or not isinstance(key, int | float):
+        return None
+    return (
+        f"{key_path(parent) or '(top level)'}: a key was read as the number {key!r}: inside {{ }} a comma separates "
+        "entries, so a number written with a thousands separator ({..., value: 1,000}) is read as value 1 and a "
+        "key 000; drop the comma (value: 1000)"
+    )
 
 
 def _unwrap(annotation) -> list:

@@ -34,6 +34,7 @@ from ci_pipeline.enrich.provider import (
     constant_text,
     json_strings,
 )
+from ci_pipeline.errors import key_path
 from ci_pipeline.sql_text import literal
 
 #: Provider -> the EnrichmentType it publishes by default.
@@ -129,7 +130,7 @@ def settings_from(params: Mapping, provider: str, enrichment: str = "") -> Affin
     try:
         settings = AffinityParams.model_validate(dict(params))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{key_path(e['loc'])}: {e['msg']}" for e in exc.errors())
         raise EnrichmentFailed(f"enrich.enrichments.{enrichment}.params: {problems}") from None
     return settings if settings.field else settings.model_copy(update={"field": AFFINITY_PROVIDERS[provider]})
 

@@ -47,7 +47,7 @@ from ci_pipeline.enrich.provider import (
     empty_values,
     value_records,
 )
-from ci_pipeline.errors import UserError
+from ci_pipeline.errors import UserError, key_path
 
 if TYPE_CHECKING:
     from ci_pipeline.enrich.provider import ProviderContext
@@ -301,7 +301,7 @@ def build(params: Mapping, context: ProviderContext | None = None) -> HttpProvid
     try:
         checked = HttpParams.model_validate(dict(params))
     except ValidationError as exc:
-        problems = "; ".join(f"{where}.params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{where}.params.{key_path(e['loc'])}: {e['msg']}" for e in exc.errors())
         raise EnrichmentFailed(problems) from None
     connection = getattr(context, "connection", None)
     if not connection:

@@ -7,6 +7,7 @@ what it accepts, so it imports neither.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -44,6 +45,8 @@ OPERATOR_ALIASES = {
     "in the last": "in_last",
 }
 OPERATORS = tuple(dict.fromkeys(OPERATOR_ALIASES.values()))
+#: Each operator as the documentation writes it (docs/config/segments.md), for messages.
+OPERATOR_NAMES = tuple(o.replace("_", " ").replace("in last", "in the last") for o in OPERATORS)
 
 
 class Condition(BaseModel):
@@ -66,7 +69,7 @@ class Condition(BaseModel):
         # ``not_in``, ``not in`` and ``NOT IN`` are the same operator.
         canonical = OPERATOR_ALIASES.get(" ".join(value.strip().lower().replace("_", " ").split()))
         if canonical is None:
-            raise ValueError(f"unknown operator {value!r}; use one of {', '.join(OPERATORS)}")
+            raise ValueError(f"unknown operator {value!r}; use one of {', '.join(OPERATOR_NAMES)}")
         return canonical
 
     @model_validator(mode="after")
@@ -78,7 +81,7 @@ class Condition(BaseModel):
         elif value is None:
             raise ValueError(f"operator {op} needs a value")
         elif op == "between" and not (isinstance(value, list) and len(value) == 2):
-            raise ValueError("operator between needs a list of two values [low, high]")
+            raise ValueError(f"operator between needs a list of two values [low, high]; {_read_as(value)}")
         elif op in ("in", "not_in") and not isinstance(value, list):
             raise ValueError(f"operator {op} needs a list of values")
         elif op in ("contains", "starts_with", "ends_with") and not isinstance(value, str):
@@ -88,6 +91,40 @@ class Condition(BaseModel):
         elif op in ("before", "after") and not _is_date(value):
             raise ValueError(f"operator {op} needs a date (YYYY-MM-DD); got {value!r}")
         return self
+
+
+def _read_as(value) -> str:
+    """What a ``between`` value was read as, and the likely slip: ``[1,000, 5,000]`` is four numbers to YAML."""
+    if not isinstance(value, list):
+        return f"got {value!r}"
+    said = f"got {len(value)} value(s): {value!r}"
+    # [1,000, 5,000] is read as [1, 0, 5, 0]: pairs of a number and a group of three digits.
+    groups = value[1::2]
+    numbers = len(value) > 2 and len(value) % 2 == 0 and all(is_number(v) for v in value)
+    if numbers and all(isinstance(g, int) and 0 <= g < 1000 for g in groups):
+        said += " (a comma separates list items: write 1000, not 1,000)"
+    return said
+
+
+def thousands_hint(values) -> str:
+    """The fix when a text value is a number written with thousands separators (``'1,000'``) or an exponent YAML
+    reads as text (``'1e3'``): ``" (write 1000, without the thousands separator)"``; else ``""``."""
+    for value in values if isinstance(values, list | tuple) else [values]:
+        if not isinstance(value, str):
+            continue
+        text = value.strip()
+        if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?", text):
+            return f" (write {text.replace(',', '')}, without the thousands separator)"
+        if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", text):
+            return f" (write {float(text):g} or {_float_yaml(text)}: YAML reads {text} as text)"
+    return ""
+
+
+def _float_yaml(text: str) -> str:
+    """An exponent number as YAML reads it as a number (a dot in the mantissa and a signed exponent)."""
+    mantissa, exponent = re.split("[eE]", text)
+    mantissa = mantissa if "." in mantissa else f"{mantissa}.0"
+    return f"{mantissa}e{exponent if exponent[0] in '+-' else '+' + exponent}"
 
 
 def parse_period(value) -> tuple[int, str]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ci_pipeline.errors import key_path
 from ci_pipeline.grammar.conditions import Condition, parse_period
 
 NAMESPACES = {
@@ -164,7 +165,7 @@ def _condition(raw: dict, key: str) -> Condition:
         return Condition.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
+        where = key_path(err["loc"])
         raise RuleError(f"{key}{'.' + where if where else ''}: {err['msg'].removeprefix('Value error, ')}") from None
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.config.measures import MeasureSpec, Window
 from ci_pipeline.errors import UserError
 from ci_pipeline.measures.conditions import condition_mask, period_start
@@ -60,7 +61,10 @@ def window_bounds(window: Window, end: pd.Timestamp) -> tuple[pd.Timestamp, pd.T
 
 def unknown_field(key: str, name: str, columns) -> Exception:
     """The error for a measure or condition naming a field the activity data does not have."""
-    return UserError(f"{key}: unknown field {name!r}; the activity data has {', '.join(map(str, columns))}")
+    have = [str(c) for c in columns]
+    return UserError(
+        f"{key}: unknown field {name!r}{did_you_mean(name, have)}; the activity data has {', '.join(have)}"
+    )
 
 
 @dataclass

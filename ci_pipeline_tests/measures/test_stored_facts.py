@@ -155,7 +155,10 @@ def test_bad_fields_and_values_are_refused_the_same_over_the_stored_facts(tmp_pa
         {"as_of": AS_OF, "attributes": {"m": {"activity": "orders", "aggregate": "sum", "field": "amont"}}}
     )
     for source in (frame, stored(tmp_path, frame, 7)):
-        with pytest.raises(UserError, match=r"measures\.attributes\.m: unknown field 'amont'; the activity data has "):
+        with pytest.raises(
+            UserError,
+            match=r"measures\.attributes\.m: unknown field 'amont' \(did you mean 'amount'\?\); the activity data has ",
+        ):
             compute_measures(unknown, CUSTOMERS, source, AS_OF)
     # A text column of numbers with words among them: the count covers every part, not the first one.
     text = frame.assign(amount=frame["amount"].map(lambda v: None if pd.isna(v) else f"{v:g}").astype("string"))

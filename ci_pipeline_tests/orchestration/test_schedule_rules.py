@@ -85,11 +85,11 @@ def test_configuration_with_schedules_loads(tmp_path):
         ({"timezone": "Mars/Olympus"}, "orchestration.timezone: unknown time zone 'Mars/Olympus'"),
         (
             {"schedules": [{"name": "x", "select": "*", "at": "9:00", "timezone": "CET2"}]},
-            "orchestration.schedules.0.timezone: unknown time zone 'CET2'",
+            "orchestration.schedules[0].timezone: unknown time zone 'CET2'",
         ),
         ({"refresh": {"at": "25:00"}}, "orchestration.refresh.at: time '25:00' is not HH:MM"),
         ({"refresh": {"at": "02:00", "cron": "0 2 * * *"}}, "orchestration.refresh: give either 'cron' or 'at'"),
-        ({"refresh": {"at": "02:00", "days": ["someday"]}}, "orchestration.refresh.days.0"),
+        ({"refresh": {"at": "02:00", "days": ["someday"]}}, "orchestration.refresh.days[0]"),
         ({"notifications": {"webhook_url": "hooks.example"}}, "orchestration.notifications.webhook_url"),
         (
             {"schedules": [{"name": "a", "select": "*", "at": "1:00"}, {"name": "a", "select": "*", "at": "2:00"}]},

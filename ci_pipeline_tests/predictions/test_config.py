@@ -136,7 +136,7 @@ def test_keys_and_values_of_the_section_are_checked_with_their_path(tmp_path):
     found = problems(tmp_path, lambda raw: raw["predictions"].update(models=["churn", "churn"]))
     assert any(p.startswith("predictions.models") and "a model is listed twice" in p for p in found), found
     found = problems(tmp_path, lambda raw: raw["predictions"].update(models=["churm"]))
-    assert any(p.startswith("predictions.models.0") for p in found), found
+    assert any(p.startswith("predictions.models[0]") for p in found), found
 
 
 def test_the_training_schedule_takes_a_time_of_day_instead_of_the_monthly_default(tmp_path):

@@ -51,6 +51,17 @@ def test_preview_prints_the_estimated_size(project, capsys):
     assert "2 of 4" in preview(project, capsys, "--field", "profile.City", "--op", "in", "--value", "[Oslo, Paris]")[1]
 
 
+def test_preview_reads_a_number_in_exponent_form_as_a_number_as_it_reads_underscores(project, capsys):
+    """YAML reads 1_000 as 1000 and 1e3 as text: preview said 'spend is a number but the value '1e3' is not'."""
+    args = ("--field", "measure.spend", "--op", ">=", "--sample", "0")
+    for value in ("5e1", "50", "5_0", "5.0e+1"):
+        assert preview(project, capsys, *args, "--value", value)[1].startswith("estimated size: 2 of 4"), value
+    assert (
+        "3 of 4" in preview(project, capsys, "--field", "measure.spend", "--op", "between", "--value", "[1e0, 5E2]")[1]
+    )
+    assert segment.cli_value(["1e3", "e3", "1e3x", "2.5e-1"]) == [1000, "e3", "1e3x", 0.25]
+
+
 def test_preview_reads_the_prediction_fields_of_the_last_run(project, capsys):
     Lake.local(project / "lake").write_parquet(
         segment.PREDICTIONS, pd.DataFrame({"CustomerId": ["A", "C"], "ChurnScore": [0.9, 0.2]})

@@ -172,7 +172,7 @@ def test_columns_named_differently_are_one_custom_attribute(tmp_path):
 )
 def test_a_column_mapping_that_is_no_type_names_the_key_and_the_fix(tmp_path, columns, said):
     text = problems(tmp_path, lambda r: r["unify"]["tables"][1]["columns"].update(columns))
-    assert "unify.tables.1" in text
+    assert "unify.tables[1]" in text
     assert said in text
 
 
