@@ -42,6 +42,10 @@ def register(subparsers) -> None:
 ID_CHANGE = "unify/id_change"
 ID_PREFIX = "id changes "
 UNIFY_STATS = "unify/unify_stats"
+#: The asset whose ``segments`` metadata table holds each segment's members and change (``defs.segments``).
+SEGMENTS = "segments/segment_membership"
+#: Most segments the summary lists; the others are in that asset's metadata.
+SEGMENTS_SHOWN = 20
 INCREMENTAL_PREFIX = "incremental "
 #: Exit statuses of `run` (and `quickstart`), told apart by a cron job or CI step (docs/operations.md, "Exit
 #: statuses"): 2 is a configuration mistake (ci_pipeline.cli). A run whose steps all succeeded but whose data failed
@@ -283,6 +287,7 @@ def print_summary(
         ):
             print(f"{stage:<52} {len(steps):>10} {sum(step_time.get(s, 0) for s in steps):8.1f}")
     _print_unification(unified, ids)
+    _print_segments(segment_sizes(records))
     events = [record.dagster_event for record in records if record.dagster_event is not None]
     if not result.success and interrupted(events):
         # Dagster turns Ctrl-C and SIGTERM into a run failure "before any step": said as what it is.
@@ -336,6 +341,40 @@ def _print_unification(unified: dict | None, ids: dict[str, float]) -> None:
         lines.append(f"CustomerId changes this run: {told} (each in {ID_CHANGE})")
     if lines:
         print("\n" + "\n".join(lines))
+
+
+def segment_sizes(records: list) -> list[dict]:
+    """Each segment's row of the ``segments`` metadata table of the run's membership (none when it did not run)."""
+    for record in reversed(records):
+        event = record.dagster_event
+        if event is None or event.event_type_value != "ASSET_MATERIALIZATION":
+            continue
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == SEGMENTS and "segments" in materialization.metadata:
+            return [dict(row.data) for row in materialization.metadata["segments"].records]
+    return []
+
+
+def segment_lines(rows: list[dict], shown: int = SEGMENTS_SHOWN) -> list[str]:
+    """The summary's lines of segment sizes: members and the change since the last run (none on a first run), at
+    most ``shown`` segments, the rest counted."""
+    if not rows:
+        return []
+    first = all(row.get("change") in (None, "") for row in rows)
+    head = "segment" if first else "segment (change: since the last run)"
+    lines = [f"\n{head:<52} {'members':>10} {'' if first else 'change':>8}".rstrip()]
+    for row in rows[:shown]:
+        change = row.get("change")
+        told = "" if change in (None, "") else f"{int(change):+,}" if change else "0"
+        lines.append(f"{row['segment']:<52} {int(row['members']):>10,} {told:>8}".rstrip())
+    if len(rows) > shown:
+        lines.append(f"... and {len(rows) - shown} more segment(s): every one in the metadata of {SEGMENTS}")
+    return lines
+
+
+def _print_segments(rows: list[dict]) -> None:
+    for line in segment_lines(rows):
+        print(line)
 
 
 def _print_failures(events: list, success: bool, failed: list[str], assets: dict[str, list[str]]) -> None:

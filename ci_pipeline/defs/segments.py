@@ -16,12 +16,14 @@ from ci_pipeline.orchestration import MODE_TAG
 from ci_pipeline.outputs import SEGMENT_MEMBERSHIP_COLUMNS
 from ci_pipeline.segments import Reuse, SegmentInputs, SegmentRun, evaluate_segments
 from ci_pipeline.segments.incremental import read_state, write_state
-from ci_pipeline.segments.membership import read_retired_ids
+from ci_pipeline.segments.membership import read_retired_ids, run_sizes
 
 GROUP = "segments"
 MEMBERSHIP = asset_key(GROUP, "segment_membership")
 HISTORY = asset_key(GROUP, "segment_member_history")
 STATIC = asset_key(GROUP, "static_segment_state")
+#: The columns of the ``segments`` metadata table of the membership: each segment's size and its change.
+SIZE_COLUMNS = ("segment", "members", "change", "added", "removed")
 
 
 class SegmentRunConfig(dg.Config):
@@ -125,9 +127,8 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             output_name="segment_membership",
             metadata={
                 **numbers("members", counts),
-                "segments": table_of(
-                    [{"segment": name, "members": n} for name, n in counts.items()], ["segment", "members"]
-                ),
+                # The run's summary prints this table (ci_pipeline.commands.run).
+                "segments": table_of(_size_rows(result, counts), list(SIZE_COLUMNS)),
                 "conditions_evaluated": result.conditions_evaluated,
                 "static_refreshed": dg.MetadataValue.text(", ".join(result.refreshed) or "none"),
             },
@@ -140,6 +141,19 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             write_state(lake, result.state)
 
     return dg.Definitions(assets=[segments])
+
+
+def _size_rows(result: SegmentRun, counts: dict[str, int]) -> list[dict]:
+    """Per configured segment: its members, the change in members and those added and removed since the last run
+    (None on the first run)."""
+    sizes = run_sizes(result.history).set_index("Segment")
+    rows = []
+    for name, members in counts.items():
+        size = sizes.loc[name] if name in sizes.index else None
+        change = None if size is None or pd.isna(size["Change"]) else int(size["Change"])
+        added, removed = (None, None) if size is None else (int(size["Added"]), int(size["Removed"]))
+        rows.append({"segment": name, "members": members, "change": change, "added": added, "removed": removed})
+    return rows
 
 
 def _reuse(context: dg.AssetExecutionContext, lake, record_level: bool) -> Reuse | None:

@@ -81,6 +81,31 @@ def history_rows(
     return frame.astype({"Members": "int64", "Added": "int64", "Removed": "int64"})
 
 
+def run_sizes(history: pd.DataFrame) -> pd.DataFrame:
+    """Per segment of the latest run in ``history`` (:data:`HISTORY_COLUMNS`): ``Segment``, ``Members``, ``Added``,
+    ``Removed`` and ``Change``, the members since the run before (a segment it did not have grew from 0; null when
+    there was no run before).
+
+    Examples:
+        >>> t1, t2 = pd.Timestamp("2026-06-01", tz="UTC"), pd.Timestamp("2026-06-02", tz="UTC")
+        >>> history = pd.DataFrame(
+        ...     [(t1, "a", 5, 5, 0), (t2, "a", 7, 3, 1), (t2, "b", 2, 2, 0)], columns=HISTORY_COLUMNS
+        ... )
+        >>> run_sizes(history)["Change"].tolist()
+        [2, 2]
+    """
+    runs = np.sort(history["RunTime"].unique())
+    if not len(runs):
+        return pd.DataFrame(columns=["Segment", "Members", "Added", "Removed", "Change"])
+    latest = history[history["RunTime"] == runs[-1]].reset_index(drop=True)
+    before = history[history["RunTime"] == runs[-2]] if len(runs) > 1 else history.iloc[:0]
+    earlier = pd.Series(before["Members"].to_numpy(), index=before["Segment"].astype(str).to_numpy())
+    previous = earlier.reindex(latest["Segment"].astype(str).to_numpy())
+    previous = pd.array(previous.fillna(0).to_numpy() if len(runs) > 1 else previous.to_numpy(), dtype="Int64")
+    change = pd.array(latest["Members"].to_numpy(), dtype="Int64") - previous
+    return latest[["Segment", "Members", "Added", "Removed"]].assign(Change=change)
+
+
 def frozen_members(state: pd.DataFrame | None) -> dict[str, pd.Series]:
     """Static segment name -> kept CustomerIds, from the static state table."""
     if state is None or state.empty:

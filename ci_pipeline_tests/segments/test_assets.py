@@ -134,6 +134,9 @@ def test_quarantined_activities_are_told_per_activity_and_one_that_placed_no_row
         "rows quarantined in activities/unified_activity_corrupt: orders 1 of 2 row(s), most often: no "
         "shop.customers record with key '…'"
     )
+    # Each segment's size, a first run without a change.
+    assert f"\n\nsegment{' ' * 45} {'members':>10}\nbig{' ' * 49} {0:>10}\nrecent" in out
+    assert f"\nseattle{' ' * 45} {2:>10}\n" in out
     prefill(lake, orders([("o4", 9, "2026-01-01 10:00", 10.0, "web"), ("o5", 8, "2026-01-02 10:00", 10.0, "web")]))
     # Customer 8 is in the customer file, but ingest quarantined its line: the activity says so, and where.
     quarantined = {"key": ["8"], "line": [3], "reason": ["expected 4 columns, found 5"]}
@@ -143,6 +146,9 @@ def test_quarantined_activities_are_told_per_activity_and_one_that_placed_no_row
     # An activity that placed no row fails the command, so that a cron job or a CI step notices.
     assert status == CHECK_FAILED == 3
     assert "\nsucceeded with 1 failed check(s) of error severity (exit status 3) in " in out
+    # The second run says each segment's change: the first's one member of recent is kept (a static segment).
+    assert f"\nsegment (change: since the last run){' ' * 16} {'members':>10} {'change':>8}\n" in out
+    assert f"\nseattle{' ' * 45} {2:>10} {'0':>8}\n" in out
     assert check.description.startswith(
         "orders placed no row at all (check its primary_key, timestamp and customer); rows quarantined in "
         "activities/unified_activity_corrupt: orders 2 of 2 row(s)"

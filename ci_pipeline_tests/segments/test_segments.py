@@ -333,3 +333,35 @@ def test_rfm_templates_parse():
     assert parsed_rules(config)["champions"][0].node.items[0].name == "rfm_recency_score"
     with pytest.raises(RuleError):
         parse_node({"segment": 3}, "k")
+
+
+def test_the_run_summary_gives_each_segments_size_and_change_capped_when_there_are_many():
+    from ci_pipeline.commands.run import segment_lines
+    from ci_pipeline.segments.membership import HISTORY_COLUMNS, run_sizes
+
+    t1, t2 = pd.Timestamp("2026-06-01", tz="UTC"), pd.Timestamp("2026-06-02", tz="UTC")
+    history = pd.DataFrame(
+        [(t1, "gone", 4, 4, 0), (t1, "vip", 1500, 1500, 0), (t2, "vip", 1488, 3, 15), (t2, "fresh", 9, 9, 0)],
+        columns=HISTORY_COLUMNS,
+    )
+    sizes = run_sizes(history)
+    assert sizes.to_dict("list") == {
+        "Segment": ["vip", "fresh"],
+        "Members": [1488, 9],
+        "Added": [3, 9],
+        "Removed": [15, 0],
+        # A segment the last run did not have grew from nothing.
+        "Change": [-12, 9],
+    }
+    assert run_sizes(history[history["RunTime"] == t1])["Change"].isna().all()
+    rows = [{"segment": f"s{i:02d}", "members": 1000 * i, "change": i - 1} for i in range(25)]
+    lines = segment_lines(rows)
+    assert lines[1:4] == [
+        f"s00{' ' * 49} {0:>10} {'-1':>8}",
+        f"s01{' ' * 49} {1000:>10,} {'0':>8}",
+        f"s02{' ' * 49} {'2,000':>10} {'+1':>8}",
+    ]
+    assert (
+        len(lines) == 22
+        and lines[-1] == "... and 5 more segment(s): every one in the metadata of segments/segment_membership"
+    )
