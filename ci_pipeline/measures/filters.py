@@ -166,7 +166,8 @@ def _distinct(con, schema: pa.Schema, spec: MeasureSpec, column: str, end: pd.Ti
     of_activity = " OR ".join(f"{text(c)} IN ({listed})" for c in ("Activity", "ActivityType") if c in schema.names)
     query = (
         f"SELECT {text(column)} AS {quoted(column)}, count(*) AS rows FROM facts WHERE ({of_activity}) "
-        f"AND {quoted('ActivityTimeStamp')} < {literal(end.isoformat())}::TIMESTAMPTZ "
+        # In nanoseconds since the epoch, whatever the unit the timestamps are stored in (as the affinities read them).
+        f"AND epoch_ns({quoted('ActivityTimeStamp')}) < {end.tz_convert('UTC').as_unit('ns').value} "
         f"AND {text('CustomerId')} IN (SELECT CustomerId FROM customers) GROUP BY 1"
     )
     return con.sql(query).to_arrow_table().to_pandas()

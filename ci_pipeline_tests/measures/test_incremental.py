@@ -163,6 +163,8 @@ def test_an_unchanged_rerun_computes_no_customer_and_still_the_business_measures
 def test_an_incremental_run_warns_of_a_filter_that_matches_nothing_in_the_whole_table_only(tmp_path):
     """The changed customers' rows may match none of a filter that other customers' rows match."""
     frame = facts()
+    # Nanoseconds, as the activities stage stores the timestamps.
+    frame["ActivityTimeStamp"] = frame["ActivityTimeStamp"].dt.as_unit("ns")
     # Only C01 buys by phone; the run after the first changes C02's rows only.
     frame["channel"] = frame["channel"].where((frame["channel"] != "phone") | (frame["CustomerId"] == "C01"), "web")
     frame.loc[frame.index[frame["CustomerId"] == "C01"][0], ["Activity", "channel"]] = ["orders", "phone"]
