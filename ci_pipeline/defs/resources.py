@@ -23,7 +23,13 @@ from ci_pipeline.config.publish import DataverseConfig
 from ci_pipeline.dataverse import Sink, open_dataverse_sink, open_sqlite_sink, sqlite_path
 from ci_pipeline.dataverse.attachment import AttachmentClaim
 from ci_pipeline.errors import UserError
-from ci_pipeline.governance.runtime import RunAccess, RunNeeds, authorise_run, open_rules
+from ci_pipeline.governance.runtime import (
+    RunAccess,
+    RunNeeds,
+    authorise_run,
+    open_rules,
+    unattended_lake_connection,
+)
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.redact import redact
 from ci_pipeline.side_by_side import each
@@ -190,6 +196,14 @@ class LakeResource(dg.ConfigurableResource):
 
     def get_lake(self) -> Lake:
         return Lake.from_config(self.settings(), Path(self.base_dir), self.access.connection("lake.connection"))
+
+    def get_unattended_lake(self, config: ProjectConfig, audit_refusal: bool = True) -> Lake:
+        """The lake as a schedule or sensor reads it outside a run: ``lake.connection`` resolved as
+        ``governance.service_principal``, whom the runs they start act as (not as the daemon's OS user)."""
+        if not config.lake.connection:
+            return self.get_lake()
+        connection = unattended_lake_connection(config, audit_refusal=audit_refusal)
+        return Lake.from_config(self.settings(), Path(self.base_dir), connection)
 
     def attachment_claim(self, dataverse_region: str | None) -> AttachmentClaim | None:
         """What a governed run claims in the sink's marker row (None for an ungoverned run)."""

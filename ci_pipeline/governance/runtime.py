@@ -111,6 +111,32 @@ def resolve_outside_run(name: str, key: str, type_name: str, base_dir: Path) -> 
         rules.store.close()
 
 
+def unattended_lake_connection(config, *, audit_refusal: bool = True) -> dict | None:
+    """``lake.connection`` resolved as ``governance.service_principal``, for a schedule or sensor that reads the
+    lake outside a run (the new-file sensor lists the sources with it): the principal the runs they start act as,
+    so what the principal may not use is not listed either. None when the configuration names no connection.
+
+    Raises :class:`UserError` (``AccessDenied`` for a refusal, audited unless ``audit_refusal`` is False) naming
+    the connection, the principal and the fix.
+    """
+    name = config.lake.connection
+    if not name:
+        return None
+    _is_governed(config, {"lake.connection": (name, "adls")})
+    actor = config.governance.service_principal
+    if actor is None:
+        raise UserError(
+            f"lake.connection {name!r}: schedules and sensors act as governance.service_principal, which is not "
+            "set; set it to a contributor and share the connection with it (`ci-pipeline connections share "
+            f"{shlex.quote(name)} <principal>`)"
+        )
+    rules = open_rules(config, actor)
+    try:
+        return rules.use_connection(name, "lake.connection", "adls", audit_refusal=audit_refusal)
+    finally:
+        rules.store.close()
+
+
 def open_rules(config, actor: str) -> Governance:
     """The governance rules of ``config``'s environment, acting as ``actor``."""
     return Governance(open_store(metadata_url(config)), actor, SecretResolver(secret_roots(Path(config.base_dir))))
