@@ -31,6 +31,7 @@ from ci_pipeline.governance.runtime import (
     unattended_lake_connection,
 )
 from ci_pipeline.lake import Lake, WrittenTable
+from ci_pipeline.lake_owner import LakeOwnedError, claim_lake
 from ci_pipeline.redact import redact
 from ci_pipeline.side_by_side import each
 
@@ -76,6 +77,9 @@ def fail_fast(compute):
 #: The governance checks of each run this process executes, by run id: done once per run and process, however
 #: many resources ask (the lake, the IO manager's lake, the sink). A refusal is kept too, so it is audited once.
 _RUN_ACCESS: dict[str, RunAccess | dg.Failure] = {}
+#: The lake-ownership check of each run this process executes, by run id: the refusal, or "" (the lake is the
+#: environment's). Not kept while the lake cannot be read: the next use asks again.
+_LAKE_CLAIMS: dict[str, str] = {}
 _RUN_ACCESS_LOCK = threading.Lock()
 
 
@@ -112,6 +116,37 @@ def run_needs(config: ProjectConfig, keys: set[dg.AssetKey] | None) -> RunNeeds:
     )
 
 
+def refusal(message: str) -> dg.Failure:
+    """A run refused before it moves data, as the failure its resources raise: no retry repeats it, and its cause
+    is a :class:`UserError` with the same text, so that the console and the run's summary recognise a user error
+    and show the message alone, without Dagster's stack traces."""
+    failure = dg.Failure(description=message, allow_retries=False)
+    failure.__cause__ = UserError(message)
+    return failure
+
+
+def claim_run_lake(run_id: str, lake: Lake, environment: str) -> None:
+    """Check, once per run and process, that the run's lake folder belongs to its environment (the lake's marker,
+    :mod:`ci_pipeline.lake_owner`), claiming it on the environment's first run.
+
+    Raises:
+        LakeOwnedError: another environment owns the lake (again at every ask of the run).
+    """
+    with _RUN_ACCESS_LOCK:
+        found = _LAKE_CLAIMS.get(run_id)
+        if found is None:
+            try:
+                claim_lake(lake, environment)
+                found = ""
+            except LakeOwnedError as exc:
+                found = str(exc)
+            for old in list(_LAKE_CLAIMS)[:-8]:
+                del _LAKE_CLAIMS[old]
+            _LAKE_CLAIMS[run_id] = found
+    if found:
+        raise LakeOwnedError(found)
+
+
 def run_access(context: dg.InitResourceContext, config_path: str | None) -> RunAccess:
     """The governance checks of the run ``context`` belongs to (:func:`authorise_run`), as the user who launched
     it; a refusal becomes a failure that no retry repeats. Without a configuration file nothing is governed."""
@@ -127,10 +162,7 @@ def run_access(context: dg.InitResourceContext, config_path: str | None) -> RunA
                     config, run.tags, run_needs(config, _run_keys(context)), f"job {run.job_name}, run {run.run_id}"
                 )
             except UserError as exc:
-                # The refusal's redacted text as the failure's cause, so that the console and the run's summary
-                # recognise a user error and show the message alone, without Dagster's stack traces.
-                found = dg.Failure(description=f"governance: {redact(exc)}", allow_retries=False)
-                found.__cause__ = UserError(found.description)
+                found = refusal(f"governance: {redact(exc)}")
             # Only the runs of this process are kept, and only the newest few.
             for old in list(_RUN_ACCESS)[:-8]:
                 del _RUN_ACCESS[old]
@@ -175,15 +207,27 @@ class LakeResource(dg.ConfigurableResource):
     region: str | None = None
     #: The configuration file, for the governance checks of each run (None: not governed).
     config_path: str | None = None
+    #: The environment (the configuration's ``name``) the lake folder must belong to (None: not checked).
+    environment: str | None = None
     _access: RunAccess | None = PrivateAttr(default=None)
+    _run_id: str | None = PrivateAttr(default=None)
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> "LakeResource":
         path = str(config.path) if config.path is not None else None
-        return cls(base_dir=str(config.base_dir), config_path=path, **config.lake.model_dump())
+        return cls(base_dir=str(config.base_dir), config_path=path, environment=config.name, **config.lake.model_dump())
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._access = run_access(context, self.config_path)
+        run = context.dagster_run
+        self._run_id = run.run_id if run is not None else None
+        try:
+            self.get_lake()  # another environment's lake refuses the run here, before any step starts
+        except LakeOwnedError as exc:
+            failure = refusal(redact(exc))
+            raise failure from failure.__cause__
+        except UserError:
+            pass  # a lake that cannot be opened now: the step that uses it says why (and checks the owner then)
 
     @property
     def access(self) -> RunAccess:
@@ -192,10 +236,14 @@ class LakeResource(dg.ConfigurableResource):
 
     def settings(self) -> LakeConfig:
         """The ``lake`` section this resource was made from."""
-        return LakeConfig.model_validate(self.model_dump(exclude={"base_dir", "config_path"}))
+        return LakeConfig.model_validate(self.model_dump(exclude={"base_dir", "config_path", "environment"}))
 
     def get_lake(self) -> Lake:
-        return Lake.from_config(self.settings(), Path(self.base_dir), self.access.connection("lake.connection"))
+        """The lake; in a run, only once it is known to belong to the run's environment (:func:`claim_run_lake`)."""
+        lake = Lake.from_config(self.settings(), Path(self.base_dir), self.access.connection("lake.connection"))
+        if self._run_id is not None and self.environment is not None:
+            claim_run_lake(self._run_id, lake, self.environment)
+        return lake
 
     def get_unattended_lake(self, config: ProjectConfig, audit_refusal: bool = True) -> Lake:
         """The lake as a schedule or sensor reads it outside a run: ``lake.connection`` resolved as

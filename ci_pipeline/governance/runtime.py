@@ -179,24 +179,28 @@ def authorise_run(config, tags: Mapping[str, str], needs: RunNeeds, what: str) -
     return access
 
 
-def _is_governed(config, wanted: Mapping) -> bool:
+def is_initialised(config) -> bool:
+    """True once someone ran ``init`` for ``config``'s environment (a missing local store is not created to tell);
+    False too for a lake in Azure without ``CI_PIPELINE_METADATA_URL``, which has no store."""
     try:
         url = metadata_url(config)
     except UserError:
-        # A lake in Azure without CI_PIPELINE_METADATA_URL: no store, so nothing is governed unless it must be.
-        if wanted or config.governance.required:
-            raise
         return False
     if _local_store_missing(url):
-        initialised = False
-    else:
-        store = MetadataStore(url)
-        try:
-            store.upgrade()
-            initialised = Governance(store, "", SecretResolver([])).initialised()
-        finally:
-            store.close()
-    if initialised:
+        return False
+    store = MetadataStore(url)
+    try:
+        store.upgrade()
+        return Governance(store, "", SecretResolver([])).initialised()
+    finally:
+        store.close()
+
+
+def _is_governed(config, wanted: Mapping) -> bool:
+    if wanted or config.governance.required:
+        # Raises for a lake in Azure without CI_PIPELINE_METADATA_URL (no store), since it must be governed.
+        metadata_url(config)
+    if is_initialised(config):
         return True
     if config.governance.required or wanted:
         needed = ", ".join(f"{key} {name!r}" for key, (name, _) in wanted.items())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import shlex
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -743,6 +743,18 @@ class Governance:
                     }
                 )
             return result
+
+    # -- the lake folder ------------------------------------------------------------------------------------
+    def attach_lake(self, lake_url: str, environment: str, take_over: Callable[[], str | None]) -> str | None:
+        """Make ``environment`` the owner of the lake folder ``lake_url``: ``take_over()`` rewrites its marker and
+        returns the environment that owned it. Admin only; audited as ``lake.attach`` when the owner changes."""
+        with self._tx() as session:
+            self._require(session, "lake.attach", lake_url, ("admin",))
+            before = take_over()
+            if before != environment:
+                after = {"environment": environment}
+                audit.append(session, self.actor, "lake.attach", lake_url, before={"environment": before}, after=after)
+            return before
 
     # -- Dataverse attachment ---------------------------------------------------------------------------------
     def attach_dataverse(self, connection_name: str) -> None:
