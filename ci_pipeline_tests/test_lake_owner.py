@@ -101,3 +101,18 @@ def test_lake_attach_is_for_admins_of_a_governed_environment_and_audited(tmp_pat
     assert "lake.attach" in capsys.readouterr().out
     assert main([*args, "lake", "show"]) == 0
     assert "belongs to environment 'production' (this configuration)" in capsys.readouterr().out
+
+
+def test_a_refused_run_is_not_retried_by_the_instance(tmp_path):
+    # A refusal before any step (another environment's lake, governance) fails the same way on every retry, and
+    # each retry would send another failure notice.
+    @dg.asset(key=["crm", "contacts"])
+    def contacts(lake: LakeResource) -> None:
+        lake.get_lake()
+
+    claim_lake(Lake.local(tmp_path / "shared_lake"), "prod")
+    instance = dg.DagsterInstance.ephemeral(settings={"run_retries": {"enabled": True, "max_retries": 1}})
+    resources = {"lake": LakeResource.from_config(_config(tmp_path / "dev", "dev"))}
+    result = dg.materialize([contacts], resources=resources, instance=instance, raise_on_error=False)
+    assert not result.success
+    assert instance.get_run_by_id(result.run_id).tags["dagster/will_retry"] == "false"

@@ -10,6 +10,7 @@ import inspect
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlparse
 
 import dagster as dg
@@ -125,6 +126,19 @@ def refusal(message: str) -> dg.Failure:
     return failure
 
 
+#: The tag that stops Dagster's automatic run retries (``run_retries`` in dagster.yaml) for one run.
+MAX_RETRIES_TAG = "dagster/max_retries"
+
+
+def refuse_run(context: dg.InitResourceContext, failure: dg.Failure) -> NoReturn:
+    """Fail the run a refusal stopped before it moved data, and mark it not to be retried: the instance's run
+    retries would fail the same way, and send a second failure notice."""
+    run, instance = context.dagster_run, context.instance
+    if run is not None and instance is not None and run.tags.get(MAX_RETRIES_TAG) != "0":
+        instance.add_run_tags(run.run_id, {MAX_RETRIES_TAG: "0"})
+    raise failure from failure.__cause__
+
+
 def claim_run_lake(run_id: str, lake: Lake, environment: str) -> None:
     """Check, once per run and process, that the run's lake folder belongs to its environment (the lake's marker,
     :mod:`ci_pipeline.lake_owner`), claiming it on the environment's first run.
@@ -168,7 +182,7 @@ def run_access(context: dg.InitResourceContext, config_path: str | None) -> RunA
                 del _RUN_ACCESS[old]
             _RUN_ACCESS[run.run_id] = found
     if isinstance(found, dg.Failure):
-        raise found from found.__cause__
+        refuse_run(context, found)
     return found
 
 
@@ -224,8 +238,7 @@ class LakeResource(dg.ConfigurableResource):
         try:
             self.get_lake()  # another environment's lake refuses the run here, before any step starts
         except LakeOwnedError as exc:
-            failure = refusal(redact(exc))
-            raise failure from failure.__cause__
+            refuse_run(context, refusal(redact(exc)))
         except UserError:
             pass  # a lake that cannot be opened now: the step that uses it says why (and checks the owner then)
 
