@@ -39,6 +39,7 @@ from ci_pipeline.orchestration import (
 )
 from ci_pipeline.orchestration.notify import notify_webhook
 from ci_pipeline.orchestration.schedule import describe_schedule
+from ci_pipeline.orchestration.tags import UI_TRIGGER
 from ci_pipeline.redact import install_log_redaction, redact_record
 
 #: ``executor: {kind: multiprocess}`` at its default bound: one process per step, at most two at a time.
@@ -80,8 +81,10 @@ def job_specs(config: ProjectConfig, graph, stages: tuple[Stage, ...] = STAGES) 
 
 
 def _job(spec: JobSpec, hooks: set[dg.HookDefinition]) -> dg.UnresolvedAssetJobDefinition:
+    # A run launched from the UI keeps the trigger tag; the CLI, the schedules and the sensor set their own.
+    tags = {MODE_TAG: spec.mode, TRIGGER_TAG: UI_TRIGGER}
     return dg.define_asset_job(
-        spec.name, selection=spec.selection, description=spec.description, tags={MODE_TAG: spec.mode}, hooks=hooks
+        spec.name, selection=spec.selection, description=spec.description, tags=tags, hooks=hooks
     )
 
 
@@ -188,7 +191,8 @@ def build_schedules(config: ProjectConfig, graph, jobs: dict[str, dg.UnresolvedA
             )
         else:
             selection = _resolve_selection(refresh.select, graph, "orchestration.refresh.select")
-            job, mode = dg.define_asset_job("refresh_job", selection=selection), "partial"
+            job = dg.define_asset_job("refresh_job", selection=selection, tags={TRIGGER_TAG: UI_TRIGGER})
+            mode = "partial"
             what = f"Refreshes {refresh.select!r}: {_selected(selection, graph)}"
         schedules.append(
             schedule_for(
@@ -232,7 +236,12 @@ def build_schedules(config: ProjectConfig, graph, jobs: dict[str, dg.UnresolvedA
         )
     for index, item in enumerate(orchestration.schedules):
         selection = _resolve_selection(item.select, graph, f"orchestration.schedules[{index}].select")
-        job = dg.define_asset_job(f"{item.name}_job", selection=selection, description=item.description or None)
+        job = dg.define_asset_job(
+            f"{item.name}_job",
+            selection=selection,
+            description=item.description or None,
+            tags={TRIGGER_TAG: UI_TRIGGER},
+        )
         when = describe_schedule(item.cron_schedules(), orchestration.timezone_of(item))
         what = item.description.rstrip(".") if item.description else f"Refreshes {item.select!r}"
         schedules.append(

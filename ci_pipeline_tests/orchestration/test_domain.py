@@ -22,6 +22,7 @@ from ci_pipeline.orchestration import (
     send_webhook,
     watch_root,
 )
+from ci_pipeline.orchestration.tags import run_trigger
 from ci_pipeline_tests.conftest import SERVE
 
 NOW = datetime(2026, 7, 1, 12, tzinfo=UTC)
@@ -103,8 +104,11 @@ def test_the_notice_names_the_step_and_the_user_error_and_reaches_the_webhook():
             "contoso", "r-1", "full_refresh", {"ci_pipeline/mode": "full", "other": "x"}, [("unify", error)]
         )
         notice = failure_notice(run, "http://ui.example/")
-        assert notice["text"] == "contoso: run r-1 of job full_refresh failed at unify: unify.tables: fix it"
-        assert notice["url"] == "http://ui.example/runs/r-1" and notice["tags"] == {"ci_pipeline/mode": "full"}
+        assert notice["text"] == (
+            "contoso: run r-1 of job full_refresh (started from the Dagster UI) failed at unify: unify.tables: fix it"
+        )
+        assert notice["url"] == "http://ui.example/runs/r-1"
+        assert notice["tags"] == {"ci_pipeline/mode": "full", "ci_pipeline/trigger": "ui"}
         url = f"http://127.0.0.1:{server.server_port}/hook"
         assert send_webhook("env:HOOK", notice, 5, resolve=lambda ref: url) is None
         assert received == [notice]
@@ -128,3 +132,17 @@ def test_a_notice_forwards_an_unexpected_error_s_type_only():
 
 def _refuse(ref: str) -> str:
     raise UserError(f"{ref}: the environment variable is not set")
+
+
+def test_a_run_without_a_trigger_tag_was_launched_from_the_ui():
+    # The UI's asset graph materialises through Dagster's own job, which carries none of this project's tags.
+    assert run_trigger({}) == "ui"
+    assert run_trigger({"ci_pipeline/trigger": "cli", "dagster/schedule_name": "x"}) == "cli"
+    assert run_trigger({"dagster/schedule_name": "weekly"}) == "schedule:weekly"
+    assert run_trigger({"dagster/sensor_name": "new_files"}) == "sensor:new_files"
+    assert run_trigger({"dagster/backfill": "b1"}) == "backfill"
+    run = FailedRun("contoso", "r-2", "__ASSET_JOB", {"dagster/schedule_name": "weekly"}, [])
+    assert (
+        failure_notice(run)["text"] == "contoso: run r-2 of job __ASSET_JOB (started by schedule weekly) failed at "
+        "before any step started"
+    )
