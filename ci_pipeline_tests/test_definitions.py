@@ -18,6 +18,12 @@ def test_sample_definitions_load():
     defs = build_definitions(load_config(SAMPLE_CONFIG))
     dg.Definitions.validate_loadable(defs)
     assert defs.resolve_asset_graph().get_all_asset_keys()
+    # docs/operations.md quotes the sample's schedules as the UI describes them (what runs: a number of assets
+    # that changes with the sample), word for word.
+    operations = " ".join((ROOT / "docs" / "operations.md").read_text(encoding="utf-8").split())
+    for name in ("refresh", "weekly_export"):
+        description = defs.resolve_schedule_def(name).description
+        assert f'"{description}"' in operations, f"docs/operations.md: quote the {name} schedule as {description!r}"
 
 
 def test_definitions_module_reads_the_configured_file_when_loaded(tmp_path, monkeypatch):

@@ -166,11 +166,16 @@ def _incremental(defs, config):
     from ci_pipeline.defs.launch import choose_job, incremental_job
     from ci_pipeline.defs.resources import LakeResource
     from ci_pipeline.errors import StorageError, UserError
+    from ci_pipeline.lake_owner import LakeOwnedError, claim_lake
     from ci_pipeline.orchestration.refresh import save_marker
 
     try:
         lake = LakeResource.from_config(config).get_lake()
+        # Another environment's lake is refused here, before the run marker below is written.
+        claim_lake(lake, config.name, write=False)
         job, mode, plan = incremental_job(defs, config, lake)
+    except LakeOwnedError:
+        raise
     except (UserError, StorageError) as exc:
         # The full refresh reads the same locations and says precisely what fails, table by table.
         print(f"incremental refresh: cannot tell what changed ({exc}); running the full refresh", flush=True)

@@ -25,7 +25,6 @@ from ci_pipeline.defs.resources import LakeResource
 from ci_pipeline.defs.stages import PUBLISH, STAGES
 from ci_pipeline.defs.threaded import threaded_executor
 from ci_pipeline.errors import UserError
-from ci_pipeline.lake import Lake
 from ci_pipeline.orchestration import (
     FAILURE_SENSOR,
     MODE_TAG,
@@ -40,6 +39,7 @@ from ci_pipeline.orchestration import (
 )
 from ci_pipeline.orchestration.notify import notify_webhook
 from ci_pipeline.orchestration.schedule import describe_schedule
+from ci_pipeline.orchestration.tags import UI_TRIGGER
 from ci_pipeline.redact import install_log_redaction, redact_record
 
 #: ``executor: {kind: multiprocess}`` at its default bound: one process per step, at most two at a time.
@@ -81,8 +81,10 @@ def job_specs(config: ProjectConfig, graph, stages: tuple[Stage, ...] = STAGES) 
 
 
 def _job(spec: JobSpec, hooks: set[dg.HookDefinition]) -> dg.UnresolvedAssetJobDefinition:
+    # A run launched from the UI keeps the trigger tag; the CLI, the schedules and the sensor set their own.
+    tags = {MODE_TAG: spec.mode, TRIGGER_TAG: UI_TRIGGER}
     return dg.define_asset_job(
-        spec.name, selection=spec.selection, description=spec.description, tags={MODE_TAG: spec.mode}, hooks=hooks
+        spec.name, selection=spec.selection, description=spec.description, tags=tags, hooks=hooks
     )
 
 
@@ -103,8 +105,9 @@ def _resolve_selection(text: str, graph, key: str) -> dg.AssetSelection:
     return selection
 
 
-#: Chooses the assets of an incremental tick: ``select(lake)`` -> (asset keys, run mode, why); no keys: nothing to run.
-Selector = Callable[[Lake], tuple[list[dg.AssetKey], str, str]]
+#: Chooses the assets of an incremental tick: ``select(lake resource)`` -> (asset keys, run mode, why); no keys:
+#: nothing to run.
+Selector = Callable[[LakeResource], tuple[list[dg.AssetKey], str, str]]
 
 
 def schedule_for(
@@ -139,7 +142,7 @@ def schedule_for(
         tags = {MODE_TAG: mode, TRIGGER_TAG: f"schedule:{name}", "ci_pipeline/scheduled_for": local}
         if select is None:
             return dg.RunRequest(run_key=f"{name}@{local}", tags=tags)
-        keys, chosen, why = select(context.resources.lake.get_lake())
+        keys, chosen, why = select(context.resources.lake)
         if not keys:
             return dg.SkipReason(why)
         return dg.RunRequest(run_key=f"{name}@{local}", tags={**tags, MODE_TAG: chosen}, asset_selection=keys)
@@ -149,10 +152,11 @@ def schedule_for(
 
 def incremental_selector(config: ProjectConfig, graph, keys) -> Selector:
     """The selection of an incremental tick over ``keys``: every asset when the lake records no earlier run, else
-    the stale ones (changed tables, changed configuration, and everything downstream of them)."""
+    the stale ones (changed tables, changed configuration, and everything downstream of them). The lake is read as
+    governance.service_principal, whom the run acts as."""
 
-    def select(lake: Lake) -> tuple[list[dg.AssetKey], str, str]:
-        found = refresh_defs.plan(config, graph, keys, lake)
+    def select(resource: LakeResource) -> tuple[list[dg.AssetKey], str, str]:
+        found = refresh_defs.plan(config, graph, keys, resource.get_unattended_lake(config))
         if not found.history:
             return sorted(keys, key=lambda k: k.path), "full", found.summary()
         stale = refresh_defs.stale_selection(graph, found, keys)
@@ -187,7 +191,8 @@ def build_schedules(config: ProjectConfig, graph, jobs: dict[str, dg.UnresolvedA
             )
         else:
             selection = _resolve_selection(refresh.select, graph, "orchestration.refresh.select")
-            job, mode = dg.define_asset_job("refresh_job", selection=selection), "partial"
+            job = dg.define_asset_job("refresh_job", selection=selection, tags={TRIGGER_TAG: UI_TRIGGER})
+            mode = "partial"
             what = f"Refreshes {refresh.select!r}: {_selected(selection, graph)}"
         schedules.append(
             schedule_for(
@@ -231,7 +236,12 @@ def build_schedules(config: ProjectConfig, graph, jobs: dict[str, dg.UnresolvedA
         )
     for index, item in enumerate(orchestration.schedules):
         selection = _resolve_selection(item.select, graph, f"orchestration.schedules[{index}].select")
-        job = dg.define_asset_job(f"{item.name}_job", selection=selection, description=item.description or None)
+        job = dg.define_asset_job(
+            f"{item.name}_job",
+            selection=selection,
+            description=item.description or None,
+            tags={TRIGGER_TAG: UI_TRIGGER},
+        )
         when = describe_schedule(item.cron_schedules(), orchestration.timezone_of(item))
         what = item.description.rstrip(".") if item.description else f"Refreshes {item.select!r}"
         schedules.append(
@@ -288,7 +298,14 @@ def build_new_file_sensor(config: ProjectConfig, graph, job) -> dg.SensorDefinit
         ),
     )
     def new_files(context: dg.SensorEvaluationContext, lake: LakeResource):
-        tick = evaluate_new_files(context.cursor, lake.get_lake, watched, settings.settle_seconds, datetime.now(UTC))
+        # Listed as governance.service_principal, whom the runs it starts act as (not the daemon's OS user).
+        tick = evaluate_new_files(
+            context.cursor,
+            lambda audit_refusal: lake.get_unattended_lake(config, audit_refusal),
+            watched,
+            settings.settle_seconds,
+            datetime.now(UTC),
+        )
         for problem in tick.problems:
             context.log.warning(problem)
         if tick.run_key is not None:
@@ -296,7 +313,9 @@ def build_new_file_sensor(config: ProjectConfig, graph, job) -> dg.SensorDefinit
                 run_key=tick.run_key, asset_selection=[dg.AssetKey(list(p)) for p in tick.assets], tags=tick.tags
             )
             return dg.SensorResult(run_requests=[request], cursor=tick.cursor)
-        if not context.cursor:
+        if not tick.opened:
+            reason = ""  # the problem says why nothing was listed
+        elif tick.baseline:
             reason = "recorded the files present now as the baseline; new or changed files from now on start a run"
         else:
             reason = "no new or changed files"

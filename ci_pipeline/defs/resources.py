@@ -10,6 +10,7 @@ import inspect
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlparse
 
 import dagster as dg
@@ -23,8 +24,15 @@ from ci_pipeline.config.publish import DataverseConfig
 from ci_pipeline.dataverse import Sink, open_dataverse_sink, open_sqlite_sink, sqlite_path
 from ci_pipeline.dataverse.attachment import AttachmentClaim
 from ci_pipeline.errors import UserError
-from ci_pipeline.governance.runtime import RunAccess, RunNeeds, authorise_run, open_rules
+from ci_pipeline.governance.runtime import (
+    RunAccess,
+    RunNeeds,
+    authorise_run,
+    open_rules,
+    unattended_lake_connection,
+)
 from ci_pipeline.lake import Lake, WrittenTable
+from ci_pipeline.lake_owner import LakeOwnedError, claim_lake
 from ci_pipeline.redact import redact
 from ci_pipeline.side_by_side import each
 
@@ -70,6 +78,9 @@ def fail_fast(compute):
 #: The governance checks of each run this process executes, by run id: done once per run and process, however
 #: many resources ask (the lake, the IO manager's lake, the sink). A refusal is kept too, so it is audited once.
 _RUN_ACCESS: dict[str, RunAccess | dg.Failure] = {}
+#: The lake-ownership check of each run this process executes, by run id: the refusal, or "" (the lake is the
+#: environment's). Not kept while the lake cannot be read: the next use asks again.
+_LAKE_CLAIMS: dict[str, str] = {}
 _RUN_ACCESS_LOCK = threading.Lock()
 
 
@@ -106,6 +117,50 @@ def run_needs(config: ProjectConfig, keys: set[dg.AssetKey] | None) -> RunNeeds:
     )
 
 
+def refusal(message: str) -> dg.Failure:
+    """A run refused before it moves data, as the failure its resources raise: no retry repeats it, and its cause
+    is a :class:`UserError` with the same text, so that the console and the run's summary recognise a user error
+    and show the message alone, without Dagster's stack traces."""
+    failure = dg.Failure(description=message, allow_retries=False)
+    failure.__cause__ = UserError(message)
+    return failure
+
+
+#: The tag that stops Dagster's automatic run retries (``run_retries`` in dagster.yaml) for one run.
+MAX_RETRIES_TAG = "dagster/max_retries"
+
+
+def refuse_run(context: dg.InitResourceContext, failure: dg.Failure) -> NoReturn:
+    """Fail the run a refusal stopped before it moved data, and mark it not to be retried: the instance's run
+    retries would fail the same way, and send a second failure notice."""
+    run, instance = context.dagster_run, context.instance
+    if run is not None and instance is not None and run.tags.get(MAX_RETRIES_TAG) != "0":
+        instance.add_run_tags(run.run_id, {MAX_RETRIES_TAG: "0"})
+    raise failure from failure.__cause__
+
+
+def claim_run_lake(run_id: str, lake: Lake, environment: str) -> None:
+    """Check, once per run and process, that the run's lake folder belongs to its environment (the lake's marker,
+    :mod:`ci_pipeline.lake_owner`), claiming it on the environment's first run.
+
+    Raises:
+        LakeOwnedError: another environment owns the lake (again at every ask of the run).
+    """
+    with _RUN_ACCESS_LOCK:
+        found = _LAKE_CLAIMS.get(run_id)
+        if found is None:
+            try:
+                claim_lake(lake, environment)
+                found = ""
+            except LakeOwnedError as exc:
+                found = str(exc)
+            for old in list(_LAKE_CLAIMS)[:-8]:
+                del _LAKE_CLAIMS[old]
+            _LAKE_CLAIMS[run_id] = found
+    if found:
+        raise LakeOwnedError(found)
+
+
 def run_access(context: dg.InitResourceContext, config_path: str | None) -> RunAccess:
     """The governance checks of the run ``context`` belongs to (:func:`authorise_run`), as the user who launched
     it; a refusal becomes a failure that no retry repeats. Without a configuration file nothing is governed."""
@@ -121,16 +176,13 @@ def run_access(context: dg.InitResourceContext, config_path: str | None) -> RunA
                     config, run.tags, run_needs(config, _run_keys(context)), f"job {run.job_name}, run {run.run_id}"
                 )
             except UserError as exc:
-                # The refusal's redacted text as the failure's cause, so that the console and the run's summary
-                # recognise a user error and show the message alone, without Dagster's stack traces.
-                found = dg.Failure(description=f"governance: {redact(exc)}", allow_retries=False)
-                found.__cause__ = UserError(found.description)
+                found = refusal(f"governance: {redact(exc)}")
             # Only the runs of this process are kept, and only the newest few.
             for old in list(_RUN_ACCESS)[:-8]:
                 del _RUN_ACCESS[old]
             _RUN_ACCESS[run.run_id] = found
     if isinstance(found, dg.Failure):
-        raise found from found.__cause__
+        refuse_run(context, found)
     return found
 
 
@@ -169,15 +221,26 @@ class LakeResource(dg.ConfigurableResource):
     region: str | None = None
     #: The configuration file, for the governance checks of each run (None: not governed).
     config_path: str | None = None
+    #: The environment (the configuration's ``name``) the lake folder must belong to (None: not checked).
+    environment: str | None = None
     _access: RunAccess | None = PrivateAttr(default=None)
+    _run_id: str | None = PrivateAttr(default=None)
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> "LakeResource":
         path = str(config.path) if config.path is not None else None
-        return cls(base_dir=str(config.base_dir), config_path=path, **config.lake.model_dump())
+        return cls(base_dir=str(config.base_dir), config_path=path, environment=config.name, **config.lake.model_dump())
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._access = run_access(context, self.config_path)
+        run = context.dagster_run
+        self._run_id = run.run_id if run is not None else None
+        try:
+            self.get_lake()  # another environment's lake refuses the run here, before any step starts
+        except LakeOwnedError as exc:
+            refuse_run(context, refusal(redact(exc)))
+        except UserError:
+            pass  # a lake that cannot be opened now: the step that uses it says why (and checks the owner then)
 
     @property
     def access(self) -> RunAccess:
@@ -186,10 +249,22 @@ class LakeResource(dg.ConfigurableResource):
 
     def settings(self) -> LakeConfig:
         """The ``lake`` section this resource was made from."""
-        return LakeConfig.model_validate(self.model_dump(exclude={"base_dir", "config_path"}))
+        return LakeConfig.model_validate(self.model_dump(exclude={"base_dir", "config_path", "environment"}))
 
     def get_lake(self) -> Lake:
-        return Lake.from_config(self.settings(), Path(self.base_dir), self.access.connection("lake.connection"))
+        """The lake; in a run, only once it is known to belong to the run's environment (:func:`claim_run_lake`)."""
+        lake = Lake.from_config(self.settings(), Path(self.base_dir), self.access.connection("lake.connection"))
+        if self._run_id is not None and self.environment is not None:
+            claim_run_lake(self._run_id, lake, self.environment)
+        return lake
+
+    def get_unattended_lake(self, config: ProjectConfig, audit_refusal: bool = True) -> Lake:
+        """The lake as a schedule or sensor reads it outside a run: ``lake.connection`` resolved as
+        ``governance.service_principal``, whom the runs they start act as (not as the daemon's OS user)."""
+        if not config.lake.connection:
+            return self.get_lake()
+        connection = unattended_lake_connection(config, audit_refusal=audit_refusal)
+        return Lake.from_config(self.settings(), Path(self.base_dir), connection)
 
     def attachment_claim(self, dataverse_region: str | None) -> AttachmentClaim | None:
         """What a governed run claims in the sink's marker row (None for an ungoverned run)."""

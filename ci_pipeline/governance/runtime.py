@@ -111,6 +111,32 @@ def resolve_outside_run(name: str, key: str, type_name: str, base_dir: Path) -> 
         rules.store.close()
 
 
+def unattended_lake_connection(config, *, audit_refusal: bool = True) -> dict | None:
+    """``lake.connection`` resolved as ``governance.service_principal``, for a schedule or sensor that reads the
+    lake outside a run (the new-file sensor lists the sources with it): the principal the runs they start act as,
+    so what the principal may not use is not listed either. None when the configuration names no connection.
+
+    Raises :class:`UserError` (``AccessDenied`` for a refusal, audited unless ``audit_refusal`` is False) naming
+    the connection, the principal and the fix.
+    """
+    name = config.lake.connection
+    if not name:
+        return None
+    _is_governed(config, {"lake.connection": (name, "adls")})
+    actor = config.governance.service_principal
+    if actor is None:
+        raise UserError(
+            f"lake.connection {name!r}: schedules and sensors act as governance.service_principal, which is not "
+            "set; set it to a contributor and share the connection with it (`ci-pipeline connections share "
+            f"{shlex.quote(name)} <principal>`)"
+        )
+    rules = open_rules(config, actor)
+    try:
+        return rules.use_connection(name, "lake.connection", "adls", audit_refusal=audit_refusal)
+    finally:
+        rules.store.close()
+
+
 def open_rules(config, actor: str) -> Governance:
     """The governance rules of ``config``'s environment, acting as ``actor``."""
     return Governance(open_store(metadata_url(config)), actor, SecretResolver(secret_roots(Path(config.base_dir))))
@@ -153,24 +179,28 @@ def authorise_run(config, tags: Mapping[str, str], needs: RunNeeds, what: str) -
     return access
 
 
-def _is_governed(config, wanted: Mapping) -> bool:
+def is_initialised(config) -> bool:
+    """True once someone ran ``init`` for ``config``'s environment (a missing local store is not created to tell);
+    False too for a lake in Azure without ``CI_PIPELINE_METADATA_URL``, which has no store."""
     try:
         url = metadata_url(config)
     except UserError:
-        # A lake in Azure without CI_PIPELINE_METADATA_URL: no store, so nothing is governed unless it must be.
-        if wanted or config.governance.required:
-            raise
         return False
     if _local_store_missing(url):
-        initialised = False
-    else:
-        store = MetadataStore(url)
-        try:
-            store.upgrade()
-            initialised = Governance(store, "", SecretResolver([])).initialised()
-        finally:
-            store.close()
-    if initialised:
+        return False
+    store = MetadataStore(url)
+    try:
+        store.upgrade()
+        return Governance(store, "", SecretResolver([])).initialised()
+    finally:
+        store.close()
+
+
+def _is_governed(config, wanted: Mapping) -> bool:
+    if wanted or config.governance.required:
+        # Raises for a lake in Azure without CI_PIPELINE_METADATA_URL (no store), since it must be governed.
+        metadata_url(config)
+    if is_initialised(config):
         return True
     if config.governance.required or wanted:
         needed = ", ".join(f"{key} {name!r}" for key, (name, _) in wanted.items())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import shlex
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,11 +99,13 @@ class Governance:
 
     # -- plumbing ---------------------------------------------------------------------------------------------
     @contextmanager
-    def _tx(self) -> Iterator[Session]:
+    def _tx(self, audit_refusal: bool = True) -> Iterator[Session]:
         try:
             with self.store.session() as session:
                 yield session
         except _Refused as refused:
+            if not audit_refusal:
+                raise AccessDenied(refused.reason) from None
             # The change was rolled back with its transaction; the attempt is recorded in a new one.
             with self.store.session() as session:
                 audit.append(
@@ -547,13 +549,14 @@ class Governance:
         with self._tx() as session:
             return self._require(session, "runs.launch", what, ("admin", "contributor"))
 
-    def use_connection(self, name: str, key: str, expected_type: str) -> dict:
+    def use_connection(self, name: str, key: str, expected_type: str, *, audit_refusal: bool = True) -> dict:
         """Resolve connection ``name`` that configuration key ``key`` names, for a run (see :meth:`resolve_connection`).
 
         The messages name the key, the connection and the fix: a removed connection, another type, one not shared
-        with the acting user (refused and audited).
+        with the acting user (refused and audited; ``audit_refusal=False`` only for a caller that asks again every
+        few seconds and has audited the same refusal once already: the new-file sensor).
         """
-        with self._tx() as session:
+        with self._tx(audit_refusal) as session:
             role = self._require(session, "connections.use", name, ("admin", "contributor"))
             connection = session.scalar(select(Connection).where(Connection.name == name))
             if connection is None:
@@ -740,6 +743,18 @@ class Governance:
                     }
                 )
             return result
+
+    # -- the lake folder ------------------------------------------------------------------------------------
+    def attach_lake(self, lake_url: str, environment: str, take_over: Callable[[], str | None]) -> str | None:
+        """Make ``environment`` the owner of the lake folder ``lake_url``: ``take_over()`` rewrites its marker and
+        returns the environment that owned it. Admin only; audited as ``lake.attach`` when the owner changes."""
+        with self._tx() as session:
+            self._require(session, "lake.attach", lake_url, ("admin",))
+            before = take_over()
+            if before != environment:
+                after = {"environment": environment}
+                audit.append(session, self.actor, "lake.attach", lake_url, before={"environment": before}, after=after)
+            return before
 
     # -- Dataverse attachment ---------------------------------------------------------------------------------
     def attach_dataverse(self, connection_name: str) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ci_pipeline.errors import UserError
+from ci_pipeline.orchestration.tags import TRIGGER_TAG, run_trigger, trigger_words
 from ci_pipeline.redact import clipped, redact, redact_value
 from ci_pipeline.redact import register as register_secret
 
@@ -93,7 +94,8 @@ def failure_notice(run: FailedRun, ui_url: str | None = None) -> dict:
     """
     steps = [{"step": step, "error": notice_error(error)} for step, error in run.steps]
     where = ", ".join(step["step"] for step in steps) or "before any step started"
-    text = f"{run.project}: run {run.run_id} of job {run.job} failed at {where}"
+    trigger = run_trigger(run.tags)
+    text = f"{run.project}: run {run.run_id} of job {run.job} ({trigger_words(trigger)}) failed at {where}"
     if steps:
         text += f": {steps[0]['error']}"
     elif run.error is not None:
@@ -105,7 +107,7 @@ def failure_notice(run: FailedRun, ui_url: str | None = None) -> dict:
         "job": run.job,
         "status": "FAILURE",
         "failed_steps": steps,
-        "tags": {k: v for k, v in run.tags.items() if k.startswith("ci_pipeline/")},
+        "tags": {**{k: v for k, v in run.tags.items() if k.startswith("ci_pipeline/")}, TRIGGER_TAG: trigger},
     }
     if ui_url:
         notice["url"] = f"{ui_url.rstrip('/')}/runs/{run.run_id}"

@@ -5,6 +5,7 @@ The Dagster sensor (``ci_pipeline.defs.orchestration``) only turns a :class:`Tic
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 
 #: An asset key as the path of its parts, e.g. ``("crm", "contacts")``.
 AssetPath = tuple[str, ...]
+#: Opens the lake whose credentials list the sources; ``open_lake(audit_refusal)``: False does not audit a refusal
+#: to use ``lake.connection`` again (the sensor asks every few seconds; the cursor remembers what it said).
+OpenLake = Callable[[bool], "Lake"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class Tick:
         tags: the run's tags.
         problems: locations that could not be listed, one message each.
         waits: one line on the files that wait and why (empty when none).
+        opened: False when the lake could not be opened (or its connection was refused): nothing was listed.
+        baseline: the files present were recorded as the baseline (no table had been listed before).
     """
 
     cursor: str
@@ -51,11 +57,13 @@ class Tick:
     tags: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     waits: str = ""
+    opened: bool = True
+    baseline: bool = False
 
 
 def evaluate_new_files(
     cursor: str | None,
-    open_lake: Callable[[], Lake],
+    open_lake: OpenLake,
     watched: dict[str, WatchedTable],
     settle_seconds: float,
     now: datetime,
@@ -64,7 +72,8 @@ def evaluate_new_files(
 
     Args:
         cursor: the previous tick's cursor (None on the first tick: the files present become the baseline).
-        open_lake: opens the configured lake (its filesystem lists the locations).
+        open_lake: opens the configured lake (its filesystem lists the locations), as the principal the runs it
+            starts act as; a refusal starts nothing and is audited once while it stays the same.
         watched: ``"source/table"`` -> what to watch.
         settle_seconds: how long a new file must stay unchanged before it is complete.
         now: the tick's time (UTC).
@@ -73,9 +82,9 @@ def evaluate_new_files(
     tables = dict(state.get("tables", {}))
     changes, waiting, problems = {}, {}, []
     try:
-        opened = open_lake()
+        opened = open_lake(False)
     except UserError as exc:
-        return Tick(cursor=cursor or "", problems=[f"cannot open the lake: {exc}"])
+        return _cannot_open(exc, cursor, state, sorted(watched), open_lake)
     for table_id, watch in watched.items():
         try:
             fs, root = opened.filesystem_for(watch.root)
@@ -98,8 +107,9 @@ def evaluate_new_files(
         f"{table_id}: {len(files)} file(s) waiting ({sorted(set(files.values()))[0]})"
         for table_id, files in sorted(waiting.items())
     )
+    baseline = not state.get("tables") and bool(tables)
     if not changes:
-        return Tick(cursor=new_cursor, problems=problems, waits=waits)
+        return Tick(cursor=new_cursor, problems=problems, waits=waits, baseline=baseline)
     return Tick(
         cursor=new_cursor,
         run_key=run_key({table_id: tables[table_id]["digest"] for table_id in changes}),
@@ -113,3 +123,21 @@ def evaluate_new_files(
         problems=problems,
         waits=waits,
     )
+
+
+def _cannot_open(exc: UserError, cursor: str | None, state: dict, watched: list[str], open_lake: OpenLake) -> Tick:
+    """The tick of a lake that cannot be opened: nothing is listed or started, and the cursor is kept.
+
+    A refusal to use ``lake.connection`` (its principal may not) is remembered in the cursor and audited when it
+    is new or its reason changed, not at every tick."""
+    from ci_pipeline.governance.service import AccessDenied  # the store's SQLAlchemy only when it is needed
+
+    if not isinstance(exc, AccessDenied):
+        return Tick(cursor=cursor or "", problems=[f"cannot open the lake: {exc}"], opened=False)
+    reason = str(exc)
+    if reason != state.get("refused"):
+        with contextlib.suppress(UserError):
+            open_lake(True)  # the same question, audited
+    kept = json.dumps({**state, "version": 2, "tables": state.get("tables", {}), "refused": reason}, sort_keys=True)
+    problem = f"cannot list the source locations ({', '.join(watched)}): {reason}"
+    return Tick(cursor=kept, problems=[problem], opened=False)

@@ -90,9 +90,13 @@ def test_failed_run_posts_the_run_job_and_failing_step(tmp_path, webhook, caplog
             "error": "RuntimeError (an unexpected error: its message is in the run's event log)",
         }
     ]
-    assert body["text"].startswith(f"orchestration_test: run {run.run_id} of job full_refresh failed at unify__")
+    # Launched as the UI launches a job (no trigger given): the notice says so.
+    assert body["text"].startswith(
+        f"orchestration_test: run {run.run_id} of job full_refresh (started from the Dagster UI) failed at unify__"
+    )
     assert body["url"] == f"http://dagster.local:3000/runs/{run.run_id}"
-    assert body["tags"]["ci_pipeline/mode"] == "full"
+    assert body["tags"]["ci_pipeline/mode"] == "full" and body["tags"]["ci_pipeline/trigger"] == "ui"
+    assert run.tags["ci_pipeline/trigger"] == "ui"
     assert any("run failed: " + body["text"] == record.getMessage() for record in caplog.records)
 
 
@@ -118,7 +122,8 @@ def test_a_run_refused_before_any_step_says_why_in_its_notice(tmp_path, webhook,
     [body] = bodies
     assert body["failed_steps"] == []
     assert body["text"] == (
-        f"orchestration_test: run {run.run_id} of job full_refresh failed at before any step started: {reason}"
+        f"orchestration_test: run {run.run_id} of job full_refresh (started from the Dagster UI) failed at before "
+        f"any step started: {reason}"
     )
 
 
