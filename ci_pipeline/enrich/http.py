@@ -160,9 +160,15 @@ class HttpProvider:
             settings = self.resolve_connection(self.connection)
         except (UserError, EnrichmentFailed) as exc:
             said = redact.redact(exc)
-            named = f"connection {self.connection!r}" in said
+            named = redact.redact(f"connection {self.connection!r}") in said
+            if "://" in self.connection:
+                # A URL pasted where a connection's name belongs: where the URL and its key go instead.
+                said += (
+                    f"; connection: takes the name of an {CONNECTION_TYPE} connection, not a URL: an admin adds it "
+                    f"with `ci-pipeline connections add NAME --type {CONNECTION_TYPE} --url URL --api-key env:VAR`"
+                )
             raise EnrichmentFailed(
-                f"{self.where}: {said if named else f'connection {self.connection!r}: {said}'}"
+                f"{self.where}: {said if named else f'connection {redact.redact(repr(self.connection))}: {said}'}"
             ) from None
         kind = settings.get("type", CONNECTION_TYPE)
         if kind != CONNECTION_TYPE:

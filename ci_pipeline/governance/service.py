@@ -510,6 +510,15 @@ class Governance:
             f"`ci-pipeline connections share {shlex.quote(name)} {shlex.quote(self.actor)}`"
         )
 
+    def _unknown(self, session: Session, name: str, role: str) -> str:
+        """Why connection ``name`` cannot be used: it does not exist; the near miss among the names the acting user
+        may use (a contributor is not told the names of connections not shared with it)."""
+        names = session.scalars(select(Connection).order_by(Connection.name)).all()
+        usable = [c.name for c in names if role == "admin" or self._is_shared_with(session, c, self.actor)]
+        close = difflib.get_close_matches(name, usable, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"connection {name!r} does not exist; {hint}`ci-pipeline connections list` shows the ones you may use"
+
     def resolve_connection(self, name: str) -> dict:
         """A connection's settings with its secrets resolved, for code that connects (never for printing).
 
@@ -518,7 +527,10 @@ class Governance:
         with self._tx() as session:
             role = self._require(session, "connections.use", name, ("admin", "contributor"))
             connection = session.scalar(select(Connection).where(Connection.name == name))
-            if connection is None or (role != "admin" and not self._is_shared_with(session, connection, self.actor)):
+            if connection is None:
+                # A mistake (a typo), not an access attempt: told with the near miss, not audited.
+                raise UserError(self._unknown(session, name, role))
+            if role != "admin" and not self._is_shared_with(session, connection, self.actor):
                 raise _Refused("connections.use", name, self._not_shared(name))
             fields, refs, type_name = dict(connection.fields), dict(connection.secret_refs), connection.type
         secrets = {key: self.resolver.resolve(ref, f"connection {name!r} {key}") for key, ref in refs.items()}

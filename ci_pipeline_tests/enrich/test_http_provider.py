@@ -19,6 +19,7 @@ import pytest
 
 from ci_pipeline.enrich.http import _retry_after, build
 from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs
+from ci_pipeline.errors import UserError
 from ci_pipeline.governance import Governance, SecretResolver, open_store
 from ci_pipeline_tests.conftest import SERVE
 
@@ -361,6 +362,19 @@ def test_connection_problems_are_clear(provider):
         build(PARAMS, wrong).enrich(EnrichmentInputs(profiles=profiles()))
     with pytest.raises(EnrichmentFailed, match=r"demographics\.connection: name the http-enrichment connection"):
         build(PARAMS, Context(lambda name: {}, connection=None))
+
+
+def test_a_url_with_its_credential_given_as_the_connection_is_masked_once_and_told_what_belongs_there():
+    pasted = "https://user:sk_live_SUPERSECRET123@api.acme.example/x"
+
+    def unknown(name):
+        raise UserError(f"connection {name!r} does not exist; `ci-pipeline connections list` shows them")
+
+    with pytest.raises(EnrichmentFailed) as failed:
+        build(PARAMS, Context(unknown, connection=pasted)).enrich(EnrichmentInputs(profiles=profiles()))
+    message = str(failed.value)
+    assert "SUPERSECRET" not in message and message.count("https://user:***@api.acme.example/x") == 1
+    assert "takes the name of an http-enrichment connection, not a URL" in message
 
 
 def test_bad_params_and_unknown_fields_name_the_key(provider):

@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 
+from ci_pipeline.errors import UserError
 from ci_pipeline.governance import AccessDenied, Governance, SecretResolver, open_store
 from ci_pipeline.governance.connections import consent_text
 
@@ -311,6 +312,28 @@ def test_connections_resolve_for_admins_and_for_contributors_they_are_shared_wit
     secrets.run("connections", "share", "dv", "alice")
     resolved = governance(secrets, "alice").resolve_connection("dv")
     assert resolved["org_url"] == "https://contoso.crm.dynamics.com" and resolved["client_secret"] == ENV_SECRET
+
+
+def test_an_unknown_connection_is_told_with_its_near_miss_and_not_audited(secrets):
+    secrets.run("connections", "add", "dv-prod", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    before = len(audit_rows(secrets))
+    with pytest.raises(UserError, match=r"connection 'dv-prd' does not exist; did you mean 'dv-prod'\?"):
+        governance(secrets, "root").resolve_connection("dv-prd")
+    # A contributor is not told the names of connections it may not use.
+    with pytest.raises(UserError, match="does not exist; `ci-pipeline connections list`"):
+        governance(secrets, "alice").resolve_connection("dv-prd")
+    assert len(audit_rows(secrets)) == before
+
+
+def test_a_credential_typed_where_a_connection_name_belongs_never_reaches_the_audit_log(secrets):
+    pasted = "https://user:sk_live_SUPERSECRET123@api.acme.example/x"
+    assert secrets.run("connections", "share", pasted, "bob", user="alice").code == 2
+    with pytest.raises(UserError, match="does not exist"):
+        governance(secrets, "root").resolve_connection(pasted)
+    refused = [r for r in audit_rows(secrets) if r["outcome"] == "refused"]
+    assert [r["target"] for r in refused] == ["https://user:***@api.acme.example/x -> bob"]
+    assert "SUPERSECRET" not in secrets.store_file.read_bytes().decode("utf-8", "replace")
+    assert secrets.run("audit", "verify").code == 0
 
 
 def test_connections_are_shared_with_contributors_only(secrets):
