@@ -519,6 +519,24 @@ class Governance:
         hint = f"did you mean {close[0]!r}? " if close else ""
         return f"connection {name!r} does not exist; {hint}`ci-pipeline connections list` shows the ones you may use"
 
+    def usable_connections(self) -> tuple[str, dict[str, str], set[str]] | None:
+        """(acting user's role, name -> type of the connections it may use, enrichments whose binding governance
+        holds inactive), for checks of a configuration before a run; None when it may use none (no role, a viewer,
+        an environment nobody initialised). A read: needs no right, so it is not audited."""
+        with self.store.session() as session:
+            role = self._role_of(session, self.actor)
+            if role not in ("admin", "contributor"):
+                return None
+            usable = {
+                c.name: c.type
+                for c in session.scalars(select(Connection).order_by(Connection.name))
+                if role == "admin" or self._is_shared_with(session, c, self.actor)
+            }
+            inactive = set(
+                session.scalars(select(Binding.name).where(Binding.kind == "enrichment", Binding.active.is_(False)))
+            )
+            return role, usable, inactive
+
     def resolve_connection(self, name: str) -> dict:
         """A connection's settings with its secrets resolved, for code that connects (never for printing).
 

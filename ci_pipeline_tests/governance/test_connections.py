@@ -7,10 +7,13 @@ import re
 import sqlite3
 
 import pytest
+import yaml
 
+from ci_pipeline.config import load_config
 from ci_pipeline.errors import UserError
 from ci_pipeline.governance import AccessDenied, Governance, SecretResolver, open_store
 from ci_pipeline.governance.connections import consent_text
+from ci_pipeline.governance.runtime import connection_problems
 
 ENV_SECRET = "env-Secret-Value-4b7d2e9f13"
 FILE_SECRET = "file-Secret-Value-8c1f5a3d77"
@@ -334,6 +337,32 @@ def test_a_credential_typed_where_a_connection_name_belongs_never_reaches_the_au
     assert [r["target"] for r in refused] == ["https://user:***@api.acme.example/x -> bob"]
     assert "SUPERSECRET" not in secrets.store_file.read_bytes().decode("utf-8", "replace")
     assert secrets.run("audit", "verify").code == 0
+
+
+def test_validate_tells_a_connection_the_configuration_names_that_does_not_exist(secrets, monkeypatch):
+    secrets.run("connections", "add", "acme", "--type", "http-enrichment", "--url", "https://api.example.com/v1",
+                "--api-key", "file:secrets/api_key.txt", "--consent")  # fmt: skip
+    secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    raw = yaml.safe_load(secrets.config.read_text())
+    http = {"provider": "http", "params": {"type": "Demographics", "fields": ["Email"], "mapping": {"X": "x"}}}
+    raw["enrich"] = {"enrichments": {"demo": {**http, "connection": "acm"}, "ok": {**http, "connection": "acme"}}}
+    raw["publish"] = {"sink": {"kind": "dataverse", "connection": "acme"}}
+    secrets.config.write_text(yaml.safe_dump(raw))
+    before = len(audit_rows(secrets))
+    monkeypatch.setenv("CI_PIPELINE_USER", "root")
+    assert connection_problems(load_config(secrets.config)) == [
+        "publish.sink.connection: connection 'acme' is a http-enrichment connection; this needs a dataverse one",
+        "enrich.enrichments.demo.connection: connection 'acm' does not exist (did you mean 'acme'?); an admin adds "
+        "it with `ci-pipeline connections add acm --type http-enrichment ...`, or change "
+        "enrich.enrichments.demo.connection",
+    ]
+    # A contributor is told of the connections shared with it only; a viewer, who runs nothing, is not checked.
+    monkeypatch.setenv("CI_PIPELINE_USER", "alice")
+    told = connection_problems(load_config(secrets.config))
+    assert "enrich.enrichments.ok.connection: no connection named 'acme' is shared with 'alice';" in told[2]
+    monkeypatch.setenv("CI_PIPELINE_USER", "vera")
+    assert connection_problems(load_config(secrets.config)) == []
+    assert len(audit_rows(secrets)) == before
 
 
 def test_connections_are_shared_with_contributors_only(secrets):
