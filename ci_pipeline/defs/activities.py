@@ -9,6 +9,7 @@ import pandas as pd
 from ci_pipeline.activities import (
     LOOKUP_COLUMNS,
     QUARANTINE_LOOKUP_COLUMNS,
+    AcceptedDates,
     ActivitySource,
     QuarantinedCustomers,
     StoredTimeline,
@@ -90,7 +91,8 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         for name, spec in section.tables.items():
             key = spec.primary_key or config.sources[spec.source].tables[spec.table].primary_key
             rows = store.dataset(asset_path(ingest.table_key(spec.source, spec.table)))
-            sources[name] = ActivitySource(spec, key, rows)
+            dates = AcceptedDates.of(spec, config.sources[spec.source].tables[spec.table])
+            sources[name] = ActivitySource(spec, key, rows, dates)
         quarantined = _quarantined_customers(store, customers)
         timeline = _placed(context, store, sources, alternate_key, now, quarantined)
         report = timeline.report
