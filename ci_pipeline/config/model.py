@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, ValidationError
 
 from ci_pipeline.config.activities import ActivitiesConfig
-from ci_pipeline.config.base import Name, StrictModel, check_secret_ref, pattern_problem
+from ci_pipeline.config.base import Name, StrictModel, check_secret_ref, did_you_mean, pattern_problem
 from ci_pipeline.config.checks import section_checks
 from ci_pipeline.config.enrich import EnrichConfig
 from ci_pipeline.config.governance import GovernanceConfig
@@ -187,8 +188,9 @@ def _boolean_keys(node, path: str) -> list[str]:
     return found
 
 
-def _describe(err: dict) -> str:
-    """One pydantic error as ``key.path: what is wrong; the fix``. A secret's value is never repeated."""
+def _describe(err: dict, root: type[BaseModel] | None = None) -> str:
+    """One pydantic error as ``key.path: what is wrong; the fix``. A secret's value is never repeated. ``root``:
+    the model the location starts at (default the whole configuration)."""
     loc = tuple(err["loc"])
     key = key_path(loc) or "(top level)"
     kind = err["type"]
@@ -200,10 +202,10 @@ def _describe(err: dict) -> str:
         fix = "add this key"
     elif kind == "extra_forbidden":
         fix = "remove it or correct its spelling (see docs/configuration.md)"
-        close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1], root), n=1, cutoff=0.6)
         if close:
             fix = f"remove it or correct its spelling: did you mean '{close[0]}'? (see docs/configuration.md)"
-    elif _holds_secret(loc):
+    elif _holds_secret(loc, root):
         # A value refused from a secret key may be the secret itself: say which key, never what it held.
         fix = "fix the value"
     elif kind == "string_pattern_mismatch" and (
@@ -224,6 +226,62 @@ def _describe(err: dict) -> str:
     else:
         fix = f"got {err.get('input')!r}"
     return f"{key}: {msg}; {fix}"
+
+
+def describe_errors(exc: ValidationError, root: type[BaseModel], where: str) -> list[str]:
+    """The errors of a block validated on its own (an enrichment's ``params``, model ``root``, at key path
+    ``where``) worded as :func:`load_config` words the configuration's: ``<where>.<key>: what is wrong; the fix``.
+
+    An unknown key gets its near miss and the keys the block takes; a value none of a union's alternatives takes
+    (``{path, type}`` or a text) is one message, about the alternative its value has the shape of."""
+    errors = exc.errors()
+    tried: dict[tuple, list[dict]] = {}
+    for err in errors:
+        keys = _walk(tuple(err["loc"]), root)[1]
+        if keys != tuple(err["loc"]):
+            # A union alternative: keep those that got past the value's shape, or the first when none did.
+            tried.setdefault(keys[: len(keys) - _tail(err["loc"], keys)], []).append({**err, "loc": keys})
+    shaped = {
+        point: [e for e in found if not e["type"].endswith("_type")] or found[:1] for point, found in tried.items()
+    }
+    chosen = [e for e in errors if _walk(tuple(e["loc"]), root)[1] == tuple(e["loc"])]
+    chosen += [e for found in shaped.values() for e in found]
+    return [f"{where}.{_describe_params_error(err, root)}" for err in chosen]
+
+
+#: How a message names a plain type a value may have.
+_SHAPES = {str: "a text", int: "a whole number", float: "a number", bool: "true or false"}
+
+
+def _tail(loc, keys: tuple) -> int:
+    """How many keys of ``keys`` lie below the union member name in ``loc`` (where the alternatives part)."""
+    for i, part in enumerate(loc):
+        if i >= len(keys) or keys[i] != part:
+            return len(keys) - i
+    return 0
+
+
+def _describe_params_error(err: dict, root: type[BaseModel]) -> str:
+    loc = tuple(err["loc"])
+    if err["type"] == "literal_error" and isinstance(err.get("input"), str):
+        allowed = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+        return (
+            f"{key_path(loc)}: {err['input']!r} is not one of {', '.join(allowed)}{did_you_mean(err['input'], allowed)}"
+        )
+    if err["type"].endswith("_type") and len(members := _unwrap(_annotations_at(loc, root)[0])) > 1:
+        # Every alternative refused the value's shape: say the shapes it may have, not pydantic's class names.
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        shapes = [_SHAPES.get(m, getattr(m, "__name__", str(m))) for m in members if m not in models]
+        shapes += [f"a mapping with {', '.join(m.model_fields)}" for m in models]
+        return f"{key_path(loc)}: give {' or '.join(shapes)}; got {err.get('input')!r}"
+    if err["type"] == "extra_forbidden":
+        known = _keys_at(loc[:-1], root)
+        return (
+            f"{key_path(loc)}: not a {'parameter' if len(loc) == 1 else 'key'}{did_you_mean(str(loc[-1]), known)}; "
+            "remove it or correct its "
+            f"spelling (it takes {', '.join(known)})"
+        )
+    return _describe(err, root)
 
 
 def _numeric_key(err: dict) -> str | None:
@@ -254,12 +312,21 @@ def _unwrap(annotation) -> list:
     return [annotation]
 
 
-def _annotations_at(loc: tuple) -> list:
-    """The annotations a key path can lead to in the configuration model (empty when it leads nowhere known)."""
-    current: list = [ProjectConfig]
+def _annotations_at(loc: tuple, root: type[BaseModel] | None = None) -> list:
+    """The annotations a key path can lead to in the configuration model, or in ``root`` (empty when it leads
+    nowhere known)."""
+    return _walk(loc, root)[0]
+
+
+def _walk(loc: tuple, root: type[BaseModel] | None = None) -> tuple[list, tuple]:
+    """(:func:`_annotations_at`, the parts of ``loc`` that are keys: without the names pydantic adds for the member
+    of a union it tried, ``mapping.Income.ValueMapping.type`` -> ``mapping.Income.type``)."""
+    current: list = [root or ProjectConfig]
+    keys: list = []
     for part in loc:
         following = []
-        for annotation in (m for c in current for m in _unwrap(c)):
+        members = [m for c in current for m in _unwrap(c)]
+        for annotation in members:
             origin = typing.get_origin(annotation)
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 field = annotation.model_fields.get(str(part))
@@ -272,22 +339,29 @@ def _annotations_at(loc: tuple) -> list:
             elif origin is list and isinstance(part, int):
                 following.append(typing.get_args(annotation)[0])
         if not following:
-            # pydantic adds the member's name for unions (``str``, ``Condition``): stay where we are.
+            # pydantic adds the member's name for unions (``str``, ``Condition``): go on in that member. Under a
+            # single type the part is a key it does not have (an unknown key).
+            named = [m for m in members if getattr(m, "__name__", None) == part]
+            if named and len(members) > 1:
+                current = named
+            elif len(members) == 1:
+                keys.append(part)
             continue
+        keys.append(part)
         current = following
-    return current
+    return current, tuple(keys)
 
 
-def _keys_at(loc: tuple) -> list[str]:
+def _keys_at(loc: tuple, root: type[BaseModel] | None = None) -> list[str]:
     """The keys a configuration block at ``loc`` accepts."""
     keys: list[str] = []
-    for annotation in (m for a in _annotations_at(loc) for m in _unwrap(a)):
+    for annotation in (m for a in _annotations_at(loc, root) for m in _unwrap(a)):
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             keys.extend(annotation.model_fields)
     return keys
 
 
-def _holds_secret(loc: tuple) -> bool:
+def _holds_secret(loc: tuple, root: type[BaseModel] | None = None) -> bool:
     """True when the key at ``loc`` takes a secret reference (``env:``/``file:``) or is named like a credential."""
 
     def secret(annotation) -> bool:
@@ -298,7 +372,7 @@ def _holds_secret(loc: tuple) -> bool:
         return any(secret(a) for a in typing.get_args(annotation))
 
     named = str(loc[-1]).lower() if loc else ""
-    return any(word in named for word in _SECRET_WORDS) or any(secret(a) for a in _annotations_at(loc))
+    return any(word in named for word in _SECRET_WORDS) or any(secret(a) for a in _annotations_at(loc, root))
 
 
 #: Keys whose refused value may carry a credential although they also take plain values (a webhook URL).

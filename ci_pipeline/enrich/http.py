@@ -40,6 +40,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ci_pipeline import redact
+from ci_pipeline.config.model import describe_errors
 from ci_pipeline.enrich.provider import (
     EnrichmentFailed,
     EnrichmentInputs,
@@ -47,7 +48,7 @@ from ci_pipeline.enrich.provider import (
     empty_values,
     value_records,
 )
-from ci_pipeline.errors import UserError, key_path
+from ci_pipeline.errors import UserError
 
 if TYPE_CHECKING:
     from ci_pipeline.enrich.provider import ProviderContext
@@ -307,8 +308,7 @@ def build(params: Mapping, context: ProviderContext | None = None) -> HttpProvid
     try:
         checked = HttpParams.model_validate(dict(params))
     except ValidationError as exc:
-        problems = "; ".join(f"{where}.params.{key_path(e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise EnrichmentFailed(problems) from None
+        raise EnrichmentFailed("; ".join(describe_errors(exc, HttpParams, f"{where}.params"))) from None
     connection = getattr(context, "connection", None)
     if not connection:
         raise EnrichmentFailed(
