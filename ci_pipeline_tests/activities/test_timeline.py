@@ -12,6 +12,7 @@ from ci_pipeline.config.activities import ActivityTable
 from ci_pipeline.config.sources import TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, guid
+from ci_pipeline_tests.conftest import ROOT
 
 NOW = pd.Timestamp("2026-07-01T00:00:00Z")
 
@@ -99,6 +100,14 @@ def test_activities_reach_their_customer_through_alternate_keys():
     assert json.loads(unified.iloc[2]["SemanticData"]) == {"amount": None, "is_return": True}
     assert first["Title"] == "done" and pd.isna(first["URL"])
     assert str(unified["ActivityTimeStamp"].dt.tz) == "UTC"
+
+
+def test_the_docs_give_the_order_unified_activity_is_stored_in():
+    unified = build().unified
+    assert unified["msdynci_unifiedactivityid"].is_monotonic_increasing
+    assert not unified["ActivityId"].is_monotonic_increasing  # so the order the docs give matters
+    docs = (ROOT / "docs" / "config" / "activities.md").read_text(encoding="utf-8")
+    assert "stored in `msdynci_unifiedactivityid` (GUID) order" in docs and "sorted by `ActivityId`" not in docs
 
 
 def test_unplaceable_rows_are_quarantined_with_their_reason_never_dropped():
