@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from ci_pipeline.config.base import Name, StrictModel, did_you_mean
+from ci_pipeline.config.messages import describe_errors
 
 if TYPE_CHECKING:
     from ci_pipeline.config.model import ProjectConfig
@@ -150,8 +151,6 @@ def _affinity_problems(key: str, spec: EnrichmentSpec, project: ProjectConfig) -
     try:
         params = spec.affinity()
     except ValidationError as exc:
-        from ci_pipeline.config.model import describe_errors  # the model module imports this one
-
         return describe_errors(exc, AffinityParams, f"{key}.params")
     if project.unify is None:
         return [f"{key}: affinities are computed per unified customer; add a 'unify' section"]

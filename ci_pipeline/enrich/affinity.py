@@ -26,7 +26,7 @@ from scipy import sparse
 from scipy.stats import rankdata
 
 from ci_pipeline.config.enrich import AFFINITY_PROVIDERS, AffinityParams, PriorFields
-from ci_pipeline.config.model import describe_errors
+from ci_pipeline.config.messages import describe_errors
 from ci_pipeline.enrich.provider import (
     EnrichmentFailed,
     EnrichmentInputs,

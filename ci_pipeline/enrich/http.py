@@ -40,7 +40,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ci_pipeline import redact
-from ci_pipeline.config.model import describe_errors
+from ci_pipeline.config.messages import describe_errors
 from ci_pipeline.enrich.provider import (
     EnrichmentFailed,
     EnrichmentInputs,
