@@ -64,7 +64,10 @@ def fingerprint(sources: dict) -> str:
         "format": STATE_FORMAT,
         "version": ci_pipeline.__version__,
         "hasher": duckdb.__version__,
-        "tables": {name: [s.spec.model_dump(mode="json"), s.primary_key] for name, s in sorted(sources.items())},
+        "tables": {
+            name: [s.spec.model_dump(mode="json"), s.primary_key, repr(getattr(s, "dates", None))]
+            for name, s in sorted(sources.items())
+        },
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -22,7 +22,9 @@ from ci_pipeline.activities.incremental import Refused, TimelineState
 from ci_pipeline.activities.jsoncols import json_objects
 from ci_pipeline.arrow_text import TextIndex
 from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable
+from ci_pipeline.config.sources import DateRange
 from ci_pipeline.errors import UserError
+from ci_pipeline.ingest.types import date_bounds
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, unified_activity_guids
 from ci_pipeline.scratch import spill_folder
@@ -234,6 +236,7 @@ def place_rows(
     now,
     keys_of_table: KeyRules | None = None,
     only: np.ndarray | None = None,
+    dates: AcceptedDates | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     """:func:`place_activities` of ``frame``, the whole table or one batch of it: of the rows ``only`` marks (every
     row when None); the accepted rows, the quarantined ones and which of the placed rows were quarantined.
@@ -245,6 +248,7 @@ def place_rows(
         lookup: :func:`customer_lookup` of the table's customer table.
         keys_of_table: what the whole table's keys look like when ``frame`` is one batch of it (None: ``frame`` is
             the whole table).
+        dates: the dates the timestamps may fall on (None: the default ``date_range``).
     """
     check_columns(name, spec, list(frame.columns), primary_key)
     frame = frame.reset_index(drop=True)
@@ -264,6 +268,8 @@ def place_rows(
     with_format = f" with format {spec.timestamp_format}" if spec.timestamp_format else ""
     reasons.flag(stamps.isna(), f"timestamp {spec.timestamp} '", raw, f"' is empty or cannot be parsed{with_format}")
     reasons.flag(stamps > now, f"timestamp {spec.timestamp} ", raw, f" is in the future (after {now.isoformat()})")
+    dates = dates or AcceptedDates.of(spec)
+    reasons.flag(dates.outside(stamps), f"timestamp {spec.timestamp} '", raw, f"' is {dates.told}")
     reasons.flag(links.isna() | (links.str.strip() == ""), f"customer key {spec.customer.column} is empty")
     customer_table = f"{spec.customer.source}.{spec.customer.table}"
     missing = customers.isna()
@@ -318,12 +324,47 @@ def _text(frame: pd.DataFrame, column: str | None) -> pd.Series:
 
 
 @dataclass(frozen=True)
+class AcceptedDates:
+    """The dates an activity's timestamps may fall on: its source table's ``date_range`` (the timestamp column's
+    own when it declares one), as ingest applies it to a declared datetime column, and the key that sets it. A
+    timestamp parsed from text gets the same bound: a sentinel such as Excel's day zero (1899-12-30) is quarantined
+    whether or not the column was declared a datetime."""
+
+    first: pd.Timestamp
+    #: The day after the last accepted date.
+    end: pd.Timestamp
+    key: str
+
+    @classmethod
+    def of(cls, spec: ActivityTable, table=None) -> AcceptedDates:
+        """The accepted dates of ``spec``'s timestamp given its source table's configuration (None: the default)."""
+        declared = table.columns.get(spec.timestamp) if table is not None else None
+        if declared is not None and declared.date_range is not None:
+            configured, key = declared.date_range, f"columns.{spec.timestamp}.date_range"
+        else:
+            configured, key = (table.date_range if table is not None else DateRange()), "date_range"
+        first, end = date_bounds(configured)
+        return cls(first, end, f"sources.{spec.source}.tables.{spec.table}.{key}")
+
+    def outside(self, stamps: pd.Series) -> pd.Series:
+        """Whether each (UTC) timestamp lies outside the accepted dates (missing ones do not)."""
+        return (stamps < self.first.tz_localize("UTC")) | (stamps >= self.end.tz_localize("UTC"))
+
+    @property
+    def told(self) -> str:
+        last = (self.end - pd.Timedelta(days=1)).date()
+        return f"outside the accepted dates {self.first.date()}..{last}; see {self.key}"
+
+
+@dataclass(frozen=True)
 class ActivitySource:
     """One configured activity table: its configuration, its key column and its stored rows (read in batches)."""
 
     spec: ActivityTable
     primary_key: str
     rows: ds.Dataset
+    #: The dates its timestamps may fall on (None: the default ``date_range``).
+    dates: AcceptedDates | None = None
 
 
 @dataclass(frozen=True)
@@ -546,7 +587,9 @@ class _Run:
                 self.counts["rows_reused"] += reused
             flagged = np.zeros(0, dtype=bool)
             if again is None or again.any():
-                ok, bad, flagged = place_rows(name, spec, batch.to_pandas(), key, lookup, self.now, rules, again)
+                ok, bad, flagged = place_rows(
+                    name, spec, batch.to_pandas(), key, lookup, self.now, rules, again, source.dates
+                )
                 self.corrupt.append(bad)
                 self.placed[name] += len(ok)
                 self.counts["rows_placed"] += len(flagged)

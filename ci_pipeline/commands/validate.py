@@ -12,7 +12,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("path", nargs="?", help="configuration file (default: --config, $CI_PIPELINE_CONFIG, sample)")
     parser.add_argument(
-        "--no-sources", action="store_true", help="check the file only, without opening the source locations"
+        "--no-sources",
+        action="store_true",
+        help="check the file only, without opening the source locations or the governance store",
     )
     parser.set_defaults(func=run)
 
@@ -26,8 +28,11 @@ def run(args) -> int:
     problems = config.cross_reference_problems() + option_problems(config)
     warnings: list[str] = []
     if not args.no_sources:
+        from ci_pipeline.governance.runtime import connection_problems
+
         found, warnings = project_report(config)
-        problems += found
+        # The connections it names, against the environment's store (a run fails on a missing one).
+        problems += found + connection_problems(config)
     for warning in config.located(warnings):
         print(f"warning: {warning}", file=sys.stderr)
     if problems:

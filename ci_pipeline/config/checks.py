@@ -56,10 +56,45 @@ def section_checks() -> dict[str, Callable[[ProjectConfig], list[str]]]:
     return {
         "unify": unify_problems,
         "activities": activities_problems,
+        "enrich": enrich_problems,
         "measures": measures_problems,
         "segments": segments_problems,
         "predictions": predictions_problems,
     }
+
+
+def enrich_problems(project: ProjectConfig) -> list[str]:
+    """The enrich section's own checks, then every profile column an enrichment's params name that the unified
+    profile will not have (``params.columns.street: Adress1``): the run would publish the enrichment empty of
+    that part for every customer."""
+    found = project.enrich.problems(project)
+    profile = profile_columns(project)
+    if not profile:
+        return found
+    profile = ["CustomerId", *profile]
+    for name, spec in project.enrich.enrichments.items():
+        for key, column in enrichment_profile_columns(spec):
+            if column not in profile:
+                found.append(
+                    f"enrich.enrichments.{name}.params.{key}: the customer profile has no column {column!r}"
+                    f"{did_you_mean(column, profile)}; name one of its columns ({', '.join(profile)}) or map the "
+                    "field in unify"
+                )
+    return found
+
+
+def enrichment_profile_columns(spec) -> list[tuple[str, str]]:
+    """(key below params, profile column) for each profile column the enrichment's params name explicitly: the
+    address parts' ``columns``, the e-mail ``column``, the HTTP ``fields``. Malformed params are left to the
+    provider, whose message names the key."""
+    params = spec.params if isinstance(spec.params, dict) else {}
+    if spec.provider == "address" and isinstance(params.get("columns"), dict):
+        return [(f"columns.{part}", c) for part, c in params["columns"].items() if isinstance(c, str) and c]
+    if spec.provider == "email" and isinstance(params.get("column"), str) and params["column"].strip():
+        return [("column", params["column"].strip())]
+    if spec.provider == "http" and isinstance(params.get("fields"), list):
+        return [(f"fields[{i}]", c) for i, c in enumerate(params["fields"]) if isinstance(c, str) and c]
+    return []
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:

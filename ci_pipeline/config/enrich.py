@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from ci_pipeline.config.base import Name, StrictModel, did_you_mean
+from ci_pipeline.config.messages import describe_errors
 
 if TYPE_CHECKING:
     from ci_pipeline.config.model import ProjectConfig
@@ -149,9 +150,8 @@ class EnrichConfig(StrictModel):
 def _affinity_problems(key: str, spec: EnrichmentSpec, project: ProjectConfig) -> list[str]:
     try:
         params = spec.affinity()
-    except ValueError as exc:
-        # pydantic's message lists each bad parameter with its key below params.
-        return [f"{key}.params: {exc}"]
+    except ValidationError as exc:
+        return describe_errors(exc, AffinityParams, f"{key}.params")
     if project.unify is None:
         return [f"{key}: affinities are computed per unified customer; add a 'unify' section"]
     tables = project.activities.tables

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import difflib
 import os
-import types
-import typing
 from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError
 
 from ci_pipeline.config.activities import ActivitiesConfig
-from ci_pipeline.config.base import Name, StrictModel, check_secret_ref, pattern_problem
+from ci_pipeline.config.base import Name, StrictModel
 from ci_pipeline.config.checks import section_checks
 from ci_pipeline.config.enrich import EnrichConfig
 from ci_pipeline.config.governance import GovernanceConfig
 from ci_pipeline.config.lake import LakeConfig
 from ci_pipeline.config.measures import MeasuresConfig
+from ci_pipeline.config.messages import describe
 from ci_pipeline.config.orchestration import OrchestrationConfig
 from ci_pipeline.config.predictions import PredictionsConfig
 from ci_pipeline.config.publish import PublishConfig
@@ -26,7 +24,7 @@ from ci_pipeline.config.segments import SegmentsConfig
 from ci_pipeline.config.sources import SourceConfig
 from ci_pipeline.config.unify import UnifyConfig
 from ci_pipeline.config.yamlfile import DuplicateKeyError, YamlLimitError, line_number, load_yaml, with_lines
-from ci_pipeline.errors import ConfigError, key_path
+from ci_pipeline.errors import ConfigError
 
 #: Environment variable that chooses the configuration file when ``--config`` is not given.
 CONFIG_ENV = "CI_PIPELINE_CONFIG"
@@ -144,7 +142,7 @@ def load_config(path: str | os.PathLike | None = None, *, references: bool = Tru
     try:
         config = ProjectConfig.model_validate(raw)
     except ValidationError as exc:
-        raise located_error(str(file), [_describe(err) for err in exc.errors()], lines) from None
+        raise located_error(str(file), [describe(err, ProjectConfig) for err in exc.errors()], lines) from None
     config._path = file
     config._lines = lines
     problems = config.cross_reference_problems() if references else []
@@ -185,121 +183,3 @@ def _boolean_keys(node, path: str) -> list[str]:
         for i, value in enumerate(node):
             found += _boolean_keys(value, f"{path}[{i}]")
     return found
-
-
-def _describe(err: dict) -> str:
-    """One pydantic error as ``key.path: what is wrong; the fix``. A secret's value is never repeated."""
-    loc = tuple(err["loc"])
-    key = key_path(loc) or "(top level)"
-    kind = err["type"]
-    msg = err["msg"].removeprefix("Value error, ")
-    numeric_key = _numeric_key(err)
-    if numeric_key is not None:
-        return numeric_key
-    if kind == "missing":
-        fix = "add this key"
-    elif kind == "extra_forbidden":
-        fix = "remove it or correct its spelling (see docs/configuration.md)"
-        close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1, cutoff=0.6)
-        if close:
-            fix = f"remove it or correct its spelling: did you mean '{close[0]}'? (see docs/configuration.md)"
-    elif _holds_secret(loc):
-        # A value refused from a secret key may be the secret itself: say which key, never what it held.
-        fix = "fix the value"
-    elif kind == "string_pattern_mismatch" and (
-        words := pattern_problem(err["input"], err["ctx"]["pattern"], is_key=loc[-1:] == ("[key]",))
-    ):
-        return f"{key}: {words}"
-    elif isinstance(err.get("input"), dict | list):
-        if kind == "value_error":
-            # Our own validators' messages on a block end in their fix; a generic one would say it twice.
-            return f"{key}: {msg}"
-        fix = "fix the value"
-    elif kind == "string_type" and (err.get("input") is None or isinstance(err.get("input"), bool | int | float)):
-        # YAML reads an unquoted null, ~, yes, 0012 or 1e3 as no value, a truth value or a number.
-        fix = f"got {err.get('input')!r}: write the text in quotes (YAML reads null, yes and numbers unquoted as such)"
-    elif kind == "value_error" and repr(err.get("input")) in msg:
-        # Our own validators name the value already.
-        return f"{key}: {msg}"
-    else:
-        fix = f"got {err.get('input')!r}"
-    return f"{key}: {msg}; {fix}"
-
-
-def _numeric_key(err: dict) -> str | None:
-    """The message for a key YAML read as a number, or None. Inside ``{ }`` a comma separates entries, so a number
-    written with a thousands separator (``{..., value: 1,000}``) is read as ``value: 1`` and a key ``000``."""
-    loc, key = tuple(err["loc"]), err.get("input")
-    if loc[-1:] == ("[key]",):
-        parent = loc[:-2]
-    elif err["type"] == "invalid_key" and loc and isinstance(loc[-1], int) and not isinstance(loc[-1], bool):
-        parent, key = loc[:-1], loc[-1]
-    else:
-        return None
-    if isinstance(key, bool) or not isinstance(key, int | float):
-        return None
-    return (
-        f"{key_path(parent) or '(top level)'}: a key was read as the number {key!r}: inside {{ }} a comma separates "
-        "entries, so a number written with a thousands separator ({..., value: 1,000}) is read as value 1 and a "
-        "key 000; drop the comma (value: 1000)"
-    )
-
-
-def _unwrap(annotation) -> list:
-    """The member types of an annotation (``X | None`` -> [X]; ``Annotated[X, ...]`` -> [X])."""
-    if typing.get_origin(annotation) is typing.Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return [m for a in typing.get_args(annotation) for m in _unwrap(a) if m is not type(None)]
-    return [annotation]
-
-
-def _annotations_at(loc: tuple) -> list:
-    """The annotations a key path can lead to in the configuration model (empty when it leads nowhere known)."""
-    current: list = [ProjectConfig]
-    for part in loc:
-        following = []
-        for annotation in (m for c in current for m in _unwrap(c)):
-            origin = typing.get_origin(annotation)
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                field = annotation.model_fields.get(str(part))
-                if field is not None:
-                    following.append(
-                        field.annotation if not field.metadata else typing.Annotated[field.annotation, *field.metadata]
-                    )
-            elif origin is dict:
-                following.append(typing.get_args(annotation)[1])
-            elif origin is list and isinstance(part, int):
-                following.append(typing.get_args(annotation)[0])
-        if not following:
-            # pydantic adds the member's name for unions (``str``, ``Condition``): stay where we are.
-            continue
-        current = following
-    return current
-
-
-def _keys_at(loc: tuple) -> list[str]:
-    """The keys a configuration block at ``loc`` accepts."""
-    keys: list[str] = []
-    for annotation in (m for a in _annotations_at(loc) for m in _unwrap(a)):
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys.extend(annotation.model_fields)
-    return keys
-
-
-def _holds_secret(loc: tuple) -> bool:
-    """True when the key at ``loc`` takes a secret reference (``env:``/``file:``) or is named like a credential."""
-
-    def secret(annotation) -> bool:
-        if typing.get_origin(annotation) is typing.Annotated:
-            _, *metadata = typing.get_args(annotation)
-            if any(isinstance(m, AfterValidator) and m.func is check_secret_ref for m in metadata):
-                return True
-        return any(secret(a) for a in typing.get_args(annotation))
-
-    named = str(loc[-1]).lower() if loc else ""
-    return any(word in named for word in _SECRET_WORDS) or any(secret(a) for a in _annotations_at(loc))
-
-
-#: Keys whose refused value may carry a credential although they also take plain values (a webhook URL).
-_SECRET_WORDS = ("secret", "password", "token", "webhook", "connection_string", "account_key")

@@ -9,12 +9,14 @@ import pandas as pd
 from ci_pipeline.activities import (
     LOOKUP_COLUMNS,
     QUARANTINE_LOOKUP_COLUMNS,
+    AcceptedDates,
     ActivitySource,
     QuarantinedCustomers,
     StoredTimeline,
     latest_accepted,
     write_timeline,
 )
+from ci_pipeline.activities.diagnose import key_column_hint, missing_keys
 from ci_pipeline.activities.incremental import forget, read_state, write_state
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.defs import ingest, unify
@@ -23,6 +25,7 @@ from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.orchestration import MODE_TAG
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS
+from ci_pipeline.redact import redact
 from ci_pipeline.scratch import spill_folder
 
 GROUP = "activities"
@@ -90,7 +93,8 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         for name, spec in section.tables.items():
             key = spec.primary_key or config.sources[spec.source].tables[spec.table].primary_key
             rows = store.dataset(asset_path(ingest.table_key(spec.source, spec.table)))
-            sources[name] = ActivitySource(spec, key, rows)
+            dates = AcceptedDates.of(spec, config.sources[spec.source].tables[spec.table])
+            sources[name] = ActivitySource(spec, key, rows, dates)
         quarantined = _quarantined_customers(store, customers)
         timeline = _placed(context, store, sources, alternate_key, now, quarantined)
         report = timeline.report
@@ -125,7 +129,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             },
         )
         yield dg.Output(timeline.facts, output_name="activity_facts")
-        yield from _check_results(timeline, per_table)
+        yield from _check_results(timeline, per_table, _key_hints(context, config, store, sources, timeline))
 
     return dg.Definitions(assets=[activities])
 
@@ -164,7 +168,27 @@ def _placed(context: dg.AssetExecutionContext, store, sources: dict, alternate_k
     return timeline
 
 
-def _check_results(timeline: StoredTimeline, per_table: dict):
+def _key_hints(context, config: ProjectConfig, store, sources: dict, timeline: StoredTimeline) -> dict[str, str]:
+    """Per activity more than half of whose rows found no customer record: what its customer keys look like
+    (another column of the customer table, e-mail addresses) and the fix (:mod:`ci_pipeline.activities.diagnose`),
+    each also logged as a warning."""
+    hints = {}
+    for name, read in timeline.rows_read.items():
+        spec = sources[name].spec
+        missing, keys = missing_keys(timeline.corrupt, name, spec)
+        if keys.empty or missing * 2 <= read:
+            continue
+        path = asset_path(ingest.table_key(spec.customer.source, spec.customer.table))
+        customers = store.dataset(path) if store.exists(path) else None
+        customer_key = config.sources[spec.customer.source].tables[spec.customer.table].primary_key
+        hint = key_column_hint(name, spec, keys, (sources[name].primary_key, customer_key), customers)
+        if hint:
+            context.log.warning(f"activities: {hint}")
+            hints[name] = hint
+    return hints
+
+
+def _check_results(timeline: StoredTimeline, per_table: dict, hints: dict[str, str] | None = None):
     columns = timeline.unified.schema.names
     yield dg.AssetCheckResult(
         check_name="matches_output_contract",
@@ -201,7 +225,7 @@ def _check_results(timeline: StoredTimeline, per_table: dict):
         passed=timeline.corrupt.empty,
         severity=dg.AssetCheckSeverity.ERROR if whole else dg.AssetCheckSeverity.WARN,
         metadata={"quarantined": len(timeline.corrupt)},
-        description=quarantine_summary(timeline.corrupt, lost, whole) if lost else None,
+        description=quarantine_summary(timeline.corrupt, lost, whole, hints) if lost else None,
     )
 
 
@@ -211,19 +235,27 @@ def reason_kinds(reasons: pd.Series) -> pd.Series:
     return reasons.str.replace(r"'[^']*'", "'…'", regex=True).str.replace(r"\bline \d+", "line …", regex=True)
 
 
-def quarantine_summary(corrupt: pd.DataFrame, lost: dict, whole: list[str]) -> str:
-    """Per activity with quarantined rows: how many of those read, and its most frequent reason (the value in it
-    left out); first whether any activity lost every row, and where the rows are."""
-    reasons = corrupt.assign(Reason=reason_kinds(corrupt["Reason"]))
+def quarantine_summary(corrupt: pd.DataFrame, lost: dict, whole: list[str], hints: dict[str, str] | None = None) -> str:
+    """Per activity with quarantined rows: how many of those read, and its most frequent kind of reason, told by its
+    first row (with its value: the kind alone, ``key '…'``, leaves the user to open the quarantine to see what was
+    looked up); first whether any activity lost every row, and where the rows are; then each of ``hints`` (what a
+    wrong customer column holds, :func:`_key_hints`)."""
+    kinds = reason_kinds(corrupt["Reason"])
     parts = []
     for name, counts in lost.items():
-        top = reasons.loc[reasons["Activity"] == name, "Reason"].value_counts()
-        common = f", most often: {top.index[0]}" if len(top) else ""
+        mine = corrupt["Activity"] == name
+        top = kinds[mine].value_counts()
+        common = ""
+        if len(top):
+            example = redact(corrupt.loc[mine & (kinds == top.index[0]), "Reason"].iloc[0])
+            like = f" ({top.iloc[0]:,} row(s) alike)" if top.iloc[0] > 1 else ""
+            common = f", most often{like}: {example}"
         parts.append(f"{name} {counts['quarantined']:,} of {counts['read']:,} row(s){common}")
     every = (
         f"{', '.join(whole)} placed no row at all (check its primary_key, timestamp and customer); " if whole else ""
     )
-    return f"{every}rows quarantined in {CORRUPT.to_user_string()}: " + "; ".join(parts)
+    told = "".join(f". {hint}" for hint in (hints or {}).values())
+    return f"{every}rows quarantined in {CORRUPT.to_user_string()}: " + "; ".join(parts) + told
 
 
 STAGE = Stage(

@@ -33,6 +33,7 @@ from scourgify import address_constants as usps
 from scourgify.exceptions import AddressNormalizationError
 from scourgify.normalize import normalize_addr_str, normalize_city
 
+from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.enrich.provider import (
     EnrichmentFailed,
     EnrichmentInputs,
@@ -160,12 +161,23 @@ class AddressProvider:
         self.enrichment_type = enrichment_type
         self.cache = cache
         self.columns = {**DEFAULT_COLUMNS, **(columns or {})}
+        #: The columns named in params.columns: a profile may lack a default one, never one named on purpose.
+        self.configured = dict(columns or {})
         self.default_country = default_country
         self.where = f"enrich.enrichments.{enrichment or 'address'}"
 
     def enrich(self, inputs: EnrichmentInputs) -> EnrichmentResult:
         """Standardize every profile's address; see the module docstring for the statuses."""
         profiles = inputs.profiles
+        named_missing = {p: c for p, c in self.configured.items() if c not in profiles.columns}
+        if named_missing:
+            # A typo would otherwise publish every customer NotProcessed, over the last good output.
+            part, column = next(iter(named_missing.items()))
+            have = [str(c) for c in profiles.columns if c != "CustomerId"]
+            raise EnrichmentFailed(
+                f"{self.where}.params.columns.{part}: the customer profile has no column {column!r}"
+                f"{did_you_mean(column, have)}; name one of its columns ({', '.join(have)}) or map the field in unify"
+            )
         present = [c for c in self.columns.values() if c in profiles.columns]
         if not present:
             wanted = ", ".join(self.columns.values())

@@ -26,6 +26,7 @@ from scipy import sparse
 from scipy.stats import rankdata
 
 from ci_pipeline.config.enrich import AFFINITY_PROVIDERS, AffinityParams, PriorFields
+from ci_pipeline.config.messages import describe_errors
 from ci_pipeline.enrich.provider import (
     EnrichmentFailed,
     EnrichmentInputs,
@@ -34,7 +35,6 @@ from ci_pipeline.enrich.provider import (
     constant_text,
     json_strings,
 )
-from ci_pipeline.errors import key_path
 from ci_pipeline.sql_text import literal
 
 #: Provider -> the EnrichmentType it publishes by default.
@@ -130,8 +130,8 @@ def settings_from(params: Mapping, provider: str, enrichment: str = "") -> Affin
     try:
         settings = AffinityParams.model_validate(dict(params))
     except ValidationError as exc:
-        problems = "; ".join(f"{key_path(e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise EnrichmentFailed(f"enrich.enrichments.{enrichment}.params: {problems}") from None
+        problems = describe_errors(exc, AffinityParams, f"enrich.enrichments.{enrichment}.params")
+        raise EnrichmentFailed("; ".join(problems)) from None
     return settings if settings.field else settings.model_copy(update={"field": AFFINITY_PROVIDERS[provider]})
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.enrich.provider import (
     EnrichmentFailed,
     EnrichmentInputs,
@@ -98,7 +99,8 @@ class EmailProvider:
         profiles = inputs.profiles
         if self.column not in profiles.columns:
             raise EnrichmentFailed(
-                f"{self.where}: the customer profile has no {self.column!r} column; map an email field in "
+                f"{self.where}: the customer profile has no {self.column!r} column"
+                f"{did_you_mean(self.column, [str(c) for c in profiles.columns])}; map an email field in "
                 "unify, or name the profile's e-mail column in params.column"
             )
         address = profiles[self.column].astype("string").str.strip()

@@ -40,6 +40,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ci_pipeline import redact
+from ci_pipeline.config.messages import describe_errors
 from ci_pipeline.enrich.provider import (
     EnrichmentFailed,
     EnrichmentInputs,
@@ -47,7 +48,7 @@ from ci_pipeline.enrich.provider import (
     empty_values,
     value_records,
 )
-from ci_pipeline.errors import UserError, key_path
+from ci_pipeline.errors import UserError
 
 if TYPE_CHECKING:
     from ci_pipeline.enrich.provider import ProviderContext
@@ -160,9 +161,15 @@ class HttpProvider:
             settings = self.resolve_connection(self.connection)
         except (UserError, EnrichmentFailed) as exc:
             said = redact.redact(exc)
-            named = f"connection {self.connection!r}" in said
+            named = redact.redact(f"connection {self.connection!r}") in said
+            if "://" in self.connection:
+                # A URL pasted where a connection's name belongs: where the URL and its key go instead.
+                said += (
+                    f"; connection: takes the name of an {CONNECTION_TYPE} connection, not a URL: an admin adds it "
+                    f"with `ci-pipeline connections add NAME --type {CONNECTION_TYPE} --url URL --api-key env:VAR`"
+                )
             raise EnrichmentFailed(
-                f"{self.where}: {said if named else f'connection {self.connection!r}: {said}'}"
+                f"{self.where}: {said if named else f'connection {redact.redact(repr(self.connection))}: {said}'}"
             ) from None
         kind = settings.get("type", CONNECTION_TYPE)
         if kind != CONNECTION_TYPE:
@@ -301,8 +308,7 @@ def build(params: Mapping, context: ProviderContext | None = None) -> HttpProvid
     try:
         checked = HttpParams.model_validate(dict(params))
     except ValidationError as exc:
-        problems = "; ".join(f"{where}.params.{key_path(e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise EnrichmentFailed(problems) from None
+        raise EnrichmentFailed("; ".join(describe_errors(exc, HttpParams, f"{where}.params"))) from None
     connection = getattr(context, "connection", None)
     if not connection:
         raise EnrichmentFailed(

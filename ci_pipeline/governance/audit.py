@@ -17,6 +17,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from ci_pipeline.governance.models import AuditEntry, utcnow
+from ci_pipeline.redact import redact, redact_value
 
 #: The ``prev_hash`` of the first row.
 GENESIS = "0" * 64
@@ -52,7 +53,11 @@ def row_hash(entry: AuditEntry) -> str:
 def append(
     session: Session, actor: str, action: str, target: str, *, before=None, after=None, outcome: str = "ok"
 ) -> AuditEntry:
-    """Add one row at the head of the chain, inside the caller's transaction (so it commits with the change)."""
+    """Add one row at the head of the chain, inside the caller's transaction (so it commits with the change).
+
+    The target and the states are redacted first: a row can never be removed, and a target or a reason can quote
+    what a user typed (a connection "name" that is a URL with its password, an error quoting a secret).
+    """
     if session.get_bind().dialect.name == "postgresql":
         # Two writers must not read the same head; SQLite serialises writers already (BEGIN IMMEDIATE).
         session.execute(text("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE"))
@@ -62,10 +67,10 @@ def append(
         at=utcnow(),
         actor=actor,
         action=action,
-        target=target,
+        target=redact(target),
         outcome=outcome,
-        before=_canonical(before),
-        after=_canonical(after),
+        before=_canonical(redact_value(before)),
+        after=_canonical(redact_value(after)),
         prev_hash=head.hash if head else GENESIS,
     )
     entry.hash = row_hash(entry)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.errors import UserError
 from ci_pipeline.governance.identity import LAUNCHED_BY_TAG, acting_user, check_name
 from ci_pipeline.governance.secrets import SecretResolver, secret_roots
@@ -89,6 +90,62 @@ def governed_connections(config, needs: RunNeeds) -> dict[str, tuple[str, str]]:
         if export.connection and export.name in needs.exports:
             found[f"publish.exports[{index}].connection"] = (export.connection, "adls")
     return found
+
+
+def configured_connections(config) -> dict[str, tuple[str, str]]:
+    """Configuration key -> (connection name, expected type) of every connection the configuration names."""
+    every = RunNeeds(sink=True, exports=frozenset(e.name for e in config.publish.exports))
+    found = governed_connections(config, every)
+    webhook = config.orchestration.notifications.webhook_connection
+    if webhook:
+        found["orchestration.notifications.webhook_connection"] = (webhook, "webhook")
+    for name, spec in config.enrich.enrichments.items():
+        if spec.connection and spec.provider == "http" and spec.active:
+            found[f"enrich.enrichments.{name}.connection"] = (spec.connection, "http-enrichment")
+    return found
+
+
+def connection_problems(config) -> list[str]:
+    """Each connection the configuration names that does not exist or is of another type, as the acting user
+    (``$CI_PIPELINE_USER``, else the OS user) sees the environment's store: what a run would fail on, told by
+    ``validate``. Nothing to say without a store to read (nobody ran ``init``, a lake in Azure without
+    ``$CI_PIPELINE_METADATA_URL``) or for a user who may use no connection."""
+    wanted = configured_connections(config)
+    if not wanted:
+        return []
+    try:
+        url = metadata_url(config)
+    except UserError:
+        return []
+    if _local_store_missing(url):
+        return []
+    actor = acting_user()
+    rules = Governance(open_store(url), actor, SecretResolver([]))
+    try:
+        found = rules.usable_connections()
+    finally:
+        rules.store.close()
+    if found is None:
+        return []
+    role, usable, inactive = found
+    problems = []
+    for key, (name, type_name) in wanted.items():
+        if key.removeprefix("enrich.enrichments.").removesuffix(".connection") in inactive:
+            continue  # deactivated when its connection was removed: the run skips it
+        if name not in usable:
+            near = did_you_mean(name, usable)
+            if role == "admin":
+                fix = f"an admin adds it with `ci-pipeline connections add {shlex.quote(name)} --type {type_name} ...`"
+                problems.append(f"{key}: connection {name!r} does not exist{near}; {fix}, or change {key}")
+            else:
+                problems.append(
+                    f"{key}: no connection named {name!r} is shared with {actor!r}{near}; `ci-pipeline connections "
+                    f"list` shows the ones you may use, an admin shares one with `ci-pipeline connections share "
+                    f"{shlex.quote(name)} {shlex.quote(actor)}`"
+                )
+        elif usable[name] != type_name:
+            problems.append(f"{key}: connection {name!r} is a {usable[name]} connection; this needs a {type_name} one")
+    return problems
 
 
 def resolve_outside_run(name: str, key: str, type_name: str, base_dir: Path) -> dict:

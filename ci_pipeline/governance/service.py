@@ -512,6 +512,33 @@ class Governance:
             f"`ci-pipeline connections share {shlex.quote(name)} {shlex.quote(self.actor)}`"
         )
 
+    def _unknown(self, session: Session, name: str, role: str) -> str:
+        """Why connection ``name`` cannot be used: it does not exist; the near miss among the names the acting user
+        may use (a contributor is not told the names of connections not shared with it)."""
+        names = session.scalars(select(Connection).order_by(Connection.name)).all()
+        usable = [c.name for c in names if role == "admin" or self._is_shared_with(session, c, self.actor)]
+        close = difflib.get_close_matches(name, usable, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"connection {name!r} does not exist; {hint}`ci-pipeline connections list` shows the ones you may use"
+
+    def usable_connections(self) -> tuple[str, dict[str, str], set[str]] | None:
+        """(acting user's role, name -> type of the connections it may use, enrichments whose binding governance
+        holds inactive), for checks of a configuration before a run; None when it may use none (no role, a viewer,
+        an environment nobody initialised). A read: needs no right, so it is not audited."""
+        with self.store.session() as session:
+            role = self._role_of(session, self.actor)
+            if role not in ("admin", "contributor"):
+                return None
+            usable = {
+                c.name: c.type
+                for c in session.scalars(select(Connection).order_by(Connection.name))
+                if role == "admin" or self._is_shared_with(session, c, self.actor)
+            }
+            inactive = set(
+                session.scalars(select(Binding.name).where(Binding.kind == "enrichment", Binding.active.is_(False)))
+            )
+            return role, usable, inactive
+
     def resolve_connection(self, name: str) -> dict:
         """A connection's settings with its secrets resolved, for code that connects (never for printing).
 
@@ -520,7 +547,10 @@ class Governance:
         with self._tx() as session:
             role = self._require(session, "connections.use", name, ("admin", "contributor"))
             connection = session.scalar(select(Connection).where(Connection.name == name))
-            if connection is None or (role != "admin" and not self._is_shared_with(session, connection, self.actor)):
+            if connection is None:
+                # A mistake (a typo), not an access attempt: told with the near miss, not audited.
+                raise UserError(self._unknown(session, name, role))
+            if role != "admin" and not self._is_shared_with(session, connection, self.actor):
                 raise _Refused("connections.use", name, self._not_shared(name))
             fields, refs, type_name = dict(connection.fields), dict(connection.secret_refs), connection.type
         secrets = {key: self.resolver.resolve(ref, f"connection {name!r} {key}") for key, ref in refs.items()}

@@ -77,6 +77,31 @@ def normalise(series: pd.Series) -> pd.Series:
     return series
 
 
+#: The currency symbols of Unicode (category Sc): $, €, £, ¥, ₹, ₽, ... and their full-width forms.
+_CURRENCY = (
+    "[$\u00a2-\u00a5\u058f\u060b\u07fe\u07ff\u09f2\u09f3\u09fb\u0af1\u0bf9\u0e3f\u17db\u20a0-\u20c0"
+    "\ua838\ufdfc\ufe69\uff04\uffe0\uffe1\uffe5\uffe6]"
+)
+
+
+def _currency_symbols(text: pd.Series, kind: str, marks: tuple[str, str | None]) -> pd.Series:
+    """The hint for numbers written with a currency symbol (``€ 19,99``, ``$12.50``, ``12,50 €``; empty where
+    there is none): no setting strips it, so the fix is at the source or a text column. The number without the
+    symbol gets its own hint too (a decimal comma the table does not read)."""
+    out = pd.Series("", index=text.index, dtype=STRING)
+    symbol = text.str.extract(f"({_CURRENCY})", expand=False)
+    has = symbol.notna()
+    if not has.any():
+        return out
+    bare = text[has].str.replace(_CURRENCY, "", regex=True).str.strip()
+    also = _number_marks(bare, kind, marks).str.replace(r"^ \((.*)\)$", r"; the number itself: \1", regex=True)
+    out[has] = (
+        " (written with the currency symbol '" + symbol[has] + "': no setting reads it; remove it from the column at "
+        "the source, or declare the column as text (string) and keep the currency in a column of its own" + also + ")"
+    )
+    return out
+
+
 def _number_marks(text: pd.Series, kind: str, marks: tuple[str, str | None]) -> pd.Series:
     """The hint for numbers written with a decimal mark or thousands separator the table does not read (empty
     where none fits): ``1,234.56`` (a thousands comma), ``12,50`` or ``1.234,50`` (a decimal comma), and ``1,234``,
@@ -137,7 +162,9 @@ def explain(
         elif not allow_nan:
             out[nan] = " (NaN is not a number; set allow_nan: true on the column to read it as missing)"
         # Said rather than "not a whole number" too: 1.234 in an int64 column of a table with decimal commas.
-        hint = _number_marks(text if written is None else _as_text(written).str.strip(), kind, marks)
+        as_written = text if written is None else _as_text(written).str.strip()
+        hint = _currency_symbols(as_written, kind, marks)
+        hint = hint.mask(hint.eq(""), _number_marks(as_written, kind, marks))
         told = hint.ne("") & out.isin(["", " (not a whole number)"])
         out[told] = hint[told]
     elif kind in ("date", "datetime"):

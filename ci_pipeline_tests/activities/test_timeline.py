@@ -7,10 +7,12 @@ import json
 import pandas as pd
 import pytest
 
-from ci_pipeline.activities import QuarantinedCustomers, build_timeline
+from ci_pipeline.activities import AcceptedDates, QuarantinedCustomers, build_timeline
 from ci_pipeline.config.activities import ActivityTable
+from ci_pipeline.config.sources import TableConfig
 from ci_pipeline.errors import UserError
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, guid
+from ci_pipeline_tests.conftest import ROOT
 
 NOW = pd.Timestamp("2026-07-01T00:00:00Z")
 
@@ -100,6 +102,14 @@ def test_activities_reach_their_customer_through_alternate_keys():
     assert str(unified["ActivityTimeStamp"].dt.tz) == "UTC"
 
 
+def test_the_docs_give_the_order_unified_activity_is_stored_in():
+    unified = build().unified
+    assert unified["msdynci_unifiedactivityid"].is_monotonic_increasing
+    assert not unified["ActivityId"].is_monotonic_increasing  # so the order the docs give matters
+    docs = (ROOT / "docs" / "config" / "activities.md").read_text(encoding="utf-8")
+    assert "stored in `msdynci_unifiedactivityid` (GUID) order" in docs and "sorted by `ActivityId`" not in docs
+
+
 def test_unplaceable_rows_are_quarantined_with_their_reason_never_dropped():
     result = build()
     reasons = dict(zip(result.corrupt["SourceActivityId"], result.corrupt["Reason"], strict=True))
@@ -110,6 +120,25 @@ def test_unplaceable_rows_are_quarantined_with_their_reason_never_dropped():
     for name, read in result.rows_read.items():
         accepted = (result.facts["Activity"] == name).sum()
         assert read == accepted + (result.corrupt["Activity"] == name).sum()
+
+
+def test_a_text_timestamp_outside_date_range_is_quarantined_as_a_declared_datetime_is_at_ingest():
+    text = orders().astype({"order_date": "string"})
+    text.loc[0, "order_date"] = "1899-12-30 00:00:00"  # Excel's day zero, a sentinel
+    result = build_timeline({"orders": (ORDERS, text, "order_id")}, alternate_key(), NOW)
+    reasons = dict(zip(result.corrupt["SourceActivityId"], result.corrupt["Reason"], strict=True))
+    assert reasons["o3"] == (
+        "timestamp order_date '1899-12-30 00:00:00' is outside the accepted dates 1900-01-01..2199-12-31; see "
+        "sources.shop.tables.orders.date_range"
+    )
+    assert "o3" not in set(result.unified["SourceActivityId"])
+    # The table's (or the column's) own date_range is the bound, as at ingest.
+    table = TableConfig.model_validate(
+        {"format": "csv", "path": "o.csv", "primary_key": "order_id", "date_range": {"min": "1800-01-01"}}
+    )
+    dates = AcceptedDates.of(ORDERS, table)
+    assert not dates.outside(pd.Series(pd.to_datetime(["1899-12-30"], utc=True))).any()
+    assert dates.key == "sources.shop.tables.orders.date_range"
 
 
 def test_an_activity_of_a_customer_record_quarantined_at_ingest_says_so_and_where():

@@ -179,6 +179,18 @@ def test_a_profile_without_address_columns_and_bad_params_are_clear_errors():
         build({"default_country": " "})
 
 
+def test_a_column_named_in_params_that_the_profile_lacks_fails_instead_of_publishing_everyone_not_processed():
+    profiles = pd.DataFrame([("a", "1 Main St", "Boston", "MA", "02108", "US")], columns=COLUMNS).astype("string")
+    with pytest.raises(
+        EnrichmentFailed,
+        match=r"address\.params\.columns\.street: the customer profile has no column 'Adress1' \(did you mean "
+        r"'Address1'\?\); name one of its columns \(Address1, City",
+    ):
+        build({"columns": {"street": "Adress1"}}).enrich(EnrichmentInputs(profiles=profiles))
+    # A default column the profile lacks is no mistake: that part is empty.
+    assert _values(_run([("a", "1 Main St", "Boston", "MA", "02108", None)]))["a"]["Status"] == "Changed"
+
+
 def test_the_provider_name_comes_from_the_project():
     class Context:
         enrichment = "addresses"

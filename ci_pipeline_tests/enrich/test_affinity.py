@@ -198,7 +198,7 @@ def test_the_fields_an_affinity_writes_are_those_the_configuration_accepts():
 
 
 def test_bad_parameters_name_the_key():
-    with pytest.raises(EnrichmentFailed, match=r"enrich.enrichments.brands.params: top: .*less than or equal to 5"):
+    with pytest.raises(EnrichmentFailed, match=r"enrich.enrichments.brands.params.top: .*less than or equal to 5"):
         run(lines([("A", "Voltix", 30, "2026-05-01")]), profile(["A"]), {"top": 9})
 
 

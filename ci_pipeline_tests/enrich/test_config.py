@@ -67,6 +67,40 @@ def test_an_unknown_activity_and_an_unknown_provider_are_named(tmp_path):
     )
 
 
+def test_a_profile_column_an_enrichment_names_that_unify_does_not_make_is_refused(tmp_path):
+    def change(raw):
+        raw["enrich"]["enrichments"]["address"]["params"] = {"columns": {"street": "Adress1", "city": "City"}}
+        raw["enrich"]["enrichments"]["email"]["params"] = {"column": "Emial"}
+        raw["enrich"]["enrichments"]["demo"] = {
+            "provider": "http",
+            "connection": "acme",
+            "params": {"type": "Demographics", "fields": ["CustomerId", "PostalCod"], "mapping": {"Income": "a.b"}},
+        }
+
+    message = problems(tmp_path, change)
+    assert (
+        "enrich.enrichments.address.params.columns.street: the customer profile has no column 'Adress1' (did you "
+        "mean 'Address1'?); name one of its columns (CustomerId, FullName," in message
+    )
+    assert "enrich.enrichments.email.params.column: the customer profile has no column 'Emial' (did you mean" in message
+    assert "enrich.enrichments.demo.params.fields[1]: the customer profile has no column 'PostalCod'" in message
+    assert "columns.city" not in message and "fields[0]" not in message
+
+
+def test_an_affinity_parameter_typo_is_told_with_the_near_miss_and_the_parameters(tmp_path):
+    def change(raw):
+        raw["enrich"]["enrichments"]["brand_affinity"]["params"]["feild"] = "brand"
+        raw["enrich"]["enrichments"]["brand_affinity"]["params"]["weight"] = "spnd"
+
+    message = problems(tmp_path, change)
+    assert (
+        "enrich.enrichments.brand_affinity.params.feild: not a parameter (did you mean 'field'?); remove it or "
+        "correct its spelling (it takes activity, field, weight," in message
+    )
+    assert "params.weight: 'spnd' is not one of spend, quantity (did you mean 'spend'?)" in message
+    assert "pydantic" not in message and "validation error" not in message
+
+
 def test_too_many_chosen_brands_is_refused(tmp_path):
     def change(raw):
         raw["enrich"]["enrichments"]["brand_affinity"]["params"]["chosen"] = list("abcdef")

@@ -100,7 +100,7 @@ def test_the_shipped_lists_are_clean():
 
 def test_missing_column_and_bad_params_are_clear_errors():
     profiles = pd.DataFrame({"CustomerId": ["a"], "Mail": ["a@b.com"]})
-    with pytest.raises(EnrichmentFailed, match="no 'Email' column; map an email field"):
+    with pytest.raises(EnrichmentFailed, match=r"no 'Email' column \(did you mean 'Mail'\?\); map an email field"):
         EmailProvider().enrich(EnrichmentInputs(profiles=profiles))
     renamed = build({"column": "Mail"}).enrich(EnrichmentInputs(profiles=profiles))
     assert json.loads(renamed.values["Values"][0])["Domain"] == "b.com"

@@ -19,6 +19,7 @@ import pytest
 
 from ci_pipeline.enrich.http import _retry_after, build
 from ci_pipeline.enrich.provider import EnrichmentFailed, EnrichmentInputs
+from ci_pipeline.errors import UserError
 from ci_pipeline.governance import Governance, SecretResolver, open_store
 from ci_pipeline_tests.conftest import SERVE
 
@@ -363,14 +364,41 @@ def test_connection_problems_are_clear(provider):
         build(PARAMS, Context(lambda name: {}, connection=None))
 
 
+def test_a_url_with_its_credential_given_as_the_connection_is_masked_once_and_told_what_belongs_there():
+    pasted = "https://user:sk_live_SUPERSECRET123@api.acme.example/x"
+
+    def unknown(name):
+        raise UserError(f"connection {name!r} does not exist; `ci-pipeline connections list` shows them")
+
+    with pytest.raises(EnrichmentFailed) as failed:
+        build(PARAMS, Context(unknown, connection=pasted)).enrich(EnrichmentInputs(profiles=profiles()))
+    message = str(failed.value)
+    assert "SUPERSECRET" not in message and message.count("https://user:***@api.acme.example/x") == 1
+    assert "takes the name of an http-enrichment connection, not a URL" in message
+
+
 def test_bad_params_and_unknown_fields_name_the_key(provider):
     with pytest.raises(EnrichmentFailed) as failed:
         build({**PARAMS, "batch_size": 0, "colour": "red", "mapping": {"X": {"path": "a..b"}}}, context_for(""))
     message = str(failed.value)
-    for key in ("params.batch_size: Input should be greater", "params.colour: Extra inputs", "params.mapping.X"):
+    for key in ("params.batch_size: Input should be greater", "params.colour: not a parameter", "params.mapping.X"):
         assert f"enrich.enrichments.demographics.{key}" in message
     with pytest.raises(EnrichmentFailed, match=r"params.fields: the customer profile has no column Phone"):
         run(provider, fields=["Email", "Phone"])
+
+
+def test_param_typos_are_told_with_the_near_miss_and_the_names_allowed():
+    params = {**PARAMS, "batchsize": 10, "mapping": {"Income": {"path": "a.b", "type": "numbr"}, "Size": 5}}
+    with pytest.raises(EnrichmentFailed) as failed:
+        build(params, context_for(""))
+    assert str(failed.value).split("; enrich.") == [
+        "enrich.enrichments.demographics.params.batchsize: not a parameter (did you mean 'batch_size'?); remove it "
+        "or correct its spelling (it takes type, fields, mapping, provider, batch_size, concurrency, "
+        "timeout_seconds, retries, backoff_seconds, max_wait_seconds, api_key_header)",
+        "enrichments.demographics.params.mapping.Income.type: 'numbr' is not one of any, string, number, integer, "
+        "boolean (did you mean 'number'?)",
+        "enrichments.demographics.params.mapping.Size: give a text or a mapping with path, type; got 5",
+    ]
 
 
 def test_the_provider_works_through_a_governed_connection(provider, tmp_path, monkeypatch):

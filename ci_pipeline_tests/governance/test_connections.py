@@ -7,9 +7,13 @@ import re
 import sqlite3
 
 import pytest
+import yaml
 
+from ci_pipeline.config import load_config
+from ci_pipeline.errors import UserError
 from ci_pipeline.governance import AccessDenied, Governance, SecretResolver, open_store
 from ci_pipeline.governance.connections import consent_text
+from ci_pipeline.governance.runtime import connection_problems
 
 ENV_SECRET = "env-Secret-Value-4b7d2e9f13"
 FILE_SECRET = "file-Secret-Value-8c1f5a3d77"
@@ -311,6 +315,54 @@ def test_connections_resolve_for_admins_and_for_contributors_they_are_shared_wit
     secrets.run("connections", "share", "dv", "alice")
     resolved = governance(secrets, "alice").resolve_connection("dv")
     assert resolved["org_url"] == "https://contoso.crm.dynamics.com" and resolved["client_secret"] == ENV_SECRET
+
+
+def test_an_unknown_connection_is_told_with_its_near_miss_and_not_audited(secrets):
+    secrets.run("connections", "add", "dv-prod", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    before = len(audit_rows(secrets))
+    with pytest.raises(UserError, match=r"connection 'dv-prd' does not exist; did you mean 'dv-prod'\?"):
+        governance(secrets, "root").resolve_connection("dv-prd")
+    # A contributor is not told the names of connections it may not use.
+    with pytest.raises(UserError, match="does not exist; `ci-pipeline connections list`"):
+        governance(secrets, "alice").resolve_connection("dv-prd")
+    assert len(audit_rows(secrets)) == before
+
+
+def test_a_credential_typed_where_a_connection_name_belongs_never_reaches_the_audit_log(secrets):
+    pasted = "https://user:sk_live_SUPERSECRET123@api.acme.example/x"
+    assert secrets.run("connections", "share", pasted, "bob", user="alice").code == 2
+    with pytest.raises(UserError, match="does not exist"):
+        governance(secrets, "root").resolve_connection(pasted)
+    refused = [r for r in audit_rows(secrets) if r["outcome"] == "refused"]
+    assert [r["target"] for r in refused] == ["https://user:***@api.acme.example/x -> bob"]
+    assert "SUPERSECRET" not in secrets.store_file.read_bytes().decode("utf-8", "replace")
+    assert secrets.run("audit", "verify").code == 0
+
+
+def test_validate_tells_a_connection_the_configuration_names_that_does_not_exist(secrets, monkeypatch):
+    secrets.run("connections", "add", "acme", "--type", "http-enrichment", "--url", "https://api.example.com/v1",
+                "--api-key", "file:secrets/api_key.txt", "--consent")  # fmt: skip
+    secrets.run("connections", "add", "dv", *DATAVERSE, "--client-secret", "env:DV_SECRET")
+    raw = yaml.safe_load(secrets.config.read_text())
+    http = {"provider": "http", "params": {"type": "Demographics", "fields": ["Email"], "mapping": {"X": "x"}}}
+    raw["enrich"] = {"enrichments": {"demo": {**http, "connection": "acm"}, "ok": {**http, "connection": "acme"}}}
+    raw["publish"] = {"sink": {"kind": "dataverse", "connection": "acme"}}
+    secrets.config.write_text(yaml.safe_dump(raw))
+    before = len(audit_rows(secrets))
+    monkeypatch.setenv("CI_PIPELINE_USER", "root")
+    assert connection_problems(load_config(secrets.config)) == [
+        "publish.sink.connection: connection 'acme' is a http-enrichment connection; this needs a dataverse one",
+        "enrich.enrichments.demo.connection: connection 'acm' does not exist (did you mean 'acme'?); an admin adds "
+        "it with `ci-pipeline connections add acm --type http-enrichment ...`, or change "
+        "enrich.enrichments.demo.connection",
+    ]
+    # A contributor is told of the connections shared with it only; a viewer, who runs nothing, is not checked.
+    monkeypatch.setenv("CI_PIPELINE_USER", "alice")
+    told = connection_problems(load_config(secrets.config))
+    assert "enrich.enrichments.ok.connection: no connection named 'acme' is shared with 'alice';" in told[2]
+    monkeypatch.setenv("CI_PIPELINE_USER", "vera")
+    assert connection_problems(load_config(secrets.config)) == []
+    assert len(audit_rows(secrets)) == before
 
 
 def test_connections_are_shared_with_contributors_only(secrets):

@@ -172,6 +172,26 @@ def test_a_number_written_with_a_decimal_comma_is_told_the_setting_that_reads_it
     assert read.data.set_index("id").loc[["a", "b"], "amount"].tolist() == [12.5, 1234.5]
 
 
+def test_an_amount_written_with_a_currency_symbol_is_told_to_lose_the_symbol(tmp_path, ingest):
+    (tmp_path / "t.csv").write_text('id,amount\na,€ 19.99\nb,$12.50\nc,"12,50 €"\nd,£3\ne,7.25\n', encoding="utf-8")
+    why = reasons(ingest(csv_table(columns={"amount": "double"})))
+    fix = (
+        "no setting reads it; remove it from the column at the source, or declare the column as text (string) and "
+        "keep the currency in a column of its own"
+    )
+    assert why["a"] == (
+        f"malformed value in column 'amount': '€ 19.99' is not a valid double (written with the currency symbol "
+        f"'€': {fix})"
+    )
+    assert why["b"].endswith(f"(written with the currency symbol '$': {fix})")
+    # Without the symbol the number still has a mark the table does not read: that is told too.
+    assert why["c"].endswith(
+        f"(written with the currency symbol '€': {fix}; the number itself: written with a decimal comma? for a CSV "
+        "file set csv.decimal: ',' on the table)"
+    )
+    assert "'£'" in why["d"] and "e" not in why
+
+
 def test_numbers_with_thousands_commas_are_told_csv_thousands_which_reads_them(tmp_path, ingest):
     """'1,234.56' and '1,234' in an int64 column are US thousands, not decimal commas; '1,234' in a double column
     may be either, and the hint says both. A table already reading decimal commas is not told to set them again."""

@@ -132,7 +132,7 @@ def test_quarantined_activities_are_told_per_activity_and_one_that_placed_no_row
     assert status == 0 and "\nsucceeded in " in out
     assert check.description == (
         "rows quarantined in activities/unified_activity_corrupt: orders 1 of 2 row(s), most often: no "
-        "shop.customers record with key '…'"
+        "shop.customers record with key '9'"
     )
     # Each segment's size, a first run without a change.
     assert f"\n\nsegment{' ' * 45} {'members':>10}\nbig{' ' * 49} {0:>10}\nrecent" in out
