@@ -104,9 +104,11 @@ def cdm_type(column: str, dtype) -> str:
 
 
 def public_url(lake: Lake, relative: str) -> str:
-    """An absolute URL of a lake path as other tools see it (``file:///...`` or the storage account's https)."""
+    """The absolute location of a lake path as other tools read it: on a local lake the plain absolute path (what
+    the CDM SDK's local adapter resolves, where a ``file://`` URL is understood by no adapter and a relative
+    location only against the reader's working folder), on Azure the storage account's https URL."""
     if lake.protocol == "file":
-        return "file://" + lake.path(relative)
+        return lake.path(relative)
     client = getattr(lake.fs, "service_client", None)
     if client is None:
         return lake.url(relative)
@@ -575,7 +577,8 @@ Entity = tuple[str, list[dict], list[str]]
 
 
 def _write_model_json(lake: Lake, root: str, name: str, modified: str, entities: list[Entity]) -> str:
-    """model.json of a CSV export: the entities with their absolute partition URLs and CSV settings."""
+    """model.json of a CSV export: the entities with their absolute partition locations (:func:`public_url`) and
+    CSV settings."""
     model = {
         "name": name,
         "description": f"Output tables exported by ci_pipeline ({name})",

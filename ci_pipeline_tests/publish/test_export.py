@@ -1,4 +1,4 @@
-"""CDM exports on file:// and Azurite: layout, parts, metadata after data, retention, read back with Microsoft's
+"""CDM exports on a local folder and Azurite: layout, parts, metadata after data, retention, read back with Microsoft's
 CDM SDK, and SQL over them with DuckDB."""
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def test_csv_export_layout_parts_and_model_json(tmp_path):
     entity = {e["name"]: e for e in model["entities"]}["UnifiedActivity"]
     types = {a["name"]: a["dataType"] for a in entity["attributes"]}
     assert types["ActivityTimeStamp"] == "dateTime" and types["msdynci_unifiedactivityid"] == "guid"
-    assert entity["partitions"][0]["location"] == "file://" + str(tmp_path) + (
+    # A plain absolute path: what the CDM SDK's local adapter resolves (a file:// URL no adapter understands).
+    assert entity["partitions"][0]["location"] == str(tmp_path) + (
         "/exports/warehouse/UnifiedActivity/2026/06/30/1205/UnifiedActivity_1.csv"
     )
     # The metadata is the last thing written: every data file is older than or as old as model.json.
@@ -110,15 +111,9 @@ def _sdk_read(folder, document):
     from cdm.objectmodel import CdmCorpusDefinition
     from cdm.storage import LocalAdapter
 
-    class FileUrlAdapter(LocalAdapter):
-        """The SDK's local adapter, also understanding the file:// URLs a local model.json holds."""
-
-        def create_corpus_path(self, adapter_path):
-            return super().create_corpus_path(adapter_path.removeprefix("file://") if adapter_path else adapter_path)
-
     async def read():
         corpus = CdmCorpusDefinition()
-        corpus.storage.mount("local", FileUrlAdapter(root=str(folder)))
+        corpus.storage.mount("local", LocalAdapter(root=str(folder)))
         corpus.storage.default_namespace = "local"
         manifest = await corpus.fetch_object_async(f"local:/{document}")
         assert manifest is not None, f"the CDM SDK could not load {document}"
@@ -147,9 +142,10 @@ def test_cdm_sdk_reads_model_json_and_manifest(tmp_path):
     assert set(model) == {"CustomerProfile", "UnifiedActivity", "Enrichment"}
     assert model["CustomerProfile"][0] == ["CustomerId", "FullName"]
     assert model["UnifiedActivity"][0] == outputs.UNIFIED_ACTIVITY_COLUMNS
-    assert [p.rsplit("/", 1)[1] for p in model["CustomerProfile"][1]] == [
-        "CustomerProfile_1.csv",
-        "CustomerProfile_2.csv",
+    # The partitions as the SDK resolved them with its own local adapter (relative to the folder it mounted).
+    assert model["CustomerProfile"][1] == [
+        "CustomerProfile/2026/06/30/1205/CustomerProfile_1.csv",
+        "CustomerProfile/2026/06/30/1205/CustomerProfile_2.csv",
     ]
     manifest = _sdk_read(tmp_path / "exports" / "pqwh", "default.manifest.cdm.json")
     assert manifest["Enrichment"][0] == outputs.ENRICHMENT_COLUMNS
