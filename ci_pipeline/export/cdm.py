@@ -27,6 +27,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from ci_pipeline import outputs
+from ci_pipeline.arrays import holds_dates
 from ci_pipeline.dataverse.naming import column_text, utc_seconds_text
 from ci_pipeline.dataverse.prepare import sorted_by_key, stated_filled
 from ci_pipeline.errors import StorageError, UserError
@@ -94,6 +95,8 @@ def cdm_type(column: str, dtype) -> str:
     """The CDM data type of a column."""
     if column in GUID_COLUMNS:
         return "guid"
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_date(dtype.pyarrow_dtype):
+        return "date"
     if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         return "dateTime"
     if pd.api.types.is_bool_dtype(dtype):
@@ -165,7 +168,9 @@ def _csv_bytes(df: pd.DataFrame) -> bytes:
     for n, column in enumerate(df.columns):
         values = df.iloc[:, n]
         dtype = values.dtype
-        if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+        if holds_dates(values):
+            pass  # a date's text is ISO 8601's YYYY-MM-DD, as pandas writes it
+        elif isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
             values = pd.to_datetime(values, utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         text = pa.array(values.astype("string"), type=pa.string(), from_pandas=True)
         # Arrow leaves a null unquoted; the CDM files quote every field, the empty one too.
@@ -408,7 +413,8 @@ class StoredTable:
 
     def frame(self, table: str) -> pd.DataFrame:
         """The whole table, checked and ordered by :func:`ci_pipeline.outputs.finish`."""
-        return outputs.finish(table, self._file().read().to_pandas())
+        # Dates stay Arrow dates (a column of none at all is still typed a date).
+        return outputs.finish(table, self._file().read().to_pandas(types_mapper=_ARROW_DATES.get))
 
     def plain(self, table: str) -> bool:
         """Whether the file's values are written as they are (see the class): the contract's columns in order,
@@ -475,6 +481,8 @@ class StoredTable:
                 if column.name in GUID_COLUMNS
                 else "dateTime"
                 if pa.types.is_timestamp(column.type)
+                else "date"
+                if pa.types.is_date(column.type)
                 else "string",
             }
             for column in self._file().schema_arrow
@@ -524,7 +532,9 @@ BATCH_ROWS = 65_536
 
 
 #: Types of a plain stored column besides text and the contract's timestamps.
-PLAIN_TYPES = (pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
+PLAIN_TYPES = (pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating, pa.types.is_null, pa.types.is_date32)
+#: Arrow dates read into pandas as Arrow dates, not Python objects.
+_ARROW_DATES = {pa.date32(): pd.ArrowDtype(pa.date32())}
 
 
 def _arrow_parts(rows: pa.Table, rows_per_part: int, escape: bool) -> Iterator[Chunk]:

@@ -124,6 +124,38 @@ def test_two_runs_starting_in_the_same_minute_or_second_keep_a_snapshot_each(tmp
     assert again.snapshot == result.snapshot and len(read_export(lake, "wh")[0].files) == 1
 
 
+def test_a_date_column_of_the_profile_is_a_date_in_both_exports_their_metadata_and_the_sink(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ci_pipeline.dataverse.prepare import prepare
+    from ci_pipeline.unify.records import typed_dates
+
+    written = pd.DataFrame({"CustomerId": ["C1", "C2"], "BirthDate": ["1980-01-02", "1843-00-00"]}).astype("string")
+    lake = Lake.local(tmp_path)
+    lake.write_parquet("ci_pipeline/unify/customer_profile.parquet", typed_dates(written))
+    stored = StoredTable(lake, "ci_pipeline/unify/customer_profile.parquet")
+    for source in (stored, stored.frame("CustomerProfile")):
+        write_export(lake, "csvwh", {"CustomerProfile": source}, T0)
+        write_export(lake, "pqwh", {"CustomerProfile": source}, T0, fmt="parquet")
+        model = json.loads(lake.read_bytes("exports/csvwh/model.json"))["entities"][0]
+        assert [a["dataType"] for a in model["attributes"]] == ["string", "date", "string"]
+        csv = lake.read_bytes(read_export(lake, "csvwh")[0].files[0]).decode()
+        assert csv == '"C1","1980-01-02",""\n"C2","","1843"\n'
+        definition = json.loads(lake.read_bytes("exports/pqwh/CustomerProfile.cdm.json"))["definitions"][0]
+        assert [a["dataType"] for a in definition["hasAttributes"]] == ["string", "date", "string"]
+        part = pq.read_table(tmp_path / read_export(lake, "pqwh")[0].files[0])
+        assert part.schema.field("BirthDate").type == pa.date32()
+    assert query(lake, "SELECT BirthDate FROM csvwh.CustomerProfile WHERE BirthDate < DATE '1990-01-01'", ["csvwh"])[
+        "BirthDate"
+    ].astype("string").tolist() == ["1980-01-02"]
+    # The sink (and the Web API's payload) gets the date as Dataverse takes a date-only value: YYYY-MM-DD.
+    rows = pa.Table.from_batches(list(prepare("CustomerProfile", stored.frame("CustomerProfile")).batches()))
+    by_id = {r["msdynci_customerid"]: r for r in rows.to_pylist()}
+    assert (by_id["C1"]["msdynci_birthdate"], by_id["C1"]["msdynci_birthdatetext"]) == ("1980-01-02", None)
+    assert (by_id["C2"]["msdynci_birthdate"], by_id["C2"]["msdynci_birthdatetext"]) == (None, "1843")
+
+
 def _sdk_read(folder, document):
     import warnings
 
