@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 
 def isin(values: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -138,3 +139,10 @@ def as_text(series: pd.Series) -> pd.Series:
         if len(present) and (np.floor(present) == present).all() and (np.abs(present) <= FLOAT_EXACT).all():
             return series.astype("Int64").astype(pd.StringDtype())
     return series.astype(pd.StringDtype())
+
+
+def holds_dates(series: pd.Series) -> bool:
+    """Whether a column holds dates (no time of day): Arrow dates, or Python dates as Arrow's to_pandas gives them."""
+    if isinstance(series.dtype, pd.ArrowDtype):
+        return pa.types.is_date(series.dtype.pyarrow_dtype)
+    return series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) == "date"

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ci_pipeline.arrays import take_rows
+from ci_pipeline.arrays import holds_dates, take_rows
 from ci_pipeline.arrow_text import text_array
 from ci_pipeline.errors import UserError
 
@@ -416,6 +416,10 @@ def _typed(spec: OutputTable, column: str, series: pd.Series) -> pd.Series:
         return pd.to_datetime(series, utc=True).astype("datetime64[us, UTC]")
     if column in spec.json_columns:
         return json_text(series)
+    if holds_dates(series):
+        # A date column (CustomerProfile's BirthDate) stays a date: CDM "date", a Dataverse date-only value.
+        dates = pa.array(series.array) if isinstance(series.dtype, pd.ArrowDtype) else pa.array(series, pa.date32())
+        return pd.Series(pd.arrays.ArrowExtensionArray(dates.cast(pa.date32())), index=series.index, name=series.name)
     return series if isinstance(series.dtype, pd.StringDtype) else series.astype("string")
 
 

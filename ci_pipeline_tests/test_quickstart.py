@@ -328,7 +328,7 @@ def test_a_birth_date_in_three_columns_is_mapped_in_parts_and_published_as_one_d
     assert told in out and "\nunification: full: no state of an earlier run at file://" in out
     profiles = pd.read_parquet(tmp_path / "out" / "lake" / "ci_pipeline" / "unify" / "customer_profile.parquet")
     joined = {f"{y}-{m:02d}-{d:02d}" for y, m, d in parts.itertuples(index=False)}
-    assert len(profiles) == MODEL_ROWS and set(profiles["BirthDate"]) == joined
+    assert len(profiles) == MODEL_ROWS and set(profiles["BirthDate"].astype("string")) == joined
     assert not {"BirthYear", "BirthMonth", "BirthDay"} & set(profiles.columns)
 
 

@@ -582,6 +582,11 @@ CDM_NAMES = {
 }
 
 
+#: Suffix of the profile column beside a date attribute holding what is no whole date (``BirthDateText``: ``1843``,
+#: ``1843-05``), the date attribute itself being typed as a date.
+DATE_TEXT_SUFFIX = "Text"
+
+
 #: Profile columns the pipeline itself fills: a mapped column that would be named like one (a source's own
 #: ``customer_id`` or ``CustomerId`` mapped as ``custom``) is published as ``Source<Name>`` instead.
 RESERVED_PROFILE_COLUMNS = frozenset({"CustomerId", "PreviousCustomerId"})

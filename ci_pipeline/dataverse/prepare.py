@@ -107,7 +107,14 @@ def prepare_stored(
 
 
 #: Types besides text that :func:`~ci_pipeline.dataverse.naming.column_text` converts batch by batch.
-_CONVERTED = (pa.types.is_timestamp, pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
+_CONVERTED = (
+    pa.types.is_timestamp,
+    pa.types.is_date32,
+    pa.types.is_boolean,
+    pa.types.is_integer,
+    pa.types.is_floating,
+    pa.types.is_null,
+)
 
 
 def scan(data: ds.Dataset, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:

@@ -73,14 +73,15 @@ class _Staged:
 class SqliteSink(Sink):
     """Publishes each table in one transaction: compare the rows with what the table holds, write the new and
     changed ones by primary key, delete the rows whose key is gone, commit. A crash at any point leaves the table as
-    it was before; a republish of unchanged data writes no row, only its run marker.
+    it was before; a republish of unchanged data writes no row and leaves the sink file byte for byte the same (only
+    its run marker in the state file moves).
 
     What a table holds is known by each row's key, content hash and size in bytes, kept as one Arrow blob per table
     in a state database beside the sink file (``<file>-state``, attached), so the published tables hold exactly the
     output tables' columns. The comparison reads that blob, never the rows; the bytes held are summed from it, never
-    by scanning. Each commit stamps a generation in both files (the sink's ``user_version``, the state's
-    ``generation``); when they disagree (the state file lost, or a crash between the two files' commits), every
-    table's state is computed again from its rows before comparing.
+    by scanning. Each commit that changes the sink stamps a new generation in both files (the sink's ``user_version``,
+    the state's ``generation``); when they disagree (the state file lost, or a crash between the two files'
+    commits), every table's state is computed again from its rows before comparing.
 
     The rows arrive in batches (:meth:`SinkTable.batches`); the new and changed ones are bulk-loaded from Arrow by
     the ADBC SQLite driver into a load database of their own (``<file>-load-*/``, removed after each table), then
@@ -348,7 +349,8 @@ class SqliteSink(Sink):
                     f"DELETE FROM main.{quoted(name)} WHERE {quoted(pk)} = ?", ((k,) for k in stale.to_pylist())
                 )
             held = int(pc.sum(fingerprints.column("bytes")).as_py() or 0)
-            self._mark(name, columns, fingerprints, held, staged.written > 0 or len(stale) > 0, table.version)
+            changed = staged.written > 0 or len(stale) > 0 or staged.rebuild or not seen.columns
+            self._mark(name, columns, fingerprints, held, changed, table.version)
             if self.hook:
                 self.hook(table.name, "staged")
             con.execute("COMMIT")
@@ -409,20 +411,19 @@ class SqliteSink(Sink):
             )
 
     def _mark(
-        self, name: str, columns: list[str], fingerprints: pa.Table, held: int, store: bool, version: str | None
+        self, name: str, columns: list[str], fingerprints: pa.Table, held: int, changed: bool, version: str | None
     ) -> None:
-        """The run marker: the table's row count, bytes, version and publish time, and a new generation in both
-        files; the fingerprints are stored again only when rows were written or deleted."""
+        """The run marker: the table's row count, bytes, version and publish time in the state file. Only a publish
+        that changed the sink (rows written or deleted, the table created or rebuilt) stamps a new generation in both
+        files and stores the fingerprints again: an unchanged publish leaves the sink file byte for byte as it was
+        (the generation is what tells a state out of step with the sink, so it needs to move only with the sink)."""
         con = self._con
-        generation = (
-            max(
-                con.execute("PRAGMA main.user_version").fetchone()[0],
-                con.execute("SELECT coalesce(max(generation), 0) FROM state.table_state").fetchone()[0],
-            )
-            + 1
-        )
+        generation = con.execute("PRAGMA main.user_version").fetchone()[0]
+        if changed:
+            # _resync ran in this transaction, so the state's generations are at most the sink's.
+            generation += 1
         now = dt.datetime.now(dt.UTC).isoformat()
-        if store or con.execute("SELECT 1 FROM state.table_state WHERE tbl = ?", (name,)).fetchone() is None:
+        if changed or con.execute("SELECT 1 FROM state.table_state WHERE tbl = ?", (name,)).fetchone() is None:
             con.execute(
                 "INSERT OR REPLACE INTO state.table_state "
                 "(tbl, columns, rows, bytes, generation, published_at, hasher, fingerprints, version) "
@@ -444,7 +445,8 @@ class SqliteSink(Sink):
                 "UPDATE state.table_state SET columns = ?, generation = ?, published_at = ?, version = ? WHERE tbl = ?",
                 (json.dumps(columns), generation, now, version, name),
             )
-        con.execute(f"PRAGMA main.user_version = {int(generation)}")
+        if changed:
+            con.execute(f"PRAGMA main.user_version = {int(generation)}")
 
     # -- reading ------------------------------------------------------------------------------------------------
     def tables(self) -> list[str]:

@@ -27,6 +27,7 @@ from scipy.stats import rankdata
 
 from ci_pipeline.config.enrich import AFFINITY_PROVIDERS, AffinityParams, PriorFields
 from ci_pipeline.config.messages import describe_errors
+from ci_pipeline.config.unify import DATE_TEXT_SUFFIX
 from ci_pipeline.enrich.provider import (
     EnrichmentFailed,
     EnrichmentInputs,
@@ -451,8 +452,13 @@ def profile_customers(profile: pd.DataFrame) -> pd.Index:
 def _attributes(customers: pd.Index, profile: pd.DataFrame, fields: PriorFields, as_of: pd.Timestamp) -> list:
     """(label, codes, values) per prior attribute the profile has: gender, age band, postal area (or city)."""
     wanted = [c for c in (fields.gender, fields.birth_date, fields.postal_code, fields.city) if c in profile.columns]
+    # The profile types its birth dates; one known in part (1967, 1967-05) is the text beside it (BirthDateText).
+    written = f"{fields.birth_date}{DATE_TEXT_SUFFIX}" if fields.birth_date in wanted else None
+    held = [*wanted, written] if written in profile.columns else wanted
     frame = profile.drop_duplicates("CustomerId")
-    frame = frame[wanted].set_index(frame["CustomerId"].astype("string")).reindex(customers)
+    frame = frame[held].set_index(frame["CustomerId"].astype("string")).reindex(customers)
+    if held is not wanted:
+        frame[fields.birth_date] = frame[fields.birth_date].astype("string").fillna(frame.pop(written))
 
     def column(name: str | None) -> pd.Series | None:
         if name is None or name not in frame.columns:
@@ -466,8 +472,10 @@ def _attributes(customers: pd.Index, profile: pd.DataFrame, fields: PriorFields,
         found.append(("Gender", gender))
     birth = column(fields.birth_date)
     if birth is not None:
-        # A birth date known in part (1967-00-00, 1967-05-00) still gives an age band: the year is enough.
-        known = birth.str.replace(r"^(\d{4})-00-00$", r"\1-07-01", regex=True).str.replace(r"-00$", "-15", regex=True)
+        # A birth date known in part (1967 or 1967-00-00, 1967-05 or 1967-05-00) still gives an age band: the year
+        # is enough.
+        known = birth.str.replace(r"^(\d{4})(-00-00)?$", r"\1-07-01", regex=True)
+        known = known.str.replace(r"^(\d{4}-\d{2})(-00)?$", r"\1-15", regex=True)
         born = pd.to_datetime(known, errors="coerce", format="mixed", utc=True)
         age = (as_of - born).dt.days / 365.25
         bounds = [b for b, _ in AGE_BANDS]

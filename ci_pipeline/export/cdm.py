@@ -1,6 +1,7 @@
 """Write output tables to the lake as a Common Data Model folder, one snapshot per run.
 
-Layout (the reference product's): ``<folder>/<Export>/<Table>/<yyyy>/<mm>/<dd>/<HHMM>/<Table>_<n>.csv`` plus
+Layout (the reference product's, with seconds and the run in the snapshot's folder so that two runs starting in the
+same minute keep a snapshot each): ``<folder>/<Export>/<Table>/<yyyy>/<mm>/<dd>/<HHMMSS>-<run>/<Table>_<n>.csv`` plus
 ``<folder>/<Export>/model.json``; with Parquet, ``<Table>_<n>.parquet`` plus ``default.manifest.cdm.json`` and one
 ``<Table>.cdm.json`` per table. Data files are written before the metadata, so a reader never sees metadata that
 points at missing files; older snapshots are deleted only after the new metadata is in place.
@@ -12,6 +13,7 @@ import contextlib
 import io
 import json
 import posixpath
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +27,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from ci_pipeline import outputs
+from ci_pipeline.arrays import holds_dates
 from ci_pipeline.dataverse.naming import column_text, utc_seconds_text
 from ci_pipeline.dataverse.prepare import sorted_by_key, stated_filled
 from ci_pipeline.errors import StorageError, UserError
@@ -92,6 +95,8 @@ def cdm_type(column: str, dtype) -> str:
     """The CDM data type of a column."""
     if column in GUID_COLUMNS:
         return "guid"
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_date(dtype.pyarrow_dtype):
+        return "date"
     if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         return "dateTime"
     if pd.api.types.is_bool_dtype(dtype):
@@ -104,9 +109,11 @@ def cdm_type(column: str, dtype) -> str:
 
 
 def public_url(lake: Lake, relative: str) -> str:
-    """An absolute URL of a lake path as other tools see it (``file:///...`` or the storage account's https)."""
+    """The absolute location of a lake path as other tools read it: on a local lake the plain absolute path (what
+    the CDM SDK's local adapter resolves, where a ``file://`` URL is understood by no adapter and a relative
+    location only against the reader's working folder), on Azure the storage account's https URL."""
     if lake.protocol == "file":
-        return "file://" + lake.path(relative)
+        return lake.path(relative)
     client = getattr(lake.fs, "service_client", None)
     if client is None:
         return lake.url(relative)
@@ -161,7 +168,9 @@ def _csv_bytes(df: pd.DataFrame) -> bytes:
     for n, column in enumerate(df.columns):
         values = df.iloc[:, n]
         dtype = values.dtype
-        if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+        if holds_dates(values):
+            pass  # a date's text is ISO 8601's YYYY-MM-DD, as pandas writes it
+        elif isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
             values = pd.to_datetime(values, utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         text = pa.array(values.astype("string"), type=pa.string(), from_pandas=True)
         # Arrow leaves a null unquoted; the CDM files quote every field, the empty one too.
@@ -183,11 +192,22 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _snapshot(timestamp: datetime) -> str:
+#: Characters of the run id in a snapshot folder's name: the first group of a Dagster run id (a UUID), enough to
+#: tell apart runs that start in the same second.
+RUN_CHARACTERS = 8
+
+
+def _snapshot(timestamp: datetime, run: str | None = None) -> str:
+    """``yyyy/mm/dd/HHMMSS-<run>``: the run's start to the second, then the start of its id, so that no two runs
+    share a snapshot (a rerun of a step in the same run writes the same one again), and the folders sort by time."""
     if timestamp.tzinfo is None:
         raise ValueError("export timestamp must be timezone-aware")
     stamp = timestamp.astimezone(UTC)
-    return f"{stamp:%Y}/{stamp:%m}/{stamp:%d}/{stamp:%H%M}"
+    folder = f"{stamp:%Y}/{stamp:%m}/{stamp:%d}/{stamp:%H%M%S}"
+    if run:
+        tag = re.sub(r"[^0-9A-Za-z]", "", run)[:RUN_CHARACTERS].lower()
+        folder += f"-{tag}" if tag else ""
+    return folder
 
 
 def write_export(
@@ -200,6 +220,7 @@ def write_export(
     rows_per_part: int = 1_000_000,
     retention: int = 3,
     escape_formulas: bool = True,
+    run: str | None = None,
 ) -> ExportResult:
     """Write one snapshot of ``tables`` as a CDM folder, then drop snapshots beyond ``retention``.
 
@@ -218,8 +239,9 @@ def write_export(
         retention: snapshots kept per table.
         escape_formulas: CSV only: escape text cells a spreadsheet would run as formulas (see
             :func:`escape_formula_cells`).
+        run: the id of the run writing it (its start names the snapshot folder with ``timestamp``).
     """
-    root, snapshot = posixpath.join(folder, name), _snapshot(timestamp)
+    root, snapshot = posixpath.join(folder, name), _snapshot(timestamp, run)
     settings = _settings(fmt, rows_per_part, escape_formulas)
     result = ExportResult(name=name, root=lake.url(root), snapshot=snapshot)
     written: dict[str, list[str]] = {}
@@ -253,6 +275,7 @@ def write_table(
     fmt: str = "csv",
     rows_per_part: int = 1_000_000,
     escape_formulas: bool = True,
+    run: str | None = None,
 ) -> dict:
     """Write one stored table's data files into the snapshot of ``timestamp`` ahead of :func:`write_export`, as
     soon as the stage that makes the table is done, so the export's last step does not write it then. Nothing
@@ -261,8 +284,8 @@ def write_table(
     Returns:
         The table's record (:data:`TABLE_RECORD`): rows, bytes, escaped cells, attributes and files.
     """
-    root, snapshot = posixpath.join(folder, name), _snapshot(timestamp)
-    # An earlier record of this snapshot (a rerun within the minute) no longer describes the files being replaced.
+    root, snapshot = posixpath.join(folder, name), _snapshot(timestamp, run)
+    # An earlier record of this snapshot (a step of this run run again) no longer describes the files being replaced.
     lake.delete(posixpath.join(root, table, snapshot, TABLE_RECORD))
     settings = _settings(fmt, rows_per_part, escape_formulas)
     record = _write_table(lake, root, snapshot, table, source, settings)
@@ -390,7 +413,8 @@ class StoredTable:
 
     def frame(self, table: str) -> pd.DataFrame:
         """The whole table, checked and ordered by :func:`ci_pipeline.outputs.finish`."""
-        return outputs.finish(table, self._file().read().to_pandas())
+        # Dates stay Arrow dates (a column of none at all is still typed a date).
+        return outputs.finish(table, self._file().read().to_pandas(types_mapper=_ARROW_DATES.get))
 
     def plain(self, table: str) -> bool:
         """Whether the file's values are written as they are (see the class): the contract's columns in order,
@@ -457,6 +481,8 @@ class StoredTable:
                 if column.name in GUID_COLUMNS
                 else "dateTime"
                 if pa.types.is_timestamp(column.type)
+                else "date"
+                if pa.types.is_date(column.type)
                 else "string",
             }
             for column in self._file().schema_arrow
@@ -506,7 +532,9 @@ BATCH_ROWS = 65_536
 
 
 #: Types of a plain stored column besides text and the contract's timestamps.
-PLAIN_TYPES = (pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
+PLAIN_TYPES = (pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating, pa.types.is_null, pa.types.is_date32)
+#: Arrow dates read into pandas as Arrow dates, not Python objects.
+_ARROW_DATES = {pa.date32(): pd.ArrowDtype(pa.date32())}
 
 
 def _arrow_parts(rows: pa.Table, rows_per_part: int, escape: bool) -> Iterator[Chunk]:
@@ -575,7 +603,8 @@ Entity = tuple[str, list[dict], list[str]]
 
 
 def _write_model_json(lake: Lake, root: str, name: str, modified: str, entities: list[Entity]) -> str:
-    """model.json of a CSV export: the entities with their absolute partition URLs and CSV settings."""
+    """model.json of a CSV export: the entities with their absolute partition locations (:func:`public_url`) and
+    CSV settings."""
     model = {
         "name": name,
         "description": f"Output tables exported by ci_pipeline ({name})",

@@ -9,8 +9,11 @@ locked), so no query can read another file or write one.
 
 from __future__ import annotations
 
+import difflib
+import json
 import logging
 import posixpath
+import re
 
 import duckdb
 import pandas as pd
@@ -26,6 +29,11 @@ LAKE_SCHEMA = "lake"
 ASSET_FOLDER = "ci_pipeline"
 
 log = logging.getLogger(__name__)
+
+#: Lines of a DuckDB error that name what was probably meant ("Candidate bindings: ...", "Did you mean ...?").
+HINT_LINES = ("Candidate bindings:", "Did you mean")
+#: At most this many columns of a table are named after an unknown column.
+COLUMNS_SHOWN = 40
 
 #: CDM data type -> DuckDB column type.
 DUCKDB_TYPES = {
@@ -192,7 +200,7 @@ def query(
                 f"; export(s) {', '.join(unwritten)} not written yet (the last run did not publish them): run the "
                 "pipeline, or query the lake's tables as lake.<stage>__<table>"
             )
-        raise UserError(f"sql: {str(exc).splitlines()[0]}; the views are {', '.join(_views(con))}{hint}") from None
+        raise UserError(f"sql: {_failure(con, sql, exc)}{hint}") from None
     finally:
         con.close()
 
@@ -213,3 +221,63 @@ def _check_select(con, sql: str) -> None:
 def _views(con) -> list[str]:
     rows = con.execute("SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1, 2").fetchall()
     return [name if schema == "main" else f"{schema}.{name}" for schema, name in rows]
+
+
+def _failure(con, sql: str, exc: duckdb.Error) -> str:
+    """DuckDB's error, short: its first line and its own hint of what was meant; for an unknown column the columns
+    of the views the query reads; for an unknown table the views, unless DuckDB names a view close to it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    hints = [line for line in lines[1:] if line.startswith(HINT_LINES)]
+    missing = re.match(r"Catalog Error: Table with name (\S+) does not exist", first)
+    if missing:
+        views = _views(con)
+        wanted = missing.group(1).strip('"').lower()
+        for meant in (m for h in hints for m in re.findall(r'"([^"]+)"', h)):
+            # DuckDB names a view of the lake schema without its schema.
+            view = meant if meant in views else f"{LAKE_SCHEMA}.{meant}"
+            if view in views and difflib.get_close_matches(wanted, [meant.lower()], cutoff=0.6):
+                return f"{first} Did you mean {view}?"
+        # DuckDB suggests a system table, or a view nothing like the name: the views are the better hint.
+        return f"{first}; the views are {', '.join(views)}"
+    message = " ".join([first, *hints])
+    if isinstance(exc, duckdb.BinderException) and "column" in first:
+        held = [f"{name} has the columns {columns}" for name, columns in _columns_read(con, sql)]
+        message += "".join(f"; {h}" for h in held)
+    return message
+
+
+def _columns_read(con, sql: str) -> list[tuple[str, str]]:
+    """(view, its columns listed) for each view the query reads, from DuckDB's parse of it: no file is read."""
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    except (duckdb.Error, TypeError, ValueError):
+        return []
+    named: list[tuple[str, str]] = []
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(reversed(node))
+        elif isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE":
+                pair = ((node.get("schema_name") or "main").lower(), str(node.get("table_name", "")).lower())
+                if pair not in named:
+                    named.append(pair)
+            pending.extend(reversed(list(node.values())))
+    found = []
+    for schema, table in named:
+        rows = con.execute(
+            "SELECT schema_name, table_name, column_name FROM duckdb_columns() WHERE NOT internal "
+            "AND lower(schema_name) = ? AND lower(table_name) = ? ORDER BY column_index",
+            [schema, table],
+        ).fetchall()
+        if not rows:
+            continue
+        names = [r[2] for r in rows]
+        shown = ", ".join(names[:COLUMNS_SHOWN]) + (
+            f" (and {len(names) - COLUMNS_SHOWN} more)" if len(names) > COLUMNS_SHOWN else ""
+        )
+        view = rows[0][1] if rows[0][0] == "main" else f"{rows[0][0]}.{rows[0][1]}"
+        found.append((view, shown))
+    return found

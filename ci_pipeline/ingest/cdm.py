@@ -157,7 +157,8 @@ def _annotation_formats(annotations: list[dict]) -> dict[str, str]:
 
 
 def _partition_location(document: SourceLocation, location: str) -> SourceLocation:
-    """A partition location: relative to the document, a path, or an account URL mapped onto the same storage.
+    """A partition location: relative to the document, an absolute local path, or an account URL mapped onto the
+    same storage.
 
     ``https://<account>.dfs.core.windows.net/<container>/<path>`` becomes ``<container>/<path>`` on the lake's Azure
     filesystem; the emulator's ``http://host:port/<account>/<container>/<path>`` likewise.
@@ -173,7 +174,16 @@ def _partition_location(document: SourceLocation, location: str) -> SourceLocati
         return SourceLocation(document.fs, path, location)
     if parsed.scheme and "://" in location:
         return SourceLocation(document.fs, location.split("://", 1)[1], location)
+    if location.startswith("/") and "file" in _protocols(document.fs) and document.fs.exists(location):
+        # An absolute path of a local folder (what ci_pipeline's own CSV exports write); a path from the root of a
+        # CDM namespace ("/Customer/part.csv") is otherwise read next to the document, below.
+        return SourceLocation(document.fs, location, location)
     return document.sibling(_corpus_path(location))
+
+
+def _protocols(fs) -> tuple:
+    protocol = getattr(fs, "protocol", ())
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 def _corpus_path(location: str) -> str:

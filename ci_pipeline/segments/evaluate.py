@@ -14,6 +14,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from ci_pipeline.arrays import holds_dates
 from ci_pipeline.arrow_text import text_isin
 from ci_pipeline.config.base import did_you_mean
 from ci_pipeline.errors import UserError
@@ -148,6 +149,11 @@ class SegmentEngine:
             hint = did_you_mean(name, have)
             raise UserError(f"{key}.field: unknown {label} {name!r}{hint}; available: {', '.join(have) or 'none'}")
         values = table[name]
+        if holds_dates(values):
+            # A date column of the profile (BirthDate), read back from the lake as Python dates: compared as dates.
+            if (namespace, name) not in self._columns:
+                self._columns[(namespace, name)] = pd.to_datetime(values)
+            return self._columns[(namespace, name)]
         if wants_date and column_kind(values) == "text":
             cache = (namespace, name)
             if cache not in self._columns:

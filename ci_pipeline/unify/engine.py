@@ -42,7 +42,7 @@ from ci_pipeline.unify.incremental import (
 )
 from ci_pipeline.unify.merge import kept_placeholders
 from ci_pipeline.unify.normalize import Normalizer, read_alias_file
-from ci_pipeline.unify.records import BASE, build_records
+from ci_pipeline.unify.records import BASE, build_records, typed_dates
 from ci_pipeline.unify.text import (
     arrow_strings,
     concat_strings,
@@ -301,7 +301,7 @@ def unify(
     watch.lap("outputs")
     return UnifyResult(
         records=records,
-        customer_profile=identified.profiles,
+        customer_profile=typed_dates(identified.profiles),
         alternate_key=identified.alternate,
         match_pairs=clustering.match_pairs,
         dedup=dedup_tables,

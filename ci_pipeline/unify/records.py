@@ -6,9 +6,11 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ci_pipeline.arrays import as_text
-from ci_pipeline.config.unify import UnifyConfig, UnifyTable
+from ci_pipeline.config.unify import DATE_TEXT_SUFFIX, UnifyConfig, UnifyTable, profile_name
 from ci_pipeline.errors import UserError
 from ci_pipeline.unify.dates import DateOrder, parse_times, read_birth_dates
 from ci_pipeline.unify.text import re_extract, re_replace
@@ -177,6 +179,40 @@ def _check_columns(t: UnifyTable, df: pd.DataFrame, key: str) -> None:
 PARTIAL_DATE = r"\d{4}-\d{2}-00"
 #: Attributes read as dates (:func:`_birth_dates`; normalized as dates, see normalize.DEFAULTS).
 DATE_ATTRIBUTES = frozenset({"birth_date"})
+
+
+def typed_dates(profiles: pd.DataFrame) -> pd.DataFrame:
+    """The profiles as published: each date attribute (``BirthDate``) typed as a date where unification read a whole
+    calendar date, and missing otherwise; beside it ``<name>Text`` holds what it could not type, so that nothing
+    is lost: a date known in part as ISO 8601 writes it (``1843``, ``1843-05``), text read as no date as written,
+    and missing where the date is typed or no date is known.
+
+    Unification compares the dates as text (``1843-00-00``: a part not known is ``00``); readers of the profile
+    (BI tools, the sink, the exports) get a date column they can filter and compute ages with.
+    """
+    out = profiles
+    for attribute in sorted(DATE_ATTRIBUTES):
+        name = profile_name(attribute)
+        if name not in profiles.columns:
+            continue
+        text = pa.array(profiles[name].astype("string").array).cast(pa.large_string())
+        read = pc.strptime(text, format="%Y-%m-%d", unit="s", error_is_null=True).cast(pa.date32())
+        # strptime rolls a day the month does not have over into the next month (1980-02-30 -> 1980-03-01).
+        whole = pc.fill_null(pc.equal(pc.strftime(read, format="%Y-%m-%d").cast(pa.large_string()), text), False)
+        dates = pc.if_else(whole, read, pa.scalar(None, pa.date32()))
+        rest = pc.if_else(whole, pa.scalar(None, pa.large_string()), text)
+        rest = pc.replace_substring_regex(rest, r"^(\d{4})-00-00$", r"\1")
+        rest = pc.replace_substring_regex(rest, r"^(\d{4}-\d{2})-00$", r"\1")
+        if out is profiles:
+            out = profiles.copy()
+        out[name] = pd.Series(pd.arrays.ArrowExtensionArray(dates), index=profiles.index)
+        at = out.columns.get_loc(name) + 1
+        out.insert(
+            at,
+            name + DATE_TEXT_SUFFIX,
+            pd.Series(rest.to_pandas(types_mapper=pd.ArrowDtype), index=profiles.index).astype("string"),
+        )
+    return out
 
 
 def _to_time(t: UnifyTable, df: pd.DataFrame, column: str, unreadable: dict[str, dict] | None) -> pd.Series:

@@ -139,6 +139,21 @@ def test_a_birth_date_known_only_in_part_still_gives_an_age_band():
     assert values["NEW_O"]["Top"] == "Voltix" and values["NEW_Y"]["Top"] == "Lumera"
 
 
+def test_a_typed_birth_date_known_only_in_part_gives_an_age_band_from_the_text_beside_it():
+    import datetime as dt
+
+    rows = [(f"O{i}", "Voltix", 40, "2026-06-01") for i in range(6)]
+    rows += [(f"Y{i}", "Lumera", 40, "2026-06-01") for i in range(6)]
+    # The profile as the lake holds it: BirthDate a date, a date known in part in BirthDateText (1958, 2004-05).
+    people = profile(
+        [f"O{i}" for i in range(6)] + [f"Y{i}" for i in range(6)] + ["NEW_O", "NEW_Y"],
+        BirthDate=[dt.date(1960, 3, 4)] * 6 + [dt.date(2005, 3, 4)] * 6 + [None, None],
+        BirthDateText=[None] * 12 + ["1958", "2004-05"],
+    )
+    values = values_of(run(lines(rows), people, {"chosen": ["Voltix", "Lumera"], "min_group": 2}))
+    assert values["NEW_O"]["PriorGroup"] == "AgeBand=65+" and values["NEW_Y"]["PriorGroup"] == "AgeBand=<25"
+
+
 def test_customers_with_enough_history_are_not_marked_prior():
     facts = lines([("A", "Voltix", 10, "2026-06-01")] * 3 + [("B", "Lumera", 10, "2026-06-01")])
     values = values_of(run(facts, profile(["A", "B"])))

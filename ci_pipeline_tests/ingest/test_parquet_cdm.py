@@ -116,6 +116,22 @@ def test_model_json_with_headerless_csv_and_parquet_partitions_and_custom_date_f
     assert result.balanced and result.rows_read == 4
 
 
+def test_a_csv_export_of_ci_pipeline_is_read_back_as_a_cdm_source(tmp_path, ingest):
+    from datetime import UTC, datetime
+
+    from ci_pipeline import outputs
+    from ci_pipeline.export import write_export
+    from ci_pipeline.lake import Lake
+
+    profile = pd.DataFrame({"CustomerId": ["C2", "C1", "C3"], "FullName": ["Bo", 'Ann "A", B', None]})
+    tables = {"CustomerProfile": outputs.build("CustomerProfile", profile)}
+    write_export(Lake.local(tmp_path / "out"), "wh", tables, datetime(2026, 6, 30, 12, 5, tzinfo=UTC), rows_per_part=2)
+    model = {"format": "cdm", "path": "out/exports/wh/model.json", "entity": "CustomerProfile"}
+    result = ingest({"t": {**model, "primary_key": "CustomerId"}})
+    assert result.data["CustomerId"].tolist() == ["C1", "C2", "C3"]
+    assert result.data["FullName"].tolist()[0] == 'Ann "A", B' and len(result.files) == 2
+
+
 def test_model_json_partition_that_does_not_exist(tmp_path, ingest):
     (tmp_path / "cdm").mkdir()
     (tmp_path / "cdm" / "model.json").write_text(json.dumps(MODEL))

@@ -52,6 +52,31 @@ def test_every_lake_table_is_a_view_next_to_the_exports(lake, caplog):
     assert query(lake, "SELECT count(*) AS n FROM wh.CustomerProfile", ["wh"])["n"].iloc[0] == 1
 
 
+def sql_error(lake: Lake, sql: str) -> str:
+    with pytest.raises(UserError) as failed:
+        query(lake, sql, ["wh"])
+    return str(failed.value)
+
+
+def test_an_error_keeps_duckdbs_hint_and_names_the_columns_of_the_tables_read(lake):
+    column = sql_error(lake, "SELECT Customerid_ FROM CustomerProfile JOIN lake.crm__contacts ON true")
+    assert 'Candidate bindings: "CustomerId"' in column
+    assert "CustomerProfile has the columns CustomerId; lake.crm__contacts has the columns contact_id" in column
+    assert "the views are" not in column
+    # A near miss of a table is named, without every view.
+    table = sql_error(lake, "SELECT count(*) FROM CustomerProfiles")
+    assert table.endswith("does not exist! Did you mean CustomerProfile?")
+    assert sql_error(lake, "SELECT 1 FROM lake.crm__contact").endswith("Did you mean lake.crm__contacts?")
+    # A name like no view: DuckDB's guess (a system table) is no help, the views are.
+    unknown = sql_error(lake, "SELECT 1 FROM Qwertyuiop")
+    assert (
+        "Did you mean" not in unknown
+        and "the views are lake.crm__contacts, lake.unify__customer_profile, CustomerProfile" in unknown
+    )
+    # Errors of another kind are DuckDB's first line alone.
+    assert sql_error(lake, "SELECT CAST('a' AS INT)") == "sql: Conversion Error: Could not convert string 'a' to INT32"
+
+
 @pytest.mark.parametrize(
     ("sql", "kind"),
     [

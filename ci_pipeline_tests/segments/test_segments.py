@@ -184,6 +184,18 @@ def test_an_unknown_enrichment_field_is_named_with_the_near_miss_among_that_enri
     )
 
 
+def test_a_profile_date_column_read_back_from_the_lake_is_compared_as_dates():
+    # Parquet dates come back from the lake as Python dates; a customer whose date is known in part has none.
+    born = pd.Series([dt.date(1990, 1, 1), dt.date(1643, 5, 5), None, dt.date(2001, 12, 31)], dtype=object)
+    rules = {
+        "after": parse_rules([{"field": "profile.BirthDate", "op": "after", "value": "1989-01-01"}], "s.rules"),
+        "known": parse_rules([{"field": "profile.BirthDate", "op": "is not null"}], "s.rules"),
+    }
+    engine = SegmentEngine(IDS, profile().assign(BirthDate=born), measures(), facts(), END, rules, None)
+    masks = engine.evaluate_all()
+    assert list(IDS[masks["after"]]) == ["A", "D"] and list(IDS[masks["known"]]) == ["A", "B", "D"]
+
+
 def test_a_profile_attribute_of_numbers_written_as_text_is_ordered_as_numbers():
     # Profile attributes are text: a custom column of points reads "120", and 120 > 9 where "120" < "9".
     points = pd.Series(["120", "9", None, "40"], dtype="string")

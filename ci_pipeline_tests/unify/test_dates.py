@@ -11,6 +11,7 @@ from ci_pipeline.unify import unify
 from ci_pipeline.unify.dates import DateOrder, read_birth_dates
 from ci_pipeline.unify.engine import date_order_note, prepare
 from ci_pipeline.unify.probabilistic_method import model_records
+from ci_pipeline.unify.records import typed_dates
 
 KEYS = {("crm", "contacts"): "id", ("shop", "customers"): "id"}
 
@@ -129,7 +130,8 @@ def test_one_birth_date_written_iso_in_one_table_and_day_first_in_another_matche
     # s1's 01/04/1857 is 1 April (its table writes 23/07/1990): c1's 1857-04-01. s2's 04/01/1857 is 4 January.
     assert by_key["s1"] == by_key["c1"]
     assert by_key["s2"] != by_key["c1"]
-    assert sorted(r.customer_profile["BirthDate"].dropna()) == ["1857-01-04", "1857-04-01", "1990-05-06", "1990-07-23"]
+    dates = r.customer_profile["BirthDate"].dropna().astype("string")
+    assert sorted(dates) == ["1857-01-04", "1857-04-01", "1990-05-06", "1990-07-23"]
 
 
 def test_the_model_blocks_and_compares_the_dates_as_one_form():
@@ -137,3 +139,14 @@ def test_the_model_blocks_and_compares_the_dates_as_one_form():
     compared = model_records(config("probabilistic"), prepared.records, prepared.prep.normalizer)
     assert compared["birth_date"].tolist() == ["1857-04-01", "1990-05-06", "1857-04-01", "1857-01-04", "1990-07-23"]
     assert not [w for w in prepared.warnings if "birth date(s) written with the year last" in w]
+
+
+def test_the_profile_types_birth_dates_and_keeps_what_is_no_whole_date_beside_them():
+    written = ["1980-01-02", "1643-05-06", "1843-00-00", "1843-05-00", "1980-02-30", "unknown", None]
+    profiles = pd.DataFrame({"CustomerId": list("abcdefg"), "BirthDate": written, "City": "Oslo"}).astype("string")
+    typed = typed_dates(profiles)
+    assert list(typed.columns) == ["CustomerId", "BirthDate", "BirthDateText", "City"]
+    assert str(typed["BirthDate"].dtype) == "date32[day][pyarrow]"
+    assert typed["BirthDate"].astype("string").tolist() == ["1980-01-02", "1643-05-06", *[pd.NA] * 5]
+    # A date known in part as ISO 8601 writes it; a day the month does not have and other text as written.
+    assert typed["BirthDateText"].tolist() == [pd.NA, pd.NA, "1843", "1843-05", "1980-02-30", "unknown", pd.NA]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import numpy as np
@@ -648,6 +649,7 @@ def test_a_birth_date_that_is_no_calendar_date_never_wins_over_one_that_is():
     }
     r = unify(type(config()).model_validate(raw), {("crm", "people"): people}, {("crm", "people"): "id"})
     profile = r.customer_profile.set_index("crm_people_id")
-    assert profile.loc["a1", "BirthDate"] == "1857-08-14"
-    assert profile.loc["b1", "BirthDate"] == "1845-12-50"
-    assert profile["BirthDate"].tolist().count("1634-08-01") == 1
+    # The profile types the dates; the typo is no date, so it is kept as written beside it.
+    assert profile.loc["a1", "BirthDate"] == dt.date(1857, 8, 14)
+    assert pd.isna(profile.loc["b1", "BirthDate"]) and profile.loc["b1", "BirthDateText"] == "1845-12-50"
+    assert profile["BirthDate"].dropna().tolist().count(dt.date(1634, 8, 1)) == 1
