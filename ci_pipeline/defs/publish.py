@@ -54,8 +54,7 @@ def export_asset_keys(config: ProjectConfig) -> list[dg.AssetKey]:
 
 
 def run_timestamp(context: dg.AssetExecutionContext) -> datetime:
-    """When this run started (UTC): names export snapshots with the run's id, so a step run again in the same run
-    writes the same snapshot."""
+    """When this run started (UTC): names export snapshots, so a re-executed run writes the same snapshot."""
     record = context.instance.get_run_record_by_id(context.run_id)
     if record is not None and record.start_time:
         return datetime.fromtimestamp(record.start_time, UTC)
@@ -225,13 +224,7 @@ def _export_table_asset(
         started = time.monotonic()
         stored = StoredTable(lake.get_lake(), asset_path(upstream))
         record = write_table(
-            export_lake(lake, export),
-            export.name,
-            table,
-            stored,
-            run_timestamp(context),
-            run=context.run_id,
-            **_export_settings(export),
+            export_lake(lake, export), export.name, table, stored, run_timestamp(context), **_export_settings(export)
         )
         yield dg.MaterializeResult(
             metadata={
@@ -277,7 +270,6 @@ def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produce
             shaped,
             run_timestamp(context),
             retention=export.retention,
-            run=context.run_id,
             **_export_settings(export),
         )
         metadata = {**result.metadata(), "duration_seconds": round(time.monotonic() - started, 3)}

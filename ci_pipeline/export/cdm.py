@@ -1,7 +1,6 @@
 """Write output tables to the lake as a Common Data Model folder, one snapshot per run.
 
-Layout (the reference product's, with seconds and the run in the snapshot's folder so that two runs starting in the
-same minute keep a snapshot each): ``<folder>/<Export>/<Table>/<yyyy>/<mm>/<dd>/<HHMMSS>-<run>/<Table>_<n>.csv`` plus
+Layout (the reference product's): ``<folder>/<Export>/<Table>/<yyyy>/<mm>/<dd>/<HHMM>/<Table>_<n>.csv`` plus
 ``<folder>/<Export>/model.json``; with Parquet, ``<Table>_<n>.parquet`` plus ``default.manifest.cdm.json`` and one
 ``<Table>.cdm.json`` per table. Data files are written before the metadata, so a reader never sees metadata that
 points at missing files; older snapshots are deleted only after the new metadata is in place.
@@ -13,7 +12,6 @@ import contextlib
 import io
 import json
 import posixpath
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -192,22 +190,11 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-#: Characters of the run id in a snapshot folder's name: the first group of a Dagster run id (a UUID), enough to
-#: tell apart runs that start in the same second.
-RUN_CHARACTERS = 8
-
-
-def _snapshot(timestamp: datetime, run: str | None = None) -> str:
-    """``yyyy/mm/dd/HHMMSS-<run>``: the run's start to the second, then the start of its id, so that no two runs
-    share a snapshot (a rerun of a step in the same run writes the same one again), and the folders sort by time."""
+def _snapshot(timestamp: datetime) -> str:
     if timestamp.tzinfo is None:
         raise ValueError("export timestamp must be timezone-aware")
     stamp = timestamp.astimezone(UTC)
-    folder = f"{stamp:%Y}/{stamp:%m}/{stamp:%d}/{stamp:%H%M%S}"
-    if run:
-        tag = re.sub(r"[^0-9A-Za-z]", "", run)[:RUN_CHARACTERS].lower()
-        folder += f"-{tag}" if tag else ""
-    return folder
+    return f"{stamp:%Y}/{stamp:%m}/{stamp:%d}/{stamp:%H%M}"
 
 
 def write_export(
@@ -220,7 +207,6 @@ def write_export(
     rows_per_part: int = 1_000_000,
     retention: int = 3,
     escape_formulas: bool = True,
-    run: str | None = None,
 ) -> ExportResult:
     """Write one snapshot of ``tables`` as a CDM folder, then drop snapshots beyond ``retention``.
 
@@ -239,9 +225,8 @@ def write_export(
         retention: snapshots kept per table.
         escape_formulas: CSV only: escape text cells a spreadsheet would run as formulas (see
             :func:`escape_formula_cells`).
-        run: the id of the run writing it (its start names the snapshot folder with ``timestamp``).
     """
-    root, snapshot = posixpath.join(folder, name), _snapshot(timestamp, run)
+    root, snapshot = posixpath.join(folder, name), _snapshot(timestamp)
     settings = _settings(fmt, rows_per_part, escape_formulas)
     result = ExportResult(name=name, root=lake.url(root), snapshot=snapshot)
     written: dict[str, list[str]] = {}
@@ -275,7 +260,6 @@ def write_table(
     fmt: str = "csv",
     rows_per_part: int = 1_000_000,
     escape_formulas: bool = True,
-    run: str | None = None,
 ) -> dict:
     """Write one stored table's data files into the snapshot of ``timestamp`` ahead of :func:`write_export`, as
     soon as the stage that makes the table is done, so the export's last step does not write it then. Nothing
@@ -284,8 +268,8 @@ def write_table(
     Returns:
         The table's record (:data:`TABLE_RECORD`): rows, bytes, escaped cells, attributes and files.
     """
-    root, snapshot = posixpath.join(folder, name), _snapshot(timestamp, run)
-    # An earlier record of this snapshot (a step of this run run again) no longer describes the files being replaced.
+    root, snapshot = posixpath.join(folder, name), _snapshot(timestamp)
+    # An earlier record of this snapshot (a rerun within the minute) no longer describes the files being replaced.
     lake.delete(posixpath.join(root, table, snapshot, TABLE_RECORD))
     settings = _settings(fmt, rows_per_part, escape_formulas)
     record = _write_table(lake, root, snapshot, table, source, settings)

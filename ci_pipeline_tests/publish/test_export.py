@@ -43,14 +43,14 @@ def test_csv_export_layout_parts_and_model_json(tmp_path):
     lake = Lake.local(tmp_path)
     result = write_export(lake, "warehouse", tables(), T0, rows_per_part=2)
     files = lake.find("exports/warehouse")
-    assert "exports/warehouse/CustomerProfile/2026/06/30/120500/CustomerProfile_1.csv" in files
-    assert "exports/warehouse/CustomerProfile/2026/06/30/120500/CustomerProfile_2.csv" in files
+    assert "exports/warehouse/CustomerProfile/2026/06/30/1205/CustomerProfile_1.csv" in files
+    assert "exports/warehouse/CustomerProfile/2026/06/30/1205/CustomerProfile_2.csv" in files
     assert result.tables["CustomerProfile"] == {
         "rows": 3,
         "parts": 2,
         "bytes": result.tables["CustomerProfile"]["bytes"],
     }
-    first = lake.read_bytes("exports/warehouse/CustomerProfile/2026/06/30/120500/CustomerProfile_1.csv").decode()
+    first = lake.read_bytes("exports/warehouse/CustomerProfile/2026/06/30/1205/CustomerProfile_1.csv").decode()
     assert first == '"C1","Ann ""A"", B"\n"C2",""\n'
     model = json.loads(lake.read_bytes("exports/warehouse/model.json"))
     entity = {e["name"]: e for e in model["entities"]}["UnifiedActivity"]
@@ -58,23 +58,23 @@ def test_csv_export_layout_parts_and_model_json(tmp_path):
     assert types["ActivityTimeStamp"] == "dateTime" and types["msdynci_unifiedactivityid"] == "guid"
     # A plain absolute path: what the CDM SDK's local adapter resolves (a file:// URL no adapter understands).
     assert entity["partitions"][0]["location"] == str(tmp_path) + (
-        "/exports/warehouse/UnifiedActivity/2026/06/30/120500/UnifiedActivity_1.csv"
+        "/exports/warehouse/UnifiedActivity/2026/06/30/1205/UnifiedActivity_1.csv"
     )
     # The metadata is the last thing written: every data file is older than or as old as model.json.
     newest_data = max(lake.info(f)["mtime"] for f in files if f.endswith(".csv"))
     assert lake.info("exports/warehouse/model.json")["mtime"] >= newest_data
 
 
-def test_retention_keeps_n_snapshots_and_a_rerun_of_the_same_run_replaces_parts(tmp_path):
+def test_retention_keeps_n_snapshots_and_rerun_in_same_minute_replaces_parts(tmp_path):
     lake = Lake.local(tmp_path)
     for minutes in range(4):
         write_export(lake, "wh", tables(), T0 + timedelta(minutes=minutes), rows_per_part=1, retention=2)
     snapshots = {f.split("/")[6] for f in lake.find("exports/wh/CustomerProfile")}
-    assert snapshots == {"120700", "120800"}
-    # The same run again (same start) with bigger parts: the extra part files of the earlier attempt are removed.
+    assert snapshots == {"1207", "1208"}
+    # Same run again with bigger parts: the extra part files of the earlier attempt are removed.
     result = write_export(lake, "wh", tables(), T0 + timedelta(minutes=3), rows_per_part=10, retention=2)
-    assert [f for f in lake.find("exports/wh/CustomerProfile") if "/120800/" in f] == [
-        "exports/wh/CustomerProfile/2026/06/30/120800/CustomerProfile_1.csv"
+    assert [f for f in lake.find("exports/wh/CustomerProfile") if "/1208/" in f] == [
+        "exports/wh/CustomerProfile/2026/06/30/1208/CustomerProfile_1.csv"
     ]
     assert result.removed_snapshots == []
     assert len(query(lake, "SELECT * FROM CustomerProfile", ["wh"])) == 3
@@ -103,25 +103,6 @@ def test_sql_over_csv_and_parquet_exports(tmp_path):
         query(lake, "SELECT * FROM missing.CustomerProfile", ["missing"])
     with pytest.raises(UserError, match="sql: .*the views are"):
         query(lake, "SELECT * FROM Nope", ["csvwh"])
-
-
-def test_two_runs_starting_in_the_same_minute_or_second_keep_a_snapshot_each(tmp_path):
-    lake = Lake.local(tmp_path)
-    # A snapshot an earlier release named by the minute: older than this minute's runs, so retention drops it first.
-    write_export(lake, "wh", tables(), T0 - timedelta(minutes=1))
-    for day in (tmp_path / "exports" / "wh").glob("*/2026/06/30"):
-        (day / "120400").rename(day / "1204")
-    runs = [(T0, "3f2a9c1d-0000-4000-8000-000000000000"), (T0 + timedelta(seconds=20), "a1b2c3d4-e5f6")]
-    runs.append((T0 + timedelta(seconds=20), "0badcafe-1234"))
-    for start, run in runs:
-        result = write_export(lake, "wh", tables(), start, rows_per_part=2, retention=3, run=run)
-    assert result.snapshot == "2026/06/30/120520-0badcafe"
-    snapshots = sorted({f.split("/")[6] for f in lake.find("exports/wh/CustomerProfile")})
-    assert snapshots == ["120500-3f2a9c1d", "120520-0badcafe", "120520-a1b2c3d4"]
-    assert "CustomerProfile/2026/06/30/1204" in result.removed_snapshots
-    # A step of the last run run again writes into that run's snapshot, not a new one.
-    again = write_export(lake, "wh", tables(), T0 + timedelta(seconds=20), rows_per_part=10, run="0badcafe-1234")
-    assert again.snapshot == result.snapshot and len(read_export(lake, "wh")[0].files) == 1
 
 
 def test_a_date_column_of_the_profile_is_a_date_in_both_exports_their_metadata_and_the_sink(tmp_path):
@@ -195,14 +176,14 @@ def test_cdm_sdk_reads_model_json_and_manifest(tmp_path):
     assert model["UnifiedActivity"][0] == outputs.UNIFIED_ACTIVITY_COLUMNS
     # The partitions as the SDK resolved them with its own local adapter (relative to the folder it mounted).
     assert model["CustomerProfile"][1] == [
-        "CustomerProfile/2026/06/30/120500/CustomerProfile_1.csv",
-        "CustomerProfile/2026/06/30/120500/CustomerProfile_2.csv",
+        "CustomerProfile/2026/06/30/1205/CustomerProfile_1.csv",
+        "CustomerProfile/2026/06/30/1205/CustomerProfile_2.csv",
     ]
     manifest = _sdk_read(tmp_path / "exports" / "pqwh", "default.manifest.cdm.json")
     assert manifest["Enrichment"][0] == outputs.ENRICHMENT_COLUMNS
     assert manifest["CustomerProfile"][1] == [
-        "CustomerProfile/2026/06/30/120500/CustomerProfile_1.parquet",
-        "CustomerProfile/2026/06/30/120500/CustomerProfile_2.parquet",
+        "CustomerProfile/2026/06/30/1205/CustomerProfile_1.parquet",
+        "CustomerProfile/2026/06/30/1205/CustomerProfile_2.parquet",
     ]
 
 
@@ -215,11 +196,11 @@ def test_export_and_sql_on_azurite(azure_container):
         write_export(lake, "wh", tables(), T0 + timedelta(minutes=minutes), rows_per_part=2, retention=2)
     write_export(lake, "pq", tables(), T0, fmt="parquet")
     snapshots = {f.split("/")[6] for f in lake.find("exports/wh/CustomerProfile")}
-    assert snapshots == {"120600", "120700"}
+    assert snapshots == {"1206", "1207"}
     entities = {e.name: e for e in read_export(lake, "wh")}
     assert entities["CustomerProfile"].files == [
-        "exports/wh/CustomerProfile/2026/06/30/120700/CustomerProfile_1.csv",
-        "exports/wh/CustomerProfile/2026/06/30/120700/CustomerProfile_2.csv",
+        "exports/wh/CustomerProfile/2026/06/30/1207/CustomerProfile_1.csv",
+        "exports/wh/CustomerProfile/2026/06/30/1207/CustomerProfile_2.csv",
     ]
     model = json.loads(lake.read_bytes("exports/wh/model.json"))
     assert model["entities"][0]["partitions"][0]["location"].startswith("http://127.0.0.1:")
@@ -275,7 +256,7 @@ def test_a_table_written_ahead_on_azurite_is_taken_until_its_stored_file_changes
     lake.write_parquet("ci_pipeline/unify/customer_profile.parquet", tables()["CustomerProfile"])
     stored = StoredTable(lake, "ci_pipeline/unify/customer_profile.parquet")
     record = write_table(lake, "wh", "CustomerProfile", stored, T0, rows_per_part=2)
-    assert lake.exists(f"exports/wh/CustomerProfile/2026/06/30/120500/{cdm.TABLE_RECORD}")
+    assert lake.exists(f"exports/wh/CustomerProfile/2026/06/30/1205/{cdm.TABLE_RECORD}")
     first = write_export(lake, "wh", {"CustomerProfile": stored}, T0, rows_per_part=2)
     assert first.taken == ["CustomerProfile"] and [e.files for e in read_export(lake, "wh")] == [
         [f"exports/wh/{f}" for f in record["files"]]

@@ -158,14 +158,14 @@ def test_a_table_written_ahead_is_taken_by_the_export_as_written(tmp_path, fmt):
 
     record = write_table(lake, "ahead", "UnifiedActivity", stored["UnifiedActivity"], T0, fmt=fmt, rows_per_part=3)
     assert record["rows"] == 8 and len(record["files"]) == 3
-    assert record["files"][0] == "UnifiedActivity/2026/03/01/120000/UnifiedActivity_1." + fmt
+    assert record["files"][0] == "UnifiedActivity/2026/03/01/1200/UnifiedActivity_1." + fmt
     taken = write_export(lake, "ahead", stored, T0, fmt=fmt, rows_per_part=3)
 
     assert taken.taken == ["UnifiedActivity"] and whole.taken == []
     assert taken.tables == whole.tables and taken.escaped_cells == whole.escaped_cells
     # The same data files and metadata (named after the export); the hidden record is the only other file.
     ahead = export_files(lake, "ahead")
-    record_file = "/UnifiedActivity/2026/03/01/120000/" + cdm.TABLE_RECORD
+    record_file = "/UnifiedActivity/2026/03/01/1200/" + cdm.TABLE_RECORD
     assert json.loads(ahead.pop(record_file))["source"] == stored["UnifiedActivity"].state()
     assert ahead.keys() == export_files(lake, "whole").keys()
     for path, data in export_files(lake, "whole").items():
@@ -210,7 +210,7 @@ def test_a_table_written_ahead_with_other_settings_or_for_another_snapshot_is_wr
 
 
 def result_time(result) -> datetime:
-    return datetime.strptime(result.snapshot, "%Y/%m/%d/%H%M%S").replace(tzinfo=UTC)
+    return datetime.strptime(result.snapshot, "%Y/%m/%d/%H%M").replace(tzinfo=UTC)
 
 
 def test_a_table_written_ahead_with_a_part_file_gone_is_written_again(tmp_path):
