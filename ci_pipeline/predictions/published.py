@@ -23,6 +23,7 @@ from ci_pipeline.predictions.churn import run_churn
 from ci_pipeline.predictions.clv import run_clv
 from ci_pipeline.predictions.data import (
     AMOUNT_ATTR,
+    QUANTITY_FIELD,
     latest_cutoff,
     lines_from_facts,
     model_failed,
@@ -107,7 +108,8 @@ def fact_columns(settings: PredictionSettings, models) -> tuple[list[str], list[
         fields += [source.amount] + ([source.is_return] if source.is_return else [])
     if "recommendation" in models and source.product_activity is not None:
         activities.append(source.product_activity)
-        fields.append(source.product)
+        # The quantity, amount and return fields mark the return lines (``data.lines_from_facts``).
+        fields += [source.product, QUANTITY_FIELD, source.amount] + ([source.is_return] if source.is_return else [])
     return list(dict.fromkeys(activities)), list(dict.fromkeys(fields))
 
 

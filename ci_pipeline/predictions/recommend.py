@@ -53,14 +53,25 @@ class RecommendationResult:
 
 
 def interactions(lines: pd.DataFrame, customers: pd.Index, products: pd.Index, start, end) -> sparse.csr_matrix:
-    """customers x products purchase counts of lines in (start, end]."""
+    """customers x products purchase counts of lines in (start, end], net of returns.
+
+    A count is the customer's purchase lines of the product; it is 0 when the lines' net quantity (returns
+    negative, ``Quantity``; one per line without that column) is not positive: a product bought and sent back
+    was not bought, so it is neither "bought before" nor a co-purchase, nor a held-out purchase.
+    """
     window = lines[(lines["Time"] > start) & (lines["Time"] <= end)]
     rows = customers.get_indexer(window["CustomerId"])
     cols = products.get_indexer(window["Product"])
     keep = (rows >= 0) & (cols >= 0)
-    return sparse.csr_matrix(
-        (np.ones(int(keep.sum())), (rows[keep], cols[keep])), shape=(len(customers), len(products))
-    )
+    rows, cols = rows[keep], cols[keep]
+    quantity = window["Quantity"].to_numpy(dtype=np.float64)[keep] if "Quantity" in window else np.ones(len(rows))
+    shape = (len(customers), len(products))
+    # Duplicate (row, column) entries are summed when the matrix is built.
+    bought = sparse.csr_matrix(((quantity > 0).astype(np.float64), (rows, cols)), shape=shape)
+    net = sparse.csr_matrix((quantity, (rows, cols)), shape=shape)
+    counts = bought.multiply(net > 0).tocsr()
+    counts.eliminate_zeros()
+    return counts
 
 
 def fit(history: sparse.csr_matrix, products: pd.Index, settings: RecommendationSettings) -> Recommender:
@@ -268,7 +279,10 @@ def evaluate(lines: pd.DataFrame, customers: pd.Index, cutoff, end, settings: Re
 
 
 def _products(lines: pd.DataFrame, start, end) -> pd.Index:
+    """The products bought (not only returned) in (start, end]."""
     window = lines[(lines["Time"] > start) & (lines["Time"] <= end)]
+    if "Quantity" in window:
+        window = window[window["Quantity"] > 0]
     return pd.Index(np.sort(window["Product"].dropna().unique().astype(object)), dtype="string", name="Product")
 
 

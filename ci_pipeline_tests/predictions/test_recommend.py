@@ -140,3 +140,22 @@ def test_neighbours_are_each_rows_largest_values_with_ties_settled_by_column_on_
             expected += [(r, c) for c in order[:keep_n] if co[r, c] > 0]
         assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == sorted(expected)
     assert len(recommend._neighbours(co[:, :1], 1)[0]) == 0
+
+
+def test_a_product_bought_and_returned_is_not_bought():
+    lines = basket([("a", "tent", 9), ("a", "stove", 9), ("a", "tent", 2), ("b", "mug", 9), ("b", "mug", 8)])
+    lines = pd.concat([lines, basket([("b", "mug", 1), ("c", "lamp", 3)])], ignore_index=True)
+    # a sent the tent back; b bought two mugs and returned one; c only returned a lamp bought before the window.
+    lines["Quantity"] = [1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0]
+    customers = pd.Index(["a", "b", "c"], dtype="string")
+    products = recommend._products(lines, DAY - pd.Timedelta(days=30), DAY)
+    assert list(products) == ["mug", "stove", "tent"]  # the lamp was only returned in the window
+    counts = recommend.interactions(lines, customers, products, DAY - pd.Timedelta(days=30), DAY).toarray()
+    assert counts.tolist() == [[0, 1, 0], [2, 0, 0], [0, 0, 0]]
+    # Held out after a's purchase and before the return, the tent still counts: nothing after the cutoff is read.
+    assert (
+        recommend.interactions(lines, customers, products, DAY - pd.Timedelta(days=30), DAY - pd.Timedelta(days=5))[
+            0, products.get_loc("tent")
+        ]
+        == 1
+    )
