@@ -33,7 +33,15 @@ from ci_pipeline.predictions.data import (
     stray_last_purchases,
 )
 from ci_pipeline.predictions.features import Measures
-from ci_pipeline.predictions.recommend import MODEL, REASONS, Recommender, interactions, recommend, run_recommendation
+from ci_pipeline.predictions.recommend import (
+    MODEL,
+    REASONS,
+    Recommender,
+    ever_bought,
+    interactions,
+    recommend,
+    run_recommendation,
+)
 from ci_pipeline.predictions.reuse import RowReuse
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
@@ -92,7 +100,8 @@ def recommend_stored(
     index = pd.Index(np.sort(pd.Series(customers, dtype="string").dropna().unique().astype(object)), dtype="string")
     start = latest - pd.Timedelta(days=settings.lookback_days)
     history = interactions(lines, index, model.products, start, latest)
-    items, scores, reasons = recommend(model, history, settings.k, settings.repeats)
+    owned = None if settings.repeats else ever_bought(lines, index, model.products, latest)
+    items, scores, reasons = recommend(model, history, settings.k, settings.repeats, owned=owned)
     return recommendation_table(index, model.products, items, scores, reasons, settings.k)
 
 

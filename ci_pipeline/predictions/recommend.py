@@ -53,13 +53,14 @@ class RecommendationResult:
 
 
 def interactions(lines: pd.DataFrame, customers: pd.Index, products: pd.Index, start, end) -> sparse.csr_matrix:
-    """customers x products purchase counts of lines in (start, end], net of returns.
+    """customers x products purchase counts of lines in (start, end] (start None: every line up to end), net of
+    returns.
 
     A count is the customer's purchase lines of the product; it is 0 when the lines' net quantity (returns
     negative, ``Quantity``; one per line without that column) is not positive: a product bought and sent back
     was not bought, so it is neither "bought before" nor a co-purchase, nor a held-out purchase.
     """
-    window = lines[(lines["Time"] > start) & (lines["Time"] <= end)]
+    window = lines[(lines["Time"] <= end) if start is None else (lines["Time"] > start) & (lines["Time"] <= end)]
     rows = customers.get_indexer(window["CustomerId"])
     cols = products.get_indexer(window["Product"])
     keep = (rows >= 0) & (cols >= 0)
@@ -174,6 +175,7 @@ def recommend(
     repeats: bool,
     own_weight: float = 1.0,
     together: float = 1.0,
+    owned: sparse.csr_matrix | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(items, scores, reason codes) per customer, customers x k; -1 where nothing could be recommended.
 
@@ -184,6 +186,9 @@ def recommend(
         repeats: whether bought products may be recommended.
         own_weight, together: weights of the "bought before" and "bought together" parts (0 switches one off;
             the baselines use them).
+        owned: customers x products, what each customer ever bought (:func:`ever_bought`): without repeats none of
+            it is recommended, also what was bought before the look-back window ``history`` covers; None: the
+            products of ``history``.
     """
     n_items = len(model.products)
     pop_order = np.argsort(-model.popularity, kind="stable")
@@ -193,12 +198,13 @@ def recommend(
     for first in range(0, history.shape[0], CHUNK):
         counts = history[first : first + CHUNK].tocsr()
         bought = (counts > 0).astype(np.float64)
+        had = bought if owned is None else (owned[first : first + CHUNK] > 0).astype(np.float64)
         own = _row_max_scale(counts) * own_weight if repeats else sparse.csr_matrix(counts.shape)
         weights = bought.copy()
         weights.data = np.log1p(counts.data)
         cf = _row_max_scale(weights @ model.similar) * together
         if not repeats:
-            cf = cf - cf.multiply(bought)
+            cf = cf - cf.multiply(had)
         total = (own + cf).tocsr()
         total = (total - total @ blocked).tocsr()
         total.eliminate_zeros()
@@ -206,7 +212,7 @@ def recommend(
         at = (np.repeat(np.arange(len(items)), k), np.maximum(items, 0).ravel())
         own_part = np.asarray(own.tocsr()[at]).reshape(items.shape) if repeats else np.zeros(items.shape)
         reason = np.where(items < 0, 2, np.where(own_part >= values / 2, 0, 1))
-        items, values, reason = _fill_popular(items, values, reason, pop_order, bought, repeats, n_items, k)
+        items, values, reason = _fill_popular(items, values, reason, pop_order, had, repeats, n_items, k)
         items_out.append(items)
         scores_out.append(values)
         reasons_out.append(reason)
@@ -261,14 +267,15 @@ def evaluate(lines: pd.DataFrame, customers: pd.Index, cutoff, end, settings: Re
     future = interactions(lines, customers, products, cutoff, end)
     model = fit(history, products, settings)
     k = settings.k
-    bought = history > 0
+    owned = ever_bought(lines, customers, products, cutoff)
+    bought = owned > 0
     new = (future > 0).astype(np.int8) - (future > 0).multiply(bought).astype(np.int8)
     new.eliminate_zeros()
     out = {"held_out_from": cutoff.isoformat(), "held_out_until": end.isoformat(), "products": len(products)}
     for mode, repeats, relevant in (("with_repeats", True, future > 0), ("new_items_only", False, new)):
         ranked = {
-            "model": recommend(model, history, k, repeats)[0],
-            "most_popular": recommend(model, history, k, repeats, own_weight=0.0, together=0.0)[0],
+            "model": recommend(model, history, k, repeats, owned=owned)[0],
+            "most_popular": recommend(model, history, k, repeats, own_weight=0.0, together=0.0, owned=owned)[0],
         }
         if repeats:
             ranked["own_most_bought"] = recommend(model, history, k, True, together=0.0)[0]
@@ -276,6 +283,12 @@ def evaluate(lines: pd.DataFrame, customers: pd.Index, cutoff, end, settings: Re
         best = max(v[f"success_at_{k}"] or 0 for name, v in out[mode].items() if name != "model")
         out[mode]["success_over_best_baseline"] = round((out[mode]["model"][f"success_at_{k}"] or 0) - best, 4)
     return out
+
+
+def ever_bought(lines: pd.DataFrame, customers: pd.Index, products: pd.Index, end) -> sparse.csr_matrix:
+    """customers x products, > 0 where the customer bought the product up to ``end`` (all their history, net of
+    returns): what ``repeats: false`` never recommends."""
+    return interactions(lines, customers, products, None, end)
 
 
 def _products(lines: pd.DataFrame, start, end) -> pd.Index:
@@ -316,7 +329,8 @@ def run_recommendation(
     products = _products(lines, start, latest)
     history = interactions(lines, index, products, start, latest)
     model = fit(history, products, rs)
-    items, scores, reasons = recommend(model, history, rs.k, rs.repeats)
+    owned = None if rs.repeats else ever_bought(lines, index, products, latest)
+    items, scores, reasons = recommend(model, history, rs.k, rs.repeats, owned=owned)
     rank = np.tile(np.arange(1, rs.k + 1), len(index))
     flat = items.ravel()
     keep = flat >= 0

@@ -159,3 +159,22 @@ def test_a_product_bought_and_returned_is_not_bought():
         ]
         == 1
     )
+
+
+def test_without_repeats_products_bought_before_the_look_back_window_are_not_recommended_either():
+    from ci_pipeline.predictions.published import recommend_stored
+
+    # Everyone bought the kettle long ago (before the 60-day window), then a mug or a lamp; some bought it again.
+    rows = [(c, "kettle", 100) for c in "abcdef"] + [(c, "mug", 5) for c in "abc"] + [(c, "lamp", 5) for c in "def"]
+    lines = basket(rows + [(c, "kettle", 4) for c in "ad"])
+    settings = PredictionSettings.model_validate(
+        {
+            "minimums": {"recommendation_customers": 2},
+            "recommendation": {"k": 3, "repeats": False, "lookback_days": 60, "holdout_days": 7},
+        }
+    )
+    out = recommend.run_recommendation(lines, lines["CustomerId"], DAY, settings)
+    stored = recommend_stored(out.stored, lines, lines["CustomerId"], DAY, settings.recommendation)
+    for table in (out.recommendations, stored):
+        assert "kettle" not in set(table["Product"])
+        assert table[table["CustomerId"] == "b"]["Product"].tolist() == ["lamp"]
