@@ -41,6 +41,7 @@ from ci_pipeline.predictions import (
 )
 from ci_pipeline.predictions.charts import draw_report_charts, markdown_image
 from ci_pipeline.predictions.data import ModelFailed, model_failed
+from ci_pipeline.predictions.recommend import UNMATCHED
 from ci_pipeline.predictions.reuse import RowReuse, hand_out, read_kept, write_kept
 from ci_pipeline.redact import first_line, redact
 
@@ -210,8 +211,8 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
 
 
 def _findings(report: dict) -> dict:
-    """The report's verdicts as metadata: the grades (or why there is none), the baseline that beat the model, and
-    why a model was not evaluated."""
+    """The report's verdicts as metadata: the grades (or why there is none), the baseline that beat the model, why
+    a model was not evaluated, and the ``exclude_products`` values that match no product."""
     metadata: dict = {}
     for grade in ("reference_grade", "lift_grade"):
         if grade in report:
@@ -224,6 +225,9 @@ def _findings(report: dict) -> dict:
         metadata["beaten_by_baseline"] = dg.MetadataValue.text(beaten["message"])
     if "not_evaluated" in report:
         metadata["not_evaluated"] = report["not_evaluated"]
+    unmatched = report.get(UNMATCHED)
+    if unmatched:
+        metadata[UNMATCHED] = dg.MetadataValue.text(unmatched["message"])
     return metadata
 
 

@@ -39,8 +39,10 @@ from ci_pipeline.predictions.recommend import (
     Recommender,
     ever_bought,
     interactions,
+    product_field,
     recommend,
     run_recommendation,
+    unmatched_exclusions,
 )
 from ci_pipeline.predictions.reuse import RowReuse
 from ci_pipeline.predictions.settings import PredictionSettings
@@ -192,14 +194,21 @@ class ModelRuns:
 
     def warnings(self, models) -> list[str]:
         """What the run log should warn about the data ``models`` read: purchase amounts that are text but no number
-        (they count with no amount, even when too few to stop the models), and with ``as_of: last_purchase`` a few
-        purchases far after the rest that move the cutoff (:func:`stray_last_purchases`)."""
-        if not {"churn", "clv"} & set(models) or isinstance(self._purchases, UserError):
-            return []
-        read = self._purchases.attrs.get(AMOUNT_ATTR)
-        found = [read.warning() if read is not None else None]
-        if self.latest is None:
-            found.append(stray_last_purchases(self._purchases["Time"]))
+        (they count with no amount, even when too few to stop the models), with ``as_of: last_purchase`` a few
+        purchases far after the rest that move the cutoff (:func:`stray_last_purchases`), and ``exclude_products``
+        values that match no product (:func:`~ci_pipeline.predictions.recommend.unmatched_exclusions`)."""
+        found = []
+        if {"churn", "clv"} & set(models) and not isinstance(self._purchases, UserError):
+            read = self._purchases.attrs.get(AMOUNT_ATTR)
+            found.append(read.warning() if read is not None else None)
+            if self.latest is None:
+                found.append(stray_last_purchases(self._purchases["Time"]))
+        if "recommendation" in models and not isinstance(self._lines, UserError):
+            settings = self.settings
+            unmatched = unmatched_exclusions(
+                settings.recommendation.exclude_products, self._lines["Product"], product_field(settings)
+            )
+            found.append(f"predictions: {unmatched['message']}" if unmatched else None)
         return [warning for warning in found if warning]
 
     @property

@@ -10,6 +10,7 @@ processed in chunks so the candidate matrix stays bounded.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,8 @@ REASONS = np.array(["bought before", "bought together", "popular"], dtype=object
 CHUNK = 20_000
 #: Products whose co-occurrences are computed at a time.
 ITEM_CHUNK = 256
+#: Where the report keeps the ``exclude_products`` values that match no product.
+UNMATCHED = "exclude_products_unmatched"
 
 
 @dataclass(frozen=True)
@@ -291,12 +294,56 @@ def ever_bought(lines: pd.DataFrame, customers: pd.Index, products: pd.Index, en
     return interactions(lines, customers, products, None, end)
 
 
+def unmatched_exclusions(excluded: list[str], products: pd.Series, where: str) -> dict | None:
+    """The ``exclude_products`` values that match no product of ``products`` (the product field's values, named by
+    ``where``), with a message naming them, near misses and example products; None when every value matches.
+
+    A value that matches nothing excludes nothing, so the product it was meant to hold back is recommended as
+    before: typically an id listed while the product field holds names, or another spelling.
+    """
+    if not excluded:
+        return None
+    counts = products.dropna().astype("string").value_counts()
+    known = set(counts.index)
+    missing = [value for value in dict.fromkeys(excluded) if value not in known]
+    if not missing:
+        return None
+    names = sorted(known)
+    folded = {name.strip().casefold(): name for name in names}
+    hints = []
+    for value in missing[:20]:
+        close = folded.get(value.strip().casefold()) or next(
+            iter(difflib.get_close_matches(value, names, n=1, cutoff=0.8)), None
+        )
+        if close is not None:
+            hints.append(f"{value!r} -> {close!r}")
+    examples = ", ".join(repr(name) for name in counts.index[:5])
+    listed = ", ".join(repr(value) for value in missing[:20]) + (
+        f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+    )
+    verb, effect = ("matches", "it excludes") if len(missing) == 1 else ("match", "they exclude")
+    message = (
+        f"predictions.recommendation.exclude_products: {listed} {verb} no product of {where}, so {effect} "
+        f"nothing; its {len(names):,} products are, for example, {examples or 'none'}"
+        + (f"; did you mean {', '.join(hints)}?" if hints else "")
+        + ". List the values the field holds, or point predictions.purchases.product at the field that holds the "
+        "values listed"
+    )
+    return {"values": missing, "message": message}
+
+
 def _products(lines: pd.DataFrame, start, end) -> pd.Index:
     """The products bought (not only returned) in (start, end]."""
     window = lines[(lines["Time"] > start) & (lines["Time"] <= end)]
     if "Quantity" in window:
         window = window[window["Quantity"] > 0]
     return pd.Index(np.sort(window["Product"].dropna().unique().astype(object)), dtype="string", name="Product")
+
+
+def product_field(settings: PredictionSettings) -> str:
+    """The product field and its activity, as messages name them."""
+    source = settings.purchases
+    return f"field '{source.product}' of activity '{source.product_activity}'"
 
 
 def run_recommendation(
@@ -325,6 +372,9 @@ def run_recommendation(
             "(a longer predictions.recommendation.lookback_days or lower predictions.minimums)"
         )
     report = {"prediction": MODEL, "k": rs.k, "repeats": rs.repeats}
+    unmatched = unmatched_exclusions(rs.exclude_products, lines["Product"], product_field(settings))
+    if unmatched:
+        report[UNMATCHED] = unmatched
     report.update(backtested(MODEL, evaluate, lines, index, latest - pd.Timedelta(days=rs.holdout_days), latest, rs))
     products = _products(lines, start, latest)
     history = interactions(lines, index, products, start, latest)

@@ -435,3 +435,11 @@ def test_return_lines_have_a_negative_quantity():
         -1.0,
         1.0,
     ]
+
+
+def test_exclude_products_that_match_no_product_are_warned_about_in_the_run_log():
+    settings = PredictionSettings.model_validate({"recommendation": {"exclude_products": ["SKU-1", "tent"]}})
+    runs = ModelRuns(settings, facts(), facts()["CustomerId"], None, None)
+    (warning,) = runs.warnings(["recommendation"])
+    assert warning.startswith("predictions: predictions.recommendation.exclude_products: 'SKU-1' matches no product")
+    assert runs.warnings(["churn"]) == []

@@ -178,3 +178,22 @@ def test_without_repeats_products_bought_before_the_look_back_window_are_not_rec
     for table in (out.recommendations, stored):
         assert "kettle" not in set(table["Product"])
         assert table[table["CustomerId"] == "b"]["Product"].tolist() == ["lamp"]
+
+
+def test_exclude_products_that_match_no_product_are_named_with_near_misses_and_examples():
+    products = pd.Series(["Kettle", "Mug", "Mug", "Beans"], dtype="string")
+    assert recommend.unmatched_exclusions(["Mug"], products, "field 'product'") is None
+    assert recommend.unmatched_exclusions([], products, "field 'product'") is None
+    found = recommend.unmatched_exclusions(["SKU-0", "kettle", "Mug", "Beens"], products, "field 'product'")
+    assert found["values"] == ["SKU-0", "kettle", "Beens"]
+    message = found["message"]
+    assert message.startswith("predictions.recommendation.exclude_products: 'SKU-0', 'kettle', 'Beens' match")
+    assert "no product of field 'product'" in message and "'Mug', " in message  # examples, most bought first
+    assert "did you mean 'kettle' -> 'Kettle', 'Beens' -> 'Beans'?" in message
+    lines = basket([(f"c{i}", ["Kettle", "Mug"][i % 2], i) for i in range(6)])
+    settings = PredictionSettings.model_validate(
+        {"minimums": {"recommendation_customers": 2}, "recommendation": {"k": 2, "exclude_products": ["SKU-0"]}}
+    )
+    out = recommend.run_recommendation(lines, lines["CustomerId"], DAY, settings)
+    assert out.report[recommend.UNMATCHED]["values"] == ["SKU-0"]
+    assert "of field 'product' of activity 'order_lines'" in out.report[recommend.UNMATCHED]["message"]
