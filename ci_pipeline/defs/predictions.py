@@ -41,6 +41,7 @@ from ci_pipeline.predictions import (
 )
 from ci_pipeline.predictions.charts import draw_report_charts, markdown_image
 from ci_pipeline.predictions.data import ModelFailed, model_failed
+from ci_pipeline.predictions.published import settings_changes
 from ci_pipeline.predictions.recommend import UNMATCHED
 from ci_pipeline.predictions.reuse import RowReuse, hand_out, read_kept, write_kept
 from ci_pipeline.redact import first_line, redact
@@ -441,10 +442,12 @@ def _stored_for(
         )
         return None, ""
     stored, digest = found
-    if _trained_with(lake, model) != configured:
+    changed = settings_changes(_trained_with(lake, model), configured, model)
+    if changed:
+        # Only the settings the model reads and scoring does not apply itself (exclude_products applies at once).
         context.log.warning(
-            f"predictions: the stored {MODEL_NAMES[model]} model was trained with other predictions settings; "
-            f"it scores until it is retrained (job {TRAIN_JOB})"
+            f"predictions: the stored {MODEL_NAMES[model]} model was trained with other predictions settings "
+            f"({'; '.join(changed)}); it scores until it is retrained (job {TRAIN_JOB})"
         )
     context.log.info(
         f"predictions: {MODEL_NAMES[model]} scores with the model trained at "

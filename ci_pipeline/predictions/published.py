@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -94,7 +94,8 @@ def recommend_stored(
     stored: StoredModel, lines: pd.DataFrame, customers: pd.Series, latest, settings: RecommendationSettings
 ) -> pd.DataFrame:
     """Recommendations at ``latest`` from a stored model: each customer's purchases of the look-back window
-    before ``latest`` against the products, neighbours and popularity the model learnt."""
+    before ``latest`` against the products, neighbours and popularity the model learnt. ``k``, ``repeats`` and
+    ``exclude_products`` are taken from ``settings`` (see :data:`APPLIED_AT_SCORING`)."""
     if stored.model != MODEL or not isinstance(stored.fitted, Recommender):
         raise ValueError(f"a {MODEL} model is needed, got {stored.model}")
     model: Recommender = stored.fitted
@@ -102,9 +103,66 @@ def recommend_stored(
     index = pd.Index(np.sort(pd.Series(customers, dtype="string").dropna().unique().astype(object)), dtype="string")
     start = latest - pd.Timedelta(days=settings.lookback_days)
     history = interactions(lines, index, model.products, start, latest)
+    # The catalog filter is this run's configuration, not the one the model was trained with: a product excluded
+    # since then is not recommended before the model is retrained.
+    model = replace(model, allowed=~model.products.isin(settings.exclude_products))
     owned = None if settings.repeats else ever_bought(lines, index, model.products, latest)
     items, scores, reasons = recommend(model, history, settings.k, settings.repeats, owned=owned)
     return recommendation_table(index, model.products, items, scores, reasons, settings.k)
+
+
+#: Settings scoring with a stored model reads from the configuration of the run: changing them needs no retraining.
+APPLIED_AT_SCORING = ("recommendation.k", "recommendation.repeats", "recommendation.exclude_products")
+#: Per model, the settings it does not read (another model's); ``threads`` and ``seed`` do not change
+#: recommendations.
+_NOT_READ = {
+    "churn": ("clv", "recommendation", "minimums.clv_customers", "minimums.recommendation_customers"),
+    "clv": ("churn", "recommendation", "minimums.churn_customers", "minimums.recommendation_customers"),
+    "recommendation": (
+        "churn",
+        "clv",
+        "minimums.churn_customers",
+        "minimums.clv_customers",
+        "minimums.history_windows",
+        "minimums.max_missing_share",
+        "profile_fields",
+        "signal_activities",
+        "measure_fields",
+        "seed",
+        "threads",
+        *APPLIED_AT_SCORING,
+    ),
+}
+
+
+def settings_changes(trained: dict | None, configured: dict, model: str) -> list[str]:
+    """The settings ``model`` reads that differ between those its stored model was ``trained`` with and those
+    ``configured`` now (``key: then -> now``), leaving out what scoring applies itself; a note when the
+    trained ones are not known."""
+    if trained is None:
+        return ["the settings it was trained with are not known"]
+    then, now = _flat(trained), _flat(configured)
+    skip = _NOT_READ[model]
+    changed = []
+    for key in sorted(set(then) | set(now)):
+        if then.get(key) != now.get(key) and not any(key == s or key.startswith(f"{s}.") for s in skip):
+            changed.append(f"{key}: {_short(then.get(key))} -> {_short(now.get(key))}")
+    return changed
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def fact_columns(settings: PredictionSettings, models) -> tuple[list[str], list[str]] | None:

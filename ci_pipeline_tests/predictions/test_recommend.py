@@ -197,3 +197,27 @@ def test_exclude_products_that_match_no_product_are_named_with_near_misses_and_e
     out = recommend.run_recommendation(lines, lines["CustomerId"], DAY, settings)
     assert out.report[recommend.UNMATCHED]["values"] == ["SKU-0"]
     assert "of field 'product' of activity 'order_lines'" in out.report[recommend.UNMATCHED]["message"]
+
+
+def test_a_stored_model_scores_with_the_exclude_products_configured_now():
+    from ci_pipeline.predictions.published import recommend_stored, settings_changes
+
+    settings = PredictionSettings.model_validate(
+        {"minimums": {"recommendation_customers": 2}, "recommendation": {"k": 3}}
+    )
+    out = recommend.run_recommendation(LINES, LINES["CustomerId"], DAY, settings)
+    assert "mug" in set(out.recommendations["Product"])
+    now = PredictionSettings.model_validate(
+        settings.model_dump() | {"recommendation": {"k": 3, "exclude_products": ["mug"]}}
+    )
+    scored = recommend_stored(out.stored, LINES, LINES["CustomerId"], DAY, now.recommendation)
+    assert "mug" not in set(scored["Product"]) and scored.groupby("CustomerId").size().max() == 3
+    # Settings scoring applies itself need no retraining; those the model learnt from are named.
+    then, later = settings.model_dump(mode="json"), now.model_dump(mode="json")
+    assert settings_changes(then, later, "recommendation") == []
+    assert settings_changes(then, later, "churn") == []
+    later["recommendation"]["lookback_days"] = 365
+    assert settings_changes(then, later, "recommendation") == ["recommendation.lookback_days: 730 -> 365"]
+    assert settings_changes(then, later, "churn") == []
+    later["churn"]["window_days"] = 60
+    assert settings_changes(then, later, "churn") == ["churn.window_days: 90 -> 60"]
