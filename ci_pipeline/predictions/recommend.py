@@ -332,6 +332,27 @@ def unmatched_exclusions(excluded: list[str], products: pd.Series, where: str) -
     return {"values": missing, "message": message}
 
 
+def verdicts(report: dict, settings: RecommendationSettings) -> dict:
+    """The grade and the baseline that beat the model (if one did) on the backtest of what is published: with
+    repeats, or new items only when ``repeats`` is off (nothing when the backtest did not run)."""
+    mode = "with_repeats" if settings.repeats else "new_items_only"
+    if mode not in report:
+        return {}
+    group, metric = report[mode], f"success_at_{settings.k}"
+    out = {
+        "graded_on": mode,
+        "reference_grade": metrics.reference_recommendation_grade(group["model"], group["most_popular"], metric),
+    }
+    baselines = {name: group[name] for name in ("most_popular", "own_most_bought") if name in group}
+    graded = "The grade compares the model with the most popular products only"
+    beaten = metrics.beaten_by_baseline(
+        MODEL, group["model"], baselines, metric, f"Success@{settings.k} ({mode})", graded
+    )
+    if beaten is not None:
+        out["beaten_by_baseline"] = beaten
+    return out
+
+
 def _products(lines: pd.DataFrame, start, end) -> pd.Index:
     """The products bought (not only returned) in (start, end]."""
     window = lines[(lines["Time"] > start) & (lines["Time"] <= end)]
@@ -376,6 +397,7 @@ def run_recommendation(
     if unmatched:
         report[UNMATCHED] = unmatched
     report.update(backtested(MODEL, evaluate, lines, index, latest - pd.Timedelta(days=rs.holdout_days), latest, rs))
+    report.update(verdicts(report, rs))
     products = _products(lines, start, latest)
     history = interactions(lines, index, products, start, latest)
     model = fit(history, products, rs)

@@ -221,3 +221,21 @@ def test_a_stored_model_scores_with_the_exclude_products_configured_now():
     assert settings_changes(then, later, "churn") == []
     later["churn"]["window_days"] = 60
     assert settings_changes(then, later, "churn") == ["churn.window_days: 90 -> 60"]
+
+
+def test_a_baseline_that_beats_the_model_is_reported_and_the_grade_follows_the_reference():
+    def group(model, popular, own=None):
+        out = {"model": {"success_at_5": model}, "most_popular": {"success_at_5": popular}}
+        return out | ({"own_most_bought": {"success_at_5": own}} if own is not None else {})
+
+    report = {"with_repeats": group(0.40, 0.43, 0.30), "new_items_only": group(0.21, 0.20)}
+    found = recommend.verdicts(report, RecommendationSettings(k=5))
+    assert found["graded_on"] == "with_repeats" and found["reference_grade"] == "C"
+    beaten = found["beaten_by_baseline"]
+    assert (beaten["baseline"], beaten["difference"]) == ("most_popular", -0.03)
+    assert beaten["message"].startswith("ProductRecommendation: on the backtest the baseline most_popular beat")
+    assert "Success@5 (with_repeats) 0.43" in beaten["message"]
+    found = recommend.verdicts(report, RecommendationSettings(k=5, repeats=False))
+    assert found == {"graded_on": "new_items_only", "reference_grade": "B"}
+    assert recommend.verdicts({"with_repeats": group(0.55, 0.5)}, RecommendationSettings(k=5))["reference_grade"] == "A"
+    assert recommend.verdicts({"not_evaluated": "no product"}, RecommendationSettings(k=5)) == {}
