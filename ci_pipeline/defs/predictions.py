@@ -41,6 +41,8 @@ from ci_pipeline.predictions import (
 )
 from ci_pipeline.predictions.charts import draw_report_charts, markdown_image
 from ci_pipeline.predictions.data import ModelFailed, model_failed
+from ci_pipeline.predictions.published import settings_changes
+from ci_pipeline.predictions.recommend import UNMATCHED
 from ci_pipeline.predictions.reuse import RowReuse, hand_out, read_kept, write_kept
 from ci_pipeline.redact import first_line, redact
 
@@ -210,8 +212,8 @@ def report_metadata(report: dict, url: str | None = None) -> dict:
 
 
 def _findings(report: dict) -> dict:
-    """The report's verdicts as metadata: the grades (or why there is none), the baseline that beat the model, and
-    why a model was not evaluated."""
+    """The report's verdicts as metadata: the grades (or why there is none), the baseline that beat the model, why
+    a model was not evaluated, and the ``exclude_products`` values that match no product."""
     metadata: dict = {}
     for grade in ("reference_grade", "lift_grade"):
         if grade in report:
@@ -224,6 +226,9 @@ def _findings(report: dict) -> dict:
         metadata["beaten_by_baseline"] = dg.MetadataValue.text(beaten["message"])
     if "not_evaluated" in report:
         metadata["not_evaluated"] = report["not_evaluated"]
+    unmatched = report.get(UNMATCHED)
+    if unmatched:
+        metadata[UNMATCHED] = dg.MetadataValue.text(unmatched["message"])
     return metadata
 
 
@@ -437,10 +442,12 @@ def _stored_for(
         )
         return None, ""
     stored, digest = found
-    if _trained_with(lake, model) != configured:
+    changed = settings_changes(_trained_with(lake, model), configured, model)
+    if changed:
+        # Only the settings the model reads and scoring does not apply itself (exclude_products applies at once).
         context.log.warning(
-            f"predictions: the stored {MODEL_NAMES[model]} model was trained with other predictions settings; "
-            f"it scores until it is retrained (job {TRAIN_JOB})"
+            f"predictions: the stored {MODEL_NAMES[model]} model was trained with other predictions settings "
+            f"({'; '.join(changed)}); it scores until it is retrained (job {TRAIN_JOB})"
         )
     context.log.info(
         f"predictions: {MODEL_NAMES[model]} scores with the model trained at "

@@ -32,8 +32,10 @@ BOOSTING = {
 MAX_TRAINING_ROWS = 500_000
 #: Columns of the purchases frame every model reads.
 PURCHASE_COLUMNS = ["CustomerId", "Time", "Amount"]
-#: Columns of the product lines frame the recommender reads.
-LINE_COLUMNS = ["CustomerId", "Time", "Product"]
+#: Columns of the product lines frame the recommender reads (Quantity: signed, returns negative).
+LINE_COLUMNS = ["CustomerId", "Time", "Product", "Quantity"]
+#: The semantic field of order lines holding the quantity (``activities``' SalesOrderLine fields).
+QUANTITY_FIELD = "quantity"
 DAY = pd.Timedelta(days=1)
 #: Where :func:`read_facts` keeps every activity name of the timeline when one it was asked for is missing.
 ACTIVITIES_ATTR = "activities"
@@ -244,19 +246,37 @@ def signals_from_facts(facts: pd.DataFrame, activities: list[str]) -> pd.DataFra
 
 
 def lines_from_facts(facts: pd.DataFrame, source: PurchaseSource) -> pd.DataFrame:
-    """One row per product bought: CustomerId, Time, Product (rows without a product are left out)."""
+    """One row per product line: CustomerId, Time, Product, Quantity (rows without a product are left out).
+
+    Quantity is signed: a return line is negative. A line is a return when its ``quantity`` field or its amount
+    field (the one ``purchases.amount`` names) is negative, or its return field (``purchases.is_return``) is true;
+    these fields are read where the product activity has them. A line without a quantity counts as one.
+    """
     if source.product_activity is None:
         raise UserError("predictions.purchases.product_activity is not set; product recommendation needs order lines")
     rows = _activity_rows(facts, source.product_activity, [source.product])
+    quantity = _number(rows, QUANTITY_FIELD)
+    returned = (quantity < 0) | (_number(rows, source.amount) < 0)
+    if source.is_return and source.is_return in rows.columns:
+        returned |= rows[source.is_return].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    size = np.where(np.isnan(quantity) | (quantity == 0), 1.0, np.abs(quantity))
     out = pd.DataFrame(
         {
             "CustomerId": rows["CustomerId"].astype("string").to_numpy(),
             "Time": _utc(rows["ActivityTimeStamp"]),
             "Product": rows[source.product].astype("string").to_numpy(),
+            "Quantity": np.where(returned, -size, size),
         }
     )
     out = out[out["Product"].notna() & (out["Product"].str.strip() != "")]
     return out.sort_values(["CustomerId", "Time"], kind="stable").reset_index(drop=True)
+
+
+def _number(rows: pd.DataFrame, field: str) -> np.ndarray:
+    """A field of ``rows`` as floats (NaN where missing, not a number, or the rows have no such field)."""
+    if field not in rows.columns:
+        return np.full(len(rows), np.nan)
+    return pd.to_numeric(rows[field], errors="coerce").astype("float64").to_numpy()
 
 
 @dataclass(frozen=True)

@@ -141,8 +141,24 @@ def lift_grade(reduction: float | None) -> str:
     return "A" if reduction >= 0.20 else "B" if reduction > 0 else "C"
 
 
+def reference_recommendation_grade(model: dict, popular: dict, metric: str) -> str | None:
+    """The reference product's grade: A when the model's Success@K (``metric``) is at least 10% (relative) above
+    the most-popular baseline's, B when at least equal, C below; None when either has no figure."""
+    mine, theirs = model.get(metric), popular.get(metric)
+    if mine is None or theirs is None:
+        return None
+    # Rounded so that 0.55 against 0.5 counts as the 10% it is.
+    if round(mine - 1.1 * theirs, 6) >= 0:
+        return "A"
+    return "B" if mine >= theirs else "C"
+
+
+#: What :func:`beaten_by_baseline` says the grades compare with, unless told otherwise.
+GRADED_AGAINST = "The grades compare the model with the reference rule only"
+
+
 def beaten_by_baseline(
-    model_name: str, model: dict, baselines: dict[str, dict], metric: str, label: str
+    model_name: str, model: dict, baselines: dict[str, dict], metric: str, label: str, graded: str = GRADED_AGAINST
 ) -> dict | None:
     """The baseline that beat the model on the backtest by ``metric`` (higher is better), or None.
 
@@ -160,8 +176,8 @@ def beaten_by_baseline(
         return None
     message = (
         f"{model_name}: on the backtest the baseline {best} beat the model: {label} {scored[best]} against the "
-        f"model's {mine} ({difference:+.4f}). The grades compare the model with the reference rule only; the "
-        f"published scores come from the model (retrained at the latest cutoff), which did worse here than {best}: "
+        f"model's {mine} ({difference:+.4f}). {graded}; the published scores come from the model (retrained at the "
+        f"latest cutoff), which did worse here than {best}: "
         "weigh them accordingly (more history, or other features, may let the model catch up)"
     )
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ from ci_pipeline.predictions.churn import run_churn
 from ci_pipeline.predictions.clv import run_clv
 from ci_pipeline.predictions.data import (
     AMOUNT_ATTR,
+    QUANTITY_FIELD,
     latest_cutoff,
     lines_from_facts,
     model_failed,
@@ -32,7 +33,17 @@ from ci_pipeline.predictions.data import (
     stray_last_purchases,
 )
 from ci_pipeline.predictions.features import Measures
-from ci_pipeline.predictions.recommend import MODEL, REASONS, Recommender, interactions, recommend, run_recommendation
+from ci_pipeline.predictions.recommend import (
+    MODEL,
+    REASONS,
+    Recommender,
+    ever_bought,
+    interactions,
+    product_field,
+    recommend,
+    run_recommendation,
+    unmatched_exclusions,
+)
 from ci_pipeline.predictions.reuse import RowReuse
 from ci_pipeline.predictions.settings import PredictionSettings
 from ci_pipeline.predictions.stored import StoredModel
@@ -83,7 +94,8 @@ def recommend_stored(
     stored: StoredModel, lines: pd.DataFrame, customers: pd.Series, latest, settings: RecommendationSettings
 ) -> pd.DataFrame:
     """Recommendations at ``latest`` from a stored model: each customer's purchases of the look-back window
-    before ``latest`` against the products, neighbours and popularity the model learnt."""
+    before ``latest`` against the products, neighbours and popularity the model learnt. ``k``, ``repeats`` and
+    ``exclude_products`` are taken from ``settings`` (see :data:`APPLIED_AT_SCORING`)."""
     if stored.model != MODEL or not isinstance(stored.fitted, Recommender):
         raise ValueError(f"a {MODEL} model is needed, got {stored.model}")
     model: Recommender = stored.fitted
@@ -91,8 +103,66 @@ def recommend_stored(
     index = pd.Index(np.sort(pd.Series(customers, dtype="string").dropna().unique().astype(object)), dtype="string")
     start = latest - pd.Timedelta(days=settings.lookback_days)
     history = interactions(lines, index, model.products, start, latest)
-    items, scores, reasons = recommend(model, history, settings.k, settings.repeats)
+    # The catalog filter is this run's configuration, not the one the model was trained with: a product excluded
+    # since then is not recommended before the model is retrained.
+    model = replace(model, allowed=~model.products.isin(settings.exclude_products))
+    owned = None if settings.repeats else ever_bought(lines, index, model.products, latest)
+    items, scores, reasons = recommend(model, history, settings.k, settings.repeats, owned=owned)
     return recommendation_table(index, model.products, items, scores, reasons, settings.k)
+
+
+#: Settings scoring with a stored model reads from the configuration of the run: changing them needs no retraining.
+APPLIED_AT_SCORING = ("recommendation.k", "recommendation.repeats", "recommendation.exclude_products")
+#: Per model, the settings it does not read (another model's); ``threads`` and ``seed`` do not change
+#: recommendations.
+_NOT_READ = {
+    "churn": ("clv", "recommendation", "minimums.clv_customers", "minimums.recommendation_customers"),
+    "clv": ("churn", "recommendation", "minimums.churn_customers", "minimums.recommendation_customers"),
+    "recommendation": (
+        "churn",
+        "clv",
+        "minimums.churn_customers",
+        "minimums.clv_customers",
+        "minimums.history_windows",
+        "minimums.max_missing_share",
+        "profile_fields",
+        "signal_activities",
+        "measure_fields",
+        "seed",
+        "threads",
+        *APPLIED_AT_SCORING,
+    ),
+}
+
+
+def settings_changes(trained: dict | None, configured: dict, model: str) -> list[str]:
+    """The settings ``model`` reads that differ between those its stored model was ``trained`` with and those
+    ``configured`` now (``key: then -> now``), leaving out what scoring applies itself; a note when the
+    trained ones are not known."""
+    if trained is None:
+        return ["the settings it was trained with are not known"]
+    then, now = _flat(trained), _flat(configured)
+    skip = _NOT_READ[model]
+    changed = []
+    for key in sorted(set(then) | set(now)):
+        if then.get(key) != now.get(key) and not any(key == s or key.startswith(f"{s}.") for s in skip):
+            changed.append(f"{key}: {_short(then.get(key))} -> {_short(now.get(key))}")
+    return changed
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def fact_columns(settings: PredictionSettings, models) -> tuple[list[str], list[str]] | None:
@@ -107,7 +177,8 @@ def fact_columns(settings: PredictionSettings, models) -> tuple[list[str], list[
         fields += [source.amount] + ([source.is_return] if source.is_return else [])
     if "recommendation" in models and source.product_activity is not None:
         activities.append(source.product_activity)
-        fields.append(source.product)
+        # The quantity, amount and return fields mark the return lines (``data.lines_from_facts``).
+        fields += [source.product, QUANTITY_FIELD, source.amount] + ([source.is_return] if source.is_return else [])
     return list(dict.fromkeys(activities)), list(dict.fromkeys(fields))
 
 
@@ -181,14 +252,21 @@ class ModelRuns:
 
     def warnings(self, models) -> list[str]:
         """What the run log should warn about the data ``models`` read: purchase amounts that are text but no number
-        (they count with no amount, even when too few to stop the models), and with ``as_of: last_purchase`` a few
-        purchases far after the rest that move the cutoff (:func:`stray_last_purchases`)."""
-        if not {"churn", "clv"} & set(models) or isinstance(self._purchases, UserError):
-            return []
-        read = self._purchases.attrs.get(AMOUNT_ATTR)
-        found = [read.warning() if read is not None else None]
-        if self.latest is None:
-            found.append(stray_last_purchases(self._purchases["Time"]))
+        (they count with no amount, even when too few to stop the models), with ``as_of: last_purchase`` a few
+        purchases far after the rest that move the cutoff (:func:`stray_last_purchases`), and ``exclude_products``
+        values that match no product (:func:`~ci_pipeline.predictions.recommend.unmatched_exclusions`)."""
+        found = []
+        if {"churn", "clv"} & set(models) and not isinstance(self._purchases, UserError):
+            read = self._purchases.attrs.get(AMOUNT_ATTR)
+            found.append(read.warning() if read is not None else None)
+            if self.latest is None:
+                found.append(stray_last_purchases(self._purchases["Time"]))
+        if "recommendation" in models and not isinstance(self._lines, UserError):
+            settings = self.settings
+            unmatched = unmatched_exclusions(
+                settings.recommendation.exclude_products, self._lines["Product"], product_field(settings)
+            )
+            found.append(f"predictions: {unmatched['message']}" if unmatched else None)
         return [warning for warning in found if warning]
 
     @property

@@ -10,6 +10,7 @@ processed in chunks so the candidate matrix stays bounded.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,8 @@ REASONS = np.array(["bought before", "bought together", "popular"], dtype=object
 CHUNK = 20_000
 #: Products whose co-occurrences are computed at a time.
 ITEM_CHUNK = 256
+#: Where the report keeps the ``exclude_products`` values that match no product.
+UNMATCHED = "exclude_products_unmatched"
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,26 @@ class RecommendationResult:
 
 
 def interactions(lines: pd.DataFrame, customers: pd.Index, products: pd.Index, start, end) -> sparse.csr_matrix:
-    """customers x products purchase counts of lines in (start, end]."""
-    window = lines[(lines["Time"] > start) & (lines["Time"] <= end)]
+    """customers x products purchase counts of lines in (start, end] (start None: every line up to end), net of
+    returns.
+
+    A count is the customer's purchase lines of the product; it is 0 when the lines' net quantity (returns
+    negative, ``Quantity``; one per line without that column) is not positive: a product bought and sent back
+    was not bought, so it is neither "bought before" nor a co-purchase, nor a held-out purchase.
+    """
+    window = lines[(lines["Time"] <= end) if start is None else (lines["Time"] > start) & (lines["Time"] <= end)]
     rows = customers.get_indexer(window["CustomerId"])
     cols = products.get_indexer(window["Product"])
     keep = (rows >= 0) & (cols >= 0)
-    return sparse.csr_matrix(
-        (np.ones(int(keep.sum())), (rows[keep], cols[keep])), shape=(len(customers), len(products))
-    )
+    rows, cols = rows[keep], cols[keep]
+    quantity = window["Quantity"].to_numpy(dtype=np.float64)[keep] if "Quantity" in window else np.ones(len(rows))
+    shape = (len(customers), len(products))
+    # Duplicate (row, column) entries are summed when the matrix is built.
+    bought = sparse.csr_matrix(((quantity > 0).astype(np.float64), (rows, cols)), shape=shape)
+    net = sparse.csr_matrix((quantity, (rows, cols)), shape=shape)
+    counts = bought.multiply(net > 0).tocsr()
+    counts.eliminate_zeros()
+    return counts
 
 
 def fit(history: sparse.csr_matrix, products: pd.Index, settings: RecommendationSettings) -> Recommender:
@@ -163,6 +178,7 @@ def recommend(
     repeats: bool,
     own_weight: float = 1.0,
     together: float = 1.0,
+    owned: sparse.csr_matrix | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(items, scores, reason codes) per customer, customers x k; -1 where nothing could be recommended.
 
@@ -173,6 +189,9 @@ def recommend(
         repeats: whether bought products may be recommended.
         own_weight, together: weights of the "bought before" and "bought together" parts (0 switches one off;
             the baselines use them).
+        owned: customers x products, what each customer ever bought (:func:`ever_bought`): without repeats none of
+            it is recommended, also what was bought before the look-back window ``history`` covers; None: the
+            products of ``history``.
     """
     n_items = len(model.products)
     pop_order = np.argsort(-model.popularity, kind="stable")
@@ -182,12 +201,13 @@ def recommend(
     for first in range(0, history.shape[0], CHUNK):
         counts = history[first : first + CHUNK].tocsr()
         bought = (counts > 0).astype(np.float64)
+        had = bought if owned is None else (owned[first : first + CHUNK] > 0).astype(np.float64)
         own = _row_max_scale(counts) * own_weight if repeats else sparse.csr_matrix(counts.shape)
         weights = bought.copy()
         weights.data = np.log1p(counts.data)
         cf = _row_max_scale(weights @ model.similar) * together
         if not repeats:
-            cf = cf - cf.multiply(bought)
+            cf = cf - cf.multiply(had)
         total = (own + cf).tocsr()
         total = (total - total @ blocked).tocsr()
         total.eliminate_zeros()
@@ -195,7 +215,7 @@ def recommend(
         at = (np.repeat(np.arange(len(items)), k), np.maximum(items, 0).ravel())
         own_part = np.asarray(own.tocsr()[at]).reshape(items.shape) if repeats else np.zeros(items.shape)
         reason = np.where(items < 0, 2, np.where(own_part >= values / 2, 0, 1))
-        items, values, reason = _fill_popular(items, values, reason, pop_order, bought, repeats, n_items, k)
+        items, values, reason = _fill_popular(items, values, reason, pop_order, had, repeats, n_items, k)
         items_out.append(items)
         scores_out.append(values)
         reasons_out.append(reason)
@@ -250,14 +270,15 @@ def evaluate(lines: pd.DataFrame, customers: pd.Index, cutoff, end, settings: Re
     future = interactions(lines, customers, products, cutoff, end)
     model = fit(history, products, settings)
     k = settings.k
-    bought = history > 0
+    owned = ever_bought(lines, customers, products, cutoff)
+    bought = owned > 0
     new = (future > 0).astype(np.int8) - (future > 0).multiply(bought).astype(np.int8)
     new.eliminate_zeros()
     out = {"held_out_from": cutoff.isoformat(), "held_out_until": end.isoformat(), "products": len(products)}
     for mode, repeats, relevant in (("with_repeats", True, future > 0), ("new_items_only", False, new)):
         ranked = {
-            "model": recommend(model, history, k, repeats)[0],
-            "most_popular": recommend(model, history, k, repeats, own_weight=0.0, together=0.0)[0],
+            "model": recommend(model, history, k, repeats, owned=owned)[0],
+            "most_popular": recommend(model, history, k, repeats, own_weight=0.0, together=0.0, owned=owned)[0],
         }
         if repeats:
             ranked["own_most_bought"] = recommend(model, history, k, True, together=0.0)[0]
@@ -267,9 +288,83 @@ def evaluate(lines: pd.DataFrame, customers: pd.Index, cutoff, end, settings: Re
     return out
 
 
+def ever_bought(lines: pd.DataFrame, customers: pd.Index, products: pd.Index, end) -> sparse.csr_matrix:
+    """customers x products, > 0 where the customer bought the product up to ``end`` (all their history, net of
+    returns): what ``repeats: false`` never recommends."""
+    return interactions(lines, customers, products, None, end)
+
+
+def unmatched_exclusions(excluded: list[str], products: pd.Series, where: str) -> dict | None:
+    """The ``exclude_products`` values that match no product of ``products`` (the product field's values, named by
+    ``where``), with a message naming them, near misses and example products; None when every value matches.
+
+    A value that matches nothing excludes nothing, so the product it was meant to hold back is recommended as
+    before: typically an id listed while the product field holds names, or another spelling.
+    """
+    if not excluded:
+        return None
+    counts = products.dropna().astype("string").value_counts()
+    known = set(counts.index)
+    missing = [value for value in dict.fromkeys(excluded) if value not in known]
+    if not missing:
+        return None
+    names = sorted(known)
+    folded = {name.strip().casefold(): name for name in names}
+    hints = []
+    for value in missing[:20]:
+        close = folded.get(value.strip().casefold()) or next(
+            iter(difflib.get_close_matches(value, names, n=1, cutoff=0.8)), None
+        )
+        if close is not None:
+            hints.append(f"{value!r} -> {close!r}")
+    examples = ", ".join(repr(name) for name in counts.index[:5])
+    listed = ", ".join(repr(value) for value in missing[:20]) + (
+        f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+    )
+    verb, effect = ("matches", "it excludes") if len(missing) == 1 else ("match", "they exclude")
+    message = (
+        f"predictions.recommendation.exclude_products: {listed} {verb} no product of {where}, so {effect} "
+        f"nothing; its {len(names):,} products are, for example, {examples or 'none'}"
+        + (f"; did you mean {', '.join(hints)}?" if hints else "")
+        + ". List the values the field holds, or point predictions.purchases.product at the field that holds the "
+        "values listed"
+    )
+    return {"values": missing, "message": message}
+
+
+def verdicts(report: dict, settings: RecommendationSettings) -> dict:
+    """The grade and the baseline that beat the model (if one did) on the backtest of what is published: with
+    repeats, or new items only when ``repeats`` is off (nothing when the backtest did not run)."""
+    mode = "with_repeats" if settings.repeats else "new_items_only"
+    if mode not in report:
+        return {}
+    group, metric = report[mode], f"success_at_{settings.k}"
+    out = {
+        "graded_on": mode,
+        "reference_grade": metrics.reference_recommendation_grade(group["model"], group["most_popular"], metric),
+    }
+    baselines = {name: group[name] for name in ("most_popular", "own_most_bought") if name in group}
+    graded = "The grade compares the model with the most popular products only"
+    beaten = metrics.beaten_by_baseline(
+        MODEL, group["model"], baselines, metric, f"Success@{settings.k} ({mode})", graded
+    )
+    if beaten is not None:
+        out["beaten_by_baseline"] = beaten
+    return out
+
+
 def _products(lines: pd.DataFrame, start, end) -> pd.Index:
+    """The products bought (not only returned) in (start, end]."""
     window = lines[(lines["Time"] > start) & (lines["Time"] <= end)]
+    if "Quantity" in window:
+        window = window[window["Quantity"] > 0]
     return pd.Index(np.sort(window["Product"].dropna().unique().astype(object)), dtype="string", name="Product")
+
+
+def product_field(settings: PredictionSettings) -> str:
+    """The product field and its activity, as messages name them."""
+    source = settings.purchases
+    return f"field '{source.product}' of activity '{source.product_activity}'"
 
 
 def run_recommendation(
@@ -298,11 +393,16 @@ def run_recommendation(
             "(a longer predictions.recommendation.lookback_days or lower predictions.minimums)"
         )
     report = {"prediction": MODEL, "k": rs.k, "repeats": rs.repeats}
+    unmatched = unmatched_exclusions(rs.exclude_products, lines["Product"], product_field(settings))
+    if unmatched:
+        report[UNMATCHED] = unmatched
     report.update(backtested(MODEL, evaluate, lines, index, latest - pd.Timedelta(days=rs.holdout_days), latest, rs))
+    report.update(verdicts(report, rs))
     products = _products(lines, start, latest)
     history = interactions(lines, index, products, start, latest)
     model = fit(history, products, rs)
-    items, scores, reasons = recommend(model, history, rs.k, rs.repeats)
+    owned = None if rs.repeats else ever_bought(lines, index, products, latest)
+    items, scores, reasons = recommend(model, history, rs.k, rs.repeats, owned=owned)
     rank = np.tile(np.arange(1, rs.k + 1), len(index))
     flat = items.ravel()
     keep = flat >= 0

@@ -387,7 +387,8 @@ def test_a_stored_model_whose_feature_is_gone_fails_that_model_and_says_retrain(
     assert not check["predictions/churn_scores"].passed
     assert "profile.Tier" in message and "retrain the model" in message
     logs = [r.user_message for r in instance.all_logs(result.run_id)]
-    assert any("trained with other predictions settings" in m and "train_predictions" in m for m in logs)
+    said = [m for m in logs if "trained with other predictions settings" in m and "train_predictions" in m]
+    assert said and all('(profile_fields: ["Tier"] -> [])' in m for m in said)
     assert read(lake, "prediction").empty
 
 

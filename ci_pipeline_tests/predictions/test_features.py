@@ -410,3 +410,36 @@ def test_a_few_purchases_far_after_the_rest_are_warned_about_when_the_last_purch
         ModelRuns(PredictionSettings(), rows, customers, None, pd.Timestamp("1998-07-01", tz="UTC")).warnings(["churn"])
         == []
     )
+
+
+def test_return_lines_have_a_negative_quantity():
+    stamp = pd.Timestamp("2026-01-01T00:00:00Z")
+    lines = pd.DataFrame(
+        {
+            "CustomerId": pd.array(["a"] * 5, dtype="string"),
+            "Activity": ["order_lines"] * 5,
+            "ActivityTimeStamp": [stamp + pd.Timedelta(days=i) for i in range(5)],
+            "product": ["tent", "tent", "mug", "lamp", "stove"],
+            "quantity": [2, -2, None, 1, 3],
+            "amount": [40.0, -40.0, 5.0, -7.0, 9.0],
+            "is_return": [False, False, None, False, True],
+        }
+    )
+    out = lines_from_facts(lines, PurchaseSource(is_return="is_return"))
+    # Negative quantity, negative amount and the return flag each mark a return; no quantity counts as one.
+    assert out["Quantity"].tolist() == [2.0, -2.0, 1.0, -1.0, -3.0]
+    assert lines_from_facts(lines.drop(columns=["quantity", "is_return"]), PurchaseSource())["Quantity"].tolist() == [
+        1.0,
+        -1.0,
+        1.0,
+        -1.0,
+        1.0,
+    ]
+
+
+def test_exclude_products_that_match_no_product_are_warned_about_in_the_run_log():
+    settings = PredictionSettings.model_validate({"recommendation": {"exclude_products": ["SKU-1", "tent"]}})
+    runs = ModelRuns(settings, facts(), facts()["CustomerId"], None, None)
+    (warning,) = runs.warnings(["recommendation"])
+    assert warning.startswith("predictions: predictions.recommendation.exclude_products: 'SKU-1' matches no product")
+    assert runs.warnings(["churn"]) == []

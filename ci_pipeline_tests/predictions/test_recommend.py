@@ -140,3 +140,102 @@ def test_neighbours_are_each_rows_largest_values_with_ties_settled_by_column_on_
             expected += [(r, c) for c in order[:keep_n] if co[r, c] > 0]
         assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == sorted(expected)
     assert len(recommend._neighbours(co[:, :1], 1)[0]) == 0
+
+
+def test_a_product_bought_and_returned_is_not_bought():
+    lines = basket([("a", "tent", 9), ("a", "stove", 9), ("a", "tent", 2), ("b", "mug", 9), ("b", "mug", 8)])
+    lines = pd.concat([lines, basket([("b", "mug", 1), ("c", "lamp", 3)])], ignore_index=True)
+    # a sent the tent back; b bought two mugs and returned one; c only returned a lamp bought before the window.
+    lines["Quantity"] = [1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0]
+    customers = pd.Index(["a", "b", "c"], dtype="string")
+    products = recommend._products(lines, DAY - pd.Timedelta(days=30), DAY)
+    assert list(products) == ["mug", "stove", "tent"]  # the lamp was only returned in the window
+    counts = recommend.interactions(lines, customers, products, DAY - pd.Timedelta(days=30), DAY).toarray()
+    assert counts.tolist() == [[0, 1, 0], [2, 0, 0], [0, 0, 0]]
+    # Held out after a's purchase and before the return, the tent still counts: nothing after the cutoff is read.
+    assert (
+        recommend.interactions(lines, customers, products, DAY - pd.Timedelta(days=30), DAY - pd.Timedelta(days=5))[
+            0, products.get_loc("tent")
+        ]
+        == 1
+    )
+
+
+def test_without_repeats_products_bought_before_the_look_back_window_are_not_recommended_either():
+    from ci_pipeline.predictions.published import recommend_stored
+
+    # Everyone bought the kettle long ago (before the 60-day window), then a mug or a lamp; some bought it again.
+    rows = [(c, "kettle", 100) for c in "abcdef"] + [(c, "mug", 5) for c in "abc"] + [(c, "lamp", 5) for c in "def"]
+    lines = basket(rows + [(c, "kettle", 4) for c in "ad"])
+    settings = PredictionSettings.model_validate(
+        {
+            "minimums": {"recommendation_customers": 2},
+            "recommendation": {"k": 3, "repeats": False, "lookback_days": 60, "holdout_days": 7},
+        }
+    )
+    out = recommend.run_recommendation(lines, lines["CustomerId"], DAY, settings)
+    stored = recommend_stored(out.stored, lines, lines["CustomerId"], DAY, settings.recommendation)
+    for table in (out.recommendations, stored):
+        assert "kettle" not in set(table["Product"])
+        assert table[table["CustomerId"] == "b"]["Product"].tolist() == ["lamp"]
+
+
+def test_exclude_products_that_match_no_product_are_named_with_near_misses_and_examples():
+    products = pd.Series(["Kettle", "Mug", "Mug", "Beans"], dtype="string")
+    assert recommend.unmatched_exclusions(["Mug"], products, "field 'product'") is None
+    assert recommend.unmatched_exclusions([], products, "field 'product'") is None
+    found = recommend.unmatched_exclusions(["SKU-0", "kettle", "Mug", "Beens"], products, "field 'product'")
+    assert found["values"] == ["SKU-0", "kettle", "Beens"]
+    message = found["message"]
+    assert message.startswith("predictions.recommendation.exclude_products: 'SKU-0', 'kettle', 'Beens' match")
+    assert "no product of field 'product'" in message and "'Mug', " in message  # examples, most bought first
+    assert "did you mean 'kettle' -> 'Kettle', 'Beens' -> 'Beans'?" in message
+    lines = basket([(f"c{i}", ["Kettle", "Mug"][i % 2], i) for i in range(6)])
+    settings = PredictionSettings.model_validate(
+        {"minimums": {"recommendation_customers": 2}, "recommendation": {"k": 2, "exclude_products": ["SKU-0"]}}
+    )
+    out = recommend.run_recommendation(lines, lines["CustomerId"], DAY, settings)
+    assert out.report[recommend.UNMATCHED]["values"] == ["SKU-0"]
+    assert "of field 'product' of activity 'order_lines'" in out.report[recommend.UNMATCHED]["message"]
+
+
+def test_a_stored_model_scores_with_the_exclude_products_configured_now():
+    from ci_pipeline.predictions.published import recommend_stored, settings_changes
+
+    settings = PredictionSettings.model_validate(
+        {"minimums": {"recommendation_customers": 2}, "recommendation": {"k": 3}}
+    )
+    out = recommend.run_recommendation(LINES, LINES["CustomerId"], DAY, settings)
+    assert "mug" in set(out.recommendations["Product"])
+    now = PredictionSettings.model_validate(
+        settings.model_dump() | {"recommendation": {"k": 3, "exclude_products": ["mug"]}}
+    )
+    scored = recommend_stored(out.stored, LINES, LINES["CustomerId"], DAY, now.recommendation)
+    assert "mug" not in set(scored["Product"]) and scored.groupby("CustomerId").size().max() == 3
+    # Settings scoring applies itself need no retraining; those the model learnt from are named.
+    then, later = settings.model_dump(mode="json"), now.model_dump(mode="json")
+    assert settings_changes(then, later, "recommendation") == []
+    assert settings_changes(then, later, "churn") == []
+    later["recommendation"]["lookback_days"] = 365
+    assert settings_changes(then, later, "recommendation") == ["recommendation.lookback_days: 730 -> 365"]
+    assert settings_changes(then, later, "churn") == []
+    later["churn"]["window_days"] = 60
+    assert settings_changes(then, later, "churn") == ["churn.window_days: 90 -> 60"]
+
+
+def test_a_baseline_that_beats_the_model_is_reported_and_the_grade_follows_the_reference():
+    def group(model, popular, own=None):
+        out = {"model": {"success_at_5": model}, "most_popular": {"success_at_5": popular}}
+        return out | ({"own_most_bought": {"success_at_5": own}} if own is not None else {})
+
+    report = {"with_repeats": group(0.40, 0.43, 0.30), "new_items_only": group(0.21, 0.20)}
+    found = recommend.verdicts(report, RecommendationSettings(k=5))
+    assert found["graded_on"] == "with_repeats" and found["reference_grade"] == "C"
+    beaten = found["beaten_by_baseline"]
+    assert (beaten["baseline"], beaten["difference"]) == ("most_popular", -0.03)
+    assert beaten["message"].startswith("ProductRecommendation: on the backtest the baseline most_popular beat")
+    assert "Success@5 (with_repeats) 0.43" in beaten["message"]
+    found = recommend.verdicts(report, RecommendationSettings(k=5, repeats=False))
+    assert found == {"graded_on": "new_items_only", "reference_grade": "B"}
+    assert recommend.verdicts({"with_repeats": group(0.55, 0.5)}, RecommendationSettings(k=5))["reference_grade"] == "A"
+    assert recommend.verdicts({"not_evaluated": "no product"}, RecommendationSettings(k=5)) == {}
