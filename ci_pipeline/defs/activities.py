@@ -165,6 +165,8 @@ def _placed(context: dg.AssetExecutionContext, store, sources: dict, alternate_k
         write_state(store, timeline.state)
     report = timeline.report
     context.log.info(f"activities: {'incremental' if report['incremental'] else 'every row placed'} {report}")
+    for told in timeline.warnings:
+        context.log.warning(f"activities: {told}")
     return timeline
 
 
