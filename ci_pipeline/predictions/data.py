@@ -333,7 +333,13 @@ def usability(purchases: pd.DataFrame, customers: pd.Series, context=None) -> Us
 
 
 def require(
-    report: UsabilityReport, model: str, min_customers: int, need_days: float, history_days: float, max_missing=0.2
+    report: UsabilityReport,
+    model: str,
+    min_customers: int,
+    need_days: float,
+    history_days: float,
+    max_missing=0.2,
+    keys: tuple[str, str] = ("predictions.minimums", "the prediction window"),
 ) -> None:
     """Raise :class:`InsufficientData` naming what is short and how to fix it.
 
@@ -344,17 +350,22 @@ def require(
         need_days: days of history needed.
         history_days: days of history available before the latest cutoff.
         max_missing: largest share of purchases without an amount, and of customers without a profile field used.
+        keys: the settings the message names, with their values: the minimum of customers
+            (``predictions.minimums.churn_customers (500)``) and the window the history is counted in
+            (``predictions.clv.period_months (24)``).
     """
+    customers_key, window_key = keys
     problems = []
     if report.purchasers < min_customers:
         problems.append(
             f"{report.purchasers} customers have a purchase, at least {min_customers} are needed "
-            "(add purchase history or lower predictions.minimums)"
+            f"(add purchase history or lower {customers_key})"
         )
     if history_days < need_days:
         problems.append(
             f"the purchases cover {history_days:.0f} days, at least {need_days:.0f} are needed "
-            "(a longer history, a shorter prediction window, or a lower predictions.minimums.history_windows)"
+            f"(a longer history, a shorter {window_key}, or a lower predictions.minimums.history_windows, which "
+            "asks for that many windows of history)"
         )
     if report.share_missing_amount > max_missing:
         read = report.amount_source
