@@ -70,6 +70,8 @@ AMOUNT_NAME = r"(^|_)(amount|amt|total|price|revenue|value|spend|sales|sum|cost|
 #: A number with a decimal comma, thousands maybe grouped by points (``1.262,15``), as in much of Europe.
 DECIMAL_COMMA = r"-?(\d{1,3}(\.\d{3})+|\d+),\d+"
 #: Names that say a column holds the date of a transaction.
+#: A column marking returns (or refunds): ``is_return``, ``returned``, ``refund``.
+RETURN_NAME = r"(^|_)(is_)?(return|returned|refund|refunded)($|_)"
 DATE_NAME = r"(^|_)(date|time|timestamp|datetime|ts|dt|at|on|day)($|_)"
 #: Rows a customer table needs for the probabilistic model to be the default: it learns from the pairs of records
 #: that look alike, and a handful of rows holds too few (training on 1 or 5 rows stops with an error).
@@ -144,6 +146,9 @@ class Transactions:
     amount: str
     #: The amounts are written with a decimal comma (262,15): the table reads them with ``csv.decimal: ","``.
     decimal_comma: bool = False
+    #: A true/false column marking returns (``is_return``): mapped as the activity's ``is_return`` field, so that
+    #: counts and recency leave returns out (docs/config/measures.md).
+    is_return: str | None = None
 
 
 @dataclass(frozen=True)
@@ -390,7 +395,16 @@ def detect_transactions(frame: pd.DataFrame) -> tuple[Transactions | None, str]:
     if missing:
         return None, "it has " + ", ".join(missing)
     amount = (amounts or comma)[0]
-    return Transactions(str(customer), str(timestamp), str(amount), decimal_comma=not amounts), ""
+    returns = next((str(c) for c, n in names.items() if re.search(RETURN_NAME, n) and _is_flag(frame[c])), None)
+    return Transactions(str(customer), str(timestamp), str(amount), decimal_comma=not amounts, is_return=returns), ""
+
+
+def _is_flag(values: pd.Series) -> bool:
+    """Whether every present value reads as true or false (``True``, ``false``, ``1``, ``0``, ``yes``, ``no``)."""
+    if pd.api.types.is_bool_dtype(values):
+        return True
+    text = values.dropna().astype("string").str.strip().str.lower()
+    return bool(len(text)) and bool(text.isin(["true", "false", "1", "0", "yes", "no", "t", "f", "y", "n"]).all())
 
 
 def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> Plan:
@@ -436,6 +450,7 @@ def plan_quickstart(path: Path, frame: pd.DataFrame, row_key: bool = False) -> P
         plan.formats = {
             transactions.timestamp: {"type": "datetime", **({"format": fmt} if fmt else {})},
             transactions.amount: {"type": "double"},
+            **({transactions.is_return: {"type": "boolean"}} if transactions.is_return else {}),
         }
         dates = pd.to_datetime(frame[transactions.timestamp], format=fmt)
         plan.as_of, plan.as_of_reason = measures_as_of(dates, transactions.timestamp, path.name)
@@ -780,6 +795,9 @@ def _simple_rules(types: set[str], identifiers: list[str] = ()) -> list[tuple[st
 
 def _transactions_yaml(plan: Plan) -> list[str]:
     t = plan.transactions
+    returns = f", is_return: {_q(t.is_return)}" if t.is_return else ""
+    # Returns are rows of their own: not orders, not the latest purchase (docs/config/measures.md's filter).
+    bought = ", where: [{field: is_return, op: '=', value: false}]" if t.is_return else ""
     return [
         "      customers:",
         "        format: csv",
@@ -806,20 +824,25 @@ def _transactions_yaml(plan: Plan) -> list[str]:
         f"      table: {plan.table}",
         "      type: SalesOrder",
         f"      timestamp: {_q(t.timestamp)}",
-        f"      fields: {{amount: {_q(t.amount)}}}",
+        f"      fields: {{amount: {_q(t.amount)}{returns}}}",
         f"      customer: {{source: {SOURCE}, table: customers, column: {_q(t.customer)}}}",
         "",
         "measures:",
         *_as_of_comment(plan),
         f"  as_of: {plan.as_of}",
         "  attributes:",
+        *(
+            [f"    # A row of {t.is_return} true is a return: spend nets it, counts and recency leave it out."]
+            if t.is_return
+            else []
+        ),
         "    total_spend: {template: total_transaction_value, activity: orders}",
-        "    order_count: {template: transaction_count, activity: orders}",
+        f"    order_count: {{template: transaction_count, activity: orders{bought}}}",
         "    average_order_value: {expression: total_spend / order_count}",
-        "    days_since_last_purchase: {template: days_since_last_purchase, activity: orders}",
+        f"    days_since_last_purchase: {{template: days_since_last_purchase, activity: orders{bought}}}",
         "    # Recency, frequency and monetary scores (1-5) that the RFM segments below read.",
-        "    rfm_recency_score: {template: rfm_recency_score, activity: orders}",
-        "    rfm_frequency_score: {template: rfm_frequency_score, activity: orders}",
+        f"    rfm_recency_score: {{template: rfm_recency_score, activity: orders{bought}}}",
+        f"    rfm_frequency_score: {{template: rfm_frequency_score, activity: orders{bought}}}",
         "    rfm_monetary_score: {template: rfm_monetary_score, activity: orders}",
         "  business:",
         "    total_revenue: {activity: orders, aggregate: sum, field: amount}",

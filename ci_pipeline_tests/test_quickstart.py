@@ -564,3 +564,17 @@ def test_a_column_only_named_date_beside_names_is_mapped_as_the_birth_date_other
         written = write_files(plan, read_table(source), tmp_path / column / "out")
         comment = next(x for x in written.read_text().splitlines() if x.strip().startswith(line))
         assert ("unmap it if it is not" if column == "date" else "map it as birth_date") in comment
+
+
+def test_a_true_false_return_column_is_mapped_so_returns_are_not_counted_as_orders():
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["C1", "C1", "C2"],
+            "order_date": ["2025-01-01", "2025-01-11", "2025-02-01"],
+            "order_total": [20.0, -20.0, 30.0],
+            "is_return": ["False", "True", "False"],
+        }
+    )
+    found, _ = detect_transactions(frame)
+    assert found.is_return == "is_return"
+    assert detect_transactions(frame.assign(is_return=["no idea", "x", "y"]))[0].is_return is None

@@ -57,9 +57,10 @@ class TimelineState:
     lookups: dict[tuple[str, str], pa.Table]
 
 
-def fingerprint(sources: dict) -> str:
+def fingerprint(sources: dict, orders: dict[str, bool] | None = None) -> str:
     """A digest of everything but the data that decides where rows go: each activity table's configuration and key
-    column, the code's version and the hash function's."""
+    column, the code's version and the hash function's; and ``orders``, per activity whether its year-last
+    timestamps are read day first (the whole table's values decide it)."""
     described = {
         "format": STATE_FORMAT,
         "version": ci_pipeline.__version__,
@@ -68,6 +69,7 @@ def fingerprint(sources: dict) -> str:
             name: [s.spec.model_dump(mode="json"), s.primary_key, repr(getattr(s, "dates", None))]
             for name, s in sorted(sources.items())
         },
+        **({"orders": dict(sorted(orders.items()))} if orders else {}),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -20,6 +20,7 @@ from ci_pipeline import table_delta
 from ci_pipeline.activities import incremental, ordered
 from ci_pipeline.activities.incremental import Refused, TimelineState
 from ci_pipeline.activities.jsoncols import json_objects
+from ci_pipeline.activities.stamps import StampOrder, parse_timestamps
 from ci_pipeline.arrow_text import TextIndex
 from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable
 from ci_pipeline.config.sources import DateRange
@@ -76,22 +77,6 @@ def whole_numbers(values: pd.Series) -> bool | None:
         return None
     present = values.dropna()
     return bool((present == np.floor(present)).all())
-
-
-def parse_timestamps(values: pd.Series, fmt: str | None = None) -> pd.Series:
-    """Timestamps as UTC; values that cannot be parsed become NaT (naive values are taken as UTC)."""
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC")
-    if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        return values.dt.tz_localize("UTC")
-    text = values.astype("string").str.strip()
-    if fmt:
-        return pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
-    retry = parsed.isna() & text.notna() & (text != "")
-    if retry.any():
-        parsed[retry] = pd.to_datetime(text[retry], format="mixed", errors="coerce", utc=True)
-    return parsed
 
 
 def latest_accepted(run_time: pd.Timestamp, tolerance_hours: float) -> pd.Timestamp:
@@ -253,10 +238,14 @@ def place_rows(
     check_columns(name, spec, list(frame.columns), primary_key)
     frame = frame.reset_index(drop=True)
     links_whole = whole_numbers(frame[spec.customer.column])
+    # Decided over the whole table (or the whole frame), as the whole-number keys are.
+    order = keys_of_table.stamps if keys_of_table else None
+    if order is None and not spec.timestamp_format and not pd.api.types.is_datetime64_any_dtype(frame[spec.timestamp]):
+        order = StampOrder.of(frame[spec.timestamp])
     if only is not None:
         frame = frame[only].reset_index(drop=True)
     keys = key_strings(frame[primary_key], keys_of_table.whole if keys_of_table else None)
-    stamps = parse_timestamps(frame[spec.timestamp], spec.timestamp_format)
+    stamps = parse_timestamps(frame[spec.timestamp], spec.timestamp_format, order)
     links = key_strings(frame[spec.customer.column], links_whole)
     customers = _customers(links, lookup)
 
@@ -265,6 +254,8 @@ def place_rows(
     repeated = keys.isin(keys_of_table.duplicated) if keys_of_table else keys.duplicated(keep=False)
     reasons.flag(repeated, f"primary key {primary_key} '", keys, "' is duplicated")
     raw = frame[spec.timestamp]
+    if order is not None and order.mixed:
+        reasons.flag(order.against(raw), f"timestamp {spec.timestamp} '", raw, order.reason(name))
     with_format = f" with format {spec.timestamp_format}" if spec.timestamp_format else ""
     reasons.flag(stamps.isna(), f"timestamp {spec.timestamp} '", raw, f"' is empty or cannot be parsed{with_format}")
     reasons.flag(stamps > now, f"timestamp {spec.timestamp} ", raw, f" is in the future (after {now.isoformat()})")
@@ -392,6 +383,8 @@ class StoredTimeline:
     state: TimelineState | None = None
     #: Whether the run placed only what changed (``incremental``), why not (``reason``), and its row counts.
     report: dict = field(default_factory=dict)
+    #: What the run warns of: activities whose year-last timestamps no value shows the order of.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -402,6 +395,8 @@ class KeyRules:
     whole: bool | None
     #: The key strings more than one row has.
     duplicated: pd.Series
+    #: How the table's year-last timestamps are read (None: the column is typed, or its format declared).
+    stamps: StampOrder | None = None
 
 
 def write_timeline(
@@ -447,11 +442,14 @@ def write_timeline(
             source = sources[name]
             check_columns(name, source.spec, source.rows.schema.names, source.primary_key)
             repeated, whole = ordered.repeated_keys(con, source.rows, source.primary_key)
-            rules[name] = KeyRules(whole=whole, duplicated=key_strings(repeated.to_pandas(), whole))
+            stamps = stamp_order(source)
+            rules[name] = KeyRules(whole=whole, duplicated=key_strings(repeated.to_pandas(), whole), stamps=stamps)
         linked = sorted({(s.spec.customer.source, s.spec.customer.table) for s in sources.values()})
         told = quarantined or {}
         lookups = {customers: customer_lookup(alternate_key, *customers, told.get(customers)) for customers in linked}
-        digest = incremental.fingerprint(sources)
+        # The order the timestamps are read in is the whole table's: when new rows change it, every row is placed.
+        orders = {name: rule.stamps.day_first for name, rule in rules.items() if rule.stamps and rule.stamps.written}
+        digest = incremental.fingerprint(sources, orders)
         whole = {name: rule.whole for name, rule in rules.items()}
         reuse, why = incremental.Reuse.plan(
             previous, no_previous, digest, sources, whole, lookups, now, lambda: _stored_rows(lake, paths)
@@ -468,7 +466,27 @@ def write_timeline(
         con.close()
     state = incremental.new_state(digest, now, stored.kept, whole, lookups, stored.outputs) if stored.kept else None
     report = {"incremental": reuse is not None, "reason": why, **stored.counts}
-    return replace(stored.timeline, state=state, report=report)
+    warnings = [
+        told
+        for name, rule in rules.items()
+        if rule.stamps and (told := rule.stamps.warning(name, sources[name].spec.timestamp))
+    ]
+    return replace(stored.timeline, state=state, report=report, warnings=warnings)
+
+
+def stamp_order(source: ActivitySource) -> StampOrder | None:
+    """What the timestamps of a whole activity table show of their order of day and month (None when they are not
+    text, or their format is declared), read a column at a time."""
+    column = source.spec.timestamp
+    if source.spec.timestamp_format or column not in source.rows.schema.names:
+        return None
+    kind = source.rows.schema.field(column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return None
+    order = StampOrder()
+    for batch in source.rows.to_batches(columns=[column], batch_size=ordered.BATCH_ROWS, batch_readahead=1):
+        order += StampOrder.of(batch.column(0).to_pandas())
+    return order
 
 
 def _stored_rows(lake: Lake, paths: tuple[str, str]) -> dict[str, int | None]:

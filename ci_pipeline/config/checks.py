@@ -626,6 +626,7 @@ def predictions_problems(project: ProjectConfig) -> list[str]:
         found += _prediction_activity_problems(
             "predictions.purchases", source.activity, [source.amount, source.is_return], activities
         )
+        found += _purchase_filter_problems(source, activities, project.sources)
     if "recommendation" in section.models:
         if source.product_activity is None:
             found.append(
@@ -651,6 +652,29 @@ def predictions_problems(project: ProjectConfig) -> list[str]:
                 f"the unified profile has {', '.join(profile)}"
             )
     return found
+
+
+def _purchase_filter_problems(source, activities: dict, sources: dict) -> list[str]:
+    """``predictions.purchases.where`` checked as a measure's filters are: fields of the purchase activity, values
+    its source's column types can hold; and no ``in_last``, which the models' own cutoffs make meaningless."""
+    if source.activity not in activities:
+        return []
+    have = activities[source.activity].fields
+    found = []
+    for i, cond in enumerate(source.where):
+        key = f"predictions.purchases.where[{i}]"
+        if cond.field not in have and cond.field != "ActivityTimeStamp":
+            found.append(
+                f"{key}.field: activity {source.activity!r} has no field {cond.field!r}{did_you_mean(cond.field, have)}"
+                f"; its fields are {', '.join(sorted(have)) or '(none)'} (activities.tables.{source.activity}.fields)"
+            )
+        elif cond.op == "in_last":
+            found.append(
+                f"{key}.op: 'in the last' is relative to each model's cutoff, which the models set themselves; keep "
+                "rows by what they are (status, channel) or by a fixed date with before/after"
+            )
+    where = [(c.field, c.op, c.value) for c in source.where]
+    return found + _filter_type_problems("predictions.purchases", [source.activity], where, activities, sources)
 
 
 def _prediction_activity_problems(

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ci_pipeline.config.base import StrictModel
 from ci_pipeline.config.orchestration import Retraining
+from ci_pipeline.grammar.conditions import Condition
 
 MODELS = ("churn", "clv", "recommendation")
 #: Model -> the Model column of its Prediction rows.
@@ -48,6 +49,9 @@ class PurchaseSource(StrictModel):
     amount: str = "amount"
     #: Optional boolean field marking returns whose amount is positive (they are counted as negative).
     is_return: str | None = None
+    #: Conditions on fields of ``activity`` (measures' filter grammar), all of which a row must meet to be a
+    #: purchase or a return: ``[{field: status, op: "!=", value: cancelled}]`` leaves cancelled orders out.
+    where: list[Condition] = []
     #: Activity holding one row per product bought (order lines); None when there is none.
     product_activity: str | None = "order_lines"
     #: Field of ``product_activity`` naming the product.

@@ -16,6 +16,7 @@ from ci_pipeline.activities import (
     latest_accepted,
     write_timeline,
 )
+from ci_pipeline.activities.currencies import CURRENCY, currency_mix
 from ci_pipeline.activities.diagnose import key_column_hint, missing_keys
 from ci_pipeline.activities.incremental import forget, read_state, write_state
 from ci_pipeline.config import ProjectConfig
@@ -32,6 +33,19 @@ GROUP = "activities"
 UNIFIED = asset_key(GROUP, "unified_activity")
 CORRUPT = asset_key(GROUP, "unified_activity_corrupt")
 FACTS = asset_key(GROUP, "activity_facts")
+
+
+CHECKS = [
+    dg.AssetCheckSpec("matches_output_contract", asset=UNIFIED, description="Columns are exactly UnifiedActivity's."),
+    dg.AssetCheckSpec("activity_ids_unique", asset=UNIFIED, description="ActivityId identifies one row."),
+    dg.AssetCheckSpec(
+        "every_row_accounted_for", asset=UNIFIED, description="Rows read = rows placed + rows quarantined."
+    ),
+    dg.AssetCheckSpec("no_quarantined_activities", asset=CORRUPT, description="Every activity found its customer."),
+    dg.AssetCheckSpec(
+        "one_currency_per_activity", asset=FACTS, description="An activity's amounts are in one currency."
+    ),
+]
 
 
 def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definitions:
@@ -71,18 +85,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
                 kinds={"duckdb", "parquet"},
             ),
         },
-        check_specs=[
-            dg.AssetCheckSpec(
-                "matches_output_contract", asset=UNIFIED, description="Columns are exactly UnifiedActivity's."
-            ),
-            dg.AssetCheckSpec("activity_ids_unique", asset=UNIFIED, description="ActivityId identifies one row."),
-            dg.AssetCheckSpec(
-                "every_row_accounted_for", asset=UNIFIED, description="Rows read = rows placed + rows quarantined."
-            ),
-            dg.AssetCheckSpec(
-                "no_quarantined_activities", asset=CORRUPT, description="Every activity found its customer."
-            ),
-        ],
+        check_specs=CHECKS,
     )
     def activities(context: dg.AssetExecutionContext, lake: LakeResource):
         now = latest_accepted(pd.Timestamp(dt.datetime.now(dt.UTC)), section.future_tolerance_hours)
@@ -130,6 +133,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
         )
         yield dg.Output(timeline.facts, output_name="activity_facts")
         yield from _check_results(timeline, per_table, _key_hints(context, config, store, sources, timeline))
+        yield _currency_check(context, store, section.tables)
 
     return dg.Definitions(assets=[activities])
 
@@ -165,6 +169,8 @@ def _placed(context: dg.AssetExecutionContext, store, sources: dict, alternate_k
         write_state(store, timeline.state)
     report = timeline.report
     context.log.info(f"activities: {'incremental' if report['incremental'] else 'every row placed'} {report}")
+    for told in timeline.warnings:
+        context.log.warning(f"activities: {told}")
     return timeline
 
 
@@ -186,6 +192,25 @@ def _key_hints(context, config: ProjectConfig, store, sources: dict, timeline: S
             context.log.warning(f"activities: {hint}")
             hints[name] = hint
     return hints
+
+
+def _currency_check(context, store, specs: dict) -> dg.AssetCheckResult:
+    """A warning, also in the run log, per activity whose placed amounts are in more than one currency."""
+    told = {}
+    if any(CURRENCY in spec.fields for spec in specs.values()):
+        facts = store.dataset(asset_path(FACTS)).to_table(columns=["Activity", CURRENCY])
+        counts = facts.group_by(["Activity", CURRENCY]).aggregate([([], "count_all")]).to_pandas()
+        told = currency_mix(counts.rename(columns={"count_all": "rows"}), specs)
+    for text in told.values():
+        context.log.warning(f"activities: {text}")
+    return dg.AssetCheckResult(
+        check_name="one_currency_per_activity",
+        asset_key=FACTS,
+        passed=not told,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"activities": dg.MetadataValue.text(", ".join(told) or "-")},
+        description="; ".join(told.values()) or None,
+    )
 
 
 def _check_results(timeline: StoredTimeline, per_table: dict, hints: dict[str, str] | None = None):

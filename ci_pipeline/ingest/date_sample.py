@@ -12,6 +12,7 @@ import datetime as dt
 
 import pandas as pd
 
+from ci_pipeline.activities.stamps import StampOrder
 from ci_pipeline.config.sources import DateRange, TableConfig
 from ci_pipeline.ingest.types import coerce, date_bounds
 
@@ -72,4 +73,16 @@ def _fix(values: pd.Series, kind: str, formats: list[str], bounds: tuple[pd.Time
     best = max(reads, key=reads.get)
     if reads[best] > len(values) * MOST:
         return f'{reads[best]} of them read as {best}: set format: "{best}"'
-    return "declare the format they are written in (strptime, e.g. %d/%m/%Y), or leave the column a string"
+    # Not "leave the column a string": a text timestamp is read in the order of day and month its values show, and
+    # those that show none are read month first; declaring the format is what reads every value one known way.
+    order = StampOrder.of(values)
+    if order.written > len(values) * MOST:
+        fmt = order.strftime()
+        if order.proven:
+            return f'their values are written {order.pattern()}: set format: "{fmt}"'
+        other = order.strftime(not order.day_first)
+        return (
+            f'they are written year last with no day above 12 to show the order: set format: "{fmt}" '
+            f'({order.pattern()}) or "{other}" ({order.pattern(not order.day_first)}), whichever the source writes'
+        )
+    return "declare the format they are written in (strptime directives, e.g. %d/%m/%Y %H:%M for 22/01/2025 17:58)"

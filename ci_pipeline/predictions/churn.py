@@ -342,6 +342,10 @@ def _run_churn(history: History, customers, latest, settings: PredictionSettings
         settings.minimums.history_windows * days,
         history_days,
         settings.minimums.max_missing_share,
+        (
+            f"predictions.minimums.churn_customers ({settings.minimums.churn_customers})",
+            f"{label_key(settings.churn)} ({days})",
+        ),
     )
     window = pd.Timedelta(days=days)
     # Each step reads only up to its cutoff plus one window: the backtest nothing after latest - window.

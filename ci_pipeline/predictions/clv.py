@@ -458,7 +458,13 @@ def _run_clv(history: History, customers, latest, settings: PredictionSettings, 
     report = usability(purchases[purchases["Time"] <= latest], customers, context)
     history_days = float((latest - purchases["Time"].min()) / pd.Timedelta(days=1))
     need = settings.minimums.history_windows * settings.clv.period_days
-    require(report, MODEL, settings.minimums.clv_customers, need, history_days, settings.minimums.max_missing_share)
+    keys = (
+        f"predictions.minimums.clv_customers ({settings.minimums.clv_customers})",
+        f"predictions.clv.period_months ({settings.clv.period_months})",
+    )
+    require(
+        report, MODEL, settings.minimums.clv_customers, need, history_days, settings.minimums.max_missing_share, keys
+    )
     # Each step reads only up to its cutoff plus one period: the backtest, its blend weight included, nothing after
     # latest - period. The published model's weight is chosen the same way one period later, on the backtest.
     backtest = fit(history, latest - 2 * period, settings)

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from ci_pipeline.errors import UserError
+from ci_pipeline.measures.conditions import condition_mask
 from ci_pipeline.predictions.settings import PurchaseSource
 
 #: Gradient boosting settings of the churn and lifetime value models (early stopping on a held-out 15% picks the
@@ -213,8 +214,9 @@ def purchases_from_facts(facts: pd.DataFrame, source: PurchaseSource, origin: st
     amount is read from, and the amounts that are text but no number, are the frame's ``attrs[AMOUNT_ATTR]`` (an
     :class:`AmountSource`; ``origin`` names the source column).
     """
-    fields = [source.amount] + ([source.is_return] if source.is_return else [])
+    fields = [source.amount] + ([source.is_return] if source.is_return else []) + [c.field for c in source.where]
     rows = _activity_rows(facts, source.activity, fields)
+    rows = rows[kept_purchases(rows, source)]
     amount = pd.to_numeric(rows[source.amount], errors="coerce").astype("float64")
     read = _amount_source(rows[source.amount], amount, source, origin)
     if source.is_return:
@@ -230,6 +232,18 @@ def purchases_from_facts(facts: pd.DataFrame, source: PurchaseSource, origin: st
     out = out.sort_values(["CustomerId", "Time"], kind="stable").reset_index(drop=True)
     out.attrs[AMOUNT_ATTR] = read
     return out
+
+
+def kept_purchases(rows: pd.DataFrame, source: PurchaseSource) -> np.ndarray:
+    """Which rows of the purchase activity meet every condition of ``predictions.purchases.where`` (all when none
+    is set): a cancelled order left out is neither a purchase nor a return."""
+    kept = np.ones(len(rows), dtype=bool)
+    # ``in_last`` is refused by validation (the models look back from their own cutoffs): no run date is needed.
+    now = pd.Timestamp.max.tz_localize("UTC")
+    for i, cond in enumerate(source.where):
+        key = f"predictions.purchases.where[{i}]"
+        kept &= condition_mask(rows[cond.field], cond.op, cond.value, now=now, key=key, field=cond.field)
+    return kept
 
 
 def signals_from_facts(facts: pd.DataFrame, activities: list[str]) -> pd.DataFrame:
@@ -339,7 +353,13 @@ def usability(purchases: pd.DataFrame, customers: pd.Series, context=None) -> Us
 
 
 def require(
-    report: UsabilityReport, model: str, min_customers: int, need_days: float, history_days: float, max_missing=0.2
+    report: UsabilityReport,
+    model: str,
+    min_customers: int,
+    need_days: float,
+    history_days: float,
+    max_missing=0.2,
+    keys: tuple[str, str] = ("predictions.minimums", "the prediction window"),
 ) -> None:
     """Raise :class:`InsufficientData` naming what is short and how to fix it.
 
@@ -350,17 +370,22 @@ def require(
         need_days: days of history needed.
         history_days: days of history available before the latest cutoff.
         max_missing: largest share of purchases without an amount, and of customers without a profile field used.
+        keys: the settings the message names, with their values: the minimum of customers
+            (``predictions.minimums.churn_customers (500)``) and the window the history is counted in
+            (``predictions.clv.period_months (24)``).
     """
+    customers_key, window_key = keys
     problems = []
     if report.purchasers < min_customers:
         problems.append(
             f"{report.purchasers} customers have a purchase, at least {min_customers} are needed "
-            "(add purchase history or lower predictions.minimums)"
+            f"(add purchase history or lower {customers_key})"
         )
     if history_days < need_days:
         problems.append(
             f"the purchases cover {history_days:.0f} days, at least {need_days:.0f} are needed "
-            "(a longer history, a shorter prediction window, or a lower predictions.minimums.history_windows)"
+            f"(a longer history, a shorter {window_key}, or a lower predictions.minimums.history_windows, which "
+            "asks for that many windows of history)"
         )
     if report.share_missing_amount > max_missing:
         read = report.amount_source

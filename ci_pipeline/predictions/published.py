@@ -174,7 +174,7 @@ def fact_columns(settings: PredictionSettings, models) -> tuple[list[str], list[
     activities, fields = [], []
     if {"churn", "clv"} & set(models):
         activities += [source.activity, *settings.signal_activities]
-        fields += [source.amount] + ([source.is_return] if source.is_return else [])
+        fields += [source.amount] + ([source.is_return] if source.is_return else []) + [c.field for c in source.where]
     if "recommendation" in models and source.product_activity is not None:
         activities.append(source.product_activity)
         # The quantity, amount and return fields mark the return lines (``data.lines_from_facts``).

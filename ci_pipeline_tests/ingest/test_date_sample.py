@@ -39,6 +39,16 @@ def test_day_first_dates_declared_month_first_are_reported_with_the_format_that_
     assert problem.endswith('56 of them read as %d/%m/%Y: set format: "%d/%m/%Y"')
 
 
+def test_timestamps_no_common_format_reads_are_given_the_format_their_values_show_never_told_to_stay_text(tmp_path):
+    # Left text, they would be read one order per column, month first where no day is above 12: not the fix.
+    stamps = [f"{d:02d}/02/2025 17:{d:02d}" for d in range(1, 29)]
+    (problem,) = problems(tmp_path, stamps, "%Y-%m-%d %H:%M:%S")
+    assert problem.endswith('their values are written dd/mm/yyyy: set format: "%d/%m/%Y %H:%M"')
+    (problem,) = problems(tmp_path, [f"02/{d:02d}/2025 17:00" for d in range(1, 12)] * 2, "%Y-%m-%d %H:%M:%S")
+    assert 'set format: "%m/%d/%Y %H:%M" (mm/dd/yyyy) or "%d/%m/%Y %H:%M" (dd/mm/yyyy)' in problem
+    assert "string" not in problem
+
+
 def test_dates_outside_the_accepted_range_are_told_to_widen_it(tmp_path):
     old = [f"18{d:02d}-01-02" for d in range(10, 40)]
     (problem,) = problems(tmp_path, old, "%Y-%m-%d")

@@ -97,13 +97,20 @@ def test_rule_windows_halve_to_a_month():
 
 def test_too_few_customers_is_a_clear_failure(purchases):
     strict = SETTINGS.model_copy(update={"minimums": SETTINGS.minimums.model_copy(update={"churn_customers": 5000})})
-    with pytest.raises(InsufficientData, match="700 customers have a purchase, at least 5000 are needed"):
+    with pytest.raises(
+        InsufficientData,
+        match=r"700 customers have a purchase, at least 5000 are needed \(add purchase history or lower "
+        r"predictions\.minimums\.churn_customers \(5000\)\)",
+    ):
         churn.run_churn(purchases, purchases["CustomerId"], synthetic.END, strict)
 
 
 def test_too_short_a_history_is_a_clear_failure():
     short = synthetic.purchases(customers=700, days=100)
-    with pytest.raises(InsufficientData, match="cover .* days, at least 120 are needed"):
+    with pytest.raises(
+        InsufficientData,
+        match=r"at least 120 are needed \(a longer history, a shorter predictions\.churn\.\w+_days \(60\)",
+    ):
         churn.run_churn(short, short["CustomerId"], synthetic.END, SETTINGS)
 
 

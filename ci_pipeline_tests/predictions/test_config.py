@@ -55,6 +55,22 @@ def test_an_absent_section_leaves_existing_configurations_unchanged(tmp_path):
             "predictions.purchases.is_return: activity 'orders' has no field 'returned'",
         ),
         (
+            lambda raw: raw["predictions"].update(purchases={"where": [{"field": "state", "op": "=", "value": "x"}]}),
+            "predictions.purchases.where[0].field: activity 'orders' has no field 'state'",
+        ),
+        (
+            lambda raw: raw["predictions"].update(
+                purchases={"where": [{"field": "amount", "op": "in last", "value": 9}]}
+            ),
+            "predictions.purchases.where[0].op: 'in the last' is relative to each model's cutoff",
+        ),
+        (
+            lambda raw: raw["predictions"].update(
+                purchases={"where": [{"field": "amount", "op": "bigger", "value": 9}]}
+            ),
+            "predictions.purchases.where[0].op: unknown operator 'bigger'",
+        ),
+        (
             lambda raw: raw["predictions"].update(purchases={"product": "sku"}),
             "predictions.purchases.product: activity 'order_lines' has no field 'sku'",
         ),

@@ -8,6 +8,7 @@ import pytest
 
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.errors import UserError
+from ci_pipeline.grammar.conditions import Condition
 from ci_pipeline.predictions import btyd, prior
 from ci_pipeline.predictions.churn import run_churn
 from ci_pipeline.predictions.data import (
@@ -104,6 +105,15 @@ def test_returns_flagged_with_a_positive_amount_become_negative():
     assert out["Amount"].tolist() == [50.0, -20.0]
     lines = lines_from_facts(facts(), PurchaseSource())
     assert lines["Product"].tolist() == ["tent"]
+
+
+def test_orders_the_purchases_filter_leaves_out_are_neither_purchases_nor_returns():
+    rows = facts().assign(status=["cancelled", "done", None, None])
+    where = [Condition(field="status", op="!=", value="cancelled")]
+    out = purchases_from_facts(rows, PurchaseSource(is_return="is_return", where=where))
+    assert out["Amount"].tolist() == [-20.0]
+    with pytest.raises(UserError, match="activity 'orders' has no field state"):
+        purchases_from_facts(rows, PurchaseSource(where=[Condition(field="state", op="=", value="x")]))
 
 
 def test_an_unknown_activity_or_field_names_what_exists():
