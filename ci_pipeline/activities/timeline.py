@@ -20,11 +20,11 @@ from ci_pipeline import table_delta
 from ci_pipeline.activities import incremental, ordered
 from ci_pipeline.activities.incremental import Refused, TimelineState
 from ci_pipeline.activities.jsoncols import json_objects
-from ci_pipeline.activities.stamps import StampOrder, parse_timestamps
 from ci_pipeline.arrow_text import TextIndex
 from ci_pipeline.config.activities import FACT_COLUMNS, ActivityTable
 from ci_pipeline.config.sources import DateRange
 from ci_pipeline.errors import UserError
+from ci_pipeline.ingest.stamps import StampOrder, parse_timestamps
 from ci_pipeline.ingest.types import date_bounds
 from ci_pipeline.lake import Lake, WrittenTable
 from ci_pipeline.outputs import UNIFIED_ACTIVITY_COLUMNS, unified_activity_guids

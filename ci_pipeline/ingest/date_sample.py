@@ -12,8 +12,8 @@ import datetime as dt
 
 import pandas as pd
 
-from ci_pipeline.activities.stamps import StampOrder
 from ci_pipeline.config.sources import DateRange, TableConfig
+from ci_pipeline.ingest.stamps import StampOrder
 from ci_pipeline.ingest.types import coerce, date_bounds
 
 #: Date formats a column's values are tried in, in order, to name the one that reads them.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ci_pipeline.activities import build_timeline, parse_timestamps
-from ci_pipeline.activities.stamps import StampOrder
+from ci_pipeline.ingest.stamps import StampOrder
 from ci_pipeline_tests.activities.test_timeline import NOW, ORDERS, alternate_key
 
 
