@@ -64,6 +64,20 @@ class ConsentRequired(UserError):
     """A connection that sends data outside the platform was created or redirected without ``--consent``."""
 
 
+def _not_your_source(source: str, owner: str, action: str) -> str:
+    """The refusal of ``action`` on a source managed by someone else, ending with what the user can do instead."""
+    quoted = shlex.quote(source)
+    verb = {"sources.refresh": "refresh it", "sources.delete": "remove it", "sources.set-owner": "hand it over"}
+    said = f"source {source!r} is managed by {owner!r}; only they or an admin may {verb.get(action, 'change it')}"
+    if action == "sources.refresh":
+        return (
+            f"{said}: ask them or an admin to run it, or to hand it to you (`ci-pipeline sources set-owner {quoted} "
+            "YOU`), or run without its ingest (`ci-pipeline run --job ingest_<your source>`; "
+            "`ci-pipeline sources list` shows yours)"
+        )
+    return f"{said}: ask them or an admin (`ci-pipeline sources list` shows who manages each source)"
+
+
 class _Refused(Exception):
     def __init__(self, action: str, target: str, reason: str):
         super().__init__(reason)
@@ -888,7 +902,7 @@ class Governance:
             raise UserError(f"no data source named {source!r}; `ci-pipeline sources list` shows them")
         owner = session.get(Principal, found.owner_id).name
         if role != "admin" and owner != self.actor:
-            raise _Refused(action, source, f"source {source!r} is managed by {owner!r}; only they or an admin may")
+            raise _Refused(action, source, _not_your_source(source, owner, action))
         return found
 
     def set_source_owner(self, source: str, owner: str) -> None:

@@ -180,7 +180,8 @@ def test_a_launcher_without_rights_is_refused_before_ingest_and_audited(governed
 def test_a_contributor_refreshes_only_the_sources_it_owns(governed):
     assert governed.cli("sources", "set-owner", "crm", "root")[0] == 0
     code, text = governed.run("alice", "--job", "ingest_crm")
-    assert code == 1 and "source 'crm' is managed by 'root'; only they or an admin may" in text
+    assert code == 1 and "source 'crm' is managed by 'root'; only they or an admin may refresh it: ask them" in text
+    assert "ci-pipeline run --job ingest_<your source>" in text
     assert not governed.ingested
     # A run that ingests nothing of root's is alice's to launch.
     code, text = governed.run("alice", "--select", "group:publish")

@@ -27,7 +27,7 @@ def test_sources_are_listed_in_sections_for_the_acting_user(team):
 def test_only_the_owner_or_an_admin_changes_a_source_and_attempts_are_audited(team):
     assert team.run("roles", "grant", "bob", "contributor").code == 0
     refused = team.run("sources", "set-owner", "crm", "bob", user="bob")
-    assert refused.code == 2 and "managed by 'alice'" in refused.err
+    assert refused.code == 2 and "managed by 'alice'; only they or an admin may hand it over: ask them" in refused.err
     assert team.run("sources", "set-owner", "crm", "bob", user="vera").code == 2
     assert team.run("sources", "set-owner", "crm", "bob", user="alice").code == 0
     assert team.run("sources", "set-owner", "crm", "alice", user="alice").code == 2
