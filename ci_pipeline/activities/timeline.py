@@ -515,7 +515,8 @@ class _Run:
         self.corrupt: list[pd.DataFrame] = []
         self.read: dict[str, int] = {}
         self.placed: dict[str, int] = {}
-        self.counts = {"rows_placed": 0, "rows_reused": 0}
+        #: Rows this run placed (into the timeline), quarantined (each with a reason) and kept from the stored tables.
+        self.counts = {"rows_placed": 0, "rows_quarantined": 0, "rows_reused": 0}
         #: Per activity name, its rows as this run leaves them (None once a batch cannot be fingerprinted).
         self.kept: dict[str, incremental.KeptRows] | None = {name: incremental.KeptRows() for name in sources}
 
@@ -551,7 +552,8 @@ class _Run:
         schemas = stored = delta = None
         if reuse is not None:
             schemas, stored, delta = self._kept(reuse, placed_rows, lake, paths)
-        if version is None or self.counts["rows_placed"] > self.counts["rows_reused"]:
+        redone = self.counts["rows_placed"] + self.counts["rows_quarantined"]
+        if version is None or redone > self.counts["rows_reused"]:
             # A delta larger than the rows kept would save the sink little over comparing every row, and it costs a
             # second copy of the placed rows here.
             delta = None
@@ -610,7 +612,8 @@ class _Run:
                 )
                 self.corrupt.append(bad)
                 self.placed[name] += len(ok)
-                self.counts["rows_placed"] += len(flagged)
+                self.counts["rows_placed"] += len(ok)
+                self.counts["rows_quarantined"] += len(bad)
                 yield ok
             if self.kept is not None:
                 placed = np.ones(n, dtype=bool)

@@ -118,6 +118,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
                 "per_type": counts_table(timeline.per_type, "type", "rows"),
                 "customers": dg.MetadataValue.int(timeline.customers),
                 "rows_placed_this_run": dg.MetadataValue.int(report["rows_placed"]),
+                "rows_quarantined_this_run": dg.MetadataValue.int(report["rows_quarantined"]),
                 "rows_kept_from_last_run": dg.MetadataValue.int(report["rows_reused"]),
                 "placed_every_row_because": dg.MetadataValue.text(report["reason"] or "-"),
             },
