@@ -14,7 +14,7 @@ from ci_pipeline.arrow_text import text_isin
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.enrich import AFFINITY_PROVIDERS, PROFILE_PROVIDERS, EnrichmentSpec
 from ci_pipeline.defs import activities, ingest, measures, unify
-from ci_pipeline.defs.metadata import bullet_list, numbers, table_of
+from ci_pipeline.defs.metadata import bullet_list, number, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import asset_path, stored_outputs
 from ci_pipeline.defs.threaded import CUSTOMER_MODELS, EXCLUSIVE_TAG
@@ -149,7 +149,7 @@ def _run_one(run: _Run, name: str, spec: EnrichmentSpec):
         run.context.log.warning(f"enrich: {name}: {redact(warning)}")
     fields = result.fields if result.fields is not None else flat_fields(rows)
     metadata = {k: int(v) for k, v in {**result.counts, **counts}.items()}
-    metadata |= {k: v if isinstance(v, str) else float(v) for k, v in result.report.items()}
+    metadata |= {k: v if isinstance(v, str) else number(v) for k, v in result.report.items()}
     metadata["rows"] = len(rows)
     return rows, fields, metadata
 

@@ -7,7 +7,7 @@ from ci_pipeline.activities import FACT_COLUMNS
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.measures import MeasuresConfig
 from ci_pipeline.defs import activities, unify
-from ci_pipeline.defs.metadata import FIRST_N, numbers, table_of
+from ci_pipeline.defs.metadata import FIRST_N, number, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
 from ci_pipeline.defs.resources import LakeResource, asset_path
 from ci_pipeline.measures import StoredFacts, compute_measures, customer_measure_table, distribution, run_date
@@ -186,7 +186,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             metadata = {"as_of": str(as_of), "distribution": dg.MetadataValue.json(summary)}
             if name in result.business and len(frame) == 1 and not section.business[name].dimensions:
                 value = frame["Value"].iloc[0]
-                metadata["value"] = dg.MetadataValue.float(float(value)) if pd.notna(value) else "null"
+                metadata["value"] = number(float(value)) if pd.notna(value) else "null"
             elif name in result.business:
                 # A dimensioned business measure can have many rows: the page shows the first few as a table.
                 metadata[f"values (first {FIRST_N})"] = table_of(

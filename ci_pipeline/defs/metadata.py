@@ -45,6 +45,27 @@ def numbers(prefix: str, values: Mapping[str, float | int]) -> dict[str, dg.Meta
     return {f"{prefix} {name}": _number(v) for name, v in values.items()}
 
 
+def number(value: float | int) -> dg.MetadataValue:
+    """A figure for the asset page: an int, or a float holding a whole number (a count computed in a float column),
+    as ``MetadataValue.int`` so the page shows 143 rather than 143.0; any other float as ``MetadataValue.float``."""
+    value = _plain(value)
+    if isinstance(value, float) and value.is_integer():
+        return dg.MetadataValue.int(int(value))
+    return _number(value)
+
+
+def human_size(size: int) -> str:
+    """``20373446`` bytes as "20.4 MB": Dagster has no size type, and a marketer reads MB, not a count of bytes.
+
+    Decimal units (1 MB = 1,000,000 bytes), as storage accounts and Dataverse capacity count them."""
+    value, unit = float(size), "bytes"
+    for larger in ("kB", "MB", "GB", "TB"):
+        if abs(value) < 1000:
+            break
+        value, unit = value / 1000, larger
+    return f"{int(size)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+
+
 def bullet_list(lines: Iterable[str]) -> dg.MarkdownMetadataValue:
     """Lines as a Markdown list (``- line``); "none" when there are none."""
     text = "\n".join(f"- {line}" for line in lines)

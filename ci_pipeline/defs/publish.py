@@ -15,7 +15,7 @@ from ci_pipeline import outputs, table_delta
 from ci_pipeline.config import ProjectConfig
 from ci_pipeline.config.publish import ExportConfig
 from ci_pipeline.dataverse import capacity_report, logical_table, prepare, prepare_stored
-from ci_pipeline.defs.metadata import table_of
+from ci_pipeline.defs.metadata import human_size, table_of
 from ci_pipeline.defs.refresh import RUNS_WITH_DOWNSTREAM_TAG
 from ci_pipeline.defs.registry import REFRESH_TAG, REFRESHED, JobSpec, Produced, Stage, asset_key
 from ci_pipeline.defs.resources import (
@@ -153,8 +153,11 @@ def _capacity_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         tables = report.pop("tables")
         metadata = {k: v for k, v in report.items() if v is not None}
         metadata["tables"] = table_of(
-            [{"table": name, "rows": t["rows"], "bytes": t["bytes"]} for name, t in tables.items()],
-            ["table", "rows", "bytes"],
+            [
+                {"table": name, "rows": t["rows"], "size": human_size(t["bytes"]), "bytes": t["bytes"]}
+                for name, t in tables.items()
+            ],
+            ["table", "rows", "size", "bytes"],
         )
         return dg.MaterializeResult(metadata=metadata)
 
@@ -230,6 +233,7 @@ def _export_table_asset(
             metadata={
                 "dagster/row_count": record["rows"],
                 "files": len(record["files"]),
+                "size": dg.MetadataValue.text(human_size(record["bytes"])),
                 "bytes": record["bytes"],
                 "escaped_cells": record["escaped"],
                 "duration_seconds": round(time.monotonic() - started, 3),

@@ -10,7 +10,7 @@ import yaml
 
 from ci_pipeline.config import load_config
 from ci_pipeline.defs import build_definitions
-from ci_pipeline.defs.metadata import entries_table
+from ci_pipeline.defs.metadata import entries_table, human_size, number
 from ci_pipeline.defs.predictions import _warn_beaten, report_metadata
 from ci_pipeline.lake import Lake
 from ci_pipeline.orchestration.schedule import describe_cron
@@ -85,12 +85,13 @@ def _project(folder) -> dg.Definitions:
         },
         "measures": {
             "business": {
+                "orders": {"activity": "orders", "aggregate": "count"},
                 "revenue_by_channel": {
                     "activity": "orders",
                     "aggregate": "sum",
                     "field": "amount",
                     "dimensions": ["channel"],
-                }
+                },
             }
         },
         "segments": {
@@ -212,6 +213,23 @@ def test_a_business_measure_by_dimension_shows_its_first_rows_as_a_table(materia
     _no_big_json(revenue, "measures/revenue_by_channel")
 
 
+def test_a_count_measure_is_a_whole_number_on_its_page(materialized):
+    _, result = materialized
+    orders = _latest(result, "measures", "orders")["value"]
+    assert isinstance(orders, dg.IntMetadataValue) and orders.value == 3
+
+
+def test_whole_numbers_show_without_a_decimal_and_sizes_in_units():
+    assert isinstance(number(109.0), dg.IntMetadataValue) and number(109.0).value == 109
+    assert isinstance(number(0.25), dg.FloatMetadataValue) and isinstance(number(3), dg.IntMetadataValue)
+    assert [human_size(n) for n in (512, 20_373_446, 1_500, 7_200_000_000)] == [
+        "512 bytes",
+        "20.4 MB",
+        "1.5 kB",
+        "7.2 GB",
+    ]
+
+
 @pytest.mark.parametrize(
     ("cron", "words"),
     [
@@ -289,6 +307,7 @@ def test_sink_capacity_lists_its_tables_as_a_native_table(tmp_path):
     rows = {row["table"]: row for row in _rows(capacity["tables"])}
     assert len(rows) >= 7 and all(isinstance(row["rows"], int) for row in rows.values())
     assert any(row["rows"] == 3 for name, row in rows.items() if "profile" in name.lower())
+    assert all(row["size"].endswith(("bytes", "kB", "MB", "GB", "TB")) for row in rows.values())
 
 
 def test_a_long_prediction_report_is_a_table_of_entries_not_a_json_block():
