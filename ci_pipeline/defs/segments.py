@@ -1,12 +1,14 @@
 """Dagster definitions of the segments stage: SegmentMembership, member-count history and static segment state."""
 
 import datetime as dt
+from collections.abc import Mapping
 
 import dagster as dg
 import pandas as pd
 
 from ci_pipeline.arrow_text import text_isin
 from ci_pipeline.config import ProjectConfig
+from ci_pipeline.config.segments import SegmentSpec
 from ci_pipeline.defs import activities, enrich, measures, predictions, unify
 from ci_pipeline.defs.metadata import bullet_list, numbers, table_of
 from ci_pipeline.defs.registry import Produced, Stage, asset_key
@@ -23,7 +25,8 @@ MEMBERSHIP = asset_key(GROUP, "segment_membership")
 HISTORY = asset_key(GROUP, "segment_member_history")
 STATIC = asset_key(GROUP, "static_segment_state")
 #: The columns of the ``segments`` metadata table of the membership: each segment's size and its change.
-SIZE_COLUMNS = ("segment", "members", "change", "added", "removed")
+#: The description comes last: it is the long column, and the figures stay readable beside the names.
+SIZE_COLUMNS = ("segment", "type", "members", "change", "added", "removed", "description")
 
 
 class SegmentRunConfig(dg.Config):
@@ -128,7 +131,7 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
             metadata={
                 **numbers("members", counts),
                 # The run's summary prints this table (ci_pipeline.commands.run).
-                "segments": table_of(_size_rows(result, counts), list(SIZE_COLUMNS)),
+                "segments": table_of(_size_rows(result, counts, section.definitions), list(SIZE_COLUMNS)),
                 "conditions_evaluated": result.conditions_evaluated,
                 "static_refreshed": dg.MetadataValue.text(", ".join(result.refreshed) or "none"),
             },
@@ -143,16 +146,29 @@ def build(config: ProjectConfig, produced: Produced | None = None) -> dg.Definit
     return dg.Definitions(assets=[segments])
 
 
-def _size_rows(result: SegmentRun, counts: dict[str, int]) -> list[dict]:
-    """Per configured segment: its members, the change in members and those added and removed since the last run
-    (None on the first run)."""
+def _size_rows(result: SegmentRun, counts: dict[str, int], specs: Mapping[str, SegmentSpec]) -> list[dict]:
+    """Per configured segment: its type, members, the change in members and those added and removed since the last
+    run (None on the first run), and its description from the configuration, so the page says what each one means
+    (a suggested segment without one names its template)."""
     sizes = run_sizes(result.history).set_index("Segment")
     rows = []
     for name, members in counts.items():
         size = sizes.loc[name] if name in sizes.index else None
         change = None if size is None or pd.isna(size["Change"]) else int(size["Change"])
         added, removed = (None, None) if size is None else (int(size["Added"]), int(size["Removed"]))
-        rows.append({"segment": name, "members": members, "change": change, "added": added, "removed": removed})
+        spec = specs[name]
+        told = spec.description or (f"suggested segment {spec.template}" if spec.template else "")
+        rows.append(
+            {
+                "segment": name,
+                "type": spec.type,
+                "members": members,
+                "change": change,
+                "added": added,
+                "removed": removed,
+                "description": told,
+            }
+        )
     return rows
 
 

@@ -96,7 +96,10 @@ def _project(folder) -> dg.Definitions:
         },
         "segments": {
             "definitions": {
-                "leeds": {"rules": [{"field": "profile.City", "op": "=", "value": "Leeds"}]},
+                "leeds": {
+                    "description": "Customers living in Leeds.",
+                    "rules": [{"field": "profile.City", "op": "=", "value": "Leeds"}],
+                },
                 "named": {"rules": [{"field": "profile.FirstName", "op": "is_not_null"}]},
             }
         },
@@ -191,7 +194,11 @@ def test_segment_member_counts_are_numbers_per_segment(materialized):
     membership = _latest(result, "segments", "segment_membership")
     assert membership["members leeds"].value == 1 and membership["members named"].value == 5
     assert isinstance(membership["members leeds"], dg.IntMetadataValue)
-    assert {row["segment"]: row["members"] for row in _rows(membership["segments"])} == {"leeds": 1, "named": 5}
+    rows = {row["segment"]: row for row in _rows(membership["segments"])}
+    assert {name: row["members"] for name, row in rows.items()} == {"leeds": 1, "named": 5}
+    # What each segment means, from the configuration, beside its size.
+    assert rows["leeds"]["description"] == "Customers living in Leeds." and rows["leeds"]["type"] == "dynamic"
+    assert rows["named"]["description"] == ""
 
 
 def test_activity_counts_per_table_are_a_table_and_plotted_numbers(materialized):
