@@ -41,6 +41,7 @@ from ci_pipeline.predictions import (
 )
 from ci_pipeline.predictions.charts import draw_report_charts, markdown_image
 from ci_pipeline.predictions.data import ModelFailed, model_failed
+from ci_pipeline.predictions.prior import MODEL_BASIS, PRIOR
 from ci_pipeline.predictions.published import settings_changes
 from ci_pipeline.predictions.recommend import UNMATCHED
 from ci_pipeline.predictions.reuse import RowReuse, hand_out, read_kept, write_kept
@@ -56,10 +57,10 @@ TRAIN_JOB = "train_predictions"
 REUSED = ("churn", "clv")
 _RANKING_BASELINES = ("most_popular", "own_most_bought")
 _DESCRIPTIONS = {
-    "churn_scores": "One row per customer with a purchase: ChurnScore (calibrated probability), IsChurn, "
-    "Likelihood and the top 3 signed reasons.",
-    "clv_scores": "One row per customer with a purchase: PredictedValue, its 80% interval (ValueLow, ValueHigh), "
-    "ValueBand and the top 3 signed reasons.",
+    "churn_scores": "One row per customer: ChurnScore (calibrated probability), IsChurn, Likelihood, the top 3 "
+    "signed reasons and Basis (model for a customer with a purchase, population prior for one without).",
+    "clv_scores": "One row per customer: PredictedValue, its 80% interval (ValueLow, ValueHigh), ValueBand, the top "
+    "3 signed reasons and Basis (model for a customer with a purchase, population prior for one without).",
     "product_recommendations": "One row per customer and rank: Product, Score and Reason (bought before, bought "
     "together, popular).",
 }
@@ -358,7 +359,7 @@ def _scoring_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         table = prediction_table(scored, provider)
         counts = table["Model"].value_counts().to_dict()
         frames = {TABLES[m]: scored[m] for m in scored}
-        metadata = {TABLES[m]: _reuse_metadata(runs.reuse.get(m)) for m in scored}
+        metadata = {TABLES[m]: _reuse_metadata(runs.reuse.get(m)) | score_counts(scored[m]) for m in scored}
         frames["prediction_fields"] = segment_fields(scored, models)
         metadata["prediction_fields"] = {"models": dg.MetadataValue.json(list(scored))}
         frames["prediction"] = table
@@ -404,6 +405,21 @@ def _log_reuse(context: dg.AssetExecutionContext, reuses: dict[str, RowReuse]) -
                 f"predictions: {MODEL_NAMES[model]} scored {report['computed']} of {report['customers']} "
                 f"customers; {reuse.kept_count} kept last run's scores (features unchanged){why}"
             )
+
+
+def score_counts(scores: pd.DataFrame) -> dict:
+    """Whom a scores table covers: customers scored by the model (those with a purchase) and by the population
+    prior (the others), and for churn how many are predicted to churn and per likelihood, the figures a marketer
+    reads before building a segment on the scores."""
+    metadata = {}
+    if "Basis" in scores:
+        metadata["customers_by_model"] = dg.MetadataValue.int(int((scores["Basis"] == MODEL_BASIS).sum()))
+        metadata["customers_by_prior"] = dg.MetadataValue.int(int((scores["Basis"] == PRIOR).sum()))
+    if "IsChurn" in scores:
+        metadata["customers_predicted_to_churn"] = dg.MetadataValue.int(int(scores["IsChurn"].sum()))
+        likelihood = scores["Likelihood"].value_counts()
+        metadata |= numbers("likelihood", {str(band): int(n) for band, n in likelihood.items()})
+    return metadata
 
 
 def _reuse_metadata(reuse: RowReuse | None) -> dict:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import pandas as pd
 import pytest
 import yaml
 
 from ci_pipeline.config import load_config
 from ci_pipeline.defs import build_definitions
 from ci_pipeline.defs.metadata import entries_table, human_size, number
-from ci_pipeline.defs.predictions import _warn_beaten, report_metadata
+from ci_pipeline.defs.predictions import _DESCRIPTIONS, _warn_beaten, report_metadata, score_counts
 from ci_pipeline.lake import Lake
 from ci_pipeline.orchestration.schedule import describe_cron
 from ci_pipeline_tests.conftest import SAMPLE_DIR
@@ -315,6 +316,30 @@ def test_sink_capacity_lists_its_tables_as_a_native_table(tmp_path):
     assert len(rows) >= 7 and all(isinstance(row["rows"], int) for row in rows.values())
     assert any(row["rows"] == 3 for name, row in rows.items() if "profile" in name.lower())
     assert all(row["size"].endswith(("bytes", "kB", "MB", "GB", "TB")) for row in rows.values())
+
+
+def test_a_scores_table_says_whom_the_model_and_the_prior_scored_and_who_churns():
+    churn = pd.DataFrame(
+        {
+            "CustomerId": ["a", "b", "c", "d"],
+            "IsChurn": pd.array([True, False, True, True], dtype="boolean"),
+            "Likelihood": pd.array(["High", "Low", "High", "Medium"], dtype="string"),
+            "Basis": pd.array(["model", "model", "population prior", "population prior"], dtype="string"),
+        }
+    )
+    counts = {k: v.value for k, v in score_counts(churn).items()}
+    assert counts == {
+        "customers_by_model": 2,
+        "customers_by_prior": 2,
+        "customers_predicted_to_churn": 3,
+        "likelihood High": 2,
+        "likelihood Low": 1,
+        "likelihood Medium": 1,
+    }
+    clv = churn.drop(columns=["IsChurn", "Likelihood"])
+    assert {k: v.value for k, v in score_counts(clv).items()} == {"customers_by_model": 2, "customers_by_prior": 2}
+    # Every customer has a row (the prior's too): the descriptions say so.
+    assert not any("with a purchase:" in _DESCRIPTIONS[t] for t in ("churn_scores", "clv_scores"))
 
 
 def test_a_long_prediction_report_is_a_table_of_entries_not_a_json_block():
