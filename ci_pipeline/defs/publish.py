@@ -107,6 +107,8 @@ def _sink_asset(config: ProjectConfig, table: str, upstream: dg.AssetKey | None)
             + (" (from the delta its stage wrote)" if result.from_delta else "")
         )
         metadata = {**result.metadata(), "dagster/row_count": result.rows, "sink": kind}
+        if isinstance(metadata.get("bytes"), int):
+            metadata["size"] = dg.MetadataValue.text(human_size(metadata["bytes"]))
         if result.dead_letter:
             metadata["dead_letter"] = dg.MetadataValue.path(result.dead_letter)
         check = dg.AssetCheckResult(
@@ -278,6 +280,7 @@ def _export_asset(config: ProjectConfig, export: ExportConfig, produced: Produce
         )
         metadata = {**result.metadata(), "duration_seconds": round(time.monotonic() - started, 3)}
         metadata["dagster/row_count"] = metadata["rows"]
+        metadata["size"] = dg.MetadataValue.text(human_size(metadata["bytes"]))
         metadata["path"] = dg.MetadataValue.path(result.metadata_file)
         yield dg.MaterializeResult(metadata=metadata)
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from ci_pipeline.defs.metadata import human_size
 from ci_pipeline.export import query, read_export, write_export
 from ci_pipeline.export.cdm import escape_formula_cells
 from ci_pipeline.lake import Lake
@@ -97,6 +98,9 @@ def test_the_export_asset_escapes_by_default_and_follows_the_option(tmp_path):
     metadata = run(config, ["=1+2", "C2"])
     # "=1+2" is the CustomerId of a profile and of an alternate key
     assert metadata["publish/export_warehouse"]["escaped_cells"].value == 2
+    # The size is shown in units a reader takes in at a glance; the exact bytes stay for plots.
+    exported = metadata["publish/export_warehouse"]
+    assert exported["size"].text == human_size(exported["bytes"].value)
     assert query(lake, "SELECT min(CustomerId) AS c FROM CustomerProfile", ["warehouse"])["c"].iloc[0] == "'=1+2"
     export = config.publish.exports[0].model_copy(update={"escape_formulas": False})
     raw = config.model_copy(update={"publish": config.publish.model_copy(update={"exports": [export]})})
