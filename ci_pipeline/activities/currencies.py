@@ -4,11 +4,20 @@ euros and yen sums 10 EUR and 1,600 JPY as 1,610 of something. Nothing converts 
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow.dataset as ds
 
 from ci_pipeline.config.activities import ActivityTable
 
 #: The semantic field that names an amount's currency.
 CURRENCY = "currency"
+
+
+def currency_counts(facts: ds.Dataset) -> pd.DataFrame:
+    """Rows per ``Activity`` and ``currency`` (``rows``) of the stored activity facts, counted in Arrow (only the
+    two columns are read)."""
+    table = facts.to_table(columns=["Activity", CURRENCY])
+    counts = table.group_by(["Activity", CURRENCY]).aggregate([([], "count_all")]).to_pandas()
+    return counts.rename(columns={"count_all": "rows"})
 
 
 def currency_mix(counts: pd.DataFrame, specs: dict[str, ActivityTable]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from ci_pipeline.activities import (
     latest_accepted,
     write_timeline,
 )
-from ci_pipeline.activities.currencies import CURRENCY, currency_mix
+from ci_pipeline.activities.currencies import CURRENCY, currency_counts, currency_mix
 from ci_pipeline.activities.diagnose import key_column_hint, missing_keys
 from ci_pipeline.activities.incremental import forget, read_state, write_state
 from ci_pipeline.config import ProjectConfig
@@ -199,9 +199,7 @@ def _currency_check(context, store, specs: dict) -> dg.AssetCheckResult:
     """A warning, also in the run log, per activity whose placed amounts are in more than one currency."""
     told = {}
     if any(CURRENCY in spec.fields for spec in specs.values()):
-        facts = store.dataset(asset_path(FACTS)).to_table(columns=["Activity", CURRENCY])
-        counts = facts.group_by(["Activity", CURRENCY]).aggregate([([], "count_all")]).to_pandas()
-        told = currency_mix(counts.rename(columns={"count_all": "rows"}), specs)
+        told = currency_mix(currency_counts(store.dataset(asset_path(FACTS))), specs)
     for text in told.values():
         context.log.warning(f"activities: {text}")
     return dg.AssetCheckResult(
